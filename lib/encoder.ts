@@ -1,0 +1,244 @@
+/**
+ * `Encoder`: a sentence-embedding model loaded from a Hugging Face / sentence-transformers directory
+ * (or a hub id), run by the native libtorch code off the JS thread.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ColtrastError } from './errors';
+import { resolveModelDir, type ResolveOptions } from './hub';
+import { readModelDirectory, writeModelFiles, POOLING_MODES, type ModelDirectory, type PoolingMode } from './model-dir';
+import { native, fromNative, type NativeEncoder } from './native';
+import { TextTokenizer, padBatch } from './tokenizer';
+import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
+
+export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+export type DType = 'float32' | 'float16' | 'bfloat16';
+const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16'];
+
+/** A dense float32 matrix, row-major. */
+export interface Matrix {
+  dims: [number, number];
+  data: Float32Array;
+}
+
+export interface LoadOptions extends Pick<ResolveOptions, 'cacheDir' | 'revision' | 'offline' | 'token'> {
+  /** 'auto' (default) picks the first GPU when this libtorch has CUDA and one is visible, else the CPU. */
+  device?: Device;
+  /** float32 (default). float16 and bfloat16 are for CUDA devices. */
+  dtype?: DType;
+  /** Intra-op CPU threads for all of coltrast's native work in this process (default: every core). */
+  threads?: number;
+  /** Download progress, when `model` is a Hugging Face id that is not cached yet. */
+  onDownloadProgress?: ResolveOptions['onProgress'];
+}
+
+export interface EmbedOptions {
+  /** Texts per forward pass (default 32). Texts are sorted by length first, so padding is small. */
+  batchSize?: number;
+  /** 'pooled' (default): one vector per text. 'tokens': one [tokens, dim] matrix per text. */
+  output?: 'pooled' | 'tokens';
+  /** L2-normalize each vector (default: as the model's modules.json says for pooled, false for tokens). */
+  normalize?: boolean;
+  /** Override the model's pooling mode. */
+  pooling?: PoolingMode;
+  /** Called after each batch with texts done so far and the total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface SaveOptions {
+  /** Replace `dir` if it exists (default false: an existing non-empty folder is an error). */
+  overwrite?: boolean;
+  /** dtype of the saved weights (default float32). */
+  dtype?: DType;
+}
+
+const LOAD_KEYS = ['device', 'dtype', 'threads', 'cacheDir', 'revision', 'offline', 'token', 'onDownloadProgress'] as const;
+const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'pooling', 'onProgress'] as const;
+const SAVE_KEYS = ['overwrite', 'dtype'] as const;
+
+let threadsApplied = false;
+
+/** Applies a thread count for the whole process (the first load applies the default: every core). */
+export function setThreads(threads?: number): void {
+  const n = threads === undefined ? os.availableParallelism() : positiveInteger('threads', threads);
+  native().setNumThreads(n);
+  threadsApplied = true;
+}
+
+function resolveDevice(device: Device): string {
+  if (device === 'auto') return native().runtimeInfo().cudaAvailable ? 'cuda:0' : 'cpu';
+  if (device === 'cpu' || device === 'cuda' || /^cuda:\d+$/.test(device)) return device;
+  throw invalid('options.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
+}
+
+export class Encoder {
+  private handle: NativeEncoder | null;
+
+  private constructor(
+    handle: NativeEncoder,
+    private readonly files: ModelDirectory,
+    private readonly tokenizer: TextTokenizer,
+    /** Embedding width (the model's hidden size). */
+    readonly dimension: number,
+    /** The device the model runs on, e.g. 'cpu' or 'cuda:0'. */
+    readonly device: string,
+    readonly dtype: DType,
+  ) {
+    this.handle = handle;
+  }
+
+  /** The folder the model was read from. */
+  get modelDir(): string {
+    return this.files.dir;
+  }
+  get pooling(): PoolingMode {
+    return this.files.pooling;
+  }
+  get normalize(): boolean {
+    return this.files.normalize;
+  }
+  /** Longer texts are truncated to this many tokens (special tokens included). */
+  get maxSeqLength(): number {
+    return this.files.maxSeqLength;
+  }
+  /** Where pooling/normalization came from: modules.json or the plain Hugging Face default. */
+  get configSource(): ModelDirectory['source'] {
+    return this.files.source;
+  }
+
+  /**
+   * Loads a model folder (Hugging Face or sentence-transformers layout, safetensors weights) or a
+   * Hugging Face id (downloaded once into the hub cache).
+   */
+  static async load(model: string, options?: LoadOptions): Promise<Encoder> {
+    const o = checkOptions('options', options, LOAD_KEYS);
+    if (typeof model !== 'string' || model.length === 0) throw invalid('model', 'a folder path or a Hugging Face id', model);
+    const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
+    if (o.threads !== undefined || !threadsApplied) setThreads(o.threads);
+    const device = resolveDevice(o.device ?? 'auto');
+    if (device === 'cpu' && dtype !== 'float32') {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.dtype '${dtype}' needs a CUDA device; on the CPU use 'float32'`);
+    }
+    const dir = await resolveModelDir(model, {
+      cacheDir: o.cacheDir,
+      revision: o.revision,
+      offline: o.offline,
+      token: o.token,
+      onProgress: o.onDownloadProgress,
+    });
+    const files = readModelDirectory(dir);
+    const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
+    let handle: NativeEncoder;
+    try {
+      handle = await native().NativeEncoder.load({ weightsPath: files.weightsPath, config: files.configText, device, dtype });
+    } catch (error) {
+      throw fromNative(error);
+    }
+    const info = handle.info();
+    return new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype);
+  }
+
+  private live(): NativeEncoder {
+    if (!this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    return this.handle;
+  }
+
+  /** One vector per text: `{ dims: [texts.length, dimension], data }`. */
+  embed(texts: string[], options?: EmbedOptions & { output?: 'pooled' }): Promise<Matrix>;
+  /** The states of each text's tokens (special tokens included): one `{ dims: [tokens, dimension], data }` per text. */
+  embed(texts: string[], options: EmbedOptions & { output: 'tokens' }): Promise<Matrix[]>;
+  async embed(texts: string[], options?: EmbedOptions): Promise<Matrix | Matrix[]> {
+    const handle = this.live();
+    const o = checkOptions('options', options, EMBED_KEYS);
+    if (!Array.isArray(texts)) throw invalid('texts', 'an array of strings', texts);
+    texts.forEach((t, i) => {
+      if (typeof t !== 'string') throw invalid(`texts[${i}]`, 'a string', t);
+    });
+    const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
+    const output = oneOf('options.output', o.output ?? 'pooled', ['pooled', 'tokens'] as const);
+    const pooling = oneOf('options.pooling', o.pooling ?? this.files.pooling, POOLING_MODES);
+    const normalize = booleanValue('options.normalize', o.normalize ?? (output === 'pooled' ? this.files.normalize : false));
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
+      throw invalid('options.onProgress', 'a function', o.onProgress);
+    }
+
+    const tokenized = await this.tokenizer.encode(texts);
+    // Longest first: similar lengths share a batch, and a too-large batch fails at once, not at the end.
+    const order = tokenized.map((_, i) => i).sort((a, b) => tokenized[b].ids.length - tokenized[a].ids.length);
+    const dim = this.dimension;
+    const pooled = new Float32Array(output === 'pooled' ? texts.length * dim : 0);
+    const tokens: Matrix[] = new Array(output === 'tokens' ? texts.length : 0);
+    for (let start = 0; start < order.length; start += batchSize) {
+      const rows = order.slice(start, start + batchSize);
+      const batch = padBatch(rows.map((i) => tokenized[i]));
+      let result: Float32Array;
+      try {
+        result = await handle.embed({ ...batch, output, pooling, normalize });
+      } catch (error) {
+        throw fromNative(error);
+      }
+      let offset = 0;
+      rows.forEach((textIndex, r) => {
+        if (output === 'pooled') {
+          pooled.set(result.subarray(r * dim, (r + 1) * dim), textIndex * dim);
+        } else {
+          const n = tokenized[textIndex].ids.length;
+          tokens[textIndex] = { dims: [n, dim], data: result.slice(offset, offset + n * dim) };
+          offset += n * dim;
+        }
+      });
+      o.onProgress?.(Math.min(start + batchSize, order.length), order.length);
+    }
+    return output === 'pooled' ? { dims: [texts.length, dim], data: pooled } : tokens;
+  }
+
+  /**
+   * Writes the model as a sentence-transformers directory (config.json, model.safetensors, tokenizer
+   * files, modules.json, pooling/normalize configs) that `Encoder.load` and Python's
+   * sentence-transformers both load. The folder appears complete or not at all.
+   */
+  async save(dir: string, options?: SaveOptions): Promise<void> {
+    const handle = this.live();
+    const o = checkOptions('options', options, SAVE_KEYS);
+    if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a folder path', dir);
+    const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
+    const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
+    const target = path.resolve(dir);
+    if (fs.existsSync(target) && fs.readdirSync(target).length > 0 && !overwrite) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${target} exists and is not empty; pass { overwrite: true } to replace it`);
+    }
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    const staging = fs.mkdtempSync(path.join(path.dirname(target), `.${path.basename(target)}.saving-`));
+    try {
+      writeModelFiles(this.files, staging, {
+        pooling: this.files.pooling,
+        normalize: this.files.normalize,
+        maxSeqLength: this.files.maxSeqLength,
+        dimension: this.dimension,
+      });
+      try {
+        await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype);
+      } catch (error) {
+        throw fromNative(error);
+      }
+      if (fs.existsSync(target)) {
+        const old = `${staging}.old`;
+        fs.renameSync(target, old);
+        fs.renameSync(staging, target);
+        fs.rmSync(old, { recursive: true, force: true });
+      } else {
+        fs.renameSync(staging, target);
+      }
+    } catch (error) {
+      fs.rmSync(staging, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  /** Frees the native model now (it is also freed when garbage-collected). Later calls throw DISPOSED. */
+  dispose(): void {
+    this.handle?.dispose();
+    this.handle = null;
+  }
+}

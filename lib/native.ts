@@ -1,0 +1,119 @@
+/**
+ * Loads the native addon through node-gyp-build (prebuilds/ first, then the local build/) and turns
+ * every way that can fail into a ColtrastError that says what is missing and how to fix it.
+ */
+import path from 'node:path';
+import { ColtrastError } from './errors';
+
+export interface NativeEncoderInfo {
+  modelType: string;
+  hiddenSize: number;
+  maxPositions: number;
+  numParameters: number;
+  device: string;
+  dtype: string;
+}
+
+export interface NativeEmbedRequest {
+  inputIds: Int32Array;
+  attentionMask: Int32Array;
+  tokenTypeIds: Int32Array;
+  batchSize: number;
+  seqLen: number;
+  output: 'pooled' | 'tokens';
+  pooling: string;
+  normalize: boolean;
+}
+
+export interface NativeEncoder {
+  embed(request: NativeEmbedRequest): Promise<Float32Array>;
+  saveWeights(file: string, dtype: string): Promise<void>;
+  info(): NativeEncoderInfo;
+  dispose(): void;
+}
+
+export interface NativeRuntimeInfo {
+  torchVersion: string;
+  cudaAvailable: boolean;
+  cudaDeviceCount: number;
+  numThreads: number;
+  parallelInfo: string;
+  cxx11Abi?: boolean;
+  torchSource?: string;
+}
+
+export interface NativeBinding {
+  NativeEncoder: {
+    load(options: { weightsPath: string; config: string; device: string; dtype: string }): Promise<NativeEncoder>;
+  };
+  supportedModelTypes: string[];
+  setNumThreads(n: number): void;
+  runtimeInfo(): NativeRuntimeInfo;
+}
+
+/** The package root: lib/ and dist/ both sit one level below it. */
+export const packageRoot = path.resolve(__dirname, '..');
+
+const LIBTORCH_HELP =
+  'Get libtorch in one of these ways and try again:\n' +
+  '  - Debian/Ubuntu: sudo apt-get install libtorch-dev libopenblas0-pthread\n' +
+  '  - a Python torch: pip install torch (coltrast finds the libtorch inside it when building)\n' +
+  '  - a libtorch download: unzip it and build with LIBTORCH=/path/to/libtorch npm run build:native';
+
+/** Rewrites a failed `require` of the addon into an actionable error. Exported for tests. */
+export function explainLoadError(error: unknown): ColtrastError {
+  const message = error instanceof Error ? error.message : String(error);
+  const missingLib = /(lib(?:torch|c10|torch_cpu|torch_cuda|c10_cuda|gomp|openblas|blas)[^\s:]*): cannot open shared object/.exec(
+    message,
+  );
+  if (missingLib) {
+    return new ColtrastError(
+      'NATIVE_LOAD',
+      `coltrast's native addon could not load ${missingLib[1]}: the libtorch it was built against is not installed ` +
+        `or has moved.\n${LIBTORCH_HELP}\n(original error: ${message})`,
+      { cause: error },
+    );
+  }
+  if (/undefined symbol/.test(message)) {
+    return new ColtrastError(
+      'NATIVE_LOAD',
+      'coltrast\'s native addon does not match the libtorch found at run time (a different libtorch version or C++ ABI ' +
+        'than it was built with). Rebuild it against the libtorch you have: npm run build:native\n' +
+        `(original error: ${message})`,
+      { cause: error },
+    );
+  }
+  if (/No native build was found/.test(message)) {
+    return new ColtrastError(
+      'NATIVE_LOAD',
+      `coltrast has no native addon for this machine (${process.platform}-${process.arch}, Node ${process.version}). ` +
+        'Build it from source: npm run build:native (needs cmake, a C++17 compiler, nlohmann-json3-dev and libtorch).\n' +
+        LIBTORCH_HELP,
+      { cause: error },
+    );
+  }
+  return new ColtrastError('NATIVE_LOAD', `coltrast's native addon failed to load: ${message}`, { cause: error });
+}
+
+let binding: NativeBinding | undefined;
+
+export function native(): NativeBinding {
+  if (binding) return binding;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const load = require('node-gyp-build') as (dir: string) => NativeBinding;
+    binding = load(packageRoot);
+  } catch (error) {
+    throw explainLoadError(error);
+  }
+  return binding;
+}
+
+/** Converts an error from native code (a plain Error with `code`) into a ColtrastError. */
+export function fromNative(error: unknown): ColtrastError {
+  if (error instanceof ColtrastError) return error;
+  const e = error as { code?: unknown; message?: unknown };
+  const known = ['INVALID_ARGUMENT', 'MODEL_FILES', 'UNSUPPORTED_MODEL', 'NATIVE', 'DEVICE', 'DISPOSED'];
+  const code = typeof e?.code === 'string' && known.includes(e.code) ? e.code : 'NATIVE';
+  return new ColtrastError(code as ColtrastError['code'], String(e?.message ?? error), { cause: error });
+}

@@ -1,0 +1,69 @@
+/**
+ * What coltrast runs on: libtorch version, devices, threads and the BLAS library actually loaded.
+ * Debian's libtorch calls whatever libblas.so.3 the system selects; the reference BLAS is ~30x slower
+ * than OpenBLAS, so we look at the mapped libraries and say so.
+ */
+import fs from 'node:fs';
+import { native, packageRoot } from './native';
+
+export interface BlasInfo {
+  /** Paths of the BLAS libraries mapped into this process. */
+  libraries: string[];
+  /** 'openblas', 'mkl', 'reference' (netlib, slow) or 'unknown'. */
+  kind: 'openblas' | 'mkl' | 'reference' | 'unknown';
+  warning?: string;
+}
+
+export interface RuntimeInfo {
+  version: string;
+  torchVersion: string;
+  torchSource?: string;
+  cudaAvailable: boolean;
+  cudaDeviceCount: number;
+  threads: number;
+  blas: BlasInfo;
+}
+
+export function blasInfo(maps = '/proc/self/maps'): BlasInfo {
+  let text = '';
+  try {
+    text = fs.readFileSync(maps, 'utf8');
+  } catch {
+    return { libraries: [], kind: 'unknown' };
+  }
+  const libraries = [...new Set(text.split('\n').map((l) => l.split(/\s+/)[5] ?? '').filter((p) => /lib(open)?blas|libmkl/.test(p)))];
+  const resolved = libraries.map((p) => {
+    try {
+      return fs.realpathSync(p);
+    } catch {
+      return p;
+    }
+  });
+  const all = resolved.join(' ');
+  if (/openblas/.test(all)) return { libraries: resolved, kind: 'openblas' };
+  if (/mkl/.test(all)) return { libraries: resolved, kind: 'mkl' };
+  if (/libblas\.so/.test(all)) {
+    return {
+      libraries: resolved,
+      kind: 'reference',
+      warning:
+        'libtorch is using the reference BLAS (very slow matrix products). Install OpenBLAS: ' +
+        'sudo apt-get install libopenblas0-pthread',
+    };
+  }
+  return { libraries: resolved, kind: 'unknown' };
+}
+
+export function runtimeInfo(): RuntimeInfo {
+  const n = native().runtimeInfo();
+  const pkg = JSON.parse(fs.readFileSync(`${packageRoot}/package.json`, 'utf8')) as { version: string };
+  return {
+    version: pkg.version,
+    torchVersion: n.torchVersion,
+    torchSource: n.torchSource,
+    cudaAvailable: n.cudaAvailable,
+    cudaDeviceCount: n.cudaDeviceCount,
+    threads: n.numThreads,
+    blas: blasInfo(),
+  };
+}

@@ -1,0 +1,54 @@
+/**
+ * Argument checks shared by the public API: every message names the parameter, what was expected
+ * and what was received, before any native code runs.
+ */
+import { ColtrastError } from './errors';
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 60 ? value.slice(0, 60) + '…' : value)}`;
+  if (typeof value === 'object') return 'an object';
+  return `${typeof value} ${String(value)}`;
+}
+
+export function invalid(name: string, expected: string, value: unknown): ColtrastError {
+  return new ColtrastError('INVALID_ARGUMENT', `${name} must be ${expected}, got ${describe(value)}`);
+}
+
+/** Rejects keys that are not in `allowed`, so a misspelt option never passes silently. */
+export function checkOptions<T extends object>(name: string, options: T | undefined, allowed: readonly string[]): T {
+  if (options === undefined) return {} as T;
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalid(name, 'an object', options);
+  for (const key of Object.keys(options)) {
+    if (!allowed.includes(key)) {
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `unknown option ${name}.${key} (known options: ${allowed.join(', ')})`,
+      );
+    }
+  }
+  return options;
+}
+
+export function positiveInteger(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw invalid(name, 'a positive integer', value);
+  return value;
+}
+
+export function oneOf<T extends string>(name: string, value: unknown, choices: readonly T[]): T {
+  if (typeof value !== 'string' || !choices.includes(value as T)) {
+    throw invalid(name, `one of ${choices.map((c) => `'${c}'`).join(', ')}`, value);
+  }
+  return value as T;
+}
+
+export function booleanValue(name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw invalid(name, 'true or false', value);
+  return value;
+}
+
+export function nonEmptyString(name: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0) throw invalid(name, 'a non-empty string', value);
+  return value;
+}

@@ -1,0 +1,20 @@
+// Module entry: registers the native classes and functions that lib/native.ts loads.
+#include <napi.h>
+
+#include "encoder_wrap.h"
+#include "runtime.h"
+
+namespace {
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeEncoder", coltrast::EncoderWrap::define(env));
+  auto types = Napi::Array::New(env);
+  for (const auto& name : coltrast::supportedModelTypes()) types.Set(types.Length(), name);
+  exports.Set("supportedModelTypes", types);
+  coltrast::defineRuntime(env, exports);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(coltrast, init)

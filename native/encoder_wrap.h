@@ -1,0 +1,38 @@
+// The JS class `NativeEncoder`: a loaded TransformerEncoder on one device. lib/encoder.ts is its only
+// user; it validates every argument before calling in, so this layer converts and computes.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+#include <mutex>
+
+#include "models/transformer_encoder.h"
+
+namespace coltrast {
+
+// What the JS object and each in-flight worker share: dispose() drops the JS object's reference and the
+// model's memory goes when the last running worker finishes with it.
+struct LoadedEncoder {
+  std::shared_ptr<TransformerEncoder> model;
+  torch::Device device{torch::kCPU};
+  torch::ScalarType dtype = torch::kFloat32;
+  std::mutex mutex;  // one forward at a time per model: concurrent embed() calls queue here
+};
+
+class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
+ public:
+  static Napi::Function define(Napi::Env env);
+  explicit EncoderWrap(const Napi::CallbackInfo& info);
+
+ private:
+  static Napi::Value load(const Napi::CallbackInfo& info);
+  Napi::Value embed(const Napi::CallbackInfo& info);
+  Napi::Value saveWeights(const Napi::CallbackInfo& info);
+  Napi::Value info(const Napi::CallbackInfo& info);
+  void dispose(const Napi::CallbackInfo& info);
+  std::shared_ptr<LoadedEncoder> live(Napi::Env env) const;
+
+  std::shared_ptr<LoadedEncoder> encoder_;
+};
+
+}  // namespace coltrast

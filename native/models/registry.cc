@@ -1,0 +1,35 @@
+// The one place that maps config.json's `model_type` to an architecture.
+#include "../error.h"
+#include "bert.h"
+#include "transformer_encoder.h"
+
+namespace coltrast {
+namespace {
+
+const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
+  static const std::vector<std::pair<std::string, EncoderFactory>> table = {
+      {"bert", [](const nlohmann::json& c) { return std::make_shared<BertModel>(BertConfig::fromJson(c)); }},
+  };
+  return table;
+}
+
+}  // namespace
+
+std::vector<std::string> supportedModelTypes() {
+  std::vector<std::string> names;
+  for (const auto& [name, f] : factories()) names.push_back(name);
+  return names;
+}
+
+std::shared_ptr<TransformerEncoder> createEncoder(const nlohmann::json& config) {
+  if (!config.is_object() || !config.contains("model_type") || !config["model_type"].is_string())
+    throw modelFilesError("config.json has no \"model_type\" string");
+  const auto type = config["model_type"].get<std::string>();
+  for (const auto& [name, factory] : factories())
+    if (name == type) return factory(config);
+  std::string known;
+  for (const auto& name : supportedModelTypes()) known += (known.empty() ? "" : ", ") + name;
+  throw unsupportedError("unsupported model_type " + type + " (coltrast runs: " + known + ")");
+}
+
+}  // namespace coltrast

@@ -1,0 +1,49 @@
+// What every architecture behind `Encoder` provides: token states from token ids. The N-API layer,
+// pooling and training code only see this interface, so a new architecture (a decoder LLM for CoTrEnD,
+// a cross-encoder) is one new file plus one line in registry.cc.
+#pragma once
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "../safetensors.h"
+
+namespace coltrast {
+
+class TransformerEncoder : public torch::nn::Module {
+ public:
+  // inputIds, attentionMask (1 = token, 0 = padding) and tokenTypeIds: int64 [batch, seq] on the
+  // model's device. Returns the last hidden states [batch, seq, hiddenSize] in the model's dtype.
+  virtual torch::Tensor forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask,
+                                const torch::Tensor& tokenTypeIds) = 0;
+  virtual int64_t hiddenSize() const = 0;
+  virtual int64_t maxPositions() const = 0;
+  virtual std::string modelType() const = 0;
+
+  // Fills every parameter from `file` (names as Hugging Face saves them, with or without the
+  // architecture's prefix such as `bert.`) and keeps tensors the model does not use (a pooler head,
+  // position_ids) so that saving writes them back unchanged.
+  void loadWeights(const SafetensorsFile& file, torch::ScalarType dtype);
+  // Parameters and kept tensors, named as Hugging Face's model class names them.
+  std::vector<std::pair<std::string, torch::Tensor>> weightsForSaving(torch::ScalarType dtype) const;
+
+ protected:
+  // The prefix Hugging Face's task heads put before the base model's names ("bert.").
+  virtual std::string weightPrefix() const = 0;
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> kept_;
+};
+
+using EncoderFactory = std::function<std::shared_ptr<TransformerEncoder>(const nlohmann::json& config)>;
+
+// Builds the architecture named by config.json's `model_type`, or throws UNSUPPORTED_MODEL.
+std::shared_ptr<TransformerEncoder> createEncoder(const nlohmann::json& config);
+// The model types createEncoder accepts.
+std::vector<std::string> supportedModelTypes();
+
+}  // namespace coltrast

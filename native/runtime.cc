@@ -1,0 +1,79 @@
+#include "runtime.h"
+
+#include <ATen/Parallel.h>
+#include <torch/version.h>
+
+#include <atomic>
+#include <thread>
+
+#include "error.h"
+
+namespace coltrast {
+namespace {
+
+std::atomic<int> configuredThreads{0};  // 0: not set yet, use every core
+
+Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
+  const int n = info[0].As<Napi::Number>().Int32Value();
+  configuredThreads = n;
+  applyThreadSetting();
+  return info.Env().Undefined();
+}
+
+Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  applyThreadSetting();
+  auto out = Napi::Object::New(env);
+  out.Set("torchVersion", TORCH_VERSION);
+  out.Set("cudaAvailable", torch::cuda::is_available());
+  out.Set("cudaDeviceCount", static_cast<double>(torch::cuda::device_count()));
+  out.Set("numThreads", at::get_num_threads());
+  out.Set("parallelInfo", at::get_parallel_info());
+#ifdef _GLIBCXX_USE_CXX11_ABI
+  out.Set("cxx11Abi", _GLIBCXX_USE_CXX11_ABI == 1);
+#endif
+#ifdef COLTRAST_TORCH_SOURCE
+  out.Set("torchSource", COLTRAST_TORCH_SOURCE);
+#endif
+  return out;
+}
+
+}  // namespace
+
+void applyThreadSetting() {
+  int wanted = configuredThreads.load();
+  if (wanted <= 0) wanted = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (at::get_num_threads() != wanted) at::set_num_threads(wanted);
+}
+
+torch::Device parseDevice(const std::string& name) {
+  if (name == "cpu") return torch::Device(torch::kCPU);
+  if (name.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available())
+      throw Error("DEVICE", "device '" + name +
+                                "' requested but CUDA is not available: the libtorch in use has no CUDA support, or "
+                                "no GPU/driver is visible. Use device 'cpu' or 'auto', or build against a CUDA "
+                                "libtorch (see README: GPU)");
+    torch::Device device(name);
+    const auto count = static_cast<int64_t>(torch::cuda::device_count());
+    if (device.has_index() && device.index() >= count)
+      throw Error("DEVICE", "device '" + name + "' requested but only " + std::to_string(count) + " GPU(s) are visible");
+    if (!device.has_index()) device.set_index(0);
+    return device;
+  }
+  throw invalidArgument("unknown device '" + name + "' (cpu, cuda, cuda:N, auto)");
+}
+
+torch::ScalarType parseDtype(const std::string& name) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "float16") return torch::kFloat16;
+  if (name == "bfloat16") return torch::kBFloat16;
+  throw invalidArgument("unknown dtype '" + name + "' (float32, float16, bfloat16)");
+}
+
+void defineRuntime(Napi::Env env, Napi::Object exports) {
+  exports.Set("setNumThreads", Napi::Function::New(env, setNumThreads, "setNumThreads"));
+  exports.Set("runtimeInfo", Napi::Function::New(env, runtimeInfo, "runtimeInfo"));
+}
+
+}  // namespace coltrast
