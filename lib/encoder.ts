@@ -74,6 +74,9 @@ function resolveDevice(device: Device): string {
 
 export class Encoder {
   private handle: NativeEncoder | null;
+  /** Calls that hold the native model; dispose() frees it when the last of them ends. */
+  private inFlight = 0;
+  private disposed = false;
 
   private constructor(
     handle: NativeEncoder,
@@ -139,9 +142,21 @@ export class Encoder {
     return new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype);
   }
 
-  private live(): NativeEncoder {
-    if (!this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
-    return this.handle;
+  /** Runs `work` with the native model, keeping it alive until `work` settles even if dispose() comes first. */
+  private async withModel<T>(work: (handle: NativeEncoder) => Promise<T>): Promise<T> {
+    if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    const handle = this.handle;
+    this.inFlight++;
+    try {
+      return await work(handle);
+    } finally {
+      if (--this.inFlight === 0 && this.disposed) this.release();
+    }
+  }
+
+  private release(): void {
+    this.handle?.dispose();
+    this.handle = null;
   }
 
   /** One vector per text: `{ dims: [texts.length, dimension], data }`. */
@@ -149,7 +164,10 @@ export class Encoder {
   /** The states of each text's tokens (special tokens included): one `{ dims: [tokens, dimension], data }` per text. */
   embed(texts: string[], options: EmbedOptions & { output: 'tokens' }): Promise<Matrix[]>;
   async embed(texts: string[], options?: EmbedOptions): Promise<Matrix | Matrix[]> {
-    const handle = this.live();
+    return this.withModel((handle) => this.embedWith(handle, texts, options));
+  }
+
+  private async embedWith(handle: NativeEncoder, texts: string[], options?: EmbedOptions): Promise<Matrix | Matrix[]> {
     const o = checkOptions('options', options, EMBED_KEYS);
     if (!Array.isArray(texts)) throw invalid('texts', 'an array of strings', texts);
     texts.forEach((t, i) => {
@@ -199,7 +217,10 @@ export class Encoder {
    * sentence-transformers both load. The folder appears complete or not at all.
    */
   async save(dir: string, options?: SaveOptions): Promise<void> {
-    const handle = this.live();
+    return this.withModel((handle) => this.saveWith(handle, dir, options));
+  }
+
+  private async saveWith(handle: NativeEncoder, dir: string, options?: SaveOptions): Promise<void> {
     const o = checkOptions('options', options, SAVE_KEYS);
     if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a folder path', dir);
     const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
@@ -236,9 +257,12 @@ export class Encoder {
     }
   }
 
-  /** Frees the native model now (it is also freed when garbage-collected). Later calls throw DISPOSED. */
+  /**
+   * Frees the native model (it is also freed when garbage-collected). Calls already running finish
+   * first; calls made afterwards throw DISPOSED.
+   */
   dispose(): void {
-    this.handle?.dispose();
-    this.handle = null;
+    this.disposed = true;
+    if (this.inFlight === 0) this.release();
   }
 }

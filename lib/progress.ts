@@ -1,0 +1,37 @@
+/**
+ * Progress for long work: a one-line bar with rate and ETA on a terminal, plain periodic lines when
+ * output is not a TTY (logs, CI).
+ */
+export class ProgressBar {
+  private readonly start = Date.now();
+  private lastPlain = 0;
+
+  constructor(
+    private readonly label: string,
+    private readonly unit: string,
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+  ) {}
+
+  update(done: number, total: number): void {
+    const seconds = (Date.now() - this.start) / 1000;
+    const rate = seconds > 0 ? done / seconds : 0;
+    const eta = rate > 0 ? (total - done) / rate : 0;
+    const fraction = total > 0 ? done / total : 1;
+    const stats = `${done}/${total} ${this.unit} | ${rate.toFixed(1)} ${this.unit}/s | ETA ${formatSeconds(eta)}`;
+    if (this.stream.isTTY) {
+      const width = 24;
+      const filled = Math.round(fraction * width);
+      this.stream.write(`\r${this.label} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${stats}\x1b[K`);
+      if (done >= total) this.stream.write('\n');
+    } else if (done >= total || Date.now() - this.lastPlain > 5000) {
+      this.lastPlain = Date.now();
+      this.stream.write(`${this.label} ${(fraction * 100).toFixed(0)}% ${stats}\n`);
+    }
+  }
+}
+
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  const m = Math.floor(s / 60);
+  return m > 0 ? `${m}m${Math.round(s % 60)}s` : `${s.toFixed(1)}s`;
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+// embed() throughput (texts/s) and peak resident memory on this machine, for the tiny fixture and
+// random-weight models of real shapes. Uses the built package (npm run build first).
+//   node scripts/bench/embed.js [--shapes tiny,minilm] [--texts 2000] [--batch-size 32] [--device cpu]
+'use strict';
+const os = require('node:os');
+const path = require('node:path');
+const fs = require('node:fs');
+const { parseArgs } = require('node:util');
+const { Encoder, runtimeInfo } = require('../../dist');
+const { makeRandomBert } = require('../fixtures/random-bert');
+
+const { values } = parseArgs({
+  options: {
+    shapes: { type: 'string', default: 'tiny,minilm' },
+    texts: { type: 'string', default: '2000' },
+    'batch-size': { type: 'string', default: '32' },
+    device: { type: 'string', default: 'cpu' },
+    json: { type: 'string' },
+  },
+});
+
+// Mixed-length texts (about 10 to 120 words) from the example sentences, seeded and repeatable.
+function makeTexts(n) {
+  const words = fs
+    .readFileSync(path.join(__dirname, '..', '..', 'examples', 'sentences.txt'), 'utf8')
+    .toLowerCase()
+    .split(/\s+/)
+    .filter(Boolean);
+  let seed = 42;
+  const next = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  return Array.from({ length: n }, () => {
+    const len = 10 + Math.floor(next() * 110);
+    return Array.from({ length: len }, () => words[Math.floor(next() * words.length)]).join(' ');
+  });
+}
+
+async function main() {
+  const info = runtimeInfo();
+  const texts = makeTexts(Number(values.texts));
+  const batchSize = Number(values['batch-size']);
+  const rows = [];
+  for (const shape of values.shapes.split(',')) {
+    const dir =
+      shape === 'tiny'
+        ? path.join(__dirname, '..', '..', 'test', 'fixtures', 'tiny-bert')
+        : makeRandomBert(fs.mkdtempSync(path.join(os.tmpdir(), `bench-${shape}-`)) + '/model', { shape, seed: 1 });
+    const enc = await Encoder.load(dir, { device: values.device });
+    await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
+    const start = process.hrtime.bigint();
+    await enc.embed(texts, { batchSize });
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    rows.push({
+      model: shape,
+      dimension: enc.dimension,
+      maxSeqLength: enc.maxSeqLength,
+      texts: texts.length,
+      batchSize,
+      seconds: +seconds.toFixed(3),
+      textsPerSecond: +(texts.length / seconds).toFixed(1),
+      peakRssMiB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
+    });
+    enc.dispose();
+  }
+  const result = {
+    date: new Date().toISOString(),
+    device: values.device,
+    cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`,
+    threads: runtimeInfo().threads,
+    torch: info.torchVersion,
+    blas: info.blas.kind,
+    rows,
+  };
+  if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
+  console.log(`| model | dim | texts | batch | seconds | texts/s | peak RSS MiB |`);
+  console.log(`|---|---|---|---|---|---|---|`);
+  for (const r of rows) {
+    console.log(`| ${r.model} | ${r.dimension} | ${r.texts} | ${r.batchSize} | ${r.seconds} | ${r.textsPerSecond} | ${r.peakRssMiB} |`);
+  }
+  console.log(`\n${result.date}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

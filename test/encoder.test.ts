@@ -1,0 +1,217 @@
+// Encoder outputs against the fixture's reference (see test/fixtures/tiny-bert.reference.json's
+// `reference` field for what produced it), plus batching, ordering, save/load and lifecycle.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Encoder, ColtrastError, type Matrix } from '../lib';
+import { FIXTURE, editJson, fixtureCopy, loadReference, maxAbsDiff, tempDir } from './helpers/fixture';
+import { f32ToBf16, f32ToF16, readSafetensors, writeSafetensors } from './helpers/safetensors';
+
+const ref = loadReference();
+const texts = ref.items.map((i) => i.text);
+const TOL = 1e-5;
+
+test.before((t) => {
+  t.log(`reference: ${ref.reference}`);
+});
+
+function row(m: Matrix, i: number): Float32Array {
+  return m.data.subarray(i * m.dims[1], (i + 1) * m.dims[1]);
+}
+
+function l2normalize(v: number[]): number[] {
+  const n = Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+  return v.map((x) => x / n);
+}
+
+/** Asserts every text's token states equal `expected` (one [len][dim] per text) within TOL. */
+async function assertTokenStates(t: any, enc: Encoder, expected: number[][][], batchSize = 5) {
+  const tokens = await enc.embed(texts, { output: 'tokens', batchSize });
+  t.is(tokens.length, texts.length);
+  let worst = 0;
+  tokens.forEach((m, i) => {
+    t.deepEqual(m.dims, [expected[i].length, ref.hiddenSize], `token count of text ${i}`);
+    worst = Math.max(worst, maxAbsDiff(m.data, expected[i].flat()));
+  });
+  t.true(worst < TOL, `max abs error ${worst}`);
+}
+
+test('loads the fixture with its sentence-transformers settings', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  t.is(enc.dimension, ref.hiddenSize);
+  t.is(enc.maxSeqLength, ref.maxSeqLength);
+  t.is(enc.pooling, 'mean');
+  t.true(enc.normalize);
+  t.is(enc.device, 'cpu');
+  t.is(enc.configSource, 'sentence-transformers');
+  enc.dispose();
+});
+
+test('token states match the reference (padded batches of mixed lengths)', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  await assertTokenStates(t, enc, ref.items.map((i) => i.tokenStates));
+  enc.dispose();
+});
+
+test('tokenization and truncation match the recorded ids', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const tokens = await enc.embed(texts, { output: 'tokens' });
+  ref.items.forEach((item, i) => t.is(tokens[i].dims[0], item.inputIds.length, JSON.stringify(item.text)));
+  t.true(ref.items.some((i) => i.inputIds.length === ref.maxSeqLength), 'some texts are truncated to maxSeqLength');
+  t.true(ref.items.some((i) => i.text === '' && i.inputIds.length === 2), 'the empty string is [CLS] [SEP]');
+  enc.dispose();
+});
+
+for (const mode of ['cls', 'mean', 'max', 'mean_sqrt_len'] as const) {
+  test(`pooling '${mode}' matches the reference, raw and normalized`, async (t) => {
+    const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+    const raw = await enc.embed(texts, { pooling: mode, normalize: false, batchSize: 4 });
+    const unit = await enc.embed(texts, { pooling: mode, normalize: true, batchSize: 4 });
+    t.deepEqual(raw.dims, [texts.length, ref.hiddenSize]);
+    ref.items.forEach((item, i) => {
+      t.true(maxAbsDiff(row(raw, i), item.pooled[mode]) < TOL, `text ${i} raw`);
+      t.true(maxAbsDiff(row(unit, i), l2normalize(item.pooled[mode])) < TOL, `text ${i} normalized`);
+    });
+    enc.dispose();
+  });
+}
+
+test("the default output follows modules.json: mean pooling, then Normalize", async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const e = await enc.embed(texts);
+  ref.items.forEach((item, i) => t.true(maxAbsDiff(row(e, i), l2normalize(item.pooled.mean)) < TOL));
+  enc.dispose();
+});
+
+test('batch size does not change results; a batch of one and an empty list work', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const one = await enc.embed(texts, { batchSize: 1 });
+  const all = await enc.embed(texts, { batchSize: 64 });
+  t.true(maxAbsDiff(one.data, all.data) < 1e-6);
+  const single = await enc.embed([texts[3]]);
+  t.deepEqual(single.dims, [1, ref.hiddenSize]);
+  t.true(maxAbsDiff(single.data, row(all, 3)) < 1e-6);
+  const none = await enc.embed([]);
+  t.deepEqual(none.dims, [0, ref.hiddenSize]);
+  t.is(none.data.length, 0);
+  t.deepEqual(await enc.embed([], { output: 'tokens' }), []);
+  enc.dispose();
+});
+
+test('1,000 texts come back in input order', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const many = Array.from({ length: 1000 }, (_, i) => texts[(i * 7) % texts.length] + ' ' + 'word '.repeat(i % 13));
+  let progressCalls = 0;
+  const e = await enc.embed(many, { batchSize: 64, onProgress: (done, total) => (progressCalls++, t.is(total, 1000)) });
+  t.deepEqual(e.dims, [1000, ref.hiddenSize]);
+  t.is(progressCalls, Math.ceil(1000 / 64));
+  for (const i of [0, 1, 13, 500, 998, 999]) {
+    const alone = await enc.embed([many[i]]);
+    t.true(maxAbsDiff(alone.data, row(e, i)) < 1e-6, `text ${i}`);
+  }
+  enc.dispose();
+});
+
+for (const act of Object.keys(ref.variants)) {
+  test(`hidden_act '${act}' matches the reference`, async (t) => {
+    const dir = fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_act: act })));
+    const enc = await Encoder.load(dir, { device: 'cpu' });
+    await assertTokenStates(t, enc, ref.variants[act]);
+    enc.dispose();
+  });
+}
+
+/** Rewrites the fixture's weights with `change` applied to every tensor. */
+function rewriteWeights(change: (name: string, t: { dtype: string; shape: number[]; data: Buffer }) => [string, any]) {
+  return fixtureCopy((d) => {
+    const file = path.join(d, 'model.safetensors');
+    const { tensors } = readSafetensors(file);
+    writeSafetensors(file, new Map([...tensors].map(([name, tensor]) => change(name, tensor))));
+  });
+}
+
+const weightVariants: Array<[string, Parameters<typeof rewriteWeights>[0]]> = [
+  ['F16', (n, w) => [n, w.dtype === 'F32' ? { ...w, dtype: 'F16', data: f32ToF16(w.data) } : w]],
+  ['BF16', (n, w) => [n, w.dtype === 'F32' ? { ...w, dtype: 'BF16', data: f32ToBf16(w.data) } : w]],
+  ["'bert.'-prefixed", (n, w) => [`bert.${n}`, w]],
+  ['no position_ids and no pooler', (n, w) => [n.startsWith('pooler') || n.includes('position_ids') ? `ignored.${n}` : n, w]],
+];
+for (const [what, change] of weightVariants) {
+  test(`${what} weights load to the same outputs`, async (t) => {
+    const enc = await Encoder.load(rewriteWeights(change), { device: 'cpu' });
+    await assertTokenStates(t, enc, ref.items.map((i) => i.tokenStates));
+    enc.dispose();
+  });
+}
+
+test('save() writes a sentence-transformers folder that loads back identically', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const out = path.join(tempDir(), 'copy');
+  await enc.save(out);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'modules.json', '1_Pooling/config.json', 'sentence_bert_config.json']) {
+    t.true(fs.existsSync(path.join(out, f)), f);
+  }
+  t.true(fs.statSync(path.join(out, '2_Normalize')).isDirectory());
+  const saved = readSafetensors(path.join(out, 'model.safetensors'));
+  const original = readSafetensors(path.join(FIXTURE, 'model.safetensors'));
+  t.deepEqual([...saved.tensors.keys()].sort(), [...original.tensors.keys()].sort(), 'same tensor names, extras kept');
+  for (const [name, tensor] of original.tensors) t.true(tensor.data.equals(saved.tensors.get(name)!.data), name);
+  const again = await Encoder.load(out, { device: 'cpu' });
+  t.deepEqual((await again.embed(texts)).data, (await enc.embed(texts)).data);
+  t.is(again.pooling, enc.pooling);
+  t.is(again.maxSeqLength, enc.maxSeqLength);
+  t.true(fs.readdirSync(path.dirname(out)).every((f) => !f.includes('.saving-')), 'no staging folder left behind');
+  again.dispose();
+  enc.dispose();
+});
+
+test('save() refuses to clobber a folder unless asked, and can store float16', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const out = path.join(tempDir(), 'copy');
+  fs.mkdirSync(out);
+  fs.writeFileSync(path.join(out, 'keep.txt'), 'x');
+  await t.throwsAsync(enc.save(out), { instanceOf: ColtrastError, message: /exists and is not empty; pass \{ overwrite: true \}/ });
+  t.true(fs.existsSync(path.join(out, 'keep.txt')));
+  await enc.save(out, { overwrite: true, dtype: 'float16' });
+  t.false(fs.existsSync(path.join(out, 'keep.txt')));
+  const dtypes = new Set([...readSafetensors(path.join(out, 'model.safetensors')).tensors.values()].map((w) => w.dtype));
+  t.true(dtypes.has('F16') && !dtypes.has('F32'));
+  const half = await Encoder.load(out, { device: 'cpu' });
+  // The fixture's weights are exactly representable in float16, so nothing changes.
+  t.true(maxAbsDiff((await half.embed(texts)).data, (await enc.embed(texts)).data) < 1e-6);
+  half.dispose();
+  enc.dispose();
+});
+
+test('a plain Hugging Face folder defaults to mean pooling without normalization', async (t) => {
+  const dir = fixtureCopy((d) => {
+    for (const f of ['modules.json', 'sentence_bert_config.json', 'config_sentence_transformers.json']) fs.rmSync(path.join(d, f), { force: true });
+    fs.rmSync(path.join(d, '1_Pooling'), { recursive: true });
+  });
+  const enc = await Encoder.load(dir, { device: 'cpu' });
+  t.is(enc.pooling, 'mean');
+  t.false(enc.normalize);
+  t.regex(enc.configSource, /default mean pooling/);
+  const e = await enc.embed(texts);
+  ref.items.forEach((item, i) => t.true(maxAbsDiff(row(e, i), item.pooled.mean) < TOL));
+  enc.dispose();
+});
+
+test('concurrent embed() calls on one model give the sequential results', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const expected = await enc.embed(texts);
+  const runs = await Promise.all(Array.from({ length: 6 }, (_, i) => enc.embed(texts, { batchSize: 1 + i })));
+  for (const r of runs) t.true(maxAbsDiff(r.data, expected.data) < 1e-6);
+  enc.dispose();
+});
+
+test('dispose() frees the model; later calls fail with DISPOSED, in-flight calls finish', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const inFlight = enc.embed(texts);
+  enc.dispose();
+  t.deepEqual((await inFlight).dims, [texts.length, ref.hiddenSize]);
+  const error = await t.throwsAsync(enc.embed(texts), { instanceOf: ColtrastError });
+  t.is(error?.code, 'DISPOSED');
+  await t.throwsAsync(enc.save(tempDir()), { instanceOf: ColtrastError, message: /disposed/ });
+  t.notThrows(() => enc.dispose(), 'dispose twice is harmless');
+});

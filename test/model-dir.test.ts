@@ -1,0 +1,139 @@
+// Bad model folders and bad options fail before any native work, with a message naming the problem.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Encoder, ColtrastError } from '../lib';
+import { editJson, fixtureCopy, tempDir } from './helpers/fixture';
+
+async function loadError(dir: string, options: object = { device: 'cpu' }) {
+  const error = await (Encoder.load(dir, options as never).then(
+    () => null,
+    (e: unknown) => e,
+  ) as Promise<unknown>);
+  if (!(error instanceof ColtrastError)) throw new Error(`expected a ColtrastError, got ${String(error)}`);
+  return error;
+}
+
+test('a folder that does not exist', async (t) => {
+  const e = await loadError(path.join(tempDir(), 'missing', 'model'));
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /missing[/\\]model/);
+});
+
+test('a folder without config.json', async (t) => {
+  const e = await loadError(fixtureCopy((d) => fs.rmSync(path.join(d, 'config.json'))));
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /has no config\.json/);
+});
+
+test('config.json that is not JSON', async (t) => {
+  const e = await loadError(fixtureCopy((d) => fs.writeFileSync(path.join(d, 'config.json'), '{"model_type": "bert",')));
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /config\.json .* is not valid JSON/);
+});
+
+test('config.json with a field of the wrong type', async (t) => {
+  const e = await loadError(fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_size: '32' }))));
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /"hidden_size" must be a positive integer/);
+});
+
+test('an unsupported model_type', async (t) => {
+  const e = await loadError(fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, model_type: 'gpt2' }))));
+  t.is(e.code, 'UNSUPPORTED_MODEL');
+  t.regex(e.message, /unsupported model_type gpt2 \(coltrast runs: bert\)/);
+});
+
+test('relative position embeddings are refused, not silently run as absolute', async (t) => {
+  const e = await loadError(
+    fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, position_embedding_type: 'relative_key' }))),
+  );
+  t.is(e.code, 'UNSUPPORTED_MODEL');
+  t.regex(e.message, /position_embedding_type "relative_key"/);
+});
+
+test('an unknown activation', async (t) => {
+  const e = await loadError(fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_act: 'mish' }))));
+  t.is(e.code, 'UNSUPPORTED_MODEL');
+  t.regex(e.message, /hidden_act mish/);
+});
+
+test('pickle weights only: refused, with the conversion to run', async (t) => {
+  const dir = fixtureCopy((d) => {
+    fs.renameSync(path.join(d, 'model.safetensors'), path.join(d, 'pytorch_model.bin'));
+  });
+  const e = await loadError(dir);
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /pytorch_model\.bin but no model\.safetensors: coltrast loads safetensors only/);
+  t.regex(e.message, /safe_serialization=True/);
+});
+
+test('no tokenizer.json', async (t) => {
+  const e = await loadError(fixtureCopy((d) => fs.rmSync(path.join(d, 'tokenizer.json'))));
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /has no tokenizer\.json/);
+});
+
+test('a corrupt tokenizer.json', async (t) => {
+  const e = await loadError(fixtureCopy((d) => fs.writeFileSync(path.join(d, 'tokenizer.json'), '{"version": "1.0"}')));
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /cannot load tokenizer/);
+});
+
+test('modules.json naming an unsupported module', async (t) => {
+  const e = await loadError(
+    fixtureCopy((d) =>
+      editJson(path.join(d, 'modules.json'), (m) => [...m, { idx: 3, name: '3', path: '3_X', type: 'sentence_transformers.models.LSTM' }]),
+    ),
+  );
+  t.is(e.code, 'UNSUPPORTED_MODEL');
+  t.regex(e.message, /module type sentence_transformers\.models\.LSTM/);
+});
+
+test('modules.json that lists a Pooling module whose config is missing', async (t) => {
+  const e = await loadError(fixtureCopy((d) => fs.rmSync(path.join(d, '1_Pooling'), { recursive: true })));
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /1_Pooling[/\\]config\.json is missing/);
+});
+
+test('a pooling config with two modes on', async (t) => {
+  const e = await loadError(
+    fixtureCopy((d) => editJson(path.join(d, '1_Pooling', 'config.json'), (c) => ({ ...c, pooling_mode_cls_token: true }))),
+  );
+  t.is(e.code, 'UNSUPPORTED_MODEL');
+  t.regex(e.message, /cls \+ mean/);
+});
+
+test('unknown and malformed options', async (t) => {
+  const dir = fixtureCopy();
+  let e = await loadError(dir, { device: 'cpu', dtpye: 'float32' });
+  t.is(e.code, 'INVALID_ARGUMENT');
+  t.regex(e.message, /unknown option options\.dtpye/);
+  e = await loadError(dir, { device: 'tpu' });
+  t.regex(e.message, /options\.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got the string "tpu"/);
+  e = await loadError(dir, { device: 'cpu', dtype: 'float16' });
+  t.regex(e.message, /'float16' needs a CUDA device/);
+  e = await loadError(dir, { device: 'cpu', threads: 0 });
+  t.regex(e.message, /threads must be a positive integer, got number 0/);
+});
+
+test('asking for a GPU that is not there says so', async (t) => {
+  const { runtimeInfo } = await import('../lib');
+  const { cudaAvailable, cudaDeviceCount } = runtimeInfo();
+  // Without CUDA any GPU is missing; with it, one past the last index is.
+  const device = cudaAvailable ? `cuda:${cudaDeviceCount}` : 'cuda';
+  const e = await loadError(fixtureCopy(), { device });
+  t.is(e.code, 'DEVICE');
+  t.regex(e.message, cudaAvailable ? /only \d+ GPU\(s\) are visible/ : /CUDA is not available.*Use device 'cpu' or 'auto'/);
+});
+
+test('embed() rejects bad arguments by name', async (t) => {
+  const enc = await Encoder.load(fixtureCopy(), { device: 'cpu' });
+  await t.throwsAsync(enc.embed('hello' as never), { message: /texts must be an array of strings, got the string "hello"/ });
+  await t.throwsAsync(enc.embed(['a', 3 as never]), { message: /texts\[1\] must be a string, got number 3/ });
+  await t.throwsAsync(enc.embed(['a'], { batchSize: 0 }), { message: /options\.batchSize must be a positive integer/ });
+  await t.throwsAsync(enc.embed(['a'], { output: 'words' as never }), { message: /options\.output must be one of 'pooled', 'tokens'/ });
+  await t.throwsAsync(enc.embed(['a'], { pooling: 'median' as never }), { message: /options\.pooling must be one of/ });
+  await t.throwsAsync(enc.embed(['a'], { batchsize: 4 } as never), { message: /unknown option options\.batchsize/ });
+  enc.dispose();
+});
