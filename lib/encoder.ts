@@ -72,6 +72,13 @@ function resolveDevice(device: Device): string {
   throw invalid('options.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
 }
 
+function checkTexts(texts: unknown): asserts texts is string[] {
+  if (!Array.isArray(texts)) throw invalid('texts', 'an array of strings', texts);
+  texts.forEach((t, i) => {
+    if (typeof t !== 'string') throw invalid(`texts[${i}]`, 'a string', t);
+  });
+}
+
 export class Encoder {
   private handle: NativeEncoder | null;
   /** Calls that hold the native model; dispose() frees it when the last of them ends. */
@@ -159,6 +166,13 @@ export class Encoder {
     this.handle = null;
   }
 
+  /** The token ids `embed()` feeds the model for each text (special tokens included, truncated). */
+  async tokenize(texts: string[]): Promise<number[][]> {
+    if (this.disposed) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    checkTexts(texts);
+    return (await this.tokenizer.encode(texts)).map((t) => t.ids);
+  }
+
   /** One vector per text: `{ dims: [texts.length, dimension], data }`. */
   embed(texts: string[], options?: EmbedOptions & { output?: 'pooled' }): Promise<Matrix>;
   /** The states of each text's tokens (special tokens included): one `{ dims: [tokens, dimension], data }` per text. */
@@ -169,10 +183,7 @@ export class Encoder {
 
   private async embedWith(handle: NativeEncoder, texts: string[], options?: EmbedOptions): Promise<Matrix | Matrix[]> {
     const o = checkOptions('options', options, EMBED_KEYS);
-    if (!Array.isArray(texts)) throw invalid('texts', 'an array of strings', texts);
-    texts.forEach((t, i) => {
-      if (typeof t !== 'string') throw invalid(`texts[${i}]`, 'a string', t);
-    });
+    checkTexts(texts);
     const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
     const output = oneOf('options.output', o.output ?? 'pooled', ['pooled', 'tokens'] as const);
     const pooling = oneOf('options.pooling', o.pooling ?? this.files.pooling, POOLING_MODES);

@@ -9,7 +9,13 @@ const { spawnSync } = require('node:child_process');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
-const cli = require.resolve('cmake-js/bin/cmake-js');
+let cli;
+try {
+  cli = require.resolve('cmake-js/bin/cmake-js');
+} catch {
+  console.error('coltrast: building the native addon needs cmake-js (npm install cmake-js node-addon-api node-api-headers).');
+  process.exit(1);
+}
 const args = [cli, 'compile', '--out', path.join('build', 'cmake'), ...process.argv.slice(2)];
 const result = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
 if (result.status !== 0) {
