@@ -22,7 +22,7 @@ export interface Matrix {
   data: Float32Array;
 }
 
-export interface LoadOptions extends Pick<ResolveOptions, 'cacheDir' | 'revision' | 'offline' | 'token'> {
+export interface LoadOptions extends Pick<ResolveOptions, 'cacheDir' | 'revision' | 'endpoint' | 'offline' | 'token'> {
   /** 'auto' (default) picks the first GPU when this libtorch has CUDA and one is visible, else the CPU. */
   device?: Device;
   /** float32 (default). float16 and bfloat16 are for CUDA devices. */
@@ -53,7 +53,7 @@ export interface SaveOptions {
   dtype?: DType;
 }
 
-const LOAD_KEYS = ['device', 'dtype', 'threads', 'cacheDir', 'revision', 'offline', 'token', 'onDownloadProgress'] as const;
+const LOAD_KEYS = ['device', 'dtype', 'threads', 'cacheDir', 'revision', 'endpoint', 'offline', 'token', 'onDownloadProgress'] as const;
 const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'pooling', 'onProgress'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 
@@ -133,6 +133,7 @@ export class Encoder {
     const dir = await resolveModelDir(model, {
       cacheDir: o.cacheDir,
       revision: o.revision,
+      endpoint: o.endpoint,
       offline: o.offline,
       token: o.token,
       onProgress: o.onDownloadProgress,

@@ -1,0 +1,316 @@
+/**
+ * Model arguments: a local folder, or a Hugging Face id downloaded once into the Hugging Face cache.
+ *
+ * The cache layout is the one Python's huggingface_hub and @huggingface/hub use
+ * (`models--org--name/{blobs,snapshots/<commit>,refs/<revision>}`), so a model downloaded by either is
+ * found here and the other way round.
+ *
+ * Why not @huggingface/hub's `downloadFileToCacheDir`: in 2.17 it writes the blob atomically but
+ * neither resumes a partial download nor reports byte progress, and it logs through console.debug; a
+ * 90 MB to 1 GB weights file over a flaky link needs both. We use two documented, stable endpoints
+ * instead (`/api/models/{id}/revision/{rev}?blobs=true` for the file list with sizes and hashes, and
+ * `/{id}/resolve/{commit}/{file}`), with Node's own fetch.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ColtrastError } from './errors';
+import { booleanValue, checkOptions, invalid } from './validate';
+
+export interface DownloadProgress {
+  /** Path of the file in the repository, e.g. 'model.safetensors'. */
+  file: string;
+  /** Bytes of this file on disk so far (a resumed download starts above 0). */
+  downloaded: number;
+  /** Size of the file, when the hub reports it. */
+  total: number | undefined;
+  /** 0-based index of this file among those being downloaded. */
+  fileIndex: number;
+  fileCount: number;
+}
+
+export interface ResolveOptions {
+  /** Cache folder (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub). */
+  cacheDir?: string;
+  /** Branch, tag or commit (default 'main', or the `@revision` suffix of the id). */
+  revision?: string;
+  /** Hub address (default: $HF_ENDPOINT, else https://huggingface.co). */
+  endpoint?: string;
+  /** Access token for gated or private models (default: $HF_TOKEN). */
+  token?: string;
+  /** Never use the network; only the cache (default: $HF_HUB_OFFLINE is 1 or true). */
+  offline?: boolean;
+  /** Called as bytes arrive. */
+  onProgress?: (progress: DownloadProgress) => void;
+}
+
+const RESOLVE_KEYS = ['cacheDir', 'revision', 'endpoint', 'token', 'offline', 'onProgress'] as const;
+
+/** Files coltrast reads from a model repository; everything else (pickles, ONNX, …) is never fetched. */
+const WANTED = new Set([
+  'config.json',
+  'model.safetensors',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'vocab.txt',
+  'modules.json',
+  'sentence_bert_config.json',
+  'config_sentence_transformers.json',
+]);
+/** sentence-transformers module configs such as 1_Pooling/config.json. */
+const MODULE_CONFIG = /^\d+_[A-Za-z]+\/config\.json$/;
+const PICKLE = /\.(bin|pt|pth|ckpt|pkl)$/;
+const COMMIT = /^[0-9a-f]{40}$/;
+const NAME = '[A-Za-z0-9_][A-Za-z0-9._-]*';
+const HUB_ID = new RegExp(`^(?:${NAME}/)?${NAME}(?:@[A-Za-z0-9._/-]+)?$`);
+
+const FOLDER_HINT =
+  'pass a local folder instead (a directory holding config.json, model.safetensors and tokenizer.json, ' +
+  'e.g. one saved by Encoder.save or by sentence-transformers)';
+
+/** True for `name`, `org/name` and either with `@revision`; paths such as `./x` or `/a/b` are not ids. */
+export function looksLikeHubId(value: string): boolean {
+  return HUB_ID.test(value) && !value.split('@')[0].split('/').some((part) => part.includes('..'));
+}
+
+/** The default cache folder, as Python's huggingface_hub computes it. */
+export function defaultCacheDir(): string {
+  if (process.env.HF_HUB_CACHE) return process.env.HF_HUB_CACHE;
+  const home = process.env.HF_HOME || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'huggingface');
+  return path.join(home, 'hub');
+}
+
+/** The folder of one repository in the cache: models--org--name. */
+export function repoCacheDir(cacheDir: string, repoId: string): string {
+  return path.join(cacheDir, `models--${repoId.replace(/\//g, '--')}`);
+}
+
+/**
+ * Returns a local folder for `modelOrPath`: the folder itself, or the cached snapshot of a Hugging Face
+ * id, downloading the files coltrast needs first if they are not cached.
+ */
+export async function resolveModelDir(modelOrPath: string, options?: ResolveOptions): Promise<string> {
+  const o = checkOptions('options', options, RESOLVE_KEYS);
+  if (typeof modelOrPath !== 'string' || modelOrPath.length === 0) throw invalid('model', 'a folder path or a Hugging Face id', modelOrPath);
+  const local = localFolder(modelOrPath);
+  if (local) return local;
+
+  const [repoId, idRevision] = modelOrPath.split('@');
+  const revision = o.revision ?? idRevision ?? 'main';
+  for (const [key, value] of Object.entries({ cacheDir: o.cacheDir, revision, endpoint: o.endpoint, token: o.token })) {
+    if (value !== undefined && (typeof value !== 'string' || value.length === 0)) throw invalid(`options.${key}`, 'a non-empty string', value);
+  }
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
+  const envOffline = /^(1|true|yes|on)$/i.test(process.env.HF_HUB_OFFLINE ?? '');
+  const hub: Hub = {
+    repoId,
+    revision,
+    repoDir: repoCacheDir(path.resolve(o.cacheDir ?? defaultCacheDir()), repoId),
+    endpoint: (o.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, ''),
+    token: o.token ?? (process.env.HF_TOKEN || undefined),
+    offline: booleanValue('options.offline', o.offline ?? envOffline),
+    onProgress: o.onProgress,
+  };
+
+  const cached = cachedSnapshot(hub);
+  if (cached) return cached;
+  if (hub.offline) {
+    throw new ColtrastError(
+      'NETWORK',
+      `model ${repoId}@${revision} is not in the cache (${hub.repoDir}) and offline mode is on ` +
+        `(options.offline or HF_HUB_OFFLINE); download it once with network access, or ${FOLDER_HINT}`,
+    );
+  }
+  return download(hub);
+}
+
+interface Hub {
+  repoId: string;
+  revision: string;
+  repoDir: string;
+  endpoint: string;
+  token: string | undefined;
+  offline: boolean;
+  onProgress: ResolveOptions['onProgress'];
+}
+
+interface RepoFile {
+  name: string;
+  /** Blob name in the cache: the LFS sha256 for LFS files, the git blob id otherwise. */
+  etag: string;
+  size: number | undefined;
+  sha256: string | undefined;
+}
+
+/** An existing folder, or undefined when `value` should be read as a hub id. Throws for bad paths. */
+function localFolder(value: string): string | undefined {
+  const full = path.resolve(value.startsWith('~/') ? path.join(os.homedir(), value.slice(2)) : value);
+  if (fs.existsSync(full)) {
+    if (!fs.statSync(full).isDirectory()) {
+      throw new ColtrastError('MODEL_FILES', `${full} is a file; a model is a folder holding config.json, model.safetensors and tokenizer.json`);
+    }
+    return full;
+  }
+  if (!looksLikeHubId(value) || /^[.~/]/.test(value) || value.includes('\\')) {
+    throw new ColtrastError('MODEL_FILES', `model folder ${full} does not exist (and "${value}" is not a Hugging Face id such as org/name)`);
+  }
+  return undefined;
+}
+
+/** The snapshot folder when refs/<revision> (or the commit itself) is cached with config and weights. */
+function cachedSnapshot(hub: Hub): string | undefined {
+  let commit = hub.revision;
+  if (!COMMIT.test(commit)) {
+    const ref = path.join(hub.repoDir, 'refs', hub.revision);
+    if (!fs.existsSync(ref)) return undefined;
+    commit = fs.readFileSync(ref, 'utf8').trim();
+  }
+  const dir = path.join(hub.repoDir, 'snapshots', commit);
+  const complete = ['config.json', 'model.safetensors', 'tokenizer.json'].every((f) => fs.existsSync(path.join(dir, f)));
+  return complete ? dir : undefined;
+}
+
+async function request(hub: Hub, url: string, headers: Record<string, string> = {}): Promise<Response> {
+  if (hub.token) headers.authorization = `Bearer ${hub.token}`;
+  let response: Response;
+  try {
+    response = await fetch(url, { headers, redirect: 'follow' });
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    throw new ColtrastError(
+      'NETWORK',
+      `cannot reach ${hub.endpoint} to download ${hub.repoId} (${cause?.code ?? cause?.message ?? (error as Error).message}); ` +
+        `it is not in the cache (${hub.repoDir}). Connect once to download it, or ${FOLDER_HINT}`,
+      { cause: error },
+    );
+  }
+  if (response.status === 401 || response.status === 403) {
+    throw new ColtrastError(
+      'NETWORK',
+      `${hub.endpoint} refused access to ${hub.repoId} (HTTP ${response.status}): it is gated or private. ` +
+        'Accept its terms on the hub and set HF_TOKEN (or options.token) to an access token',
+    );
+  }
+  if (response.status === 404) {
+    throw new ColtrastError('MODEL_FILES', `no model ${hub.repoId} at revision ${hub.revision} on ${hub.endpoint} (HTTP 404); check the id`);
+  }
+  if (!response.ok && response.status !== 206 && response.status !== 416) {
+    throw new ColtrastError('NETWORK', `${url} answered HTTP ${response.status} ${response.statusText}`);
+  }
+  return response;
+}
+
+/** Lists the repository at the revision and picks the files to fetch. */
+async function listFiles(hub: Hub): Promise<{ commit: string; files: RepoFile[] }> {
+  const url = `${hub.endpoint}/api/models/${hub.repoId}/revision/${encodeURIComponent(hub.revision)}?blobs=true`;
+  const info = (await (await request(hub, url)).json()) as {
+    sha?: string;
+    siblings?: { rfilename: string; blobId?: string; size?: number; lfs?: { sha256: string; size: number } }[];
+  };
+  if (typeof info.sha !== 'string' || !COMMIT.test(info.sha) || !Array.isArray(info.siblings)) {
+    throw new ColtrastError('NETWORK', `${url} did not return a model description (no commit sha or file list)`);
+  }
+  const names = new Set(info.siblings.map((s) => s.rfilename));
+  const where = `${hub.repoId}@${hub.revision}`;
+  if (!names.has('config.json')) throw new ColtrastError('MODEL_FILES', `${where} has no config.json; it is not a transformers model`);
+  if (!names.has('model.safetensors')) {
+    if (names.has('model.safetensors.index.json')) {
+      throw new ColtrastError('UNSUPPORTED_MODEL', `${where} stores its weights in shards (model.safetensors.index.json); coltrast reads a single model.safetensors`);
+    }
+    const pickles = [...names].filter((n) => PICKLE.test(n) && !n.includes('/'));
+    throw new ColtrastError(
+      'MODEL_FILES',
+      `${where} has no model.safetensors` +
+        (pickles.length ? ` (only ${pickles.join(', ')}: pickle files, which coltrast never loads)` : '') +
+        '. coltrast reads safetensors only; convert the checkpoint once in Python ' +
+        "(AutoModel.from_pretrained(...).save_pretrained(dir, safe_serialization=True)) and load the folder",
+    );
+  }
+  if (!names.has('tokenizer.json')) {
+    throw new ColtrastError('MODEL_FILES', `${where} has no tokenizer.json (the fast tokenizer file coltrast tokenizes with)`);
+  }
+  const files = info.siblings
+    .filter((s) => WANTED.has(s.rfilename) || MODULE_CONFIG.test(s.rfilename))
+    .map((s) => ({
+      name: s.rfilename,
+      etag: s.lfs?.sha256 ?? s.blobId ?? createHash('sha1').update(`${info.sha}/${s.rfilename}`).digest('hex'),
+      size: s.lfs?.size ?? s.size,
+      sha256: s.lfs?.sha256,
+    }));
+  return { commit: info.sha, files };
+}
+
+async function download(hub: Hub): Promise<string> {
+  const { commit, files } = await listFiles(hub);
+  const snapshot = path.join(hub.repoDir, 'snapshots', commit);
+  for (const [index, file] of files.entries()) {
+    const blob = path.join(hub.repoDir, 'blobs', file.etag);
+    if (!fs.existsSync(blob)) await downloadBlob(hub, commit, file, blob, index, files.length);
+    linkIntoSnapshot(blob, path.join(snapshot, file.name));
+  }
+  // The ref goes last: a cache with a ref is a complete cache.
+  if (!COMMIT.test(hub.revision)) writeAtomic(path.join(hub.repoDir, 'refs', hub.revision), commit);
+  return snapshot;
+}
+
+/** Downloads one file into blobs/<etag>, resuming blobs/<etag>.incomplete when it exists. */
+async function downloadBlob(hub: Hub, commit: string, file: RepoFile, blob: string, fileIndex: number, fileCount: number) {
+  fs.mkdirSync(path.dirname(blob), { recursive: true });
+  const partial = `${blob}.incomplete`;
+  let have = fs.existsSync(partial) ? fs.statSync(partial).size : 0;
+  if (file.size !== undefined && have > file.size) have = 0;
+  const url = `${hub.endpoint}/${hub.repoId}/resolve/${commit}/${file.name.split('/').map(encodeURIComponent).join('/')}`;
+  const response = await request(hub, url, have > 0 ? { range: `bytes=${have}-` } : {});
+  // 206: the server continues where we stopped; 200 (or 416) means it sends everything again.
+  if (response.status !== 206) have = 0;
+  const body = response.status === 416 ? (await request(hub, url)).body : response.body;
+  const out = await fs.promises.open(partial, have > 0 ? 'a' : 'w');
+  const report = (downloaded: number) => hub.onProgress?.({ file: file.name, downloaded, total: file.size, fileIndex, fileCount });
+  try {
+    report(have);
+    if (body) {
+      for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+        await out.write(chunk);
+        have += chunk.byteLength;
+        report(have);
+      }
+    }
+    await out.sync();
+  } finally {
+    await out.close();
+  }
+  if (file.size !== undefined && have !== file.size) {
+    throw new ColtrastError('NETWORK', `download of ${file.name} from ${hub.repoId} stopped at ${have} of ${file.size} bytes; run again to resume`);
+  }
+  if (file.sha256 && (await sha256(partial)) !== file.sha256) {
+    fs.rmSync(partial, { force: true });
+    throw new ColtrastError('NETWORK', `${file.name} from ${hub.repoId} does not match its sha256 ${file.sha256}; the partial file was removed, run again`);
+  }
+  fs.renameSync(partial, blob);
+}
+
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** snapshots/<commit>/<file> -> ../../blobs/<etag>, as huggingface_hub lays it out; a copy where links fail. */
+function linkIntoSnapshot(blob: string, pointer: string): void {
+  fs.mkdirSync(path.dirname(pointer), { recursive: true });
+  fs.rmSync(pointer, { force: true });
+  try {
+    fs.symlinkSync(path.relative(path.dirname(pointer), blob), pointer);
+  } catch {
+    fs.copyFileSync(blob, pointer);
+  }
+}
+
+function writeAtomic(file: string, text: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}

@@ -1,0 +1,255 @@
+// Hugging Face ids: download into the hub cache, resume, offline use and errors, all against a fake hub
+// served on 127.0.0.1 (the tests never touch the real network).
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { ColtrastError, Encoder, resolveModelDir } from '../lib';
+import { looksLikeHubId, repoCacheDir } from '../lib/hub';
+import { FIXTURE, tempDir } from './helpers/fixture';
+
+const COMMIT = 'c0ffee0000000000000000000000000000000001';
+
+interface FakeFile {
+  data: Buffer;
+  lfs: boolean;
+}
+
+/** Every file of the fixture folder, plus files coltrast must never request. */
+function fixtureFiles(): Map<string, FakeFile> {
+  const files = new Map<string, FakeFile>();
+  const walk = (dir: string) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full);
+      else files.set(path.relative(FIXTURE, full).split(path.sep).join('/'), { data: fs.readFileSync(full), lfs: entry.name.endsWith('.safetensors') });
+    }
+  };
+  walk(FIXTURE);
+  files.set('pytorch_model.bin', { data: Buffer.from('pickle, never to be read'), lfs: true });
+  files.set('onnx/model.onnx', { data: Buffer.from('onnx'), lfs: true });
+  return files;
+}
+
+interface Request {
+  url: string;
+  range?: string;
+  authorization?: string;
+}
+
+/** A fake hub: repos by id; `options` changes its behaviour for the failure tests. */
+async function fakeHub(repos: Record<string, Map<string, FakeFile>>, options: { status?: number; ignoreRange?: boolean } = {}) {
+  const requests: Request[] = [];
+  const gitOid = (data: Buffer) => createHash('sha1').update(`blob ${data.length}\0`).update(data).digest('hex');
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    requests.push({ url: url.pathname, range: req.headers.range, authorization: req.headers.authorization });
+    if (options.status) {
+      res.writeHead(options.status).end();
+      return;
+    }
+    const api = /^\/api\/models\/(.+)\/revision\/([^/]+)$/.exec(url.pathname);
+    if (api && repos[api[1]]) {
+      const siblings = [...repos[api[1]]].map(([name, f]) => ({
+        rfilename: name,
+        blobId: gitOid(f.data),
+        size: f.data.length,
+        ...(f.lfs ? { lfs: { sha256: createHash('sha256').update(f.data).digest('hex'), size: f.data.length } } : {}),
+      }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: api[1], sha: COMMIT, siblings }));
+      return;
+    }
+    const resolve = /^\/(.+)\/resolve\/([0-9a-f]{40})\/(.+)$/.exec(url.pathname);
+    const file = resolve && repos[resolve[1]]?.get(decodeURIComponent(resolve[3]));
+    if (!file) {
+      res.writeHead(404).end();
+      return;
+    }
+    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    if (range && !options.ignoreRange) {
+      const start = Number(range[1]);
+      res.writeHead(206, { 'content-range': `bytes ${start}-${file.data.length - 1}/${file.data.length}` }).end(file.data.subarray(start));
+    } else {
+      res.writeHead(200, { 'content-length': file.data.length }).end(file.data);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    endpoint,
+    requests,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<ColtrastError> {
+  const error = await promise.then(
+    () => undefined,
+    (e) => e,
+  );
+  if (!(error instanceof ColtrastError)) throw new Error(`expected a ColtrastError, got ${error}`);
+  return error;
+}
+
+test('recognizes hub ids and paths', (t) => {
+  for (const id of ['sentence-transformers/all-MiniLM-L6-v2', 'bert-base-uncased', 'BAAI/bge-small-en-v1.5', 'org/name@v1.0', 'org/name@refs/pr/3']) {
+    t.true(looksLikeHubId(id), id);
+  }
+  for (const notId of ['./model', '/abs/model', 'a/b/c', '../up', 'org/..', '', 'org/name@', '-x', 'with space']) {
+    t.false(looksLikeHubId(notId), notId);
+  }
+});
+
+test('a local folder is returned as an absolute path; bad paths are MODEL_FILES errors', async (t) => {
+  t.is(await resolveModelDir(path.relative(process.cwd(), FIXTURE)), FIXTURE);
+  const missing = await codeOf(resolveModelDir('./no/such/model'));
+  t.is(missing.code, 'MODEL_FILES');
+  t.regex(missing.message, /does not exist/);
+  const file = await codeOf(resolveModelDir(path.join(FIXTURE, 'config.json')));
+  t.is(file.code, 'MODEL_FILES');
+  t.regex(file.message, /is a file/);
+});
+
+test('downloads only the needed files into the hub cache layout, then never asks again', async (t) => {
+  const files = fixtureFiles();
+  const hub = await fakeHub({ 'org/tiny-bert': files });
+  const cacheDir = tempDir();
+  const progress: { file: string; downloaded: number; total?: number }[] = [];
+  const dir = await resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint, onProgress: (p) => progress.push(p) });
+  const repo = repoCacheDir(cacheDir, 'org/tiny-bert');
+  t.is(dir, path.join(repo, 'snapshots', COMMIT));
+  t.is(fs.readFileSync(path.join(repo, 'refs', 'main'), 'utf8'), COMMIT);
+  for (const [name, f] of files) {
+    const wanted = !name.endsWith('.bin') && !name.startsWith('onnx/');
+    t.is(fs.existsSync(path.join(dir, name)), wanted, name);
+    if (wanted) t.true(fs.readFileSync(path.join(dir, name)).equals(f.data), name);
+  }
+  const fetched = hub.requests.map((r) => r.url);
+  t.false(fetched.some((u) => u.endsWith('.bin') || u.includes('onnx')), 'pickle and onnx files are never requested');
+  t.true(fs.lstatSync(path.join(dir, 'model.safetensors')).isSymbolicLink(), 'snapshot files link to blobs/');
+  const weights = progress.filter((p) => p.file === 'model.safetensors');
+  t.true(weights.length >= 2);
+  t.is(weights[weights.length - 1].downloaded, files.get('model.safetensors')!.data.length);
+  t.is(weights[weights.length - 1].total, files.get('model.safetensors')!.data.length);
+  t.true(weights.every((p, i) => i === 0 || p.downloaded >= weights[i - 1].downloaded));
+
+  const before = hub.requests.length;
+  t.is(await resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint }), dir);
+  t.is(hub.requests.length, before, 'a cached model makes no request');
+  await hub.close();
+  t.is(await resolveModelDir('org/tiny-bert', { cacheDir, offline: true }), dir, 'works offline afterwards');
+  t.is(await resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint }), dir, 'and with the server gone');
+});
+
+test('Encoder.load of a hub id embeds exactly like the folder it came from', async (t) => {
+  const hub = await fakeHub({ 'org/tiny-bert': fixtureFiles() });
+  const cacheDir = tempDir();
+  const viaHub = await Encoder.load('org/tiny-bert', { cacheDir, endpoint: hub.endpoint, device: 'cpu' });
+  const local = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const texts = ['hello world', 'the quick brown fox'];
+  t.deepEqual((await viaHub.embed(texts)).data, (await local.embed(texts)).data);
+  t.is(viaHub.modelDir, path.join(repoCacheDir(cacheDir, 'org/tiny-bert'), 'snapshots', COMMIT));
+  viaHub.dispose();
+  local.dispose();
+  await hub.close();
+});
+
+test('resumes a partial download with a Range request', async (t) => {
+  const files = fixtureFiles();
+  const hub = await fakeHub({ 'org/tiny-bert': files });
+  const cacheDir = tempDir();
+  const weights = files.get('model.safetensors')!.data;
+  const blob = path.join(repoCacheDir(cacheDir, 'org/tiny-bert'), 'blobs', createHash('sha256').update(weights).digest('hex'));
+  fs.mkdirSync(path.dirname(blob), { recursive: true });
+  fs.writeFileSync(`${blob}.incomplete`, weights.subarray(0, 1000));
+  const dir = await resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint });
+  const get = hub.requests.find((r) => r.url.endsWith('/model.safetensors'));
+  t.is(get?.range, 'bytes=1000-');
+  t.true(fs.readFileSync(path.join(dir, 'model.safetensors')).equals(weights));
+  t.false(fs.existsSync(`${blob}.incomplete`));
+  await hub.close();
+});
+
+test('a server that ignores Range still yields the exact file', async (t) => {
+  const files = fixtureFiles();
+  const hub = await fakeHub({ 'org/tiny-bert': files }, { ignoreRange: true });
+  const cacheDir = tempDir();
+  const weights = files.get('model.safetensors')!.data;
+  const blob = path.join(repoCacheDir(cacheDir, 'org/tiny-bert'), 'blobs', createHash('sha256').update(weights).digest('hex'));
+  fs.mkdirSync(path.dirname(blob), { recursive: true });
+  fs.writeFileSync(`${blob}.incomplete`, weights.subarray(0, 1000));
+  const dir = await resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint });
+  t.true(fs.readFileSync(path.join(dir, 'model.safetensors')).equals(weights));
+  await hub.close();
+});
+
+test('offline, or with the hub unreachable, and nothing cached: a NETWORK error naming the folder option', async (t) => {
+  const offline = await codeOf(resolveModelDir('org/tiny-bert', { cacheDir: tempDir(), offline: true }));
+  t.is(offline.code, 'NETWORK');
+  t.regex(offline.message, /not in the cache/);
+  t.regex(offline.message, /local folder/);
+  const hub = await fakeHub({});
+  const endpoint = hub.endpoint;
+  await hub.close();
+  const down = await codeOf(resolveModelDir('org/tiny-bert', { cacheDir: tempDir(), endpoint }));
+  t.is(down.code, 'NETWORK');
+  t.regex(down.message, /cannot reach/);
+  t.regex(down.message, /local folder/);
+});
+
+test('a repository with only pickle weights is refused without downloading them', async (t) => {
+  const files = fixtureFiles();
+  files.delete('model.safetensors');
+  const hub = await fakeHub({ 'org/pickled': files });
+  const e = await codeOf(resolveModelDir('org/pickled', { cacheDir: tempDir(), endpoint: hub.endpoint }));
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /safetensors only/);
+  t.regex(e.message, /pytorch_model\.bin/);
+  t.false(hub.requests.some((r) => r.url.includes('/resolve/')));
+  await hub.close();
+});
+
+test('an unknown id is MODEL_FILES; a refused one is NETWORK naming HF_TOKEN; the token is sent', async (t) => {
+  const hub = await fakeHub({ 'org/tiny-bert': fixtureFiles() });
+  const unknown = await codeOf(resolveModelDir('org/nope', { cacheDir: tempDir(), endpoint: hub.endpoint }));
+  t.is(unknown.code, 'MODEL_FILES');
+  t.regex(unknown.message, /no model org\/nope/);
+  await resolveModelDir('org/tiny-bert', { cacheDir: tempDir(), endpoint: hub.endpoint, token: 'hf_secret' });
+  t.true(hub.requests.slice(1).every((r) => r.authorization === 'Bearer hf_secret'));
+  await hub.close();
+  const gated = await fakeHub({}, { status: 401 });
+  const refused = await codeOf(resolveModelDir('org/gated', { cacheDir: tempDir(), endpoint: gated.endpoint }));
+  t.is(refused.code, 'NETWORK');
+  t.regex(refused.message, /HF_TOKEN/);
+  await gated.close();
+});
+
+test('a revision picks its own ref; a commit id is looked up directly', async (t) => {
+  const hub = await fakeHub({ 'org/tiny-bert': fixtureFiles() });
+  const cacheDir = tempDir();
+  const dir = await resolveModelDir('org/tiny-bert@v1', { cacheDir, endpoint: hub.endpoint });
+  t.true(hub.requests[0].url.endsWith('/revision/v1'));
+  t.is(fs.readFileSync(path.join(repoCacheDir(cacheDir, 'org/tiny-bert'), 'refs', 'v1'), 'utf8'), COMMIT);
+  await hub.close();
+  t.is(await resolveModelDir('org/tiny-bert', { cacheDir, revision: COMMIT, offline: true }), dir);
+});
+
+test.serial('HF_ENDPOINT, HF_HOME, HF_TOKEN and HF_HUB_OFFLINE are honoured', async (t) => {
+  const hub = await fakeHub({ 'org/tiny-bert': fixtureFiles() });
+  const home = tempDir();
+  const saved = { ...process.env };
+  Object.assign(process.env, { HF_ENDPOINT: hub.endpoint, HF_HOME: home, HF_TOKEN: 'hf_env' });
+  delete process.env.HF_HUB_CACHE;
+  try {
+    const dir = await resolveModelDir('org/tiny-bert');
+    t.is(dir, path.join(repoCacheDir(path.join(home, 'hub'), 'org/tiny-bert'), 'snapshots', COMMIT));
+    t.true(hub.requests.every((r) => r.authorization === 'Bearer hf_env'));
+    process.env.HF_HUB_OFFLINE = '1';
+    t.is((await codeOf(resolveModelDir('org/other'))).code, 'NETWORK');
+  } finally {
+    process.env = saved;
+    await hub.close();
+  }
+});
