@@ -84,9 +84,13 @@ async function embed(argv: string[]): Promise<void> {
   };
   const texts = readTexts(positionals[0]);
   const started = Date.now();
+  const download = new ProgressBar('download', 'MB');
   const enc = await Encoder.load(values.model, {
     device: (values.device ?? 'auto') as Device,
     threads: int('threads', values.threads),
+    onDownloadProgress: (p) => {
+      if (p.file === 'model.safetensors' && p.total) download.update(p.downloaded / 2 ** 20, p.total / 2 ** 20);
+    },
   });
   const bar = new ProgressBar('embed', 'texts');
   const e = await enc.embed(texts, { batchSize: int('batch-size', values['batch-size']), onProgress: (d, n) => bar.update(d, n) });

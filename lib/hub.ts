@@ -5,11 +5,15 @@
  * (`models--org--name/{blobs,snapshots/<commit>,refs/<revision>}`), so a model downloaded by either is
  * found here and the other way round.
  *
- * Why not @huggingface/hub's `downloadFileToCacheDir`: in 2.17 it writes the blob atomically but
- * neither resumes a partial download nor reports byte progress, and it logs through console.debug; a
- * 90 MB to 1 GB weights file over a flaky link needs both. We use two documented, stable endpoints
- * instead (`/api/models/{id}/revision/{rev}?blobs=true` for the file list with sizes and hashes, and
- * `/{id}/resolve/{commit}/{file}`), with Node's own fetch.
+ * Why not @huggingface/hub (checked in 2.17.5, src/lib/download-file-to-cache-dir.ts and
+ * snapshot-download.ts): `downloadFileToCacheDir` writes `blobs/<etag>.incomplete` and renames it (atomic),
+ * but truncates a partial file instead of resuming it, reports no byte progress and logs through
+ * console.debug; without a commit id it files each file under the snapshot of the file's own last commit.
+ * `snapshotDownload` fetches every file of the repository (pickles, ONNX, OpenVINO exports: gigabytes
+ * coltrast never reads), writes refs/<revision> before the files, and always asks the hub first, so it
+ * does not work offline. Wrapping it would leave only the cache-path helpers, so we use two documented,
+ * stable endpoints instead (`/api/models/{id}/revision/{rev}?blobs=true` for the file list with sizes
+ * and hashes, and `/{id}/resolve/{commit}/{file}`) with Node's own fetch, and keep the same cache layout.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -43,9 +47,11 @@ export interface ResolveOptions {
   offline?: boolean;
   /** Called as bytes arrive. */
   onProgress?: (progress: DownloadProgress) => void;
+  /** The fetch to use (default: the global one), e.g. one that goes through a proxy. */
+  fetch?: typeof fetch;
 }
 
-const RESOLVE_KEYS = ['cacheDir', 'revision', 'endpoint', 'token', 'offline', 'onProgress'] as const;
+const RESOLVE_KEYS = ['cacheDir', 'revision', 'endpoint', 'token', 'offline', 'onProgress', 'fetch'] as const;
 
 /** Files coltrast reads from a model repository; everything else (pickles, ONNX, …) is never fetched. */
 const WANTED = new Set([
@@ -103,6 +109,7 @@ export async function resolveModelDir(modelOrPath: string, options?: ResolveOpti
     if (value !== undefined && (typeof value !== 'string' || value.length === 0)) throw invalid(`options.${key}`, 'a non-empty string', value);
   }
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
+  if (o.fetch !== undefined && typeof o.fetch !== 'function') throw invalid('options.fetch', 'a function', o.fetch);
   const envOffline = /^(1|true|yes|on)$/i.test(process.env.HF_HUB_OFFLINE ?? '');
   const hub: Hub = {
     repoId,
@@ -112,6 +119,7 @@ export async function resolveModelDir(modelOrPath: string, options?: ResolveOpti
     token: o.token ?? (process.env.HF_TOKEN || undefined),
     offline: booleanValue('options.offline', o.offline ?? envOffline),
     onProgress: o.onProgress,
+    fetch: o.fetch ?? fetch,
   };
 
   const cached = cachedSnapshot(hub);
@@ -134,6 +142,7 @@ interface Hub {
   token: string | undefined;
   offline: boolean;
   onProgress: ResolveOptions['onProgress'];
+  fetch: typeof fetch;
 }
 
 interface RepoFile {
@@ -172,16 +181,25 @@ function cachedSnapshot(hub: Hub): string | undefined {
   return complete ? dir : undefined;
 }
 
-async function request(hub: Hub, url: string, headers: Record<string, string> = {}): Promise<Response> {
+/** The most specific reason fetch gives for a failure: ECONNREFUSED, ENOTFOUND, … */
+function networkReason(error: unknown): string {
+  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+  return cause?.code ?? cause?.message ?? (error as Error).message;
+}
+
+/**
+ * GETs `url` (with the token when there is one) and maps failures to ColtrastErrors. `file` names the
+ * file being fetched; without it the request is the repository listing.
+ */
+async function request(hub: Hub, url: string, file?: string, headers: Record<string, string> = {}): Promise<Response> {
   if (hub.token) headers.authorization = `Bearer ${hub.token}`;
   let response: Response;
   try {
-    response = await fetch(url, { headers, redirect: 'follow' });
+    response = await hub.fetch(url, { headers, redirect: 'follow' });
   } catch (error) {
-    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
     throw new ColtrastError(
       'NETWORK',
-      `cannot reach ${hub.endpoint} to download ${hub.repoId} (${cause?.code ?? cause?.message ?? (error as Error).message}); ` +
+      `cannot reach ${hub.endpoint} to download ${hub.repoId} (${networkReason(error)}); ` +
         `it is not in the cache (${hub.repoDir}). Connect once to download it, or ${FOLDER_HINT}`,
       { cause: error },
     );
@@ -194,7 +212,12 @@ async function request(hub: Hub, url: string, headers: Record<string, string> = 
     );
   }
   if (response.status === 404) {
-    throw new ColtrastError('MODEL_FILES', `no model ${hub.repoId} at revision ${hub.revision} on ${hub.endpoint} (HTTP 404); check the id`);
+    throw new ColtrastError(
+      'MODEL_FILES',
+      file === undefined
+        ? `no model ${hub.repoId} at revision ${hub.revision} on ${hub.endpoint} (HTTP 404); check the id`
+        : `${hub.endpoint} has no ${file} in ${hub.repoId}@${hub.revision} although it lists it (HTTP 404)`,
+    );
   }
   if (!response.ok && response.status !== 206 && response.status !== 416) {
     throw new ColtrastError('NETWORK', `${url} answered HTTP ${response.status} ${response.statusText}`);
@@ -261,26 +284,10 @@ async function downloadBlob(hub: Hub, commit: string, file: RepoFile, blob: stri
   const partial = `${blob}.incomplete`;
   let have = fs.existsSync(partial) ? fs.statSync(partial).size : 0;
   if (file.size !== undefined && have > file.size) have = 0;
-  const url = `${hub.endpoint}/${hub.repoId}/resolve/${commit}/${file.name.split('/').map(encodeURIComponent).join('/')}`;
-  const response = await request(hub, url, have > 0 ? { range: `bytes=${have}-` } : {});
-  // 206: the server continues where we stopped; 200 (or 416) means it sends everything again.
-  if (response.status !== 206) have = 0;
-  const body = response.status === 416 ? (await request(hub, url)).body : response.body;
-  const out = await fs.promises.open(partial, have > 0 ? 'a' : 'w');
   const report = (downloaded: number) => hub.onProgress?.({ file: file.name, downloaded, total: file.size, fileIndex, fileCount });
-  try {
-    report(have);
-    if (body) {
-      for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-        await out.write(chunk);
-        have += chunk.byteLength;
-        report(have);
-      }
-    }
-    await out.sync();
-  } finally {
-    await out.close();
-  }
+  // A partial file that is already whole (the rename was interrupted) needs no request at all.
+  if (file.size === undefined || have < file.size) have = await fetchInto(hub, commit, file, partial, have, report);
+  else report(have);
   if (file.size !== undefined && have !== file.size) {
     throw new ColtrastError('NETWORK', `download of ${file.name} from ${hub.repoId} stopped at ${have} of ${file.size} bytes; run again to resume`);
   }
@@ -289,6 +296,54 @@ async function downloadBlob(hub: Hub, commit: string, file: RepoFile, blob: stri
     throw new ColtrastError('NETWORK', `${file.name} from ${hub.repoId} does not match its sha256 ${file.sha256}; the partial file was removed, run again`);
   }
   fs.renameSync(partial, blob);
+}
+
+/**
+ * Appends the rest of `file` to `partial`, which holds its first `have` bytes, and returns the bytes on
+ * disk. A 206 answer continues the file; a 200 (a server that ignores Range) starts it over. A connection
+ * lost mid-way keeps what arrived, so the next call resumes from there.
+ */
+async function fetchInto(hub: Hub, commit: string, file: RepoFile, partial: string, have: number, report: (n: number) => void) {
+  const url = `${hub.endpoint}/${hub.repoId}/resolve/${commit}/${file.name.split('/').map(encodeURIComponent).join('/')}`;
+  let response = await request(hub, url, file.name, have > 0 ? { range: `bytes=${have}-` } : {});
+  if (response.status === 416) {
+    await response.body?.cancel();
+    response = await request(hub, url, file.name);
+  }
+  if (response.status !== 206) have = 0;
+  const out = await fs.promises.open(partial, have > 0 ? 'a' : 'w');
+  let callbackError: unknown;
+  const tell = (n: number) => {
+    try {
+      report(n);
+    } catch (error) {
+      callbackError = error;
+      throw error;
+    }
+  };
+  try {
+    tell(have);
+    if (response.body) {
+      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+        await out.write(chunk);
+        have += chunk.byteLength;
+        tell(have);
+      }
+    }
+    await out.sync();
+  } catch (error) {
+    // The caller's own progress callback failing is its error, not a network one.
+    if (error instanceof ColtrastError || error === callbackError) throw error;
+    throw new ColtrastError(
+      'NETWORK',
+      `the connection to ${hub.endpoint} broke while downloading ${file.name} of ${hub.repoId} (${networkReason(error)}) ` +
+        `after ${have} bytes; run again to resume`,
+      { cause: error },
+    );
+  } finally {
+    await out.close();
+  }
+  return have;
 }
 
 async function sha256(file: string): Promise<string> {

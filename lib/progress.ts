@@ -17,7 +17,7 @@ export class ProgressBar {
     const rate = seconds > 0 ? done / seconds : 0;
     const eta = rate > 0 ? (total - done) / rate : 0;
     const fraction = total > 0 ? done / total : 1;
-    const stats = `${done}/${total} ${this.unit} | ${rate.toFixed(1)} ${this.unit}/s | ETA ${formatSeconds(eta)}`;
+    const stats = `${amount(done)}/${amount(total)} ${this.unit} | ${rate.toFixed(1)} ${this.unit}/s | ETA ${formatSeconds(eta)}`;
     if (this.stream.isTTY) {
       const width = 24;
       const filled = Math.round(fraction * width);
@@ -28,6 +28,10 @@ export class ProgressBar {
       this.stream.write(`${this.label} ${(fraction * 100).toFixed(0)}% ${stats}\n`);
     }
   }
+}
+
+function amount(x: number): string {
+  return Number.isInteger(x) ? String(x) : x.toFixed(1);
 }
 
 export function formatSeconds(s: number): string {

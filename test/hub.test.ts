@@ -39,8 +39,17 @@ interface Request {
   authorization?: string;
 }
 
-/** A fake hub: repos by id; `options` changes its behaviour for the failure tests. */
-async function fakeHub(repos: Record<string, Map<string, FakeFile>>, options: { status?: number; ignoreRange?: boolean } = {}) {
+interface HubBehaviour {
+  /** Answer every request with this status. */
+  status?: number;
+  /** Answer Range requests with 200 and the whole file. */
+  ignoreRange?: boolean;
+  /** Send this many bytes of model.safetensors, then drop the connection. */
+  cutWeightsAfter?: number;
+}
+
+/** A fake hub: repos by id; `options` (which a test may change between calls) sets its failure modes. */
+async function fakeHub(repos: Record<string, Map<string, FakeFile>>, options: HubBehaviour = {}) {
   const requests: Request[] = [];
   const gitOid = (data: Buffer) => createHash('sha1').update(`blob ${data.length}\0`).update(data).digest('hex');
   const server = http.createServer((req, res) => {
@@ -65,6 +74,11 @@ async function fakeHub(repos: Record<string, Map<string, FakeFile>>, options: { 
     const file = resolve && repos[resolve[1]]?.get(decodeURIComponent(resolve[3]));
     if (!file) {
       res.writeHead(404).end();
+      return;
+    }
+    if (options.cutWeightsAfter !== undefined && url.pathname.endsWith('/model.safetensors')) {
+      res.writeHead(200, { 'content-length': file.data.length });
+      res.write(file.data.subarray(0, options.cutWeightsAfter), () => setTimeout(() => res.destroy(), 20));
       return;
     }
     const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
@@ -252,4 +266,99 @@ test.serial('HF_ENDPOINT, HF_HOME, HF_TOKEN and HF_HUB_OFFLINE are honoured', as
     process.env = saved;
     await hub.close();
   }
+});
+
+/** blobs/<sha256>.incomplete of the fixture's weights in `cacheDir`, the name a partial download has. */
+function partialWeights(cacheDir: string, weights: Buffer): string {
+  const blob = path.join(repoCacheDir(cacheDir, 'org/tiny-bert'), 'blobs', createHash('sha256').update(weights).digest('hex'));
+  return `${blob}.incomplete`;
+}
+
+test('a connection lost mid-file is a NETWORK error that keeps the bytes; the next call resumes', async (t) => {
+  const files = fixtureFiles();
+  const weights = files.get('model.safetensors')!.data;
+  const behaviour: HubBehaviour = { cutWeightsAfter: 1500 };
+  const hub = await fakeHub({ 'org/tiny-bert': files }, behaviour);
+  const cacheDir = tempDir();
+  const broken = await codeOf(resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint }));
+  t.is(broken.code, 'NETWORK');
+  t.regex(broken.message, /run again to resume/);
+  const partial = partialWeights(cacheDir, weights);
+  t.true(fs.readFileSync(partial).equals(weights.subarray(0, 1500)));
+  t.false(fs.existsSync(path.join(repoCacheDir(cacheDir, 'org/tiny-bert'), 'refs', 'main')), 'no ref for an incomplete download');
+
+  delete behaviour.cutWeightsAfter;
+  hub.requests.length = 0;
+  const dir = await resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint });
+  t.is(hub.requests.find((r) => r.url.endsWith('/model.safetensors'))?.range, 'bytes=1500-');
+  t.true(fs.readFileSync(path.join(dir, 'model.safetensors')).equals(weights));
+  await hub.close();
+});
+
+test('a partial file that is already whole is finished without requesting it again', async (t) => {
+  const files = fixtureFiles();
+  const weights = files.get('model.safetensors')!.data;
+  const hub = await fakeHub({ 'org/tiny-bert': files });
+  const cacheDir = tempDir();
+  const partial = partialWeights(cacheDir, weights);
+  fs.mkdirSync(path.dirname(partial), { recursive: true });
+  fs.writeFileSync(partial, weights);
+  const dir = await resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint });
+  t.false(hub.requests.some((r) => r.url.endsWith('/model.safetensors')));
+  t.true(fs.readFileSync(path.join(dir, 'model.safetensors')).equals(weights));
+  await hub.close();
+});
+
+test('a corrupt partial file fails the sha256 check and is removed', async (t) => {
+  const files = fixtureFiles();
+  const weights = files.get('model.safetensors')!.data;
+  const hub = await fakeHub({ 'org/tiny-bert': files });
+  const cacheDir = tempDir();
+  const partial = partialWeights(cacheDir, weights);
+  fs.mkdirSync(path.dirname(partial), { recursive: true });
+  fs.writeFileSync(partial, Buffer.alloc(1000, 7));
+  const e = await codeOf(resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint }));
+  t.is(e.code, 'NETWORK');
+  t.regex(e.message, /sha256/);
+  t.false(fs.existsSync(partial));
+  t.true(fs.readFileSync(path.join(await resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint }), 'model.safetensors')).equals(weights));
+  await hub.close();
+});
+
+test('repositories without config.json or tokenizer.json, or with sharded weights, are refused before any download', async (t) => {
+  const without = (name: string) => {
+    const files = fixtureFiles();
+    files.delete(name);
+    return files;
+  };
+  const sharded = without('model.safetensors');
+  sharded.set('model.safetensors.index.json', { data: Buffer.from('{"weight_map":{}}'), lfs: false });
+  sharded.set('model-00001-of-00002.safetensors', { data: Buffer.from('x'), lfs: true });
+  const hub = await fakeHub({ 'org/noconfig': without('config.json'), 'org/notok': without('tokenizer.json'), 'org/sharded': sharded });
+  const noConfig = await codeOf(resolveModelDir('org/noconfig', { cacheDir: tempDir(), endpoint: hub.endpoint }));
+  t.is(noConfig.code, 'MODEL_FILES');
+  t.regex(noConfig.message, /config\.json/);
+  const noTokenizer = await codeOf(resolveModelDir('org/notok', { cacheDir: tempDir(), endpoint: hub.endpoint }));
+  t.is(noTokenizer.code, 'MODEL_FILES');
+  t.regex(noTokenizer.message, /tokenizer\.json/);
+  const shards = await codeOf(resolveModelDir('org/sharded', { cacheDir: tempDir(), endpoint: hub.endpoint }));
+  t.is(shards.code, 'UNSUPPORTED_MODEL');
+  t.regex(shards.message, /sharded|shards/);
+  t.false(hub.requests.some((r) => r.url.includes('/resolve/')));
+  await hub.close();
+});
+
+test('options.fetch carries every request; unknown options are refused', async (t) => {
+  const hub = await fakeHub({ 'org/tiny-bert': fixtureFiles() });
+  const seen: string[] = [];
+  const viaProxy: typeof fetch = (input, init) => {
+    seen.push(String(input));
+    return fetch(input, init);
+  };
+  await resolveModelDir('org/tiny-bert', { cacheDir: tempDir(), endpoint: hub.endpoint, fetch: viaProxy });
+  t.true(seen.length > 0);
+  t.deepEqual(seen.map((u) => new URL(u).pathname), hub.requests.map((r) => r.url));
+  const unknown = await codeOf(resolveModelDir('org/tiny-bert', { cacheDirectory: '/tmp' } as never));
+  t.is(unknown.code, 'INVALID_ARGUMENT');
+  await hub.close();
 });

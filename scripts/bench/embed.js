@@ -46,6 +46,7 @@ async function main() {
         ? path.join(__dirname, '..', '..', 'test', 'fixtures', 'tiny-bert')
         : makeRandomBert(fs.mkdtempSync(path.join(os.tmpdir(), `bench-${shape}-`)) + '/model', { shape, seed: 1 });
     const enc = await Encoder.load(dir, { device: values.device });
+    const tokens = (await enc.tokenize(texts)).reduce((sum, ids) => sum + ids.length, 0);
     await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
     const start = process.hrtime.bigint();
     await enc.embed(texts, { batchSize });
@@ -58,6 +59,8 @@ async function main() {
       batchSize,
       seconds: +seconds.toFixed(3),
       textsPerSecond: +(texts.length / seconds).toFixed(1),
+      tokens,
+      tokensPerSecond: Math.round(tokens / seconds),
       peakRssMiB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
     });
     enc.dispose();
@@ -72,10 +75,12 @@ async function main() {
     rows,
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log(`| model | dim | texts | batch | seconds | texts/s | peak RSS MiB |`);
-  console.log(`|---|---|---|---|---|---|---|`);
+  console.log(`| model | dim | max len | texts | tokens | batch | seconds | texts/s | tokens/s | peak RSS MiB |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|---|`);
   for (const r of rows) {
-    console.log(`| ${r.model} | ${r.dimension} | ${r.texts} | ${r.batchSize} | ${r.seconds} | ${r.textsPerSecond} | ${r.peakRssMiB} |`);
+    console.log(
+      `| ${r.model} | ${r.dimension} | ${r.maxSeqLength} | ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.seconds} | ${r.textsPerSecond} | ${r.tokensPerSecond} | ${r.peakRssMiB} |`,
+    );
   }
   console.log(`\n${result.date}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
 }
