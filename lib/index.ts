@@ -7,3 +7,5 @@ export { runtimeInfo } from './runtime';
 export type { RuntimeInfo, BlasInfo } from './runtime';
 export { resolveModelDir } from './hub';
 export type { ResolveOptions } from './hub';
+export * as ops from './ops';
+export type { Tensor, Mask, OpResult, MaxSimOptions, ContrastiveOptions, LateInteractionOptions } from './ops';

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "encoder_wrap.h"
+#include "ops/ops_wrap.h"
 #include "runtime.h"
 
 namespace {
@@ -12,6 +13,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   for (const auto& name : coltrast::supportedModelTypes()) types.Set(types.Length(), name);
   exports.Set("supportedModelTypes", types);
   coltrast::defineRuntime(env, exports);
+  exports.Set("ops", coltrast::ops::defineOps(env));
   return exports;
 }
 

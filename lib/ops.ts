@@ -1,0 +1,190 @@
+/**
+ * coltrast's fused loss operations, callable from JavaScript: MaxSim (late interaction), the in-batch
+ * contrastive loss (InfoNCE) and the late-interaction contrastive loss. Training uses the same native
+ * functions from C++; this module is for tests, benchmarks and users who want the ops on their own.
+ *
+ * Tensors are `{ dims, data }`: float32 embeddings in a Float32Array, masks in a Uint8Array (nonzero =
+ * valid token). Each call runs off the JS thread. Pass `gradOutput` to also get the input gradients
+ * (for a loss, usually 1).
+ */
+import { ColtrastError } from './errors';
+import { native, fromNative } from './native';
+import { checkOptions, invalid, oneOf } from './validate';
+
+export interface Tensor<T extends Float32Array | Uint8Array = Float32Array> {
+  dims: number[];
+  data: T;
+}
+export type Mask = Tensor<Uint8Array>;
+
+export interface CommonOptions {
+  /** 'cpu' (default), 'cuda' or 'cuda:N'. */
+  device?: string;
+  /** dtype the inputs are cast to before the op (default float32); gradients come back as float32. */
+  dtype?: 'float32' | 'float16' | 'bfloat16';
+  /**
+   * Run the plain eager version (libtorch ops + autograd) instead of the fused one: the baseline for
+   * tests and benchmarks. Default: on when the environment has COLTRAST_REFERENCE_OPS=1.
+   */
+  reference?: boolean;
+}
+
+export interface MaxSimOptions extends CommonOptions {
+  /** 'all' (default): every query against every document, scores [B, N]. 'paired': query b against document b, [B]. */
+  mode?: 'all' | 'paired';
+  /** Divide each query's score by its number of valid tokens (default false). */
+  normalize?: boolean;
+  /** Upstream gradient, shaped like the scores: when given, `grads.q` and `grads.d` are returned. */
+  gradOutput?: Float32Array;
+}
+
+export interface ContrastiveOptions extends CommonOptions {
+  /** Softmax temperature τ > 0 (default 0.05). */
+  temperature?: number;
+  /** Also return d loss / d τ (default false). */
+  learnTemperature?: boolean;
+  /** Add the candidates → queries term over the first B candidates and average the two (default false). */
+  symmetric?: boolean;
+  /** Upstream gradient of the loss: when given, input gradients are returned. */
+  gradOutput?: number;
+}
+
+export interface LateInteractionOptions extends ContrastiveOptions {
+  /** 'cross_entropy' (default; ColBERT/PyLate) or 'bce' (pairwise, the ColTrast write-up). */
+  kind?: 'cross_entropy' | 'bce';
+  /** Divide MaxSim scores by the query's token count (default true). */
+  normalize?: boolean;
+}
+
+export interface OpResult {
+  /** Scores (MaxSim) or a one-element loss. */
+  value: Float32Array;
+  /** Present when `gradOutput` was given: one gradient per float input, and τ's when learnTemperature. */
+  grads?: { q: Float32Array; d?: Float32Array; c?: Float32Array; temperature?: number };
+}
+
+interface NativeOps {
+  maxsim(args: object): Promise<OpResult>;
+  contrastiveLoss(args: object): Promise<OpResult>;
+  lateInteractionLoss(args: object): Promise<OpResult>;
+}
+
+const COMMON = ['device', 'dtype', 'reference'] as const;
+const MAXSIM_KEYS = [...COMMON, 'mode', 'normalize', 'gradOutput'] as const;
+const CONTRASTIVE_KEYS = [...COMMON, 'temperature', 'learnTemperature', 'symmetric', 'gradOutput'] as const;
+const LATE_KEYS = [...CONTRASTIVE_KEYS, 'kind', 'normalize'] as const;
+
+function ops(): NativeOps {
+  return (native() as unknown as { ops: NativeOps }).ops;
+}
+
+/** Checks a tensor argument: the typed array, integer dims of the right rank, and a matching length. */
+function tensor(name: string, value: unknown, rank: number, kind: 'float' | 'mask', layout: string): number[] {
+  const t = value as Tensor<Float32Array | Uint8Array> | undefined;
+  if (!t || typeof t !== 'object' || !Array.isArray(t.dims)) throw invalid(name, `{ dims: ${layout}, data }`, value);
+  if (t.dims.length !== rank || !t.dims.every((d) => Number.isInteger(d) && d > 0)) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${name}.dims must be ${layout} with positive integers; got [${t.dims.join(', ')}]`);
+  }
+  const type = kind === 'float' ? Float32Array : Uint8Array;
+  if (!(t.data instanceof type)) throw invalid(`${name}.data`, `a ${type.name}`, t.data);
+  const size = t.dims.reduce((a, b) => a * b, 1);
+  if (t.data.length !== size) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${name}.data has ${t.data.length} elements but dims [${t.dims.join(', ')}] need ${size}`);
+  }
+  return t.dims;
+}
+
+function sameDims(what: string, got: number[], expected: number[]): void {
+  if (got.length !== expected.length || got.some((d, i) => d !== expected[i])) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${what} must be [${expected.join(', ')}]; got [${got.join(', ')}]`);
+  }
+}
+
+function common(o: CommonOptions): void {
+  if (o.dtype !== undefined) oneOf('options.dtype', o.dtype, ['float32', 'float16', 'bfloat16'] as const);
+  if (o.device !== undefined && (typeof o.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(o.device))) {
+    throw invalid('options.device', "'cpu', 'cuda' or 'cuda:N'", o.device);
+  }
+  if (o.reference !== undefined && typeof o.reference !== 'boolean') throw invalid('options.reference', 'true or false', o.reference);
+}
+
+function lossOptions(o: ContrastiveOptions): void {
+  common(o);
+  const t = o.temperature ?? 0.05;
+  if (typeof t !== 'number' || !(t > 0) || !Number.isFinite(t)) throw invalid('options.temperature', 'a number > 0', t);
+  for (const key of ['learnTemperature', 'symmetric'] as const) {
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw invalid(`options.${key}`, 'true or false', o[key]);
+  }
+  if (o.gradOutput !== undefined && (typeof o.gradOutput !== 'number' || !Number.isFinite(o.gradOutput))) {
+    throw invalid('options.gradOutput', 'a finite number', o.gradOutput);
+  }
+}
+
+function maskedInputs(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask) {
+  const [B, Lq, dim] = tensor('q', q, 3, 'float', '[B, Lq, dim]');
+  const [N, Ld, dDim] = tensor('d', d, 3, 'float', '[N, Ld, dim]');
+  if (dDim !== dim) throw new ColtrastError('INVALID_ARGUMENT', `q and d must have the same dim; got ${dim} and ${dDim}`);
+  sameDims('qmask.dims', tensor('qmask', qmask, 2, 'mask', '[B, Lq]'), [B, Lq]);
+  sameDims('dmask.dims', tensor('dmask', dmask, 2, 'mask', '[N, Ld]'), [N, Ld]);
+  return { B, N };
+}
+
+async function call(name: keyof NativeOps, args: object): Promise<OpResult> {
+  try {
+    return await ops()[name](args);
+  } catch (error) {
+    throw fromNative(error);
+  }
+}
+
+/**
+ * MaxSim (ColBERT late interaction): `S[b, n] = Σ_i qmask[b,i] · max_{j: dmask[n,j]} <q[b,i], d[n,j]>`.
+ * A query token facing a document with no valid token contributes 0 and gets no gradient.
+ * q: [B, Lq, dim], qmask: [B, Lq], d: [N, Ld, dim], dmask: [N, Ld].
+ */
+export function maxsim(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask, options?: MaxSimOptions): Promise<OpResult> {
+  const o = checkOptions('options', options, MAXSIM_KEYS);
+  common(o);
+  const { B, N } = maskedInputs(q, qmask, d, dmask);
+  const mode = oneOf('options.mode', o.mode ?? 'all', ['all', 'paired'] as const);
+  if (mode === 'paired' && B !== N) {
+    throw new ColtrastError('INVALID_ARGUMENT', `mode 'paired' needs as many documents as queries; got B = ${B}, N = ${N}`);
+  }
+  if (o.normalize !== undefined && typeof o.normalize !== 'boolean') throw invalid('options.normalize', 'true or false', o.normalize);
+  if (o.gradOutput !== undefined) {
+    const size = mode === 'all' ? B * N : B;
+    if (!(o.gradOutput instanceof Float32Array) || o.gradOutput.length !== size) {
+      throw invalid('options.gradOutput', `a Float32Array of ${size} elements (the scores' shape)`, o.gradOutput);
+    }
+  }
+  return call('maxsim', { q, qmask, d, dmask, ...o, mode });
+}
+
+/**
+ * In-batch contrastive loss (InfoNCE): `mean_i CE(q_i · cᵀ / τ, i)`. q: [B, dim], c: [N, dim] with N ≥ B;
+ * candidate i is query i's positive, candidates B.. are extra negatives shared by the batch.
+ */
+export function contrastiveLoss(q: Tensor, c: Tensor, options?: ContrastiveOptions): Promise<OpResult> {
+  const o = checkOptions('options', options, CONTRASTIVE_KEYS);
+  lossOptions(o);
+  const [B, dim] = tensor('q', q, 2, 'float', '[B, dim]');
+  const [N, cDim] = tensor('c', c, 2, 'float', '[N, dim]');
+  if (cDim !== dim) throw new ColtrastError('INVALID_ARGUMENT', `q and c must have the same dim; got ${dim} and ${cDim}`);
+  if (N < B) throw new ColtrastError('INVALID_ARGUMENT', `c needs at least B = ${B} rows (the positives come first); got ${N}`);
+  return call('contrastiveLoss', { q, c, ...o, temperature: o.temperature ?? 0.05 });
+}
+
+/**
+ * Late-interaction contrastive loss over MaxSim `all` scores: cross-entropy (query i's positive is
+ * document i; ColBERT/PyLate) or the pairwise BCE form of the ColTrast write-up (mean over positives and
+ * mean over negatives of BCE-with-logits(S / τ), averaged).
+ */
+export function lateInteractionLoss(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask, options?: LateInteractionOptions): Promise<OpResult> {
+  const o = checkOptions('options', options, LATE_KEYS);
+  lossOptions(o);
+  const { B, N } = maskedInputs(q, qmask, d, dmask);
+  if (N < B) throw new ColtrastError('INVALID_ARGUMENT', `d needs at least B = ${B} documents (the positives come first); got ${N}`);
+  if (o.kind !== undefined) oneOf('options.kind', o.kind, ['cross_entropy', 'bce'] as const);
+  if (o.normalize !== undefined && typeof o.normalize !== 'boolean') throw invalid('options.normalize', 'true or false', o.normalize);
+  return call('lateInteractionLoss', { q, qmask, d, dmask, ...o, temperature: o.temperature ?? 0.05 });
+}

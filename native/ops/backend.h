@@ -1,0 +1,82 @@
+// The contract between coltrast's loss operations and their implementations.
+//
+// Each operation has one forward and one backward entry point per backend: CPU (ops/*_cpu.cc, blocked
+// and parallel), CUDA (ops/*_cuda.cc over the raw-pointer kernels in kernels/*.cu, compiled only when
+// the libtorch found has CUDA, COLTRAST_WITH_CUDA) and the eager reference (ops/reference.cc: plain
+// ATen ops, the baseline for tests and benchmarks). ops/autograd.cc picks the backend from the inputs'
+// device and the reference switch, and wraps each pair in a torch::autograd::Function.
+//
+// Conventions shared by every backend:
+// - embeddings are float32, float16 or bfloat16, contiguous; accumulation is float32 and every returned
+//   score, loss and statistic is float32. Gradients for inputs come back in the input's dtype.
+// - masks are uint8 (0 = padding, anything else = valid), contiguous.
+// - shapes are checked by the caller (ops/autograd.cc); backends may assume them.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace coltrast::ops {
+
+// ---- MaxSim (late interaction) ------------------------------------------------------------------
+// S[b, n] = w_b * sum_i qmask[b,i] * max_{j : dmask[n,j]} <Q[b,i], D[n,j]>, w_b = 1 or 1/count_b.
+// A query token whose document has no valid token contributes 0 (argmax -1, zero gradient); so does
+// a masked query token. A query with no valid token scores 0 (and w_b = 0 when normalized).
+struct MaxSimOptions {
+  bool paired = false;                  // false: every query against every document, S [B, N]
+                                        // true: query b against document b (B == N), S [B]
+  bool normalizeByQueryLength = false;  // divide by the number of valid query tokens
+};
+
+struct MaxSimResult {
+  at::Tensor scores;  // float32 [B, N] ("all") or [B] (paired)
+  at::Tensor argmax;  // int32 [B, N, Lq] or [B, Lq]: j of the best document token, -1 where none
+};
+
+// q [B, Lq, dim], qmask [B, Lq], d [N, Ld, dim], dmask [N, Ld]
+MaxSimResult maxsimForwardCpu(const at::Tensor& q, const at::Tensor& qmask, const at::Tensor& d,
+                              const at::Tensor& dmask, const MaxSimOptions& options);
+// gradScores: float32, the shape of scores. Returns {dQ [B, Lq, dim], dD [N, Ld, dim]}.
+std::tuple<at::Tensor, at::Tensor> maxsimBackwardCpu(const at::Tensor& gradScores, const at::Tensor& q,
+                                                     const at::Tensor& qmask, const at::Tensor& d,
+                                                     const at::Tensor& argmax, const MaxSimOptions& options);
+
+// ---- In-batch contrastive loss (InfoNCE) --------------------------------------------------------
+// q [B, dim], c [N, dim], N >= B; candidate i is query i's positive, the rest are negatives for all.
+//   loss = mean_i [ logsumexp_k(q_i . c_k / tau) - q_i . c_i / tau ]
+// symmetric adds, averaged the same way and the two halves averaged:
+//   mean_j [ logsumexp_i(c_j . q_i / tau) - c_j . q_j / tau ]   over j < B, i < B
+// so loss = (forward + backward) / 2 when symmetric, forward alone otherwise.
+struct ContrastiveOptions {
+  bool symmetric = false;
+};
+
+struct ContrastiveResult {
+  at::Tensor loss;    // float32 scalar
+  at::Tensor rowLse;  // float32 [B]: logsumexp over candidates of each query's scaled logits
+  at::Tensor colLse;  // float32 [B] when symmetric (logsumexp over queries of candidate j < B), else undefined
+};
+
+// temperature: float32 scalar tensor (may require grad upstream; the backends read its value).
+ContrastiveResult contrastiveForwardCpu(const at::Tensor& q, const at::Tensor& c, const at::Tensor& temperature,
+                                        const ContrastiveOptions& options);
+// gradLoss: float32 scalar. Returns {dq [B, dim], dc [N, dim], dTemperature (float32 scalar)}.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCpu(
+    const at::Tensor& gradLoss, const at::Tensor& q, const at::Tensor& c, const at::Tensor& temperature,
+    const ContrastiveResult& saved, const ContrastiveOptions& options);
+
+#ifdef COLTRAST_WITH_CUDA
+MaxSimResult maxsimForwardCuda(const at::Tensor& q, const at::Tensor& qmask, const at::Tensor& d,
+                               const at::Tensor& dmask, const MaxSimOptions& options);
+std::tuple<at::Tensor, at::Tensor> maxsimBackwardCuda(const at::Tensor& gradScores, const at::Tensor& q,
+                                                      const at::Tensor& qmask, const at::Tensor& d,
+                                                      const at::Tensor& argmax, const MaxSimOptions& options);
+ContrastiveResult contrastiveForwardCuda(const at::Tensor& q, const at::Tensor& c, const at::Tensor& temperature,
+                                         const ContrastiveOptions& options);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCuda(
+    const at::Tensor& gradLoss, const at::Tensor& q, const at::Tensor& c, const at::Tensor& temperature,
+    const ContrastiveResult& saved, const ContrastiveOptions& options);
+#endif
+
+}  // namespace coltrast::ops

@@ -1,0 +1,271 @@
+// The loss operations for JavaScript (lib/ops.ts): each call copies its typed arrays, runs the op and,
+// when asked, its backward on a libuv worker thread, and resolves with the value and the input gradients
+// as float32 arrays. Training does not go through here (it calls ops/autograd.h directly in C++); this is
+// for tests, benchmarks and users who want the ops on their own.
+#include "ops/ops_wrap.h"
+
+#include <torch/torch.h>
+
+#include <cstring>
+#include <map>
+
+#include "error.h"
+#include "ops/autograd.h"
+#include "promise_worker.h"
+#include "runtime.h"
+
+namespace coltrast::ops {
+namespace {
+
+// One input tensor as JS gave it: float32 data or uint8 mask, with its dims.
+struct HostTensor {
+  std::vector<int64_t> dims;
+  std::vector<float> values;
+  std::vector<uint8_t> mask;
+  bool isMask = false;
+};
+
+std::vector<int64_t> readDims(const Napi::Object& o, const std::string& name) {
+  Napi::Value v = o.Get("dims");
+  if (!v.IsArray()) throw invalidArgument(name + ".dims must be an array of sizes");
+  auto array = v.As<Napi::Array>();
+  std::vector<int64_t> dims;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value d = array.Get(i);
+    if (!d.IsNumber() || d.As<Napi::Number>().DoubleValue() < 0 ||
+        d.As<Napi::Number>().DoubleValue() != double(d.As<Napi::Number>().Int64Value())) {
+      throw invalidArgument(name + ".dims must hold non-negative integers");
+    }
+    dims.push_back(d.As<Napi::Number>().Int64Value());
+  }
+  return dims;
+}
+
+HostTensor readTensor(const Napi::Object& args, const std::string& name, bool mask) {
+  Napi::Value v = args.Get(name);
+  if (!v.IsObject()) throw invalidArgument(name + " must be { dims, data }");
+  auto o = v.As<Napi::Object>();
+  HostTensor t;
+  t.dims = readDims(o, name);
+  t.isMask = mask;
+  int64_t count = 1;
+  for (int64_t d : t.dims) count *= d;
+  Napi::Value data = o.Get("data");
+  if (!data.IsTypedArray()) throw invalidArgument(name + ".data must be a " + (mask ? "Uint8Array" : "Float32Array"));
+  auto typed = data.As<Napi::TypedArray>();
+  const auto expected = mask ? napi_uint8_array : napi_float32_array;
+  if (typed.TypedArrayType() != expected) {
+    throw invalidArgument(name + ".data must be a " + (mask ? "Uint8Array" : "Float32Array"));
+  }
+  if (int64_t(typed.ElementLength()) != count) {
+    throw invalidArgument(name + ".data has " + std::to_string(typed.ElementLength()) + " elements but dims say " +
+                          std::to_string(count));
+  }
+  const auto* bytes = static_cast<const uint8_t*>(typed.ArrayBuffer().Data()) + typed.ByteOffset();
+  if (mask) {
+    t.mask.assign(bytes, bytes + count);
+  } else {
+    t.values.resize(count);
+    std::memcpy(t.values.data(), bytes, count * sizeof(float));
+  }
+  return t;
+}
+
+// What every op call shares: where it runs, in which dtype, eager reference or fused, and the upstream
+// gradient (empty: no backward).
+struct CallOptions {
+  std::string device = "cpu", dtype = "float32";
+  std::optional<bool> reference;
+  bool backward = false;
+  std::vector<float> gradOutput;  // the value's shape; a loss takes one number
+  bool learnTemperature = false;
+  double temperature = 1.0;
+};
+
+std::string stringOr(const Napi::Object& o, const char* key, const std::string& fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsString()) throw invalidArgument(std::string(key) + " must be a string");
+  return v.As<Napi::String>();
+}
+
+bool boolOr(const Napi::Object& o, const char* key, bool fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsBoolean()) throw invalidArgument(std::string(key) + " must be a boolean");
+  return v.As<Napi::Boolean>();
+}
+
+CallOptions readCallOptions(const Napi::Object& o) {
+  CallOptions c;
+  c.device = stringOr(o, "device", "cpu");
+  c.dtype = stringOr(o, "dtype", "float32");
+  if (!o.Get("reference").IsUndefined()) c.reference = boolOr(o, "reference", false);
+  c.learnTemperature = boolOr(o, "learnTemperature", false);
+  Napi::Value t = o.Get("temperature");
+  if (!t.IsUndefined()) {
+    if (!t.IsNumber()) throw invalidArgument("temperature must be a number");
+    c.temperature = t.As<Napi::Number>().DoubleValue();
+  }
+  Napi::Value g = o.Get("gradOutput");
+  if (g.IsNumber()) {
+    c.backward = true;
+    c.gradOutput = {float(g.As<Napi::Number>().DoubleValue())};
+  } else if (g.IsTypedArray() && g.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    auto a = g.As<Napi::Float32Array>();
+    c.backward = true;
+    c.gradOutput.assign(a.Data(), a.Data() + a.ElementLength());
+  } else if (!g.IsUndefined()) {
+    throw invalidArgument("gradOutput must be a number (for a loss) or a Float32Array shaped like the scores");
+  }
+  return c;
+}
+
+enum class Op { MaxSim, Contrastive, LateInteraction };
+
+class OpWorker : public PromiseWorker {
+ public:
+  OpWorker(Napi::Env env, Op op, std::map<std::string, HostTensor> inputs, CallOptions call, MaxSimOptions maxsim,
+           ContrastiveOptions contrastive, LateInteractionOptions late)
+      : PromiseWorker(env),
+        op_(op),
+        inputs_(std::move(inputs)),
+        call_(std::move(call)),
+        maxsim_(maxsim),
+        contrastive_(contrastive),
+        late_(late) {}
+
+ protected:
+  void compute() override {
+    const torch::Device device = parseDevice(call_.device);
+    const torch::ScalarType dtype = parseDtype(call_.dtype);
+    torch::AutoGradMode grad(call_.backward);
+    std::map<std::string, torch::Tensor> t;
+    for (auto& [name, host] : inputs_) {
+      if (host.isMask) {
+        t[name] = torch::from_blob(host.mask.data(), host.dims, torch::kUInt8).to(device);
+      } else {
+        t[name] = torch::from_blob(host.values.data(), host.dims, torch::kFloat32).to(device, dtype);
+        if (call_.backward) t[name].requires_grad_(true);
+      }
+    }
+    torch::Tensor temperature = torch::full({}, call_.temperature, torch::TensorOptions().device(device));
+    if (call_.backward && call_.learnTemperature) temperature.requires_grad_(true);
+
+    torch::Tensor value;
+    switch (op_) {
+      case Op::MaxSim:
+        value = maxsim(t["q"], t["qmask"], t["d"], t["dmask"], maxsim_, call_.reference);
+        break;
+      case Op::Contrastive:
+        value = contrastiveLoss(t["q"], t["c"], temperature, contrastive_, call_.reference);
+        break;
+      case Op::LateInteraction:
+        value = lateInteractionLoss(t["q"], t["qmask"], t["d"], t["dmask"], temperature, late_, call_.reference);
+        break;
+    }
+    value_ = toHost(value);
+    if (!call_.backward) return;
+    if (int64_t(call_.gradOutput.size()) != value.numel()) {
+      throw invalidArgument("gradOutput has " + std::to_string(call_.gradOutput.size()) + " elements; the value has " +
+                            std::to_string(value.numel()));
+    }
+    torch::Tensor g = torch::from_blob(call_.gradOutput.data(), value.sizes(), torch::kFloat32).to(device);
+    value.backward(g);
+    for (auto& [name, tensor] : t) {
+      if (inputs_[name].isMask) continue;
+      grads_[name] = tensor.grad().defined() ? toHost(tensor.grad()) : std::vector<float>(tensor.numel(), 0.0f);
+    }
+    if (call_.learnTemperature) {
+      temperatureGrad_ = temperature.grad().defined() ? temperature.grad().item<double>() : 0.0;
+    }
+  }
+
+  Napi::Value result(Napi::Env env) override {
+    auto out = Napi::Object::New(env);
+    out.Set("value", floatArray(env, value_));
+    if (call_.backward) {
+      auto grads = Napi::Object::New(env);
+      for (const auto& [name, g] : grads_) grads.Set(name, floatArray(env, g));
+      if (call_.learnTemperature) grads.Set("temperature", temperatureGrad_);
+      out.Set("grads", grads);
+    }
+    return out;
+  }
+
+ private:
+  static std::vector<float> toHost(const torch::Tensor& t) {
+    const torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+    return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  }
+  static Napi::Float32Array floatArray(Napi::Env env, const std::vector<float>& v) {
+    auto array = Napi::Float32Array::New(env, v.size());
+    if (!v.empty()) std::memcpy(array.Data(), v.data(), v.size() * sizeof(float));
+    return array;
+  }
+
+  Op op_;
+  std::map<std::string, HostTensor> inputs_;
+  CallOptions call_;
+  MaxSimOptions maxsim_;
+  ContrastiveOptions contrastive_;
+  LateInteractionOptions late_;
+  std::vector<float> value_;
+  std::map<std::string, std::vector<float>> grads_;
+  double temperatureGrad_ = 0.0;
+};
+
+Napi::Value run(const Napi::CallbackInfo& info, Op op) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsObject()) throw invalidArgument("expected one argument object");
+    auto args = info[0].As<Napi::Object>();
+    std::map<std::string, HostTensor> inputs;
+    MaxSimOptions maxsimOptions;
+    ContrastiveOptions contrastiveOptions;
+    LateInteractionOptions lateOptions;
+    if (op == Op::Contrastive) {
+      inputs["q"] = readTensor(args, "q", false);
+      inputs["c"] = readTensor(args, "c", false);
+      contrastiveOptions.symmetric = boolOr(args, "symmetric", false);
+    } else {
+      inputs["q"] = readTensor(args, "q", false);
+      inputs["qmask"] = readTensor(args, "qmask", true);
+      inputs["d"] = readTensor(args, "d", false);
+      inputs["dmask"] = readTensor(args, "dmask", true);
+      if (op == Op::MaxSim) {
+        const std::string mode = stringOr(args, "mode", "all");
+        if (mode != "all" && mode != "paired") throw invalidArgument("mode must be 'all' or 'paired'; got '" + mode + "'");
+        maxsimOptions.paired = mode == "paired";
+        maxsimOptions.normalizeByQueryLength = boolOr(args, "normalize", false);
+      } else {
+        const std::string kind = stringOr(args, "kind", "cross_entropy");
+        if (kind != "cross_entropy" && kind != "bce") {
+          throw invalidArgument("kind must be 'cross_entropy' or 'bce'; got '" + kind + "'");
+        }
+        lateOptions.kind = kind == "bce" ? LateInteractionOptions::Kind::Bce : LateInteractionOptions::Kind::CrossEntropy;
+        lateOptions.normalizeByQueryLength = boolOr(args, "normalize", true);
+        lateOptions.symmetric = boolOr(args, "symmetric", false);
+      }
+    }
+    CallOptions call = readCallOptions(args);
+    return (new OpWorker(env, op, std::move(inputs), std::move(call), maxsimOptions, contrastiveOptions, lateOptions))
+        ->start();
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
+}
+
+}  // namespace
+
+Napi::Object defineOps(Napi::Env env) {
+  auto ops = Napi::Object::New(env);
+  ops.Set("maxsim", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return run(info, Op::MaxSim); }));
+  ops.Set("contrastiveLoss",
+          Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return run(info, Op::Contrastive); }));
+  ops.Set("lateInteractionLoss",
+          Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return run(info, Op::LateInteraction); }));
+  return ops;
+}
+
+}  // namespace coltrast::ops

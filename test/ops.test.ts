@@ -1,0 +1,542 @@
+// The fused loss operations against a float64 reference written here in plain TypeScript (loops, no
+// libtorch), forward and every gradient, on odd shapes; the reference's own gradients are checked by
+// central finite differences first. Both the fused ops and the eager libtorch baseline (reference: true)
+// must match it.
+import test from 'ava';
+import { ColtrastError, ops, type Mask, type Tensor } from '../lib';
+import { native } from '../lib/native';
+
+// ---------------------------------------------------------------------------------------------------
+// Seeded inputs
+
+function rng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomTensor(random: () => number, dims: number[], scale = 1): Tensor {
+  const size = dims.reduce((a, b) => a * b, 1);
+  return { dims, data: Float32Array.from({ length: size }, () => (random() * 2 - 1) * scale) };
+}
+
+/** A mask with valid prefixes of random length >= 1, except rows listed in `empty` (no valid token). */
+function randomMask(random: () => number, rows: number, cols: number, empty: number[] = []): Mask {
+  const data = new Uint8Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    if (empty.includes(r)) continue;
+    const len = 1 + Math.floor(random() * cols);
+    // Holes too, not only padding at the end: masks are per token.
+    for (let j = 0; j < len; j++) data[r * cols + j] = j === 0 || random() > 0.15 ? 1 : 0;
+  }
+  return { dims: [rows, cols], data };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// float64 reference
+
+interface MaxSimRef {
+  scores: Float64Array;
+  dq: Float64Array;
+  dd: Float64Array;
+}
+
+/** Scores and, for upstream gradient g (scores' shape), dQ and dD. */
+function maxsimRef(q: Tensor, qm: Mask, d: Tensor, dm: Mask, paired: boolean, normalize: boolean, g?: ArrayLike<number>): MaxSimRef {
+  const [B, Lq, dim] = q.dims;
+  const [N, Ld] = d.dims;
+  const scores = new Float64Array(paired ? B : B * N);
+  const dq = new Float64Array(q.data.length);
+  const dd = new Float64Array(d.data.length);
+  for (let b = 0; b < B; b++) {
+    let count = 0;
+    for (let i = 0; i < Lq; i++) count += qm.data[b * Lq + i] ? 1 : 0;
+    const w = normalize ? (count > 0 ? 1 / count : 0) : 1;
+    for (let n = paired ? b : 0; n < (paired ? b + 1 : N); n++) {
+      const idx = paired ? b : b * N + n;
+      let total = 0;
+      for (let i = 0; i < Lq; i++) {
+        if (!qm.data[b * Lq + i]) continue;
+        let best = -Infinity;
+        let at = -1;
+        for (let j = 0; j < Ld; j++) {
+          if (!dm.data[n * Ld + j]) continue;
+          let s = 0;
+          for (let k = 0; k < dim; k++) s += q.data[(b * Lq + i) * dim + k] * d.data[(n * Ld + j) * dim + k];
+          if (s > best) {
+            best = s;
+            at = j;
+          }
+        }
+        if (at < 0) continue;
+        total += best;
+        if (g) {
+          const coef = g[idx] * w;
+          for (let k = 0; k < dim; k++) {
+            dq[(b * Lq + i) * dim + k] += coef * d.data[(n * Ld + at) * dim + k];
+            dd[(n * Ld + at) * dim + k] += coef * q.data[(b * Lq + i) * dim + k];
+          }
+        }
+      }
+      scores[idx] = w * total;
+    }
+  }
+  return { scores, dq, dd };
+}
+
+function logSumExp(values: number[]): number {
+  const m = Math.max(...values);
+  return m + Math.log(values.reduce((s, v) => s + Math.exp(v - m), 0));
+}
+
+interface LossRef {
+  loss: number;
+  /** d loss / d logits, [B, N] */
+  dlogits: Float64Array;
+  dtau: number;
+}
+
+/** Cross-entropy over logits = s / tau (s: [B, N] raw scores), positives on the diagonal. */
+function crossEntropyRef(s: ArrayLike<number>, B: number, N: number, tau: number, symmetric: boolean): LossRef {
+  const dl = new Float64Array(B * N);
+  const logit = (i: number, k: number) => s[i * N + k] / tau;
+  const weight = symmetric ? 0.5 / B : 1 / B;
+  let rowTerm = 0;
+  for (let i = 0; i < B; i++) {
+    const row = Array.from({ length: N }, (_, k) => logit(i, k));
+    const lse = logSumExp(row);
+    rowTerm += lse - row[i];
+    for (let k = 0; k < N; k++) dl[i * N + k] += weight * (Math.exp(row[k] - lse) - (k === i ? 1 : 0));
+  }
+  let loss = rowTerm / B;
+  if (symmetric) {
+    let colTerm = 0;
+    for (let j = 0; j < B; j++) {
+      const col = Array.from({ length: B }, (_, i) => logit(i, j));
+      const lse = logSumExp(col);
+      colTerm += lse - col[j];
+      for (let i = 0; i < B; i++) dl[i * N + j] += weight * (Math.exp(col[i] - lse) - (i === j ? 1 : 0));
+    }
+    loss = 0.5 * (loss + colTerm / B);
+  }
+  let dtau = 0;
+  for (let i = 0; i < B; i++) for (let k = 0; k < N; k++) dtau -= (dl[i * N + k] * logit(i, k)) / tau;
+  return { loss, dlogits: dl, dtau };
+}
+
+/** (mean over positives + mean over negatives) / 2 of BCE-with-logits(s / tau, diagonal labels). */
+function bceRef(s: ArrayLike<number>, B: number, N: number, tau: number): LossRef {
+  const dl = new Float64Array(B * N);
+  let pos = 0;
+  let neg = 0;
+  const negCount = B * N - B;
+  const softplus = (x: number) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x)));
+  const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+  for (let i = 0; i < B; i++) {
+    for (let k = 0; k < N; k++) {
+      const x = s[i * N + k] / tau;
+      if (k === i) {
+        pos += softplus(-x);
+        dl[i * N + k] = (0.5 * (sigmoid(x) - 1)) / B;
+      } else {
+        neg += softplus(x);
+        dl[i * N + k] = (0.5 * sigmoid(x)) / negCount;
+      }
+    }
+  }
+  const loss = 0.5 * (pos / B + neg / negCount);
+  let dtau = 0;
+  for (let i = 0; i < B * N; i++) dtau -= (dl[i] * s[i]) / tau / tau;
+  return { loss, dlogits: dl, dtau };
+}
+
+interface ContrastiveRef {
+  loss: number;
+  dq: Float64Array;
+  dc: Float64Array;
+  dtau: number;
+}
+
+function contrastiveRef(q: Tensor, c: Tensor, tau: number, symmetric: boolean): ContrastiveRef {
+  const [B, dim] = q.dims;
+  const N = c.dims[0];
+  const s = new Float64Array(B * N);
+  for (let i = 0; i < B; i++)
+    for (let k = 0; k < N; k++) {
+      let acc = 0;
+      for (let x = 0; x < dim; x++) acc += q.data[i * dim + x] * c.data[k * dim + x];
+      s[i * N + k] = acc;
+    }
+  const r = crossEntropyRef(s, B, N, tau, symmetric);
+  const dq = new Float64Array(B * dim);
+  const dc = new Float64Array(N * dim);
+  for (let i = 0; i < B; i++)
+    for (let k = 0; k < N; k++) {
+      const g = r.dlogits[i * N + k] / tau;
+      if (g === 0) continue;
+      for (let x = 0; x < dim; x++) {
+        dq[i * dim + x] += g * c.data[k * dim + x];
+        dc[k * dim + x] += g * q.data[i * dim + x];
+      }
+    }
+  return { loss: r.loss, dq, dc, dtau: r.dtau };
+}
+
+function lateRef(q: Tensor, qm: Mask, d: Tensor, dm: Mask, tau: number, kind: 'cross_entropy' | 'bce', normalize: boolean, symmetric: boolean) {
+  const B = q.dims[0];
+  const N = d.dims[0];
+  const s = maxsimRef(q, qm, d, dm, false, normalize).scores;
+  const r = kind === 'bce' ? bceRef(s, B, N, tau) : crossEntropyRef(s, B, N, tau, symmetric);
+  const dS = r.dlogits.map((v) => v / tau);
+  const back = maxsimRef(q, qm, d, dm, false, normalize, dS);
+  return { loss: r.loss, dq: back.dq, dd: back.dd, dtau: r.dtau };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Comparison helpers
+
+/** max |a - b| / (1 + max |b|): a relative error for arrays whose entries vary in size. */
+function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let worst = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    worst = Math.max(worst, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return worst / (1 + scale);
+}
+
+// float32 inputs, float32 accumulation over up to a few hundred terms: 1e-5 relative is ample and still
+// catches any wrong index, mask or scale (those give errors of order 1).
+const F32 = 1e-5;
+
+/** Central finite difference of f at x[i] (x is changed and restored). */
+function numericGrad(f: () => number, x: Float32Array | Float64Array, i: number, h = 1e-3): number {
+  const saved = x[i];
+  x[i] = saved + h;
+  const up = f();
+  x[i] = saved - h;
+  const down = f();
+  x[i] = saved;
+  return (up - down) / (2 * h);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The reference checks itself
+
+test('the float64 reference gradients agree with finite differences', (t) => {
+  const random = rng(1);
+  // Float64Array data so finite differences are exact enough; the reference reads any ArrayLike.
+  const as64 = (x: Tensor) => ({ dims: x.dims, data: Float64Array.from(x.data) }) as unknown as Tensor;
+  const q = as64(randomTensor(random, [2, 3, 5]));
+  const d = as64(randomTensor(random, [3, 4, 5]));
+  const qm = randomMask(random, 2, 3);
+  const dm = randomMask(random, 3, 4, [1]);
+  const g = Float64Array.from({ length: 6 }, () => random());
+  const m = maxsimRef(q, qm, d, dm, false, true, g);
+  const scalar = () => maxsimRef(q, qm, d, dm, false, true).scores.reduce((s, v, i) => s + v * g[i], 0);
+  let worst = 0;
+  for (let i = 0; i < q.data.length; i++) worst = Math.max(worst, Math.abs(numericGrad(scalar, q.data, i, 1e-6) - m.dq[i]));
+  for (let i = 0; i < d.data.length; i++) worst = Math.max(worst, Math.abs(numericGrad(scalar, d.data, i, 1e-6) - m.dd[i]));
+  t.true(worst < 1e-6, `maxsim ${worst}`);
+
+  for (const symmetric of [false, true]) {
+    const qq = as64(randomTensor(random, [3, 4]));
+    const c = as64(randomTensor(random, [5, 4]));
+    const tau = { value: 0.7 };
+    const r = contrastiveRef(qq, c, tau.value, symmetric);
+    const f = () => contrastiveRef(qq, c, tau.value, symmetric).loss;
+    let e = 0;
+    for (let i = 0; i < qq.data.length; i++) e = Math.max(e, Math.abs(numericGrad(f, qq.data, i, 1e-6) - r.dq[i]));
+    for (let i = 0; i < c.data.length; i++) e = Math.max(e, Math.abs(numericGrad(f, c.data, i, 1e-6) - r.dc[i]));
+    const tauBox = Float64Array.of(tau.value);
+    const ft = () => contrastiveRef(qq, c, tauBox[0], symmetric).loss;
+    e = Math.max(e, Math.abs(numericGrad(ft, tauBox, 0, 1e-6) - r.dtau));
+    t.true(e < 1e-6, `contrastive symmetric=${symmetric}: ${e}`);
+  }
+
+  for (const kind of ['cross_entropy', 'bce'] as const) {
+    const tauBox = Float64Array.of(0.3);
+    const r = lateRef(q, qm, d, dm, tauBox[0], kind, true, kind === 'cross_entropy');
+    const f = () => lateRef(q, qm, d, dm, tauBox[0], kind, true, kind === 'cross_entropy').loss;
+    let e = Math.abs(numericGrad(f, tauBox, 0, 1e-6) - r.dtau);
+    for (let i = 0; i < q.data.length; i++) e = Math.max(e, Math.abs(numericGrad(f, q.data, i, 1e-6) - r.dq[i]));
+    for (let i = 0; i < d.data.length; i++) e = Math.max(e, Math.abs(numericGrad(f, d.data, i, 1e-6) - r.dd[i]));
+    t.true(e < 1e-5, `late ${kind}: ${e}`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// MaxSim
+
+interface MaxSimCase {
+  B: number;
+  N: number;
+  Lq: number;
+  Ld: number;
+  dim: number;
+  emptyQueries?: number[];
+  emptyDocs?: number[];
+}
+
+const MAXSIM_ALL: MaxSimCase[] = [
+  { B: 3, N: 5, Lq: 7, Ld: 33, dim: 64 },
+  { B: 2, N: 16, Lq: 1, Ld: 1, dim: 96 }, // N = 8B, single tokens
+  { B: 5, N: 5, Lq: 32, Ld: 180, dim: 128, emptyQueries: [2], emptyDocs: [0, 3] },
+  { B: 2, N: 3, Lq: 7, Ld: 300, dim: 384, emptyDocs: [1] },
+  { B: 13, N: 71, Lq: 32, Ld: 180, dim: 64, emptyQueries: [12] }, // more than one similarity block
+];
+
+for (const reference of [false, true]) {
+  for (const [index, c] of MAXSIM_ALL.entries()) {
+    for (const normalize of index < 3 ? [false, true] : [true]) {
+      const label = `${reference ? 'eager' : 'fused'} maxsim all B=${c.B} N=${c.N} Lq=${c.Lq} Ld=${c.Ld} dim=${c.dim} normalize=${normalize}`;
+      test(`${label}: scores, dQ and dD match float64`, async (t) => {
+        const random = rng(100 + index);
+        const q = randomTensor(random, [c.B, c.Lq, c.dim], 0.3);
+        const d = randomTensor(random, [c.N, c.Ld, c.dim], 0.3);
+        const qm = randomMask(random, c.B, c.Lq, c.emptyQueries);
+        const dm = randomMask(random, c.N, c.Ld, c.emptyDocs);
+        const g = Float32Array.from({ length: c.B * c.N }, () => random() * 2 - 1);
+        const expected = maxsimRef(q, qm, d, dm, false, normalize, g);
+        const r = await ops.maxsim(q, qm, d, dm, { normalize, gradOutput: g, reference });
+        t.true(relError(r.value, expected.scores) < F32, `scores ${relError(r.value, expected.scores)}`);
+        t.true(relError(r.grads!.q, expected.dq) < F32, `dq ${relError(r.grads!.q, expected.dq)}`);
+        t.true(relError(r.grads!.d!, expected.dd) < F32, `dd ${relError(r.grads!.d!, expected.dd)}`);
+        for (const b of c.emptyQueries ?? []) {
+          for (let n = 0; n < c.N; n++) t.is(r.value[b * c.N + n], 0, 'a query without tokens scores 0');
+        }
+        for (const n of c.emptyDocs ?? []) {
+          t.true(r.grads!.d!.subarray(n * c.Ld * c.dim, (n + 1) * c.Ld * c.dim).every((v) => v === 0), 'an empty document gets no gradient');
+        }
+      });
+    }
+  }
+  test(`${reference ? 'eager' : 'fused'} maxsim paired (masked rows, normalize) matches float64`, async (t) => {
+    const random = rng(7);
+    const [B, Lq, Ld, dim] = [6, 7, 33, 96];
+    const q = randomTensor(random, [B, Lq, dim]);
+    const d = randomTensor(random, [B, Ld, dim]);
+    const qm = randomMask(random, B, Lq, [1]);
+    const dm = randomMask(random, B, Ld, [4]);
+    const g = Float32Array.from({ length: B }, () => random() * 2 - 1);
+    for (const normalize of [false, true]) {
+      const expected = maxsimRef(q, qm, d, dm, true, normalize, g);
+      const r = await ops.maxsim(q, qm, d, dm, { mode: 'paired', normalize, gradOutput: g, reference });
+      t.is(r.value.length, B);
+      t.true(relError(r.value, expected.scores) < F32);
+      t.true(relError(r.grads!.q, expected.dq) < F32);
+      t.true(relError(r.grads!.d!, expected.dd) < F32);
+    }
+    // Paired equals the diagonal of all.
+    const all = await ops.maxsim(q, qm, d, dm, { reference });
+    const paired = await ops.maxsim(q, qm, d, dm, { mode: 'paired', reference });
+    t.true(relError(paired.value, Array.from({ length: B }, (_, b) => all.value[b * B + b])) < F32);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Contrastive
+
+const CONTRASTIVE: { B: number; N: number; dim: number; scale: number }[] = [
+  { B: 7, N: 7, dim: 64, scale: 0.3 },
+  { B: 5, N: 40, dim: 96, scale: 0.3 }, // N = 8B
+  { B: 33, N: 33, dim: 384, scale: 0.1 },
+  { B: 600, N: 2500, dim: 64, scale: 0.2 }, // spans several tiles in both directions
+];
+
+for (const reference of [false, true]) {
+  for (const [index, c] of CONTRASTIVE.entries()) {
+    for (const symmetric of [false, true]) {
+      test(`${reference ? 'eager' : 'fused'} contrastive B=${c.B} N=${c.N} dim=${c.dim} symmetric=${symmetric}: loss, dq, dc, dtau match float64`, async (t) => {
+        const random = rng(200 + index);
+        const q = randomTensor(random, [c.B, c.dim], c.scale);
+        const cand = randomTensor(random, [c.N, c.dim], c.scale);
+        const tau = 0.05 + index * 0.1;
+        const expected = contrastiveRef(q, cand, tau, symmetric);
+        const r = await ops.contrastiveLoss(q, cand, { temperature: tau, symmetric, learnTemperature: true, gradOutput: 1, reference });
+        t.true(Math.abs(r.value[0] - expected.loss) < F32 * (1 + expected.loss), `loss ${r.value[0]} vs ${expected.loss}`);
+        t.true(relError(r.grads!.q, expected.dq) < F32, `dq ${relError(r.grads!.q, expected.dq)}`);
+        t.true(relError(r.grads!.c!, expected.dc) < F32, `dc ${relError(r.grads!.c!, expected.dc)}`);
+        t.true(Math.abs(r.grads!.temperature! - expected.dtau) < 1e-4 * (1 + Math.abs(expected.dtau)), `dtau ${r.grads!.temperature} vs ${expected.dtau}`);
+      });
+    }
+  }
+}
+
+test('contrastive: gradOutput scales the gradients; without learnTemperature no tau gradient', async (t) => {
+  const random = rng(9);
+  const q = randomTensor(random, [4, 16]);
+  const c = randomTensor(random, [9, 16]);
+  const one = await ops.contrastiveLoss(q, c, { temperature: 0.5, gradOutput: 1 });
+  const three = await ops.contrastiveLoss(q, c, { temperature: 0.5, gradOutput: 3 });
+  t.true(relError(three.grads!.q, one.grads!.q.map((v) => v * 3)) < F32);
+  t.is(one.grads!.temperature, undefined);
+  const plain = await ops.contrastiveLoss(q, c, { temperature: 0.5 });
+  t.is(plain.grads, undefined);
+  t.is(plain.value[0], one.value[0]);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Late interaction
+
+for (const reference of [false, true]) {
+  for (const kind of ['cross_entropy', 'bce'] as const) {
+    test(`${reference ? 'eager' : 'fused'} late-interaction ${kind}: loss and gradients match float64`, async (t) => {
+      const random = rng(300);
+      const [B, N, Lq, Ld, dim] = [4, 12, 7, 33, 64];
+      const q = randomTensor(random, [B, Lq, dim], 0.3);
+      const d = randomTensor(random, [N, Ld, dim], 0.3);
+      const qm = randomMask(random, B, Lq);
+      const dm = randomMask(random, N, Ld, [7]);
+      const symmetric = kind === 'cross_entropy';
+      const expected = lateRef(q, qm, d, dm, 0.2, kind, true, symmetric);
+      const r = await ops.lateInteractionLoss(q, qm, d, dm, { kind, temperature: 0.2, symmetric, learnTemperature: true, gradOutput: 1, reference });
+      t.true(Math.abs(r.value[0] - expected.loss) < F32 * (1 + expected.loss), `loss ${r.value[0]} vs ${expected.loss}`);
+      t.true(relError(r.grads!.q, expected.dq) < F32, `dq ${relError(r.grads!.q, expected.dq)}`);
+      t.true(relError(r.grads!.d!, expected.dd) < F32, `dd ${relError(r.grads!.d!, expected.dd)}`);
+      t.true(Math.abs(r.grads!.temperature! - expected.dtau) < 1e-4 * (1 + Math.abs(expected.dtau)), `dtau ${r.grads!.temperature} vs ${expected.dtau}`);
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Half precision inputs (CPU)
+
+for (const dtype of ['float16', 'bfloat16'] as const) {
+  test(`${dtype} inputs: maxsim and contrastive stay within the input rounding of float64`, async (t) => {
+    const random = rng(400);
+    const q = randomTensor(random, [3, 7, 64], 0.3);
+    const d = randomTensor(random, [5, 33, 64], 0.3);
+    const qm = randomMask(random, 3, 7);
+    const dm = randomMask(random, 5, 33);
+    const g = Float32Array.from({ length: 15 }, () => random());
+    const expected = maxsimRef(q, qm, d, dm, false, true, g);
+    // Rounding each input to 8 (bfloat16) or 11 (float16) significant bits moves a score by about that
+    // relative amount; a near-tie can move an argmax, so gradients get the same loose bound.
+    const tol = dtype === 'bfloat16' ? 3e-2 : 4e-3;
+    const r = await ops.maxsim(q, qm, d, dm, { dtype, normalize: true, gradOutput: g });
+    t.true(relError(r.value, expected.scores) < tol, `scores ${relError(r.value, expected.scores)}`);
+    t.true(relError(r.grads!.q, expected.dq) < 10 * tol, `dq ${relError(r.grads!.q, expected.dq)}`);
+    const qq = randomTensor(random, [9, 64], 0.3);
+    const c = randomTensor(random, [20, 64], 0.3);
+    const e = contrastiveRef(qq, c, 0.1, false);
+    const l = await ops.contrastiveLoss(qq, c, { dtype, temperature: 0.1, gradOutput: 1 });
+    t.true(Math.abs(l.value[0] - e.loss) < 5 * tol * (1 + e.loss), `loss ${l.value[0]} vs ${e.loss}`);
+    t.true(relError(l.grads!.q, e.dq) < 10 * tol, `dq ${relError(l.grads!.q, e.dq)}`);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Bad input
+
+async function rejects(t: any, promise: () => Promise<unknown>, code: string, pattern: RegExp) {
+  const error = await (async () => {
+    try {
+      await promise();
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  })();
+  t.true(error instanceof ColtrastError, `expected a ColtrastError, got ${error}`);
+  t.is((error as ColtrastError).code, code);
+  t.regex((error as ColtrastError).message, pattern);
+}
+
+test('bad input is an INVALID_ARGUMENT error naming the problem', async (t) => {
+  const random = rng(500);
+  const q = randomTensor(random, [2, 3, 8]);
+  const d = randomTensor(random, [3, 4, 8]);
+  const qm = randomMask(random, 2, 3);
+  const dm = randomMask(random, 3, 4);
+  await rejects(t, () => ops.maxsim({ dims: [2, 24], data: q.data }, qm, d, dm), 'INVALID_ARGUMENT', /q\.dims must be \[B, Lq, dim\]/);
+  await rejects(t, () => ops.maxsim(q, qm, randomTensor(random, [3, 4, 9]), dm), 'INVALID_ARGUMENT', /same dim/);
+  await rejects(t, () => ops.maxsim(q, qm, d, dm, { mode: 'paired' }), 'INVALID_ARGUMENT', /paired.*B = 2, N = 3/);
+  await rejects(t, () => ops.maxsim(q, { dims: [2, 2], data: new Uint8Array(4) }, d, dm), 'INVALID_ARGUMENT', /qmask\.dims must be \[2, 3\]/);
+  await rejects(t, () => ops.maxsim(q, { dims: [2, 3], data: new Uint8Array(5) }, d, dm), 'INVALID_ARGUMENT', /qmask\.data has 5 elements/);
+  await rejects(t, () => ops.maxsim(q, { dims: [2, 3], data: new Float32Array(6) as any }, d, dm), 'INVALID_ARGUMENT', /qmask\.data must be a Uint8Array/);
+  await rejects(t, () => ops.maxsim({ dims: q.dims, data: new Float64Array(48) as any }, qm, d, dm), 'INVALID_ARGUMENT', /q\.data must be a Float32Array/);
+  await rejects(t, () => ops.maxsim(q, qm, d, dm, { mode: 'every' as any }), 'INVALID_ARGUMENT', /options\.mode/);
+  await rejects(t, () => ops.maxsim(q, qm, d, dm, { normalise: true } as any), 'INVALID_ARGUMENT', /unknown option options\.normalise/);
+  await rejects(t, () => ops.maxsim(q, qm, d, dm, { gradOutput: new Float32Array(5) }), 'INVALID_ARGUMENT', /gradOutput/);
+  await rejects(t, () => ops.maxsim(q, qm, d, dm, { dtype: 'float64' as any }), 'INVALID_ARGUMENT', /options\.dtype/);
+  const qq = randomTensor(random, [4, 8]);
+  await rejects(t, () => ops.contrastiveLoss(qq, randomTensor(random, [3, 8])), 'INVALID_ARGUMENT', /at least B = 4 rows/);
+  await rejects(t, () => ops.contrastiveLoss(qq, randomTensor(random, [4, 7])), 'INVALID_ARGUMENT', /same dim/);
+  await rejects(t, () => ops.contrastiveLoss(qq, qq, { temperature: 0 }), 'INVALID_ARGUMENT', /temperature/);
+  await rejects(t, () => ops.contrastiveLoss(qq, qq, { temperature: -1 }), 'INVALID_ARGUMENT', /temperature/);
+  await rejects(t, () => ops.contrastiveLoss({ dims: [4, 0], data: new Float32Array(0) }, qq), 'INVALID_ARGUMENT', /positive integers/);
+  await rejects(t, () => ops.lateInteractionLoss(q, qm, randomTensor(random, [1, 4, 8]), randomMask(random, 1, 4)), 'INVALID_ARGUMENT', /at least B = 2 documents/);
+  await rejects(t, () => ops.lateInteractionLoss(q, qm, d, dm, { kind: 'hinge' as any }), 'INVALID_ARGUMENT', /options\.kind/);
+});
+
+test('the native layer checks its input too (what a caller bypassing lib/ops.ts would hit)', async (t) => {
+  const raw = (native() as any).ops;
+  const q = { dims: [2, 3, 4], data: new Float32Array(24) };
+  const qmask = { dims: [2, 3], data: new Uint8Array(6).fill(1) };
+  await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: { dims: [2, 3, 5], data: new Float32Array(30) }, dmask: qmask }), {
+    message: /same embedding size/,
+  });
+  await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: { dims: [2, 3, 4], data: new Float32Array(7) }, dmask: qmask }), {
+    message: /has 7 elements but dims say 24/,
+  });
+  await t.throwsAsync(async () => raw.contrastiveLoss({ q: { dims: [2, 4], data: new Float32Array(8) }, c: { dims: [2, 4], data: new Float32Array(8) }, temperature: 0 }), {
+    message: /temperature must be > 0/,
+  });
+});
+
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+
+test('device cuda on a build or machine without CUDA is a DEVICE error', async (t) => {
+  if (cudaAvailable) {
+    t.pass('CUDA is available here; the DEVICE error cannot happen');
+    return;
+  }
+  const random = rng(600);
+  const q = randomTensor(random, [2, 8]);
+  await rejects(t, () => ops.contrastiveLoss(q, q, { device: 'cuda' }), 'DEVICE', /CUDA/);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// CUDA against CPU (runs where a GPU and a CUDA build are present; reported as skipped elsewhere)
+
+const cudaTest = cudaAvailable ? test : test.skip;
+const noCuda = cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]';
+
+for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
+  const tol = dtype === 'float32' ? 1e-4 : dtype === 'float16' ? 4e-3 : 3e-2;
+  cudaTest(`cuda ${dtype}: maxsim, contrastive and late interaction match the CPU${noCuda}`, async (t) => {
+    const random = rng(700);
+    for (const c of MAXSIM_ALL) {
+      const q = randomTensor(random, [c.B, c.Lq, c.dim], 0.3);
+      const d = randomTensor(random, [c.N, c.Ld, c.dim], 0.3);
+      const qm = randomMask(random, c.B, c.Lq, c.emptyQueries);
+      const dm = randomMask(random, c.N, c.Ld, c.emptyDocs);
+      const g = Float32Array.from({ length: c.B * c.N }, () => random() * 2 - 1);
+      const cpu = await ops.maxsim(q, qm, d, dm, { normalize: true, gradOutput: g, dtype: 'float32' });
+      const gpu = await ops.maxsim(q, qm, d, dm, { normalize: true, gradOutput: g, dtype, device: 'cuda' });
+      t.true(relError(gpu.value, cpu.value) < tol, `maxsim ${JSON.stringify(c)} scores`);
+      t.true(relError(gpu.grads!.q, cpu.grads!.q) < 10 * tol, `maxsim ${JSON.stringify(c)} dq`);
+      t.true(relError(gpu.grads!.d!, cpu.grads!.d!) < 10 * tol, `maxsim ${JSON.stringify(c)} dd`);
+    }
+    for (const c of CONTRASTIVE) {
+      for (const symmetric of [false, true]) {
+        const q = randomTensor(random, [c.B, c.dim], c.scale);
+        const cand = randomTensor(random, [c.N, c.dim], c.scale);
+        const options = { temperature: 0.1, symmetric, learnTemperature: true, gradOutput: 1 };
+        const cpu = await ops.contrastiveLoss(q, cand, options);
+        const gpu = await ops.contrastiveLoss(q, cand, { ...options, dtype, device: 'cuda' });
+        t.true(Math.abs(gpu.value[0] - cpu.value[0]) < tol * (1 + cpu.value[0]), `contrastive ${JSON.stringify(c)} loss`);
+        t.true(relError(gpu.grads!.q, cpu.grads!.q) < 10 * tol, `contrastive ${JSON.stringify(c)} dq`);
+        t.true(relError(gpu.grads!.c!, cpu.grads!.c!) < 10 * tol, `contrastive ${JSON.stringify(c)} dc`);
+      }
+    }
+  });
+}
