@@ -26,6 +26,7 @@ namespace {
 constexpr int64_t kTileRows = 512;
 constexpr int64_t kTileCols = 2048;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kTiny = 1e-30f;
 
 struct Online {
   std::vector<float> max, sum;
@@ -147,6 +148,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCpu(
           float g = std::exp(logit - rowLse[i]) - (j == i ? 1.0f : 0.0f);
           if (colLse && j < B) g += std::exp(logit - colLse[j]) - (j == i ? 1.0f : 0.0f);
           g *= a;
+          // Far-off logits give probabilities below float's normal range; subnormal operands make BLAS
+          // products tens of times slower, and these terms are below float precision anyway.
+          if (std::fabs(g) < kTiny) g = 0.0f;
           G[r * ldG + k] = g;
           acc += double(g) * logit;
         }

@@ -46,21 +46,44 @@ std::vector<float> queryWeights(const uint8_t* qmask, const Sizes& s, bool norma
 }
 
 // Max over the valid entries of one similarity row segment; writes the index (or -1) to *arg.
-inline float maxValid(const float* sim, const uint8_t* dmask, int64_t Ld, int32_t* arg) {
-  float best = -std::numeric_limits<float>::infinity();
-  int32_t at = -1;
-  for (int64_t j = 0; j < Ld; ++j) {
-    if (dmask[j] && sim[j] > best) {
-      best = sim[j];
-      at = int32_t(j);
-    }
+// `masked` lists the document's padding positions, which are overwritten with -inf first (the block is
+// scratch), so the scan itself has no mask loads or branches: eight running maxima in the form
+// `a > b ? a : b` that compilers turn into vector max instructions, then a search for the first index
+// holding the maximum.
+inline float maxValid(float* sim, const std::vector<int32_t>& masked, int64_t Ld, int32_t* arg) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int32_t j : masked) sim[j] = kNegInf;
+  float lanes[8] = {kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf};
+  int64_t j = 0;
+  for (; j + 8 <= Ld; j += 8) {
+    for (int l = 0; l < 8; ++l) lanes[l] = lanes[l] > sim[j + l] ? lanes[l] : sim[j + l];
   }
-  *arg = at;
-  return at >= 0 ? best : 0.0f;
+  float best = kNegInf;
+  for (int l = 0; l < 8; ++l) best = best > lanes[l] ? best : lanes[l];
+  for (; j < Ld; ++j) best = best > sim[j] ? best : sim[j];
+  if (best == kNegInf) {
+    *arg = -1;
+    return 0.0f;
+  }
+  int32_t at = 0;
+  while (at < Ld && sim[at] != best) ++at;
+  // Not found only when best is NaN (NaN inputs): the score is NaN too, and no gradient flows.
+  *arg = at < Ld ? at : -1;
+  return best;
+}
+
+// Padding positions of each document (most documents of a batch have some).
+std::vector<std::vector<int32_t>> maskedPositions(const uint8_t* dmask, int64_t N, int64_t Ld) {
+  std::vector<std::vector<int32_t>> masked(N);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < Ld; ++j)
+      if (!dmask[n * Ld + j]) masked[n].push_back(int32_t(j));
+  return masked;
 }
 
 void forwardAll(const float* Q, const uint8_t* qmask, const float* D, const uint8_t* dmask, const Sizes& s,
                 const std::vector<float>& w, float* scores, int32_t* argmax) {
+  const auto masked = maskedPositions(dmask, s.N, s.Ld);
   const at::Tensor q2 = at::from_blob(const_cast<float*>(Q), {s.B * s.Lq, s.dim});
   const at::Tensor d2 = at::from_blob(const_cast<float*>(D), {s.N * s.Ld, s.dim});
   // Block sizes: as many documents as fit beside one query, then as many queries as fit.
@@ -73,7 +96,7 @@ void forwardAll(const float* Q, const uint8_t* qmask, const float* D, const uint
       const int64_t nn = std::min(nc, s.N - n0);
       at::Tensor sim = block.narrow(0, 0, nb * s.Lq).narrow(1, 0, nn * s.Ld);
       at::mm_out(sim, q2.narrow(0, b0 * s.Lq, nb * s.Lq), d2.narrow(0, n0 * s.Ld, nn * s.Ld).t());
-      const float* S = sim.data_ptr<float>();
+      float* S = sim.data_ptr<float>();
       const int64_t ld = sim.stride(0);
       at::parallel_for(0, nb * nn, 1, [&](int64_t begin, int64_t end) {
         for (int64_t p = begin; p < end; ++p) {
@@ -85,8 +108,8 @@ void forwardAll(const float* Q, const uint8_t* qmask, const float* D, const uint
               *arg = -1;
               continue;
             }
-            const float* row = S + ((b - b0) * s.Lq + i) * ld + (n - n0) * s.Ld;
-            total += maxValid(row, dmask + n * s.Ld, s.Ld, arg);
+            float* row = S + ((b - b0) * s.Lq + i) * ld + (n - n0) * s.Ld;
+            total += maxValid(row, masked[n], s.Ld, arg);
           }
           scores[b * s.N + n] = w[b] * total;
         }
@@ -99,13 +122,14 @@ void forwardPaired(const float* Q, const uint8_t* qmask, const float* D, const u
                    const std::vector<float>& w, float* scores, int32_t* argmax) {
   // A batched product over a block of pairs ([nb, Lq, Ld] similarities, by BLAS), then the same
   // masked max + sum, parallel over the block's pairs.
+  const auto masked = maskedPositions(dmask, s.N, s.Ld);
   const at::Tensor q3 = at::from_blob(const_cast<float*>(Q), {s.B, s.Lq, s.dim});
   const at::Tensor d3 = at::from_blob(const_cast<float*>(D), {s.N, s.Ld, s.dim});
   const int64_t bq = std::max<int64_t>(1, std::min<int64_t>(s.B, kBlockElements / std::max<int64_t>(1, s.Lq * s.Ld)));
   for (int64_t b0 = 0; b0 < s.B; b0 += bq) {
     const int64_t nb = std::min(bq, s.B - b0);
     const at::Tensor sim = at::bmm(q3.narrow(0, b0, nb), d3.narrow(0, b0, nb).transpose(1, 2)).contiguous();
-    const float* S = sim.data_ptr<float>();
+    float* S = sim.data_ptr<float>();
     at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const int64_t b = b0 + p;
@@ -116,7 +140,7 @@ void forwardPaired(const float* Q, const uint8_t* qmask, const float* D, const u
             *arg = -1;
             continue;
           }
-          total += maxValid(S + (p * s.Lq + i) * s.Ld, dmask + b * s.Ld, s.Ld, arg);
+          total += maxValid(S + (p * s.Lq + i) * s.Ld, masked[b], s.Ld, arg);
         }
         scores[b] = w[b] * total;
       }

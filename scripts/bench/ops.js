@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+// Fused loss ops against the eager libtorch baseline (the same functions with reference: true: einsum +
+// masked max + sum, matmul + cross_entropy, libtorch autograd for the backward), in one process on the
+// same inputs: median time of forward + backward over many runs. Uses the built package (npm run build).
+//   node scripts/bench/ops.js [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--runs 20] [--json out.json]
+'use strict';
+const os = require('node:os');
+const fs = require('node:fs');
+const { parseArgs } = require('node:util');
+const { ops, runtimeInfo } = require('../../dist');
+
+const { values } = parseArgs({
+  options: {
+    device: { type: 'string', default: 'cpu' },
+    dtype: { type: 'string', default: 'float32' },
+    runs: { type: 'string', default: '20' },
+    json: { type: 'string' },
+  },
+});
+const runs = Number(values.runs);
+
+function random(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
+  };
+}
+const floats = (r, dims) => ({ dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b) }, r) });
+// Unit rows, as embeddings are in training: logits q.c / tau stay within +-1/tau.
+function unitRows(t) {
+  const dim = t.dims[t.dims.length - 1];
+  for (let r = 0; r < t.data.length; r += dim) {
+    let norm = 0;
+    for (let k = 0; k < dim; k++) norm += t.data[r + k] ** 2;
+    norm = Math.sqrt(norm);
+    for (let k = 0; k < dim; k++) t.data[r + k] /= norm;
+  }
+  return t;
+}
+const fullMask = (dims) => ({ dims, data: new Uint8Array(dims[0] * dims[1]).fill(1) });
+
+async function median(fn) {
+  await fn(); // warm-up
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const start = process.hrtime.bigint();
+    await fn();
+    times.push(Number(process.hrtime.bigint() - start) / 1e6);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}
+
+const CASES = {
+  cpu: [
+    { op: 'maxsim', B: 16, N: 64, Lq: 32, Ld: 128, dim: 128 },
+    { op: 'contrastive', B: 4096, N: 4096, dim: 384 },
+    { op: 'late_interaction', B: 16, N: 64, Lq: 32, Ld: 128, dim: 128 },
+  ],
+  cuda: [
+    { op: 'maxsim', B: 32, N: 256, Lq: 32, Ld: 180, dim: 128 },
+    { op: 'contrastive', B: 16384, N: 16384, dim: 384 },
+    { op: 'late_interaction', B: 32, N: 256, Lq: 32, Ld: 180, dim: 128 },
+  ],
+};
+
+async function main() {
+  const device = values.device;
+  const kind = device.startsWith('cuda') ? 'cuda' : 'cpu';
+  const rows = [];
+  for (const c of CASES[kind]) {
+    const r = random(1);
+    const common = { device, dtype: values.dtype };
+    let run;
+    if (c.op === 'contrastive') {
+      const q = unitRows(floats(r, [c.B, c.dim]));
+      const cand = unitRows(floats(r, [c.N, c.dim]));
+      run = (reference) => ops.contrastiveLoss(q, cand, { ...common, temperature: 0.05, gradOutput: 1, reference });
+    } else {
+      const q = unitRows(floats(r, [c.B, c.Lq, c.dim]));
+      const d = unitRows(floats(r, [c.N, c.Ld, c.dim]));
+      const qm = fullMask([c.B, c.Lq]);
+      const dm = fullMask([c.N, c.Ld]);
+      const g = new Float32Array(c.B * c.N).fill(1);
+      run =
+        c.op === 'maxsim'
+          ? (reference) => ops.maxsim(q, qm, d, dm, { ...common, gradOutput: g, reference })
+          : (reference) => ops.lateInteractionLoss(q, qm, d, dm, { ...common, gradOutput: 1, reference });
+    }
+    const fused = await median(() => run(false));
+    const eager = await median(() => run(true));
+    rows.push({ ...c, dtype: values.dtype, fusedMs: +fused.toFixed(2), eagerMs: +eager.toFixed(2), speedup: +(eager / fused).toFixed(2) });
+  }
+  const info = runtimeInfo();
+  const result = {
+    date: new Date().toISOString(),
+    device,
+    cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`,
+    threads: info.threads,
+    torch: info.torchVersion,
+    blas: info.blas.kind,
+    runs,
+    note: 'times include copying inputs from JS and gradients back (the same for both)',
+    rows,
+  };
+  if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
+  console.log('| op | shape | dtype | fused ms | eager ms | speedup |');
+  console.log('|---|---|---|---|---|---|');
+  for (const row of rows) {
+    const shape = row.op === 'contrastive' ? `B=${row.B} N=${row.N} dim=${row.dim}` : `B=${row.B} N=${row.N} Lq=${row.Lq} Ld=${row.Ld} dim=${row.dim}`;
+    console.log(`| ${row.op} fwd+bwd | ${shape} | ${row.dtype} | ${row.fusedMs} | ${row.eagerMs} | ${row.speedup}× |`);
+  }
+  console.log(`\n${result.date}, ${device}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}, median of ${runs}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
