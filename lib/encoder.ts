@@ -68,7 +68,8 @@ export function setThreads(threads?: number): void {
 
 function resolveDevice(device: Device): string {
   if (device === 'auto') return native().runtimeInfo().cudaAvailable ? 'cuda:0' : 'cpu';
-  if (device === 'cpu' || device === 'cuda' || /^cuda:\d+$/.test(device)) return device;
+  if (device === 'cuda') return 'cuda:0';
+  if (device === 'cpu' || /^cuda:\d+$/.test(device)) return device;
   throw invalid('options.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
 }
 

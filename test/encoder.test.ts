@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Encoder, ColtrastError, type Matrix } from '../lib';
 import { FIXTURE, editJson, fixtureCopy, loadReference, maxAbsDiff, tempDir } from './helpers/fixture';
 import { f32ToBf16, f32ToF16, readSafetensors, writeSafetensors } from './helpers/safetensors';
+import { native } from '../lib/native';
 
 const ref = loadReference();
 const texts = ref.items.map((i) => i.text);
@@ -220,3 +221,24 @@ test('dispose() frees the model; later calls fail with DISPOSED, in-flight calls
   await t.throwsAsync(enc.save(tempDir()), { instanceOf: ColtrastError, message: /disposed/ });
   t.notThrows(() => enc.dispose(), 'dispose twice is harmless');
 });
+
+// CUDA (runs where a GPU and a CUDA build are present; reported as skipped elsewhere).
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
+  // float32 on the GPU differs from the CPU by summation order only; half types by their rounding.
+  const tol = dtype === 'float32' ? 1e-4 : dtype === 'float16' ? 5e-3 : 5e-2;
+  (cudaAvailable ? test : test.skip)(
+    `cuda ${dtype}: token states and pooled vectors match the CPU${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+    async (t) => {
+      const cpu = await Encoder.load(FIXTURE, { device: 'cpu' });
+      const gpu = await Encoder.load(FIXTURE, { device: 'cuda', dtype });
+      t.is(gpu.device, 'cuda:0');
+      t.true(maxAbsDiff((await gpu.embed(texts)).data, (await cpu.embed(texts)).data) < tol);
+      const a = await gpu.embed(texts, { output: 'tokens' });
+      const b = await cpu.embed(texts, { output: 'tokens' });
+      a.forEach((m, i) => t.true(maxAbsDiff(m.data, b[i].data) < 10 * tol, `text ${i}`));
+      cpu.dispose();
+      gpu.dispose();
+    },
+  );
+}
