@@ -8,7 +8,7 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { readModelDirectory, writeModelFiles, POOLING_MODES, type ModelDirectory, type PoolingMode } from './model-dir';
-import { native, fromNative, type NativeEncoder } from './native';
+import { native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
 import { TextTokenizer, padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
@@ -71,6 +71,12 @@ function resolveDevice(device: Device): string {
   if (device === 'cuda') return 'cuda:0';
   if (device === 'cpu' || /^cuda:\d+$/.test(device)) return device;
   throw invalid('options.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
+}
+
+/** @internal See Encoder.createTrainer. */
+export interface EncoderTrainer {
+  step(queries: string[], documents: string[], options: NativeStepOptions): Promise<NativeStepResult>;
+  evaluate(queries: string[], documents: string[], options: NativeStepOptions): Promise<NativeStepResult>;
 }
 
 function checkTexts(texts: unknown): asserts texts is string[] {
@@ -166,6 +172,34 @@ export class Encoder {
   private release(): void {
     this.handle?.dispose();
     this.handle = null;
+  }
+
+  /**
+   * @internal Optimizer state bound to this model, for lib/train.ts: each `step` tokenizes the queries and
+   * documents, then runs forward, loss, backward and the AdamW update natively; the weights this Encoder
+   * embeds and saves change in place.
+   */
+  async createTrainer(options: NativeTrainerOptions): Promise<EncoderTrainer> {
+    if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    let trainer: NativeTrainer;
+    try {
+      trainer = native().NativeTrainer.create(this.handle, options);
+    } catch (error) {
+      throw fromNative(error);
+    }
+    const run = async (kind: 'step' | 'evaluate', queries: string[], documents: string[], stepOptions: NativeStepOptions) =>
+      this.withModel(async () => {
+        const [q, d] = await Promise.all([this.tokenizer.encode(queries), this.tokenizer.encode(documents)]);
+        try {
+          return await trainer[kind]({ queries: padBatch(q), documents: padBatch(d), pooling: this.files.pooling, ...stepOptions });
+        } catch (error) {
+          throw fromNative(error);
+        }
+      });
+    return {
+      step: (queries, documents, stepOptions) => run('step', queries, documents, stepOptions),
+      evaluate: (queries, documents, stepOptions) => run('evaluate', queries, documents, stepOptions),
+    };
   }
 
   /** The token ids `embed()` feeds the model for each text (special tokens included, truncated). */

@@ -9,3 +9,6 @@ export { resolveModelDir } from './hub';
 export type { ResolveOptions } from './hub';
 export * as ops from './ops';
 export type { Tensor, Mask, OpResult, MaxSimOptions, ContrastiveOptions, LateInteractionOptions } from './ops';
+export { train, learningRateAt, retrievalMetrics } from './train';
+export type { TrainOptions, TrainResult, TrainProgress, LossOptions, EpochRecord, RetrievalMetrics } from './train';
+export type { TrainExample } from './train-data';

@@ -42,7 +42,45 @@ export interface NativeRuntimeInfo {
   torchSource?: string;
 }
 
+export interface NativeTrainerOptions {
+  learningRate?: number;
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  seed?: number;
+}
+
+export interface NativeStepOptions {
+  contrastiveWeight: number;
+  lateInteractionWeight: number;
+  temperature: number;
+  symmetric: boolean;
+  lateInteractionKind: 'cross_entropy' | 'bce';
+  learningRate: number;
+  maxGradNorm: number;
+  /** Multiplies the loss before backward (1 / accumulation steps). */
+  lossScale: number;
+  /** false: only accumulate gradients. */
+  apply: boolean;
+}
+
+export interface NativeStepResult {
+  loss: number;
+  contrastive: number;
+  lateInteraction: number;
+  gradNorm: number;
+}
+
+type PaddedBatch = { inputIds: Int32Array; attentionMask: Int32Array; tokenTypeIds: Int32Array; batchSize: number; seqLen: number };
+
+export interface NativeTrainer {
+  step(args: { queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions): Promise<NativeStepResult>;
+  evaluate(args: { queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions): Promise<NativeStepResult>;
+}
+
 export interface NativeBinding {
+  NativeTrainer: { create(encoder: NativeEncoder, options: NativeTrainerOptions): NativeTrainer };
   NativeEncoder: {
     load(options: { weightsPath: string; config: string; device: string; dtype: string }): Promise<NativeEncoder>;
   };

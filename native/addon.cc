@@ -3,6 +3,7 @@
 
 #include "encoder_wrap.h"
 #include "ops/ops_wrap.h"
+#include "train/trainer_wrap.h"
 #include "runtime.h"
 
 namespace {
@@ -14,6 +15,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("supportedModelTypes", types);
   coltrast::defineRuntime(env, exports);
   exports.Set("ops", coltrast::ops::defineOps(env));
+  exports.Set("NativeTrainer", coltrast::TrainerWrap::define(env));
   return exports;
 }
 

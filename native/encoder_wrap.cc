@@ -144,6 +144,13 @@ EncoderWrap::EncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Enco
   encoder_ = *info[0].As<Napi::External<std::shared_ptr<LoadedEncoder>>>().Data();
 }
 
+std::shared_ptr<LoadedEncoder> EncoderWrap::shared(const Napi::Object& object) {
+  Napi::Env env = object.Env();
+  auto constructor = env.GetInstanceData<Napi::FunctionReference>()->Value();
+  if (!object.InstanceOf(constructor)) throw invalidArgument("expected a NativeEncoder");
+  return Unwrap(object)->live(env);
+}
+
 std::shared_ptr<LoadedEncoder> EncoderWrap::live(Napi::Env env) const {
   if (!encoder_) throw jsError(env, {"DISPOSED", "this encoder was disposed; load it again"});
   return encoder_;

@@ -23,6 +23,8 @@ class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
  public:
   static Napi::Function define(Napi::Env env);
   explicit EncoderWrap(const Napi::CallbackInfo& info);
+  // The model behind a NativeEncoder JS object (for the trainer); throws if it is not one or was disposed.
+  static std::shared_ptr<LoadedEncoder> shared(const Napi::Object& object);
 
  private:
   static Napi::Value load(const Napi::CallbackInfo& info);

@@ -1,0 +1,192 @@
+/**
+ * Training data for `train()`: reads the accepted formats into one list of examples, with the file, line
+ * and field of every problem in its error, splits off a validation set and forms batches.
+ *
+ * Formats: in-memory arrays of `{ query, positive, negatives? }`; JSONL files of pairs `{query, positive}`
+ * or triplets `{query, positive, negatives: [...]}`; and the ColTrast JSON (`projects[]` with
+ * `project_id`, `readme_content`, `qa_pairs[]` of `question`/`answer`/`context`), where each Q&A pair
+ * becomes an example whose positive is its context (or its answer when it has none), grouped by project.
+ */
+import fs from 'node:fs';
+import { ColtrastError } from './errors';
+
+export interface TrainExample {
+  query: string;
+  positive: string;
+  /** Hard negatives for this query (in-batch negatives come on top). */
+  negatives?: string[];
+  /** Examples of one group (a ColTrast project) stay on one side of the validation split. */
+  group?: string;
+}
+
+function bad(where: string, message: string): ColtrastError {
+  return new ColtrastError('INVALID_ARGUMENT', `${where}: ${message}`);
+}
+
+function text(where: string, value: unknown, field: string): string {
+  if (typeof value !== 'string' || value.trim().length === 0) throw bad(where, `"${field}" must be a non-empty string`);
+  return value;
+}
+
+/** Checks one `{ query, positive, negatives? }` object. */
+export function checkExample(where: string, value: unknown): TrainExample {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object with "query" and "positive"');
+  const o = value as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!['query', 'positive', 'negatives', 'group'].includes(key)) throw bad(where, `unknown field "${key}" (known: query, positive, negatives, group)`);
+  }
+  const example: TrainExample = { query: text(where, o.query, 'query'), positive: text(where, o.positive, 'positive') };
+  if (o.negatives !== undefined) {
+    if (!Array.isArray(o.negatives)) throw bad(where, '"negatives" must be an array of strings');
+    example.negatives = o.negatives.map((n, i) => text(where, n, `negatives[${i}]`));
+  }
+  if (o.group !== undefined) example.group = text(where, o.group, 'group');
+  return example;
+}
+
+function readJsonl(file: string, content: string): TrainExample[] {
+  const examples: TrainExample[] = [];
+  content.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    const where = `${file}:${i + 1}`;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (error) {
+      throw bad(where, `not valid JSON (${(error as Error).message})`);
+    }
+    examples.push(checkExample(where, value));
+  });
+  return examples;
+}
+
+function readColtrast(file: string, value: unknown): TrainExample[] {
+  const projects = (value as { projects?: unknown }).projects;
+  if (!Array.isArray(projects)) throw bad(file, 'expected {"projects": [...]} (the ColTrast format) or a JSONL file of pairs');
+  const examples: TrainExample[] = [];
+  projects.forEach((p, i) => {
+    const where = `${file}: projects[${i}]`;
+    if (p === null || typeof p !== 'object') throw bad(where, 'expected an object');
+    const project = p as Record<string, unknown>;
+    const id = text(where, project.project_id, 'project_id');
+    if (!Array.isArray(project.qa_pairs)) throw bad(where, '"qa_pairs" must be an array');
+    project.qa_pairs.forEach((qa, j) => {
+      const at = `${where}.qa_pairs[${j}]`;
+      if (qa === null || typeof qa !== 'object') throw bad(at, 'expected an object');
+      const pair = qa as Record<string, unknown>;
+      const question = text(at, pair.question, 'question');
+      const answer = text(at, pair.answer, 'answer');
+      const context = pair.context === undefined ? undefined : text(at, pair.context, 'context');
+      examples.push({ query: question, positive: context ?? answer, group: id });
+    });
+  });
+  return examples;
+}
+
+/** Reads `data` (a file path or an array) into examples; an empty result is an error. */
+export function loadExamples(data: string | readonly unknown[]): TrainExample[] {
+  let examples: TrainExample[];
+  if (Array.isArray(data)) {
+    examples = data.map((item, i) => checkExample(`data[${i}]`, item));
+  } else if (typeof data === 'string') {
+    if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
+    const content = fs.readFileSync(data, 'utf8');
+    if (/\.jsonl$/i.test(data)) {
+      examples = readJsonl(data, content);
+    } else {
+      let value: unknown;
+      try {
+        value = JSON.parse(content);
+      } catch (error) {
+        throw bad(data, `not valid JSON (${(error as Error).message}); JSONL files must end in .jsonl`);
+      }
+      examples = Array.isArray(value) ? value.map((item, i) => checkExample(`${data}: [${i}]`, item)) : readColtrast(data, value);
+    }
+  } else {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path or an array of { query, positive, negatives? }');
+  }
+  if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the training data holds no examples');
+  return examples;
+}
+
+/** mulberry32: small, seeded, the same sequence on every platform. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function shuffle<T>(items: T[], random: () => number): T[] {
+  const out = items.slice();
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+/** Seeded split by group (an example without a group is its own group): no group on both sides. */
+export function splitExamples(examples: TrainExample[], valFraction: number, seed: number): { train: TrainExample[]; val: TrainExample[] } {
+  if (valFraction <= 0) return { train: examples, val: [] };
+  const groups = new Map<string, TrainExample[]>();
+  examples.forEach((e, i) => {
+    const key = e.group ?? `#${i}`;
+    groups.set(key, [...(groups.get(key) ?? []), e]);
+  });
+  const keys = shuffle([...groups.keys()].sort(), seededRandom(seed));
+  const valGroups = Math.max(1, Math.round(keys.length * valFraction));
+  if (valGroups >= keys.length) {
+    throw new ColtrastError('INVALID_ARGUMENT', `valSplit ${valFraction} leaves no training data (${keys.length} group(s)); lower it or set it to 0`);
+  }
+  const val = keys.slice(0, valGroups).flatMap((k) => groups.get(k)!);
+  const train = keys.slice(valGroups).flatMap((k) => groups.get(k)!);
+  return { train, val };
+}
+
+export interface Batch {
+  queries: string[];
+  /** The positives (one per query, in order), then the batch's hard negatives. */
+  documents: string[];
+}
+
+/**
+ * Cuts examples (in the given order) into batches in which no text appears twice among the documents:
+ * an example whose positive is already in the current batch waits for the next one, and negatives equal
+ * to a positive or to another negative are dropped.
+ */
+export function makeBatches(examples: TrainExample[], batchSize: number, maxNegatives = Infinity): Batch[] {
+  const batches: Batch[] = [];
+  let pending = examples.slice();
+  while (pending.length > 0) {
+    const chosen: TrainExample[] = [];
+    const positives = new Set<string>();
+    const rest: TrainExample[] = [];
+    for (const e of pending) {
+      if (chosen.length < batchSize && !positives.has(e.positive)) {
+        chosen.push(e);
+        positives.add(e.positive);
+      } else {
+        rest.push(e);
+      }
+    }
+    const negatives: string[] = [];
+    const seen = new Set(positives);
+    for (const e of chosen) {
+      for (const n of e.negatives ?? []) {
+        if (negatives.length >= maxNegatives) break;
+        if (!seen.has(n)) {
+          seen.add(n);
+          negatives.push(n);
+        }
+      }
+    }
+    batches.push({ queries: chosen.map((e) => e.query), documents: [...chosen.map((e) => e.positive), ...negatives] });
+    pending = rest;
+  }
+  return batches;
+}

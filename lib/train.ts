@@ -1,0 +1,286 @@
+/**
+ * `train()`: ColTrast fine-tuning. TypeScript owns the data, batching, the learning-rate schedule,
+ * validation and saving; every optimizer step (forward, contrastive + late-interaction loss, backward,
+ * clipping, AdamW) is one native call (Encoder.createTrainer).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Encoder, type Device } from './encoder';
+import { ColtrastError } from './errors';
+import type { NativeStepOptions } from './native';
+import { ProgressBar } from './progress';
+import { loadExamples, makeBatches, seededRandom, shuffle, splitExamples, type TrainExample } from './train-data';
+import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
+
+export interface LossOptions {
+  /** Weight of the in-batch InfoNCE loss on pooled, L2-normalized embeddings (default 0.5). */
+  contrastiveWeight?: number;
+  /** Weight of the late-interaction loss on L2-normalized token embeddings (default 0.5). */
+  lateInteractionWeight?: number;
+  /** Softmax temperature of both losses (default 0.05). */
+  temperature?: number;
+  /** 'cross_entropy' over MaxSim scores (default; ColBERT/PyLate) or the write-up's pairwise 'bce'. */
+  lateInteraction?: 'cross_entropy' | 'bce';
+  /** Add the documents → queries direction to the cross-entropy terms (default false). */
+  symmetric?: boolean;
+}
+
+export interface TrainProgress {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  contrastive: number;
+  lateInteraction: number;
+  learningRate: number;
+  samplesPerSecond: number;
+  etaSeconds: number;
+}
+
+export interface TrainOptions {
+  /** A model folder or Hugging Face id (anything Encoder.load accepts). */
+  model: string;
+  /** A .jsonl file of pairs/triplets, a ColTrast .json file, or an array of { query, positive, negatives? }. */
+  data: string | TrainExample[];
+  /** Where the trained model is written (a sentence-transformers folder). */
+  output: string;
+  epochs?: number;
+  batchSize?: number;
+  learningRate?: number;
+  /** Fraction of the steps spent warming the learning rate up linearly from 0 (default 0.1). */
+  warmupRatio?: number;
+  /** Decay after warm-up: 'linear' (default) to 0, 'cosine' to 0, or 'constant'. */
+  schedule?: 'linear' | 'cosine' | 'constant';
+  weightDecay?: number;
+  /** Gradient clipping by global norm (default 1; 0 turns it off). */
+  maxGradNorm?: number;
+  /** Batches whose gradients are summed before each update (default 1). */
+  gradientAccumulation?: number;
+  loss?: LossOptions;
+  /** Fraction of the examples (by group) held out for validation (default 0.2; 0 for none). */
+  valSplit?: number;
+  /** Stop when the validation metric has not improved for `patience` epochs. */
+  earlyStopping?: { patience: number; metric?: 'loss' | 'recall@1' | 'mrr@10' };
+  /** Hard negatives used per batch at most (default all). */
+  maxNegatives?: number;
+  seed?: number;
+  device?: Device;
+  threads?: number;
+  /** Called after every optimizer step. */
+  onProgress?: (progress: TrainProgress) => void;
+  /** Draw a progress bar on stderr (default false; the CLI turns it on). */
+  progressBar?: boolean;
+}
+
+export interface RetrievalMetrics {
+  'recall@1': number;
+  'mrr@10': number;
+  queries: number;
+}
+
+export interface EpochRecord {
+  epoch: number;
+  trainLoss: number;
+  valLoss?: number;
+  metrics?: RetrievalMetrics;
+}
+
+export interface TrainResult {
+  history: {
+    steps: { step: number; epoch: number; loss: number; contrastive: number; lateInteraction: number; learningRate: number }[];
+    epochs: EpochRecord[];
+  };
+  /** The epoch whose model was kept (by the early-stopping metric, validation loss by default). */
+  best: { epoch: number; valLoss?: number; metrics?: RetrievalMetrics };
+  /** Retrieval metrics on the validation split before training and of the kept model. */
+  before?: RetrievalMetrics;
+  after?: RetrievalMetrics;
+  modelDir: string;
+}
+
+const KEYS = [
+  'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
+  'gradientAccumulation', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'seed', 'device', 'threads', 'onProgress', 'progressBar',
+] as const;
+const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric'] as const;
+
+function number(name: string, value: unknown, check: (x: number) => boolean, expected: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) throw invalid(name, expected, value);
+  return value;
+}
+
+interface Config {
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  warmupRatio: number;
+  schedule: 'linear' | 'cosine' | 'constant';
+  weightDecay: number;
+  maxGradNorm: number;
+  accumulation: number;
+  valSplit: number;
+  patience: number;
+  metric: 'loss' | 'recall@1' | 'mrr@10';
+  maxNegatives: number;
+  seed: number;
+  step: Omit<NativeStepOptions, 'learningRate' | 'lossScale' | 'apply'>;
+}
+
+/** Every option checked before any model is loaded or data read. */
+function readConfig(options: TrainOptions): Config {
+  const o = checkOptions('options', options, KEYS);
+  if (typeof o.model !== 'string' || o.model.length === 0) throw invalid('options.model', 'a model folder or Hugging Face id', o.model);
+  if (typeof o.output !== 'string' || o.output.length === 0) throw invalid('options.output', 'a folder path', o.output);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
+  const loss = checkOptions('options.loss', o.loss, LOSS_KEYS);
+  const contrastiveWeight = number('options.loss.contrastiveWeight', loss.contrastiveWeight ?? 0.5, (x) => x >= 0, 'a number >= 0');
+  const lateInteractionWeight = number('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? 0.5, (x) => x >= 0, 'a number >= 0');
+  if (contrastiveWeight + lateInteractionWeight === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.loss: at least one loss weight must be > 0');
+  const early = o.earlyStopping === undefined ? undefined : checkOptions('options.earlyStopping', o.earlyStopping, ['patience', 'metric']);
+  return {
+    epochs: positiveInteger('options.epochs', o.epochs ?? 1),
+    batchSize: positiveInteger('options.batchSize', o.batchSize ?? 16),
+    learningRate: number('options.learningRate', o.learningRate ?? 2e-5, (x) => x > 0, 'a number > 0'),
+    warmupRatio: number('options.warmupRatio', o.warmupRatio ?? 0.1, (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
+    schedule: oneOf('options.schedule', o.schedule ?? 'linear', ['linear', 'cosine', 'constant'] as const),
+    weightDecay: number('options.weightDecay', o.weightDecay ?? 0.01, (x) => x >= 0, 'a number >= 0'),
+    maxGradNorm: number('options.maxGradNorm', o.maxGradNorm ?? 1, (x) => x >= 0, 'a number >= 0'),
+    accumulation: positiveInteger('options.gradientAccumulation', o.gradientAccumulation ?? 1),
+    valSplit: number('options.valSplit', o.valSplit ?? 0.2, (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
+    patience: early ? positiveInteger('options.earlyStopping.patience', early.patience) : Infinity,
+    metric: oneOf('options.earlyStopping.metric', early?.metric ?? 'loss', ['loss', 'recall@1', 'mrr@10'] as const),
+    maxNegatives: o.maxNegatives === undefined ? Infinity : number('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    seed: number('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    step: {
+      contrastiveWeight,
+      lateInteractionWeight,
+      temperature: number('options.loss.temperature', loss.temperature ?? 0.05, (x) => x > 0, 'a number > 0'),
+      symmetric: booleanValue('options.loss.symmetric', loss.symmetric ?? false),
+      lateInteractionKind: oneOf('options.loss.lateInteraction', loss.lateInteraction ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
+      maxGradNorm: 0, // set from maxGradNorm below
+    },
+  };
+}
+
+/** Learning rate at optimizer step `step` (0-based) of `total`. */
+export function learningRateAt(step: number, total: number, peak: number, warmupRatio: number, schedule: Config['schedule']): number {
+  const warmup = Math.floor(total * warmupRatio);
+  if (step < warmup) return (peak * (step + 1)) / (warmup + 1);
+  if (schedule === 'constant') return peak;
+  const progress = total - warmup <= 1 ? 0 : (step - warmup) / (total - warmup - 1);
+  return schedule === 'cosine' ? peak * 0.5 * (1 + Math.cos(Math.PI * progress)) : peak * (1 - progress);
+}
+
+/** Recall@1 and MRR@10 of each query against every distinct positive of `examples` (cosine). */
+export async function retrievalMetrics(encoder: Encoder, examples: TrainExample[]): Promise<RetrievalMetrics> {
+  const documents = [...new Set(examples.map((e) => e.positive))];
+  const index = new Map(documents.map((d, i) => [d, i]));
+  const normalize = true;
+  const q = await encoder.embed(examples.map((e) => e.query), { normalize });
+  const d = await encoder.embed(documents, { normalize });
+  const dim = q.dims[1];
+  let recall = 0;
+  let mrr = 0;
+  examples.forEach((e, i) => {
+    const target = index.get(e.positive)!;
+    const score = (j: number) => {
+      let s = 0;
+      for (let k = 0; k < dim; k++) s += q.data[i * dim + k] * d.data[j * dim + k];
+      return s;
+    };
+    const own = score(target);
+    let rank = 1;
+    for (let j = 0; j < documents.length; j++) if (j !== target && score(j) > own) rank++;
+    if (rank === 1) recall++;
+    if (rank <= 10) mrr += 1 / rank;
+  });
+  return { 'recall@1': recall / examples.length, 'mrr@10': mrr / examples.length, queries: examples.length };
+}
+
+/** Fine-tunes `options.model` on `options.data` and writes the kept model to `options.output`. */
+export async function train(options: TrainOptions): Promise<TrainResult> {
+  const config = readConfig(options);
+  const examples = loadExamples(options.data);
+  const { train: trainSet, val } = splitExamples(examples, config.valSplit, config.seed);
+  if (config.batchSize > trainSet.length) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `options.batchSize ${config.batchSize} is larger than the ${trainSet.length} training examples; lower it`,
+    );
+  }
+  const output = path.resolve(options.output);
+  const encoder = await Encoder.load(options.model, { device: options.device ?? 'auto', threads: options.threads });
+  try {
+    const trainer = await encoder.createTrainer({ learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed });
+    const random = seededRandom(config.seed);
+    const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;
+    const totalSteps = Math.ceil((batchesPerEpoch * config.epochs) / config.accumulation);
+    const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
+    const bar = options.progressBar ? new ProgressBar('train', 'steps') : undefined;
+    const result: TrainResult = { history: { steps: [], epochs: [] }, best: { epoch: 0 }, modelDir: output };
+    const valBatches = makeBatches(val, config.batchSize, config.maxNegatives);
+    const validate = async (): Promise<{ valLoss?: number; metrics?: RetrievalMetrics }> => {
+      if (val.length === 0) return {};
+      let sum = 0;
+      for (const b of valBatches) sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, learningRate: 0, lossScale: 1, apply: false })).loss;
+      return { valLoss: sum / valBatches.length, metrics: await retrievalMetrics(encoder, val) };
+    };
+    const initial = await validate();
+    result.before = initial.metrics;
+    const score = (r: { valLoss?: number; metrics?: RetrievalMetrics }) =>
+      config.metric === 'loss' ? -(r.valLoss ?? 0) : (r.metrics?.[config.metric] ?? 0);
+    let bestScore = -Infinity;
+    let sinceBest = 0;
+    let step = 0;
+    const started = Date.now();
+    let samples = 0;
+
+    for (let epoch = 1; epoch <= config.epochs; epoch++) {
+      const batches = makeBatches(shuffle(trainSet, random), config.batchSize, config.maxNegatives);
+      let epochLoss = 0;
+      for (let b = 0; b < batches.length; b++) {
+        const batch = batches[b];
+        const apply = (b + 1) % config.accumulation === 0 || b === batches.length - 1;
+        const learningRate = learningRateAt(step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
+        const r = await trainer.step(batch.queries, batch.documents, { ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply });
+        epochLoss += r.loss;
+        samples += batch.queries.length;
+        if (!apply) continue;
+        step++;
+        result.history.steps.push({ step, epoch, loss: r.loss, contrastive: r.contrastive, lateInteraction: r.lateInteraction, learningRate });
+        const seconds = (Date.now() - started) / 1000;
+        const progress: TrainProgress = {
+          step,
+          totalSteps,
+          epoch,
+          loss: r.loss,
+          contrastive: r.contrastive,
+          lateInteraction: r.lateInteraction,
+          learningRate,
+          samplesPerSecond: samples / Math.max(seconds, 1e-9),
+          etaSeconds: (seconds / step) * (totalSteps - step),
+        };
+        options.onProgress?.(progress);
+        bar?.update(step, totalSteps);
+      }
+      const record: EpochRecord = { epoch, trainLoss: epochLoss / batches.length, ...(await validate()) };
+      result.history.epochs.push(record);
+      const current = val.length === 0 ? epoch : score(record);
+      if (current > bestScore) {
+        bestScore = current;
+        sinceBest = 0;
+        result.best = { epoch, valLoss: record.valLoss, metrics: record.metrics };
+        await encoder.save(output, { overwrite: true });
+      } else if (++sinceBest >= config.patience) {
+        break;
+      }
+    }
+    result.after = result.best.metrics;
+    const history = path.join(output, 'training_history.json');
+    fs.writeFileSync(`${history}.tmp`, JSON.stringify({ config: { ...config, step: config.step }, ...result }, null, 2));
+    fs.renameSync(`${history}.tmp`, history);
+    return result;
+  } finally {
+    encoder.dispose();
+  }
+}

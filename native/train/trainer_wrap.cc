@@ -1,0 +1,273 @@
+// The JS class `NativeTrainer`: one optimizer step of ColTrast fine-tuning per call, entirely in native
+// code on a worker thread: forward of the queries and the documents, the weighted sum of the in-batch
+// contrastive loss on pooled, L2-normalized vectors and the late-interaction loss on L2-normalized token
+// states (both through the fused ops of native/ops), backward, gradient clipping and an AdamW update.
+// TypeScript (lib/train.ts) owns data, batching, the learning-rate schedule and everything per epoch.
+#include "train/trainer_wrap.h"
+
+#include <cstring>
+#include <limits>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "encoder_wrap.h"
+#include "error.h"
+#include "ops/autograd.h"
+#include "pooling.h"
+#include "promise_worker.h"
+#include "runtime.h"
+
+namespace coltrast {
+namespace {
+
+namespace F = torch::nn::functional;
+
+struct TokenBatch {
+  std::vector<int32_t> ids, mask, types;
+  int64_t batch = 0, seq = 0;
+};
+
+TokenBatch readBatch(const Napi::Object& args, const char* key) {
+  Napi::Value v = args.Get(key);
+  if (!v.IsObject()) throw invalidArgument(std::string(key) + " must be a padded token batch");
+  auto o = v.As<Napi::Object>();
+  TokenBatch b;
+  b.batch = o.Get("batchSize").As<Napi::Number>().Int64Value();
+  b.seq = o.Get("seqLen").As<Napi::Number>().Int64Value();
+  const auto n = static_cast<size_t>(b.batch * b.seq);
+  auto copy = [&](const char* name) {
+    auto array = o.Get(name).As<Napi::Int32Array>();
+    if (array.ElementLength() != n) {
+      throw invalidArgument(std::string(key) + "." + name + " has " + std::to_string(array.ElementLength()) +
+                            " elements, expected " + std::to_string(n));
+    }
+    return std::vector<int32_t>(array.Data(), array.Data() + n);
+  };
+  b.ids = copy("inputIds");
+  b.mask = copy("attentionMask");
+  b.types = copy("tokenTypeIds");
+  return b;
+}
+
+struct StepOptions {
+  std::string pooling = "mean";
+  double contrastiveWeight = 0.5, lateInteractionWeight = 0.5, temperature = 0.05;
+  bool symmetric = false, bce = false;
+  double learningRate = 2e-5, maxGradNorm = 1.0, lossScale = 1.0;
+  bool apply = true;  // false: accumulate gradients only (gradient accumulation)
+};
+
+double numberOr(const Napi::Object& o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+}
+bool boolOr(const Napi::Object& o, const char* key, bool fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : fallback;
+}
+
+StepOptions readStepOptions(const Napi::Object& o) {
+  StepOptions s;
+  if (o.Get("pooling").IsString()) s.pooling = o.Get("pooling").As<Napi::String>();
+  s.contrastiveWeight = numberOr(o, "contrastiveWeight", s.contrastiveWeight);
+  s.lateInteractionWeight = numberOr(o, "lateInteractionWeight", s.lateInteractionWeight);
+  s.temperature = numberOr(o, "temperature", s.temperature);
+  s.symmetric = boolOr(o, "symmetric", s.symmetric);
+  s.bce = o.Get("lateInteractionKind").IsString() && o.Get("lateInteractionKind").As<Napi::String>().Utf8Value() == "bce";
+  s.learningRate = numberOr(o, "learningRate", s.learningRate);
+  s.maxGradNorm = numberOr(o, "maxGradNorm", s.maxGradNorm);
+  s.lossScale = numberOr(o, "lossScale", s.lossScale);
+  s.apply = boolOr(o, "apply", s.apply);
+  return s;
+}
+
+struct LossParts {
+  double total = 0, contrastive = 0, lateInteraction = 0, gradNorm = 0;
+};
+
+// The two losses of one batch, differentiable when grad mode is on.
+std::pair<torch::Tensor, LossParts> batchLoss(LoadedEncoder& enc, const TokenBatch& q, const TokenBatch& d,
+                                              const StepOptions& s) {
+  auto tensor = [&](const std::vector<int32_t>& v, const TokenBatch& b) {
+    return torch::from_blob(const_cast<int32_t*>(v.data()), {b.batch, b.seq}, torch::kInt32).to(enc.device, torch::kInt64);
+  };
+  const torch::Tensor qMask = tensor(q.mask, q), dMask = tensor(d.mask, d);
+  const torch::Tensor qStates = enc.model->forward(tensor(q.ids, q), qMask, tensor(q.types, q));
+  const torch::Tensor dStates = enc.model->forward(tensor(d.ids, d), dMask, tensor(d.types, d));
+  const torch::Tensor tau = torch::full({}, s.temperature, torch::TensorOptions().device(enc.device));
+  const auto unit = F::NormalizeFuncOptions().dim(-1);
+  torch::Tensor total = torch::zeros({}, torch::TensorOptions().device(enc.device));
+  LossParts parts;
+  if (s.contrastiveWeight > 0) {
+    const torch::Tensor qp = F::normalize(pool(qStates, qMask, s.pooling), unit);
+    const torch::Tensor dp = F::normalize(pool(dStates, dMask, s.pooling), unit);
+    const torch::Tensor loss = ops::contrastiveLoss(qp, dp, tau, {s.symmetric});
+    parts.contrastive = loss.item<double>();
+    total = total + s.contrastiveWeight * loss;
+  }
+  if (s.lateInteractionWeight > 0) {
+    const torch::Tensor qt = F::normalize(qStates.to(torch::kFloat32), unit);
+    const torch::Tensor dt = F::normalize(dStates.to(torch::kFloat32), unit);
+    ops::LateInteractionOptions late;
+    late.kind = s.bce ? ops::LateInteractionOptions::Kind::Bce : ops::LateInteractionOptions::Kind::CrossEntropy;
+    late.normalizeByQueryLength = true;
+    late.symmetric = s.symmetric;
+    const torch::Tensor loss = ops::lateInteractionLoss(qt, qMask.to(torch::kUInt8), dt, dMask.to(torch::kUInt8), tau, late);
+    parts.lateInteraction = loss.item<double>();
+    total = total + s.lateInteractionWeight * loss;
+  }
+  parts.total = total.item<double>();
+  return {total, parts};
+}
+
+// Steps of all trainers in the process take turns with the global generator.
+std::mutex& rngMutex() {
+  static std::mutex m;
+  return m;
+}
+
+// Holds the global CPU generator on `state` for the guard's lifetime and saves where it got to.
+class RngScope {
+ public:
+  explicit RngScope(at::Tensor& state) : lock_(rngMutex()), state_(state), generator_(at::detail::getDefaultCPUGenerator()) {
+    std::lock_guard<std::mutex> g(generator_.mutex());
+    generator_.set_state(state_);
+  }
+  ~RngScope() {
+    std::lock_guard<std::mutex> g(generator_.mutex());
+    state_ = generator_.get_state();
+  }
+
+ private:
+  std::lock_guard<std::mutex> lock_;
+  at::Tensor& state_;
+  at::Generator generator_;
+};
+
+class StepWorker : public PromiseWorker {
+ public:
+  StepWorker(Napi::Env env, std::shared_ptr<TrainerState> state, TokenBatch q, TokenBatch d, StepOptions options,
+             bool train)
+      : PromiseWorker(env), state_(std::move(state)), q_(std::move(q)), d_(std::move(d)), options_(options), train_(train) {}
+
+ protected:
+  void compute() override {
+    LoadedEncoder& enc = *state_->encoder;
+    std::lock_guard<std::mutex> lock(enc.mutex);
+    if (!train_) {
+      torch::NoGradGuard noGrad;
+      enc.model->eval();
+      parts_ = batchLoss(enc, q_, d_, options_).second;
+      return;
+    }
+    RngScope rng(state_->rngState);
+    enc.model->train();
+    try {
+      auto [loss, parts] = batchLoss(enc, q_, d_, options_);
+      (loss * options_.lossScale).backward();
+      parts_ = parts;
+      if (options_.apply) {
+        auto params = enc.model->parameters();
+        parts_.gradNorm = torch::nn::utils::clip_grad_norm_(
+            params, options_.maxGradNorm > 0 ? options_.maxGradNorm : std::numeric_limits<double>::infinity());
+        for (auto& group : state_->optimizer->param_groups()) {
+          static_cast<torch::optim::AdamWOptions&>(group.options()).lr(options_.learningRate);
+        }
+        state_->optimizer->step();
+        state_->optimizer->zero_grad();
+        state_->steps++;
+      }
+    } catch (...) {
+      enc.model->eval();
+      throw;
+    }
+    enc.model->eval();
+  }
+  Napi::Value result(Napi::Env env) override {
+    auto out = Napi::Object::New(env);
+    out.Set("loss", parts_.total);
+    out.Set("contrastive", parts_.contrastive);
+    out.Set("lateInteraction", parts_.lateInteraction);
+    out.Set("gradNorm", parts_.gradNorm);
+    return out;
+  }
+
+ private:
+  std::shared_ptr<TrainerState> state_;
+  TokenBatch q_, d_;
+  StepOptions options_;
+  bool train_;
+  LossParts parts_;
+};
+
+}  // namespace
+
+Napi::Function TrainerWrap::define(Napi::Env env) {
+  Napi::Function cls = DefineClass(env, "NativeTrainer",
+                                   {
+                                       StaticMethod<&TrainerWrap::create>("create"),
+                                       InstanceMethod<&TrainerWrap::step>("step"),
+                                       InstanceMethod<&TrainerWrap::evaluate>("evaluate"),
+                                   });
+  return cls;
+}
+
+TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw Napi::TypeError::New(info.Env(), "NativeTrainer cannot be constructed directly; use NativeTrainer.create()");
+  }
+  state_ = *info[0].As<Napi::External<std::shared_ptr<TrainerState>>>().Data();
+}
+
+// create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed }): AdamW over the encoder's parameters,
+// without weight decay on biases and LayerNorm weights (the usual BERT fine-tuning split).
+Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    auto encoder = EncoderWrap::shared(info[0].As<Napi::Object>());
+    auto o = info[1].As<Napi::Object>();
+    if (encoder->dtype != torch::kFloat32) {
+      throw invalidArgument("training needs the model loaded in float32 (mixed precision is not implemented yet)");
+    }
+    std::vector<torch::Tensor> decay, noDecay;
+    for (auto& p : encoder->model->parameters()) {
+      p.set_requires_grad(true);
+      (p.dim() >= 2 ? decay : noDecay).push_back(p);
+    }
+    auto options = torch::optim::AdamWOptions(numberOr(o, "learningRate", 2e-5))
+                       .betas({numberOr(o, "beta1", 0.9), numberOr(o, "beta2", 0.999)})
+                       .eps(numberOr(o, "eps", 1e-8));
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                   torch::optim::AdamWOptions(options).weight_decay(numberOr(o, "weightDecay", 0.01))));
+    groups.emplace_back(noDecay,
+                        std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(0)));
+    auto state = std::make_shared<TrainerState>();
+    state->encoder = std::move(encoder);
+    state->rngState = at::detail::createCPUGenerator(static_cast<uint64_t>(numberOr(o, "seed", 42))).get_state();
+    state->optimizer = std::make_unique<torch::optim::AdamW>(groups, options);
+    auto holder = Napi::External<std::shared_ptr<TrainerState>>::New(
+        env, new std::shared_ptr<TrainerState>(std::move(state)), [](Napi::Env, std::shared_ptr<TrainerState>* p) { delete p; });
+    // A static method's `this` is the class itself (JS calls NativeTrainer.create(...)).
+    return info.This().As<Napi::Function>().New({holder});
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
+}
+
+Napi::Value TrainerWrap::step(const Napi::CallbackInfo& info) { return run(info, true); }
+Napi::Value TrainerWrap::evaluate(const Napi::CallbackInfo& info) { return run(info, false); }
+
+Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
+  Napi::Env env = info.Env();
+  try {
+    auto args = info[0].As<Napi::Object>();
+    TokenBatch q = readBatch(args, "queries"), d = readBatch(args, "documents");
+    if (d.batch < q.batch) throw invalidArgument("documents must hold at least one positive per query");
+    return (new StepWorker(env, state_, std::move(q), std::move(d), readStepOptions(args), train))->start();
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
+}
+
+}  // namespace coltrast

@@ -1,0 +1,35 @@
+// The JS class `NativeTrainer` (see trainer_wrap.cc): optimizer state bound to a loaded encoder.
+#pragma once
+#include <napi.h>
+#include <torch/torch.h>
+
+#include <memory>
+
+#include "encoder_wrap.h"
+
+namespace coltrast {
+
+struct TrainerState {
+  std::shared_ptr<LoadedEncoder> encoder;  // training updates this model in place; Encoder.save() writes it
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  int64_t steps = 0;
+  // This run's random-number state (dropout). Swapped into libtorch's global CPU generator for each step,
+  // so a run's randomness depends on its seed alone, not on other work in the process.
+  at::Tensor rngState;
+};
+
+class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
+ public:
+  static Napi::Function define(Napi::Env env);
+  explicit TrainerWrap(const Napi::CallbackInfo& info);
+
+ private:
+  static Napi::Value create(const Napi::CallbackInfo& info);
+  Napi::Value step(const Napi::CallbackInfo& info);
+  Napi::Value evaluate(const Napi::CallbackInfo& info);
+  Napi::Value run(const Napi::CallbackInfo& info, bool train);
+
+  std::shared_ptr<TrainerState> state_;
+};
+
+}  // namespace coltrast
