@@ -4,23 +4,38 @@
  * flags are errors) and exits non-zero with a one-line reason on bad input.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { runtimeInfo } from './runtime';
+import { train, type RetrievalMetrics, type TrainOptions } from './train';
+
+/** Until coltrast ships its default model, commands without --model use the tiny test model. */
+const FALLBACK_MODEL = path.resolve(__dirname, '..', 'test', 'fixtures', 'tiny-bert');
 
 const USAGE = `usage: coltrast <command> [options]
 
 commands:
   info                       libtorch, devices, threads and BLAS in use
   embed <texts>              embed a text file (one text per line) or JSONL ({"text": ...} per line)
-    --model <dir|hub id>     model folder or Hugging Face id (required)
+    --model <dir|hub id>     model folder or Hugging Face id (default: the bundled tiny test model)
     --output <file>          write JSONL {"index", "embedding"} here (default: stdout)
     --batch-size <n>         texts per forward pass (default 32)
     --device <d>             auto | cpu | cuda | cuda:N (default auto)
     --threads <n>            CPU threads (default: every core)
     --json                   print a JSON summary instead of text
+  train                      fine-tune a model (ColTrast: contrastive + late interaction)
+    --config <file.json>     options as JSON (the keys of train()); flags below override them
+    --model <dir|hub id>     starting model (default: the bundled tiny test model)
+    --data <file>            ColTrast .json (projects, readme_content, qa_pairs) or .jsonl pairs/triplets
+    --output <dir>           where the trained model goes
+    --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --schedule linear|cosine|constant
+    --weight-decay <x> --max-grad-norm <x> --gradient-accumulation <n> --val-split <x> --seed <n>
+    --contrastive-weight <x> --late-interaction-weight <x> --temperature <x> --late-interaction cross_entropy|bce
+    --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
+    --device <d> --threads <n> --json
   help                       this text`;
 
 function fail(message: string): never {
@@ -75,7 +90,6 @@ async function embed(argv: string[]): Promise<void> {
     },
   });
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
-  if (!values.model) fail('embed needs --model <folder or Hugging Face id>');
   const int = (flag: string, v: string | undefined) => {
     if (v === undefined) return undefined;
     const n = Number(v);
@@ -85,7 +99,7 @@ async function embed(argv: string[]): Promise<void> {
   const texts = readTexts(positionals[0]);
   const started = Date.now();
   const download = new ProgressBar('download', 'MB');
-  const enc = await Encoder.load(values.model, {
+  const enc = await Encoder.load(values.model ?? FALLBACK_MODEL, {
     device: (values.device ?? 'auto') as Device,
     threads: int('threads', values.threads),
     onDownloadProgress: (p) => {
@@ -109,7 +123,77 @@ async function embed(argv: string[]): Promise<void> {
   enc.dispose();
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { info, embed };
+const TRAIN_FLAGS = {
+  config: 'string', model: 'string', data: 'string', output: 'string', epochs: 'int', 'batch-size': 'int', 'learning-rate': 'number',
+  'warmup-ratio': 'number', schedule: 'string', 'weight-decay': 'number', 'max-grad-norm': 'number', 'gradient-accumulation': 'int',
+  'val-split': 'number', seed: 'int', 'contrastive-weight': 'number', 'late-interaction-weight': 'number', temperature: 'number',
+  'late-interaction': 'string', symmetric: 'boolean', patience: 'int', metric: 'string', 'max-negatives': 'int', 'hard-negatives': 'int',
+  device: 'string', threads: 'int', json: 'boolean',
+} as const;
+
+function flagValue(flag: string, kind: string, raw: string | boolean): unknown {
+  if (kind === 'boolean' || kind === 'string') return raw;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || (kind === 'int' && !Number.isInteger(n))) fail(`--${flag} must be ${kind === 'int' ? 'an integer' : 'a number'}, got ${raw}`);
+  return n;
+}
+
+function formatMetrics(m: RetrievalMetrics | undefined): string {
+  return m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)} (${m.queries} questions)` : 'n/a (no validation split)';
+}
+
+async function trainCommand(argv: string[]): Promise<void> {
+  const options = Object.fromEntries(
+    Object.entries(TRAIN_FLAGS).map(([flag, kind]) => [flag, { type: kind === 'boolean' ? ('boolean' as const) : ('string' as const) }]),
+  );
+  const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+  if (positionals.length > 0) fail('train takes flags only (see coltrast help)');
+  const v = Object.fromEntries(
+    Object.entries(values).map(([flag, raw]) => [flag, flagValue(flag, TRAIN_FLAGS[flag as keyof typeof TRAIN_FLAGS], raw as string | boolean)]),
+  ) as Record<string, any>;
+  let config: Partial<TrainOptions> = {};
+  if (v.config) {
+    if (!fs.existsSync(v.config)) fail(`config file ${v.config} does not exist`);
+    try {
+      config = JSON.parse(fs.readFileSync(v.config, 'utf8'));
+    } catch (error) {
+      fail(`${v.config}: not valid JSON (${(error as Error).message})`);
+    }
+  }
+  const set = <T>(value: T | undefined, apply: (x: T) => void) => value !== undefined && apply(value);
+  const o: Record<string, any> = { ...config };
+  const loss: Record<string, any> = { ...(config.loss ?? {}) };
+  const flat: [string, string][] = [
+    ['model', 'model'], ['data', 'data'], ['output', 'output'], ['epochs', 'epochs'], ['batch-size', 'batchSize'],
+    ['learning-rate', 'learningRate'], ['warmup-ratio', 'warmupRatio'], ['schedule', 'schedule'], ['weight-decay', 'weightDecay'],
+    ['max-grad-norm', 'maxGradNorm'], ['gradient-accumulation', 'gradientAccumulation'], ['val-split', 'valSplit'], ['seed', 'seed'],
+    ['max-negatives', 'maxNegatives'], ['device', 'device'], ['threads', 'threads'],
+  ];
+  for (const [flag, key] of flat) set(v[flag], (x) => (o[key] = x));
+  for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric']]) {
+    set(v[flag], (x) => (loss[key] = x));
+  }
+  if (Object.keys(loss).length > 0) o.loss = loss;
+  set(v.patience, (x) => (o.earlyStopping = { ...(o.earlyStopping ?? {}), patience: x }));
+  set(v.metric, (x) => (o.earlyStopping = { patience: Infinity, ...(o.earlyStopping ?? {}), metric: x }));
+  set(v['hard-negatives'], (x) => (o.mining = { ...(o.mining ?? {}), hardNegatives: x }));
+  o.model ??= FALLBACK_MODEL;
+  if (!o.data) fail('train needs --data (or "data" in --config)');
+  if (!o.output) fail('train needs --output (or "output" in --config)');
+  const result = await train({ ...(o as TrainOptions), progressBar: !v.json });
+  if (v.json) {
+    console.log(JSON.stringify({ before: result.before, after: result.after, best: result.best, modelDir: result.modelDir }));
+    return;
+  }
+  for (const e of result.history.epochs) {
+    console.log(`epoch ${e.epoch}: train loss ${e.trainLoss.toFixed(4)}` + (e.valLoss !== undefined ? `, validation loss ${e.valLoss.toFixed(4)}, ${formatMetrics(e.metrics)}` : ''));
+  }
+  console.log(`before training: ${formatMetrics(result.before)}`);
+  console.log(`after training:  ${formatMetrics(result.after)} (epoch ${result.best.epoch} kept)`);
+  console.log(`model saved to ${result.modelDir}`);
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { info, embed, train: trainCommand };
 
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);

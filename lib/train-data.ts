@@ -8,6 +8,7 @@
  * becomes an example whose positive is its context (or its answer when it has none), grouped by project.
  */
 import fs from 'node:fs';
+import type { Project } from './chunking';
 import { ColtrastError } from './errors';
 
 export interface TrainExample {
@@ -60,30 +61,55 @@ function readJsonl(file: string, content: string): TrainExample[] {
   return examples;
 }
 
-function readColtrast(file: string, value: unknown): TrainExample[] {
+function readColtrast(file: string, value: unknown): Project[] {
   const projects = (value as { projects?: unknown }).projects;
   if (!Array.isArray(projects)) throw bad(file, 'expected {"projects": [...]} (the ColTrast format) or a JSONL file of pairs');
-  const examples: TrainExample[] = [];
-  projects.forEach((p, i) => {
+  const ids = new Set<string>();
+  return projects.map((p, i) => {
     const where = `${file}: projects[${i}]`;
     if (p === null || typeof p !== 'object') throw bad(where, 'expected an object');
     const project = p as Record<string, unknown>;
     const id = text(where, project.project_id, 'project_id');
+    if (ids.has(id)) throw bad(where, `project_id "${id}" appears twice`);
+    ids.add(id);
+    const document = text(where, project.readme_content, 'readme_content');
     if (!Array.isArray(project.qa_pairs)) throw bad(where, '"qa_pairs" must be an array');
-    project.qa_pairs.forEach((qa, j) => {
+    const qa = project.qa_pairs.map((item, j) => {
       const at = `${where}.qa_pairs[${j}]`;
-      if (qa === null || typeof qa !== 'object') throw bad(at, 'expected an object');
-      const pair = qa as Record<string, unknown>;
+      if (item === null || typeof item !== 'object') throw bad(at, 'expected an object');
+      const pair = item as Record<string, unknown>;
       const question = text(at, pair.question, 'question');
       const answer = text(at, pair.answer, 'answer');
-      const context = pair.context === undefined ? undefined : text(at, pair.context, 'context');
-      examples.push({ query: question, positive: context ?? answer, group: id });
+      return pair.context === undefined ? { question, answer } : { question, answer, context: text(at, pair.context, 'context') };
     });
+    return { id, document, qa };
   });
-  return examples;
 }
 
-/** Reads `data` (a file path or an array) into examples; an empty result is an error. */
+export type TrainingData = { examples: TrainExample[] } | { projects: Project[] };
+
+/**
+ * Reads `data`: a file path (.jsonl pairs/triplets, a .json array, or the ColTrast .json with projects) or
+ * an array of examples. Empty data is an error.
+ */
+export function readTrainingData(data: string | readonly unknown[]): TrainingData {
+  if (typeof data === 'string' && !/\.jsonl$/i.test(data) && fs.existsSync(data)) {
+    let value: unknown;
+    try {
+      value = JSON.parse(fs.readFileSync(data, 'utf8'));
+    } catch (error) {
+      throw bad(data, `not valid JSON (${(error as Error).message}); JSONL files must end in .jsonl`);
+    }
+    if (!Array.isArray(value)) {
+      const projects = readColtrast(data, value);
+      if (projects.every((p) => p.qa.length === 0)) throw new ColtrastError('INVALID_ARGUMENT', `${data} holds no Q&A pairs`);
+      return { projects };
+    }
+  }
+  return { examples: loadExamples(data) };
+}
+
+/** Reads pairs/triplets (a .jsonl or .json file, or an array) into examples; empty data is an error. */
 export function loadExamples(data: string | readonly unknown[]): TrainExample[] {
   let examples: TrainExample[];
   if (Array.isArray(data)) {
@@ -100,7 +126,8 @@ export function loadExamples(data: string | readonly unknown[]): TrainExample[] 
       } catch (error) {
         throw bad(data, `not valid JSON (${(error as Error).message}); JSONL files must end in .jsonl`);
       }
-      examples = Array.isArray(value) ? value.map((item, i) => checkExample(`${data}: [${i}]`, item)) : readColtrast(data, value);
+      if (!Array.isArray(value)) throw bad(data, 'expected an array of { query, positive, negatives? } (ColTrast project files go through readTrainingData)');
+      examples = value.map((item, i) => checkExample(`${data}: [${i}]`, item));
     }
   } else {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path or an array of { query, positive, negatives? }');
@@ -130,22 +157,25 @@ export function shuffle<T>(items: T[], random: () => number): T[] {
   return out;
 }
 
-/** Seeded split by group (an example without a group is its own group): no group on both sides. */
-export function splitExamples(examples: TrainExample[], valFraction: number, seed: number): { train: TrainExample[]; val: TrainExample[] } {
-  if (valFraction <= 0) return { train: examples, val: [] };
-  const groups = new Map<string, TrainExample[]>();
-  examples.forEach((e, i) => {
-    const key = e.group ?? `#${i}`;
-    groups.set(key, [...(groups.get(key) ?? []), e]);
+/** Seeded split of items into groups (`groupOf`): no group on both sides; valFraction 0 keeps all for training. */
+export function splitByGroup<T>(items: T[], groupOf: (item: T, index: number) => string, valFraction: number, seed: number): { train: T[]; val: T[] } {
+  if (valFraction <= 0) return { train: items, val: [] };
+  const groups = new Map<string, T[]>();
+  items.forEach((item, i) => {
+    const key = groupOf(item, i);
+    groups.set(key, [...(groups.get(key) ?? []), item]);
   });
   const keys = shuffle([...groups.keys()].sort(), seededRandom(seed));
   const valGroups = Math.max(1, Math.round(keys.length * valFraction));
   if (valGroups >= keys.length) {
     throw new ColtrastError('INVALID_ARGUMENT', `valSplit ${valFraction} leaves no training data (${keys.length} group(s)); lower it or set it to 0`);
   }
-  const val = keys.slice(0, valGroups).flatMap((k) => groups.get(k)!);
-  const train = keys.slice(valGroups).flatMap((k) => groups.get(k)!);
-  return { train, val };
+  return { train: keys.slice(valGroups).flatMap((k) => groups.get(k)!), val: keys.slice(0, valGroups).flatMap((k) => groups.get(k)!) };
+}
+
+/** Seeded split by example group (an example without a group is its own group). */
+export function splitExamples(examples: TrainExample[], valFraction: number, seed: number): { train: TrainExample[]; val: TrainExample[] } {
+  return splitByGroup(examples, (e, i) => e.group ?? `#${i}`, valFraction, seed);
 }
 
 export interface Batch {

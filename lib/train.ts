@@ -9,7 +9,8 @@ import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import type { NativeStepOptions } from './native';
 import { ProgressBar } from './progress';
-import { loadExamples, makeBatches, seededRandom, shuffle, splitExamples, type TrainExample } from './train-data';
+import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
+import { makeBatches, readTrainingData, seededRandom, shuffle, splitByGroup, splitExamples, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export interface LossOptions {
@@ -63,6 +64,10 @@ export interface TrainOptions {
   earlyStopping?: { patience: number; metric?: 'loss' | 'recall@1' | 'mrr@10' };
   /** Hard negatives used per batch at most (default all). */
   maxNegatives?: number;
+  /** ColTrast project files: semantic chunking of the documents (threshold 0.7, maxTokens the model's). */
+  chunking?: Partial<ChunkingOptions>;
+  /** ColTrast project files: positive threshold (0.6) and hard negatives per question (3). */
+  mining?: MiningOptions;
   seed?: number;
   device?: Device;
   threads?: number;
@@ -100,7 +105,8 @@ export interface TrainResult {
 
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
-  'gradientAccumulation', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'seed', 'device', 'threads', 'onProgress', 'progressBar',
+  'gradientAccumulation', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'chunking', 'mining', 'seed', 'device', 'threads',
+  'onProgress', 'progressBar',
 ] as const;
 const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric'] as const;
 
@@ -122,6 +128,8 @@ interface Config {
   patience: number;
   metric: 'loss' | 'recall@1' | 'mrr@10';
   maxNegatives: number;
+  chunking: { threshold: number; maxTokens?: number };
+  mining: Required<MiningOptions>;
   seed: number;
   step: Omit<NativeStepOptions, 'learningRate' | 'lossScale' | 'apply'>;
 }
@@ -137,6 +145,8 @@ function readConfig(options: TrainOptions): Config {
   const lateInteractionWeight = number('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? 0.5, (x) => x >= 0, 'a number >= 0');
   if (contrastiveWeight + lateInteractionWeight === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.loss: at least one loss weight must be > 0');
   const early = o.earlyStopping === undefined ? undefined : checkOptions('options.earlyStopping', o.earlyStopping, ['patience', 'metric']);
+  const chunking = checkOptions('options.chunking', o.chunking, ['threshold', 'maxTokens']);
+  const mining = checkOptions('options.mining', o.mining, ['positiveThreshold', 'hardNegatives']);
   return {
     epochs: positiveInteger('options.epochs', o.epochs ?? 1),
     batchSize: positiveInteger('options.batchSize', o.batchSize ?? 16),
@@ -150,6 +160,14 @@ function readConfig(options: TrainOptions): Config {
     patience: early ? positiveInteger('options.earlyStopping.patience', early.patience) : Infinity,
     metric: oneOf('options.earlyStopping.metric', early?.metric ?? 'loss', ['loss', 'recall@1', 'mrr@10'] as const),
     maxNegatives: o.maxNegatives === undefined ? Infinity : number('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    chunking: {
+      threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
+      maxTokens: chunking.maxTokens === undefined ? undefined : positiveInteger('options.chunking.maxTokens', chunking.maxTokens),
+    },
+    mining: {
+      positiveThreshold: number('options.mining.positiveThreshold', mining.positiveThreshold ?? 0.6, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
+      hardNegatives: number('options.mining.hardNegatives', mining.hardNegatives ?? 3, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    },
     seed: number('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     step: {
       contrastiveWeight,
@@ -197,20 +215,47 @@ export async function retrievalMetrics(encoder: Encoder, examples: TrainExample[
   return { 'recall@1': recall / examples.length, 'mrr@10': mrr / examples.length, queries: examples.length };
 }
 
+/** The Embedder of data preparation, backed by an Encoder: pooled, L2-normalized vectors. */
+export function encoderEmbedder(encoder: Encoder): Embedder {
+  return {
+    async embed(texts) {
+      const m = await encoder.embed(texts, { normalize: true });
+      return texts.map((_, i) => m.data.subarray(i * m.dims[1], (i + 1) * m.dims[1]));
+    },
+    async countTokens(texts) {
+      return (await encoder.tokenize(texts)).map((ids) => ids.length);
+    },
+  };
+}
+
 /** Fine-tunes `options.model` on `options.data` and writes the kept model to `options.output`. */
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const config = readConfig(options);
-  const examples = loadExamples(options.data);
-  const { train: trainSet, val } = splitExamples(examples, config.valSplit, config.seed);
-  if (config.batchSize > trainSet.length) {
-    throw new ColtrastError(
-      'INVALID_ARGUMENT',
-      `options.batchSize ${config.batchSize} is larger than the ${trainSet.length} training examples; lower it`,
-    );
+  const data = readTrainingData(options.data);
+  // Split before anything is mined, so no project (or example group) is on both sides.
+  const split =
+    'projects' in data
+      ? { kind: 'projects' as const, ...splitByGroup(data.projects, (p) => p.id, config.valSplit, config.seed) }
+      : { kind: 'examples' as const, ...splitExamples(data.examples, config.valSplit, config.seed) };
+  const trainCount = split.kind === 'projects' ? split.train.reduce((n, p) => n + p.qa.length, 0) : split.train.length;
+  if (config.batchSize > trainCount) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.batchSize ${config.batchSize} is larger than the ${trainCount} training examples; lower it`);
   }
   const output = path.resolve(options.output);
   const encoder = await Encoder.load(options.model, { device: options.device ?? 'auto', threads: options.threads });
   try {
+    let trainSet: TrainExample[];
+    let val: TrainExample[];
+    if (split.kind === 'projects') {
+      // Chunks, positives and hard negatives come from the model as it is before training.
+      const embedder = encoderEmbedder(encoder);
+      const chunking = { threshold: config.chunking.threshold, maxTokens: config.chunking.maxTokens ?? encoder.maxSeqLength };
+      trainSet = (await mineExamples(split.train, embedder, chunking, config.mining)).examples;
+      val = split.val.length > 0 ? (await mineExamples(split.val, embedder, chunking, config.mining)).examples : [];
+    } else {
+      trainSet = split.train;
+      val = split.val;
+    }
     const trainer = await encoder.createTrainer({ learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed });
     const random = seededRandom(config.seed);
     const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;

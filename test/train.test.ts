@@ -5,7 +5,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, learningRateAt, retrievalMetrics, train, type TrainExample } from '../lib';
-import { loadExamples, makeBatches, splitExamples } from '../lib/train-data';
+import { mineExamples, semanticChunks, splitSentences, type Embedder } from '../lib/chunking';
+import { loadExamples, makeBatches, readTrainingData, splitExamples } from '../lib/train-data';
 import { FIXTURE, tempDir } from './helpers/fixture';
 
 // Queries of three fixture-vocabulary words, each hidden in a positive of eleven: learnable by the tiny
@@ -61,15 +62,72 @@ test('JSONL pairs and triplets, ColTrast JSON and arrays load; errors name the l
       ],
     }),
   );
-  t.deepEqual(loadExamples(coltrast), [
-    { query: 'qa', positive: 'ca', group: 'a' },
-    { query: 'qb', positive: 'ab', group: 'a' },
-    { query: 'qc', positive: 'ac', group: 'b' },
-  ]);
-  fs.writeFileSync(coltrast, JSON.stringify({ projects: [{ project_id: 'a', qa_pairs: [{ question: 'q' }] }] }));
-  t.throws(() => loadExamples(coltrast), { message: /projects\[0\]\.qa_pairs\[0\]: "answer"/ });
+  t.deepEqual(readTrainingData(coltrast), {
+    projects: [
+      { id: 'a', document: 'A.', qa: [{ question: 'qa', answer: 'aa', context: 'ca' }, { question: 'qb', answer: 'ab' }] },
+      { id: 'b', document: 'B.', qa: [{ question: 'qc', answer: 'ac' }] },
+    ],
+  });
+  fs.writeFileSync(coltrast, JSON.stringify({ projects: [{ project_id: 'a', readme_content: 'A.', qa_pairs: [{ question: 'q' }] }] }));
+  t.throws(() => readTrainingData(coltrast), { message: /projects\[0\]\.qa_pairs\[0\]: "answer"/ });
+  fs.writeFileSync(coltrast, JSON.stringify({ projects: [{ project_id: 'a', qa_pairs: [] }] }));
+  t.throws(() => readTrainingData(coltrast), { message: /projects\[0\]: "readme_content"/ });
+  fs.writeFileSync(coltrast, JSON.stringify({ items: [] }));
+  t.throws(() => readTrainingData(coltrast), { message: /expected \{"projects"/ });
   t.throws(() => loadExamples(path.join(dir, 'missing.jsonl')), { message: /does not exist/ });
   t.throws(() => loadExamples([{ query: 'q', positive: '' }]), { message: /data\[0\]: "positive"/ });
+});
+
+/** Handmade embeddings: counts of four keywords, normalized; a text's tokens are its words + 2. */
+const KEYWORDS = ['alpha', 'beta', 'gamma', 'delta'];
+const fakeEmbedder: Embedder = {
+  async embed(texts) {
+    return texts.map((text) => {
+      const words = text.toLowerCase().match(/[a-z]+/g) ?? [];
+      const v = Float32Array.from(KEYWORDS, (k) => words.filter((w) => w === k).length);
+      const n = Math.hypot(...v) || 1;
+      return v.map((x) => x / n);
+    });
+  },
+  async countTokens(texts) {
+    return texts.map((text) => text.split(/\s+/).filter(Boolean).length + 2);
+  },
+};
+
+test('sentences split at line breaks and sentence ends; neighbours merge by similarity within the token budget', async (t) => {
+  t.deepEqual(splitSentences('# Title\n\nAlpha one. Alpha two! Beta 3?\nGamma four'), ['# Title', 'Alpha one.', 'Alpha two!', 'Beta 3?', 'Gamma four']);
+  const doc = 'Alpha one. Alpha two. Alpha three. Beta four. Beta five.';
+  t.deepEqual(await semanticChunks(doc, fakeEmbedder, { maxTokens: 100 }), ['Alpha one. Alpha two. Alpha three.', 'Beta four. Beta five.']);
+  // Budget 6 tokens: two 2-word sentences share their special tokens (2 + 2 + 2), a third does not fit.
+  t.deepEqual(await semanticChunks(doc, fakeEmbedder, { maxTokens: 6 }), ['Alpha one. Alpha two.', 'Alpha three.', 'Beta four. Beta five.']);
+  t.deepEqual(await semanticChunks(doc, fakeEmbedder, { maxTokens: 100, threshold: -1 }), [doc]);
+  t.deepEqual(await semanticChunks('  \n ', fakeEmbedder, { maxTokens: 10 }), []);
+});
+
+test('mining: the best own chunk or the answer is the positive; negatives come from other projects, minus the guard', async (t) => {
+  const projects = [
+    {
+      id: 'A',
+      document: 'Alpha one. Alpha two.\nBeta three. Beta four.',
+      qa: [
+        { question: 'alpha delta?', answer: 'alpha' },
+        { question: 'epsilon?', answer: 'epsilon' },
+        { question: 'beta?', answer: 'b', context: 'the given context' },
+      ],
+    },
+    { id: 'B', document: 'Delta delta alpha.\nGamma five. Gamma six.', qa: [] },
+  ];
+  const { examples, chunks } = await mineExamples(projects, fakeEmbedder, { maxTokens: 100 }, { hardNegatives: 5 });
+  t.deepEqual(chunks.get('A'), ['Alpha one. Alpha two.', 'Beta three. Beta four.']);
+  t.deepEqual(chunks.get('B'), ['Delta delta alpha.', 'Gamma five. Gamma six.']);
+  t.is(examples.length, 3);
+  // "alpha delta? alpha" matches the alpha chunk (0.89 >= 0.6); B's "Delta delta alpha." is closer to the
+  // question (0.95) than that positive (0.71), so the guard drops it; the gamma chunk stays.
+  t.deepEqual(examples[0], { query: 'alpha delta?', positive: 'Alpha one. Alpha two.', negatives: ['Gamma five. Gamma six.'], group: 'A' });
+  // Nothing in A resembles "epsilon": the answer is the positive.
+  t.is(examples[1].positive, 'epsilon');
+  t.is(examples[2].positive, 'the given context');
+  t.true(examples.every((e) => e.negatives!.every((n) => chunks.get('B')!.includes(n))));
 });
 
 test('batches never hold one text twice; the split keeps groups whole and is seeded', (t) => {
@@ -188,4 +246,22 @@ test('triplets with hard negatives and gradient accumulation train too', async (
   // 4 batches per epoch, an update every 2: 2 steps per epoch.
   t.is(run.history.steps.length, 4);
   t.true(run.history.steps.every((s) => Number.isFinite(s.loss) && s.loss > 0));
+});
+
+test('the bundled ColTrast example trains end to end from the command line', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const output = path.join(tempDir(), 'ai-projects');
+  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  const data = path.resolve(__dirname, '..', 'examples', 'ai-projects.json');
+  const args = ['--import', 'tsx', cli, 'train', '--data', data, '--output', output, '--epochs', '2', '--batch-size', '8', '--val-split', '0.34', '--json'];
+  const run = spawnSync(process.execPath, args, { encoding: 'utf8' });
+  t.is(run.status, 0, run.stderr);
+  const summary = JSON.parse(run.stdout.trim().split('\n').pop()!);
+  t.is(summary.modelDir, output);
+  t.is(summary.before.queries, 11, 'one of the three projects (11 questions) is held out');
+  t.is(summary.after.queries, 11);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'modules.json', 'training_history.json']) t.true(fs.existsSync(path.join(output, f)), f);
+  const bad = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--data', data, '--output', output, '--epochs', 'two'], { encoding: 'utf8' });
+  t.is(bad.status, 2);
+  t.regex(bad.stderr, /--epochs must be an integer/);
 });
