@@ -77,6 +77,9 @@ function resolveDevice(device: Device): string {
 export interface EncoderTrainer {
   step(queries: string[], documents: string[], options: NativeStepOptions): Promise<NativeStepResult>;
   evaluate(queries: string[], documents: string[], options: NativeStepOptions): Promise<NativeStepResult>;
+  /** Optimizer moments and random-number state, to and from a safetensors file. */
+  saveState(file: string): Promise<void>;
+  loadState(file: string): Promise<void>;
 }
 
 function checkTexts(texts: unknown): asserts texts is string[] {
@@ -196,9 +199,19 @@ export class Encoder {
           throw fromNative(error);
         }
       });
+    const state = (kind: 'saveState' | 'loadState', file: string) =>
+      this.withModel(async () => {
+        try {
+          await trainer[kind](file);
+        } catch (error) {
+          throw fromNative(error);
+        }
+      });
     return {
       step: (queries, documents, stepOptions) => run('step', queries, documents, stepOptions),
       evaluate: (queries, documents, stepOptions) => run('evaluate', queries, documents, stepOptions),
+      saveState: (file) => state('saveState', file),
+      loadState: (file) => state('loadState', file),
     };
   }
 

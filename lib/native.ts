@@ -77,6 +77,8 @@ type PaddedBatch = { inputIds: Int32Array; attentionMask: Int32Array; tokenTypeI
 export interface NativeTrainer {
   step(args: { queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions): Promise<NativeStepResult>;
   evaluate(args: { queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions): Promise<NativeStepResult>;
+  saveState(file: string): Promise<void>;
+  loadState(file: string): Promise<void>;
 }
 
 export interface NativeBinding {

@@ -136,15 +136,26 @@ export function loadExamples(data: string | readonly unknown[]): TrainExample[] 
   return examples;
 }
 
-/** mulberry32: small, seeded, the same sequence on every platform. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+/** The generator state seededRandom starts from for `seed`. */
+export function seededState(seed: number): number {
+  return seed >>> 0;
+}
+
+/**
+ * mulberry32: small, seeded, the same sequence on every platform; `state()` is where it has got to, so a
+ * resumed run can continue the sequence (seededRandom(0, state)).
+ */
+export function seededRandom(seed: number, state = seededState(seed)): { next: () => number; state: () => number } {
+  let a = state >>> 0;
+  return {
+    next: () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = a;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    },
+    state: () => a,
   };
 }
 
@@ -165,7 +176,7 @@ export function splitByGroup<T>(items: T[], groupOf: (item: T, index: number) =>
     const key = groupOf(item, i);
     groups.set(key, [...(groups.get(key) ?? []), item]);
   });
-  const keys = shuffle([...groups.keys()].sort(), seededRandom(seed));
+  const keys = shuffle([...groups.keys()].sort(), seededRandom(seed).next);
   const valGroups = Math.max(1, Math.round(keys.length * valFraction));
   if (valGroups >= keys.length) {
     throw new ColtrastError('INVALID_ARGUMENT', `valSplit ${valFraction} leaves no training data (${keys.length} group(s)); lower it or set it to 0`);

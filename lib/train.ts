@@ -10,7 +10,7 @@ import { ColtrastError } from './errors';
 import type { NativeStepOptions } from './native';
 import { ProgressBar } from './progress';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
-import { makeBatches, readTrainingData, seededRandom, shuffle, splitByGroup, splitExamples, type TrainExample } from './train-data';
+import { makeBatches, readTrainingData, seededRandom, seededState, shuffle, splitByGroup, splitExamples, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export interface LossOptions {
@@ -71,6 +71,10 @@ export interface TrainOptions {
   seed?: number;
   device?: Device;
   threads?: number;
+  /** Write a checkpoint every this many optimizer steps (default 50; 0: at epoch ends only). */
+  checkpointEvery?: number;
+  /** Continue from `<output>.checkpoint` when it exists (written every checkpointEvery steps and each epoch). */
+  resume?: boolean;
   /** Called after every optimizer step. */
   onProgress?: (progress: TrainProgress) => void;
   /** Draw a progress bar on stderr (default false; the CLI turns it on). */
@@ -106,7 +110,7 @@ export interface TrainResult {
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'chunking', 'mining', 'seed', 'device', 'threads',
-  'onProgress', 'progressBar',
+  'checkpointEvery', 'resume', 'onProgress', 'progressBar',
 ] as const;
 const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric'] as const;
 
@@ -128,6 +132,7 @@ interface Config {
   patience: number;
   metric: 'loss' | 'recall@1' | 'mrr@10';
   maxNegatives: number;
+  checkpointEvery: number;
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   seed: number;
@@ -140,6 +145,7 @@ function readConfig(options: TrainOptions): Config {
   if (typeof o.model !== 'string' || o.model.length === 0) throw invalid('options.model', 'a model folder or Hugging Face id', o.model);
   if (typeof o.output !== 'string' || o.output.length === 0) throw invalid('options.output', 'a folder path', o.output);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
+  if (o.resume !== undefined) booleanValue('options.resume', o.resume);
   const loss = checkOptions('options.loss', o.loss, LOSS_KEYS);
   const contrastiveWeight = number('options.loss.contrastiveWeight', loss.contrastiveWeight ?? 0.5, (x) => x >= 0, 'a number >= 0');
   const lateInteractionWeight = number('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? 0.5, (x) => x >= 0, 'a number >= 0');
@@ -160,6 +166,7 @@ function readConfig(options: TrainOptions): Config {
     patience: early ? positiveInteger('options.earlyStopping.patience', early.patience) : Infinity,
     metric: oneOf('options.earlyStopping.metric', early?.metric ?? 'loss', ['loss', 'recall@1', 'mrr@10'] as const),
     maxNegatives: o.maxNegatives === undefined ? Infinity : number('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    checkpointEvery: number('options.checkpointEvery', o.checkpointEvery ?? 50, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     chunking: {
       threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
       maxTokens: chunking.maxTokens === undefined ? undefined : positiveInteger('options.chunking.maxTokens', chunking.maxTokens),
@@ -215,6 +222,52 @@ export async function retrievalMetrics(encoder: Encoder, examples: TrainExample[
   return { 'recall@1': recall / examples.length, 'mrr@10': mrr / examples.length, queries: examples.length };
 }
 
+interface LoopState {
+  epoch: number;
+  /** Next batch of the epoch. */
+  batch: number;
+  step: number;
+  samples: number;
+  epochLoss: number;
+  /** Shuffle-generator state at the start of the current epoch, and where it goes next. */
+  epochSeed: number;
+  shuffleState: number;
+  bestScore: number;
+  sinceBest: number;
+  result: TrainResult;
+}
+
+function writeJsonAtomic(file: string, value: unknown): void {
+  fs.writeFileSync(`${file}.tmp`, JSON.stringify(value, null, 2));
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+/** Puts `staging` at `target` by renames, so `target` is always either the old or the new folder. */
+function replaceDir(staging: string, target: string): void {
+  if (fs.existsSync(target)) {
+    const old = `${staging}.old`;
+    fs.renameSync(target, old);
+    fs.renameSync(staging, target);
+    fs.rmSync(old, { recursive: true, force: true });
+  } else {
+    fs.renameSync(staging, target);
+  }
+}
+
+function readCheckpoint(dir: string): { state: LoopState; trainSet: TrainExample[]; val: TrainExample[] } | undefined {
+  const file = path.join(dir, 'state.json');
+  if (!fs.existsSync(file)) return undefined;
+  let saved: { version?: number; state: LoopState; trainSet: TrainExample[]; val: TrainExample[] };
+  try {
+    saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new ColtrastError('MODEL_FILES', `checkpoint ${file} is not valid JSON (${(error as Error).message}); delete ${dir} to start over`);
+  }
+  if (saved.version !== 1) throw new ColtrastError('MODEL_FILES', `checkpoint ${dir} was written by another coltrast version; delete it to start over`);
+  saved.state.bestScore ??= -Infinity;
+  return saved;
+}
+
 /** The Embedder of data preparation, backed by an Encoder: pooled, L2-normalized vectors. */
 export function encoderEmbedder(encoder: Encoder): Embedder {
   return {
@@ -242,11 +295,19 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     throw new ColtrastError('INVALID_ARGUMENT', `options.batchSize ${config.batchSize} is larger than the ${trainCount} training examples; lower it`);
   }
   const output = path.resolve(options.output);
-  const encoder = await Encoder.load(options.model, { device: options.device ?? 'auto', threads: options.threads });
+  const checkpointDir = `${output}.checkpoint`;
+  const saved = options.resume ? readCheckpoint(checkpointDir) : undefined;
+  // A resumed run starts from the checkpoint's weights; the data it trains on is the checkpoint's too.
+  const encoder = await Encoder.load(saved ? path.join(checkpointDir, 'model') : options.model, {
+    device: options.device ?? 'auto',
+    threads: options.threads,
+  });
   try {
     let trainSet: TrainExample[];
     let val: TrainExample[];
-    if (split.kind === 'projects') {
+    if (saved) {
+      ({ trainSet, val } = saved);
+    } else if (split.kind === 'projects') {
       // Chunks, positives and hard negatives come from the model as it is before training.
       const embedder = encoderEmbedder(encoder);
       const chunking = { threshold: config.chunking.threshold, maxTokens: config.chunking.maxTokens ?? encoder.maxSeqLength };
@@ -257,12 +318,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       val = split.val;
     }
     const trainer = await encoder.createTrainer({ learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed });
-    const random = seededRandom(config.seed);
+    if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
     const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;
     const totalSteps = Math.ceil((batchesPerEpoch * config.epochs) / config.accumulation);
     const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
     const bar = options.progressBar ? new ProgressBar('train', 'steps') : undefined;
-    const result: TrainResult = { history: { steps: [], epochs: [] }, best: { epoch: 0 }, modelDir: output };
     const valBatches = makeBatches(val, config.batchSize, config.maxNegatives);
     const validate = async (): Promise<{ valLoss?: number; metrics?: RetrievalMetrics }> => {
       if (val.length === 0) return {};
@@ -270,31 +330,57 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       for (const b of valBatches) sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, learningRate: 0, lossScale: 1, apply: false })).loss;
       return { valLoss: sum / valBatches.length, metrics: await retrievalMetrics(encoder, val) };
     };
-    const initial = await validate();
-    result.before = initial.metrics;
     const score = (r: { valLoss?: number; metrics?: RetrievalMetrics }) =>
       config.metric === 'loss' ? -(r.valLoss ?? 0) : (r.metrics?.[config.metric] ?? 0);
-    let bestScore = -Infinity;
-    let sinceBest = 0;
-    let step = 0;
+    // Everything a resumed run needs to continue exactly where this one is.
+    const state: LoopState = saved?.state ?? {
+      epoch: 1,
+      batch: 0,
+      step: 0,
+      samples: 0,
+      epochLoss: 0,
+      epochSeed: 0,
+      shuffleState: seededState(config.seed),
+      bestScore: -Infinity,
+      sinceBest: 0,
+      result: { history: { steps: [], epochs: [] }, best: { epoch: 0 }, modelDir: output },
+    };
+    const result = state.result;
+    if (!saved) result.before = (await validate()).metrics;
+    const checkpoint = async () => {
+      const staging = fs.mkdtempSync(`${checkpointDir}.saving-`);
+      await encoder.save(path.join(staging, 'model'));
+      await trainer.saveState(path.join(staging, 'trainer.safetensors'));
+      writeJsonAtomic(path.join(staging, 'state.json'), { version: 1, state: { ...state, bestScore: Number.isFinite(state.bestScore) ? state.bestScore : null }, trainSet, val });
+      replaceDir(staging, checkpointDir);
+    };
     const started = Date.now();
-    let samples = 0;
+    const startSamples = state.samples;
+    const startStep = state.step;
+    let stopped = false;
 
-    for (let epoch = 1; epoch <= config.epochs; epoch++) {
-      const batches = makeBatches(shuffle(trainSet, random), config.batchSize, config.maxNegatives);
-      let epochLoss = 0;
-      for (let b = 0; b < batches.length; b++) {
+    for (; state.epoch <= config.epochs && !stopped; state.epoch++, state.batch = 0, state.epochLoss = 0) {
+      const epoch = state.epoch;
+      // The epoch's order comes from the generator state at its start, so a resumed epoch sees the same batches.
+      if (state.batch === 0) state.epochSeed = state.shuffleState;
+      const random = seededRandom(0, state.epochSeed);
+      const batches = makeBatches(shuffle(trainSet, random.next), config.batchSize, config.maxNegatives);
+      for (; state.batch < batches.length; ) {
+        const b = state.batch;
         const batch = batches[b];
         const apply = (b + 1) % config.accumulation === 0 || b === batches.length - 1;
-        const learningRate = learningRateAt(step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
+        const learningRate = learningRateAt(state.step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
         const r = await trainer.step(batch.queries, batch.documents, { ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply });
-        epochLoss += r.loss;
-        samples += batch.queries.length;
+        state.epochLoss += r.loss;
+        state.samples += batch.queries.length;
+        state.batch++;
         if (!apply) continue;
-        step++;
+        const step = ++state.step;
         result.history.steps.push({ step, epoch, loss: r.loss, contrastive: r.contrastive, lateInteraction: r.lateInteraction, learningRate });
+        if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && state.batch < batches.length) await checkpoint();
         const seconds = (Date.now() - started) / 1000;
-        const progress: TrainProgress = {
+        const done = step - startStep;
+        options.onProgress?.({
           step,
           totalSteps,
           epoch,
@@ -302,28 +388,34 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           contrastive: r.contrastive,
           lateInteraction: r.lateInteraction,
           learningRate,
-          samplesPerSecond: samples / Math.max(seconds, 1e-9),
-          etaSeconds: (seconds / step) * (totalSteps - step),
-        };
-        options.onProgress?.(progress);
+          samplesPerSecond: (state.samples - startSamples) / Math.max(seconds, 1e-9),
+          etaSeconds: (seconds / done) * (totalSteps - step),
+        });
         bar?.update(step, totalSteps);
       }
-      const record: EpochRecord = { epoch, trainLoss: epochLoss / batches.length, ...(await validate()) };
+      state.shuffleState = random.state();
+      const record: EpochRecord = { epoch, trainLoss: state.epochLoss / batches.length, ...(await validate()) };
       result.history.epochs.push(record);
       const current = val.length === 0 ? epoch : score(record);
-      if (current > bestScore) {
-        bestScore = current;
-        sinceBest = 0;
+      if (current > state.bestScore) {
+        state.bestScore = current;
+        state.sinceBest = 0;
         result.best = { epoch, valLoss: record.valLoss, metrics: record.metrics };
         await encoder.save(output, { overwrite: true });
-      } else if (++sinceBest >= config.patience) {
-        break;
+      } else if (++state.sinceBest >= config.patience) {
+        stopped = true;
+      }
+      if (epoch < config.epochs && !stopped) {
+        state.epoch++;
+        state.batch = 0;
+        state.epochLoss = 0;
+        await checkpoint();
+        state.epoch--; // the loop header advances it again
       }
     }
     result.after = result.best.metrics;
-    const history = path.join(output, 'training_history.json');
-    fs.writeFileSync(`${history}.tmp`, JSON.stringify({ config: { ...config, step: config.step }, ...result }, null, 2));
-    fs.renameSync(`${history}.tmp`, history);
+    writeJsonAtomic(path.join(output, 'training_history.json'), { config: { ...config, step: config.step }, ...result });
+    fs.rmSync(checkpointDir, { recursive: true, force: true });
     return result;
   } finally {
     encoder.dispose();

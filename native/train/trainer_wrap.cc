@@ -14,6 +14,7 @@
 #include "error.h"
 #include "ops/autograd.h"
 #include "pooling.h"
+#include "safetensors.h"
 #include "promise_worker.h"
 #include "runtime.h"
 
@@ -200,7 +201,68 @@ class StepWorker : public PromiseWorker {
   LossParts parts_;
 };
 
+// Optimizer and random-number state as safetensors (never pickle): for parameter i (in the model's
+// parameters() order) "adamw.i.exp_avg", "adamw.i.exp_avg_sq" and "adamw.i.step", plus "rng" and "steps".
+class StateWorker : public PromiseWorker {
+ public:
+  StateWorker(Napi::Env env, std::shared_ptr<TrainerState> state, std::string path, bool save)
+      : PromiseWorker(env), state_(std::move(state)), path_(std::move(path)), save_(save) {}
+
+ protected:
+  void compute() override {
+    LoadedEncoder& enc = *state_->encoder;
+    std::lock_guard<std::mutex> lock(enc.mutex);
+    auto params = enc.model->parameters();
+    auto& optimizerState = state_->optimizer->state();
+    auto keyOf = [](const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); };
+    if (save_) {
+      std::vector<std::pair<std::string, torch::Tensor>> tensors;
+      for (size_t i = 0; i < params.size(); ++i) {
+        auto found = optimizerState.find(keyOf(params[i]));
+        if (found == optimizerState.end()) continue;  // no step taken for this parameter yet
+        auto& s = static_cast<torch::optim::AdamWParamState&>(*found->second);
+        const std::string prefix = "adamw." + std::to_string(i) + ".";
+        tensors.emplace_back(prefix + "exp_avg", s.exp_avg());
+        tensors.emplace_back(prefix + "exp_avg_sq", s.exp_avg_sq());
+        tensors.emplace_back(prefix + "step", torch::full({1}, static_cast<int64_t>(s.step()), torch::kInt64));
+      }
+      tensors.emplace_back("rng", state_->rngState);
+      tensors.emplace_back("steps", torch::full({1}, state_->steps, torch::kInt64));
+      writeSafetensors(path_, tensors, {{"format", "coltrast-trainer"}});
+      return;
+    }
+    SafetensorsFile file(path_);
+    if (!file.has("rng") || !file.has("steps")) throw modelFilesError(path_ + " is not a coltrast trainer state (no rng/steps)");
+    for (size_t i = 0; i < params.size(); ++i) {
+      const std::string prefix = "adamw." + std::to_string(i) + ".";
+      if (!file.has(prefix + "exp_avg")) continue;
+      auto s = std::make_unique<torch::optim::AdamWParamState>();
+      torch::Tensor avg = file.read(prefix + "exp_avg", torch::kFloat32).to(params[i].device());
+      if (avg.sizes() != params[i].sizes()) throw modelFilesError(path_ + ": optimizer state does not match the model");
+      s->exp_avg(avg);
+      s->exp_avg_sq(file.read(prefix + "exp_avg_sq", torch::kFloat32).to(params[i].device()));
+      s->step(file.read(prefix + "step", torch::kInt64).item<int64_t>());
+      optimizerState[keyOf(params[i])] = std::move(s);
+    }
+    state_->rngState = file.read("rng", torch::kUInt8);
+    state_->steps = file.read("steps", torch::kInt64).item<int64_t>();
+  }
+  Napi::Value result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<TrainerState> state_;
+  std::string path_;
+  bool save_;
+};
+
 }  // namespace
+
+Napi::Value TrainerWrap::saveState(const Napi::CallbackInfo& info) {
+  return (new StateWorker(info.Env(), state_, info[0].As<Napi::String>(), true))->start();
+}
+Napi::Value TrainerWrap::loadState(const Napi::CallbackInfo& info) {
+  return (new StateWorker(info.Env(), state_, info[0].As<Napi::String>(), false))->start();
+}
 
 Napi::Function TrainerWrap::define(Napi::Env env) {
   Napi::Function cls = DefineClass(env, "NativeTrainer",
@@ -208,6 +270,8 @@ Napi::Function TrainerWrap::define(Napi::Env env) {
                                        StaticMethod<&TrainerWrap::create>("create"),
                                        InstanceMethod<&TrainerWrap::step>("step"),
                                        InstanceMethod<&TrainerWrap::evaluate>("evaluate"),
+                                       InstanceMethod<&TrainerWrap::saveState>("saveState"),
+                                       InstanceMethod<&TrainerWrap::loadState>("loadState"),
                                    });
   return cls;
 }

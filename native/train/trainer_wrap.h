@@ -27,6 +27,9 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   static Napi::Value create(const Napi::CallbackInfo& info);
   Napi::Value step(const Napi::CallbackInfo& info);
   Napi::Value evaluate(const Napi::CallbackInfo& info);
+  // Optimizer moments, step counts and the random-number state, to and from a safetensors file.
+  Napi::Value saveState(const Napi::CallbackInfo& info);
+  Napi::Value loadState(const Napi::CallbackInfo& info);
   Napi::Value run(const Napi::CallbackInfo& info, bool train);
 
   std::shared_ptr<TrainerState> state_;
