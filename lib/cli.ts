@@ -35,7 +35,7 @@ commands:
     --weight-decay <x> --max-grad-norm <x> --gradient-accumulation <n> --val-split <x> --seed <n>
     --contrastive-weight <x> --late-interaction-weight <x> --temperature <x> --late-interaction cross_entropy|bce
     --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
-    --device <d> --threads <n> --json
+    --checkpoint-every <steps> --resume --device <d> --threads <n> --json
   help                       this text`;
 
 function fail(message: string): never {
@@ -128,7 +128,7 @@ const TRAIN_FLAGS = {
   'warmup-ratio': 'number', schedule: 'string', 'weight-decay': 'number', 'max-grad-norm': 'number', 'gradient-accumulation': 'int',
   'val-split': 'number', seed: 'int', 'contrastive-weight': 'number', 'late-interaction-weight': 'number', temperature: 'number',
   'late-interaction': 'string', symmetric: 'boolean', patience: 'int', metric: 'string', 'max-negatives': 'int', 'hard-negatives': 'int',
-  device: 'string', threads: 'int', json: 'boolean',
+  device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean',
 } as const;
 
 function flagValue(flag: string, kind: string, raw: string | boolean): unknown {
@@ -167,7 +167,8 @@ async function trainCommand(argv: string[]): Promise<void> {
     ['model', 'model'], ['data', 'data'], ['output', 'output'], ['epochs', 'epochs'], ['batch-size', 'batchSize'],
     ['learning-rate', 'learningRate'], ['warmup-ratio', 'warmupRatio'], ['schedule', 'schedule'], ['weight-decay', 'weightDecay'],
     ['max-grad-norm', 'maxGradNorm'], ['gradient-accumulation', 'gradientAccumulation'], ['val-split', 'valSplit'], ['seed', 'seed'],
-    ['max-negatives', 'maxNegatives'], ['device', 'device'], ['threads', 'threads'],
+    ['max-negatives', 'maxNegatives'], ['device', 'device'], ['threads', 'threads'], ['checkpoint-every', 'checkpointEvery'],
+    ['resume', 'resume'],
   ];
   for (const [flag, key] of flat) set(v[flag], (x) => (o[key] = x));
   for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric']]) {

@@ -9,6 +9,7 @@ import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import type { NativeStepOptions } from './native';
 import { ProgressBar } from './progress';
+import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
 import { makeBatches, readTrainingData, seededRandom, seededState, shuffle, splitByGroup, splitExamples, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
@@ -237,9 +238,13 @@ interface LoopState {
   result: TrainResult;
 }
 
-function writeJsonAtomic(file: string, value: unknown): void {
-  fs.writeFileSync(`${file}.tmp`, JSON.stringify(value, null, 2));
+function writeTextAtomic(file: string, text: string): void {
+  fs.writeFileSync(`${file}.tmp`, text);
   fs.renameSync(`${file}.tmp`, file);
+}
+
+function writeJsonAtomic(file: string, value: unknown): void {
+  writeTextAtomic(file, JSON.stringify(value, (_, v) => (v === Infinity ? 'Infinity' : v), 2));
 }
 
 /** Puts `staging` at `target` by renames, so `target` is always either the old or the new folder. */
@@ -414,7 +419,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       }
     }
     result.after = result.best.metrics;
-    writeJsonAtomic(path.join(output, 'training_history.json'), { config: { ...config, step: config.step }, ...result });
+    writeJsonAtomic(path.join(output, 'training_history.json'), { config, ...result });
+    writeTextAtomic(path.join(output, 'training_curves.svg'), trainingCurvesSvg(result));
+    const data = typeof options.data === 'string' ? options.data : `${options.data.length} in-memory examples`;
+    writeTextAtomic(path.join(output, 'README.md'), modelCard(result, { baseModel: options.model, data, config: { ...config } }));
     fs.rmSync(checkpointDir, { recursive: true, force: true });
     return result;
   } finally {

@@ -209,6 +209,12 @@ test('training lowers the loss and improves retrieval of the training questions'
   t.true(after['recall@1'] > before['recall@1'] + 0.1);
   t.true(after['mrr@10'] > before['mrr@10']);
   t.true(fs.existsSync(path.join(output, 'training_history.json')));
+  const svg = fs.readFileSync(path.join(output, 'training_curves.svg'), 'utf8');
+  t.regex(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  t.is((svg.match(/<polyline /g) ?? []).length, 2, 'train loss per step and per epoch (no validation split here)');
+  const card = fs.readFileSync(path.join(output, 'README.md'), 'utf8');
+  t.regex(card, /Base model: `.*tiny-bert`/);
+  t.regex(card, /optimizer steps: 48/);
 });
 
 // Serial: with other libtorch work running at the same time in the process, OpenBLAS may split a product

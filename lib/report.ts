@@ -1,0 +1,157 @@
+/**
+ * What train() leaves beside the model for people: training_curves.svg (loss per step and per epoch,
+ * validation loss and retrieval metrics per epoch) and a README model card.
+ *
+ * The SVG is written by hand: two line panels need ~80 lines, while the charting libraries that render
+ * SVG in Node without a browser (vega + vega-lite, chart.js + a canvas) would add tens of megabytes and a
+ * native canvas build to an addon that must install offline.
+ */
+import type { TrainResult } from './train';
+
+interface Series {
+  label: string;
+  color: string;
+  points: [number, number][];
+  dashed?: boolean;
+  faint?: boolean;
+}
+
+const WIDTH = 460;
+const HEIGHT = 300;
+const PAD = { left: 56, right: 16, top: 34, bottom: 44 };
+
+function escape(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function niceTicks(lo: number, hi: number, count = 5): number[] {
+  if (!(hi > lo)) return [lo];
+  const step = 10 ** Math.floor(Math.log10((hi - lo) / count));
+  const unit = [1, 2, 5, 10].map((m) => m * step).find((s) => (hi - lo) / s <= count) ?? step * 10;
+  const ticks: number[] = [];
+  for (let v = Math.ceil(lo / unit) * unit; v <= hi + 1e-12; v += unit) ticks.push(+v.toPrecision(12));
+  return ticks;
+}
+
+/** One panel at (x0, 0): axes, ticks, a legend and one polyline per series. */
+function panel(x0: number, title: string, xLabel: string, series: Series[]): string {
+  const all = series.flatMap((s) => s.points);
+  if (all.length === 0) return '';
+  const [xs, ys] = [all.map((p) => p[0]), all.map((p) => p[1])];
+  let [xMin, xMax, yMin, yMax] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  if (xMax === xMin) xMax = xMin + 1;
+  if (yMax === yMin) [yMin, yMax] = [yMin - 0.5, yMax + 0.5];
+  const pad = (yMax - yMin) * 0.05;
+  [yMin, yMax] = [yMin - pad, yMax + pad];
+  const w = WIDTH - PAD.left - PAD.right;
+  const h = HEIGHT - PAD.top - PAD.bottom;
+  const sx = (x: number) => x0 + PAD.left + ((x - xMin) / (xMax - xMin)) * w;
+  const sy = (y: number) => PAD.top + h - ((y - yMin) / (yMax - yMin)) * h;
+  const parts = [
+    `<text x="${x0 + WIDTH / 2}" y="20" text-anchor="middle" font-weight="bold">${escape(title)}</text>`,
+    `<rect x="${x0 + PAD.left}" y="${PAD.top}" width="${w}" height="${h}" fill="none" stroke="#999"/>`,
+  ];
+  for (const t of niceTicks(yMin, yMax)) {
+    parts.push(`<line x1="${x0 + PAD.left}" x2="${x0 + PAD.left + w}" y1="${sy(t)}" y2="${sy(t)}" stroke="#eee"/>`);
+    parts.push(`<text x="${x0 + PAD.left - 6}" y="${sy(t) + 4}" text-anchor="end">${t}</text>`);
+  }
+  for (const t of niceTicks(xMin, xMax)) {
+    parts.push(`<text x="${sx(t)}" y="${PAD.top + h + 16}" text-anchor="middle">${t}</text>`);
+  }
+  parts.push(`<text x="${x0 + PAD.left + w / 2}" y="${HEIGHT - 8}" text-anchor="middle">${escape(xLabel)}</text>`);
+  series.forEach((s, i) => {
+    if (s.points.length === 0) return;
+    const path = s.points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ');
+    const style = `stroke="${s.color}" stroke-width="${s.faint ? 1 : 2}"${s.dashed ? ' stroke-dasharray="5,3"' : ''}${s.faint ? ' opacity="0.35"' : ''}`;
+    parts.push(`<polyline fill="none" ${style} points="${path}"/>`);
+    if (s.points.length < 40) {
+      for (const [x, y] of s.points) parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="2.5" fill="${s.color}"/>`);
+    }
+    const ly = PAD.top + 12 + i * 14;
+    parts.push(`<line x1="${x0 + PAD.left + w - 120}" x2="${x0 + PAD.left + w - 104}" y1="${ly - 4}" y2="${ly - 4}" ${style}/>`);
+    parts.push(`<text x="${x0 + PAD.left + w - 100}" y="${ly}">${escape(s.label)}</text>`);
+  });
+  return parts.join('\n');
+}
+
+/** training_curves.svg: loss (per step, per epoch, validation) and validation retrieval metrics per epoch. */
+export function trainingCurvesSvg(result: TrainResult): string {
+  const { steps, epochs } = result.history;
+  const stepsPerEpoch = steps.length / Math.max(1, epochs.length);
+  const lossSeries: Series[] = [
+    { label: 'train (step)', color: '#1f77b4', faint: true, points: steps.map((s) => [s.step / stepsPerEpoch, s.loss]) },
+    { label: 'train (epoch)', color: '#1f77b4', points: epochs.map((e) => [e.epoch, e.trainLoss]) },
+    { label: 'validation', color: '#d62728', dashed: true, points: epochs.filter((e) => e.valLoss !== undefined).map((e) => [e.epoch, e.valLoss!]) },
+  ];
+  const withMetrics = epochs.filter((e) => e.metrics);
+  const start = result.before ? [[0, result.before['recall@1']] as [number, number]] : [];
+  const startMrr = result.before ? [[0, result.before['mrr@10']] as [number, number]] : [];
+  const metricSeries: Series[] = [
+    { label: 'Recall@1', color: '#2ca02c', points: [...start, ...withMetrics.map((e) => [e.epoch, e.metrics!['recall@1']] as [number, number])] },
+    { label: 'MRR@10', color: '#9467bd', dashed: true, points: [...startMrr, ...withMetrics.map((e) => [e.epoch, e.metrics!['mrr@10']] as [number, number])] },
+  ];
+  const panels = [panel(0, 'Loss', 'epoch', lossSeries)];
+  if (withMetrics.length > 0) panels.push(panel(WIDTH, 'Validation retrieval', 'epoch (0 = before training)', metricSeries));
+  const width = WIDTH * panels.length;
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${HEIGHT}" viewBox="0 0 ${width} ${HEIGHT}" font-family="sans-serif" font-size="11">`,
+    `<rect width="${width}" height="${HEIGHT}" fill="white"/>`,
+    ...panels,
+    '</svg>',
+    '',
+  ].join('\n');
+}
+
+function metricsLine(m: TrainResult['before']): string {
+  return m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)} (${m.queries} questions)` : 'n/a (no validation split)';
+}
+
+/** README.md model card: what the model is, how it was trained, how well it retrieves, how to load it. */
+export function modelCard(result: TrainResult, info: { baseModel: string; data: string; config: Record<string, unknown> }): string {
+  const last = result.history.epochs[result.history.epochs.length - 1];
+  return `---
+library_name: sentence-transformers
+tags:
+  - sentence-transformers
+  - coltrast
+---
+
+# ${escape(result.modelDir.split(/[\\/]/).pop() ?? 'model')}
+
+A retrieval embedding model fine-tuned with coltrast (ColTrast: in-batch contrastive
+loss on pooled embeddings plus a late-interaction MaxSim loss on token embeddings).
+
+- Base model: \`${info.baseModel}\`
+- Training data: \`${info.data}\`
+- Epochs run: ${result.history.epochs.length} (kept: epoch ${result.best.epoch}); optimizer steps: ${result.history.steps.length}
+
+## Validation retrieval
+
+| | Recall@1 / MRR@10 |
+|---|---|
+| before training | ${metricsLine(result.before)} |
+| kept model | ${metricsLine(result.after)} |
+${last?.valLoss !== undefined ? `\nLast validation loss: ${last.valLoss.toFixed(4)}.\n` : ''}
+![training curves](training_curves.svg)
+
+## Use
+
+\`\`\`ts
+import { Encoder } from 'coltrast';
+const enc = await Encoder.load('./this-folder');
+const { dims, data } = await enc.embed(['a question', 'a passage']);
+\`\`\`
+
+\`\`\`python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("./this-folder")
+embeddings = model.encode(["a question", "a passage"])
+\`\`\`
+
+## Training configuration
+
+\`\`\`json
+${JSON.stringify(info.config, (_, v) => (v === Infinity ? 'Infinity' : v), 2)}
+\`\`\`
+`;
+}
