@@ -58,6 +58,7 @@ run() {
   stage bench-ops-bf16 node scripts/bench/ops.js --device cuda --dtype bfloat16 --json "$OUT/ops-cuda-bf16.json"
   stage bench-ops-f32 node scripts/bench/ops.js --device cuda --dtype float32 --json "$OUT/ops-cuda-f32.json"
   stage bench-eager python3 scripts/bench/ops_eager.py --json "$OUT/ops-eager.json"
+  stage bench-train node scripts/bench/train.js --device cuda --shapes minilm,base --batch-size 64 --steps 10 --json "$OUT/train-cuda.json"
   stage bench-embed node scripts/bench/embed.js --device cuda --shapes tiny,minilm,base --texts 4000 --batch-size 128 --json "$OUT/embed-cuda.json"
 
   if [ ${#failed[@]} -gt 0 ]; then

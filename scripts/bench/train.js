@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+// train() throughput (samples/s: query + positive pairs per second, forward + backward + AdamW) for the
+// tiny fixture and random-weight models of real shapes. Uses the built package (npm run build).
+//   node scripts/bench/train.js [--shapes tiny,minilm] [--steps 4] [--batch-size 16] [--device cpu] [--json out.json]
+'use strict';
+const os = require('node:os');
+const path = require('node:path');
+const fs = require('node:fs');
+const { parseArgs } = require('node:util');
+const { train, runtimeInfo } = require('../../dist');
+const { makeRandomBert } = require('../fixtures/random-bert');
+
+const { values } = parseArgs({
+  options: {
+    shapes: { type: 'string', default: 'tiny,minilm' },
+    steps: { type: 'string', default: '4' },
+    'batch-size': { type: 'string', default: '16' },
+    device: { type: 'string', default: 'cpu' },
+    json: { type: 'string' },
+  },
+});
+
+// Query/positive pairs from the example sentences, seeded: queries of 5 to 15 words, positives of 30 to 80.
+function makePairs(n) {
+  const words = fs.readFileSync(path.join(__dirname, '..', '..', 'examples', 'sentences.txt'), 'utf8').toLowerCase().split(/\s+/).filter(Boolean);
+  let seed = 42;
+  const next = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const text = (lo, hi) => Array.from({ length: lo + Math.floor(next() * (hi - lo)) }, () => words[Math.floor(next() * words.length)]).join(' ');
+  return Array.from({ length: n }, (_, i) => ({ query: `${i} ${text(5, 15)}`, positive: `${i} ${text(30, 80)}` }));
+}
+
+async function main() {
+  const batchSize = Number(values['batch-size']);
+  const steps = Number(values.steps);
+  const rows = [];
+  for (const shape of values.shapes.split(',')) {
+    const dir =
+      shape === 'tiny'
+        ? path.join(__dirname, '..', '..', 'test', 'fixtures', 'tiny-bert')
+        : makeRandomBert(fs.mkdtempSync(path.join(os.tmpdir(), `bench-${shape}-`)) + '/model', { shape, seed: 1, maxSeqLength: 128 });
+    const times = [];
+    let last = 0;
+    await train({
+      model: dir,
+      data: makePairs(batchSize * (steps + 1)),
+      output: fs.mkdtempSync(path.join(os.tmpdir(), 'bench-train-')),
+      epochs: 1,
+      batchSize,
+      valSplit: 0,
+      checkpointEvery: 0,
+      device: values.device,
+      onProgress: () => {
+        const now = process.hrtime.bigint();
+        if (last) times.push(Number(now - last) / 1e9);
+        last = now;
+      },
+    });
+    // The first step (warm-up) is not timed: steps 2..n.
+    const seconds = times.reduce((a, b) => a + b, 0);
+    rows.push({ model: shape, batchSize, timedSteps: times.length, secondsPerStep: +(seconds / times.length).toFixed(3), samplesPerSecond: +((batchSize * times.length) / seconds).toFixed(1) });
+  }
+  const info = runtimeInfo();
+  const result = { date: new Date().toISOString(), device: values.device, cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
+  if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
+  console.log('| model | batch | timed steps | s/step | samples/s |');
+  console.log('|---|---|---|---|---|');
+  for (const r of rows) console.log(`| ${r.model} | ${r.batchSize} | ${r.timedSteps} | ${r.secondsPerStep} | ${r.samplesPerSecond} |`);
+  console.log(`\n${result.date}, ${result.device}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
