@@ -55,6 +55,10 @@ run() {
   stage tests node node_modules/ava/entrypoints/cli.mjs
   stage sanitizer compute-sanitizer --tool memcheck --error-exitcode 1 node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts --match 'cuda*'
   stage hf-reference python3 scripts/fixtures/check_reference_hf.py
+  # A model trained and saved by coltrast must load in sentence-transformers and embed the same.
+  stage python-load bash -c "node dist/cli.js train --data examples/ai-projects.json --output /tmp/ct-trained --epochs 2 --batch-size 8 --device cpu --json &&
+    node dist/cli.js embed examples/sentences.txt --model /tmp/ct-trained --device cpu --output /tmp/ct-trained.jsonl &&
+    python3 scripts/fixtures/check_python_load.py /tmp/ct-trained examples/sentences.txt /tmp/ct-trained.jsonl"
   stage bench-ops-bf16 node scripts/bench/ops.js --device cuda --dtype bfloat16 --json "$OUT/ops-cuda-bf16.json"
   stage bench-ops-f32 node scripts/bench/ops.js --device cuda --dtype float32 --json "$OUT/ops-cuda-f32.json"
   stage bench-eager python3 scripts/bench/ops_eager.py --json "$OUT/ops-eager.json"
