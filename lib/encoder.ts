@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ColtrastError } from './errors';
+import { replaceDir } from './files';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { readModelDirectory, writeModelFiles, POOLING_MODES, type ModelDirectory, type PoolingMode } from './model-dir';
 import { native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
@@ -303,14 +304,7 @@ export class Encoder {
       } catch (error) {
         throw fromNative(error);
       }
-      if (fs.existsSync(target)) {
-        const old = `${staging}.old`;
-        fs.renameSync(target, old);
-        fs.renameSync(staging, target);
-        fs.rmSync(old, { recursive: true, force: true });
-      } else {
-        fs.renameSync(staging, target);
-      }
+      replaceDir(staging, target);
     } catch (error) {
       fs.rmSync(staging, { recursive: true, force: true });
       throw error;

@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import type { Project } from './chunking';
 import { ColtrastError } from './errors';
+import { seededRandom } from './random';
 
 export interface TrainExample {
   query: string;
@@ -134,29 +135,6 @@ export function loadExamples(data: string | readonly unknown[]): TrainExample[] 
   }
   if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the training data holds no examples');
   return examples;
-}
-
-/** The generator state seededRandom starts from for `seed`. */
-export function seededState(seed: number): number {
-  return seed >>> 0;
-}
-
-/**
- * mulberry32: small, seeded, the same sequence on every platform; `state()` is where it has got to, so a
- * resumed run can continue the sequence (seededRandom(0, state)).
- */
-export function seededRandom(seed: number, state = seededState(seed)): { next: () => number; state: () => number } {
-  let a = state >>> 0;
-  return {
-    next: () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    },
-    state: () => a,
-  };
 }
 
 export function shuffle<T>(items: T[], random: () => number): T[] {

@@ -7,11 +7,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
+import { replaceDir, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
 import { ProgressBar } from './progress';
 import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
-import { makeBatches, readTrainingData, seededRandom, seededState, shuffle, splitByGroup, splitExamples, type TrainExample } from './train-data';
+import { seededRandom } from './random';
+import { makeBatches, readTrainingData, shuffle, splitByGroup, splitExamples, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export interface LossOptions {
@@ -238,27 +240,6 @@ interface LoopState {
   result: TrainResult;
 }
 
-function writeTextAtomic(file: string, text: string): void {
-  fs.writeFileSync(`${file}.tmp`, text);
-  fs.renameSync(`${file}.tmp`, file);
-}
-
-function writeJsonAtomic(file: string, value: unknown): void {
-  writeTextAtomic(file, JSON.stringify(value, (_, v) => (v === Infinity ? 'Infinity' : v), 2));
-}
-
-/** Puts `staging` at `target` by renames, so `target` is always either the old or the new folder. */
-function replaceDir(staging: string, target: string): void {
-  if (fs.existsSync(target)) {
-    const old = `${staging}.old`;
-    fs.renameSync(target, old);
-    fs.renameSync(staging, target);
-    fs.rmSync(old, { recursive: true, force: true });
-  } else {
-    fs.renameSync(staging, target);
-  }
-}
-
 function readCheckpoint(dir: string): { state: LoopState; trainSet: TrainExample[]; val: TrainExample[] } | undefined {
   const file = path.join(dir, 'state.json');
   if (!fs.existsSync(file)) return undefined;
@@ -345,7 +326,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       samples: 0,
       epochLoss: 0,
       epochSeed: 0,
-      shuffleState: seededState(config.seed),
+      shuffleState: seededRandom(config.seed).state(),
       bestScore: -Infinity,
       sinceBest: 0,
       result: { history: { steps: [], epochs: [] }, best: { epoch: 0 }, modelDir: output },

@@ -5,20 +5,12 @@
 import test from 'ava';
 import { ColtrastError, ops, type Mask, type Tensor } from '../lib';
 import { native } from '../lib/native';
+import { seededRandom } from '../lib/random';
 
 // ---------------------------------------------------------------------------------------------------
 // Seeded inputs
 
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = (seed: number) => seededRandom(seed).next;
 
 function randomTensor(random: () => number, dims: number[], scale = 1): Tensor {
   const size = dims.reduce((a, b) => a * b, 1);

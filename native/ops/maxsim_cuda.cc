@@ -30,6 +30,15 @@ kernels::DType kernelType(at::ScalarType t) {
   }
 }
 
+// 1 per query, or 1 / its valid token count when normalized (float32 [B] on the masks' device).
+at::Tensor queryWeights(const at::Tensor& qmask, const MaxSimOptions& options, cudaStream_t stream) {
+  at::Tensor weight = at::empty({qmask.size(0)}, qmask.options().dtype(at::kFloat));
+  cuda::check(kernels::maxsimQueryWeights(qmask.data_ptr<uint8_t>(), qmask.size(0), qmask.size(1),
+                                          options.normalizeByQueryLength, weight.data_ptr<float>(), stream),
+              "maxsim query weights");
+  return weight;
+}
+
 }  // namespace
 
 MaxSimResult maxsimForwardCuda(const at::Tensor& qIn, const at::Tensor& qmaskIn, const at::Tensor& dIn,
@@ -40,10 +49,7 @@ MaxSimResult maxsimForwardCuda(const at::Tensor& qIn, const at::Tensor& qmaskIn,
   const int64_t elementSize = q.element_size();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const auto floats = q.options().dtype(at::kFloat);
-  at::Tensor weight = at::empty({B}, floats);
-  cuda::check(kernels::maxsimQueryWeights(qmask.data_ptr<uint8_t>(), B, Lq, options.normalizeByQueryLength,
-                                          weight.data_ptr<float>(), stream),
-              "maxsim query weights");
+  const at::Tensor weight = queryWeights(qmask, options, stream);
   MaxSimResult r;
   const char* qp = static_cast<const char*>(q.data_ptr());
   const char* dp = static_cast<const char*>(d.data_ptr());
@@ -110,10 +116,7 @@ std::tuple<at::Tensor, at::Tensor> maxsimBackwardCuda(const at::Tensor& gradScor
   const int64_t B = q.size(0), Lq = q.size(1), dim = q.size(2), N = d.size(0), Ld = d.size(1);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const auto floats = q.options().dtype(at::kFloat);
-  at::Tensor weight = at::empty({B}, floats);
-  cuda::check(kernels::maxsimQueryWeights(qmask.data_ptr<uint8_t>(), B, Lq, options.normalizeByQueryLength,
-                                          weight.data_ptr<float>(), stream),
-              "maxsim query weights");
+  const at::Tensor weight = queryWeights(qmask, options, stream);
   at::Tensor dq = at::zeros({B, Lq, dim}, floats), dd = at::zeros({N, Ld, dim}, floats);
   kernels::MaxSimBackwardArgs args{};
   args.dtype = kernelType(q.scalar_type());

@@ -19,16 +19,11 @@ const { values } = parseArgs({
 });
 const runs = Number(values.runs);
 
-function random(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  };
-}
+const { seededRandom } = require('../../dist/random');
+const random = (seed) => {
+  const next = seededRandom(seed).next;
+  return () => next() - 0.5;
+};
 const floats = (r, dims) => ({ dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b) }, r) });
 // Unit rows, as embeddings are in training: logits q.c / tau stay within +-1/tau.
 function unitRows(t) {
