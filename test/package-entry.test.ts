@@ -40,3 +40,11 @@ test('type declarations are emitted', (t) => {
   t.regex(dts, /Encoder/);
   t.true(fs.existsSync(path.join(root, 'dist', 'encoder.d.ts')));
 });
+
+test('the coltrast command (package.json bin) is executable after the build', (t) => {
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', 'package.json'), 'utf8'));
+  const cli = path.resolve(__dirname, '..', pkg.bin.coltrast);
+  t.true(fs.existsSync(cli), cli);
+  t.true((fs.statSync(cli).mode & 0o111) !== 0, `${cli} is not executable`);
+  t.regex(fs.readFileSync(cli, 'utf8'), /^#!\/usr\/bin\/env node\n/);
+});
