@@ -10,6 +10,8 @@ import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { runtimeInfo } from './runtime';
+import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
+import { METRICS } from './ir-metrics';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
 
 /** Until coltrast ships its default model, commands without --model use the tiny test model. */
@@ -36,6 +38,12 @@ commands:
     --contrastive-weight <x> --late-interaction-weight <x> --temperature <x> --late-interaction cross_entropy|bce
     --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
+  eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
+    --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
+    --model <dir|hub id>     model for dense / hybrid (default mode without it: bm25)
+    --mode dense|bm25|hybrid --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
+    --compare <model|bm25>   a second system evaluated the same way, side by side
+    --device <d> --batch-size <n> --json
   help                       this text`;
 
 function fail(message: string): never {
@@ -194,7 +202,64 @@ async function trainCommand(argv: string[]): Promise<void> {
   console.log(`model saved to ${result.modelDir}`);
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { info, embed, train: trainCommand };
+function metricsTable(results: { name: string; result: EvaluateResult }[]): string {
+  const ks = Object.keys(results[0].result.metrics.ndcg).map(Number);
+  const header = ['metric', ...results.map((r) => r.name)];
+  const rows = METRICS.flatMap((m) => ks.map((k) => [`${m}@${k}`, ...results.map((r) => r.result.metrics[m][k].toFixed(4))]));
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+async function evalCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      data: { type: 'string' }, model: { type: 'string' }, mode: { type: 'string' }, split: { type: 'string' }, k: { type: 'string' },
+      'hybrid-weight': { type: 'string' }, stem: { type: 'boolean' }, compare: { type: 'string' }, device: { type: 'string' },
+      'batch-size': { type: 'string' }, json: { type: 'boolean' },
+    },
+  });
+  if (!values.data) fail('eval needs --data <BEIR folder>');
+  const k = values.k?.split(',').map((x) => {
+    const n = Number(x);
+    if (!Number.isInteger(n) || n <= 0) fail(`--k must be positive integers separated by commas, got ${values.k}`);
+    return n;
+  });
+  const number = (flag: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) fail(`--${flag} must be a number, got ${v}`);
+    return n;
+  };
+  const common = {
+    data: values.data,
+    split: values.split,
+    k,
+    hybridWeight: number('hybrid-weight', values['hybrid-weight']),
+    bm25: { stem: values.stem ?? false },
+    device: (values.device ?? 'auto') as Device,
+    batchSize: number('batch-size', values['batch-size']),
+    progressBar: !values.json,
+  };
+  const systems: { name: string; model?: string; mode?: EvalMode }[] = [
+    { name: values.model ? `${values.mode ?? 'dense'}:${path.basename(values.model)}` : 'bm25', model: values.model, mode: values.mode as EvalMode },
+  ];
+  if (values.compare) {
+    systems.push(values.compare === 'bm25' ? { name: 'bm25', mode: 'bm25' } : { name: `dense:${path.basename(values.compare)}`, model: values.compare, mode: 'dense' });
+  }
+  const results = [];
+  for (const s of systems) results.push({ name: s.name, result: await evaluate({ ...common, model: s.model, mode: s.mode }) });
+  if (values.json) {
+    console.log(JSON.stringify(results.map((r) => ({ name: r.name, ...r.result }))));
+    return;
+  }
+  console.log(metricsTable(results));
+  console.log(`\n${results[0].result.queries} queries, ${results[0].result.documents} documents`);
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { info, embed, train: trainCommand, eval: evalCommand };
 
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);

@@ -12,3 +12,11 @@ export type { Tensor, Mask, OpResult, MaxSimOptions, ContrastiveOptions, LateInt
 export { train, learningRateAt, retrievalMetrics } from './train';
 export type { TrainOptions, TrainResult, TrainProgress, LossOptions, EpochRecord, RetrievalMetrics } from './train';
 export type { TrainExample } from './train-data';
+export { evaluate } from './evaluate';
+export type { EvaluateOptions, EvaluateResult, EvalMode } from './evaluate';
+export { loadBeir } from './beir';
+export type { BeirData, CorpusDoc } from './beir';
+export { Bm25Index } from './bm25';
+export type { Bm25Options } from './bm25';
+export { evaluateRun, queryMetrics } from './ir-metrics';
+export type { MetricTable, MetricName, Qrels, Run } from './ir-metrics';

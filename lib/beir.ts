@@ -1,0 +1,116 @@
+/**
+ * BEIR-format evaluation data: a folder with `corpus.jsonl` ({_id, title, text}), `queries.jsonl`
+ * ({_id, text}) and `qrels/<split>.tsv` (query-id, corpus-id, score, with a header line). Gzipped files
+ * (`.jsonl.gz`) and a flat `qrels-<split>.tsv` are read too. Every problem is reported with its file and
+ * line.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { ColtrastError } from './errors';
+import type { Qrels } from './ir-metrics';
+
+export interface CorpusDoc {
+  id: string;
+  title: string;
+  text: string;
+}
+
+export interface BeirData {
+  corpus: CorpusDoc[];
+  queries: Map<string, string>;
+  qrels: Qrels;
+}
+
+function bad(where: string, message: string): ColtrastError {
+  return new ColtrastError('INVALID_ARGUMENT', `${where}: ${message}`);
+}
+
+function findFile(dir: string, names: string[]): string {
+  for (const name of names) {
+    const file = path.join(dir, name);
+    if (fs.existsSync(file)) return file;
+  }
+  throw new ColtrastError('INVALID_ARGUMENT', `${dir} has none of ${names.join(', ')} (a BEIR folder needs corpus, queries and qrels)`);
+}
+
+function readLines(file: string): string[] {
+  const raw = fs.readFileSync(file);
+  let text: string;
+  try {
+    text = (file.endsWith('.gz') ? zlib.gunzipSync(raw) : raw).toString('utf8');
+  } catch (error) {
+    throw bad(file, `cannot be decompressed (${(error as Error).message})`);
+  }
+  return text.split('\n');
+}
+
+function readJsonl<T>(file: string, each: (value: Record<string, unknown>, where: string) => T): T[] {
+  const out: T[] = [];
+  readLines(file).forEach((line, i) => {
+    if (line.trim() === '') return;
+    const where = `${file}:${i + 1}`;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (error) {
+      throw bad(where, `not valid JSON (${(error as Error).message})`);
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object');
+    out.push(each(value as Record<string, unknown>, where));
+  });
+  return out;
+}
+
+function id(value: unknown, where: string): string {
+  if (typeof value === 'string' && value.length > 0) return value;
+  if (typeof value === 'number') return String(value);
+  throw bad(where, '"_id" must be a non-empty string');
+}
+
+/** Reads a qrels TSV: query-id, corpus-id, integer score; a first line that is a header is skipped. */
+export function readQrels(file: string, known?: { queries: Map<string, string>; docs: Set<string> }): Qrels {
+  const qrels: Qrels = new Map();
+  readLines(file).forEach((line, i) => {
+    if (line.trim() === '') return;
+    const where = `${file}:${i + 1}`;
+    const cols = line.split('\t');
+    if (i === 0 && /query/i.test(cols[0] ?? '')) return;
+    if (cols.length !== 3) throw bad(where, `expected 3 tab-separated columns (query-id, corpus-id, score), got ${cols.length}`);
+    const [q, d, s] = cols.map((c) => c.trim());
+    if (!/^-?\d+$/.test(s)) throw bad(where, `score "${s}" is not an integer`);
+    if (known && !known.queries.has(q)) throw bad(where, `query "${q}" is not in queries.jsonl`);
+    if (known && !known.docs.has(d)) throw bad(where, `document "${d}" is not in corpus.jsonl`);
+    if (!qrels.has(q)) qrels.set(q, new Map());
+    qrels.get(q)!.set(d, Number(s));
+  });
+  if (qrels.size === 0) throw bad(file, 'holds no judgements');
+  return qrels;
+}
+
+/** Loads a BEIR folder; `split` picks the qrels file (default 'test'). */
+export function loadBeir(dir: string, split = 'test'): BeirData {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new ColtrastError('INVALID_ARGUMENT', `BEIR folder ${dir} does not exist`);
+  const corpus = readJsonl(findFile(dir, ['corpus.jsonl', 'corpus.jsonl.gz']), (v, where) => ({
+    id: id(v._id, where),
+    title: typeof v.title === 'string' ? v.title : '',
+    text: typeof v.text === 'string' ? v.text : (() => { throw bad(where, '"text" must be a string'); })(),
+  }));
+  const queries = new Map<string, string>();
+  for (const q of readJsonl(findFile(dir, ['queries.jsonl', 'queries.jsonl.gz']), (v, where) => {
+    if (typeof v.text !== 'string') throw bad(where, '"text" must be a string');
+    return [id(v._id, where), v.text] as const;
+  })) {
+    queries.set(q[0], q[1]);
+  }
+  const qrels = readQrels(findFile(dir, [path.join('qrels', `${split}.tsv`), `qrels-${split}.tsv`]), {
+    queries,
+    docs: new Set(corpus.map((d) => d.id)),
+  });
+  return { corpus, queries, qrels };
+}
+
+/** The text a document is embedded or indexed as: title and body, as BEIR's evaluations do. */
+export function docText(doc: CorpusDoc): string {
+  return doc.title ? `${doc.title} ${doc.text}` : doc.text;
+}

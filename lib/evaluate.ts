@@ -1,0 +1,121 @@
+/**
+ * `evaluate()`: retrieval quality of a model (dense), of BM25, or of both fused (hybrid, reciprocal-rank
+ * fusion) on a BEIR-format data set, with the metrics of ir-metrics.ts at several cut-offs.
+ */
+import { loadBeir, docText, type BeirData } from './beir';
+import { Bm25Index, type Bm25Options } from './bm25';
+import { Encoder, type Device } from './encoder';
+import { ColtrastError } from './errors';
+import { evaluateRun, type MetricTable, type Run } from './ir-metrics';
+import { ProgressBar } from './progress';
+import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
+
+export type EvalMode = 'dense' | 'bm25' | 'hybrid';
+
+export interface EvaluateOptions {
+  /** A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv; gzipped files too) or loaded data. */
+  data: string | BeirData;
+  /** A model folder, Hugging Face id or loaded Encoder (needed for 'dense' and 'hybrid'). */
+  model?: string | Encoder;
+  /** qrels split (default 'test'). */
+  split?: string;
+  /** Cut-offs (default [1, 3, 5, 10, 100]). */
+  k?: number[];
+  /** 'dense' (default when a model is given), 'bm25' (default without one) or 'hybrid'. */
+  mode?: EvalMode;
+  /** Hybrid: weight of the dense ranking in the fusion, the rest goes to BM25 (default 0.5). */
+  hybridWeight?: number;
+  /** Reciprocal-rank fusion constant (default 60). */
+  rrfK?: number;
+  bm25?: Bm25Options;
+  batchSize?: number;
+  device?: Device;
+  /** Draw a progress bar while embedding (default false; the CLI turns it on). */
+  progressBar?: boolean;
+}
+
+export interface EvaluateResult {
+  mode: EvalMode;
+  metrics: MetricTable;
+  /** Queries evaluated (those with at least one relevant document). */
+  queries: number;
+  documents: number;
+  seconds: number;
+}
+
+const KEYS = ['data', 'model', 'split', 'k', 'mode', 'hybridWeight', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
+
+/** Top `k` of every query row against every document row: unit vectors, so the inner product is the cosine. */
+function denseTopK(queries: Float32Array, docs: Float32Array, dim: number, ids: string[], k: number): { id: string; score: number }[][] {
+  const nq = queries.length / dim;
+  const nd = docs.length / dim;
+  const out: { id: string; score: number }[][] = [];
+  const scores = new Float32Array(nd);
+  for (let q = 0; q < nq; q++) {
+    const qv = queries.subarray(q * dim, (q + 1) * dim);
+    for (let d = 0; d < nd; d++) {
+      let s = 0;
+      const off = d * dim;
+      for (let i = 0; i < dim; i++) s += qv[i] * docs[off + i];
+      scores[d] = s;
+    }
+    const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a] || (ids[a] < ids[b] ? -1 : 1));
+    out.push(order.slice(0, k).map((d) => ({ id: ids[d], score: scores[d] })));
+  }
+  return out;
+}
+
+/** Reciprocal-rank fusion of two rankings of the same query. */
+function fuse(dense: { id: string }[], lexical: { id: string }[], weight: number, rrfK: number): { id: string; score: number }[] {
+  const scores = new Map<string, number>();
+  dense.forEach((h, r) => scores.set(h.id, (scores.get(h.id) ?? 0) + weight / (rrfK + r + 1)));
+  lexical.forEach((h, r) => scores.set(h.id, (scores.get(h.id) ?? 0) + (1 - weight) / (rrfK + r + 1)));
+  return [...scores].map(([id, score]) => ({ id, score }));
+}
+
+export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult> {
+  const o = checkOptions('options', options, KEYS);
+  const ks = o.k ?? [1, 3, 5, 10, 100];
+  if (!Array.isArray(ks) || ks.length === 0) throw invalid('options.k', 'a non-empty array of positive integers', ks);
+  ks.forEach((k, i) => positiveInteger(`options.k[${i}]`, k));
+  const mode = oneOf('options.mode', o.mode ?? (o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid'] as const);
+  if (mode !== 'bm25' && !o.model) throw new ColtrastError('INVALID_ARGUMENT', `mode '${mode}' needs options.model`);
+  const weight = o.hybridWeight ?? 0.5;
+  if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
+  const rrfK = positiveInteger('options.rrfK', o.rrfK ?? 60);
+  const started = Date.now();
+  const data = typeof o.data === 'string' ? loadBeir(o.data, o.split ?? 'test') : o.data;
+  const evaluated = [...data.qrels.keys()].filter((q) => data.queries.has(q));
+  const queryTexts = evaluated.map((q) => data.queries.get(q)!);
+  const ids = data.corpus.map((d) => d.id);
+  // Fusion needs deeper lists than the largest cut-off.
+  const depth = Math.max(...ks, mode === 'hybrid' ? 100 : 0);
+
+  let lexical: { id: string; score: number }[][] = [];
+  if (mode !== 'dense') {
+    const index = new Bm25Index(o.bm25);
+    for (const doc of data.corpus) index.add(doc.id, docText(doc));
+    lexical = queryTexts.map((q) => index.search(q, depth));
+  }
+  let dense: { id: string; score: number }[][] = [];
+  if (mode !== 'bm25') {
+    const encoder = typeof o.model === 'string' ? await Encoder.load(o.model, { device: o.device ?? 'auto' }) : o.model!;
+    try {
+      const bar = o.progressBar ? new ProgressBar('embed corpus', 'docs') : undefined;
+      const docs = await encoder.embed(data.corpus.map(docText), {
+        normalize: true,
+        batchSize: o.batchSize ?? 32,
+        onProgress: (d, n) => bar?.update(d, n),
+      });
+      const queries = await encoder.embed(queryTexts, { normalize: true, batchSize: o.batchSize ?? 32 });
+      dense = denseTopK(queries.data, docs.data, docs.dims[1], ids, depth);
+    } finally {
+      if (typeof o.model === 'string') encoder.dispose();
+    }
+  }
+  const run: Run = new Map(
+    evaluated.map((q, i) => [q, mode === 'dense' ? dense[i] : mode === 'bm25' ? lexical[i] : fuse(dense[i], lexical[i], weight, rrfK)]),
+  );
+  const { metrics, queries } = evaluateRun(run, data.qrels, ks);
+  return { mode, metrics, queries, documents: data.corpus.length, seconds: (Date.now() - started) / 1000 };
+}

@@ -1,0 +1,76 @@
+/**
+ * Standard retrieval metrics over a ranked run and relevance judgements (qrels), with trec_eval's
+ * definitions, which sentence-transformers' InformationRetrievalEvaluator shares except where noted:
+ *
+ * - Recall@k = relevant documents in the top k / relevant documents.
+ * - Precision@k = relevant documents in the top k / k.
+ * - MRR@k = 1 / rank of the first relevant document within the top k (0 if none).
+ * - nDCG@k (graded, trec_eval's ndcg_cut): DCG = sum over the top k of grade / log2(rank + 1), divided by
+ *   the DCG of the ideal ordering of the judged grades. sentence-transformers uses binary gains; with
+ *   0/1 qrels (BEIR's usual case) the two agree.
+ * - MAP@k (trec_eval's map_cut): sum of Precision@rank over relevant documents within the top k, divided
+ *   by all relevant documents. (sentence-transformers divides by min(k, relevant) instead.)
+ *
+ * A document is relevant when its grade is > 0. Queries without any relevant document are left out, as
+ * BEIR and trec_eval do. Ties in score are broken by document id, ascending, so results are repeatable.
+ */
+
+export type Qrels = Map<string, Map<string, number>>;
+/** Per query, documents with scores (any order; rank() sorts them). */
+export type Run = Map<string, { id: string; score: number }[]>;
+
+export const METRICS = ['ndcg', 'recall', 'mrr', 'map', 'precision'] as const;
+export type MetricName = (typeof METRICS)[number];
+/** metric -> k -> mean over the evaluated queries. */
+export type MetricTable = Record<MetricName, Record<number, number>>;
+
+export function rank(hits: { id: string; score: number }[]): string[] {
+  return hits
+    .slice()
+    .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    .map((h) => h.id);
+}
+
+/** Metrics of one query's ranking. */
+export function queryMetrics(ranking: string[], judged: Map<string, number>, ks: number[]): MetricTable {
+  const relevant = [...judged.values()].filter((g) => g > 0).length;
+  const ideal = [...judged.values()].filter((g) => g > 0).sort((a, b) => b - a);
+  const table = Object.fromEntries(METRICS.map((m) => [m, {}])) as MetricTable;
+  for (const k of ks) {
+    let hits = 0;
+    let dcg = 0;
+    let idcg = 0;
+    let ap = 0;
+    let rr = 0;
+    for (let i = 0; i < Math.min(k, ranking.length); i++) {
+      const grade = judged.get(ranking[i]) ?? 0;
+      if (grade > 0) {
+        hits++;
+        dcg += grade / Math.log2(i + 2);
+        ap += hits / (i + 1);
+        if (rr === 0) rr = 1 / (i + 1);
+      }
+    }
+    for (let i = 0; i < Math.min(k, ideal.length); i++) idcg += ideal[i] / Math.log2(i + 2);
+    table.recall[k] = hits / relevant;
+    table.precision[k] = hits / k;
+    table.mrr[k] = rr;
+    table.ndcg[k] = idcg > 0 ? dcg / idcg : 0;
+    table.map[k] = ap / relevant;
+  }
+  return table;
+}
+
+/** Mean metrics over the queries that have at least one relevant document. */
+export function evaluateRun(run: Run, qrels: Qrels, ks: number[]): { metrics: MetricTable; queries: number } {
+  const sum = Object.fromEntries(METRICS.map((m) => [m, Object.fromEntries(ks.map((k) => [k, 0]))])) as MetricTable;
+  let count = 0;
+  for (const [qid, judged] of qrels) {
+    if (![...judged.values()].some((g) => g > 0)) continue;
+    const m = queryMetrics(rank(run.get(qid) ?? []), judged, ks);
+    for (const name of METRICS) for (const k of ks) sum[name][k] += m[name][k];
+    count++;
+  }
+  for (const name of METRICS) for (const k of ks) sum[name][k] = count > 0 ? sum[name][k] / count : 0;
+  return { metrics: sum, queries: count };
+}

@@ -1,0 +1,129 @@
+// Retrieval metrics on hand-computed cases, BEIR loading and its errors, BM25, and evaluate() in each mode.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { Bm25Index, ColtrastError, evaluate, evaluateRun, loadBeir, queryMetrics } from '../lib';
+import { FIXTURE, tempDir } from './helpers/fixture';
+
+const close = (a: number, b: number) => Math.abs(a - b) < 1e-12;
+
+test('metrics of one ranking, computed by hand', (t) => {
+  // Relevant: d1 (grade 2), d3 (grade 1), d9 (grade 1, never retrieved). Ranking: d2 d1 d3 d4.
+  const judged = new Map([['d1', 2], ['d3', 1], ['d9', 1], ['d4', 0]]);
+  const m = queryMetrics(['d2', 'd1', 'd3', 'd4'], judged, [1, 3, 10]);
+  t.is(m.recall[1], 0);
+  t.true(close(m.recall[3], 2 / 3));
+  t.true(close(m.precision[3], 2 / 3));
+  t.true(close(m.precision[10], 2 / 10));
+  t.is(m.mrr[1], 0);
+  t.true(close(m.mrr[3], 1 / 2));
+  // AP@3 = (1/2 + 2/3) / 3 relevant
+  t.true(close(m.map[3], (1 / 2 + 2 / 3) / 3));
+  // DCG@3 = 2/log2(3) + 1/log2(4); IDCG@3 = 2/log2(2) + 1/log2(3) + 1/log2(4)
+  const dcg = 2 / Math.log2(3) + 1 / 2;
+  const idcg = 2 + 1 / Math.log2(3) + 1 / 2;
+  t.true(close(m.ndcg[3], dcg / idcg));
+  t.is(m.ndcg[1], 0);
+});
+
+test('run metrics average over queries with a relevant document; ties break by id', (t) => {
+  const qrels = new Map([
+    ['q1', new Map([['a', 1]])],
+    ['q2', new Map([['b', 1]])],
+    ['q3', new Map([['c', 0]])], // no relevant document: left out
+  ]);
+  const run = new Map([
+    ['q1', [{ id: 'b', score: 1 }, { id: 'a', score: 1 }]], // tie: 'a' ranks first
+    ['q2', [{ id: 'a', score: 2 }, { id: 'b', score: 1 }]],
+  ]);
+  const { metrics, queries } = evaluateRun(run, qrels, [1, 2]);
+  t.is(queries, 2);
+  t.is(metrics.recall[1], 0.5);
+  t.is(metrics.mrr[2], (1 + 0.5) / 2);
+  t.is(evaluateRun(new Map(), qrels, [1]).metrics.ndcg[1], 0, 'a query with no results scores 0');
+});
+
+test('BM25 ranks by term statistics', (t) => {
+  const index = new Bm25Index();
+  index.add('cats', 'Cats and more cats sit on the mat.');
+  index.add('dogs', 'Dogs run in the park.');
+  index.add('both', 'A cat, a dog and a river bank.');
+  t.deepEqual(index.search('cats', 3).map((h) => h.id), ['cats']);
+  t.deepEqual(index.search('dogs park', 3).map((h) => h.id), ['dogs']);
+  t.deepEqual(index.search('nothing here', 3), []);
+  const stemmed = new Bm25Index({ stem: true });
+  stemmed.add('cats', 'Cats and more cats.');
+  stemmed.add('dog', 'A dog.');
+  t.deepEqual(stemmed.search('cat', 2).map((h) => h.id), ['cats'], 'cat matches cats after stemming');
+});
+
+function beirFolder(edit?: (dir: string) => void): string {
+  const dir = tempDir();
+  const corpus = [
+    { _id: 'd1', title: 'Trading', text: 'reinforcement learning trading bot with proximal policy optimization' },
+    { _id: 'd2', title: 'Medical', text: 'chest x-ray classifier resnet pneumonia' },
+    { _id: 'd3', title: 'Reviews', text: 'sentiment of product reviews with distilbert' },
+  ];
+  fs.writeFileSync(path.join(dir, 'corpus.jsonl.gz'), zlib.gzipSync(corpus.map((d) => JSON.stringify(d)).join('\n')));
+  fs.writeFileSync(path.join(dir, 'queries.jsonl'), ['{"_id": "q1", "text": "which project uses reinforcement learning"}', '{"_id": "q2", "text": "pneumonia x-ray model"}'].join('\n'));
+  fs.mkdirSync(path.join(dir, 'qrels'));
+  fs.writeFileSync(path.join(dir, 'qrels', 'test.tsv'), 'query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n');
+  edit?.(dir);
+  return dir;
+}
+
+test('a BEIR folder loads (gzip too); bad files are errors with file and line', (t) => {
+  const data = loadBeir(beirFolder());
+  t.is(data.corpus.length, 3);
+  t.is(data.queries.get('q2'), 'pneumonia x-ray model');
+  t.deepEqual([...data.qrels.get('q1')!], [['d1', 1]]);
+  const error = (edit: (dir: string) => void) => t.throws(() => loadBeir(beirFolder(edit)), { instanceOf: ColtrastError });
+  t.regex(error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1\td7\t1\n'))!.message, /test\.tsv:4: document "d7" is not in corpus/);
+  t.regex(error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q9\td1\t1\n'))!.message, /query "q9" is not in queries/);
+  t.regex(error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1\td1\thigh\n'))!.message, /score "high" is not an integer/);
+  t.regex(error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1 d1 1\n'))!.message, /expected 3 tab-separated columns/);
+  t.regex(error((d) => fs.writeFileSync(path.join(d, 'qrels', 'test.tsv'), 'query-id\tcorpus-id\tscore\n'))!.message, /no judgements/);
+  t.regex(error((d) => fs.appendFileSync(path.join(d, 'queries.jsonl'), '\n{"_id": "q3", "text": 5}'))!.message, /queries\.jsonl:3: "text" must be a string/);
+  t.regex(error((d) => fs.writeFileSync(path.join(d, 'corpus.jsonl.gz'), 'not gzip'))!.message, /cannot be decompressed/);
+  t.regex(error((d) => fs.rmSync(path.join(d, 'qrels'), { recursive: true }))!.message, /none of qrels/);
+  t.throws(() => loadBeir(path.join(tempDir(), 'missing')), { message: /does not exist/ });
+});
+
+test('evaluate() in bm25, dense and hybrid modes', async (t) => {
+  const data = beirFolder();
+  const bm25 = await evaluate({ data, mode: 'bm25', k: [1, 3] });
+  t.is(bm25.queries, 2);
+  t.is(bm25.metrics.recall[1], 1, 'both queries share words with their document');
+  t.is(bm25.metrics.ndcg[3], 1);
+  const dense = await evaluate({ data, model: FIXTURE, device: 'cpu', k: [1, 3] });
+  t.is(dense.mode, 'dense');
+  t.is(dense.metrics.recall[3], 1, 'three documents: everything is in the top 3');
+  t.true(dense.metrics.mrr[3] >= 1 / 3);
+  const hybrid = await evaluate({ data, model: FIXTURE, device: 'cpu', mode: 'hybrid', hybridWeight: 0, k: [1, 3] });
+  t.deepEqual(hybrid.metrics, bm25.metrics, 'weight 0 is BM25 alone');
+  await t.throwsAsync(evaluate({ data, mode: 'dense' }), { message: /needs options\.model/ });
+  await t.throwsAsync(evaluate({ data, k: [0] }), { message: /options\.k\[0\]/ });
+});
+
+test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a reason', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  const data = beirFolder();
+  const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', ...args], { encoding: 'utf8' });
+  const table = run('--data', data, '--model', FIXTURE, '--device', 'cpu', '--compare', 'bm25', '--k', '1,3');
+  t.is(table.status, 0, table.stderr);
+  t.regex(table.stdout, /^metric\s+dense:tiny-bert\s+bm25$/m);
+  t.regex(table.stdout, /^ndcg@3\s+\d\.\d{4}\s+1\.0000$/m);
+  const json = run('--data', data, '--json', '--k', '1');
+  t.is(json.status, 0, json.stderr);
+  const [result] = JSON.parse(json.stdout);
+  t.is(result.name, 'bm25');
+  t.is(result.metrics.recall[1], 1);
+  const bad = run('--data', data, '--k', '1,x');
+  t.is(bad.status, 2);
+  t.regex(bad.stderr, /--k must be positive integers/);
+  const missing = run('--data', path.join(data, 'nope'));
+  t.is(missing.status, 2);
+  t.regex(missing.stderr, /does not exist/);
+});
