@@ -20,3 +20,5 @@ export { Bm25Index } from './bm25';
 export type { Bm25Options } from './bm25';
 export { evaluateRun, queryMetrics } from './ir-metrics';
 export type { MetricTable, MetricName, Qrels, Run } from './ir-metrics';
+export { Index } from './search-index';
+export type { IndexDoc, Hit, BuildOptions, SearchOptions } from './search-index';

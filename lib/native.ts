@@ -81,7 +81,31 @@ export interface NativeTrainer {
   loadState(file: string): Promise<void>;
 }
 
+/** A `{ dims, data }` tensor as the native ops read it (float32 embeddings, uint8 masks). */
+export interface NativeOpTensor {
+  dims: number[];
+  data: Float32Array | Uint8Array;
+}
+
+/** What each native op resolves with; `grads` only when `gradOutput` was given (see lib/ops.ts). */
+export interface NativeOpResult {
+  value: Float32Array;
+  grads?: { q: Float32Array; d?: Float32Array; c?: Float32Array; temperature?: number };
+}
+
+/**
+ * The fused loss operations (native/ops/ops_wrap.cc). Arguments are one object: the tensors by name
+ * (q, qmask, d, dmask or q, c), the op's options and the common ones (device, dtype, reference,
+ * gradOutput; temperature and learnTemperature for the losses). lib/ops.ts is the checked wrapper.
+ */
+export interface NativeOps {
+  maxsim(args: Record<string, unknown>): Promise<NativeOpResult>;
+  contrastiveLoss(args: Record<string, unknown>): Promise<NativeOpResult>;
+  lateInteractionLoss(args: Record<string, unknown>): Promise<NativeOpResult>;
+}
+
 export interface NativeBinding {
+  ops: NativeOps;
   NativeTrainer: { create(encoder: NativeEncoder, options: NativeTrainerOptions): NativeTrainer };
   NativeEncoder: {
     load(options: { weightsPath: string; config: string; device: string; dtype: string }): Promise<NativeEncoder>;

@@ -5,10 +5,14 @@
  *
  * Tensors are `{ dims, data }`: float32 embeddings in a Float32Array, masks in a Uint8Array (nonzero =
  * valid token). Each call runs off the JS thread. Pass `gradOutput` to also get the input gradients
- * (for a loss, usually 1).
+ * (for a loss, usually 1); without it only the value is computed.
+ *
+ * Every argument is checked here before native code runs (shapes, typed-array types, option names and
+ * values); every failure, here or in native code, is a rejected promise with a ColtrastError
+ * (INVALID_ARGUMENT naming the argument, DEVICE for a device this build or machine cannot use).
  */
 import { ColtrastError } from './errors';
-import { native, fromNative } from './native';
+import { native, fromNative, type NativeOps } from './native';
 import { checkOptions, invalid, oneOf } from './validate';
 
 export interface Tensor<T extends Float32Array | Uint8Array = Float32Array> {
@@ -43,7 +47,10 @@ export interface ContrastiveOptions extends CommonOptions {
   temperature?: number;
   /** Also return d loss / d τ (default false). */
   learnTemperature?: boolean;
-  /** Add the candidates → queries term over the first B candidates and average the two (default false). */
+  /**
+   * Add the candidates → queries term over the first B candidates and average the two (default false).
+   * Late interaction: only with kind 'cross_entropy'.
+   */
   symmetric?: boolean;
   /** Upstream gradient of the loss: when given, input gradients are returned. */
   gradOutput?: number;
@@ -63,20 +70,10 @@ export interface OpResult {
   grads?: { q: Float32Array; d?: Float32Array; c?: Float32Array; temperature?: number };
 }
 
-interface NativeOps {
-  maxsim(args: object): Promise<OpResult>;
-  contrastiveLoss(args: object): Promise<OpResult>;
-  lateInteractionLoss(args: object): Promise<OpResult>;
-}
-
 const COMMON = ['device', 'dtype', 'reference'] as const;
 const MAXSIM_KEYS = [...COMMON, 'mode', 'normalize', 'gradOutput'] as const;
 const CONTRASTIVE_KEYS = [...COMMON, 'temperature', 'learnTemperature', 'symmetric', 'gradOutput'] as const;
 const LATE_KEYS = [...CONTRASTIVE_KEYS, 'kind', 'normalize'] as const;
-
-function ops(): NativeOps {
-  return (native() as unknown as { ops: NativeOps }).ops;
-}
 
 /** Checks a tensor argument: the typed array, integer dims of the right rank, and a matching length. */
 function tensor(name: string, value: unknown, rank: number, kind: 'float' | 'mask', layout: string): number[] {
@@ -129,9 +126,9 @@ function maskedInputs(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask) {
   return { B, N };
 }
 
-async function call(name: keyof NativeOps, args: object): Promise<OpResult> {
+async function call(name: keyof NativeOps, args: Record<string, unknown>): Promise<OpResult> {
   try {
-    return await ops()[name](args);
+    return await native().ops[name](args);
   } catch (error) {
     throw fromNative(error);
   }
@@ -142,7 +139,7 @@ async function call(name: keyof NativeOps, args: object): Promise<OpResult> {
  * A query token facing a document with no valid token contributes 0 and gets no gradient.
  * q: [B, Lq, dim], qmask: [B, Lq], d: [N, Ld, dim], dmask: [N, Ld].
  */
-export function maxsim(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask, options?: MaxSimOptions): Promise<OpResult> {
+export async function maxsim(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask, options?: MaxSimOptions): Promise<OpResult> {
   const o = checkOptions('options', options, MAXSIM_KEYS);
   common(o);
   const { B, N } = maskedInputs(q, qmask, d, dmask);
@@ -164,7 +161,7 @@ export function maxsim(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask, options?:
  * In-batch contrastive loss (InfoNCE): `mean_i CE(q_i · cᵀ / τ, i)`. q: [B, dim], c: [N, dim] with N ≥ B;
  * candidate i is query i's positive, candidates B.. are extra negatives shared by the batch.
  */
-export function contrastiveLoss(q: Tensor, c: Tensor, options?: ContrastiveOptions): Promise<OpResult> {
+export async function contrastiveLoss(q: Tensor, c: Tensor, options?: ContrastiveOptions): Promise<OpResult> {
   const o = checkOptions('options', options, CONTRASTIVE_KEYS);
   lossOptions(o);
   const [B, dim] = tensor('q', q, 2, 'float', '[B, dim]');
@@ -175,16 +172,23 @@ export function contrastiveLoss(q: Tensor, c: Tensor, options?: ContrastiveOptio
 }
 
 /**
- * Late-interaction contrastive loss over MaxSim `all` scores: cross-entropy (query i's positive is
- * document i; ColBERT/PyLate) or the pairwise BCE form of the ColTrast write-up (mean over positives and
- * mean over negatives of BCE-with-logits(S / τ), averaged).
+ * Late-interaction contrastive loss over MaxSim `all` scores S [B, N] (normalized by query length
+ * unless `normalize: false`): cross-entropy `mean_i CE(S_i / τ, i)` (query i's positive is document i;
+ * ColBERT/PyLate), or the pairwise BCE form of the ColTrast write-up: every (query, document) pair is a
+ * binary example labelled 1 on the diagonal, and the loss is
+ * `(mean over positives + mean over negatives) / 2` of `BCE-with-logits(S / τ, label)`.
+ * q: [B, Lq, dim], qmask: [B, Lq], d: [N, Ld, dim], dmask: [N, Ld], N ≥ B.
  */
-export function lateInteractionLoss(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask, options?: LateInteractionOptions): Promise<OpResult> {
+export async function lateInteractionLoss(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask, options?: LateInteractionOptions): Promise<OpResult> {
   const o = checkOptions('options', options, LATE_KEYS);
   lossOptions(o);
   const { B, N } = maskedInputs(q, qmask, d, dmask);
   if (N < B) throw new ColtrastError('INVALID_ARGUMENT', `d needs at least B = ${B} documents (the positives come first); got ${N}`);
-  if (o.kind !== undefined) oneOf('options.kind', o.kind, ['cross_entropy', 'bce'] as const);
+  const kind = oneOf('options.kind', o.kind ?? 'cross_entropy', ['cross_entropy', 'bce'] as const);
+  if (kind === 'bce' && o.symmetric) {
+    // Pairwise BCE scores every (query, document) pair on its own: there is no direction to symmetrize.
+    throw new ColtrastError('INVALID_ARGUMENT', "options.symmetric applies to kind 'cross_entropy' only; the pairwise 'bce' loss has no direction");
+  }
   if (o.normalize !== undefined && typeof o.normalize !== 'boolean') throw invalid('options.normalize', 'true or false', o.normalize);
   return call('lateInteractionLoss', { q, qmask, d, dmask, ...o, temperature: o.temperature ?? 0.05 });
 }

@@ -3,6 +3,7 @@
 
 #include "encoder_wrap.h"
 #include "ops/ops_wrap.h"
+#include "search/dense_store.h"
 #include "train/trainer_wrap.h"
 #include "runtime.h"
 
@@ -16,6 +17,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   coltrast::defineRuntime(env, exports);
   exports.Set("ops", coltrast::ops::defineOps(env));
   exports.Set("NativeTrainer", coltrast::TrainerWrap::define(env));
+  exports.Set("NativeDenseStore", coltrast::DenseStoreWrap::define(env));
   return exports;
 }
 

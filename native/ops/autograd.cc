@@ -175,9 +175,8 @@ bool referenceOpsDefault() {
 at::Tensor maxsim(const at::Tensor& q, const at::Tensor& qmask, const at::Tensor& d, const at::Tensor& dmask,
                   const MaxSimOptions& options, std::optional<bool> reference) {
   const MaxSimInputs in = checkMaxSim(q, qmask, d, dmask, options);
-  const bool cuda = onCuda(in.q);
+  onCuda(in.q);  // DEVICE error before any work when this build cannot run them
   if (reference.value_or(referenceOpsDefault())) return maxsimReference(in.q, in.qmask, in.d, in.dmask, options);
-  (void)cuda;
   return MaxSimFunction::apply(in.q, in.qmask, in.d, in.dmask, options.paired, options.normalizeByQueryLength);
 }
 
@@ -224,7 +223,7 @@ at::Tensor lateInteractionLoss(const at::Tensor& q, const at::Tensor& qmask, con
   const at::Tensor labels = at::eye(B, N, scores.options());
   const at::Tensor perPair = at::binary_cross_entropy_with_logits(logits, labels, {}, {}, at::Reduction::None);
   const at::Tensor positives = (perPair * labels).sum() / double(B);
-  if (N * B == B) return positives;  // B = N = 1: no negatives
+  if (N == 1) return positives;  // B = N = 1: no negatives to average
   const at::Tensor negatives = (perPair * (1 - labels)).sum() / double(B * N - B);
   return 0.5 * (positives + negatives);
 }

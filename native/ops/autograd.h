@@ -35,7 +35,7 @@ struct LateInteractionOptions {
   enum class Kind { CrossEntropy, Bce };
   Kind kind = Kind::CrossEntropy;
   bool normalizeByQueryLength = true;
-  bool symmetric = false;
+  bool symmetric = false;  // CrossEntropy only: pairwise Bce has no direction and ignores it
 };
 at::Tensor lateInteractionLoss(const at::Tensor& q, const at::Tensor& qmask, const at::Tensor& d,
                                const at::Tensor& dmask, const at::Tensor& temperature,

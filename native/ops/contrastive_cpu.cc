@@ -90,10 +90,12 @@ ContrastiveResult contrastiveForwardCpu(const at::Tensor& q, const at::Tensor& c
         for (int64_t k = 0; k < nc; ++k) rows.add(r0 + r, T[r * ld + k]);
     });
     if (options.symmetric && c0 < B) {
+      // Each thread owns a range of columns but walks the tile row by row, so its reads stay contiguous
+      // (a column at a time would stride by a whole tile row per element).
       const int64_t ncols = std::min(nc, B - c0);
-      at::parallel_for(0, ncols, 16, [&](int64_t begin, int64_t end) {
-        for (int64_t k = begin; k < end; ++k)
-          for (int64_t r = 0; r < nr; ++r) cols.add(c0 + k, T[r * ld + k]);
+      at::parallel_for(0, ncols, 256, [&](int64_t begin, int64_t end) {
+        for (int64_t r = 0; r < nr; ++r)
+          for (int64_t k = begin; k < end; ++k) cols.add(c0 + k, T[r * ld + k]);
       });
     }
   });

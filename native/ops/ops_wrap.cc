@@ -79,7 +79,7 @@ struct CallOptions {
   bool backward = false;
   std::vector<float> gradOutput;  // the value's shape; a loss takes one number
   bool learnTemperature = false;
-  double temperature = 1.0;
+  double temperature = 1.0;  // losses only; checked there (> 0, finite)
 };
 
 std::string stringOr(const Napi::Object& o, const char* key, const std::string& fallback) {
@@ -249,6 +249,10 @@ Napi::Value run(const Napi::CallbackInfo& info, Op op) {
       }
     }
     CallOptions call = readCallOptions(args);
+    // The losses have no sensible default temperature at this level (lib/ops.ts supplies its 0.05).
+    if (op != Op::MaxSim && args.Get("temperature").IsUndefined()) {
+      throw invalidArgument("temperature is required for the losses (a number > 0)");
+    }
     return (new OpWorker(env, op, std::move(inputs), std::move(call), maxsimOptions, contrastiveOptions, lateOptions))
         ->start();
   } catch (const Error& e) {

@@ -1,0 +1,350 @@
+/**
+ * `Index`: documents embedded by an Encoder, searchable by exact inner product (dense), BM25 or both
+ * (reciprocal-rank fusion), with optional ColBERT-style re-ranking of the dense candidates by MaxSim over
+ * stored token vectors.
+ *
+ * On disk an index is a folder, written through a staging folder and renamed into place:
+ *   index.json          format version, model fingerprint (sha256 of config.json + model.safetensors),
+ *                       dimension, storage dtype, lateInteraction, document count
+ *   docs.jsonl          one {id, text, metadata?, tokens?} per row, in vector order (tokens: the row's
+ *                       token-vector count when lateInteraction)
+ *   vectors.safetensors "vectors" [rows, dim] (float32 or float16)
+ *   tokens.safetensors  "vectors" [all tokens, dim] float16, rows in document order (lateInteraction only)
+ * Loading checks every file against index.json and refuses another model than the one that built it.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Bm25Index } from './bm25';
+import { Encoder } from './encoder';
+import { ColtrastError } from './errors';
+import { replaceDir, writeJsonAtomic } from './files';
+import { native, fromNative } from './native';
+import { maxsim } from './ops';
+import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
+
+export interface IndexDoc {
+  id: string;
+  text: string;
+  metadata?: Record<string, unknown>;
+}
+
+export interface Hit {
+  id: string;
+  score: number;
+  text: string;
+  metadata?: Record<string, unknown>;
+}
+
+export interface BuildOptions {
+  /** Keep each document's token vectors (float16) for MaxSim re-ranking (default false). */
+  lateInteraction?: boolean;
+  /** Storage of the pooled vectors (default float32). */
+  storage?: 'float32' | 'float16';
+  batchSize?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface SearchOptions {
+  /** Hits per query (default 10). */
+  k?: number;
+  /** 'dense' (default), 'bm25' or 'hybrid' (reciprocal-rank fusion of both). */
+  mode?: 'dense' | 'bm25' | 'hybrid';
+  /** 'maxsim': re-score the dense candidates with late interaction (needs lateInteraction). */
+  rerank?: 'none' | 'maxsim';
+  /** Candidates taken from the first stage before fusion or re-ranking (default max(100, k)). */
+  candidates?: number;
+  /** Hybrid: weight of the dense ranking (default 0.5). */
+  hybridWeight?: number;
+}
+
+interface NativeDenseStore {
+  add(rows: Float32Array): number;
+  remove(keep: Uint8Array): number;
+  size(): number;
+  rows(start: number, count: number): Float32Array;
+  search(queries: Float32Array, k: number): Promise<{ scores: Float32Array; indices: Int32Array; k: number }>;
+  save(file: string): Promise<void>;
+  load(file: string): Promise<number>;
+}
+
+interface Manifest {
+  format: 'coltrast-index';
+  version: 1;
+  model: { fingerprint: string; dimension: number };
+  storage: 'float32' | 'float16';
+  lateInteraction: boolean;
+  documents: number;
+}
+
+const BUILD_KEYS = ['lateInteraction', 'storage', 'batchSize', 'onProgress'] as const;
+const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight'] as const;
+
+function newStore(dim: number, storage: 'float32' | 'float16'): NativeDenseStore {
+  const Store = (native() as unknown as { NativeDenseStore: new (dim: number, storage: string) => NativeDenseStore }).NativeDenseStore;
+  return new Store(dim, storage);
+}
+
+/** sha256 over the model's config.json and weights: what "the same model" means for an index. */
+async function fingerprint(encoder: Encoder): Promise<string> {
+  const hash = createHash('sha256');
+  for (const file of ['config.json', 'model.safetensors']) {
+    for await (const chunk of fs.createReadStream(path.join(encoder.modelDir, file))) hash.update(chunk as Buffer);
+  }
+  return hash.digest('hex');
+}
+
+function checkDocs(docs: IndexDoc[], existing: Map<string, number>): void {
+  if (!Array.isArray(docs)) throw invalid('docs', 'an array of { id, text, metadata? }', docs);
+  const seen = new Set<string>();
+  docs.forEach((d, i) => {
+    if (!d || typeof d !== 'object') throw invalid(`docs[${i}]`, 'an object { id, text, metadata? }', d);
+    if (typeof d.id !== 'string' || d.id.length === 0) throw invalid(`docs[${i}].id`, 'a non-empty string', d.id);
+    if (typeof d.text !== 'string') throw invalid(`docs[${i}].text`, 'a string', d.text);
+    if (existing.has(d.id) || seen.has(d.id)) throw new ColtrastError('INVALID_ARGUMENT', `docs[${i}].id "${d.id}" is already in the index`);
+    seen.add(d.id);
+  });
+}
+
+export class Index {
+  private docs: IndexDoc[] = [];
+  private positions = new Map<string, number>();
+  private tokenCounts: number[] = [];
+  private tokenOffsets: number[] = [0];
+  private bm25: Bm25Index | undefined;
+
+  private constructor(
+    private readonly encoder: Encoder,
+    private readonly vectors: NativeDenseStore,
+    private readonly tokens: NativeDenseStore | undefined,
+    private readonly storage: 'float32' | 'float16',
+    private readonly modelFingerprint: string,
+  ) {}
+
+  get size(): number {
+    return this.docs.length;
+  }
+  get lateInteraction(): boolean {
+    return this.tokens !== undefined;
+  }
+
+  /** Embeds `docs` with `encoder` into a new index. */
+  static async build(encoder: Encoder, docs: IndexDoc[], options?: BuildOptions): Promise<Index> {
+    const o = checkOptions('options', options, BUILD_KEYS);
+    const storage = oneOf('options.storage', o.storage ?? 'float32', ['float32', 'float16'] as const);
+    const late = o.lateInteraction ?? false;
+    const index = new Index(encoder, newStore(encoder.dimension, storage), late ? newStore(encoder.dimension, 'float16') : undefined, storage, await fingerprint(encoder));
+    await index.add(docs, { batchSize: o.batchSize, onProgress: o.onProgress });
+    return index;
+  }
+
+  /**
+   * Adds documents (ids must be new). Texts are embedded in slices, so token vectors of the whole corpus
+   * never sit in memory at once.
+   */
+  async add(docs: IndexDoc[], options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<void> {
+    checkDocs(docs, this.positions);
+    const batchSize = positiveInteger('options.batchSize', options.batchSize ?? 32);
+    const slice = batchSize * 32;
+    for (let start = 0; start < docs.length; start += slice) {
+      const part = docs.slice(start, start + slice);
+      const texts = part.map((d) => d.text);
+      const pooled = await this.encoder.embed(texts, { normalize: true, batchSize });
+      this.vectors.add(pooled.data);
+      if (this.tokens) {
+        const tokens = await this.encoder.embed(texts, { output: 'tokens', normalize: true, batchSize });
+        for (const m of tokens) {
+          this.tokens.add(m.data);
+          this.tokenCounts.push(m.dims[0]);
+          this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + m.dims[0]);
+        }
+      }
+      for (const d of part) {
+        this.positions.set(d.id, this.docs.length);
+        this.docs.push(d);
+      }
+      options.onProgress?.(Math.min(start + slice, docs.length), docs.length);
+    }
+    this.bm25 = undefined;
+  }
+
+  /** Removes documents by id (unknown ids are an error). */
+  async remove(ids: string[]): Promise<void> {
+    if (!Array.isArray(ids)) throw invalid('ids', 'an array of document ids', ids);
+    const drop = new Set(ids);
+    for (const id of drop) if (!this.positions.has(id)) throw new ColtrastError('INVALID_ARGUMENT', `no document "${id}" in the index`);
+    const keep = Uint8Array.from(this.docs, (d) => (drop.has(d.id) ? 0 : 1));
+    this.vectors.remove(keep);
+    if (this.tokens) {
+      const keepTokens = new Uint8Array(this.tokenOffsets[this.tokenOffsets.length - 1]);
+      this.docs.forEach((_, i) => keepTokens.fill(keep[i], this.tokenOffsets[i], this.tokenOffsets[i + 1]));
+      this.tokens.remove(keepTokens);
+      this.tokenCounts = this.tokenCounts.filter((_, i) => keep[i]);
+      this.tokenOffsets = [0];
+      for (const c of this.tokenCounts) this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + c);
+    }
+    this.docs = this.docs.filter((_, i) => keep[i]);
+    this.positions = new Map(this.docs.map((d, i) => [d.id, i]));
+    this.bm25 = undefined;
+  }
+
+  /** The k best documents for each query. */
+  async search(queries: string[], options?: SearchOptions): Promise<Hit[][]> {
+    const o = checkOptions('options', options, SEARCH_KEYS);
+    if (!Array.isArray(queries) || queries.some((q) => typeof q !== 'string')) throw invalid('queries', 'an array of strings', queries);
+    const k = positiveInteger('options.k', o.k ?? 10);
+    const mode = oneOf('options.mode', o.mode ?? 'dense', ['dense', 'bm25', 'hybrid'] as const);
+    const rerank = oneOf('options.rerank', o.rerank ?? 'none', ['none', 'maxsim'] as const);
+    if (rerank === 'maxsim' && !this.tokens) throw new ColtrastError('INVALID_ARGUMENT', "rerank 'maxsim' needs an index built with { lateInteraction: true }");
+    const candidates = positiveInteger('options.candidates', o.candidates ?? Math.max(100, k));
+    const weight = o.hybridWeight ?? 0.5;
+    if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
+    if (queries.length === 0 || this.docs.length === 0) return queries.map(() => []);
+
+    let dense: { doc: number; score: number }[][] = queries.map(() => []);
+    if (mode !== 'bm25') {
+      const q = await this.encoder.embed(queries, { normalize: true });
+      let r: { scores: Float32Array; indices: Int32Array; k: number };
+      try {
+        r = await this.vectors.search(q.data, mode === 'dense' && rerank === 'none' ? k : candidates);
+      } catch (error) {
+        throw fromNative(error);
+      }
+      dense = queries.map((_, i) => Array.from({ length: r.k }, (_, j) => ({ doc: r.indices[i * r.k + j], score: r.scores[i * r.k + j] })));
+    }
+    let lexical: { doc: number; score: number }[][] = queries.map(() => []);
+    if (mode !== 'dense') {
+      if (!this.bm25) {
+        this.bm25 = new Bm25Index();
+        this.docs.forEach((d, i) => this.bm25!.add(String(i), d.text));
+      }
+      lexical = queries.map((q) => this.bm25!.search(q, mode === 'bm25' ? k : candidates).map((h) => ({ doc: Number(h.id), score: h.score })));
+    }
+    let ranked = mode === 'dense' ? dense : mode === 'bm25' ? lexical : queries.map((_, i) => this.fuse(dense[i], lexical[i], weight));
+    if (rerank === 'maxsim') ranked = await this.rerank(queries, ranked);
+    return ranked.map((hits) =>
+      hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs[doc].id, score, text: this.docs[doc].text, ...(this.docs[doc].metadata ? { metadata: this.docs[doc].metadata } : {}) })),
+    );
+  }
+
+  private fuse(dense: { doc: number }[], lexical: { doc: number }[], weight: number): { doc: number; score: number }[] {
+    const scores = new Map<number, number>();
+    dense.forEach((h, r) => scores.set(h.doc, (scores.get(h.doc) ?? 0) + weight / (60 + r + 1)));
+    lexical.forEach((h, r) => scores.set(h.doc, (scores.get(h.doc) ?? 0) + (1 - weight) / (60 + r + 1)));
+    return [...scores].map(([doc, score]) => ({ doc, score })).sort((a, b) => b.score - a.score || a.doc - b.doc);
+  }
+
+  /** Late-interaction second stage: MaxSim of the query's tokens against each candidate's tokens. */
+  private async rerank(queries: string[], candidates: { doc: number; score: number }[][]): Promise<{ doc: number; score: number }[][]> {
+    const dim = this.encoder.dimension;
+    const queryTokens = await this.encoder.embed(queries, { output: 'tokens', normalize: true });
+    const out: { doc: number; score: number }[][] = [];
+    for (let i = 0; i < queries.length; i++) {
+      const docs = candidates[i].map((c) => c.doc);
+      if (docs.length === 0) {
+        out.push([]);
+        continue;
+      }
+      const Ld = Math.max(...docs.map((d) => this.tokenCounts[d]));
+      const d = new Float32Array(docs.length * Ld * dim);
+      const dmask = new Uint8Array(docs.length * Ld);
+      docs.forEach((doc, n) => {
+        const count = this.tokenCounts[doc];
+        d.set(this.tokens!.rows(this.tokenOffsets[doc], count), n * Ld * dim);
+        dmask.fill(1, n * Ld, n * Ld + count);
+      });
+      const q = queryTokens[i];
+      const r = await maxsim(
+        { dims: [1, q.dims[0], dim], data: q.data },
+        { dims: [1, q.dims[0]], data: new Uint8Array(q.dims[0]).fill(1) },
+        { dims: [docs.length, Ld, dim], data: d },
+        { dims: [docs.length, Ld], data: dmask },
+        { normalize: true, device: this.encoder.device.startsWith('cuda') ? this.encoder.device : 'cpu' },
+      );
+      out.push(docs.map((doc, n) => ({ doc, score: r.value[n] })).sort((a, b) => b.score - a.score || a.doc - b.doc));
+    }
+    return out;
+  }
+
+  /** Writes the index folder (see the file comment); `dir` appears complete or not at all. */
+  async save(dir: string, options: { overwrite?: boolean } = {}): Promise<void> {
+    const target = path.resolve(dir);
+    if (fs.existsSync(target) && !options.overwrite) throw new ColtrastError('INVALID_ARGUMENT', `${target} exists; pass { overwrite: true } to replace it`);
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    const staging = fs.mkdtempSync(path.join(path.dirname(target), `.${path.basename(target)}.saving-`));
+    try {
+      const manifest: Manifest = {
+        format: 'coltrast-index',
+        version: 1,
+        model: { fingerprint: this.modelFingerprint, dimension: this.encoder.dimension },
+        storage: this.storage,
+        lateInteraction: this.lateInteraction,
+        documents: this.docs.length,
+      };
+      writeJsonAtomic(path.join(staging, 'index.json'), manifest);
+      const lines = this.docs.map((d, i) => JSON.stringify({ ...d, ...(this.tokens ? { tokens: this.tokenCounts[i] } : {}) }));
+      fs.writeFileSync(path.join(staging, 'docs.jsonl'), lines.join('\n') + (lines.length ? '\n' : ''));
+      try {
+        await this.vectors.save(path.join(staging, 'vectors.safetensors'));
+        if (this.tokens) await this.tokens.save(path.join(staging, 'tokens.safetensors'));
+      } catch (error) {
+        throw fromNative(error);
+      }
+      replaceDir(staging, target);
+    } catch (error) {
+      fs.rmSync(staging, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  /** Loads an index folder written by save(); `encoder` must be the model that built it. */
+  static async load(dir: string, encoder: Encoder): Promise<Index> {
+    const where = path.resolve(dir);
+    const bad = (message: string) => new ColtrastError('MODEL_FILES', `index ${where}: ${message}`);
+    const manifestFile = path.join(where, 'index.json');
+    if (!fs.existsSync(manifestFile)) throw bad('no index.json (not an index folder)');
+    let manifest: Manifest;
+    try {
+      manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
+    } catch (error) {
+      throw bad(`index.json is not valid JSON (${(error as Error).message})`);
+    }
+    if (manifest.format !== 'coltrast-index' || manifest.version !== 1) throw bad('index.json is not a coltrast index of format version 1');
+    if (manifest.model?.dimension !== encoder.dimension || manifest.model.fingerprint !== (await fingerprint(encoder))) {
+      throw new ColtrastError('INVALID_ARGUMENT', `index ${where} was built with another model; load it with the model that built it, or rebuild it`);
+    }
+    const index = new Index(encoder, newStore(encoder.dimension, manifest.storage), manifest.lateInteraction ? newStore(encoder.dimension, 'float16') : undefined, manifest.storage, manifest.model.fingerprint);
+    const docsFile = path.join(where, 'docs.jsonl');
+    if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
+    const lines = fs.readFileSync(docsFile, 'utf8').split('\n').filter((l) => l.length > 0);
+    lines.forEach((line, i) => {
+      let doc: IndexDoc & { tokens?: number };
+      try {
+        doc = JSON.parse(line);
+      } catch {
+        throw bad(`docs.jsonl:${i + 1} is not valid JSON`);
+      }
+      if (typeof doc.id !== 'string' || typeof doc.text !== 'string') throw bad(`docs.jsonl:${i + 1} needs "id" and "text"`);
+      if (index.tokens) {
+        if (!Number.isInteger(doc.tokens) || doc.tokens! < 0) throw bad(`docs.jsonl:${i + 1} needs a token count`);
+        index.tokenCounts.push(doc.tokens!);
+        index.tokenOffsets.push(index.tokenOffsets[index.tokenOffsets.length - 1] + doc.tokens!);
+      }
+      const { tokens: _, ...plain } = doc;
+      index.positions.set(plain.id, index.docs.length);
+      index.docs.push(plain);
+    });
+    if (index.docs.length !== manifest.documents) throw bad(`docs.jsonl has ${index.docs.length} documents, index.json says ${manifest.documents}`);
+    try {
+      if ((await index.vectors.load(path.join(where, 'vectors.safetensors'))) !== index.docs.length) throw bad('vectors.safetensors does not have one row per document');
+      if (index.tokens && (await index.tokens.load(path.join(where, 'tokens.safetensors'))) !== index.tokenOffsets[index.tokenOffsets.length - 1]) {
+        throw bad('tokens.safetensors does not match the token counts in docs.jsonl');
+      }
+    } catch (error) {
+      if (error instanceof ColtrastError) throw error;
+      const e = fromNative(error);
+      throw new ColtrastError('MODEL_FILES', `index ${where}: ${e.message}`, { cause: error });
+    }
+    return index;
+  }
+}

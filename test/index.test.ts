@@ -1,0 +1,140 @@
+// Index: exact dense search against a brute-force check, BM25/hybrid, MaxSim re-ranking, add/remove,
+// persistence, and every way a saved index can be wrong.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ColtrastError, Encoder, Index, ops, type IndexDoc } from '../lib';
+import { FIXTURE, fixtureCopy, tempDir } from './helpers/fixture';
+
+const projects = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', 'examples', 'ai-projects.json'), 'utf8')).projects;
+const DOCS: IndexDoc[] = projects.flatMap((p: any) =>
+  p.readme_content.split(/\n\n+/).map((text: string, i: number) => ({ id: `${p.project_id}#${i}`, text, metadata: { project: p.project_id } })),
+);
+const QUESTION = 'Which project uses reinforcement learning?';
+
+async function errorOf(promise: Promise<unknown>): Promise<ColtrastError> {
+  const e = await promise.then(
+    () => undefined,
+    (x) => x,
+  );
+  if (!(e instanceof ColtrastError)) throw new Error(`expected a ColtrastError, got ${e}`);
+  return e;
+}
+
+test('dense search is the exact top k by inner product of normalized vectors', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const index = await Index.build(enc, DOCS);
+  t.is(index.size, DOCS.length);
+  const queries = [QUESTION, 'pneumonia x-ray', 'sentiment of reviews'];
+  const hits = await index.search(queries, { k: 5 });
+  const q = await enc.embed(queries, { normalize: true });
+  const d = await enc.embed(DOCS.map((x) => x.text), { normalize: true });
+  const dim = enc.dimension;
+  queries.forEach((_, i) => {
+    const scores = DOCS.map((_, j) => {
+      let s = 0;
+      for (let x = 0; x < dim; x++) s += q.data[i * dim + x] * d.data[j * dim + x];
+      return s;
+    });
+    const expected = scores.map((s, j) => ({ s, j })).sort((a, b) => b.s - a.s).slice(0, 5);
+    t.deepEqual(hits[i].map((h) => h.id), expected.map((e) => DOCS[e.j].id));
+    hits[i].forEach((h, r) => t.true(Math.abs(h.score - expected[r].s) < 1e-5));
+  });
+  t.deepEqual(hits[0][0].metadata, { project: hits[0][0].id.split('#')[0] });
+  enc.dispose();
+});
+
+test('BM25 and hybrid find the trading bot for the write-up question', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const index = await Index.build(enc, DOCS);
+  for (const mode of ['bm25', 'hybrid'] as const) {
+    const [hits] = await index.search([QUESTION], { k: 3, mode });
+    t.true(hits[0].id.startsWith('trading-bot'), `${mode}: ${hits.map((h) => h.id).join(', ')}`);
+  }
+  await t.throwsAsync(index.search([QUESTION], { rerank: 'maxsim' }), { message: /lateInteraction: true/ });
+  await t.throwsAsync(index.search([QUESTION], { k: 0 }), { message: /options\.k/ });
+  t.deepEqual(await index.search([]), []);
+  enc.dispose();
+});
+
+test('MaxSim re-ranking scores candidates exactly as ops.maxsim does; float16 storage stays close', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const index = await Index.build(enc, DOCS, { lateInteraction: true, storage: 'float16' });
+  const [hits] = await index.search([QUESTION], { k: DOCS.length, rerank: 'maxsim', candidates: DOCS.length });
+  t.is(hits.length, DOCS.length);
+  const [q] = await enc.embed([QUESTION], { output: 'tokens', normalize: true });
+  const docTokens = await enc.embed(DOCS.map((d) => d.text), { output: 'tokens', normalize: true });
+  const dim = enc.dimension;
+  const Ld = Math.max(...docTokens.map((m) => m.dims[0]));
+  const data = new Float32Array(DOCS.length * Ld * dim);
+  const mask = new Uint8Array(DOCS.length * Ld);
+  docTokens.forEach((m, n) => {
+    data.set(m.data, n * Ld * dim);
+    mask.fill(1, n * Ld, n * Ld + m.dims[0]);
+  });
+  const r = await ops.maxsim(
+    { dims: [1, q.dims[0], dim], data: q.data },
+    { dims: [1, q.dims[0]], data: new Uint8Array(q.dims[0]).fill(1) },
+    { dims: [DOCS.length, Ld, dim], data },
+    { dims: [DOCS.length, Ld], data: mask },
+    { normalize: true },
+  );
+  // Token vectors are stored as float16: scores agree to its precision.
+  for (const h of hits) t.true(Math.abs(h.score - r.value[DOCS.findIndex((d) => d.id === h.id)]) < 2e-3, h.id);
+  t.true(hits.every((h, i) => i === 0 || h.score <= hits[i - 1].score));
+  enc.dispose();
+});
+
+test('add and remove keep vectors, tokens and ids in step; duplicate and unknown ids are errors', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const index = await Index.build(enc, DOCS.slice(0, 10), { lateInteraction: true });
+  await index.add(DOCS.slice(10));
+  t.is(index.size, DOCS.length);
+  const target = DOCS[3];
+  const [before] = await index.search([target.text], { k: 1, rerank: 'maxsim' });
+  t.is(before[0].id, target.id, 'a document finds itself');
+  await index.remove([target.id, DOCS[0].id]);
+  t.is(index.size, DOCS.length - 2);
+  const [after] = await index.search([target.text], { k: DOCS.length, rerank: 'maxsim', candidates: DOCS.length });
+  t.false(after.some((h) => h.id === target.id || h.id === DOCS[0].id));
+  const [other] = await index.search([DOCS[5].text], { k: 1, rerank: 'maxsim' });
+  t.is(other[0].id, DOCS[5].id, 'token vectors of the remaining documents still line up');
+  t.regex((await errorOf(index.add([DOCS[5]]))).message, /already in the index/);
+  t.regex((await errorOf(index.remove(['nope']))).message, /no document "nope"/);
+  enc.dispose();
+});
+
+test('save/load round-trips; another model or damaged files are refused', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const index = await Index.build(enc, DOCS, { lateInteraction: true });
+  const dir = path.join(tempDir(), 'ai.index');
+  await index.save(dir);
+  t.regex((await errorOf(index.save(dir))).message, /exists/);
+  const again = await Index.load(dir, enc);
+  t.deepEqual(await again.search([QUESTION], { k: 5, rerank: 'maxsim' }), await index.search([QUESTION], { k: 5, rerank: 'maxsim' }));
+
+  // A different model (same shapes, other weights) is refused.
+  const otherDir = fixtureCopy((d) => {
+    const file = path.join(d, 'model.safetensors');
+    const bytes = fs.readFileSync(file);
+    bytes[bytes.length - 1] ^= 1;
+    fs.writeFileSync(file, bytes);
+  });
+  const other = await Encoder.load(otherDir, { device: 'cpu' });
+  t.regex((await errorOf(Index.load(dir, other))).message, /built with another model/);
+  other.dispose();
+
+  const damaged = (edit: (d: string) => void) => {
+    const copy = path.join(tempDir(), 'copy.index');
+    fs.cpSync(dir, copy, { recursive: true });
+    edit(copy);
+    return errorOf(Index.load(copy, enc));
+  };
+  t.regex((await damaged((d) => fs.writeFileSync(path.join(d, 'index.json'), '{'))).message, /index\.json is not valid JSON/);
+  t.regex((await damaged((d) => fs.rmSync(path.join(d, 'index.json')))).message, /no index\.json/);
+  t.regex((await damaged((d) => fs.truncateSync(path.join(d, 'vectors.safetensors'), 100))).message, /malformed safetensors file .*vectors\.safetensors/);
+  t.regex((await damaged((d) => fs.appendFileSync(path.join(d, 'docs.jsonl'), '{"id": "x", "text": "y", "tokens": 1}\n'))).message, /docs\.jsonl has \d+ documents, index\.json says/);
+  t.regex((await damaged((d) => fs.writeFileSync(path.join(d, 'docs.jsonl'), 'nonsense\n'))).message, /docs\.jsonl:1 is not valid JSON/);
+  t.regex((await damaged((d) => fs.rmSync(path.join(d, 'tokens.safetensors')))).message, /tokens\.safetensors/);
+  enc.dispose();
+});
