@@ -16,7 +16,9 @@
 namespace coltrast {
 namespace {
 
-constexpr int64_t kBlockRows = 65536;
+// 8192 rows x 384 dims is 12 MiB of float32: small enough that widening a float16 block stays in cache
+// (65536-row blocks made float16 search 6x slower at one million rows), large enough for BLAS.
+constexpr int64_t kBlockRows = 8192;
 
 struct Store {
   torch::Tensor data;  // [capacity, dim]

@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+// Exact dense search at scale: fills an index store with random unit vectors (embedding a million texts
+// is an embed() benchmark of its own; see BENCHMARKS.md) and measures add time, memory, search latency
+// and queries per second. Uses the built package (npm run build).
+//   node scripts/bench/index.js [--rows 1000000] [--dim 384] [--storage float32|float16] [--batch 1,32]
+'use strict';
+const os = require('node:os');
+const { parseArgs } = require('node:util');
+const { runtimeInfo } = require('../../dist');
+const { native } = require('../../dist/native');
+const { seededRandom } = require('../../dist/random');
+
+const { values } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '1000000' },
+    dim: { type: 'string', default: '384' },
+    storage: { type: 'string', default: 'float16' },
+    batch: { type: 'string', default: '1,32' },
+    k: { type: 'string', default: '10' },
+  },
+});
+const rows = Number(values.rows);
+const dim = Number(values.dim);
+const k = Number(values.k);
+
+function unitRows(n, next) {
+  const data = new Float32Array(n * dim);
+  for (let r = 0; r < n; r++) {
+    let norm = 0;
+    for (let i = 0; i < dim; i++) {
+      const v = next() - 0.5;
+      data[r * dim + i] = v;
+      norm += v * v;
+    }
+    norm = Math.sqrt(norm);
+    for (let i = 0; i < dim; i++) data[r * dim + i] /= norm;
+  }
+  return data;
+}
+
+async function main() {
+  const { NativeDenseStore } = native();
+  const store = new NativeDenseStore(dim, values.storage);
+  const next = seededRandom(1).next;
+  const chunk = 50000;
+  let generating = 0;
+  const started = process.hrtime.bigint();
+  for (let done = 0; done < rows; done += chunk) {
+    const g = process.hrtime.bigint();
+    const data = unitRows(Math.min(chunk, rows - done), next);
+    generating += Number(process.hrtime.bigint() - g);
+    store.add(data);
+  }
+  const addSeconds = (Number(process.hrtime.bigint() - started) - generating) / 1e9;
+  console.log(`| rows | dim | storage | batch | latency ms (median) | queries/s |`);
+  console.log(`|---|---|---|---|---|---|`);
+  for (const batch of values.batch.split(',').map(Number)) {
+    const queries = unitRows(batch, next);
+    await store.search(queries, k); // warm-up
+    const times = [];
+    for (let i = 0; i < 7; i++) {
+      const t0 = process.hrtime.bigint();
+      await store.search(queries, k);
+      times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    times.sort((a, b) => a - b);
+    const ms = times[3];
+    console.log(`| ${rows} | ${dim} | ${values.storage} | ${batch} | ${ms.toFixed(1)} | ${((batch * 1000) / ms).toFixed(1)} |`);
+  }
+  const info = runtimeInfo();
+  console.log(
+    `\nadd: ${addSeconds.toFixed(1)} s for ${rows} rows (excluding generating them); peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB; ` +
+      `${new Date().toISOString()}, ${os.cpus()[0]?.model} x${os.cpus().length}, ${info.threads} threads, libtorch ${info.torchVersion}, BLAS ${info.blas.kind}`,
+  );
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
