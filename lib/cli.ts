@@ -12,6 +12,10 @@ import { ProgressBar } from './progress';
 import { runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
 import { METRICS } from './ir-metrics';
+import { semanticChunks } from './chunking';
+import { Index, type IndexDoc } from './search-index';
+import { encoderEmbedder } from './train';
+import { readTrainingData } from './train-data';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
 
 /** Until coltrast ships its default model, commands without --model use the tiny test model. */
@@ -38,6 +42,16 @@ commands:
     --contrastive-weight <x> --late-interaction-weight <x> --temperature <x> --late-interaction cross_entropy|bce
     --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
+  index                      build a search index
+    --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
+    --output <dir>           the index folder
+    --model <dir|hub id>     the embedding model (default: the bundled tiny test model)
+    --late-interaction       keep token vectors for MaxSim re-ranking
+    --storage float32|float16 --device <d> --json
+  search <question>...       search an index
+    --index <dir>            the index folder
+    --model <dir|hub id>     default: the model recorded in the index
+    --k <n> --mode dense|bm25|hybrid --rerank none|maxsim --device <d> --json
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid (default mode without it: bm25)
@@ -259,7 +273,104 @@ async function evalCommand(argv: string[]): Promise<void> {
   console.log(`\n${results[0].result.queries} queries, ${results[0].result.documents} documents`);
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { info, embed, train: trainCommand, eval: evalCommand };
+async function documentsFrom(file: string, encoder: Encoder): Promise<IndexDoc[]> {
+  if (file.endsWith('.jsonl')) {
+    if (!fs.existsSync(file)) fail(`data file ${file} does not exist`);
+    return fs
+      .readFileSync(file, 'utf8')
+      .split('\n')
+      .map((line, i) => [line, i] as const)
+      .filter(([line]) => line.trim().length > 0)
+      .map(([line, i]) => {
+        let doc: IndexDoc;
+        try {
+          doc = JSON.parse(line);
+        } catch {
+          fail(`${file}:${i + 1}: not valid JSON`);
+        }
+        if (typeof doc?.id !== 'string' || typeof doc?.text !== 'string') fail(`${file}:${i + 1}: expected {"id": "...", "text": "..."}`);
+        return doc;
+      });
+  }
+  const data = readTrainingData(file);
+  if (!('projects' in data)) fail(`${file}: expected a ColTrast project file (.json) or a .jsonl of {id, text}`);
+  const docs: IndexDoc[] = [];
+  for (const p of data.projects) {
+    const chunks = await semanticChunks(p.document, encoderEmbedder(encoder), { maxTokens: encoder.maxSeqLength });
+    chunks.forEach((text, i) => docs.push({ id: `${p.id}#${i}`, text, metadata: { project: p.id } }));
+  }
+  return docs;
+}
+
+async function indexCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
+      storage: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
+    },
+  });
+  if (!values.data) fail('index needs --data');
+  if (!values.output) fail('index needs --output <dir>');
+  if (values.storage && !['float32', 'float16'].includes(values.storage)) fail(`--storage must be float32 or float16, got ${values.storage}`);
+  const enc = await Encoder.load(values.model ?? FALLBACK_MODEL, { device: (values.device ?? 'auto') as Device });
+  try {
+    const docs = await documentsFrom(values.data, enc);
+    const bar = values.json ? undefined : new ProgressBar('index', 'docs');
+    const index = await Index.build(enc, docs, {
+      lateInteraction: values['late-interaction'] ?? false,
+      storage: (values.storage ?? 'float32') as 'float32' | 'float16',
+      onProgress: (d, n) => bar?.update(d, n),
+    });
+    await index.save(values.output, { overwrite: true });
+    const summary = { documents: index.size, lateInteraction: index.lateInteraction, output: path.resolve(values.output) };
+    console.log(values.json ? JSON.stringify(summary) : `indexed ${summary.documents} documents -> ${summary.output}`);
+  } finally {
+    enc.dispose();
+  }
+}
+
+async function searchCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      index: { type: 'string' }, model: { type: 'string' }, k: { type: 'string' }, mode: { type: 'string' }, rerank: { type: 'string' },
+      device: { type: 'string' }, json: { type: 'boolean' },
+    },
+  });
+  if (!values.index) fail('search needs --index <dir>');
+  if (positionals.length === 0) fail('search needs at least one question');
+  const k = values.k === undefined ? 5 : Number(values.k);
+  if (!Number.isInteger(k) || k <= 0) fail(`--k must be a positive integer, got ${values.k}`);
+  const model = values.model ?? Index.modelSource(values.index) ?? FALLBACK_MODEL;
+  const enc = await Encoder.load(model, { device: (values.device ?? 'auto') as Device });
+  try {
+    const index = await Index.load(values.index, enc);
+    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: values.rerank as 'none' });
+    if (values.json) {
+      console.log(JSON.stringify(positionals.map((query, i) => ({ query, hits: hits[i] }))));
+      return;
+    }
+    positionals.forEach((query, i) => {
+      console.log(`${query}`);
+      hits[i].forEach((h, r) => console.log(`  ${r + 1}. ${h.id}  ${h.score.toFixed(4)}  ${h.text.replace(/\s+/g, ' ').slice(0, 90)}`));
+    });
+  } finally {
+    enc.dispose();
+  }
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
+  info,
+  embed,
+  train: trainCommand,
+  index: indexCommand,
+  search: searchCommand,
+  eval: evalCommand,
+};
 
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);

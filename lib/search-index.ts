@@ -71,7 +71,8 @@ interface NativeDenseStore {
 interface Manifest {
   format: 'coltrast-index';
   version: 1;
-  model: { fingerprint: string; dimension: number };
+  /** source: the folder the building model was loaded from (where `coltrast search` finds it by default). */
+  model: { fingerprint: string; dimension: number; source: string };
   storage: 'float32' | 'float16';
   lateInteraction: boolean;
   documents: number;
@@ -276,7 +277,7 @@ export class Index {
       const manifest: Manifest = {
         format: 'coltrast-index',
         version: 1,
-        model: { fingerprint: this.modelFingerprint, dimension: this.encoder.dimension },
+        model: { fingerprint: this.modelFingerprint, dimension: this.encoder.dimension, source: this.encoder.modelDir },
         storage: this.storage,
         lateInteraction: this.lateInteraction,
         documents: this.docs.length,
@@ -294,6 +295,15 @@ export class Index {
     } catch (error) {
       fs.rmSync(staging, { recursive: true, force: true });
       throw error;
+    }
+  }
+
+  /** The folder of the model that built the index at `dir` (as recorded in its index.json). */
+  static modelSource(dir: string): string | undefined {
+    try {
+      return JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'index.json'), 'utf8')).model?.source;
+    } catch {
+      return undefined;
     }
   }
 

@@ -138,3 +138,27 @@ test('save/load round-trips; another model or damaged files are refused', async 
   t.regex((await damaged((d) => fs.rmSync(path.join(d, 'tokens.safetensors')))).message, /tokens\.safetensors/);
   enc.dispose();
 });
+
+test('coltrast index and search from the command line', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
+  const dir = path.join(tempDir(), 'ai.index');
+  const data = path.resolve(__dirname, '..', 'examples', 'ai-projects.json');
+  const built = run('index', '--data', data, '--output', dir, '--late-interaction', '--device', 'cpu', '--json');
+  t.is(built.status, 0, built.stderr);
+  const summary = JSON.parse(built.stdout);
+  t.true(summary.documents >= 3 && summary.lateInteraction);
+  const found = run('search', '--index', dir, QUESTION, '--k', '3', '--mode', 'bm25', '--device', 'cpu', '--json');
+  t.is(found.status, 0, found.stderr);
+  const [result] = JSON.parse(found.stdout);
+  t.is(result.query, QUESTION);
+  t.true(result.hits[0].id.startsWith('trading-bot'), JSON.stringify(result.hits.map((h: { id: string }) => h.id)));
+  t.is(result.hits[0].metadata.project, 'trading-bot');
+  const reranked = run('search', '--index', dir, QUESTION, '--rerank', 'maxsim', '--device', 'cpu');
+  t.is(reranked.status, 0, reranked.stderr);
+  t.regex(reranked.stdout, /^ {2}1\. \S+#\d+ {2}\d\.\d{4}/m);
+  const bad = run('search', '--index', path.join(dir, 'missing'), QUESTION, '--device', 'cpu');
+  t.is(bad.status, 2);
+  t.regex(bad.stderr, /no index\.json/);
+});

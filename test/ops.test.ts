@@ -3,6 +3,8 @@
 // central finite differences first. Both the fused ops and the eager libtorch baseline (reference: true)
 // must match it.
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { ColtrastError, ops, type Mask, type Tensor } from '../lib';
 import { native } from '../lib/native';
 import { seededRandom } from '../lib/random';
@@ -378,23 +380,39 @@ test('contrastive: gradOutput scales the gradients; without learnTemperature no 
 // ---------------------------------------------------------------------------------------------------
 // Late interaction
 
+// N = 3B with an empty document (the common training batch: positives, then hard negatives) and
+// N = B (in-batch negatives only, with an empty query); each kind with and without query-length
+// normalization; cross-entropy also symmetric.
+const LATE: { B: number; N: number; Lq: number; Ld: number; dim: number; emptyQueries?: number[]; emptyDocs?: number[] }[] = [
+  { B: 4, N: 12, Lq: 7, Ld: 33, dim: 64, emptyDocs: [7] },
+  { B: 5, N: 5, Lq: 32, Ld: 1, dim: 96, emptyQueries: [3] },
+];
+
 for (const reference of [false, true]) {
   for (const kind of ['cross_entropy', 'bce'] as const) {
-    test(`${reference ? 'eager' : 'fused'} late-interaction ${kind}: loss and gradients match float64`, async (t) => {
-      const random = rng(300);
-      const [B, N, Lq, Ld, dim] = [4, 12, 7, 33, 64];
-      const q = randomTensor(random, [B, Lq, dim], 0.3);
-      const d = randomTensor(random, [N, Ld, dim], 0.3);
-      const qm = randomMask(random, B, Lq);
-      const dm = randomMask(random, N, Ld, [7]);
-      const symmetric = kind === 'cross_entropy';
-      const expected = lateRef(q, qm, d, dm, 0.2, kind, true, symmetric);
-      const r = await ops.lateInteractionLoss(q, qm, d, dm, { kind, temperature: 0.2, symmetric, learnTemperature: true, gradOutput: 1, reference });
-      t.true(Math.abs(r.value[0] - expected.loss) < F32 * (1 + expected.loss), `loss ${r.value[0]} vs ${expected.loss}`);
-      t.true(relError(r.grads!.q, expected.dq) < F32, `dq ${relError(r.grads!.q, expected.dq)}`);
-      t.true(relError(r.grads!.d!, expected.dd) < F32, `dd ${relError(r.grads!.d!, expected.dd)}`);
-      t.true(Math.abs(r.grads!.temperature! - expected.dtau) < 1e-4 * (1 + Math.abs(expected.dtau)), `dtau ${r.grads!.temperature} vs ${expected.dtau}`);
-    });
+    for (const [index, c] of LATE.entries()) {
+      const variants = kind === 'cross_entropy' ? [{ normalize: true, symmetric: true }, { normalize: false, symmetric: false }] : [{ normalize: true, symmetric: false }, { normalize: false, symmetric: false }];
+      for (const { normalize, symmetric } of variants) {
+        test(`${reference ? 'eager' : 'fused'} late-interaction ${kind} B=${c.B} N=${c.N} normalize=${normalize} symmetric=${symmetric}: loss and gradients match float64`, async (t) => {
+          const random = rng(300 + index);
+          const q = randomTensor(random, [c.B, c.Lq, c.dim], 0.3);
+          const d = randomTensor(random, [c.N, c.Ld, c.dim], 0.3);
+          const qm = randomMask(random, c.B, c.Lq, c.emptyQueries);
+          const dm = randomMask(random, c.N, c.Ld, c.emptyDocs);
+          // Unnormalized scores are sums of up to Lq similarities: a larger temperature keeps logits moderate.
+          const tau = normalize ? 0.2 : 2;
+          const expected = lateRef(q, qm, d, dm, tau, kind, normalize, symmetric);
+          const r = await ops.lateInteractionLoss(q, qm, d, dm, { kind, temperature: tau, normalize, symmetric, learnTemperature: true, gradOutput: 1, reference });
+          t.true(Math.abs(r.value[0] - expected.loss) < F32 * (1 + expected.loss), `loss ${r.value[0]} vs ${expected.loss}`);
+          t.true(relError(r.grads!.q, expected.dq) < F32, `dq ${relError(r.grads!.q, expected.dq)}`);
+          t.true(relError(r.grads!.d!, expected.dd) < F32, `dd ${relError(r.grads!.d!, expected.dd)}`);
+          t.true(Math.abs(r.grads!.temperature! - expected.dtau) < 1e-4 * (1 + Math.abs(expected.dtau)), `dtau ${r.grads!.temperature} vs ${expected.dtau}`);
+          for (const b of c.emptyQueries ?? []) {
+            t.true(r.grads!.q.subarray(b * c.Lq * c.dim, (b + 1) * c.Lq * c.dim).every((v) => v === 0), 'a query without tokens gets no gradient');
+          }
+        });
+      }
+    }
   }
 }
 
@@ -402,26 +420,42 @@ for (const reference of [false, true]) {
 // Half precision inputs (CPU)
 
 for (const dtype of ['float16', 'bfloat16'] as const) {
-  test(`${dtype} inputs: maxsim and contrastive stay within the input rounding of float64`, async (t) => {
+  test(`${dtype} inputs: maxsim, contrastive and late interaction stay within the input rounding of float64`, async (t) => {
     const random = rng(400);
     const q = randomTensor(random, [3, 7, 64], 0.3);
     const d = randomTensor(random, [5, 33, 64], 0.3);
     const qm = randomMask(random, 3, 7);
-    const dm = randomMask(random, 5, 33);
+    const dm = randomMask(random, 5, 33, [4]);
     const g = Float32Array.from({ length: 15 }, () => random());
-    const expected = maxsimRef(q, qm, d, dm, false, true, g);
-    // Rounding each input to 8 (bfloat16) or 11 (float16) significant bits moves a score by about that
-    // relative amount; a near-tie can move an argmax, so gradients get the same loose bound.
+    // The float64 reference sees the float32 inputs, the op sees them rounded to 8 (bfloat16) or 11
+    // (float16) significant bits: a score moves by about that relative amount. A near-tie can move an
+    // argmax, and the gradients come back rounded to the input dtype, so gradients get a looser bound.
+    // Wrong indices, masks or scales would still give errors of order 1.
     const tol = dtype === 'bfloat16' ? 3e-2 : 4e-3;
-    const r = await ops.maxsim(q, qm, d, dm, { dtype, normalize: true, gradOutput: g });
-    t.true(relError(r.value, expected.scores) < tol, `scores ${relError(r.value, expected.scores)}`);
-    t.true(relError(r.grads!.q, expected.dq) < 10 * tol, `dq ${relError(r.grads!.q, expected.dq)}`);
+    const expected = maxsimRef(q, qm, d, dm, false, true, g);
+    for (const reference of [false, true]) {
+      const r = await ops.maxsim(q, qm, d, dm, { dtype, normalize: true, gradOutput: g, reference });
+      t.true(relError(r.value, expected.scores) < tol, `maxsim reference=${reference} scores ${relError(r.value, expected.scores)}`);
+      t.true(relError(r.grads!.q, expected.dq) < 10 * tol, `maxsim reference=${reference} dq ${relError(r.grads!.q, expected.dq)}`);
+      t.true(relError(r.grads!.d!, expected.dd) < 10 * tol, `maxsim reference=${reference} dd ${relError(r.grads!.d!, expected.dd)}`);
+    }
+
     const qq = randomTensor(random, [9, 64], 0.3);
     const c = randomTensor(random, [20, 64], 0.3);
-    const e = contrastiveRef(qq, c, 0.1, false);
-    const l = await ops.contrastiveLoss(qq, c, { dtype, temperature: 0.1, gradOutput: 1 });
-    t.true(Math.abs(l.value[0] - e.loss) < 5 * tol * (1 + e.loss), `loss ${l.value[0]} vs ${e.loss}`);
-    t.true(relError(l.grads!.q, e.dq) < 10 * tol, `dq ${relError(l.grads!.q, e.dq)}`);
+    const e = contrastiveRef(qq, c, 0.1, true);
+    const l = await ops.contrastiveLoss(qq, c, { dtype, temperature: 0.1, symmetric: true, learnTemperature: true, gradOutput: 1 });
+    t.true(Math.abs(l.value[0] - e.loss) < 5 * tol * (1 + e.loss), `contrastive loss ${l.value[0]} vs ${e.loss}`);
+    t.true(relError(l.grads!.q, e.dq) < 10 * tol, `contrastive dq ${relError(l.grads!.q, e.dq)}`);
+    t.true(relError(l.grads!.c!, e.dc) < 10 * tol, `contrastive dc ${relError(l.grads!.c!, e.dc)}`);
+    t.true(Math.abs(l.grads!.temperature! - e.dtau) < 10 * tol * (1 + Math.abs(e.dtau)), `contrastive dtau ${l.grads!.temperature} vs ${e.dtau}`);
+
+    for (const kind of ['cross_entropy', 'bce'] as const) {
+      const le = lateRef(q, qm, d, dm, 0.2, kind, true, false);
+      const lr = await ops.lateInteractionLoss(q, qm, d, dm, { dtype, kind, temperature: 0.2, gradOutput: 1 });
+      t.true(Math.abs(lr.value[0] - le.loss) < 5 * tol * (1 + le.loss), `late ${kind} loss ${lr.value[0]} vs ${le.loss}`);
+      t.true(relError(lr.grads!.q, le.dq) < 10 * tol, `late ${kind} dq ${relError(lr.grads!.q, le.dq)}`);
+      t.true(relError(lr.grads!.d!, le.dd) < 10 * tol, `late ${kind} dd ${relError(lr.grads!.d!, le.dd)}`);
+    }
   });
 }
 
@@ -467,6 +501,22 @@ test('bad input is an INVALID_ARGUMENT error naming the problem', async (t) => {
   await rejects(t, () => ops.contrastiveLoss({ dims: [4, 0], data: new Float32Array(0) }, qq), 'INVALID_ARGUMENT', /positive integers/);
   await rejects(t, () => ops.lateInteractionLoss(q, qm, randomTensor(random, [1, 4, 8]), randomMask(random, 1, 4)), 'INVALID_ARGUMENT', /at least B = 2 documents/);
   await rejects(t, () => ops.lateInteractionLoss(q, qm, d, dm, { kind: 'hinge' as any }), 'INVALID_ARGUMENT', /options\.kind/);
+  await rejects(t, () => ops.lateInteractionLoss(q, qm, d, dm, { kind: 'bce', symmetric: true }), 'INVALID_ARGUMENT', /symmetric applies to kind 'cross_entropy'/);
+  await rejects(t, () => ops.lateInteractionLoss(q, qm, d, dm, { temperature: Number.NaN }), 'INVALID_ARGUMENT', /options\.temperature/);
+  await rejects(t, () => ops.lateInteractionLoss(q, qm, d, { dims: [3, 4], data: new Uint8Array(11) }), 'INVALID_ARGUMENT', /dmask\.data has 11 elements/);
+  await rejects(t, () => ops.contrastiveLoss(qq, qq, { temperture: 0.1 } as any), 'INVALID_ARGUMENT', /unknown option options\.temperture/);
+  await rejects(t, () => ops.contrastiveLoss(qq, qq, { gradOutput: new Float32Array(1) as any }), 'INVALID_ARGUMENT', /options\.gradOutput/);
+  await rejects(t, () => ops.contrastiveLoss(qq, qq, { device: 'tpu' }), 'INVALID_ARGUMENT', /options\.device/);
+  await rejects(t, () => ops.contrastiveLoss(qq, { dims: [4, 8], data: Array.from({ length: 32 }, () => 0) as any }), 'INVALID_ARGUMENT', /c\.data must be a Float32Array/);
+  await rejects(t, () => ops.maxsim(q, qm, d, dm, { reference: 1 as any }), 'INVALID_ARGUMENT', /options\.reference/);
+});
+
+test('argument errors are rejected promises, never synchronous throws', async (t) => {
+  const bad = ops.maxsim({ dims: [1], data: new Float32Array(1) }, { dims: [1, 1], data: new Uint8Array(1) }, { dims: [1], data: new Float32Array(1) }, { dims: [1, 1], data: new Uint8Array(1) });
+  t.true(bad instanceof Promise);
+  const error = await t.throwsAsync(bad);
+  t.true(error instanceof ColtrastError);
+  t.is((error as ColtrastError).code, 'INVALID_ARGUMENT');
 });
 
 test('the native layer checks its input too (what a caller bypassing lib/ops.ts would hit)', async (t) => {
@@ -479,21 +529,64 @@ test('the native layer checks its input too (what a caller bypassing lib/ops.ts 
   await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: { dims: [2, 3, 4], data: new Float32Array(7) }, dmask: qmask }), {
     message: /has 7 elements but dims say 24/,
   });
-  await t.throwsAsync(async () => raw.contrastiveLoss({ q: { dims: [2, 4], data: new Float32Array(8) }, c: { dims: [2, 4], data: new Float32Array(8) }, temperature: 0 }), {
-    message: /temperature must be > 0/,
-  });
+  const q2 = { dims: [2, 4], data: new Float32Array(8) };
+  await t.throwsAsync(async () => raw.contrastiveLoss({ q: q2, c: q2, temperature: 0 }), { message: /temperature must be > 0/ });
+  await t.throwsAsync(async () => raw.contrastiveLoss({ q: q2, c: q2 }), { message: /temperature is required/ });
+  await t.throwsAsync(async () => raw.contrastiveLoss({ q: q2, c: { dims: [1, 4], data: new Float32Array(4) }, temperature: 1 }), { message: /at least B = 2 rows/ });
+  await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: q, dmask: { dims: [2, 3], data: new Float32Array(6) } }), { message: /dmask\.data must be a Uint8Array/ });
+  await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: q, dmask: qmask, mode: 'diagonal' }), { message: /mode must be 'all' or 'paired'/ });
+  await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: q, dmask: qmask, gradOutput: new Float32Array(5) }), { message: /gradOutput has 5 elements; the value has 4/ });
+  // Each of those is an ordinary rejection with a code: the process is still here and the addon works.
+  const error = await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: q, dmask: qmask, mode: 'paired', gradOutput: new Float32Array(3) }));
+  t.is((error as any).code, 'INVALID_ARGUMENT');
+  const ok = await raw.maxsim({ q, qmask, d: q, dmask: qmask });
+  t.deepEqual(Array.from(ok.value), [0, 0, 0, 0]);
+});
+
+// The process-wide switch is read once, at the first op call, so it is checked in child processes. Fused
+// and eager results agree to float rounding but not bit for bit (different summation orders), which is
+// what tells the two paths apart: with the switch on, a call without `reference` must give the eager
+// bits, and `reference: false` must still give the fused ones.
+test('COLTRAST_REFERENCE_OPS=1 makes the eager path the default; reference: false overrides it', (t) => {
+  const script = `
+    const { ops } = require(${JSON.stringify(path.resolve(__dirname, '..', 'lib'))});
+    const { seededRandom } = require(${JSON.stringify(path.resolve(__dirname, '..', 'lib', 'random'))});
+    const next = seededRandom(5).next;
+    const tensor = (dims) => ({ dims, data: Float32Array.from({ length: dims[0] * dims[1] }, () => next() - 0.5) });
+    const q = tensor([64, 32]), c = tensor([200, 32]);
+    const run = (reference) => ops.contrastiveLoss(q, c, { temperature: 0.1, symmetric: true, gradOutput: 1, reference });
+    const same = (a, b) => a.grads.q.every((v, i) => Object.is(v, b.grads.q[i])) && a.grads.c.every((v, i) => Object.is(v, b.grads.c[i]));
+    (async () => {
+      const byDefault = await run(undefined), eager = await run(true), fused = await run(false);
+      console.log(JSON.stringify({ pathsDiffer: !same(eager, fused), defaultIsEager: same(byDefault, eager), defaultIsFused: same(byDefault, fused) }));
+    })().catch((e) => { console.error(e); process.exit(1); });`;
+  const child = (value: string) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_REFERENCE_OPS: value } });
+    t.is(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  };
+  const on = child('1');
+  t.true(on.pathsDiffer, 'the fused and eager paths give different bits on these inputs');
+  t.true(on.defaultIsEager);
+  const off = child('0');
+  t.true(off.defaultIsFused);
+  t.false(off.defaultIsEager);
 });
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 
-test('device cuda on a build or machine without CUDA is a DEVICE error', async (t) => {
-  if (cudaAvailable) {
-    t.pass('CUDA is available here; the DEVICE error cannot happen');
-    return;
-  }
+// Where CUDA is available this error cannot happen, so the test is reported as skipped there rather
+// than passing without asserting anything.
+(cudaAvailable ? test.skip : test)(`device cuda without CUDA is a DEVICE error for every op${cudaAvailable ? ' [skipped: CUDA is available here]' : ''}`, async (t) => {
   const random = rng(600);
   const q = randomTensor(random, [2, 8]);
-  await rejects(t, () => ops.contrastiveLoss(q, q, { device: 'cuda' }), 'DEVICE', /CUDA/);
+  const qt = randomTensor(random, [2, 3, 8]);
+  const qm = randomMask(random, 2, 3);
+  for (const device of ['cuda', 'cuda:1']) {
+    await rejects(t, () => ops.contrastiveLoss(q, q, { device }), 'DEVICE', /CUDA/);
+    await rejects(t, () => ops.maxsim(qt, qm, qt, qm, { device, gradOutput: new Float32Array(4) }), 'DEVICE', /CUDA/);
+    await rejects(t, () => ops.lateInteractionLoss(qt, qm, qt, qm, { device, reference: true }), 'DEVICE', /CUDA/);
+  }
 });
 
 // ---------------------------------------------------------------------------------------------------
