@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { ColtrastError } from './errors';
+import { parseJsonLines } from './files';
 import type { Qrels } from './ir-metrics';
 
 export interface CorpusDoc {
@@ -46,20 +47,10 @@ function readLines(file: string): string[] {
 }
 
 function readJsonl<T>(file: string, each: (value: Record<string, unknown>, where: string) => T): T[] {
-  const out: T[] = [];
-  readLines(file).forEach((line, i) => {
-    if (line.trim() === '') return;
-    const where = `${file}:${i + 1}`;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (error) {
-      throw bad(where, `not valid JSON (${(error as Error).message})`);
-    }
+  return parseJsonLines(file, readLines(file).join('\n'), (value, where) => {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object');
-    out.push(each(value as Record<string, unknown>, where));
+    return each(value as Record<string, unknown>, where);
   });
-  return out;
 }
 
 function id(value: unknown, where: string): string {

@@ -2,11 +2,10 @@
  * `Encoder`: a sentence-embedding model loaded from a Hugging Face / sentence-transformers directory
  * (or a hub id), run by the native libtorch code off the JS thread.
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ColtrastError } from './errors';
-import { replaceDir } from './files';
+import { writeFolderAtomic } from './files';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { readModelDirectory, writeModelFiles, POOLING_MODES, type ModelDirectory, type PoolingMode } from './model-dir';
 import { native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
@@ -286,13 +285,7 @@ export class Encoder {
     if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a folder path', dir);
     const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
     const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
-    const target = path.resolve(dir);
-    if (fs.existsSync(target) && fs.readdirSync(target).length > 0 && !overwrite) {
-      throw new ColtrastError('INVALID_ARGUMENT', `${target} exists and is not empty; pass { overwrite: true } to replace it`);
-    }
-    fs.mkdirSync(path.dirname(target), { recursive: true });
-    const staging = fs.mkdtempSync(path.join(path.dirname(target), `.${path.basename(target)}.saving-`));
-    try {
+    await writeFolderAtomic(path.resolve(dir), overwrite, async (staging) => {
       writeModelFiles(this.files, staging, {
         pooling: this.files.pooling,
         normalize: this.files.normalize,
@@ -304,11 +297,7 @@ export class Encoder {
       } catch (error) {
         throw fromNative(error);
       }
-      replaceDir(staging, target);
-    } catch (error) {
-      fs.rmSync(staging, { recursive: true, force: true });
-      throw error;
-    }
+    });
   }
 
   /**

@@ -1,5 +1,7 @@
 /** Atomic file and folder writes: readers see the old content or the new, never a half-written one. */
 import fs from 'node:fs';
+import path from 'node:path';
+import { ColtrastError } from './errors';
 
 export function writeTextAtomic(file: string, text: string): void {
   fs.writeFileSync(`${file}.tmp`, text);
@@ -21,4 +23,40 @@ export function replaceDir(staging: string, target: string): void {
   } else {
     fs.renameSync(staging, target);
   }
+}
+
+/**
+ * Writes a folder atomically: `fill` writes into a staging folder beside `target`, which then replaces
+ * `target` by renames. An existing non-empty `target` needs `overwrite`. On failure nothing changes.
+ */
+export async function writeFolderAtomic(target: string, overwrite: boolean, fill: (staging: string) => Promise<void>): Promise<void> {
+  if (fs.existsSync(target) && fs.readdirSync(target).length > 0 && !overwrite) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${target} exists and is not empty; pass { overwrite: true } to replace it`);
+  }
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  const staging = fs.mkdtempSync(path.join(path.dirname(target), `.${path.basename(target)}.saving-`));
+  try {
+    await fill(staging);
+    replaceDir(staging, target);
+  } catch (error) {
+    fs.rmSync(staging, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** Parses a JSON Lines text: `each(value, "file:line")` for every non-blank line; bad JSON names its line. */
+export function parseJsonLines<T>(file: string, content: string, each: (value: unknown, where: string) => T): T[] {
+  const out: T[] = [];
+  content.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    const where = `${file}:${i + 1}`;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (error) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${where}: not valid JSON (${(error as Error).message})`);
+    }
+    out.push(each(value, where));
+  });
+  return out;
 }

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { Bm25Index } from './bm25';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
-import { replaceDir, writeJsonAtomic } from './files';
+import { writeFolderAtomic, writeJsonAtomic } from './files';
 import { native, fromNative } from './native';
 import { maxsim } from './ops';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
@@ -269,11 +269,7 @@ export class Index {
 
   /** Writes the index folder (see the file comment); `dir` appears complete or not at all. */
   async save(dir: string, options: { overwrite?: boolean } = {}): Promise<void> {
-    const target = path.resolve(dir);
-    if (fs.existsSync(target) && !options.overwrite) throw new ColtrastError('INVALID_ARGUMENT', `${target} exists; pass { overwrite: true } to replace it`);
-    fs.mkdirSync(path.dirname(target), { recursive: true });
-    const staging = fs.mkdtempSync(path.join(path.dirname(target), `.${path.basename(target)}.saving-`));
-    try {
+    await writeFolderAtomic(path.resolve(dir), options.overwrite ?? false, async (staging) => {
       const manifest: Manifest = {
         format: 'coltrast-index',
         version: 1,
@@ -291,11 +287,7 @@ export class Index {
       } catch (error) {
         throw fromNative(error);
       }
-      replaceDir(staging, target);
-    } catch (error) {
-      fs.rmSync(staging, { recursive: true, force: true });
-      throw error;
-    }
+    });
   }
 
   /** The folder of the model that built the index at `dir` (as recorded in its index.json). */

@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import type { Project } from './chunking';
 import { ColtrastError } from './errors';
+import { parseJsonLines } from './files';
 import { seededRandom } from './random';
 
 export interface TrainExample {
@@ -47,19 +48,7 @@ export function checkExample(where: string, value: unknown): TrainExample {
 }
 
 function readJsonl(file: string, content: string): TrainExample[] {
-  const examples: TrainExample[] = [];
-  content.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    const where = `${file}:${i + 1}`;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (error) {
-      throw bad(where, `not valid JSON (${(error as Error).message})`);
-    }
-    examples.push(checkExample(where, value));
-  });
-  return examples;
+  return parseJsonLines(file, content, (value, where) => checkExample(where, value));
 }
 
 function readColtrast(file: string, value: unknown): Project[] {
