@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "encoder_wrap.h"
+#include "fork_guard.h"
 #include "ops/ops_wrap.h"
 #include "search/dense_store.h"
 #include "train/trainer_wrap.h"
@@ -10,6 +11,7 @@
 namespace {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+  coltrast::installForkGuard();
   exports.Set("NativeEncoder", coltrast::EncoderWrap::define(env));
   auto types = Napi::Array::New(env);
   for (const auto& name : coltrast::supportedModelTypes()) types.Set(types.Length(), name);

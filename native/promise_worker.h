@@ -3,7 +3,10 @@
 #pragma once
 #include <napi.h>
 
+#include <shared_mutex>
+
 #include "error.h"
+#include "fork_guard.h"
 #include "runtime.h"
 
 namespace coltrast {
@@ -32,6 +35,7 @@ class PromiseWorker : public Napi::AsyncWorker {
  private:
   void Execute() override {
     try {
+      std::shared_lock<std::shared_mutex> noFork(nativeWorkMutex());
       applyThreadSetting();
       compute();
     } catch (...) {

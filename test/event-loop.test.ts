@@ -24,3 +24,23 @@ test('the event loop stays responsive during a long embed()', async (t) => {
   t.true(ticks >= 3, `timer fired ${ticks} times during a ${elapsed.toFixed(0)} ms embed`);
   enc.dispose();
 });
+
+// Starting a child process forks; OpenBLAS's fork handler must not run while a product is in flight on a
+// worker thread (it would wedge OpenBLAS for the rest of the process). coltrast's fork guard makes the
+// fork wait for native work to finish.
+test('child processes started during native work do not wedge later work', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const dir = makeRandomBert(path.join(tempDir(), 'small'), { shape: 'small', vocabSize: 512, seed: 7 });
+  const enc = await Encoder.load(dir, { device: 'cpu' });
+  const texts = Array.from({ length: 128 }, (_, i) => 'the quick brown fox jumps over the lazy dog '.repeat(4 + (i % 5)));
+  const deadline = (ms: number) => new Promise((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms: native work is wedged`)), ms).unref());
+  for (let round = 0; round < 3; round++) {
+    const running = enc.embed(texts, { batchSize: 16 });
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    for (let i = 0; i < 3; i++) t.is(spawnSync(process.execPath, ['-e', '0']).status, 0);
+    await Promise.race([running, deadline(60_000)]);
+  }
+  const after = (await Promise.race([enc.embed(['one more'], {}), deadline(60_000)])) as { dims: number[] };
+  t.deepEqual(after.dims, [1, 256]);
+  enc.dispose();
+});

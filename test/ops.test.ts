@@ -535,6 +535,7 @@ test('the native layer checks its input too (what a caller bypassing lib/ops.ts 
   await t.throwsAsync(async () => raw.contrastiveLoss({ q: q2, c: { dims: [1, 4], data: new Float32Array(4) }, temperature: 1 }), { message: /at least B = 2 rows/ });
   await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: q, dmask: { dims: [2, 3], data: new Float32Array(6) } }), { message: /dmask\.data must be a Uint8Array/ });
   await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: q, dmask: qmask, mode: 'diagonal' }), { message: /mode must be 'all' or 'paired'/ });
+  await t.throwsAsync(async () => raw.maxsim({ q: { dims: [2 ** 40, 2 ** 40, 2 ** 40], data: new Float32Array(8) }, qmask, d: q, dmask: qmask }), { message: /q\.dims are too large/ });
   await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: q, dmask: qmask, gradOutput: new Float32Array(5) }), { message: /gradOutput has 5 elements; the value has 4/ });
   // Each of those is an ordinary rejection with a code: the process is still here and the addon works.
   const error = await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: q, dmask: qmask, mode: 'paired', gradOutput: new Float32Array(3) }));
@@ -547,7 +548,10 @@ test('the native layer checks its input too (what a caller bypassing lib/ops.ts 
 // and eager results agree to float rounding but not bit for bit (different summation orders), which is
 // what tells the two paths apart: with the switch on, a call without `reference` must give the eager
 // bits, and `reference: false` must still give the fused ones.
-test('COLTRAST_REFERENCE_OPS=1 makes the eager path the default; reference: false overrides it', (t) => {
+// Serial (ava runs serial tests before the concurrent ones): starting a child process while another test's
+// op is inside OpenBLAS on a worker thread can wedge OpenBLAS's thread pool (its fork handler shuts the
+// pool down under the running product), and every later op in this process then hangs.
+test.serial('COLTRAST_REFERENCE_OPS=1 makes the eager path the default; reference: false overrides it', (t) => {
   const script = `
     const { ops } = require(${JSON.stringify(path.resolve(__dirname, '..', 'lib'))});
     const { seededRandom } = require(${JSON.stringify(path.resolve(__dirname, '..', 'lib', 'random'))});

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cstring>
+#include <limits>
 #include <map>
 
 #include "error.h"
@@ -49,7 +50,11 @@ HostTensor readTensor(const Napi::Object& args, const std::string& name, bool ma
   t.dims = readDims(o, name);
   t.isMask = mask;
   int64_t count = 1;
-  for (int64_t d : t.dims) count *= d;
+  for (int64_t d : t.dims) {
+    // Sizes come from JS: refuse a product that would overflow before it can mislead the length check.
+    if (d > 0 && count > std::numeric_limits<int64_t>::max() / d) throw invalidArgument(name + ".dims are too large");
+    count *= d;
+  }
   Napi::Value data = o.Get("data");
   if (!data.IsTypedArray()) throw invalidArgument(name + ".data must be a " + (mask ? "Uint8Array" : "Float32Array"));
   auto typed = data.As<Napi::TypedArray>();

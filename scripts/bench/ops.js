@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Fused loss ops against the eager libtorch baseline (the same functions with reference: true: einsum +
 // masked max + sum, matmul + cross_entropy, libtorch autograd for the backward), in one process on the
-// same inputs: median time of forward + backward over many runs. Uses the built package (npm run build).
+// same inputs: median time of forward + backward over many runs, the two alternating run by run. Uses the
+// built package (npm run build).
 //   node scripts/bench/ops.js [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--runs 20] [--json out.json]
 'use strict';
 const os = require('node:os');
@@ -38,21 +39,32 @@ function unitRows(t) {
 }
 const fullMask = (dims) => ({ dims, data: new Uint8Array(dims[0] * dims[1]).fill(1) });
 
-async function median(fn, count = runs) {
-  try {
-    await fn(); // warm-up
-  } catch (error) {
-    if (/out of memory/i.test(String(error.message))) return 'OOM';
-    throw error;
+const medianOf = (times) => times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
+
+// Median ms of each function over `count` rounds. The functions alternate within each round, so a change
+// in machine load (a shared box, thermal limits) shifts both alike and the ratio stays meaningful.
+// A function whose warm-up runs out of memory is reported as 'OOM' and not timed.
+async function medians(fns, count = runs) {
+  const ok = [];
+  for (const fn of fns) {
+    try {
+      await fn(); // warm-up
+      ok.push(true);
+    } catch (error) {
+      if (!/out of memory/i.test(String(error.message))) throw error;
+      ok.push(false);
+    }
   }
-  const times = [];
+  const times = fns.map(() => []);
   for (let i = 0; i < count; i++) {
-    const start = process.hrtime.bigint();
-    await fn();
-    times.push(Number(process.hrtime.bigint() - start) / 1e6);
+    for (const [k, fn] of fns.entries()) {
+      if (!ok[k]) continue;
+      const start = process.hrtime.bigint();
+      await fn();
+      times[k].push(Number(process.hrtime.bigint() - start) / 1e6);
+    }
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
+  return times.map((t, k) => (ok[k] ? medianOf(t) : 'OOM'));
 }
 
 const CASES = {
@@ -93,8 +105,7 @@ async function main() {
           ? (reference) => ops.maxsim(q, qm, d, dm, { ...common, gradOutput: g, reference })
           : (reference) => ops.lateInteractionLoss(q, qm, d, dm, { ...common, gradOutput: 1, reference });
     }
-    const fused = await median(() => run(false), c.runs);
-    const eager = await median(() => run(true), c.runs);
+    const [fused, eager] = await medians([() => run(false), () => run(true)], c.runs);
     const ms = (x) => (typeof x === 'number' ? +x.toFixed(2) : x);
     const speedup = typeof fused === 'number' && typeof eager === 'number' ? +(eager / fused).toFixed(2) : '-';
     rows.push({ ...c, dtype: values.dtype, fusedMs: ms(fused), eagerMs: ms(eager), speedup });
