@@ -1,12 +1,16 @@
 // coltrast's CUDA kernels: plain C++ declarations over raw pointers, sizes, strides and a stream (no ATen),
-// so that they compile with nvcc alone (CI compiles them; the GPU machine runs them). native/ops/*_cuda.cc
-// wraps them for libtorch.
+// so they compile with nvcc alone (CI compiles them; the GPU machine runs them). native/ops/*_cuda.cc
+// wraps them for libtorch; native/kernels/test_kernels.cu checks them against a float64 CPU reference.
 //
-// The loss operations split their work between cuBLAS and these kernels: the dot products of a tile
-// (query tokens x document tokens, or queries x candidates) are one cuBLAS GEMM on the tensor cores with
-// float32 output, and a kernel here consumes the tile at once (masked max + argmax + sum for MaxSim; an
-// online log-sum-exp update, or the logit gradient, for the contrastive loss). Only one tile of the
-// [B, N, Lq, Ld] similarities or of the [B, N] logits exists at any time.
+// Both operations are fused: the similarity / logit tiles are computed on the tensor cores (float16,
+// bfloat16: mma.sync with float32 accumulation) or with float32 FMAs (float32 inputs; no TF32, so float32
+// results match the CPU to ~1e-5) and consumed in registers; nothing of size [B, N, Lq, Ld] or [B, N]
+// is ever written. common.cuh explains the tiling; each .cu file the kernels' shapes.
+//
+// Conventions: embeddings are row-major with a contiguous last dimension; strides are in elements. Masks
+// are uint8 (0 = padding). Every output is written in full (no zero-initialized output needed). Every
+// function returns the first CUDA error (cudaErrorInvalidValue for arguments it cannot take) and launches
+// asynchronously on `stream`. The results are deterministic: no floating-point atomics anywhere.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -17,75 +21,79 @@ namespace coltrast::kernels {
 
 enum class DType : int { F32 = 0, F16 = 1, BF16 = 2 };
 
-// ---- MaxSim ------------------------------------------------------------------------------------
-// A block of float32 similarities for queries [b0, b0 + nb) and documents [n0, n0 + nn):
-//   all mode:    row p * Lq + i (query b0 + p, token i), column m * Ld + j (document n0 + m, token j),
-//                leading dimension ld;
-//   paired mode: nb separate [Lq, Ld] matrices, pair p at sim + p * Lq * Ld (ld = Ld), nn == nb.
-// Writes scores[b, n] (all: b * N + n; paired: b) = weight[b] * sum over valid query tokens of the max over
-// valid document tokens, and argmax[(b * N + n) * Lq + i] (paired: b * Lq + i), -1 where no valid token.
-struct MaxSimBlockArgs {
-  const float* sim;
-  int64_t ld;
-  int64_t b0, nb, n0, nn;
-  int64_t N, Lq, Ld;
-  bool paired;
-  const uint8_t* qmask;   // [B, Lq]
-  const uint8_t* dmask;   // [N, Ld]
-  const float* weight;    // [B]: 1, or 1 / valid query tokens
-  float* scores;
-  int32_t* argmax;
+// ---- MaxSim (late interaction) -------------------------------------------------------------------------
+// S[b, n] = w_b * sum_i qmask[b, i] * max_{j : dmask[n, j]} <Q[b, i], D[n, j]>; w_b = 1, or
+// 1 / (valid tokens of query b) with normalize (0 for a query without any). A query token facing a
+// document without valid tokens contributes 0; its argmax is -1, as is a masked query token's.
+struct MaxSimArgs {
+  DType dtype = DType::F32;
+  const void* q = nullptr;  // [B, Lq, dim]
+  int64_t qStrideB = 0, qStrideL = 0;
+  const uint8_t* qmask = nullptr;  // [B, Lq]
+  int64_t qmaskStrideB = 0;
+  const void* d = nullptr;  // [N, Ld, dim]
+  int64_t dStrideN = 0, dStrideL = 0;
+  const uint8_t* dmask = nullptr;  // [N, Ld]
+  int64_t dmaskStrideN = 0;
+  int64_t B = 0, N = 0, Lq = 0, Ld = 0, dim = 0;
+  bool paired = false;     // query b against document b only (B == N)
+  bool normalize = false;  // divide by the query's valid token count
 };
-cudaError_t maxsimBlockReduce(const MaxSimBlockArgs& args, cudaStream_t stream);
 
-// weight[b] = normalize ? 1 / (valid tokens of query b) (0 when none) : 1.
-cudaError_t maxsimQueryWeights(const uint8_t* qmask, int64_t B, int64_t Lq, bool normalize, float* weight,
-                               cudaStream_t stream);
+// scores: float32 [B, N] (paired: [B]), contiguous. argmax: int32 [B, N, Lq] (paired: [B, Lq]), contiguous.
+cudaError_t maxsimForward(const MaxSimArgs& args, float* scores, int32_t* argmax, cudaStream_t stream);
 
-// dQ[b, i] = sum_n grad[b, n] * weight[b] * D[n, argmax[b, n, i]] and
-// dD[n, j] = sum over (b, i) with argmax[b, n, i] == j of grad[b, n] * weight[b] * Q[b, i]
-// (paired: n == b only). dq and dd are float32 and zeroed by the caller; dD uses atomic adds, so its
-// low bits may differ from run to run when several query tokens choose the same document token.
-struct MaxSimBackwardArgs {
-  DType dtype;
-  const void* q;  // [B, Lq, dim], contiguous
-  const void* d;  // [N, Ld, dim], contiguous
-  int64_t B, N, Lq, Ld, dim;
-  bool paired;
-  const float* grad;    // [B, N] or [B]
-  const float* weight;  // [B]
-  const int32_t* argmax;
-  float* dq;
-  float* dd;
+// dQ[b, i] = sum_n g[b, n] w_b D[n, argmax[b, n, i]] and dD[n, j] = sum_{(b, i) : argmax[b, n, i] = j}
+// g[b, n] w_b Q[b, i] (paired: n = b only). grad: float32, the scores' shape, contiguous. dq / dd: the
+// inputs' dtype, [B, Lq, dim] / [N, Ld, dim] with the given strides. The workspace (device memory of
+// maxsimBackwardWorkspaceBytes bytes, any content) holds the query weights.
+struct MaxSimGrads {
+  const float* grad = nullptr;
+  const int32_t* argmax = nullptr;
+  void* dq = nullptr;
+  int64_t dqStrideB = 0, dqStrideL = 0;
+  void* dd = nullptr;
+  int64_t ddStrideN = 0, ddStrideL = 0;
 };
-cudaError_t maxsimBackward(const MaxSimBackwardArgs& args, cudaStream_t stream);
+size_t maxsimBackwardWorkspaceBytes(const MaxSimArgs& args);
+cudaError_t maxsimBackward(const MaxSimArgs& args, const MaxSimGrads& grads, void* workspace, size_t workspaceBytes,
+                           cudaStream_t stream);
 
-// ---- In-batch contrastive loss -----------------------------------------------------------------
-// One tile of scaled logits (float32, rows x cols, leading dimension ld) updates the running max and sum
-// of exp of each of its rows: rowMax/rowSum point at the tile's first row. Start from max = -inf, sum = 0.
-struct OnlineLseArgs {
-  const float* tile;
-  int64_t ld, rows, cols;
-  float* rowMax;
-  float* rowSum;
+// ---- In-batch contrastive loss (InfoNCE) ---------------------------------------------------------------
+// q [B, dim], c [N, dim], N >= B, candidate i is query i's positive; logits = q c^T / tau.
+//   loss = mean_i [ lse_k logit[i, k] - logit[i, i] ]                               (rowLse[i] = the lse)
+//   symmetric: loss = (that + mean_j [ lse_{i<B} logit[i, j] - logit[j, j] ]) / 2  (colLse[j], j < B)
+// The temperature is read on the device (a float32 scalar), so nothing waits for the host.
+struct ContrastiveArgs {
+  DType dtype = DType::F32;
+  const void* q = nullptr;  // [B, dim]
+  int64_t qStride = 0;
+  const void* c = nullptr;  // [N, dim]
+  int64_t cStride = 0;
+  int64_t B = 0, N = 0, dim = 0;
+  const float* temperature = nullptr;  // device scalar, > 0
+  bool symmetric = false;
 };
-cudaError_t onlineLseUpdate(const OnlineLseArgs& args, cudaStream_t stream);
 
-// lse[i] = max[i] + log(sum[i]).
-cudaError_t finishLse(const float* rowMax, const float* rowSum, int64_t n, float* lse, cudaStream_t stream);
+// loss: device float32 scalar; rowLse: float32 [B]; colLse: float32 [B] (symmetric only, else ignored).
+size_t contrastiveForwardWorkspaceBytes(const ContrastiveArgs& args);
+cudaError_t contrastiveForward(const ContrastiveArgs& args, float* loss, float* rowLse, float* colLse,
+                               void* workspace, size_t workspaceBytes, cudaStream_t stream);
 
-// Replaces a tile of scaled logits (rows r0.., columns c0..) by the loss gradient with respect to them:
-//   g = scale * (exp(logit - rowLse[i]) - [j == i])  (+ scale * (exp(logit - colLse[j]) - [j == i]) for
-//   j < B when colLse is given), flushed to 0 below 1e-30,
-// and adds sum(g * logit) over the tile to *gradLogitDot (float64), from which d loss / d tau follows.
-struct ContrastiveGradArgs {
-  float* tile;
-  int64_t ld, rows, cols, r0, c0, B;
-  const float* rowLse;  // [B]
-  const float* colLse;  // [B] or nullptr
-  float scale;
-  double* gradLogitDot;
+// gradLoss: device float32 scalar. dq [B, dim] and dc [N, dim] in the inputs' dtype (row strides given);
+// dTemperature: device float32 scalar.
+struct ContrastiveGrads {
+  const float* gradLoss = nullptr;
+  const float* rowLse = nullptr;
+  const float* colLse = nullptr;  // symmetric only
+  void* dq = nullptr;
+  int64_t dqStride = 0;
+  void* dc = nullptr;
+  int64_t dcStride = 0;
+  float* dTemperature = nullptr;
 };
-cudaError_t contrastiveGradTile(const ContrastiveGradArgs& args, cudaStream_t stream);
+size_t contrastiveBackwardWorkspaceBytes(const ContrastiveArgs& args);
+cudaError_t contrastiveBackward(const ContrastiveArgs& args, const ContrastiveGrads& grads, void* workspace,
+                                size_t workspaceBytes, cudaStream_t stream);
 
 }  // namespace coltrast::kernels

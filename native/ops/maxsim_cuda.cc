@@ -1,24 +1,23 @@
-// MaxSim on CUDA (backend.h's *Cuda functions; built only with COLTRAST_WITH_CUDA). Each block of token
-// similarities is one cuBLAS product with float32 output (tensor cores for float16/bfloat16 inputs),
-// consumed at once by kernels::maxsimBlockReduce; the block is capped at kBlockElements floats, so memory
-// beyond the inputs stays a few tens of MiB whatever B and N are. The backward is the argmax
-// gather/scatter of kernels/maxsim.cu.
-#include <ATen/cuda/CUDAContext.h>
+// MaxSim on CUDA: backend.h's maxsim*Cuda over the fused kernels of kernels/maxsim.cu (compiled only with
+// COLTRAST_WITH_CUDA). This file only allocates outputs and scratch on the inputs' device, picks the
+// current stream and turns a CUDA error into coltrast::Error; the kernels take raw pointers and strides.
+// Memory beyond the inputs: scores [B, N] and argmax [B, N, Lq] forward, B floats of scratch backward.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
 
-#include <algorithm>
+#include <sstream>
+#include <string>
 
+#include "error.h"
 #include "kernels/kernels.h"
 #include "ops/backend.h"
-#include "ops/cuda_gemm.h"
 
 namespace coltrast::ops {
 namespace {
 
-// 8 Mi floats (32 MiB) per similarity block.
-constexpr int64_t kBlockElements = int64_t(1) << 23;
-
-kernels::DType kernelType(at::ScalarType t) {
-  switch (t) {
+kernels::DType kernelType(const at::Tensor& t) {
+  switch (t.scalar_type()) {
     case at::kFloat:
       return kernels::DType::F32;
     case at::kHalf:
@@ -26,115 +25,89 @@ kernels::DType kernelType(at::ScalarType t) {
     case at::kBFloat16:
       return kernels::DType::BF16;
     default:
-      throw invalidArgument(std::string("no CUDA kernel for dtype ") + c10::toString(t));
+      throw invalidArgument(std::string("the CUDA MaxSim takes float32, float16 or bfloat16 embeddings; got ") +
+                            c10::toString(t.scalar_type()));
   }
 }
 
-// 1 per query, or 1 / its valid token count when normalized (float32 [B] on the masks' device).
-at::Tensor queryWeights(const at::Tensor& qmask, const MaxSimOptions& options, cudaStream_t stream) {
-  at::Tensor weight = at::empty({qmask.size(0)}, qmask.options().dtype(at::kFloat));
-  cuda::check(kernels::maxsimQueryWeights(qmask.data_ptr<uint8_t>(), qmask.size(0), qmask.size(1),
-                                          options.normalizeByQueryLength, weight.data_ptr<float>(), stream),
-              "maxsim query weights");
-  return weight;
+// The kernels need a contiguous last dimension only; anything else is copied.
+at::Tensor innerContiguous(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
+
+void check(cudaError_t status, const char* what, const kernels::MaxSimArgs& a) {
+  if (status == cudaSuccess) return;
+  std::ostringstream message;
+  message << "CUDA MaxSim " << what << " failed: " << cudaGetErrorString(status) << " (B=" << a.B << ", N=" << a.N
+          << ", Lq=" << a.Lq << ", Ld=" << a.Ld << ", dim=" << a.dim << (a.paired ? ", paired" : ", all") << ")";
+  throw Error("NATIVE", message.str());
+}
+
+kernels::MaxSimArgs argsOf(const at::Tensor& q, const at::Tensor& qmask, const at::Tensor& d, const at::Tensor& dmask,
+                           const MaxSimOptions& options) {
+  kernels::MaxSimArgs a;
+  a.dtype = kernelType(q);
+  a.q = q.data_ptr();
+  a.qStrideB = q.stride(0);
+  a.qStrideL = q.stride(1);
+  a.qmask = qmask.data_ptr<uint8_t>();
+  a.qmaskStrideB = qmask.stride(0);
+  a.d = d.data_ptr();
+  a.dStrideN = d.stride(0);
+  a.dStrideL = d.stride(1);
+  a.dmask = dmask.data_ptr<uint8_t>();
+  a.dmaskStrideN = dmask.stride(0);
+  a.B = q.size(0);
+  a.Lq = q.size(1);
+  a.dim = q.size(2);
+  a.N = d.size(0);
+  a.Ld = d.size(1);
+  a.paired = options.paired;
+  a.normalize = options.normalizeByQueryLength;
+  return a;
 }
 
 }  // namespace
 
 MaxSimResult maxsimForwardCuda(const at::Tensor& qIn, const at::Tensor& qmaskIn, const at::Tensor& dIn,
                                const at::Tensor& dmaskIn, const MaxSimOptions& options) {
-  const at::Tensor q = qIn.contiguous(), d = dIn.contiguous(), qmask = qmaskIn.contiguous(), dmask = dmaskIn.contiguous();
-  const int64_t B = q.size(0), Lq = q.size(1), dim = q.size(2), N = d.size(0), Ld = d.size(1);
-  const auto type = q.scalar_type();
-  const int64_t elementSize = q.element_size();
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const auto floats = q.options().dtype(at::kFloat);
-  const at::Tensor weight = queryWeights(qmask, options, stream);
+  const c10::cuda::CUDAGuard guard(qIn.device());
+  const at::Tensor q = innerContiguous(qIn), d = innerContiguous(dIn);
+  const at::Tensor qmask = innerContiguous(qmaskIn.to(at::kByte)), dmask = innerContiguous(dmaskIn.to(at::kByte));
+  const kernels::MaxSimArgs a = argsOf(q, qmask, d, dmask, options);
   MaxSimResult r;
-  const char* qp = static_cast<const char*>(q.data_ptr());
-  const char* dp = static_cast<const char*>(d.data_ptr());
-  kernels::MaxSimBlockArgs args{};
-  args.N = N;
-  args.Lq = Lq;
-  args.Ld = Ld;
-  args.paired = options.paired;
-  args.qmask = qmask.data_ptr<uint8_t>();
-  args.dmask = dmask.data_ptr<uint8_t>();
-  args.weight = weight.data_ptr<float>();
-  if (options.paired) {
-    r.scores = at::empty({B}, floats);
-    r.argmax = at::empty({B, Lq}, q.options().dtype(at::kInt));
-    args.scores = r.scores.data_ptr<float>();
-    args.argmax = r.argmax.data_ptr<int32_t>();
-    const int64_t bq = std::max<int64_t>(1, std::min<int64_t>(B, kBlockElements / (Lq * Ld)));
-    at::Tensor block = at::empty({bq, Lq, Ld}, floats);
-    for (int64_t b0 = 0; b0 < B; b0 += bq) {
-      const int64_t nb = std::min(bq, B - b0);
-      cuda::gemmNTBatched(qp + b0 * Lq * dim * elementSize, dim, Lq * dim, dp + b0 * Ld * dim * elementSize, dim,
-                          Ld * dim, type, Lq, Ld, dim, block.data_ptr<float>(), Ld, Lq * Ld, nb);
-      args.sim = block.data_ptr<float>();
-      args.ld = Ld;
-      args.b0 = b0;
-      args.nb = nb;
-      args.n0 = b0;
-      args.nn = nb;
-      cuda::check(kernels::maxsimBlockReduce(args, stream), "maxsim block reduce");
-    }
-    return r;
-  }
-  r.scores = at::empty({B, N}, floats);
-  r.argmax = at::empty({B, N, Lq}, q.options().dtype(at::kInt));
-  args.scores = r.scores.data_ptr<float>();
-  args.argmax = r.argmax.data_ptr<int32_t>();
-  // As many documents as fit beside one query, then as many queries as fit.
-  const int64_t nc = std::max<int64_t>(1, std::min<int64_t>(N, kBlockElements / (Lq * Ld)));
-  const int64_t bq = std::max<int64_t>(1, std::min<int64_t>(B, kBlockElements / (Lq * nc * Ld)));
-  at::Tensor block = at::empty({bq * Lq, nc * Ld}, floats);
-  for (int64_t b0 = 0; b0 < B; b0 += bq) {
-    const int64_t nb = std::min(bq, B - b0);
-    for (int64_t n0 = 0; n0 < N; n0 += nc) {
-      const int64_t nn = std::min(nc, N - n0);
-      cuda::gemmNT(qp + b0 * Lq * dim * elementSize, dim, dp + n0 * Ld * dim * elementSize, dim, type, nb * Lq, nn * Ld,
-                   dim, 1.0f, 0.0f, block.data_ptr<float>(), nc * Ld);
-      args.sim = block.data_ptr<float>();
-      args.ld = nc * Ld;
-      args.b0 = b0;
-      args.nb = nb;
-      args.n0 = n0;
-      args.nn = nn;
-      cuda::check(kernels::maxsimBlockReduce(args, stream), "maxsim block reduce");
-    }
-  }
+  const auto floats = q.options().dtype(at::kFloat), ints = q.options().dtype(at::kInt);
+  r.scores = options.paired ? at::empty({a.B}, floats) : at::empty({a.B, a.N}, floats);
+  r.argmax = options.paired ? at::empty({a.B, a.Lq}, ints) : at::empty({a.B, a.N, a.Lq}, ints);
+  check(kernels::maxsimForward(a, r.scores.data_ptr<float>(), r.argmax.data_ptr<int32_t>(),
+                               c10::cuda::getCurrentCUDAStream().stream()),
+        "forward", a);
   return r;
 }
 
 std::tuple<at::Tensor, at::Tensor> maxsimBackwardCuda(const at::Tensor& gradScores, const at::Tensor& qIn,
                                                       const at::Tensor& qmaskIn, const at::Tensor& dIn,
                                                       const at::Tensor& argmaxIn, const MaxSimOptions& options) {
-  const at::Tensor q = qIn.contiguous(), d = dIn.contiguous(), qmask = qmaskIn.contiguous();
-  const at::Tensor argmax = argmaxIn.contiguous(), grad = gradScores.to(at::kFloat).contiguous();
-  const int64_t B = q.size(0), Lq = q.size(1), dim = q.size(2), N = d.size(0), Ld = d.size(1);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const auto floats = q.options().dtype(at::kFloat);
-  const at::Tensor weight = queryWeights(qmask, options, stream);
-  at::Tensor dq = at::zeros({B, Lq, dim}, floats), dd = at::zeros({N, Ld, dim}, floats);
-  kernels::MaxSimBackwardArgs args{};
-  args.dtype = kernelType(q.scalar_type());
-  args.q = q.data_ptr();
-  args.d = d.data_ptr();
-  args.B = B;
-  args.N = N;
-  args.Lq = Lq;
-  args.Ld = Ld;
-  args.dim = dim;
-  args.paired = options.paired;
-  args.grad = grad.data_ptr<float>();
-  args.weight = weight.data_ptr<float>();
-  args.argmax = argmax.data_ptr<int32_t>();
-  args.dq = dq.data_ptr<float>();
-  args.dd = dd.data_ptr<float>();
-  cuda::check(kernels::maxsimBackward(args, stream), "maxsim backward");
-  return {dq.to(q.scalar_type()), dd.to(d.scalar_type())};
+  const c10::cuda::CUDAGuard guard(qIn.device());
+  const at::Tensor q = innerContiguous(qIn), d = innerContiguous(dIn);
+  const at::Tensor qmask = innerContiguous(qmaskIn.to(at::kByte));
+  const at::Tensor grad = gradScores.to(q.device(), at::kFloat).contiguous();
+  const at::Tensor argmax = argmaxIn.to(q.device(), at::kInt).contiguous();
+  // The backward reads no document mask: the stored argmax already encodes it.
+  const kernels::MaxSimArgs a = argsOf(q, qmask, d, qmask /* unused */, options);
+  at::Tensor dq = at::empty({a.B, a.Lq, a.dim}, q.options()), dd = at::empty({a.N, a.Ld, a.dim}, d.options());
+  kernels::MaxSimGrads g;
+  g.grad = grad.data_ptr<float>();
+  g.argmax = argmax.data_ptr<int32_t>();
+  g.dq = dq.data_ptr();
+  g.dqStrideB = dq.stride(0);
+  g.dqStrideL = dq.stride(1);
+  g.dd = dd.data_ptr();
+  g.ddStrideN = dd.stride(0);
+  g.ddStrideL = dd.stride(1);
+  const size_t bytes = kernels::maxsimBackwardWorkspaceBytes(a);
+  at::Tensor workspace = at::empty({int64_t(bytes)}, q.options().dtype(at::kByte));
+  check(kernels::maxsimBackward(a, g, workspace.data_ptr(), bytes, c10::cuda::getCurrentCUDAStream().stream()),
+        "backward", a);
+  return {dq, dd};
 }
 
 }  // namespace coltrast::ops

@@ -3,9 +3,10 @@
     python3 scripts/bench/ops_eager.py [--dtype bfloat16] [--runs 20] [--json out.json]
 
 What Python trainers write: MaxSim as einsum + masked max + sum, the contrastive loss as
-F.cross_entropy(q @ c.T / tau, arange(B)), autograd for the backward. For each shape it reports the median
-time of forward + backward (CUDA events), the peak memory allocated beyond the inputs, and the fraction of
-the roofline: the larger of (matmul flops / measured matmul rate) and (bytes the op must move / measured
+F.cross_entropy(q @ c.T / tau, arange(B)) with float32 logits and a learnable tau (the fused op computes
+d loss / d tau too), autograd for the backward. For each shape it reports the median time of forward +
+backward (CUDA events), the peak memory allocated beyond the inputs, and the fraction of the roofline:
+the larger of (matmul flops / measured matmul rate) and (bytes the op must move / measured
 copy bandwidth), over the measured time. The contrastive loss is also tried at B = N = 262,144, where
 eager is expected to run out of memory. Prints JSON rows comparable with scripts/bench/ops.js's.
 """
@@ -84,11 +85,13 @@ def maxsim_case(B, N, Lq, Ld, dim):
 def contrastive_case(B, N, dim):
     q, c = unit(B, dim), unit(N, dim)
     target = torch.arange(B, device=dev)
+    # A learnable temperature, as the fused op computes d loss / d tau too.
+    tau = torch.tensor(0.05, device=dev, requires_grad=True)
 
     def step():
-        loss = F.cross_entropy((q @ c.T).float() / 0.05, target)
+        loss = F.cross_entropy((q @ c.T).float() / tau, target)
         loss.backward()
-        q.grad = c.grad = None
+        q.grad = c.grad = tau.grad = None
 
     flops = 3 * 2 * B * N * dim
     bytes_ = (q.numel() + c.numel()) * q.element_size() * 3

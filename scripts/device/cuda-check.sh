@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# The one call that builds, tests and benchmarks coltrast's CUDA path on a GPU machine.
+# The one script that builds, checks and benchmarks coltrast's CUDA path on a GPU machine.
 #
-#   bash scripts/device/cuda-check.sh pack     here (no GPU needed): builds dist/ and packs node and a
-#                                              pruned node_modules into .device/ (git-ignored) for a
-#                                              machine that has no node or no network
-#   bash scripts/device/cuda-check.sh run      on the GPU machine, from the repository root; results and
-#                                              logs go to $OUT (or ./cuda-check-out)
+#   bash scripts/device/cuda-check.sh pack            here (no GPU needed): builds dist/ and packs node and a
+#                                                     pruned node_modules into .device/ (git-ignored), for a
+#                                                     machine that has no node and no network
+#   bash scripts/device/cuda-check.sh run [group...]  on the GPU machine, from the repository root, as root.
+#                                                     Groups, in this order (default: all three):
+#     kernels  nvcc builds native/kernels/test_kernels.cu (no libtorch, no node), runs it (every kernel,
+#              dtype, odd shapes, against float64), compute-sanitizer memcheck / racecheck / synccheck on it,
+#              and its benchmarks at the issue's shapes, B = N = 262,144 contrastive included
+#     addon    builds the addon against the Python torch's CUDA libtorch, coltrast info, the whole ava
+#              suite, compute-sanitizer on the CUDA op tests, the Hugging Face reference check, and a
+#              coltrast-trained model loaded by sentence-transformers
+#     bench    scripts/bench/ops.js (fused ops, cuda) and ops_eager.py (PyTorch eager), train.js and
+#              embed.js on cuda
 #
-# With the device tool: run `pack` here, then run(command="bash scripts/device/cuda-check.sh run",
-# carry=[".device", "dist"], timeout_s=600). Each stage is logged; a failed stage does not stop the
-# later ones, and the script exits non-zero if any failed.
+# With the device tool, one call must end within 10 minutes and the machine stays warm only 30 s after a
+# call (build/ survives only then), so: pack here, then make one call per group, back to back:
+#   run(command="bash scripts/device/cuda-check.sh run kernels", carry=[".device", "dist"], timeout_s=600)
+#   run(command="bash scripts/device/cuda-check.sh run addon", carry=[".device", "dist"], timeout_s=600)
+#   run(command="bash scripts/device/cuda-check.sh run bench", carry=[".device", "dist"], timeout_s=600)
+# (`bench` builds the addon first if the machine is a fresh one.) What comes back (at most 8 files):
+# $OUT/summary.txt (device, versions, one line per stage), $OUT/cuda-check.log (every stage's output),
+# $OUT/bench-kernels.jsonl and the benchmark JSON files. A failed stage does not stop the later ones; the
+# script exits non-zero if any failed. Each stage has a time limit (STAGE_TIMEOUT, default 300 s).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -27,56 +41,112 @@ pack() {
   du -sh .device/* dist
 }
 
-run() {
-  OUT=${OUT:-$ROOT/cuda-check-out}
-  mkdir -p "$OUT"
-  failed=()
-  stage() {
-    local name=$1
-    shift
-    echo "=== $name: $*"
-    if "$@" > >(tee "$OUT/$name.log") 2>&1; then echo "=== $name: ok"; else echo "=== $name: FAILED"; failed+=("$name"); fi
-  }
-  export PYTHONUNBUFFERED=1
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
-  nvcc --version | tail -1 | tee -a "$OUT/device.txt"
-  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/device.txt"
-  date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/device.txt"
+OUT=${OUT:-$ROOT/cuda-check-out}
+LOG="$OUT/cuda-check.log"
+SUMMARY="$OUT/summary.txt"
+failed=()
 
+# stage NAME COMMAND...: runs it under a time limit, its output into the log (and the terminal).
+stage() {
+  local name=$1
+  shift
+  local start=$SECONDS from
+  from=$(wc -l < "$LOG" 2>/dev/null || echo 0)
+  echo "=== $name: $*" | tee -a "$LOG"
+  timeout --signal=KILL "${STAGE_TIMEOUT:-300}" "$@" >> "$LOG" 2>&1
+  local rc=$?
+  local verdict=ok
+  [ $rc -eq 0 ] || { verdict="FAILED (exit $rc$([ $rc -eq 137 ] && echo ', time limit'))"; failed+=("$name"); }
+  printf '%-22s %-40s %4ds\n' "$name" "$verdict" $((SECONDS - start)) | tee -a "$SUMMARY"
+  tail -n +$((from + 1)) "$LOG" | grep -E 'FAIL|ERROR|Error|error:|passed|failed' | tail -n 5
+}
+
+kernels() {
+  local bin=/tmp/coltrast-test-kernels
+  # Machine code for this GPU (sm_90 if nvcc cannot tell); -lineinfo: source lines in sanitizer reports.
+  stage kernels-build bash -c "nvcc --std=c++17 -O3 -lineinfo -arch=native -o $bin native/kernels/*.cu ||
+    nvcc --std=c++17 -O3 -lineinfo -arch=sm_90 -o $bin native/kernels/*.cu"
+  # The products must be on the tensor cores (HMMA) and nothing may spill to local memory.
+  stage kernels-sass bash -c "cuobjdump -sass $bin | grep -c HMMA && ! cuobjdump -sass $bin | grep -q 'STL\\.'"
+  stage kernels-test "$bin"
+  stage kernels-memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$bin" --quick
+  stage kernels-racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$bin" --quick
+  stage kernels-synccheck compute-sanitizer --tool synccheck --error-exitcode 1 "$bin" --quick
+  stage kernels-bench bash -c "set -o pipefail; '$bin' --bench --big | tee /dev/stderr | sed -n 's/^BENCH //p' > '$OUT/bench-kernels.jsonl'"
+}
+
+node_setup() {
   if ! command -v node >/dev/null; then
     mkdir -p /tmp/node/bin && tar -C /tmp/node/bin -xJf .device/node.tar.xz && export PATH=/tmp/node/bin:$PATH
   fi
   [ -d node_modules ] || tar -xJf .device/node_modules.tar.xz
-  node --version | tee -a "$OUT/device.txt"
+  echo "node $(node --version)" | tee -a "$SUMMARY"
+}
 
+build() {
   # The addon against the Python torch's CUDA libtorch (CMakeLists.txt finds it through python3).
-  stage build node scripts/build-native.js --CDCOLTRAST_CUDA=ON
+  export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+  STAGE_TIMEOUT=${STAGE_TIMEOUT:-480} stage build node scripts/build-native.js --CDCOLTRAST_CUDA=ON
+}
+
+addon() {
+  node_setup
+  build
   stage info node dist/cli.js info
   stage tests node node_modules/ava/entrypoints/cli.mjs
-  stage sanitizer compute-sanitizer --tool memcheck --error-exitcode 1 node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts --match 'cuda*'
+  stage ops-memcheck compute-sanitizer --tool memcheck --error-exitcode 1 \
+    node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts --match 'cuda*'
   stage hf-reference python3 scripts/fixtures/check_reference_hf.py
   # A model trained and saved by coltrast must load in sentence-transformers and embed the same.
   stage python-load bash -c "node dist/cli.js train --data examples/ai-projects.json --output /tmp/ct-trained --epochs 2 --batch-size 8 --device cpu --json &&
     node dist/cli.js embed examples/sentences.txt --model /tmp/ct-trained --device cpu --output /tmp/ct-trained.jsonl &&
     python3 scripts/fixtures/check_python_load.py /tmp/ct-trained examples/sentences.txt /tmp/ct-trained.jsonl"
+}
+
+bench() {
+  node_setup
+  [ -f build/Release/coltrast.node ] || build
   stage bench-ops-bf16 node scripts/bench/ops.js --device cuda --dtype bfloat16 --json "$OUT/ops-cuda-bf16.json"
   stage bench-ops-f32 node scripts/bench/ops.js --device cuda --dtype float32 --json "$OUT/ops-cuda-f32.json"
   stage bench-eager python3 scripts/bench/ops_eager.py --json "$OUT/ops-eager.json"
-  stage bench-train node scripts/bench/train.js --device cuda --shapes minilm,base --batch-size 64 --steps 10 --json "$OUT/train-cuda.json"
-  stage bench-embed node scripts/bench/embed.js --device cuda --shapes tiny,minilm,base --texts 4000 --batch-size 128 --json "$OUT/embed-cuda.json"
+  stage bench-train node scripts/bench/train.js --device cuda --shapes minilm,base --batch-size 64 --steps 10 \
+    --json "$OUT/train-cuda.json"
+  stage bench-embed node scripts/bench/embed.js --device cuda --shapes tiny,minilm,base --texts 4000 --batch-size 128 \
+    --json "$OUT/embed-cuda.json"
+}
 
+run() {
+  mkdir -p "$OUT"
+  export PYTHONUNBUFFERED=1
+  {
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+    nvcc --version | tail -1
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+    date -u +%Y-%m-%dT%H:%MZ
+  } 2>&1 | tee -a "$SUMMARY"
+  local groups=("$@")
+  [ ${#groups[@]} -gt 0 ] || groups=(kernels addon bench)
+  for group in "${groups[@]}"; do
+    case "$group" in
+      kernels | addon | bench) "$group" ;;
+      *) echo "unknown group '$group' (kernels, addon, bench)" | tee -a "$SUMMARY"; failed+=("$group") ;;
+    esac
+  done
   if [ ${#failed[@]} -gt 0 ]; then
-    echo "failed stages: ${failed[*]}"
+    echo "failed stages: ${failed[*]}" | tee -a "$SUMMARY"
     exit 1
   fi
-  echo "all stages passed"
+  echo "all stages passed" | tee -a "$SUMMARY"
 }
 
 case "${1:-}" in
   pack) pack ;;
-  run) run ;;
+  run)
+    shift
+    run "$@"
+    ;;
   *)
-    echo "usage: bash scripts/device/cuda-check.sh pack|run" >&2
+    echo "usage: bash scripts/device/cuda-check.sh pack | run [kernels] [addon] [bench]" >&2
     exit 2
     ;;
 esac
