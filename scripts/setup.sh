@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Sets up a Debian/Ubuntu machine to build and run coltrast from a clone: installs libtorch (CPU),
-# OpenBLAS (without it libtorch falls back to the ~30x slower reference BLAS), the JSON headers and
+# OpenBLAS (without it libtorch falls back to the ~30x slower reference BLAS), the JSON headers, python3
+# (the CUDA emulator test rewrites kernel sources with it) and
 # the build tools when missing, then installs npm dependencies and builds the addon and TypeScript.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in libtorch-dev libopenblas0-pthread nlohmann-json3-dev cmake g++ ninja-build; do
+for pkg in libtorch-dev libopenblas0-pthread nlohmann-json3-dev cmake g++ ninja-build python3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
