@@ -9,6 +9,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { ColtrastError } from './errors';
 import { parseJsonLines } from './files';
+import type { Project } from './chunking';
 import type { Qrels } from './ir-metrics';
 
 export interface CorpusDoc {
@@ -104,4 +105,35 @@ export function loadBeir(dir: string, split = 'test'): BeirData {
 /** The text a document is embedded or indexed as: title and body, as BEIR's evaluations do. */
 export function docText(doc: CorpusDoc): string {
   return doc.title ? `${doc.title} ${doc.text}` : doc.text;
+}
+
+/**
+ * Evaluation data from a ColTrast project file, independent of any model: the corpus is every README's
+ * paragraphs (split at blank lines; `<project>#<n>`), the queries are the questions, and a question's
+ * judgements are its project's paragraphs: grade 2 for the paragraph sharing the most words with its
+ * context (or answer), grade 1 for the project's other paragraphs. So nDCG rewards finding the exact
+ * passage, Recall@k the right project.
+ */
+export function coltrastEvalData(projects: Project[]): BeirData {
+  const corpus: CorpusDoc[] = [];
+  const queries = new Map<string, string>();
+  const qrels: Qrels = new Map();
+  const words = (text: string) => new Set(text.toLowerCase().match(/[a-z0-9]+/g) ?? []);
+  for (const p of projects) {
+    const paragraphs = p.document
+      .split(/\n\s*\n/)
+      .map((x) => x.trim())
+      .filter(Boolean)
+      .map((text, i) => ({ id: `${p.id}#${i}`, title: '', text }));
+    corpus.push(...paragraphs);
+    p.qa.forEach((qa, j) => {
+      const qid = `${p.id}/q${j}`;
+      queries.set(qid, qa.question);
+      const target = words(qa.context ?? qa.answer);
+      const overlap = paragraphs.map((d) => [...words(d.text)].filter((w) => target.has(w)).length);
+      const best = overlap.indexOf(Math.max(...overlap));
+      qrels.set(qid, new Map(paragraphs.map((d, i) => [d.id, i === best ? 2 : 1])));
+    });
+  }
+  return { corpus, queries, qrels };
 }

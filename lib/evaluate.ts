@@ -2,7 +2,9 @@
  * `evaluate()`: retrieval quality of a model (dense), of BM25, or of both fused (hybrid, reciprocal-rank
  * fusion) on a BEIR-format data set, with the metrics of ir-metrics.ts at several cut-offs.
  */
-import { loadBeir, docText, type BeirData } from './beir';
+import fs from 'node:fs';
+import { coltrastEvalData, loadBeir, docText, type BeirData } from './beir';
+import { readTrainingData } from './train-data';
 import { Bm25Index, type Bm25Options } from './bm25';
 import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
@@ -13,7 +15,10 @@ import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 export type EvalMode = 'dense' | 'bm25' | 'hybrid';
 
 export interface EvaluateOptions {
-  /** A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv; gzipped files too) or loaded data. */
+  /**
+   * A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv; gzipped files too), a ColTrast project
+   * file (see coltrastEvalData in beir.ts for its judgements) or loaded data.
+   */
   data: string | BeirData;
   /** A model folder, Hugging Face id or loaded Encoder (needed for 'dense' and 'hybrid'). */
   model?: string | Encoder;
@@ -73,6 +78,15 @@ function fuse(dense: { id: string }[], lexical: { id: string }[], weight: number
   return [...scores].map(([id, score]) => ({ id, score }));
 }
 
+function loadEvalData(source: string, split: string): BeirData {
+  if (fs.existsSync(source) && fs.statSync(source).isFile()) {
+    const data = readTrainingData(source);
+    if (!('projects' in data)) throw new ColtrastError('INVALID_ARGUMENT', `${source}: evaluation reads a BEIR folder or a ColTrast project file`);
+    return coltrastEvalData(data.projects);
+  }
+  return loadBeir(source, split);
+}
+
 export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult> {
   const o = checkOptions('options', options, KEYS);
   const ks = o.k ?? [1, 3, 5, 10, 100];
@@ -84,7 +98,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
   const rrfK = positiveInteger('options.rrfK', o.rrfK ?? 60);
   const started = Date.now();
-  const data = typeof o.data === 'string' ? loadBeir(o.data, o.split ?? 'test') : o.data;
+  const data = typeof o.data === 'string' ? loadEvalData(o.data, o.split ?? 'test') : o.data;
   const evaluated = [...data.qrels.keys()].filter((q) => data.queries.has(q));
   const queryTexts = evaluated.map((q) => data.queries.get(q)!);
   const ids = data.corpus.map((d) => d.id);

@@ -127,3 +127,17 @@ test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a
   t.is(missing.status, 2);
   t.regex(missing.stderr, /does not exist/);
 });
+
+test('a ColTrast project file evaluates too: paragraphs are the corpus, the best-matching one is graded 2', async (t) => {
+  const { coltrastEvalData } = await import('../lib/beir');
+  const data = coltrastEvalData([
+    { id: 'bot', document: 'Trading bot.\n\nIt uses reinforcement learning with PPO.\n\nIt trades stocks.', qa: [{ question: 'Which learning?', answer: 'reinforcement learning' }] },
+    { id: 'scan', document: 'X-ray classifier.\n\nResNet-50 model.', qa: [{ question: 'Which model?', answer: 'x', context: 'ResNet-50 model.' }] },
+  ]);
+  t.deepEqual(data.corpus.map((d) => d.id), ['bot#0', 'bot#1', 'bot#2', 'scan#0', 'scan#1']);
+  t.deepEqual([...data.qrels.get('bot/q0')!], [['bot#0', 1], ['bot#1', 2], ['bot#2', 1]]);
+  t.deepEqual([...data.qrels.get('scan/q0')!], [['scan#0', 1], ['scan#1', 2]]);
+  const r = await evaluate({ data: path.resolve(__dirname, '..', 'examples', 'ai-projects.json'), mode: 'bm25', k: [10] });
+  t.is(r.queries, 33);
+  t.true(r.metrics.ndcg[10] > 0.5, `BM25 nDCG@10 ${r.metrics.ndcg[10]}`);
+});
