@@ -55,7 +55,7 @@ commands:
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid (default mode without it: bm25)
-    --mode dense|bm25|hybrid --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
+    --mode dense|bm25|hybrid|late_interaction --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
     --compare <model|bm25>   a second system evaluated the same way, side by side
     --device <d> --batch-size <n> --json
   help                       this text`;

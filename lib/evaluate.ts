@@ -10,9 +10,10 @@ import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import { evaluateRun, type MetricTable, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
+import { Index } from './search-index';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
-export type EvalMode = 'dense' | 'bm25' | 'hybrid';
+export type EvalMode = 'dense' | 'bm25' | 'hybrid' | 'late_interaction';
 
 export interface EvaluateOptions {
   /**
@@ -26,10 +27,15 @@ export interface EvaluateOptions {
   split?: string;
   /** Cut-offs (default [1, 3, 5, 10, 100]). */
   k?: number[];
-  /** 'dense' (default when a model is given), 'bm25' (default without one) or 'hybrid'. */
+  /**
+   * 'dense' (default when a model is given), 'bm25' (default without one), 'hybrid' (RRF of both), or
+   * 'late_interaction' (the dense top `candidates` re-ranked by MaxSim over token vectors, ColBERT-style).
+   */
   mode?: EvalMode;
   /** Hybrid: weight of the dense ranking in the fusion, the rest goes to BM25 (default 0.5). */
   hybridWeight?: number;
+  /** late_interaction: dense candidates re-ranked per query (default 100). */
+  candidates?: number;
   /** Reciprocal-rank fusion constant (default 60). */
   rrfK?: number;
   bm25?: Bm25Options;
@@ -48,27 +54,7 @@ export interface EvaluateResult {
   seconds: number;
 }
 
-const KEYS = ['data', 'model', 'split', 'k', 'mode', 'hybridWeight', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
-
-/** Top `k` of every query row against every document row: unit vectors, so the inner product is the cosine. */
-function denseTopK(queries: Float32Array, docs: Float32Array, dim: number, ids: string[], k: number): { id: string; score: number }[][] {
-  const nq = queries.length / dim;
-  const nd = docs.length / dim;
-  const out: { id: string; score: number }[][] = [];
-  const scores = new Float32Array(nd);
-  for (let q = 0; q < nq; q++) {
-    const qv = queries.subarray(q * dim, (q + 1) * dim);
-    for (let d = 0; d < nd; d++) {
-      let s = 0;
-      const off = d * dim;
-      for (let i = 0; i < dim; i++) s += qv[i] * docs[off + i];
-      scores[d] = s;
-    }
-    const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a] || (ids[a] < ids[b] ? -1 : 1));
-    out.push(order.slice(0, k).map((d) => ({ id: ids[d], score: scores[d] })));
-  }
-  return out;
-}
+const KEYS = ['data', 'model', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 /** Reciprocal-rank fusion of two rankings of the same query. */
 function fuse(dense: { id: string }[], lexical: { id: string }[], weight: number, rrfK: number): { id: string; score: number }[] {
@@ -92,7 +78,8 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const ks = o.k ?? [1, 3, 5, 10, 100];
   if (!Array.isArray(ks) || ks.length === 0) throw invalid('options.k', 'a non-empty array of positive integers', ks);
   ks.forEach((k, i) => positiveInteger(`options.k[${i}]`, k));
-  const mode = oneOf('options.mode', o.mode ?? (o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid'] as const);
+  const mode = oneOf('options.mode', o.mode ?? (o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid', 'late_interaction'] as const);
+  const candidates = positiveInteger('options.candidates', o.candidates ?? 100);
   if (mode !== 'bm25' && !o.model) throw new ColtrastError('INVALID_ARGUMENT', `mode '${mode}' needs options.model`);
   const weight = o.hybridWeight ?? 0.5;
   if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
@@ -101,12 +88,11 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const data = typeof o.data === 'string' ? loadEvalData(o.data, o.split ?? 'test') : o.data;
   const evaluated = [...data.qrels.keys()].filter((q) => data.queries.has(q));
   const queryTexts = evaluated.map((q) => data.queries.get(q)!);
-  const ids = data.corpus.map((d) => d.id);
   // Fusion needs deeper lists than the largest cut-off.
   const depth = Math.max(...ks, mode === 'hybrid' ? 100 : 0);
 
   let lexical: { id: string; score: number }[][] = [];
-  if (mode !== 'dense') {
+  if (mode === 'bm25' || mode === 'hybrid') {
     const index = new Bm25Index(o.bm25);
     for (const doc of data.corpus) index.add(doc.id, docText(doc));
     lexical = queryTexts.map((q) => index.search(q, depth));
@@ -115,20 +101,22 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (mode !== 'bm25') {
     const encoder = typeof o.model === 'string' ? await Encoder.load(o.model, { device: o.device ?? 'auto' }) : o.model!;
     try {
-      const bar = o.progressBar ? new ProgressBar('embed corpus', 'docs') : undefined;
-      const docs = await encoder.embed(data.corpus.map(docText), {
-        normalize: true,
-        batchSize: o.batchSize ?? 32,
-        onProgress: (d, n) => bar?.update(d, n),
-      });
-      const queries = await encoder.embed(queryTexts, { normalize: true, batchSize: o.batchSize ?? 32 });
-      dense = denseTopK(queries.data, docs.data, docs.dims[1], ids, depth);
+      // The Index's exact search (native, blocked); with late interaction it keeps token vectors too.
+      const bar = o.progressBar ? new ProgressBar('index corpus', 'docs') : undefined;
+      const index = await Index.build(
+        encoder,
+        data.corpus.map((d) => ({ id: d.id, text: docText(d) })),
+        { lateInteraction: mode === 'late_interaction', batchSize: o.batchSize ?? 32, onProgress: (d, n) => bar?.update(d, n) },
+      );
+      const late = mode === 'late_interaction';
+      const hits = await index.search(queryTexts, { k: late ? Math.max(depth, candidates) : depth, rerank: late ? 'maxsim' : 'none', candidates: Math.max(depth, candidates) });
+      dense = hits.map((list) => list.map((h) => ({ id: h.id, score: h.score })));
     } finally {
       if (typeof o.model === 'string') encoder.dispose();
     }
   }
   const run: Run = new Map(
-    evaluated.map((q, i) => [q, mode === 'dense' ? dense[i] : mode === 'bm25' ? lexical[i] : fuse(dense[i], lexical[i], weight, rrfK)]),
+    evaluated.map((q, i) => [q, mode === 'bm25' ? lexical[i] : mode === 'hybrid' ? fuse(dense[i], lexical[i], weight, rrfK) : dense[i]]),
   );
   const { metrics, queries } = evaluateRun(run, data.qrels, ks);
   return { mode, metrics, queries, documents: data.corpus.length, seconds: (Date.now() - started) / 1000 };

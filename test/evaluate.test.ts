@@ -102,6 +102,9 @@ test('evaluate() in bm25, dense and hybrid modes', async (t) => {
   t.true(dense.metrics.mrr[3] >= 1 / 3);
   const hybrid = await evaluate({ data, model: FIXTURE, device: 'cpu', mode: 'hybrid', hybridWeight: 0, k: [1, 3] });
   t.deepEqual(hybrid.metrics, bm25.metrics, 'weight 0 is BM25 alone');
+  const late = await evaluate({ data, model: FIXTURE, device: 'cpu', mode: 'late_interaction', k: [1, 3] });
+  t.is(late.mode, 'late_interaction');
+  t.is(late.metrics.recall[3], 1, 'all three documents are re-ranked and returned');
   await t.throwsAsync(evaluate({ data, mode: 'dense' }), { message: /needs options\.model/ });
   await t.throwsAsync(evaluate({ data, k: [0] }), { message: /options\.k\[0\]/ });
 });

@@ -22,6 +22,7 @@ async function main() {
     ...values.model.flatMap((m) => [
       { name: `dense ${m}`, options: { mode: 'dense', model: m, device: values.device } },
       { name: `hybrid ${m} + BM25 (RRF)`, options: { mode: 'hybrid', model: m, device: values.device } },
+      { name: `late interaction ${m} (top 100 re-ranked by MaxSim)`, options: { mode: 'late_interaction', model: m, device: values.device } },
     ]),
   ];
   console.log('| system | nDCG@10 | Recall@100 | MRR@10 | MAP@10 | seconds |');
