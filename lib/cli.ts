@@ -12,6 +12,7 @@ import { ProgressBar } from './progress';
 import { runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
 import { METRICS } from './ir-metrics';
+import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
 import { Index, type IndexDoc } from './search-index';
 import { encoderEmbedder } from './train';
@@ -33,7 +34,7 @@ commands:
     --threads <n>            CPU threads (default: every core)
     --json                   print a JSON summary instead of text
   train                      fine-tune a model (ColTrast: contrastive + late interaction)
-    --config <file.json>     options as JSON (the keys of train()); flags below override them
+    --config <file.json>     options as JSON (the keys of train(), checked against --print-schema); flags override them
     --model <dir|hub id>     starting model (default: the bundled tiny test model)
     --data <file>            ColTrast .json (projects, readme_content, qa_pairs) or .jsonl pairs/triplets
     --output <dir>           where the trained model goes
@@ -150,7 +151,7 @@ const TRAIN_FLAGS = {
   'warmup-ratio': 'number', schedule: 'string', 'weight-decay': 'number', 'max-grad-norm': 'number', 'gradient-accumulation': 'int',
   'val-split': 'number', seed: 'int', 'contrastive-weight': 'number', 'late-interaction-weight': 'number', temperature: 'number',
   'late-interaction': 'string', symmetric: 'boolean', patience: 'int', metric: 'string', 'max-negatives': 'int', 'hard-negatives': 'int',
-  device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean',
+  device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean', 'print-schema': 'boolean',
 } as const;
 
 function flagValue(flag: string, kind: string, raw: string | boolean): unknown {
@@ -170,6 +171,10 @@ async function trainCommand(argv: string[]): Promise<void> {
   );
   const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
   if (positionals.length > 0) fail('train takes flags only (see coltrast help)');
+  if (values['print-schema']) {
+    console.log(JSON.stringify(TRAIN_CONFIG_SCHEMA, null, 2));
+    return;
+  }
   const v = Object.fromEntries(
     Object.entries(values).map(([flag, raw]) => [flag, flagValue(flag, TRAIN_FLAGS[flag as keyof typeof TRAIN_FLAGS], raw as string | boolean)]),
   ) as Record<string, any>;
@@ -181,6 +186,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     } catch (error) {
       fail(`${v.config}: not valid JSON (${(error as Error).message})`);
     }
+    checkTrainConfig(config, v.config);
   }
   const set = <T>(value: T | undefined, apply: (x: T) => void) => value !== undefined && apply(value);
   const o: Record<string, any> = { ...config };

@@ -311,3 +311,18 @@ test('a run killed mid-epoch resumes from its last checkpoint and ends with the 
   const b = JSON.parse(fs.readFileSync(path.join(dir, 'whole', 'training_history.json'), 'utf8'));
   t.deepEqual(a.history.steps.map((s: any) => s.loss), b.history.steps.map((s: any) => s.loss));
 });
+
+test('train --config files are checked against the JSON schema, every problem with its path', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  const file = path.join(tempDir(), 'train.json');
+  fs.writeFileSync(file, JSON.stringify({ data: 'x.jsonl', output: 'out', epochs: 0, loss: { temprature: 1 }, schedule: 'step' }));
+  const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--config', file], { encoding: 'utf8' });
+  t.is(run.status, 2);
+  t.regex(run.stderr, /does not match the train configuration schema/);
+  t.regex(run.stderr, /\/epochs: must be >= 1/);
+  t.regex(run.stderr, /\/loss: must NOT have additional properties "temprature"/);
+  t.regex(run.stderr, /\/schedule: must be equal to one of the allowed values \(linear, cosine, constant\)/);
+  const schema = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--print-schema'], { encoding: 'utf8' });
+  t.is(JSON.parse(schema.stdout).title, 'coltrast train configuration');
+});

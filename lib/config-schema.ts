@@ -1,0 +1,80 @@
+/**
+ * JSON Schema of `coltrast train --config` files, checked with Ajv (a maintained, standard validator) so
+ * that a config file's mistakes are reported with their JSON path before anything runs. Editors can use
+ * the same schema (`coltrast train --print-schema`). train() still checks its options itself, for API
+ * callers who never write a file.
+ */
+import Ajv from 'ajv';
+import { ColtrastError } from './errors';
+
+const number = (extra: object = {}) => ({ type: 'number', ...extra });
+const integer = (minimum: number) => ({ type: 'integer', minimum });
+const fraction = { type: 'number', minimum: 0, exclusiveMaximum: 1 };
+
+export const TRAIN_CONFIG_SCHEMA = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  title: 'coltrast train configuration',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    model: { type: 'string', minLength: 1, description: 'model folder or Hugging Face id' },
+    data: { type: 'string', minLength: 1, description: 'ColTrast .json or .jsonl pairs/triplets' },
+    output: { type: 'string', minLength: 1 },
+    epochs: integer(1),
+    batchSize: integer(1),
+    learningRate: number({ exclusiveMinimum: 0 }),
+    warmupRatio: fraction,
+    schedule: { enum: ['linear', 'cosine', 'constant'] },
+    weightDecay: number({ minimum: 0 }),
+    maxGradNorm: number({ minimum: 0 }),
+    gradientAccumulation: integer(1),
+    valSplit: fraction,
+    maxNegatives: integer(0),
+    checkpointEvery: integer(0),
+    resume: { type: 'boolean' },
+    seed: integer(0),
+    device: { type: 'string', pattern: '^(auto|cpu|cuda(:\\d+)?)$' },
+    threads: integer(1),
+    loss: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        contrastiveWeight: number({ minimum: 0 }),
+        lateInteractionWeight: number({ minimum: 0 }),
+        temperature: number({ exclusiveMinimum: 0 }),
+        lateInteraction: { enum: ['cross_entropy', 'bce'] },
+        symmetric: { type: 'boolean' },
+      },
+    },
+    earlyStopping: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['patience'],
+      properties: { patience: integer(1), metric: { enum: ['loss', 'recall@1', 'mrr@10'] } },
+    },
+    chunking: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { threshold: number({ minimum: -1, maximum: 1 }), maxTokens: integer(1) },
+    },
+    mining: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { positiveThreshold: number({ minimum: -1, maximum: 1 }), hardNegatives: integer(0) },
+    },
+  },
+} as const;
+
+const validator = new Ajv({ allErrors: true }).compile(TRAIN_CONFIG_SCHEMA);
+
+/** Throws one INVALID_ARGUMENT error listing every problem of `config` (from `file`) with its path. */
+export function checkTrainConfig(config: unknown, file: string): void {
+  if (validator(config)) return;
+  const problems = (validator.errors ?? []).map((e) => {
+    const where = e.instancePath || '(top level)';
+    const extra = e.keyword === 'additionalProperties' ? ` "${(e.params as { additionalProperty: string }).additionalProperty}"` : '';
+    const allowed = e.keyword === 'enum' ? ` (${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')})` : '';
+    return `${where}: ${e.message}${extra}${allowed}`;
+  });
+  throw new ColtrastError('INVALID_ARGUMENT', `${file} does not match the train configuration schema:\n  ${problems.join('\n  ')}`);
+}
