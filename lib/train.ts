@@ -281,6 +281,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     throw new ColtrastError('INVALID_ARGUMENT', `options.batchSize ${config.batchSize} is larger than the ${trainCount} training examples; lower it`);
   }
   const output = path.resolve(options.output);
+  // The kept model replaces `output`: only an empty folder or an earlier (finished or interrupted) training
+  // run's output may be there.
+  const earlierRun = fs.existsSync(path.join(output, 'training_history.json')) || fs.existsSync(`${output}.checkpoint`);
+  if (fs.existsSync(output) && fs.readdirSync(output).length > 0 && !earlierRun) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.output ${output} exists and is not the output of an earlier train(); choose another folder`);
+  }
   const checkpointDir = `${output}.checkpoint`;
   const saved = options.resume ? readCheckpoint(checkpointDir) : undefined;
   // A resumed run starts from the checkpoint's weights; the data it trains on is the checkpoint's too.

@@ -175,6 +175,7 @@ test('bad configurations fail before any training', async (t) => {
   await rejects(t, () => train({ ...base, loss: { temprature: 0.1 } as any }), /unknown option options\.loss\.temprature/);
   await rejects(t, () => train({ ...base, earlyStopping: { patience: 0 } }), /patience/);
   await rejects(t, () => train({ ...base, valSplit: 0.99 }), /leaves no training data/);
+  await rejects(t, () => train({ ...base, batchSize: 2, output: FIXTURE }), /exists and is not the output of an earlier train\(\)/);
   t.false(fs.existsSync(output), 'nothing was written');
 });
 
