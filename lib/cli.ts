@@ -61,6 +61,16 @@ commands:
     --device <d> --batch-size <n> --json
   help                       this text`;
 
+/** The part of USAGE about one command: its line and the indented option lines under it. */
+function commandHelp(command: string): string {
+  const lines = USAGE.split('\n');
+  const start = lines.findIndex((l) => l.startsWith(`  ${command} `) || l === `  ${command}`);
+  if (start < 0) return USAGE;
+  let end = start + 1;
+  while (end < lines.length && lines[end].startsWith('    ')) end++;
+  return [`usage: coltrast ${command} [options]`, '', ...lines.slice(start, end)].join('\n');
+}
+
 function fail(message: string): never {
   process.stderr.write(`coltrast: ${message}\n`);
   process.exit(2);
@@ -386,8 +396,8 @@ async function main(): Promise<void> {
   }
   const run = COMMANDS[command];
   if (!run) fail(`unknown command ${command} (commands: ${Object.keys(COMMANDS).join(', ')}, help)`);
-  if (rest.includes('--help')) {
-    console.log(USAGE);
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(commandHelp(command));
     return;
   }
   await run(rest);

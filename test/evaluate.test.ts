@@ -123,6 +123,11 @@ test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a
   const [result] = JSON.parse(json.stdout);
   t.is(result.name, 'bm25');
   t.is(result.metrics.recall[1], 1);
+  const help = run('--help');
+  t.is(help.status, 0);
+  t.regex(help.stdout, /^usage: coltrast eval/);
+  t.regex(help.stdout, /--compare/);
+  t.notRegex(help.stdout, /fine-tune/, 'only the eval section');
   const bad = run('--data', data, '--k', '1,x');
   t.is(bad.status, 2);
   t.regex(bad.stderr, /--k must be positive integers/);
