@@ -13,25 +13,11 @@
 #include "error.h"
 #include "kernels/kernels.h"
 #include "ops/backend.h"
+#include "ops/cuda_common.h"
 
 namespace coltrast::ops {
 namespace {
 
-kernels::DType kernelType(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat:
-      return kernels::DType::F32;
-    case at::kHalf:
-      return kernels::DType::F16;
-    case at::kBFloat16:
-      return kernels::DType::BF16;
-    default:
-      throw invalidArgument(std::string("the CUDA contrastive loss takes float32, float16 or bfloat16 embeddings; got ") +
-                            c10::toString(t.scalar_type()));
-  }
-}
-
-at::Tensor innerContiguous(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
 
 // A float32 scalar on `like`'s device.
 at::Tensor deviceScalar(const at::Tensor& t, const at::Tensor& like) {
@@ -49,7 +35,7 @@ void check(cudaError_t status, const char* what, const kernels::ContrastiveArgs&
 kernels::ContrastiveArgs argsOf(const at::Tensor& q, const at::Tensor& c, const at::Tensor& tau,
                                 const ContrastiveOptions& options) {
   kernels::ContrastiveArgs a;
-  a.dtype = kernelType(q);
+  a.dtype = kernelType(q, "contrastive loss");
   a.q = q.data_ptr();
   a.qStride = q.stride(0);
   a.c = c.data_ptr();

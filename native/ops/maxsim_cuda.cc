@@ -12,26 +12,11 @@
 #include "error.h"
 #include "kernels/kernels.h"
 #include "ops/backend.h"
+#include "ops/cuda_common.h"
 
 namespace coltrast::ops {
 namespace {
 
-kernels::DType kernelType(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat:
-      return kernels::DType::F32;
-    case at::kHalf:
-      return kernels::DType::F16;
-    case at::kBFloat16:
-      return kernels::DType::BF16;
-    default:
-      throw invalidArgument(std::string("the CUDA MaxSim takes float32, float16 or bfloat16 embeddings; got ") +
-                            c10::toString(t.scalar_type()));
-  }
-}
-
-// The kernels need a contiguous last dimension only; anything else is copied.
-at::Tensor innerContiguous(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
 
 void check(cudaError_t status, const char* what, const kernels::MaxSimArgs& a) {
   if (status == cudaSuccess) return;
@@ -44,7 +29,7 @@ void check(cudaError_t status, const char* what, const kernels::MaxSimArgs& a) {
 kernels::MaxSimArgs argsOf(const at::Tensor& q, const at::Tensor& qmask, const at::Tensor& d, const at::Tensor& dmask,
                            const MaxSimOptions& options) {
   kernels::MaxSimArgs a;
-  a.dtype = kernelType(q);
+  a.dtype = kernelType(q, "MaxSim");
   a.q = q.data_ptr();
   a.qStrideB = q.stride(0);
   a.qStrideL = q.stride(1);
