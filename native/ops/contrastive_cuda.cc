@@ -18,7 +18,6 @@
 namespace coltrast::ops {
 namespace {
 
-
 // A float32 scalar on `like`'s device.
 at::Tensor deviceScalar(const at::Tensor& t, const at::Tensor& like) {
   return t.reshape({}).to(like.device(), at::kFloat).contiguous();

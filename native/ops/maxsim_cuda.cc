@@ -17,7 +17,6 @@
 namespace coltrast::ops {
 namespace {
 
-
 void check(cudaError_t status, const char* what, const kernels::MaxSimArgs& a) {
   if (status == cudaSuccess) return;
   std::ostringstream message;
