@@ -11,6 +11,7 @@ import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
+import { parseJsonLines } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
@@ -78,17 +79,11 @@ function fail(message: string): never {
 
 function readTexts(file: string): string[] {
   if (!fs.existsSync(file)) fail(`input file ${file} does not exist`);
-  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim().length > 0);
-  if (!file.endsWith('.jsonl')) return lines;
-  return lines.map((line, i) => {
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch {
-      fail(`${file}:${i + 1}: not valid JSON`);
-    }
+  const content = fs.readFileSync(file, 'utf8');
+  if (!file.endsWith('.jsonl')) return content.split('\n').filter((l) => l.trim().length > 0);
+  return parseJsonLines(file, content, (value, where) => {
     const text = (value as { text?: unknown })?.text;
-    if (typeof text !== 'string') fail(`${file}:${i + 1}: expected an object with a "text" string`);
+    if (typeof text !== 'string') fail(`${where}: expected an object with a "text" string`);
     return text;
   });
 }
@@ -292,21 +287,11 @@ async function evalCommand(argv: string[]): Promise<void> {
 async function documentsFrom(file: string, encoder: Encoder): Promise<IndexDoc[]> {
   if (file.endsWith('.jsonl')) {
     if (!fs.existsSync(file)) fail(`data file ${file} does not exist`);
-    return fs
-      .readFileSync(file, 'utf8')
-      .split('\n')
-      .map((line, i) => [line, i] as const)
-      .filter(([line]) => line.trim().length > 0)
-      .map(([line, i]) => {
-        let doc: IndexDoc;
-        try {
-          doc = JSON.parse(line);
-        } catch {
-          fail(`${file}:${i + 1}: not valid JSON`);
-        }
-        if (typeof doc?.id !== 'string' || typeof doc?.text !== 'string') fail(`${file}:${i + 1}: expected {"id": "...", "text": "..."}`);
-        return doc;
-      });
+    return parseJsonLines(file, fs.readFileSync(file, 'utf8'), (value, where) => {
+      const doc = value as IndexDoc;
+      if (typeof doc?.id !== 'string' || typeof doc?.text !== 'string') fail(`${where}: expected {"id": "...", "text": "..."}`);
+      return doc;
+    });
   }
   const data = readTrainingData(file);
   if (!('projects' in data)) fail(`${file}: expected a ColTrast project file (.json) or a .jsonl of {id, text}`);

@@ -10,7 +10,7 @@ import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import { evaluateRun, type MetricTable, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
-import { Index } from './search-index';
+import { Index, reciprocalRankFusion } from './search-index';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export type EvalMode = 'dense' | 'bm25' | 'hybrid' | 'late_interaction';
@@ -55,14 +55,6 @@ export interface EvaluateResult {
 }
 
 const KEYS = ['data', 'model', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
-
-/** Reciprocal-rank fusion of two rankings of the same query. */
-function fuse(dense: { id: string }[], lexical: { id: string }[], weight: number, rrfK: number): { id: string; score: number }[] {
-  const scores = new Map<string, number>();
-  dense.forEach((h, r) => scores.set(h.id, (scores.get(h.id) ?? 0) + weight / (rrfK + r + 1)));
-  lexical.forEach((h, r) => scores.set(h.id, (scores.get(h.id) ?? 0) + (1 - weight) / (rrfK + r + 1)));
-  return [...scores].map(([id, score]) => ({ id, score }));
-}
 
 function loadEvalData(source: string, split: string): BeirData {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
@@ -116,7 +108,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     }
   }
   const run: Run = new Map(
-    evaluated.map((q, i) => [q, mode === 'bm25' ? lexical[i] : mode === 'hybrid' ? fuse(dense[i], lexical[i], weight, rrfK) : dense[i]]),
+    evaluated.map((q, i) => [q, mode === 'bm25' ? lexical[i] : mode === 'hybrid' ? reciprocalRankFusion(dense[i], lexical[i], (h) => h.id, weight, rrfK).map(([id, score]) => ({ id, score })) : dense[i]]),
   );
   const { metrics, queries } = evaluateRun(run, data.qrels, ks);
   return { mode, metrics, queries, documents: data.corpus.length, seconds: (Date.now() - started) / 1000 };

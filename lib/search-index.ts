@@ -81,6 +81,17 @@ interface Manifest {
 const BUILD_KEYS = ['lateInteraction', 'storage', 'batchSize', 'onProgress'] as const;
 const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight'] as const;
 
+/**
+ * Reciprocal-rank fusion of two rankings of one query: each item scores weight / (k + rank) from the first
+ * and (1 - weight) / (k + rank) from the second (ranks from 1). Returns [key, score] pairs, unsorted.
+ */
+export function reciprocalRankFusion<T, K>(first: T[], second: T[], keyOf: (item: T) => K, weight: number, k: number): [K, number][] {
+  const scores = new Map<K, number>();
+  first.forEach((h, r) => scores.set(keyOf(h), (scores.get(keyOf(h)) ?? 0) + weight / (k + r + 1)));
+  second.forEach((h, r) => scores.set(keyOf(h), (scores.get(keyOf(h)) ?? 0) + (1 - weight) / (k + r + 1)));
+  return [...scores];
+}
+
 function newStore(dim: number, storage: 'float32' | 'float16'): NativeDenseStore {
   const Store = (native() as unknown as { NativeDenseStore: new (dim: number, storage: string) => NativeDenseStore }).NativeDenseStore;
   return new Store(dim, storage);
@@ -119,7 +130,8 @@ export class Index {
     private readonly vectors: NativeDenseStore,
     private readonly tokens: NativeDenseStore | undefined,
     private readonly storage: 'float32' | 'float16',
-    private readonly modelFingerprint: string,
+    /** Computed when first needed (save): hashing the weights is work a search-only index never needs. */
+    private modelFingerprint: string | undefined,
   ) {}
 
   get size(): number {
@@ -134,7 +146,7 @@ export class Index {
     const o = checkOptions('options', options, BUILD_KEYS);
     const storage = oneOf('options.storage', o.storage ?? 'float32', ['float32', 'float16'] as const);
     const late = o.lateInteraction ?? false;
-    const index = new Index(encoder, newStore(encoder.dimension, storage), late ? newStore(encoder.dimension, 'float16') : undefined, storage, await fingerprint(encoder));
+    const index = new Index(encoder, newStore(encoder.dimension, storage), late ? newStore(encoder.dimension, 'float16') : undefined, storage, undefined);
     await index.add(docs, { batchSize: o.batchSize, onProgress: o.onProgress });
     return index;
   }
@@ -221,18 +233,15 @@ export class Index {
       }
       lexical = queries.map((q) => this.bm25!.search(q, mode === 'bm25' ? k : candidates).map((h) => ({ doc: Number(h.id), score: h.score })));
     }
-    let ranked = mode === 'dense' ? dense : mode === 'bm25' ? lexical : queries.map((_, i) => this.fuse(dense[i], lexical[i], weight));
+    const fused = (i: number) =>
+      reciprocalRankFusion(dense[i], lexical[i], (h) => h.doc, weight, 60)
+        .map(([doc, score]) => ({ doc, score }))
+        .sort((a, b) => b.score - a.score || a.doc - b.doc);
+    let ranked = mode === 'dense' ? dense : mode === 'bm25' ? lexical : queries.map((_, i) => fused(i));
     if (rerank === 'maxsim') ranked = await this.rerank(queries, ranked);
     return ranked.map((hits) =>
       hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs[doc].id, score, text: this.docs[doc].text, ...(this.docs[doc].metadata ? { metadata: this.docs[doc].metadata } : {}) })),
     );
-  }
-
-  private fuse(dense: { doc: number }[], lexical: { doc: number }[], weight: number): { doc: number; score: number }[] {
-    const scores = new Map<number, number>();
-    dense.forEach((h, r) => scores.set(h.doc, (scores.get(h.doc) ?? 0) + weight / (60 + r + 1)));
-    lexical.forEach((h, r) => scores.set(h.doc, (scores.get(h.doc) ?? 0) + (1 - weight) / (60 + r + 1)));
-    return [...scores].map(([doc, score]) => ({ doc, score })).sort((a, b) => b.score - a.score || a.doc - b.doc);
   }
 
   /** Late-interaction second stage: MaxSim of the query's tokens against each candidate's tokens. */
@@ -269,11 +278,12 @@ export class Index {
 
   /** Writes the index folder (see the file comment); `dir` appears complete or not at all. */
   async save(dir: string, options: { overwrite?: boolean } = {}): Promise<void> {
+    const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.encoder));
     await writeFolderAtomic(path.resolve(dir), options.overwrite ?? false, async (staging) => {
       const manifest: Manifest = {
         format: 'coltrast-index',
         version: 1,
-        model: { fingerprint: this.modelFingerprint, dimension: this.encoder.dimension, source: this.encoder.modelDir },
+        model: { fingerprint: modelFingerprint, dimension: this.encoder.dimension, source: this.encoder.modelDir },
         storage: this.storage,
         lateInteraction: this.lateInteraction,
         documents: this.docs.length,

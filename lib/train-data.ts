@@ -79,28 +79,10 @@ function readColtrast(file: string, value: unknown): Project[] {
 export type TrainingData = { examples: TrainExample[] } | { projects: Project[] };
 
 /**
- * Reads `data`: a file path (.jsonl pairs/triplets, a .json array, or the ColTrast .json with projects) or
- * an array of examples. Empty data is an error.
+ * Reads `data`: a file path (.jsonl pairs/triplets, a .json array of them, or the ColTrast .json with
+ * projects) or an array of examples. Empty data is an error.
  */
 export function readTrainingData(data: string | readonly unknown[]): TrainingData {
-  if (typeof data === 'string' && !/\.jsonl$/i.test(data) && fs.existsSync(data)) {
-    let value: unknown;
-    try {
-      value = JSON.parse(fs.readFileSync(data, 'utf8'));
-    } catch (error) {
-      throw bad(data, `not valid JSON (${(error as Error).message}); JSONL files must end in .jsonl`);
-    }
-    if (!Array.isArray(value)) {
-      const projects = readColtrast(data, value);
-      if (projects.every((p) => p.qa.length === 0)) throw new ColtrastError('INVALID_ARGUMENT', `${data} holds no Q&A pairs`);
-      return { projects };
-    }
-  }
-  return { examples: loadExamples(data) };
-}
-
-/** Reads pairs/triplets (a .jsonl or .json file, or an array) into examples; empty data is an error. */
-export function loadExamples(data: string | readonly unknown[]): TrainExample[] {
   let examples: TrainExample[];
   if (Array.isArray(data)) {
     examples = data.map((item, i) => checkExample(`data[${i}]`, item));
@@ -116,14 +98,25 @@ export function loadExamples(data: string | readonly unknown[]): TrainExample[] 
       } catch (error) {
         throw bad(data, `not valid JSON (${(error as Error).message}); JSONL files must end in .jsonl`);
       }
-      if (!Array.isArray(value)) throw bad(data, 'expected an array of { query, positive, negatives? } (ColTrast project files go through readTrainingData)');
+      if (!Array.isArray(value)) {
+        const projects = readColtrast(data, value);
+        if (projects.every((p) => p.qa.length === 0)) throw new ColtrastError('INVALID_ARGUMENT', `${data} holds no Q&A pairs`);
+        return { projects };
+      }
       examples = value.map((item, i) => checkExample(`${data}: [${i}]`, item));
     }
   } else {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path or an array of { query, positive, negatives? }');
   }
   if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the training data holds no examples');
-  return examples;
+  return { examples };
+}
+
+/** Pairs/triplets only (a .jsonl or .json file, or an array); ColTrast project files are refused. */
+export function loadExamples(data: string | readonly unknown[]): TrainExample[] {
+  const read = readTrainingData(data);
+  if ('projects' in read) throw bad(String(data), 'expected pairs or triplets, not a ColTrast project file (use readTrainingData)');
+  return read.examples;
 }
 
 export function shuffle<T>(items: T[], random: () => number): T[] {

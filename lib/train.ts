@@ -9,6 +9,7 @@ import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import { replaceDir, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
+import { evaluateRun, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
 import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
@@ -202,27 +203,23 @@ export function learningRateAt(step: number, total: number, peak: number, warmup
 /** Recall@1 and MRR@10 of each query against every distinct positive of `examples` (cosine). */
 export async function retrievalMetrics(encoder: Encoder, examples: TrainExample[]): Promise<RetrievalMetrics> {
   const documents = [...new Set(examples.map((e) => e.positive))];
-  const index = new Map(documents.map((d, i) => [d, i]));
-  const normalize = true;
-  const q = await encoder.embed(examples.map((e) => e.query), { normalize });
-  const d = await encoder.embed(documents, { normalize });
+  const position = new Map(documents.map((d, i) => [d, i]));
+  const q = await encoder.embed(examples.map((e) => e.query), { normalize: true });
+  const d = await encoder.embed(documents, { normalize: true });
   const dim = q.dims[1];
-  let recall = 0;
-  let mrr = 0;
+  // Every query against every distinct positive; its own positive is its one relevant document.
+  const run: Run = new Map();
+  const qrels: Qrels = new Map();
   examples.forEach((e, i) => {
-    const target = index.get(e.positive)!;
-    const score = (j: number) => {
+    run.set(`q${i}`, documents.map((_, j) => {
       let s = 0;
       for (let k = 0; k < dim; k++) s += q.data[i * dim + k] * d.data[j * dim + k];
-      return s;
-    };
-    const own = score(target);
-    let rank = 1;
-    for (let j = 0; j < documents.length; j++) if (j !== target && score(j) > own) rank++;
-    if (rank === 1) recall++;
-    if (rank <= 10) mrr += 1 / rank;
+      return { id: `d${j}`, score: s };
+    }));
+    qrels.set(`q${i}`, new Map([[`d${position.get(e.positive)}`, 1]]));
   });
-  return { 'recall@1': recall / examples.length, 'mrr@10': mrr / examples.length, queries: examples.length };
+  const { metrics } = evaluateRun(run, qrels, [1, 10]);
+  return { 'recall@1': metrics.recall[1], 'mrr@10': metrics.mrr[10], queries: examples.length };
 }
 
 interface LoopState {
