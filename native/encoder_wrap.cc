@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "napi_args.h"
 #include "pooling.h"
 #include "promise_worker.h"
 #include "runtime.h"
@@ -51,20 +52,11 @@ class LoadWorker : public PromiseWorker {
 
 // One padded batch of token ids in, pooled vectors or the valid tokens' states out.
 struct EmbedRequest {
-  std::vector<int32_t> inputIds, attentionMask, tokenTypeIds;
-  int64_t batch = 0, seq = 0;
+  TokenBatch batch;
   bool tokens = false;  // output: 'tokens' (valid tokens of every row, concatenated) or 'pooled'
   std::string pooling;
   bool normalize = false;
 };
-
-std::vector<int32_t> copyInts(const Napi::Object& o, const char* key, size_t expected) {
-  auto array = o.Get(key).As<Napi::Int32Array>();
-  if (array.ElementLength() != expected)
-    throw invalidArgument(std::string(key) + " has " + std::to_string(array.ElementLength()) + " elements, expected " +
-                          std::to_string(expected));
-  return std::vector<int32_t>(array.Data(), array.Data() + expected);
-}
 
 class EmbedWorker : public PromiseWorker {
  public:
@@ -75,11 +67,9 @@ class EmbedWorker : public PromiseWorker {
   void compute() override {
     torch::NoGradGuard noGrad;
     const auto& r = request_;
-    auto asTensor = [&](const std::vector<int32_t>& v) {
-      return torch::from_blob(const_cast<int32_t*>(v.data()), {r.batch, r.seq}, torch::kInt32)
-          .to(encoder_->device, torch::kInt64);
-    };
-    auto ids = asTensor(r.inputIds), mask = asTensor(r.attentionMask), types = asTensor(r.tokenTypeIds);
+    const auto& b = r.batch;
+    auto ids = b.tensor(b.ids, encoder_->device), mask = b.tensor(b.mask, encoder_->device),
+         types = b.tensor(b.types, encoder_->device);
     torch::Tensor states;
     {
       std::lock_guard<std::mutex> lock(encoder_->mutex);
@@ -170,13 +160,8 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
   auto encoder = live(env);
   auto o = info[0].As<Napi::Object>();
   EmbedRequest r;
-  r.batch = o.Get("batchSize").As<Napi::Number>().Int64Value();
-  r.seq = o.Get("seqLen").As<Napi::Number>().Int64Value();
-  const auto n = static_cast<size_t>(r.batch * r.seq);
   try {
-    r.inputIds = copyInts(o, "inputIds", n);
-    r.attentionMask = copyInts(o, "attentionMask", n);
-    r.tokenTypeIds = copyInts(o, "tokenTypeIds", n);
+    r.batch = readTokenBatch(o, "");
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }

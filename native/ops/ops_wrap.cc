@@ -11,6 +11,7 @@
 #include <map>
 
 #include "error.h"
+#include "napi_args.h"
 #include "ops/autograd.h"
 #include "promise_worker.h"
 #include "runtime.h"
@@ -86,20 +87,6 @@ struct CallOptions {
   bool learnTemperature = false;
   double temperature = 1.0;  // losses only; checked there (> 0, finite)
 };
-
-std::string stringOr(const Napi::Object& o, const char* key, const std::string& fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsString()) throw invalidArgument(std::string(key) + " must be a string");
-  return v.As<Napi::String>();
-}
-
-bool boolOr(const Napi::Object& o, const char* key, bool fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsBoolean()) throw invalidArgument(std::string(key) + " must be a boolean");
-  return v.As<Napi::Boolean>();
-}
 
 CallOptions readCallOptions(const Napi::Object& o) {
   CallOptions c;

@@ -13,6 +13,7 @@
 #include "encoder_wrap.h"
 #include "error.h"
 #include "ops/autograd.h"
+#include "napi_args.h"
 #include "pooling.h"
 #include "safetensors.h"
 #include "promise_worker.h"
@@ -23,33 +24,6 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-struct TokenBatch {
-  std::vector<int32_t> ids, mask, types;
-  int64_t batch = 0, seq = 0;
-};
-
-TokenBatch readBatch(const Napi::Object& args, const char* key) {
-  Napi::Value v = args.Get(key);
-  if (!v.IsObject()) throw invalidArgument(std::string(key) + " must be a padded token batch");
-  auto o = v.As<Napi::Object>();
-  TokenBatch b;
-  b.batch = o.Get("batchSize").As<Napi::Number>().Int64Value();
-  b.seq = o.Get("seqLen").As<Napi::Number>().Int64Value();
-  const auto n = static_cast<size_t>(b.batch * b.seq);
-  auto copy = [&](const char* name) {
-    auto array = o.Get(name).As<Napi::Int32Array>();
-    if (array.ElementLength() != n) {
-      throw invalidArgument(std::string(key) + "." + name + " has " + std::to_string(array.ElementLength()) +
-                            " elements, expected " + std::to_string(n));
-    }
-    return std::vector<int32_t>(array.Data(), array.Data() + n);
-  };
-  b.ids = copy("inputIds");
-  b.mask = copy("attentionMask");
-  b.types = copy("tokenTypeIds");
-  return b;
-}
-
 struct StepOptions {
   std::string pooling = "mean";
   double contrastiveWeight = 0.5, lateInteractionWeight = 0.5, temperature = 0.05;
@@ -58,23 +32,14 @@ struct StepOptions {
   bool apply = true;  // false: accumulate gradients only (gradient accumulation)
 };
 
-double numberOr(const Napi::Object& o, const char* key, double fallback) {
-  Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
-}
-bool boolOr(const Napi::Object& o, const char* key, bool fallback) {
-  Napi::Value v = o.Get(key);
-  return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : fallback;
-}
-
 StepOptions readStepOptions(const Napi::Object& o) {
   StepOptions s;
-  if (o.Get("pooling").IsString()) s.pooling = o.Get("pooling").As<Napi::String>();
+  s.pooling = stringOr(o, "pooling", s.pooling);
   s.contrastiveWeight = numberOr(o, "contrastiveWeight", s.contrastiveWeight);
   s.lateInteractionWeight = numberOr(o, "lateInteractionWeight", s.lateInteractionWeight);
   s.temperature = numberOr(o, "temperature", s.temperature);
   s.symmetric = boolOr(o, "symmetric", s.symmetric);
-  s.bce = o.Get("lateInteractionKind").IsString() && o.Get("lateInteractionKind").As<Napi::String>().Utf8Value() == "bce";
+  s.bce = stringOr(o, "lateInteractionKind", "cross_entropy") == "bce";
   s.learningRate = numberOr(o, "learningRate", s.learningRate);
   s.maxGradNorm = numberOr(o, "maxGradNorm", s.maxGradNorm);
   s.lossScale = numberOr(o, "lossScale", s.lossScale);
@@ -89,12 +54,9 @@ struct LossParts {
 // The two losses of one batch, differentiable when grad mode is on.
 std::pair<torch::Tensor, LossParts> batchLoss(LoadedEncoder& enc, const TokenBatch& q, const TokenBatch& d,
                                               const StepOptions& s) {
-  auto tensor = [&](const std::vector<int32_t>& v, const TokenBatch& b) {
-    return torch::from_blob(const_cast<int32_t*>(v.data()), {b.batch, b.seq}, torch::kInt32).to(enc.device, torch::kInt64);
-  };
-  const torch::Tensor qMask = tensor(q.mask, q), dMask = tensor(d.mask, d);
-  const torch::Tensor qStates = enc.model->forward(tensor(q.ids, q), qMask, tensor(q.types, q));
-  const torch::Tensor dStates = enc.model->forward(tensor(d.ids, d), dMask, tensor(d.types, d));
+  const torch::Tensor qMask = q.tensor(q.mask, enc.device), dMask = d.tensor(d.mask, enc.device);
+  const torch::Tensor qStates = enc.model->forward(q.tensor(q.ids, enc.device), qMask, q.tensor(q.types, enc.device));
+  const torch::Tensor dStates = enc.model->forward(d.tensor(d.ids, enc.device), dMask, d.tensor(d.types, enc.device));
   const torch::Tensor tau = torch::full({}, s.temperature, torch::TensorOptions().device(enc.device));
   const auto unit = F::NormalizeFuncOptions().dim(-1);
   torch::Tensor total = torch::zeros({}, torch::TensorOptions().device(enc.device));
@@ -326,7 +288,11 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
   Napi::Env env = info.Env();
   try {
     auto args = info[0].As<Napi::Object>();
-    TokenBatch q = readBatch(args, "queries"), d = readBatch(args, "documents");
+    auto batchAt = [&](const char* key) {
+      if (!args.Get(key).IsObject()) throw invalidArgument(std::string(key) + " must be a padded token batch");
+      return readTokenBatch(args.Get(key).As<Napi::Object>(), key);
+    };
+    TokenBatch q = batchAt("queries"), d = batchAt("documents");
     if (d.batch < q.batch) throw invalidArgument("documents must hold at least one positive per query");
     return (new StepWorker(env, state_, std::move(q), std::move(d), readStepOptions(args), train))->start();
   } catch (const Error& e) {

@@ -1,0 +1,67 @@
+// Reading the arguments lib/ passes to native code: optional options with a fallback (a value of the
+// wrong type is an INVALID_ARGUMENT error), and padded token batches ({inputIds, attentionMask,
+// tokenTypeIds: Int32Array, batchSize, seqLen}, as lib/tokenizer.ts's padBatch makes them).
+#pragma once
+#include <napi.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "error.h"
+
+namespace coltrast {
+
+inline std::string stringOr(const Napi::Object& o, const char* key, const std::string& fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsString()) throw invalidArgument(std::string(key) + " must be a string");
+  return v.As<Napi::String>();
+}
+
+inline bool boolOr(const Napi::Object& o, const char* key, bool fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsBoolean()) throw invalidArgument(std::string(key) + " must be a boolean");
+  return v.As<Napi::Boolean>();
+}
+
+inline double numberOr(const Napi::Object& o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) throw invalidArgument(std::string(key) + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+// One right-padded batch of token ids, copied out of JS memory (workers outlive the call).
+struct TokenBatch {
+  std::vector<int32_t> ids, mask, types;
+  int64_t batch = 0, seq = 0;
+
+  // One of the three as an int64 [batch, seq] tensor on `device`.
+  torch::Tensor tensor(const std::vector<int32_t>& values, const torch::Device& device) const {
+    return torch::from_blob(const_cast<int32_t*>(values.data()), {batch, seq}, torch::kInt32).to(device, torch::kInt64);
+  }
+};
+
+// Reads the batch held by `o`; `name` prefixes the keys in error messages ("" for none).
+inline TokenBatch readTokenBatch(const Napi::Object& o, const std::string& name) {
+  TokenBatch b;
+  b.batch = o.Get("batchSize").As<Napi::Number>().Int64Value();
+  b.seq = o.Get("seqLen").As<Napi::Number>().Int64Value();
+  const auto n = static_cast<size_t>(b.batch * b.seq);
+  auto copy = [&](const char* key) {
+    auto array = o.Get(key).As<Napi::Int32Array>();
+    if (array.ElementLength() != n) {
+      throw invalidArgument((name.empty() ? key : name + "." + key) + " has " + std::to_string(array.ElementLength()) +
+                            " elements, expected " + std::to_string(n));
+    }
+    return std::vector<int32_t>(array.Data(), array.Data() + n);
+  };
+  b.ids = copy("inputIds");
+  b.mask = copy("attentionMask");
+  b.types = copy("tokenTypeIds");
+  return b;
+}
+
+}  // namespace coltrast
