@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
-import { replaceDir, writeJsonAtomic, writeTextAtomic } from './files';
+import { writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
 import { evaluateRun, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
@@ -336,13 +336,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     };
     const result = state.result;
     if (!saved) result.before = (await validate()).metrics;
-    const checkpoint = async () => {
-      const staging = fs.mkdtempSync(`${checkpointDir}.saving-`);
-      await encoder.save(path.join(staging, 'model'));
-      await trainer.saveState(path.join(staging, 'trainer.safetensors'));
-      writeJsonAtomic(path.join(staging, 'state.json'), { version: 1, state: { ...state, bestScore: Number.isFinite(state.bestScore) ? state.bestScore : null }, trainSet, val });
-      replaceDir(staging, checkpointDir);
-    };
+    // `position` overrides where the saved state says to continue (at an epoch's end: the next epoch).
+    const checkpoint = (position: Partial<LoopState> = {}) =>
+      writeFolderAtomic(checkpointDir, true, async (staging) => {
+        await encoder.save(path.join(staging, 'model'));
+        await trainer.saveState(path.join(staging, 'trainer.safetensors'));
+        const saved = { ...state, ...position, bestScore: Number.isFinite(state.bestScore) ? state.bestScore : null };
+        writeJsonAtomic(path.join(staging, 'state.json'), { version: 1, state: saved, trainSet, val });
+      });
     const started = Date.now();
     const startSamples = state.samples;
     const startStep = state.step;
@@ -394,13 +395,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       } else if (++state.sinceBest >= config.patience) {
         stopped = true;
       }
-      if (epoch < config.epochs && !stopped) {
-        state.epoch++;
-        state.batch = 0;
-        state.epochLoss = 0;
-        await checkpoint();
-        state.epoch--; // the loop header advances it again
-      }
+      if (epoch < config.epochs && !stopped) await checkpoint({ epoch: epoch + 1, batch: 0, epochLoss: 0 });
     }
     result.after = result.best.metrics;
     writeJsonAtomic(path.join(output, 'training_history.json'), { config, ...result });
