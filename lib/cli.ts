@@ -118,24 +118,18 @@ async function embed(argv: string[]): Promise<void> {
     },
   });
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
-  const int = (flag: string, v: string | undefined) => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) fail(`--${flag} must be a positive integer, got ${v}`);
-    return n;
-  };
   const texts = readTexts(positionals[0]);
   const started = Date.now();
   const download = new ProgressBar('download', 'MB');
   const enc = await Encoder.load(values.model ?? FALLBACK_MODEL, {
     device: (values.device ?? 'auto') as Device,
-    threads: int('threads', values.threads),
+    threads: numberFlag('threads', values.threads, 'count'),
     onDownloadProgress: (p) => {
       if (p.file === 'model.safetensors' && p.total) download.update(p.downloaded / 2 ** 20, p.total / 2 ** 20);
     },
   });
   const bar = new ProgressBar('embed', 'texts');
-  const e = await enc.embed(texts, { batchSize: int('batch-size', values['batch-size']), onProgress: (d, n) => bar.update(d, n) });
+  const e = await enc.embed(texts, { batchSize: numberFlag('batch-size', values['batch-size'], 'count'), onProgress: (d, n) => bar.update(d, n) });
   const seconds = (Date.now() - started) / 1000;
   const out = values.output ? fs.createWriteStream(values.output) : process.stdout;
   if (values.output || !values.json) {
@@ -159,11 +153,19 @@ const TRAIN_FLAGS = {
   device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean', 'print-schema': 'boolean',
 } as const;
 
+/** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
+function numberFlag(flag: string, raw: string | undefined, kind: 'number' | 'int' | 'count'): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  const ok = Number.isFinite(n) && (kind === 'number' || (Number.isInteger(n) && (kind === 'int' || n > 0)));
+  const expected = { number: 'a number', int: 'an integer', count: 'a positive integer' }[kind];
+  if (!ok) fail(`--${flag} must be ${expected}, got ${raw}`);
+  return n;
+}
+
 function flagValue(flag: string, kind: string, raw: string | boolean): unknown {
   if (kind === 'boolean' || kind === 'string') return raw;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || (kind === 'int' && !Number.isInteger(n))) fail(`--${flag} must be ${kind === 'int' ? 'an integer' : 'a number'}, got ${raw}`);
-  return n;
+  return numberFlag(flag, raw as string, kind === 'int' ? 'int' : 'number');
 }
 
 function formatMetrics(m: RetrievalMetrics | undefined): string {
@@ -252,20 +254,14 @@ async function evalCommand(argv: string[]): Promise<void> {
     if (!Number.isInteger(n) || n <= 0) fail(`--k must be positive integers separated by commas, got ${values.k}`);
     return n;
   });
-  const number = (flag: string, v: string | undefined) => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n)) fail(`--${flag} must be a number, got ${v}`);
-    return n;
-  };
   const common = {
     data: values.data,
     split: values.split,
     k,
-    hybridWeight: number('hybrid-weight', values['hybrid-weight']),
+    hybridWeight: numberFlag('hybrid-weight', values['hybrid-weight'], 'number'),
     bm25: { stem: values.stem ?? false },
     device: (values.device ?? 'auto') as Device,
-    batchSize: number('batch-size', values['batch-size']),
+    batchSize: numberFlag('batch-size', values['batch-size'], 'number'),
     progressBar: !values.json,
   };
   const systems: { name: string; model?: string; mode?: EvalMode }[] = [
@@ -344,8 +340,7 @@ async function searchCommand(argv: string[]): Promise<void> {
   });
   if (!values.index) fail('search needs --index <dir>');
   if (positionals.length === 0) fail('search needs at least one question');
-  const k = values.k === undefined ? 5 : Number(values.k);
-  if (!Number.isInteger(k) || k <= 0) fail(`--k must be a positive integer, got ${values.k}`);
+  const k = numberFlag('k', values.k, 'count') ?? 5;
   const model = values.model ?? Index.modelSource(values.index) ?? FALLBACK_MODEL;
   const enc = await Encoder.load(model, { device: (values.device ?? 'auto') as Device });
   try {
@@ -389,7 +384,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  if (error instanceof ColtrastError || (error as { code?: string })?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+  if (error instanceof ColtrastError || String((error as { code?: unknown })?.code).startsWith('ERR_PARSE_ARGS_')) {
     fail((error as Error).message);
   }
   throw error;

@@ -131,6 +131,9 @@ test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a
   const bad = run('--data', data, '--k', '1,x');
   t.is(bad.status, 2);
   t.regex(bad.stderr, /--k must be positive integers/);
+  const dangling = run('--data', data, '--k');
+  t.is(dangling.status, 2, 'a flag without its value is a one-line error, not a crash');
+  t.regex(dangling.stderr, /^coltrast: Option '--k/);
   const missing = run('--data', path.join(data, 'nope'));
   t.is(missing.status, 2);
   t.regex(missing.stderr, /does not exist/);
