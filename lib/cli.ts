@@ -20,15 +20,15 @@ import { encoderEmbedder } from './train';
 import { readTrainingData } from './train-data';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
 
-/** Until coltrast ships its default model, commands without --model use the tiny test model. */
-const FALLBACK_MODEL = path.resolve(__dirname, '..', 'test', 'fixtures', 'tiny-bert');
+/** Commands without --model use the model coltrast ships (see default-model/README.md). */
+const DEFAULT_MODEL = 'default';
 
 const USAGE = `usage: coltrast <command> [options]
 
 commands:
   info                       libtorch, devices, threads and BLAS in use
   embed <texts>              embed a text file (one text per line) or JSONL ({"text": ...} per line)
-    --model <dir|hub id>     model folder or Hugging Face id (default: the bundled tiny test model)
+    --model <dir|hub id>     model folder or Hugging Face id (default: coltrast's shipped model)
     --output <file>          write JSONL {"index", "embedding"} here (default: stdout)
     --batch-size <n>         texts per forward pass (default 32)
     --device <d>             auto | cpu | cuda | cuda:N (default auto)
@@ -36,18 +36,19 @@ commands:
     --json                   print a JSON summary instead of text
   train                      fine-tune a model (ColTrast: contrastive + late interaction)
     --config <file.json>     options as JSON (the keys of train(), checked against --print-schema); flags override them
-    --model <dir|hub id>     starting model (default: the bundled tiny test model)
+    --model <dir|hub id>     starting model (default: coltrast's shipped model)
     --data <file>            ColTrast .json (projects, readme_content, qa_pairs) or .jsonl pairs/triplets
     --output <dir>           where the trained model goes
     --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --schedule linear|cosine|constant
     --weight-decay <x> --max-grad-norm <x> --gradient-accumulation <n> --val-split <x> --seed <n>
     --contrastive-weight <x> --late-interaction-weight <x> --temperature <x> --late-interaction cross_entropy|bce
     --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
+    --projection-dim <n> --projection-activation identity|tanh   (a trained Dense head on the pooled vector)
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
     --output <dir>           the index folder
-    --model <dir|hub id>     the embedding model (default: the bundled tiny test model)
+    --model <dir|hub id>     the embedding model (default: coltrast's shipped model)
     --late-interaction       keep token vectors for MaxSim re-ranking
     --storage float32|float16 --device <d> --json
   search <question>...       search an index
@@ -121,7 +122,7 @@ async function embed(argv: string[]): Promise<void> {
   const texts = readTexts(positionals[0]);
   const started = Date.now();
   const download = new ProgressBar('download', 'MB');
-  const enc = await Encoder.load(values.model ?? FALLBACK_MODEL, {
+  const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
     threads: numberFlag('threads', values.threads, 'count'),
     onDownloadProgress: (p) => {
@@ -151,6 +152,7 @@ const TRAIN_FLAGS = {
   'val-split': 'number', seed: 'int', 'contrastive-weight': 'number', 'late-interaction-weight': 'number', temperature: 'number',
   'late-interaction': 'string', symmetric: 'boolean', patience: 'int', metric: 'string', 'max-negatives': 'int', 'hard-negatives': 'int',
   device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean', 'print-schema': 'boolean',
+  'projection-dim': 'int', 'projection-activation': 'string',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -213,7 +215,8 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v.patience, (x) => (o.earlyStopping = { ...(o.earlyStopping ?? {}), patience: x }));
   set(v.metric, (x) => (o.earlyStopping = { patience: Infinity, ...(o.earlyStopping ?? {}), metric: x }));
   set(v['hard-negatives'], (x) => (o.mining = { ...(o.mining ?? {}), hardNegatives: x }));
-  o.model ??= FALLBACK_MODEL;
+  set(v['projection-dim'], (x) => (o.projection = { ...(o.projection ?? {}), dimension: x }));
+  set(v['projection-activation'], (x) => (o.projection = { ...(o.projection ?? {}), activation: x }));
   if (!o.data) fail('train needs --data (or "data" in --config)');
   if (!o.output) fail('train needs --output (or "output" in --config)');
   const result = await train({ ...(o as TrainOptions), progressBar: !v.json });
@@ -311,7 +314,7 @@ async function indexCommand(argv: string[]): Promise<void> {
   if (!values.data) fail('index needs --data');
   if (!values.output) fail('index needs --output <dir>');
   if (values.storage && !['float32', 'float16'].includes(values.storage)) fail(`--storage must be float32 or float16, got ${values.storage}`);
-  const enc = await Encoder.load(values.model ?? FALLBACK_MODEL, { device: (values.device ?? 'auto') as Device });
+  const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, { device: (values.device ?? 'auto') as Device });
   try {
     const docs = await documentsFrom(values.data, enc);
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
@@ -341,7 +344,7 @@ async function searchCommand(argv: string[]): Promise<void> {
   if (!values.index) fail('search needs --index <dir>');
   if (positionals.length === 0) fail('search needs at least one question');
   const k = numberFlag('k', values.k, 'count') ?? 5;
-  const model = values.model ?? Index.modelSource(values.index) ?? FALLBACK_MODEL;
+  const model = values.model ?? Index.modelSource(values.index) ?? DEFAULT_MODEL;
   const enc = await Encoder.load(model, { device: (values.device ?? 'auto') as Device });
   try {
     const index = await Index.load(values.index, enc);

@@ -17,7 +17,7 @@ export const TRAIN_CONFIG_SCHEMA = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    model: { type: 'string', minLength: 1, description: 'model folder or Hugging Face id' },
+    model: { type: 'string', minLength: 1, description: "model folder or Hugging Face id (default 'default', the shipped model)" },
     data: { type: 'string', minLength: 1, description: 'ColTrast .json or .jsonl pairs/triplets' },
     output: { type: 'string', minLength: 1 },
     epochs: integer(1),
@@ -51,6 +51,12 @@ export const TRAIN_CONFIG_SCHEMA = {
       additionalProperties: false,
       required: ['patience'],
       properties: { patience: integer(1), metric: { enum: ['loss', 'recall@1', 'mrr@10'] } },
+    },
+    projection: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['dimension'],
+      properties: { dimension: integer(1), activation: { enum: ['identity', 'tanh'] } },
     },
     chunking: {
       type: 'object',

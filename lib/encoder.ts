@@ -7,7 +7,7 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { resolveModelDir, type ResolveOptions } from './hub';
-import { readModelDirectory, writeModelFiles, POOLING_MODES, type ModelDirectory, type PoolingMode } from './model-dir';
+import { readModelDirectory, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type PoolingMode } from './model-dir';
 import { native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
 import { TextTokenizer, padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
@@ -95,17 +95,30 @@ export class Encoder {
   private inFlight = 0;
   private disposed = false;
 
+  /** The projection head after pooling (sentence-transformers' Dense module), if the model has one. */
+  private dense: DenseHead | undefined;
+
   private constructor(
     handle: NativeEncoder,
     private readonly files: ModelDirectory,
     private readonly tokenizer: TextTokenizer,
-    /** Embedding width (the model's hidden size). */
-    readonly dimension: number,
+    /** Width of token vectors (the model's hidden size). */
+    readonly tokenDimension: number,
     /** The device the model runs on, e.g. 'cpu' or 'cuda:0'. */
     readonly device: string,
     readonly dtype: DType,
   ) {
     this.handle = handle;
+    this.dense = files.dense;
+  }
+
+  /** Width of pooled vectors: the projection head's output, or the hidden size without a head. */
+  get dimension(): number {
+    return this.dense?.outFeatures ?? this.tokenDimension;
+  }
+  /** The projection head's shape and activation, if the model has one. */
+  get projection(): { inFeatures: number; outFeatures: number; activation: 'identity' | 'tanh' } | undefined {
+    return this.dense && { inFeatures: this.dense.inFeatures, outFeatures: this.dense.outFeatures, activation: this.dense.activation };
   }
 
   /** The folder the model was read from. */
@@ -152,11 +165,26 @@ export class Encoder {
     const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     let handle: NativeEncoder;
     try {
-      handle = await native().NativeEncoder.load({ weightsPath: files.weightsPath, config: files.configText, device, dtype });
+      handle = await native().NativeEncoder.load({
+        weightsPath: files.weightsPath,
+        config: files.configText,
+        device,
+        dtype,
+        denseWeightsPath: files.dense?.weightsPath,
+        denseActivation: files.dense?.activation,
+      });
     } catch (error) {
       throw fromNative(error);
     }
     const info = handle.info();
+    if (files.dense && (files.dense.inFeatures !== info.hiddenSize || files.dense.outFeatures !== info.outputSize)) {
+      handle.dispose();
+      throw new ColtrastError(
+        'MODEL_FILES',
+        `the Dense module of ${dir} says in_features ${files.dense.inFeatures} → out_features ${files.dense.outFeatures}, but its ` +
+          `weights map ${info.hiddenSize} → ${info.outputSize} (the model's hidden size is ${info.hiddenSize})`,
+      );
+    }
     return new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype);
   }
 
@@ -215,6 +243,21 @@ export class Encoder {
     };
   }
 
+  /**
+   * @internal Gives a model without one a new projection head (a Dense module, PyTorch's nn.Linear
+   * initialization from `seed`), for train({ projection }); it is trained with the model and saved with it.
+   */
+  addProjectionHead(outFeatures: number, activation: 'identity' | 'tanh', seed: number): void {
+    if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    if (this.dense) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a projection head (a Dense module); drop the projection option`);
+    try {
+      this.handle.addProjection({ outFeatures, tanh: activation === 'tanh', seed });
+    } catch (error) {
+      throw fromNative(error);
+    }
+    this.dense = { inFeatures: this.tokenDimension, outFeatures, bias: true, activation };
+  }
+
   /** The token ids `embed()` feeds the model for each text (special tokens included, truncated). */
   async tokenize(texts: string[]): Promise<number[][]> {
     if (this.disposed) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
@@ -244,7 +287,7 @@ export class Encoder {
     const tokenized = await this.tokenizer.encode(texts);
     // Longest first: similar lengths share a batch, and a too-large batch fails at once, not at the end.
     const order = tokenized.map((_, i) => i).sort((a, b) => tokenized[b].ids.length - tokenized[a].ids.length);
-    const dim = this.dimension;
+    const dim = output === 'pooled' ? this.dimension : this.tokenDimension;
     const pooled = new Float32Array(output === 'pooled' ? texts.length * dim : 0);
     const tokens: Matrix[] = new Array(output === 'tokens' ? texts.length : 0);
     for (let start = 0; start < order.length; start += batchSize) {
@@ -290,10 +333,12 @@ export class Encoder {
         pooling: this.files.pooling,
         normalize: this.files.normalize,
         maxSeqLength: this.files.maxSeqLength,
-        dimension: this.dimension,
+        dimension: this.tokenDimension,
+        dense: this.dense,
       });
       try {
-        await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype);
+        const denseFile = this.dense ? path.join(staging, DENSE_DIR, 'model.safetensors') : undefined;
+        await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype, denseFile);
       } catch (error) {
         throw fromNative(error);
       }

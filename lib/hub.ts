@@ -93,13 +93,22 @@ export function repoCacheDir(cacheDir: string, repoId: string): string {
   return path.join(cacheDir, `models--${repoId.replace(/\//g, '--')}`);
 }
 
+/** The model coltrast ships (made by scripts/pretrain/run.js); the name 'default' stands for it. */
+export const DEFAULT_MODEL_DIR = path.resolve(__dirname, '..', 'default-model');
+
 /**
- * Returns a local folder for `modelOrPath`: the folder itself, or the cached snapshot of a Hugging Face
- * id, downloading the files coltrast needs first if they are not cached.
+ * Returns a local folder for `modelOrPath`: 'default' (the shipped model), the folder itself, or the cached
+ * snapshot of a Hugging Face id, downloading the files coltrast needs first if they are not cached.
  */
 export async function resolveModelDir(modelOrPath: string, options?: ResolveOptions): Promise<string> {
   const o = checkOptions('options', options, RESOLVE_KEYS);
   if (typeof modelOrPath !== 'string' || modelOrPath.length === 0) throw invalid('model', 'a folder path or a Hugging Face id', modelOrPath);
+  if (modelOrPath === 'default') {
+    if (!fs.existsSync(path.join(DEFAULT_MODEL_DIR, 'model.safetensors'))) {
+      throw new ColtrastError('MODEL_FILES', `the default model is missing from this installation (${DEFAULT_MODEL_DIR}); reinstall coltrast, or rebuild it with node scripts/pretrain/run.js`);
+    }
+    return DEFAULT_MODEL_DIR;
+  }
   const local = localFolder(modelOrPath);
   if (local) return local;
 

@@ -24,6 +24,22 @@ const ST = 'sentence_transformers.models.';
 /** Tokenizer files copied verbatim when a model is saved (tokenizer.json is required, the rest optional). */
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'];
 
+/** sentence-transformers' Dense module: a linear projection of the pooled vector (the projection head). */
+export interface DenseHead {
+  inFeatures: number;
+  outFeatures: number;
+  bias: boolean;
+  activation: 'identity' | 'tanh';
+  /** Its weights (linear.weight, linear.bias); absent for a head made in this process and not yet saved. */
+  weightsPath?: string;
+}
+
+/** sentence-transformers' names of the activations a Dense head may use. */
+const ACTIVATIONS: Record<string, DenseHead['activation']> = {
+  'torch.nn.modules.linear.Identity': 'identity',
+  'torch.nn.modules.activation.Tanh': 'tanh',
+};
+
 export interface ModelDirectory {
   dir: string;
   /** config.json as text (handed to native code) and parsed. */
@@ -33,6 +49,8 @@ export interface ModelDirectory {
   tokenizerPath: string;
   pooling: PoolingMode;
   normalize: boolean;
+  /** The Dense module after pooling, when modules.json has one. */
+  dense?: DenseHead;
   maxSeqLength: number;
   /** sentence-transformers' do_lower_case: lowercase text before tokenizing. */
   lowercase: boolean;
@@ -99,6 +117,32 @@ function readPooling(dir: string, modulePath: string): PoolingMode {
   return on[0];
 }
 
+function readDense(dir: string, modulePath: string): DenseHead {
+  const configFile = path.join(dir, modulePath, 'config.json');
+  if (!fs.existsSync(configFile)) throw filesError(`modules.json lists a Dense module but ${configFile} is missing`);
+  const config = readJson(configFile, 'Dense config');
+  if (!isObject(config) || !Number.isInteger(config.in_features) || !Number.isInteger(config.out_features)) {
+    throw filesError(`Dense config ${configFile} needs integer "in_features" and "out_features"`);
+  }
+  const name = typeof config.activation_function === 'string' ? config.activation_function : 'torch.nn.modules.activation.Tanh';
+  const activation = ACTIVATIONS[name];
+  if (!activation) {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `Dense config ${configFile}: activation ${name} is not supported (Identity or Tanh)`);
+  }
+  const weightsPath = path.join(dir, modulePath, 'model.safetensors');
+  if (!fs.existsSync(weightsPath)) {
+    const pickled = fs.existsSync(path.join(dir, modulePath, 'pytorch_model.bin'));
+    throw filesError(
+      pickled
+        ? `${path.join(dir, modulePath)} has pytorch_model.bin but no model.safetensors: coltrast loads safetensors only (never pickle); ` +
+            're-save the model with a current sentence-transformers (model.save(dir, safe_serialization=True))'
+        : `the Dense module ${path.join(dir, modulePath)} has no model.safetensors`,
+    );
+  }
+  const bias = config.bias !== false;
+  return { inFeatures: config.in_features as number, outFeatures: config.out_features as number, bias, activation, weightsPath };
+}
+
 /** Reads and checks everything `Encoder.load` needs from `dir`. */
 export function readModelDirectory(dir: string): ModelDirectory {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw filesError(`model folder ${dir} does not exist`);
@@ -134,11 +178,19 @@ export function readModelDirectory(dir: string): ModelDirectory {
   const modules = readModules(dir);
   let pooling: PoolingMode = 'mean';
   let normalize = false;
+  let dense: DenseHead | undefined;
   if (modules) {
+    // Transformer, Pooling, then at most one Dense, then Normalize: the order sentence-transformers runs them in.
+    const order = modules.map((m) => (m.type.startsWith(ST) ? m.type.slice(ST.length) : m.type));
+    const denseAt = order.indexOf('Dense');
+    if (denseAt >= 0 && (order.lastIndexOf('Dense') !== denseAt || denseAt < order.indexOf('Pooling') || (order.includes('Normalize') && denseAt > order.indexOf('Normalize')))) {
+      throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: one Dense module between Pooling and Normalize is supported, not ${order.join(' → ')}`);
+    }
     for (const m of modules) {
       const type = m.type.startsWith(ST) ? m.type.slice(ST.length) : m.type;
       if (type === 'Transformer' || type === 'models.Transformer') continue;
       if (type === 'Pooling') pooling = readPooling(dir, m.path);
+      else if (type === 'Dense') dense = readDense(dir, m.path);
       else if (type === 'Normalize') normalize = true;
       else throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: module type ${m.type} is not supported yet`);
     }
@@ -171,20 +223,24 @@ export function readModelDirectory(dir: string): ModelDirectory {
     tokenizerPath,
     pooling,
     normalize,
+    dense,
     maxSeqLength,
     lowercase,
     source: modules ? 'sentence-transformers' : 'huggingface (default mean pooling, no normalization)',
   };
 }
 
+/** Where a saved model keeps its Dense head's weights. */
+export const DENSE_DIR = '2_Dense';
+
 /**
  * Writes everything but the weights of a sentence-transformers directory into `target`: config,
- * tokenizer files, modules.json, the pooling, normalize and sentence_bert configs.
+ * tokenizer files, modules.json, the pooling, Dense, normalize and sentence_bert configs.
  */
 export function writeModelFiles(
   source: ModelDirectory,
   target: string,
-  settings: { pooling: PoolingMode; normalize: boolean; maxSeqLength: number; dimension: number },
+  settings: { pooling: PoolingMode; normalize: boolean; maxSeqLength: number; dimension: number; dense?: DenseHead },
 ): void {
   fs.writeFileSync(path.join(target, 'config.json'), source.configText);
   for (const file of TOKENIZER_FILES) {
@@ -195,8 +251,18 @@ export function writeModelFiles(
     { idx: 0, name: '0', path: '', type: `${ST}Transformer` },
     { idx: 1, name: '1', path: '1_Pooling', type: `${ST}Pooling` },
   ];
-  if (settings.normalize) modules.push({ idx: 2, name: '2', path: '2_Normalize', type: `${ST}Normalize` });
   const json = (value: unknown) => JSON.stringify(value, null, 2) + '\n';
+  if (settings.dense) {
+    modules.push({ idx: 2, name: '2', path: DENSE_DIR, type: `${ST}Dense` });
+    const activation = Object.keys(ACTIVATIONS).find((k) => ACTIVATIONS[k] === settings.dense!.activation);
+    fs.mkdirSync(path.join(target, DENSE_DIR));
+    fs.writeFileSync(
+      path.join(target, DENSE_DIR, 'config.json'),
+      json({ in_features: settings.dense.inFeatures, out_features: settings.dense.outFeatures, bias: settings.dense.bias, activation_function: activation }),
+    );
+  }
+  const normalizeDir = `${modules.length}_Normalize`;
+  if (settings.normalize) modules.push({ idx: modules.length, name: String(modules.length), path: normalizeDir, type: `${ST}Normalize` });
   fs.writeFileSync(path.join(target, 'modules.json'), json(modules));
   fs.mkdirSync(path.join(target, '1_Pooling'));
   const poolingConfig: Record<string, unknown> = { word_embedding_dimension: settings.dimension };
@@ -204,7 +270,7 @@ export function writeModelFiles(
   poolingConfig.pooling_mode_weightedmean_tokens = false;
   poolingConfig.include_prompt = true;
   fs.writeFileSync(path.join(target, '1_Pooling', 'config.json'), json(poolingConfig));
-  if (settings.normalize) fs.mkdirSync(path.join(target, '2_Normalize'));
+  if (settings.normalize) fs.mkdirSync(path.join(target, normalizeDir));
   fs.writeFileSync(
     path.join(target, 'sentence_bert_config.json'),
     json({ max_seq_length: settings.maxSeqLength, do_lower_case: source.lowercase }),

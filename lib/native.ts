@@ -10,6 +10,8 @@ export interface NativeEncoderInfo {
   hiddenSize: number;
   maxPositions: number;
   numParameters: number;
+  /** Width of the pooled output: the projection head's out_features, or hiddenSize without one. */
+  outputSize: number;
   device: string;
   dtype: string;
 }
@@ -27,7 +29,10 @@ export interface NativeEmbedRequest {
 
 export interface NativeEncoder {
   embed(request: NativeEmbedRequest): Promise<Float32Array>;
-  saveWeights(file: string, dtype: string): Promise<void>;
+  /** The model's weights to `file`, and the projection head's to `denseFile` when it has one. */
+  saveWeights(file: string, dtype: string, denseFile?: string): Promise<void>;
+  /** A new, seeded, randomly initialized projection head (throws if the model has one). */
+  addProjection(options: { outFeatures: number; tanh: boolean; seed: number }): void;
   info(): NativeEncoderInfo;
   dispose(): void;
 }
@@ -108,7 +113,14 @@ export interface NativeBinding {
   ops: NativeOps;
   NativeTrainer: { create(encoder: NativeEncoder, options: NativeTrainerOptions): NativeTrainer };
   NativeEncoder: {
-    load(options: { weightsPath: string; config: string; device: string; dtype: string }): Promise<NativeEncoder>;
+    load(options: {
+      weightsPath: string;
+      config: string;
+      device: string;
+      dtype: string;
+      denseWeightsPath?: string;
+      denseActivation?: string;
+    }): Promise<NativeEncoder>;
   };
   supportedModelTypes: string[];
   setNumThreads(n: number): void;

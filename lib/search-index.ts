@@ -146,7 +146,7 @@ export class Index {
     const o = checkOptions('options', options, BUILD_KEYS);
     const storage = oneOf('options.storage', o.storage ?? 'float32', ['float32', 'float16'] as const);
     const late = o.lateInteraction ?? false;
-    const index = new Index(encoder, newStore(encoder.dimension, storage), late ? newStore(encoder.dimension, 'float16') : undefined, storage, undefined);
+    const index = new Index(encoder, newStore(encoder.dimension, storage), late ? newStore(encoder.tokenDimension, 'float16') : undefined, storage, undefined);
     await index.add(docs, { batchSize: o.batchSize, onProgress: o.onProgress });
     return index;
   }
@@ -246,7 +246,7 @@ export class Index {
 
   /** Late-interaction second stage: MaxSim of the query's tokens against each candidate's tokens. */
   private async rerank(queries: string[], candidates: { doc: number; score: number }[][]): Promise<{ doc: number; score: number }[][]> {
-    const dim = this.encoder.dimension;
+    const dim = this.encoder.tokenDimension;
     const queryTokens = await this.encoder.embed(queries, { output: 'tokens', normalize: true });
     const out: { doc: number; score: number }[][] = [];
     for (let i = 0; i < queries.length; i++) {
@@ -325,7 +325,7 @@ export class Index {
     if (manifest.model?.dimension !== encoder.dimension || manifest.model.fingerprint !== (await fingerprint(encoder))) {
       throw new ColtrastError('INVALID_ARGUMENT', `index ${where} was built with another model; load it with the model that built it, or rebuild it`);
     }
-    const index = new Index(encoder, newStore(encoder.dimension, manifest.storage), manifest.lateInteraction ? newStore(encoder.dimension, 'float16') : undefined, manifest.storage, manifest.model.fingerprint);
+    const index = new Index(encoder, newStore(encoder.dimension, manifest.storage), manifest.lateInteraction ? newStore(encoder.tokenDimension, 'float16') : undefined, manifest.storage, manifest.model.fingerprint);
     const docsFile = path.join(where, 'docs.jsonl');
     if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
     const lines = fs.readFileSync(docsFile, 'utf8').split('\n').filter((l) => l.length > 0);

@@ -43,8 +43,8 @@ export interface TrainProgress {
 }
 
 export interface TrainOptions {
-  /** A model folder or Hugging Face id (anything Encoder.load accepts). */
-  model: string;
+  /** A model folder or Hugging Face id (anything Encoder.load accepts; default 'default', the shipped model). */
+  model?: string;
   /** A .jsonl file of pairs/triplets, a ColTrast .json file, or an array of { query, positive, negatives? }. */
   data: string | TrainExample[];
   /** Where the trained model is written (a sentence-transformers folder). */
@@ -68,6 +68,12 @@ export interface TrainOptions {
   earlyStopping?: { patience: number; metric?: 'loss' | 'recall@1' | 'mrr@10' };
   /** Hard negatives used per batch at most (default all). */
   maxNegatives?: number;
+  /**
+   * A projection head (sentence-transformers' Dense module) on the pooled vector, trained with the model and
+   * saved as its Dense module: `dimension` outputs, 'identity' (default) or 'tanh' activation. For a model
+   * without a head; a model that has one trains it anyway.
+   */
+  projection?: { dimension: number; activation?: 'identity' | 'tanh' };
   /** ColTrast project files: semantic chunking of the documents (threshold 0.7, maxTokens the model's). */
   chunking?: Partial<ChunkingOptions>;
   /** ColTrast project files: positive threshold (0.6) and hard negatives per question (3). */
@@ -113,7 +119,7 @@ export interface TrainResult {
 
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
-  'gradientAccumulation', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'chunking', 'mining', 'seed', 'device', 'threads',
+  'gradientAccumulation', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'chunking', 'mining', 'seed', 'device', 'threads',
   'checkpointEvery', 'resume', 'onProgress', 'progressBar',
 ] as const;
 const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric'] as const;
@@ -137,6 +143,7 @@ interface Config {
   metric: 'loss' | 'recall@1' | 'mrr@10';
   maxNegatives: number;
   checkpointEvery: number;
+  projection?: { dimension: number; activation: 'identity' | 'tanh' };
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   seed: number;
@@ -146,7 +153,7 @@ interface Config {
 /** Every option checked before any model is loaded or data read. */
 function readConfig(options: TrainOptions): Config {
   const o = checkOptions('options', options, KEYS);
-  if (typeof o.model !== 'string' || o.model.length === 0) throw invalid('options.model', 'a model folder or Hugging Face id', o.model);
+  if (o.model !== undefined && (typeof o.model !== 'string' || o.model.length === 0)) throw invalid('options.model', 'a model folder or Hugging Face id', o.model);
   if (typeof o.output !== 'string' || o.output.length === 0) throw invalid('options.output', 'a folder path', o.output);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   if (o.resume !== undefined) booleanValue('options.resume', o.resume);
@@ -157,6 +164,7 @@ function readConfig(options: TrainOptions): Config {
   const early = o.earlyStopping === undefined ? undefined : checkOptions('options.earlyStopping', o.earlyStopping, ['patience', 'metric']);
   const chunking = checkOptions('options.chunking', o.chunking, ['threshold', 'maxTokens']);
   const mining = checkOptions('options.mining', o.mining, ['positiveThreshold', 'hardNegatives']);
+  const projection = o.projection === undefined ? undefined : checkOptions('options.projection', o.projection, ['dimension', 'activation']);
   return {
     epochs: positiveInteger('options.epochs', o.epochs ?? 1),
     batchSize: positiveInteger('options.batchSize', o.batchSize ?? 16),
@@ -171,6 +179,10 @@ function readConfig(options: TrainOptions): Config {
     metric: oneOf('options.earlyStopping.metric', early?.metric ?? 'loss', ['loss', 'recall@1', 'mrr@10'] as const),
     maxNegatives: o.maxNegatives === undefined ? Infinity : number('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     checkpointEvery: number('options.checkpointEvery', o.checkpointEvery ?? 50, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    projection: projection && {
+      dimension: positiveInteger('options.projection.dimension', projection.dimension),
+      activation: oneOf('options.projection.activation', projection.activation ?? 'identity', ['identity', 'tanh'] as const),
+    },
     chunking: {
       threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
       maxTokens: chunking.maxTokens === undefined ? undefined : positiveInteger('options.chunking.maxTokens', chunking.maxTokens),
@@ -287,7 +299,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const checkpointDir = `${output}.checkpoint`;
   const saved = options.resume ? readCheckpoint(checkpointDir) : undefined;
   // A resumed run starts from the checkpoint's weights; the data it trains on is the checkpoint's too.
-  const encoder = await Encoder.load(saved ? path.join(checkpointDir, 'model') : options.model, {
+  const model = options.model ?? 'default';
+  const encoder = await Encoder.load(saved ? path.join(checkpointDir, 'model') : model, {
     device: options.device ?? 'auto',
     threads: options.threads,
   });
@@ -306,6 +319,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       trainSet = split.train;
       val = split.val;
     }
+    // A resumed run's checkpoint model has the head already.
+    if (config.projection && !saved) encoder.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
     const trainer = await encoder.createTrainer({ learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed });
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
     const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;
@@ -401,7 +416,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     writeJsonAtomic(path.join(output, 'training_history.json'), { config, ...result });
     writeTextAtomic(path.join(output, 'training_curves.svg'), trainingCurvesSvg(result));
     const data = typeof options.data === 'string' ? options.data : `${options.data.length} in-memory examples`;
-    writeTextAtomic(path.join(output, 'README.md'), modelCard(result, { baseModel: options.model, data, config: { ...config } }));
+    writeTextAtomic(path.join(output, 'README.md'), modelCard(result, { baseModel: model, data, config: { ...config } }));
     fs.rmSync(checkpointDir, { recursive: true, force: true });
     return result;
   } finally {

@@ -1,18 +1,45 @@
 #include "encoder_wrap.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
 #include <cstring>
 
 #include "napi_args.h"
 #include "pooling.h"
 #include "promise_worker.h"
 #include "runtime.h"
+#include "safetensors.h"
 
 namespace coltrast {
 namespace {
 
 struct LoadOptions {
   std::string weightsPath, config, device, dtype;
+  // The Dense module's weights (linear.weight [out, in], optional linear.bias); empty: no head.
+  std::string denseWeightsPath, denseActivation;
 };
+
+// A projection head from a Dense module's safetensors file, checked against the model's width.
+torch::nn::Linear loadDense(const std::string& path, int64_t hiddenSize) {
+  SafetensorsFile file(path);
+  if (!file.has("linear.weight")) throw modelFilesError(path + " has no linear.weight (a sentence-transformers Dense module)");
+  torch::Tensor weight = file.read("linear.weight", torch::kFloat32);
+  if (weight.dim() != 2 || weight.size(1) != hiddenSize) {
+    throw modelFilesError(path + ": linear.weight has shape " + c10::str(weight.sizes()) + ", expected [out_features, " +
+                          std::to_string(hiddenSize) + "] (the model's hidden size)");
+  }
+  const bool bias = file.has("linear.bias");
+  torch::nn::Linear dense(torch::nn::LinearOptions(weight.size(1), weight.size(0)).bias(bias));
+  torch::NoGradGuard noGrad;
+  dense->weight.copy_(weight);
+  if (bias) {
+    torch::Tensor b = file.read("linear.bias", torch::kFloat32);
+    if (b.dim() != 1 || b.size(0) != weight.size(0)) throw modelFilesError(path + ": linear.bias does not match linear.weight");
+    dense->bias.copy_(b);
+  }
+  return dense;
+}
 
 class LoadWorker : public PromiseWorker {
  public:
@@ -35,6 +62,12 @@ class LoadWorker : public PromiseWorker {
     loaded->model->loadWeights(weights, torch::kFloat32);
     loaded->model->to(loaded->device, loaded->dtype);
     loaded->model->eval();
+    if (!options_.denseWeightsPath.empty()) {
+      // The head stays float32 (it is small, and pooling hands it float32).
+      loaded->dense = loadDense(options_.denseWeightsPath, loaded->model->hiddenSize());
+      loaded->dense->to(loaded->device);
+      loaded->denseTanh = options_.denseActivation == "tanh";
+    }
     loaded_ = std::move(loaded);
   }
   Napi::Value result(Napi::Env env) override {
@@ -79,7 +112,7 @@ class EmbedWorker : public PromiseWorker {
     if (r.tokens) {
       out = states.to(torch::kFloat32).index({mask.to(torch::kBool)});  // [valid tokens, dim], row-major order
     } else {
-      out = pool(states, mask, r.pooling);
+      out = encoder_->project(pool(states, mask, r.pooling));
     }
     if (r.normalize) out = torch::nn::functional::normalize(out, torch::nn::functional::NormalizeFuncOptions().dim(-1));
     output_ = out.to(torch::kCPU).contiguous();
@@ -98,22 +131,47 @@ class EmbedWorker : public PromiseWorker {
 
 class SaveWorker : public PromiseWorker {
  public:
-  SaveWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, std::string path, std::string dtype)
-      : PromiseWorker(env), encoder_(std::move(encoder)), path_(std::move(path)), dtype_(std::move(dtype)) {}
+  SaveWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, std::string path, std::string dtype, std::string densePath)
+      : PromiseWorker(env),
+        encoder_(std::move(encoder)),
+        path_(std::move(path)),
+        dtype_(std::move(dtype)),
+        densePath_(std::move(densePath)) {}
 
  protected:
   void compute() override {
     std::lock_guard<std::mutex> lock(encoder_->mutex);
-    writeSafetensors(path_, encoder_->model->weightsForSaving(parseDtype(dtype_)), {{"format", "pt"}});
+    const auto dtype = parseDtype(dtype_);
+    writeSafetensors(path_, encoder_->model->weightsForSaving(dtype), {{"format", "pt"}});
+    if (encoder_->dense && !densePath_.empty()) {
+      // Named as sentence-transformers' Dense module names them.
+      std::vector<std::pair<std::string, torch::Tensor>> head{{"linear.weight", encoder_->dense->weight.detach().to(torch::kCPU, dtype)}};
+      if (encoder_->dense->bias.defined()) head.emplace_back("linear.bias", encoder_->dense->bias.detach().to(torch::kCPU, dtype));
+      writeSafetensors(densePath_, head, {{"format", "pt"}});
+    }
   }
   Napi::Value result(Napi::Env env) override { return env.Undefined(); }
 
  private:
   std::shared_ptr<LoadedEncoder> encoder_;
-  std::string path_, dtype_;
+  std::string path_, dtype_, densePath_;
 };
 
 }  // namespace
+
+torch::Tensor LoadedEncoder::project(const torch::Tensor& pooled) const {
+  if (!dense) return pooled;
+  torch::Tensor out = torch::nn::functional::linear(pooled, dense->weight, dense->bias);
+  return denseTanh ? torch::tanh(out) : out;
+}
+
+std::vector<torch::Tensor> LoadedEncoder::parameters() const {
+  std::vector<torch::Tensor> params = model->parameters();
+  if (dense) {
+    for (auto& p : dense->parameters()) params.push_back(p);
+  }
+  return params;
+}
 
 Napi::Function EncoderWrap::define(Napi::Env env) {
   Napi::Function cls = DefineClass(env, "NativeEncoder",
@@ -121,6 +179,7 @@ Napi::Function EncoderWrap::define(Napi::Env env) {
                                        StaticMethod<&EncoderWrap::load>("load"),
                                        InstanceMethod<&EncoderWrap::embed>("embed"),
                                        InstanceMethod<&EncoderWrap::saveWeights>("saveWeights"),
+                                       InstanceMethod<&EncoderWrap::addProjection>("addProjection"),
                                        InstanceMethod<&EncoderWrap::info>("info"),
                                        InstanceMethod<&EncoderWrap::dispose>("dispose"),
                                    });
@@ -151,6 +210,12 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
   auto o = info[0].As<Napi::Object>();
   LoadOptions options{o.Get("weightsPath").As<Napi::String>(), o.Get("config").As<Napi::String>(),
                       o.Get("device").As<Napi::String>(), o.Get("dtype").As<Napi::String>()};
+  try {
+    options.denseWeightsPath = stringOr(o, "denseWeightsPath", "");
+    options.denseActivation = stringOr(o, "denseActivation", "identity");
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
   auto* worker = new LoadWorker(env, std::move(options), env.GetInstanceData<Napi::FunctionReference>()->Value());
   return worker->start();
 }
@@ -171,21 +236,52 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
   return (new EmbedWorker(env, std::move(encoder), std::move(r)))->start();
 }
 
+// saveWeights(path, dtype, densePath?): the model's weights, and the projection head's when it has one.
 Napi::Value EncoderWrap::saveWeights(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return (new SaveWorker(env, live(env), info[0].As<Napi::String>(), info[1].As<Napi::String>()))->start();
+  std::string densePath = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+  return (new SaveWorker(env, live(env), info[0].As<Napi::String>(), info[1].As<Napi::String>(), densePath))->start();
+}
+
+// addProjection({ outFeatures, tanh, seed }): a new, randomly initialized projection head (PyTorch's
+// nn.Linear initialization: uniform in ±1/sqrt(in_features), from a generator of its own so the draw is
+// seeded). Synchronous: it is one small matrix.
+Napi::Value EncoderWrap::addProjection(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto encoder = live(env);
+  try {
+    auto o = info[0].As<Napi::Object>();
+    const auto out = static_cast<int64_t>(numberOr(o, "outFeatures", 0));
+    if (out < 1) throw invalidArgument("outFeatures must be a positive integer");
+    if (encoder->dense) throw invalidArgument("this model already has a projection head");
+    std::lock_guard<std::mutex> lock(encoder->mutex);
+    const int64_t in = encoder->model->hiddenSize();
+    auto generator = at::detail::createCPUGenerator(static_cast<uint64_t>(numberOr(o, "seed", 42)));
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    torch::nn::Linear dense(torch::nn::LinearOptions(in, out).bias(true));
+    torch::NoGradGuard noGrad;
+    dense->weight.copy_(torch::empty({out, in}).uniform_(-bound, bound, generator));
+    dense->bias.copy_(torch::empty({out}).uniform_(-bound, bound, generator));
+    dense->to(encoder->device);
+    encoder->dense = dense;
+    encoder->denseTanh = boolOr(o, "tanh", false);
+    return env.Undefined();
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
 }
 
 Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto encoder = live(env);
   int64_t parameters = 0;
-  for (const auto& p : encoder->model->parameters()) parameters += p.numel();
+  for (const auto& p : encoder->parameters()) parameters += p.numel();
   auto out = Napi::Object::New(env);
   out.Set("modelType", encoder->model->modelType());
   out.Set("hiddenSize", static_cast<double>(encoder->model->hiddenSize()));
   out.Set("maxPositions", static_cast<double>(encoder->model->maxPositions()));
   out.Set("numParameters", static_cast<double>(parameters));
+  out.Set("outputSize", static_cast<double>(encoder->dense ? encoder->dense->weight.size(0) : encoder->model->hiddenSize()));
   out.Set("device", encoder->device.str());
   out.Set("dtype", std::string(c10::toString(encoder->dtype)));
   return out;

@@ -14,9 +14,17 @@ namespace coltrast {
 // model's memory goes when the last running worker finishes with it.
 struct LoadedEncoder {
   std::shared_ptr<TransformerEncoder> model;
+  // sentence-transformers' Dense module after pooling (a trained projection head), or none.
+  torch::nn::Linear dense{nullptr};
+  bool denseTanh = false;
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
   std::mutex mutex;  // one forward at a time per model: concurrent embed() calls queue here
+
+  // The pooled vector through the projection head (unchanged without one); float32 in and out.
+  torch::Tensor project(const torch::Tensor& pooled) const;
+  // Every trained tensor: the model's parameters, then the head's (the order of saved optimizer state).
+  std::vector<torch::Tensor> parameters() const;
 };
 
 class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
@@ -30,6 +38,7 @@ class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
   static Napi::Value load(const Napi::CallbackInfo& info);
   Napi::Value embed(const Napi::CallbackInfo& info);
   Napi::Value saveWeights(const Napi::CallbackInfo& info);
+  Napi::Value addProjection(const Napi::CallbackInfo& info);
   Napi::Value info(const Napi::CallbackInfo& info);
   void dispose(const Napi::CallbackInfo& info);
   std::shared_ptr<LoadedEncoder> live(Napi::Env env) const;

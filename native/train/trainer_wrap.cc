@@ -62,8 +62,8 @@ std::pair<torch::Tensor, LossParts> batchLoss(LoadedEncoder& enc, const TokenBat
   torch::Tensor total = torch::zeros({}, torch::TensorOptions().device(enc.device));
   LossParts parts;
   if (s.contrastiveWeight > 0) {
-    const torch::Tensor qp = F::normalize(pool(qStates, qMask, s.pooling), unit);
-    const torch::Tensor dp = F::normalize(pool(dStates, dMask, s.pooling), unit);
+    const torch::Tensor qp = F::normalize(enc.project(pool(qStates, qMask, s.pooling)), unit);
+    const torch::Tensor dp = F::normalize(enc.project(pool(dStates, dMask, s.pooling)), unit);
     const torch::Tensor loss = ops::contrastiveLoss(qp, dp, tau, {s.symmetric});
     parts.contrastive = loss.item<double>();
     total = total + s.contrastiveWeight * loss;
@@ -130,7 +130,7 @@ class StepWorker : public PromiseWorker {
       (loss * options_.lossScale).backward();
       parts_ = parts;
       if (options_.apply) {
-        auto params = enc.model->parameters();
+        auto params = enc.parameters();
         parts_.gradNorm = torch::nn::utils::clip_grad_norm_(
             params, options_.maxGradNorm > 0 ? options_.maxGradNorm : std::numeric_limits<double>::infinity());
         for (auto& group : state_->optimizer->param_groups()) {
@@ -163,8 +163,8 @@ class StepWorker : public PromiseWorker {
   LossParts parts_;
 };
 
-// Optimizer and random-number state as safetensors (never pickle): for parameter i (in the model's
-// parameters() order) "adamw.i.exp_avg", "adamw.i.exp_avg_sq" and "adamw.i.step", plus "rng" and "steps".
+// Optimizer and random-number state as safetensors (never pickle): for parameter i (in
+// LoadedEncoder::parameters() order: the model's, then the projection head's) "adamw.i.exp_avg", "adamw.i.exp_avg_sq" and "adamw.i.step", plus "rng" and "steps".
 class StateWorker : public PromiseWorker {
  public:
   StateWorker(Napi::Env env, std::shared_ptr<TrainerState> state, std::string path, bool save)
@@ -174,7 +174,7 @@ class StateWorker : public PromiseWorker {
   void compute() override {
     LoadedEncoder& enc = *state_->encoder;
     std::lock_guard<std::mutex> lock(enc.mutex);
-    auto params = enc.model->parameters();
+    auto params = enc.parameters();
     auto& optimizerState = state_->optimizer->state();
     auto keyOf = [](const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); };
     if (save_) {
@@ -256,7 +256,7 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
       throw invalidArgument("training needs the model loaded in float32 (mixed precision is not implemented yet)");
     }
     std::vector<torch::Tensor> decay, noDecay;
-    for (auto& p : encoder->model->parameters()) {
+    for (auto& p : encoder->parameters()) {
       p.set_requires_grad(true);
       (p.dim() >= 2 ? decay : noDecay).push_back(p);
     }
