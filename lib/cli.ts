@@ -26,7 +26,8 @@ const DEFAULT_MODEL = 'default';
 const USAGE = `usage: coltrast <command> [options]
 
 commands:
-  info                       libtorch, devices, threads and BLAS in use
+  info                       the addon loaded and why, libtorch, devices, threads and BLAS in use
+  build [cmake-js args]      build the native addon from source against the libtorch here (cmake, C++17 compiler)
   embed <texts>              embed a text file (one text per line) or JSONL ({"text": ...} per line)
     --model <dir|hub id>     model folder or Hugging Face id (default: coltrast's shipped model)
     --output <file>          write JSONL {"index", "embedding"} here (default: stdout)
@@ -98,7 +99,12 @@ async function info(argv: string[]): Promise<void> {
   }
   console.log(`coltrast ${r.version}`);
   console.log(`libtorch ${r.torchVersion} (${r.torchSource ?? 'unknown source'})`);
-  console.log(`CUDA: ${r.cudaAvailable ? `${r.cudaDeviceCount} device(s)` : 'not available'}`);
+  const b = r.binary;
+  console.log(`addon: ${b.kind === 'prebuild' ? `prebuild ${b.variant}` : 'local build'} (${b.file})`);
+  if (b.libtorch) console.log(`  runs on libtorch ${b.libtorch.version} from ${b.libtorch.source} (${b.libtorch.libDir})`);
+  console.log(`  chosen because: ${b.reason}`);
+  const gpus = r.cudaCapabilities?.map((c, i) => `cuda:${i} sm_${c}`).join(', ');
+  console.log(`CUDA: ${r.cudaAvailable ? `${r.cudaDeviceCount} device(s)${gpus ? ` (${gpus})` : ''}` : 'not available'}${r.cudaArchs ? `; kernels built for ${r.cudaArchs}` : ''}`);
   console.log(`CPU threads: ${r.threads}`);
   console.log(`BLAS: ${r.blas.kind}${r.blas.libraries.length ? ` (${r.blas.libraries.join(', ')})` : ''}`);
   if (r.blas.warning) console.log(`warning: ${r.blas.warning}`);
@@ -362,8 +368,17 @@ async function searchCommand(argv: string[]): Promise<void> {
   }
 }
 
+/** Builds the addon from source (scripts/build-native.js): for machines no prebuild fits. */
+async function build(argv: string[]): Promise<void> {
+  const { spawnSync } = await import('node:child_process');
+  const script = path.resolve(__dirname, '..', 'scripts', 'build-native.js');
+  const r = spawnSync(process.execPath, [script, ...argv], { stdio: 'inherit', cwd: path.resolve(__dirname, '..') });
+  process.exitCode = r.status ?? 1;
+}
+
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   info,
+  build,
   embed,
   train: trainCommand,
   index: indexCommand,

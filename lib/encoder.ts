@@ -8,6 +8,7 @@ import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { readModelDirectory, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type PoolingMode } from './model-dir';
+import { checkGpuArch } from './binary';
 import { native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
 import { TextTokenizer, padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
@@ -67,10 +68,10 @@ export function setThreads(threads?: number): void {
 }
 
 function resolveDevice(device: Device): string {
-  if (device === 'auto') return native().runtimeInfo().cudaAvailable ? 'cuda:0' : 'cpu';
-  if (device === 'cuda') return 'cuda:0';
-  if (device === 'cpu' || /^cuda:\d+$/.test(device)) return device;
-  throw invalid('options.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
+  const resolved = device === 'auto' ? (native().runtimeInfo().cudaAvailable ? 'cuda:0' : 'cpu') : device === 'cuda' ? 'cuda:0' : device;
+  if (resolved !== 'cpu' && !/^cuda:\d+$/.test(resolved)) throw invalid('options.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
+  if (resolved !== 'cpu') checkGpuArch(resolved, native().runtimeInfo());
+  return resolved;
 }
 
 /** @internal See Encoder.createTrainer. */

@@ -1,9 +1,11 @@
 /**
- * Loads the native addon through node-gyp-build (prebuilds/ first, then the local build/) and turns
- * every way that can fail into a ColtrastError that says what is missing and how to fix it.
+ * Loads the native addon (a local build, found by node-gyp-build, else the prebuild that lib/binary.ts
+ * picks for the libtorch installed here) and turns every way that can fail into a ColtrastError that says
+ * what is missing and how to fix it.
  */
 import path from 'node:path';
 import { ColtrastError } from './errors';
+import { defaultEnvironment, LIBTORCH_HELP, nothingFits, planBinary, preload, type BinaryChoice } from './binary';
 
 export interface NativeEncoderInfo {
   modelType: string;
@@ -45,6 +47,9 @@ export interface NativeRuntimeInfo {
   parallelInfo: string;
   cxx11Abi?: boolean;
   torchSource?: string;
+  /** CUDA builds only: CMAKE_CUDA_ARCHITECTURES of the kernels, and each GPU's compute capability (86 = 8.6). */
+  cudaArchs?: string;
+  cudaCapabilities?: number[];
 }
 
 export interface NativeTrainerOptions {
@@ -130,59 +135,70 @@ export interface NativeBinding {
 /** The package root: lib/ and dist/ both sit one level below it. */
 export const packageRoot = path.resolve(__dirname, '..');
 
-const LIBTORCH_HELP =
-  'Get libtorch in one of these ways and try again:\n' +
-  '  - Debian/Ubuntu: sudo apt-get install libtorch-dev libopenblas0-pthread\n' +
-  '  - a Python torch: pip install torch (coltrast finds the libtorch inside it when building)\n' +
-  '  - a libtorch download: unzip it and build with LIBTORCH=/path/to/libtorch npm run build:native';
-
-/** Rewrites a failed `require` of the addon into an actionable error. Exported for tests. */
-export function explainLoadError(error: unknown): ColtrastError {
+/** Rewrites a failed load of the addon into an actionable error. Exported for tests. */
+export function explainLoadError(error: unknown, file?: string): ColtrastError {
+  if (error instanceof ColtrastError) return error;
   const message = error instanceof Error ? error.message : String(error);
-  const missingLib = /(lib(?:torch|c10|torch_cpu|torch_cuda|c10_cuda|gomp|openblas|blas)[^\s:]*): cannot open shared object/.exec(
+  const which = file ? ` (${file})` : '';
+  const missingLib = /(lib(?:torch|c10|torch_cpu|torch_cuda|c10_cuda|cudart|gomp|openblas|blas)[^\s:]*): cannot open shared object/.exec(
     message,
   );
   if (missingLib) {
     return new ColtrastError(
       'NATIVE_LOAD',
-      `coltrast's native addon could not load ${missingLib[1]}: the libtorch it was built against is not installed ` +
-        `or has moved.\n${LIBTORCH_HELP}\n(original error: ${message})`,
+      `coltrast's native addon${which} could not load ${missingLib[1]}: the libtorch it was built against is not installed ` +
+        `or has moved.\n${LIBTORCH_HELP}\nor rebuild the addon against the libtorch you have: npx coltrast build\n(original error: ${message})`,
       { cause: error },
     );
   }
   if (/undefined symbol/.test(message)) {
     return new ColtrastError(
       'NATIVE_LOAD',
-      'coltrast\'s native addon does not match the libtorch found at run time (a different libtorch version or C++ ABI ' +
-        'than it was built with). Rebuild it against the libtorch you have: npm run build:native\n' +
+      `coltrast's native addon${which} does not match the libtorch found at run time (a different libtorch version or C++ ABI ` +
+        'than it was built with). Rebuild it against the libtorch you have: npx coltrast build\n' +
         `(original error: ${message})`,
       { cause: error },
     );
   }
-  if (/No native build was found/.test(message)) {
-    return new ColtrastError(
-      'NATIVE_LOAD',
-      `coltrast has no native addon for this machine (${process.platform}-${process.arch}, Node ${process.version}). ` +
-        'Build it from source: npm run build:native (needs cmake, a C++17 compiler, nlohmann-json3-dev and libtorch).\n' +
-        LIBTORCH_HELP,
-      { cause: error },
-    );
-  }
-  return new ColtrastError('NATIVE_LOAD', `coltrast's native addon failed to load: ${message}`, { cause: error });
+  return new ColtrastError('NATIVE_LOAD', `coltrast's native addon${which} failed to load: ${message}`, { cause: error });
 }
 
 let binding: NativeBinding | undefined;
+let chosen: BinaryChoice | undefined;
 
+/** The local build's path (build/Release/coltrast.node, as node-gyp-build finds it), or null. */
+function localBuild(root: string): string | null {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const ngb = require('node-gyp-build') as { path(dir: string): string };
+  try {
+    const file = ngb.path(root);
+    return file.startsWith(path.join(root, 'build') + path.sep) ? file : null;
+  } catch {
+    return null; // node-gyp-build throws when it finds nothing
+  }
+}
+
+/** Loads the addon lib/binary.ts chooses (a local build, else the prebuild that fits an installed libtorch). */
 export function native(): NativeBinding {
   if (binding) return binding;
+  const e = defaultEnvironment(packageRoot);
+  const plan = planBinary(e, localBuild(packageRoot));
+  if (!plan.choice) throw nothingFits(plan, e);
   try {
+    preload(plan.choice.preload);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const load = require('node-gyp-build') as (dir: string) => NativeBinding;
-    binding = load(packageRoot);
+    binding = require(plan.choice.file) as NativeBinding;
   } catch (error) {
-    throw explainLoadError(error);
+    throw explainLoadError(error, plan.choice.file);
   }
+  const { preload: _libs, ...choice } = plan.choice;
+  chosen = choice;
   return binding;
+}
+
+/** Which addon native() loaded and why (undefined before it has). */
+export function binaryChoice(): BinaryChoice | undefined {
+  return chosen;
 }
 
 /** Converts an error from native code (a plain Error with `code`) into a ColtrastError. */

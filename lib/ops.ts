@@ -12,6 +12,7 @@
  * (INVALID_ARGUMENT naming the argument, DEVICE for a device this build or machine cannot use).
  */
 import { ColtrastError } from './errors';
+import { checkGpuArch } from './binary';
 import { native, fromNative, type NativeOps } from './native';
 import { checkOptions, invalid, oneOf } from './validate';
 
@@ -102,6 +103,7 @@ function common(o: CommonOptions): void {
   if (o.device !== undefined && (typeof o.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(o.device))) {
     throw invalid('options.device', "'cpu', 'cuda' or 'cuda:N'", o.device);
   }
+  if (o.device !== undefined && o.device !== 'cpu') checkGpuArch(o.device === 'cuda' ? 'cuda:0' : o.device, native().runtimeInfo());
   if (o.reference !== undefined && typeof o.reference !== 'boolean') throw invalid('options.reference', 'true or false', o.reference);
 }
 

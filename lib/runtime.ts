@@ -4,7 +4,8 @@
  * than OpenBLAS, so we look at the mapped libraries and say so.
  */
 import fs from 'node:fs';
-import { native, packageRoot } from './native';
+import type { BinaryChoice } from './binary';
+import { binaryChoice, native, packageRoot } from './native';
 
 export interface BlasInfo {
   /** Paths of the BLAS libraries mapped into this process. */
@@ -22,6 +23,11 @@ export interface RuntimeInfo {
   cudaDeviceCount: number;
   threads: number;
   blas: BlasInfo;
+  /** Which addon is loaded (a local build or a prebuild), the libtorch it runs on, and why it was chosen. */
+  binary: BinaryChoice;
+  /** CUDA builds: the GPU architectures compiled in and each GPU's compute capability (86 = 8.6). */
+  cudaArchs?: string;
+  cudaCapabilities?: number[];
 }
 
 export function blasInfo(maps = '/proc/self/maps'): BlasInfo {
@@ -65,5 +71,8 @@ export function runtimeInfo(): RuntimeInfo {
     cudaDeviceCount: n.cudaDeviceCount,
     threads: n.numThreads,
     blas: blasInfo(),
+    binary: binaryChoice()!,
+    cudaArchs: n.cudaArchs,
+    cudaCapabilities: n.cudaCapabilities,
   };
 }

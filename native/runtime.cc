@@ -3,6 +3,10 @@
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
+#ifdef COLTRAST_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 #include <atomic>
 #include <thread>
 
@@ -34,6 +38,21 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
 #endif
 #ifdef COLTRAST_TORCH_SOURCE
   out.Set("torchSource", COLTRAST_TORCH_SOURCE);
+#endif
+#ifdef COLTRAST_WITH_CUDA
+  // The GPU architectures the kernels were compiled for, and each visible GPU's compute capability, so that
+  // a GPU too old for the kernels is refused with a reason before any kernel launch fails.
+  out.Set("cudaArchs", COLTRAST_CUDA_ARCHS);
+  auto capabilities = Napi::Array::New(env);
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+  for (int i = 0; i < count; ++i) {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, i);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, i);
+    capabilities.Set(static_cast<uint32_t>(i), Napi::Number::New(env, major * 10 + minor));
+  }
+  out.Set("cudaCapabilities", capabilities);
 #endif
   return out;
 }

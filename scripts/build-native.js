@@ -3,7 +3,7 @@
 // CMake puts the addon at build/Release/coltrast.node, where node-gyp-build looks for a local build.
 // `npm run build:native` calls this, and so does binding.gyp, so node-gyp-driven tools (node-gyp
 // rebuild, node-gyp-build's install fallback, prebuildify) build the same thing. Extra arguments go
-// to cmake-js (e.g. --debug, or -- -DLIBTORCH=/path).
+// to cmake-js (e.g. --debug, or -- -DLIBTORCH=/path). `npx coltrast build` runs this from an installed package.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');

@@ -2,7 +2,8 @@
 # Sets up a Debian/Ubuntu machine to build and run coltrast from a clone: installs libtorch (CPU),
 # OpenBLAS (without it libtorch falls back to the ~30x slower reference BLAS), the JSON headers, python3
 # (the CUDA emulator test rewrites kernel sources with it) and
-# the build tools when missing, then installs npm dependencies and builds the addon and TypeScript.
+# the build tools when missing, then installs npm dependencies, builds the addon and TypeScript, and files
+# the build as this machine's CPU prebuild (prebuilds/, what `npm pack` ships; test/pack.test.ts installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +22,4 @@ fi
 
 npm ci --no-audit --no-fund
 npm run build
+npm run make-prebuild

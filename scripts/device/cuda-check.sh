@@ -12,6 +12,9 @@
 #     addon    builds the addon against the Python torch's CUDA libtorch, coltrast info, the whole ava
 #              suite, compute-sanitizer on the CUDA op tests, the Hugging Face reference check, and a
 #              coltrast-trained model loaded by sentence-transformers
+#     prebuild the CUDA prebuild (scripts/prebuild.js: prebuilds/linux-x64/cuda<major>-torch<x.y>/), loaded with
+#              COLTRAST_BINARY=cuda from a copy of the package without build/ (as an npm user gets it), the
+#              CUDA op tests on it; the prebuild and its manifest come back in $OUT/prebuild/
 #     bench    scripts/bench/ops.js (fused ops, cuda) and ops_eager.py (PyTorch eager), train.js and
 #              embed.js on cuda
 #
@@ -19,6 +22,7 @@
 # call (build/ survives only then), so: pack here, then make one call per group, back to back:
 #   run(command="bash scripts/device/cuda-check.sh run kernels", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run addon", carry=[".device", "dist"], timeout_s=600)
+#   run(command="bash scripts/device/cuda-check.sh run prebuild", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run bench", carry=[".device", "dist"], timeout_s=600)
 # (`bench` builds the addon first if the machine is a fresh one.) What comes back (at most 8 files):
 # $OUT/summary.txt (device, versions, one line per stage), $OUT/cuda-check.log (every stage's output),
@@ -103,6 +107,19 @@ addon() {
     python3 scripts/fixtures/check_python_load.py /tmp/ct-trained examples/sentences.txt /tmp/ct-trained.jsonl"
 }
 
+prebuild() {
+  node_setup
+  export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+  STAGE_TIMEOUT=${STAGE_TIMEOUT:-480} stage prebuild-make node scripts/prebuild.js -- --CDCOLTRAST_CUDA=ON
+  # The package as npm installs it: no build/, so the loader must pick the CUDA prebuild and find libtorch.
+  local pkg=/tmp/coltrast-as-installed
+  rm -rf "$pkg" && mkdir -p "$pkg" && cp -r package.json tsconfig.json lib dist prebuilds default-model node_modules test examples "$pkg"/
+  stage prebuild-info bash -c "cd $pkg && COLTRAST_BINARY=cuda node dist/cli.js info | tee /dev/stderr | grep -q 'addon: prebuild cuda'"
+  stage prebuild-ops bash -c "cd $pkg && COLTRAST_BINARY=cuda node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts test/binary.test.ts"
+  mkdir -p "$OUT/prebuild" && cp prebuilds/linux-x64/cuda*/prebuild.json "$OUT/prebuild/" 2>/dev/null
+  cp prebuilds/linux-x64/cuda*/coltrast.node "$OUT/prebuild/" 2>/dev/null
+}
+
 bench() {
   node_setup
   [ -f build/Release/coltrast.node ] || build
@@ -128,8 +145,8 @@ run() {
   [ ${#groups[@]} -gt 0 ] || groups=(kernels addon bench)
   for group in "${groups[@]}"; do
     case "$group" in
-      kernels | addon | bench) "$group" ;;
-      *) echo "unknown group '$group' (kernels, addon, bench)" | tee -a "$SUMMARY"; failed+=("$group") ;;
+      kernels | addon | prebuild | bench) "$group" ;;
+      *) echo "unknown group '$group' (kernels, addon, prebuild, bench)" | tee -a "$SUMMARY"; failed+=("$group") ;;
     esac
   done
   if [ ${#failed[@]} -gt 0 ]; then
@@ -146,7 +163,7 @@ case "${1:-}" in
     run "$@"
     ;;
   *)
-    echo "usage: bash scripts/device/cuda-check.sh pack | run [kernels] [addon] [bench]" >&2
+    echo "usage: bash scripts/device/cuda-check.sh pack | run [kernels] [addon] [prebuild] [bench]" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,215 @@
+// Choosing the native addon: a local build, or the prebuild that fits the libtorch installed here; and every
+// way that fails becomes an error that says what to install or run. The machines here are simulated with
+// folders that look like a Python torch, a libtorch download and Debian's libtorch; the last test loads the
+// real CPU prebuild on this machine's libtorch.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { checkGpuArch, findLibtorch, gpuFitsArchs, nothingFits, planBinary, type Environment, type PrebuildManifest } from '../lib/binary';
+import { explainLoadError } from '../lib/native';
+import { tempDir } from './helpers/fixture';
+
+const CXX11 = 'symbols: _ZNK3c105Error4whatB5cxx11Ev NSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE';
+const OLD_ABI = 'symbols: _ZNK3c105Error4whatEv Ss';
+
+function touch(file: string, content = ''): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, content);
+}
+
+/** A Python torch: site-packages/torch/{lib, version.py} and its CUDA runtime in site-packages/nvidia. */
+function pythonTorch(site: string, version: string, cuda: string | null, abi = CXX11): string {
+  const torch = path.join(site, 'torch');
+  touch(path.join(torch, 'version.py'), `__version__ = '${version}'\ndebug = False\ncuda: Optional[str] = ${cuda ? `'${cuda}'` : 'None'}\n`);
+  touch(path.join(torch, 'lib', 'libc10.so'), abi);
+  for (const f of ['libtorch.so', 'libtorch_cpu.so']) touch(path.join(torch, 'lib', f));
+  if (cuda) {
+    for (const f of ['libtorch_cuda.so', 'libc10_cuda.so']) touch(path.join(torch, 'lib', f));
+    touch(path.join(site, 'nvidia', 'cuda_runtime', 'lib', `libcudart.so.${cuda.split('.')[0]}`));
+  }
+  return torch;
+}
+
+function prebuild(root: string, m: Partial<PrebuildManifest> & { variant: string; torch: string }): void {
+  const dir = path.join(root, 'prebuilds', 'linux-x64', m.variant);
+  const manifest: PrebuildManifest = { platform: 'linux', arch: 'x64', napi: 8, cuda: null, cudaArchs: null, cxx11Abi: true, needs: ['libc10.so', 'libtorch_cpu.so', 'libtorch.so'], built: {}, ...m };
+  touch(path.join(dir, 'coltrast.node'), 'not really an addon');
+  touch(path.join(dir, 'prebuild.json'), JSON.stringify(manifest));
+}
+
+function machine(over: Partial<Environment> = {}): Environment {
+  const root = tempDir();
+  return { env: {}, root, platform: 'linux', arch: 'x64', gpu: false, pythonTorch: () => null, systemLibDirs: [path.join(root, 'no-system-libtorch')], ...over };
+}
+
+function withPrebuilds(e: Environment): Environment {
+  prebuild(e.root, { variant: 'cpu-torch2.5', torch: '2.5.1' });
+  prebuild(e.root, {
+    variant: 'cuda12-torch2.5',
+    torch: '2.5.1',
+    cuda: '12.4',
+    cudaArchs: '80-real;90-real;90-virtual',
+    needs: ['libc10.so', 'libtorch_cpu.so', 'libtorch.so', 'libc10_cuda.so', 'libtorch_cuda.so', 'libcudart.so.12'],
+  });
+  prebuild(e.root, { variant: 'cpu-torch1.13', torch: '1.13.0', needs: ['libc10.so.1.13', 'libtorch_cpu.so.1.13', 'libtorch.so.1.13'] });
+  return e;
+}
+
+test('a CUDA Python torch and a GPU: the CUDA prebuild, its CUDA runtime loaded from site-packages/nvidia', (t) => {
+  const e = withPrebuilds(machine({ gpu: true }));
+  const torch = pythonTorch(path.join(e.root, 'site-packages'), '2.5.1+cu124', '12.4');
+  e.pythonTorch = () => torch;
+  const plan = planBinary(e, null);
+  t.is(plan.choice?.kind, 'prebuild');
+  t.is(plan.choice?.variant, 'cuda12-torch2.5');
+  t.is(plan.choice?.libtorch?.source, 'python');
+  t.is(plan.choice?.libtorch?.cuda, '12.4');
+  t.true(plan.choice!.preload.includes(path.join(e.root, 'site-packages', 'nvidia', 'cuda_runtime', 'lib', 'libcudart.so.12')));
+  t.true(plan.choice!.preload.includes(path.join(torch, 'lib', 'libtorch_cuda.so')));
+  t.regex(plan.choice!.reason, /cuda12-torch2\.5 fits libtorch 2\.5\.1\+cu124 \(python.*a GPU is visible/);
+});
+
+test('the same machine without a GPU: the CPU prebuild, and why not the CUDA one', (t) => {
+  const e = withPrebuilds(machine({ gpu: false }));
+  const torch = pythonTorch(path.join(e.root, 'site-packages'), '2.5.1+cu124', '12.4');
+  e.pythonTorch = () => torch;
+  const plan = planBinary(e, null);
+  t.is(plan.choice?.variant, 'cpu-torch2.5');
+  t.true(plan.rejected.some((r) => /cuda12-torch2\.5 .*no NVIDIA GPU or driver is visible/.test(r)));
+});
+
+test('a local build wins unless COLTRAST_BINARY forces a prebuild; COLTRAST_BINARY=source insists on it', (t) => {
+  const e = withPrebuilds(machine());
+  e.pythonTorch = () => pythonTorch(path.join(e.root, 'site-packages'), '2.5.1', null);
+  const local = path.join(e.root, 'build', 'Release', 'coltrast.node');
+  t.is(planBinary(e, local).choice?.kind, 'source');
+  t.is(planBinary(e, local).choice?.file, local);
+  t.is(planBinary({ ...e, env: { COLTRAST_BINARY: 'cpu' } }, local).choice?.variant, 'cpu-torch2.5');
+  const source = planBinary({ ...e, env: { COLTRAST_BINARY: 'source' } }, null);
+  t.is(source.choice, undefined);
+  t.regex(nothingFits(source, e).message, /no local build[\s\S]*npx coltrast build/);
+  const err = t.throws(() => planBinary({ ...e, env: { COLTRAST_BINARY: 'gpu' } }, local));
+  t.regex(err!.message, /COLTRAST_BINARY must be cpu, cuda or source; got 'gpu'/);
+});
+
+test('COLTRAST_BINARY=cuda with no GPU: an error that says so and what to do', (t) => {
+  const e = withPrebuilds(machine({ gpu: false, env: { COLTRAST_BINARY: 'cuda' } }));
+  e.pythonTorch = () => pythonTorch(path.join(e.root, 'site-packages'), '2.5.1+cu124', '12.4');
+  const plan = planBinary(e, null);
+  t.is(plan.choice, undefined);
+  const err = nothingFits(plan, e);
+  t.is(err.code, 'NATIVE_LOAD');
+  t.regex(err.message, /cuda12-torch2\.5 with libtorch 2\.5\.1\+cu124 \(python\): a CUDA build, and no NVIDIA GPU or driver is visible/);
+  t.notRegex(err.message, /cpu-torch2\.5/, 'CPU prebuilds were not considered');
+});
+
+test('a libtorch of another version: each prebuild says which version it needs', (t) => {
+  const e = withPrebuilds(machine());
+  e.pythonTorch = () => pythonTorch(path.join(e.root, 'site-packages'), '2.7.0', null);
+  const plan = planBinary(e, null);
+  t.is(plan.choice, undefined);
+  const message = nothingFits(plan, e).message;
+  t.regex(message, /libtorch found: 2\.7\.0 \(python/);
+  t.regex(message, /cpu-torch2\.5 with libtorch 2\.7\.0 \(python\): built for libtorch 2\.5, found 2\.7/);
+  t.regex(message, /npx coltrast build/);
+  t.regex(message, /npm install-scripts approve coltrast/);
+});
+
+test('a libtorch with the other C++ ABI is refused, and so is a CUDA prebuild on a libtorch of another CUDA major', (t) => {
+  const e = withPrebuilds(machine({ gpu: true }));
+  e.pythonTorch = () => pythonTorch(path.join(e.root, 'site-packages'), '2.5.1+cu118', '11.8', OLD_ABI);
+  const plan = planBinary(e, null);
+  t.is(plan.choice, undefined);
+  t.is(plan.libtorch[0].cxx11Abi, false);
+  t.true(plan.rejected.some((r) => /cpu-torch2\.5 .*pre-C\+\+11|C\+\+11 string ABI, this libtorch uses the other one/.test(r)));
+  const e2 = withPrebuilds(machine({ gpu: true }));
+  e2.pythonTorch = () => pythonTorch(path.join(e2.root, 'site-packages'), '2.5.1+cu118', '11.8');
+  const plan2 = planBinary(e2, null);
+  t.is(plan2.choice?.variant, 'cpu-torch2.5', 'the CPU prebuild runs on a CUDA libtorch');
+  t.true(plan2.rejected.some((r) => /built for CUDA 12\.4, this libtorch has CUDA 11\.8/.test(r)));
+});
+
+test('no libtorch anywhere: the error gives three ways to get one', (t) => {
+  const e = withPrebuilds(machine());
+  const err = nothingFits(planBinary(e, null), e);
+  t.regex(err.message, /no libtorch found/);
+  t.regex(err.message, /apt-get install libtorch-dev/);
+  t.regex(err.message, /pip install torch/);
+  t.regex(err.message, /LIBTORCH=/);
+});
+
+test('search order: LIBTORCH, Torch_DIR, Python torch, Debian; a LIBTORCH that is not one is named', (t) => {
+  const e = machine();
+  const download = path.join(e.root, 'libtorch');
+  touch(path.join(download, 'build-version'), '2.5.1+cu124\n');
+  touch(path.join(download, 'lib', 'libc10.so'), CXX11);
+  touch(path.join(download, 'lib', 'libtorch.so'));
+  touch(path.join(download, 'lib', 'libtorch_cuda.so'));
+  const system = path.join(e.root, 'usr-lib');
+  touch(path.join(system, 'libtorch.so.1.13'));
+  touch(path.join(system, 'libc10.so.1.13'), CXX11);
+  const python = pythonTorch(path.join(e.root, 'site-packages'), '2.4.0', null);
+  const found = findLibtorch({ ...e, env: { LIBTORCH: download, Torch_DIR: path.join(download, 'share', 'cmake', 'Torch') }, pythonTorch: () => python, systemLibDirs: [system] });
+  t.deepEqual(found.found.map((f) => [f.source, f.version, f.cuda]), [
+    ['LIBTORCH', '2.5.1+cu124', '12.4'],
+    ['Torch_DIR', '2.5.1+cu124', '12.4'],
+    ['python', '2.4.0', null],
+    ['system', '1.13', null],
+  ]);
+  const bad = findLibtorch({ ...e, env: { LIBTORCH: path.join(e.root, 'nowhere') } });
+  t.deepEqual(bad.found, []);
+  t.regex(bad.problems[0], /LIBTORCH=.*nowhere holds no libtorch/);
+});
+
+test("this machine's libtorch is found with its version and ABI", (t) => {
+  const found = findLibtorch({ ...machine(), systemLibDirs: ['/usr/lib/x86_64-linux-gnu'], pythonTorch: () => null }).found;
+  t.is(found.length, 1, 'Debian libtorch-dev is installed (scripts/setup.sh)');
+  t.is(found[0].source, 'system');
+  t.regex(found[0].version, /^\d+\.\d+$/);
+  t.is(found[0].cxx11Abi, true, "Debian's libtorch uses the C++11 ABI");
+});
+
+test('GPU architectures: machine code runs within its major version, PTX on anything newer', (t) => {
+  const shipped = '80-real;90-real;90-virtual';
+  t.false(gpuFitsArchs(75, shipped), 'Turing (7.5) is too old');
+  t.false(gpuFitsArchs(70, shipped));
+  t.true(gpuFitsArchs(80, shipped));
+  t.true(gpuFitsArchs(86, shipped), 'sm_80 machine code runs on 8.6');
+  t.true(gpuFitsArchs(89, shipped));
+  t.true(gpuFitsArchs(90, shipped));
+  t.true(gpuFitsArchs(100, shipped), 'Blackwell JITs the sm_90 PTX');
+  t.false(gpuFitsArchs(100, '80-real;90-real'), 'no PTX: nothing runs on 10.0');
+  t.true(gpuFitsArchs(75, '75'), 'a bare number is machine code and PTX');
+  const err = t.throws(() => checkGpuArch('cuda:1', { cudaArchs: shipped, cudaCapabilities: [90, 75] }));
+  t.is((err as { code?: string }).code, 'DEVICE');
+  t.regex(err!.message, /cuda:1 has compute capability 7\.5, older than coltrast's CUDA kernels \(built for 80-real;90-real;90-virtual\)/);
+  t.regex(err!.message, /npx coltrast build --CDCMAKE_CUDA_ARCHITECTURES=75/);
+  t.notThrows(() => checkGpuArch('cuda:0', { cudaArchs: shipped, cudaCapabilities: [90, 75] }));
+  t.notThrows(() => checkGpuArch('cuda:0', {}), 'a CPU build has nothing to check');
+});
+
+test('loader errors name the library and the fix', (t) => {
+  const missing = explainLoadError(new Error('libtorch_cpu.so.1.13: cannot open shared object file: No such file or directory'), '/x/coltrast.node');
+  t.is(missing.code, 'NATIVE_LOAD');
+  t.regex(missing.message, /native addon \(\/x\/coltrast\.node\) could not load libtorch_cpu\.so\.1\.13/);
+  t.regex(missing.message, /apt-get install libtorch-dev[\s\S]*pip install torch[\s\S]*LIBTORCH=[\s\S]*npx coltrast build/);
+  const symbol = explainLoadError(new Error('/x/coltrast.node: undefined symbol: _ZN3c106detail14torchCheckFailEPKcS2_jRKSs'));
+  t.regex(symbol.message, /does not match the libtorch found at run time[\s\S]*npx coltrast build/);
+});
+
+test('the real CPU prebuild loads on this machine (COLTRAST_BINARY=cpu) and coltrast info says why', (t) => {
+  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info', '--json'], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: 'cpu' } });
+  t.is(run.status, 0, `${run.stderr}\n(run npm run make-prebuild first: scripts/setup.sh does)`);
+  const info = JSON.parse(run.stdout);
+  t.is(info.binary.kind, 'prebuild');
+  t.regex(info.binary.variant, /^cpu-torch\d+\.\d+$/);
+  t.is(info.binary.libtorch.source, 'system');
+  t.regex(info.binary.reason, /COLTRAST_BINARY=cpu; prebuild cpu-torch.* fits libtorch/);
+  const text = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: 'cpu' } });
+  t.regex(text.stdout, /addon: prebuild cpu-torch[\d.]+ \(.*prebuilds\/linux-x64\/cpu-torch[\d.]+\/coltrast\.node\)/);
+  t.regex(text.stdout, /chosen because: COLTRAST_BINARY=cpu/);
+  const local = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: '' } });
+  t.regex(local.stdout, /addon: local build/, 'an empty COLTRAST_BINARY is no choice: the local build');
+});
