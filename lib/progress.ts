@@ -3,7 +3,9 @@
  * output is not a TTY (logs, CI).
  */
 export class ProgressBar {
-  private readonly start = Date.now();
+  private start = Date.now();
+  /** Work already done at the first update (a resumed run): not counted in the rate. */
+  private base: number | undefined;
   private lastPlain = 0;
 
   constructor(
@@ -13,8 +15,13 @@ export class ProgressBar {
   ) {}
 
   update(done: number, total: number): void {
+    if (this.base === undefined) {
+      // The first update marks where this process started; its rate is measured from there.
+      this.base = done;
+      this.start = Date.now();
+    }
     const seconds = (Date.now() - this.start) / 1000;
-    const rate = seconds > 0 ? done / seconds : 0;
+    const rate = seconds > 0 ? (done - this.base) / seconds : 0;
     const eta = rate > 0 ? (total - done) / rate : 0;
     const fraction = total > 0 ? done / total : 1;
     const stats = `${amount(done)}/${amount(total)} ${this.unit} | ${rate.toFixed(1)} ${this.unit}/s | ETA ${formatSeconds(eta)}`;
