@@ -16,6 +16,7 @@ import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
 import { Index, type IndexDoc } from './search-index';
+import { exportIndex } from './export';
 import { encoderEmbedder } from './train';
 import { readTrainingData } from './train-data';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
@@ -62,6 +63,21 @@ commands:
     --mode dense|bm25|hybrid|late_interaction --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
     --compare <model|bm25>   a second system evaluated the same way, side by side
     --device <d> --batch-size <n> --json
+  export                     write an index to a vector database: a SQL file for PostgreSQL + pgvector
+    --index <dir>            the index folder
+    --format pgvector        PostgreSQL with the pgvector extension (CREATE EXTENSION vector; any version)
+    --output <file.sql>      the SQL file (written to a temporary file, renamed when complete)
+    --table <name>           the table (default coltrast_docs): id text, text, metadata jsonb, embedding vector(dim)
+    --vector-index auto|hnsw|ivfflat|none   approximate index (auto: HNSW on pgvector >= 0.5, else IVFFlat)
+    --replace                drop an existing table of that name first
+    --json
+    Load it, then query with a question embedded by the index's model (coltrast embed, or Encoder.embed):
+      psql -v ON_ERROR_STOP=1 -d mydb -f docs.sql
+      SELECT id, text, -(embedding <#> '[0.0123,-0.0456,...]') AS score
+        FROM coltrast_docs ORDER BY embedding <#> '[0.0123,-0.0456,...]' LIMIT 10;
+    Vectors are L2-normalized and coltrast scores by inner product: <#> (negative inner product) orders
+    best first and -(embedding <#> q) is coltrast's score. With IVFFlat, SET ivfflat.probes = 10 for recall;
+    with HNSW, SET hnsw.ef_search = 100.
   help                       this text`;
 
 /** The part of USAGE about one command: its line and the indented option lines under it. */
@@ -368,6 +384,35 @@ async function searchCommand(argv: string[]): Promise<void> {
   }
 }
 
+async function exportCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      index: { type: 'string' }, format: { type: 'string' }, output: { type: 'string' }, table: { type: 'string' },
+      'vector-index': { type: 'string' }, replace: { type: 'boolean' }, json: { type: 'boolean' },
+    },
+  });
+  if (positionals.length > 0) fail('export takes flags only (see coltrast export --help)');
+  if (!values.index) fail('export needs --index <dir>');
+  if (!values.output) fail('export needs --output <file.sql>');
+  const format = values.format ?? 'pgvector';
+  if (format !== 'pgvector') fail(`--format must be pgvector, got ${format}`);
+  const vectorIndex = values['vector-index'] ?? 'auto';
+  if (!['auto', 'hnsw', 'ivfflat', 'none'].includes(vectorIndex)) fail(`--vector-index must be auto, hnsw, ivfflat or none, got ${vectorIndex}`);
+  const bar = values.json ? undefined : new ProgressBar('export', 'rows');
+  const r = await exportIndex(values.index, values.output, {
+    format,
+    table: values.table,
+    vectorIndex: vectorIndex as 'auto',
+    replace: values.replace ?? false,
+    onProgress: (d, n) => bar?.update(d, n),
+  });
+  if (values.json) console.log(JSON.stringify(r));
+  else console.log(`exported ${r.rows} documents (dimension ${r.dimension}) to table ${r.table} -> ${r.output}\nload it with: psql -v ON_ERROR_STOP=1 -d <database> -f ${r.output}`);
+}
+
 /** Builds the addon from source (scripts/build-native.js): for machines no prebuild fits. */
 async function build(argv: string[]): Promise<void> {
   const { spawnSync } = await import('node:child_process');
@@ -384,6 +429,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   index: indexCommand,
   search: searchCommand,
   eval: evalCommand,
+  export: exportCommand,
 };
 
 async function main(): Promise<void> {

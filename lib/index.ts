@@ -22,3 +22,5 @@ export { evaluateRun, queryMetrics } from './ir-metrics';
 export type { MetricTable, MetricName, Qrels, Run } from './ir-metrics';
 export { Index } from './search-index';
 export type { IndexDoc, Hit, BuildOptions, SearchOptions } from './search-index';
+export { exportIndex } from './export';
+export type { ExportOptions, ExportResult } from './export';

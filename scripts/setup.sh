@@ -1,23 +1,54 @@
 #!/usr/bin/env bash
 # Sets up a Debian/Ubuntu machine to build and run coltrast from a clone: installs libtorch (CPU),
 # OpenBLAS (without it libtorch falls back to the ~30x slower reference BLAS), the JSON headers, python3
-# (the CUDA emulator test rewrites kernel sources with it) and
+# (the CUDA emulator test rewrites kernel sources with it), PostgreSQL + pgvector (test/export.test.ts) and
 # the build tools when missing, then installs npm dependencies, builds the addon and TypeScript, and files
 # the build as this machine's CPU prebuild (prebuilds/, what `npm pack` ships; test/pack.test.ts installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-need=()
-for pkg in libtorch-dev libopenblas0-pthread nlohmann-json3-dev cmake g++ ninja-build python3; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_updated=0
+apt_install() {
+  local need=() pkg
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
+  [ ${#need[@]} -gt 0 ] || return 0
   echo "setup: installing ${need[*]}"
-  $sudo apt-get update -qq
+  if [ "$apt_updated" -eq 0 ]; then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
+
+# postgresql (Debian 12: PostgreSQL 15) and pgvector: test/export.test.ts loads an exported index into a
+# throwaway cluster of its own (temp folder, unix socket); the "main" cluster the package creates is not used.
+apt_install libtorch-dev libopenblas0-pthread nlohmann-json3-dev cmake g++ ninja-build python3 postgresql
+pg=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+if [ ! -f "/usr/share/postgresql/$pg/extension/vector.control" ]; then
+  if apt-cache show "postgresql-$pg-pgvector" >/dev/null 2>&1; then
+    apt_install "postgresql-$pg-pgvector"
+  else
+    # Debian 12 has no pgvector package (Debian ships it from 13, trixie): build trixie's source package
+    # (Debian's archive, signature-checked by apt; a private source list, the system's is not touched).
+    apt_install "postgresql-server-dev-$pg" make dpkg-dev
+    work=$(mktemp -d)
+    chmod 755 "$work"
+    echo "deb-src http://deb.debian.org/debian trixie main" > "$work/sources.list"
+    mkdir -p "$work/lists/partial"
+    apt_src=(-o Dir::Etc::sourcelist="$work/sources.list" -o Dir::Etc::sourceparts=- -o Dir::State::Lists="$work/lists")
+    echo "setup: building pgvector for PostgreSQL $pg from Debian's source package"
+    $sudo apt-get "${apt_src[@]}" update -qq
+    (cd "$work" && $sudo apt-get "${apt_src[@]}" source -qq pgvector >/dev/null)
+    # OPTFLAGS= : no -march=native; with_llvm=no : no JIT bitcode (needs clang).
+    $sudo make -s -C "$work"/pgvector-*/ PG_CONFIG="/usr/lib/postgresql/$pg/bin/pg_config" OPTFLAGS= with_llvm=no
+    $sudo make -s -C "$work"/pgvector-*/ PG_CONFIG="/usr/lib/postgresql/$pg/bin/pg_config" OPTFLAGS= with_llvm=no install
+    $sudo rm -rf "$work"
+  fi
 fi
 
 npm ci --no-audit --no-fund

@@ -6,7 +6,8 @@ import test from 'ava';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import type { ExecutionContext } from 'ava';
 import { Encoder } from '../lib';
 import { FIXTURE, tempDir } from './helpers/fixture';
 
@@ -53,36 +54,71 @@ const USE_CJS = `const { Encoder, runtimeInfo } = require('coltrast');
 })();
 `;
 
+/** An asynchronous spawn (a build takes minutes; the test worker stays responsive). */
+function run(command: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv }): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+interface Packed {
+  dir: string;
+  tarball: string;
+  size: number;
+  unpackedSize: number;
+  files: string[];
+}
+let packing: Promise<Packed> | undefined;
+/** `npm pack` once for the tests of this file. */
+function pack(): Promise<Packed> {
+  packing ??= (async () => {
+    const dir = tempDir();
+    const r = await run(process.execPath, [npmCli, 'pack', '--json', '--pack-destination', dir], { cwd: root });
+    if (r.status !== 0) throw new Error(`npm pack failed: ${r.stderr}`);
+    const info = JSON.parse(r.stdout)[0] as { filename: string; size: number; unpackedSize: number; files: { path: string }[] };
+    return { dir, tarball: path.join(dir, info.filename), size: info.size, unpackedSize: info.unpackedSize, files: info.files.map((f) => f.path) };
+  })();
+  return packing;
+}
+
+/** A new project with the tarball installed by `npm ci --offline` under `env`. */
+async function install(t: ExecutionContext, packed: Packed, env: NodeJS.ProcessEnv): Promise<string> {
+  const user = fs.mkdtempSync(path.join(packed.dir, 'user-'));
+  project(user, packed.tarball);
+  const r = await run(process.execPath, [npmCli, 'ci', '--offline', '--no-audit', '--no-fund'], { cwd: user, env });
+  t.is(r.status, 0, r.stderr);
+  fs.writeFileSync(path.join(user, 'use.mjs'), USE_MJS);
+  fs.writeFileSync(path.join(user, 'use.cjs'), USE_CJS);
+  return user;
+}
+
+const cache = () => process.env.npm_config_cache ?? path.join(process.env.HOME ?? '/root', '.npm');
+
 test('npm pack, install the tarball offline with no compiler, embed from .mjs and .cjs on the CPU prebuild', async (t) => {
   const prebuilds = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
   const cpu = fs.existsSync(prebuilds) ? fs.readdirSync(prebuilds).filter((v) => v.startsWith('cpu-') && fs.existsSync(path.join(prebuilds, v, 'prebuild.json'))) : [];
   t.true(cpu.length > 0, `no CPU prebuild in ${prebuilds}: run npm run make-prebuild (scripts/setup.sh does)`);
   if (cpu.length === 0) return;
 
-  const dir = tempDir();
-  const packed = spawnSync(process.execPath, [npmCli, 'pack', '--json', '--pack-destination', dir], { cwd: root, encoding: 'utf8' });
-  t.is(packed.status, 0, packed.stderr);
-  const info = JSON.parse(packed.stdout)[0] as { filename: string; size: number; unpackedSize: number; files: { path: string }[] };
-  const files = info.files.map((f) => f.path);
-  t.log(`tarball ${info.filename}: ${(info.size / 1e6).toFixed(1)} MB packed, ${(info.unpackedSize / 1e6).toFixed(1)} MB unpacked, ${files.length} files`);
+  const info = await pack();
+  const files = info.files;
+  t.log(`tarball ${path.basename(info.tarball)}: ${(info.size / 1e6).toFixed(1)} MB packed, ${(info.unpackedSize / 1e6).toFixed(1)} MB unpacked, ${files.length} files`);
   t.deepEqual(files.filter((f) => /^(test|build|models|scripts\/(pretrain|bench|fixtures|device))\//.test(f)), [], 'no tests, fixtures, build trees or dev scripts');
   for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/cli.js', `prebuilds/${process.platform}-${process.arch}/${cpu[0]}/coltrast.node`, 'default-model/model.safetensors', 'scripts/build-native.js']) {
     t.true(files.includes(f), `the tarball holds ${f}`);
   }
   t.true(info.size < 40e6, `the tarball stays small (${info.size} bytes)`);
 
-  const user = path.join(dir, 'user');
-  fs.mkdirSync(user);
-  project(user, path.join(dir, info.filename));
-  const env = { ...process.env, PATH: bareBin(dir), npm_config_cache: process.env.npm_config_cache ?? path.join(process.env.HOME ?? '/root', '.npm') };
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: bareBin(fs.mkdtempSync(path.join(info.dir, 'bin-'))), npm_config_cache: cache() };
   delete env.COLTRAST_BINARY;
   // npm 11 does not run a dependency's install script until the user allows it: coltrast must work without it.
-  const install = spawnSync(process.execPath, [npmCli, 'ci', '--offline', '--no-audit', '--no-fund'], { cwd: user, env, encoding: 'utf8' });
-  t.is(install.status, 0, install.stderr);
+  const user = await install(t, info, env);
   t.false(fs.existsSync(path.join(user, 'node_modules', 'coltrast', 'build')), 'nothing was built');
-
-  fs.writeFileSync(path.join(user, 'use.mjs'), USE_MJS);
-  fs.writeFileSync(path.join(user, 'use.cjs'), USE_CJS);
   const expected = await Encoder.load(FIXTURE, { device: 'cpu' });
   const want = await expected.embed(['a first text', 'and a second one']);
   expected.dispose();
@@ -104,4 +140,28 @@ test('npm pack, install the tarball offline with no compiler, embed from .mjs an
   const script = spawnSync(process.execPath, [path.join(user, 'node_modules', 'coltrast', 'scripts', 'install.js')], { cwd: user, env, encoding: 'utf8' });
   t.is(script.status, 0, script.stderr);
   t.regex(script.stdout, new RegExp(`coltrast: using prebuild ${cpu[0]}`));
+});
+
+test('no prebuild fits: loading says what to run, and `npx coltrast build` builds from source with cmake-js', async (t) => {
+  const info = await pack();
+  const env: NodeJS.ProcessEnv = { ...process.env, npm_config_cache: cache() };
+  delete env.COLTRAST_BINARY;
+  const user = await install(t, info, env);
+  // A machine none of the prebuilds fits (another platform, another libtorch): here, a package without them.
+  fs.rmSync(path.join(user, 'node_modules', 'coltrast', 'prebuilds'), { recursive: true, force: true });
+  const before = spawnSync(process.execPath, ['use.cjs', FIXTURE], { cwd: user, env, encoding: 'utf8' });
+  t.not(before.status, 0);
+  t.regex(before.stderr, /coltrast has no native addon that can run here/);
+  t.regex(before.stderr, /libtorch found: 1\.13 \(system/);
+  t.regex(before.stderr, /npx coltrast build/);
+  t.regex(before.stderr, /npm install-scripts approve coltrast && npm rebuild coltrast/);
+
+  const build = await run(process.execPath, [path.join(user, 'node_modules', '.bin', 'coltrast'), 'build'], { cwd: user, env });
+  t.is(build.status, 0, build.stderr.slice(-3000));
+  t.true(fs.existsSync(path.join(user, 'node_modules', 'coltrast', 'build', 'Release', 'coltrast.node')));
+  const after = spawnSync(process.execPath, ['use.cjs', FIXTURE], { cwd: user, env, encoding: 'utf8' });
+  t.is(after.status, 0, after.stderr);
+  const out = JSON.parse(after.stdout);
+  t.is(out.binary.kind, 'source');
+  t.deepEqual(out.dims, [2, 32]);
 });
