@@ -36,6 +36,9 @@ export async function writeFolderAtomic(target: string, overwrite: boolean, fill
   fs.mkdirSync(path.dirname(target), { recursive: true });
   const staging = fs.mkdtempSync(path.join(path.dirname(target), `.${path.basename(target)}.saving-`));
   try {
+    // mkdtemp makes the folder private (0700); the result is an ordinary folder, as mkdir would make it.
+    const umask = process.umask();
+    fs.chmodSync(staging, 0o777 & ~umask);
     await fill(staging);
     replaceDir(staging, target);
   } catch (error) {

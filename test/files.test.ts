@@ -1,0 +1,28 @@
+// Folders written atomically: complete or absent, and as readable as any folder mkdir makes.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeFolderAtomic } from '../lib/files';
+import { tempDir } from './helpers/fixture';
+
+test('a folder written atomically gets the permissions of an ordinary folder, not the private staging ones', async (t) => {
+  const target = path.join(tempDir(), 'model');
+  await writeFolderAtomic(target, false, async (dir) => fs.writeFileSync(path.join(dir, 'a.txt'), 'x'));
+  const mode = fs.statSync(target).mode & 0o777;
+  const umask = process.umask();
+  t.is(mode, 0o777 & ~umask, `mode ${mode.toString(8)}`);
+  t.is(fs.readFileSync(path.join(target, 'a.txt'), 'utf8'), 'x');
+});
+
+test('a failed fill leaves nothing behind, and an existing folder needs overwrite', async (t) => {
+  const parent = tempDir();
+  const target = path.join(parent, 'model');
+  await t.throwsAsync(writeFolderAtomic(target, false, async () => {
+    throw new Error('disk full');
+  }), { message: 'disk full' });
+  t.deepEqual(fs.readdirSync(parent), []);
+  await writeFolderAtomic(target, false, async (dir) => fs.writeFileSync(path.join(dir, 'a.txt'), '1'));
+  await t.throwsAsync(writeFolderAtomic(target, false, async () => undefined), { message: /exists and is not empty; pass \{ overwrite: true \}/ });
+  await writeFolderAtomic(target, true, async (dir) => fs.writeFileSync(path.join(dir, 'b.txt'), '2'));
+  t.deepEqual(fs.readdirSync(target), ['b.txt']);
+});
