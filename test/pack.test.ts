@@ -30,7 +30,7 @@ function project(dir: string, tarball: string): void {
   const integrity = `sha512-${crypto.createHash('sha512').update(fs.readFileSync(tarball)).digest('base64')}`;
   const packages: Record<string, unknown> = {
     '': { name: 'user-project', version: '1.0.0', dependencies: { coltrast: `file:${tarball}` } },
-    'node_modules/coltrast': { version: pkg.version, resolved: `file:${tarball}`, integrity, dependencies: pkg.dependencies, hasInstallScript: true, license: pkg.license },
+    'node_modules/coltrast': { version: pkg.version, resolved: `file:${tarball}`, integrity, dependencies: pkg.dependencies, bin: pkg.bin, hasInstallScript: true, license: pkg.license },
   };
   for (const [key, value] of Object.entries(lock.packages as Record<string, { dev?: boolean; devOptional?: boolean }>)) {
     if (key && !value.dev && !value.devOptional) packages[key] = value;
