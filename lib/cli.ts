@@ -59,7 +59,7 @@ commands:
     --k <n> --mode dense|bm25|hybrid --rerank none|maxsim --device <d> --json
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
-    --model <dir|hub id>     model for dense / hybrid (default mode without it: bm25)
+    --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none)
     --mode dense|bm25|hybrid|late_interaction --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
     --compare <model|bm25>   a second system evaluated the same way, side by side
     --device <d> --batch-size <n> --json
@@ -289,8 +289,10 @@ async function evalCommand(argv: string[]): Promise<void> {
     batchSize: numberFlag('batch-size', values['batch-size'], 'number'),
     progressBar: !values.json,
   };
+  // Without --model: the default model, unless the mode needs none (bm25).
+  const model = values.model ?? (values.mode === 'bm25' ? undefined : DEFAULT_MODEL);
   const systems: { name: string; model?: string; mode?: EvalMode }[] = [
-    { name: values.model ? `${values.mode ?? 'dense'}:${path.basename(values.model)}` : 'bm25', model: values.model, mode: values.mode as EvalMode },
+    { name: model ? `${values.mode ?? 'dense'}:${path.basename(model)}` : 'bm25', model, mode: values.mode as EvalMode },
   ];
   if (values.compare) {
     systems.push(values.compare === 'bm25' ? { name: 'bm25', mode: 'bm25' } : { name: `dense:${path.basename(values.compare)}`, model: values.compare, mode: 'dense' });
