@@ -16,7 +16,8 @@ try {
   console.error('coltrast: building the native addon needs cmake-js (npm install cmake-js node-addon-api node-api-headers).');
   process.exit(1);
 }
-const args = [cli, 'compile', '--out', path.join('build', 'cmake'), ...process.argv.slice(2)];
+// COLTRAST_BUILD_DIR: another CMake build folder (scripts/prebuild.js keeps one per configuration).
+const args = [cli, 'compile', '--out', process.env.COLTRAST_BUILD_DIR || path.join('build', 'cmake'), ...process.argv.slice(2)];
 const result = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
 if (result.status !== 0) {
   console.error('coltrast: native build failed. See the CMake output above; README "Building from source" lists what it needs.');

@@ -36,6 +36,9 @@ const fail = (msg) => {
   process.exit(1);
 };
 
+// One CMake folder per configuration, so that making a CPU and a CUDA prebuild in turn does not recompile
+// everything each time (nor leave the local build's folder configured for the other one).
+const buildDir = path.join('build', cmakeArgs.length ? `cmake-${cmakeArgs.join('_').replace(/[^A-Za-z0-9=_.-]/g, '')}` : 'cmake');
 const staging = fs.mkdtempSync(path.join(os.tmpdir(), 'coltrast-prebuild-'));
 // prebuildify strips build/Release/coltrast.node in place and then moves it away. A running process may have
 // that very file mapped (strip rewriting it under a training run kills it with SIGBUS), so the local build
@@ -50,7 +53,7 @@ const prebuildify = require.resolve('prebuildify/bin.js');
 const r = spawnSync(
   process.execPath,
   [prebuildify, '--napi', '--strip', '--out', staging, '--node-gyp', path.join(__dirname, 'prebuild-node-gyp.js')],
-  { cwd: root, stdio: 'inherit', env: { ...process.env, COLTRAST_PREBUILD_CMAKE_ARGS: JSON.stringify(cmakeArgs) } },
+  { cwd: root, stdio: 'inherit', env: { ...process.env, COLTRAST_PREBUILD_CMAKE_ARGS: JSON.stringify(cmakeArgs), COLTRAST_BUILD_DIR: buildDir } },
 );
 restore();
 if (r.status !== 0) fail('the build failed (see above)');
@@ -72,7 +75,7 @@ const cudaBuild = needs.some((so) => /^lib(c10_cuda|torch_cuda|cudart)/.test(so)
 let cuda = null;
 let cudaArchs = null;
 if (cudaBuild) {
-  const cache = fs.readFileSync(path.join(root, 'build', 'cmake', 'CMakeCache.txt'), 'utf8');
+  const cache = fs.readFileSync(path.join(root, buildDir, 'CMakeCache.txt'), 'utf8');
   cudaArchs = /^CMAKE_CUDA_ARCHITECTURES:[A-Z]+=(.*)$/m.exec(cache)?.[1] ?? '80-real;90-real;90-virtual';
   const nvcc = /^CMAKE_CUDA_COMPILER:[A-Z]+=(.*)$/m.exec(cache)?.[1];
   const version = nvcc ? /release (\d+\.\d+)/.exec(execFileSync(nvcc, ['--version'], { encoding: 'utf8' }))?.[1] : undefined;

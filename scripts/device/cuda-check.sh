@@ -12,7 +12,8 @@
 #     addon    builds the addon against the Python torch's CUDA libtorch, coltrast info, the whole ava
 #              suite, compute-sanitizer on the CUDA op tests, the Hugging Face reference check, and a
 #              coltrast-trained model loaded by sentence-transformers
-#     prebuild the CUDA prebuild (scripts/prebuild.js: prebuilds/linux-x64/cuda<major>-torch<x.y>/), loaded with
+#     prebuild the CUDA prebuild (scripts/prebuild.js: prebuilds/linux-x64/cuda<major>-torch<x.y>/) and the CPU
+#              one for the same torch (cpu-torch<x.y>), loaded with
 #              COLTRAST_BINARY=cuda from a copy of the package without build/ (as an npm user gets it), the
 #              CUDA op tests on it; the prebuild and its manifest come back in $OUT/prebuild/
 #     bench    scripts/bench/ops.js (fused ops, cuda) and ops_eager.py (PyTorch eager), train.js and
@@ -110,13 +111,20 @@ addon() {
 prebuild() {
   node_setup
   export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
-  STAGE_TIMEOUT=${STAGE_TIMEOUT:-480} stage prebuild-make node scripts/prebuild.js -- --CDCOLTRAST_CUDA=ON
+  # No cmake-js arguments: build/cmake, as the addon group configured it (COLTRAST_CUDA=ON), or AUTO (CUDA here).
+  STAGE_TIMEOUT=${STAGE_TIMEOUT:-480} stage prebuild-make node scripts/prebuild.js
+  # The CPU prebuild for the same PyTorch 2.x: built against its libtorch without the kernels, it needs only
+  # libc10/libtorch_cpu/libtorch, which CPU and CUDA wheels of that version both have. The local build is
+  # left as the CUDA one (prebuild.js restores it).
+  STAGE_TIMEOUT=${STAGE_TIMEOUT:-480} stage prebuild-make-cpu bash -c 'v=$(python3 -c "import torch; print(\".\".join(torch.__version__.split(\".\")[:2]))") &&
+    node scripts/prebuild.js --variant cpu-torch$v -- --CDCOLTRAST_CUDA=OFF'
   # The package as npm installs it: no build/, so the loader must pick the CUDA prebuild and find libtorch.
   local pkg=/tmp/coltrast-as-installed
   rm -rf "$pkg" && mkdir -p "$pkg" && cp -r package.json tsconfig.json lib dist prebuilds default-model node_modules test examples "$pkg"/
   stage prebuild-info bash -c "cd $pkg && COLTRAST_BINARY=cuda node dist/cli.js info | tee /dev/stderr | grep -q 'addon: prebuild cuda'"
   stage prebuild-ops bash -c "cd $pkg && COLTRAST_BINARY=cuda node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts test/binary.test.ts"
-  mkdir -p "$OUT/prebuild" && cp prebuilds/linux-x64/cuda*/prebuild.json "$OUT/prebuild/" 2>/dev/null
+  stage prebuild-cpu-info bash -c "cd $pkg && COLTRAST_BINARY=cpu node dist/cli.js info | tee /dev/stderr | grep -q 'addon: prebuild cpu-torch2'"
+  mkdir -p "$OUT/prebuild" && for f in prebuilds/linux-x64/*/prebuild.json; do cp "$f" "$OUT/prebuild/$(basename "$(dirname "$f")").json"; done
   cp prebuilds/linux-x64/cuda*/coltrast.node "$OUT/prebuild/" 2>/dev/null
 }
 
