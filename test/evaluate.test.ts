@@ -118,11 +118,14 @@ test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a
   t.is(table.status, 0, table.stderr);
   t.regex(table.stdout, /^metric\s+dense:tiny-bert\s+bm25$/m);
   t.regex(table.stdout, /^ndcg@3\s+\d\.\d{4}\s+1\.0000$/m);
-  const json = run('--data', data, '--json', '--k', '1');
+  const json = run('--data', data, '--json', '--k', '1', '--mode', 'bm25');
   t.is(json.status, 0, json.stderr);
   const [result] = JSON.parse(json.stdout);
   t.is(result.name, 'bm25');
   t.is(result.metrics.recall[1], 1);
+  const dflt = run('--data', data, '--json', '--k', '1', '--device', 'cpu');
+  t.is(dflt.status, 0, dflt.stderr);
+  t.is(JSON.parse(dflt.stdout)[0].name, 'dense:default', 'without --model: the shipped default model');
   const help = run('--help');
   t.is(help.status, 0);
   t.regex(help.stdout, /^usage: coltrast eval/);
