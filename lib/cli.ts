@@ -28,6 +28,9 @@ const USAGE = `usage: coltrast <command> [options]
 
 commands:
   info                       the addon loaded and why, libtorch, devices, threads and BLAS in use
+  bench [--quick] [--out d] [--suites ops,embed,train,index]
+                             run the benchmark suites that fit this machine (CPU, and CUDA where present): JSON,
+                             a Markdown table and an SVG chart per suite in bench-results/ (from a clone of the repository)
   build [cmake-js args]      build the native addon from source against the libtorch here (cmake, C++17 compiler)
   embed <texts>              embed a text file (one text per line) or JSONL ({"text": ...} per line)
     --model <dir|hub id>     model folder or Hugging Face id (default: coltrast's shipped model)
@@ -423,9 +426,21 @@ async function build(argv: string[]): Promise<void> {
   process.exitCode = r.status ?? 1;
 }
 
+/** The benchmark suites (scripts/bench/run.js; they live in the repository, not in the npm package). */
+async function bench(argv: string[]): Promise<void> {
+  const { spawnSync } = await import('node:child_process');
+  const script = path.resolve(__dirname, '..', 'scripts', 'bench', 'run.js');
+  if (!fs.existsSync(script)) {
+    fail('coltrast bench runs from a clone of the repository (its suites and data are not in the npm package): git clone the coltrast repository, then npm run bench there');
+  }
+  const r = spawnSync(process.execPath, [script, ...argv], { stdio: 'inherit' });
+  process.exitCode = r.status ?? 1;
+}
+
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   info,
   build,
+  bench,
   embed,
   train: trainCommand,
   index: indexCommand,

@@ -2,8 +2,9 @@
 // Exact dense search at scale: fills an index store with random unit vectors (embedding a million texts
 // is an embed() benchmark of its own; see BENCHMARKS.md) and measures add time, memory, search latency
 // and queries per second. Uses the built package (npm run build).
-//   node scripts/bench/index.js [--rows 1000000] [--dim 384] [--storage float32|float16] [--batch 1,32]
+//   node scripts/bench/index.js [--rows 1000000] [--dim 384] [--storage float32|float16] [--batch 1,32] [--json out.json]
 'use strict';
+const fs = require('node:fs');
 const os = require('node:os');
 const { parseArgs } = require('node:util');
 const { runtimeInfo } = require('../../dist');
@@ -17,6 +18,7 @@ const { values } = parseArgs({
     storage: { type: 'string', default: 'float16' },
     batch: { type: 'string', default: '1,32' },
     k: { type: 'string', default: '10' },
+    json: { type: 'string' },
   },
 });
 const rows = Number(values.rows);
@@ -52,6 +54,7 @@ async function main() {
     store.add(data);
   }
   const addSeconds = (Number(process.hrtime.bigint() - started) - generating) / 1e9;
+  const results = [];
   console.log(`| rows | dim | storage | batch | latency ms (median) | queries/s |`);
   console.log(`|---|---|---|---|---|---|`);
   for (const batch of values.batch.split(',').map(Number)) {
@@ -66,8 +69,14 @@ async function main() {
     times.sort((a, b) => a - b);
     const ms = times[3];
     console.log(`| ${rows} | ${dim} | ${values.storage} | ${batch} | ${ms.toFixed(1)} | ${((batch * 1000) / ms).toFixed(1)} |`);
+    results.push({ rows, dim, storage: values.storage, batch, latencyMs: +ms.toFixed(2), queriesPerSecond: +((batch * 1000) / ms).toFixed(1) });
   }
   const info = runtimeInfo();
+  if (values.json) {
+    const peakRssMiB = +(process.resourceUsage().maxRSS / 1024).toFixed(0);
+    const result = { date: new Date().toISOString(), device: 'cpu', cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, addSeconds: +addSeconds.toFixed(2), peakRssMiB, rows: results };
+    fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
+  }
   console.log(
     `\nadd: ${addSeconds.toFixed(1)} s for ${rows} rows (excluding generating them); peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB; ` +
       `${new Date().toISOString()}, ${os.cpus()[0]?.model} x${os.cpus().length}, ${info.threads} threads, libtorch ${info.torchVersion}, BLAS ${info.blas.kind}`,
