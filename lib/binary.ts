@@ -130,7 +130,7 @@ function abiOf(libDir: string): boolean | undefined {
 /** A libtorch download or install prefix (LIBTORCH, or Torch_DIR/../../..). */
 function fromPrefix(prefix: string, source: Libtorch['source']): Libtorch | ColtrastError {
   const libDir = path.join(prefix, 'lib');
-  if (!fs.existsSync(path.join(libDir, 'libtorch.so')) && !fs.existsSync(libDir)) {
+  if (!fs.existsSync(path.join(libDir, 'libtorch.so'))) {
     return new ColtrastError('NATIVE_LOAD', `${source}=${prefix} holds no libtorch (no ${libDir}/libtorch.so)`);
   }
   let version = '';

@@ -182,18 +182,26 @@ function localBuild(root: string): string | null {
 export function native(): NativeBinding {
   if (binding) return binding;
   const e = defaultEnvironment(packageRoot);
-  const plan = planBinary(e, localBuild(packageRoot));
+  let plan = planBinary(e, localBuild(packageRoot));
   if (!plan.choice) throw nothingFits(plan, e);
-  try {
-    preload(plan.choice.preload);
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    binding = require(plan.choice.file) as NativeBinding;
-  } catch (error) {
-    throw explainLoadError(error, plan.choice.file);
+  let loadError: ColtrastError | undefined;
+  for (;;) {
+    try {
+      preload(plan.choice!.preload);
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      binding = require(plan.choice!.file) as NativeBinding;
+      break;
+    } catch (error) {
+      loadError ??= explainLoadError(error, plan.choice!.file);
+      // A local build that no longer loads (its libtorch moved or changed): a fitting prebuild may still.
+      if (plan.choice!.kind !== 'source' || e.env.COLTRAST_BINARY === 'source') throw loadError;
+      plan = planBinary(e, null);
+      if (!plan.choice) throw loadError;
+    }
   }
-  const { preload: _libs, ...choice } = plan.choice;
-  chosen = choice;
-  return binding;
+  const { preload: _libs, ...choice } = plan.choice!;
+  chosen = loadError ? { ...choice, reason: `${choice.reason}; the local build did not load (${loadError.message.split('\n')[0]})` } : choice;
+  return binding!;
 }
 
 /** Which addon native() loaded and why (undefined before it has). */

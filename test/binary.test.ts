@@ -213,3 +213,24 @@ test('the real CPU prebuild loads on this machine (COLTRAST_BINARY=cpu) and colt
   const local = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: '' } });
   t.regex(local.stdout, /addon: local build/, 'an empty COLTRAST_BINARY is no choice: the local build');
 });
+
+test('a local build that no longer loads falls back to a prebuild that fits, and says why', (t) => {
+  const root = path.resolve(__dirname, '..');
+  const pkg = tempDir();
+  fs.cpSync(path.join(root, 'dist'), path.join(pkg, 'dist'), { recursive: true });
+  fs.cpSync(path.join(root, 'prebuilds'), path.join(pkg, 'prebuilds'), { recursive: true });
+  fs.copyFileSync(path.join(root, 'package.json'), path.join(pkg, 'package.json'));
+  fs.symlinkSync(path.join(root, 'node_modules'), path.join(pkg, 'node_modules'));
+  touch(path.join(pkg, 'build', 'Release', 'coltrast.node'), 'a broken build');
+  const probe = `const n = require(${JSON.stringify(path.join(pkg, 'dist', 'native.js'))}); n.native(); console.log(JSON.stringify(n.binaryChoice()))`;
+  const env = { ...process.env };
+  delete env.COLTRAST_BINARY;
+  const run = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', env });
+  t.is(run.status, 0, `${run.stderr}\n(needs a CPU prebuild: npm run make-prebuild)`);
+  const choice = JSON.parse(run.stdout);
+  t.is(choice.kind, 'prebuild');
+  t.regex(choice.reason, /the local build did not load \(coltrast's native addon \(.*build\/Release\/coltrast\.node\) failed to load/);
+  const forced = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', env: { ...env, COLTRAST_BINARY: 'source' } });
+  t.not(forced.status, 0, 'COLTRAST_BINARY=source insists on the local build');
+  t.regex(forced.stderr, /build\/Release\/coltrast\.node\) failed to load/);
+});
