@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a Debian/Ubuntu machine to build and run coltrast from a clone: installs libtorch (CPU),
 # OpenBLAS (without it libtorch falls back to the ~30x slower reference BLAS), the JSON headers, python3
-# (the CUDA emulator test rewrites kernel sources with it), PostgreSQL + pgvector (test/export.test.ts) and
+# (the CUDA emulator test rewrites kernel sources with it), python3-torch (the plain-PyTorch baseline of
+# test/parity.test.ts and scripts/bench/parity.js: Debian's torch, the same libtorch build as libtorch-dev),
+# PostgreSQL + pgvector (test/export.test.ts) and
 # the build tools when missing, then installs npm dependencies, builds the addon and TypeScript, and files
 # the build as this machine's CPU prebuild (prebuilds/, what `npm pack` ships; test/pack.test.ts installs it).
 set -euo pipefail
@@ -27,7 +29,7 @@ apt_install() {
 
 # postgresql (Debian 12: PostgreSQL 15) and pgvector: test/export.test.ts loads an exported index into a
 # throwaway cluster of its own (temp folder, unix socket); the "main" cluster the package creates is not used.
-apt_install libtorch-dev libopenblas0-pthread nlohmann-json3-dev cmake g++ ninja-build python3 postgresql
+apt_install libtorch-dev libopenblas0-pthread nlohmann-json3-dev cmake g++ ninja-build python3 python3-torch postgresql
 pg=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
 if [ ! -f "/usr/share/postgresql/$pg/extension/vector.control" ]; then
   if apt-cache show "postgresql-$pg-pgvector" >/dev/null 2>&1; then

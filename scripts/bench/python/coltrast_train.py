@@ -1,0 +1,462 @@
+#!/usr/bin/env python3
+"""ColTrast fine-tuning in plain PyTorch: the Python baseline coltrast is compared with.
+
+This is what a Python user writes for the ColTrast recipe (../shared/seeds/002_30da18beefb93cd4.txt) with
+nothing but PyTorch, eager ops and autograd, as the write-up does:
+
+  * a BERT encoder as an nn.Module with Hugging Face's parameter names, loaded from the model folder's
+    model.safetensors (read by hand: 8-byte little-endian header length, JSON header, raw data);
+  * per optimizer step: forward of the queries and of the documents (positives first, then the batch's hard
+    negatives; every other row's documents are in-batch negatives), then
+      - the contrastive InfoNCE loss on pooled (the folder's 1_Pooling mode), L2-normalized vectors:
+        cross_entropy(q @ d.T / tau, arange(B)), plus the documents -> queries direction when symmetric;
+      - the late-interaction loss on L2-normalized token states: MaxSim scores (einsum, masked max over
+        document tokens, sum over query tokens divided by the query's length), then cross_entropy(S / tau,
+        arange(B)) ('cross_entropy', plus the symmetric term when asked) or the pairwise
+        BCE-with-logits form ('bce': mean over positives and mean over negatives, averaged);
+      - total = contrastiveWeight * contrastive + lateInteractionWeight * late interaction;
+    backward, clip_grad_norm_ (max norm 1 by default), AdamW (weight decay 0.01, none on biases and
+    LayerNorm weights), the learning rate warmed up linearly and then decayed linearly (or cosine, or kept
+    constant), as coltrast's train() schedules it.
+
+sentence-transformers and transformers are what such a user would normally import; they cannot be installed
+on the machines this was written on (Debian bookworm, no PyPI), so the model and the losses are written out
+here. Only the Debian package python3-torch is needed (torch 1.13, the same libtorch build coltrast links on
+Debian, so both sides run the same kernels and BLAS).
+
+Modes (token ids come from coltrast's tokenizer, written to JSON by the Node side, so both sides see the
+same ids; this file has no tokenizer):
+
+  coltrast_train.py --parity request.json --out result.json
+      the steps of scripts/bench/parity.js: per-step losses for the given batches and options
+  coltrast_train.py --bench --model DIR --data pairs.json --batch-size 32 --steps 5 --threads 2 [--json out.json]
+      training throughput (samples/s: query + positive pairs per second), first step not timed
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import struct
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path):
+    """{name: tensor} from a .safetensors file (the `safetensors` package is not in Debian)."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        data = f.read()
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+        start, end = entry["data_offsets"]
+        if end > start:
+            t = torch.frombuffer(bytearray(data[start:end]), dtype=dtype)
+        else:
+            t = torch.empty(0, dtype=dtype)
+        tensors[name] = t.reshape(entry["shape"])
+    return tensors
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        h = c["hidden_size"]
+        self.word_embeddings = nn.Embedding(c["vocab_size"], h)
+        self.position_embeddings = nn.Embedding(c["max_position_embeddings"], h)
+        self.token_type_embeddings = nn.Embedding(c.get("type_vocab_size", 2), h)
+        self.LayerNorm = nn.LayerNorm(h, eps=c.get("layer_norm_eps", 1e-12))
+        self.dropout = nn.Dropout(c.get("hidden_dropout_prob", 0.1))
+
+    def forward(self, input_ids, token_type_ids):
+        positions = torch.arange(input_ids.shape[1], dtype=input_ids.dtype).unsqueeze(0)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class Linear3(nn.Module):
+    """attention.self: query, key, value."""
+
+    def __init__(self, h):
+        super().__init__()
+        self.query = nn.Linear(h, h)
+        self.key = nn.Linear(h, h)
+        self.value = nn.Linear(h, h)
+
+
+class DenseNorm(nn.Module):
+    """attention.output / output: dense, LayerNorm."""
+
+    def __init__(self, n_in, h, eps):
+        super().__init__()
+        self.dense = nn.Linear(n_in, h)
+        self.LayerNorm = nn.LayerNorm(h, eps=eps)
+
+
+class Dense(nn.Module):
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.dense = nn.Linear(n_in, n_out)
+
+
+class Attention(nn.Module):
+    def __init__(self, h, eps):
+        super().__init__()
+        self.self = Linear3(h)
+        self.output = DenseNorm(h, h, eps)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        h, eps = c["hidden_size"], c.get("layer_norm_eps", 1e-12)
+        self.heads = c["num_attention_heads"]
+        self.head_size = h // self.heads
+        self.act = ACTIVATIONS[c.get("hidden_act", "gelu")]
+        self.attention = Attention(h, eps)
+        self.intermediate = Dense(h, c["intermediate_size"])
+        self.output = DenseNorm(c["intermediate_size"], h, eps)
+        self.attention_dropout = nn.Dropout(c.get("attention_probs_dropout_prob", 0.1))
+        self.hidden_dropout = nn.Dropout(c.get("hidden_dropout_prob", 0.1))
+
+    def forward(self, x, additive_mask):
+        b, n, h = x.shape
+        s = self.attention.self
+
+        def heads(t):
+            return t.view(b, n, self.heads, self.head_size).transpose(1, 2)
+
+        q, k, v = heads(s.query(x)), heads(s.key(x)), heads(s.value(x))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + additive_mask
+        probs = self.attention_dropout(torch.softmax(scores, -1))
+        context = torch.matmul(probs, v).transpose(1, 2).reshape(b, n, h)
+        o = self.attention.output
+        attended = o.LayerNorm(self.hidden_dropout(o.dense(context)) + x)
+        expanded = self.output.dense(self.act(self.intermediate.dense(attended)))
+        return self.output.LayerNorm(self.hidden_dropout(expanded) + attended)
+
+
+class Encoder(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(c) for _ in range(c["num_hidden_layers"]))
+
+
+class BertModel(nn.Module):
+    """Hugging Face's BertModel without the pooler: token states [batch, seq, hidden]."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.embeddings = BertEmbeddings(c)
+        self.encoder = Encoder(c)
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        x = self.embeddings(input_ids, token_type_ids)
+        # Padding keys get (almost) the lowest float, as Hugging Face does: softmax weight exactly 0.
+        additive = ((1 - attention_mask.to(x.dtype)) * -3.0e38).view(input_ids.shape[0], 1, 1, -1)
+        for layer in self.encoder.layer:
+            x = layer(x, additive)
+        return x
+
+
+def load_model(folder):
+    """(model, pooling mode) from a Hugging Face / sentence-transformers folder with model.safetensors."""
+    with open(os.path.join(folder, "config.json")) as f:
+        config = json.load(f)
+    if config.get("model_type") != "bert":
+        raise SystemExit(f"{folder}: this baseline only has BERT (model_type {config.get('model_type')!r})")
+    model = BertModel(config)
+    weights = read_safetensors(os.path.join(folder, "model.safetensors"))
+    state = {}
+    for name, _ in model.named_parameters():
+        stored = name if name in weights else "bert." + name
+        state[name] = weights[stored].to(torch.float32)
+    model.load_state_dict(state, strict=True)
+    pooling = "mean"
+    pooling_file = os.path.join(folder, "1_Pooling", "config.json")
+    if os.path.exists(pooling_file):
+        with open(pooling_file) as f:
+            p = json.load(f)
+        for mode, key in [
+            ("cls", "pooling_mode_cls_token"),
+            ("max", "pooling_mode_max_tokens"),
+            ("mean_sqrt_len", "pooling_mode_mean_sqrt_len_tokens"),
+            ("lasttoken", "pooling_mode_lasttoken"),
+            ("mean", "pooling_mode_mean_tokens"),
+        ]:
+            if p.get(key):
+                pooling = mode
+                break
+    return model, pooling
+
+
+def pad(rows):
+    """Token id lists -> (input_ids, attention_mask, token_type_ids), int64 [batch, longest], right padding."""
+    longest = max(1, max(len(r) for r in rows))
+    ids = torch.zeros(len(rows), longest, dtype=torch.int64)
+    mask = torch.zeros(len(rows), longest, dtype=torch.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.int64)
+        mask[i, : len(r)] = 1
+    return ids, mask, torch.zeros_like(ids)
+
+
+def pool(states, mask, mode):
+    m = mask.to(states.dtype).unsqueeze(-1)
+    if mode == "cls":
+        return states[:, 0]
+    if mode in ("mean", "mean_sqrt_len"):
+        count = m.sum(1).clamp_min(1e-9)
+        return (states * m).sum(1) / (count if mode == "mean" else count.sqrt())
+    if mode == "max":
+        return states.masked_fill(m == 0, -1e9).amax(1)
+    if mode == "lasttoken":
+        last = (mask.sum(1) - 1).clamp_min(0)
+        return states[torch.arange(states.shape[0]), last]
+    raise ValueError(f"unknown pooling {mode}")
+
+
+def maxsim_scores(q, q_mask, d, d_mask):
+    """S[b, n] = mean over query b's tokens of the max over document n's tokens of <q_i, d_j>."""
+    sim = torch.einsum("bid,njd->bnij", q, d)
+    sim = sim.masked_fill(~d_mask.bool()[None, :, None, :], float("-inf"))
+    best = sim.max(-1).values
+    best = best.masked_fill(torch.isinf(best), 0.0)
+    qm = q_mask.to(q.dtype)
+    return (best * qm[:, None, :]).sum(-1) / qm.sum(1).clamp_min(1)[:, None]
+
+
+def coltrast_loss(q_states, q_mask, d_states, d_mask, o, tau):
+    """(total, contrastive, late interaction) of one batch; query i's positive is document i."""
+    B = q_states.shape[0]
+    target = torch.arange(B)
+    total = torch.zeros(())
+    contrastive = late = torch.zeros(())
+    if o["contrastiveWeight"] > 0:
+        qp = F.normalize(pool(q_states, q_mask, o["pooling"]), dim=-1)
+        dp = F.normalize(pool(d_states, d_mask, o["pooling"]), dim=-1)
+        logits = qp @ dp.T / tau
+        contrastive = F.cross_entropy(logits, target)
+        if o["symmetric"]:
+            contrastive = 0.5 * (contrastive + F.cross_entropy(logits[:, :B].T, target))
+        total = total + o["contrastiveWeight"] * contrastive
+    if o["lateInteractionWeight"] > 0:
+        qt = F.normalize(q_states, dim=-1)
+        dt = F.normalize(d_states, dim=-1)
+        logits = maxsim_scores(qt, q_mask, dt, d_mask) / tau
+        if o["lateInteractionKind"] == "bce":
+            N = logits.shape[1]
+            labels = torch.eye(B, N)
+            per_pair = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+            positives = (per_pair * labels).sum() / B
+            late = positives if N == 1 else 0.5 * (positives + (per_pair * (1 - labels)).sum() / (B * N - B))
+        else:
+            late = F.cross_entropy(logits, target)
+            if o["symmetric"]:
+                late = 0.5 * (late + F.cross_entropy(logits[:, :B].T, target))
+        total = total + o["lateInteractionWeight"] * late
+    return total, contrastive, late
+
+
+def learning_rate_at(step, total, peak, warmup_ratio, schedule):
+    """Linear warm-up over floor(total * warmup_ratio) steps, then linear / cosine decay to 0, or constant."""
+    warmup = math.floor(total * warmup_ratio)
+    if step < warmup:
+        return peak * (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return peak
+    progress = 0 if total - warmup <= 1 else (step - warmup) / (total - warmup - 1)
+    if schedule == "cosine":
+        return peak * 0.5 * (1 + math.cos(math.pi * progress))
+    return peak * (1 - progress)
+
+
+class Trainer:
+    def __init__(self, model, pooling, trainer_options, step_options, seed):
+        self.model = model
+        self.step_options = dict(step_options, pooling=step_options.get("pooling") or pooling)
+        no_decay = ("bias", "LayerNorm.weight")
+        decay = [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)]
+        rest = [p for n, p in model.named_parameters() if any(k in n for k in no_decay)]
+        lr = trainer_options.get("learningRate", 2e-5)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": trainer_options.get("weightDecay", 0.01)}, {"params": rest, "weight_decay": 0.0}],
+            lr=lr,
+            betas=(trainer_options.get("beta1", 0.9), trainer_options.get("beta2", 0.999)),
+            eps=trainer_options.get("eps", 1e-8),
+        )
+        self.tau = torch.tensor(self.step_options["temperature"], dtype=torch.float32)
+        torch.manual_seed(seed)  # dropout draws from the default generator, seeded as coltrast seeds its own
+
+    def step(self, queries, documents, learning_rate):
+        o = self.step_options
+        self.model.train()
+        qi, qm, qt = queries
+        di, dm, dt = documents
+        q_states = self.model(qi, qm, qt)
+        d_states = self.model(di, dm, dt)
+        total, contrastive, late = coltrast_loss(q_states, qm, d_states, dm, o, self.tau)
+        total.backward()
+        max_norm = o.get("maxGradNorm", 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm if max_norm > 0 else float("inf"))
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=False)
+        return {
+            "loss": total.item(),
+            "contrastive": contrastive.item(),
+            "lateInteraction": late.item(),
+            "gradNorm": grad_norm.item(),
+            "learningRate": learning_rate,
+        }
+
+
+def blas_libraries():
+    """The BLAS shared objects mapped into this process (to report which one torch runs on)."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "blas" in line.lower() and "/" in line}
+        return sorted(libs)
+    except OSError:
+        return []
+
+
+def run_parity(request):
+    torch.set_num_threads(request["threads"])
+    model, pooling = load_model(request["model"])
+    trainer = Trainer(model, pooling, request["trainer"], request["step"], request["seed"])
+    s = request["schedule"]
+    steps = []
+    for i, batch in enumerate(request["batches"]):
+        lr = learning_rate_at(i, s["totalSteps"], s["peak"], s["warmupRatio"], s["schedule"])
+        steps.append(trainer.step(pad(batch["queries"]), pad(batch["documents"]), lr))
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "blas": blas_libraries(),
+        "pooling": trainer.step_options["pooling"],
+        "steps": steps,
+    }
+
+
+def run_bench(args):
+    torch.set_num_threads(args.threads)
+    model, pooling = load_model(args.model)
+    with open(args.data) as f:
+        pairs = json.load(f)  # [{query: ids, positive: ids}]
+    trainer = Trainer(
+        model,
+        pooling,
+        {"learningRate": 2e-5, "weightDecay": 0.01},
+        {
+            "contrastiveWeight": 0.5,
+            "lateInteractionWeight": 0.5,
+            "temperature": 0.05,
+            "symmetric": False,
+            "lateInteractionKind": "cross_entropy",
+            "maxGradNorm": 1.0,
+        },
+        42,
+    )
+    bs = args.batch_size
+    batches = [pairs[i : i + bs] for i in range(0, bs * (args.steps + 1), bs)]
+    if len(batches[-1]) < bs:
+        raise SystemExit(f"--data has {len(pairs)} pairs; {bs * (args.steps + 1)} needed")
+    times, cpu, faults = [], 0.0, 0
+    for i, batch in enumerate(batches):
+        start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        q = pad([p["query"] for p in batch])
+        d = pad([p["positive"] for p in batch])
+        trainer.step(q, d, 2e-5)
+        if i > 0:  # the first step is a warm-up
+            times.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu += after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+            faults += after.ru_minflt - usage.ru_minflt
+    seconds = sum(times)
+    result = {
+        "side": "python",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "blas": blas_libraries(),
+        "batchSize": bs,
+        "timedSteps": len(times),
+        "secondsPerStep": seconds / len(times),
+        "samplesPerSecond": bs * len(times) / seconds,
+        "stepSeconds": times,
+        # CPU time (user + system, all threads) and minor page faults per step: less disturbed than wall time
+        # by other work on a shared machine.
+        "cpuSecondsPerStep": cpu / len(times),
+        "minorFaultsPerStep": faults / len(times),
+        "peakRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    print(json.dumps(result))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parity", help="a request written by scripts/bench/parity.js")
+    parser.add_argument("--out", help="--parity: where the per-step results go (default stdout)")
+    parser.add_argument("--bench", action="store_true")
+    parser.add_argument("--model")
+    parser.add_argument("--data", help="--bench: JSON [{query: ids, positive: ids}] from coltrast's tokenizer")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5, help="--bench: timed steps (one more runs first as a warm-up)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.parity:
+        with open(args.parity) as f:
+            result = run_parity(json.load(f))
+        text = json.dumps(result)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
+        else:
+            print(text)
+    elif args.bench:
+        if not args.model or not args.data:
+            parser.error("--bench needs --model and --data")
+        run_bench(args)
+    else:
+        parser.error("give --parity REQUEST or --bench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+#!/usr/bin/env node
+// CPU throughput of coltrast and of the plain-PyTorch baseline (coltrast_train.py --bench, embed.py) on the
+// same random-weight model, the same token ids, batch sizes, thread count and BLAS. Uses the built package.
+//
+//   node scripts/bench/python/compare.js [--shape minilm] [--what train,embed] [--batch-sizes 32,64]
+//       [--steps 5] [--texts 1000] [--threads 2] [--rounds 2] [--json out.json]
+//
+// Training: query/positive pairs as scripts/bench/train.js makes them (queries of 5-15 words, positives of
+// 30-80, max_seq_length 128), in-batch negatives, both losses, AdamW; coltrast is driven step by step through
+// the native trainer train() uses (Encoder.createTrainer; its time includes tokenizing each batch), Python
+// runs the same steps from the same token ids (its time includes padding them into tensors). One untimed
+// warm-up step first on each side; samples/s = query/positive pairs per second.
+// Embedding: the mixed-length texts of scripts/bench/embed.js (10-120 words, max_seq_length 256), sorted by
+// length and batched on both sides; coltrast's embed() time includes tokenizing, which is also timed alone.
+// Both sides' vectors are compared. Each measurement runs --rounds times, alternating coltrast and Python, and
+// each side's fastest round is reported (on a shared machine the fastest is the least disturbed); every round,
+// with the 1-minute load average before and after it, is in the --json file. Peak RSS: each Python run is a process of its own; coltrast's figure is
+// this process's high-water mark so far, so run one measurement per invocation (--what, --batch-sizes) for
+// a clean one.
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { parseArgs } = require('node:util');
+
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+const { Encoder, runtimeInfo } = require(path.join(ROOT, 'dist'));
+const { makeRandomBert } = require(path.join(ROOT, 'scripts', 'fixtures', 'random-bert'));
+const { findPython } = require(path.join(ROOT, 'scripts', 'bench', 'parity'));
+
+const { values } = parseArgs({
+  options: {
+    shape: { type: 'string', default: 'minilm' },
+    what: { type: 'string', default: 'train,embed' },
+    'batch-sizes': { type: 'string', default: '32' },
+    steps: { type: 'string', default: '5' },
+    texts: { type: 'string', default: '1000' },
+    'embed-batch-size': { type: 'string', default: '32' },
+    threads: { type: 'string', default: String(os.availableParallelism()) },
+    rounds: { type: 'string', default: '2' },
+    json: { type: 'string' },
+  },
+});
+
+const words = fs.readFileSync(path.join(ROOT, 'examples', 'sentences.txt'), 'utf8').toLowerCase().split(/\s+/).filter(Boolean);
+function lcg() {
+  let seed = 42;
+  return () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+}
+// scripts/bench/train.js's pairs.
+function makePairs(n) {
+  const next = lcg();
+  const text = (lo, hi) => Array.from({ length: lo + Math.floor(next() * (hi - lo)) }, () => words[Math.floor(next() * words.length)]).join(' ');
+  return Array.from({ length: n }, (_, i) => ({ query: `${i} ${text(5, 15)}`, positive: `${i} ${text(30, 80)}` }));
+}
+// scripts/bench/embed.js's texts.
+function makeTexts(n) {
+  const next = lcg();
+  return Array.from({ length: n }, () => {
+    const len = 10 + Math.floor(next() * 110);
+    return Array.from({ length: len }, () => words[Math.floor(next() * words.length)]).join(' ');
+  });
+}
+
+// The same environment as this process: the Python side sets its thread count with torch.set_num_threads.
+function python(python, args) {
+  const r = spawnSync(python, args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`${python} ${args.join(' ')} failed (${r.status}):\n${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop());
+}
+
+const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
+// This process's high-water mark so far (everything run before counts: measure one thing per run for a clean figure).
+const peakRss = () => Math.round(process.resourceUsage().maxRSS / 1024);
+// CPU seconds (user + system, every thread of this process) and minor page faults so far.
+function usage() {
+  const u = process.resourceUsage();
+  return { cpu: (u.userCPUTime + u.systemCPUTime) / 1e6, faults: u.minorPageFault };
+}
+
+async function main() {
+  const py = findPython();
+  if (!py) throw new Error('no python3 with torch found (Debian: apt-get install python3-torch; or set COLTRAST_PYTHON)');
+  const threads = Number(values.threads);
+  const steps = Number(values.steps);
+  const what = values.what.split(',');
+  const roundCount = Number(values.rounds);
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'coltrast-compare-'));
+  const rows = { train: [], embed: [] };
+  try {
+    if (what.includes('train')) {
+      const model = makeRandomBert(path.join(work, 'train-model'), { shape: values.shape, seed: 1, maxSeqLength: 128 });
+      for (const batchSize of values['batch-sizes'].split(',').map(Number)) {
+        const pairs = makePairs(batchSize * (steps + 1));
+        const enc = await Encoder.load(model, { device: 'cpu', threads });
+        const ids = { q: await enc.tokenize(pairs.map((p) => p.query)), d: await enc.tokenize(pairs.map((p) => p.positive)) };
+        enc.dispose();
+        const dataFile = path.join(work, `pairs-${batchSize}.json`);
+        fs.writeFileSync(dataFile, JSON.stringify(ids.q.map((q, i) => ({ query: q, positive: ids.d[i] }))));
+        const rounds = { coltrast: [], python: [] };
+        let pythonInfo;
+        for (let round = 0; round < roundCount; round++) {
+          // coltrast: a fresh model and trainer each round, one warm-up step, then `steps` timed steps.
+          const load0 = os.loadavg()[0];
+          const e = await Encoder.load(model, { device: 'cpu', threads });
+          const times = [];
+          let cpu = 0;
+          let faults = 0;
+          try {
+            const trainer = await e.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42 });
+            const options = { contrastiveWeight: 0.5, lateInteractionWeight: 0.5, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy', maxGradNorm: 1, learningRate: 2e-5, lossScale: 1, apply: true };
+            for (let s = 0; s <= steps; s++) {
+              const batch = pairs.slice(s * batchSize, (s + 1) * batchSize);
+              const [t0, c0] = [process.hrtime.bigint(), usage()];
+              await trainer.step(batch.map((p) => p.query), batch.map((p) => p.positive), options);
+              if (s > 0) {
+                times.push(seconds(t0));
+                const c1 = usage();
+                cpu += c1.cpu - c0.cpu;
+                faults += c1.faults - c0.faults;
+              }
+            }
+          } finally {
+            e.dispose();
+          }
+          rounds.coltrast.push({
+            secondsPerStep: times.reduce((a, b) => a + b, 0) / times.length,
+            cpuSecondsPerStep: cpu / times.length,
+            minorFaultsPerStep: faults / times.length,
+            steps: times.map((t) => +t.toFixed(3)),
+            loadavg: [load0, os.loadavg()[0]],
+          });
+          const load1 = os.loadavg()[0];
+          pythonInfo = python(py, [path.join(__dirname, 'coltrast_train.py'), '--bench', '--model', model, '--data', dataFile, '--batch-size', String(batchSize), '--steps', String(steps), '--threads', String(threads)]);
+          rounds.python.push({
+            secondsPerStep: pythonInfo.secondsPerStep,
+            cpuSecondsPerStep: pythonInfo.cpuSecondsPerStep,
+            minorFaultsPerStep: pythonInfo.minorFaultsPerStep,
+            steps: pythonInfo.stepSeconds.map((t) => +t.toFixed(3)),
+            loadavg: [load1, os.loadavg()[0]],
+          });
+          const [c, p] = [rounds.coltrast.at(-1), rounds.python.at(-1)];
+          console.error(
+            `train batch ${batchSize} round ${round + 1}: coltrast ${c.secondsPerStep.toFixed(3)} s/step (CPU ${c.cpuSecondsPerStep.toFixed(3)} s, ` +
+              `${Math.round(c.minorFaultsPerStep)} page faults), python ${p.secondsPerStep.toFixed(3)} s/step (CPU ${p.cpuSecondsPerStep.toFixed(3)} s, ${Math.round(p.minorFaultsPerStep)} page faults)`,
+          );
+        }
+        const best = (side) => Math.min(...rounds[side].map((r) => r.secondsPerStep));
+        const queryTokens = ids.q.reduce((n, t) => n + t.length, 0) / ids.q.length;
+        const docTokens = ids.d.reduce((n, t) => n + t.length, 0) / ids.d.length;
+        rows.train.push({
+          batchSize,
+          timedSteps: steps,
+          rounds: roundCount,
+          meanQueryTokens: +queryTokens.toFixed(1),
+          meanPositiveTokens: +docTokens.toFixed(1),
+          coltrast: { secondsPerStep: +best('coltrast').toFixed(3), samplesPerSecond: +(batchSize / best('coltrast')).toFixed(2), peakRssMiB: peakRss(), rounds: rounds.coltrast },
+          python: { secondsPerStep: +best('python').toFixed(3), samplesPerSecond: +(batchSize / best('python')).toFixed(2), peakRssMiB: Math.round(pythonInfo.peakRssMiB), threads: pythonInfo.threads, blas: pythonInfo.blas, rounds: rounds.python },
+        });
+      }
+    }
+    if (what.includes('embed')) {
+      const model = makeRandomBert(path.join(work, 'embed-model'), { shape: values.shape, seed: 1 });
+      const texts = makeTexts(Number(values.texts));
+      const batchSize = Number(values['embed-batch-size']);
+      const enc = await Encoder.load(model, { device: 'cpu', threads });
+      let t0 = process.hrtime.bigint();
+      const ids = await enc.tokenize(texts);
+      const tokenizeSeconds = seconds(t0);
+      const dataFile = path.join(work, 'texts.json');
+      fs.writeFileSync(dataFile, JSON.stringify(ids));
+      await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
+      const rounds = { coltrast: [], python: [] };
+      let p;
+      for (let round = 0; round < roundCount; round++) {
+        const load0 = os.loadavg()[0];
+        const c0 = usage();
+        t0 = process.hrtime.bigint();
+        const vectors = await enc.embed(texts, { batchSize });
+        const wall = seconds(t0);
+        const c1 = usage();
+        rounds.coltrast.push({ seconds: wall, cpuSeconds: c1.cpu - c0.cpu, minorFaults: c1.faults - c0.faults, loadavg: [load0, os.loadavg()[0]] });
+        const vectorFile = path.join(work, 'vectors.bin');
+        fs.writeFileSync(vectorFile, Buffer.from(vectors.data.buffer, vectors.data.byteOffset, vectors.data.byteLength));
+        const load1 = os.loadavg()[0];
+        p = python(py, [path.join(__dirname, 'embed.py'), '--model', model, '--data', dataFile, '--batch-size', String(batchSize), '--threads', String(threads), '--check', vectorFile]);
+        rounds.python.push({ seconds: p.seconds, cpuSeconds: p.cpuSeconds, minorFaults: p.minorFaults, maxAbsDiff: p.maxAbsDiffVsColtrast, loadavg: [load1, os.loadavg()[0]] });
+        const c = rounds.coltrast.at(-1);
+        console.error(
+          `embed round ${round + 1}: coltrast ${c.seconds.toFixed(2)} s (CPU ${c.cpuSeconds.toFixed(2)} s, ${c.minorFaults} page faults), ` +
+            `python ${p.seconds.toFixed(2)} s (CPU ${p.cpuSeconds.toFixed(2)} s, ${p.minorFaults} page faults)`,
+        );
+      }
+      enc.dispose();
+      const best = (side) => Math.min(...rounds[side].map((r) => r.seconds));
+      const tokens = ids.reduce((n, t) => n + t.length, 0);
+      rows.embed.push({
+        texts: texts.length,
+        tokens,
+        batchSize,
+        rounds: roundCount,
+        coltrast: { seconds: +best('coltrast').toFixed(3), textsPerSecond: +(texts.length / best('coltrast')).toFixed(2), tokenizeSeconds: +tokenizeSeconds.toFixed(3), peakRssMiB: peakRss(), rounds: rounds.coltrast },
+        python: { seconds: +best('python').toFixed(3), textsPerSecond: +(texts.length / best('python')).toFixed(2), peakRssMiB: Math.round(p.peakRssMiB), threads: p.threads, blas: p.blas, rounds: rounds.python },
+        maxAbsDiff: Math.max(...rounds.python.map((r) => r.maxAbsDiff)),
+      });
+    }
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  const info = runtimeInfo();
+  const result = {
+    date: new Date().toISOString(),
+    cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`,
+    shape: values.shape,
+    threads,
+    coltrast: { torch: info.torchVersion, threads: info.threads, blas: info.blas.libraries },
+    python: py,
+    rows,
+  };
+  if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2) + '\n');
+  if (rows.train.length) {
+    console.log('| training, batch | timed steps | coltrast s/step | python s/step | coltrast samples/s | python samples/s | coltrast / python time | CPU s/step coltrast / python | peak RSS MiB coltrast / python |');
+    console.log('|---|---|---|---|---|---|---|---|---|');
+    for (const r of rows.train) {
+      const cpu = (side) => r[side].rounds.find((x) => x.secondsPerStep === Math.min(...r[side].rounds.map((y) => y.secondsPerStep))).cpuSecondsPerStep.toFixed(2);
+      console.log(`| ${r.batchSize} | ${r.timedSteps} | ${r.coltrast.secondsPerStep} | ${r.python.secondsPerStep} | ${r.coltrast.samplesPerSecond} | ${r.python.samplesPerSecond} | ${(r.coltrast.secondsPerStep / r.python.secondsPerStep).toFixed(2)} | ${cpu('coltrast')} / ${cpu('python')} | ${r.coltrast.peakRssMiB} / ${r.python.peakRssMiB} |`);
+    }
+  }
+  if (rows.embed.length) {
+    console.log('\n| embedding, texts | tokens | batch | coltrast s (tokenizing alone) | python s | coltrast texts/s | python texts/s | max abs diff | peak RSS MiB coltrast / python |');
+    console.log('|---|---|---|---|---|---|---|---|---|');
+    for (const r of rows.embed) {
+      console.log(`| ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.coltrast.seconds} (${r.coltrast.tokenizeSeconds}) | ${r.python.seconds} | ${r.coltrast.textsPerSecond} | ${r.python.textsPerSecond} | ${r.maxAbsDiff.toExponential(2)} | ${r.coltrast.peakRssMiB} / ${r.python.peakRssMiB} |`);
+    }
+  }
+  console.log(`\nfastest of ${roundCount} alternating rounds per side; ${result.date}, ${result.cpu}, ${threads} threads both sides, libtorch ${info.torchVersion} (coltrast) / ${py} torch, BLAS ${info.blas.kind}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Embedding throughput of the plain-PyTorch baseline (texts/s), to set beside coltrast's embed().
+
+    embed.py --model DIR --data ids.json [--batch-size 32] [--threads 2] [--json out.json] [--check vectors.bin]
+
+What sentence-transformers' encode() does, written out (sentence-transformers is not installable here; see
+coltrast_train.py): texts sorted by length (longest first), batches of --batch-size padded to their longest
+text, a forward pass under torch.inference_mode(), the folder's pooling (1_Pooling) and L2 normalization when
+modules.json has a Normalize module. --data holds the token ids of each text as coltrast's tokenizer gives
+them ([CLS] ... [SEP], truncated to max_seq_length; written by scripts/bench/python/compare.js), so both sides
+embed the same inputs; tokenization is not part of this timing. One batch runs first as a warm-up.
+--check compares the vectors with coltrast's (float32, row-major, input order) and prints the largest
+absolute difference.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from coltrast_train import blas_libraries, load_model, pad, pool  # noqa: E402
+
+
+def normalizes(folder):
+    path = os.path.join(folder, "modules.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return any(m.get("type", "").endswith("Normalize") for m in json.load(f))
+
+
+def embed(model, pooling, normalize, texts, batch_size):
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = torch.empty(len(texts), model.embeddings.word_embeddings.embedding_dim)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            ids, mask, types = pad([texts[i] for i in rows])
+            v = pool(model(ids, mask, types), mask, pooling)
+            if normalize:
+                v = F.normalize(v, dim=-1)
+            out[rows] = v
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, help="JSON: a list of token id lists")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json")
+    parser.add_argument("--check", help="coltrast's vectors (float32, row-major) to compare with")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, pooling = load_model(args.model)
+    model.eval()
+    normalize = normalizes(args.model)
+    with open(args.data) as f:
+        texts = json.load(f)
+    embed(model, pooling, normalize, sorted(texts, key=len, reverse=True)[: args.batch_size], args.batch_size)  # warm-up
+    start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    vectors = embed(model, pooling, normalize, texts, args.batch_size)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    tokens = sum(len(t) for t in texts)
+    result = {
+        "side": "python",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "blas": blas_libraries(),
+        "texts": len(texts),
+        "tokens": tokens,
+        "batchSize": args.batch_size,
+        "seconds": seconds,
+        "textsPerSecond": len(texts) / seconds,
+        "tokensPerSecond": tokens / seconds,
+        "cpuSeconds": after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime,
+        "minorFaults": after.ru_minflt - usage.ru_minflt,
+        "peakRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if args.check:
+        theirs = torch.frombuffer(bytearray(open(args.check, "rb").read()), dtype=torch.float32).reshape(vectors.shape)
+        result["maxAbsDiffVsColtrast"] = (vectors - theirs).abs().max().item()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
