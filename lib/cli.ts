@@ -28,9 +28,10 @@ const USAGE = `usage: coltrast <command> [options]
 
 commands:
   info                       the addon loaded and why, libtorch, devices, threads and BLAS in use
-  bench [--quick] [--out d] [--suites ops,embed,train,index]
-                             run the benchmark suites that fit this machine (CPU, and CUDA where present): JSON,
-                             a Markdown table and an SVG chart per suite in bench-results/ (from a clone of the repository)
+  bench [--quick] [--out d] [--suites ops,embed,train,index,python,parity]
+                             run the benchmark suites that fit this machine (CPU, CUDA where present, the plain-PyTorch
+                             baseline where a python3 with torch is): JSON, a Markdown table and an SVG chart per suite
+                             in bench-results/ (from a clone of the repository)
   build [cmake-js args]      build the native addon from source against the libtorch here (cmake, C++17 compiler)
   embed <texts>              embed a text file (one text per line) or JSONL ({"text": ...} per line)
     --model <dir|hub id>     model folder or Hugging Face id (default: coltrast's shipped model)

@@ -142,13 +142,14 @@ test('npm pack, install the tarball offline with no compiler, embed from .mjs an
   t.regex(script.stdout, new RegExp(`coltrast: using prebuild ${cpu[0]}`));
 });
 
-test('no prebuild fits: loading says what to run, and `npx coltrast build` builds from source with cmake-js', async (t) => {
+test('no prebuild fits: loading says what to run; the install script builds from source with cmake-js', async (t) => {
   const info = await pack();
   const env: NodeJS.ProcessEnv = { ...process.env, npm_config_cache: cache() };
   delete env.COLTRAST_BINARY;
   const user = await install(t, info, env);
   // A machine none of the prebuilds fits (another platform, another libtorch): here, a package without them.
-  fs.rmSync(path.join(user, 'node_modules', 'coltrast', 'prebuilds'), { recursive: true, force: true });
+  const pkg = path.join(user, 'node_modules', 'coltrast');
+  fs.rmSync(path.join(pkg, 'prebuilds'), { recursive: true, force: true });
   const before = spawnSync(process.execPath, ['use.cjs', FIXTURE], { cwd: user, env, encoding: 'utf8' });
   t.not(before.status, 0);
   t.regex(before.stderr, /coltrast has no native addon that can run here/);
@@ -156,9 +157,17 @@ test('no prebuild fits: loading says what to run, and `npx coltrast build` build
   t.regex(before.stderr, /npx coltrast build/);
   t.regex(before.stderr, /npm install-scripts approve coltrast && npm rebuild coltrast/);
 
-  const build = await run(process.execPath, [path.join(user, 'node_modules', '.bin', 'coltrast'), 'build'], { cwd: user, env });
-  t.is(build.status, 0, build.stderr.slice(-3000));
-  t.true(fs.existsSync(path.join(user, 'node_modules', 'coltrast', 'build', 'Release', 'coltrast.node')));
+  // `npx coltrast build` on a machine without CMake or a compiler: it fails, and says where to look.
+  const bare = { ...env, PATH: bareBin(fs.mkdtempSync(path.join(info.dir, 'bin-'))) };
+  const noTools = await run(process.execPath, [path.join(user, 'node_modules', '.bin', 'coltrast'), 'build'], { cwd: user, env: bare });
+  t.not(noTools.status, 0);
+  t.regex(noTools.stderr, /native build failed/);
+
+  // The install script, as npm runs it once the user allows it: no prebuild fits, so it builds from source.
+  const script = await run(process.execPath, [path.join(pkg, 'scripts', 'install.js')], { cwd: pkg, env });
+  t.is(script.status, 0, script.stderr.slice(-3000));
+  t.regex(script.stdout, /no prebuilt addon fits this machine; building from source with cmake-js/);
+  t.true(fs.existsSync(path.join(pkg, 'build', 'Release', 'coltrast.node')));
   const after = spawnSync(process.execPath, ['use.cjs', FIXTURE], { cwd: user, env, encoding: 'utf8' });
   t.is(after.status, 0, after.stderr);
   const out = JSON.parse(after.stdout);

@@ -6,9 +6,11 @@
 //   <out>/results.md              one Markdown table per suite, headed by machine, date and command
 //   <out>/<suite>-<device>.svg    a bar chart of each suite's headline number per row
 // Suites: ops (fused losses against eager libtorch), embed (texts/s), train (samples/s), index (search
-// latency and QPS); each on the CPU, and on CUDA too where a GPU and a CUDA build are present.
+// latency and QPS), each on the CPU and on CUDA too where a GPU and a CUDA build are present; and, where a
+// python3 with torch is (COLTRAST_PYTHON, python3 or /usr/bin/python3), python (coltrast against the same recipe in plain
+// PyTorch: train samples/s and embed texts/s, side by side) and parity (per-step losses of both).
 // `npm run bench` and `coltrast bench` run this. --quick: small sizes, a few minutes on two cores.
-//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index] [--quick]
+//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,python,parity] [--quick]
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -18,7 +20,7 @@ const { parseArgs } = require('node:util');
 const { values } = parseArgs({
   options: {
     out: { type: 'string', default: 'bench-results' },
-    suites: { type: 'string', default: 'ops,embed,train,index' },
+    suites: { type: 'string', default: 'ops,embed,train,index,python,parity' },
     quick: { type: 'boolean', default: false },
   },
 });
@@ -49,6 +51,30 @@ const SUITES = {
     value: (r) => r.samplesPerSecond,
     unit: 'samples/s',
   },
+  python: {
+    script: 'python/compare.js',
+    needsPython: true,
+    args: (device, quick) =>
+      device === 'cpu' ? ['--shape', quick ? 'small' : 'minilm', '--batch-sizes', quick ? '16' : '32', '--steps', quick ? '2' : '5', '--texts', quick ? '200' : '1000', '--rounds', quick ? '1' : '2'] : null,
+    // One row per measurement, coltrast's and Python's numbers side by side.
+    rows: (result) => [
+      ...result.rows.train.map((r) => ({ measure: `train batch ${r.batchSize}`, unit: 'samples/s', coltrast: r.coltrast.samplesPerSecond, python: r.python.samplesPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
+      ...result.rows.embed.map((r) => ({ measure: `embed ${r.texts} texts`, unit: 'texts/s', coltrast: r.coltrast.textsPerSecond, python: r.python.textsPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
+    ],
+    label: (r) => `${r.measure} (${r.unit})`,
+    value: (r) => r.coltrast,
+    compare: (r) => r.python,
+    unit: 'coltrast (blue) and plain PyTorch (orange), same model, data, threads and BLAS',
+  },
+  parity: {
+    script: 'parity.js',
+    needsPython: true,
+    // parity.js writes parity.json (and its own loss-curve chart, parity.svg) into a folder.
+    args: (device, quick, out) => (device === 'cpu' ? ['--shape', quick ? 'tiny' : 'small', '--steps', quick ? '10' : '50', '--out', path.join(out, 'parity')] : null),
+    output: (out) => path.join(out, 'parity', 'parity.json'),
+    rows: (result) => Object.entries(result.maxRelDiff).map(([part, value]) => ({ part, maxRelativeDifference: value })),
+    chart: (out) => path.join('parity', 'parity.svg'),
+  },
   index: {
     script: 'index.js',
     args: (device, quick) => (device === 'cpu' ? ['--rows', quick ? '100000' : '1000000', '--dim', '384', '--storage', 'float16'] : null),
@@ -65,7 +91,7 @@ function barChart(title, unit, bars) {
   const width = 640;
   const plot = width - labelWidth - 70;
   const height = 50 + rowHeight * bars.length + 20;
-  const max = Math.max(...bars.map((b) => b.value), 1e-9);
+  const max = Math.max(...bars.flatMap((b) => [b.value, b.compare ?? 0]), 1e-9);
   const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;');
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
@@ -77,8 +103,16 @@ function barChart(title, unit, bars) {
     const y = 50 + i * rowHeight;
     const w = Math.max(1, (b.value / max) * plot);
     parts.push(`<text x="${labelWidth - 6}" y="${y + 15}" text-anchor="end">${esc(b.label)}</text>`);
-    parts.push(`<rect x="${labelWidth}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowHeight - 8}" fill="#3b6ea5"/>`);
-    parts.push(`<text x="${(labelWidth + w + 4).toFixed(1)}" y="${y + 15}">${esc(b.value)}</text>`);
+    if (b.compare === undefined) {
+      parts.push(`<rect x="${labelWidth}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowHeight - 8}" fill="#3b6ea5"/>`);
+      parts.push(`<text x="${(labelWidth + w + 4).toFixed(1)}" y="${y + 15}">${esc(b.value)}</text>`);
+    } else {
+      const w2 = Math.max(1, (b.compare / max) * plot);
+      parts.push(`<rect x="${labelWidth}" y="${y + 2}" width="${w.toFixed(1)}" height="10" fill="#3b6ea5"/>`);
+      parts.push(`<text x="${(labelWidth + w + 4).toFixed(1)}" y="${y + 11}" font-size="10">${esc(b.value)}</text>`);
+      parts.push(`<rect x="${labelWidth}" y="${y + 13}" width="${w2.toFixed(1)}" height="10" fill="#e08a2c"/>`);
+      parts.push(`<text x="${(labelWidth + w2 + 4).toFixed(1)}" y="${y + 22}" font-size="10">${esc(b.compare)}</text>`);
+    }
   });
   parts.push('</svg>');
   return `${parts.join('\n')}\n`;
@@ -97,44 +131,62 @@ function main() {
   const devices = ['cpu', ...(info.cudaAvailable ? ['cuda'] : [])];
   const results = [];
   const failures = [];
+  const skipped = [];
+  // The Python suites' own choice (COLTRAST_PYTHON, python3, /usr/bin/python3: the first with torch).
+  const python = values.suites.split(',').some((n) => SUITES[n]?.needsPython) && require('./parity').findPython() !== null;
   for (const name of values.suites.split(',')) {
     const suite = SUITES[name];
     if (!suite) {
       console.error(`bench: unknown suite '${name}' (${Object.keys(SUITES).join(', ')})`);
       process.exit(2);
     }
+    if (suite.needsPython && !python) {
+      skipped.push(`${name}: no python3 with torch (install python3-torch, or set COLTRAST_PYTHON)`);
+      continue;
+    }
     for (const device of devices) {
-      const args = suite.args(device, values.quick);
+      const args = suite.args(device, values.quick, out);
       if (!args) continue;
-      const json = path.join(out, `${name}-${device}.json`);
-      const command = ['node', `scripts/bench/${suite.script}`, ...args, '--json', json];
+      const json = suite.output ? suite.output(out) : path.join(out, `${name}-${device}.json`);
+      const fullArgs = suite.output ? args : [...args, '--json', json];
+      const command = ['node', `scripts/bench/${suite.script}`, ...fullArgs];
       console.log(`bench: ${command.join(' ')}`);
       const started = Date.now();
-      const r = spawnSync(process.execPath, [path.join(__dirname, suite.script), ...args, '--json', json], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+      fs.rmSync(json, { force: true });
+      const r = spawnSync(process.execPath, [path.join(__dirname, suite.script), ...fullArgs], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
       if (r.status !== 0 || !fs.existsSync(json)) {
         failures.push(`${name} on ${device} (exit ${r.status ?? r.signal})`);
         continue;
       }
       const result = JSON.parse(fs.readFileSync(json, 'utf8'));
-      results.push({ suite: name, device, command: command.join(' '), seconds: (Date.now() - started) / 1000, result });
-      const bars = result.rows.filter((row) => typeof suite.value(row) === 'number').map((row) => ({ label: suite.label(row), value: suite.value(row) }));
-      fs.writeFileSync(path.join(out, `${name}-${device}.svg`), barChart(`${name} on ${device}`, suite.unit, bars));
+      const rows = suite.rows ? suite.rows(result) : result.rows;
+      let chart;
+      if (suite.chart) chart = suite.chart(out);
+      else {
+        chart = `${name}-${device}.svg`;
+        const bars = rows
+          .filter((row) => typeof suite.value(row) === 'number')
+          .map((row) => ({ label: suite.label(row), value: suite.value(row), compare: suite.compare?.(row) }));
+        fs.writeFileSync(path.join(out, chart), barChart(`${name} on ${device}`, suite.unit, bars));
+      }
+      results.push({ suite: name, device, command: command.join(' '), seconds: (Date.now() - started) / 1000, result, rows, chart });
     }
   }
-  fs.writeFileSync(path.join(out, 'results.json'), `${JSON.stringify({ date: new Date().toISOString(), quick: values.quick, results, failures }, null, 2)}\n`);
-  const md = results.map(({ suite, device, command, result }) =>
+  fs.writeFileSync(path.join(out, 'results.json'), `${JSON.stringify({ date: new Date().toISOString(), quick: values.quick, results, failures, skipped }, null, 2)}\n`);
+  const md = results.map(({ suite, device, command, result, rows, chart }) =>
     [
       `## ${suite} on ${device}`,
       '',
-      `${result.date}; ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}. Command: \`${command}\``,
+      `${result.date}; ${result.cpu}, ${result.threads ?? result.coltrast?.threads} threads, libtorch ${result.torch ?? result.coltrast?.torch}. Command: \`${command}\``,
       '',
-      markdownTable(result.rows),
+      markdownTable(rows),
       '',
-      `![${suite} on ${device}](${suite}-${device}.svg)`,
+      `![${suite} on ${device}](${chart})`,
       '',
     ].join('\n'),
   );
-  fs.writeFileSync(path.join(out, 'results.md'), `# coltrast benchmarks\n\n${md.join('\n')}${failures.length ? `\nFailed: ${failures.join('; ')}\n` : ''}`);
+  fs.writeFileSync(path.join(out, 'results.md'), `# coltrast benchmarks\n\n${values.quick ? 'A --quick run: small sizes and one round each, a check that the suites run; the numbers are indicative only.\n\n' : ''}${md.join('\n')}${skipped.length ? `\nNot run here: ${skipped.join('; ')}\n` : ''}${failures.length ? `\nFailed: ${failures.join('; ')}\n` : ''}`);
+  for (const why of skipped) console.log(`bench: not run: ${why}`);
   console.log(`bench: wrote ${path.relative(process.cwd(), out) || out}/results.{json,md} and ${results.length} charts`);
   if (failures.length) {
     console.error(`bench: failed: ${failures.join('; ')}`);
