@@ -125,6 +125,9 @@ async function info(argv: string[]): Promise<void> {
   console.log(`  chosen because: ${b.reason}`);
   const gpus = r.cudaCapabilities?.map((c, i) => `cuda:${i} sm_${c}`).join(', ');
   console.log(`CUDA: ${r.cudaAvailable ? `${r.cudaDeviceCount} device(s)${gpus ? ` (${gpus})` : ''}` : 'not available'}${r.cudaArchs ? `; kernels built for ${r.cudaArchs}` : ''}`);
+  if (r.cudaRuntime || r.nvidiaDriver) {
+    console.log(`  CUDA runtime ${r.cudaRuntime ?? '-'}; NVIDIA driver ${r.nvidiaDriver ?? 'not loaded'}${r.cudaDriver ? ` (supports CUDA up to ${r.cudaDriver})` : ''}`);
+  }
   console.log(`CPU threads: ${r.threads}`);
   console.log(`BLAS: ${r.blas.kind}${r.blas.libraries.length ? ` (${r.blas.libraries.join(', ')})` : ''}`);
   if (r.blas.warning) console.log(`warning: ${r.blas.warning}`);

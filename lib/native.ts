@@ -50,6 +50,9 @@ export interface NativeRuntimeInfo {
   /** CUDA builds only: CMAKE_CUDA_ARCHITECTURES of the kernels, and each GPU's compute capability (86 = 8.6). */
   cudaArchs?: string;
   cudaCapabilities?: number[];
+  /** CUDA builds only: the CUDA runtime's version and the newest the driver supports (13000 = 13.0). */
+  cudaRuntimeVersion?: number;
+  cudaDriverVersion?: number;
 }
 
 export interface NativeTrainerOptions {

@@ -28,6 +28,22 @@ export interface RuntimeInfo {
   /** CUDA builds: the GPU architectures compiled in and each GPU's compute capability (86 = 8.6). */
   cudaArchs?: string;
   cudaCapabilities?: number[];
+  /** CUDA builds: the CUDA runtime in use and the newest CUDA the driver supports ("13.0"). */
+  cudaRuntime?: string;
+  cudaDriver?: string;
+  /** The NVIDIA kernel driver's version (from /proc/driver/nvidia/version) when one is loaded, on any build. */
+  nvidiaDriver?: string;
+}
+
+const cudaVersion = (v: number | undefined) => (v ? `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}` : undefined);
+
+/** The NVIDIA kernel module's version, e.g. "580.95.05", or undefined without one. */
+export function nvidiaDriverVersion(file = '/proc/driver/nvidia/version'): string | undefined {
+  try {
+    return /Kernel Module(?: for [^ ]+)?\s+([0-9][0-9.]+)/.exec(fs.readFileSync(file, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
 }
 
 export function blasInfo(maps = '/proc/self/maps'): BlasInfo {
@@ -74,5 +90,8 @@ export function runtimeInfo(): RuntimeInfo {
     binary: binaryChoice()!,
     cudaArchs: n.cudaArchs,
     cudaCapabilities: n.cudaCapabilities,
+    cudaRuntime: cudaVersion(n.cudaRuntimeVersion),
+    cudaDriver: cudaVersion(n.cudaDriverVersion),
+    nvidiaDriver: nvidiaDriverVersion(),
   };
 }

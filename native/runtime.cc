@@ -53,6 +53,9 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
     capabilities.Set(static_cast<uint32_t>(i), Napi::Number::New(env, major * 10 + minor));
   }
   out.Set("cudaCapabilities", capabilities);
+  int runtimeVersion = 0, driverVersion = 0;  // 13000 = 13.0; the driver's is the newest CUDA it supports
+  if (cudaRuntimeGetVersion(&runtimeVersion) == cudaSuccess) out.Set("cudaRuntimeVersion", runtimeVersion);
+  if (cudaDriverGetVersion(&driverVersion) == cudaSuccess) out.Set("cudaDriverVersion", driverVersion);
 #endif
   return out;
 }

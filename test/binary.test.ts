@@ -234,3 +234,13 @@ test('a local build that no longer loads falls back to a prebuild that fits, and
   t.not(forced.status, 0, 'COLTRAST_BINARY=source insists on the local build');
   t.regex(forced.stderr, /build\/Release\/coltrast\.node\) failed to load/);
 });
+
+test("the NVIDIA driver's version is read from /proc (both the proprietary and the open kernel module)", async (t) => {
+  const { nvidiaDriverVersion } = await import('../lib/runtime');
+  const dir = tempDir();
+  touch(path.join(dir, 'a'), 'NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05  Tue Sep 23 09:58:08 UTC 2025\nGCC version:  gcc version 12.2.0\n');
+  touch(path.join(dir, 'b'), 'NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  575.57.08  Release Build  (dvs-builder@U16)\n');
+  t.is(nvidiaDriverVersion(path.join(dir, 'a')), '580.95.05');
+  t.is(nvidiaDriverVersion(path.join(dir, 'b')), '575.57.08');
+  t.is(nvidiaDriverVersion(path.join(dir, 'none')), undefined, 'no driver: nothing to report');
+});
