@@ -71,16 +71,15 @@ const dynamic = execFileSync('readelf', ['-d', built], { encoding: 'utf8' });
 const needs = [...dynamic.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)]
   .map((m) => m[1])
   .filter((so) => /^lib(c10|torch|cudart|cublas|nvrtc|cuda)/.test(so));
-const cudaBuild = needs.some((so) => /^lib(c10_cuda|torch_cuda|cudart)/.test(so));
+// A build with coltrast's CUDA kernels says so itself (cudaArchs, the CUDA runtime version). A build without
+// them against a CUDA libtorch still needs libtorch_cuda (libtorch's CMake config links it unconditionally),
+// and its `needs` say so: it then fits CUDA wheels of that torch only.
 let cuda = null;
 let cudaArchs = null;
-if (cudaBuild) {
-  const cache = fs.readFileSync(path.join(root, buildDir, 'CMakeCache.txt'), 'utf8');
-  cudaArchs = /^CMAKE_CUDA_ARCHITECTURES:[A-Z]+=(.*)$/m.exec(cache)?.[1] ?? '80-real;90-real;90-virtual';
-  const nvcc = /^CMAKE_CUDA_COMPILER:[A-Z]+=(.*)$/m.exec(cache)?.[1];
-  const version = nvcc ? /release (\d+\.\d+)/.exec(execFileSync(nvcc, ['--version'], { encoding: 'utf8' }))?.[1] : undefined;
-  if (!version) fail('a CUDA build, but the CUDA version could not be read from its nvcc');
-  cuda = version;
+if (info.cudaArchs !== undefined) {
+  cudaArchs = info.cudaArchs;
+  if (!info.cudaRuntimeVersion) fail('a CUDA build, but it reports no CUDA runtime version');
+  cuda = `${Math.floor(info.cudaRuntimeVersion / 1000)}.${Math.floor((info.cudaRuntimeVersion % 1000) / 10)}`;
 }
 const torchSeries = /^(\d+\.\d+)/.exec(info.torchVersion)?.[1];
 if (!torchSeries) fail(`unexpected libtorch version '${info.torchVersion}'`);

@@ -113,9 +113,9 @@ prebuild() {
   export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
   # No cmake-js arguments: build/cmake, as the addon group configured it (COLTRAST_CUDA=ON), or AUTO (CUDA here).
   STAGE_TIMEOUT=${STAGE_TIMEOUT:-480} stage prebuild-make node scripts/prebuild.js
-  # The CPU prebuild for the same PyTorch 2.x: built against its libtorch without the kernels, it needs only
-  # libc10/libtorch_cpu/libtorch, which CPU and CUDA wheels of that version both have. The local build is
-  # left as the CUDA one (prebuild.js restores it).
+  # The CPU prebuild for the same PyTorch 2.x: built against its libtorch without the kernels. libtorch's CMake
+  # config links libtorch_cuda regardless, so its manifest lists it and it fits CUDA wheels of that version
+  # (on machines without a GPU too), not CPU-only wheels. The local build stays the CUDA one.
   STAGE_TIMEOUT=${STAGE_TIMEOUT:-480} stage prebuild-make-cpu bash -c 'v=$(python3 -c "import torch; print(\".\".join(torch.__version__.split(\".\")[:2]))") &&
     node scripts/prebuild.js --variant cpu-torch$v -- --CDCOLTRAST_CUDA=OFF'
   # The package as npm installs it: no build/, so the loader must pick the CUDA prebuild and find libtorch.
