@@ -422,23 +422,24 @@ async function exportCommand(argv: string[]): Promise<void> {
   else console.log(`exported ${r.rows} documents (dimension ${r.dimension}) to table ${r.table} -> ${r.output}\nload it with: psql -v ON_ERROR_STOP=1 -d <database> -f ${r.output}`);
 }
 
+/** Runs one of the package's scripts with `argv`, its output on this terminal, its exit status ours. */
+async function runScript(relative: string, argv: string[], cwd?: string): Promise<void> {
+  const { spawnSync } = await import('node:child_process');
+  const r = spawnSync(process.execPath, [path.resolve(__dirname, '..', relative), ...argv], { stdio: 'inherit', cwd });
+  process.exitCode = r.status ?? 1;
+}
+
 /** Builds the addon from source (scripts/build-native.js): for machines no prebuild fits. */
 async function build(argv: string[]): Promise<void> {
-  const { spawnSync } = await import('node:child_process');
-  const script = path.resolve(__dirname, '..', 'scripts', 'build-native.js');
-  const r = spawnSync(process.execPath, [script, ...argv], { stdio: 'inherit', cwd: path.resolve(__dirname, '..') });
-  process.exitCode = r.status ?? 1;
+  await runScript(path.join('scripts', 'build-native.js'), argv, path.resolve(__dirname, '..'));
 }
 
 /** The benchmark suites (scripts/bench/run.js; they live in the repository, not in the npm package). */
 async function bench(argv: string[]): Promise<void> {
-  const { spawnSync } = await import('node:child_process');
-  const script = path.resolve(__dirname, '..', 'scripts', 'bench', 'run.js');
-  if (!fs.existsSync(script)) {
+  if (!fs.existsSync(path.resolve(__dirname, '..', 'scripts', 'bench', 'run.js'))) {
     fail('coltrast bench runs from a clone of the repository (its suites and data are not in the npm package): git clone the coltrast repository, then npm run bench there');
   }
-  const r = spawnSync(process.execPath, [script, ...argv], { stdio: 'inherit' });
-  process.exitCode = r.status ?? 1;
+  await runScript(path.join('scripts', 'bench', 'run.js'), argv);
 }
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {

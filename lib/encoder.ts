@@ -9,7 +9,7 @@ import { writeFolderAtomic } from './files';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { readModelDirectory, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type PoolingMode } from './model-dir';
 import { checkGpuArch } from './binary';
-import { native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
+import { cudaKernelInfo, native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
 import { TextTokenizer, padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
@@ -70,7 +70,7 @@ export function setThreads(threads?: number): void {
 function resolveDevice(device: Device): string {
   const resolved = device === 'auto' ? (native().runtimeInfo().cudaAvailable ? 'cuda:0' : 'cpu') : device === 'cuda' ? 'cuda:0' : device;
   if (resolved !== 'cpu' && !/^cuda:\d+$/.test(resolved)) throw invalid('options.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
-  if (resolved !== 'cpu') checkGpuArch(resolved, native().runtimeInfo());
+  if (resolved !== 'cpu') checkGpuArch(resolved, cudaKernelInfo());
   return resolved;
 }
 

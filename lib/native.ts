@@ -207,6 +207,17 @@ export function native(): NativeBinding {
   return binding!;
 }
 
+let kernels: Pick<NativeRuntimeInfo, 'cudaArchs' | 'cudaCapabilities'> | undefined;
+
+/** The GPU architectures the loaded kernels were built for and each GPU's compute capability; fixed per process, read once. */
+export function cudaKernelInfo(): Pick<NativeRuntimeInfo, 'cudaArchs' | 'cudaCapabilities'> {
+  if (!kernels) {
+    const { cudaArchs, cudaCapabilities } = native().runtimeInfo();
+    kernels = { cudaArchs, cudaCapabilities };
+  }
+  return kernels;
+}
+
 /** Which addon native() loaded and why (undefined before it has). */
 export function binaryChoice(): BinaryChoice | undefined {
   return chosen;

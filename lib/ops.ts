@@ -13,7 +13,7 @@
  */
 import { ColtrastError } from './errors';
 import { checkGpuArch } from './binary';
-import { native, fromNative, type NativeOps } from './native';
+import { cudaKernelInfo, native, fromNative, type NativeOps } from './native';
 import { checkOptions, invalid, oneOf } from './validate';
 
 export interface Tensor<T extends Float32Array | Uint8Array = Float32Array> {
@@ -103,7 +103,7 @@ function common(o: CommonOptions): void {
   if (o.device !== undefined && (typeof o.device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(o.device))) {
     throw invalid('options.device', "'cpu', 'cuda' or 'cuda:N'", o.device);
   }
-  if (o.device !== undefined && o.device !== 'cpu') checkGpuArch(o.device === 'cuda' ? 'cuda:0' : o.device, native().runtimeInfo());
+  if (o.device !== undefined && o.device !== 'cpu') checkGpuArch(o.device === 'cuda' ? 'cuda:0' : o.device, cudaKernelInfo());
   if (o.reference !== undefined && typeof o.reference !== 'boolean') throw invalid('options.reference', 'true or false', o.reference);
 }
 

@@ -3,7 +3,8 @@
  * output is not a TTY (logs, CI).
  */
 export class ProgressBar {
-  private start = Date.now();
+  /** When the first update came (set then). */
+  private start = 0;
   /** Work already done at the first update (a resumed run): not counted in the rate. */
   private base: number | undefined;
   private lastPlain = 0;

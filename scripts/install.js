@@ -20,7 +20,7 @@ if (process.env.COLTRAST_SKIP_BUILD === '1') {
 // Probe in a child: an addon that cannot load its libtorch must not take this process down.
 const probe = spawnSync(
   process.execPath,
-  ['-e', `require(${JSON.stringify(path.join(root, 'dist', 'native.js'))}).native(); const b = require(${JSON.stringify(path.join(root, 'dist', 'native.js'))}).binaryChoice(); console.log(b.kind === 'prebuild' ? 'prebuild ' + b.variant : 'local build', '-', b.reason)`],
+  ['-e', `const n = require(${JSON.stringify(path.join(root, 'dist', 'native.js'))}); n.native(); const b = n.binaryChoice(); console.log(b.kind === 'prebuild' ? 'prebuild ' + b.variant : 'local build', '-', b.reason)`],
   { encoding: 'utf8' },
 );
 if (probe.status === 0) {

@@ -46,16 +46,13 @@ const staging = fs.mkdtempSync(path.join(os.tmpdir(), 'coltrast-prebuild-'));
 const local = path.join(root, 'build', 'Release', 'coltrast.node');
 const aside = path.join(root, 'build', `coltrast.node.aside-${process.pid}`); // same file system: a rename
 if (fs.existsSync(local)) fs.renameSync(local, aside);
-const restore = () => {
-  if (fs.existsSync(aside)) fs.renameSync(aside, local);
-};
 const prebuildify = require.resolve('prebuildify/bin.js');
 const r = spawnSync(
   process.execPath,
   [prebuildify, '--napi', '--strip', '--out', staging, '--node-gyp', path.join(__dirname, 'prebuild-node-gyp.js')],
   { cwd: root, stdio: 'inherit', env: { ...process.env, COLTRAST_PREBUILD_CMAKE_ARGS: JSON.stringify(cmakeArgs), COLTRAST_BUILD_DIR: buildDir } },
 );
-restore();
+if (fs.existsSync(aside)) fs.renameSync(aside, local);
 if (r.status !== 0) fail('the build failed (see above)');
 const platformArch = `${process.platform}-${process.arch}`;
 const built = path.join(staging, 'prebuilds', platformArch, 'coltrast.node');
