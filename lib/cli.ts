@@ -50,6 +50,7 @@ commands:
     --contrastive-weight <x> --late-interaction-weight <x> --temperature <x> --late-interaction cross_entropy|bce
     --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
     --projection-dim <n> --projection-activation identity|tanh   (a trained Dense head on the pooled vector)
+    --precision float32|bfloat16|float16   (mixed precision: bfloat16 on CPU or CUDA, float16 on CUDA)
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
@@ -181,7 +182,7 @@ const TRAIN_FLAGS = {
   'val-split': 'number', seed: 'int', 'contrastive-weight': 'number', 'late-interaction-weight': 'number', temperature: 'number',
   'late-interaction': 'string', symmetric: 'boolean', patience: 'int', metric: 'string', 'max-negatives': 'int', 'hard-negatives': 'int',
   device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean', 'print-schema': 'boolean',
-  'projection-dim': 'int', 'projection-activation': 'string',
+  'projection-dim': 'int', 'projection-activation': 'string', precision: 'string',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -234,7 +235,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     ['learning-rate', 'learningRate'], ['warmup-ratio', 'warmupRatio'], ['schedule', 'schedule'], ['weight-decay', 'weightDecay'],
     ['max-grad-norm', 'maxGradNorm'], ['gradient-accumulation', 'gradientAccumulation'], ['val-split', 'valSplit'], ['seed', 'seed'],
     ['max-negatives', 'maxNegatives'], ['device', 'device'], ['threads', 'threads'], ['checkpoint-every', 'checkpointEvery'],
-    ['resume', 'resume'],
+    ['resume', 'resume'], ['precision', 'precision'],
   ];
   for (const [flag, key] of flat) set(v[flag], (x) => (o[key] = x));
   for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric']]) {
@@ -250,7 +251,7 @@ async function trainCommand(argv: string[]): Promise<void> {
   if (!o.output) fail('train needs --output (or "output" in --config)');
   const result = await train({ ...(o as TrainOptions), progressBar: !v.json });
   if (v.json) {
-    console.log(JSON.stringify({ before: result.before, after: result.after, best: result.best, modelDir: result.modelDir }));
+    console.log(JSON.stringify({ before: result.before, after: result.after, best: result.best, modelDir: result.modelDir, timing: result.timing }));
     return;
   }
   for (const e of result.history.epochs) {
@@ -258,6 +259,13 @@ async function trainCommand(argv: string[]): Promise<void> {
   }
   console.log(`before training: ${formatMetrics(result.before)}`);
   console.log(`after training:  ${formatMetrics(result.after)} (epoch ${result.best.epoch} kept)`);
+  const t = result.timing;
+  if (t && t.batches > 0) {
+    console.log(
+      `steps: ${t.seconds.toFixed(1)} s for ${t.batches} batches, ${((100 * t.nativeSeconds) / t.seconds).toFixed(1)}% native, ` +
+        `${((100 * t.tokenizeSeconds) / t.seconds).toFixed(1)}% tokenizing, ${(100 * t.jsFraction).toFixed(1)}% other JS`,
+    );
+  }
   console.log(`model saved to ${result.modelDir}`);
 }
 

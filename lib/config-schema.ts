@@ -35,6 +35,7 @@ export const TRAIN_CONFIG_SCHEMA = {
     seed: integer(0),
     device: { type: 'string', pattern: '^(auto|cpu|cuda(:\\d+)?)$' },
     threads: integer(1),
+    precision: { enum: ['float32', 'bfloat16', 'float16'] },
     loss: {
       type: 'object',
       additionalProperties: false,

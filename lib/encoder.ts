@@ -9,7 +9,7 @@ import { writeFolderAtomic } from './files';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { readModelDirectory, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type PoolingMode } from './model-dir';
 import { checkGpuArch } from './binary';
-import { cudaKernelInfo, native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
+import { cudaKernelInfo, native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
@@ -74,10 +74,23 @@ function resolveDevice(device: Device): string {
   return resolved;
 }
 
+/** @internal A batch tokenized and padded for the trainer, and how long that took (seconds). */
+export interface PreparedBatch {
+  queries: PaddedBatch;
+  documents: PaddedBatch;
+  tokenizeSeconds: number;
+}
+
+/** @internal A trainer step's result: the native step's, and the time spent tokenizing its texts (seconds). */
+export type TrainerStepResult = NativeStepResult & { tokenizeSeconds: number };
+
 /** @internal See Encoder.createTrainer. */
 export interface EncoderTrainer {
-  step(queries: string[], documents: string[], options: NativeStepOptions): Promise<NativeStepResult>;
-  evaluate(queries: string[], documents: string[], options: NativeStepOptions): Promise<NativeStepResult>;
+  step(queries: string[], documents: string[], options: NativeStepOptions): Promise<TrainerStepResult>;
+  evaluate(queries: string[], documents: string[], options: NativeStepOptions): Promise<TrainerStepResult>;
+  /** Tokenizes a batch ahead of its step (train() prepares the next batch while the current one runs). */
+  prepare(queries: string[], documents: string[]): Promise<PreparedBatch>;
+  stepPrepared(batch: PreparedBatch, options: NativeStepOptions): Promise<TrainerStepResult>;
   /** Optimizer moments and random-number state, to and from a safetensors file. */
   saveState(file: string): Promise<void>;
   loadState(file: string): Promise<void>;
@@ -219,11 +232,17 @@ export class Encoder {
     } catch (error) {
       throw fromNative(error);
     }
-    const run = async (kind: 'step' | 'evaluate', queries: string[], documents: string[], stepOptions: NativeStepOptions) =>
+    const prepare = async (queries: string[], documents: string[]): Promise<PreparedBatch> => {
+      const started = performance.now();
+      const [q, d] = await Promise.all([this.tokenizer.encode(queries), this.tokenizer.encode(documents)]);
+      return { queries: padBatch(q), documents: padBatch(d), tokenizeSeconds: (performance.now() - started) / 1000 };
+    };
+    const run = async (kind: 'step' | 'evaluate', batch: PreparedBatch | Promise<PreparedBatch>, stepOptions: NativeStepOptions) =>
       this.withModel(async () => {
-        const [q, d] = await Promise.all([this.tokenizer.encode(queries), this.tokenizer.encode(documents)]);
+        const { queries, documents, tokenizeSeconds } = await batch;
         try {
-          return await trainer[kind]({ queries: padBatch(q), documents: padBatch(d), pooling: this.files.pooling, ...stepOptions });
+          const result = await trainer[kind]({ queries, documents, pooling: this.files.pooling, ...stepOptions });
+          return { ...result, tokenizeSeconds };
         } catch (error) {
           throw fromNative(error);
         }
@@ -237,8 +256,10 @@ export class Encoder {
         }
       });
     return {
-      step: (queries, documents, stepOptions) => run('step', queries, documents, stepOptions),
-      evaluate: (queries, documents, stepOptions) => run('evaluate', queries, documents, stepOptions),
+      step: (queries, documents, stepOptions) => run('step', prepare(queries, documents), stepOptions),
+      evaluate: (queries, documents, stepOptions) => run('evaluate', prepare(queries, documents), stepOptions),
+      prepare,
+      stepPrepared: (batch, stepOptions) => run('step', batch, stepOptions),
       saveState: (file) => state('saveState', file),
       loadState: (file) => state('loadState', file),
     };

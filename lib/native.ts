@@ -62,6 +62,10 @@ export interface NativeTrainerOptions {
   beta2?: number;
   eps?: number;
   seed?: number;
+  /** Precision of the forward pass: 'float32' (default), or autocast to 'bfloat16' / 'float16' (CUDA only); weights stay float32. */
+  precision?: 'float32' | 'bfloat16' | 'float16';
+  /** Dynamic loss scaling (on by default for float16, with torch.amp.GradScaler's defaults). */
+  gradScaler?: { initScale?: number; growthFactor?: number; backoffFactor?: number; growthInterval?: number };
 }
 
 export interface NativeStepOptions {
@@ -83,9 +87,15 @@ export interface NativeStepResult {
   contrastive: number;
   lateInteraction: number;
   gradNorm: number;
+  /** Loss scaling found non-finite gradients: no update was applied and the scale was lowered. */
+  skipped: boolean;
+  /** The loss scale of the next step (1 without loss scaling). */
+  gradScale: number;
+  /** Wall time of the native work of this call (forward, backward, update), in seconds. */
+  seconds: number;
 }
 
-type PaddedBatch = { inputIds: Int32Array; attentionMask: Int32Array; tokenTypeIds: Int32Array; batchSize: number; seqLen: number };
+export type PaddedBatch = { inputIds: Int32Array; attentionMask: Int32Array; tokenTypeIds: Int32Array; batchSize: number; seqLen: number };
 
 export interface NativeTrainer {
   step(args: { queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions): Promise<NativeStepResult>;

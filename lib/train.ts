@@ -81,6 +81,12 @@ export interface TrainOptions {
   seed?: number;
   device?: Device;
   threads?: number;
+  /**
+   * Precision of the forward pass: 'float32' (default), or mixed precision with autocast to 'bfloat16'
+   * (CPU or CUDA) or 'float16' (CUDA only, with dynamic loss scaling). Weights and optimizer state stay
+   * float32 and the losses are computed in float32 either way.
+   */
+  precision?: 'float32' | 'bfloat16' | 'float16';
   /** Write a checkpoint every this many optimizer steps (default 50; 0: at epoch ends only). */
   checkpointEvery?: number;
   /** Continue from `<output>.checkpoint` when it exists (written every checkpointEvery steps and each epoch). */
@@ -104,9 +110,26 @@ export interface EpochRecord {
   metrics?: RetrievalMetrics;
 }
 
+/** Where the time of the training steps went (this invocation's, without validation and checkpoints). */
+export interface StepTiming {
+  /** Batches run (optimizer steps times gradient accumulation). */
+  batches: number;
+  /** Wall time of the step loop as Node sees it. */
+  seconds: number;
+  /** Native forward, loss, backward and update (measured inside the worker thread). */
+  nativeSeconds: number;
+  /**
+   * Waiting for the batches' tokenization (Hugging Face tokenizers, called from JS). Each batch is tokenized
+   * while the step before it runs, so this is the part that did not overlap (the first batch's, mostly).
+   */
+  tokenizeSeconds: number;
+  /** Everything else on the Node side (batching, padding, scheduling, promise hops, progress), as a fraction of `seconds`. */
+  jsFraction: number;
+}
+
 export interface TrainResult {
   history: {
-    steps: { step: number; epoch: number; loss: number; contrastive: number; lateInteraction: number; learningRate: number }[];
+    steps: { step: number; epoch: number; loss: number; contrastive: number; lateInteraction: number; learningRate: number; skipped?: boolean }[];
     epochs: EpochRecord[];
   };
   /** The epoch whose model was kept (by the early-stopping metric, validation loss by default). */
@@ -115,12 +138,13 @@ export interface TrainResult {
   before?: RetrievalMetrics;
   after?: RetrievalMetrics;
   modelDir: string;
+  timing?: StepTiming;
 }
 
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'chunking', 'mining', 'seed', 'device', 'threads',
-  'checkpointEvery', 'resume', 'onProgress', 'progressBar',
+  'precision', 'checkpointEvery', 'resume', 'onProgress', 'progressBar',
 ] as const;
 const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric'] as const;
 
@@ -147,6 +171,7 @@ interface Config {
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   seed: number;
+  precision: 'float32' | 'bfloat16' | 'float16';
   step: Omit<NativeStepOptions, 'learningRate' | 'lossScale' | 'apply'>;
 }
 
@@ -192,6 +217,7 @@ function readConfig(options: TrainOptions): Config {
       hardNegatives: number('options.mining.hardNegatives', mining.hardNegatives ?? 3, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     },
     seed: number('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    precision: oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const),
     step: {
       contrastiveWeight,
       lateInteractionWeight,
@@ -276,9 +302,16 @@ export function encoderEmbedder(encoder: Encoder): Embedder {
   };
 }
 
+function checkPrecision(precision: Config['precision'], device: string): void {
+  if (precision === 'float16' && device === 'cpu') {
+    throw new ColtrastError('INVALID_ARGUMENT', "options.precision 'float16' needs a CUDA device; on the CPU use 'bfloat16' or 'float32'");
+  }
+}
+
 /** Fine-tunes `options.model` on `options.data` and writes the kept model to `options.output`. */
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const config = readConfig(options);
+  if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
   const data = readTrainingData(options.data);
   // Split before anything is mined, so no project (or example group) is on both sides.
   const split =
@@ -305,6 +338,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     threads: options.threads,
   });
   try {
+    checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
     let val: TrainExample[];
     if (saved) {
@@ -321,7 +355,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     }
     // A resumed run's checkpoint model has the head already.
     if (config.projection && !saved) encoder.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
-    const trainer = await encoder.createTrainer({ learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed });
+    const trainer = await encoder.createTrainer({
+      learningRate: config.learningRate,
+      weightDecay: config.weightDecay,
+      seed: config.seed,
+      precision: config.precision,
+    });
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
     const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;
     const totalSteps = Math.ceil((batchesPerEpoch * config.epochs) / config.accumulation);
@@ -363,6 +402,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const startSamples = state.samples;
     const startStep = state.step;
     let stopped = false;
+    const timing = { batches: 0, seconds: 0, nativeSeconds: 0, tokenizeSeconds: 0 };
 
     for (; state.epoch <= config.epochs && !stopped; state.epoch++, state.batch = 0, state.epochLoss = 0) {
       const epoch = state.epoch;
@@ -370,19 +410,40 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (state.batch === 0) state.epochSeed = state.shuffleState;
       const random = seededRandom(0, state.epochSeed);
       const batches = makeBatches(shuffle(trainSet, random.next), config.batchSize, config.maxNegatives);
+      // Each batch is tokenized while the step before it runs; `ahead` is the next batch's tokenization.
+      const prepare = (b: number) => {
+        const prepared = trainer.prepare(batches[b].queries, batches[b].documents);
+        prepared.catch(() => undefined); // awaited (and its error thrown) by its own step, unless training stops first
+        return prepared;
+      };
+      let ahead = state.batch < batches.length ? prepare(state.batch) : undefined;
       for (; state.batch < batches.length; ) {
+        const batchStarted = performance.now();
         const b = state.batch;
         const batch = batches[b];
+        const prepared = await ahead!;
+        timing.tokenizeSeconds += (performance.now() - batchStarted) / 1000;
+        ahead = b + 1 < batches.length ? prepare(b + 1) : undefined;
         const apply = (b + 1) % config.accumulation === 0 || b === batches.length - 1;
         const learningRate = learningRateAt(state.step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
-        const r = await trainer.step(batch.queries, batch.documents, { ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply });
+        const r = await trainer.stepPrepared(prepared, { ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply });
         state.epochLoss += r.loss;
         state.samples += batch.queries.length;
         state.batch++;
-        if (!apply) continue;
+        timing.batches++;
+        timing.nativeSeconds += r.seconds;
+        if (!apply) {
+          timing.seconds += (performance.now() - batchStarted) / 1000;
+          continue;
+        }
         const step = ++state.step;
-        result.history.steps.push({ step, epoch, loss: r.loss, contrastive: r.contrastive, lateInteraction: r.lateInteraction, learningRate });
+        result.history.steps.push({
+          step, epoch, loss: r.loss, contrastive: r.contrastive, lateInteraction: r.lateInteraction, learningRate,
+          ...(r.skipped ? { skipped: true } : {}),
+        });
+        timing.seconds += (performance.now() - batchStarted) / 1000;
         if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && state.batch < batches.length) await checkpoint();
+        const reportStarted = performance.now();
         const seconds = (Date.now() - started) / 1000;
         const done = step - startStep;
         options.onProgress?.({
@@ -397,6 +458,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           etaSeconds: (seconds / done) * (totalSteps - step),
         });
         bar?.update(step, totalSteps);
+        timing.seconds += (performance.now() - reportStarted) / 1000;
       }
       state.shuffleState = random.state();
       const record: EpochRecord = { epoch, trainLoss: state.epochLoss / batches.length, ...(await validate()) };
@@ -413,6 +475,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (epoch < config.epochs && !stopped) await checkpoint({ epoch: epoch + 1, batch: 0, epochLoss: 0 });
     }
     result.after = result.best.metrics;
+    result.timing = {
+      ...timing,
+      jsFraction: timing.seconds > 0 ? Math.max(0, timing.seconds - timing.nativeSeconds - timing.tokenizeSeconds) / timing.seconds : 0,
+    };
     writeJsonAtomic(path.join(output, 'training_history.json'), { config, ...result });
     writeTextAtomic(path.join(output, 'training_curves.svg'), trainingCurvesSvg(result));
     const data = typeof options.data === 'string' ? options.data : `${options.data.length} in-memory examples`;

@@ -3,8 +3,12 @@
 // contrastive loss on pooled, L2-normalized vectors and the late-interaction loss on L2-normalized token
 // states (both through the fused ops of native/ops), backward, gradient clipping and an AdamW update.
 // TypeScript (lib/train.ts) owns data, batching, the learning-rate schedule and everything per epoch.
+// With mixed precision (train/precision.h) the forward pass runs under autocast and, for float16, the
+// loss is scaled for backward and the step skipped when the gradients overflowed.
 #include "train/trainer_wrap.h"
 
+#include <chrono>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -13,6 +17,7 @@
 #include "encoder_wrap.h"
 #include "error.h"
 #include "ops/autograd.h"
+#include "train/precision.h"
 #include "napi_args.h"
 #include "pooling.h"
 #include "safetensors.h"
@@ -49,21 +54,31 @@ StepOptions readStepOptions(const Napi::Object& o) {
 
 struct LossParts {
   double total = 0, contrastive = 0, lateInteraction = 0, gradNorm = 0;
+  bool skipped = false;  // float16: the gradients overflowed and the update was not applied
 };
 
-// The two losses of one batch, differentiable when grad mode is on.
+// The two losses of one batch, differentiable when grad mode is on. The model (and the projection head)
+// run under autocast when `autocast` is a lower precision; the losses always take float32.
 std::pair<torch::Tensor, LossParts> batchLoss(LoadedEncoder& enc, const TokenBatch& q, const TokenBatch& d,
-                                              const StepOptions& s) {
+                                              const StepOptions& s, torch::ScalarType autocast) {
   const torch::Tensor qMask = q.tensor(q.mask, enc.device), dMask = d.tensor(d.mask, enc.device);
-  const torch::Tensor qStates = enc.model->forward(q.tensor(q.ids, enc.device), qMask, q.tensor(q.types, enc.device));
-  const torch::Tensor dStates = enc.model->forward(d.tensor(d.ids, enc.device), dMask, d.tensor(d.types, enc.device));
+  torch::Tensor qStates, dStates, qPooled, dPooled;
+  {
+    AutocastScope scope(enc.device, autocast);
+    qStates = enc.model->forward(q.tensor(q.ids, enc.device), qMask, q.tensor(q.types, enc.device));
+    dStates = enc.model->forward(d.tensor(d.ids, enc.device), dMask, d.tensor(d.types, enc.device));
+    if (s.contrastiveWeight > 0) {
+      qPooled = enc.project(pool(qStates, qMask, s.pooling));
+      dPooled = enc.project(pool(dStates, dMask, s.pooling));
+    }
+  }
   const torch::Tensor tau = torch::full({}, s.temperature, torch::TensorOptions().device(enc.device));
   const auto unit = F::NormalizeFuncOptions().dim(-1);
   torch::Tensor total = torch::zeros({}, torch::TensorOptions().device(enc.device));
   LossParts parts;
   if (s.contrastiveWeight > 0) {
-    const torch::Tensor qp = F::normalize(enc.project(pool(qStates, qMask, s.pooling)), unit);
-    const torch::Tensor dp = F::normalize(enc.project(pool(dStates, dMask, s.pooling)), unit);
+    const torch::Tensor qp = F::normalize(qPooled.to(torch::kFloat32), unit);
+    const torch::Tensor dp = F::normalize(dPooled.to(torch::kFloat32), unit);
     const torch::Tensor loss = ops::contrastiveLoss(qp, dp, tau, {s.symmetric});
     parts.contrastive = loss.item<double>();
     total = total + s.contrastiveWeight * loss;
@@ -115,36 +130,54 @@ class StepWorker : public PromiseWorker {
 
  protected:
   void compute() override {
+    const auto started = std::chrono::steady_clock::now();
     LoadedEncoder& enc = *state_->encoder;
     std::lock_guard<std::mutex> lock(enc.mutex);
     if (!train_) {
       torch::NoGradGuard noGrad;
       enc.model->eval();
-      parts_ = batchLoss(enc, q_, d_, options_).second;
-      return;
-    }
-    RngScope rng(state_->rngState);
-    enc.model->train();
-    try {
-      auto [loss, parts] = batchLoss(enc, q_, d_, options_);
-      (loss * options_.lossScale).backward();
-      parts_ = parts;
-      if (options_.apply) {
-        auto params = enc.parameters();
-        parts_.gradNorm = torch::nn::utils::clip_grad_norm_(
-            params, options_.maxGradNorm > 0 ? options_.maxGradNorm : std::numeric_limits<double>::infinity());
-        for (auto& group : state_->optimizer->param_groups()) {
-          static_cast<torch::optim::AdamWOptions&>(group.options()).lr(options_.learningRate);
-        }
-        state_->optimizer->step();
-        state_->optimizer->zero_grad();
-        state_->steps++;
+      parts_ = batchLoss(enc, q_, d_, options_, state_->autocast).second;
+    } else {
+      RngScope rng(state_->rngState);
+      enc.model->train();
+      try {
+        trainStep(enc);
+      } catch (...) {
+        enc.model->eval();
+        throw;
       }
-    } catch (...) {
       enc.model->eval();
-      throw;
     }
-    enc.model->eval();
+    seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
+
+  void trainStep(LoadedEncoder& enc) {
+    GradScaler& scaler = state_->scaler;
+    auto [loss, parts] = batchLoss(enc, q_, d_, options_, state_->autocast);
+    (loss * (options_.lossScale * scaler.lossFactor())).backward();
+    parts_ = parts;
+    if (!options_.apply) return;
+    auto params = enc.parameters();
+    scaler.unscale(params);
+    parts_.gradNorm = torch::nn::utils::clip_grad_norm_(
+        params, options_.maxGradNorm > 0 ? options_.maxGradNorm : std::numeric_limits<double>::infinity());
+    const bool finite = std::isfinite(parts_.gradNorm);
+    if (!finite && !scaler.enabled) {
+      state_->optimizer->zero_grad();
+      throw invalidArgument("the gradient norm is " + std::to_string(parts_.gradNorm) + " at step " +
+                            std::to_string(state_->steps + 1) +
+                            ": training diverged (lower options.learningRate, keep gradient clipping on, or train in float32)");
+    }
+    if (finite) {
+      for (auto& group : state_->optimizer->param_groups()) {
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(options_.learningRate);
+      }
+      state_->optimizer->step();
+    }
+    parts_.skipped = !finite;
+    scaler.update(finite);
+    state_->optimizer->zero_grad();
+    state_->steps++;
   }
   Napi::Value result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
@@ -152,6 +185,9 @@ class StepWorker : public PromiseWorker {
     out.Set("contrastive", parts_.contrastive);
     out.Set("lateInteraction", parts_.lateInteraction);
     out.Set("gradNorm", parts_.gradNorm);
+    out.Set("skipped", parts_.skipped);
+    out.Set("gradScale", state_->scaler.lossFactor());
+    out.Set("seconds", seconds_);
     return out;
   }
 
@@ -161,10 +197,13 @@ class StepWorker : public PromiseWorker {
   StepOptions options_;
   bool train_;
   LossParts parts_;
+  double seconds_ = 0;  // wall time of compute(), for the caller's measure of its own overhead
 };
 
 // Optimizer and random-number state as safetensors (never pickle): for parameter i (in
-// LoadedEncoder::parameters() order: the model's, then the projection head's) "adamw.i.exp_avg", "adamw.i.exp_avg_sq" and "adamw.i.step", plus "rng" and "steps".
+// LoadedEncoder::parameters() order: the model's, then the projection head's) "adamw.i.exp_avg",
+// "adamw.i.exp_avg_sq" and "adamw.i.step", plus "rng" and "steps", and with float16's loss scaling
+// "scaler.scale" and "scaler.growth_tracker".
 class StateWorker : public PromiseWorker {
  public:
   StateWorker(Napi::Env env, std::shared_ptr<TrainerState> state, std::string path, bool save)
@@ -190,6 +229,10 @@ class StateWorker : public PromiseWorker {
       }
       tensors.emplace_back("rng", state_->rngState);
       tensors.emplace_back("steps", torch::full({1}, state_->steps, torch::kInt64));
+      if (state_->scaler.enabled) {
+        tensors.emplace_back("scaler.scale", torch::full({1}, state_->scaler.scale, torch::kFloat64));
+        tensors.emplace_back("scaler.growth_tracker", torch::full({1}, state_->scaler.growthTracker, torch::kInt64));
+      }
       writeSafetensors(path_, tensors, {{"format", "coltrast-trainer"}});
       return;
     }
@@ -208,6 +251,10 @@ class StateWorker : public PromiseWorker {
     }
     state_->rngState = file.read("rng", torch::kUInt8);
     state_->steps = file.read("steps", torch::kInt64).item<int64_t>();
+    if (state_->scaler.enabled && file.has("scaler.scale")) {
+      state_->scaler.scale = file.read("scaler.scale", torch::kFloat64).item<double>();
+      state_->scaler.growthTracker = file.read("scaler.growth_tracker", torch::kInt64).item<int64_t>();
+    }
   }
   Napi::Value result(Napi::Env env) override { return env.Undefined(); }
 
@@ -245,15 +292,44 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
   state_ = *info[0].As<Napi::External<std::shared_ptr<TrainerState>>>().Data();
 }
 
-// create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed }): AdamW over the encoder's parameters,
-// without weight decay on biases and LayerNorm weights (the usual BERT fine-tuning split).
+// create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed, precision, gradScaler }): AdamW over the
+// encoder's parameters, without weight decay on biases and LayerNorm weights (the usual BERT fine-tuning
+// split). precision: 'float32' (default), 'bfloat16' or 'float16' (autocast; the weights stay float32).
+// gradScaler: { initScale, growthFactor, backoffFactor, growthInterval } turns loss scaling on; float16
+// turns it on with torch.amp.GradScaler's defaults.
 Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     auto encoder = EncoderWrap::shared(info[0].As<Napi::Object>());
     auto o = info[1].As<Napi::Object>();
     if (encoder->dtype != torch::kFloat32) {
-      throw invalidArgument("training needs the model loaded in float32 (mixed precision is not implemented yet)");
+      throw invalidArgument("training needs the model loaded in float32; for mixed precision pass precision 'bfloat16' or 'float16' to the trainer");
+    }
+    const std::string precision = stringOr(o, "precision", "float32");
+    torch::ScalarType autocast;
+    if (precision == "float32") {
+      autocast = torch::kFloat32;
+    } else if (precision == "bfloat16") {
+      autocast = torch::kBFloat16;
+    } else if (precision == "float16") {
+      autocast = torch::kFloat16;
+    } else {
+      throw invalidArgument("precision must be 'float32', 'bfloat16' or 'float16', not '" + precision + "'");
+    }
+    checkAutocast(encoder->device, autocast);
+    GradScaler scaler;
+    scaler.enabled = autocast == torch::kFloat16;
+    if (o.Get("gradScaler").IsObject()) {
+      auto g = o.Get("gradScaler").As<Napi::Object>();
+      scaler.enabled = true;
+      scaler.scale = numberOr(g, "initScale", scaler.scale);
+      scaler.growthFactor = numberOr(g, "growthFactor", scaler.growthFactor);
+      scaler.backoffFactor = numberOr(g, "backoffFactor", scaler.backoffFactor);
+      scaler.growthInterval = static_cast<int64_t>(numberOr(g, "growthInterval", static_cast<double>(scaler.growthInterval)));
+      if (!(scaler.scale > 0) || !(scaler.growthFactor >= 1) || !(scaler.backoffFactor > 0 && scaler.backoffFactor < 1) ||
+          scaler.growthInterval < 1) {
+        throw invalidArgument("gradScaler needs initScale > 0, growthFactor >= 1, 0 < backoffFactor < 1 and growthInterval >= 1");
+      }
     }
     std::vector<torch::Tensor> decay, noDecay;
     for (auto& p : encoder->parameters()) {
@@ -270,6 +346,8 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
                         std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(0)));
     auto state = std::make_shared<TrainerState>();
     state->encoder = std::move(encoder);
+    state->autocast = autocast;
+    state->scaler = scaler;
     state->rngState = at::detail::createCPUGenerator(static_cast<uint64_t>(numberOr(o, "seed", 42))).get_state();
     state->optimizer = std::make_unique<torch::optim::AdamW>(groups, options);
     auto holder = Napi::External<std::shared_ptr<TrainerState>>::New(

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "encoder_wrap.h"
+#include "train/precision.h"
 
 namespace coltrast {
 
@@ -16,6 +17,9 @@ struct TrainerState {
   // This run's random-number state (dropout). Swapped into libtorch's global CPU generator for each step,
   // so a run's randomness depends on its seed alone, not on other work in the process.
   at::Tensor rngState;
+  // The precision of the forward pass (kFloat32: no autocast) and float16's loss scaling.
+  torch::ScalarType autocast = torch::kFloat32;
+  GradScaler scaler;
 };
 
 class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {

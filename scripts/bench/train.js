@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // train() throughput (samples/s: query + positive pairs per second, forward + backward + AdamW) for the
-// tiny fixture and random-weight models of real shapes. Uses the built package (npm run build).
-//   node scripts/bench/train.js [--shapes tiny,minilm] [--steps 4] [--batch-size 16] [--device cpu] [--json out.json]
+// tiny fixture and random-weight models of real shapes, and where the step time goes: native work,
+// tokenizing, and the rest of the Node side (train()'s `timing`, over every step including the first).
+// Uses the built package (npm run build).
+//   node scripts/bench/train.js [--shapes tiny,minilm] [--steps 4] [--batch-size 16] [--device cpu]
+//     [--precision float32|bfloat16|float16] [--json out.json]
 'use strict';
 const os = require('node:os');
 const path = require('node:path');
@@ -16,6 +19,7 @@ const { values } = parseArgs({
     steps: { type: 'string', default: '4' },
     'batch-size': { type: 'string', default: '16' },
     device: { type: 'string', default: 'cpu' },
+    precision: { type: 'string', default: 'float32' },
     json: { type: 'string' },
   },
 });
@@ -40,7 +44,7 @@ async function main() {
         : makeRandomBert(fs.mkdtempSync(path.join(os.tmpdir(), `bench-${shape}-`)) + '/model', { shape, seed: 1, maxSeqLength: 128 });
     const times = [];
     let last = 0;
-    await train({
+    const run = await train({
       model: dir,
       data: makePairs(batchSize * (steps + 1)),
       output: fs.mkdtempSync(path.join(os.tmpdir(), 'bench-train-')),
@@ -49,6 +53,7 @@ async function main() {
       valSplit: 0,
       checkpointEvery: 0,
       device: values.device,
+      precision: values.precision,
       onProgress: () => {
         const now = process.hrtime.bigint();
         if (last) times.push(Number(now - last) / 1e9);
@@ -57,15 +62,28 @@ async function main() {
     });
     // The first step (warm-up) is not timed: steps 2..n.
     const seconds = times.reduce((a, b) => a + b, 0);
-    rows.push({ model: shape, batchSize, timedSteps: times.length, secondsPerStep: +(seconds / times.length).toFixed(3), samplesPerSecond: +((batchSize * times.length) / seconds).toFixed(1) });
+    const t = run.timing;
+    rows.push({
+      model: shape,
+      batchSize,
+      timedSteps: times.length,
+      secondsPerStep: +(seconds / times.length).toFixed(3),
+      samplesPerSecond: +((batchSize * times.length) / seconds).toFixed(1),
+      nativePercent: +((100 * t.nativeSeconds) / t.seconds).toFixed(2),
+      tokenizePercent: +((100 * t.tokenizeSeconds) / t.seconds).toFixed(2),
+      jsPercent: +(100 * t.jsFraction).toFixed(2),
+      jsMsPerStep: +((1000 * (t.seconds - t.nativeSeconds - t.tokenizeSeconds)) / t.batches).toFixed(2),
+    });
   }
   const info = runtimeInfo();
-  const result = { date: new Date().toISOString(), device: values.device, cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
+  const result = { date: new Date().toISOString(), device: values.device, precision: values.precision, cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log('| model | batch | timed steps | s/step | samples/s |');
-  console.log('|---|---|---|---|---|');
-  for (const r of rows) console.log(`| ${r.model} | ${r.batchSize} | ${r.timedSteps} | ${r.secondsPerStep} | ${r.samplesPerSecond} |`);
-  console.log(`\n${result.date}, ${result.device}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
+  console.log('| model | batch | timed steps | s/step | samples/s | native % | tokenizing % | other JS % (ms/step) |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(`| ${r.model} | ${r.batchSize} | ${r.timedSteps} | ${r.secondsPerStep} | ${r.samplesPerSecond} | ${r.nativePercent} | ${r.tokenizePercent} | ${r.jsPercent} (${r.jsMsPerStep}) |`);
+  }
+  console.log(`\n${result.date}, ${result.device}, ${result.precision}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
 }
 
 main().catch((e) => {

@@ -16,8 +16,8 @@
 #              one for the same torch (cpu-torch<x.y>), loaded with
 #              COLTRAST_BINARY=cuda from a copy of the package without build/ (as an npm user gets it), the
 #              CUDA op tests on it; the prebuild and its manifest come back in $OUT/prebuild/
-#     bench    scripts/bench/ops.js (fused ops, cuda) and ops_eager.py (PyTorch eager), train.js and
-#              embed.js on cuda
+#     bench    scripts/bench/ops.js (fused ops, cuda) and ops_eager.py (PyTorch eager), train.js (float32
+#              and bfloat16 autocast) and embed.js on cuda
 #
 # With the device tool, one call must end within 10 minutes and the machine stays warm only 30 s after a
 # call (build/ survives only then), so: pack here, then make one call per group, back to back:
@@ -136,6 +136,8 @@ bench() {
   stage bench-eager python3 scripts/bench/ops_eager.py --json "$OUT/ops-eager.json"
   stage bench-train node scripts/bench/train.js --device cuda --shapes minilm,base --batch-size 64 --steps 10 \
     --json "$OUT/train-cuda.json"
+  stage bench-train-bf16 node scripts/bench/train.js --device cuda --precision bfloat16 --shapes minilm,base --batch-size 64 \
+    --steps 10 --json "$OUT/train-cuda-bf16.json"
   stage bench-embed node scripts/bench/embed.js --device cuda --shapes tiny,minilm,base --texts 4000 --batch-size 128 \
     --json "$OUT/embed-cuda.json"
 }
