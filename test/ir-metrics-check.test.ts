@@ -1,7 +1,9 @@
 // The recorded metrics case (scripts/fixtures/ir-metrics-case.json) is what lib/ir-metrics.ts computes
-// today, and scripts/fixtures/check_ir_metrics.py's plain-Python trec_eval definitions agree with it (the
-// same script uses sentence-transformers and pytrec_eval where they are installed). The checker must also
-// catch a wrong metric and a ranking that breaks the tie rule.
+// today; every per-query value agrees with the trec_eval program's, recorded in
+// scripts/fixtures/ir-metrics-trec-eval.json; and scripts/fixtures/check_ir_metrics.py's plain-Python
+// trec_eval definitions agree with it (the same script runs the trec_eval program, sentence-transformers
+// and pytrec_eval where they are installed). The checker must also catch a wrong metric and a ranking
+// that breaks the tie rule.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -26,6 +28,32 @@ test('the committed case is what lib/ir-metrics.ts computes now', (t) => {
   t.is(c.runs.bm25.metrics.graded.perQuery['q-rome'].recall['10'], 0);
   t.deepEqual(c.runs.bm25.hits['q-empty'], []);
   t.false('q-unjudged-only' in c.runs.bm25.metrics.graded.perQuery, 'no relevant document: left out');
+});
+
+test('every per-query value equals the trec_eval program\'s recorded output (10.0, 12 decimals)', (t) => {
+  const recorded = JSON.parse(fs.readFileSync(path.join(path.dirname(CASE_FILE), 'ir-metrics-trec-eval.json'), 'utf8'));
+  t.regex(recorded.program, /^trec_eval version 10\./);
+  const c = makeCase();
+  let compared = 0;
+  for (const [run, variants] of Object.entries(c.runs)) {
+    for (const variant of ['graded', 'binary'] as const) {
+      const ours = variants.metrics[variant].perQuery;
+      const theirs = recorded.runs[run][variant];
+      for (const m of ['ndcg', 'recall', 'mrr', 'map', 'precision'] as const) {
+        for (const k of c.k) {
+          t.deepEqual(Object.keys(theirs[m][k]).sort(), Object.keys(ours).sort(), `${run}/${variant} ${m}@${k}: the same queries`);
+          for (const [q, value] of Object.entries(theirs[m][k] as Record<string, number>)) {
+            const mine = ours[q][m][String(k)];
+            if (Math.abs(mine - value) > 1e-10) {
+              t.fail(`${run}/${variant} ${q} ${m}@${k}: coltrast ${mine}, trec_eval ${value} (a changed case needs a new recording: scripts/fixtures/check_ir_metrics.py --trec-eval PATH --record ...)`);
+            }
+            compared++;
+          }
+        }
+      }
+    }
+  }
+  t.true(compared > 400, `${compared} values compared`);
 });
 
 withPython('check_ir_metrics.py (plain trec_eval definitions) agrees with coltrast within 1e-6', (t) => {
