@@ -55,6 +55,14 @@ export interface NativeRuntimeInfo {
   cudaDriverVersion?: number;
 }
 
+/** The CUDA caching allocator's byte counts on one GPU (torch.cuda.memory_allocated and friends). */
+export interface CudaMemory {
+  allocatedBytes: number;
+  peakAllocatedBytes: number;
+  reservedBytes: number;
+  peakReservedBytes: number;
+}
+
 export interface NativeTrainerOptions {
   learningRate?: number;
   weightDecay?: number;
@@ -143,6 +151,7 @@ export interface NativeBinding {
   supportedModelTypes: string[];
   setNumThreads(n: number): void;
   runtimeInfo(): NativeRuntimeInfo;
+  cudaMemory(index: number, options?: { resetPeak?: boolean; emptyCache?: boolean }): CudaMemory;
 }
 
 /** The package root: lib/ and dist/ both sit one level below it. */

@@ -5,7 +5,10 @@
  */
 import fs from 'node:fs';
 import type { BinaryChoice } from './binary';
-import { binaryChoice, native, packageRoot } from './native';
+import { ColtrastError } from './errors';
+import { binaryChoice, fromNative, native, packageRoot, type CudaMemory } from './native';
+
+export type { CudaMemory } from './native';
 
 export interface BlasInfo {
   /** Paths of the BLAS libraries mapped into this process. */
@@ -94,4 +97,20 @@ export function runtimeInfo(): RuntimeInfo {
     cudaDriver: cudaVersion(n.cudaDriverVersion),
     nvidiaDriver: nvidiaDriverVersion(),
   };
+}
+
+/**
+ * GPU memory held by libtorch's CUDA caching allocator on `device` ('cuda' or 'cuda:N'), as
+ * torch.cuda.memory_allocated / max_memory_allocated / memory_reserved / max_memory_reserved report it.
+ * `resetPeak` starts a new peak after reading (torch.cuda.reset_peak_memory_stats); `emptyCache` releases
+ * cached blocks no tensor uses (torch.cuda.empty_cache). Benchmarks measure peak GPU memory with it.
+ */
+export function cudaMemory(device = 'cuda:0', options: { resetPeak?: boolean; emptyCache?: boolean } = {}): CudaMemory {
+  const match = /^cuda(?::(\d+))?$/.exec(device);
+  if (!match) throw new ColtrastError('INVALID_ARGUMENT', `cudaMemory: device must be 'cuda' or 'cuda:N', got ${JSON.stringify(device)}`);
+  try {
+    return native().cudaMemory(Number(match[1] ?? 0), { resetPeak: options.resetPeak === true, emptyCache: options.emptyCache === true });
+  } catch (error) {
+    throw fromNative(error);
+  }
 }

@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #ifdef COLTRAST_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -11,6 +12,7 @@
 #include <thread>
 
 #include "error.h"
+#include "promise_worker.h"
 
 namespace coltrast {
 namespace {
@@ -60,6 +62,37 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// cudaMemory(deviceIndex, { resetPeak, emptyCache }): the CUDA caching allocator's byte counts on one GPU
+// (what torch.cuda.max_memory_allocated and friends read), then optionally its peaks reset and its unused
+// cached blocks released. A DEVICE error without a CUDA build or GPU.
+Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    const int index = info[0].As<Napi::Number>().Int32Value();
+    const auto options = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+    const torch::Device device = parseDevice("cuda:" + std::to_string(index));
+#ifdef COLTRAST_WITH_CUDA
+    namespace allocator = c10::cuda::CUDACachingAllocator;
+    const auto stats = allocator::getDeviceStats(device.index());
+    const size_t all = static_cast<size_t>(allocator::StatType::AGGREGATE);
+    auto out = Napi::Object::New(env);
+    out.Set("allocatedBytes", static_cast<double>(stats.allocated_bytes[all].current));
+    out.Set("peakAllocatedBytes", static_cast<double>(stats.allocated_bytes[all].peak));
+    out.Set("reservedBytes", static_cast<double>(stats.reserved_bytes[all].current));
+    out.Set("peakReservedBytes", static_cast<double>(stats.reserved_bytes[all].peak));
+    if (options.Get("emptyCache").ToBoolean()) allocator::emptyCache();
+    if (options.Get("resetPeak").ToBoolean()) allocator::resetPeakStats(device.index());
+    return out;
+#else
+    (void)device;
+    (void)options;
+    throw Error("DEVICE", "this coltrast addon was built without CUDA");
+#endif
+  } catch (...) {
+    throw jsError(env, describe(std::current_exception()));
+  }
+}
+
 }  // namespace
 
 void applyThreadSetting() {
@@ -96,6 +129,7 @@ torch::ScalarType parseDtype(const std::string& name) {
 void defineRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, setNumThreads, "setNumThreads"));
   exports.Set("runtimeInfo", Napi::Function::New(env, runtimeInfo, "runtimeInfo"));
+  exports.Set("cudaMemory", Napi::Function::New(env, cudaMemory, "cudaMemory"));
 }
 
 }  // namespace coltrast

@@ -3,7 +3,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, ColtrastError, type Matrix } from '../lib';
+import { Encoder, ColtrastError, cudaMemory, type Matrix } from '../lib';
 import { FIXTURE, editJson, fixtureCopy, loadReference, maxAbsDiff, tempDir } from './helpers/fixture';
 import { f32ToBf16, f32ToF16, readSafetensors, writeSafetensors } from './helpers/safetensors';
 import { native } from '../lib/native';
@@ -242,3 +242,22 @@ for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
     },
   );
 }
+
+test(`cudaMemory reports the caching allocator's bytes and peak${cudaAvailable ? '' : ' (here: the errors without CUDA)'}`, async (t) => {
+  t.throws(() => cudaMemory('gpu:0'), { instanceOf: ColtrastError, message: /device must be 'cuda' or 'cuda:N'/ });
+  if (!cudaAvailable) {
+    const error = t.throws(() => cudaMemory('cuda'), { instanceOf: ColtrastError });
+    t.is(error?.code, 'DEVICE');
+    return;
+  }
+  cudaMemory('cuda', { resetPeak: true, emptyCache: true });
+  const enc = await Encoder.load(FIXTURE, { device: 'cuda' });
+  const loaded = cudaMemory('cuda');
+  t.true(loaded.allocatedBytes > 0, 'the model weights are on the GPU');
+  await enc.embed(Array.from({ length: 64 }, (_, i) => `${texts[i % texts.length]} ${i}`));
+  const after = cudaMemory('cuda', { resetPeak: true });
+  t.true(after.peakAllocatedBytes > loaded.allocatedBytes, 'embedding allocated activations beyond the weights');
+  t.true(after.reservedBytes >= after.allocatedBytes);
+  t.true(cudaMemory('cuda').peakAllocatedBytes <= after.peakAllocatedBytes, 'the peak was reset');
+  enc.dispose();
+});

@@ -143,6 +143,9 @@ class StepWorker : public PromiseWorker {
       try {
         trainStep(enc);
       } catch (...) {
+        // A step that failed part-way (out of memory in backward, say) must not leave its partial
+        // gradients for the next one to add to; gradients accumulated by earlier batches go too.
+        state_->optimizer->zero_grad();
         enc.model->eval();
         throw;
       }

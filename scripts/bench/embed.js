@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// embed() throughput (texts/s) and peak resident memory on this machine, for the tiny fixture and
-// random-weight models of real shapes. Uses the built package (npm run build first).
+// embed() throughput (texts/s) and peak resident memory on this machine (and peak GPU memory on CUDA),
+// for the tiny fixture and random-weight models of real shapes. Uses the built package (npm run build first).
 //   node scripts/bench/embed.js [--shapes tiny,minilm] [--texts 2000] [--batch-size 32] [--device cpu]
+//     [--dtype float32|bfloat16|float16 (CUDA)] [--json out.json]
 'use strict';
 const os = require('node:os');
 const path = require('node:path');
 const fs = require('node:fs');
 const { parseArgs } = require('node:util');
-const { Encoder, runtimeInfo } = require('../../dist');
+const { Encoder, cudaMemory, runtimeInfo } = require('../../dist');
 const { makeRandomBert } = require('../fixtures/random-bert');
 
 const { values } = parseArgs({
@@ -16,6 +17,7 @@ const { values } = parseArgs({
     texts: { type: 'string', default: '2000' },
     'batch-size': { type: 'string', default: '32' },
     device: { type: 'string', default: 'cpu' },
+    dtype: { type: 'string', default: 'float32' },
     json: { type: 'string' },
   },
 });
@@ -45,7 +47,9 @@ async function main() {
       shape === 'tiny'
         ? path.join(__dirname, '..', '..', 'test', 'fixtures', 'tiny-bert')
         : makeRandomBert(fs.mkdtempSync(path.join(os.tmpdir(), `bench-${shape}-`)) + '/model', { shape, seed: 1 });
-    const enc = await Encoder.load(dir, { device: values.device });
+    const gpu = values.device.startsWith('cuda');
+    if (gpu) cudaMemory(values.device, { resetPeak: true, emptyCache: true });
+    const enc = await Encoder.load(dir, { device: values.device, dtype: values.dtype });
     const tokens = (await enc.tokenize(texts)).reduce((sum, ids) => sum + ids.length, 0);
     await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
     const start = process.hrtime.bigint();
@@ -62,12 +66,14 @@ async function main() {
       tokens,
       tokensPerSecond: Math.round(tokens / seconds),
       peakRssMiB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
+      ...(gpu ? { peakGpuMiB: Math.round(cudaMemory(values.device).peakAllocatedBytes / 2 ** 20) } : {}),
     });
     enc.dispose();
   }
   const result = {
     date: new Date().toISOString(),
     device: values.device,
+    dtype: values.dtype,
     cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`,
     threads: runtimeInfo().threads,
     torch: info.torchVersion,
@@ -75,14 +81,14 @@ async function main() {
     rows,
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log(`| model | dim | max len | texts | tokens | batch | seconds | texts/s | tokens/s | peak RSS MiB |`);
-  console.log(`|---|---|---|---|---|---|---|---|---|---|`);
+  console.log(`| model | dim | max len | texts | tokens | batch | seconds | texts/s | tokens/s | peak RSS MiB | peak GPU MiB |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|---|---|`);
   for (const r of rows) {
     console.log(
-      `| ${r.model} | ${r.dimension} | ${r.maxSeqLength} | ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.seconds} | ${r.textsPerSecond} | ${r.tokensPerSecond} | ${r.peakRssMiB} |`,
+      `| ${r.model} | ${r.dimension} | ${r.maxSeqLength} | ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.seconds} | ${r.textsPerSecond} | ${r.tokensPerSecond} | ${r.peakRssMiB} | ${r.peakGpuMiB ?? '-'} |`,
     );
   }
-  console.log(`\n${result.date}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
+  console.log(`\n${result.date}, ${result.device} ${result.dtype}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
 }
 
 main().catch((e) => {

@@ -10,7 +10,7 @@ const os = require('node:os');
 const path = require('node:path');
 const fs = require('node:fs');
 const { parseArgs } = require('node:util');
-const { train, runtimeInfo } = require('../../dist');
+const { train, cudaMemory, runtimeInfo } = require('../../dist');
 const { makeRandomBert } = require('../fixtures/random-bert');
 
 const { values } = parseArgs({
@@ -44,6 +44,8 @@ async function main() {
         : makeRandomBert(fs.mkdtempSync(path.join(os.tmpdir(), `bench-${shape}-`)) + '/model', { shape, seed: 1, maxSeqLength: 128 });
     const times = [];
     let last = 0;
+    const gpu = values.device.startsWith('cuda');
+    if (gpu) cudaMemory(values.device, { resetPeak: true, emptyCache: true });
     const run = await train({
       model: dir,
       data: makePairs(batchSize * (steps + 1)),
@@ -73,15 +75,20 @@ async function main() {
       tokenizePercent: +((100 * t.tokenizeSeconds) / t.seconds).toFixed(2),
       jsPercent: +(100 * t.jsFraction).toFixed(2),
       jsMsPerStep: +((1000 * (t.seconds - t.nativeSeconds - t.tokenizeSeconds)) / t.batches).toFixed(2),
+      peakRssMiB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
+      ...(gpu ? { peakGpuMiB: Math.round(cudaMemory(values.device).peakAllocatedBytes / 2 ** 20) } : {}),
     });
   }
   const info = runtimeInfo();
   const result = { date: new Date().toISOString(), device: values.device, precision: values.precision, cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log('| model | batch | timed steps | s/step | samples/s | native % | tokenizing % | other JS % (ms/step) |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('| model | batch | timed steps | s/step | samples/s | native % | tokenizing % | other JS % (ms/step) | peak RSS MiB | peak GPU MiB |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
-    console.log(`| ${r.model} | ${r.batchSize} | ${r.timedSteps} | ${r.secondsPerStep} | ${r.samplesPerSecond} | ${r.nativePercent} | ${r.tokenizePercent} | ${r.jsPercent} (${r.jsMsPerStep}) |`);
+    console.log(
+      `| ${r.model} | ${r.batchSize} | ${r.timedSteps} | ${r.secondsPerStep} | ${r.samplesPerSecond} | ${r.nativePercent} | ${r.tokenizePercent} | ` +
+        `${r.jsPercent} (${r.jsMsPerStep}) | ${r.peakRssMiB} | ${r.peakGpuMiB ?? '-'} |`,
+    );
   }
   console.log(`\n${result.date}, ${result.device}, ${result.precision}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
 }
