@@ -312,6 +312,7 @@ export class Encoder {
     const dim = output === 'pooled' ? this.dimension : this.tokenDimension;
     const pooled = new Float32Array(output === 'pooled' ? texts.length * dim : 0);
     const tokens: Matrix[] = new Array(output === 'tokens' ? texts.length : 0);
+    o.onProgress?.(0, order.length); // the start, so that a progress bar's rate counts the first batch
     for (let start = 0; start < order.length; start += batchSize) {
       const rows = order.slice(start, start + batchSize);
       const batch = padBatch(rows.map((i) => tokenized[i]));

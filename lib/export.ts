@@ -261,6 +261,7 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
   const target = path.resolve(output);
 
   let done = 0;
+  o.onProgress?.(0, rows!);
   await writeStreamAtomic(target, async (write) => {
     const header = [
       '-- coltrast index export for PostgreSQL + pgvector',

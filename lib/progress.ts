@@ -23,7 +23,7 @@ export class ProgressBar {
     }
     const seconds = (Date.now() - this.start) / 1000;
     const rate = seconds > 0 ? (done - this.base) / seconds : 0;
-    const eta = rate > 0 ? (total - done) / rate : 0;
+    const eta = done >= total ? 0 : rate > 0 ? (total - done) / rate : Infinity; // '?' until there is a rate
     const fraction = total > 0 ? done / total : 1;
     const stats = `${amount(done)}/${amount(total)} ${this.unit} | ${rate.toFixed(1)} ${this.unit}/s | ETA ${formatSeconds(eta)}`;
     if (this.stream.isTTY) {

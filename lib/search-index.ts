@@ -159,6 +159,7 @@ export class Index {
     checkDocs(docs, this.positions);
     const batchSize = positiveInteger('options.batchSize', options.batchSize ?? 32);
     const slice = batchSize * 32;
+    options.onProgress?.(0, docs.length); // the start, so that a progress bar's rate counts the first slice
     for (let start = 0; start < docs.length; start += slice) {
       const part = docs.slice(start, start + slice);
       const texts = part.map((d) => d.text);

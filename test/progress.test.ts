@@ -24,7 +24,7 @@ test('on a terminal the bar redraws one line with rate and ETA, and ends it', (t
   const bar = new ProgressBar('embed', 'texts', stream);
   bar.update(0, 4);
   bar.update(4, 4);
-  t.regex(lines[0], /^\rembed \[-{24}\] 0\/4 texts \| 0\.0 texts\/s \| ETA /);
+  t.regex(lines[0], /^\rembed \[-{24}\] 0\/4 texts \| 0\.0 texts\/s \| ETA \?/, 'no rate yet: no ETA');
   t.regex(lines[1], /^\rembed \[#{24}\] 4\/4 texts/);
   t.is(lines[2], '\n');
   t.is(formatSeconds(125), '2m5s');
