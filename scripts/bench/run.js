@@ -52,19 +52,33 @@ const SUITES = {
     unit: 'samples/s',
   },
   python: {
-    script: 'python/compare.js',
+    // On the CPU the plain-PyTorch recipe (Debian's torch); on a GPU sentence-transformers and the eager
+    // ColTrast recipe on its models (scripts/bench/python/compare-gpu.js).
+    script: (device) => (device === 'cpu' ? 'python/compare.js' : 'python/compare-gpu.js'),
     needsPython: true,
     args: (device, quick) =>
-      device === 'cpu' ? ['--shape', quick ? 'small' : 'minilm', '--batch-sizes', quick ? '16' : '32', '--steps', quick ? '2' : '5', '--texts', quick ? '200' : '1000', '--rounds', quick ? '1' : '2'] : null,
+      device === 'cpu'
+        ? ['--shape', quick ? 'small' : 'minilm', '--batch-sizes', quick ? '16' : '32', '--steps', quick ? '2' : '5', '--texts', quick ? '200' : '1000', '--rounds', quick ? '1' : '2']
+        : quick
+          ? ['--quick']
+          : [],
     // One row per measurement, coltrast's and Python's numbers side by side.
-    rows: (result) => [
-      ...result.rows.train.map((r) => ({ measure: `train batch ${r.batchSize}`, unit: 'samples/s', coltrast: r.coltrast.samplesPerSecond, python: r.python.samplesPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
-      ...result.rows.embed.map((r) => ({ measure: `embed ${r.texts} texts`, unit: 'texts/s', coltrast: r.coltrast.textsPerSecond, python: r.python.textsPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
-    ],
+    rows: (result) =>
+      result.device !== 'cpu' && result.rows.largest
+        ? [
+            ...result.rows.embed.map((r) => ({ measure: `embed ${r.shape} ${r.dtype}`, unit: 'texts/s', coltrast: r.coltrast.textsPerSecond, python: r.sentenceTransformers.textsPerSecond, coltrastPeakGpuMiB: r.coltrast.peakGpuMiB, pythonPeakGpuMiB: r.sentenceTransformers.peakGpuMiB })),
+            ...result.rows.train.map((r) => ({ measure: `train ${r.loss} ${r.precision} batch ${r.batchSize}`, unit: 'samples/s', coltrast: r.coltrast.oom ? 'OOM' : r.coltrast.samplesPerSecond, python: r.python.oom ? 'OOM' : r.python.samplesPerSecond, coltrastPeakGpuMiB: r.coltrast.peakGpuMiB, pythonPeakGpuMiB: r.python.peakGpuMiB })),
+            ...result.rows.largest.map((r) => ({ measure: `largest batch ${r.loss} ${r.precision}`, unit: 'batch', coltrast: r.coltrast.largestBatch, python: r.python.largestBatch })),
+          ]
+        : [
+            ...result.rows.train.map((r) => ({ measure: `train batch ${r.batchSize}`, unit: 'samples/s', coltrast: r.coltrast.samplesPerSecond, python: r.python.samplesPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
+            ...result.rows.embed.map((r) => ({ measure: `embed ${r.texts} texts`, unit: 'texts/s', coltrast: r.coltrast.textsPerSecond, python: r.python.textsPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
+          ],
     label: (r) => `${r.measure} (${r.unit})`,
-    value: (r) => r.coltrast,
-    compare: (r) => r.python,
-    unit: 'coltrast (blue) and plain PyTorch (orange), same model, data, threads and BLAS',
+    // Throughputs only (a largest-batch row is in the table, not the chart); an OOM side has no bar.
+    value: (r) => (r.unit === 'batch' ? undefined : r.coltrast),
+    compare: (r) => (typeof r.python === 'number' ? r.python : undefined),
+    unit: 'coltrast (blue) and the Python baseline (orange): plain PyTorch on the CPU, sentence-transformers on a GPU',
   },
   parity: {
     script: 'parity.js',
@@ -149,11 +163,12 @@ function main() {
       if (!args) continue;
       const json = suite.output ? suite.output(out) : path.join(out, `${name}-${device}.json`);
       const fullArgs = suite.output ? args : [...args, '--json', json];
-      const command = ['node', `scripts/bench/${suite.script}`, ...fullArgs];
+      const script = typeof suite.script === 'function' ? suite.script(device) : suite.script;
+      const command = ['node', `scripts/bench/${script}`, ...fullArgs];
       console.log(`bench: ${command.join(' ')}`);
       const started = Date.now();
       fs.rmSync(json, { force: true });
-      const r = spawnSync(process.execPath, [path.join(__dirname, suite.script), ...fullArgs], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+      const r = spawnSync(process.execPath, [path.join(__dirname, script), ...fullArgs], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
       if (r.status !== 0 || !fs.existsSync(json)) {
         failures.push(`${name} on ${device} (exit ${r.status ?? r.signal})`);
         continue;

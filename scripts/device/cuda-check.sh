@@ -9,23 +9,29 @@
 #     kernels  nvcc builds native/kernels/test_kernels.cu (no libtorch, no node), runs it (every kernel,
 #              dtype, odd shapes, against float64), compute-sanitizer memcheck / racecheck / synccheck on it,
 #              and its benchmarks at the issue's shapes, B = N = 262,144 contrastive included
-#     addon    builds the addon against the Python torch's CUDA libtorch, coltrast info, the whole ava
-#              suite, compute-sanitizer on the CUDA op tests, the Hugging Face reference check, and a
-#              coltrast-trained model loaded by sentence-transformers
+#     addon    builds the addon against the Python torch's CUDA libtorch, coltrast info, the test files
+#              that have CUDA cases (ops, encoder, precision, train, binary), compute-sanitizer on the CUDA
+#              op tests, the Hugging Face reference check, a coltrast-trained model loaded by
+#              sentence-transformers, and the IR metrics against sentence-transformers' evaluator
 #     prebuild the CUDA prebuild (scripts/prebuild.js: prebuilds/linux-x64/cuda<major>-torch<x.y>/) and the CPU
 #              one for the same torch (cpu-torch<x.y>), loaded with
 #              COLTRAST_BINARY=cuda from a copy of the package without build/ (as an npm user gets it), the
 #              CUDA op tests on it; the prebuild and its manifest come back in $OUT/prebuild/
 #     bench    scripts/bench/ops.js (fused ops, cuda) and ops_eager.py (PyTorch eager), train.js (float32
 #              and bfloat16 autocast) and embed.js on cuda
+#     compare  scripts/bench/python/compare-gpu.js: embed() against sentence-transformers' encode(), training
+#              against the eager ColTrast recipe and sentence-transformers' MNRL trainer, the largest batch
+#              of each side (COMPARE_ARGS=--quick for a short run)
 #
 # With the device tool, one call must end within 10 minutes and the machine stays warm only 30 s after a
-# call (build/ survives only then), so: pack here, then make one call per group, back to back:
+# call (build/ survives only then), and a session may have only 15 minutes of device time in all. So:
+# pack here, then make one call per group, back to back, most important first (addon, then compare):
 #   run(command="bash scripts/device/cuda-check.sh run kernels", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run addon", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run prebuild", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run bench", carry=[".device", "dist"], timeout_s=600)
-# (`bench` builds the addon first if the machine is a fresh one.) What comes back (at most 8 files):
+#   run(command="bash scripts/device/cuda-check.sh run compare", carry=[".device", "dist"], timeout_s=600)
+# (`bench` and `compare` build the addon first if the machine is a fresh one.) What comes back (at most 8 files):
 # $OUT/summary.txt (device, versions, one line per stage), $OUT/cuda-check.log (every stage's output),
 # $OUT/bench-kernels.jsonl and the benchmark JSON files. A failed stage does not stop the later ones; the
 # script exits non-zero if any failed. Each stage has a time limit (STAGE_TIMEOUT, default 300 s).
@@ -98,7 +104,8 @@ addon() {
   node_setup
   build
   stage info node dist/cli.js info
-  stage tests node node_modules/ava/entrypoints/cli.mjs
+  stage tests node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts test/encoder.test.ts test/precision.test.ts \
+    test/train.test.ts test/binary.test.ts
   stage ops-memcheck compute-sanitizer --tool memcheck --error-exitcode 1 \
     node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts --match 'cuda*'
   stage hf-reference python3 scripts/fixtures/check_reference_hf.py
@@ -106,6 +113,7 @@ addon() {
   stage python-load bash -c "node dist/cli.js train --data examples/ai-projects.json --output /tmp/ct-trained --epochs 2 --batch-size 8 --device cpu --json &&
     node dist/cli.js embed examples/sentences.txt --model /tmp/ct-trained --device cpu --output /tmp/ct-trained.jsonl &&
     python3 scripts/fixtures/check_python_load.py /tmp/ct-trained examples/sentences.txt /tmp/ct-trained.jsonl"
+  stage ir-metrics python3 scripts/fixtures/check_ir_metrics.py
 }
 
 prebuild() {
@@ -142,6 +150,13 @@ bench() {
     --json "$OUT/embed-cuda.json"
 }
 
+compare() {
+  node_setup
+  [ -f build/Release/coltrast.node ] || build
+  STAGE_TIMEOUT=${STAGE_TIMEOUT:-540} stage compare node scripts/bench/python/compare-gpu.js ${COMPARE_ARGS:-} \
+    --json "$OUT/compare-gpu.json"
+}
+
 run() {
   mkdir -p "$OUT"
   export PYTHONUNBUFFERED=1
@@ -155,8 +170,8 @@ run() {
   [ ${#groups[@]} -gt 0 ] || groups=(kernels addon bench)
   for group in "${groups[@]}"; do
     case "$group" in
-      kernels | addon | prebuild | bench) "$group" ;;
-      *) echo "unknown group '$group' (kernels, addon, prebuild, bench)" | tee -a "$SUMMARY"; failed+=("$group") ;;
+      kernels | addon | prebuild | bench | compare) "$group" ;;
+      *) echo "unknown group '$group' (kernels, addon, prebuild, bench, compare)" | tee -a "$SUMMARY"; failed+=("$group") ;;
     esac
   done
   if [ ${#failed[@]} -gt 0 ]; then
@@ -173,7 +188,7 @@ case "${1:-}" in
     run "$@"
     ;;
   *)
-    echo "usage: bash scripts/device/cuda-check.sh pack | run [kernels] [addon] [prebuild] [bench]" >&2
+    echo "usage: bash scripts/device/cuda-check.sh pack | run [kernels] [addon] [prebuild] [bench] [compare]" >&2
     exit 2
     ;;
 esac

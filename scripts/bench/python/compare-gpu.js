@@ -1,0 +1,303 @@
+#!/usr/bin/env node
+// GPU throughput and memory of coltrast against the Python baselines a user would run there
+// (scripts/bench/python/st_baseline.py: sentence-transformers' encode(), its trainer with
+// MultipleNegativesRankingLoss, and the ColTrast recipe written eagerly on a sentence-transformers model),
+// on the same random-weight model folders and the same texts. Needs a CUDA build of the addon and a
+// python3 with torch, transformers and sentence-transformers (the accelerator machine has them).
+//
+//   node scripts/bench/python/compare-gpu.js [--what embed,train,largest] [--quick] [--json out.json]
+//       [--shapes minilm,base] [--train-shape minilm] [--texts 10000] [--embed-batch-size 128]
+//       [--batch-sizes 32,128,512] [--steps 10] [--precisions bfloat16,float32] [--max-batch 65536]
+//
+// embed: --texts mixed-length texts (about 10 to 300 tokens) per shape and dtype (float32, bfloat16):
+//   coltrast's embed() against SentenceTransformer.encode(), each with its own tokenization, texts/s and
+//   peak GPU memory (the CUDA caching allocator's max allocated bytes), and the largest difference between
+//   their vectors.
+// train: query/positive pairs (queries of 5-15 words, positives of 30-80, max_seq_length 128), per batch
+//   size and precision, both for the ColTrast loss (contrastive + late interaction, both 0.5, temperature
+//   0.05) against the eager Python recipe, and for the contrastive loss alone against sentence-transformers'
+//   trainer with MNRL: samples/s over --steps timed steps after one warm-up, peak GPU memory. coltrast's
+//   steps run as train() runs them (the next batch tokenized during the step); both sides' times include
+//   tokenizing.
+// largest: the largest batch (doubling from 256 up to --max-batch) at which one ColTrast training step of
+//   each side fits in GPU memory, in bfloat16.
+// Every coltrast measurement runs in a child process of its own (`--trial ...`), so memory peaks and
+// out-of-memory errors do not carry over. The model folders use the default model's English WordPiece
+// vocabulary (so texts tokenize as real text does) with real shapes' embedding tables (30,522 rows).
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { parseArgs } = require('node:util');
+
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+const { Encoder, cudaMemory, runtimeInfo } = require(path.join(ROOT, 'dist'));
+const { makeRandomBert } = require(path.join(ROOT, 'scripts', 'fixtures', 'random-bert'));
+const { findPython } = require(path.join(ROOT, 'scripts', 'bench', 'parity'));
+
+const { values } = parseArgs({
+  options: {
+    what: { type: 'string', default: 'embed,train,largest' },
+    quick: { type: 'boolean', default: false },
+    shapes: { type: 'string' },
+    'train-shape': { type: 'string', default: 'minilm' },
+    texts: { type: 'string' },
+    'embed-batch-size': { type: 'string', default: '128' },
+    'batch-sizes': { type: 'string' },
+    steps: { type: 'string' },
+    precisions: { type: 'string', default: 'bfloat16,float32' },
+    'max-batch': { type: 'string', default: '65536' },
+    device: { type: 'string', default: 'cuda' },
+    json: { type: 'string' },
+    // A child's one measurement: coltrast-embed | coltrast-train.
+    trial: { type: 'string' },
+    model: { type: 'string' },
+    data: { type: 'string' },
+    'batch-size': { type: 'string' },
+    dtype: { type: 'string', default: 'float32' },
+    precision: { type: 'string', default: 'float32' },
+    loss: { type: 'string', default: 'coltrast' },
+    vectors: { type: 'string' },
+  },
+});
+const quick = values.quick;
+const shapes = (values.shapes ?? (quick ? 'minilm' : 'minilm,base')).split(',');
+const textCount = Number(values.texts ?? (quick ? 2000 : 10000));
+const batchSizes = (values['batch-sizes'] ?? (quick ? '128' : '32,128,512')).split(',').map(Number);
+const steps = Number(values.steps ?? (quick ? 3 : 10));
+const precisions = values.precisions.split(',');
+const device = values.device;
+// --device cpu runs the same measurements on the CPU: a smoke test of this script, not a benchmark.
+const gpu = device.startsWith('cuda');
+const resetPeak = () => gpu && cudaMemory(device, { resetPeak: true });
+const peakMiB = () => (gpu ? Math.round(cudaMemory(device).peakAllocatedBytes / 2 ** 20) : null);
+
+const words = fs.readFileSync(path.join(ROOT, 'examples', 'sentences.txt'), 'utf8').toLowerCase().split(/\s+/).filter(Boolean);
+function lcg(seed) {
+  return () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+}
+const text = (next, lo, hi) => Array.from({ length: lo + Math.floor(next() * (hi - lo + 1)) }, () => words[Math.floor(next() * words.length)]).join(' ');
+// Mixed lengths: 6 to 230 words, about 10 to 300 tokens with the default model's vocabulary.
+const makeTexts = (n) => {
+  const next = lcg(42);
+  return Array.from({ length: n }, () => text(next, 6, 230));
+};
+// scripts/bench/train.js's pairs, numbered so no two texts are equal.
+const makePairs = (n) => {
+  const next = lcg(7);
+  return Array.from({ length: n }, (_, i) => ({ query: `${i} ${text(next, 5, 15)}`, positive: `${i} ${text(next, 30, 80)}` }));
+};
+
+function makeModel(dir, shape, maxSeqLength) {
+  const vocab = fs.readFileSync(path.join(ROOT, 'default-model', 'vocab.txt'), 'utf8').split('\n').filter(Boolean);
+  return makeRandomBert(dir, { shape, seed: 1, vocab, vocabSize: 30522, maxSeqLength });
+}
+
+const isOom = (message) => /out of memory/i.test(String(message));
+const round = (x, digits = 1) => (typeof x === 'number' ? +x.toFixed(digits) : x);
+
+// ---- the children: one coltrast measurement each, a JSON line on stdout ----
+async function trial() {
+  const batchSize = Number(values['batch-size']);
+  if (values.trial === 'coltrast-embed') {
+    const texts = JSON.parse(fs.readFileSync(values.data, 'utf8'));
+    const enc = await Encoder.load(values.model, { device, dtype: values.dtype });
+    await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
+    resetPeak();
+    const t0 = performance.now();
+    const v = await enc.embed(texts, { batchSize });
+    const seconds = (performance.now() - t0) / 1000;
+    const peak = peakMiB();
+    if (values.vectors) fs.writeFileSync(values.vectors, Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength));
+    const lengths = (await enc.tokenize(texts)).map((ids) => ids.length);
+    enc.dispose();
+    return {
+      seconds,
+      textsPerSecond: texts.length / seconds,
+      peakGpuMiB: peak,
+      tokens: { mean: lengths.reduce((a, b) => a + b, 0) / lengths.length, min: Math.min(...lengths), max: Math.max(...lengths) },
+    };
+  }
+  if (values.trial === 'coltrast-train') {
+    const pairs = JSON.parse(fs.readFileSync(values.data, 'utf8'));
+    const n = Number(values.steps ?? 10);
+    const enc = await Encoder.load(values.model, { device });
+    const trainer = await enc.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42, precision: values.precision });
+    const contrastiveOnly = values.loss === 'contrastive';
+    const options = {
+      contrastiveWeight: contrastiveOnly ? 1 : 0.5,
+      lateInteractionWeight: contrastiveOnly ? 0 : 0.5,
+      temperature: 0.05,
+      symmetric: false,
+      lateInteractionKind: 'cross_entropy',
+      maxGradNorm: 1,
+      learningRate: 2e-5,
+      lossScale: 1,
+      apply: true,
+    };
+    const batch = (s) => pairs.slice(s * batchSize, (s + 1) * batchSize);
+    const prepare = (s) => trainer.prepare(batch(s).map((p) => p.query), batch(s).map((p) => p.positive));
+    const times = [];
+    let native = 0;
+    try {
+      let ahead = prepare(0);
+      let last = performance.now();
+      for (let s = 0; s <= n; s++) {
+        const prepared = await ahead;
+        if (s < n) ahead = prepare(s + 1);
+        const r = await trainer.stepPrepared(prepared, options);
+        const now = performance.now();
+        if (s === 0) resetPeak();
+        else {
+          times.push((now - last) / 1000);
+          native += r.seconds;
+        }
+        last = performance.now();
+      }
+    } catch (error) {
+      if (isOom(error.message)) return { oom: true, error: String(error.message).split('\n')[0] };
+      throw error;
+    }
+    const peak = peakMiB();
+    enc.dispose();
+    const seconds = times.reduce((a, b) => a + b, 0);
+    return {
+      oom: false,
+      timedSteps: times.length,
+      stepSeconds: times,
+      secondsPerStep: seconds / times.length,
+      samplesPerSecond: (batchSize * times.length) / seconds,
+      nodeOverheadPercent: (100 * (seconds - native)) / seconds,
+      peakGpuMiB: peak,
+    };
+  }
+  throw new Error(`unknown --trial ${values.trial}`);
+}
+
+// ---- the parent ----
+function runJson(command, args) {
+  const r = spawnSync(command, args, { encoding: 'utf8', maxBuffer: 1 << 26, cwd: ROOT });
+  const last = r.stdout.trim().split('\n').pop();
+  if (r.status !== 0) {
+    if (isOom(r.stderr) || isOom(r.stdout)) return { oom: true, error: 'out of memory (process failed)' };
+    throw new Error(`${command} ${args.join(' ')} failed (${r.status ?? r.signal}):\n${r.stderr.slice(-3000)}`);
+  }
+  return JSON.parse(last);
+}
+const coltrast = (args) => runJson(process.execPath, [__filename, '--device', device, ...args]);
+const python = (py, args) => runJson(py, [path.join(__dirname, 'st_baseline.py'), ...args, '--device', device]);
+
+async function main() {
+  if (values.trial) {
+    console.log(JSON.stringify(await trial()));
+    return;
+  }
+  const info = runtimeInfo();
+  if (gpu && !info.cudaAvailable) throw new Error('compare-gpu.js needs a CUDA build of the addon and a GPU (coltrast info)');
+  const py = findPython();
+  if (!py) throw new Error('no python3 with torch found (set COLTRAST_PYTHON)');
+  const check = spawnSync(py, ['-c', 'import sentence_transformers, transformers'], { encoding: 'utf8' });
+  if (check.status !== 0) throw new Error(`${py} cannot import sentence_transformers and transformers:\n${check.stderr}`);
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'coltrast-compare-gpu-'));
+  const what = values.what.split(',');
+  const rows = { embed: [], train: [], largest: [] };
+  const log = (s) => console.error(s);
+  try {
+    if (what.includes('embed')) {
+      const texts = makeTexts(textCount);
+      const textsFile = path.join(work, 'texts.json');
+      fs.writeFileSync(textsFile, JSON.stringify(texts));
+      const batchSize = values['embed-batch-size'];
+      for (const shape of shapes) {
+        const model = makeModel(path.join(work, `embed-${shape}`), shape, 512);
+        for (const dtype of gpu ? ['float32', 'bfloat16'] : ['float32']) {
+          const ours = path.join(work, 'ours.bin');
+          const theirs = path.join(work, 'theirs.bin');
+          const c = coltrast(['--trial', 'coltrast-embed', '--model', model, '--data', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', ours]);
+          const s = python(py, ['encode', '--model', model, '--texts', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', theirs]);
+          const a = new Float32Array(fs.readFileSync(ours).buffer.slice(0));
+          const b = new Float32Array(fs.readFileSync(theirs).buffer.slice(0));
+          let maxAbsDiff = a.length === b.length ? 0 : Infinity;
+          for (let i = 0; i < a.length && i < b.length; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(a[i] - b[i]));
+          const row = {
+            shape,
+            dtype,
+            texts: texts.length,
+            tokens: c.tokens,
+            batchSize: Number(batchSize),
+            coltrast: { textsPerSecond: round(c.textsPerSecond), peakGpuMiB: c.peakGpuMiB },
+            sentenceTransformers: { textsPerSecond: round(s.textsPerSecond), peakGpuMiB: s.peakGpuMiB, version: s.sentenceTransformers },
+            speedup: round(c.textsPerSecond / s.textsPerSecond, 2),
+            maxAbsDiff,
+          };
+          rows.embed.push(row);
+          log(`embed ${shape} ${dtype}: coltrast ${row.coltrast.textsPerSecond} texts/s, sentence-transformers ${row.sentenceTransformers.textsPerSecond} (x${row.speedup}), max |diff| ${maxAbsDiff.toExponential(2)}`);
+        }
+      }
+    }
+    const trainShape = values['train-shape'];
+    const trainModel = what.some((w) => w === 'train' || w === 'largest') ? makeModel(path.join(work, `train-${trainShape}`), trainShape, 128) : undefined;
+    const pairsFile = (n) => {
+      const file = path.join(work, `pairs-${n}.json`);
+      if (!fs.existsSync(file)) fs.writeFileSync(file, JSON.stringify(makePairs(n)));
+      return file;
+    };
+    if (what.includes('train')) {
+      for (const precision of precisions) {
+        for (const loss of ['coltrast', 'contrastive']) {
+          for (const batchSize of batchSizes) {
+            const data = pairsFile(batchSize * (steps + 1));
+            const common = ['--model', trainModel, '--data', data, '--batch-size', String(batchSize), '--steps', String(steps), '--precision', precision];
+            const c = coltrast(['--trial', 'coltrast-train', '--loss', loss, ...common]);
+            const p = python(py, ['train', '--loss', loss === 'coltrast' ? 'coltrast' : 'mnrl', '--loop', loss === 'coltrast' ? 'manual' : 'trainer', ...common]);
+            const side = (r) => (r.oom ? { oom: true } : { samplesPerSecond: round(r.samplesPerSecond), peakGpuMiB: r.peakGpuMiB });
+            const row = {
+              shape: trainShape,
+              loss,
+              precision,
+              batchSize,
+              coltrast: { ...side(c), ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
+              python: { ...side(p), baseline: p.side },
+              speedup: c.oom || p.oom ? null : round(c.samplesPerSecond / p.samplesPerSecond, 2),
+            };
+            rows.train.push(row);
+            log(`train ${loss} ${precision} batch ${batchSize}: coltrast ${JSON.stringify(row.coltrast)}, python ${JSON.stringify(row.python)}`);
+          }
+        }
+      }
+    }
+    if (what.includes('largest')) {
+      const limit = Number(values['max-batch']);
+      const largest = (run) => {
+        let fits = 0;
+        let peak;
+        for (let b = 256; b <= limit; b *= 2) {
+          const r = run(b);
+          if (r.oom) break;
+          fits = b;
+          peak = r.peakGpuMiB;
+          log(`  batch ${b}: fits (peak ${peak} MiB, ${round(r.secondsPerStep, 2)} s/step)`);
+        }
+        return { largestBatch: fits, peakGpuMiB: peak, reachedLimit: fits === limit };
+      };
+      const args = (b) => ['--model', trainModel, '--data', pairsFile(2 * b), '--batch-size', String(b), '--steps', '1', '--precision', 'bfloat16'];
+      log('largest batch, coltrast:');
+      const c = largest((b) => coltrast(['--trial', 'coltrast-train', '--loss', 'coltrast', ...args(b)]));
+      log('largest batch, python (eager ColTrast):');
+      const p = largest((b) => python(py, ['train', '--loss', 'coltrast', '--loop', 'manual', ...args(b)]));
+      rows.largest.push({ shape: trainShape, loss: 'coltrast', precision: 'bfloat16', coltrast: c, python: p, ratio: p.largestBatch ? round(c.largestBatch / p.largestBatch, 2) : null });
+    }
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  const gpuName = gpu ? spawnSync(py, ['-c', 'import torch; print(torch.cuda.get_device_name())'], { encoding: 'utf8' }).stdout.trim() : null;
+  const result = { date: new Date().toISOString(), device, gpu: gpuName, torch: info.torchVersion, quick, steps, rows };
+  if (values.json) fs.writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(JSON.stringify(result, null, 2));
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

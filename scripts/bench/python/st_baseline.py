@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""sentence-transformers baselines on a GPU, to set beside coltrast (scripts/bench/python/compare-gpu.js).
+
+    st_baseline.py encode --model DIR --texts texts.json [--batch-size 128] [--dtype float32|bfloat16|float16]
+                          [--device cuda] [--vectors out.bin] [--json out.json]
+    st_baseline.py train  --model DIR --data pairs.json [--batch-size 64] [--steps 10] [--precision float32|bfloat16]
+                          [--loss mnrl|coltrast] [--loop trainer|manual] [--device cuda] [--json out.json]
+
+encode: SentenceTransformer(DIR).encode(texts) as a user calls it: its own tokenization, its length-sorted
+batching, pooling and the folder's Normalize; one call of --batch-size texts first as a warm-up. The model
+is cast to --dtype (model.to(dtype)) for bfloat16/float16. Reports texts/s and the CUDA peak memory
+(torch.cuda.max_memory_allocated) of the timed call; --vectors writes the embeddings (float32, row-major,
+input order) so the caller can compare them with coltrast's.
+
+train: fine-tuning on query/positive text pairs with AdamW at learning rate 2e-5 (weight decay 0.01,
+clipping at 1), in-batch negatives. --loss mnrl: contrastive only, MultipleNegativesRankingLoss (scale 20 =
+1 / temperature 0.05). --loss coltrast: the ColTrast recipe as the write-up computes it, eagerly on the
+model's outputs: 0.5 x cross-entropy over the cosine similarities of the pooled (normalized) embeddings
+divided by 0.05, plus 0.5 x cross-entropy over MaxSim scores of the L2-normalized token embeddings (every
+query token against every document token of every document in the batch, einsum, masked max, mean over
+the query's tokens) divided by 0.05; manual loop only. --loop trainer runs
+sentence-transformers' own SentenceTransformerTrainer (needs the datasets package; fp32 or --precision
+bfloat16 through its bf16 argument) for --steps + 1 steps and times each step after the first from the
+previous step's end to its own (batch fetching and tokenization included) with a callback; --loop manual runs the same loss and optimizer in a plain loop (model.tokenize, autocast, backward,
+clip at 1, step), which is what the trainer does minus its bookkeeping. Reports seconds per step, samples/s
+and the CUDA peak memory of the timed steps. A step that runs out of memory ends the run with
+{"oom": true} (for the caller's largest-batch search).
+
+Every result is one JSON object on the last line of stdout (and in --json).
+"""
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+
+def load(folder, device):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(folder, device=device)
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def reset_peak(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_mib(device):
+    return round(torch.cuda.max_memory_allocated() / 2**20) if device.startswith("cuda") else None
+
+
+def versions():
+    import sentence_transformers
+    import transformers
+
+    out = {"torch": torch.__version__, "sentenceTransformers": sentence_transformers.__version__, "transformers": transformers.__version__}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def encode(args):
+    with open(args.texts) as f:
+        texts = json.load(f)
+    model = load(args.model, args.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    if dtype != torch.float32:
+        model = model.to(dtype)
+    model.eval()
+    model.encode(texts[: args.batch_size], batch_size=args.batch_size, convert_to_tensor=True)  # warm-up
+    reset_peak(args.device)
+    start = time.perf_counter()
+    vectors = model.encode(texts, batch_size=args.batch_size, convert_to_tensor=True)
+    sync(args.device)
+    seconds = time.perf_counter() - start
+    if args.vectors:
+        vectors.float().cpu().numpy().astype("float32").tofile(args.vectors)
+    return {
+        "side": "sentence-transformers encode",
+        **versions(),
+        "dtype": args.dtype,
+        "texts": len(texts),
+        "batchSize": args.batch_size,
+        "seconds": seconds,
+        "textsPerSecond": len(texts) / seconds,
+        "peakGpuMiB": peak_mib(args.device),
+        "dimension": int(vectors.shape[1]),
+    }
+
+
+def is_oom(error):
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def coltrast_loss(model):
+    """The eager ColTrast loss over [query features, document features], as MNRL's callable is used."""
+    import torch.nn.functional as F
+
+    def loss(features, _labels):
+        q, d = model(features[0]), model(features[1])
+        target = torch.arange(q["sentence_embedding"].shape[0], device=q["sentence_embedding"].device)
+        qp = F.normalize(q["sentence_embedding"], dim=-1)
+        dp = F.normalize(d["sentence_embedding"], dim=-1)
+        contrastive = F.cross_entropy(qp @ dp.T / 0.05, target)
+        qt = F.normalize(q["token_embeddings"], dim=-1)
+        dt = F.normalize(d["token_embeddings"], dim=-1)
+        qm, dm = q["attention_mask"], d["attention_mask"]
+        sim = torch.einsum("bid,njd->bnij", qt, dt)
+        sim = sim.masked_fill(~dm.bool()[None, :, None, :], float("-inf"))
+        best = sim.max(-1).values
+        best = best.masked_fill(torch.isinf(best), 0.0)
+        qmf = qm.to(best.dtype)
+        scores = (best * qmf[:, None, :]).sum(-1) / qmf.sum(1).clamp_min(1)[:, None]
+        late = F.cross_entropy(scores / 0.05, target)
+        return 0.5 * contrastive + 0.5 * late
+
+    return loss
+
+
+def train_manual(model, loss_fn, pairs, args):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
+    autocast = args.precision == "bfloat16"
+    times = []
+    model.train()
+    for step in range(args.steps + 1):
+        batch = pairs[step * args.batch_size : (step + 1) * args.batch_size]
+        if step == 1:
+            reset_peak(args.device)
+        sync(args.device)
+        start = time.perf_counter()
+        features = [model.tokenize([p["query"] for p in batch]), model.tokenize([p["positive"] for p in batch])]
+        features = [{k: v.to(args.device) for k, v in f.items()} for f in features]
+        with torch.autocast(device_type="cuda" if args.device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = loss_fn(features, None)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(args.device)
+        if step > 0:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def train_trainer(model, loss_fn, pairs, args):
+    import tempfile
+
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers import TrainerCallback
+
+    times = []
+
+    # From one step's end to the next: fetching and tokenizing the batch (the trainer's collator), forward,
+    # loss, backward, clipping and the optimizer, as coltrast's step time counts them.
+    class StepTimer(TrainerCallback):
+        previous = None
+
+        def on_step_end(self, *_, **__):
+            sync(args.device)
+            now = time.perf_counter()
+            if self.previous is None:
+                reset_peak(args.device)
+                now = time.perf_counter()
+            else:
+                times.append(now - self.previous)
+            self.previous = now
+
+    timer = StepTimer()
+    data = Dataset.from_dict({"anchor": [p["query"] for p in pairs], "positive": [p["positive"] for p in pairs]})
+    with tempfile.TemporaryDirectory() as out:
+        training_args = SentenceTransformerTrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=args.steps + 1,
+            learning_rate=2e-5,
+            weight_decay=0.01,
+            max_grad_norm=1.0,
+            warmup_ratio=0.0,
+            bf16=args.precision == "bfloat16",
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            dataloader_drop_last=True,
+            seed=42,
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=data, loss=loss_fn, callbacks=[timer])
+        trainer.train()
+    return times
+
+
+def train(args):
+    from sentence_transformers import losses
+
+    with open(args.data) as f:
+        pairs = json.load(f)
+    if len(pairs) < args.batch_size * (args.steps + 1):
+        raise SystemExit(f"{args.data}: {len(pairs)} pairs, {args.batch_size * (args.steps + 1)} needed")
+    torch.manual_seed(42)
+    model = load(args.model, args.device)
+    if args.loss == "coltrast":
+        if args.loop != "manual":
+            raise SystemExit("--loss coltrast runs in --loop manual")
+        loss_fn = coltrast_loss(model)
+        side = "eager ColTrast on a sentence-transformers model (manual loop)"
+    else:
+        loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
+        side = f"sentence-transformers MNRL ({args.loop})"
+    base = {"side": side, **versions(), "precision": args.precision, "batchSize": args.batch_size}
+    try:
+        times = (train_trainer if args.loop == "trainer" else train_manual)(model, loss_fn, pairs, args)
+    except Exception as error:  # noqa: BLE001 - only out-of-memory is an answer; anything else is re-raised
+        if not is_oom(error):
+            raise
+        return {**base, "oom": True, "error": str(error).splitlines()[0]}
+    seconds = sum(times) / len(times)
+    return {
+        **base,
+        "oom": False,
+        "timedSteps": len(times),
+        "stepSeconds": times,
+        "secondsPerStep": seconds,
+        "samplesPerSecond": args.batch_size / seconds,
+        "peakGpuMiB": peak_mib(args.device),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["encode", "train"])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--texts", help="encode: JSON list of texts")
+    parser.add_argument("--data", help="train: JSON list of {query, positive} texts")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--loss", default="mnrl", choices=["mnrl", "coltrast"])
+    parser.add_argument("--loop", default="trainer", choices=["trainer", "manual"])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--vectors")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.what == "encode" and not args.texts:
+        parser.error("encode needs --texts")
+    if args.what == "train" and not args.data:
+        parser.error("train needs --data")
+    result = encode(args) if args.what == "encode" else train(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
