@@ -7,7 +7,9 @@
 //
 //   node scripts/bench/parity.js [--shape small] [--steps 50] [--batch-size 8] [--learning-rate 1e-4]
 //       [--schedule linear|cosine|constant] [--warmup-ratio 0.1] [--negatives 1]
-//       [--late-interaction cross_entropy|bce] [--symmetric] [--no-dropout] [--threads 2] [--out tmp/parity]
+//       [--late-interaction cross_entropy|bce] [--symmetric] [--no-dropout] [--threads 2]
+//       [--pooling mean|cls|max|mean_sqrt_len|lasttoken] [--projection DIM] [--projection-activation identity|tanh]
+//       [--accumulation K] [--batches-per-epoch N] [--val-examples 64] [--out tmp/parity]
 //
 // Batch order: train() shuffles its examples each epoch with its seeded generator and has no option to
 // take a given order, so this script computes the batches exactly as train() does (seededRandom, shuffle,
@@ -16,6 +18,21 @@
 // from coltrast's tokenizer, to Python. It then runs train() itself on the same data (unless
 // --no-train-check) and checks that its per-step losses are the driven run's, so what is compared with
 // Python is what train() computes.
+//
+// Options as train() has them: --pooling sets the model folder's pooling mode (1_Pooling/config.json), which
+// both sides read. --projection DIM is train()'s `projection` option: coltrast adds its seeded head
+// (Encoder.addProjectionHead, as train() does) and saves the model with it; Python loads that saved folder,
+// head included (2_Dense), so both start from the same head. --accumulation K is train()'s
+// `gradientAccumulation`: K micro-batches per optimizer step (fewer for the last group of an epoch), each
+// loss scaled by 1/K, the update after the group; --steps counts optimizer steps. Without
+// --batches-per-epoch an epoch has 5 * K micro-batches (5 optimizer steps), as 5 batches without
+// accumulation. With accumulation, a step's loss in the report is the mean of its micro-batches' losses and
+// its relative difference the largest over its micro-batches.
+//
+// Validation: after the steps, both sides embed --val-examples held-out (query, positive) pairs (seeded, not
+// trained on) with their final weights and compute Recall@1, MRR@10 and nDCG@10 of each query against all
+// held-out positives: coltrast with the package's evaluate() (dense mode, the Encoder being trained), Python
+// by hand. When train() ends at the compared step, its saved model is evaluated the same way too.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -25,7 +42,8 @@ const { parseArgs } = require('node:util');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PYTHON_SCRIPT = path.join(__dirname, 'python', 'coltrast_train.py');
-const { Encoder, train, runtimeInfo } = require(path.join(ROOT, 'dist'));
+const { Encoder, Index, evaluate, train, runtimeInfo } = require(path.join(ROOT, 'dist'));
+const { rank } = require(path.join(ROOT, 'dist', 'ir-metrics'));
 const { learningRateAt } = require(path.join(ROOT, 'dist', 'train'));
 const { makeBatches, shuffle } = require(path.join(ROOT, 'dist', 'train-data'));
 const { seededRandom } = require(path.join(ROOT, 'dist', 'random'));
@@ -62,23 +80,12 @@ function makeExamples(n, negatives, seed = 7) {
   });
 }
 
-/** train()'s batches for `epochs` epochs: each epoch's order from the seeded generator where the last one left it. */
-function trainOrder(examples, batchSize, epochs, seed) {
-  let state = seededRandom(seed).state();
-  const batches = [];
-  for (let epoch = 1; epoch <= epochs; epoch++) {
-    const random = seededRandom(0, state);
-    batches.push(...makeBatches(shuffle(examples, random.next), batchSize));
-    state = random.state();
-  }
-  return batches;
-}
-
 const DEFAULTS = {
   shape: 'small',
   steps: 50,
   batchSize: 8,
-  batchesPerEpoch: 5,
+  // Micro-batches per epoch; undefined: 5 * accumulation (5 optimizer steps per epoch).
+  batchesPerEpoch: undefined,
   negatives: 1,
   learningRate: 1e-4,
   warmupRatio: 0.1,
@@ -94,17 +101,90 @@ const DEFAULTS = {
   threads: 2,
   seed: 42,
   maxSeqLength: 64,
+  // undefined: the model folder's (mean).
+  pooling: undefined,
+  // undefined: no projection head; a number: train()'s projection.dimension.
+  projection: undefined,
+  projectionActivation: 'identity',
+  accumulation: 1,
+  valExamples: 64,
+  valSeed: 1234,
   trainCheck: true,
   tolerance: 0.01,
 };
 
+const POOLING_KEYS = {
+  cls: 'pooling_mode_cls_token',
+  mean: 'pooling_mode_mean_tokens',
+  max: 'pooling_mode_max_tokens',
+  mean_sqrt_len: 'pooling_mode_mean_sqrt_len_tokens',
+  lasttoken: 'pooling_mode_lasttoken',
+};
+
+/**
+ * train()'s micro-batches until `steps` optimizer steps: per epoch the batches in train()'s order (each
+ * epoch shuffled by the seeded generator from where the last one left it), each with the optimizer step it
+ * belongs to (0-based) and whether the update follows it (every `accumulation` batches and at the epoch's
+ * end, as train() does). Also train()'s epochs and totalSteps (the schedule's
+ * length, computed as train() computes it).
+ */
+function trainPlan(examples, batchSize, batchesPerEpoch, accumulation, steps, seed) {
+  const stepsPerEpoch = Math.ceil(batchesPerEpoch / accumulation);
+  const epochs = Math.ceil(steps / stepsPerEpoch);
+  const totalSteps = Math.ceil((batchesPerEpoch * epochs) / accumulation);
+  const micro = [];
+  let step = 0;
+  let state = seededRandom(seed).state();
+  for (let epoch = 1; epoch <= epochs; epoch++) {
+    const random = seededRandom(0, state);
+    const batches = makeBatches(shuffle(examples, random.next), batchSize);
+    if (batches.length !== batchesPerEpoch) throw new Error(`epoch ${epoch} has ${batches.length} batches, expected ${batchesPerEpoch}`);
+    batches.forEach((batch, b) => {
+      if (step >= steps) return;
+      const apply = (b + 1) % accumulation === 0 || b === batches.length - 1;
+      micro.push({ batch, step, apply });
+      if (apply) step++;
+    });
+    state = random.state();
+  }
+  return { micro, epochs, totalSteps, trainSteps: stepsPerEpoch * epochs };
+}
+
+/** The held-out set as evaluate() takes it: each query's one relevant document is its positive. */
+function validationData(examples) {
+  const corpus = examples.map((e, j) => ({ id: `d${j}`, text: e.positive }));
+  const queries = new Map(examples.map((e, i) => [`q${i}`, e.query]));
+  const qrels = new Map(examples.map((_, i) => [`q${i}`, new Map([[`d${i}`, 1]])]));
+  return { corpus, queries, qrels };
+}
+
+/** Recall@1, MRR@10 and nDCG@10 of an Encoder (or model folder) on the held-out set, by the package's evaluate(). */
+async function coltrastMetrics(model, data) {
+  const r = await evaluate({ data, model, mode: 'dense', k: [1, 10], device: 'cpu' });
+  return { 'recall@1': r.metrics.recall[1], 'mrr@10': r.metrics.mrr[10], 'ndcg@10': r.metrics.ndcg[10], queries: r.queries };
+}
+
+/** Each held-out query's rank of its positive (1-based) in coltrast's full ranking: the Index evaluate() builds, searched to the end. */
+async function coltrastRanks(encoder, data) {
+  const index = await Index.build(encoder, data.corpus.map((d) => ({ id: d.id, text: d.text })), { batchSize: 32 });
+  const ids = [...data.queries.keys()];
+  const hits = await index.search(ids.map((q) => data.queries.get(q)), { k: data.corpus.length });
+  return ids.map((q, i) => {
+    const relevant = [...data.qrels.get(q).keys()][0];
+    return rank(hits[i].map((h) => ({ id: h.id, score: h.score }))).indexOf(relevant) + 1;
+  });
+}
+
 /**
  * Runs both sides and compares them. Returns the report written to `<out>/parity.json` (when `out` is
  * given): per-step losses of both sides, the relative differences and whether the largest is within
- * `tolerance`.
+ * `tolerance`, and both sides' held-out metrics after the last step.
  */
 async function runParity(options = {}) {
   const o = { ...DEFAULTS, ...options };
+  o.batchesPerEpoch ??= 5 * o.accumulation;
+  if (!Number.isInteger(o.accumulation) || o.accumulation < 1) throw new Error(`accumulation must be an integer >= 1, got ${o.accumulation}`);
+  if (o.pooling !== undefined && !(o.pooling in POOLING_KEYS)) throw new Error(`pooling must be one of ${Object.keys(POOLING_KEYS).join(', ')}, got ${o.pooling}`);
   const python = o.python ?? findPython();
   if (!python) throw new Error('no python3 with torch found (Debian: apt-get install python3-torch; or set COLTRAST_PYTHON)');
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'coltrast-parity-'));
@@ -119,11 +199,26 @@ async function runParity(options = {}) {
       config.attention_probs_dropout_prob = 0;
       fs.writeFileSync(configFile, JSON.stringify(config, null, 2));
     }
+    if (o.pooling) {
+      const poolingFile = path.join(model, '1_Pooling', 'config.json');
+      const pooling = JSON.parse(fs.readFileSync(poolingFile, 'utf8'));
+      for (const [mode, key] of Object.entries(POOLING_KEYS)) pooling[key] = mode === o.pooling;
+      fs.writeFileSync(poolingFile, JSON.stringify(pooling, null, 2));
+    }
+    const projection = o.projection ? { dimension: o.projection, activation: o.projectionActivation } : undefined;
 
     const examples = makeExamples(o.batchSize * o.batchesPerEpoch, o.negatives);
-    const epochs = Math.ceil(o.steps / o.batchesPerEpoch);
-    const totalSteps = o.batchesPerEpoch * epochs;
-    const batches = trainOrder(examples, o.batchSize, epochs, o.seed).slice(0, o.steps);
+    const { micro, epochs, totalSteps, trainSteps } = trainPlan(examples, o.batchSize, o.batchesPerEpoch, o.accumulation, o.steps, o.seed);
+    const steps = micro.length ? micro[micro.length - 1].step + 1 : 0;
+    // train()'s schedule length is ceil(all batches / K); when an epoch's last group is short, train() takes
+    // more optimizer steps than that, and learningRateAt() past the end gives a negative learning rate
+    // ('linear') or one rising again ('cosine'). Both sides follow it; the report says so.
+    const warnings = [];
+    if (steps > totalSteps && o.schedule !== 'constant') {
+      warnings.push(`steps ${totalSteps + 1}..${steps} lie past train()'s schedule length ${totalSteps} (ceil(${o.batchesPerEpoch * epochs} batches / ${o.accumulation})), where its ${o.schedule} schedule ${o.schedule === 'linear' ? 'is negative' : 'rises again'}`);
+    }
+    const valExamples = makeExamples(o.valExamples, 0, o.valSeed);
+    const valData = validationData(valExamples);
     const loss = {
       contrastiveWeight: o.contrastiveWeight,
       lateInteractionWeight: o.lateInteractionWeight,
@@ -140,32 +235,57 @@ async function runParity(options = {}) {
       maxGradNorm: o.maxGradNorm,
     };
 
-    // coltrast, driven step by step through the path train() uses.
+    // coltrast, driven micro-batch by micro-batch through the path train() uses.
     const enc = await Encoder.load(model, { device: 'cpu', threads: o.threads });
     const tokenized = [];
     const coltrast = [];
+    let coltrastMetricsBefore;
+    let coltrastMetricsAfter;
+    let pythonModel = model;
+    let validationIds;
     const t0 = process.hrtime.bigint();
     try {
+      if (projection) {
+        // train()'s head (seeded from train()'s seed), saved with the model for Python to start from.
+        enc.addProjectionHead(projection.dimension, projection.activation, o.seed);
+        pythonModel = path.join(work, 'initial');
+        await enc.save(pythonModel);
+      }
+      // The held-out metrics of the starting point (the same on both sides), to show how far training moved them.
+      if (o.valExamples > 0) coltrastMetricsBefore = await coltrastMetrics(enc, valData);
       const trainer = await enc.createTrainer({ learningRate: o.learningRate, weightDecay: o.weightDecay, seed: o.seed });
-      for (let i = 0; i < batches.length; i++) {
-        const b = batches[i];
-        tokenized.push({ queries: await enc.tokenize(b.queries), documents: await enc.tokenize(b.documents) });
-        const learningRate = learningRateAt(i, totalSteps, o.learningRate, o.warmupRatio, o.schedule);
-        const r = await trainer.step(b.queries, b.documents, { ...stepOptions, learningRate, lossScale: 1, apply: true });
-        coltrast.push({ ...r, learningRate });
+      for (const m of micro) {
+        const b = m.batch;
+        tokenized.push({ queries: await enc.tokenize(b.queries), documents: await enc.tokenize(b.documents), step: m.step, lossScale: 1 / o.accumulation, apply: m.apply });
+        const learningRate = learningRateAt(m.step, totalSteps, o.learningRate, o.warmupRatio, o.schedule);
+        // As train() steps: the batch tokenized by prepare(), then stepPrepared().
+        const prepared = await trainer.prepare(b.queries, b.documents);
+        const r = await trainer.stepPrepared(prepared, { ...stepOptions, learningRate, lossScale: 1 / o.accumulation, apply: m.apply });
+        coltrast.push({ loss: r.loss, contrastive: r.contrastive, lateInteraction: r.lateInteraction, gradNorm: r.gradNorm, learningRate });
+      }
+      if (o.valExamples > 0) {
+        coltrastMetricsAfter = await coltrastMetrics(enc, valData);
+        coltrastMetricsAfter.ranks = await coltrastRanks(enc, valData);
+        const queryTexts = valExamples.map((e) => e.query);
+        const documentTexts = valExamples.map((e) => e.positive);
+        validationIds = { queries: await enc.tokenize(queryTexts), documents: await enc.tokenize(documentTexts), relevant: valExamples.map((_, i) => i) };
+        // The same vectors evaluate() ranks with (normalized pooled output), to compare with Python's.
+        validationIds.vectors = { queries: await enc.embed(queryTexts, { normalize: true }), documents: await enc.embed(documentTexts, { normalize: true }) };
       }
     } finally {
       enc.dispose();
     }
     const coltrastSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
 
-    // train() itself on the same data: its losses must be the driven run's.
+    // train() itself on the same data: its losses must be the driven run's (train() records the last
+    // micro-batch's loss of each optimizer step).
     let trainCheck;
     if (o.trainCheck) {
+      const output = path.join(work, 'trained');
       const result = await train({
         model,
         data: examples,
-        output: path.join(work, 'trained'),
+        output,
         epochs,
         batchSize: o.batchSize,
         learningRate: o.learningRate,
@@ -173,6 +293,8 @@ async function runParity(options = {}) {
         schedule: o.schedule,
         weightDecay: o.weightDecay,
         maxGradNorm: o.maxGradNorm,
+        gradientAccumulation: o.accumulation,
+        ...(projection ? { projection } : {}),
         loss,
         valSplit: 0,
         checkpointEvery: 0,
@@ -180,20 +302,30 @@ async function runParity(options = {}) {
         device: 'cpu',
         threads: o.threads,
       });
-      const losses = result.history.steps.slice(0, o.steps).map((s) => s.loss);
-      const differing = losses.map((l, i) => (l === coltrast[i].loss ? -1 : i)).filter((i) => i >= 0);
-      trainCheck = { steps: losses.length, identical: differing.length === 0, firstDifferentStep: differing.length ? differing[0] + 1 : null };
+      const driven = micro.map((m, i) => (m.apply ? coltrast[i].loss : null)).filter((l) => l !== null);
+      const losses = result.history.steps.slice(0, steps).map((s) => s.loss);
+      const differing = losses.map((l, i) => (l === driven[i] ? -1 : i)).filter((i) => i >= 0);
+      trainCheck = { steps: losses.length, identical: differing.length === 0 && losses.length === driven.length, firstDifferentStep: differing.length ? differing[0] + 1 : null };
+      // train() kept its last epoch's model (valSplit 0); when that is the compared step, its held-out
+      // metrics, from the saved folder, must be the driven run's.
+      if (coltrastMetricsAfter && result.history.steps.length === steps) {
+        const saved = await coltrastMetrics(output, valData);
+        const keys = ['recall@1', 'mrr@10', 'ndcg@10', 'queries'];
+        trainCheck.validation = { metrics: saved, identical: keys.every((k) => saved[k] === coltrastMetricsAfter[k]) };
+      }
     }
 
     // Python on the same token ids.
     const request = {
-      model,
+      model: pythonModel,
       threads: o.threads,
       seed: o.seed,
+      headSeed: projection ? o.seed : undefined,
       trainer: { learningRate: o.learningRate, weightDecay: o.weightDecay },
       step: stepOptions,
       schedule: { peak: o.learningRate, warmupRatio: o.warmupRatio, schedule: o.schedule, totalSteps },
       batches: tokenized,
+      validation: validationIds && { queries: validationIds.queries, documents: validationIds.documents, relevant: validationIds.relevant },
     };
     fs.writeFileSync(path.join(work, 'request.json'), JSON.stringify(request));
     const t1 = process.hrtime.bigint();
@@ -205,30 +337,74 @@ async function runParity(options = {}) {
     const py = JSON.parse(fs.readFileSync(path.join(work, 'python.json'), 'utf8'));
 
     const rel = (a, b) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
-    const steps = coltrast.map((c, i) => {
-      const p = py.steps[i];
-      return {
-        step: i + 1,
-        learningRate: c.learningRate,
-        coltrast: { loss: c.loss, contrastive: c.contrastive, lateInteraction: c.lateInteraction, gradNorm: c.gradNorm },
-        python: { loss: p.loss, contrastive: p.contrastive, lateInteraction: p.lateInteraction, gradNorm: p.gradNorm },
+    const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const parts = ['loss', 'contrastive', 'lateInteraction'];
+    const compared = [];
+    for (let first = 0; first < micro.length; ) {
+      let last = first;
+      while (!micro[last].apply && last + 1 < micro.length) last++;
+      const cs = coltrast.slice(first, last + 1);
+      const ps = py.steps.slice(first, last + 1);
+      const side = (xs) => ({ ...Object.fromEntries(parts.map((k) => [k, mean(xs.map((x) => x[k]))])), gradNorm: xs[xs.length - 1].gradNorm });
+      const entry = {
+        step: micro[first].step + 1,
+        learningRate: cs[cs.length - 1].learningRate,
+        coltrast: side(cs),
+        python: side(ps),
         relDiff: {
-          loss: rel(p.loss, c.loss),
-          contrastive: rel(p.contrastive, c.contrastive),
-          lateInteraction: rel(p.lateInteraction, c.lateInteraction),
-          gradNorm: rel(p.gradNorm, c.gradNorm),
-          learningRate: rel(p.learningRate, c.learningRate),
+          ...Object.fromEntries(parts.map((k) => [k, Math.max(...cs.map((c, j) => rel(ps[j][k], c[k])))])),
+          gradNorm: rel(ps[ps.length - 1].gradNorm, cs[cs.length - 1].gradNorm),
+          learningRate: rel(ps[ps.length - 1].learningRate, cs[cs.length - 1].learningRate),
         },
       };
-    });
-    const maxOf = (key) => Math.max(...steps.map((s) => s.relDiff[key]));
+      if (o.accumulation > 1) {
+        entry.microBatches = cs.map((c, j) => ({
+          coltrast: Object.fromEntries(parts.map((k) => [k, c[k]])),
+          python: Object.fromEntries(parts.map((k) => [k, ps[j][k]])),
+        }));
+      }
+      compared.push(entry);
+      first = last + 1;
+    }
+    const maxOf = (key) => Math.max(...compared.map((s) => s.relDiff[key]));
+
+    let validation;
+    if (coltrastMetricsAfter && py.validation) {
+      const pm = py.validation.metrics;
+      const maxAbs = (m, rows) => {
+        let worst = 0;
+        rows.forEach((row, i) => row.forEach((x, k) => (worst = Math.max(worst, Math.abs(x - m.data[i * m.dims[1] + k])))));
+        return worst;
+      };
+      const { ranks, ...coltrastValues } = coltrastMetricsAfter;
+      // Queries whose positive ranks differently on the two sides, with Python's smallest score gap between
+      // the positive and any other document: a gap near float rounding means a tie broken by rounding.
+      const differing = ranks
+        .map((r, i) => ({ query: i, coltrastRank: r, pythonRank: py.validation.ranks[i], pythonGap: py.validation.gaps[i] }))
+        .filter((x) => x.coltrastRank !== x.pythonRank);
+      validation = {
+        examples: o.valExamples,
+        before: coltrastMetricsBefore,
+        coltrast: coltrastValues,
+        python: pm,
+        difference: Object.fromEntries(['recall@1', 'mrr@10', 'ndcg@10'].map((k) => [k, pm[k] - coltrastValues[k]])),
+        maxAbsVectorDiff: Math.max(maxAbs(validationIds.vectors.queries, py.validation.queryVectors), maxAbs(validationIds.vectors.documents, py.validation.documentVectors)),
+        differentRanks: differing,
+        // Of those, the ones where Python's positive is within 1e-6 (about 16 float32 steps at 1) of another document.
+        differentRanksAtTies: differing.filter((x) => x.pythonGap <= 1e-6).length,
+        // Rank changes are expected where the positive is within this of another document's score.
+        smallestPythonGap: Math.min(...py.validation.gaps),
+        medianPythonGap: [...py.validation.gaps].sort((a, b) => a - b)[Math.floor(py.validation.gaps.length / 2)],
+      };
+    }
     const info = runtimeInfo();
     const report = {
       date: new Date().toISOString(),
       cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`,
       coltrast: { torch: info.torchVersion, threads: info.threads, blas: info.blas.libraries, seconds: +coltrastSeconds.toFixed(3) },
-      python: { executable: python, torch: py.torch, threads: py.threads, blas: py.blas, pooling: py.pooling, seconds: +pythonSeconds.toFixed(3) },
-      options: { ...o, python: undefined, out: undefined, epochs, totalSteps, model: { ...config, shape: o.shape } },
+      python: { executable: python, torch: py.torch, threads: py.threads, blas: py.blas, pooling: py.pooling, head: py.head, seconds: +pythonSeconds.toFixed(3) },
+      options: { ...o, python: undefined, out: undefined, epochs, totalSteps, trainSteps, microBatches: micro.length, model: { ...config, shape: o.shape } },
+      warnings,
       maxRelDiff: {
         loss: maxOf('loss'),
         contrastive: maxOf('contrastive'),
@@ -239,7 +415,8 @@ async function runParity(options = {}) {
       tolerance: o.tolerance,
       pass: maxOf('loss') <= o.tolerance,
       trainCheck,
-      steps,
+      validation,
+      steps: compared,
     };
     if (o.out) {
       fs.mkdirSync(o.out, { recursive: true });
@@ -316,10 +493,17 @@ function paritySvg(report) {
     { label: 'grad norm', color: '#9467bd', dash: '3,3', points: s.map((x) => [x.step, x.relDiff.gradNorm]) },
     { label: 'tolerance', color: '#999', dash: '2,2', points: s.map((x) => [x.step, report.tolerance]) },
   ], { log: true });
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H}" font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n${left}\n${right}\n</svg>\n`;
+  // The held-out metrics of both sides after the last step, as a line under the panels.
+  const v = report.validation;
+  const m = (x) => ['recall@1', 'mrr@10', 'ndcg@10'].map((k) => x[k].toFixed(4)).join(' / ');
+  const footer = v
+    ? `\n<text x="${W}" y="${H + 14}" text-anchor="middle">held-out after step ${s.length} (${v.examples} queries), R@1 / MRR@10 / nDCG@10: coltrast ${m(v.coltrast)}; PyTorch eager ${m(v.python)}</text>`
+    : '';
+  const height = v ? H + 24 : H;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${height}" font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n${left}\n${right}${footer}\n</svg>\n`;
 }
 
-module.exports = { runParity, findPython, makeExamples, trainOrder };
+module.exports = { runParity, findPython, makeExamples, trainPlan };
 
 if (require.main === module) {
   const { values } = parseArgs({
@@ -336,6 +520,12 @@ if (require.main === module) {
       'no-dropout': { type: 'boolean', default: false },
       'no-train-check': { type: 'boolean', default: false },
       threads: { type: 'string', default: String(DEFAULTS.threads) },
+      pooling: { type: 'string' },
+      projection: { type: 'string' },
+      'projection-activation': { type: 'string', default: DEFAULTS.projectionActivation },
+      accumulation: { type: 'string', default: String(DEFAULTS.accumulation) },
+      'batches-per-epoch': { type: 'string' },
+      'val-examples': { type: 'string', default: String(DEFAULTS.valExamples) },
       tolerance: { type: 'string', default: String(DEFAULTS.tolerance) },
       out: { type: 'string', default: path.join('tmp', 'parity') },
     },
@@ -353,6 +543,12 @@ if (require.main === module) {
     dropout: !values['no-dropout'],
     trainCheck: !values['no-train-check'],
     threads: Number(values.threads),
+    pooling: values.pooling,
+    projection: values.projection === undefined ? undefined : Number(values.projection),
+    projectionActivation: values['projection-activation'],
+    accumulation: Number(values.accumulation),
+    batchesPerEpoch: values['batches-per-epoch'] === undefined ? undefined : Number(values['batches-per-epoch']),
+    valExamples: Number(values['val-examples']),
     tolerance: Number(values.tolerance),
     out: values.out,
   })
@@ -368,9 +564,20 @@ if (require.main === module) {
       const m = r.maxRelDiff;
       console.log(`\nmax relative difference over ${r.steps.length} steps: loss ${f(m.loss)}, contrastive ${f(m.contrastive)}, late interaction ${f(m.lateInteraction)}, grad norm ${f(m.gradNorm)}, lr ${f(m.learningRate)}`);
       if (r.trainCheck) console.log(`train() on the same data: ${r.trainCheck.identical ? 'identical per-step losses' : `differs from step ${r.trainCheck.firstDifferentStep}`} (${r.trainCheck.steps} steps)`);
+      if (r.trainCheck?.validation) console.log(`train()'s saved model: ${r.trainCheck.validation.identical ? 'the same' : 'other'} held-out metrics as the driven run`);
+      if (r.validation) {
+        const v = r.validation;
+        const row = (m) => ['recall@1', 'mrr@10', 'ndcg@10'].map((k) => m[k].toFixed(4)).join(' / ');
+        console.log(`held-out (${v.examples} queries against ${v.examples} positives), Recall@1 / MRR@10 / nDCG@10: before training ${row(v.before)}; after: coltrast ${row(v.coltrast)}, python ${row(v.python)}, difference ${['recall@1', 'mrr@10', 'ndcg@10'].map((k) => v.difference[k].toExponential(1)).join(' / ')}; largest vector difference ${v.maxAbsVectorDiff.toExponential(2)}`);
+        const d = v.differentRanks;
+        const shown = d.slice(0, 5).map((x) => `q${x.query}: ${x.coltrastRank} vs ${x.pythonRank}, gap ${x.pythonGap.toExponential(1)}`).join('; ');
+        console.log(`  queries whose positive ranks differently: ${d.length}, ${v.differentRanksAtTies} of them at a score gap <= 1e-6${d.length ? ` (${shown}${d.length > 5 ? '; ...' : ''})` : ''}; median score gap around the positive ${v.medianPythonGap.toExponential(1)}`);
+      }
+      if (r.python.head) console.log(`projection head ${r.python.head.inFeatures} -> ${r.python.head.outFeatures} ${r.python.head.activation}; Python's seeded nn.Linear draw equals coltrast's initial head: ${r.python.head.initialIsSeededLinearInit}`);
+      for (const w of r.warnings) console.log(`warning: ${w}`);
       console.log(`coltrast ${r.coltrast.seconds} s, python ${r.python.seconds} s (incl. start-up); ${r.coltrast.threads}/${r.python.threads} threads; libtorch ${r.coltrast.torch} / torch ${r.python.torch}`);
       console.log(`${r.pass ? 'PASS' : 'FAIL'}: within ${r.tolerance} relative; wrote ${path.join(values.out, 'parity.json')} and parity.svg`);
-      process.exit(r.pass && (!r.trainCheck || r.trainCheck.identical) ? 0 : 1);
+      process.exit(r.pass && (!r.trainCheck || (r.trainCheck.identical && r.trainCheck.validation?.identical !== false)) ? 0 : 1);
     })
     .catch((e) => {
       console.error(e);

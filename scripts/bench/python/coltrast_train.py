@@ -17,7 +17,15 @@ nothing but PyTorch, eager ops and autograd, as the write-up does:
       - total = contrastiveWeight * contrastive + lateInteractionWeight * late interaction;
     backward, clip_grad_norm_ (max norm 1 by default), AdamW (weight decay 0.01, none on biases and
     LayerNorm weights), the learning rate warmed up linearly and then decayed linearly (or cosine, or kept
-    constant), as coltrast's train() schedules it.
+    constant), as coltrast's train() schedules it;
+  * a projection head when the folder has one (sentence-transformers' Dense module, 2_Dense: an nn.Linear
+    loaded from its model.safetensors, then Identity or Tanh) between pooling and normalization for the
+    contrastive loss, trained with the encoder (its weight decayed, its bias not);
+  * gradient accumulation when asked: each micro-batch's loss multiplied by its loss scale (1 / K) before
+    backward, clipping and the AdamW update only on the micro-batches marked to apply;
+  * --parity with held-out examples: after the steps, the final weights embed them (eval mode, no dropout;
+    pooling, head, L2 normalization) and Recall@1, MRR@10 and nDCG@10 of each query against all held-out
+    positives (cosine, ties broken by document id) are computed here by hand.
 
 sentence-transformers and transformers are what such a user would normally import; they cannot be installed
 on the machines this was written on (Debian bookworm, no PyPI), so the model and the losses are written out
@@ -191,6 +199,45 @@ class BertModel(nn.Module):
         return x
 
 
+DENSE_ACTIVATIONS = {
+    "torch.nn.modules.linear.Identity": "identity",
+    "torch.nn.modules.activation.Tanh": "tanh",
+}
+
+
+class DenseHead(nn.Module):
+    """sentence-transformers' Dense module: activation(linear(pooled)); parameter names linear.weight/bias."""
+
+    def __init__(self, in_features, out_features, bias, activation):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.activation = activation
+
+    def forward(self, x):
+        y = self.linear(x)
+        return torch.tanh(y) if self.activation == "tanh" else y
+
+
+def load_dense(folder):
+    """The folder's Dense module (listed in modules.json) as a DenseHead, or None when it has none."""
+    modules_file = os.path.join(folder, "modules.json")
+    if not os.path.exists(modules_file):
+        return None
+    with open(modules_file) as f:
+        modules = json.load(f)
+    dense = [m for m in modules if m.get("type", "").endswith(".Dense")]
+    if not dense:
+        return None
+    path = os.path.join(folder, dense[0]["path"])
+    with open(os.path.join(path, "config.json")) as f:
+        c = json.load(f)
+    activation = DENSE_ACTIVATIONS[c.get("activation_function", "torch.nn.modules.activation.Tanh")]
+    head = DenseHead(c["in_features"], c["out_features"], c.get("bias", True), activation)
+    weights = read_safetensors(os.path.join(path, "model.safetensors"))
+    head.load_state_dict({k: v.to(torch.float32) for k, v in weights.items()}, strict=True)
+    return head
+
+
 def load_model(folder):
     """(model, pooling mode) from a Hugging Face / sentence-transformers folder with model.safetensors."""
     with open(os.path.join(folder, "config.json")) as f:
@@ -258,15 +305,17 @@ def maxsim_scores(q, q_mask, d, d_mask):
     return (best * qm[:, None, :]).sum(-1) / qm.sum(1).clamp_min(1)[:, None]
 
 
-def coltrast_loss(q_states, q_mask, d_states, d_mask, o, tau):
-    """(total, contrastive, late interaction) of one batch; query i's positive is document i."""
+def coltrast_loss(q_states, q_mask, d_states, d_mask, o, tau, head=None):
+    """(total, contrastive, late interaction) of one batch; query i's positive is document i. `head` (the
+    projection head, if any) maps the pooled vectors before normalization; token states never go through it."""
+    project = head if head is not None else (lambda x: x)
     B = q_states.shape[0]
     target = torch.arange(B)
     total = torch.zeros(())
     contrastive = late = torch.zeros(())
     if o["contrastiveWeight"] > 0:
-        qp = F.normalize(pool(q_states, q_mask, o["pooling"]), dim=-1)
-        dp = F.normalize(pool(d_states, d_mask, o["pooling"]), dim=-1)
+        qp = F.normalize(project(pool(q_states, q_mask, o["pooling"])), dim=-1)
+        dp = F.normalize(project(pool(d_states, d_mask, o["pooling"])), dim=-1)
         logits = qp @ dp.T / tau
         contrastive = F.cross_entropy(logits, target)
         if o["symmetric"]:
@@ -304,12 +353,16 @@ def learning_rate_at(step, total, peak, warmup_ratio, schedule):
 
 
 class Trainer:
-    def __init__(self, model, pooling, trainer_options, step_options, seed):
+    def __init__(self, model, pooling, trainer_options, step_options, seed, head=None):
         self.model = model
+        self.head = head
         self.step_options = dict(step_options, pooling=step_options.get("pooling") or pooling)
+        # The encoder's parameters, then the head's (coltrast's order; it matters only to summation order).
+        named = list(model.named_parameters()) + ([("head." + n, p) for n, p in head.named_parameters()] if head else [])
+        self.params = [p for _, p in named]
         no_decay = ("bias", "LayerNorm.weight")
-        decay = [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)]
-        rest = [p for n, p in model.named_parameters() if any(k in n for k in no_decay)]
+        decay = [p for n, p in named if not any(k in n for k in no_decay)]
+        rest = [p for n, p in named if any(k in n for k in no_decay)]
         lr = trainer_options.get("learningRate", 2e-5)
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": trainer_options.get("weightDecay", 0.01)}, {"params": rest, "weight_decay": 0.0}],
@@ -320,28 +373,67 @@ class Trainer:
         self.tau = torch.tensor(self.step_options["temperature"], dtype=torch.float32)
         torch.manual_seed(seed)  # dropout draws from the default generator, seeded as coltrast seeds its own
 
-    def step(self, queries, documents, learning_rate):
+    def step(self, queries, documents, learning_rate, loss_scale=1.0, apply=True):
+        """One micro-batch: forward, loss * loss_scale backward; with `apply`, clipping and the AdamW update on
+        the gradients summed since the last update. Returns the unscaled losses (grad norm 0 without apply)."""
         o = self.step_options
         self.model.train()
         qi, qm, qt = queries
         di, dm, dt = documents
         q_states = self.model(qi, qm, qt)
         d_states = self.model(di, dm, dt)
-        total, contrastive, late = coltrast_loss(q_states, qm, d_states, dm, o, self.tau)
-        total.backward()
-        max_norm = o.get("maxGradNorm", 1.0)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm if max_norm > 0 else float("inf"))
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=False)
+        total, contrastive, late = coltrast_loss(q_states, qm, d_states, dm, o, self.tau, self.head)
+        (total * loss_scale if loss_scale != 1 else total).backward()
+        grad_norm = 0.0
+        if apply:
+            max_norm = o.get("maxGradNorm", 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm if max_norm > 0 else float("inf")).item()
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=False)
         return {
             "loss": total.item(),
             "contrastive": contrastive.item(),
             "lateInteraction": late.item(),
-            "gradNorm": grad_norm.item(),
+            "gradNorm": grad_norm,
             "learningRate": learning_rate,
         }
+
+    @torch.no_grad()
+    def embed(self, rows, batch_size=32):
+        """Pooled, projected, L2-normalized vectors of token-id rows, in eval mode (no dropout)."""
+        self.model.eval()
+        out = []
+        for start in range(0, len(rows), batch_size):
+            ids, mask, types = pad(rows[start : start + batch_size])
+            pooled = pool(self.model(ids, mask, types), mask, self.step_options["pooling"])
+            if self.head is not None:
+                pooled = self.head(pooled)
+            out.append(F.normalize(pooled, dim=-1))
+        return torch.cat(out)
+
+
+def retrieval_metrics(q, d, relevant):
+    """Recall@1, MRR@10 and nDCG@10 (one relevant document per query, grade 1) of cosine search of every
+    query against every document; ties in score are broken by document id ("d<j>", compared as strings), as
+    coltrast's ir-metrics does. Also, per query, the rank of its relevant document (1-based) and the smallest
+    score gap between that document and any other (a gap near float rounding makes the rank a coin toss)."""
+    scores = (q @ d.T).tolist()
+    ids = [f"d{j}" for j in range(d.shape[0])]
+    recall1 = mrr10 = ndcg10 = 0.0
+    ranks, gaps = [], []
+    for i, row in enumerate(scores):
+        order = sorted(range(len(row)), key=lambda j: (-row[j], ids[j]))
+        r = order.index(relevant[i]) + 1
+        ranks.append(r)
+        gaps.append(min((abs(row[relevant[i]] - x) for j, x in enumerate(row) if j != relevant[i]), default=math.inf))
+        recall1 += 1.0 if r == 1 else 0.0
+        if r <= 10:
+            mrr10 += 1.0 / r
+            ndcg10 += 1.0 / math.log2(r + 1)  # the ideal DCG of one relevant document is 1
+    n = len(scores)
+    return {"recall@1": recall1 / n, "mrr@10": mrr10 / n, "ndcg@10": ndcg10 / n, "queries": n}, ranks, gaps
 
 
 def blas_libraries():
@@ -354,22 +446,55 @@ def blas_libraries():
         return []
 
 
+def seeded_linear_init(head, seed):
+    """Whether `head` holds nn.Linear's initial distribution (uniform in +-1/sqrt(in_features)) as drawn, weight
+    then bias, from torch.Generator().manual_seed(seed): how coltrast initializes a new projection head."""
+    g = torch.Generator().manual_seed(seed)
+    w = head.linear.weight
+    bound = 1 / math.sqrt(w.shape[1])
+    weight = torch.empty(w.shape).uniform_(-bound, bound, generator=g)
+    bias = torch.empty(w.shape[0]).uniform_(-bound, bound, generator=g)
+    return bool(torch.equal(weight, w.detach()) and torch.equal(bias, head.linear.bias.detach()))
+
+
 def run_parity(request):
+    """The steps of a parity request. Each entry of request["batches"] is one micro-batch: token ids of its
+    queries and documents, and optionally its optimizer step (0-based; the learning rate's), its loss scale
+    and whether the update is applied after it (defaults: its own step, 1, true). Results are per micro-batch."""
     torch.set_num_threads(request["threads"])
     model, pooling = load_model(request["model"])
-    trainer = Trainer(model, pooling, request["trainer"], request["step"], request["seed"])
+    head = load_dense(request["model"])
+    # Checked before training moves the head; None when no seed was given.
+    seeded = seeded_linear_init(head, request["headSeed"]) if head is not None and request.get("headSeed") is not None else None
+    trainer = Trainer(model, pooling, request["trainer"], request["step"], request["seed"], head)
     s = request["schedule"]
     steps = []
     for i, batch in enumerate(request["batches"]):
-        lr = learning_rate_at(i, s["totalSteps"], s["peak"], s["warmupRatio"], s["schedule"])
-        steps.append(trainer.step(pad(batch["queries"]), pad(batch["documents"]), lr))
-    return {
+        step = batch.get("step", i)
+        lr = learning_rate_at(step, s["totalSteps"], s["peak"], s["warmupRatio"], s["schedule"])
+        r = trainer.step(pad(batch["queries"]), pad(batch["documents"]), lr, batch.get("lossScale", 1.0), batch.get("apply", True))
+        steps.append(dict(r, step=step, apply=batch.get("apply", True)))
+    result = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "blas": blas_libraries(),
         "pooling": trainer.step_options["pooling"],
         "steps": steps,
     }
+    if head is not None:
+        result["head"] = {
+            "inFeatures": head.linear.in_features,
+            "outFeatures": head.linear.out_features,
+            "activation": head.activation,
+            "initialIsSeededLinearInit": seeded,
+        }
+    v = request.get("validation")
+    if v:
+        q = trainer.embed(v["queries"])
+        d = trainer.embed(v["documents"])
+        metrics, ranks, gaps = retrieval_metrics(q, d, v["relevant"])
+        result["validation"] = {"metrics": metrics, "ranks": ranks, "gaps": gaps, "queryVectors": q.tolist(), "documentVectors": d.tolist()}
+    return result
 
 
 def run_bench(args):
