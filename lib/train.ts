@@ -363,7 +363,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     });
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
     const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;
-    const totalSteps = Math.ceil((batchesPerEpoch * config.epochs) / config.accumulation);
+    // An epoch ends with an update even when its last group of batches is short.
+    const totalSteps = config.epochs * Math.ceil(batchesPerEpoch / config.accumulation);
     const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
     const bar = options.progressBar ? new ProgressBar('train', 'steps') : undefined;
     const valBatches = makeBatches(val, config.batchSize, config.maxNegatives);

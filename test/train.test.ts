@@ -255,6 +255,30 @@ test('triplets with hard negatives and gradient accumulation train too', async (
   t.true(run.history.steps.every((s) => Number.isFinite(s.loss) && s.loss > 0));
 });
 
+test('accumulation over an odd number of batches: the schedule counts the short last update of each epoch', async (t) => {
+  // 15 examples in batches of 3: 5 batches per epoch, updates after batches 2, 4 and 5, so 3 steps an epoch.
+  const totals: number[] = [];
+  const run = await train({
+    model: FIXTURE,
+    data: dataset(15, 9),
+    output: path.join(tempDir(), 'out'),
+    epochs: 3,
+    batchSize: 3,
+    gradientAccumulation: 2,
+    learningRate: 1e-3,
+    warmupRatio: 0,
+    valSplit: 0,
+    device: 'cpu',
+    onProgress: (p) => totals.push(p.totalSteps),
+  });
+  t.is(run.history.steps.length, 9);
+  t.deepEqual([...new Set(totals)], [9]);
+  const rates = run.history.steps.map((s) => s.learningRate);
+  t.true(rates.every((r, i) => r >= 0 && (i === 0 || r < rates[i - 1])), `linear decay to 0: ${rates.join(' ')}`);
+  t.is(rates[0], 1e-3);
+  t.is(rates.at(-1), 0);
+});
+
 test('the bundled ColTrast example trains end to end from the command line', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const output = path.join(tempDir(), 'ai-projects');
