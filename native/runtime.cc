@@ -74,7 +74,9 @@ Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
 #ifdef COLTRAST_WITH_CUDA
     namespace allocator = c10::cuda::CUDACachingAllocator;
     const auto stats = allocator::getDeviceStats(device.index());
-    const size_t all = static_cast<size_t>(allocator::StatType::AGGREGATE);
+    // StatType::AGGREGATE, which is index 0 in every version; the enum itself moved between namespaces
+    // (c10::CachingAllocator in PyTorch 2.x), so it is not named here.
+    const size_t all = 0;
     auto out = Napi::Object::New(env);
     out.Set("allocatedBytes", static_cast<double>(stats.allocated_bytes[all].current));
     out.Set("peakAllocatedBytes", static_cast<double>(stats.allocated_bytes[all].peak));
