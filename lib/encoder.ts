@@ -94,6 +94,8 @@ export interface EncoderTrainer {
   /** Optimizer moments and random-number state, to and from a safetensors file. */
   saveState(file: string): Promise<void>;
   loadState(file: string): Promise<void>;
+  /** Frees the optimizer state now (the model stays with its Encoder). */
+  dispose(): void;
 }
 
 function checkTexts(texts: unknown): asserts texts is string[] {
@@ -262,6 +264,7 @@ export class Encoder {
       stepPrepared: (batch, stepOptions) => run('step', batch, stepOptions),
       saveState: (file) => state('saveState', file),
       loadState: (file) => state('loadState', file),
+      dispose: () => trainer.dispose(),
     };
   }
 

@@ -3,7 +3,7 @@ export type { Device, DType, Matrix, LoadOptions, EmbedOptions, SaveOptions } fr
 export type { PoolingMode } from './model-dir';
 export { ColtrastError } from './errors';
 export type { ErrorCode } from './errors';
-export { cudaMemory, runtimeInfo, type CudaMemory } from './runtime';
+export { cpuMemory, cudaMemory, runtimeInfo, type CpuMemory, type CudaMemory } from './runtime';
 export type { RuntimeInfo, BlasInfo } from './runtime';
 export { resolveModelDir } from './hub';
 export type { ResolveOptions } from './hub';

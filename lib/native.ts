@@ -63,6 +63,21 @@ export interface CudaMemory {
   peakReservedBytes: number;
 }
 
+/** coltrast's caching allocator for libtorch's large CPU tensors (native/cpu_allocator.h). */
+export interface CpuMemory {
+  /** false when COLTRAST_CPU_ALLOCATOR=system turned it off (then every count below stays 0). */
+  caching: boolean;
+  /** Bytes of large (1 MiB and more) CPU tensors alive now, and the most at once since the last reset. */
+  allocatedBytes: number;
+  peakAllocatedBytes: number;
+  /** Bytes of freed large blocks kept for reuse, and the most the cache may keep (COLTRAST_CPU_CACHE_MB). */
+  cachedBytes: number;
+  cacheLimitBytes: number;
+  /** Large allocations served from the cache, and those that needed new memory. */
+  hits: number;
+  misses: number;
+}
+
 export interface NativeTrainerOptions {
   learningRate?: number;
   weightDecay?: number;
@@ -110,6 +125,7 @@ export interface NativeTrainer {
   evaluate(args: { queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions): Promise<NativeStepResult>;
   saveState(file: string): Promise<void>;
   loadState(file: string): Promise<void>;
+  dispose(): void;
 }
 
 /** A `{ dims, data }` tensor as the native ops read it (float32 embeddings, uint8 masks). */
@@ -152,6 +168,7 @@ export interface NativeBinding {
   setNumThreads(n: number): void;
   runtimeInfo(): NativeRuntimeInfo;
   cudaMemory(index: number, options?: { resetPeak?: boolean; emptyCache?: boolean }): CudaMemory;
+  cpuMemory(options?: { resetPeak?: boolean; emptyCache?: boolean }): CpuMemory;
 }
 
 /** The package root: lib/ and dist/ both sit one level below it. */

@@ -6,9 +6,9 @@
 import fs from 'node:fs';
 import type { BinaryChoice } from './binary';
 import { ColtrastError } from './errors';
-import { binaryChoice, fromNative, native, packageRoot, type CudaMemory } from './native';
+import { binaryChoice, fromNative, native, packageRoot, type CpuMemory, type CudaMemory } from './native';
 
-export type { CudaMemory } from './native';
+export type { CpuMemory, CudaMemory } from './native';
 
 export interface BlasInfo {
   /** Paths of the BLAS libraries mapped into this process. */
@@ -113,4 +113,13 @@ export function cudaMemory(device = 'cuda:0', options: { resetPeak?: boolean; em
   } catch (error) {
     throw fromNative(error);
   }
+}
+
+/**
+ * coltrast's cache of large CPU tensor blocks (see README "CPU memory"): bytes alive, the peak, bytes kept
+ * for reuse and the cache's hits and misses. `resetPeak` starts a new peak after reading; `emptyCache` gives
+ * the kept blocks back to the system.
+ */
+export function cpuMemory(options: { resetPeak?: boolean; emptyCache?: boolean } = {}): CpuMemory {
+  return native().cpuMemory({ resetPeak: options.resetPeak === true, emptyCache: options.emptyCache === true });
 }

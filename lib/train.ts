@@ -337,6 +337,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     device: options.device ?? 'auto',
     threads: options.threads,
   });
+  let releaseTrainer: (() => void) | undefined;
   try {
     checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
@@ -361,6 +362,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       seed: config.seed,
       precision: config.precision,
     });
+    releaseTrainer = () => trainer.dispose();
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
     const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;
     // An epoch ends with an update even when its last group of batches is short.
@@ -487,6 +489,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     fs.rmSync(checkpointDir, { recursive: true, force: true });
     return result;
   } finally {
+    releaseTrainer?.();
     encoder.dispose();
   }
 }

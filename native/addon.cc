@@ -1,6 +1,7 @@
 // Module entry: registers the native classes and functions that lib/native.ts loads.
 #include <napi.h>
 
+#include "cpu_allocator.h"
 #include "encoder_wrap.h"
 #include "fork_guard.h"
 #include "ops/ops_wrap.h"
@@ -12,11 +13,13 @@ namespace {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   coltrast::installForkGuard();
+  coltrast::installCpuCachingAllocator();
   exports.Set("NativeEncoder", coltrast::EncoderWrap::define(env));
   auto types = Napi::Array::New(env);
   for (const auto& name : coltrast::supportedModelTypes()) types.Set(types.Length(), name);
   exports.Set("supportedModelTypes", types);
   coltrast::defineRuntime(env, exports);
+  coltrast::defineCpuMemory(env, exports);
   exports.Set("ops", coltrast::ops::defineOps(env));
   exports.Set("NativeTrainer", coltrast::TrainerWrap::define(env));
   exports.Set("NativeDenseStore", coltrast::DenseStoreWrap::define(env));

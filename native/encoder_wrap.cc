@@ -190,7 +190,9 @@ Napi::Function EncoderWrap::define(Napi::Env env) {
 EncoderWrap::EncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EncoderWrap>(info) {
   if (info.Length() != 1 || !info[0].IsExternal())
     throw Napi::TypeError::New(info.Env(), "NativeEncoder cannot be constructed directly; use NativeEncoder.load()");
-  encoder_ = *info[0].As<Napi::External<std::shared_ptr<LoadedEncoder>>>().Data();
+  // Moved, not copied: the External lives until V8 collects it, and a copy there would keep the model's
+  // memory after dispose().
+  encoder_ = std::move(*info[0].As<Napi::External<std::shared_ptr<LoadedEncoder>>>().Data());
 }
 
 std::shared_ptr<LoadedEncoder> EncoderWrap::shared(const Napi::Object& object) {

@@ -269,12 +269,21 @@ class StateWorker : public PromiseWorker {
 
 }  // namespace
 
+std::shared_ptr<TrainerState> TrainerWrap::live(Napi::Env env) const {
+  if (!state_) throw jsError(env, {"DISPOSED", "this trainer was disposed"});
+  return state_;
+}
+
 Napi::Value TrainerWrap::saveState(const Napi::CallbackInfo& info) {
-  return (new StateWorker(info.Env(), state_, info[0].As<Napi::String>(), true))->start();
+  return (new StateWorker(info.Env(), live(info.Env()), info[0].As<Napi::String>(), true))->start();
 }
 Napi::Value TrainerWrap::loadState(const Napi::CallbackInfo& info) {
-  return (new StateWorker(info.Env(), state_, info[0].As<Napi::String>(), false))->start();
+  return (new StateWorker(info.Env(), live(info.Env()), info[0].As<Napi::String>(), false))->start();
 }
+
+// Frees the optimizer state and the trainer's hold on the model now (steps in flight keep theirs until
+// they end), rather than when V8 collects this object.
+void TrainerWrap::dispose(const Napi::CallbackInfo&) { state_.reset(); }
 
 Napi::Function TrainerWrap::define(Napi::Env env) {
   Napi::Function cls = DefineClass(env, "NativeTrainer",
@@ -284,6 +293,7 @@ Napi::Function TrainerWrap::define(Napi::Env env) {
                                        InstanceMethod<&TrainerWrap::evaluate>("evaluate"),
                                        InstanceMethod<&TrainerWrap::saveState>("saveState"),
                                        InstanceMethod<&TrainerWrap::loadState>("loadState"),
+                                       InstanceMethod<&TrainerWrap::dispose>("dispose"),
                                    });
   return cls;
 }
@@ -292,7 +302,9 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw Napi::TypeError::New(info.Env(), "NativeTrainer cannot be constructed directly; use NativeTrainer.create()");
   }
-  state_ = *info[0].As<Napi::External<std::shared_ptr<TrainerState>>>().Data();
+  // Moved, not copied: a copy in the External would keep the optimizer state (and the model) alive until
+  // V8 collects the External.
+  state_ = std::move(*info[0].As<Napi::External<std::shared_ptr<TrainerState>>>().Data());
 }
 
 // create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed, precision, gradScaler }): AdamW over the
@@ -375,7 +387,7 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     };
     TokenBatch q = batchAt("queries"), d = batchAt("documents");
     if (d.batch < q.batch) throw invalidArgument("documents must hold at least one positive per query");
-    return (new StepWorker(env, state_, std::move(q), std::move(d), readStepOptions(args), train))->start();
+    return (new StepWorker(env, live(env), std::move(q), std::move(d), readStepOptions(args), train))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }

@@ -35,6 +35,8 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value saveState(const Napi::CallbackInfo& info);
   Napi::Value loadState(const Napi::CallbackInfo& info);
   Napi::Value run(const Napi::CallbackInfo& info, bool train);
+  void dispose(const Napi::CallbackInfo& info);
+  std::shared_ptr<TrainerState> live(Napi::Env env) const;
 
   std::shared_ptr<TrainerState> state_;
 };
