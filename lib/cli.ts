@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Encoder, type Device } from './encoder';
+import { Encoder, type Device, type DType } from './encoder';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { runtimeInfo } from './runtime';
@@ -38,6 +38,7 @@ commands:
     --output <file>          write JSONL {"index", "embedding"} here (default: stdout)
     --batch-size <n>         texts per forward pass (default 32)
     --device <d>             auto | cpu | cuda | cuda:N (default auto)
+    --dtype <t>              float32 (default) | bfloat16 (CPU or CUDA; about 2x faster on CPUs with AVX-512 BF16 or AMX) | float16 (CUDA)
     --threads <n>            CPU threads (default: every core)
     --json                   print a JSON summary instead of text
   train                      fine-tune a model (ColTrast: contrastive + late interaction)
@@ -57,7 +58,7 @@ commands:
     --output <dir>           the index folder
     --model <dir|hub id>     the embedding model (default: coltrast's shipped model)
     --late-interaction       keep token vectors for MaxSim re-ranking
-    --storage float32|float16 --device <d> --json
+    --storage float32|float16 --device <d> --dtype <t> --json
   search <question>...       search an index
     --index <dir>            the index folder
     --model <dir|hub id>     default: the model recorded in the index
@@ -144,6 +145,7 @@ async function embed(argv: string[]): Promise<void> {
       output: { type: 'string' },
       'batch-size': { type: 'string' },
       device: { type: 'string' },
+      dtype: { type: 'string' },
       threads: { type: 'string' },
       json: { type: 'boolean' },
     },
@@ -154,13 +156,14 @@ async function embed(argv: string[]): Promise<void> {
   const download = new ProgressBar('download', 'MB');
   const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
+    dtype: values.dtype as DType | undefined,
     threads: numberFlag('threads', values.threads, 'count'),
     onDownloadProgress: (p) => {
       if (p.file === 'model.safetensors' && p.total) download.update(p.downloaded / 2 ** 20, p.total / 2 ** 20);
     },
   });
-  const bar = new ProgressBar('embed', 'texts');
-  const e = await enc.embed(texts, { batchSize: numberFlag('batch-size', values['batch-size'], 'count'), onProgress: (d, n) => bar.update(d, n) });
+  const bar = values.json ? undefined : new ProgressBar('embed', 'texts');
+  const e = await enc.embed(texts, { batchSize: numberFlag('batch-size', values['batch-size'], 'count'), onProgress: (d, n) => bar?.update(d, n) });
   const seconds = (Date.now() - started) / 1000;
   const out = values.output ? fs.createWriteStream(values.output) : process.stdout;
   if (values.output || !values.json) {
@@ -347,13 +350,13 @@ async function indexCommand(argv: string[]): Promise<void> {
     strict: true,
     options: {
       data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
-      storage: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
+      storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' },
     },
   });
   if (!values.data) fail('index needs --data');
   if (!values.output) fail('index needs --output <dir>');
   if (values.storage && !['float32', 'float16'].includes(values.storage)) fail(`--storage must be float32 or float16, got ${values.storage}`);
-  const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, { device: (values.device ?? 'auto') as Device });
+  const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined });
   try {
     const docs = await documentsFrom(values.data, enc);
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');

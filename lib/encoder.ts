@@ -166,8 +166,9 @@ export class Encoder {
     const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
     if (o.threads !== undefined || !threadsApplied) setThreads(o.threads);
     const device = resolveDevice(o.device ?? 'auto');
-    if (device === 'cpu' && dtype !== 'float32') {
-      throw new ColtrastError('INVALID_ARGUMENT', `options.dtype '${dtype}' needs a CUDA device; on the CPU use 'float32'`);
+    if (device === 'cpu' && dtype === 'float16') {
+      // libtorch's CPU float16 matrix products are slow reference loops; bfloat16 ones use oneDNN.
+      throw new ColtrastError('INVALID_ARGUMENT', `options.dtype 'float16' needs a CUDA device; on the CPU use 'float32' or 'bfloat16'`);
     }
     const dir = await resolveModelDir(model, {
       cacheDir: o.cacheDir,

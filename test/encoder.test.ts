@@ -223,6 +223,24 @@ test('dispose() frees the model; later calls fail with DISPOSED, in-flight calls
   t.notThrows(() => enc.dispose(), 'dispose twice is harmless');
 });
 
+test('bfloat16 on the CPU: close to float32 (its rounding), not equal to it; float16 is refused there', async (t) => {
+  const fp32 = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const bf16 = await Encoder.load(FIXTURE, { device: 'cpu', dtype: 'bfloat16' });
+  t.is(bf16.dtype, 'bfloat16');
+  const a = await bf16.embed(texts);
+  const b = await fp32.embed(texts);
+  const diff = maxAbsDiff(a.data, b.data);
+  t.true(diff > 0 && diff < 5e-2, `pooled vectors differ by ${diff}`);
+  const ta = await bf16.embed(texts, { output: 'tokens' });
+  const tb = await fp32.embed(texts, { output: 'tokens' });
+  ta.forEach((m, i) => t.true(maxAbsDiff(m.data, tb[i].data) < 0.5, `text ${i}`));
+  bf16.dispose();
+  fp32.dispose();
+  const error = await Encoder.load(FIXTURE, { device: 'cpu', dtype: 'float16' }).catch((e) => e);
+  t.is(error.code, 'INVALID_ARGUMENT');
+  t.regex(error.message, /'float16' needs a CUDA device; on the CPU use 'float32' or 'bfloat16'/);
+});
+
 // CUDA (runs where a GPU and a CUDA build are present; reported as skipped elsewhere).
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
