@@ -167,8 +167,8 @@ class StepWorker : public PromiseWorker {
     const bool finite = std::isfinite(parts_.gradNorm);
     if (!finite && !scaler.enabled) {
       state_->optimizer->zero_grad();
-      throw invalidArgument("the gradient norm is " + std::to_string(parts_.gradNorm) + " at step " +
-                            std::to_string(state_->steps + 1) +
+      throw invalidArgument(std::string("the gradient norm is ") + (std::isnan(parts_.gradNorm) ? "NaN" : "infinite") +
+                            " at step " + std::to_string(state_->steps + 1) +
                             ": training diverged (lower options.learningRate, keep gradient clipping on, or train in float32)");
     }
     if (finite) {

@@ -12,7 +12,7 @@
 // Every stage is resumable: run the same command again after an interruption and finished stages are
 // skipped, an interrupted training stage continues from its last checkpoint.
 //   node scripts/pretrain/run.js [--work models/pretrain] [--out default-model] [--threads N]
-//        [--stage1-epochs 2] [--stage2-pairs 6000] [--batch-size 64] [--seed 42]
+//        [--stage1-epochs 2] [--stage2-pairs 6000] [--batch-size 64] [--precision float32|bfloat16] [--seed 42]
 // Needs the built package (npm run build) and apt's English descriptions (`apt-get -o Acquire::Languages=en update`).
 'use strict';
 const fs = require('node:fs');
@@ -38,6 +38,8 @@ const { values } = parseArgs({
     'stage1-epochs': { type: 'string', default: '2' },
     'stage2-pairs': { type: 'string', default: '6000' },
     'batch-size': { type: 'string', default: '64' },
+    // train()'s precision for both stages: bfloat16 autocast is about 2x faster on CPUs with AVX-512 BF16.
+    precision: { type: 'string', default: 'float32' },
     seed: { type: 'string', default: '42' },
   },
 });
@@ -83,7 +85,7 @@ async function trainStage(name, options) {
   }
   log(`${name}: training (${options.data.length} examples, resumes from ${output}.checkpoint if there)`);
   return timed(name, () =>
-    train({ output, threads, seed, device: 'cpu', resume: true, checkpointEvery: 100, progressBar: true, valSplit: 0.01, ...options }),
+    train({ output, threads, seed, device: 'cpu', resume: true, checkpointEvery: 100, progressBar: true, valSplit: 0.01, precision: values.precision, ...options }),
   );
 }
 
@@ -204,6 +206,7 @@ Splits are by package (never by pair), fixed by a hash of the package name.
   AdamW lr 5e-4, ${values['stage1-epochs']} epoch(s). ${epochs(stage1.history)}.
 - Stage 2: ColTrast (0.5 contrastive + 0.5 late interaction) on ${stage2.examples} pairs with up to 2 hard
   negatives each, mined by the stage-1 model and GISTEmbed-guarded, batch 32, lr 2e-4. ${epochs(stage2.history)}.
+- Precision: ${values.precision === 'float32' ? 'float32' : `${values.precision} autocast (float32 weights and optimizer)`}.
 - Hardware: ${info.cpu}, ${threads} threads, ${info.blas}, no GPU. Wall time: ${elapsed}.
 - Seed ${seed}. Reproduce: \`node scripts/pretrain/run.js\` (after \`npm run build\` and the apt update above).
 
@@ -282,7 +285,7 @@ async function main() {
     elapsed,
   };
   fs.writeFileSync(path.join(values.out, 'README.md'), modelCard(summary));
-  fs.writeFileSync(path.join(values.out, 'pretrain.json'), JSON.stringify({ manifest, shape: SHAPE, vocabSize: VOCAB_SIZE, seed, threads, timings, eval: rows }, null, 2) + '\n');
+  fs.writeFileSync(path.join(values.out, 'pretrain.json'), JSON.stringify({ manifest, shape: SHAPE, vocabSize: VOCAB_SIZE, seed, threads, precision: values.precision, stage1Epochs: Number(values['stage1-epochs']), timings, eval: rows }, null, 2) + '\n');
   log(`wrote ${values.out}\n${table(rows)}`);
 }
 
