@@ -4,20 +4,11 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, Encoder, retrievalMetrics, train, type TrainExample } from '../lib';
+import { ColtrastError, Encoder, retrievalMetrics, train } from '../lib';
 import { native, type NativeStepOptions } from '../lib/native';
-import { FIXTURE, tempDir } from './helpers/fixture';
+import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
 
-const WORDS = 'model text token vector embed search query document retrieval train loss batch fast slow small large tiny random bert node library native gpu cpu memory kernel score similar sentence word data set test cat dog run quick brown fox jumps over lazy river'.split(' ');
-function dataset(n: number, seed = 7): TrainExample[] {
-  let s = seed;
-  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-  const pick = (k: number) => Array.from({ length: k }, () => WORDS[Math.floor(r() * WORDS.length)]);
-  return Array.from({ length: n }, () => {
-    const key = pick(3);
-    return { query: key.join(' '), positive: [...pick(4), ...key, ...pick(4)].join(' ') };
-  });
-}
+const dataset = wordDataset;
 
 const STEP: NativeStepOptions = {
   contrastiveWeight: 0.5,

@@ -7,23 +7,9 @@ import path from 'node:path';
 import { ColtrastError, Encoder, learningRateAt, retrievalMetrics, train, type TrainExample } from '../lib';
 import { mineExamples, semanticChunks, splitSentences, type Embedder } from '../lib/chunking';
 import { loadExamples, makeBatches, readTrainingData, splitExamples } from '../lib/train-data';
-import { FIXTURE, tempDir } from './helpers/fixture';
+import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
 
-// Queries of three fixture-vocabulary words, each hidden in a positive of eleven: learnable by the tiny
-// model, and not by chance.
-const WORDS =
-  'model text token vector embed search query document retrieval train loss batch fast slow small large tiny random bert node library native gpu cpu memory kernel score similar sentence word data set test cat dog run quick brown fox jumps over lazy river bank money water paper cafe resume naive hello world new old good bad'.split(
-    ' ',
-  );
-function dataset(n: number, seed = 7): TrainExample[] {
-  let s = seed;
-  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-  const pick = (k: number) => Array.from({ length: k }, () => WORDS[Math.floor(r() * WORDS.length)]);
-  return Array.from({ length: n }, () => {
-    const key = pick(3);
-    return { query: key.join(' '), positive: [...pick(4), ...key, ...pick(4)].join(' ') };
-  });
-}
+const dataset = wordDataset;
 
 async function rejects(t: any, run: () => Promise<unknown>, pattern: RegExp) {
   const error = await run().then(

@@ -48,3 +48,21 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
 }
+
+// Queries of three fixture-vocabulary words, each hidden in a positive of eleven: learnable by the tiny
+// model, and not by chance.
+const WORDS =
+  'model text token vector embed search query document retrieval train loss batch fast slow small large tiny random bert node library native gpu cpu memory kernel score similar sentence word data set test cat dog run quick brown fox jumps over lazy river bank money water paper cafe resume naive hello world new old good bad'.split(
+    ' ',
+  );
+
+/** `n` seeded (query, positive) training examples over the fixture's vocabulary. */
+export function wordDataset(n: number, seed = 7): { query: string; positive: string }[] {
+  let s = seed;
+  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const pick = (k: number) => Array.from({ length: k }, () => WORDS[Math.floor(r() * WORDS.length)]);
+  return Array.from({ length: n }, () => {
+    const key = pick(3);
+    return { query: key.join(' '), positive: [...pick(4), ...key, ...pick(4)].join(' ') };
+  });
+}
