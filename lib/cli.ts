@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { Encoder, type Device, type DType } from './encoder';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
-import { runtimeInfo } from './runtime';
+import { cpuMemory, runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
 import { parseJsonLines } from './files';
 import { METRICS } from './ir-metrics';
@@ -116,7 +116,7 @@ async function info(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, strict: true });
   const r = runtimeInfo();
   if (values.json) {
-    console.log(JSON.stringify(r, null, 2));
+    console.log(JSON.stringify({ ...r, cpuMemory: cpuMemory() }, null, 2));
     return;
   }
   console.log(`coltrast ${r.version}`);
@@ -131,6 +131,12 @@ async function info(argv: string[]): Promise<void> {
     console.log(`  CUDA runtime ${r.cudaRuntime ?? '-'}; NVIDIA driver ${r.nvidiaDriver ?? 'not loaded'}${r.cudaDriver ? ` (supports CUDA up to ${r.cudaDriver})` : ''}`);
   }
   console.log(`CPU threads: ${r.threads}`);
+  const cpu = cpuMemory();
+  console.log(
+    cpu.caching
+      ? `CPU tensors of 1 MiB and more: coltrast's caching allocator (keeps up to ${(cpu.cacheLimitBytes / 2 ** 30).toFixed(1)} GiB; COLTRAST_CPU_ALLOCATOR=system turns it off)`
+      : 'CPU tensors: libtorch\'s default allocator (COLTRAST_CPU_ALLOCATOR=system)',
+  );
   console.log(`BLAS: ${r.blas.kind}${r.blas.libraries.length ? ` (${r.blas.libraries.join(', ')})` : ''}`);
   if (r.blas.warning) console.log(`warning: ${r.blas.warning}`);
 }

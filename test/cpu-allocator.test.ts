@@ -73,3 +73,11 @@ test('the caching allocator computes exactly what libtorch\'s default allocator 
   t.is(caching.data.length, TEXTS.length * 256);
   t.deepEqual(caching.data, system.data);
 });
+
+test('coltrast info says which allocator serves CPU tensors', (t) => {
+  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  const info = (allocator: string) =>
+    spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', env: { ...process.env, COLTRAST_CPU_ALLOCATOR: allocator } }).stdout;
+  t.regex(info('caching'), /CPU tensors of 1 MiB and more: coltrast's caching allocator \(keeps up to [\d.]+ GiB/);
+  t.regex(info('system'), /CPU tensors: libtorch's default allocator/);
+});
