@@ -10,7 +10,8 @@
 #              dtype, odd shapes, against float64), compute-sanitizer memcheck / racecheck / synccheck on it,
 #              and its benchmarks at the issue's shapes, B = N = 262,144 contrastive included
 #     addon    builds the addon against the Python torch's CUDA libtorch, coltrast info, the test files
-#              that have CUDA cases (ops, encoder, precision, train, binary), compute-sanitizer on the CUDA
+#              that have CUDA cases or new native code (ops, encoder, precision, model-dir, binary,
+#              cpu-allocator; the whole suite is CI's, on the CPU), compute-sanitizer on the CUDA
 #              op tests, the Hugging Face reference check, a coltrast-trained model loaded by
 #              sentence-transformers, and the IR metrics against sentence-transformers' evaluator
 #     prebuild the CUDA prebuild (scripts/prebuild.js: prebuilds/linux-x64/cuda<major>-torch<x.y>/) and the CPU
@@ -105,7 +106,7 @@ addon() {
   build
   stage info node dist/cli.js info
   stage tests node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts test/encoder.test.ts test/precision.test.ts \
-    test/train.test.ts test/binary.test.ts
+    test/model-dir.test.ts test/binary.test.ts test/cpu-allocator.test.ts
   stage ops-memcheck compute-sanitizer --tool memcheck --error-exitcode 1 \
     node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts --match 'cuda*'
   stage hf-reference python3 scripts/fixtures/check_reference_hf.py
