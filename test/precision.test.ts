@@ -127,6 +127,12 @@ test.serial('a non-finite gradient without loss scaling is a clear error and lea
   // The trainer still works afterwards.
   const ok = await tr.step(q, d, STEP);
   t.true(Number.isFinite(ok.loss) && Number.isFinite(ok.gradNorm));
+  // dispose() frees it; later calls say so.
+  tr.dispose();
+  const gone = await tr.step(q, d, STEP).catch((e) => e);
+  t.true(gone instanceof ColtrastError);
+  t.is(gone.code, 'DISPOSED');
+  await t.throwsAsync(tr.saveState(path.join(tempDir(), 's.safetensors')), { message: /this trainer was disposed/ });
   enc.dispose();
 });
 
