@@ -8,6 +8,7 @@
 //   node scripts/bench/python/compare-gpu.js [--what embed,train,largest] [--quick] [--json out.json]
 //       [--shapes minilm,base] [--train-shape minilm] [--texts 10000] [--embed-batch-size 128]
 //       [--batch-sizes 32,128,512] [--steps 10] [--precisions bfloat16,float32] [--max-batch 65536]
+//       [--budget-seconds 480]
 //
 // embed: --texts mixed-length texts (about 10 to 300 tokens) per shape and dtype (float32, bfloat16):
 //   coltrast's embed() against SentenceTransformer.encode(), each with its own tokenization, texts/s and
@@ -22,7 +23,10 @@
 // largest: the largest batch (doubling from 256 up to --max-batch) at which one ColTrast training step of
 //   each side fits in GPU memory, in bfloat16.
 // Every coltrast measurement runs in a child process of its own (`--trial ...`), so memory peaks and
-// out-of-memory errors do not carry over. The model folders use the default model's English WordPiece
+// out-of-memory errors do not carry over. A machine lent for minutes must not lose a run to one failure:
+// the --json file is rewritten after every measurement (`complete: false` until the end), a failed or
+// timed-out measurement is recorded with its error and the next one runs, and measurements that would start
+// after --budget-seconds are listed as skipped. The model folders use the default model's English WordPiece
 // vocabulary (so texts tokenize as real text does) with real shapes' embedding tables (30,522 rows).
 'use strict';
 const fs = require('node:fs');
@@ -48,6 +52,7 @@ const { values } = parseArgs({
     steps: { type: 'string' },
     precisions: { type: 'string', default: 'bfloat16,float32' },
     'max-batch': { type: 'string', default: '65536' },
+    'budget-seconds': { type: 'string', default: '480' },
     device: { type: 'string', default: 'cuda' },
     json: { type: 'string' },
     // A child's one measurement: coltrast-embed | coltrast-train.
@@ -177,7 +182,7 @@ async function trial() {
 
 // ---- the parent ----
 function runJson(command, args) {
-  const r = spawnSync(command, args, { encoding: 'utf8', maxBuffer: 1 << 26, cwd: ROOT });
+  const r = spawnSync(command, args, { encoding: 'utf8', maxBuffer: 1 << 26, cwd: ROOT, timeout: 240_000, killSignal: 'SIGKILL' });
   const last = r.stdout.trim().split('\n').pop();
   if (r.status !== 0) {
     if (isOom(r.stderr) || isOom(r.stdout)) return { oom: true, error: 'out of memory (process failed)' };
@@ -203,6 +208,26 @@ async function main() {
   const what = values.what.split(',');
   const rows = { embed: [], train: [], largest: [] };
   const log = (s) => console.error(s);
+  const gpuName = gpu ? spawnSync(py, ['-c', 'import torch; print(torch.cuda.get_device_name())'], { encoding: 'utf8' }).stdout.trim() : null;
+  const result = { date: new Date().toISOString(), device, gpu: gpuName, torch: info.torchVersion, quick, steps, complete: false, rows, errors: [], skipped: [] };
+  const save = () => values.json && fs.writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
+  const started = Date.now();
+  const budget = Number(values['budget-seconds']) * 1000;
+  // Runs one measurement unless the budget is spent; records its failure and goes on.
+  const measure = (name, fn) => {
+    if (Date.now() - started > budget) {
+      result.skipped.push(name);
+      log(`${name}: skipped (past --budget-seconds)`);
+      return;
+    }
+    try {
+      fn();
+    } catch (error) {
+      result.errors.push({ measurement: name, error: String(error.message ?? error).slice(0, 2000) });
+      log(`${name}: FAILED ${String(error.message ?? error).split('\n')[0]}`);
+    }
+    save();
+  };
   try {
     if (what.includes('embed')) {
       const texts = makeTexts(textCount);
@@ -211,7 +236,7 @@ async function main() {
       const batchSize = values['embed-batch-size'];
       for (const shape of shapes) {
         const model = makeModel(path.join(work, `embed-${shape}`), shape, 512);
-        for (const dtype of gpu ? ['float32', 'bfloat16'] : ['float32']) {
+        for (const dtype of gpu ? ['float32', 'bfloat16'] : ['float32']) measure(`embed ${shape} ${dtype}`, () => {
           const ours = path.join(work, 'ours.bin');
           const theirs = path.join(work, 'theirs.bin');
           const c = coltrast(['--trial', 'coltrast-embed', '--model', model, '--data', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', ours]);
@@ -233,7 +258,7 @@ async function main() {
           };
           rows.embed.push(row);
           log(`embed ${shape} ${dtype}: coltrast ${row.coltrast.textsPerSecond} texts/s, sentence-transformers ${row.sentenceTransformers.textsPerSecond} (x${row.speedup}), max |diff| ${maxAbsDiff.toExponential(2)}`);
-        }
+        });
       }
     }
     const trainShape = values['train-shape'];
@@ -246,7 +271,7 @@ async function main() {
     if (what.includes('train')) {
       for (const precision of precisions) {
         for (const loss of ['coltrast', 'contrastive']) {
-          for (const batchSize of batchSizes) {
+          for (const batchSize of batchSizes) measure(`train ${loss} ${precision} batch ${batchSize}`, () => {
             const data = pairsFile(batchSize * (steps + 1));
             const common = ['--model', trainModel, '--data', data, '--batch-size', String(batchSize), '--steps', String(steps), '--precision', precision];
             const c = coltrast(['--trial', 'coltrast-train', '--loss', loss, ...common]);
@@ -263,7 +288,7 @@ async function main() {
             };
             rows.train.push(row);
             log(`train ${loss} ${precision} batch ${batchSize}: coltrast ${JSON.stringify(row.coltrast)}, python ${JSON.stringify(row.python)}`);
-          }
+          });
         }
       }
     }
@@ -272,29 +297,40 @@ async function main() {
       const largest = (run) => {
         let fits = 0;
         let peak;
+        let budgetSpent = false;
         for (let b = 256; b <= limit; b *= 2) {
+          if (Date.now() - started > budget) {
+            budgetSpent = true;
+            break;
+          }
           const r = run(b);
           if (r.oom) break;
           fits = b;
           peak = r.peakGpuMiB;
           log(`  batch ${b}: fits (peak ${peak} MiB, ${round(r.secondsPerStep, 2)} s/step)`);
         }
-        return { largestBatch: fits, peakGpuMiB: peak, reachedLimit: fits === limit };
+        return { largestBatch: fits, peakGpuMiB: peak, reachedLimit: fits === limit, stoppedByBudget: budgetSpent };
       };
       const args = (b) => ['--model', trainModel, '--data', pairsFile(2 * b), '--batch-size', String(b), '--steps', '1', '--precision', 'bfloat16'];
-      log('largest batch, coltrast:');
-      const c = largest((b) => coltrast(['--trial', 'coltrast-train', '--loss', 'coltrast', ...args(b)]));
-      log('largest batch, python (eager ColTrast):');
-      const p = largest((b) => python(py, ['train', '--loss', 'coltrast', '--loop', 'manual', ...args(b)]));
-      rows.largest.push({ shape: trainShape, loss: 'coltrast', precision: 'bfloat16', coltrast: c, python: p, ratio: p.largestBatch ? round(c.largestBatch / p.largestBatch, 2) : null });
+      const row = { shape: trainShape, loss: 'coltrast', precision: 'bfloat16', coltrast: null, python: null, ratio: null };
+      rows.largest.push(row);
+      measure('largest batch, coltrast', () => {
+        log('largest batch, coltrast:');
+        row.coltrast = largest((b) => coltrast(['--trial', 'coltrast-train', '--loss', 'coltrast', ...args(b)]));
+      });
+      measure('largest batch, python', () => {
+        log('largest batch, python (eager ColTrast):');
+        row.python = largest((b) => python(py, ['train', '--loss', 'coltrast', '--loop', 'manual', ...args(b)]));
+        if (row.coltrast && row.python.largestBatch) row.ratio = round(row.coltrast.largestBatch / row.python.largestBatch, 2);
+      });
     }
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
-  const gpuName = gpu ? spawnSync(py, ['-c', 'import torch; print(torch.cuda.get_device_name())'], { encoding: 'utf8' }).stdout.trim() : null;
-  const result = { date: new Date().toISOString(), device, gpu: gpuName, torch: info.torchVersion, quick, steps, rows };
-  if (values.json) fs.writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
+  result.complete = true;
+  save();
   console.log(JSON.stringify(result, null, 2));
+  if (result.errors.length) process.exitCode = 1;
 }
 
 main().catch((error) => {
