@@ -215,7 +215,7 @@ async function main() {
   const budget = Number(values['budget-seconds']) * 1000;
   // Runs one measurement unless the budget is spent; records its failure and goes on.
   const measure = (name, fn) => {
-    if (Date.now() - started > budget) {
+    if (Date.now() - started >= budget) {
       result.skipped.push(name);
       log(`${name}: skipped (past --budget-seconds)`);
       return;
@@ -299,7 +299,7 @@ async function main() {
         let peak;
         let budgetSpent = false;
         for (let b = 256; b <= limit; b *= 2) {
-          if (Date.now() - started > budget) {
+          if (Date.now() - started >= budget) {
             budgetSpent = true;
             break;
           }

@@ -1,0 +1,60 @@
+// scripts/bench/python/compare-gpu.js only measures something on the accelerator machine, where
+// sentence-transformers is installed. Its plumbing (child processes, arguments, JSON, the largest-batch
+// search, the time budget) runs here on the CPU against a stand-in for sentence-transformers
+// (test/fixtures/st-stand-in), so that a session with a few minutes of GPU time does not spend them on a
+// broken script. The numbers of such a run mean nothing and are not checked.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { tempDir } from './helpers/fixture';
+
+const ROOT = path.resolve(__dirname, '..');
+const PYTHON = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch']).status === 0);
+const withPython = PYTHON ? test : test.skip;
+const why = PYTHON ? '' : ' [skipped: no python3 with torch]';
+
+withPython(`compare-gpu.js runs end to end on the CPU against a stand-in for sentence-transformers${why}`, (t) => {
+  const out = path.join(tempDir(), 'compare.json');
+  const r = spawnSync(
+    process.execPath,
+    [
+      path.join(ROOT, 'scripts', 'bench', 'python', 'compare-gpu.js'),
+      '--device', 'cpu', '--shapes', 'tiny', '--train-shape', 'tiny', '--texts', '40', '--embed-batch-size', '16',
+      '--batch-sizes', '8', '--steps', '1', '--precisions', 'bfloat16', '--max-batch', '256', '--json', out,
+    ],
+    { cwd: ROOT, encoding: 'utf8', env: { ...process.env, COLTRAST_PYTHON: PYTHON, PYTHONPATH: path.join(ROOT, 'test', 'fixtures', 'st-stand-in') } },
+  );
+  t.is(r.status, 0, r.stderr.slice(-3000));
+  const result = JSON.parse(fs.readFileSync(out, 'utf8'));
+  t.true(result.complete);
+  t.deepEqual(result.errors, []);
+  t.deepEqual(result.skipped, []);
+  t.deepEqual(result.rows.embed.map((e: any) => [e.shape, e.dtype, e.texts]), [['tiny', 'float32', 40]]);
+  t.true(result.rows.embed.every((e: any) => e.coltrast.textsPerSecond > 0 && e.sentenceTransformers.textsPerSecond > 0 && Number.isFinite(e.maxAbsDiff)));
+  t.deepEqual(result.rows.train.map((e: any) => [e.loss, e.precision, e.batchSize]), [['coltrast', 'bfloat16', 8], ['contrastive', 'bfloat16', 8]]);
+  for (const row of result.rows.train) {
+    t.true(row.coltrast.samplesPerSecond > 0 && row.python.samplesPerSecond > 0, JSON.stringify(row));
+    t.true(row.coltrast.nodeOverheadPercent >= 0 && row.coltrast.nodeOverheadPercent < 100);
+  }
+  t.regex(result.rows.train[0].python.baseline, /eager ColTrast/);
+  t.regex(result.rows.train[1].python.baseline, /MNRL \(trainer\)/);
+  const [largest] = result.rows.largest;
+  t.is(largest.coltrast.largestBatch, 256, 'doubling from 256 up to --max-batch');
+  t.true(largest.coltrast.reachedLimit);
+  t.is(largest.python.largestBatch, 256);
+});
+
+withPython(`compare-gpu.js skips what would start after its time budget and still writes its JSON${why}`, (t) => {
+  const out = path.join(tempDir(), 'compare.json');
+  const r = spawnSync(
+    process.execPath,
+    [path.join(ROOT, 'scripts', 'bench', 'python', 'compare-gpu.js'), '--device', 'cpu', '--what', 'embed,train', '--shapes', 'tiny', '--train-shape', 'tiny', '--texts', '20', '--batch-sizes', '8', '--steps', '1', '--precisions', 'float32', '--budget-seconds', '0', '--json', out],
+    { cwd: ROOT, encoding: 'utf8', env: { ...process.env, COLTRAST_PYTHON: PYTHON, PYTHONPATH: path.join(ROOT, 'test', 'fixtures', 'st-stand-in') } },
+  );
+  t.is(r.status, 0, r.stderr.slice(-3000));
+  const result = JSON.parse(fs.readFileSync(out, 'utf8'));
+  t.true(result.complete);
+  t.deepEqual(result.skipped, ['embed tiny float32', 'train coltrast float32 batch 8', 'train contrastive float32 batch 8']);
+  t.deepEqual(result.rows.embed, []);
+});
