@@ -58,7 +58,8 @@ struct LossParts {
 };
 
 // The two losses of one batch, differentiable when grad mode is on. The model (and the projection head)
-// run under autocast when `autocast` is a lower precision; the losses always take float32.
+// run under autocast when `autocast` is a lower precision; the losses take float32 inputs, except the
+// late-interaction loss on a GPU (below), and compute in float32.
 std::pair<torch::Tensor, LossParts> batchLoss(LoadedEncoder& enc, const TokenBatch& q, const TokenBatch& d,
                                               const StepOptions& s, torch::ScalarType autocast) {
   const torch::Tensor qMask = q.tensor(q.mask, enc.device), dMask = d.tensor(d.mask, enc.device);
@@ -84,8 +85,12 @@ std::pair<torch::Tensor, LossParts> batchLoss(LoadedEncoder& enc, const TokenBat
     total = total + s.contrastiveWeight * loss;
   }
   if (s.lateInteractionWeight > 0) {
-    const torch::Tensor qt = F::normalize(qStates.to(torch::kFloat32), unit);
-    const torch::Tensor dt = F::normalize(dStates.to(torch::kFloat32), unit);
+    // Normalized in float32. With mixed precision on a GPU the fused MaxSim kernels then take the token
+    // vectors in the autocast dtype, which runs their products on the tensor cores (accumulating in
+    // float32); on the CPU they stay float32.
+    const torch::ScalarType tokens = enc.device.is_cuda() ? autocast : torch::kFloat32;
+    const torch::Tensor qt = F::normalize(qStates.to(torch::kFloat32), unit).to(tokens);
+    const torch::Tensor dt = F::normalize(dStates.to(torch::kFloat32), unit).to(tokens);
     ops::LateInteractionOptions late;
     late.kind = s.bce ? ops::LateInteractionOptions::Kind::Bce : ops::LateInteractionOptions::Kind::CrossEntropy;
     late.normalizeByQueryLength = true;
