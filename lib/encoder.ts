@@ -240,9 +240,9 @@ export class Encoder {
       const [q, d] = await Promise.all([this.tokenizer.encode(queries), this.tokenizer.encode(documents)]);
       return { queries: padBatch(q), documents: padBatch(d), tokenizeSeconds: (performance.now() - started) / 1000 };
     };
-    const run = async (kind: 'step' | 'evaluate', batch: PreparedBatch | Promise<PreparedBatch>, stepOptions: NativeStepOptions) =>
+    const run = async (kind: 'step' | 'evaluate', batch: PreparedBatch, stepOptions: NativeStepOptions) =>
       this.withModel(async () => {
-        const { queries, documents, tokenizeSeconds } = await batch;
+        const { queries, documents, tokenizeSeconds } = batch;
         try {
           const result = await trainer[kind]({ queries, documents, pooling: this.files.pooling, ...stepOptions });
           return { ...result, tokenizeSeconds };
@@ -259,8 +259,8 @@ export class Encoder {
         }
       });
     return {
-      step: (queries, documents, stepOptions) => run('step', prepare(queries, documents), stepOptions),
-      evaluate: (queries, documents, stepOptions) => run('evaluate', prepare(queries, documents), stepOptions),
+      step: async (queries, documents, stepOptions) => run('step', await prepare(queries, documents), stepOptions),
+      evaluate: async (queries, documents, stepOptions) => run('evaluate', await prepare(queries, documents), stepOptions),
       prepare,
       stepPrepared: (batch, stepOptions) => run('step', batch, stepOptions),
       saveState: (file) => state('saveState', file),

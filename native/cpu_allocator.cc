@@ -11,7 +11,6 @@
 #include <string>
 #include <unordered_map>
 
-
 namespace coltrast {
 namespace {
 
