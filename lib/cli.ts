@@ -52,6 +52,7 @@ commands:
     --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
     --projection-dim <n> --projection-activation identity|tanh   (a trained Dense head on the pooled vector)
     --precision float32|bfloat16|float16   (mixed precision: bfloat16 on CPU or CUDA, float16 on CUDA)
+    --mini-batch-size <n>    gradient caching: encode each batch n texts at a time (large batches in little memory)
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
@@ -191,7 +192,7 @@ const TRAIN_FLAGS = {
   'val-split': 'number', seed: 'int', 'contrastive-weight': 'number', 'late-interaction-weight': 'number', temperature: 'number',
   'late-interaction': 'string', symmetric: 'boolean', patience: 'int', metric: 'string', 'max-negatives': 'int', 'hard-negatives': 'int',
   device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean', 'print-schema': 'boolean',
-  'projection-dim': 'int', 'projection-activation': 'string', precision: 'string',
+  'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -244,7 +245,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     ['learning-rate', 'learningRate'], ['warmup-ratio', 'warmupRatio'], ['schedule', 'schedule'], ['weight-decay', 'weightDecay'],
     ['max-grad-norm', 'maxGradNorm'], ['gradient-accumulation', 'gradientAccumulation'], ['val-split', 'valSplit'], ['seed', 'seed'],
     ['max-negatives', 'maxNegatives'], ['device', 'device'], ['threads', 'threads'], ['checkpoint-every', 'checkpointEvery'],
-    ['resume', 'resume'], ['precision', 'precision'],
+    ['resume', 'resume'], ['precision', 'precision'], ['mini-batch-size', 'miniBatchSize'],
   ];
   for (const [flag, key] of flat) set(v[flag], (x) => (o[key] = x));
   for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric']]) {

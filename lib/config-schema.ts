@@ -28,6 +28,7 @@ export const TRAIN_CONFIG_SCHEMA = {
     weightDecay: number({ minimum: 0 }),
     maxGradNorm: number({ minimum: 0 }),
     gradientAccumulation: integer(1),
+    miniBatchSize: integer(1),
     valSplit: fraction,
     maxNegatives: integer(0),
     checkpointEvery: integer(0),

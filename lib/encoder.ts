@@ -273,14 +273,17 @@ export class Encoder {
    * @internal Gives a model without one a new projection head (a Dense module, PyTorch's nn.Linear
    * initialization from `seed`), for train({ projection }); it is trained with the model and saved with it.
    */
-  addProjectionHead(outFeatures: number, activation: 'identity' | 'tanh', seed: number): void {
+  async addProjectionHead(outFeatures: number, activation: 'identity' | 'tanh', seed: number): Promise<void> {
     if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
     if (this.dense) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a projection head (a Dense module); drop the projection option`);
-    try {
-      this.handle.addProjection({ outFeatures, tanh: activation === 'tanh', seed });
-    } catch (error) {
-      throw fromNative(error);
-    }
+    const handle = this.handle;
+    await this.withModel(async () => {
+      try {
+        await handle.addProjection({ outFeatures, tanh: activation === 'tanh', seed });
+      } catch (error) {
+        throw fromNative(error);
+      }
+    });
     this.dense = { inFeatures: this.tokenDimension, outFeatures, bias: true, activation };
   }
 

@@ -34,7 +34,7 @@ export interface NativeEncoder {
   /** The model's weights to `file`, and the projection head's to `denseFile` when it has one. */
   saveWeights(file: string, dtype: string, denseFile?: string): Promise<void>;
   /** A new, seeded, randomly initialized projection head (throws if the model has one). */
-  addProjection(options: { outFeatures: number; tanh: boolean; seed: number }): void;
+  addProjection(options: { outFeatures: number; tanh: boolean; seed: number }): Promise<void>;
   info(): NativeEncoderInfo;
   dispose(): void;
 }
@@ -103,6 +103,13 @@ export interface NativeStepOptions {
   lossScale: number;
   /** false: only accumulate gradients. */
   apply: boolean;
+  /**
+   * > 0: gradient caching. The batch is encoded this many texts at a time, first without autograd, then
+   * again with it, backpropagating the whole batch's loss gradient (TrainOptions.miniBatchSize).
+   */
+  miniBatchSize?: number;
+  /** With miniBatchSize: report how far each mini-batch's second pass strayed from its first (miniBatchMaxDiff). */
+  verifyMiniBatches?: boolean;
 }
 
 export interface NativeStepResult {
@@ -116,6 +123,8 @@ export interface NativeStepResult {
   gradScale: number;
   /** Wall time of the native work of this call (forward, backward, update), in seconds. */
   seconds: number;
+  /** verifyMiniBatches: the largest absolute difference between a mini-batch's two passes (0 when replayed exactly). */
+  miniBatchMaxDiff?: number;
 }
 
 export type PaddedBatch = { inputIds: Int32Array; attentionMask: Int32Array; tokenTypeIds: Int32Array; batchSize: number; seqLen: number };

@@ -61,6 +61,13 @@ export interface TrainOptions {
   maxGradNorm?: number;
   /** Batches whose gradients are summed before each update (default 1). */
   gradientAccumulation?: number;
+  /**
+   * Gradient caching (GradCache; sentence-transformers' Cached* losses): encode each batch this many texts
+   * at a time, so that the encoder's activations are held for one mini-batch only and the batch size (the
+   * number of in-batch negatives) is bounded by the losses' memory, not the encoder's. The gradients are
+   * the whole batch's, unlike gradientAccumulation's; each step costs one more forward pass. Default: off.
+   */
+  miniBatchSize?: number;
   loss?: LossOptions;
   /** Fraction of the examples (by group) held out for validation (default 0.2; 0 for none). */
   valSplit?: number;
@@ -143,7 +150,7 @@ export interface TrainResult {
 
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
-  'gradientAccumulation', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'chunking', 'mining', 'seed', 'device', 'threads',
+  'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'chunking', 'mining', 'seed', 'device', 'threads',
   'precision', 'checkpointEvery', 'resume', 'onProgress', 'progressBar',
 ] as const;
 const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric'] as const;
@@ -225,6 +232,7 @@ function readConfig(options: TrainOptions): Config {
       symmetric: booleanValue('options.loss.symmetric', loss.symmetric ?? false),
       lateInteractionKind: oneOf('options.loss.lateInteraction', loss.lateInteraction ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
       maxGradNorm: 0, // set from maxGradNorm below
+      ...(o.miniBatchSize === undefined ? {} : { miniBatchSize: positiveInteger('options.miniBatchSize', o.miniBatchSize) }),
     },
   };
 }
@@ -355,7 +363,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       val = split.val;
     }
     // A resumed run's checkpoint model has the head already.
-    if (config.projection && !saved) encoder.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
+    if (config.projection && !saved) await encoder.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
     const trainer = await encoder.createTrainer({
       learningRate: config.learningRate,
       weightDecay: config.weightDecay,

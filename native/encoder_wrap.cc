@@ -30,7 +30,11 @@ torch::nn::Linear loadDense(const std::string& path, int64_t hiddenSize) {
                           std::to_string(hiddenSize) + "] (the model's hidden size)");
   }
   const bool bias = file.has("linear.bias");
-  torch::nn::Linear dense(torch::nn::LinearOptions(weight.size(1), weight.size(0)).bias(bias));
+  torch::nn::Linear dense{nullptr};
+  {
+    PreservedCpuGenerator initialWeights;  // drawn and discarded: the file's replace them
+    dense = torch::nn::Linear(torch::nn::LinearOptions(weight.size(1), weight.size(0)).bias(bias));
+  }
   torch::NoGradGuard noGrad;
   dense->weight.copy_(weight);
   if (bias) {
@@ -57,7 +61,10 @@ class LoadWorker : public PromiseWorker {
     auto loaded = std::make_shared<LoadedEncoder>();
     loaded->device = parseDevice(options_.device);
     loaded->dtype = parseDtype(options_.dtype);
-    loaded->model = createEncoder(config);
+    {
+      PreservedCpuGenerator initialWeights;  // drawn and discarded: the safetensors weights replace them
+      loaded->model = createEncoder(config);
+    }
     SafetensorsFile weights(options_.weightsPath);
     loaded->model->loadWeights(weights, torch::kFloat32);
     loaded->model->to(loaded->device, loaded->dtype);
@@ -247,7 +254,41 @@ Napi::Value EncoderWrap::saveWeights(const Napi::CallbackInfo& info) {
 
 // addProjection({ outFeatures, tanh, seed }): a new, randomly initialized projection head (PyTorch's
 // nn.Linear initialization: uniform in ±1/sqrt(in_features), from a generator of its own so the draw is
-// seeded). Synchronous: it is one small matrix.
+// seeded). On a worker thread: building the module waits for the global generator (runtime.h), which a
+// training step elsewhere may hold.
+class AddProjectionWorker : public PromiseWorker {
+ public:
+  AddProjectionWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, int64_t out, bool tanh, uint64_t seed)
+      : PromiseWorker(env), encoder_(std::move(encoder)), out_(out), tanh_(tanh), seed_(seed) {}
+
+ protected:
+  void compute() override {
+    std::lock_guard<std::mutex> lock(encoder_->mutex);
+    if (encoder_->dense) throw invalidArgument("this model already has a projection head");
+    const int64_t in = encoder_->model->hiddenSize();
+    auto generator = at::detail::createCPUGenerator(seed_);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    torch::nn::Linear dense{nullptr};
+    {
+      PreservedCpuGenerator initialWeights;  // drawn and discarded: replaced below
+      dense = torch::nn::Linear(torch::nn::LinearOptions(in, out_).bias(true));
+    }
+    torch::NoGradGuard noGrad;
+    dense->weight.copy_(torch::empty({out_, in}).uniform_(-bound, bound, generator));
+    dense->bias.copy_(torch::empty({out_}).uniform_(-bound, bound, generator));
+    dense->to(encoder_->device);
+    encoder_->dense = dense;
+    encoder_->denseTanh = tanh_;
+  }
+  Napi::Value result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<LoadedEncoder> encoder_;
+  int64_t out_;
+  bool tanh_;
+  uint64_t seed_;
+};
+
 Napi::Value EncoderWrap::addProjection(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto encoder = live(env);
@@ -255,19 +296,8 @@ Napi::Value EncoderWrap::addProjection(const Napi::CallbackInfo& info) {
     auto o = info[0].As<Napi::Object>();
     const auto out = static_cast<int64_t>(numberOr(o, "outFeatures", 0));
     if (out < 1) throw invalidArgument("outFeatures must be a positive integer");
-    if (encoder->dense) throw invalidArgument("this model already has a projection head");
-    std::lock_guard<std::mutex> lock(encoder->mutex);
-    const int64_t in = encoder->model->hiddenSize();
-    auto generator = at::detail::createCPUGenerator(static_cast<uint64_t>(numberOr(o, "seed", 42)));
-    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    torch::nn::Linear dense(torch::nn::LinearOptions(in, out).bias(true));
-    torch::NoGradGuard noGrad;
-    dense->weight.copy_(torch::empty({out, in}).uniform_(-bound, bound, generator));
-    dense->bias.copy_(torch::empty({out}).uniform_(-bound, bound, generator));
-    dense->to(encoder->device);
-    encoder->dense = dense;
-    encoder->denseTanh = boolOr(o, "tanh", false);
-    return env.Undefined();
+    return (new AddProjectionWorker(env, encoder, out, boolOr(o, "tanh", false), static_cast<uint64_t>(numberOr(o, "seed", 42))))
+        ->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }

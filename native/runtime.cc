@@ -1,5 +1,6 @@
 #include "runtime.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
@@ -96,6 +97,23 @@ Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+std::mutex& cpuGeneratorMutex() {
+  static std::mutex m;
+  return m;
+}
+
+PreservedCpuGenerator::PreservedCpuGenerator() : lock_(cpuGeneratorMutex()) {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> g(generator.mutex());
+  state_ = generator.get_state();
+}
+
+PreservedCpuGenerator::~PreservedCpuGenerator() {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> g(generator.mutex());
+  generator.set_state(state_);
+}
 
 void applyThreadSetting() {
   int wanted = configuredThreads.load();

@@ -3,6 +3,7 @@
 #include <napi.h>
 #include <torch/torch.h>
 
+#include <mutex>
 #include <string>
 
 namespace coltrast {
@@ -13,6 +14,26 @@ void applyThreadSetting();
 // "cpu", "cuda", "cuda:N" -> a device, or a DEVICE error saying what is missing.
 torch::Device parseDevice(const std::string& name);
 torch::ScalarType parseDtype(const std::string& name);
+
+// libtorch's default CPU generator is one per process. A training step swaps its run's state into it for
+// dropout (train/trainer_wrap.cc), and building a torch::nn module draws the module's initial weights from
+// it (coltrast overwrites them). Everyone who uses the generator holds this lock, so that a model loading
+// on one thread never moves the random stream of a step running on another.
+std::mutex& cpuGeneratorMutex();
+
+// For code that draws numbers nobody keeps (module construction): holds the lock and puts the generator
+// back as it found it.
+class PreservedCpuGenerator {
+ public:
+  PreservedCpuGenerator();
+  ~PreservedCpuGenerator();
+  PreservedCpuGenerator(const PreservedCpuGenerator&) = delete;
+  PreservedCpuGenerator& operator=(const PreservedCpuGenerator&) = delete;
+
+ private:
+  std::lock_guard<std::mutex> lock_;
+  at::Tensor state_;
+};
 
 void defineRuntime(Napi::Env env, Napi::Object exports);
 

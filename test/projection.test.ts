@@ -87,7 +87,7 @@ test('a reloaded model computes normalize(tanh(W · mean(tokens) + b)); tokens k
 
 test('the head trains: it moved from its seeded initialization, and saving again writes the same weights', async (t) => {
   const fresh = await Encoder.load(FIXTURE, { device: 'cpu' });
-  fresh.addProjectionHead(12, 'tanh', 3);
+  await fresh.addProjectionHead(12, 'tanh', 3);
   const initial = path.join(tempDir(), 'initial');
   await fresh.save(initial);
   fresh.dispose();

@@ -222,6 +222,39 @@ test.serial('the same seed gives the same model; the saved model reproduces the 
   reloaded.dispose();
 });
 
+// Dropout draws from libtorch's one global CPU generator, which each step sets to its run's state; building
+// a model's modules draws from it too. Loads running beside a step must not move that step's stream.
+test.serial('models loading while a trainer steps do not change its dropout', async (t) => {
+  const batches = [0, 1, 2, 3, 4, 5].map((i) => dataset(6, 40 + i));
+  const STEP = { contrastiveWeight: 0.5, lateInteractionWeight: 0.5, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 1e-3, maxGradNorm: 1, lossScale: 1, apply: true };
+  const steps = async (busy: boolean) => {
+    const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+    const tr = await enc.createTrainer({ seed: 8 });
+    let training = true;
+    const loads = (async () => {
+      let n = 0;
+      while (busy && training) {
+        const other = await Encoder.load(FIXTURE, { device: 'cpu' });
+        await other.addProjectionHead(8, 'identity', n);
+        other.dispose();
+        n++;
+      }
+      return n;
+    })();
+    const losses = [];
+    for (const b of batches) losses.push((await tr.step(b.map((e) => e.query), b.map((e) => e.positive), STEP)).loss);
+    training = false;
+    const loaded = await loads;
+    enc.dispose();
+    return { losses, loaded };
+  };
+  const quiet = await steps(false);
+  const busy = await steps(true);
+  t.true(busy.loaded > 0);
+  // Far apart when the stream moves (other dropout masks); equal but for the last bits when it does not.
+  busy.losses.forEach((l, i) => t.true(Math.abs(l - quiet.losses[i]) <= 1e-5 * Math.abs(quiet.losses[i]), `step ${i + 1}: ${l} vs ${quiet.losses[i]} with ${busy.loaded} loads beside it`));
+});
+
 test('triplets with hard negatives and gradient accumulation train too', async (t) => {
   const data = dataset(12, 3).map((e, i, all) => ({ ...e, negatives: [all[(i + 1) % all.length].positive] }));
   const run = await train({

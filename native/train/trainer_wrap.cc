@@ -35,6 +35,10 @@ struct StepOptions {
   bool symmetric = false, bce = false;
   double learningRate = 2e-5, maxGradNorm = 1.0, lossScale = 1.0;
   bool apply = true;  // false: accumulate gradients only (gradient accumulation)
+  // > 0: encode the batch this many texts at a time (gradient caching, below); 0: all at once.
+  int64_t miniBatchSize = 0;
+  // With miniBatchSize: compare each mini-batch's recomputed output with its first pass (a diagnostic).
+  bool verifyMiniBatches = false;
 };
 
 StepOptions readStepOptions(const Napi::Object& o) {
@@ -49,37 +53,69 @@ StepOptions readStepOptions(const Napi::Object& o) {
   s.maxGradNorm = numberOr(o, "maxGradNorm", s.maxGradNorm);
   s.lossScale = numberOr(o, "lossScale", s.lossScale);
   s.apply = boolOr(o, "apply", s.apply);
+  const double mini = numberOr(o, "miniBatchSize", 0);
+  if (!(mini >= 0) || mini != std::floor(mini)) throw invalidArgument("miniBatchSize must be an integer >= 0 (0: no mini-batches)");
+  s.miniBatchSize = static_cast<int64_t>(mini);
+  s.verifyMiniBatches = boolOr(o, "verifyMiniBatches", s.verifyMiniBatches);
   return s;
 }
 
 struct LossParts {
   double total = 0, contrastive = 0, lateInteraction = 0, gradNorm = 0;
   bool skipped = false;  // float16: the gradients overflowed and the update was not applied
+  double miniBatchMaxDiff = -1;  // verifyMiniBatches: largest |recomputed - first pass| (-1: not checked)
 };
 
-// The two losses of one batch, differentiable when grad mode is on. The model (and the projection head)
-// run under autocast when `autocast` is a lower precision; the losses take float32 inputs, except the
-// late-interaction loss on a GPU (below), and compute in float32.
-std::pair<torch::Tensor, LossParts> batchLoss(LoadedEncoder& enc, const TokenBatch& q, const TokenBatch& d,
-                                              const StepOptions& s, torch::ScalarType autocast) {
-  const torch::Tensor qMask = q.tensor(q.mask, enc.device), dMask = d.tensor(d.mask, enc.device);
-  torch::Tensor qStates, dStates, qPooled, dPooled;
-  {
-    AutocastScope scope(enc.device, autocast);
-    qStates = enc.model->forward(q.tensor(q.ids, enc.device), qMask, q.tensor(q.types, enc.device));
-    dStates = enc.model->forward(d.tensor(d.ids, enc.device), dMask, d.tensor(d.types, enc.device));
-    if (s.contrastiveWeight > 0) {
-      qPooled = enc.project(pool(qStates, qMask, s.pooling));
-      dPooled = enc.project(pool(dStates, dMask, s.pooling));
+// One side of a batch (queries or documents) on the model's device.
+struct Side {
+  torch::Tensor ids, mask, types;
+  const TokenBatch* batch;
+  Side(const TokenBatch& b, const torch::Device& device)
+      : ids(b.tensor(b.ids, device)), mask(b.tensor(b.mask, device)), types(b.tensor(b.types, device)), batch(&b) {}
+  // Columns up to the last attended token of rows [start, start + count): a mini-batch's own padding.
+  int64_t length(int64_t start, int64_t count) const {
+    int64_t len = 1;
+    for (int64_t r = start; r < start + count; ++r) {
+      for (int64_t c = batch->seq - 1; c >= len; --c) {
+        if (batch->mask[static_cast<size_t>(r * batch->seq + c)] != 0) {
+          len = c + 1;
+          break;
+        }
+      }
     }
+    return len;
   }
+};
+
+// Token states [count, len, dim] (the model's output dtype) and, when the contrastive loss is on, pooled
+// vectors through the projection head [count, out] of rows [start, start + count), columns [0, len).
+struct Encoded {
+  torch::Tensor states, pooled;
+};
+
+Encoded encode(LoadedEncoder& enc, const Side& side, int64_t start, int64_t count, int64_t len, const StepOptions& s,
+               torch::ScalarType autocast) {
+  auto rows = [&](const torch::Tensor& t) { return t.narrow(0, start, count).narrow(1, 0, len); };
+  const torch::Tensor mask = rows(side.mask);
+  AutocastScope scope(enc.device, autocast);
+  Encoded out;
+  out.states = enc.model->forward(rows(side.ids), mask, rows(side.types));
+  if (s.contrastiveWeight > 0) out.pooled = enc.project(pool(out.states, mask, s.pooling));
+  return out;
+}
+
+// The two losses of one batch from its encoded sides, differentiable when grad mode is on. The losses take
+// float32 inputs, except the late-interaction loss on a GPU (below), and compute in float32.
+std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const Encoded& q, const torch::Tensor& qMask,
+                                              const Encoded& d, const torch::Tensor& dMask, const StepOptions& s,
+                                              torch::ScalarType autocast) {
   const torch::Tensor tau = torch::full({}, s.temperature, torch::TensorOptions().device(enc.device));
   const auto unit = F::NormalizeFuncOptions().dim(-1);
   torch::Tensor total = torch::zeros({}, torch::TensorOptions().device(enc.device));
   LossParts parts;
   if (s.contrastiveWeight > 0) {
-    const torch::Tensor qp = F::normalize(qPooled.to(torch::kFloat32), unit);
-    const torch::Tensor dp = F::normalize(dPooled.to(torch::kFloat32), unit);
+    const torch::Tensor qp = F::normalize(q.pooled.to(torch::kFloat32), unit);
+    const torch::Tensor dp = F::normalize(d.pooled.to(torch::kFloat32), unit);
     const torch::Tensor loss = ops::contrastiveLoss(qp, dp, tau, {s.symmetric});
     parts.contrastive = loss.item<double>();
     total = total + s.contrastiveWeight * loss;
@@ -89,8 +125,8 @@ std::pair<torch::Tensor, LossParts> batchLoss(LoadedEncoder& enc, const TokenBat
     // vectors in the autocast dtype, which runs their products on the tensor cores (accumulating in
     // float32); on the CPU they stay float32.
     const torch::ScalarType tokens = enc.device.is_cuda() ? autocast : torch::kFloat32;
-    const torch::Tensor qt = F::normalize(qStates.to(torch::kFloat32), unit).to(tokens);
-    const torch::Tensor dt = F::normalize(dStates.to(torch::kFloat32), unit).to(tokens);
+    const torch::Tensor qt = F::normalize(q.states.to(torch::kFloat32), unit).to(tokens);
+    const torch::Tensor dt = F::normalize(d.states.to(torch::kFloat32), unit).to(tokens);
     ops::LateInteractionOptions late;
     late.kind = s.bce ? ops::LateInteractionOptions::Kind::Bce : ops::LateInteractionOptions::Kind::CrossEntropy;
     late.normalizeByQueryLength = true;
@@ -103,16 +139,107 @@ std::pair<torch::Tensor, LossParts> batchLoss(LoadedEncoder& enc, const TokenBat
   return {total, parts};
 }
 
-// Steps of all trainers in the process take turns with the global generator.
-std::mutex& rngMutex() {
-  static std::mutex m;
-  return m;
-}
+// Gradient caching (GradCache, Gao et al. 2021; sentence-transformers' Cached* losses): the batch is
+// encoded `miniBatchSize` texts at a time without autograd, the loss and its gradient with respect to the
+// token states and pooled vectors are computed over the whole batch, and then each mini-batch is encoded
+// again with autograd and backpropagates its slice of that gradient. The gradients are those of the whole
+// batch (the loss is not split), while the encoder's activations are held for one mini-batch at a time, so
+// the batch size, and with it the number of in-batch negatives, is bounded by the fused losses' O(B·N)
+// memory rather than by the encoder. The price is a second forward pass. Each mini-batch's second pass
+// replays the random-number state of its first (dropout draws the same masks), and each is cut to its own
+// longest text.
+class MiniBatches {
+ public:
+  MiniBatches(LoadedEncoder& enc, const StepOptions& s, torch::ScalarType autocast)
+      : enc_(enc), s_(s), autocast_(autocast), generator_(at::globalContext().defaultGenerator(enc.device)) {}
 
-// Holds the global CPU generator on `state` for the guard's lifetime and saves where it got to.
+  // Encodes every mini-batch of `side` (grad mode as the caller set it) and returns the whole side, padded
+  // back to the batch's length; remembers each mini-batch's random-number state for recompute().
+  Encoded encodeAll(const Side& side) {
+    std::vector<Encoded> parts;
+    const int64_t batch = side.batch->batch, seq = side.batch->seq;
+    for (int64_t start = 0; start < batch; start += s_.miniBatchSize) {
+      Chunk c{&side, start, std::min(s_.miniBatchSize, batch - start), 0, generatorState()};
+      c.len = side.length(c.start, c.count);
+      parts.push_back(encode(enc_, side, c.start, c.count, c.len, s_, autocast_));
+      chunks_.push_back(c);
+    }
+    Encoded all;
+    all.states = torch::zeros({batch, seq, parts[0].states.size(2)}, parts[0].states.options());
+    size_t i = chunks_.size() - parts.size();
+    for (auto& part : parts) {
+      const Chunk& c = chunks_[i++];
+      all.states.narrow(0, c.start, c.count).narrow(1, 0, c.len).copy_(part.states);
+    }
+    if (s_.contrastiveWeight > 0) {
+      std::vector<torch::Tensor> pooled;
+      for (auto& part : parts) pooled.push_back(part.pooled);
+      all.pooled = torch::cat(pooled);
+    }
+    return all;
+  }
+
+  // The second pass: every mini-batch encoded with autograd, backpropagating its slice of `grad` (the loss's
+  // gradient with respect to the cached side `cached` of that mini-batch's side). Returns the largest
+  // difference between recomputed and cached outputs when asked to verify, else -1.
+  double backward(const Side& q, const Encoded& qCached, const Encoded& qGrad, const Side& d, const Encoded& dCached,
+                  const Encoded& dGrad) {
+    const auto after = generatorState();
+    double maxDiff = -1;
+    for (const Chunk& c : chunks_) {
+      const bool isQuery = c.side == &q;
+      const Encoded& grad = isQuery ? qGrad : dGrad;
+      const Encoded& cached = isQuery ? qCached : dCached;
+      setGeneratorState(c.rng);
+      const Encoded out = encode(enc_, *c.side, c.start, c.count, c.len, s_, autocast_);
+      // A loss with weight 0 leaves its input without a gradient.
+      std::vector<torch::Tensor> outputs, grads;
+      if (grad.states.defined()) {
+        outputs.push_back(out.states);
+        grads.push_back(grad.states.narrow(0, c.start, c.count).narrow(1, 0, c.len));
+      }
+      if (grad.pooled.defined()) {
+        outputs.push_back(out.pooled);
+        grads.push_back(grad.pooled.narrow(0, c.start, c.count));
+      }
+      if (s_.verifyMiniBatches) {
+        const torch::Tensor first = cached.states.narrow(0, c.start, c.count).narrow(1, 0, c.len);
+        maxDiff = std::max(maxDiff, (out.states.detach().to(torch::kFloat32) - first.to(torch::kFloat32)).abs().max().item<double>());
+      }
+      torch::autograd::backward(outputs, grads);
+    }
+    setGeneratorState(after);
+    return maxDiff;
+  }
+
+ private:
+  struct Chunk {
+    const Side* side;
+    int64_t start, count, len;
+    at::Tensor rng;
+  };
+  at::Tensor generatorState() {
+    std::lock_guard<std::mutex> g(generator_.mutex());
+    return generator_.get_state();
+  }
+  void setGeneratorState(const at::Tensor& state) {
+    std::lock_guard<std::mutex> g(generator_.mutex());
+    generator_.set_state(state);
+  }
+
+  LoadedEncoder& enc_;
+  const StepOptions& s_;
+  torch::ScalarType autocast_;
+  at::Generator generator_;  // the device's default generator, which dropout draws from
+  std::vector<Chunk> chunks_;
+};
+
+// Holds the global CPU generator on `state` for the guard's lifetime and saves where it got to. Steps of
+// all trainers in the process, and model construction (runtime.h), take turns with the generator.
 class RngScope {
  public:
-  explicit RngScope(at::Tensor& state) : lock_(rngMutex()), state_(state), generator_(at::detail::getDefaultCPUGenerator()) {
+  explicit RngScope(at::Tensor& state)
+      : lock_(cpuGeneratorMutex()), state_(state), generator_(at::detail::getDefaultCPUGenerator()) {
     std::lock_guard<std::mutex> g(generator_.mutex());
     generator_.set_state(state_);
   }
@@ -141,7 +268,16 @@ class StepWorker : public PromiseWorker {
     if (!train_) {
       torch::NoGradGuard noGrad;
       enc.model->eval();
-      parts_ = batchLoss(enc, q_, d_, options_, state_->autocast).second;
+      const Side q(q_, enc.device), d(d_, enc.device);
+      if (options_.miniBatchSize > 0) {
+        MiniBatches mini(enc, options_, state_->autocast);
+        const Encoded qe = mini.encodeAll(q), de = mini.encodeAll(d);
+        parts_ = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast).second;
+      } else {
+        const Encoded qe = encode(enc, q, 0, q_.batch, q_.seq, options_, state_->autocast);
+        const Encoded de = encode(enc, d, 0, d_.batch, d_.seq, options_, state_->autocast);
+        parts_ = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast).second;
+      }
     } else {
       RngScope rng(state_->rngState);
       enc.model->train();
@@ -161,9 +297,40 @@ class StepWorker : public PromiseWorker {
 
   void trainStep(LoadedEncoder& enc) {
     GradScaler& scaler = state_->scaler;
-    auto [loss, parts] = batchLoss(enc, q_, d_, options_, state_->autocast);
-    (loss * (options_.lossScale * scaler.lossFactor())).backward();
-    parts_ = parts;
+    const double factor = options_.lossScale * scaler.lossFactor();
+    const Side q(q_, enc.device), d(d_, enc.device);
+    if (options_.miniBatchSize > 0) {
+      MiniBatches mini(enc, options_, state_->autocast);
+      Encoded qe, de;
+      {
+        torch::NoGradGuard noGrad;
+        qe = mini.encodeAll(q);
+        de = mini.encodeAll(d);
+      }
+      // The cached outputs as leaves: backward through the losses stops at them.
+      for (Encoded* e : {&qe, &de}) {
+        e->states.requires_grad_(true);
+        if (e->pooled.defined()) e->pooled.requires_grad_(true);
+      }
+      auto [loss, parts] = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast);
+      (loss * factor).backward();
+      parts_ = parts;
+      loss = torch::Tensor();
+      auto gradOf = [](const Encoded& e) {
+        Encoded g;
+        g.states = e.states.grad();
+        if (e.pooled.defined()) g.pooled = e.pooled.grad();
+        return g;
+      };
+      const Encoded qGrad = gradOf(qe), dGrad = gradOf(de);
+      parts_.miniBatchMaxDiff = mini.backward(q, qe, qGrad, d, de, dGrad);
+    } else {
+      const Encoded qe = encode(enc, q, 0, q_.batch, q_.seq, options_, state_->autocast);
+      const Encoded de = encode(enc, d, 0, d_.batch, d_.seq, options_, state_->autocast);
+      auto [loss, parts] = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast);
+      (loss * factor).backward();
+      parts_ = parts;
+    }
     if (!options_.apply) return;
     auto params = enc.parameters();
     scaler.unscale(params);
@@ -196,6 +363,7 @@ class StepWorker : public PromiseWorker {
     out.Set("skipped", parts_.skipped);
     out.Set("gradScale", state_->scaler.lossFactor());
     out.Set("seconds", seconds_);
+    if (parts_.miniBatchMaxDiff >= 0) out.Set("miniBatchMaxDiff", parts_.miniBatchMaxDiff);
     return out;
   }
 
@@ -391,6 +559,7 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       return readTokenBatch(args.Get(key).As<Napi::Object>(), key);
     };
     TokenBatch q = batchAt("queries"), d = batchAt("documents");
+    if (q.batch < 1) throw invalidArgument("queries must hold at least one text");
     if (d.batch < q.batch) throw invalidArgument("documents must hold at least one positive per query");
     return (new StepWorker(env, live(env), std::move(q), std::move(d), readStepOptions(args), train))->start();
   } catch (const Error& e) {

@@ -244,7 +244,7 @@ async function runParity(options = {}) {
     try {
       if (projection) {
         // train()'s head (seeded from train()'s seed), saved with the model for Python to start from.
-        enc.addProjectionHead(projection.dimension, projection.activation, o.seed);
+        await enc.addProjectionHead(projection.dimension, projection.activation, o.seed);
         pythonModel = path.join(work, 'initial');
         await enc.save(pythonModel);
       }

@@ -1,0 +1,145 @@
+// Gradient caching (train({ miniBatchSize })): the batch encoded a few texts at a time, the loss over the
+// whole batch, each mini-batch re-encoded with autograd. Checked here against the plain step: the same
+// losses, gradient norms and weights (within float rounding) with dropout off and mini-batches smaller than
+// the batch; an exact replay of dropout in each mini-batch's second pass; one mini-batch equal to the plain
+// step even with dropout; each loss alone; evaluation; and train() with the option, from the API and CLI.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ColtrastError, Encoder, train } from '../lib';
+import type { NativeStepOptions } from '../lib/native';
+import { FIXTURE, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+
+const STEP: NativeStepOptions = {
+  contrastiveWeight: 0.5,
+  lateInteractionWeight: 0.5,
+  temperature: 0.05,
+  symmetric: false,
+  lateInteractionKind: 'cross_entropy',
+  learningRate: 1e-3,
+  maxGradNorm: 1,
+  lossScale: 1,
+  apply: true,
+};
+// Batches of 7 pairs plus 2 hard negatives: 7 queries and 9 documents of different lengths.
+const BATCHES = [0, 1, 2, 3].map((i) => {
+  const pairs = wordDataset(9, 200 + i);
+  return { queries: pairs.slice(0, 7).map((p) => p.query), documents: [...pairs.slice(0, 7).map((p) => p.positive), ...pairs.slice(7).map((p) => `${p.positive} extra words here`)] };
+});
+
+const noDropout = fixtureCopy((dir) =>
+  editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })),
+);
+
+/** Trains on BATCHES with the given step options; returns each step's result and the final token vectors of a probe text. */
+async function run(model: string, step: Partial<NativeStepOptions>, trainer: Parameters<Encoder['createTrainer']>[0] = {}) {
+  const enc = await Encoder.load(model, { device: 'cpu' });
+  try {
+    const tr = await enc.createTrainer({ learningRate: 1e-3, seed: 5, ...trainer });
+    const results = [];
+    for (const b of BATCHES) results.push(await tr.step(b.queries, b.documents, { ...STEP, ...step }));
+    const probe = await enc.embed(['model token vector search'], {});
+    return { results, probe: probe.data };
+  } finally {
+    enc.dispose();
+  }
+}
+
+const relative = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
+
+test('dropout off: mini-batches of 1, 3 and 4 give the plain step\'s losses, gradient norms and weights', async (t) => {
+  const plain = await run(noDropout, {});
+  for (const miniBatchSize of [1, 3, 4]) {
+    const cached = await run(noDropout, { miniBatchSize });
+    cached.results.forEach((r, i) => {
+      const p = plain.results[i];
+      t.true(relative(r.loss, p.loss) < 1e-5, `m=${miniBatchSize} step ${i + 1}: loss ${r.loss} vs ${p.loss}`);
+      t.true(relative(r.contrastive, p.contrastive) < 1e-5 && relative(r.lateInteraction, p.lateInteraction) < 1e-5);
+      t.true(relative(r.gradNorm, p.gradNorm) < 1e-4, `m=${miniBatchSize} step ${i + 1}: grad norm ${r.gradNorm} vs ${p.gradNorm}`);
+    });
+    t.true(maxAbsDiff(cached.probe, plain.probe) < 1e-5, `m=${miniBatchSize}: weights after 4 steps differ by ${maxAbsDiff(cached.probe, plain.probe)}`);
+    // And the steps did change the model, so the comparison above is not of untouched weights.
+    t.not(plain.results[0].loss, plain.results[3].loss);
+  }
+});
+
+test('dropout on: each mini-batch\'s second pass replays its first exactly, and runs repeat', async (t) => {
+  const a = await run(FIXTURE, { miniBatchSize: 2, verifyMiniBatches: true });
+  const b = await run(FIXTURE, { miniBatchSize: 2, verifyMiniBatches: true });
+  for (const r of a.results) t.is(r.miniBatchMaxDiff, 0, 'the recomputed mini-batch differs from its first pass: dropout masks were not replayed');
+  t.deepEqual(a.results.map((r) => r.loss), b.results.map((r) => r.loss));
+  t.deepEqual(Array.from(a.probe), Array.from(b.probe));
+  // Dropout is really on: the same model without it trains differently.
+  const off = await run(noDropout, { miniBatchSize: 2 });
+  t.not(off.results[0].loss, a.results[0].loss);
+});
+
+test('dropout on: one mini-batch holding the whole batch is the plain step', async (t) => {
+  const plain = await run(FIXTURE, {});
+  const cached = await run(FIXTURE, { miniBatchSize: 64 });
+  cached.results.forEach((r, i) => {
+    t.true(relative(r.loss, plain.results[i].loss) < 1e-5, `step ${i + 1}: ${r.loss} vs ${plain.results[i].loss}`);
+    t.true(relative(r.gradNorm, plain.results[i].gradNorm) < 1e-4);
+  });
+  t.true(maxAbsDiff(cached.probe, plain.probe) < 1e-5);
+  t.is(plain.results[0].miniBatchMaxDiff, undefined);
+});
+
+test('each loss alone, and bfloat16 autocast, with mini-batches', async (t) => {
+  for (const weights of [{ contrastiveWeight: 1, lateInteractionWeight: 0 }, { contrastiveWeight: 0, lateInteractionWeight: 1 }]) {
+    const plain = await run(noDropout, weights);
+    const cached = await run(noDropout, { ...weights, miniBatchSize: 3 });
+    cached.results.forEach((r, i) => t.true(relative(r.loss, plain.results[i].loss) < 1e-5, `${JSON.stringify(weights)} step ${i + 1}`));
+    t.true(cached.results.every((r) => r.gradNorm > 0));
+  }
+  const plain = await run(noDropout, {}, { precision: 'bfloat16' });
+  const cached = await run(noDropout, { miniBatchSize: 3 }, { precision: 'bfloat16' });
+  // Mini-batches are cut to their own length, so bfloat16 rounds differently: close, not equal.
+  cached.results.forEach((r, i) => t.true(relative(r.loss, plain.results[i].loss) < 0.03, `bf16 step ${i + 1}: ${r.loss} vs ${plain.results[i].loss}`));
+});
+
+test('evaluation in mini-batches gives the whole batch\'s loss', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    const tr = await enc.createTrainer({ seed: 1 });
+    for (const b of BATCHES) {
+      const whole = await tr.evaluate(b.queries, b.documents, { ...STEP, apply: false });
+      const mini = await tr.evaluate(b.queries, b.documents, { ...STEP, apply: false, miniBatchSize: 2 });
+      t.true(relative(mini.loss, whole.loss) < 1e-5, `${mini.loss} vs ${whole.loss}`);
+    }
+    await t.throwsAsync(tr.step(BATCHES[0].queries, BATCHES[0].documents, { ...STEP, miniBatchSize: 1.5 }), { message: /miniBatchSize must be an integer >= 0/ });
+  } finally {
+    enc.dispose();
+  }
+});
+
+test('train({ miniBatchSize }) trains as train() does without it (dropout off); bad values are refused', async (t) => {
+  const data = wordDataset(30, 11);
+  const common = { model: noDropout, data, epochs: 2, batchSize: 8, learningRate: 1e-3, valSplit: 0.2, device: 'cpu' as const };
+  const plain = await train({ ...common, output: path.join(tempDir(), 'plain') });
+  const output = path.join(tempDir(), 'cached');
+  const cached = await train({ ...common, output, miniBatchSize: 3 });
+  t.is(cached.history.steps.length, plain.history.steps.length);
+  cached.history.steps.forEach((s, i) => t.true(relative(s.loss, plain.history.steps[i].loss) < 1e-4, `step ${i + 1}: ${s.loss} vs ${plain.history.steps[i].loss}`));
+  cached.history.epochs.forEach((e, i) => t.true(relative(e.valLoss!, plain.history.epochs[i].valLoss!) < 1e-4, `epoch ${i + 1} validation loss`));
+  t.true(fs.existsSync(path.join(output, 'model.safetensors')));
+  for (const bad of [0, -2, 2.5, '4']) {
+    const error = await train({ model: FIXTURE, data, output: path.join(tempDir(), 'bad'), miniBatchSize: bad as any }).catch((e) => e);
+    t.true(error instanceof ColtrastError, String(bad));
+    t.regex(error.message, /options\.miniBatchSize/);
+  }
+});
+
+test('coltrast train --mini-batch-size', async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(data, wordDataset(12, 3).map((p) => JSON.stringify(p)).join('\n'));
+  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+  const out = spawnSync(process.execPath, [cli, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'model'), '--batch-size', '6', '--mini-batch-size', '2', '--val-split', '0', '--device', 'cpu', '--json'], { encoding: 'utf8' });
+  t.is(out.status, 0, out.stderr);
+  t.true(fs.existsSync(path.join(dir, 'model', 'model.safetensors')));
+  const bad = spawnSync(process.execPath, [cli, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'bad'), '--mini-batch-size', '0'], { encoding: 'utf8' });
+  t.not(bad.status, 0);
+  t.regex(bad.stderr, /miniBatchSize/);
+});
