@@ -21,7 +21,7 @@ withPython(`compare-gpu.js runs end to end on the CPU against a stand-in for sen
     [
       path.join(ROOT, 'scripts', 'bench', 'python', 'compare-gpu.js'),
       '--device', 'cpu', '--shapes', 'tiny', '--train-shape', 'tiny', '--texts', '40', '--embed-batch-size', '16',
-      '--batch-sizes', '8', '--steps', '1', '--precisions', 'bfloat16', '--max-batch', '256', '--json', out,
+      '--batch-sizes', '8', '--steps', '1', '--precisions', 'bfloat16', '--max-batch', '256', '--largest-mini-batch-size', '16', '--json', out,
     ],
     { cwd: ROOT, encoding: 'utf8', env: { ...process.env, COLTRAST_PYTHON: PYTHON, PYTHONPATH: path.join(ROOT, 'test', 'fixtures', 'st-stand-in') } },
   );
@@ -43,6 +43,9 @@ withPython(`compare-gpu.js runs end to end on the CPU against a stand-in for sen
   t.is(largest.coltrast.largestBatch, 256, 'doubling from 256 up to --max-batch');
   t.true(largest.coltrast.reachedLimit);
   t.is(largest.python.largestBatch, 256);
+  t.is(largest.coltrastCached.largestBatch, 256, 'gradient caching (miniBatchSize) measured too');
+  t.is(largest.miniBatchSize, 16);
+  t.is(largest.ratioCached, 1);
 });
 
 withPython(`compare-gpu.js skips what would start after its time budget and still writes its JSON${why}`, (t) => {

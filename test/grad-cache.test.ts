@@ -8,20 +8,9 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, train } from '../lib';
-import type { NativeStepOptions } from '../lib/native';
-import { FIXTURE, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { native, type NativeStepOptions } from '../lib/native';
+import { FIXTURE, STEP, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
-const STEP: NativeStepOptions = {
-  contrastiveWeight: 0.5,
-  lateInteractionWeight: 0.5,
-  temperature: 0.05,
-  symmetric: false,
-  lateInteractionKind: 'cross_entropy',
-  learningRate: 1e-3,
-  maxGradNorm: 1,
-  lossScale: 1,
-  apply: true,
-};
 // Batches of 7 pairs plus 2 hard negatives: 7 queries and 9 documents of different lengths.
 const BATCHES = [0, 1, 2, 3].map((i) => {
   const pairs = wordDataset(9, 200 + i);
@@ -142,4 +131,29 @@ test('coltrast train --mini-batch-size', async (t) => {
   const bad = spawnSync(process.execPath, [cli, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'bad'), '--mini-batch-size', '0'], { encoding: 'utf8' });
   t.not(bad.status, 0);
   t.regex(bad.stderr, /miniBatchSize/);
+});
+
+// On a GPU dropout draws from the device's generator: the trainer seeds it and swaps it in per step as it
+// does the CPU's, so runs repeat and mini-batches replay there too.
+const cuda = native().runtimeInfo().cudaAvailable;
+const cudaWhy = cuda ? '' : ' [skipped: no CUDA device or CUDA libtorch here]';
+(cuda ? test.serial : test.skip)(`cuda: seeded dropout, and mini-batches replay exactly${cudaWhy}`, async (t) => {
+  const steps = async (seed: number, step: Partial<NativeStepOptions>) => {
+    const enc = await Encoder.load(FIXTURE, { device: 'cuda' });
+    try {
+      const tr = await enc.createTrainer({ learningRate: 1e-3, seed });
+      const out = [];
+      for (const b of BATCHES) out.push(await tr.step(b.queries, b.documents, { ...STEP, ...step }));
+      return out;
+    } finally {
+      enc.dispose();
+    }
+  };
+  const a = await steps(5, {});
+  const b = await steps(5, {});
+  const other = await steps(6, {});
+  a.forEach((r, i) => t.true(relative(r.loss, b[i].loss) < 1e-5, `seed 5 twice, step ${i + 1}: ${r.loss} vs ${b[i].loss}`));
+  t.true(a.some((r, i) => relative(r.loss, other[i].loss) > 1e-3), 'seeds 5 and 6 gave the same dropout');
+  const cached = await steps(5, { miniBatchSize: 2, verifyMiniBatches: true });
+  for (const r of cached) t.true(r.miniBatchMaxDiff! < 1e-5, `second pass differs by ${r.miniBatchMaxDiff}`);
 });

@@ -6,21 +6,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, retrievalMetrics, train } from '../lib';
 import { native, type NativeStepOptions } from '../lib/native';
-import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
 
 const dataset = wordDataset;
 
-const STEP: NativeStepOptions = {
-  contrastiveWeight: 0.5,
-  lateInteractionWeight: 0.5,
-  temperature: 0.05,
-  symmetric: false,
-  lateInteractionKind: 'cross_entropy',
-  learningRate: 1e-3,
-  maxGradNorm: 1,
-  lossScale: 1,
-  apply: true,
-};
 const BATCHES = [0, 1, 2, 3, 4, 5].map((i) => dataset(4, 100 + i));
 
 /** Runs the native trainer over BATCHES on `device` and returns each step's result. */

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { ColtrastError, Encoder, learningRateAt, retrievalMetrics, train, type TrainExample } from '../lib';
 import { mineExamples, semanticChunks, splitSentences, type Embedder } from '../lib/chunking';
 import { loadExamples, makeBatches, readTrainingData, splitExamples } from '../lib/train-data';
-import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
 
 const dataset = wordDataset;
 
@@ -226,7 +226,6 @@ test.serial('the same seed gives the same model; the saved model reproduces the 
 // a model's modules draws from it too. Loads running beside a step must not move that step's stream.
 test.serial('models loading while a trainer steps do not change its dropout', async (t) => {
   const batches = [0, 1, 2, 3, 4, 5].map((i) => dataset(6, 40 + i));
-  const STEP = { contrastiveWeight: 0.5, lateInteractionWeight: 0.5, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 1e-3, maxGradNorm: 1, lossScale: 1, apply: true };
   const steps = async (busy: boolean) => {
     const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
     const tr = await enc.createTrainer({ seed: 8 });

@@ -234,24 +234,39 @@ class MiniBatches {
   std::vector<Chunk> chunks_;
 };
 
-// Holds the global CPU generator on `state` for the guard's lifetime and saves where it got to. Steps of
-// all trainers in the process, and model construction (runtime.h), take turns with the generator.
+// Holds the global CPU generator on the run's state for the guard's lifetime and saves where it got to;
+// on a GPU, the device's generator too (dropout there draws from it). Steps of all trainers in the process,
+// and model construction (runtime.h), take turns with the generators.
 class RngScope {
  public:
-  explicit RngScope(at::Tensor& state)
-      : lock_(cpuGeneratorMutex()), state_(state), generator_(at::detail::getDefaultCPUGenerator()) {
-    std::lock_guard<std::mutex> g(generator_.mutex());
-    generator_.set_state(state_);
+  RngScope(TrainerState& state, const torch::Device& device)
+      : lock_(cpuGeneratorMutex()), cpuState_(state.rngState), cpu_(at::detail::getDefaultCPUGenerator()) {
+    set(cpu_, cpuState_);
+    if (device.is_cuda() && state.cudaRngState.defined()) {
+      cudaState_ = &state.cudaRngState;
+      cuda_ = at::globalContext().defaultGenerator(device);
+      set(cuda_, *cudaState_);
+    }
   }
   ~RngScope() {
-    std::lock_guard<std::mutex> g(generator_.mutex());
-    state_ = generator_.get_state();
+    cpuState_ = get(cpu_);
+    if (cudaState_) *cudaState_ = get(cuda_);
   }
 
  private:
+  static void set(at::Generator& g, const at::Tensor& state) {
+    std::lock_guard<std::mutex> lock(g.mutex());
+    g.set_state(state);
+  }
+  static at::Tensor get(at::Generator& g) {
+    std::lock_guard<std::mutex> lock(g.mutex());
+    return g.get_state();
+  }
   std::lock_guard<std::mutex> lock_;
-  at::Tensor& state_;
-  at::Generator generator_;
+  at::Tensor& cpuState_;
+  at::Generator cpu_;
+  at::Tensor* cudaState_ = nullptr;
+  at::Generator cuda_;
 };
 
 class StepWorker : public PromiseWorker {
@@ -279,7 +294,7 @@ class StepWorker : public PromiseWorker {
         parts_ = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast).second;
       }
     } else {
-      RngScope rng(state_->rngState);
+      RngScope rng(*state_, enc.device);
       enc.model->train();
       try {
         trainStep(enc);
@@ -378,8 +393,8 @@ class StepWorker : public PromiseWorker {
 
 // Optimizer and random-number state as safetensors (never pickle): for parameter i (in
 // LoadedEncoder::parameters() order: the model's, then the projection head's) "adamw.i.exp_avg",
-// "adamw.i.exp_avg_sq" and "adamw.i.step", plus "rng" and "steps", and with float16's loss scaling
-// "scaler.scale" and "scaler.growth_tracker".
+// "adamw.i.exp_avg_sq" and "adamw.i.step", plus "rng" (on a GPU also "rng.cuda") and "steps", and with
+// float16's loss scaling "scaler.scale" and "scaler.growth_tracker".
 class StateWorker : public PromiseWorker {
  public:
   StateWorker(Napi::Env env, std::shared_ptr<TrainerState> state, std::string path, bool save)
@@ -404,6 +419,7 @@ class StateWorker : public PromiseWorker {
         tensors.emplace_back(prefix + "step", torch::full({1}, static_cast<int64_t>(s.step()), torch::kInt64));
       }
       tensors.emplace_back("rng", state_->rngState);
+      if (state_->cudaRngState.defined()) tensors.emplace_back("rng.cuda", state_->cudaRngState);
       tensors.emplace_back("steps", torch::full({1}, state_->steps, torch::kInt64));
       if (state_->scaler.enabled) {
         tensors.emplace_back("scaler.scale", torch::full({1}, state_->scaler.scale, torch::kFloat64));
@@ -426,6 +442,7 @@ class StateWorker : public PromiseWorker {
       optimizerState[keyOf(params[i])] = std::move(s);
     }
     state_->rngState = file.read("rng", torch::kUInt8);
+    if (state_->cudaRngState.defined() && file.has("rng.cuda")) state_->cudaRngState = file.read("rng.cuda", torch::kUInt8);
     state_->steps = file.read("steps", torch::kInt64).item<int64_t>();
     if (state_->scaler.enabled && file.has("scaler.scale")) {
       state_->scaler.scale = file.read("scaler.scale", torch::kFloat64).item<double>();
@@ -536,7 +553,17 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
     state->encoder = std::move(encoder);
     state->autocast = autocast;
     state->scaler = scaler;
-    state->rngState = at::detail::createCPUGenerator(static_cast<uint64_t>(numberOr(o, "seed", 42))).get_state();
+    const auto seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
+    state->rngState = at::detail::createCPUGenerator(seed).get_state();
+    if (state->encoder->device.is_cuda()) {
+      // The device generator's state for this seed, read by seeding it and putting it back as it was.
+      at::Generator cuda = at::globalContext().defaultGenerator(state->encoder->device);
+      std::lock_guard<std::mutex> lock(cuda.mutex());
+      const at::Tensor before = cuda.get_state();
+      cuda.set_current_seed(seed);
+      state->cudaRngState = cuda.get_state();
+      cuda.set_state(before);
+    }
     state->optimizer = std::make_unique<torch::optim::AdamW>(groups, options);
     auto holder = Napi::External<std::shared_ptr<TrainerState>>::New(
         env, new std::shared_ptr<TrainerState>(std::move(state)), [](Napi::Env, std::shared_ptr<TrainerState>* p) { delete p; });

@@ -17,6 +17,8 @@ struct TrainerState {
   // This run's random-number state (dropout). Swapped into libtorch's global CPU generator for each step,
   // so a run's randomness depends on its seed alone, not on other work in the process.
   at::Tensor rngState;
+  // On a GPU, the same for the device's generator, which dropout there draws from (seeded from the same seed).
+  at::Tensor cudaRngState;
   // The precision of the forward pass (kFloat32: no autocast) and float16's loss scaling.
   torch::ScalarType autocast = torch::kFloat32;
   GradScaler scaler;

@@ -13,6 +13,7 @@
 // skipped, an interrupted training stage continues from its last checkpoint.
 //   node scripts/pretrain/run.js [--work models/pretrain] [--out default-model] [--threads N]
 //        [--stage1-epochs 6] [--stage2-pairs 6000] [--batch-size 64] [--precision bfloat16|float32] [--seed 42]
+//        [--mini-batch-size 0]   (stage 1's gradient caching: batches larger than the encoder's memory allows)
 // Needs the built package (npm run build) and apt's English descriptions (`apt-get -o Acquire::Languages=en update`).
 'use strict';
 const fs = require('node:fs');
@@ -41,6 +42,7 @@ const { values } = parseArgs({
     // train()'s precision for both stages: bfloat16 autocast is about 2x faster on CPUs with AVX-512 BF16.
     precision: { type: 'string', default: 'bfloat16' },
     seed: { type: 'string', default: '42' },
+    'mini-batch-size': { type: 'string', default: '0' },
   },
 });
 const work = path.resolve(values.work);
@@ -252,6 +254,7 @@ async function main() {
     learningRate: 5e-4,
     warmupRatio: 0.05,
     loss: { contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 0.05 },
+    ...(Number(values['mini-batch-size']) > 0 ? { miniBatchSize: Number(values['mini-batch-size']) } : {}),
   });
   // 5. stage 2: ColTrast with guided hard negatives, on a seeded subset
   const subset = pairs.slice(0, Number(values['stage2-pairs']));

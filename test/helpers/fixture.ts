@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { NativeStepOptions } from '../../lib/native';
 
 export const FIXTURE = path.resolve(__dirname, '..', 'fixtures', 'tiny-bert');
 export const REFERENCE_FILE = path.resolve(__dirname, '..', 'fixtures', 'tiny-bert.reference.json');
@@ -66,3 +67,16 @@ export function wordDataset(n: number, seed = 7): { query: string; positive: str
     return { query: key.join(' '), positive: [...pick(4), ...key, ...pick(4)].join(' ') };
   });
 }
+
+/** The native trainer's step options for the fixture: both losses at 0.5, learning rate 1e-3. */
+export const STEP: NativeStepOptions = {
+  contrastiveWeight: 0.5,
+  lateInteractionWeight: 0.5,
+  temperature: 0.05,
+  symmetric: false,
+  lateInteractionKind: 'cross_entropy',
+  learningRate: 1e-3,
+  maxGradNorm: 1,
+  lossScale: 1,
+  apply: true,
+};

@@ -507,8 +507,9 @@ def run_bench(args):
         pooling,
         {"learningRate": 2e-5, "weightDecay": 0.01},
         {
-            "contrastiveWeight": 0.5,
-            "lateInteractionWeight": 0.5,
+            # --loss contrastive: the in-batch InfoNCE term alone (MultipleNegativesRankingLoss's job).
+            "contrastiveWeight": 1.0 if args.loss == "contrastive" else 0.5,
+            "lateInteractionWeight": 0.0 if args.loss == "contrastive" else 0.5,
             "temperature": 0.05,
             "symmetric": False,
             "lateInteractionKind": "cross_entropy",
@@ -538,6 +539,7 @@ def run_bench(args):
         "threads": torch.get_num_threads(),
         "blas": blas_libraries(),
         "batchSize": bs,
+        "loss": args.loss,
         "timedSteps": len(times),
         "secondsPerStep": seconds / len(times),
         "samplesPerSecond": bs * len(times) / seconds,
@@ -564,6 +566,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5, help="--bench: timed steps (one more runs first as a warm-up)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--loss", choices=["coltrast", "contrastive"], default="coltrast", help="--bench: both losses, or the contrastive one alone")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.parity:

@@ -8,7 +8,7 @@
 //   node scripts/bench/python/compare-gpu.js [--what embed,train,largest] [--quick] [--json out.json]
 //       [--shapes minilm,base] [--train-shape minilm] [--texts 10000] [--embed-batch-size 128]
 //       [--batch-sizes 32,128,512] [--steps 10] [--precisions bfloat16,float32] [--max-batch 65536]
-//       [--budget-seconds 480]
+//       [--budget-seconds 480] [--largest-mini-batch-size 256]
 //
 // embed: --texts mixed-length texts (about 10 to 300 tokens) per shape and dtype (float32, bfloat16):
 //   coltrast's embed() against SentenceTransformer.encode(), each with its own tokenization, texts/s and
@@ -21,7 +21,8 @@
 //   steps run as train() runs them (the next batch tokenized during the step); both sides' times include
 //   tokenizing.
 // largest: the largest batch (doubling from 256 up to --max-batch) at which one ColTrast training step of
-//   each side fits in GPU memory, in bfloat16.
+//   each side fits in GPU memory, in bfloat16: coltrast as is, coltrast with gradient caching
+//   (miniBatchSize --largest-mini-batch-size), and the eager Python recipe (which has no caching).
 // Every coltrast measurement runs in a child process of its own (`--trial ...`), so memory peaks and
 // out-of-memory errors do not carry over. A machine lent for minutes must not lose a run to one failure:
 // the --json file is rewritten after every measurement (`complete: false` until the end), a failed or
@@ -39,6 +40,7 @@ const ROOT = path.resolve(__dirname, '..', '..', '..');
 const { Encoder, cudaMemory, runtimeInfo } = require(path.join(ROOT, 'dist'));
 const { makeRandomBert } = require(path.join(ROOT, 'scripts', 'fixtures', 'random-bert'));
 const { findPython } = require(path.join(ROOT, 'scripts', 'bench', 'parity'));
+const { stepOptions } = require('./step-options');
 
 const { values } = parseArgs({
   options: {
@@ -53,6 +55,8 @@ const { values } = parseArgs({
     precisions: { type: 'string', default: 'bfloat16,float32' },
     'max-batch': { type: 'string', default: '65536' },
     'budget-seconds': { type: 'string', default: '480' },
+    'largest-mini-batch-size': { type: 'string', default: '256' },
+    'mini-batch-size': { type: 'string', default: '0' },
     device: { type: 'string', default: 'cuda' },
     json: { type: 'string' },
     // A child's one measurement: coltrast-embed | coltrast-train.
@@ -129,18 +133,7 @@ async function trial() {
     const n = Number(values.steps ?? 10);
     const enc = await Encoder.load(values.model, { device });
     const trainer = await enc.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42, precision: values.precision });
-    const contrastiveOnly = values.loss === 'contrastive';
-    const options = {
-      contrastiveWeight: contrastiveOnly ? 1 : 0.5,
-      lateInteractionWeight: contrastiveOnly ? 0 : 0.5,
-      temperature: 0.05,
-      symmetric: false,
-      lateInteractionKind: 'cross_entropy',
-      maxGradNorm: 1,
-      learningRate: 2e-5,
-      lossScale: 1,
-      apply: true,
-    };
+    const options = stepOptions(values.loss, Number(values['mini-batch-size']));
     const batch = (s) => pairs.slice(s * batchSize, (s + 1) * batchSize);
     const prepare = (s) => trainer.prepare(batch(s).map((p) => p.query), batch(s).map((p) => p.positive));
     const times = [];
@@ -312,16 +305,27 @@ async function main() {
         return { largestBatch: fits, peakGpuMiB: peak, reachedLimit: fits === limit, stoppedByBudget: budgetSpent };
       };
       const args = (b) => ['--model', trainModel, '--data', pairsFile(2 * b), '--batch-size', String(b), '--steps', '1', '--precision', 'bfloat16'];
-      const row = { shape: trainShape, loss: 'coltrast', precision: 'bfloat16', coltrast: null, python: null, ratio: null };
+      const mini = values['largest-mini-batch-size'];
+      const row = { shape: trainShape, loss: 'coltrast', precision: 'bfloat16', miniBatchSize: Number(mini), coltrast: null, coltrastCached: null, python: null, ratio: null, ratioCached: null };
       rows.largest.push(row);
-      measure('largest batch, coltrast', () => {
-        log('largest batch, coltrast:');
-        row.coltrast = largest((b) => coltrast(['--trial', 'coltrast-train', '--loss', 'coltrast', ...args(b)]));
-      });
+      const ratios = () => {
+        if (!row.python?.largestBatch) return;
+        if (row.coltrast) row.ratio = round(row.coltrast.largestBatch / row.python.largestBatch, 2);
+        if (row.coltrastCached) row.ratioCached = round(row.coltrastCached.largestBatch / row.python.largestBatch, 2);
+      };
       measure('largest batch, python', () => {
         log('largest batch, python (eager ColTrast):');
         row.python = largest((b) => python(py, ['train', '--loss', 'coltrast', '--loop', 'manual', ...args(b)]));
-        if (row.coltrast && row.python.largestBatch) row.ratio = round(row.coltrast.largestBatch / row.python.largestBatch, 2);
+      });
+      measure('largest batch, coltrast', () => {
+        log('largest batch, coltrast:');
+        row.coltrast = largest((b) => coltrast(['--trial', 'coltrast-train', '--loss', 'coltrast', ...args(b)]));
+        ratios();
+      });
+      measure(`largest batch, coltrast with miniBatchSize ${mini}`, () => {
+        log(`largest batch, coltrast with gradient caching (miniBatchSize ${mini}):`);
+        row.coltrastCached = largest((b) => coltrast(['--trial', 'coltrast-train', '--loss', 'coltrast', '--mini-batch-size', mini, ...args(b)]));
+        ratios();
       });
     }
   } finally {

@@ -2,9 +2,17 @@
 // CPU throughput of coltrast and of the plain-PyTorch baseline (coltrast_train.py --bench, embed.py) on the
 // same random-weight model, the same token ids, batch sizes, thread count and BLAS. Uses the built package.
 //
-//   node scripts/bench/python/compare.js [--shape minilm] [--what train,embed] [--batch-sizes 32,64]
-//       [--steps 5] [--texts 1000] [--threads 2] [--rounds 2] [--json out.json]
+//   node scripts/bench/python/compare.js [--shape minilm] [--what train,embed,largest] [--batch-sizes 32,64]
+//       [--steps 5] [--texts 1000] [--threads 2] [--rounds 2] [--loss coltrast|contrastive]
+//       [--mini-batch-size 0] [--rss-budget-mib 12288] [--largest-sizes 64,128,256,512,1024]
+//       [--largest-mini-batch-size 32] [--json out.json]
 //
+// --loss contrastive: the in-batch contrastive loss alone on both sides (default: both losses, 0.5 each).
+// --mini-batch-size: coltrast's gradient caching (train({ miniBatchSize })) in the train rows (0: off).
+// largest: the largest of --largest-sizes at which training fits in --rss-budget-mib of resident memory,
+// for coltrast without and with gradient caching (--largest-mini-batch-size) and for Python: every trial
+// (one warm-up step and one timed step) runs in a process of its own that is killed when its resident set
+// passes the budget, so that peaks are each trial's and the machine never runs out of memory.
 // Training: query/positive pairs as scripts/bench/train.js makes them (queries of 5-15 words, positives of
 // 30-80, max_seq_length 128), in-batch negatives, both losses, AdamW; coltrast is driven step by step through
 // the native trainer train() uses (Encoder.createTrainer; its time includes tokenizing each batch), Python
@@ -21,13 +29,14 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { spawnSync } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const { parseArgs } = require('node:util');
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const { Encoder, runtimeInfo } = require(path.join(ROOT, 'dist'));
 const { makeRandomBert } = require(path.join(ROOT, 'scripts', 'fixtures', 'random-bert'));
 const { findPython } = require(path.join(ROOT, 'scripts', 'bench', 'parity'));
+const { stepOptions } = require('./step-options');
 
 const { values } = parseArgs({
   options: {
@@ -39,9 +48,21 @@ const { values } = parseArgs({
     'embed-batch-size': { type: 'string', default: '32' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
     rounds: { type: 'string', default: '2' },
+    loss: { type: 'string', default: 'coltrast' },
+    'mini-batch-size': { type: 'string', default: '0' },
+    'rss-budget-mib': { type: 'string', default: '12288' },
+    'largest-sizes': { type: 'string', default: '64,128,256,512,1024' },
+    'largest-mini-batch-size': { type: 'string', default: '32' },
     json: { type: 'string' },
+    // A child's one training measurement (largest): --trial train --model M --data F --batch-size B.
+    trial: { type: 'string' },
+    model: { type: 'string' },
+    data: { type: 'string' },
+    'batch-size': { type: 'string' },
   },
 });
+// Both sides' step options (coltrast_train.py --loss sets the same weights), with coltrast's caching.
+const LOSS = stepOptions(values.loss, Number(values['mini-batch-size']));
 
 const words = fs.readFileSync(path.join(ROOT, 'examples', 'sentences.txt'), 'utf8').toLowerCase().split(/\s+/).filter(Boolean);
 function lcg() {
@@ -79,7 +100,107 @@ function usage() {
   return { cpu: (u.userCPUTime + u.systemCPUTime) / 1e6, faults: u.minorPageFault };
 }
 
+// ---- largest: trials in child processes under a resident-memory budget ----
+// The child: one warm-up step and --steps timed steps of coltrast training from token ids, a JSON line out.
+async function trial() {
+  const batchSize = Number(values['batch-size']);
+  const steps = Number(values.steps);
+  const texts = JSON.parse(fs.readFileSync(values.data, 'utf8')); // [{ query, positive }] as text; its time includes tokenizing
+  const enc = await Encoder.load(values.model, { device: 'cpu', threads: Number(values.threads) });
+  const trainer = await enc.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42 });
+  const times = [];
+  for (let s = 0; s <= steps; s++) {
+    const batch = texts.slice(s * batchSize, (s + 1) * batchSize);
+    const t0 = process.hrtime.bigint();
+    await trainer.step(batch.map((p) => p.query), batch.map((p) => p.positive), LOSS);
+    if (s > 0) times.push(seconds(t0));
+  }
+  enc.dispose();
+  return { secondsPerStep: times.reduce((a, b) => a + b, 0) / times.length, peakRssMiB: peakRss() };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const rssMiB = (pid) => {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+};
+// Runs a child, killing it when its resident set passes `budgetMiB` (checked every 50 ms): its JSON
+// result, or { overBudget, rssAtKillMiB }, or { error }.
+async function budgeted(command, args, budgetMiB) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  let killedAt = 0;
+  let done = false;
+  exited.then(() => (done = true));
+  while (!done) {
+    const rss = rssMiB(child.pid);
+    if (rss > budgetMiB && !killedAt) {
+      killedAt = rss;
+      child.kill('SIGKILL');
+    }
+    await sleep(50);
+  }
+  const { code, signal } = await exited;
+  if (killedAt) return { overBudget: true, rssAtKillMiB: Math.round(killedAt) };
+  if (code !== 0) return { error: `exit ${code ?? signal}: ${err.trim().split('\n').slice(-3).join(' | ')}` };
+  const r = JSON.parse(out.trim().split('\n').pop());
+  // A peak shorter than the polling interval escapes the watchdog; the child's own high-water mark does not.
+  if (r.peakRssMiB > budgetMiB) return { overBudget: true, rssAtKillMiB: null, peakRssMiB: Math.round(r.peakRssMiB) };
+  return r;
+}
+
+async function largest(py, threads) {
+  const sizes = values['largest-sizes'].split(',').map(Number);
+  const budgetMiB = Number(values['rss-budget-mib']);
+  const cachedSize = Number(values['largest-mini-batch-size']);
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'coltrast-largest-'));
+  try {
+    const model = makeRandomBert(path.join(work, 'model'), { shape: values.shape, seed: 1, maxSeqLength: 128 });
+    const enc = await Encoder.load(model, { device: 'cpu', threads });
+    const pairs = makePairs(2 * Math.max(...sizes));
+    const ids = { q: await enc.tokenize(pairs.map((p) => p.query)), d: await enc.tokenize(pairs.map((p) => p.positive)) };
+    enc.dispose();
+    // Python gets coltrast's token ids (it has no tokenizer); coltrast tokenizes the texts itself.
+    const idsFile = path.join(work, 'pairs-ids.json');
+    const textFile = path.join(work, 'pairs-text.json');
+    fs.writeFileSync(idsFile, JSON.stringify(ids.q.map((q, i) => ({ query: q, positive: ids.d[i] }))));
+    fs.writeFileSync(textFile, JSON.stringify(pairs));
+    const sides = [
+      { name: 'coltrast', run: (b) => budgeted(process.execPath, [__filename, '--trial', 'train', '--model', model, '--data', textFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--shape', values.shape], budgetMiB) },
+      { name: `coltrast, miniBatchSize ${cachedSize}`, run: (b) => budgeted(process.execPath, [__filename, '--trial', 'train', '--model', model, '--data', textFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--shape', values.shape, '--mini-batch-size', String(cachedSize)], budgetMiB) },
+      { name: 'python', run: (b) => budgeted(py, [path.join(__dirname, 'coltrast_train.py'), '--bench', '--model', model, '--data', idsFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss], budgetMiB) },
+    ];
+    const out = [];
+    for (const side of sides) {
+      const trials = [];
+      for (const b of sizes) {
+        const r = await side.run(b);
+        trials.push({ batchSize: b, ...r });
+        console.error(`largest, ${side.name}, batch ${b}: ${r.overBudget ? `over budget (${r.rssAtKillMiB ? `killed at ${r.rssAtKillMiB}` : `peak ${r.peakRssMiB}`} MiB)` : r.error ?? `${r.secondsPerStep.toFixed(2)} s/step, peak RSS ${Math.round(r.peakRssMiB)} MiB`}`);
+        if (r.overBudget || r.error) break;
+      }
+      const fit = trials.filter((r) => !r.overBudget && !r.error);
+      out.push({ side: side.name, largestBatch: fit.length ? fit.at(-1).batchSize : 0, reachedLastSize: fit.length === sizes.length, trials });
+    }
+    return { loss: values.loss, budgetMiB, sizes, sides: out };
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
 async function main() {
+  if (values.trial) {
+    console.log(JSON.stringify(await trial()));
+    return;
+  }
   const py = findPython();
   if (!py) throw new Error('no python3 with torch found (Debian: apt-get install python3-torch; or set COLTRAST_PYTHON)');
   const threads = Number(values.threads);
@@ -87,7 +208,7 @@ async function main() {
   const what = values.what.split(',');
   const roundCount = Number(values.rounds);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'coltrast-compare-'));
-  const rows = { train: [], embed: [] };
+  const rows = { train: [], embed: [], largest: null };
   try {
     if (what.includes('train')) {
       const model = makeRandomBert(path.join(work, 'train-model'), { shape: values.shape, seed: 1, maxSeqLength: 128 });
@@ -109,11 +230,10 @@ async function main() {
           let faults = 0;
           try {
             const trainer = await e.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42 });
-            const options = { contrastiveWeight: 0.5, lateInteractionWeight: 0.5, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy', maxGradNorm: 1, learningRate: 2e-5, lossScale: 1, apply: true };
             for (let s = 0; s <= steps; s++) {
               const batch = pairs.slice(s * batchSize, (s + 1) * batchSize);
               const [t0, c0] = [process.hrtime.bigint(), usage()];
-              await trainer.step(batch.map((p) => p.query), batch.map((p) => p.positive), options);
+              await trainer.step(batch.map((p) => p.query), batch.map((p) => p.positive), LOSS);
               if (s > 0) {
                 times.push(seconds(t0));
                 const c1 = usage();
@@ -132,7 +252,7 @@ async function main() {
             loadavg: [load0, os.loadavg()[0]],
           });
           const load1 = os.loadavg()[0];
-          pythonInfo = python(py, [path.join(__dirname, 'coltrast_train.py'), '--bench', '--model', model, '--data', dataFile, '--batch-size', String(batchSize), '--steps', String(steps), '--threads', String(threads)]);
+          pythonInfo = python(py, [path.join(__dirname, 'coltrast_train.py'), '--bench', '--model', model, '--data', dataFile, '--batch-size', String(batchSize), '--steps', String(steps), '--threads', String(threads), '--loss', values.loss]);
           rounds.python.push({
             secondsPerStep: pythonInfo.secondsPerStep,
             cpuSecondsPerStep: pythonInfo.cpuSecondsPerStep,
@@ -151,6 +271,8 @@ async function main() {
         const docTokens = ids.d.reduce((n, t) => n + t.length, 0) / ids.d.length;
         rows.train.push({
           batchSize,
+          loss: values.loss,
+          miniBatchSize: Number(values['mini-batch-size']),
           timedSteps: steps,
           rounds: roundCount,
           meanQueryTokens: +queryTokens.toFixed(1),
@@ -160,6 +282,7 @@ async function main() {
         });
       }
     }
+    if (what.includes('largest')) rows.largest = await largest(py, threads);
     if (what.includes('embed')) {
       const model = makeRandomBert(path.join(work, 'embed-model'), { shape: values.shape, seed: 1 });
       const texts = makeTexts(Number(values.texts));
@@ -232,6 +355,20 @@ async function main() {
     console.log('|---|---|---|---|---|---|---|---|---|');
     for (const r of rows.embed) {
       console.log(`| ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.coltrast.seconds} (${r.coltrast.tokenizeSeconds}) | ${r.python.seconds} | ${r.coltrast.textsPerSecond} | ${r.python.textsPerSecond} | ${r.maxAbsDiff.toExponential(2)} | ${r.coltrast.peakRssMiB} / ${r.python.peakRssMiB} |`);
+    }
+  }
+  if (rows.largest) {
+    console.log(`\n| largest batch within ${rows.largest.budgetMiB} MiB resident, loss ${rows.largest.loss} | largest batch | ${rows.largest.sizes.map((b) => `batch ${b}: s/step, peak RSS MiB`).join(' | ')} |`);
+    console.log(`|---|---|${rows.largest.sizes.map(() => '---|').join('')}`);
+    for (const s of rows.largest.sides) {
+      const cell = (b) => {
+        const r = s.trials.find((x) => x.batchSize === b);
+        if (!r) return '';
+        if (r.overBudget) return r.rssAtKillMiB ? `over budget (killed at ${r.rssAtKillMiB})` : `over budget (peak ${r.peakRssMiB})`;
+        if (r.error) return `failed: ${r.error}`;
+        return `${r.secondsPerStep.toFixed(2)}, ${Math.round(r.peakRssMiB)}`;
+      };
+      console.log(`| ${s.side} | ${s.largestBatch}${s.reachedLastSize ? '+' : ''} | ${rows.largest.sizes.map(cell).join(' | ')} |`);
     }
   }
   console.log(`\nfastest of ${roundCount} alternating rounds per side; ${result.date}, ${result.cpu}, ${threads} threads both sides, libtorch ${info.torchVersion} (coltrast) / ${py} torch, BLAS ${info.blas.kind}`);
