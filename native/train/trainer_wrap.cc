@@ -10,7 +10,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <algorithm>
 #include <limits>
+#include <numeric>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -69,37 +71,33 @@ struct LossParts {
 // One side of a batch (queries or documents) on the model's device.
 struct Side {
   torch::Tensor ids, mask, types;
-  const TokenBatch* batch;
+  int64_t batch, seq;
+  std::vector<int64_t> lengths;  // each row's columns up to its last attended token (at least 1)
   Side(const TokenBatch& b, const torch::Device& device)
-      : ids(b.tensor(b.ids, device)), mask(b.tensor(b.mask, device)), types(b.tensor(b.types, device)), batch(&b) {}
-  // Columns up to the last attended token of rows [start, start + count): a mini-batch's own padding.
-  int64_t length(int64_t start, int64_t count) const {
-    int64_t len = 1;
-    for (int64_t r = start; r < start + count; ++r) {
-      for (int64_t c = batch->seq - 1; c >= len; --c) {
-        if (batch->mask[static_cast<size_t>(r * batch->seq + c)] != 0) {
-          len = c + 1;
+      : ids(b.tensor(b.ids, device)), mask(b.tensor(b.mask, device)), types(b.tensor(b.types, device)), batch(b.batch),
+        seq(b.seq), lengths(static_cast<size_t>(b.batch), 1) {
+    for (int64_t r = 0; r < batch; ++r) {
+      for (int64_t c = seq - 1; c > 0; --c) {
+        if (b.mask[static_cast<size_t>(r * seq + c)] != 0) {
+          lengths[static_cast<size_t>(r)] = c + 1;
           break;
         }
       }
     }
-    return len;
   }
 };
 
-// Token states [count, len, dim] (the model's output dtype) and, when the contrastive loss is on, pooled
-// vectors through the projection head [count, out] of rows [start, start + count), columns [0, len).
+// Token states [rows, len, dim] (the model's output dtype) and, when the contrastive loss is on, pooled
+// vectors through the projection head [rows, out].
 struct Encoded {
   torch::Tensor states, pooled;
 };
 
-Encoded encode(LoadedEncoder& enc, const Side& side, int64_t start, int64_t count, int64_t len, const StepOptions& s,
-               torch::ScalarType autocast) {
-  auto rows = [&](const torch::Tensor& t) { return t.narrow(0, start, count).narrow(1, 0, len); };
-  const torch::Tensor mask = rows(side.mask);
+Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& types,
+               const StepOptions& s, torch::ScalarType autocast) {
   AutocastScope scope(enc.device, autocast);
   Encoded out;
-  out.states = enc.model->forward(rows(side.ids), mask, rows(side.types));
+  out.states = enc.model->forward(ids, mask, types);
   if (s.contrastiveWeight > 0) out.pooled = enc.project(pool(out.states, mask, s.pooling));
   return out;
 }
@@ -146,42 +144,45 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
 // batch (the loss is not split), while the encoder's activations are held for one mini-batch at a time, so
 // the batch size, and with it the number of in-batch negatives, is bounded by the fused losses' O(B·N)
 // memory rather than by the encoder. The price is a second forward pass. Each mini-batch's second pass
-// replays the random-number state of its first (dropout draws the same masks), and each is cut to its own
-// longest text.
+// replays the random-number state of its first (dropout draws the same masks); mini-batches hold texts of
+// similar length and are cut to their own longest.
 class MiniBatches {
  public:
   MiniBatches(LoadedEncoder& enc, const StepOptions& s, torch::ScalarType autocast)
       : enc_(enc), s_(s), autocast_(autocast), generator_(at::globalContext().defaultGenerator(enc.device)) {}
 
-  // Encodes every mini-batch of `side` (grad mode as the caller set it) and returns the whole side, padded
-  // back to the batch's length; remembers each mini-batch's random-number state for recompute().
+  // Encodes every mini-batch of `side` (grad mode as the caller set it) and returns the whole side in the
+  // batch's row order, padded back to its length; remembers each mini-batch's rows, length and
+  // random-number state for backward(). With more than one mini-batch the rows go longest first, so that
+  // each mini-batch holds texts of similar length and pads little.
   Encoded encodeAll(const Side& side) {
-    std::vector<Encoded> parts;
-    const int64_t batch = side.batch->batch, seq = side.batch->seq;
-    for (int64_t start = 0; start < batch; start += s_.miniBatchSize) {
-      Chunk c{&side, start, std::min(s_.miniBatchSize, batch - start), 0, generatorState()};
-      c.len = side.length(c.start, c.count);
-      parts.push_back(encode(enc_, side, c.start, c.count, c.len, s_, autocast_));
-      chunks_.push_back(c);
+    std::vector<int64_t> order(static_cast<size_t>(side.batch));
+    std::iota(order.begin(), order.end(), int64_t{0});
+    if (side.batch > s_.miniBatchSize) {
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return side.lengths[static_cast<size_t>(a)] > side.lengths[static_cast<size_t>(b)];
+      });
     }
     Encoded all;
-    all.states = torch::zeros({batch, seq, parts[0].states.size(2)}, parts[0].states.options());
-    size_t i = chunks_.size() - parts.size();
-    for (auto& part : parts) {
-      const Chunk& c = chunks_[i++];
-      all.states.narrow(0, c.start, c.count).narrow(1, 0, c.len).copy_(part.states);
-    }
-    if (s_.contrastiveWeight > 0) {
-      std::vector<torch::Tensor> pooled;
-      for (auto& part : parts) pooled.push_back(part.pooled);
-      all.pooled = torch::cat(pooled);
+    for (int64_t start = 0; start < side.batch; start += s_.miniBatchSize) {
+      const auto first = order.begin() + start, last = first + std::min(s_.miniBatchSize, side.batch - start);
+      Chunk c{&side, torch::tensor(std::vector<int64_t>(first, last), torch::kInt64).to(enc_.device), 1, generatorState()};
+      for (auto r = first; r != last; ++r) c.len = std::max(c.len, side.lengths[static_cast<size_t>(*r)]);
+      const Encoded part = encodeChunk(c);
+      if (!all.states.defined()) {
+        all.states = torch::zeros({side.batch, side.seq, part.states.size(2)}, part.states.options());
+        if (part.pooled.defined()) all.pooled = torch::zeros({side.batch, part.pooled.size(1)}, part.pooled.options());
+      }
+      all.states.narrow(1, 0, c.len).index_copy_(0, c.rows, part.states);
+      if (part.pooled.defined()) all.pooled.index_copy_(0, c.rows, part.pooled);
+      chunks_.push_back(std::move(c));
     }
     return all;
   }
 
-  // The second pass: every mini-batch encoded with autograd, backpropagating its slice of `grad` (the loss's
-  // gradient with respect to the cached side `cached` of that mini-batch's side). Returns the largest
-  // difference between recomputed and cached outputs when asked to verify, else -1.
+  // The second pass: every mini-batch encoded with autograd, backpropagating its rows of `grad` (the loss's
+  // gradient with respect to the first pass's output of that mini-batch's side, `cached`). Returns the
+  // largest difference between recomputed and cached outputs when asked to verify, else -1.
   double backward(const Side& q, const Encoded& qCached, const Encoded& qGrad, const Side& d, const Encoded& dCached,
                   const Encoded& dGrad) {
     const auto after = generatorState();
@@ -191,19 +192,19 @@ class MiniBatches {
       const Encoded& grad = isQuery ? qGrad : dGrad;
       const Encoded& cached = isQuery ? qCached : dCached;
       setGeneratorState(c.rng);
-      const Encoded out = encode(enc_, *c.side, c.start, c.count, c.len, s_, autocast_);
+      const Encoded out = encodeChunk(c);
       // A loss with weight 0 leaves its input without a gradient.
       std::vector<torch::Tensor> outputs, grads;
       if (grad.states.defined()) {
         outputs.push_back(out.states);
-        grads.push_back(grad.states.narrow(0, c.start, c.count).narrow(1, 0, c.len));
+        grads.push_back(grad.states.narrow(1, 0, c.len).index_select(0, c.rows));
       }
       if (grad.pooled.defined()) {
         outputs.push_back(out.pooled);
-        grads.push_back(grad.pooled.narrow(0, c.start, c.count));
+        grads.push_back(grad.pooled.index_select(0, c.rows));
       }
       if (s_.verifyMiniBatches) {
-        const torch::Tensor first = cached.states.narrow(0, c.start, c.count).narrow(1, 0, c.len);
+        const torch::Tensor first = cached.states.narrow(1, 0, c.len).index_select(0, c.rows);
         maxDiff = std::max(maxDiff, (out.states.detach().to(torch::kFloat32) - first.to(torch::kFloat32)).abs().max().item<double>());
       }
       torch::autograd::backward(outputs, grads);
@@ -215,9 +216,14 @@ class MiniBatches {
  private:
   struct Chunk {
     const Side* side;
-    int64_t start, count, len;
+    torch::Tensor rows;  // the batch rows it holds, on the model's device
+    int64_t len;         // its longest text's length
     at::Tensor rng;
   };
+  Encoded encodeChunk(const Chunk& c) {
+    auto take = [&](const torch::Tensor& t) { return t.narrow(1, 0, c.len).index_select(0, c.rows); };
+    return encode(enc_, take(c.side->ids), take(c.side->mask), take(c.side->types), s_, autocast_);
+  }
   at::Tensor generatorState() {
     std::lock_guard<std::mutex> g(generator_.mutex());
     return generator_.get_state();
@@ -289,8 +295,8 @@ class StepWorker : public PromiseWorker {
         const Encoded qe = mini.encodeAll(q), de = mini.encodeAll(d);
         parts_ = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast).second;
       } else {
-        const Encoded qe = encode(enc, q, 0, q_.batch, q_.seq, options_, state_->autocast);
-        const Encoded de = encode(enc, d, 0, d_.batch, d_.seq, options_, state_->autocast);
+        const Encoded qe = encode(enc, q.ids, q.mask, q.types, options_, state_->autocast);
+        const Encoded de = encode(enc, d.ids, d.mask, d.types, options_, state_->autocast);
         parts_ = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast).second;
       }
     } else {
@@ -340,8 +346,8 @@ class StepWorker : public PromiseWorker {
       const Encoded qGrad = gradOf(qe), dGrad = gradOf(de);
       parts_.miniBatchMaxDiff = mini.backward(q, qe, qGrad, d, de, dGrad);
     } else {
-      const Encoded qe = encode(enc, q, 0, q_.batch, q_.seq, options_, state_->autocast);
-      const Encoded de = encode(enc, d, 0, d_.batch, d_.seq, options_, state_->autocast);
+      const Encoded qe = encode(enc, q.ids, q.mask, q.types, options_, state_->autocast);
+      const Encoded de = encode(enc, d.ids, d.mask, d.types, options_, state_->autocast);
       auto [loss, parts] = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
