@@ -21,7 +21,7 @@ withPython(`compare-gpu.js runs end to end on the CPU against a stand-in for sen
     [
       path.join(ROOT, 'scripts', 'bench', 'python', 'compare-gpu.js'),
       '--device', 'cpu', '--shapes', 'tiny', '--train-shape', 'tiny', '--texts', '40', '--embed-batch-size', '16',
-      '--batch-sizes', '8', '--steps', '1', '--precisions', 'bfloat16', '--max-batch', '256', '--largest-mini-batch-size', '16', '--json', out,
+      '--batch-sizes', '8', '--steps', '1', '--precisions', 'bfloat16', '--max-batch', '256', '--largest-mini-batch-size', '16', '--cached-batch-size', '16', '--json', out,
     ],
     { cwd: ROOT, encoding: 'utf8', env: { ...process.env, COLTRAST_PYTHON: PYTHON, PYTHONPATH: path.join(ROOT, 'test', 'fixtures', 'st-stand-in') } },
   );
@@ -32,13 +32,18 @@ withPython(`compare-gpu.js runs end to end on the CPU against a stand-in for sen
   t.deepEqual(result.skipped, []);
   t.deepEqual(result.rows.embed.map((e: any) => [e.shape, e.dtype, e.texts]), [['tiny', 'float32', 40]]);
   t.true(result.rows.embed.every((e: any) => e.coltrast.textsPerSecond > 0 && e.sentenceTransformers.textsPerSecond > 0 && Number.isFinite(e.maxAbsDiff)));
-  t.deepEqual(result.rows.train.map((e: any) => [e.loss, e.precision, e.batchSize]), [['coltrast', 'bfloat16', 8], ['contrastive', 'bfloat16', 8]]);
+  t.deepEqual(result.rows.train.map((e: any) => [e.loss, e.precision, e.batchSize, e.miniBatchSize]), [
+    ['coltrast', 'bfloat16', 8, undefined],
+    ['contrastive', 'bfloat16', 8, undefined],
+    ['contrastive', 'bfloat16', 16, 16],
+  ]);
   for (const row of result.rows.train) {
     t.true(row.coltrast.samplesPerSecond > 0 && row.python.samplesPerSecond > 0, JSON.stringify(row));
     t.true(row.coltrast.nodeOverheadPercent >= 0 && row.coltrast.nodeOverheadPercent < 100);
   }
   t.regex(result.rows.train[0].python.baseline, /eager ColTrast/);
   t.regex(result.rows.train[1].python.baseline, /MNRL \(trainer\)/);
+  t.regex(result.rows.train[2].python.baseline, /CachedMNRL, mini-batch 16 \(manual\)/);
   const [largest] = result.rows.largest;
   t.is(largest.coltrast.largestBatch, 256, 'doubling from 256 up to --max-batch');
   t.true(largest.coltrast.reachedLimit);
@@ -52,12 +57,12 @@ withPython(`compare-gpu.js skips what would start after its time budget and stil
   const out = path.join(tempDir(), 'compare.json');
   const r = spawnSync(
     process.execPath,
-    [path.join(ROOT, 'scripts', 'bench', 'python', 'compare-gpu.js'), '--device', 'cpu', '--what', 'embed,train', '--shapes', 'tiny', '--train-shape', 'tiny', '--texts', '20', '--batch-sizes', '8', '--steps', '1', '--precisions', 'float32', '--budget-seconds', '0', '--json', out],
+    [path.join(ROOT, 'scripts', 'bench', 'python', 'compare-gpu.js'), '--device', 'cpu', '--what', 'embed,train', '--shapes', 'tiny', '--train-shape', 'tiny', '--texts', '20', '--batch-sizes', '8', '--steps', '1', '--precisions', 'float32', '--cached-batch-size', '16', '--budget-seconds', '0', '--json', out],
     { cwd: ROOT, encoding: 'utf8', env: { ...process.env, COLTRAST_PYTHON: PYTHON, PYTHONPATH: path.join(ROOT, 'test', 'fixtures', 'st-stand-in') } },
   );
   t.is(r.status, 0, r.stderr.slice(-3000));
   const result = JSON.parse(fs.readFileSync(out, 'utf8'));
   t.true(result.complete);
-  t.deepEqual(result.skipped, ['embed tiny float32', 'train coltrast float32 batch 8', 'train contrastive float32 batch 8']);
+  t.deepEqual(result.skipped, ['embed tiny float32', 'train coltrast float32 batch 8', 'train contrastive float32 batch 8', 'train contrastive cached float32 batch 16']);
   t.deepEqual(result.rows.embed, []);
 });

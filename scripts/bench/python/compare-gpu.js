@@ -8,7 +8,7 @@
 //   node scripts/bench/python/compare-gpu.js [--what embed,train,largest] [--quick] [--json out.json]
 //       [--shapes minilm,base] [--train-shape minilm] [--texts 10000] [--embed-batch-size 128]
 //       [--batch-sizes 32,128,512] [--steps 10] [--precisions bfloat16,float32] [--max-batch 65536]
-//       [--budget-seconds 480] [--largest-mini-batch-size 256]
+//       [--budget-seconds 480] [--largest-mini-batch-size 256] [--cached-batch-size 4096]
 //
 // embed: --texts mixed-length texts (about 10 to 300 tokens) per shape and dtype (float32, bfloat16):
 //   coltrast's embed() against SentenceTransformer.encode(), each with its own tokenization, texts/s and
@@ -19,7 +19,10 @@
 //   0.05) against the eager Python recipe, and for the contrastive loss alone against sentence-transformers'
 //   trainer with MNRL: samples/s over --steps timed steps after one warm-up, peak GPU memory. coltrast's
 //   steps run as train() runs them (the next batch tokenized during the step); both sides' times include
-//   tokenizing.
+//   tokenizing. Then, in the first precision, the contrastive loss at --cached-batch-size with gradient
+//   caching on both sides (coltrast's miniBatchSize against sentence-transformers'
+//   CachedMultipleNegativesRankingLoss, both --largest-mini-batch-size texts at a time; 0, the --quick
+//   default, skips it).
 // largest: the largest batch (doubling from 256 up to --max-batch) at which one ColTrast training step of
 //   each side fits in GPU memory, in bfloat16: coltrast as is, coltrast with gradient caching
 //   (miniBatchSize --largest-mini-batch-size), and the eager Python recipe (which has no caching).
@@ -56,6 +59,7 @@ const { values } = parseArgs({
     'max-batch': { type: 'string', default: '65536' },
     'budget-seconds': { type: 'string', default: '480' },
     'largest-mini-batch-size': { type: 'string', default: '256' },
+    'cached-batch-size': { type: 'string' },
     'mini-batch-size': { type: 'string', default: '0' },
     device: { type: 'string', default: 'cuda' },
     json: { type: 'string' },
@@ -284,6 +288,31 @@ async function main() {
           });
         }
       }
+    }
+    // Off under --quick, whose few minutes go to the largest-batch search.
+    const cachedBatch = Number(values['cached-batch-size'] ?? (quick ? 0 : 4096));
+    if (what.includes('train') && cachedBatch > 0) {
+      const precision = precisions[0];
+      const mini = values['largest-mini-batch-size'];
+      measure(`train contrastive cached ${precision} batch ${cachedBatch}`, () => {
+        const cachedSteps = Math.min(steps, 3);
+        const common = ['--model', trainModel, '--data', pairsFile(cachedBatch * (cachedSteps + 1)), '--batch-size', String(cachedBatch), '--steps', String(cachedSteps), '--precision', precision, '--mini-batch-size', mini];
+        const c = coltrast(['--trial', 'coltrast-train', '--loss', 'contrastive', ...common]);
+        const p = python(py, ['train', '--loss', 'cached-mnrl', '--loop', 'manual', ...common]);
+        const side = (r) => (r.oom ? { oom: true } : { samplesPerSecond: round(r.samplesPerSecond), peakGpuMiB: r.peakGpuMiB });
+        const row = {
+          shape: trainShape,
+          loss: 'contrastive',
+          precision,
+          batchSize: cachedBatch,
+          miniBatchSize: Number(mini),
+          coltrast: { ...side(c), ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
+          python: { ...side(p), baseline: p.side },
+          speedup: c.oom || p.oom ? null : round(c.samplesPerSecond / p.samplesPerSecond, 2),
+        };
+        rows.train.push(row);
+        log(`train contrastive cached ${precision} batch ${cachedBatch}: coltrast ${JSON.stringify(row.coltrast)}, python ${JSON.stringify(row.python)}`);
+      });
     }
     if (what.includes('largest')) {
       const limit = Number(values['max-batch']);

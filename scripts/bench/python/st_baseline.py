@@ -4,7 +4,8 @@
     st_baseline.py encode --model DIR --texts texts.json [--batch-size 128] [--dtype float32|bfloat16|float16]
                           [--device cuda] [--vectors out.bin] [--json out.json]
     st_baseline.py train  --model DIR --data pairs.json [--batch-size 64] [--steps 10] [--precision float32|bfloat16]
-                          [--loss mnrl|coltrast] [--loop trainer|manual] [--device cuda] [--json out.json]
+                          [--loss mnrl|cached-mnrl|coltrast] [--mini-batch-size 256] [--loop trainer|manual]
+                          [--device cuda] [--json out.json]
 
 encode: SentenceTransformer(DIR).encode(texts) as a user calls it: its own tokenization, its length-sorted
 batching, pooling and the folder's Normalize; one call of --batch-size texts first as a warm-up. The model
@@ -14,7 +15,9 @@ input order) so the caller can compare them with coltrast's.
 
 train: fine-tuning on query/positive text pairs with AdamW at learning rate 2e-5 (weight decay 0.01,
 clipping at 1), in-batch negatives. --loss mnrl: contrastive only, MultipleNegativesRankingLoss (scale 20 =
-1 / temperature 0.05). --loss coltrast: the ColTrast recipe as the write-up computes it, eagerly on the
+1 / temperature 0.05). --loss cached-mnrl: the same loss with gradient caching,
+CachedMultipleNegativesRankingLoss (--mini-batch-size texts encoded at a time; its backward hook re-encodes
+each mini-batch), to set beside coltrast's train({ miniBatchSize }). --loss coltrast: the ColTrast recipe as the write-up computes it, eagerly on the
 model's outputs: 0.5 x cross-entropy over the cosine similarities of the pooled (normalized) embeddings
 divided by 0.05, plus 0.5 x cross-entropy over MaxSim scores of the L2-normalized token embeddings (every
 query token against every document token of every document in the batch, einsum, masked max, mean over
@@ -212,6 +215,9 @@ def train(args):
             raise SystemExit("--loss coltrast runs in --loop manual")
         loss_fn = coltrast_loss(model)
         side = "eager ColTrast on a sentence-transformers model (manual loop)"
+    elif args.loss == "cached-mnrl":
+        loss_fn = losses.CachedMultipleNegativesRankingLoss(model, scale=20.0, mini_batch_size=args.mini_batch_size)
+        side = f"sentence-transformers CachedMNRL, mini-batch {args.mini_batch_size} ({args.loop})"
     else:
         loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
         side = f"sentence-transformers MNRL ({args.loop})"
@@ -244,7 +250,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--loss", default="mnrl", choices=["mnrl", "coltrast"])
+    parser.add_argument("--loss", default="mnrl", choices=["mnrl", "cached-mnrl", "coltrast"])
+    parser.add_argument("--mini-batch-size", type=int, default=256, help="--loss cached-mnrl: texts encoded at a time")
     parser.add_argument("--loop", default="trainer", choices=["trainer", "manual"])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--vectors")
