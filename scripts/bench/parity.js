@@ -9,7 +9,7 @@
 //       [--schedule linear|cosine|constant] [--warmup-ratio 0.1] [--negatives 1]
 //       [--late-interaction cross_entropy|bce] [--symmetric] [--no-dropout] [--threads 2]
 //       [--pooling mean|cls|max|mean_sqrt_len|lasttoken] [--projection DIM] [--projection-activation identity|tanh]
-//       [--accumulation K] [--batches-per-epoch N] [--val-examples 64] [--out tmp/parity]
+//       [--accumulation K] [--mini-batch-size M] [--batches-per-epoch N] [--val-examples 64] [--out tmp/parity]
 //
 // Batch order: train() shuffles its examples each epoch with its seeded generator and has no option to
 // take a given order, so this script computes the batches exactly as train() does (seededRandom, shuffle,
@@ -27,7 +27,9 @@
 // loss scaled by 1/K, the update after the group; --steps counts optimizer steps. Without
 // --batches-per-epoch an epoch has 5 * K micro-batches (5 optimizer steps), as 5 batches without
 // accumulation. With accumulation, a step's loss in the report is the mean of its micro-batches' losses and
-// its relative difference the largest over its micro-batches.
+// its relative difference the largest over its micro-batches. --mini-batch-size M is train()'s
+// `miniBatchSize` (gradient caching); Python runs the same GradCache step (Trainer.cached_backward: the
+// same mini-batches in the same order, each replaying its dropout masks).
 //
 // Validation: after the steps, both sides embed --val-examples held-out (query, positive) pairs (seeded, not
 // trained on) with their final weights and compute Recall@1, MRR@10 and nDCG@10 of each query against all
@@ -107,6 +109,8 @@ const DEFAULTS = {
   projection: undefined,
   projectionActivation: 'identity',
   accumulation: 1,
+  // 0: no gradient caching; M: train()'s miniBatchSize.
+  miniBatchSize: 0,
   valExamples: 64,
   valSeed: 1234,
   trainCheck: true,
@@ -230,6 +234,7 @@ async function runParity(options = {}) {
       symmetric: o.symmetric,
       lateInteractionKind: o.lateInteraction,
       maxGradNorm: o.maxGradNorm,
+      miniBatchSize: o.miniBatchSize,
     };
 
     // coltrast, driven micro-batch by micro-batch through the path train() uses.
@@ -291,6 +296,7 @@ async function runParity(options = {}) {
         weightDecay: o.weightDecay,
         maxGradNorm: o.maxGradNorm,
         gradientAccumulation: o.accumulation,
+        ...(o.miniBatchSize > 0 ? { miniBatchSize: o.miniBatchSize } : {}),
         ...(projection ? { projection } : {}),
         loss,
         valSplit: 0,
@@ -521,6 +527,7 @@ if (require.main === module) {
       projection: { type: 'string' },
       'projection-activation': { type: 'string', default: DEFAULTS.projectionActivation },
       accumulation: { type: 'string', default: String(DEFAULTS.accumulation) },
+      'mini-batch-size': { type: 'string', default: String(DEFAULTS.miniBatchSize) },
       'batches-per-epoch': { type: 'string' },
       'val-examples': { type: 'string', default: String(DEFAULTS.valExamples) },
       tolerance: { type: 'string', default: String(DEFAULTS.tolerance) },
@@ -544,6 +551,7 @@ if (require.main === module) {
     projection: values.projection === undefined ? undefined : Number(values.projection),
     projectionActivation: values['projection-activation'],
     accumulation: Number(values.accumulation),
+    miniBatchSize: Number(values['mini-batch-size']),
     batchesPerEpoch: values['batches-per-epoch'] === undefined ? undefined : Number(values['batches-per-epoch']),
     valExamples: Number(values['val-examples']),
     tolerance: Number(values.tolerance),

@@ -378,12 +378,15 @@ class Trainer:
         the gradients summed since the last update. Returns the unscaled losses (grad norm 0 without apply)."""
         o = self.step_options
         self.model.train()
-        qi, qm, qt = queries
-        di, dm, dt = documents
-        q_states = self.model(qi, qm, qt)
-        d_states = self.model(di, dm, dt)
-        total, contrastive, late = coltrast_loss(q_states, qm, d_states, dm, o, self.tau, self.head)
-        (total * loss_scale if loss_scale != 1 else total).backward()
+        if o.get("miniBatchSize", 0) > 0:
+            total, contrastive, late = self.cached_backward(queries, documents, o["miniBatchSize"], loss_scale)
+        else:
+            qi, qm, qt = queries
+            di, dm, dt = documents
+            q_states = self.model(qi, qm, qt)
+            d_states = self.model(di, dm, dt)
+            total, contrastive, late = coltrast_loss(q_states, qm, d_states, dm, o, self.tau, self.head)
+            (total * loss_scale if loss_scale != 1 else total).backward()
         grad_norm = 0.0
         if apply:
             max_norm = o.get("maxGradNorm", 1.0)
@@ -399,6 +402,45 @@ class Trainer:
             "gradNorm": grad_norm,
             "learningRate": learning_rate,
         }
+
+    def cached_backward(self, queries, documents, mini, loss_scale):
+        """Gradient caching (GradCache, as train({ miniBatchSize }) runs it): each side encoded `mini` rows at a
+        time without autograd (rows longest first when there is more than one mini-batch, each mini-batch cut
+        to its longest row), the loss and its gradient with respect to the token states over the whole batch,
+        then each mini-batch encoded again from its saved random-number state (the same dropout masks) and
+        backpropagated with its rows of that gradient; the generator ends where the first pass left it."""
+        chunks = []
+
+        def encode_side(ids, mask, types):
+            lengths = [max(1, int(row.nonzero().max()) + 1 if row.any() else 1) for row in mask]
+            order = list(range(ids.shape[0]))
+            if len(order) > mini:
+                order.sort(key=lambda r: -lengths[r])  # stable, as std::stable_sort
+            states = None
+            for start in range(0, len(order), mini):
+                rows = torch.tensor(order[start : start + mini])
+                cut = max(lengths[r] for r in rows.tolist())
+                rng = torch.get_rng_state()
+                with torch.no_grad():
+                    out = self.model(ids[rows, :cut], mask[rows, :cut], types[rows, :cut])
+                if states is None:
+                    states = torch.zeros(ids.shape[0], ids.shape[1], out.shape[-1])
+                states[rows, :cut] = out
+                chunks.append((ids, mask, types, rows, cut, rng, len(leaves)))
+            leaves.append(states.requires_grad_(True))
+
+        leaves = []
+        encode_side(*queries)
+        encode_side(*documents)
+        after = torch.get_rng_state()
+        total, contrastive, late = coltrast_loss(leaves[0], queries[1], leaves[1], documents[1], self.step_options, self.tau, self.head)
+        (total * loss_scale if loss_scale != 1 else total).backward()
+        for ids, mask, types, rows, cut, rng, side in chunks:
+            torch.set_rng_state(rng)
+            out = self.model(ids[rows, :cut], mask[rows, :cut], types[rows, :cut])
+            torch.autograd.backward(out, leaves[side].grad[rows, :cut])
+        torch.set_rng_state(after)
+        return total.detach(), contrastive.detach(), late.detach()
 
     @torch.no_grad()
     def embed(self, rows, batch_size=32):
