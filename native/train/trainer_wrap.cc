@@ -7,10 +7,10 @@
 // loss is scaled for backward and the step skipped when the gradients overflowed.
 #include "train/trainer_wrap.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <algorithm>
 #include <limits>
 #include <numeric>
 
@@ -336,7 +336,6 @@ class StepWorker : public PromiseWorker {
       auto [loss, parts] = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
-      loss = torch::Tensor();
       auto gradOf = [](const Encoded& e) {
         Encoded g;
         g.states = e.states.grad();
