@@ -5,14 +5,16 @@
 //   node scripts/bench/python/compare.js [--shape minilm] [--what train,embed,largest] [--batch-sizes 32,64]
 //       [--steps 5] [--texts 1000] [--threads 2] [--rounds 2] [--loss coltrast|contrastive]
 //       [--mini-batch-size 0] [--rss-budget-mib 12288] [--largest-sizes 64,128,256,512,1024]
-//       [--largest-mini-batch-size 32] [--json out.json]
+//       [--largest-mini-batch-size 32] [--json out.json] [--svg largest.svg]
 //
 // --loss contrastive: the in-batch contrastive loss alone on both sides (default: both losses, 0.5 each).
 // --mini-batch-size: coltrast's gradient caching (train({ miniBatchSize })) in the train rows (0: off).
 // largest: the largest of --largest-sizes at which training fits in --rss-budget-mib of resident memory,
 // for coltrast without and with gradient caching (--largest-mini-batch-size) and for Python: every trial
 // (one warm-up step and one timed step) runs in a process of its own that is killed when its resident set
-// passes the budget, so that peaks are each trial's and the machine never runs out of memory.
+// passes the budget, so that peaks are each trial's and the machine never runs out of memory. --svg writes
+// it as a chart: peak resident memory against batch size per side, the budget as a line, each side's
+// first batch over it as a cross at the memory where it was stopped.
 // Training: query/positive pairs as scripts/bench/train.js makes them (queries of 5-15 words, positives of
 // 30-80, max_seq_length 128), in-batch negatives, both losses, AdamW; coltrast is driven step by step through
 // the native trainer train() uses (Encoder.createTrainer; its time includes tokenizing each batch), Python
@@ -54,6 +56,7 @@ const { values } = parseArgs({
     'largest-sizes': { type: 'string', default: '64,128,256,512,1024' },
     'largest-mini-batch-size': { type: 'string', default: '32' },
     json: { type: 'string' },
+    svg: { type: 'string' },
     // A child's one training measurement (largest): --trial train --model M --data F --batch-size B.
     trial: { type: 'string' },
     model: { type: 'string' },
@@ -194,6 +197,49 @@ async function largest(py, threads) {
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** The largest-batch search as an SVG line chart (hand-written, as lib/report.ts explains). */
+function largestSvg(largest, title) {
+  const [W, H, L, R, T, B] = [640, 360, 64, 190, 40, 46];
+  const colors = ['#3b6ea5', '#2e9d5b', '#e08a2c', '#8c4fb0'];
+  const xs = largest.sizes;
+  const mib = (r) => (r.overBudget ? (r.rssAtKillMiB ?? r.peakRssMiB) : r.peakRssMiB);
+  const yMax = Math.max(largest.budgetMiB, ...largest.sides.flatMap((s) => s.trials.map(mib).filter(Number.isFinite))) * 1.08;
+  const sx = (b) => L + (Math.log2(b / xs[0]) / Math.max(1, Math.log2(xs.at(-1) / xs[0]))) * (W - L - R);
+  const sy = (m) => H - B - (m / yMax) * (H - T - B);
+  const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="${W / 2}" y="22" text-anchor="middle" font-weight="bold">${esc(title)}</text>`,
+    `<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="none" stroke="#999"/>`,
+  ];
+  for (let g = 0; g <= yMax / 1024; g += Math.max(1, Math.ceil(yMax / 1024 / 6))) {
+    parts.push(`<line x1="${L}" x2="${W - R}" y1="${sy(g * 1024)}" y2="${sy(g * 1024)}" stroke="#eee"/>`);
+    parts.push(`<text x="${L - 6}" y="${sy(g * 1024) + 4}" text-anchor="end">${g}</text>`);
+  }
+  for (const b of xs) parts.push(`<text x="${sx(b)}" y="${H - B + 16}" text-anchor="middle">${b}</text>`);
+  parts.push(`<text x="${L + (W - L - R) / 2}" y="${H - 8}" text-anchor="middle">batch size (query/positive pairs)</text>`);
+  parts.push(`<text x="14" y="${T + (H - T - B) / 2}" transform="rotate(-90 14 ${T + (H - T - B) / 2})" text-anchor="middle">peak resident memory (GiB)</text>`);
+  parts.push(`<line x1="${L}" x2="${W - R}" y1="${sy(largest.budgetMiB)}" y2="${sy(largest.budgetMiB)}" stroke="#c33" stroke-dasharray="6,4"/>`);
+  parts.push(`<text x="${L + 6}" y="${sy(largest.budgetMiB) - 6}" fill="#c33">budget ${(largest.budgetMiB / 1024).toFixed(0)} GiB</text>`);
+  largest.sides.forEach((s, i) => {
+    const color = colors[i % colors.length];
+    const fit = s.trials.filter((r) => !r.overBudget && !r.error);
+    if (fit.length) parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${fit.map((r) => `${sx(r.batchSize).toFixed(1)},${sy(r.peakRssMiB).toFixed(1)}`).join(' ')}"/>`);
+    for (const r of fit) parts.push(`<circle cx="${sx(r.batchSize).toFixed(1)}" cy="${sy(r.peakRssMiB).toFixed(1)}" r="3" fill="${color}"/>`);
+    for (const r of s.trials.filter((t) => t.overBudget && Number.isFinite(mib(t)))) {
+      const [x, y] = [sx(r.batchSize), sy(mib(r))];
+      parts.push(`<path d="M${x - 5},${y - 5}L${x + 5},${y + 5}M${x - 5},${y + 5}L${x + 5},${y - 5}" stroke="${color}" stroke-width="2"/>`);
+    }
+    const ly = T + 16 + i * 18;
+    parts.push(`<line x1="${W - R + 6}" x2="${W - R + 22}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="2"/>`);
+    parts.push(`<text x="${W - R + 26}" y="${ly}">${esc(s.side)}</text>`);
+  });
+  parts.push(`<text x="${W - R + 6}" y="${T + 30 + largest.sides.length * 18}" fill="#555">× stopped over budget</text>`);
+  parts.push('</svg>');
+  return `${parts.join('\n')}\n`;
 }
 
 async function main() {
@@ -342,6 +388,9 @@ async function main() {
     rows,
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2) + '\n');
+  if (values.svg && rows.largest) {
+    fs.writeFileSync(values.svg, largestSvg(rows.largest, `Training memory by batch size: ${values.shape}, ${rows.largest.loss} loss, CPU`));
+  }
   if (rows.train.length) {
     console.log('| training, batch | timed steps | coltrast s/step | python s/step | coltrast samples/s | python samples/s | coltrast / python time | CPU s/step coltrast / python | peak RSS MiB coltrast / python |');
     console.log('|---|---|---|---|---|---|---|---|---|');
