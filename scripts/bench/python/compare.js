@@ -6,6 +6,7 @@
 //       [--steps 5] [--texts 1000] [--threads 2] [--rounds 2] [--loss coltrast|contrastive]
 //       [--mini-batch-size 0] [--rss-budget-mib 12288] [--largest-sizes 64,128,256,512,1024]
 //       [--largest-mini-batch-size 32] [--json out.json] [--svg largest.svg]
+//   node scripts/bench/python/compare.js --from-json out.json [--svg largest.svg]   (tables of an earlier run)
 //
 // --loss contrastive: the in-batch contrastive loss alone on both sides (default: both losses, 0.5 each).
 // --mini-batch-size: coltrast's gradient caching (train({ miniBatchSize })) in the train rows (0: off).
@@ -57,6 +58,8 @@ const { values } = parseArgs({
     'largest-mini-batch-size': { type: 'string', default: '32' },
     json: { type: 'string' },
     svg: { type: 'string' },
+    // Print the tables (and --svg the chart) of an earlier run's --json file instead of measuring.
+    'from-json': { type: 'string' },
     // A child's one training measurement (largest): --trial train --model M --data F --batch-size B.
     trial: { type: 'string' },
     model: { type: 'string' },
@@ -247,6 +250,10 @@ async function main() {
     console.log(JSON.stringify(await trial()));
     return;
   }
+  if (values['from-json']) {
+    report(JSON.parse(fs.readFileSync(values['from-json'], 'utf8')), {});
+    return;
+  }
   const py = findPython();
   if (!py) throw new Error('no python3 with torch found (Debian: apt-get install python3-torch; or set COLTRAST_PYTHON)');
   const threads = Number(values.threads);
@@ -388,8 +395,15 @@ async function main() {
     rows,
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2) + '\n');
+  report(result, { roundCount, torch: info.torchVersion, blas: info.blas.kind });
+}
+
+// The tables (Markdown) and, with --svg, the largest-batch chart of a result, measured now or read back
+// with --from-json.
+function report(result, { roundCount, torch, blas }) {
+  const { rows } = result;
   if (values.svg && rows.largest) {
-    fs.writeFileSync(values.svg, largestSvg(rows.largest, `Training memory by batch size: ${values.shape}, ${rows.largest.loss} loss, CPU`));
+    fs.writeFileSync(values.svg, largestSvg(rows.largest, `Training memory by batch size: ${result.shape}, ${rows.largest.loss} loss, CPU`));
   }
   if (rows.train.length) {
     console.log('| training, batch | timed steps | coltrast s/step | python s/step | coltrast samples/s | python samples/s | coltrast / python time | CPU s/step coltrast / python | peak RSS MiB coltrast / python |');
@@ -420,7 +434,7 @@ async function main() {
       console.log(`| ${s.side} | ${s.largestBatch}${s.reachedLastSize ? '+' : ''} | ${rows.largest.sizes.map(cell).join(' | ')} |`);
     }
   }
-  console.log(`\nfastest of ${roundCount} alternating rounds per side; ${result.date}, ${result.cpu}, ${threads} threads both sides, libtorch ${info.torchVersion} (coltrast) / ${py} torch, BLAS ${info.blas.kind}`);
+  console.log(`\n${roundCount ? `fastest of ${roundCount} alternating rounds per side; ` : ''}${result.date}, ${result.cpu}, ${result.threads} threads both sides, libtorch ${torch ?? result.coltrast.torch} (coltrast) / ${result.python} torch${blas ? `, BLAS ${blas}` : ''}`);
 }
 
 main().catch((e) => {
