@@ -67,8 +67,11 @@ const SUITES = {
       result.device !== 'cpu' && result.rows.largest
         ? [
             ...result.rows.embed.map((r) => ({ measure: `embed ${r.shape} ${r.dtype}`, unit: 'texts/s', coltrast: r.coltrast.textsPerSecond, python: r.sentenceTransformers.textsPerSecond, coltrastPeakGpuMiB: r.coltrast.peakGpuMiB, pythonPeakGpuMiB: r.sentenceTransformers.peakGpuMiB })),
-            ...result.rows.train.map((r) => ({ measure: `train ${r.loss} ${r.precision} batch ${r.batchSize}`, unit: 'samples/s', coltrast: r.coltrast.oom ? 'OOM' : r.coltrast.samplesPerSecond, python: r.python.oom ? 'OOM' : r.python.samplesPerSecond, coltrastPeakGpuMiB: r.coltrast.peakGpuMiB, pythonPeakGpuMiB: r.python.peakGpuMiB })),
-            ...result.rows.largest.map((r) => ({ measure: `largest batch ${r.loss} ${r.precision}`, unit: 'batch', coltrast: r.coltrast?.largestBatch, python: r.python?.largestBatch })),
+            ...result.rows.train.map((r) => ({ measure: `train ${r.loss} ${r.precision} batch ${r.batchSize}${r.miniBatchSize ? `, both cached (mini-batch ${r.miniBatchSize})` : ''}`, unit: 'samples/s', coltrast: r.coltrast.oom ? 'OOM' : r.coltrast.samplesPerSecond, python: r.python.oom ? 'OOM' : r.python.samplesPerSecond, coltrastPeakGpuMiB: r.coltrast.peakGpuMiB, pythonPeakGpuMiB: r.python.peakGpuMiB })),
+            ...result.rows.largest.flatMap((r) => [
+              { measure: `largest batch ${r.loss} ${r.precision}`, unit: 'batch', coltrast: r.coltrast?.largestBatch, python: r.python?.largestBatch },
+              { measure: `largest batch ${r.loss} ${r.precision}, coltrast with miniBatchSize ${r.miniBatchSize}`, unit: 'batch', coltrast: r.coltrastCached?.largestBatch, python: r.python?.largestBatch },
+            ]),
           ]
         : [
             ...result.rows.train.map((r) => ({ measure: `train batch ${r.batchSize}`, unit: 'samples/s', coltrast: r.coltrast.samplesPerSecond, python: r.python.samplesPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
