@@ -163,17 +163,22 @@ class MiniBatches {
         return side.lengths[static_cast<size_t>(a)] > side.lengths[static_cast<size_t>(b)];
       });
     }
+    // The token states are kept only for the late-interaction loss (or to verify the second pass): with the
+    // contrastive loss alone, [batch, seq, dim] of them would be most of the memory a step needs.
+    const bool keepStates = s_.lateInteractionWeight > 0 || s_.verifyMiniBatches;
     Encoded all;
     for (int64_t start = 0; start < side.batch; start += s_.miniBatchSize) {
       const auto first = order.begin() + start, last = first + std::min(s_.miniBatchSize, side.batch - start);
       Chunk c{&side, torch::tensor(std::vector<int64_t>(first, last), torch::kInt64).to(enc_.device), 1, generatorState()};
       for (auto r = first; r != last; ++r) c.len = std::max(c.len, side.lengths[static_cast<size_t>(*r)]);
       const Encoded part = encodeChunk(c);
-      if (!all.states.defined()) {
+      if (keepStates && !all.states.defined()) {
         all.states = torch::zeros({side.batch, side.seq, part.states.size(2)}, part.states.options());
-        if (part.pooled.defined()) all.pooled = torch::zeros({side.batch, part.pooled.size(1)}, part.pooled.options());
       }
-      all.states.narrow(1, 0, c.len).index_copy_(0, c.rows, part.states);
+      if (part.pooled.defined() && !all.pooled.defined()) {
+        all.pooled = torch::zeros({side.batch, part.pooled.size(1)}, part.pooled.options());
+      }
+      if (keepStates) all.states.narrow(1, 0, c.len).index_copy_(0, c.rows, part.states);
       if (part.pooled.defined()) all.pooled.index_copy_(0, c.rows, part.pooled);
       chunks_.push_back(std::move(c));
     }
@@ -330,7 +335,7 @@ class StepWorker : public PromiseWorker {
       }
       // The cached outputs as leaves: backward through the losses stops at them.
       for (Encoded* e : {&qe, &de}) {
-        e->states.requires_grad_(true);
+        if (e->states.defined()) e->states.requires_grad_(true);
         if (e->pooled.defined()) e->pooled.requires_grad_(true);
       }
       auto [loss, parts] = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast);
@@ -338,7 +343,7 @@ class StepWorker : public PromiseWorker {
       parts_ = parts;
       auto gradOf = [](const Encoded& e) {
         Encoded g;
-        g.states = e.states.grad();
+        if (e.states.defined()) g.states = e.states.grad();
         if (e.pooled.defined()) g.pooled = e.pooled.grad();
         return g;
       };
