@@ -3,12 +3,13 @@
 // same random-weight model, the same token ids, batch sizes, thread count and BLAS. Uses the built package.
 //
 //   node scripts/bench/python/compare.js [--shape minilm] [--what train,embed,largest] [--batch-sizes 32,64]
-//       [--steps 5] [--texts 1000] [--threads 2] [--rounds 2] [--loss coltrast|contrastive]
+//       [--steps 5] [--texts 1000] [--threads 2] [--rounds 2] [--loss coltrast|contrastive] [--embed-dtype float32]
 //       [--mini-batch-size 0] [--rss-budget-mib 12288] [--largest-sizes 64,128,256,512,1024]
 //       [--largest-mini-batch-size 32] [--json out.json] [--svg largest.svg]
 //   node scripts/bench/python/compare.js --from-json out.json [--svg largest.svg]   (tables of an earlier run)
 //
 // --loss contrastive: the in-batch contrastive loss alone on both sides (default: both losses, 0.5 each).
+// --embed-dtype bfloat16: both sides embed with the model held in bfloat16.
 // --mini-batch-size: coltrast's gradient caching (train({ miniBatchSize })) in the train rows (0: off).
 // largest: the largest of --largest-sizes at which training fits in --rss-budget-mib of resident memory,
 // for coltrast without and with gradient caching (--largest-mini-batch-size) and for Python: every trial
@@ -49,6 +50,7 @@ const { values } = parseArgs({
     steps: { type: 'string', default: '5' },
     texts: { type: 'string', default: '1000' },
     'embed-batch-size': { type: 'string', default: '32' },
+    'embed-dtype': { type: 'string', default: 'float32' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
     rounds: { type: 'string', default: '2' },
     loss: { type: 'string', default: 'coltrast' },
@@ -340,7 +342,7 @@ async function main() {
       const model = makeRandomBert(path.join(work, 'embed-model'), { shape: values.shape, seed: 1 });
       const texts = makeTexts(Number(values.texts));
       const batchSize = Number(values['embed-batch-size']);
-      const enc = await Encoder.load(model, { device: 'cpu', threads });
+      const enc = await Encoder.load(model, { device: 'cpu', threads, dtype: values['embed-dtype'] });
       let t0 = process.hrtime.bigint();
       const ids = await enc.tokenize(texts);
       const tokenizeSeconds = seconds(t0);
@@ -360,7 +362,7 @@ async function main() {
         const vectorFile = path.join(work, 'vectors.bin');
         fs.writeFileSync(vectorFile, Buffer.from(vectors.data.buffer, vectors.data.byteOffset, vectors.data.byteLength));
         const load1 = os.loadavg()[0];
-        p = python(py, [path.join(__dirname, 'embed.py'), '--model', model, '--data', dataFile, '--batch-size', String(batchSize), '--threads', String(threads), '--check', vectorFile]);
+        p = python(py, [path.join(__dirname, 'embed.py'), '--model', model, '--data', dataFile, '--batch-size', String(batchSize), '--threads', String(threads), '--dtype', values['embed-dtype'], '--check', vectorFile]);
         rounds.python.push({ seconds: p.seconds, cpuSeconds: p.cpuSeconds, minorFaults: p.minorFaults, maxAbsDiff: p.maxAbsDiffVsColtrast, loadavg: [load1, os.loadavg()[0]] });
         const c = rounds.coltrast.at(-1);
         console.error(
@@ -372,6 +374,7 @@ async function main() {
       const best = (side) => Math.min(...rounds[side].map((r) => r.seconds));
       const tokens = ids.reduce((n, t) => n + t.length, 0);
       rows.embed.push({
+        dtype: values['embed-dtype'],
         texts: texts.length,
         tokens,
         batchSize,
@@ -414,10 +417,10 @@ function report(result, { roundCount, torch, blas }) {
     }
   }
   if (rows.embed.length) {
-    console.log('\n| embedding, texts | tokens | batch | coltrast s (tokenizing alone) | python s | coltrast texts/s | python texts/s | max abs diff | peak RSS MiB coltrast / python |');
-    console.log('|---|---|---|---|---|---|---|---|---|');
+    console.log('\n| embedding, texts | dtype | tokens | batch | coltrast s (tokenizing alone) | python s | coltrast texts/s | python texts/s | max abs diff | peak RSS MiB coltrast / python |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|');
     for (const r of rows.embed) {
-      console.log(`| ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.coltrast.seconds} (${r.coltrast.tokenizeSeconds}) | ${r.python.seconds} | ${r.coltrast.textsPerSecond} | ${r.python.textsPerSecond} | ${r.maxAbsDiff.toExponential(2)} | ${r.coltrast.peakRssMiB} / ${r.python.peakRssMiB} |`);
+      console.log(`| ${r.texts} | ${r.dtype ?? 'float32'} | ${r.tokens} | ${r.batchSize} | ${r.coltrast.seconds} (${r.coltrast.tokenizeSeconds}) | ${r.python.seconds} | ${r.coltrast.textsPerSecond} | ${r.python.textsPerSecond} | ${r.maxAbsDiff.toExponential(2)} | ${r.coltrast.peakRssMiB} / ${r.python.peakRssMiB} |`);
     }
   }
   if (rows.largest) {

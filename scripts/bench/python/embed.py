@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Embedding throughput of the plain-PyTorch baseline (texts/s), to set beside coltrast's embed().
 
-    embed.py --model DIR --data ids.json [--batch-size 32] [--threads 2] [--json out.json] [--check vectors.bin]
+    embed.py --model DIR --data ids.json [--batch-size 32] [--threads 2] [--dtype float32|bfloat16]
+             [--json out.json] [--check vectors.bin]
 
 What sentence-transformers' encode() does, written out (sentence-transformers is not installable here; see
 coltrast_train.py): texts sorted by length (longest first), batches of --batch-size padded to their longest
@@ -9,6 +10,8 @@ text, a forward pass under torch.inference_mode(), the folder's pooling (1_Pooli
 modules.json has a Normalize module. --data holds the token ids of each text as coltrast's tokenizer gives
 them ([CLS] ... [SEP], truncated to max_seq_length; written by scripts/bench/python/compare.js), so both sides
 embed the same inputs; tokenization is not part of this timing. One batch runs first as a warm-up.
+--dtype bfloat16 casts the model (model.to(torch.bfloat16)), as coltrast's Encoder.load({ dtype }) holds it;
+the vectors come back as float32.
 --check compares the vectors with coltrast's (float32, row-major, input order) and prints the largest
 absolute difference.
 """
@@ -44,7 +47,7 @@ def embed(model, pooling, normalize, texts, batch_size):
             v = pool(model(ids, mask, types), mask, pooling)
             if normalize:
                 v = F.normalize(v, dim=-1)
-            out[rows] = v
+            out[rows] = v.float()
     return out
 
 
@@ -54,11 +57,13 @@ def main():
     parser.add_argument("--data", required=True, help="JSON: a list of token id lists")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--json")
     parser.add_argument("--check", help="coltrast's vectors (float32, row-major) to compare with")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, pooling = load_model(args.model)
+    model.to(getattr(torch, args.dtype))
     model.eval()
     normalize = normalizes(args.model)
     with open(args.data) as f:
@@ -77,6 +82,7 @@ def main():
         "texts": len(texts),
         "tokens": tokens,
         "batchSize": args.batch_size,
+        "dtype": args.dtype,
         "seconds": seconds,
         "textsPerSecond": len(texts) / seconds,
         "tokensPerSecond": tokens / seconds,
