@@ -9,7 +9,8 @@
 //       [--schedule linear|cosine|constant] [--warmup-ratio 0.1] [--negatives 1]
 //       [--late-interaction cross_entropy|bce] [--symmetric] [--no-dropout] [--threads 2]
 //       [--pooling mean|cls|max|mean_sqrt_len|lasttoken] [--projection DIM] [--projection-activation identity|tanh]
-//       [--accumulation K] [--mini-batch-size M] [--batches-per-epoch N] [--val-examples 64] [--out tmp/parity]
+//       [--accumulation K] [--mini-batch-size M] [--precision float32|bfloat16] [--batches-per-epoch N]
+//       [--val-examples 64] [--out tmp/parity]
 //
 // Batch order: train() shuffles its examples each epoch with its seeded generator and has no option to
 // take a given order, so this script computes the batches exactly as train() does (seededRandom, shuffle,
@@ -29,7 +30,8 @@
 // accumulation. With accumulation, a step's loss in the report is the mean of its micro-batches' losses and
 // its relative difference the largest over its micro-batches. --mini-batch-size M is train()'s
 // `miniBatchSize` (gradient caching); Python runs the same GradCache step (Trainer.cached_backward: the
-// same mini-batches in the same order, each replaying its dropout masks).
+// same mini-batches in the same order, each replaying its dropout masks). --precision bfloat16 is train()'s
+// `precision`: both sides run the forward pass under CPU autocast (Trainer.encode in coltrast_train.py).
 //
 // Validation: after the steps, both sides embed --val-examples held-out (query, positive) pairs (seeded, not
 // trained on) with their final weights and compute Recall@1, MRR@10 and nDCG@10 of each query against all
@@ -111,6 +113,7 @@ const DEFAULTS = {
   accumulation: 1,
   // 0: no gradient caching; M: train()'s miniBatchSize.
   miniBatchSize: 0,
+  precision: 'float32',
   valExamples: 64,
   valSeed: 1234,
   trainCheck: true,
@@ -255,7 +258,7 @@ async function runParity(options = {}) {
       }
       // The held-out metrics of the starting point (the same on both sides), to show how far training moved them.
       if (o.valExamples > 0) coltrastMetricsBefore = await coltrastMetrics(enc, valData);
-      const trainer = await enc.createTrainer({ learningRate: o.learningRate, weightDecay: o.weightDecay, seed: o.seed });
+      const trainer = await enc.createTrainer({ learningRate: o.learningRate, weightDecay: o.weightDecay, seed: o.seed, precision: o.precision });
       for (const m of micro) {
         const b = m.batch;
         tokenized.push({ queries: await enc.tokenize(b.queries), documents: await enc.tokenize(b.documents), step: m.step, lossScale: 1 / o.accumulation, apply: m.apply });
@@ -297,6 +300,7 @@ async function runParity(options = {}) {
         maxGradNorm: o.maxGradNorm,
         gradientAccumulation: o.accumulation,
         ...(o.miniBatchSize > 0 ? { miniBatchSize: o.miniBatchSize } : {}),
+        precision: o.precision,
         ...(projection ? { projection } : {}),
         loss,
         valSplit: 0,
@@ -324,7 +328,7 @@ async function runParity(options = {}) {
       threads: o.threads,
       seed: o.seed,
       headSeed: projection ? o.seed : undefined,
-      trainer: { learningRate: o.learningRate, weightDecay: o.weightDecay },
+      trainer: { learningRate: o.learningRate, weightDecay: o.weightDecay, precision: o.precision },
       step: stepOptions,
       schedule: { peak: o.learningRate, warmupRatio: o.warmupRatio, schedule: o.schedule, totalSteps },
       batches: tokenized,
@@ -528,6 +532,7 @@ if (require.main === module) {
       'projection-activation': { type: 'string', default: DEFAULTS.projectionActivation },
       accumulation: { type: 'string', default: String(DEFAULTS.accumulation) },
       'mini-batch-size': { type: 'string', default: String(DEFAULTS.miniBatchSize) },
+      precision: { type: 'string', default: DEFAULTS.precision },
       'batches-per-epoch': { type: 'string' },
       'val-examples': { type: 'string', default: String(DEFAULTS.valExamples) },
       tolerance: { type: 'string', default: String(DEFAULTS.tolerance) },
@@ -552,6 +557,7 @@ if (require.main === module) {
     projectionActivation: values['projection-activation'],
     accumulation: Number(values.accumulation),
     miniBatchSize: Number(values['mini-batch-size']),
+    precision: values.precision,
     batchesPerEpoch: values['batches-per-epoch'] === undefined ? undefined : Number(values['batches-per-epoch']),
     valExamples: Number(values['val-examples']),
     tolerance: Number(values.tolerance),

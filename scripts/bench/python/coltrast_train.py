@@ -305,17 +305,22 @@ def maxsim_scores(q, q_mask, d, d_mask):
     return (best * qm[:, None, :]).sum(-1) / qm.sum(1).clamp_min(1)[:, None]
 
 
-def coltrast_loss(q_states, q_mask, d_states, d_mask, o, tau, head=None):
+def coltrast_loss(q_states, q_mask, d_states, d_mask, o, tau, head=None, pooled=None):
     """(total, contrastive, late interaction) of one batch; query i's positive is document i. `head` (the
-    projection head, if any) maps the pooled vectors before normalization; token states never go through it."""
+    projection head, if any) maps the pooled vectors before normalization; token states never go through it.
+    `pooled`: the (query, document) pooled and projected vectors when the caller computed them (under
+    autocast, say); they are normalized in float32."""
     project = head if head is not None else (lambda x: x)
     B = q_states.shape[0]
     target = torch.arange(B)
     total = torch.zeros(())
     contrastive = late = torch.zeros(())
     if o["contrastiveWeight"] > 0:
-        qp = F.normalize(project(pool(q_states, q_mask, o["pooling"])), dim=-1)
-        dp = F.normalize(project(pool(d_states, d_mask, o["pooling"])), dim=-1)
+        if pooled is not None:
+            qp, dp = (F.normalize(p.float(), dim=-1) for p in pooled)
+        else:
+            qp = F.normalize(project(pool(q_states, q_mask, o["pooling"])), dim=-1)
+            dp = F.normalize(project(pool(d_states, d_mask, o["pooling"])), dim=-1)
         logits = qp @ dp.T / tau
         contrastive = F.cross_entropy(logits, target)
         if o["symmetric"]:
@@ -371,6 +376,9 @@ class Trainer:
             eps=trainer_options.get("eps", 1e-8),
         )
         self.tau = torch.tensor(self.step_options["temperature"], dtype=torch.float32)
+        # precision "bfloat16": the forward pass (model, pooling, head) under CPU autocast, as coltrast's
+        # trainer runs it; the losses on float32 copies.
+        self.autocast = trainer_options.get("precision", "float32") == "bfloat16"
         torch.manual_seed(seed)  # dropout draws from the default generator, seeded as coltrast seeds its own
 
     def step(self, queries, documents, learning_rate, loss_scale=1.0, apply=True):
@@ -379,13 +387,14 @@ class Trainer:
         o = self.step_options
         self.model.train()
         if o.get("miniBatchSize", 0) > 0:
+            if self.autocast:
+                raise SystemExit("mixed precision with gradient caching is not written here")
             total, contrastive, late = self.cached_backward(queries, documents, o["miniBatchSize"], loss_scale)
         else:
-            qi, qm, qt = queries
-            di, dm, dt = documents
-            q_states = self.model(qi, qm, qt)
-            d_states = self.model(di, dm, dt)
-            total, contrastive, late = coltrast_loss(q_states, qm, d_states, dm, o, self.tau, self.head)
+            q_states, q_pooled = self.encode(*queries)
+            d_states, d_pooled = self.encode(*documents)
+            pooled = (q_pooled, d_pooled) if q_pooled is not None else None
+            total, contrastive, late = coltrast_loss(q_states.float(), queries[1], d_states.float(), documents[1], o, self.tau, self.head, pooled)
             (total * loss_scale if loss_scale != 1 else total).backward()
         grad_norm = 0.0
         if apply:
@@ -402,6 +411,19 @@ class Trainer:
             "gradNorm": grad_norm,
             "learningRate": learning_rate,
         }
+
+    def encode(self, ids, mask, types):
+        """Token states and (with the contrastive loss on) pooled, projected vectors, as coltrast's trainer
+        computes them: the forward pass and the head under autocast when training in bfloat16, pooling over
+        float32 states."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            states = self.model(ids, mask, types)
+            pooled = None
+            if self.step_options["contrastiveWeight"] > 0:
+                pooled = pool(states.float(), mask, self.step_options["pooling"])
+                if self.head is not None:
+                    pooled = self.head(pooled)
+        return states, pooled
 
     def cached_backward(self, queries, documents, mini, loss_scale):
         """Gradient caching (GradCache, as train({ miniBatchSize }) runs it): each side encoded `mini` rows at a
