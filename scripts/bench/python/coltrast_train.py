@@ -569,7 +569,7 @@ def run_bench(args):
     trainer = Trainer(
         model,
         pooling,
-        {"learningRate": 2e-5, "weightDecay": 0.01},
+        {"learningRate": 2e-5, "weightDecay": 0.01, "precision": args.precision},
         {
             # --loss contrastive: the in-batch InfoNCE term alone (MultipleNegativesRankingLoss's job).
             "contrastiveWeight": 1.0 if args.loss == "contrastive" else 0.5,
@@ -604,6 +604,7 @@ def run_bench(args):
         "blas": blas_libraries(),
         "batchSize": bs,
         "loss": args.loss,
+        "precision": args.precision,
         "timedSteps": len(times),
         "secondsPerStep": seconds / len(times),
         "samplesPerSecond": bs * len(times) / seconds,
@@ -631,6 +632,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="--bench: timed steps (one more runs first as a warm-up)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--loss", choices=["coltrast", "contrastive"], default="coltrast", help="--bench: both losses, or the contrastive one alone")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="--bench: the forward pass under torch.autocast in bfloat16")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.parity:

@@ -4,12 +4,14 @@
 //
 //   node scripts/bench/python/compare.js [--shape minilm] [--what train,embed,largest] [--batch-sizes 32,64]
 //       [--steps 5] [--texts 1000] [--threads 2] [--rounds 2] [--loss coltrast|contrastive] [--embed-dtype float32]
+//       [--precision float32|bfloat16]
 //       [--mini-batch-size 0] [--rss-budget-mib 12288] [--largest-sizes 64,128,256,512,1024]
 //       [--largest-mini-batch-size 32] [--json out.json] [--svg largest.svg]
 //   node scripts/bench/python/compare.js --from-json out.json [--svg largest.svg]   (tables of an earlier run)
 //
 // --loss contrastive: the in-batch contrastive loss alone on both sides (default: both losses, 0.5 each).
-// --embed-dtype bfloat16: both sides embed with the model held in bfloat16.
+// --embed-dtype bfloat16: both sides embed with the model held in bfloat16. --precision bfloat16: both sides
+// train with the forward pass under autocast (train({ precision }), torch.autocast).
 // --mini-batch-size: coltrast's gradient caching (train({ miniBatchSize })) in the train rows (0: off).
 // largest: the largest of --largest-sizes at which training fits in --rss-budget-mib of resident memory,
 // for coltrast without and with gradient caching (--largest-mini-batch-size) and for Python: every trial
@@ -51,6 +53,7 @@ const { values } = parseArgs({
     texts: { type: 'string', default: '1000' },
     'embed-batch-size': { type: 'string', default: '32' },
     'embed-dtype': { type: 'string', default: 'float32' },
+    precision: { type: 'string', default: 'float32' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
     rounds: { type: 'string', default: '2' },
     loss: { type: 'string', default: 'coltrast' },
@@ -115,7 +118,7 @@ async function trial() {
   const steps = Number(values.steps);
   const texts = JSON.parse(fs.readFileSync(values.data, 'utf8')); // [{ query, positive }] as text; its time includes tokenizing
   const enc = await Encoder.load(values.model, { device: 'cpu', threads: Number(values.threads) });
-  const trainer = await enc.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42 });
+  const trainer = await enc.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42, precision: values.precision });
   const times = [];
   for (let s = 0; s <= steps; s++) {
     const batch = texts.slice(s * batchSize, (s + 1) * batchSize);
@@ -182,9 +185,9 @@ async function largest(py, threads) {
     fs.writeFileSync(idsFile, JSON.stringify(ids.q.map((q, i) => ({ query: q, positive: ids.d[i] }))));
     fs.writeFileSync(textFile, JSON.stringify(pairs));
     const sides = [
-      { name: 'coltrast', run: (b) => budgeted(process.execPath, [__filename, '--trial', 'train', '--model', model, '--data', textFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--shape', values.shape], budgetMiB) },
-      { name: `coltrast, miniBatchSize ${cachedSize}`, run: (b) => budgeted(process.execPath, [__filename, '--trial', 'train', '--model', model, '--data', textFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--shape', values.shape, '--mini-batch-size', String(cachedSize)], budgetMiB) },
-      { name: 'python', run: (b) => budgeted(py, [path.join(__dirname, 'coltrast_train.py'), '--bench', '--model', model, '--data', idsFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss], budgetMiB) },
+      { name: 'coltrast', run: (b) => budgeted(process.execPath, [__filename, '--trial', 'train', '--model', model, '--data', textFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--shape', values.shape, '--precision', values.precision], budgetMiB) },
+      { name: `coltrast, miniBatchSize ${cachedSize}`, run: (b) => budgeted(process.execPath, [__filename, '--trial', 'train', '--model', model, '--data', textFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--shape', values.shape, '--precision', values.precision, '--mini-batch-size', String(cachedSize)], budgetMiB) },
+      { name: 'python', run: (b) => budgeted(py, [path.join(__dirname, 'coltrast_train.py'), '--bench', '--model', model, '--data', idsFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--precision', values.precision], budgetMiB) },
     ];
     const out = [];
     for (const side of sides) {
@@ -198,7 +201,7 @@ async function largest(py, threads) {
       const fit = trials.filter((r) => !r.overBudget && !r.error);
       out.push({ side: side.name, largestBatch: fit.length ? fit.at(-1).batchSize : 0, reachedLastSize: fit.length === sizes.length, trials });
     }
-    return { loss: values.loss, budgetMiB, sizes, sides: out };
+    return { loss: values.loss, precision: values.precision, budgetMiB, sizes, sides: out };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
@@ -284,7 +287,7 @@ async function main() {
           let cpu = 0;
           let faults = 0;
           try {
-            const trainer = await e.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42 });
+            const trainer = await e.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42, precision: values.precision });
             for (let s = 0; s <= steps; s++) {
               const batch = pairs.slice(s * batchSize, (s + 1) * batchSize);
               const [t0, c0] = [process.hrtime.bigint(), usage()];
@@ -307,7 +310,7 @@ async function main() {
             loadavg: [load0, os.loadavg()[0]],
           });
           const load1 = os.loadavg()[0];
-          pythonInfo = python(py, [path.join(__dirname, 'coltrast_train.py'), '--bench', '--model', model, '--data', dataFile, '--batch-size', String(batchSize), '--steps', String(steps), '--threads', String(threads), '--loss', values.loss]);
+          pythonInfo = python(py, [path.join(__dirname, 'coltrast_train.py'), '--bench', '--model', model, '--data', dataFile, '--batch-size', String(batchSize), '--steps', String(steps), '--threads', String(threads), '--loss', values.loss, '--precision', values.precision]);
           rounds.python.push({
             secondsPerStep: pythonInfo.secondsPerStep,
             cpuSecondsPerStep: pythonInfo.cpuSecondsPerStep,
@@ -327,6 +330,7 @@ async function main() {
         rows.train.push({
           batchSize,
           loss: values.loss,
+          precision: values.precision,
           miniBatchSize: Number(values['mini-batch-size']),
           timedSteps: steps,
           rounds: roundCount,
@@ -413,7 +417,7 @@ function report(result, { roundCount, torch, blas }) {
     console.log('|---|---|---|---|---|---|---|---|---|');
     for (const r of rows.train) {
       const cpu = (side) => r[side].rounds.find((x) => x.secondsPerStep === Math.min(...r[side].rounds.map((y) => y.secondsPerStep))).cpuSecondsPerStep.toFixed(2);
-      console.log(`| ${r.batchSize} | ${r.timedSteps} | ${r.coltrast.secondsPerStep} | ${r.python.secondsPerStep} | ${r.coltrast.samplesPerSecond} | ${r.python.samplesPerSecond} | ${(r.coltrast.secondsPerStep / r.python.secondsPerStep).toFixed(2)} | ${cpu('coltrast')} / ${cpu('python')} | ${r.coltrast.peakRssMiB} / ${r.python.peakRssMiB} |`);
+      console.log(`| ${r.batchSize}${r.precision && r.precision !== 'float32' ? ` (${r.precision})` : ''} | ${r.timedSteps} | ${r.coltrast.secondsPerStep} | ${r.python.secondsPerStep} | ${r.coltrast.samplesPerSecond} | ${r.python.samplesPerSecond} | ${(r.coltrast.secondsPerStep / r.python.secondsPerStep).toFixed(2)} | ${cpu('coltrast')} / ${cpu('python')} | ${r.coltrast.peakRssMiB} / ${r.python.peakRssMiB} |`);
     }
   }
   if (rows.embed.length) {
