@@ -20,6 +20,13 @@ struct LoadOptions {
   std::string denseWeightsPath, denseActivation;
 };
 
+// A Linear module whose weights the caller sets: the random ones its constructor draws are discarded, so
+// they are drawn with the global generator held and put back (runtime.h).
+torch::nn::Linear linearToFill(int64_t in, int64_t out, bool bias) {
+  PreservedCpuGenerator initialWeights;
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+
 // A projection head from a Dense module's safetensors file, checked against the model's width.
 torch::nn::Linear loadDense(const std::string& path, int64_t hiddenSize) {
   SafetensorsFile file(path);
@@ -30,11 +37,7 @@ torch::nn::Linear loadDense(const std::string& path, int64_t hiddenSize) {
                           std::to_string(hiddenSize) + "] (the model's hidden size)");
   }
   const bool bias = file.has("linear.bias");
-  torch::nn::Linear dense{nullptr};
-  {
-    PreservedCpuGenerator initialWeights;  // drawn and discarded: the file's replace them
-    dense = torch::nn::Linear(torch::nn::LinearOptions(weight.size(1), weight.size(0)).bias(bias));
-  }
+  torch::nn::Linear dense = linearToFill(weight.size(1), weight.size(0), bias);
   torch::NoGradGuard noGrad;
   dense->weight.copy_(weight);
   if (bias) {
@@ -268,11 +271,7 @@ class AddProjectionWorker : public PromiseWorker {
     const int64_t in = encoder_->model->hiddenSize();
     auto generator = at::detail::createCPUGenerator(seed_);
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    torch::nn::Linear dense{nullptr};
-    {
-      PreservedCpuGenerator initialWeights;  // drawn and discarded: replaced below
-      dense = torch::nn::Linear(torch::nn::LinearOptions(in, out_).bias(true));
-    }
+    torch::nn::Linear dense = linearToFill(in, out_, true);
     torch::NoGradGuard noGrad;
     dense->weight.copy_(torch::empty({out_, in}).uniform_(-bound, bound, generator));
     dense->bias.copy_(torch::empty({out_}).uniform_(-bound, bound, generator));

@@ -103,16 +103,24 @@ std::mutex& cpuGeneratorMutex() {
   return m;
 }
 
+at::Tensor generatorState(at::Generator& generator) {
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get_state();
+}
+
+void setGeneratorState(at::Generator& generator, const at::Tensor& state) {
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
+
 PreservedCpuGenerator::PreservedCpuGenerator() : lock_(cpuGeneratorMutex()) {
   auto generator = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> g(generator.mutex());
-  state_ = generator.get_state();
+  state_ = generatorState(generator);
 }
 
 PreservedCpuGenerator::~PreservedCpuGenerator() {
   auto generator = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> g(generator.mutex());
-  generator.set_state(state_);
+  setGeneratorState(generator, state_);
 }
 
 void applyThreadSetting() {

@@ -21,6 +21,10 @@ torch::ScalarType parseDtype(const std::string& name);
 // on one thread never moves the random stream of a step running on another.
 std::mutex& cpuGeneratorMutex();
 
+// A generator's state, read or set under the generator's own lock (which its draws take too).
+at::Tensor generatorState(at::Generator& generator);
+void setGeneratorState(at::Generator& generator, const at::Tensor& state);
+
 // For code that draws numbers nobody keeps (module construction): holds the lock and puts the generator
 // back as it found it.
 class PreservedCpuGenerator {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <tuple>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -169,7 +170,7 @@ class MiniBatches {
     Encoded all;
     for (int64_t start = 0; start < side.batch; start += s_.miniBatchSize) {
       const auto first = order.begin() + start, last = first + std::min(s_.miniBatchSize, side.batch - start);
-      Chunk c{&side, torch::tensor(std::vector<int64_t>(first, last), torch::kInt64).to(enc_.device), 1, generatorState()};
+      Chunk c{&side, torch::tensor(std::vector<int64_t>(first, last), torch::kInt64).to(enc_.device), 1, generatorState(generator_)};
       for (auto r = first; r != last; ++r) c.len = std::max(c.len, side.lengths[static_cast<size_t>(*r)]);
       const Encoded part = encodeChunk(c);
       if (keepStates && !all.states.defined()) {
@@ -190,13 +191,13 @@ class MiniBatches {
   // largest difference between recomputed and cached outputs when asked to verify, else -1.
   double backward(const Side& q, const Encoded& qCached, const Encoded& qGrad, const Side& d, const Encoded& dCached,
                   const Encoded& dGrad) {
-    const auto after = generatorState();
+    const auto after = generatorState(generator_);
     double maxDiff = -1;
     for (const Chunk& c : chunks_) {
       const bool isQuery = c.side == &q;
       const Encoded& grad = isQuery ? qGrad : dGrad;
       const Encoded& cached = isQuery ? qCached : dCached;
-      setGeneratorState(c.rng);
+      setGeneratorState(generator_, c.rng);
       const Encoded out = encodeChunk(c);
       // A loss with weight 0 leaves its input without a gradient.
       std::vector<torch::Tensor> outputs, grads;
@@ -214,7 +215,7 @@ class MiniBatches {
       }
       torch::autograd::backward(outputs, grads);
     }
-    setGeneratorState(after);
+    setGeneratorState(generator_, after);
     return maxDiff;
   }
 
@@ -229,14 +230,6 @@ class MiniBatches {
     auto take = [&](const torch::Tensor& t) { return t.narrow(1, 0, c.len).index_select(0, c.rows); };
     return encode(enc_, take(c.side->ids), take(c.side->mask), take(c.side->types), s_, autocast_);
   }
-  at::Tensor generatorState() {
-    std::lock_guard<std::mutex> g(generator_.mutex());
-    return generator_.get_state();
-  }
-  void setGeneratorState(const at::Tensor& state) {
-    std::lock_guard<std::mutex> g(generator_.mutex());
-    generator_.set_state(state);
-  }
 
   LoadedEncoder& enc_;
   const StepOptions& s_;
@@ -245,6 +238,18 @@ class MiniBatches {
   std::vector<Chunk> chunks_;
 };
 
+// Both sides of a batch: whole, or through `mini`'s first pass when gradient caching is on (grad mode as
+// the caller set it).
+std::pair<Encoded, Encoded> encodeBatch(LoadedEncoder& enc, const Side& q, const Side& d, const StepOptions& s,
+                                        torch::ScalarType autocast, MiniBatches* mini) {
+  if (mini) {
+    Encoded qe = mini->encodeAll(q);
+    return {std::move(qe), mini->encodeAll(d)};
+  }
+  Encoded qe = encode(enc, q.ids, q.mask, q.types, s, autocast);
+  return {std::move(qe), encode(enc, d.ids, d.mask, d.types, s, autocast)};
+}
+
 // Holds the global CPU generator on the run's state for the guard's lifetime and saves where it got to;
 // on a GPU, the device's generator too (dropout there draws from it). Steps of all trainers in the process,
 // and model construction (runtime.h), take turns with the generators.
@@ -252,27 +257,19 @@ class RngScope {
  public:
   RngScope(TrainerState& state, const torch::Device& device)
       : lock_(cpuGeneratorMutex()), cpuState_(state.rngState), cpu_(at::detail::getDefaultCPUGenerator()) {
-    set(cpu_, cpuState_);
+    setGeneratorState(cpu_, cpuState_);
     if (device.is_cuda() && state.cudaRngState.defined()) {
       cudaState_ = &state.cudaRngState;
       cuda_ = at::globalContext().defaultGenerator(device);
-      set(cuda_, *cudaState_);
+      setGeneratorState(cuda_, *cudaState_);
     }
   }
   ~RngScope() {
-    cpuState_ = get(cpu_);
-    if (cudaState_) *cudaState_ = get(cuda_);
+    cpuState_ = generatorState(cpu_);
+    if (cudaState_) *cudaState_ = generatorState(cuda_);
   }
 
  private:
-  static void set(at::Generator& g, const at::Tensor& state) {
-    std::lock_guard<std::mutex> lock(g.mutex());
-    g.set_state(state);
-  }
-  static at::Tensor get(at::Generator& g) {
-    std::lock_guard<std::mutex> lock(g.mutex());
-    return g.get_state();
-  }
   std::lock_guard<std::mutex> lock_;
   at::Tensor& cpuState_;
   at::Generator cpu_;
@@ -295,15 +292,9 @@ class StepWorker : public PromiseWorker {
       torch::NoGradGuard noGrad;
       enc.model->eval();
       const Side q(q_, enc.device), d(d_, enc.device);
-      if (options_.miniBatchSize > 0) {
-        MiniBatches mini(enc, options_, state_->autocast);
-        const Encoded qe = mini.encodeAll(q), de = mini.encodeAll(d);
-        parts_ = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast).second;
-      } else {
-        const Encoded qe = encode(enc, q.ids, q.mask, q.types, options_, state_->autocast);
-        const Encoded de = encode(enc, d.ids, d.mask, d.types, options_, state_->autocast);
-        parts_ = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast).second;
-      }
+      MiniBatches mini(enc, options_, state_->autocast);
+      const auto [qe, de] = encodeBatch(enc, q, d, options_, state_->autocast, options_.miniBatchSize > 0 ? &mini : nullptr);
+      parts_ = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast).second;
     } else {
       RngScope rng(*state_, enc.device);
       enc.model->train();
@@ -330,8 +321,7 @@ class StepWorker : public PromiseWorker {
       Encoded qe, de;
       {
         torch::NoGradGuard noGrad;
-        qe = mini.encodeAll(q);
-        de = mini.encodeAll(d);
+        std::tie(qe, de) = encodeBatch(enc, q, d, options_, state_->autocast, &mini);
       }
       // The cached outputs as leaves: backward through the losses stops at them.
       for (Encoded* e : {&qe, &de}) {
@@ -350,8 +340,7 @@ class StepWorker : public PromiseWorker {
       const Encoded qGrad = gradOf(qe), dGrad = gradOf(de);
       parts_.miniBatchMaxDiff = mini.backward(q, qe, qGrad, d, de, dGrad);
     } else {
-      const Encoded qe = encode(enc, q.ids, q.mask, q.types, options_, state_->autocast);
-      const Encoded de = encode(enc, d.ids, d.mask, d.types, options_, state_->autocast);
+      const auto [qe, de] = encodeBatch(enc, q, d, options_, state_->autocast, nullptr);
       auto [loss, parts] = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
@@ -567,6 +556,7 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
     state->rngState = at::detail::createCPUGenerator(seed).get_state();
     if (state->encoder->device.is_cuda()) {
       // The device generator's state for this seed, read by seeding it and putting it back as it was.
+      // One locked section: a step elsewhere must not draw from the generator while it holds this seed.
       at::Generator cuda = at::globalContext().defaultGenerator(state->encoder->device);
       std::lock_guard<std::mutex> lock(cuda.mutex());
       const at::Tensor before = cuda.get_state();

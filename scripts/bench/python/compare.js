@@ -184,10 +184,14 @@ async function largest(py, threads) {
     const textFile = path.join(work, 'pairs-text.json');
     fs.writeFileSync(idsFile, JSON.stringify(ids.q.map((q, i) => ({ query: q, positive: ids.d[i] }))));
     fs.writeFileSync(textFile, JSON.stringify(pairs));
+    // One warm-up and one timed step at batch b, with the same options on every side.
+    const common = (b) => ['--model', model, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--precision', values.precision];
+    const coltrastSide = (miniBatchSize) => (b) =>
+      budgeted(process.execPath, [__filename, '--trial', 'train', '--data', textFile, ...common(b), '--mini-batch-size', String(miniBatchSize)], budgetMiB);
     const sides = [
-      { name: 'coltrast', run: (b) => budgeted(process.execPath, [__filename, '--trial', 'train', '--model', model, '--data', textFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--shape', values.shape, '--precision', values.precision], budgetMiB) },
-      { name: `coltrast, miniBatchSize ${cachedSize}`, run: (b) => budgeted(process.execPath, [__filename, '--trial', 'train', '--model', model, '--data', textFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--shape', values.shape, '--precision', values.precision, '--mini-batch-size', String(cachedSize)], budgetMiB) },
-      { name: 'python', run: (b) => budgeted(py, [path.join(__dirname, 'coltrast_train.py'), '--bench', '--model', model, '--data', idsFile, '--batch-size', String(b), '--steps', '1', '--threads', String(threads), '--loss', values.loss, '--precision', values.precision], budgetMiB) },
+      { name: 'coltrast', run: coltrastSide(0) },
+      { name: `coltrast, miniBatchSize ${cachedSize}`, run: coltrastSide(cachedSize) },
+      { name: 'python', run: (b) => budgeted(py, [path.join(__dirname, 'coltrast_train.py'), '--bench', '--data', idsFile, ...common(b)], budgetMiB) },
     ];
     const out = [];
     for (const side of sides) {
