@@ -9,9 +9,9 @@
 //
 // Smaller tensors are allocated as libtorch's default CPU allocator does and freed at once. A freed large
 // block joins the cache; an allocation takes the smallest cached block that fits and wastes at most half
-// of it, else allocates. The cache holds at most COLTRAST_CPU_CACHE_MB (default: a quarter of physical memory) and gives the largest
-// blocks back beyond that; cpuMemory({ emptyCache: true }) empties it. COLTRAST_CPU_ALLOCATOR=system
-// turns it off (libtorch's default allocator for everything).
+// of it, else allocates. The cache holds at most COLTRAST_CPU_CACHE_MB (default: a quarter of physical
+// memory) and gives the largest blocks back beyond that; cpuMemory({ emptyCache: true }) empties it.
+// COLTRAST_CPU_ALLOCATOR=system turns it off (libtorch's default allocator for everything).
 #pragma once
 #include <napi.h>
 
