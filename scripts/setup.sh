@@ -3,7 +3,7 @@
 # OpenBLAS (without it libtorch falls back to the ~30x slower reference BLAS), the JSON headers, python3
 # (the CUDA emulator test rewrites kernel sources with it), python3-torch (the plain-PyTorch baseline of
 # test/parity.test.ts and scripts/bench/parity.js: Debian's torch, the same libtorch build as libtorch-dev),
-# PostgreSQL + pgvector (test/export.test.ts) and
+# PostgreSQL + pgvector (test/export.test.ts), libtorch 2.x's headers (test/torch2-compile.test.ts) and
 # the build tools when missing, then installs npm dependencies, builds the addon and TypeScript, and files
 # the build as this machine's CPU prebuild (prebuilds/, what `npm pack` ships; test/pack.test.ts installs it).
 set -euo pipefail
@@ -52,6 +52,9 @@ if [ ! -f "/usr/share/postgresql/$pg/extension/vector.control" ]; then
     $sudo rm -rf "$work"
   fi
 fi
+
+# libtorch 2.x's headers (Debian 13's, unpacked under build/, nothing installed) for test/torch2-compile.test.ts.
+bash scripts/fetch-torch2-headers.sh || echo "setup: WARNING: libtorch 2.x headers not fetched; test/torch2-compile.test.ts will skip"
 
 npm ci --no-audit --no-fund
 npm run build

@@ -6,13 +6,10 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { addonFlags, CUDA_DEFINES, cudaIncludes, nativeSources, nvcc, ROOT, syntaxCheck } from './helpers/compile';
 import { tempDir } from './helpers/fixture';
 
-const ROOT = path.resolve(__dirname, '..');
 const KERNELS = path.join(ROOT, 'native', 'kernels');
-const nvcc = ['nvcc', '/usr/local/cuda/bin/nvcc', '/usr/local/bin/nvcc'].find(
-  (candidate) => spawnSync(candidate, ['--version'], { encoding: 'utf8' }).status === 0,
-);
 const skipped = nvcc ? '' : ' [skipped: nvcc not found]';
 const nvccTest = nvcc ? test : test.skip;
 const sources = fs.readdirSync(KERNELS).filter((f) => f.endsWith('.cu'));
@@ -79,109 +76,43 @@ nvccTest(`the standalone kernel check links against the kernels${skipped}`, (t) 
 // no CUDA libtorch to link against). Debian's libtorch ships the c10/cuda headers but not the one header
 // its CUDA build generates (c10/cuda/impl/cuda_cmake_macros.h); the check supplies that one, with the
 // content PyTorch's CMake writes for a shared-library build.
-const NATIVE = path.join(ROOT, 'native');
-const COMPILE_COMMANDS = path.join(ROOT, 'build', 'cmake', 'compile_commands.json');
-function cudaIncludeDirs(): string[] {
-  if (!nvcc) return [];
-  const dry = spawnSync(nvcc, ['--dryrun', '-x', 'cu', '-E', '/dev/null', '-o', '/dev/null'], { encoding: 'utf8' });
-  const line = `${dry.stdout}\n${dry.stderr}`.split('\n').find((l) => l.includes('INCLUDES='));
-  return line ? [...line.matchAll(/-I"?([^"\s]+)"?/g)].map((m) => m[1]) : [];
-}
-const cudaIncludes = cudaIncludeDirs().filter((dir) => fs.existsSync(path.join(dir, 'cuda_runtime_api.h')));
-function cudaOnlySources(): string[] {
-  const out: string[] = [];
-  const walk = (dir: string) => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-      const file = path.join(dir, entry.name);
-      if (entry.isDirectory()) walk(file);
-      else if (entry.name.endsWith('.cc') && (entry.name.endsWith('_cuda.cc') || fs.readFileSync(file, 'utf8').includes('COLTRAST_WITH_CUDA'))) out.push(file);
-    }
-  };
-  walk(NATIVE);
-  return out.sort();
-}
-type CompileCommand = { directory: string; file: string; command?: string; arguments?: string[] };
-// A compile_commands.json "command" is a shell command line: split it as POSIX sh does (quotes, backslashes).
-function shellWords(line: string): string[] {
-  const words: string[] = [];
-  let word: string | null = null;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i];
-    if (c === '\\') {
-      word = (word ?? '') + (line[++i] ?? '');
-    } else if (c === "'") {
-      const end = line.indexOf("'", i + 1);
-      word = (word ?? '') + line.slice(i + 1, end);
-      i = end;
-    } else if (c === '"') {
-      word = word ?? '';
-      for (i++; i < line.length && line[i] !== '"'; i++) word += line[i] === '\\' && '"\\$`'.includes(line[i + 1]) ? line[++i] : line[i];
-    } else if (/\s/.test(c)) {
-      if (word !== null) words.push(word);
-      word = null;
-    } else {
-      word = (word ?? '') + c;
-    }
-  }
-  if (word !== null) words.push(word);
-  return words;
-}
-const commands: CompileCommand[] = fs.existsSync(COMPILE_COMMANDS) ? JSON.parse(fs.readFileSync(COMPILE_COMMANDS, 'utf8')) : [];
-// The flags of a CPU source of the addon, which every source shares.
-const template = commands.find((c) => c.file.endsWith(path.join('native', 'ops', 'autograd.cc')));
-const argv = template ? (template.arguments ?? shellWords(template.command ?? '')) : [];
-// The flags' include folders and the compiler's default ones (Debian's libtorch-dev lives in /usr/include).
-const includeDirs = [
-  ...argv.flatMap((a, i) => (argv[i - 1] === '-isystem' ? [a] : a.startsWith('-I') && a.length > 2 ? [a.slice(2)] : [])),
-  '/usr/local/include',
-  '/usr/include',
-];
+const addon = addonFlags();
 const syntaxSkip = !nvcc
   ? 'nvcc not found'
   : cudaIncludes.length === 0
     ? 'the CUDA toolkit headers (cuda_runtime_api.h) were not found next to nvcc'
-    : !template
+    : !addon
       ? 'build/cmake/compile_commands.json is missing: run `npm run build` first'
-      : !includeDirs.some((dir) => fs.existsSync(path.join(path.resolve(template.directory, dir), 'c10', 'cuda', 'CUDAStream.h')))
+      : !addon.includeDirs.some((dir) => fs.existsSync(path.join(dir, 'c10', 'cuda', 'CUDAStream.h')))
         ? "this libtorch's headers have no c10/cuda"
         : '';
 const syntaxTest = syntaxSkip ? test.skip : test;
+const cudaSources = nativeSources().filter((s) => s.hasCudaCode);
 
 test('there is CUDA-only C++ to check', (t) => {
-  const sources = cudaOnlySources().map((f) => path.relative(ROOT, f));
+  const sources = cudaSources.map((s) => path.relative(ROOT, s.file));
   for (const expected of ['native/ops/maxsim_cuda.cc', 'native/ops/contrastive_cuda.cc', 'native/runtime.cc']) {
     t.true(sources.includes(expected), `${expected} not among ${sources.join(', ')}`);
   }
 });
 
-for (const source of cudaOnlySources()) {
-  const rel = path.relative(ROOT, source);
+for (const { file } of cudaSources) {
+  const rel = path.relative(ROOT, file);
   syntaxTest(`${rel} compiles with COLTRAST_WITH_CUDA (syntax only, the addon's flags)${syntaxSkip ? ` [skipped: ${syntaxSkip}]` : ''}`, (t) => {
-    // Drop the output, dependency-file and source arguments; keep the compiler and every flag.
-    const flags: string[] = [];
-    for (let i = 1; i < argv.length; i++) {
-      if (['-o', '-MF', '-MT', '-MQ'].includes(argv[i])) i++;
-      else if (argv[i] === '-c' || argv[i] === '-MD' || argv[i] === template!.file) continue;
-      else flags.push(argv[i]);
-    }
     const shim = tempDir();
     fs.mkdirSync(path.join(shim, 'c10', 'cuda', 'impl'), { recursive: true });
     fs.writeFileSync(path.join(shim, 'c10', 'cuda', 'impl', 'cuda_cmake_macros.h'), '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n');
-    const result = spawnSync(
-      argv[0],
+    const result = syntaxCheck(
+      addon!,
       [
-        ...flags,
-        '-DCOLTRAST_WITH_CUDA',
-        '-DCOLTRAST_CUDA_ARCHS="80-real;90-real;90-virtual"',
+        ...addon!.flags,
+        ...CUDA_DEFINES,
         ...cudaIncludes.flatMap((dir) => ['-isystem', dir]),
         // After libtorch's own include folders, so a CUDA libtorch's generated header wins where it exists.
         '-idirafter',
         shim,
-        '-Werror',
-        '-fsyntax-only',
-        source,
       ],
-      { encoding: 'utf8', cwd: template!.directory },
+      file,
     );
     t.is(result.status, 0, `${result.stdout}\n${result.stderr}`);
   });

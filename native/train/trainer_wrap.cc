@@ -13,7 +13,9 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <sstream>
 #include <tuple>
+#include <type_traits>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -390,6 +392,19 @@ class StepWorker : public PromiseWorker {
   double seconds_ = 0;  // wall time of compute(), for the caller's measure of its own overhead
 };
 
+// The key under which torch::optim keeps a parameter's state: the TensorImpl's address as a string in
+// libtorch 1.x (c10::guts::to_string, which is `ostream << pointer`), the void* itself in 2.x.
+template <typename Key>
+Key optimizerStateKey(const torch::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream key;
+    key << static_cast<void*>(p.unsafeGetTensorImpl());
+    return key.str();
+  } else {
+    return p.unsafeGetTensorImpl();
+  }
+}
+
 // Optimizer and random-number state as safetensors (never pickle): for parameter i (in
 // LoadedEncoder::parameters() order: the model's, then the projection head's) "adamw.i.exp_avg",
 // "adamw.i.exp_avg_sq" and "adamw.i.step", plus "rng" (on a GPU also "rng.cuda") and "steps", and with
@@ -405,7 +420,9 @@ class StateWorker : public PromiseWorker {
     std::lock_guard<std::mutex> lock(enc.mutex);
     auto params = enc.parameters();
     auto& optimizerState = state_->optimizer->state();
-    auto keyOf = [](const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); };
+    auto keyOf = [](const torch::Tensor& p) {
+      return optimizerStateKey<typename std::decay_t<decltype(optimizerState)>::key_type>(p);
+    };
     if (save_) {
       std::vector<std::pair<std::string, torch::Tensor>> tensors;
       for (size_t i = 0; i < params.size(); ++i) {

@@ -1,0 +1,81 @@
+// The addon builds against Debian 12's libtorch 1.13 here and against PyTorch 2.x's libtorch on the GPU
+// machine; their C++ APIs differ (torch::optim's state keys, autocast, allocators). This compiles every
+// addon source against a libtorch 2.x's headers (with CUDA: Debian 13's libtorch-cuda-dev, fetched by
+// scripts/fetch-torch2-headers.sh, which scripts/setup.sh runs), syntax only, with the addon's own flags,
+// so a change that would break the 2.x build is seen on every machine, not first on a lent GPU.
+// Sources with CUDA code are checked a second time as a CUDA build compiles them.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { addonFlags, CUDA_DEFINES, cudaIncludes, nativeSources, ROOT, syntaxCheck } from './helpers/compile';
+
+const HEADERS = path.resolve(process.env.COLTRAST_TORCH2_HEADERS ?? path.join(ROOT, 'build', 'torch2-headers', 'include'));
+const VERSION_H = path.join(HEADERS, 'torch', 'csrc', 'api', 'include', 'torch', 'version.h');
+const addon = addonFlags();
+const skip = !fs.existsSync(VERSION_H)
+  ? `no libtorch 2.x headers at ${HEADERS}: run \`bash scripts/fetch-torch2-headers.sh\` (or set COLTRAST_TORCH2_HEADERS)`
+  : !addon
+    ? 'build/cmake/compile_commands.json is missing: run `npm run build` first'
+    : '';
+const check = skip ? test.skip : test;
+const skipped = skip ? ` [skipped: ${skip}]` : '';
+
+function torchVersion(): number[] {
+  const text = fs.readFileSync(VERSION_H, 'utf8');
+  return ['MAJOR', 'MINOR'].map((part) => Number(new RegExp(`#define TORCH_VERSION_${part} (\\d+)`).exec(text)?.[1]));
+}
+
+// The addon's flags with its libtorch's include folders swapped for the 2.x ones. The 1.13 headers stay
+// reachable through the compiler's default /usr/include (Debian's libtorch-dev installs there), so each
+// compile lists the headers it opened (-H) and the test fails if any libtorch header came from outside
+// the 2.x tree: a header 2.x removed would otherwise be found silently in 1.13.
+const LIBTORCH_DIRS = ['ATen', 'c10', 'caffe2', 'torch'];
+function torch2Flags(): string[] {
+  const flags: string[] = [];
+  const a = addon!.flags;
+  const isTorchDir = (dir: string) =>
+    dir.includes(path.join('torch', 'csrc', 'api', 'include')) || fs.existsSync(path.join(path.resolve(addon!.directory, dir), 'ATen', 'ATen.h'));
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === '-isystem' && isTorchDir(a[i + 1])) i++;
+    else if (a[i].startsWith('-I') && a[i].length > 2 && isTorchDir(a[i].slice(2))) continue;
+    else flags.push(a[i]);
+  }
+  return [...flags, '-isystem', path.join(HEADERS, 'torch', 'csrc', 'api', 'include'), '-isystem', HEADERS, '-H'];
+}
+function foreignTorchHeaders(stderr: string): string[] {
+  return stderr
+    .split('\n')
+    .filter((line) => /^\.+ /.test(line))
+    .map((line) => path.resolve(addon!.directory, line.replace(/^\.+ /, '')))
+    .filter((header) => !header.startsWith(HEADERS + path.sep))
+    .filter((header) => LIBTORCH_DIRS.some((dir) => header.includes(`${path.sep}${dir}${path.sep}`)))
+    .filter((header) => !header.startsWith(path.join(ROOT, 'native') + path.sep));
+}
+// -H writes the header list to stderr; the compiler's diagnostics are the other lines.
+function diagnostics(stderr: string): string {
+  return stderr
+    .split('\n')
+    .filter((line) => !/^\.+ /.test(line) && !line.startsWith('Multiple include guards may be useful for:') && !/^\/\S+\.h$/.test(line))
+    .join('\n');
+}
+
+check(`the headers are libtorch 2.x${skipped}`, (t) => {
+  const [major, minor] = torchVersion();
+  t.true(major >= 2, `TORCH_VERSION ${major}.${minor} in ${VERSION_H}`);
+  t.log(`libtorch ${major}.${minor} headers (${fs.existsSync(path.join(HEADERS, '..', 'SOURCE')) ? fs.readFileSync(path.join(HEADERS, '..', 'SOURCE'), 'utf8').trim() : HEADERS})`);
+});
+
+const cudaSkip = cudaIncludes.length === 0 ? ' [skipped: the CUDA toolkit headers (cuda_runtime_api.h) were not found: install nvcc]' : '';
+for (const { file, cudaOnly, hasCudaCode } of nativeSources()) {
+  const rel = path.relative(ROOT, file);
+  const variants: [string, string[], string][] = [];
+  if (!cudaOnly) variants.push(['', [], '']);
+  if (hasCudaCode) variants.push([' with COLTRAST_WITH_CUDA', [...CUDA_DEFINES, ...cudaIncludes.flatMap((dir) => ['-isystem', dir])], cudaSkip]);
+  for (const [what, extra, extraSkip] of variants) {
+    (skip || extraSkip ? test.skip : test)(`${rel} compiles against libtorch 2.x${what} (syntax only)${skipped || extraSkip}`, (t) => {
+      const result = syntaxCheck(addon!, [...torch2Flags(), ...extra], file);
+      t.is(result.status, 0, `${result.stdout}\n${diagnostics(result.stderr)}`);
+      t.deepEqual(foreignTorchHeaders(result.stderr), [], 'libtorch headers found outside the 2.x tree');
+    });
+  }
+}
