@@ -24,25 +24,52 @@ query token against every document token of every document in the batch, einsum,
 the query's tokens) divided by 0.05; manual loop only. --loop trainer runs
 sentence-transformers' own SentenceTransformerTrainer (needs the datasets package; fp32 or --precision
 bfloat16 through its bf16 argument) for --steps + 1 steps and times each step after the first from the
-previous step's end to its own (batch fetching and tokenization included) with a callback; --loop manual runs the same loss and optimizer in a plain loop (model.tokenize, autocast, backward,
-clip at 1, step), which is what the trainer does minus its bookkeeping. Reports seconds per step, samples/s
+previous step's end to its own (batch fetching and tokenization included) with a callback; without datasets
+or accelerate (the trainer's `train` extra) it falls back to --loop manual and says so in "side". --loop
+manual runs the same loss and optimizer in a plain loop (model.preprocess, or model.tokenize before 5.4;
+the model's forward under bfloat16 autocast as accelerate wraps it for the trainer; backward, clip at 1,
+step), which is what the trainer does minus its bookkeeping. Reports seconds per step, samples/s
 and the CUDA peak memory of the timed steps. A step that runs out of memory ends the run with
 {"oom": true} (for the caller's largest-batch search).
 
 Every result is one JSON object on the last line of stdout (and in --json).
 """
 import argparse
+import importlib.util
 import json
+import os
 import sys
 import time
 
 import torch
+
+# The accelerator machine reaches no network: every model folder here is local, and a Hub look-up (a model
+# card's base model, a missing optional file) would only wait for a time-out.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def load(folder, device):
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(folder, device=device)
+
+
+def st_losses():
+    """sentence-transformers' losses module: sentence_transformers.sentence_transformer.losses since 5.4 (the
+    old sentence_transformers.losses path is a deprecated alias there), sentence_transformers.losses before."""
+    try:
+        from sentence_transformers.sentence_transformer import losses
+    except ImportError:
+        from sentence_transformers import losses
+    return losses
+
+
+def tokenize(model, texts, device):
+    """The model's features for texts, as its trainer's collator makes them, on device. preprocess() since
+    sentence-transformers 5.4 (tokenize() is its deprecated alias in 6.x), tokenize() before. The features
+    may hold non-tensors (6.x adds "modality": "text"): only tensors move."""
+    prepare = getattr(model, "preprocess", None) or model.tokenize
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in prepare(texts).items()}
 
 
 def sync(device):
@@ -132,6 +159,12 @@ def coltrast_loss(model):
 def train_manual(model, loss_fn, pairs, args):
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
     autocast = args.precision == "bfloat16"
+    device_type = "cuda" if args.device.startswith("cuda") else "cpu"
+    if autocast:
+        # The model's own forward runs under autocast wherever it is called from, as the trainer's (accelerate
+        # wraps model.forward): CachedMultipleNegativesRankingLoss re-embeds each mini-batch in a hook during
+        # backward, outside the `with` below, and would otherwise do that second pass in float32.
+        model.forward = torch.autocast(device_type=device_type, dtype=torch.bfloat16)(model.forward)
     times = []
     model.train()
     for step in range(args.steps + 1):
@@ -140,9 +173,8 @@ def train_manual(model, loss_fn, pairs, args):
             reset_peak(args.device)
         sync(args.device)
         start = time.perf_counter()
-        features = [model.tokenize([p["query"] for p in batch]), model.tokenize([p["positive"] for p in batch])]
-        features = [{k: v.to(args.device) for k, v in f.items()} for f in features]
-        with torch.autocast(device_type="cuda" if args.device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=autocast):
+        features = [tokenize(model, [p["query"] for p in batch], args.device), tokenize(model, [p["positive"] for p in batch], args.device)]
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=autocast):
             loss = loss_fn(features, None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -188,7 +220,6 @@ def train_trainer(model, loss_fn, pairs, args):
             learning_rate=2e-5,
             weight_decay=0.01,
             max_grad_norm=1.0,
-            warmup_ratio=0.0,
             bf16=args.precision == "bfloat16",
             save_strategy="no",
             logging_strategy="no",
@@ -201,15 +232,26 @@ def train_trainer(model, loss_fn, pairs, args):
     return times
 
 
-def train(args):
-    from sentence_transformers import losses
+def trainer_missing():
+    """What SentenceTransformerTrainer needs and this python lacks (its `train` extra: datasets, accelerate)."""
+    return [name for name in ("datasets", "accelerate") if importlib.util.find_spec(name) is None]
 
+
+def train(args):
+    losses = st_losses()
+    loop = args.loop
+    missing = trainer_missing() if loop == "trainer" else []
+    if missing:
+        # Still a measurement: the same loss in the plain loop, labelled as such.
+        loop = "manual"
+        print(f"SentenceTransformerTrainer needs {' and '.join(missing)}: running --loop manual", file=sys.stderr)
     with open(args.data) as f:
         pairs = json.load(f)
     if len(pairs) < args.batch_size * (args.steps + 1):
         raise SystemExit(f"{args.data}: {len(pairs)} pairs, {args.batch_size * (args.steps + 1)} needed")
     torch.manual_seed(42)
     model = load(args.model, args.device)
+    how = loop if not missing else f"manual; the trainer needs {', '.join(missing)}"
     if args.loss == "coltrast":
         if args.loop != "manual":
             raise SystemExit("--loss coltrast runs in --loop manual")
@@ -217,13 +259,13 @@ def train(args):
         side = "eager ColTrast on a sentence-transformers model (manual loop)"
     elif args.loss == "cached-mnrl":
         loss_fn = losses.CachedMultipleNegativesRankingLoss(model, scale=20.0, mini_batch_size=args.mini_batch_size)
-        side = f"sentence-transformers CachedMNRL, mini-batch {args.mini_batch_size} ({args.loop})"
+        side = f"sentence-transformers CachedMNRL, mini-batch {args.mini_batch_size} ({how})"
     else:
         loss_fn = losses.MultipleNegativesRankingLoss(model, scale=20.0)
-        side = f"sentence-transformers MNRL ({args.loop})"
+        side = f"sentence-transformers MNRL ({how})"
     base = {"side": side, **versions(), "precision": args.precision, "batchSize": args.batch_size}
     try:
-        times = (train_trainer if args.loop == "trainer" else train_manual)(model, loss_fn, pairs, args)
+        times = (train_trainer if loop == "trainer" else train_manual)(model, loss_fn, pairs, args)
     except Exception as error:  # noqa: BLE001 - only out-of-memory is an answer; anything else is re-raised
         if not is_oom(error):
             raise
