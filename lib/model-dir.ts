@@ -19,7 +19,46 @@ const POOLING_KEYS: Record<PoolingMode, string> = {
   lasttoken: 'pooling_mode_lasttoken',
 };
 
+/** The module types coltrast writes: sentence-transformers' names up to 5.x, which 6.x still reads. */
 const ST = 'sentence_transformers.models.';
+
+/** The sentence-transformers modules coltrast runs, by class name. */
+type ModuleClass = 'Transformer' | 'Pooling' | 'Dense' | 'Normalize';
+const MODULE_CLASSES: readonly ModuleClass[] = ['Transformer', 'Pooling', 'Dense', 'Normalize'];
+
+/**
+ * The class a modules.json "type" names, when it is one coltrast runs. sentence-transformers up to 5.x writes
+ * `sentence_transformers.models.Pooling`; 6.x writes where the class lives now, e.g.
+ * `sentence_transformers.base.modules.transformer.Transformer` or
+ * `sentence_transformers.sentence_transformer.modules.pooling.Pooling`, and reads both.
+ */
+function moduleClass(type: string): ModuleClass | null {
+  const parts = type.split('.');
+  const name = parts[parts.length - 1] as ModuleClass;
+  const fromSt = parts[0] === 'sentence_transformers' || (parts.length === 2 && parts[0] === 'models');
+  return fromSt && MODULE_CLASSES.includes(name) ? name : null;
+}
+
+/** sentence-transformers 6.x's Pooling "pooling_mode" values, by our mode name. */
+const POOLING_MODE_NAMES: Record<string, PoolingMode | 'weightedmean'> = {
+  cls: 'cls',
+  mean: 'mean',
+  max: 'max',
+  mean_sqrt_len_tokens: 'mean_sqrt_len',
+  lasttoken: 'lasttoken',
+  weightedmean: 'weightedmean',
+};
+
+/** A module config's "module_input_name" (sentence-transformers 6.x) must be the pooled vector for coltrast
+ * to run the module where it does. */
+function checkModuleInput(config: Record<string, unknown>, file: string, what: string): void {
+  if (config.module_input_name !== undefined && config.module_input_name !== 'sentence_embedding') {
+    throw new ColtrastError(
+      'UNSUPPORTED_MODEL',
+      `${what} config ${file}: module_input_name ${JSON.stringify(config.module_input_name)} is not supported (only "sentence_embedding")`,
+    );
+  }
+}
 
 /** Tokenizer files copied verbatim when a model is saved (tokenizer.json is required, the rest optional). */
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'];
@@ -103,6 +142,7 @@ function readPooling(dir: string, modulePath: string): PoolingMode {
   if (!fs.existsSync(file)) throw filesError(`modules.json lists a Pooling module but ${file} is missing`);
   const config = readJson(file, 'pooling config');
   if (!isObject(config)) throw filesError(`pooling config ${file} must be a JSON object`);
+  if (config.pooling_mode !== undefined) return readPoolingMode(config.pooling_mode, file);
   const on = POOLING_MODES.filter((mode) => config[POOLING_KEYS[mode]] === true);
   if (config.pooling_mode_weightedmean_tokens === true) {
     throw new ColtrastError('UNSUPPORTED_MODEL', `pooling config ${file}: weighted-mean pooling is not supported yet`);
@@ -117,12 +157,32 @@ function readPooling(dir: string, modulePath: string): PoolingMode {
   return on[0];
 }
 
+/** sentence-transformers 6.x's form: "pooling_mode": "mean" (or a list of modes, concatenated). */
+function readPoolingMode(value: unknown, file: string): PoolingMode {
+  const modes = Array.isArray(value) ? value : [value];
+  if (modes.length === 0 || !modes.every((m) => typeof m === 'string' && m in POOLING_MODE_NAMES)) {
+    throw filesError(`pooling config ${file}: pooling_mode ${JSON.stringify(value)} is not one of ${Object.keys(POOLING_MODE_NAMES).join(', ')}`);
+  }
+  if (modes.length > 1) {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `pooling config ${file} pools ${modes.join(' + ')}: concatenated pooling modes are not supported yet`);
+  }
+  const mode = POOLING_MODE_NAMES[modes[0] as string];
+  if (mode === 'weightedmean') {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `pooling config ${file}: weighted-mean pooling is not supported yet`);
+  }
+  return mode;
+}
+
 function readDense(dir: string, modulePath: string): DenseHead {
   const configFile = path.join(dir, modulePath, 'config.json');
   if (!fs.existsSync(configFile)) throw filesError(`modules.json lists a Dense module but ${configFile} is missing`);
   const config = readJson(configFile, 'Dense config');
   if (!isObject(config) || !Number.isInteger(config.in_features) || !Number.isInteger(config.out_features)) {
     throw filesError(`Dense config ${configFile} needs integer "in_features" and "out_features"`);
+  }
+  checkModuleInput(config, configFile, 'Dense');
+  if (config.use_residual === true) {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `Dense config ${configFile}: use_residual is not supported (a plain linear layer and activation only)`);
   }
   const name = typeof config.activation_function === 'string' ? config.activation_function : 'torch.nn.modules.activation.Tanh';
   const activation = ACTIVATIONS[name];
@@ -181,18 +241,22 @@ export function readModelDirectory(dir: string): ModelDirectory {
   let dense: DenseHead | undefined;
   if (modules) {
     // Transformer, Pooling, then at most one Dense, then Normalize: the order sentence-transformers runs them in.
-    const order = modules.map((m) => (m.type.startsWith(ST) ? m.type.slice(ST.length) : m.type));
+    const order = modules.map((m) => moduleClass(m.type) ?? m.type);
     const denseAt = order.indexOf('Dense');
     if (denseAt >= 0 && (order.lastIndexOf('Dense') !== denseAt || denseAt < order.indexOf('Pooling') || (order.includes('Normalize') && denseAt > order.indexOf('Normalize')))) {
       throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: one Dense module between Pooling and Normalize is supported, not ${order.join(' → ')}`);
     }
     for (const m of modules) {
-      const type = m.type.startsWith(ST) ? m.type.slice(ST.length) : m.type;
-      if (type === 'Transformer' || type === 'models.Transformer') continue;
+      const type = moduleClass(m.type);
+      if (type === 'Transformer') continue;
       if (type === 'Pooling') pooling = readPooling(dir, m.path);
       else if (type === 'Dense') dense = readDense(dir, m.path);
-      else if (type === 'Normalize') normalize = true;
-      else throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: module type ${m.type} is not supported yet`);
+      else if (type === 'Normalize') {
+        const file = path.join(dir, m.path, 'config.json');
+        const config = m.path && fs.existsSync(file) ? readJson(file, 'Normalize config') : {};
+        if (isObject(config)) checkModuleInput(config, file, 'Normalize');
+        normalize = true;
+      } else throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: module type ${m.type} is not supported yet`);
     }
   }
 

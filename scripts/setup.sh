@@ -29,7 +29,7 @@ apt_install() {
 
 # postgresql (Debian 12: PostgreSQL 15) and pgvector: test/export.test.ts loads an exported index into a
 # throwaway cluster of its own (temp folder, unix socket); the "main" cluster the package creates is not used.
-apt_install libtorch-dev libopenblas0-pthread nlohmann-json3-dev cmake g++ ninja-build python3 python3-torch postgresql
+apt_install libtorch-dev libopenblas0-pthread nlohmann-json3-dev cmake g++ ninja-build python3 python3-torch python3-venv postgresql
 pg=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
 if [ ! -f "/usr/share/postgresql/$pg/extension/vector.control" ]; then
   if apt-cache show "postgresql-$pg-pgvector" >/dev/null 2>&1; then
@@ -55,6 +55,25 @@ fi
 
 # libtorch 2.x's headers (Debian 13's, unpacked under build/, nothing installed) for test/torch2-compile.test.ts.
 bash scripts/fetch-torch2-headers.sh || echo "setup: WARNING: libtorch 2.x headers not fetched; test/torch2-compile.test.ts will skip"
+
+# Python's transformers and sentence-transformers, with a CPU PyTorch 2.x, in build/pyenv: the reference
+# implementation for test/python-interop.test.ts, and the libtorch 2.x that the second CPU prebuild below is
+# built against. Installed only from the wheels this machine image keeps on disk (its pip configuration
+# points at them), with --no-index: nothing is downloaded. Without them those checks skip and say why.
+pyenv=build/pyenv
+wheels=()
+for dir in /opt/wheels /opt/pypi/files /opt/pypi-more/files; do [ -d "$dir" ] && wheels+=(--find-links "$dir"); done
+if [ ! -x "$pyenv/bin/python" ] || ! "$pyenv/bin/python" -c 'import sentence_transformers' 2>/dev/null; then
+  if [ ${#wheels[@]} -gt 0 ]; then
+    echo "setup: installing sentence-transformers and transformers into $pyenv from this machine's wheels"
+    rm -rf "$pyenv"
+    /usr/bin/python3 -m venv "$pyenv" &&
+      "$pyenv/bin/pip" install -q --no-index "${wheels[@]}" sentence-transformers transformers ||
+      { echo "setup: WARNING: $pyenv could not be made; test/python-interop.test.ts will skip"; rm -rf "$pyenv"; }
+  else
+    echo "setup: WARNING: no local wheels for sentence-transformers; test/python-interop.test.ts will skip"
+  fi
+fi
 
 npm ci --no-audit --no-fund
 npm run build

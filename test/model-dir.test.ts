@@ -104,6 +104,80 @@ test('a pooling config with two modes on', async (t) => {
   t.regex(e.message, /cls \+ mean/);
 });
 
+// sentence-transformers 6.x saves where its classes live now and a single "pooling_mode"; no max_seq_length
+// (the tokenizer's model_max_length holds it). test/python-interop.test.ts loads real 6.x saves.
+function st6Layout(d: string, pooling: unknown = 'max') {
+  editJson(path.join(d, 'modules.json'), () => [
+    { idx: 0, name: '0', path: '', type: 'sentence_transformers.base.modules.transformer.Transformer' },
+    { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.sentence_transformer.modules.pooling.Pooling' },
+    { idx: 2, name: '2', path: '2_Normalize', type: 'sentence_transformers.base.modules.normalize.Normalize' },
+  ]);
+  editJson(path.join(d, '1_Pooling', 'config.json'), () => ({ embedding_dimension: 32, pooling_mode: pooling, include_prompt: true }));
+  fs.mkdirSync(path.join(d, '2_Normalize'), { recursive: true });
+  fs.writeFileSync(path.join(d, '2_Normalize', 'config.json'), JSON.stringify({ module_input_name: 'sentence_embedding', module_output_name: 'sentence_embedding' }));
+}
+
+test("sentence-transformers 6.x's layout: module paths, pooling_mode, no max_seq_length", async (t) => {
+  const dir = fixtureCopy((d) => {
+    st6Layout(d, 'mean_sqrt_len_tokens');
+    editJson(path.join(d, 'sentence_bert_config.json'), () => ({ transformer_task: 'feature-extraction', module_output_name: 'token_embeddings' }));
+    editJson(path.join(d, 'tokenizer_config.json'), (c) => ({ ...c, model_max_length: 20 }));
+  });
+  const enc = await Encoder.load(dir, { device: 'cpu' });
+  try {
+    t.is(enc.pooling, 'mean_sqrt_len');
+    t.true(enc.normalize);
+    t.is(enc.maxSeqLength, 20);
+  } finally {
+    enc.dispose();
+  }
+});
+
+test('sentence-transformers 6.x pooling_mode: a list of one, concatenated modes, unknown and weighted modes', async (t) => {
+  const one = await Encoder.load(fixtureCopy((d) => st6Layout(d, ['cls'])), { device: 'cpu' });
+  t.is(one.pooling, 'cls');
+  one.dispose();
+  const two = await loadError(fixtureCopy((d) => st6Layout(d, ['cls', 'mean'])));
+  t.is(two.code, 'UNSUPPORTED_MODEL');
+  t.regex(two.message, /cls \+ mean: concatenated pooling modes/);
+  const weighted = await loadError(fixtureCopy((d) => st6Layout(d, 'weightedmean')));
+  t.is(weighted.code, 'UNSUPPORTED_MODEL');
+  t.regex(weighted.message, /weighted-mean pooling is not supported/);
+  const unknown = await loadError(fixtureCopy((d) => st6Layout(d, 'median')));
+  t.is(unknown.code, 'MODEL_FILES');
+  t.regex(unknown.message, /pooling_mode "median" is not one of cls, mean, max, mean_sqrt_len_tokens/);
+});
+
+test('modules that sentence-transformers 6.x runs on other inputs, or a residual Dense, are refused', async (t) => {
+  const tokens = await loadError(
+    fixtureCopy((d) => {
+      st6Layout(d);
+      editJson(path.join(d, '2_Normalize', 'config.json'), (c) => ({ ...c, module_input_name: 'token_embeddings' }));
+    }),
+  );
+  t.is(tokens.code, 'UNSUPPORTED_MODEL');
+  t.regex(tokens.message, /Normalize config .*module_input_name "token_embeddings" is not supported/);
+  const residual = await loadError(
+    fixtureCopy((d) => {
+      st6Layout(d);
+      editJson(path.join(d, 'modules.json'), (m) => [m[0], m[1], { idx: 2, name: '2', path: '2_Dense', type: 'sentence_transformers.base.modules.dense.Dense' }]);
+      fs.mkdirSync(path.join(d, '2_Dense'));
+      fs.writeFileSync(
+        path.join(d, '2_Dense', 'config.json'),
+        JSON.stringify({ in_features: 32, out_features: 8, bias: true, activation_function: 'torch.nn.modules.activation.Tanh', use_residual: true }),
+      );
+    }),
+  );
+  t.is(residual.code, 'UNSUPPORTED_MODEL');
+  t.regex(residual.message, /use_residual is not supported/);
+  // A class of the same name from another package is not sentence-transformers' module.
+  const foreign = await loadError(
+    fixtureCopy((d) => editJson(path.join(d, 'modules.json'), (m) => [m[0], { ...m[1], type: 'my_package.Pooling' }, m[2]])),
+  );
+  t.is(foreign.code, 'UNSUPPORTED_MODEL');
+  t.regex(foreign.message, /module type my_package\.Pooling is not supported/);
+});
+
 test('unknown and malformed options', async (t) => {
   const dir = fixtureCopy();
   let e = await loadError(dir, { device: 'cpu', dtpye: 'float32' });

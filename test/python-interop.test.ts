@@ -1,0 +1,130 @@
+// coltrast against the reference implementation itself: Hugging Face transformers and sentence-transformers
+// in Python, from build/pyenv (scripts/setup.sh makes it from the wheels this machine image keeps on disk;
+// COLTRAST_ST_PYTHON names another Python that has them). Both directions of the model format:
+//   - the recorded outputs of the tiny BERT fixture are what transformers and sentence-transformers compute;
+//   - sentence-transformers loads what coltrast saves (the shipped default model, a trained model with a
+//     projection head) and embeds the same texts the same;
+//   - coltrast loads what sentence-transformers saves (its own module types and configs, every pooling mode
+//     coltrast runs, a Dense head) and embeds the same;
+//   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Encoder, train } from '../lib';
+import { FIXTURE, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+
+const ROOT = path.resolve(__dirname, '..');
+const PYTHON = process.env.COLTRAST_ST_PYTHON || path.join(ROOT, 'build', 'pyenv', 'bin', 'python');
+const TEXTS = path.join(ROOT, 'examples', 'sentences.txt');
+const script = (name: string) => path.join(ROOT, 'scripts', 'fixtures', name);
+
+const probe = fs.existsSync(PYTHON)
+  ? spawnSync(PYTHON, ['-c', 'import sentence_transformers, transformers; print(sentence_transformers.__version__, transformers.__version__)'], {
+      encoding: 'utf8',
+    })
+  : null;
+const skip = !probe
+  ? `no Python at ${PYTHON}: scripts/setup.sh makes build/pyenv from this machine's wheels (or set COLTRAST_ST_PYTHON)`
+  : probe.status !== 0
+    ? `${PYTHON} cannot import sentence_transformers and transformers: ${probe.stderr.trim().split('\n').pop()}`
+    : '';
+const check = skip ? test.skip : test;
+const skipped = skip ? ` [skipped: ${skip}]` : '';
+const [stVersion, hfVersion] = probe?.stdout.trim().split(' ') ?? [];
+
+function python(args: string[]) {
+  const r = spawnSync(PYTHON, args, { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' }, timeout: 300_000 });
+  // Hugging Face's progress bars and load reports go to stderr; keep the last lines for a failure message.
+  return { status: r.status, stdout: r.stdout ?? '', tail: `${r.stdout}\n${(r.stderr ?? '').split('\n').slice(-15).join('\n')}` };
+}
+
+function readJsonl(file: string): number[][] {
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => line.trim())
+    .map((line) => JSON.parse(line).embedding);
+}
+
+async function embedToJsonl(modelDir: string, file: string): Promise<void> {
+  const texts = fs.readFileSync(TEXTS, 'utf8').split('\n').filter((l) => l.trim());
+  const encoder = await Encoder.load(modelDir, { device: 'cpu' });
+  try {
+    const { dims, data } = await encoder.embed(texts);
+    const lines = texts.map((_, i) => JSON.stringify({ index: i, embedding: Array.from(data.subarray(i * dims[1], (i + 1) * dims[1])) }));
+    fs.writeFileSync(file, `${lines.join('\n')}\n`);
+  } finally {
+    encoder.dispose();
+  }
+}
+
+check(`transformers and sentence-transformers compute the tiny BERT's recorded outputs (1e-6)${skipped}`, (t) => {
+  const r = python([script('check_reference_hf.py')]);
+  t.is(r.status, 0, r.tail);
+  t.regex(r.stdout, /transformers \+ sentence-transformers vs recorded reference: token states [\d.e-]+, pooled [\d.e-]+/);
+  t.log(`sentence-transformers ${stVersion}, transformers ${hfVersion}: ${r.stdout.trim()}`);
+});
+
+check(`sentence-transformers loads the shipped default model and embeds as coltrast does (1e-4)${skipped}`, async (t) => {
+  const ours = path.join(tempDir(), 'default.jsonl');
+  await embedToJsonl('default', ours);
+  const r = python([script('check_python_load.py'), path.join(ROOT, 'default-model'), TEXTS, ours]);
+  t.is(r.status, 0, r.tail);
+  t.log(r.stdout.trim());
+});
+
+check(`sentence-transformers loads a model coltrast trained and saved with a projection head, CLS pooling${skipped}`, async (t) => {
+  const dir = tempDir();
+  const model = path.join(dir, 'model');
+  // The fixture with CLS pooling, so the saved Pooling config is not the default one.
+  const base = path.join(dir, 'base');
+  fs.cpSync(FIXTURE, base, { recursive: true });
+  const pooling = path.join(base, '1_Pooling', 'config.json');
+  const config = JSON.parse(fs.readFileSync(pooling, 'utf8'));
+  for (const key of Object.keys(config)) if (key.startsWith('pooling_mode_')) config[key] = key === 'pooling_mode_cls_token';
+  fs.writeFileSync(pooling, JSON.stringify(config));
+  await train({ model: base, data: wordDataset(16), output: model, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 5, projection: { dimension: 12, activation: 'tanh' } });
+  t.true(fs.existsSync(path.join(model, '2_Dense', 'model.safetensors')));
+  const ours = path.join(dir, 'ours.jsonl');
+  await embedToJsonl(model, ours);
+  t.is(readJsonl(ours)[0].length, 12);
+  const r = python([script('check_python_load.py'), model, TEXTS, ours]);
+  t.is(r.status, 0, r.tail);
+  t.log(r.stdout.trim());
+});
+
+for (const [pooling, dense, normalize] of [
+  ['mean', 0, true],
+  ['cls', 12, true],
+  ['max', 0, false],
+  ['mean_sqrt_len_tokens', 7, false],
+  ['lasttoken', 0, true],
+] as const) {
+  const what = `${pooling} pooling${dense ? `, Dense ${dense} (tanh)` : ''}${normalize ? ', Normalize' : ''}`;
+  check(`coltrast loads what sentence-transformers saves and embeds the same: ${what}${skipped}`, async (t) => {
+    const dir = tempDir();
+    const saved = path.join(dir, 'st-model');
+    const theirs = path.join(dir, 'theirs.jsonl');
+    const args = [script('st_save.py'), FIXTURE, saved, TEXTS, theirs, '--pooling', pooling, '--seed', '11'];
+    if (dense) args.push('--dense', String(dense));
+    if (!normalize) args.push('--no-normalize');
+    const r = python(args);
+    t.is(r.status, 0, r.tail);
+    const ours = path.join(dir, 'ours.jsonl');
+    await embedToJsonl(saved, ours);
+    const a = readJsonl(ours);
+    const b = readJsonl(theirs);
+    t.deepEqual([a.length, a[0].length], [b.length, b[0].length]);
+    const worst = maxAbsDiff(a.flat(), b.flat());
+    t.true(worst <= 1e-5, `max abs difference ${worst}`);
+    t.log(`${r.stdout.trim()}; max abs difference ${worst.toExponential(2)}`);
+  });
+}
+
+check(`the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator (1e-6)${skipped}`, (t) => {
+  const r = python([script('check_ir_metrics.py')]);
+  t.is(r.status, 0, r.tail);
+  t.regex(r.stdout, /checked with plain, sentence-transformers: \d+ comparisons/);
+  t.regex(r.stdout, /all agree within 1e-06/);
+});
