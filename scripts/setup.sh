@@ -5,7 +5,8 @@
 # test/parity.test.ts and scripts/bench/parity.js: Debian's torch, the same libtorch build as libtorch-dev),
 # PostgreSQL + pgvector (test/export.test.ts), libtorch 2.x's headers (test/torch2-compile.test.ts) and
 # the build tools when missing, then installs npm dependencies, builds the addon and TypeScript, and files
-# the build as this machine's CPU prebuild (prebuilds/, what `npm pack` ships; test/pack.test.ts installs it).
+# the build as this machine's CPU prebuild (prebuilds/, what `npm pack` ships; test/pack.test.ts installs it),
+# and a second one against PyTorch 2.x (build/pyenv's torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,3 +79,9 @@ fi
 npm ci --no-audit --no-fund
 npm run build
 npm run make-prebuild
+# A second CPU prebuild, against build/pyenv's PyTorch 2.x: what an npm user with a pip torch loads, and what
+# `npm run test:libtorch2` runs the tests on (.ci/run does).
+if [ -x "$pyenv/bin/python" ]; then
+  torch_cmake=$("$pyenv/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
+  node scripts/prebuild.js -- "--CDTorch_DIR=$torch_cmake/Torch"
+fi

@@ -21,7 +21,9 @@ const check = skip ? test.skip : test;
 const skipped = skip ? ` [skipped: ${skip}]` : '';
 
 function torchVersion(): number[] {
-  const text = fs.readFileSync(VERSION_H, 'utf8');
+  // Newer layouts (2.13 and later) keep the numbers in torch/headeronly/version.h, which version.h includes.
+  const headerOnly = path.join(HEADERS, 'torch', 'headeronly', 'version.h');
+  const text = fs.readFileSync(VERSION_H, 'utf8') + (fs.existsSync(headerOnly) ? fs.readFileSync(headerOnly, 'utf8') : '');
   return ['MAJOR', 'MINOR'].map((part) => Number(new RegExp(`#define TORCH_VERSION_${part} (\\d+)`).exec(text)?.[1]));
 }
 

@@ -103,7 +103,7 @@ export function addonFlags(): AddonFlags | null {
 }
 
 /** The flags a CUDA build adds to the addon's C++ (CMakeLists.txt, "CUDA kernels"). */
-export const CUDA_DEFINES = ['-DCOLTRAST_WITH_CUDA', '-DCOLTRAST_CUDA_ARCHS="80-real;90-real;90-virtual"'];
+export const CUDA_DEFINES = ['-DCOLTRAST_WITH_CUDA', '-DCOLTRAST_CUDA_ARCHS="80-real,90-real,90-virtual"'];
 
 /** Runs the addon's compiler on `source` with `flags` (built from addon.flags), syntax only, warnings as errors. */
 export function syntaxCheck(addon: AddonFlags, flags: string[], source: string) {

@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// The test suite a second time, on PyTorch 2.x's libtorch: the CPU prebuild made against build/pyenv's
+// torch (scripts/setup.sh), loaded as an npm user with a pip torch gets it (COLTRAST_BINARY=cpu, the
+// Python torch found first). `npm test` runs on Debian 12's libtorch 1.13; the GPU machine builds against
+// PyTorch 2.x, so this is where a 2.x difference in behaviour shows before a GPU is lent.
+//   node scripts/test-libtorch2.js (npm run test:libtorch2) [ava arguments, e.g. test/ops.test.ts]
+// Left out: the tests whose subject is which libtorch and addon get picked on this machine (binary, pack)
+// and the compile-only checks (cuda-compile, torch2-compile), which do not load the addon.
+'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const python = process.env.COLTRAST_ST_PYTHON || path.join(root, 'build', 'pyenv', 'bin', 'python');
+const LEFT_OUT = ['binary', 'pack', 'cuda-compile', 'torch2-compile'];
+
+function fail(message) {
+  console.error(`test-libtorch2: ${message}`);
+  process.exit(1);
+}
+
+if (!fs.existsSync(python)) fail(`no ${python}: run scripts/setup.sh (it makes build/pyenv with a PyTorch 2.x)`);
+const env = { ...process.env, COLTRAST_BINARY: 'cpu', COLTRAST_PYTHON: python };
+// What gets loaded must be a prebuild for libtorch 2.x running on the Python torch, or this pass tests nothing new.
+const probe = spawnSync(process.execPath, [path.join(root, 'dist', 'cli.js'), 'info', '--json'], { encoding: 'utf8', env, cwd: root });
+if (probe.status !== 0) fail(`coltrast info failed: ${probe.stderr.trim()}\nMake the prebuild: node scripts/prebuild.js -- --CDTorch_DIR=<build/pyenv's torch>/share/cmake/Torch`);
+const info = JSON.parse(probe.stdout);
+const binary = info.binary ?? {};
+if (!/^cpu-torch2\./.test(binary.variant ?? '') || binary.libtorch?.source !== 'python') {
+  fail(`expected a cpu-torch2.x prebuild on the Python torch, got ${JSON.stringify({ variant: binary.variant, libtorch: binary.libtorch })}`);
+}
+console.log(`test-libtorch2: ${binary.variant} on libtorch ${binary.libtorch?.version} (${binary.libtorch?.libDir ?? python})`);
+
+const args = process.argv.slice(2);
+const files = args.length
+  ? args
+  : fs
+      .readdirSync(path.join(root, 'test'))
+      .filter((f) => f.endsWith('.test.ts') && !LEFT_OUT.includes(f.replace(/\.test\.ts$/, '')))
+      .map((f) => path.join('test', f));
+const ava = path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs');
+const run = spawnSync(process.execPath, [ava, ...files], { stdio: 'inherit', env, cwd: root });
+process.exit(run.status ?? 1);
