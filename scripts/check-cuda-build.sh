@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds the CUDA addon on a machine without a GPU, as the GPU machine builds it (CMake with COLTRAST_CUDA=ON
+# against a pip PyTorch 2.x with CUDA, nvcc for the kernels), and checks what came out. The torch wheel is
+# the one this machine image keeps on disk, unpacked into build/pyenv-cuda with --no-deps (headers, CMake
+# config and libraries are all a build needs; the NVIDIA runtime wheels it would load are left out, so the
+# result is checked, not loaded), plus the libnvrtc wheel its CMake config links. The addon goes to
+# build/cuda-check/, beside the local build, from its own CMake folder.
+#   bash scripts/check-cuda-build.sh      (.ci/run runs it; about 3 minutes on 2 cores)
+# Checks: the build succeeds, the addon links libtorch_cuda, libc10_cuda and the CUDA runtime, and the
+# kernels' device code is linked in.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "check-cuda-build: $*" >&2; exit 1; }
+command -v nvcc >/dev/null || fail "no nvcc: install the CUDA toolkit (compiler only is enough)"
+wheel=$(ls /opt/pypi-more/files/torch-2.*-cp311-*manylinux*_x86_64.whl /opt/pypi/files/torch-2.*-cp311-*manylinux*_x86_64.whl 2>/dev/null | grep -v '+cpu' | sort -V | tail -n 1 || true)
+nvrtc=$(ls /opt/pypi-more/files/nvidia_cuda_nvrtc-*.whl /opt/pypi/files/nvidia_cuda_nvrtc-*.whl 2>/dev/null | sort -V | tail -n 1 || true)
+[ -n "$wheel" ] && [ -n "$nvrtc" ] || fail "no CUDA torch wheel and libnvrtc wheel on this machine's disk (/opt/pypi*)"
+
+env=build/pyenv-cuda
+if ! [ -f "$env/.wheels" ] || [ "$(cat "$env/.wheels")" != "$wheel $nvrtc" ]; then
+  echo "check-cuda-build: unpacking $(basename "$wheel") and $(basename "$nvrtc") into $env"
+  rm -rf "$env"
+  /usr/bin/python3 -m venv "$env"
+  "$env/bin/pip" install -q --no-index --no-deps "$wheel" "$nvrtc"
+  echo "$wheel $nvrtc" > "$env/.wheels"
+fi
+torch_cmake=$("$env/bin/python" -c 'import sys, glob; print(glob.glob(sys.prefix + "/lib/python3*/site-packages/torch/share/cmake/Torch")[0])')
+
+out=build/cuda-check
+rm -rf "$out"
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+COLTRAST_BUILD_DIR=build/cmake-cuda-check node scripts/build-native.js --CDTorch_DIR="$torch_cmake" --CDCOLTRAST_CUDA=ON \
+  --CDCOLTRAST_OUTPUT_DIR="$(pwd)/$out" || fail "the CUDA build failed (see above)"
+addon=$out/coltrast.node
+[ -f "$addon" ] || fail "the build left no $addon"
+
+needed=$(readelf -d "$addon" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
+for lib in libtorch_cuda.so libc10_cuda.so libcudart.so; do
+  [[ " $needed" == *" $lib"* ]] || fail "$addon does not link $lib (it needs: $needed)"
+done
+# The kernels' device code rides in the addon's .nv_fatbin section (which architectures are in it needs
+# cuobjdump, which a compiler-only toolkit lacks; test/cuda-compile.test.ts compiles each architecture, and
+# scripts/device/cuda-check.sh inspects the machine code on the GPU machine).
+fatbin=$(readelf -S -W "$addon" | awk '{ for (i = 1; i < NF; i++) if ($i == ".nv_fatbin") print $(i + 4) }')
+[ -n "$fatbin" ] && [ $((16#$fatbin)) -gt 0 ] || fail "$addon has no .nv_fatbin section: the kernels were not linked in"
+fatbin=$((16#$fatbin))
+echo "check-cuda-build: OK: $(basename "$wheel" | cut -d- -f1-2) with nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'):" \
+  "$addon links ${needed}and holds $fatbin bytes of device code"
