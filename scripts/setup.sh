@@ -57,9 +57,9 @@ fi
 # libtorch 2.x's headers (Debian 13's, unpacked under build/, nothing installed) for test/torch2-compile.test.ts.
 bash scripts/fetch-torch2-headers.sh || echo "setup: WARNING: libtorch 2.x headers not fetched; test/torch2-compile.test.ts will skip"
 
-# Python's transformers and sentence-transformers, with a CPU PyTorch 2.x, in build/pyenv: the reference
-# implementation for test/python-interop.test.ts, and the libtorch 2.x that the second CPU prebuild below is
-# built against. Installed only from the wheels this machine image keeps on disk (its pip configuration
+# Python's transformers and sentence-transformers (with its trainer's datasets and accelerate) and a CPU
+# PyTorch 2.x, in build/pyenv: the reference implementation for test/python-interop.test.ts and the
+# benchmarks' Python side, and the libtorch 2.x that the second CPU prebuild below is built against. Installed only from the wheels this machine image keeps on disk (its pip configuration
 # points at them), with --no-index: nothing is downloaded. Without them those checks skip and say why.
 pyenv=build/pyenv
 wheels=()
@@ -69,7 +69,7 @@ if [ ! -x "$pyenv/bin/python" ] || ! "$pyenv/bin/python" -c 'import sentence_tra
     echo "setup: installing sentence-transformers and transformers into $pyenv from this machine's wheels"
     rm -rf "$pyenv"
     /usr/bin/python3 -m venv "$pyenv" &&
-      "$pyenv/bin/pip" install -q --no-index "${wheels[@]}" sentence-transformers transformers ||
+      "$pyenv/bin/pip" install -q --no-index "${wheels[@]}" sentence-transformers transformers datasets accelerate ||
       { echo "setup: WARNING: $pyenv could not be made; test/python-interop.test.ts will skip"; rm -rf "$pyenv"; }
   else
     echo "setup: WARNING: no local wheels for sentence-transformers; test/python-interop.test.ts will skip"

@@ -221,6 +221,8 @@ def train_trainer(model, loss_fn, pairs, args):
             weight_decay=0.01,
             max_grad_norm=1.0,
             bf16=args.precision == "bfloat16",
+            # transformers refuses bf16 without a GPU unless told to train on the CPU.
+            use_cpu=not args.device.startswith("cuda"),
             save_strategy="no",
             logging_strategy="no",
             report_to="none",
