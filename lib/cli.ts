@@ -138,7 +138,7 @@ async function info(argv: string[]): Promise<void> {
       ? `CPU tensors of 1 MiB and more: coltrast's caching allocator (keeps up to ${(cpu.cacheLimitBytes / 2 ** 30).toFixed(1)} GiB; COLTRAST_CPU_ALLOCATOR=system turns it off)`
       : 'CPU tensors: libtorch\'s default allocator (COLTRAST_CPU_ALLOCATOR=system)',
   );
-  console.log(`BLAS: ${r.blas.kind}${r.blas.libraries.length ? ` (${r.blas.libraries.join(', ')})` : ''}`);
+  console.log(`BLAS: ${r.blas.kind}${r.blas.libraries.length ? ` (${r.blas.libraries.join(', ')})` : r.blas.builtIn ? ' (linked into libtorch)' : ''}`);
   if (r.blas.warning) console.log(`warning: ${r.blas.warning}`);
 }
 

@@ -41,6 +41,8 @@ export interface NativeEncoder {
 
 export interface NativeRuntimeInfo {
   torchVersion: string;
+  /** The BLAS libtorch was built for (its build configuration's BLAS_INFO: "mkl", "open", "generic"). */
+  blasBuild?: string;
   cudaAvailable: boolean;
   cudaDeviceCount: number;
   numThreads: number;

@@ -13,6 +13,8 @@ export type { CpuMemory, CudaMemory } from './native';
 export interface BlasInfo {
   /** Paths of the BLAS libraries mapped into this process. */
   libraries: string[];
+  /** True when the BLAS is linked into libtorch itself (a pip wheel's MKL), so no library of its own is mapped. */
+  builtIn?: boolean;
   /** 'openblas', 'mkl', 'reference' (netlib, slow) or 'unknown'. */
   kind: 'openblas' | 'mkl' | 'reference' | 'unknown';
   warning?: string;
@@ -49,12 +51,20 @@ export function nvidiaDriverVersion(file = '/proc/driver/nvidia/version'): strin
   }
 }
 
-export function blasInfo(maps = '/proc/self/maps'): BlasInfo {
+/**
+ * The BLAS in use: from the libraries mapped into the process, else from `built`, the BLAS libtorch was built
+ * for (its BLAS_INFO), which tells a BLAS linked into libtorch itself.
+ */
+export function blasInfo(maps = '/proc/self/maps', built?: string): BlasInfo {
+  const linkedIn = (): BlasInfo =>
+    built === 'mkl' || built === 'open' || built === 'openblas'
+      ? { libraries: [], kind: built === 'mkl' ? 'mkl' : 'openblas', builtIn: true }
+      : { libraries: [], kind: 'unknown' };
   let text = '';
   try {
     text = fs.readFileSync(maps, 'utf8');
   } catch {
-    return { libraries: [], kind: 'unknown' };
+    return linkedIn();
   }
   const libraries = [...new Set(text.split('\n').map((l) => l.split(/\s+/)[5] ?? '').filter((p) => /lib(open)?blas|libmkl/.test(p)))];
   const resolved = libraries.map((p) => {
@@ -76,7 +86,7 @@ export function blasInfo(maps = '/proc/self/maps'): BlasInfo {
         'sudo apt-get install libopenblas0-pthread',
     };
   }
-  return { libraries: resolved, kind: 'unknown' };
+  return resolved.length ? { libraries: resolved, kind: 'unknown' } : linkedIn();
 }
 
 export function runtimeInfo(): RuntimeInfo {
@@ -89,7 +99,7 @@ export function runtimeInfo(): RuntimeInfo {
     cudaAvailable: n.cudaAvailable,
     cudaDeviceCount: n.cudaDeviceCount,
     threads: n.numThreads,
-    blas: blasInfo(),
+    blas: blasInfo('/proc/self/maps', n.blasBuild),
     binary: binaryChoice()!,
     cudaArchs: n.cudaArchs,
     cudaCapabilities: n.cudaCapabilities,

@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <torch/version.h>
 
 #ifdef COLTRAST_WITH_CUDA
@@ -36,6 +37,15 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
   out.Set("cudaDeviceCount", static_cast<double>(torch::cuda::device_count()));
   out.Set("numThreads", at::get_num_threads());
   out.Set("parallelInfo", at::get_parallel_info());
+  // The BLAS libtorch was built for ("BLAS_INFO=mkl" in its build configuration): a pip wheel links MKL
+  // into libtorch itself, where no BLAS library shows among the mapped ones; "generic" (Debian's) calls
+  // whatever libblas.so.3 the system selects.
+  const std::string config = at::show_config();
+  const auto pos = config.find("BLAS_INFO=");
+  if (pos != std::string::npos) {
+    const auto start = pos + std::string("BLAS_INFO=").size();
+    out.Set("blasBuild", config.substr(start, config.find_first_of(", \n", start) - start));
+  }
 #ifdef _GLIBCXX_USE_CXX11_ABI
   out.Set("cxx11Abi", _GLIBCXX_USE_CXX11_ABI == 1);
 #endif
