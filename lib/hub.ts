@@ -65,8 +65,8 @@ const WANTED = new Set([
   'sentence_bert_config.json',
   'config_sentence_transformers.json',
 ]);
-/** sentence-transformers module configs such as 1_Pooling/config.json. */
-const MODULE_CONFIG = /^\d+_[A-Za-z]+\/config\.json$/;
+/** sentence-transformers module files: configs such as 1_Pooling/config.json, and a Dense head's weights. */
+const MODULE_FILE = /^\d+_[A-Za-z]+\/(config\.json|model\.safetensors)$/;
 const PICKLE = /\.(bin|pt|pth|ckpt|pkl)$/;
 const COMMIT = /^[0-9a-f]{40}$/;
 const NAME = '[A-Za-z0-9_][A-Za-z0-9._-]*';
@@ -264,7 +264,7 @@ async function listFiles(hub: Hub): Promise<{ commit: string; files: RepoFile[] 
     throw new ColtrastError('MODEL_FILES', `${where} has no tokenizer.json (the fast tokenizer file coltrast tokenizes with)`);
   }
   const files = info.siblings
-    .filter((s) => WANTED.has(s.rfilename) || MODULE_CONFIG.test(s.rfilename))
+    .filter((s) => WANTED.has(s.rfilename) || MODULE_FILE.test(s.rfilename))
     .map((s) => ({
       name: s.rfilename,
       etag: s.lfs?.sha256 ?? s.blobId ?? createHash('sha1').update(`${info.sha}/${s.rfilename}`).digest('hex'),

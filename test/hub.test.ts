@@ -9,6 +9,7 @@ import path from 'node:path';
 import { ColtrastError, Encoder, resolveModelDir } from '../lib';
 import { looksLikeHubId, repoCacheDir } from '../lib/hub';
 import { FIXTURE, tempDir } from './helpers/fixture';
+import { writeSafetensors } from './helpers/safetensors';
 
 const COMMIT = 'c0ffee0000000000000000000000000000000001';
 
@@ -165,6 +166,45 @@ test('Encoder.load of a hub id embeds exactly like the folder it came from', asy
   const texts = ['hello world', 'the quick brown fox'];
   t.deepEqual((await viaHub.embed(texts)).data, (await local.embed(texts)).data);
   t.is(viaHub.modelDir, path.join(repoCacheDir(cacheDir, 'org/tiny-bert'), 'snapshots', COMMIT));
+  viaHub.dispose();
+  local.dispose();
+  await hub.close();
+});
+
+test('a Dense head (2_Dense/model.safetensors) is fetched with its config, and the model embeds as the folder does', async (t) => {
+  // The fixture with a sentence-transformers Dense module between Pooling and Normalize.
+  const folder = path.join(tempDir(), 'with-dense');
+  fs.cpSync(FIXTURE, folder, { recursive: true });
+  const modules = JSON.parse(fs.readFileSync(path.join(folder, 'modules.json'), 'utf8'));
+  modules.splice(2, 0, { idx: 2, name: '2', path: '2_Dense', type: 'sentence_transformers.models.Dense' });
+  modules.forEach((m: { idx: number; name: string }, i: number) => Object.assign(m, { idx: i, name: String(i) }));
+  fs.writeFileSync(path.join(folder, 'modules.json'), JSON.stringify(modules));
+  fs.mkdirSync(path.join(folder, '2_Dense'));
+  fs.writeFileSync(
+    path.join(folder, '2_Dense', 'config.json'),
+    JSON.stringify({ in_features: 32, out_features: 5, bias: true, activation_function: 'torch.nn.modules.activation.Tanh' }),
+  );
+  const weight = Buffer.from(new Float32Array(5 * 32).map((_, i) => Math.sin(i) / 8).buffer);
+  const bias = Buffer.from(new Float32Array([0.1, -0.2, 0.3, 0, 0.05]).buffer);
+  writeSafetensors(
+    path.join(folder, '2_Dense', 'model.safetensors'),
+    new Map([
+      ['linear.weight', { dtype: 'F32', shape: [5, 32], data: weight }],
+      ['linear.bias', { dtype: 'F32', shape: [5], data: bias }],
+    ]),
+  );
+  const files = fixtureFiles();
+  for (const name of ['modules.json', '2_Dense/config.json', '2_Dense/model.safetensors']) {
+    files.set(name, { data: fs.readFileSync(path.join(folder, name)), lfs: name.endsWith('.safetensors') });
+  }
+  const hub = await fakeHub({ 'org/with-dense': files });
+  const viaHub = await Encoder.load('org/with-dense', { cacheDir: tempDir(), endpoint: hub.endpoint, device: 'cpu' });
+  const local = await Encoder.load(folder, { device: 'cpu' });
+  const texts = ['hello world', 'the quick brown fox'];
+  const a = await viaHub.embed(texts);
+  t.deepEqual(a.dims, [2, 5]);
+  t.deepEqual(a.data, (await local.embed(texts)).data);
+  t.true(hub.requests.some((r) => r.url.endsWith('2_Dense/model.safetensors')));
   viaHub.dispose();
   local.dispose();
   await hub.close();
