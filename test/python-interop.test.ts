@@ -6,12 +6,13 @@
 //     projection head) and embeds the same texts the same;
 //   - coltrast loads what sentence-transformers saves (its own module types and configs, every pooling mode
 //     coltrast runs, a Dense head) and embeds the same;
+//   - the fused MaxSim op scores as sentence-transformers' own late-interaction scoring (maxsim, maxsim_pairwise);
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, train } from '../lib';
+import { Encoder, ops, train } from '../lib';
 import { FIXTURE, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -128,3 +129,41 @@ check(`the IR metrics agree with sentence-transformers' InformationRetrievalEval
   t.regex(r.stdout, /checked with plain, sentence-transformers: \d+ comparisons/);
   t.regex(r.stdout, /all agree within 1e-06/);
 });
+
+// Odd shapes, random masks; every document keeps at least one token (a document with none scores 0 in
+// coltrast by definition, see ops.maxsim, where sentence-transformers has no defined value).
+for (const [B, N, Lq, Ld, dim] of [
+  [5, 5, 7, 33, 96],
+  [3, 11, 1, 180, 64],
+] as const) {
+  check(`ops.maxsim scores as sentence-transformers' maxsim / maxsim_pairwise: B ${B}, N ${N}, Lq ${Lq}, Ld ${Ld}, dim ${dim}${skipped}`, async (t) => {
+    let seed = B * 1000 + Ld;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+    const q = { dims: [B, Lq, dim], data: Float32Array.from({ length: B * Lq * dim }, rand) };
+    const d = { dims: [N, Ld, dim], data: Float32Array.from({ length: N * Ld * dim }, rand) };
+    const mask = (rows: number, len: number) => ({
+      dims: [rows, len],
+      data: Uint8Array.from({ length: rows * len }, (_, i) => (i % len === 0 || rand() > -0.4 ? 1 : 0)),
+    });
+    const qm = mask(B, Lq);
+    const dm = mask(N, Ld);
+    const dir = tempDir();
+    for (const normalize of [false, true]) {
+      const spec = path.join(dir, `in-${normalize}.json`);
+      const out = path.join(dir, `out-${normalize}.json`);
+      const plain = (x: { dims: number[]; data: ArrayLike<number> }) => ({ dims: x.dims, data: Array.from(x.data) });
+      fs.writeFileSync(spec, JSON.stringify({ q: plain(q), qmask: plain(qm), d: plain(d), dmask: plain(dm), normalize }));
+      const r = python([script('st_maxsim.py'), spec, out]);
+      t.is(r.status, 0, r.tail);
+      const theirs = JSON.parse(fs.readFileSync(out, 'utf8'));
+      const all = (await ops.maxsim(q, qm, d, dm, { normalize })).value;
+      t.is(all.length, B * N);
+      const scale = Math.max(...theirs.all.map(Math.abs));
+      t.true(maxAbsDiff(all, theirs.all) <= 1e-5 * scale, `all, normalize ${normalize}: ${maxAbsDiff(all, theirs.all)} (scale ${scale})`);
+      if (B === N) {
+        const paired = (await ops.maxsim(q, qm, d, dm, { mode: 'paired', normalize })).value;
+        t.true(maxAbsDiff(paired, theirs.paired) <= 1e-5 * scale, `paired, normalize ${normalize}: ${maxAbsDiff(paired, theirs.paired)}`);
+      }
+    }
+  });
+}
