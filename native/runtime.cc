@@ -28,6 +28,19 @@ Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The BLAS libtorch was built for ("BLAS_INFO=mkl" in its build configuration), "" when it does not say: a
+// pip wheel links MKL into libtorch itself, where no BLAS library shows among the mapped ones; "generic"
+// (Debian's) calls whatever libblas.so.3 the system selects. Read once: show_config() formats the whole
+// build configuration, and runtimeInfo() runs on every Encoder.load with device 'auto'.
+std::string blasBuild() {
+  const std::string key = "BLAS_INFO=";
+  const std::string config = at::show_config();
+  const auto pos = config.find(key);
+  if (pos == std::string::npos) return "";
+  const auto start = pos + key.size();
+  return config.substr(start, config.find_first_of(", \n", start) - start);
+}
+
 Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   applyThreadSetting();
@@ -37,15 +50,8 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
   out.Set("cudaDeviceCount", static_cast<double>(torch::cuda::device_count()));
   out.Set("numThreads", at::get_num_threads());
   out.Set("parallelInfo", at::get_parallel_info());
-  // The BLAS libtorch was built for ("BLAS_INFO=mkl" in its build configuration): a pip wheel links MKL
-  // into libtorch itself, where no BLAS library shows among the mapped ones; "generic" (Debian's) calls
-  // whatever libblas.so.3 the system selects.
-  const std::string config = at::show_config();
-  const auto pos = config.find("BLAS_INFO=");
-  if (pos != std::string::npos) {
-    const auto start = pos + std::string("BLAS_INFO=").size();
-    out.Set("blasBuild", config.substr(start, config.find_first_of(", \n", start) - start));
-  }
+  static const std::string blas = blasBuild();
+  if (!blas.empty()) out.Set("blasBuild", blas);
 #ifdef _GLIBCXX_USE_CXX11_ABI
   out.Set("cxx11Abi", _GLIBCXX_USE_CXX11_ABI == 1);
 #endif
