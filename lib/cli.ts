@@ -132,6 +132,7 @@ async function info(argv: string[]): Promise<void> {
     console.log(`  CUDA runtime ${r.cudaRuntime ?? '-'}; NVIDIA driver ${r.nvidiaDriver ?? 'not loaded'}${r.cudaDriver ? ` (supports CUDA up to ${r.cudaDriver})` : ''}`);
   }
   console.log(`CPU threads: ${r.threads}`);
+  console.log(`attention: ${r.attention === 'eager' ? 'eager (matmul, softmax, matmul)' : 'libtorch scaled_dot_product_attention (fused kernels)'}`);
   const cpu = cpuMemory();
   console.log(
     cpu.caching

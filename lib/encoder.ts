@@ -320,13 +320,24 @@ export class Encoder {
     const pooled = new Float32Array(output === 'pooled' ? texts.length * dim : 0);
     const tokens: Matrix[] = new Array(output === 'tokens' ? texts.length : 0);
     o.onProgress?.(0, order.length); // the start, so that a progress bar's rate counts the first batch
-    for (let start = 0; start < order.length; start += batchSize) {
+    // Two batches in flight: the next one is queued while this one runs, so the model (a GPU above all)
+    // starts it as soon as this one's forward is done instead of idling while the result travels back to
+    // JavaScript and the next batch is padded. The native side runs one forward at a time per model.
+    const submit = (start: number) => {
       const rows = order.slice(start, start + batchSize);
-      const batch = padBatch(rows.map((i) => tokenized[i]));
+      const promise = handle.embed({ ...padBatch(rows.map((i) => tokenized[i])), output, pooling, normalize });
+      promise.catch(() => {}); // rejections are handled where it is awaited; this one may fail first
+      return { rows, promise };
+    };
+    let next = order.length > 0 ? submit(0) : undefined;
+    for (let start = 0; start < order.length; start += batchSize) {
+      const { rows, promise } = next!;
+      next = start + batchSize < order.length ? submit(start + batchSize) : undefined;
       let result: Float32Array;
       try {
-        result = await handle.embed({ ...batch, output, pooling, normalize });
+        result = await promise;
       } catch (error) {
+        await next?.promise.catch(() => {}); // settled before this call ends (dispose() waits for calls)
         throw fromNative(error);
       }
       let offset = 0;

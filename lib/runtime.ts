@@ -27,6 +27,11 @@ export interface RuntimeInfo {
   cudaAvailable: boolean;
   cudaDeviceCount: number;
   threads: number;
+  /**
+   * How the encoders' self-attention runs: libtorch's scaled_dot_product_attention (fused kernels; libtorch
+   * 2.x) or 'eager' (matmul, softmax, matmul: libtorch 1.13, or COLTRAST_EAGER_ATTENTION=1).
+   */
+  attention: 'scaled_dot_product_attention' | 'eager';
   blas: BlasInfo;
   /** Which addon is loaded (a local build or a prebuild), the libtorch it runs on, and why it was chosen. */
   binary: BinaryChoice;
@@ -99,6 +104,7 @@ export function runtimeInfo(): RuntimeInfo {
     cudaAvailable: n.cudaAvailable,
     cudaDeviceCount: n.cudaDeviceCount,
     threads: n.numThreads,
+    attention: n.attention,
     blas: blasInfo('/proc/self/maps', n.blasBuild),
     binary: binaryChoice()!,
     cudaArchs: n.cudaArchs,

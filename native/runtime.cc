@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "error.h"
+#include "models/bert.h"
 #include "promise_worker.h"
 
 namespace coltrast {
@@ -50,6 +51,7 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
   out.Set("cudaDeviceCount", static_cast<double>(torch::cuda::device_count()));
   out.Set("numThreads", at::get_num_threads());
   out.Set("parallelInfo", at::get_parallel_info());
+  out.Set("attention", fusedAttention() ? "scaled_dot_product_attention" : "eager");
   static const std::string blas = blasBuild();
   if (!blas.empty()) out.Set("blasBuild", blas);
 #ifdef _GLIBCXX_USE_CXX11_ABI

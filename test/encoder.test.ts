@@ -1,6 +1,7 @@
 // Encoder outputs against the fixture's reference (see test/fixtures/tiny-bert.reference.json's
 // `reference` field for what produced it), plus batching, ordering, save/load and lifecycle.
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, ColtrastError, cudaMemory, type Matrix } from '../lib';
@@ -279,4 +280,31 @@ test(`cudaMemory reports the caching allocator's bytes and peak${cudaAvailable ?
   t.true(after.reservedBytes >= after.allocatedBytes);
   t.true(cudaMemory('cuda').peakAllocatedBytes <= after.peakAllocatedBytes, 'the peak was reset');
   enc.dispose();
+});
+
+// Self-attention: libtorch's scaled_dot_product_attention on libtorch 2.x, eager on 1.13 or when
+// COLTRAST_EAGER_ATTENTION=1 asks for it. The two forms agree (the reference tests above check whichever
+// this libtorch runs; `npm run test:libtorch2` runs them on 2.x).
+test('attention: fused on libtorch 2.x, eager on request or on 1.13, and both give the same vectors', async (t) => {
+  const info = native().runtimeInfo();
+  const major = Number(info.torchVersion.split('.')[0]);
+  t.is(info.attention, major >= 2 ? 'scaled_dot_product_attention' : 'eager', `libtorch ${info.torchVersion}`);
+  const script = `
+    const { Encoder } = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist'))});
+    const { native } = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'native'))});
+    (async () => {
+      const enc = await Encoder.load(${JSON.stringify(FIXTURE)}, { device: 'cpu' });
+      const e = await enc.embed(${JSON.stringify(texts)}, { output: 'tokens', batchSize: 3 });
+      process.stdout.write(JSON.stringify({ attention: native().runtimeInfo().attention, tokens: e.map((m) => Array.from(m.data)) }));
+    })().catch((error) => { console.error(error); process.exit(1); });`;
+  const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_EAGER_ATTENTION: '1' } });
+  t.is(child.status, 0, child.stderr);
+  const eager = JSON.parse(child.stdout) as { attention: string; tokens: number[][] };
+  t.is(eager.attention, 'eager');
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const here = await enc.embed(texts, { output: 'tokens', batchSize: 3 });
+  enc.dispose();
+  const worst = Math.max(...here.map((m, i) => maxAbsDiff(m.data, eager.tokens[i])));
+  t.true(worst < 1e-5, `${info.attention} vs eager: max abs difference ${worst}`);
+  t.log(`${info.attention} vs eager on libtorch ${info.torchVersion}: max abs difference ${worst.toExponential(2)}`);
 });

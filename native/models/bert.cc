@@ -1,6 +1,9 @@
 #include "bert.h"
 
+#include <torch/version.h>
+
 #include <cmath>
+#include <cstdlib>
 
 #include "../error.h"
 
@@ -33,6 +36,18 @@ torch::Tensor activate(const torch::Tensor& x, const std::string& act) {
 struct Named : torch::nn::Module {};
 
 }  // namespace
+
+bool fusedAttention() {
+#if TORCH_VERSION_MAJOR >= 2
+  static const bool fused = [] {
+    const char* eager = std::getenv("COLTRAST_EAGER_ATTENTION");
+    return eager == nullptr || std::string(eager) == "" || std::string(eager) == "0";
+  }();
+  return fused;
+#else
+  return false;
+#endif
+}
 
 BertConfig BertConfig::fromJson(const nlohmann::json& c) {
   BertConfig b;
@@ -77,7 +92,7 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& inputIds, const t
 }
 
 BertLayerImpl::BertLayerImpl(const BertConfig& c)
-    : numHeads(c.numHeads), headSize(c.hiddenSize / c.numHeads), hiddenAct(c.hiddenAct) {
+    : numHeads(c.numHeads), headSize(c.hiddenSize / c.numHeads), hiddenAct(c.hiddenAct), fused(fusedAttention()) {
   auto norm = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hiddenSize}).eps(c.layerNormEps)); };
   auto attention = register_module("attention", std::make_shared<Named>());
   auto self = attention->register_module("self", std::make_shared<Named>());
@@ -96,13 +111,27 @@ BertLayerImpl::BertLayerImpl(const BertConfig& c)
   hiddenDropout = register_module("hidden_dropout", torch::nn::Dropout(c.hiddenDropout));
 }
 
-torch::Tensor BertLayerImpl::forward(const torch::Tensor& hidden, const torch::Tensor& additiveMask) {
+torch::Tensor BertLayerImpl::forward(const torch::Tensor& hidden, const torch::Tensor& mask) {
   const int64_t batch = hidden.size(0), seq = hidden.size(1);
   auto heads = [&](const torch::Tensor& t) { return t.view({batch, seq, numHeads, headSize}).transpose(1, 2); };
   auto q = heads(query(hidden)), k = heads(key(hidden)), v = heads(value(hidden));
-  auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(headSize)) + additiveMask;
-  auto probs = attentionDropout(torch::softmax(scores, -1));
-  auto context = torch::matmul(probs, v).transpose(1, 2).reshape({batch, seq, numHeads * headSize});
+  torch::Tensor context;
+#if TORCH_VERSION_MAJOR >= 2
+  if (fused) {
+    // The scaling is 1/sqrt(headSize), libtorch's default. The boolean mask becomes an additive one in the
+    // query's dtype inside libtorch, so autocast needs no cast here. With dropout, the CPU runs the math
+    // form, whose dropout draws from the same generator as the eager form's.
+    const double dropout = is_training() ? attentionDropout->options.p() : 0.0;
+    const c10::optional<at::Tensor> keys = mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt;
+    context = at::scaled_dot_product_attention(q, k, v, keys, dropout, false);
+  } else
+#endif
+  {
+    auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(headSize));
+    if (mask.defined()) scores = scores + mask;
+    context = torch::matmul(attentionDropout(torch::softmax(scores, -1)), v);
+  }
+  context = context.transpose(1, 2).reshape({batch, seq, numHeads * headSize});
   auto attended = attentionNorm(hiddenDropout(attentionOut(context)) + hidden);
   auto expanded = output(activate(intermediate(attended), hiddenAct));
   return outputNorm(hiddenDropout(expanded) + attended);
@@ -121,10 +150,17 @@ torch::Tensor BertModel::forward(const torch::Tensor& inputIds, const torch::Ten
     throw invalidArgument("sequence of " + std::to_string(inputIds.size(1)) + " tokens exceeds max_position_embeddings " +
                           std::to_string(config_.maxPositions));
   auto hidden = embeddings_->forward(inputIds, tokenTypeIds);
-  // Padding keys get the dtype's lowest value, as Hugging Face does, so their softmax weight is exactly 0.
-  const double lowest = hidden.scalar_type() == torch::kFloat16 ? -65504.0 : -3.0e38;
-  auto additiveMask = (1 - attentionMask.to(hidden.scalar_type())).mul(lowest).view({inputIds.size(0), 1, 1, -1});
-  for (const auto& layer : *layers_) hidden = layer->as<BertLayer>()->forward(hidden, additiveMask);
+  torch::Tensor mask;
+  if (!fusedAttention()) {
+    // Padding keys get the dtype's lowest value, as Hugging Face does, so their softmax weight is exactly 0.
+    const double lowest = hidden.scalar_type() == torch::kFloat16 ? -65504.0 : -3.0e38;
+    mask = (1 - attentionMask.to(hidden.scalar_type())).mul(lowest).view({inputIds.size(0), 1, 1, -1});
+  } else if (!attentionMask.all().item<bool>()) {
+    // A batch without padding gets no mask, as in Hugging Face's SDPA path: on a GPU that admits
+    // FlashAttention, which takes none (one device-to-host read per forward, not per layer).
+    mask = attentionMask.to(torch::kBool).view({inputIds.size(0), 1, 1, -1});
+  }
+  for (const auto& layer : *layers_) hidden = layer->as<BertLayer>()->forward(hidden, mask);
   return hidden;
 }
 

@@ -5,6 +5,14 @@
 
 namespace coltrast {
 
+// Self-attention through libtorch's scaled_dot_product_attention (libtorch 2.0 and later), which picks a
+// fused kernel for the device and inputs: FlashAttention or memory-efficient attention on a GPU (no
+// [batch, heads, seq, seq] score tensor kept for backward), a flash kernel on the CPU when there is no
+// dropout, and otherwise the eager math below it. Hugging Face's BERT uses the same function by default.
+// false with libtorch 1.13, which lacks it, or when COLTRAST_EAGER_ATTENTION=1 asks for the eager form
+// (matmul, softmax, dropout, matmul), so that benchmarks can compare the two in one build.
+bool fusedAttention();
+
 struct BertConfig {
   int64_t vocabSize = 0;
   int64_t hiddenSize = 0;
@@ -31,10 +39,12 @@ TORCH_MODULE(BertEmbeddings);
 
 struct BertLayerImpl : torch::nn::Module {
   explicit BertLayerImpl(const BertConfig& c);
-  // additiveMask: [batch, 1, 1, seq], 0 for tokens and a large negative value for padding.
-  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& additiveMask);
+  // mask: [batch, 1, 1, seq]; with fused attention boolean (true for tokens) or undefined when the batch has
+  // no padding, otherwise additive (0 for tokens, a large negative value for padding).
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& mask);
   int64_t numHeads, headSize;
   std::string hiddenAct;
+  bool fused;  // fusedAttention() when the layer was built
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, attentionOut{nullptr}, intermediate{nullptr},
       output{nullptr};
   torch::nn::LayerNorm attentionNorm{nullptr}, outputNorm{nullptr};

@@ -19,7 +19,7 @@
 #              COLTRAST_BINARY=cuda from a copy of the package without build/ (as an npm user gets it), the
 #              CUDA op tests on it; the prebuild and its manifest come back in $OUT/prebuild/
 #     bench    scripts/bench/ops.js (fused ops, cuda) and ops_eager.py (PyTorch eager), train.js (float32
-#              and bfloat16 autocast) and embed.js on cuda
+#              and bfloat16 autocast) and embed.js on cuda (also with COLTRAST_EAGER_ATTENTION=1)
 #     compare  scripts/bench/python/compare-gpu.js: embed() against sentence-transformers' encode(), training
 #              against the eager ColTrast recipe and sentence-transformers' MNRL trainer, the largest batch
 #              of each side (COMPARE_ARGS=--quick for a short run)
@@ -149,6 +149,10 @@ bench() {
     --steps 10 --json "$OUT/train-cuda-bf16.json"
   stage bench-embed node scripts/bench/embed.js --device cuda --shapes tiny,minilm,base --texts 4000 --batch-size 128 \
     --json "$OUT/embed-cuda.json"
+  # The same with eager attention (matmul, softmax, matmul) instead of scaled_dot_product_attention's kernels;
+  # its table goes to the log only (this group already brings back the 8 files a call may return).
+  stage bench-embed-eager env COLTRAST_EAGER_ATTENTION=1 node scripts/bench/embed.js --device cuda --shapes minilm,base \
+    --texts 4000 --batch-size 128
 }
 
 compare() {

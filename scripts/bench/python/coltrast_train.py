@@ -5,7 +5,9 @@ This is what a Python user writes for the ColTrast recipe (../shared/seeds/002_3
 nothing but PyTorch, eager ops and autograd, as the write-up does:
 
   * a BERT encoder as an nn.Module with Hugging Face's parameter names, loaded from the model folder's
-    model.safetensors (read by hand: 8-byte little-endian header length, JSON header, raw data);
+    model.safetensors (read by hand: 8-byte little-endian header length, JSON header, raw data); its
+    self-attention is F.scaled_dot_product_attention where the torch has it (2.0 and later), as Hugging
+    Face's BERT and coltrast run it, and matmul / softmax / matmul on torch 1.13;
   * per optimizer step: forward of the queries and of the documents (positives first, then the batch's hard
     negatives; every other row's documents are in-batch negatives), then
       - the contrastive InfoNCE loss on pooled (the folder's 1_Pooling mode), L2-normalized vectors:
@@ -52,6 +54,10 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# Self-attention as Hugging Face's BERT and coltrast run it where the torch has the function (2.0 and
+# later): F.scaled_dot_product_attention. COLTRAST_EAGER_ATTENTION=1 switches both sides to the eager form.
+FUSED_ATTENTION = hasattr(F, "scaled_dot_product_attention") and os.environ.get("COLTRAST_EAGER_ATTENTION", "") in ("", "0")
 
 SAFETENSORS_DTYPES = {
     "F64": torch.float64,
@@ -159,7 +165,7 @@ class BertLayer(nn.Module):
         self.attention_dropout = nn.Dropout(c.get("attention_probs_dropout_prob", 0.1))
         self.hidden_dropout = nn.Dropout(c.get("hidden_dropout_prob", 0.1))
 
-    def forward(self, x, additive_mask):
+    def forward(self, x, mask):
         b, n, h = x.shape
         s = self.attention.self
 
@@ -167,9 +173,13 @@ class BertLayer(nn.Module):
             return t.view(b, n, self.heads, self.head_size).transpose(1, 2)
 
         q, k, v = heads(s.query(x)), heads(s.key(x)), heads(s.value(x))
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + additive_mask
-        probs = self.attention_dropout(torch.softmax(scores, -1))
-        context = torch.matmul(probs, v).transpose(1, 2).reshape(b, n, h)
+        if FUSED_ATTENTION:
+            p = self.attention_dropout.p if self.training else 0.0
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + mask
+            context = torch.matmul(self.attention_dropout(torch.softmax(scores, -1)), v)
+        context = context.transpose(1, 2).reshape(b, n, h)
         o = self.attention.output
         attended = o.LayerNorm(self.hidden_dropout(o.dense(context)) + x)
         expanded = self.output.dense(self.act(self.intermediate.dense(attended)))
@@ -192,10 +202,15 @@ class BertModel(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         x = self.embeddings(input_ids, token_type_ids)
-        # Padding keys get (almost) the lowest float, as Hugging Face does: softmax weight exactly 0.
-        additive = ((1 - attention_mask.to(x.dtype)) * -3.0e38).view(input_ids.shape[0], 1, 1, -1)
+        if not FUSED_ATTENTION:
+            # Padding keys get (almost) the lowest float, as Hugging Face does: softmax weight exactly 0.
+            mask = ((1 - attention_mask.to(x.dtype)) * -3.0e38).view(input_ids.shape[0], 1, 1, -1)
+        elif bool(attention_mask.all()):
+            mask = None  # no padding: no mask, as Hugging Face's SDPA path does
+        else:
+            mask = attention_mask.to(torch.bool).view(input_ids.shape[0], 1, 1, -1)
         for layer in self.encoder.layer:
-            x = layer(x, additive)
+            x = layer(x, mask)
         return x
 
 
