@@ -127,6 +127,26 @@ void adamwStep(torch::optim::AdamW& optimizer) {
 #endif
 }
 
+// The gradients' global L2 norm, and their scaling to at most maxNorm (infinity: none), as
+// torch.nn.utils.clip_grad_norm_ does. On libtorch 2.4 and later through multi-tensor operations, two
+// launches where torch::nn::utils::clip_grad_norm_ makes two per parameter tensor (on the CPU the time is
+// the same: 4.9 against 4.7 ms at MiniLM-L6's size through torch.nn.utils, foreach off and on).
+double clipGradNorm(const std::vector<torch::Tensor>& params, double maxNorm) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  torch::NoGradGuard noGrad;
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params) {
+    if (p.grad().defined()) grads.push_back(p.grad());
+  }
+  if (grads.empty()) return 0.0;
+  const torch::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  if (std::isfinite(maxNorm)) at::_foreach_mul_(grads, at::clamp_max(maxNorm / (total + 1e-6), 1.0));
+  return total.item<double>();
+#else
+  return torch::nn::utils::clip_grad_norm_(params, maxNorm);
+#endif
+}
+
 struct LossParts {
   double total = 0, contrastive = 0, lateInteraction = 0, gradNorm = 0;
   bool skipped = false;  // float16: the gradients overflowed and the update was not applied
@@ -412,8 +432,7 @@ class StepWorker : public PromiseWorker {
     if (!options_.apply) return;
     auto params = enc.parameters();
     scaler.unscale(params);
-    parts_.gradNorm = torch::nn::utils::clip_grad_norm_(
-        params, options_.maxGradNorm > 0 ? options_.maxGradNorm : std::numeric_limits<double>::infinity());
+    parts_.gradNorm = clipGradNorm(params, options_.maxGradNorm > 0 ? options_.maxGradNorm : std::numeric_limits<double>::infinity());
     const bool finite = std::isfinite(parts_.gradNorm);
     if (!finite && !scaler.enabled) {
       state_->optimizer->zero_grad();
