@@ -4,10 +4,12 @@
  * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgLen)), with BEIR's usual k1 = 0.9, b = 0.4.
  *
  * Tokens are lowercase runs of [a-z0-9] (accents folded first); stemming, when asked, is the Porter2
- * (Snowball English) stemmer of wink-porter2-stemmer. A tokenizer this simple needs no library; the
- * stemmer is one.
+ * English stemmer of the `porter2` package. A tokenizer this simple needs no library; the stemmer is one.
+ * test/bm25-check.test.ts checks the scores against bm25s and the stems against Snowball's own English
+ * stemmer (PyStemmer). `porter2` replaced wink-porter2-stemmer, which that check caught turning every digit 3
+ * into its internal marker for a consonant y ('python3' became 'pythoni', 'mp3s' 'mpys').
  */
-import stemmer from 'wink-porter2-stemmer';
+import { stem as porter2 } from 'porter2';
 
 export interface Bm25Options {
   k1?: number;
@@ -18,7 +20,7 @@ export interface Bm25Options {
 
 export function bm25Tokens(text: string, stem = false): string[] {
   const tokens = text.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase().match(/[a-z0-9]+/g) ?? [];
-  return stem ? tokens.map((t) => stemmer(t)) : tokens;
+  return stem ? tokens.map((t) => porter2(t)) : tokens;
 }
 
 export class Bm25Index {

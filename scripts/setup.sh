@@ -75,6 +75,11 @@ if [ ! -x "$pyenv/bin/python" ] || ! "$pyenv/bin/python" -c 'import sentence_tra
     echo "setup: WARNING: no local wheels for sentence-transformers; test/python-interop.test.ts will skip"
   fi
 fi
+# bm25s and PyStemmer (Snowball's English stemmer): the references of test/bm25-check.test.ts.
+if [ -x "$pyenv/bin/python" ] && ! "$pyenv/bin/python" -c 'import bm25s, Stemmer' 2>/dev/null; then
+  "$pyenv/bin/pip" install -q --no-index "${wheels[@]}" bm25s PyStemmer ||
+    echo "setup: WARNING: bm25s and PyStemmer not installed into $pyenv; test/bm25-check.test.ts will skip"
+fi
 
 npm ci --no-audit --no-fund
 npm run build
