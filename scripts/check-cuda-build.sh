@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds the CUDA addon on a machine without a GPU, as the GPU machine builds it (CMake with COLTRAST_CUDA=ON
-# against a pip PyTorch 2.x with CUDA, nvcc for the kernels), and checks what came out. The torch wheel is
-# the one this machine image keeps on disk, unpacked into build/pyenv-cuda with --no-deps (headers, CMake
-# config and libraries are all a build needs; the NVIDIA runtime wheels it would load are left out, so the
-# result is checked, not loaded), plus the libnvrtc wheel its CMake config links. The addon goes to
-# build/cuda-check/, beside the local build, from its own CMake folder.
-#   bash scripts/check-cuda-build.sh [--skip-if-missing]   (.ci/run runs it; about 3 minutes on 2 cores)
+# against a pip PyTorch 2.x with CUDA, nvcc for the kernels), checks what came out, and runs it. The torch
+# wheel is the one this machine image keeps on disk, unpacked into build/pyenv-cuda with --no-deps (headers,
+# CMake config and libraries are all a build needs), plus the libnvrtc wheel its CMake config links; the
+# NVIDIA runtime wheels follow for loading. The addon goes to build/cuda-check/, beside the local build,
+# from its own CMake folder.
+#   bash scripts/check-cuda-build.sh [--skip-if-missing]   (.ci/run runs it; about 6 minutes on 2 cores)
 # --skip-if-missing: without nvcc or the wheels, say SKIPPED and exit 0 instead of failing.
-# Checks: the build succeeds, the addon links libtorch_cuda, libc10_cuda and the CUDA runtime, and the
-# kernels' device code is linked in.
+# Checks: the build succeeds, the addon links libtorch_cuda, libc10_cuda and the CUDA runtime, the kernels'
+# device code is linked in, and the addon loads and passes the CPU cases of the native tests (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,3 +57,32 @@ fatbin=$(readelf -S -W "$addon" | awk '{ for (i = 1; i < NF; i++) if ($i == ".nv
 fatbin=$((16#$fatbin))
 echo "check-cuda-build: OK: $(basename "$wheel" | cut -d- -f1-2) with nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'):" \
   "$addon links ${needed}and holds $fatbin bytes of device code"
+
+# Then it is loaded and run. libtorch_cuda links the NVIDIA runtime libraries, which come from their own
+# wheels. Once those wheels are beside the torch wheel (--no-deps), the addon loads on a machine without a GPU,
+# because the driver (libcuda) is opened only when CUDA is first used. The tests of the native code that a CUDA
+# build compiles differently (COLTRAST_WITH_CUDA) then run on it, in a copy of the package whose local build
+# it is. Their CUDA cases skip, since there is no GPU; their CPU cases run through the CUDA build.
+# The list is what libtorch_cuda.so links (readelf -d), besides nvrtc above.
+runtime=(nvidia-cuda-runtime nvidia-cublas nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusparse nvidia-cusparselt-cu13
+  nvidia-nccl-cu13 nvidia-cudnn-cu13 nvidia-nvshmem-cu13 nvidia-nvjitlink)
+if ! [ -f "$env/.runtime" ]; then
+  links=()
+  for dir in /opt/wheels /opt/pypi/files /opt/pypi-more/files; do [ -d "$dir" ] && links+=(--find-links "$dir"); done
+  "$env/bin/pip" install -q --no-index --no-deps "${links[@]}" "${runtime[@]}" ||
+    missing "the NVIDIA runtime wheels (${runtime[*]}) are not all on this machine's disk: the CUDA build was not loaded"
+  touch "$env/.runtime"
+fi
+pkg=$(mktemp -d)/coltrast
+mkdir -p "$pkg/build/Release"
+cp -r package.json tsconfig.json lib dist test examples default-model scripts "$pkg"/
+ln -s "$(pwd)/node_modules" "$pkg/node_modules"
+[ -d build/pyenv ] && ln -s "$(pwd)/build/pyenv" "$pkg/build/pyenv"
+cp "$addon" "$pkg/build/Release/"
+(cd "$pkg" && COLTRAST_BINARY=source node dist/cli.js info) | grep -q 'kernels built for' ||
+  fail "the CUDA build does not load, or does not say it has kernels: (cd $pkg && COLTRAST_BINARY=source node dist/cli.js info)"
+(cd "$pkg" && COLTRAST_BINARY=source node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts test/encoder.test.ts \
+  test/train.test.ts test/grad-cache.test.ts test/precision.test.ts test/cpu-allocator.test.ts) ||
+  fail "the CPU tests fail on the CUDA build (package copy: $pkg)"
+rm -rf "$(dirname "$pkg")"
+echo "check-cuda-build: OK: the CUDA build loads without a GPU and passes the CPU cases of its native tests"
