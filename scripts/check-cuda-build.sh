@@ -79,8 +79,9 @@ cp -r package.json tsconfig.json lib dist test examples default-model scripts "$
 ln -s "$(pwd)/node_modules" "$pkg/node_modules"
 [ -d build/pyenv ] && ln -s "$(pwd)/build/pyenv" "$pkg/build/pyenv"
 cp "$addon" "$pkg/build/Release/"
-(cd "$pkg" && COLTRAST_BINARY=source node dist/cli.js info) | grep -q 'kernels built for' ||
-  fail "the CUDA build does not load, or does not say it has kernels: (cd $pkg && COLTRAST_BINARY=source node dist/cli.js info)"
+info=$(cd "$pkg" && COLTRAST_BINARY=source node dist/cli.js info) ||
+  fail "the CUDA build does not load: (cd $pkg && COLTRAST_BINARY=source node dist/cli.js info)"
+grep -q 'kernels built for' <<< "$info" || fail "the CUDA build does not say it has kernels: $info"
 (cd "$pkg" && COLTRAST_BINARY=source node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts test/encoder.test.ts \
   test/train.test.ts test/grad-cache.test.ts test/precision.test.ts test/cpu-allocator.test.ts) ||
   fail "the CPU tests fail on the CUDA build (package copy: $pkg)"
