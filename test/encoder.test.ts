@@ -308,3 +308,42 @@ test('attention: fused on libtorch 2.x, eager on request or on 1.13, and both gi
   t.true(worst < 1e-5, `${info.attention} vs eager: max abs difference ${worst}`);
   t.log(`${info.attention} vs eager on libtorch ${info.torchVersion}: max abs difference ${worst.toExponential(2)}`);
 });
+
+// embed() keeps two batches in flight. When one fails, the call rejects with that error only after the batch
+// queued behind it has settled (so dispose() waits for no stray native work), nothing is left unhandled, and
+// the model goes on working.
+test('a failing batch: embed() rejects with its error once the next batch has settled; nothing unhandled', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const real = (enc as any).handle;
+  const events: string[] = [];
+  let calls = 0;
+  (enc as any).handle = new Proxy(real, {
+    get(target, key) {
+      if (key !== 'embed') return Reflect.get(target, key).bind(target);
+      return (request: unknown) => {
+        const n = ++calls;
+        events.push(`submit ${n}`);
+        const work = n === 1 ? Promise.reject(Object.assign(new Error('batch 1 failed'), { code: 'NATIVE' })) : target.embed(request);
+        return work.finally(() => events.push(`settled ${n}`));
+      };
+    },
+  });
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    const error = await t.throwsAsync(enc.embed(texts, { batchSize: 2 }));
+    events.push('rejected');
+    t.is(error?.message, 'batch 1 failed');
+    t.true(error instanceof ColtrastError);
+    t.deepEqual(events, ['submit 1', 'submit 2', 'settled 1', 'settled 2', 'rejected'], 'the second batch was queued, then awaited');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    t.deepEqual(unhandled, []);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
+  (enc as any).handle = real;
+  const again = await enc.embed(texts, { batchSize: 2 });
+  t.is(again.dims[0], texts.length);
+  enc.dispose();
+});
