@@ -1,11 +1,10 @@
 #include "bert.h"
 
-#include <torch/version.h>
-
 #include <cmath>
 #include <cstdlib>
 
 #include "../error.h"
+#include "../torch_version.h"
 
 namespace coltrast {
 namespace {
@@ -38,7 +37,7 @@ struct Named : torch::nn::Module {};
 }  // namespace
 
 bool fusedAttention() {
-#if TORCH_VERSION_MAJOR >= 2
+#if COLTRAST_TORCH_AT_LEAST(2, 0)
   static const bool fused = [] {
     const char* eager = std::getenv("COLTRAST_EAGER_ATTENTION");
     return eager == nullptr || std::string(eager) == "" || std::string(eager) == "0";
@@ -92,7 +91,7 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& inputIds, const t
 }
 
 BertLayerImpl::BertLayerImpl(const BertConfig& c)
-    : numHeads(c.numHeads), headSize(c.hiddenSize / c.numHeads), hiddenAct(c.hiddenAct), fused(fusedAttention()) {
+    : numHeads(c.numHeads), headSize(c.hiddenSize / c.numHeads), hiddenAct(c.hiddenAct) {
   auto norm = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hiddenSize}).eps(c.layerNormEps)); };
   auto attention = register_module("attention", std::make_shared<Named>());
   auto self = attention->register_module("self", std::make_shared<Named>());
@@ -116,8 +115,8 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& hidden, const torch::T
   auto heads = [&](const torch::Tensor& t) { return t.view({batch, seq, numHeads, headSize}).transpose(1, 2); };
   auto q = heads(query(hidden)), k = heads(key(hidden)), v = heads(value(hidden));
   torch::Tensor context;
-#if TORCH_VERSION_MAJOR >= 2
-  if (fused) {
+#if COLTRAST_TORCH_AT_LEAST(2, 0)
+  if (fusedAttention()) {
     // The scaling is 1/sqrt(headSize), libtorch's default. The boolean mask becomes an additive one in the
     // query's dtype inside libtorch, so autocast needs no cast here. With dropout, the CPU runs the math
     // form, whose dropout draws from the same generator as the eager form's.

@@ -44,7 +44,6 @@ struct BertLayerImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& mask);
   int64_t numHeads, headSize;
   std::string hiddenAct;
-  bool fused;  // fusedAttention() when the layer was built
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, attentionOut{nullptr}, intermediate{nullptr},
       output{nullptr};
   torch::nn::LayerNorm attentionNorm{nullptr}, outputNorm{nullptr};

@@ -1,13 +1,12 @@
 #include "train/precision.h"
 
 #include <ATen/autocast_mode.h>
-#include <torch/version.h>
-
 #include "error.h"
+#include "torch_version.h"
 
 // PyTorch 2.4 replaced the per-device autocast functions (set_enabled, set_cpu_enabled,
 // set_autocast_gpu_dtype, ...) with ones that take the device type; the old ones are deprecated there.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#if COLTRAST_TORCH_AT_LEAST(2, 4)
 #define COLTRAST_AUTOCAST_BY_DEVICE_TYPE 1
 #endif
 

@@ -19,7 +19,6 @@
 #include <type_traits>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/version.h>
 
 #include "encoder_wrap.h"
 #include "error.h"
@@ -28,6 +27,7 @@
 #include "napi_args.h"
 #include "pooling.h"
 #include "safetensors.h"
+#include "torch_version.h"
 #include "promise_worker.h"
 #include "runtime.h"
 
@@ -89,7 +89,7 @@ Key optimizerStateKey(const torch::Tensor& p) {
 // those operations is a kernel launch. Older libtorch: torch::optim::AdamW::step(). The same update either
 // way, up to float rounding.
 void adamwStep(torch::optim::AdamW& optimizer) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#if COLTRAST_TORCH_AT_LEAST(2, 4)
   auto& state = optimizer.state();
   using KeyType = typename std::decay_t<decltype(state)>::key_type;
   for (auto& group : optimizer.param_groups()) {
@@ -132,7 +132,7 @@ void adamwStep(torch::optim::AdamW& optimizer) {
 // launches where torch::nn::utils::clip_grad_norm_ makes two per parameter tensor (on the CPU the time is
 // the same: 4.9 against 4.7 ms at MiniLM-L6's size through torch.nn.utils, foreach off and on).
 double clipGradNorm(const std::vector<torch::Tensor>& params, double maxNorm) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#if COLTRAST_TORCH_AT_LEAST(2, 4)
   torch::NoGradGuard noGrad;
   std::vector<torch::Tensor> grads;
   for (const auto& p : params) {
