@@ -51,7 +51,7 @@ torch::nn::Linear loadDense(const std::string& path, int64_t hiddenSize) {
 class LoadWorker : public PromiseWorker {
  public:
   LoadWorker(Napi::Env env, LoadOptions options, Napi::Function constructor)
-      : PromiseWorker(env), options_(std::move(options)), constructor_(Napi::Persistent(constructor)) {}
+      : PromiseWorker(env, options.device), options_(std::move(options)), constructor_(Napi::Persistent(constructor)) {}
 
  protected:
   void compute() override {
@@ -104,7 +104,7 @@ struct EmbedRequest {
 class EmbedWorker : public PromiseWorker {
  public:
   EmbedWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, EmbedRequest request)
-      : PromiseWorker(env), encoder_(std::move(encoder)), request_(std::move(request)) {}
+      : PromiseWorker(env, encoder->device), encoder_(std::move(encoder)), request_(std::move(request)) {}
 
  protected:
   void compute() override {
@@ -142,7 +142,7 @@ class EmbedWorker : public PromiseWorker {
 class SaveWorker : public PromiseWorker {
  public:
   SaveWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, std::string path, std::string dtype, std::string densePath)
-      : PromiseWorker(env),
+      : PromiseWorker(env, encoder->device),
         encoder_(std::move(encoder)),
         path_(std::move(path)),
         dtype_(std::move(dtype)),
@@ -262,7 +262,7 @@ Napi::Value EncoderWrap::saveWeights(const Napi::CallbackInfo& info) {
 class AddProjectionWorker : public PromiseWorker {
  public:
   AddProjectionWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, int64_t out, bool tanh, uint64_t seed)
-      : PromiseWorker(env), encoder_(std::move(encoder)), out_(out), tanh_(tanh), seed_(seed) {}
+      : PromiseWorker(env, encoder->device), encoder_(std::move(encoder)), out_(out), tanh_(tanh), seed_(seed) {}
 
  protected:
   void compute() override {

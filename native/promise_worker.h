@@ -1,10 +1,12 @@
-// Runs native work off the JS thread and settles a Promise: compute() on a libuv worker thread,
-// result() back on the JS thread. Any exception becomes a rejected Promise with a `code`, never an abort.
+// Runs native work off the JS thread and settles a Promise: compute() on the CPU compute thread
+// (compute_thread.h) for work on the CPU, on a libuv worker thread for work on a GPU; result() back on the
+// JS thread. Any exception becomes a rejected Promise with a `code`, never an abort.
 #pragma once
 #include <napi.h>
 
 #include <shared_mutex>
 
+#include "compute_thread.h"
 #include "error.h"
 #include "fork_guard.h"
 #include "runtime.h"
@@ -20,7 +22,13 @@ inline Napi::Error jsError(Napi::Env env, const ErrorInfo& info) {
 
 class PromiseWorker : public Napi::AsyncWorker {
  public:
-  explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
+  // Where compute() runs: on the CPU thread when `onCpu`, or when `device`, the device the work's tensors
+  // live on, is the CPU.
+  PromiseWorker(Napi::Env env, bool onCpu)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), onCpu_(onCpu) {}
+  PromiseWorker(Napi::Env env, const torch::Device& device) : PromiseWorker(env, device.is_cpu()) {}
+  // A device string not yet validated ("cpu", "cuda:1"): anything but "cpu" leaves the CPU thread free.
+  PromiseWorker(Napi::Env env, const std::string& device) : PromiseWorker(env, device == "cpu") {}
   // Queues the work and returns its promise.
   Napi::Promise start() {
     Napi::Promise promise = deferred_.Promise();
@@ -36,8 +44,15 @@ class PromiseWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       std::shared_lock<std::shared_mutex> noFork(nativeWorkMutex());
-      applyThreadSetting();
-      compute();
+      const auto work = [this] {
+        applyThreadSetting();
+        compute();
+      };
+      if (onCpu_) {
+        runOnCpuThread(work);
+      } else {
+        work();
+      }
     } catch (...) {
       error_ = describe(std::current_exception());
       SetError(error_.message);
@@ -61,6 +76,7 @@ class PromiseWorker : public Napi::AsyncWorker {
 
   Napi::Promise::Deferred deferred_;
   ErrorInfo error_;
+  bool onCpu_;
 };
 
 }  // namespace coltrast

@@ -9,7 +9,7 @@
 namespace coltrast {
 
 // Applies the configured intra-op thread count on the calling thread. libtorch's OpenMP backend keeps
-// the count per thread, so every worker thread calls this before computing.
+// the count per thread, so every thread that computes calls this first.
 void applyThreadSetting();
 // "cpu", "cuda", "cuda:N" -> a device, or a DEVICE error saying what is missing.
 torch::Device parseDevice(const std::string& name);

@@ -1,5 +1,5 @@
 // The loss operations for JavaScript (lib/ops.ts): each call copies its typed arrays, runs the op and,
-// when asked, its backward on a libuv worker thread, and resolves with the value and the input gradients
+// when asked, its backward off the JS thread (promise_worker.h), and resolves with the value and the input gradients
 // as float32 arrays. Training does not go through here (it calls ops/autograd.h directly in C++); this is
 // for tests, benchmarks and users who want the ops on their own.
 #include "ops/ops_wrap.h"
@@ -119,7 +119,7 @@ class OpWorker : public PromiseWorker {
  public:
   OpWorker(Napi::Env env, Op op, std::map<std::string, HostTensor> inputs, CallOptions call, MaxSimOptions maxsim,
            ContrastiveOptions contrastive, LateInteractionOptions late)
-      : PromiseWorker(env),
+      : PromiseWorker(env, call.device),
         op_(op),
         inputs_(std::move(inputs)),
         call_(std::move(call)),

@@ -3,7 +3,8 @@
 // Rows live in one [capacity, dim] tensor that doubles when full (float32, or float16 to halve memory).
 // A search multiplies the queries by blocks of kBlockRows rows (BLAS; float16 blocks are widened to
 // float32 first), keeps each block's top k and merges those, so memory beyond the store is one block of
-// scores whatever the number of rows. Work runs on libuv's thread pool; a mutex orders calls on one store.
+// scores whatever the number of rows. Work runs on the CPU thread (compute_thread.h); a mutex orders calls on
+// one store.
 #include "search/dense_store.h"
 
 #include <cstring>
@@ -42,7 +43,7 @@ void append(Store& s, const float* values, int64_t n) {
 class SearchWorker : public PromiseWorker {
  public:
   SearchWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<float> queries, int64_t k)
-      : PromiseWorker(env), store_(std::move(store)), queries_(std::move(queries)), k_(k) {}
+      : PromiseWorker(env, /*onCpu=*/true), store_(std::move(store)), queries_(std::move(queries)), k_(k) {}
 
  protected:
   void compute() override {
@@ -93,7 +94,7 @@ class SearchWorker : public PromiseWorker {
 class FileWorker : public PromiseWorker {
  public:
   FileWorker(Napi::Env env, std::shared_ptr<Store> store, std::string path, bool save)
-      : PromiseWorker(env), store_(std::move(store)), path_(std::move(path)), save_(save) {}
+      : PromiseWorker(env, /*onCpu=*/true), store_(std::move(store)), path_(std::move(path)), save_(save) {}
 
  protected:
   void compute() override {

@@ -365,7 +365,7 @@ class StepWorker : public PromiseWorker {
  public:
   StepWorker(Napi::Env env, std::shared_ptr<TrainerState> state, TokenBatch q, TokenBatch d, StepOptions options,
              bool train)
-      : PromiseWorker(env), state_(std::move(state)), q_(std::move(q)), d_(std::move(d)), options_(options), train_(train) {}
+      : PromiseWorker(env, state->encoder->device), state_(std::move(state)), q_(std::move(q)), d_(std::move(d)), options_(options), train_(train) {}
 
  protected:
   void compute() override {
@@ -480,7 +480,7 @@ class StepWorker : public PromiseWorker {
 class StateWorker : public PromiseWorker {
  public:
   StateWorker(Napi::Env env, std::shared_ptr<TrainerState> state, std::string path, bool save)
-      : PromiseWorker(env), state_(std::move(state)), path_(std::move(path)), save_(save) {}
+      : PromiseWorker(env, state->encoder->device), state_(std::move(state)), path_(std::move(path)), save_(save) {}
 
  protected:
   void compute() override {
