@@ -6,7 +6,8 @@
 // than cores, libgomp stops idle threads spinning almost at once ("throttled" waiting), and each of the
 // thousands of parallel regions in a training step then pays for waking its team. Running every CPU
 // computation on one thread keeps one team, whose threads stay hot between regions: a MiniLM-shaped
-// training step took 3-5% less time than with the pool (BENCHMARKS.md, "One thread for CPU work").
+// training step took 2-6% less time than with the pool, as much as UV_THREADPOOL_SIZE=1 gave
+// (BENCHMARKS.md, "One thread for CPU work").
 // GPU work stays on libuv's pool, so computations on different GPUs can overlap.
 #pragma once
 
