@@ -131,7 +131,7 @@ async function info(argv: string[]): Promise<void> {
   if (r.cudaRuntime || r.nvidiaDriver) {
     console.log(`  CUDA runtime ${r.cudaRuntime ?? '-'}; NVIDIA driver ${r.nvidiaDriver ?? 'not loaded'}${r.cudaDriver ? ` (supports CUDA up to ${r.cudaDriver})` : ''}`);
   }
-  console.log(`CPU threads: ${r.threads}`);
+  console.log(`CPU threads: ${r.threads}; CPU work runs on ${r.cpuWorkThread === 'own' ? "one thread of coltrast's own" : "libuv's thread pool (OpenBLAS has threads of its own)"}`);
   console.log(`attention: ${r.attention === 'eager' ? 'eager (matmul, softmax, matmul)' : 'libtorch scaled_dot_product_attention (fused kernels)'}`);
   const cpu = cpuMemory();
   console.log(

@@ -49,6 +49,8 @@ export interface NativeRuntimeInfo {
   parallelInfo: string;
   /** How the encoders' self-attention runs: libtorch's fused scaled_dot_product_attention (libtorch 2.x) or eager. */
   attention: 'scaled_dot_product_attention' | 'eager';
+  /** Where CPU work runs (native/compute_thread.h). */
+  cpuWorkThread: 'own' | 'pool';
   cxx11Abi?: boolean;
   torchSource?: string;
   /** CUDA builds only: CMAKE_CUDA_ARCHITECTURES of the kernels, and each GPU's compute capability (86 = 8.6). */

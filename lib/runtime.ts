@@ -32,6 +32,12 @@ export interface RuntimeInfo {
    * 2.x) or 'eager' (matmul, softmax, matmul: libtorch 1.13, or COLTRAST_EAGER_ATTENTION=1).
    */
   attention: 'scaled_dot_product_attention' | 'eager';
+  /**
+   * Where CPU work runs: 'own' (one thread of coltrast's, so libtorch's OpenMP team stays warm; the faster
+   * choice with MKL) or 'pool' (libuv's thread pool: when an OpenBLAS with threads of its own, such as
+   * Debian's, is loaded, whose threads a warm OpenMP team would starve).
+   */
+  cpuWorkThread: 'own' | 'pool';
   blas: BlasInfo;
   /** Which addon is loaded (a local build or a prebuild), the libtorch it runs on, and why it was chosen. */
   binary: BinaryChoice;
@@ -105,6 +111,7 @@ export function runtimeInfo(): RuntimeInfo {
     cudaDeviceCount: n.cudaDeviceCount,
     threads: n.numThreads,
     attention: n.attention,
+    cpuWorkThread: n.cpuWorkThread,
     blas: blasInfo('/proc/self/maps', n.blasBuild),
     binary: binaryChoice()!,
     cudaArchs: n.cudaArchs,

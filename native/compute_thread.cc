@@ -1,6 +1,7 @@
 // See compute_thread.h.
 #include "compute_thread.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 
 #include <condition_variable>
@@ -62,7 +63,24 @@ CpuThread& cpuThread() {
   return *instance;
 }
 
+// OpenBLAS's openblas_get_parallel(): 0 without threads, 1 with its own pthreads, 2 with OpenMP. Found
+// through its soname, since a library loaded as a dependency of the addon is not in the global namespace.
+bool openBlasHasOwnThreads() {
+  void* lib = dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD);
+  if (lib == nullptr) return false;
+  using GetParallel = int (*)();
+  auto getParallel = reinterpret_cast<GetParallel>(dlsym(lib, "openblas_get_parallel"));
+  const bool own = getParallel != nullptr && getParallel() == 1;
+  dlclose(lib);  // only drops the reference NOLOAD took
+  return own;
+}
+
 }  // namespace
+
+bool cpuWorkOnOwnThread() {
+  static const bool own = !openBlasHasOwnThreads();
+  return own;
+}
 
 void runOnCpuThread(const std::function<void()>& job) {
   std::packaged_task<void()> task(job);

@@ -1,6 +1,6 @@
 // Runs native work off the JS thread and settles a Promise: compute() on the CPU compute thread
-// (compute_thread.h) for work on the CPU, on a libuv worker thread for work on a GPU; result() back on the
-// JS thread. Any exception becomes a rejected Promise with a `code`, never an abort.
+// (compute_thread.h) for work on the CPU where that is faster, otherwise on a libuv worker thread; result()
+// back on the JS thread. Any exception becomes a rejected Promise with a `code`, never an abort.
 #pragma once
 #include <napi.h>
 
@@ -48,7 +48,7 @@ class PromiseWorker : public Napi::AsyncWorker {
         applyThreadSetting();
         compute();
       };
-      if (onCpu_) {
+      if (onCpu_ && cpuWorkOnOwnThread()) {
         runOnCpuThread(work);
       } else {
         work();

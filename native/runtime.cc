@@ -13,6 +13,7 @@
 #include <atomic>
 #include <thread>
 
+#include "compute_thread.h"
 #include "error.h"
 #include "models/bert.h"
 #include "promise_worker.h"
@@ -52,6 +53,7 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
   out.Set("numThreads", at::get_num_threads());
   out.Set("parallelInfo", at::get_parallel_info());
   out.Set("attention", fusedAttention() ? "scaled_dot_product_attention" : "eager");
+  out.Set("cpuWorkThread", cpuWorkOnOwnThread() ? "own" : "pool");
   static const std::string blas = blasBuild();
   if (!blas.empty()) out.Set("blasBuild", blas);
 #ifdef _GLIBCXX_USE_CXX11_ABI

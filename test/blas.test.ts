@@ -42,3 +42,19 @@ test('runtimeInfo() on this machine names the BLAS in use', (t) => {
   t.true(['openblas', 'mkl'].includes(blas.kind), `libtorch ${torchVersion}: ${JSON.stringify(blas)}`);
   t.log(`libtorch ${torchVersion}: ${blas.kind}${blas.builtIn ? ' (linked into libtorch)' : ''}`);
 });
+
+// native/compute_thread.h: CPU work goes through one thread of coltrast's own, except beside an OpenBLAS with
+// threads of its own (Debian's libopenblas0-pthread), which a warm OpenMP team would starve. The rest of the
+// suite runs through the pool here and through the own thread in `npm run test:libtorch2` (a pip torch's
+// MKL), rejections from native work included.
+test('CPU work runs on its own thread unless OpenBLAS brings threads of its own', (t) => {
+  const { blas, cpuWorkThread, torchVersion } = runtimeInfo();
+  t.log(`libtorch ${torchVersion}, ${blas.kind} (${blas.libraries.join(', ') || 'linked in'}): CPU work on ${cpuWorkThread === 'own' ? 'its own thread' : 'the pool'}`);
+  if (blas.kind === 'openblas' && !blas.builtIn) {
+    t.true(blas.libraries.some((l) => /openblas-pthread/.test(l)), `this test knows Debian's pthreads OpenBLAS; mapped: ${blas.libraries.join(', ')}`);
+    t.is(cpuWorkThread, 'pool');
+  } else {
+    t.is(blas.kind, 'mkl', `a pip torch's MKL; got ${JSON.stringify(blas)}`);
+    t.is(cpuWorkThread, 'own');
+  }
+});
