@@ -22,13 +22,10 @@ inline Napi::Error jsError(Napi::Env env, const ErrorInfo& info) {
 
 class PromiseWorker : public Napi::AsyncWorker {
  public:
-  // Where compute() runs: on the CPU thread when `onCpu`, or when `device`, the device the work's tensors
-  // live on, is the CPU.
-  PromiseWorker(Napi::Env env, bool onCpu)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), onCpu_(onCpu) {}
-  PromiseWorker(Napi::Env env, const torch::Device& device) : PromiseWorker(env, device.is_cpu()) {}
+  // `device`: the device the work's tensors live on, which decides where compute() runs.
+  PromiseWorker(Napi::Env env, const torch::Device& device) : PromiseWorker(env, OnCpu{device.is_cpu()}) {}
   // A device string not yet validated ("cpu", "cuda:1"): anything but "cpu" leaves the CPU thread free.
-  PromiseWorker(Napi::Env env, const std::string& device) : PromiseWorker(env, device == "cpu") {}
+  PromiseWorker(Napi::Env env, const std::string& device) : PromiseWorker(env, OnCpu{device == "cpu"}) {}
   // Queues the work and returns its promise.
   Napi::Promise start() {
     Napi::Promise promise = deferred_.Promise();
@@ -41,6 +38,12 @@ class PromiseWorker : public Napi::AsyncWorker {
   virtual Napi::Value result(Napi::Env env) = 0;
 
  private:
+  struct OnCpu {
+    bool value;
+  };
+  PromiseWorker(Napi::Env env, OnCpu onCpu)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), onCpu_(onCpu.value) {}
+
   void Execute() override {
     try {
       std::shared_lock<std::shared_mutex> noFork(nativeWorkMutex());

@@ -43,7 +43,7 @@ void append(Store& s, const float* values, int64_t n) {
 class SearchWorker : public PromiseWorker {
  public:
   SearchWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<float> queries, int64_t k)
-      : PromiseWorker(env, /*onCpu=*/true), store_(std::move(store)), queries_(std::move(queries)), k_(k) {}
+      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), queries_(std::move(queries)), k_(k) {}
 
  protected:
   void compute() override {
@@ -94,7 +94,7 @@ class SearchWorker : public PromiseWorker {
 class FileWorker : public PromiseWorker {
  public:
   FileWorker(Napi::Env env, std::shared_ptr<Store> store, std::string path, bool save)
-      : PromiseWorker(env, /*onCpu=*/true), store_(std::move(store)), path_(std::move(path)), save_(save) {}
+      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), path_(std::move(path)), save_(save) {}
 
  protected:
   void compute() override {
