@@ -3,7 +3,7 @@
 // libtorch's CPU kernels parallelize with OpenMP, and GNU OpenMP keeps a separate team of threads for each
 // thread that starts parallel regions. Node's AsyncWorkers run on whichever of libuv's pool threads is free
 // (four by default), so successive calls build up to four teams on the same cores. With more OpenMP threads
-// than cores, libgomp lets idle threads spin only briefly ("throttled" waiting), and each of the thousands
+// than cores, libgomp lets idle threads spin only briefly ("throttled" waiting), and each of the many
 // of parallel regions in a training step then waits for its team to wake. Which is faster depends on the
 // BLAS (BENCHMARKS.md, "One thread for CPU work"):
 // - MKL, or an OpenBLAS built for OpenMP or without threads (a pip torch): its matrix products run in the
