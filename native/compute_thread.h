@@ -4,7 +4,7 @@
 // thread that starts parallel regions. Node's AsyncWorkers run on whichever of libuv's pool threads is free
 // (four by default), so successive calls build up to four teams on the same cores. With more OpenMP threads
 // than cores, libgomp lets idle threads spin only briefly ("throttled" waiting), and each of the many
-// of parallel regions in a training step then waits for its team to wake. Which is faster depends on the
+// parallel regions in a training step then waits for its team to wake. Which is faster depends on the
 // BLAS (BENCHMARKS.md, "One thread for CPU work"):
 // - MKL, or an OpenBLAS built for OpenMP or without threads (a pip torch): its matrix products run in the
 //   same OpenMP team, and one calling thread keeps that team hot between regions. A MiniLM-shaped training

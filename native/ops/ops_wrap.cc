@@ -1,6 +1,6 @@
 // The loss operations for JavaScript (lib/ops.ts): each call copies its typed arrays, runs the op and,
-// when asked, its backward off the JS thread (promise_worker.h), and resolves with the value and the input gradients
-// as float32 arrays. Training does not go through here (it calls ops/autograd.h directly in C++); this is
+// when asked, its backward off the JS thread (promise_worker.h), and resolves with the value and the input
+// gradients as float32 arrays. Training does not go through here (it calls ops/autograd.h directly in C++); this is
 // for tests, benchmarks and users who want the ops on their own.
 #include "ops/ops_wrap.h"
 
