@@ -7,10 +7,10 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { resolveModelDir, type ResolveOptions } from './hub';
-import { readModelDirectory, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type PoolingMode } from './model-dir';
+import { readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { checkGpuArch } from './binary';
 import { cudaKernelInfo, native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions, type PaddedBatch } from './native';
-import { TextTokenizer, padBatch } from './tokenizer';
+import { TextTokenizer, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
@@ -43,6 +43,16 @@ export interface EmbedOptions {
   normalize?: boolean;
   /** Override the model's pooling mode. */
   pooling?: PoolingMode;
+  /**
+   * What the texts are, as sentence-transformers' encode_query / encode_document take them: the model's
+   * 'query' prompt (or 'document', 'passage', 'corpus') goes before each text, and a multi-vector model
+   * applies its query or document length, query expansion and skiplist. Default: neither.
+   */
+  task?: 'query' | 'document';
+  /** One of the model's named prompts (`encoder.prompts`) to put before each text, whatever the task. */
+  promptName?: string;
+  /** A text to put before each text, instead of a named prompt. */
+  prompt?: string;
   /** Called after each batch with texts done so far and the total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -55,7 +65,16 @@ export interface SaveOptions {
 }
 
 const LOAD_KEYS = ['device', 'dtype', 'threads', 'cacheDir', 'revision', 'endpoint', 'offline', 'token', 'onDownloadProgress'] as const;
-const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'pooling', 'onProgress'] as const;
+const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'pooling', 'task', 'promptName', 'prompt', 'onProgress'] as const;
+const TASKS = ['query', 'document'] as const;
+
+/** A multi-vector model's tokenization: its expansion token and skiplist, as token ids. */
+interface MultiVectorTokens {
+  config: MultiVectorConfig;
+  expansionId: number;
+  skiplist: Set<number>;
+  keepOnly?: Set<number>;
+}
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 
 let threadsApplied = false;
@@ -118,19 +137,40 @@ export class Encoder {
     handle: NativeEncoder,
     private readonly files: ModelDirectory,
     private readonly tokenizer: TextTokenizer,
-    /** Width of token vectors (the model's hidden size). */
-    readonly tokenDimension: number,
+    /** The transformer's hidden size. */
+    private readonly hiddenSize: number,
     /** The device the model runs on, e.g. 'cpu' or 'cuda:0'. */
     readonly device: string,
     readonly dtype: DType,
+    private readonly multi: MultiVectorTokens | undefined,
   ) {
     this.handle = handle;
     this.dense = files.dense;
   }
 
-  /** Width of pooled vectors: the projection head's output, or the hidden size without a head. */
+  /** Width of pooled vectors: the projection head's output, or the hidden size without a head. A multi-vector
+   * model has no pooled vector; for it this is the width of its token vectors. */
   get dimension(): number {
-    return this.dense?.outFeatures ?? this.tokenDimension;
+    return this.dense?.outFeatures ?? this.hiddenSize;
+  }
+  /** Width of token vectors: the hidden size, or a multi-vector model's projected width. */
+  get tokenDimension(): number {
+    return this.multi && this.dense ? this.dense.outFeatures : this.hiddenSize;
+  }
+  /** The model's named prompts (sentence-transformers' config_sentence_transformers.json), e.g. { query: 'query: ' }. */
+  get prompts(): Readonly<Record<string, string>> {
+    return this.files.prompts;
+  }
+  /** The prompt used when embed() is given no task or prompt, if the model names one. */
+  get defaultPromptName(): string | null {
+    return this.files.defaultPromptName;
+  }
+  /**
+   * Set for a multi-vector (late-interaction, ColBERT-style) model: one vector per token, scored with MaxSim.
+   * Such a model embeds with `{ output: 'tokens', task }` only.
+   */
+  get multiVector(): Readonly<MultiVectorConfig> | undefined {
+    return this.multi?.config;
   }
   /** The projection head's shape and activation, if the model has one. */
   get projection(): { inFeatures: number; outFeatures: number; activation: 'identity' | 'tanh' } | undefined {
@@ -179,7 +219,10 @@ export class Encoder {
       onProgress: o.onDownloadProgress,
     });
     const files = readModelDirectory(dir);
-    const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
+    let tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
+    const prefixes = await prefixTokensToRegister(tokenizer, files.multiVector?.prefixTokens ?? []);
+    if (prefixes.length > 0) tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase, prefixes);
+    const multi = files.multiVector && multiVectorTokens(files, tokenizer);
     let handle: NativeEncoder;
     try {
       handle = await native().NativeEncoder.load({
@@ -202,7 +245,7 @@ export class Encoder {
           `weights map ${info.hiddenSize} → ${info.outputSize} (the model's hidden size is ${info.hiddenSize})`,
       );
     }
-    return new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype);
+    return new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype, multi);
   }
 
   /** Runs `work` with the native model, keeping it alive until `work` settles even if dispose() comes first. */
@@ -229,6 +272,7 @@ export class Encoder {
    */
   async createTrainer(options: NativeTrainerOptions): Promise<EncoderTrainer> {
     if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    this.checkNotMultiVector('training');
     let trainer: NativeTrainer;
     try {
       trainer = native().NativeTrainer.create(this.handle, options);
@@ -275,6 +319,7 @@ export class Encoder {
    */
   async addProjectionHead(outFeatures: number, activation: 'identity' | 'tanh', seed: number): Promise<void> {
     if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    this.checkNotMultiVector('a projection head');
     if (this.dense) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a projection head (a Dense module); drop the projection option`);
     const handle = this.handle;
     await this.withModel(async () => {
@@ -285,6 +330,17 @@ export class Encoder {
       }
     });
     this.dense = { inFeatures: this.tokenDimension, outFeatures, bias: true, activation };
+  }
+
+  /** @internal Throws UNSUPPORTED_MODEL for a multi-vector model, which `what` does not support yet. */
+  checkNotMultiVector(what: string): void {
+    if (this.multi) {
+      throw new ColtrastError(
+        'UNSUPPORTED_MODEL',
+        `${this.files.dir} is a multi-vector (ColBERT-style) model: ${what} is not supported for it yet; ` +
+          "embed its queries and documents with embed(texts, { output: 'tokens', task }) and score them with ops.maxsim",
+      );
+    }
   }
 
   /** The token ids `embed()` feeds the model for each text (special tokens included, truncated). */
@@ -308,12 +364,27 @@ export class Encoder {
     const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
     const output = oneOf('options.output', o.output ?? 'pooled', ['pooled', 'tokens'] as const);
     const pooling = oneOf('options.pooling', o.pooling ?? this.files.pooling, POOLING_MODES);
-    const normalize = booleanValue('options.normalize', o.normalize ?? (output === 'pooled' ? this.files.normalize : false));
+    const normalize = booleanValue('options.normalize', o.normalize ?? (output === 'pooled' ? this.files.normalize : (this.multi?.config.normalize ?? false)));
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw invalid('options.onProgress', 'a function', o.onProgress);
     }
 
-    const tokenized = await this.tokenizer.encode(texts);
+    const task = o.task === undefined ? undefined : oneOf('options.task', o.task, TASKS);
+    if (this.multi && output === 'pooled') {
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `${this.files.dir} is a multi-vector (ColBERT-style) model: it embeds to token vectors only; use { output: 'tokens', task: 'query' | 'document' }`,
+      );
+    }
+    const prompt = this.resolvePrompt(o.prompt, o.promptName, task);
+    const inputs = prompt ? texts.map((t) => prompt + t) : texts;
+    const maxLength = this.maxLengthFor(task);
+    const tokenized = this.modelInputs(await this.tokenizer.encode(inputs, maxLength), task);
+    if (prompt && !this.files.includePrompt && output === 'pooled' && !this.multi) {
+      // include_prompt false: the prompt's tokens are left out of pooling, as sentence-transformers does.
+      const skip = await this.tokenizer.promptLength(prompt, maxLength);
+      for (const t of tokenized) t.scored = t.ids.map((_, i) => (i < skip ? 0 : 1));
+    }
     // Longest first: similar lengths share a batch, and a too-large batch fails at once, not at the end.
     const order = tokenized.map((_, i) => i).sort((a, b) => tokenized[b].ids.length - tokenized[a].ids.length);
     const dim = output === 'pooled' ? this.dimension : this.tokenDimension;
@@ -325,7 +396,7 @@ export class Encoder {
     // JavaScript and the next batch is padded. The native side runs one forward at a time per model.
     const submit = (start: number) => {
       const rows = order.slice(start, start + batchSize);
-      const promise = handle.embed({ ...padBatch(rows.map((i) => tokenized[i])), output, pooling, normalize });
+      const promise = handle.embed({ ...padBatch(rows.map((i) => tokenized[i])), output, pooling, normalize, projectTokens: this.multi !== undefined });
       promise.catch(() => {}); // rejections are handled where it is awaited; this one may fail first
       return { rows, promise };
     };
@@ -345,7 +416,8 @@ export class Encoder {
         if (output === 'pooled') {
           pooled.set(result.subarray(r * dim, (r + 1) * dim), textIndex * dim);
         } else {
-          const n = tokenized[textIndex].ids.length;
+          const item = tokenized[textIndex];
+          const n = item.scored ? item.scored.reduce((sum, v) => sum + v, 0) : item.ids.length;
           tokens[textIndex] = { dims: [n, dim], data: result.slice(offset, offset + n * dim) };
           offset += n * dim;
         }
@@ -353,6 +425,65 @@ export class Encoder {
       o.onProgress?.(Math.min(start + batchSize, order.length), order.length);
     }
     return output === 'pooled' ? { dims: [texts.length, dim], data: pooled } : tokens;
+  }
+
+  /** The prompt to put before each text: sentence-transformers' rules for encode, encode_query and encode_document. */
+  private resolvePrompt(prompt: unknown, promptName: unknown, task: 'query' | 'document' | undefined): string | undefined {
+    const prompts = this.files.prompts;
+    if (prompt !== undefined) {
+      if (typeof prompt !== 'string') throw invalid('options.prompt', 'a string', prompt);
+      if (promptName !== undefined) throw new ColtrastError('INVALID_ARGUMENT', 'give options.prompt or options.promptName, not both');
+      return prompt;
+    }
+    if (promptName !== undefined) {
+      if (typeof promptName !== 'string' || !(promptName in prompts)) {
+        const names = Object.keys(prompts);
+        throw invalid('options.promptName', names.length ? `one of the model's prompts (${names.join(', ')})` : 'a prompt name, but this model has no prompts', promptName);
+      }
+      return prompts[promptName];
+    }
+    const candidates = task === 'query' ? ['query'] : task === 'document' ? ['document', 'passage', 'corpus'] : [];
+    const name = candidates.find((c) => c in prompts) ?? this.files.defaultPromptName;
+    return name === null ? undefined : prompts[name];
+  }
+
+  /** The truncation length for `task`: a multi-vector model's query or document length, else the model's. */
+  private maxLengthFor(task: 'query' | 'document' | undefined): number {
+    const mv = this.multi?.config;
+    const positions = typeof this.files.config.max_position_embeddings === 'number' ? this.files.config.max_position_embeddings : Infinity;
+    let length = this.files.maxSeqLength;
+    if (mv && task === 'query') {
+      const expansion = mv.queryExpansion;
+      if (expansion?.strategy === 'fixed') length = expansion.length;
+      else if (expansion) length = Math.max(mv.queryLength ?? length, expansion.length);
+      else length = mv.queryLength ?? length;
+    } else if (mv && task === 'document') {
+      length = mv.documentLength ?? length;
+    }
+    return Math.min(length, positions);
+  }
+
+  /** Tokens as the model gets them: for a multi-vector model, queries expanded and the scored positions marked. */
+  private modelInputs(tokenized: TokenizedText[], task: 'query' | 'document' | undefined): ModelInput[] {
+    const mv = this.multi;
+    if (!mv) return tokenized;
+    const expansion = task === 'query' ? mv.config.queryExpansion : undefined;
+    const skip = mv.config.skiplistTasks.includes(task ?? 'document') && mv.skiplist.size > 0 ? mv.skiplist : undefined;
+    const keepOnly = task !== 'query' ? mv.keepOnly : undefined;
+    return tokenized.map(({ ids, typeIds }) => {
+      const n = ids.length;
+      const attention = new Array<number>(n).fill(1);
+      const out: ModelInput = { ids: [...ids], typeIds: [...typeIds], attention };
+      if (expansion && n < expansion.length) {
+        // ColBERT's query expansion: mask tokens up to the expansion length, scored whether attended or not.
+        const extra = expansion.length - n;
+        out.ids.push(...new Array<number>(extra).fill(mv.expansionId));
+        out.typeIds.push(...new Array<number>(extra).fill(0));
+        attention.push(...new Array<number>(extra).fill(expansion.attend ? 1 : 0));
+      }
+      out.scored = out.ids.map((id, i) => (i >= n || ((!skip || !skip.has(id)) && (!keepOnly || keepOnly.has(id))) ? 1 : 0));
+      return out;
+    });
   }
 
   /**
@@ -374,11 +505,12 @@ export class Encoder {
         pooling: this.files.pooling,
         normalize: this.files.normalize,
         maxSeqLength: this.files.maxSeqLength,
-        dimension: this.tokenDimension,
+        dimension: this.hiddenSize,
         dense: this.dense,
       });
       try {
-        const denseFile = this.dense ? path.join(staging, DENSE_DIR, 'model.safetensors') : undefined;
+        const denseDir = this.multi ? this.dense?.modulePath : DENSE_DIR;
+        const denseFile = this.dense && denseDir ? path.join(staging, denseDir, 'model.safetensors') : undefined;
         await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype, denseFile);
       } catch (error) {
         throw fromNative(error);
@@ -394,4 +526,49 @@ export class Encoder {
     this.disposed = true;
     if (this.inFlight === 0) this.release();
   }
+}
+
+/**
+ * The markers PyLate inserted as single tokens ("[unused0]", "[Q] ") that this tokenizer would split: they are
+ * registered as special tokens so that a text starting with one tokenizes as PyLate trained it, as
+ * sentence-transformers does when it loads such a model.
+ */
+async function prefixTokensToRegister(tokenizer: TextTokenizer, prefixes: string[]): Promise<string[]> {
+  const register: string[] = [];
+  for (const value of prefixes) {
+    if (!value.trim()) continue;
+    for (const candidate of [value, value.trim().split(/\s+/)[0]]) {
+      if (tokenizer.tokenToId(candidate) === null) continue;
+      const pieces = await tokenizer.pieces(candidate);
+      if (pieces.length !== 1 || pieces[0] !== candidate) register.push(candidate);
+      break;
+    }
+  }
+  return register;
+}
+
+/** A multi-vector model's expansion token and skiplist as token ids (skiplist words not in the vocabulary are
+ * dropped, as sentence-transformers drops them). */
+function multiVectorTokens(files: ModelDirectory, tokenizer: TextTokenizer): MultiVectorTokens {
+  const config = files.multiVector!;
+  const expansion = config.queryExpansion;
+  let expansionId = 0;
+  if (expansion) {
+    const token = expansion.token ?? readSpecialToken(files.dir, 'mask_token') ?? readSpecialToken(files.dir, 'eos_token') ?? readSpecialToken(files.dir, 'pad_token');
+    const id = token === undefined ? null : tokenizer.tokenToId(token);
+    if (id === null) {
+      throw new ColtrastError(
+        'MODEL_FILES',
+        `${files.dir}: query expansion needs ${token === undefined ? 'a mask token (tokenizer_config.json names none)' : `the token ${JSON.stringify(token)}, which the tokenizer does not have`}`,
+      );
+    }
+    expansionId = id;
+  }
+  const ids = (words: string[]) => new Set(words.map((w) => tokenizer.tokenToId(w)).filter((id): id is number => id !== null));
+  return {
+    config,
+    expansionId,
+    skiplist: ids(config.skiplistWords),
+    keepOnly: config.keepOnlyTokenIds && new Set(config.keepOnlyTokenIds),
+  };
 }

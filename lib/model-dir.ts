@@ -23,16 +23,18 @@ const POOLING_KEYS: Record<PoolingMode, string> = {
 const ST = 'sentence_transformers.models.';
 
 /** The sentence-transformers modules coltrast runs, by class name. */
-type ModuleClass = 'Transformer' | 'Pooling' | 'Dense' | 'Normalize';
-const MODULE_CLASSES: readonly ModuleClass[] = ['Transformer', 'Pooling', 'Dense', 'Normalize'];
+type ModuleClass = 'Transformer' | 'Pooling' | 'Dense' | 'Normalize' | 'MultiVectorMask';
+const MODULE_CLASSES: readonly ModuleClass[] = ['Transformer', 'Pooling', 'Dense', 'Normalize', 'MultiVectorMask'];
 
 /**
  * The class a modules.json "type" names, when it is one coltrast runs. sentence-transformers up to 5.x writes
  * `sentence_transformers.models.Pooling`; 6.x writes where the class lives now, e.g.
  * `sentence_transformers.base.modules.transformer.Transformer` or
- * `sentence_transformers.sentence_transformer.modules.pooling.Pooling`, and reads both.
+ * `sentence_transformers.sentence_transformer.modules.pooling.Pooling`, and reads both. PyLate's ColBERT
+ * saves name their token projection `pylate.models.Dense.Dense`, which sentence-transformers reads as its Dense.
  */
 function moduleClass(type: string): ModuleClass | null {
+  if (type === 'pylate.models.Dense.Dense') return 'Dense';
   const parts = type.split('.');
   const name = parts[parts.length - 1] as ModuleClass;
   const fromSt = parts[0] === 'sentence_transformers' || (parts.length === 2 && parts[0] === 'models');
@@ -49,15 +51,19 @@ const POOLING_MODE_NAMES: Record<string, PoolingMode | 'weightedmean'> = {
   weightedmean: 'weightedmean',
 };
 
-/** A module config's "module_input_name" (sentence-transformers 6.x) must be the pooled vector for coltrast
- * to run the module where it does. */
-function checkModuleInput(config: Record<string, unknown>, file: string, what: string): void {
-  if (config.module_input_name !== undefined && config.module_input_name !== 'sentence_embedding') {
+type ModuleInput = 'sentence_embedding' | 'token_embeddings';
+
+/** A module config's "module_input_name" (sentence-transformers 6.x): what the module reads, when coltrast
+ * runs it there (`allowed`); `fallback` when the config does not say. */
+function moduleInput(config: Record<string, unknown>, file: string, what: string, allowed: readonly ModuleInput[], fallback: ModuleInput): ModuleInput {
+  const name = config.module_input_name ?? fallback;
+  if (!allowed.includes(name as ModuleInput)) {
     throw new ColtrastError(
       'UNSUPPORTED_MODEL',
-      `${what} config ${file}: module_input_name ${JSON.stringify(config.module_input_name)} is not supported (only "sentence_embedding")`,
+      `${what} config ${file}: module_input_name ${JSON.stringify(name)} is not supported here (only ${allowed.map((a) => `"${a}"`).join(' or ')})`,
     );
   }
+  return name as ModuleInput;
 }
 
 /** Tokenizer files copied verbatim when a model is saved (tokenizer.json is required, the rest optional). */
@@ -71,6 +77,8 @@ export interface DenseHead {
   activation: 'identity' | 'tanh';
   /** Its weights (linear.weight, linear.bias); absent for a head made in this process and not yet saved. */
   weightsPath?: string;
+  /** Its folder inside the model folder, when read from one. */
+  modulePath?: string;
 }
 
 /** sentence-transformers' names of the activations a Dense head may use. */
@@ -78,6 +86,40 @@ const ACTIVATIONS: Record<string, DenseHead['activation']> = {
   'torch.nn.modules.linear.Identity': 'identity',
   'torch.nn.modules.activation.Tanh': 'tanh',
 };
+
+/** ColBERT-style query expansion (sentence-transformers' Transformer.query_expansion). */
+export interface QueryExpansion {
+  /** 'fixed': every query is cut or padded to `length` tokens; 'min': only padded up to it. */
+  strategy: 'fixed' | 'min';
+  /** Whether the encoder attends to the expansion positions (they are scored either way). */
+  attend: boolean;
+  /** The token written at expansion positions (default: the tokenizer's mask token). */
+  token: string | null;
+  length: number;
+}
+
+/**
+ * What makes a model multi-vector (late interaction, ColBERT-style): sentence-transformers'
+ * MultiVectorEncoder folders, and PyLate's (its "ColBERT" model type, read the way sentence-transformers reads it).
+ */
+export interface MultiVectorConfig {
+  format: 'sentence-transformers MultiVectorEncoder' | 'PyLate ColBERT';
+  /** Token limits per task (queries without expansion; documents), when the model sets them. */
+  queryLength?: number;
+  documentLength?: number;
+  queryExpansion?: QueryExpansion;
+  /** Tokens dropped from scoring (punctuation in ColBERT), for the tasks in `skiplistTasks`. */
+  skiplistWords: string[];
+  skiplistTasks: string[];
+  /** When set, documents keep only these token ids (image-patch models). */
+  keepOnlyTokenIds?: number[];
+  /** Token vectors are L2-normalized (a token-level Normalize module). */
+  normalize: boolean;
+  /** 'maxsim', or 'meanmaxsim' (divided by the query's token count). */
+  similarity: 'maxsim' | 'meanmaxsim';
+  /** Prefixes such as "[unused0]" that PyLate inserted as single tokens, to register as special tokens. */
+  prefixTokens: string[];
+}
 
 export interface ModelDirectory {
   dir: string;
@@ -95,6 +137,15 @@ export interface ModelDirectory {
   lowercase: boolean;
   /** Where pooling and normalization came from: 'modules.json', or a default for a plain Hugging Face folder. */
   source: 'sentence-transformers' | 'huggingface (default mean pooling, no normalization)';
+  /** sentence-transformers' named prompts (config_sentence_transformers.json), e.g. { query: 'query: ' }. */
+  prompts: Record<string, string>;
+  defaultPromptName: string | null;
+  /** Pooling counts the prompt's tokens (sentence-transformers' include_prompt, default true). */
+  includePrompt: boolean;
+  /** config_sentence_transformers.json's similarity_fn_name, when it has one (written back on save). */
+  similarity: string | null;
+  /** Set for multi-vector (ColBERT-style) models, which embed to token vectors only. */
+  multiVector?: MultiVectorConfig;
 }
 
 function filesError(message: string): ColtrastError {
@@ -137,11 +188,23 @@ function readModules(dir: string): ModuleEntry[] | null {
   });
 }
 
-function readPooling(dir: string, modulePath: string): PoolingMode {
+function readPooling(dir: string, modulePath: string): { mode: PoolingMode; includePrompt: boolean } {
   const file = path.join(dir, modulePath, 'config.json');
   if (!fs.existsSync(file)) throw filesError(`modules.json lists a Pooling module but ${file} is missing`);
   const config = readJson(file, 'pooling config');
   if (!isObject(config)) throw filesError(`pooling config ${file} must be a JSON object`);
+  if (config.include_prompt !== undefined && typeof config.include_prompt !== 'boolean') {
+    throw filesError(`pooling config ${file}: include_prompt must be true or false`);
+  }
+  const includePrompt = config.include_prompt !== false;
+  const mode = readPoolingModeOf(config, file);
+  if (!includePrompt && (mode === 'cls' || mode === 'lasttoken')) {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `pooling config ${file}: include_prompt false with ${mode} pooling is not supported (mean, max and mean_sqrt_len are)`);
+  }
+  return { mode, includePrompt };
+}
+
+function readPoolingModeOf(config: Record<string, unknown>, file: string): PoolingMode {
   if (config.pooling_mode !== undefined) return readPoolingMode(config.pooling_mode, file);
   const on = POOLING_MODES.filter((mode) => config[POOLING_KEYS[mode]] === true);
   if (config.pooling_mode_weightedmean_tokens === true) {
@@ -173,14 +236,15 @@ function readPoolingMode(value: unknown, file: string): PoolingMode {
   return mode;
 }
 
-function readDense(dir: string, modulePath: string): DenseHead {
+function readDense(dir: string, modulePath: string, input: ModuleInput): DenseHead {
   const configFile = path.join(dir, modulePath, 'config.json');
   if (!fs.existsSync(configFile)) throw filesError(`modules.json lists a Dense module but ${configFile} is missing`);
   const config = readJson(configFile, 'Dense config');
   if (!isObject(config) || !Number.isInteger(config.in_features) || !Number.isInteger(config.out_features)) {
     throw filesError(`Dense config ${configFile} needs integer "in_features" and "out_features"`);
   }
-  checkModuleInput(config, configFile, 'Dense');
+  // A multi-vector model's Dense projects every token (PyLate's configs predate the name and mean that too).
+  moduleInput(config, configFile, 'Dense', [input], input);
   if (config.use_residual === true) {
     throw new ColtrastError('UNSUPPORTED_MODEL', `Dense config ${configFile}: use_residual is not supported (a plain linear layer and activation only)`);
   }
@@ -200,7 +264,7 @@ function readDense(dir: string, modulePath: string): DenseHead {
     );
   }
   const bias = config.bias !== false;
-  return { inFeatures: config.in_features as number, outFeatures: config.out_features as number, bias, activation, weightsPath };
+  return { inFeatures: config.in_features as number, outFeatures: config.out_features as number, bias, activation, weightsPath, modulePath };
 }
 
 /** Reads and checks everything `Encoder.load` needs from `dir`. */
@@ -236,12 +300,27 @@ export function readModelDirectory(dir: string): ModelDirectory {
   }
 
   const modules = readModules(dir);
+  if (!modules && fs.existsSync(path.join(dir, 'artifact.metadata'))) {
+    throw new ColtrastError(
+      'UNSUPPORTED_MODEL',
+      `${dir} is a Stanford ColBERT checkpoint (artifact.metadata, no modules.json), which coltrast does not read. Convert it once in ` +
+        'Python: MultiVectorEncoder(dir).save(new_dir) (sentence-transformers 6), then load new_dir',
+    );
+  }
+  const stModel = readStModelConfig(dir);
+  const modelType = typeof stModel.model_type === 'string' ? stModel.model_type : undefined;
+  if (modelType === 'SparseEncoder' || modelType === 'CrossEncoder') {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers ${modelType}; coltrast runs embedding models (SentenceTransformer, MultiVectorEncoder)`);
+  }
+  const order = (modules ?? []).map((m) => moduleClass(m.type) ?? m.type);
+  const multi = modelType === 'MultiVectorEncoder' || modelType === 'ColBERT' || order.includes('MultiVectorMask');
   let pooling: PoolingMode = 'mean';
+  let includePrompt = true;
   let normalize = false;
   let dense: DenseHead | undefined;
-  if (modules) {
+  let mask: Record<string, unknown> | undefined;
+  if (modules && !multi) {
     // Transformer, Pooling, then at most one Dense, then Normalize: the order sentence-transformers runs them in.
-    const order = modules.map((m) => moduleClass(m.type) ?? m.type);
     const denseAt = order.indexOf('Dense');
     if (denseAt >= 0 && (order.lastIndexOf('Dense') !== denseAt || denseAt < order.indexOf('Pooling') || (order.includes('Normalize') && denseAt > order.indexOf('Normalize')))) {
       throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: one Dense module between Pooling and Normalize is supported, not ${order.join(' → ')}`);
@@ -249,25 +328,41 @@ export function readModelDirectory(dir: string): ModelDirectory {
     for (const m of modules) {
       const type = moduleClass(m.type);
       if (type === 'Transformer') continue;
-      if (type === 'Pooling') pooling = readPooling(dir, m.path);
-      else if (type === 'Dense') dense = readDense(dir, m.path);
+      if (type === 'Pooling') ({ mode: pooling, includePrompt } = readPooling(dir, m.path));
+      else if (type === 'Dense') dense = readDense(dir, m.path, 'sentence_embedding');
       else if (type === 'Normalize') {
-        const file = path.join(dir, m.path, 'config.json');
-        const config = m.path && fs.existsSync(file) ? readJson(file, 'Normalize config') : {};
-        if (isObject(config)) checkModuleInput(config, file, 'Normalize');
+        readNormalizeInput(dir, m.path, ['sentence_embedding']);
         normalize = true;
       } else throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: module type ${m.type} is not supported yet`);
     }
+  } else if (modules) {
+    // A multi-vector model: Transformer, at most one token-level Dense, then MultiVectorMask and Normalize.
+    const expected = ['Transformer', 'Dense', 'MultiVectorMask', 'Normalize'];
+    const ranks = order.map((name) => expected.indexOf(name));
+    if (order[0] !== 'Transformer' || ranks.some((r, i) => r < 0 || (i > 0 && r <= ranks[i - 1]))) {
+      throw new ColtrastError(
+        'UNSUPPORTED_MODEL',
+        `modules.json in ${dir}: a multi-vector model of Transformer → [Dense] → [MultiVectorMask] → [Normalize] is supported, not ${order.join(' → ')}`,
+      );
+    }
+    for (const m of modules) {
+      const type = moduleClass(m.type);
+      if (type === 'Dense') dense = readDense(dir, m.path, 'token_embeddings');
+      else if (type === 'MultiVectorMask') mask = readModuleConfig(dir, m.path, 'MultiVectorMask');
+      // A Normalize of the pooled vector does nothing in a multi-vector model, as in sentence-transformers.
+      else if (type === 'Normalize') normalize = readNormalizeInput(dir, m.path, ['sentence_embedding', 'token_embeddings']) === 'token_embeddings';
+    }
+  } else if (multi) {
+    throw filesError(`${dir} says it is a ${modelType} model but has no modules.json`);
   }
-
   const positions = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : Infinity;
   let maxSeqLength = positions;
   let lowercase = false;
   const stConfigPath = path.join(dir, 'sentence_bert_config.json');
   const stConfig = fs.existsSync(stConfigPath) ? readJson(stConfigPath, 'sentence_bert_config.json') : undefined;
+  if (isObject(stConfig)) lowercase = stConfig.do_lower_case === true;
   if (isObject(stConfig) && typeof stConfig.max_seq_length === 'number') {
     maxSeqLength = Math.min(stConfig.max_seq_length, positions);
-    lowercase = stConfig.do_lower_case === true;
   } else {
     const tokConfigPath = path.join(dir, 'tokenizer_config.json');
     const tokConfig = fs.existsSync(tokConfigPath) ? readJson(tokConfigPath, 'tokenizer_config.json') : undefined;
@@ -291,6 +386,154 @@ export function readModelDirectory(dir: string): ModelDirectory {
     maxSeqLength,
     lowercase,
     source: modules ? 'sentence-transformers' : 'huggingface (default mean pooling, no normalization)',
+    ...readPrompts(stModel, dir),
+    includePrompt,
+    similarity: typeof stModel.similarity_fn_name === 'string' ? stModel.similarity_fn_name : null,
+    multiVector: multi ? readMultiVector(dir, modelType, stModel, isObject(stConfig) ? stConfig : {}, mask, normalize) : undefined,
+  };
+}
+
+function readModuleConfig(dir: string, modulePath: string, what: string): Record<string, unknown> {
+  const file = path.join(dir, modulePath, 'config.json');
+  if (!modulePath || !fs.existsSync(file)) return {};
+  const config = readJson(file, `${what} config`);
+  if (!isObject(config)) throw filesError(`${what} config ${file} must be a JSON object`);
+  return config;
+}
+
+function readNormalizeInput(dir: string, modulePath: string, allowed: readonly ModuleInput[]): ModuleInput {
+  return moduleInput(readModuleConfig(dir, modulePath, 'Normalize'), path.join(dir, modulePath, 'config.json'), 'Normalize', allowed, 'sentence_embedding');
+}
+
+/** config_sentence_transformers.json, or {} when the folder has none. */
+function readStModelConfig(dir: string): Record<string, unknown> {
+  const file = path.join(dir, 'config_sentence_transformers.json');
+  if (!fs.existsSync(file)) return {};
+  const config = readJson(file, 'config_sentence_transformers.json');
+  if (!isObject(config)) throw filesError(`${file} must be a JSON object`);
+  return config;
+}
+
+function readPrompts(stModel: Record<string, unknown>, dir: string): { prompts: Record<string, string>; defaultPromptName: string | null } {
+  const file = path.join(dir, 'config_sentence_transformers.json');
+  const prompts: Record<string, string> = {};
+  if (stModel.prompts !== undefined && stModel.prompts !== null) {
+    if (!isObject(stModel.prompts)) throw filesError(`${file}: "prompts" must be an object of prompt names to texts`);
+    for (const [name, text] of Object.entries(stModel.prompts)) {
+      if (typeof text !== 'string') throw filesError(`${file}: prompt ${JSON.stringify(name)} must be a string`);
+      prompts[name] = text;
+    }
+  }
+  // PyLate inserted its [Q] / [D] markers ahead of any prompt text; sentence-transformers reads them as prompts.
+  for (const [key, task] of [['query_prefix', 'query'], ['document_prefix', 'document']] as const) {
+    if (stModel.model_type === 'ColBERT' || key in stModel) {
+      const prefix = stModel[key];
+      if (prefix === undefined || prefix === null) continue;
+      if (typeof prefix !== 'string') throw filesError(`${file}: "${key}" must be a string`);
+      const rest = prompts[task] ?? '';
+      prompts[task] = prefix + (rest.startsWith(prefix) ? rest.slice(prefix.length) : rest);
+    }
+  }
+  const name = stModel.default_prompt_name ?? null;
+  if (name !== null && (typeof name !== 'string' || !(name in prompts))) {
+    throw filesError(`${file}: default_prompt_name ${JSON.stringify(name)} is not one of its prompts (${Object.keys(prompts).join(', ') || 'none'})`);
+  }
+  return { prompts, defaultPromptName: name as string | null };
+}
+
+const PUNCTUATION = [...'!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'];
+
+function positiveIntegerOrUndefined(value: unknown, file: string, key: string): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!Number.isInteger(value) || (value as number) < 1) throw filesError(`${file}: "${key}" must be a positive integer`);
+  return value as number;
+}
+
+function readExpansion(value: unknown, file: string): QueryExpansion | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!isObject(value)) throw filesError(`${file}: "query_expansion" must be an object or null`);
+  const unknown = Object.keys(value).filter((k) => !['strategy', 'attend', 'token', 'length'].includes(k));
+  if (unknown.length) throw filesError(`${file}: query_expansion has unknown keys ${unknown.join(', ')}`);
+  if (value.strategy !== 'fixed' && value.strategy !== 'min') throw filesError(`${file}: query_expansion.strategy must be "fixed" or "min"`);
+  if (value.attend !== undefined && typeof value.attend !== 'boolean') throw filesError(`${file}: query_expansion.attend must be true or false`);
+  if (value.token !== undefined && value.token !== null && typeof value.token !== 'string') throw filesError(`${file}: query_expansion.token must be a string or null`);
+  const length = positiveIntegerOrUndefined(value.length, file, 'query_expansion.length');
+  if (length === undefined) throw filesError(`${file}: query_expansion needs "length", the number of tokens queries are padded to`);
+  return { strategy: value.strategy, attend: value.attend === true, token: (value.token as string | null | undefined) ?? null, length };
+}
+
+/**
+ * A multi-vector model's settings, read as sentence-transformers 6 reads them: the Transformer's
+ * sentence_bert_config.json, then (for PyLate saves) the top-level keys of config_sentence_transformers.json.
+ */
+function readMultiVector(
+  dir: string,
+  modelType: string | undefined,
+  stModel: Record<string, unknown>,
+  stConfig: Record<string, unknown>,
+  mask: Record<string, unknown> | undefined,
+  normalize: boolean,
+): MultiVectorConfig {
+  const modelFile = path.join(dir, 'config_sentence_transformers.json');
+  const transformerFile = path.join(dir, 'sentence_bert_config.json');
+  const pylate = modelType === 'ColBERT';
+  let queryLength = positiveIntegerOrUndefined(stConfig.query_length, transformerFile, 'query_length');
+  let documentLength = positiveIntegerOrUndefined(stConfig.document_length, transformerFile, 'document_length');
+  let queryExpansion = readExpansion(stConfig.query_expansion, transformerFile);
+  const legacyKeys = ['query_length', 'document_length', 'query_expansion', 'do_query_expansion', 'attend_to_expansion_tokens', 'attend_to_mask_tokens', 'query_prefix', 'document_prefix', 'skiplist_words'];
+  if (legacyKeys.some((k) => k in stModel)) {
+    documentLength ??= positiveIntegerOrUndefined(stModel.document_length, modelFile, 'document_length');
+    if (!('query_expansion' in stConfig)) {
+      if ('query_expansion' in stModel) {
+        queryExpansion = readExpansion(stModel.query_expansion, modelFile);
+        queryLength ??= positiveIntegerOrUndefined(stModel.query_length, modelFile, 'query_length');
+      } else if (stModel.do_query_expansion !== false) {
+        // PyLate padded every query to query_length with mask tokens (32 by default).
+        const attend = stModel.attend_to_expansion_tokens ?? stModel.attend_to_mask_tokens;
+        const length = positiveIntegerOrUndefined(stModel.query_length, modelFile, 'query_length') ?? 32;
+        queryExpansion = { strategy: 'fixed', attend: attend === true, token: null, length };
+      } else {
+        queryLength ??= positiveIntegerOrUndefined(stModel.query_length, modelFile, 'query_length');
+      }
+    }
+  }
+  const words = (value: unknown, file: string, key: string): string[] => {
+    if (!Array.isArray(value) || !value.every((w) => typeof w === 'string')) throw filesError(`${file}: "${key}" must be a list of strings`);
+    return value as string[];
+  };
+  let skiplistWords: string[] = [];
+  let skiplistTasks = ['document'];
+  let keepOnlyTokenIds: number[] | undefined;
+  const maskFile = path.join(dir, '<MultiVectorMask>/config.json');
+  if (mask) {
+    if (mask.skiplist_words !== undefined && mask.skiplist_words !== null) skiplistWords = words(mask.skiplist_words, maskFile, 'skiplist_words');
+    if (typeof mask.skiplist_tasks === 'string') skiplistTasks = [mask.skiplist_tasks];
+    else if (mask.skiplist_tasks !== undefined && mask.skiplist_tasks !== null) skiplistTasks = words(mask.skiplist_tasks, maskFile, 'skiplist_tasks');
+    if (mask.keep_only_token_ids !== undefined && mask.keep_only_token_ids !== null) {
+      if (!Array.isArray(mask.keep_only_token_ids) || !mask.keep_only_token_ids.every((id) => Number.isInteger(id))) {
+        throw filesError(`${maskFile}: "keep_only_token_ids" must be a list of token ids`);
+      }
+      keepOnlyTokenIds = mask.keep_only_token_ids as number[];
+    }
+  } else if (pylate) {
+    // PyLate's saves list only Transformer and Dense: masking and normalization were part of the model.
+    skiplistWords = stModel.skiplist_words === undefined || stModel.skiplist_words === null ? PUNCTUATION : words(stModel.skiplist_words, modelFile, 'skiplist_words');
+    normalize = true;
+  }
+  const prefixTokens = pylate || 'query_prefix' in stModel || 'document_prefix' in stModel
+    ? [stModel.query_prefix, stModel.document_prefix].filter((p): p is string => typeof p === 'string' && p.length > 0)
+    : [];
+  return {
+    format: pylate ? 'PyLate ColBERT' : 'sentence-transformers MultiVectorEncoder',
+    queryLength,
+    documentLength,
+    queryExpansion,
+    skiplistWords,
+    skiplistTasks,
+    keepOnlyTokenIds,
+    normalize,
+    similarity: stModel.similarity_fn_name === 'meanmaxsim' ? 'meanmaxsim' : 'maxsim',
+    prefixTokens,
   };
 }
 
@@ -310,6 +553,10 @@ export function writeModelFiles(
   for (const file of TOKENIZER_FILES) {
     const from = path.join(source.dir, file);
     if (fs.existsSync(from)) fs.copyFileSync(from, path.join(target, file));
+  }
+  if (source.multiVector) {
+    copyMultiVectorConfigs(source, target);
+    return;
   }
   const modules = [
     { idx: 0, name: '0', path: '', type: `${ST}Transformer` },
@@ -332,11 +579,48 @@ export function writeModelFiles(
   const poolingConfig: Record<string, unknown> = { word_embedding_dimension: settings.dimension };
   for (const mode of POOLING_MODES) poolingConfig[POOLING_KEYS[mode]] = mode === settings.pooling;
   poolingConfig.pooling_mode_weightedmean_tokens = false;
-  poolingConfig.include_prompt = true;
+  poolingConfig.include_prompt = source.includePrompt;
   fs.writeFileSync(path.join(target, '1_Pooling', 'config.json'), json(poolingConfig));
   if (settings.normalize) fs.mkdirSync(path.join(target, normalizeDir));
   fs.writeFileSync(
     path.join(target, 'sentence_bert_config.json'),
     json({ max_seq_length: settings.maxSeqLength, do_lower_case: source.lowercase }),
   );
+  // The prompts travel with the model, as sentence-transformers saves them.
+  fs.writeFileSync(
+    path.join(target, 'config_sentence_transformers.json'),
+    json({ model_type: 'SentenceTransformer', prompts: source.prompts, default_prompt_name: source.defaultPromptName, similarity_fn_name: source.similarity }),
+  );
+}
+
+/**
+ * A multi-vector model (which coltrast does not train yet) keeps its module configs as they were:
+ * modules.json, config_sentence_transformers.json, sentence_bert_config.json and each module's config.json.
+ * Its weights are written by the caller, the Dense module's into the Dense module's own folder.
+ */
+function copyMultiVectorConfigs(source: ModelDirectory, target: string): void {
+  const copy = (relative: string) => {
+    const from = path.join(source.dir, relative);
+    if (!fs.existsSync(from)) return;
+    fs.mkdirSync(path.dirname(path.join(target, relative)), { recursive: true });
+    fs.copyFileSync(from, path.join(target, relative));
+  };
+  for (const file of ['modules.json', 'config_sentence_transformers.json', 'sentence_bert_config.json']) copy(file);
+  for (const m of readModules(source.dir) ?? []) {
+    if (m.path) copy(path.join(m.path, 'config.json'));
+  }
+}
+
+/** A special token named in tokenizer_config.json or special_tokens_map.json (e.g. 'mask_token'), if any. */
+export function readSpecialToken(dir: string, key: string): string | undefined {
+  for (const file of ['tokenizer_config.json', 'special_tokens_map.json']) {
+    const full = path.join(dir, file);
+    if (!fs.existsSync(full)) continue;
+    const config = readJson(full, file);
+    if (!isObject(config)) continue;
+    const value = config[key];
+    if (typeof value === 'string') return value;
+    if (isObject(value) && typeof value.content === 'string') return value.content;
+  }
+  return undefined;
 }

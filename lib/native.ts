@@ -27,6 +27,10 @@ export interface NativeEmbedRequest {
   output: 'pooled' | 'tokens';
   pooling: string;
   normalize: boolean;
+  /** The positions pooled or returned as tokens, when not `attentionMask` (same shape). */
+  outputMask?: Int32Array;
+  /** Tokens go through the Dense module (a multi-vector model's projection). */
+  projectTokens?: boolean;
 }
 
 export interface NativeEncoder {

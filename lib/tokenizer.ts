@@ -11,48 +11,100 @@ export interface TokenizedText {
 }
 
 export class TextTokenizer {
+  /** One tokenizer per truncation length (a multi-vector model cuts queries and documents differently). */
+  private readonly byLength = new Map<number, Tokenizer>();
+
   private constructor(
-    private readonly tokenizer: Tokenizer,
+    private readonly file: string,
+    private readonly maxLength: number,
     private readonly lowercase: boolean,
+    /** Tokens to add as special (unsplittable, not normalized) before use. */
+    private readonly specialTokens: string[],
   ) {}
 
-  static load(file: string, maxLength: number, lowercase: boolean): TextTokenizer {
-    let tokenizer: Tokenizer;
+  static load(file: string, maxLength: number, lowercase: boolean, specialTokens: string[] = []): TextTokenizer {
+    const tokenizer = new TextTokenizer(file, maxLength, lowercase, specialTokens);
+    tokenizer.instance(maxLength);
+    return tokenizer;
+  }
+
+  private instance(maxLength: number): Tokenizer {
+    let tokenizer = this.byLength.get(maxLength);
+    if (tokenizer) return tokenizer;
     try {
-      tokenizer = Tokenizer.fromFile(file);
+      tokenizer = Tokenizer.fromFile(this.file);
     } catch (error) {
-      throw new ColtrastError('MODEL_FILES', `cannot load tokenizer ${file}: ${(error as Error).message}`, { cause: error });
+      throw new ColtrastError('MODEL_FILES', `cannot load tokenizer ${this.file}: ${(error as Error).message}`, { cause: error });
     }
     tokenizer.setTruncation(maxLength);
     tokenizer.disablePadding();
-    return new TextTokenizer(tokenizer, lowercase);
+    if (this.specialTokens.length > 0) tokenizer.addSpecialTokens(this.specialTokens);
+    this.byLength.set(maxLength, tokenizer);
+    return tokenizer;
   }
 
-  async encode(texts: string[]): Promise<TokenizedText[]> {
+  /** Tokenizes, truncating to `maxLength` tokens (default: the model's maximum sequence length). */
+  async encode(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
     if (texts.length === 0) return [];
     const input = this.lowercase ? texts.map((t) => t.toLowerCase()) : texts;
-    const encodings = await this.tokenizer.encodeBatch(input);
+    const encodings = await this.instance(maxLength).encodeBatch(input);
     return encodings.map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
+  }
+
+  /** A token's id (added tokens included), or null when the vocabulary has no such token. */
+  tokenToId(token: string): number | null {
+    return this.instance(this.maxLength).tokenToId(token) ?? null;
+  }
+
+  /** How many tokens `prompt` takes at the start of a text: with the leading special tokens, without a trailing one
+   * (sentence-transformers' prompt length, which include_prompt false leaves out of pooling). */
+  async promptLength(prompt: string, maxLength = this.maxLength): Promise<number> {
+    const input = this.lowercase ? prompt.toLowerCase() : prompt;
+    const encoding = await this.instance(maxLength).encode(input);
+    const special = encoding.getSpecialTokensMask();
+    return special.length - (special[special.length - 1] === 1 ? 1 : 0);
+  }
+
+  /** The tokens `text` splits into, without special tokens (to see whether a marker stays one piece). */
+  async pieces(text: string): Promise<string[]> {
+    const input = this.lowercase ? text.toLowerCase() : text;
+    return (await this.instance(this.maxLength).encode(input, null, { addSpecialTokens: false })).getTokens();
   }
 }
 
+/**
+ * A text's tokens as the model gets them. `attention` overrides the default (every token attended) and `scored`
+ * names the positions pooled or returned as token vectors when they are not the attended ones.
+ */
+export interface ModelInput extends TokenizedText {
+  attention?: number[];
+  scored?: number[];
+}
+
 /** Packs texts into one right-padded batch as the native encoder expects it. */
-export function padBatch(items: TokenizedText[]): {
+export function padBatch(items: ModelInput[]): {
   inputIds: Int32Array;
   attentionMask: Int32Array;
   tokenTypeIds: Int32Array;
   batchSize: number;
   seqLen: number;
+  outputMask?: Int32Array;
 } {
   const seqLen = Math.max(1, ...items.map((t) => t.ids.length));
   const size = items.length * seqLen;
   const inputIds = new Int32Array(size);
   const attentionMask = new Int32Array(size);
   const tokenTypeIds = new Int32Array(size);
+  const outputMask = items.some((t) => t.scored) ? new Int32Array(size) : undefined;
   items.forEach((t, row) => {
     inputIds.set(t.ids, row * seqLen);
     tokenTypeIds.set(t.typeIds, row * seqLen);
-    attentionMask.fill(1, row * seqLen, row * seqLen + t.ids.length);
+    if (t.attention) attentionMask.set(t.attention, row * seqLen);
+    else attentionMask.fill(1, row * seqLen, row * seqLen + t.ids.length);
+    if (outputMask) {
+      if (t.scored) outputMask.set(t.scored, row * seqLen);
+      else outputMask.set(attentionMask.subarray(row * seqLen, row * seqLen + t.ids.length), row * seqLen);
+    }
   });
-  return { inputIds, attentionMask, tokenTypeIds, batchSize: items.length, seqLen };
+  return { inputIds, attentionMask, tokenTypeIds, batchSize: items.length, seqLen, ...(outputMask && { outputMask }) };
 }

@@ -99,6 +99,11 @@ struct EmbedRequest {
   bool tokens = false;  // output: 'tokens' (valid tokens of every row, concatenated) or 'pooled'
   std::string pooling;
   bool normalize = false;
+  // Which positions pooling averages or 'tokens' returns, when not the attention mask: a prompt left out of
+  // pooling (include_prompt false), or a multi-vector model's scoring mask (query expansion, skiplist).
+  std::vector<int32_t> outputMask;
+  // 'tokens' output through the Dense module (a multi-vector model's token-level projection).
+  bool projectTokens = false;
 };
 
 class EmbedWorker : public PromiseWorker {
@@ -118,11 +123,13 @@ class EmbedWorker : public PromiseWorker {
       std::lock_guard<std::mutex> lock(encoder_->mutex);
       states = encoder_->model->forward(ids, mask, types);
     }
+    const torch::Tensor selected = r.outputMask.empty() ? mask : b.tensor(r.outputMask, encoder_->device);
     torch::Tensor out;
     if (r.tokens) {
-      out = states.to(torch::kFloat32).index({mask.to(torch::kBool)});  // [valid tokens, dim], row-major order
+      out = states.to(torch::kFloat32).index({selected.to(torch::kBool)});  // [selected tokens, dim], row-major order
+      if (r.projectTokens) out = encoder_->project(out);
     } else {
-      out = encoder_->project(pool(states, mask, r.pooling));
+      out = encoder_->project(pool(states, selected, r.pooling));
     }
     if (r.normalize) out = torch::nn::functional::normalize(out, torch::nn::functional::NormalizeFuncOptions().dim(-1));
     output_ = out.to(torch::kCPU).contiguous();
@@ -245,6 +252,15 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
   r.tokens = o.Get("output").As<Napi::String>().Utf8Value() == "tokens";
   r.pooling = o.Get("pooling").As<Napi::String>();
   r.normalize = o.Get("normalize").As<Napi::Boolean>();
+  r.projectTokens = o.Has("projectTokens") && o.Get("projectTokens").ToBoolean();
+  if (o.Has("outputMask") && o.Get("outputMask").IsTypedArray()) {
+    auto array = o.Get("outputMask").As<Napi::Int32Array>();
+    if (array.ElementLength() != r.batch.ids.size()) {
+      throw jsError(env, {"INVALID_ARGUMENT", "outputMask has " + std::to_string(array.ElementLength()) +
+                                                  " elements, expected " + std::to_string(r.batch.ids.size())});
+    }
+    r.outputMask.assign(array.Data(), array.Data() + array.ElementLength());
+  }
   return (new EmbedWorker(env, std::move(encoder), std::move(r)))->start();
 }
 
