@@ -37,6 +37,10 @@ commands:
     --model <dir|hub id>     model folder or Hugging Face id (default: coltrast's shipped model)
     --output <file>          write JSONL {"index", "embedding"} here (default: stdout)
     --batch-size <n>         texts per forward pass (default 32)
+    --task query|document    embed as the model's queries or documents (its prompts; a multi-vector model's query
+                             expansion and skiplist), as sentence-transformers' encode_query / encode_document
+    --prompt-name <name>     one of the model's named prompts; --prompt <text>: a prompt of your own
+    --tokens                 one vector per token: JSONL {"index", "tokens": [[...], ...]} (always for a multi-vector model)
     --device <d>             auto | cpu | cuda | cuda:N (default auto)
     --dtype <t>              float32 (default) | bfloat16 (CPU or CUDA; about 2x faster on CPUs with AVX-512 BF16 or AMX) | float16 (CUDA)
     --threads <n>            CPU threads (default: every core)
@@ -152,6 +156,10 @@ async function embed(argv: string[]): Promise<void> {
       model: { type: 'string' },
       output: { type: 'string' },
       'batch-size': { type: 'string' },
+      task: { type: 'string' },
+      'prompt-name': { type: 'string' },
+      prompt: { type: 'string' },
+      tokens: { type: 'boolean' },
       device: { type: 'string' },
       dtype: { type: 'string' },
       threads: { type: 'string' },
@@ -159,6 +167,7 @@ async function embed(argv: string[]): Promise<void> {
     },
   });
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
+  if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
   const texts = readTexts(positionals[0]);
   const started = Date.now();
   const download = new ProgressBar('download', 'MB');
@@ -171,19 +180,35 @@ async function embed(argv: string[]): Promise<void> {
     },
   });
   const bar = values.json ? undefined : new ProgressBar('embed', 'texts');
-  const e = await enc.embed(texts, { batchSize: numberFlag('batch-size', values['batch-size'], 'count'), onProgress: (d, n) => bar?.update(d, n) });
+  const tokens = values.tokens === true || enc.multiVector !== undefined;
+  const options = {
+    batchSize: numberFlag('batch-size', values['batch-size'], 'count'),
+    task: values.task as 'query' | 'document' | undefined,
+    promptName: values['prompt-name'],
+    prompt: values.prompt,
+    onProgress: (d: number, n: number) => bar?.update(d, n),
+  };
+  const rows = tokens ? await enc.embed(texts, { ...options, output: 'tokens' }) : undefined;
+  const pooled = tokens ? undefined : await enc.embed(texts, options);
   const seconds = (Date.now() - started) / 1000;
   const out = values.output ? fs.createWriteStream(values.output) : process.stdout;
+  const round = (v: Float32Array) => Array.from(v, (x) => +x.toFixed(6));
+  const dimension = tokens ? enc.tokenDimension : enc.dimension;
   if (values.output || !values.json) {
     for (let i = 0; i < texts.length; i++) {
-      const v = Array.from(e.data.subarray(i * enc.dimension, (i + 1) * enc.dimension), (x) => +x.toFixed(6));
-      out.write(JSON.stringify({ index: i, embedding: v }) + '\n');
+      if (rows) {
+        const m = rows[i];
+        const vectors = Array.from({ length: m.dims[0] }, (_, r) => round(m.data.subarray(r * m.dims[1], (r + 1) * m.dims[1])));
+        out.write(JSON.stringify({ index: i, tokens: vectors }) + '\n');
+      } else {
+        out.write(JSON.stringify({ index: i, embedding: round(pooled!.data.subarray(i * dimension, (i + 1) * dimension)) }) + '\n');
+      }
     }
     if (values.output) await new Promise((resolve) => (out as fs.WriteStream).end(resolve));
   }
-  const summary = { texts: texts.length, dimension: enc.dimension, device: enc.device, seconds, output: values.output ?? null };
+  const summary = { texts: texts.length, dimension, vectors: tokens ? 'tokens' : 'pooled', device: enc.device, seconds, output: values.output ?? null };
   if (values.json) console.log(JSON.stringify(summary));
-  else if (values.output) console.error(`embedded ${texts.length} texts (dim ${enc.dimension}, ${enc.device}) in ${seconds.toFixed(2)} s -> ${values.output}`);
+  else if (values.output) console.error(`embedded ${texts.length} texts (${tokens ? 'token vectors, ' : ''}dim ${dimension}, ${enc.device}) in ${seconds.toFixed(2)} s -> ${values.output}`);
   enc.dispose();
 }
 

@@ -1,14 +1,17 @@
 /**
  * `Index`: documents embedded by an Encoder, searchable by exact inner product (dense), BM25 or both
  * (reciprocal-rank fusion), with optional ColBERT-style re-ranking of the dense candidates by MaxSim over
- * stored token vectors.
+ * stored token vectors. Documents are embedded as the model's documents and queries as its queries
+ * (`embed({ task })`: its prompts, and a multi-vector model's query expansion and skiplist). A multi-vector
+ * (ColBERT-style) model has no pooled vector: its index holds token vectors only, and its first stage is
+ * an exact MaxSim over every document.
  *
  * On disk an index is a folder, written through a staging folder and renamed into place:
  *   index.json          format version, model fingerprint (sha256 of config.json + model.safetensors),
- *                       dimension, storage dtype, lateInteraction, document count
+ *                       dimension, storage dtype, lateInteraction, multiVector, document count
  *   docs.jsonl          one {id, text, metadata?, tokens?} per row, in vector order (tokens: the row's
  *                       token-vector count when lateInteraction)
- *   vectors.safetensors "vectors" [rows, dim] (float32 or float16)
+ *   vectors.safetensors "vectors" [rows, dim] (float32 or float16; not for a multi-vector model)
  *   tokens.safetensors  "vectors" [all tokens, dim] float16, rows in document order (lateInteraction only)
  * Loading checks every file against index.json and refuses another model than the one that built it.
  */
@@ -37,7 +40,7 @@ export interface Hit {
 }
 
 export interface BuildOptions {
-  /** Keep each document's token vectors (float16) for MaxSim re-ranking (default false). */
+  /** Keep each document's token vectors (float16) for MaxSim re-ranking (default false; always for a multi-vector model). */
   lateInteraction?: boolean;
   /** Storage of the pooled vectors (default float32). */
   storage?: 'float32' | 'float16';
@@ -48,9 +51,9 @@ export interface BuildOptions {
 export interface SearchOptions {
   /** Hits per query (default 10). */
   k?: number;
-  /** 'dense' (default), 'bm25' or 'hybrid' (reciprocal-rank fusion of both). */
+  /** 'dense' (default; MaxSim over every document for a multi-vector model), 'bm25' or 'hybrid' (reciprocal-rank fusion of both). */
   mode?: 'dense' | 'bm25' | 'hybrid';
-  /** 'maxsim': re-score the dense candidates with late interaction (needs lateInteraction). */
+  /** 'maxsim': re-score the dense candidates with late interaction (needs lateInteraction; a multi-vector model's ranking is MaxSim already). */
   rerank?: 'none' | 'maxsim';
   /** Candidates taken from the first stage before fusion or re-ranking (default max(100, k)). */
   candidates?: number;
@@ -75,6 +78,8 @@ interface Manifest {
   model: { fingerprint: string; dimension: number; source: string };
   storage: 'float32' | 'float16';
   lateInteraction: boolean;
+  /** Built with a multi-vector model: token vectors only (absent in indexes from before it existed: false). */
+  multiVector?: boolean;
   documents: number;
 }
 
@@ -127,7 +132,8 @@ export class Index {
 
   private constructor(
     private readonly encoder: Encoder,
-    private readonly vectors: NativeDenseStore,
+    /** Pooled vectors; none for a multi-vector model. */
+    private readonly vectors: NativeDenseStore | undefined,
     private readonly tokens: NativeDenseStore | undefined,
     private readonly storage: 'float32' | 'float16',
     /** Computed when first needed (save): hashing the weights is work a search-only index never needs. */
@@ -145,8 +151,9 @@ export class Index {
   static async build(encoder: Encoder, docs: IndexDoc[], options?: BuildOptions): Promise<Index> {
     const o = checkOptions('options', options, BUILD_KEYS);
     const storage = oneOf('options.storage', o.storage ?? 'float32', ['float32', 'float16'] as const);
-    const late = o.lateInteraction ?? false;
-    const index = new Index(encoder, newStore(encoder.dimension, storage), late ? newStore(encoder.tokenDimension, 'float16') : undefined, storage, undefined);
+    const multi = encoder.multiVector !== undefined;
+    const late = multi || (o.lateInteraction ?? false);
+    const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, storage), late ? newStore(encoder.tokenDimension, 'float16') : undefined, storage, undefined);
     await index.add(docs, { batchSize: o.batchSize, onProgress: o.onProgress });
     return index;
   }
@@ -163,10 +170,13 @@ export class Index {
     for (let start = 0; start < docs.length; start += slice) {
       const part = docs.slice(start, start + slice);
       const texts = part.map((d) => d.text);
-      const pooled = await this.encoder.embed(texts, { normalize: true, batchSize });
-      this.vectors.add(pooled.data);
+      if (this.vectors) {
+        const pooled = await this.encoder.embed(texts, { normalize: true, batchSize, task: 'document' });
+        this.vectors.add(pooled.data);
+      }
       if (this.tokens) {
-        const tokens = await this.encoder.embed(texts, { output: 'tokens', normalize: true, batchSize });
+        // A multi-vector model's own normalization (sentence-transformers scores its vectors as they come).
+        const tokens = await this.encoder.embed(texts, { output: 'tokens', normalize: this.vectors ? true : undefined, batchSize, task: 'document' });
         for (const m of tokens) {
           this.tokens.add(m.data);
           this.tokenCounts.push(m.dims[0]);
@@ -188,7 +198,7 @@ export class Index {
     const drop = new Set(ids);
     for (const id of drop) if (!this.positions.has(id)) throw new ColtrastError('INVALID_ARGUMENT', `no document "${id}" in the index`);
     const keep = Uint8Array.from(this.docs, (d) => (drop.has(d.id) ? 0 : 1));
-    this.vectors.remove(keep);
+    this.vectors?.remove(keep);
     if (this.tokens) {
       const keepTokens = new Uint8Array(this.tokenOffsets[this.tokenOffsets.length - 1]);
       this.docs.forEach((_, i) => keepTokens.fill(keep[i], this.tokenOffsets[i], this.tokenOffsets[i + 1]));
@@ -216,8 +226,10 @@ export class Index {
     if (queries.length === 0 || this.docs.length === 0) return queries.map(() => []);
 
     let dense: { doc: number; score: number }[][] = queries.map(() => []);
-    if (mode !== 'bm25') {
-      const q = await this.encoder.embed(queries, { normalize: true });
+    if (mode !== 'bm25' && !this.vectors) {
+      dense = await this.maxsimSearch(queries, mode === 'dense' ? k : candidates);
+    } else if (mode !== 'bm25' && this.vectors) {
+      const q = await this.encoder.embed(queries, { normalize: true, task: 'query' });
       let r: { scores: Float32Array; indices: Int32Array; k: number };
       try {
         r = await this.vectors.search(q.data, mode === 'dense' && rerank === 'none' ? k : candidates);
@@ -239,7 +251,8 @@ export class Index {
         .map(([doc, score]) => ({ doc, score }))
         .sort((a, b) => b.score - a.score || a.doc - b.doc);
     let ranked = mode === 'dense' ? dense : mode === 'bm25' ? lexical : queries.map((_, i) => fused(i));
-    if (rerank === 'maxsim') ranked = await this.rerank(queries, ranked);
+    // A multi-vector index ranks by MaxSim in the first stage already (and fusion keeps ranks only).
+    if (rerank === 'maxsim' && this.vectors) ranked = await this.rerank(queries, ranked);
     return ranked.map((hits) =>
       hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs[doc].id, score, text: this.docs[doc].text, ...(this.docs[doc].metadata ? { metadata: this.docs[doc].metadata } : {}) })),
     );
@@ -248,7 +261,7 @@ export class Index {
   /** Late-interaction second stage: MaxSim of the query's tokens against each candidate's tokens. */
   private async rerank(queries: string[], candidates: { doc: number; score: number }[][]): Promise<{ doc: number; score: number }[][]> {
     const dim = this.encoder.tokenDimension;
-    const queryTokens = await this.encoder.embed(queries, { output: 'tokens', normalize: true });
+    const queryTokens = await this.encoder.embed(queries, { output: 'tokens', normalize: true, task: 'query' });
     const out: { doc: number; score: number }[][] = [];
     for (let i = 0; i < queries.length; i++) {
       const docs = candidates[i].map((c) => c.doc);
@@ -277,6 +290,54 @@ export class Index {
     return out;
   }
 
+  /**
+   * A multi-vector model's first stage: exact MaxSim of every query against every document (the fused op, in
+   * blocks of documents, queries in groups), keeping the `k` best per query. Scores are sentence-transformers'
+   * (MaxSim, or divided by the query's token count for 'meanmaxsim').
+   */
+  private async maxsimSearch(queries: string[], k: number): Promise<{ doc: number; score: number }[][]> {
+    const dim = this.encoder.tokenDimension;
+    const device = this.encoder.device.startsWith('cuda') ? this.encoder.device : 'cpu';
+    const normalize = this.encoder.multiVector?.similarity === 'meanmaxsim';
+    const out: { doc: number; score: number }[][] = [];
+    const QUERY_GROUP = 64;
+    const BLOCK_TOKENS = 1 << 16;
+    for (let q0 = 0; q0 < queries.length; q0 += QUERY_GROUP) {
+      const group = await this.encoder.embed(queries.slice(q0, q0 + QUERY_GROUP), { output: 'tokens', task: 'query' });
+      const B = group.length;
+      const Lq = Math.max(1, ...group.map((m) => m.dims[0]));
+      const q = new Float32Array(B * Lq * dim);
+      const qmask = new Uint8Array(B * Lq);
+      group.forEach((m, b) => {
+        q.set(m.data, b * Lq * dim);
+        qmask.fill(1, b * Lq, b * Lq + m.dims[0]);
+      });
+      const scores = Array.from({ length: B }, () => new Float32Array(this.docs.length));
+      for (let start = 0; start < this.docs.length; ) {
+        // A block of documents whose padded token rows stay near BLOCK_TOKENS.
+        let end = start + 1;
+        let Ld = Math.max(1, this.tokenCounts[start]);
+        while (end < this.docs.length && Math.max(Ld, this.tokenCounts[end]) * (end + 1 - start) <= BLOCK_TOKENS) Ld = Math.max(Ld, this.tokenCounts[end++]);
+        const n = end - start;
+        const d = new Float32Array(n * Ld * dim);
+        const dmask = new Uint8Array(n * Ld);
+        for (let i = 0; i < n; i++) {
+          const count = this.tokenCounts[start + i];
+          if (count > 0) d.set(this.tokens!.rows(this.tokenOffsets[start + i], count), i * Ld * dim);
+          dmask.fill(1, i * Ld, i * Ld + count);
+        }
+        const r = await maxsim({ dims: [B, Lq, dim], data: q }, { dims: [B, Lq], data: qmask }, { dims: [n, Ld, dim], data: d }, { dims: [n, Ld], data: dmask }, { normalize, device });
+        for (let b = 0; b < B; b++) scores[b].set(r.value.subarray(b * n, (b + 1) * n), start);
+        start = end;
+      }
+      for (const row of scores) {
+        const order = Array.from(row.keys()).sort((a, b) => row[b] - row[a] || a - b);
+        out.push(order.slice(0, k).map((doc) => ({ doc, score: row[doc] })));
+      }
+    }
+    return out;
+  }
+
   /** Writes the index folder (see the file comment); `dir` appears complete or not at all. */
   async save(dir: string, options: { overwrite?: boolean } = {}): Promise<void> {
     const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.encoder));
@@ -287,13 +348,14 @@ export class Index {
         model: { fingerprint: modelFingerprint, dimension: this.encoder.dimension, source: this.encoder.modelDir },
         storage: this.storage,
         lateInteraction: this.lateInteraction,
+        multiVector: !this.vectors,
         documents: this.docs.length,
       };
       writeJsonAtomic(path.join(staging, 'index.json'), manifest);
       const lines = this.docs.map((d, i) => JSON.stringify({ ...d, ...(this.tokens ? { tokens: this.tokenCounts[i] } : {}) }));
       fs.writeFileSync(path.join(staging, 'docs.jsonl'), lines.join('\n') + (lines.length ? '\n' : ''));
       try {
-        await this.vectors.save(path.join(staging, 'vectors.safetensors'));
+        if (this.vectors) await this.vectors.save(path.join(staging, 'vectors.safetensors'));
         if (this.tokens) await this.tokens.save(path.join(staging, 'tokens.safetensors'));
       } catch (error) {
         throw fromNative(error);
@@ -326,7 +388,9 @@ export class Index {
     if (manifest.model?.dimension !== encoder.dimension || manifest.model.fingerprint !== (await fingerprint(encoder))) {
       throw new ColtrastError('INVALID_ARGUMENT', `index ${where} was built with another model; load it with the model that built it, or rebuild it`);
     }
-    const index = new Index(encoder, newStore(encoder.dimension, manifest.storage), manifest.lateInteraction ? newStore(encoder.tokenDimension, 'float16') : undefined, manifest.storage, manifest.model.fingerprint);
+    const multi = encoder.multiVector !== undefined;
+    if ((manifest.multiVector ?? false) !== multi || (multi && !manifest.lateInteraction)) throw bad(`index.json says multiVector ${manifest.multiVector ?? false}, but the model is ${multi ? '' : 'not '}multi-vector`);
+    const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, manifest.storage), manifest.lateInteraction ? newStore(encoder.tokenDimension, 'float16') : undefined, manifest.storage, manifest.model.fingerprint);
     const docsFile = path.join(where, 'docs.jsonl');
     if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
     const lines = fs.readFileSync(docsFile, 'utf8').split('\n').filter((l) => l.length > 0);
@@ -349,7 +413,7 @@ export class Index {
     });
     if (index.docs.length !== manifest.documents) throw bad(`docs.jsonl has ${index.docs.length} documents, index.json says ${manifest.documents}`);
     try {
-      if ((await index.vectors.load(path.join(where, 'vectors.safetensors'))) !== index.docs.length) throw bad('vectors.safetensors does not have one row per document');
+      if (index.vectors && (await index.vectors.load(path.join(where, 'vectors.safetensors'))) !== index.docs.length) throw bad('vectors.safetensors does not have one row per document');
       if (index.tokens && (await index.tokens.load(path.join(where, 'tokens.safetensors'))) !== index.tokenOffsets[index.tokenOffsets.length - 1]) {
         throw bad('tokens.safetensors does not match the token counts in docs.jsonl');
       }

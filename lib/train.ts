@@ -299,6 +299,7 @@ function readCheckpoint(dir: string): { state: LoopState; trainSet: TrainExample
 
 /** The Embedder of data preparation, backed by an Encoder: pooled, L2-normalized vectors. */
 export function encoderEmbedder(encoder: Encoder): Embedder {
+  encoder.checkNotMultiVector('semantic chunking (it compares one vector per sentence; index ready-made chunks from a JSONL file instead)');
   return {
     async embed(texts) {
       const m = await encoder.embed(texts, { normalize: true });
@@ -347,6 +348,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   });
   let releaseTrainer: (() => void) | undefined;
   try {
+    encoder.checkNotMultiVector('training');
     checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
     let val: TrainExample[];

@@ -6,6 +6,10 @@
 //     projection head) and embeds the same texts the same;
 //   - coltrast loads what sentence-transformers saves (its own module types and configs, every pooling mode
 //     coltrast runs, a Dense head) and embeds the same;
+//   - named prompts: embed({ task }) equals encode_query / encode_document / encode, include_prompt false too, and
+//     what coltrast saves keeps the prompts for sentence-transformers;
+//   - multi-vector models (sentence-transformers' MultiVectorEncoder saves and PyLate's ColBERT folders): coltrast's
+//     token vectors equal encode_query / encode_document / encode, and sentence-transformers loads what coltrast saves;
 //   - the fused MaxSim op scores as sentence-transformers' own late-interaction scoring (maxsim, maxsim_pairwise);
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
 import test from 'ava';
@@ -119,6 +123,115 @@ for (const [pooling, dense, normalize] of [
     t.deepEqual([a.length, a[0].length], [b.length, b[0].length]);
     const worst = maxAbsDiff(a.flat(), b.flat());
     t.true(worst <= 1e-5, `max abs difference ${worst}`);
+    t.log(`${r.stdout.trim()}; max abs difference ${worst.toExponential(2)}`);
+  });
+}
+
+// Short and long texts: short queries get expansion tokens, long ones are cut; punctuation meets the skiplist.
+const SHORT_AND_LONG = ['a', 'bot', 'what is it?', 'an agent, a bot.', 'The agent observes order-book features.', 'A chatbot for customer support answers questions about orders, refunds and delivery times.'];
+
+type Pooled = { plain: number[][]; query: number[][]; document: number[][] };
+const worstOf = (a: number[][], b: Float32Array) => maxAbsDiff(a.flat(), b);
+
+async function promptedEmbeddings(dir: string, texts: string[]): Promise<Record<keyof Pooled, Float32Array>> {
+  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  try {
+    return {
+      plain: (await encoder.embed(texts)).data,
+      query: (await encoder.embed(texts, { task: 'query' })).data,
+      document: (await encoder.embed(texts, { task: 'document' })).data,
+    };
+  } finally {
+    encoder.dispose();
+  }
+}
+
+for (const exclude of [false, true]) {
+  check(`prompts: embed({ task }) equals encode / encode_query / encode_document${exclude ? ', include_prompt false' : ''}; saved prompts load in Python${skipped}`, async (t) => {
+    const dir = tempDir();
+    const model = path.join(dir, 'model');
+    const theirs = path.join(dir, 'theirs.json');
+    const r = python([script('st_prompts.py'), 'build', FIXTURE, model, TEXTS, theirs, ...(exclude ? ['--exclude-prompt'] : [])]);
+    t.is(r.status, 0, r.tail);
+    const ref: Pooled & { prompts: Record<string, string> } = JSON.parse(fs.readFileSync(theirs, 'utf8'));
+    const texts = fs.readFileSync(TEXTS, 'utf8').split('\n').filter((l) => l.trim());
+    const ours = await promptedEmbeddings(model, texts);
+    for (const key of ['plain', 'query', 'document'] as const) {
+      const worst = worstOf(ref[key], ours[key]);
+      t.true(worst <= 1e-5, `${key}: max abs difference ${worst}`);
+    }
+    // The prompts matter: a query (default prompt "query: ") is not its document ("document": "").
+    t.true(maxAbsDiff(ours.query, ours.document) > 1e-3);
+    // And sentence-transformers reads the prompts and pooling back from what coltrast saves.
+    const encoder = await Encoder.load(model, { device: 'cpu' });
+    const saved = path.join(dir, 'saved');
+    await encoder.save(saved);
+    encoder.dispose();
+    const back = path.join(dir, 'back.json');
+    const again = python([script('st_prompts.py'), 'load', saved, TEXTS, back]);
+    t.is(again.status, 0, again.tail);
+    const reloaded: Pooled & { prompts: Record<string, string> } = JSON.parse(fs.readFileSync(back, 'utf8'));
+    t.deepEqual(reloaded.prompts, ref.prompts);
+    for (const key of ['plain', 'query', 'document'] as const) t.true(worstOf(reloaded[key], ours[key]) <= 1e-5, `${key} after coltrast's save`);
+    t.log(`${r.stdout.trim()}; prompts ${JSON.stringify(ref.prompts)}`);
+  });
+}
+
+type TokenRows = Record<'plain' | 'query' | 'document', number[][][]>;
+
+async function compareTokens(t: import('ava').ExecutionContext, dir: string, ref: TokenRows, texts: string[]): Promise<number> {
+  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  let worst = 0;
+  try {
+    for (const [key, task] of [['plain', undefined], ['query', 'query'], ['document', 'document']] as const) {
+      const ours = await encoder.embed(texts, { output: 'tokens', task });
+      t.deepEqual(ours.map((m) => m.dims[0]), ref[key].map((rows) => rows.length), `${key}: token counts`);
+      ref[key].forEach((rows, i) => {
+        if (rows.length === ours[i].dims[0]) worst = Math.max(worst, worstOf(rows, ours[i].data));
+      });
+    }
+  } finally {
+    encoder.dispose();
+  }
+  return worst;
+}
+
+for (const [format, expansion, attend] of [
+  ['mve', 'fixed', false],
+  ['mve', 'min', true],
+  ['mve', 'none', false],
+  ['pylate', 'fixed', false],
+  ['pylate', 'fixed', true],
+  ['pylate', 'none', false],
+] as const) {
+  const what = `${format === 'mve' ? "sentence-transformers' MultiVectorEncoder" : "PyLate's ColBERT"} folder, expansion ${expansion}${attend ? ' (attended)' : ''}`;
+  check(`multi-vector: coltrast's token vectors equal encode_query / encode_document / encode (1e-5): ${what}${skipped}`, async (t) => {
+    const dir = tempDir();
+    const texts = path.join(dir, 'texts.txt');
+    fs.writeFileSync(texts, SHORT_AND_LONG.join('\n') + '\n');
+    const model = path.join(dir, 'model');
+    const theirs = path.join(dir, 'theirs.json');
+    const r = python([script('st_multi_vector.py'), FIXTURE, model, texts, theirs, '--format', format, '--expansion', expansion, ...(attend ? ['--attend'] : [])]);
+    t.is(r.status, 0, r.tail);
+    const ref: TokenRows = JSON.parse(fs.readFileSync(theirs, 'utf8'));
+    const lengths = ref.query.map((rows) => rows.length);
+    if (expansion === 'fixed') t.true(lengths.every((n) => n === 12), `every query is expanded or cut to 12 tokens: ${lengths}`);
+    if (expansion === 'min') t.true(lengths.every((n) => n >= 8 && n <= 12) && lengths.some((n) => n > 8) && lengths.some((n) => n === 8), `queries of 8 tokens or more, up to 12: ${lengths}`);
+    t.true(ref.document.some((rows, i) => rows.length < ref.plain[i].length || rows.length !== ref.query[i].length), 'documents differ from queries');
+    const worst = await compareTokens(t, model, ref, SHORT_AND_LONG);
+    t.true(worst <= 1e-5, `max abs difference ${worst}`);
+    if (format === 'pylate' || expansion === 'min') {
+      // What coltrast saves, sentence-transformers loads and embeds the same.
+      const encoder = await Encoder.load(model, { device: 'cpu' });
+      const saved = path.join(dir, 'saved');
+      await encoder.save(saved);
+      encoder.dispose();
+      const back = path.join(dir, 'back.json');
+      const again = python([script('st_multi_vector.py'), FIXTURE, saved, texts, back, '--format', 'load']);
+      t.is(again.status, 0, again.tail);
+      const afterSave = await compareTokens(t, saved, JSON.parse(fs.readFileSync(back, 'utf8')), SHORT_AND_LONG);
+      t.true(afterSave <= 1e-5, `after coltrast's save: ${afterSave}`);
+    }
     t.log(`${r.stdout.trim()}; max abs difference ${worst.toExponential(2)}`);
   });
 }
