@@ -272,23 +272,30 @@ export class Encoder {
    */
   async createTrainer(options: NativeTrainerOptions): Promise<EncoderTrainer> {
     if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
-    this.checkNotMultiVector('training');
     let trainer: NativeTrainer;
     try {
       trainer = native().NativeTrainer.create(this.handle, options);
     } catch (error) {
       throw fromNative(error);
     }
+    // A multi-vector model trains on what it embeds: queries and documents as its tasks make them (prompts or
+    // markers, lengths, query expansion, skiplist). Other models train on the plain texts, as
+    // sentence-transformers' trainer does unless given prompts.
+    const side = async (texts: string[], task: 'query' | 'document') => {
+      if (!this.multi) return padBatch(await this.tokenizer.encode(texts));
+      const prompt = this.resolvePrompt(undefined, undefined, task);
+      return padBatch(this.modelInputs(await this.tokenizer.encode(prompt ? texts.map((t) => prompt + t) : texts, this.maxLengthFor(task)), task));
+    };
     const prepare = async (queries: string[], documents: string[]): Promise<PreparedBatch> => {
       const started = performance.now();
-      const [q, d] = await Promise.all([this.tokenizer.encode(queries), this.tokenizer.encode(documents)]);
-      return { queries: padBatch(q), documents: padBatch(d), tokenizeSeconds: (performance.now() - started) / 1000 };
+      const [q, d] = await Promise.all([side(queries, 'query'), side(documents, 'document')]);
+      return { queries: q, documents: d, tokenizeSeconds: (performance.now() - started) / 1000 };
     };
     const run = async (kind: 'step' | 'evaluate', batch: PreparedBatch, stepOptions: NativeStepOptions) =>
       this.withModel(async () => {
         const { queries, documents, tokenizeSeconds } = batch;
         try {
-          const result = await trainer[kind]({ queries, documents, pooling: this.files.pooling, ...stepOptions });
+          const result = await trainer[kind]({ queries, documents, pooling: this.files.pooling, ...stepOptions, projectTokens: this.multi !== undefined });
           return { ...result, tokenizeSeconds };
         } catch (error) {
           throw fromNative(error);

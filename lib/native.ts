@@ -120,6 +120,8 @@ export interface NativeStepOptions {
   miniBatchSize?: number;
   /** With miniBatchSize: report how far each mini-batch's second pass strayed from its first (miniBatchMaxDiff). */
   verifyMiniBatches?: boolean;
+  /** A multi-vector model: token states go through its Dense module (set by the Encoder). */
+  projectTokens?: boolean;
 }
 
 export interface NativeStepResult {
@@ -137,7 +139,8 @@ export interface NativeStepResult {
   miniBatchMaxDiff?: number;
 }
 
-export type PaddedBatch = { inputIds: Int32Array; attentionMask: Int32Array; tokenTypeIds: Int32Array; batchSize: number; seqLen: number };
+/** A right-padded token batch; `outputMask`: the positions scored or pooled when they are not the attended ones. */
+export type PaddedBatch = { inputIds: Int32Array; attentionMask: Int32Array; tokenTypeIds: Int32Array; batchSize: number; seqLen: number; outputMask?: Int32Array };
 
 export interface NativeTrainer {
   step(args: { queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions): Promise<NativeStepResult>;

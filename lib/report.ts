@@ -107,8 +107,37 @@ function metricsLine(m: TrainResult['before']): string {
 }
 
 /** README.md model card: what the model is, how it was trained, how well it retrieves, how to load it. */
-export function modelCard(result: TrainResult, info: { baseModel: string; data: string; config: Record<string, unknown> }): string {
+export function modelCard(result: TrainResult, info: { baseModel: string; data: string; config: Record<string, unknown>; multiVector?: boolean }): string {
   const last = result.history.epochs[result.history.epochs.length - 1];
+  const what = info.multiVector
+    ? `A multi-vector (ColBERT-style) retrieval model fine-tuned with coltrast: in-batch cross-entropy over
+MaxSim (late-interaction) scores of its token vectors. Scoring is MaxSim of query tokens against document tokens.`
+    : `A retrieval embedding model fine-tuned with coltrast (ColTrast: in-batch contrastive
+loss on pooled embeddings plus a late-interaction MaxSim loss on token embeddings).`;
+  const use = info.multiVector
+    ? `\`\`\`ts
+import { Encoder, ops } from 'coltrast';
+const enc = await Encoder.load('./this-folder');
+const queries = await enc.embed(['a question'], { output: 'tokens', task: 'query' });
+const documents = await enc.embed(['a passage'], { output: 'tokens', task: 'document' });
+\`\`\`
+
+\`\`\`python
+from sentence_transformers import MultiVectorEncoder
+model = MultiVectorEncoder("./this-folder")
+scores = model.similarity(model.encode_query(["a question"]), model.encode_document(["a passage"]))
+\`\`\``
+    : `\`\`\`ts
+import { Encoder } from 'coltrast';
+const enc = await Encoder.load('./this-folder');
+const { dims, data } = await enc.embed(['a question', 'a passage']);
+\`\`\`
+
+\`\`\`python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("./this-folder")
+embeddings = model.encode(["a question", "a passage"])
+\`\`\``;
   return `---
 library_name: sentence-transformers
 tags:
@@ -118,8 +147,7 @@ tags:
 
 # ${escape(result.modelDir.split(/[\\/]/).pop() ?? 'model')}
 
-A retrieval embedding model fine-tuned with coltrast (ColTrast: in-batch contrastive
-loss on pooled embeddings plus a late-interaction MaxSim loss on token embeddings).
+${what}
 
 - Base model: \`${info.baseModel}\`
 - Training data: \`${info.data}\`
@@ -136,17 +164,7 @@ ${last?.valLoss !== undefined ? `\nLast validation loss: ${last.valLoss.toFixed(
 
 ## Use
 
-\`\`\`ts
-import { Encoder } from 'coltrast';
-const enc = await Encoder.load('./this-folder');
-const { dims, data } = await enc.embed(['a question', 'a passage']);
-\`\`\`
-
-\`\`\`python
-from sentence_transformers import SentenceTransformer
-model = SentenceTransformer("./this-folder")
-embeddings = model.encode(["a question", "a passage"])
-\`\`\`
+${use}
 
 ## Training configuration
 

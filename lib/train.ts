@@ -5,12 +5,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, type Device } from './encoder';
+import { Encoder, type Device, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
 import { evaluateRun, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
+import { maxsim } from './ops';
 import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
 import { seededRandom } from './random';
@@ -246,22 +247,64 @@ export function learningRateAt(step: number, total: number, peak: number, warmup
   return schedule === 'cosine' ? peak * 0.5 * (1 + Math.cos(Math.PI * progress)) : peak * (1 - progress);
 }
 
-/** Recall@1 and MRR@10 of each query against every distinct positive of `examples` (cosine). */
+/**
+ * A multi-vector model has no pooled vector: it trains with the late-interaction loss alone (weight 1 unless
+ * given), on its projected token vectors.
+ */
+function multiVectorLoss(config: Config, options: TrainOptions, model: string): void {
+  if ((options.loss?.contrastiveWeight ?? 0) > 0) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `options.loss.contrastiveWeight: ${model} is a multi-vector (ColBERT-style) model, which has no pooled vector; it trains with the late-interaction loss alone (leave contrastiveWeight out or set it to 0)`,
+    );
+  }
+  config.step.contrastiveWeight = 0;
+  config.step.lateInteractionWeight = options.loss?.lateInteractionWeight ?? 1;
+  if (config.step.lateInteractionWeight === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.loss: a multi-vector model needs lateInteractionWeight > 0');
+}
+
+/** Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens. [queries × documents]. */
+async function similarities(encoder: Encoder, queries: string[], documents: string[]): Promise<Float32Array> {
+  if (!encoder.multiVector) {
+    const q = await encoder.embed(queries, { normalize: true });
+    const d = await encoder.embed(documents, { normalize: true });
+    const dim = q.dims[1];
+    const out = new Float32Array(queries.length * documents.length);
+    for (let i = 0; i < queries.length; i++) {
+      for (let j = 0; j < documents.length; j++) {
+        let s = 0;
+        for (let k = 0; k < dim; k++) s += q.data[i * dim + k] * d.data[j * dim + k];
+        out[i * documents.length + j] = s;
+      }
+    }
+    return out;
+  }
+  const pad = (rows: Matrix[]) => {
+    const dim = encoder.tokenDimension;
+    const L = Math.max(1, ...rows.map((m) => m.dims[0]));
+    const data = new Float32Array(rows.length * L * dim);
+    const mask = new Uint8Array(rows.length * L);
+    rows.forEach((m, i) => {
+      data.set(m.data, i * L * dim);
+      mask.fill(1, i * L, i * L + m.dims[0]);
+    });
+    return { tokens: { dims: [rows.length, L, dim], data }, mask: { dims: [rows.length, L], data: mask } };
+  };
+  const q = pad(await encoder.embed(queries, { output: 'tokens', task: 'query' }));
+  const d = pad(await encoder.embed(documents, { output: 'tokens', task: 'document' }));
+  return (await maxsim(q.tokens, q.mask, d.tokens, d.mask, { device: encoder.device.startsWith('cuda') ? encoder.device : 'cpu' })).value;
+}
+
+/** Recall@1 and MRR@10 of each query against every distinct positive of `examples` (cosine, or MaxSim for a multi-vector model). */
 export async function retrievalMetrics(encoder: Encoder, examples: TrainExample[]): Promise<RetrievalMetrics> {
   const documents = [...new Set(examples.map((e) => e.positive))];
   const position = new Map(documents.map((d, i) => [d, i]));
-  const q = await encoder.embed(examples.map((e) => e.query), { normalize: true });
-  const d = await encoder.embed(documents, { normalize: true });
-  const dim = q.dims[1];
+  const scores = await similarities(encoder, examples.map((e) => e.query), documents);
   // Every query against every distinct positive; its own positive is its one relevant document.
   const run: Run = new Map();
   const qrels: Qrels = new Map();
   examples.forEach((e, i) => {
-    run.set(`q${i}`, documents.map((_, j) => {
-      let s = 0;
-      for (let k = 0; k < dim; k++) s += q.data[i * dim + k] * d.data[j * dim + k];
-      return { id: `d${j}`, score: s };
-    }));
+    run.set(`q${i}`, documents.map((_, j) => ({ id: `d${j}`, score: scores[i * documents.length + j] })));
     qrels.set(`q${i}`, new Map([[`d${position.get(e.positive)}`, 1]]));
   });
   const { metrics } = evaluateRun(run, qrels, [1, 10]);
@@ -348,7 +391,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   });
   let releaseTrainer: (() => void) | undefined;
   try {
-    encoder.checkNotMultiVector('training');
+    if (encoder.multiVector) multiVectorLoss(config, options, encoder.modelDir);
     checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
     let val: TrainExample[];
@@ -495,7 +538,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     writeJsonAtomic(path.join(output, 'training_history.json'), { config, ...result });
     writeTextAtomic(path.join(output, 'training_curves.svg'), trainingCurvesSvg(result));
     const data = typeof options.data === 'string' ? options.data : `${options.data.length} in-memory examples`;
-    writeTextAtomic(path.join(output, 'README.md'), modelCard(result, { baseModel: model, data, config: { ...config } }));
+    writeTextAtomic(path.join(output, 'README.md'), modelCard(result, { baseModel: model, data, config: { ...config }, multiVector: encoder.multiVector !== undefined }));
     fs.rmSync(checkpointDir, { recursive: true, force: true });
     return result;
   } finally {

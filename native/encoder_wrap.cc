@@ -99,9 +99,6 @@ struct EmbedRequest {
   bool tokens = false;  // output: 'tokens' (valid tokens of every row, concatenated) or 'pooled'
   std::string pooling;
   bool normalize = false;
-  // Which positions pooling averages or 'tokens' returns, when not the attention mask: a prompt left out of
-  // pooling (include_prompt false), or a multi-vector model's scoring mask (query expansion, skiplist).
-  std::vector<int32_t> outputMask;
   // 'tokens' output through the Dense module (a multi-vector model's token-level projection).
   bool projectTokens = false;
 };
@@ -123,7 +120,7 @@ class EmbedWorker : public PromiseWorker {
       std::lock_guard<std::mutex> lock(encoder_->mutex);
       states = encoder_->model->forward(ids, mask, types);
     }
-    const torch::Tensor selected = r.outputMask.empty() ? mask : b.tensor(r.outputMask, encoder_->device);
+    const torch::Tensor selected = b.scored.empty() ? mask : b.tensor(b.scored, encoder_->device);
     torch::Tensor out;
     if (r.tokens) {
       out = states.to(torch::kFloat32).index({selected.to(torch::kBool)});  // [selected tokens, dim], row-major order
@@ -253,14 +250,6 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
   r.pooling = o.Get("pooling").As<Napi::String>();
   r.normalize = o.Get("normalize").As<Napi::Boolean>();
   r.projectTokens = o.Has("projectTokens") && o.Get("projectTokens").ToBoolean();
-  if (o.Has("outputMask") && o.Get("outputMask").IsTypedArray()) {
-    auto array = o.Get("outputMask").As<Napi::Int32Array>();
-    if (array.ElementLength() != r.batch.ids.size()) {
-      throw jsError(env, {"INVALID_ARGUMENT", "outputMask has " + std::to_string(array.ElementLength()) +
-                                                  " elements, expected " + std::to_string(r.batch.ids.size())});
-    }
-    r.outputMask.assign(array.Data(), array.Data() + array.ElementLength());
-  }
   return (new EmbedWorker(env, std::move(encoder), std::move(r)))->start();
 }
 

@@ -36,6 +36,9 @@ inline double numberOr(const Napi::Object& o, const char* key, double fallback) 
 // One right-padded batch of token ids, copied out of JS memory (workers outlive the call).
 struct TokenBatch {
   std::vector<int32_t> ids, mask, types;
+  // The positions pooled, returned or scored when they are not the attended ones ("outputMask"): a prompt
+  // left out of pooling, a multi-vector model's query expansion and skiplist. Empty: the attention mask.
+  std::vector<int32_t> scored;
   int64_t batch = 0, seq = 0;
 
   // One of the three as an int64 [batch, seq] tensor on `device`.
@@ -61,6 +64,7 @@ inline TokenBatch readTokenBatch(const Napi::Object& o, const std::string& name)
   b.ids = copy("inputIds");
   b.mask = copy("attentionMask");
   b.types = copy("tokenTypeIds");
+  if (o.Has("outputMask") && !o.Get("outputMask").IsUndefined()) b.scored = copy("outputMask");
   return b;
 }
 

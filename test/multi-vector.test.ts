@@ -5,13 +5,14 @@
 //   - a MultiVectorEncoder folder (Transformer → token Dense → MultiVectorMask → Normalize) embeds to
 //     normalize(W · h) of the fixture's token states h, skiplisted document tokens dropped, queries expanded to
 //     their length with mask tokens (unattended: the real tokens' vectors do not change), documents cut at
-//     document_length; an Index over it ranks by exact MaxSim; what it cannot do yet is refused with the reason;
+//     document_length; an Index over it ranks by exact MaxSim; train() fine-tunes it with the late-interaction
+//     loss (Dense included; kill and resume give the same weights); what it cannot do is refused with the reason;
 //   - broken multi-vector and prompt configs are refused with the file and the key.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, Index, evaluate, train, type Matrix } from '../lib';
-import { editJson, fixtureCopy, maxAbsDiff, tempDir } from './helpers/fixture';
+import { editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { writeSafetensors } from './helpers/safetensors';
 import { encoderEmbedder } from '../lib/train';
 
@@ -252,18 +253,69 @@ test('save writes the multi-vector folder back: it reloads to the same vectors',
   }
 });
 
-test('what a multi-vector model cannot do yet is refused with the reason', async (t) => {
+test('what a multi-vector model cannot do is refused with the reason', async (t) => {
   const pooled = await t.throwsAsync(multi.embed(TEXTS), { instanceOf: ColtrastError });
   t.regex(pooled!.message, /multi-vector .* token vectors only; use \{ output: 'tokens'/);
-  const dir = multi.modelDir;
-  const data = [{ query: 'cat', positive: 'cat dog' }, { query: 'river', positive: 'river bank' }];
-  const training = await t.throwsAsync(train({ model: dir, data, batchSize: 2, valSplit: 0, output: path.join(tempDir(), 'x'), device: 'cpu' }), {
-    instanceOf: ColtrastError,
-  });
-  t.is(training!.code, 'UNSUPPORTED_MODEL');
-  t.regex(training!.message, /training is not supported for it yet/);
+  const data = wordDataset(8);
+  const contrastive = await t.throwsAsync(
+    train({ model: multi.modelDir, data, batchSize: 4, valSplit: 0, output: path.join(tempDir(), 'x'), device: 'cpu', loss: { contrastiveWeight: 0.5 } }),
+    { instanceOf: ColtrastError },
+  );
+  t.regex(contrastive!.message, /options\.loss\.contrastiveWeight: .* has no pooled vector/);
+  const head = await t.throwsAsync(
+    train({ model: multi.modelDir, data, batchSize: 4, valSplit: 0, output: path.join(tempDir(), 'x'), device: 'cpu', projection: { dimension: 8 } }),
+    { instanceOf: ColtrastError },
+  );
+  t.regex(head!.message, /a projection head is not supported for it/);
   // Semantic chunking (train() and `coltrast index` on a project file) compares one vector per sentence.
   t.throws(() => encoderEmbedder(multi), { instanceOf: ColtrastError, message: /semantic chunking .* index ready-made chunks/ });
+});
+
+test('train() fine-tunes a multi-vector model: late interaction on its projected tokens, retrieval by MaxSim improves', async (t) => {
+  const output = path.join(tempDir(), 'mv-trained');
+  const result = await train({
+    model: multi.modelDir,
+    data: wordDataset(48),
+    output,
+    epochs: 4,
+    batchSize: 8,
+    learningRate: 1e-3,
+    valSplit: 0.25,
+    device: 'cpu',
+    seed: 3,
+  });
+  const history = result.history.steps;
+  t.true(history.every((s) => s.contrastive === 0 && s.lateInteraction === s.loss), 'the late-interaction loss alone');
+  t.true(result.after!['mrr@10'] > result.before!['mrr@10'], `MRR@10 ${result.before!['mrr@10']} -> ${result.after!['mrr@10']}`);
+  // The Dense projection trains with the encoder, and the folder stays a multi-vector one.
+  const before = fs.readFileSync(path.join(multi.modelDir, '1_Dense', 'model.safetensors'));
+  t.false(fs.readFileSync(path.join(output, '1_Dense', 'model.safetensors')).equals(before));
+  t.regex(fs.readFileSync(path.join(output, 'README.md'), 'utf8'), /MultiVectorEncoder\("\.\/this-folder"\)/);
+  const trained = await Encoder.load(output, { device: 'cpu' });
+  try {
+    t.like(trained.multiVector, { queryLength: QUERY_LENGTH, documentLength: DOCUMENT_LENGTH });
+    const [q] = await trained.embed([TEXTS[0]], { output: 'tokens', task: 'query' });
+    t.deepEqual(q.dims, [QUERY_LENGTH, WIDTH]);
+  } finally {
+    trained.dispose();
+  }
+});
+
+test('a multi-vector run killed mid-way resumes to the same weights as an uninterrupted run', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const child = path.resolve(__dirname, 'helpers', 'train-child.ts');
+  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8' });
+  const options = { model: multi.modelDir, data: wordDataset(16), epochs: 2, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 9, checkpointEvery: 2 };
+  const whole = path.join(tempDir(), 'whole');
+  t.is(run({ ...options, output: whole }).status, 0);
+  const output = path.join(tempDir(), 'parts');
+  const killed = run({ ...options, output, killAtStep: 5 });
+  t.is(killed.signal, 'SIGKILL');
+  const resumed = run({ ...options, output, resume: true });
+  t.is(resumed.status, 0, resumed.stderr);
+  for (const file of ['model.safetensors', path.join('1_Dense', 'model.safetensors')]) {
+    t.true(fs.readFileSync(path.join(output, file)).equals(fs.readFileSync(path.join(whole, file))), file);
+  }
 });
 
 test('broken multi-vector folders are refused with the file and the key', async (t) => {

@@ -9,7 +9,8 @@
 //   - named prompts: embed({ task }) equals encode_query / encode_document / encode, include_prompt false too, and
 //     what coltrast saves keeps the prompts for sentence-transformers;
 //   - multi-vector models (sentence-transformers' MultiVectorEncoder saves and PyLate's ColBERT folders): coltrast's
-//     token vectors equal encode_query / encode_document / encode, and sentence-transformers loads what coltrast saves;
+//     token vectors equal encode_query / encode_document / encode, its training loss on a batch equals
+//     MultiVectorMultipleNegativesRankingLoss's, and sentence-transformers loads what coltrast saves and trains;
 //   - the fused MaxSim op scores as sentence-transformers' own late-interaction scoring (maxsim, maxsim_pairwise);
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
 import test from 'ava';
@@ -179,6 +180,13 @@ for (const exclude of [false, true]) {
 
 type TokenRows = Record<'plain' | 'query' | 'document', number[][][]>;
 
+// One training batch: each query's positive, then one negative per query (sentence-transformers' column order).
+const LOSS_BATCH = {
+  queries: ['a cat', 'river bank?', 'what is a token', 'fast search'],
+  positives: ['the cat sat', 'money in the river bank', 'a token is a piece of text', 'search that is fast, small'],
+  negatives: ['a dog ran', 'water paper', 'model loss', 'slow large batch'],
+};
+
 async function compareTokens(t: import('ava').ExecutionContext, dir: string, ref: TokenRows, texts: string[]): Promise<number> {
   const encoder = await Encoder.load(dir, { device: 'cpu' });
   let worst = 0;
@@ -205,15 +213,31 @@ for (const [format, expansion, attend] of [
   ['pylate', 'none', false],
 ] as const) {
   const what = `${format === 'mve' ? "sentence-transformers' MultiVectorEncoder" : "PyLate's ColBERT"} folder, expansion ${expansion}${attend ? ' (attended)' : ''}`;
-  check(`multi-vector: coltrast's token vectors equal encode_query / encode_document / encode (1e-5): ${what}${skipped}`, async (t) => {
+  check(`multi-vector: coltrast's token vectors equal encode_query / encode_document / encode (1e-5)${expansion === 'fixed' ? ', and its training loss MultiVectorMultipleNegativesRankingLoss' : ''}: ${what}${skipped}`, async (t) => {
     const dir = tempDir();
     const texts = path.join(dir, 'texts.txt');
     fs.writeFileSync(texts, SHORT_AND_LONG.join('\n') + '\n');
     const model = path.join(dir, 'model');
     const theirs = path.join(dir, 'theirs.json');
-    const r = python([script('st_multi_vector.py'), FIXTURE, model, texts, theirs, '--format', format, '--expansion', expansion, ...(attend ? ['--attend'] : [])]);
+    // With fixed expansion every query has 12 scored tokens, so sentence-transformers' training loss with scale 1
+    // (raw MaxSim sums) is coltrast's late-interaction loss, which divides by the query's tokens, at temperature 1/12.
+    const batchFile = path.join(dir, 'batch.json');
+    fs.writeFileSync(batchFile, JSON.stringify({ ...LOSS_BATCH, scale: 1 }));
+    const lossArgs = expansion === 'fixed' ? ['--loss-batch', batchFile] : [];
+    const r = python([script('st_multi_vector.py'), FIXTURE, model, texts, theirs, '--format', format, '--expansion', expansion, ...(attend ? ['--attend'] : []), ...lossArgs]);
     t.is(r.status, 0, r.tail);
-    const ref: TokenRows = JSON.parse(fs.readFileSync(theirs, 'utf8'));
+    const ref: TokenRows & { loss?: number } = JSON.parse(fs.readFileSync(theirs, 'utf8'));
+    if (expansion === 'fixed') {
+      const encoder = await Encoder.load(model, { device: 'cpu' });
+      const trainer = await encoder.createTrainer({ learningRate: 1e-3, weightDecay: 0, seed: 1, precision: 'float32' });
+      const ours = await trainer.evaluate(LOSS_BATCH.queries, [...LOSS_BATCH.positives, ...LOSS_BATCH.negatives], {
+        contrastiveWeight: 0, lateInteractionWeight: 1, temperature: 1 / 12, symmetric: false, lateInteractionKind: 'cross_entropy',
+        learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false,
+      });
+      trainer.dispose();
+      encoder.dispose();
+      t.true(Math.abs(ours.loss - ref.loss!) <= 1e-5 * ref.loss!, `training loss: coltrast ${ours.loss}, sentence-transformers ${ref.loss}`);
+    }
     const lengths = ref.query.map((rows) => rows.length);
     if (expansion === 'fixed') t.true(lengths.every((n) => n === 12), `every query is expanded or cut to 12 tokens: ${lengths}`);
     if (expansion === 'min') t.true(lengths.every((n) => n >= 8 && n <= 12) && lengths.some((n) => n > 8) && lengths.some((n) => n === 8), `queries of 8 tokens or more, up to 12: ${lengths}`);
@@ -221,11 +245,16 @@ for (const [format, expansion, attend] of [
     const worst = await compareTokens(t, model, ref, SHORT_AND_LONG);
     t.true(worst <= 1e-5, `max abs difference ${worst}`);
     if (format === 'pylate' || expansion === 'min') {
-      // What coltrast saves, sentence-transformers loads and embeds the same.
-      const encoder = await Encoder.load(model, { device: 'cpu' });
+      // What coltrast saves (here, or after training it), sentence-transformers loads and embeds the same.
       const saved = path.join(dir, 'saved');
-      await encoder.save(saved);
-      encoder.dispose();
+      if (format === 'pylate' && expansion === 'fixed' && !attend) {
+        await train({ model, data: wordDataset(16), output: saved, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 1 });
+        t.false(fs.readFileSync(path.join(saved, '1_Dense', 'model.safetensors')).equals(fs.readFileSync(path.join(model, '1_Dense', 'model.safetensors'))));
+      } else {
+        const encoder = await Encoder.load(model, { device: 'cpu' });
+        await encoder.save(saved);
+        encoder.dispose();
+      }
       const back = path.join(dir, 'back.json');
       const again = python([script('st_multi_vector.py'), FIXTURE, saved, texts, back, '--format', 'load']);
       t.is(again.status, 0, again.tail);

@@ -46,6 +46,8 @@ struct StepOptions {
   int64_t miniBatchSize = 0;
   // With miniBatchSize: compare each mini-batch's recomputed output with its first pass (a diagnostic).
   bool verifyMiniBatches = false;
+  // A multi-vector model: its token states go through the Dense module (the vectors it scores).
+  bool projectTokens = false;
 };
 
 StepOptions readStepOptions(const Napi::Object& o) {
@@ -64,6 +66,8 @@ StepOptions readStepOptions(const Napi::Object& o) {
   if (!(mini >= 0) || mini != std::floor(mini)) throw invalidArgument("miniBatchSize must be an integer >= 0 (0: no mini-batches)");
   s.miniBatchSize = static_cast<int64_t>(mini);
   s.verifyMiniBatches = boolOr(o, "verifyMiniBatches", s.verifyMiniBatches);
+  s.projectTokens = boolOr(o, "projectTokens", s.projectTokens);
+  if (s.projectTokens && s.contrastiveWeight > 0) throw invalidArgument("a multi-vector model has no pooled vector: contrastiveWeight must be 0");
   return s;
 }
 
@@ -156,14 +160,17 @@ struct LossParts {
 // One side of a batch (queries or documents) on the model's device.
 struct Side {
   torch::Tensor ids, mask, types;
+  torch::Tensor scored;  // the tokens the late-interaction loss scores: the batch's outputMask, else `mask`
   int64_t batch, seq;
-  std::vector<int64_t> lengths;  // each row's columns up to its last attended token (at least 1)
+  std::vector<int64_t> lengths;  // each row's columns up to its last attended or scored token (at least 1)
   Side(const TokenBatch& b, const torch::Device& device)
-      : ids(b.tensor(b.ids, device)), mask(b.tensor(b.mask, device)), types(b.tensor(b.types, device)), batch(b.batch),
-        seq(b.seq), lengths(static_cast<size_t>(b.batch), 1) {
+      : ids(b.tensor(b.ids, device)), mask(b.tensor(b.mask, device)), types(b.tensor(b.types, device)),
+        scored(b.scored.empty() ? mask : b.tensor(b.scored, device)), batch(b.batch), seq(b.seq),
+        lengths(static_cast<size_t>(b.batch), 1) {
     for (int64_t r = 0; r < batch; ++r) {
       for (int64_t c = seq - 1; c > 0; --c) {
-        if (b.mask[static_cast<size_t>(r * seq + c)] != 0) {
+        const auto at = static_cast<size_t>(r * seq + c);
+        if (b.mask[at] != 0 || (!b.scored.empty() && b.scored[at] != 0)) {
           lengths[static_cast<size_t>(r)] = c + 1;
           break;
         }
@@ -183,6 +190,7 @@ Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor
   AutocastScope scope(enc.device, autocast);
   Encoded out;
   out.states = enc.model->forward(ids, mask, types);
+  if (s.projectTokens) out.states = enc.project(out.states);
   if (s.contrastiveWeight > 0) out.pooled = enc.project(pool(out.states, mask, s.pooling));
   return out;
 }
@@ -378,7 +386,7 @@ class StepWorker : public PromiseWorker {
       const Side q(q_, enc.device), d(d_, enc.device);
       MiniBatches mini(enc, options_, state_->autocast);
       const auto [qe, de] = encodeBatch(enc, q, d, options_, state_->autocast, options_.miniBatchSize > 0 ? &mini : nullptr);
-      parts_ = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast).second;
+      parts_ = batchLoss(enc, qe, q.scored, de, d.scored, options_, state_->autocast).second;
     } else {
       RngScope rng(*state_, enc.device);
       enc.model->train();
@@ -412,7 +420,7 @@ class StepWorker : public PromiseWorker {
         if (e->states.defined()) e->states.requires_grad_(true);
         if (e->pooled.defined()) e->pooled.requires_grad_(true);
       }
-      auto [loss, parts] = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast);
+      auto [loss, parts] = batchLoss(enc, qe, q.scored, de, d.scored, options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
       auto gradOf = [](const Encoded& e) {
@@ -425,7 +433,7 @@ class StepWorker : public PromiseWorker {
       parts_.miniBatchMaxDiff = mini.backward(q, qe, qGrad, d, de, dGrad);
     } else {
       const auto [qe, de] = encodeBatch(enc, q, d, options_, state_->autocast, nullptr);
-      auto [loss, parts] = batchLoss(enc, qe, q.mask, de, d.mask, options_, state_->autocast);
+      auto [loss, parts] = batchLoss(enc, qe, q.scored, de, d.scored, options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
     }
