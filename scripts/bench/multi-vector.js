@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+// A multi-vector (ColBERT-style) model end to end: a random BERT of a real shape with a token Dense of 128 (as
+// ColBERT and PyLate models have) is written as a sentence-transformers MultiVectorEncoder folder; documents
+// of about --doc-tokens tokens are embedded into an Index (token vectors only, float16) and queries (expanded
+// to 32 tokens) are searched by exact MaxSim over every document. Measures the index build (documents/s,
+// token vectors stored) and the search (queries/s). Uses the built package (npm run build).
+//   node scripts/bench/multi-vector.js [--docs 2000] [--queries 64] [--shape minilm|base|small] [--doc-tokens 180] [--json out.json]
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { parseArgs } = require('node:util');
+const { Encoder, Index, runtimeInfo } = require('../../dist');
+const { seededRandom } = require('../../dist/random');
+const { makeRandomBert } = require('../fixtures/random-bert');
+
+const { values } = parseArgs({
+  options: {
+    docs: { type: 'string', default: '2000' },
+    queries: { type: 'string', default: '64' },
+    shape: { type: 'string', default: 'minilm' },
+    'doc-tokens': { type: 'string', default: '180' },
+    json: { type: 'string' },
+  },
+});
+const docs = Number(values.docs);
+const queries = Number(values.queries);
+const docTokens = Number(values['doc-tokens']);
+const WIDTH = 128;
+const QUERY_LENGTH = 32;
+
+function multiVectorModel(dir) {
+  makeRandomBert(dir, { shape: values.shape, seed: 3 });
+  const hidden = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).hidden_size;
+  fs.rmSync(path.join(dir, '1_Pooling'), { recursive: true, force: true });
+  const json = (file, value) => {
+    fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+    fs.writeFileSync(path.join(dir, file), JSON.stringify(value, null, 2));
+  };
+  const st = 'sentence_transformers.';
+  json('modules.json', [
+    { idx: 0, name: '0', path: '', type: `${st}base.modules.transformer.Transformer` },
+    { idx: 1, name: '1', path: '1_Dense', type: `${st}base.modules.dense.Dense` },
+    { idx: 2, name: '2', path: '2_MultiVectorMask', type: `${st}multi_vector_encoder.modules.multi_vector_mask.MultiVectorMask` },
+    { idx: 3, name: '3', path: '3_Normalize', type: `${st}base.modules.normalize.Normalize` },
+  ]);
+  json('1_Dense/config.json', { in_features: hidden, out_features: WIDTH, bias: false, activation_function: 'torch.nn.modules.linear.Identity', module_input_name: 'token_embeddings' });
+  json('2_MultiVectorMask/config.json', { skiplist_words: [...'!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'], skiplist_tasks: ['document'] });
+  json('3_Normalize/config.json', { module_input_name: 'token_embeddings' });
+  json('sentence_bert_config.json', { max_seq_length: 512, query_length: QUERY_LENGTH, document_length: docTokens, query_expansion: { strategy: 'fixed', attend: false, length: QUERY_LENGTH } });
+  json('config_sentence_transformers.json', { model_type: 'MultiVectorEncoder', prompts: {}, default_prompt_name: null });
+  // The Dense weights: random, seeded.
+  const next = seededRandom(5).next;
+  const weight = Float32Array.from({ length: WIDTH * hidden }, () => (next() - 0.5) / Math.sqrt(hidden));
+  const header = JSON.stringify({ 'linear.weight': { dtype: 'F32', shape: [WIDTH, hidden], data_offsets: [0, weight.byteLength] } });
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(header.length));
+  fs.writeFileSync(path.join(dir, '1_Dense', 'model.safetensors'), Buffer.concat([len, Buffer.from(header), Buffer.from(weight.buffer)]));
+}
+
+/** Texts of random lowercase words, long enough for `tokens` tokens of the fixture's character-level vocabulary. */
+function texts(n, tokens, seed) {
+  const next = seededRandom(seed).next;
+  const word = () => Array.from({ length: 3 + Math.floor(next() * 6) }, () => String.fromCharCode(97 + Math.floor(next() * 26))).join('');
+  return Array.from({ length: n }, () => {
+    const words = [];
+    for (let chars = 0; chars < tokens * 1.2; chars += 7) words.push(word());
+    return words.join(' ');
+  });
+}
+
+async function main() {
+  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'coltrast-mv-bench-')), 'model');
+  multiVectorModel(dir);
+  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  const corpus = texts(docs, docTokens, 1).map((text, i) => ({ id: `d${i}`, text }));
+  const asked = texts(queries, 12, 2);
+  let started = process.hrtime.bigint();
+  const index = await Index.build(encoder, corpus, { batchSize: 32 });
+  const buildSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const stored = (await encoder.embed(corpus.slice(0, 50).map((d) => d.text), { output: 'tokens', task: 'document' })).reduce((s, m) => s + m.dims[0], 0) / 50;
+  await index.search(asked.slice(0, 2), { k: 10 }); // warm
+  started = process.hrtime.bigint();
+  const hits = await index.search(asked, { k: 10 });
+  const searchSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const queryEmbed = process.hrtime.bigint();
+  await encoder.embed(asked, { output: 'tokens', task: 'query' });
+  const queryEmbedSeconds = Number(process.hrtime.bigint() - queryEmbed) / 1e9;
+  encoder.dispose();
+  const info = runtimeInfo();
+  const result = {
+    date: new Date().toISOString(),
+    machine: `${os.cpus()[0].model}, ${os.availableParallelism()} threads`,
+    libtorch: info.torchVersion,
+    blas: info.blas.kind,
+    shape: values.shape,
+    width: WIDTH,
+    documents: docs,
+    documentTokens: docTokens,
+    storedTokensPerDocument: +stored.toFixed(1),
+    buildSeconds: +buildSeconds.toFixed(2),
+    documentsPerSecond: +(docs / buildSeconds).toFixed(1),
+    queries,
+    searchSeconds: +searchSeconds.toFixed(3),
+    queriesPerSecond: +(queries / searchSeconds).toFixed(1),
+    queryEmbedSeconds: +queryEmbedSeconds.toFixed(3),
+    hitsPerQuery: hits[0].length,
+  };
+  console.log(JSON.stringify(result, null, 2));
+  if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
