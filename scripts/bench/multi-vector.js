@@ -4,7 +4,8 @@
 // of about --doc-tokens tokens are embedded into an Index (token vectors only, float16) and queries (expanded
 // to 32 tokens) are searched by exact MaxSim over every document. Measures the index build (documents/s,
 // token vectors stored) and the search (queries/s). Uses the built package (npm run build).
-//   node scripts/bench/multi-vector.js [--docs 2000] [--queries 64] [--shape minilm|base|small] [--doc-tokens 180] [--json out.json]
+//   node scripts/bench/multi-vector.js [--docs 2000] [--queries 64] [--shape minilm|base|small] [--doc-tokens 180]
+//     [--device cpu|cuda] [--json out.json]
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -20,6 +21,7 @@ const { values } = parseArgs({
     queries: { type: 'string', default: '64' },
     shape: { type: 'string', default: 'minilm' },
     'doc-tokens': { type: 'string', default: '180' },
+    device: { type: 'string', default: 'cpu' },
     json: { type: 'string' },
   },
 });
@@ -72,7 +74,7 @@ function texts(n, tokens, seed) {
 async function main() {
   const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'coltrast-mv-bench-')), 'model');
   multiVectorModel(dir);
-  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  const encoder = await Encoder.load(dir, { device: values.device });
   const corpus = texts(docs, docTokens, 1).map((text, i) => ({ id: `d${i}`, text }));
   const asked = texts(queries, 12, 2);
   let started = process.hrtime.bigint();
@@ -90,20 +92,16 @@ async function main() {
   const info = runtimeInfo();
   const result = {
     date: new Date().toISOString(),
-    machine: `${os.cpus()[0].model}, ${os.availableParallelism()} threads`,
-    libtorch: info.torchVersion,
+    cpu: os.cpus()[0].model,
+    threads: os.availableParallelism(),
+    torch: info.torchVersion,
     blas: info.blas.kind,
-    shape: values.shape,
-    width: WIDTH,
-    documents: docs,
-    documentTokens: docTokens,
-    storedTokensPerDocument: +stored.toFixed(1),
-    buildSeconds: +buildSeconds.toFixed(2),
-    documentsPerSecond: +(docs / buildSeconds).toFixed(1),
-    queries,
-    searchSeconds: +searchSeconds.toFixed(3),
-    queriesPerSecond: +(queries / searchSeconds).toFixed(1),
-    queryEmbedSeconds: +queryEmbedSeconds.toFixed(3),
+    device: values.device,
+    model: `${values.shape}, token Dense ${WIDTH}, queries expanded to ${QUERY_LENGTH}, documents cut at ${docTokens}`,
+    rows: [
+      { measure: 'Index.build', unit: 'documents/s', documents: docs, tokenVectorsPerDocument: +stored.toFixed(1), seconds: +buildSeconds.toFixed(2), rate: +(docs / buildSeconds).toFixed(1) },
+      { measure: 'index.search (exact MaxSim, top 10)', unit: 'queries/s', queries, documents: docs, seconds: +searchSeconds.toFixed(3), queryEmbedSeconds: +queryEmbedSeconds.toFixed(3), rate: +(queries / searchSeconds).toFixed(1) },
+    ],
     hitsPerQuery: hits[0].length,
   };
   console.log(JSON.stringify(result, null, 2));

@@ -6,11 +6,11 @@
 //   <out>/results.md              one Markdown table per suite, headed by machine, date and command
 //   <out>/<suite>-<device>.svg    a bar chart of each suite's headline number per row
 // Suites: ops (fused losses against eager libtorch), embed (texts/s), train (samples/s), index (search
-// latency and QPS), each on the CPU and on CUDA too where a GPU and a CUDA build are present; and, where a
+// latency and QPS), multivector (a ColBERT-style index: build and exact MaxSim search), each on the CPU and on CUDA too where a GPU and a CUDA build are present; and, where a
 // python3 with torch is (COLTRAST_PYTHON, python3 or /usr/bin/python3), python (coltrast against the same recipe in plain
 // PyTorch: train samples/s and embed texts/s, side by side) and parity (per-step losses of both).
 // `npm run bench` and `coltrast bench` run this. --quick: small sizes, a few minutes on two cores.
-//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,python,parity] [--quick]
+//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,multivector,python,parity] [--quick]
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -20,7 +20,7 @@ const { parseArgs } = require('node:util');
 const { values } = parseArgs({
   options: {
     out: { type: 'string', default: 'bench-results' },
-    suites: { type: 'string', default: 'ops,embed,train,index,python,parity' },
+    suites: { type: 'string', default: 'ops,embed,train,index,multivector,python,parity' },
     quick: { type: 'boolean', default: false },
   },
 });
@@ -91,6 +91,13 @@ const SUITES = {
     output: (out) => path.join(out, 'parity', 'parity.json'),
     rows: (result) => Object.entries(result.maxRelDiff).map(([part, value]) => ({ part, maxRelativeDifference: value })),
     chart: (out) => path.join('parity', 'parity.svg'),
+  },
+  multivector: {
+    script: 'multi-vector.js',
+    args: (device, quick) => ['--device', device, '--docs', quick ? '200' : '2000', '--queries', quick ? '16' : '64'],
+    label: (r) => `${r.measure} (${r.unit})`,
+    value: (r) => r.rate,
+    unit: 'a multi-vector index: documents/s to build, queries/s to search',
   },
   index: {
     script: 'index.js',
