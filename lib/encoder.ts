@@ -66,6 +66,7 @@ export interface SaveOptions {
 
 const LOAD_KEYS = ['device', 'dtype', 'threads', 'cacheDir', 'revision', 'endpoint', 'offline', 'token', 'onDownloadProgress'] as const;
 const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'pooling', 'task', 'promptName', 'prompt', 'onProgress'] as const;
+const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 const TASKS = ['query', 'document'] as const;
 
 /** A multi-vector model's tokenization: its expansion token and skiplist, as token ids. */
@@ -75,7 +76,6 @@ interface MultiVectorTokens {
   skiplist: Set<number>;
   keepOnly?: Set<number>;
 }
-const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 
 let threadsApplied = false;
 
@@ -339,14 +339,10 @@ export class Encoder {
     this.dense = { inFeatures: this.tokenDimension, outFeatures, bias: true, activation };
   }
 
-  /** @internal Throws UNSUPPORTED_MODEL for a multi-vector model, which `what` does not support yet. */
+  /** @internal Throws UNSUPPORTED_MODEL for a multi-vector model, which `what` needs a pooled vector for. */
   checkNotMultiVector(what: string): void {
     if (this.multi) {
-      throw new ColtrastError(
-        'UNSUPPORTED_MODEL',
-        `${this.files.dir} is a multi-vector (ColBERT-style) model: ${what} is not supported for it yet; ` +
-          "embed its queries and documents with embed(texts, { output: 'tokens', task }) and score them with ops.maxsim",
-      );
+      throw new ColtrastError('UNSUPPORTED_MODEL', `${this.files.dir} is a multi-vector (ColBERT-style) model, which has no pooled vector: ${what} is not supported for it`);
     }
   }
 

@@ -318,7 +318,7 @@ export function readModelDirectory(dir: string): ModelDirectory {
   let includePrompt = true;
   let normalize = false;
   let dense: DenseHead | undefined;
-  let mask: Record<string, unknown> | undefined;
+  let mask: { config: Record<string, unknown>; file: string } | undefined;
   if (modules && !multi) {
     // Transformer, Pooling, then at most one Dense, then Normalize: the order sentence-transformers runs them in.
     const denseAt = order.indexOf('Dense');
@@ -348,7 +348,7 @@ export function readModelDirectory(dir: string): ModelDirectory {
     for (const m of modules) {
       const type = moduleClass(m.type);
       if (type === 'Dense') dense = readDense(dir, m.path, 'token_embeddings');
-      else if (type === 'MultiVectorMask') mask = readModuleConfig(dir, m.path, 'MultiVectorMask');
+      else if (type === 'MultiVectorMask') mask = { config: readModuleConfig(dir, m.path, 'MultiVectorMask'), file: path.join(dir, m.path, 'config.json') };
       // A Normalize of the pooled vector does nothing in a multi-vector model, as in sentence-transformers.
       else if (type === 'Normalize') normalize = readNormalizeInput(dir, m.path, ['sentence_embedding', 'token_embeddings']) === 'token_embeddings';
     }
@@ -471,7 +471,7 @@ function readMultiVector(
   modelType: string | undefined,
   stModel: Record<string, unknown>,
   stConfig: Record<string, unknown>,
-  mask: Record<string, unknown> | undefined,
+  maskModule: { config: Record<string, unknown>; file: string } | undefined,
   normalize: boolean,
 ): MultiVectorConfig {
   const modelFile = path.join(dir, 'config_sentence_transformers.json');
@@ -504,8 +504,8 @@ function readMultiVector(
   let skiplistWords: string[] = [];
   let skiplistTasks = ['document'];
   let keepOnlyTokenIds: number[] | undefined;
-  const maskFile = path.join(dir, '<MultiVectorMask>/config.json');
-  if (mask) {
+  if (maskModule) {
+    const { config: mask, file: maskFile } = maskModule;
     if (mask.skiplist_words !== undefined && mask.skiplist_words !== null) skiplistWords = words(mask.skiplist_words, maskFile, 'skiplist_words');
     if (typeof mask.skiplist_tasks === 'string') skiplistTasks = [mask.skiplist_tasks];
     else if (mask.skiplist_tasks !== undefined && mask.skiplist_tasks !== null) skiplistTasks = words(mask.skiplist_tasks, maskFile, 'skiplist_tasks');
@@ -520,9 +520,7 @@ function readMultiVector(
     skiplistWords = stModel.skiplist_words === undefined || stModel.skiplist_words === null ? PUNCTUATION : words(stModel.skiplist_words, modelFile, 'skiplist_words');
     normalize = true;
   }
-  const prefixTokens = pylate || 'query_prefix' in stModel || 'document_prefix' in stModel
-    ? [stModel.query_prefix, stModel.document_prefix].filter((p): p is string => typeof p === 'string' && p.length > 0)
-    : [];
+  const prefixTokens = [stModel.query_prefix, stModel.document_prefix].filter((p): p is string => typeof p === 'string' && p.length > 0);
   return {
     format: pylate ? 'PyLate ColBERT' : 'sentence-transformers MultiVectorEncoder',
     queryLength,

@@ -301,6 +301,22 @@ test('train() fine-tunes a multi-vector model: late interaction on its projected
   }
 });
 
+test('gradient caching with a multi-vector model: mini-batches give the loss of the whole batch', async (t) => {
+  // The expansion positions lie beyond the attended tokens; cutting mini-batches to their length must keep them.
+  const trainer = await multi.createTrainer({ learningRate: 1e-3, weightDecay: 0, seed: 1, precision: 'float32' });
+  try {
+    const queries = ['cat', 'river bank', 'a token', 'fast search', 'dog'];
+    const documents = ['the cat sat', 'money in the river bank, water', 'a token is text.', 'search that is fast', 'a dog ran', 'paper', 'model loss'];
+    const options = { contrastiveWeight: 0, lateInteractionWeight: 1, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false };
+    const whole = await trainer.evaluate(queries, documents, options);
+    const mini = await trainer.evaluate(queries, documents, { ...options, miniBatchSize: 2 });
+    t.true(Number.isFinite(whole.loss) && whole.loss > 0);
+    t.true(Math.abs(mini.loss - whole.loss) < 1e-5 * whole.loss, `${mini.loss} vs ${whole.loss}`);
+  } finally {
+    trainer.dispose();
+  }
+});
+
 test('a multi-vector run killed mid-way resumes to the same weights as an uninterrupted run', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const child = path.resolve(__dirname, 'helpers', 'train-child.ts');
