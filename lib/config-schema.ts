@@ -37,6 +37,7 @@ export const TRAIN_CONFIG_SCHEMA = {
     device: { type: 'string', pattern: '^(auto|cpu|cuda(:\\d+)?)$' },
     threads: integer(1),
     precision: { enum: ['float32', 'bfloat16', 'float16'] },
+    prompts: { type: 'boolean' },
     loss: {
       type: 'object',
       additionalProperties: false,

@@ -270,7 +270,7 @@ export class Encoder {
    * documents, then runs forward, loss, backward and the AdamW update natively; the weights this Encoder
    * embeds and saves change in place.
    */
-  async createTrainer(options: NativeTrainerOptions): Promise<EncoderTrainer> {
+  async createTrainer(options: NativeTrainerOptions, prompts = true): Promise<EncoderTrainer> {
     if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
     let trainer: NativeTrainer;
     try {
@@ -278,13 +278,12 @@ export class Encoder {
     } catch (error) {
       throw fromNative(error);
     }
-    // A multi-vector model trains on what it embeds: queries and documents as its tasks make them (prompts or
-    // markers, lengths, query expansion, skiplist). Other models train on the plain texts, as
-    // sentence-transformers' trainer does unless given prompts.
+    // The model trains on what it embeds: queries and documents as embed({ task }) prepares them (the model's
+    // prompts, and a multi-vector model's markers, lengths, query expansion and skiplist). `prompts: false`
+    // leaves a single-vector model's prompts out, as sentence-transformers' trainer does unless given them.
     const side = async (texts: string[], task: 'query' | 'document') => {
-      if (!this.multi) return padBatch(await this.tokenizer.encode(texts));
-      const prompt = this.resolvePrompt(undefined, undefined, task);
-      return padBatch(this.modelInputs(await this.tokenizer.encode(prompt ? texts.map((t) => prompt + t) : texts, this.maxLengthFor(task)), task));
+      const prompt = prompts || this.multi ? this.resolvePrompt(undefined, undefined, task) : undefined;
+      return padBatch(await this.prepareTexts(texts, task, prompt, true));
     };
     const prepare = async (queries: string[], documents: string[]): Promise<PreparedBatch> => {
       const started = performance.now();
@@ -379,15 +378,7 @@ export class Encoder {
         `${this.files.dir} is a multi-vector (ColBERT-style) model: it embeds to token vectors only; use { output: 'tokens', task: 'query' | 'document' }`,
       );
     }
-    const prompt = this.resolvePrompt(o.prompt, o.promptName, task);
-    const inputs = prompt ? texts.map((t) => prompt + t) : texts;
-    const maxLength = this.maxLengthFor(task);
-    const tokenized = this.modelInputs(await this.tokenizer.encode(inputs, maxLength), task);
-    if (prompt && !this.files.includePrompt && output === 'pooled' && !this.multi) {
-      // include_prompt false: the prompt's tokens are left out of pooling, as sentence-transformers does.
-      const skip = await this.tokenizer.promptLength(prompt, maxLength);
-      for (const t of tokenized) t.scored = t.ids.map((_, i) => (i < skip ? 0 : 1));
-    }
+    const tokenized = await this.prepareTexts(texts, task, this.resolvePrompt(o.prompt, o.promptName, task), output === 'pooled');
     // Longest first: similar lengths share a batch, and a too-large batch fails at once, not at the end.
     const order = tokenized.map((_, i) => i).sort((a, b) => tokenized[b].ids.length - tokenized[a].ids.length);
     const dim = output === 'pooled' ? this.dimension : this.tokenDimension;
@@ -464,6 +455,21 @@ export class Encoder {
       length = mv.documentLength ?? length;
     }
     return Math.min(length, positions);
+  }
+
+  /**
+   * Texts as the model gets them for `task`: `prompt` before each, truncated to the task's length, a multi-vector
+   * model's queries expanded and its scored positions marked; for pooling (`forPooling`) with include_prompt
+   * false, the prompt's tokens left out of the pooled positions, as sentence-transformers does.
+   */
+  private async prepareTexts(texts: string[], task: 'query' | 'document' | undefined, prompt: string | undefined, forPooling: boolean): Promise<ModelInput[]> {
+    const maxLength = this.maxLengthFor(task);
+    const tokenized = this.modelInputs(await this.tokenizer.encode(prompt ? texts.map((t) => prompt + t) : texts, maxLength), task);
+    if (prompt && forPooling && !this.files.includePrompt && !this.multi) {
+      const skip = await this.tokenizer.promptLength(prompt, maxLength);
+      for (const t of tokenized) t.scored = t.ids.map((_, i) => (i < skip ? 0 : 1));
+    }
+    return tokenized;
   }
 
   /** Tokens as the model gets them: for a multi-vector model, queries expanded and the scored positions marked. */

@@ -95,6 +95,12 @@ export interface TrainOptions {
    * float32 and the losses are computed in float32 either way.
    */
   precision?: 'float32' | 'bfloat16' | 'float16';
+  /**
+   * Put the model's named prompts before the training queries and documents, as `embed({ task })`, `Index` and
+   * `evaluate()` do (default true; it matters only for models with prompts). A multi-vector model always gets
+   * its query and document markers.
+   */
+  prompts?: boolean;
   /** Write a checkpoint every this many optimizer steps (default 50; 0: at epoch ends only). */
   checkpointEvery?: number;
   /** Continue from `<output>.checkpoint` when it exists (written every checkpointEvery steps and each epoch). */
@@ -152,7 +158,7 @@ export interface TrainResult {
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'chunking', 'mining', 'seed', 'device', 'threads',
-  'precision', 'checkpointEvery', 'resume', 'onProgress', 'progressBar',
+  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar',
 ] as const;
 const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric'] as const;
 
@@ -180,6 +186,7 @@ interface Config {
   mining: Required<MiningOptions>;
   seed: number;
   precision: 'float32' | 'bfloat16' | 'float16';
+  prompts: boolean;
   step: Omit<NativeStepOptions, 'learningRate' | 'lossScale' | 'apply'>;
 }
 
@@ -226,6 +233,7 @@ function readConfig(options: TrainOptions): Config {
     },
     seed: number('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     precision: oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const),
+    prompts: booleanValue('options.prompts', o.prompts ?? true),
     step: {
       contrastiveWeight,
       lateInteractionWeight,
@@ -266,8 +274,8 @@ function multiVectorLoss(config: Config, options: TrainOptions, model: string): 
 /** Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens. [queries × documents]. */
 async function similarities(encoder: Encoder, queries: string[], documents: string[]): Promise<Float32Array> {
   if (!encoder.multiVector) {
-    const q = await encoder.embed(queries, { normalize: true });
-    const d = await encoder.embed(documents, { normalize: true });
+    const q = await encoder.embed(queries, { normalize: true, task: 'query' });
+    const d = await encoder.embed(documents, { normalize: true, task: 'document' });
     const dim = q.dims[1];
     const out = new Float32Array(queries.length * documents.length);
     for (let i = 0; i < queries.length; i++) {
@@ -414,7 +422,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       weightDecay: config.weightDecay,
       seed: config.seed,
       precision: config.precision,
-    });
+    }, config.prompts);
     releaseTrainer = () => trainer.dispose();
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
     const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;

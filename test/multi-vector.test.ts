@@ -432,3 +432,37 @@ test("include_prompt false: mean pooling leaves the prompt's tokens out", async 
   const badDefault = await t.throwsAsync(Encoder.load(promptedCopy({ query: 'q: ' }, 'passage'), { device: 'cpu' }), { instanceOf: ColtrastError });
   t.regex(badDefault!.message, /default_prompt_name "passage" is not one of its prompts \(query\)/);
 });
+
+test("training sees what embed({ task }) sees: the prompts (pooling without them for include_prompt false), or none with prompts: false", async (t) => {
+  const model = await Encoder.load(promptedCopy({ query: 'query: ', passage: 'passage: ' }, null, false), { device: 'cpu' });
+  const queries = ['cat', 'river bank', 'a token', 'fast search'];
+  const documents = ['the cat sat', 'money in the river bank', 'a token is text', 'search that is fast', 'a dog ran'];
+  const options = { contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false };
+  // In-batch InfoNCE over embed()'s vectors, computed here.
+  const infoNce = (q: Matrix, d: Matrix) => {
+    const dim = q.dims[1];
+    let sum = 0;
+    for (let i = 0; i < q.dims[0]; i++) {
+      const logits = Array.from({ length: d.dims[0] }, (_, j) => q.data.subarray(i * dim, (i + 1) * dim).reduce((s, x, k) => s + x * d.data[j * dim + k], 0) / 0.05);
+      const max = Math.max(...logits);
+      sum += max + Math.log(logits.reduce((s, l) => s + Math.exp(l - max), 0)) - logits[i];
+    }
+    return sum / q.dims[0];
+  };
+  try {
+    const prompted = await model.createTrainer({ learningRate: 1e-3, weightDecay: 0, seed: 1, precision: 'float32' });
+    const withPrompts = (await prompted.evaluate(queries, documents, options)).loss;
+    prompted.dispose();
+    const expected = infoNce(await model.embed(queries, { task: 'query', normalize: true }), await model.embed(documents, { task: 'document', normalize: true }));
+    t.true(Math.abs(withPrompts - expected) < 1e-4 * expected, `${withPrompts} vs ${expected}`);
+
+    const plainTrainer = await model.createTrainer({ learningRate: 1e-3, weightDecay: 0, seed: 1, precision: 'float32' }, false);
+    const withoutPrompts = (await plainTrainer.evaluate(queries, documents, options)).loss;
+    plainTrainer.dispose();
+    const unprompted = infoNce(await model.embed(queries, { normalize: true }), await model.embed(documents, { normalize: true }));
+    t.true(Math.abs(withoutPrompts - unprompted) < 1e-4 * unprompted, `${withoutPrompts} vs ${unprompted}`);
+    t.true(Math.abs(withPrompts - withoutPrompts) > 1e-3, 'the prompts change the loss');
+  } finally {
+    model.dispose();
+  }
+});

@@ -160,7 +160,9 @@ struct LossParts {
 // One side of a batch (queries or documents) on the model's device.
 struct Side {
   torch::Tensor ids, mask, types;
-  torch::Tensor scored;  // the tokens the late-interaction loss scores: the batch's outputMask, else `mask`
+  // The batch's outputMask, else `mask`: the tokens pooled (a prompt left out, include_prompt false) and, for a
+  // multi-vector model, the tokens its late-interaction loss scores (query expansion, skiplist).
+  torch::Tensor scored;
   int64_t batch, seq;
   std::vector<int64_t> lengths;  // each row's columns up to its last attended or scored token (at least 1)
   Side(const TokenBatch& b, const torch::Device& device)
@@ -186,14 +188,17 @@ struct Encoded {
 };
 
 Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& types,
-               const StepOptions& s, torch::ScalarType autocast) {
+               const torch::Tensor& pooled, const StepOptions& s, torch::ScalarType autocast) {
   AutocastScope scope(enc.device, autocast);
   Encoded out;
   out.states = enc.model->forward(ids, mask, types);
   if (s.projectTokens) out.states = enc.project(out.states);
-  if (s.contrastiveWeight > 0) out.pooled = enc.project(pool(out.states, mask, s.pooling));
+  if (s.contrastiveWeight > 0) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
   return out;
 }
+
+// The mask the late-interaction loss takes: a multi-vector model's scoring mask, else the attended tokens.
+const torch::Tensor& lateMask(const Side& side, const StepOptions& s) { return s.projectTokens ? side.scored : side.mask; }
 
 // The two losses of one batch from its encoded sides, differentiable when grad mode is on. The losses take
 // float32 inputs, except the late-interaction loss on a GPU (below), and compute in float32.
@@ -320,7 +325,7 @@ class MiniBatches {
   };
   Encoded encodeChunk(const Chunk& c) {
     auto take = [&](const torch::Tensor& t) { return t.narrow(1, 0, c.len).index_select(0, c.rows); };
-    return encode(enc_, take(c.side->ids), take(c.side->mask), take(c.side->types), s_, autocast_);
+    return encode(enc_, take(c.side->ids), take(c.side->mask), take(c.side->types), take(c.side->scored), s_, autocast_);
   }
 
   LoadedEncoder& enc_;
@@ -338,8 +343,8 @@ std::pair<Encoded, Encoded> encodeBatch(LoadedEncoder& enc, const Side& q, const
     Encoded qe = mini->encodeAll(q);
     return {std::move(qe), mini->encodeAll(d)};
   }
-  Encoded qe = encode(enc, q.ids, q.mask, q.types, s, autocast);
-  return {std::move(qe), encode(enc, d.ids, d.mask, d.types, s, autocast)};
+  Encoded qe = encode(enc, q.ids, q.mask, q.types, q.scored, s, autocast);
+  return {std::move(qe), encode(enc, d.ids, d.mask, d.types, d.scored, s, autocast)};
 }
 
 // Holds the global CPU generator on the run's state for the guard's lifetime and saves where it got to;
@@ -386,7 +391,7 @@ class StepWorker : public PromiseWorker {
       const Side q(q_, enc.device), d(d_, enc.device);
       MiniBatches mini(enc, options_, state_->autocast);
       const auto [qe, de] = encodeBatch(enc, q, d, options_, state_->autocast, options_.miniBatchSize > 0 ? &mini : nullptr);
-      parts_ = batchLoss(enc, qe, q.scored, de, d.scored, options_, state_->autocast).second;
+      parts_ = batchLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast).second;
     } else {
       RngScope rng(*state_, enc.device);
       enc.model->train();
@@ -420,7 +425,7 @@ class StepWorker : public PromiseWorker {
         if (e->states.defined()) e->states.requires_grad_(true);
         if (e->pooled.defined()) e->pooled.requires_grad_(true);
       }
-      auto [loss, parts] = batchLoss(enc, qe, q.scored, de, d.scored, options_, state_->autocast);
+      auto [loss, parts] = batchLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
       auto gradOf = [](const Encoded& e) {
@@ -433,7 +438,7 @@ class StepWorker : public PromiseWorker {
       parts_.miniBatchMaxDiff = mini.backward(q, qe, qGrad, d, de, dGrad);
     } else {
       const auto [qe, de] = encodeBatch(enc, q, d, options_, state_->autocast, nullptr);
-      auto [loss, parts] = batchLoss(enc, qe, q.scored, de, d.scored, options_, state_->autocast);
+      auto [loss, parts] = batchLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
     }
