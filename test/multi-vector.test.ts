@@ -12,6 +12,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, Index, evaluate, train, type Matrix } from '../lib';
+import { native } from '../lib/native';
 import { editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { writeSafetensors } from './helpers/safetensors';
 import { encoderEmbedder } from '../lib/train';
@@ -466,3 +467,31 @@ test("training sees what embed({ task }) sees: the prompts (pooling without them
     model.dispose();
   }
 });
+
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+(cudaAvailable ? test : test.skip)(
+  `cuda: a multi-vector model's token vectors and training loss match the CPU${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  async (t) => {
+    const gpu = await Encoder.load(multi.modelDir, { device: 'cuda' });
+    const options = { contrastiveWeight: 0, lateInteractionWeight: 1, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false };
+    const queries = TEXTS.slice(0, 3);
+    const documents = TEXTS;
+    try {
+      for (const task of ['query', 'document'] as const) {
+        const a = await multi.embed(TEXTS, { output: 'tokens', task });
+        const b = await gpu.embed(TEXTS, { output: 'tokens', task });
+        t.deepEqual(b.map((m) => m.dims), a.map((m) => m.dims));
+        a.forEach((m, i) => t.true(maxAbsDiff(m.data, b[i].data) < 1e-4, `${task} ${i}`));
+      }
+      const losses = [];
+      for (const encoder of [multi, gpu]) {
+        const trainer = await encoder.createTrainer({ learningRate: 1e-3, weightDecay: 0, seed: 1, precision: 'float32' });
+        losses.push((await trainer.evaluate(queries, documents, options)).loss);
+        trainer.dispose();
+      }
+      t.true(Math.abs(losses[0] - losses[1]) < 1e-4 * losses[0], `${losses}`);
+    } finally {
+      gpu.dispose();
+    }
+  },
+);
