@@ -58,6 +58,8 @@ commands:
     --precision float32|bfloat16|float16   (mixed precision: bfloat16 on CPU or CUDA, float16 on CUDA)
     --mini-batch-size <n>    gradient caching: encode each batch n texts at a time (large batches in little memory)
     --no-prompts             train without the model's query/document prompts (a multi-vector model keeps its markers)
+    --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
+                             its other settings (queryLength, documentLength, queryExpansion, ...) through --config
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
@@ -219,7 +221,7 @@ const TRAIN_FLAGS = {
   'val-split': 'number', seed: 'int', 'contrastive-weight': 'number', 'late-interaction-weight': 'number', temperature: 'number',
   'late-interaction': 'string', symmetric: 'boolean', patience: 'int', metric: 'string', 'max-negatives': 'int', 'hard-negatives': 'int',
   device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean', 'print-schema': 'boolean',
-  'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int', 'no-prompts': 'boolean',
+  'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int', 'no-prompts': 'boolean', 'multi-vector': 'int',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -283,6 +285,7 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v.metric, (x) => (o.earlyStopping = { patience: Infinity, ...(o.earlyStopping ?? {}), metric: x }));
   set(v['hard-negatives'], (x) => (o.mining = { ...(o.mining ?? {}), hardNegatives: x }));
   set(v['no-prompts'], (x) => x && (o.prompts = false));
+  set(v['multi-vector'], (x) => (o.multiVector = { ...(o.multiVector ?? {}), dimension: x }));
   set(v['projection-dim'], (x) => (o.projection = { ...(o.projection ?? {}), dimension: x }));
   set(v['projection-activation'], (x) => (o.projection = { ...(o.projection ?? {}), activation: x }));
   if (!o.data) fail('train needs --data (or "data" in --config)');

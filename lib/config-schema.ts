@@ -61,6 +61,20 @@ export const TRAIN_CONFIG_SCHEMA = {
       required: ['dimension'],
       properties: { dimension: integer(1), activation: { enum: ['identity', 'tanh'] } },
     },
+    multiVector: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        dimension: integer(1),
+        queryLength: integer(1),
+        documentLength: integer(1),
+        queryExpansion: { enum: ['fixed', 'min', 'none'] },
+        attendExpansion: { type: 'boolean' },
+        skiplist: { type: 'array', items: { type: 'string' } },
+        queryPrompt: { type: 'string' },
+        documentPrompt: { type: 'string' },
+      },
+    },
     chunking: {
       type: 'object',
       additionalProperties: false,

@@ -69,6 +69,18 @@ const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'pooling', 'task', 'prom
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 const TASKS = ['query', 'document'] as const;
 
+/** How train({ multiVector }) makes a model multi-vector (see TrainOptions.multiVector). */
+export interface MultiVectorSettings {
+  dimension: number;
+  queryLength: number;
+  documentLength?: number;
+  queryExpansion: 'fixed' | 'min' | 'none';
+  attendExpansion: boolean;
+  skiplist: string[];
+  queryPrompt?: string;
+  documentPrompt?: string;
+}
+
 /** A multi-vector model's tokenization: its expansion token and skiplist, as token ids. */
 interface MultiVectorTokens {
   config: MultiVectorConfig;
@@ -135,14 +147,14 @@ export class Encoder {
 
   private constructor(
     handle: NativeEncoder,
-    private readonly files: ModelDirectory,
+    private files: ModelDirectory,
     private readonly tokenizer: TextTokenizer,
     /** The transformer's hidden size. */
     private readonly hiddenSize: number,
     /** The device the model runs on, e.g. 'cpu' or 'cuda:0'. */
     readonly device: string,
     readonly dtype: DType,
-    private readonly multi: MultiVectorTokens | undefined,
+    private multi: MultiVectorTokens | undefined,
   ) {
     this.handle = handle;
     this.dense = files.dense;
@@ -343,6 +355,48 @@ export class Encoder {
     if (this.multi) {
       throw new ColtrastError('UNSUPPORTED_MODEL', `${this.files.dir} is a multi-vector (ColBERT-style) model, which has no pooled vector: ${what} is not supported for it`);
     }
+  }
+
+  /**
+   * @internal Makes this model multi-vector, for train({ multiVector }): a new token projection (a Dense
+   * module without bias, PyTorch's nn.Linear initialization from `seed`, as PyLate starts a ColBERT model)
+   * and the query/document settings given. It trains and saves as a sentence-transformers MultiVectorEncoder.
+   */
+  async makeMultiVector(settings: MultiVectorSettings, seed: number): Promise<void> {
+    if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    if (this.multi) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} is a multi-vector model already; drop the multiVector option`);
+    if (this.dense) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} has a Dense head on its pooled vector; start a multi-vector model from one without`);
+    const handle = this.handle;
+    await this.withModel(async () => {
+      try {
+        await handle.addProjection({ outFeatures: settings.dimension, tanh: false, seed, bias: false });
+      } catch (error) {
+        throw fromNative(error);
+      }
+    });
+    this.dense = { inFeatures: this.hiddenSize, outFeatures: settings.dimension, bias: false, activation: 'identity', modulePath: '1_Dense' };
+    const expansion = settings.queryExpansion === 'none' ? undefined : { strategy: settings.queryExpansion, attend: settings.attendExpansion, token: null, length: settings.queryLength };
+    const prompts = { ...this.files.prompts };
+    if (settings.queryPrompt !== undefined) prompts.query = settings.queryPrompt;
+    if (settings.documentPrompt !== undefined) prompts.document = settings.documentPrompt;
+    this.files = {
+      ...this.files,
+      dense: this.dense,
+      prompts,
+      madeMultiVector: true,
+      multiVector: {
+        format: 'sentence-transformers MultiVectorEncoder',
+        queryLength: settings.queryLength,
+        documentLength: Math.min(settings.documentLength ?? this.files.maxSeqLength, this.files.maxSeqLength),
+        queryExpansion: expansion,
+        skiplistWords: settings.skiplist,
+        skiplistTasks: ['document'],
+        normalize: true,
+        similarity: 'maxsim',
+        prefixTokens: [],
+      },
+    };
+    this.multi = multiVectorTokens(this.files, this.tokenizer);
   }
 
   /** The token ids `embed()` feeds the model for each text (special tokens included, truncated). */

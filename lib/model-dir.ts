@@ -146,6 +146,8 @@ export interface ModelDirectory {
   similarity: string | null;
   /** Set for multi-vector (ColBERT-style) models, which embed to token vectors only. */
   multiVector?: MultiVectorConfig;
+  /** The model was made multi-vector in this process (train({ multiVector })): save writes its configs anew. */
+  madeMultiVector?: boolean;
 }
 
 function filesError(message: string): ColtrastError {
@@ -441,7 +443,7 @@ function readPrompts(stModel: Record<string, unknown>, dir: string): { prompts: 
   return { prompts, defaultPromptName: name as string | null };
 }
 
-const PUNCTUATION = [...'!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'];
+export const PUNCTUATION: readonly string[] = [...'!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'];
 
 function positiveIntegerOrUndefined(value: unknown, file: string, key: string): number | undefined {
   if (value === undefined || value === null) return undefined;
@@ -517,7 +519,7 @@ function readMultiVector(
     }
   } else if (pylate) {
     // PyLate's saves list only Transformer and Dense: masking and normalization were part of the model.
-    skiplistWords = stModel.skiplist_words === undefined || stModel.skiplist_words === null ? PUNCTUATION : words(stModel.skiplist_words, modelFile, 'skiplist_words');
+    skiplistWords = stModel.skiplist_words === undefined || stModel.skiplist_words === null ? [...PUNCTUATION] : words(stModel.skiplist_words, modelFile, 'skiplist_words');
     normalize = true;
   }
   const prefixTokens = [stModel.query_prefix, stModel.document_prefix].filter((p): p is string => typeof p === 'string' && p.length > 0);
@@ -551,6 +553,10 @@ export function writeModelFiles(
   for (const file of TOKENIZER_FILES) {
     const from = path.join(source.dir, file);
     if (fs.existsSync(from)) fs.copyFileSync(from, path.join(target, file));
+  }
+  if (source.multiVector && source.madeMultiVector) {
+    writeMultiVectorConfigs(source, target, settings.maxSeqLength, settings.dense!);
+    return;
   }
   if (source.multiVector) {
     copyMultiVectorConfigs(source, target);
@@ -607,6 +613,46 @@ function copyMultiVectorConfigs(source: ModelDirectory, target: string): void {
   for (const m of readModules(source.dir) ?? []) {
     if (m.path) copy(path.join(m.path, 'config.json'));
   }
+}
+
+/**
+ * A model made multi-vector by coltrast is written as sentence-transformers 6 saves a MultiVectorEncoder:
+ * Transformer (with the query and document lengths and the query expansion), a token Dense, MultiVectorMask
+ * (the skiplist) and a token Normalize, and its prompts.
+ */
+function writeMultiVectorConfigs(source: ModelDirectory, target: string, maxSeqLength: number, dense: DenseHead): void {
+  const mv = source.multiVector!;
+  const json = (file: string, value: unknown) => {
+    fs.mkdirSync(path.dirname(path.join(target, file)), { recursive: true });
+    fs.writeFileSync(path.join(target, file), JSON.stringify(value, null, 2) + '\n');
+  };
+  const st = 'sentence_transformers.';
+  json('modules.json', [
+    { idx: 0, name: '0', path: '', type: `${st}base.modules.transformer.Transformer` },
+    { idx: 1, name: '1', path: '1_Dense', type: `${st}base.modules.dense.Dense` },
+    { idx: 2, name: '2', path: '2_MultiVectorMask', type: `${st}multi_vector_encoder.modules.multi_vector_mask.MultiVectorMask` },
+    { idx: 3, name: '3', path: '3_Normalize', type: `${st}base.modules.normalize.Normalize` },
+  ]);
+  const activation = Object.keys(ACTIVATIONS).find((k) => ACTIVATIONS[k] === dense.activation);
+  json('1_Dense/config.json', {
+    in_features: dense.inFeatures,
+    out_features: dense.outFeatures,
+    bias: dense.bias,
+    activation_function: activation,
+    module_input_name: 'token_embeddings',
+    module_output_name: 'token_embeddings',
+  });
+  json('2_MultiVectorMask/config.json', { skiplist_words: mv.skiplistWords, skiplist_tasks: mv.skiplistTasks, keep_only_token_ids: mv.keepOnlyTokenIds ?? null });
+  json('3_Normalize/config.json', { module_input_name: 'token_embeddings', module_output_name: 'token_embeddings' });
+  json('sentence_bert_config.json', {
+    max_seq_length: maxSeqLength,
+    do_lower_case: source.lowercase,
+    module_output_name: 'token_embeddings',
+    query_length: mv.queryLength ?? null,
+    document_length: mv.documentLength ?? null,
+    query_expansion: mv.queryExpansion ?? null,
+  });
+  json('config_sentence_transformers.json', { model_type: 'MultiVectorEncoder', prompts: source.prompts, default_prompt_name: source.defaultPromptName, similarity_fn_name: mv.similarity });
 }
 
 /** A special token named in tokenizer_config.json or special_tokens_map.json (e.g. 'mask_token'), if any. */

@@ -38,7 +38,7 @@ export interface NativeEncoder {
   /** The model's weights to `file`, and the projection head's to `denseFile` when it has one. */
   saveWeights(file: string, dtype: string, denseFile?: string): Promise<void>;
   /** A new, seeded, randomly initialized projection head (throws if the model has one). */
-  addProjection(options: { outFeatures: number; tanh: boolean; seed: number }): Promise<void>;
+  addProjection(options: { outFeatures: number; tanh: boolean; seed: number; bias?: boolean }): Promise<void>;
   info(): NativeEncoderInfo;
   dispose(): void;
 }

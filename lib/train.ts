@@ -5,7 +5,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, type Device, type Matrix } from './encoder';
+import { Encoder, type Device, type Matrix, type MultiVectorSettings } from './encoder';
+import { PUNCTUATION } from './model-dir';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
@@ -82,6 +83,24 @@ export interface TrainOptions {
    * without a head; a model that has one trains it anyway.
    */
   projection?: { dimension: number; activation?: 'identity' | 'tanh' };
+  /**
+   * Make a single-vector model multi-vector (ColBERT-style) and train it so, as PyLate starts a ColBERT model from
+   * a BERT: a new token projection to `dimension` (128) without bias, queries cut at `queryLength` (32) and
+   * expanded to it with mask tokens (`queryExpansion` 'fixed'; 'min' only pads short ones, 'none' does not
+   * expand; `attendExpansion` false), documents cut at `documentLength` (the model's maximum), `skiplist`
+   * tokens (punctuation) dropped from documents, and optional `queryPrompt` / `documentPrompt` texts. The
+   * late-interaction loss alone trains it; the output is a sentence-transformers MultiVectorEncoder folder.
+   */
+  multiVector?: {
+    dimension?: number;
+    queryLength?: number;
+    documentLength?: number;
+    queryExpansion?: 'fixed' | 'min' | 'none';
+    attendExpansion?: boolean;
+    skiplist?: string[];
+    queryPrompt?: string;
+    documentPrompt?: string;
+  };
   /** ColTrast project files: semantic chunking of the documents (threshold 0.7, maxTokens the model's). */
   chunking?: Partial<ChunkingOptions>;
   /** ColTrast project files: positive threshold (0.6) and hard negatives per question (3). */
@@ -157,7 +176,7 @@ export interface TrainResult {
 
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
-  'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'chunking', 'mining', 'seed', 'device', 'threads',
+  'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
   'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar',
 ] as const;
 const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric'] as const;
@@ -182,12 +201,20 @@ interface Config {
   maxNegatives: number;
   checkpointEvery: number;
   projection?: { dimension: number; activation: 'identity' | 'tanh' };
+  multiVector?: MultiVectorSettings;
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   seed: number;
   precision: 'float32' | 'bfloat16' | 'float16';
   prompts: boolean;
   step: Omit<NativeStepOptions, 'learningRate' | 'lossScale' | 'apply'>;
+}
+
+const MULTI_VECTOR_KEYS = ['dimension', 'queryLength', 'documentLength', 'queryExpansion', 'attendExpansion', 'skiplist', 'queryPrompt', 'documentPrompt'] as const;
+
+function stringList(name: string, value: unknown): string[] {
+  if (!Array.isArray(value) || !value.every((w) => typeof w === 'string')) throw invalid(name, 'an array of strings', value);
+  return value;
 }
 
 /** Every option checked before any model is loaded or data read. */
@@ -205,6 +232,12 @@ function readConfig(options: TrainOptions): Config {
   const chunking = checkOptions('options.chunking', o.chunking, ['threshold', 'maxTokens']);
   const mining = checkOptions('options.mining', o.mining, ['positiveThreshold', 'hardNegatives']);
   const projection = o.projection === undefined ? undefined : checkOptions('options.projection', o.projection, ['dimension', 'activation']);
+  const multi = o.multiVector === undefined ? undefined : checkOptions('options.multiVector', o.multiVector, MULTI_VECTOR_KEYS);
+  if (multi && projection) throw new ColtrastError('INVALID_ARGUMENT', 'options.projection and options.multiVector: a multi-vector model has no pooled vector to put a head on; give one of them');
+  const text = (key: string, value: unknown) => {
+    if (value !== undefined && typeof value !== 'string') throw invalid(`options.multiVector.${key}`, 'a string', value);
+    return value as string | undefined;
+  };
   return {
     epochs: positiveInteger('options.epochs', o.epochs ?? 1),
     batchSize: positiveInteger('options.batchSize', o.batchSize ?? 16),
@@ -222,6 +255,16 @@ function readConfig(options: TrainOptions): Config {
     projection: projection && {
       dimension: positiveInteger('options.projection.dimension', projection.dimension),
       activation: oneOf('options.projection.activation', projection.activation ?? 'identity', ['identity', 'tanh'] as const),
+    },
+    multiVector: multi && {
+      dimension: positiveInteger('options.multiVector.dimension', multi.dimension ?? 128),
+      queryLength: positiveInteger('options.multiVector.queryLength', multi.queryLength ?? 32),
+      documentLength: multi.documentLength === undefined ? undefined : positiveInteger('options.multiVector.documentLength', multi.documentLength),
+      queryExpansion: oneOf('options.multiVector.queryExpansion', multi.queryExpansion ?? 'fixed', ['fixed', 'min', 'none'] as const),
+      attendExpansion: booleanValue('options.multiVector.attendExpansion', multi.attendExpansion ?? false),
+      skiplist: multi.skiplist === undefined ? [...PUNCTUATION] : stringList('options.multiVector.skiplist', multi.skiplist),
+      queryPrompt: text('queryPrompt', multi.queryPrompt),
+      documentPrompt: text('documentPrompt', multi.documentPrompt),
     },
     chunking: {
       threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
@@ -263,7 +306,7 @@ function multiVectorLoss(config: Config, options: TrainOptions, model: string): 
   if ((options.loss?.contrastiveWeight ?? 0) > 0) {
     throw new ColtrastError(
       'INVALID_ARGUMENT',
-      `options.loss.contrastiveWeight: ${model} is a multi-vector (ColBERT-style) model, which has no pooled vector; it trains with the late-interaction loss alone (leave contrastiveWeight out or set it to 0)`,
+      `options.loss.contrastiveWeight: ${model} trains as a multi-vector (ColBERT-style) model, which has no pooled vector; it trains with the late-interaction loss alone (leave contrastiveWeight out or set it to 0)`,
     );
   }
   config.step.contrastiveWeight = 0;
@@ -399,7 +442,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   });
   let releaseTrainer: (() => void) | undefined;
   try {
-    if (encoder.multiVector) multiVectorLoss(config, options, encoder.modelDir);
+    if (encoder.multiVector || config.multiVector) multiVectorLoss(config, options, encoder.modelDir);
     checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
     let val: TrainExample[];
@@ -417,6 +460,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     }
     // A resumed run's checkpoint model has the head already.
     if (config.projection && !saved) await encoder.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
+    // After mining (which the single-vector model does); a resumed run's checkpoint model is multi-vector already.
+    if (config.multiVector && !saved) await encoder.makeMultiVector(config.multiVector, config.seed);
     const trainer = await encoder.createTrainer({
       learningRate: config.learningRate,
       weightDecay: config.weightDecay,

@@ -260,14 +260,14 @@ Napi::Value EncoderWrap::saveWeights(const Napi::CallbackInfo& info) {
   return (new SaveWorker(env, live(env), info[0].As<Napi::String>(), info[1].As<Napi::String>(), densePath))->start();
 }
 
-// addProjection({ outFeatures, tanh, seed }): a new, randomly initialized projection head (PyTorch's
+// addProjection({ outFeatures, tanh, seed, bias }): a new, randomly initialized projection head (PyTorch's
 // nn.Linear initialization: uniform in ±1/sqrt(in_features), from a generator of its own so the draw is
-// seeded). On a worker thread: building the module waits for the global generator (runtime.h), which a
+// seeded; bias true unless told otherwise, false for a multi-vector model's token projection). On a worker thread: building the module waits for the global generator (runtime.h), which a
 // training step elsewhere may hold.
 class AddProjectionWorker : public PromiseWorker {
  public:
-  AddProjectionWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, int64_t out, bool tanh, uint64_t seed)
-      : PromiseWorker(env, encoder->device), encoder_(std::move(encoder)), out_(out), tanh_(tanh), seed_(seed) {}
+  AddProjectionWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, int64_t out, bool tanh, uint64_t seed, bool bias)
+      : PromiseWorker(env, encoder->device), encoder_(std::move(encoder)), out_(out), tanh_(tanh), seed_(seed), bias_(bias) {}
 
  protected:
   void compute() override {
@@ -276,10 +276,10 @@ class AddProjectionWorker : public PromiseWorker {
     const int64_t in = encoder_->model->hiddenSize();
     auto generator = at::detail::createCPUGenerator(seed_);
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    torch::nn::Linear dense = linearToFill(in, out_, true);
+    torch::nn::Linear dense = linearToFill(in, out_, bias_);
     torch::NoGradGuard noGrad;
     dense->weight.copy_(torch::empty({out_, in}).uniform_(-bound, bound, generator));
-    dense->bias.copy_(torch::empty({out_}).uniform_(-bound, bound, generator));
+    if (bias_) dense->bias.copy_(torch::empty({out_}).uniform_(-bound, bound, generator));
     dense->to(encoder_->device);
     encoder_->dense = dense;
     encoder_->denseTanh = tanh_;
@@ -291,6 +291,7 @@ class AddProjectionWorker : public PromiseWorker {
   int64_t out_;
   bool tanh_;
   uint64_t seed_;
+  bool bias_;
 };
 
 Napi::Value EncoderWrap::addProjection(const Napi::CallbackInfo& info) {
@@ -300,7 +301,8 @@ Napi::Value EncoderWrap::addProjection(const Napi::CallbackInfo& info) {
     auto o = info[0].As<Napi::Object>();
     const auto out = static_cast<int64_t>(numberOr(o, "outFeatures", 0));
     if (out < 1) throw invalidArgument("outFeatures must be a positive integer");
-    return (new AddProjectionWorker(env, encoder, out, boolOr(o, "tanh", false), static_cast<uint64_t>(numberOr(o, "seed", 42))))
+    return (new AddProjectionWorker(env, encoder, out, boolOr(o, "tanh", false), static_cast<uint64_t>(numberOr(o, "seed", 42)),
+                                    boolOr(o, "bias", true)))
         ->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});

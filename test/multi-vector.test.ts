@@ -14,7 +14,9 @@ import path from 'node:path';
 import { ColtrastError, Encoder, Index, evaluate, train, type Matrix } from '../lib';
 import { native } from '../lib/native';
 import { editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
-import { writeSafetensors } from './helpers/safetensors';
+import { readSafetensors, writeSafetensors } from './helpers/safetensors';
+
+const readSafetensorsNames = (file: string) => readSafetensors(file).tensors.keys();
 import { encoderEmbedder } from '../lib/train';
 
 const HIDDEN = 32;
@@ -495,3 +497,50 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
     }
   },
 );
+
+test('train({ multiVector }) makes a single-vector model multi-vector and trains it; the folder is a MultiVectorEncoder', async (t) => {
+  const output = path.join(tempDir(), 'made-mv');
+  const result = await train({
+    model: fixtureCopy(),
+    data: wordDataset(48),
+    output,
+    epochs: 4,
+    batchSize: 8,
+    learningRate: 1e-3,
+    valSplit: 0.25,
+    device: 'cpu',
+    seed: 4,
+    multiVector: { dimension: 12, queryLength: 10, documentLength: 20, queryPrompt: 'query: ' },
+  });
+  t.true(result.history.steps.every((s) => s.contrastive === 0 && s.lateInteraction === s.loss));
+  t.true(result.after!['mrr@10'] > result.before!['mrr@10'], `MRR@10 ${result.before!['mrr@10']} -> ${result.after!['mrr@10']}`);
+  const modules = JSON.parse(fs.readFileSync(path.join(output, 'modules.json'), 'utf8')).map((m: { type: string }) => m.type.split('.').pop());
+  t.deepEqual(modules, ['Transformer', 'Dense', 'MultiVectorMask', 'Normalize']);
+  t.false(fs.existsSync(path.join(output, '1_Pooling')));
+  t.like(JSON.parse(fs.readFileSync(path.join(output, '1_Dense', 'config.json'), 'utf8')), { in_features: HIDDEN, out_features: 12, bias: false, module_input_name: 'token_embeddings' });
+  t.deepEqual([...readSafetensorsNames(path.join(output, '1_Dense', 'model.safetensors'))], ['linear.weight']);
+  const made = await Encoder.load(output, { device: 'cpu' });
+  try {
+    t.like(made.multiVector, { format: 'sentence-transformers MultiVectorEncoder', queryLength: 10, documentLength: 20, queryExpansion: { strategy: 'fixed', attend: false, token: null, length: 10 }, normalize: true });
+    t.is(made.prompts.query, 'query: ');
+    const [q] = await made.embed(['cat'], { output: 'tokens', task: 'query' });
+    t.deepEqual(q.dims, [10, 12]);
+  } finally {
+    made.dispose();
+  }
+});
+
+test('train({ multiVector }) options are checked before training', async (t) => {
+  const base = { model: fixtureCopy(), data: wordDataset(8), output: path.join(tempDir(), 'x'), batchSize: 4, valSplit: 0, device: 'cpu' as const };
+  const cases: [object, RegExp][] = [
+    [{ multiVector: { dimension: 8 }, projection: { dimension: 8 } }, /a multi-vector model has no pooled vector to put a head on/],
+    [{ multiVector: { queryExpansion: 'max' } }, /options\.multiVector\.queryExpansion/],
+    [{ multiVector: { width: 8 } }, /options\.multiVector.*width/],
+    [{ multiVector: { skiplist: 'abc' } }, /options\.multiVector\.skiplist/],
+    [{ multiVector: {}, loss: { contrastiveWeight: 1 } }, /options\.loss\.contrastiveWeight: .* has no pooled vector/],
+    [{ model: multi.modelDir, multiVector: {} }, /is a multi-vector model already; drop the multiVector option/],
+  ];
+  for (const [options, message] of cases) {
+    await t.throwsAsync(train({ ...base, ...options } as Parameters<typeof train>[0]), { instanceOf: ColtrastError, message }, JSON.stringify(options));
+  }
+});

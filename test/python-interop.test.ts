@@ -265,6 +265,25 @@ for (const [format, expansion, attend] of [
   });
 }
 
+check(`sentence-transformers' MultiVectorEncoder loads a model coltrast made multi-vector and trained, and embeds as coltrast does (1e-5)${skipped}`, async (t) => {
+  const dir = tempDir();
+  const texts = path.join(dir, 'texts.txt');
+  fs.writeFileSync(texts, SHORT_AND_LONG.join('\n') + '\n');
+  const model = path.join(dir, 'made');
+  await train({
+    model: FIXTURE, data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 2,
+    multiVector: { dimension: 16, queryLength: 12, documentLength: 30, queryPrompt: 'query: ', documentPrompt: 'passage: ' },
+  });
+  const theirs = path.join(dir, 'theirs.json');
+  const r = python([script('st_multi_vector.py'), FIXTURE, model, texts, theirs, '--format', 'load']);
+  t.is(r.status, 0, r.tail);
+  const ref: TokenRows = JSON.parse(fs.readFileSync(theirs, 'utf8'));
+  t.true(ref.query.every((rows) => rows.length === 12), 'queries expanded to 12 tokens by sentence-transformers too');
+  const worst = await compareTokens(t, model, ref, SHORT_AND_LONG);
+  t.true(worst <= 1e-5, `max abs difference ${worst}`);
+  t.log(`${r.stdout.trim()}; max abs difference ${worst.toExponential(2)}`);
+});
+
 check(`the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator (1e-6)${skipped}`, (t) => {
   const r = python([script('check_ir_metrics.py')]);
   t.is(r.status, 0, r.tail);
