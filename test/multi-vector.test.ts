@@ -69,6 +69,9 @@ function multiVectorCopy(spec: MultiVectorSpec = {}): string {
   });
 }
 
+/** A short training run on the fixture's words, enough for retrieval to improve. */
+const SMALL_RUN = { data: wordDataset(48), epochs: 4, batchSize: 8, learningRate: 1e-3, valSplit: 0.25, device: 'cpu' as const };
+
 /** normalize(W · h) per row of a [n, HIDDEN] matrix, keeping the rows where keep[i]. */
 function project(states: Matrix, keep: boolean[], normalize = true): Float32Array {
   const out: number[] = [];
@@ -276,17 +279,7 @@ test('what a multi-vector model cannot do is refused with the reason', async (t)
 
 test('train() fine-tunes a multi-vector model: late interaction on its projected tokens, retrieval by MaxSim improves', async (t) => {
   const output = path.join(tempDir(), 'mv-trained');
-  const result = await train({
-    model: multi.modelDir,
-    data: wordDataset(48),
-    output,
-    epochs: 4,
-    batchSize: 8,
-    learningRate: 1e-3,
-    valSplit: 0.25,
-    device: 'cpu',
-    seed: 3,
-  });
+  const result = await train({ ...SMALL_RUN, model: multi.modelDir, output, seed: 3 });
   const history = result.history.steps;
   t.true(history.every((s) => s.contrastive === 0 && s.lateInteraction === s.loss), 'the late-interaction loss alone');
   t.true(result.after!['mrr@10'] > result.before!['mrr@10'], `MRR@10 ${result.before!['mrr@10']} -> ${result.after!['mrr@10']}`);
@@ -501,14 +494,9 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
 test('train({ multiVector }) makes a single-vector model multi-vector and trains it; the folder is a MultiVectorEncoder', async (t) => {
   const output = path.join(tempDir(), 'made-mv');
   const result = await train({
+    ...SMALL_RUN,
     model: fixtureCopy(),
-    data: wordDataset(48),
     output,
-    epochs: 4,
-    batchSize: 8,
-    learningRate: 1e-3,
-    valSplit: 0.25,
-    device: 'cpu',
     seed: 4,
     multiVector: { dimension: 12, queryLength: 10, documentLength: 20, queryPrompt: 'query: ' },
   });

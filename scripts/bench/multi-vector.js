@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// A multi-vector (ColBERT-style) model end to end: a random BERT of a real shape with a token Dense of 128 (as
-// ColBERT and PyLate models have) is written as a sentence-transformers MultiVectorEncoder folder; documents
+// A multi-vector (ColBERT-style) model end to end: a random BERT of a real shape gets a token Dense of 128 (as
+// ColBERT and PyLate models have) and is saved as a sentence-transformers MultiVectorEncoder folder; documents
 // of about --doc-tokens tokens are embedded into an Index (token vectors only, float16) and queries (expanded
 // to 32 tokens) are searched by exact MaxSim over every document. Measures the index build (documents/s,
 // token vectors stored) and the search (queries/s). Uses the built package (npm run build).
@@ -13,6 +13,7 @@ const path = require('node:path');
 const { parseArgs } = require('node:util');
 const { Encoder, Index, runtimeInfo } = require('../../dist');
 const { seededRandom } = require('../../dist/random');
+const { PUNCTUATION } = require('../../dist/model-dir');
 const { makeRandomBert } = require('../fixtures/random-bert');
 
 const { values } = parseArgs({
@@ -31,33 +32,17 @@ const docTokens = Number(values['doc-tokens']);
 const WIDTH = 128;
 const QUERY_LENGTH = 32;
 
-function multiVectorModel(dir) {
-  makeRandomBert(dir, { shape: values.shape, seed: 3 });
-  const hidden = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).hidden_size;
-  fs.rmSync(path.join(dir, '1_Pooling'), { recursive: true, force: true });
-  const json = (file, value) => {
-    fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
-    fs.writeFileSync(path.join(dir, file), JSON.stringify(value, null, 2));
-  };
-  const st = 'sentence_transformers.';
-  json('modules.json', [
-    { idx: 0, name: '0', path: '', type: `${st}base.modules.transformer.Transformer` },
-    { idx: 1, name: '1', path: '1_Dense', type: `${st}base.modules.dense.Dense` },
-    { idx: 2, name: '2', path: '2_MultiVectorMask', type: `${st}multi_vector_encoder.modules.multi_vector_mask.MultiVectorMask` },
-    { idx: 3, name: '3', path: '3_Normalize', type: `${st}base.modules.normalize.Normalize` },
-  ]);
-  json('1_Dense/config.json', { in_features: hidden, out_features: WIDTH, bias: false, activation_function: 'torch.nn.modules.linear.Identity', module_input_name: 'token_embeddings' });
-  json('2_MultiVectorMask/config.json', { skiplist_words: [...'!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'], skiplist_tasks: ['document'] });
-  json('3_Normalize/config.json', { module_input_name: 'token_embeddings' });
-  json('sentence_bert_config.json', { max_seq_length: 512, query_length: QUERY_LENGTH, document_length: docTokens, query_expansion: { strategy: 'fixed', attend: false, length: QUERY_LENGTH } });
-  json('config_sentence_transformers.json', { model_type: 'MultiVectorEncoder', prompts: {}, default_prompt_name: null });
-  // The Dense weights: random, seeded.
-  const next = seededRandom(5).next;
-  const weight = Float32Array.from({ length: WIDTH * hidden }, () => (next() - 0.5) / Math.sqrt(hidden));
-  const header = JSON.stringify({ 'linear.weight': { dtype: 'F32', shape: [WIDTH, hidden], data_offsets: [0, weight.byteLength] } });
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(header.length));
-  fs.writeFileSync(path.join(dir, '1_Dense', 'model.safetensors'), Buffer.concat([len, Buffer.from(header), Buffer.from(weight.buffer)]));
+/** A random BERT of the chosen shape made multi-vector by coltrast itself (what train({ multiVector }) does), saved. */
+async function multiVectorModel(dir) {
+  const bert = `${dir}-bert`;
+  makeRandomBert(bert, { shape: values.shape, seed: 3 });
+  const encoder = await Encoder.load(bert, { device: 'cpu' });
+  await encoder.makeMultiVector(
+    { dimension: WIDTH, queryLength: QUERY_LENGTH, documentLength: docTokens, queryExpansion: 'fixed', attendExpansion: false, skiplist: [...PUNCTUATION] },
+    5,
+  );
+  await encoder.save(dir);
+  encoder.dispose();
 }
 
 /** Texts of random lowercase words, long enough for `tokens` tokens of the fixture's character-level vocabulary. */
@@ -73,7 +58,7 @@ function texts(n, tokens, seed) {
 
 async function main() {
   const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'coltrast-mv-bench-')), 'model');
-  multiVectorModel(dir);
+  await multiVectorModel(dir);
   const encoder = await Encoder.load(dir, { device: values.device });
   const corpus = texts(docs, docTokens, 1).map((text, i) => ({ id: `d${i}`, text }));
   const asked = texts(queries, 12, 2);
