@@ -339,15 +339,19 @@ export class Encoder {
     if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
     this.checkNotMultiVector('a projection head');
     if (this.dense) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a projection head (a Dense module); drop the projection option`);
-    const handle = this.handle;
-    await this.withModel(async () => {
+    await this.addDense({ outFeatures, tanh: activation === 'tanh', seed });
+    this.dense = { inFeatures: this.tokenDimension, outFeatures, bias: true, activation };
+  }
+
+  /** A new, seeded Dense module in the native model (addProjectionHead, makeMultiVector). */
+  private addDense(options: Parameters<NativeEncoder['addProjection']>[0]): Promise<void> {
+    return this.withModel(async (handle) => {
       try {
-        await handle.addProjection({ outFeatures, tanh: activation === 'tanh', seed });
+        await handle.addProjection(options);
       } catch (error) {
         throw fromNative(error);
       }
     });
-    this.dense = { inFeatures: this.tokenDimension, outFeatures, bias: true, activation };
   }
 
   /** @internal Throws UNSUPPORTED_MODEL for a multi-vector model, which `what` needs a pooled vector for. */
@@ -366,14 +370,7 @@ export class Encoder {
     if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
     if (this.multi) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} is a multi-vector model already; drop the multiVector option`);
     if (this.dense) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} has a Dense head on its pooled vector; start a multi-vector model from one without`);
-    const handle = this.handle;
-    await this.withModel(async () => {
-      try {
-        await handle.addProjection({ outFeatures: settings.dimension, tanh: false, seed, bias: false });
-      } catch (error) {
-        throw fromNative(error);
-      }
-    });
+    await this.addDense({ outFeatures: settings.dimension, tanh: false, seed, bias: false });
     this.dense = { inFeatures: this.hiddenSize, outFeatures: settings.dimension, bias: false, activation: 'identity', modulePath: '1_Dense' };
     const expansion = settings.queryExpansion === 'none' ? undefined : { strategy: settings.queryExpansion, attend: settings.attendExpansion, token: null, length: settings.queryLength };
     const prompts = { ...this.files.prompts };

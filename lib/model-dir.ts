@@ -566,39 +566,44 @@ export function writeModelFiles(
     { idx: 0, name: '0', path: '', type: `${ST}Transformer` },
     { idx: 1, name: '1', path: '1_Pooling', type: `${ST}Pooling` },
   ];
-  const json = (value: unknown) => JSON.stringify(value, null, 2) + '\n';
   if (settings.dense) {
     modules.push({ idx: 2, name: '2', path: DENSE_DIR, type: `${ST}Dense` });
-    const activation = Object.keys(ACTIVATIONS).find((k) => ACTIVATIONS[k] === settings.dense!.activation);
-    fs.mkdirSync(path.join(target, DENSE_DIR));
-    fs.writeFileSync(
-      path.join(target, DENSE_DIR, 'config.json'),
-      json({ in_features: settings.dense.inFeatures, out_features: settings.dense.outFeatures, bias: settings.dense.bias, activation_function: activation }),
-    );
+    writeConfig(target, path.join(DENSE_DIR, 'config.json'), denseConfig(settings.dense));
   }
   const normalizeDir = `${modules.length}_Normalize`;
   if (settings.normalize) modules.push({ idx: modules.length, name: String(modules.length), path: normalizeDir, type: `${ST}Normalize` });
-  fs.writeFileSync(path.join(target, 'modules.json'), json(modules));
-  fs.mkdirSync(path.join(target, '1_Pooling'));
+  writeConfig(target, 'modules.json', modules);
   const poolingConfig: Record<string, unknown> = { word_embedding_dimension: settings.dimension };
   for (const mode of POOLING_MODES) poolingConfig[POOLING_KEYS[mode]] = mode === settings.pooling;
   poolingConfig.pooling_mode_weightedmean_tokens = false;
   poolingConfig.include_prompt = source.includePrompt;
-  fs.writeFileSync(path.join(target, '1_Pooling', 'config.json'), json(poolingConfig));
+  writeConfig(target, path.join('1_Pooling', 'config.json'), poolingConfig);
   if (settings.normalize) fs.mkdirSync(path.join(target, normalizeDir));
-  fs.writeFileSync(
-    path.join(target, 'sentence_bert_config.json'),
-    json({ max_seq_length: settings.maxSeqLength, do_lower_case: source.lowercase }),
-  );
+  writeConfig(target, 'sentence_bert_config.json', { max_seq_length: settings.maxSeqLength, do_lower_case: source.lowercase });
   // The prompts travel with the model, as sentence-transformers saves them.
-  fs.writeFileSync(
-    path.join(target, 'config_sentence_transformers.json'),
-    json({ model_type: 'SentenceTransformer', prompts: source.prompts, default_prompt_name: source.defaultPromptName, similarity_fn_name: source.similarity }),
-  );
+  writeConfig(target, 'config_sentence_transformers.json', {
+    model_type: 'SentenceTransformer',
+    prompts: source.prompts,
+    default_prompt_name: source.defaultPromptName,
+    similarity_fn_name: source.similarity,
+  });
+}
+
+/** A JSON config file under `target`, as sentence-transformers writes them (indented, a final newline). */
+function writeConfig(target: string, relative: string, value: unknown): void {
+  fs.mkdirSync(path.dirname(path.join(target, relative)), { recursive: true });
+  fs.writeFileSync(path.join(target, relative), JSON.stringify(value, null, 2) + '\n');
+}
+
+/** A Dense module's config.json. */
+function denseConfig(dense: DenseHead): Record<string, unknown> {
+  const activation = Object.keys(ACTIVATIONS).find((k) => ACTIVATIONS[k] === dense.activation);
+  return { in_features: dense.inFeatures, out_features: dense.outFeatures, bias: dense.bias, activation_function: activation };
 }
 
 /**
- * A multi-vector model (which coltrast does not train yet) keeps its module configs as they were:
+ * A multi-vector model loaded from a folder keeps its module configs as they were (PyLate's legacy layout
+ * included, which sentence-transformers reads back the same way):
  * modules.json, config_sentence_transformers.json, sentence_bert_config.json and each module's config.json.
  * Its weights are written by the caller, the Dense module's into the Dense module's own folder.
  */
@@ -622,29 +627,17 @@ function copyMultiVectorConfigs(source: ModelDirectory, target: string): void {
  */
 function writeMultiVectorConfigs(source: ModelDirectory, target: string, maxSeqLength: number, dense: DenseHead): void {
   const mv = source.multiVector!;
-  const json = (file: string, value: unknown) => {
-    fs.mkdirSync(path.dirname(path.join(target, file)), { recursive: true });
-    fs.writeFileSync(path.join(target, file), JSON.stringify(value, null, 2) + '\n');
-  };
   const st = 'sentence_transformers.';
-  json('modules.json', [
+  writeConfig(target, 'modules.json', [
     { idx: 0, name: '0', path: '', type: `${st}base.modules.transformer.Transformer` },
     { idx: 1, name: '1', path: '1_Dense', type: `${st}base.modules.dense.Dense` },
     { idx: 2, name: '2', path: '2_MultiVectorMask', type: `${st}multi_vector_encoder.modules.multi_vector_mask.MultiVectorMask` },
     { idx: 3, name: '3', path: '3_Normalize', type: `${st}base.modules.normalize.Normalize` },
   ]);
-  const activation = Object.keys(ACTIVATIONS).find((k) => ACTIVATIONS[k] === dense.activation);
-  json('1_Dense/config.json', {
-    in_features: dense.inFeatures,
-    out_features: dense.outFeatures,
-    bias: dense.bias,
-    activation_function: activation,
-    module_input_name: 'token_embeddings',
-    module_output_name: 'token_embeddings',
-  });
-  json('2_MultiVectorMask/config.json', { skiplist_words: mv.skiplistWords, skiplist_tasks: mv.skiplistTasks, keep_only_token_ids: mv.keepOnlyTokenIds ?? null });
-  json('3_Normalize/config.json', { module_input_name: 'token_embeddings', module_output_name: 'token_embeddings' });
-  json('sentence_bert_config.json', {
+  writeConfig(target, '1_Dense/config.json', { ...denseConfig(dense), module_input_name: 'token_embeddings', module_output_name: 'token_embeddings' });
+  writeConfig(target, '2_MultiVectorMask/config.json', { skiplist_words: mv.skiplistWords, skiplist_tasks: mv.skiplistTasks, keep_only_token_ids: mv.keepOnlyTokenIds ?? null });
+  writeConfig(target, '3_Normalize/config.json', { module_input_name: 'token_embeddings', module_output_name: 'token_embeddings' });
+  writeConfig(target, 'sentence_bert_config.json', {
     max_seq_length: maxSeqLength,
     do_lower_case: source.lowercase,
     module_output_name: 'token_embeddings',
@@ -652,7 +645,7 @@ function writeMultiVectorConfigs(source: ModelDirectory, target: string, maxSeqL
     document_length: mv.documentLength ?? null,
     query_expansion: mv.queryExpansion ?? null,
   });
-  json('config_sentence_transformers.json', { model_type: 'MultiVectorEncoder', prompts: source.prompts, default_prompt_name: source.defaultPromptName, similarity_fn_name: mv.similarity });
+  writeConfig(target, 'config_sentence_transformers.json', { model_type: 'MultiVectorEncoder', prompts: source.prompts, default_prompt_name: source.defaultPromptName, similarity_fn_name: mv.similarity });
 }
 
 /** A special token named in tokenizer_config.json or special_tokens_map.json (e.g. 'mask_token'), if any. */

@@ -137,6 +137,21 @@ async function call(name: keyof NativeOps, args: Record<string, unknown>): Promi
 }
 
 /**
+ * Token-vector matrices of different lengths (`[tokens, dim]` each, as `embed({ output: 'tokens' })` returns
+ * them) as one right-padded `[rows, L, dim]` tensor and its mask, the layout maxsim() takes.
+ */
+export function padTokens(rows: { dims: number[]; data: Float32Array }[], dim: number): { tokens: Tensor; mask: Mask } {
+  const L = Math.max(1, ...rows.map((m) => m.dims[0]));
+  const data = new Float32Array(rows.length * L * dim);
+  const mask = new Uint8Array(rows.length * L);
+  rows.forEach((m, i) => {
+    data.set(m.data, i * L * dim);
+    mask.fill(1, i * L, i * L + m.dims[0]);
+  });
+  return { tokens: { dims: [rows.length, L, dim], data }, mask: { dims: [rows.length, L], data: mask } };
+}
+
+/**
  * MaxSim (ColBERT late interaction): `S[b, n] = Σ_i qmask[b,i] · max_{j: dmask[n,j]} <q[b,i], d[n,j]>`.
  * A query token facing a document with no valid token contributes 0 and gets no gradient.
  * q: [B, Lq, dim], qmask: [B, Lq], d: [N, Ld, dim], dmask: [N, Ld].

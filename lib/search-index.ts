@@ -23,7 +23,7 @@ import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic } from './files';
 import { native, fromNative } from './native';
-import { maxsim } from './ops';
+import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export interface IndexDoc {
@@ -269,25 +269,30 @@ export class Index {
         out.push([]);
         continue;
       }
-      const Ld = Math.max(...docs.map((d) => this.tokenCounts[d]));
-      const d = new Float32Array(docs.length * Ld * dim);
-      const dmask = new Uint8Array(docs.length * Ld);
-      docs.forEach((doc, n) => {
-        const count = this.tokenCounts[doc];
-        d.set(this.tokens!.rows(this.tokenOffsets[doc], count), n * Ld * dim);
-        dmask.fill(1, n * Ld, n * Ld + count);
-      });
+      const d = this.storedTokens(docs);
       const q = queryTokens[i];
       const r = await maxsim(
         { dims: [1, q.dims[0], dim], data: q.data },
         { dims: [1, q.dims[0]], data: new Uint8Array(q.dims[0]).fill(1) },
-        { dims: [docs.length, Ld, dim], data: d },
-        { dims: [docs.length, Ld], data: dmask },
+        d.tokens,
+        d.mask,
         { normalize: true, device: this.encoder.device.startsWith('cuda') ? this.encoder.device : 'cpu' },
       );
       out.push(docs.map((doc, n) => ({ doc, score: r.value[n] })).sort((a, b) => b.score - a.score || a.doc - b.doc));
     }
     return out;
+  }
+
+  /** The stored token vectors of `docs`, right-padded to the longest, with their mask (maxsim()'s layout). */
+  private storedTokens(docs: number[]): { tokens: Tensor; mask: Mask } {
+    const dim = this.encoder.tokenDimension;
+    return padTokens(
+      docs.map((doc) => {
+        const count = this.tokenCounts[doc];
+        return { dims: [count, dim], data: count > 0 ? this.tokens!.rows(this.tokenOffsets[doc], count) : new Float32Array(0) };
+      }),
+      dim,
+    );
   }
 
   /**
@@ -305,13 +310,7 @@ export class Index {
     for (let q0 = 0; q0 < queries.length; q0 += QUERY_GROUP) {
       const group = await this.encoder.embed(queries.slice(q0, q0 + QUERY_GROUP), { output: 'tokens', task: 'query' });
       const B = group.length;
-      const Lq = Math.max(1, ...group.map((m) => m.dims[0]));
-      const q = new Float32Array(B * Lq * dim);
-      const qmask = new Uint8Array(B * Lq);
-      group.forEach((m, b) => {
-        q.set(m.data, b * Lq * dim);
-        qmask.fill(1, b * Lq, b * Lq + m.dims[0]);
-      });
+      const q = padTokens(group, dim);
       const scores = Array.from({ length: B }, () => new Float32Array(this.docs.length));
       for (let start = 0; start < this.docs.length; ) {
         // A block of documents whose padded token rows stay near BLOCK_TOKENS.
@@ -319,14 +318,8 @@ export class Index {
         let Ld = Math.max(1, this.tokenCounts[start]);
         while (end < this.docs.length && Math.max(Ld, this.tokenCounts[end]) * (end + 1 - start) <= BLOCK_TOKENS) Ld = Math.max(Ld, this.tokenCounts[end++]);
         const n = end - start;
-        const d = new Float32Array(n * Ld * dim);
-        const dmask = new Uint8Array(n * Ld);
-        for (let i = 0; i < n; i++) {
-          const count = this.tokenCounts[start + i];
-          if (count > 0) d.set(this.tokens!.rows(this.tokenOffsets[start + i], count), i * Ld * dim);
-          dmask.fill(1, i * Ld, i * Ld + count);
-        }
-        const r = await maxsim({ dims: [B, Lq, dim], data: q }, { dims: [B, Lq], data: qmask }, { dims: [n, Ld, dim], data: d }, { dims: [n, Ld], data: dmask }, { normalize, device });
+        const d = this.storedTokens(Array.from({ length: n }, (_, i) => start + i));
+        const r = await maxsim(q.tokens, q.mask, d.tokens, d.mask, { normalize, device });
         for (let b = 0; b < B; b++) scores[b].set(r.value.subarray(b * n, (b + 1) * n), start);
         start = end;
       }

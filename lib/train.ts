@@ -5,14 +5,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, type Device, type Matrix, type MultiVectorSettings } from './encoder';
+import { Encoder, type Device, type MultiVectorSettings } from './encoder';
 import { PUNCTUATION } from './model-dir';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
 import { evaluateRun, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
-import { maxsim } from './ops';
+import { maxsim, padTokens } from './ops';
 import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
 import { seededRandom } from './random';
@@ -330,19 +330,8 @@ async function similarities(encoder: Encoder, queries: string[], documents: stri
     }
     return out;
   }
-  const pad = (rows: Matrix[]) => {
-    const dim = encoder.tokenDimension;
-    const L = Math.max(1, ...rows.map((m) => m.dims[0]));
-    const data = new Float32Array(rows.length * L * dim);
-    const mask = new Uint8Array(rows.length * L);
-    rows.forEach((m, i) => {
-      data.set(m.data, i * L * dim);
-      mask.fill(1, i * L, i * L + m.dims[0]);
-    });
-    return { tokens: { dims: [rows.length, L, dim], data }, mask: { dims: [rows.length, L], data: mask } };
-  };
-  const q = pad(await encoder.embed(queries, { output: 'tokens', task: 'query' }));
-  const d = pad(await encoder.embed(documents, { output: 'tokens', task: 'document' }));
+  const q = padTokens(await encoder.embed(queries, { output: 'tokens', task: 'query' }), encoder.tokenDimension);
+  const d = padTokens(await encoder.embed(documents, { output: 'tokens', task: 'document' }), encoder.tokenDimension);
   return (await maxsim(q.tokens, q.mask, d.tokens, d.mask, { device: encoder.device.startsWith('cuda') ? encoder.device : 'cpu' })).value;
 }
 

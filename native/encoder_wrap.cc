@@ -262,8 +262,9 @@ Napi::Value EncoderWrap::saveWeights(const Napi::CallbackInfo& info) {
 
 // addProjection({ outFeatures, tanh, seed, bias }): a new, randomly initialized projection head (PyTorch's
 // nn.Linear initialization: uniform in ±1/sqrt(in_features), from a generator of its own so the draw is
-// seeded; bias true unless told otherwise, false for a multi-vector model's token projection). On a worker thread: building the module waits for the global generator (runtime.h), which a
-// training step elsewhere may hold.
+// seeded; with a bias unless `bias` is false, as for a multi-vector model's token projection). On a worker
+// thread: building the module waits for the global generator (runtime.h), which a training step elsewhere
+// may hold.
 class AddProjectionWorker : public PromiseWorker {
  public:
   AddProjectionWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, int64_t out, bool tanh, uint64_t seed, bool bias)
