@@ -2,36 +2,21 @@
  * `Encoder`: a sentence-embedding model loaded from a Hugging Face / sentence-transformers directory
  * (or a hub id), run by the native libtorch code off the JS thread.
  */
-import os from 'node:os';
 import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { resolveModelDir, type ResolveOptions } from './hub';
 import { readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
-import { checkGpuArch } from './binary';
-import { cudaKernelInfo, native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions, type PaddedBatch } from './native';
-import { TextTokenizer, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
+import { DTYPES, ModelHandle, inBatches, resolveLoad, type DType, type LoadOptions } from './native-model';
+import { native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions, type PaddedBatch } from './native';
+import { TextTokenizer, longestFirst, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
-export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
-export type DType = 'float32' | 'float16' | 'bfloat16';
-const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16'];
+export { setThreads, type Device, type DType, type LoadOptions } from './native-model';
 
 /** A dense float32 matrix, row-major. */
 export interface Matrix {
   dims: [number, number];
   data: Float32Array;
-}
-
-export interface LoadOptions extends Pick<ResolveOptions, 'cacheDir' | 'revision' | 'endpoint' | 'offline' | 'token'> {
-  /** 'auto' (default) picks the first GPU when this libtorch has CUDA and one is visible, else the CPU. */
-  device?: Device;
-  /** float32 (default). float16 and bfloat16 are for CUDA devices. */
-  dtype?: DType;
-  /** Intra-op CPU threads for all of coltrast's native work in this process (default: every core). */
-  threads?: number;
-  /** Download progress, when `model` is a Hugging Face id that is not cached yet. */
-  onDownloadProgress?: ResolveOptions['onProgress'];
 }
 
 export interface EmbedOptions {
@@ -64,7 +49,6 @@ export interface SaveOptions {
   dtype?: DType;
 }
 
-const LOAD_KEYS = ['device', 'dtype', 'threads', 'cacheDir', 'revision', 'endpoint', 'offline', 'token', 'onDownloadProgress'] as const;
 const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'pooling', 'task', 'promptName', 'prompt', 'onProgress'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 const TASKS = ['query', 'document'] as const;
@@ -87,22 +71,6 @@ interface MultiVectorTokens {
   expansionId: number;
   skiplist: Set<number>;
   keepOnly?: Set<number>;
-}
-
-let threadsApplied = false;
-
-/** Applies a thread count for the whole process (the first load applies the default: every core). */
-export function setThreads(threads?: number): void {
-  const n = threads === undefined ? os.availableParallelism() : positiveInteger('threads', threads);
-  native().setNumThreads(n);
-  threadsApplied = true;
-}
-
-function resolveDevice(device: Device): string {
-  const resolved = device === 'auto' ? (native().runtimeInfo().cudaAvailable ? 'cuda:0' : 'cpu') : device === 'cuda' ? 'cuda:0' : device;
-  if (resolved !== 'cpu' && !/^cuda:\d+$/.test(resolved)) throw invalid('options.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
-  if (resolved !== 'cpu') checkGpuArch(resolved, cudaKernelInfo());
-  return resolved;
 }
 
 /** @internal A batch tokenized and padded for the trainer, and how long that took (seconds). */
@@ -137,10 +105,7 @@ function checkTexts(texts: unknown): asserts texts is string[] {
 }
 
 export class Encoder {
-  private handle: NativeEncoder | null;
-  /** Calls that hold the native model; dispose() frees it when the last of them ends. */
-  private inFlight = 0;
-  private disposed = false;
+  private readonly model: ModelHandle;
 
   /** The projection head after pooling (sentence-transformers' Dense module), if the model has one. */
   private dense: DenseHead | undefined;
@@ -156,7 +121,7 @@ export class Encoder {
     readonly dtype: DType,
     private multi: MultiVectorTokens | undefined,
   ) {
-    this.handle = handle;
+    this.model = new ModelHandle(handle, 'Encoder');
     this.dense = files.dense;
   }
 
@@ -213,23 +178,7 @@ export class Encoder {
    * Hugging Face id (downloaded once into the hub cache).
    */
   static async load(model: string, options?: LoadOptions): Promise<Encoder> {
-    const o = checkOptions('options', options, LOAD_KEYS);
-    if (typeof model !== 'string' || model.length === 0) throw invalid('model', 'a folder path or a Hugging Face id', model);
-    const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
-    if (o.threads !== undefined || !threadsApplied) setThreads(o.threads);
-    const device = resolveDevice(o.device ?? 'auto');
-    if (device === 'cpu' && dtype === 'float16') {
-      // libtorch's CPU float16 matrix products are slow reference loops; bfloat16 ones use oneDNN.
-      throw new ColtrastError('INVALID_ARGUMENT', `options.dtype 'float16' needs a CUDA device; on the CPU use 'float32' or 'bfloat16'`);
-    }
-    const dir = await resolveModelDir(model, {
-      cacheDir: o.cacheDir,
-      revision: o.revision,
-      endpoint: o.endpoint,
-      offline: o.offline,
-      token: o.token,
-      onProgress: o.onDownloadProgress,
-    });
+    const { dir, device, dtype } = await resolveLoad(model, options);
     const files = readModelDirectory(dir);
     let tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     const prefixes = await prefixTokensToRegister(tokenizer, files.multiVector?.prefixTokens ?? []);
@@ -260,33 +209,16 @@ export class Encoder {
     return new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype, multi);
   }
 
-  /** Runs `work` with the native model, keeping it alive until `work` settles even if dispose() comes first. */
-  private async withModel<T>(work: (handle: NativeEncoder) => Promise<T>): Promise<T> {
-    if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
-    const handle = this.handle;
-    this.inFlight++;
-    try {
-      return await work(handle);
-    } finally {
-      if (--this.inFlight === 0 && this.disposed) this.release();
-    }
-  }
-
-  private release(): void {
-    this.handle?.dispose();
-    this.handle = null;
-  }
-
   /**
    * @internal Optimizer state bound to this model, for lib/train.ts: each `step` tokenizes the queries and
    * documents, then runs forward, loss, backward and the AdamW update natively; the weights this Encoder
    * embeds and saves change in place.
    */
   async createTrainer(options: NativeTrainerOptions, prompts = true): Promise<EncoderTrainer> {
-    if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    const handle = this.model.current();
     let trainer: NativeTrainer;
     try {
-      trainer = native().NativeTrainer.create(this.handle, options);
+      trainer = native().NativeTrainer.create(handle, options);
     } catch (error) {
       throw fromNative(error);
     }
@@ -303,7 +235,7 @@ export class Encoder {
       return { queries: q, documents: d, tokenizeSeconds: (performance.now() - started) / 1000 };
     };
     const run = async (kind: 'step' | 'evaluate', batch: PreparedBatch, stepOptions: NativeStepOptions) =>
-      this.withModel(async () => {
+      this.model.use(async () => {
         const { queries, documents, tokenizeSeconds } = batch;
         try {
           const result = await trainer[kind]({ queries, documents, pooling: this.files.pooling, ...stepOptions, projectTokens: this.multi !== undefined });
@@ -313,7 +245,7 @@ export class Encoder {
         }
       });
     const state = (kind: 'saveState' | 'loadState', file: string) =>
-      this.withModel(async () => {
+      this.model.use(async () => {
         try {
           await trainer[kind](file);
         } catch (error) {
@@ -336,7 +268,7 @@ export class Encoder {
    * initialization from `seed`), for train({ projection }); it is trained with the model and saved with it.
    */
   async addProjectionHead(outFeatures: number, activation: 'identity' | 'tanh', seed: number): Promise<void> {
-    if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    this.model.current();
     this.checkNotMultiVector('a projection head');
     if (this.dense) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a projection head (a Dense module); drop the projection option`);
     await this.addDense({ outFeatures, tanh: activation === 'tanh', seed });
@@ -345,7 +277,7 @@ export class Encoder {
 
   /** A new, seeded Dense module in the native model (addProjectionHead, makeMultiVector). */
   private addDense(options: Parameters<NativeEncoder['addProjection']>[0]): Promise<void> {
-    return this.withModel(async (handle) => {
+    return this.model.use(async (handle) => {
       try {
         await handle.addProjection(options);
       } catch (error) {
@@ -367,7 +299,7 @@ export class Encoder {
    * and the query/document settings given. It trains and saves as a sentence-transformers MultiVectorEncoder.
    */
   async makeMultiVector(settings: MultiVectorSettings, seed: number): Promise<void> {
-    if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    this.model.current();
     if (this.multi) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} is a multi-vector model already; drop the multiVector option`);
     if (this.dense) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} has a Dense head on its pooled vector; start a multi-vector model from one without`);
     await this.addDense({ outFeatures: settings.dimension, tanh: false, seed, bias: false });
@@ -398,7 +330,7 @@ export class Encoder {
 
   /** The token ids `embed()` feeds the model for each text (special tokens included, truncated). */
   async tokenize(texts: string[]): Promise<number[][]> {
-    if (this.disposed) throw new ColtrastError('DISPOSED', 'this Encoder was disposed; load the model again');
+    this.model.current();
     checkTexts(texts);
     return (await this.tokenizer.encode(texts)).map((t) => t.ids);
   }
@@ -408,7 +340,7 @@ export class Encoder {
   /** The states of each text's tokens (special tokens included): one `{ dims: [tokens, dimension], data }` per text. */
   embed(texts: string[], options: EmbedOptions & { output: 'tokens' }): Promise<Matrix[]>;
   async embed(texts: string[], options?: EmbedOptions): Promise<Matrix | Matrix[]> {
-    return this.withModel((handle) => this.embedWith(handle, texts, options));
+    return this.model.use((handle) => this.embedWith(handle, texts, options));
   }
 
   private async embedWith(handle: NativeEncoder, texts: string[], options?: EmbedOptions): Promise<Matrix | Matrix[]> {
@@ -430,34 +362,15 @@ export class Encoder {
       );
     }
     const tokenized = await this.prepareTexts(texts, task, this.resolvePrompt(o.prompt, o.promptName, task), output === 'pooled');
-    // Longest first: similar lengths share a batch, and a too-large batch fails at once, not at the end.
-    const order = tokenized.map((_, i) => i).sort((a, b) => tokenized[b].ids.length - tokenized[a].ids.length);
+    const order = longestFirst(tokenized);
     const dim = output === 'pooled' ? this.dimension : this.tokenDimension;
     const pooled = new Float32Array(output === 'pooled' ? texts.length * dim : 0);
     const tokens: Matrix[] = new Array(output === 'tokens' ? texts.length : 0);
-    o.onProgress?.(0, order.length); // the start, so that a progress bar's rate counts the first batch
-    // Two batches in flight: the next one is queued while this one runs, so the model (a GPU above all)
-    // starts it as soon as this one's forward is done instead of idling while the result travels back to
-    // JavaScript and the next batch is padded. The native side runs one forward at a time per model.
-    const submit = (start: number) => {
-      const rows = order.slice(start, start + batchSize);
-      const promise = handle.embed({ ...padBatch(rows.map((i) => tokenized[i])), output, pooling, normalize, projectTokens: this.multi !== undefined });
-      promise.catch(() => {}); // rejections are handled where it is awaited; this one may fail first
-      return { rows, promise };
-    };
-    let next = order.length > 0 ? submit(0) : undefined;
-    for (let start = 0; start < order.length; start += batchSize) {
-      const { rows, promise } = next!;
-      next = start + batchSize < order.length ? submit(start + batchSize) : undefined;
-      let result: Float32Array;
-      try {
-        result = await promise;
-      } catch (error) {
-        await next?.promise.catch(() => {}); // settled before this call ends (dispose() waits for calls)
-        throw fromNative(error);
-      }
+    const run = (start: number, end: number) =>
+      handle.embed({ ...padBatch(order.slice(start, end).map((i) => tokenized[i])), output, pooling, normalize, projectTokens: this.multi !== undefined });
+    const take = (result: Float32Array, start: number, end: number) => {
       let offset = 0;
-      rows.forEach((textIndex, r) => {
+      order.slice(start, end).forEach((textIndex, r) => {
         if (output === 'pooled') {
           pooled.set(result.subarray(r * dim, (r + 1) * dim), textIndex * dim);
         } else {
@@ -467,8 +380,8 @@ export class Encoder {
           offset += n * dim;
         }
       });
-      o.onProgress?.(Math.min(start + batchSize, order.length), order.length);
-    }
+    };
+    await inBatches(order.length, batchSize, run, take, o.onProgress);
     return output === 'pooled' ? { dims: [texts.length, dim], data: pooled } : tokens;
   }
 
@@ -552,7 +465,7 @@ export class Encoder {
    * sentence-transformers both load. The folder appears complete or not at all.
    */
   async save(dir: string, options?: SaveOptions): Promise<void> {
-    return this.withModel((handle) => this.saveWith(handle, dir, options));
+    return this.model.use((handle) => this.saveWith(handle, dir, options));
   }
 
   private async saveWith(handle: NativeEncoder, dir: string, options?: SaveOptions): Promise<void> {
@@ -583,8 +496,7 @@ export class Encoder {
    * first; calls made afterwards throw DISPOSED.
    */
   dispose(): void {
-    this.disposed = true;
-    if (this.inFlight === 0) this.release();
+    this.model.dispose();
   }
 }
 

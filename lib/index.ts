@@ -1,6 +1,8 @@
 export { Encoder, setThreads } from './encoder';
 export type { Device, DType, Matrix, LoadOptions, EmbedOptions, SaveOptions } from './encoder';
 export type { PoolingMode } from './model-dir';
+export { CrossEncoder } from './cross-encoder';
+export type { PredictOptions, RankOptions, Ranked, ScoreActivation } from './cross-encoder';
 export { ColtrastError } from './errors';
 export type { ErrorCode } from './errors';
 export { cpuMemory, cudaMemory, runtimeInfo, type CpuMemory, type CudaMemory } from './runtime';

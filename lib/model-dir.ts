@@ -148,6 +148,26 @@ export interface ModelDirectory {
   multiVector?: MultiVectorConfig;
   /** The model was made multi-vector in this process (train({ multiVector })): save writes its configs anew. */
   madeMultiVector?: boolean;
+  /** Set when the folder was read as a cross-encoder (readModelDirectory(dir, 'cross-encoder')). */
+  crossEncoder?: CrossEncoderConfig;
+}
+
+/** The activations sentence-transformers' CrossEncoder may apply to the logits, by their saved names. */
+const SCORE_ACTIVATIONS: Record<string, CrossEncoderConfig['activation']> = {
+  'torch.nn.modules.activation.Sigmoid': 'sigmoid',
+  'torch.nn.modules.linear.Identity': 'identity',
+  'torch.nn.modules.activation.Tanh': 'tanh',
+};
+
+/** A cross-encoder: a transformer with Hugging Face's sequence-classification head, scoring text pairs. */
+export interface CrossEncoderConfig {
+  format: 'sentence-transformers CrossEncoder' | 'huggingface sequence classification';
+  /** Outputs of the classifier (1 for a reranker's relevance score). */
+  numLabels: number;
+  /** config.json's id2label, in label order. */
+  labels: string[];
+  /** What predict() applies to the logits by default (sentence-transformers' activation_fn). */
+  activation: 'sigmoid' | 'identity' | 'tanh';
 }
 
 function filesError(message: string): ColtrastError {
@@ -269,8 +289,11 @@ function readDense(dir: string, modulePath: string, input: ModuleInput): DenseHe
   return { inFeatures: config.in_features as number, outFeatures: config.out_features as number, bias, activation, weightsPath, modulePath };
 }
 
-/** Reads and checks everything `Encoder.load` needs from `dir`. */
-export function readModelDirectory(dir: string): ModelDirectory {
+/**
+ * Reads and checks everything `Encoder.load` (kind 'embedding') or `CrossEncoder.load` (kind 'cross-encoder')
+ * needs from `dir`.
+ */
+export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encoder' = 'embedding'): ModelDirectory {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw filesError(`model folder ${dir} does not exist`);
   const configPath = path.join(dir, 'config.json');
   if (!fs.existsSync(configPath)) {
@@ -311,9 +334,13 @@ export function readModelDirectory(dir: string): ModelDirectory {
   }
   const stModel = readStModelConfig(dir);
   const modelType = typeof stModel.model_type === 'string' ? stModel.model_type : undefined;
-  if (modelType === 'SparseEncoder' || modelType === 'CrossEncoder') {
-    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers ${modelType}; coltrast runs embedding models (SentenceTransformer, MultiVectorEncoder)`);
+  if (modelType === 'SparseEncoder') {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers SparseEncoder; coltrast runs dense embedding models (SentenceTransformer, MultiVectorEncoder) and cross-encoders`);
   }
+  if (kind === 'embedding' && modelType === 'CrossEncoder') {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a cross-encoder (it scores text pairs, it does not embed): load it with CrossEncoder.load`);
+  }
+  const crossEncoder = kind === 'cross-encoder' ? readCrossEncoder(dir, config, modules, modelType, stModel) : undefined;
   const order = (modules ?? []).map((m) => moduleClass(m.type) ?? m.type);
   const multi = modelType === 'MultiVectorEncoder' || modelType === 'ColBERT' || order.includes('MultiVectorMask');
   let pooling: PoolingMode = 'mean';
@@ -321,7 +348,9 @@ export function readModelDirectory(dir: string): ModelDirectory {
   let normalize = false;
   let dense: DenseHead | undefined;
   let mask: { config: Record<string, unknown>; file: string } | undefined;
-  if (modules && !multi) {
+  if (crossEncoder) {
+    // Its one module, the Transformer with its classification head, was checked by readCrossEncoder.
+  } else if (modules && !multi) {
     // Transformer, Pooling, then at most one Dense, then Normalize: the order sentence-transformers runs them in.
     const denseAt = order.indexOf('Dense');
     if (denseAt >= 0 && (order.lastIndexOf('Dense') !== denseAt || denseAt < order.indexOf('Pooling') || (order.includes('Normalize') && denseAt > order.indexOf('Normalize')))) {
@@ -357,6 +386,10 @@ export function readModelDirectory(dir: string): ModelDirectory {
   } else if (multi) {
     throw filesError(`${dir} says it is a ${modelType} model but has no modules.json`);
   }
+  const rawPrompts = readPrompts(stModel, dir);
+  if (crossEncoder && rawPrompts.defaultPromptName !== null) {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir}: a cross-encoder with a default prompt (${rawPrompts.defaultPromptName}) is not supported yet`);
+  }
   const positions = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : Infinity;
   let maxSeqLength = positions;
   let lowercase = false;
@@ -388,10 +421,81 @@ export function readModelDirectory(dir: string): ModelDirectory {
     maxSeqLength,
     lowercase,
     source: modules ? 'sentence-transformers' : 'huggingface (default mean pooling, no normalization)',
-    ...readPrompts(stModel, dir),
+    ...rawPrompts,
     includePrompt,
     similarity: typeof stModel.similarity_fn_name === 'string' ? stModel.similarity_fn_name : null,
-    multiVector: multi ? readMultiVector(dir, modelType, stModel, isObject(stConfig) ? stConfig : {}, mask, normalize) : undefined,
+    multiVector: multi && !crossEncoder ? readMultiVector(dir, modelType, stModel, isObject(stConfig) ? stConfig : {}, mask, normalize) : undefined,
+    crossEncoder,
+  };
+}
+
+/**
+ * A cross-encoder folder as sentence-transformers reads one: 6.x's (config_sentence_transformers.json says
+ * CrossEncoder, modules.json holds the Transformer alone), or any Hugging Face *ForSequenceClassification
+ * folder, as earlier versions saved them. The activation predict() applies is the saved one (6.x's
+ * config_sentence_transformers.json, else config.json's `sentence_transformers`, else 3.x's
+ * `sbert_ce_default_activation_function`), else Sigmoid for one label and Identity for more.
+ */
+function readCrossEncoder(
+  dir: string,
+  config: Record<string, unknown>,
+  modules: ModuleEntry[] | null,
+  modelType: string | undefined,
+  stModel: Record<string, unknown>,
+): CrossEncoderConfig {
+  if (modelType !== undefined && modelType !== 'CrossEncoder') {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers ${modelType}, not a cross-encoder: load it with Encoder.load`);
+  }
+  const architectures = Array.isArray(config.architectures) ? config.architectures.filter((a): a is string => typeof a === 'string') : [];
+  const classifier = architectures.some((a) => a.endsWith('ForSequenceClassification'));
+  if (!classifier && modelType !== 'CrossEncoder') {
+    throw new ColtrastError(
+      'UNSUPPORTED_MODEL',
+      `${dir} is not a cross-encoder: config.json's architectures are [${architectures.join(', ')}], not a *ForSequenceClassification ` +
+        'model (an embedding model loads with Encoder.load)',
+    );
+  }
+  if (architectures.some((a) => a.endsWith('ForCausalLM'))) {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a causal language model reranker, which coltrast does not run yet`);
+  }
+  if (modules && (modules.length !== 1 || moduleClass(modules[0].type) !== 'Transformer')) {
+    throw new ColtrastError(
+      'UNSUPPORTED_MODEL',
+      `modules.json in ${dir}: a cross-encoder of one Transformer module is supported, not ${modules.map((m) => moduleClass(m.type) ?? m.type).join(' → ')}`,
+    );
+  }
+  const stConfigPath = path.join(dir, 'sentence_bert_config.json');
+  const stConfig = fs.existsSync(stConfigPath) ? readJson(stConfigPath, 'sentence_bert_config.json') : undefined;
+  if (isObject(stConfig) && stConfig.transformer_task !== undefined && stConfig.transformer_task !== 'sequence-classification') {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${stConfigPath}: transformer_task ${JSON.stringify(stConfig.transformer_task)} is not a cross-encoder's (sequence-classification)`);
+  }
+  let labels: string[];
+  if (isObject(config.id2label)) {
+    const entries = Object.entries(config.id2label).map(([k, v]) => [Number(k), String(v)] as const);
+    if (entries.some(([k], i) => !Number.isInteger(k) || k < 0) || entries.length === 0) throw filesError(`config.json in ${dir}: id2label must map 0, 1, ... to names`);
+    labels = entries.sort((a, b) => a[0] - b[0]).map(([, v]) => v);
+  } else if (Number.isInteger(config.num_labels) && (config.num_labels as number) > 0) {
+    labels = Array.from({ length: config.num_labels as number }, (_, i) => `LABEL_${i}`);
+  } else {
+    labels = ['LABEL_0', 'LABEL_1']; // transformers' default
+  }
+  const saved = [stModel.activation_fn, isObject(config.sentence_transformers) ? config.sentence_transformers.activation_fn : undefined, config.sbert_ce_default_activation_function];
+  let activation: CrossEncoderConfig['activation'] | undefined;
+  for (const name of saved) {
+    if (typeof name !== 'string') continue;
+    // sentence-transformers instantiates only torch's own classes without trust_remote_code; others fall through.
+    if (!name.startsWith('torch.')) continue;
+    activation = SCORE_ACTIVATIONS[name];
+    if (!activation) {
+      throw new ColtrastError('UNSUPPORTED_MODEL', `${dir}: the cross-encoder's activation_fn ${name} is not supported (Sigmoid, Identity or Tanh)`);
+    }
+    break;
+  }
+  return {
+    format: modelType === 'CrossEncoder' ? 'sentence-transformers CrossEncoder' : 'huggingface sequence classification',
+    numLabels: labels.length,
+    labels,
+    activation: activation ?? (labels.length === 1 ? 'sigmoid' : 'identity'),
   };
 }
 
@@ -554,6 +658,10 @@ export function writeModelFiles(
     const from = path.join(source.dir, file);
     if (fs.existsSync(from)) fs.copyFileSync(from, path.join(target, file));
   }
+  if (source.crossEncoder) {
+    writeCrossEncoderConfigs(source, target, settings.maxSeqLength);
+    return;
+  }
   if (source.multiVector && source.madeMultiVector) {
     writeMultiVectorConfigs(source, target, settings.maxSeqLength, settings.dense!);
     return;
@@ -646,6 +754,26 @@ function writeMultiVectorConfigs(source: ModelDirectory, target: string, maxSeqL
     query_expansion: mv.queryExpansion ?? null,
   });
   writeConfig(target, 'config_sentence_transformers.json', { model_type: 'MultiVectorEncoder', prompts: source.prompts, default_prompt_name: source.defaultPromptName, similarity_fn_name: mv.similarity });
+}
+
+/**
+ * A cross-encoder is written as sentence-transformers 6 saves a CrossEncoder: the Transformer module alone (its
+ * sequence-classification head included) and the activation predict() applies. config.json, copied as it was,
+ * keeps the labels; Hugging Face's AutoModelForSequenceClassification and older sentence-transformers read the
+ * same folder.
+ */
+function writeCrossEncoderConfigs(source: ModelDirectory, target: string, maxSeqLength: number): void {
+  const ce = source.crossEncoder!;
+  writeConfig(target, 'modules.json', [{ idx: 0, name: '0', path: '', type: 'sentence_transformers.base.modules.transformer.Transformer' }]);
+  writeConfig(target, 'sentence_bert_config.json', {
+    transformer_task: 'sequence-classification',
+    modality_config: { text: { method: 'forward', method_output_name: 'logits' } },
+    module_output_name: 'scores',
+    max_seq_length: maxSeqLength,
+    do_lower_case: source.lowercase,
+  });
+  const activation = Object.keys(SCORE_ACTIVATIONS).find((k) => SCORE_ACTIVATIONS[k] === ce.activation);
+  writeConfig(target, 'config_sentence_transformers.json', { model_type: 'CrossEncoder', activation_fn: activation, prompts: source.prompts, default_prompt_name: null });
 }
 
 /** A special token named in tokenizer_config.json or special_tokens_map.json (e.g. 'mask_token'), if any. */

@@ -14,6 +14,8 @@ export interface NativeEncoderInfo {
   numParameters: number;
   /** Width of the pooled output: the projection head's out_features, or hiddenSize without one. */
   outputSize: number;
+  /** The classifier's outputs (a cross-encoder loaded with head 'sequence-classification'); 0 without one. */
+  numLabels: number;
   device: string;
   dtype: string;
 }
@@ -24,7 +26,8 @@ export interface NativeEmbedRequest {
   tokenTypeIds: Int32Array;
   batchSize: number;
   seqLen: number;
-  output: 'pooled' | 'tokens';
+  /** 'scores': a cross-encoder's logits, [batchSize, numLabels]. */
+  output: 'pooled' | 'tokens' | 'scores';
   pooling: string;
   normalize: boolean;
   /** The positions pooled or returned as tokens, when not `attentionMask` (same shape). */
@@ -184,6 +187,9 @@ export interface NativeBinding {
       dtype: string;
       denseWeightsPath?: string;
       denseActivation?: string;
+      /** The weights' pooler and classifier become a cross-encoder's head with `numLabels` outputs. */
+      head?: 'sequence-classification';
+      numLabels?: number;
     }): Promise<NativeEncoder>;
   };
   supportedModelTypes: string[];

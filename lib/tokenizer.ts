@@ -43,11 +43,28 @@ export class TextTokenizer {
     return tokenizer;
   }
 
+  /** sentence-transformers' do_lower_case: the text lowercased before tokenizing, when the model says so. */
+  private cased(text: string): string {
+    return this.lowercase ? text.toLowerCase() : text;
+  }
+
   /** Tokenizes, truncating to `maxLength` tokens (default: the model's maximum sequence length). */
   async encode(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
     if (texts.length === 0) return [];
-    const input = this.lowercase ? texts.map((t) => t.toLowerCase()) : texts;
-    const encodings = await this.instance(maxLength).encodeBatch(input);
+    const encodings = await this.instance(maxLength).encodeBatch(texts.map((t) => this.cased(t)));
+    return encodings.map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
+  }
+
+  /**
+   * Tokenizes text pairs as one input each ([CLS] a [SEP] b [SEP], token types 0 then 1), cutting the longer
+   * text first until the pair fits `maxLength` (transformers' 'longest_first', as cross-encoders are run).
+   */
+  async encodePairs(pairs: [string, string][], maxLength = this.maxLength): Promise<TokenizedText[]> {
+    const tokenizer = this.instance(maxLength);
+    // The tokenizers package's encodeBatch takes single texts only; each pair is its own call.
+    const encodings = await Promise.all(
+      pairs.map(([a, b]) => tokenizer.encode(this.cased(a), this.cased(b))),
+    );
     return encodings.map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
   }
 
@@ -59,16 +76,14 @@ export class TextTokenizer {
   /** How many tokens `prompt` takes at the start of a text: with the leading special tokens, without a trailing one
    * (sentence-transformers' prompt length, which include_prompt false leaves out of pooling). */
   async promptLength(prompt: string, maxLength = this.maxLength): Promise<number> {
-    const input = this.lowercase ? prompt.toLowerCase() : prompt;
-    const encoding = await this.instance(maxLength).encode(input);
+    const encoding = await this.instance(maxLength).encode(this.cased(prompt));
     const special = encoding.getSpecialTokensMask();
     return special.length - (special[special.length - 1] === 1 ? 1 : 0);
   }
 
   /** The tokens `text` splits into, without special tokens (to see whether a marker stays one piece). */
   async pieces(text: string): Promise<string[]> {
-    const input = this.lowercase ? text.toLowerCase() : text;
-    return (await this.instance(this.maxLength).encode(input, null, { addSpecialTokens: false })).getTokens();
+    return (await this.instance(this.maxLength).encode(this.cased(text), null, { addSpecialTokens: false })).getTokens();
   }
 }
 
@@ -79,6 +94,11 @@ export class TextTokenizer {
 export interface ModelInput extends TokenizedText {
   attention?: number[];
   scored?: number[];
+}
+
+/** Indices of `items`, longest first: similar lengths share a batch, and a too-large batch fails at once, not at the end. */
+export function longestFirst(items: { ids: number[] }[]): number[] {
+  return items.map((_, i) => i).sort((a, b) => items[b].ids.length - items[a].ids.length);
 }
 
 /** Packs texts into one right-padded batch as the native encoder expects it. */

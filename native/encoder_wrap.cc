@@ -18,6 +18,10 @@ struct LoadOptions {
   std::string weightsPath, config, device, dtype;
   // The Dense module's weights (linear.weight [out, in], optional linear.bias); empty: no head.
   std::string denseWeightsPath, denseActivation;
+  // "sequence-classification": the weights file's pooler and classifier become a cross-encoder's head, which
+  // must have `numLabels` outputs.
+  std::string head;
+  int64_t numLabels = 0;
 };
 
 // A Linear module whose weights the caller sets: the random ones its constructor draws are discarded, so
@@ -25,6 +29,28 @@ struct LoadOptions {
 torch::nn::Linear linearToFill(int64_t in, int64_t out, bool bias) {
   PreservedCpuGenerator initialWeights;
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+
+// A linear layer from tensors the model kept from its weights file (Hugging Face's names, e.g. "classifier"),
+// checked against the expected shape; an undefined Linear when `optional` and the file has no such weight.
+torch::nn::Linear takeLinear(TransformerEncoder& model, const std::string& name, int64_t in, int64_t out, bool optional,
+                             const std::string& file) {
+  torch::Tensor weight = model.takeKept(name + ".weight"), bias = model.takeKept(name + ".bias");
+  if (!weight.defined()) {
+    if (optional) return torch::nn::Linear(nullptr);
+    throw modelFilesError(file + " has no " + name + ".weight: it is not a sequence-classification model (a cross-encoder)");
+  }
+  if (weight.dim() != 2 || weight.size(0) != out || weight.size(1) != in) {
+    throw modelFilesError(file + ": " + name + ".weight has shape " + c10::str(weight.sizes()) + ", expected [" + std::to_string(out) +
+                          ", " + std::to_string(in) + "] (config.json's " + (name == "classifier" ? "labels" : "hidden_size") +
+                          " and the weights disagree)");
+  }
+  if (!bias.defined() || bias.dim() != 1 || bias.size(0) != out) throw modelFilesError(file + ": " + name + ".bias is missing or does not match its weight");
+  torch::nn::Linear linear = linearToFill(in, out, true);
+  torch::NoGradGuard noGrad;
+  linear->weight.copy_(weight.to(torch::kFloat32));
+  linear->bias.copy_(bias.to(torch::kFloat32));
+  return linear;
 }
 
 // A projection head from a Dense module's safetensors file, checked against the model's width.
@@ -78,6 +104,13 @@ class LoadWorker : public PromiseWorker {
       loaded->dense->to(loaded->device);
       loaded->denseTanh = options_.denseActivation == "tanh";
     }
+    if (options_.head == "sequence-classification") {
+      const int64_t hidden = loaded->model->hiddenSize();
+      loaded->pooler = takeLinear(*loaded->model, "pooler.dense", hidden, hidden, true, options_.weightsPath);
+      loaded->classifier = takeLinear(*loaded->model, "classifier", hidden, options_.numLabels, false, options_.weightsPath);
+      if (loaded->pooler) loaded->pooler->to(loaded->device);
+      loaded->classifier->to(loaded->device);
+    }
     loaded_ = std::move(loaded);
   }
   Napi::Value result(Napi::Env env) override {
@@ -97,6 +130,7 @@ class LoadWorker : public PromiseWorker {
 struct EmbedRequest {
   TokenBatch batch;
   bool tokens = false;  // output: 'tokens' (valid tokens of every row, concatenated) or 'pooled'
+  bool scores = false;  // output: 'scores' (a cross-encoder's logits, [rows, labels])
   std::string pooling;
   bool normalize = false;
   // 'tokens' output through the Dense module (a multi-vector model's token-level projection).
@@ -122,7 +156,9 @@ class EmbedWorker : public PromiseWorker {
     }
     const torch::Tensor selected = b.scored.empty() ? mask : b.tensor(b.scored, encoder_->device);
     torch::Tensor out;
-    if (r.tokens) {
+    if (r.scores) {
+      out = encoder_->classify(states);
+    } else if (r.tokens) {
       out = states.to(torch::kFloat32).index({selected.to(torch::kBool)});  // [selected tokens, dim], row-major order
       if (r.projectTokens) out = encoder_->project(out);
     } else {
@@ -156,6 +192,18 @@ class SaveWorker : public PromiseWorker {
   void compute() override {
     std::lock_guard<std::mutex> lock(encoder_->mutex);
     const auto dtype = parseDtype(dtype_);
+    if (encoder_->classifier) {
+      // As Hugging Face's *ForSequenceClassification saves: the base model under its prefix, then the head.
+      auto weights = encoder_->model->weightsForSaving(dtype, /*prefixed=*/true);
+      const auto add = [&](const std::string& name, const torch::nn::Linear& linear) {
+        weights.emplace_back(name + ".weight", linear->weight.detach().to(torch::kCPU, dtype));
+        weights.emplace_back(name + ".bias", linear->bias.detach().to(torch::kCPU, dtype));
+      };
+      if (encoder_->pooler) add(encoder_->model->prefix() + "pooler.dense", encoder_->pooler);
+      add("classifier", encoder_->classifier);
+      writeSafetensors(path_, weights, {{"format", "pt"}});
+      return;
+    }
     writeSafetensors(path_, encoder_->model->weightsForSaving(dtype), {{"format", "pt"}});
     if (encoder_->dense && !densePath_.empty()) {
       // Named as sentence-transformers' Dense module names them.
@@ -179,10 +227,19 @@ torch::Tensor LoadedEncoder::project(const torch::Tensor& pooled) const {
   return denseTanh ? torch::tanh(out) : out;
 }
 
+torch::Tensor LoadedEncoder::classify(const torch::Tensor& states) const {
+  // The first token's state ([CLS]), as BertForSequenceClassification reads it; dropout is off in inference.
+  torch::Tensor first = states.select(1, 0).to(torch::kFloat32);
+  namespace F = torch::nn::functional;
+  if (pooler) first = torch::tanh(F::linear(first, pooler->weight, pooler->bias));
+  return F::linear(first, classifier->weight, classifier->bias);
+}
+
 std::vector<torch::Tensor> LoadedEncoder::parameters() const {
   std::vector<torch::Tensor> params = model->parameters();
-  if (dense) {
-    for (auto& p : dense->parameters()) params.push_back(p);
+  for (const auto& head : {dense, pooler, classifier}) {
+    if (!head) continue;
+    for (auto& p : head->parameters()) params.push_back(p);
   }
   return params;
 }
@@ -229,6 +286,10 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
   try {
     options.denseWeightsPath = stringOr(o, "denseWeightsPath", "");
     options.denseActivation = stringOr(o, "denseActivation", "identity");
+    options.head = stringOr(o, "head", "");
+    options.numLabels = static_cast<int64_t>(numberOr(o, "numLabels", 0));
+    if (!options.head.empty() && options.head != "sequence-classification") throw invalidArgument("unknown head " + options.head);
+    if (!options.head.empty() && options.numLabels < 1) throw invalidArgument("numLabels must be a positive integer");
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }
@@ -246,7 +307,10 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }
-  r.tokens = o.Get("output").As<Napi::String>().Utf8Value() == "tokens";
+  const std::string output = o.Get("output").As<Napi::String>();
+  r.tokens = output == "tokens";
+  r.scores = output == "scores";
+  if (r.scores && !encoder->classifier) throw jsError(env, {"INVALID_ARGUMENT", "this model has no classifier head: load it as a CrossEncoder"});
   r.pooling = o.Get("pooling").As<Napi::String>();
   r.normalize = o.Get("normalize").As<Napi::Boolean>();
   r.projectTokens = o.Has("projectTokens") && o.Get("projectTokens").ToBoolean();
@@ -321,6 +385,7 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("maxPositions", static_cast<double>(encoder->model->maxPositions()));
   out.Set("numParameters", static_cast<double>(parameters));
   out.Set("outputSize", static_cast<double>(encoder->dense ? encoder->dense->weight.size(0) : encoder->model->hiddenSize()));
+  out.Set("numLabels", static_cast<double>(encoder->classifier ? encoder->classifier->weight.size(0) : 0));
   out.Set("device", encoder->device.str());
   out.Set("dtype", std::string(c10::toString(encoder->dtype)));
   return out;

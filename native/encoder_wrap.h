@@ -17,13 +17,19 @@ struct LoadedEncoder {
   // sentence-transformers' Dense module after pooling (a trained projection head), or none.
   torch::nn::Linear dense{nullptr};
   bool denseTanh = false;
+  // Hugging Face's sequence-classification head (a cross-encoder): the pooler (dense + tanh of the first
+  // token's state, when the model has one) and the classifier. Both float32, like the Dense head.
+  torch::nn::Linear pooler{nullptr};
+  torch::nn::Linear classifier{nullptr};
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
   std::mutex mutex;  // one forward at a time per model: concurrent embed() calls queue here
 
   // The pooled vector through the projection head (unchanged without one); float32 in and out.
   torch::Tensor project(const torch::Tensor& pooled) const;
-  // Every trained tensor: the model's parameters, then the head's (the order of saved optimizer state).
+  // The classifier's logits [batch, labels] (float32) from the model's last hidden states.
+  torch::Tensor classify(const torch::Tensor& states) const;
+  // Every trained tensor: the model's parameters, then the heads' (the order of saved optimizer state).
   std::vector<torch::Tensor> parameters() const;
 };
 

@@ -42,17 +42,30 @@ void TransformerEncoder::loadWeights(const SafetensorsFile& file, torch::ScalarT
   kept_.clear();
   for (const auto& [name, entry] : file.entries()) {
     if (used.count(name)) continue;
-    std::string plain = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
-    kept_.emplace_back(plain, file.read(name));
+    const bool prefixed = name.rfind(prefix, 0) == 0;
+    kept_.push_back({prefixed ? name.substr(prefix.size()) : name, prefixed, file.read(name)});
   }
   to(dtype);
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> TransformerEncoder::weightsForSaving(torch::ScalarType dtype) const {
+std::vector<std::pair<std::string, torch::Tensor>> TransformerEncoder::weightsForSaving(torch::ScalarType dtype, bool prefixed) const {
+  const std::string prefix = prefixed ? weightPrefix() : "";
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& item : named_parameters(true)) out.emplace_back(item.key(), item.value().detach().to(dtype));
-  for (const auto& [name, t] : kept_) out.emplace_back(name, t.is_floating_point() ? t.to(dtype) : t);
+  for (const auto& item : named_parameters(true)) out.emplace_back(prefix + item.key(), item.value().detach().to(dtype));
+  // A kept tensor outside the base model (a head's) keeps its own name.
+  for (const auto& k : kept_)
+    out.emplace_back((k.prefixed ? prefix : "") + k.name, k.value.is_floating_point() ? k.value.to(dtype) : k.value);
   return out;
+}
+
+torch::Tensor TransformerEncoder::takeKept(const std::string& name) {
+  for (auto it = kept_.begin(); it != kept_.end(); ++it) {
+    if (it->name != name) continue;
+    torch::Tensor t = it->value;
+    kept_.erase(it);
+    return t;
+  }
+  return {};
 }
 
 }  // namespace coltrast

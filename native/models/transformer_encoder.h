@@ -28,15 +28,25 @@ class TransformerEncoder : public torch::nn::Module {
   // architecture's prefix such as `bert.`) and keeps tensors the model does not use (a pooler head,
   // position_ids) so that saving writes them back unchanged.
   void loadWeights(const SafetensorsFile& file, torch::ScalarType dtype);
-  // Parameters and kept tensors, named as Hugging Face's model class names them.
-  std::vector<std::pair<std::string, torch::Tensor>> weightsForSaving(torch::ScalarType dtype) const;
+  // Parameters and kept tensors, named as Hugging Face's base model class names them, or with the task
+  // heads' prefix ("bert.embeddings...") when `prefixed`, as a model with a head saves them.
+  std::vector<std::pair<std::string, torch::Tensor>> weightsForSaving(torch::ScalarType dtype, bool prefixed = false) const;
+  // A kept tensor (named without the prefix, e.g. "classifier.weight"), removed from the kept ones so that it
+  // is not saved twice when a head takes it over; undefined when the file had none.
+  torch::Tensor takeKept(const std::string& name);
+  std::string prefix() const { return weightPrefix(); }
 
  protected:
   // The prefix Hugging Face's task heads put before the base model's names ("bert.").
   virtual std::string weightPrefix() const = 0;
 
  private:
-  std::vector<std::pair<std::string, torch::Tensor>> kept_;
+  struct Kept {
+    std::string name;  // without the prefix
+    bool prefixed;     // the file named it with the prefix (a base-model tensor of a model with a head)
+    torch::Tensor value;
+  };
+  std::vector<Kept> kept_;
 };
 
 using EncoderFactory = std::function<std::shared_ptr<TransformerEncoder>(const nlohmann::json& config)>;

@@ -1,0 +1,210 @@
+/**
+ * `CrossEncoder`: a reranker that reads a query and a document together and scores the pair, loaded from a
+ * sentence-transformers CrossEncoder folder or any Hugging Face *ForSequenceClassification folder (BERT family),
+ * or a hub id. It runs like `Encoder`: natively, off the JS thread, batches sorted by length.
+ */
+import path from 'node:path';
+import type { Matrix } from './encoder';
+import { ColtrastError } from './errors';
+import { writeFolderAtomic } from './files';
+import { readModelDirectory, writeModelFiles, type CrossEncoderConfig, type ModelDirectory } from './model-dir';
+import { DTYPES, ModelHandle, inBatches, resolveLoad, type DType, type LoadOptions } from './native-model';
+import { fromNative, native, type NativeEncoder } from './native';
+import { TextTokenizer, longestFirst, padBatch } from './tokenizer';
+import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
+
+/** What predict() applies to the logits: the model's own activation ('default'), or one named here. */
+export type ScoreActivation = 'default' | 'sigmoid' | 'identity' | 'tanh' | 'softmax';
+const ACTIVATIONS: readonly ScoreActivation[] = ['default', 'sigmoid', 'identity', 'tanh', 'softmax'];
+
+export interface PredictOptions {
+  /** Pairs per forward pass (default 32). Pairs are sorted by length first, so padding is small. */
+  batchSize?: number;
+  /**
+   * 'default': the model's activation (sentence-transformers' activation_fn: Sigmoid for a one-label reranker
+   * unless the model saved another). 'identity' gives the raw logits; 'softmax' normalizes each row of a
+   * multi-label model.
+   */
+  activation?: ScoreActivation;
+  /** Called after each batch with pairs done so far and the total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface RankOptions extends PredictOptions {
+  /** Keep the best `topK` documents (default: all of them, best first). */
+  topK?: number;
+  /** Put each document's text in its result (default false). */
+  returnDocuments?: boolean;
+}
+
+/** One ranked document: its index in the documents given to rank(), its score and, if asked, its text. */
+export interface Ranked {
+  index: number;
+  score: number;
+  text?: string;
+}
+
+const PREDICT_KEYS = ['batchSize', 'activation', 'onProgress'] as const;
+const RANK_KEYS = [...PREDICT_KEYS, 'topK', 'returnDocuments'] as const;
+const SAVE_KEYS = ['overwrite', 'dtype'] as const;
+
+function checkPairs(pairs: unknown): asserts pairs is [string, string][] {
+  if (!Array.isArray(pairs)) throw invalid('pairs', 'an array of [text, text] pairs', pairs);
+  pairs.forEach((p, i) => {
+    if (!Array.isArray(p) || p.length !== 2 || typeof p[0] !== 'string' || typeof p[1] !== 'string') {
+      throw invalid(`pairs[${i}]`, 'a [string, string] pair', p);
+    }
+  });
+}
+
+export class CrossEncoder {
+  private readonly model: ModelHandle;
+
+  private constructor(
+    handle: NativeEncoder,
+    private readonly files: ModelDirectory & { crossEncoder: CrossEncoderConfig },
+    private readonly tokenizer: TextTokenizer,
+    /** The device the model runs on, e.g. 'cpu' or 'cuda:0'. */
+    readonly device: string,
+    readonly dtype: DType,
+  ) {
+    this.model = new ModelHandle(handle, 'CrossEncoder');
+  }
+
+  /**
+   * Loads a cross-encoder folder (sentence-transformers' CrossEncoder, or a Hugging Face
+   * *ForSequenceClassification model with safetensors weights) or a Hugging Face id such as
+   * `cross-encoder/ms-marco-MiniLM-L6-v2`.
+   */
+  static async load(model: string, options?: LoadOptions): Promise<CrossEncoder> {
+    const { dir, device, dtype } = await resolveLoad(model, options);
+    const files = readModelDirectory(dir, 'cross-encoder') as ModelDirectory & { crossEncoder: CrossEncoderConfig };
+    const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
+    let handle: NativeEncoder;
+    try {
+      handle = await native().NativeEncoder.load({
+        weightsPath: files.weightsPath,
+        config: files.configText,
+        device,
+        dtype,
+        head: 'sequence-classification',
+        numLabels: files.crossEncoder.numLabels,
+      });
+    } catch (error) {
+      throw fromNative(error);
+    }
+    return new CrossEncoder(handle, files, tokenizer, handle.info().device, dtype);
+  }
+
+  /** Outputs per pair: 1 for a reranker's relevance score. */
+  get numLabels(): number {
+    return this.files.crossEncoder.numLabels;
+  }
+  /** config.json's label names, in output order. */
+  get labels(): readonly string[] {
+    return this.files.crossEncoder.labels;
+  }
+  /** What predict() applies to the logits by default. */
+  get activation(): CrossEncoderConfig['activation'] {
+    return this.files.crossEncoder.activation;
+  }
+  /** Longer pairs are cut to this many tokens (special tokens included), the longer text first. */
+  get maxSeqLength(): number {
+    return this.files.maxSeqLength;
+  }
+  /** The folder the model was read from. */
+  get modelDir(): string {
+    return this.files.dir;
+  }
+
+  /**
+   * Scores each (query, document) pair: `{ dims: [pairs.length, numLabels], data }`; for a one-label reranker,
+   * `data` holds one score per pair, in input order.
+   */
+  async predict(pairs: [string, string][], options?: PredictOptions): Promise<Matrix> {
+    return this.model.use((handle) => this.predictWith(handle, pairs, options, PREDICT_KEYS));
+  }
+
+  private async predictWith(handle: NativeEncoder, pairs: [string, string][], options: PredictOptions | undefined, keys: readonly string[]): Promise<Matrix> {
+    const o = checkOptions('options', options, keys);
+    checkPairs(pairs);
+    const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
+    let activation = oneOf('options.activation', o.activation ?? 'default', ACTIVATIONS);
+    if (activation === 'default') activation = this.activation;
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
+    const tokenized = await this.tokenizer.encodePairs(pairs);
+    const order = longestFirst(tokenized);
+    const labels = this.numLabels;
+    const scores = new Float32Array(pairs.length * labels);
+    const run = (start: number, end: number) =>
+      handle.embed({ ...padBatch(order.slice(start, end).map((i) => tokenized[i])), output: 'scores', pooling: 'cls', normalize: false });
+    const take = (logits: Float32Array, start: number, end: number) => {
+      order.slice(start, end).forEach((pairIndex, r) => {
+        scores.set(activate(logits.subarray(r * labels, (r + 1) * labels), activation), pairIndex * labels);
+      });
+    };
+    await inBatches(order.length, batchSize, run, take, o.onProgress);
+    return { dims: [pairs.length, labels], data: scores };
+  }
+
+  /**
+   * Scores `query` against each document and returns them best first (sentence-transformers' rank()). For
+   * one-label models only.
+   */
+  async rank(query: string, documents: string[], options?: RankOptions): Promise<Ranked[]> {
+    if (typeof query !== 'string') throw invalid('query', 'a string', query);
+    if (!Array.isArray(documents)) throw invalid('documents', 'an array of strings', documents);
+    documents.forEach((d, i) => {
+      if (typeof d !== 'string') throw invalid(`documents[${i}]`, 'a string', d);
+    });
+    if (this.numLabels !== 1) {
+      throw new ColtrastError('INVALID_ARGUMENT', `rank() needs a one-label model (a relevance score); this one has ${this.numLabels} labels: use predict()`);
+    }
+    const o = checkOptions('options', options, RANK_KEYS);
+    const topK = o.topK === undefined ? documents.length : positiveInteger('options.topK', o.topK);
+    const withText = booleanValue('options.returnDocuments', o.returnDocuments ?? false);
+    const { batchSize, activation, onProgress } = o;
+    const { data } = await this.model.use((handle) =>
+      this.predictWith(handle, documents.map((d) => [query, d]), { batchSize, activation, onProgress }, PREDICT_KEYS),
+    );
+    const ranked = documents.map((_, index) => index).sort((a, b) => data[b] - data[a] || a - b);
+    return ranked.slice(0, topK).map((index) => ({ index, score: data[index], ...(withText && { text: documents[index] }) }));
+  }
+
+  /**
+   * Writes the model as sentence-transformers 6 saves a CrossEncoder (which Hugging Face's
+   * AutoModelForSequenceClassification also loads). The folder appears complete or not at all.
+   */
+  async save(dir: string, options?: { overwrite?: boolean; dtype?: DType }): Promise<void> {
+    const o = checkOptions('options', options, SAVE_KEYS);
+    if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a folder path', dir);
+    const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
+    const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
+    await this.model.use((handle) =>
+      writeFolderAtomic(path.resolve(dir), overwrite, async (staging) => {
+        writeModelFiles(this.files, staging, { pooling: 'cls', normalize: false, maxSeqLength: this.files.maxSeqLength, dimension: 0 });
+        try {
+          await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype);
+        } catch (error) {
+          throw fromNative(error);
+        }
+      }),
+    );
+  }
+
+  /** Frees the native model. Calls already running finish first; calls made afterwards throw DISPOSED. */
+  dispose(): void {
+    this.model.dispose();
+  }
+}
+
+/** One pair's logits through the activation, as sentence-transformers' predict() applies it. */
+function activate(logits: Float32Array, activation: Exclude<ScoreActivation, 'default'>): Float32Array {
+  if (activation === 'identity') return logits;
+  if (activation === 'sigmoid') return logits.map((x) => 1 / (1 + Math.exp(-x)));
+  if (activation === 'tanh') return logits.map(Math.tanh);
+  const max = Math.max(...logits);
+  const exps = logits.map((x) => Math.exp(x - max));
+  const sum = exps.reduce((s, x) => s + x, 0);
+  return exps.map((x) => x / sum);
+}

@@ -1,0 +1,143 @@
+/**
+ * What `Encoder` and `CrossEncoder` share: the load options (device, dtype, threads, hub), the process-wide
+ * thread setting, and the lifetime of the native model behind them.
+ */
+import os from 'node:os';
+import { ColtrastError } from './errors';
+import { resolveModelDir, type ResolveOptions } from './hub';
+import { checkGpuArch } from './binary';
+import { cudaKernelInfo, fromNative, native, type NativeEncoder } from './native';
+import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
+
+export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+export type DType = 'float32' | 'float16' | 'bfloat16';
+export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16'];
+
+export interface LoadOptions extends Pick<ResolveOptions, 'cacheDir' | 'revision' | 'endpoint' | 'offline' | 'token'> {
+  /** 'auto' (default) picks the first GPU when this libtorch has CUDA and one is visible, else the CPU. */
+  device?: Device;
+  /** float32 (default). float16 and bfloat16 are for CUDA devices. */
+  dtype?: DType;
+  /** Intra-op CPU threads for all of coltrast's native work in this process (default: every core). */
+  threads?: number;
+  /** Download progress, when `model` is a Hugging Face id that is not cached yet. */
+  onDownloadProgress?: ResolveOptions['onProgress'];
+}
+
+const LOAD_KEYS = ['device', 'dtype', 'threads', 'cacheDir', 'revision', 'endpoint', 'offline', 'token', 'onDownloadProgress'] as const;
+
+let threadsApplied = false;
+
+/** Applies a thread count for the whole process (the first load applies the default: every core). */
+export function setThreads(threads?: number): void {
+  const n = threads === undefined ? os.availableParallelism() : positiveInteger('threads', threads);
+  native().setNumThreads(n);
+  threadsApplied = true;
+}
+
+function resolveDevice(device: Device): string {
+  const resolved = device === 'auto' ? (native().runtimeInfo().cudaAvailable ? 'cuda:0' : 'cpu') : device === 'cuda' ? 'cuda:0' : device;
+  if (resolved !== 'cpu' && !/^cuda:\d+$/.test(resolved)) throw invalid('options.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
+  if (resolved !== 'cpu') checkGpuArch(resolved, cudaKernelInfo());
+  return resolved;
+}
+
+/** @internal Checks load options, applies the thread setting, and finds the model's folder (downloading a hub id). */
+export async function resolveLoad(model: string, options: LoadOptions | undefined): Promise<{ dir: string; device: string; dtype: DType }> {
+  const o = checkOptions('options', options, LOAD_KEYS);
+  if (typeof model !== 'string' || model.length === 0) throw invalid('model', 'a folder path or a Hugging Face id', model);
+  const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
+  if (o.threads !== undefined || !threadsApplied) setThreads(o.threads);
+  const device = resolveDevice(o.device ?? 'auto');
+  if (device === 'cpu' && dtype === 'float16') {
+    // libtorch's CPU float16 matrix products are slow reference loops; bfloat16 ones use oneDNN.
+    throw new ColtrastError('INVALID_ARGUMENT', `options.dtype 'float16' needs a CUDA device; on the CPU use 'float32' or 'bfloat16'`);
+  }
+  const dir = await resolveModelDir(model, {
+    cacheDir: o.cacheDir,
+    revision: o.revision,
+    endpoint: o.endpoint,
+    offline: o.offline,
+    token: o.token,
+    onProgress: o.onDownloadProgress,
+  });
+  return { dir, device, dtype };
+}
+
+/**
+ * @internal The native model behind an Encoder or CrossEncoder. Calls hold it while they run; dispose() frees
+ * it when the last of them ends, and calls made afterwards throw DISPOSED.
+ */
+export class ModelHandle {
+  private inFlight = 0;
+  private disposed = false;
+
+  constructor(
+    private handle: NativeEncoder | null,
+    /** 'Encoder' or 'CrossEncoder', for the DISPOSED message. */
+    private readonly what: string,
+  ) {}
+
+  /** The native model now, for work that does not outlive this call; throws DISPOSED after dispose(). */
+  current(): NativeEncoder {
+    if (this.disposed || !this.handle) throw new ColtrastError('DISPOSED', `this ${this.what} was disposed; load the model again`);
+    return this.handle;
+  }
+
+  /** Runs `work` with the native model, keeping it alive until `work` settles even if dispose() comes first. */
+  async use<T>(work: (handle: NativeEncoder) => Promise<T>): Promise<T> {
+    const handle = this.current();
+    this.inFlight++;
+    try {
+      return await work(handle);
+    } finally {
+      if (--this.inFlight === 0 && this.disposed) this.release();
+    }
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    if (this.inFlight === 0) this.release();
+  }
+
+  private release(): void {
+    this.handle?.dispose();
+    this.handle = null;
+  }
+}
+
+/**
+ * @internal Runs `count` rows in batches of `batchSize` through `run` (rows start..end), handing each result to
+ * `take` in order. Two batches are in flight: the next one is queued while this one runs, so the model (a GPU
+ * above all) starts it as soon as this one's forward is done instead of idling while the result travels back
+ * to JavaScript and the next batch is padded. The native side runs one forward at a time per model.
+ */
+export async function inBatches<R>(
+  count: number,
+  batchSize: number,
+  run: (start: number, end: number) => Promise<R>,
+  take: (result: R, start: number, end: number) => void,
+  onProgress?: (done: number, total: number) => void,
+): Promise<void> {
+  onProgress?.(0, count); // the start, so that a progress bar's rate counts the first batch
+  const submit = (start: number) => {
+    const promise = run(start, Math.min(start + batchSize, count));
+    promise.catch(() => {}); // rejections are handled where it is awaited; this one may fail first
+    return promise;
+  };
+  let next = count > 0 ? submit(0) : undefined;
+  for (let start = 0; start < count; start += batchSize) {
+    const current = next!;
+    next = start + batchSize < count ? submit(start + batchSize) : undefined;
+    let result: R;
+    try {
+      result = await current;
+    } catch (error) {
+      await next?.catch(() => {}); // settled before this call ends (dispose() waits for calls)
+      throw fromNative(error);
+    }
+    const end = Math.min(start + batchSize, count);
+    take(result, start, end);
+    onProgress?.(end, count);
+  }
+}

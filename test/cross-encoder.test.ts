@@ -1,0 +1,191 @@
+// CrossEncoder: scores text pairs as sentence-transformers 6's CrossEncoder does. The fixtures were written and
+// their expected outputs recorded by sentence-transformers 6.0.1 itself (scripts/fixtures/st_cross_encoder.py):
+// a one-label reranker saved by CrossEncoder.save and a three-label Hugging Face *ForSequenceClassification folder.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ColtrastError, CrossEncoder, Encoder } from '../lib';
+import { readSafetensors } from './helpers/safetensors';
+import { FIXTURE, editJson, maxAbsDiff, tempDir } from './helpers/fixture';
+
+const ROOT = path.resolve(__dirname, '..');
+const CE = path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder');
+interface Recorded {
+  logits: number[][];
+  scores: number[][];
+  rank?: { index: number; score: number }[];
+}
+const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder.reference.json'), 'utf8')) as {
+  pairs: [string, string][];
+  st: Recorded;
+  hf: Recorded;
+};
+const PAIRS = REFERENCE.pairs;
+
+function copyOf(which: 'st' | 'hf', edit?: (dir: string) => void): string {
+  const dir = path.join(tempDir(), 'model');
+  fs.cpSync(path.join(CE, which), dir, { recursive: true });
+  edit?.(dir);
+  return dir;
+}
+
+async function rejection(work: () => Promise<unknown>): Promise<ColtrastError> {
+  const error = await work().then(
+    () => null,
+    (e: unknown) => e,
+  );
+  if (!(error instanceof ColtrastError)) throw new Error(`expected a ColtrastError, got ${String(error)}`);
+  return error;
+}
+
+for (const which of ['st', 'hf'] as const) {
+  test(`predict equals sentence-transformers' CrossEncoder.predict, logits and default activation (1e-5): ${which}`, async (t) => {
+    const ce = await CrossEncoder.load(path.join(CE, which), { device: 'cpu' });
+    const labels = which === 'st' ? 1 : 3;
+    t.is(ce.numLabels, labels);
+    t.is(ce.activation, which === 'st' ? 'sigmoid' : 'identity');
+    t.deepEqual([...ce.labels], which === 'st' ? ['LABEL_0'] : ['contradiction', 'entailment', 'neutral']);
+    // The st folder was saved with max_length 24 (tokenizer_config.json); the hf one is capped by its 40 positions.
+    t.is(ce.maxSeqLength, which === 'st' ? 24 : 40);
+    for (const batchSize of [1, 3, 32]) {
+      const logits = await ce.predict(PAIRS, { batchSize, activation: 'identity' });
+      t.deepEqual(logits.dims, [PAIRS.length, labels]);
+      t.true(maxAbsDiff(logits.data, REFERENCE[which].logits.flat()) < 1e-5, `logits, batch ${batchSize}`);
+      const scores = await ce.predict(PAIRS, { batchSize });
+      t.true(maxAbsDiff(scores.data, REFERENCE[which].scores.flat()) < 1e-5, `scores, batch ${batchSize}`);
+    }
+    ce.dispose();
+  });
+}
+
+test("rank equals sentence-transformers' rank: order and scores; topK and returnDocuments", async (t) => {
+  const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu' });
+  const documents = PAIRS.map((p) => p[1]);
+  const ranked = await ce.rank(PAIRS[0][0], documents);
+  const expected = REFERENCE.st.rank!;
+  t.deepEqual(
+    ranked.map((r) => r.index),
+    expected.map((r) => r.index),
+  );
+  t.true(maxAbsDiff(ranked.map((r) => r.score), expected.map((r) => r.score)) < 1e-5);
+  const top = await ce.rank(PAIRS[0][0], documents, { topK: 2, returnDocuments: true });
+  t.deepEqual(top, ranked.slice(0, 2).map((r) => ({ ...r, text: documents[r.index] })));
+  t.deepEqual(await ce.rank('q', []), []);
+  ce.dispose();
+});
+
+test('activation options: softmax rows of the logits, tanh, sigmoid', async (t) => {
+  const ce = await CrossEncoder.load(path.join(CE, 'hf'), { device: 'cpu' });
+  const logits = REFERENCE.hf.logits;
+  const softmax = await ce.predict(PAIRS, { activation: 'softmax' });
+  const expected = logits.flatMap((row) => {
+    const exps = row.map((x) => Math.exp(x - Math.max(...row)));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    return exps.map((e) => e / sum);
+  });
+  t.true(maxAbsDiff(softmax.data, expected) < 1e-5);
+  t.true(maxAbsDiff((await ce.predict(PAIRS, { activation: 'tanh' })).data, logits.flat().map(Math.tanh)) < 1e-5);
+  t.true(maxAbsDiff((await ce.predict(PAIRS, { activation: 'sigmoid' })).data, logits.flat().map((x) => 1 / (1 + Math.exp(-x)))) < 1e-5);
+  t.deepEqual((await ce.predict([])).dims, [0, 3]);
+  ce.dispose();
+});
+
+test('save writes a sentence-transformers CrossEncoder folder that loads back with the same scores', async (t) => {
+  for (const which of ['st', 'hf'] as const) {
+    const ce = await CrossEncoder.load(path.join(CE, which), { device: 'cpu' });
+    const dir = path.join(tempDir(), 'saved');
+    await ce.save(dir);
+    const modules = JSON.parse(fs.readFileSync(path.join(dir, 'modules.json'), 'utf8'));
+    t.deepEqual(modules.map((m: { path: string }) => m.path), ['']);
+    const st = JSON.parse(fs.readFileSync(path.join(dir, 'config_sentence_transformers.json'), 'utf8'));
+    t.is(st.model_type, 'CrossEncoder');
+    t.is(st.activation_fn, which === 'st' ? 'torch.nn.modules.activation.Sigmoid' : 'torch.nn.modules.linear.Identity');
+    // Named as BertForSequenceClassification names them: the encoder under bert., the head's pooler and classifier.
+    const names = [...readSafetensors(path.join(dir, 'model.safetensors')).tensors.keys()];
+    const original = [...readSafetensors(path.join(CE, which, 'model.safetensors')).tensors.keys()];
+    t.deepEqual([...names].sort(), [...original].sort());
+    t.true(names.includes('classifier.weight') && names.includes('bert.pooler.dense.weight') && names.includes('bert.embeddings.word_embeddings.weight'));
+    const again = await CrossEncoder.load(dir, { device: 'cpu' });
+    t.is(again.maxSeqLength, ce.maxSeqLength);
+    t.deepEqual([...again.labels], [...ce.labels]);
+    t.deepEqual((await again.predict(PAIRS, { activation: 'identity' })).data, (await ce.predict(PAIRS, { activation: 'identity' })).data);
+    const e = await rejection(() => ce.save(dir));
+    t.regex(e.message, /exists/);
+    again.dispose();
+    ce.dispose();
+  }
+});
+
+test('bfloat16 on the CPU scores close to float32', async (t) => {
+  const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu', dtype: 'bfloat16' });
+  const logits = await ce.predict(PAIRS, { activation: 'identity' });
+  t.true(maxAbsDiff(logits.data, REFERENCE.st.logits.flat()) < 0.1, `max diff ${maxAbsDiff(logits.data, REFERENCE.st.logits.flat())}`);
+  ce.dispose();
+});
+
+test('an embedding model is not a cross-encoder, and a cross-encoder is not an embedding model', async (t) => {
+  let e = await rejection(() => CrossEncoder.load(FIXTURE, { device: 'cpu' }));
+  t.is(e.code, 'UNSUPPORTED_MODEL');
+  t.regex(e.message, /not a cross-encoder: config\.json's architectures are \[BertModel\].*Encoder\.load/);
+  e = await rejection(() => Encoder.load(path.join(CE, 'st'), { device: 'cpu' }));
+  t.is(e.code, 'UNSUPPORTED_MODEL');
+  t.regex(e.message, /cross-encoder .*CrossEncoder\.load/);
+});
+
+test('bad cross-encoder folders: no classifier weights, labels that disagree with them, an unknown activation, more modules', async (t) => {
+  // The architecture says sequence classification, but the weights are a bare encoder's.
+  let dir = copyOf('hf', (d) => fs.copyFileSync(path.join(FIXTURE, 'model.safetensors'), path.join(d, 'model.safetensors')));
+  let e = await rejection(() => CrossEncoder.load(dir, { device: 'cpu' }));
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /has no classifier\.weight/);
+  dir = copyOf('hf', (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, id2label: { 0: 'a', 1: 'b' }, label2id: { a: 0, b: 1 } })));
+  e = await rejection(() => CrossEncoder.load(dir, { device: 'cpu' }));
+  t.is(e.code, 'MODEL_FILES');
+  t.regex(e.message, /classifier\.weight has shape \[3, 32\], expected \[2, 32\]/);
+  dir = copyOf('st', (d) => editJson(path.join(d, 'config_sentence_transformers.json'), (c) => ({ ...c, activation_fn: 'torch.nn.modules.activation.ReLU' })));
+  e = await rejection(() => CrossEncoder.load(dir, { device: 'cpu' }));
+  t.is(e.code, 'UNSUPPORTED_MODEL');
+  t.regex(e.message, /activation_fn torch\.nn\.modules\.activation\.ReLU is not supported/);
+  // An activation outside torch is not run without trust_remote_code, by sentence-transformers either: the default.
+  dir = copyOf('st', (d) => editJson(path.join(d, 'config_sentence_transformers.json'), (c) => ({ ...c, activation_fn: 'mypackage.Custom' })));
+  const ce = await CrossEncoder.load(dir, { device: 'cpu' });
+  t.is(ce.activation, 'sigmoid');
+  ce.dispose();
+  // sentence-transformers before 4.0 kept the activation in config.json.
+  dir = copyOf('hf', (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, sbert_ce_default_activation_function: 'torch.nn.modules.activation.Tanh' })));
+  const old = await CrossEncoder.load(dir, { device: 'cpu' });
+  t.is(old.activation, 'tanh');
+  old.dispose();
+  dir = copyOf('st', (d) =>
+    editJson(path.join(d, 'modules.json'), (m) => [...m, { idx: 1, name: '1', path: '1_LogitScore', type: 'sentence_transformers.cross_encoder.modules.logit_score.LogitScore' }]),
+  );
+  e = await rejection(() => CrossEncoder.load(dir, { device: 'cpu' }));
+  t.is(e.code, 'UNSUPPORTED_MODEL');
+  t.regex(e.message, /one Transformer module is supported/);
+});
+
+test('bad arguments: pairs, options, rank on a multi-label model, a disposed model', async (t) => {
+  const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu' });
+  let e = await rejection(() => ce.predict('a' as never));
+  t.is(e.code, 'INVALID_ARGUMENT');
+  e = await rejection(() => ce.predict([['a', 'b'], ['c']] as never));
+  t.regex(e.message, /pairs\[1\].*\[string, string\] pair/);
+  e = await rejection(() => ce.predict([['a', 'b']], { activation: 'relu' } as never));
+  t.regex(e.message, /options\.activation/);
+  e = await rejection(() => ce.predict([['a', 'b']], { batch: 4 } as never));
+  t.regex(e.message, /batch/);
+  e = await rejection(() => ce.rank('q', ['a', 3] as never));
+  t.regex(e.message, /documents\[1\]/);
+  e = await rejection(() => ce.rank('q', ['a'], { topK: 0 }));
+  t.regex(e.message, /topK/);
+  const multi = await CrossEncoder.load(path.join(CE, 'hf'), { device: 'cpu' });
+  e = await rejection(() => multi.rank('q', ['a']));
+  t.regex(e.message, /one-label model.*3 labels/);
+  multi.dispose();
+  const pending = ce.predict(PAIRS);
+  ce.dispose();
+  t.is((await pending).dims[0], PAIRS.length); // a call already running finishes
+  e = await rejection(() => ce.predict(PAIRS));
+  t.is(e.code, 'DISPOSED');
+  t.regex(e.message, /CrossEncoder was disposed/);
+});
