@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { CrossEncoder } from './cross-encoder';
 import { Encoder, type Device, type DType } from './encoder';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
@@ -71,11 +72,14 @@ commands:
     --index <dir>            the index folder
     --model <dir|hub id>     default: the model recorded in the index
     --k <n> --mode dense|bm25|hybrid --rerank none|maxsim --device <d> --json
+    --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
+    --candidates <n>         first-stage candidates re-ranked (default 100)
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none)
     --mode dense|bm25|hybrid|late_interaction --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
-    --compare <model|bm25>   a second system evaluated the same way, side by side
+    --reranker <dir|hub id>  re-rank each query's top --candidates (default 100) with a cross-encoder
+    --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker)
     --device <d> --batch-size <n> --json
   export                     write an index to a vector database: a SQL file for PostgreSQL + pgvector
     --index <dir>            the index folder
@@ -326,7 +330,7 @@ async function evalCommand(argv: string[]): Promise<void> {
     options: {
       data: { type: 'string' }, model: { type: 'string' }, mode: { type: 'string' }, split: { type: 'string' }, k: { type: 'string' },
       'hybrid-weight': { type: 'string' }, stem: { type: 'boolean' }, compare: { type: 'string' }, device: { type: 'string' },
-      'batch-size': { type: 'string' }, json: { type: 'boolean' },
+      'batch-size': { type: 'string' }, reranker: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
     },
   });
   if (!values.data) fail('eval needs --data <BEIR folder>');
@@ -343,18 +347,24 @@ async function evalCommand(argv: string[]): Promise<void> {
     bm25: { stem: values.stem ?? false },
     device: (values.device ?? 'auto') as Device,
     batchSize: numberFlag('batch-size', values['batch-size'], 'number'),
+    candidates: numberFlag('candidates', values.candidates, 'count'),
     progressBar: !values.json,
   };
   // Without --model: the default model, unless the mode needs none (bm25).
   const model = values.model ?? (values.mode === 'bm25' ? undefined : DEFAULT_MODEL);
-  const systems: { name: string; model?: string; mode?: EvalMode }[] = [
-    { name: model ? `${values.mode ?? 'dense'}:${path.basename(model)}` : 'bm25', model, mode: values.mode as EvalMode },
+  const systems: { name: string; model?: string; mode?: EvalMode; reranker?: string }[] = [
+    {
+      name: (model ? `${values.mode ?? 'dense'}:${path.basename(model)}` : 'bm25') + (values.reranker ? `+${path.basename(values.reranker)}` : ''),
+      model,
+      mode: values.mode as EvalMode,
+      reranker: values.reranker,
+    },
   ];
   if (values.compare) {
     systems.push(values.compare === 'bm25' ? { name: 'bm25', mode: 'bm25' } : { name: `dense:${path.basename(values.compare)}`, model: values.compare, mode: 'dense' });
   }
   const results = [];
-  for (const s of systems) results.push({ name: s.name, result: await evaluate({ ...common, model: s.model, mode: s.mode }) });
+  for (const s of systems) results.push({ name: s.name, result: await evaluate({ ...common, model: s.model, mode: s.mode, reranker: s.reranker }) });
   if (values.json) {
     console.log(JSON.stringify(results.map((r) => ({ name: r.name, ...r.result }))));
     return;
@@ -418,17 +428,22 @@ async function searchCommand(argv: string[]): Promise<void> {
     allowPositionals: true,
     options: {
       index: { type: 'string' }, model: { type: 'string' }, k: { type: 'string' }, mode: { type: 'string' }, rerank: { type: 'string' },
-      device: { type: 'string' }, json: { type: 'boolean' },
+      reranker: { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
     },
   });
   if (!values.index) fail('search needs --index <dir>');
   if (positionals.length === 0) fail('search needs at least one question');
   const k = numberFlag('k', values.k, 'count') ?? 5;
   const model = values.model ?? Index.modelSource(values.index) ?? DEFAULT_MODEL;
-  const enc = await Encoder.load(model, { device: (values.device ?? 'auto') as Device });
+  const candidates = numberFlag('candidates', values.candidates, 'count');
+  if (values.reranker && values.rerank && values.rerank !== 'none') fail('give --rerank maxsim or --reranker <cross-encoder>, not both');
+  const device = (values.device ?? 'auto') as Device;
+  const enc = await Encoder.load(model, { device });
+  let reranker: CrossEncoder | undefined;
   try {
+    if (values.reranker) reranker = await CrossEncoder.load(values.reranker, { device });
     const index = await Index.load(values.index, enc);
-    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: values.rerank as 'none' });
+    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates });
     if (values.json) {
       console.log(JSON.stringify(positionals.map((query, i) => ({ query, hits: hits[i] }))));
       return;
@@ -439,6 +454,7 @@ async function searchCommand(argv: string[]): Promise<void> {
     });
   } finally {
     enc.dispose();
+    reranker?.dispose();
   }
 }
 

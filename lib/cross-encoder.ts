@@ -198,6 +198,31 @@ export class CrossEncoder {
   }
 }
 
+/**
+ * @internal Re-ranks each query's candidates by the cross-encoder's score of (query, candidate text), best first,
+ * scoring every query's pairs in one predict() call; ties keep the first stage's order.
+ */
+export async function rerankCandidates<T>(
+  reranker: CrossEncoder,
+  queries: string[],
+  candidates: T[][],
+  text: (candidate: T) => string,
+  options?: Pick<PredictOptions, 'batchSize' | 'onProgress'>,
+): Promise<{ item: T; score: number }[][]> {
+  if (reranker.numLabels !== 1) {
+    throw new ColtrastError('INVALID_ARGUMENT', `a cross-encoder re-ranks with one score per pair; ${reranker.modelDir} has ${reranker.numLabels} labels`);
+  }
+  const pairs = candidates.flatMap((items, i) => items.map((c): [string, string] => [queries[i], text(c)]));
+  const { data } = await reranker.predict(pairs, options);
+  let at = 0;
+  return candidates.map((items) =>
+    items
+      .map((item, rank) => ({ item, score: data[at++], rank }))
+      .sort((a, b) => b.score - a.score || a.rank - b.rank)
+      .map(({ item, score }) => ({ item, score })),
+  );
+}
+
 /** One pair's logits through the activation, as sentence-transformers' predict() applies it. */
 function activate(logits: Float32Array, activation: Exclude<ScoreActivation, 'default'>): Float32Array {
   if (activation === 'identity') return logits;

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { coltrastEvalData, loadBeir, docText, type BeirData } from './beir';
 import { readTrainingData } from './train-data';
 import { Bm25Index, type Bm25Options } from './bm25';
+import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import { evaluateRun, type MetricTable, type Run } from './ir-metrics';
@@ -34,8 +35,14 @@ export interface EvaluateOptions {
   mode?: EvalMode;
   /** Hybrid: weight of the dense ranking in the fusion, the rest goes to BM25 (default 0.5). */
   hybridWeight?: number;
-  /** late_interaction: dense candidates re-ranked per query (default 100). */
+  /** late_interaction and reranker: first-stage candidates re-ranked per query (default 100). */
   candidates?: number;
+  /**
+   * A one-label cross-encoder (folder, Hugging Face id or loaded CrossEncoder) that re-ranks each query's top
+   * `candidates` from the mode's ranking, reading query and document together. The lists then hold those
+   * candidates only, so cut-offs above `candidates` see no more.
+   */
+  reranker?: string | CrossEncoder;
   /** Reciprocal-rank fusion constant (default 60). */
   rrfK?: number;
   bm25?: Bm25Options;
@@ -47,6 +54,8 @@ export interface EvaluateOptions {
 
 export interface EvaluateResult {
   mode: EvalMode;
+  /** The cross-encoder that re-ranked the mode's candidates (its folder), when one did. */
+  reranker?: string;
   metrics: MetricTable;
   /** Queries evaluated (those with at least one relevant document). */
   queries: number;
@@ -54,7 +63,7 @@ export interface EvaluateResult {
   seconds: number;
 }
 
-const KEYS = ['data', 'model', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
+const KEYS = ['data', 'model', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 function loadEvalData(source: string, split: string): BeirData {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
@@ -76,12 +85,15 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const weight = o.hybridWeight ?? 0.5;
   if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
   const rrfK = positiveInteger('options.rrfK', o.rrfK ?? 60);
+  if (o.reranker !== undefined && (typeof o.reranker !== 'string' || o.reranker === '') && !(o.reranker instanceof CrossEncoder)) {
+    throw invalid('options.reranker', 'a cross-encoder folder, Hugging Face id or CrossEncoder', o.reranker);
+  }
   const started = Date.now();
   const data = typeof o.data === 'string' ? loadEvalData(o.data, o.split ?? 'test') : o.data;
   const evaluated = [...data.qrels.keys()].filter((q) => data.queries.has(q));
   const queryTexts = evaluated.map((q) => data.queries.get(q)!);
   // Fusion needs deeper lists than the largest cut-off.
-  const depth = Math.max(...ks, mode === 'hybrid' ? 100 : 0);
+  const depth = Math.max(...ks, mode === 'hybrid' ? 100 : 0, o.reranker !== undefined ? candidates : 0);
 
   let lexical: { id: string; score: number }[][] = [];
   if (mode === 'bm25' || mode === 'hybrid') {
@@ -107,9 +119,26 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       if (typeof o.model === 'string') encoder.dispose();
     }
   }
-  const run: Run = new Map(
-    evaluated.map((q, i) => [q, mode === 'bm25' ? lexical[i] : mode === 'hybrid' ? reciprocalRankFusion(dense[i], lexical[i], (h) => h.id, weight, rrfK).map(([id, score]) => ({ id, score })) : dense[i]]),
+  let ranked = evaluated.map((_, i) =>
+    mode === 'bm25' ? lexical[i] : mode === 'hybrid' ? reciprocalRankFusion(dense[i], lexical[i], (h) => h.id, weight, rrfK).map(([id, score]) => ({ id, score })) : dense[i],
   );
+  let rerankedBy: string | undefined;
+  if (o.reranker !== undefined) {
+    const reranker = typeof o.reranker === 'string' ? await CrossEncoder.load(o.reranker, { device: o.device ?? 'auto' }) : o.reranker;
+    try {
+      const texts = new Map(data.corpus.map((d) => [d.id, docText(d)]));
+      const bar = o.progressBar ? new ProgressBar('rerank', 'pairs') : undefined;
+      const reranked = await rerankCandidates(reranker, queryTexts, ranked.map((hits) => hits.slice(0, candidates)), (h) => texts.get(h.id)!, {
+        batchSize: o.batchSize ?? 32,
+        onProgress: (d, n) => bar?.update(d, n),
+      });
+      ranked = reranked.map((hits) => hits.map(({ item, score }) => ({ id: item.id, score })));
+      rerankedBy = reranker.modelDir;
+    } finally {
+      if (typeof o.reranker === 'string') reranker.dispose();
+    }
+  }
+  const run: Run = new Map(evaluated.map((q, i) => [q, ranked[i]]));
   const { metrics, queries } = evaluateRun(run, data.qrels, ks);
-  return { mode, metrics, queries, documents: data.corpus.length, seconds: (Date.now() - started) / 1000 };
+  return { mode, ...(rerankedBy && { reranker: rerankedBy }), metrics, queries, documents: data.corpus.length, seconds: (Date.now() - started) / 1000 };
 }

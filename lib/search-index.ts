@@ -19,6 +19,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Bm25Index } from './bm25';
+import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic } from './files';
@@ -53,8 +54,12 @@ export interface SearchOptions {
   k?: number;
   /** 'dense' (default; MaxSim over every document for a multi-vector model), 'bm25' or 'hybrid' (reciprocal-rank fusion of both). */
   mode?: 'dense' | 'bm25' | 'hybrid';
-  /** 'maxsim': re-score the dense candidates with late interaction (needs lateInteraction; a multi-vector model's ranking is MaxSim already). */
-  rerank?: 'none' | 'maxsim';
+  /**
+   * 'maxsim': re-score the dense candidates with late interaction (needs lateInteraction; a multi-vector model's
+   * ranking is MaxSim already). A one-label CrossEncoder: re-score the first stage's candidates (any mode's)
+   * with it, reading each query and document together; hits then carry its scores.
+   */
+  rerank?: 'none' | 'maxsim' | CrossEncoder;
   /** Candidates taken from the first stage before fusion or re-ranking (default max(100, k)). */
   candidates?: number;
   /** Hybrid: weight of the dense ranking (default 0.5). */
@@ -218,7 +223,7 @@ export class Index {
     if (!Array.isArray(queries) || queries.some((q) => typeof q !== 'string')) throw invalid('queries', 'an array of strings', queries);
     const k = positiveInteger('options.k', o.k ?? 10);
     const mode = oneOf('options.mode', o.mode ?? 'dense', ['dense', 'bm25', 'hybrid'] as const);
-    const rerank = oneOf('options.rerank', o.rerank ?? 'none', ['none', 'maxsim'] as const);
+    const rerank = o.rerank instanceof CrossEncoder ? o.rerank : oneOf('options.rerank', o.rerank ?? 'none', ['none', 'maxsim'] as const);
     if (rerank === 'maxsim' && !this.tokens) throw new ColtrastError('INVALID_ARGUMENT', "rerank 'maxsim' needs an index built with { lateInteraction: true }");
     const candidates = positiveInteger('options.candidates', o.candidates ?? Math.max(100, k));
     const weight = o.hybridWeight ?? 0.5;
@@ -227,7 +232,7 @@ export class Index {
 
     let dense: { doc: number; score: number }[][] = queries.map(() => []);
     if (mode !== 'bm25' && !this.vectors) {
-      dense = await this.maxsimSearch(queries, mode === 'dense' ? k : candidates);
+      dense = await this.maxsimSearch(queries, mode === 'dense' && rerank === 'none' ? k : candidates);
     } else if (mode !== 'bm25' && this.vectors) {
       const q = await this.encoder.embed(queries, { normalize: true, task: 'query' });
       let r: { scores: Float32Array; indices: Int32Array; k: number };
@@ -244,7 +249,7 @@ export class Index {
         this.bm25 = new Bm25Index();
         this.docs.forEach((d, i) => this.bm25!.add(String(i), d.text));
       }
-      lexical = queries.map((q) => this.bm25!.search(q, mode === 'bm25' ? k : candidates).map((h) => ({ doc: Number(h.id), score: h.score })));
+      lexical = queries.map((q) => this.bm25!.search(q, mode === 'bm25' && rerank === 'none' ? k : candidates).map((h) => ({ doc: Number(h.id), score: h.score })));
     }
     const fused = (i: number) =>
       reciprocalRankFusion(dense[i], lexical[i], (h) => h.doc, weight, 60)
@@ -253,6 +258,10 @@ export class Index {
     let ranked = mode === 'dense' ? dense : mode === 'bm25' ? lexical : queries.map((_, i) => fused(i));
     // A multi-vector index ranks by MaxSim in the first stage already (and fusion keeps ranks only).
     if (rerank === 'maxsim' && this.vectors) ranked = await this.rerank(queries, ranked);
+    if (rerank instanceof CrossEncoder) {
+      const reranked = await rerankCandidates(rerank, queries, ranked.map((hits) => hits.slice(0, candidates)), (h) => this.docs[h.doc].text);
+      ranked = reranked.map((hits) => hits.map(({ item, score }) => ({ doc: item.doc, score })));
+    }
     return ranked.map((hits) =>
       hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs[doc].id, score, text: this.docs[doc].text, ...(this.docs[doc].metadata ? { metadata: this.docs[doc].metadata } : {}) })),
     );

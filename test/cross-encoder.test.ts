@@ -4,7 +4,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, CrossEncoder, Encoder } from '../lib';
+import { ColtrastError, CrossEncoder, Encoder, Index, evaluate, type IndexDoc } from '../lib';
 import { readSafetensors } from './helpers/safetensors';
 import { FIXTURE, editJson, maxAbsDiff, tempDir } from './helpers/fixture';
 
@@ -188,4 +188,66 @@ test('bad arguments: pairs, options, rank on a multi-label model, a disposed mod
   e = await rejection(() => ce.predict(PAIRS));
   t.is(e.code, 'DISPOSED');
   t.regex(e.message, /CrossEncoder was disposed/);
+});
+
+const projects = JSON.parse(fs.readFileSync(path.join(ROOT, 'examples', 'ai-projects.json'), 'utf8')).projects;
+const DOCS: IndexDoc[] = projects.flatMap((p: { project_id: string; readme_content: string }) =>
+  p.readme_content.split(/\n\n+/).map((text: string, i: number) => ({ id: `${p.project_id}#${i}`, text })),
+);
+const QUERIES = ['Which project uses reinforcement learning?', 'pneumonia x-ray', 'sentiment of reviews'];
+
+test("Index.search re-ranks any first stage's candidates by the cross-encoder's scores", async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu' });
+  const index = await Index.build(enc, DOCS);
+  for (const mode of ['dense', 'bm25', 'hybrid'] as const) {
+    const first = await index.search(QUERIES, { k: 6, mode, candidates: 6 });
+    const hits = await index.search(QUERIES, { k: 4, mode, rerank: ce, candidates: 6 });
+    for (let i = 0; i < QUERIES.length; i++) {
+      // The cross-encoder's own scores of the six candidates, best first: the re-ranked hits are the top four.
+      const { data } = await ce.predict(first[i].map((h): [string, string] => [QUERIES[i], h.text]));
+      const expected = first[i].map((h, j) => ({ id: h.id, score: data[j] })).sort((a, b) => b.score - a.score).slice(0, 4);
+      t.deepEqual(hits[i].map((h) => h.id), expected.map((e) => e.id), `${mode}, query ${i}`);
+      t.true(maxAbsDiff(hits[i].map((h) => h.score), expected.map((e) => e.score)) < 1e-6);
+    }
+  }
+  const multi = await CrossEncoder.load(path.join(CE, 'hf'), { device: 'cpu' });
+  const e = await rejection(() => index.search(QUERIES, { rerank: multi }));
+  t.regex(e.message, /one score per pair.*3 labels/);
+  multi.dispose();
+  ce.dispose();
+  enc.dispose();
+});
+
+test('evaluate() with a reranker scores the re-ranked candidates; the CLI takes --reranker', async (t) => {
+  const data = path.join(ROOT, 'examples', 'ai-projects.json');
+  const plain = await evaluate({ data, model: FIXTURE, device: 'cpu', k: [1, 5] });
+  const reranked = await evaluate({ data, model: FIXTURE, device: 'cpu', k: [1, 5], reranker: path.join(CE, 'st'), candidates: 5 });
+  t.is(reranked.reranker, path.join(CE, 'st'));
+  t.is(plain.reranker, undefined);
+  // Re-ranking the top five reorders them only: recall@5 is the first stage's.
+  t.is(reranked.metrics.recall[5], plain.metrics.recall[5]);
+  t.is(reranked.queries, plain.queries);
+  t.true(reranked.metrics.ndcg[1] >= 0 && reranked.metrics.ndcg[1] <= 1);
+  const bad = await rejection(() => evaluate({ data, model: FIXTURE, device: 'cpu', reranker: 3 as never }));
+  t.regex(bad.message, /options\.reranker/);
+
+  const { spawnSync } = await import('node:child_process');
+  const cli = path.join(ROOT, 'lib', 'cli.ts');
+  const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
+  const out = run('eval', '--data', data, '--model', FIXTURE, '--reranker', path.join(CE, 'st'), '--candidates', '5', '--k', '1,5', '--device', 'cpu', '--json');
+  t.is(out.status, 0, out.stderr);
+  const [result] = JSON.parse(out.stdout);
+  t.is(result.name, 'dense:tiny-bert+st');
+  t.deepEqual(result.metrics, reranked.metrics);
+  const dir = path.join(tempDir(), 'ai.index');
+  t.is(run('index', '--data', data, '--model', FIXTURE, '--output', dir, '--device', 'cpu', '--json').status, 0);
+  const found = run('search', '--index', dir, QUERIES[0], '--reranker', path.join(CE, 'st'), '--candidates', '5', '--k', '2', '--device', 'cpu', '--json');
+  t.is(found.status, 0, found.stderr);
+  const [hits] = JSON.parse(found.stdout);
+  t.is(hits.hits.length, 2);
+  t.true(hits.hits[0].score >= hits.hits[1].score);
+  const both = run('search', '--index', dir, QUERIES[0], '--reranker', path.join(CE, 'st'), '--rerank', 'maxsim', '--device', 'cpu');
+  t.is(both.status, 2);
+  t.regex(both.stderr, /not both/);
 });

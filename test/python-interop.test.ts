@@ -17,7 +17,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, ops, train } from '../lib';
+import { CrossEncoder, Encoder, ops, train } from '../lib';
 import { FIXTURE, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -283,6 +283,35 @@ check(`sentence-transformers' MultiVectorEncoder loads a model coltrast made mul
   t.true(worst <= 1e-5, `max abs difference ${worst}`);
   t.log(`${r.stdout.trim()}; max abs difference ${worst.toExponential(2)}`);
 });
+
+const CROSS = path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder');
+const CROSS_REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder.reference.json'), 'utf8'));
+
+for (const which of ['st', 'hf']) {
+  check(`cross-encoder: sentence-transformers still computes the recorded scores, and loads what coltrast saves with the same scores (1e-5): ${which}${skipped}`, async (t) => {
+    const dir = tempDir();
+    const pairs = path.join(dir, 'pairs.json');
+    fs.writeFileSync(pairs, JSON.stringify(CROSS_REFERENCE.pairs));
+    const recorded = path.join(dir, 'recorded.json');
+    let r = python([script('st_cross_encoder.py'), 'load', path.join(CROSS, which), pairs, recorded]);
+    t.is(r.status, 0, r.tail);
+    const now = JSON.parse(fs.readFileSync(recorded, 'utf8'));
+    t.true(maxAbsDiff(now.logits.flat(), CROSS_REFERENCE[which].logits.flat()) < 1e-6, 'the recorded reference is what sentence-transformers computes');
+    const ce = await CrossEncoder.load(path.join(CROSS, which), { device: 'cpu' });
+    const saved = path.join(dir, 'saved');
+    await ce.save(saved);
+    const ours = await ce.predict(CROSS_REFERENCE.pairs, { activation: 'identity' });
+    const ourScores = await ce.predict(CROSS_REFERENCE.pairs);
+    ce.dispose();
+    const back = path.join(dir, 'back.json');
+    r = python([script('st_cross_encoder.py'), 'load', saved, pairs, back]);
+    t.is(r.status, 0, r.tail);
+    const theirs = JSON.parse(fs.readFileSync(back, 'utf8'));
+    const worst = Math.max(maxAbsDiff(ours.data, theirs.logits.flat()), maxAbsDiff(ourScores.data, theirs.scores.flat()));
+    t.true(worst < 1e-5, `max abs difference ${worst}`);
+    t.log(`sentence-transformers ${stVersion}, transformers ${hfVersion}; max abs difference ${worst.toExponential(2)}`);
+  });
+}
 
 check(`the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator (1e-6)${skipped}`, (t) => {
   const r = python([script('check_ir_metrics.py')]);
