@@ -314,10 +314,10 @@ test('attention: fused on libtorch 2.x, eager on request or on 1.13, and both gi
 // the model goes on working.
 test('a failing batch: embed() rejects with its error once the next batch has settled; nothing unhandled', async (t) => {
   const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
-  const real = (enc as any).handle;
+  const real = (enc as any).model.handle;
   const events: string[] = [];
   let calls = 0;
-  (enc as any).handle = new Proxy(real, {
+  (enc as any).model.handle = new Proxy(real, {
     get(target, key) {
       if (key !== 'embed') return Reflect.get(target, key).bind(target);
       return (request: unknown) => {
@@ -342,7 +342,7 @@ test('a failing batch: embed() rejects with its error once the next batch has se
   } finally {
     process.off('unhandledRejection', onUnhandled);
   }
-  (enc as any).handle = real;
+  (enc as any).model.handle = real;
   const again = await enc.embed(texts, { batchSize: 2 });
   t.is(again.dims[0], texts.length);
   enc.dispose();
