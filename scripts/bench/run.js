@@ -10,7 +10,7 @@
 // python3 with torch is (COLTRAST_PYTHON, python3 or /usr/bin/python3), python (coltrast against the same recipe in plain
 // PyTorch: train samples/s and embed texts/s, side by side) and parity (per-step losses of both).
 // `npm run bench` and `coltrast bench` run this. --quick: small sizes, a few minutes on two cores.
-//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,multivector,python,parity] [--quick]
+//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,multivector,crossencoder,python,parity] [--quick]
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -20,7 +20,7 @@ const { parseArgs } = require('node:util');
 const { values } = parseArgs({
   options: {
     out: { type: 'string', default: 'bench-results' },
-    suites: { type: 'string', default: 'ops,embed,train,index,multivector,python,parity' },
+    suites: { type: 'string', default: 'ops,embed,train,index,multivector,crossencoder,python,parity' },
     quick: { type: 'boolean', default: false },
   },
 });
@@ -99,6 +99,15 @@ const SUITES = {
     value: (r) => r.rate,
     unit: 'a multi-vector index: documents/s to build, queries/s to search',
   },
+  crossencoder: {
+    // sentence-transformers' CrossEncoder.predict on the same model and pairs (build/pyenv, or COLTRAST_ST_PYTHON).
+    script: 'cross-encoder.js',
+    needsSentenceTransformers: true,
+    args: (device, quick) => (device === 'cpu' ? ['--shape', quick ? 'small' : 'minilm', '--pairs', quick ? '100' : '500', '--rounds', quick ? '1' : '3'] : null),
+    label: (r) => r.side,
+    value: (r) => r.pairsPerSecond,
+    unit: 'cross-encoder re-ranking, pairs/s',
+  },
   index: {
     script: 'index.js',
     args: (device, quick) => (device === 'cpu' ? ['--rows', quick ? '100000' : '1000000', '--dim', '384', '--storage', 'float16'] : null),
@@ -166,6 +175,11 @@ function main() {
     }
     if (suite.needsPython && !python) {
       skipped.push(`${name}: no python3 with torch (install python3-torch, or set COLTRAST_PYTHON)`);
+      continue;
+    }
+    const stPython = process.env.COLTRAST_ST_PYTHON || path.join(root, 'build', 'pyenv', 'bin', 'python');
+    if (suite.needsSentenceTransformers && !fs.existsSync(stPython)) {
+      skipped.push(`${name}: no ${stPython} with sentence-transformers (scripts/setup.sh makes it, or set COLTRAST_ST_PYTHON)`);
       continue;
     }
     for (const device of devices) {
