@@ -7,9 +7,9 @@ import path from 'node:path';
 import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { readModelDirectory, writeModelFiles, type CrossEncoderConfig, type ModelDirectory } from './model-dir';
-import { DTYPES, ModelHandle, inBatches, resolveLoad, type DType, type LoadOptions } from './native-model';
-import { fromNative, native, type NativeEncoder } from './native';
+import { asNewCrossEncoder, isCrossEncoderFolder, readModelDirectory, writeModelFiles, type CrossEncoderConfig, type ModelDirectory } from './model-dir';
+import { DTYPES, ModelHandle, bindTrainer, inBatches, resolveLoad, type DType, type LoadOptions, type ModelTrainer } from './native-model';
+import { fromNative, native, type NativeEncoder, type NativeTrainer, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
@@ -42,6 +42,19 @@ export interface Ranked {
   index: number;
   score: number;
   text?: string;
+}
+
+/** @internal A cross-encoder's training batch: every query with every document, tokenized and padded. */
+export interface PreparedPairs {
+  pairs: PaddedBatch;
+  documentsPerQuery: number;
+  tokenizeSeconds: number;
+}
+
+/** How train({ crossEncoder }) trains a cross-encoder (see TrainOptions.crossEncoder). */
+export interface CrossEncoderLoss {
+  kind: 'cross_entropy' | 'bce';
+  scale: number;
 }
 
 const PREDICT_KEYS = ['batchSize', 'activation', 'onProgress'] as const;
@@ -78,7 +91,22 @@ export class CrossEncoder {
    */
   static async load(model: string, options?: LoadOptions): Promise<CrossEncoder> {
     const { dir, device, dtype } = await resolveLoad(model, options);
-    const files = readModelDirectory(dir, 'cross-encoder') as ModelDirectory & { crossEncoder: CrossEncoderConfig };
+    return CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype);
+  }
+
+  /**
+   * @internal For train({ crossEncoder }): a cross-encoder folder as load() reads it, or an embedding model's
+   * folder (coltrast's default model, a BERT) as a new one-label cross-encoder on its encoder, with a new seeded
+   * head (sentence-transformers' CrossEncoder(model) does the same).
+   */
+  static async loadForTraining(model: string, options: LoadOptions, seed: number): Promise<CrossEncoder> {
+    const { dir, device, dtype } = await resolveLoad(model, options);
+    if (isCrossEncoderFolder(dir)) return CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype);
+    return CrossEncoder.open(asNewCrossEncoder(readModelDirectory(dir)), device, dtype, seed);
+  }
+
+  private static async open(files: ModelDirectory, device: string, dtype: DType, newHeadSeed?: number): Promise<CrossEncoder> {
+    if (!files.crossEncoder) throw new ColtrastError('UNSUPPORTED_MODEL', `${files.dir} is not a cross-encoder`);
     const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     let handle: NativeEncoder;
     try {
@@ -89,11 +117,41 @@ export class CrossEncoder {
         dtype,
         head: 'sequence-classification',
         numLabels: files.crossEncoder.numLabels,
+        ...(newHeadSeed !== undefined && { newHead: true, seed: newHeadSeed }),
       });
     } catch (error) {
       throw fromNative(error);
     }
-    return new CrossEncoder(handle, files, tokenizer, handle.info().device, dtype);
+    return new CrossEncoder(handle, files as ModelDirectory & { crossEncoder: CrossEncoderConfig }, tokenizer, handle.info().device, dtype);
+  }
+
+  /**
+   * @internal Optimizer state bound to this model, for lib/train.ts: a step reads every query of the batch with
+   * every document ([queries × documents] pairs, query i's positive being document i) and trains the model on
+   * `loss` over each query's row of scores.
+   */
+  createTrainer(options: NativeTrainerOptions, loss: CrossEncoderLoss): ModelTrainer<PreparedPairs> {
+    const handle = this.model.current();
+    let trainer: NativeTrainer;
+    try {
+      trainer = native().NativeTrainer.create(handle, options);
+    } catch (error) {
+      throw fromNative(error);
+    }
+    const prepare = async (queries: string[], documents: string[]): Promise<PreparedPairs> => {
+      const started = performance.now();
+      const pairs = await this.tokenizer.encodePairs(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])));
+      return { pairs: padBatch(pairs), documentsPerQuery: documents.length, tokenizeSeconds: (performance.now() - started) / 1000 };
+    };
+    return bindTrainer(this.model, trainer, prepare, (batch, stepOptions) => ({
+      pairs: batch.pairs,
+      documentsPerQuery: batch.documentsPerQuery,
+      ...stepOptions,
+      crossEncoder: true,
+      crossEncoderLoss: loss.kind,
+      scoreActivation: this.activation === 'identity' ? 'identity' : 'sigmoid',
+      scale: loss.scale,
+    }));
   }
 
   /** Outputs per pair: 1 for a reranker's relevance score. */

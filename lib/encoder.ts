@@ -6,8 +6,8 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
-import { DTYPES, ModelHandle, inBatches, resolveLoad, type DType, type LoadOptions } from './native-model';
-import { native, fromNative, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions, type PaddedBatch } from './native';
+import { DTYPES, ModelHandle, bindTrainer, inBatches, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
+import { native, fromNative, type NativeEncoder, type NativeTrainer, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
@@ -80,22 +80,8 @@ export interface PreparedBatch {
   tokenizeSeconds: number;
 }
 
-/** @internal A trainer step's result: the native step's, and the time spent tokenizing its texts (seconds). */
-export type TrainerStepResult = NativeStepResult & { tokenizeSeconds: number };
-
 /** @internal See Encoder.createTrainer. */
-export interface EncoderTrainer {
-  step(queries: string[], documents: string[], options: NativeStepOptions): Promise<TrainerStepResult>;
-  evaluate(queries: string[], documents: string[], options: NativeStepOptions): Promise<TrainerStepResult>;
-  /** Tokenizes a batch ahead of its step (train() prepares the next batch while the current one runs). */
-  prepare(queries: string[], documents: string[]): Promise<PreparedBatch>;
-  stepPrepared(batch: PreparedBatch, options: NativeStepOptions): Promise<TrainerStepResult>;
-  /** Optimizer moments and random-number state, to and from a safetensors file. */
-  saveState(file: string): Promise<void>;
-  loadState(file: string): Promise<void>;
-  /** Frees the optimizer state now (the model stays with its Encoder). */
-  dispose(): void;
-}
+export type EncoderTrainer = ModelTrainer<PreparedBatch>;
 
 function checkTexts(texts: unknown): asserts texts is string[] {
   if (!Array.isArray(texts)) throw invalid('texts', 'an array of strings', texts);
@@ -234,33 +220,13 @@ export class Encoder {
       const [q, d] = await Promise.all([side(queries, 'query'), side(documents, 'document')]);
       return { queries: q, documents: d, tokenizeSeconds: (performance.now() - started) / 1000 };
     };
-    const run = async (kind: 'step' | 'evaluate', batch: PreparedBatch, stepOptions: NativeStepOptions) =>
-      this.model.use(async () => {
-        const { queries, documents, tokenizeSeconds } = batch;
-        try {
-          const result = await trainer[kind]({ queries, documents, pooling: this.files.pooling, ...stepOptions, projectTokens: this.multi !== undefined });
-          return { ...result, tokenizeSeconds };
-        } catch (error) {
-          throw fromNative(error);
-        }
-      });
-    const state = (kind: 'saveState' | 'loadState', file: string) =>
-      this.model.use(async () => {
-        try {
-          await trainer[kind](file);
-        } catch (error) {
-          throw fromNative(error);
-        }
-      });
-    return {
-      step: async (queries, documents, stepOptions) => run('step', await prepare(queries, documents), stepOptions),
-      evaluate: async (queries, documents, stepOptions) => run('evaluate', await prepare(queries, documents), stepOptions),
-      prepare,
-      stepPrepared: (batch, stepOptions) => run('step', batch, stepOptions),
-      saveState: (file) => state('saveState', file),
-      loadState: (file) => state('loadState', file),
-      dispose: () => trainer.dispose(),
-    };
+    return bindTrainer(this.model, trainer, prepare, (batch, stepOptions) => ({
+      queries: batch.queries,
+      documents: batch.documents,
+      pooling: this.files.pooling,
+      ...stepOptions,
+      projectTokens: this.multi !== undefined,
+    }));
   }
 
   /**

@@ -429,6 +429,38 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   };
 }
 
+/** Whether `dir` holds a cross-encoder (sentence-transformers' CrossEncoder, or a *ForSequenceClassification model). */
+export function isCrossEncoderFolder(dir: string): boolean {
+  const configPath = path.join(dir, 'config.json');
+  const config = fs.existsSync(configPath) ? readJson(configPath, 'config.json') : undefined;
+  const architectures = isObject(config) && Array.isArray(config.architectures) ? config.architectures : [];
+  return readStModelConfig(dir).model_type === 'CrossEncoder' || architectures.some((a) => typeof a === 'string' && a.endsWith('ForSequenceClassification'));
+}
+
+/**
+ * An embedding model's folder as the start of a new one-label cross-encoder (a reranker), as
+ * sentence-transformers' CrossEncoder(model) makes one: the same encoder, config.json naming the
+ * sequence-classification architecture and one label, Sigmoid for predict(); the head itself is new (native).
+ */
+export function asNewCrossEncoder(files: ModelDirectory): ModelDirectory {
+  const modelType = String(files.config.model_type);
+  const architecture = `${modelType === 'bert' ? 'Bert' : modelType}ForSequenceClassification`;
+  const config = { ...files.config, architectures: [architecture], id2label: { 0: 'LABEL_0' }, label2id: { LABEL_0: 0 } };
+  return {
+    ...files,
+    config,
+    configText: JSON.stringify(config, null, 2) + '\n',
+    pooling: 'cls',
+    normalize: false,
+    dense: undefined,
+    multiVector: undefined,
+    prompts: {},
+    defaultPromptName: null,
+    similarity: null,
+    crossEncoder: { format: 'sentence-transformers CrossEncoder', numLabels: 1, labels: ['LABEL_0'], activation: 'sigmoid' },
+  };
+}
+
 /**
  * A cross-encoder folder as sentence-transformers reads one: 6.x's (config_sentence_transformers.json says
  * CrossEncoder, modules.json holds the Transformer alone), or any Hugging Face *ForSequenceClassification

@@ -6,7 +6,7 @@ import os from 'node:os';
 import { ColtrastError } from './errors';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { checkGpuArch } from './binary';
-import { cudaKernelInfo, fromNative, native, type NativeEncoder } from './native';
+import { cudaKernelInfo, fromNative, native, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer } from './native';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
@@ -140,4 +140,58 @@ export async function inBatches<R>(
     take(result, start, end);
     onProgress?.(end, count);
   }
+}
+
+/** @internal A trainer step's result: the native step's, and the time spent tokenizing its texts (seconds). */
+export type TrainerStepResult = NativeStepResult & { tokenizeSeconds: number };
+
+/**
+ * @internal Optimizer state bound to a model, for lib/train.ts: each step tokenizes a batch of queries and their
+ * documents (`prepare`, which train() runs for the next batch while a step runs), then runs forward, loss,
+ * backward and the AdamW update natively; the model's weights change in place.
+ */
+export interface ModelTrainer<P extends { tokenizeSeconds: number }> {
+  step(queries: string[], documents: string[], options: NativeStepOptions): Promise<TrainerStepResult>;
+  evaluate(queries: string[], documents: string[], options: NativeStepOptions): Promise<TrainerStepResult>;
+  prepare(queries: string[], documents: string[]): Promise<P>;
+  stepPrepared(batch: P, options: NativeStepOptions): Promise<TrainerStepResult>;
+  /** Optimizer moments and random-number state, to and from a safetensors file. */
+  saveState(file: string): Promise<void>;
+  loadState(file: string): Promise<void>;
+  /** Frees the optimizer state now (the model stays with its owner). */
+  dispose(): void;
+}
+
+/** @internal A ModelTrainer over a native trainer: `args` turns a prepared batch into the native step's arguments. */
+export function bindTrainer<P extends { tokenizeSeconds: number }>(
+  model: ModelHandle,
+  trainer: NativeTrainer,
+  prepare: (queries: string[], documents: string[]) => Promise<P>,
+  args: (batch: P, options: NativeStepOptions) => Parameters<NativeTrainer['step']>[0],
+): ModelTrainer<P> {
+  const run = (kind: 'step' | 'evaluate', batch: P, options: NativeStepOptions) =>
+    model.use(async () => {
+      try {
+        return { ...(await trainer[kind](args(batch, options))), tokenizeSeconds: batch.tokenizeSeconds };
+      } catch (error) {
+        throw fromNative(error);
+      }
+    });
+  const state = (kind: 'saveState' | 'loadState', file: string) =>
+    model.use(async () => {
+      try {
+        await trainer[kind](file);
+      } catch (error) {
+        throw fromNative(error);
+      }
+    });
+  return {
+    step: async (queries, documents, options) => run('step', await prepare(queries, documents), options),
+    evaluate: async (queries, documents, options) => run('evaluate', await prepare(queries, documents), options),
+    prepare,
+    stepPrepared: (batch, options) => run('step', batch, options),
+    saveState: (file) => state('saveState', file),
+    loadState: (file) => state('loadState', file),
+    dispose: () => trainer.dispose(),
+  };
 }

@@ -125,6 +125,13 @@ export interface NativeStepOptions {
   verifyMiniBatches?: boolean;
   /** A multi-vector model: token states go through its Dense module (set by the Encoder). */
   projectTokens?: boolean;
+  /** A cross-encoder's step (set by the CrossEncoder): its loss over each query's row of pair scores. */
+  crossEncoder?: boolean;
+  /** 'cross_entropy' (default): listwise, over activation(logit) * scale; 'bce': on the logits, 1 for the positive pair. */
+  crossEncoderLoss?: 'cross_entropy' | 'bce';
+  scoreActivation?: 'sigmoid' | 'identity';
+  /** Multiplies the scores before the cross-entropy (default 10, as sentence-transformers' cross-encoder loss). */
+  scale?: number;
 }
 
 export interface NativeStepResult {
@@ -145,9 +152,14 @@ export interface NativeStepResult {
 /** A right-padded token batch; `outputMask`: the positions scored or pooled when they are not the attended ones. */
 export type PaddedBatch = { inputIds: Int32Array; attentionMask: Int32Array; tokenTypeIds: Int32Array; batchSize: number; seqLen: number; outputMask?: Int32Array };
 
+/** A step's batch: an embedding model's queries and documents, or a cross-encoder's pairs (every query with each of `documentsPerQuery` documents, query-major). */
+export type NativeStepArgs =
+  | ({ queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions)
+  | ({ pairs: PaddedBatch; documentsPerQuery: number } & NativeStepOptions);
+
 export interface NativeTrainer {
-  step(args: { queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions): Promise<NativeStepResult>;
-  evaluate(args: { queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions): Promise<NativeStepResult>;
+  step(args: NativeStepArgs): Promise<NativeStepResult>;
+  evaluate(args: NativeStepArgs): Promise<NativeStepResult>;
   saveState(file: string): Promise<void>;
   loadState(file: string): Promise<void>;
   dispose(): void;

@@ -5,7 +5,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { CrossEncoder, type CrossEncoderLoss } from './cross-encoder';
 import { Encoder, type Device, type MultiVectorSettings } from './encoder';
+import { resolveModelDir } from './hub';
+import type { ModelTrainer } from './native-model';
+import { isCrossEncoderFolder } from './model-dir';
 import { PUNCTUATION } from './model-dir';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
@@ -101,6 +105,18 @@ export interface TrainOptions {
     queryPrompt?: string;
     documentPrompt?: string;
   };
+  /**
+   * Train a cross-encoder (a reranker: query and document read together, one relevance score) instead of an
+   * embedding model. `model` is a cross-encoder folder, or an embedding model or BERT whose encoder starts a
+   * new one-label cross-encoder (a new head, seeded). Each batch scores every query with every document of
+   * the batch (its positive, the other queries' positives, the hard negatives): `loss` 'cross_entropy'
+   * (default: sentence-transformers' cross-encoder MultipleNegativesRankingLoss, cross-entropy over each
+   * query's sigmoid(logit) × `scale` (10)) or 'bce' (binary cross-entropy on the logits, 1 for the positive
+   * pair). ColTrast project files are chunked and mined with coltrast's default embedding model (or with
+   * `model`, when it is one). Validation ranks each query's documents by the cross-encoder's scores. The
+   * output is a sentence-transformers CrossEncoder folder (`CrossEncoder.load`).
+   */
+  crossEncoder?: boolean | { loss?: 'cross_entropy' | 'bce'; scale?: number };
   /** ColTrast project files: semantic chunking of the documents (threshold 0.7, maxTokens the model's). */
   chunking?: Partial<ChunkingOptions>;
   /** ColTrast project files: positive threshold (0.6) and hard negatives per question (3). */
@@ -177,7 +193,7 @@ export interface TrainResult {
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
-  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar',
+  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder',
 ] as const;
 const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric'] as const;
 
@@ -202,6 +218,7 @@ interface Config {
   checkpointEvery: number;
   projection?: { dimension: number; activation: 'identity' | 'tanh' };
   multiVector?: MultiVectorSettings;
+  crossEncoder?: CrossEncoderLoss;
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   seed: number;
@@ -234,6 +251,13 @@ function readConfig(options: TrainOptions): Config {
   const projection = o.projection === undefined ? undefined : checkOptions('options.projection', o.projection, ['dimension', 'activation']);
   const multi = o.multiVector === undefined ? undefined : checkOptions('options.multiVector', o.multiVector, MULTI_VECTOR_KEYS);
   if (multi && projection) throw new ColtrastError('INVALID_ARGUMENT', 'options.projection and options.multiVector: a multi-vector model has no pooled vector to put a head on; give one of them');
+  const cross = o.crossEncoder === undefined || o.crossEncoder === false ? undefined : o.crossEncoder === true ? {} : checkOptions('options.crossEncoder', o.crossEncoder, ['loss', 'scale']);
+  if (cross) {
+    const embeddingOnly = (['loss', 'projection', 'multiVector', 'miniBatchSize'] as const).filter((k) => o[k] !== undefined);
+    if (embeddingOnly.length > 0) {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.crossEncoder: ${embeddingOnly.map((k) => `options.${k}`).join(', ')} ${embeddingOnly.length > 1 ? 'are' : 'is'} for embedding models (a cross-encoder's loss is options.crossEncoder.loss)`);
+    }
+  }
   const text = (key: string, value: unknown) => {
     if (value !== undefined && typeof value !== 'string') throw invalid(`options.multiVector.${key}`, 'a string', value);
     return value as string | undefined;
@@ -265,6 +289,10 @@ function readConfig(options: TrainOptions): Config {
       skiplist: multi.skiplist === undefined ? [...PUNCTUATION] : stringList('options.multiVector.skiplist', multi.skiplist),
       queryPrompt: text('queryPrompt', multi.queryPrompt),
       documentPrompt: text('documentPrompt', multi.documentPrompt),
+    },
+    crossEncoder: cross && {
+      kind: oneOf('options.crossEncoder.loss', cross.loss ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
+      scale: number('options.crossEncoder.scale', cross.scale ?? 10, (x) => x > 0, 'a number > 0'),
     },
     chunking: {
       threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
@@ -314,8 +342,12 @@ function multiVectorLoss(config: Config, options: TrainOptions, model: string): 
   if (config.step.lateInteractionWeight === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.loss: a multi-vector model needs lateInteractionWeight > 0');
 }
 
-/** Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens. [queries × documents]. */
-async function similarities(encoder: Encoder, queries: string[], documents: string[]): Promise<Float32Array> {
+/**
+ * Every query against every document: cosine of pooled vectors, MaxSim of a multi-vector model's tokens, or a
+ * cross-encoder's score of each pair. [queries × documents].
+ */
+async function similarities(encoder: Encoder | CrossEncoder, queries: string[], documents: string[]): Promise<Float32Array> {
+  if (encoder instanceof CrossEncoder) return (await encoder.predict(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])))).data;
   if (!encoder.multiVector) {
     const q = await encoder.embed(queries, { normalize: true, task: 'query' });
     const d = await encoder.embed(documents, { normalize: true, task: 'document' });
@@ -335,8 +367,8 @@ async function similarities(encoder: Encoder, queries: string[], documents: stri
   return (await maxsim(q.tokens, q.mask, d.tokens, d.mask, { device: encoder.device.startsWith('cuda') ? encoder.device : 'cpu' })).value;
 }
 
-/** Recall@1 and MRR@10 of each query against every distinct positive of `examples` (cosine, or MaxSim for a multi-vector model). */
-export async function retrievalMetrics(encoder: Encoder, examples: TrainExample[]): Promise<RetrievalMetrics> {
+/** Recall@1 and MRR@10 of each query against every distinct positive of `examples` (cosine, MaxSim for a multi-vector model, a cross-encoder's scores). */
+export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples: TrainExample[]): Promise<RetrievalMetrics> {
   const documents = [...new Set(examples.map((e) => e.positive))];
   const position = new Map(documents.map((d, i) => [d, i]));
   const scores = await similarities(encoder, examples.map((e) => e.query), documents);
@@ -425,38 +457,41 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const saved = options.resume ? readCheckpoint(checkpointDir) : undefined;
   // A resumed run starts from the checkpoint's weights; the data it trains on is the checkpoint's too.
   const model = options.model ?? 'default';
-  const encoder = await Encoder.load(saved ? path.join(checkpointDir, 'model') : model, {
-    device: options.device ?? 'auto',
-    threads: options.threads,
-  });
+  const loadOptions = { device: options.device ?? 'auto', threads: options.threads } as const;
+  const from = saved ? path.join(checkpointDir, 'model') : model;
+  const encoder = config.crossEncoder ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed) : await Encoder.load(from, loadOptions);
   let releaseTrainer: (() => void) | undefined;
   try {
-    if (encoder.multiVector || config.multiVector) multiVectorLoss(config, options, encoder.modelDir);
+    if (encoder instanceof Encoder && (encoder.multiVector || config.multiVector)) multiVectorLoss(config, options, encoder.modelDir);
     checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
     let val: TrainExample[];
     if (saved) {
       ({ trainSet, val } = saved);
     } else if (split.kind === 'projects') {
-      // Chunks, positives and hard negatives come from the model as it is before training.
-      const embedder = encoderEmbedder(encoder);
-      const chunking = { threshold: config.chunking.threshold, maxTokens: config.chunking.maxTokens ?? encoder.maxSeqLength };
-      trainSet = (await mineExamples(split.train, embedder, chunking, config.mining)).examples;
-      val = split.val.length > 0 ? (await mineExamples(split.val, embedder, chunking, config.mining)).examples : [];
+      // Chunks, positives and hard negatives come from the model as it is before training; a cross-encoder's
+      // from the embedding model it starts from, or coltrast's default model.
+      const miner = encoder instanceof Encoder ? encoder : await Encoder.load(isCrossEncoderFolder(await resolveModelDir(model)) ? 'default' : model, loadOptions);
+      try {
+        const embedder = encoderEmbedder(miner);
+        const chunking = { threshold: config.chunking.threshold, maxTokens: config.chunking.maxTokens ?? encoder.maxSeqLength };
+        trainSet = (await mineExamples(split.train, embedder, chunking, config.mining)).examples;
+        val = split.val.length > 0 ? (await mineExamples(split.val, embedder, chunking, config.mining)).examples : [];
+      } finally {
+        if (miner !== encoder) miner.dispose();
+      }
     } else {
       trainSet = split.train;
       val = split.val;
     }
     // A resumed run's checkpoint model has the head already.
-    if (config.projection && !saved) await encoder.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
+    if (encoder instanceof Encoder && config.projection && !saved) await encoder.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
     // After mining (which the single-vector model does); a resumed run's checkpoint model is multi-vector already.
-    if (config.multiVector && !saved) await encoder.makeMultiVector(config.multiVector, config.seed);
-    const trainer = await encoder.createTrainer({
-      learningRate: config.learningRate,
-      weightDecay: config.weightDecay,
-      seed: config.seed,
-      precision: config.precision,
-    }, config.prompts);
+    if (encoder instanceof Encoder && config.multiVector && !saved) await encoder.makeMultiVector(config.multiVector, config.seed);
+    const optimizer = { learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed, precision: config.precision };
+    // Either model's trainer: train() only hands its prepared batches back to it.
+    const trainer: ModelTrainer<{ tokenizeSeconds: number }> =
+      encoder instanceof CrossEncoder ? encoder.createTrainer(optimizer, config.crossEncoder!) : await encoder.createTrainer(optimizer, config.prompts);
     releaseTrainer = () => trainer.dispose();
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
     const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;
@@ -580,7 +615,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     writeJsonAtomic(path.join(output, 'training_history.json'), { config, ...result });
     writeTextAtomic(path.join(output, 'training_curves.svg'), trainingCurvesSvg(result));
     const data = typeof options.data === 'string' ? options.data : `${options.data.length} in-memory examples`;
-    writeTextAtomic(path.join(output, 'README.md'), modelCard(result, { baseModel: model, data, config: { ...config }, multiVector: encoder.multiVector !== undefined }));
+    writeTextAtomic(
+      path.join(output, 'README.md'),
+      modelCard(result, { baseModel: model, data, config: { ...config }, multiVector: encoder instanceof Encoder && encoder.multiVector !== undefined }),
+    );
     fs.rmSync(checkpointDir, { recursive: true, force: true });
     return result;
   } finally {

@@ -22,13 +22,27 @@ struct LoadOptions {
   // must have `numLabels` outputs.
   std::string head;
   int64_t numLabels = 0;
+  // A new head, seeded (a cross-encoder made from an embedding model): the file's pooler when it has one, else
+  // a new one, and a new classifier, drawn as transformers initializes them (normal(0, initializer_range), zero bias).
+  bool newHead = false;
+  uint64_t seed = 42;
 };
+
 
 // A Linear module whose weights the caller sets: the random ones its constructor draws are discarded, so
 // they are drawn with the global generator held and put back (runtime.h).
 torch::nn::Linear linearToFill(int64_t in, int64_t out, bool bias) {
   PreservedCpuGenerator initialWeights;
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+
+// A seeded Linear layer drawn as transformers' BertPreTrainedModel._init_weights draws one.
+torch::nn::Linear newLinear(int64_t in, int64_t out, double std, at::Generator& generator) {
+  torch::nn::Linear linear = linearToFill(in, out, true);
+  torch::NoGradGuard noGrad;
+  linear->weight.copy_(torch::empty({out, in}).normal_(0, std, generator));
+  linear->bias.zero_();
+  return linear;
 }
 
 // A linear layer from tensors the model kept from its weights file (Hugging Face's names, e.g. "classifier"),
@@ -107,9 +121,24 @@ class LoadWorker : public PromiseWorker {
     if (options_.head == "sequence-classification") {
       const int64_t hidden = loaded->model->hiddenSize();
       loaded->pooler = takeLinear(*loaded->model, "pooler.dense", hidden, hidden, true, options_.weightsPath);
-      loaded->classifier = takeLinear(*loaded->model, "classifier", hidden, options_.numLabels, false, options_.weightsPath);
+      if (options_.newHead) {
+        const double std = config.contains("initializer_range") && config["initializer_range"].is_number() ? config["initializer_range"].get<double>() : 0.02;
+        auto generator = at::detail::createCPUGenerator(options_.seed);
+        if (!loaded->pooler) loaded->pooler = newLinear(hidden, hidden, std, generator);
+        loaded->model->takeKept("classifier.weight");
+        loaded->model->takeKept("classifier.bias");
+        loaded->classifier = newLinear(hidden, options_.numLabels, std, generator);
+      } else {
+        loaded->classifier = takeLinear(*loaded->model, "classifier", hidden, options_.numLabels, false, options_.weightsPath);
+      }
       if (loaded->pooler) loaded->pooler->to(loaded->device);
       loaded->classifier->to(loaded->device);
+      for (const char* key : {"classifier_dropout", "hidden_dropout_prob"}) {
+        if (config.contains(key) && config[key].is_number()) {
+          loaded->classifierDropout = config[key].get<double>();
+          break;
+        }
+      }
     }
     loaded_ = std::move(loaded);
   }
@@ -227,11 +256,12 @@ torch::Tensor LoadedEncoder::project(const torch::Tensor& pooled) const {
   return denseTanh ? torch::tanh(out) : out;
 }
 
-torch::Tensor LoadedEncoder::classify(const torch::Tensor& states) const {
-  // The first token's state ([CLS]), as BertForSequenceClassification reads it; dropout is off in inference.
+torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, bool training) const {
+  // The first token's state ([CLS]), as BertForSequenceClassification reads it.
   torch::Tensor first = states.select(1, 0).to(torch::kFloat32);
   namespace F = torch::nn::functional;
   if (pooler) first = torch::tanh(F::linear(first, pooler->weight, pooler->bias));
+  if (training && classifierDropout > 0) first = F::dropout(first, F::DropoutFuncOptions().p(classifierDropout).training(true));
   return F::linear(first, classifier->weight, classifier->bias);
 }
 
@@ -288,6 +318,8 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
     options.denseActivation = stringOr(o, "denseActivation", "identity");
     options.head = stringOr(o, "head", "");
     options.numLabels = static_cast<int64_t>(numberOr(o, "numLabels", 0));
+    options.newHead = boolOr(o, "newHead", false);
+    options.seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
     if (!options.head.empty() && options.head != "sequence-classification") throw invalidArgument("unknown head " + options.head);
     if (!options.head.empty() && options.numLabels < 1) throw invalidArgument("numLabels must be a positive integer");
   } catch (const Error& e) {

@@ -21,14 +21,17 @@ struct LoadedEncoder {
   // token's state, when the model has one) and the classifier. Both float32, like the Dense head.
   torch::nn::Linear pooler{nullptr};
   torch::nn::Linear classifier{nullptr};
+  // The dropout before the classifier in training (config.json's classifier_dropout, else hidden_dropout_prob).
+  double classifierDropout = 0.1;
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
   std::mutex mutex;  // one forward at a time per model: concurrent embed() calls queue here
 
   // The pooled vector through the projection head (unchanged without one); float32 in and out.
   torch::Tensor project(const torch::Tensor& pooled) const;
-  // The classifier's logits [batch, labels] (float32) from the model's last hidden states.
-  torch::Tensor classify(const torch::Tensor& states) const;
+  // The classifier's logits [batch, labels] (float32) from the model's last hidden states; `training`
+  // applies the dropout before the classifier, as Hugging Face's *ForSequenceClassification does.
+  torch::Tensor classify(const torch::Tensor& states, bool training = false) const;
   // Every trained tensor: the model's parameters, then the heads' (the order of saved optimizer state).
   std::vector<torch::Tensor> parameters() const;
 };

@@ -4,9 +4,9 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, CrossEncoder, Encoder, Index, evaluate, type IndexDoc } from '../lib';
+import { ColtrastError, CrossEncoder, Encoder, Index, evaluate, train, type IndexDoc } from '../lib';
 import { readSafetensors } from './helpers/safetensors';
-import { FIXTURE, editJson, maxAbsDiff, tempDir } from './helpers/fixture';
+import { FIXTURE, STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const CE = path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder');
@@ -250,4 +250,80 @@ test('evaluate() with a reranker scores the re-ranked candidates; the CLI takes 
   const both = run('search', '--index', dir, QUERIES[0], '--reranker', path.join(CE, 'st'), '--rerank', 'maxsim', '--device', 'cpu');
   t.is(both.status, 2);
   t.regex(both.stderr, /not both/);
+});
+
+// ---- training ----
+
+const STEP_OPTIONS = { ...STEP, learningRate: 0, lossScale: 1, apply: false };
+
+for (const kind of ['cross_entropy', 'bce'] as const) {
+  test(`a cross-encoder's training loss is its definition over the pairs' logits (${kind}), and steps lower it`, async (t) => {
+    const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu' });
+    const data = wordDataset(5, 3);
+    const queries = data.slice(0, 3).map((d) => d.query);
+    const documents = data.map((d) => d.positive); // three positives, then two shared negatives
+    const trainer = ce.createTrainer({ learningRate: 1e-3, weightDecay: 0.01, seed: 1, precision: 'float32' }, { kind, scale: 10 });
+    const { loss } = await trainer.evaluate(queries, documents, STEP_OPTIONS);
+    // The definition, in float64 from the logits predict() gives (query-major pairs, query i's positive is document i).
+    const { data: logits } = await ce.predict(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])), { activation: 'identity' });
+    let expected = 0;
+    queries.forEach((_, i) => {
+      const row = documents.map((_, j) => logits[i * documents.length + j]);
+      if (kind === 'bce') {
+        row.forEach((x, j) => (expected += (Math.max(x, 0) - x * (i === j ? 1 : 0) + Math.log1p(Math.exp(-Math.abs(x)))) / (queries.length * documents.length)));
+      } else {
+        const scores = row.map((x) => 10 / (1 + Math.exp(-x)));
+        const max = Math.max(...scores);
+        expected += (max + Math.log(scores.reduce((s, x) => s + Math.exp(x - max), 0)) - scores[i]) / queries.length;
+      }
+    });
+    t.true(Math.abs(loss - expected) < 1e-5, `native ${loss}, definition ${expected}`);
+    for (let step = 0; step < 15; step++) await trainer.step(queries, documents, { ...STEP_OPTIONS, learningRate: 1e-3, apply: true });
+    const after = (await trainer.evaluate(queries, documents, STEP_OPTIONS)).loss;
+    // (The fixture's sigmoid scores are near saturation, so the listwise loss moves slowly.)
+    t.true(after < loss - 0.05, `loss ${loss} -> ${after} after 15 steps on the batch`);
+    trainer.dispose();
+    ce.dispose();
+  });
+}
+
+test('train({ crossEncoder }) starts a reranker from an embedding model; options for embedding models are refused', async (t) => {
+  const output = path.join(tempDir(), 'reranker');
+  const result = await train({ model: FIXTURE, data: wordDataset(24), output, epochs: 2, batchSize: 4, learningRate: 1e-3, device: 'cpu', seed: 3, crossEncoder: true });
+  t.is(result.history.epochs.length, 2);
+  t.true(result.history.epochs.every((e) => Number.isFinite(e.valLoss) && e.metrics !== undefined));
+  const ce = await CrossEncoder.load(output, { device: 'cpu' });
+  t.is(ce.numLabels, 1);
+  t.is(ce.activation, 'sigmoid');
+  const config = JSON.parse(fs.readFileSync(path.join(output, 'config.json'), 'utf8'));
+  t.deepEqual(config.architectures, ['BertForSequenceClassification']);
+  t.deepEqual(config.id2label, { 0: 'LABEL_0' });
+  const names = [...readSafetensors(path.join(output, 'model.safetensors')).tensors.keys()];
+  t.true(names.includes('classifier.weight') && names.includes('bert.pooler.dense.weight'));
+  t.true(fs.existsSync(path.join(output, 'training_curves.svg')) && fs.existsSync(path.join(output, 'README.md')));
+  ce.dispose();
+  for (const extra of [{ loss: { contrastiveWeight: 1 } }, { projection: { dimension: 8 } }, { miniBatchSize: 2 }]) {
+    const e = await rejection(() => train({ model: FIXTURE, data: wordDataset(8), output: path.join(tempDir(), 'x'), crossEncoder: true, ...extra }));
+    t.regex(e.message, /options\.crossEncoder: options\.\w+ is for embedding models/);
+  }
+  const e = await rejection(() => train({ model: FIXTURE, data: wordDataset(8), output: path.join(tempDir(), 'x'), crossEncoder: { loss: 'mse' } as never }));
+  t.regex(e.message, /options\.crossEncoder\.loss/);
+});
+
+test('a cross-encoder run killed mid-epoch resumes from its last checkpoint and ends with the same weights', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const child = path.join(ROOT, 'test', 'helpers', 'train-child.ts');
+  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8' });
+  const dir = tempDir();
+  const base = { model: FIXTURE, data: wordDataset(20, 5), epochs: 2, batchSize: 4, learningRate: 5e-4, valSplit: 0.2, device: 'cpu', seed: 9, checkpointEvery: 2, crossEncoder: true };
+  // 16 training examples, batches of 4: 4 steps per epoch, 8 in all.
+  const whole = run({ ...base, output: path.join(dir, 'whole') });
+  t.is(whole.status, 0, whole.stderr);
+  t.is(JSON.parse(whole.stdout).steps, 8);
+  const output = path.join(dir, 'resumed');
+  const killed = run({ ...base, output, killAtStep: 7 }); // mid-epoch 2, one step after the checkpoint at 6
+  t.is(killed.signal, 'SIGKILL');
+  const resumed = run({ ...base, output, resume: true });
+  t.is(resumed.status, 0, resumed.stderr);
+  t.true(fs.readFileSync(path.join(output, 'model.safetensors')).equals(fs.readFileSync(path.join(dir, 'whole', 'model.safetensors'))), 'the same weights');
 });

@@ -48,6 +48,12 @@ struct StepOptions {
   bool verifyMiniBatches = false;
   // A multi-vector model: its token states go through the Dense module (the vectors it scores).
   bool projectTokens = false;
+  // A cross-encoder: the batch is every query read with every document (crossEncoderLoss below).
+  bool crossEncoder = false;
+  bool crossEncoderBce = false;   // the pairwise BCE on logits instead of the listwise cross-entropy
+  bool sigmoidScores = true;      // cross-entropy over sigmoid(logit) * scale (the model's activation), else logit * scale
+  double scale = 10.0;
+  int64_t documentsPerQuery = 0;
 };
 
 StepOptions readStepOptions(const Napi::Object& o) {
@@ -68,6 +74,18 @@ StepOptions readStepOptions(const Napi::Object& o) {
   s.verifyMiniBatches = boolOr(o, "verifyMiniBatches", s.verifyMiniBatches);
   s.projectTokens = boolOr(o, "projectTokens", s.projectTokens);
   if (s.projectTokens && s.contrastiveWeight > 0) throw invalidArgument("a multi-vector model has no pooled vector: contrastiveWeight must be 0");
+  s.crossEncoder = boolOr(o, "crossEncoder", false);
+  if (s.crossEncoder) {
+    const std::string kind = stringOr(o, "crossEncoderLoss", "cross_entropy");
+    if (kind != "cross_entropy" && kind != "bce") throw invalidArgument("crossEncoderLoss must be 'cross_entropy' or 'bce'");
+    s.crossEncoderBce = kind == "bce";
+    const std::string activation = stringOr(o, "scoreActivation", "sigmoid");
+    if (activation != "sigmoid" && activation != "identity") throw invalidArgument("scoreActivation must be 'sigmoid' or 'identity'");
+    s.sigmoidScores = activation == "sigmoid";
+    s.scale = numberOr(o, "scale", s.scale);
+    if (!(s.scale > 0)) throw invalidArgument("scale must be positive");
+    if (s.miniBatchSize > 0) throw invalidArgument("gradient caching (miniBatchSize) is for embedding models, not cross-encoders");
+  }
   return s;
 }
 
@@ -235,6 +253,33 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
   return {total, parts};
 }
 
+// A cross-encoder's batch: B queries each read with the same N documents ([B * N] pairs, query-major); query
+// i's positive is document i, and the other documents (the other queries' positives, then shared hard
+// negatives) are its negatives. 'cross_entropy' is the listwise loss sentence-transformers' cross-encoder
+// MultipleNegativesRankingLoss computes: cross-entropy over each query's row of activation(logit) * scale.
+// 'bce': binary cross-entropy on the logits, 1 for the positive pair and 0 for every other.
+std::pair<torch::Tensor, LossParts> crossEncoderLoss(LoadedEncoder& enc, const Side& pairs, const StepOptions& s,
+                                                     torch::ScalarType autocast) {
+  torch::Tensor states;
+  {
+    AutocastScope scope(enc.device, autocast);
+    states = enc.model->forward(pairs.ids, pairs.mask, pairs.types);
+  }
+  const int64_t perQuery = s.documentsPerQuery, queries = pairs.batch / perQuery;
+  const torch::Tensor logits = enc.classify(states, enc.model->is_training()).view({queries, perQuery});
+  const auto options = torch::TensorOptions().device(enc.device);
+  torch::Tensor loss;
+  if (s.crossEncoderBce) {
+    loss = F::binary_cross_entropy_with_logits(logits, torch::eye(queries, perQuery, options));
+  } else {
+    const torch::Tensor scores = (s.sigmoidScores ? torch::sigmoid(logits) : logits) * s.scale;
+    loss = F::cross_entropy(scores, torch::arange(queries, options.dtype(torch::kInt64)));
+  }
+  LossParts parts;
+  parts.total = loss.item<double>();
+  return {loss, parts};
+}
+
 // Gradient caching (GradCache, Gao et al. 2021; sentence-transformers' Cached* losses): the batch is
 // encoded `miniBatchSize` texts at a time without autograd, the loss and its gradient with respect to the
 // token states and pooled vectors are computed over the whole batch, and then each mini-batch is encoded
@@ -385,7 +430,11 @@ class StepWorker : public PromiseWorker {
     const auto started = std::chrono::steady_clock::now();
     LoadedEncoder& enc = *state_->encoder;
     std::lock_guard<std::mutex> lock(enc.mutex);
-    if (!train_) {
+    if (!train_ && options_.crossEncoder) {
+      torch::NoGradGuard noGrad;
+      enc.model->eval();
+      parts_ = crossEncoderLoss(enc, Side(q_, enc.device), options_, state_->autocast).second;
+    } else if (!train_) {
       torch::NoGradGuard noGrad;
       enc.model->eval();
       const Side q(q_, enc.device), d(d_, enc.device);
@@ -412,6 +461,18 @@ class StepWorker : public PromiseWorker {
   void trainStep(LoadedEncoder& enc) {
     GradScaler& scaler = state_->scaler;
     const double factor = options_.lossScale * scaler.lossFactor();
+    if (options_.crossEncoder) {
+      auto [loss, parts] = crossEncoderLoss(enc, Side(q_, enc.device), options_, state_->autocast);
+      (loss * factor).backward();
+      parts_ = parts;
+    } else {
+      biEncoderStep(enc, factor);
+    }
+    update(enc);
+  }
+
+  // Forward, losses and backward of an embedding model's batch (queries against documents).
+  void biEncoderStep(LoadedEncoder& enc, double factor) {
     const Side q(q_, enc.device), d(d_, enc.device);
     if (options_.miniBatchSize > 0) {
       MiniBatches mini(enc, options_, state_->autocast);
@@ -442,6 +503,11 @@ class StepWorker : public PromiseWorker {
       (loss * factor).backward();
       parts_ = parts;
     }
+  }
+
+  // Unscaling, clipping and the AdamW update, when this batch ends a group of accumulated ones.
+  void update(LoadedEncoder& enc) {
+    GradScaler& scaler = state_->scaler;
     if (!options_.apply) return;
     auto params = enc.parameters();
     scaler.unscale(params);
@@ -683,10 +749,21 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       if (!args.Get(key).IsObject()) throw invalidArgument(std::string(key) + " must be a padded token batch");
       return readTokenBatch(args.Get(key).As<Napi::Object>(), key);
     };
+    StepOptions options = readStepOptions(args);
+    if (options.crossEncoder) {
+      // Every query with every document: `pairs` holds them query-major, `documentsPerQuery` per query.
+      TokenBatch pairs = batchAt("pairs");
+      options.documentsPerQuery = static_cast<int64_t>(numberOr(args, "documentsPerQuery", 0));
+      const int64_t n = options.documentsPerQuery;
+      if (n < 1 || pairs.batch % n != 0 || pairs.batch / n > n || pairs.batch < 1) {
+        throw invalidArgument("pairs must hold B * documentsPerQuery pairs with 1 <= B <= documentsPerQuery");
+      }
+      return (new StepWorker(env, live(env), std::move(pairs), TokenBatch(), options, train))->start();
+    }
     TokenBatch q = batchAt("queries"), d = batchAt("documents");
     if (q.batch < 1) throw invalidArgument("queries must hold at least one text");
     if (d.batch < q.batch) throw invalidArgument("documents must hold at least one positive per query");
-    return (new StepWorker(env, live(env), std::move(q), std::move(d), readStepOptions(args), train))->start();
+    return (new StepWorker(env, live(env), std::move(q), std::move(d), options, train))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }
