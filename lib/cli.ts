@@ -59,6 +59,8 @@ commands:
     --precision float32|bfloat16|float16   (mixed precision: bfloat16 on CPU or CUDA, float16 on CUDA)
     --mini-batch-size <n>    gradient caching: encode each batch n texts at a time (large batches in little memory)
     --no-prompts             train without the model's query/document prompts (a multi-vector model keeps its markers)
+    --cross-encoder          train a cross-encoder (reranker) instead, from a cross-encoder or an embedding model / BERT;
+                             --cross-encoder-loss cross_entropy|bce --cross-encoder-scale <x> (10)
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
                              its other settings (queryLength, documentLength, queryExpansion, ...) through --config
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
@@ -226,6 +228,7 @@ const TRAIN_FLAGS = {
   'late-interaction': 'string', symmetric: 'boolean', patience: 'int', metric: 'string', 'max-negatives': 'int', 'hard-negatives': 'int',
   device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean', 'print-schema': 'boolean',
   'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int', 'no-prompts': 'boolean', 'multi-vector': 'int',
+  'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -292,6 +295,10 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v['multi-vector'], (x) => (o.multiVector = { ...(o.multiVector ?? {}), dimension: x }));
   set(v['projection-dim'], (x) => (o.projection = { ...(o.projection ?? {}), dimension: x }));
   set(v['projection-activation'], (x) => (o.projection = { ...(o.projection ?? {}), activation: x }));
+  const crossEncoder = () => (typeof o.crossEncoder === 'object' ? o.crossEncoder : {});
+  set(v['cross-encoder'], (x) => x && (o.crossEncoder = crossEncoder()));
+  set(v['cross-encoder-loss'], (x) => (o.crossEncoder = { ...crossEncoder(), loss: x }));
+  set(v['cross-encoder-scale'], (x) => (o.crossEncoder = { ...crossEncoder(), scale: x }));
   if (!o.data) fail('train needs --data (or "data" in --config)');
   if (!o.output) fail('train needs --output (or "output" in --config)');
   const result = await train({ ...(o as TrainOptions), progressBar: !v.json });

@@ -75,6 +75,16 @@ export const TRAIN_CONFIG_SCHEMA = {
         documentPrompt: { type: 'string' },
       },
     },
+    crossEncoder: {
+      anyOf: [
+        { type: 'boolean' },
+        {
+          type: 'object',
+          additionalProperties: false,
+          properties: { loss: { enum: ['cross_entropy', 'bce'] }, scale: number({ exclusiveMinimum: 0 }) },
+        },
+      ],
+    },
     chunking: {
       type: 'object',
       additionalProperties: false,

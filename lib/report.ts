@@ -106,16 +106,27 @@ function metricsLine(m: TrainResult['before']): string {
   return m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)} (${m.queries} questions)` : 'n/a (no validation split)';
 }
 
-/** README.md model card: what the model is, how it was trained, how well it retrieves, how to load it. */
-export function modelCard(result: TrainResult, info: { baseModel: string; data: string; config: Record<string, unknown>; multiVector?: boolean }): string {
-  const last = result.history.epochs[result.history.epochs.length - 1];
-  const what = info.multiVector
-    ? `A multi-vector (ColBERT-style) retrieval model fine-tuned with coltrast: in-batch cross-entropy over
-MaxSim (late-interaction) scores of its token vectors. Scoring is MaxSim of query tokens against document tokens.`
-    : `A retrieval embedding model fine-tuned with coltrast (ColTrast: in-batch contrastive
-loss on pooled embeddings plus a late-interaction MaxSim loss on token embeddings).`;
-  const use = info.multiVector
-    ? `\`\`\`ts
+/** What a model card says a model is and how to use it, per kind of model. */
+const KINDS = {
+  embedding: {
+    what: `A retrieval embedding model fine-tuned with coltrast (ColTrast: in-batch contrastive
+loss on pooled embeddings plus a late-interaction MaxSim loss on token embeddings).`,
+    use: `\`\`\`ts
+import { Encoder } from 'coltrast';
+const enc = await Encoder.load('./this-folder');
+const { dims, data } = await enc.embed(['a question', 'a passage']);
+\`\`\`
+
+\`\`\`python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("./this-folder")
+embeddings = model.encode(["a question", "a passage"])
+\`\`\``,
+  },
+  'multi-vector': {
+    what: `A multi-vector (ColBERT-style) retrieval model fine-tuned with coltrast: in-batch cross-entropy over
+MaxSim (late-interaction) scores of its token vectors. Scoring is MaxSim of query tokens against document tokens.`,
+    use: `\`\`\`ts
 import { Encoder, ops } from 'coltrast';
 const enc = await Encoder.load('./this-folder');
 const queries = await enc.embed(['a question'], { output: 'tokens', task: 'query' });
@@ -126,18 +137,29 @@ const documents = await enc.embed(['a passage'], { output: 'tokens', task: 'docu
 from sentence_transformers import MultiVectorEncoder
 model = MultiVectorEncoder("./this-folder")
 scores = model.similarity(model.encode_query(["a question"]), model.encode_document(["a passage"]))
-\`\`\``
-    : `\`\`\`ts
-import { Encoder } from 'coltrast';
-const enc = await Encoder.load('./this-folder');
-const { dims, data } = await enc.embed(['a question', 'a passage']);
+\`\`\``,
+  },
+  'cross-encoder': {
+    what: `A cross-encoder (reranker) fine-tuned with coltrast: it reads a query and a document together and scores
+the pair; trained on each query's positive against the batch's other documents and hard negatives.`,
+    use: `\`\`\`ts
+import { CrossEncoder } from 'coltrast';
+const ce = await CrossEncoder.load('./this-folder');
+const ranked = await ce.rank('a question', ['a passage', 'another passage']);
 \`\`\`
 
 \`\`\`python
-from sentence_transformers import SentenceTransformer
-model = SentenceTransformer("./this-folder")
-embeddings = model.encode(["a question", "a passage"])
-\`\`\``;
+from sentence_transformers import CrossEncoder
+model = CrossEncoder("./this-folder")
+ranked = model.rank("a question", ["a passage", "another passage"])
+\`\`\``,
+  },
+} as const;
+
+/** README.md model card: what the model is, how it was trained, how well it retrieves, how to load it. */
+export function modelCard(result: TrainResult, info: { baseModel: string; data: string; config: Record<string, unknown>; kind: keyof typeof KINDS }): string {
+  const last = result.history.epochs[result.history.epochs.length - 1];
+  const { what, use } = KINDS[info.kind];
   return `---
 library_name: sentence-transformers
 tags:

@@ -617,7 +617,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const data = typeof options.data === 'string' ? options.data : `${options.data.length} in-memory examples`;
     writeTextAtomic(
       path.join(output, 'README.md'),
-      modelCard(result, { baseModel: model, data, config: { ...config }, multiVector: encoder instanceof Encoder && encoder.multiVector !== undefined }),
+      modelCard(result, {
+        baseModel: model,
+        data,
+        config: { ...config },
+        kind: encoder instanceof CrossEncoder ? 'cross-encoder' : encoder.multiVector ? 'multi-vector' : 'embedding',
+      }),
     );
     fs.rmSync(checkpointDir, { recursive: true, force: true });
     return result;
