@@ -8,8 +8,8 @@ import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { asNewCrossEncoder, isCrossEncoderFolder, readModelDirectory, writeModelFiles, type CrossEncoderConfig, type ModelDirectory } from './model-dir';
-import { DTYPES, ModelHandle, bindTrainer, inBatches, resolveLoad, type DType, type LoadOptions, type ModelTrainer } from './native-model';
-import { fromNative, native, type NativeEncoder, type NativeTrainer, type NativeTrainerOptions, type PaddedBatch } from './native';
+import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type DType, type LoadOptions, type ModelTrainer } from './native-model';
+import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
@@ -108,20 +108,11 @@ export class CrossEncoder {
   private static async open(files: ModelDirectory, device: string, dtype: DType, newHeadSeed?: number): Promise<CrossEncoder> {
     if (!files.crossEncoder) throw new ColtrastError('UNSUPPORTED_MODEL', `${files.dir} is not a cross-encoder`);
     const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
-    let handle: NativeEncoder;
-    try {
-      handle = await native().NativeEncoder.load({
-        weightsPath: files.weightsPath,
-        config: files.configText,
-        device,
-        dtype,
-        head: 'sequence-classification',
-        numLabels: files.crossEncoder.numLabels,
-        ...(newHeadSeed !== undefined && { newHead: true, seed: newHeadSeed }),
-      });
-    } catch (error) {
-      throw fromNative(error);
-    }
+    const handle = await loadNative(files, device, dtype, {
+      head: 'sequence-classification',
+      numLabels: files.crossEncoder.numLabels,
+      ...(newHeadSeed !== undefined && { newHead: true, seed: newHeadSeed }),
+    });
     return new CrossEncoder(handle, files as ModelDirectory & { crossEncoder: CrossEncoderConfig }, tokenizer, handle.info().device, dtype);
   }
 
@@ -131,19 +122,12 @@ export class CrossEncoder {
    * `loss` over each query's row of scores.
    */
   createTrainer(options: NativeTrainerOptions, loss: CrossEncoderLoss): ModelTrainer<PreparedPairs> {
-    const handle = this.model.current();
-    let trainer: NativeTrainer;
-    try {
-      trainer = native().NativeTrainer.create(handle, options);
-    } catch (error) {
-      throw fromNative(error);
-    }
     const prepare = async (queries: string[], documents: string[]): Promise<PreparedPairs> => {
       const started = performance.now();
       const pairs = await this.tokenizer.encodePairs(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])));
       return { pairs: padBatch(pairs), documentsPerQuery: documents.length, tokenizeSeconds: (performance.now() - started) / 1000 };
     };
-    return bindTrainer(this.model, trainer, prepare, (batch, stepOptions) => ({
+    return bindTrainer(this.model, options, prepare, (batch, stepOptions) => ({
       pairs: batch.pairs,
       documentsPerQuery: batch.documentsPerQuery,
       ...stepOptions,

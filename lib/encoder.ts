@@ -6,8 +6,8 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
-import { DTYPES, ModelHandle, bindTrainer, inBatches, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
-import { native, fromNative, type NativeEncoder, type NativeTrainer, type NativeTrainerOptions, type PaddedBatch } from './native';
+import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
+import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
@@ -170,19 +170,7 @@ export class Encoder {
     const prefixes = await prefixTokensToRegister(tokenizer, files.multiVector?.prefixTokens ?? []);
     if (prefixes.length > 0) tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase, prefixes);
     const multi = files.multiVector && multiVectorTokens(files, tokenizer);
-    let handle: NativeEncoder;
-    try {
-      handle = await native().NativeEncoder.load({
-        weightsPath: files.weightsPath,
-        config: files.configText,
-        device,
-        dtype,
-        denseWeightsPath: files.dense?.weightsPath,
-        denseActivation: files.dense?.activation,
-      });
-    } catch (error) {
-      throw fromNative(error);
-    }
+    const handle = await loadNative(files, device, dtype, { denseWeightsPath: files.dense?.weightsPath, denseActivation: files.dense?.activation });
     const info = handle.info();
     if (files.dense && (files.dense.inFeatures !== info.hiddenSize || files.dense.outFeatures !== info.outputSize)) {
       handle.dispose();
@@ -201,13 +189,6 @@ export class Encoder {
    * embeds and saves change in place.
    */
   async createTrainer(options: NativeTrainerOptions, prompts = true): Promise<EncoderTrainer> {
-    const handle = this.model.current();
-    let trainer: NativeTrainer;
-    try {
-      trainer = native().NativeTrainer.create(handle, options);
-    } catch (error) {
-      throw fromNative(error);
-    }
     // The model trains on what it embeds: queries and documents as embed({ task }) prepares them (the model's
     // prompts, and a multi-vector model's markers, lengths, query expansion and skiplist). `prompts: false`
     // leaves a single-vector model's prompts out, as sentence-transformers' trainer does unless given them.
@@ -220,7 +201,7 @@ export class Encoder {
       const [q, d] = await Promise.all([side(queries, 'query'), side(documents, 'document')]);
       return { queries: q, documents: d, tokenizeSeconds: (performance.now() - started) / 1000 };
     };
-    return bindTrainer(this.model, trainer, prepare, (batch, stepOptions) => ({
+    return bindTrainer(this.model, options, prepare, (batch, stepOptions) => ({
       queries: batch.queries,
       documents: batch.documents,
       pooling: this.files.pooling,

@@ -6,7 +6,7 @@ import os from 'node:os';
 import { ColtrastError } from './errors';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { checkGpuArch } from './binary';
-import { cudaKernelInfo, fromNative, native, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer } from './native';
+import { cudaKernelInfo, fromNative, native, type NativeBinding, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
@@ -62,6 +62,20 @@ export async function resolveLoad(model: string, options: LoadOptions | undefine
     onProgress: o.onDownloadProgress,
   });
   return { dir, device, dtype };
+}
+
+/** @internal Loads a model folder's weights natively (off the JS thread); `extra`: its heads. */
+export async function loadNative(
+  files: { weightsPath: string; configText: string },
+  device: string,
+  dtype: DType,
+  extra: Omit<Parameters<NativeBinding['NativeEncoder']['load']>[0], 'weightsPath' | 'config' | 'device' | 'dtype'>,
+): Promise<NativeEncoder> {
+  try {
+    return await native().NativeEncoder.load({ weightsPath: files.weightsPath, config: files.configText, device, dtype, ...extra });
+  } catch (error) {
+    throw fromNative(error);
+  }
 }
 
 /**
@@ -162,13 +176,22 @@ export interface ModelTrainer<P extends { tokenizeSeconds: number }> {
   dispose(): void;
 }
 
-/** @internal A ModelTrainer over a native trainer: `args` turns a prepared batch into the native step's arguments. */
+/**
+ * @internal A ModelTrainer: a native trainer (AdamW state) created on `model` with `options`; `args` turns a
+ * prepared batch into the native step's arguments.
+ */
 export function bindTrainer<P extends { tokenizeSeconds: number }>(
   model: ModelHandle,
-  trainer: NativeTrainer,
+  options: NativeTrainerOptions,
   prepare: (queries: string[], documents: string[]) => Promise<P>,
   args: (batch: P, options: NativeStepOptions) => Parameters<NativeTrainer['step']>[0],
 ): ModelTrainer<P> {
+  let trainer: NativeTrainer;
+  try {
+    trainer = native().NativeTrainer.create(model.current(), options);
+  } catch (error) {
+    throw fromNative(error);
+  }
   const run = (kind: 'step' | 'evaluate', batch: P, options: NativeStepOptions) =>
     model.use(async () => {
       try {

@@ -342,12 +342,8 @@ function multiVectorLoss(config: Config, options: TrainOptions, model: string): 
   if (config.step.lateInteractionWeight === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.loss: a multi-vector model needs lateInteractionWeight > 0');
 }
 
-/**
- * Every query against every document: cosine of pooled vectors, MaxSim of a multi-vector model's tokens, or a
- * cross-encoder's score of each pair. [queries × documents].
- */
-async function similarities(encoder: Encoder | CrossEncoder, queries: string[], documents: string[]): Promise<Float32Array> {
-  if (encoder instanceof CrossEncoder) return (await encoder.predict(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])))).data;
+/** Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens. [queries × documents]. */
+async function similarities(encoder: Encoder, queries: string[], documents: string[]): Promise<Float32Array> {
   if (!encoder.multiVector) {
     const q = await encoder.embed(queries, { normalize: true, task: 'query' });
     const d = await encoder.embed(documents, { normalize: true, task: 'document' });
@@ -367,16 +363,33 @@ async function similarities(encoder: Encoder | CrossEncoder, queries: string[], 
   return (await maxsim(q.tokens, q.mask, d.tokens, d.mask, { device: encoder.device.startsWith('cuda') ? encoder.device : 'cpu' })).value;
 }
 
-/** Recall@1 and MRR@10 of each query against every distinct positive of `examples` (cosine, MaxSim for a multi-vector model, a cross-encoder's scores). */
+/** Documents a cross-encoder ranks per validation query: reading every pair would cost queries × documents forward passes. */
+const CROSS_ENCODER_CANDIDATES = 32;
+
+/**
+ * Recall@1 and MRR@10 of each query against every distinct positive of `examples` (cosine, or MaxSim for a
+ * multi-vector model). A cross-encoder ranks, per query, its own positive and the next 31 distinct positives
+ * (in the examples' order, wrapping around): 32 candidates, or all positives when there are fewer.
+ */
 export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples: TrainExample[]): Promise<RetrievalMetrics> {
   const documents = [...new Set(examples.map((e) => e.positive))];
   const position = new Map(documents.map((d, i) => [d, i]));
-  const scores = await similarities(encoder, examples.map((e) => e.query), documents);
-  // Every query against every distinct positive; its own positive is its one relevant document.
+  const queries = examples.map((e) => e.query);
+  let ranked: { id: string; score: number }[][];
+  if (encoder instanceof CrossEncoder) {
+    const k = Math.min(CROSS_ENCODER_CANDIDATES, documents.length);
+    const candidates = examples.map((e) => Array.from({ length: k }, (_, c) => (position.get(e.positive)! + c) % documents.length));
+    const { data } = await encoder.predict(candidates.flatMap((docs, i) => docs.map((j): [string, string] => [queries[i], documents[j]])));
+    ranked = candidates.map((docs, i) => docs.map((j, c) => ({ id: `d${j}`, score: data[i * k + c] })));
+  } else {
+    const scores = await similarities(encoder, queries, documents);
+    ranked = examples.map((_, i) => documents.map((_, j) => ({ id: `d${j}`, score: scores[i * documents.length + j] })));
+  }
+  // Its own positive is each query's one relevant document.
   const run: Run = new Map();
   const qrels: Qrels = new Map();
   examples.forEach((e, i) => {
-    run.set(`q${i}`, documents.map((_, j) => ({ id: `d${j}`, score: scores[i * documents.length + j] })));
+    run.set(`q${i}`, ranked[i]);
     qrels.set(`q${i}`, new Map([[`d${position.get(e.positive)}`, 1]]));
   });
   const { metrics } = evaluateRun(run, qrels, [1, 10]);

@@ -28,7 +28,6 @@ struct LoadOptions {
   uint64_t seed = 42;
 };
 
-
 // A Linear module whose weights the caller sets: the random ones its constructor draws are discarded, so
 // they are drawn with the global generator held and put back (runtime.h).
 torch::nn::Linear linearToFill(int64_t in, int64_t out, bool bias) {

@@ -5,6 +5,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, CrossEncoder, Encoder, Index, evaluate, train, type IndexDoc } from '../lib';
+import { checkKillAndResume } from './helpers/resume';
 import { readSafetensors } from './helpers/safetensors';
 import { FIXTURE, STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
@@ -310,20 +311,8 @@ test('train({ crossEncoder }) starts a reranker from an embedding model; options
   t.regex(e.message, /options\.crossEncoder\.loss/);
 });
 
-test('a cross-encoder run killed mid-epoch resumes from its last checkpoint and ends with the same weights', async (t) => {
-  const { spawnSync } = await import('node:child_process');
-  const child = path.join(ROOT, 'test', 'helpers', 'train-child.ts');
-  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8' });
-  const dir = tempDir();
+test('a cross-encoder run killed mid-epoch resumes from its last checkpoint and ends with the same weights', (t) => {
   const base = { model: FIXTURE, data: wordDataset(20, 5), epochs: 2, batchSize: 4, learningRate: 5e-4, valSplit: 0.2, device: 'cpu', seed: 9, checkpointEvery: 2, crossEncoder: true };
-  // 16 training examples, batches of 4: 4 steps per epoch, 8 in all.
-  const whole = run({ ...base, output: path.join(dir, 'whole') });
-  t.is(whole.status, 0, whole.stderr);
-  t.is(JSON.parse(whole.stdout).steps, 8);
-  const output = path.join(dir, 'resumed');
-  const killed = run({ ...base, output, killAtStep: 7 }); // mid-epoch 2, one step after the checkpoint at 6
-  t.is(killed.signal, 'SIGKILL');
-  const resumed = run({ ...base, output, resume: true });
-  t.is(resumed.status, 0, resumed.stderr);
-  t.true(fs.readFileSync(path.join(output, 'model.safetensors')).equals(fs.readFileSync(path.join(dir, 'whole', 'model.safetensors'))), 'the same weights');
+  // 16 training examples, batches of 4: 4 steps per epoch, 8 in all; killed mid-epoch 2, one step after the checkpoint at 6.
+  checkKillAndResume(t, base, { steps: 8, killAt: 7, checkpointAt: 6 });
 });

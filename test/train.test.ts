@@ -7,6 +7,7 @@ import path from 'node:path';
 import { ColtrastError, Encoder, learningRateAt, retrievalMetrics, train, type TrainExample } from '../lib';
 import { mineExamples, semanticChunks, splitSentences, type Embedder } from '../lib/chunking';
 import { loadExamples, makeBatches, readTrainingData, splitExamples } from '../lib/train-data';
+import { checkKillAndResume } from './helpers/resume';
 import { FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
 
 const dataset = wordDataset;
@@ -315,11 +316,7 @@ test('the bundled ColTrast example trains end to end from the command line', asy
   t.regex(bad.stderr, /--epochs must be an integer/);
 });
 
-test('a run killed mid-epoch resumes from its last checkpoint and ends with the same weights', async (t) => {
-  const { spawnSync } = await import('node:child_process');
-  const child = path.resolve(__dirname, 'helpers', 'train-child.ts');
-  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8' });
-  const dir = tempDir();
+test('a run killed mid-epoch resumes from its last checkpoint and ends with the same weights', (t) => {
   const base = {
     model: FIXTURE,
     data: dataset(30, 5),
@@ -332,27 +329,8 @@ test('a run killed mid-epoch resumes from its last checkpoint and ends with the 
     checkpointEvery: 2,
     gradientAccumulation: 1,
   };
-  // 24 training examples, batches of 4: 6 steps per epoch, 18 in all.
-  const whole = run({ ...base, output: path.join(dir, 'whole') });
-  t.is(whole.status, 0, whole.stderr);
-  t.is(JSON.parse(whole.stdout).steps, 18);
-
-  const output = path.join(dir, 'resumed');
-  const killed = run({ ...base, output, killAtStep: 9 }); // mid-epoch 2, one step after the checkpoint at 8
-  t.is(killed.signal, 'SIGKILL');
-  t.true(fs.existsSync(path.join(`${output}.checkpoint`, 'state.json')));
-  t.is(JSON.parse(fs.readFileSync(path.join(`${output}.checkpoint`, 'state.json'), 'utf8')).state.step, 8);
-  const resumed = run({ ...base, output, resume: true });
-  t.is(resumed.status, 0, resumed.stderr);
-  t.is(JSON.parse(resumed.stdout).steps, 18, 'the history covers the whole run');
-  t.true(
-    fs.readFileSync(path.join(output, 'model.safetensors')).equals(fs.readFileSync(path.join(dir, 'whole', 'model.safetensors'))),
-    'the resumed run ends with the uninterrupted run’s weights',
-  );
-  t.false(fs.existsSync(`${output}.checkpoint`), 'a finished run removes its checkpoint');
-  const a = JSON.parse(fs.readFileSync(path.join(output, 'training_history.json'), 'utf8'));
-  const b = JSON.parse(fs.readFileSync(path.join(dir, 'whole', 'training_history.json'), 'utf8'));
-  t.deepEqual(a.history.steps.map((s: any) => s.loss), b.history.steps.map((s: any) => s.loss));
+  // 24 training examples, batches of 4: 6 steps per epoch, 18 in all; killed mid-epoch 2, one step after the checkpoint at 8.
+  checkKillAndResume(t, base, { steps: 18, killAt: 9, checkpointAt: 8 });
 });
 
 test('train --config files are checked against the JSON schema, every problem with its path', async (t) => {

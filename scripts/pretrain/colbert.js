@@ -14,6 +14,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
 const { train, evaluate } = require('../../dist');
+const { stage2Work } = require('./work');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const { values } = parseArgs({
@@ -28,15 +29,8 @@ const { values } = parseArgs({
     threads: { type: 'string', default: String(os.availableParallelism()) },
   },
 });
-const work = path.resolve(values.work);
+const { work, triplets, heldOut } = stage2Work(values.work, 'colbert');
 const out = path.resolve(values.out ?? path.join(work, 'colbert'));
-const triplets = path.join(work, 'stage2-triplets.jsonl');
-for (const needed of [triplets, path.join(work, 'data')]) {
-  if (!fs.existsSync(needed)) {
-    console.error(`colbert: ${needed} is missing: run scripts/pretrain/run.js --work ${values.work} first`);
-    process.exit(2);
-  }
-}
 
 async function main() {
   const started = Date.now();
@@ -56,9 +50,9 @@ async function main() {
   });
   const trainMinutes = (Date.now() - started) / 60000;
   const rows = [];
-  for (const source of fs.readdirSync(path.join(work, 'data')).filter((s) => fs.existsSync(path.join(work, 'data', s, 'test')))) {
+  for (const { source, data } of heldOut) {
     const evalStarted = Date.now();
-    const r = await evaluate({ data: path.join(work, 'data', source, 'test'), model: out, mode: 'dense', k: [10, 100], batchSize: 64, device: 'cpu' });
+    const r = await evaluate({ data, model: out, mode: 'dense', k: [10, 100], batchSize: 64, device: 'cpu' });
     rows.push({ source, 'ndcg@10': r.metrics.ndcg[10], 'recall@100': r.metrics.recall[100], 'mrr@10': r.metrics.mrr[10], queries: r.queries, documents: r.documents, seconds: (Date.now() - evalStarted) / 1000 });
   }
   const result = { date: new Date().toISOString(), command: process.argv.slice(1).join(' '), trainMinutes, validation: { before: run.before, after: run.after }, steps: run.history.steps.length, rows };

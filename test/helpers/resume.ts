@@ -1,0 +1,38 @@
+/** The kill-and-resume check shared by the training tests: a run killed mid-epoch resumes and ends as an uninterrupted one. */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { tempDir } from './fixture';
+
+const CHILD = path.resolve(__dirname, 'train-child.ts');
+const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(options)], { encoding: 'utf8' });
+
+/**
+ * Trains `base` (JSON TrainOptions with checkpointEvery) uninterrupted, then again killed by SIGKILL right after
+ * step `killAt`, then resumed: the resumed run must end with the uninterrupted run's weights and per-step losses,
+ * its checkpoint (written at step `checkpointAt`) gone. `steps` is the run's number of optimizer steps.
+ */
+export function checkKillAndResume(t: ExecutionContext, base: object, { steps, killAt, checkpointAt }: { steps: number; killAt: number; checkpointAt: number }): void {
+  const dir = tempDir();
+  const whole = run({ ...base, output: path.join(dir, 'whole') });
+  t.is(whole.status, 0, whole.stderr);
+  t.is(JSON.parse(whole.stdout).steps, steps);
+
+  const output = path.join(dir, 'resumed');
+  const killed = run({ ...base, output, killAtStep: killAt });
+  t.is(killed.signal, 'SIGKILL');
+  t.true(fs.existsSync(path.join(`${output}.checkpoint`, 'state.json')));
+  t.is(JSON.parse(fs.readFileSync(path.join(`${output}.checkpoint`, 'state.json'), 'utf8')).state.step, checkpointAt);
+  const resumed = run({ ...base, output, resume: true });
+  t.is(resumed.status, 0, resumed.stderr);
+  t.is(JSON.parse(resumed.stdout).steps, steps, 'the history covers the whole run');
+  t.true(
+    fs.readFileSync(path.join(output, 'model.safetensors')).equals(fs.readFileSync(path.join(dir, 'whole', 'model.safetensors'))),
+    'the resumed run ends with the uninterrupted run’s weights',
+  );
+  t.false(fs.existsSync(`${output}.checkpoint`), 'a finished run removes its checkpoint');
+  const a = JSON.parse(fs.readFileSync(path.join(output, 'training_history.json'), 'utf8'));
+  const b = JSON.parse(fs.readFileSync(path.join(dir, 'whole', 'training_history.json'), 'utf8'));
+  t.deepEqual(a.history.steps.map((s: { loss: number }) => s.loss), b.history.steps.map((s: { loss: number }) => s.loss));
+}
