@@ -5,6 +5,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, CrossEncoder, Encoder, Index, evaluate, train, type IndexDoc } from '../lib';
+import { native } from '../lib/native';
 import { checkKillAndResume } from './helpers/resume';
 import { readSafetensors } from './helpers/safetensors';
 import { FIXTURE, STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
@@ -316,3 +317,29 @@ test('a cross-encoder run killed mid-epoch resumes from its last checkpoint and 
   // 16 training examples, batches of 4: 4 steps per epoch, 8 in all; killed mid-epoch 2, one step after the checkpoint at 6.
   checkKillAndResume(t, base, { steps: 8, killAt: 7, checkpointAt: 6 });
 });
+
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+(cudaAvailable ? test : test.skip)(
+  `cuda: a cross-encoder's scores (float32, bfloat16, float16) and training loss match the CPU${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  async (t) => {
+    for (const dtype of ['float32', 'bfloat16', 'float16'] as const) {
+      const gpu = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cuda', dtype });
+      const logits = await gpu.predict(PAIRS, { activation: 'identity' });
+      const diff = maxAbsDiff(logits.data, REFERENCE.st.logits.flat());
+      t.true(diff < (dtype === 'float32' ? 1e-4 : 0.1), `${dtype}: max abs difference ${diff}`);
+      gpu.dispose();
+    }
+    const data = wordDataset(5, 3);
+    const queries = data.slice(0, 3).map((d) => d.query);
+    const documents = data.map((d) => d.positive);
+    const losses = [];
+    for (const device of ['cpu', 'cuda'] as const) {
+      const ce = await CrossEncoder.load(path.join(CE, 'st'), { device });
+      const trainer = ce.createTrainer({ learningRate: 1e-3, weightDecay: 0.01, seed: 1, precision: 'float32' }, { kind: 'cross_entropy', scale: 10 });
+      losses.push((await trainer.evaluate(queries, documents, STEP_OPTIONS)).loss);
+      trainer.dispose();
+      ce.dispose();
+    }
+    t.true(Math.abs(losses[0] - losses[1]) < 1e-4, `cpu ${losses[0]}, cuda ${losses[1]}`);
+  },
+);
