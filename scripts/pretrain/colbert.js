@@ -10,23 +10,17 @@
 // Needs the built package (npm run build) and a work folder with stage2-triplets.jsonl and data/<source>/test.
 'use strict';
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
 const { train, evaluate } = require('../../dist');
-const { stage2Work } = require('./work');
+const { stage2Work, workOptions } = require('./work');
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const { values } = parseArgs({
   options: {
-    work: { type: 'string', default: path.join(ROOT, 'models', 'pretrain-v2') },
+    ...workOptions('5e-5'),
     model: { type: 'string', default: 'default' },
-    out: { type: 'string' },
-    epochs: { type: 'string', default: '1' },
     'batch-size': { type: 'string', default: '32' },
-    'learning-rate': { type: 'string', default: '5e-5' },
     dimension: { type: 'string', default: '128' },
-    threads: { type: 'string', default: String(os.availableParallelism()) },
   },
 });
 const { work, triplets, heldOut } = stage2Work(values.work, 'colbert');

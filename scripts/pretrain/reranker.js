@@ -7,28 +7,23 @@
 // (evaluate({ reranker })), beside the dense ranking alone. Prints a Markdown table and writes
 // <work>/reranker-eval.json.
 //   node scripts/pretrain/reranker.js [--work models/pretrain-v2] [--out <work>/reranker] [--epochs 1]
-//        [--batch-size 8] [--max-negatives 8] [--learning-rate 5e-5] [--candidates 20] [--threads N]
+//        [--batch-size 8] [--max-negatives 8] [--learning-rate 2e-4] [--candidates 20] [--threads N]
 //        [--scifact ../shared/data/scifact] [--eval-only]
 // Needs the built package (npm run build) and a work folder with stage2-triplets.jsonl and data/<source>/test.
 'use strict';
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
 const { train, evaluate } = require('../../dist');
-const { stage2Work } = require('./work');
+const { stage2Work, workOptions } = require('./work');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const { values } = parseArgs({
   options: {
-    work: { type: 'string', default: path.join(ROOT, 'models', 'pretrain-v2') },
-    out: { type: 'string' },
-    epochs: { type: 'string', default: '1' },
+    ...workOptions('2e-4'),
     'batch-size': { type: 'string', default: '8' },
     'max-negatives': { type: 'string', default: '8' },
-    'learning-rate': { type: 'string', default: '5e-5' },
     candidates: { type: 'string', default: '20' },
-    threads: { type: 'string', default: String(os.availableParallelism()) },
     scifact: { type: 'string', default: path.join(ROOT, '..', 'shared', 'data', 'scifact') },
     'eval-only': { type: 'boolean', default: false },
   },

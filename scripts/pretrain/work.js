@@ -2,7 +2,19 @@
 // triplets and its held-out test splits (data/<source>/test, BEIR folders).
 'use strict';
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
+
+/** The parseArgs options every follow-up experiment takes, with its own learning rate by default. */
+function workOptions(learningRate) {
+  return {
+    work: { type: 'string', default: path.resolve(__dirname, '..', '..', 'models', 'pretrain-v2') },
+    out: { type: 'string' },
+    epochs: { type: 'string', default: '1' },
+    'learning-rate': { type: 'string', default: learningRate },
+    threads: { type: 'string', default: String(os.availableParallelism()) },
+  };
+}
 
 /** The folder's stage-2 triplets and held-out splits; exits with a message naming run.js when they are missing. */
 function stage2Work(workDir, script) {
@@ -21,4 +33,4 @@ function stage2Work(workDir, script) {
   return { work, triplets, heldOut };
 }
 
-module.exports = { stage2Work };
+module.exports = { stage2Work, workOptions };
