@@ -122,6 +122,9 @@ export class CrossEncoder {
    * `loss` over each query's row of scores.
    */
   createTrainer(options: NativeTrainerOptions, loss: CrossEncoderLoss): ModelTrainer<PreparedPairs> {
+    if (this.numLabels !== 1) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${this.modelDir} has ${this.numLabels} labels; train({ crossEncoder }) trains one-label rerankers (a relevance score per pair)`);
+    }
     const prepare = async (queries: string[], documents: string[]): Promise<PreparedPairs> => {
       const started = performance.now();
       const pairs = await this.tokenizer.encodePairs(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])));
@@ -164,11 +167,11 @@ export class CrossEncoder {
    * `data` holds one score per pair, in input order.
    */
   async predict(pairs: [string, string][], options?: PredictOptions): Promise<Matrix> {
-    return this.model.use((handle) => this.predictWith(handle, pairs, options, PREDICT_KEYS));
+    return this.model.use((handle) => this.predictWith(handle, pairs, options));
   }
 
-  private async predictWith(handle: NativeEncoder, pairs: [string, string][], options: PredictOptions | undefined, keys: readonly string[]): Promise<Matrix> {
-    const o = checkOptions('options', options, keys);
+  private async predictWith(handle: NativeEncoder, pairs: [string, string][], options: PredictOptions | undefined): Promise<Matrix> {
+    const o = checkOptions('options', options, PREDICT_KEYS);
     checkPairs(pairs);
     const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
     let activation = oneOf('options.activation', o.activation ?? 'default', ACTIVATIONS);
@@ -207,7 +210,7 @@ export class CrossEncoder {
     const withText = booleanValue('options.returnDocuments', o.returnDocuments ?? false);
     const { batchSize, activation, onProgress } = o;
     const { data } = await this.model.use((handle) =>
-      this.predictWith(handle, documents.map((d) => [query, d]), { batchSize, activation, onProgress }, PREDICT_KEYS),
+      this.predictWith(handle, documents.map((d) => [query, d]), { batchSize, activation, onProgress }),
     );
     const ranked = documents.map((_, index) => index).sort((a, b) => data[b] - data[a] || a - b);
     return ranked.slice(0, topK).map((index) => ({ index, score: data[index], ...(withText && { text: documents[index] }) }));

@@ -308,8 +308,10 @@ test('train({ crossEncoder }) starts a reranker from an embedding model; options
     const e = await rejection(() => train({ model: FIXTURE, data: wordDataset(8), output: path.join(tempDir(), 'x'), crossEncoder: true, ...extra }));
     t.regex(e.message, /options\.crossEncoder: options\.\w+ is for embedding models/);
   }
-  const e = await rejection(() => train({ model: FIXTURE, data: wordDataset(8), output: path.join(tempDir(), 'x'), crossEncoder: { loss: 'mse' } as never }));
+  let e = await rejection(() => train({ model: FIXTURE, data: wordDataset(8), output: path.join(tempDir(), 'x'), crossEncoder: { loss: 'mse' } as never }));
   t.regex(e.message, /options\.crossEncoder\.loss/);
+  e = await rejection(() => train({ model: path.join(CE, 'hf'), data: wordDataset(8), output: path.join(tempDir(), 'x'), batchSize: 4, device: 'cpu', crossEncoder: true }));
+  t.regex(e.message, /3 labels; train\(\{ crossEncoder \}\) trains one-label rerankers/);
 });
 
 test('a cross-encoder run killed mid-epoch resumes from its last checkpoint and ends with the same weights', (t) => {
