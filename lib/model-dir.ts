@@ -340,7 +340,9 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   if (kind === 'embedding' && modelType === 'CrossEncoder') {
     throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a cross-encoder (it scores text pairs, it does not embed): load it with CrossEncoder.load`);
   }
-  const crossEncoder = kind === 'cross-encoder' ? readCrossEncoder(dir, config, modules, modelType, stModel) : undefined;
+  const stConfigPath = path.join(dir, 'sentence_bert_config.json');
+  const stConfig = fs.existsSync(stConfigPath) ? readJson(stConfigPath, 'sentence_bert_config.json') : undefined;
+  const crossEncoder = kind === 'cross-encoder' ? readCrossEncoder(dir, config, modules, modelType, stModel, stConfig) : undefined;
   const order = (modules ?? []).map((m) => moduleClass(m.type) ?? m.type);
   const multi = modelType === 'MultiVectorEncoder' || modelType === 'ColBERT' || order.includes('MultiVectorMask');
   let pooling: PoolingMode = 'mean';
@@ -393,8 +395,6 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   const positions = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : Infinity;
   let maxSeqLength = positions;
   let lowercase = false;
-  const stConfigPath = path.join(dir, 'sentence_bert_config.json');
-  const stConfig = fs.existsSync(stConfigPath) ? readJson(stConfigPath, 'sentence_bert_config.json') : undefined;
   if (isObject(stConfig)) lowercase = stConfig.do_lower_case === true;
   if (isObject(stConfig) && typeof stConfig.max_seq_length === 'number') {
     maxSeqLength = Math.min(stConfig.max_seq_length, positions);
@@ -424,17 +424,26 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
     ...rawPrompts,
     includePrompt,
     similarity: typeof stModel.similarity_fn_name === 'string' ? stModel.similarity_fn_name : null,
-    multiVector: multi && !crossEncoder ? readMultiVector(dir, modelType, stModel, isObject(stConfig) ? stConfig : {}, mask, normalize) : undefined,
+    multiVector: multi ? readMultiVector(dir, modelType, stModel, isObject(stConfig) ? stConfig : {}, mask, normalize) : undefined,
     crossEncoder,
   };
+}
+
+/** config.json's architectures (the strings among them). */
+function architecturesOf(config: unknown): string[] {
+  return isObject(config) && Array.isArray(config.architectures) ? config.architectures.filter((a): a is string => typeof a === 'string') : [];
+}
+
+/** Whether config.json names a Hugging Face sequence-classification head (what a cross-encoder is). */
+function isSequenceClassification(config: unknown): boolean {
+  return architecturesOf(config).some((a) => a.endsWith('ForSequenceClassification'));
 }
 
 /** Whether `dir` holds a cross-encoder (sentence-transformers' CrossEncoder, or a *ForSequenceClassification model). */
 export function isCrossEncoderFolder(dir: string): boolean {
   const configPath = path.join(dir, 'config.json');
   const config = fs.existsSync(configPath) ? readJson(configPath, 'config.json') : undefined;
-  const architectures = isObject(config) && Array.isArray(config.architectures) ? config.architectures : [];
-  return readStModelConfig(dir).model_type === 'CrossEncoder' || architectures.some((a) => typeof a === 'string' && a.endsWith('ForSequenceClassification'));
+  return readStModelConfig(dir).model_type === 'CrossEncoder' || isSequenceClassification(config);
 }
 
 /**
@@ -474,13 +483,13 @@ function readCrossEncoder(
   modules: ModuleEntry[] | null,
   modelType: string | undefined,
   stModel: Record<string, unknown>,
+  stConfig: unknown,
 ): CrossEncoderConfig {
   if (modelType !== undefined && modelType !== 'CrossEncoder') {
     throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers ${modelType}, not a cross-encoder: load it with Encoder.load`);
   }
-  const architectures = Array.isArray(config.architectures) ? config.architectures.filter((a): a is string => typeof a === 'string') : [];
-  const classifier = architectures.some((a) => a.endsWith('ForSequenceClassification'));
-  if (!classifier && modelType !== 'CrossEncoder') {
+  const architectures = architecturesOf(config);
+  if (!isSequenceClassification(config) && modelType !== 'CrossEncoder') {
     throw new ColtrastError(
       'UNSUPPORTED_MODEL',
       `${dir} is not a cross-encoder: config.json's architectures are [${architectures.join(', ')}], not a *ForSequenceClassification ` +
@@ -496,10 +505,8 @@ function readCrossEncoder(
       `modules.json in ${dir}: a cross-encoder of one Transformer module is supported, not ${modules.map((m) => moduleClass(m.type) ?? m.type).join(' → ')}`,
     );
   }
-  const stConfigPath = path.join(dir, 'sentence_bert_config.json');
-  const stConfig = fs.existsSync(stConfigPath) ? readJson(stConfigPath, 'sentence_bert_config.json') : undefined;
   if (isObject(stConfig) && stConfig.transformer_task !== undefined && stConfig.transformer_task !== 'sequence-classification') {
-    throw new ColtrastError('UNSUPPORTED_MODEL', `${stConfigPath}: transformer_task ${JSON.stringify(stConfig.transformer_task)} is not a cross-encoder's (sequence-classification)`);
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${path.join(dir, 'sentence_bert_config.json')}: transformer_task ${JSON.stringify(stConfig.transformer_task)} is not a cross-encoder's (sequence-classification)`);
   }
   let labels: string[];
   if (isObject(config.id2label)) {

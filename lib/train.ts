@@ -9,8 +9,7 @@ import { CrossEncoder, type CrossEncoderLoss } from './cross-encoder';
 import { Encoder, type Device, type MultiVectorSettings } from './encoder';
 import { resolveModelDir } from './hub';
 import type { ModelTrainer } from './native-model';
-import { isCrossEncoderFolder } from './model-dir';
-import { PUNCTUATION } from './model-dir';
+import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
@@ -113,8 +112,8 @@ export interface TrainOptions {
    * (default: sentence-transformers' cross-encoder MultipleNegativesRankingLoss, cross-entropy over each
    * query's sigmoid(logit) × `scale` (10)) or 'bce' (binary cross-entropy on the logits, 1 for the positive
    * pair). ColTrast project files are chunked and mined with coltrast's default embedding model (or with
-   * `model`, when it is one). Validation ranks each query's documents by the cross-encoder's scores. The
-   * output is a sentence-transformers CrossEncoder folder (`CrossEncoder.load`).
+   * `model`, when it is one). Validation ranks each query's positive among 32 validation positives by the
+   * cross-encoder's scores. The output is a sentence-transformers CrossEncoder folder (`CrossEncoder.load`).
    */
   crossEncoder?: boolean | { loss?: 'cross_entropy' | 'bce'; scale?: number };
   /** ColTrast project files: semantic chunking of the documents (threshold 0.7, maxTokens the model's). */
