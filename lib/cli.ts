@@ -59,6 +59,8 @@ commands:
     --precision float32|bfloat16|float16   (mixed precision: bfloat16 on CPU or CUDA, float16 on CUDA)
     --mini-batch-size <n>    gradient caching: encode each batch n texts at a time (large batches in little memory)
     --no-prompts             train without the model's query/document prompts (a multi-vector model keeps its markers)
+    --teacher <dir|hub id>   distill a cross-encoder: it scores each query's positive and hard negatives before training
+                             (or give "scores" in the triplets); --distillation margin_mse|kl --distillation-weight <x> (1)
     --cross-encoder          train a cross-encoder (reranker) instead, from a cross-encoder or an embedding model / BERT;
                              --cross-encoder-loss cross_entropy|bce --cross-encoder-scale <x> (10)
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
@@ -229,6 +231,7 @@ const TRAIN_FLAGS = {
   device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean', 'print-schema': 'boolean',
   'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int', 'no-prompts': 'boolean', 'multi-vector': 'int',
   'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number',
+  teacher: 'string', distillation: 'string', 'distillation-weight': 'number',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -281,10 +284,10 @@ async function trainCommand(argv: string[]): Promise<void> {
     ['learning-rate', 'learningRate'], ['warmup-ratio', 'warmupRatio'], ['schedule', 'schedule'], ['weight-decay', 'weightDecay'],
     ['max-grad-norm', 'maxGradNorm'], ['gradient-accumulation', 'gradientAccumulation'], ['val-split', 'valSplit'], ['seed', 'seed'],
     ['max-negatives', 'maxNegatives'], ['device', 'device'], ['threads', 'threads'], ['checkpoint-every', 'checkpointEvery'],
-    ['resume', 'resume'], ['precision', 'precision'], ['mini-batch-size', 'miniBatchSize'],
+    ['resume', 'resume'], ['precision', 'precision'], ['mini-batch-size', 'miniBatchSize'], ['teacher', 'teacher'],
   ];
   for (const [flag, key] of flat) set(v[flag], (x) => (o[key] = x));
-  for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric']]) {
+  for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric'], ['distillation', 'distillation'], ['distillation-weight', 'distillationWeight']]) {
     set(v[flag], (x) => (loss[key] = x));
   }
   if (Object.keys(loss).length > 0) o.loss = loss;

@@ -47,8 +47,11 @@ export const TRAIN_CONFIG_SCHEMA = {
         temperature: number({ exclusiveMinimum: 0 }),
         lateInteraction: { enum: ['cross_entropy', 'bce'] },
         symmetric: { type: 'boolean' },
+        distillation: { enum: ['margin_mse', 'kl'] },
+        distillationWeight: number({ minimum: 0 }),
       },
     },
+    teacher: { type: 'string', minLength: 1, description: 'a one-label cross-encoder (folder or Hugging Face id) whose scores the model is distilled from' },
     earlyStopping: {
       type: 'object',
       additionalProperties: false,

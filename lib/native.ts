@@ -132,12 +132,29 @@ export interface NativeStepOptions {
   scoreActivation?: 'sigmoid' | 'identity';
   /** Multiplies the scores before the cross-entropy (default 10, as sentence-transformers' cross-encoder loss). */
   scale?: number;
+  /** Weight of the distillation loss on the batch's `teacher` scores (0 or absent: off). */
+  distillationWeight?: number;
+  /** 'margin_mse' (default; MarginMSE) or 'kl' (KL divergence of the score distributions). */
+  distillation?: 'margin_mse' | 'kl';
+  /** The batch's teacher scores, which distillation fits the student's scores to. */
+  teacher?: NativeTeacherScores;
+}
+
+/**
+ * A teacher's scores for a batch: for each query, `perQuery` candidates (indices into the batch's documents,
+ * the query's positive first, -1 where a query has fewer) and the teacher's score of each, query-major.
+ */
+export interface NativeTeacherScores {
+  candidates: Int32Array;
+  scores: Float32Array;
+  perQuery: number;
 }
 
 export interface NativeStepResult {
   loss: number;
   contrastive: number;
   lateInteraction: number;
+  distillation: number;
   gradNorm: number;
   /** Loss scaling found non-finite gradients: no update was applied and the scale was lowered. */
   skipped: boolean;

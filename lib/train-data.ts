@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import type { Project } from './chunking';
 import { ColtrastError } from './errors';
 import { parseJsonLines } from './files';
+import type { NativeTeacherScores } from './native';
 import { seededRandom } from './random';
 
 export interface TrainExample {
@@ -20,6 +21,11 @@ export interface TrainExample {
   negatives?: string[];
   /** Examples of one group (a ColTrast project) stay on one side of the validation split. */
   group?: string;
+  /**
+   * A teacher's scores (a cross-encoder's logits, say) of the positive, then of each negative, for
+   * distillation (train()'s loss.distillation).
+   */
+  scores?: number[];
 }
 
 function bad(where: string, message: string): ColtrastError {
@@ -36,7 +42,7 @@ export function checkExample(where: string, value: unknown): TrainExample {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object with "query" and "positive"');
   const o = value as Record<string, unknown>;
   for (const key of Object.keys(o)) {
-    if (!['query', 'positive', 'negatives', 'group'].includes(key)) throw bad(where, `unknown field "${key}" (known: query, positive, negatives, group)`);
+    if (!['query', 'positive', 'negatives', 'group', 'scores'].includes(key)) throw bad(where, `unknown field "${key}" (known: query, positive, negatives, group, scores)`);
   }
   const example: TrainExample = { query: text(where, o.query, 'query'), positive: text(where, o.positive, 'positive') };
   if (o.negatives !== undefined) {
@@ -44,6 +50,14 @@ export function checkExample(where: string, value: unknown): TrainExample {
     example.negatives = o.negatives.map((n, i) => text(where, n, `negatives[${i}]`));
   }
   if (o.group !== undefined) example.group = text(where, o.group, 'group');
+  if (o.scores !== undefined) {
+    const expected = 1 + (example.negatives?.length ?? 0);
+    if (!Array.isArray(o.scores) || !o.scores.every((x) => typeof x === 'number' && Number.isFinite(x))) throw bad(where, '"scores" must be an array of finite numbers');
+    if (o.scores.length !== expected) {
+      throw bad(where, `"scores" holds ${o.scores.length} numbers; it needs ${expected}: the positive's teacher score, then one per negative`);
+    }
+    example.scores = o.scores;
+  }
   return example;
 }
 
@@ -153,12 +167,39 @@ export interface Batch {
   queries: string[];
   /** The positives (one per query, in order), then the batch's hard negatives. */
   documents: string[];
+  /** When the examples have teacher scores: each query's positive and own negatives among `documents`, with their scores. */
+  teacher?: NativeTeacherScores;
+}
+
+/**
+ * The teacher scores of a batch's `chosen` examples, whose documents are `documents`: each query's positive
+ * (document i) and its own negatives, by index; a negative that maxNegatives left out, or that equals the
+ * query's positive, is -1.
+ */
+function teacherScores(chosen: TrainExample[], documents: string[]): NativeTeacherScores {
+  const index = new Map<string, number>();
+  documents.forEach((d, i) => index.has(d) || index.set(d, i));
+  const perQuery = Math.max(...chosen.map((e) => 1 + (e.negatives?.length ?? 0)));
+  const candidates = new Int32Array(chosen.length * perQuery).fill(-1);
+  const scores = new Float32Array(chosen.length * perQuery);
+  chosen.forEach((e, i) => {
+    candidates[i * perQuery] = i;
+    scores[i * perQuery] = e.scores![0];
+    (e.negatives ?? []).forEach((n, j) => {
+      const at = index.get(n);
+      if (at === undefined || at === i) return;
+      candidates[i * perQuery + 1 + j] = at;
+      scores[i * perQuery + 1 + j] = e.scores![1 + j];
+    });
+  });
+  return { candidates, scores, perQuery };
 }
 
 /**
  * Cuts examples (in the given order) into batches in which no text appears twice among the documents:
  * an example whose positive is already in the current batch waits for the next one, and negatives equal
- * to a positive or to another negative are dropped.
+ * to a positive or to another negative are dropped (a teacher's score of such a negative stays with its
+ * query, pointing at the copy the batch keeps).
  */
 export function makeBatches(examples: TrainExample[], batchSize: number, maxNegatives = Infinity): Batch[] {
   const batches: Batch[] = [];
@@ -186,7 +227,13 @@ export function makeBatches(examples: TrainExample[], batchSize: number, maxNega
         }
       }
     }
-    batches.push({ queries: chosen.map((e) => e.query), documents: [...chosen.map((e) => e.positive), ...negatives] });
+    const documents = [...chosen.map((e) => e.positive), ...negatives];
+    const batch: Batch = { queries: chosen.map((e) => e.query), documents };
+    if (chosen.some((e) => e.scores)) {
+      if (!chosen.every((e) => e.scores)) throw new ColtrastError('INVALID_ARGUMENT', 'teacher scores are given for some examples only: give them for every example or none');
+      batch.teacher = teacherScores(chosen, documents);
+    }
+    batches.push(batch);
     pending = rest;
   }
   return batches;

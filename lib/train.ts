@@ -19,7 +19,7 @@ import { maxsim, padTokens } from './ops';
 import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
 import { seededRandom } from './random';
-import { makeBatches, readTrainingData, shuffle, splitByGroup, splitExamples, type TrainExample } from './train-data';
+import { makeBatches, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export interface LossOptions {
@@ -33,6 +33,17 @@ export interface LossOptions {
   lateInteraction?: 'cross_entropy' | 'bce';
   /** Add the documents → queries direction to the cross-entropy terms (default false). */
   symmetric?: boolean;
+  /**
+   * Knowledge distillation from a teacher's scores (`options.teacher`, or `scores` in the data): 'margin_mse'
+   * (default; MarginMSE, as GPL and sentence-transformers' MarginMSELoss: each query's margin between its
+   * positive and each of its negatives matches the teacher's) or 'kl' (KL divergence between the teacher's and
+   * the student's softmax over each query's positive and negatives, as ColBERTv2 and PyLate). The student's
+   * scores are its cosine similarities / temperature, or a multi-vector model's MaxSim per query token /
+   * temperature: the logits its other losses use.
+   */
+  distillation?: 'margin_mse' | 'kl';
+  /** Weight of the distillation loss (default 1 when the examples have teacher scores, else 0). */
+  distillationWeight?: number;
 }
 
 export interface TrainProgress {
@@ -42,6 +53,7 @@ export interface TrainProgress {
   loss: number;
   contrastive: number;
   lateInteraction: number;
+  distillation: number;
   learningRate: number;
   samplesPerSecond: number;
   etaSeconds: number;
@@ -74,6 +86,13 @@ export interface TrainOptions {
    */
   miniBatchSize?: number;
   loss?: LossOptions;
+  /**
+   * A cross-encoder (a folder or Hugging Face id CrossEncoder.load accepts, with one label) that scores every
+   * example's query with its positive and with each of its hard negatives before training (its logits), for
+   * distillation into the embedding model (loss.distillation; GPL, augmented SBERT). Examples that have
+   * `scores` keep them. Needs hard negatives: triplets, or ColTrast project files (mined).
+   */
+  teacher?: string;
   /** Fraction of the examples (by group) held out for validation (default 0.2; 0 for none). */
   valSplit?: number;
   /** Stop when the validation metric has not improved for `patience` epochs. */
@@ -177,7 +196,7 @@ export interface StepTiming {
 
 export interface TrainResult {
   history: {
-    steps: { step: number; epoch: number; loss: number; contrastive: number; lateInteraction: number; learningRate: number; skipped?: boolean }[];
+    steps: { step: number; epoch: number; loss: number; contrastive: number; lateInteraction: number; distillation: number; learningRate: number; skipped?: boolean }[];
     epochs: EpochRecord[];
   };
   /** The epoch whose model was kept (by the early-stopping metric, validation loss by default). */
@@ -192,9 +211,9 @@ export interface TrainResult {
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
-  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder',
+  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher',
 ] as const;
-const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric'] as const;
+const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight'] as const;
 
 function number(name: string, value: unknown, check: (x: number) => boolean, expected: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) throw invalid(name, expected, value);
@@ -218,6 +237,7 @@ interface Config {
   projection?: { dimension: number; activation: 'identity' | 'tanh' };
   multiVector?: MultiVectorSettings;
   crossEncoder?: CrossEncoderLoss;
+  teacher?: string;
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   seed: number;
@@ -233,6 +253,10 @@ function stringList(name: string, value: unknown): string[] {
   return value;
 }
 
+function noLoss(hint: boolean): never {
+  throw new ColtrastError('INVALID_ARGUMENT', `options.loss: at least one loss weight must be > 0${hint ? ' (or the examples need teacher scores for distillation)' : ''}`);
+}
+
 /** Every option checked before any model is loaded or data read. */
 function readConfig(options: TrainOptions): Config {
   const o = checkOptions('options', options, KEYS);
@@ -243,7 +267,12 @@ function readConfig(options: TrainOptions): Config {
   const loss = checkOptions('options.loss', o.loss, LOSS_KEYS);
   const contrastiveWeight = number('options.loss.contrastiveWeight', loss.contrastiveWeight ?? 0.5, (x) => x >= 0, 'a number >= 0');
   const lateInteractionWeight = number('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? 0.5, (x) => x >= 0, 'a number >= 0');
-  if (contrastiveWeight + lateInteractionWeight === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.loss: at least one loss weight must be > 0');
+  // Its default depends on the data (distillationWeight below); undefined until then.
+  const distillationWeight =
+    loss.distillationWeight === undefined ? undefined : number('options.loss.distillationWeight', loss.distillationWeight, (x) => x >= 0, 'a number >= 0');
+  // Without a distillation weight, teacher scores (options.teacher, or in the data: train() looks) give one.
+  if (contrastiveWeight + lateInteractionWeight + (distillationWeight ?? 0) === 0 && distillationWeight !== undefined) noLoss(false);
+  if (o.teacher !== undefined && (typeof o.teacher !== 'string' || o.teacher.length === 0)) throw invalid('options.teacher', 'a cross-encoder folder or Hugging Face id', o.teacher);
   const early = o.earlyStopping === undefined ? undefined : checkOptions('options.earlyStopping', o.earlyStopping, ['patience', 'metric']);
   const chunking = checkOptions('options.chunking', o.chunking, ['threshold', 'maxTokens']);
   const mining = checkOptions('options.mining', o.mining, ['positiveThreshold', 'hardNegatives']);
@@ -252,7 +281,7 @@ function readConfig(options: TrainOptions): Config {
   if (multi && projection) throw new ColtrastError('INVALID_ARGUMENT', 'options.projection and options.multiVector: a multi-vector model has no pooled vector to put a head on; give one of them');
   const cross = o.crossEncoder === undefined || o.crossEncoder === false ? undefined : o.crossEncoder === true ? {} : checkOptions('options.crossEncoder', o.crossEncoder, ['loss', 'scale']);
   if (cross) {
-    const embeddingOnly = (['loss', 'projection', 'multiVector', 'miniBatchSize'] as const).filter((k) => o[k] !== undefined);
+    const embeddingOnly = (['loss', 'projection', 'multiVector', 'miniBatchSize', 'teacher'] as const).filter((k) => o[k] !== undefined);
     if (embeddingOnly.length > 0) {
       throw new ColtrastError('INVALID_ARGUMENT', `options.crossEncoder: ${embeddingOnly.map((k) => `options.${k}`).join(', ')} ${embeddingOnly.length > 1 ? 'are' : 'is'} for embedding models (a cross-encoder's loss is options.crossEncoder.loss)`);
     }
@@ -293,6 +322,7 @@ function readConfig(options: TrainOptions): Config {
       kind: oneOf('options.crossEncoder.loss', cross.loss ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
       scale: number('options.crossEncoder.scale', cross.scale ?? 10, (x) => x > 0, 'a number > 0'),
     },
+    teacher: o.teacher,
     chunking: {
       threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
       maxTokens: chunking.maxTokens === undefined ? undefined : positiveInteger('options.chunking.maxTokens', chunking.maxTokens),
@@ -310,6 +340,8 @@ function readConfig(options: TrainOptions): Config {
       temperature: number('options.loss.temperature', loss.temperature ?? 0.05, (x) => x > 0, 'a number > 0'),
       symmetric: booleanValue('options.loss.symmetric', loss.symmetric ?? false),
       lateInteractionKind: oneOf('options.loss.lateInteraction', loss.lateInteraction ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
+      distillation: oneOf('options.loss.distillation', loss.distillation ?? 'margin_mse', ['margin_mse', 'kl'] as const),
+      ...(distillationWeight === undefined ? {} : { distillationWeight }),
       maxGradNorm: 0, // set from maxGradNorm below
       ...(o.miniBatchSize === undefined ? {} : { miniBatchSize: positiveInteger('options.miniBatchSize', o.miniBatchSize) }),
     },
@@ -338,7 +370,65 @@ function multiVectorLoss(config: Config, options: TrainOptions, model: string): 
   }
   config.step.contrastiveWeight = 0;
   config.step.lateInteractionWeight = options.loss?.lateInteractionWeight ?? 1;
-  if (config.step.lateInteractionWeight === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.loss: a multi-vector model needs lateInteractionWeight > 0');
+  if (config.step.lateInteractionWeight === 0 && !config.step.distillationWeight && config.teacher === undefined) {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.loss: a multi-vector model needs lateInteractionWeight > 0 (or distillation from a teacher)');
+  }
+}
+
+/**
+ * Scores each example's query with its positive and each of its negatives by the cross-encoder `teacher` (its
+ * logits), for distillation; examples that have scores keep them.
+ */
+export async function scoreWithTeacher(teacher: string, examples: TrainExample[], load: { device: Device; threads?: number }, progressBar = false): Promise<TrainExample[]> {
+  const todo = examples.filter((e) => !e.scores);
+  if (todo.length === 0) return examples;
+  const model = await CrossEncoder.load(teacher, load);
+  try {
+    if (model.numLabels !== 1) {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.teacher ${teacher} has ${model.numLabels} labels; a teacher gives one score per pair (a one-label cross-encoder)`);
+    }
+    const pairs = todo.flatMap((e) => [e.positive, ...(e.negatives ?? [])].map((d): [string, string] => [e.query, d]));
+    const bar = progressBar ? new ProgressBar('teacher', 'pairs') : undefined;
+    const { data } = await model.predict(pairs, { activation: 'identity', onProgress: bar && ((done, total) => bar.update(done, total)) });
+    let at = 0;
+    const scores = new Map(
+      todo.map((e) => {
+        const n = 1 + (e.negatives?.length ?? 0);
+        at += n;
+        return [e, Array.from(data.subarray(at - n, at))];
+      }),
+    );
+    return examples.map((e) => (scores.has(e) ? { ...e, scores: scores.get(e) } : e));
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * The distillation loss's weight, now that the data is known (default: 1 when the examples have teacher
+ * scores), and the checks that need the data: every example or none scored, negatives to distill on, and
+ * some loss to train with.
+ */
+function distillationLoss(config: Config, examples: TrainExample[]): void {
+  const scored = examples.filter((e) => e.scores).length;
+  if (scored > 0 && scored < examples.length) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `${scored} of the ${examples.length} examples have teacher scores: give them for every example or none (options.teacher scores the rest)`,
+    );
+  }
+  const weight = config.step.distillationWeight ?? (scored > 0 ? 1 : 0);
+  if (weight > 0 && scored === 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.distillationWeight needs teacher scores: options.teacher (a cross-encoder) or "scores" in the data');
+  }
+  if (weight > 0 && !examples.some((e) => e.negatives?.length)) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      'distillation compares each positive with hard negatives, and no example has any: give triplets ({ query, positive, negatives }) or a ColTrast project file',
+    );
+  }
+  config.step.distillationWeight = weight;
+  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0) noLoss(false);
 }
 
 /** Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens. [queries × documents]. */
@@ -449,6 +539,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const config = readConfig(options);
   if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
   const data = readTrainingData(options.data);
+  const { contrastiveWeight, lateInteractionWeight, distillationWeight } = config.step;
+  const scoredData = 'examples' in data && data.examples.some((e) => e.scores);
+  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData) noLoss(true);
   // Split before anything is mined, so no project (or example group) is on both sides.
   const split =
     'projects' in data
@@ -496,6 +589,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       trainSet = split.train;
       val = split.val;
     }
+    if (config.teacher && !saved) {
+      const scored = await scoreWithTeacher(config.teacher, [...trainSet, ...val], loadOptions, options.progressBar);
+      trainSet = scored.slice(0, trainSet.length);
+      val = scored.slice(trainSet.length);
+    }
+    if (encoder instanceof Encoder) distillationLoss(config, [...trainSet, ...val]);
+    // The teacher's scores of a batch go with it when distillation is on.
+    const teacherOf = (b: Batch) => (config.step.distillationWeight ? { teacher: b.teacher } : {});
     // A resumed run's checkpoint model has the head already.
     if (encoder instanceof Encoder && config.projection && !saved) await encoder.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
     // After mining (which the single-vector model does); a resumed run's checkpoint model is multi-vector already.
@@ -515,7 +616,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const validate = async (): Promise<{ valLoss?: number; metrics?: RetrievalMetrics }> => {
       if (val.length === 0) return {};
       let sum = 0;
-      for (const b of valBatches) sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, learningRate: 0, lossScale: 1, apply: false })).loss;
+      for (const b of valBatches) {
+        sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, learningRate: 0, lossScale: 1, apply: false, ...teacherOf(b) })).loss;
+      }
       return { valLoss: sum / valBatches.length, metrics: await retrievalMetrics(encoder, val) };
     };
     const score = (r: { valLoss?: number; metrics?: RetrievalMetrics }) =>
@@ -571,7 +674,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         ahead = b + 1 < batches.length ? prepare(b + 1) : undefined;
         const apply = (b + 1) % config.accumulation === 0 || b === batches.length - 1;
         const learningRate = learningRateAt(state.step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
-        const r = await trainer.stepPrepared(prepared, { ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply });
+        const r = await trainer.stepPrepared(prepared, { ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply, ...teacherOf(batch) });
         state.epochLoss += r.loss;
         state.samples += batch.queries.length;
         state.batch++;
@@ -583,7 +686,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         }
         const step = ++state.step;
         result.history.steps.push({
-          step, epoch, loss: r.loss, contrastive: r.contrastive, lateInteraction: r.lateInteraction, learningRate,
+          step, epoch, loss: r.loss, contrastive: r.contrastive, lateInteraction: r.lateInteraction, distillation: r.distillation, learningRate,
           ...(r.skipped ? { skipped: true } : {}),
         });
         timing.seconds += (performance.now() - batchStarted) / 1000;
@@ -598,6 +701,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           loss: r.loss,
           contrastive: r.contrastive,
           lateInteraction: r.lateInteraction,
+          distillation: r.distillation,
           learningRate,
           samplesPerSecond: (state.samples - startSamples) / Math.max(seconds, 1e-9),
           etaSeconds: (seconds / done) * (totalSteps - step),
@@ -634,6 +738,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         data,
         config: { ...config },
         kind: encoder instanceof CrossEncoder ? 'cross-encoder' : encoder.multiVector ? 'multi-vector' : 'embedding',
+        distillation: config.step.distillationWeight
+          ? `${config.teacher ? `\`${config.teacher}\`` : "the data's teacher scores"} (${config.step.distillation === 'kl' ? 'KL divergence' : 'MarginMSE'}, weight ${config.step.distillationWeight})`
+          : undefined,
       }),
     );
     fs.rmSync(checkpointDir, { recursive: true, force: true });

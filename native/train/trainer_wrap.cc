@@ -54,7 +54,39 @@ struct StepOptions {
   bool sigmoidScores = true;      // cross-entropy over sigmoid(logit) * scale (the model's activation), else logit * scale
   double scale = 10.0;
   int64_t documentsPerQuery = 0;
+  // Distillation from a teacher's scores (distillationLoss below): for each query, K candidates (indices into
+  // the batch's documents, its positive first, -1 for none) and the teacher's score of each, [B, K].
+  double distillationWeight = 0;
+  bool distillationKl = false;  // KL divergence of the score distributions, else MarginMSE
+  torch::Tensor teacherCandidates, teacherScores;
 };
+
+// The teacher's candidates and scores of a step's arguments: { candidates: Int32Array, scores: Float32Array,
+// perQuery } for `queries` queries and `documents` documents.
+void readTeacher(const Napi::Object& t, int64_t queries, int64_t documents, StepOptions& s) {
+  if (!t.Get("candidates").IsTypedArray() || !t.Get("scores").IsTypedArray()) {
+    throw invalidArgument("teacher must be { candidates: Int32Array, scores: Float32Array, perQuery }");
+  }
+  const double k = numberOr(t, "perQuery", 0);
+  if (!(k >= 1) || k != std::floor(k)) throw invalidArgument("teacher.perQuery must be a positive integer");
+  const auto perQuery = static_cast<int64_t>(k);
+  auto candidates = t.Get("candidates").As<Napi::Int32Array>();
+  auto scores = t.Get("scores").As<Napi::Float32Array>();
+  const auto n = static_cast<size_t>(queries * perQuery);
+  if (candidates.ElementLength() != n || scores.ElementLength() != n) {
+    throw invalidArgument("teacher.candidates and teacher.scores must hold queries * perQuery = " + std::to_string(n) + " values");
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const int32_t c = candidates.Data()[i];
+    const bool first = i % static_cast<size_t>(perQuery) == 0;
+    if (c < -1 || c >= documents || (first && c != static_cast<int32_t>(i / static_cast<size_t>(perQuery)))) {
+      throw invalidArgument("teacher.candidates: each query's row starts with its positive (document i) and holds document indices or -1");
+    }
+    if (c >= 0 && !std::isfinite(scores.Data()[i])) throw invalidArgument("teacher.scores must be finite");
+  }
+  s.teacherCandidates = torch::from_blob(candidates.Data(), {queries, perQuery}, torch::kInt32).to(torch::kInt64);
+  s.teacherScores = torch::from_blob(scores.Data(), {queries, perQuery}, torch::kFloat32).clone();
+}
 
 StepOptions readStepOptions(const Napi::Object& o) {
   StepOptions s;
@@ -86,6 +118,12 @@ StepOptions readStepOptions(const Napi::Object& o) {
     if (!(s.scale > 0)) throw invalidArgument("scale must be positive");
     if (s.miniBatchSize > 0) throw invalidArgument("gradient caching (miniBatchSize) is for embedding models, not cross-encoders");
   }
+  s.distillationWeight = numberOr(o, "distillationWeight", 0);
+  if (!(s.distillationWeight >= 0)) throw invalidArgument("distillationWeight must be >= 0");
+  const std::string distillation = stringOr(o, "distillation", "margin_mse");
+  if (distillation != "margin_mse" && distillation != "kl") throw invalidArgument("distillation must be 'margin_mse' or 'kl'");
+  s.distillationKl = distillation == "kl";
+  if (s.distillationWeight > 0 && s.crossEncoder) throw invalidArgument("distillation is for embedding models, not cross-encoders");
   return s;
 }
 
@@ -170,7 +208,7 @@ double clipGradNorm(const std::vector<torch::Tensor>& params, double maxNorm) {
 }
 
 struct LossParts {
-  double total = 0, contrastive = 0, lateInteraction = 0, gradNorm = 0;
+  double total = 0, contrastive = 0, lateInteraction = 0, distillation = 0, gradNorm = 0;
   bool skipped = false;  // float16: the gradients overflowed and the update was not applied
   double miniBatchMaxDiff = -1;  // verifyMiniBatches: largest |recomputed - first pass| (-1: not checked)
 };
@@ -211,14 +249,40 @@ Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor
   Encoded out;
   out.states = enc.model->forward(ids, mask, types);
   if (s.projectTokens) out.states = enc.project(out.states);
-  if (s.contrastiveWeight > 0) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
+  if (s.contrastiveWeight > 0 || (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
   return out;
 }
 
 // The mask the late-interaction loss takes: a multi-vector model's scoring mask, else the attended tokens.
 const torch::Tensor& lateMask(const Side& side, const StepOptions& s) { return s.projectTokens ? side.scored : side.mask; }
 
-// The two losses of one batch from its encoded sides, differentiable when grad mode is on. The losses take
+// Distillation (knowledge distillation from a teacher's scores, e.g. a cross-encoder's: GPL, ColBERTv2) on
+// the student's scores of each query's candidates, `student` and `teacher` [B, K] (column 0: the positive),
+// over the candidates `valid` marks.
+//  - MarginMSE (Hofstätter et al. 2020; sentence-transformers' MarginMSELoss): the mean over every
+//    (query, negative) of ((s_pos - s_neg) - (t_pos - t_neg))^2.
+//  - KL (ColBERTv2, PyLate's Distillation loss): mean over queries of KL(softmax(t) || softmax(s)) over the
+//    query's candidates.
+torch::Tensor distillationLoss(const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& valid, bool kl) {
+  const torch::Tensor zero = torch::zeros({}, student.options());
+  if (kl) {
+    const double inf = std::numeric_limits<double>::infinity();
+    const torch::Tensor logS = torch::log_softmax(student.masked_fill(valid.logical_not(), -inf), 1);
+    const torch::Tensor logT = torch::log_softmax(teacher.masked_fill(valid.logical_not(), -inf), 1);
+    // Where a candidate is missing both are -inf and its weight exp(logT) is 0: zeros there keep the
+    // product (and its gradient) finite.
+    const torch::Tensor terms = logT.exp() * (torch::where(valid, logT, zero) - torch::where(valid, logS, zero));
+    return terms.sum(1).mean();
+  }
+  using torch::indexing::Slice;
+  const torch::Tensor negatives = valid.index({Slice(), Slice(1)});
+  const torch::Tensor studentMargin = student.index({Slice(), Slice(0, 1)}) - student.index({Slice(), Slice(1)});
+  const torch::Tensor teacherMargin = teacher.index({Slice(), Slice(0, 1)}) - teacher.index({Slice(), Slice(1)});
+  const torch::Tensor squares = torch::where(negatives, (studentMargin - teacherMargin).square(), zero);
+  return squares.sum() / negatives.sum().clamp_min(1).to(squares.scalar_type());
+}
+
+// The losses of one batch from its encoded sides, differentiable when grad mode is on. The losses take
 // float32 inputs, except the late-interaction loss on a GPU (below), and compute in float32.
 std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const Encoded& q, const torch::Tensor& qMask,
                                               const Encoded& d, const torch::Tensor& dMask, const StepOptions& s,
@@ -227,20 +291,27 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
   const auto unit = F::NormalizeFuncOptions().dim(-1);
   torch::Tensor total = torch::zeros({}, torch::TensorOptions().device(enc.device));
   LossParts parts;
+  torch::Tensor qp, dp;  // pooled, L2-normalized, float32
+  if (q.pooled.defined()) {
+    qp = F::normalize(q.pooled.to(torch::kFloat32), unit);
+    dp = F::normalize(d.pooled.to(torch::kFloat32), unit);
+  }
   if (s.contrastiveWeight > 0) {
-    const torch::Tensor qp = F::normalize(q.pooled.to(torch::kFloat32), unit);
-    const torch::Tensor dp = F::normalize(d.pooled.to(torch::kFloat32), unit);
     const torch::Tensor loss = ops::contrastiveLoss(qp, dp, tau, {s.symmetric});
     parts.contrastive = loss.item<double>();
     total = total + s.contrastiveWeight * loss;
   }
+  // Normalized in float32. With mixed precision on a GPU the fused MaxSim kernels then take the token
+  // vectors in the autocast dtype, which runs their products on the tensor cores (accumulating in float32);
+  // on the CPU they stay float32.
+  const torch::ScalarType tokens = enc.device.is_cuda() ? autocast : torch::kFloat32;
+  const bool distillTokens = s.distillationWeight > 0 && s.projectTokens;
+  torch::Tensor qt, dt;
+  if (s.lateInteractionWeight > 0 || distillTokens) {
+    qt = F::normalize(q.states.to(torch::kFloat32), unit).to(tokens);
+    dt = F::normalize(d.states.to(torch::kFloat32), unit).to(tokens);
+  }
   if (s.lateInteractionWeight > 0) {
-    // Normalized in float32. With mixed precision on a GPU the fused MaxSim kernels then take the token
-    // vectors in the autocast dtype, which runs their products on the tensor cores (accumulating in
-    // float32); on the CPU they stay float32.
-    const torch::ScalarType tokens = enc.device.is_cuda() ? autocast : torch::kFloat32;
-    const torch::Tensor qt = F::normalize(q.states.to(torch::kFloat32), unit).to(tokens);
-    const torch::Tensor dt = F::normalize(d.states.to(torch::kFloat32), unit).to(tokens);
     ops::LateInteractionOptions late;
     late.kind = s.bce ? ops::LateInteractionOptions::Kind::Bce : ops::LateInteractionOptions::Kind::CrossEntropy;
     late.normalizeByQueryLength = true;
@@ -248,6 +319,30 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     const torch::Tensor loss = ops::lateInteractionLoss(qt, qMask.to(torch::kUInt8), dt, dMask.to(torch::kUInt8), tau, late);
     parts.lateInteraction = loss.item<double>();
     total = total + s.lateInteractionWeight * loss;
+  }
+  if (s.distillationWeight > 0 && s.teacherScores.defined()) {
+    // The student's score of each query's candidates, on the scale its other losses use: cosine / tau of the
+    // pooled vectors, or, for a multi-vector model, MaxSim over the query's tokens / tau (the fused op in
+    // paired mode on the query repeated once per candidate).
+    const torch::Tensor candidates = s.teacherCandidates.to(enc.device);
+    const torch::Tensor valid = candidates.ge(0);
+    const torch::Tensor index = candidates.clamp_min(0).flatten();
+    const int64_t rows = candidates.size(0), perQuery = candidates.size(1);
+    torch::Tensor student;
+    if (distillTokens) {
+      const torch::Tensor queryRows = torch::arange(rows, candidates.options()).repeat_interleave(perQuery);
+      ops::MaxSimOptions paired;
+      paired.paired = true;
+      paired.normalizeByQueryLength = true;
+      student = ops::maxsim(qt.index_select(0, queryRows), qMask.index_select(0, queryRows).to(torch::kUInt8),
+                            dt.index_select(0, index), dMask.index_select(0, index).to(torch::kUInt8), paired)
+                    .view({rows, perQuery});
+    } else {
+      student = (qp.unsqueeze(1) * dp.index_select(0, index).view({rows, perQuery, -1})).sum(-1);
+    }
+    const torch::Tensor loss = distillationLoss(student / tau, s.teacherScores.to(enc.device), valid, s.distillationKl);
+    parts.distillation = loss.item<double>();
+    total = total + s.distillationWeight * loss;
   }
   parts.total = total.item<double>();
   return {total, parts};
@@ -306,9 +401,9 @@ class MiniBatches {
         return side.lengths[static_cast<size_t>(a)] > side.lengths[static_cast<size_t>(b)];
       });
     }
-    // The token states are kept only for the late-interaction loss (or to verify the second pass): with the
+    // The token states are kept only for the token losses (or to verify the second pass): with the
     // contrastive loss alone, [batch, seq, dim] of them would be most of the memory a step needs.
-    const bool keepStates = s_.lateInteractionWeight > 0 || s_.verifyMiniBatches;
+    const bool keepStates = s_.lateInteractionWeight > 0 || (s_.distillationWeight > 0 && s_.projectTokens) || s_.verifyMiniBatches;
     Encoded all;
     for (int64_t start = 0; start < side.batch; start += s_.miniBatchSize) {
       const auto first = order.begin() + start, last = first + std::min(s_.miniBatchSize, side.batch - start);
@@ -535,6 +630,7 @@ class StepWorker : public PromiseWorker {
     out.Set("loss", parts_.total);
     out.Set("contrastive", parts_.contrastive);
     out.Set("lateInteraction", parts_.lateInteraction);
+    out.Set("distillation", parts_.distillation);
     out.Set("gradNorm", parts_.gradNorm);
     out.Set("skipped", parts_.skipped);
     out.Set("gradScale", state_->scaler.lossFactor());
@@ -763,6 +859,10 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     TokenBatch q = batchAt("queries"), d = batchAt("documents");
     if (q.batch < 1) throw invalidArgument("queries must hold at least one text");
     if (d.batch < q.batch) throw invalidArgument("documents must hold at least one positive per query");
+    if (args.Get("teacher").IsObject()) readTeacher(args.Get("teacher").As<Napi::Object>(), q.batch, d.batch, options);
+    if (options.distillationWeight > 0 && !options.teacherScores.defined()) {
+      throw invalidArgument("distillationWeight > 0 needs the teacher's scores of the batch (teacher)");
+    }
     return (new StepWorker(env, live(env), std::move(q), std::move(d), options, train))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
