@@ -61,6 +61,7 @@ commands:
     --no-prompts             train without the model's query/document prompts (a multi-vector model keeps its markers)
     --teacher <dir|hub id>   distill a cross-encoder: it scores each query's positive and hard negatives before training
                              (or give "scores" in the triplets); --distillation margin_mse|kl --distillation-weight <x> (1)
+                             --teacher-temperature <x> (1: the teacher's scores are divided by it)
     --cross-encoder          train a cross-encoder (reranker) instead, from a cross-encoder or an embedding model / BERT;
                              --cross-encoder-loss cross_entropy|bce --cross-encoder-scale <x> (10)
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
@@ -231,7 +232,7 @@ const TRAIN_FLAGS = {
   device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean', 'print-schema': 'boolean',
   'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int', 'no-prompts': 'boolean', 'multi-vector': 'int',
   'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number',
-  teacher: 'string', distillation: 'string', 'distillation-weight': 'number',
+  teacher: 'string', distillation: 'string', 'distillation-weight': 'number', 'teacher-temperature': 'number',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -287,7 +288,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     ['resume', 'resume'], ['precision', 'precision'], ['mini-batch-size', 'miniBatchSize'], ['teacher', 'teacher'],
   ];
   for (const [flag, key] of flat) set(v[flag], (x) => (o[key] = x));
-  for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric'], ['distillation', 'distillation'], ['distillation-weight', 'distillationWeight']]) {
+  for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric'], ['distillation', 'distillation'], ['distillation-weight', 'distillationWeight'], ['teacher-temperature', 'teacherTemperature']]) {
     set(v[flag], (x) => (loss[key] = x));
   }
   if (Object.keys(loss).length > 0) o.loss = loss;

@@ -49,6 +49,7 @@ export const TRAIN_CONFIG_SCHEMA = {
         symmetric: { type: 'boolean' },
         distillation: { enum: ['margin_mse', 'kl'] },
         distillationWeight: number({ minimum: 0 }),
+        teacherTemperature: number({ exclusiveMinimum: 0 }),
       },
     },
     teacher: { type: 'string', minLength: 1, description: 'a one-label cross-encoder (folder or Hugging Face id) whose scores the model is distilled from' },

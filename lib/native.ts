@@ -136,6 +136,8 @@ export interface NativeStepOptions {
   distillationWeight?: number;
   /** 'margin_mse' (default; MarginMSE) or 'kl' (KL divergence of the score distributions). */
   distillation?: 'margin_mse' | 'kl';
+  /** The teacher's scores are divided by it (default 1). */
+  teacherTemperature?: number;
   /** The batch's teacher scores, which distillation fits the student's scores to. */
   teacher?: NativeTeacherScores;
 }

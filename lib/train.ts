@@ -44,6 +44,11 @@ export interface LossOptions {
   distillation?: 'margin_mse' | 'kl';
   /** Weight of the distillation loss (default 1 when the examples have teacher scores, else 0). */
   distillationWeight?: number;
+  /**
+   * The teacher's scores are divided by it before either loss (default 1): above 1 it softens the teacher's
+   * distribution for 'kl' and shrinks its margins for 'margin_mse', toward the student's scale.
+   */
+  teacherTemperature?: number;
 }
 
 export interface TrainProgress {
@@ -213,7 +218,9 @@ const KEYS = [
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
   'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher',
 ] as const;
-const LOSS_KEYS = ['contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight'] as const;
+const LOSS_KEYS = [
+  'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
+] as const;
 
 function number(name: string, value: unknown, check: (x: number) => boolean, expected: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) throw invalid(name, expected, value);
@@ -341,6 +348,7 @@ function readConfig(options: TrainOptions): Config {
       symmetric: booleanValue('options.loss.symmetric', loss.symmetric ?? false),
       lateInteractionKind: oneOf('options.loss.lateInteraction', loss.lateInteraction ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
       distillation: oneOf('options.loss.distillation', loss.distillation ?? 'margin_mse', ['margin_mse', 'kl'] as const),
+      teacherTemperature: number('options.loss.teacherTemperature', loss.teacherTemperature ?? 1, (x) => x > 0, 'a number > 0'),
       ...(distillationWeight === undefined ? {} : { distillationWeight }),
       maxGradNorm: 0, // set from maxGradNorm below
       ...(o.miniBatchSize === undefined ? {} : { miniBatchSize: positiveInteger('options.miniBatchSize', o.miniBatchSize) }),

@@ -115,12 +115,12 @@ test("the native MarginMSE and KL losses equal a float64 reference from embed():
     const d = rows(await encoder.embed(batch.documents, { task: 'document', normalize: true }));
     const pooled = studentRows((i, c) => dot(q[i], d[c]));
     const trainer = await encoder.createTrainer({ seed: 1 });
-    for (const kind of ['margin_mse', 'kl'] as const) {
-      const options = { ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, distillationWeight: 1, distillation: kind, apply: false, teacher: batch.teacher };
+    for (const [kind, teacherTemperature] of [['margin_mse', 1], ['kl', 1], ['kl', 3]] as const) {
+      const options = { ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, distillationWeight: 1, distillation: kind, teacherTemperature, apply: false, teacher: batch.teacher };
       const r = await trainer.evaluate(batch.queries, batch.documents, options);
-      const expected = referenceLoss(pooled, teacherRows, kind);
+      const expected = referenceLoss(pooled, teacherRows.map((row) => row.map((x) => x / teacherTemperature)), kind);
       t.true(expected > 0.01);
-      t.true(Math.abs(r.distillation - expected) < 1e-4 * expected, `${kind}: ${r.distillation} vs ${expected}`);
+      t.true(Math.abs(r.distillation - expected) < 1e-4 * expected, `${kind}, teacher temperature ${teacherTemperature}: ${r.distillation} vs ${expected}`);
       t.true(Math.abs(r.loss - expected) < 1e-4 * expected);
       // Weighted and added to the other losses.
       const both = await trainer.evaluate(batch.queries, batch.documents, { ...options, contrastiveWeight: 0.5, distillationWeight: 2 });

@@ -12,12 +12,14 @@
 //     token vectors equal encode_query / encode_document / encode, its training loss on a batch equals
 //     MultiVectorMultipleNegativesRankingLoss's, and sentence-transformers loads what coltrast saves and trains;
 //   - the fused MaxSim op scores as sentence-transformers' own late-interaction scoring (maxsim, maxsim_pairwise);
+//   - the distillation losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss on a batch;
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, Encoder, ops, train } from '../lib';
+import { makeBatches } from '../lib/train-data';
 import { FIXTURE, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -327,6 +329,39 @@ check(`cross-encoder: sentence-transformers loads a reranker coltrast trained fr
   t.is(r.status, 0, r.tail);
   const worst = maxAbsDiff(ours.data, JSON.parse(fs.readFileSync(back, 'utf8')).logits.flat());
   t.true(worst < 1e-5, `max abs difference ${worst}`);
+});
+
+check(`distillation: coltrast's MarginMSE and KL losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss (1e-5)${skipped}`, async (t) => {
+  const dir = tempDir();
+  const spec = {
+    queries: ['a cat', 'river bank?', 'what is a token', 'fast search'],
+    positives: ['the cat sat', 'money in the river bank', 'a token is a piece of text', 'search that is fast, small'],
+    negatives: [['a dog ran', 'model loss'], ['water paper', 'good old world'], ['slow large batch', 'hello node'], ['the lazy fox', 'random bert']],
+    scores: [[3, 1, -2], [2, 4, 0], [5, -1, 1.5], [0.5, 0.25, 3]],
+    student_temperature: 0.05,
+    teacher_temperature: 2,
+  };
+  const file = path.join(dir, 'batch.json');
+  fs.writeFileSync(file, JSON.stringify(spec));
+  const r = python([script('st_distillation.py'), FIXTURE, file, path.join(dir, 'out.json')]);
+  t.is(r.status, 0, r.tail);
+  const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
+  const examples = spec.queries.map((query, i) => ({ query, positive: spec.positives[i], negatives: spec.negatives[i], scores: spec.scores[i] }));
+  const [batch] = makeBatches(examples, 4);
+  const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const trainer = await encoder.createTrainer({ seed: 1 });
+  const options = {
+    contrastiveWeight: 0, lateInteractionWeight: 0, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 0, maxGradNorm: 0,
+    lossScale: 1, apply: false, distillationWeight: 1, teacher: batch.teacher,
+  };
+  // MarginMSELoss compares cosine margins with the teacher's: coltrast's at temperature 1.
+  const marginMse = (await trainer.evaluate(batch.queries, batch.documents, { ...options, temperature: 1, distillation: 'margin_mse' })).loss;
+  // DistillKLDivLoss multiplies its KL by the student temperature squared; coltrast's is the KL itself.
+  const kl = (await trainer.evaluate(batch.queries, batch.documents, { ...options, temperature: 0.05, teacherTemperature: 2, distillation: 'kl' })).loss;
+  trainer.dispose();
+  encoder.dispose();
+  t.true(Math.abs(marginMse - ref.margin_mse) <= 1e-5 * ref.margin_mse, `MarginMSE: coltrast ${marginMse}, sentence-transformers ${ref.margin_mse}`);
+  t.true(Math.abs(kl * 0.05 ** 2 - ref.kl) <= 1e-5 * ref.kl, `KL: coltrast ${kl} * 0.05^2, sentence-transformers ${ref.kl}`);
 });
 
 check(`the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator (1e-6)${skipped}`, (t) => {

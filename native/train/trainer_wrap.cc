@@ -58,6 +58,7 @@ struct StepOptions {
   // the batch's documents, its positive first, -1 for none) and the teacher's score of each, [B, K].
   double distillationWeight = 0;
   bool distillationKl = false;  // KL divergence of the score distributions, else MarginMSE
+  double teacherTemperature = 1.0;  // the teacher's scores are divided by it
   torch::Tensor teacherCandidates, teacherScores;
 };
 
@@ -123,6 +124,8 @@ StepOptions readStepOptions(const Napi::Object& o) {
   const std::string distillation = stringOr(o, "distillation", "margin_mse");
   if (distillation != "margin_mse" && distillation != "kl") throw invalidArgument("distillation must be 'margin_mse' or 'kl'");
   s.distillationKl = distillation == "kl";
+  s.teacherTemperature = numberOr(o, "teacherTemperature", s.teacherTemperature);
+  if (!(s.teacherTemperature > 0)) throw invalidArgument("teacherTemperature must be positive");
   if (s.distillationWeight > 0 && s.crossEncoder) throw invalidArgument("distillation is for embedding models, not cross-encoders");
   return s;
 }
@@ -340,7 +343,8 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     } else {
       student = (qp.unsqueeze(1) * dp.index_select(0, index).view({rows, perQuery, -1})).sum(-1);
     }
-    const torch::Tensor loss = distillationLoss(student / tau, s.teacherScores.to(enc.device), valid, s.distillationKl);
+    const torch::Tensor teacher = s.teacherScores.to(enc.device) / s.teacherTemperature;
+    const torch::Tensor loss = distillationLoss(student / tau, teacher, valid, s.distillationKl);
     parts.distillation = loss.item<double>();
     total = total + s.distillationWeight * loss;
   }
