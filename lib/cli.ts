@@ -62,6 +62,8 @@ commands:
     --teacher <dir|hub id>   distill a cross-encoder: it scores each query's positive and hard negatives before training
                              (or give "scores" in the triplets); --distillation margin_mse|kl --distillation-weight <x> (1)
                              --teacher-temperature <x> (1: the teacher's scores are divided by it)
+    --guide <dir|hub id>     GISTEmbed: an embedding model whose scores leave likely false negatives out of the losses;
+                             --guide-margin <x> (0) --guide-margin-strategy absolute|relative
     --cross-encoder          train a cross-encoder (reranker) instead, from a cross-encoder or an embedding model / BERT;
                              --cross-encoder-loss cross_entropy|bce --cross-encoder-scale <x> (10)
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
@@ -233,6 +235,7 @@ const TRAIN_FLAGS = {
   'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int', 'no-prompts': 'boolean', 'multi-vector': 'int',
   'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number',
   teacher: 'string', distillation: 'string', 'distillation-weight': 'number', 'teacher-temperature': 'number',
+  guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -299,6 +302,10 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v['multi-vector'], (x) => (o.multiVector = { ...(o.multiVector ?? {}), dimension: x }));
   set(v['projection-dim'], (x) => (o.projection = { ...(o.projection ?? {}), dimension: x }));
   set(v['projection-activation'], (x) => (o.projection = { ...(o.projection ?? {}), activation: x }));
+  const guide = () => (typeof o.guide === 'string' ? { model: o.guide } : (o.guide ?? {}));
+  set(v.guide, (x) => (o.guide = { ...guide(), model: x }));
+  set(v['guide-margin'], (x) => (o.guide = { ...guide(), margin: x }));
+  set(v['guide-margin-strategy'], (x) => (o.guide = { ...guide(), marginStrategy: x }));
   const crossEncoder = () => (typeof o.crossEncoder === 'object' ? o.crossEncoder : {});
   set(v['cross-encoder'], (x) => x && (o.crossEncoder = crossEncoder()));
   set(v['cross-encoder-loss'], (x) => (o.crossEncoder = { ...crossEncoder(), loss: x }));

@@ -52,6 +52,24 @@ export const TRAIN_CONFIG_SCHEMA = {
         teacherTemperature: number({ exclusiveMinimum: 0 }),
       },
     },
+    guide: {
+      anyOf: [
+        { type: 'string', minLength: 1 },
+        {
+          type: 'object',
+          additionalProperties: false,
+          required: ['model'],
+          properties: {
+            model: { type: 'string', minLength: 1 },
+            marginStrategy: { enum: ['absolute', 'relative'] },
+            margin: number(),
+            contrastQueries: { type: 'boolean' },
+            contrastPositives: { type: 'boolean' },
+          },
+        },
+      ],
+      description: 'GISTEmbed: an embedding model (folder or Hugging Face id) that filters likely false negatives',
+    },
     teacher: { type: 'string', minLength: 1, description: 'a one-label cross-encoder (folder or Hugging Face id) whose scores the model is distilled from' },
     earlyStopping: {
       type: 'object',

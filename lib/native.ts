@@ -140,6 +140,19 @@ export interface NativeStepOptions {
   teacherTemperature?: number;
   /** The batch's teacher scores, which distillation fits the student's scores to. */
   teacher?: NativeTeacherScores;
+  /** A guide's false negatives (GISTEmbed): candidates the cross-entropy losses leave out of each query's softmax. */
+  guide?: NativeGuideMasks;
+}
+
+/**
+ * What a guide model (GISTEmbed) masks out of each query's softmax, 1 = left out: `documents` [B × N] (never a
+ * query's own positive), and, for extra in-batch negatives, `queries` [B × B] (query i against query j) and
+ * `positives` [B × B] (query i's positive against positive j) when given.
+ */
+export interface NativeGuideMasks {
+  documents: Uint8Array;
+  queries?: Uint8Array;
+  positives?: Uint8Array;
 }
 
 /**

@@ -15,6 +15,7 @@ import { writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
 import { evaluateRun, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
+import { embedWithGuide, guideMasks } from './guide';
 import { maxsim, padTokens } from './ops';
 import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
@@ -49,6 +50,19 @@ export interface LossOptions {
    * distribution for 'kl' and shrinks its margins for 'margin_mse', toward the student's scale.
    */
   teacherTemperature?: number;
+}
+
+export interface GuideOptions {
+  /** The guide model: a folder or Hugging Face id Encoder.load accepts (a single-vector embedding model). */
+  model: string;
+  /** 'absolute' (default): a negative goes when guide(q, n) > guide(q, p) - margin; 'relative': > guide(q, p) - |guide(q, p)| × margin. */
+  marginStrategy?: 'absolute' | 'relative';
+  /** Default 0. */
+  margin?: number;
+  /** The batch's other queries as negatives of the contrastive loss (default true). */
+  contrastQueries?: boolean;
+  /** The batch's other positives as negatives of each positive's query in the contrastive loss (default true). */
+  contrastPositives?: boolean;
 }
 
 export interface TrainProgress {
@@ -98,6 +112,14 @@ export interface TrainOptions {
    * `scores` keep them. Needs hard negatives: triplets, or ColTrast project files (mined).
    */
   teacher?: string;
+  /**
+   * GISTEmbed (Solatorio 2024; sentence-transformers' GISTEmbedLoss): a guide, an embedding model (a folder or
+   * Hugging Face id), embeds every training text once, and each batch's in-batch and hard negatives that the
+   * guide scores above the query's positive (less `margin`) are left out of the cross-entropy losses' softmax
+   * as likely false negatives. `contrastQueries` and `contrastPositives` (default true, as sentence-transformers)
+   * add the other queries and the other positives as negatives of the contrastive loss, filtered the same way.
+   */
+  guide?: string | GuideOptions;
   /** Fraction of the examples (by group) held out for validation (default 0.2; 0 for none). */
   valSplit?: number;
   /** Stop when the validation metric has not improved for `patience` epochs. */
@@ -216,7 +238,7 @@ export interface TrainResult {
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
-  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher',
+  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide',
 ] as const;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
@@ -245,6 +267,7 @@ interface Config {
   multiVector?: MultiVectorSettings;
   crossEncoder?: CrossEncoderLoss;
   teacher?: string;
+  guide?: Required<GuideOptions>;
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   seed: number;
@@ -258,6 +281,23 @@ const MULTI_VECTOR_KEYS = ['dimension', 'queryLength', 'documentLength', 'queryE
 function stringList(name: string, value: unknown): string[] {
   if (!Array.isArray(value) || !value.every((w) => typeof w === 'string')) throw invalid(name, 'an array of strings', value);
   return value;
+}
+
+function readGuide(value: unknown, loss: LossOptions): Required<GuideOptions> | undefined {
+  if (value === undefined) return undefined;
+  const g = checkOptions('options.guide', typeof value === 'string' ? { model: value } : (value as GuideOptions), ['model', 'marginStrategy', 'margin', 'contrastQueries', 'contrastPositives']);
+  if (typeof g.model !== 'string' || g.model.length === 0) throw invalid('options.guide.model', 'an embedding model folder or Hugging Face id', g.model);
+  if (loss.symmetric) throw new ColtrastError('INVALID_ARGUMENT', 'options.guide: the guided losses have no symmetric term; drop options.loss.symmetric');
+  if (loss.lateInteraction === 'bce' && loss.lateInteractionWeight !== 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', "options.guide filters the negatives of the cross-entropy losses; the 'bce' late-interaction loss has none to filter (use 'cross_entropy')");
+  }
+  return {
+    model: g.model,
+    marginStrategy: oneOf('options.guide.marginStrategy', g.marginStrategy ?? 'absolute', ['absolute', 'relative'] as const),
+    margin: number('options.guide.margin', g.margin ?? 0, () => true, 'a number'),
+    contrastQueries: booleanValue('options.guide.contrastQueries', g.contrastQueries ?? true),
+    contrastPositives: booleanValue('options.guide.contrastPositives', g.contrastPositives ?? true),
+  };
 }
 
 function noLoss(hint: boolean): never {
@@ -288,7 +328,7 @@ function readConfig(options: TrainOptions): Config {
   if (multi && projection) throw new ColtrastError('INVALID_ARGUMENT', 'options.projection and options.multiVector: a multi-vector model has no pooled vector to put a head on; give one of them');
   const cross = o.crossEncoder === undefined || o.crossEncoder === false ? undefined : o.crossEncoder === true ? {} : checkOptions('options.crossEncoder', o.crossEncoder, ['loss', 'scale']);
   if (cross) {
-    const embeddingOnly = (['loss', 'projection', 'multiVector', 'miniBatchSize', 'teacher'] as const).filter((k) => o[k] !== undefined);
+    const embeddingOnly = (['loss', 'projection', 'multiVector', 'miniBatchSize', 'teacher', 'guide'] as const).filter((k) => o[k] !== undefined);
     if (embeddingOnly.length > 0) {
       throw new ColtrastError('INVALID_ARGUMENT', `options.crossEncoder: ${embeddingOnly.map((k) => `options.${k}`).join(', ')} ${embeddingOnly.length > 1 ? 'are' : 'is'} for embedding models (a cross-encoder's loss is options.crossEncoder.loss)`);
     }
@@ -330,6 +370,7 @@ function readConfig(options: TrainOptions): Config {
       scale: number('options.crossEncoder.scale', cross.scale ?? 10, (x) => x > 0, 'a number > 0'),
     },
     teacher: o.teacher,
+    guide: readGuide(o.guide, loss),
     chunking: {
       threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
       maxTokens: chunking.maxTokens === undefined ? undefined : positiveInteger('options.chunking.maxTokens', chunking.maxTokens),
@@ -603,8 +644,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       val = scored.slice(trainSet.length);
     }
     if (encoder instanceof Encoder) distillationLoss(config, [...trainSet, ...val]);
-    // The teacher's scores of a batch go with it when distillation is on.
-    const teacherOf = (b: Batch) => (config.step.distillationWeight ? { teacher: b.teacher } : {});
+    const guide = config.guide && (await embedWithGuide(config.guide.model, [...trainSet, ...val], loadOptions, options.progressBar));
+    // What goes with each batch: the teacher's scores when distillation is on, the guide's masks with a guide.
+    const extrasOf = (b: Batch) => ({
+      ...(config.step.distillationWeight ? { teacher: b.teacher } : {}),
+      ...(guide ? { guide: guideMasks(b, guide, config.guide!) } : {}),
+    });
     // A resumed run's checkpoint model has the head already.
     if (encoder instanceof Encoder && config.projection && !saved) await encoder.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
     // After mining (which the single-vector model does); a resumed run's checkpoint model is multi-vector already.
@@ -625,7 +670,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (val.length === 0) return {};
       let sum = 0;
       for (const b of valBatches) {
-        sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, learningRate: 0, lossScale: 1, apply: false, ...teacherOf(b) })).loss;
+        sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, learningRate: 0, lossScale: 1, apply: false, ...extrasOf(b) })).loss;
       }
       return { valLoss: sum / valBatches.length, metrics: await retrievalMetrics(encoder, val) };
     };
@@ -682,7 +727,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         ahead = b + 1 < batches.length ? prepare(b + 1) : undefined;
         const apply = (b + 1) % config.accumulation === 0 || b === batches.length - 1;
         const learningRate = learningRateAt(state.step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
-        const r = await trainer.stepPrepared(prepared, { ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply, ...teacherOf(batch) });
+        const r = await trainer.stepPrepared(prepared, { ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply, ...extrasOf(batch) });
         state.epochLoss += r.loss;
         state.samples += batch.queries.length;
         state.batch++;
@@ -746,6 +791,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         data,
         config: { ...config },
         kind: encoder instanceof CrossEncoder ? 'cross-encoder' : encoder.multiVector ? 'multi-vector' : 'embedding',
+        guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
         distillation: config.step.distillationWeight
           ? `${config.teacher ? `\`${config.teacher}\`` : "the data's teacher scores"} (${config.step.distillation === 'kl' ? 'KL divergence' : 'MarginMSE'}, weight ${config.step.distillationWeight})`
           : undefined,

@@ -12,13 +12,15 @@
 //     token vectors equal encode_query / encode_document / encode, its training loss on a batch equals
 //     MultiVectorMultipleNegativesRankingLoss's, and sentence-transformers loads what coltrast saves and trains;
 //   - the fused MaxSim op scores as sentence-transformers' own late-interaction scoring (maxsim, maxsim_pairwise);
-//   - the distillation losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss on a batch;
+//   - the distillation losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss on a batch, and the
+//     guided contrastive loss its GISTEmbedLoss;
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, Encoder, ops, train } from '../lib';
+import { embedWithGuide, guideMasks } from '../lib/guide';
 import { makeBatches } from '../lib/train-data';
 import { FIXTURE, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
@@ -363,6 +365,41 @@ check(`distillation: coltrast's MarginMSE and KL losses equal sentence-transform
   t.true(Math.abs(marginMse - ref.margin_mse) <= 1e-5 * ref.margin_mse, `MarginMSE: coltrast ${marginMse}, sentence-transformers ${ref.margin_mse}`);
   t.true(Math.abs(kl * 0.05 ** 2 - ref.kl) <= 1e-5 * ref.kl, `KL: coltrast ${kl} * 0.05^2, sentence-transformers ${ref.kl}`);
 });
+
+for (const [marginStrategy, margin, contrast] of [['absolute', 0, true], ['relative', 0.1, false]] as const) {
+  check(`GISTEmbed: coltrast's guided contrastive loss equals sentence-transformers' GISTEmbedLoss (1e-5): ${marginStrategy} margin ${margin}, ${contrast ? 'with' : 'without'} query and positive blocks${skipped}`, async (t) => {
+    const dir = tempDir();
+    // The guide: the fixture with CLS pooling (the same tokenizer, so sentence-transformers does not re-tokenize).
+    const guideDir = path.join(dir, 'guide');
+    fs.cpSync(FIXTURE, guideDir, { recursive: true });
+    const pooling = path.join(guideDir, '1_Pooling', 'config.json');
+    fs.writeFileSync(pooling, JSON.stringify({ ...JSON.parse(fs.readFileSync(pooling, 'utf8')), pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }));
+    const spec = {
+      queries: ['a cat', 'river bank?', 'what is a token', 'fast search', 'the dog'],
+      positives: ['the cat sat', 'money in the river bank', 'a token is a piece of text', 'search that is fast, small', 'a dog ran'],
+      negatives: ['a cat ran', 'water paper', 'model loss', 'slow large batch', 'the lazy fox'],
+      temperature: 0.05, margin_strategy: marginStrategy, margin, contrast_anchors: contrast, contrast_positives: contrast,
+    };
+    fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
+    const r = python([script('st_gist.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
+    t.is(r.status, 0, r.tail);
+    const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
+    const examples = spec.queries.map((query, i) => ({ query, positive: spec.positives[i], negatives: [spec.negatives[i]] }));
+    const [batch] = makeBatches(examples, examples.length);
+    const settings = { marginStrategy, margin, contrastQueries: contrast, contrastPositives: contrast };
+    const masks = guideMasks(batch, await embedWithGuide(guideDir, examples, { device: 'cpu' }), settings);
+    t.true(masks.documents.some((x) => x), 'the guide leaves some negative out');
+    const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
+    const trainer = await encoder.createTrainer({ seed: 1 });
+    const ours = await trainer.evaluate(batch.queries, batch.documents, {
+      contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy',
+      learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false, guide: masks,
+    });
+    trainer.dispose();
+    encoder.dispose();
+    t.true(Math.abs(ours.loss - ref.loss) <= 1e-5 * ref.loss, `coltrast ${ours.loss}, sentence-transformers ${ref.loss}`);
+  });
+}
 
 check(`the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator (1e-6)${skipped}`, (t) => {
   const r = python([script('check_ir_metrics.py')]);

@@ -60,7 +60,31 @@ struct StepOptions {
   bool distillationKl = false;  // KL divergence of the score distributions, else MarginMSE
   double teacherTemperature = 1.0;  // the teacher's scores are divided by it
   torch::Tensor teacherCandidates, teacherScores;
+  // A guide's false negatives (GISTEmbed), true = left out of the query's softmax: documents [B, N]; when
+  // defined, the other queries [B, B] and the other positives [B, B] as extra negatives of the contrastive loss.
+  torch::Tensor guideDocuments, guideQueries, guidePositives;
 };
+
+// The guide's masks of a step's arguments: { documents: Uint8Array [B * N], queries?, positives?: Uint8Array [B * B] }.
+void readGuide(const Napi::Object& g, int64_t queries, int64_t documents, StepOptions& s) {
+  auto mask = [&](const char* key, int64_t columns) -> torch::Tensor {
+    const Napi::Value v = g.Get(key);
+    if (v.IsUndefined()) return {};
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      throw invalidArgument(std::string("guide.") + key + " must be a Uint8Array");
+    }
+    auto array = v.As<Napi::Uint8Array>();
+    if (static_cast<int64_t>(array.ElementLength()) != queries * columns) {
+      throw invalidArgument(std::string("guide.") + key + " must hold " + std::to_string(queries * columns) + " values");
+    }
+    return torch::from_blob(array.Data(), {queries, columns}, torch::kUInt8).ne(0);
+  };
+  s.guideDocuments = mask("documents", documents);
+  if (!s.guideDocuments.defined()) throw invalidArgument("guide.documents is required");
+  if (s.guideDocuments.diagonal().any().item<bool>()) throw invalidArgument("guide.documents must keep each query's own positive (document i)");
+  s.guideQueries = mask("queries", queries);
+  s.guidePositives = mask("positives", queries);
+}
 
 // The teacher's candidates and scores of a step's arguments: { candidates: Int32Array, scores: Float32Array,
 // perQuery } for `queries` queries and `documents` documents.
@@ -285,6 +309,32 @@ torch::Tensor distillationLoss(const torch::Tensor& student, const torch::Tensor
   return squares.sum() / negatives.sum().clamp_min(1).to(squares.scalar_type());
 }
 
+// Cross-entropy over each query's row of the score blocks (query i's positive: column i of the first), with
+// the guide's masked entries left out of the softmax, at temperature tau: GISTEmbed's loss.
+torch::Tensor guidedCrossEntropy(std::vector<torch::Tensor> blocks, const std::vector<torch::Tensor>& masks, const torch::Tensor& tau) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < blocks.size(); ++i) blocks[i] = blocks[i].masked_fill(masks[i].to(blocks[i].device()), -inf);
+  const torch::Tensor logits = torch::cat(blocks, 1) / tau;
+  return F::cross_entropy(logits, torch::arange(logits.size(0), logits.options().dtype(torch::kInt64)));
+}
+
+// The contrastive loss with a guide: query i against every document, and the other queries and positives
+// when their masks are given, each filtered by the guide (sentence-transformers' GISTEmbedLoss; the [B, N + 2B]
+// logits are materialized, as there, where the fused loss keeps O(B + N) memory).
+torch::Tensor guidedContrastiveLoss(const torch::Tensor& qp, const torch::Tensor& dp, const torch::Tensor& tau, const StepOptions& s) {
+  std::vector<torch::Tensor> blocks{qp.matmul(dp.t())}, masks{s.guideDocuments};
+  if (s.guideQueries.defined()) {
+    blocks.push_back(qp.matmul(qp.t()));
+    masks.push_back(s.guideQueries);
+  }
+  if (s.guidePositives.defined()) {
+    const torch::Tensor positives = dp.narrow(0, 0, qp.size(0));
+    blocks.push_back(positives.matmul(positives.t()));
+    masks.push_back(s.guidePositives);
+  }
+  return guidedCrossEntropy(blocks, masks, tau);
+}
+
 // The losses of one batch from its encoded sides, differentiable when grad mode is on. The losses take
 // float32 inputs, except the late-interaction loss on a GPU (below), and compute in float32.
 std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const Encoded& q, const torch::Tensor& qMask,
@@ -300,7 +350,7 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     dp = F::normalize(d.pooled.to(torch::kFloat32), unit);
   }
   if (s.contrastiveWeight > 0) {
-    const torch::Tensor loss = ops::contrastiveLoss(qp, dp, tau, {s.symmetric});
+    const torch::Tensor loss = s.guideDocuments.defined() ? guidedContrastiveLoss(qp, dp, tau, s) : ops::contrastiveLoss(qp, dp, tau, {s.symmetric});
     parts.contrastive = loss.item<double>();
     total = total + s.contrastiveWeight * loss;
   }
@@ -319,7 +369,15 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     late.kind = s.bce ? ops::LateInteractionOptions::Kind::Bce : ops::LateInteractionOptions::Kind::CrossEntropy;
     late.normalizeByQueryLength = true;
     late.symmetric = s.symmetric;
-    const torch::Tensor loss = ops::lateInteractionLoss(qt, qMask.to(torch::kUInt8), dt, dMask.to(torch::kUInt8), tau, late);
+    torch::Tensor loss;
+    if (s.guideDocuments.defined()) {
+      // The cross-entropy over MaxSim scores, with the guide's false negatives left out.
+      ops::MaxSimOptions all;
+      all.normalizeByQueryLength = true;
+      loss = guidedCrossEntropy({ops::maxsim(qt, qMask.to(torch::kUInt8), dt, dMask.to(torch::kUInt8), all)}, {s.guideDocuments}, tau);
+    } else {
+      loss = ops::lateInteractionLoss(qt, qMask.to(torch::kUInt8), dt, dMask.to(torch::kUInt8), tau, late);
+    }
     parts.lateInteraction = loss.item<double>();
     total = total + s.lateInteractionWeight * loss;
   }
@@ -864,6 +922,12 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     if (q.batch < 1) throw invalidArgument("queries must hold at least one text");
     if (d.batch < q.batch) throw invalidArgument("documents must hold at least one positive per query");
     if (args.Get("teacher").IsObject()) readTeacher(args.Get("teacher").As<Napi::Object>(), q.batch, d.batch, options);
+    if (args.Get("guide").IsObject()) {
+      if (options.symmetric || (options.bce && options.lateInteractionWeight > 0)) {
+        throw invalidArgument("a guide filters the one-directional cross-entropy losses: not with symmetric or bce");
+      }
+      readGuide(args.Get("guide").As<Napi::Object>(), q.batch, d.batch, options);
+    }
     if (options.distillationWeight > 0 && !options.teacherScores.defined()) {
       throw invalidArgument("distillationWeight > 0 needs the teacher's scores of the batch (teacher)");
     }
