@@ -333,73 +333,64 @@ check(`cross-encoder: sentence-transformers loads a reranker coltrast trained fr
   t.true(worst < 1e-5, `max abs difference ${worst}`);
 });
 
-check(`distillation: coltrast's MarginMSE and KL losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss (1e-5)${skipped}`, async (t) => {
+check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss (1e-5)${skipped}`, async (t) => {
   const dir = tempDir();
+  // The guide: the fixture with CLS pooling (the same tokenizer, so sentence-transformers does not re-tokenize).
+  const guideDir = path.join(dir, 'guide');
+  fs.cpSync(FIXTURE, guideDir, { recursive: true });
+  const pooling = path.join(guideDir, '1_Pooling', 'config.json');
+  fs.writeFileSync(pooling, JSON.stringify({ ...JSON.parse(fs.readFileSync(pooling, 'utf8')), pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }));
+  const gist = [
+    { temperature: 0.05, margin_strategy: 'absolute' as const, margin: 0, contrast: true },
+    { temperature: 0.05, margin_strategy: 'relative' as const, margin: 0.1, contrast: false },
+  ];
   const spec = {
-    queries: ['a cat', 'river bank?', 'what is a token', 'fast search'],
-    positives: ['the cat sat', 'money in the river bank', 'a token is a piece of text', 'search that is fast, small'],
-    negatives: [['a dog ran', 'model loss'], ['water paper', 'good old world'], ['slow large batch', 'hello node'], ['the lazy fox', 'random bert']],
-    scores: [[3, 1, -2], [2, 4, 0], [5, -1, 1.5], [0.5, 0.25, 3]],
+    queries: ['a cat', 'river bank?', 'what is a token', 'fast search', 'the dog'],
+    positives: ['the cat sat', 'money in the river bank', 'a token is a piece of text', 'search that is fast, small', 'a dog ran'],
+    negatives: [['a cat ran', 'model loss'], ['water paper', 'good old world'], ['slow large batch', 'hello node'], ['the lazy fox', 'random bert'], ['a big dog', 'new data']],
+    scores: [[3, 1, -2], [2, 4, 0], [5, -1, 1.5], [0.5, 0.25, 3], [1, 1.5, -1]],
     student_temperature: 0.05,
     teacher_temperature: 2,
+    gist,
   };
-  const file = path.join(dir, 'batch.json');
-  fs.writeFileSync(file, JSON.stringify(spec));
-  const r = python([script('st_distillation.py'), FIXTURE, file, path.join(dir, 'out.json')]);
+  fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
+  const r = python([script('st_losses.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
   t.is(r.status, 0, r.tail);
   const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
-  const examples = spec.queries.map((query, i) => ({ query, positive: spec.positives[i], negatives: spec.negatives[i], scores: spec.scores[i] }));
-  const [batch] = makeBatches(examples, 4);
+  const close = (ours: number, theirs: number, what: string) => t.true(Math.abs(ours - theirs) <= 1e-5 * theirs, `${what}: coltrast ${ours}, sentence-transformers ${theirs}`);
+
   const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
   const trainer = await encoder.createTrainer({ seed: 1 });
   const options = {
-    contrastiveWeight: 0, lateInteractionWeight: 0, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 0, maxGradNorm: 0,
-    lossScale: 1, apply: false, distillationWeight: 1, teacher: batch.teacher,
+    contrastiveWeight: 0, lateInteractionWeight: 0, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy' as const,
+    learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false,
   };
-  // MarginMSELoss compares cosine margins with the teacher's: coltrast's at temperature 1.
-  const marginMse = (await trainer.evaluate(batch.queries, batch.documents, { ...options, temperature: 1, distillation: 'margin_mse' })).loss;
-  // DistillKLDivLoss multiplies its KL by the student temperature squared; coltrast's is the KL itself.
-  const kl = (await trainer.evaluate(batch.queries, batch.documents, { ...options, temperature: 0.05, teacherTemperature: 2, distillation: 'kl' })).loss;
-  trainer.dispose();
-  encoder.dispose();
-  t.true(Math.abs(marginMse - ref.margin_mse) <= 1e-5 * ref.margin_mse, `MarginMSE: coltrast ${marginMse}, sentence-transformers ${ref.margin_mse}`);
-  t.true(Math.abs(kl * 0.05 ** 2 - ref.kl) <= 1e-5 * ref.kl, `KL: coltrast ${kl} * 0.05^2, sentence-transformers ${ref.kl}`);
-});
+  try {
+    const scored = spec.queries.map((query, i) => ({ query, positive: spec.positives[i], negatives: spec.negatives[i], scores: spec.scores[i] }));
+    const [batch] = makeBatches(scored, scored.length);
+    const distill = { ...options, distillationWeight: 1, teacher: batch.teacher };
+    // MarginMSELoss compares cosine margins with the teacher's: coltrast's at temperature 1.
+    close((await trainer.evaluate(batch.queries, batch.documents, { ...distill, temperature: 1, distillation: 'margin_mse' })).loss, ref.margin_mse, 'MarginMSE');
+    // DistillKLDivLoss multiplies its KL by the student temperature squared; coltrast's is the KL itself.
+    const kl = (await trainer.evaluate(batch.queries, batch.documents, { ...distill, teacherTemperature: 2, distillation: 'kl' })).loss;
+    close(kl * 0.05 ** 2, ref.kl, 'KL');
 
-for (const [marginStrategy, margin, contrast] of [['absolute', 0, true], ['relative', 0.1, false]] as const) {
-  check(`GISTEmbed: coltrast's guided contrastive loss equals sentence-transformers' GISTEmbedLoss (1e-5): ${marginStrategy} margin ${margin}, ${contrast ? 'with' : 'without'} query and positive blocks${skipped}`, async (t) => {
-    const dir = tempDir();
-    // The guide: the fixture with CLS pooling (the same tokenizer, so sentence-transformers does not re-tokenize).
-    const guideDir = path.join(dir, 'guide');
-    fs.cpSync(FIXTURE, guideDir, { recursive: true });
-    const pooling = path.join(guideDir, '1_Pooling', 'config.json');
-    fs.writeFileSync(pooling, JSON.stringify({ ...JSON.parse(fs.readFileSync(pooling, 'utf8')), pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }));
-    const spec = {
-      queries: ['a cat', 'river bank?', 'what is a token', 'fast search', 'the dog'],
-      positives: ['the cat sat', 'money in the river bank', 'a token is a piece of text', 'search that is fast, small', 'a dog ran'],
-      negatives: ['a cat ran', 'water paper', 'model loss', 'slow large batch', 'the lazy fox'],
-      temperature: 0.05, margin_strategy: marginStrategy, margin, contrast_anchors: contrast, contrast_positives: contrast,
-    };
-    fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
-    const r = python([script('st_gist.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
-    t.is(r.status, 0, r.tail);
-    const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
-    const examples = spec.queries.map((query, i) => ({ query, positive: spec.positives[i], negatives: [spec.negatives[i]] }));
-    const [batch] = makeBatches(examples, examples.length);
-    const settings = { marginStrategy, margin, contrastQueries: contrast, contrastPositives: contrast };
-    const masks = guideMasks(batch, await embedWithGuide(guideDir, examples, { device: 'cpu' }), settings);
-    t.true(masks.documents.some((x) => x), 'the guide leaves some negative out');
-    const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
-    const trainer = await encoder.createTrainer({ seed: 1 });
-    const ours = await trainer.evaluate(batch.queries, batch.documents, {
-      contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy',
-      learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false, guide: masks,
-    });
+    // GISTEmbed on the (query, positive, first negative) columns: sentence-transformers' blocks (anchor-positive,
+    // anchor-anchor, positive-positive, anchor-negative) are coltrast's query-document, query-query and positive-positive.
+    const triplets = spec.queries.map((query, i) => ({ query, positive: spec.positives[i], negatives: [spec.negatives[i][0]] }));
+    const [guided] = makeBatches(triplets, triplets.length);
+    const vectors = await embedWithGuide(guideDir, triplets, { device: 'cpu' });
+    for (const [i, c] of gist.entries()) {
+      const masks = guideMasks(guided, vectors, { marginStrategy: c.margin_strategy, margin: c.margin, contrastQueries: c.contrast, contrastPositives: c.contrast });
+      t.true(masks.documents.some((x) => x), 'the guide leaves some negative out');
+      const ours = await trainer.evaluate(guided.queries, guided.documents, { ...options, contrastiveWeight: 1, temperature: c.temperature, guide: masks });
+      close(ours.loss, ref.gist[i], `GISTEmbed ${c.margin_strategy} margin ${c.margin}${c.contrast ? ' with query and positive blocks' : ''}`);
+    }
+  } finally {
     trainer.dispose();
     encoder.dispose();
-    t.true(Math.abs(ours.loss - ref.loss) <= 1e-5 * ref.loss, `coltrast ${ours.loss}, sentence-transformers ${ref.loss}`);
-  });
-}
+  }
+});
 
 check(`the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator (1e-6)${skipped}`, (t) => {
   const r = python([script('check_ir_metrics.py')]);
