@@ -107,6 +107,11 @@ export class CrossEncoder {
 
   private static async open(files: ModelDirectory, device: string, dtype: DType, newHeadSeed?: number): Promise<CrossEncoder> {
     if (!files.crossEncoder) throw new ColtrastError('UNSUPPORTED_MODEL', `${files.dir} is not a cross-encoder`);
+    const modelType = String(files.config.model_type);
+    if (modelType !== 'bert') {
+      // Its head reads the first token through BERT's pooler; a decoder's first token sees nothing after it.
+      throw new ColtrastError('UNSUPPORTED_MODEL', `${files.dir} is a ${modelType} model; coltrast's cross-encoders run on BERT-family models (model_type bert)`);
+    }
     const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     const handle = await loadNative(files, device, dtype, {
       head: 'sequence-classification',

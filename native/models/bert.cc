@@ -5,21 +5,13 @@
 
 #include "../error.h"
 #include "../torch_version.h"
+#include "config_json.h"
 
 namespace coltrast {
 namespace {
 
-int64_t positiveInt(const nlohmann::json& c, const char* key) {
-  if (!c.contains(key) || !c[key].is_number_integer() || c[key].get<int64_t>() <= 0)
-    throw modelFilesError(std::string("config.json: \"") + key + "\" must be a positive integer");
-  return c[key].get<int64_t>();
-}
-
-double numberOr(const nlohmann::json& c, const char* key, double fallback) {
-  if (!c.contains(key) || c[key].is_null()) return fallback;
-  if (!c[key].is_number()) throw modelFilesError(std::string("config.json: \"") + key + "\" must be a number");
-  return c[key].get<double>();
-}
+using config::numberOr;
+using config::positiveInt;
 
 torch::Tensor activate(const torch::Tensor& x, const std::string& act) {
   if (act == "gelu") return torch::gelu(x);

@@ -1,14 +1,21 @@
 // The one place that maps config.json's `model_type` to an architecture.
 #include "../error.h"
 #include "bert.h"
+#include "decoder.h"
 #include "transformer_encoder.h"
 
 namespace coltrast {
 namespace {
 
+std::shared_ptr<TransformerEncoder> decoder(const nlohmann::json& c) { return std::make_shared<DecoderModel>(DecoderConfig::fromJson(c)); }
+
 const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
   static const std::vector<std::pair<std::string, EncoderFactory>> table = {
       {"bert", [](const nlohmann::json& c) { return std::make_shared<BertModel>(BertConfig::fromJson(c)); }},
+      {"llama", decoder},
+      {"mistral", decoder},
+      {"qwen2", decoder},
+      {"qwen3", decoder},
   };
   return table;
 }

@@ -1,0 +1,144 @@
+// Decoder-LLM embedding models (Qwen3, Qwen2, Llama, Mistral): token states and last-token embeddings against
+// what Hugging Face transformers and sentence-transformers computed for the same tiny random models
+// (scripts/fixtures/tiny_decoders.py), one text at a time and in padded batches; save and reload; a
+// *ForCausalLM checkpoint's prefixed names; unsupported settings refused with the reason; training one.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ColtrastError, Encoder, retrievalMetrics, train } from '../lib';
+import { native } from '../lib/native';
+import { readSafetensors, writeSafetensors } from './helpers/safetensors';
+import { editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+
+const ROOT = path.resolve(__dirname, '..');
+const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'tiny-decoders');
+const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-decoders.reference.json'), 'utf8')) as {
+  texts: string[];
+  versions: Record<string, string>;
+  models: Record<string, { tokenStates: number[][][]; embeddings: number[][] }>;
+};
+const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral'] as const;
+
+function copyOf(name: string, edit?: (dir: string) => void): string {
+  const dir = path.join(tempDir(), name);
+  fs.cpSync(path.join(FIXTURES, name), dir, { recursive: true });
+  edit?.(dir);
+  return dir;
+}
+
+async function rejection(work: () => Promise<unknown>): Promise<ColtrastError> {
+  const error = await work().then(
+    () => null,
+    (e: unknown) => e,
+  );
+  if (!(error instanceof ColtrastError)) throw new Error(`expected a ColtrastError, got ${String(error)}`);
+  return error;
+}
+
+for (const name of ARCHITECTURES) {
+  test(`${name}: token states equal transformers' and last-token embeddings sentence-transformers' (1e-5), alone and in padded batches`, async (t) => {
+    const encoder = await Encoder.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const ref = REFERENCE.models[name];
+    t.is(encoder.pooling, 'lasttoken');
+    t.is(encoder.dimension, 32);
+    for (const batchSize of [1, 2, 5]) {
+      const tokens = await encoder.embed(REFERENCE.texts, { output: 'tokens', batchSize });
+      tokens.forEach((m, i) => {
+        t.deepEqual(m.dims, [ref.tokenStates[i].length, 32]);
+        t.true(maxAbsDiff(m.data, ref.tokenStates[i].flat()) < 1e-5, `batch ${batchSize}, text ${i}: ${maxAbsDiff(m.data, ref.tokenStates[i].flat())}`);
+      });
+      const pooled = await encoder.embed(REFERENCE.texts, { batchSize });
+      t.true(maxAbsDiff(pooled.data, ref.embeddings.flat()) < 1e-5, `batch ${batchSize} embeddings`);
+    }
+    encoder.dispose();
+  });
+}
+
+test('a decoder model saves to the same folder layout and names, and reloads to the same embeddings', async (t) => {
+  const encoder = await Encoder.load(path.join(FIXTURES, 'qwen3'), { device: 'cpu' });
+  const before = await encoder.embed(REFERENCE.texts);
+  const out = path.join(tempDir(), 'saved');
+  await encoder.save(out);
+  encoder.dispose();
+  const names = (file: string) => [...readSafetensors(file).tensors.keys()].sort();
+  t.deepEqual(names(path.join(out, 'model.safetensors')), names(path.join(FIXTURES, 'qwen3', 'model.safetensors')));
+  t.is(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).model_type, 'qwen3');
+  const reloaded = await Encoder.load(out, { device: 'cpu' });
+  t.deepEqual(Array.from((await reloaded.embed(REFERENCE.texts)).data), Array.from(before.data));
+  reloaded.dispose();
+});
+
+test("a *ForCausalLM checkpoint loads: names under 'model.', its lm_head kept and written back", async (t) => {
+  const dir = copyOf('llama', (d) => {
+    const file = path.join(d, 'model.safetensors');
+    const { tensors } = readSafetensors(file);
+    const prefixed = new Map([...tensors].map(([k, v]) => [`model.${k}`, v]));
+    const embed = tensors.get('embed_tokens.weight')!;
+    prefixed.set('lm_head.weight', embed);
+    writeSafetensors(file, prefixed);
+    editJson(path.join(d, 'config.json'), (c) => ({ ...c, architectures: ['LlamaForCausalLM'] }));
+  });
+  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  t.true(maxAbsDiff((await encoder.embed(REFERENCE.texts)).data, REFERENCE.models.llama.embeddings.flat()) < 1e-5);
+  const out = path.join(tempDir(), 'saved');
+  await encoder.save(out);
+  encoder.dispose();
+  t.true(readSafetensors(path.join(out, 'model.safetensors')).tensors.has('lm_head.weight'));
+});
+
+test('unsupported decoder settings are refused with the reason', async (t) => {
+  const cases: [string, (c: any) => any, RegExp][] = [
+    ['llama', (c) => ({ ...c, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /unsupported rotary scaling .*llama3.* plain rotary positions/],
+    ['qwen3', (c) => ({ ...c, rope_parameters: { rope_type: 'yarn', rope_theta: 10000, factor: 4 } }), /unsupported rotary scaling .*yarn/],
+    ['qwen2', (c) => ({ ...c, hidden_act: 'gelu' }), /unsupported hidden_act gelu for qwen2/],
+    ['qwen3', (c) => ({ ...c, num_key_value_heads: 3 }), /num_attention_heads 4 is not a multiple of num_key_value_heads 3/],
+    ['mistral', (c) => ({ ...c, num_hidden_layers: 'two' }), /"num_hidden_layers" must be a positive integer/],
+  ];
+  for (const [name, edit, pattern] of cases) {
+    const dir = copyOf(name, (d) => editJson(path.join(d, 'config.json'), edit));
+    const error = await rejection(() => Encoder.load(dir, { device: 'cpu' }));
+    t.regex(error.message, pattern);
+  }
+  // A sliding window shorter than the input is refused when it is met, not computed as full attention.
+  const windowed = await Encoder.load(copyOf('mistral', (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, sliding_window: 8 }))), { device: 'cpu' });
+  t.is((await windowed.embed(['a'])).dims[0], 1);
+  t.regex((await rejection(() => windowed.embed([REFERENCE.texts[3]]))).message, /exceeds the model's sliding_window 8, which coltrast does not implement; lower max_seq_length/);
+  windowed.dispose();
+  // Cross-encoders are BERT's: a decoder's first token sees nothing after it.
+  const ce = await rejection(() => train({ model: path.join(FIXTURES, 'qwen3'), data: wordDataset(8), output: path.join(tempDir(), 'x'), batchSize: 4, crossEncoder: true, device: 'cpu' }));
+  t.regex(ce.message, /is a qwen3 model; coltrast's cross-encoders run on BERT-family models/);
+});
+
+test('train() fine-tunes a decoder embedding model: the loss falls, retrieval of the training questions improves, and it reloads', async (t) => {
+  const data = wordDataset(40);
+  const model = path.join(FIXTURES, 'qwen3');
+  const output = path.join(tempDir(), 'trained');
+  const before = await Encoder.load(model, { device: 'cpu' });
+  const start = await retrievalMetrics(before, data);
+  before.dispose();
+  const result = await train({ model, data, output, epochs: 4, batchSize: 8, learningRate: 1e-3, valSplit: 0, device: 'cpu' });
+  const epochs = result.history.epochs;
+  t.true(epochs[epochs.length - 1].trainLoss < 0.5 * epochs[0].trainLoss, `train loss ${epochs.map((e) => e.trainLoss.toFixed(3))}`);
+  const trained = await Encoder.load(output, { device: 'cpu' });
+  const end = await retrievalMetrics(trained, data);
+  t.is(trained.pooling, 'lasttoken');
+  trained.dispose();
+  t.true(end['mrr@10'] > start['mrr@10'] + 0.3, `MRR@10 on the training questions ${start['mrr@10']} -> ${end['mrr@10']}`);
+  t.is(JSON.parse(fs.readFileSync(path.join(output, 'config.json'), 'utf8')).model_type, 'qwen3');
+});
+
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+(cudaAvailable ? test : test.skip)(
+  `cuda: decoder token states (float32, bfloat16, float16) match the CPU${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  async (t) => {
+    const cpu = await Encoder.load(path.join(FIXTURES, 'qwen3'), { device: 'cpu' });
+    const expected = await cpu.embed(REFERENCE.texts, { output: 'tokens' });
+    cpu.dispose();
+    for (const [dtype, tolerance] of [['float32', 1e-4], ['bfloat16', 5e-2], ['float16', 1e-2]] as const) {
+      const gpu = await Encoder.load(path.join(FIXTURES, 'qwen3'), { device: 'cuda', dtype });
+      const got = await gpu.embed(REFERENCE.texts, { output: 'tokens' });
+      got.forEach((m, i) => t.true(maxAbsDiff(m.data, expected[i].data) < tolerance, `${dtype} text ${i}: ${maxAbsDiff(m.data, expected[i].data)}`));
+      gpu.dispose();
+    }
+  },
+);
