@@ -3,7 +3,7 @@
 // COLTRAST_ST_PYTHON names another Python that has them). Both directions of the model format:
 //   - the recorded outputs of the tiny BERT fixture are what transformers and sentence-transformers compute;
 //   - sentence-transformers loads what coltrast saves (the shipped default model, a trained model with a
-//     projection head) and embeds the same texts the same;
+//     projection head, a trained decoder-LLM embedding model) and embeds the same texts the same;
 //   - coltrast loads what sentence-transformers saves (its own module types and configs, every pooling mode
 //     coltrast runs, a Dense head) and embeds the same;
 //   - named prompts: embed({ task }) equals encode_query / encode_document / encode, include_prompt false too, and
@@ -80,6 +80,17 @@ check(`sentence-transformers loads the shipped default model and embeds as coltr
   const ours = path.join(tempDir(), 'default.jsonl');
   await embedToJsonl('default', ours);
   const r = python([script('check_python_load.py'), path.join(ROOT, 'default-model'), TEXTS, ours]);
+  t.is(r.status, 0, r.tail);
+  t.log(r.stdout.trim());
+});
+
+check(`sentence-transformers loads a decoder (Qwen3) embedding model coltrast trained, and embeds as coltrast does${skipped}`, async (t) => {
+  const dir = tempDir();
+  const model = path.join(dir, 'model');
+  await train({ model: path.join(ROOT, 'test', 'fixtures', 'tiny-decoders', 'qwen3'), data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
+  const ours = path.join(dir, 'ours.jsonl');
+  await embedToJsonl(model, ours);
+  const r = python([script('check_python_load.py'), model, TEXTS, ours]);
   t.is(r.status, 0, r.tail);
   t.log(r.stdout.trim());
 });
