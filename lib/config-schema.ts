@@ -38,6 +38,7 @@ export const TRAIN_CONFIG_SCHEMA = {
     threads: integer(1),
     precision: { enum: ['float32', 'bfloat16', 'float16'] },
     prompts: { type: 'boolean' },
+    freezeBase: { type: 'boolean' },
     loss: {
       type: 'object',
       additionalProperties: false,

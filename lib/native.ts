@@ -102,6 +102,8 @@ export interface NativeTrainerOptions {
   precision?: 'float32' | 'bfloat16' | 'float16';
   /** Dynamic loss scaling (on by default for float16, with torch.amp.GradScaler's defaults). */
   gradScaler?: { initScale?: number; growthFactor?: number; backoffFactor?: number; growthInterval?: number };
+  /** Train the heads only (the projection / Dense module); the transformer's weights stay as they are. */
+  freezeBase?: boolean;
 }
 
 export interface NativeStepOptions {

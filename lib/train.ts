@@ -162,6 +162,14 @@ export interface TrainOptions {
    * cross-encoder's scores. The output is a sentence-transformers CrossEncoder folder (`CrossEncoder.load`).
    */
   crossEncoder?: boolean | { loss?: 'cross_entropy' | 'bce'; scale?: number };
+  /**
+   * Train only the head on top of the frozen transformer: the projection head (`projection`, or the model's own
+   * Dense module), or a multi-vector model's token projection. This is CoTrEnD's set-up (an encoder trained with
+   * a contrastive loss on a frozen decoder LLM's final hidden states, e.g. a Qwen3 model with `projection`), and a
+   * cheap way to adapt a large model: backward stops at the transformer's output. The late-interaction loss, which
+   * scores the frozen token states of a single-vector model, is off (weight 0) unless the model is multi-vector.
+   */
+  freezeBase?: boolean;
   /** ColTrast project files: semantic chunking of the documents (threshold 0.7, maxTokens the model's). */
   chunking?: Partial<ChunkingOptions>;
   /** ColTrast project files: positive threshold (0.6) and hard negatives per question (3). */
@@ -238,7 +246,7 @@ export interface TrainResult {
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
-  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide',
+  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide', 'freezeBase',
 ] as const;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
@@ -268,6 +276,7 @@ interface Config {
   crossEncoder?: CrossEncoderLoss;
   teacher?: string;
   guide?: Required<GuideOptions>;
+  freezeBase: boolean;
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   seed: number;
@@ -328,7 +337,7 @@ function readConfig(options: TrainOptions): Config {
   if (multi && projection) throw new ColtrastError('INVALID_ARGUMENT', 'options.projection and options.multiVector: a multi-vector model has no pooled vector to put a head on; give one of them');
   const cross = o.crossEncoder === undefined || o.crossEncoder === false ? undefined : o.crossEncoder === true ? {} : checkOptions('options.crossEncoder', o.crossEncoder, ['loss', 'scale']);
   if (cross) {
-    const embeddingOnly = (['loss', 'projection', 'multiVector', 'miniBatchSize', 'teacher', 'guide'] as const).filter((k) => o[k] !== undefined);
+    const embeddingOnly = (['loss', 'projection', 'multiVector', 'miniBatchSize', 'teacher', 'guide', 'freezeBase'] as const).filter((k) => o[k] !== undefined);
     if (embeddingOnly.length > 0) {
       throw new ColtrastError('INVALID_ARGUMENT', `options.crossEncoder: ${embeddingOnly.map((k) => `options.${k}`).join(', ')} ${embeddingOnly.length > 1 ? 'are' : 'is'} for embedding models (a cross-encoder's loss is options.crossEncoder.loss)`);
     }
@@ -371,6 +380,7 @@ function readConfig(options: TrainOptions): Config {
     },
     teacher: o.teacher,
     guide: readGuide(o.guide, loss),
+    freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
     chunking: {
       threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
       maxTokens: chunking.maxTokens === undefined ? undefined : positiveInteger('options.chunking.maxTokens', chunking.maxTokens),
@@ -422,6 +432,25 @@ function multiVectorLoss(config: Config, options: TrainOptions, model: string): 
   if (config.step.lateInteractionWeight === 0 && !config.step.distillationWeight && config.teacher === undefined) {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.loss: a multi-vector model needs lateInteractionWeight > 0 (or distillation from a teacher)');
   }
+}
+
+/**
+ * With a frozen base only a head trains: the model must have one, and a single-vector model's late-interaction
+ * loss (on the frozen token states, which no trained weight reaches) is off.
+ */
+function frozenBaseLoss(config: Config, options: TrainOptions, encoder: Encoder): void {
+  if (!encoder.projection) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.freezeBase trains only a head, and ${encoder.modelDir} has none: add options.projection (or options.multiVector)`);
+  }
+  if (encoder.multiVector) return;
+  if ((options.loss?.lateInteractionWeight ?? 0) > 0) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      'options.loss.lateInteractionWeight: with options.freezeBase the late-interaction loss scores the frozen token states, which nothing trained changes; leave it out or set it to 0',
+    );
+  }
+  config.step.lateInteractionWeight = 0;
+  if (config.step.contrastiveWeight + (config.step.distillationWeight ?? 0) === 0) noLoss(false);
 }
 
 /**
@@ -654,7 +683,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (encoder instanceof Encoder && config.projection && !saved) await encoder.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
     // After mining (which the single-vector model does); a resumed run's checkpoint model is multi-vector already.
     if (encoder instanceof Encoder && config.multiVector && !saved) await encoder.makeMultiVector(config.multiVector, config.seed);
-    const optimizer = { learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed, precision: config.precision };
+    if (encoder instanceof Encoder && config.freezeBase) frozenBaseLoss(config, options, encoder);
+    const optimizer = { learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed, precision: config.precision, freezeBase: config.freezeBase };
     // Either model's trainer: train() only hands its prepared batches back to it.
     const trainer: ModelTrainer<{ tokenizeSeconds: number }> =
       encoder instanceof CrossEncoder ? encoder.createTrainer(optimizer, config.crossEncoder!) : await encoder.createTrainer(optimizer, config.prompts);
@@ -792,6 +822,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         config: { ...config },
         kind: encoder instanceof CrossEncoder ? 'cross-encoder' : encoder.multiVector ? 'multi-vector' : 'embedding',
         guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
+        frozenBase: config.freezeBase,
         distillation: config.step.distillationWeight
           ? `${config.teacher ? `\`${config.teacher}\`` : "the data's teacher scores"} (${config.step.distillation === 'kl' ? 'KL divergence' : 'MarginMSE'}, weight ${config.step.distillationWeight})`
           : undefined,

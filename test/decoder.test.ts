@@ -1,7 +1,8 @@
 // Decoder-LLM embedding models (Qwen3, Qwen2, Llama, Mistral): token states and last-token embeddings against
 // what Hugging Face transformers and sentence-transformers computed for the same tiny random models
 // (scripts/fixtures/tiny_decoders.py), one text at a time and in padded batches; save and reload; a
-// *ForCausalLM checkpoint's prefixed names; unsupported settings refused with the reason; training one.
+// *ForCausalLM checkpoint's prefixed names; unsupported settings refused with the reason; training one, whole or
+// (CoTrEnD) only a head on its frozen states.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -125,6 +126,34 @@ test('train() fine-tunes a decoder embedding model: the loss falls, retrieval of
   trained.dispose();
   t.true(end['mrr@10'] > start['mrr@10'] + 0.3, `MRR@10 on the training questions ${start['mrr@10']} -> ${end['mrr@10']}`);
   t.is(JSON.parse(fs.readFileSync(path.join(output, 'config.json'), 'utf8')).model_type, 'qwen3');
+});
+
+test('CoTrEnD (freezeBase): a head trained contrastively on a frozen decoder\'s states; the decoder\'s weights stay, the loss falls', async (t) => {
+  const model = path.join(FIXTURES, 'qwen3');
+  const data = wordDataset(40);
+  const tensors = (file: string) => readSafetensors(file).tensors;
+  for (const multiVector of [false, true]) {
+    const output = path.join(tempDir(), 'cotrend');
+    const result = await train({
+      model, data, output, epochs: 4, batchSize: 8, learningRate: 3e-3, valSplit: 0, device: 'cpu', freezeBase: true,
+      ...(multiVector ? { multiVector: { dimension: 16 } } : { projection: { dimension: 16 } }),
+    });
+    const base = tensors(path.join(model, 'model.safetensors'));
+    const trained = tensors(path.join(output, 'model.safetensors'));
+    t.deepEqual([...trained.keys()].sort(), [...base.keys()].sort());
+    t.true([...base].every(([name, v]) => v.data.equals(trained.get(name)!.data)), 'the frozen decoder is saved unchanged');
+    const steps = result.history.steps;
+    t.true(steps.every((s) => (multiVector ? s.contrastive === 0 : s.lateInteraction === 0)), 'only the loss a head can change is on');
+    const epochs = result.history.epochs;
+    t.true(epochs[epochs.length - 1].trainLoss < 0.9 * epochs[0].trainLoss, `${multiVector ? 'multi-vector' : 'projection'}: train loss ${epochs.map((e) => e.trainLoss.toFixed(3))}`);
+    t.regex(fs.readFileSync(path.join(output, 'README.md'), 'utf8'), /Base model frozen: only the head was trained/);
+  }
+  const base = { model, data, output: path.join(tempDir(), 'x'), epochs: 1, batchSize: 8, device: 'cpu' as const, freezeBase: true };
+  t.regex((await rejection(() => train(base))).message, /options\.freezeBase trains only a head, and .* has none: add options\.projection/);
+  t.regex(
+    (await rejection(() => train({ ...base, projection: { dimension: 8 }, loss: { lateInteractionWeight: 1 } }))).message,
+    /with options\.freezeBase the late-interaction loss scores the frozen token states/,
+  );
 });
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;

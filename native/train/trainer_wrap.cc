@@ -14,6 +14,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <set>
 #include <sstream>
 #include <tuple>
 #include <type_traits>
@@ -818,9 +819,9 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
   state_ = std::move(*info[0].As<Napi::External<std::shared_ptr<TrainerState>>>().Data());
 }
 
-// create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed, precision, gradScaler }): AdamW over the
-// encoder's parameters, without weight decay on biases and LayerNorm weights (the usual BERT fine-tuning
-// split). precision: 'float32' (default), 'bfloat16' or 'float16' (autocast; the weights stay float32).
+// create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed, precision, gradScaler, freezeBase }): AdamW over
+// the encoder's parameters (only its heads' with freezeBase), without weight decay on biases and LayerNorm weights
+// (the usual BERT fine-tuning split). precision: 'float32' (default), 'bfloat16' or 'float16' (autocast; the weights stay float32).
 // gradScaler: { initScale, growthFactor, backoffFactor, growthInterval } turns loss scaling on; float16
 // turns it on with torch.amp.GradScaler's defaults.
 Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
@@ -857,19 +858,33 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
         throw invalidArgument("gradScaler needs initScale > 0, growthFactor >= 1, 0 < backoffFactor < 1 and growthInterval >= 1");
       }
     }
+    // freezeBase: only the heads train (the transformer's parameters get no gradient, so backward stops at its
+    // output and keeps none of its activations).
+    const bool freezeBase = boolOr(o, "freezeBase", false);
+    const auto base = encoder->model->parameters();
+    std::set<const void*> frozen;
+    if (freezeBase) {
+      for (const auto& p : base) frozen.insert(p.unsafeGetTensorImpl());
+      if (frozen.size() == encoder->parameters().size()) throw invalidArgument("freezeBase leaves nothing to train: the model has no head");
+    }
     std::vector<torch::Tensor> decay, noDecay;
     for (auto& p : encoder->parameters()) {
-      p.set_requires_grad(true);
-      (p.dim() >= 2 ? decay : noDecay).push_back(p);
+      const bool trains = frozen.count(p.unsafeGetTensorImpl()) == 0;
+      p.set_requires_grad(trains);
+      if (trains) (p.dim() >= 2 ? decay : noDecay).push_back(p);
     }
     auto options = torch::optim::AdamWOptions(numberOr(o, "learningRate", 2e-5))
                        .betas({numberOr(o, "beta1", 0.9), numberOr(o, "beta2", 0.999)})
                        .eps(numberOr(o, "eps", 1e-8));
     std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                   torch::optim::AdamWOptions(options).weight_decay(numberOr(o, "weightDecay", 0.01))));
-    groups.emplace_back(noDecay,
-                        std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(0)));
+    if (!decay.empty()) {
+      groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                     torch::optim::AdamWOptions(options).weight_decay(numberOr(o, "weightDecay", 0.01))));
+    }
+    if (!noDecay.empty()) {
+      groups.emplace_back(noDecay,
+                          std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(0)));
+    }
     auto state = std::make_shared<TrainerState>();
     state->encoder = std::move(encoder);
     state->autocast = autocast;
