@@ -4,10 +4,11 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, CrossEncoder, Encoder, Index, evaluate, train, type IndexDoc } from '../lib';
+import { CrossEncoder, Encoder, Index, evaluate, train, type IndexDoc } from '../lib';
 import { native } from '../lib/native';
 import { checkKillAndResume } from './helpers/resume';
 import { readSafetensors } from './helpers/safetensors';
+import { rejection } from './helpers/vectors';
 import { FIXTURE, STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -29,15 +30,6 @@ function copyOf(which: 'st' | 'hf', edit?: (dir: string) => void): string {
   fs.cpSync(path.join(CE, which), dir, { recursive: true });
   edit?.(dir);
   return dir;
-}
-
-async function rejection(work: () => Promise<unknown>): Promise<ColtrastError> {
-  const error = await work().then(
-    () => null,
-    (e: unknown) => e,
-  );
-  if (!(error instanceof ColtrastError)) throw new Error(`expected a ColtrastError, got ${String(error)}`);
-  return error;
 }
 
 for (const which of ['st', 'hf'] as const) {

@@ -6,10 +6,11 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, Encoder, retrievalMetrics, train } from '../lib';
+import { Encoder, retrievalMetrics, train } from '../lib';
 import { native } from '../lib/native';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
 import { editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { rejection } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'tiny-decoders');
@@ -25,15 +26,6 @@ function copyOf(name: string, edit?: (dir: string) => void): string {
   fs.cpSync(path.join(FIXTURES, name), dir, { recursive: true });
   edit?.(dir);
   return dir;
-}
-
-async function rejection(work: () => Promise<unknown>): Promise<ColtrastError> {
-  const error = await work().then(
-    () => null,
-    (e: unknown) => e,
-  );
-  if (!(error instanceof ColtrastError)) throw new Error(`expected a ColtrastError, got ${String(error)}`);
-  return error;
 }
 
 for (const name of ARCHITECTURES) {

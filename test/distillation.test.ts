@@ -6,10 +6,11 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, CrossEncoder, Encoder, train, type Matrix } from '../lib';
+import { CrossEncoder, Encoder, train } from '../lib';
 import { scoreWithTeacher } from '../lib/train';
 import { loadExamples, makeBatches, type TrainExample } from '../lib/train-data';
 import { checkKillAndResume } from './helpers/resume';
+import { dot, makeSmallMultiVector, rejection, rows, tokenRows } from './helpers/vectors';
 import { FIXTURE, STEP, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -21,15 +22,6 @@ const TAU = 0.05;
 function triplets(n: number, seed = 11): TrainExample[] {
   const pairs = wordDataset(n, seed);
   return pairs.map((p, i) => ({ ...p, negatives: [pairs[(i + 1) % n].positive, pairs[(i + 5) % n].positive] }));
-}
-
-async function rejection(work: () => Promise<unknown>): Promise<ColtrastError> {
-  const error = await work().then(
-    () => null,
-    (e: unknown) => e,
-  );
-  if (!(error instanceof ColtrastError)) throw new Error(`expected a ColtrastError, got ${String(error)}`);
-  return error;
 }
 
 test("makeBatches: each query's teacher candidates are its positive and its own negatives, by index in the batch", (t) => {
@@ -94,13 +86,6 @@ function referenceLoss(student: number[][], teacher: number[][], kind: 'margin_m
   return total / student.length;
 }
 
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).reduce((s, x, k) => s + x * b[k], 0);
-const unit = (v: ArrayLike<number>) => {
-  const n = Math.hypot(...Array.from(v));
-  return Array.from(v, (x) => x / n);
-};
-const rows = (m: Matrix) => Array.from({ length: m.dims[0] }, (_, i) => m.data.subarray(i * m.dims[1], (i + 1) * m.dims[1]));
-
 test("the native MarginMSE and KL losses equal a float64 reference from embed(): cosine / temperature, and a multi-vector model's MaxSim", async (t) => {
   const examples = triplets(6).map((e, i) => ({ ...e, scores: [4 - i, i % 3, -2 + i] }));
   // Five queries: the sixth's positive is a negative of the batch, which gives a shared index too.
@@ -128,11 +113,9 @@ test("the native MarginMSE and KL losses equal a float64 reference from embed():
     }
     trainer.dispose();
 
-    await encoder.makeMultiVector({ dimension: 12, queryLength: 10, queryExpansion: 'fixed', attendExpansion: false, skiplist: [] }, 3);
-    const tokens = async (texts: string[], task: 'query' | 'document') =>
-      (await encoder.embed(texts, { output: 'tokens', task })).map((m) => rows(m).map(unit));
-    const qt = await tokens(batch.queries, 'query');
-    const dt = await tokens(batch.documents, 'document');
+    await makeSmallMultiVector(encoder);
+    const qt = await tokenRows(encoder, batch.queries, 'query');
+    const dt = await tokenRows(encoder, batch.documents, 'document');
     const maxsim = studentRows((i, c) => qt[i].reduce((s, v) => s + Math.max(...dt[c].map((w) => dot(v, w))), 0) / qt[i].length);
     const multi = await encoder.createTrainer({ seed: 1 });
     const options = { ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, distillationWeight: 1, distillation: 'kl' as const, apply: false, teacher: batch.teacher };
@@ -151,7 +134,7 @@ test('gradient caching: mini-batches give the plain steps\' distillation losses,
   const [batch] = makeBatches(data.map((e, i) => ({ ...e, scores: [i, 3 - i, 2 * i - 4] })), 7);
   const run = async (multiVector: boolean, miniBatchSize?: number) => {
     const encoder = await Encoder.load(noDropout, { device: 'cpu' });
-    if (multiVector) await encoder.makeMultiVector({ dimension: 12, queryLength: 10, queryExpansion: 'fixed', attendExpansion: false, skiplist: [] }, 3);
+    if (multiVector) await makeSmallMultiVector(encoder);
     const trainer = await encoder.createTrainer({ learningRate: 1e-3, seed: 5 });
     const options = {
       ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, distillationWeight: 1, distillation: multiVector ? ('kl' as const) : ('margin_mse' as const),

@@ -5,10 +5,11 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, Encoder, train, type Matrix } from '../lib';
+import { ColtrastError, Encoder, train } from '../lib';
 import { guideMasks, type GuideSettings, type GuideVectors } from '../lib/guide';
 import { makeBatches, type TrainExample } from '../lib/train-data';
 import { checkKillAndResume } from './helpers/resume';
+import { dot, makeSmallMultiVector, rows, tokenRows } from './helpers/vectors';
 import { FIXTURE, STEP, editJson, fixtureCopy, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -47,13 +48,6 @@ test('guideMasks: a candidate goes when the guide scores it above the positive l
   t.is(plain.queries, undefined);
   t.is(plain.positives, undefined);
 });
-
-const rows = (m: Matrix) => Array.from({ length: m.dims[0] }, (_, i) => Array.from(m.data.subarray(i * m.dims[1], (i + 1) * m.dims[1])));
-const dot = (a: number[], b: number[]) => a.reduce((s, x, k) => s + x * b[k], 0);
-const unit = (a: number[]) => {
-  const n = Math.hypot(...a);
-  return a.map((x) => x / n);
-};
 
 /** Mean over queries of the cross-entropy over the kept entries of each row's blocks (column i of the first is the label). */
 function guidedReference(blocks: { score: (i: number, j: number) => number; columns: number; mask?: Uint8Array }[], B: number): number {
@@ -102,11 +96,9 @@ test("the native guided losses equal a float64 reference from embed(): the contr
     t.true(Math.abs(none.contrastive - plain.contrastive) < 1e-5 * plain.contrastive);
     trainer.dispose();
 
-    await encoder.makeMultiVector({ dimension: 12, queryLength: 10, queryExpansion: 'fixed', attendExpansion: false, skiplist: [] }, 3);
-    const tokens = async (texts: string[], task: 'query' | 'document') =>
-      (await encoder.embed(texts, { output: 'tokens', task })).map((m) => rows(m).map(unit));
-    const qt = await tokens(batch.queries, 'query');
-    const dt = await tokens(batch.documents, 'document');
+    await makeSmallMultiVector(encoder);
+    const qt = await tokenRows(encoder, batch.queries, 'query');
+    const dt = await tokenRows(encoder, batch.documents, 'document');
     const maxsim = (i: number, j: number) => qt[i].reduce((s, v) => s + Math.max(...dt[j].map((w) => dot(v, w))), 0) / qt[i].length;
     const multi = await encoder.createTrainer({ seed: 1 });
     const r = await multi.evaluate(batch.queries, batch.documents, { ...options, contrastiveWeight: 0, lateInteractionWeight: 1, guide: { documents } });
