@@ -1,0 +1,182 @@
+#include "decoder.h"
+
+#include <cmath>
+
+#include "../error.h"
+#include "../torch_version.h"
+#include "bert.h"  // fusedAttention()
+#include "config_json.h"
+
+namespace coltrast {
+namespace {
+
+using namespace config;
+
+// Rotates each half of the last dimension into the other, as Hugging Face's rotate_half: [-x2, x1].
+torch::Tensor rotateHalf(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
+  DecoderConfig d;
+  d.modelType = c["model_type"].get<std::string>();
+  d.vocabSize = positiveInt(c, "vocab_size");
+  d.hiddenSize = positiveInt(c, "hidden_size");
+  d.numLayers = positiveInt(c, "num_hidden_layers");
+  d.numHeads = positiveInt(c, "num_attention_heads");
+  d.numKvHeads = positiveIntOr(c, "num_key_value_heads", d.numHeads);
+  d.headDim = positiveIntOr(c, "head_dim", d.hiddenSize / d.numHeads);
+  d.intermediateSize = positiveInt(c, "intermediate_size");
+  d.maxPositions = positiveInt(c, "max_position_embeddings");
+  d.rmsNormEps = numberOr(c, "rms_norm_eps", 1e-6);
+  d.attentionDropout = numberOr(c, "attention_dropout", 0.0);
+  if (d.numHeads % d.numKvHeads != 0) {
+    throw modelFilesError("config.json: num_attention_heads " + std::to_string(d.numHeads) + " is not a multiple of num_key_value_heads " +
+                          std::to_string(d.numKvHeads));
+  }
+  if (d.headDim % 2 != 0) throw modelFilesError("config.json: head_dim must be even (rotary positions rotate pairs)");
+  const std::string act = stringOr(c, "hidden_act", "silu");
+  if (act != "silu") throw unsupportedError("unsupported hidden_act " + act + " for " + d.modelType + " (coltrast runs silu)");
+  // Rotary settings: top-level rope_theta and rope_scaling (transformers 4 configs), or rope_parameters
+  // (transformers 5). Scaled rotary positions (Llama 3.1's 'llama3', YaRN, ...) are not implemented.
+  const bool v5 = c.contains("rope_parameters") && c["rope_parameters"].is_object();
+  d.ropeTheta = numberOr(v5 ? c["rope_parameters"] : c, "rope_theta", 10000.0);
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (!c.contains(key) || c[key].is_null()) continue;
+    const auto& scaling = c[key];
+    const std::string type = scaling.is_object() ? stringOr(scaling, "rope_type", stringOr(scaling, "type", "default")) : "";
+    if (type != "default") {
+      throw unsupportedError("unsupported rotary scaling " + scaling.dump() + " (coltrast's " + d.modelType + " runs plain rotary positions)");
+    }
+  }
+  if (d.modelType == "qwen2") {
+    d.qkvBias = true;  // Qwen2's query, key and value projections always have biases
+    if (boolOr(c, "use_sliding_window", false)) d.slidingWindow = positiveIntOr(c, "sliding_window", 0);
+  } else if (d.modelType == "qwen3") {
+    d.qkvBias = d.outputBias = boolOr(c, "attention_bias", false);
+    d.qkNorm = true;
+    if (boolOr(c, "use_sliding_window", false)) d.slidingWindow = positiveIntOr(c, "sliding_window", 0);
+  } else if (d.modelType == "llama") {
+    d.qkvBias = d.outputBias = boolOr(c, "attention_bias", false);
+    d.mlpBias = boolOr(c, "mlp_bias", false);
+  } else if (d.modelType == "mistral") {
+    d.slidingWindow = positiveIntOr(c, "sliding_window", 0);
+  } else {
+    throw unsupportedError("unsupported decoder model_type " + d.modelType);
+  }
+  return d;
+}
+
+RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps(eps) { weight = register_parameter("weight", torch::ones({size})); }
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
+  const torch::Tensor h = x.to(torch::kFloat32);
+  return weight * (h * torch::rsqrt(h.pow(2).mean(-1, true) + eps)).to(x.scalar_type());
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) : config(c) {
+  auto linear = [](int64_t in, int64_t out, bool bias) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)); };
+  // Hugging Face's names: self_attn.{q,k,v,o}_proj (and q_norm, k_norm), mlp.{gate,up,down}_proj.
+  struct Named : torch::nn::Module {};
+  auto attention = register_module("self_attn", std::make_shared<Named>());
+  q_proj = attention->register_module("q_proj", linear(c.hiddenSize, c.numHeads * c.headDim, c.qkvBias));
+  k_proj = attention->register_module("k_proj", linear(c.hiddenSize, c.numKvHeads * c.headDim, c.qkvBias));
+  v_proj = attention->register_module("v_proj", linear(c.hiddenSize, c.numKvHeads * c.headDim, c.qkvBias));
+  o_proj = attention->register_module("o_proj", linear(c.numHeads * c.headDim, c.hiddenSize, c.outputBias));
+  if (c.qkNorm) {
+    q_norm = attention->register_module("q_norm", RmsNorm(c.headDim, c.rmsNormEps));
+    k_norm = attention->register_module("k_norm", RmsNorm(c.headDim, c.rmsNormEps));
+  }
+  auto mlp = register_module("mlp", std::make_shared<Named>());
+  gate_proj = mlp->register_module("gate_proj", linear(c.hiddenSize, c.intermediateSize, c.mlpBias));
+  up_proj = mlp->register_module("up_proj", linear(c.hiddenSize, c.intermediateSize, c.mlpBias));
+  down_proj = mlp->register_module("down_proj", linear(c.intermediateSize, c.hiddenSize, c.mlpBias));
+  input_layernorm = register_module("input_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps));
+  post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin,
+                                        const torch::Tensor& mask) {
+  const int64_t batch = hidden.size(0), seq = hidden.size(1), d = config.headDim;
+  const torch::Tensor x = input_layernorm(hidden);
+  auto heads = [&](const torch::Tensor& t, int64_t n, RmsNorm& norm) {
+    torch::Tensor h = t.view({batch, seq, n, d});
+    if (norm) h = norm(h);
+    return h.transpose(1, 2);  // [batch, n, seq, d]
+  };
+  RmsNorm none{nullptr};
+  torch::Tensor q = heads(q_proj(x), config.numHeads, q_norm), k = heads(k_proj(x), config.numKvHeads, k_norm);
+  torch::Tensor v = heads(v_proj(x), config.numKvHeads, none);
+  // Rotary positions, with cos and sin in the queries' dtype as Hugging Face applies them.
+  const torch::Tensor c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
+  q = q * c + rotateHalf(q) * s;
+  k = k * c + rotateHalf(k) * s;
+  // Grouped-query attention: each key/value head serves numHeads / numKvHeads query heads (repeat_kv).
+  if (config.numKvHeads != config.numHeads) {
+    const int64_t groups = config.numHeads / config.numKvHeads;
+    k = k.repeat_interleave(groups, 1);
+    v = v.repeat_interleave(groups, 1);
+  }
+  const double dropout = is_training() ? config.attentionDropout : 0.0;
+  torch::Tensor context;
+#if COLTRAST_TORCH_AT_LEAST(2, 0)
+  if (fusedAttention()) {
+    context = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, dropout, false)
+                             : at::scaled_dot_product_attention(q, k, v, {}, dropout, true);
+  } else
+#endif
+  {
+    torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));
+    const torch::Tensor allowed =
+        mask.defined() ? mask : torch::ones({seq, seq}, q.options().dtype(torch::kBool)).tril().view({1, 1, seq, seq});
+    scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+    // The softmax in float32, as Hugging Face's eager attention.
+    torch::Tensor weights = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+    if (dropout > 0) weights = torch::dropout(weights, dropout, true);
+    context = torch::matmul(weights, v);
+  }
+  context = context.transpose(1, 2).reshape({batch, seq, config.numHeads * d});
+  const torch::Tensor attended = hidden + o_proj(context);
+  const torch::Tensor y = post_attention_layernorm(attended);
+  return attended + down_proj(torch::silu(gate_proj(y)) * up_proj(y));
+}
+
+DecoderModel::DecoderModel(const DecoderConfig& config) : config_(config) {
+  embed_tokens_ = register_module("embed_tokens", torch::nn::Embedding(config.vocabSize, config.hiddenSize));
+  layers_ = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.numLayers; ++i) layers_->push_back(DecoderLayer(config));
+  norm_ = register_module("norm", RmsNorm(config.hiddenSize, config.rmsNormEps));
+}
+
+torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask, const torch::Tensor&) {
+  const int64_t batch = inputIds.size(0), seq = inputIds.size(1);
+  if (seq > config_.maxPositions) {
+    throw invalidArgument("sequence of " + std::to_string(seq) + " tokens exceeds max_position_embeddings " + std::to_string(config_.maxPositions));
+  }
+  if (config_.slidingWindow > 0 && seq > config_.slidingWindow) {
+    throw unsupportedError("sequence of " + std::to_string(seq) + " tokens exceeds the model's sliding_window " +
+                           std::to_string(config_.slidingWindow) + ", which coltrast does not implement; lower max_seq_length");
+  }
+  torch::Tensor hidden = embed_tokens_(inputIds);
+  // Rotary angles in float32: position p, frequency theta^(-2i/d) (Hugging Face's default rotary embedding).
+  const auto f32 = torch::TensorOptions().device(inputIds.device()).dtype(torch::kFloat32);
+  const int64_t d = config_.headDim;
+  const torch::Tensor inverse = 1.0 / torch::pow(config_.ropeTheta, torch::arange(0, d, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / d);
+  const torch::Tensor angles = torch::outer(torch::arange(seq, f32), inverse);
+  const torch::Tensor emb = torch::cat({angles, angles}, -1);
+  const torch::Tensor cos = emb.cos(), sin = emb.sin();
+  // Right padding: every real token sees only real tokens before it; a padding position sees the real tokens
+  // too (its output is never used), so no row of the mask is empty. Without padding, plain causal attention.
+  torch::Tensor mask;
+  if (!attentionMask.all().item<bool>()) {
+    const torch::Tensor causal = torch::ones({seq, seq}, attentionMask.options().dtype(torch::kBool)).tril();
+    mask = causal.view({1, 1, seq, seq}).logical_and(attentionMask.to(torch::kBool).view({batch, 1, 1, seq}));
+  }
+  for (const auto& layer : *layers_) hidden = layer->as<DecoderLayer>()->forward(hidden, cos, sin, mask);
+  return norm_(hidden);
+}
+
+}  // namespace coltrast

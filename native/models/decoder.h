@@ -1,0 +1,66 @@
+// Decoder-only LLM families as embedding models (Qwen3-Embedding, gte-Qwen2, e5-mistral and the like) and as the
+// frozen base of CoTrEnD: Llama, Mistral, Qwen2 and Qwen3 checkpoints, with module and parameter names identical
+// to Hugging Face's LlamaModel / MistralModel / Qwen2Model / Qwen3Model, so weights load and save by name. The
+// forward pass is theirs: token embeddings, layers of RMSNorm, causal grouped-query self-attention with rotary
+// positions (Qwen3: RMSNorm on each head's queries and keys first) and a SwiGLU MLP, then a final RMSNorm; the
+// output is the last hidden states, which sentence-transformers pools (usually the last token).
+#pragma once
+#include "transformer_encoder.h"
+
+namespace coltrast {
+
+struct DecoderConfig {
+  std::string modelType;
+  int64_t vocabSize = 0, hiddenSize = 0, numLayers = 0, numHeads = 0, numKvHeads = 0, headDim = 0;
+  int64_t intermediateSize = 0, maxPositions = 0;
+  // Attention beyond this many tokens back is cut off by the checkpoint's sliding window; 0: none. coltrast
+  // runs full causal attention, so a longer input is refused rather than computed differently.
+  int64_t slidingWindow = 0;
+  double rmsNormEps = 1e-6, ropeTheta = 10000.0, attentionDropout = 0.0;
+  bool qkvBias = false, outputBias = false, mlpBias = false;
+  bool qkNorm = false;  // Qwen3
+  static DecoderConfig fromJson(const nlohmann::json& config);
+};
+
+// Root-mean-square layer norm as Hugging Face's: in float32, then scaled by `weight` in the input's dtype.
+struct RmsNormImpl : torch::nn::Module {
+  RmsNormImpl(int64_t size, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RmsNorm);
+
+struct DecoderLayerImpl : torch::nn::Module {
+  explicit DecoderLayerImpl(const DecoderConfig& c);
+  // cos, sin: [seq, headDim] (float32); mask: boolean [batch, 1, seq, seq], true where a query may attend, or
+  // undefined for plain causal attention (no padding).
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask);
+  DecoderConfig config;
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  RmsNorm q_norm{nullptr}, k_norm{nullptr}, input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+class DecoderModel : public TransformerEncoder {
+ public:
+  explicit DecoderModel(const DecoderConfig& config);
+  torch::Tensor forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask,
+                        const torch::Tensor& tokenTypeIds) override;
+  int64_t hiddenSize() const override { return config_.hiddenSize; }
+  int64_t maxPositions() const override { return config_.maxPositions; }
+  std::string modelType() const override { return config_.modelType; }
+
+ protected:
+  // What *ForCausalLM and *ForSequenceClassification put before the base model's names.
+  std::string weightPrefix() const override { return "model."; }
+
+ private:
+  DecoderConfig config_;
+  torch::nn::Embedding embed_tokens_{nullptr};
+  torch::nn::ModuleList layers_{nullptr};
+  RmsNorm norm_{nullptr};
+};
+
+}  // namespace coltrast
