@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""sentence-transformers' encode() throughput for a decoder-LLM embedding model, to set beside coltrast's embed().
+
+    decoder.py make <out-folder> --shape qwen3-0.6b|qwen3-small --tokenizer <folder>
+    decoder.py bench <folder> <texts.json> [--threads 2] [--batch-size 16] [--vectors out.bin]
+
+make: a Qwen3 model of the shape with seeded random weights (float32), the tokenizer of --tokenizer (its
+  vocabulary size sets the model's), last-token pooling and Normalize, as Qwen3-Embedding is set up, saved as
+  a sentence-transformers folder (what both sides load). qwen3-0.6b is Qwen3-Embedding-0.6B's transformer
+  (28 layers, hidden 1024, 16 query and 8 key/value heads of 128, MLP 3072); qwen3-small has 4 of its layers.
+bench: one warm-up encode of a batch, then encode() of every text at --batch-size, timed; prints a JSON line
+  {seconds, textsPerSecond, peakRssMiB, torch, sentenceTransformers}. --vectors writes the embeddings (float32,
+  input order) to compare with coltrast's.
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import sentence_transformers
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+from transformers import AutoModel, Qwen3Config
+
+SHAPES = {
+    "qwen3-0.6b": dict(num_hidden_layers=28),
+    "qwen3-small": dict(num_hidden_layers=4),
+}
+
+
+def make(out, shape, tokenizer):
+    vocab = json.load(open(os.path.join(tokenizer, "config.json")))["vocab_size"]
+    config = Qwen3Config(
+        vocab_size=vocab, hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8,
+        head_dim=128, max_position_embeddings=32768, rope_theta=1000000.0, tie_word_embeddings=False, **SHAPES[shape],
+    )
+    torch.manual_seed(1)
+    AutoModel.from_config(config).save_pretrained(out, safe_serialization=True)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if os.path.exists(os.path.join(tokenizer, f)):
+            shutil.copy(os.path.join(tokenizer, f), out)
+    transformer = Transformer(out, max_seq_length=256)
+    st = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken"), Normalize()], device="cpu")
+    st.save(out)
+
+
+def bench(folder, texts_file, threads, batch_size, vectors_file):
+    torch.set_num_threads(threads)
+    texts = json.load(open(texts_file))
+    model = SentenceTransformer(folder, device="cpu")
+    model.encode(texts[:batch_size], batch_size=batch_size)
+    start = time.perf_counter()
+    vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True)
+    seconds = time.perf_counter() - start
+    if vectors_file:
+        np.asarray(vectors, dtype=np.float32).tofile(vectors_file)
+    print(json.dumps({
+        "seconds": seconds,
+        "textsPerSecond": len(texts) / seconds,
+        "peakRssMiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "torch": torch.__version__,
+        "sentenceTransformers": sentence_transformers.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["make", "bench"])
+    parser.add_argument("folder")
+    parser.add_argument("texts", nargs="?")
+    parser.add_argument("--shape", choices=list(SHAPES), default="qwen3-0.6b")
+    parser.add_argument("--tokenizer")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--vectors")
+    a = parser.parse_args()
+    if a.what == "make":
+        make(a.folder, a.shape, a.tokenizer)
+    else:
+        bench(a.folder, a.texts, a.threads, a.batch_size, a.vectors)
