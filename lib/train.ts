@@ -417,10 +417,10 @@ export function learningRateAt(step: number, total: number, peak: number, warmup
 }
 
 /**
- * A multi-vector model has no pooled vector: it trains with the late-interaction loss alone (weight 1 unless
- * given), on its projected token vectors.
+ * A multi-vector model has no pooled vector: it trains with the late-interaction loss (weight 1 unless given) on
+ * its projected token vectors, and with distillation when there are teacher scores.
  */
-function multiVectorLoss(config: Config, options: TrainOptions, model: string): void {
+function multiVectorLoss(config: Config, options: TrainOptions, model: string, scoredData: boolean): void {
   if ((options.loss?.contrastiveWeight ?? 0) > 0) {
     throw new ColtrastError(
       'INVALID_ARGUMENT',
@@ -429,7 +429,7 @@ function multiVectorLoss(config: Config, options: TrainOptions, model: string): 
   }
   config.step.contrastiveWeight = 0;
   config.step.lateInteractionWeight = options.loss?.lateInteractionWeight ?? 1;
-  if (config.step.lateInteractionWeight === 0 && !config.step.distillationWeight && config.teacher === undefined) {
+  if (config.step.lateInteractionWeight === 0 && !config.step.distillationWeight && config.teacher === undefined && !scoredData) {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.loss: a multi-vector model needs lateInteractionWeight > 0 (or distillation from a teacher)');
   }
 }
@@ -645,7 +645,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const encoder = config.crossEncoder ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed) : await Encoder.load(from, loadOptions);
   let releaseTrainer: (() => void) | undefined;
   try {
-    if (encoder instanceof Encoder && (encoder.multiVector || config.multiVector)) multiVectorLoss(config, options, encoder.modelDir);
+    if (encoder instanceof Encoder && (encoder.multiVector || config.multiVector)) multiVectorLoss(config, options, encoder.modelDir, scoredData);
     checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
     let val: TrainExample[];
