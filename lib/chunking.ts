@@ -38,7 +38,8 @@ export interface MiningOptions {
   hardNegatives?: number;
 }
 
-function dot(a: Float32Array, b: Float32Array): number {
+/** The dot product of two equally long vectors (their cosine when both are L2-normalized). */
+export function dot(a: Float32Array, b: Float32Array): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];
   return s;

@@ -5,6 +5,7 @@
  * text once before training (its vectors stay in memory; a resumed run embeds them again), and each batch's
  * masks come from those vectors here, in JavaScript: B × (N + 2B) dot products a batch, small next to a step.
  */
+import { dot } from './chunking';
 import { Encoder, type Device } from './encoder';
 import type { NativeGuideMasks } from './native';
 import { ProgressBar } from './progress';
@@ -41,12 +42,6 @@ export async function embedWithGuide(model: string, examples: TrainExample[], lo
   } finally {
     guide.dispose();
   }
-}
-
-function dot(a: Float32Array, b: Float32Array): number {
-  let s = 0;
-  for (let k = 0; k < a.length; k++) s += a[k] * b[k];
-  return s;
 }
 
 /**
