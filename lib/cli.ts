@@ -50,6 +50,7 @@ commands:
     --config <file.json>     options as JSON (the keys of train(), checked against --print-schema); flags override them
     --model <dir|hub id>     starting model (default: coltrast's shipped model)
     --data <file>            ColTrast .json (projects, readme_content, qa_pairs) or .jsonl pairs/triplets
+                             (with --contrastive-tension: sentences, .txt one per line)
     --output <dir>           where the trained model goes
     --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --schedule linear|cosine|constant
     --weight-decay <x> --max-grad-norm <x> --gradient-accumulation <n> --val-split <x> --seed <n>
@@ -57,6 +58,8 @@ commands:
     --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
     --projection-dim <n> --projection-activation identity|tanh   (a trained Dense head on the pooled vector)
     --freeze-base            train only the head on the frozen transformer (CoTrEnD: a head on a decoder LLM's states)
+    --contrastive-tension    self-supervised: --data is unlabeled sentences (.txt, one per line); a twin copy of the
+                             model encodes each as the query, the model as the document (Contrastive Tension)
     --precision float32|bfloat16|float16   (mixed precision: bfloat16 on CPU or CUDA, float16 on CUDA)
     --mini-batch-size <n>    gradient caching: encode each batch n texts at a time (large batches in little memory)
     --no-prompts             train without the model's query/document prompts (a multi-vector model keeps its markers)
@@ -236,7 +239,7 @@ const TRAIN_FLAGS = {
   'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int', 'no-prompts': 'boolean', 'multi-vector': 'int',
   'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number',
   teacher: 'string', distillation: 'string', 'distillation-weight': 'number', 'teacher-temperature': 'number',
-  guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean',
+  guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -289,7 +292,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     ['learning-rate', 'learningRate'], ['warmup-ratio', 'warmupRatio'], ['schedule', 'schedule'], ['weight-decay', 'weightDecay'],
     ['max-grad-norm', 'maxGradNorm'], ['gradient-accumulation', 'gradientAccumulation'], ['val-split', 'valSplit'], ['seed', 'seed'],
     ['max-negatives', 'maxNegatives'], ['device', 'device'], ['threads', 'threads'], ['checkpoint-every', 'checkpointEvery'],
-    ['resume', 'resume'], ['precision', 'precision'], ['mini-batch-size', 'miniBatchSize'], ['teacher', 'teacher'], ['freeze-base', 'freezeBase'],
+    ['resume', 'resume'], ['precision', 'precision'], ['mini-batch-size', 'miniBatchSize'], ['teacher', 'teacher'], ['freeze-base', 'freezeBase'], ['contrastive-tension', 'contrastiveTension'],
   ];
   for (const [flag, key] of flat) set(v[flag], (x) => (o[key] = x));
   for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric'], ['distillation', 'distillation'], ['distillation-weight', 'distillationWeight'], ['teacher-temperature', 'teacherTemperature']]) {

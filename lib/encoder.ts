@@ -188,7 +188,12 @@ export class Encoder {
    * documents, then runs forward, loss, backward and the AdamW update natively; the weights this Encoder
    * embeds and saves change in place.
    */
-  async createTrainer(options: NativeTrainerOptions, prompts = true): Promise<EncoderTrainer> {
+  async createTrainer(options: NativeTrainerOptions, prompts = true, twin?: Encoder): Promise<EncoderTrainer> {
+    // Contrastive Tension: a second copy of this model, trained with it, encodes the queries.
+    if (twin) {
+      if (twin === this) throw new ColtrastError('INVALID_ARGUMENT', 'the twin must be a second copy of the model, not the model itself');
+      options = { ...options, twin: twin.model.current() };
+    }
     // The model trains on what it embeds: queries and documents as embed({ task }) prepares them (the model's
     // prompts, and a multi-vector model's markers, lengths, query expansion and skiplist). `prompts: false`
     // leaves a single-vector model's prompts out, as sentence-transformers' trainer does unless given them.

@@ -104,6 +104,8 @@ export interface NativeTrainerOptions {
   gradScaler?: { initScale?: number; growthFactor?: number; backoffFactor?: number; growthInterval?: number };
   /** Train the heads only (the projection / Dense module); the transformer's weights stay as they are. */
   freezeBase?: boolean;
+  /** Contrastive Tension: a second copy of the model, trained with it, that encodes the queries. */
+  twin?: NativeEncoder;
 }
 
 export interface NativeStepOptions {

@@ -159,7 +159,7 @@ ranked = model.rank("a question", ["a passage", "another passage"])
 /** README.md model card: what the model is, how it was trained, how well it retrieves, how to load it. */
 export function modelCard(
   result: TrainResult,
-  info: { baseModel: string; data: string; config: Record<string, unknown>; kind: keyof typeof KINDS; distillation?: string; guide?: string; frozenBase?: boolean },
+  info: { baseModel: string; data: string; config: Record<string, unknown>; kind: keyof typeof KINDS; distillation?: string; guide?: string; frozenBase?: boolean; contrastiveTension?: boolean },
 ): string {
   const last = result.history.epochs[result.history.epochs.length - 1];
   const { what, use } = KINDS[info.kind];
@@ -176,7 +176,7 @@ ${what}
 
 - Base model: \`${info.baseModel}\`
 - Training data: \`${info.data}\`
-${info.distillation ? `- Distilled from: ${info.distillation}\n` : ''}${info.guide ? `- Negatives guided by: ${info.guide}\n` : ''}${info.frozenBase ? '- Base model frozen: only the head was trained\n' : ''}- Epochs run: ${result.history.epochs.length} (kept: epoch ${result.best.epoch}); optimizer steps: ${result.history.steps.length}
+${info.distillation ? `- Distilled from: ${info.distillation}\n` : ''}${info.guide ? `- Negatives guided by: ${info.guide}\n` : ''}${info.frozenBase ? '- Base model frozen: only the head was trained\n' : ''}${info.contrastiveTension ? '- Self-supervised: Contrastive Tension on unlabeled sentences (in-batch negatives, a twin copy of the model)\n' : ''}- Epochs run: ${result.history.epochs.length} (kept: epoch ${result.best.epoch}); optimizer steps: ${result.history.steps.length}
 
 ## Validation retrieval
 

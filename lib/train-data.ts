@@ -126,6 +126,43 @@ export function readTrainingData(data: string | readonly unknown[]): TrainingDat
   return { examples };
 }
 
+/**
+ * Unlabeled sentences for Contrastive Tension (train({ contrastiveTension })): an array of strings, a text file
+ * (.txt: one sentence per line, blank lines skipped), a .jsonl file of strings or `{ "text": ... }` objects, or
+ * pairs/triplets (a .jsonl/.json file or an array of examples), whose queries, positives and negatives all
+ * count. Each sentence is kept once (a repeat in the batch would be a false in-batch negative), in first-seen
+ * order; fewer than two distinct sentences is an error.
+ */
+export function readSentences(data: string | readonly unknown[]): string[] {
+  let sentences: string[];
+  const ofExamples = (examples: TrainExample[]) => examples.flatMap((e) => [e.query, e.positive, ...(e.negatives ?? [])]);
+  const one = (where: string, value: unknown): string[] => {
+    if (typeof value === 'string') return [text(where, value, 'sentence')];
+    if (value !== null && typeof value === 'object' && !Array.isArray(value) && 'text' in value && Object.keys(value).length === 1) {
+      return [text(where, (value as { text: unknown }).text, 'text')];
+    }
+    return ofExamples([checkExample(where, value)]);
+  };
+  if (Array.isArray(data)) {
+    sentences = data.flatMap((item, i) => one(`data[${i}]`, item));
+  } else if (typeof data === 'string' && /\.txt$/i.test(data)) {
+    if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
+    sentences = fs.readFileSync(data, 'utf8').split(/\r?\n/).map((line) => line.trim()).filter((line) => line.length > 0);
+  } else if (typeof data === 'string' && /\.jsonl$/i.test(data)) {
+    if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
+    sentences = parseJsonLines(data, fs.readFileSync(data, 'utf8'), (value, where) => one(where, value)).flat();
+  } else if (typeof data === 'string') {
+    const read = readTrainingData(data);
+    if ('projects' in read) throw bad(data, 'Contrastive Tension trains on sentences: give a .txt file (one per line), a .jsonl file of strings, or pairs, not a ColTrast project file');
+    sentences = ofExamples(read.examples);
+  } else {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path (.txt, .jsonl, .json) or an array of sentences');
+  }
+  const distinct = [...new Set(sentences)];
+  if (distinct.length < 2) throw new ColtrastError('INVALID_ARGUMENT', `the training data holds ${distinct.length} distinct sentence${distinct.length === 1 ? '' : 's'}; Contrastive Tension needs at least two`);
+  return distinct;
+}
+
 /** Pairs/triplets only (a .jsonl or .json file, or an array); ColTrast project files are refused. */
 export function loadExamples(data: string | readonly unknown[]): TrainExample[] {
   const read = readTrainingData(data);

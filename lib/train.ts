@@ -20,7 +20,7 @@ import { maxsim, padTokens } from './ops';
 import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
 import { seededRandom } from './random';
-import { makeBatches, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
+import { makeBatches, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export interface LossOptions {
@@ -81,8 +81,11 @@ export interface TrainProgress {
 export interface TrainOptions {
   /** A model folder or Hugging Face id (anything Encoder.load accepts; default 'default', the shipped model). */
   model?: string;
-  /** A .jsonl file of pairs/triplets, a ColTrast .json file, or an array of { query, positive, negatives? }. */
-  data: string | TrainExample[];
+  /**
+   * A .jsonl file of pairs/triplets, a ColTrast .json file, or an array of { query, positive, negatives? }; with
+   * `contrastiveTension`, sentences (an array of strings or `{ text }`, a .txt or .jsonl file, or pairs).
+   */
+  data: string | TrainExample[] | (string | { text: string })[];
   /** Where the trained model is written (a sentence-transformers folder). */
   output: string;
   epochs?: number;
@@ -170,6 +173,18 @@ export interface TrainOptions {
    * scores the frozen token states of a single-vector model, is off (weight 0) unless the model is multi-vector.
    */
   freezeBase?: boolean;
+  /**
+   * Contrastive Tension (Carlsson et al. 2021, "Semantic Re-tuning with Contrastive Tension"; sentence-transformers'
+   * ContrastiveTensionLossInBatchNegatives): self-supervised training on unlabeled sentences. A second copy of the
+   * model (the twin) encodes each sentence as the query, the model encodes it as the document, and the in-batch
+   * contrastive loss pulls each pair of identical sentences together and pushes the batch's other sentences away,
+   * in both directions; both copies train, and the model (not the twin) is saved. `data` is sentences: an array
+   * of strings, a .txt file (one per line), a .jsonl file of strings or `{ "text" }` objects, or pairs/triplets
+   * (all their texts). The defaults change with it: loss.contrastiveWeight 1, loss.lateInteractionWeight 0 (a
+   * single-vector loss), loss.symmetric true, valSplit 0 (no labels to validate on) and prompts false (both
+   * copies read the same text).
+   */
+  contrastiveTension?: boolean;
   /** ColTrast project files: semantic chunking of the documents (threshold 0.7, maxTokens the model's). */
   chunking?: Partial<ChunkingOptions>;
   /** ColTrast project files: positive threshold (0.6) and hard negatives per question (3). */
@@ -247,6 +262,7 @@ const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
   'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide', 'freezeBase',
+  'contrastiveTension',
 ] as const;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
@@ -277,6 +293,7 @@ interface Config {
   teacher?: string;
   guide?: Required<GuideOptions>;
   freezeBase: boolean;
+  contrastiveTension: boolean;
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   seed: number;
@@ -321,8 +338,10 @@ function readConfig(options: TrainOptions): Config {
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   if (o.resume !== undefined) booleanValue('options.resume', o.resume);
   const loss = checkOptions('options.loss', o.loss, LOSS_KEYS);
-  const contrastiveWeight = number('options.loss.contrastiveWeight', loss.contrastiveWeight ?? 0.5, (x) => x >= 0, 'a number >= 0');
-  const lateInteractionWeight = number('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? 0.5, (x) => x >= 0, 'a number >= 0');
+  const tension = booleanValue('options.contrastiveTension', o.contrastiveTension ?? false);
+  if (tension) contrastiveTensionOptions(o, loss);
+  const contrastiveWeight = number('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (tension ? 1 : 0.5), (x) => x >= 0, 'a number >= 0');
+  const lateInteractionWeight = number('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (tension ? 0 : 0.5), (x) => x >= 0, 'a number >= 0');
   // Its default depends on the data (distillationWeight below); undefined until then.
   const distillationWeight =
     loss.distillationWeight === undefined ? undefined : number('options.loss.distillationWeight', loss.distillationWeight, (x) => x >= 0, 'a number >= 0');
@@ -355,7 +374,7 @@ function readConfig(options: TrainOptions): Config {
     weightDecay: number('options.weightDecay', o.weightDecay ?? 0.01, (x) => x >= 0, 'a number >= 0'),
     maxGradNorm: number('options.maxGradNorm', o.maxGradNorm ?? 1, (x) => x >= 0, 'a number >= 0'),
     accumulation: positiveInteger('options.gradientAccumulation', o.gradientAccumulation ?? 1),
-    valSplit: number('options.valSplit', o.valSplit ?? 0.2, (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
+    valSplit: number('options.valSplit', o.valSplit ?? (tension ? 0 : 0.2), (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
     patience: early ? positiveInteger('options.earlyStopping.patience', early.patience) : Infinity,
     metric: oneOf('options.earlyStopping.metric', early?.metric ?? 'loss', ['loss', 'recall@1', 'mrr@10'] as const),
     maxNegatives: o.maxNegatives === undefined ? Infinity : number('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
@@ -381,6 +400,7 @@ function readConfig(options: TrainOptions): Config {
     teacher: o.teacher,
     guide: readGuide(o.guide, loss),
     freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
+    contrastiveTension: tension,
     chunking: {
       threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
       maxTokens: chunking.maxTokens === undefined ? undefined : positiveInteger('options.chunking.maxTokens', chunking.maxTokens),
@@ -391,12 +411,12 @@ function readConfig(options: TrainOptions): Config {
     },
     seed: number('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     precision: oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const),
-    prompts: booleanValue('options.prompts', o.prompts ?? true),
+    prompts: booleanValue('options.prompts', o.prompts ?? !tension),
     step: {
       contrastiveWeight,
       lateInteractionWeight,
       temperature: number('options.loss.temperature', loss.temperature ?? 0.05, (x) => x > 0, 'a number > 0'),
-      symmetric: booleanValue('options.loss.symmetric', loss.symmetric ?? false),
+      symmetric: booleanValue('options.loss.symmetric', loss.symmetric ?? tension),
       lateInteractionKind: oneOf('options.loss.lateInteraction', loss.lateInteraction ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
       distillation: oneOf('options.loss.distillation', loss.distillation ?? 'margin_mse', ['margin_mse', 'kl'] as const),
       teacherTemperature: number('options.loss.teacherTemperature', loss.teacherTemperature ?? 1, (x) => x > 0, 'a number > 0'),
@@ -405,6 +425,18 @@ function readConfig(options: TrainOptions): Config {
       ...(o.miniBatchSize === undefined ? {} : { miniBatchSize: positiveInteger('options.miniBatchSize', o.miniBatchSize) }),
     },
   };
+}
+
+/** What Contrastive Tension cannot be combined with: it trains a single-vector embedding model on its pooled vectors. */
+function contrastiveTensionOptions(o: TrainOptions, loss: LossOptions): void {
+  const other = (['crossEncoder', 'multiVector', 'teacher', 'guide'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  if (other.length > 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.contrastiveTension trains a single-vector embedding model on unlabeled sentences; drop ${other.map((k) => `options.${k}`).join(', ')}`);
+  }
+  if ((loss.lateInteractionWeight ?? 0) > 0 || loss.distillationWeight !== undefined) {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.contrastiveTension: its loss is the in-batch contrastive loss on pooled vectors; leave loss.lateInteractionWeight and loss.distillationWeight out');
+  }
+  if (loss.contrastiveWeight === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.contrastiveTension needs loss.contrastiveWeight > 0');
 }
 
 /** Learning rate at optimizer step `step` (0-based) of `total`. */
@@ -616,7 +648,9 @@ function checkPrecision(precision: Config['precision'], device: string): void {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const config = readConfig(options);
   if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
-  const data = readTrainingData(options.data);
+  const data = config.contrastiveTension
+    ? { examples: readSentences(options.data).map((sentence): TrainExample => ({ query: sentence, positive: sentence })) }
+    : readTrainingData(options.data);
   const { contrastiveWeight, lateInteractionWeight, distillationWeight } = config.step;
   const scoredData = 'examples' in data && data.examples.some((e) => e.scores);
   if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData) noLoss(true);
@@ -644,7 +678,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const from = saved ? path.join(checkpointDir, 'model') : model;
   const encoder = config.crossEncoder ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed) : await Encoder.load(from, loadOptions);
   let releaseTrainer: (() => void) | undefined;
+  let twin: Encoder | undefined;
   try {
+    if (encoder instanceof Encoder && encoder.multiVector && config.contrastiveTension) {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.contrastiveTension trains pooled vectors, and ${encoder.modelDir} is a multi-vector model; start from a single-vector one`);
+    }
     if (encoder instanceof Encoder && (encoder.multiVector || config.multiVector)) multiVectorLoss(config, options, encoder.modelDir, scoredData);
     checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
@@ -684,10 +722,16 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // After mining (which the single-vector model does); a resumed run's checkpoint model is multi-vector already.
     if (encoder instanceof Encoder && config.multiVector && !saved) await encoder.makeMultiVector(config.multiVector, config.seed);
     if (encoder instanceof Encoder && config.freezeBase) frozenBaseLoss(config, options, encoder);
+    // Contrastive Tension's twin: the same model loaded again (a resumed run's from the checkpoint), with the same
+    // new head when there is one (the same seed makes it the same).
+    if (config.contrastiveTension) {
+      twin = await Encoder.load(saved ? path.join(checkpointDir, 'twin') : from, loadOptions);
+      if (config.projection && !saved) await twin.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
+    }
     const optimizer = { learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed, precision: config.precision, freezeBase: config.freezeBase };
     // Either model's trainer: train() only hands its prepared batches back to it.
     const trainer: ModelTrainer<{ tokenizeSeconds: number }> =
-      encoder instanceof CrossEncoder ? encoder.createTrainer(optimizer, config.crossEncoder!) : await encoder.createTrainer(optimizer, config.prompts);
+      encoder instanceof CrossEncoder ? encoder.createTrainer(optimizer, config.crossEncoder!) : await encoder.createTrainer(optimizer, config.prompts, twin);
     releaseTrainer = () => trainer.dispose();
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
     const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;
@@ -725,6 +769,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const checkpoint = (position: Partial<LoopState> = {}) =>
       writeFolderAtomic(checkpointDir, true, async (staging) => {
         await encoder.save(path.join(staging, 'model'));
+        if (twin) await twin.save(path.join(staging, 'twin'));
         await trainer.saveState(path.join(staging, 'trainer.safetensors'));
         const saved = { ...state, ...position, bestScore: Number.isFinite(state.bestScore) ? state.bestScore : null };
         writeJsonAtomic(path.join(staging, 'state.json'), { version: 1, state: saved, trainSet, val });
@@ -823,6 +868,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         kind: encoder instanceof CrossEncoder ? 'cross-encoder' : encoder.multiVector ? 'multi-vector' : 'embedding',
         guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
         frozenBase: config.freezeBase,
+        contrastiveTension: config.contrastiveTension,
         distillation: config.step.distillationWeight
           ? `${config.teacher ? `\`${config.teacher}\`` : "the data's teacher scores"} (${config.step.distillation === 'kl' ? 'KL divergence' : 'MarginMSE'}, weight ${config.step.distillationWeight})`
           : undefined,
@@ -832,6 +878,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     return result;
   } finally {
     releaseTrainer?.();
+    twin?.dispose();
     encoder.dispose();
   }
 }

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, retrievalMetrics, train } from '../lib';
 import { native, type NativeStepOptions } from '../lib/native';
+import type { Device } from '../lib/encoder';
 import { FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
 
 const dataset = wordDataset;
@@ -13,7 +14,7 @@ const dataset = wordDataset;
 const BATCHES = [0, 1, 2, 3, 4, 5].map((i) => dataset(4, 100 + i));
 
 /** Runs the native trainer over BATCHES on `device` and returns each step's result. */
-async function steps(device: string, trainer: Parameters<Encoder['createTrainer']>[0], step: Partial<NativeStepOptions> = {}) {
+async function steps(device: Device, trainer: Parameters<Encoder['createTrainer']>[0], step: Partial<NativeStepOptions> = {}) {
   const enc = await Encoder.load(FIXTURE, { device });
   try {
     const tr = await enc.createTrainer({ learningRate: 1e-3, seed: 3, ...trainer });

@@ -12,8 +12,9 @@
 //     token vectors equal encode_query / encode_document / encode, its training loss on a batch equals
 //     MultiVectorMultipleNegativesRankingLoss's, and sentence-transformers loads what coltrast saves and trains;
 //   - the fused MaxSim op scores as sentence-transformers' own late-interaction scoring (maxsim, maxsim_pairwise);
-//   - the distillation losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss on a batch, and the
-//     guided contrastive loss its GISTEmbedLoss;
+//   - the distillation losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss on a batch, the
+//     guided contrastive loss its GISTEmbedLoss, and Contrastive Tension's loss (a trained model and its trained
+//     twin) its ContrastiveTensionLossInBatchNegatives;
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
@@ -344,8 +345,31 @@ check(`cross-encoder: sentence-transformers loads a reranker coltrast trained fr
   t.true(worst < 1e-5, `max abs difference ${worst}`);
 });
 
-check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss (1e-5)${skipped}`, async (t) => {
+check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives (1e-5)${skipped}`, async (t) => {
   const dir = tempDir();
+  // Contrastive Tension: a model and its twin, trained apart for a few steps (dropout draws differ), then saved.
+  const sentences = wordDataset(24, 41).map((p) => p.positive);
+  const tension = { model: path.join(dir, 'ct-model'), twin: path.join(dir, 'ct-twin'), sentences: sentences.slice(0, 6), scale: 20 };
+  const ctStep = {
+    contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 1 / tension.scale, symmetric: true, lateInteractionKind: 'cross_entropy' as const,
+    learningRate: 3e-3, maxGradNorm: 1, lossScale: 1, apply: true,
+  };
+  let ourTension: number;
+  {
+    const model = await Encoder.load(FIXTURE, { device: 'cpu' });
+    const twin = await Encoder.load(FIXTURE, { device: 'cpu' });
+    try {
+      const ct = await model.createTrainer({ seed: 4 }, false, twin);
+      for (let i = 0; i < 3; i++) await ct.step(sentences.slice(8 * i, 8 * i + 8), sentences.slice(8 * i, 8 * i + 8), ctStep);
+      ourTension = (await ct.evaluate(tension.sentences, tension.sentences, { ...ctStep, learningRate: 0, apply: false })).loss;
+      ct.dispose();
+      await model.save(tension.model);
+      await twin.save(tension.twin);
+    } finally {
+      twin.dispose();
+      model.dispose();
+    }
+  }
   // The guide: the fixture with CLS pooling (the same tokenizer, so sentence-transformers does not re-tokenize).
   const guideDir = path.join(dir, 'guide');
   fs.cpSync(FIXTURE, guideDir, { recursive: true });
@@ -363,12 +387,14 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     student_temperature: 0.05,
     teacher_temperature: 2,
     gist,
+    tension,
   };
   fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
   const r = python([script('st_losses.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
   t.is(r.status, 0, r.tail);
   const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
   const close = (ours: number, theirs: number, what: string) => t.true(Math.abs(ours - theirs) <= 1e-5 * theirs, `${what}: coltrast ${ours}, sentence-transformers ${theirs}`);
+  close(ourTension, ref.tension, 'Contrastive Tension (in-batch negatives)');
 
   const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
   const trainer = await encoder.createTrainer({ seed: 1 });

@@ -449,14 +449,14 @@ std::pair<torch::Tensor, LossParts> crossEncoderLoss(LoadedEncoder& enc, const S
 // similar length and are cut to their own longest.
 class MiniBatches {
  public:
-  MiniBatches(LoadedEncoder& enc, const StepOptions& s, torch::ScalarType autocast)
-      : enc_(enc), s_(s), autocast_(autocast), generator_(at::globalContext().defaultGenerator(enc.device)) {}
+  MiniBatches(const torch::Device& device, const StepOptions& s, torch::ScalarType autocast)
+      : s_(s), autocast_(autocast), generator_(at::globalContext().defaultGenerator(device)) {}
 
-  // Encodes every mini-batch of `side` (grad mode as the caller set it) and returns the whole side in the
+  // Encodes every mini-batch of `side` with `enc` (grad mode as the caller set it) and returns the whole side in the
   // batch's row order, padded back to its length; remembers each mini-batch's rows, length and
   // random-number state for backward(). With more than one mini-batch the rows go longest first, so that
   // each mini-batch holds texts of similar length and pads little.
-  Encoded encodeAll(const Side& side) {
+  Encoded encodeAll(const Side& side, LoadedEncoder& enc) {
     std::vector<int64_t> order(static_cast<size_t>(side.batch));
     std::iota(order.begin(), order.end(), int64_t{0});
     if (side.batch > s_.miniBatchSize) {
@@ -470,7 +470,7 @@ class MiniBatches {
     Encoded all;
     for (int64_t start = 0; start < side.batch; start += s_.miniBatchSize) {
       const auto first = order.begin() + start, last = first + std::min(s_.miniBatchSize, side.batch - start);
-      Chunk c{&side, torch::tensor(std::vector<int64_t>(first, last), torch::kInt64).to(enc_.device), 1, generatorState(generator_)};
+      Chunk c{&side, &enc, torch::tensor(std::vector<int64_t>(first, last), torch::kInt64).to(enc.device), 1, generatorState(generator_)};
       for (auto r = first; r != last; ++r) c.len = std::max(c.len, side.lengths[static_cast<size_t>(*r)]);
       const Encoded part = encodeChunk(c);
       if (keepStates && !all.states.defined()) {
@@ -522,33 +522,54 @@ class MiniBatches {
  private:
   struct Chunk {
     const Side* side;
+    LoadedEncoder* enc;  // the model that encodes it (a Contrastive Tension run's queries: the twin)
     torch::Tensor rows;  // the batch rows it holds, on the model's device
     int64_t len;         // its longest text's length
     at::Tensor rng;
   };
   Encoded encodeChunk(const Chunk& c) {
     auto take = [&](const torch::Tensor& t) { return t.narrow(1, 0, c.len).index_select(0, c.rows); };
-    return encode(enc_, take(c.side->ids), take(c.side->mask), take(c.side->types), take(c.side->scored), s_, autocast_);
+    return encode(*c.enc, take(c.side->ids), take(c.side->mask), take(c.side->types), take(c.side->scored), s_, autocast_);
   }
 
-  LoadedEncoder& enc_;
   const StepOptions& s_;
   torch::ScalarType autocast_;
   at::Generator generator_;  // the device's default generator, which dropout draws from
   std::vector<Chunk> chunks_;
 };
 
-// Both sides of a batch: whole, or through `mini`'s first pass when gradient caching is on (grad mode as
+// Both sides of a batch, the queries by the state's query encoder (the twin in Contrastive Tension) and the
+// documents by its encoder: whole, or through `mini`'s first pass when gradient caching is on (grad mode as
 // the caller set it).
-std::pair<Encoded, Encoded> encodeBatch(LoadedEncoder& enc, const Side& q, const Side& d, const StepOptions& s,
+std::pair<Encoded, Encoded> encodeBatch(const TrainerState& state, const Side& q, const Side& d, const StepOptions& s,
                                         torch::ScalarType autocast, MiniBatches* mini) {
+  LoadedEncoder& qEnc = state.queryEncoder();
+  LoadedEncoder& dEnc = *state.encoder;
   if (mini) {
-    Encoded qe = mini->encodeAll(q);
-    return {std::move(qe), mini->encodeAll(d)};
+    Encoded qe = mini->encodeAll(q, qEnc);
+    return {std::move(qe), mini->encodeAll(d, dEnc)};
   }
-  Encoded qe = encode(enc, q.ids, q.mask, q.types, q.scored, s, autocast);
-  return {std::move(qe), encode(enc, d.ids, d.mask, d.types, d.scored, s, autocast)};
+  Encoded qe = encode(qEnc, q.ids, q.mask, q.types, q.scored, s, autocast);
+  return {std::move(qe), encode(dEnc, d.ids, d.mask, d.types, d.scored, s, autocast)};
 }
+
+// Training or evaluation mode (dropout) for the state's model and its twin.
+void setTraining(const TrainerState& state, bool on) {
+  for (LoadedEncoder* e : {state.encoder.get(), state.twin.get()}) {
+    if (e) e->model->train(on);
+  }
+}
+
+// Holds the state's model (and its twin's) for one step or state transfer: one forward at a time per model.
+class ModelLock {
+ public:
+  explicit ModelLock(const TrainerState& state) : encoder_(state.encoder->mutex) {
+    if (state.twin) twin_ = std::unique_lock<std::mutex>(state.twin->mutex);
+  }
+
+ private:
+  std::unique_lock<std::mutex> encoder_, twin_;
+};
 
 // Holds the global CPU generator on the run's state for the guard's lifetime and saves where it got to;
 // on a GPU, the device's generator too (dropout there draws from it). Steps of all trainers in the process,
@@ -587,31 +608,31 @@ class StepWorker : public PromiseWorker {
   void compute() override {
     const auto started = std::chrono::steady_clock::now();
     LoadedEncoder& enc = *state_->encoder;
-    std::lock_guard<std::mutex> lock(enc.mutex);
+    ModelLock lock(*state_);
     if (!train_ && options_.crossEncoder) {
       torch::NoGradGuard noGrad;
       enc.model->eval();
       parts_ = crossEncoderLoss(enc, Side(q_, enc.device), options_, state_->autocast).second;
     } else if (!train_) {
       torch::NoGradGuard noGrad;
-      enc.model->eval();
+      setTraining(*state_, false);
       const Side q(q_, enc.device), d(d_, enc.device);
-      MiniBatches mini(enc, options_, state_->autocast);
-      const auto [qe, de] = encodeBatch(enc, q, d, options_, state_->autocast, options_.miniBatchSize > 0 ? &mini : nullptr);
+      MiniBatches mini(enc.device, options_, state_->autocast);
+      const auto [qe, de] = encodeBatch(*state_, q, d, options_, state_->autocast, options_.miniBatchSize > 0 ? &mini : nullptr);
       parts_ = batchLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast).second;
     } else {
       RngScope rng(*state_, enc.device);
-      enc.model->train();
+      setTraining(*state_, true);
       try {
         trainStep(enc);
       } catch (...) {
         // A step that failed part-way (out of memory in backward, say) must not leave its partial
         // gradients for the next one to add to; gradients accumulated by earlier batches go too.
         state_->optimizer->zero_grad();
-        enc.model->eval();
+        setTraining(*state_, false);
         throw;
       }
-      enc.model->eval();
+      setTraining(*state_, false);
     }
     seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   }
@@ -626,18 +647,18 @@ class StepWorker : public PromiseWorker {
     } else {
       biEncoderStep(enc, factor);
     }
-    update(enc);
+    update();
   }
 
   // Forward, losses and backward of an embedding model's batch (queries against documents).
   void biEncoderStep(LoadedEncoder& enc, double factor) {
     const Side q(q_, enc.device), d(d_, enc.device);
     if (options_.miniBatchSize > 0) {
-      MiniBatches mini(enc, options_, state_->autocast);
+      MiniBatches mini(enc.device, options_, state_->autocast);
       Encoded qe, de;
       {
         torch::NoGradGuard noGrad;
-        std::tie(qe, de) = encodeBatch(enc, q, d, options_, state_->autocast, &mini);
+        std::tie(qe, de) = encodeBatch(*state_, q, d, options_, state_->autocast, &mini);
       }
       // The cached outputs as leaves: backward through the losses stops at them.
       for (Encoded* e : {&qe, &de}) {
@@ -656,7 +677,7 @@ class StepWorker : public PromiseWorker {
       const Encoded qGrad = gradOf(qe), dGrad = gradOf(de);
       parts_.miniBatchMaxDiff = mini.backward(q, qe, qGrad, d, de, dGrad);
     } else {
-      const auto [qe, de] = encodeBatch(enc, q, d, options_, state_->autocast, nullptr);
+      const auto [qe, de] = encodeBatch(*state_, q, d, options_, state_->autocast, nullptr);
       auto [loss, parts] = batchLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
@@ -664,10 +685,10 @@ class StepWorker : public PromiseWorker {
   }
 
   // Unscaling, clipping and the AdamW update, when this batch ends a group of accumulated ones.
-  void update(LoadedEncoder& enc) {
+  void update() {
     GradScaler& scaler = state_->scaler;
     if (!options_.apply) return;
-    auto params = enc.parameters();
+    auto params = state_->parameters();
     scaler.unscale(params);
     parts_.gradNorm = clipGradNorm(params, options_.maxGradNorm > 0 ? options_.maxGradNorm : std::numeric_limits<double>::infinity());
     const bool finite = std::isfinite(parts_.gradNorm);
@@ -712,7 +733,7 @@ class StepWorker : public PromiseWorker {
 };
 
 // Optimizer and random-number state as safetensors (never pickle): for parameter i (in
-// LoadedEncoder::parameters() order: the model's, then the projection head's) "adamw.i.exp_avg",
+// TrainerState::parameters() order: the model's, then the projection head's, then the same of a twin's) "adamw.i.exp_avg",
 // "adamw.i.exp_avg_sq" and "adamw.i.step", plus "rng" (on a GPU also "rng.cuda") and "steps", and with
 // float16's loss scaling "scaler.scale" and "scaler.growth_tracker".
 class StateWorker : public PromiseWorker {
@@ -722,9 +743,8 @@ class StateWorker : public PromiseWorker {
 
  protected:
   void compute() override {
-    LoadedEncoder& enc = *state_->encoder;
-    std::lock_guard<std::mutex> lock(enc.mutex);
-    auto params = enc.parameters();
+    ModelLock lock(*state_);
+    auto params = state_->parameters();
     auto& optimizerState = state_->optimizer->state();
     auto keyOf = [](const torch::Tensor& p) {
       return optimizerStateKey<typename std::decay_t<decltype(optimizerState)>::key_type>(p);
@@ -781,6 +801,14 @@ class StateWorker : public PromiseWorker {
 
 }  // namespace
 
+std::vector<torch::Tensor> TrainerState::parameters() const {
+  std::vector<torch::Tensor> all = encoder->parameters();
+  if (twin) {
+    for (auto& p : twin->parameters()) all.push_back(p);
+  }
+  return all;
+}
+
 std::shared_ptr<TrainerState> TrainerWrap::live(Napi::Env env) const {
   if (!state_) throw jsError(env, {"DISPOSED", "this trainer was disposed"});
   return state_;
@@ -819,9 +847,10 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
   state_ = std::move(*info[0].As<Napi::External<std::shared_ptr<TrainerState>>>().Data());
 }
 
-// create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed, precision, gradScaler, freezeBase }): AdamW over
-// the encoder's parameters (only its heads' with freezeBase), without weight decay on biases and LayerNorm weights
-// (the usual BERT fine-tuning split). precision: 'float32' (default), 'bfloat16' or 'float16' (autocast; the weights stay float32).
+// create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed, precision, gradScaler, freezeBase, twin }): AdamW
+// over the encoder's parameters (only its heads' with freezeBase), without weight decay on biases and LayerNorm
+// weights (the usual BERT fine-tuning split). twin: a second NativeEncoder of the same model, trained with it (its
+// parameters join the optimizer after the encoder's), that encodes the queries (Contrastive Tension). precision: 'float32' (default), 'bfloat16' or 'float16' (autocast; the weights stay float32).
 // gradScaler: { initScale, growthFactor, backoffFactor, growthInterval } turns loss scaling on; float16
 // turns it on with torch.amp.GradScaler's defaults.
 Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
@@ -844,6 +873,17 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
       throw invalidArgument("precision must be 'float32', 'bfloat16' or 'float16', not '" + precision + "'");
     }
     checkAutocast(encoder->device, autocast);
+    std::shared_ptr<LoadedEncoder> twin;
+    if (!o.Get("twin").IsUndefined()) {
+      if (!o.Get("twin").IsObject()) throw invalidArgument("twin must be a NativeEncoder");
+      twin = EncoderWrap::shared(o.Get("twin").As<Napi::Object>());
+      if (twin == encoder) throw invalidArgument("twin must be a second copy of the model, not the model itself");
+      const auto ours = encoder->parameters(), theirs = twin->parameters();
+      bool same = twin->dtype == torch::kFloat32 && twin->device == encoder->device && ours.size() == theirs.size() &&
+                  !twin->classifier && !encoder->classifier;
+      for (size_t i = 0; same && i < ours.size(); ++i) same = ours[i].sizes() == theirs[i].sizes();
+      if (!same) throw invalidArgument("twin must be the same embedding model as the trained one (float32, on the same device)");
+    }
     GradScaler scaler;
     scaler.enabled = autocast == torch::kFloat16;
     if (o.Get("gradScaler").IsObject()) {
@@ -861,14 +901,19 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
     // freezeBase: only the heads train (the transformer's parameters get no gradient, so backward stops at its
     // output and keeps none of its activations).
     const bool freezeBase = boolOr(o, "freezeBase", false);
-    const auto base = encoder->model->parameters();
+    auto state = std::make_shared<TrainerState>();
+    state->encoder = std::move(encoder);
+    state->twin = std::move(twin);
     std::set<const void*> frozen;
     if (freezeBase) {
-      for (const auto& p : base) frozen.insert(p.unsafeGetTensorImpl());
-      if (frozen.size() == encoder->parameters().size()) throw invalidArgument("freezeBase leaves nothing to train: the model has no head");
+      for (LoadedEncoder* e : {state->encoder.get(), state->twin.get()}) {
+        if (!e) continue;
+        for (const auto& p : e->model->parameters()) frozen.insert(p.unsafeGetTensorImpl());
+      }
+      if (frozen.size() == state->parameters().size()) throw invalidArgument("freezeBase leaves nothing to train: the model has no head");
     }
     std::vector<torch::Tensor> decay, noDecay;
-    for (auto& p : encoder->parameters()) {
+    for (auto& p : state->parameters()) {
       const bool trains = frozen.count(p.unsafeGetTensorImpl()) == 0;
       p.set_requires_grad(trains);
       if (trains) (p.dim() >= 2 ? decay : noDecay).push_back(p);
@@ -885,8 +930,6 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
       groups.emplace_back(noDecay,
                           std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(0)));
     }
-    auto state = std::make_shared<TrainerState>();
-    state->encoder = std::move(encoder);
     state->autocast = autocast;
     state->scaler = scaler;
     const auto seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
@@ -924,6 +967,7 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     };
     StepOptions options = readStepOptions(args);
     if (options.crossEncoder) {
+      if (live(env)->twin) throw invalidArgument("a trainer with a twin (Contrastive Tension) trains embedding models, not cross-encoders");
       // Every query with every document: `pairs` holds them query-major, `documentsPerQuery` per query.
       TokenBatch pairs = batchAt("pairs");
       options.documentsPerQuery = static_cast<int64_t>(numberOr(args, "documentsPerQuery", 0));

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <vector>
 
 #include "encoder_wrap.h"
 #include "train/precision.h"
@@ -12,6 +13,14 @@ namespace coltrast {
 
 struct TrainerState {
   std::shared_ptr<LoadedEncoder> encoder;  // training updates this model in place; Encoder.save() writes it
+  // Contrastive Tension (Carlsson et al. 2021): a second, independently trained copy of the model that encodes
+  // the queries (the encoder above encodes the documents and is the model kept), or none.
+  std::shared_ptr<LoadedEncoder> twin;
+  // Everything the optimizer updates: the encoder's parameters, then the twin's (the order of the saved
+  // optimizer state).
+  std::vector<torch::Tensor> parameters() const;
+  // The model that encodes the queries: the twin when there is one.
+  LoadedEncoder& queryEncoder() const { return twin ? *twin : *encoder; }
   std::unique_ptr<torch::optim::AdamW> optimizer;
   int64_t steps = 0;
   // This run's random-number state (dropout). Swapped into libtorch's global CPU generator for each step,
