@@ -15,18 +15,21 @@
 #include "safetensors.h"
 
 namespace coltrast {
-namespace {
 
-// 8192 rows x 384 dims is 12 MiB of float32: small enough that widening a float16 block stays in cache
-// (65536-row blocks made float16 search 6x slower at one million rows), large enough for BLAS.
-constexpr int64_t kBlockRows = 8192;
-
-struct Store {
+// The vectors and their lock (outside the anonymous namespace below: DenseStoreWrap::Impl holds one).
+struct DenseVectors {
   torch::Tensor data;  // [capacity, dim]
   int64_t rows = 0;
   int64_t dim = 0;
   std::mutex mutex;
 };
+
+namespace {
+using Store = DenseVectors;
+
+// 8192 rows x 384 dims is 12 MiB of float32: small enough that widening a float16 block stays in cache
+// (65536-row blocks made float16 search 6x slower at one million rows), large enough for BLAS.
+constexpr int64_t kBlockRows = 8192;
 
 void append(Store& s, const float* values, int64_t n) {
   if (n == 0) return;

@@ -85,7 +85,9 @@ export interface AddonFlags {
 export function addonFlags(): AddonFlags | null {
   if (!fs.existsSync(COMPILE_COMMANDS)) return null;
   const commands: CompileCommand[] = JSON.parse(fs.readFileSync(COMPILE_COMMANDS, 'utf8'));
-  const template = commands.find((c) => c.file.endsWith(path.join('native', 'ops', 'autograd.cc')));
+  // Every C++ file of the addon has the same flags; a unity build (CMakeLists.txt) lists its batch files
+  // (CMakeFiles/coltrast.dir/Unity/unity_<n>_cxx.cxx) instead of the sources.
+  const template = commands.find((c) => c.file.endsWith(path.join('native', 'ops', 'autograd.cc')) || /[\\/]Unity[\\/]unity_\d+_cxx\.cxx$/.test(c.file));
   if (!template) return null;
   const argv = template.arguments ?? shellWords(template.command ?? '');
   const flags: string[] = [];
