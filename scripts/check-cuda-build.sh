@@ -75,7 +75,7 @@ if ! [ -f "$env/.runtime" ]; then
 fi
 pkg=$(mktemp -d)/coltrast
 mkdir -p "$pkg/build/Release"
-cp -r package.json tsconfig.json lib dist test examples default-model scripts "$pkg"/
+cp -r package.json ava.config.mjs tsconfig.json lib dist test examples default-model scripts "$pkg"/
 ln -s "$(pwd)/node_modules" "$pkg/node_modules"
 [ -d build/pyenv ] && ln -s "$(pwd)/build/pyenv" "$pkg/build/pyenv"
 cp "$addon" "$pkg/build/Release/"

@@ -17,9 +17,11 @@
 //     twin) its ContrastiveTensionLossInBatchNegatives;
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import readline from 'node:readline';
+import type { Readable } from 'node:stream';
 import { CrossEncoder, Encoder, ops, train } from '../lib';
 import { embedWithGuide, guideMasks } from '../lib/guide';
 import { makeBatches } from '../lib/train-data';
@@ -44,10 +46,49 @@ const check = skip ? test.skip : test;
 const skipped = skip ? ` [skipped: ${skip}]` : '';
 const [stVersion, hfVersion] = probe?.stdout.trim().split(' ') ?? [];
 
-function python(args: string[]) {
-  const r = spawnSync(PYTHON, args, { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' }, timeout: 300_000 });
-  // Hugging Face's progress bars and load reports go to stderr; keep the last lines for a failure message.
-  return { status: r.status, stdout: r.stdout ?? '', tail: `${r.stdout}\n${(r.stderr ?? '').split('\n').slice(-15).join('\n')}` };
+interface Reply {
+  status: number | null;
+  stdout: string;
+  /** stdout and the last lines of stderr (Hugging Face's progress bars and load reports), for a failure message. */
+  tail: string;
+}
+
+// The fixture scripts run one after another in one Python process (scripts/fixtures/run_scripts.py), which
+// imports torch, transformers and sentence-transformers once for all of them; started by the first call.
+let runner: { send: (script: string, args: string[]) => Promise<Reply>; close: () => void } | undefined;
+function scriptRunner(): NonNullable<typeof runner> {
+  if (runner) return runner;
+  const child = spawn(PYTHON, [script('run_scripts.py')], { stdio: ['pipe', 'ignore', 'pipe', 'pipe'], env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+  const waiting = new Map<number, (reply: Reply) => void>();
+  let stderr = '';
+  let next = 0;
+  child.stderr!.on('data', (chunk) => (stderr = (stderr + chunk).slice(-20_000)));
+  const tail = (out: string, err: string) => `${out}\n${err.split('\n').slice(-15).join('\n')}`;
+  readline.createInterface({ input: child.stdio[3] as Readable }).on('line', (line) => {
+    const r = JSON.parse(line) as { id: number; status: number; stdout: string; stderr: string };
+    waiting.get(r.id)?.({ status: r.status, stdout: r.stdout, tail: tail(r.stdout, r.stderr) });
+    waiting.delete(r.id);
+  });
+  child.on('exit', (code, signal) => {
+    for (const done of waiting.values()) done({ status: code ?? 1, stdout: '', tail: tail(`the script runner exited (${signal ?? code})`, stderr) });
+    waiting.clear();
+  });
+  runner = {
+    send: (file, args) =>
+      new Promise((resolve) => {
+        const id = next++;
+        waiting.set(id, resolve);
+        child.stdin!.write(`${JSON.stringify({ id, script: file, args })}\n`);
+      }),
+    close: () => child.stdin!.end(),
+  };
+  return runner;
+}
+test.after.always(() => runner?.close());
+
+/** Runs a fixture script (its path, then its arguments) as `python <script> <args>` would. */
+function python([file, ...args]: string[]): Promise<Reply> {
+  return scriptRunner().send(file, args);
 }
 
 function readJsonl(file: string): number[][] {
@@ -70,8 +111,8 @@ async function embedToJsonl(modelDir: string, file: string): Promise<void> {
   }
 }
 
-check(`transformers and sentence-transformers compute the tiny BERT's recorded outputs (1e-6)${skipped}`, (t) => {
-  const r = python([script('check_reference_hf.py')]);
+check(`transformers and sentence-transformers compute the tiny BERT's recorded outputs (1e-6)${skipped}`, async (t) => {
+  const r = await python([script('check_reference_hf.py')]);
   t.is(r.status, 0, r.tail);
   t.regex(r.stdout, /transformers \+ sentence-transformers vs recorded reference: token states [\d.e-]+, pooled [\d.e-]+/);
   t.log(`sentence-transformers ${stVersion}, transformers ${hfVersion}: ${r.stdout.trim()}`);
@@ -80,7 +121,7 @@ check(`transformers and sentence-transformers compute the tiny BERT's recorded o
 check(`sentence-transformers loads the shipped default model and embeds as coltrast does (1e-4)${skipped}`, async (t) => {
   const ours = path.join(tempDir(), 'default.jsonl');
   await embedToJsonl('default', ours);
-  const r = python([script('check_python_load.py'), path.join(ROOT, 'default-model'), TEXTS, ours]);
+  const r = await python([script('check_python_load.py'), path.join(ROOT, 'default-model'), TEXTS, ours]);
   t.is(r.status, 0, r.tail);
   t.log(r.stdout.trim());
 });
@@ -91,7 +132,7 @@ check(`sentence-transformers loads a decoder (Qwen3) embedding model coltrast tr
   await train({ model: path.join(ROOT, 'test', 'fixtures', 'tiny-decoders', 'qwen3'), data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
   const ours = path.join(dir, 'ours.jsonl');
   await embedToJsonl(model, ours);
-  const r = python([script('check_python_load.py'), model, TEXTS, ours]);
+  const r = await python([script('check_python_load.py'), model, TEXTS, ours]);
   t.is(r.status, 0, r.tail);
   t.log(r.stdout.trim());
 });
@@ -111,7 +152,7 @@ check(`sentence-transformers loads a model coltrast trained and saved with a pro
   const ours = path.join(dir, 'ours.jsonl');
   await embedToJsonl(model, ours);
   t.is(readJsonl(ours)[0].length, 12);
-  const r = python([script('check_python_load.py'), model, TEXTS, ours]);
+  const r = await python([script('check_python_load.py'), model, TEXTS, ours]);
   t.is(r.status, 0, r.tail);
   t.log(r.stdout.trim());
 });
@@ -131,7 +172,7 @@ for (const [pooling, dense, normalize] of [
     const args = [script('st_save.py'), FIXTURE, saved, TEXTS, theirs, '--pooling', pooling, '--seed', '11'];
     if (dense) args.push('--dense', String(dense));
     if (!normalize) args.push('--no-normalize');
-    const r = python(args);
+    const r = await python(args);
     t.is(r.status, 0, r.tail);
     const ours = path.join(dir, 'ours.jsonl');
     await embedToJsonl(saved, ours);
@@ -168,7 +209,7 @@ for (const exclude of [false, true]) {
     const dir = tempDir();
     const model = path.join(dir, 'model');
     const theirs = path.join(dir, 'theirs.json');
-    const r = python([script('st_prompts.py'), 'build', FIXTURE, model, TEXTS, theirs, ...(exclude ? ['--exclude-prompt'] : [])]);
+    const r = await python([script('st_prompts.py'), 'build', FIXTURE, model, TEXTS, theirs, ...(exclude ? ['--exclude-prompt'] : [])]);
     t.is(r.status, 0, r.tail);
     const ref: Pooled & { prompts: Record<string, string> } = JSON.parse(fs.readFileSync(theirs, 'utf8'));
     const texts = fs.readFileSync(TEXTS, 'utf8').split('\n').filter((l) => l.trim());
@@ -185,7 +226,7 @@ for (const exclude of [false, true]) {
     await encoder.save(saved);
     encoder.dispose();
     const back = path.join(dir, 'back.json');
-    const again = python([script('st_prompts.py'), 'load', saved, TEXTS, back]);
+    const again = await python([script('st_prompts.py'), 'load', saved, TEXTS, back]);
     t.is(again.status, 0, again.tail);
     const reloaded: Pooled & { prompts: Record<string, string> } = JSON.parse(fs.readFileSync(back, 'utf8'));
     t.deepEqual(reloaded.prompts, ref.prompts);
@@ -240,7 +281,7 @@ for (const [format, expansion, attend] of [
     const batchFile = path.join(dir, 'batch.json');
     fs.writeFileSync(batchFile, JSON.stringify({ ...LOSS_BATCH, scale: 1 }));
     const lossArgs = expansion === 'fixed' ? ['--loss-batch', batchFile] : [];
-    const r = python([script('st_multi_vector.py'), FIXTURE, model, texts, theirs, '--format', format, '--expansion', expansion, ...(attend ? ['--attend'] : []), ...lossArgs]);
+    const r = await python([script('st_multi_vector.py'), FIXTURE, model, texts, theirs, '--format', format, '--expansion', expansion, ...(attend ? ['--attend'] : []), ...lossArgs]);
     t.is(r.status, 0, r.tail);
     const ref: TokenRows & { loss?: number } = JSON.parse(fs.readFileSync(theirs, 'utf8'));
     if (expansion === 'fixed') {
@@ -272,7 +313,7 @@ for (const [format, expansion, attend] of [
         encoder.dispose();
       }
       const back = path.join(dir, 'back.json');
-      const again = python([script('st_multi_vector.py'), FIXTURE, saved, texts, back, '--format', 'load']);
+      const again = await python([script('st_multi_vector.py'), FIXTURE, saved, texts, back, '--format', 'load']);
       t.is(again.status, 0, again.tail);
       const afterSave = await compareTokens(t, saved, JSON.parse(fs.readFileSync(back, 'utf8')), SHORT_AND_LONG);
       t.true(afterSave <= 1e-5, `after coltrast's save: ${afterSave}`);
@@ -291,7 +332,7 @@ check(`sentence-transformers' MultiVectorEncoder loads a model coltrast made mul
     multiVector: { dimension: 16, queryLength: 12, documentLength: 30, queryPrompt: 'query: ', documentPrompt: 'passage: ' },
   });
   const theirs = path.join(dir, 'theirs.json');
-  const r = python([script('st_multi_vector.py'), FIXTURE, model, texts, theirs, '--format', 'load']);
+  const r = await python([script('st_multi_vector.py'), FIXTURE, model, texts, theirs, '--format', 'load']);
   t.is(r.status, 0, r.tail);
   const ref: TokenRows = JSON.parse(fs.readFileSync(theirs, 'utf8'));
   t.true(ref.query.every((rows) => rows.length === 12), 'queries expanded to 12 tokens by sentence-transformers too');
@@ -309,7 +350,7 @@ for (const which of ['st', 'hf']) {
     const pairs = path.join(dir, 'pairs.json');
     fs.writeFileSync(pairs, JSON.stringify(CROSS_REFERENCE.pairs));
     const recorded = path.join(dir, 'recorded.json');
-    let r = python([script('st_cross_encoder.py'), 'load', path.join(CROSS, which), pairs, recorded]);
+    let r = await python([script('st_cross_encoder.py'), 'load', path.join(CROSS, which), pairs, recorded]);
     t.is(r.status, 0, r.tail);
     const now = JSON.parse(fs.readFileSync(recorded, 'utf8'));
     t.true(maxAbsDiff(now.logits.flat(), CROSS_REFERENCE[which].logits.flat()) < 1e-6, 'the recorded reference is what sentence-transformers computes');
@@ -320,7 +361,7 @@ for (const which of ['st', 'hf']) {
     const ourScores = await ce.predict(CROSS_REFERENCE.pairs);
     ce.dispose();
     const back = path.join(dir, 'back.json');
-    r = python([script('st_cross_encoder.py'), 'load', saved, pairs, back]);
+    r = await python([script('st_cross_encoder.py'), 'load', saved, pairs, back]);
     t.is(r.status, 0, r.tail);
     const theirs = JSON.parse(fs.readFileSync(back, 'utf8'));
     const worst = Math.max(maxAbsDiff(ours.data, theirs.logits.flat()), maxAbsDiff(ourScores.data, theirs.scores.flat()));
@@ -339,7 +380,7 @@ check(`cross-encoder: sentence-transformers loads a reranker coltrast trained fr
   const ours = await ce.predict(CROSS_REFERENCE.pairs, { activation: 'identity' });
   ce.dispose();
   const back = path.join(dir, 'back.json');
-  const r = python([script('st_cross_encoder.py'), 'load', model, pairs, back]);
+  const r = await python([script('st_cross_encoder.py'), 'load', model, pairs, back]);
   t.is(r.status, 0, r.tail);
   const worst = maxAbsDiff(ours.data, JSON.parse(fs.readFileSync(back, 'utf8')).logits.flat());
   t.true(worst < 1e-5, `max abs difference ${worst}`);
@@ -390,7 +431,7 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     tension,
   };
   fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
-  const r = python([script('st_losses.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
+  const r = await python([script('st_losses.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
   t.is(r.status, 0, r.tail);
   const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
   const close = (ours: number, theirs: number, what: string) => t.true(Math.abs(ours - theirs) <= 1e-5 * theirs, `${what}: coltrast ${ours}, sentence-transformers ${theirs}`);
@@ -429,8 +470,8 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
   }
 });
 
-check(`the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator (1e-6)${skipped}`, (t) => {
-  const r = python([script('check_ir_metrics.py')]);
+check(`the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator (1e-6)${skipped}`, async (t) => {
+  const r = await python([script('check_ir_metrics.py')]);
   t.is(r.status, 0, r.tail);
   t.regex(r.stdout, /checked with plain, sentence-transformers: \d+ comparisons/);
   t.regex(r.stdout, /all agree within 1e-06/);
@@ -459,7 +500,7 @@ for (const [B, N, Lq, Ld, dim] of [
       const out = path.join(dir, `out-${normalize}.json`);
       const plain = (x: { dims: number[]; data: ArrayLike<number> }) => ({ dims: x.dims, data: Array.from(x.data) });
       fs.writeFileSync(spec, JSON.stringify({ q: plain(q), qmask: plain(qm), d: plain(d), dmask: plain(dm), normalize }));
-      const r = python([script('st_maxsim.py'), spec, out]);
+      const r = await python([script('st_maxsim.py'), spec, out]);
       t.is(r.status, 0, r.tail);
       const theirs = JSON.parse(fs.readFileSync(out, 'utf8'));
       const all = (await ops.maxsim(q, qm, d, dm, { normalize })).value;

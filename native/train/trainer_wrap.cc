@@ -342,13 +342,15 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
                                               const Encoded& d, const torch::Tensor& dMask, const StepOptions& s,
                                               torch::ScalarType autocast) {
   const torch::Tensor tau = torch::full({}, s.temperature, torch::TensorOptions().device(enc.device));
-  const auto unit = F::NormalizeFuncOptions().dim(-1);
+  // L2-normalized rows (a helper rather than one options object held through the function: GCC 12 took that
+  // object's empty optional for uninitialized memory, -Wmaybe-uninitialized, with libtorch 2.x's headers).
+  const auto unit = [](const torch::Tensor& x) { return F::normalize(x, F::NormalizeFuncOptions().dim(-1)); };
   torch::Tensor total = torch::zeros({}, torch::TensorOptions().device(enc.device));
   LossParts parts;
   torch::Tensor qp, dp;  // pooled, L2-normalized, float32
   if (q.pooled.defined()) {
-    qp = F::normalize(q.pooled.to(torch::kFloat32), unit);
-    dp = F::normalize(d.pooled.to(torch::kFloat32), unit);
+    qp = unit(q.pooled.to(torch::kFloat32));
+    dp = unit(d.pooled.to(torch::kFloat32));
   }
   if (s.contrastiveWeight > 0) {
     const torch::Tensor loss = s.guideDocuments.defined() ? guidedContrastiveLoss(qp, dp, tau, s) : ops::contrastiveLoss(qp, dp, tau, {s.symmetric});
@@ -362,8 +364,8 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
   const bool distillTokens = s.distillationWeight > 0 && s.projectTokens;
   torch::Tensor qt, dt;
   if (s.lateInteractionWeight > 0 || distillTokens) {
-    qt = F::normalize(q.states.to(torch::kFloat32), unit).to(tokens);
-    dt = F::normalize(d.states.to(torch::kFloat32), unit).to(tokens);
+    qt = unit(q.states.to(torch::kFloat32)).to(tokens);
+    dt = unit(d.states.to(torch::kFloat32)).to(tokens);
   }
   if (s.lateInteractionWeight > 0) {
     ops::LateInteractionOptions late;

@@ -129,7 +129,7 @@ prebuild() {
     node scripts/prebuild.js --variant cpu-torch$v -- --CDCOLTRAST_CUDA=OFF'
   # The package as npm installs it: no build/, so the loader must pick the CUDA prebuild and find libtorch.
   local pkg=/tmp/coltrast-as-installed
-  rm -rf "$pkg" && mkdir -p "$pkg" && cp -r package.json tsconfig.json lib dist prebuilds default-model node_modules test examples "$pkg"/
+  rm -rf "$pkg" && mkdir -p "$pkg" && cp -r package.json ava.config.mjs tsconfig.json lib dist prebuilds default-model node_modules test examples "$pkg"/
   stage prebuild-info bash -c "cd $pkg && COLTRAST_BINARY=cuda node dist/cli.js info | tee /dev/stderr | grep -q 'addon: prebuild cuda'"
   stage prebuild-ops bash -c "cd $pkg && COLTRAST_BINARY=cuda node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts test/binary.test.ts"
   stage prebuild-cpu-info bash -c "cd $pkg && COLTRAST_BINARY=cpu node dist/cli.js info | tee /dev/stderr | grep -q 'addon: prebuild cpu-torch2'"
