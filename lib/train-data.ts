@@ -128,9 +128,9 @@ export function readTrainingData(data: string | readonly unknown[]): TrainingDat
 
 /**
  * Unlabeled sentences for Contrastive Tension (train({ contrastiveTension })): an array of strings, a text file
- * (.txt: one sentence per line, blank lines skipped), a .jsonl file of strings or `{ "text": ... }` objects, or
- * pairs/triplets (a .jsonl/.json file or an array of examples), whose queries, positives and negatives all
- * count. Each sentence is kept once (a repeat in the batch would be a false in-batch negative), in first-seen
+ * (.txt: one sentence per line, blank lines skipped), a .jsonl file or .json array of strings or `{ "text": ... }`
+ * objects, or pairs/triplets (in any of those or in an array of examples), whose queries, positives and negatives
+ * all count. Each sentence is kept once (a repeat in the batch would be a false in-batch negative), in first-seen
  * order; fewer than two distinct sentences is an error.
  */
 export function readSentences(data: string | readonly unknown[]): string[] {
@@ -152,9 +152,15 @@ export function readSentences(data: string | readonly unknown[]): string[] {
     if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
     sentences = parseJsonLines(data, fs.readFileSync(data, 'utf8'), (value, where) => one(where, value)).flat();
   } else if (typeof data === 'string') {
-    const read = readTrainingData(data);
-    if ('projects' in read) throw bad(data, 'Contrastive Tension trains on sentences: give a .txt file (one per line), a .jsonl file of strings, or pairs, not a ColTrast project file');
-    sentences = ofExamples(read.examples);
+    if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
+    let value: unknown;
+    try {
+      value = JSON.parse(fs.readFileSync(data, 'utf8'));
+    } catch (error) {
+      throw bad(data, `not valid JSON (${(error as Error).message}); give a .txt file (one sentence per line), a .jsonl file, or a .json array`);
+    }
+    if (!Array.isArray(value)) throw bad(data, 'Contrastive Tension trains on sentences: give a .txt file (one per line), a .jsonl file or a .json array of strings, or pairs, not a ColTrast project file');
+    sentences = value.flatMap((item, i) => one(`${data}: [${i}]`, item));
   } else {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path (.txt, .jsonl, .json) or an array of sentences');
   }

@@ -32,6 +32,9 @@ test('readSentences: arrays, .txt, .jsonl of strings or {text}, and pairs; each 
   fs.writeFileSync(jsonl, '"a"\n{"text": "b"}\n{"query": "c", "positive": "a", "negatives": ["d"]}\n');
   t.deepEqual(readSentences(jsonl), ['a', 'b', 'c', 'd']);
   t.deepEqual(readSentences(['x', { text: 'y' }, 'x']), ['x', 'y']);
+  const json = path.join(dir, 's.json');
+  fs.writeFileSync(json, JSON.stringify(['e', { text: 'f' }, { query: 'g', positive: 'e' }]));
+  t.deepEqual(readSentences(json), ['e', 'f', 'g']);
   fs.writeFileSync(jsonl, '"a"\n{"text": 3}\n');
   t.throws(() => readSentences(jsonl), { message: /s\.jsonl:2: "text" must be a non-empty string/ });
   t.throws(() => readSentences(['same', 'same']), { message: /holds 1 distinct sentence; Contrastive Tension needs at least two/ });
@@ -39,6 +42,8 @@ test('readSentences: arrays, .txt, .jsonl of strings or {text}, and pairs; each 
   const project = path.join(dir, 'p.json');
   fs.writeFileSync(project, JSON.stringify({ projects: [{ project_id: 'p', readme_content: 'doc', qa_pairs: [{ question: 'q', answer: 'a' }] }] }));
   t.throws(() => readSentences(project), { message: /Contrastive Tension trains on sentences: .*not a ColTrast project file/ });
+  fs.writeFileSync(json, '["a",');
+  t.throws(() => readSentences(json), { message: /s\.json: not valid JSON/ });
 });
 
 /** Float64 symmetric InfoNCE between L2-normalized rows: row i of `a` matches row i of `b`. */
