@@ -83,7 +83,7 @@ export interface TrainOptions {
   model?: string;
   /**
    * A .jsonl file of pairs/triplets, a ColTrast .json file, or an array of { query, positive, negatives? }; with
-   * `contrastiveTension`, sentences (an array of strings or `{ text }`, a .txt or .jsonl file, or pairs).
+   * `contrastiveTension`, sentences (an array of strings or `{ text }`, a .txt, .jsonl or .json file, or pairs).
    */
   data: string | TrainExample[] | (string | { text: string })[];
   /** Where the trained model is written (a sentence-transformers folder). */
@@ -179,8 +179,8 @@ export interface TrainOptions {
    * model (the twin) encodes each sentence as the query, the model encodes it as the document, and the in-batch
    * contrastive loss pulls each pair of identical sentences together and pushes the batch's other sentences away,
    * in both directions; both copies train, and the model (not the twin) is saved. `data` is sentences: an array
-   * of strings, a .txt file (one per line), a .jsonl file of strings or `{ "text" }` objects, or pairs/triplets
-   * (all their texts). The defaults change with it: loss.contrastiveWeight 1, loss.lateInteractionWeight 0 (a
+   * of strings, a .txt file (one per line), a .jsonl file or .json array of strings or `{ "text" }` objects, or
+   * pairs/triplets (all their texts). The defaults change with it: loss.contrastiveWeight 1, loss.lateInteractionWeight 0 (a
    * single-vector loss), loss.symmetric true, valSplit 0 (no labels to validate on) and prompts false (both
    * copies read the same text).
    */
