@@ -257,6 +257,11 @@ function flagValue(flag: string, kind: string, raw: string | boolean): unknown {
   return numberFlag(flag, raw as string, kind === 'int' ? 'int' : 'number');
 }
 
+/** Four decimals, or three significant digits below 0.001 (a Contrastive Tension run's losses can be ~1e-5). */
+function formatLoss(x: number): string {
+  return Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(4) : x.toExponential(2);
+}
+
 function formatMetrics(m: RetrievalMetrics | undefined): string {
   return m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)} (${m.queries} questions)` : 'n/a (no validation split)';
 }
@@ -322,7 +327,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     return;
   }
   for (const e of result.history.epochs) {
-    console.log(`epoch ${e.epoch}: train loss ${e.trainLoss.toFixed(4)}` + (e.valLoss !== undefined ? `, validation loss ${e.valLoss.toFixed(4)}, ${formatMetrics(e.metrics)}` : ''));
+    console.log(`epoch ${e.epoch}: train loss ${formatLoss(e.trainLoss)}` + (e.valLoss !== undefined ? `, validation loss ${formatLoss(e.valLoss)}, ${formatMetrics(e.metrics)}` : ''));
   }
   console.log(`before training: ${formatMetrics(result.before)}`);
   console.log(`after training:  ${formatMetrics(result.after)} (epoch ${result.best.epoch} kept)`);
