@@ -5,7 +5,7 @@
 # CMake config and libraries are all a build needs), plus the libnvrtc wheel its CMake config links; the
 # NVIDIA runtime wheels follow for loading. The addon goes to build/cuda-check/, beside the local build,
 # from its own CMake folder.
-#   bash scripts/check-cuda-build.sh [--skip-if-missing]   (.ci/run runs it; about 6 minutes on 2 cores)
+#   bash scripts/check-cuda-build.sh [--skip-if-missing]   (.ci/run runs it; about 3 minutes on 2 cores)
 # --skip-if-missing: without nvcc or the wheels, say SKIPPED and exit 0 instead of failing.
 # Checks: the build succeeds, the addon links libtorch_cuda, libc10_cuda and the CUDA runtime, the kernels'
 # device code is linked in, and the addon loads and passes the CPU cases of the native tests (below).
