@@ -28,6 +28,12 @@ export interface TrainExample {
   scores?: number[];
 }
 
+/** A data file's text; a missing file is an error naming it. */
+function readDataFile(file: string): string {
+  if (!fs.existsSync(file)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${file} does not exist`);
+  return fs.readFileSync(file, 'utf8');
+}
+
 function bad(where: string, message: string): ColtrastError {
   return new ColtrastError('INVALID_ARGUMENT', `${where}: ${message}`);
 }
@@ -101,8 +107,7 @@ export function readTrainingData(data: string | readonly unknown[]): TrainingDat
   if (Array.isArray(data)) {
     examples = data.map((item, i) => checkExample(`data[${i}]`, item));
   } else if (typeof data === 'string') {
-    if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
-    const content = fs.readFileSync(data, 'utf8');
+    const content = readDataFile(data);
     if (/\.jsonl$/i.test(data)) {
       examples = readJsonl(data, content);
     } else {
@@ -146,16 +151,14 @@ export function readSentences(data: string | readonly unknown[]): string[] {
   if (Array.isArray(data)) {
     sentences = data.flatMap((item, i) => one(`data[${i}]`, item));
   } else if (typeof data === 'string' && /\.txt$/i.test(data)) {
-    if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
-    sentences = fs.readFileSync(data, 'utf8').split(/\r?\n/).map((line) => line.trim()).filter((line) => line.length > 0);
+    sentences = readDataFile(data).split(/\r?\n/).map((line) => line.trim()).filter((line) => line.length > 0);
   } else if (typeof data === 'string' && /\.jsonl$/i.test(data)) {
-    if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
-    sentences = parseJsonLines(data, fs.readFileSync(data, 'utf8'), (value, where) => one(where, value)).flat();
+    sentences = parseJsonLines(data, readDataFile(data), (value, where) => one(where, value)).flat();
   } else if (typeof data === 'string') {
-    if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
     let value: unknown;
+    const content = readDataFile(data);
     try {
-      value = JSON.parse(fs.readFileSync(data, 'utf8'));
+      value = JSON.parse(content);
     } catch (error) {
       throw bad(data, `not valid JSON (${(error as Error).message}); give a .txt file (one sentence per line), a .jsonl file, or a .json array`);
     }
