@@ -3,6 +3,8 @@ export type { Device, DType, Matrix, LoadOptions, EmbedOptions, SaveOptions } fr
 export type { PoolingMode } from './model-dir';
 export { CrossEncoder } from './cross-encoder';
 export type { PredictOptions, RankOptions, Ranked, ScoreActivation } from './cross-encoder';
+export { Generator } from './generator';
+export type { Completion, Generated, GenerateOptions, LogLikelihoodOptions } from './generator';
 export { ColtrastError } from './errors';
 export type { ErrorCode } from './errors';
 export { cpuMemory, cudaMemory, runtimeInfo, type CpuMemory, type CudaMemory } from './runtime';

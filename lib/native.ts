@@ -16,6 +16,10 @@ export interface NativeEncoderInfo {
   outputSize: number;
   /** The classifier's outputs (a cross-encoder loaded with head 'sequence-classification'); 0 without one. */
   numLabels: number;
+  /** Loaded with head 'causal-lm': it has a language-model head (lm_head or tied embeddings). */
+  causalLm: boolean;
+  /** The token embeddings' rows (a decoder's vocab_size); 0 for encoders. */
+  vocabSize: number;
   device: string;
   dtype: string;
 }
@@ -43,6 +47,10 @@ export interface NativeEncoder {
   /** A new, seeded, randomly initialized projection head (throws if the model has one). */
   addProjection(options: { outFeatures: number; tanh: boolean; seed: number; bias?: boolean }): Promise<void>;
   info(): NativeEncoderInfo;
+  /** A causal LM's Σ log p of the tokens `outputMask` marks (each predicted from the tokens before it), per row. */
+  logLikelihood(batch: PaddedBatch & { outputMask: Int32Array }): Promise<Float32Array>;
+  /** A causal LM's greedy continuation of each prompt (without the prompt), ending at a stop id (kept) or maxNewTokens. */
+  generate(args: { prompts: Int32Array[]; maxNewTokens: number; stopIds?: Int32Array }): Promise<Int32Array[]>;
   dispose(): void;
 }
 
@@ -106,6 +114,9 @@ export interface NativeTrainerOptions {
   freezeBase?: boolean;
   /** Contrastive Tension: a second copy of the model, trained with it, that encodes the queries. */
   twin?: NativeEncoder;
+  /** ContextFlow: the causal LM that generates the answers from the retrieved documents, trained with the model unless frozen. */
+  generator?: NativeEncoder;
+  freezeGenerator?: boolean;
 }
 
 export interface NativeStepOptions {
@@ -183,6 +194,8 @@ export interface NativeStepResult {
   seconds: number;
   /** verifyMiniBatches: the largest absolute difference between a mini-batch's two passes (0 when replayed exactly). */
   miniBatchMaxDiff?: number;
+  /** A rag step: the generator's expected negative log-likelihood of the answers under the retriever's distribution. */
+  generation?: number;
 }
 
 /** A right-padded token batch; `outputMask`: the positions scored or pooled when they are not the attended ones. */
@@ -191,7 +204,8 @@ export type PaddedBatch = { inputIds: Int32Array; attentionMask: Int32Array; tok
 /** A step's batch: an embedding model's queries and documents, or a cross-encoder's pairs (every query with each of `documentsPerQuery` documents, query-major). */
 export type NativeStepArgs =
   | ({ queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions)
-  | ({ pairs: PaddedBatch; documentsPerQuery: number } & NativeStepOptions);
+  | ({ pairs: PaddedBatch; documentsPerQuery: number } & NativeStepOptions)
+  | ({ rag: true; queries: PaddedBatch; documents: PaddedBatch; sequences: PaddedBatch; documentsPerQuery: number; pooling: string } & NativeStepOptions);
 
 export interface NativeTrainer {
   step(args: NativeStepArgs): Promise<NativeStepResult>;
@@ -236,8 +250,10 @@ export interface NativeBinding {
       denseWeightsPath?: string;
       denseActivation?: string;
       /** The weights' pooler and classifier become a cross-encoder's head with `numLabels` outputs. */
-      head?: 'sequence-classification';
+      head?: 'sequence-classification' | 'causal-lm';
       numLabels?: number;
+      /** head 'causal-lm': the output layer is the token embeddings (config.json's tie_word_embeddings). */
+      tieWordEmbeddings?: boolean;
     }): Promise<NativeEncoder>;
   };
   supportedModelTypes: string[];

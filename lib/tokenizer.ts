@@ -55,6 +55,19 @@ export class TextTokenizer {
     return encodings.map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
   }
 
+  /** Tokenizes without the special tokens the tokenizer's template adds (a completion that follows a prompt). */
+  async encodeBare(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
+    if (texts.length === 0) return [];
+    const encodings = await this.instance(maxLength).encodeBatch(texts.map((t) => this.cased(t)), { addSpecialTokens: false });
+    return encodings.map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
+  }
+
+  /** Token ids back to text, special tokens left out. */
+  async decode(ids: number[][]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    return this.instance(this.maxLength).decodeBatch(ids, true);
+  }
+
   /**
    * Tokenizes text pairs as one input each ([CLS] a [SEP] b [SEP], token types 0 then 1), cutting the longer
    * text first until the pair fits `maxLength` (transformers' 'longest_first', as cross-encoders are run).

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "causal_lm.h"
 #include "napi_args.h"
 #include "pooling.h"
 #include "promise_worker.h"
@@ -26,6 +27,8 @@ struct LoadOptions {
   // a new one, and a new classifier, drawn as transformers initializes them (normal(0, initializer_range), zero bias).
   bool newHead = false;
   uint64_t seed = 42;
+  // "causal-lm": the output layer of a *ForCausalLM checkpoint, lm_head.weight, or the token embeddings when tied.
+  bool tieWordEmbeddings = false;
 };
 
 // A Linear module whose weights the caller sets: the random ones its constructor draws are discarded, so
@@ -117,6 +120,7 @@ class LoadWorker : public PromiseWorker {
       loaded->dense->to(loaded->device);
       loaded->denseTanh = options_.denseActivation == "tanh";
     }
+    if (options_.head == "causal-lm") loadLmHead(*loaded);
     if (options_.head == "sequence-classification") {
       const int64_t hidden = loaded->model->hiddenSize();
       loaded->pooler = takeLinear(*loaded->model, "pooler.dense", hidden, hidden, true, options_.weightsPath);
@@ -141,6 +145,32 @@ class LoadWorker : public PromiseWorker {
     }
     loaded_ = std::move(loaded);
   }
+  void loadLmHead(LoadedEncoder& loaded) {
+    TransformerEncoder& model = *loaded.model;
+    const torch::Tensor embeddings = model.inputEmbeddings();
+    if (!embeddings.defined()) throw unsupportedError(model.modelType() + " is not a decoder: it has no language-model head to generate with");
+    torch::Tensor weight = model.takeKept("lm_head.weight");
+    if (options_.tieWordEmbeddings) {
+      // Tied: transformers uses the embedding matrix whatever lm_head.weight the file holds, and saves none.
+      loaded.tiedLmHead = true;
+      return;
+    }
+    if (!weight.defined()) {
+      throw modelFilesError(options_.weightsPath + " has no lm_head.weight and config.json's tie_word_embeddings is false: it is not a causal language model (*ForCausalLM)");
+    }
+    if (weight.sizes() != embeddings.sizes()) {
+      throw modelFilesError(options_.weightsPath + ": lm_head.weight has shape " + c10::str(weight.sizes()) + ", expected " + c10::str(embeddings.sizes()) +
+                            " (vocab_size, hidden_size)");
+    }
+    torch::nn::Linear head = linearToFill(weight.size(1), weight.size(0), false);
+    {
+      torch::NoGradGuard noGrad;
+      head->weight.copy_(weight.to(torch::kFloat32));
+    }
+    head->to(loaded.device, loaded.dtype);
+    loaded.lmHead = head;
+  }
+
   Napi::Value result(Napi::Env env) override {
     auto holder = Napi::External<std::shared_ptr<LoadedEncoder>>::New(
         env, new std::shared_ptr<LoadedEncoder>(std::move(loaded_)),
@@ -232,6 +262,13 @@ class SaveWorker : public PromiseWorker {
       writeSafetensors(path_, weights, {{"format", "pt"}});
       return;
     }
+    if (encoder_->causalLm()) {
+      // As Hugging Face's *ForCausalLM saves: the base model under "model.", then lm_head unless it is tied.
+      auto weights = encoder_->model->weightsForSaving(dtype, /*prefixed=*/true);
+      if (encoder_->lmHead) weights.emplace_back("lm_head.weight", encoder_->lmHead->weight.detach().to(torch::kCPU, dtype));
+      writeSafetensors(path_, weights, {{"format", "pt"}});
+      return;
+    }
     writeSafetensors(path_, encoder_->model->weightsForSaving(dtype), {{"format", "pt"}});
     if (encoder_->dense && !densePath_.empty()) {
       // Named as sentence-transformers' Dense module names them.
@@ -264,9 +301,14 @@ torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, bool training
   return F::linear(first, classifier->weight, classifier->bias);
 }
 
+torch::Tensor LoadedEncoder::logits(const torch::Tensor& states) const {
+  const torch::Tensor weight = lmHead ? lmHead->weight : model->inputEmbeddings();
+  return torch::nn::functional::linear(states, weight).to(torch::kFloat32);
+}
+
 std::vector<torch::Tensor> LoadedEncoder::parameters() const {
   std::vector<torch::Tensor> params = model->parameters();
-  for (const auto& head : {dense, pooler, classifier}) {
+  for (const auto& head : {dense, pooler, classifier, lmHead}) {
     if (!head) continue;
     for (auto& p : head->parameters()) params.push_back(p);
   }
@@ -281,6 +323,8 @@ Napi::Function EncoderWrap::define(Napi::Env env) {
                                        InstanceMethod<&EncoderWrap::saveWeights>("saveWeights"),
                                        InstanceMethod<&EncoderWrap::addProjection>("addProjection"),
                                        InstanceMethod<&EncoderWrap::info>("info"),
+                                       InstanceMethod<&EncoderWrap::logLikelihood>("logLikelihood"),
+                                       InstanceMethod<&EncoderWrap::generate>("generate"),
                                        InstanceMethod<&EncoderWrap::dispose>("dispose"),
                                    });
   env.SetInstanceData(new Napi::FunctionReference(Napi::Persistent(cls)));
@@ -319,8 +363,9 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
     options.numLabels = static_cast<int64_t>(numberOr(o, "numLabels", 0));
     options.newHead = boolOr(o, "newHead", false);
     options.seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
-    if (!options.head.empty() && options.head != "sequence-classification") throw invalidArgument("unknown head " + options.head);
-    if (!options.head.empty() && options.numLabels < 1) throw invalidArgument("numLabels must be a positive integer");
+    options.tieWordEmbeddings = boolOr(o, "tieWordEmbeddings", false);
+    if (!options.head.empty() && options.head != "sequence-classification" && options.head != "causal-lm") throw invalidArgument("unknown head " + options.head);
+    if (options.head == "sequence-classification" && options.numLabels < 1) throw invalidArgument("numLabels must be a positive integer");
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }
@@ -417,9 +462,20 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("numParameters", static_cast<double>(parameters));
   out.Set("outputSize", static_cast<double>(encoder->dense ? encoder->dense->weight.size(0) : encoder->model->hiddenSize()));
   out.Set("numLabels", static_cast<double>(encoder->classifier ? encoder->classifier->weight.size(0) : 0));
+  out.Set("causalLm", encoder->causalLm());
+  const torch::Tensor embeddings = encoder->model->inputEmbeddings();
+  out.Set("vocabSize", static_cast<double>(embeddings.defined() ? embeddings.size(0) : 0));
   out.Set("device", encoder->device.str());
   out.Set("dtype", std::string(c10::toString(encoder->dtype)));
   return out;
+}
+
+Napi::Value EncoderWrap::logLikelihood(const Napi::CallbackInfo& info) {
+  return logLikelihoodCall(info.Env(), live(info.Env()), info[0].As<Napi::Object>());
+}
+
+Napi::Value EncoderWrap::generate(const Napi::CallbackInfo& info) {
+  return generateCall(info.Env(), live(info.Env()), info[0].As<Napi::Object>());
 }
 
 void EncoderWrap::dispose(const Napi::CallbackInfo&) { encoder_.reset(); }

@@ -23,6 +23,10 @@ struct LoadedEncoder {
   torch::nn::Linear classifier{nullptr};
   // The dropout before the classifier in training (config.json's classifier_dropout, else hidden_dropout_prob).
   double classifierDropout = 0.1;
+  // A causal language model's output layer (Hugging Face's lm_head, no bias, in the model's dtype), or none; with
+  // tiedLmHead the output layer is the token embedding matrix itself (config.json's tie_word_embeddings).
+  torch::nn::Linear lmHead{nullptr};
+  bool tiedLmHead = false;
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
   std::mutex mutex;  // one forward at a time per model: concurrent embed() calls queue here
@@ -32,6 +36,9 @@ struct LoadedEncoder {
   // The classifier's logits [batch, labels] (float32) from the model's last hidden states; `training`
   // applies the dropout before the classifier, as Hugging Face's *ForSequenceClassification does.
   torch::Tensor classify(const torch::Tensor& states, bool training = false) const;
+  bool causalLm() const { return lmHead || tiedLmHead; }
+  // Next-token logits (float32) from the last hidden states [..., hidden] of a causal language model.
+  torch::Tensor logits(const torch::Tensor& states) const;
   // Every trained tensor: the model's parameters, then the heads' (the order of saved optimizer state).
   std::vector<torch::Tensor> parameters() const;
 };
@@ -49,6 +56,8 @@ class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
   Napi::Value saveWeights(const Napi::CallbackInfo& info);
   Napi::Value addProjection(const Napi::CallbackInfo& info);
   Napi::Value info(const Napi::CallbackInfo& info);
+  Napi::Value logLikelihood(const Napi::CallbackInfo& info);
+  Napi::Value generate(const Napi::CallbackInfo& info);
   void dispose(const Napi::CallbackInfo& info);
   std::shared_ptr<LoadedEncoder> live(Napi::Env env) const;
 

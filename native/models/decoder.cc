@@ -99,7 +99,7 @@ DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) : config(c) {
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin,
-                                        const torch::Tensor& mask) {
+                                        const torch::Tensor& mask, KvCache* cache) {
   const int64_t batch = hidden.size(0), seq = hidden.size(1), d = config.headDim;
   const torch::Tensor x = input_layernorm(hidden);
   auto heads = [&](const torch::Tensor& t, int64_t n, RmsNorm& norm) {
@@ -114,6 +114,18 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
   const torch::Tensor c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
   q = q * c + rotateHalf(q) * s;
   k = k * c + rotateHalf(k) * s;
+  // Without padding the attention is causal, except for tokens that follow a cache: each sees all of it.
+  bool causal = !mask.defined();
+  if (cache) {
+    if (cache->keys.defined()) {
+      if (seq != 1) throw invalidArgument("a decoder with cached keys takes one new token at a time");
+      causal = false;
+      k = torch::cat({cache->keys, k}, 2);
+      v = torch::cat({cache->values, v}, 2);
+    }
+    cache->keys = k;
+    cache->values = v;
+  }
   // Grouped-query attention: each key/value head serves numHeads / numKvHeads query heads (repeat_kv).
   if (config.numKvHeads != config.numHeads) {
     const int64_t groups = config.numHeads / config.numKvHeads;
@@ -125,14 +137,16 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
 #if COLTRAST_TORCH_AT_LEAST(2, 0)
   if (fusedAttention()) {
     context = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, dropout, false)
-                             : at::scaled_dot_product_attention(q, k, v, {}, dropout, true);
+                             : at::scaled_dot_product_attention(q, k, v, {}, dropout, causal);
   } else
 #endif
   {
     torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));
-    const torch::Tensor allowed =
-        mask.defined() ? mask : torch::ones({seq, seq}, q.options().dtype(torch::kBool)).tril().view({1, 1, seq, seq});
-    scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+    if (mask.defined() || causal) {
+      const torch::Tensor allowed =
+          mask.defined() ? mask : torch::ones({seq, seq}, q.options().dtype(torch::kBool)).tril().view({1, 1, seq, seq});
+      scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+    }
     // The softmax in float32, as Hugging Face's eager attention.
     torch::Tensor weights = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
     if (dropout > 0) weights = torch::dropout(weights, dropout, true);
@@ -151,8 +165,7 @@ DecoderModel::DecoderModel(const DecoderConfig& config) : config_(config) {
   norm_ = register_module("norm", RmsNorm(config.hiddenSize, config.rmsNormEps));
 }
 
-torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask, const torch::Tensor&) {
-  const int64_t batch = inputIds.size(0), seq = inputIds.size(1);
+void DecoderModel::checkLength(int64_t seq) const {
   if (seq > config_.maxPositions) {
     throw invalidArgument("sequence of " + std::to_string(seq) + " tokens exceeds max_position_embeddings " + std::to_string(config_.maxPositions));
   }
@@ -160,14 +173,34 @@ torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::
     throw unsupportedError("sequence of " + std::to_string(seq) + " tokens exceeds the model's sliding_window " +
                            std::to_string(config_.slidingWindow) + ", which coltrast does not implement; lower max_seq_length");
   }
-  torch::Tensor hidden = embed_tokens_(inputIds);
+}
+
+std::pair<torch::Tensor, torch::Tensor> DecoderModel::rotary(int64_t start, int64_t n, const torch::Device& device) const {
   // Rotary angles in float32: position p, frequency theta^(-2i/d) (Hugging Face's default rotary embedding).
-  const auto f32 = torch::TensorOptions().device(inputIds.device()).dtype(torch::kFloat32);
+  const auto f32 = torch::TensorOptions().device(device).dtype(torch::kFloat32);
   const int64_t d = config_.headDim;
   const torch::Tensor inverse = 1.0 / torch::pow(config_.ropeTheta, torch::arange(0, d, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / d);
-  const torch::Tensor angles = torch::outer(torch::arange(seq, f32), inverse);
+  const torch::Tensor angles = torch::outer(torch::arange(start, start + n, f32), inverse);
   const torch::Tensor emb = torch::cat({angles, angles}, -1);
-  const torch::Tensor cos = emb.cos(), sin = emb.sin();
+  return {emb.cos(), emb.sin()};
+}
+
+torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, std::vector<KvCache>& caches) {
+  if (inputIds.dim() != 2 || inputIds.size(0) != 1) throw invalidArgument("cached decoding runs one sequence at a time");
+  caches.resize(layers_->size());
+  const int64_t past = caches[0].keys.defined() ? caches[0].keys.size(2) : 0, n = inputIds.size(1);
+  checkLength(past + n);
+  const auto [cos, sin] = rotary(past, n, inputIds.device());
+  torch::Tensor hidden = embed_tokens_(inputIds);
+  for (size_t i = 0; i < layers_->size(); ++i) hidden = layers_[i]->as<DecoderLayer>()->forward(hidden, cos, sin, {}, &caches[i]);
+  return norm_(hidden);
+}
+
+torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask, const torch::Tensor&) {
+  const int64_t batch = inputIds.size(0), seq = inputIds.size(1);
+  checkLength(seq);
+  torch::Tensor hidden = embed_tokens_(inputIds);
+  const auto [cos, sin] = rotary(0, seq, inputIds.device());
   // Right padding: every real token sees only real tokens before it; a padding position sees the real tokens
   // too (its output is never used), so no row of the mask is empty. Without padding, plain causal attention.
   torch::Tensor mask;

@@ -31,11 +31,19 @@ struct RmsNormImpl : torch::nn::Module {
 };
 TORCH_MODULE(RmsNorm);
 
+// One layer's keys and values of the tokens seen so far (after rotary positions, before grouped-query repetition),
+// for generation: each new token attends to them instead of recomputing them.
+struct KvCache {
+  torch::Tensor keys, values;  // [batch, kvHeads, tokens, headDim]
+};
+
 struct DecoderLayerImpl : torch::nn::Module {
   explicit DecoderLayerImpl(const DecoderConfig& c);
   // cos, sin: [seq, headDim] (float32); mask: boolean [batch, 1, seq, seq], true where a query may attend, or
-  // undefined for plain causal attention (no padding).
-  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask);
+  // undefined for plain causal attention (no padding). With `cache`, the new tokens' keys and values are appended
+  // to it and the queries attend to all of them: causally on the first call (the prompt), then one token at a time.
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask,
+                        KvCache* cache = nullptr);
   DecoderConfig config;
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
@@ -51,12 +59,23 @@ class DecoderModel : public TransformerEncoder {
   int64_t hiddenSize() const override { return config_.hiddenSize; }
   int64_t maxPositions() const override { return config_.maxPositions; }
   std::string modelType() const override { return config_.modelType; }
+  torch::Tensor inputEmbeddings() const override { return embed_tokens_->weight; }
+  const DecoderConfig& config() const { return config_; }
+
+  // The last hidden states of `inputIds` [1, n] (one sequence, no padding) that follow the `caches`' tokens, which
+  // get theirs appended (one cache per layer; empty ones on the first call). The first call may hold any number
+  // of tokens, later ones one each.
+  torch::Tensor forwardCached(const torch::Tensor& inputIds, std::vector<KvCache>& caches);
 
  protected:
   // What *ForCausalLM and *ForSequenceClassification put before the base model's names.
   std::string weightPrefix() const override { return "model."; }
 
  private:
+  // Rotary cos and sin [n, headDim] (float32) of positions start .. start + n - 1.
+  std::pair<torch::Tensor, torch::Tensor> rotary(int64_t start, int64_t n, const torch::Device& device) const;
+  void checkLength(int64_t seq) const;
+
   DecoderConfig config_;
   torch::nn::Embedding embed_tokens_{nullptr};
   torch::nn::ModuleList layers_{nullptr};

@@ -23,6 +23,9 @@ class TransformerEncoder : public torch::nn::Module {
   virtual int64_t hiddenSize() const = 0;
   virtual int64_t maxPositions() const = 0;
   virtual std::string modelType() const = 0;
+  // The token embedding matrix [vocab, hidden], which a causal LM's output layer shares when its config ties
+  // them; undefined for architectures that are not decoders.
+  virtual torch::Tensor inputEmbeddings() const { return {}; }
 
   // Fills every parameter from `file` (names as Hugging Face saves them, with or without the
   // architecture's prefix such as `bert.`) and keeps tensors the model does not use (a pooler head,

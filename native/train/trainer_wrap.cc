@@ -14,6 +14,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -21,6 +22,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "causal_lm.h"
 #include "encoder_wrap.h"
 #include "error.h"
 #include "ops/autograd.h"
@@ -64,6 +66,9 @@ struct StepOptions {
   // A guide's false negatives (GISTEmbed), true = left out of the query's softmax: documents [B, N]; when
   // defined, the other queries [B, B] and the other positives [B, B] as extra negatives of the contrastive loss.
   torch::Tensor guideDocuments, guideQueries, guidePositives;
+  // ContextFlow's joint retrieval-augmented generation loss (ragLoss below), `documentsPerQuery` retrieved
+  // documents per query.
+  bool rag = false;
 };
 
 // The guide's masks of a step's arguments: { documents: Uint8Array [B * N], queries?, positives?: Uint8Array [B * B] }.
@@ -237,6 +242,9 @@ double clipGradNorm(const std::vector<torch::Tensor>& params, double maxNorm) {
 
 struct LossParts {
   double total = 0, contrastive = 0, lateInteraction = 0, distillation = 0, gradNorm = 0;
+  // ContextFlow: the generator's expected negative log-likelihood of the answers under the retriever's
+  // distribution over the retrieved documents (a diagnostic; the loss is the marginal's).
+  double generation = 0;
   bool skipped = false;  // float16: the gradients overflowed and the update was not applied
   double miniBatchMaxDiff = -1;  // verifyMiniBatches: largest |recomputed - first pass| (-1: not checked)
 };
@@ -440,6 +448,40 @@ std::pair<torch::Tensor, LossParts> crossEncoderLoss(LoadedEncoder& enc, const S
   return {loss, parts};
 }
 
+// ContextFlow's loss (RAG-Sequence, Lewis et al. 2020, with a decoder-only generator): for query m and its K
+// retrieved documents z_k, the retriever's p(z_k | x) = softmax_k(cos(q_m, d_mk) / tau) over those K, the
+// generator's log p(y | f(x, z_k)) = Σ log p of the answer tokens after the prompt that holds the document and
+// the question (`g`: B * K sequences, query-major, outputMask marking the answer), and the loss
+// -1/B Σ_m log Σ_k p(z_k | x) p(y | f(x, z_k)), in log space (logsumexp). Its gradient trains the retriever to
+// put its probability on the documents that make the answer likely, and the generator (unless frozen, when its
+// log-likelihoods are constants computed without autograd) to use them.
+std::pair<torch::Tensor, LossParts> ragLoss(const TrainerState& state, const Side& q, const Side& d, const Side& g, const StepOptions& s,
+                                            torch::ScalarType autocast) {
+  LoadedEncoder& enc = *state.encoder;
+  LoadedEncoder& gen = *state.generator;
+  const int64_t queries = q.batch, k = s.documentsPerQuery;
+  StepOptions pooled = s;  // the retriever's pooled vectors only
+  pooled.contrastiveWeight = 1;
+  pooled.lateInteractionWeight = pooled.distillationWeight = 0;
+  pooled.projectTokens = false;
+  const auto unit = [](const torch::Tensor& x) { return F::normalize(x, F::NormalizeFuncOptions().dim(-1)); };
+  const torch::Tensor qp = unit(encode(enc, q.ids, q.mask, q.types, q.scored, pooled, autocast).pooled.to(torch::kFloat32));
+  const torch::Tensor dp = unit(encode(enc, d.ids, d.mask, d.types, d.scored, pooled, autocast).pooled.to(torch::kFloat32));
+  const torch::Tensor logRetrieve = torch::log_softmax((dp.view({queries, k, -1}) * qp.unsqueeze(1)).sum(-1) / s.temperature, 1);
+  torch::Tensor logGenerate;
+  {
+    std::optional<torch::NoGradGuard> frozen;
+    if (state.generatorFrozen) frozen.emplace();
+    AutocastScope scope(gen.device, autocast);
+    logGenerate = sequenceLogLikelihood(gen, g.ids, g.mask, g.scored).view({queries, k});
+  }
+  const torch::Tensor loss = -torch::logsumexp(logRetrieve + logGenerate, 1).mean();
+  LossParts parts;
+  parts.total = loss.item<double>();
+  parts.generation = -(logRetrieve.detach().exp() * logGenerate.detach()).sum(1).mean().item<double>();
+  return {loss, parts};
+}
+
 // Gradient caching (GradCache, Gao et al. 2021; sentence-transformers' Cached* losses): the batch is
 // encoded `miniBatchSize` texts at a time without autograd, the loss and its gradient with respect to the
 // token states and pooled vectors are computed over the whole batch, and then each mini-batch is encoded
@@ -560,6 +602,8 @@ void setTraining(const TrainerState& state, bool on) {
   for (LoadedEncoder* e : {state.encoder.get(), state.twin.get()}) {
     if (e) e->model->train(on);
   }
+  // A frozen generator stays in evaluation mode (no dropout), as a frozen model is run.
+  if (state.generator) state.generator->model->train(on && !state.generatorFrozen);
 }
 
 // Holds the state's model (and its twin's) for one step or state transfer: one forward at a time per model.
@@ -567,10 +611,11 @@ class ModelLock {
  public:
   explicit ModelLock(const TrainerState& state) : encoder_(state.encoder->mutex) {
     if (state.twin) twin_ = std::unique_lock<std::mutex>(state.twin->mutex);
+    if (state.generator) generator_ = std::unique_lock<std::mutex>(state.generator->mutex);
   }
 
  private:
-  std::unique_lock<std::mutex> encoder_, twin_;
+  std::unique_lock<std::mutex> encoder_, twin_, generator_;
 };
 
 // Holds the global CPU generator on the run's state for the guard's lifetime and saves where it got to;
@@ -603,15 +648,25 @@ class RngScope {
 class StepWorker : public PromiseWorker {
  public:
   StepWorker(Napi::Env env, std::shared_ptr<TrainerState> state, TokenBatch q, TokenBatch d, StepOptions options,
-             bool train)
-      : PromiseWorker(env, state->encoder->device), state_(std::move(state)), q_(std::move(q)), d_(std::move(d)), options_(options), train_(train) {}
+             bool train, TokenBatch g = TokenBatch())
+      : PromiseWorker(env, state->encoder->device),
+        state_(std::move(state)),
+        q_(std::move(q)),
+        d_(std::move(d)),
+        g_(std::move(g)),
+        options_(options),
+        train_(train) {}
 
  protected:
   void compute() override {
     const auto started = std::chrono::steady_clock::now();
     LoadedEncoder& enc = *state_->encoder;
     ModelLock lock(*state_);
-    if (!train_ && options_.crossEncoder) {
+    if (!train_ && options_.rag) {
+      torch::NoGradGuard noGrad;
+      setTraining(*state_, false);
+      parts_ = ragLoss(*state_, Side(q_, enc.device), Side(d_, enc.device), Side(g_, enc.device), options_, state_->autocast).second;
+    } else if (!train_ && options_.crossEncoder) {
       torch::NoGradGuard noGrad;
       enc.model->eval();
       parts_ = crossEncoderLoss(enc, Side(q_, enc.device), options_, state_->autocast).second;
@@ -644,6 +699,10 @@ class StepWorker : public PromiseWorker {
     const double factor = options_.lossScale * scaler.lossFactor();
     if (options_.crossEncoder) {
       auto [loss, parts] = crossEncoderLoss(enc, Side(q_, enc.device), options_, state_->autocast);
+      (loss * factor).backward();
+      parts_ = parts;
+    } else if (options_.rag) {
+      auto [loss, parts] = ragLoss(*state_, Side(q_, enc.device), Side(d_, enc.device), Side(g_, enc.device), options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
     } else {
@@ -717,6 +776,7 @@ class StepWorker : public PromiseWorker {
     out.Set("contrastive", parts_.contrastive);
     out.Set("lateInteraction", parts_.lateInteraction);
     out.Set("distillation", parts_.distillation);
+    if (options_.rag) out.Set("generation", parts_.generation);
     out.Set("gradNorm", parts_.gradNorm);
     out.Set("skipped", parts_.skipped);
     out.Set("gradScale", state_->scaler.lossFactor());
@@ -727,7 +787,7 @@ class StepWorker : public PromiseWorker {
 
  private:
   std::shared_ptr<TrainerState> state_;
-  TokenBatch q_, d_;
+  TokenBatch q_, d_, g_;
   StepOptions options_;
   bool train_;
   LossParts parts_;
@@ -805,8 +865,9 @@ class StateWorker : public PromiseWorker {
 
 std::vector<torch::Tensor> TrainerState::parameters() const {
   std::vector<torch::Tensor> all = encoder->parameters();
-  if (twin) {
-    for (auto& p : twin->parameters()) all.push_back(p);
+  for (LoadedEncoder* e : {twin.get(), generator.get()}) {
+    if (!e) continue;
+    for (auto& p : e->parameters()) all.push_back(p);
   }
   return all;
 }
@@ -886,6 +947,18 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
       for (size_t i = 0; same && i < ours.size(); ++i) same = ours[i].sizes() == theirs[i].sizes();
       if (!same) throw invalidArgument("twin must be the same embedding model as the trained one (float32, on the same device)");
     }
+    std::shared_ptr<LoadedEncoder> generator;
+    const bool generatorFrozen = boolOr(o, "freezeGenerator", false);
+    if (!o.Get("generator").IsUndefined()) {
+      if (!o.Get("generator").IsObject()) throw invalidArgument("generator must be a NativeEncoder loaded as a causal language model");
+      generator = EncoderWrap::shared(o.Get("generator").As<Napi::Object>());
+      if (!generator->causalLm()) throw invalidArgument("generator must be loaded as a causal language model (Generator.load)");
+      if (generator == encoder || generator == twin) throw invalidArgument("the generator must be a model of its own, not the retriever");
+      if (generator->device != encoder->device) throw invalidArgument("the generator and the retriever must be on the same device");
+      if (!generatorFrozen && generator->dtype != torch::kFloat32) {
+        throw invalidArgument("a trained generator must be loaded in float32 (for mixed precision pass precision to the trainer); a frozen one may be float16 or bfloat16");
+      }
+    }
     GradScaler scaler;
     scaler.enabled = autocast == torch::kFloat16;
     if (o.Get("gradScaler").IsObject()) {
@@ -906,13 +979,21 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
     auto state = std::make_shared<TrainerState>();
     state->encoder = std::move(encoder);
     state->twin = std::move(twin);
+    state->generator = std::move(generator);
+    state->generatorFrozen = generatorFrozen;
     std::set<const void*> frozen;
+    if (state->generator && generatorFrozen) {
+      for (const auto& p : state->generator->parameters()) frozen.insert(p.unsafeGetTensorImpl());
+    }
     if (freezeBase) {
       for (LoadedEncoder* e : {state->encoder.get(), state->twin.get()}) {
         if (!e) continue;
         for (const auto& p : e->model->parameters()) frozen.insert(p.unsafeGetTensorImpl());
       }
       if (frozen.size() == state->parameters().size()) throw invalidArgument("freezeBase leaves nothing to train: the model has no head");
+    }
+    if (!frozen.empty() && frozen.size() == state->parameters().size()) {
+      throw invalidArgument("nothing to train: every parameter is frozen");
     }
     std::vector<torch::Tensor> decay, noDecay;
     for (auto& p : state->parameters()) {
@@ -968,6 +1049,20 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       return readTokenBatch(args.Get(key).As<Napi::Object>(), key);
     };
     StepOptions options = readStepOptions(args);
+    options.rag = boolOr(args, "rag", false);
+    if (options.rag) {
+      auto state = live(env);
+      if (!state->generator) throw invalidArgument("rag steps need a trainer created with a generator");
+      if (options.crossEncoder || options.miniBatchSize > 0) throw invalidArgument("rag steps take no crossEncoder or miniBatchSize");
+      TokenBatch q = batchAt("queries"), d = batchAt("documents"), g = batchAt("sequences");
+      options.documentsPerQuery = static_cast<int64_t>(numberOr(args, "documentsPerQuery", 0));
+      const int64_t k = options.documentsPerQuery;
+      if (q.batch < 1 || k < 1 || d.batch != q.batch * k || g.batch != q.batch * k) {
+        throw invalidArgument("a rag step takes B >= 1 queries, B * documentsPerQuery documents and as many generator sequences");
+      }
+      if (g.scored.empty()) throw invalidArgument("sequences.outputMask must mark the answer tokens");
+      return (new StepWorker(env, state, std::move(q), std::move(d), options, train, std::move(g)))->start();
+    }
     if (options.crossEncoder) {
       if (live(env)->twin) throw invalidArgument("a trainer with a twin (Contrastive Tension) trains embedding models, not cross-encoders");
       // Every query with every document: `pairs` holds them query-major, `documentsPerQuery` per query.

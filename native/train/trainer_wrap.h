@@ -16,8 +16,12 @@ struct TrainerState {
   // Contrastive Tension (Carlsson et al. 2021): a second, independently trained copy of the model that encodes
   // the queries (the encoder above encodes the documents and is the model kept), or none.
   std::shared_ptr<LoadedEncoder> twin;
-  // Everything the optimizer updates: the encoder's parameters, then the twin's (the order of the saved
-  // optimizer state).
+  // ContextFlow (retrieval-augmented generation trained jointly): the decoder LLM that generates the answer from
+  // each retrieved document, or none. Trained with the encoder unless `generatorFrozen`.
+  std::shared_ptr<LoadedEncoder> generator;
+  bool generatorFrozen = false;
+  // Everything the optimizer may update: the encoder's parameters, then the twin's, then the generator's (the
+  // order of the saved optimizer state; frozen ones have none).
   std::vector<torch::Tensor> parameters() const;
   // The model that encodes the queries: the twin when there is one.
   LoadedEncoder& queryEncoder() const { return twin ? *twin : *encoder; }
