@@ -4,6 +4,8 @@ export type { PoolingMode } from './model-dir';
 export { CrossEncoder } from './cross-encoder';
 export type { PredictOptions, RankOptions, Ranked, ScoreActivation } from './cross-encoder';
 export { Generator } from './generator';
+export { trainRag, Rag, DEFAULT_TEMPLATE as RAG_TEMPLATE } from './rag';
+export type { RagTrainOptions, RagTrainResult, RagProgress, RagExample, RagAnswer, AnswerOptions } from './rag';
 export type { Completion, Generated, GenerateOptions, LogLikelihoodOptions } from './generator';
 export { ColtrastError } from './errors';
 export type { ErrorCode } from './errors';

@@ -169,6 +169,7 @@ export interface ModelTrainer<P extends { tokenizeSeconds: number }> {
   evaluate(queries: string[], documents: string[], options: NativeStepOptions): Promise<TrainerStepResult>;
   prepare(queries: string[], documents: string[]): Promise<P>;
   stepPrepared(batch: P, options: NativeStepOptions): Promise<TrainerStepResult>;
+  evaluatePrepared(batch: P, options: NativeStepOptions): Promise<TrainerStepResult>;
   /** Optimizer moments and random-number state, to and from a safetensors file. */
   saveState(file: string): Promise<void>;
   loadState(file: string): Promise<void>;
@@ -213,6 +214,7 @@ export function bindTrainer<P extends { tokenizeSeconds: number }>(
     evaluate: async (queries, documents, options) => run('evaluate', await prepare(queries, documents), options),
     prepare,
     stepPrepared: (batch, options) => run('step', batch, options),
+    evaluatePrepared: (batch, options) => run('evaluate', batch, options),
     saveState: (file) => state('saveState', file),
     loadState: (file) => state('loadState', file),
     dispose: () => trainer.dispose(),

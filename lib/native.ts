@@ -157,6 +157,14 @@ export interface NativeStepOptions {
   teacher?: NativeTeacherScores;
   /** A guide's false negatives (GISTEmbed): candidates the cross-entropy losses leave out of each query's softmax. */
   guide?: NativeGuideMasks;
+  /**
+   * ContextFlow (lib/rag.ts): the joint retrieval-augmented generation loss. `documents` holds each query's
+   * `documentsPerQuery` retrieved documents (query-major) and `sequences` the generator's prompt + answer for each,
+   * `outputMask` marking the answer's tokens; the trainer needs a generator.
+   */
+  rag?: boolean;
+  sequences?: PaddedBatch;
+  documentsPerQuery?: number;
 }
 
 /**

@@ -75,7 +75,7 @@ function panel(x0: number, title: string, xLabel: string, series: Series[]): str
 }
 
 /** training_curves.svg: loss (per step, per epoch, validation) and validation retrieval metrics per epoch. */
-export function trainingCurvesSvg(result: TrainResult): string {
+export function trainingCurvesSvg(result: Pick<TrainResult, 'history' | 'before'>): string {
   const { steps, epochs } = result.history;
   const stepsPerEpoch = steps.length / Math.max(1, epochs.length);
   const lossSeries: Series[] = [

@@ -9,11 +9,17 @@ const CHILD = path.resolve(__dirname, 'train-child.ts');
 const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(options)], { encoding: 'utf8' });
 
 /**
- * Trains `base` (JSON TrainOptions with checkpointEvery) uninterrupted, then again killed by SIGKILL right after
- * step `killAt`, then resumed: the resumed run must end with the uninterrupted run's weights and per-step losses,
- * its checkpoint (written at step `checkpointAt`) gone. `steps` is the run's number of optimizer steps.
+ * Trains `base` (JSON TrainOptions with checkpointEvery; RagTrainOptions with `rag: true`) uninterrupted, then again
+ * killed by SIGKILL right after step `killAt`, then resumed: the resumed run must end with the uninterrupted run's
+ * weights (`weights`, default model.safetensors, paths in the output folder) and per-step losses (in `history`,
+ * default training_history.json), its checkpoint (written at step `checkpointAt`) gone. `steps` is the run's number
+ * of optimizer steps.
  */
-export function checkKillAndResume(t: ExecutionContext, base: object, { steps, killAt, checkpointAt }: { steps: number; killAt: number; checkpointAt: number }): void {
+export function checkKillAndResume(
+  t: ExecutionContext,
+  base: object,
+  { steps, killAt, checkpointAt, weights = ['model.safetensors'], history = 'training_history.json' }: { steps: number; killAt: number; checkpointAt: number; weights?: string[]; history?: string },
+): void {
   const dir = tempDir();
   const whole = run({ ...base, output: path.join(dir, 'whole') });
   t.is(whole.status, 0, whole.stderr);
@@ -27,12 +33,11 @@ export function checkKillAndResume(t: ExecutionContext, base: object, { steps, k
   const resumed = run({ ...base, output, resume: true });
   t.is(resumed.status, 0, resumed.stderr);
   t.is(JSON.parse(resumed.stdout).steps, steps, 'the history covers the whole run');
-  t.true(
-    fs.readFileSync(path.join(output, 'model.safetensors')).equals(fs.readFileSync(path.join(dir, 'whole', 'model.safetensors'))),
-    'the resumed run ends with the uninterrupted run’s weights',
-  );
+  for (const file of weights) {
+    t.true(fs.readFileSync(path.join(output, file)).equals(fs.readFileSync(path.join(dir, 'whole', file))), `the resumed run ends with the uninterrupted run’s ${file}`);
+  }
   t.false(fs.existsSync(`${output}.checkpoint`), 'a finished run removes its checkpoint');
-  const a = JSON.parse(fs.readFileSync(path.join(output, 'training_history.json'), 'utf8'));
-  const b = JSON.parse(fs.readFileSync(path.join(dir, 'whole', 'training_history.json'), 'utf8'));
+  const a = JSON.parse(fs.readFileSync(path.join(output, history), 'utf8'));
+  const b = JSON.parse(fs.readFileSync(path.join(dir, 'whole', history), 'utf8'));
   t.deepEqual(a.history.steps.map((s: { loss: number }) => s.loss), b.history.steps.map((s: { loss: number }) => s.loss));
 }

@@ -1,10 +1,11 @@
-// Runs train() in its own process for the kill-and-resume test: argv[2] is a JSON TrainOptions (without
-// callbacks); with killAtStep set, the process kills itself with SIGKILL right after that step, as a
-// crash or an OOM kill would, without any chance to clean up.
-import { train } from '../../lib';
+// Runs train() (trainRag() with `rag: true`) in its own process for the kill-and-resume test: argv[2] is a JSON
+// TrainOptions or RagTrainOptions (without callbacks); with killAtStep set, the process kills itself with SIGKILL
+// right after that step, as a crash or an OOM kill would, without any chance to clean up.
+import { train, trainRag } from '../../lib';
 
-const { killAtStep, ...options } = JSON.parse(process.argv[2]);
-train({
+const { killAtStep, rag, ...options } = JSON.parse(process.argv[2]);
+const run = (rag ? trainRag : train) as (o: typeof options) => Promise<{ history: { steps: unknown[] }; best: { epoch: number } }>;
+run({
   ...options,
   onProgress: (p) => {
     if (p.step === killAtStep) process.kill(process.pid, 'SIGKILL');

@@ -1,0 +1,498 @@
+/**
+ * ContextFlow: retrieval-augmented generation with a decoder-only generator, the retriever and the generator
+ * trained together (`trainRag`) and run together (`Rag.answer`).
+ *
+ * For a question x, the retriever's K best documents z_k come with p(z_k | x) = softmax_k(cos(x, z_k) / τ) over
+ * those K, and the generator reads each in a prompt f(z_k, x) = the template with the document and the question.
+ * Training minimizes -1/B Σ_m log Σ_k p(z_k | x_m) p(y_m | f(z_k, x_m)) (RAG-Sequence's marginal likelihood,
+ * Lewis et al. 2020, which the ContextFlow write-up adapts to decoder-only generators), in one native step per
+ * batch (native/train/trainer_wrap.cc, ragLoss). Answering generates greedily from each retrieved document and
+ * keeps the answer with the highest marginal p(y | x) = Σ_k p(z_k | x) p(y | f(z_k, x)) (RAG-Sequence's
+ * "thorough decoding").
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { semanticChunks } from './chunking';
+import { Encoder } from './encoder';
+import { ColtrastError } from './errors';
+import { parseJsonLines, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { Generator, type Generated } from './generator';
+import type { Device } from './native-model';
+import { ProgressBar } from './progress';
+import { seededRandom } from './random';
+import { trainingCurvesSvg } from './report';
+import { encoderEmbedder, learningRateAt } from './train';
+import { readTrainingData, shuffle, splitByGroup } from './train-data';
+import { padBatch } from './tokenizer';
+import { booleanValue, checkOptions, invalid, positiveInteger } from './validate';
+
+/** A question and the answer the generator should give. */
+export interface RagExample {
+  question: string;
+  answer: string;
+  /** Examples of one group (a ColTrast project) stay on one side of the validation split. */
+  group?: string;
+}
+
+/** The prompt f(z, x): `{context}` and `{question}` are replaced by the document and the question. */
+export const DEFAULT_TEMPLATE = 'Answer the question using the context.\n\nContext: {context}\n\nQuestion: {question}\n\nAnswer:';
+
+export interface RagTrainOptions {
+  /** The retriever: an embedding model folder or hub id (single-vector). */
+  retriever: string;
+  /** The generator: a causal LM folder or hub id (Llama, Mistral, Qwen2, Qwen3). */
+  generator: string;
+  /**
+   * Questions and answers: the ColTrast JSON (projects; their READMEs, semantically chunked, are the corpus unless
+   * `corpus` is given), a .jsonl file or .json array of `{ question, answer }`, or such an array.
+   */
+  data: string | RagExample[];
+  /** The documents retrieved from: an array of strings or `{ text }`, a .txt file (one per line), a .jsonl or .json array of those. */
+  corpus?: string | (string | { text: string })[];
+  /** Writes `retriever/` (a sentence-transformers folder), `generator/` (a Hugging Face folder), the history and the curves. */
+  output: string;
+  /** Documents retrieved per question (default 4). */
+  k?: number;
+  epochs?: number;
+  batchSize?: number;
+  learningRate?: number;
+  warmupRatio?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+  /** The retriever's temperature τ in p(z | x) (default 0.05). */
+  temperature?: number;
+  /** Train the retriever only; the generator's weights stay as loaded (default false). */
+  freezeGenerator?: boolean;
+  /** The prompt f(z, x), with `{context}` and `{question}` (default DEFAULT_TEMPLATE). The answer follows it after a space. */
+  template?: string;
+  /** Fraction of the examples (by group) held out for the validation loss each epoch (default 0). */
+  valSplit?: number;
+  seed?: number;
+  device?: Device;
+  threads?: number;
+  precision?: 'float32' | 'bfloat16' | 'float16';
+  /** Write a checkpoint every this many steps (default 50; 0: at epoch ends only). */
+  checkpointEvery?: number;
+  /** Continue from `<output>.checkpoint` when it exists. */
+  resume?: boolean;
+  onProgress?: (p: RagProgress) => void;
+  /** A progress bar on stderr (default: when it is a terminal). */
+  progressBar?: boolean;
+  /** Replace `output` when it holds an earlier run (default false). */
+  overwrite?: boolean;
+}
+
+export interface RagProgress {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  /** The generator's expected negative log-likelihood of the answers under the retriever's distribution. */
+  generation: number;
+  learningRate: number;
+  samplesPerSecond: number;
+  etaSeconds: number;
+}
+
+export interface RagTrainResult {
+  history: {
+    steps: { step: number; epoch: number; loss: number; generation: number; learningRate: number }[];
+    epochs: { epoch: number; trainLoss: number; valLoss?: number }[];
+  };
+  best: { epoch: number; valLoss?: number };
+  retrieverDir: string;
+  generatorDir: string;
+}
+
+const KEYS = [
+  'retriever', 'generator', 'data', 'corpus', 'output', 'k', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'weightDecay', 'maxGradNorm',
+  'temperature', 'freezeGenerator', 'template', 'valSplit', 'seed', 'device', 'threads', 'precision', 'checkpointEvery', 'resume', 'onProgress',
+  'progressBar', 'overwrite',
+] as const;
+
+function fraction(name: string, value: unknown, fallback: number, max = 1): number {
+  const x = value ?? fallback;
+  if (typeof x !== 'number' || !(x >= 0 && x < max)) throw invalid(name, `a number in [0, ${max})`, x);
+  return x;
+}
+
+function positiveNumber(name: string, value: unknown, fallback: number): number {
+  const x = value ?? fallback;
+  if (typeof x !== 'number' || !(x > 0) || !Number.isFinite(x)) throw invalid(name, 'a positive number', x);
+  return x;
+}
+
+/** The prompt of question `question` with document `context`. */
+export function ragPrompt(template: string, context: string, question: string): string {
+  return template.replace(/\{context\}/g, () => context).replace(/\{question\}/g, () => question);
+}
+
+function checkTemplate(template: unknown): string {
+  if (typeof template !== 'string' || !template.includes('{context}') || !template.includes('{question}')) {
+    throw invalid('options.template', 'a string with {context} and {question}', template);
+  }
+  return template;
+}
+
+function ragExample(where: string, value: unknown): RagExample {
+  const v = value as Record<string, unknown>;
+  const question = v?.question ?? v?.query;
+  if (typeof v !== 'object' || v === null || typeof question !== 'string' || !question.trim() || typeof v.answer !== 'string' || !v.answer.trim()) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${where}: expected { "question": non-empty string, "answer": non-empty string }`);
+  }
+  return { question, answer: v.answer, ...(typeof v.group === 'string' ? { group: v.group } : {}) };
+}
+
+/** The documents of `corpus`, each kept once; an empty one is an error. */
+export function readCorpus(corpus: RagTrainOptions['corpus']): string[] {
+  const one = (where: string, value: unknown): string => {
+    const t = typeof value === 'string' ? value : (value as { text?: unknown })?.text;
+    if (typeof t !== 'string' || !t.trim()) throw new ColtrastError('INVALID_ARGUMENT', `${where}: a document must be a non-empty string or { "text": string }`);
+    return t;
+  };
+  let docs: string[];
+  if (Array.isArray(corpus)) {
+    docs = corpus.map((d, i) => one(`corpus[${i}]`, d));
+  } else if (typeof corpus === 'string') {
+    if (!fs.existsSync(corpus)) throw new ColtrastError('INVALID_ARGUMENT', `corpus file ${corpus} does not exist`);
+    const content = fs.readFileSync(corpus, 'utf8');
+    if (/\.txt$/i.test(corpus)) {
+      docs = content.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0);
+    } else if (/\.jsonl$/i.test(corpus)) {
+      docs = parseJsonLines(corpus, content, (value, where) => one(where, value));
+    } else {
+      let value: unknown;
+      try {
+        value = JSON.parse(content);
+      } catch (error) {
+        throw new ColtrastError('INVALID_ARGUMENT', `${corpus}: not valid JSON (${(error as Error).message}); give a .txt, .jsonl or .json array`);
+      }
+      if (!Array.isArray(value)) throw new ColtrastError('INVALID_ARGUMENT', `${corpus}: expected a JSON array of documents`);
+      docs = value.map((d, i) => one(`${corpus}: [${i}]`, d));
+    }
+  } else {
+    throw invalid('options.corpus', 'a file path or an array of documents', corpus);
+  }
+  docs = [...new Set(docs)];
+  if (docs.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the corpus holds no documents');
+  return docs;
+}
+
+/** Questions and answers of `data`, and the project documents when it is a ColTrast file. */
+function readRagData(data: RagTrainOptions['data']): { examples: RagExample[]; projects?: { id: string; document: string }[] } {
+  if (Array.isArray(data)) {
+    const examples = data.map((e, i) => ragExample(`data[${i}]`, e));
+    if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the training data holds no questions');
+    return { examples };
+  }
+  if (typeof data !== 'string') throw invalid('options.data', 'a file path or an array of { question, answer }', data);
+  if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
+  if (/\.jsonl$/i.test(data)) {
+    const examples = parseJsonLines(data, fs.readFileSync(data, 'utf8'), (value, where) => ragExample(where, value));
+    if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `${data} holds no questions`);
+    return { examples };
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(fs.readFileSync(data, 'utf8'));
+  } catch (error) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${data}: not valid JSON (${(error as Error).message}); JSONL files must end in .jsonl`);
+  }
+  if (Array.isArray(value)) {
+    const examples = value.map((e, i) => ragExample(`${data}: [${i}]`, e));
+    if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `${data} holds no questions`);
+    return { examples };
+  }
+  const parsed = readTrainingData(data);
+  if (!('projects' in parsed)) throw new ColtrastError('INVALID_ARGUMENT', `${data}: expected a ColTrast project file or { question, answer } examples`);
+  return {
+    examples: parsed.projects.flatMap((p) => p.qa.map((qa) => ({ question: qa.question, answer: qa.answer, group: p.id }))),
+    projects: parsed.projects.map((p) => ({ id: p.id, document: p.document })),
+  };
+}
+
+/** The `k` best documents for each question: indices into the corpus, best first, and their cosine similarities. */
+async function retrieve(retriever: Encoder, corpus: Float32Array, dim: number, questions: string[], k: number): Promise<number[][]> {
+  const q = await retriever.embed(questions, { task: 'query', normalize: true });
+  const n = corpus.length / dim;
+  return questions.map((_, i) => {
+    const row = q.data.subarray(i * dim, (i + 1) * dim);
+    const scores = new Float32Array(n);
+    for (let d = 0; d < n; d++) {
+      let s = 0;
+      for (let j = 0; j < dim; j++) s += row[j] * corpus[d * dim + j];
+      scores[d] = s;
+    }
+    return Array.from(scores.keys())
+      .sort((a, b) => scores[b] - scores[a] || a - b)
+      .slice(0, k);
+  });
+}
+
+interface LoopState {
+  epoch: number;
+  batch: number;
+  step: number;
+  epochLoss: number;
+  shuffleState: number;
+  epochSeed: number;
+  bestLoss: number | null;
+  result: RagTrainResult;
+}
+
+/**
+ * Trains a retriever and a generator together on questions and answers (ContextFlow), and saves both. Each batch
+ * retrieves every question's K best documents with the retriever as it was at the epoch's start (the corpus is
+ * embedded again each epoch); the step then encodes the questions and those documents anew, with gradients.
+ */
+export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult> {
+  const o = checkOptions('options', options, KEYS);
+  for (const key of ['retriever', 'generator', 'output'] as const) {
+    if (typeof o[key] !== 'string' || !o[key]) throw invalid(`options.${key}`, 'a non-empty string', o[key]);
+  }
+  const k = positiveInteger('options.k', o.k ?? 4);
+  const epochs = positiveInteger('options.epochs', o.epochs ?? 1);
+  const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 4);
+  const learningRate = positiveNumber('options.learningRate', o.learningRate, 2e-5);
+  const warmupRatio = fraction('options.warmupRatio', o.warmupRatio, 0.1);
+  const weightDecay = fraction('options.weightDecay', o.weightDecay, 0.01, Infinity);
+  const maxGradNorm = fraction('options.maxGradNorm', o.maxGradNorm, 1, Infinity);
+  const temperature = positiveNumber('options.temperature', o.temperature, 0.05);
+  const freezeGenerator = booleanValue('options.freezeGenerator', o.freezeGenerator ?? false);
+  const template = checkTemplate(o.template ?? DEFAULT_TEMPLATE);
+  const valSplit = fraction('options.valSplit', o.valSplit, 0);
+  const seed = o.seed ?? 42;
+  if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
+  const checkpointEvery = o.checkpointEvery === 0 ? 0 : positiveInteger('options.checkpointEvery', o.checkpointEvery ?? 50);
+  const precision = o.precision ?? 'float32';
+  if (!['float32', 'bfloat16', 'float16'].includes(precision)) throw invalid('options.precision', "'float32', 'bfloat16' or 'float16'", precision);
+  const resume = booleanValue('options.resume', o.resume ?? false);
+  const output = path.resolve(o.output);
+  const checkpointDir = `${output}.checkpoint`;
+  const saved = resume && fs.existsSync(path.join(checkpointDir, 'state.json')) ? readRagCheckpoint(checkpointDir) : undefined;
+  if (!saved && fs.existsSync(output) && fs.readdirSync(output).length > 0 && !o.overwrite) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${output} is not empty: pass overwrite: true to replace it, or resume: true to continue an interrupted run`);
+  }
+  const data = readRagData(o.data);
+  const load = { device: o.device ?? ('auto' as const), ...(o.threads !== undefined && { threads: o.threads }) };
+  const retriever = await Encoder.load(saved ? path.join(checkpointDir, 'retriever') : o.retriever, load);
+  let generator: Generator | undefined;
+  let dispose: (() => void) | undefined;
+  try {
+    retriever.checkNotMultiVector('ContextFlow (its retriever scores pooled vectors)');
+    generator = await Generator.load(saved ? path.join(checkpointDir, 'generator') : o.generator, load);
+    // The corpus: given, or the ColTrast projects' documents split into semantic chunks by the retriever.
+    let corpus: string[];
+    if (saved) {
+      corpus = saved.corpus;
+    } else if (o.corpus !== undefined) {
+      corpus = readCorpus(o.corpus);
+    } else if (data.projects) {
+      const embedder = encoderEmbedder(retriever);
+      const chunks = await Promise.all(data.projects.map((p) => semanticChunks(p.document, embedder, { threshold: 0.7, maxTokens: retriever.maxSeqLength })));
+      corpus = [...new Set(chunks.flat())];
+    } else {
+      throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus is required: the documents to retrieve from (a ColTrast project file brings its own)');
+    }
+    if (corpus.length < k) throw new ColtrastError('INVALID_ARGUMENT', `the corpus holds ${corpus.length} documents, fewer than k = ${k}`);
+    const split = saved ?? splitByGroup(data.examples, (e, i) => e.group ?? `#${i}`, valSplit, seed);
+    const trainSet = split.train, val = split.val;
+    const trainer = await retriever.createTrainer({ learningRate, weightDecay, seed, precision, generator: generator.nativeHandle().current(), freezeGenerator });
+    dispose = () => trainer.dispose();
+    if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
+    const stepsPerEpoch = Math.ceil(trainSet.length / batchSize);
+    const totalSteps = stepsPerEpoch * epochs;
+    const gen = generator;
+
+    // One batch's arguments: the questions, their K documents (query-major) and the generator's K sequences each.
+    let corpusVectors: Float32Array = new Float32Array(0);
+    const dim = retriever.dimension;
+    const prepare = async (examples: RagExample[]) => {
+      const top = await retrieve(retriever, corpusVectors, dim, examples.map((e) => e.question), k);
+      const documents = top.flatMap((ids) => ids.map((d) => corpus[d]));
+      const prepared = await trainer.prepare(examples.map((e) => e.question), documents);
+      const pairs = examples.flatMap((e, m) => top[m].map((d) => ({ prompt: ragPrompt(template, corpus[d], e.question), completion: ` ${e.answer}` })));
+      return { prepared, sequences: padBatch(await gen.sequences(pairs)) };
+    };
+    const stepOptions = (lr: number) => ({
+      contrastiveWeight: 1, lateInteractionWeight: 0, temperature, symmetric: false, lateInteractionKind: 'cross_entropy' as const,
+      learningRate: lr, maxGradNorm, lossScale: 1, apply: true,
+    });
+    const run = async (kind: 'step' | 'evaluate', examples: RagExample[], lr: number) => {
+      const { prepared, sequences } = await prepare(examples);
+      const options = { ...stepOptions(lr), rag: true as const, sequences, documentsPerQuery: k };
+      return kind === 'step' ? trainer.stepPrepared(prepared, options) : trainer.evaluatePrepared(prepared, options);
+    };
+    const embedCorpus = async () => {
+      corpusVectors = (await retriever.embed(corpus, { task: 'document', normalize: true })).data;
+    };
+    const validate = async (): Promise<number | undefined> => {
+      if (val.length === 0) return undefined;
+      await embedCorpus();
+      let sum = 0;
+      for (let i = 0; i < val.length; i += batchSize) {
+        const batch = val.slice(i, i + batchSize);
+        sum += (await run('evaluate', batch, 0)).loss * batch.length;
+      }
+      return sum / val.length;
+    };
+
+    const state: LoopState = saved?.state ?? {
+      epoch: 1, batch: 0, step: 0, epochLoss: 0, shuffleState: seededRandom(seed).state(), epochSeed: 0, bestLoss: null,
+      result: { history: { steps: [], epochs: [] }, best: { epoch: 0 }, retrieverDir: path.join(output, 'retriever'), generatorDir: path.join(output, 'generator') },
+    };
+    const result = state.result;
+    const checkpoint = (position: Partial<LoopState> = {}) =>
+      writeFolderAtomic(checkpointDir, true, async (staging) => {
+        await retriever.save(path.join(staging, 'retriever'));
+        await gen.save(path.join(staging, 'generator'));
+        await trainer.saveState(path.join(staging, 'trainer.safetensors'));
+        writeJsonAtomic(path.join(staging, 'state.json'), { version: 1, state: { ...state, ...position }, corpus, train: trainSet, val });
+      });
+    const saveModels = async () => {
+      await writeFolderAtomic(output, true, async (staging) => {
+        await retriever.save(path.join(staging, 'retriever'));
+        await gen.save(path.join(staging, 'generator'));
+      });
+    };
+    const bar = (o.progressBar ?? process.stderr.isTTY) ? new ProgressBar('ContextFlow', 'steps') : undefined;
+    const started = Date.now();
+    const startStep = state.step;
+    for (; state.epoch <= epochs; state.epoch++, state.batch = 0, state.epochLoss = 0) {
+      if (state.batch === 0) state.epochSeed = state.shuffleState;
+      const random = seededRandom(0, state.epochSeed);
+      const order = shuffle([...trainSet], random.next);
+      await embedCorpus();
+      for (; state.batch < stepsPerEpoch; ) {
+        const examples = order.slice(state.batch * batchSize, (state.batch + 1) * batchSize);
+        const lr = learningRateAt(state.step, totalSteps, learningRate, warmupRatio, 'linear');
+        const r = await run('step', examples, lr);
+        state.batch++;
+        state.epochLoss += r.loss;
+        const step = ++state.step;
+        result.history.steps.push({ step, epoch: state.epoch, loss: r.loss, generation: r.generation ?? 0, learningRate: lr });
+        if (checkpointEvery > 0 && step % checkpointEvery === 0 && state.batch < stepsPerEpoch) await checkpoint();
+        const seconds = (Date.now() - started) / 1000;
+        o.onProgress?.({
+          step, totalSteps, epoch: state.epoch, loss: r.loss, generation: r.generation ?? 0, learningRate: lr,
+          samplesPerSecond: ((step - startStep) * batchSize) / Math.max(seconds, 1e-9),
+          etaSeconds: (seconds / (step - startStep)) * (totalSteps - step),
+        });
+        bar?.update(step, totalSteps);
+      }
+      state.shuffleState = random.state();
+      const valLoss = await validate();
+      result.history.epochs.push({ epoch: state.epoch, trainLoss: state.epochLoss / stepsPerEpoch, ...(valLoss !== undefined && { valLoss }) });
+      // The kept models: the best validation loss's, or the last epoch's without a validation split.
+      if (valLoss === undefined || state.bestLoss === null || valLoss < state.bestLoss) {
+        state.bestLoss = valLoss ?? null;
+        result.best = { epoch: state.epoch, ...(valLoss !== undefined && { valLoss }) };
+        await saveModels();
+      }
+      if (state.epoch < epochs) await checkpoint({ epoch: state.epoch + 1, batch: 0, epochLoss: 0 });
+    }
+    const config = { retriever: o.retriever, generator: o.generator, k, epochs, batchSize, learningRate, warmupRatio, weightDecay, maxGradNorm, temperature, freezeGenerator, template, valSplit, seed, precision };
+    writeJsonAtomic(path.join(output, 'rag_history.json'), { method: 'ContextFlow (RAG-Sequence marginal likelihood)', config, ...result });
+    writeTextAtomic(
+      path.join(output, 'training_curves.svg'),
+      trainingCurvesSvg({
+        history: {
+          steps: result.history.steps.map((s) => ({ ...s, contrastive: 0, lateInteraction: 0, distillation: 0 })),
+          epochs: result.history.epochs,
+        },
+      }),
+    );
+    fs.rmSync(checkpointDir, { recursive: true, force: true });
+    return result;
+  } finally {
+    dispose?.();
+    generator?.dispose();
+    retriever.dispose();
+  }
+}
+
+function readRagCheckpoint(dir: string): { state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[] } {
+  const file = path.join(dir, 'state.json');
+  let saved: { version?: number; state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[] };
+  try {
+    saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new ColtrastError('MODEL_FILES', `checkpoint ${file} is not valid JSON (${(error as Error).message}); delete ${dir} to start over`);
+  }
+  if (saved.version !== 1) throw new ColtrastError('MODEL_FILES', `checkpoint ${dir} was written by another coltrast version; delete it to start over`);
+  return saved;
+}
+
+export interface RagAnswer {
+  answer: string;
+  /** The marginal log p(answer | question) = log Σ_k p(z_k | question) p(answer | f(z_k, question)). */
+  logLikelihood: number;
+  /** The retrieved documents, best first, with the retriever's p(z | question) over them. */
+  sources: { index: number; text: string; probability: number }[];
+}
+
+export interface AnswerOptions {
+  /** Documents retrieved per question (default 4). */
+  k?: number;
+  maxNewTokens?: number;
+}
+
+/** A retriever, a generator and a corpus: questions in, answers with their sources out (RAG-Sequence decoding). */
+export class Rag {
+  private constructor(
+    readonly retriever: Encoder,
+    readonly generator: Generator,
+    private readonly corpus: string[],
+    private readonly vectors: Float32Array,
+    private readonly template: string,
+    private readonly temperature: number,
+  ) {}
+
+  /** Embeds `corpus` with the retriever. The retriever and generator stay the caller's (dispose them yourself). */
+  static async create(options: { retriever: Encoder; generator: Generator; corpus: RagTrainOptions['corpus']; template?: string; temperature?: number }): Promise<Rag> {
+    const o = checkOptions('options', options, ['retriever', 'generator', 'corpus', 'template', 'temperature'] as const);
+    if (!(o.retriever instanceof Encoder)) throw invalid('options.retriever', 'an Encoder', o.retriever);
+    if (!(o.generator instanceof Generator)) throw invalid('options.generator', 'a Generator', o.generator);
+    const corpus = readCorpus(o.corpus);
+    const vectors = (await o.retriever.embed(corpus, { task: 'document', normalize: true })).data;
+    return new Rag(o.retriever, o.generator, corpus, vectors, checkTemplate(o.template ?? DEFAULT_TEMPLATE), positiveNumber('options.temperature', o.temperature, 0.05));
+  }
+
+  /**
+   * Answers each question: its k best documents, a greedy answer from each, and the answer whose marginal
+   * likelihood over the k documents is highest.
+   */
+  async answer(questions: string[], options?: AnswerOptions): Promise<RagAnswer[]> {
+    const o = checkOptions('options', options, ['k', 'maxNewTokens'] as const);
+    if (!Array.isArray(questions) || questions.some((q) => typeof q !== 'string')) throw invalid('questions', 'an array of strings', questions);
+    const k = Math.min(positiveInteger('options.k', o.k ?? 4), this.corpus.length);
+    const top = await retrieve(this.retriever, this.vectors, this.retriever.dimension, questions, k);
+    const q = await this.retriever.embed(questions, { task: 'query', normalize: true });
+    const dim = this.retriever.dimension;
+    const out: RagAnswer[] = [];
+    for (const [i, question] of questions.entries()) {
+      const ids = top[i];
+      const cos = ids.map((d) => {
+        let s = 0;
+        for (let j = 0; j < dim; j++) s += q.data[i * dim + j] * this.vectors[d * dim + j];
+        return s / this.temperature;
+      });
+      const max = Math.max(...cos);
+      const norm = Math.log(cos.reduce((sum, c) => sum + Math.exp(c - max), 0)) + max;
+      const logP = cos.map((c) => c - norm);
+      const prompts = ids.map((d) => ragPrompt(this.template, this.corpus[d], question));
+      const candidates: Generated[] = await this.generator.generate(prompts, { maxNewTokens: o.maxNewTokens ?? 64 });
+      const texts = [...new Set(candidates.map((c) => c.text.trim()))];
+      const ll = await this.generator.logLikelihood(texts.flatMap((t) => prompts.map((prompt) => ({ prompt, completion: ` ${t}` }))));
+      let best = { answer: '', logLikelihood: -Infinity };
+      texts.forEach((t, c) => {
+        const terms = prompts.map((_, z) => logP[z] + ll[c * prompts.length + z]);
+        const m = Math.max(...terms);
+        const marginal = m + Math.log(terms.reduce((sum, x) => sum + Math.exp(x - m), 0));
+        if (marginal > best.logLikelihood) best = { answer: t, logLikelihood: marginal };
+      });
+      out.push({ ...best, sources: ids.map((d, z) => ({ index: d, text: this.corpus[d], probability: Math.exp(logP[z]) })) });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,121 @@
+// Decoder LLMs as causal language models (Generator): tokenization of prompt + completion, log-likelihoods and
+// greedy generation against what Hugging Face transformers computed for the same tiny random *ForCausalLM models
+// (scripts/fixtures/tiny_causal_lms.py; Qwen3 with tied word embeddings, Llama with its own lm_head), alone and in
+// padded batches; stop tokens; save and reload; bad input refused with the reason.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Generator } from '../lib';
+import { readSafetensors, writeSafetensors } from './helpers/safetensors';
+import { FIXTURE, editJson, tempDir } from './helpers/fixture';
+import { rejection } from './helpers/vectors';
+
+const ROOT = path.resolve(__dirname, '..');
+const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms');
+interface Reference {
+  pairs: [string, string][];
+  maxNewTokens: number;
+  versions: Record<string, string>;
+  models: Record<string, { pairs: { promptIds: number[]; completionIds: number[]; logLikelihood: number }[]; generated: number[][] }>;
+}
+const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms.reference.json'), 'utf8')) as Reference;
+const PAIRS = REFERENCE.pairs.map(([prompt, completion]) => ({ prompt, completion }));
+const PROMPTS = REFERENCE.pairs.map(([prompt]) => prompt);
+
+function copyOf(name: string, edit?: (dir: string) => void): string {
+  const dir = path.join(tempDir(), name);
+  fs.cpSync(path.join(FIXTURES, name), dir, { recursive: true });
+  edit?.(dir);
+  return dir;
+}
+
+for (const name of ['qwen3', 'llama']) {
+  test(`${name}: prompt + completion tokens and log-likelihoods equal transformers' (float32 sums to 1e-4), alone and in padded batches`, async (t) => {
+    const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const ref = REFERENCE.models[name];
+    t.is(generator.modelType, name);
+    t.deepEqual(generator.eosTokenIds, [3]);
+    const sequences = await generator.sequences(PAIRS);
+    sequences.forEach((s, i) => {
+      t.deepEqual(s.ids, [...ref.pairs[i].promptIds, ...ref.pairs[i].completionIds]);
+      t.deepEqual(s.scored, s.ids.map((_, j) => (j >= ref.pairs[i].promptIds.length ? 1 : 0)));
+    });
+    for (const batchSize of [1, 3, 4]) {
+      const ll = await generator.logLikelihood(PAIRS, { batchSize });
+      ll.forEach((x, i) => t.true(Math.abs(x - ref.pairs[i].logLikelihood) < 1e-4, `batch ${batchSize}, pair ${i}: ${x} vs ${ref.pairs[i].logLikelihood}`));
+    }
+    // Without the end-of-sequence token the sum loses exactly that token's term, which is negative.
+    const bare = await generator.logLikelihood(PAIRS, { endOfSequence: false });
+    bare.forEach((x, i) => t.true(x > ref.pairs[i].logLikelihood));
+    generator.dispose();
+  });
+
+  test(`${name}: greedy generation equals transformers' generate(do_sample=False), token for token`, async (t) => {
+    const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const ref = REFERENCE.models[name];
+    const out = await generator.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens });
+    out.forEach((g, i) => {
+      t.deepEqual(g.tokenIds, ref.generated[i], `prompt ${i}`);
+      t.is(g.finishReason, 'length');
+      t.is(typeof g.text, 'string');
+    });
+    // A stop token ends generation at its first occurrence, kept in the ids.
+    const ids = ref.generated[1];
+    const stop = ids[2];
+    const stopped = await generator.generate([PROMPTS[1]], { maxNewTokens: REFERENCE.maxNewTokens, stopTokenIds: [stop] });
+    t.deepEqual(stopped[0].tokenIds, ids.slice(0, ids.indexOf(stop) + 1));
+    t.is(stopped[0].finishReason, 'stop');
+    const short = await generator.generate([PROMPTS[0]], { maxNewTokens: 3 });
+    t.deepEqual(short[0].tokenIds, ref.generated[0].slice(0, 3));
+    generator.dispose();
+  });
+}
+
+test('a generator saves as a *ForCausalLM folder (lm_head only when untied) and reloads to the same log-likelihoods', async (t) => {
+  for (const name of ['qwen3', 'llama']) {
+    const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const before = await generator.logLikelihood(PAIRS);
+    const out = path.join(tempDir(), name);
+    await generator.save(out);
+    generator.dispose();
+    const names = (file: string) => [...readSafetensors(file).tensors.keys()].sort();
+    t.deepEqual(names(path.join(out, 'model.safetensors')), names(path.join(FIXTURES, name, 'model.safetensors')));
+    t.is(names(path.join(out, 'model.safetensors')).includes('lm_head.weight'), name === 'llama');
+    t.true(fs.existsSync(path.join(out, 'generation_config.json')) && fs.existsSync(path.join(out, 'tokenizer.json')));
+    const reloaded = await Generator.load(out, { device: 'cpu' });
+    t.deepEqual(Array.from(await reloaded.logLikelihood(PAIRS)), Array.from(before));
+    reloaded.dispose();
+    t.is((await rejection(() => Generator.load(path.join(FIXTURES, name), { device: 'cpu' }).then((g) => g.save(out)))).code, 'INVALID_ARGUMENT');
+  }
+});
+
+test('Generator errors: encoders, a missing lm_head, too-long or empty input, bad options', async (t) => {
+  const encoder = await rejection(() => Generator.load(FIXTURE, { device: 'cpu' }));
+  t.is(encoder.code, 'UNSUPPORTED_MODEL');
+  t.regex(encoder.message, /bert model; a Generator runs decoder LLMs/);
+  const headless = copyOf('llama', (dir) => {
+    const file = path.join(dir, 'model.safetensors');
+    const { tensors } = readSafetensors(file);
+    tensors.delete('lm_head.weight');
+    writeSafetensors(file, tensors);
+  });
+  const missing = await rejection(() => Generator.load(headless, { device: 'cpu' }));
+  t.is(missing.code, 'MODEL_FILES');
+  t.regex(missing.message, /no lm_head\.weight and config\.json's tie_word_embeddings is false/);
+  // Tied, the same file loads: the output layer is the token embeddings.
+  const tied = copyOf('llama', (dir) => editJson(path.join(dir, 'config.json'), (c) => ({ ...c, tie_word_embeddings: true })));
+  const tiedGenerator = await Generator.load(tied, { device: 'cpu' });
+  const untied = await Generator.load(path.join(FIXTURES, 'llama'), { device: 'cpu' });
+  t.notDeepEqual(Array.from(await tiedGenerator.logLikelihood(PAIRS.slice(0, 1))), Array.from(await untied.logLikelihood(PAIRS.slice(0, 1))));
+  tiedGenerator.dispose();
+
+  const long = { prompt: Array.from({ length: 120 }, () => 'model').join(' '), completion: 'a' };
+  t.regex((await rejection(() => untied.logLikelihood([long]))).message, /pairs\[0\] is \d+ tokens, more than the model's 96 positions/);
+  t.regex((await rejection(() => untied.generate([Array.from({ length: 100 }, () => 'model').join(' ')]))).message, /leave no room to generate/);
+  t.regex((await rejection(() => untied.logLikelihood([{ prompt: 'a', completion: 3 } as never]))).message, /pairs\[0\]/);
+  t.regex((await rejection(() => untied.generate(['a'], { maxNewTokens: 0 }))).message, /maxNewTokens/);
+  t.regex((await rejection(() => untied.generate(['a'], { temperature: 1 } as never))).message, /temperature/);
+  t.regex((await rejection(() => untied.generate(['a'], { stopTokenIds: [-1] }))).message, /stopTokenIds/);
+  untied.dispose();
+  t.is((await rejection(() => untied.generate(['a']))).code, 'DISPOSED');
+});
