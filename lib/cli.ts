@@ -21,6 +21,8 @@ import { exportIndex } from './export';
 import { encoderEmbedder } from './train';
 import { readTrainingData } from './train-data';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
+import { Generator } from './generator';
+import { Rag, trainRag, type RagTrainOptions } from './rag';
 
 /** Commands without --model use the model coltrast ships (see default-model/README.md). */
 const DEFAULT_MODEL = 'default';
@@ -73,6 +75,21 @@ commands:
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
                              its other settings (queryLength, documentLength, queryExpansion, ...) through --config
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
+  rag-train                  ContextFlow: train a retriever and a decoder LLM generator together on questions and answers
+    --retriever <dir|hub id> the embedding model that retrieves (default: coltrast's shipped model)
+    --generator <dir|hub id> the causal LM that answers (Llama, Mistral, Qwen2, Qwen3; a *ForCausalLM folder)
+    --data <file>            ColTrast .json (its READMEs, chunked, are the corpus) or .jsonl / .json of {question, answer}
+    --corpus <file>          the documents retrieved from: .txt (one per line), .jsonl or .json of strings or {text}
+    --output <dir>           writes retriever/, generator/, rag_history.json and training_curves.svg
+    --k <n> (4) --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --weight-decay <x>
+    --max-grad-norm <x> --temperature <x> --val-split <x> --seed <n> --template <text with {context} and {question}>
+    --freeze-generator       train the retriever only --precision float32|bfloat16|float16 --checkpoint-every <steps>
+    --resume --overwrite --device <d> --threads <n> --json
+  ask <question>...          answer questions from a corpus: retrieve, generate from each document, keep the likeliest
+    --retriever <dir|hub id> --generator <dir|hub id> --corpus <file> --k <n> (4) --max-new-tokens <n> (64)
+    --template <text> --device <d> --threads <n> --json
+  generate <prompt>...       greedy continuation of each prompt by a causal LM
+    --model <dir|hub id> --max-new-tokens <n> (64) --device <d> --dtype <t> --threads <n> --json
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
     --output <dir>           the index folder
@@ -341,6 +358,88 @@ async function trainCommand(argv: string[]): Promise<void> {
   console.log(`model saved to ${result.modelDir}`);
 }
 
+const RAG_FLAGS = {
+  retriever: 'string', generator: 'string', data: 'string', corpus: 'string', output: 'string', k: 'count', epochs: 'count',
+  'batch-size': 'count', 'learning-rate': 'number', 'warmup-ratio': 'number', 'weight-decay': 'number', 'max-grad-norm': 'number',
+  temperature: 'number', 'val-split': 'number', seed: 'int', template: 'string', 'freeze-generator': 'boolean', precision: 'string',
+  'checkpoint-every': 'int', resume: 'boolean', overwrite: 'boolean', device: 'string', threads: 'count', json: 'boolean',
+} as const;
+
+/** Parses flags of `kinds` (string, boolean, or a number kind) into camelCase option keys. */
+function flagOptions(argv: string[], kinds: Record<string, string>, positionals: boolean): { options: Record<string, any>; positionals: string[] } {
+  const parsed = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: positionals,
+    options: Object.fromEntries(Object.entries(kinds).map(([flag, kind]) => [flag, { type: kind === 'boolean' ? ('boolean' as const) : ('string' as const) }])),
+  });
+  const options: Record<string, any> = {};
+  for (const [flag, raw] of Object.entries(parsed.values)) {
+    const kind = kinds[flag];
+    const key = flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    options[key] = kind === 'boolean' || kind === 'string' ? raw : numberFlag(flag, raw as string, kind as 'number' | 'int' | 'count');
+  }
+  return { options, positionals: parsed.positionals };
+}
+
+async function ragTrainCommand(argv: string[]): Promise<void> {
+  const { options: o } = flagOptions(argv, RAG_FLAGS, false);
+  if (!o.generator) fail('rag-train needs --generator (a causal LM folder or hub id)');
+  if (!o.data) fail('rag-train needs --data');
+  if (!o.output) fail('rag-train needs --output');
+  const { json, ...options } = o;
+  const result = await trainRag({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json });
+  if (json) {
+    console.log(JSON.stringify({ best: result.best, epochs: result.history.epochs, retrieverDir: result.retrieverDir, generatorDir: result.generatorDir }));
+    return;
+  }
+  for (const e of result.history.epochs) {
+    console.log(`epoch ${e.epoch}: train loss ${formatLoss(e.trainLoss)}` + (e.valLoss !== undefined ? `, validation loss ${formatLoss(e.valLoss)}` : ''));
+  }
+  console.log(`epoch ${result.best.epoch} kept: retriever saved to ${result.retrieverDir}, generator to ${result.generatorDir}`);
+}
+
+async function askCommand(argv: string[]): Promise<void> {
+  const kinds = { retriever: 'string', generator: 'string', corpus: 'string', k: 'count', 'max-new-tokens': 'count', template: 'string', device: 'string', threads: 'count', json: 'boolean' };
+  const { options: o, positionals } = flagOptions(argv, kinds, true);
+  if (positionals.length === 0) fail('ask takes one or more questions');
+  if (!o.generator) fail('ask needs --generator');
+  if (!o.corpus) fail('ask needs --corpus');
+  const load = { device: (o.device ?? 'auto') as Device, threads: o.threads };
+  const retriever = await Encoder.load(o.retriever ?? DEFAULT_MODEL, load);
+  const generator = await Generator.load(o.generator, load);
+  try {
+    const rag = await Rag.create({ retriever, generator, corpus: o.corpus, ...(o.template !== undefined && { template: o.template }) });
+    const answers = await rag.answer(positionals, { k: o.k, maxNewTokens: o.maxNewTokens });
+    if (o.json) {
+      console.log(JSON.stringify(answers.map((a, i) => ({ question: positionals[i], ...a }))));
+      return;
+    }
+    answers.forEach((a, i) => {
+      console.log(`Q: ${positionals[i]}\nA: ${a.answer}`);
+      for (const s of a.sources) console.log(`   ${(100 * s.probability).toFixed(1).padStart(5)}%  ${s.text.length > 100 ? `${s.text.slice(0, 97)}...` : s.text}`);
+    });
+  } finally {
+    generator.dispose();
+    retriever.dispose();
+  }
+}
+
+async function generateCommand(argv: string[]): Promise<void> {
+  const kinds = { model: 'string', 'max-new-tokens': 'count', device: 'string', dtype: 'string', threads: 'count', json: 'boolean' };
+  const { options: o, positionals } = flagOptions(argv, kinds, true);
+  if (positionals.length === 0) fail('generate takes one or more prompts');
+  if (!o.model) fail('generate needs --model (a causal LM folder or hub id)');
+  const generator = await Generator.load(o.model, { device: (o.device ?? 'auto') as Device, dtype: o.dtype as DType | undefined, threads: o.threads });
+  try {
+    const out = await generator.generate(positionals, { maxNewTokens: o.maxNewTokens });
+    if (o.json) console.log(JSON.stringify(out));
+    else for (const g of out) console.log(g.text);
+  } finally {
+    generator.dispose();
+  }
+}
+
 function metricsTable(results: { name: string; result: EvaluateResult }[]): string {
   const ks = Object.keys(results[0].result.metrics.ndcg).map(Number);
   const header = ['metric', ...results.map((r) => r.name)];
@@ -544,6 +643,9 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   search: searchCommand,
   eval: evalCommand,
   export: exportCommand,
+  'rag-train': ragTrainCommand,
+  ask: askCommand,
+  generate: generateCommand,
 };
 
 async function main(): Promise<void> {

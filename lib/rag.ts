@@ -236,6 +236,8 @@ interface LoopState {
   epochLoss: number;
   shuffleState: number;
   epochSeed: number;
+  /** The documents retrieved for each question of the epoch, in the epoch's order (corpus indices). */
+  retrieved: number[][];
   bestLoss: number | null;
   result: RagTrainResult;
 }
@@ -307,8 +309,8 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     // One batch's arguments: the questions, their K documents (query-major) and the generator's K sequences each.
     let corpusVectors: Float32Array = new Float32Array(0);
     const dim = retriever.dimension;
-    const prepare = async (examples: RagExample[]) => {
-      const top = await retrieve(retriever, corpusVectors, dim, examples.map((e) => e.question), k);
+    const prepare = async (examples: RagExample[], retrieved?: number[][]) => {
+      const top = retrieved ?? (await retrieve(retriever, corpusVectors, dim, examples.map((e) => e.question), k));
       const documents = top.flatMap((ids) => ids.map((d) => corpus[d]));
       const prepared = await trainer.prepare(examples.map((e) => e.question), documents);
       const pairs = examples.flatMap((e, m) => top[m].map((d) => ({ prompt: ragPrompt(template, corpus[d], e.question), completion: ` ${e.answer}` })));
@@ -318,8 +320,8 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       contrastiveWeight: 1, lateInteractionWeight: 0, temperature, symmetric: false, lateInteractionKind: 'cross_entropy' as const,
       learningRate: lr, maxGradNorm, lossScale: 1, apply: true,
     });
-    const run = async (kind: 'step' | 'evaluate', examples: RagExample[], lr: number) => {
-      const { prepared, sequences } = await prepare(examples);
+    const run = async (kind: 'step' | 'evaluate', examples: RagExample[], lr: number, retrieved?: number[][]) => {
+      const { prepared, sequences } = await prepare(examples, retrieved);
       const options = { ...stepOptions(lr), rag: true as const, sequences, documentsPerQuery: k };
       return kind === 'step' ? trainer.stepPrepared(prepared, options) : trainer.evaluatePrepared(prepared, options);
     };
@@ -338,7 +340,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     };
 
     const state: LoopState = saved?.state ?? {
-      epoch: 1, batch: 0, step: 0, epochLoss: 0, shuffleState: seededRandom(seed).state(), epochSeed: 0, bestLoss: null,
+      epoch: 1, batch: 0, step: 0, epochLoss: 0, shuffleState: seededRandom(seed).state(), epochSeed: 0, retrieved: [], bestLoss: null,
       result: { history: { steps: [], epochs: [] }, best: { epoch: 0 }, retrieverDir: path.join(output, 'retriever'), generatorDir: path.join(output, 'generator') },
     };
     const result = state.result;
@@ -358,15 +360,20 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     const bar = (o.progressBar ?? process.stderr.isTTY) ? new ProgressBar('ContextFlow', 'steps') : undefined;
     const started = Date.now();
     const startStep = state.step;
-    for (; state.epoch <= epochs; state.epoch++, state.batch = 0, state.epochLoss = 0) {
+    for (; state.epoch <= epochs; state.epoch++, state.batch = 0, state.epochLoss = 0, state.retrieved = []) {
       if (state.batch === 0) state.epochSeed = state.shuffleState;
       const random = seededRandom(0, state.epochSeed);
       const order = shuffle([...trainSet], random.next);
-      await embedCorpus();
+      // Every question of the epoch retrieves with the retriever as it is at the epoch's start (kept in the state:
+      // a resumed epoch trains on the same documents).
+      if (state.batch === 0) {
+        await embedCorpus();
+        state.retrieved = await retrieve(retriever, corpusVectors, dim, order.map((e) => e.question), k);
+      }
       for (; state.batch < stepsPerEpoch; ) {
-        const examples = order.slice(state.batch * batchSize, (state.batch + 1) * batchSize);
+        const [from, to] = [state.batch * batchSize, (state.batch + 1) * batchSize];
         const lr = learningRateAt(state.step, totalSteps, learningRate, warmupRatio, 'linear');
-        const r = await run('step', examples, lr);
+        const r = await run('step', order.slice(from, to), lr, state.retrieved.slice(from, to));
         state.batch++;
         state.epochLoss += r.loss;
         const step = ++state.step;
@@ -389,7 +396,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
         result.best = { epoch: state.epoch, ...(valLoss !== undefined && { valLoss }) };
         await saveModels();
       }
-      if (state.epoch < epochs) await checkpoint({ epoch: state.epoch + 1, batch: 0, epochLoss: 0 });
+      if (state.epoch < epochs) await checkpoint({ epoch: state.epoch + 1, batch: 0, epochLoss: 0, retrieved: [] });
     }
     const config = { retriever: o.retriever, generator: o.generator, k, epochs, batchSize, learningRate, warmupRatio, weightDecay, maxGradNorm, temperature, freezeGenerator, template, valSplit, seed, precision };
     writeJsonAtomic(path.join(output, 'rag_history.json'), { method: 'ContextFlow (RAG-Sequence marginal likelihood)', config, ...result });

@@ -15,6 +15,8 @@
 //   - the distillation losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss on a batch, the
 //     guided contrastive loss its GISTEmbedLoss, and Contrastive Tension's loss (a trained model and its trained
 //     twin) its ContrastiveTensionLossInBatchNegatives;
+//   - ContextFlow's joint retriever/generator loss and its gradient's norm equal what sentence-transformers and
+//     transformers compute for the same batch (scripts/fixtures/rag_loss.py);
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
@@ -22,10 +24,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { CrossEncoder, Encoder, ops, train } from '../lib';
+import { CrossEncoder, Encoder, Generator, ops, train } from '../lib';
+import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
+import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
 import { makeBatches } from '../lib/train-data';
-import { FIXTURE, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const PYTHON = process.env.COLTRAST_ST_PYTHON || path.join(ROOT, 'build', 'pyenv', 'bin', 'python');
@@ -514,3 +518,53 @@ for (const [B, N, Lq, Ld, dim] of [
     }
   });
 }
+
+check(`ContextFlow: the joint loss and its gradient's norm equal sentence-transformers' + transformers' autograd on a batch${skipped}`, async (t) => {
+  // No dropout in the retriever, so that its training-mode forward is the same on both sides; the generator is the
+  // tied Qwen3 fixture (its output layer is its token embeddings: one parameter, one gradient).
+  const retrieverDir = fixtureCopy((dir) => editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })));
+  const generatorDir = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'qwen3');
+  const retriever = await Encoder.load(retrieverDir, { device: 'cpu' });
+  const generator = await Generator.load(generatorDir, { device: 'cpu' });
+  const k = 2;
+  const queries = ['what is in the river?', 'where is the money?', 'what is fast?'];
+  const answers = ['water', 'in the bank', 'search'];
+  const documents = ['the river bank has water', 'a cafe with paper', 'money in the bank', 'the river bank has water', 'search that is fast', 'hello world'];
+  const pairs = queries.flatMap((q, m) => documents.slice(m * k, (m + 1) * k).map((doc) => ({ prompt: ragPrompt(DEFAULT_TEMPLATE, doc, q), completion: ` ${answers[m]}` })));
+  const sequences = await generator.sequences(pairs);
+  const trainer = await retriever.createTrainer({ seed: 1, generator: generator.nativeHandle().current() });
+  const options = {
+    contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy' as const,
+    learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: true, rag: true, sequences: padBatch(sequences), documentsPerQuery: k,
+  };
+  try {
+    const prepared = await trainer.prepare(queries, documents);
+    const ours = await trainer.stepPrepared(prepared, options);
+    // Then a real step, and the trained generator saved for transformers to load.
+    const dir = tempDir();
+    await trainer.stepPrepared(prepared, { ...options, learningRate: 1e-2, maxGradNorm: 1 });
+    const savedGenerator = path.join(dir, 'generator');
+    await generator.save(savedGenerator);
+    const trainedLl = await generator.logLikelihood(pairs);
+    const spec = {
+      retriever: retrieverDir, generator: generatorDir, queries, documents, k, temperature: 0.05, sequences: sequences.map((s) => s.ids), targets: sequences.map((s) => s.scored),
+      saved_generator: savedGenerator,
+    };
+    fs.writeFileSync(path.join(dir, 'spec.json'), JSON.stringify(spec));
+    const r = await python([script('rag_loss.py'), path.join(dir, 'spec.json'), path.join(dir, 'out.json')]);
+    t.is(r.status, 0, r.tail);
+    const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
+    const close = (a: number, b: number, what: string) => t.true(Math.abs(a - b) <= 1e-4 * Math.abs(b), `${what}: coltrast ${a}, Python ${b}`);
+    close(ours.loss, ref.loss, 'loss');
+    close(ours.generation!, ref.generation, 'expected generator NLL');
+    close(ours.gradNorm, ref.grad_norm, 'gradient norm over both models');
+    t.true(maxAbsDiff(trainedLl, ref.saved_log_likelihoods) < 1e-4 * Math.max(...trainedLl.map(Math.abs)), 'transformers loads the trained generator coltrast saved: same log-likelihoods');
+    const untrained = await Generator.load(generatorDir, { device: 'cpu' });
+    t.true(maxAbsDiff(trainedLl, await untrained.logLikelihood(pairs)) > 1e-3, 'the step changed the generator');
+    untrained.dispose();
+  } finally {
+    trainer.dispose();
+    generator.dispose();
+    retriever.dispose();
+  }
+});

@@ -1,0 +1,249 @@
+// ContextFlow (lib/rag.ts): the native joint loss against a float64 reference computed from the retriever's
+// embed() and the generator's logLikelihood(); which model a step trains (frozen generator or not); trainRag() end
+// to end (the loss falls, both models saved and loadable, history and curves written), on question/answer pairs
+// with a corpus and on a ColTrast project file; kill-and-resume; Rag.answer()'s choice against the marginal
+// likelihoods recomputed here; bad input refused with the reason.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Encoder, Generator, Rag, trainRag } from '../lib';
+import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
+import { padBatch } from '../lib/tokenizer';
+import { FIXTURE, STEP, maxAbsDiff, tempDir } from './helpers/fixture';
+import { checkKillAndResume } from './helpers/resume';
+import { dot, rejection, rows } from './helpers/vectors';
+
+const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
+const GENERATOR = path.resolve(__dirname, 'fixtures', 'tiny-causal-lms', 'llama');
+const CORPUS = [
+  'the river bank has water',
+  'money in the bank',
+  'a cafe with paper',
+  'the quick brown fox jumps over the lazy dog',
+  'search that is fast and small',
+  'a model turns text into a token vector',
+  'the cat and the dog run',
+  'hello world',
+];
+const DATA = [
+  { question: 'what is in the river?', answer: 'water' },
+  { question: 'where is the money?', answer: 'in the bank' },
+  { question: 'what is fast?', answer: 'search' },
+  { question: 'what does the fox do?', answer: 'jumps over the dog' },
+  { question: 'what has paper?', answer: 'a cafe' },
+  { question: 'what makes a vector?', answer: 'a model' },
+];
+const TAU = 0.05;
+
+/** The float64 ContextFlow loss of `questions` with `k` documents each, from the models' own embed() and logLikelihood(). */
+async function referenceLoss(retriever: Encoder, generator: Generator, questions: typeof DATA, documents: string[], k: number) {
+  const q = rows(await retriever.embed(questions.map((e) => e.question), { task: 'query', normalize: true }));
+  const d = rows(await retriever.embed(documents, { task: 'document', normalize: true }));
+  const ll = await generator.logLikelihood(
+    questions.flatMap((e, m) => documents.slice(m * k, (m + 1) * k).map((doc) => ({ prompt: ragPrompt(DEFAULT_TEMPLATE, doc, e.question), completion: ` ${e.answer}` }))),
+  );
+  let loss = 0;
+  let generation = 0;
+  questions.forEach((_, m) => {
+    const s = Array.from({ length: k }, (_, j) => dot(q[m], d[m * k + j]) / TAU);
+    const max = Math.max(...s);
+    const logZ = max + Math.log(s.reduce((sum, x) => sum + Math.exp(x - max), 0));
+    const terms = s.map((x, j) => x - logZ + ll[m * k + j]);
+    const top = Math.max(...terms);
+    loss -= top + Math.log(terms.reduce((sum, x) => sum + Math.exp(x - top), 0));
+    generation -= s.reduce((sum, x, j) => sum + Math.exp(x - logZ) * ll[m * k + j], 0);
+  });
+  return { loss: loss / questions.length, generation: generation / questions.length };
+}
+
+async function ragTrainer(retriever: Encoder, generator: Generator, freezeGenerator: boolean) {
+  const trainer = await retriever.createTrainer({ learningRate: 1e-3, weightDecay: 0, seed: 3, generator: generator.nativeHandle().current(), freezeGenerator });
+  const batch = async (questions: typeof DATA, documents: string[], k: number) => {
+    const prepared = await trainer.prepare(questions.map((e) => e.question), documents);
+    const pairs = questions.flatMap((e, m) => documents.slice(m * k, (m + 1) * k).map((doc) => ({ prompt: ragPrompt(DEFAULT_TEMPLATE, doc, e.question), completion: ` ${e.answer}` })));
+    const options = { ...STEP, rag: true, sequences: padBatch(await generator.sequences(pairs)), documentsPerQuery: k };
+    return { prepared, options };
+  };
+  return { trainer, batch };
+}
+
+test('the native ContextFlow loss equals a float64 reference from embed() and logLikelihood(), before and after steps', async (t) => {
+  const retriever = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const generator = await Generator.load(GENERATOR, { device: 'cpu' });
+  const { trainer, batch } = await ragTrainer(retriever, generator, false);
+  const questions = DATA.slice(0, 3);
+  const k = 3;
+  const documents = [0, 1, 2, 1, 2, 3, 4, 5, 0].map((i) => CORPUS[i]);
+  const { prepared, options } = await batch(questions, documents, k);
+  for (let round = 0; round < 2; round++) {
+    const r = await trainer.evaluatePrepared(prepared, options);
+    const ref = await referenceLoss(retriever, generator, questions, documents, k);
+    t.true(Math.abs(r.loss - ref.loss) < 1e-4 * Math.max(1, Math.abs(ref.loss)), `round ${round}: ${r.loss} vs ${ref.loss}`);
+    t.true(Math.abs(r.generation! - ref.generation) < 1e-4 * Math.max(1, Math.abs(ref.generation)), `round ${round}: generation ${r.generation} vs ${ref.generation}`);
+    // Steps on this batch lower its loss (the gradient points downhill for both models).
+    const before = r.loss;
+    for (let i = 0; i < 5; i++) await trainer.stepPrepared(prepared, options);
+    t.true((await trainer.evaluatePrepared(prepared, options)).loss < before);
+  }
+  trainer.dispose();
+  generator.dispose();
+  retriever.dispose();
+});
+
+test('a ContextFlow step trains the retriever and the generator, or the retriever alone with freezeGenerator', async (t) => {
+  for (const freeze of [false, true]) {
+    const retriever = await Encoder.load(FIXTURE, { device: 'cpu' });
+    const generator = await Generator.load(GENERATOR, { device: 'cpu' });
+    const { trainer, batch } = await ragTrainer(retriever, generator, freeze);
+    const probe = [{ prompt: 'what is fast?', completion: 'search' }];
+    const [llBefore, embBefore] = [await generator.logLikelihood(probe), await retriever.embed(['what is fast?'])];
+    const { prepared, options } = await batch(DATA.slice(0, 2), CORPUS.slice(0, 4), 2);
+    const r = await trainer.stepPrepared(prepared, options);
+    t.true(r.gradNorm > 0);
+    t.true(maxAbsDiff((await retriever.embed(['what is fast?'])).data, embBefore.data) > 0, 'the retriever changed');
+    const llAfter = await generator.logLikelihood(probe);
+    if (freeze) t.is(llAfter[0], llBefore[0], 'a frozen generator is unchanged');
+    else t.not(llAfter[0], llBefore[0], 'the generator changed');
+    trainer.dispose();
+    generator.dispose();
+    retriever.dispose();
+  }
+});
+
+test('trainRag(): the loss falls, both models are saved and load, the history and curves are written', async (t) => {
+  const output = path.join(tempDir(), 'rag');
+  const progress: number[] = [];
+  const result = await trainRag({
+    retriever: FIXTURE, generator: GENERATOR, data: DATA, corpus: CORPUS, output, k: 3, epochs: 4, batchSize: 3, learningRate: 2e-3,
+    device: 'cpu', progressBar: false, onProgress: (p) => progress.push(p.step),
+  });
+  t.deepEqual(progress, [1, 2, 3, 4, 5, 6, 7, 8]);
+  t.is(result.history.epochs.length, 4);
+  const losses = result.history.epochs.map((e) => e.trainLoss);
+  t.true(losses[3] < losses[0], `epoch losses ${losses.join(', ')}`);
+  t.is(result.best.epoch, 4);
+  for (const file of ['rag_history.json', 'training_curves.svg', 'retriever/model.safetensors', 'retriever/modules.json', 'generator/model.safetensors', 'generator/config.json']) {
+    t.true(fs.existsSync(path.join(output, file)), file);
+  }
+  t.false(fs.existsSync(`${output}.checkpoint`));
+  const history = JSON.parse(fs.readFileSync(path.join(output, 'rag_history.json'), 'utf8'));
+  t.is(history.config.k, 3);
+  t.is(history.history.steps.length, 8);
+  const trained = await Generator.load(path.join(output, 'generator'), { device: 'cpu' });
+  const original = await Generator.load(GENERATOR, { device: 'cpu' });
+  const pair = [{ prompt: ragPrompt(DEFAULT_TEMPLATE, CORPUS[0], DATA[0].question), completion: ` ${DATA[0].answer}` }];
+  t.true((await trained.logLikelihood(pair))[0] > (await original.logLikelihood(pair))[0], 'the trained generator finds the answer likelier');
+  trained.dispose();
+  original.dispose();
+  const retriever = await Encoder.load(path.join(output, 'retriever'), { device: 'cpu' });
+  t.is((await retriever.embed(['a'])).dims[1], 32);
+  retriever.dispose();
+  // An earlier run's output is not replaced unless asked.
+  t.regex((await rejection(() => trainRag({ retriever: FIXTURE, generator: GENERATOR, data: DATA, corpus: CORPUS, output, device: 'cpu' }))).message, /not empty/);
+});
+
+test('trainRag() on a ColTrast project file: its documents, semantically chunked, are the corpus; validation by project', async (t) => {
+  const dir = tempDir();
+  const projects = ['river bank water', 'money paper cafe', 'quick brown fox', 'search fast small'].map((words, i) => ({
+    project_id: `p${i}`,
+    readme_content: `the ${words}. a ${words} test. hello world.`,
+    qa_pairs: [{ question: `what about ${words.split(' ')[0]}?`, answer: words.split(' ')[1] }],
+  }));
+  const file = path.join(dir, 'projects.json');
+  fs.writeFileSync(file, JSON.stringify({ projects }));
+  const result = await trainRag({ retriever: FIXTURE, generator: GENERATOR, data: file, output: path.join(dir, 'out'), k: 2, epochs: 2, batchSize: 2, valSplit: 0.25, device: 'cpu', progressBar: false });
+  t.is(result.history.epochs.length, 2);
+  for (const e of result.history.epochs) t.true(Number.isFinite(e.valLoss));
+  t.is(result.history.steps.length, 4, 'three training questions in batches of two, two epochs');
+});
+
+test('trainRag(): a run killed mid-epoch resumes (retriever, generator and optimizer) to the uninterrupted run\'s weights', (t) => {
+  checkKillAndResume(
+    t,
+    { rag: true, retriever: FIXTURE, generator: GENERATOR, data: DATA, corpus: CORPUS, k: 2, epochs: 2, batchSize: 2, learningRate: 1e-3, checkpointEvery: 2, device: 'cpu', progressBar: false },
+    { steps: 6, killAt: 2, checkpointAt: 2, weights: ['retriever/model.safetensors', 'generator/model.safetensors'], history: 'rag_history.json' },
+  );
+});
+
+test('Rag.answer(): the k best documents with their probabilities, and the answer of highest marginal likelihood over them', async (t) => {
+  const retriever = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const generator = await Generator.load(GENERATOR, { device: 'cpu' });
+  const rag = await Rag.create({ retriever, generator, corpus: CORPUS });
+  const question = 'what is in the river?';
+  const [answer] = await rag.answer([question], { k: 3, maxNewTokens: 5 });
+  t.is(answer.sources.length, 3);
+  t.true(Math.abs(answer.sources.reduce((s, x) => s + x.probability, 0) - 1) < 1e-9);
+  // The sources are the retriever's three best documents, best first.
+  const q = rows(await retriever.embed([question], { normalize: true }))[0];
+  const d = rows(await retriever.embed(CORPUS, { normalize: true }));
+  const ranked = CORPUS.map((_, i) => i).sort((a, b) => dot(q, d[b]) - dot(q, d[a]));
+  t.deepEqual(answer.sources.map((s) => s.index), ranked.slice(0, 3));
+  // Recomputed: each document's greedy answer, and each candidate's marginal over the three documents.
+  const prompts = answer.sources.map((s) => ragPrompt(DEFAULT_TEMPLATE, s.text, question));
+  const candidates = [...new Set((await generator.generate(prompts, { maxNewTokens: 5 })).map((g) => g.text.trim()))];
+  const marginals = await Promise.all(
+    candidates.map(async (c) => {
+      const ll = await generator.logLikelihood(prompts.map((prompt) => ({ prompt, completion: ` ${c}` })));
+      return Math.log(answer.sources.reduce((s, src, z) => s + src.probability * Math.exp(ll[z]), 0));
+    }),
+  );
+  const best = marginals.indexOf(Math.max(...marginals));
+  t.is(answer.answer, candidates[best]);
+  t.true(Math.abs(answer.logLikelihood - marginals[best]) < 1e-6);
+  generator.dispose();
+  retriever.dispose();
+});
+
+test('trainRag() and Rag errors: missing corpus, k beyond it, a bad template, unknown options, an encoder as the generator', async (t) => {
+  const output = path.join(tempDir(), 'rag');
+  const base = { retriever: FIXTURE, generator: GENERATOR, data: DATA, output, device: 'cpu' as const, progressBar: false };
+  t.regex((await rejection(() => trainRag(base))).message, /options\.corpus is required/);
+  t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS.slice(0, 2), k: 3 }))).message, /holds 2 documents, fewer than k = 3/);
+  t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, template: 'Q: {question}' }))).message, /\{context\} and \{question\}/);
+  t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, lr: 1 } as never))).message, /lr/);
+  t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, data: [{ question: 'a' }] as never }))).message, /data\[0\]: expected \{ "question"/);
+  t.regex((await rejection(() => trainRag({ ...base, corpus: [''] }))).message, /corpus\[0\]/);
+  t.is((await rejection(() => trainRag({ ...base, corpus: CORPUS, generator: FIXTURE }))).code, 'UNSUPPORTED_MODEL');
+  t.false(fs.existsSync(output));
+  const retriever = await Encoder.load(FIXTURE, { device: 'cpu' });
+  // A rag step needs a trainer made with a generator.
+  const plain = await retriever.createTrainer({});
+  const prepared = await plain.prepare(['a'], ['b']);
+  const sequences = padBatch([{ ids: [2, 5, 6], typeIds: [0, 0, 0], scored: [0, 1, 1] }]);
+  t.regex((await rejection(() => plain.stepPrepared(prepared, { ...STEP, rag: true, sequences, documentsPerQuery: 1 }))).message, /need a trainer created with a generator/);
+  plain.dispose();
+  t.regex((await rejection(() => Rag.create({ retriever, generator: retriever as never, corpus: CORPUS }))).message, /a Generator/);
+  retriever.dispose();
+});
+
+test('the CLI: rag-train, then ask and generate with what it saved; missing flags are one-line errors', (t) => {
+  const dir = tempDir();
+  const corpus = path.join(dir, 'corpus.txt');
+  const data = path.join(dir, 'qa.jsonl');
+  fs.writeFileSync(corpus, CORPUS.join('\n'));
+  fs.writeFileSync(data, DATA.map((e) => JSON.stringify(e)).join('\n'));
+  const output = path.join(dir, 'out');
+  const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const trained = cli('rag-train', '--retriever', FIXTURE, '--generator', GENERATOR, '--data', data, '--corpus', corpus, '--output', output, '--k', '2', '--epochs', '2', '--batch-size', '3', '--device', 'cpu', '--json');
+  t.is(trained.status, 0, trained.stderr);
+  const summary = JSON.parse(trained.stdout);
+  t.is(summary.epochs.length, 2);
+  t.is(summary.generatorDir, path.join(output, 'generator'));
+  const asked = cli('ask', 'what is in the river?', 'where is the money?', '--retriever', summary.retrieverDir, '--generator', summary.generatorDir, '--corpus', corpus, '--k', '2', '--max-new-tokens', '4', '--device', 'cpu', '--json');
+  t.is(asked.status, 0, asked.stderr);
+  const answers = JSON.parse(asked.stdout);
+  t.deepEqual(answers.map((a: { question: string }) => a.question), ['what is in the river?', 'where is the money?']);
+  for (const a of answers) {
+    t.is(a.sources.length, 2);
+    t.is(typeof a.answer, 'string');
+  }
+  const generated = cli('generate', 'hello world', '--model', summary.generatorDir, '--max-new-tokens', '3', '--device', 'cpu', '--json');
+  t.is(generated.status, 0, generated.stderr);
+  t.is(JSON.parse(generated.stdout)[0].tokenIds.length, 3);
+  const missing = cli('rag-train', '--data', data, '--output', output);
+  t.is(missing.status, 2);
+  t.regex(missing.stderr, /rag-train needs --generator/);
+  const badK = cli('ask', 'q', '--generator', GENERATOR, '--corpus', corpus, '--k', '0');
+  t.regex(badK.stderr, /--k must be a positive integer/);
+});
