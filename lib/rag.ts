@@ -409,6 +409,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
         },
       }),
     );
+    writeTextAtomic(path.join(output, 'README.md'), ragCard(result, config, typeof o.data === 'string' ? o.data : `${o.data.length} in-memory examples`, corpus.length));
     fs.rmSync(checkpointDir, { recursive: true, force: true });
     return result;
   } finally {
@@ -416,6 +417,30 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     generator?.dispose();
     retriever.dispose();
   }
+}
+
+/** The output folder's README: what was trained, from what, how, and the losses per epoch. */
+function ragCard(result: RagTrainResult, config: Record<string, unknown>, data: string, documents: number): string {
+  const rows = result.history.epochs.map((e) => `| ${e.epoch} | ${e.trainLoss.toFixed(4)} | ${e.valLoss === undefined ? '-' : e.valLoss.toFixed(4)} |`);
+  return [
+    '# ContextFlow: a retriever and a generator trained together (coltrast)',
+    '',
+    `Retriever \`${String(config.retriever)}\` (in \`retriever/\`, a sentence-transformers folder) and generator \`${String(config.generator)}\``,
+    `(in \`generator/\`, a Hugging Face *ForCausalLM folder${config.freezeGenerator ? ', frozen: unchanged' : ''}), trained on ${data} with ${documents} documents to retrieve from,`,
+    `on the RAG-Sequence marginal likelihood over each question's ${String(config.k)} retrieved documents. Epoch ${result.best.epoch} is kept.`,
+    '',
+    '| epoch | train loss | validation loss |',
+    '| --- | --- | --- |',
+    ...rows,
+    '',
+    '```json',
+    JSON.stringify(config, null, 2),
+    '```',
+    '',
+    "Use: `Rag.create({ retriever: await Encoder.load('retriever'), generator: await Generator.load('generator'), corpus })`, then",
+    '`rag.answer([question])`; or `coltrast ask "question" --retriever retriever --generator generator --corpus docs.txt`.',
+    '',
+  ].join('\n');
 }
 
 function readRagCheckpoint(dir: string): { state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[] } {

@@ -6,6 +6,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Generator } from '../lib';
+import { native } from '../lib/native';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
 import { FIXTURE, editJson, tempDir } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
@@ -119,3 +120,20 @@ test('Generator errors: encoders, a missing lm_head, too-long or empty input, ba
   untied.dispose();
   t.is((await rejection(() => untied.generate(['a']))).code, 'DISPOSED');
 });
+
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+(cudaAvailable ? test : test.skip)(
+  `cuda: log-likelihoods (float32, bfloat16) and greedy generation (float32) match transformers'${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  async (t) => {
+    for (const name of ['qwen3', 'llama']) {
+      const ref = REFERENCE.models[name];
+      for (const [dtype, tolerance] of [['float32', 1e-3], ['bfloat16', 0.5]] as const) {
+        const gpu = await Generator.load(path.join(FIXTURES, name), { device: 'cuda', dtype });
+        const ll = await gpu.logLikelihood(PAIRS, { batchSize: 3 });
+        ll.forEach((x, i) => t.true(Math.abs(x - ref.pairs[i].logLikelihood) < tolerance, `${name} ${dtype} pair ${i}: ${x} vs ${ref.pairs[i].logLikelihood}`));
+        if (dtype === 'float32') t.deepEqual((await gpu.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens })).map((g) => g.tokenIds), ref.generated);
+        gpu.dispose();
+      }
+    }
+  },
+);

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, Generator, Rag, trainRag } from '../lib';
+import { native } from '../lib/native';
 import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { FIXTURE, STEP, maxAbsDiff, tempDir } from './helpers/fixture';
@@ -123,6 +124,7 @@ test('trainRag(): the loss falls, both models are saved and load, the history an
   const losses = result.history.epochs.map((e) => e.trainLoss);
   t.true(losses[3] < losses[0], `epoch losses ${losses.join(', ')}`);
   t.is(result.best.epoch, 4);
+  t.regex(fs.readFileSync(path.join(output, 'README.md'), 'utf8'), /Epoch 4 is kept[\s\S]*\| 4 \| \d/);
   for (const file of ['rag_history.json', 'training_curves.svg', 'retriever/model.safetensors', 'retriever/modules.json', 'generator/model.safetensors', 'generator/config.json']) {
     t.true(fs.existsSync(path.join(output, file)), file);
   }
@@ -247,3 +249,29 @@ test('the CLI: rag-train, then ask and generate with what it saved; missing flag
   const badK = cli('ask', 'q', '--generator', GENERATOR, '--corpus', corpus, '--k', '0');
   t.regex(badK.stderr, /--k must be a positive integer/);
 });
+
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+(cudaAvailable ? test : test.skip)(
+  `cuda: the ContextFlow loss equals the CPU's, in float32 and under bfloat16 autocast, and trainRag runs${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  async (t) => {
+    const questions = DATA.slice(0, 3);
+    const documents = [0, 1, 2, 1, 2, 3].map((i) => CORPUS[i]);
+    const lossOn = async (device: 'cpu' | 'cuda', precision: 'float32' | 'bfloat16') => {
+      const retriever = await Encoder.load(FIXTURE, { device });
+      const generator = await Generator.load(GENERATOR, { device });
+      const trainer = await retriever.createTrainer({ seed: 3, precision, generator: generator.nativeHandle().current() });
+      const pairs = questions.flatMap((e, m) => documents.slice(m * 2, m * 2 + 2).map((doc) => ({ prompt: ragPrompt(DEFAULT_TEMPLATE, doc, e.question), completion: ` ${e.answer}` })));
+      const options = { ...STEP, rag: true, sequences: padBatch(await generator.sequences(pairs)), documentsPerQuery: 2 };
+      const r = await trainer.evaluatePrepared(await trainer.prepare(questions.map((e) => e.question), documents), options);
+      trainer.dispose();
+      generator.dispose();
+      retriever.dispose();
+      return r.loss;
+    };
+    const cpu = await lossOn('cpu', 'float32');
+    t.true(Math.abs((await lossOn('cuda', 'float32')) - cpu) < 1e-3 * Math.abs(cpu));
+    t.true(Math.abs((await lossOn('cuda', 'bfloat16')) - cpu) < 5e-2 * Math.abs(cpu));
+    const result = await trainRag({ retriever: FIXTURE, generator: GENERATOR, data: DATA, corpus: CORPUS, output: path.join(tempDir(), 'rag'), k: 2, epochs: 2, batchSize: 3, device: 'cuda', precision: 'bfloat16', progressBar: false });
+    t.true(result.history.steps.every((s) => Number.isFinite(s.loss)));
+  },
+);

@@ -7,7 +7,7 @@ const { killAtStep, rag, ...options } = JSON.parse(process.argv[2]);
 const run = (rag ? trainRag : train) as (o: typeof options) => Promise<{ history: { steps: unknown[] }; best: { epoch: number } }>;
 run({
   ...options,
-  onProgress: (p) => {
+  onProgress: (p: { step: number }) => {
     if (p.step === killAtStep) process.kill(process.pid, 'SIGKILL');
   },
 }).then(
