@@ -211,8 +211,8 @@ function readRagData(data: RagTrainOptions['data']): { examples: RagExample[]; p
   };
 }
 
-/** The `k` best documents for each question: indices into the corpus, best first, and their cosine similarities. */
-async function retrieve(retriever: Encoder, corpus: Float32Array, dim: number, questions: string[], k: number): Promise<number[][]> {
+/** The `k` best documents for each question by cosine similarity (exact search): corpus indices, best first, and the similarities. */
+async function retrieveScored(retriever: Encoder, corpus: Float32Array, dim: number, questions: string[], k: number): Promise<{ ids: number[]; scores: number[] }[]> {
   const q = await retriever.embed(questions, { task: 'query', normalize: true });
   const n = corpus.length / dim;
   return questions.map((_, i) => {
@@ -223,10 +223,15 @@ async function retrieve(retriever: Encoder, corpus: Float32Array, dim: number, q
       for (let j = 0; j < dim; j++) s += row[j] * corpus[d * dim + j];
       scores[d] = s;
     }
-    return Array.from(scores.keys())
+    const ids = Array.from(scores.keys())
       .sort((a, b) => scores[b] - scores[a] || a - b)
       .slice(0, k);
+    return { ids, scores: ids.map((d) => scores[d]) };
   });
+}
+
+async function retrieve(retriever: Encoder, corpus: Float32Array, dim: number, questions: string[], k: number): Promise<number[][]> {
+  return (await retrieveScored(retriever, corpus, dim, questions, k)).map((r) => r.ids);
 }
 
 interface LoopState {
@@ -498,17 +503,11 @@ export class Rag {
     const o = checkOptions('options', options, ['k', 'maxNewTokens'] as const);
     if (!Array.isArray(questions) || questions.some((q) => typeof q !== 'string')) throw invalid('questions', 'an array of strings', questions);
     const k = Math.min(positiveInteger('options.k', o.k ?? 4), this.corpus.length);
-    const top = await retrieve(this.retriever, this.vectors, this.retriever.dimension, questions, k);
-    const q = await this.retriever.embed(questions, { task: 'query', normalize: true });
-    const dim = this.retriever.dimension;
+    const top = await retrieveScored(this.retriever, this.vectors, this.retriever.dimension, questions, k);
     const out: RagAnswer[] = [];
     for (const [i, question] of questions.entries()) {
-      const ids = top[i];
-      const cos = ids.map((d) => {
-        let s = 0;
-        for (let j = 0; j < dim; j++) s += q.data[i * dim + j] * this.vectors[d * dim + j];
-        return s / this.temperature;
-      });
+      const { ids, scores } = top[i];
+      const cos = scores.map((s) => s / this.temperature);
       const max = Math.max(...cos);
       const norm = Math.log(cos.reduce((sum, c) => sum + Math.exp(c - max), 0)) + max;
       const logP = cos.map((c) => c - norm);

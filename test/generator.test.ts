@@ -127,10 +127,14 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
   async (t) => {
     for (const name of ['qwen3', 'llama']) {
       const ref = REFERENCE.models[name];
-      for (const [dtype, tolerance] of [['float32', 1e-3], ['bfloat16', 0.5]] as const) {
+      // Relative to the sum: bfloat16's 8-bit mantissa gives each token's log-probability an error of about 1%.
+      for (const [dtype, tolerance] of [['float32', 1e-4], ['bfloat16', 5e-2]] as const) {
         const gpu = await Generator.load(path.join(FIXTURES, name), { device: 'cuda', dtype });
         const ll = await gpu.logLikelihood(PAIRS, { batchSize: 3 });
-        ll.forEach((x, i) => t.true(Math.abs(x - ref.pairs[i].logLikelihood) < tolerance, `${name} ${dtype} pair ${i}: ${x} vs ${ref.pairs[i].logLikelihood}`));
+        ll.forEach((x, i) => {
+          const expected = ref.pairs[i].logLikelihood;
+          t.true(Math.abs(x - expected) < tolerance * Math.abs(expected), `${name} ${dtype} pair ${i}: ${x} vs ${expected}`);
+        });
         if (dtype === 'float32') t.deepEqual((await gpu.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens })).map((g) => g.tokenIds), ref.generated);
         gpu.dispose();
       }
