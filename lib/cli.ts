@@ -83,13 +83,15 @@ commands:
     --output <dir>           writes retriever/, generator/, rag_history.json and training_curves.svg
     --k <n> (4) --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --weight-decay <x>
     --max-grad-norm <x> --temperature <x> --val-split <x> --seed <n> --template <text with {context} and {question}>
+    --chat [--system <text>] the prompt is the user's message in the generator's chat template (instruction-tuned models)
     --freeze-generator       train the retriever only --precision float32|bfloat16|float16 --checkpoint-every <steps>
     --resume --overwrite --device <d> --threads <n> --json
   ask <question>...          answer questions from a corpus: retrieve, generate from each document, keep the likeliest
     --retriever <dir|hub id> --generator <dir|hub id> --corpus <file> --k <n> (4) --max-new-tokens <n> (64)
-    --template <text> --device <d> --threads <n> --json
+    --template <text> --chat [--system <text>] --device <d> --threads <n> --json
   generate <prompt>...       greedy continuation of each prompt by a causal LM
-    --model <dir|hub id> --max-new-tokens <n> (64) --device <d> --dtype <t> --threads <n> --json
+    --model <dir|hub id> --max-new-tokens <n> (64) --chat (each prompt a user message in the model's chat template)
+    --system <text> --device <d> --dtype <t> --threads <n> --json
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
     --output <dir>           the index folder
@@ -361,7 +363,7 @@ async function trainCommand(argv: string[]): Promise<void> {
 const RAG_FLAGS = {
   retriever: 'string', generator: 'string', data: 'string', corpus: 'string', output: 'string', k: 'count', epochs: 'count',
   'batch-size': 'count', 'learning-rate': 'number', 'warmup-ratio': 'number', 'weight-decay': 'number', 'max-grad-norm': 'number',
-  temperature: 'number', 'val-split': 'number', seed: 'int', template: 'string', 'freeze-generator': 'boolean', precision: 'string',
+  temperature: 'number', 'val-split': 'number', seed: 'int', template: 'string', chat: 'boolean', system: 'string', 'freeze-generator': 'boolean', precision: 'string',
   'checkpoint-every': 'int', resume: 'boolean', overwrite: 'boolean', device: 'string', threads: 'count', json: 'boolean',
 } as const;
 
@@ -400,7 +402,10 @@ async function ragTrainCommand(argv: string[]): Promise<void> {
 }
 
 async function askCommand(argv: string[]): Promise<void> {
-  const kinds = { retriever: 'string', generator: 'string', corpus: 'string', k: 'count', 'max-new-tokens': 'count', template: 'string', device: 'string', threads: 'count', json: 'boolean' };
+  const kinds = {
+    retriever: 'string', generator: 'string', corpus: 'string', k: 'count', 'max-new-tokens': 'count', template: 'string', chat: 'boolean', system: 'string',
+    device: 'string', threads: 'count', json: 'boolean',
+  };
   const { options: o, positionals } = flagOptions(argv, kinds, true);
   if (positionals.length === 0) fail('ask takes one or more questions');
   if (!o.generator) fail('ask needs --generator');
@@ -409,7 +414,7 @@ async function askCommand(argv: string[]): Promise<void> {
   const retriever = await Encoder.load(o.retriever ?? DEFAULT_MODEL, load);
   const generator = await Generator.load(o.generator, load);
   try {
-    const rag = await Rag.create({ retriever, generator, corpus: o.corpus, ...(o.template !== undefined && { template: o.template }) });
+    const rag = await Rag.create({ retriever, generator, corpus: o.corpus, template: o.template, chat: o.chat, system: o.system });
     const answers = await rag.answer(positionals, { k: o.k, maxNewTokens: o.maxNewTokens });
     if (o.json) {
       console.log(JSON.stringify(answers.map((a, i) => ({ question: positionals[i], ...a }))));
@@ -426,13 +431,16 @@ async function askCommand(argv: string[]): Promise<void> {
 }
 
 async function generateCommand(argv: string[]): Promise<void> {
-  const kinds = { model: 'string', 'max-new-tokens': 'count', device: 'string', dtype: 'string', threads: 'count', json: 'boolean' };
+  const kinds = { model: 'string', 'max-new-tokens': 'count', chat: 'boolean', system: 'string', device: 'string', dtype: 'string', threads: 'count', json: 'boolean' };
   const { options: o, positionals } = flagOptions(argv, kinds, true);
   if (positionals.length === 0) fail('generate takes one or more prompts');
   if (!o.model) fail('generate needs --model (a causal LM folder or hub id)');
   const generator = await Generator.load(o.model, { device: (o.device ?? 'auto') as Device, dtype: o.dtype as DType | undefined, threads: o.threads });
   try {
-    const out = await generator.generate(positionals, { maxNewTokens: o.maxNewTokens });
+    if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
+    const system = o.system !== undefined ? [{ role: 'system', content: o.system as string }] : [];
+    const prompts = o.chat ? positionals.map((p) => [...system, { role: 'user', content: p }]) : positionals;
+    const out = await generator.generate(prompts, { maxNewTokens: o.maxNewTokens });
     if (o.json) console.log(JSON.stringify(out));
     else for (const g of out) console.log(g.text);
   } finally {

@@ -6,17 +6,31 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { Template } from '@huggingface/jinja';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { readModelDirectory, type ModelDirectory } from './model-dir';
+import { readModelDirectory, readSpecialToken, type ModelDirectory } from './model-dir';
 import { DTYPES, ModelHandle, inBatches, loadNative, resolveLoad, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch, type ModelInput } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
+/** One turn of a conversation, as chat templates take them. */
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/**
+ * A prompt: text, tokenized with the tokenizer's special tokens, or a conversation, rendered with the model's chat
+ * template (the assistant's turn opened: add_generation_prompt) and tokenized as rendered, as transformers'
+ * apply_chat_template does.
+ */
+export type Prompt = string | ChatMessage[];
+
 /** A prompt and the text that should follow it. */
 export interface Completion {
-  prompt: string;
+  prompt: Prompt;
   completion: string;
 }
 
@@ -53,6 +67,39 @@ const KEPT_FILES = [
   'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'vocab.json',
   'merges.txt', 'added_tokens.json', 'chat_template.jinja', 'chat_template.json',
 ];
+const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'pad_token', 'unk_token'] as const;
+
+/** The folder's chat template: chat_template.jinja, else tokenizer_config.json's chat_template (its 'default' when it lists several). */
+function readChatTemplate(dir: string): string | undefined {
+  const jinja = path.join(dir, 'chat_template.jinja');
+  if (fs.existsSync(jinja)) return fs.readFileSync(jinja, 'utf8');
+  const file = path.join(dir, 'tokenizer_config.json');
+  if (!fs.existsSync(file)) return undefined;
+  let value: unknown;
+  try {
+    value = (JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>).chat_template;
+  } catch (error) {
+    throw new ColtrastError('MODEL_FILES', `${file} is not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value)) {
+    const named = value as { name?: unknown; template?: unknown }[];
+    const chosen = named.find((t) => t.name === 'default') ?? named[0];
+    if (typeof chosen?.template === 'string') return chosen.template;
+  }
+  return undefined;
+}
+
+function isChat(prompt: unknown): prompt is ChatMessage[] {
+  return Array.isArray(prompt);
+}
+
+function checkPrompt(where: string, prompt: unknown): void {
+  if (typeof prompt === 'string') return;
+  if (!Array.isArray(prompt) || prompt.length === 0 || prompt.some((m) => typeof m?.role !== 'string' || typeof m?.content !== 'string')) {
+    throw invalid(where, 'a string or a non-empty array of { role, content } messages', prompt);
+  }
+}
 
 /** config.json's or generation_config.json's eos_token_id: a number or a list of them. */
 function eosIds(value: unknown): number[] | undefined {
@@ -64,14 +111,18 @@ function eosIds(value: unknown): number[] | undefined {
 function checkCompletions(pairs: unknown): asserts pairs is Completion[] {
   if (!Array.isArray(pairs)) throw invalid('pairs', 'an array of { prompt, completion }', pairs);
   pairs.forEach((p, i) => {
-    if (typeof p !== 'object' || p === null || typeof p.prompt !== 'string' || typeof p.completion !== 'string') {
-      throw invalid(`pairs[${i}]`, '{ prompt: string, completion: string }', p);
+    if (typeof p !== 'object' || p === null || typeof p.completion !== 'string') {
+      throw invalid(`pairs[${i}]`, '{ prompt: string | messages, completion: string }', p);
     }
+    checkPrompt(`pairs[${i}].prompt`, p.prompt);
   });
 }
 
 export class Generator {
   private readonly model: ModelHandle;
+  private compiledTemplate: Template | undefined;
+  /** Extra variables for the chat template (e.g. Qwen3's `enable_thinking: false`). */
+  chatTemplateKwargs: Record<string, unknown> = {};
 
   private constructor(
     handle: NativeEncoder,
@@ -84,8 +135,44 @@ export class Generator {
     readonly vocabSize: number,
     readonly device: string,
     readonly dtype: DType,
+    /** The model's chat template (Jinja), if its folder has one. */
+    readonly chatTemplate: string | undefined,
   ) {
     this.model = new ModelHandle(handle, 'Generator');
+  }
+
+  /**
+   * A conversation rendered with the model's chat template, as transformers' apply_chat_template(tokenize=False)
+   * renders it (with `@huggingface/jinja`, the Jinja engine of transformers.js): the tokenizer's special tokens
+   * (bos_token, eos_token, ...), `add_generation_prompt` (default true: the assistant's turn opened) and
+   * `chatTemplateKwargs`, then `kwargs`.
+   */
+  applyChatTemplate(messages: ChatMessage[], options: { addGenerationPrompt?: boolean } & Record<string, unknown> = {}): string {
+    checkPrompt('messages', messages);
+    if (this.chatTemplate === undefined) {
+      throw new ColtrastError('MODEL_FILES', `${this.modelDir} has no chat template (tokenizer_config.json's chat_template or chat_template.jinja): give the prompt as text`);
+    }
+    const { addGenerationPrompt = true, ...kwargs } = options;
+    try {
+      this.compiledTemplate ??= new Template(this.chatTemplate);
+    } catch (error) {
+      throw new ColtrastError('MODEL_FILES', `${this.modelDir}: the chat template does not parse (${(error as Error).message})`, { cause: error });
+    }
+    const special = Object.fromEntries(SPECIAL_TOKENS.map((key) => [key, readSpecialToken(this.modelDir, key) ?? '']));
+    try {
+      return this.compiledTemplate.render({ ...special, ...this.chatTemplateKwargs, ...kwargs, messages, add_generation_prompt: addGenerationPrompt });
+    } catch (error) {
+      // The template's raise_exception(...) (a conversation it does not take, e.g. roles out of order) lands here too.
+      throw new ColtrastError('INVALID_ARGUMENT', `the chat template refused the messages: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /** Each prompt's token ids: text with the tokenizer's special tokens, a conversation as its template renders it. */
+  private async promptIds(prompts: Prompt[]): Promise<number[][]> {
+    const texts = prompts.map((p) => (isChat(p) ? '' : p));
+    const chats = prompts.map((p) => (isChat(p) ? this.applyChatTemplate(p) : ''));
+    const [plain, rendered] = await Promise.all([this.tokenizer.encode(texts), this.tokenizer.encodeBare(chats)]);
+    return prompts.map((p, i) => (isChat(p) ? rendered[i].ids : plain[i].ids));
   }
 
   get modelDir(): string {
@@ -118,7 +205,7 @@ export class Generator {
     const tokenizer = TextTokenizer.load(files.tokenizerPath, maxLength, files.lowercase);
     const handle = await loadNative(files, device, dtype, { head: 'causal-lm', tieWordEmbeddings: config.tie_word_embeddings === true });
     const info = handle.info();
-    return new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype);
+    return new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir));
   }
 
   /** @internal The native model, for lib/rag.ts's trainer. */
@@ -132,21 +219,18 @@ export class Generator {
    * in `scored`. A pair longer than the model's positions is an error naming it.
    */
   async sequences(pairs: Completion[], endOfSequence = true): Promise<ModelInput[]> {
-    const [prompts, completions] = await Promise.all([
-      this.tokenizer.encode(pairs.map((p) => p.prompt)),
-      this.tokenizer.encodeBare(pairs.map((p) => p.completion)),
-    ]);
+    const [prompts, completions] = await Promise.all([this.promptIds(pairs.map((p) => p.prompt)), this.tokenizer.encodeBare(pairs.map((p) => p.completion))]);
     if (endOfSequence && this.eosTokenIds.length === 0) {
       throw new ColtrastError('MODEL_FILES', `${this.modelDir} names no eos_token_id (generation_config.json or config.json): pass endOfSequence: false`);
     }
     return prompts.map((p, i) => {
       const completion = [...completions[i].ids, ...(endOfSequence ? [this.eosTokenIds[0]] : [])];
-      if (p.ids.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `pairs[${i}].prompt has no tokens: the first completion token needs one before it`);
-      const ids = [...p.ids, ...completion];
+      if (p.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `pairs[${i}].prompt has no tokens: the first completion token needs one before it`);
+      const ids = [...p, ...completion];
       if (ids.length > this.maxLength) {
         throw new ColtrastError('INVALID_ARGUMENT', `pairs[${i}] is ${ids.length} tokens, more than the model's ${this.maxLength} positions; shorten its prompt`);
       }
-      return { ids, typeIds: new Array<number>(ids.length).fill(0), scored: ids.map((_, t) => (t >= p.ids.length ? 1 : 0)) };
+      return { ids, typeIds: new Array<number>(ids.length).fill(0), scored: ids.map((_, t) => (t >= p.length ? 1 : 0)) };
     });
   }
 
@@ -172,24 +256,25 @@ export class Generator {
     });
   }
 
-  /** Greedy generation: each prompt (tokenized with the tokenizer's special tokens) continued one most likely token at a time. */
-  async generate(prompts: string[], options?: GenerateOptions): Promise<Generated[]> {
+  /** Greedy generation: each prompt (text or a conversation, see Prompt) continued one most likely token at a time. */
+  async generate(prompts: Prompt[], options?: GenerateOptions): Promise<Generated[]> {
     return this.model.use(async (handle) => {
       const o = checkOptions('options', options, GENERATE_KEYS);
-      if (!Array.isArray(prompts) || prompts.some((p) => typeof p !== 'string')) throw invalid('prompts', 'an array of strings', prompts);
+      if (!Array.isArray(prompts)) throw invalid('prompts', 'an array of prompts', prompts);
+      prompts.forEach((p, i) => checkPrompt(`prompts[${i}]`, p));
       const maxNewTokens = positiveInteger('options.maxNewTokens', o.maxNewTokens ?? 64);
       const stop = o.stopTokenIds ?? this.eosTokenIds;
       if (!Array.isArray(stop) || stop.some((id) => !Number.isInteger(id) || id < 0)) throw invalid('options.stopTokenIds', 'an array of token ids', stop);
-      const tokenized = await this.tokenizer.encode(prompts);
-      tokenized.forEach((t, i) => {
-        if (t.ids.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] has no tokens: generation needs one to start from`);
-        if (t.ids.length >= this.maxLength) {
-          throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] is ${t.ids.length} tokens: the model's ${this.maxLength} positions leave no room to generate`);
+      const tokenized = await this.promptIds(prompts);
+      tokenized.forEach((ids, i) => {
+        if (ids.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] has no tokens: generation needs one to start from`);
+        if (ids.length >= this.maxLength) {
+          throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] is ${ids.length} tokens: the model's ${this.maxLength} positions leave no room to generate`);
         }
       });
       let outputs: Int32Array[];
       try {
-        outputs = await handle.generate({ prompts: tokenized.map((t) => Int32Array.from(t.ids)), maxNewTokens, stopIds: Int32Array.from(stop) });
+        outputs = await handle.generate({ prompts: tokenized.map((ids) => Int32Array.from(ids)), maxNewTokens, stopIds: Int32Array.from(stop) });
       } catch (error) {
         throw fromNative(error);
       }

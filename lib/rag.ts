@@ -16,7 +16,7 @@ import { semanticChunks } from './chunking';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
 import { parseJsonLines, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
-import { Generator, type Generated } from './generator';
+import { Generator, type Generated, type Prompt } from './generator';
 import type { Device } from './native-model';
 import { ProgressBar } from './progress';
 import { seededRandom } from './random';
@@ -36,6 +36,40 @@ export interface RagExample {
 
 /** The prompt f(z, x): `{context}` and `{question}` are replaced by the document and the question. */
 export const DEFAULT_TEMPLATE = 'Answer the question using the context.\n\nContext: {context}\n\nQuestion: {question}\n\nAnswer:';
+/** With `chat`: the user's message, which the generator's chat template wraps (the assistant's turn holds the answer). */
+export const DEFAULT_CHAT_TEMPLATE = 'Answer the question using the context.\n\nContext: {context}\n\nQuestion: {question}';
+
+/** How a question and a document become the generator's prompt, and an answer its completion. */
+export interface PromptFormat {
+  /** The text, with `{context}` and `{question}`. */
+  template: string;
+  /** The text is the user's message in the generator's chat template (an instruction-tuned model), not a plain prompt. */
+  chat: boolean;
+  /** With `chat`: a system message before it. */
+  system?: string;
+}
+
+/** The prompt f(z, x) of question `question` with document `context`. */
+export function formatPrompt(format: PromptFormat, context: string, question: string): Prompt {
+  const text = ragPrompt(format.template, context, question);
+  if (!format.chat) return text;
+  return [...(format.system !== undefined ? [{ role: 'system', content: format.system }] : []), { role: 'user', content: text }];
+}
+
+/** The completion after the prompt: the answer after a space in a plain prompt, as the assistant's whole turn in a chat. */
+export function formatAnswer(format: PromptFormat, answer: string): string {
+  return format.chat ? answer : ` ${answer}`;
+}
+
+/** The prompt format of `options` (template, chat, system), checked. */
+function readFormat(o: { template?: unknown; chat?: unknown; system?: unknown }, generator: Generator): PromptFormat {
+  const chat = booleanValue('options.chat', o.chat ?? false);
+  if (chat && generator.chatTemplate === undefined) {
+    throw new ColtrastError('MODEL_FILES', `options.chat: ${generator.modelDir} has no chat template (tokenizer_config.json's chat_template or chat_template.jinja)`);
+  }
+  if (o.system !== undefined && (typeof o.system !== 'string' || !chat)) throw invalid('options.system', 'a string, with chat: true', o.system);
+  return { template: checkTemplate(o.template ?? (chat ? DEFAULT_CHAT_TEMPLATE : DEFAULT_TEMPLATE)), chat, ...(o.system !== undefined && { system: o.system as string }) };
+}
 
 export interface RagTrainOptions {
   /** The retriever: an embedding model folder or hub id (single-vector). */
@@ -65,6 +99,13 @@ export interface RagTrainOptions {
   freezeGenerator?: boolean;
   /** The prompt f(z, x), with `{context}` and `{question}` (default DEFAULT_TEMPLATE). The answer follows it after a space. */
   template?: string;
+  /**
+   * The prompt is the user's message in the generator's chat template and the answer the assistant's turn (an
+   * instruction-tuned generator; default false). The default template is then DEFAULT_CHAT_TEMPLATE.
+   */
+  chat?: boolean;
+  /** With `chat`: a system message before the user's. */
+  system?: string;
   /** Fraction of the examples (by group) held out for the validation loss each epoch (default 0). */
   valSplit?: number;
   seed?: number;
@@ -106,7 +147,7 @@ export interface RagTrainResult {
 
 const KEYS = [
   'retriever', 'generator', 'data', 'corpus', 'output', 'k', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'weightDecay', 'maxGradNorm',
-  'temperature', 'freezeGenerator', 'template', 'valSplit', 'seed', 'device', 'threads', 'precision', 'checkpointEvery', 'resume', 'onProgress',
+  'temperature', 'freezeGenerator', 'template', 'chat', 'system', 'valSplit', 'seed', 'device', 'threads', 'precision', 'checkpointEvery', 'resume', 'onProgress',
   'progressBar', 'overwrite',
 ] as const;
 
@@ -266,7 +307,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const maxGradNorm = fraction('options.maxGradNorm', o.maxGradNorm, 1, Infinity);
   const temperature = positiveNumber('options.temperature', o.temperature, 0.05);
   const freezeGenerator = booleanValue('options.freezeGenerator', o.freezeGenerator ?? false);
-  const template = checkTemplate(o.template ?? DEFAULT_TEMPLATE);
+  if (o.template !== undefined) checkTemplate(o.template);
   const valSplit = fraction('options.valSplit', o.valSplit, 0);
   const seed = o.seed ?? 42;
   if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
@@ -288,6 +329,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   try {
     retriever.checkNotMultiVector('ContextFlow (its retriever scores pooled vectors)');
     generator = await Generator.load(saved ? path.join(checkpointDir, 'generator') : o.generator, load);
+    const format = readFormat(o, generator);
     // The corpus: given, or the ColTrast projects' documents split into semantic chunks by the retriever.
     let corpus: string[];
     if (saved) {
@@ -318,7 +360,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       const top = retrieved ?? (await retrieve(retriever, corpusVectors, dim, examples.map((e) => e.question), k));
       const documents = top.flatMap((ids) => ids.map((d) => corpus[d]));
       const prepared = await trainer.prepare(examples.map((e) => e.question), documents);
-      const pairs = examples.flatMap((e, m) => top[m].map((d) => ({ prompt: ragPrompt(template, corpus[d], e.question), completion: ` ${e.answer}` })));
+      const pairs = examples.flatMap((e, m) => top[m].map((d) => ({ prompt: formatPrompt(format, corpus[d], e.question), completion: formatAnswer(format, e.answer) })));
       return { prepared, sequences: padBatch(await gen.sequences(pairs)) };
     };
     const stepOptions = (lr: number) => ({
@@ -403,7 +445,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       }
       if (state.epoch < epochs) await checkpoint({ epoch: state.epoch + 1, batch: 0, epochLoss: 0, retrieved: [] });
     }
-    const config = { retriever: o.retriever, generator: o.generator, k, epochs, batchSize, learningRate, warmupRatio, weightDecay, maxGradNorm, temperature, freezeGenerator, template, valSplit, seed, precision };
+    const config = { retriever: o.retriever, generator: o.generator, k, epochs, batchSize, learningRate, warmupRatio, weightDecay, maxGradNorm, temperature, freezeGenerator, ...format, valSplit, seed, precision };
     writeJsonAtomic(path.join(output, 'rag_history.json'), { method: 'ContextFlow (RAG-Sequence marginal likelihood)', config, ...result });
     writeTextAtomic(
       path.join(output, 'training_curves.svg'),
@@ -481,18 +523,19 @@ export class Rag {
     readonly generator: Generator,
     private readonly corpus: string[],
     private readonly vectors: Float32Array,
-    private readonly template: string,
+    private readonly format: PromptFormat,
     private readonly temperature: number,
   ) {}
 
   /** Embeds `corpus` with the retriever. The retriever and generator stay the caller's (dispose them yourself). */
-  static async create(options: { retriever: Encoder; generator: Generator; corpus: RagTrainOptions['corpus']; template?: string; temperature?: number }): Promise<Rag> {
-    const o = checkOptions('options', options, ['retriever', 'generator', 'corpus', 'template', 'temperature'] as const);
+  static async create(options: { retriever: Encoder; generator: Generator; corpus: RagTrainOptions['corpus']; template?: string; chat?: boolean; system?: string; temperature?: number }): Promise<Rag> {
+    const o = checkOptions('options', options, ['retriever', 'generator', 'corpus', 'template', 'chat', 'system', 'temperature'] as const);
     if (!(o.retriever instanceof Encoder)) throw invalid('options.retriever', 'an Encoder', o.retriever);
     if (!(o.generator instanceof Generator)) throw invalid('options.generator', 'a Generator', o.generator);
+    const format = readFormat(o, o.generator);
     const corpus = readCorpus(o.corpus);
     const vectors = (await o.retriever.embed(corpus, { task: 'document', normalize: true })).data;
-    return new Rag(o.retriever, o.generator, corpus, vectors, checkTemplate(o.template ?? DEFAULT_TEMPLATE), positiveNumber('options.temperature', o.temperature, 0.05));
+    return new Rag(o.retriever, o.generator, corpus, vectors, format, positiveNumber('options.temperature', o.temperature, 0.05));
   }
 
   /**
@@ -511,10 +554,10 @@ export class Rag {
       const max = Math.max(...cos);
       const norm = Math.log(cos.reduce((sum, c) => sum + Math.exp(c - max), 0)) + max;
       const logP = cos.map((c) => c - norm);
-      const prompts = ids.map((d) => ragPrompt(this.template, this.corpus[d], question));
+      const prompts = ids.map((d) => formatPrompt(this.format, this.corpus[d], question));
       const candidates: Generated[] = await this.generator.generate(prompts, { maxNewTokens: o.maxNewTokens ?? 64 });
       const texts = [...new Set(candidates.map((c) => c.text.trim()))];
-      const ll = await this.generator.logLikelihood(texts.flatMap((t) => prompts.map((prompt) => ({ prompt, completion: ` ${t}` }))));
+      const ll = await this.generator.logLikelihood(texts.flatMap((t) => prompts.map((prompt) => ({ prompt, completion: formatAnswer(this.format, t) }))));
       let best = { answer: '', logLikelihood: -Infinity };
       texts.forEach((t, c) => {
         const terms = prompts.map((_, z) => logP[z] + ll[c * prompts.length + z]);

@@ -18,6 +18,7 @@ interface Reference {
   maxNewTokens: number;
   versions: Record<string, string>;
   models: Record<string, { pairs: { promptIds: number[]; completionIds: number[]; logLikelihood: number }[]; generated: number[][] }>;
+  chat: { messages: { role: string; content: string }[]; completion: string; text: string; promptIds: number[]; completionIds: number[]; logLikelihood: number; generated: number[] };
 }
 const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms.reference.json'), 'utf8')) as Reference;
 const PAIRS = REFERENCE.pairs.map(([prompt, completion]) => ({ prompt, completion }));
@@ -71,6 +72,38 @@ for (const name of ['qwen3', 'llama']) {
     generator.dispose();
   });
 }
+
+test("a conversation as the prompt: the chat template renders and tokenizes as transformers' apply_chat_template, with the same log-likelihood and generation", async (t) => {
+  const generator = await Generator.load(path.join(FIXTURES, 'llama'), { device: 'cpu' });
+  const chat = REFERENCE.chat;
+  t.is(generator.applyChatTemplate(chat.messages), chat.text);
+  t.is(generator.applyChatTemplate(chat.messages, { addGenerationPrompt: false }), chat.text.replace(/assistant :$/, ''));
+  const [sequence] = await generator.sequences([{ prompt: chat.messages, completion: chat.completion }]);
+  t.deepEqual(sequence.ids, [...chat.promptIds, ...chat.completionIds]);
+  const [ll] = await generator.logLikelihood([{ prompt: chat.messages, completion: chat.completion }]);
+  t.true(Math.abs(ll - chat.logLikelihood) < 1e-4, `${ll} vs ${chat.logLikelihood}`);
+  t.deepEqual((await generator.generate([chat.messages], { maxNewTokens: REFERENCE.maxNewTokens }))[0].tokenIds, chat.generated);
+  // Text and conversations mix in one call.
+  const mixed = await generator.logLikelihood([PAIRS[0], { prompt: chat.messages, completion: chat.completion }]);
+  t.true(Math.abs(mixed[1] - chat.logLikelihood) < 1e-4);
+  t.true(Math.abs(mixed[0] - REFERENCE.models.llama.pairs[0].logLikelihood) < 1e-4);
+  t.regex((await rejection(() => generator.generate([[]]))).message, /prompts\[0\] must be a string or a non-empty array of \{ role, content \} messages/);
+  generator.dispose();
+  const plain = await Generator.load(path.join(FIXTURES, 'qwen3'), { device: 'cpu' });
+  t.is(plain.chatTemplate, undefined);
+  const none = await rejection(() => plain.generate([chat.messages]));
+  t.is(none.code, 'MODEL_FILES');
+  t.regex(none.message, /has no chat template/);
+  plain.dispose();
+  const strict = copyOf('llama', (dir) =>
+    editJson(path.join(dir, 'tokenizer_config.json'), (c) => ({ ...c, chat_template: "{% if messages[0]['role'] != 'user' %}{{ raise_exception('the first message must be the user\\'s') }}{% endif %}x" })),
+  );
+  const refusing = await Generator.load(strict, { device: 'cpu' });
+  const refused = await rejection(() => refusing.generate([chat.messages]));
+  t.is(refused.code, 'INVALID_ARGUMENT');
+  t.regex(refused.message, /the chat template refused the messages: the first message must be the user's/);
+  refusing.dispose();
+});
 
 test('a generator saves as a *ForCausalLM folder (lm_head only when untied) and reloads to the same log-likelihoods', async (t) => {
   for (const name of ['qwen3', 'llama']) {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, Generator, Rag, trainRag } from '../lib';
 import { native } from '../lib/native';
-import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
+import { DEFAULT_CHAT_TEMPLATE, DEFAULT_TEMPLATE, formatAnswer, formatPrompt, ragPrompt, type PromptFormat } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { FIXTURE, STEP, maxAbsDiff, tempDir } from './helpers/fixture';
 import { checkKillAndResume } from './helpers/resume';
@@ -37,12 +37,14 @@ const DATA = [
 ];
 const TAU = 0.05;
 
+const PLAIN: PromptFormat = { template: DEFAULT_TEMPLATE, chat: false };
+
 /** The float64 ContextFlow loss of `questions` with `k` documents each, from the models' own embed() and logLikelihood(). */
-async function referenceLoss(retriever: Encoder, generator: Generator, questions: typeof DATA, documents: string[], k: number) {
+async function referenceLoss(retriever: Encoder, generator: Generator, questions: typeof DATA, documents: string[], k: number, format = PLAIN) {
   const q = rows(await retriever.embed(questions.map((e) => e.question), { task: 'query', normalize: true }));
   const d = rows(await retriever.embed(documents, { task: 'document', normalize: true }));
   const ll = await generator.logLikelihood(
-    questions.flatMap((e, m) => documents.slice(m * k, (m + 1) * k).map((doc) => ({ prompt: ragPrompt(DEFAULT_TEMPLATE, doc, e.question), completion: ` ${e.answer}` }))),
+    questions.flatMap((e, m) => documents.slice(m * k, (m + 1) * k).map((doc) => ({ prompt: formatPrompt(format, doc, e.question), completion: formatAnswer(format, e.answer) }))),
   );
   let loss = 0;
   let generation = 0;
@@ -58,11 +60,11 @@ async function referenceLoss(retriever: Encoder, generator: Generator, questions
   return { loss: loss / questions.length, generation: generation / questions.length };
 }
 
-async function ragTrainer(retriever: Encoder, generator: Generator, freezeGenerator: boolean) {
+async function ragTrainer(retriever: Encoder, generator: Generator, freezeGenerator: boolean, format = PLAIN) {
   const trainer = await retriever.createTrainer({ learningRate: 1e-3, weightDecay: 0, seed: 3, generator: generator.nativeHandle().current(), freezeGenerator });
   const batch = async (questions: typeof DATA, documents: string[], k: number) => {
     const prepared = await trainer.prepare(questions.map((e) => e.question), documents);
-    const pairs = questions.flatMap((e, m) => documents.slice(m * k, (m + 1) * k).map((doc) => ({ prompt: ragPrompt(DEFAULT_TEMPLATE, doc, e.question), completion: ` ${e.answer}` })));
+    const pairs = questions.flatMap((e, m) => documents.slice(m * k, (m + 1) * k).map((doc) => ({ prompt: formatPrompt(format, doc, e.question), completion: formatAnswer(format, e.answer) })));
     const options = { ...STEP, rag: true, sequences: padBatch(await generator.sequences(pairs)), documentsPerQuery: k };
     return { prepared, options };
   };
@@ -88,6 +90,32 @@ test('the native ContextFlow loss equals a float64 reference from embed() and lo
     t.true((await trainer.evaluatePrepared(prepared, options)).loss < before);
   }
   trainer.dispose();
+  generator.dispose();
+  retriever.dispose();
+});
+
+test("chat: the prompt is the user's message in the generator's chat template, the answer the assistant's turn", async (t) => {
+  const retriever = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const generator = await Generator.load(GENERATOR, { device: 'cpu' });
+  const format: PromptFormat = { template: DEFAULT_CHAT_TEMPLATE, chat: true, system: 'be brief' };
+  t.deepEqual(formatPrompt(format, 'doc', 'q?'), [{ role: 'system', content: 'be brief' }, { role: 'user', content: ragPrompt(DEFAULT_CHAT_TEMPLATE, 'doc', 'q?') }]);
+  const { trainer, batch } = await ragTrainer(retriever, generator, false, format);
+  const questions = DATA.slice(0, 2);
+  const documents = [0, 1, 1, 2].map((i) => CORPUS[i]);
+  const { prepared, options } = await batch(questions, documents, 2);
+  const r = await trainer.evaluatePrepared(prepared, options);
+  const ref = await referenceLoss(retriever, generator, questions, documents, 2, format);
+  t.true(Math.abs(r.loss - ref.loss) < 1e-4 * Math.abs(ref.loss), `${r.loss} vs ${ref.loss}`);
+  trainer.dispose();
+  const rag = await Rag.create({ retriever, generator, corpus: CORPUS, chat: true, system: 'be brief' });
+  const [answer] = await rag.answer(['what is in the river?'], { k: 2, maxNewTokens: 3 });
+  const prompts = answer.sources.map((src) => formatPrompt(format, src.text, 'what is in the river?'));
+  const ll = await generator.logLikelihood(prompts.map((prompt) => ({ prompt, completion: answer.answer })));
+  t.true(Math.abs(answer.logLikelihood - Math.log(answer.sources.reduce((sum, src, z) => sum + src.probability * Math.exp(ll[z]), 0))) < 1e-6);
+  const output = path.join(tempDir(), 'rag');
+  const result = await trainRag({ retriever: FIXTURE, generator: GENERATOR, data: DATA, corpus: CORPUS, output, k: 2, epochs: 1, batchSize: 3, chat: true, system: 'be brief', device: 'cpu', progressBar: false });
+  t.is(result.history.steps.length, 2);
+  t.like(JSON.parse(fs.readFileSync(path.join(output, 'rag_history.json'), 'utf8')).config, { chat: true, system: 'be brief', template: DEFAULT_CHAT_TEMPLATE });
   generator.dispose();
   retriever.dispose();
 });
@@ -207,6 +235,10 @@ test('trainRag() and Rag errors: missing corpus, k beyond it, a bad template, un
   t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, data: [{ question: 'a' }] as never }))).message, /data\[0\]: expected \{ "question"/);
   t.regex((await rejection(() => trainRag({ ...base, corpus: [''] }))).message, /corpus\[0\]/);
   t.is((await rejection(() => trainRag({ ...base, corpus: CORPUS, generator: FIXTURE }))).code, 'UNSUPPORTED_MODEL');
+  const noTemplate = await rejection(() => trainRag({ ...base, corpus: CORPUS, generator: path.resolve(__dirname, 'fixtures', 'tiny-causal-lms', 'qwen3'), chat: true }));
+  t.is(noTemplate.code, 'MODEL_FILES');
+  t.regex(noTemplate.message, /options\.chat: .*qwen3 has no chat template/);
+  t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, system: 'x' }))).message, /options\.system must be a string, with chat: true/);
   t.false(fs.existsSync(output));
   const retriever = await Encoder.load(FIXTURE, { device: 'cpu' });
   // A rag step needs a trainer made with a generator.
@@ -243,6 +275,11 @@ test('the CLI: rag-train, then ask and generate with what it saved; missing flag
   const generated = cli('generate', 'hello world', '--model', summary.generatorDir, '--max-new-tokens', '3', '--device', 'cpu', '--json');
   t.is(generated.status, 0, generated.stderr);
   t.is(JSON.parse(generated.stdout)[0].tokenIds.length, 3);
+  // The saved generator kept its chat template: --chat makes each prompt a user message.
+  const chatted = cli('generate', 'hello world', '--chat', '--system', 'be brief', '--model', summary.generatorDir, '--max-new-tokens', '2', '--device', 'cpu', '--json');
+  t.is(chatted.status, 0, chatted.stderr);
+  t.is(JSON.parse(chatted.stdout)[0].tokenIds.length, 2);
+  t.regex(cli('generate', 'x', '--system', 'y', '--model', summary.generatorDir).stderr, /--system goes with --chat/);
   const missing = cli('rag-train', '--data', data, '--output', output);
   t.is(missing.status, 2);
   t.regex(missing.stderr, /rag-train needs --generator/);
