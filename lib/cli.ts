@@ -89,9 +89,10 @@ commands:
   ask <question>...          answer questions from a corpus: retrieve, generate from each document, keep the likeliest
     --retriever <dir|hub id> --generator <dir|hub id> --corpus <file> --k <n> (4) --max-new-tokens <n> (64)
     --template <text> --chat [--system <text>] --device <d> --threads <n> --json
-  generate <prompt>...       greedy continuation of each prompt by a causal LM
+  generate <prompt>...       continue each prompt with a causal LM (greedy, or sampled with --temperature)
     --model <dir|hub id> --max-new-tokens <n> (64) --chat (each prompt a user message in the model's chat template)
-    --system <text> --device <d> --dtype <t> --threads <n> --json
+    --system <text> --temperature <x> (0: greedy) --top-k <n> --top-p <x> --seed <n>
+    --device <d> --dtype <t> --threads <n> --json
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
     --output <dir>           the index folder
@@ -431,7 +432,10 @@ async function askCommand(argv: string[]): Promise<void> {
 }
 
 async function generateCommand(argv: string[]): Promise<void> {
-  const kinds = { model: 'string', 'max-new-tokens': 'count', chat: 'boolean', system: 'string', device: 'string', dtype: 'string', threads: 'count', json: 'boolean' };
+  const kinds = {
+    model: 'string', 'max-new-tokens': 'count', chat: 'boolean', system: 'string', temperature: 'number', 'top-k': 'int', 'top-p': 'number', seed: 'int',
+    device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
+  };
   const { options: o, positionals } = flagOptions(argv, kinds, true);
   if (positionals.length === 0) fail('generate takes one or more prompts');
   if (!o.model) fail('generate needs --model (a causal LM folder or hub id)');
@@ -440,7 +444,7 @@ async function generateCommand(argv: string[]): Promise<void> {
     if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
     const system = o.system !== undefined ? [{ role: 'system', content: o.system as string }] : [];
     const prompts = o.chat ? positionals.map((p) => [...system, { role: 'user', content: p }]) : positionals;
-    const out = await generator.generate(prompts, { maxNewTokens: o.maxNewTokens });
+    const out = await generator.generate(prompts, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed });
     if (o.json) console.log(JSON.stringify(out));
     else for (const g of out) console.log(g.text);
   } finally {

@@ -46,6 +46,16 @@ export interface GenerateOptions {
   maxNewTokens?: number;
   /** Token ids that end generation (default: the model's end-of-sequence ids, from generation_config.json or config.json). */
   stopTokenIds?: number[];
+  /**
+   * 0 (default): greedy, the most likely token each time. Above 0: each token is drawn from softmax(logits /
+   * temperature), cut first to the `topK` most likely (0, the default: no cut), then to the smallest set of most
+   * likely tokens whose probability reaches `topP` (default 1: no cut), as transformers' sampling cuts them.
+   */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  /** The seed of the draws (default 0): the same seed, prompts and options give the same tokens. */
+  seed?: number;
 }
 
 /** One prompt's continuation. */
@@ -59,7 +69,7 @@ export interface Generated {
 }
 
 const LL_KEYS = ['batchSize', 'endOfSequence'] as const;
-const GENERATE_KEYS = ['maxNewTokens', 'stopTokenIds'] as const;
+const GENERATE_KEYS = ['maxNewTokens', 'stopTokenIds', 'temperature', 'topK', 'topP', 'seed'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 const DECODER_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3'];
 /** The files of a model folder besides its weights that a saved copy keeps (configs and tokenizer files). */
@@ -256,7 +266,7 @@ export class Generator {
     });
   }
 
-  /** Greedy generation: each prompt (text or a conversation, see Prompt) continued one most likely token at a time. */
+  /** Each prompt (text or a conversation, see Prompt) continued one token at a time: greedy, or sampled (GenerateOptions). */
   async generate(prompts: Prompt[], options?: GenerateOptions): Promise<Generated[]> {
     return this.model.use(async (handle) => {
       const o = checkOptions('options', options, GENERATE_KEYS);
@@ -265,6 +275,14 @@ export class Generator {
       const maxNewTokens = positiveInteger('options.maxNewTokens', o.maxNewTokens ?? 64);
       const stop = o.stopTokenIds ?? this.eosTokenIds;
       if (!Array.isArray(stop) || stop.some((id) => !Number.isInteger(id) || id < 0)) throw invalid('options.stopTokenIds', 'an array of token ids', stop);
+      const temperature = o.temperature ?? 0;
+      if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature)) throw invalid('options.temperature', 'a number >= 0 (0: greedy)', temperature);
+      const topK = o.topK ?? 0;
+      if (!Number.isInteger(topK) || topK < 0) throw invalid('options.topK', 'an integer >= 0 (0: no cut)', topK);
+      const topP = o.topP ?? 1;
+      if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) throw invalid('options.topP', 'a number in (0, 1]', topP);
+      const seed = o.seed ?? 0;
+      if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
       const tokenized = await this.promptIds(prompts);
       tokenized.forEach((ids, i) => {
         if (ids.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] has no tokens: generation needs one to start from`);
@@ -274,7 +292,7 @@ export class Generator {
       });
       let outputs: Int32Array[];
       try {
-        outputs = await handle.generate({ prompts: tokenized.map((ids) => Int32Array.from(ids)), maxNewTokens, stopIds: Int32Array.from(stop) });
+        outputs = await handle.generate({ prompts: tokenized.map((ids) => Int32Array.from(ids)), maxNewTokens, stopIds: Int32Array.from(stop), temperature, topK, topP, seed });
       } catch (error) {
         throw fromNative(error);
       }

@@ -49,8 +49,8 @@ export interface NativeEncoder {
   info(): NativeEncoderInfo;
   /** A causal LM's Σ log p of the tokens `outputMask` marks (each predicted from the tokens before it), per row. */
   logLikelihood(batch: PaddedBatch & { outputMask: Int32Array }): Promise<Float32Array>;
-  /** A causal LM's greedy continuation of each prompt (without the prompt), ending at a stop id (kept) or maxNewTokens. */
-  generate(args: { prompts: Int32Array[]; maxNewTokens: number; stopIds?: Int32Array }): Promise<Int32Array[]>;
+  /** A causal LM's continuation of each prompt (without the prompt; greedy, or sampled above temperature 0), ending at a stop id (kept) or maxNewTokens. */
+  generate(args: { prompts: Int32Array[]; maxNewTokens: number; stopIds?: Int32Array; temperature?: number; topK?: number; topP?: number; seed?: number }): Promise<Int32Array[]>;
   dispose(): void;
 }
 

@@ -1,6 +1,10 @@
 #include "causal_lm.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <set>
 
 #include "models/decoder.h"
@@ -41,11 +45,45 @@ class LogLikelihoodWorker : public PromiseWorker {
   torch::Tensor sums_;
 };
 
+// How the next token is chosen: the most likely (temperature 0), or drawn from softmax(logits / temperature) cut to
+// the topK most likely (0: all) and to the smallest set whose probability reaches topP (1: all), as transformers'
+// TopKLogitsWarper and TopPLogitsWarper cut them, from a generator seeded with `seed`.
+struct Sampling {
+  double temperature = 0, topP = 1;
+  int64_t topK = 0;
+  uint64_t seed = 0;
+};
+
+// The next token from the logits [vocab] (float32).
+int64_t nextToken(torch::Tensor logits, const Sampling& s, at::Generator& generator) {
+  // The first of equal maxima, as torch.argmax (and so transformers' greedy search) picks.
+  if (s.temperature <= 0) return logits.argmax(-1).item<int64_t>();
+  const double inf = std::numeric_limits<double>::infinity();
+  logits = (logits / s.temperature).to(torch::kCPU);
+  if (s.topK > 0 && s.topK < logits.size(0)) {
+    const torch::Tensor kth = std::get<0>(logits.topk(s.topK)).min();
+    logits = logits.masked_fill(logits < kth, -inf);
+  }
+  if (s.topP < 1) {
+    auto [sorted, order] = logits.sort(/*dim=*/0, /*descending=*/true);
+    const torch::Tensor probs = torch::softmax(sorted, 0);
+    // A token goes when the tokens before it already reach topP; the most likely always stays.
+    const torch::Tensor drop = (probs.cumsum(0) - probs) >= s.topP;
+    logits = logits.index_put({order.masked_select(drop)}, torch::full({}, -inf));
+  }
+  return torch::multinomial(torch::softmax(logits, 0), 1, false, generator).item<int64_t>();
+}
+
 class GenerateWorker : public PromiseWorker {
  public:
   GenerateWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> model, std::vector<std::vector<int64_t>> prompts, int64_t maxNew,
-                 std::set<int64_t> stop)
-      : PromiseWorker(env, model->device), model_(std::move(model)), prompts_(std::move(prompts)), maxNew_(maxNew), stop_(std::move(stop)) {}
+                 std::set<int64_t> stop, Sampling sampling)
+      : PromiseWorker(env, model->device),
+        model_(std::move(model)),
+        prompts_(std::move(prompts)),
+        maxNew_(maxNew),
+        stop_(std::move(stop)),
+        sampling_(sampling) {}
 
  protected:
   void compute() override {
@@ -54,6 +92,8 @@ class GenerateWorker : public PromiseWorker {
     if (!decoder) throw unsupportedError("generation needs a decoder model (" + model_->model->modelType() + " is an encoder)");
     std::lock_guard<std::mutex> lock(model_->mutex);
     const int64_t positions = decoder->maxPositions();
+    // Its own generator: a seeded run draws the same tokens whatever else the process does.
+    at::Generator generator = at::detail::createCPUGenerator(sampling_.seed);
     for (const auto& prompt : prompts_) {
       std::vector<KvCache> caches;
       std::vector<int32_t> out;
@@ -61,8 +101,7 @@ class GenerateWorker : public PromiseWorker {
       int64_t length = static_cast<int64_t>(prompt.size());
       while (static_cast<int64_t>(out.size()) < maxNew_ && length < positions) {
         const torch::Tensor states = decoder->forwardCached(input, caches);
-        // The first of equal maxima, as torch.argmax (and so transformers' greedy search) picks.
-        const int64_t next = model_->logits(states.select(1, states.size(1) - 1)).argmax(-1).item<int64_t>();
+        const int64_t next = nextToken(model_->logits(states.select(1, states.size(1) - 1)).view({-1}), sampling_, generator);
         out.push_back(static_cast<int32_t>(next));
         ++length;
         if (stop_.count(next)) break;
@@ -86,6 +125,7 @@ class GenerateWorker : public PromiseWorker {
   std::vector<std::vector<int64_t>> prompts_;
   int64_t maxNew_;
   std::set<int64_t> stop_;
+  Sampling sampling_;
   std::vector<std::vector<int32_t>> outputs_;
 };
 
@@ -142,7 +182,17 @@ Napi::Value generateCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, co
     if (!args.Get("stopIds").IsUndefined()) {
       for (int64_t id : idsOf(args.Get("stopIds"), "stopIds")) stop.insert(id);
     }
-    return (new GenerateWorker(env, std::move(model), std::move(prompts), static_cast<int64_t>(maxNew), std::move(stop)))->start();
+    Sampling sampling;
+    sampling.temperature = numberOr(args, "temperature", 0);
+    sampling.topP = numberOr(args, "topP", 1);
+    const double topK = numberOr(args, "topK", 0), seed = numberOr(args, "seed", 0);
+    if (!(sampling.temperature >= 0) || !std::isfinite(sampling.temperature)) throw invalidArgument("temperature must be a number >= 0 (0: greedy)");
+    if (!(sampling.topP > 0 && sampling.topP <= 1)) throw invalidArgument("topP must be in (0, 1]");
+    if (!(topK >= 0) || topK != std::floor(topK)) throw invalidArgument("topK must be an integer >= 0 (0: no cut)");
+    if (!(seed >= 0) || seed != std::floor(seed)) throw invalidArgument("seed must be an integer >= 0");
+    sampling.topK = static_cast<int64_t>(topK);
+    sampling.seed = static_cast<uint64_t>(seed);
+    return (new GenerateWorker(env, std::move(model), std::move(prompts), static_cast<int64_t>(maxNew), std::move(stop), sampling))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }

@@ -105,6 +105,28 @@ test("a conversation as the prompt: the chat template renders and tokenizes as t
   refusing.dispose();
 });
 
+test('sampling: seeded and reproducible, cut to topK and topP; topK 1 or a tiny topP is greedy', async (t) => {
+  const generator = await Generator.load(path.join(FIXTURES, 'llama'), { device: 'cpu' });
+  const greedy = REFERENCE.models.llama.generated;
+  const sample = (options: object) => generator.generate(PROMPTS, { maxNewTokens: 8, ...options }).then((out) => out.map((g) => g.tokenIds));
+  const a = await sample({ temperature: 1, seed: 5 });
+  t.deepEqual(await sample({ temperature: 1, seed: 5 }), a, 'the same seed draws the same tokens');
+  t.notDeepEqual(await sample({ temperature: 1, seed: 6 }), a, 'another seed draws others');
+  t.notDeepEqual(a, greedy.map((g) => g.slice(0, 8)), 'sampling is not greedy');
+  t.deepEqual(await sample({ temperature: 2, topK: 1, seed: 1 }), greedy.map((g) => g.slice(0, 8)));
+  t.deepEqual(await sample({ temperature: 2, topP: 1e-9, seed: 1 }), greedy.map((g) => g.slice(0, 8)));
+  // The first token of one prompt drawn 300 times with topK 2: two tokens at most, the most likely among them.
+  const many = await generator.generate(new Array<string>(300).fill(PROMPTS[0]), { maxNewTokens: 1, temperature: 1, topK: 2, seed: 9 });
+  const firsts = new Set(many.map((g) => g.tokenIds[0]));
+  t.true(firsts.size === 2 && firsts.has(greedy[0][0]), `drawn: ${[...firsts].join(', ')}`);
+  const open = new Set((await generator.generate(new Array<string>(300).fill(PROMPTS[0]), { maxNewTokens: 1, temperature: 1, seed: 9 })).map((g) => g.tokenIds[0]));
+  t.true(open.size > 2, 'without a cut more tokens come up');
+  for (const [options, pattern] of [[{ temperature: -1 }, /temperature/], [{ topK: 1.5 }, /topK/], [{ topP: 0 }, /topP/], [{ seed: -2 }, /seed/]] as const) {
+    t.regex((await rejection(() => generator.generate(['a'], options))).message, pattern);
+  }
+  generator.dispose();
+});
+
 test('a generator saves as a *ForCausalLM folder (lm_head only when untied) and reloads to the same log-likelihoods', async (t) => {
   for (const name of ['qwen3', 'llama']) {
     const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
@@ -148,7 +170,7 @@ test('Generator errors: encoders, a missing lm_head, too-long or empty input, ba
   t.regex((await rejection(() => untied.generate([Array.from({ length: 100 }, () => 'model').join(' ')]))).message, /leave no room to generate/);
   t.regex((await rejection(() => untied.logLikelihood([{ prompt: 'a', completion: 3 } as never]))).message, /pairs\[0\]/);
   t.regex((await rejection(() => untied.generate(['a'], { maxNewTokens: 0 }))).message, /maxNewTokens/);
-  t.regex((await rejection(() => untied.generate(['a'], { temperature: 1 } as never))).message, /temperature/);
+  t.regex((await rejection(() => untied.generate(['a'], { numBeams: 4 } as never))).message, /numBeams/);
   t.regex((await rejection(() => untied.generate(['a'], { stopTokenIds: [-1] }))).message, /stopTokenIds/);
   untied.dispose();
   t.is((await rejection(() => untied.generate(['a']))).code, 'DISPOSED');
