@@ -22,6 +22,7 @@ import { ProgressBar } from './progress';
 import { seededRandom } from './random';
 import { trainingCurvesSvg } from './report';
 import { encoderEmbedder, learningRateAt } from './train';
+import { newStore, type NativeDenseStore } from './search-index';
 import { readTrainingData, shuffle, splitByGroup } from './train-data';
 import { padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, positiveInteger } from './validate';
@@ -252,27 +253,25 @@ function readRagData(data: RagTrainOptions['data']): { examples: RagExample[]; p
   };
 }
 
-/** The `k` best documents for each question by cosine similarity (exact search): corpus indices, best first, and the similarities. */
-async function retrieveScored(retriever: Encoder, corpus: Float32Array, dim: number, questions: string[], k: number): Promise<{ ids: number[]; scores: number[] }[]> {
-  const q = await retriever.embed(questions, { task: 'query', normalize: true });
-  const n = corpus.length / dim;
-  return questions.map((_, i) => {
-    const row = q.data.subarray(i * dim, (i + 1) * dim);
-    const scores = new Float32Array(n);
-    for (let d = 0; d < n; d++) {
-      let s = 0;
-      for (let j = 0; j < dim; j++) s += row[j] * corpus[d * dim + j];
-      scores[d] = s;
-    }
-    const ids = Array.from(scores.keys())
-      .sort((a, b) => scores[b] - scores[a] || a - b)
-      .slice(0, k);
-    return { ids, scores: ids.map((d) => scores[d]) };
-  });
+/** The corpus embedded by the retriever (L2-normalized document vectors) in a native store for exact search. */
+async function embedCorpus(retriever: Encoder, corpus: string[]): Promise<NativeDenseStore> {
+  const store = newStore(retriever.dimension, 'float32');
+  store.add((await retriever.embed(corpus, { task: 'document', normalize: true })).data);
+  return store;
 }
 
-async function retrieve(retriever: Encoder, corpus: Float32Array, dim: number, questions: string[], k: number): Promise<number[][]> {
-  return (await retrieveScored(retriever, corpus, dim, questions, k)).map((r) => r.ids);
+/** The `k` best documents for each question by cosine similarity (exact search, natively): corpus indices, best first, and the similarities. */
+async function retrieveScored(retriever: Encoder, corpus: NativeDenseStore, questions: string[], k: number): Promise<{ ids: number[]; scores: number[] }[]> {
+  const q = await retriever.embed(questions, { task: 'query', normalize: true });
+  const found = await corpus.search(q.data, k);
+  return questions.map((_, i) => ({
+    ids: Array.from(found.indices.subarray(i * found.k, (i + 1) * found.k)),
+    scores: Array.from(found.scores.subarray(i * found.k, (i + 1) * found.k)),
+  }));
+}
+
+async function retrieve(retriever: Encoder, corpus: NativeDenseStore, questions: string[], k: number): Promise<number[][]> {
+  return (await retrieveScored(retriever, corpus, questions, k)).map((r) => r.ids);
 }
 
 interface LoopState {
@@ -354,10 +353,9 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     const gen = generator;
 
     // One batch's arguments: the questions, their K documents (query-major) and the generator's K sequences each.
-    let corpusVectors: Float32Array = new Float32Array(0);
-    const dim = retriever.dimension;
+    let corpusStore: NativeDenseStore | undefined;
     const prepare = async (examples: RagExample[], retrieved?: number[][]) => {
-      const top = retrieved ?? (await retrieve(retriever, corpusVectors, dim, examples.map((e) => e.question), k));
+      const top = retrieved ?? (await retrieve(retriever, corpusStore!, examples.map((e) => e.question), k));
       const documents = top.flatMap((ids) => ids.map((d) => corpus[d]));
       const prepared = await trainer.prepare(examples.map((e) => e.question), documents);
       const pairs = examples.flatMap((e, m) => top[m].map((d) => ({ prompt: formatPrompt(format, corpus[d], e.question), completion: formatAnswer(format, e.answer) })));
@@ -372,12 +370,9 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       const options = { ...stepOptions(lr), rag: true as const, sequences, documentsPerQuery: k };
       return kind === 'step' ? trainer.stepPrepared(prepared, options) : trainer.evaluatePrepared(prepared, options);
     };
-    const embedCorpus = async () => {
-      corpusVectors = (await retriever.embed(corpus, { task: 'document', normalize: true })).data;
-    };
     const validate = async (): Promise<number | undefined> => {
       if (val.length === 0) return undefined;
-      await embedCorpus();
+      corpusStore = await embedCorpus(retriever, corpus);
       let sum = 0;
       for (let i = 0; i < val.length; i += batchSize) {
         const batch = val.slice(i, i + batchSize);
@@ -414,8 +409,8 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       // Every question of the epoch retrieves with the retriever as it is at the epoch's start (kept in the state:
       // a resumed epoch trains on the same documents).
       if (state.batch === 0) {
-        await embedCorpus();
-        state.retrieved = await retrieve(retriever, corpusVectors, dim, order.map((e) => e.question), k);
+        corpusStore = await embedCorpus(retriever, corpus);
+        state.retrieved = await retrieve(retriever, corpusStore, order.map((e) => e.question), k);
       }
       for (; state.batch < stepsPerEpoch; ) {
         const [from, to] = [state.batch * batchSize, (state.batch + 1) * batchSize];
@@ -522,7 +517,7 @@ export class Rag {
     readonly retriever: Encoder,
     readonly generator: Generator,
     private readonly corpus: string[],
-    private readonly vectors: Float32Array,
+    private readonly store: NativeDenseStore,
     private readonly format: PromptFormat,
     private readonly temperature: number,
   ) {}
@@ -534,8 +529,7 @@ export class Rag {
     if (!(o.generator instanceof Generator)) throw invalid('options.generator', 'a Generator', o.generator);
     const format = readFormat(o, o.generator);
     const corpus = readCorpus(o.corpus);
-    const vectors = (await o.retriever.embed(corpus, { task: 'document', normalize: true })).data;
-    return new Rag(o.retriever, o.generator, corpus, vectors, format, positiveNumber('options.temperature', o.temperature, 0.05));
+    return new Rag(o.retriever, o.generator, corpus, await embedCorpus(o.retriever, corpus), format, positiveNumber('options.temperature', o.temperature, 0.05));
   }
 
   /**
@@ -546,7 +540,7 @@ export class Rag {
     const o = checkOptions('options', options, ['k', 'maxNewTokens'] as const);
     if (!Array.isArray(questions) || questions.some((q) => typeof q !== 'string')) throw invalid('questions', 'an array of strings', questions);
     const k = Math.min(positiveInteger('options.k', o.k ?? 4), this.corpus.length);
-    const top = await retrieveScored(this.retriever, this.vectors, this.retriever.dimension, questions, k);
+    const top = await retrieveScored(this.retriever, this.store, questions, k);
     const out: RagAnswer[] = [];
     for (const [i, question] of questions.entries()) {
       const { ids, scores } = top[i];

@@ -66,7 +66,8 @@ export interface SearchOptions {
   hybridWeight?: number;
 }
 
-interface NativeDenseStore {
+/** @internal The native store of dense vectors: exact inner-product search over all of them (native/search/dense_store.h). */
+export interface NativeDenseStore {
   add(rows: Float32Array): number;
   remove(keep: Uint8Array): number;
   size(): number;
@@ -102,7 +103,8 @@ export function reciprocalRankFusion<T, K>(first: T[], second: T[], keyOf: (item
   return [...scores];
 }
 
-function newStore(dim: number, storage: 'float32' | 'float16'): NativeDenseStore {
+/** @internal An empty native store of `dim`-wide vectors. */
+export function newStore(dim: number, storage: 'float32' | 'float16'): NativeDenseStore {
   const Store = (native() as unknown as { NativeDenseStore: new (dim: number, storage: string) => NativeDenseStore }).NativeDenseStore;
   return new Store(dim, storage);
 }
