@@ -54,8 +54,13 @@ export interface GenerateOptions {
   temperature?: number;
   topK?: number;
   topP?: number;
-  /** The seed of the draws (default 0): the same seed, prompts and options give the same tokens. */
+  /** The seed of the draws (default 0): the same seed, prompts and options (batchSize too) give the same tokens. */
   seed?: number;
+  /**
+   * Prompts generated together (default 8): sorted by length, left-padded to the batch's longest, each token one
+   * forward pass for the whole batch; a finished prompt leaves the batch.
+   */
+  batchSize?: number;
 }
 
 /** One prompt's continuation. */
@@ -69,7 +74,7 @@ export interface Generated {
 }
 
 const LL_KEYS = ['batchSize', 'endOfSequence'] as const;
-const GENERATE_KEYS = ['maxNewTokens', 'stopTokenIds', 'temperature', 'topK', 'topP', 'seed'] as const;
+const GENERATE_KEYS = ['maxNewTokens', 'stopTokenIds', 'temperature', 'topK', 'topP', 'seed', 'batchSize'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 const DECODER_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3'];
 /** The files of a model folder besides its weights that a saved copy keeps (configs and tokenizer files). */
@@ -283,6 +288,7 @@ export class Generator {
       if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) throw invalid('options.topP', 'a number in (0, 1]', topP);
       const seed = o.seed ?? 0;
       if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
+      const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 8);
       const tokenized = await this.promptIds(prompts);
       tokenized.forEach((ids, i) => {
         if (ids.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] has no tokens: generation needs one to start from`);
@@ -290,13 +296,18 @@ export class Generator {
           throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] is ${ids.length} tokens: the model's ${this.maxLength} positions leave no room to generate`);
         }
       });
-      let outputs: Int32Array[];
+      // Longest first: batches of similar lengths pad little.
+      const order = longestFirst(tokenized.map((ids) => ({ ids })));
+      let sorted: Int32Array[];
       try {
-        outputs = await handle.generate({ prompts: tokenized.map((ids) => Int32Array.from(ids)), maxNewTokens, stopIds: Int32Array.from(stop), temperature, topK, topP, seed });
+        sorted = await handle.generate({
+          prompts: order.map((i) => Int32Array.from(tokenized[i])), maxNewTokens, stopIds: Int32Array.from(stop), temperature, topK, topP, seed, batchSize,
+        });
       } catch (error) {
         throw fromNative(error);
       }
-      const ids = outputs.map((o) => Array.from(o));
+      const ids: number[][] = new Array(prompts.length);
+      order.forEach((prompt, r) => (ids[prompt] = Array.from(sorted[r])));
       const texts = await this.tokenizer.decode(ids);
       return ids.map((tokenIds, i) => ({
         text: texts[i],

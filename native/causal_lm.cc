@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <set>
 
 #include "models/decoder.h"
@@ -54,10 +55,9 @@ struct Sampling {
   uint64_t seed = 0;
 };
 
-// The next token from the logits [vocab] (float32).
-int64_t nextToken(torch::Tensor logits, const Sampling& s, at::Generator& generator) {
-  // The first of equal maxima, as torch.argmax (and so transformers' greedy search) picks.
-  if (s.temperature <= 0) return logits.argmax(-1).item<int64_t>();
+// The next token from one row's logits [vocab] (float32), drawn (temperature > 0; greedy decoding takes the argmax
+// of the whole batch at once).
+int64_t sampleToken(torch::Tensor logits, const Sampling& s, at::Generator& generator) {
   const double inf = std::numeric_limits<double>::infinity();
   logits = (logits / s.temperature).to(torch::kCPU);
   if (s.topK > 0 && s.topK < logits.size(0)) {
@@ -77,13 +77,14 @@ int64_t nextToken(torch::Tensor logits, const Sampling& s, at::Generator& genera
 class GenerateWorker : public PromiseWorker {
  public:
   GenerateWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> model, std::vector<std::vector<int64_t>> prompts, int64_t maxNew,
-                 std::set<int64_t> stop, Sampling sampling)
+                 std::set<int64_t> stop, Sampling sampling, int64_t batchSize)
       : PromiseWorker(env, model->device),
         model_(std::move(model)),
         prompts_(std::move(prompts)),
         maxNew_(maxNew),
         stop_(std::move(stop)),
-        sampling_(sampling) {}
+        sampling_(sampling),
+        batchSize_(batchSize) {}
 
  protected:
   void compute() override {
@@ -94,20 +95,78 @@ class GenerateWorker : public PromiseWorker {
     const int64_t positions = decoder->maxPositions();
     // Its own generator: a seeded run draws the same tokens whatever else the process does.
     at::Generator generator = at::detail::createCPUGenerator(sampling_.seed);
-    for (const auto& prompt : prompts_) {
-      std::vector<KvCache> caches;
-      std::vector<int32_t> out;
-      torch::Tensor input = torch::tensor(prompt, torch::kInt64).view({1, -1}).to(model_->device);
-      int64_t length = static_cast<int64_t>(prompt.size());
-      while (static_cast<int64_t>(out.size()) < maxNew_ && length < positions) {
-        const torch::Tensor states = decoder->forwardCached(input, caches);
-        const int64_t next = nextToken(model_->logits(states.select(1, states.size(1) - 1)).view({-1}), sampling_, generator);
-        out.push_back(static_cast<int32_t>(next));
-        ++length;
-        if (stop_.count(next)) break;
-        input = torch::full({1, 1}, next, torch::TensorOptions().dtype(torch::kInt64).device(model_->device));
+    outputs_.resize(prompts_.size());
+    for (size_t start = 0; start < prompts_.size(); start += static_cast<size_t>(batchSize_)) {
+      const size_t end = std::min(prompts_.size(), start + static_cast<size_t>(batchSize_));
+      generateBatch(*decoder, start, end, positions, generator);
+    }
+  }
+
+  // Prompts start .. end - 1 together: left-padded to the longest, so that every row's next token is in the last
+  // column; rows leave the batch (and their cached keys and values go) as they finish.
+  void generateBatch(DecoderModel& decoder, size_t start, size_t end, int64_t positions, at::Generator& generator) {
+    const auto rows = static_cast<int64_t>(end - start);
+    int64_t longest = 0;
+    for (size_t i = start; i < end; ++i) longest = std::max(longest, static_cast<int64_t>(prompts_[i].size()));
+    std::vector<int64_t> ids(static_cast<size_t>(rows * longest), 0), mask(ids.size(), 0), pos(ids.size(), 0), length(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto& prompt = prompts_[start + static_cast<size_t>(r)];
+      const auto n = static_cast<int64_t>(prompt.size()), pad = longest - n;
+      length[static_cast<size_t>(r)] = n;
+      for (int64_t j = 0; j < n; ++j) {
+        const auto at = static_cast<size_t>(r * longest + pad + j);
+        ids[at] = prompt[static_cast<size_t>(j)];
+        mask[at] = 1;
+        pos[at] = j;
       }
-      outputs_.push_back(std::move(out));
+    }
+    const auto longs = torch::TensorOptions().dtype(torch::kInt64);
+    const auto device = model_->device;
+    torch::Tensor input = torch::tensor(ids, longs).view({rows, longest}).to(device);
+    torch::Tensor keyMask = torch::tensor(mask, longs).view({rows, longest}).to(device);
+    torch::Tensor position = torch::tensor(pos, longs).view({rows, longest}).to(device);
+    std::vector<int64_t> active(static_cast<size_t>(rows));  // the batch's rows still generating, in order
+    std::iota(active.begin(), active.end(), int64_t{0});
+    std::vector<KvCache> caches;
+    while (!active.empty()) {
+      const torch::Tensor states = decoder.forwardCached(input, position, keyMask, caches);
+      const torch::Tensor logits = model_->logits(states.select(1, states.size(1) - 1));  // [active, vocab]
+      std::vector<int64_t> next(active.size());
+      if (sampling_.temperature <= 0) {
+        // The first of equal maxima, as torch.argmax (and so transformers' greedy search) picks.
+        const torch::Tensor best = logits.argmax(-1).to(torch::kCPU);
+        for (size_t a = 0; a < active.size(); ++a) next[a] = best[static_cast<int64_t>(a)].item<int64_t>();
+      } else {
+        for (size_t a = 0; a < active.size(); ++a) next[a] = sampleToken(logits[static_cast<int64_t>(a)], sampling_, generator);
+      }
+      std::vector<int64_t> keep, kept, keptNext;
+      for (size_t a = 0; a < active.size(); ++a) {
+        const int64_t r = active[a];
+        auto& out = outputs_[start + static_cast<size_t>(r)];
+        out.push_back(static_cast<int32_t>(next[a]));
+        const bool done = stop_.count(next[a]) > 0 || static_cast<int64_t>(out.size()) >= maxNew_ ||
+                          length[static_cast<size_t>(r)] + static_cast<int64_t>(out.size()) >= positions;
+        if (!done) {
+          keep.push_back(static_cast<int64_t>(a));
+          kept.push_back(r);
+          keptNext.push_back(next[a]);
+        }
+      }
+      if (kept.empty()) break;
+      const torch::Tensor lastPosition = position.select(1, position.size(1) - 1);
+      if (kept.size() != active.size()) {
+        const torch::Tensor rowsKept = torch::tensor(keep, longs).to(device);
+        for (auto& cache : caches) cache.keepRows(rowsKept);
+        keyMask = keyMask.index_select(0, rowsKept);
+        position = lastPosition.index_select(0, rowsKept);
+      } else {
+        position = lastPosition;
+      }
+      active = kept;
+      const auto count = static_cast<int64_t>(active.size());
+      input = torch::tensor(keptNext, longs).view({count, 1}).to(device);
+      position = (position + 1).view({count, 1});
+      keyMask = torch::cat({keyMask, torch::ones({count, 1}, keyMask.options())}, 1);
     }
   }
   Napi::Value result(Napi::Env env) override {
@@ -126,6 +185,7 @@ class GenerateWorker : public PromiseWorker {
   int64_t maxNew_;
   std::set<int64_t> stop_;
   Sampling sampling_;
+  int64_t batchSize_;
   std::vector<std::vector<int32_t>> outputs_;
 };
 
@@ -192,7 +252,11 @@ Napi::Value generateCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, co
     if (!(seed >= 0) || seed != std::floor(seed)) throw invalidArgument("seed must be an integer >= 0");
     sampling.topK = static_cast<int64_t>(topK);
     sampling.seed = static_cast<uint64_t>(seed);
-    return (new GenerateWorker(env, std::move(model), std::move(prompts), static_cast<int64_t>(maxNew), std::move(stop), sampling))->start();
+    const double batchSize = numberOr(args, "batchSize", 8);
+    if (!(batchSize >= 1) || batchSize != std::floor(batchSize)) throw invalidArgument("batchSize must be a positive integer");
+    return (new GenerateWorker(env, std::move(model), std::move(prompts), static_cast<int64_t>(maxNew), std::move(stop), sampling,
+                               static_cast<int64_t>(batchSize)))
+        ->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }

@@ -55,18 +55,27 @@ for (const name of ['qwen3', 'llama']) {
   test(`${name}: greedy generation equals transformers' generate(do_sample=False), token for token`, async (t) => {
     const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
     const ref = REFERENCE.models[name];
-    const out = await generator.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens });
-    out.forEach((g, i) => {
-      t.deepEqual(g.tokenIds, ref.generated[i], `prompt ${i}`);
-      t.is(g.finishReason, 'length');
-      t.is(typeof g.text, 'string');
-    });
+    // One prompt at a time, and together in left-padded batches (prompts of 2 to 14 tokens).
+    for (const batchSize of [1, 2, 4]) {
+      const out = await generator.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens, batchSize });
+      out.forEach((g, i) => {
+        t.deepEqual(g.tokenIds, ref.generated[i], `batch ${batchSize}, prompt ${i}`);
+        t.is(g.finishReason, 'length');
+        t.is(typeof g.text, 'string');
+      });
+    }
     // A stop token ends generation at its first occurrence, kept in the ids.
     const ids = ref.generated[1];
     const stop = ids[2];
     const stopped = await generator.generate([PROMPTS[1]], { maxNewTokens: REFERENCE.maxNewTokens, stopTokenIds: [stop] });
     t.deepEqual(stopped[0].tokenIds, ids.slice(0, ids.indexOf(stop) + 1));
     t.is(stopped[0].finishReason, 'stop');
+    // In a batch, the stopped prompt leaves it and the others go on as they would alone.
+    const together = await generator.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens, stopTokenIds: [stop], batchSize: 4 });
+    together.forEach((g, i) => {
+      const at = ref.generated[i].indexOf(stop);
+      t.deepEqual(g.tokenIds, at < 0 ? ref.generated[i] : ref.generated[i].slice(0, at + 1), `prompt ${i}`);
+    });
     const short = await generator.generate([PROMPTS[0]], { maxNewTokens: 3 });
     t.deepEqual(short[0].tokenIds, ref.generated[0].slice(0, 3));
     generator.dispose();

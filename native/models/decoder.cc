@@ -114,12 +114,11 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
   const torch::Tensor c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
   q = q * c + rotateHalf(q) * s;
   k = k * c + rotateHalf(k) * s;
-  // Without padding the attention is causal, except for tokens that follow a cache: each sees all of it.
-  bool causal = !mask.defined();
+  // Without a mask the attention is causal; with a cache, the mask covers the cached keys too.
+  const bool causal = !mask.defined();
   if (cache) {
+    if (causal) throw invalidArgument("cached decoding needs the attention mask");
     if (cache->keys.defined()) {
-      if (seq != 1) throw invalidArgument("a decoder with cached keys takes one new token at a time");
-      causal = false;
       k = torch::cat({cache->keys, k}, 2);
       v = torch::cat({cache->values, v}, 2);
     }
@@ -175,24 +174,46 @@ void DecoderModel::checkLength(int64_t seq) const {
   }
 }
 
-std::pair<torch::Tensor, torch::Tensor> DecoderModel::rotary(int64_t start, int64_t n, const torch::Device& device) const {
-  // Rotary angles in float32: position p, frequency theta^(-2i/d) (Hugging Face's default rotary embedding).
-  const auto f32 = torch::TensorOptions().device(device).dtype(torch::kFloat32);
+std::pair<torch::Tensor, torch::Tensor> DecoderModel::rotary(const torch::Tensor& positions) const {
+  // Rotary angles in float32: position p, frequency theta^(-2i/d) (Hugging Face's default rotary embedding), the
+  // product taken as torch.outer takes it (one float32 multiplication per angle).
+  const auto f32 = torch::TensorOptions().device(positions.device()).dtype(torch::kFloat32);
   const int64_t d = config_.headDim;
   const torch::Tensor inverse = 1.0 / torch::pow(config_.ropeTheta, torch::arange(0, d, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / d);
-  const torch::Tensor angles = torch::outer(torch::arange(start, start + n, f32), inverse);
+  const torch::Tensor angles = positions.to(torch::kFloat32).unsqueeze(-1) * inverse;
   const torch::Tensor emb = torch::cat({angles, angles}, -1);
   return {emb.cos(), emb.sin()};
 }
 
-torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, std::vector<KvCache>& caches) {
-  if (inputIds.dim() != 2 || inputIds.size(0) != 1) throw invalidArgument("cached decoding runs one sequence at a time");
+void KvCache::keepRows(const torch::Tensor& rows) {
+  keys = keys.index_select(0, rows);
+  values = values.index_select(0, rows);
+}
+
+torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const torch::Tensor& positions, const torch::Tensor& keyMask,
+                                          std::vector<KvCache>& caches) {
   caches.resize(layers_->size());
-  const int64_t past = caches[0].keys.defined() ? caches[0].keys.size(2) : 0, n = inputIds.size(1);
-  checkLength(past + n);
-  const auto [cos, sin] = rotary(past, n, inputIds.device());
+  const int64_t batch = inputIds.size(0), n = inputIds.size(1);
+  const int64_t past = caches[0].keys.defined() ? caches[0].keys.size(2) : 0;
+  if (keyMask.size(0) != batch || keyMask.size(1) != past + n || positions.sizes() != inputIds.sizes()) {
+    throw invalidArgument("cached decoding: keyMask must be [batch, cached + new] and positions [batch, new]");
+  }
+  checkLength(positions.max().item<int64_t>() + 1);
+  auto [cos, sin] = rotary(positions);  // [batch, n, headDim]
+  cos = cos.unsqueeze(1);
+  sin = sin.unsqueeze(1);
+  // Each new token sees the real tokens up to itself. A padding position of a prompt sees itself too, so that no
+  // row of the attention is empty (its output is never used), as transformers unmasks such rows.
+  const torch::Tensor keys = keyMask.to(torch::kBool).view({batch, 1, 1, past + n});
+  torch::Tensor mask = keys;
+  if (n > 1) {
+    const auto options = keyMask.options().dtype(torch::kBool);
+    const torch::Tensor causal = torch::ones({n, past + n}, options).tril(past);
+    const torch::Tensor self = torch::cat({torch::zeros({n, past}, options), torch::eye(n, options)}, 1);
+    mask = keys.logical_and(causal).logical_or(self);
+  }
   torch::Tensor hidden = embed_tokens_(inputIds);
-  for (size_t i = 0; i < layers_->size(); ++i) hidden = layers_[i]->as<DecoderLayer>()->forward(hidden, cos, sin, {}, &caches[i]);
+  for (size_t i = 0; i < layers_->size(); ++i) hidden = layers_[i]->as<DecoderLayer>()->forward(hidden, cos, sin, mask, &caches[i]);
   return norm_(hidden);
 }
 
@@ -200,7 +221,7 @@ torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::
   const int64_t batch = inputIds.size(0), seq = inputIds.size(1);
   checkLength(seq);
   torch::Tensor hidden = embed_tokens_(inputIds);
-  const auto [cos, sin] = rotary(0, seq, inputIds.device());
+  const auto [cos, sin] = rotary(torch::arange(seq, inputIds.options().dtype(torch::kInt64)));
   // Right padding: every real token sees only real tokens before it; a padding position sees the real tokens
   // too (its output is never used), so no row of the mask is empty. Without padding, plain causal attention.
   torch::Tensor mask;

@@ -35,13 +35,16 @@ TORCH_MODULE(RmsNorm);
 // for generation: each new token attends to them instead of recomputing them.
 struct KvCache {
   torch::Tensor keys, values;  // [batch, kvHeads, tokens, headDim]
+  // Keeps only these rows of the batch (sequences that are still generating), int64 on the cache's device.
+  void keepRows(const torch::Tensor& rows);
 };
 
 struct DecoderLayerImpl : torch::nn::Module {
   explicit DecoderLayerImpl(const DecoderConfig& c);
-  // cos, sin: [seq, headDim] (float32); mask: boolean [batch, 1, seq, seq], true where a query may attend, or
-  // undefined for plain causal attention (no padding). With `cache`, the new tokens' keys and values are appended
-  // to it and the queries attend to all of them: causally on the first call (the prompt), then one token at a time.
+  // cos, sin: [seq, headDim], or [batch, 1, seq, headDim] for positions per row (float32); mask: boolean
+  // [batch, 1, seq, keys], true where a query may attend, or undefined for plain causal attention (no padding).
+  // With `cache`, the new tokens' keys and values are appended to it and the queries attend to all of them:
+  // causally on the first call (the prompt), then one token at a time; `mask` then covers the cached keys too.
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask,
                         KvCache* cache = nullptr);
   DecoderConfig config;
@@ -62,18 +65,20 @@ class DecoderModel : public TransformerEncoder {
   torch::Tensor inputEmbeddings() const override { return embed_tokens_->weight; }
   const DecoderConfig& config() const { return config_; }
 
-  // The last hidden states of `inputIds` [1, n] (one sequence, no padding) that follow the `caches`' tokens, which
-  // get theirs appended (one cache per layer; empty ones on the first call). The first call may hold any number
-  // of tokens, later ones one each.
-  torch::Tensor forwardCached(const torch::Tensor& inputIds, std::vector<KvCache>& caches);
+  // The last hidden states of `inputIds` [batch, n] that follow the `caches`' tokens, which get theirs appended (one
+  // cache per layer; empty ones on the first call). The first call holds the prompts, left-padded, later ones one
+  // token per row. `keyMask` [batch, cached + n] marks the real tokens (0: padding) of all of them, and
+  // `positions` [batch, n] (int64) are the new tokens' positions, counted over real tokens only.
+  torch::Tensor forwardCached(const torch::Tensor& inputIds, const torch::Tensor& positions, const torch::Tensor& keyMask,
+                              std::vector<KvCache>& caches);
 
  protected:
   // What *ForCausalLM and *ForSequenceClassification put before the base model's names.
   std::string weightPrefix() const override { return "model."; }
 
  private:
-  // Rotary cos and sin [n, headDim] (float32) of positions start .. start + n - 1.
-  std::pair<torch::Tensor, torch::Tensor> rotary(int64_t start, int64_t n, const torch::Device& device) const;
+  // Rotary cos and sin [..., headDim] (float32) of `positions` (int64, any shape).
+  std::pair<torch::Tensor, torch::Tensor> rotary(const torch::Tensor& positions) const;
   void checkLength(int64_t seq) const;
 
   DecoderConfig config_;
