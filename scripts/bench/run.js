@@ -10,7 +10,7 @@
 // python3 with torch is (COLTRAST_PYTHON, python3 or /usr/bin/python3), python (coltrast against the same recipe in plain
 // PyTorch: train samples/s and embed texts/s, side by side) and parity (per-step losses of both).
 // `npm run bench` and `coltrast bench` run this. --quick: small sizes, a few minutes on two cores.
-//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,multivector,crossencoder,decoder,python,parity] [--quick]
+//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,multivector,crossencoder,decoder,generator,python,parity] [--quick]
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -20,7 +20,7 @@ const { parseArgs } = require('node:util');
 const { values } = parseArgs({
   options: {
     out: { type: 'string', default: 'bench-results' },
-    suites: { type: 'string', default: 'ops,embed,train,index,multivector,crossencoder,decoder,python,parity' },
+    suites: { type: 'string', default: 'ops,embed,train,index,multivector,crossencoder,decoder,generator,python,parity' },
     quick: { type: 'boolean', default: false },
   },
 });
@@ -116,6 +116,16 @@ const SUITES = {
     label: (r) => r.side,
     value: (r) => r.textsPerSecond,
     unit: 'decoder (Qwen3) embedding, texts/s',
+  },
+  generator: {
+    // transformers' log-likelihoods and generate() on a Qwen3ForCausalLM-shaped random model (build/pyenv, or COLTRAST_ST_PYTHON).
+    script: 'generator.js',
+    needsSentenceTransformers: true,
+    args: (device, quick) =>
+      device === 'cpu' ? ['--pairs', quick ? '16' : '64', '--prompts', quick ? '8' : '16', '--max-new-tokens', quick ? '8' : '32', '--rounds', quick ? '1' : '2'] : null,
+    label: (r) => `${r.measure}: ${r.side}`,
+    value: (r) => r.rate,
+    unit: 'causal LM: log-likelihood pairs/s, generated tokens/s',
   },
   index: {
     script: 'index.js',
