@@ -359,7 +359,19 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       const documents = top.flatMap((ids) => ids.map((d) => corpus[d]));
       const prepared = await trainer.prepare(examples.map((e) => e.question), documents);
       const pairs = examples.flatMap((e, m) => top[m].map((d) => ({ prompt: formatPrompt(format, corpus[d], e.question), completion: formatAnswer(format, e.answer) })));
-      return { prepared, sequences: padBatch(await gen.sequences(pairs)) };
+      let sequences;
+      try {
+        sequences = await gen.sequences(pairs);
+      } catch (error) {
+        const long = error instanceof ColtrastError && /^pairs\[(\d+)\] is (\d+) tokens/.exec(error.message);
+        if (!long) throw error;
+        const question = examples[Math.floor(Number(long[1]) / k)].question;
+        throw new ColtrastError(
+          'INVALID_ARGUMENT',
+          `the question ${JSON.stringify(question)} with one of its retrieved documents and its answer is ${long[2]} tokens, more than the generator's ${gen.maxLength} positions: shorten the corpus's documents, the template or the answer`,
+        );
+      }
+      return { prepared, sequences: padBatch(sequences) };
     };
     const stepOptions = (lr: number) => ({
       contrastiveWeight: 1, lateInteractionWeight: 0, temperature, symmetric: false, lateInteractionKind: 'cross_entropy' as const,

@@ -235,6 +235,11 @@ test('trainRag() and Rag errors: missing corpus, k beyond it, a bad template, un
   t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, data: [{ question: 'a' }] as never }))).message, /data\[0\]: expected \{ "question"/);
   t.regex((await rejection(() => trainRag({ ...base, corpus: [''] }))).message, /corpus\[0\]/);
   t.is((await rejection(() => trainRag({ ...base, corpus: CORPUS, generator: FIXTURE }))).code, 'UNSUPPORTED_MODEL');
+  const longDocs = CORPUS.map((d) => `${d} ${'model text token vector '.repeat(20)}`);
+  t.regex(
+    (await rejection(() => trainRag({ ...base, corpus: longDocs, k: 2 }))).message,
+    /the question "[^"]+" with one of its retrieved documents and its answer is \d+ tokens, more than the generator's 96 positions/,
+  );
   const noTemplate = await rejection(() => trainRag({ ...base, corpus: CORPUS, generator: path.resolve(__dirname, 'fixtures', 'tiny-causal-lms', 'qwen3'), chat: true }));
   t.is(noTemplate.code, 'MODEL_FILES');
   t.regex(noTemplate.message, /options\.chat: .*qwen3 has no chat template/);
