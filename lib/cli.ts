@@ -214,7 +214,7 @@ async function embed(argv: string[]): Promise<void> {
     dtype: values.dtype as DType | undefined,
     threads: numberFlag('threads', values.threads, 'count'),
     onDownloadProgress: (p) => {
-      if (p.file === 'model.safetensors' && p.total) download.update(p.downloaded / 2 ** 20, p.total / 2 ** 20);
+      if (p.file.endsWith('.safetensors') && p.total) download.update(p.downloaded / 2 ** 20, p.total / 2 ** 20);
     },
   });
   const bar = values.json ? undefined : new ProgressBar('embed', 'texts');

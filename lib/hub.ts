@@ -20,6 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ColtrastError } from './errors';
+import { weightFiles } from './model-dir';
 import { booleanValue, checkOptions, invalid } from './validate';
 
 export interface DownloadProgress {
@@ -57,6 +58,9 @@ const RESOLVE_KEYS = ['cacheDir', 'revision', 'endpoint', 'token', 'offline', 'o
 const WANTED = new Set([
   'config.json',
   'model.safetensors',
+  'model.safetensors.index.json',
+  'generation_config.json',
+  'chat_template.jinja',
   'tokenizer.json',
   'tokenizer_config.json',
   'special_tokens_map.json',
@@ -67,6 +71,8 @@ const WANTED = new Set([
 ]);
 /** sentence-transformers module files: configs such as 1_Pooling/config.json, and a Dense head's weights. */
 const MODULE_FILE = /^\d+_[A-Za-z]+\/(config\.json|model\.safetensors)$/;
+/** The shards of sharded weights, as transformers names them (model-00001-of-00004.safetensors). */
+const SHARD = /^model-\d+-of-\d+\.safetensors$/;
 const PICKLE = /\.(bin|pt|pth|ckpt|pkl)$/;
 const COMMIT = /^[0-9a-f]{40}$/;
 const NAME = '[A-Za-z0-9_][A-Za-z0-9._-]*';
@@ -186,8 +192,17 @@ function cachedSnapshot(hub: Hub): string | undefined {
     commit = fs.readFileSync(ref, 'utf8').trim();
   }
   const dir = path.join(hub.repoDir, 'snapshots', commit);
-  const complete = ['config.json', 'model.safetensors', 'tokenizer.json'].every((f) => fs.existsSync(path.join(dir, f)));
+  const complete = ['config.json', 'tokenizer.json'].every((f) => fs.existsSync(path.join(dir, f))) && hasWeights(dir);
   return complete ? dir : undefined;
+}
+
+/** The folder holds model.safetensors, or an index and every shard it names. */
+function hasWeights(dir: string): boolean {
+  try {
+    return weightFiles(dir) !== undefined;
+  } catch {
+    return false;
+  }
 }
 
 /** The most specific reason fetch gives for a failure: ECONNREFUSED, ENOTFOUND, … */
@@ -247,10 +262,7 @@ async function listFiles(hub: Hub): Promise<{ commit: string; files: RepoFile[] 
   const names = new Set(info.siblings.map((s) => s.rfilename));
   const where = `${hub.repoId}@${hub.revision}`;
   if (!names.has('config.json')) throw new ColtrastError('MODEL_FILES', `${where} has no config.json; it is not a transformers model`);
-  if (!names.has('model.safetensors')) {
-    if (names.has('model.safetensors.index.json')) {
-      throw new ColtrastError('UNSUPPORTED_MODEL', `${where} stores its weights in shards (model.safetensors.index.json); coltrast reads a single model.safetensors`);
-    }
+  if (!names.has('model.safetensors') && !names.has('model.safetensors.index.json')) {
     const pickles = [...names].filter((n) => PICKLE.test(n) && !n.includes('/'));
     throw new ColtrastError(
       'MODEL_FILES',
@@ -264,7 +276,7 @@ async function listFiles(hub: Hub): Promise<{ commit: string; files: RepoFile[] 
     throw new ColtrastError('MODEL_FILES', `${where} has no tokenizer.json (the fast tokenizer file coltrast tokenizes with)`);
   }
   const files = info.siblings
-    .filter((s) => WANTED.has(s.rfilename) || MODULE_FILE.test(s.rfilename))
+    .filter((s) => WANTED.has(s.rfilename) || MODULE_FILE.test(s.rfilename) || (!names.has('model.safetensors') && SHARD.test(s.rfilename)))
     .map((s) => ({
       name: s.rfilename,
       etag: s.lfs?.sha256 ?? s.blobId ?? createHash('sha1').update(`${info.sha}/${s.rfilename}`).digest('hex'),

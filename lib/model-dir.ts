@@ -126,7 +126,10 @@ export interface ModelDirectory {
   /** config.json as text (handed to native code) and parsed. */
   configText: string;
   config: Record<string, unknown>;
+  /** model.safetensors, or for sharded weights model.safetensors.index.json (then `weightShards` holds the files). */
   weightsPath: string;
+  /** Sharded weights: the shard files model.safetensors.index.json names, in order. */
+  weightShards?: string[];
   tokenizerPath: string;
   pooling: PoolingMode;
   normalize: boolean;
@@ -293,6 +296,28 @@ function readDense(dir: string, modulePath: string, input: ModuleInput): DenseHe
  * Reads and checks everything `Encoder.load` (kind 'embedding') or `CrossEncoder.load` (kind 'cross-encoder')
  * needs from `dir`.
  */
+/**
+ * The weights of a model folder: model.safetensors, or the shards that model.safetensors.index.json maps the
+ * tensors to (each must be there). Undefined when the folder has neither.
+ */
+export function weightFiles(dir: string): { weightsPath: string; shards?: string[] } | undefined {
+  const single = path.join(dir, 'model.safetensors');
+  if (fs.existsSync(single)) return { weightsPath: single };
+  const indexPath = path.join(dir, 'model.safetensors.index.json');
+  if (!fs.existsSync(indexPath)) return undefined;
+  const index = readJson(indexPath, 'model.safetensors.index.json');
+  const map = isObject(index) ? index.weight_map : undefined;
+  if (!isObject(map) || Object.values(map).some((f) => typeof f !== 'string' || f.includes('/') || f.includes('\\'))) {
+    throw filesError(`${indexPath} has no "weight_map" of tensor names to shard files in the folder`);
+  }
+  const shards = [...new Set(Object.values(map) as string[])].sort().map((f) => path.join(dir, f));
+  const missing = shards.filter((f) => !fs.existsSync(f));
+  if (shards.length === 0 || missing.length > 0) {
+    throw filesError(`${dir}: model.safetensors.index.json names ${missing.length ? `${missing.map((f) => path.basename(f)).join(', ')}, which the folder lacks` : 'no shard files'}`);
+  }
+  return { weightsPath: indexPath, shards };
+}
+
 export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encoder' = 'embedding'): ModelDirectory {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw filesError(`model folder ${dir} does not exist`);
   const configPath = path.join(dir, 'config.json');
@@ -304,11 +329,8 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   if (!isObject(config)) throw filesError(`config.json in ${dir} must be a JSON object`);
   if (typeof config.model_type !== 'string') throw filesError(`config.json in ${dir} has no "model_type" string`);
 
-  const weightsPath = path.join(dir, 'model.safetensors');
-  if (!fs.existsSync(weightsPath)) {
-    if (fs.existsSync(path.join(dir, 'model.safetensors.index.json'))) {
-      throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} holds sharded safetensors weights; coltrast reads a single model.safetensors so far`);
-    }
+  const weights = weightFiles(dir);
+  if (!weights) {
     const pickled = ['pytorch_model.bin', 'model.pt', 'model.ckpt'].find((f) => fs.existsSync(path.join(dir, f)));
     throw filesError(
       pickled
@@ -413,7 +435,8 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
     dir,
     configText,
     config,
-    weightsPath,
+    weightsPath: weights.weightsPath,
+    ...(weights.shards && { weightShards: weights.shards }),
     tokenizerPath,
     pooling,
     normalize,

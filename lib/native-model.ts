@@ -66,13 +66,14 @@ export async function resolveLoad(model: string, options: LoadOptions | undefine
 
 /** @internal Loads a model folder's weights natively (off the JS thread); `extra`: its heads. */
 export async function loadNative(
-  files: { weightsPath: string; configText: string },
+  files: { weightsPath: string; weightShards?: string[]; configText: string },
   device: string,
   dtype: DType,
-  extra: Omit<Parameters<NativeBinding['NativeEncoder']['load']>[0], 'weightsPath' | 'config' | 'device' | 'dtype'>,
+  extra: Omit<Parameters<NativeBinding['NativeEncoder']['load']>[0], 'weightsPath' | 'weightShards' | 'config' | 'device' | 'dtype'>,
 ): Promise<NativeEncoder> {
   try {
-    return await native().NativeEncoder.load({ weightsPath: files.weightsPath, config: files.configText, device, dtype, ...extra });
+    const shards = files.weightShards && { weightShards: files.weightShards };
+    return await native().NativeEncoder.load({ weightsPath: files.weightsPath, ...shards, config: files.configText, device, dtype, ...extra });
   } catch (error) {
     throw fromNative(error);
   }

@@ -252,6 +252,8 @@ export interface NativeBinding {
   NativeEncoder: {
     load(options: {
       weightsPath: string;
+      /** Sharded weights: every shard file (weightsPath then names the index, for messages). */
+      weightShards?: string[];
       config: string;
       device: string;
       dtype: string;

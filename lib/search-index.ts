@@ -23,6 +23,7 @@ import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic } from './files';
+import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
@@ -112,8 +113,9 @@ export function newStore(dim: number, storage: 'float32' | 'float16'): NativeDen
 /** sha256 over the model's config.json and weights: what "the same model" means for an index. */
 async function fingerprint(encoder: Encoder): Promise<string> {
   const hash = createHash('sha256');
-  for (const file of ['config.json', 'model.safetensors']) {
-    for await (const chunk of fs.createReadStream(path.join(encoder.modelDir, file))) hash.update(chunk as Buffer);
+  const weights = weightFiles(encoder.modelDir);
+  for (const file of [path.join(encoder.modelDir, 'config.json'), ...(weights?.shards ?? [path.join(encoder.modelDir, 'model.safetensors')])]) {
+    for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
   }
   return hash.digest('hex');
 }

@@ -17,6 +17,8 @@ namespace {
 
 struct LoadOptions {
   std::string weightsPath, config, device, dtype;
+  // Sharded weights: every shard (weightsPath is then the index file, named in messages). Empty: weightsPath.
+  std::vector<std::string> weightShards;
   // The Dense module's weights (linear.weight [out, in], optional linear.bias); empty: no head.
   std::string denseWeightsPath, denseActivation;
   // "sequence-classification": the weights file's pooler and classifier become a cross-encoder's head, which
@@ -110,7 +112,7 @@ class LoadWorker : public PromiseWorker {
       PreservedCpuGenerator initialWeights;  // drawn and discarded: the safetensors weights replace them
       loaded->model = createEncoder(config);
     }
-    SafetensorsFile weights(options_.weightsPath);
+    WeightFiles weights(options_.weightShards.empty() ? std::vector<std::string>{options_.weightsPath} : options_.weightShards);
     loaded->model->loadWeights(weights, torch::kFloat32);
     loaded->model->to(loaded->device, loaded->dtype);
     loaded->model->eval();
@@ -364,6 +366,14 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
     options.newHead = boolOr(o, "newHead", false);
     options.seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
     options.tieWordEmbeddings = boolOr(o, "tieWordEmbeddings", false);
+    if (o.Has("weightShards") && !o.Get("weightShards").IsUndefined()) {
+      if (!o.Get("weightShards").IsArray()) throw invalidArgument("weightShards must be an array of file paths");
+      auto shards = o.Get("weightShards").As<Napi::Array>();
+      for (uint32_t i = 0; i < shards.Length(); ++i) {
+        if (!shards.Get(i).IsString()) throw invalidArgument("weightShards must be an array of file paths");
+        options.weightShards.push_back(shards.Get(i).As<Napi::String>());
+      }
+    }
     if (!options.head.empty() && options.head != "sequence-classification" && options.head != "causal-lm") throw invalidArgument("unknown head " + options.head);
     if (options.head == "sequence-classification" && options.numLabels < 1) throw invalidArgument("numLabels must be a positive integer");
   } catch (const Error& e) {

@@ -209,4 +209,23 @@ void writeSafetensors(const std::string& path, const std::vector<std::pair<std::
   }
 }
 
+WeightFiles::WeightFiles(const std::vector<std::string>& paths) {
+  if (paths.empty()) throw invalidArgument("no weights file given");
+  for (const auto& path : paths) {
+    files_.push_back(std::make_unique<SafetensorsFile>(path));
+    for (const auto& [name, entry] : files_.back()->entries()) {
+      if (!where_.emplace(name, files_.back().get()).second) {
+        throw modelFilesError("tensor '" + name + "' is in both " + where_.at(name)->path() + " and " + path);
+      }
+    }
+  }
+  description_ = paths.size() == 1 ? paths[0] : paths[0] + " (and " + std::to_string(paths.size() - 1) + " more shards)";
+}
+
+std::vector<std::string> WeightFiles::names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, file] : where_) out.push_back(name);
+  return out;
+}
+
 }  // namespace coltrast

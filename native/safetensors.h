@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +46,24 @@ class SafetensorsFile {
   size_t mappingSize_ = 0;
   std::map<std::string, Entry> entries_;
   std::map<std::string, std::string> metadata_;
+};
+
+// A model's weights in one safetensors file or in shards (model-00001-of-00002.safetensors, ...): each tensor from
+// the file that holds it. A tensor in two shards is an error.
+class WeightFiles {
+ public:
+  explicit WeightFiles(const std::vector<std::string>& paths);
+  bool has(const std::string& name) const { return where_.count(name) > 0; }
+  torch::Tensor read(const std::string& name) const { return where_.at(name)->read(name); }
+  // Every tensor's name, sorted.
+  std::vector<std::string> names() const;
+  // The file, or "<first shard> (and N more shards)", for messages.
+  const std::string& description() const { return description_; }
+
+ private:
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const SafetensorsFile*> where_;
+  std::string description_;
 };
 
 // Writes tensors (any device, any layout) to `path` atomically: a temporary file in the same folder,

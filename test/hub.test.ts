@@ -8,8 +8,8 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { ColtrastError, Encoder, resolveModelDir } from '../lib';
 import { looksLikeHubId, repoCacheDir } from '../lib/hub';
-import { FIXTURE, tempDir } from './helpers/fixture';
-import { writeSafetensors } from './helpers/safetensors';
+import { FIXTURE, fixtureCopy, tempDir } from './helpers/fixture';
+import { shardWeights, writeSafetensors } from './helpers/safetensors';
 
 const COMMIT = 'c0ffee0000000000000000000000000000000001';
 
@@ -365,26 +365,43 @@ test('a corrupt partial file fails the sha256 check and is removed', async (t) =
   await hub.close();
 });
 
-test('repositories without config.json or tokenizer.json, or with sharded weights, are refused before any download', async (t) => {
+test('repositories without config.json or tokenizer.json are refused before any download', async (t) => {
   const without = (name: string) => {
     const files = fixtureFiles();
     files.delete(name);
     return files;
   };
-  const sharded = without('model.safetensors');
-  sharded.set('model.safetensors.index.json', { data: Buffer.from('{"weight_map":{}}'), lfs: false });
-  sharded.set('model-00001-of-00002.safetensors', { data: Buffer.from('x'), lfs: true });
-  const hub = await fakeHub({ 'org/noconfig': without('config.json'), 'org/notok': without('tokenizer.json'), 'org/sharded': sharded });
+  const hub = await fakeHub({ 'org/noconfig': without('config.json'), 'org/notok': without('tokenizer.json') });
   const noConfig = await codeOf(resolveModelDir('org/noconfig', { cacheDir: tempDir(), endpoint: hub.endpoint }));
   t.is(noConfig.code, 'MODEL_FILES');
   t.regex(noConfig.message, /config\.json/);
   const noTokenizer = await codeOf(resolveModelDir('org/notok', { cacheDir: tempDir(), endpoint: hub.endpoint }));
   t.is(noTokenizer.code, 'MODEL_FILES');
   t.regex(noTokenizer.message, /tokenizer\.json/);
-  const shards = await codeOf(resolveModelDir('org/sharded', { cacheDir: tempDir(), endpoint: hub.endpoint }));
-  t.is(shards.code, 'UNSUPPORTED_MODEL');
-  t.regex(shards.message, /sharded|shards/);
   t.false(hub.requests.some((r) => r.url.includes('/resolve/')));
+  await hub.close();
+});
+
+test('a repository with sharded weights: the index and every shard are fetched, and the snapshot loads and embeds as the whole file', async (t) => {
+  const dir = fixtureCopy((d) => shardWeights(d, 2));
+  const files = fixtureFiles();
+  files.delete('model.safetensors');
+  for (const name of ['model.safetensors.index.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']) {
+    files.set(name, { data: fs.readFileSync(path.join(dir, name)), lfs: name.endsWith('.safetensors') });
+  }
+  const hub = await fakeHub({ 'org/sharded': files });
+  const cacheDir = tempDir();
+  const snapshot = await resolveModelDir('org/sharded', { cacheDir, endpoint: hub.endpoint });
+  t.true(['model.safetensors.index.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'].every((f) => fs.existsSync(path.join(snapshot, f))));
+  const sharded = await Encoder.load(snapshot, { device: 'cpu' });
+  const whole = await Encoder.load(FIXTURE, { device: 'cpu' });
+  t.deepEqual(Array.from((await sharded.embed(['a query'])).data), Array.from((await whole.embed(['a query'])).data));
+  sharded.dispose();
+  whole.dispose();
+  // Cached now: no request the second time.
+  hub.requests.length = 0;
+  t.is(await resolveModelDir('org/sharded', { cacheDir, endpoint: hub.endpoint, offline: true }), snapshot);
+  t.is(hub.requests.length, 0);
   await hub.close();
 });
 

@@ -3,9 +3,9 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, ColtrastError } from '../lib';
-import { fixtureCopy } from './helpers/fixture';
-import { rawSafetensors, readSafetensors, writeSafetensors } from './helpers/safetensors';
+import { Encoder, ColtrastError, Generator, Index } from '../lib';
+import { fixtureCopy, tempDir } from './helpers/fixture';
+import { rawSafetensors, readSafetensors, shardWeights, writeSafetensors } from './helpers/safetensors';
 
 async function loadWithWeights(bytes: Buffer) {
   const dir = fixtureCopy((d) => fs.writeFileSync(path.join(d, 'model.safetensors'), bytes));
@@ -123,4 +123,58 @@ test('rejects an integer tensor where a weight belongs', async (t) => {
   tensors.set('embeddings.LayerNorm.bias', { ...w, dtype: 'I32' });
   const dir = fixtureCopy((d) => writeSafetensors(path.join(d, 'model.safetensors'), tensors));
   await t.throwsAsync(Encoder.load(dir, { device: 'cpu' }), { instanceOf: ColtrastError, message: /not a floating-point tensor/ });
+});
+
+test('sharded weights (model.safetensors.index.json and its shards) load as the single file does; saving writes one file', async (t) => {
+  const texts = ['a query', 'the quick brown fox', ''];
+  const whole = await Encoder.load(fixtureCopy(), { device: 'cpu' });
+  const expected = await whole.embed(texts);
+  whole.dispose();
+  const dir = fixtureCopy((d) => t.is(shardWeights(d, 3).length, 3));
+  const sharded = await Encoder.load(dir, { device: 'cpu' });
+  t.deepEqual(Array.from((await sharded.embed(texts)).data), Array.from(expected.data));
+  // An index over a sharded model fingerprints its shards.
+  const index = await Index.build(sharded, [{ id: 'a', text: 'the quick brown fox' }]);
+  t.is((await index.search(['fox'], { k: 1 }))[0][0].id, 'a');
+  const saved = path.join(tempDir(), 'saved');
+  await sharded.save(saved);
+  sharded.dispose();
+  t.true(fs.existsSync(path.join(saved, 'model.safetensors')));
+  t.false(fs.existsSync(path.join(saved, 'model.safetensors.index.json')));
+
+  // A causal LM too (the generator of retrieval-augmented generation is where shards are common).
+  const lmDir = path.join(tempDir(), 'llama');
+  fs.cpSync(path.resolve(__dirname, 'fixtures', 'tiny-causal-lms', 'llama'), lmDir, { recursive: true });
+  const pairs = [{ prompt: 'what is a query?', completion: 'a search text' }];
+  const lm = await Generator.load(lmDir, { device: 'cpu' });
+  const ll = await lm.logLikelihood(pairs);
+  lm.dispose();
+  shardWeights(lmDir, 2);
+  const shardedLm = await Generator.load(lmDir, { device: 'cpu' });
+  t.deepEqual(Array.from(await shardedLm.logLikelihood(pairs)), Array.from(ll));
+  shardedLm.dispose();
+});
+
+test('sharded weights: a missing shard, a tensor in two shards or a bad index are refused with the reason', async (t) => {
+  const missing = fixtureCopy((d) => fs.rmSync(path.join(d, shardWeights(d, 2)[1])));
+  const e1 = await t.throwsAsync(Encoder.load(missing, { device: 'cpu' }), { instanceOf: ColtrastError });
+  t.is(e1!.code, 'MODEL_FILES');
+  t.regex(e1!.message, /names model-00002-of-00002\.safetensors, which the folder lacks/);
+  const twice = fixtureCopy((d) => {
+    const [first, second] = shardWeights(d, 2);
+    const a = readSafetensors(path.join(d, first)).tensors;
+    const b = readSafetensors(path.join(d, second)).tensors;
+    const [name, tensor] = [...a][0];
+    b.set(name, tensor);
+    writeSafetensors(path.join(d, second), b);
+  });
+  const e2 = await t.throwsAsync(Encoder.load(twice, { device: 'cpu' }), { instanceOf: ColtrastError });
+  t.is(e2!.code, 'MODEL_FILES');
+  t.regex(e2!.message, /tensor '.+' is in both .*model-00001-of-00002\.safetensors and .*model-00002-of-00002\.safetensors/);
+  const badIndex = fixtureCopy((d) => {
+    shardWeights(d, 2);
+    fs.writeFileSync(path.join(d, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { x: '../elsewhere.safetensors' } }));
+  });
+  const e3 = await t.throwsAsync(Encoder.load(badIndex, { device: 'cpu' }), { instanceOf: ColtrastError });
+  t.regex(e3!.message, /has no "weight_map" of tensor names to shard files in the folder/);
 });

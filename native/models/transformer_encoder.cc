@@ -6,7 +6,7 @@
 
 namespace coltrast {
 
-void TransformerEncoder::loadWeights(const SafetensorsFile& file, torch::ScalarType dtype) {
+void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType dtype) {
   torch::NoGradGuard noGrad;
   const std::string prefix = weightPrefix();
   std::set<std::string> used;
@@ -23,12 +23,12 @@ void TransformerEncoder::loadWeights(const SafetensorsFile& file, torch::ScalarT
     torch::Tensor& param = item.value();
     if (value.sizes() != param.sizes()) {
       std::ostringstream msg;
-      msg << "weight '" << stored << "' in " << file.path() << " has shape " << value.sizes()
+      msg << "weight '" << stored << "' in " << file.description() << " has shape " << value.sizes()
           << " but config.json implies " << param.sizes() << " (config.json and weights disagree)";
       throw modelFilesError(msg.str());
     }
     if (!value.is_floating_point())
-      throw modelFilesError("weight '" + stored + "' in " + file.path() + " is not a floating-point tensor");
+      throw modelFilesError("weight '" + stored + "' in " + file.description() + " is not a floating-point tensor");
     param.copy_(value.to(param.scalar_type()));
     used.insert(stored);
   }
@@ -36,11 +36,11 @@ void TransformerEncoder::loadWeights(const SafetensorsFile& file, torch::ScalarT
     std::string list;
     for (size_t i = 0; i < missing.size() && i < 5; ++i) list += (i ? ", " : "") + missing[i];
     if (missing.size() > 5) list += ", ... (" + std::to_string(missing.size()) + " in all)";
-    throw modelFilesError("weights file " + file.path() + " lacks " + list +
+    throw modelFilesError("weights file " + file.description() + " lacks " + list +
                           " (is it a checkpoint of a different architecture or size than config.json?)");
   }
   kept_.clear();
-  for (const auto& [name, entry] : file.entries()) {
+  for (const auto& name : file.names()) {
     if (used.count(name)) continue;
     const bool prefixed = name.rfind(prefix, 0) == 0;
     kept_.push_back({prefixed ? name.substr(prefix.size()) : name, prefixed, file.read(name)});

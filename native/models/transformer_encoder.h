@@ -27,10 +27,10 @@ class TransformerEncoder : public torch::nn::Module {
   // them; undefined for architectures that are not decoders.
   virtual torch::Tensor inputEmbeddings() const { return {}; }
 
-  // Fills every parameter from `file` (names as Hugging Face saves them, with or without the
+  // Fills every parameter from `file` (one safetensors file or its shards; names as Hugging Face saves them, with or without the
   // architecture's prefix such as `bert.`) and keeps tensors the model does not use (a pooler head,
   // position_ids) so that saving writes them back unchanged.
-  void loadWeights(const SafetensorsFile& file, torch::ScalarType dtype);
+  void loadWeights(const WeightFiles& file, torch::ScalarType dtype);
   // Parameters and kept tensors, named as Hugging Face's base model class names them, or with the task
   // heads' prefix ("bert.embeddings...") when `prefixed`, as a model with a head saves them.
   std::vector<std::pair<std::string, torch::Tensor>> weightsForSaving(torch::ScalarType dtype, bool prefixed = false) const;

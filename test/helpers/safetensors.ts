@@ -71,3 +71,22 @@ export function f32ToF16(data: Buffer): Buffer {
   }
   return out;
 }
+
+/**
+ * Splits `dir`'s model.safetensors into `parts` shards (model-00001-of-0000N.safetensors, the tensors dealt in
+ * turn) with the model.safetensors.index.json transformers writes, and removes model.safetensors.
+ */
+export function shardWeights(dir: string, parts: number): string[] {
+  const { tensors } = readSafetensors(`${dir}/model.safetensors`);
+  const names = (i: number) => `model-${String(i + 1).padStart(5, '0')}-of-${String(parts).padStart(5, '0')}.safetensors`;
+  const shards = Array.from({ length: parts }, () => new Map<string, RawTensor>());
+  const weightMap: Record<string, string> = {};
+  [...tensors].forEach(([name, t], i) => {
+    shards[i % parts].set(name, t);
+    weightMap[name] = names(i % parts);
+  });
+  shards.forEach((shard, i) => writeSafetensors(`${dir}/${names(i)}`, shard));
+  fs.writeFileSync(`${dir}/model.safetensors.index.json`, JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
+  fs.rmSync(`${dir}/model.safetensors`);
+  return shards.map((_, i) => names(i));
+}
