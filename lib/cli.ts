@@ -415,7 +415,10 @@ async function askCommand(argv: string[]): Promise<void> {
   const retriever = await Encoder.load(o.retriever ?? DEFAULT_MODEL, load);
   const generator = await Generator.load(o.generator, load);
   try {
-    const rag = await Rag.create({ retriever, generator, corpus: o.corpus, template: o.template, chat: o.chat, system: o.system });
+    const corpusBar = o.json ? undefined : new ProgressBar('corpus', 'documents');
+    const rag = await Rag.create({
+      retriever, generator, corpus: o.corpus, template: o.template, chat: o.chat, system: o.system, onProgress: corpusBar && ((done, total) => corpusBar.update(done, total)),
+    });
     const answers = await rag.answer(positionals, { k: o.k, maxNewTokens: o.maxNewTokens });
     if (o.json) {
       console.log(JSON.stringify(answers.map((a, i) => ({ question: positionals[i], ...a }))));

@@ -254,9 +254,9 @@ function readRagData(data: RagTrainOptions['data']): { examples: RagExample[]; p
 }
 
 /** The corpus embedded by the retriever (L2-normalized document vectors) in a native store for exact search. */
-async function embedCorpus(retriever: Encoder, corpus: string[]): Promise<NativeDenseStore> {
+async function embedCorpus(retriever: Encoder, corpus: string[], onProgress?: (done: number, total: number) => void): Promise<NativeDenseStore> {
   const store = newStore(retriever.dimension, 'float32');
-  store.add((await retriever.embed(corpus, { task: 'document', normalize: true })).data);
+  store.add((await retriever.embed(corpus, { task: 'document', normalize: true, onProgress })).data);
   return store;
 }
 
@@ -382,9 +382,15 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       const options = { ...stepOptions(lr), rag: true as const, sequences, documentsPerQuery: k };
       return kind === 'step' ? trainer.stepPrepared(prepared, options) : trainer.evaluatePrepared(prepared, options);
     };
+    const showProgress = o.progressBar ?? process.stderr.isTTY;
+    // The corpus is embedded again each epoch: a bar of its own for it (a large corpus takes a while).
+    const embedAll = () => {
+      const corpusBar = showProgress ? new ProgressBar('corpus', 'documents') : undefined;
+      return embedCorpus(retriever, corpus, corpusBar && ((done, total) => corpusBar.update(done, total)));
+    };
     const validate = async (): Promise<number | undefined> => {
       if (val.length === 0) return undefined;
-      corpusStore = await embedCorpus(retriever, corpus);
+      corpusStore = await embedAll();
       let sum = 0;
       for (let i = 0; i < val.length; i += batchSize) {
         const batch = val.slice(i, i + batchSize);
@@ -411,7 +417,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
         await gen.save(path.join(staging, 'generator'));
       });
     };
-    const bar = (o.progressBar ?? process.stderr.isTTY) ? new ProgressBar('ContextFlow', 'steps') : undefined;
+    const bar = showProgress ? new ProgressBar('ContextFlow', 'steps') : undefined;
     const started = Date.now();
     const startStep = state.step;
     for (; state.epoch <= epochs; state.epoch++, state.batch = 0, state.epochLoss = 0, state.retrieved = []) {
@@ -421,7 +427,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       // Every question of the epoch retrieves with the retriever as it is at the epoch's start (kept in the state:
       // a resumed epoch trains on the same documents).
       if (state.batch === 0) {
-        corpusStore = await embedCorpus(retriever, corpus);
+        corpusStore = await embedAll();
         state.retrieved = await retrieve(retriever, corpusStore, order.map((e) => e.question), k);
       }
       for (; state.batch < stepsPerEpoch; ) {
@@ -535,13 +541,24 @@ export class Rag {
   ) {}
 
   /** Embeds `corpus` with the retriever. The retriever and generator stay the caller's (dispose them yourself). */
-  static async create(options: { retriever: Encoder; generator: Generator; corpus: RagTrainOptions['corpus']; template?: string; chat?: boolean; system?: string; temperature?: number }): Promise<Rag> {
-    const o = checkOptions('options', options, ['retriever', 'generator', 'corpus', 'template', 'chat', 'system', 'temperature'] as const);
+  static async create(options: {
+    retriever: Encoder;
+    generator: Generator;
+    corpus: RagTrainOptions['corpus'];
+    template?: string;
+    chat?: boolean;
+    system?: string;
+    temperature?: number;
+    /** Called as the corpus is embedded, with documents done and the total. */
+    onProgress?: (done: number, total: number) => void;
+  }): Promise<Rag> {
+    const o = checkOptions('options', options, ['retriever', 'generator', 'corpus', 'template', 'chat', 'system', 'temperature', 'onProgress'] as const);
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
     if (!(o.retriever instanceof Encoder)) throw invalid('options.retriever', 'an Encoder', o.retriever);
     if (!(o.generator instanceof Generator)) throw invalid('options.generator', 'a Generator', o.generator);
     const format = readFormat(o, o.generator);
     const corpus = readCorpus(o.corpus);
-    return new Rag(o.retriever, o.generator, corpus, await embedCorpus(o.retriever, corpus), format, positiveNumber('options.temperature', o.temperature, 0.05));
+    return new Rag(o.retriever, o.generator, corpus, await embedCorpus(o.retriever, corpus, o.onProgress), format, positiveNumber('options.temperature', o.temperature, 0.05));
   }
 
   /**

@@ -199,7 +199,9 @@ test('trainRag(): a run killed mid-epoch resumes (retriever, generator and optim
 test('Rag.answer(): the k best documents with their probabilities, and the answer of highest marginal likelihood over them', async (t) => {
   const retriever = await Encoder.load(FIXTURE, { device: 'cpu' });
   const generator = await Generator.load(GENERATOR, { device: 'cpu' });
-  const rag = await Rag.create({ retriever, generator, corpus: CORPUS });
+  const seen: number[] = [];
+  const rag = await Rag.create({ retriever, generator, corpus: CORPUS, onProgress: (done) => seen.push(done) });
+  t.is(seen[seen.length - 1], CORPUS.length);
   const question = 'what is in the river?';
   const [answer] = await rag.answer([question], { k: 3, maxNewTokens: 5 });
   t.is(answer.sources.length, 3);
