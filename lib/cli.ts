@@ -64,6 +64,7 @@ commands:
                              model encodes each as the query, the model as the document (Contrastive Tension)
     --precision float32|bfloat16|float16   (mixed precision: bfloat16 on CPU or CUDA, float16 on CUDA)
     --mini-batch-size <n>    gradient caching: encode each batch n texts at a time (large batches in little memory)
+    --gradient-checkpointing recompute each layer's activations in backward instead of keeping them (less memory)
     --no-prompts             train without the model's query/document prompts (a multi-vector model keeps its markers)
     --teacher <dir|hub id>   distill a cross-encoder: it scores each query's positive and hard negatives before training
                              (or give "scores" in the triplets); --distillation margin_mse|kl --distillation-weight <x> (1)
@@ -84,6 +85,7 @@ commands:
     --k <n> (4) --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --weight-decay <x>
     --max-grad-norm <x> --temperature <x> --val-split <x> --seed <n> --template <text with {context} and {question}>
     --chat [--system <text>] the prompt is the user's message in the generator's chat template (instruction-tuned models)
+    --gradient-checkpointing recompute the layers' activations in backward (both models; less memory)
     --freeze-generator       train the retriever only --precision float32|bfloat16|float16 --checkpoint-every <steps>
     --resume --overwrite --device <d> --threads <n> --json
   ask <question>...          answer questions from a corpus: retrieve, generate from each document, keep the likeliest
@@ -259,7 +261,7 @@ const TRAIN_FLAGS = {
   'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int', 'no-prompts': 'boolean', 'multi-vector': 'int',
   'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number',
   teacher: 'string', distillation: 'string', 'distillation-weight': 'number', 'teacher-temperature': 'number',
-  guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean',
+  guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -318,6 +320,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     ['max-grad-norm', 'maxGradNorm'], ['gradient-accumulation', 'gradientAccumulation'], ['val-split', 'valSplit'], ['seed', 'seed'],
     ['max-negatives', 'maxNegatives'], ['device', 'device'], ['threads', 'threads'], ['checkpoint-every', 'checkpointEvery'],
     ['resume', 'resume'], ['precision', 'precision'], ['mini-batch-size', 'miniBatchSize'], ['teacher', 'teacher'], ['freeze-base', 'freezeBase'], ['contrastive-tension', 'contrastiveTension'],
+    ['gradient-checkpointing', 'gradientCheckpointing'],
   ];
   for (const [flag, key] of flat) set(v[flag], (x) => (o[key] = x));
   for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric'], ['distillation', 'distillation'], ['distillation-weight', 'distillationWeight'], ['teacher-temperature', 'teacherTemperature']]) {
@@ -366,6 +369,7 @@ const RAG_FLAGS = {
   'batch-size': 'count', 'learning-rate': 'number', 'warmup-ratio': 'number', 'weight-decay': 'number', 'max-grad-norm': 'number',
   temperature: 'number', 'val-split': 'number', seed: 'int', template: 'string', chat: 'boolean', system: 'string', 'freeze-generator': 'boolean', precision: 'string',
   'checkpoint-every': 'int', resume: 'boolean', overwrite: 'boolean', device: 'string', threads: 'count', json: 'boolean',
+  'gradient-checkpointing': 'boolean',
 } as const;
 
 /** Parses flags of `kinds` (string, boolean, or a number kind) into camelCase option keys. */

@@ -39,6 +39,7 @@ export const TRAIN_CONFIG_SCHEMA = {
     precision: { enum: ['float32', 'bfloat16', 'float16'] },
     prompts: { type: 'boolean' },
     freezeBase: { type: 'boolean' },
+    gradientCheckpointing: { type: 'boolean' },
     contrastiveTension: { type: 'boolean' },
     loss: {
       type: 'object',

@@ -117,6 +117,8 @@ export interface NativeTrainerOptions {
   /** ContextFlow: the causal LM that generates the answers from the retrieved documents, trained with the model unless frozen. */
   generator?: NativeEncoder;
   freezeGenerator?: boolean;
+  /** Recompute each layer's activations in backward instead of keeping them (native/models/checkpoint.h). */
+  gradientCheckpointing?: boolean;
 }
 
 export interface NativeStepOptions {

@@ -98,6 +98,8 @@ export interface RagTrainOptions {
   temperature?: number;
   /** Train the retriever only; the generator's weights stay as loaded (default false). */
   freezeGenerator?: boolean;
+  /** Recompute both models' layer activations in backward instead of keeping them (default false; see train()). */
+  gradientCheckpointing?: boolean;
   /** The prompt f(z, x), with `{context}` and `{question}` (default DEFAULT_TEMPLATE). The answer follows it after a space. */
   template?: string;
   /**
@@ -148,7 +150,7 @@ export interface RagTrainResult {
 
 const KEYS = [
   'retriever', 'generator', 'data', 'corpus', 'output', 'k', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'weightDecay', 'maxGradNorm',
-  'temperature', 'freezeGenerator', 'template', 'chat', 'system', 'valSplit', 'seed', 'device', 'threads', 'precision', 'checkpointEvery', 'resume', 'onProgress',
+  'temperature', 'freezeGenerator', 'gradientCheckpointing', 'template', 'chat', 'system', 'valSplit', 'seed', 'device', 'threads', 'precision', 'checkpointEvery', 'resume', 'onProgress',
   'progressBar', 'overwrite',
 ] as const;
 
@@ -306,6 +308,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const maxGradNorm = fraction('options.maxGradNorm', o.maxGradNorm, 1, Infinity);
   const temperature = positiveNumber('options.temperature', o.temperature, 0.05);
   const freezeGenerator = booleanValue('options.freezeGenerator', o.freezeGenerator ?? false);
+  const gradientCheckpointing = booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false);
   if (o.template !== undefined) checkTemplate(o.template);
   const valSplit = fraction('options.valSplit', o.valSplit, 0);
   const seed = o.seed ?? 42;
@@ -345,7 +348,9 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     if (corpus.length < k) throw new ColtrastError('INVALID_ARGUMENT', `the corpus holds ${corpus.length} documents, fewer than k = ${k}`);
     const split = saved ?? splitByGroup(data.examples, (e, i) => e.group ?? `#${i}`, valSplit, seed);
     const trainSet = split.train, val = split.val;
-    const trainer = await retriever.createTrainer({ learningRate, weightDecay, seed, precision, generator: generator.nativeHandle().current(), freezeGenerator });
+    const trainer = await retriever.createTrainer({
+      learningRate, weightDecay, seed, precision, generator: generator.nativeHandle().current(), freezeGenerator, gradientCheckpointing,
+    });
     dispose = () => trainer.dispose();
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
     const stepsPerEpoch = Math.ceil(trainSet.length / batchSize);
@@ -458,7 +463,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       }
       if (state.epoch < epochs) await checkpoint({ epoch: state.epoch + 1, batch: 0, epochLoss: 0, retrieved: [] });
     }
-    const config = { retriever: o.retriever, generator: o.generator, k, epochs, batchSize, learningRate, warmupRatio, weightDecay, maxGradNorm, temperature, freezeGenerator, ...format, valSplit, seed, precision };
+    const config = { retriever: o.retriever, generator: o.generator, k, epochs, batchSize, learningRate, warmupRatio, weightDecay, maxGradNorm, temperature, freezeGenerator, gradientCheckpointing, ...format, valSplit, seed, precision };
     writeJsonAtomic(path.join(output, 'rag_history.json'), { method: 'ContextFlow (RAG-Sequence marginal likelihood)', config, ...result });
     writeTextAtomic(
       path.join(output, 'training_curves.svg'),

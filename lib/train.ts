@@ -174,6 +174,13 @@ export interface TrainOptions {
    */
   freezeBase?: boolean;
   /**
+   * Gradient checkpointing (default false): each transformer layer keeps only its input in the forward pass and
+   * recomputes its activations in backward (with the first pass's dropout masks and precision), so a step holds
+   * one layer's activations instead of every layer's, at the price of a second forward pass. The gradients are
+   * the same (transformers' gradient_checkpointing_enable()).
+   */
+  gradientCheckpointing?: boolean;
+  /**
    * Contrastive Tension (Carlsson et al. 2021, "Semantic Re-tuning with Contrastive Tension"; sentence-transformers'
    * ContrastiveTensionLossInBatchNegatives): self-supervised training on unlabeled sentences. A second copy of the
    * model (the twin) encodes each sentence as the query, the model encodes it as the document, and the in-batch
@@ -261,7 +268,7 @@ export interface TrainResult {
 const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
-  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide', 'freezeBase',
+  'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide', 'freezeBase', 'gradientCheckpointing',
   'contrastiveTension',
 ] as const;
 const LOSS_KEYS = [
@@ -293,6 +300,7 @@ interface Config {
   teacher?: string;
   guide?: Required<GuideOptions>;
   freezeBase: boolean;
+  gradientCheckpointing: boolean;
   contrastiveTension: boolean;
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
@@ -400,6 +408,7 @@ function readConfig(options: TrainOptions): Config {
     teacher: o.teacher,
     guide: readGuide(o.guide, loss),
     freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
+    gradientCheckpointing: booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false),
     contrastiveTension: tension,
     chunking: {
       threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
@@ -728,7 +737,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       twin = await Encoder.load(saved ? path.join(checkpointDir, 'twin') : from, loadOptions);
       if (config.projection && !saved) await twin.addProjectionHead(config.projection.dimension, config.projection.activation, config.seed);
     }
-    const optimizer = { learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed, precision: config.precision, freezeBase: config.freezeBase };
+    const optimizer = {
+      learningRate: config.learningRate, weightDecay: config.weightDecay, seed: config.seed, precision: config.precision, freezeBase: config.freezeBase,
+      gradientCheckpointing: config.gradientCheckpointing,
+    };
     // Either model's trainer: train() only hands its prepared batches back to it.
     const trainer: ModelTrainer<{ tokenizeSeconds: number }> =
       encoder instanceof CrossEncoder ? encoder.createTrainer(optimizer, config.crossEncoder!) : await encoder.createTrainer(optimizer, config.prompts, twin);

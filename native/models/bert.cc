@@ -151,7 +151,10 @@ torch::Tensor BertModel::forward(const torch::Tensor& inputIds, const torch::Ten
     // FlashAttention, which takes none (one device-to-host read per forward, not per layer).
     mask = attentionMask.to(torch::kBool).view({inputIds.size(0), 1, 1, -1});
   }
-  for (const auto& layer : *layers_) hidden = layer->as<BertLayer>()->forward(hidden, mask);
+  for (const auto& layer : *layers_) {
+    BertLayerImpl* l = layer->as<BertLayer>();
+    hidden = runLayer([l, mask](const torch::Tensor& x) { return l->forward(x, mask); }, hidden);
+  }
   return hidden;
 }
 

@@ -229,7 +229,10 @@ torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::
     const torch::Tensor causal = torch::ones({seq, seq}, attentionMask.options().dtype(torch::kBool)).tril();
     mask = causal.view({1, 1, seq, seq}).logical_and(attentionMask.to(torch::kBool).view({batch, 1, 1, seq}));
   }
-  for (const auto& layer : *layers_) hidden = layer->as<DecoderLayer>()->forward(hidden, cos, sin, mask);
+  for (const auto& layer : *layers_) {
+    DecoderLayerImpl* l = layer->as<DecoderLayer>();
+    hidden = runLayer([l, cos, sin, mask](const torch::Tensor& x) { return l->forward(x, cos, sin, mask); }, hidden);
+  }
   return norm_(hidden);
 }
 

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "../error.h"
+#include "checkpoint.h"
 
 namespace coltrast {
 
@@ -66,6 +67,13 @@ torch::Tensor TransformerEncoder::takeKept(const std::string& name) {
     return t;
   }
   return {};
+}
+
+torch::Tensor TransformerEncoder::runLayer(const std::function<torch::Tensor(const torch::Tensor&)>& layer, const torch::Tensor& hidden) {
+  // Only where backward will reach the layer through its input: a checkpoint whose input needs no gradient would
+  // hide the layer's parameters from autograd.
+  if (gradientCheckpointing && is_training() && torch::GradMode::is_enabled() && hidden.requires_grad()) return checkpointLayer(layer, hidden);
+  return layer(hidden);
 }
 
 }  // namespace coltrast

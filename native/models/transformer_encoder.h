@@ -39,9 +39,15 @@ class TransformerEncoder : public torch::nn::Module {
   torch::Tensor takeKept(const std::string& name);
   std::string prefix() const { return weightPrefix(); }
 
+  // Gradient checkpointing in training (models/checkpoint.h): each layer's activations are recomputed in backward
+  // instead of kept. Set by the trainer.
+  bool gradientCheckpointing = false;
+
  protected:
   // The prefix Hugging Face's task heads put before the base model's names ("bert.").
   virtual std::string weightPrefix() const = 0;
+  // One layer of the stack on `hidden`: checkpointed when gradientCheckpointing is on and autograd records it.
+  torch::Tensor runLayer(const std::function<torch::Tensor(const torch::Tensor&)>& layer, const torch::Tensor& hidden);
 
  private:
   struct Kept {

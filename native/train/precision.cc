@@ -55,6 +55,10 @@ void setAutocastDtype(c10::DeviceType type, torch::ScalarType dtype) {
 
 }  // namespace
 
+torch::ScalarType activeAutocast(const torch::Device& device) {
+  return autocastEnabled(device.type()) ? autocastDtype(device.type()) : torch::kFloat32;
+}
+
 void checkAutocast(const torch::Device& device, torch::ScalarType dtype) {
   if (dtype == torch::kFloat32) return;
   if (dtype != torch::kBFloat16 && dtype != torch::kFloat16) throw invalidArgument("mixed precision is float16 or bfloat16");

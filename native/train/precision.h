@@ -32,6 +32,9 @@ class AutocastScope {
   torch::ScalarType wasDtype_ = torch::kFloat32;
 };
 
+// The dtype autocast runs `device`'s matrix products in on this thread now, kFloat32 when it is off.
+torch::ScalarType activeAutocast(const torch::Device& device);
+
 // Throws invalidArgument when this libtorch cannot autocast to `dtype` on `device`.
 void checkAutocast(const torch::Device& device, torch::ScalarType dtype);
 

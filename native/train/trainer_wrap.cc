@@ -910,7 +910,8 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
   state_ = std::move(*info[0].As<Napi::External<std::shared_ptr<TrainerState>>>().Data());
 }
 
-// create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed, precision, gradScaler, freezeBase, twin }): AdamW
+// create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed, precision, gradScaler, freezeBase, twin, generator,
+// freezeGenerator, gradientCheckpointing }): AdamW
 // over the encoder's parameters (only its heads' with freezeBase), without weight decay on biases and LayerNorm
 // weights (the usual BERT fine-tuning split). twin: a second NativeEncoder of the same model, trained with it (its
 // parameters join the optimizer after the encoder's), that encodes the queries (Contrastive Tension). precision: 'float32' (default), 'bfloat16' or 'float16' (autocast; the weights stay float32).
@@ -981,6 +982,11 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
     state->twin = std::move(twin);
     state->generator = std::move(generator);
     state->generatorFrozen = generatorFrozen;
+    // Gradient checkpointing: every trained model's layers recompute their activations in backward.
+    const bool checkpointing = boolOr(o, "gradientCheckpointing", false);
+    for (LoadedEncoder* e : {state->encoder.get(), state->twin.get(), state->generator.get()}) {
+      if (e) e->model->gradientCheckpointing = checkpointing;
+    }
     std::set<const void*> frozen;
     if (state->generator && generatorFrozen) {
       for (const auto& p : state->generator->parameters()) frozen.insert(p.unsafeGetTensorImpl());

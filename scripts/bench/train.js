@@ -4,13 +4,15 @@
 // tokenizing, and the rest of the Node side (train()'s `timing`, over every step including the first).
 // Uses the built package (npm run build).
 //   node scripts/bench/train.js [--shapes tiny,minilm] [--steps 4] [--batch-size 16] [--device cpu]
-//     [--precision float32|bfloat16|float16] [--json out.json]
+//     [--precision float32|bfloat16|float16] [--gradient-checkpointing] [--json out.json]
+// Peak tensor memory: coltrast's CPU allocator's peak of large (>= 1 MiB) blocks during the run (cpuMemory), or the
+// CUDA caching allocator's peak on a GPU.
 'use strict';
 const os = require('node:os');
 const path = require('node:path');
 const fs = require('node:fs');
 const { parseArgs } = require('node:util');
-const { train, cudaMemory, runtimeInfo } = require('../../dist');
+const { train, cpuMemory, cudaMemory, runtimeInfo } = require('../../dist');
 const { makeRandomBert } = require('../fixtures/random-bert');
 
 const { values } = parseArgs({
@@ -20,6 +22,7 @@ const { values } = parseArgs({
     'batch-size': { type: 'string', default: '16' },
     device: { type: 'string', default: 'cpu' },
     precision: { type: 'string', default: 'float32' },
+    'gradient-checkpointing': { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
@@ -46,6 +49,7 @@ async function main() {
     let last = 0;
     const gpu = values.device.startsWith('cuda');
     if (gpu) cudaMemory(values.device, { resetPeak: true, emptyCache: true });
+    else cpuMemory({ resetPeak: true, emptyCache: true });
     const run = await train({
       model: dir,
       data: makePairs(batchSize * (steps + 1)),
@@ -56,6 +60,7 @@ async function main() {
       checkpointEvery: 0,
       device: values.device,
       precision: values.precision,
+      gradientCheckpointing: values['gradient-checkpointing'],
       onProgress: () => {
         const now = process.hrtime.bigint();
         if (last) times.push(Number(now - last) / 1e9);
@@ -76,21 +81,21 @@ async function main() {
       jsPercent: +(100 * t.jsFraction).toFixed(2),
       jsMsPerStep: +((1000 * (t.seconds - t.nativeSeconds - t.tokenizeSeconds)) / t.batches).toFixed(2),
       peakRssMiB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
-      ...(gpu ? { peakGpuMiB: Math.round(cudaMemory(values.device).peakAllocatedBytes / 2 ** 20) } : {}),
+      ...(gpu ? { peakGpuMiB: Math.round(cudaMemory(values.device).peakAllocatedBytes / 2 ** 20) } : { peakCpuTensorMiB: Math.round(cpuMemory().peakAllocatedBytes / 2 ** 20) }),
     });
   }
   const info = runtimeInfo();
-  const result = { date: new Date().toISOString(), device: values.device, precision: values.precision, cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
+  const result = { date: new Date().toISOString(), device: values.device, precision: values.precision, gradientCheckpointing: values['gradient-checkpointing'], cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log('| model | batch | timed steps | s/step | samples/s | native % | tokenizing % | other JS % (ms/step) | peak RSS MiB | peak GPU MiB |');
+  console.log('| model | batch | timed steps | s/step | samples/s | native % | tokenizing % | other JS % (ms/step) | peak RSS MiB | peak tensor MiB (CPU / GPU) |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
       `| ${r.model} | ${r.batchSize} | ${r.timedSteps} | ${r.secondsPerStep} | ${r.samplesPerSecond} | ${r.nativePercent} | ${r.tokenizePercent} | ` +
-        `${r.jsPercent} (${r.jsMsPerStep}) | ${r.peakRssMiB} | ${r.peakGpuMiB ?? '-'} |`,
+        `${r.jsPercent} (${r.jsMsPerStep}) | ${r.peakRssMiB} | ${r.peakGpuMiB ?? r.peakCpuTensorMiB} |`,
     );
   }
-  console.log(`\n${result.date}, ${result.device}, ${result.precision}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
+  console.log(`\n${result.date}, ${result.device}, ${result.precision}${result.gradientCheckpointing ? ', gradient checkpointing' : ''}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
 }
 
 main().catch((e) => {
