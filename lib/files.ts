@@ -13,6 +13,23 @@ export function writeJsonAtomic(file: string, value: unknown): void {
   writeTextAtomic(file, JSON.stringify(value, (_, v) => (v === Infinity ? 'Infinity' : v), 2));
 }
 
+/**
+ * A training run's saved state, `<dir>/state.json` as the run wrote it (version 1), or undefined when the folder has
+ * none; a file that is not valid JSON, or another version's, is an error that says to delete the checkpoint.
+ */
+export function readCheckpointState<T>(dir: string): T | undefined {
+  const file = path.join(dir, 'state.json');
+  if (!fs.existsSync(file)) return undefined;
+  let saved: T & { version?: number };
+  try {
+    saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new ColtrastError('MODEL_FILES', `checkpoint ${file} is not valid JSON (${(error as Error).message}); delete ${dir} to start over`);
+  }
+  if (saved.version !== 1) throw new ColtrastError('MODEL_FILES', `checkpoint ${dir} was written by another coltrast version; delete it to start over`);
+  return saved;
+}
+
 /** Puts the folder `staging` at `target` by renames (the old `target`, if any, is removed afterwards). */
 export function replaceDir(staging: string, target: string): void {
   if (fs.existsSync(target)) {

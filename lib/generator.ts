@@ -184,10 +184,17 @@ export class Generator {
 
   /** Each prompt's token ids: text with the tokenizer's special tokens, a conversation as its template renders it. */
   private async promptIds(prompts: Prompt[]): Promise<number[][]> {
-    const texts = prompts.map((p) => (isChat(p) ? '' : p));
-    const chats = prompts.map((p) => (isChat(p) ? this.applyChatTemplate(p) : ''));
+    const texts: string[] = [];
+    const chats: string[] = [];
+    for (const p of prompts) {
+      if (isChat(p)) chats.push(this.applyChatTemplate(p));
+      else texts.push(p);
+    }
     const [plain, rendered] = await Promise.all([this.tokenizer.encode(texts), this.tokenizer.encodeBare(chats)]);
-    return prompts.map((p, i) => (isChat(p) ? rendered[i].ids : plain[i].ids));
+    // Each kind in the prompts' order.
+    let t = 0;
+    let c = 0;
+    return prompts.map((p) => (isChat(p) ? rendered[c++].ids : plain[t++].ids));
   }
 
   get modelDir(): string {

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { semanticChunks } from './chunking';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
-import { parseJsonLines, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { parseJsonLines, readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import { Generator, type Generated, type Prompt } from './generator';
 import type { Device } from './native-model';
 import { ProgressBar } from './progress';
@@ -23,9 +23,9 @@ import { seededRandom } from './random';
 import { trainingCurvesSvg } from './report';
 import { encoderEmbedder, learningRateAt } from './train';
 import { newStore, type NativeDenseStore } from './search-index';
-import { readTrainingData, shuffle, splitByGroup } from './train-data';
+import { readDataFile, readProjects, readTextList, shuffle, splitByGroup } from './train-data';
 import { padBatch } from './tokenizer';
-import { booleanValue, checkOptions, invalid, positiveInteger } from './validate';
+import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, oneOf, positiveInteger } from './validate';
 
 /** A question and the answer the generator should give. */
 export interface RagExample {
@@ -154,16 +154,13 @@ const KEYS = [
   'progressBar', 'overwrite',
 ] as const;
 
+/** A number in [0, max), or `fallback` when absent. */
 function fraction(name: string, value: unknown, fallback: number, max = 1): number {
-  const x = value ?? fallback;
-  if (typeof x !== 'number' || !(x >= 0 && x < max)) throw invalid(name, `a number in [0, ${max})`, x);
-  return x;
+  return numberValue(name, value ?? fallback, (x) => x >= 0 && x < max, `a number in [0, ${max})`);
 }
 
 function positiveNumber(name: string, value: unknown, fallback: number): number {
-  const x = value ?? fallback;
-  if (typeof x !== 'number' || !(x > 0) || !Number.isFinite(x)) throw invalid(name, 'a positive number', x);
-  return x;
+  return numberValue(name, value ?? fallback, (x) => x > 0, 'a positive number');
 }
 
 /** The prompt of question `question` with document `context`. */
@@ -189,69 +186,55 @@ function ragExample(where: string, value: unknown): RagExample {
 
 /** The documents of `corpus`, each kept once; an empty one is an error. */
 export function readCorpus(corpus: RagTrainOptions['corpus']): string[] {
-  const one = (where: string, value: unknown): string => {
+  const one = (where: string, value: unknown): string[] => {
     const t = typeof value === 'string' ? value : (value as { text?: unknown })?.text;
     if (typeof t !== 'string' || !t.trim()) throw new ColtrastError('INVALID_ARGUMENT', `${where}: a document must be a non-empty string or { "text": string }`);
-    return t;
+    return [t];
   };
-  let docs: string[];
-  if (Array.isArray(corpus)) {
-    docs = corpus.map((d, i) => one(`corpus[${i}]`, d));
-  } else if (typeof corpus === 'string') {
-    if (!fs.existsSync(corpus)) throw new ColtrastError('INVALID_ARGUMENT', `corpus file ${corpus} does not exist`);
-    const content = fs.readFileSync(corpus, 'utf8');
-    if (/\.txt$/i.test(corpus)) {
-      docs = content.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0);
-    } else if (/\.jsonl$/i.test(corpus)) {
-      docs = parseJsonLines(corpus, content, (value, where) => one(where, value));
-    } else {
-      let value: unknown;
-      try {
-        value = JSON.parse(content);
-      } catch (error) {
-        throw new ColtrastError('INVALID_ARGUMENT', `${corpus}: not valid JSON (${(error as Error).message}); give a .txt, .jsonl or .json array`);
-      }
-      if (!Array.isArray(value)) throw new ColtrastError('INVALID_ARGUMENT', `${corpus}: expected a JSON array of documents`);
-      docs = value.map((d, i) => one(`${corpus}: [${i}]`, d));
-    }
-  } else {
-    throw invalid('options.corpus', 'a file path or an array of documents', corpus);
-  }
-  docs = [...new Set(docs)];
+  const docs = [
+    ...new Set(
+      readTextList(corpus, one, {
+        name: 'corpus',
+        jsonHint: 'give a .txt, .jsonl or .json array',
+        notArray: 'expected a JSON array of documents',
+        wrongType: (value) => invalid('options.corpus', 'a file path or an array of documents', value),
+      }),
+    ),
+  ];
   if (docs.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the corpus holds no documents');
   return docs;
 }
 
 /** Questions and answers of `data`, and the project documents when it is a ColTrast file. */
 function readRagData(data: RagTrainOptions['data']): { examples: RagExample[]; projects?: { id: string; document: string }[] } {
+  const none = (where: string) => new ColtrastError('INVALID_ARGUMENT', `${where} holds no questions`);
   if (Array.isArray(data)) {
     const examples = data.map((e, i) => ragExample(`data[${i}]`, e));
-    if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the training data holds no questions');
+    if (examples.length === 0) throw none('the training data');
     return { examples };
   }
   if (typeof data !== 'string') throw invalid('options.data', 'a file path or an array of { question, answer }', data);
-  if (!fs.existsSync(data)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${data} does not exist`);
+  const content = readDataFile(data);
   if (/\.jsonl$/i.test(data)) {
-    const examples = parseJsonLines(data, fs.readFileSync(data, 'utf8'), (value, where) => ragExample(where, value));
-    if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `${data} holds no questions`);
+    const examples = parseJsonLines(data, content, (value, where) => ragExample(where, value));
+    if (examples.length === 0) throw none(data);
     return { examples };
   }
   let value: unknown;
   try {
-    value = JSON.parse(fs.readFileSync(data, 'utf8'));
+    value = JSON.parse(content);
   } catch (error) {
     throw new ColtrastError('INVALID_ARGUMENT', `${data}: not valid JSON (${(error as Error).message}); JSONL files must end in .jsonl`);
   }
   if (Array.isArray(value)) {
     const examples = value.map((e, i) => ragExample(`${data}: [${i}]`, e));
-    if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `${data} holds no questions`);
+    if (examples.length === 0) throw none(data);
     return { examples };
   }
-  const parsed = readTrainingData(data);
-  if (!('projects' in parsed)) throw new ColtrastError('INVALID_ARGUMENT', `${data}: expected a ColTrast project file or { question, answer } examples`);
+  const projects = readProjects(data, value);
   return {
-    examples: parsed.projects.flatMap((p) => p.qa.map((qa) => ({ question: qa.question, answer: qa.answer, group: p.id }))),
-    projects: parsed.projects.map((p) => ({ id: p.id, document: p.document })),
+    examples: projects.flatMap((p) => p.qa.map((qa) => ({ question: qa.question, answer: qa.answer, group: p.id }))),
+    projects: projects.map((p) => ({ id: p.id, document: p.document })),
   };
 }
 
@@ -296,9 +279,7 @@ interface LoopState {
  */
 export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult> {
   const o = checkOptions('options', options, KEYS);
-  for (const key of ['retriever', 'generator', 'output'] as const) {
-    if (typeof o[key] !== 'string' || !o[key]) throw invalid(`options.${key}`, 'a non-empty string', o[key]);
-  }
+  for (const key of ['retriever', 'generator', 'output'] as const) nonEmptyString(`options.${key}`, o[key]);
   const k = positiveInteger('options.k', o.k ?? 4);
   const epochs = positiveInteger('options.epochs', o.epochs ?? 1);
   const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 4);
@@ -311,15 +292,13 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const gradientCheckpointing = booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false);
   if (o.template !== undefined) checkTemplate(o.template);
   const valSplit = fraction('options.valSplit', o.valSplit, 0);
-  const seed = o.seed ?? 42;
-  if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
+  const seed = numberValue('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
   const checkpointEvery = o.checkpointEvery === 0 ? 0 : positiveInteger('options.checkpointEvery', o.checkpointEvery ?? 50);
-  const precision = o.precision ?? 'float32';
-  if (!['float32', 'bfloat16', 'float16'].includes(precision)) throw invalid('options.precision', "'float32', 'bfloat16' or 'float16'", precision);
+  const precision = oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const);
   const resume = booleanValue('options.resume', o.resume ?? false);
   const output = path.resolve(o.output);
   const checkpointDir = `${output}.checkpoint`;
-  const saved = resume && fs.existsSync(path.join(checkpointDir, 'state.json')) ? readRagCheckpoint(checkpointDir) : undefined;
+  const saved = resume ? readCheckpointState<{ state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[] }>(checkpointDir) : undefined;
   if (!saved && fs.existsSync(output) && fs.readdirSync(output).length > 0 && !o.overwrite) {
     throw new ColtrastError('INVALID_ARGUMENT', `${output} is not empty: pass overwrite: true to replace it, or resume: true to continue an interrupted run`);
   }
@@ -506,18 +485,6 @@ function ragCard(result: RagTrainResult, config: Record<string, unknown>, data: 
     '`rag.answer([question])`; or `coltrast ask "question" --retriever retriever --generator generator --corpus docs.txt`.',
     '',
   ].join('\n');
-}
-
-function readRagCheckpoint(dir: string): { state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[] } {
-  const file = path.join(dir, 'state.json');
-  let saved: { version?: number; state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[] };
-  try {
-    saved = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (error) {
-    throw new ColtrastError('MODEL_FILES', `checkpoint ${file} is not valid JSON (${(error as Error).message}); delete ${dir} to start over`);
-  }
-  if (saved.version !== 1) throw new ColtrastError('MODEL_FILES', `checkpoint ${dir} was written by another coltrast version; delete it to start over`);
-  return saved;
 }
 
 export interface RagAnswer {

@@ -29,9 +29,41 @@ export interface TrainExample {
 }
 
 /** A data file's text; a missing file is an error naming it. */
-function readDataFile(file: string): string {
-  if (!fs.existsSync(file)) throw new ColtrastError('INVALID_ARGUMENT', `data file ${file} does not exist`);
+export function readDataFile(file: string, noun = 'data'): string {
+  if (!fs.existsSync(file)) throw new ColtrastError('INVALID_ARGUMENT', `${noun} file ${file} does not exist`);
   return fs.readFileSync(file, 'utf8');
+}
+
+/** How readTextList names its data in errors. */
+export interface TextListMessages {
+  /** The option's name: array elements are `<name>[i]`, a missing file is "<name> file X does not exist". */
+  name: string;
+  /** After "<file>: not valid JSON (...); ". */
+  jsonHint: string;
+  /** A .json file that holds no array. */
+  notArray: string;
+  /** `data` is neither a path nor an array. */
+  wrongType: (data: unknown) => ColtrastError;
+}
+
+/**
+ * The items of a list of texts: an array, a .txt file (each non-blank line, trimmed, is an item as it is), a
+ * .jsonl file or a .json array, whose elements `one` reads (with where each is, for its errors).
+ */
+export function readTextList(data: unknown, one: (where: string, value: unknown) => string[], m: TextListMessages): string[] {
+  if (Array.isArray(data)) return data.flatMap((item, i) => one(`${m.name}[${i}]`, item));
+  if (typeof data !== 'string') throw m.wrongType(data);
+  const content = readDataFile(data, m.name);
+  if (/\.txt$/i.test(data)) return content.split(/\r?\n/).map((line) => line.trim()).filter((line) => line.length > 0);
+  if (/\.jsonl$/i.test(data)) return parseJsonLines(data, content, (value, where) => one(where, value)).flat();
+  let value: unknown;
+  try {
+    value = JSON.parse(content);
+  } catch (error) {
+    throw bad(data, `not valid JSON (${(error as Error).message}); ${m.jsonHint}`);
+  }
+  if (!Array.isArray(value)) throw bad(data, m.notArray);
+  return value.flatMap((item, i) => one(`${data}: [${i}]`, item));
 }
 
 function bad(where: string, message: string): ColtrastError {
@@ -69,6 +101,13 @@ export function checkExample(where: string, value: unknown): TrainExample {
 
 function readJsonl(file: string, content: string): TrainExample[] {
   return parseJsonLines(file, content, (value, where) => checkExample(where, value));
+}
+
+/** The projects of a parsed ColTrast file (`value`, read from `file`); a file without any Q&A pair is an error. */
+export function readProjects(file: string, value: unknown): Project[] {
+  const projects = readColtrast(file, value);
+  if (projects.every((p) => p.qa.length === 0)) throw new ColtrastError('INVALID_ARGUMENT', `${file} holds no Q&A pairs`);
+  return projects;
 }
 
 function readColtrast(file: string, value: unknown): Project[] {
@@ -117,11 +156,7 @@ export function readTrainingData(data: string | readonly unknown[]): TrainingDat
       } catch (error) {
         throw bad(data, `not valid JSON (${(error as Error).message}); JSONL files must end in .jsonl`);
       }
-      if (!Array.isArray(value)) {
-        const projects = readColtrast(data, value);
-        if (projects.every((p) => p.qa.length === 0)) throw new ColtrastError('INVALID_ARGUMENT', `${data} holds no Q&A pairs`);
-        return { projects };
-      }
+      if (!Array.isArray(value)) return { projects: readProjects(data, value) };
       examples = value.map((item, i) => checkExample(`${data}: [${i}]`, item));
     }
   } else {
@@ -139,7 +174,6 @@ export function readTrainingData(data: string | readonly unknown[]): TrainingDat
  * order; fewer than two distinct sentences is an error.
  */
 export function readSentences(data: string | readonly unknown[]): string[] {
-  let sentences: string[];
   const ofExamples = (examples: TrainExample[]) => examples.flatMap((e) => [e.query, e.positive, ...(e.negatives ?? [])]);
   const one = (where: string, value: unknown): string[] => {
     if (typeof value === 'string') return [text(where, value, 'sentence')];
@@ -148,25 +182,12 @@ export function readSentences(data: string | readonly unknown[]): string[] {
     }
     return ofExamples([checkExample(where, value)]);
   };
-  if (Array.isArray(data)) {
-    sentences = data.flatMap((item, i) => one(`data[${i}]`, item));
-  } else if (typeof data === 'string' && /\.txt$/i.test(data)) {
-    sentences = readDataFile(data).split(/\r?\n/).map((line) => line.trim()).filter((line) => line.length > 0);
-  } else if (typeof data === 'string' && /\.jsonl$/i.test(data)) {
-    sentences = parseJsonLines(data, readDataFile(data), (value, where) => one(where, value)).flat();
-  } else if (typeof data === 'string') {
-    let value: unknown;
-    const content = readDataFile(data);
-    try {
-      value = JSON.parse(content);
-    } catch (error) {
-      throw bad(data, `not valid JSON (${(error as Error).message}); give a .txt file (one sentence per line), a .jsonl file, or a .json array`);
-    }
-    if (!Array.isArray(value)) throw bad(data, 'Contrastive Tension trains on sentences: give a .txt file (one per line), a .jsonl file or a .json array of strings, or pairs, not a ColTrast project file');
-    sentences = value.flatMap((item, i) => one(`${data}: [${i}]`, item));
-  } else {
-    throw new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path (.txt, .jsonl, .json) or an array of sentences');
-  }
+  const sentences = readTextList(data, one, {
+    name: 'data',
+    jsonHint: 'give a .txt file (one sentence per line), a .jsonl file, or a .json array',
+    notArray: 'Contrastive Tension trains on sentences: give a .txt file (one per line), a .jsonl file or a .json array of strings, or pairs, not a ColTrast project file',
+    wrongType: () => new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path (.txt, .jsonl, .json) or an array of sentences'),
+  });
   const distinct = [...new Set(sentences)];
   if (distinct.length < 2) throw new ColtrastError('INVALID_ARGUMENT', `the training data holds ${distinct.length} distinct sentence${distinct.length === 1 ? '' : 's'}; Contrastive Tension needs at least two`);
   return distinct;

@@ -11,7 +11,7 @@ import { resolveModelDir } from './hub';
 import type { ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
 import { ColtrastError } from './errors';
-import { writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
 import { evaluateRun, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
@@ -21,7 +21,7 @@ import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
 import { seededRandom } from './random';
 import { makeBatches, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
-import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
+import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
 export interface LossOptions {
   /** Weight of the in-batch InfoNCE loss on pooled, L2-normalized embeddings (default 0.5). */
@@ -275,10 +275,6 @@ const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
 ] as const;
 
-function number(name: string, value: unknown, check: (x: number) => boolean, expected: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) throw invalid(name, expected, value);
-  return value;
-}
 
 interface Config {
   epochs: number;
@@ -328,7 +324,7 @@ function readGuide(value: unknown, loss: LossOptions): Required<GuideOptions> | 
   return {
     model: g.model,
     marginStrategy: oneOf('options.guide.marginStrategy', g.marginStrategy ?? 'absolute', ['absolute', 'relative'] as const),
-    margin: number('options.guide.margin', g.margin ?? 0, () => true, 'a number'),
+    margin: numberValue('options.guide.margin', g.margin ?? 0, () => true, 'a number'),
     contrastQueries: booleanValue('options.guide.contrastQueries', g.contrastQueries ?? true),
     contrastPositives: booleanValue('options.guide.contrastPositives', g.contrastPositives ?? true),
   };
@@ -348,11 +344,11 @@ function readConfig(options: TrainOptions): Config {
   const loss = checkOptions('options.loss', o.loss, LOSS_KEYS);
   const tension = booleanValue('options.contrastiveTension', o.contrastiveTension ?? false);
   if (tension) contrastiveTensionOptions(o, loss);
-  const contrastiveWeight = number('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (tension ? 1 : 0.5), (x) => x >= 0, 'a number >= 0');
-  const lateInteractionWeight = number('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (tension ? 0 : 0.5), (x) => x >= 0, 'a number >= 0');
+  const contrastiveWeight = numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (tension ? 1 : 0.5), (x) => x >= 0, 'a number >= 0');
+  const lateInteractionWeight = numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (tension ? 0 : 0.5), (x) => x >= 0, 'a number >= 0');
   // Its default depends on the data (distillationWeight below); undefined until then.
   const distillationWeight =
-    loss.distillationWeight === undefined ? undefined : number('options.loss.distillationWeight', loss.distillationWeight, (x) => x >= 0, 'a number >= 0');
+    loss.distillationWeight === undefined ? undefined : numberValue('options.loss.distillationWeight', loss.distillationWeight, (x) => x >= 0, 'a number >= 0');
   // Without a distillation weight, teacher scores (options.teacher, or in the data: train() looks) give one.
   if (contrastiveWeight + lateInteractionWeight + (distillationWeight ?? 0) === 0 && distillationWeight !== undefined) noLoss(false);
   if (o.teacher !== undefined && (typeof o.teacher !== 'string' || o.teacher.length === 0)) throw invalid('options.teacher', 'a cross-encoder folder or Hugging Face id', o.teacher);
@@ -376,17 +372,17 @@ function readConfig(options: TrainOptions): Config {
   return {
     epochs: positiveInteger('options.epochs', o.epochs ?? 1),
     batchSize: positiveInteger('options.batchSize', o.batchSize ?? 16),
-    learningRate: number('options.learningRate', o.learningRate ?? 2e-5, (x) => x > 0, 'a number > 0'),
-    warmupRatio: number('options.warmupRatio', o.warmupRatio ?? 0.1, (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
+    learningRate: numberValue('options.learningRate', o.learningRate ?? 2e-5, (x) => x > 0, 'a number > 0'),
+    warmupRatio: numberValue('options.warmupRatio', o.warmupRatio ?? 0.1, (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
     schedule: oneOf('options.schedule', o.schedule ?? 'linear', ['linear', 'cosine', 'constant'] as const),
-    weightDecay: number('options.weightDecay', o.weightDecay ?? 0.01, (x) => x >= 0, 'a number >= 0'),
-    maxGradNorm: number('options.maxGradNorm', o.maxGradNorm ?? 1, (x) => x >= 0, 'a number >= 0'),
+    weightDecay: numberValue('options.weightDecay', o.weightDecay ?? 0.01, (x) => x >= 0, 'a number >= 0'),
+    maxGradNorm: numberValue('options.maxGradNorm', o.maxGradNorm ?? 1, (x) => x >= 0, 'a number >= 0'),
     accumulation: positiveInteger('options.gradientAccumulation', o.gradientAccumulation ?? 1),
-    valSplit: number('options.valSplit', o.valSplit ?? (tension ? 0 : 0.2), (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
+    valSplit: numberValue('options.valSplit', o.valSplit ?? (tension ? 0 : 0.2), (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
     patience: early ? positiveInteger('options.earlyStopping.patience', early.patience) : Infinity,
     metric: oneOf('options.earlyStopping.metric', early?.metric ?? 'loss', ['loss', 'recall@1', 'mrr@10'] as const),
-    maxNegatives: o.maxNegatives === undefined ? Infinity : number('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
-    checkpointEvery: number('options.checkpointEvery', o.checkpointEvery ?? 50, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    maxNegatives: o.maxNegatives === undefined ? Infinity : numberValue('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    checkpointEvery: numberValue('options.checkpointEvery', o.checkpointEvery ?? 50, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     projection: projection && {
       dimension: positiveInteger('options.projection.dimension', projection.dimension),
       activation: oneOf('options.projection.activation', projection.activation ?? 'identity', ['identity', 'tanh'] as const),
@@ -403,7 +399,7 @@ function readConfig(options: TrainOptions): Config {
     },
     crossEncoder: cross && {
       kind: oneOf('options.crossEncoder.loss', cross.loss ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
-      scale: number('options.crossEncoder.scale', cross.scale ?? 10, (x) => x > 0, 'a number > 0'),
+      scale: numberValue('options.crossEncoder.scale', cross.scale ?? 10, (x) => x > 0, 'a number > 0'),
     },
     teacher: o.teacher,
     guide: readGuide(o.guide, loss),
@@ -411,24 +407,24 @@ function readConfig(options: TrainOptions): Config {
     gradientCheckpointing: booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false),
     contrastiveTension: tension,
     chunking: {
-      threshold: number('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
+      threshold: numberValue('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
       maxTokens: chunking.maxTokens === undefined ? undefined : positiveInteger('options.chunking.maxTokens', chunking.maxTokens),
     },
     mining: {
-      positiveThreshold: number('options.mining.positiveThreshold', mining.positiveThreshold ?? 0.6, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
-      hardNegatives: number('options.mining.hardNegatives', mining.hardNegatives ?? 3, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+      positiveThreshold: numberValue('options.mining.positiveThreshold', mining.positiveThreshold ?? 0.6, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
+      hardNegatives: numberValue('options.mining.hardNegatives', mining.hardNegatives ?? 3, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     },
-    seed: number('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    seed: numberValue('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     precision: oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const),
     prompts: booleanValue('options.prompts', o.prompts ?? !tension),
     step: {
       contrastiveWeight,
       lateInteractionWeight,
-      temperature: number('options.loss.temperature', loss.temperature ?? 0.05, (x) => x > 0, 'a number > 0'),
+      temperature: numberValue('options.loss.temperature', loss.temperature ?? 0.05, (x) => x > 0, 'a number > 0'),
       symmetric: booleanValue('options.loss.symmetric', loss.symmetric ?? tension),
       lateInteractionKind: oneOf('options.loss.lateInteraction', loss.lateInteraction ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
       distillation: oneOf('options.loss.distillation', loss.distillation ?? 'margin_mse', ['margin_mse', 'kl'] as const),
-      teacherTemperature: number('options.loss.teacherTemperature', loss.teacherTemperature ?? 1, (x) => x > 0, 'a number > 0'),
+      teacherTemperature: numberValue('options.loss.teacherTemperature', loss.teacherTemperature ?? 1, (x) => x > 0, 'a number > 0'),
       ...(distillationWeight === undefined ? {} : { distillationWeight }),
       maxGradNorm: 0, // set from maxGradNorm below
       ...(o.miniBatchSize === undefined ? {} : { miniBatchSize: positiveInteger('options.miniBatchSize', o.miniBatchSize) }),
@@ -620,16 +616,8 @@ interface LoopState {
 }
 
 function readCheckpoint(dir: string): { state: LoopState; trainSet: TrainExample[]; val: TrainExample[] } | undefined {
-  const file = path.join(dir, 'state.json');
-  if (!fs.existsSync(file)) return undefined;
-  let saved: { version?: number; state: LoopState; trainSet: TrainExample[]; val: TrainExample[] };
-  try {
-    saved = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (error) {
-    throw new ColtrastError('MODEL_FILES', `checkpoint ${file} is not valid JSON (${(error as Error).message}); delete ${dir} to start over`);
-  }
-  if (saved.version !== 1) throw new ColtrastError('MODEL_FILES', `checkpoint ${dir} was written by another coltrast version; delete it to start over`);
-  saved.state.bestScore ??= -Infinity;
+  const saved = readCheckpointState<{ state: LoopState; trainSet: TrainExample[]; val: TrainExample[] }>(dir);
+  if (saved) saved.state.bestScore ??= -Infinity;
   return saved;
 }
 

@@ -31,6 +31,12 @@ export function checkOptions<T extends object>(name: string, options: T | undefi
   return options;
 }
 
+/** A finite number that passes `check`, else an error saying what was `expected`. */
+export function numberValue(name: string, value: unknown, check: (x: number) => boolean, expected: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) throw invalid(name, expected, value);
+  return value;
+}
+
 export function positiveInteger(name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw invalid(name, 'a positive integer', value);
   return value;

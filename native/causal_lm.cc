@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -134,8 +135,8 @@ class GenerateWorker : public PromiseWorker {
       std::vector<int64_t> next(active.size());
       if (sampling_.temperature <= 0) {
         // The first of equal maxima, as torch.argmax (and so transformers' greedy search) picks.
-        const torch::Tensor best = logits.argmax(-1).to(torch::kCPU);
-        for (size_t a = 0; a < active.size(); ++a) next[a] = best[static_cast<int64_t>(a)].item<int64_t>();
+        const torch::Tensor best = logits.argmax(-1).to(torch::kCPU).contiguous();
+        std::copy(best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + best.numel(), next.begin());
       } else {
         for (size_t a = 0; a < active.size(); ++a) next[a] = sampleToken(logits[static_cast<int64_t>(a)], sampling_, generator);
       }
