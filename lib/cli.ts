@@ -23,6 +23,7 @@ import { readTrainingData } from './train-data';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
 import { Generator } from './generator';
 import { Rag, trainRag, type RagTrainOptions } from './rag';
+import { serve } from './serve';
 
 /** Commands without --model use the model coltrast ships (see default-model/README.md). */
 const DEFAULT_MODEL = 'default';
@@ -95,6 +96,21 @@ commands:
     --model <dir|hub id> --max-new-tokens <n> (64) --chat (each prompt a user message in the model's chat template)
     --system <text> --temperature <x> (0: greedy) --top-k <n> --top-p <x> --seed <n>
     --device <d> --dtype <t> --threads <n> --json
+  serve                      an HTTP server: embeddings, re-ranking and search for other programs, batched across clients
+                             (OpenAI: POST /v1/embeddings, /v1/rerank, GET /v1/models; text-embeddings-inference: POST /embed,
+                             /embed_all, /rerank, GET /info, /health, /metrics; POST /search over an index)
+    --model <dir|hub id>     the embedding model (default: the index's model, else coltrast's shipped model)
+    --reranker <dir|hub id>  a cross-encoder for /rerank, /v1/rerank and /search's "rerank": "cross-encoder"
+    --index <dir>            an index folder for /search
+    --no-model               serve only the reranker (no embedding model)
+    --host <addr>            address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)
+    --port <n>               port (default 8080; 0: any free one, printed at start)
+    --api-key <key>          require "Authorization: Bearer <key>" on every route but /health (or COLTRAST_API_KEY)
+    --max-batch <n>          texts one model call takes from the waiting requests (default 256)
+    --batch-size <n>         texts per forward pass (default 32)
+    --max-inputs <n>         texts one request may hold (default 2048) --max-queue <n> texts waiting before 503 (65536)
+    --name <text>            the model name responses carry (default: --model's)
+    --device <d> --dtype <t> --threads <n> --verbose (a line per request on stderr)
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
     --output <dir>           the index folder
@@ -632,6 +648,60 @@ async function exportCommand(argv: string[]): Promise<void> {
   else console.log(`exported ${r.rows} documents (dimension ${r.dimension}) to table ${r.table} -> ${r.output}\nload it with: psql -v ON_ERROR_STOP=1 -d <database> -f ${r.output}`);
 }
 
+async function serveCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      model: { type: 'string' }, reranker: { type: 'string' }, index: { type: 'string' }, 'no-model': { type: 'boolean' }, host: { type: 'string' },
+      port: { type: 'string' }, 'api-key': { type: 'string' }, 'max-batch': { type: 'string' }, 'batch-size': { type: 'string' },
+      'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
+      dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' },
+    },
+  });
+  if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
+  if (values['no-model'] && (values.model || values.index)) fail('--no-model serves a reranker alone: it takes no --model or --index');
+  if (values['no-model'] && !values.reranker) fail('--no-model needs --reranker <cross-encoder>');
+  const port = values.port === undefined ? 8080 : Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be an integer from 0 to 65535, got ${values.port}`);
+  const load = { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined, threads: numberFlag('threads', values.threads, 'count') };
+  const modelSource = values['no-model'] ? undefined : (values.model ?? (values.index ? Index.modelSource(values.index) : undefined) ?? DEFAULT_MODEL);
+  const enc = modelSource ? await Encoder.load(modelSource, load) : undefined;
+  const reranker = values.reranker ? await CrossEncoder.load(values.reranker, load) : undefined;
+  const index = values.index && enc ? await Index.load(values.index, enc) : undefined;
+  const server = await serve({
+    encoder: enc,
+    reranker,
+    index,
+    host: values.host,
+    port,
+    apiKey: values['api-key'] ?? process.env.COLTRAST_API_KEY,
+    maxBatchTexts: numberFlag('max-batch', values['max-batch'], 'count'),
+    batchSize: numberFlag('batch-size', values['batch-size'], 'count'),
+    maxInputs: numberFlag('max-inputs', values['max-inputs'], 'count'),
+    maxQueue: numberFlag('max-queue', values['max-queue'], 'count'),
+    modelName: values.name ?? modelSource,
+    rerankerName: values.reranker,
+    onRequest: values.verbose
+      ? (r) => process.stderr.write(`${new Date().toISOString()} ${r.method} ${r.path} ${r.status} ${r.milliseconds.toFixed(1)} ms${r.inputs ? ` ${r.inputs} inputs` : ''}\n`)
+      : undefined,
+  });
+  const serving = [enc && `model ${modelSource} (${enc.device})`, reranker && `reranker ${values.reranker}`, index && `index ${values.index} (${index.size} documents)`];
+  console.log(`coltrast serve: listening on ${server.url} (${serving.filter(Boolean).join(", ")})`);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      process.stderr.write(`coltrast serve: ${signal}, finishing the requests in progress (again to stop at once)\n`);
+      process.once(signal, () => process.exit(130));
+      server.close().then(resolve, resolve);
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  enc?.dispose();
+  reranker?.dispose();
+}
+
 /** Runs one of the package's scripts with `argv`, its output on this terminal, its exit status ours. */
 async function runScript(relative: string, argv: string[], cwd?: string): Promise<void> {
   const { spawnSync } = await import('node:child_process');
@@ -665,6 +735,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   'rag-train': ragTrainCommand,
   ask: askCommand,
   generate: generateCommand,
+  serve: serveCommand,
 };
 
 async function main(): Promise<void> {

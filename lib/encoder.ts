@@ -295,7 +295,14 @@ export class Encoder {
     return this.model.use((handle) => this.embedWith(handle, texts, options));
   }
 
-  private async embedWith(handle: NativeEncoder, texts: string[], options?: EmbedOptions): Promise<Matrix | Matrix[]> {
+  /** @internal embed(), also returning how many tokens the model read for each text (the server's usage counts). */
+  async embedCounting(texts: string[], options?: EmbedOptions): Promise<{ result: Matrix | Matrix[]; tokens: number[] }> {
+    const tokens: number[] = [];
+    const result = await this.model.use((handle) => this.embedWith(handle, texts, options, tokens));
+    return { result, tokens };
+  }
+
+  private async embedWith(handle: NativeEncoder, texts: string[], options?: EmbedOptions, tokenCounts?: number[]): Promise<Matrix | Matrix[]> {
     const o = checkOptions('options', options, EMBED_KEYS);
     checkTexts(texts);
     const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
@@ -314,6 +321,7 @@ export class Encoder {
       );
     }
     const tokenized = await this.prepareTexts(texts, task, this.resolvePrompt(o.prompt, o.promptName, task), output === 'pooled');
+    tokenCounts?.push(...tokenized.map((t) => t.ids.length));
     const order = longestFirst(tokenized);
     const dim = output === 'pooled' ? this.dimension : this.tokenDimension;
     const pooled = new Float32Array(output === 'pooled' ? texts.length * dim : 0);

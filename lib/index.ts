@@ -30,3 +30,5 @@ export { Index } from './search-index';
 export type { IndexDoc, Hit, BuildOptions, SearchOptions } from './search-index';
 export { exportIndex } from './export';
 export type { ExportOptions, ExportResult } from './export';
+export { serve } from './serve';
+export type { ServeOptions, Server, RequestLog, QueueStats } from './serve';

@@ -1,0 +1,719 @@
+/**
+ * An HTTP server for embeddings, re-ranking and search: `serve()` and `coltrast serve`.
+ *
+ * The routes speak the two protocols clients already have: OpenAI's (`POST /v1/embeddings`, `GET /v1/models`,
+ * and the Jina / Cohere / vLLM `POST /v1/rerank`) and Hugging Face's text-embeddings-inference (`POST /embed`,
+ * `/embed_all`, `/rerank`, `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over an
+ * `Index`. Node's own `http` module carries them: the routes are a handful of JSON bodies, and a framework
+ * would add a dependency without removing any of the code below (validation and the wire formats are ours
+ * either way).
+ *
+ * Requests are batched across clients (continuous batching, as text-embeddings-inference does): texts wait in
+ * a queue while the model works, and the next model call takes every waiting text that shares its options,
+ * up to `maxBatchTexts`. One client alone waits for nothing; many clients share forward passes. A large
+ * request is cut into pieces of `maxBatchTexts` so that small requests are not stuck behind it.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { timingSafeEqual } from 'node:crypto';
+import { CrossEncoder, type ScoreActivation } from './cross-encoder';
+import { Encoder, type Matrix } from './encoder';
+import { ColtrastError } from './errors';
+import { runtimeInfo } from './runtime';
+import { Index, type Hit } from './search-index';
+import { booleanValue, checkOptions, invalid, nonEmptyString, positiveInteger } from './validate';
+
+export interface ServeOptions {
+  /** The embedding model: /v1/embeddings, /embed, /embed_all (and /search with `index`). */
+  encoder?: Encoder;
+  /** A one-label cross-encoder: /rerank and /v1/rerank, and `rerank: true` in /search. */
+  reranker?: CrossEncoder;
+  /** An index loaded with `encoder`: /search. */
+  index?: Index;
+  /** Address to listen on (default '127.0.0.1': this machine only; '0.0.0.0' for every interface). */
+  host?: string;
+  /** Port (default 8080; 0: any free port, see `server.port`). */
+  port?: number;
+  /** When set, every route but /health needs `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /** Texts (or pairs, or queries) one model call takes from the queue (default 256). */
+  maxBatchTexts?: number;
+  /** Texts per forward pass inside a model call (default 32). */
+  batchSize?: number;
+  /** Texts one request may hold (default 2048, OpenAI's limit). */
+  maxInputs?: number;
+  /** Texts waiting in a queue before requests are refused with 503 (default 65536). */
+  maxQueue?: number;
+  /** Largest request body in bytes (default 16 MiB); larger ones get 413. */
+  maxBodyBytes?: number;
+  /** The model names responses carry (default: the model folders' names). */
+  modelName?: string;
+  rerankerName?: string;
+  /** Called after each request. */
+  onRequest?: (entry: RequestLog) => void;
+}
+
+export interface RequestLog {
+  method: string;
+  path: string;
+  status: number;
+  milliseconds: number;
+  /** Texts, pairs or queries the request held (0 for GET routes). */
+  inputs: number;
+}
+
+/** What one queue has done: model calls, the inputs they took, and the largest call. */
+export interface QueueStats {
+  calls: number;
+  inputs: number;
+  largestCall: number;
+  waiting: number;
+}
+
+export interface Server {
+  /** e.g. 'http://127.0.0.1:8080' */
+  readonly url: string;
+  readonly port: number;
+  /** Per queue ('embed', 'rerank', 'search'): how the requests were batched. */
+  stats(): Record<string, QueueStats>;
+  /** Stops accepting connections and resolves once the requests in progress have been answered. The models stay loaded. */
+  close(): Promise<void>;
+}
+
+const SERVE_KEYS = [
+  'encoder', 'reranker', 'index', 'host', 'port', 'apiKey', 'maxBatchTexts', 'batchSize', 'maxInputs', 'maxQueue', 'maxBodyBytes',
+  'modelName', 'rerankerName', 'onRequest',
+] as const;
+
+/** An error with the HTTP status it answers with. */
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+/** One request in a queue: its items, the outputs so far, and where its next piece starts. */
+interface Request<I, O> {
+  key: string;
+  items: I[];
+  out: O[];
+  next: number;
+  pending: number;
+  failed: boolean;
+  resolve: (out: O[]) => void;
+  reject: (error: unknown) => void;
+}
+
+interface Piece<I, O> {
+  request: Request<I, O>;
+  start: number;
+  end: number;
+}
+
+/**
+ * Continuous batching: requests wait here while `run` works; the next call takes the oldest waiting piece and
+ * every other waiting piece with the same key, up to `maxItems` items. A request larger than `maxItems` waits as
+ * one piece at a time, its next piece queued behind the requests that came meanwhile, so a large request
+ * does not hold up small ones. One call at a time per queue (the model's work is serialized natively anyway);
+ * beyond `maxWaiting` items, requests are refused (503) rather than queued without end.
+ */
+export class BatchQueue<I, O> {
+  private queue: Piece<I, O>[] = [];
+  private waiting = 0;
+  private busy = false;
+  private readonly counts = { calls: 0, inputs: 0, largestCall: 0 };
+
+  constructor(
+    private readonly run: (key: string, items: I[]) => Promise<O[]>,
+    private readonly maxItems: number,
+    private readonly maxWaiting: number,
+  ) {}
+
+  stats(): QueueStats {
+    return { ...this.counts, waiting: this.waiting };
+  }
+
+  submit(key: string, items: I[]): Promise<O[]> {
+    if (this.waiting + items.length > this.maxWaiting) {
+      return Promise.reject(
+        new HttpError(503, `the server is busy: ${this.waiting} inputs are waiting (maxQueue ${this.maxWaiting}); retry shortly`, { 'Retry-After': '1' }),
+      );
+    }
+    if (items.length === 0) return Promise.resolve([]);
+    this.waiting += items.length;
+    return new Promise<O[]>((resolve, reject) => {
+      const request: Request<I, O> = { key, items, out: new Array<O>(items.length), next: 0, pending: 0, failed: false, resolve, reject };
+      this.enqueueNext(request);
+      this.start();
+    });
+  }
+
+  private enqueueNext(request: Request<I, O>): void {
+    const start = request.next;
+    request.next = Math.min(start + this.maxItems, request.items.length);
+    request.pending++;
+    this.queue.push({ request, start, end: request.next });
+  }
+
+  private start(): void {
+    if (this.busy || this.queue.length === 0) return;
+    const key = this.queue[0].request.key;
+    const group: Piece<I, O>[] = [];
+    let taken = 0;
+    this.queue = this.queue.filter((piece) => {
+      const size = piece.end - piece.start;
+      if (piece.request.key !== key || taken + size > this.maxItems) return true;
+      group.push(piece);
+      taken += size;
+      return false;
+    });
+    for (const { request } of group) if (request.next < request.items.length) this.enqueueNext(request);
+    this.busy = true;
+    this.counts.calls++;
+    this.counts.inputs += taken;
+    this.counts.largestCall = Math.max(this.counts.largestCall, taken);
+    const items = group.flatMap(({ request, start, end }) => request.items.slice(start, end));
+    const finish = (piece: Piece<I, O>) => {
+      const { request } = piece;
+      this.waiting -= piece.end - piece.start;
+      request.pending--;
+      if (!request.failed && request.pending === 0 && request.next === request.items.length) request.resolve(request.out);
+    };
+    this.run(key, items)
+      .then(
+        (out) => {
+          let offset = 0;
+          for (const piece of group) {
+            for (let i = piece.start; i < piece.end; i++) piece.request.out[i] = out[offset++];
+            finish(piece);
+          }
+        },
+        (error) => {
+          for (const piece of group) {
+            const first = !piece.request.failed;
+            piece.request.failed = true;
+            finish(piece);
+            if (!first) continue;
+            // Its later pieces leave the queue: nobody waits for them.
+            this.queue = this.queue.filter((p) => {
+              if (p.request !== piece.request) return true;
+              this.waiting -= p.end - p.start;
+              return false;
+            });
+            piece.request.reject(error);
+          }
+        },
+      )
+      .finally(() => {
+        this.busy = false;
+        this.start();
+      });
+  }
+}
+
+type Body = Record<string, unknown>;
+
+/** Refuses fields the route does not know, naming them and the known ones. */
+function fields(body: unknown, allowed: readonly string[]): Body {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'the request body must be a JSON object');
+  for (const key of Object.keys(body)) {
+    if (!allowed.includes(key)) throw new HttpError(400, `unknown field "${key}" (this route takes: ${allowed.join(', ')})`);
+  }
+  return body as Body;
+}
+
+/** One string or a non-empty array of strings, at most `max` of them. */
+function textList(name: string, value: unknown, max: number): string[] {
+  if (typeof value === 'string') return [value];
+  if (!Array.isArray(value)) throw new HttpError(400, `"${name}" must be a string or an array of strings`);
+  if (value.length === 0) throw new HttpError(400, `"${name}" is empty: send at least one text`);
+  if (value.length > max) throw new HttpError(400, `"${name}" holds ${value.length} texts; this server takes at most ${max} per request (maxInputs)`);
+  value.forEach((v, i) => {
+    if (typeof v === 'number' || Array.isArray(v)) throw new HttpError(400, `"${name}[${i}]": token-id input is not supported; send text`);
+    if (typeof v !== 'string') throw new HttpError(400, `"${name}[${i}]" must be a string`);
+  });
+  return value;
+}
+
+function optional<T>(body: Body, key: string, check: (name: string, value: unknown) => T): T | undefined {
+  return body[key] === undefined || body[key] === null ? undefined : check(`"${key}"`, body[key]);
+}
+
+/** The first `dimensions` entries of `v`, normalized again if `v` was (Matryoshka truncation, as OpenAI's `dimensions`). */
+function shorten(v: Float32Array, dimensions: number | undefined, renormalize: boolean): Float32Array {
+  if (dimensions === undefined || dimensions === v.length) return v;
+  const out = v.slice(0, dimensions);
+  if (renormalize) {
+    let norm = 0;
+    for (const x of out) norm += x * x;
+    norm = Math.sqrt(norm);
+    if (norm > 0) for (let i = 0; i < out.length; i++) out[i] /= norm;
+  }
+  return out;
+}
+
+function base64(v: Float32Array): string {
+  return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
+}
+
+function rows(m: Matrix): Float32Array[] {
+  const [n, d] = m.dims;
+  return Array.from({ length: n }, (_, i) => m.data.subarray(i * d, (i + 1) * d));
+}
+
+function matrixRows(m: Matrix): number[][] {
+  return rows(m).map((r) => Array.from(r));
+}
+
+interface EmbedJob {
+  output: 'pooled' | 'tokens';
+  task?: 'query' | 'document';
+  promptName?: string;
+  prompt?: string;
+  normalize?: boolean;
+}
+
+interface Embedded {
+  value: Float32Array | Matrix;
+  tokens: number;
+}
+
+interface Route {
+  method: 'GET' | 'POST';
+  /** 'openai' errors are { error: { message, type, code } }; 'tei' errors are { error, error_type }. */
+  style: 'openai' | 'tei';
+  handle: (body: unknown) => Promise<{ json: unknown; inputs: number; contentType?: string }>;
+}
+
+/**
+ * Starts an HTTP server over loaded models (see the module comment for the routes). Resolves once it listens.
+ * The caller keeps ownership of the models: dispose them after `close()`.
+ */
+export async function serve(options: ServeOptions): Promise<Server> {
+  const o = checkOptions('options', options, SERVE_KEYS);
+  const { encoder, reranker, index } = o;
+  if (encoder !== undefined && !(encoder instanceof Encoder)) throw invalid('options.encoder', 'an Encoder', encoder);
+  if (reranker !== undefined && !(reranker instanceof CrossEncoder)) throw invalid('options.reranker', 'a CrossEncoder', reranker);
+  if (index !== undefined && !(index instanceof Index)) throw invalid('options.index', 'an Index', index);
+  if (!encoder && !reranker) throw new ColtrastError('INVALID_ARGUMENT', 'serve() needs options.encoder, options.reranker or both');
+  if (index && !encoder) throw new ColtrastError('INVALID_ARGUMENT', 'options.index needs options.encoder: the model the index was loaded with');
+  if (reranker && reranker.numLabels !== 1) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.reranker must be a one-label cross-encoder (a relevance score); this one has ${reranker.numLabels} labels`);
+  }
+  const host = o.host === undefined ? '127.0.0.1' : nonEmptyString('options.host', o.host);
+  const port = o.port ?? 8080;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalid('options.port', 'an integer port from 0 to 65535', port);
+  const apiKey = o.apiKey === undefined ? undefined : nonEmptyString('options.apiKey', o.apiKey);
+  const maxBatchTexts = positiveInteger('options.maxBatchTexts', o.maxBatchTexts ?? 256);
+  const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
+  const maxInputs = positiveInteger('options.maxInputs', o.maxInputs ?? 2048);
+  const maxQueue = positiveInteger('options.maxQueue', o.maxQueue ?? 65536);
+  const maxBodyBytes = positiveInteger('options.maxBodyBytes', o.maxBodyBytes ?? 16 * 2 ** 20);
+  if (maxQueue < maxInputs) throw new ColtrastError('INVALID_ARGUMENT', `options.maxQueue (${maxQueue}) must be at least options.maxInputs (${maxInputs})`);
+  if (o.onRequest !== undefined && typeof o.onRequest !== 'function') throw invalid('options.onRequest', 'a function', o.onRequest);
+  const modelName = o.modelName ?? (encoder ? path.basename(encoder.modelDir) : undefined);
+  const rerankerName = o.rerankerName ?? (reranker ? path.basename(reranker.modelDir) : undefined);
+
+  const embedQueue = new BatchQueue<string, Embedded>(
+    async (key, texts) => {
+      const job = JSON.parse(key) as EmbedJob;
+      const { result, tokens } = await encoder!.embedCounting(texts, { ...job, batchSize });
+      const values = job.output === 'pooled' ? rows(result as Matrix) : (result as Matrix[]);
+      return values.map((value, i) => ({ value, tokens: tokens[i] }));
+    },
+    maxBatchTexts,
+    maxQueue,
+  );
+  const rerankQueue = new BatchQueue<[string, string], number>(
+    async (activation, pairs) => Array.from((await reranker!.predict(pairs, { batchSize, activation: activation as ScoreActivation })).data),
+    maxBatchTexts,
+    maxQueue,
+  );
+  const searchQueue = new BatchQueue<string, Hit[]>(
+    async (key, queries) => {
+      const { rerank, ...rest } = JSON.parse(key) as { rerank: 'none' | 'maxsim' | 'cross-encoder' };
+      return index!.search(queries, { ...rest, rerank: rerank === 'cross-encoder' ? reranker : rerank });
+    },
+    maxBatchTexts,
+    maxQueue,
+  );
+  const queues = { embed: embedQueue, rerank: rerankQueue, search: searchQueue };
+  const metrics = new Metrics();
+  const runtime = runtimeInfo();
+
+  const needEncoder = (route: string): Encoder => {
+    if (!encoder) throw new HttpError(404, `${route} needs an embedding model: start the server with one (coltrast serve --model <dir|hub id>)`);
+    return encoder;
+  };
+  const needReranker = (route: string): CrossEncoder => {
+    if (!reranker) throw new HttpError(404, `${route} needs a cross-encoder: start the server with one (coltrast serve --reranker <dir|hub id>)`);
+    return reranker;
+  };
+  const pooledOnly = (enc: Encoder, route: string) => {
+    if (enc.multiVector) throw new HttpError(400, `the model is multi-vector (ColBERT-style) and has no pooled vector: use /embed_all for its token vectors (not ${route})`);
+  };
+  /** The prompt fields coltrast adds to both embedding protocols. */
+  const promptFields = (body: Body): Pick<EmbedJob, 'task' | 'promptName' | 'prompt'> => {
+    const task = optional(body, 'task', (name, v) => {
+      if (v !== 'query' && v !== 'document') throw new HttpError(400, `${name} must be "query" or "document"`);
+      return v;
+    });
+    const promptName = optional(body, 'prompt_name', (name, v) => {
+      if (typeof v !== 'string' || !(v in encoder!.prompts)) {
+        const names = Object.keys(encoder!.prompts);
+        throw new HttpError(400, `${name} must be one of the model's prompts (${names.length ? names.join(', ') : 'it has none'})`);
+      }
+      return v;
+    });
+    const prompt = optional(body, 'prompt', (name, v) => {
+      if (typeof v !== 'string') throw new HttpError(400, `${name} must be a string`);
+      return v;
+    });
+    if (prompt !== undefined && promptName !== undefined) throw new HttpError(400, 'give "prompt" or "prompt_name", not both');
+    return { task, promptName, prompt };
+  };
+  const truncateField = (body: Body) => {
+    if (body.truncate === false) throw new HttpError(400, `"truncate": false is not supported: coltrast always cuts texts at the model's maximum length`);
+    if (body.truncate !== undefined && body.truncate !== true) throw new HttpError(400, '"truncate" must be true or false');
+    if (body.truncation_direction !== undefined && body.truncation_direction !== 'Right' && body.truncation_direction !== 'right') {
+      throw new HttpError(400, '"truncation_direction" must be "Right": coltrast keeps the start of each text');
+    }
+  };
+  const embedTexts = (texts: string[], job: EmbedJob) => embedQueue.submit(JSON.stringify(job), texts);
+  const bool = (name: string, value: unknown) => {
+    try {
+      return booleanValue(name, value);
+    } catch (error) {
+      throw new HttpError(400, (error as Error).message);
+    }
+  };
+  const count = (name: string, value: unknown) => {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw new HttpError(400, `${name} must be a positive integer`);
+    return value;
+  };
+
+  const routes: Record<string, Route> = {
+    '/health': { method: 'GET', style: 'tei', handle: async () => ({ json: { status: 'ok' }, inputs: 0 }) },
+    '/info': {
+      method: 'GET',
+      style: 'tei',
+      handle: async () => ({
+        inputs: 0,
+        json: {
+          model_id: modelName ?? null,
+          model_dir: encoder?.modelDir ?? null,
+          dimension: encoder?.dimension ?? null,
+          token_dimension: encoder?.tokenDimension ?? null,
+          max_input_length: encoder?.maxSeqLength ?? null,
+          pooling: encoder && !encoder.multiVector ? encoder.pooling : null,
+          normalize: encoder?.normalize ?? null,
+          multi_vector: encoder?.multiVector !== undefined,
+          prompts: encoder?.prompts ?? {},
+          device: encoder?.device ?? null,
+          reranker: reranker ? { model_id: rerankerName, model_dir: reranker.modelDir, max_input_length: reranker.maxSeqLength } : null,
+          index: index ? { documents: index.size, late_interaction: index.lateInteraction } : null,
+          max_batch_texts: maxBatchTexts,
+          max_client_batch_size: maxInputs,
+          version: runtime.version,
+          libtorch: runtime.torchVersion,
+        },
+      }),
+    },
+    '/v1/models': {
+      method: 'GET',
+      style: 'openai',
+      handle: async () => ({
+        inputs: 0,
+        json: { object: 'list', data: [modelName, rerankerName].filter((n) => n !== undefined).map((id) => ({ id, object: 'model', created: 0, owned_by: 'coltrast' })) },
+      }),
+    },
+    '/v1/embeddings': {
+      method: 'POST',
+      style: 'openai',
+      handle: async (raw) => {
+        const enc = needEncoder('/v1/embeddings');
+        pooledOnly(enc, '/v1/embeddings');
+        const body = fields(raw, ['input', 'model', 'encoding_format', 'dimensions', 'user', 'task', 'prompt_name', 'prompt', 'normalize']);
+        if (body.input === undefined) throw new HttpError(400, 'missing field "input": a string or an array of strings');
+        const texts = textList('input', body.input, maxInputs);
+        const format = body.encoding_format ?? 'float';
+        if (format !== 'float' && format !== 'base64') throw new HttpError(400, '"encoding_format" must be "float" or "base64"');
+        const dimensions = optional(body, 'dimensions', (name, v) => {
+          const d = count(name, v);
+          if (d > enc.dimension) throw new HttpError(400, `${name} is ${d}; the model's vectors have ${enc.dimension}`);
+          return d;
+        });
+        const normalize = optional(body, 'normalize', bool) ?? enc.normalize;
+        const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) });
+        const used = out.reduce((sum, e) => sum + e.tokens, 0);
+        return {
+          inputs: texts.length,
+          json: {
+            object: 'list',
+            data: out.map((e, i) => {
+              const v = shorten(e.value as Float32Array, dimensions, normalize);
+              return { object: 'embedding', index: i, embedding: format === 'base64' ? base64(v) : Array.from(v) };
+            }),
+            model: modelName,
+            usage: { prompt_tokens: used, total_tokens: used },
+          },
+        };
+      },
+    },
+    '/embed': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw) => {
+        const enc = needEncoder('/embed');
+        pooledOnly(enc, '/embed');
+        const body = fields(raw, ['inputs', 'normalize', 'truncate', 'truncation_direction', 'dimensions', 'task', 'prompt_name', 'prompt']);
+        if (body.inputs === undefined) throw new HttpError(400, 'missing field "inputs": a string or an array of strings');
+        const texts = textList('inputs', body.inputs, maxInputs);
+        truncateField(body);
+        const normalize = optional(body, 'normalize', bool) ?? true;
+        const dimensions = optional(body, 'dimensions', count);
+        if (dimensions !== undefined && dimensions > enc.dimension) throw new HttpError(400, `"dimensions" is ${dimensions}; the model's vectors have ${enc.dimension}`);
+        const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) });
+        return { inputs: texts.length, json: out.map((e) => Array.from(shorten(e.value as Float32Array, dimensions, normalize))) };
+      },
+    },
+    '/embed_all': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw) => {
+        needEncoder('/embed_all');
+        const body = fields(raw, ['inputs', 'truncate', 'truncation_direction', 'normalize', 'task', 'prompt_name', 'prompt']);
+        if (body.inputs === undefined) throw new HttpError(400, 'missing field "inputs": a string or an array of strings');
+        const texts = textList('inputs', body.inputs, maxInputs);
+        truncateField(body);
+        const out = await embedTexts(texts, { output: 'tokens', normalize: optional(body, 'normalize', bool), ...promptFields(body) });
+        return { inputs: texts.length, json: out.map((e) => matrixRows(e.value as Matrix)) };
+      },
+    },
+    '/rerank': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw) => {
+        needReranker('/rerank');
+        const body = fields(raw, ['query', 'texts', 'raw_scores', 'return_text', 'truncate', 'truncation_direction']);
+        if (typeof body.query !== 'string') throw new HttpError(400, '"query" must be a string');
+        if (body.texts === undefined) throw new HttpError(400, 'missing field "texts": an array of strings');
+        const texts = textList('texts', body.texts, maxInputs);
+        truncateField(body);
+        const raw_ = optional(body, 'raw_scores', bool) ?? false;
+        const withText = optional(body, 'return_text', bool) ?? false;
+        const scores = await rerankQueue.submit(raw_ ? 'identity' : 'default', texts.map((t) => [body.query as string, t]));
+        return { inputs: texts.length, json: ranked(scores).map((i) => ({ index: i, score: scores[i], ...(withText && { text: texts[i] }) })) };
+      },
+    },
+    '/v1/rerank': {
+      method: 'POST',
+      style: 'openai',
+      handle: async (raw) => {
+        needReranker('/v1/rerank');
+        const body = fields(raw, ['model', 'query', 'documents', 'top_n', 'return_documents']);
+        if (typeof body.query !== 'string') throw new HttpError(400, '"query" must be a string');
+        if (body.documents === undefined) throw new HttpError(400, 'missing field "documents": an array of strings or of {"text": ...}');
+        const documents = textList(
+          'documents',
+          Array.isArray(body.documents) ? body.documents.map((d) => (d !== null && typeof d === 'object' && !Array.isArray(d) && 'text' in d ? (d as { text: unknown }).text : d)) : body.documents,
+          maxInputs,
+        );
+        const topN = optional(body, 'top_n', count) ?? documents.length;
+        const withDocuments = optional(body, 'return_documents', bool) ?? true;
+        const scores = await rerankQueue.submit('default', documents.map((d) => [body.query as string, d]));
+        return {
+          inputs: documents.length,
+          json: {
+            model: rerankerName,
+            results: ranked(scores)
+              .slice(0, topN)
+              .map((i) => ({ index: i, relevance_score: scores[i], ...(withDocuments && { document: { text: documents[i] } }) })),
+          },
+        };
+      },
+    },
+    '/search': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw) => {
+        if (!index) throw new HttpError(404, '/search needs an index: start the server with one (coltrast serve --index <dir>)');
+        const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight']);
+        if (body.query === undefined) throw new HttpError(400, 'missing field "query": a string or an array of strings');
+        const queries = textList('query', body.query, maxInputs);
+        const k = optional(body, 'k', count) ?? 10;
+        const mode = body.mode ?? 'dense';
+        if (mode !== 'dense' && mode !== 'bm25' && mode !== 'hybrid') throw new HttpError(400, '"mode" must be "dense", "bm25" or "hybrid"');
+        const rerank = body.rerank ?? 'none';
+        if (rerank !== 'none' && rerank !== 'maxsim' && rerank !== 'cross-encoder') throw new HttpError(400, '"rerank" must be "none", "maxsim" or "cross-encoder"');
+        if (rerank === 'cross-encoder') needReranker('"rerank": "cross-encoder"');
+        if (rerank === 'maxsim' && !index.lateInteraction) throw new HttpError(400, '"rerank": "maxsim" needs an index built with late interaction (coltrast index --late-interaction)');
+        const candidates = optional(body, 'candidates', count);
+        const hybridWeight = optional(body, 'hybrid_weight', (name, v) => {
+          if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw new HttpError(400, `${name} must be a number in [0, 1]`);
+          return v;
+        });
+        const key = JSON.stringify({ k, mode, rerank, ...(candidates !== undefined && { candidates }), ...(hybridWeight !== undefined && { hybridWeight }) });
+        const hits = await searchQueue.submit(key, queries);
+        return { inputs: queries.length, json: { results: queries.map((query, i) => ({ query, hits: hits[i] })) } };
+      },
+    },
+    '/metrics': {
+      method: 'GET',
+      style: 'tei',
+      handle: async () => ({ inputs: 0, json: metrics.text(queues), contentType: 'text/plain; version=0.0.4' }),
+    },
+  };
+
+  const authorized = (req: http.IncomingMessage): boolean => {
+    if (!apiKey) return true;
+    const given = Buffer.from(String(req.headers.authorization ?? ''));
+    const expected = Buffer.from(`Bearer ${apiKey}`);
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  };
+
+  const server = http.createServer((req, res) => {
+    const started = process.hrtime.bigint();
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const route = routes[url.pathname];
+    let inputs = 0;
+    const reply = (status: number, payload: unknown, headers: Record<string, string> = {}, contentType = 'application/json') => {
+      const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
+      res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), ...headers });
+      res.end(text);
+      const milliseconds = Number(process.hrtime.bigint() - started) / 1e6;
+      metrics.record(route ? url.pathname : 'other', status, milliseconds / 1000);
+      o.onRequest?.({ method: req.method ?? '', path: url.pathname, status, milliseconds, inputs });
+    };
+    const fail = (error: unknown) => {
+      const status = error instanceof HttpError ? error.status : error instanceof ColtrastError && error.code === 'INVALID_ARGUMENT' ? 400 : 500;
+      const message = error instanceof Error ? error.message : String(error);
+      const type = status === 401 ? 'authentication_error' : status >= 500 ? (status === 503 ? 'overloaded' : 'server_error') : 'invalid_request_error';
+      const payload = route?.style === 'openai' ? { error: { message, type, param: null, code: status } } : { error: message, error_type: type };
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      reply(status, payload, error instanceof HttpError ? error.headers : {});
+    };
+    if (!route) {
+      req.resume();
+      fail(new HttpError(404, `no route ${url.pathname} (routes: ${Object.keys(routes).join(', ')})`));
+      return;
+    }
+    if (req.method !== route.method) {
+      req.resume();
+      fail(new HttpError(405, `${url.pathname} takes ${route.method}, not ${req.method}`, { Allow: route.method }));
+      return;
+    }
+    if (url.pathname !== '/health' && !authorized(req)) {
+      req.resume();
+      fail(new HttpError(401, 'missing or wrong API key: send "Authorization: Bearer <key>"', { 'WWW-Authenticate': 'Bearer' }));
+      return;
+    }
+    readBody(req, route.method === 'POST' ? maxBodyBytes : 0)
+      .then(async (text) => {
+        let body: unknown;
+        if (route.method === 'POST') {
+          try {
+            body = JSON.parse(text);
+          } catch (error) {
+            throw new HttpError(400, `the request body is not valid JSON: ${(error as Error).message}`);
+          }
+        }
+        const result = await route.handle(body);
+        inputs = result.inputs;
+        reply(200, result.json, {}, result.contentType);
+      })
+      .catch(fail);
+  });
+  server.requestTimeout = 0; // a large request may take minutes in the queue; clients choose their own timeout
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        error.code === 'EADDRINUSE'
+          ? new ColtrastError('INVALID_ARGUMENT', `port ${port} on ${host} is in use: choose another (options.port, --port), or 0 for any free port`)
+          : error,
+      ),
+    );
+    server.listen(port, host, resolve);
+  });
+  const address = server.address() as AddressInfo;
+  const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${shown}:${address.port}`,
+    port: address.port,
+    stats: () => Object.fromEntries(Object.entries(queues).map(([name, q]) => [name, q.stats()])),
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((error) => (error ? reject(error) : resolve()));
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+/** Indices of `scores`, best first (ties: lower index first). */
+function ranked(scores: number[]): number[] {
+  return scores.map((_, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
+}
+
+/** The body as text; 413 past `limit` bytes (a GET's body is drained and ignored). */
+function readBody(req: http.IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let refused = false;
+    req.on('data', (chunk: Buffer) => {
+      if (refused || limit === 0) return;
+      size += chunk.length;
+      if (size > limit) {
+        refused = true;
+        reject(new HttpError(413, `the request body is over ${limit} bytes (maxBodyBytes): send fewer or shorter texts per request`, { Connection: 'close' }));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (!refused) resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    req.on('error', reject);
+  });
+}
+
+/** Counters for /metrics, in Prometheus' text format. */
+class Metrics {
+  private readonly requests = new Map<string, number>();
+  private readonly seconds = new Map<string, { sum: number; count: number }>();
+
+  record(route: string, status: number, seconds: number): void {
+    const key = `route="${route}",status="${status}"`;
+    this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
+    const s = this.seconds.get(route) ?? { sum: 0, count: 0 };
+    s.sum += seconds;
+    s.count++;
+    this.seconds.set(route, s);
+  }
+
+  text(queues: Record<string, { stats(): QueueStats }>): string {
+    const lines = ['# HELP coltrast_requests_total HTTP requests answered, by route and status.', '# TYPE coltrast_requests_total counter'];
+    for (const [labels, n] of this.requests) lines.push(`coltrast_requests_total{${labels}} ${n}`);
+    lines.push('# HELP coltrast_request_seconds Time from request to response, by route.', '# TYPE coltrast_request_seconds summary');
+    for (const [route, s] of this.seconds) lines.push(`coltrast_request_seconds_sum{route="${route}"} ${s.sum}`, `coltrast_request_seconds_count{route="${route}"} ${s.count}`);
+    const gauges: [string, string, string, keyof QueueStats][] = [
+      ['coltrast_model_calls_total', 'counter', 'Model calls, each serving every queued input it took.', 'calls'],
+      ['coltrast_model_inputs_total', 'counter', 'Inputs (texts, pairs, queries) the model calls took.', 'inputs'],
+      ['coltrast_queue_inputs', 'gauge', 'Inputs waiting or in a model call now.', 'waiting'],
+    ];
+    for (const [name, type, help, field] of gauges) {
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+      for (const [queue, q] of Object.entries(queues)) lines.push(`${name}{queue="${queue}"} ${q.stats()[field]}`);
+    }
+    return lines.join('\n') + '\n';
+  }
+}
