@@ -32,7 +32,7 @@ const USAGE = `usage: coltrast <command> [options]
 
 commands:
   info                       the addon loaded and why, libtorch, devices, threads and BLAS in use
-  bench [--quick] [--out d] [--suites ops,embed,train,index,multivector,crossencoder,decoder,generator,python,parity]
+  bench [--quick] [--out d] [--suites ops,embed,train,index,multivector,crossencoder,decoder,generator,serve,python,parity]
                              run the benchmark suites that fit this machine (CPU, CUDA where present, the plain-PyTorch
                              baseline where a python3 with torch is): JSON, a Markdown table and an SVG chart per suite
                              in bench-results/ (from a clone of the repository)

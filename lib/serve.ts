@@ -102,13 +102,11 @@ interface Request<I, O> {
   key: string;
   items: I[];
   out: O[];
-  next: number;
-  pending: number;
-  failed: boolean;
   resolve: (out: O[]) => void;
   reject: (error: unknown) => void;
 }
 
+/** Items [start, end) of a request: what waits in the queue, one piece per request at a time. */
 interface Piece<I, O> {
   request: Request<I, O>;
   start: number;
@@ -117,10 +115,11 @@ interface Piece<I, O> {
 
 /**
  * Continuous batching: requests wait here while `run` works; the next call takes the oldest waiting piece and
- * every other waiting piece with the same key, up to `maxItems` items. A request larger than `maxItems` waits as
- * one piece at a time, its next piece queued behind the requests that came meanwhile, so a large request
- * does not hold up small ones. One call at a time per queue (the model's work is serialized natively anyway);
- * beyond `maxWaiting` items, requests are refused (503) rather than queued without end.
+ * every other waiting piece with the same key, up to `maxItems` items. A request larger than `maxItems` waits
+ * one piece at a time, its next piece queued when the last one is done, behind the requests that came
+ * meanwhile: a large request does not hold up small ones. One call at a time per queue (the model's work is
+ * serialized natively anyway); beyond `maxWaiting` items, requests are refused (503) rather than queued
+ * without end.
  */
 export class BatchQueue<I, O> {
   private queue: Piece<I, O>[] = [];
@@ -147,17 +146,13 @@ export class BatchQueue<I, O> {
     if (items.length === 0) return Promise.resolve([]);
     this.waiting += items.length;
     return new Promise<O[]>((resolve, reject) => {
-      const request: Request<I, O> = { key, items, out: new Array<O>(items.length), next: 0, pending: 0, failed: false, resolve, reject };
-      this.enqueueNext(request);
+      this.enqueue({ key, items, out: new Array<O>(items.length), resolve, reject }, 0);
       this.start();
     });
   }
 
-  private enqueueNext(request: Request<I, O>): void {
-    const start = request.next;
-    request.next = Math.min(start + this.maxItems, request.items.length);
-    request.pending++;
-    this.queue.push({ request, start, end: request.next });
+  private enqueue(request: Request<I, O>, start: number): void {
+    this.queue.push({ request, start, end: Math.min(start + this.maxItems, request.items.length) });
   }
 
   private start(): void {
@@ -172,40 +167,27 @@ export class BatchQueue<I, O> {
       taken += size;
       return false;
     });
-    for (const { request } of group) if (request.next < request.items.length) this.enqueueNext(request);
     this.busy = true;
     this.counts.calls++;
     this.counts.inputs += taken;
     this.counts.largestCall = Math.max(this.counts.largestCall, taken);
     const items = group.flatMap(({ request, start, end }) => request.items.slice(start, end));
-    const finish = (piece: Piece<I, O>) => {
-      const { request } = piece;
-      this.waiting -= piece.end - piece.start;
-      request.pending--;
-      if (!request.failed && request.pending === 0 && request.next === request.items.length) request.resolve(request.out);
-    };
     this.run(key, items)
       .then(
         (out) => {
+          this.waiting -= taken;
           let offset = 0;
-          for (const piece of group) {
-            for (let i = piece.start; i < piece.end; i++) piece.request.out[i] = out[offset++];
-            finish(piece);
+          for (const { request, start, end } of group) {
+            for (let i = start; i < end; i++) request.out[i] = out[offset++];
+            if (end < request.items.length) this.enqueue(request, end);
+            else request.resolve(request.out);
           }
         },
         (error) => {
-          for (const piece of group) {
-            const first = !piece.request.failed;
-            piece.request.failed = true;
-            finish(piece);
-            if (!first) continue;
-            // Its later pieces leave the queue: nobody waits for them.
-            this.queue = this.queue.filter((p) => {
-              if (p.request !== piece.request) return true;
-              this.waiting -= p.end - p.start;
-              return false;
-            });
-            piece.request.reject(error);
+          this.waiting -= taken;
+          for (const { request, end } of group) {
+            this.waiting -= request.items.length - end; // its later pieces never run
+            request.reject(error);
           }
         },
       )

@@ -7,8 +7,9 @@
 // Left out: the tests whose subject is which libtorch and addon get picked on this machine (binary, pack), the
 // compile-only checks (cuda-compile, torch2-compile) and the CUDA emulator, which do not load the addon, and the
 // tests of what does not depend on the libtorch (the comparisons with sentence-transformers in Python, whose
-// coltrast side the recorded-reference tests check here too; the hub client, BM25, IR metrics, files, progress
-// and the benchmark plumbing), so that CI stays well under its time.
+// coltrast side the recorded-reference tests check here too; the hub client, BM25, IR metrics, files, progress,
+// the benchmark plumbing and the HTTP server, whose model calls are embed's, rank's and search's), so that CI
+// stays well under its time.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -18,7 +19,7 @@ const root = path.resolve(__dirname, '..');
 const python = process.env.COLTRAST_ST_PYTHON || path.join(root, 'build', 'pyenv', 'bin', 'python');
 const LEFT_OUT = [
   'binary', 'pack', 'cuda-compile', 'torch2-compile', 'cuda-emulator',
-  'python-interop', 'hub', 'bm25-check', 'ir-metrics-check', 'files', 'progress', 'bench', 'compare-gpu',
+  'python-interop', 'hub', 'bm25-check', 'ir-metrics-check', 'files', 'progress', 'bench', 'compare-gpu', 'serve',
 ];
 
 function fail(message) {

@@ -10,7 +10,7 @@
 // python3 with torch is (COLTRAST_PYTHON, python3 or /usr/bin/python3), python (coltrast against the same recipe in plain
 // PyTorch: train samples/s and embed texts/s, side by side) and parity (per-step losses of both).
 // `npm run bench` and `coltrast bench` run this. --quick: small sizes, a few minutes on two cores.
-//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,multivector,crossencoder,decoder,generator,python,parity] [--quick]
+//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,multivector,crossencoder,decoder,generator,serve,python,parity] [--quick]
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -20,7 +20,7 @@ const { parseArgs } = require('node:util');
 const { values } = parseArgs({
   options: {
     out: { type: 'string', default: 'bench-results' },
-    suites: { type: 'string', default: 'ops,embed,train,index,multivector,crossencoder,decoder,generator,python,parity' },
+    suites: { type: 'string', default: 'ops,embed,train,index,multivector,crossencoder,decoder,generator,serve,python,parity' },
     quick: { type: 'boolean', default: false },
   },
 });
@@ -126,6 +126,14 @@ const SUITES = {
     label: (r) => `${r.measure}: ${r.side}`,
     value: (r) => r.rate,
     unit: 'causal LM: log-likelihood pairs/s, generated tokens/s',
+  },
+  serve: {
+    // coltrast serve under concurrent clients, with and without batching across requests.
+    script: 'serve.js',
+    args: (device, quick) => ['--device', device, '--requests', quick ? '100' : '400', '--concurrency', quick ? '1,16' : '1,8,32', '--rounds', quick ? '1' : '3'],
+    label: (r) => `${r.clients} client${r.clients > 1 ? 's' : ''}, ${r.batching ? 'batched' : 'one call per request'}`,
+    value: (r) => r.requestsPerSecond,
+    unit: 'POST /v1/embeddings, one sentence per request: requests/s',
   },
   index: {
     script: 'index.js',
