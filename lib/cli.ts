@@ -96,19 +96,24 @@ commands:
     --model <dir|hub id> --max-new-tokens <n> (64) --chat (each prompt a user message in the model's chat template)
     --system <text> --temperature <x> (0: greedy) --top-k <n> --top-p <x> --seed <n>
     --device <d> --dtype <t> --threads <n> --json
-  serve                      an HTTP server: embeddings, re-ranking and search for other programs, batched across clients
-                             (OpenAI: POST /v1/embeddings, /v1/rerank, GET /v1/models; text-embeddings-inference: POST /embed,
-                             /embed_all, /rerank, GET /info, /health, /metrics; POST /search over an index)
+  serve                      an HTTP server: embeddings, re-ranking, search and generation for other programs, batched across
+                             clients (OpenAI: POST /v1/embeddings, /v1/rerank, /v1/chat/completions, /v1/completions, GET /v1/models;
+                             text-embeddings-inference: POST /embed, /embed_all, /rerank, GET /info, /health, /metrics;
+                             coltrast: POST /search over an index, POST /ask over a corpus)
     --model <dir|hub id>     the embedding model (default: the index's model, else coltrast's shipped model)
     --reranker <dir|hub id>  a cross-encoder for /rerank, /v1/rerank and /search's "rerank": "cross-encoder"
     --index <dir>            an index folder for /search
-    --no-model               serve only the reranker (no embedding model)
+    --generator <dir|hub id> a causal LM (Llama, Mistral, Qwen2, Qwen3) for /v1/chat/completions and /v1/completions
+    --corpus <file>          with --generator: documents for /ask (ContextFlow: the embedding model retrieves, the generator
+                             answers; .txt one per line, .jsonl or .json); --template <t> --chat [--system <t>] as coltrast ask
+    --no-model               no embedding model (serve a reranker or a generator alone)
     --host <addr>            address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)
     --port <n>               port (default 8080; 0: any free one, printed at start)
     --api-key <key>          require "Authorization: Bearer <key>" on every route but /health (or COLTRAST_API_KEY)
     --max-batch <n>          texts one model call takes from the waiting requests (default 256)
     --batch-size <n>         texts per forward pass (default 32)
     --max-inputs <n>         texts one request may hold (default 2048) --max-queue <n> texts waiting before 503 (65536)
+    --generation-batch <n>   prompts generated together, from the waiting requests (default 8)
     --name <text>            the model name responses carry (default: --model's)
     --device <d> --dtype <t> --threads <n> --verbose (a line per request on stderr)
   index                      build a search index
@@ -655,14 +660,18 @@ async function serveCommand(argv: string[]): Promise<void> {
     allowPositionals: true,
     options: {
       model: { type: 'string' }, reranker: { type: 'string' }, index: { type: 'string' }, 'no-model': { type: 'boolean' }, host: { type: 'string' },
+      generator: { type: 'string' }, corpus: { type: 'string' }, template: { type: 'string' }, chat: { type: 'boolean' }, system: { type: 'string' },
+      'generation-batch': { type: 'string' },
       port: { type: 'string' }, 'api-key': { type: 'string' }, 'max-batch': { type: 'string' }, 'batch-size': { type: 'string' },
       'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
       dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' },
     },
   });
   if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
-  if (values['no-model'] && (values.model || values.index)) fail('--no-model serves a reranker alone: it takes no --model or --index');
-  if (values['no-model'] && !values.reranker) fail('--no-model needs --reranker <cross-encoder>');
+  if (values['no-model'] && (values.model || values.index || values.corpus)) fail('--no-model serves a reranker or a generator alone: it takes no --model, --index or --corpus');
+  if (values['no-model'] && !values.reranker && !values.generator) fail('--no-model needs --reranker <cross-encoder> or --generator <causal LM>');
+  if (values.corpus && !values.generator) fail('--corpus needs --generator <causal LM>: /ask answers from the corpus with it');
+  if (!values.corpus && (values.template || values.chat || values.system)) fail('--template, --chat and --system shape /ask\'s prompts: give --corpus too');
   const port = values.port === undefined ? 8080 : Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be an integer from 0 to 65535, got ${values.port}`);
   const load = { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined, threads: numberFlag('threads', values.threads, 'count') };
@@ -670,10 +679,26 @@ async function serveCommand(argv: string[]): Promise<void> {
   const enc = modelSource ? await Encoder.load(modelSource, load) : undefined;
   const reranker = values.reranker ? await CrossEncoder.load(values.reranker, load) : undefined;
   const index = values.index && enc ? await Index.load(values.index, enc) : undefined;
+  const generator = values.generator ? await Generator.load(values.generator, load) : undefined;
+  const bar = values.corpus ? new ProgressBar('corpus', 'documents') : undefined;
+  const rag =
+    values.corpus && enc && generator
+      ? await Rag.create({
+          retriever: enc,
+          generator,
+          corpus: values.corpus,
+          template: values.template,
+          chat: values.chat,
+          system: values.system,
+          onProgress: (d, n) => bar?.update(d, n),
+        })
+      : undefined;
   const server = await serve({
     encoder: enc,
     reranker,
     index,
+    generator,
+    rag,
     host: values.host,
     port,
     apiKey: values['api-key'] ?? process.env.COLTRAST_API_KEY,
@@ -683,11 +708,19 @@ async function serveCommand(argv: string[]): Promise<void> {
     maxQueue: numberFlag('max-queue', values['max-queue'], 'count'),
     modelName: values.name ?? modelSource,
     rerankerName: values.reranker,
+    generatorName: values.generator,
+    generationBatchSize: numberFlag('generation-batch', values['generation-batch'], 'count'),
     onRequest: values.verbose
       ? (r) => process.stderr.write(`${new Date().toISOString()} ${r.method} ${r.path} ${r.status} ${r.milliseconds.toFixed(1)} ms${r.inputs ? ` ${r.inputs} inputs` : ''}\n`)
       : undefined,
   });
-  const serving = [enc && `model ${modelSource} (${enc.device})`, reranker && `reranker ${values.reranker}`, index && `index ${values.index} (${index.size} documents)`];
+  const serving = [
+    enc && `model ${modelSource} (${enc.device})`,
+    reranker && `reranker ${values.reranker}`,
+    index && `index ${values.index} (${index.size} documents)`,
+    generator && `generator ${values.generator}`,
+    rag && `corpus ${values.corpus} (${rag.documents} documents)`,
+  ];
   console.log(`coltrast serve: listening on ${server.url} (${serving.filter(Boolean).join(", ")})`);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
@@ -700,6 +733,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   });
   enc?.dispose();
   reranker?.dispose();
+  generator?.dispose();
 }
 
 /** Runs one of the package's scripts with `argv`, its output on this terminal, its exit status ours. */

@@ -61,6 +61,13 @@ export interface GenerateOptions {
    * forward pass for the whole batch; a finished prompt leaves the batch.
    */
   batchSize?: number;
+  /**
+   * Streaming: called with each prompt's new text as it is generated (`index` is the prompt's). Text is held back
+   * while it ends in an incomplete character or while decoding the tokens so far does not extend what was already
+   * given; the rest comes before generate() resolves. The pieces of one prompt, joined, are its `text` whenever the
+   * tokenizer decodes a prefix of the tokens to a prefix of the text (byte-level BPE and SentencePiece do).
+   */
+  onText?: (index: number, text: string) => void;
 }
 
 /** One prompt's continuation. */
@@ -71,10 +78,12 @@ export interface Generated {
   tokenIds: number[];
   /** 'stop': a stop token ended it; 'length': maxNewTokens (or the model's positions) did. */
   finishReason: 'stop' | 'length';
+  /** The prompt's length in tokens (as the model read it: special tokens, or the rendered chat template, included). */
+  promptTokens: number;
 }
 
 const LL_KEYS = ['batchSize', 'endOfSequence'] as const;
-const GENERATE_KEYS = ['maxNewTokens', 'stopTokenIds', 'temperature', 'topK', 'topP', 'seed', 'batchSize'] as const;
+const GENERATE_KEYS = ['maxNewTokens', 'stopTokenIds', 'temperature', 'topK', 'topP', 'seed', 'batchSize', 'onText'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 const DECODER_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3'];
 /** The files of a model folder besides its weights that a saved copy keeps (configs and tokenizer files). */
@@ -296,6 +305,7 @@ export class Generator {
       const seed = o.seed ?? 0;
       if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
       const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 8);
+      if (o.onText !== undefined && typeof o.onText !== 'function') throw invalid('options.onText', 'a function', o.onText);
       const tokenized = await this.promptIds(prompts);
       tokenized.forEach((ids, i) => {
         if (ids.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] has no tokens: generation needs one to start from`);
@@ -305,21 +315,26 @@ export class Generator {
       });
       // Longest first: batches of similar lengths pad little.
       const order = longestFirst(tokenized.map((ids) => ({ ids })));
+      const stream = o.onText ? new TextStream(this.tokenizer, prompts.length, o.onText) : undefined;
       let sorted: Int32Array[];
       try {
         sorted = await handle.generate({
           prompts: order.map((i) => Int32Array.from(tokenized[i])), maxNewTokens, stopIds: Int32Array.from(stop), temperature, topK, topP, seed, batchSize,
+          ...(stream && { onTokens: (rows: Int32Array, tokens: Int32Array) => stream.push(Array.from(rows, (r) => order[r]), tokens) }),
         });
       } catch (error) {
+        await stream?.close();
         throw fromNative(error);
       }
       const ids: number[][] = new Array(prompts.length);
       order.forEach((prompt, r) => (ids[prompt] = Array.from(sorted[r])));
       const texts = await this.tokenizer.decode(ids);
+      await stream?.finish(texts);
       return ids.map((tokenIds, i) => ({
         text: texts[i],
         tokenIds,
         finishReason: tokenIds.length > 0 && stop.includes(tokenIds[tokenIds.length - 1]) ? ('stop' as const) : ('length' as const),
+        promptTokens: tokenized[i].length,
       }));
     });
   }
@@ -355,5 +370,68 @@ export class Generator {
   /** Frees the native model (it is also freed when garbage-collected); calls running finish first. */
   dispose(): void {
     this.model.dispose();
+  }
+}
+
+/**
+ * Generate's streamed text: the native step callbacks' tokens, decoded in order (one decode at a time, so that the
+ * pieces of a prompt come in order), each prompt's new text handed on when it extends what was handed on before and
+ * does not end in an incomplete character. Calls after close() (a step callback may arrive after generate's promise
+ * settles) are ignored; finish() hands on what each prompt's final text adds.
+ */
+class TextStream {
+  private readonly ids: number[][];
+  private readonly sent: string[];
+  private chain: Promise<void> = Promise.resolve();
+  private closed = false;
+  private failure: unknown;
+
+  constructor(
+    private readonly tokenizer: TextTokenizer,
+    prompts: number,
+    private readonly onText: (index: number, text: string) => void,
+  ) {
+    this.ids = Array.from({ length: prompts }, () => []);
+    this.sent = new Array<string>(prompts).fill('');
+  }
+
+  push(prompts: number[], tokens: Int32Array): void {
+    if (this.closed) return;
+    prompts.forEach((p, i) => this.ids[p].push(tokens[i]));
+    const changed = [...new Set(prompts)];
+    const snapshot = changed.map((p) => [...this.ids[p]]);
+    this.chain = this.chain.then(async () => {
+      if (this.closed || this.failure !== undefined) return;
+      const texts = await this.tokenizer.decode(snapshot);
+      changed.forEach((p, i) => {
+        const text = texts[i];
+        if (text.length > this.sent[p].length && text.startsWith(this.sent[p]) && !text.endsWith('\uFFFD')) this.emit(p, text);
+      });
+    });
+  }
+
+  private emit(prompt: number, text: string): void {
+    const piece = text.slice(this.sent[prompt].length);
+    this.sent[prompt] = text;
+    try {
+      this.onText(prompt, piece);
+    } catch (error) {
+      this.failure ??= error;
+    }
+  }
+
+  /** Waits for the decodes under way and ignores later tokens. */
+  async close(): Promise<void> {
+    await this.chain.catch(() => undefined);
+    this.closed = true;
+  }
+
+  /** Hands on the rest of each prompt's final text; rethrows an error of onText. */
+  async finish(texts: string[]): Promise<void> {
+    await this.close();
+    texts.forEach((text, p) => {
+      if (text.length > this.sent[p].length && text.startsWith(this.sent[p])) this.emit(p, text);
+    });
+    if (this.failure !== undefined) throw this.failure;
   }
 }

@@ -50,7 +50,11 @@ export interface NativeEncoder {
   /** A causal LM's Σ log p of the tokens `outputMask` marks (each predicted from the tokens before it), per row. */
   logLikelihood(batch: PaddedBatch & { outputMask: Int32Array }): Promise<Float32Array>;
   /** A causal LM's continuation of each prompt (without the prompt; greedy, or sampled above temperature 0), ending at a stop id (kept) or maxNewTokens. */
-  generate(args: { prompts: Int32Array[]; maxNewTokens: number; stopIds?: Int32Array; temperature?: number; topK?: number; topP?: number; seed?: number; batchSize?: number }): Promise<Int32Array[]>;
+  generate(args: {
+    prompts: Int32Array[]; maxNewTokens: number; stopIds?: Int32Array; temperature?: number; topK?: number; topP?: number; seed?: number; batchSize?: number;
+    /** Called after each step with the prompts (their indices in `prompts`) that got a token and the tokens; may come after the promise settles. */
+    onTokens?: (prompts: Int32Array, tokens: Int32Array) => void;
+  }): Promise<Int32Array[]>;
   dispose(): void;
 }
 

@@ -512,6 +512,11 @@ export class Rag {
     private readonly temperature: number,
   ) {}
 
+  /** The corpus's size. */
+  get documents(): number {
+    return this.corpus.length;
+  }
+
   /** Embeds `corpus` with the retriever. The retriever and generator stay the caller's (dispose them yourself). */
   static async create(options: {
     retriever: Encoder;

@@ -1,17 +1,18 @@
 /**
- * An HTTP server for embeddings, re-ranking and search: `serve()` and `coltrast serve`.
+ * An HTTP server for embeddings, re-ranking, search and generation: `serve()` and `coltrast serve`.
  *
  * The routes speak the two protocols clients already have: OpenAI's (`POST /v1/embeddings`, `GET /v1/models`,
- * and the Jina / Cohere / vLLM `POST /v1/rerank`) and Hugging Face's text-embeddings-inference (`POST /embed`,
- * `/embed_all`, `/rerank`, `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over an
- * `Index`. Node's own `http` module carries them: the routes are a handful of JSON bodies, and a framework
- * would add a dependency without removing any of the code below (validation and the wire formats are ours
- * either way).
+ * the Jina / Cohere / vLLM `POST /v1/rerank`, and `/v1/chat/completions` and `/v1/completions` in
+ * lib/serve-generation.ts) and Hugging Face's text-embeddings-inference (`POST /embed`, `/embed_all`, `/rerank`,
+ * `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over an `Index` and `POST /ask` over a
+ * `Rag`. Node's own `http` module carries them: the routes are a handful of JSON bodies and one event stream, and a
+ * framework would add a dependency without removing any of the code below (validation and the wire formats are
+ * ours either way).
  *
- * Requests are batched across clients (continuous batching, as text-embeddings-inference does): texts wait in
- * a queue while the model works, and the next model call takes every waiting text that shares its options,
- * up to `maxBatchTexts`. One client alone waits for nothing; many clients share forward passes. A large
- * request is cut into pieces of `maxBatchTexts` so that small requests are not stuck behind it.
+ * Requests are batched across clients (continuous batching, as text-embeddings-inference does; BatchQueue in
+ * lib/serve-common.ts): texts wait in a queue while the model works, and the next model call takes every waiting
+ * text that shares its options, up to `maxBatchTexts`. One client alone waits for nothing; many clients share
+ * forward passes. A large request runs a piece at a time, so that small requests are not stuck behind it.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -22,7 +23,13 @@ import { Encoder, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { runtimeInfo } from './runtime';
 import { Index, type Hit } from './search-index';
-import { booleanValue, checkOptions, invalid, nonEmptyString, positiveInteger } from './validate';
+import { Generator } from './generator';
+import { Rag } from './rag';
+import { generationRoutes } from './serve-generation';
+import { checkOptions, invalid, nonEmptyString, positiveInteger } from './validate';
+import { BatchQueue, HttpError, bool, count, fields, optional, textList, type Body, type QueueStats, type Route } from './serve-common';
+
+export { BatchQueue, type QueueStats } from './serve-common';
 
 export interface ServeOptions {
   /** The embedding model: /v1/embeddings, /embed, /embed_all (and /search with `index`). */
@@ -31,6 +38,10 @@ export interface ServeOptions {
   reranker?: CrossEncoder;
   /** An index loaded with `encoder`: /search. */
   index?: Index;
+  /** A causal LM: /v1/chat/completions and /v1/completions. */
+  generator?: Generator;
+  /** A retriever, generator and corpus (Rag.create): /ask. */
+  rag?: Rag;
   /** Address to listen on (default '127.0.0.1': this machine only; '0.0.0.0' for every interface). */
   host?: string;
   /** Port (default 8080; 0: any free port, see `server.port`). */
@@ -50,6 +61,9 @@ export interface ServeOptions {
   /** The model names responses carry (default: the model folders' names). */
   modelName?: string;
   rerankerName?: string;
+  generatorName?: string;
+  /** Prompts one generation call takes from the queue, generated together (default 8). */
+  generationBatchSize?: number;
   /** Called after each request. */
   onRequest?: (entry: RequestLog) => void;
 }
@@ -63,14 +77,6 @@ export interface RequestLog {
   inputs: number;
 }
 
-/** What one queue has done: model calls, the inputs they took, and the largest call. */
-export interface QueueStats {
-  calls: number;
-  inputs: number;
-  largestCall: number;
-  waiting: number;
-}
-
 export interface Server {
   /** e.g. 'http://127.0.0.1:8080' */
   readonly url: string;
@@ -82,149 +88,9 @@ export interface Server {
 }
 
 const SERVE_KEYS = [
-  'encoder', 'reranker', 'index', 'host', 'port', 'apiKey', 'maxBatchTexts', 'batchSize', 'maxInputs', 'maxQueue', 'maxBodyBytes',
-  'modelName', 'rerankerName', 'onRequest',
+  'encoder', 'reranker', 'index', 'generator', 'rag', 'host', 'port', 'apiKey', 'maxBatchTexts', 'batchSize', 'maxInputs', 'maxQueue',
+  'maxBodyBytes', 'modelName', 'rerankerName', 'generatorName', 'generationBatchSize', 'onRequest',
 ] as const;
-
-/** An error with the HTTP status it answers with. */
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
-
-/** One request in a queue: its items, the outputs so far, and where its next piece starts. */
-interface Request<I, O> {
-  key: string;
-  items: I[];
-  out: O[];
-  resolve: (out: O[]) => void;
-  reject: (error: unknown) => void;
-}
-
-/** Items [start, end) of a request: what waits in the queue, one piece per request at a time. */
-interface Piece<I, O> {
-  request: Request<I, O>;
-  start: number;
-  end: number;
-}
-
-/**
- * Continuous batching: requests wait here while `run` works; the next call takes the oldest waiting piece and
- * every other waiting piece with the same key, up to `maxItems` items. A request larger than `maxItems` waits
- * one piece at a time, its next piece queued when the last one is done, behind the requests that came
- * meanwhile: a large request does not hold up small ones. One call at a time per queue (the model's work is
- * serialized natively anyway); beyond `maxWaiting` items, requests are refused (503) rather than queued
- * without end.
- */
-export class BatchQueue<I, O> {
-  private queue: Piece<I, O>[] = [];
-  private waiting = 0;
-  private busy = false;
-  private readonly counts = { calls: 0, inputs: 0, largestCall: 0 };
-
-  constructor(
-    private readonly run: (key: string, items: I[]) => Promise<O[]>,
-    private readonly maxItems: number,
-    private readonly maxWaiting: number,
-  ) {}
-
-  stats(): QueueStats {
-    return { ...this.counts, waiting: this.waiting };
-  }
-
-  submit(key: string, items: I[]): Promise<O[]> {
-    if (this.waiting + items.length > this.maxWaiting) {
-      return Promise.reject(
-        new HttpError(503, `the server is busy: ${this.waiting} inputs are waiting (maxQueue ${this.maxWaiting}); retry shortly`, { 'Retry-After': '1' }),
-      );
-    }
-    if (items.length === 0) return Promise.resolve([]);
-    this.waiting += items.length;
-    return new Promise<O[]>((resolve, reject) => {
-      this.enqueue({ key, items, out: new Array<O>(items.length), resolve, reject }, 0);
-      this.start();
-    });
-  }
-
-  private enqueue(request: Request<I, O>, start: number): void {
-    this.queue.push({ request, start, end: Math.min(start + this.maxItems, request.items.length) });
-  }
-
-  private start(): void {
-    if (this.busy || this.queue.length === 0) return;
-    const key = this.queue[0].request.key;
-    const group: Piece<I, O>[] = [];
-    let taken = 0;
-    this.queue = this.queue.filter((piece) => {
-      const size = piece.end - piece.start;
-      if (piece.request.key !== key || taken + size > this.maxItems) return true;
-      group.push(piece);
-      taken += size;
-      return false;
-    });
-    this.busy = true;
-    this.counts.calls++;
-    this.counts.inputs += taken;
-    this.counts.largestCall = Math.max(this.counts.largestCall, taken);
-    const items = group.flatMap(({ request, start, end }) => request.items.slice(start, end));
-    this.run(key, items)
-      .then(
-        (out) => {
-          this.waiting -= taken;
-          let offset = 0;
-          for (const { request, start, end } of group) {
-            for (let i = start; i < end; i++) request.out[i] = out[offset++];
-            if (end < request.items.length) this.enqueue(request, end);
-            else request.resolve(request.out);
-          }
-        },
-        (error) => {
-          this.waiting -= taken;
-          for (const { request, end } of group) {
-            this.waiting -= request.items.length - end; // its later pieces never run
-            request.reject(error);
-          }
-        },
-      )
-      .finally(() => {
-        this.busy = false;
-        this.start();
-      });
-  }
-}
-
-type Body = Record<string, unknown>;
-
-/** Refuses fields the route does not know, naming them and the known ones. */
-function fields(body: unknown, allowed: readonly string[]): Body {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'the request body must be a JSON object');
-  for (const key of Object.keys(body)) {
-    if (!allowed.includes(key)) throw new HttpError(400, `unknown field "${key}" (this route takes: ${allowed.join(', ')})`);
-  }
-  return body as Body;
-}
-
-/** One string or a non-empty array of strings, at most `max` of them. */
-function textList(name: string, value: unknown, max: number): string[] {
-  if (typeof value === 'string') return [value];
-  if (!Array.isArray(value)) throw new HttpError(400, `"${name}" must be a string or an array of strings`);
-  if (value.length === 0) throw new HttpError(400, `"${name}" is empty: send at least one text`);
-  if (value.length > max) throw new HttpError(400, `"${name}" holds ${value.length} texts; this server takes at most ${max} per request (maxInputs)`);
-  value.forEach((v, i) => {
-    if (typeof v === 'number' || Array.isArray(v)) throw new HttpError(400, `"${name}[${i}]": token-id input is not supported; send text`);
-    if (typeof v !== 'string') throw new HttpError(400, `"${name}[${i}]" must be a string`);
-  });
-  return value;
-}
-
-function optional<T>(body: Body, key: string, check: (name: string, value: unknown) => T): T | undefined {
-  return body[key] === undefined || body[key] === null ? undefined : check(`"${key}"`, body[key]);
-}
 
 /** The first `dimensions` entries of `v`, normalized again if `v` was (Matryoshka truncation, as OpenAI's `dimensions`). */
 function shorten(v: Float32Array, dimensions: number | undefined, renormalize: boolean): Float32Array {
@@ -265,24 +131,19 @@ interface Embedded {
   tokens: number;
 }
 
-interface Route {
-  method: 'GET' | 'POST';
-  /** 'openai' errors are { error: { message, type, code } }; 'tei' errors are { error, error_type }. */
-  style: 'openai' | 'tei';
-  handle: (body: unknown) => Promise<{ json: unknown; inputs: number; contentType?: string }>;
-}
-
 /**
  * Starts an HTTP server over loaded models (see the module comment for the routes). Resolves once it listens.
  * The caller keeps ownership of the models: dispose them after `close()`.
  */
 export async function serve(options: ServeOptions): Promise<Server> {
   const o = checkOptions('options', options, SERVE_KEYS);
-  const { encoder, reranker, index } = o;
+  const { encoder, reranker, index, generator, rag } = o;
   if (encoder !== undefined && !(encoder instanceof Encoder)) throw invalid('options.encoder', 'an Encoder', encoder);
   if (reranker !== undefined && !(reranker instanceof CrossEncoder)) throw invalid('options.reranker', 'a CrossEncoder', reranker);
   if (index !== undefined && !(index instanceof Index)) throw invalid('options.index', 'an Index', index);
-  if (!encoder && !reranker) throw new ColtrastError('INVALID_ARGUMENT', 'serve() needs options.encoder, options.reranker or both');
+  if (generator !== undefined && !(generator instanceof Generator)) throw invalid('options.generator', 'a Generator', generator);
+  if (rag !== undefined && !(rag instanceof Rag)) throw invalid('options.rag', 'a Rag (Rag.create)', rag);
+  if (!encoder && !reranker && !generator && !rag) throw new ColtrastError('INVALID_ARGUMENT', 'serve() needs a model: options.encoder, reranker, generator or rag');
   if (index && !encoder) throw new ColtrastError('INVALID_ARGUMENT', 'options.index needs options.encoder: the model the index was loaded with');
   if (reranker && reranker.numLabels !== 1) {
     throw new ColtrastError('INVALID_ARGUMENT', `options.reranker must be a one-label cross-encoder (a relevance score); this one has ${reranker.numLabels} labels`);
@@ -300,6 +161,15 @@ export async function serve(options: ServeOptions): Promise<Server> {
   if (o.onRequest !== undefined && typeof o.onRequest !== 'function') throw invalid('options.onRequest', 'a function', o.onRequest);
   const modelName = o.modelName ?? (encoder ? path.basename(encoder.modelDir) : undefined);
   const rerankerName = o.rerankerName ?? (reranker ? path.basename(reranker.modelDir) : undefined);
+  const generatorName = o.generatorName ?? (generator ? path.basename(generator.modelDir) : undefined);
+  const generation = generationRoutes({
+    generator,
+    rag,
+    generatorName,
+    batchSize: positiveInteger('options.generationBatchSize', o.generationBatchSize ?? 8),
+    maxInputs,
+    maxQueue,
+  });
 
   const embedQueue = new BatchQueue<string, Embedded>(
     async (key, texts) => {
@@ -324,7 +194,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     maxBatchTexts,
     maxQueue,
   );
-  const queues = { embed: embedQueue, rerank: rerankQueue, search: searchQueue };
+  const queues: Record<string, { stats(): QueueStats }> = { embed: embedQueue, rerank: rerankQueue, search: searchQueue, ...generation.queues };
   const metrics = new Metrics();
   const runtime = runtimeInfo();
 
@@ -367,17 +237,6 @@ export async function serve(options: ServeOptions): Promise<Server> {
     }
   };
   const embedTexts = (texts: string[], job: EmbedJob) => embedQueue.submit(JSON.stringify(job), texts);
-  const bool = (name: string, value: unknown) => {
-    try {
-      return booleanValue(name, value);
-    } catch (error) {
-      throw new HttpError(400, (error as Error).message);
-    }
-  };
-  const count = (name: string, value: unknown) => {
-    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw new HttpError(400, `${name} must be a positive integer`);
-    return value;
-  };
 
   const routes: Record<string, Route> = {
     '/health': { method: 'GET', style: 'tei', handle: async () => ({ json: { status: 'ok' }, inputs: 0 }) },
@@ -399,6 +258,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
           device: encoder?.device ?? null,
           reranker: reranker ? { model_id: rerankerName, model_dir: reranker.modelDir, max_input_length: reranker.maxSeqLength } : null,
           index: index ? { documents: index.size, late_interaction: index.lateInteraction } : null,
+          generator: generator ? { model_id: generatorName, model_dir: generator.modelDir, model_type: generator.modelType, chat_template: generator.chatTemplate !== undefined } : null,
+          rag: rag ? { retriever_dir: rag.retriever.modelDir, generator_dir: rag.generator.modelDir, documents: rag.documents } : null,
           max_batch_texts: maxBatchTexts,
           max_client_batch_size: maxInputs,
           version: runtime.version,
@@ -411,7 +272,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
       style: 'openai',
       handle: async () => ({
         inputs: 0,
-        json: { object: 'list', data: [modelName, rerankerName].filter((n) => n !== undefined).map((id) => ({ id, object: 'model', created: 0, owned_by: 'coltrast' })) },
+        json: {
+          object: 'list',
+          data: [modelName, rerankerName, generatorName].filter((n) => n !== undefined).map((id) => ({ id, object: 'model', created: 0, owned_by: 'coltrast' })),
+        },
       }),
     },
     '/v1/embeddings': {
@@ -545,6 +409,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         return { inputs: queries.length, json: { results: queries.map((query, i) => ({ query, hits: hits[i] })) } };
       },
     },
+    ...generation.routes,
     '/metrics': {
       method: 'GET',
       style: 'tei',
@@ -564,24 +429,46 @@ export async function serve(options: ServeOptions): Promise<Server> {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const route = routes[url.pathname];
     let inputs = 0;
-    const reply = (status: number, payload: unknown, headers: Record<string, string> = {}, contentType = 'application/json') => {
-      const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
-      res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), ...headers });
-      res.end(text);
+    const log = (status: number) => {
       const milliseconds = Number(process.hrtime.bigint() - started) / 1e6;
       metrics.record(route ? url.pathname : 'other', status, milliseconds / 1000);
       o.onRequest?.({ method: req.method ?? '', path: url.pathname, status, milliseconds, inputs });
     };
-    const fail = (error: unknown) => {
+    const reply = (status: number, payload: unknown, headers: Record<string, string> = {}, contentType = 'application/json') => {
+      const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
+      res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), ...headers });
+      res.end(text);
+      log(status);
+    };
+    const errorOf = (error: unknown) => {
       const status = error instanceof HttpError ? error.status : error instanceof ColtrastError && error.code === 'INVALID_ARGUMENT' ? 400 : 500;
       const message = error instanceof Error ? error.message : String(error);
       const type = status === 401 ? 'authentication_error' : status >= 500 ? (status === 503 ? 'overloaded' : 'server_error') : 'invalid_request_error';
       const payload = route?.style === 'openai' ? { error: { message, type, param: null, code: status } } : { error: message, error_type: type };
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
+      return { status, payload };
+    };
+    const fail = (error: unknown) => {
+      const { status, payload } = errorOf(error);
       reply(status, payload, error instanceof HttpError ? error.headers : {});
+    };
+    /** Server-sent events, as OpenAI streams: `data: <JSON>` each, then `data: [DONE]`; an error midway is an event too. */
+    const stream = async (events: (send: (data: unknown) => void, closed: () => boolean) => Promise<number>) => {
+      let closed = false;
+      res.on('close', () => (closed = true));
+      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+      const send = (data: unknown) => {
+        if (!closed) res.write(`data: ${JSON.stringify(data)}\n\n`);
+      };
+      let status = 200;
+      try {
+        inputs = await events(send, () => closed);
+      } catch (error) {
+        const e = errorOf(error);
+        status = e.status;
+        send(e.payload);
+      }
+      if (!closed) res.end('data: [DONE]\n\n');
+      log(status);
     };
     if (!route) {
       req.resume();
@@ -609,6 +496,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
           }
         }
         const result = await route.handle(body);
+        if ('events' in result) return stream(result.events);
         inputs = result.inputs;
         reply(200, result.json, {}, result.contentType);
       })

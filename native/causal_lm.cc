@@ -3,9 +3,11 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <set>
 
@@ -77,18 +79,29 @@ int64_t sampleToken(torch::Tensor logits, const Sampling& s, at::Generator& gene
 
 class GenerateWorker : public PromiseWorker {
  public:
+  // `onTokens` (optional): called on the JS thread after each step with (prompt indices, tokens), an Int32Array
+  // each: the tokens the step added. Calls may arrive after the promise settles; the caller reconciles with the
+  // result (lib/generator.ts).
   GenerateWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> model, std::vector<std::vector<int64_t>> prompts, int64_t maxNew,
-                 std::set<int64_t> stop, Sampling sampling, int64_t batchSize)
+                 std::set<int64_t> stop, Sampling sampling, int64_t batchSize, Napi::Function onTokens)
       : PromiseWorker(env, model->device),
         model_(std::move(model)),
         prompts_(std::move(prompts)),
         maxNew_(maxNew),
         stop_(std::move(stop)),
         sampling_(sampling),
-        batchSize_(batchSize) {}
+        batchSize_(batchSize),
+        streaming_(!onTokens.IsEmpty()) {
+    if (streaming_) onTokens_ = Napi::ThreadSafeFunction::New(env, onTokens, "coltrast generate onTokens", 0, 1);
+  }
 
  protected:
   void compute() override {
+    // The stream ends with the work, however it ends: its last calls are queued, and the event loop may exit after them.
+    struct Release {
+      GenerateWorker* worker;
+      ~Release() { worker->endStream(); }
+    } release{this};
     torch::NoGradGuard noGrad;
     auto* decoder = dynamic_cast<DecoderModel*>(model_->model.get());
     if (!decoder) throw unsupportedError("generation needs a decoder model (" + model_->model->modelType() + " is an encoder)");
@@ -140,6 +153,7 @@ class GenerateWorker : public PromiseWorker {
       } else {
         for (size_t a = 0; a < active.size(); ++a) next[a] = sampleToken(logits[static_cast<int64_t>(a)], sampling_, generator);
       }
+      if (streaming_) stream(start, active, next);
       std::vector<int64_t> keep, kept, keptNext;
       for (size_t a = 0; a < active.size(); ++a) {
         const int64_t r = active[a];
@@ -170,6 +184,37 @@ class GenerateWorker : public PromiseWorker {
       keyMask = torch::cat({keyMask, torch::ones({count, 1}, keyMask.options())}, 1);
     }
   }
+  ~GenerateWorker() override { endStream(); }
+
+  void endStream() {
+    if (streaming_.exchange(false)) onTokens_.Release();
+  }
+
+  // Hands the step's tokens to the JS thread: [prompt index, token] pairs, the prompt indices the worker's own.
+  void stream(size_t start, const std::vector<int64_t>& active, const std::vector<int64_t>& next) {
+    auto* pairs = new std::vector<int32_t>();
+    for (size_t a = 0; a < active.size(); ++a) {
+      pairs->push_back(static_cast<int32_t>(start + static_cast<size_t>(active[a])));
+      pairs->push_back(static_cast<int32_t>(next[a]));
+    }
+    const napi_status status = onTokens_.NonBlockingCall(pairs, [](Napi::Env env, Napi::Function callback, std::vector<int32_t>* data) {
+      std::unique_ptr<std::vector<int32_t>> owned(data);
+      if (env == nullptr) return;  // the environment is going away
+      const size_t n = owned->size() / 2;
+      auto indices = Napi::Int32Array::New(env, n), tokens = Napi::Int32Array::New(env, n);
+      for (size_t i = 0; i < n; ++i) {
+        indices[i] = (*owned)[2 * i];
+        tokens[i] = (*owned)[2 * i + 1];
+      }
+      try {
+        callback.Call({indices, tokens});
+      } catch (const Napi::Error&) {
+        // The JS side catches its own errors (lib/generator.ts); nothing to hand one to here.
+      }
+    });
+    if (status != napi_ok) delete pairs;
+  }
+
   Napi::Value result(Napi::Env env) override {
     auto list = Napi::Array::New(env, outputs_.size());
     for (size_t i = 0; i < outputs_.size(); ++i) {
@@ -187,6 +232,8 @@ class GenerateWorker : public PromiseWorker {
   std::set<int64_t> stop_;
   Sampling sampling_;
   int64_t batchSize_;
+  std::atomic<bool> streaming_;
+  Napi::ThreadSafeFunction onTokens_;
   std::vector<std::vector<int32_t>> outputs_;
 };
 
@@ -255,8 +302,10 @@ Napi::Value generateCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, co
     sampling.seed = static_cast<uint64_t>(seed);
     const double batchSize = numberOr(args, "batchSize", 8);
     if (!(batchSize >= 1) || batchSize != std::floor(batchSize)) throw invalidArgument("batchSize must be a positive integer");
+    const Napi::Value onTokens = args.Get("onTokens");
+    if (!onTokens.IsUndefined() && !onTokens.IsFunction()) throw invalidArgument("onTokens must be a function");
     return (new GenerateWorker(env, std::move(model), std::move(prompts), static_cast<int64_t>(maxNew), std::move(stop), sampling,
-                               static_cast<int64_t>(batchSize)))
+                               static_cast<int64_t>(batchSize), onTokens.IsFunction() ? onTokens.As<Napi::Function>() : Napi::Function()))
         ->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});

@@ -19,7 +19,7 @@ const root = path.resolve(__dirname, '..');
 const python = process.env.COLTRAST_ST_PYTHON || path.join(root, 'build', 'pyenv', 'bin', 'python');
 const LEFT_OUT = [
   'binary', 'pack', 'cuda-compile', 'torch2-compile', 'cuda-emulator',
-  'python-interop', 'hub', 'bm25-check', 'ir-metrics-check', 'files', 'progress', 'bench', 'compare-gpu', 'serve',
+  'python-interop', 'hub', 'bm25-check', 'ir-metrics-check', 'files', 'progress', 'bench', 'compare-gpu', 'serve', 'serve-generation',
 ];
 
 function fail(message) {

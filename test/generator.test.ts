@@ -154,6 +154,49 @@ test('a generator saves as a *ForCausalLM folder (lm_head only when untied) and 
   }
 });
 
+for (const name of ['qwen3', 'llama']) {
+  test(`${name}: streamed text (onText) comes in order, piece by piece, and joins to each prompt's text`, async (t) => {
+    const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
+    for (const [batchSize, options] of [
+      [1, {}],
+      [4, {}],
+      [3, { temperature: 0.9, seed: 5 }],
+    ] as const) {
+      const pieces: string[][] = PROMPTS.map(() => []);
+      const order: number[] = [];
+      const out = await generator.generate(PROMPTS, {
+        maxNewTokens: REFERENCE.maxNewTokens,
+        batchSize,
+        ...options,
+        onText: (i, text) => {
+          pieces[i].push(text);
+          order.push(i);
+        },
+      });
+      const plain = await generator.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens, batchSize, ...options });
+      out.forEach((g, i) => {
+        t.deepEqual(g.tokenIds, plain[i].tokenIds, 'streaming changes nothing generated');
+        t.is(pieces[i].join(''), g.text, `batch ${batchSize}, prompt ${i}`);
+        t.true(pieces[i].every((p) => p.length > 0));
+      });
+      // Pieces come while generating, not all at the end: more than one per prompt, and prompts of one batch interleaved.
+      t.true(pieces.filter((p) => p.length > 1).length >= PROMPTS.length / 2, JSON.stringify(pieces.map((p) => p.length)));
+      if (batchSize > 1) t.true(order.some((p, k) => k > 0 && p !== order[k - 1] && order.slice(k + 1).includes(order[k - 1])));
+    }
+    // An error thrown by onText rejects generate() once generation ends; the model goes on working.
+    const failing = generator.generate(PROMPTS.slice(0, 2), {
+      maxNewTokens: 4,
+      onText: () => {
+        throw new Error('client went away');
+      },
+    });
+    await t.throwsAsync(failing, { message: 'client went away' });
+    t.is((await generator.generate([PROMPTS[0]], { maxNewTokens: 3 }))[0].tokenIds.length, 3);
+    t.regex((await rejection(() => generator.generate(['a'], { onText: 'yes' as never }))).message, /options\.onText must be a function/);
+    generator.dispose();
+  });
+}
+
 test('Generator errors: encoders, a missing lm_head, too-long or empty input, bad options', async (t) => {
   const encoder = await rejection(() => Generator.load(FIXTURE, { device: 'cpu' }));
   t.is(encoder.code, 'UNSUPPORTED_MODEL');

@@ -375,7 +375,7 @@ test('routes without their model say which flag starts the server with one; a mu
 
 test('serve() refuses bad options before listening, and a port in use', async (t) => {
   const cases: [object, RegExp][] = [
-    [{}, /needs options\.encoder, options\.reranker or both/],
+    [{}, /serve\(\) needs a model: options\.encoder, reranker, generator or rag/],
     [{ encoder: enc, port: 70000 }, /options\.port must be an integer port from 0 to 65535/],
     [{ index, reranker: ce }, /options\.index needs options\.encoder/],
     [{ encoder: enc, maxInputs: 10, maxQueue: 5 }, /options\.maxQueue \(5\) must be at least options\.maxInputs \(10\)/],
@@ -422,8 +422,7 @@ test('coltrast serve refuses contradictory flags with exit status 2', async (t) 
       child.on('exit', (code) => resolve({ code, stderr }));
     });
   for (const [args, message] of [
-    [['--no-model'], /--no-model needs --reranker/],
-    [['--no-model', '--reranker', CE, '--model', FIXTURE], /--no-model serves a reranker alone/],
+    [['--no-model', '--reranker', CE, '--model', FIXTURE], /--no-model serves a reranker or a generator alone/],
     [['--port', '99999'], /--port must be an integer from 0 to 65535/],
     [['--model', FIXTURE, '--max-batch', '0'], /--max-batch must be a positive integer/],
     [['--model', FIXTURE, '--bogus'], /Unknown option '--bogus'/],

@@ -1,0 +1,319 @@
+/**
+ * The server's generation routes (lib/serve.ts): OpenAI's `POST /v1/chat/completions` and `POST /v1/completions`
+ * over a `Generator`, streamed as server-sent events when asked (`stream: true`), and coltrast's `POST /ask` over a
+ * `Rag` (ContextFlow: retrieve, generate from each document, keep the likeliest answer). Requests with the same
+ * sampling settings share a model call, one generation batch at most.
+ */
+import { randomInt, randomUUID } from 'node:crypto';
+import type { Generated, Generator, Prompt } from './generator';
+import type { Rag, RagAnswer } from './rag';
+import { BatchQueue, HttpError, bool, count, fields, optional, textList, type Body, type Route } from './serve-common';
+
+export interface GenerationServing {
+  generator?: Generator;
+  rag?: Rag;
+  generatorName?: string;
+  /** Prompts one model call takes (its generation batch). */
+  batchSize: number;
+  maxInputs: number;
+  maxQueue: number;
+}
+
+interface GenerationItem {
+  prompt: Prompt;
+  /** The prompt's streamed text, as it comes. */
+  onText?: (text: string) => void;
+}
+
+interface Sampling {
+  maxNewTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  /** null: a fresh random seed for each model call (OpenAI's behaviour); a number: that seed. */
+  seed: number | null;
+}
+
+const IGNORED_IF_DEFAULT: [string, unknown][] = [
+  ['frequency_penalty', 0],
+  ['presence_penalty', 0],
+  ['n', 1],
+  ['logprobs', false],
+  ['echo', false],
+];
+
+/** OpenAI's fields that coltrast takes at their default only: anything else is refused, not silently ignored. */
+function defaultsOnly(body: Body): void {
+  for (const [key, value] of IGNORED_IF_DEFAULT) {
+    const given = body[key];
+    if (given !== undefined && given !== null && given !== value) throw new HttpError(400, `"${key}": ${JSON.stringify(given)} is not supported (only ${JSON.stringify(value)})`);
+  }
+  if (body.logit_bias !== undefined && body.logit_bias !== null && Object.keys(body.logit_bias as object).length > 0) throw new HttpError(400, '"logit_bias" is not supported');
+}
+
+function sampling(body: Body, defaultMaxTokens: number): Sampling {
+  const maxTokens = optional(body, 'max_completion_tokens', count) ?? optional(body, 'max_tokens', count) ?? defaultMaxTokens;
+  const number = (name: string, value: unknown, ok: (x: number) => boolean, expected: string) => {
+    if (typeof value !== 'number' || !Number.isFinite(value) || !ok(value)) throw new HttpError(400, `${name} must be ${expected}`);
+    return value;
+  };
+  return {
+    maxNewTokens: maxTokens,
+    temperature: optional(body, 'temperature', (n, v) => number(n, v, (x) => x >= 0 && x <= 2, 'a number from 0 to 2')) ?? 0,
+    topP: optional(body, 'top_p', (n, v) => number(n, v, (x) => x > 0 && x <= 1, 'a number in (0, 1]')) ?? 1,
+    topK: optional(body, 'top_k', (n, v) => number(n, v, (x) => Number.isInteger(x) && x >= -1, 'an integer >= 0 (0 or -1: no cut)')) ?? 0,
+    seed: optional(body, 'seed', (n, v) => number(n, v, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0')) ?? null,
+  };
+}
+
+function stopStrings(body: Body): string[] {
+  const stop = body.stop;
+  if (stop === undefined || stop === null) return [];
+  const list = typeof stop === 'string' ? [stop] : stop;
+  if (!Array.isArray(list) || list.length > 4 || list.some((s) => typeof s !== 'string' || s.length === 0)) {
+    throw new HttpError(400, '"stop" must be a non-empty string or an array of up to 4 of them');
+  }
+  return list as string[];
+}
+
+function streamOptions(body: Body): { stream: boolean; includeUsage: boolean } {
+  const stream = optional(body, 'stream', bool) ?? false;
+  const options = body.stream_options;
+  if (options === undefined || options === null) return { stream, includeUsage: false };
+  if (!stream) throw new HttpError(400, '"stream_options" is for "stream": true');
+  const o = fields(options, ['include_usage']);
+  return { stream, includeUsage: optional(o, 'include_usage', bool) ?? false };
+}
+
+/**
+ * One choice's text with `stops` applied: text is handed on as it comes, except what could still be the start of a
+ * stop string; at the first stop string the text ends there (the model's own generation goes on to its end, unseen).
+ */
+class StopFilter {
+  private text = '';
+  private given = 0;
+  stopped = false;
+  private readonly holdBack: number;
+
+  constructor(
+    private readonly stops: string[],
+    private readonly onText: (text: string) => void,
+  ) {
+    this.holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
+  }
+
+  push(piece: string): void {
+    if (this.stopped) return;
+    this.text += piece;
+    const at = this.firstStop();
+    if (at >= 0) {
+      this.stopped = true;
+      this.give(at);
+    } else {
+      this.give(this.text.length - this.holdBack);
+    }
+  }
+
+  /** The end of generation: the rest of the text, unless a stop string came first. */
+  end(): void {
+    if (!this.stopped) this.give(this.text.length);
+  }
+
+  private firstStop(): number {
+    const found = this.stops.map((s) => this.text.indexOf(s)).filter((i) => i >= 0);
+    return found.length ? Math.min(...found) : -1;
+  }
+
+  private give(upTo: number): void {
+    if (upTo > this.given) {
+      this.onText(this.text.slice(this.given, upTo));
+      this.given = upTo;
+    }
+  }
+}
+
+/** The final text of a generation with `stops` applied, and why it ended. */
+function finished(g: Generated, stops: string[]): { text: string; finishReason: 'stop' | 'length' } {
+  const found = stops.map((s) => g.text.indexOf(s)).filter((i) => i >= 0);
+  return found.length ? { text: g.text.slice(0, Math.min(...found)), finishReason: 'stop' } : { text: g.text, finishReason: g.finishReason };
+}
+
+function messagesOf(value: unknown): Prompt {
+  if (!Array.isArray(value) || value.length === 0) throw new HttpError(400, '"messages" must be a non-empty array of { role, content }');
+  return value.map((m, i) => {
+    if (m === null || typeof m !== 'object' || typeof m.role !== 'string') throw new HttpError(400, `"messages[${i}]" must be an object with a "role" string`);
+    let content = m.content;
+    // OpenAI's content parts: text parts only.
+    if (Array.isArray(content)) {
+      content = content
+        .map((part: unknown, j: number) => {
+          const p = part as { type?: unknown; text?: unknown };
+          if (p?.type !== 'text' || typeof p.text !== 'string') throw new HttpError(400, `"messages[${i}].content[${j}]": only text parts are supported`);
+          return p.text;
+        })
+        .join('');
+    }
+    if (typeof content !== 'string') throw new HttpError(400, `"messages[${i}].content" must be a string (or an array of text parts)`);
+    return { role: m.role, content };
+  });
+}
+
+/** The routes and their queues, for the models given. */
+export function generationRoutes(s: GenerationServing): { routes: Record<string, Route>; queues: Record<string, BatchQueue<unknown, unknown>> } {
+  const { generator, rag } = s;
+  const generateQueue = new BatchQueue<GenerationItem, Generated>(
+    async (key, items) => {
+      const o = JSON.parse(key) as Sampling;
+      return generator!.generate(
+        items.map((i) => i.prompt),
+        {
+          maxNewTokens: o.maxNewTokens,
+          temperature: o.temperature,
+          topP: o.topP,
+          topK: Math.max(0, o.topK),
+          seed: o.seed ?? randomInt(2 ** 47),
+          batchSize: s.batchSize,
+          ...(items.some((i) => i.onText) && { onText: (index: number, text: string) => items[index].onText?.(text) }),
+        },
+      );
+    },
+    s.batchSize,
+    s.maxQueue,
+  );
+  const askQueue = new BatchQueue<string, RagAnswer>(
+    async (key, questions) => rag!.answer(questions, JSON.parse(key) as { k: number; maxNewTokens: number }),
+    s.batchSize,
+    s.maxQueue,
+  );
+  const needGenerator = (route: string): Generator => {
+    if (!generator) throw new HttpError(404, `${route} needs a causal language model: start the server with one (coltrast serve --generator <dir|hub id>)`);
+    return generator;
+  };
+  const created = () => Math.floor(Date.now() / 1000);
+
+  /** Generates for `prompts`, as one response or as a stream of chunks made by `chunk`. */
+  const complete = async (
+    body: Body,
+    prompts: Prompt[],
+    defaultMaxTokens: number,
+    shape: {
+      id: string;
+      object: string;
+      chunkObject: string;
+      choice: (index: number, text: string, finishReason: string | null) => unknown;
+      delta: (index: number, text: string | null, finishReason: string | null, first: boolean) => unknown;
+    },
+  ) => {
+    defaultsOnly(body);
+    const options = sampling(body, defaultMaxTokens);
+    const stops = stopStrings(body);
+    const { stream, includeUsage } = streamOptions(body);
+    const key = JSON.stringify(options);
+    const base = { id: shape.id, created: created(), model: s.generatorName };
+    const usage = (out: Generated[]) => {
+      const prompt = out.reduce((sum, g) => sum + g.promptTokens, 0);
+      const completion = out.reduce((sum, g) => sum + g.tokenIds.length, 0);
+      return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+    };
+    if (!stream) {
+      const out = await generateQueue.submit(key, prompts.map((prompt) => ({ prompt })));
+      return {
+        inputs: prompts.length,
+        json: {
+          ...base,
+          object: shape.object,
+          choices: out.map((g, i) => {
+            const f = finished(g, stops);
+            return shape.choice(i, f.text, f.finishReason);
+          }),
+          usage: usage(out),
+        },
+      };
+    }
+    return {
+      events: async (send: (data: unknown) => void) => {
+        const chunk = (choices: unknown[]) => send({ ...base, object: shape.chunkObject, choices });
+        prompts.forEach((_, i) => chunk([shape.delta(i, null, null, true)]));
+        const filters = prompts.map((_, i) => new StopFilter(stops, (text) => chunk([shape.delta(i, text, null, false)])));
+        const out = await generateQueue.submit(
+          key,
+          prompts.map((prompt, i) => ({ prompt, onText: (text: string) => filters[i].push(text) })),
+        );
+        out.forEach((g, i) => {
+          filters[i].end();
+          chunk([shape.delta(i, null, filters[i].stopped ? 'stop' : finished(g, stops).finishReason, false)]);
+        });
+        if (includeUsage) send({ ...base, object: shape.chunkObject, choices: [], usage: usage(out) });
+        return prompts.length;
+      },
+    };
+  };
+
+  const routes: Record<string, Route> = {
+    '/v1/chat/completions': {
+      method: 'POST',
+      style: 'openai',
+      handle: async (raw) => {
+        const model = needGenerator('/v1/chat/completions');
+        if (model.chatTemplate === undefined) {
+          throw new HttpError(400, `the generator ${s.generatorName ?? model.modelDir} has no chat template (tokenizer_config.json's chat_template or chat_template.jinja): send text to /v1/completions`);
+        }
+        const body = fields(raw, [
+          'model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'stop', 'stream', 'stream_options',
+          'n', 'user', 'frequency_penalty', 'presence_penalty', 'logit_bias', 'logprobs',
+        ]);
+        const messages = messagesOf(body.messages);
+        return complete(body, [messages], 256, {
+          id: `chatcmpl-${randomUUID()}`,
+          object: 'chat.completion',
+          chunkObject: 'chat.completion.chunk',
+          choice: (index, content, finishReason) => ({ index, message: { role: 'assistant', content }, logprobs: null, finish_reason: finishReason }),
+          delta: (index, content, finishReason, first) => ({
+            index,
+            delta: first ? { role: 'assistant', content: '' } : content === null ? {} : { content },
+            logprobs: null,
+            finish_reason: finishReason,
+          }),
+        });
+      },
+    },
+    '/v1/completions': {
+      method: 'POST',
+      style: 'openai',
+      handle: async (raw) => {
+        needGenerator('/v1/completions');
+        const body = fields(raw, [
+          'model', 'prompt', 'max_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'stop', 'stream', 'stream_options', 'n', 'user', 'echo',
+          'logprobs', 'frequency_penalty', 'presence_penalty', 'logit_bias',
+        ]);
+        if (body.prompt === undefined) throw new HttpError(400, 'missing field "prompt": a string or an array of strings');
+        const prompts = textList('prompt', body.prompt, s.maxInputs);
+        return complete(body, prompts, 16, {
+          id: `cmpl-${randomUUID()}`,
+          object: 'text_completion',
+          chunkObject: 'text_completion',
+          choice: (index, text, finishReason) => ({ index, text, logprobs: null, finish_reason: finishReason }),
+          // A completion stream has no role chunk: its first event carries text already.
+          delta: (index, text, finishReason, first) => (first ? { index, text: '', logprobs: null, finish_reason: null } : { index, text: text ?? '', logprobs: null, finish_reason: finishReason }),
+        });
+      },
+    },
+    '/ask': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw) => {
+        if (!rag) throw new HttpError(404, '/ask needs a generator and a corpus: start the server with them (coltrast serve --generator <dir|hub id> --corpus <file>)');
+        const body = fields(raw, ['question', 'k', 'max_new_tokens']);
+        if (body.question === undefined) throw new HttpError(400, 'missing field "question": a string or an array of strings');
+        const questions = textList('question', body.question, s.maxInputs);
+        const key = JSON.stringify({ k: optional(body, 'k', count) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', count) ?? 64 });
+        const answers = await askQueue.submit(key, questions);
+        return {
+          inputs: questions.length,
+          json: { answers: answers.map((a, i) => ({ question: questions[i], answer: a.answer, log_likelihood: a.logLikelihood, sources: a.sources })) },
+        };
+      },
+    },
+  };
+  return { routes, queues: { generate: generateQueue as BatchQueue<unknown, unknown>, ask: askQueue as BatchQueue<unknown, unknown> } };
+}

@@ -1,0 +1,256 @@
+// coltrast serve's generation routes: /v1/chat/completions and /v1/completions against Generator.generate (the
+// tiny random Llama and Qwen3 of test/fixtures/tiny-causal-lms), streamed and not, through OpenAI's own Node client
+// too; stop strings; /ask against Rag.answer; the refusals; the CLI's flags. The tests that compare outputs run
+// serially: requests of two tests could share a model call.
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { Encoder, Generator, Rag, serve, type Server } from '../lib';
+import { FIXTURE } from './helpers/fixture';
+
+const ROOT = path.resolve(__dirname, '..');
+const CLI = path.join(ROOT, 'dist', 'cli.js');
+const LLAMA = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'llama'); // has a chat template
+const QWEN3 = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'qwen3'); // has none
+const MESSAGES = [
+  { role: 'system', content: 'be brief' },
+  { role: 'user', content: 'which model searches text fast?' },
+];
+const CORPUS = ['The cat sat on the mat.', 'A library for training embedding models in node.', 'Paris is the capital of France.', 'GPU kernels make search fast.'];
+
+let generator: Generator;
+let retriever: Encoder;
+let rag: Rag;
+let server: Server;
+
+test.before(async () => {
+  generator = await Generator.load(LLAMA, { device: 'cpu' });
+  retriever = await Encoder.load(FIXTURE, { device: 'cpu' });
+  rag = await Rag.create({ retriever, generator, corpus: CORPUS });
+  server = await serve({ generator, rag, port: 0, generatorName: 'tiny-llama' });
+});
+
+test.after.always(async () => {
+  await server?.close();
+  generator?.dispose();
+  retriever?.dispose();
+});
+
+async function post(url: string, body: unknown): Promise<{ status: number; json: any }> {
+  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } });
+  return { status: res.status, json: await res.json() };
+}
+
+/** The events of a server-sent-events response: each `data:` line's JSON, and whether it ended with [DONE]. */
+async function events(url: string, body: unknown): Promise<{ events: any[]; done: boolean; contentType: string | null }> {
+  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } });
+  const text = await res.text();
+  const data = text
+    .split('\n\n')
+    .filter((block) => block.startsWith('data: '))
+    .map((block) => block.slice('data: '.length));
+  const done = data[data.length - 1] === '[DONE]';
+  return { events: data.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d)), done, contentType: res.headers.get('content-type') };
+}
+
+test.serial('/v1/chat/completions answers as Generator.generate does with the chat template, with OpenAI usage counts', async (t) => {
+  const [expected] = await generator.generate([MESSAGES], { maxNewTokens: 12 });
+  const { status, json } = await post(`${server.url}/v1/chat/completions`, { model: 'x', messages: MESSAGES, max_tokens: 12 });
+  t.is(status, 200);
+  t.is(json.object, 'chat.completion');
+  t.regex(json.id, /^chatcmpl-/);
+  t.is(json.model, 'tiny-llama');
+  t.deepEqual(json.choices, [{ index: 0, message: { role: 'assistant', content: expected.text }, logprobs: null, finish_reason: expected.finishReason }]);
+  t.deepEqual(json.usage, { prompt_tokens: expected.promptTokens, completion_tokens: expected.tokenIds.length, total_tokens: expected.promptTokens + expected.tokenIds.length });
+  // max_completion_tokens is the newer name of max_tokens; content parts of type text are joined.
+  const parts = await post(`${server.url}/v1/chat/completions`, {
+    messages: [MESSAGES[0], { role: 'user', content: [{ type: 'text', text: 'which model searches ' }, { type: 'text', text: 'text fast?' }] }],
+    max_completion_tokens: 12,
+  });
+  t.is(parts.json.choices[0].message.content, expected.text);
+});
+
+test.serial("OpenAI's Node client: chat completions, plain and streamed, equal generate()'s text", async (t) => {
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+  const [expected] = await generator.generate([MESSAGES], { maxNewTokens: 16 });
+  const plain = await client.chat.completions.create({ model: 'tiny-llama', messages: MESSAGES as any, max_tokens: 16 });
+  t.is(plain.choices[0].message.content, expected.text);
+  const stream = await client.chat.completions.create({ model: 'tiny-llama', messages: MESSAGES as any, max_tokens: 16, stream: true, stream_options: { include_usage: true } });
+  const deltas: string[] = [];
+  let finish: string | null = null;
+  let usage: any;
+  for await (const chunk of stream) {
+    if (chunk.usage) usage = chunk.usage;
+    for (const choice of chunk.choices) {
+      if (choice.delta.content) deltas.push(choice.delta.content);
+      if (choice.finish_reason) finish = choice.finish_reason;
+    }
+  }
+  t.true(deltas.length > 1, 'the text comes in pieces');
+  t.is(deltas.join(''), expected.text);
+  t.is(finish, expected.finishReason);
+  t.is(usage.completion_tokens, expected.tokenIds.length);
+  // Sampled with a seed: what generate() gives with that seed.
+  const [sampled] = await generator.generate([MESSAGES], { maxNewTokens: 16, temperature: 0.8, seed: 7 });
+  const seeded = await client.chat.completions.create({ model: 'tiny-llama', messages: MESSAGES as any, max_tokens: 16, temperature: 0.8, seed: 7 });
+  t.is(seeded.choices[0].message.content, sampled.text);
+});
+
+test.serial('/v1/completions: several prompts, plain and streamed, each choice its prompt\'s continuation', async (t) => {
+  const prompts = ['model text search', 'a tiny random', 'node library'];
+  const expected = await generator.generate(prompts, { maxNewTokens: 6 });
+  const { json } = await post(`${server.url}/v1/completions`, { prompt: prompts, max_tokens: 6 });
+  t.is(json.object, 'text_completion');
+  t.deepEqual(
+    json.choices,
+    expected.map((g, index) => ({ index, text: g.text, logprobs: null, finish_reason: g.finishReason })),
+  );
+  t.is(json.usage.completion_tokens, expected.reduce((s, g) => s + g.tokenIds.length, 0));
+  const streamed = await events(`${server.url}/v1/completions`, { prompt: prompts, max_tokens: 6, stream: true });
+  t.regex(streamed.contentType ?? '', /^text\/event-stream/);
+  t.true(streamed.done);
+  const texts = prompts.map(() => '');
+  const finishes: (string | null)[] = prompts.map(() => null);
+  for (const e of streamed.events) {
+    for (const c of e.choices) {
+      texts[c.index] += c.text;
+      if (c.finish_reason) finishes[c.index] = c.finish_reason;
+    }
+  }
+  t.deepEqual(
+    texts,
+    expected.map((g) => g.text),
+  );
+  t.deepEqual(
+    finishes,
+    expected.map((g) => g.finishReason),
+  );
+  // Default: 16 new tokens, OpenAI's default for completions.
+  const short = await post(`${server.url}/v1/completions`, { prompt: prompts[0] });
+  t.is(short.json.usage.completion_tokens, (await generator.generate([prompts[0]], { maxNewTokens: 16 }))[0].tokenIds.length);
+});
+
+test.serial('stop strings end the text before them, plain and streamed, with finish_reason "stop"', async (t) => {
+  const [full] = await generator.generate([MESSAGES], { maxNewTokens: 16 });
+  const words = full.text.trim().split(/\s+/);
+  t.true(words.length >= 3, full.text);
+  const stop = ` ${words[2]}`;
+  const cut = full.text.slice(0, full.text.indexOf(stop));
+  const plain = await post(`${server.url}/v1/chat/completions`, { messages: MESSAGES, max_tokens: 16, stop: [stop, 'never appears'] });
+  t.is(plain.json.choices[0].message.content, cut);
+  t.is(plain.json.choices[0].finish_reason, 'stop');
+  const streamed = await events(`${server.url}/v1/chat/completions`, { messages: MESSAGES, max_tokens: 16, stop });
+  t.is(streamed.events.length, 0, 'without stream: true a response is one JSON body');
+  const sse = await events(`${server.url}/v1/chat/completions`, { messages: MESSAGES, max_tokens: 16, stop, stream: true });
+  const text = sse.events.map((e) => e.choices[0]?.delta?.content ?? '').join('');
+  t.is(text, cut);
+  t.is(sse.events[sse.events.length - 1].choices[0].finish_reason, 'stop');
+});
+
+test.serial('/ask answers as Rag.answer does, with its sources', async (t) => {
+  const questions = ['what is the capital of France?', 'which library trains embedding models?'];
+  const expected = await rag.answer(questions, { k: 2, maxNewTokens: 5 });
+  const { status, json } = await post(`${server.url}/ask`, { question: questions, k: 2, max_new_tokens: 5 });
+  t.is(status, 200);
+  t.deepEqual(
+    json.answers,
+    expected.map((a, i) => ({ question: questions[i], answer: a.answer, log_likelihood: a.logLikelihood, sources: a.sources })),
+  );
+});
+
+test.serial('concurrent chat requests share model calls and each gets its own answer', async (t) => {
+  const prompts = ['model', 'search query', 'tiny bert', 'node', 'gpu kernel fast', 'cat dog'].map((q) => [{ role: 'user', content: q }]);
+  const expected = await Promise.all(prompts.map(async (m) => (await generator.generate([m], { maxNewTokens: 8 }))[0].text));
+  const before = server.stats().generate;
+  const answers = await Promise.all(prompts.map((messages) => post(`${server.url}/v1/chat/completions`, { messages, max_tokens: 8 })));
+  t.deepEqual(
+    answers.map((a) => a.json.choices[0].message.content),
+    expected,
+  );
+  const after = server.stats().generate;
+  t.is(after.inputs - before.inputs, 6);
+  t.true(after.largestCall <= 8, 'a call takes at most one generation batch');
+});
+
+test('bad generation requests get a status and a message that names the problem', async (t) => {
+  const chat = '/v1/chat/completions';
+  const cases: [string, unknown, number, RegExp][] = [
+    [chat, {}, 400, /"messages" must be a non-empty array/],
+    [chat, { messages: [{ content: 'hi' }] }, 400, /"messages\[0\]" must be an object with a "role" string/],
+    [chat, { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: {} }] }] }, 400, /only text parts are supported/],
+    [chat, { messages: MESSAGES, n: 2 }, 400, /"n": 2 is not supported \(only 1\)/],
+    [chat, { messages: MESSAGES, presence_penalty: 0.5 }, 400, /"presence_penalty": 0\.5 is not supported/],
+    [chat, { messages: MESSAGES, logit_bias: { '5': 10 } }, 400, /"logit_bias" is not supported/],
+    [chat, { messages: MESSAGES, temperature: 3 }, 400, /"temperature" must be a number from 0 to 2/],
+    [chat, { messages: MESSAGES, top_p: 0 }, 400, /"top_p" must be a number in \(0, 1\]/],
+    [chat, { messages: MESSAGES, max_tokens: 0 }, 400, /"max_tokens" must be a positive integer/],
+    [chat, { messages: MESSAGES, stop: ['a', 'b', 'c', 'd', 'e'] }, 400, /"stop" must be a non-empty string or an array of up to 4/],
+    [chat, { messages: MESSAGES, stream_options: { include_usage: true } }, 400, /"stream_options" is for "stream": true/],
+    [chat, { messages: MESSAGES, tools: [] }, 400, /unknown field "tools"/],
+    ['/v1/completions', { prompt: [] }, 400, /"prompt" is empty/],
+    ['/v1/completions', { prompt: 'a', echo: true }, 400, /"echo": true is not supported/],
+    ['/ask', { question: 'q', k: 0 }, 400, /"k" must be a positive integer/],
+    ['/ask', {}, 400, /missing field "question"/],
+  ];
+  for (const [route, body, status, message] of cases) {
+    const r = await post(`${server.url}${route}`, body);
+    t.is(r.status, status, `${route} ${JSON.stringify(body)}`);
+    t.regex(route.startsWith('/v1/') ? r.json.error.message : r.json.error, message, `${route} ${JSON.stringify(body)}`);
+  }
+  // A too-long prompt is the generator's own error, as a 400.
+  const long = await post(`${server.url}/v1/completions`, { prompt: Array.from({ length: 100 }, () => 'model').join(' ') });
+  t.is(long.status, 400);
+  t.regex(long.json.error.message, /leave no room to generate/);
+
+  const qwen = await Generator.load(QWEN3, { device: 'cpu' });
+  const bare = await serve({ generator: qwen, port: 0 });
+  try {
+    const noTemplate = await post(`${bare.url}/v1/chat/completions`, { messages: MESSAGES });
+    t.is(noTemplate.status, 400);
+    t.regex(noTemplate.json.error.message, /has no chat template .*: send text to \/v1\/completions/);
+    t.is((await post(`${bare.url}/v1/completions`, { prompt: 'model', max_tokens: 2 })).status, 200);
+    const noRag = await post(`${bare.url}/ask`, { question: 'q' });
+    t.is(noRag.status, 404);
+    t.regex(noRag.json.error, /\/ask needs a generator and a corpus: start the server with them \(coltrast serve --generator <dir\|hub id> --corpus <file>\)/);
+    const noEmbedder = await post(`${bare.url}/v1/embeddings`, { input: 'a' });
+    t.is(noEmbedder.status, 404);
+    const models: any = await (await fetch(`${bare.url}/v1/models`)).json();
+    t.deepEqual(
+      models.data.map((m: any) => m.id),
+      ['qwen3'],
+    );
+  } finally {
+    await bare.close();
+    qwen.dispose();
+  }
+  const noGenerator = await serve({ encoder: retriever, port: 0 });
+  try {
+    const r = await post(`${noGenerator.url}/v1/chat/completions`, { messages: MESSAGES });
+    t.is(r.status, 404);
+    t.regex(r.json.error.message, /needs a causal language model: start the server with one \(coltrast serve --generator/);
+  } finally {
+    await noGenerator.close();
+  }
+});
+
+test('coltrast serve: --generator and --corpus serve chat and /ask; their flags are checked', async (t) => {
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('exit', (code) => resolve({ code, stderr }));
+    });
+  for (const [args, message] of [
+    [['--corpus', 'docs.txt'], /--corpus needs --generator/],
+    [['--generator', LLAMA, '--chat'], /--template, --chat and --system shape \/ask's prompts: give --corpus too/],
+    [['--no-model'], /--no-model needs --reranker <cross-encoder> or --generator <causal LM>/],
+    [['--no-model', '--generator', LLAMA, '--corpus', 'docs.txt'], /--no-model serves a reranker or a generator alone/],
+    [['--generator', LLAMA, '--generation-batch', '0'], /--generation-batch must be a positive integer/],
+  ] as const) {
+    const r = await run([...args]);
+    t.is(r.code, 2, args.join(' '));
+    t.regex(r.stderr, message);
+  }
+});
