@@ -134,6 +134,12 @@ export function fields(body: unknown, allowed: readonly string[]): Body {
   return body as Body;
 }
 
+/** `body[key]`: one string or a non-empty array of strings, at most `max` of them; a missing field is named. */
+export function requiredTexts(body: Body, key: string, max: number): string[] {
+  if (body[key] === undefined) throw new HttpError(400, `missing field "${key}": a string or an array of strings`);
+  return textList(key, body[key], max);
+}
+
 /** One string or a non-empty array of strings, at most `max` of them. */
 export function textList(name: string, value: unknown, max: number): string[] {
   if (typeof value === 'string') return [value];

@@ -7,7 +7,7 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import type { Generated, Generator, Prompt } from './generator';
 import type { Rag, RagAnswer } from './rag';
-import { BatchQueue, HttpError, bool, count, fields, optional, textList, type Body, type Route } from './serve-common';
+import { BatchQueue, HttpError, bool, count, fields, optional, requiredTexts, type Body, type Route } from './serve-common';
 
 export interface GenerationServing {
   generator?: Generator;
@@ -286,8 +286,7 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
           'model', 'prompt', 'max_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'stop', 'stream', 'stream_options', 'n', 'user', 'echo',
           'logprobs', 'frequency_penalty', 'presence_penalty', 'logit_bias',
         ]);
-        if (body.prompt === undefined) throw new HttpError(400, 'missing field "prompt": a string or an array of strings');
-        const prompts = textList('prompt', body.prompt, s.maxInputs);
+        const prompts = requiredTexts(body, 'prompt', s.maxInputs);
         return complete(body, prompts, 16, {
           id: `cmpl-${randomUUID()}`,
           object: 'text_completion',
@@ -304,8 +303,7 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
       handle: async (raw) => {
         if (!rag) throw new HttpError(404, '/ask needs a generator and a corpus: start the server with them (coltrast serve --generator <dir|hub id> --corpus <file>)');
         const body = fields(raw, ['question', 'k', 'max_new_tokens']);
-        if (body.question === undefined) throw new HttpError(400, 'missing field "question": a string or an array of strings');
-        const questions = textList('question', body.question, s.maxInputs);
+        const questions = requiredTexts(body, 'question', s.maxInputs);
         const key = JSON.stringify({ k: optional(body, 'k', count) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', count) ?? 64 });
         const answers = await askQueue.submit(key, questions);
         return {

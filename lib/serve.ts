@@ -27,7 +27,7 @@ import { Generator } from './generator';
 import { Rag } from './rag';
 import { generationRoutes } from './serve-generation';
 import { checkOptions, invalid, nonEmptyString, positiveInteger } from './validate';
-import { BatchQueue, HttpError, bool, count, fields, optional, textList, type Body, type QueueStats, type Route } from './serve-common';
+import { BatchQueue, HttpError, bool, count, fields, optional, requiredTexts, textList, type Body, type QueueStats, type Route } from './serve-common';
 
 export { BatchQueue, type QueueStats } from './serve-common';
 
@@ -237,6 +237,14 @@ export async function serve(options: ServeOptions): Promise<Server> {
     }
   };
   const embedTexts = (texts: string[], job: EmbedJob) => embedQueue.submit(JSON.stringify(job), texts);
+  const textsOf = (body: Body, key: string) => requiredTexts(body, key, maxInputs);
+  /** OpenAI's `dimensions`: how many of the vector's first entries to keep. */
+  const dimensionsOf = (body: Body, enc: Encoder) =>
+    optional(body, 'dimensions', (name, v) => {
+      const d = count(name, v);
+      if (d > enc.dimension) throw new HttpError(400, `${name} is ${d}; the model's vectors have ${enc.dimension}`);
+      return d;
+    });
 
   const routes: Record<string, Route> = {
     '/health': { method: 'GET', style: 'tei', handle: async () => ({ json: { status: 'ok' }, inputs: 0 }) },
@@ -285,15 +293,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const enc = needEncoder('/v1/embeddings');
         pooledOnly(enc, '/v1/embeddings');
         const body = fields(raw, ['input', 'model', 'encoding_format', 'dimensions', 'user', 'task', 'prompt_name', 'prompt', 'normalize']);
-        if (body.input === undefined) throw new HttpError(400, 'missing field "input": a string or an array of strings');
-        const texts = textList('input', body.input, maxInputs);
+        const texts = textsOf(body, 'input');
         const format = body.encoding_format ?? 'float';
         if (format !== 'float' && format !== 'base64') throw new HttpError(400, '"encoding_format" must be "float" or "base64"');
-        const dimensions = optional(body, 'dimensions', (name, v) => {
-          const d = count(name, v);
-          if (d > enc.dimension) throw new HttpError(400, `${name} is ${d}; the model's vectors have ${enc.dimension}`);
-          return d;
-        });
+        const dimensions = dimensionsOf(body, enc);
         const normalize = optional(body, 'normalize', bool) ?? enc.normalize;
         const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) });
         const used = out.reduce((sum, e) => sum + e.tokens, 0);
@@ -318,12 +321,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const enc = needEncoder('/embed');
         pooledOnly(enc, '/embed');
         const body = fields(raw, ['inputs', 'normalize', 'truncate', 'truncation_direction', 'dimensions', 'task', 'prompt_name', 'prompt']);
-        if (body.inputs === undefined) throw new HttpError(400, 'missing field "inputs": a string or an array of strings');
-        const texts = textList('inputs', body.inputs, maxInputs);
+        const texts = textsOf(body, 'inputs');
         truncateField(body);
         const normalize = optional(body, 'normalize', bool) ?? true;
-        const dimensions = optional(body, 'dimensions', count);
-        if (dimensions !== undefined && dimensions > enc.dimension) throw new HttpError(400, `"dimensions" is ${dimensions}; the model's vectors have ${enc.dimension}`);
+        const dimensions = dimensionsOf(body, enc);
         const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) });
         return { inputs: texts.length, json: out.map((e) => Array.from(shorten(e.value as Float32Array, dimensions, normalize))) };
       },
@@ -334,8 +335,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       handle: async (raw) => {
         needEncoder('/embed_all');
         const body = fields(raw, ['inputs', 'truncate', 'truncation_direction', 'normalize', 'task', 'prompt_name', 'prompt']);
-        if (body.inputs === undefined) throw new HttpError(400, 'missing field "inputs": a string or an array of strings');
-        const texts = textList('inputs', body.inputs, maxInputs);
+        const texts = textsOf(body, 'inputs');
         truncateField(body);
         const out = await embedTexts(texts, { output: 'tokens', normalize: optional(body, 'normalize', bool), ...promptFields(body) });
         return { inputs: texts.length, json: out.map((e) => matrixRows(e.value as Matrix)) };
@@ -348,8 +348,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         needReranker('/rerank');
         const body = fields(raw, ['query', 'texts', 'raw_scores', 'return_text', 'truncate', 'truncation_direction']);
         if (typeof body.query !== 'string') throw new HttpError(400, '"query" must be a string');
-        if (body.texts === undefined) throw new HttpError(400, 'missing field "texts": an array of strings');
-        const texts = textList('texts', body.texts, maxInputs);
+        const texts = textsOf(body, 'texts');
         truncateField(body);
         const raw_ = optional(body, 'raw_scores', bool) ?? false;
         const withText = optional(body, 'return_text', bool) ?? false;
@@ -390,8 +389,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       handle: async (raw) => {
         if (!index) throw new HttpError(404, '/search needs an index: start the server with one (coltrast serve --index <dir>)');
         const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight']);
-        if (body.query === undefined) throw new HttpError(400, 'missing field "query": a string or an array of strings');
-        const queries = textList('query', body.query, maxInputs);
+        const queries = textsOf(body, 'query');
         const k = optional(body, 'k', count) ?? 10;
         const mode = body.mode ?? 'dense';
         if (mode !== 'dense' && mode !== 'bm25' && mode !== 'hybrid') throw new HttpError(400, '"mode" must be "dense", "bm25" or "hybrid"');
