@@ -91,10 +91,12 @@ commands:
     --resume --overwrite --device <d> --threads <n> --json
   ask <question>...          answer questions from a corpus: retrieve, generate from each document, keep the likeliest
     --retriever <dir|hub id> --generator <dir|hub id> --corpus <file> --k <n> (4) --max-new-tokens <n> (64)
-    --template <text> --chat [--system <text>] --device <d> --threads <n> --json
+    --template <text> --chat [--system <text>] --num-beams <n> (1: greedy; above: beam search from each document)
+    --device <d> --threads <n> --json
   generate <prompt>...       continue each prompt with a causal LM (greedy, or sampled with --temperature)
     --model <dir|hub id> --max-new-tokens <n> (64) --chat (each prompt a user message in the model's chat template)
     --system <text> --temperature <x> (0: greedy) --top-k <n> --top-p <x> --seed <n>
+    --num-beams <n> (beam search, as transformers' num_beams) --length-penalty <x> (1) --early-stopping true|false|never
     --device <d> --dtype <t> --threads <n> --json
   serve                      an HTTP server: embeddings, re-ranking, search and generation for other programs, batched across
                              clients (OpenAI: POST /v1/embeddings, /v1/rerank, /v1/chat/completions, /v1/completions, GET /v1/models;
@@ -430,7 +432,7 @@ async function ragTrainCommand(argv: string[]): Promise<void> {
 async function askCommand(argv: string[]): Promise<void> {
   const kinds = {
     retriever: 'string', generator: 'string', corpus: 'string', k: 'count', 'max-new-tokens': 'count', template: 'string', chat: 'boolean', system: 'string',
-    device: 'string', threads: 'count', json: 'boolean',
+    'num-beams': 'count', device: 'string', threads: 'count', json: 'boolean',
   };
   const { options: o, positionals } = flagOptions(argv, kinds, true);
   if (positionals.length === 0) fail('ask takes one or more questions');
@@ -444,7 +446,7 @@ async function askCommand(argv: string[]): Promise<void> {
     const rag = await Rag.create({
       retriever, generator, corpus: o.corpus, template: o.template, chat: o.chat, system: o.system, onProgress: corpusBar && ((done, total) => corpusBar.update(done, total)),
     });
-    const answers = await rag.answer(positionals, { k: o.k, maxNewTokens: o.maxNewTokens });
+    const answers = await rag.answer(positionals, { k: o.k, maxNewTokens: o.maxNewTokens, numBeams: o.numBeams });
     if (o.json) {
       console.log(JSON.stringify(answers.map((a, i) => ({ question: positionals[i], ...a }))));
       return;
@@ -462,7 +464,7 @@ async function askCommand(argv: string[]): Promise<void> {
 async function generateCommand(argv: string[]): Promise<void> {
   const kinds = {
     model: 'string', 'max-new-tokens': 'count', chat: 'boolean', system: 'string', temperature: 'number', 'top-k': 'int', 'top-p': 'number', seed: 'int',
-    device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
+    'num-beams': 'count', 'length-penalty': 'number', 'early-stopping': 'string', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
   };
   const { options: o, positionals } = flagOptions(argv, kinds, true);
   if (positionals.length === 0) fail('generate takes one or more prompts');
@@ -472,7 +474,12 @@ async function generateCommand(argv: string[]): Promise<void> {
     if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
     const system = o.system !== undefined ? [{ role: 'system', content: o.system as string }] : [];
     const prompts = o.chat ? positionals.map((p) => [...system, { role: 'user', content: p }]) : positionals;
-    const out = await generator.generate(prompts, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed });
+    const early = o.earlyStopping as string | undefined;
+    if (early !== undefined && !['true', 'false', 'never'].includes(early)) fail(`--early-stopping must be true, false or never, got ${early}`);
+    const out = await generator.generate(prompts, {
+      maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed,
+      numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, earlyStopping: early === undefined ? undefined : early === 'never' ? 'never' : early === 'true',
+    });
     if (o.json) console.log(JSON.stringify(out));
     else for (const g of out) console.log(g.text);
   } finally {

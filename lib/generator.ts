@@ -68,6 +68,17 @@ export interface GenerateOptions {
    * tokenizer decodes a prefix of the tokens to a prefix of the text (byte-level BPE and SentencePiece do).
    */
   onText?: (index: number, text: string) => void;
+  /**
+   * Beam search when above 1 (default 1: greedy or sampled), as transformers' generate(num_beams) does it: `numBeams`
+   * hypotheses per prompt, one prompt at a time; the result is the finished hypothesis with the best summed
+   * log-probability divided by (its new tokens) ** `lengthPenalty` (default 1; above 0 favours longer answers, below
+   * 0 shorter). `earlyStopping` (default false) as transformers': false stops when no running beam can still beat the
+   * kept hypotheses at its current length, true as soon as `numBeams` hypotheses are finished, 'never' only when
+   * none can at the longest length. Needs temperature 0 and no onText.
+   */
+  numBeams?: number;
+  lengthPenalty?: number;
+  earlyStopping?: boolean | 'never';
 }
 
 /** One prompt's continuation. */
@@ -83,7 +94,7 @@ export interface Generated {
 }
 
 const LL_KEYS = ['batchSize', 'endOfSequence'] as const;
-const GENERATE_KEYS = ['maxNewTokens', 'stopTokenIds', 'temperature', 'topK', 'topP', 'seed', 'batchSize', 'onText'] as const;
+const GENERATE_KEYS = ['maxNewTokens', 'stopTokenIds', 'temperature', 'topK', 'topP', 'seed', 'batchSize', 'onText', 'numBeams', 'lengthPenalty', 'earlyStopping'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 const DECODER_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3'];
 /** The files of a model folder besides its weights that a saved copy keeps (configs and tokenizer files). */
@@ -306,6 +317,13 @@ export class Generator {
       if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
       const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 8);
       if (o.onText !== undefined && typeof o.onText !== 'function') throw invalid('options.onText', 'a function', o.onText);
+      const numBeams = positiveInteger('options.numBeams', o.numBeams ?? 1);
+      const lengthPenalty = o.lengthPenalty ?? 1;
+      if (typeof lengthPenalty !== 'number' || !Number.isFinite(lengthPenalty)) throw invalid('options.lengthPenalty', 'a finite number', lengthPenalty);
+      const earlyStopping = o.earlyStopping ?? false;
+      if (earlyStopping !== true && earlyStopping !== false && earlyStopping !== 'never') throw invalid('options.earlyStopping', "true, false or 'never'", earlyStopping);
+      if (numBeams > 1 && temperature > 0) throw new ColtrastError('INVALID_ARGUMENT', 'beam search is deterministic: give options.temperature 0 (or leave it out) with options.numBeams > 1');
+      if (numBeams > 1 && o.onText) throw new ColtrastError('INVALID_ARGUMENT', "beam search cannot stream (its best hypothesis is known only at the end): leave out options.onText with options.numBeams > 1");
       const tokenized = await this.promptIds(prompts);
       tokenized.forEach((ids, i) => {
         if (ids.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] has no tokens: generation needs one to start from`);
@@ -320,6 +338,7 @@ export class Generator {
       try {
         sorted = await handle.generate({
           prompts: order.map((i) => Int32Array.from(tokenized[i])), maxNewTokens, stopIds: Int32Array.from(stop), temperature, topK, topP, seed, batchSize,
+          numBeams, lengthPenalty, earlyStopping: earlyStopping === 'never' ? 2 : earlyStopping ? 1 : 0,
           ...(stream && { onTokens: (rows: Int32Array, tokens: Int32Array) => stream.push(Array.from(rows, (r) => order[r]), tokens) }),
         });
       } catch (error) {

@@ -52,6 +52,8 @@ export interface NativeEncoder {
   /** A causal LM's continuation of each prompt (without the prompt; greedy, or sampled above temperature 0), ending at a stop id (kept) or maxNewTokens. */
   generate(args: {
     prompts: Int32Array[]; maxNewTokens: number; stopIds?: Int32Array; temperature?: number; topK?: number; topP?: number; seed?: number; batchSize?: number;
+    /** Beam search when above 1; earlyStopping 0 (false), 1 (true), 2 ('never'). */
+    numBeams?: number; lengthPenalty?: number; earlyStopping?: number;
     /** Called after each step with the prompts (their indices in `prompts`) that got a token and the tokens; may come after the promise settles. */
     onTokens?: (prompts: Int32Array, tokens: Int32Array) => void;
   }): Promise<Int32Array[]>;

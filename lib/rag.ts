@@ -499,6 +499,8 @@ export interface AnswerOptions {
   /** Documents retrieved per question (default 4). */
   k?: number;
   maxNewTokens?: number;
+  /** Beams of the search from each document (default 1: greedy); RAG's thorough decoding runs beam search there. */
+  numBeams?: number;
 }
 
 /** A retriever, a generator and a corpus: questions in, answers with their sources out (RAG-Sequence decoding). */
@@ -539,11 +541,11 @@ export class Rag {
   }
 
   /**
-   * Answers each question: its k best documents, a greedy answer from each, and the answer whose marginal
-   * likelihood over the k documents is highest.
+   * Answers each question: its k best documents, an answer from each (greedy, or the best of a beam search), and the
+   * answer whose marginal likelihood over the k documents is highest.
    */
   async answer(questions: string[], options?: AnswerOptions): Promise<RagAnswer[]> {
-    const o = checkOptions('options', options, ['k', 'maxNewTokens'] as const);
+    const o = checkOptions('options', options, ['k', 'maxNewTokens', 'numBeams'] as const);
     if (!Array.isArray(questions) || questions.some((q) => typeof q !== 'string')) throw invalid('questions', 'an array of strings', questions);
     const k = Math.min(positiveInteger('options.k', o.k ?? 4), this.corpus.length);
     const top = await retrieveScored(this.retriever, this.store, questions, k);
@@ -555,7 +557,7 @@ export class Rag {
       const norm = Math.log(cos.reduce((sum, c) => sum + Math.exp(c - max), 0)) + max;
       const logP = cos.map((c) => c - norm);
       const prompts = ids.map((d) => formatPrompt(this.format, this.corpus[d], question));
-      const candidates: Generated[] = await this.generator.generate(prompts, { maxNewTokens: o.maxNewTokens ?? 64 });
+      const candidates: Generated[] = await this.generator.generate(prompts, { maxNewTokens: o.maxNewTokens ?? 64, numBeams: o.numBeams });
       const texts = [...new Set(candidates.map((c) => c.text.trim()))];
       const ll = await this.generator.logLikelihood(texts.flatMap((t) => prompts.map((prompt) => ({ prompt, completion: formatAnswer(this.format, t) }))));
       let best = { answer: '', logLikelihood: -Infinity };

@@ -181,7 +181,7 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
     s.maxQueue,
   );
   const askQueue = new BatchQueue<string, RagAnswer>(
-    async (key, questions) => rag!.answer(questions, JSON.parse(key) as { k: number; maxNewTokens: number }),
+    async (key, questions) => rag!.answer(questions, JSON.parse(key) as { k: number; maxNewTokens: number; numBeams: number }),
     s.batchSize,
     s.maxQueue,
   );
@@ -302,9 +302,9 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
       style: 'tei',
       handle: async (raw) => {
         if (!rag) throw new HttpError(404, '/ask needs a generator and a corpus: start the server with them (coltrast serve --generator <dir|hub id> --corpus <file>)');
-        const body = fields(raw, ['question', 'k', 'max_new_tokens']);
+        const body = fields(raw, ['question', 'k', 'max_new_tokens', 'num_beams']);
         const questions = requiredTexts(body, 'question', s.maxInputs);
-        const key = JSON.stringify({ k: optional(body, 'k', count) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', count) ?? 64 });
+        const key = JSON.stringify({ k: optional(body, 'k', count) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', count) ?? 64, numBeams: optional(body, 'num_beams', count) ?? 1 });
         const answers = await askQueue.submit(key, questions);
         return {
           inputs: questions.length,

@@ -58,6 +58,16 @@ struct Sampling {
   uint64_t seed = 0;
 };
 
+// Beam search (numBeams > 1), as transformers' generate(num_beams, length_penalty, early_stopping) does it: a finished
+// hypothesis scores its summed log-probability divided by (new tokens) ** lengthPenalty; earlyStopping 0 (False:
+// stop when the best running beam, at its current length, cannot beat the worst kept hypothesis), 1 (True: stop when
+// numBeams hypotheses are finished) or 2 ("never": the canonical test, at the longest length when lengthPenalty > 0).
+struct Beams {
+  int64_t numBeams = 1;
+  double lengthPenalty = 1;
+  int earlyStopping = 0;
+};
+
 // The next token from one row's logits [vocab] (float32), drawn (temperature > 0; greedy decoding takes the argmax
 // of the whole batch at once).
 int64_t sampleToken(torch::Tensor logits, const Sampling& s, at::Generator& generator) {
@@ -83,13 +93,14 @@ class GenerateWorker : public PromiseWorker {
   // each: the tokens the step added. Calls may arrive after the promise settles; the caller reconciles with the
   // result (lib/generator.ts).
   GenerateWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> model, std::vector<std::vector<int64_t>> prompts, int64_t maxNew,
-                 std::set<int64_t> stop, Sampling sampling, int64_t batchSize, Napi::Function onTokens)
+                 std::set<int64_t> stop, Sampling sampling, Beams beams, int64_t batchSize, Napi::Function onTokens)
       : PromiseWorker(env, model->device),
         model_(std::move(model)),
         prompts_(std::move(prompts)),
         maxNew_(maxNew),
         stop_(std::move(stop)),
         sampling_(sampling),
+        beams_(beams),
         batchSize_(batchSize),
         streaming_(!onTokens.IsEmpty()) {
     if (streaming_) onTokens_ = Napi::ThreadSafeFunction::New(env, onTokens, "coltrast generate onTokens", 0, 1);
@@ -110,6 +121,10 @@ class GenerateWorker : public PromiseWorker {
     // Its own generator: a seeded run draws the same tokens whatever else the process does.
     at::Generator generator = at::detail::createCPUGenerator(sampling_.seed);
     outputs_.resize(prompts_.size());
+    if (beams_.numBeams > 1) {
+      for (size_t i = 0; i < prompts_.size(); ++i) beamSearch(*decoder, i, positions);
+      return;
+    }
     for (size_t start = 0; start < prompts_.size(); start += static_cast<size_t>(batchSize_)) {
       const size_t end = std::min(prompts_.size(), start + static_cast<size_t>(batchSize_));
       generateBatch(*decoder, start, end, positions, generator);
@@ -184,6 +199,103 @@ class GenerateWorker : public PromiseWorker {
       keyMask = torch::cat({keyMask, torch::ones({count, 1}, keyMask.options())}, 1);
     }
   }
+  // One prompt's beam search: numBeams rows of the batch, the cache reordered by each step's chosen parent beams.
+  // The scores are float32 tensors, added to and compared as transformers' _beam_search does, so that near ties
+  // break the same way.
+  void beamSearch(DecoderModel& decoder, size_t index, int64_t positions) {
+    const auto& prompt = prompts_[index];
+    const auto n = static_cast<int64_t>(prompt.size()), beams = beams_.numBeams;
+    const int64_t maxLength = std::min(n + maxNew_, positions);
+    int64_t keep = std::max<int64_t>(2, 1 + static_cast<int64_t>(stop_.size())) * beams;
+    const double never = -1.0e9;
+    const auto longs = torch::TensorOptions().dtype(torch::kInt64);
+    const auto floats = torch::TensorOptions().dtype(torch::kFloat32);
+    const auto device = model_->device;
+    torch::Tensor input = torch::tensor(prompt, longs).view({1, n}).to(device);
+    torch::Tensor position = torch::arange(n, longs).view({1, n}).to(device);
+    torch::Tensor keyMask = torch::ones({1, n}, longs).to(device);
+    std::vector<KvCache> caches;
+    std::vector<std::vector<int64_t>> running(static_cast<size_t>(beams)), finished(static_cast<size_t>(beams));
+    torch::Tensor runningScores = torch::zeros({beams}, floats);
+    runningScores.narrow(0, 1, beams - 1).fill_(never);
+    torch::Tensor finishedScores = torch::full({beams}, never, floats);
+    std::vector<bool> isFinished(static_cast<size_t>(beams), false);
+    bool improvable = true;
+    int64_t length = n;
+    while (true) {
+      const torch::Tensor states = decoder.forwardCached(input, position, keyMask, caches);
+      torch::Tensor logp = torch::log_softmax(model_->logits(states.select(1, states.size(1) - 1)).to(torch::kCPU, torch::kFloat32), -1);
+      const int64_t vocab = logp.size(1);
+      keep = std::min(keep, beams * vocab);
+      // The first step has one row (the prompt): every beam starts from it, and only beam 0 scores above `never`.
+      logp = logp.expand({beams, vocab});
+      const auto [topScores, topIndices] = (logp + runningScores.unsqueeze(1)).reshape({-1}).topk(keep);
+      const torch::Tensor parent = topIndices.div(vocab, "floor"), token = topIndices.remainder(vocab);
+      const auto* parentAt = parent.data_ptr<int64_t>();
+      const auto* tokenAt = token.data_ptr<int64_t>();
+      std::vector<uint8_t> hitsVector(static_cast<size_t>(keep));
+      for (int64_t k = 0; k < keep; ++k) hitsVector[static_cast<size_t>(k)] = stop_.count(tokenAt[k]) > 0 || length + 1 >= maxLength;
+      const torch::Tensor hits = torch::tensor(std::vector<int64_t>(hitsVector.begin(), hitsVector.end()), longs).to(torch::kBool);
+      const auto sequence = [&](int64_t k) {
+        std::vector<int64_t> s = running[static_cast<size_t>(parentAt[k])];
+        s.push_back(tokenAt[k]);
+        return s;
+      };
+      // The best candidates that did not just finish run on.
+      const torch::Tensor runLogp = topScores + hits.to(torch::kFloat32) * never;
+      const torch::Tensor next = std::get<1>(runLogp.topk(beams));
+      // Candidates among the best numBeams that finished join the kept hypotheses if they beat them.
+      const bool allFinished = std::all_of(isFinished.begin(), isFinished.end(), [](bool f) { return f; });
+      torch::Tensor candidates = topScores / std::pow(static_cast<double>(length + 1 - n), beams_.lengthPenalty);
+      if (allFinished && beams_.earlyStopping == 1) candidates = candidates + never;
+      if (!improvable) candidates = candidates + never;
+      const torch::Tensor justFinished = hits.logical_and(torch::arange(keep, longs) < beams);
+      candidates = candidates + justFinished.logical_not().to(torch::kFloat32) * never;
+      const torch::Tensor mergedOrder = std::get<1>(torch::cat({finishedScores, candidates}).topk(beams));
+      const torch::Tensor mergedScores = torch::cat({finishedScores, candidates}).index_select(0, mergedOrder);
+      std::vector<std::vector<int64_t>> nextFinished;
+      std::vector<bool> nextIsFinished;
+      for (int64_t j = 0; j < beams; ++j) {
+        const int64_t m = mergedOrder[j].item<int64_t>();
+        if (m < beams) {
+          nextFinished.push_back(finished[static_cast<size_t>(m)]);
+          nextIsFinished.push_back(isFinished[static_cast<size_t>(m)]);
+        } else {
+          nextFinished.push_back(sequence(m - beams));
+          nextIsFinished.push_back(justFinished[m - beams].item<bool>());
+        }
+      }
+      std::vector<std::vector<int64_t>> nextRunning;
+      std::vector<int64_t> parents, tokens;
+      for (int64_t j = 0; j < beams; ++j) {
+        const int64_t k = next[j].item<int64_t>();
+        nextRunning.push_back(sequence(k));
+        parents.push_back(parentAt[k]);
+        tokens.push_back(tokenAt[k]);
+      }
+      runningScores = runLogp.index_select(0, next);
+      running = std::move(nextRunning);
+      finished = std::move(nextFinished);
+      finishedScores = mergedScores;
+      isFinished = std::move(nextIsFinished);
+      ++length;
+      // Can a running beam still beat the worst kept hypothesis? (transformers' _check_early_stop_heuristic)
+      const bool full = std::all_of(isFinished.begin(), isFinished.end(), [](bool f) { return f; });
+      const int64_t bestLength = beams_.earlyStopping == 2 && beams_.lengthPenalty > 0 ? maxLength - n : length - n;
+      const torch::Tensor bestPossible = runningScores.narrow(0, 0, 1) / std::pow(static_cast<double>(bestLength), beams_.lengthPenalty);
+      improvable = improvable && (!full || (bestPossible > finishedScores.min()).item<bool>());
+      const bool allHit = std::all_of(hitsVector.begin(), hitsVector.end(), [](uint8_t h) { return h != 0; });
+      if (!improvable || (full && beams_.earlyStopping == 1) || allHit) break;
+      const torch::Tensor rows = torch::tensor(parents, longs).to(device);
+      for (auto& cache : caches) cache.keepRows(rows);
+      keyMask = torch::cat({keyMask.index_select(0, rows), torch::ones({beams, 1}, keyMask.options())}, 1);
+      input = torch::tensor(tokens, longs).view({beams, 1}).to(device);
+      position = torch::full({beams, 1}, length - 1, longs).to(device);
+    }
+    const auto& best = finished[0];
+    outputs_[index].assign(best.begin(), best.end());
+  }
+
   ~GenerateWorker() override { endStream(); }
 
   void endStream() {
@@ -231,6 +343,7 @@ class GenerateWorker : public PromiseWorker {
   int64_t maxNew_;
   std::set<int64_t> stop_;
   Sampling sampling_;
+  Beams beams_;
   int64_t batchSize_;
   std::atomic<bool> streaming_;
   Napi::ThreadSafeFunction onTokens_;
@@ -300,11 +413,21 @@ Napi::Value generateCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, co
     if (!(seed >= 0) || seed != std::floor(seed)) throw invalidArgument("seed must be an integer >= 0");
     sampling.topK = static_cast<int64_t>(topK);
     sampling.seed = static_cast<uint64_t>(seed);
+    Beams beams;
+    const double numBeams = numberOr(args, "numBeams", 1), earlyStopping = numberOr(args, "earlyStopping", 0);
+    beams.lengthPenalty = numberOr(args, "lengthPenalty", 1);
+    if (!(numBeams >= 1) || numBeams != std::floor(numBeams)) throw invalidArgument("numBeams must be a positive integer");
+    if (!std::isfinite(beams.lengthPenalty)) throw invalidArgument("lengthPenalty must be a finite number");
+    if (earlyStopping != 0 && earlyStopping != 1 && earlyStopping != 2) throw invalidArgument("earlyStopping must be 0 (false), 1 (true) or 2 (never)");
+    if (numBeams > 1 && sampling.temperature > 0) throw invalidArgument("beam search is deterministic: temperature must be 0 with numBeams > 1");
+    if (numBeams > 1 && args.Get("onTokens").IsFunction()) throw invalidArgument("beam search cannot stream: its best hypothesis is known only at the end");
+    beams.numBeams = static_cast<int64_t>(numBeams);
+    beams.earlyStopping = static_cast<int>(earlyStopping);
     const double batchSize = numberOr(args, "batchSize", 8);
     if (!(batchSize >= 1) || batchSize != std::floor(batchSize)) throw invalidArgument("batchSize must be a positive integer");
     const Napi::Value onTokens = args.Get("onTokens");
     if (!onTokens.IsUndefined() && !onTokens.IsFunction()) throw invalidArgument("onTokens must be a function");
-    return (new GenerateWorker(env, std::move(model), std::move(prompts), static_cast<int64_t>(maxNew), std::move(stop), sampling,
+    return (new GenerateWorker(env, std::move(model), std::move(prompts), static_cast<int64_t>(maxNew), std::move(stop), sampling, beams,
                                static_cast<int64_t>(batchSize), onTokens.IsFunction() ? onTokens.As<Napi::Function>() : Napi::Function()))
         ->start();
   } catch (const Error& e) {

@@ -197,6 +197,61 @@ for (const name of ['qwen3', 'llama']) {
   });
 }
 
+interface BeamCase {
+  prompt: number;
+  numBeams: number;
+  lengthPenalty: number;
+  earlyStopping: boolean | 'never';
+  eosIds: number[];
+  tokens: number[];
+  score: number;
+}
+const BEAMS = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms.beams.json'), 'utf8')) as {
+  maxNewTokens: number;
+  versions: Record<string, string>;
+  models: Record<string, BeamCase[]>;
+};
+
+for (const name of ['qwen3', 'llama']) {
+  test(`${name}: beam search equals transformers' generate(num_beams, length_penalty, early_stopping), token for token`, async (t) => {
+    const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const cases = BEAMS.models[name];
+    // Recorded by scripts/fixtures/beam_search_reference.py: 2-5 beams, length penalties 0-2, each early_stopping, and
+    // end-of-sequence ids that make hypotheses finish at different lengths.
+    t.true(cases.length >= 28);
+    t.true(cases.some((c) => c.tokens.length < BEAMS.maxNewTokens) && cases.some((c) => c.tokens.length === BEAMS.maxNewTokens));
+    for (const c of cases) {
+      const [out] = await generator.generate([PROMPTS[c.prompt]], {
+        maxNewTokens: BEAMS.maxNewTokens,
+        numBeams: c.numBeams,
+        lengthPenalty: c.lengthPenalty,
+        earlyStopping: c.earlyStopping,
+        stopTokenIds: c.eosIds,
+      });
+      t.deepEqual(out.tokenIds, c.tokens, JSON.stringify({ ...c, tokens: undefined }));
+      t.is(out.finishReason, c.eosIds.includes(c.tokens[c.tokens.length - 1]) ? 'stop' : 'length');
+    }
+    // Several prompts in one call: each searched alone, as above.
+    const some = cases.filter((c) => c.numBeams === 3 && c.earlyStopping === false && c.eosIds[0] === cases[0].eosIds[0]);
+    const together = await generator.generate(
+      some.map((c) => PROMPTS[c.prompt]),
+      { maxNewTokens: BEAMS.maxNewTokens, numBeams: 3 },
+    );
+    t.deepEqual(
+      together.map((g) => g.tokenIds),
+      some.map((c) => c.tokens),
+    );
+    // One beam is greedy search.
+    const [one] = await generator.generate([PROMPTS[0]], { maxNewTokens: REFERENCE.maxNewTokens, numBeams: 1 });
+    t.deepEqual(one.tokenIds, REFERENCE.models[name].generated[0]);
+    t.regex((await rejection(() => generator.generate(['a'], { numBeams: 2, temperature: 0.7 }))).message, /beam search is deterministic/);
+    t.regex((await rejection(() => generator.generate(['a'], { numBeams: 2, onText: () => undefined }))).message, /beam search cannot stream/);
+    t.regex((await rejection(() => generator.generate(['a'], { numBeams: 0 }))).message, /options\.numBeams must be a positive integer/);
+    t.regex((await rejection(() => generator.generate(['a'], { numBeams: 2, earlyStopping: 'sometimes' as never }))).message, /options\.earlyStopping must be true, false or 'never'/);
+    generator.dispose();
+  });
+}
+
 test('Generator errors: encoders, a missing lm_head, too-long or empty input, bad options', async (t) => {
   const encoder = await rejection(() => Generator.load(FIXTURE, { device: 'cpu' }));
   t.is(encoder.code, 'UNSUPPORTED_MODEL');
@@ -222,7 +277,7 @@ test('Generator errors: encoders, a missing lm_head, too-long or empty input, ba
   t.regex((await rejection(() => untied.generate([Array.from({ length: 100 }, () => 'model').join(' ')]))).message, /leave no room to generate/);
   t.regex((await rejection(() => untied.logLikelihood([{ prompt: 'a', completion: 3 } as never]))).message, /pairs\[0\]/);
   t.regex((await rejection(() => untied.generate(['a'], { maxNewTokens: 0 }))).message, /maxNewTokens/);
-  t.regex((await rejection(() => untied.generate(['a'], { numBeams: 4 } as never))).message, /numBeams/);
+  t.regex((await rejection(() => untied.generate(['a'], { beams: 4 } as never))).message, /unknown option options\.beams/);
   t.regex((await rejection(() => untied.generate(['a'], { stopTokenIds: [-1] }))).message, /stopTokenIds/);
   untied.dispose();
   t.is((await rejection(() => untied.generate(['a']))).code, 'DISPOSED');

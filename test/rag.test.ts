@@ -203,26 +203,29 @@ test('Rag.answer(): the k best documents with their probabilities, and the answe
   const rag = await Rag.create({ retriever, generator, corpus: CORPUS, onProgress: (done) => seen.push(done) });
   t.is(seen[seen.length - 1], CORPUS.length);
   const question = 'what is in the river?';
-  const [answer] = await rag.answer([question], { k: 3, maxNewTokens: 5 });
-  t.is(answer.sources.length, 3);
-  t.true(Math.abs(answer.sources.reduce((s, x) => s + x.probability, 0) - 1) < 1e-9);
-  // The sources are the retriever's three best documents, best first.
   const q = rows(await retriever.embed([question], { normalize: true }))[0];
   const d = rows(await retriever.embed(CORPUS, { normalize: true }));
   const ranked = CORPUS.map((_, i) => i).sort((a, b) => dot(q, d[b]) - dot(q, d[a]));
-  t.deepEqual(answer.sources.map((s) => s.index), ranked.slice(0, 3));
-  // Recomputed: each document's greedy answer, and each candidate's marginal over the three documents.
-  const prompts = answer.sources.map((s) => ragPrompt(DEFAULT_TEMPLATE, s.text, question));
-  const candidates = [...new Set((await generator.generate(prompts, { maxNewTokens: 5 })).map((g) => g.text.trim()))];
-  const marginals = await Promise.all(
-    candidates.map(async (c) => {
-      const ll = await generator.logLikelihood(prompts.map((prompt) => ({ prompt, completion: ` ${c}` })));
-      return Math.log(answer.sources.reduce((s, src, z) => s + src.probability * Math.exp(ll[z]), 0));
-    }),
-  );
-  const best = marginals.indexOf(Math.max(...marginals));
-  t.is(answer.answer, candidates[best]);
-  t.true(Math.abs(answer.logLikelihood - marginals[best]) < 1e-6);
+  // Greedy from each document, and RAG's thorough decoding: beam search from each.
+  for (const numBeams of [1, 3]) {
+    const [answer] = await rag.answer([question], { k: 3, maxNewTokens: 5, numBeams });
+    t.is(answer.sources.length, 3);
+    t.true(Math.abs(answer.sources.reduce((s, x) => s + x.probability, 0) - 1) < 1e-9);
+    // The sources are the retriever's three best documents, best first.
+    t.deepEqual(answer.sources.map((s) => s.index), ranked.slice(0, 3));
+    // Recomputed: each document's answer, and each candidate's marginal over the three documents.
+    const prompts = answer.sources.map((s) => ragPrompt(DEFAULT_TEMPLATE, s.text, question));
+    const candidates = [...new Set((await generator.generate(prompts, { maxNewTokens: 5, numBeams })).map((g) => g.text.trim()))];
+    const marginals = await Promise.all(
+      candidates.map(async (c) => {
+        const ll = await generator.logLikelihood(prompts.map((prompt) => ({ prompt, completion: ` ${c}` })));
+        return Math.log(answer.sources.reduce((s, src, z) => s + src.probability * Math.exp(ll[z]), 0));
+      }),
+    );
+    const best = marginals.indexOf(Math.max(...marginals));
+    t.is(answer.answer, candidates[best], `numBeams ${numBeams}`);
+    t.true(Math.abs(answer.logLikelihood - marginals[best]) < 1e-6);
+  }
   generator.dispose();
   retriever.dispose();
 });
@@ -258,7 +261,7 @@ test('trainRag() and Rag errors: missing corpus, k beyond it, a bad template, un
   retriever.dispose();
 });
 
-test('the CLI: rag-train, then ask and generate with what it saved; missing flags are one-line errors', (t) => {
+test('the CLI: rag-train, then ask and generate with what it saved; missing flags are one-line errors', async (t) => {
   const dir = tempDir();
   const corpus = path.join(dir, 'corpus.txt');
   const data = path.join(dir, 'qa.jsonl');
@@ -287,6 +290,14 @@ test('the CLI: rag-train, then ask and generate with what it saved; missing flag
   t.is(chatted.status, 0, chatted.stderr);
   t.is(JSON.parse(chatted.stdout)[0].tokenIds.length, 2);
   t.regex(cli('generate', 'x', '--system', 'y', '--model', summary.generatorDir).stderr, /--system goes with --chat/);
+  // Beam search from the command line: what generate({ numBeams }) gives.
+  const beamed = cli('generate', 'hello world', '--model', summary.generatorDir, '--max-new-tokens', '4', '--num-beams', '3', '--length-penalty', '0.5', '--early-stopping', 'never', '--device', 'cpu', '--json');
+  t.is(beamed.status, 0, beamed.stderr);
+  const trainedGenerator = await Generator.load(summary.generatorDir, { device: 'cpu' });
+  const [expected] = await trainedGenerator.generate(['hello world'], { maxNewTokens: 4, numBeams: 3, lengthPenalty: 0.5, earlyStopping: 'never' });
+  trainedGenerator.dispose();
+  t.deepEqual(JSON.parse(beamed.stdout)[0].tokenIds, expected.tokenIds);
+  t.regex(cli('generate', 'x', '--model', summary.generatorDir, '--num-beams', '2', '--early-stopping', 'soon').stderr, /--early-stopping must be true, false or never/);
   const missing = cli('rag-train', '--data', data, '--output', output);
   t.is(missing.status, 2);
   t.regex(missing.stderr, /rag-train needs --generator/);

@@ -157,6 +157,10 @@ test.serial('/ask answers as Rag.answer does, with its sources', async (t) => {
     json.answers,
     expected.map((a, i) => ({ question: questions[i], answer: a.answer, log_likelihood: a.logLikelihood, sources: a.sources })),
   );
+  const [beamed] = await rag.answer([questions[0]], { k: 2, maxNewTokens: 5, numBeams: 3 });
+  const viaBeams = await post(`${server.url}/ask`, { question: questions[0], k: 2, max_new_tokens: 5, num_beams: 3 });
+  t.is(viaBeams.json.answers[0].answer, beamed.answer);
+  t.is(viaBeams.json.answers[0].log_likelihood, beamed.logLikelihood);
 });
 
 test.serial('concurrent chat requests share model calls and each gets its own answer', async (t) => {
