@@ -93,7 +93,8 @@ commands:
     --retriever <dir|hub id> --generator <dir|hub id> --corpus <file> --k <n> (4) --max-new-tokens <n> (64)
     --template <text> --chat [--system <text>] --num-beams <n> (1: greedy; above: beam search from each document)
     --device <d> --threads <n> --json
-  generate <prompt>...       continue each prompt with a causal LM (greedy, or sampled with --temperature)
+  generate <prompt>...       continue each prompt with a causal LM (greedy, or sampled with --temperature); one prompt's text
+                             is printed as it is generated
     --model <dir|hub id> --max-new-tokens <n> (64) --chat (each prompt a user message in the model's chat template)
     --system <text> --temperature <x> (0: greedy) --top-k <n> --top-p <x> --seed <n>
     --num-beams <n> (beam search, as transformers' num_beams) --length-penalty <x> (1) --early-stopping true|false|never
@@ -476,11 +477,15 @@ async function generateCommand(argv: string[]): Promise<void> {
     const prompts = o.chat ? positionals.map((p) => [...system, { role: 'user', content: p }]) : positionals;
     const early = o.earlyStopping as string | undefined;
     if (early !== undefined && !['true', 'false', 'never'].includes(early)) fail(`--early-stopping must be true, false or never, got ${early}`);
+    // One prompt on a terminal: its text as it is generated (beam search knows its answer only at the end).
+    const streaming = !o.json && prompts.length === 1 && (o.numBeams ?? 1) === 1;
     const out = await generator.generate(prompts, {
       maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed,
       numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, earlyStopping: early === undefined ? undefined : early === 'never' ? 'never' : early === 'true',
+      ...(streaming && { onText: (_: number, piece: string) => process.stdout.write(piece) }),
     });
     if (o.json) console.log(JSON.stringify(out));
+    else if (streaming) process.stdout.write('\n');
     else for (const g of out) console.log(g.text);
   } finally {
     generator.dispose();

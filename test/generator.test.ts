@@ -285,7 +285,7 @@ test('Generator errors: encoders, a missing lm_head, too-long or empty input, ba
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: log-likelihoods (float32, bfloat16) and greedy generation (float32) match transformers'${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: log-likelihoods (float32, bfloat16), greedy generation and beam search (float32) match transformers', streaming joins up${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
     for (const name of ['qwen3', 'llama']) {
       const ref = REFERENCE.models[name];
@@ -297,7 +297,18 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
           const expected = ref.pairs[i].logLikelihood;
           t.true(Math.abs(x - expected) < tolerance * Math.abs(expected), `${name} ${dtype} pair ${i}: ${x} vs ${expected}`);
         });
-        if (dtype === 'float32') t.deepEqual((await gpu.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens })).map((g) => g.tokenIds), ref.generated);
+        if (dtype === 'float32') {
+          t.deepEqual((await gpu.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens })).map((g) => g.tokenIds), ref.generated);
+          // Beam search: its cache reordered on the GPU, its scores on the CPU.
+          for (const c of BEAMS.models[name].filter((b) => b.numBeams === 3)) {
+            const [out] = await gpu.generate([PROMPTS[c.prompt]], { maxNewTokens: BEAMS.maxNewTokens, numBeams: 3, lengthPenalty: c.lengthPenalty, earlyStopping: c.earlyStopping, stopTokenIds: c.eosIds });
+            t.deepEqual(out.tokenIds, c.tokens, `${name} beams ${JSON.stringify({ ...c, tokens: undefined })}`);
+          }
+          // Streaming from a GPU: the pieces join to the text.
+          const pieces = PROMPTS.map(() => '');
+          const streamed = await gpu.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens, onText: (i, text) => (pieces[i] += text) });
+          t.deepEqual(pieces, streamed.map((g) => g.text));
+        }
         gpu.dispose();
       }
     }

@@ -285,6 +285,9 @@ test('the CLI: rag-train, then ask and generate with what it saved; missing flag
   const generated = cli('generate', 'hello world', '--model', summary.generatorDir, '--max-new-tokens', '3', '--device', 'cpu', '--json');
   t.is(generated.status, 0, generated.stderr);
   t.is(JSON.parse(generated.stdout)[0].tokenIds.length, 3);
+  // Without --json one prompt's text is printed as it streams: the same text, then a newline.
+  const printed = cli('generate', 'hello world', '--model', summary.generatorDir, '--max-new-tokens', '3', '--device', 'cpu');
+  t.is(printed.stdout, `${JSON.parse(generated.stdout)[0].text}\n`);
   // The saved generator kept its chat template: --chat makes each prompt a user message.
   const chatted = cli('generate', 'hello world', '--chat', '--system', 'be brief', '--model', summary.generatorDir, '--max-new-tokens', '2', '--device', 'cpu', '--json');
   t.is(chatted.status, 0, chatted.stderr);

@@ -5,13 +5,15 @@
 //   - log-likelihoods of prompt + completion pairs (pairs/s): logLikelihood() against model(...).logits,
 //     log_softmax and a gather over right-padded batches;
 //   - greedy generation of exactly --max-new-tokens tokens per prompt (new tokens/s): generate() against
-//     model.generate(do_sample=False) over left-padded batches.
+//     model.generate(do_sample=False) over left-padded batches;
+//   - beam search (--beams, default 4) of the first --beam-prompts prompts (8), as many tokens each (new tokens/s):
+//     generate({ numBeams }), one prompt at a time, against model.generate(num_beams), a batch's prompts together.
 // Each side runs --rounds times, alternating, after one warm-up batch; each side's fastest round is reported, and
 // the two sides' outputs are compared (the log-likelihoods' largest difference, the share of prompts whose tokens
 // are all equal).
 //
 //   node scripts/bench/generator.js [--shape qwen3-small|qwen3-0.6b] [--pairs 64] [--prompts 16] [--max-new-tokens 32]
-//       [--batch-size 8] [--threads 2] [--rounds 2] [--json out.json]
+//       [--batch-size 8] [--beams 4] [--beam-prompts 8] [--threads 2] [--rounds 2] [--json out.json]
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -28,6 +30,8 @@ const { values } = parseArgs({
     prompts: { type: 'string', default: '16' },
     'max-new-tokens': { type: 'string', default: '32' },
     'batch-size': { type: 'string', default: '8' },
+    beams: { type: 'string', default: '4' },
+    'beam-prompts': { type: 'string', default: '8' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
     rounds: { type: 'string', default: '2' },
     json: { type: 'string' },
@@ -93,6 +97,20 @@ async function main() {
     }),
   );
   const same = gen.outputs.mine.filter((g, i) => JSON.stringify(g.tokenIds) === JSON.stringify(gen.outputs.theirs[i])).length;
+
+  const beams = Number(values.beams);
+  const beamPrompts = prompts.slice(0, Number(values['beam-prompts']));
+  const beamPromptsFile = path.join(work, 'beam-prompts.json');
+  fs.writeFileSync(beamPromptsFile, JSON.stringify(beamPrompts));
+  const beam = await alternate(
+    rounds,
+    () => generator.generate(beamPrompts, { maxNewTokens, numBeams: beams, stopTokenIds: [] }),
+    () => ({
+      result: runPython(python, [SCRIPT, 'beam', model, beamPromptsFile, ...common, '--beams', String(beams), '--max-new-tokens', String(maxNewTokens), '--out', tokensFile]),
+      outputs: JSON.parse(fs.readFileSync(tokensFile, 'utf8')),
+    }),
+  );
+  const sameBeams = beam.outputs.mine.filter((g, i) => JSON.stringify(g.tokenIds) === JSON.stringify(beam.outputs.theirs[i])).length;
   generator.dispose();
   fs.rmSync(work, { recursive: true, force: true });
 
@@ -105,6 +123,8 @@ async function main() {
     { measure: 'log-likelihood', side: pythonSide, rate: ll.python.pairsPerSecond, unit: 'pairs/s', seconds: ll.python.seconds },
     { measure: 'greedy generation', side: coltrastSide, rate: newTokens / gen.coltrast, unit: 'tokens/s', seconds: gen.coltrast },
     { measure: 'greedy generation', side: pythonSide, rate: gen.python.tokensPerSecond, unit: 'tokens/s', seconds: gen.python.seconds },
+    { measure: `beam search (${beams} beams)`, side: coltrastSide, rate: (beamPrompts.length * maxNewTokens) / beam.coltrast, unit: 'tokens/s', seconds: beam.coltrast },
+    { measure: `beam search (${beams} beams)`, side: pythonSide, rate: beam.python.tokensPerSecond, unit: 'tokens/s', seconds: beam.python.seconds },
   ];
   const result = {
     date: new Date().toISOString(),
@@ -117,9 +137,12 @@ async function main() {
     maxNewTokens,
     batchSize,
     rows,
-    rounds: { logLikelihood: ll.rounds, generation: gen.rounds },
+    beams,
+    beamPrompts: beamPrompts.length,
+    rounds: { logLikelihood: ll.rounds, generation: gen.rounds, beamSearch: beam.rounds },
     logLikelihoodMaxAbsDifference: llDiff,
     generationsEqual: `${same}/${prompts.length}`,
+    beamSearchesEqual: `${sameBeams}/${beamPrompts.length}`,
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
@@ -127,7 +150,7 @@ async function main() {
   for (const r of rows) console.log(`| ${r.measure} | ${r.side} | ${r.seconds.toFixed(2)} | ${r.rate.toFixed(1)} ${r.unit} |`);
   console.log(
     `\n${values.shape}, ${pairs.length} pairs, ${prompts.length} prompts x ${maxNewTokens} new tokens, batch ${batchSize}, ${threads} threads; ` +
-      `log-likelihoods max |difference| ${llDiff.toExponential(2)}; ${same}/${prompts.length} generations token for token equal`,
+      `log-likelihoods max |difference| ${llDiff.toExponential(2)}; ${same}/${prompts.length} generations and ${sameBeams}/${beamPrompts.length} beam searches token for token equal`,
   );
 }
 

@@ -122,10 +122,12 @@ const SUITES = {
     script: 'generator.js',
     needsSentenceTransformers: true,
     args: (device, quick) =>
-      device === 'cpu' ? ['--pairs', quick ? '16' : '64', '--prompts', quick ? '8' : '16', '--max-new-tokens', quick ? '8' : '32', '--rounds', quick ? '1' : '2'] : null,
+      device === 'cpu'
+        ? ['--pairs', quick ? '16' : '64', '--prompts', quick ? '8' : '16', '--max-new-tokens', quick ? '8' : '32', '--beam-prompts', quick ? '2' : '8', '--rounds', quick ? '1' : '2']
+        : null,
     label: (r) => `${r.measure}: ${r.side}`,
     value: (r) => r.rate,
-    unit: 'causal LM: log-likelihood pairs/s, generated tokens/s',
+    unit: 'causal LM: log-likelihood pairs/s, generated tokens/s (greedy, beam search)',
   },
   serve: {
     // coltrast serve under concurrent clients, with and without batching across requests.

@@ -5,6 +5,7 @@ generation, as a Python user writes them, to set beside coltrast's Generator.
     generator.py make <out-folder> --shape qwen3-0.6b|qwen3-small --tokenizer <folder>
     generator.py ll <folder> <pairs.json> [--threads 2] [--batch-size 16] [--out ll.bin]
     generator.py gen <folder> <prompts.json> [--threads 2] [--batch-size 8] [--max-new-tokens 32] [--out tokens.json]
+    generator.py beam <folder> <prompts.json> --beams 4 [--threads 2] [--batch-size 8] [--max-new-tokens 32] [--out tokens.json]
 
 make: a Qwen3ForCausalLM of the shape (Qwen3-0.6B's: hidden 1024, 16 query and 8 key/value heads of 128, MLP 3072,
   tied word embeddings; 28 layers, or 4 for qwen3-small) with seeded random float32 weights and the tokenizer of
@@ -15,6 +16,7 @@ ll: each {prompt, completion} tokenized as coltrast does (the prompt with the to
 ll and gen print a JSON line {seconds, <rate>, peakRssMiB, torch, transformers}.
 gen: generate(do_sample=False, exactly --max-new-tokens new tokens) on left-padded batches of --batch-size
   prompts (the tokenizer's special tokens included); timed from tokenizing to the token ids. --out: the new tokens.
+beam: the same with num_beams=--beams (beam search; transformers searches a batch's prompts together).
 """
 import argparse
 import json
@@ -85,7 +87,7 @@ def log_likelihoods(folder, pairs_file, threads, batch_size, out):
     finish(seconds, "pairsPerSecond", len(pairs))
 
 
-def generate(folder, prompts_file, threads, batch_size, max_new, out):
+def generate(folder, prompts_file, threads, batch_size, max_new, out, beams=1):
     torch.set_num_threads(threads)
     prompts = json.load(open(prompts_file))
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -95,7 +97,7 @@ def generate(folder, prompts_file, threads, batch_size, max_new, out):
     def run(batch, new):
         enc = tokenizer(batch, return_tensors="pt", padding=True, return_token_type_ids=False)
         with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+            ids = model.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False, num_beams=beams, pad_token_id=0)
         return ids[:, enc.input_ids.shape[1]:].tolist()
 
     run(prompts[:batch_size], 2)
@@ -109,7 +111,7 @@ def generate(folder, prompts_file, threads, batch_size, max_new, out):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["make", "ll", "gen"])
+    parser.add_argument("what", choices=["make", "ll", "gen", "beam"])
     parser.add_argument("folder")
     parser.add_argument("data", nargs="?")
     parser.add_argument("--shape", choices=list(SHAPES), default="qwen3-small")
@@ -117,6 +119,7 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--out")
     a = parser.parse_args()
     if a.what == "make":
@@ -124,4 +127,4 @@ if __name__ == "__main__":
     elif a.what == "ll":
         log_likelihoods(a.folder, a.data, a.threads, a.batch_size, a.out)
     else:
-        generate(a.folder, a.data, a.threads, a.batch_size, a.max_new_tokens, a.out)
+        generate(a.folder, a.data, a.threads, a.batch_size, a.max_new_tokens, a.out, a.beams if a.what == "beam" else 1)
