@@ -70,7 +70,7 @@ export interface GenerateOptions {
   onText?: (index: number, text: string) => void;
   /**
    * Beam search when above 1 (default 1: greedy or sampled), as transformers' generate(num_beams) does it: `numBeams`
-   * hypotheses per prompt, one prompt at a time; the result is the finished hypothesis with the best summed
+   * hypotheses per prompt, `batchSize` prompts searched together; the result is the finished hypothesis with the best summed
    * log-probability divided by (its new tokens) ** `lengthPenalty` (default 1; above 0 favours longer answers, below
    * 0 shorter). `earlyStopping` (default false) as transformers': false stops when no running beam can still beat the
    * kept hypotheses at its current length, true as soon as `numBeams` hypotheses are finished, 'never' only when

@@ -121,13 +121,13 @@ class GenerateWorker : public PromiseWorker {
     // Its own generator: a seeded run draws the same tokens whatever else the process does.
     at::Generator generator = at::detail::createCPUGenerator(sampling_.seed);
     outputs_.resize(prompts_.size());
-    if (beams_.numBeams > 1) {
-      for (size_t i = 0; i < prompts_.size(); ++i) beamSearch(*decoder, i, positions);
-      return;
-    }
     for (size_t start = 0; start < prompts_.size(); start += static_cast<size_t>(batchSize_)) {
       const size_t end = std::min(prompts_.size(), start + static_cast<size_t>(batchSize_));
-      generateBatch(*decoder, start, end, positions, generator);
+      if (beams_.numBeams > 1) {
+        beamSearch(*decoder, start, end, positions);
+      } else {
+        generateBatch(*decoder, start, end, positions, generator);
+      }
     }
   }
 
@@ -199,101 +199,158 @@ class GenerateWorker : public PromiseWorker {
       keyMask = torch::cat({keyMask, torch::ones({count, 1}, keyMask.options())}, 1);
     }
   }
-  // One prompt's beam search: numBeams rows of the batch, the cache reordered by each step's chosen parent beams.
-  // The scores are float32 tensors, added to and compared as transformers' _beam_search does, so that near ties
-  // break the same way.
-  void beamSearch(DecoderModel& decoder, size_t index, int64_t positions) {
-    const auto& prompt = prompts_[index];
-    const auto n = static_cast<int64_t>(prompt.size()), beams = beams_.numBeams;
-    const int64_t maxLength = std::min(n + maxNew_, positions);
-    int64_t keep = std::max<int64_t>(2, 1 + static_cast<int64_t>(stop_.size())) * beams;
+  // One prompt's beam search state: its running beams and the finished hypotheses kept, as transformers' _beam_search
+  // holds them for each batch item (scores in float32 tensors, added to and compared as there, so that near ties
+  // break the same way).
+  struct BeamState {
+    size_t index;  // the prompt's
+    int64_t promptLength, maxLength, length;
+    std::vector<std::vector<int64_t>> running, finished;
+    torch::Tensor runningScores, finishedScores;
+    std::vector<bool> isFinished;
+    bool improvable = true;
+    // This step's choice: the running beams' parent rows (among this prompt's) and tokens.
+    std::vector<int64_t> parents, tokens;
+  };
+
+  // One step of one prompt's search from its rows' log-probabilities [beams, vocab]; false when its search ends.
+  bool beamStep(BeamState& st, torch::Tensor logp) {
+    const int64_t beams = beams_.numBeams, vocab = logp.size(1);
     const double never = -1.0e9;
+    const auto longs = torch::TensorOptions().dtype(torch::kInt64);
+    const int64_t keep = std::min(std::max<int64_t>(2, 1 + static_cast<int64_t>(stop_.size())) * beams, beams * vocab);
+    const auto [topScores, topIndices] = (logp + st.runningScores.unsqueeze(1)).reshape({-1}).topk(keep);
+    const torch::Tensor parent = topIndices.div(vocab, "floor"), token = topIndices.remainder(vocab);
+    const auto* parentAt = parent.data_ptr<int64_t>();
+    const auto* tokenAt = token.data_ptr<int64_t>();
+    std::vector<int64_t> hitsVector(static_cast<size_t>(keep));
+    for (int64_t k = 0; k < keep; ++k) hitsVector[static_cast<size_t>(k)] = stop_.count(tokenAt[k]) > 0 || st.length + 1 >= st.maxLength;
+    const torch::Tensor hits = torch::tensor(hitsVector, longs).to(torch::kBool);
+    const auto sequence = [&](int64_t k) {
+      std::vector<int64_t> seq = st.running[static_cast<size_t>(parentAt[k])];
+      seq.push_back(tokenAt[k]);
+      return seq;
+    };
+    // The best candidates that did not just finish run on.
+    const torch::Tensor runLogp = topScores + hits.to(torch::kFloat32) * never;
+    const torch::Tensor next = std::get<1>(runLogp.topk(beams));
+    // Candidates among the best numBeams that finished join the kept hypotheses if they beat them.
+    const bool allFinished = std::all_of(st.isFinished.begin(), st.isFinished.end(), [](bool f) { return f; });
+    torch::Tensor candidates = topScores / std::pow(static_cast<double>(st.length + 1 - st.promptLength), beams_.lengthPenalty);
+    if (allFinished && beams_.earlyStopping == 1) candidates = candidates + never;
+    if (!st.improvable) candidates = candidates + never;
+    const torch::Tensor justFinished = hits.logical_and(torch::arange(keep, longs) < beams);
+    candidates = candidates + justFinished.logical_not().to(torch::kFloat32) * never;
+    const torch::Tensor merged = torch::cat({st.finishedScores, candidates});
+    const torch::Tensor mergedOrder = std::get<1>(merged.topk(beams));
+    std::vector<std::vector<int64_t>> finished, running;
+    std::vector<bool> isFinished;
+    for (int64_t j = 0; j < beams; ++j) {
+      const int64_t m = mergedOrder[j].item<int64_t>();
+      if (m < beams) {
+        finished.push_back(st.finished[static_cast<size_t>(m)]);
+        isFinished.push_back(st.isFinished[static_cast<size_t>(m)]);
+      } else {
+        finished.push_back(sequence(m - beams));
+        isFinished.push_back(justFinished[m - beams].item<bool>());
+      }
+    }
+    st.parents.clear();
+    st.tokens.clear();
+    for (int64_t j = 0; j < beams; ++j) {
+      const int64_t k = next[j].item<int64_t>();
+      running.push_back(sequence(k));
+      st.parents.push_back(parentAt[k]);
+      st.tokens.push_back(tokenAt[k]);
+    }
+    st.runningScores = runLogp.index_select(0, next);
+    st.finishedScores = merged.index_select(0, mergedOrder);
+    st.running = std::move(running);
+    st.finished = std::move(finished);
+    st.isFinished = std::move(isFinished);
+    ++st.length;
+    // Can a running beam still beat the worst kept hypothesis? (transformers' _check_early_stop_heuristic)
+    const bool full = std::all_of(st.isFinished.begin(), st.isFinished.end(), [](bool f) { return f; });
+    const int64_t bestLength = beams_.earlyStopping == 2 && beams_.lengthPenalty > 0 ? st.maxLength - st.promptLength : st.length - st.promptLength;
+    const torch::Tensor bestPossible = st.runningScores.narrow(0, 0, 1) / std::pow(static_cast<double>(bestLength), beams_.lengthPenalty);
+    st.improvable = st.improvable && (!full || (bestPossible > st.finishedScores.min()).item<bool>());
+    const bool allHit = std::all_of(hitsVector.begin(), hitsVector.end(), [](int64_t h) { return h != 0; });
+    return st.improvable && !(full && beams_.earlyStopping == 1) && !allHit;
+  }
+
+  // Beam search for prompts start .. end - 1 together: numBeams rows each (one each for the left-padded prompt
+  // pass), the cache reordered by each step's parent rows; a prompt whose search ends leaves the batch.
+  void beamSearch(DecoderModel& decoder, size_t start, size_t end, int64_t positions) {
+    const int64_t beams = beams_.numBeams;
     const auto longs = torch::TensorOptions().dtype(torch::kInt64);
     const auto floats = torch::TensorOptions().dtype(torch::kFloat32);
     const auto device = model_->device;
-    torch::Tensor input = torch::tensor(prompt, longs).view({1, n}).to(device);
-    torch::Tensor position = torch::arange(n, longs).view({1, n}).to(device);
-    torch::Tensor keyMask = torch::ones({1, n}, longs).to(device);
+    const auto count = static_cast<int64_t>(end - start);
+    int64_t longest = 0;
+    for (size_t i = start; i < end; ++i) longest = std::max(longest, static_cast<int64_t>(prompts_[i].size()));
+    std::vector<int64_t> ids(static_cast<size_t>(count * longest), 0), mask(ids.size(), 0), pos(ids.size(), 0);
+    std::vector<BeamState> states;
+    for (int64_t r = 0; r < count; ++r) {
+      const auto& prompt = prompts_[start + static_cast<size_t>(r)];
+      const auto n = static_cast<int64_t>(prompt.size()), pad = longest - n;
+      for (int64_t j = 0; j < n; ++j) {
+        const auto at = static_cast<size_t>(r * longest + pad + j);
+        ids[at] = prompt[static_cast<size_t>(j)];
+        mask[at] = 1;
+        pos[at] = j;
+      }
+      BeamState st;
+      st.index = start + static_cast<size_t>(r);
+      st.promptLength = st.length = n;
+      st.maxLength = std::min(n + maxNew_, positions);
+      st.running.assign(static_cast<size_t>(beams), {});
+      st.finished.assign(static_cast<size_t>(beams), {});
+      st.runningScores = torch::zeros({beams}, floats);
+      st.runningScores.narrow(0, 1, beams - 1).fill_(-1.0e9);
+      st.finishedScores = torch::full({beams}, -1.0e9, floats);
+      st.isFinished.assign(static_cast<size_t>(beams), false);
+      states.push_back(std::move(st));
+    }
+    torch::Tensor input = torch::tensor(ids, longs).view({count, longest}).to(device);
+    torch::Tensor keyMask = torch::tensor(mask, longs).view({count, longest}).to(device);
+    torch::Tensor position = torch::tensor(pos, longs).view({count, longest}).to(device);
     std::vector<KvCache> caches;
-    std::vector<std::vector<int64_t>> running(static_cast<size_t>(beams)), finished(static_cast<size_t>(beams));
-    torch::Tensor runningScores = torch::zeros({beams}, floats);
-    runningScores.narrow(0, 1, beams - 1).fill_(never);
-    torch::Tensor finishedScores = torch::full({beams}, never, floats);
-    std::vector<bool> isFinished(static_cast<size_t>(beams), false);
-    bool improvable = true;
-    int64_t length = n;
-    while (true) {
-      const torch::Tensor states = decoder.forwardCached(input, position, keyMask, caches);
-      torch::Tensor logp = torch::log_softmax(model_->logits(states.select(1, states.size(1) - 1)).to(torch::kCPU, torch::kFloat32), -1);
-      const int64_t vocab = logp.size(1);
-      keep = std::min(keep, beams * vocab);
-      // The first step has one row (the prompt): every beam starts from it, and only beam 0 scores above `never`.
-      logp = logp.expand({beams, vocab});
-      const auto [topScores, topIndices] = (logp + runningScores.unsqueeze(1)).reshape({-1}).topk(keep);
-      const torch::Tensor parent = topIndices.div(vocab, "floor"), token = topIndices.remainder(vocab);
-      const auto* parentAt = parent.data_ptr<int64_t>();
-      const auto* tokenAt = token.data_ptr<int64_t>();
-      std::vector<uint8_t> hitsVector(static_cast<size_t>(keep));
-      for (int64_t k = 0; k < keep; ++k) hitsVector[static_cast<size_t>(k)] = stop_.count(tokenAt[k]) > 0 || length + 1 >= maxLength;
-      const torch::Tensor hits = torch::tensor(std::vector<int64_t>(hitsVector.begin(), hitsVector.end()), longs).to(torch::kBool);
-      const auto sequence = [&](int64_t k) {
-        std::vector<int64_t> s = running[static_cast<size_t>(parentAt[k])];
-        s.push_back(tokenAt[k]);
-        return s;
-      };
-      // The best candidates that did not just finish run on.
-      const torch::Tensor runLogp = topScores + hits.to(torch::kFloat32) * never;
-      const torch::Tensor next = std::get<1>(runLogp.topk(beams));
-      // Candidates among the best numBeams that finished join the kept hypotheses if they beat them.
-      const bool allFinished = std::all_of(isFinished.begin(), isFinished.end(), [](bool f) { return f; });
-      torch::Tensor candidates = topScores / std::pow(static_cast<double>(length + 1 - n), beams_.lengthPenalty);
-      if (allFinished && beams_.earlyStopping == 1) candidates = candidates + never;
-      if (!improvable) candidates = candidates + never;
-      const torch::Tensor justFinished = hits.logical_and(torch::arange(keep, longs) < beams);
-      candidates = candidates + justFinished.logical_not().to(torch::kFloat32) * never;
-      const torch::Tensor mergedOrder = std::get<1>(torch::cat({finishedScores, candidates}).topk(beams));
-      const torch::Tensor mergedScores = torch::cat({finishedScores, candidates}).index_select(0, mergedOrder);
-      std::vector<std::vector<int64_t>> nextFinished;
-      std::vector<bool> nextIsFinished;
-      for (int64_t j = 0; j < beams; ++j) {
-        const int64_t m = mergedOrder[j].item<int64_t>();
-        if (m < beams) {
-          nextFinished.push_back(finished[static_cast<size_t>(m)]);
-          nextIsFinished.push_back(isFinished[static_cast<size_t>(m)]);
-        } else {
-          nextFinished.push_back(sequence(m - beams));
-          nextIsFinished.push_back(justFinished[m - beams].item<bool>());
+    std::vector<size_t> active(states.size());  // states still searching, in the batch's order
+    std::iota(active.begin(), active.end(), size_t{0});
+    int64_t rowsPerPrompt = 1;  // the first pass has each prompt once; later ones numBeams times
+    while (!active.empty()) {
+      const torch::Tensor hidden = decoder.forwardCached(input, position, keyMask, caches);
+      const torch::Tensor logp =
+          torch::log_softmax(model_->logits(hidden.select(1, hidden.size(1) - 1)).to(torch::kCPU, torch::kFloat32), -1);
+      std::vector<int64_t> rows, tokens, nextPositions;
+      std::vector<size_t> kept;
+      for (size_t a = 0; a < active.size(); ++a) {
+        BeamState& st = states[active[a]];
+        const auto first = static_cast<int64_t>(a) * rowsPerPrompt;
+        // On the first pass every beam starts from the prompt's one row; only beam 0 scores above -1e9.
+        const torch::Tensor mine = logp.narrow(0, first, rowsPerPrompt).expand({beams, logp.size(1)});
+        if (!beamStep(st, mine)) {
+          const auto& best = st.finished[0];
+          outputs_[st.index].assign(best.begin(), best.end());
+          continue;
+        }
+        kept.push_back(active[a]);
+        for (int64_t j = 0; j < beams; ++j) {
+          rows.push_back(first + (rowsPerPrompt == 1 ? 0 : st.parents[static_cast<size_t>(j)]));
+          tokens.push_back(st.tokens[static_cast<size_t>(j)]);
+          nextPositions.push_back(st.length - 1);
         }
       }
-      std::vector<std::vector<int64_t>> nextRunning;
-      std::vector<int64_t> parents, tokens;
-      for (int64_t j = 0; j < beams; ++j) {
-        const int64_t k = next[j].item<int64_t>();
-        nextRunning.push_back(sequence(k));
-        parents.push_back(parentAt[k]);
-        tokens.push_back(tokenAt[k]);
-      }
-      runningScores = runLogp.index_select(0, next);
-      running = std::move(nextRunning);
-      finished = std::move(nextFinished);
-      finishedScores = mergedScores;
-      isFinished = std::move(nextIsFinished);
-      ++length;
-      // Can a running beam still beat the worst kept hypothesis? (transformers' _check_early_stop_heuristic)
-      const bool full = std::all_of(isFinished.begin(), isFinished.end(), [](bool f) { return f; });
-      const int64_t bestLength = beams_.earlyStopping == 2 && beams_.lengthPenalty > 0 ? maxLength - n : length - n;
-      const torch::Tensor bestPossible = runningScores.narrow(0, 0, 1) / std::pow(static_cast<double>(bestLength), beams_.lengthPenalty);
-      improvable = improvable && (!full || (bestPossible > finishedScores.min()).item<bool>());
-      const bool allHit = std::all_of(hitsVector.begin(), hitsVector.end(), [](uint8_t h) { return h != 0; });
-      if (!improvable || (full && beams_.earlyStopping == 1) || allHit) break;
-      const torch::Tensor rows = torch::tensor(parents, longs).to(device);
-      for (auto& cache : caches) cache.keepRows(rows);
-      keyMask = torch::cat({keyMask.index_select(0, rows), torch::ones({beams, 1}, keyMask.options())}, 1);
-      input = torch::tensor(tokens, longs).view({beams, 1}).to(device);
-      position = torch::full({beams, 1}, length - 1, longs).to(device);
+      active = std::move(kept);
+      if (active.empty()) break;
+      const auto n = static_cast<int64_t>(rows.size());
+      const torch::Tensor index = torch::tensor(rows, longs).to(device);
+      for (auto& cache : caches) cache.keepRows(index);
+      keyMask = torch::cat({keyMask.index_select(0, index), torch::ones({n, 1}, keyMask.options())}, 1);
+      input = torch::tensor(tokens, longs).view({n, 1}).to(device);
+      position = torch::tensor(nextPositions, longs).view({n, 1}).to(device);
+      rowsPerPrompt = beams;
     }
-    const auto& best = finished[0];
-    outputs_[index].assign(best.begin(), best.end());
   }
 
   ~GenerateWorker() override { endStream(); }

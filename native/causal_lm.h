@@ -20,7 +20,7 @@ torch::Tensor sequenceLogLikelihood(const LoadedEncoder& model, const torch::Ten
 // NativeEncoder.logLikelihood({ ...padded batch, outputMask: the targets }) → Promise<Float32Array [batch]>.
 Napi::Value logLikelihoodCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, const Napi::Object& args);
 // NativeEncoder.generate({ prompts: Int32Array[], maxNewTokens, stopIds: Int32Array, temperature, topK, topP, seed, batchSize,
-// numBeams, lengthPenalty, earlyStopping (0 false, 1 true, 2 never): beam search, one prompt at a time, when numBeams > 1,
+// numBeams, lengthPenalty, earlyStopping (0 false, 1 true, 2 never): beam search when numBeams > 1 (batchSize prompts at a time, numBeams rows each),
 // onTokens?: (promptIndices: Int32Array, tokens: Int32Array) => void, called after each step with the tokens it added })
 // → Promise<Int32Array[]>: each prompt's continuation (without the prompt), greedy (temperature 0) or sampled, ending
 // at the first stop id (kept) or after maxNewTokens, or where the model's positions end.

@@ -210,6 +210,7 @@ const BEAMS = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'ti
   maxNewTokens: number;
   versions: Record<string, string>;
   models: Record<string, BeamCase[]>;
+  shared: Record<string, { numBeams: number; lengthPenalty: number; earlyStopping: boolean; eosIds: number[]; tokens: number[][] }[]>;
 };
 
 for (const name of ['qwen3', 'llama']) {
@@ -231,7 +232,7 @@ for (const name of ['qwen3', 'llama']) {
       t.deepEqual(out.tokenIds, c.tokens, JSON.stringify({ ...c, tokens: undefined }));
       t.is(out.finishReason, c.eosIds.includes(c.tokens[c.tokens.length - 1]) ? 'stop' : 'length');
     }
-    // Several prompts in one call: each searched alone, as above.
+    // Several prompts in one call (searched together): what each gives alone.
     const some = cases.filter((c) => c.numBeams === 3 && c.earlyStopping === false && c.eosIds[0] === cases[0].eosIds[0]);
     const together = await generator.generate(
       some.map((c) => PROMPTS[c.prompt]),
@@ -241,6 +242,15 @@ for (const name of ['qwen3', 'llama']) {
       together.map((g) => g.tokenIds),
       some.map((c) => c.tokens),
     );
+    // Prompts searched together (left-padded, numBeams rows each) give what each gives alone, also when their
+    // hypotheses end at different steps and a finished prompt leaves the batch.
+    for (const c of BEAMS.shared[name]) {
+      for (const batchSize of [2, 4]) {
+        const out = await generator.generate(PROMPTS, { maxNewTokens: BEAMS.maxNewTokens, numBeams: c.numBeams, lengthPenalty: c.lengthPenalty, earlyStopping: c.earlyStopping, stopTokenIds: c.eosIds, batchSize });
+        t.deepEqual(out.map((g) => g.tokenIds), c.tokens, `${c.numBeams} beams, earlyStopping ${c.earlyStopping}, batch ${batchSize}`);
+      }
+    }
+    t.true(BEAMS.shared[name].some((c) => new Set(c.tokens.map((x) => x.length)).size > 1), 'the prompts finish at different lengths');
     // One beam is greedy search.
     const [one] = await generator.generate([PROMPTS[0]], { maxNewTokens: REFERENCE.maxNewTokens, numBeams: 1 });
     t.deepEqual(one.tokenIds, REFERENCE.models[name].generated[0]);

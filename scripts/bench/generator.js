@@ -7,7 +7,7 @@
 //   - greedy generation of exactly --max-new-tokens tokens per prompt (new tokens/s): generate() against
 //     model.generate(do_sample=False) over left-padded batches;
 //   - beam search (--beams, default 4) of the first --beam-prompts prompts (8), as many tokens each (new tokens/s):
-//     generate({ numBeams }), one prompt at a time, against model.generate(num_beams), a batch's prompts together.
+//     generate({ numBeams }) against model.generate(num_beams), both searching a batch's prompts together.
 // Each side runs --rounds times, alternating, after one warm-up batch; each side's fastest round is reported, and
 // the two sides' outputs are compared (the log-likelihoods' largest difference, the share of prompts whose tokens
 // are all equal).
