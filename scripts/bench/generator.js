@@ -13,7 +13,10 @@
 // are all equal).
 //
 //   node scripts/bench/generator.js [--shape qwen3-small|qwen3-0.6b] [--pairs 64] [--prompts 16] [--max-new-tokens 32]
-//       [--batch-size 8] [--beams 4] [--beam-prompts 8] [--threads 2] [--rounds 2] [--json out.json]
+//       [--batch-size 8] [--beams 4] [--beam-prompts 8] [--device cpu|cuda] [--dtype float32|bfloat16] [--threads 2] [--rounds 2]
+//       [--json out.json]
+// On a GPU (--device cuda) both sides run there, in --dtype; each side's peak GPU memory is reported. In bfloat16
+// the two sides' tokens may part where two candidates are within rounding of each other; the counts say how often.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -21,7 +24,7 @@ const path = require('node:path');
 const { parseArgs } = require('node:util');
 const { ROOT, stPython, runPython, wordSampler, readFloat32 } = require('./st-compare');
 
-const { Generator, runtimeInfo } = require(path.join(ROOT, 'dist'));
+const { Generator, cudaMemory, runtimeInfo } = require(path.join(ROOT, 'dist'));
 
 const { values } = parseArgs({
   options: {
@@ -32,6 +35,8 @@ const { values } = parseArgs({
     'batch-size': { type: 'string', default: '8' },
     beams: { type: 'string', default: '4' },
     'beam-prompts': { type: 'string', default: '8' },
+    device: { type: 'string', default: 'cpu' },
+    dtype: { type: 'string', default: 'float32' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
     rounds: { type: 'string', default: '2' },
     json: { type: 'string' },
@@ -73,9 +78,11 @@ async function main() {
   fs.writeFileSync(pairsFile, JSON.stringify(pairs));
   fs.writeFileSync(promptsFile, JSON.stringify(prompts));
   const rounds = Number(values.rounds);
-  const common = ['--threads', String(threads), '--batch-size', String(batchSize)];
+  const device = values.device;
+  const dtype = values.dtype;
+  const common = ['--threads', String(threads), '--batch-size', String(batchSize), '--device', device, '--dtype', dtype];
 
-  const generator = await Generator.load(model, { device: 'cpu', threads });
+  const generator = await Generator.load(model, { device, dtype, threads });
   await generator.logLikelihood(pairs.slice(0, batchSize), { batchSize });
   const llFile = path.join(work, 'll.bin');
   const ll = await alternate(
@@ -115,6 +122,7 @@ async function main() {
   fs.rmSync(work, { recursive: true, force: true });
 
   const info = runtimeInfo();
+  const gpuPeakMiB = device === 'cpu' ? undefined : Math.round(cudaMemory(device).peakAllocatedBytes / 2 ** 20);
   const newTokens = prompts.length * maxNewTokens;
   const coltrastSide = `coltrast (libtorch ${info.torchVersion})`;
   const pythonSide = `transformers ${gen.python.transformers} (torch ${gen.python.torch})`;
@@ -129,6 +137,8 @@ async function main() {
   const result = {
     date: new Date().toISOString(),
     cpu: `${os.cpus()[0]?.model} (${os.cpus().length} cores)`,
+    device,
+    dtype,
     threads,
     versions: { libtorch: info.torchVersion, blas: info.blas, torchPython: gen.python.torch, transformers: gen.python.transformers },
     shape: values.shape,
@@ -144,12 +154,13 @@ async function main() {
     generationsEqual: `${same}/${prompts.length}`,
     beamSearchesEqual: `${sameBeams}/${beamPrompts.length}`,
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+    ...(gpuPeakMiB !== undefined && { peakGpuMiB: { coltrast: gpuPeakMiB, transformers: [ll.python, gen.python, beam.python].map((r) => r.peakGpuMiB) } }),
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
   console.log('| measure | side | seconds | rate |\n|---|---|---|---|');
   for (const r of rows) console.log(`| ${r.measure} | ${r.side} | ${r.seconds.toFixed(2)} | ${r.rate.toFixed(1)} ${r.unit} |`);
   console.log(
-    `\n${values.shape}, ${pairs.length} pairs, ${prompts.length} prompts x ${maxNewTokens} new tokens, batch ${batchSize}, ${threads} threads; ` +
+    `\n${values.shape} (${device}, ${dtype}), ${pairs.length} pairs, ${prompts.length} prompts x ${maxNewTokens} new tokens, batch ${batchSize}, ${threads} threads; ` +
       `log-likelihoods max |difference| ${llDiff.toExponential(2)}; ${same}/${prompts.length} generations and ${sameBeams}/${beamPrompts.length} beam searches token for token equal`,
   );
 }

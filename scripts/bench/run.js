@@ -118,13 +118,15 @@ const SUITES = {
     unit: 'decoder (Qwen3) embedding, texts/s',
   },
   generator: {
-    // transformers' log-likelihoods and generate() on a Qwen3ForCausalLM-shaped random model (build/pyenv, or COLTRAST_ST_PYTHON).
+    // transformers' log-likelihoods and generate() on a Qwen3ForCausalLM-shaped random model (build/pyenv, or COLTRAST_ST_PYTHON);
+    // on a GPU in bfloat16, the full 28-layer Qwen3-0.6B shape.
     script: 'generator.js',
     needsSentenceTransformers: true,
     args: (device, quick) =>
       device === 'cpu'
         ? ['--pairs', quick ? '16' : '64', '--prompts', quick ? '8' : '16', '--max-new-tokens', quick ? '8' : '32', '--beam-prompts', quick ? '2' : '8', '--rounds', quick ? '1' : '2']
-        : null,
+        : ['--device', device, '--dtype', 'bfloat16', '--shape', quick ? 'qwen3-small' : 'qwen3-0.6b', '--pairs', quick ? '32' : '256', '--prompts', quick ? '16' : '64',
+            '--batch-size', '32', '--max-new-tokens', quick ? '16' : '64', '--beam-prompts', quick ? '8' : '32', '--rounds', quick ? '1' : '2'],
     label: (r) => `${r.measure}: ${r.side}`,
     value: (r) => r.rate,
     unit: 'causal LM: log-likelihood pairs/s, generated tokens/s (greedy, beam search)',

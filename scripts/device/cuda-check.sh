@@ -23,6 +23,9 @@
 #     compare  scripts/bench/python/compare-gpu.js: embed() against sentence-transformers' encode(), training
 #              against the eager ColTrast recipe and sentence-transformers' MNRL trainer, the largest batch
 #              of each side (COMPARE_ARGS=--quick for a short run)
+#     generator scripts/bench/generator.js on cuda in bfloat16: a random Qwen3-0.6B-shaped causal LM's
+#              log-likelihoods, greedy generation and 4-beam search against transformers (GENERATOR_ARGS=--quick
+#              for a short run: the 4-layer shape and small sizes)
 #
 # With the device tool, one call must end within 10 minutes and the machine stays warm only 30 s after a
 # call (build/ survives only then), and a session may have only 15 minutes of device time in all. So:
@@ -32,6 +35,7 @@
 #   run(command="bash scripts/device/cuda-check.sh run prebuild", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run bench", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run compare", carry=[".device", "dist"], timeout_s=600)
+#   run(command="bash scripts/device/cuda-check.sh run generator", carry=[".device", "dist"], timeout_s=600)
 # (`bench` and `compare` build the addon first if the machine is a fresh one.) What comes back (at most 8 files):
 # $OUT/summary.txt (device, versions, one line per stage), $OUT/cuda-check.log (every stage's output),
 # $OUT/bench-kernels.jsonl and the benchmark JSON files. A failed stage does not stop the later ones; the
@@ -163,6 +167,15 @@ compare() {
     --json "$OUT/compare-gpu.json"
 }
 
+generator() {
+  node_setup
+  [ -f build/Release/coltrast.node ] || build
+  local args="--shape qwen3-0.6b --pairs 256 --prompts 64 --batch-size 32 --max-new-tokens 64 --beam-prompts 32 --rounds 2"
+  [ "${GENERATOR_ARGS:-}" = "--quick" ] && args="--shape qwen3-small --pairs 32 --prompts 16 --batch-size 16 --max-new-tokens 16 --beam-prompts 8 --rounds 1"
+  STAGE_TIMEOUT=${STAGE_TIMEOUT:-540} stage bench-generator env COLTRAST_ST_PYTHON="$(command -v python3)" \
+    node scripts/bench/generator.js --device cuda --dtype bfloat16 $args --json "$OUT/generator-cuda.json"
+}
+
 run() {
   mkdir -p "$OUT"
   export PYTHONUNBUFFERED=1
@@ -176,8 +189,8 @@ run() {
   [ ${#groups[@]} -gt 0 ] || groups=(kernels addon bench)
   for group in "${groups[@]}"; do
     case "$group" in
-      kernels | addon | prebuild | bench | compare) "$group" ;;
-      *) echo "unknown group '$group' (kernels, addon, prebuild, bench, compare)" | tee -a "$SUMMARY"; failed+=("$group") ;;
+      kernels | addon | prebuild | bench | compare | generator) "$group" ;;
+      *) echo "unknown group '$group' (kernels, addon, prebuild, bench, compare, generator)" | tee -a "$SUMMARY"; failed+=("$group") ;;
     esac
   done
   if [ ${#failed[@]} -gt 0 ]; then

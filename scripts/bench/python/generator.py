@@ -3,8 +3,8 @@
 generation, as a Python user writes them, to set beside coltrast's Generator.
 
     generator.py make <out-folder> --shape qwen3-0.6b|qwen3-small --tokenizer <folder>
-    generator.py ll <folder> <pairs.json> [--threads 2] [--batch-size 16] [--out ll.bin]
-    generator.py gen <folder> <prompts.json> [--threads 2] [--batch-size 8] [--max-new-tokens 32] [--out tokens.json]
+    generator.py ll <folder> <pairs.json> [--threads 2] [--batch-size 16] [--device cpu|cuda] [--dtype float32|bfloat16] [--out ll.bin]
+    generator.py gen <folder> <prompts.json> [--threads 2] [--batch-size 8] [--max-new-tokens 32] [--device d] [--dtype t] [--out tokens.json]
     generator.py beam <folder> <prompts.json> --beams 4 [--threads 2] [--batch-size 8] [--max-new-tokens 32] [--out tokens.json]
 
 make: a Qwen3ForCausalLM of the shape (Qwen3-0.6B's: hidden 1024, 16 query and 8 key/value heads of 128, MLP 3072,
@@ -13,7 +13,8 @@ make: a Qwen3ForCausalLM of the shape (Qwen3-0.6B's: hidden 1024, 16 query and 8
 ll: each {prompt, completion} tokenized as coltrast does (the prompt with the tokenizer's special tokens, the
   completion without, then eos), right-padded batches of --batch-size, model(...).logits, log_softmax, the
   completion tokens' log-probabilities summed; timed from tokenizing to the sums. --out: the sums (float32).
-ll and gen print a JSON line {seconds, <rate>, peakRssMiB, torch, transformers}.
+ll and gen print a JSON line {seconds, <rate>, peakRssMiB, peakGpuMiB (on a GPU), torch, transformers}. --device and --dtype:
+  where the model runs and its weights' type (bfloat16: as from_pretrained(dtype=torch.bfloat16) loads it).
 gen: generate(do_sample=False, exactly --max-new-tokens new tokens) on left-padded batches of --batch-size
   prompts (the tokenizer's special tokens included); timed from tokenizing to the token ids. --out: the new tokens.
 beam: the same with num_beams=--beams (beam search; transformers searches a batch's prompts together).
@@ -50,17 +51,29 @@ def make(out, shape, tokenizer):
 
 
 def finish(seconds, rate_name, count):
+    gpu = {"peakGpuMiB": round(torch.cuda.max_memory_allocated() / 2**20)} if torch.cuda.is_available() and torch.cuda.is_initialized() else {}
     print(json.dumps({
         "seconds": seconds, rate_name: count / seconds, "peakRssMiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "torch": torch.__version__, "transformers": transformers.__version__,
+        **gpu, "torch": torch.__version__, "transformers": transformers.__version__,
     }))
 
 
-def log_likelihoods(folder, pairs_file, threads, batch_size, out):
+def load(folder, device, dtype):
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device).eval()
+    return model
+
+
+def synced(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def log_likelihoods(folder, pairs_file, threads, batch_size, out, device="cpu", dtype="float32"):
     torch.set_num_threads(threads)
     pairs = json.load(open(pairs_file))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    model = load(folder, device, dtype)
     eos = model.config.eos_token_id
 
     def run(batch):
@@ -68,42 +81,42 @@ def log_likelihoods(folder, pairs_file, threads, batch_size, out):
         completions = tokenizer([p["completion"] for p in batch], add_special_tokens=False).input_ids
         seqs = [p + c + [eos] for p, c in zip(prompts, completions)]
         width = max(len(s) for s in seqs)
-        ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
         with torch.no_grad():
             logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
         sums = []
         for r, (p, s) in enumerate(zip(prompts, seqs)):
-            positions = torch.arange(len(p) - 1, len(s) - 1)
+            positions = torch.arange(len(p) - 1, len(s) - 1, device=device)
             sums.append(logp[r, positions, ids[r, positions + 1]].sum().item())
         return sums
 
     run(pairs[:batch_size])
-    start = time.perf_counter()
+    start = synced(device)
     sums = [x for i in range(0, len(pairs), batch_size) for x in run(pairs[i:i + batch_size])]
-    seconds = time.perf_counter() - start
+    seconds = synced(device) - start
     if out:
         np.asarray(sums, dtype=np.float32).tofile(out)
     finish(seconds, "pairsPerSecond", len(pairs))
 
 
-def generate(folder, prompts_file, threads, batch_size, max_new, out, beams=1):
+def generate(folder, prompts_file, threads, batch_size, max_new, out, beams=1, device="cpu", dtype="float32"):
     torch.set_num_threads(threads)
     prompts = json.load(open(prompts_file))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    model = load(folder, device, dtype)
 
     def run(batch, new):
-        enc = tokenizer(batch, return_tensors="pt", padding=True, return_token_type_ids=False)
+        enc = tokenizer(batch, return_tensors="pt", padding=True, return_token_type_ids=False).to(device)
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False, num_beams=beams, pad_token_id=0)
         return ids[:, enc.input_ids.shape[1]:].tolist()
 
     run(prompts[:batch_size], 2)
-    start = time.perf_counter()
+    start = synced(device)
     tokens = [t for i in range(0, len(prompts), batch_size) for t in run(prompts[i:i + batch_size], max_new)]
-    seconds = time.perf_counter() - start
+    seconds = synced(device) - start
     if out:
         json.dump(tokens, open(out, "w"))
     finish(seconds, "tokensPerSecond", len(prompts) * max_new)
@@ -120,11 +133,13 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--beams", type=int, default=4)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--out")
     a = parser.parse_args()
     if a.what == "make":
         make(a.folder, a.shape, a.tokenizer)
     elif a.what == "ll":
-        log_likelihoods(a.folder, a.data, a.threads, a.batch_size, a.out)
+        log_likelihoods(a.folder, a.data, a.threads, a.batch_size, a.out, a.device, a.dtype)
     else:
-        generate(a.folder, a.data, a.threads, a.batch_size, a.max_new_tokens, a.out, a.beams if a.what == "beam" else 1)
+        generate(a.folder, a.data, a.threads, a.batch_size, a.max_new_tokens, a.out, a.beams if a.what == "beam" else 1, a.device, a.dtype)
