@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'NATIVE' // an error raised inside native code
   | 'DEVICE' // a device that is not available (no GPU, no CUDA build)
   | 'DISPOSED' // a method called on an object after dispose()
+  | 'ABORTED' // work stopped by the caller's AbortSignal
   | 'NETWORK'; // a download that failed or is impossible offline
 
 export class ColtrastError extends Error {

@@ -79,6 +79,10 @@ export interface GenerateOptions {
   numBeams?: number;
   lengthPenalty?: number;
   earlyStopping?: boolean | 'never';
+  /** Stops the generation when aborted (checked at each step): generate() then rejects with an ABORTED error. */
+  signal?: AbortSignal;
+  /** @internal One signal per prompt (the server's clients): an aborted one stops its prompt only, which keeps the tokens it has. */
+  promptSignals?: (AbortSignal | undefined)[];
 }
 
 /** One prompt's continuation. */
@@ -94,7 +98,10 @@ export interface Generated {
 }
 
 const LL_KEYS = ['batchSize', 'endOfSequence'] as const;
-const GENERATE_KEYS = ['maxNewTokens', 'stopTokenIds', 'temperature', 'topK', 'topP', 'seed', 'batchSize', 'onText', 'numBeams', 'lengthPenalty', 'earlyStopping'] as const;
+const GENERATE_KEYS = [
+  'maxNewTokens', 'stopTokenIds', 'temperature', 'topK', 'topP', 'seed', 'batchSize', 'onText', 'numBeams', 'lengthPenalty', 'earlyStopping', 'signal',
+  'promptSignals',
+] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 const DECODER_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3'];
 /** The files of a model folder besides its weights that a saved copy keeps (configs and tokenizer files). */
@@ -324,6 +331,12 @@ export class Generator {
       if (earlyStopping !== true && earlyStopping !== false && earlyStopping !== 'never') throw invalid('options.earlyStopping', "true, false or 'never'", earlyStopping);
       if (numBeams > 1 && temperature > 0) throw new ColtrastError('INVALID_ARGUMENT', 'beam search is deterministic: give options.temperature 0 (or leave it out) with options.numBeams > 1');
       if (numBeams > 1 && o.onText) throw new ColtrastError('INVALID_ARGUMENT', "beam search cannot stream (its best hypothesis is known only at the end): leave out options.onText with options.numBeams > 1");
+      if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', o.signal);
+      if (o.promptSignals !== undefined && (!Array.isArray(o.promptSignals) || o.promptSignals.length !== prompts.length)) {
+        throw invalid('options.promptSignals', 'an array with one AbortSignal (or undefined) per prompt', o.promptSignals);
+      }
+      const aborted = () => new ColtrastError('ABORTED', 'generation was aborted (options.signal)');
+      if (o.signal?.aborted) throw aborted();
       const tokenized = await this.promptIds(prompts);
       tokenized.forEach((ids, i) => {
         if (ids.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] has no tokens: generation needs one to start from`);
@@ -334,9 +347,19 @@ export class Generator {
       // Longest first: batches of similar lengths pad little.
       const order = longestFirst(tokenized.map((ids) => ({ ids })));
       const stream = o.onText ? new TextStream(this.tokenizer, prompts.length, o.onText) : undefined;
+      const cancel = new Int32Array(prompts.length); // in the native (sorted) order
+      const stopAll = () => cancel.fill(1);
+      const stops = (o.promptSignals ?? []).map((signal, i) => {
+        const stopOne = () => (cancel[order.indexOf(i)] = 1);
+        if (signal?.aborted) stopOne();
+        signal?.addEventListener('abort', stopOne, { once: true });
+        return () => signal?.removeEventListener('abort', stopOne);
+      });
+      o.signal?.addEventListener('abort', stopAll, { once: true });
       let sorted: Int32Array[];
       try {
         sorted = await handle.generate({
+          cancel,
           prompts: order.map((i) => Int32Array.from(tokenized[i])), maxNewTokens, stopIds: Int32Array.from(stop), temperature, topK, topP, seed, batchSize,
           numBeams, lengthPenalty, earlyStopping: earlyStopping === 'never' ? 2 : earlyStopping ? 1 : 0,
           ...(stream && { onTokens: (rows: Int32Array, tokens: Int32Array) => stream.push(Array.from(rows, (r) => order[r]), tokens) }),
@@ -344,6 +367,13 @@ export class Generator {
       } catch (error) {
         await stream?.close();
         throw fromNative(error);
+      } finally {
+        o.signal?.removeEventListener('abort', stopAll);
+        stops.forEach((remove) => remove());
+      }
+      if (o.signal?.aborted) {
+        await stream?.close();
+        throw aborted();
       }
       const ids: number[][] = new Array(prompts.length);
       order.forEach((prompt, r) => (ids[prompt] = Array.from(sorted[r])));

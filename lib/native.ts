@@ -56,6 +56,8 @@ export interface NativeEncoder {
     numBeams?: number; lengthPenalty?: number; earlyStopping?: number;
     /** Called after each step with the prompts (their indices in `prompts`) that got a token and the tokens; may come after the promise settles. */
     onTokens?: (prompts: Int32Array, tokens: Int32Array) => void;
+    /** A flag per prompt (in `prompts`' order): set to 1, that prompt stops at its next step. */
+    cancel?: Int32Array;
   }): Promise<Int32Array[]>;
   dispose(): void;
 }

@@ -179,5 +179,6 @@ export interface Route {
   method: 'GET' | 'POST';
   /** 'openai' errors are { error: { message, type, code } }; 'tei' errors are { error, error_type }. */
   style: 'openai' | 'tei';
-  handle: (body: unknown) => Promise<RouteResult>;
+  /** `signal` aborts when the client goes away before its answer is complete. */
+  handle: (body: unknown, signal: AbortSignal) => Promise<RouteResult>;
 }

@@ -23,6 +23,8 @@ interface GenerationItem {
   prompt: Prompt;
   /** The prompt's streamed text, as it comes. */
   onText?: (text: string) => void;
+  /** Aborts when the client goes away: the prompt's generation stops. */
+  signal: AbortSignal;
 }
 
 interface Sampling {
@@ -159,8 +161,13 @@ function messagesOf(value: unknown): Prompt {
 }
 
 /** The routes and their queues, for the models given. */
-export function generationRoutes(s: GenerationServing): { routes: Record<string, Route>; queues: Record<string, BatchQueue<unknown, unknown>> } {
+export function generationRoutes(s: GenerationServing): {
+  routes: Record<string, Route>;
+  queues: Record<string, BatchQueue<unknown, unknown>>;
+  counters: () => [string, string, number][];
+} {
   const { generator, rag } = s;
+  let cancelled = 0;
   const generateQueue = new BatchQueue<GenerationItem, Generated>(
     async (key, items) => {
       const o = JSON.parse(key) as Sampling;
@@ -174,6 +181,7 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
           seed: o.seed ?? randomInt(2 ** 47),
           batchSize: s.batchSize,
           ...(items.some((i) => i.onText) && { onText: (index: number, text: string) => items[index].onText?.(text) }),
+          promptSignals: items.map((i) => i.signal),
         },
       );
     },
@@ -194,6 +202,7 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
   /** Generates for `prompts`, as one response or as a stream of chunks made by `chunk`. */
   const complete = async (
     body: Body,
+    signal: AbortSignal,
     prompts: Prompt[],
     defaultMaxTokens: number,
     shape: {
@@ -215,8 +224,18 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
       const completion = out.reduce((sum, g) => sum + g.tokenIds.length, 0);
       return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
     };
+    /** Waits for the generations, counting them as cancelled when the client goes away first. */
+    const generated = async (items: GenerationItem[]) => {
+      const count = () => (cancelled += items.length);
+      signal.addEventListener('abort', count, { once: true });
+      try {
+        return await generateQueue.submit(key, items);
+      } finally {
+        signal.removeEventListener('abort', count);
+      }
+    };
     if (!stream) {
-      const out = await generateQueue.submit(key, prompts.map((prompt) => ({ prompt })));
+      const out = await generated(prompts.map((prompt) => ({ prompt, signal })));
       return {
         inputs: prompts.length,
         json: {
@@ -235,10 +254,7 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
         const chunk = (choices: unknown[]) => send({ ...base, object: shape.chunkObject, choices });
         prompts.forEach((_, i) => chunk([shape.delta(i, null, null, true)]));
         const filters = prompts.map((_, i) => new StopFilter(stops, (text) => chunk([shape.delta(i, text, null, false)])));
-        const out = await generateQueue.submit(
-          key,
-          prompts.map((prompt, i) => ({ prompt, onText: (text: string) => filters[i].push(text) })),
-        );
+        const out = await generated(prompts.map((prompt, i) => ({ prompt, signal, onText: (text: string) => filters[i].push(text) })));
         out.forEach((g, i) => {
           filters[i].end();
           chunk([shape.delta(i, null, filters[i].stopped ? 'stop' : finished(g, stops).finishReason, false)]);
@@ -253,7 +269,7 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
     '/v1/chat/completions': {
       method: 'POST',
       style: 'openai',
-      handle: async (raw) => {
+      handle: async (raw, signal) => {
         const model = needGenerator('/v1/chat/completions');
         if (model.chatTemplate === undefined) {
           throw new HttpError(400, `the generator ${s.generatorName ?? model.modelDir} has no chat template (tokenizer_config.json's chat_template or chat_template.jinja): send text to /v1/completions`);
@@ -263,7 +279,7 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
           'n', 'user', 'frequency_penalty', 'presence_penalty', 'logit_bias', 'logprobs',
         ]);
         const messages = messagesOf(body.messages);
-        return complete(body, [messages], 256, {
+        return complete(body, signal, [messages], 256, {
           id: `chatcmpl-${randomUUID()}`,
           object: 'chat.completion',
           chunkObject: 'chat.completion.chunk',
@@ -280,14 +296,14 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
     '/v1/completions': {
       method: 'POST',
       style: 'openai',
-      handle: async (raw) => {
+      handle: async (raw, signal) => {
         needGenerator('/v1/completions');
         const body = fields(raw, [
           'model', 'prompt', 'max_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'stop', 'stream', 'stream_options', 'n', 'user', 'echo',
           'logprobs', 'frequency_penalty', 'presence_penalty', 'logit_bias',
         ]);
         const prompts = requiredTexts(body, 'prompt', s.maxInputs);
-        return complete(body, prompts, 16, {
+        return complete(body, signal, prompts, 16, {
           id: `cmpl-${randomUUID()}`,
           object: 'text_completion',
           chunkObject: 'text_completion',
@@ -313,5 +329,9 @@ export function generationRoutes(s: GenerationServing): { routes: Record<string,
       },
     },
   };
-  return { routes, queues: { generate: generateQueue as BatchQueue<unknown, unknown>, ask: askQueue as BatchQueue<unknown, unknown> } };
+  return {
+    routes,
+    queues: { generate: generateQueue as BatchQueue<unknown, unknown>, ask: askQueue as BatchQueue<unknown, unknown> },
+    counters: () => [['coltrast_generations_cancelled_total', 'Prompts whose client went away before their generation ended (it stops at its next step).', cancelled]],
+  };
 }

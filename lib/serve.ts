@@ -411,7 +411,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     '/metrics': {
       method: 'GET',
       style: 'tei',
-      handle: async () => ({ inputs: 0, json: metrics.text(queues), contentType: 'text/plain; version=0.0.4' }),
+      handle: async () => ({ inputs: 0, json: metrics.text(queues, generation.counters()), contentType: 'text/plain; version=0.0.4' }),
     },
   };
 
@@ -427,6 +427,11 @@ export async function serve(options: ServeOptions): Promise<Server> {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const route = routes[url.pathname];
     let inputs = 0;
+    // The client going away before its answer is complete: generation for it stops (lib/serve-generation.ts).
+    const gone = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) gone.abort();
+    });
     const log = (status: number) => {
       const milliseconds = Number(process.hrtime.bigint() - started) / 1e6;
       metrics.record(route ? url.pathname : 'other', status, milliseconds / 1000);
@@ -493,7 +498,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
             throw new HttpError(400, `the request body is not valid JSON: ${(error as Error).message}`);
           }
         }
-        const result = await route.handle(body);
+        const result = await route.handle(body, gone.signal);
         if ('events' in result) return stream(result.events);
         inputs = result.inputs;
         reply(200, result.json, {}, result.contentType);
@@ -568,7 +573,7 @@ class Metrics {
     this.seconds.set(route, s);
   }
 
-  text(queues: Record<string, { stats(): QueueStats }>): string {
+  text(queues: Record<string, { stats(): QueueStats }>, counters: [name: string, help: string, value: number][] = []): string {
     const lines = ['# HELP coltrast_requests_total HTTP requests answered, by route and status.', '# TYPE coltrast_requests_total counter'];
     for (const [labels, n] of this.requests) lines.push(`coltrast_requests_total{${labels}} ${n}`);
     lines.push('# HELP coltrast_request_seconds Time from request to response, by route.', '# TYPE coltrast_request_seconds summary');
@@ -582,6 +587,7 @@ class Metrics {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
       for (const [queue, q] of Object.entries(queues)) lines.push(`${name}{queue="${queue}"} ${q.stats()[field]}`);
     }
+    for (const [name, help, value] of counters) lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`);
     return lines.join('\n') + '\n';
   }
 }

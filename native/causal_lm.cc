@@ -92,8 +92,10 @@ class GenerateWorker : public PromiseWorker {
   // `onTokens` (optional): called on the JS thread after each step with (prompt indices, tokens), an Int32Array
   // each: the tokens the step added. Calls may arrive after the promise settles; the caller reconciles with the
   // result (lib/generator.ts).
+  // `cancel` (optional): an Int32Array with a flag per prompt that the JS thread sets to stop that prompt's generation
+  // (read at each step; the prompt keeps the tokens it has).
   GenerateWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> model, std::vector<std::vector<int64_t>> prompts, int64_t maxNew,
-                 std::set<int64_t> stop, Sampling sampling, Beams beams, int64_t batchSize, Napi::Function onTokens)
+                 std::set<int64_t> stop, Sampling sampling, Beams beams, int64_t batchSize, Napi::Function onTokens, Napi::Value cancel)
       : PromiseWorker(env, model->device),
         model_(std::move(model)),
         prompts_(std::move(prompts)),
@@ -104,6 +106,11 @@ class GenerateWorker : public PromiseWorker {
         batchSize_(batchSize),
         streaming_(!onTokens.IsEmpty()) {
     if (streaming_) onTokens_ = Napi::ThreadSafeFunction::New(env, onTokens, "coltrast generate onTokens", 0, 1);
+    if (!cancel.IsUndefined()) {
+      auto flags = cancel.As<Napi::Int32Array>();
+      cancelRef_ = Napi::Persistent(flags);
+      cancel_ = flags.Data();
+    }
   }
 
  protected:
@@ -175,7 +182,8 @@ class GenerateWorker : public PromiseWorker {
         auto& out = outputs_[start + static_cast<size_t>(r)];
         out.push_back(static_cast<int32_t>(next[a]));
         const bool done = stop_.count(next[a]) > 0 || static_cast<int64_t>(out.size()) >= maxNew_ ||
-                          length[static_cast<size_t>(r)] + static_cast<int64_t>(out.size()) >= positions;
+                          length[static_cast<size_t>(r)] + static_cast<int64_t>(out.size()) >= positions ||
+                          cancelled(start + static_cast<size_t>(r));
         if (!done) {
           keep.push_back(static_cast<int64_t>(a));
           kept.push_back(r);
@@ -329,7 +337,7 @@ class GenerateWorker : public PromiseWorker {
         const auto first = static_cast<int64_t>(a) * rowsPerPrompt;
         // On the first pass every beam starts from the prompt's one row; only beam 0 scores above -1e9.
         const torch::Tensor mine = logp.narrow(0, first, rowsPerPrompt).expand({beams, logp.size(1)});
-        if (!beamStep(st, mine)) {
+        if (!beamStep(st, mine) || cancelled(st.index)) {
           const auto& best = st.finished[0];
           outputs_[st.index].assign(best.begin(), best.end());
           continue;
@@ -354,6 +362,9 @@ class GenerateWorker : public PromiseWorker {
   }
 
   ~GenerateWorker() override { endStream(); }
+
+  // Whether the JS thread asked prompt i to stop (a plain flag, written there and read here once per step).
+  bool cancelled(size_t i) const { return cancel_ != nullptr && __atomic_load_n(cancel_ + i, __ATOMIC_RELAXED) != 0; }
 
   void endStream() {
     if (streaming_.exchange(false)) onTokens_.Release();
@@ -404,6 +415,8 @@ class GenerateWorker : public PromiseWorker {
   int64_t batchSize_;
   std::atomic<bool> streaming_;
   Napi::ThreadSafeFunction onTokens_;
+  Napi::Reference<Napi::Int32Array> cancelRef_;  // keeps the flags' memory alive while the work runs
+  const int32_t* cancel_ = nullptr;
   std::vector<std::vector<int32_t>> outputs_;
 };
 
@@ -484,8 +497,13 @@ Napi::Value generateCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, co
     if (!(batchSize >= 1) || batchSize != std::floor(batchSize)) throw invalidArgument("batchSize must be a positive integer");
     const Napi::Value onTokens = args.Get("onTokens");
     if (!onTokens.IsUndefined() && !onTokens.IsFunction()) throw invalidArgument("onTokens must be a function");
+    const Napi::Value cancel = args.Get("cancel");
+    if (!cancel.IsUndefined() && (!cancel.IsTypedArray() || cancel.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+                                  cancel.As<Napi::Int32Array>().ElementLength() != prompts.size())) {
+      throw invalidArgument("cancel must be an Int32Array with one flag per prompt");
+    }
     return (new GenerateWorker(env, std::move(model), std::move(prompts), static_cast<int64_t>(maxNew), std::move(stop), sampling, beams,
-                               static_cast<int64_t>(batchSize), onTokens.IsFunction() ? onTokens.As<Napi::Function>() : Napi::Function()))
+                               static_cast<int64_t>(batchSize), onTokens.IsFunction() ? onTokens.As<Napi::Function>() : Napi::Function(), cancel))
         ->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});

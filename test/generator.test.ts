@@ -197,6 +197,31 @@ for (const name of ['qwen3', 'llama']) {
   });
 }
 
+test('an AbortSignal stops generation (ABORTED); a prompt\'s own signal stops that prompt only', async (t) => {
+  const generator = await Generator.load(path.join(FIXTURES, 'llama'), { device: 'cpu' });
+  const before = new AbortController();
+  before.abort();
+  t.is((await rejection(() => generator.generate(PROMPTS, { signal: before.signal }))).code, 'ABORTED');
+  // Aborted while generating, from the first streamed piece.
+  const during = new AbortController();
+  const error = await rejection(() => generator.generate(PROMPTS, { maxNewTokens: 80, signal: during.signal, onText: () => during.abort() }));
+  t.is(error.code, 'ABORTED');
+  t.regex(error.message, /generation was aborted/);
+  const full = await generator.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens });
+  t.deepEqual(full.map((g) => g.tokenIds), REFERENCE.models.llama.generated, 'the model goes on working');
+  // One prompt's signal, aborted before the first step: that prompt stops after one token; the others are as before.
+  const one = new AbortController();
+  one.abort();
+  for (const numBeams of [1, 3]) {
+    const expected = await generator.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens, numBeams });
+    const out = await generator.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens, numBeams, promptSignals: [undefined, one.signal, undefined, undefined] });
+    t.true(out[1].tokenIds.length <= 1, `beams ${numBeams}: ${out[1].tokenIds.length} tokens`);
+    [0, 2, 3].forEach((i) => t.deepEqual(out[i].tokenIds, expected[i].tokenIds, `beams ${numBeams}, prompt ${i}`));
+  }
+  t.regex((await rejection(() => generator.generate(['a'], { signal: 'stop' as never }))).message, /options\.signal must be an AbortSignal/);
+  generator.dispose();
+});
+
 interface BeamCase {
   prompt: number;
   numBeams: number;

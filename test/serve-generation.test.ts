@@ -177,6 +177,27 @@ test.serial('concurrent chat requests share model calls and each gets its own an
   t.true(after.largestCall <= 8, 'a call takes at most one generation batch');
 });
 
+test('a client that goes away stops its generation, counted in /metrics', async (t) => {
+  const small = await serve({ generator, port: 0, generationBatchSize: 2 });
+  try {
+    // A long request keeps the model busy (four calls of two prompts); a second one waits behind it, and its
+    // client gives up while it waits.
+    const long = post(`${small.url}/v1/completions`, { prompt: Array.from({ length: 8 }, (_, i) => `model text ${i}`), max_tokens: 60 });
+    const gone = new AbortController();
+    const waiting = fetch(`${small.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ messages: MESSAGES, max_tokens: 60 }), signal: gone.signal });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    gone.abort();
+    t.is(await waiting.then(() => 'answered', (e: Error) => e.name), 'AbortError');
+    t.is((await long).status, 200);
+    const metrics = await (await fetch(`${small.url}/metrics`)).text();
+    t.regex(metrics, /^coltrast_generations_cancelled_total 1$/m);
+    // The server goes on answering.
+    t.is((await post(`${small.url}/v1/completions`, { prompt: 'model', max_tokens: 2 })).status, 200);
+  } finally {
+    await small.close();
+  }
+});
+
 test('bad generation requests get a status and a message that names the problem', async (t) => {
   const chat = '/v1/chat/completions';
   const cases: [string, unknown, number, RegExp][] = [
