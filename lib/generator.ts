@@ -371,14 +371,16 @@ export class Generator {
         o.signal?.removeEventListener('abort', stopAll);
         stops.forEach((remove) => remove());
       }
+      const ids: number[][] = new Array(prompts.length);
+      order.forEach((prompt, r) => (ids[prompt] = Array.from(sorted[r])));
+      const texts = await this.tokenizer.decode(ids);
+      // Aborted at any point before this call returns (an onText that aborts included): the call failed.
       if (o.signal?.aborted) {
         await stream?.close();
         throw aborted();
       }
-      const ids: number[][] = new Array(prompts.length);
-      order.forEach((prompt, r) => (ids[prompt] = Array.from(sorted[r])));
-      const texts = await this.tokenizer.decode(ids);
       await stream?.finish(texts);
+      if (o.signal?.aborted) throw aborted();
       return ids.map((tokenIds, i) => ({
         text: texts[i],
         tokenIds,

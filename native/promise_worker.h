@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include <functional>
 #include <shared_mutex>
 
 #include "compute_thread.h"
@@ -37,6 +38,22 @@ class PromiseWorker : public Napi::AsyncWorker {
   virtual void compute() = 0;
   virtual Napi::Value result(Napi::Env env) = 0;
 
+  // Long work made of many steps (generation) returns true: compute() then runs on its libuv thread and hands each
+  // step to step(), which runs it where compute() would have run (the CPU compute thread when that is in use), so
+  // that other calls' work is queued between its steps instead of waiting for the whole call. A step must take the
+  // model's mutex itself (holding it across steps would block the compute thread's other jobs on it).
+  virtual bool inSteps() const { return false; }
+  void step(const std::function<void()>& fn) {
+    if (inSteps() && onCpu_ && cpuWorkOnOwnThread()) {
+      runOnCpuThread([&] {
+        applyThreadSetting();
+        fn();
+      });
+    } else {
+      fn();
+    }
+  }
+
  private:
   struct OnCpu {
     bool value;
@@ -51,7 +68,10 @@ class PromiseWorker : public Napi::AsyncWorker {
         applyThreadSetting();
         compute();
       };
-      if (onCpu_ && cpuWorkOnOwnThread()) {
+      if (inSteps()) {
+        applyThreadSetting();
+        compute();
+      } else if (onCpu_ && cpuWorkOnOwnThread()) {
         runOnCpuThread(work);
       } else {
         work();

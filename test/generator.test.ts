@@ -5,7 +5,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Generator } from '../lib';
+import { Encoder, Generator } from '../lib';
 import { native } from '../lib/native';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
 import { FIXTURE, editJson, tempDir } from './helpers/fixture';
@@ -219,6 +219,31 @@ test('an AbortSignal stops generation (ABORTED); a prompt\'s own signal stops th
     [0, 2, 3].forEach((i) => t.deepEqual(out[i].tokenIds, expected[i].tokenIds, `beams ${numBeams}, prompt ${i}`));
   }
   t.regex((await rejection(() => generator.generate(['a'], { signal: 'stop' as never }))).message, /options\.signal must be an AbortSignal/);
+  generator.dispose();
+});
+
+test('other calls run between generation steps: an embed() started during a long generation does not wait for its end', async (t) => {
+  const generator = await Generator.load(path.join(FIXTURES, 'llama'), { device: 'cpu' });
+  const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
+  let pieces = 0;
+  let piecesAfterEmbed = -1;
+  let embedded: Promise<unknown> | undefined;
+  // One prompt at a time, to the model's last position: some 300 steps. The embedding starts at the first piece; had
+  // it waited for the whole generation, hardly any pieces would come after it.
+  await generator.generate(PROMPTS, {
+    maxNewTokens: 200,
+    batchSize: 1,
+    stopTokenIds: [],
+    onText: () => {
+      pieces++;
+      embedded ??= encoder.embed(['a query while the model generates']).then(() => (piecesAfterEmbed = pieces));
+    },
+  });
+  await embedded;
+  t.true(piecesAfterEmbed >= 0);
+  t.log(`${pieces} pieces, ${pieces - piecesAfterEmbed} of them after the embedding`);
+  t.true(pieces - piecesAfterEmbed > 50);
+  encoder.dispose();
   generator.dispose();
 });
 
