@@ -206,8 +206,11 @@ export async function serve(options: ServeOptions): Promise<Server> {
     if (!reranker) throw new HttpError(404, `${route} needs a cross-encoder: start the server with one (coltrast serve --reranker <dir|hub id>)`);
     return reranker;
   };
-  const pooledOnly = (enc: Encoder, route: string) => {
+  /** The embedding model for a route of pooled vectors (a multi-vector model has none). */
+  const pooledEncoder = (route: string): Encoder => {
+    const enc = needEncoder(route);
     if (enc.multiVector) throw new HttpError(400, `the model is multi-vector (ColBERT-style) and has no pooled vector: use /embed_all for its token vectors (not ${route})`);
+    return enc;
   };
   /** The prompt fields coltrast adds to both embedding protocols. */
   const promptFields = (body: Body): Pick<EmbedJob, 'task' | 'promptName' | 'prompt'> => {
@@ -290,8 +293,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       method: 'POST',
       style: 'openai',
       handle: async (raw) => {
-        const enc = needEncoder('/v1/embeddings');
-        pooledOnly(enc, '/v1/embeddings');
+        const enc = pooledEncoder('/v1/embeddings');
         const body = fields(raw, ['input', 'model', 'encoding_format', 'dimensions', 'user', 'task', 'prompt_name', 'prompt', 'normalize']);
         const texts = textsOf(body, 'input');
         const format = body.encoding_format ?? 'float';
@@ -318,8 +320,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       method: 'POST',
       style: 'tei',
       handle: async (raw) => {
-        const enc = needEncoder('/embed');
-        pooledOnly(enc, '/embed');
+        const enc = pooledEncoder('/embed');
         const body = fields(raw, ['inputs', 'normalize', 'truncate', 'truncation_direction', 'dimensions', 'task', 'prompt_name', 'prompt']);
         const texts = textsOf(body, 'inputs');
         truncateField(body);
