@@ -19,6 +19,12 @@ export interface Matrix {
   data: Float32Array;
 }
 
+/** @internal The rows of a [n, dim] matrix, as views of its data. */
+export function matrixRows(m: Matrix): Float32Array[] {
+  const [n, d] = m.dims;
+  return Array.from({ length: n }, (_, i) => m.data.subarray(i * d, (i + 1) * d));
+}
+
 export interface EmbedOptions {
   /** Texts per forward pass (default 32). Texts are sorted by length first, so padding is small. */
   batchSize?: number;

@@ -6,7 +6,7 @@
  * masks come from those vectors here, in JavaScript: B × (N + 2B) dot products a batch, small next to a step.
  */
 import { dot } from './chunking';
-import { Encoder, type Device } from './encoder';
+import { Encoder, matrixRows, type Device } from './encoder';
 import type { NativeGuideMasks } from './native';
 import { ProgressBar } from './progress';
 import type { Batch, TrainExample } from './train-data';
@@ -35,8 +35,8 @@ export async function embedWithGuide(model: string, examples: TrainExample[], lo
     const embed = async (texts: string[], task: 'query' | 'document', before: number) => {
       const total = queries.length + documents.length;
       const m = await guide.embed(texts, { task, normalize: true, onProgress: bar && ((done) => bar.update(before + done, total)) });
-      const dim = m.dims[1];
-      return new Map(texts.map((t, i) => [t, m.data.subarray(i * dim, (i + 1) * dim)]));
+      const vectors = matrixRows(m);
+      return new Map(texts.map((t, i) => [t, vectors[i]]));
     };
     return { queries: await embed(queries, 'query', 0), documents: await embed(documents, 'document', queries.length) };
   } finally {

@@ -157,22 +157,12 @@ export function optional<T>(body: Body, key: string, check: (name: string, value
   return body[key] === undefined || body[key] === null ? undefined : check(`"${key}"`, body[key]);
 }
 
-export function bool(name: string, value: unknown): boolean {
-  if (typeof value !== 'boolean') throw new HttpError(400, `${name} must be true or false`);
-  return value;
-}
-
-export function count(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw new HttpError(400, `${name} must be a positive integer`);
-  return value;
-}
-
 /** What a route answers: a JSON body (or text, with its content type), or a stream of server-sent events. */
 export type RouteResult =
   | { json: unknown; inputs: number; contentType?: string }
   | {
       /** Writes the events with `send` (each `data: <JSON>`), then resolves with the inputs served; `[DONE]` follows. */
-      events: (send: (data: unknown) => void, closed: () => boolean) => Promise<number>;
+      events: (send: (data: unknown) => void) => Promise<number>;
     };
 
 export interface Route {

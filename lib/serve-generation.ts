@@ -7,7 +7,8 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import type { Generated, Generator, Prompt } from './generator';
 import type { Rag, RagAnswer } from './rag';
-import { BatchQueue, HttpError, bool, count, fields, optional, requiredTexts, type Body, type Route } from './serve-common';
+import { BatchQueue, HttpError, fields, optional, requiredTexts, type Body, type Route } from './serve-common';
+import { booleanValue, numberValue, positiveInteger } from './validate';
 
 export interface GenerationServing {
   generator?: Generator;
@@ -54,17 +55,13 @@ function defaultsOnly(body: Body): void {
 }
 
 function sampling(body: Body, defaultMaxTokens: number): Sampling {
-  const maxTokens = optional(body, 'max_completion_tokens', count) ?? optional(body, 'max_tokens', count) ?? defaultMaxTokens;
-  const number = (name: string, value: unknown, ok: (x: number) => boolean, expected: string) => {
-    if (typeof value !== 'number' || !Number.isFinite(value) || !ok(value)) throw new HttpError(400, `${name} must be ${expected}`);
-    return value;
-  };
+  const maxTokens = optional(body, 'max_completion_tokens', positiveInteger) ?? optional(body, 'max_tokens', positiveInteger) ?? defaultMaxTokens;
   return {
     maxNewTokens: maxTokens,
-    temperature: optional(body, 'temperature', (n, v) => number(n, v, (x) => x >= 0 && x <= 2, 'a number from 0 to 2')) ?? 0,
-    topP: optional(body, 'top_p', (n, v) => number(n, v, (x) => x > 0 && x <= 1, 'a number in (0, 1]')) ?? 1,
-    topK: optional(body, 'top_k', (n, v) => number(n, v, (x) => Number.isInteger(x) && x >= -1, 'an integer >= 0 (0 or -1: no cut)')) ?? 0,
-    seed: optional(body, 'seed', (n, v) => number(n, v, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0')) ?? null,
+    temperature: optional(body, 'temperature', (n, v) => numberValue(n, v, (x) => x >= 0 && x <= 2, 'a number from 0 to 2')) ?? 0,
+    topP: optional(body, 'top_p', (n, v) => numberValue(n, v, (x) => x > 0 && x <= 1, 'a number in (0, 1]')) ?? 1,
+    topK: optional(body, 'top_k', (n, v) => numberValue(n, v, (x) => Number.isInteger(x) && x >= -1, 'an integer >= 0 (0 or -1: no cut)')) ?? 0,
+    seed: optional(body, 'seed', (n, v) => numberValue(n, v, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0')) ?? null,
   };
 }
 
@@ -79,12 +76,18 @@ function stopStrings(body: Body): string[] {
 }
 
 function streamOptions(body: Body): { stream: boolean; includeUsage: boolean } {
-  const stream = optional(body, 'stream', bool) ?? false;
+  const stream = optional(body, 'stream', booleanValue) ?? false;
   const options = body.stream_options;
   if (options === undefined || options === null) return { stream, includeUsage: false };
   if (!stream) throw new HttpError(400, '"stream_options" is for "stream": true');
   const o = fields(options, ['include_usage']);
-  return { stream, includeUsage: optional(o, 'include_usage', bool) ?? false };
+  return { stream, includeUsage: optional(o, 'include_usage', booleanValue) ?? false };
+}
+
+/** Where the first of `stops` starts in `text`, or -1. */
+function firstStop(text: string, stops: string[]): number {
+  const found = stops.map((s) => text.indexOf(s)).filter((i) => i >= 0);
+  return found.length ? Math.min(...found) : -1;
 }
 
 /**
@@ -107,7 +110,7 @@ class StopFilter {
   push(piece: string): void {
     if (this.stopped) return;
     this.text += piece;
-    const at = this.firstStop();
+    const at = firstStop(this.text, this.stops);
     if (at >= 0) {
       this.stopped = true;
       this.give(at);
@@ -121,11 +124,6 @@ class StopFilter {
     if (!this.stopped) this.give(this.text.length);
   }
 
-  private firstStop(): number {
-    const found = this.stops.map((s) => this.text.indexOf(s)).filter((i) => i >= 0);
-    return found.length ? Math.min(...found) : -1;
-  }
-
   private give(upTo: number): void {
     if (upTo > this.given) {
       this.onText(this.text.slice(this.given, upTo));
@@ -136,8 +134,8 @@ class StopFilter {
 
 /** The final text of a generation with `stops` applied, and why it ended. */
 function finished(g: Generated, stops: string[]): { text: string; finishReason: 'stop' | 'length' } {
-  const found = stops.map((s) => g.text.indexOf(s)).filter((i) => i >= 0);
-  return found.length ? { text: g.text.slice(0, Math.min(...found)), finishReason: 'stop' } : { text: g.text, finishReason: g.finishReason };
+  const at = firstStop(g.text, stops);
+  return at >= 0 ? { text: g.text.slice(0, at), finishReason: 'stop' } : { text: g.text, finishReason: g.finishReason };
 }
 
 function messagesOf(value: unknown): Prompt {
@@ -320,7 +318,7 @@ export function generationRoutes(s: GenerationServing): {
         if (!rag) throw new HttpError(404, '/ask needs a generator and a corpus: start the server with them (coltrast serve --generator <dir|hub id> --corpus <file>)');
         const body = fields(raw, ['question', 'k', 'max_new_tokens', 'num_beams']);
         const questions = requiredTexts(body, 'question', s.maxInputs);
-        const key = JSON.stringify({ k: optional(body, 'k', count) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', count) ?? 64, numBeams: optional(body, 'num_beams', count) ?? 1 });
+        const key = JSON.stringify({ k: optional(body, 'k', positiveInteger) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', positiveInteger) ?? 64, numBeams: optional(body, 'num_beams', positiveInteger) ?? 1 });
         const answers = await askQueue.submit(key, questions);
         return {
           inputs: questions.length,

@@ -19,15 +19,15 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { timingSafeEqual } from 'node:crypto';
 import { CrossEncoder, type ScoreActivation } from './cross-encoder';
-import { Encoder, type Matrix } from './encoder';
+import { Encoder, matrixRows, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { runtimeInfo } from './runtime';
 import { Index, type Hit } from './search-index';
 import { Generator } from './generator';
 import { Rag } from './rag';
 import { generationRoutes } from './serve-generation';
-import { checkOptions, invalid, nonEmptyString, positiveInteger } from './validate';
-import { BatchQueue, HttpError, bool, count, fields, optional, requiredTexts, textList, type Body, type QueueStats, type Route } from './serve-common';
+import { booleanValue, checkOptions, invalid, nonEmptyString, positiveInteger } from './validate';
+import { BatchQueue, HttpError, fields, optional, requiredTexts, textList, type Body, type QueueStats, type Route } from './serve-common';
 
 export { BatchQueue, type QueueStats } from './serve-common';
 
@@ -109,15 +109,6 @@ function base64(v: Float32Array): string {
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
 }
 
-function rows(m: Matrix): Float32Array[] {
-  const [n, d] = m.dims;
-  return Array.from({ length: n }, (_, i) => m.data.subarray(i * d, (i + 1) * d));
-}
-
-function matrixRows(m: Matrix): number[][] {
-  return rows(m).map((r) => Array.from(r));
-}
-
 interface EmbedJob {
   output: 'pooled' | 'tokens';
   task?: 'query' | 'document';
@@ -175,7 +166,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     async (key, texts) => {
       const job = JSON.parse(key) as EmbedJob;
       const { result, tokens } = await encoder!.embedCounting(texts, { ...job, batchSize });
-      const values = job.output === 'pooled' ? rows(result as Matrix) : (result as Matrix[]);
+      const values = job.output === 'pooled' ? matrixRows(result as Matrix) : (result as Matrix[]);
       return values.map((value, i) => ({ value, tokens: tokens[i] }));
     },
     maxBatchTexts,
@@ -244,7 +235,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   /** OpenAI's `dimensions`: how many of the vector's first entries to keep. */
   const dimensionsOf = (body: Body, enc: Encoder) =>
     optional(body, 'dimensions', (name, v) => {
-      const d = count(name, v);
+      const d = positiveInteger(name, v);
       if (d > enc.dimension) throw new HttpError(400, `${name} is ${d}; the model's vectors have ${enc.dimension}`);
       return d;
     });
@@ -299,7 +290,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const format = body.encoding_format ?? 'float';
         if (format !== 'float' && format !== 'base64') throw new HttpError(400, '"encoding_format" must be "float" or "base64"');
         const dimensions = dimensionsOf(body, enc);
-        const normalize = optional(body, 'normalize', bool) ?? enc.normalize;
+        const normalize = optional(body, 'normalize', booleanValue) ?? enc.normalize;
         const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) });
         const used = out.reduce((sum, e) => sum + e.tokens, 0);
         return {
@@ -324,7 +315,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const body = fields(raw, ['inputs', 'normalize', 'truncate', 'truncation_direction', 'dimensions', 'task', 'prompt_name', 'prompt']);
         const texts = textsOf(body, 'inputs');
         truncateField(body);
-        const normalize = optional(body, 'normalize', bool) ?? true;
+        const normalize = optional(body, 'normalize', booleanValue) ?? true;
         const dimensions = dimensionsOf(body, enc);
         const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) });
         return { inputs: texts.length, json: out.map((e) => Array.from(shorten(e.value as Float32Array, dimensions, normalize))) };
@@ -338,8 +329,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const body = fields(raw, ['inputs', 'truncate', 'truncation_direction', 'normalize', 'task', 'prompt_name', 'prompt']);
         const texts = textsOf(body, 'inputs');
         truncateField(body);
-        const out = await embedTexts(texts, { output: 'tokens', normalize: optional(body, 'normalize', bool), ...promptFields(body) });
-        return { inputs: texts.length, json: out.map((e) => matrixRows(e.value as Matrix)) };
+        const out = await embedTexts(texts, { output: 'tokens', normalize: optional(body, 'normalize', booleanValue), ...promptFields(body) });
+        return { inputs: texts.length, json: out.map((e) => matrixRows(e.value as Matrix).map((row) => Array.from(row))) };
       },
     },
     '/rerank': {
@@ -351,8 +342,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
         if (typeof body.query !== 'string') throw new HttpError(400, '"query" must be a string');
         const texts = textsOf(body, 'texts');
         truncateField(body);
-        const raw_ = optional(body, 'raw_scores', bool) ?? false;
-        const withText = optional(body, 'return_text', bool) ?? false;
+        const raw_ = optional(body, 'raw_scores', booleanValue) ?? false;
+        const withText = optional(body, 'return_text', booleanValue) ?? false;
         const scores = await rerankQueue.submit(raw_ ? 'identity' : 'default', texts.map((t) => [body.query as string, t]));
         return { inputs: texts.length, json: ranked(scores).map((i) => ({ index: i, score: scores[i], ...(withText && { text: texts[i] }) })) };
       },
@@ -370,8 +361,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
           Array.isArray(body.documents) ? body.documents.map((d) => (d !== null && typeof d === 'object' && !Array.isArray(d) && 'text' in d ? (d as { text: unknown }).text : d)) : body.documents,
           maxInputs,
         );
-        const topN = optional(body, 'top_n', count) ?? documents.length;
-        const withDocuments = optional(body, 'return_documents', bool) ?? true;
+        const topN = optional(body, 'top_n', positiveInteger) ?? documents.length;
+        const withDocuments = optional(body, 'return_documents', booleanValue) ?? true;
         const scores = await rerankQueue.submit('default', documents.map((d) => [body.query as string, d]));
         return {
           inputs: documents.length,
@@ -391,14 +382,14 @@ export async function serve(options: ServeOptions): Promise<Server> {
         if (!index) throw new HttpError(404, '/search needs an index: start the server with one (coltrast serve --index <dir>)');
         const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight']);
         const queries = textsOf(body, 'query');
-        const k = optional(body, 'k', count) ?? 10;
+        const k = optional(body, 'k', positiveInteger) ?? 10;
         const mode = body.mode ?? 'dense';
         if (mode !== 'dense' && mode !== 'bm25' && mode !== 'hybrid') throw new HttpError(400, '"mode" must be "dense", "bm25" or "hybrid"');
         const rerank = body.rerank ?? 'none';
         if (rerank !== 'none' && rerank !== 'maxsim' && rerank !== 'cross-encoder') throw new HttpError(400, '"rerank" must be "none", "maxsim" or "cross-encoder"');
         if (rerank === 'cross-encoder') needReranker('"rerank": "cross-encoder"');
         if (rerank === 'maxsim' && !index.lateInteraction) throw new HttpError(400, '"rerank": "maxsim" needs an index built with late interaction (coltrast index --late-interaction)');
-        const candidates = optional(body, 'candidates', count);
+        const candidates = optional(body, 'candidates', positiveInteger);
         const hybridWeight = optional(body, 'hybrid_weight', (name, v) => {
           if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw new HttpError(400, `${name} must be a number in [0, 1]`);
           return v;
@@ -455,23 +446,24 @@ export async function serve(options: ServeOptions): Promise<Server> {
       const { status, payload } = errorOf(error);
       reply(status, payload, error instanceof HttpError ? error.headers : {});
     };
-    /** Server-sent events, as OpenAI streams: `data: <JSON>` each, then `data: [DONE]`; an error midway is an event too. */
-    const stream = async (events: (send: (data: unknown) => void, closed: () => boolean) => Promise<number>) => {
-      let closed = false;
-      res.on('close', () => (closed = true));
+    /**
+     * Server-sent events, as OpenAI streams: `data: <JSON>` each, then `data: [DONE]`; an error midway is an event
+     * too. Nothing is written once the client has gone.
+     */
+    const stream = async (events: (send: (data: unknown) => void) => Promise<number>) => {
       res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
       const send = (data: unknown) => {
-        if (!closed) res.write(`data: ${JSON.stringify(data)}\n\n`);
+        if (!gone.signal.aborted) res.write(`data: ${JSON.stringify(data)}\n\n`);
       };
       let status = 200;
       try {
-        inputs = await events(send, () => closed);
+        inputs = await events(send);
       } catch (error) {
         const e = errorOf(error);
         status = e.status;
         send(e.payload);
       }
-      if (!closed) res.end('data: [DONE]\n\n');
+      if (!gone.signal.aborted) res.end('data: [DONE]\n\n');
       log(status);
     };
     if (!route) {

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, type CrossEncoderLoss } from './cross-encoder';
-import { Encoder, type Device, type MultiVectorSettings } from './encoder';
+import { Encoder, matrixRows, type Device, type MultiVectorSettings } from './encoder';
 import { resolveModelDir } from './hub';
 import type { ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
@@ -626,8 +626,7 @@ export function encoderEmbedder(encoder: Encoder): Embedder {
   encoder.checkNotMultiVector('semantic chunking (it compares one vector per sentence; index ready-made chunks from a JSONL file instead)');
   return {
     async embed(texts) {
-      const m = await encoder.embed(texts, { normalize: true });
-      return texts.map((_, i) => m.data.subarray(i * m.dims[1], (i + 1) * m.dims[1]));
+      return matrixRows(await encoder.embed(texts, { normalize: true }));
     },
     async countTokens(texts) {
       return (await encoder.tokenize(texts)).map((ids) => ids.length);
