@@ -45,6 +45,7 @@ commands:
                              expansion and skiplist), as sentence-transformers' encode_query / encode_document
     --prompt-name <name>     one of the model's named prompts; --prompt <text>: a prompt of your own
     --tokens                 one vector per token: JSONL {"index", "tokens": [[...], ...]} (always for a multi-vector model)
+    --truncate-dim <n>       cut each vector to its first n entries (normalized again): a Matryoshka model's smaller vectors
     --device <d>             auto | cpu | cuda | cuda:N (default auto)
     --dtype <t>              float32 (default) | bfloat16 (CPU or CUDA; about 2x faster on CPUs with AVX-512 BF16 or AMX) | float16 (CUDA)
     --threads <n>            CPU threads (default: every core)
@@ -60,6 +61,8 @@ commands:
     --contrastive-weight <x> --late-interaction-weight <x> --temperature <x> --late-interaction cross_entropy|bce
     --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
     --projection-dim <n> --projection-activation identity|tanh   (a trained Dense head on the pooled vector)
+    --matryoshka <widths>    Matryoshka: the pooled losses also at these widths, e.g. 768,512,256,128,64, so the vectors can
+                             be cut (--truncate-dim); weights and dimensionsPerStep through --config (loss.matryoshka)
     --freeze-base            train only the head on the frozen transformer (CoTrEnD: a head on a decoder LLM's states)
     --contrastive-tension    self-supervised: --data is unlabeled sentences (.txt, one per line); a twin copy of the
                              model encodes each as the query, the model as the document (Contrastive Tension)
@@ -118,12 +121,14 @@ commands:
     --max-inputs <n>         texts one request may hold (default 2048) --max-queue <n> texts waiting before 503 (65536)
     --generation-batch <n>   prompts generated together, from the waiting requests (default 8)
     --name <text>            the model name responses carry (default: --model's)
+    --truncate-dim <n>       the embedding model's vectors cut to n entries (default: as --index was built, else whole)
     --device <d> --dtype <t> --threads <n> --verbose (a line per request on stderr)
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
     --output <dir>           the index folder
     --model <dir|hub id>     the embedding model (default: coltrast's shipped model)
     --late-interaction       keep token vectors for MaxSim re-ranking
+    --truncate-dim <n>       store each vector's first n entries (a Matryoshka model; search and serve then cut queries alike)
     --storage float32|float16 --device <d> --dtype <t> --json
   search <question>...       search an index
     --index <dir>            the index folder
@@ -137,6 +142,7 @@ commands:
     --mode dense|bm25|hybrid|late_interaction --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
     --reranker <dir|hub id>  re-rank each query's top --candidates (default 100) with a cross-encoder
     --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker)
+    --truncate-dim <n>       evaluate --model's vectors cut to n entries (a Matryoshka model's smaller vectors)
     --device <d> --batch-size <n> --json
   export                     write an index to a vector database: a SQL file for PostgreSQL + pgvector
     --index <dir>            the index folder
@@ -224,6 +230,7 @@ async function embed(argv: string[]): Promise<void> {
       'prompt-name': { type: 'string' },
       prompt: { type: 'string' },
       tokens: { type: 'boolean' },
+      'truncate-dim': { type: 'string' },
       device: { type: 'string' },
       dtype: { type: 'string' },
       threads: { type: 'string' },
@@ -239,6 +246,7 @@ async function embed(argv: string[]): Promise<void> {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
     threads: numberFlag('threads', values.threads, 'count'),
+    truncateDim: numberFlag('truncate-dim', values['truncate-dim'], 'count'),
     onDownloadProgress: (p) => {
       if (p.file.endsWith('.safetensors') && p.total) download.update(p.downloaded / 2 ** 20, p.total / 2 ** 20);
     },
@@ -286,6 +294,7 @@ const TRAIN_FLAGS = {
   'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number',
   teacher: 'string', distillation: 'string', 'distillation-weight': 'number', 'teacher-temperature': 'number',
   guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean',
+  matryoshka: 'string',
 } as const;
 
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
@@ -350,6 +359,11 @@ async function trainCommand(argv: string[]): Promise<void> {
   for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric'], ['distillation', 'distillation'], ['distillation-weight', 'distillationWeight'], ['teacher-temperature', 'teacherTemperature']]) {
     set(v[flag], (x) => (loss[key] = x));
   }
+  set(v.matryoshka, (x: string) => {
+    const dimensions = x.split(',').map((w) => Number(w.trim()));
+    if (dimensions.some((w) => !Number.isInteger(w) || w <= 0)) fail(`--matryoshka must be positive integers separated by commas (e.g. 768,512,256,128,64), got ${x}`);
+    loss.matryoshka = { ...(loss.matryoshka ?? {}), dimensions };
+  });
   if (Object.keys(loss).length > 0) o.loss = loss;
   set(v.patience, (x) => (o.earlyStopping = { ...(o.earlyStopping ?? {}), patience: x }));
   set(v.metric, (x) => (o.earlyStopping = { patience: Infinity, ...(o.earlyStopping ?? {}), metric: x }));
@@ -378,6 +392,11 @@ async function trainCommand(argv: string[]): Promise<void> {
   }
   console.log(`before training: ${formatMetrics(result.before)}`);
   console.log(`after training:  ${formatMetrics(result.after)} (epoch ${result.best.epoch} kept)`);
+  for (const [i, d] of (result.after?.dimensions ?? []).entries()) {
+    const b = result.before?.dimensions?.[i];
+    const pair = (m: { 'recall@1': number; 'mrr@10': number } | undefined) => (m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)}` : 'n/a');
+    console.log(`  width ${String(d.dimension).padStart(4)}: before ${pair(b)}; after ${pair(d)}`);
+  }
   const t = result.timing;
   if (t && t.batches > 0) {
     console.log(
@@ -509,6 +528,7 @@ async function evalCommand(argv: string[]): Promise<void> {
       data: { type: 'string' }, model: { type: 'string' }, mode: { type: 'string' }, split: { type: 'string' }, k: { type: 'string' },
       'hybrid-weight': { type: 'string' }, stem: { type: 'boolean' }, compare: { type: 'string' }, device: { type: 'string' },
       'batch-size': { type: 'string' }, reranker: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
+      'truncate-dim': { type: 'string' },
     },
   });
   if (!values.data) fail('eval needs --data <BEIR folder>');
@@ -542,7 +562,14 @@ async function evalCommand(argv: string[]): Promise<void> {
     systems.push(values.compare === 'bm25' ? { name: 'bm25', mode: 'bm25' } : { name: `dense:${path.basename(values.compare)}`, model: values.compare, mode: 'dense' });
   }
   const results = [];
-  for (const s of systems) results.push({ name: s.name, result: await evaluate({ ...common, model: s.model, mode: s.mode, reranker: s.reranker }) });
+  // --truncate-dim cuts the main model's vectors (a --compare model is evaluated whole).
+  const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count');
+  if (truncateDim !== undefined && !model) fail('--truncate-dim cuts a model\'s vectors: give --model (or a dense mode)');
+  if (truncateDim !== undefined) systems[0].name += `@${truncateDim}`;
+  for (const [i, s] of systems.entries()) {
+    const cut = i === 0 && s.model ? { truncateDim } : {};
+    results.push({ name: s.name, result: await evaluate({ ...common, model: s.model, mode: s.mode, reranker: s.reranker, ...cut }) });
+  }
   if (values.json) {
     console.log(JSON.stringify(results.map((r) => ({ name: r.name, ...r.result }))));
     return;
@@ -576,13 +603,17 @@ async function indexCommand(argv: string[]): Promise<void> {
     strict: true,
     options: {
       data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
-      storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' },
+      storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
     },
   });
   if (!values.data) fail('index needs --data');
   if (!values.output) fail('index needs --output <dir>');
   if (values.storage && !['float32', 'float16'].includes(values.storage)) fail(`--storage must be float32 or float16, got ${values.storage}`);
-  const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined });
+  const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
+    device: (values.device ?? 'auto') as Device,
+    dtype: values.dtype as DType | undefined,
+    truncateDim: numberFlag('truncate-dim', values['truncate-dim'], 'count'),
+  });
   try {
     const docs = await documentsFrom(values.data, enc);
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
@@ -612,11 +643,12 @@ async function searchCommand(argv: string[]): Promise<void> {
   if (!values.index) fail('search needs --index <dir>');
   if (positionals.length === 0) fail('search needs at least one question');
   const k = numberFlag('k', values.k, 'count') ?? 5;
-  const model = values.model ?? Index.modelSource(values.index) ?? DEFAULT_MODEL;
+  const built = Index.modelOptions(values.index);
+  const model = values.model ?? built.source ?? DEFAULT_MODEL;
   const candidates = numberFlag('candidates', values.candidates, 'count');
   if (values.reranker && values.rerank && values.rerank !== 'none') fail('give --rerank maxsim or --reranker <cross-encoder>, not both');
   const device = (values.device ?? 'auto') as Device;
-  const enc = await Encoder.load(model, { device });
+  const enc = await Encoder.load(model, { device, truncateDim: built.truncateDim });
   let reranker: CrossEncoder | undefined;
   try {
     if (values.reranker) reranker = await CrossEncoder.load(values.reranker, { device });
@@ -676,7 +708,7 @@ async function serveCommand(argv: string[]): Promise<void> {
       'generation-batch': { type: 'string' },
       port: { type: 'string' }, 'api-key': { type: 'string' }, 'max-batch': { type: 'string' }, 'batch-size': { type: 'string' },
       'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
-      dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' },
+      dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
     },
   });
   if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
@@ -687,8 +719,12 @@ async function serveCommand(argv: string[]): Promise<void> {
   const port = values.port === undefined ? 8080 : Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be an integer from 0 to 65535, got ${values.port}`);
   const load = { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined, threads: numberFlag('threads', values.threads, 'count') };
-  const modelSource = values['no-model'] ? undefined : (values.model ?? (values.index ? Index.modelSource(values.index) : undefined) ?? DEFAULT_MODEL);
-  const enc = modelSource ? await Encoder.load(modelSource, load) : undefined;
+  const built = values.index ? Index.modelOptions(values.index) : {};
+  const modelSource = values['no-model'] ? undefined : (values.model ?? built.source ?? DEFAULT_MODEL);
+  // The vectors' width: --truncate-dim, else the index's (an index built with cut vectors is searched with them).
+  const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;
+  if (values['no-model'] && values['truncate-dim'] !== undefined) fail('--truncate-dim cuts the embedding model\'s vectors: --no-model has none');
+  const enc = modelSource ? await Encoder.load(modelSource, { ...load, truncateDim }) : undefined;
   const reranker = values.reranker ? await CrossEncoder.load(values.reranker, load) : undefined;
   const index = values.index && enc ? await Index.load(values.index, enc) : undefined;
   const generator = values.generator ? await Generator.load(values.generator, load) : undefined;

@@ -53,6 +53,17 @@ export const TRAIN_CONFIG_SCHEMA = {
         distillation: { enum: ['margin_mse', 'kl'] },
         distillationWeight: number({ minimum: 0 }),
         teacherTemperature: number({ exclusiveMinimum: 0 }),
+        matryoshka: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['dimensions'],
+          properties: {
+            dimensions: { type: 'array', minItems: 1, uniqueItems: true, items: integer(1) },
+            weights: { type: 'array', minItems: 1, items: number({ minimum: 0 }) },
+            dimensionsPerStep: integer(1),
+          },
+          description: 'Matryoshka representation learning: the pooled losses at each width (the vectors cut to their first entries)',
+        },
       },
     },
     guide: {

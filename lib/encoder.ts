@@ -13,10 +13,30 @@ import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './v
 
 export { setThreads, type Device, type DType, type LoadOptions } from './native-model';
 
+/** Encoder.load's options: LoadOptions, and the width pooled vectors are cut to. */
+export interface EncoderLoadOptions extends LoadOptions {
+  /**
+   * Cut every pooled vector to its first `truncateDim` entries (L2-normalized again when the model normalizes),
+   * as sentence-transformers' `truncate_dim`: for a model trained with Matryoshka widths (train's
+   * `loss.matryoshka`), smaller vectors at a small loss of quality. `dimension` is then this width, and search
+   * indexes built with this Encoder hold vectors of it. Default: the full width.
+   */
+  truncateDim?: number;
+}
+
 /** A dense float32 matrix, row-major. */
 export interface Matrix {
   dims: [number, number];
   data: Float32Array;
+}
+
+/** @internal Scales `v` in place to unit L2 norm, as torch.nn.functional.normalize (a zero vector stays zero); returns it. */
+export function normalizeRow(v: Float32Array): Float32Array {
+  let sum = 0;
+  for (let i = 0; i < v.length; i++) sum += v[i] * v[i];
+  const scale = 1 / Math.max(Math.sqrt(sum), 1e-12);
+  for (let i = 0; i < v.length; i++) v[i] *= scale;
+  return v;
 }
 
 /** @internal The rows of a [n, dim] matrix, as views of its data. */
@@ -32,6 +52,12 @@ export interface EmbedOptions {
   output?: 'pooled' | 'tokens';
   /** L2-normalize each vector (default: as the model's modules.json says for pooled, false for tokens). */
   normalize?: boolean;
+  /**
+   * Cut pooled vectors to their first `truncateDim` entries (sentence-transformers' `truncate_dim`; default the
+   * Encoder's `truncateDim`, else the full width). With `normalize` the cut vector is normalized, as
+   * sentence-transformers' encode(truncate_dim, normalize_embeddings=True).
+   */
+  truncateDim?: number;
   /** Override the model's pooling mode. */
   pooling?: PoolingMode;
   /**
@@ -55,7 +81,7 @@ export interface SaveOptions {
   dtype?: DType;
 }
 
-const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'pooling', 'task', 'promptName', 'prompt', 'onProgress'] as const;
+const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'truncateDim', 'pooling', 'task', 'promptName', 'prompt', 'onProgress'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 const TASKS = ['query', 'document'] as const;
 
@@ -112,14 +138,20 @@ export class Encoder {
     readonly device: string,
     readonly dtype: DType,
     private multi: MultiVectorTokens | undefined,
+    /** The width pooled vectors are cut to (EncoderLoadOptions.truncateDim), if any. */
+    readonly truncateDim: number | undefined,
   ) {
     this.model = new ModelHandle(handle, 'Encoder');
     this.dense = files.dense;
   }
 
-  /** Width of pooled vectors: the projection head's output, or the hidden size without a head. A multi-vector
-   * model has no pooled vector; for it this is the width of its token vectors. */
+  /** Width of pooled vectors: `truncateDim` when given, else the projection head's output, or the hidden size
+   * without a head. A multi-vector model has no pooled vector; for it this is the width of its token vectors. */
   get dimension(): number {
+    return this.truncateDim ?? this.fullDimension;
+  }
+  /** Width of the pooled vectors the model computes, before any truncateDim. */
+  get fullDimension(): number {
     return this.dense?.outFeatures ?? this.hiddenSize;
   }
   /** Width of token vectors: the hidden size, or a multi-vector model's projected width. */
@@ -169,8 +201,10 @@ export class Encoder {
    * Loads a model folder (Hugging Face or sentence-transformers layout, safetensors weights) or a
    * Hugging Face id (downloaded once into the hub cache).
    */
-  static async load(model: string, options?: LoadOptions): Promise<Encoder> {
-    const { dir, device, dtype } = await resolveLoad(model, options);
+  static async load(model: string, options?: EncoderLoadOptions): Promise<Encoder> {
+    const { truncateDim: cut, ...loadOptions } = options ?? {};
+    const truncateDim = cut === undefined ? undefined : positiveInteger('options.truncateDim', cut);
+    const { dir, device, dtype } = await resolveLoad(model, loadOptions);
     const files = readModelDirectory(dir);
     let tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     const prefixes = await prefixTokensToRegister(tokenizer, files.multiVector?.prefixTokens ?? []);
@@ -186,7 +220,16 @@ export class Encoder {
           `weights map ${info.hiddenSize} → ${info.outputSize} (the model's hidden size is ${info.hiddenSize})`,
       );
     }
-    return new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype, multi);
+    const encoder = new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype, multi, truncateDim);
+    if (truncateDim !== undefined) {
+      try {
+        encoder.checkTruncateDim('options.truncateDim', truncateDim);
+      } catch (error) {
+        encoder.dispose();
+        throw error;
+      }
+    }
+    return encoder;
   }
 
   /**
@@ -242,6 +285,12 @@ export class Encoder {
         throw fromNative(error);
       }
     });
+  }
+
+  /** Throws INVALID_ARGUMENT unless `width` is a width this model's pooled vectors can be cut to. */
+  private checkTruncateDim(name: string, width: number): void {
+    this.checkNotMultiVector(`${name} (it cuts pooled vectors)`);
+    if (width > this.fullDimension) throw invalid(name, `at most the model's width, ${this.fullDimension}`, width);
   }
 
   /** @internal Throws UNSUPPORTED_MODEL for a multi-vector model, which `what` needs a pooled vector for. */
@@ -315,6 +364,13 @@ export class Encoder {
     const output = oneOf('options.output', o.output ?? 'pooled', ['pooled', 'tokens'] as const);
     const pooling = oneOf('options.pooling', o.pooling ?? this.files.pooling, POOLING_MODES);
     const normalize = booleanValue('options.normalize', o.normalize ?? (output === 'pooled' ? this.files.normalize : (this.multi?.config.normalize ?? false)));
+    const truncateDim = o.truncateDim === undefined ? this.truncateDim : positiveInteger('options.truncateDim', o.truncateDim);
+    if (o.truncateDim !== undefined) {
+      if (output === 'tokens') throw new ColtrastError('INVALID_ARGUMENT', "options.truncateDim cuts pooled vectors; it does not apply to output 'tokens'");
+      this.checkTruncateDim('options.truncateDim', truncateDim!);
+    }
+    // Cut pooled vectors: the model's full vectors come back unnormalized, and are cut, then normalized, below.
+    const cut = output === 'pooled' && truncateDim !== undefined && truncateDim < this.fullDimension ? truncateDim : undefined;
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw invalid('options.onProgress', 'a function', o.onProgress);
     }
@@ -329,16 +385,19 @@ export class Encoder {
     const tokenized = await this.prepareTexts(texts, task, this.resolvePrompt(o.prompt, o.promptName, task), output === 'pooled');
     tokenCounts?.push(...tokenized.map((t) => t.ids.length));
     const order = longestFirst(tokenized);
-    const dim = output === 'pooled' ? this.dimension : this.tokenDimension;
-    const pooled = new Float32Array(output === 'pooled' ? texts.length * dim : 0);
+    const dim = output === 'pooled' ? this.fullDimension : this.tokenDimension;
+    const width = cut ?? dim;
+    const pooled = new Float32Array(output === 'pooled' ? texts.length * width : 0);
     const tokens: Matrix[] = new Array(output === 'tokens' ? texts.length : 0);
     const run = (start: number, end: number) =>
-      handle.embed({ ...padBatch(order.slice(start, end).map((i) => tokenized[i])), output, pooling, normalize, projectTokens: this.multi !== undefined });
+      handle.embed({ ...padBatch(order.slice(start, end).map((i) => tokenized[i])), output, pooling, normalize: normalize && cut === undefined, projectTokens: this.multi !== undefined });
     const take = (result: Float32Array, start: number, end: number) => {
       let offset = 0;
       order.slice(start, end).forEach((textIndex, r) => {
         if (output === 'pooled') {
-          pooled.set(result.subarray(r * dim, (r + 1) * dim), textIndex * dim);
+          const row = pooled.subarray(textIndex * width, (textIndex + 1) * width);
+          row.set(result.subarray(r * dim, r * dim + width));
+          if (cut !== undefined && normalize) normalizeRow(row);
         } else {
           const item = tokenized[textIndex];
           const n = item.scored ? item.scored.reduce((sum, v) => sum + v, 0) : item.ids.length;
@@ -348,7 +407,7 @@ export class Encoder {
       });
     };
     await inBatches(order.length, batchSize, run, take, o.onProgress);
-    return output === 'pooled' ? { dims: [texts.length, dim], data: pooled } : tokens;
+    return output === 'pooled' ? { dims: [texts.length, width], data: pooled } : tokens;
   }
 
   /** The prompt to put before each text: sentence-transformers' rules for encode, encode_query and encode_document. */

@@ -24,6 +24,11 @@ export interface EvaluateOptions {
   data: string | BeirData;
   /** A model folder, Hugging Face id or loaded Encoder (needed for 'dense' and 'hybrid'). */
   model?: string | Encoder;
+  /**
+   * Evaluate the model's vectors cut to this width (EncoderLoadOptions.truncateDim: a Matryoshka model's
+   * smaller vectors). For a loaded Encoder, load it with the truncateDim instead.
+   */
+  truncateDim?: number;
   /** qrels split (default 'test'). */
   split?: string;
   /** Cut-offs (default [1, 3, 5, 10, 100]). */
@@ -63,7 +68,7 @@ export interface EvaluateResult {
   seconds: number;
 }
 
-const KEYS = ['data', 'model', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
+const KEYS = ['data', 'model', 'truncateDim', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 function loadEvalData(source: string, split: string): BeirData {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
@@ -82,6 +87,10 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const mode = oneOf('options.mode', o.mode ?? (o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid', 'late_interaction'] as const);
   const candidates = positiveInteger('options.candidates', o.candidates ?? 100);
   if (mode !== 'bm25' && !o.model) throw new ColtrastError('INVALID_ARGUMENT', `mode '${mode}' needs options.model`);
+  const truncateDim = o.truncateDim === undefined ? undefined : positiveInteger('options.truncateDim', o.truncateDim);
+  if (truncateDim !== undefined && typeof o.model !== 'string') {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.truncateDim applies to a model given by name; load an Encoder with { truncateDim } to evaluate it cut');
+  }
   const weight = o.hybridWeight ?? 0.5;
   if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
   const rrfK = positiveInteger('options.rrfK', o.rrfK ?? 60);
@@ -103,7 +112,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   }
   let dense: { id: string; score: number }[][] = [];
   if (mode !== 'bm25') {
-    const encoder = typeof o.model === 'string' ? await Encoder.load(o.model, { device: o.device ?? 'auto' }) : o.model!;
+    const encoder = typeof o.model === 'string' ? await Encoder.load(o.model, { device: o.device ?? 'auto', truncateDim }) : o.model!;
     try {
       // The Index's exact search (native, blocked); with late interaction it keeps token vectors too.
       const bar = o.progressBar ? new ProgressBar('index corpus', 'docs') : undefined;

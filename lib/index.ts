@@ -1,5 +1,5 @@
 export { Encoder, setThreads } from './encoder';
-export type { Device, DType, Matrix, LoadOptions, EmbedOptions, SaveOptions } from './encoder';
+export type { Device, DType, Matrix, LoadOptions, EncoderLoadOptions, EmbedOptions, SaveOptions } from './encoder';
 export type { PoolingMode } from './model-dir';
 export { CrossEncoder } from './cross-encoder';
 export type { PredictOptions, RankOptions, Ranked, ScoreActivation } from './cross-encoder';
@@ -16,7 +16,7 @@ export type { ResolveOptions } from './hub';
 export * as ops from './ops';
 export type { Tensor, Mask, OpResult, MaxSimOptions, ContrastiveOptions, LateInteractionOptions } from './ops';
 export { train, learningRateAt, retrievalMetrics } from './train';
-export type { TrainOptions, TrainResult, TrainProgress, LossOptions, EpochRecord, RetrievalMetrics } from './train';
+export type { TrainOptions, TrainResult, TrainProgress, LossOptions, MatryoshkaOptions, EpochRecord, RetrievalMetrics } from './train';
 export type { TrainExample } from './train-data';
 export { evaluate } from './evaluate';
 export type { EvaluateOptions, EvaluateResult, EvalMode } from './evaluate';

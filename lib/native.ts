@@ -173,6 +173,12 @@ export interface NativeStepOptions {
    * `outputMask` marking the answer's tokens; the trainer needs a generator.
    */
   rag?: boolean;
+  /**
+   * Matryoshka representation learning: the pooled losses at each of these widths (the pooled vectors' first
+   * entries, L2-normalized again), times the matching weight, summed. Absent: the full vectors once.
+   */
+  matryoshkaDimensions?: number[];
+  matryoshkaWeights?: number[];
   sequences?: PaddedBatch;
   documentsPerQuery?: number;
 }

@@ -82,7 +82,8 @@ interface Manifest {
   format: 'coltrast-index';
   version: 1;
   /** source: the folder the building model was loaded from (where `coltrast search` finds it by default). */
-  model: { fingerprint: string; dimension: number; source: string };
+  /** truncateDim: the width the building Encoder cut its vectors to (EncoderLoadOptions.truncateDim), if it did. */
+  model: { fingerprint: string; dimension: number; source: string; truncateDim?: number };
   storage: 'float32' | 'float16';
   lateInteraction: boolean;
   /** Built with a multi-vector model: token vectors only (absent in indexes from before it existed: false). */
@@ -351,7 +352,12 @@ export class Index {
       const manifest: Manifest = {
         format: 'coltrast-index',
         version: 1,
-        model: { fingerprint: modelFingerprint, dimension: this.encoder.dimension, source: this.encoder.modelDir },
+        model: {
+          fingerprint: modelFingerprint,
+          dimension: this.encoder.dimension,
+          source: this.encoder.modelDir,
+          ...(this.encoder.truncateDim === undefined ? {} : { truncateDim: this.encoder.truncateDim }),
+        },
         storage: this.storage,
         lateInteraction: this.lateInteraction,
         multiVector: !this.vectors,
@@ -371,10 +377,16 @@ export class Index {
 
   /** The folder of the model that built the index at `dir` (as recorded in its index.json). */
   static modelSource(dir: string): string | undefined {
+    return Index.modelOptions(dir).source;
+  }
+
+  /** How to load the model that built the index at `dir`: its folder and truncateDim, as its index.json records them. */
+  static modelOptions(dir: string): { source?: string; truncateDim?: number } {
     try {
-      return JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'index.json'), 'utf8')).model?.source;
+      const model = JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'index.json'), 'utf8')).model ?? {};
+      return { source: model.source, ...(typeof model.truncateDim === 'number' ? { truncateDim: model.truncateDim } : {}) };
     } catch {
-      return undefined;
+      return {};
     }
   }
 
@@ -391,8 +403,16 @@ export class Index {
       throw bad(`index.json is not valid JSON (${(error as Error).message})`);
     }
     if (manifest.format !== 'coltrast-index' || manifest.version !== 1) throw bad('index.json is not a coltrast index of format version 1');
-    if (manifest.model?.dimension !== encoder.dimension || manifest.model.fingerprint !== (await fingerprint(encoder))) {
+    if (manifest.model?.fingerprint !== (await fingerprint(encoder))) {
       throw new ColtrastError('INVALID_ARGUMENT', `index ${where} was built with another model; load it with the model that built it, or rebuild it`);
+    }
+    if (manifest.model.dimension !== encoder.dimension) {
+      const cut = manifest.model.truncateDim;
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `index ${where} holds vectors of width ${manifest.model.dimension} and the model gives ${encoder.dimension}: ` +
+          (cut !== undefined ? `load the model with { truncateDim: ${cut} } (--truncate-dim ${cut}), as the index was built` : 'load the model without truncateDim, as the index was built'),
+      );
     }
     const multi = encoder.multiVector !== undefined;
     if ((manifest.multiVector ?? false) !== multi || (multi && !manifest.lateInteraction)) throw bad(`index.json says multiVector ${manifest.multiVector ?? false}, but the model is ${multi ? '' : 'not '}multi-vector`);

@@ -19,7 +19,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { timingSafeEqual } from 'node:crypto';
 import { CrossEncoder, type ScoreActivation } from './cross-encoder';
-import { Encoder, matrixRows, type Matrix } from './encoder';
+import { Encoder, matrixRows, normalizeRow, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { runtimeInfo } from './runtime';
 import { Index, type Hit } from './search-index';
@@ -96,13 +96,7 @@ const SERVE_KEYS = [
 function shorten(v: Float32Array, dimensions: number | undefined, renormalize: boolean): Float32Array {
   if (dimensions === undefined || dimensions === v.length) return v;
   const out = v.slice(0, dimensions);
-  if (renormalize) {
-    let norm = 0;
-    for (const x of out) norm += x * x;
-    norm = Math.sqrt(norm);
-    if (norm > 0) for (let i = 0; i < out.length; i++) out[i] /= norm;
-  }
-  return out;
+  return renormalize ? normalizeRow(out) : out;
 }
 
 function base64(v: Float32Array): string {

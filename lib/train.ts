@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, type CrossEncoderLoss } from './cross-encoder';
-import { Encoder, matrixRows, type Device, type MultiVectorSettings } from './encoder';
+import { Encoder, matrixRows, normalizeRow, type Device, type MultiVectorSettings } from './encoder';
 import { resolveModelDir } from './hub';
 import type { ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
@@ -50,6 +50,22 @@ export interface LossOptions {
    * distribution for 'kl' and shrinks its margins for 'margin_mse', toward the student's scale.
    */
   teacherTemperature?: number;
+  /**
+   * Matryoshka representation learning (Kusupati et al. 2022; sentence-transformers' MatryoshkaLoss): the pooled
+   * losses (contrastive, and distillation on pooled vectors) are computed at each width of `dimensions` on the
+   * pooled vectors' first entries, L2-normalized again, times the width's weight (`weights`, default 1 each), and
+   * summed. The model's vectors can then be cut (Encoder.load's `truncateDim`, embed's `truncateDim`, OpenAI's
+   * `dimensions`) at a small loss of quality. Include the full width to train it as well.
+   * `dimensionsPerStep`: each batch uses a seeded sample of that many widths (default: all of them).
+   * The late-interaction loss is on token vectors, which are not cut.
+   */
+  matryoshka?: MatryoshkaOptions;
+}
+
+export interface MatryoshkaOptions {
+  dimensions: number[];
+  weights?: number[];
+  dimensionsPerStep?: number;
 }
 
 export interface GuideOptions {
@@ -225,6 +241,8 @@ export interface RetrievalMetrics {
   'recall@1': number;
   'mrr@10': number;
   queries: number;
+  /** With loss.matryoshka: the metrics with the vectors cut to each width (largest first). */
+  dimensions?: { dimension: number; 'recall@1': number; 'mrr@10': number }[];
 }
 
 export interface EpochRecord {
@@ -273,6 +291,7 @@ const KEYS = [
 ] as const;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
+  'matryoshka',
 ] as const;
 
 
@@ -298,6 +317,8 @@ interface Config {
   freezeBase: boolean;
   gradientCheckpointing: boolean;
   contrastiveTension: boolean;
+  /** Widths largest first, their weights, and how many each batch uses. */
+  matryoshka?: { dimensions: number[]; weights: number[]; perStep: number };
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   seed: number;
@@ -406,6 +427,7 @@ function readConfig(options: TrainOptions): Config {
     freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
     gradientCheckpointing: booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false),
     contrastiveTension: tension,
+    matryoshka: readMatryoshka(loss.matryoshka),
     chunking: {
       threshold: numberValue('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
       maxTokens: chunking.maxTokens === undefined ? undefined : positiveInteger('options.chunking.maxTokens', chunking.maxTokens),
@@ -430,6 +452,53 @@ function readConfig(options: TrainOptions): Config {
       ...(o.miniBatchSize === undefined ? {} : { miniBatchSize: positiveInteger('options.miniBatchSize', o.miniBatchSize) }),
     },
   };
+}
+
+/** loss.matryoshka checked, its widths sorted largest first (with their weights). */
+function readMatryoshka(value: MatryoshkaOptions | undefined): Config['matryoshka'] {
+  if (value === undefined) return undefined;
+  const m = checkOptions('options.loss.matryoshka', value, ['dimensions', 'weights', 'dimensionsPerStep']);
+  if (!Array.isArray(m.dimensions) || m.dimensions.length === 0) throw invalid('options.loss.matryoshka.dimensions', 'a non-empty array of widths, e.g. [768, 512, 256, 128, 64]', m.dimensions);
+  const dimensions = m.dimensions.map((d, i) => positiveInteger(`options.loss.matryoshka.dimensions[${i}]`, d));
+  if (new Set(dimensions).size !== dimensions.length) throw invalid('options.loss.matryoshka.dimensions', 'distinct widths', m.dimensions);
+  if (m.weights !== undefined && (!Array.isArray(m.weights) || m.weights.length !== dimensions.length)) {
+    throw invalid('options.loss.matryoshka.weights', `an array of ${dimensions.length} weights, one per width`, m.weights);
+  }
+  const weights = dimensions.map((_, i) => (m.weights === undefined ? 1 : numberValue(`options.loss.matryoshka.weights[${i}]`, m.weights[i], (x) => x >= 0, 'a number >= 0')));
+  if (weights.every((w) => w === 0)) throw invalid('options.loss.matryoshka.weights', 'at least one weight above 0', m.weights);
+  const perStep = m.dimensionsPerStep === undefined ? dimensions.length : positiveInteger('options.loss.matryoshka.dimensionsPerStep', m.dimensionsPerStep);
+  if (perStep > dimensions.length) throw invalid('options.loss.matryoshka.dimensionsPerStep', `at most the ${dimensions.length} widths`, perStep);
+  const order = dimensions.map((_, i) => i).sort((a, b) => dimensions[b] - dimensions[a]);
+  return { dimensions: order.map((i) => dimensions[i]), weights: order.map((i) => weights[i]), perStep };
+}
+
+/**
+ * The Matryoshka widths and weights of a batch's step: all of them, or a sample of `perStep` drawn from the
+ * seed, the epoch and the batch (so a resumed run draws the same), largest first.
+ */
+export function matryoshkaStep(m: Config['matryoshka'], seed: number, epoch: number, batch: number): { matryoshkaDimensions?: number[]; matryoshkaWeights?: number[] } {
+  if (!m) return {};
+  let picked = m.dimensions.map((_, i) => i);
+  if (m.perStep < picked.length) {
+    const random = seededRandom((seed * 1_000_003 + epoch * 65_537 + batch) >>> 0);
+    for (let i = 0; i < m.perStep; i++) {
+      const j = i + Math.floor(random.next() * (picked.length - i));
+      [picked[i], picked[j]] = [picked[j], picked[i]];
+    }
+    picked = picked.slice(0, m.perStep).sort((a, b) => a - b);
+  }
+  return { matryoshkaDimensions: picked.map((i) => m.dimensions[i]), matryoshkaWeights: picked.map((i) => m.weights[i]) };
+}
+
+/** Checks that the model's pooled vectors, `width` wide, can be cut to every Matryoshka width. */
+function matryoshkaWidths(config: Config, width: number, model: string): void {
+  const tooWide = config.matryoshka!.dimensions.filter((d) => d > width);
+  if (tooWide.length > 0) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `options.loss.matryoshka.dimensions: ${tooWide.join(', ')} ${tooWide.length > 1 ? 'are' : 'is'} wider than the pooled vectors of ${model} (${width}${config.projection ? ', the projection head' : ''})`,
+    );
+  }
 }
 
 /** What Contrastive Tension cannot be combined with: it trains a single-vector embedding model on its pooled vectors. */
@@ -546,25 +615,33 @@ function distillationLoss(config: Config, examples: TrainExample[]): void {
   if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0) noLoss(false);
 }
 
-/** Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens. [queries × documents]. */
-async function similarities(encoder: Encoder, queries: string[], documents: string[]): Promise<Float32Array> {
+/**
+ * Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens.
+ * [queries × documents], one matrix per width of `widths` (pooled vectors cut to their first entries, the
+ * Matryoshka widths), or one for the full vectors.
+ */
+async function similarities(encoder: Encoder, queries: string[], documents: string[], widths?: number[]): Promise<Float32Array[]> {
   if (!encoder.multiVector) {
-    const q = await encoder.embed(queries, { normalize: true, task: 'query' });
-    const d = await encoder.embed(documents, { normalize: true, task: 'document' });
-    const dim = q.dims[1];
-    const out = new Float32Array(queries.length * documents.length);
-    for (let i = 0; i < queries.length; i++) {
-      for (let j = 0; j < documents.length; j++) {
-        let s = 0;
-        for (let k = 0; k < dim; k++) s += q.data[i * dim + k] * d.data[j * dim + k];
-        out[i * documents.length + j] = s;
+    // The model's vectors are embedded once; each width's are cut from them and normalized, as embed({ truncateDim }) does.
+    const q = matrixRows(await encoder.embed(queries, { normalize: !widths, task: 'query' }));
+    const d = matrixRows(await encoder.embed(documents, { normalize: !widths, task: 'document' }));
+    return (widths ?? [encoder.dimension]).map((width) => {
+      const cut = (rows: Float32Array[]) => rows.map((v) => (widths ? normalizeRow(v.slice(0, width)) : v));
+      const [qs, ds] = [cut(q), cut(d)];
+      const out = new Float32Array(queries.length * documents.length);
+      for (let i = 0; i < qs.length; i++) {
+        for (let j = 0; j < ds.length; j++) {
+          let s = 0;
+          for (let k = 0; k < width; k++) s += qs[i][k] * ds[j][k];
+          out[i * documents.length + j] = s;
+        }
       }
-    }
-    return out;
+      return out;
+    });
   }
   const q = padTokens(await encoder.embed(queries, { output: 'tokens', task: 'query' }), encoder.tokenDimension);
   const d = padTokens(await encoder.embed(documents, { output: 'tokens', task: 'document' }), encoder.tokenDimension);
-  return (await maxsim(q.tokens, q.mask, d.tokens, d.mask, { device: encoder.device.startsWith('cuda') ? encoder.device : 'cpu' })).value;
+  return [(await maxsim(q.tokens, q.mask, d.tokens, d.mask, { device: encoder.device.startsWith('cuda') ? encoder.device : 'cpu' })).value];
 }
 
 /** Documents a cross-encoder ranks per validation query: reading every pair would cost queries × documents forward passes. */
@@ -573,31 +650,36 @@ const CROSS_ENCODER_CANDIDATES = 32;
 /**
  * Recall@1 and MRR@10 of each query against every distinct positive of `examples` (cosine, or MaxSim for a
  * multi-vector model). A cross-encoder ranks, per query, its own positive and the next 31 distinct positives
- * (in the examples' order, wrapping around): 32 candidates, or all positives when there are fewer.
+ * (in the examples' order, wrapping around): 32 candidates, or all positives when there are fewer. With
+ * Matryoshka `widths` (largest first, the first the model's full width or less), the metrics are those of the
+ * first width, and `dimensions` lists every width's.
  */
-export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples: TrainExample[]): Promise<RetrievalMetrics> {
+export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples: TrainExample[], widths?: number[]): Promise<RetrievalMetrics> {
   const documents = [...new Set(examples.map((e) => e.positive))];
   const position = new Map(documents.map((d, i) => [d, i]));
   const queries = examples.map((e) => e.query);
-  let ranked: { id: string; score: number }[][];
+  let rankings: { id: string; score: number }[][][];
   if (encoder instanceof CrossEncoder) {
     const k = Math.min(CROSS_ENCODER_CANDIDATES, documents.length);
     const candidates = examples.map((e) => Array.from({ length: k }, (_, c) => (position.get(e.positive)! + c) % documents.length));
     const { data } = await encoder.predict(candidates.flatMap((docs, i) => docs.map((j): [string, string] => [queries[i], documents[j]])));
-    ranked = candidates.map((docs, i) => docs.map((j, c) => ({ id: `d${j}`, score: data[i * k + c] })));
+    rankings = [candidates.map((docs, i) => docs.map((j, c) => ({ id: `d${j}`, score: data[i * k + c] })))];
   } else {
-    const scores = await similarities(encoder, queries, documents);
-    ranked = examples.map((_, i) => documents.map((_, j) => ({ id: `d${j}`, score: scores[i * documents.length + j] })));
+    const all = await similarities(encoder, queries, documents, widths);
+    rankings = all.map((scores) => examples.map((_, i) => documents.map((_, j) => ({ id: `d${j}`, score: scores[i * documents.length + j] }))));
   }
   // Its own positive is each query's one relevant document.
-  const run: Run = new Map();
-  const qrels: Qrels = new Map();
-  examples.forEach((e, i) => {
-    run.set(`q${i}`, ranked[i]);
-    qrels.set(`q${i}`, new Map([[`d${position.get(e.positive)}`, 1]]));
+  const qrels: Qrels = new Map(examples.map((e, i) => [`q${i}`, new Map([[`d${position.get(e.positive)}`, 1]])]));
+  const scored = rankings.map((ranked) => {
+    const run: Run = new Map(ranked.map((list, i) => [`q${i}`, list]));
+    const { metrics } = evaluateRun(run, qrels, [1, 10]);
+    return { 'recall@1': metrics.recall[1], 'mrr@10': metrics.mrr[10] };
   });
-  const { metrics } = evaluateRun(run, qrels, [1, 10]);
-  return { 'recall@1': metrics.recall[1], 'mrr@10': metrics.mrr[10], queries: examples.length };
+  return {
+    ...scored[0],
+    queries: examples.length,
+    ...(widths ? { dimensions: widths.map((dimension, i) => ({ dimension, ...scored[i] })) } : {}),
+  };
 }
 
 interface LoopState {
@@ -680,6 +762,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       throw new ColtrastError('INVALID_ARGUMENT', `options.contrastiveTension trains pooled vectors, and ${encoder.modelDir} is a multi-vector model; start from a single-vector one`);
     }
     if (encoder instanceof Encoder && (encoder.multiVector || config.multiVector)) multiVectorLoss(config, options, encoder.modelDir, scoredData);
+    if (config.matryoshka && encoder instanceof Encoder) {
+      if (encoder.multiVector || config.multiVector) {
+        throw new ColtrastError('INVALID_ARGUMENT', `options.loss.matryoshka cuts pooled vectors, and a multi-vector model (${config.multiVector ? 'options.multiVector' : encoder.modelDir}) has none`);
+      }
+      matryoshkaWidths(config, config.projection?.dimension ?? encoder.fullDimension, encoder.modelDir);
+    }
     checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
     let val: TrainExample[];
@@ -707,6 +795,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       val = scored.slice(trainSet.length);
     }
     if (encoder instanceof Encoder) distillationLoss(config, [...trainSet, ...val]);
+    if (config.matryoshka && config.step.contrastiveWeight === 0 && !config.step.distillationWeight) {
+      throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.matryoshka applies to the pooled losses: it needs loss.contrastiveWeight > 0 or distillation');
+    }
     const guide = config.guide && (await embedWithGuide(config.guide.model, [...trainSet, ...val], loadOptions, options.progressBar));
     // What goes with each batch: the teacher's scores when distillation is on, the guide's masks with a guide.
     const extrasOf = (b: Batch) => ({
@@ -737,15 +828,17 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // An epoch ends with an update even when its last group of batches is short.
     const totalSteps = config.epochs * Math.ceil(batchesPerEpoch / config.accumulation);
     const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
+    // Validation scores every Matryoshka width.
+    const allWidths = config.matryoshka && { matryoshkaDimensions: config.matryoshka.dimensions, matryoshkaWeights: config.matryoshka.weights };
     const bar = options.progressBar ? new ProgressBar('train', 'steps') : undefined;
     const valBatches = makeBatches(val, config.batchSize, config.maxNegatives);
     const validate = async (): Promise<{ valLoss?: number; metrics?: RetrievalMetrics }> => {
       if (val.length === 0) return {};
       let sum = 0;
       for (const b of valBatches) {
-        sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, learningRate: 0, lossScale: 1, apply: false, ...extrasOf(b) })).loss;
+        sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, learningRate: 0, lossScale: 1, apply: false, ...extrasOf(b), ...allWidths })).loss;
       }
-      return { valLoss: sum / valBatches.length, metrics: await retrievalMetrics(encoder, val) };
+      return { valLoss: sum / valBatches.length, metrics: await retrievalMetrics(encoder, val, config.matryoshka?.dimensions) };
     };
     const score = (r: { valLoss?: number; metrics?: RetrievalMetrics }) =>
       config.metric === 'loss' ? -(r.valLoss ?? 0) : (r.metrics?.[config.metric] ?? 0);
@@ -801,7 +894,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         ahead = b + 1 < batches.length ? prepare(b + 1) : undefined;
         const apply = (b + 1) % config.accumulation === 0 || b === batches.length - 1;
         const learningRate = learningRateAt(state.step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
-        const r = await trainer.stepPrepared(prepared, { ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply, ...extrasOf(batch) });
+        const r = await trainer.stepPrepared(prepared, {
+          ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply, ...extrasOf(batch), ...matryoshkaStep(config.matryoshka, config.seed, epoch, b),
+        });
         state.epochLoss += r.loss;
         state.samples += batch.queries.length;
         state.batch++;
@@ -868,6 +963,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
         frozenBase: config.freezeBase,
         contrastiveTension: config.contrastiveTension,
+        matryoshka: config.matryoshka?.dimensions,
         distillation: config.step.distillationWeight
           ? `${config.teacher ? `\`${config.teacher}\`` : "the data's teacher scores"} (${config.step.distillation === 'kl' ? 'KL divergence' : 'MarginMSE'}, weight ${config.step.distillationWeight})`
           : undefined,

@@ -69,7 +69,33 @@ struct StepOptions {
   // ContextFlow's joint retrieval-augmented generation loss (ragLoss below), `documentsPerQuery` retrieved
   // documents per query.
   bool rag = false;
+  // Matryoshka representation learning (Kusupati et al. 2022; sentence-transformers' MatryoshkaLoss): the
+  // pooled losses (contrastive, pooled distillation) at each of these widths, on the pooled vectors' first
+  // `dimension` entries L2-normalized again, times its weight, summed. Empty: the full vectors, weight 1.
+  std::vector<std::pair<int64_t, double>> matryoshka;
 };
+
+// The Matryoshka widths and weights of a step's arguments: matryoshkaDimensions: number[] and
+// matryoshkaWeights: number[] of the same length.
+void readMatryoshka(const Napi::Object& o, StepOptions& s) {
+  const Napi::Value dims = o.Get("matryoshkaDimensions");
+  if (dims.IsUndefined()) return;
+  const Napi::Value weights = o.Get("matryoshkaWeights");
+  if (!dims.IsArray() || !weights.IsArray() || dims.As<Napi::Array>().Length() != weights.As<Napi::Array>().Length() ||
+      dims.As<Napi::Array>().Length() == 0) {
+    throw invalidArgument("matryoshkaDimensions and matryoshkaWeights must be arrays of the same, non-zero length");
+  }
+  const auto d = dims.As<Napi::Array>();
+  const auto w = weights.As<Napi::Array>();
+  for (uint32_t i = 0; i < d.Length(); ++i) {
+    const Napi::Value di = d.Get(i), wi = w.Get(i);
+    const double dim = di.IsNumber() ? di.As<Napi::Number>().DoubleValue() : -1;
+    const double weight = wi.IsNumber() ? wi.As<Napi::Number>().DoubleValue() : -1;
+    if (!(dim >= 1) || dim != std::floor(dim)) throw invalidArgument("matryoshkaDimensions must hold positive integers");
+    if (!(weight >= 0) || !std::isfinite(weight)) throw invalidArgument("matryoshkaWeights must hold finite numbers >= 0");
+    s.matryoshka.emplace_back(static_cast<int64_t>(dim), weight);
+  }
+}
 
 // The guide's masks of a step's arguments: { documents: Uint8Array [B * N], queries?, positives?: Uint8Array [B * B] }.
 void readGuide(const Napi::Object& g, int64_t queries, int64_t documents, StepOptions& s) {
@@ -157,6 +183,8 @@ StepOptions readStepOptions(const Napi::Object& o) {
   s.teacherTemperature = numberOr(o, "teacherTemperature", s.teacherTemperature);
   if (!(s.teacherTemperature > 0)) throw invalidArgument("teacherTemperature must be positive");
   if (s.distillationWeight > 0 && s.crossEncoder) throw invalidArgument("distillation is for embedding models, not cross-encoders");
+  readMatryoshka(o, s);
+  if (!s.matryoshka.empty() && (s.crossEncoder || s.projectTokens)) throw invalidArgument("Matryoshka widths are for pooled vectors: not for a cross-encoder or a multi-vector model");
   return s;
 }
 
@@ -331,7 +359,13 @@ torch::Tensor guidedCrossEntropy(std::vector<torch::Tensor> blocks, const std::v
 // when their masks are given, each filtered by the guide (sentence-transformers' GISTEmbedLoss; the [B, N + 2B]
 // logits are materialized, as there, where the fused loss keeps O(B + N) memory).
 torch::Tensor guidedContrastiveLoss(const torch::Tensor& qp, const torch::Tensor& dp, const torch::Tensor& tau, const StepOptions& s) {
-  std::vector<torch::Tensor> blocks{qp.matmul(dp.t())}, masks{s.guideDocuments};
+  // Room for all three blocks from the start (growing from an initializer list inside batchLoss's loop over
+  // Matryoshka widths drew a false -Warray-bounds from GCC 12).
+  std::vector<torch::Tensor> blocks, masks;
+  blocks.reserve(3);
+  masks.reserve(3);
+  blocks.push_back(qp.matmul(dp.t()));
+  masks.push_back(s.guideDocuments);
   if (s.guideQueries.defined()) {
     blocks.push_back(qp.matmul(qp.t()));
     masks.push_back(s.guideQueries);
@@ -355,13 +389,23 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
   const auto unit = [](const torch::Tensor& x) { return F::normalize(x, F::NormalizeFuncOptions().dim(-1)); };
   torch::Tensor total = torch::zeros({}, torch::TensorOptions().device(enc.device));
   LossParts parts;
-  torch::Tensor qp, dp;  // pooled, L2-normalized, float32
+  // The widths the pooled losses see, and each one's weight: Matryoshka's, else the full vectors once.
+  std::vector<std::pair<int64_t, double>> widths = s.matryoshka;
   if (q.pooled.defined()) {
-    qp = unit(q.pooled.to(torch::kFloat32));
-    dp = unit(d.pooled.to(torch::kFloat32));
+    const int64_t full = q.pooled.size(-1);
+    if (widths.empty()) widths.emplace_back(full, 1.0);
+    for (const auto& [dim, weight] : widths) {
+      if (dim > full) throw invalidArgument("a Matryoshka width (" + std::to_string(dim) + ") is larger than the pooled vectors (" + std::to_string(full) + ")");
+    }
   }
+  // Pooled vectors cut to `dim` entries, L2-normalized, float32.
+  const auto pooledAt = [&](const Encoded& e, int64_t dim) { return unit(e.pooled.narrow(-1, 0, dim).to(torch::kFloat32)); };
   if (s.contrastiveWeight > 0) {
-    const torch::Tensor loss = s.guideDocuments.defined() ? guidedContrastiveLoss(qp, dp, tau, s) : ops::contrastiveLoss(qp, dp, tau, {s.symmetric});
+    torch::Tensor loss = torch::zeros({}, total.options());
+    for (const auto& [dim, weight] : widths) {
+      const torch::Tensor qp = pooledAt(q, dim), dp = pooledAt(d, dim);
+      loss = loss + weight * (s.guideDocuments.defined() ? guidedContrastiveLoss(qp, dp, tau, s) : ops::contrastiveLoss(qp, dp, tau, {s.symmetric}));
+    }
     parts.contrastive = loss.item<double>();
     total = total + s.contrastiveWeight * loss;
   }
@@ -400,20 +444,26 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     const torch::Tensor valid = candidates.ge(0);
     const torch::Tensor index = candidates.clamp_min(0).flatten();
     const int64_t rows = candidates.size(0), perQuery = candidates.size(1);
-    torch::Tensor student;
+    const torch::Tensor teacher = s.teacherScores.to(enc.device) / s.teacherTemperature;
+    torch::Tensor loss;
     if (distillTokens) {
       const torch::Tensor queryRows = torch::arange(rows, candidates.options()).repeat_interleave(perQuery);
       ops::MaxSimOptions paired;
       paired.paired = true;
       paired.normalizeByQueryLength = true;
-      student = ops::maxsim(qt.index_select(0, queryRows), qMask.index_select(0, queryRows).to(torch::kUInt8),
-                            dt.index_select(0, index), dMask.index_select(0, index).to(torch::kUInt8), paired)
-                    .view({rows, perQuery});
+      const torch::Tensor student =
+          ops::maxsim(qt.index_select(0, queryRows), qMask.index_select(0, queryRows).to(torch::kUInt8), dt.index_select(0, index),
+                      dMask.index_select(0, index).to(torch::kUInt8), paired)
+              .view({rows, perQuery});
+      loss = distillationLoss(student / tau, teacher, valid, s.distillationKl);
     } else {
-      student = (qp.unsqueeze(1) * dp.index_select(0, index).view({rows, perQuery, -1})).sum(-1);
+      loss = torch::zeros({}, total.options());
+      for (const auto& [dim, weight] : widths) {
+        const torch::Tensor qp = pooledAt(q, dim), dp = pooledAt(d, dim);
+        const torch::Tensor student = (qp.unsqueeze(1) * dp.index_select(0, index).view({rows, perQuery, -1})).sum(-1);
+        loss = loss + weight * distillationLoss(student / tau, teacher, valid, s.distillationKl);
+      }
     }
-    const torch::Tensor teacher = s.teacherScores.to(enc.device) / s.teacherTemperature;
-    const torch::Tensor loss = distillationLoss(student / tau, teacher, valid, s.distillationKl);
     parts.distillation = loss.item<double>();
     total = total + s.distillationWeight * loss;
   }
