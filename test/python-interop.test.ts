@@ -390,7 +390,7 @@ check(`cross-encoder: sentence-transformers loads a reranker coltrast trained fr
   t.true(worst < 1e-5, `max abs difference ${worst}`);
 });
 
-check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives (1e-5)${skipped}`, async (t) => {
+check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss (1e-5)${skipped}`, async (t) => {
   const dir = tempDir();
   // Contrastive Tension: a model and its twin, trained apart for a few steps (dropout draws differ), then saved.
   const sentences = wordDataset(24, 41).map((p) => p.positive);
@@ -433,6 +433,7 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     teacher_temperature: 2,
     gist,
     tension,
+    matryoshka: { dims: [32, 12, 5], weights: [1, 0.5, 2], scale: 20 },
   };
   fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
   const r = await python([script('st_losses.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
@@ -456,6 +457,9 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     // DistillKLDivLoss multiplies its KL by the student temperature squared; coltrast's is the KL itself.
     const kl = (await trainer.evaluate(batch.queries, batch.documents, { ...distill, teacherTemperature: 2, distillation: 'kl' })).loss;
     close(kl * 0.05 ** 2, ref.kl, 'KL');
+    const widths = { matryoshkaDimensions: spec.matryoshka.dims, matryoshkaWeights: spec.matryoshka.weights };
+    const marginWidths = (await trainer.evaluate(batch.queries, batch.documents, { ...distill, temperature: 1, distillation: 'margin_mse', ...widths })).loss;
+    close(marginWidths, ref.matryoshka_margin_mse, 'Matryoshka around MarginMSE');
 
     // GISTEmbed on the (query, positive, first negative) columns: sentence-transformers' blocks (anchor-positive,
     // anchor-anchor, positive-positive, anchor-negative) are coltrast's query-document, query-query and positive-positive.
@@ -468,6 +472,9 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
       const ours = await trainer.evaluate(guided.queries, guided.documents, { ...options, contrastiveWeight: 1, temperature: c.temperature, guide: masks });
       close(ours.loss, ref.gist[i], `GISTEmbed ${c.margin_strategy} margin ${c.margin}${c.contrast ? ' with query and positive blocks' : ''}`);
     }
+    // MultipleNegativesRankingLoss (scale 20: temperature 0.05) over the positives and first negatives, at each width.
+    const mnrl = await trainer.evaluate(guided.queries, guided.documents, { ...options, contrastiveWeight: 1, temperature: 1 / spec.matryoshka.scale, ...widths });
+    close(mnrl.loss, ref.matryoshka_mnrl, 'Matryoshka around MultipleNegativesRankingLoss');
   } finally {
     trainer.dispose();
     encoder.dispose();
