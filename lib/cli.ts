@@ -16,7 +16,7 @@ import { parseJsonLines } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
-import { Index, type IndexDoc } from './search-index';
+import { Index, type IndexDoc, type Storage } from './search-index';
 import { exportIndex } from './export';
 import { encoderEmbedder } from './train';
 import { readTrainingData } from './train-data';
@@ -129,13 +129,15 @@ commands:
     --model <dir|hub id>     the embedding model (default: coltrast's shipped model)
     --late-interaction       keep token vectors for MaxSim re-ranking
     --truncate-dim <n>       store each vector's first n entries (a Matryoshka model; search and serve then cut queries alike)
-    --storage float32|float16 --device <d> --dtype <t> --json
+    --storage float32|float16|int8|binary   how vectors are kept (default float32; int8: a quarter of the memory, binary: a
+                             32nd, searched by Hamming distance and rescored) --device <d> --dtype <t> --json
   search <question>...       search an index
     --index <dir>            the index folder
     --model <dir|hub id>     default: the model recorded in the index
     --k <n> --mode dense|bm25|hybrid --rerank none|maxsim --device <d> --json
     --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
     --candidates <n>         first-stage candidates re-ranked (default 100)
+    --rescore-multiplier <n> a binary index: rows kept by Hamming distance per hit, then rescored (default 4)
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none)
@@ -608,7 +610,7 @@ async function indexCommand(argv: string[]): Promise<void> {
   });
   if (!values.data) fail('index needs --data');
   if (!values.output) fail('index needs --output <dir>');
-  if (values.storage && !['float32', 'float16'].includes(values.storage)) fail(`--storage must be float32 or float16, got ${values.storage}`);
+  if (values.storage && !['float32', 'float16', 'int8', 'binary'].includes(values.storage)) fail(`--storage must be float32, float16, int8 or binary, got ${values.storage}`);
   const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
@@ -619,7 +621,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
     const index = await Index.build(enc, docs, {
       lateInteraction: values['late-interaction'] ?? false,
-      storage: (values.storage ?? 'float32') as 'float32' | 'float16',
+      storage: (values.storage ?? 'float32') as Storage,
       onProgress: (d, n) => bar?.update(d, n),
     });
     await index.save(values.output, { overwrite: true });
@@ -638,6 +640,7 @@ async function searchCommand(argv: string[]): Promise<void> {
     options: {
       index: { type: 'string' }, model: { type: 'string' }, k: { type: 'string' }, mode: { type: 'string' }, rerank: { type: 'string' },
       reranker: { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
+      'rescore-multiplier': { type: 'string' },
     },
   });
   if (!values.index) fail('search needs --index <dir>');
@@ -653,7 +656,8 @@ async function searchCommand(argv: string[]): Promise<void> {
   try {
     if (values.reranker) reranker = await CrossEncoder.load(values.reranker, { device });
     const index = await Index.load(values.index, enc);
-    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates });
+    const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
+    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier });
     if (values.json) {
       console.log(JSON.stringify(positionals.map((query, i) => ({ query, hits: hits[i] }))));
       return;

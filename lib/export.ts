@@ -258,6 +258,12 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
   const rows = manifest.documents;
   if (!Number.isInteger(dim) || dim! < 1 || !Number.isInteger(rows) || rows! < 0) throw new ColtrastError('MODEL_FILES', `index ${dir}: index.json lacks the dimension or document count`);
   if (dim! > MAX_DIM) throw new ColtrastError('INVALID_ARGUMENT', `pgvector's vector type holds at most ${MAX_DIM} dimensions; this index has ${dim}`);
+  if (manifest.storage !== undefined && manifest.storage !== 'float32' && manifest.storage !== 'float16') {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `index ${dir} stores ${commentSafe(manifest.storage)} vectors; the export writes float vectors: rebuild the index with storage float32 or float16 (coltrast index --storage float16) and export that`,
+    );
+  }
   const target = path.resolve(output);
 
   let done = 0;

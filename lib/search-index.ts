@@ -11,7 +11,9 @@
  *                       dimension, storage dtype, lateInteraction, multiVector, document count
  *   docs.jsonl          one {id, text, metadata?, tokens?} per row, in vector order (tokens: the row's
  *                       token-vector count when lateInteraction)
- *   vectors.safetensors "vectors" [rows, dim] (float32 or float16; not for a multi-vector model)
+ *   vectors.safetensors "vectors" [rows, dim] (float32, float16 or int8; binary: [rows, ceil(dim / 8)] uint8 sign
+ *                       bits; not for a multi-vector model), and for int8 "ranges" [2, dim] (each dimension's
+ *                       bucket start and step)
  *   tokens.safetensors  "vectors" [all tokens, dim] float16, rows in document order (lateInteraction only)
  * Loading checks every file against index.json and refuses another model than the one that built it.
  */
@@ -44,8 +46,14 @@ export interface Hit {
 export interface BuildOptions {
   /** Keep each document's token vectors (float16) for MaxSim re-ranking (default false; always for a multi-vector model). */
   lateInteraction?: boolean;
-  /** Storage of the pooled vectors (default float32). */
-  storage?: 'float32' | 'float16';
+  /**
+   * Storage of the pooled vectors (default float32). 'float16': half the memory. 'int8': a quarter; each
+   * dimension scalar-quantized to 256 buckets between its minimum and maximum over the first documents added
+   * (the first batchSize × 32), searched at the buckets' midpoints. 'binary': a 32nd; the sign bits, searched by
+   * Hamming distance, the nearest k × rescoreMultiplier rescored with the float query (SearchOptions).
+   * The codes are sentence-transformers' quantize_embeddings codes ('int8', 'ubinary').
+   */
+  storage?: Storage;
   batchSize?: number;
   onProgress?: (done: number, total: number) => void;
 }
@@ -65,7 +73,16 @@ export interface SearchOptions {
   candidates?: number;
   /** Hybrid: weight of the dense ranking (default 0.5). */
   hybridWeight?: number;
+  /**
+   * A binary index: rows kept by Hamming distance per result wanted (default 4), then ordered by the float
+   * query's cosine with their sign vectors. More finds more of the float ranking's hits, for more work.
+   */
+  rescoreMultiplier?: number;
 }
+
+/** How an index keeps its pooled vectors (BuildOptions.storage). */
+export type Storage = 'float32' | 'float16' | 'int8' | 'binary';
+const STORAGES = ['float32', 'float16', 'int8', 'binary'] as const;
 
 /** @internal The native store of dense vectors: exact inner-product search over all of them (native/search/dense_store.h). */
 export interface NativeDenseStore {
@@ -73,7 +90,7 @@ export interface NativeDenseStore {
   remove(keep: Uint8Array): number;
   size(): number;
   rows(start: number, count: number): Float32Array;
-  search(queries: Float32Array, k: number): Promise<{ scores: Float32Array; indices: Int32Array; k: number }>;
+  search(queries: Float32Array, k: number, rescoreMultiplier?: number): Promise<{ scores: Float32Array; indices: Int32Array; k: number }>;
   save(file: string): Promise<void>;
   load(file: string): Promise<number>;
 }
@@ -84,7 +101,7 @@ interface Manifest {
   /** source: the folder the building model was loaded from (where `coltrast search` finds it by default). */
   /** truncateDim: the width the building Encoder cut its vectors to (EncoderLoadOptions.truncateDim), if it did. */
   model: { fingerprint: string; dimension: number; source: string; truncateDim?: number };
-  storage: 'float32' | 'float16';
+  storage: Storage;
   lateInteraction: boolean;
   /** Built with a multi-vector model: token vectors only (absent in indexes from before it existed: false). */
   multiVector?: boolean;
@@ -92,7 +109,7 @@ interface Manifest {
 }
 
 const BUILD_KEYS = ['lateInteraction', 'storage', 'batchSize', 'onProgress'] as const;
-const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight'] as const;
+const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'rescoreMultiplier'] as const;
 
 /**
  * Reciprocal-rank fusion of two rankings of one query: each item scores weight / (k + rank) from the first
@@ -106,7 +123,7 @@ export function reciprocalRankFusion<T, K>(first: T[], second: T[], keyOf: (item
 }
 
 /** @internal An empty native store of `dim`-wide vectors. */
-export function newStore(dim: number, storage: 'float32' | 'float16'): NativeDenseStore {
+export function newStore(dim: number, storage: Storage): NativeDenseStore {
   const Store = (native() as unknown as { NativeDenseStore: new (dim: number, storage: string) => NativeDenseStore }).NativeDenseStore;
   return new Store(dim, storage);
 }
@@ -145,7 +162,8 @@ export class Index {
     /** Pooled vectors; none for a multi-vector model. */
     private readonly vectors: NativeDenseStore | undefined,
     private readonly tokens: NativeDenseStore | undefined,
-    private readonly storage: 'float32' | 'float16',
+    /** How the pooled vectors are kept (BuildOptions.storage). */
+    readonly storage: Storage,
     /** Computed when first needed (save): hashing the weights is work a search-only index never needs. */
     private modelFingerprint: string | undefined,
   ) {}
@@ -160,7 +178,7 @@ export class Index {
   /** Embeds `docs` with `encoder` into a new index. */
   static async build(encoder: Encoder, docs: IndexDoc[], options?: BuildOptions): Promise<Index> {
     const o = checkOptions('options', options, BUILD_KEYS);
-    const storage = oneOf('options.storage', o.storage ?? 'float32', ['float32', 'float16'] as const);
+    const storage = oneOf('options.storage', o.storage ?? 'float32', STORAGES);
     const multi = encoder.multiVector !== undefined;
     const late = multi || (o.lateInteraction ?? false);
     const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, storage), late ? newStore(encoder.tokenDimension, 'float16') : undefined, storage, undefined);
@@ -233,6 +251,10 @@ export class Index {
     const candidates = positiveInteger('options.candidates', o.candidates ?? Math.max(100, k));
     const weight = o.hybridWeight ?? 0.5;
     if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
+    if (o.rescoreMultiplier !== undefined && this.storage !== 'binary') {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.rescoreMultiplier is for an index with binary storage; this one stores ${this.storage} vectors`);
+    }
+    const multiplier = positiveInteger('options.rescoreMultiplier', o.rescoreMultiplier ?? 4);
     if (queries.length === 0 || this.docs.length === 0) return queries.map(() => []);
 
     let dense: { doc: number; score: number }[][] = queries.map(() => []);
@@ -242,7 +264,7 @@ export class Index {
       const q = await this.encoder.embed(queries, { normalize: true, task: 'query' });
       let r: { scores: Float32Array; indices: Int32Array; k: number };
       try {
-        r = await this.vectors.search(q.data, mode === 'dense' && rerank === 'none' ? k : candidates);
+        r = await this.vectors.search(q.data, mode === 'dense' && rerank === 'none' ? k : candidates, multiplier);
       } catch (error) {
         throw fromNative(error);
       }
@@ -414,6 +436,7 @@ export class Index {
           (cut !== undefined ? `load the model with { truncateDim: ${cut} } (--truncate-dim ${cut}), as the index was built` : 'load the model without truncateDim, as the index was built'),
       );
     }
+    if (!STORAGES.includes(manifest.storage)) throw bad(`index.json says storage ${JSON.stringify(manifest.storage)}, not one of ${STORAGES.join(', ')}`);
     const multi = encoder.multiVector !== undefined;
     if ((manifest.multiVector ?? false) !== multi || (multi && !manifest.lateInteraction)) throw bad(`index.json says multiVector ${manifest.multiVector ?? false}, but the model is ${multi ? '' : 'not '}multi-vector`);
     const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, manifest.storage), manifest.lateInteraction ? newStore(encoder.tokenDimension, 'float16') : undefined, manifest.storage, manifest.model.fingerprint);

@@ -374,7 +374,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       style: 'tei',
       handle: async (raw) => {
         if (!index) throw new HttpError(404, '/search needs an index: start the server with one (coltrast serve --index <dir>)');
-        const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight']);
+        const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight', 'rescore_multiplier']);
         const queries = textsOf(body, 'query');
         const k = optional(body, 'k', positiveInteger) ?? 10;
         const mode = body.mode ?? 'dense';
@@ -388,7 +388,11 @@ export async function serve(options: ServeOptions): Promise<Server> {
           if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw new HttpError(400, `${name} must be a number in [0, 1]`);
           return v;
         });
-        const key = JSON.stringify({ k, mode, rerank, ...(candidates !== undefined && { candidates }), ...(hybridWeight !== undefined && { hybridWeight }) });
+        const rescoreMultiplier = optional(body, 'rescore_multiplier', positiveInteger);
+        if (rescoreMultiplier !== undefined && index.storage !== 'binary') throw new HttpError(400, `"rescore_multiplier" is for an index with binary storage; this one stores ${index.storage} vectors`);
+        const key = JSON.stringify({
+          k, mode, rerank, ...(candidates !== undefined && { candidates }), ...(hybridWeight !== undefined && { hybridWeight }), ...(rescoreMultiplier !== undefined && { rescoreMultiplier }),
+        });
         const hits = await searchQueue.submit(key, queries);
         return { inputs: queries.length, json: { results: queries.map((query, i) => ({ query, hits: hits[i] })) } };
       },

@@ -24,7 +24,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { CrossEncoder, Encoder, Generator, ops, train } from '../lib';
+import { CrossEncoder, Encoder, Generator, ops, quantizeEmbeddings, train } from '../lib';
 import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
@@ -477,6 +477,34 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     close(mnrl.loss, ref.matryoshka_mnrl, 'Matryoshka around MultipleNegativesRankingLoss');
   } finally {
     trainer.dispose();
+    encoder.dispose();
+  }
+});
+
+check(`quantizeEmbeddings gives sentence-transformers' quantize_embeddings codes: int8, uint8 (own and calibrated ranges), binary, ubinary${skipped}`, async (t) => {
+  const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const dir = tempDir();
+  try {
+    const sentences = wordDataset(90, 17).map((p) => p.positive);
+    // The full 32 dimensions, and 13 (binary rows then end in a partly used byte).
+    for (const truncateDim of [32, 13]) {
+      const embeddings = await encoder.embed(sentences.slice(0, 40), { truncateDim });
+      const calibration = await encoder.embed(sentences.slice(40), { truncateDim });
+      const rows = (m: { dims: number[]; data: Float32Array }) => Array.from({ length: m.dims[0] }, (_, i) => Array.from(m.data.subarray(i * m.dims[1], (i + 1) * m.dims[1])));
+      fs.writeFileSync(path.join(dir, 'in.json'), JSON.stringify({ embeddings: rows(embeddings), calibration: rows(calibration) }));
+      const r = await python([script('st_quantize.py'), path.join(dir, 'in.json'), path.join(dir, 'out.json')]);
+      t.is(r.status, 0, r.tail);
+      const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
+      for (const precision of ['int8', 'uint8', 'binary', 'ubinary'] as const) {
+        t.deepEqual(Array.from(quantizeEmbeddings(embeddings, precision).data), ref[precision].flat(), `${precision}, width ${truncateDim}`);
+      }
+      for (const precision of ['int8', 'uint8'] as const) {
+        t.deepEqual(Array.from(quantizeEmbeddings(embeddings, precision, { calibration }).data), ref[`${precision}_calibrated`].flat(), `${precision} calibrated, width ${truncateDim}`);
+      }
+      // Not all codes alike: the comparison sees real spread.
+      t.true(new Set(ref.int8.flat()).size > 50);
+    }
+  } finally {
     encoder.dispose();
   }
 });

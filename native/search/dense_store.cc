@@ -1,14 +1,27 @@
 // The JS class `NativeDenseStore`: the vectors of an Index in native memory, searched exactly.
 //
-// Rows live in one [capacity, dim] tensor that doubles when full (float32, or float16 to halve memory).
-// A search multiplies the queries by blocks of kBlockRows rows (BLAS; float16 blocks are widened to
-// float32 first), keeps each block's top k and merges those, so memory beyond the store is one block of
-// scores whatever the number of rows. Work runs on the CPU thread (compute_thread.h); a mutex orders calls on
-// one store.
+// Rows live in one [capacity, width] tensor that doubles when full: float32; float16 (half the memory); int8
+// (a quarter: each dimension scalar-quantized to 256 buckets between its minimum and maximum over the first
+// rows added, codes as sentence-transformers' quantize_embeddings(precision="int8") makes them); or binary (a
+// 32nd: the sign bits, packed eight to a byte, most significant first, as numpy's packbits and
+// quantize_embeddings(precision="ubinary")).
+// A float or int8 search multiplies the queries by blocks of kBlockRows rows (BLAS; float16 and int8 blocks
+// are widened to float32 first, int8 codes to their buckets' midpoints), keeps each block's top k and merges
+// those, so memory beyond the store is one block of scores whatever the number of rows. A binary search
+// ranks every row by the Hamming distance between its bits and the query's (popcount over 64-bit words), keeps
+// the nearest k × rescoreMultiplier, and orders those by the float query's cosine with the row's ±1 sign
+// vector (the asymmetric score; sentence-transformers' rescoring with the unpacked 0/1 bits orders rows the
+// same, as q·b = (q·s + Σq) / 2). Work runs on the CPU thread (compute_thread.h); a mutex orders calls on one
+// store.
 #include "search/dense_store.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <mutex>
+#include <numeric>
 
 #include "error.h"
 #include "promise_worker.h"
@@ -16,12 +29,19 @@
 
 namespace coltrast {
 
+enum class Storage { Float32, Float16, Int8, Binary };
+
 // The vectors and their lock (outside the anonymous namespace below: DenseStoreWrap::Impl holds one).
 struct DenseVectors {
-  torch::Tensor data;  // [capacity, dim]
+  // [capacity, width]: float32 / float16 / int8 [.., dim]; binary uint8 [.., ceil(dim / 8)].
+  torch::Tensor data;
+  // int8: [2, dim] float32, each dimension's bucket start and step; undefined until the first rows arrive.
+  torch::Tensor ranges;
   int64_t rows = 0;
   int64_t dim = 0;
+  Storage storage = Storage::Float32;
   std::mutex mutex;
+  int64_t width() const { return storage == Storage::Binary ? (dim + 7) / 8 : dim; }
 };
 
 namespace {
@@ -31,22 +51,102 @@ using Store = DenseVectors;
 // (65536-row blocks made float16 search 6x slower at one million rows), large enough for BLAS.
 constexpr int64_t kBlockRows = 8192;
 
+// Sign bits of float rows [n, dim], packed most significant first: [n, ceil(dim / 8)] uint8.
+torch::Tensor packSigns(const torch::Tensor& x) {
+  const int64_t n = x.size(0), dim = x.size(1), width = (dim + 7) / 8;
+  const torch::Tensor rows = x.contiguous();
+  torch::Tensor out = torch::zeros({n, width}, torch::kUInt8);
+  const float* in = rows.data_ptr<float>();
+  uint8_t* bits = out.data_ptr<uint8_t>();
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < dim; ++c) {
+      if (in[r * dim + c] > 0) bits[r * width + c / 8] |= uint8_t(0x80u >> (c % 8));
+    }
+  }
+  return out;
+}
+
+// Float rows [n, dim] as the store keeps them. int8: codes floor((x - start) / step) clipped to [0, 255],
+// minus 128, in float32 arithmetic as quantize_embeddings does; the first rows set the ranges.
+torch::Tensor encodeRows(Store& s, const torch::Tensor& x) {
+  switch (s.storage) {
+    case Storage::Float32:
+      return x;
+    case Storage::Float16:
+      return x.to(torch::kFloat16);
+    case Storage::Binary:
+      return packSigns(x);
+    case Storage::Int8: {
+      if (!s.ranges.defined()) {
+        const torch::Tensor lo = std::get<0>(x.min(0)), hi = std::get<0>(x.max(0));
+        torch::Tensor step = (hi - lo) / 255;
+        step = torch::where(step == 0, torch::ones_like(step), step);
+        s.ranges = torch::stack({lo, step});
+      }
+      const torch::Tensor codes = ((x - s.ranges[0]) / s.ranges[1]).floor().clamp(0, 255) - 128;
+      return codes.to(torch::kInt8);
+    }
+  }
+  return x;
+}
+
+// Stored rows [n, width] as float32 vectors [n, dim]: int8 codes at their buckets' midpoints, binary rows as
+// their ±1 sign vectors scaled to unit length.
+torch::Tensor decodeRows(const Store& s, const torch::Tensor& stored) {
+  switch (s.storage) {
+    case Storage::Float32:
+    case Storage::Float16:
+      return stored.to(torch::kFloat32);
+    case Storage::Int8:
+      return (stored.to(torch::kFloat32) + 128.5) * s.ranges[1] + s.ranges[0];
+    case Storage::Binary: {
+      const torch::Tensor shifts = torch::arange(7, -1, -1, torch::kInt64).to(torch::kUInt8);
+      const torch::Tensor bits = stored.unsqueeze(-1).bitwise_right_shift(shifts).bitwise_and(1).flatten(1).narrow(1, 0, s.dim);
+      return (bits.to(torch::kFloat32) * 2 - 1) / std::sqrt(double(s.dim));
+    }
+  }
+  return stored;
+}
+
 void append(Store& s, const float* values, int64_t n) {
   if (n == 0) return;
+  const torch::Tensor rows = encodeRows(s, torch::from_blob(const_cast<float*>(values), {n, s.dim}, torch::kFloat32));
   if (s.rows + n > s.data.size(0)) {
     const int64_t capacity = std::max<int64_t>({2 * s.data.size(0), s.rows + n, 1024});
-    torch::Tensor grown = torch::empty({capacity, s.dim}, s.data.options());
+    torch::Tensor grown = torch::empty({capacity, s.width()}, s.data.options());
     grown.narrow(0, 0, s.rows).copy_(s.data.narrow(0, 0, s.rows));
     s.data = grown;
   }
-  s.data.narrow(0, s.rows, n).copy_(torch::from_blob(const_cast<float*>(values), {n, s.dim}, torch::kFloat32));
+  s.data.narrow(0, s.rows, n).copy_(rows);
   s.rows += n;
+}
+
+// Hamming distance of every stored row's bits to `query`'s ([width] uint8), rows in parallel.
+std::vector<int32_t> hammingDistances(const Store& s, const uint8_t* query) {
+  const int64_t width = s.width(), words = width / 8;
+  const uint8_t* data = s.data.data_ptr<uint8_t>();
+  std::vector<int32_t> out(static_cast<size_t>(s.rows));
+  at::parallel_for(0, s.rows, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const uint8_t* row = data + r * width;
+      int32_t d = 0;
+      for (int64_t w = 0; w < words; ++w) {
+        uint64_t a, b;
+        std::memcpy(&a, row + 8 * w, 8);
+        std::memcpy(&b, query + 8 * w, 8);
+        d += __builtin_popcountll(a ^ b);
+      }
+      for (int64_t c = 8 * words; c < width; ++c) d += __builtin_popcount(unsigned(row[c] ^ query[c]));
+      out[size_t(r)] = d;
+    }
+  });
+  return out;
 }
 
 class SearchWorker : public PromiseWorker {
  public:
-  SearchWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<float> queries, int64_t k)
-      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), queries_(std::move(queries)), k_(k) {}
+  SearchWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<float> queries, int64_t k, int64_t rescoreMultiplier)
+      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), queries_(std::move(queries)), k_(k), multiplier_(rescoreMultiplier) {}
 
  protected:
   void compute() override {
@@ -55,10 +155,14 @@ class SearchWorker : public PromiseWorker {
     const torch::Tensor q = torch::from_blob(queries_.data(), {nq, dim}, torch::kFloat32);
     const int64_t k = std::min(k_, store_->rows);
     torch::NoGradGuard noGrad;
+    if (store_->storage == Storage::Binary) {
+      binarySearch(q, k);
+      return;
+    }
     std::vector<torch::Tensor> scores, indices;
     for (int64_t r0 = 0; r0 < store_->rows; r0 += kBlockRows) {
       const int64_t n = std::min(kBlockRows, store_->rows - r0);
-      const torch::Tensor block = store_->data.narrow(0, r0, n).to(torch::kFloat32);
+      const torch::Tensor block = decodeRows(*store_, store_->data.narrow(0, r0, n));
       auto top = torch::mm(q, block.t()).topk(std::min(k, n), 1);
       scores.push_back(std::get<0>(top));
       indices.push_back(std::get<1>(top) + r0);
@@ -72,6 +176,36 @@ class SearchWorker : public PromiseWorker {
     auto best = all.topk(k, 1);
     scores_ = std::get<0>(best).contiguous();
     indices_ = allIdx.gather(1, std::get<1>(best)).to(torch::kInt32).contiguous();
+  }
+
+  // Binary rows: the nearest k × multiplier rows by Hamming distance (ties: lower row first), ordered by the
+  // query's cosine with their sign vectors (ties: lower row first), the best k kept.
+  void binarySearch(const torch::Tensor& q, int64_t k) {
+    const int64_t nq = q.size(0), rows = store_->rows;
+    const int64_t candidates = std::min(rows, k * multiplier_);
+    const torch::Tensor queryBits = packSigns(q);
+    scores_ = torch::empty({nq, k}, torch::kFloat32);
+    indices_ = torch::empty({nq, k}, torch::kInt32);
+    auto scoreOut = scores_.accessor<float, 2>();
+    auto indexOut = indices_.accessor<int32_t, 2>();
+    for (int64_t i = 0; i < nq; ++i) {
+      const std::vector<int32_t> distance = hammingDistances(*store_, queryBits.data_ptr<uint8_t>() + i * store_->width());
+      std::vector<int64_t> order(static_cast<size_t>(rows));
+      std::iota(order.begin(), order.end(), int64_t{0});
+      const auto nearer = [&](int64_t a, int64_t b) { return distance[size_t(a)] < distance[size_t(b)] || (distance[size_t(a)] == distance[size_t(b)] && a < b); };
+      std::partial_sort(order.begin(), order.begin() + candidates, order.end(), nearer);
+      order.resize(size_t(candidates));
+      const torch::Tensor picked = torch::tensor(order, torch::kInt64);
+      const torch::Tensor score = decodeRows(*store_, store_->data.index_select(0, picked)).mv(q[i]);
+      const float* sc = score.data_ptr<float>();
+      std::vector<int64_t> rank(static_cast<size_t>(candidates));
+      std::iota(rank.begin(), rank.end(), int64_t{0});
+      std::stable_sort(rank.begin(), rank.end(), [&](int64_t a, int64_t b) { return sc[a] > sc[b] || (sc[a] == sc[b] && order[size_t(a)] < order[size_t(b)]); });
+      for (int64_t j = 0; j < k; ++j) {
+        scoreOut[i][j] = sc[rank[size_t(j)]];
+        indexOut[i][j] = int32_t(order[size_t(rank[size_t(j)])]);
+      }
+    }
   }
   Napi::Value result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
@@ -90,7 +224,7 @@ class SearchWorker : public PromiseWorker {
  private:
   std::shared_ptr<Store> store_;
   std::vector<float> queries_;
-  int64_t k_;
+  int64_t k_, multiplier_;
   torch::Tensor scores_, indices_;
 };
 
@@ -103,14 +237,29 @@ class FileWorker : public PromiseWorker {
   void compute() override {
     std::lock_guard<std::mutex> lock(store_->mutex);
     if (save_) {
-      writeSafetensors(path_, {{"vectors", store_->data.narrow(0, 0, store_->rows)}}, {{"format", "coltrast-index"}});
+      std::vector<std::pair<std::string, torch::Tensor>> tensors{{"vectors", store_->data.narrow(0, 0, store_->rows)}};
+      if (store_->ranges.defined()) tensors.emplace_back("ranges", store_->ranges);
+      writeSafetensors(path_, tensors, {{"format", "coltrast-index"}});
       return;
     }
     SafetensorsFile file(path_);
     if (!file.has("vectors")) throw modelFilesError(path_ + " holds no \"vectors\" tensor");
     const auto& entry = file.entries().at("vectors");
-    if (entry.shape.size() != 2 || entry.shape[1] != store_->dim) {
-      throw modelFilesError(path_ + ": vectors must be [rows, " + std::to_string(store_->dim) + "]");
+    if (entry.shape.size() != 2 || entry.shape[1] != store_->width()) {
+      throw modelFilesError(path_ + ": vectors must be [rows, " + std::to_string(store_->width()) + "]");
+    }
+    const bool quantized = store_->storage == Storage::Int8 || store_->storage == Storage::Binary;
+    if (quantized && entry.dtype != store_->data.scalar_type()) {
+      throw modelFilesError(path_ + ": vectors are " + entry.dtypeName + ", not the index's quantized storage");
+    }
+    if (store_->storage == Storage::Int8) {
+      const bool empty = entry.shape[0] == 0;
+      if (!file.has("ranges") && !empty) throw modelFilesError(path_ + " holds int8 vectors without their \"ranges\"");
+      if (file.has("ranges")) {
+        const auto& r = file.entries().at("ranges");
+        if (r.shape != std::vector<int64_t>{2, store_->dim}) throw modelFilesError(path_ + ": ranges must be [2, " + std::to_string(store_->dim) + "]");
+        store_->ranges = file.read("ranges", torch::kFloat32);
+      }
     }
     store_->data = file.read("vectors", store_->data.scalar_type());
     store_->rows = store_->data.size(0);
@@ -154,14 +303,20 @@ Napi::Function DenseStoreWrap::define(Napi::Env env) {
                      });
 }
 
-// new NativeDenseStore(dim, 'float32' | 'float16')
+// new NativeDenseStore(dim, 'float32' | 'float16' | 'int8' | 'binary')
 DenseStoreWrap::DenseStoreWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DenseStoreWrap>(info), impl_(std::make_unique<Impl>()) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber() || info[0].As<Napi::Number>().Int64Value() < 1) throw jsError(env, {"INVALID_ARGUMENT", "dim must be a positive integer"});
   const std::string dtype = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "float32";
-  if (dtype != "float32" && dtype != "float16") throw jsError(env, {"INVALID_ARGUMENT", "storage must be 'float32' or 'float16'"});
-  impl_->store->dim = info[0].As<Napi::Number>().Int64Value();
-  impl_->store->data = torch::empty({0, impl_->store->dim}, dtype == "float16" ? torch::kFloat16 : torch::kFloat32);
+  auto& s = *impl_->store;
+  if (dtype == "float32") s.storage = Storage::Float32;
+  else if (dtype == "float16") s.storage = Storage::Float16;
+  else if (dtype == "int8") s.storage = Storage::Int8;
+  else if (dtype == "binary") s.storage = Storage::Binary;
+  else throw jsError(env, {"INVALID_ARGUMENT", "storage must be 'float32', 'float16', 'int8' or 'binary'"});
+  s.dim = info[0].As<Napi::Number>().Int64Value();
+  const torch::ScalarType types[] = {torch::kFloat32, torch::kFloat16, torch::kInt8, torch::kUInt8};
+  s.data = torch::empty({0, s.width()}, types[int(s.storage)]);
 }
 
 DenseStoreWrap::~DenseStoreWrap() = default;
@@ -204,7 +359,7 @@ Napi::Value DenseStoreWrap::rows(const Napi::CallbackInfo& info) {
   const int64_t start = info[0].As<Napi::Number>().Int64Value(), count = info[1].As<Napi::Number>().Int64Value();
   if (start < 0 || count < 0 || start + count > s.rows) throw jsError(env, {"INVALID_ARGUMENT", "rows out of range"});
   std::lock_guard<std::mutex> lock(s.mutex);
-  const torch::Tensor out = s.data.narrow(0, start, count).to(torch::kFloat32).contiguous();
+  const torch::Tensor out = decodeRows(s, s.data.narrow(0, start, count)).contiguous();
   auto array = Napi::Float32Array::New(env, size_t(out.numel()));
   if (out.numel() > 0) std::memcpy(array.Data(), out.data_ptr<float>(), out.numel() * sizeof(float));
   return array;
@@ -212,14 +367,17 @@ Napi::Value DenseStoreWrap::rows(const Napi::CallbackInfo& info) {
 
 Napi::Value DenseStoreWrap::size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(impl_->store->rows)); }
 
-// search(queries: Float32Array, k) -> Promise<{ scores: Float32Array, indices: Int32Array, k }>, row-major [nq, k].
+// search(queries: Float32Array, k, rescoreMultiplier = 1) -> Promise<{ scores: Float32Array, indices: Int32Array, k }>,
+// row-major [nq, k]; rescoreMultiplier: a binary store's candidates per result (k × it), rescored.
 Napi::Value DenseStoreWrap::search(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     auto values = floatsOf(info[0], impl_->store->dim, "queries");
     const int64_t k = info[1].As<Napi::Number>().Int64Value();
     if (k < 1) throw invalidArgument("k must be a positive integer");
-    return (new SearchWorker(env, impl_->store, std::move(values), k))->start();
+    const int64_t multiplier = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 1;
+    if (multiplier < 1) throw invalidArgument("rescoreMultiplier must be a positive integer");
+    return (new SearchWorker(env, impl_->store, std::move(values), k, multiplier))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }
