@@ -145,6 +145,7 @@ commands:
     --reranker <dir|hub id>  re-rank each query's top --candidates (default 100) with a cross-encoder
     --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker)
     --truncate-dim <n>       evaluate --model's vectors cut to n entries (a Matryoshka model's smaller vectors)
+    --storage float32|float16|int8|binary --rescore-multiplier <n>   the dense index's storage (what quantization costs)
     --device <d> --batch-size <n> --json
   export                     write an index to a vector database: a SQL file for PostgreSQL + pgvector
     --index <dir>            the index folder
@@ -530,10 +531,11 @@ async function evalCommand(argv: string[]): Promise<void> {
       data: { type: 'string' }, model: { type: 'string' }, mode: { type: 'string' }, split: { type: 'string' }, k: { type: 'string' },
       'hybrid-weight': { type: 'string' }, stem: { type: 'boolean' }, compare: { type: 'string' }, device: { type: 'string' },
       'batch-size': { type: 'string' }, reranker: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
-      'truncate-dim': { type: 'string' },
+      'truncate-dim': { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
     },
   });
   if (!values.data) fail('eval needs --data <BEIR folder>');
+  if (values.storage && !['float32', 'float16', 'int8', 'binary'].includes(values.storage)) fail(`--storage must be float32, float16, int8 or binary, got ${values.storage}`);
   const k = values.k?.split(',').map((x) => {
     const n = Number(x);
     if (!Number.isInteger(n) || n <= 0) fail(`--k must be positive integers separated by commas, got ${values.k}`);
@@ -549,6 +551,8 @@ async function evalCommand(argv: string[]): Promise<void> {
     batchSize: numberFlag('batch-size', values['batch-size'], 'number'),
     candidates: numberFlag('candidates', values.candidates, 'count'),
     progressBar: !values.json,
+    storage: values.storage as Storage | undefined,
+    rescoreMultiplier: numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count'),
   };
   // Without --model: the default model, unless the mode needs none (bm25).
   const model = values.model ?? (values.mode === 'bm25' ? undefined : DEFAULT_MODEL);

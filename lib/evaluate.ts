@@ -11,7 +11,7 @@ import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import { evaluateRun, type MetricTable, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
-import { Index, reciprocalRankFusion } from './search-index';
+import { Index, reciprocalRankFusion, type Storage } from './search-index';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export type EvalMode = 'dense' | 'bm25' | 'hybrid' | 'late_interaction';
@@ -29,6 +29,12 @@ export interface EvaluateOptions {
    * smaller vectors). For a loaded Encoder, load it with the truncateDim instead.
    */
   truncateDim?: number;
+  /**
+   * How the dense index keeps the corpus's vectors (Index's BuildOptions.storage; default float32): measure what
+   * int8 or binary storage costs in quality. `rescoreMultiplier`: a binary index's candidates per hit (default 4).
+   */
+  storage?: Storage;
+  rescoreMultiplier?: number;
   /** qrels split (default 'test'). */
   split?: string;
   /** Cut-offs (default [1, 3, 5, 10, 100]). */
@@ -68,7 +74,7 @@ export interface EvaluateResult {
   seconds: number;
 }
 
-const KEYS = ['data', 'model', 'truncateDim', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
+const KEYS = ['data', 'model', 'truncateDim', 'storage', 'rescoreMultiplier', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 function loadEvalData(source: string, split: string): BeirData {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
@@ -119,10 +125,12 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       const index = await Index.build(
         encoder,
         data.corpus.map((d) => ({ id: d.id, text: docText(d) })),
-        { lateInteraction: mode === 'late_interaction', batchSize: o.batchSize ?? 32, onProgress: (d, n) => bar?.update(d, n) },
+        { lateInteraction: mode === 'late_interaction', batchSize: o.batchSize ?? 32, onProgress: (d, n) => bar?.update(d, n), storage: o.storage },
       );
       const late = mode === 'late_interaction';
-      const hits = await index.search(queryTexts, { k: late ? Math.max(depth, candidates) : depth, rerank: late ? 'maxsim' : 'none', candidates: Math.max(depth, candidates) });
+      const hits = await index.search(queryTexts, {
+        k: late ? Math.max(depth, candidates) : depth, rerank: late ? 'maxsim' : 'none', candidates: Math.max(depth, candidates), rescoreMultiplier: o.rescoreMultiplier,
+      });
       dense = hits.map((list) => list.map((h) => ({ id: h.id, score: h.score })));
     } finally {
       if (typeof o.model === 'string') encoder.dispose();

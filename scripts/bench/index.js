@@ -2,7 +2,8 @@
 // Exact dense search at scale: fills an index store with random unit vectors (embedding a million texts
 // is an embed() benchmark of its own; see BENCHMARKS.md) and measures add time, memory, search latency
 // and queries per second. Uses the built package (npm run build).
-//   node scripts/bench/index.js [--rows 1000000] [--dim 384] [--storage float32|float16] [--batch 1,32] [--json out.json]
+//   node scripts/bench/index.js [--rows 1000000] [--dim 384] [--storage float32|float16|int8|binary] [--batch 1,32]
+//        [--rescore-multiplier 4 (binary)] [--json out.json]
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -18,6 +19,7 @@ const { values } = parseArgs({
     storage: { type: 'string', default: 'float16' },
     batch: { type: 'string', default: '1,32' },
     k: { type: 'string', default: '10' },
+    'rescore-multiplier': { type: 'string', default: '4' },
     json: { type: 'string' },
   },
 });
@@ -59,11 +61,12 @@ async function main() {
   console.log(`|---|---|---|---|---|---|`);
   for (const batch of values.batch.split(',').map(Number)) {
     const queries = unitRows(batch, next);
-    await store.search(queries, k); // warm-up
+    const multiplier = Number(values['rescore-multiplier']);
+    await store.search(queries, k, multiplier); // warm-up
     const times = [];
     for (let i = 0; i < 7; i++) {
       const t0 = process.hrtime.bigint();
-      await store.search(queries, k);
+      await store.search(queries, k, multiplier);
       times.push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
     times.sort((a, b) => a - b);
