@@ -147,27 +147,100 @@ void append(Store& s, const float* values, int64_t n) {
   s.rows += n;
 }
 
-// Hamming distance of every stored row's bits to `query`'s ([width] uint8), rows in parallel.
-std::vector<int32_t> hammingDistances(const Store& s, const uint8_t* query) {
-  const int64_t width = s.width(), words = width / 8;
+// The Hamming distance between `rows` rows of `width` bytes at `data` and `query`, into out[0 .. rows). GCC and
+// Clang compile this twice on x86-64 and pick at load time (target_clones): with the POPCNT instruction where
+// the CPU has it (every x86-64 CPU since 2008), and the baseline, which counts bits in software, elsewhere.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("popcnt", "default")))
+#endif
+void hammingBlock(const uint8_t* data, int64_t rows, int64_t width, const uint8_t* query, int32_t* out) {
+  const int64_t words = width / 8;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = data + r * width;
+    int32_t d = 0;
+    for (int64_t w = 0; w < words; ++w) {
+      uint64_t a, b;
+      std::memcpy(&a, row + 8 * w, 8);
+      std::memcpy(&b, query + 8 * w, 8);
+      d += __builtin_popcountll(a ^ b);
+    }
+    for (int64_t c = 8 * words; c < width; ++c) d += __builtin_popcount(unsigned(row[c] ^ query[c]));
+    out[r] = d;
+  }
+}
+
+// The `candidates` rows nearest to each of `count` queries' bits (`queries`: [count, width] uint8) by Hamming
+// distance, ties going to the lower row: the set a sort by (distance, row) would take first, found by counting,
+// in two parallel passes over blocks of rows that keep no distance per row (a million rows' distances were
+// mostly page faults on fresh memory). Pass 1: each query's histogram of distances (0..dim), which gives the
+// distance t up to which rows are taken and how many rows at t are. Pass 2: the distances again (popcounts are
+// cheap), each block keeping its rows below t and its rows at t; the rows at t are then taken in row order.
+// Each block is compared with every query while it is in cache. Returns each query's rows, in no order.
+std::vector<std::vector<int64_t>> nearestRows(const Store& s, const uint8_t* queries, int64_t count, int64_t candidates) {
+  const int64_t width = s.width(), bins = s.dim + 1;
   const uint8_t* data = s.data.data_ptr<uint8_t>();
-  std::vector<int32_t> out(static_cast<size_t>(s.rows));
-  at::parallel_for(0, s.rows, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const uint8_t* row = data + r * width;
-      int32_t d = 0;
-      for (int64_t w = 0; w < words; ++w) {
-        uint64_t a, b;
-        std::memcpy(&a, row + 8 * w, 8);
-        std::memcpy(&b, query + 8 * w, 8);
-        d += __builtin_popcountll(a ^ b);
+  constexpr int64_t kRows = 2048;
+  const int64_t blocks = (s.rows + kRows - 1) / kRows;
+  std::vector<int64_t> histogram(size_t(count * bins), 0);
+  std::mutex merge;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> local(size_t(count * bins), 0);
+    std::vector<int32_t> d(kRows);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t r0 = b * kRows, n = std::min(kRows, s.rows - r0);
+      for (int64_t q = 0; q < count; ++q) {
+        hammingBlock(data + r0 * width, n, width, queries + q * width, d.data());
+        for (int64_t r = 0; r < n; ++r) ++local[size_t(q * bins + d[size_t(r)])];
       }
-      for (int64_t c = 8 * words; c < width; ++c) d += __builtin_popcount(unsigned(row[c] ^ query[c]));
-      out[size_t(r)] = d;
+    }
+    std::lock_guard<std::mutex> lock(merge);
+    for (size_t i = 0; i < local.size(); ++i) histogram[i] += local[i];
+  });
+  std::vector<int32_t> threshold(static_cast<size_t>(count));
+  std::vector<int64_t> ties(static_cast<size_t>(count));
+  for (int64_t q = 0; q < count; ++q) {
+    int64_t below = 0, t = 0;
+    while (below + histogram[size_t(q * bins + t)] < candidates) below += histogram[size_t(q * bins + t++)];
+    threshold[size_t(q)] = int32_t(t);
+    ties[size_t(q)] = candidates - below;
+  }
+  // [block][query]: the block's rows below the threshold, and its rows at it.
+  std::vector<std::vector<int64_t>> near(static_cast<size_t>(blocks * count)), at(size_t(blocks * count));
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> d(kRows);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t r0 = b * kRows, n = std::min(kRows, s.rows - r0);
+      for (int64_t q = 0; q < count; ++q) {
+        hammingBlock(data + r0 * width, n, width, queries + q * width, d.data());
+        const int32_t t = threshold[size_t(q)];
+        for (int64_t r = 0; r < n; ++r) {
+          if (d[size_t(r)] < t) near[size_t(b * count + q)].push_back(r0 + r);
+          else if (d[size_t(r)] == t) at[size_t(b * count + q)].push_back(r0 + r);
+        }
+      }
     }
   });
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(count));
+  for (int64_t q = 0; q < count; ++q) {
+    auto& rows = out[size_t(q)];
+    rows.reserve(size_t(candidates));
+    for (int64_t b = 0; b < blocks; ++b) {
+      const auto& v = near[size_t(b * count + q)];
+      rows.insert(rows.end(), v.begin(), v.end());
+    }
+    int64_t take = ties[size_t(q)];
+    for (int64_t b = 0; b < blocks && take > 0; ++b) {
+      const auto& v = at[size_t(b * count + q)];
+      const int64_t n = std::min<int64_t>(take, int64_t(v.size()));
+      rows.insert(rows.end(), v.begin(), v.begin() + n);
+      take -= n;
+    }
+  }
   return out;
 }
+
+// Queries whose nearest rows one call of nearestRows finds (its per-block lists grow with it).
+constexpr int64_t kQueriesPerPass = 16;
 
 class SearchWorker : public PromiseWorker {
  public:
@@ -216,32 +289,45 @@ class SearchWorker : public PromiseWorker {
     indices_ = allIdx.gather(1, std::get<1>(best)).to(torch::kInt32).contiguous();
   }
 
-  // Binary rows: the nearest k × multiplier rows by Hamming distance (ties: lower row first), ordered by the
-  // query's cosine with their sign vectors (ties: lower row first), the best k kept.
+  // Binary rows: the nearest k × multiplier rows by Hamming distance (ties: lower row first; nearestRows),
+  // ordered by the query's cosine with their sign vectors (ties: lower row first), the best k kept. Queries share
+  // passes over the rows, kQueriesPerPass at a time.
   void binarySearch(const torch::Tensor& q, int64_t k) {
-    const int64_t nq = q.size(0), rows = store_->rows;
+    const int64_t nq = q.size(0), rows = store_->rows, dim = store_->dim, width = store_->width();
     const int64_t candidates = std::min(rows, k * multiplier_);
     const torch::Tensor queryBits = packSigns(q);
+    const torch::Tensor queries = q.contiguous();
     scores_ = torch::empty({nq, k}, torch::kFloat32);
     indices_ = torch::empty({nq, k}, torch::kInt32);
     auto scoreOut = scores_.accessor<float, 2>();
     auto indexOut = indices_.accessor<int32_t, 2>();
-    for (int64_t i = 0; i < nq; ++i) {
-      const std::vector<int32_t> distance = hammingDistances(*store_, queryBits.data_ptr<uint8_t>() + i * store_->width());
-      std::vector<int64_t> order(static_cast<size_t>(rows));
-      std::iota(order.begin(), order.end(), int64_t{0});
-      const auto nearer = [&](int64_t a, int64_t b) { return distance[size_t(a)] < distance[size_t(b)] || (distance[size_t(a)] == distance[size_t(b)] && a < b); };
-      std::partial_sort(order.begin(), order.begin() + candidates, order.end(), nearer);
-      order.resize(size_t(candidates));
-      const torch::Tensor picked = torch::tensor(order, torch::kInt64);
-      const torch::Tensor score = decodeRows(*store_, store_->data.index_select(0, picked)).mv(q[i]);
-      const float* sc = score.data_ptr<float>();
-      std::vector<int64_t> rank(static_cast<size_t>(candidates));
-      std::iota(rank.begin(), rank.end(), int64_t{0});
-      std::stable_sort(rank.begin(), rank.end(), [&](int64_t a, int64_t b) { return sc[a] > sc[b] || (sc[a] == sc[b] && order[size_t(a)] < order[size_t(b)]); });
-      for (int64_t j = 0; j < k; ++j) {
-        scoreOut[i][j] = sc[rank[size_t(j)]];
-        indexOut[i][j] = int32_t(order[size_t(rank[size_t(j)])]);
+    const uint8_t* data = store_->data.data_ptr<uint8_t>();
+    const double scale = 1.0 / std::sqrt(double(dim));
+    for (int64_t begin = 0; begin < nq; begin += kQueriesPerPass) {
+      const int64_t end = std::min(nq, begin + kQueriesPerPass);
+      const std::vector<std::vector<int64_t>> nearest = nearestRows(*store_, queryBits.data_ptr<uint8_t>() + begin * width, end - begin, candidates);
+      for (int64_t i = begin; i < end; ++i) {
+        const std::vector<int64_t>& picked = nearest[size_t(i - begin)];
+        // The cosine of the float query with a row's ±1 sign vector: (2 Σ_{bit set} q_c - Σ q_c) / sqrt(dim).
+        const float* qi = queries.data_ptr<float>() + i * dim;
+        double total = 0;
+        for (int64_t c = 0; c < dim; ++c) total += qi[c];
+        std::vector<float> score(picked.size());
+        for (size_t j = 0; j < picked.size(); ++j) {
+          const uint8_t* row = data + picked[j] * width;
+          double set = 0;
+          for (int64_t c = 0; c < dim; ++c) {
+            if (row[c / 8] & (0x80u >> (c % 8))) set += qi[c];
+          }
+          score[j] = float((2 * set - total) * scale);
+        }
+        std::vector<size_t> rank(picked.size());
+        std::iota(rank.begin(), rank.end(), size_t{0});
+        std::sort(rank.begin(), rank.end(), [&](size_t a, size_t b) { return score[a] > score[b] || (score[a] == score[b] && picked[a] < picked[b]); });
+        for (int64_t j = 0; j < k; ++j) {
+          scoreOut[i][j] = score[rank[size_t(j)]];
+          indexOut[i][j] = int32_t(picked[rank[size_t(j)]]);
+        }
       }
     }
   }
