@@ -320,6 +320,7 @@ test('bad requests get a status and a message that names the problem', async (t)
     ['POST', '/search', { query: 'q', mode: 'fuzzy' }, 400, /"mode" must be "dense", "bm25" or "hybrid"/],
     ['POST', '/search', { query: 'q', rerank: 'colbert' }, 400, /"rerank" must be "none", "maxsim" or "cross-encoder"/],
     ['POST', '/search', { query: 'q', hybrid_weight: 2 }, 400, /"hybrid_weight" must be a number in \[0, 1\]/],
+    ['POST', '/search', { query: 'q', rescore_multiplier: 2 }, 400, /"rescore_multiplier" is for an index with binary storage; this one stores float/],
     ['GET', '/v1/embeddings', undefined, 405, /\/v1\/embeddings takes POST, not GET/],
     ['POST', '/health', {}, 405, /takes GET/],
     ['GET', '/v2/embeddings', undefined, 404, /no route \/v2\/embeddings \(routes: \/health, /],
