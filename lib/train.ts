@@ -650,22 +650,28 @@ const CROSS_ENCODER_CANDIDATES = 32;
 /**
  * Recall@1 and MRR@10 of each query against every distinct positive of `examples` (cosine, or MaxSim for a
  * multi-vector model). A cross-encoder ranks, per query, its own positive and the next 31 distinct positives
- * (in the examples' order, wrapping around): 32 candidates, or all positives when there are fewer. With
- * Matryoshka `widths` (largest first, the first the model's full width or less), the metrics are those of the
- * first width, and `dimensions` lists every width's.
+ * (in the examples' order, wrapping around): 32 candidates, or all positives when there are fewer. The metrics
+ * are those of the encoder's vectors (`encoder.dimension` wide); with Matryoshka `widths` (none wider),
+ * `dimensions` adds each width's, the vectors cut to it and normalized again.
  */
 export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples: TrainExample[], widths?: number[]): Promise<RetrievalMetrics> {
   const documents = [...new Set(examples.map((e) => e.positive))];
   const position = new Map(documents.map((d, i) => [d, i]));
   const queries = examples.map((e) => e.query);
   let rankings: { id: string; score: number }[][][];
+  // Matryoshka: the widths scored, the encoder's full width first (its metrics are the main ones).
+  let scoredWidths: number[] = [];
+  if (widths && (encoder instanceof CrossEncoder || encoder.multiVector)) throw invalid('widths', 'none: they cut pooled vectors, and this model has none', widths);
   if (encoder instanceof CrossEncoder) {
     const k = Math.min(CROSS_ENCODER_CANDIDATES, documents.length);
     const candidates = examples.map((e) => Array.from({ length: k }, (_, c) => (position.get(e.positive)! + c) % documents.length));
     const { data } = await encoder.predict(candidates.flatMap((docs, i) => docs.map((j): [string, string] => [queries[i], documents[j]])));
     rankings = [candidates.map((docs, i) => docs.map((j, c) => ({ id: `d${j}`, score: data[i * k + c] })))];
   } else {
-    const all = await similarities(encoder, queries, documents, widths);
+    const tooWide = widths?.filter((w) => w > encoder.dimension) ?? [];
+    if (tooWide.length > 0) throw invalid('widths', `widths of at most the encoder's ${encoder.dimension}`, tooWide);
+    if (widths) scoredWidths = [encoder.dimension, ...widths.filter((w) => w !== encoder.dimension)];
+    const all = await similarities(encoder, queries, documents, widths && scoredWidths);
     rankings = all.map((scores) => examples.map((_, i) => documents.map((_, j) => ({ id: `d${j}`, score: scores[i * documents.length + j] }))));
   }
   // Its own positive is each query's one relevant document.
@@ -678,7 +684,7 @@ export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples
   return {
     ...scored[0],
     queries: examples.length,
-    ...(widths ? { dimensions: widths.map((dimension, i) => ({ dimension, ...scored[i] })) } : {}),
+    ...(widths ? { dimensions: widths.map((dimension) => ({ dimension, ...scored[scoredWidths.indexOf(dimension)] })) } : {}),
   };
 }
 

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, Index, train } from '../lib';
-import { matryoshkaStep } from '../lib/train';
+import { matryoshkaStep, retrievalMetrics } from '../lib/train';
 import { FIXTURE, STEP, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const noDropout = fixtureCopy((dir) =>
@@ -178,6 +178,26 @@ test('an index built with cut vectors records the width, and loads only with it'
   const out = spawnSync(process.execPath, [CLI, 'search', '--index', dir, '--device', 'cpu', '--json', QUERIES[0]], { encoding: 'utf8' });
   t.is(out.status, 0, out.stderr);
   t.is(JSON.parse(out.stdout)[0].hits.length, 5);
+});
+
+test('retrievalMetrics with widths: the main metrics stay the full width\'s, each width\'s are those of an Encoder with that truncateDim', async (t) => {
+  const examples = wordDataset(20, 31);
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const cut = await Encoder.load(FIXTURE, { device: 'cpu', truncateDim: 8 });
+  try {
+    const whole = await retrievalMetrics(enc, examples);
+    const m = await retrievalMetrics(enc, examples, [16, 8]);
+    t.is(m['recall@1'], whole['recall@1']);
+    t.is(m['mrr@10'], whole['mrr@10']);
+    t.deepEqual(m.dimensions!.map((d) => d.dimension), [16, 8]);
+    const at8 = await retrievalMetrics(cut, examples);
+    t.deepEqual(m.dimensions![1], { dimension: 8, 'recall@1': at8['recall@1'], 'mrr@10': at8['mrr@10'] });
+    t.not(m.dimensions![1]['mrr@10'], whole['mrr@10'], 'cutting to 8 of 32 changes the ranking');
+    await t.throwsAsync(retrievalMetrics(cut, examples, [16]), { message: /widths of at most the encoder's 8/ });
+  } finally {
+    cut.dispose();
+    enc.dispose();
+  }
 });
 
 test('matryoshkaStep: every width, or a seeded sample that repeats for the same batch', (t) => {
