@@ -70,7 +70,8 @@ torch::Tensor packSigns(const torch::Tensor& x) {
 
 // int8 codes of float rows [n, dim] with `ranges` [2, dim] (start, step): floor((x - start) / step) clipped to
 // [0, 255], minus 128, one pass in float32 arithmetic (the same operations, so the same codes, as
-// quantize_embeddings; elementwise tensor operations took 17 s for a million 384-wide rows, this loop less).
+// quantize_embeddings). Filling a store with a million 384-wide rows took 17.3 s with elementwise tensor
+// operations and 10.6 s with this loop.
 torch::Tensor int8Codes(const torch::Tensor& x, const torch::Tensor& ranges) {
   const int64_t n = x.size(0), dim = x.size(1);
   const torch::Tensor rows = x.contiguous(), r = ranges.contiguous();
@@ -147,9 +148,10 @@ void append(Store& s, const float* values, int64_t n) {
   s.rows += n;
 }
 
-// The Hamming distance between `rows` rows of `width` bytes at `data` and `query`, into out[0 .. rows). GCC and
-// Clang compile this twice on x86-64 and pick at load time (target_clones): with the POPCNT instruction where
-// the CPU has it (every x86-64 CPU since 2008), and the baseline, which counts bits in software, elsewhere.
+// The Hamming distance between `rows` rows of `width` bytes at `data` and `query`, into out[0 .. rows). GCC
+// compiles this twice on x86-64 and picks at load time (target_clones): with the POPCNT instruction where the
+// CPU has it (every x86-64 CPU since 2008), and the baseline, which counts bits in software, elsewhere. Other
+// compilers and architectures get one version.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("popcnt", "default")))
 #endif
