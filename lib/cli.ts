@@ -16,7 +16,7 @@ import { parseJsonLines } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
-import { Index, type IndexDoc, type Storage } from './search-index';
+import { Index, STORAGES, type IndexDoc, type Storage } from './search-index';
 import { exportIndex } from './export';
 import { encoderEmbedder } from './train';
 import { readTrainingData } from './train-data';
@@ -523,6 +523,12 @@ function metricsTable(results: { name: string; result: EvaluateResult }[]): stri
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
+/** --storage's value (undefined when absent), one of the index storages. */
+function storageFlag(raw: string | undefined): Storage | undefined {
+  if (raw !== undefined && !(STORAGES as readonly string[]).includes(raw)) fail(`--storage must be ${STORAGES.slice(0, -1).join(', ')} or ${STORAGES.at(-1)}, got ${raw}`);
+  return raw as Storage | undefined;
+}
+
 async function evalCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -535,7 +541,7 @@ async function evalCommand(argv: string[]): Promise<void> {
     },
   });
   if (!values.data) fail('eval needs --data <BEIR folder>');
-  if (values.storage && !['float32', 'float16', 'int8', 'binary'].includes(values.storage)) fail(`--storage must be float32, float16, int8 or binary, got ${values.storage}`);
+  const storage = storageFlag(values.storage);
   const k = values.k?.split(',').map((x) => {
     const n = Number(x);
     if (!Number.isInteger(n) || n <= 0) fail(`--k must be positive integers separated by commas, got ${values.k}`);
@@ -551,7 +557,7 @@ async function evalCommand(argv: string[]): Promise<void> {
     batchSize: numberFlag('batch-size', values['batch-size'], 'number'),
     candidates: numberFlag('candidates', values.candidates, 'count'),
     progressBar: !values.json,
-    storage: values.storage as Storage | undefined,
+    storage,
     rescoreMultiplier: numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count'),
   };
   // Without --model: the default model, unless the mode needs none (bm25).
@@ -614,7 +620,7 @@ async function indexCommand(argv: string[]): Promise<void> {
   });
   if (!values.data) fail('index needs --data');
   if (!values.output) fail('index needs --output <dir>');
-  if (values.storage && !['float32', 'float16', 'int8', 'binary'].includes(values.storage)) fail(`--storage must be float32, float16, int8 or binary, got ${values.storage}`);
+  const storage = storageFlag(values.storage);
   const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
@@ -625,7 +631,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
     const index = await Index.build(enc, docs, {
       lateInteraction: values['late-interaction'] ?? false,
-      storage: (values.storage ?? 'float32') as Storage,
+      storage: storage ?? 'float32',
       onProgress: (d, n) => bar?.update(d, n),
     });
     await index.save(values.output, { overwrite: true });

@@ -82,7 +82,7 @@ export interface SearchOptions {
 
 /** How an index keeps its pooled vectors (BuildOptions.storage). */
 export type Storage = 'float32' | 'float16' | 'int8' | 'binary';
-const STORAGES = ['float32', 'float16', 'int8', 'binary'] as const;
+export const STORAGES = ['float32', 'float16', 'int8', 'binary'] as const;
 
 /** @internal The native store of dense vectors: exact inner-product search over all of them (native/search/dense_store.h). */
 export interface NativeDenseStore {
@@ -395,11 +395,6 @@ export class Index {
         throw fromNative(error);
       }
     });
-  }
-
-  /** The folder of the model that built the index at `dir` (as recorded in its index.json). */
-  static modelSource(dir: string): string | undefined {
-    return Index.modelOptions(dir).source;
   }
 
   /** How to load the model that built the index at `dir`: its folder and truncateDim, as its index.json records them. */

@@ -163,54 +163,49 @@ class GenerateWorker : public PromiseWorker {
     std::vector<int64_t> active(static_cast<size_t>(rows));  // the batch's rows still generating, in order
     std::iota(active.begin(), active.end(), int64_t{0});
     std::vector<KvCache> caches;
-    for (bool more = true; more;) {
-      more = false;
-      step([&] {
-        torch::NoGradGuard noGrad;
-        std::lock_guard<std::mutex> lock(model_->mutex);
-        const torch::Tensor states = decoder.forwardCached(input, position, keyMask, caches);
-        const torch::Tensor logits = model_->logits(states.select(1, states.size(1) - 1));  // [active, vocab]
-        std::vector<int64_t> next(active.size());
-        if (sampling_.temperature <= 0) {
-          // The first of equal maxima, as torch.argmax (and so transformers' greedy search) picks.
-          const torch::Tensor best = logits.argmax(-1).to(torch::kCPU).contiguous();
-          std::copy(best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + best.numel(), next.begin());
-        } else {
-          for (size_t a = 0; a < active.size(); ++a) next[a] = sampleToken(logits[static_cast<int64_t>(a)], sampling_, generator);
+    stepsUntilDone([&] {
+      const torch::Tensor states = decoder.forwardCached(input, position, keyMask, caches);
+      const torch::Tensor logits = model_->logits(states.select(1, states.size(1) - 1));  // [active, vocab]
+      std::vector<int64_t> next(active.size());
+      if (sampling_.temperature <= 0) {
+        // The first of equal maxima, as torch.argmax (and so transformers' greedy search) picks.
+        const torch::Tensor best = logits.argmax(-1).to(torch::kCPU).contiguous();
+        std::copy(best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + best.numel(), next.begin());
+      } else {
+        for (size_t a = 0; a < active.size(); ++a) next[a] = sampleToken(logits[static_cast<int64_t>(a)], sampling_, generator);
+      }
+      if (streaming_) stream(start, active, next);
+      std::vector<int64_t> keep, kept, keptNext;
+      for (size_t a = 0; a < active.size(); ++a) {
+        const int64_t r = active[a];
+        auto& out = outputs_[start + static_cast<size_t>(r)];
+        out.push_back(static_cast<int32_t>(next[a]));
+        const bool done = stop_.count(next[a]) > 0 || static_cast<int64_t>(out.size()) >= maxNew_ ||
+                          length[static_cast<size_t>(r)] + static_cast<int64_t>(out.size()) >= positions ||
+                          cancelled(start + static_cast<size_t>(r));
+        if (!done) {
+          keep.push_back(static_cast<int64_t>(a));
+          kept.push_back(r);
+          keptNext.push_back(next[a]);
         }
-        if (streaming_) stream(start, active, next);
-        std::vector<int64_t> keep, kept, keptNext;
-        for (size_t a = 0; a < active.size(); ++a) {
-          const int64_t r = active[a];
-          auto& out = outputs_[start + static_cast<size_t>(r)];
-          out.push_back(static_cast<int32_t>(next[a]));
-          const bool done = stop_.count(next[a]) > 0 || static_cast<int64_t>(out.size()) >= maxNew_ ||
-                            length[static_cast<size_t>(r)] + static_cast<int64_t>(out.size()) >= positions ||
-                            cancelled(start + static_cast<size_t>(r));
-          if (!done) {
-            keep.push_back(static_cast<int64_t>(a));
-            kept.push_back(r);
-            keptNext.push_back(next[a]);
-          }
-        }
-        if (kept.empty()) return;
-        const torch::Tensor lastPosition = position.select(1, position.size(1) - 1);
-        if (kept.size() != active.size()) {
-          const torch::Tensor rowsKept = torch::tensor(keep, longs).to(device);
-          for (auto& cache : caches) cache.keepRows(rowsKept);
-          keyMask = keyMask.index_select(0, rowsKept);
-          position = lastPosition.index_select(0, rowsKept);
-        } else {
-          position = lastPosition;
-        }
-        active = kept;
-        const auto count = static_cast<int64_t>(active.size());
-        input = torch::tensor(keptNext, longs).view({count, 1}).to(device);
-        position = (position + 1).view({count, 1});
-        keyMask = torch::cat({keyMask, torch::ones({count, 1}, keyMask.options())}, 1);
-        more = true;
-      });
-    }
+      }
+      if (kept.empty()) return false;
+      const torch::Tensor lastPosition = position.select(1, position.size(1) - 1);
+      if (kept.size() != active.size()) {
+        const torch::Tensor rowsKept = torch::tensor(keep, longs).to(device);
+        for (auto& cache : caches) cache.keepRows(rowsKept);
+        keyMask = keyMask.index_select(0, rowsKept);
+        position = lastPosition.index_select(0, rowsKept);
+      } else {
+        position = lastPosition;
+      }
+      active = kept;
+      const auto count = static_cast<int64_t>(active.size());
+      input = torch::tensor(keptNext, longs).view({count, 1}).to(device);
+      position = (position + 1).view({count, 1});
+      keyMask = torch::cat({keyMask, torch::ones({count, 1}, keyMask.options())}, 1);
+      return true;
+    });
   }
   // One prompt's beam search state: its running beams and the finished hypotheses kept, as transformers' _beam_search
   // holds them for each batch item (scores in float32 tensors, added to and compared as there, so that near ties
@@ -331,45 +326,40 @@ class GenerateWorker : public PromiseWorker {
     std::vector<size_t> active(states.size());  // states still searching, in the batch's order
     std::iota(active.begin(), active.end(), size_t{0});
     int64_t rowsPerPrompt = 1;  // the first pass has each prompt once; later ones numBeams times
-    for (bool more = true; more;) {
-      more = false;
-      step([&] {
-        torch::NoGradGuard noGrad;
-        std::lock_guard<std::mutex> lock(model_->mutex);
-        const torch::Tensor hidden = decoder.forwardCached(input, position, keyMask, caches);
-        const torch::Tensor logp =
-            torch::log_softmax(model_->logits(hidden.select(1, hidden.size(1) - 1)).to(torch::kCPU, torch::kFloat32), -1);
-        std::vector<int64_t> rows, tokens, nextPositions;
-        std::vector<size_t> kept;
-        for (size_t a = 0; a < active.size(); ++a) {
-          BeamState& st = states[active[a]];
-          const auto first = static_cast<int64_t>(a) * rowsPerPrompt;
-          // On the first pass every beam starts from the prompt's one row; only beam 0 scores above -1e9.
-          const torch::Tensor mine = logp.narrow(0, first, rowsPerPrompt).expand({beams, logp.size(1)});
-          if (!beamStep(st, mine) || cancelled(st.index)) {
-            const auto& best = st.finished[0];
-            outputs_[st.index].assign(best.begin(), best.end());
-            continue;
-          }
-          kept.push_back(active[a]);
-          for (int64_t j = 0; j < beams; ++j) {
-            rows.push_back(first + (rowsPerPrompt == 1 ? 0 : st.parents[static_cast<size_t>(j)]));
-            tokens.push_back(st.tokens[static_cast<size_t>(j)]);
-            nextPositions.push_back(st.length - 1);
-          }
+    stepsUntilDone([&] {
+      const torch::Tensor hidden = decoder.forwardCached(input, position, keyMask, caches);
+      const torch::Tensor logp =
+          torch::log_softmax(model_->logits(hidden.select(1, hidden.size(1) - 1)).to(torch::kCPU, torch::kFloat32), -1);
+      std::vector<int64_t> rows, tokens, nextPositions;
+      std::vector<size_t> kept;
+      for (size_t a = 0; a < active.size(); ++a) {
+        BeamState& st = states[active[a]];
+        const auto first = static_cast<int64_t>(a) * rowsPerPrompt;
+        // On the first pass every beam starts from the prompt's one row; only beam 0 scores above -1e9.
+        const torch::Tensor mine = logp.narrow(0, first, rowsPerPrompt).expand({beams, logp.size(1)});
+        if (!beamStep(st, mine) || cancelled(st.index)) {
+          const auto& best = st.finished[0];
+          outputs_[st.index].assign(best.begin(), best.end());
+          continue;
         }
-        active = std::move(kept);
-        if (active.empty()) return;
-        const auto n = static_cast<int64_t>(rows.size());
-        const torch::Tensor index = torch::tensor(rows, longs).to(device);
-        for (auto& cache : caches) cache.keepRows(index);
-        keyMask = torch::cat({keyMask.index_select(0, index), torch::ones({n, 1}, keyMask.options())}, 1);
-        input = torch::tensor(tokens, longs).view({n, 1}).to(device);
-        position = torch::tensor(nextPositions, longs).view({n, 1}).to(device);
-        rowsPerPrompt = beams;
-        more = true;
-      });
-    }
+        kept.push_back(active[a]);
+        for (int64_t j = 0; j < beams; ++j) {
+          rows.push_back(first + (rowsPerPrompt == 1 ? 0 : st.parents[static_cast<size_t>(j)]));
+          tokens.push_back(st.tokens[static_cast<size_t>(j)]);
+          nextPositions.push_back(st.length - 1);
+        }
+      }
+      active = std::move(kept);
+      if (active.empty()) return false;
+      const auto n = static_cast<int64_t>(rows.size());
+      const torch::Tensor index = torch::tensor(rows, longs).to(device);
+      for (auto& cache : caches) cache.keepRows(index);
+      keyMask = torch::cat({keyMask.index_select(0, index), torch::ones({n, 1}, keyMask.options())}, 1);
+      input = torch::tensor(tokens, longs).view({n, 1}).to(device);
+      position = torch::tensor(nextPositions, longs).view({n, 1}).to(device);
+      rowsPerPrompt = beams;
+      return true;
+    });
   }
 
   ~GenerateWorker() override { endStream(); }
@@ -377,6 +367,18 @@ class GenerateWorker : public PromiseWorker {
   // Each new token is a step of its own on the CPU compute thread: an embed() call waits for one step, not the whole
   // generation.
   bool inSteps() const override { return true; }
+
+  // Runs `decode` as steps (one token each), without autograd and holding the model's mutex for the step only,
+  // until it returns false (nothing left to generate).
+  void stepsUntilDone(const std::function<bool()>& decode) {
+    for (bool more = true; more;) {
+      step([&] {
+        torch::NoGradGuard noGrad;
+        std::lock_guard<std::mutex> lock(model_->mutex);
+        more = decode();
+      });
+    }
+  }
 
   // Whether the JS thread asked prompt i to stop (a plain flag, written there and read here once per step).
   bool cancelled(size_t i) const { return cancel_ != nullptr && __atomic_load_n(cancel_ + i, __ATOMIC_RELAXED) != 0; }

@@ -256,7 +256,7 @@ class SearchWorker : public PromiseWorker {
     const torch::Tensor q = torch::from_blob(queries_.data(), {nq, dim}, torch::kFloat32);
     const int64_t k = std::min(k_, store_->rows);
     torch::NoGradGuard noGrad;
-    if (k == 0) {
+    if (k == 0) {  // an empty store: no blocks below
       scores_ = torch::empty({nq, 0});
       indices_ = torch::empty({nq, 0}, torch::kInt32);
       return;
@@ -279,11 +279,6 @@ class SearchWorker : public PromiseWorker {
       auto top = blockScores.topk(std::min(k, n), 1);
       scores.push_back(std::get<0>(top));
       indices.push_back(std::get<1>(top) + r0);
-    }
-    if (k == 0 || scores.empty()) {
-      scores_ = torch::empty({nq, 0});
-      indices_ = torch::empty({nq, 0}, torch::kInt64);
-      return;
     }
     const torch::Tensor all = torch::cat(scores, 1), allIdx = torch::cat(indices, 1);
     auto best = all.topk(k, 1);
