@@ -16,7 +16,7 @@ import { parseJsonLines } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
-import { Index, STORAGES, type IndexDoc, type Storage } from './search-index';
+import { Index, STORAGES, TOKEN_STORAGES, type IndexDoc, type Storage, type TokenStorage } from './search-index';
 import { exportIndex } from './export';
 import { encoderEmbedder } from './train';
 import { readTrainingData } from './train-data';
@@ -131,6 +131,9 @@ commands:
     --truncate-dim <n>       store each vector's first n entries (a Matryoshka model; search and serve then cut queries alike)
     --storage float32|float16|int8|binary   how vectors are kept (default float32; int8: a quarter of the memory, binary: a
                              32nd, searched by Hamming distance and rescored) --device <d> --dtype <t> --json
+    --token-storage float16|residual   how token vectors are kept (default float16; residual: ColBERTv2's centroid + quantized
+                             residual, about a seventh, and a multi-vector index searched as PLAID does)
+    --residual-bits 1|2|4 --centroids <n>   residual storage's bits per dimension (default 2) and k-means centroids (default auto)
   search <question>...       search an index
     --index <dir>            the index folder
     --model <dir|hub id>     default: the model recorded in the index
@@ -138,6 +141,8 @@ commands:
     --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
     --candidates <n>         first-stage candidates re-ranked (default 100)
     --rescore-multiplier <n> a binary index: rows kept by Hamming distance per hit, then rescored (default 4)
+    --nprobe <n> --full-scores <n>   a multi-vector index with residual tokens: centroids probed per query token (default 4),
+                             candidates scored exactly (default max(256, 4 k))
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none)
@@ -146,6 +151,7 @@ commands:
     --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker)
     --truncate-dim <n>       evaluate --model's vectors cut to n entries (a Matryoshka model's smaller vectors)
     --storage float32|float16|int8|binary --rescore-multiplier <n>   the dense index's storage (what quantization costs)
+    --token-storage float16|residual --residual-bits <n> --nprobe <n> --full-scores <n>   token vectors' storage and PLAID search
     --device <d> --batch-size <n> --json
   export                     write an index to a vector database: a SQL file for PostgreSQL + pgvector
     --index <dir>            the index folder
@@ -529,6 +535,17 @@ function storageFlag(raw: string | undefined): Storage | undefined {
   return raw as Storage | undefined;
 }
 
+/** --token-storage's value (undefined when absent). */
+function tokenStorageFlag(raw: string | undefined): TokenStorage | undefined {
+  if (raw !== undefined && !(TOKEN_STORAGES as readonly string[]).includes(raw)) fail(`--token-storage must be ${TOKEN_STORAGES.join(' or ')}, got ${raw}`);
+  return raw as TokenStorage | undefined;
+}
+
+/** The PLAID search flags (--nprobe, --full-scores) as SearchOptions. */
+function plaidFlags(values: { nprobe?: string; 'full-scores'?: string }): { nprobe?: number; fullScores?: number } {
+  return { nprobe: numberFlag('nprobe', values.nprobe, 'count'), fullScores: numberFlag('full-scores', values['full-scores'], 'count') };
+}
+
 async function evalCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -538,6 +555,7 @@ async function evalCommand(argv: string[]): Promise<void> {
       'hybrid-weight': { type: 'string' }, stem: { type: 'boolean' }, compare: { type: 'string' }, device: { type: 'string' },
       'batch-size': { type: 'string' }, reranker: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
       'truncate-dim': { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
+      'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
     },
   });
   if (!values.data) fail('eval needs --data <BEIR folder>');
@@ -559,6 +577,9 @@ async function evalCommand(argv: string[]): Promise<void> {
     progressBar: !values.json,
     storage,
     rescoreMultiplier: numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count'),
+    tokenStorage: tokenStorageFlag(values['token-storage']),
+    residualBits: numberFlag('residual-bits', values['residual-bits'], 'count'),
+    ...plaidFlags(values),
   };
   // Without --model: the default model, unless the mode needs none (bm25).
   const model = values.model ?? (values.mode === 'bm25' ? undefined : DEFAULT_MODEL);
@@ -616,6 +637,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     options: {
       data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
       storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
+      'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, centroids: { type: 'string' },
     },
   });
   if (!values.data) fail('index needs --data');
@@ -632,10 +654,18 @@ async function indexCommand(argv: string[]): Promise<void> {
     const index = await Index.build(enc, docs, {
       lateInteraction: values['late-interaction'] ?? false,
       storage: storage ?? 'float32',
+      tokenStorage: tokenStorageFlag(values['token-storage']),
+      residualBits: numberFlag('residual-bits', values['residual-bits'], 'count'),
+      centroids: numberFlag('centroids', values.centroids, 'count'),
       onProgress: (d, n) => bar?.update(d, n),
     });
     await index.save(values.output, { overwrite: true });
-    const summary = { documents: index.size, lateInteraction: index.lateInteraction, output: path.resolve(values.output) };
+    const summary = {
+      documents: index.size,
+      lateInteraction: index.lateInteraction,
+      ...(index.tokenStorage === 'residual' ? { centroids: index.centroids } : {}),
+      output: path.resolve(values.output),
+    };
     console.log(values.json ? JSON.stringify(summary) : `indexed ${summary.documents} documents -> ${summary.output}`);
   } finally {
     enc.dispose();
@@ -650,7 +680,7 @@ async function searchCommand(argv: string[]): Promise<void> {
     options: {
       index: { type: 'string' }, model: { type: 'string' }, k: { type: 'string' }, mode: { type: 'string' }, rerank: { type: 'string' },
       reranker: { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
-      'rescore-multiplier': { type: 'string' },
+      'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
     },
   });
   if (!values.index) fail('search needs --index <dir>');
@@ -667,7 +697,7 @@ async function searchCommand(argv: string[]): Promise<void> {
     if (values.reranker) reranker = await CrossEncoder.load(values.reranker, { device });
     const index = await Index.load(values.index, enc);
     const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
-    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier });
+    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values) });
     if (values.json) {
       console.log(JSON.stringify(positionals.map((query, i) => ({ query, hits: hits[i] }))));
       return;

@@ -11,7 +11,7 @@ import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import { evaluateRun, type MetricTable, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
-import { Index, reciprocalRankFusion, type Storage } from './search-index';
+import { Index, reciprocalRankFusion, type Storage, type TokenStorage } from './search-index';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export type EvalMode = 'dense' | 'bm25' | 'hybrid' | 'late_interaction';
@@ -35,6 +35,15 @@ export interface EvaluateOptions {
    */
   storage?: Storage;
   rescoreMultiplier?: number;
+  /**
+   * How the index keeps token vectors (late_interaction, or a multi-vector model; BuildOptions.tokenStorage and
+   * residualBits), and a residual multi-vector index's PLAID search (SearchOptions.nprobe and fullScores): measure
+   * what the compression and the approximate search cost in quality.
+   */
+  tokenStorage?: TokenStorage;
+  residualBits?: number;
+  nprobe?: number;
+  fullScores?: number;
   /** qrels split (default 'test'). */
   split?: string;
   /** Cut-offs (default [1, 3, 5, 10, 100]). */
@@ -74,7 +83,7 @@ export interface EvaluateResult {
   seconds: number;
 }
 
-const KEYS = ['data', 'model', 'truncateDim', 'storage', 'rescoreMultiplier', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
+const KEYS = ['data', 'model', 'truncateDim', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 function loadEvalData(source: string, split: string): BeirData {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
@@ -125,11 +134,20 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       const index = await Index.build(
         encoder,
         data.corpus.map((d) => ({ id: d.id, text: docText(d) })),
-        { lateInteraction: mode === 'late_interaction', batchSize: o.batchSize ?? 32, onProgress: (d, n) => bar?.update(d, n), storage: o.storage },
+        {
+          lateInteraction: mode === 'late_interaction',
+          batchSize: o.batchSize ?? 32,
+          onProgress: (d, n) => bar?.update(d, n),
+          storage: o.storage,
+          tokenStorage: o.tokenStorage,
+          residualBits: o.residualBits,
+        },
       );
       const late = mode === 'late_interaction';
       const hits = await index.search(queryTexts, {
         k: late ? Math.max(depth, candidates) : depth, rerank: late ? 'maxsim' : 'none', candidates: Math.max(depth, candidates), rescoreMultiplier: o.rescoreMultiplier,
+        nprobe: o.nprobe,
+        fullScores: o.fullScores,
       });
       dense = hits.map((list) => list.map((h) => ({ id: h.id, score: h.score })));
     } finally {

@@ -4,7 +4,8 @@
  * stored token vectors. Documents are embedded as the model's documents and queries as its queries
  * (`embed({ task })`: its prompts, and a multi-vector model's query expansion and skiplist). A multi-vector
  * (ColBERT-style) model has no pooled vector: its index holds token vectors only, and its first stage is
- * an exact MaxSim over every document.
+ * an exact MaxSim over every document, or with residual token storage PLAID's approximate search (ColBERTv2's
+ * compression: each token vector a centroid's number and a quantized residual; native/search/residual_store.cc).
  *
  * On disk an index is a folder, written through a staging folder and renamed into place:
  *   index.json          format version, model fingerprint (sha256 of config.json + model.safetensors),
@@ -14,7 +15,9 @@
  *   vectors.safetensors "vectors" [rows, dim] (float32, float16 or int8; binary: [rows, ceil(dim / 8)] uint8 sign
  *                       bits; not for a multi-vector model), and for int8 "ranges" [2, dim] (each dimension's
  *                       bucket start and step)
- *   tokens.safetensors  "vectors" [all tokens, dim] float16, rows in document order (lateInteraction only)
+ *   tokens.safetensors  (lateInteraction only; rows in document order) float16: "vectors" [all tokens, dim];
+ *                       residual: "centroids" [K, dim], "cutoffs" and "weights" (the residual buckets), "codes"
+ *                       [all tokens] int32 and "residuals" [all tokens, ceil(dim × bits / 8)] uint8
  * Loading checks every file against index.json and refuses another model than the one that built it.
  */
 import { createHash } from 'node:crypto';
@@ -54,6 +57,22 @@ export interface BuildOptions {
    * The codes are sentence-transformers' quantize_embeddings codes ('int8', 'ubinary').
    */
   storage?: Storage;
+  /**
+   * Storage of the token vectors (lateInteraction or a multi-vector model). 'float16' (default): as they are,
+   * 2 × dim bytes each; a multi-vector index then searches every document exactly. 'residual': ColBERTv2's
+   * compression, a centroid's number (4 bytes) and the vector's difference from it in `residualBits` per
+   * dimension (36 bytes for 128 dimensions at 2 bits, against 256); the centroids are k-means on the token
+   * vectors of the first documents added (the first batchSize × 32). A multi-vector index then searches as
+   * PLAID does (SearchOptions.nprobe, fullScores); MaxSim re-ranking scores the decoded vectors.
+   */
+  tokenStorage?: TokenStorage;
+  /** Residual token storage: bits per dimension of the residual, 1, 2 or 4 (default 2). */
+  residualBits?: number;
+  /**
+   * Residual token storage: the number of centroids (default ColBERTv2's, the power of two at or below
+   * 16 × √(token vectors), the count estimated from the first documents; at most the token vectors they hold).
+   */
+  centroids?: number;
   batchSize?: number;
   onProgress?: (done: number, total: number) => void;
 }
@@ -78,7 +97,22 @@ export interface SearchOptions {
    * query's cosine with their sign vectors. More finds more of the float ranking's hits, for more work.
    */
   rescoreMultiplier?: number;
+  /**
+   * A multi-vector index with residual token storage: centroids probed per query token (default 4). The documents
+   * holding a token of a probed centroid are the candidates; more probes find more of the exact ranking's
+   * hits, for more work. A probe count of the index's centroid count (Index.centroids) makes every document a candidate.
+   */
+  nprobe?: number;
+  /**
+   * A multi-vector index with residual token storage: candidates scored exactly (MaxSim over their decoded
+   * vectors) after ranking all candidates by their centroids' MaxSim (default max(256, 4 × k)).
+   */
+  fullScores?: number;
 }
+
+/** How an index keeps its token vectors (BuildOptions.tokenStorage). */
+export type TokenStorage = 'float16' | 'residual';
+export const TOKEN_STORAGES = ['float16', 'residual'] as const;
 
 /** How an index keeps its pooled vectors (BuildOptions.storage). */
 export type Storage = 'float32' | 'float16' | 'int8' | 'binary';
@@ -95,6 +129,31 @@ export interface NativeDenseStore {
   load(file: string): Promise<number>;
 }
 
+/** @internal Token vectors compressed as ColBERTv2 does, searched as PLAID does (native/search/residual_store.h). */
+export interface NativeResidualStore {
+  train(sample: Float32Array, centroids: number, seed: number): Promise<number>;
+  centroids(): number;
+  add(rows: Float32Array): Promise<number>;
+  remove(keep: Uint8Array): number;
+  size(): number;
+  rows(start: number, count: number): Float32Array;
+  /** queries: [Σ lengths, dim]; documents: each document's row count; indices -1 past a query's candidates. */
+  search(
+    queries: Float32Array,
+    lengths: Int32Array,
+    documents: Int32Array,
+    k: number,
+    nprobe: number,
+    fullScores: number,
+    mean: boolean,
+  ): Promise<{ scores: Float32Array; indices: Int32Array; k: number }>;
+  save(file: string): Promise<void>;
+  load(file: string): Promise<number>;
+}
+
+/** The token store of an index: float16 rows, or residual codes (TokenStorage). */
+type TokenStore = { kind: 'float16'; store: NativeDenseStore } | { kind: 'residual'; store: NativeResidualStore; bits: number; centroids?: number };
+
 interface Manifest {
   format: 'coltrast-index';
   version: 1;
@@ -103,13 +162,18 @@ interface Manifest {
   model: { fingerprint: string; dimension: number; source: string; truncateDim?: number };
   storage: Storage;
   lateInteraction: boolean;
+  /** How the token vectors are kept (absent: float16), and a residual store's bits per dimension. */
+  tokenStorage?: TokenStorage;
+  residualBits?: number;
   /** Built with a multi-vector model: token vectors only (absent in indexes from before it existed: false). */
   multiVector?: boolean;
   documents: number;
 }
 
-const BUILD_KEYS = ['lateInteraction', 'storage', 'batchSize', 'onProgress'] as const;
-const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'rescoreMultiplier'] as const;
+const BUILD_KEYS = ['lateInteraction', 'storage', 'tokenStorage', 'residualBits', 'centroids', 'batchSize', 'onProgress'] as const;
+const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'rescoreMultiplier', 'nprobe', 'fullScores'] as const;
+/** Token vectors k-means trains the centroids on, at most (evenly spaced among the first documents'). */
+const CENTROID_SAMPLE = 1 << 18;
 
 /**
  * Reciprocal-rank fusion of two rankings of one query: each item scores weight / (k + rank) from the first
@@ -126,6 +190,18 @@ export function reciprocalRankFusion<T, K>(first: T[], second: T[], keyOf: (item
 export function newStore(dim: number, storage: Storage): NativeDenseStore {
   const Store = (native() as unknown as { NativeDenseStore: new (dim: number, storage: string) => NativeDenseStore }).NativeDenseStore;
   return new Store(dim, storage);
+}
+
+/** @internal An empty token store: float16 rows, or residual codes of `bits` per dimension. */
+function newTokenStore(dim: number, storage: TokenStorage, bits: number, centroids?: number): TokenStore {
+  if (storage === 'float16') return { kind: 'float16', store: newStore(dim, 'float16') };
+  const Store = (native() as unknown as { NativeResidualStore: new (dim: number, bits: number) => NativeResidualStore }).NativeResidualStore;
+  return { kind: 'residual', store: new Store(dim, bits), bits, centroids };
+}
+
+/** ColBERTv2's number of centroids for about `tokens` token vectors: the power of two at or below 16 √tokens. */
+export function defaultCentroids(tokens: number): number {
+  return 2 ** Math.floor(Math.log2(Math.max(1, 16 * Math.sqrt(tokens))));
 }
 
 /** sha256 over the model's config.json and weights: what "the same model" means for an index. */
@@ -161,7 +237,7 @@ export class Index {
     private readonly encoder: Encoder,
     /** Pooled vectors; none for a multi-vector model. */
     private readonly vectors: NativeDenseStore | undefined,
-    private readonly tokens: NativeDenseStore | undefined,
+    private readonly tokens: TokenStore | undefined,
     /** How the pooled vectors are kept (BuildOptions.storage). */
     readonly storage: Storage,
     /** Computed when first needed (save): hashing the weights is work a search-only index never needs. */
@@ -174,6 +250,18 @@ export class Index {
   get lateInteraction(): boolean {
     return this.tokens !== undefined;
   }
+  /** Built with a multi-vector model: token vectors only, ranked by MaxSim. */
+  get multiVector(): boolean {
+    return this.vectors === undefined;
+  }
+  /** How the token vectors are kept (undefined without them). */
+  get tokenStorage(): TokenStorage | undefined {
+    return this.tokens?.kind;
+  }
+  /** Residual token storage: the number of centroids (0 until the first documents train them; 0 for other storage). */
+  get centroids(): number {
+    return this.tokens?.kind === 'residual' ? this.tokens.store.centroids() : 0;
+  }
 
   /** Embeds `docs` with `encoder` into a new index. */
   static async build(encoder: Encoder, docs: IndexDoc[], options?: BuildOptions): Promise<Index> {
@@ -181,7 +269,16 @@ export class Index {
     const storage = oneOf('options.storage', o.storage ?? 'float32', STORAGES);
     const multi = encoder.multiVector !== undefined;
     const late = multi || (o.lateInteraction ?? false);
-    const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, storage), late ? newStore(encoder.tokenDimension, 'float16') : undefined, storage, undefined);
+    const tokenStorage = oneOf('options.tokenStorage', o.tokenStorage ?? 'float16', TOKEN_STORAGES);
+    if (o.tokenStorage !== undefined && !late) throw invalid('options.tokenStorage', 'absent: the index keeps no token vectors (give lateInteraction: true, or use a multi-vector model)', o.tokenStorage);
+    for (const key of ['residualBits', 'centroids'] as const) {
+      if (o[key] !== undefined && tokenStorage !== 'residual') throw invalid(`options.${key}`, "absent: it is for tokenStorage 'residual'", o[key]);
+    }
+    const bits = o.residualBits ?? 2;
+    if (![1, 2, 4].includes(bits)) throw invalid('options.residualBits', '1, 2 or 4', o.residualBits);
+    const centroids = o.centroids === undefined ? undefined : positiveInteger('options.centroids', o.centroids);
+    const tokens = late ? newTokenStore(encoder.tokenDimension, tokenStorage, bits, centroids) : undefined;
+    const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, storage), tokens, storage, undefined);
     await index.add(docs, { batchSize: o.batchSize, onProgress: o.onProgress });
     return index;
   }
@@ -205,8 +302,18 @@ export class Index {
       if (this.tokens) {
         // A multi-vector model's own normalization (sentence-transformers scores its vectors as they come).
         const tokens = await this.encoder.embed(texts, { output: 'tokens', normalize: this.vectors ? true : undefined, batchSize, task: 'document' });
+        const rows = new Float32Array(tokens.reduce((n, m) => n + m.data.length, 0));
+        tokens.reduce((at, m) => (rows.set(m.data, at), at + m.data.length), 0);
+        try {
+          if (this.tokens.kind === 'float16') this.tokens.store.add(rows);
+          else {
+            if (this.tokens.store.centroids() === 0) await this.trainCentroids(this.tokens, rows, (rows.length / this.encoder.tokenDimension / part.length) * docs.length);
+            await this.tokens.store.add(rows);
+          }
+        } catch (error) {
+          throw fromNative(error);
+        }
         for (const m of tokens) {
-          this.tokens.add(m.data);
           this.tokenCounts.push(m.dims[0]);
           this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + m.dims[0]);
         }
@@ -220,6 +327,25 @@ export class Index {
     this.bm25 = undefined;
   }
 
+  /**
+   * k-means centroids (seeded) for a residual token store, on the first documents' token vectors `rows` (at most
+   * CENTROID_SAMPLE of them, evenly spaced), `expected` the estimated token count of the documents being added.
+   */
+  private async trainCentroids(tokens: Extract<TokenStore, { kind: 'residual' }>, rows: Float32Array, expected: number): Promise<void> {
+    const dim = this.encoder.tokenDimension;
+    const n = rows.length / dim;
+    if (n === 0) return; // no token vectors yet: the next documents train them
+    let sample = rows;
+    if (n > CENTROID_SAMPLE) {
+      sample = new Float32Array(CENTROID_SAMPLE * dim);
+      for (let i = 0; i < CENTROID_SAMPLE; i++) {
+        const r = Math.floor((i * n) / CENTROID_SAMPLE);
+        sample.set(rows.subarray(r * dim, (r + 1) * dim), i * dim);
+      }
+    }
+    await tokens.store.train(sample, Math.min(tokens.centroids ?? defaultCentroids(expected), sample.length / dim), 42);
+  }
+
   /** Removes documents by id (unknown ids are an error). */
   async remove(ids: string[]): Promise<void> {
     if (!Array.isArray(ids)) throw invalid('ids', 'an array of document ids', ids);
@@ -230,7 +356,7 @@ export class Index {
     if (this.tokens) {
       const keepTokens = new Uint8Array(this.tokenOffsets[this.tokenOffsets.length - 1]);
       this.docs.forEach((_, i) => keepTokens.fill(keep[i], this.tokenOffsets[i], this.tokenOffsets[i + 1]));
-      this.tokens.remove(keepTokens);
+      this.tokens.store.remove(keepTokens);
       this.tokenCounts = this.tokenCounts.filter((_, i) => keep[i]);
       this.tokenOffsets = [0];
       for (const c of this.tokenCounts) this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + c);
@@ -255,11 +381,19 @@ export class Index {
       throw new ColtrastError('INVALID_ARGUMENT', `options.rescoreMultiplier is for an index with binary storage; this one stores ${this.storage} vectors`);
     }
     const multiplier = positiveInteger('options.rescoreMultiplier', o.rescoreMultiplier ?? 4);
+    for (const key of ['nprobe', 'fullScores'] as const) {
+      if (o[key] !== undefined && (this.vectors || this.tokens?.kind !== 'residual')) {
+        throw new ColtrastError('INVALID_ARGUMENT', `options.${key} is for a multi-vector index with residual token storage (PLAID search); this one ${this.vectors ? 'ranks by its pooled vectors' : 'searches exactly'}`);
+      }
+    }
+    const nprobe = positiveInteger('options.nprobe', o.nprobe ?? 4);
+    const fullScores = o.fullScores === undefined ? undefined : positiveInteger('options.fullScores', o.fullScores);
     if (queries.length === 0 || this.docs.length === 0) return queries.map(() => []);
 
     let dense: { doc: number; score: number }[][] = queries.map(() => []);
     if (mode !== 'bm25' && !this.vectors) {
-      dense = await this.maxsimSearch(queries, mode === 'dense' && rerank === 'none' ? k : candidates);
+      const wanted = mode === 'dense' && rerank === 'none' ? k : candidates;
+      dense = await this.maxsimSearch(queries, wanted, { nprobe, fullScores: fullScores ?? Math.max(256, 4 * wanted) });
     } else if (mode !== 'bm25' && this.vectors) {
       const q = await this.encoder.embed(queries, { normalize: true, task: 'query' });
       let r: { scores: Float32Array; indices: Int32Array; k: number };
@@ -325,27 +459,44 @@ export class Index {
     return padTokens(
       docs.map((doc) => {
         const count = this.tokenCounts[doc];
-        return { dims: [count, dim], data: count > 0 ? this.tokens!.rows(this.tokenOffsets[doc], count) : new Float32Array(0) };
+        return { dims: [count, dim], data: count > 0 ? this.tokens!.store.rows(this.tokenOffsets[doc], count) : new Float32Array(0) };
       }),
       dim,
     );
   }
 
   /**
-   * A multi-vector model's first stage: exact MaxSim of every query against every document (the fused op, in
-   * blocks of documents, queries in groups), keeping the `k` best per query. Scores are sentence-transformers'
-   * (MaxSim, or divided by the query's token count for 'meanmaxsim').
+   * A multi-vector model's first stage, keeping the `k` best per query: exact MaxSim of every query against every
+   * document (the fused op, in blocks of documents, queries in groups), or PLAID's search of a residual store.
+   * Scores are sentence-transformers' (MaxSim, or divided by the query's token count for 'meanmaxsim').
    */
-  private async maxsimSearch(queries: string[], k: number): Promise<{ doc: number; score: number }[][]> {
+  private async maxsimSearch(queries: string[], k: number, plaid: { nprobe: number; fullScores: number }): Promise<{ doc: number; score: number }[][]> {
     const dim = this.encoder.tokenDimension;
     const device = this.encoder.device.startsWith('cuda') ? this.encoder.device : 'cpu';
     const normalize = this.encoder.multiVector?.similarity === 'meanmaxsim';
     const out: { doc: number; score: number }[][] = [];
     const QUERY_GROUP = 64;
     const BLOCK_TOKENS = 1 << 16;
+    const counts = Int32Array.from(this.tokenCounts);
     for (let q0 = 0; q0 < queries.length; q0 += QUERY_GROUP) {
       const group = await this.encoder.embed(queries.slice(q0, q0 + QUERY_GROUP), { output: 'tokens', task: 'query' });
       const B = group.length;
+      if (this.tokens!.kind === 'residual') {
+        const flat = new Float32Array(group.reduce((n, m) => n + m.data.length, 0));
+        group.reduce((at, m) => (flat.set(m.data, at), at + m.data.length), 0);
+        let r: { scores: Float32Array; indices: Int32Array; k: number };
+        try {
+          r = await this.tokens!.store.search(flat, Int32Array.from(group, (m) => m.dims[0]), counts, k, plaid.nprobe, plaid.fullScores, normalize);
+        } catch (error) {
+          throw fromNative(error);
+        }
+        for (let b = 0; b < B; b++) {
+          const hits: { doc: number; score: number }[] = [];
+          for (let j = 0; j < r.k && r.indices[b * r.k + j] >= 0; j++) hits.push({ doc: r.indices[b * r.k + j], score: r.scores[b * r.k + j] });
+          out.push(hits);
+        }
+        continue;
+      }
       const q = padTokens(group, dim);
       const scores = Array.from({ length: B }, () => new Float32Array(this.docs.length));
       for (let start = 0; start < this.docs.length; ) {
@@ -382,6 +533,7 @@ export class Index {
         },
         storage: this.storage,
         lateInteraction: this.lateInteraction,
+        ...(this.tokens?.kind === 'residual' ? { tokenStorage: 'residual', residualBits: this.tokens.bits } : {}),
         multiVector: !this.vectors,
         documents: this.docs.length,
       };
@@ -390,7 +542,7 @@ export class Index {
       fs.writeFileSync(path.join(staging, 'docs.jsonl'), lines.join('\n') + (lines.length ? '\n' : ''));
       try {
         if (this.vectors) await this.vectors.save(path.join(staging, 'vectors.safetensors'));
-        if (this.tokens) await this.tokens.save(path.join(staging, 'tokens.safetensors'));
+        if (this.tokens) await this.tokens.store.save(path.join(staging, 'tokens.safetensors'));
       } catch (error) {
         throw fromNative(error);
       }
@@ -434,7 +586,11 @@ export class Index {
     if (!STORAGES.includes(manifest.storage)) throw bad(`index.json says storage ${JSON.stringify(manifest.storage)}, not one of ${STORAGES.join(', ')}`);
     const multi = encoder.multiVector !== undefined;
     if ((manifest.multiVector ?? false) !== multi || (multi && !manifest.lateInteraction)) throw bad(`index.json says multiVector ${manifest.multiVector ?? false}, but the model is ${multi ? '' : 'not '}multi-vector`);
-    const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, manifest.storage), manifest.lateInteraction ? newStore(encoder.tokenDimension, 'float16') : undefined, manifest.storage, manifest.model.fingerprint);
+    const tokenStorage = manifest.tokenStorage ?? 'float16';
+    if (!TOKEN_STORAGES.includes(tokenStorage)) throw bad(`index.json says tokenStorage ${JSON.stringify(tokenStorage)}, not one of ${TOKEN_STORAGES.join(', ')}`);
+    if (tokenStorage === 'residual' && ![1, 2, 4].includes(manifest.residualBits as number)) throw bad(`index.json says residualBits ${JSON.stringify(manifest.residualBits)}, not 1, 2 or 4`);
+    const tokens = manifest.lateInteraction ? newTokenStore(encoder.tokenDimension, tokenStorage, manifest.residualBits ?? 2) : undefined;
+    const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, manifest.storage), tokens, manifest.storage, manifest.model.fingerprint);
     const docsFile = path.join(where, 'docs.jsonl');
     if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
     const lines = fs.readFileSync(docsFile, 'utf8').split('\n').filter((l) => l.length > 0);
@@ -458,7 +614,7 @@ export class Index {
     if (index.docs.length !== manifest.documents) throw bad(`docs.jsonl has ${index.docs.length} documents, index.json says ${manifest.documents}`);
     try {
       if (index.vectors && (await index.vectors.load(path.join(where, 'vectors.safetensors'))) !== index.docs.length) throw bad('vectors.safetensors does not have one row per document');
-      if (index.tokens && (await index.tokens.load(path.join(where, 'tokens.safetensors'))) !== index.tokenOffsets[index.tokenOffsets.length - 1]) {
+      if (index.tokens && (await index.tokens.store.load(path.join(where, 'tokens.safetensors'))) !== index.tokenOffsets[index.tokenOffsets.length - 1]) {
         throw bad('tokens.safetensors does not match the token counts in docs.jsonl');
       }
     } catch (error) {

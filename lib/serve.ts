@@ -253,7 +253,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
           prompts: encoder?.prompts ?? {},
           device: encoder?.device ?? null,
           reranker: reranker ? { model_id: rerankerName, model_dir: reranker.modelDir, max_input_length: reranker.maxSeqLength } : null,
-          index: index ? { documents: index.size, late_interaction: index.lateInteraction } : null,
+          index: index ? { documents: index.size, late_interaction: index.lateInteraction, ...(index.tokenStorage && { token_storage: index.tokenStorage }) } : null,
           generator: generator ? { model_id: generatorName, model_dir: generator.modelDir, model_type: generator.modelType, chat_template: generator.chatTemplate !== undefined } : null,
           rag: rag ? { retriever_dir: rag.retriever.modelDir, generator_dir: rag.generator.modelDir, documents: rag.documents } : null,
           max_batch_texts: maxBatchTexts,
@@ -374,7 +374,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       style: 'tei',
       handle: async (raw) => {
         if (!index) throw new HttpError(404, '/search needs an index: start the server with one (coltrast serve --index <dir>)');
-        const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight', 'rescore_multiplier']);
+        const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight', 'rescore_multiplier', 'nprobe', 'full_scores']);
         const queries = textsOf(body, 'query');
         const k = optional(body, 'k', positiveInteger) ?? 10;
         const mode = body.mode ?? 'dense';
@@ -390,8 +390,14 @@ export async function serve(options: ServeOptions): Promise<Server> {
         });
         const rescoreMultiplier = optional(body, 'rescore_multiplier', positiveInteger);
         if (rescoreMultiplier !== undefined && index.storage !== 'binary') throw new HttpError(400, `"rescore_multiplier" is for an index with binary storage; this one stores ${index.storage} vectors`);
+        const nprobe = optional(body, 'nprobe', positiveInteger);
+        const fullScores = optional(body, 'full_scores', positiveInteger);
+        if ((nprobe !== undefined || fullScores !== undefined) && !(index.multiVector && index.tokenStorage === 'residual')) {
+          throw new HttpError(400, '"nprobe" and "full_scores" are for a multi-vector index with residual token storage (coltrast index --token-storage residual)');
+        }
         const key = JSON.stringify({
           k, mode, rerank, ...(candidates !== undefined && { candidates }), ...(hybridWeight !== undefined && { hybridWeight }), ...(rescoreMultiplier !== undefined && { rescoreMultiplier }),
+          ...(nprobe !== undefined && { nprobe }), ...(fullScores !== undefined && { fullScores }),
         });
         const hits = await searchQueue.submit(key, queries);
         return { inputs: queries.length, json: { results: queries.map((query, i) => ({ query, hits: hits[i] })) } };

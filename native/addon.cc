@@ -6,6 +6,7 @@
 #include "fork_guard.h"
 #include "ops/ops_wrap.h"
 #include "search/dense_store.h"
+#include "search/residual_store.h"
 #include "train/trainer_wrap.h"
 #include "runtime.h"
 
@@ -23,6 +24,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("ops", coltrast::ops::defineOps(env));
   exports.Set("NativeTrainer", coltrast::TrainerWrap::define(env));
   exports.Set("NativeDenseStore", coltrast::DenseStoreWrap::define(env));
+  exports.Set("NativeResidualStore", coltrast::ResidualStoreWrap::define(env));
   return exports;
 }
 

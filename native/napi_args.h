@@ -1,6 +1,6 @@
 // Reading the arguments lib/ passes to native code: optional options with a fallback (a value of the
 // wrong type is an INVALID_ARGUMENT error), and padded token batches ({inputIds, attentionMask,
-// tokenTypeIds: Int32Array, batchSize, seqLen}, as lib/tokenizer.ts's padBatch makes them).
+// tokenTypeIds: Int32Array, batchSize, seqLen}, as lib/tokenizer.ts's padBatch makes them), and rows of vectors.
 #pragma once
 #include <napi.h>
 #include <torch/torch.h>
@@ -66,6 +66,18 @@ inline TokenBatch readTokenBatch(const Napi::Object& o, const std::string& name)
   b.types = copy("tokenTypeIds");
   if (o.Has("outputMask") && !o.Get("outputMask").IsUndefined()) b.scored = copy("outputMask");
   return b;
+}
+
+// A copy of a Float32Array of rows `dim` wide (`what` names it in errors).
+inline std::vector<float> floatsOf(const Napi::Value& v, int64_t dim, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    throw invalidArgument(std::string(what) + " must be a Float32Array");
+  }
+  auto a = v.As<Napi::Float32Array>();
+  if (a.ElementLength() % size_t(dim) != 0) {
+    throw invalidArgument(std::string(what) + " has " + std::to_string(a.ElementLength()) + " values, not a multiple of dim " + std::to_string(dim));
+  }
+  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
 }
 
 }  // namespace coltrast

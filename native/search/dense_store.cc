@@ -24,6 +24,7 @@
 #include <numeric>
 
 #include "error.h"
+#include "napi_args.h"
 #include "promise_worker.h"
 #include "safetensors.h"
 
@@ -392,18 +393,6 @@ class FileWorker : public PromiseWorker {
   std::string path_;
   bool save_;
 };
-
-std::vector<float> floatsOf(const Napi::Value& v, int64_t dim, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    throw invalidArgument(std::string(what) + " must be a Float32Array");
-  }
-  auto a = v.As<Napi::Float32Array>();
-  if (a.ElementLength() % size_t(dim) != 0) {
-    throw invalidArgument(std::string(what) + " has " + std::to_string(a.ElementLength()) + " values, not a multiple of dim " +
-                          std::to_string(dim));
-  }
-  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
-}
 
 }  // namespace
 
