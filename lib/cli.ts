@@ -141,7 +141,7 @@ commands:
     --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
     --candidates <n>         first-stage candidates re-ranked (default 100)
     --rescore-multiplier <n> a binary index: rows kept by Hamming distance per hit, then rescored (default 4)
-    --nprobe <n> --full-scores <n>   a multi-vector index with residual tokens: centroids probed per query token (default 4),
+    --nprobe <n> --full-scores <n>   a multi-vector index with residual tokens: centroids probed per query token (default 1),
                              candidates scored exactly (default max(256, 4 k))
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)

@@ -98,9 +98,10 @@ export interface SearchOptions {
    */
   rescoreMultiplier?: number;
   /**
-   * A multi-vector index with residual token storage: centroids probed per query token (default 4). The documents
-   * holding a token of a probed centroid are the candidates; more probes find more of the exact ranking's
-   * hits, for more work. A probe count of the index's centroid count (Index.centroids) makes every document a candidate.
+   * A multi-vector index with residual token storage: centroids probed per query token (default 1). The documents
+   * holding a token of a probed centroid are the candidates. More probes make more candidates, for more work; on
+   * SciFact (BENCHMARKS.md) one probe ranked as well as four. A probe count of the index's centroid count
+   * (Index.centroids) makes every document a candidate.
    */
   nprobe?: number;
   /**
@@ -386,7 +387,7 @@ export class Index {
         throw new ColtrastError('INVALID_ARGUMENT', `options.${key} is for a multi-vector index with residual token storage (PLAID search); this one ${this.vectors ? 'ranks by its pooled vectors' : 'searches exactly'}`);
       }
     }
-    const nprobe = positiveInteger('options.nprobe', o.nprobe ?? 4);
+    const nprobe = positiveInteger('options.nprobe', o.nprobe ?? 1);
     const fullScores = o.fullScores === undefined ? undefined : positiveInteger('options.fullScores', o.fullScores);
     if (queries.length === 0 || this.docs.length === 0) return queries.map(() => []);
 

@@ -321,6 +321,7 @@ test('bad requests get a status and a message that names the problem', async (t)
     ['POST', '/search', { query: 'q', rerank: 'colbert' }, 400, /"rerank" must be "none", "maxsim" or "cross-encoder"/],
     ['POST', '/search', { query: 'q', hybrid_weight: 2 }, 400, /"hybrid_weight" must be a number in \[0, 1\]/],
     ['POST', '/search', { query: 'q', rescore_multiplier: 2 }, 400, /"rescore_multiplier" is for an index with binary storage; this one stores float/],
+    ['POST', '/search', { query: 'q', nprobe: 2 }, 400, /"nprobe" and "full_scores" are for a multi-vector index with residual token storage/],
     ['GET', '/v1/embeddings', undefined, 405, /\/v1\/embeddings takes POST, not GET/],
     ['POST', '/health', {}, 405, /takes GET/],
     ['GET', '/v2/embeddings', undefined, 404, /no route \/v2\/embeddings \(routes: \/health, /],
@@ -352,6 +353,7 @@ test('routes without their model say which flag starts the server with one; a mu
   const multi = await Encoder.load(FIXTURE, { device: 'cpu' });
   await makeSmallMultiVector(multi);
   const mv = await serve({ encoder: multi, port: 0 });
+  let indexed: Server | undefined;
   try {
     const noModel = await post(`${rerankOnly.url}/v1/embeddings`, { input: 'a' });
     t.is(noModel.status, 404);
@@ -367,9 +369,17 @@ test('routes without their model say which flag starts the server with one; a mu
     const tokens = await post(`${mv.url}/embed_all`, { inputs: ['what is late interaction'], task: 'query' });
     const expected = await multi.embed(['what is late interaction'], { output: 'tokens', task: 'query' });
     t.is(maxAbsDiff(tokens.json[0].flat(), expected[0].data), 0);
+    // A residual multi-vector index: /search takes PLAID's nprobe and full_scores.
+    const residual = await Index.build(multi, DOCS, { tokenStorage: 'residual', centroids: 4 });
+    indexed = await serve({ encoder: multi, index: residual, port: 0 });
+    const searched = await post(`${indexed.url}/search`, { query: 'what is late interaction', k: 3, nprobe: 1, full_scores: 2 });
+    t.is(searched.status, 200);
+    t.deepEqual(searched.json.results[0].hits, (await residual.search(['what is late interaction'], { k: 3, nprobe: 1, fullScores: 2 }))[0]);
+    t.like(((await (await fetch(`${indexed.url}/info`)).json()) as { index: object }).index, { token_storage: 'residual' });
   } finally {
     await rerankOnly.close();
     await mv.close();
+    await indexed?.close();
     multi.dispose();
   }
 });
