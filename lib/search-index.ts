@@ -62,8 +62,9 @@ export interface BuildOptions {
    * 2 × dim bytes each; a multi-vector index then searches every document exactly. 'residual': ColBERTv2's
    * compression, a centroid's number (4 bytes) and the vector's difference from it in `residualBits` per
    * dimension (36 bytes for 128 dimensions at 2 bits, against 256); the centroids are k-means on the token
-   * vectors of the first documents added (the first batchSize × 32). A multi-vector index then searches as
-   * PLAID does (SearchOptions.nprobe, fullScores); MaxSim re-ranking scores the decoded vectors.
+   * vectors of batchSize × 32 documents spread evenly over those given to build() (embedded once more for it;
+   * all of them when fewer), and documents added later are encoded with them. A multi-vector index then searches
+   * as PLAID does (SearchOptions.nprobe, fullScores); MaxSim re-ranking scores the decoded vectors.
    */
   tokenStorage?: TokenStorage;
   /** Residual token storage: bits per dimension of the residual, 1, 2 or 4 (default 2). */
@@ -280,7 +281,16 @@ export class Index {
     const centroids = o.centroids === undefined ? undefined : positiveInteger('options.centroids', o.centroids);
     const tokens = late ? newTokenStore(encoder.tokenDimension, tokenStorage, bits, centroids) : undefined;
     const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, storage), tokens, storage, undefined);
-    await index.add(docs, { batchSize: o.batchSize, onProgress: o.onProgress });
+    const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
+    const slice = batchSize * 32;
+    if (tokens?.kind === 'residual' && Array.isArray(docs) && docs.length > slice) {
+      // k-means on documents spread over the whole corpus, not only its first slice (a corpus sorted by topic).
+      checkDocs(docs, index.positions);
+      const sample = Array.from({ length: slice }, (_, i) => docs[Math.floor((i * docs.length) / slice)].text);
+      const rows = await index.documentTokens(sample, batchSize);
+      await index.trainCentroids(tokens, rows, (rows.length / encoder.tokenDimension / slice) * docs.length);
+    }
+    await index.add(docs, { batchSize, onProgress: o.onProgress });
     return index;
   }
 
@@ -301,10 +311,8 @@ export class Index {
         this.vectors.add(pooled.data);
       }
       if (this.tokens) {
-        // A multi-vector model's own normalization (sentence-transformers scores its vectors as they come).
-        const tokens = await this.encoder.embed(texts, { output: 'tokens', normalize: this.vectors ? true : undefined, batchSize, task: 'document' });
-        const rows = new Float32Array(tokens.reduce((n, m) => n + m.data.length, 0));
-        tokens.reduce((at, m) => (rows.set(m.data, at), at + m.data.length), 0);
+        const counts: number[] = [];
+        const rows = await this.documentTokens(texts, batchSize, counts);
         try {
           if (this.tokens.kind === 'float16') this.tokens.store.add(rows);
           else {
@@ -314,9 +322,9 @@ export class Index {
         } catch (error) {
           throw fromNative(error);
         }
-        for (const m of tokens) {
-          this.tokenCounts.push(m.dims[0]);
-          this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + m.dims[0]);
+        for (const count of counts) {
+          this.tokenCounts.push(count);
+          this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + count);
         }
       }
       for (const d of part) {
@@ -328,8 +336,18 @@ export class Index {
     this.bm25 = undefined;
   }
 
+  /** The token vectors of `texts` embedded as documents, in one array; each text's count pushed onto `counts`. */
+  private async documentTokens(texts: string[], batchSize: number, counts: number[] = []): Promise<Float32Array> {
+    // A multi-vector model's own normalization (sentence-transformers scores its vectors as they come).
+    const tokens = await this.encoder.embed(texts, { output: 'tokens', normalize: this.vectors ? true : undefined, batchSize, task: 'document' });
+    const rows = new Float32Array(tokens.reduce((n, m) => n + m.data.length, 0));
+    tokens.reduce((at, m) => (rows.set(m.data, at), at + m.data.length), 0);
+    for (const m of tokens) counts.push(m.dims[0]);
+    return rows;
+  }
+
   /**
-   * k-means centroids (seeded) for a residual token store, on the first documents' token vectors `rows` (at most
+   * k-means centroids (seeded) for a residual token store, on documents' token vectors `rows` (at most
    * CENTROID_SAMPLE of them, evenly spaced), `expected` the estimated token count of the documents being added.
    */
   private async trainCentroids(tokens: Extract<TokenStore, { kind: 'residual' }>, rows: Float32Array, expected: number): Promise<void> {
