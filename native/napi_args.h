@@ -1,10 +1,12 @@
 // Reading the arguments lib/ passes to native code: optional options with a fallback (a value of the
 // wrong type is an INVALID_ARGUMENT error), and padded token batches ({inputIds, attentionMask,
-// tokenTypeIds: Int32Array, batchSize, seqLen}, as lib/tokenizer.ts's padBatch makes them), and rows of vectors.
+// tokenTypeIds: Int32Array, batchSize, seqLen}, as lib/tokenizer.ts's padBatch makes them), rows of vectors, and
+// what the vector stores (native/search) take and give back.
 #pragma once
 #include <napi.h>
 #include <torch/torch.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -78,6 +80,29 @@ inline std::vector<float> floatsOf(const Napi::Value& v, int64_t dim, const char
     throw invalidArgument(std::string(what) + " has " + std::to_string(a.ElementLength()) + " values, not a multiple of dim " + std::to_string(dim));
   }
   return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// A store's remove(keep) flags: a Uint8Array with one flag per row, as a bool tensor (a copy).
+inline torch::Tensor keepFlags(const Napi::Value& v, int64_t rows) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || int64_t(v.As<Napi::Uint8Array>().ElementLength()) != rows) {
+    throw invalidArgument("keep must be a Uint8Array with one flag per row");
+  }
+  return torch::from_blob(v.As<Napi::Uint8Array>().Data(), {rows}, torch::kUInt8).to(torch::kBool);
+}
+
+// A store search's result, row-major [queries, k]: { scores: Float32Array, indices: Int32Array, k }.
+inline Napi::Object rankedRows(Napi::Env env, const float* scores, const int32_t* indices, size_t n, int64_t k) {
+  auto out = Napi::Object::New(env);
+  auto s = Napi::Float32Array::New(env, n);
+  auto i = Napi::Int32Array::New(env, n);
+  if (n > 0) {
+    std::memcpy(s.Data(), scores, n * sizeof(float));
+    std::memcpy(i.Data(), indices, n * sizeof(int32_t));
+  }
+  out.Set("scores", s);
+  out.Set("indices", i);
+  out.Set("k", double(k));
+  return out;
 }
 
 }  // namespace coltrast

@@ -330,17 +330,7 @@ class SearchWorker : public PromiseWorker {
     }
   }
   Napi::Value result(Napi::Env env) override {
-    auto out = Napi::Object::New(env);
-    auto s = Napi::Float32Array::New(env, size_t(scores_.numel()));
-    auto i = Napi::Int32Array::New(env, size_t(indices_.numel()));
-    if (scores_.numel() > 0) {
-      std::memcpy(s.Data(), scores_.data_ptr<float>(), scores_.numel() * sizeof(float));
-      std::memcpy(i.Data(), indices_.data_ptr<int32_t>(), indices_.numel() * sizeof(int32_t));
-    }
-    out.Set("scores", s);
-    out.Set("indices", i);
-    out.Set("k", double(scores_.size(1)));
-    return out;
+    return rankedRows(env, scores_.data_ptr<float>(), indices_.data_ptr<int32_t>(), size_t(scores_.numel()), scores_.size(1));
   }
 
  private:
@@ -448,18 +438,17 @@ Napi::Value DenseStoreWrap::add(const Napi::CallbackInfo& info) {
 // remove(keep: Uint8Array of size()): keeps the rows whose flag is nonzero, in order.
 Napi::Value DenseStoreWrap::remove(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto& s = *impl_->store;
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
-      int64_t(info[0].As<Napi::Uint8Array>().ElementLength()) != s.rows) {
-    throw jsError(env, {"INVALID_ARGUMENT", "keep must be a Uint8Array with one flag per row"});
+  try {
+    auto& s = *impl_->store;
+    std::lock_guard<std::mutex> lock(s.mutex);
+    const torch::Tensor flags = keepFlags(info[0], s.rows);
+    torch::Tensor kept = s.data.narrow(0, 0, s.rows).index({flags}).clone();
+    s.rows = kept.size(0);
+    s.data = kept;
+    return Napi::Number::New(env, double(s.rows));
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
   }
-  auto keep = info[0].As<Napi::Uint8Array>();
-  std::lock_guard<std::mutex> lock(s.mutex);
-  torch::Tensor flags = torch::from_blob(keep.Data(), {s.rows}, torch::kUInt8).to(torch::kBool);
-  torch::Tensor kept = s.data.narrow(0, 0, s.rows).index({flags}).clone();
-  s.rows = kept.size(0);
-  s.data = kept;
-  return Napi::Number::New(env, double(s.rows));
 }
 
 // rows(start, count) -> Float32Array [count, dim]: a copy of those rows (widened to float32).

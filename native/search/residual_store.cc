@@ -377,19 +377,7 @@ class SearchWorker : public PromiseWorker {
       }
     }
   }
-  Napi::Value result(Napi::Env env) override {
-    auto out = Napi::Object::New(env);
-    auto s = Napi::Float32Array::New(env, scores_.size());
-    auto d = Napi::Int32Array::New(env, docs_.size());
-    if (!scores_.empty()) {
-      std::memcpy(s.Data(), scores_.data(), scores_.size() * sizeof(float));
-      std::memcpy(d.Data(), docs_.data(), docs_.size() * sizeof(int32_t));
-    }
-    out.Set("scores", s);
-    out.Set("indices", d);
-    out.Set("k", double(k_));
-    return out;
-  }
+  Napi::Value result(Napi::Env env) override { return rankedRows(env, scores_.data(), docs_.data(), scores_.size(), k_); }
 
  private:
   std::shared_ptr<Store> store_;
@@ -552,19 +540,18 @@ Napi::Value ResidualStoreWrap::add(const Napi::CallbackInfo& info) {
 // remove(keep: Uint8Array of size()): keeps the rows whose flag is nonzero, in order.
 Napi::Value ResidualStoreWrap::remove(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto& s = *impl_->store;
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
-      int64_t(info[0].As<Napi::Uint8Array>().ElementLength()) != s.rows) {
-    throw jsError(env, {"INVALID_ARGUMENT", "keep must be a Uint8Array with one flag per row"});
+  try {
+    auto& s = *impl_->store;
+    std::lock_guard<std::mutex> lock(s.mutex);
+    const torch::Tensor flags = keepFlags(info[0], s.rows);
+    s.codes = s.codes.narrow(0, 0, s.rows).index({flags}).clone();
+    s.residuals = s.residuals.narrow(0, 0, s.rows).index({flags}).clone();
+    s.rows = s.codes.size(0);
+    s.stale = true;
+    return Napi::Number::New(env, double(s.rows));
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
   }
-  auto keep = info[0].As<Napi::Uint8Array>();
-  std::lock_guard<std::mutex> lock(s.mutex);
-  const torch::Tensor flags = torch::from_blob(keep.Data(), {s.rows}, torch::kUInt8).to(torch::kBool);
-  s.codes = s.codes.narrow(0, 0, s.rows).index({flags}).clone();
-  s.residuals = s.residuals.narrow(0, 0, s.rows).index({flags}).clone();
-  s.rows = s.codes.size(0);
-  s.stale = true;
-  return Napi::Number::New(env, double(s.rows));
 }
 
 Napi::Value ResidualStoreWrap::size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(impl_->store->rows)); }
