@@ -148,7 +148,7 @@ commands:
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none)
     --mode dense|bm25|hybrid|late_interaction --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
     --reranker <dir|hub id>  re-rank each query's top --candidates (default 100) with a cross-encoder
-    --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker)
+    --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker or --model's index flags)
     --truncate-dim <n>       evaluate --model's vectors cut to n entries (a Matryoshka model's smaller vectors)
     --storage float32|float16|int8|binary --rescore-multiplier <n>   the dense index's storage (what quantization costs)
     --token-storage float16|residual --residual-bits <n> --nprobe <n> --full-scores <n>   token vectors' storage and PLAID search
@@ -577,6 +577,9 @@ async function evalCommand(argv: string[]): Promise<void> {
     progressBar: !values.json,
     storage,
     rescoreMultiplier: numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count'),
+  };
+  // The token storage and PLAID flags are the main model's (a --compare model is evaluated as it comes).
+  const tokens = {
     tokenStorage: tokenStorageFlag(values['token-storage']),
     residualBits: numberFlag('residual-bits', values['residual-bits'], 'count'),
     ...plaidFlags(values),
@@ -600,7 +603,7 @@ async function evalCommand(argv: string[]): Promise<void> {
   if (truncateDim !== undefined && !model) fail('--truncate-dim cuts a model\'s vectors: give --model (or a dense mode)');
   if (truncateDim !== undefined) systems[0].name += `@${truncateDim}`;
   for (const [i, s] of systems.entries()) {
-    const cut = i === 0 && s.model ? { truncateDim } : {};
+    const cut = i === 0 && s.model ? { truncateDim, ...tokens } : {};
     results.push({ name: s.name, result: await evaluate({ ...common, model: s.model, mode: s.mode, reranker: s.reranker, ...cut }) });
   }
   if (values.json) {

@@ -204,12 +204,14 @@ const QUERIES = ['cat dog', 'river bank money', 'search query', 'tiny model'];
 let multi: Encoder;
 let multiDir: string;
 let plain: Encoder;
+let plainDir: string;
 test.before(async () => {
   multi = await Encoder.load(fixtureCopy(), { device: 'cpu' });
   await makeSmallMultiVector(multi);
   multiDir = path.join(tempDir(), 'multi');
   await multi.save(multiDir);
-  plain = await Encoder.load(fixtureCopy(), { device: 'cpu' });
+  plainDir = fixtureCopy();
+  plain = await Encoder.load(plainDir, { device: 'cpu' });
 });
 test.after.always(() => {
   multi?.dispose();
@@ -350,6 +352,15 @@ test('evaluate() and the CLI build, search and load residual multi-vector indexe
   t.not(refused.status, 0);
   t.regex(refused.stderr, /nprobe is for a multi-vector index with residual token storage/);
   saved.dispose();
+  // eval: the index flags are the main model's; a single-vector --compare model is evaluated as it comes.
+  const beir = path.join(root, 'beir');
+  fs.mkdirSync(path.join(beir, 'qrels'), { recursive: true });
+  fs.writeFileSync(path.join(beir, 'corpus.jsonl'), docs.map((d) => JSON.stringify({ _id: d.id, title: '', text: d.text })).join('\n'));
+  fs.writeFileSync(path.join(beir, 'queries.jsonl'), QUERIES.map((q, i) => JSON.stringify({ _id: `q${i}`, text: q })).join('\n'));
+  fs.writeFileSync(path.join(beir, 'qrels', 'test.tsv'), ['query-id\tcorpus-id\tscore', ...QUERIES.map((_, i) => `q${i}\t${docs[i].id}\t1`)].join('\n'));
+  const compared = run('eval', '--data', beir, '--model', multiDir, '--token-storage', 'residual', '--nprobe', '2', '--compare', plainDir, '--device', 'cpu', '--json');
+  t.is(compared.status, 0, compared.stderr);
+  t.is(JSON.parse(compared.stdout).length, 2);
   const badFlag = run('index', '--data', jsonl, '--model', multiDir, '--output', flat, '--token-storage', 'int4');
   t.regex(badFlag.stderr, /--token-storage must be float16 or residual, got int4/);
 });
