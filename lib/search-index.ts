@@ -115,6 +115,8 @@ export interface SearchOptions {
 /** How an index keeps its token vectors (BuildOptions.tokenStorage). */
 export type TokenStorage = 'float16' | 'residual';
 export const TOKEN_STORAGES = ['float16', 'residual'] as const;
+/** Residual token storage's bits per dimension (BuildOptions.residualBits). */
+const RESIDUAL_BITS = [1, 2, 4];
 
 /** How an index keeps its pooled vectors (BuildOptions.storage). */
 export type Storage = 'float32' | 'float16' | 'int8' | 'binary';
@@ -206,6 +208,13 @@ export function defaultCentroids(tokens: number): number {
   return 2 ** Math.floor(Math.log2(Math.max(1, 16 * Math.sqrt(tokens))));
 }
 
+/** The rows of token matrices one after another, in one array. */
+function stackRows(matrices: { data: Float32Array }[]): Float32Array {
+  const out = new Float32Array(matrices.reduce((n, m) => n + m.data.length, 0));
+  matrices.reduce((at, m) => (out.set(m.data, at), at + m.data.length), 0);
+  return out;
+}
+
 /** sha256 over the model's config.json and weights: what "the same model" means for an index. */
 async function fingerprint(encoder: Encoder): Promise<string> {
   const hash = createHash('sha256');
@@ -277,7 +286,7 @@ export class Index {
       if (o[key] !== undefined && tokenStorage !== 'residual') throw invalid(`options.${key}`, "absent: it is for tokenStorage 'residual'", o[key]);
     }
     const bits = o.residualBits ?? 2;
-    if (![1, 2, 4].includes(bits)) throw invalid('options.residualBits', '1, 2 or 4', o.residualBits);
+    if (!RESIDUAL_BITS.includes(bits)) throw invalid('options.residualBits', '1, 2 or 4', o.residualBits);
     const centroids = o.centroids === undefined ? undefined : positiveInteger('options.centroids', o.centroids);
     const tokens = late ? newTokenStore(encoder.tokenDimension, tokenStorage, bits, centroids) : undefined;
     const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, storage), tokens, storage, undefined);
@@ -287,8 +296,7 @@ export class Index {
       // k-means on documents spread over the whole corpus, not only its first slice (a corpus sorted by topic).
       checkDocs(docs, index.positions);
       const sample = Array.from({ length: slice }, (_, i) => docs[Math.floor((i * docs.length) / slice)].text);
-      const rows = await index.documentTokens(sample, batchSize);
-      await index.trainCentroids(tokens, rows, (rows.length / encoder.tokenDimension / slice) * docs.length);
+      await index.trainCentroids(tokens, await index.documentTokens(sample, batchSize), slice, docs.length);
     }
     await index.add(docs, { batchSize, onProgress: o.onProgress });
     return index;
@@ -316,7 +324,7 @@ export class Index {
         try {
           if (this.tokens.kind === 'float16') this.tokens.store.add(rows);
           else {
-            if (this.tokens.store.centroids() === 0) await this.trainCentroids(this.tokens, rows, (rows.length / this.encoder.tokenDimension / part.length) * docs.length);
+            if (this.tokens.store.centroids() === 0) await this.trainCentroids(this.tokens, rows, part.length, docs.length);
             await this.tokens.store.add(rows);
           }
         } catch (error) {
@@ -340,20 +348,19 @@ export class Index {
   private async documentTokens(texts: string[], batchSize: number, counts: number[] = []): Promise<Float32Array> {
     // A multi-vector model's own normalization (sentence-transformers scores its vectors as they come).
     const tokens = await this.encoder.embed(texts, { output: 'tokens', normalize: this.vectors ? true : undefined, batchSize, task: 'document' });
-    const rows = new Float32Array(tokens.reduce((n, m) => n + m.data.length, 0));
-    tokens.reduce((at, m) => (rows.set(m.data, at), at + m.data.length), 0);
     for (const m of tokens) counts.push(m.dims[0]);
-    return rows;
+    return stackRows(tokens);
   }
 
   /**
-   * k-means centroids (seeded) for a residual token store, on documents' token vectors `rows` (at most
-   * CENTROID_SAMPLE of them, evenly spaced), `expected` the estimated token count of the documents being added.
+   * k-means centroids (seeded) for a residual token store, on the token vectors `rows` of `sampled` documents (at
+   * most CENTROID_SAMPLE of them, evenly spaced); their default number is estimated for `total` documents like those.
    */
-  private async trainCentroids(tokens: Extract<TokenStore, { kind: 'residual' }>, rows: Float32Array, expected: number): Promise<void> {
+  private async trainCentroids(tokens: Extract<TokenStore, { kind: 'residual' }>, rows: Float32Array, sampled: number, total: number): Promise<void> {
     const dim = this.encoder.tokenDimension;
     const n = rows.length / dim;
     if (n === 0) return; // no token vectors yet: the next documents train them
+    const expected = (n / sampled) * total;
     let sample = rows;
     if (n > CENTROID_SAMPLE) {
       sample = new Float32Array(CENTROID_SAMPLE * dim);
@@ -496,15 +503,15 @@ export class Index {
     const out: { doc: number; score: number }[][] = [];
     const QUERY_GROUP = 64;
     const BLOCK_TOKENS = 1 << 16;
-    const counts = Int32Array.from(this.tokenCounts);
+    let counts: Int32Array | undefined; // the documents' token counts, for a residual store's search
     for (let q0 = 0; q0 < queries.length; q0 += QUERY_GROUP) {
       const group = await this.encoder.embed(queries.slice(q0, q0 + QUERY_GROUP), { output: 'tokens', task: 'query' });
       const B = group.length;
       if (this.tokens!.kind === 'residual') {
-        const flat = new Float32Array(group.reduce((n, m) => n + m.data.length, 0));
-        group.reduce((at, m) => (flat.set(m.data, at), at + m.data.length), 0);
+        const flat = stackRows(group);
         let r: { scores: Float32Array; indices: Int32Array; k: number };
         try {
+          counts ??= Int32Array.from(this.tokenCounts);
           r = await this.tokens!.store.search(flat, Int32Array.from(group, (m) => m.dims[0]), counts, k, plaid.nprobe, plaid.fullScores, normalize);
         } catch (error) {
           throw fromNative(error);
@@ -607,7 +614,7 @@ export class Index {
     if ((manifest.multiVector ?? false) !== multi || (multi && !manifest.lateInteraction)) throw bad(`index.json says multiVector ${manifest.multiVector ?? false}, but the model is ${multi ? '' : 'not '}multi-vector`);
     const tokenStorage = manifest.tokenStorage ?? 'float16';
     if (!TOKEN_STORAGES.includes(tokenStorage)) throw bad(`index.json says tokenStorage ${JSON.stringify(tokenStorage)}, not one of ${TOKEN_STORAGES.join(', ')}`);
-    if (tokenStorage === 'residual' && ![1, 2, 4].includes(manifest.residualBits as number)) throw bad(`index.json says residualBits ${JSON.stringify(manifest.residualBits)}, not 1, 2 or 4`);
+    if (tokenStorage === 'residual' && !RESIDUAL_BITS.includes(manifest.residualBits as number)) throw bad(`index.json says residualBits ${JSON.stringify(manifest.residualBits)}, not 1, 2 or 4`);
     const tokens = manifest.lateInteraction ? newTokenStore(encoder.tokenDimension, tokenStorage, manifest.residualBits ?? 2) : undefined;
     const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, manifest.storage), tokens, manifest.storage, manifest.model.fingerprint);
     const docsFile = path.join(where, 'docs.jsonl');

@@ -437,12 +437,6 @@ class GenerateWorker : public PromiseWorker {
   std::vector<std::vector<int32_t>> outputs_;
 };
 
-std::vector<int64_t> idsOf(const Napi::Value& v, const std::string& name) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) throw invalidArgument(name + " must be an Int32Array");
-  auto array = v.As<Napi::Int32Array>();
-  return std::vector<int64_t>(array.Data(), array.Data() + array.ElementLength());
-}
-
 }  // namespace
 
 torch::Tensor sequenceLogLikelihood(const LoadedEncoder& model, const torch::Tensor& ids, const torch::Tensor& mask,
@@ -481,14 +475,14 @@ Napi::Value generateCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, co
     auto list = args.Get("prompts").As<Napi::Array>();
     std::vector<std::vector<int64_t>> prompts;
     for (uint32_t i = 0; i < list.Length(); ++i) {
-      prompts.push_back(idsOf(list.Get(i), "prompts[" + std::to_string(i) + "]"));
+      prompts.push_back(int32ArrayOf<int64_t>(list.Get(i), "prompts[" + std::to_string(i) + "]"));
       if (prompts.back().empty()) throw invalidArgument("prompts[" + std::to_string(i) + "] is empty: generation needs a token to start from");
     }
     const double maxNew = numberOr(args, "maxNewTokens", 64);
     if (!(maxNew >= 1) || maxNew != std::floor(maxNew)) throw invalidArgument("maxNewTokens must be a positive integer");
     std::set<int64_t> stop;
     if (!args.Get("stopIds").IsUndefined()) {
-      for (int64_t id : idsOf(args.Get("stopIds"), "stopIds")) stop.insert(id);
+      for (int64_t id : int32ArrayOf<int64_t>(args.Get("stopIds"), "stopIds")) stop.insert(id);
     }
     Sampling sampling;
     sampling.temperature = numberOr(args, "temperature", 0);

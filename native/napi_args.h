@@ -82,6 +82,14 @@ inline std::vector<float> floatsOf(const Napi::Value& v, int64_t dim, const char
   return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
 }
 
+// A copy of an Int32Array's values as T (`what` names it in errors).
+template <typename T = int32_t>
+std::vector<T> int32ArrayOf(const Napi::Value& v, const std::string& what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) throw invalidArgument(what + " must be an Int32Array");
+  auto a = v.As<Napi::Int32Array>();
+  return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
 // A store's remove(keep) flags: a Uint8Array with one flag per row, as a bool tensor (a copy).
 inline torch::Tensor keepFlags(const Napi::Value& v, int64_t rows) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || int64_t(v.As<Napi::Uint8Array>().ElementLength()) != rows) {

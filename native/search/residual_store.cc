@@ -458,10 +458,9 @@ class FileWorker : public PromiseWorker {
   bool save_;
 };
 
-std::vector<int32_t> intsOf(const Napi::Value& v, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) throw invalidArgument(std::string(what) + " must be an Int32Array");
-  auto a = v.As<Napi::Int32Array>();
-  std::vector<int32_t> out(a.Data(), a.Data() + a.ElementLength());
+// An Int32Array of counts (none negative).
+std::vector<int32_t> countsOf(const Napi::Value& v, const char* what) {
+  std::vector<int32_t> out = int32ArrayOf(v, what);
   for (int32_t x : out) {
     if (x < 0) throw invalidArgument(std::string(what) + " must not be negative");
   }
@@ -576,8 +575,8 @@ Napi::Value ResidualStoreWrap::search(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     auto queries = floatsOf(info[0], impl_->store->dim, "queries");
-    auto lengths = residual::intsOf(info[1], "lengths");
-    const auto counts = residual::intsOf(info[2], "documents");
+    auto lengths = residual::countsOf(info[1], "lengths");
+    const auto counts = residual::countsOf(info[2], "documents");
     int64_t total = 0;
     for (int32_t l : lengths) total += l;
     if (total * impl_->store->dim != int64_t(queries.size())) throw invalidArgument("the query lengths do not add up to the query rows");
