@@ -57,8 +57,11 @@ export class Bm25Index {
     this.totalLength += tokens.length;
   }
 
-  /** The k best documents for `query` (fewer when fewer documents share a term with it). */
-  search(query: string, k: number): { id: string; score: number }[] {
+  /**
+   * The k best documents for `query` (fewer when fewer documents share a term with it). `allow`: one flag per
+   * document in the order added, 1 where it may be found (a filter).
+   */
+  search(query: string, k: number, allow?: Uint8Array): { id: string; score: number }[] {
     const n = this.ids.length;
     if (n === 0) return [];
     const avgLength = this.totalLength / n || 1;
@@ -68,6 +71,7 @@ export class Bm25Index {
       if (!list) continue;
       const idf = Math.log(1 + (n - list.length + 0.5) / (list.length + 0.5));
       for (const { doc, tf } of list) {
+        if (allow && !allow[doc]) continue;
         const norm = tf + this.k1 * (1 - this.b + (this.b * this.lengths[doc]) / avgLength);
         scores.set(doc, (scores.get(doc) ?? 0) + (idf * tf * (this.k1 + 1)) / norm);
       }

@@ -143,6 +143,8 @@ commands:
     --rescore-multiplier <n> a binary index: rows kept by Hamming distance per hit, then rescored (default 4)
     --nprobe <n> --full-scores <n>   a multi-vector index with residual tokens: centroids probed per query token (default 1),
                              candidates scored exactly (default max(256, 4 k))
+    --filter <json>          only documents matching a MongoDB query over { id, text, metadata },
+                             e.g. '{"metadata.lang": "en", "metadata.year": {"$gte": 2020}}'
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none)
@@ -683,10 +685,18 @@ async function searchCommand(argv: string[]): Promise<void> {
     options: {
       index: { type: 'string' }, model: { type: 'string' }, k: { type: 'string' }, mode: { type: 'string' }, rerank: { type: 'string' },
       reranker: { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
-      'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
+      'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' }, filter: { type: 'string' },
     },
   });
   if (!values.index) fail('search needs --index <dir>');
+  let filter: Record<string, unknown> | undefined;
+  if (values.filter !== undefined) {
+    try {
+      filter = JSON.parse(values.filter) as Record<string, unknown>;
+    } catch (error) {
+      fail(`--filter must be a JSON MongoDB query over { id, text, metadata }, e.g. '{"metadata.lang": "en"}': ${(error as Error).message}`);
+    }
+  }
   if (positionals.length === 0) fail('search needs at least one question');
   const k = numberFlag('k', values.k, 'count') ?? 5;
   const built = Index.modelOptions(values.index);
@@ -700,7 +710,7 @@ async function searchCommand(argv: string[]): Promise<void> {
     if (values.reranker) reranker = await CrossEncoder.load(values.reranker, { device });
     const index = await Index.load(values.index, enc);
     const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
-    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values) });
+    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values), ...(filter !== undefined && { filter }) });
     if (values.json) {
       console.log(JSON.stringify(positionals.map((query, i) => ({ query, hits: hits[i] }))));
       return;

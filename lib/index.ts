@@ -28,6 +28,7 @@ export { evaluateRun, queryMetrics } from './ir-metrics';
 export type { MetricTable, MetricName, Qrels, Run } from './ir-metrics';
 export { Index } from './search-index';
 export type { IndexDoc, Hit, BuildOptions, SearchOptions, Storage, TokenStorage } from './search-index';
+export type { Filter } from './filter';
 export { quantizeEmbeddings } from './quantize';
 export type { Precision, QuantizeOptions, Quantized } from './quantize';
 export { exportIndex } from './export';

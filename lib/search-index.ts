@@ -28,6 +28,7 @@ import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic } from './files';
+import { compileFilter, type Filter } from './filter';
 import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
@@ -110,6 +111,14 @@ export interface SearchOptions {
    * vectors) after ranking all candidates by their centroids' MaxSim (default max(256, 4 × k)).
    */
   fullScores?: number;
+  /**
+   * Only documents that match are found: a MongoDB query over `{ id, text, metadata }` (operators $eq, $ne, $gt,
+   * $gte, $lt, $lte, $in, $nin, $exists, $regex, $and, $or, $not, …: lib/filter.ts), e.g.
+   * `{ 'metadata.lang': 'en', 'metadata.year': { $gte: 2020 } }`, or a function of the document. The filter
+   * applies before ranking, in every mode and storage, so a search returns k hits whenever k documents match.
+   * A query object's matches are kept (16 filters) until documents are added or removed.
+   */
+  filter?: Filter;
 }
 
 /** How an index keeps its token vectors (BuildOptions.tokenStorage). */
@@ -128,7 +137,8 @@ export interface NativeDenseStore {
   remove(keep: Uint8Array): number;
   size(): number;
   rows(start: number, count: number): Float32Array;
-  search(queries: Float32Array, k: number, rescoreMultiplier?: number): Promise<{ scores: Float32Array; indices: Int32Array; k: number }>;
+  /** allow: one flag per row, 1 where a row may be found (a filter); indices -1 past the rows found. */
+  search(queries: Float32Array, k: number, rescoreMultiplier?: number, allow?: Uint8Array): Promise<{ scores: Float32Array; indices: Int32Array; k: number }>;
   save(file: string): Promise<void>;
   load(file: string): Promise<number>;
 }
@@ -150,6 +160,7 @@ export interface NativeResidualStore {
     nprobe: number,
     fullScores: number,
     mean: boolean,
+    allow?: Uint8Array,
   ): Promise<{ scores: Float32Array; indices: Int32Array; k: number }>;
   save(file: string): Promise<void>;
   load(file: string): Promise<number>;
@@ -175,7 +186,7 @@ interface Manifest {
 }
 
 const BUILD_KEYS = ['lateInteraction', 'storage', 'tokenStorage', 'residualBits', 'centroids', 'batchSize', 'onProgress'] as const;
-const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'rescoreMultiplier', 'nprobe', 'fullScores'] as const;
+const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'rescoreMultiplier', 'nprobe', 'fullScores', 'filter'] as const;
 /** Token vectors k-means trains the centroids on, at most (evenly spaced among the first documents'). */
 const CENTROID_SAMPLE = 1 << 18;
 
@@ -206,6 +217,13 @@ function newTokenStore(dim: number, storage: TokenStorage, bits: number, centroi
 /** ColBERTv2's number of centroids for about `tokens` token vectors: the power of two at or below 16 √tokens. */
 export function defaultCentroids(tokens: number): number {
   return 2 ** Math.floor(Math.log2(Math.max(1, 16 * Math.sqrt(tokens))));
+}
+
+/** Query `i`'s hits in a native store's result, up to its first index -1 (fewer documents found than k). */
+function rankedHits(r: { scores: Float32Array; indices: Int32Array; k: number }, i: number): { doc: number; score: number }[] {
+  const hits: { doc: number; score: number }[] = [];
+  for (let j = 0; j < r.k && r.indices[i * r.k + j] >= 0; j++) hits.push({ doc: r.indices[i * r.k + j], score: r.scores[i * r.k + j] });
+  return hits;
 }
 
 /** The rows of token matrices one after another, in one array. */
@@ -243,6 +261,8 @@ export class Index {
   private tokenCounts: number[] = [];
   private tokenOffsets: number[] = [0];
   private bm25: Bm25Index | undefined;
+  /** The documents each recent query-object filter matches, by its JSON; emptied when documents change. */
+  private filterMatches = new Map<string, Uint8Array>();
 
   private constructor(
     private readonly encoder: Encoder,
@@ -342,6 +362,7 @@ export class Index {
       options.onProgress?.(Math.min(start + slice, docs.length), docs.length);
     }
     this.bm25 = undefined;
+    this.filterMatches.clear();
   }
 
   /** The token vectors of `texts` embedded as documents, in one array; each text's count pushed onto `counts`. */
@@ -390,6 +411,7 @@ export class Index {
     this.docs = this.docs.filter((_, i) => keep[i]);
     this.positions = new Map(this.docs.map((d, i) => [d.id, i]));
     this.bm25 = undefined;
+    this.filterMatches.clear();
   }
 
   /** The k best documents for each query. */
@@ -414,21 +436,22 @@ export class Index {
     }
     const nprobe = positiveInteger('options.nprobe', o.nprobe ?? 1);
     const fullScores = o.fullScores === undefined ? undefined : positiveInteger('options.fullScores', o.fullScores);
-    if (queries.length === 0 || this.docs.length === 0) return queries.map(() => []);
+    const allow = o.filter === undefined ? undefined : await this.filterMask(o.filter);
+    if (queries.length === 0 || this.docs.length === 0 || (allow && !allow.includes(1))) return queries.map(() => []);
 
     let dense: { doc: number; score: number }[][] = queries.map(() => []);
     if (mode !== 'bm25' && !this.vectors) {
       const wanted = mode === 'dense' && rerank === 'none' ? k : candidates;
-      dense = await this.maxsimSearch(queries, wanted, { nprobe, fullScores: fullScores ?? Math.max(256, 4 * wanted) });
+      dense = await this.maxsimSearch(queries, wanted, { nprobe, fullScores: fullScores ?? Math.max(256, 4 * wanted) }, allow);
     } else if (mode !== 'bm25' && this.vectors) {
       const q = await this.encoder.embed(queries, { normalize: true, task: 'query' });
       let r: { scores: Float32Array; indices: Int32Array; k: number };
       try {
-        r = await this.vectors.search(q.data, mode === 'dense' && rerank === 'none' ? k : candidates, multiplier);
+        r = await this.vectors.search(q.data, mode === 'dense' && rerank === 'none' ? k : candidates, multiplier, allow);
       } catch (error) {
         throw fromNative(error);
       }
-      dense = queries.map((_, i) => Array.from({ length: r.k }, (_, j) => ({ doc: r.indices[i * r.k + j], score: r.scores[i * r.k + j] })));
+      dense = queries.map((_, i) => rankedHits(r, i));
     }
     let lexical: { doc: number; score: number }[][] = queries.map(() => []);
     if (mode !== 'dense') {
@@ -436,7 +459,7 @@ export class Index {
         this.bm25 = new Bm25Index();
         this.docs.forEach((d, i) => this.bm25!.add(String(i), d.text));
       }
-      lexical = queries.map((q) => this.bm25!.search(q, mode === 'bm25' && rerank === 'none' ? k : candidates).map((h) => ({ doc: Number(h.id), score: h.score })));
+      lexical = queries.map((q) => this.bm25!.search(q, mode === 'bm25' && rerank === 'none' ? k : candidates, allow).map((h) => ({ doc: Number(h.id), score: h.score })));
     }
     const fused = (i: number) =>
       reciprocalRankFusion(dense[i], lexical[i], (h) => h.doc, weight, 60)
@@ -452,6 +475,38 @@ export class Index {
     return ranked.map((hits) =>
       hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs[doc].id, score, text: this.docs[doc].text, ...(this.docs[doc].metadata ? { metadata: this.docs[doc].metadata } : {}) })),
     );
+  }
+
+  /**
+   * One flag per document, 1 where `filter` matches it. Evaluated in slices that yield to the event loop between
+   * them; a query object's flags are kept by its JSON (16 of them) until the documents change.
+   */
+  private async filterMask(filter: unknown): Promise<Uint8Array> {
+    const test = compileFilter<IndexDoc>('options.filter', filter);
+    const key = typeof filter === 'function' ? undefined : JSON.stringify(filter);
+    const kept = key === undefined ? undefined : this.filterMatches.get(key);
+    if (kept) return kept;
+    const docs = this.docs;
+    const mask = new Uint8Array(docs.length);
+    const SLICE = 16384;
+    for (let start = 0; start < docs.length; start += SLICE) {
+      if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+      if (this.docs !== docs) throw new ColtrastError('INVALID_ARGUMENT', 'documents were added or removed while a search was filtering them; search again');
+      for (let i = start; i < Math.min(docs.length, start + SLICE); i++) {
+        let match: unknown;
+        try {
+          match = test(docs[i]);
+        } catch (error) {
+          throw new ColtrastError('INVALID_ARGUMENT', `options.filter failed on document "${docs[i].id}": ${(error as Error).message}`);
+        }
+        mask[i] = match ? 1 : 0;
+      }
+    }
+    if (key !== undefined) {
+      if (this.filterMatches.size >= 16) this.filterMatches.delete(this.filterMatches.keys().next().value!);
+      this.filterMatches.set(key, mask);
+    }
+    return mask;
   }
 
   /** Late-interaction second stage: MaxSim of the query's tokens against each candidate's tokens. */
@@ -496,7 +551,7 @@ export class Index {
    * document (the fused op, in blocks of documents, queries in groups), or PLAID's search of a residual store.
    * Scores are sentence-transformers' (MaxSim, or divided by the query's token count for 'meanmaxsim').
    */
-  private async maxsimSearch(queries: string[], k: number, plaid: { nprobe: number; fullScores: number }): Promise<{ doc: number; score: number }[][]> {
+  private async maxsimSearch(queries: string[], k: number, plaid: { nprobe: number; fullScores: number }, allow?: Uint8Array): Promise<{ doc: number; score: number }[][]> {
     const dim = this.encoder.tokenDimension;
     const device = this.encoder.device.startsWith('cuda') ? this.encoder.device : 'cpu';
     const normalize = this.encoder.multiVector?.similarity === 'meanmaxsim';
@@ -504,6 +559,7 @@ export class Index {
     const QUERY_GROUP = 64;
     const BLOCK_TOKENS = 1 << 16;
     let counts: Int32Array | undefined; // the documents' token counts, for a residual store's search
+    let findable: number[] | undefined; // the documents an exact search scores
     for (let q0 = 0; q0 < queries.length; q0 += QUERY_GROUP) {
       const group = await this.encoder.embed(queries.slice(q0, q0 + QUERY_GROUP), { output: 'tokens', task: 'query' });
       const B = group.length;
@@ -512,33 +568,32 @@ export class Index {
         let r: { scores: Float32Array; indices: Int32Array; k: number };
         try {
           counts ??= Int32Array.from(this.tokenCounts);
-          r = await this.tokens!.store.search(flat, Int32Array.from(group, (m) => m.dims[0]), counts, k, plaid.nprobe, plaid.fullScores, normalize);
+          r = await this.tokens!.store.search(flat, Int32Array.from(group, (m) => m.dims[0]), counts, k, plaid.nprobe, plaid.fullScores, normalize, allow);
         } catch (error) {
           throw fromNative(error);
         }
-        for (let b = 0; b < B; b++) {
-          const hits: { doc: number; score: number }[] = [];
-          for (let j = 0; j < r.k && r.indices[b * r.k + j] >= 0; j++) hits.push({ doc: r.indices[b * r.k + j], score: r.scores[b * r.k + j] });
-          out.push(hits);
-        }
+        for (let b = 0; b < B; b++) out.push(rankedHits(r, b));
         continue;
       }
       const q = padTokens(group, dim);
-      const scores = Array.from({ length: B }, () => new Float32Array(this.docs.length));
-      for (let start = 0; start < this.docs.length; ) {
+      // The documents scored (a filter's, or all), in order; scores[b][i] is query b's score of findable[i].
+      findable ??= allow ? allow.reduce<number[]>((docs, flag, doc) => (flag ? (docs.push(doc), docs) : docs), []) : Array.from(this.docs.keys());
+      const scored = findable;
+      const scores = Array.from({ length: B }, () => new Float32Array(scored.length));
+      for (let start = 0; start < scored.length; ) {
         // A block of documents whose padded token rows stay near BLOCK_TOKENS.
         let end = start + 1;
-        let Ld = Math.max(1, this.tokenCounts[start]);
-        while (end < this.docs.length && Math.max(Ld, this.tokenCounts[end]) * (end + 1 - start) <= BLOCK_TOKENS) Ld = Math.max(Ld, this.tokenCounts[end++]);
+        let Ld = Math.max(1, this.tokenCounts[scored[start]]);
+        while (end < scored.length && Math.max(Ld, this.tokenCounts[scored[end]]) * (end + 1 - start) <= BLOCK_TOKENS) Ld = Math.max(Ld, this.tokenCounts[scored[end++]]);
         const n = end - start;
-        const d = this.storedTokens(Array.from({ length: n }, (_, i) => start + i));
+        const d = this.storedTokens(scored.slice(start, end));
         const r = await maxsim(q.tokens, q.mask, d.tokens, d.mask, { normalize, device });
         for (let b = 0; b < B; b++) scores[b].set(r.value.subarray(b * n, (b + 1) * n), start);
         start = end;
       }
       for (const row of scores) {
         const order = Array.from(row.keys()).sort((a, b) => row[b] - row[a] || a - b);
-        out.push(order.slice(0, k).map((doc) => ({ doc, score: row[doc] })));
+        out.push(order.slice(0, k).map((i) => ({ doc: scored[i], score: row[i] })));
       }
     }
     return out;

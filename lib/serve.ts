@@ -21,6 +21,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { CrossEncoder, type ScoreActivation } from './cross-encoder';
 import { Encoder, matrixRows, normalizeRow, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
+import { compileFilter } from './filter';
 import { runtimeInfo } from './runtime';
 import { Index, type Hit } from './search-index';
 import { Generator } from './generator';
@@ -374,7 +375,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       style: 'tei',
       handle: async (raw) => {
         if (!index) throw new HttpError(404, '/search needs an index: start the server with one (coltrast serve --index <dir>)');
-        const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight', 'rescore_multiplier', 'nprobe', 'full_scores']);
+        const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight', 'rescore_multiplier', 'nprobe', 'full_scores', 'filter']);
         const queries = textsOf(body, 'query');
         const k = optional(body, 'k', positiveInteger) ?? 10;
         const mode = body.mode ?? 'dense';
@@ -395,9 +396,11 @@ export async function serve(options: ServeOptions): Promise<Server> {
         if ((nprobe !== undefined || fullScores !== undefined) && !(index.multiVector && index.tokenStorage === 'residual')) {
           throw new HttpError(400, '"nprobe" and "full_scores" are for a multi-vector index with residual token storage (coltrast index --token-storage residual)');
         }
+        // A MongoDB query over { id, text, metadata }, checked here (its operators; never $where) so a bad one is a 400.
+        const filter = optional(body, 'filter', (name, v) => (compileFilter(name, v), v as Record<string, unknown>));
         const key = JSON.stringify({
           k, mode, rerank, ...(candidates !== undefined && { candidates }), ...(hybridWeight !== undefined && { hybridWeight }), ...(rescoreMultiplier !== undefined && { rescoreMultiplier }),
-          ...(nprobe !== undefined && { nprobe }), ...(fullScores !== undefined && { fullScores }),
+          ...(nprobe !== undefined && { nprobe }), ...(fullScores !== undefined && { fullScores }), ...(filter !== undefined && { filter }),
         });
         const hits = await searchQueue.submit(key, queries);
         return { inputs: queries.length, json: { results: queries.map((query, i) => ({ query, hits: hits[i] })) } };

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -96,6 +97,22 @@ inline torch::Tensor keepFlags(const Napi::Value& v, int64_t rows) {
     throw invalidArgument("keep must be a Uint8Array with one flag per row");
   }
   return torch::from_blob(v.As<Napi::Uint8Array>().Data(), {rows}, torch::kUInt8).to(torch::kBool);
+}
+
+// A search's filter: undefined (every row may be found) or a Uint8Array of `rows` flags, 1 where a row may be
+// found. Returns the allowed rows' numbers in order, or an empty optional for no filter.
+// `unit` names what a flag stands for in the error ("row", "document").
+inline std::optional<std::vector<int64_t>> allowedRows(const Napi::Value& v, int64_t rows, const char* unit) {
+  if (v.IsUndefined() || v.IsNull()) return std::nullopt;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || int64_t(v.As<Napi::Uint8Array>().ElementLength()) != rows) {
+    throw invalidArgument(std::string("allow must be a Uint8Array with one flag per ") + unit + " (" + std::to_string(rows) + ")");
+  }
+  const uint8_t* flags = v.As<Napi::Uint8Array>().Data();
+  std::vector<int64_t> out;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (flags[r]) out.push_back(r);
+  }
+  return out;
 }
 
 // A store search's result, row-major [queries, k]: { scores: Float32Array, indices: Int32Array, k }.

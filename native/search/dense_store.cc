@@ -20,7 +20,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <mutex>
+#include <optional>
 #include <numeric>
 
 #include "error.h"
@@ -179,8 +181,17 @@ void hammingBlock(const uint8_t* data, int64_t rows, int64_t width, const uint8_
 // distance t up to which rows are taken and how many rows at t are. Pass 2: the distances again (popcounts are
 // cheap), each block keeping its rows below t and its rows at t; the rows at t are then taken in row order.
 // Each block is compared with every query while it is in cache. Returns each query's rows, in no order.
-std::vector<std::vector<int64_t>> nearestRows(const Store& s, const uint8_t* queries, int64_t count, int64_t candidates) {
-  const int64_t width = s.width(), bins = s.dim + 1;
+// `allowed` (empty: every row) flags the rows a search may find; the others are put at distance dim + 1, past
+// every row it may find, and `candidates` is at most the allowed rows.
+std::vector<std::vector<int64_t>> nearestRows(const Store& s, const uint8_t* queries, int64_t count, int64_t candidates,
+                                              const std::vector<uint8_t>& allowed) {
+  const int64_t width = s.width(), bins = s.dim + 2;
+  const auto exclude = [&](int64_t r0, int64_t n, int32_t* d) {
+    if (allowed.empty()) return;
+    for (int64_t r = 0; r < n; ++r) {
+      if (!allowed[size_t(r0 + r)]) d[r] = int32_t(s.dim + 1);
+    }
+  };
   const uint8_t* data = s.data.data_ptr<uint8_t>();
   constexpr int64_t kRows = 2048;
   const int64_t blocks = (s.rows + kRows - 1) / kRows;
@@ -193,6 +204,7 @@ std::vector<std::vector<int64_t>> nearestRows(const Store& s, const uint8_t* que
       const int64_t r0 = b * kRows, n = std::min(kRows, s.rows - r0);
       for (int64_t q = 0; q < count; ++q) {
         hammingBlock(data + r0 * width, n, width, queries + q * width, d.data());
+        exclude(r0, n, d.data());
         for (int64_t r = 0; r < n; ++r) ++local[size_t(q * bins + d[size_t(r)])];
       }
     }
@@ -215,6 +227,7 @@ std::vector<std::vector<int64_t>> nearestRows(const Store& s, const uint8_t* que
       const int64_t r0 = b * kRows, n = std::min(kRows, s.rows - r0);
       for (int64_t q = 0; q < count; ++q) {
         hammingBlock(data + r0 * width, n, width, queries + q * width, d.data());
+        exclude(r0, n, d.data());
         const int32_t t = threshold[size_t(q)];
         for (int64_t r = 0; r < n; ++r) {
           if (d[size_t(r)] < t) near[size_t(b * count + q)].push_back(r0 + r);
@@ -247,21 +260,30 @@ constexpr int64_t kQueriesPerPass = 16;
 
 class SearchWorker : public PromiseWorker {
  public:
-  SearchWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<float> queries, int64_t k, int64_t rescoreMultiplier)
-      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), queries_(std::move(queries)), k_(k), multiplier_(rescoreMultiplier) {}
+  // allow: the rows a search may find (all when empty), numbered in a store of `rows` rows.
+  SearchWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<float> queries, int64_t k, int64_t rescoreMultiplier,
+               std::optional<std::vector<int64_t>> allow, int64_t rows)
+      : PromiseWorker(env, torch::Device(torch::kCPU)),
+        store_(std::move(store)),
+        queries_(std::move(queries)),
+        k_(k),
+        multiplier_(rescoreMultiplier),
+        allow_(std::move(allow)),
+        rows_(rows) {}
 
  protected:
   void compute() override {
     std::lock_guard<std::mutex> lock(store_->mutex);
+    if (allow_ && store_->rows != rows_) throw invalidArgument("the store changed between the search's call and its work; search again");
     const int64_t dim = store_->dim, nq = int64_t(queries_.size()) / dim;
     const torch::Tensor q = torch::from_blob(queries_.data(), {nq, dim}, torch::kFloat32);
+    // Each query's row of results is k wide; past the rows it may find (a filter), index -1 and score -inf.
     const int64_t k = std::min(k_, store_->rows);
+    const int64_t total = allow_ ? int64_t(allow_->size()) : store_->rows, found = std::min(k, total);
     torch::NoGradGuard noGrad;
-    if (k == 0) {  // an empty store: no blocks below
-      scores_ = torch::empty({nq, 0});
-      indices_ = torch::empty({nq, 0}, torch::kInt32);
-      return;
-    }
+    scores_ = torch::full({nq, k}, -std::numeric_limits<float>::infinity());
+    indices_ = torch::full({nq, k}, -1, torch::kInt32);
+    if (found == 0) return;  // an empty store or no row allowed: no blocks below
     if (store_->storage == Storage::Binary) {
       binarySearch(q, k);
       return;
@@ -271,20 +293,23 @@ class SearchWorker : public PromiseWorker {
     const bool int8 = store_->storage == Storage::Int8;
     const torch::Tensor qs = int8 ? q * store_->ranges[1] : q;
     const torch::Tensor bias = int8 ? (q.mv(store_->ranges[0]) + 128.5 * qs.sum(1)).unsqueeze(1) : torch::Tensor();
+    // With a filter, the blocks are of allowed rows, gathered.
+    const torch::Tensor allowed = allow_ ? torch::from_blob(allow_->data(), {total}, torch::kInt64) : torch::Tensor();
     std::vector<torch::Tensor> scores, indices;
-    for (int64_t r0 = 0; r0 < store_->rows; r0 += kBlockRows) {
-      const int64_t n = std::min(kBlockRows, store_->rows - r0);
-      const torch::Tensor block = store_->data.narrow(0, r0, n).to(torch::kFloat32);
+    for (int64_t r0 = 0; r0 < total; r0 += kBlockRows) {
+      const int64_t n = std::min(kBlockRows, total - r0);
+      const torch::Tensor rows = allow_ ? allowed.narrow(0, r0, n) : torch::Tensor();
+      const torch::Tensor block = (allow_ ? store_->data.index_select(0, rows) : store_->data.narrow(0, r0, n)).to(torch::kFloat32);
       torch::Tensor blockScores = torch::mm(qs, block.t());
       if (int8) blockScores = blockScores + bias;
-      auto top = blockScores.topk(std::min(k, n), 1);
+      auto top = blockScores.topk(std::min(found, n), 1);
       scores.push_back(std::get<0>(top));
-      indices.push_back(std::get<1>(top) + r0);
+      indices.push_back(allow_ ? rows.index({std::get<1>(top)}) : std::get<1>(top) + r0);
     }
     const torch::Tensor all = torch::cat(scores, 1), allIdx = torch::cat(indices, 1);
-    auto best = all.topk(k, 1);
-    scores_ = std::get<0>(best).contiguous();
-    indices_ = allIdx.gather(1, std::get<1>(best)).to(torch::kInt32).contiguous();
+    auto best = all.topk(found, 1);
+    scores_.narrow(1, 0, found).copy_(std::get<0>(best));
+    indices_.narrow(1, 0, found).copy_(allIdx.gather(1, std::get<1>(best)));
   }
 
   // Binary rows: the nearest k × multiplier rows by Hamming distance (ties: lower row first; nearestRows),
@@ -292,18 +317,21 @@ class SearchWorker : public PromiseWorker {
   // passes over the rows, kQueriesPerPass at a time.
   void binarySearch(const torch::Tensor& q, int64_t k) {
     const int64_t nq = q.size(0), rows = store_->rows, dim = store_->dim, width = store_->width();
-    const int64_t candidates = std::min(rows, k * multiplier_);
+    std::vector<uint8_t> allowed;
+    if (allow_) {
+      allowed.assign(size_t(rows), 0);
+      for (int64_t r : *allow_) allowed[size_t(r)] = 1;
+    }
+    const int64_t candidates = std::min(allow_ ? int64_t(allow_->size()) : rows, k * multiplier_);
     const torch::Tensor queryBits = packSigns(q);
     const torch::Tensor queries = q.contiguous();
-    scores_ = torch::empty({nq, k}, torch::kFloat32);
-    indices_ = torch::empty({nq, k}, torch::kInt32);
     auto scoreOut = scores_.accessor<float, 2>();
     auto indexOut = indices_.accessor<int32_t, 2>();
     const uint8_t* data = store_->data.data_ptr<uint8_t>();
     const double scale = 1.0 / std::sqrt(double(dim));
     for (int64_t begin = 0; begin < nq; begin += kQueriesPerPass) {
       const int64_t end = std::min(nq, begin + kQueriesPerPass);
-      const std::vector<std::vector<int64_t>> nearest = nearestRows(*store_, queryBits.data_ptr<uint8_t>() + begin * width, end - begin, candidates);
+      const std::vector<std::vector<int64_t>> nearest = nearestRows(*store_, queryBits.data_ptr<uint8_t>() + begin * width, end - begin, candidates, allowed);
       for (int64_t i = begin; i < end; ++i) {
         const std::vector<int64_t>& picked = nearest[size_t(i - begin)];
         // The cosine of the float query with a row's ±1 sign vector: (2 Σ_{bit set} q_c - Σ q_c) / sqrt(dim).
@@ -322,7 +350,7 @@ class SearchWorker : public PromiseWorker {
         std::vector<size_t> rank(picked.size());
         std::iota(rank.begin(), rank.end(), size_t{0});
         std::sort(rank.begin(), rank.end(), [&](size_t a, size_t b) { return score[a] > score[b] || (score[a] == score[b] && picked[a] < picked[b]); });
-        for (int64_t j = 0; j < k; ++j) {
+        for (int64_t j = 0; j < std::min<int64_t>(k, int64_t(picked.size())); ++j) {
           scoreOut[i][j] = score[rank[size_t(j)]];
           indexOut[i][j] = int32_t(picked[rank[size_t(j)]]);
         }
@@ -337,6 +365,8 @@ class SearchWorker : public PromiseWorker {
   std::shared_ptr<Store> store_;
   std::vector<float> queries_;
   int64_t k_, multiplier_;
+  std::optional<std::vector<int64_t>> allow_;
+  int64_t rows_;
   torch::Tensor scores_, indices_;
 };
 
@@ -466,8 +496,9 @@ Napi::Value DenseStoreWrap::rows(const Napi::CallbackInfo& info) {
 
 Napi::Value DenseStoreWrap::size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(impl_->store->rows)); }
 
-// search(queries: Float32Array, k, rescoreMultiplier = 1) -> Promise<{ scores: Float32Array, indices: Int32Array, k }>,
-// row-major [nq, k]; rescoreMultiplier: a binary store's candidates per result (k × it), rescored.
+// search(queries: Float32Array, k, rescoreMultiplier = 1, allow?: Uint8Array) -> Promise<{ scores: Float32Array,
+// indices: Int32Array, k }>, row-major [nq, min(k, rows)]; rescoreMultiplier: a binary store's candidates per result
+// (k × it), rescored; allow: one flag per row, 1 where a row may be found (a filter), rows past those found -1.
 Napi::Value DenseStoreWrap::search(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
@@ -476,7 +507,10 @@ Napi::Value DenseStoreWrap::search(const Napi::CallbackInfo& info) {
     if (k < 1) throw invalidArgument("k must be a positive integer");
     const int64_t multiplier = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 1;
     if (multiplier < 1) throw invalidArgument("rescoreMultiplier must be a positive integer");
-    return (new SearchWorker(env, impl_->store, std::move(values), k, multiplier))->start();
+    // The row count is read without the lock: a change before the work starts is refused there.
+    const int64_t rows = impl_->store->rows;
+    auto allow = allowedRows(info[3], rows, "row");
+    return (new SearchWorker(env, impl_->store, std::move(values), k, multiplier, std::move(allow), rows))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }

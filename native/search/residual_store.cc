@@ -13,7 +13,8 @@
 //
 // Search (the documents' token counts come from the caller, which owns the document list): each centroid's
 // documents (an inverted list, rebuilt when the rows or the documents changed) give the candidates, the
-// documents of the `nprobe` centroids nearest each query token. Candidates are ranked by centroid interaction,
+// documents of the `nprobe` centroids nearest each query token (probes doubling while the candidates are fewer than
+// k; a filter's documents only, all of them when they are at most `fullScores`). Candidates are ranked by centroid interaction,
 // MaxSim with every token replaced by its centroid (one lookup per token in the query-by-centroid score
 // table), and the best `fullScores` of them are scored exactly, MaxSim over their decoded vectors, for the
 // final k. PLAID's pruning of centroids below a score threshold is not done: interaction over all of a
@@ -29,6 +30,7 @@
 #include <limits>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "error.h"
@@ -277,7 +279,8 @@ inline bool better(const Scored& a, const Scored& b) { return a.score > b.score 
 class SearchWorker : public PromiseWorker {
  public:
   SearchWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<float> queries, std::vector<int32_t> queryLengths,
-               std::vector<int64_t> offsets, int64_t k, int64_t nprobe, int64_t fullScores, bool mean)
+               std::vector<int64_t> offsets, int64_t k, int64_t nprobe, int64_t fullScores, bool mean,
+               std::optional<std::vector<int64_t>> allow)
       : PromiseWorker(env, torch::Device(torch::kCPU)),
         store_(std::move(store)),
         queries_(std::move(queries)),
@@ -286,7 +289,8 @@ class SearchWorker : public PromiseWorker {
         k_(k),
         nprobe_(nprobe),
         fullScores_(fullScores),
-        mean_(mean) {}
+        mean_(mean),
+        allow_(std::move(allow)) {}
 
  protected:
   void compute() override {
@@ -302,28 +306,48 @@ class SearchWorker : public PromiseWorker {
     docs_.assign(size_t(nq * k_), -1);
     if (s.rows == 0 || !s.centroids.defined()) return;
     invertedLists(s, offsets_);
-    const int64_t dim = s.dim, docs = int64_t(offsets_.size()) - 1, nprobe = std::min(nprobe_, s.count());
-    std::vector<uint8_t> seen(static_cast<size_t>(docs), 0);
+    const int64_t dim = s.dim, docs = int64_t(offsets_.size()) - 1;
+    // seen: 1 for a document already a candidate of this query, and always for one the filter leaves out.
+    std::vector<uint8_t> seen(static_cast<size_t>(docs), allow_ ? 1 : 0);
+    if (allow_) {
+      for (int64_t d : *allow_) seen[size_t(d)] = 0;
+    }
+    const int64_t findable = allow_ ? int64_t(allow_->size()) : docs;
     int64_t q0 = 0;
     for (int64_t i = 0; i < nq; q0 += lengths_[size_t(i)], ++i) {
       const int64_t lq = lengths_[size_t(i)];
       if (lq == 0) continue;
       const torch::Tensor q = torch::from_blob(queries_.data() + q0 * dim, {lq, dim}, torch::kFloat32);
       const torch::Tensor byCentroid = torch::mm(q, s.centroids.t());  // [lq, K]
-      // Candidates: the documents of each query token's nprobe nearest centroids.
-      const torch::Tensor probed = std::get<1>(byCentroid.topk(nprobe, 1)).flatten().contiguous();
       std::vector<int32_t> candidates;
-      for (int64_t j = 0; j < probed.numel(); ++j) {
-        const int64_t c = probed.data_ptr<int64_t>()[j];
-        for (int64_t p = s.ivfStart[size_t(c)]; p < s.ivfStart[size_t(c + 1)]; ++p) {
-          const int32_t d = s.ivfDocs[size_t(p)];
-          if (!seen[size_t(d)]) {
-            seen[size_t(d)] = 1;
-            candidates.push_back(d);
+      if (allow_ && findable <= fullScores_) {
+        // A filter that leaves no more documents than are scored exactly: all of them are candidates.
+        for (int64_t d : *allow_) candidates.push_back(int32_t(d));
+      } else {
+        // The documents of each query token's nprobe nearest centroids; probes double while those are fewer than
+        // k and unprobed centroids are left (a filter, or a small index, can leave few).
+        // Each round walks all its probes' lists again (seen skips the documents found), so that centroids tied in
+        // score and ordered differently by a wider topk are not missed; the rounds' work adds up to at most twice
+        // the last one's.
+        const int64_t K = s.count();
+        for (int64_t nprobe = std::min(nprobe_, K);; nprobe = std::min(2 * nprobe, K)) {
+          const torch::Tensor order = std::get<1>(byCentroid.topk(nprobe, 1)).contiguous();  // [lq, nprobe]
+          for (int64_t j = 0; j < lq; ++j) {
+            for (int64_t r = 0; r < nprobe; ++r) {
+              const int64_t c = order.data_ptr<int64_t>()[j * nprobe + r];
+              for (int64_t p = s.ivfStart[size_t(c)]; p < s.ivfStart[size_t(c + 1)]; ++p) {
+                const int32_t d = s.ivfDocs[size_t(p)];
+                if (!seen[size_t(d)]) {
+                  seen[size_t(d)] = 1;
+                  candidates.push_back(d);
+                }
+              }
+            }
           }
+          if (nprobe == K || int64_t(candidates.size()) >= std::min(k_, findable)) break;
         }
+        for (int32_t d : candidates) seen[size_t(d)] = 0;
       }
-      for (int32_t d : candidates) seen[size_t(d)] = 0;
       // Centroid interaction: MaxSim with each token's centroid in its place (a row of the [K, lq] table).
       const torch::Tensor table = byCentroid.t().contiguous();
       const float* t = table.data_ptr<float>();
@@ -386,6 +410,7 @@ class SearchWorker : public PromiseWorker {
   std::vector<int64_t> offsets_;
   int64_t k_, nprobe_, fullScores_;
   bool mean_;
+  std::optional<std::vector<int64_t>> allow_;  // the documents a search may find (a filter); all when empty
   std::vector<float> scores_;
   std::vector<int32_t> docs_;
 };
@@ -569,8 +594,9 @@ Napi::Value ResidualStoreWrap::rows(const Napi::CallbackInfo& info) {
 }
 
 // search(queries: Float32Array [Σ lengths, dim], lengths: Int32Array [nq], documents: Int32Array [D] (each document's
-// row count, in row order), k, nprobe, fullScores, mean) -> Promise<{ scores, indices, k }>, row-major [nq, k];
-// a query with fewer than k candidates ends its row with index -1. mean: MaxSim divided by the query's length.
+// row count, in row order), k, nprobe, fullScores, mean, allow?: Uint8Array [D]) -> Promise<{ scores, indices, k }>,
+// row-major [nq, k]; a query with fewer than k candidates ends its row with index -1. mean: MaxSim divided by the
+// query's length. allow: 1 for each document the search may find (a filter).
 Napi::Value ResidualStoreWrap::search(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
@@ -584,7 +610,10 @@ Napi::Value ResidualStoreWrap::search(const Napi::CallbackInfo& info) {
     for (size_t d = 0; d < counts.size(); ++d) offsets[d + 1] = offsets[d] + counts[d];
     const int64_t k = residual::positive(info[3], "k"), nprobe = residual::positive(info[4], "nprobe"), fullScores = residual::positive(info[5], "fullScores");
     const bool mean = info[6].IsBoolean() && info[6].As<Napi::Boolean>().Value();
-    return (new residual::SearchWorker(env, impl_->store, std::move(queries), std::move(lengths), std::move(offsets), k, nprobe, fullScores, mean))->start();
+    auto allow = allowedRows(info[7], int64_t(counts.size()), "document");
+    return (new residual::SearchWorker(env, impl_->store, std::move(queries), std::move(lengths), std::move(offsets), k, nprobe, fullScores, mean,
+                                       std::move(allow)))
+        ->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }
