@@ -76,6 +76,10 @@ export interface BuildOptions {
    */
   centroids?: number;
   batchSize?: number;
+  /**
+   * Documents embedded so far, of how many. With residual token storage and more documents than the k-means
+   * sample, the sample's documents count twice (embedded for k-means first, then added).
+   */
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -316,7 +320,13 @@ export class Index {
       // k-means on documents spread over the whole corpus, not only its first slice (a corpus sorted by topic).
       checkDocs(docs, index.positions);
       const sample = Array.from({ length: slice }, (_, i) => docs[Math.floor((i * docs.length) / slice)].text);
-      await index.trainCentroids(tokens, await index.documentTokens(sample, batchSize), slice, docs.length);
+      // Progress counts the sample's documents too: they are embedded once for k-means and again when added.
+      const total = slice + docs.length;
+      o.onProgress?.(0, total);
+      const rows = await index.documentTokens(sample, batchSize, [], o.onProgress && ((done) => o.onProgress!(done, total)));
+      await index.trainCentroids(tokens, rows, slice, docs.length);
+      await index.add(docs, { batchSize, onProgress: o.onProgress && ((done) => o.onProgress!(slice + done, total)) });
+      return index;
     }
     await index.add(docs, { batchSize, onProgress: o.onProgress });
     return index;
@@ -366,9 +376,11 @@ export class Index {
   }
 
   /** The token vectors of `texts` embedded as documents, in one array; each text's count pushed onto `counts`. */
-  private async documentTokens(texts: string[], batchSize: number, counts: number[] = []): Promise<Float32Array> {
+  private async documentTokens(texts: string[], batchSize: number, counts: number[] = [], onProgress?: (done: number) => void): Promise<Float32Array> {
     // A multi-vector model's own normalization (sentence-transformers scores its vectors as they come).
-    const tokens = await this.encoder.embed(texts, { output: 'tokens', normalize: this.vectors ? true : undefined, batchSize, task: 'document' });
+    const tokens = await this.encoder.embed(texts, {
+      output: 'tokens', normalize: this.vectors ? true : undefined, batchSize, task: 'document', ...(onProgress && { onProgress: (done: number) => onProgress(done) }),
+    });
     for (const m of tokens) counts.push(m.dims[0]);
     return stackRows(tokens);
   }

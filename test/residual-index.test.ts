@@ -274,7 +274,7 @@ test('a multi-vector index with residual tokens: PLAID search near the exact one
   });
 });
 
-test('build() trains the centroids on documents spread over the corpus, not only its first slice', async (t) => {
+test('build() trains the centroids on documents spread over the corpus, not only its first slice, and shows progress meanwhile', async (t) => {
   // A corpus sorted by topic: 32 copies of one text, then 32 varied documents; slices of 32 (batchSize 1).
   const same = Array.from({ length: 32 }, (_, i) => ({ id: `s${i}`, text: 'cat cat dog cat' }));
   const varied = docsOf(32, 100);
@@ -290,7 +290,13 @@ test('build() trains the centroids on documents spread over the corpus, not only
     for (const m of exact) for (const x of m.data) sum += (x - decoded[at++]) ** 2;
     return sum / rows;
   };
-  const spread = await Index.build(multi, [...same, ...varied], options);
+  // Progress counts the sample's 32 documents (embedded for k-means) and then the 64 added, in order.
+  const progress: [number, number][] = [];
+  const spread = await Index.build(multi, [...same, ...varied], { ...options, onProgress: (done, total) => progress.push([done, total]) });
+  t.deepEqual(progress[0], [0, 96]);
+  t.deepEqual(progress[progress.length - 1], [96, 96]);
+  t.true(progress.every(([done, total], i) => total === 96 && (i === 0 || done >= progress[i - 1][0])));
+  t.true(progress.some(([done]) => done > 0 && done < 32), 'progress while the sample is embedded');
   const variedOnly = await Index.build(multi, varied, options);
   // Trained on the first slice alone (the sorted corpus's first topic), then the varied documents added.
   const firstSlice = await Index.build(multi, same, options);

@@ -280,7 +280,7 @@ class SearchWorker : public PromiseWorker {
  public:
   SearchWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<float> queries, std::vector<int32_t> queryLengths,
                std::vector<int64_t> offsets, int64_t k, int64_t nprobe, int64_t fullScores, bool mean,
-               std::optional<std::vector<int64_t>> allow)
+               std::optional<std::vector<uint8_t>> allow)
       : PromiseWorker(env, torch::Device(torch::kCPU)),
         store_(std::move(store)),
         queries_(std::move(queries)),
@@ -308,11 +308,13 @@ class SearchWorker : public PromiseWorker {
     invertedLists(s, offsets_);
     const int64_t dim = s.dim, docs = int64_t(offsets_.size()) - 1;
     // seen: 1 for a document already a candidate of this query, and always for one the filter leaves out.
-    std::vector<uint8_t> seen(static_cast<size_t>(docs), allow_ ? 1 : 0);
+    std::vector<uint8_t> seen(static_cast<size_t>(docs), 0);
+    std::vector<int64_t> allowed;  // the filter's documents
     if (allow_) {
-      for (int64_t d : *allow_) seen[size_t(d)] = 0;
+      allowed = allowedRows(*allow_);
+      for (int64_t d = 0; d < docs; ++d) seen[size_t(d)] = (*allow_)[size_t(d)] ? 0 : 1;
     }
-    const int64_t findable = allow_ ? int64_t(allow_->size()) : docs;
+    const int64_t findable = allow_ ? int64_t(allowed.size()) : docs;
     int64_t q0 = 0;
     for (int64_t i = 0; i < nq; q0 += lengths_[size_t(i)], ++i) {
       const int64_t lq = lengths_[size_t(i)];
@@ -322,7 +324,7 @@ class SearchWorker : public PromiseWorker {
       std::vector<int32_t> candidates;
       if (allow_ && findable <= fullScores_) {
         // A filter that leaves no more documents than are scored exactly: all of them are candidates.
-        for (int64_t d : *allow_) candidates.push_back(int32_t(d));
+        for (int64_t d : allowed) candidates.push_back(int32_t(d));
       } else {
         // The documents of each query token's nprobe nearest centroids; probes double while those are fewer than
         // k and unprobed centroids are left (a filter, or a small index, can leave few).
@@ -410,7 +412,7 @@ class SearchWorker : public PromiseWorker {
   std::vector<int64_t> offsets_;
   int64_t k_, nprobe_, fullScores_;
   bool mean_;
-  std::optional<std::vector<int64_t>> allow_;  // the documents a search may find (a filter); all when empty
+  std::optional<std::vector<uint8_t>> allow_;  // a flag per document, 1 for one a search may find (a filter); all when absent
   std::vector<float> scores_;
   std::vector<int32_t> docs_;
 };
@@ -610,7 +612,7 @@ Napi::Value ResidualStoreWrap::search(const Napi::CallbackInfo& info) {
     for (size_t d = 0; d < counts.size(); ++d) offsets[d + 1] = offsets[d] + counts[d];
     const int64_t k = residual::positive(info[3], "k"), nprobe = residual::positive(info[4], "nprobe"), fullScores = residual::positive(info[5], "fullScores");
     const bool mean = info[6].IsBoolean() && info[6].As<Napi::Boolean>().Value();
-    auto allow = allowedRows(info[7], int64_t(counts.size()), "document");
+    auto allow = allowFlags(info[7], int64_t(counts.size()), "document");
     return (new residual::SearchWorker(env, impl_->store, std::move(queries), std::move(lengths), std::move(offsets), k, nprobe, fullScores, mean,
                                        std::move(allow)))
         ->start();

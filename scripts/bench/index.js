@@ -3,7 +3,9 @@
 // is an embed() benchmark of its own; see BENCHMARKS.md) and measures add time, memory, search latency
 // and queries per second. Uses the built package (npm run build).
 //   node scripts/bench/index.js [--rows 1000000] [--dim 384] [--storage float32|float16|int8|binary] [--batch 1,32]
-//        [--rescore-multiplier 4 (binary)] [--json out.json]
+//        [--rescore-multiplier 4 (binary)] [--allow 1,0.1,0.01] [--json out.json]
+// --allow: searches with a filter that leaves that share of the rows (chosen at random, seeded; 1 = no filter), and
+// the time an Index takes to test a MongoDB filter on that many documents in JavaScript (lib/filter.ts).
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -11,6 +13,7 @@ const { parseArgs } = require('node:util');
 const { runtimeInfo } = require('../../dist');
 const { native } = require('../../dist/native');
 const { seededRandom } = require('../../dist/random');
+const { compileFilter } = require('../../dist/filter');
 
 const { values } = parseArgs({
   options: {
@@ -20,6 +23,7 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '1,32' },
     k: { type: 'string', default: '10' },
     'rescore-multiplier': { type: 'string', default: '4' },
+    allow: { type: 'string', default: '1' },
     json: { type: 'string' },
   },
 });
@@ -57,27 +61,47 @@ async function main() {
   }
   const addSeconds = (Number(process.hrtime.bigint() - started) - generating) / 1e9;
   const results = [];
-  console.log(`| rows | dim | storage | batch | latency ms (median) | queries/s |`);
-  console.log(`|---|---|---|---|---|---|`);
-  for (const batch of values.batch.split(',').map(Number)) {
-    const queries = unitRows(batch, next);
-    const multiplier = Number(values['rescore-multiplier']);
-    await store.search(queries, k, multiplier); // warm-up
-    const times = [];
-    for (let i = 0; i < 7; i++) {
-      const t0 = process.hrtime.bigint();
-      await store.search(queries, k, multiplier);
-      times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  const fractions = values.allow.split(',').map(Number);
+  console.log(`| rows | dim | storage | rows allowed | batch | latency ms (median) | queries/s |`);
+  console.log(`|---|---|---|---|---|---|---|`);
+  for (const fraction of fractions) {
+    const pick = seededRandom(7).next;
+    const allow = fraction >= 1 ? undefined : Uint8Array.from({ length: rows }, () => (pick() < fraction ? 1 : 0));
+    for (const batch of values.batch.split(',').map(Number)) {
+      const queries = unitRows(batch, next);
+      const multiplier = Number(values['rescore-multiplier']);
+      await store.search(queries, k, multiplier, allow); // warm-up
+      const times = [];
+      for (let i = 0; i < 7; i++) {
+        const t0 = process.hrtime.bigint();
+        await store.search(queries, k, multiplier, allow);
+        times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      times.sort((a, b) => a - b);
+      const ms = times[3];
+      console.log(`| ${rows} | ${dim} | ${values.storage} | ${fraction} | ${batch} | ${ms.toFixed(1)} | ${((batch * 1000) / ms).toFixed(1)} |`);
+      results.push({ rows, dim, storage: values.storage, ...(fraction < 1 && { allowed: fraction }), batch, latencyMs: +ms.toFixed(2), queriesPerSecond: +((batch * 1000) / ms).toFixed(1) });
     }
-    times.sort((a, b) => a - b);
-    const ms = times[3];
-    console.log(`| ${rows} | ${dim} | ${values.storage} | ${batch} | ${ms.toFixed(1)} | ${((batch * 1000) / ms).toFixed(1)} |`);
-    results.push({ rows, dim, storage: values.storage, batch, latencyMs: +ms.toFixed(2), queriesPerSecond: +((batch * 1000) / ms).toFixed(1) });
+  }
+  // Testing a filter on every document, as Index.search does once per new filter (documents with metadata like
+  // { group: 0..999, year: 2000..2024 }; the filter keeps groups below fraction × 1000).
+  const filterRuns = [];
+  if (fractions.some((f) => f < 1)) {
+    const docs = Array.from({ length: rows }, (_, i) => ({ id: `d${i}`, text: '', metadata: { group: (i * 7919) % 1000, year: 2000 + (i % 25) } }));
+    for (const fraction of fractions.filter((f) => f < 1)) {
+      const test = compileFilter('filter', { 'metadata.group': { $lt: Math.round(fraction * 1000) }, 'metadata.year': { $gte: 2000 } });
+      const t0 = process.hrtime.bigint();
+      let matched = 0;
+      for (const d of docs) matched += test(d) ? 1 : 0;
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      console.log(`filter testing ${rows} documents (${matched} match): ${ms.toFixed(0)} ms`);
+      filterRuns.push({ documents: rows, matched, ms: +ms.toFixed(1) });
+    }
   }
   const info = runtimeInfo();
   if (values.json) {
     const peakRssMiB = +(process.resourceUsage().maxRSS / 1024).toFixed(0);
-    const result = { date: new Date().toISOString(), device: 'cpu', cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, addSeconds: +addSeconds.toFixed(2), peakRssMiB, rows: results };
+    const result = { date: new Date().toISOString(), device: 'cpu', cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, addSeconds: +addSeconds.toFixed(2), peakRssMiB, rows: results, ...(filterRuns.length > 0 && { filters: filterRuns }) };
     fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
   }
   console.log(
