@@ -134,6 +134,7 @@ commands:
     --token-storage float16|residual   how token vectors are kept (default float16; residual: ColBERTv2's centroid + quantized
                              residual, about a seventh, and a multi-vector index searched as PLAID does)
     --residual-bits 1|2|4 --centroids <n>   residual storage's bits per dimension (default 2) and k-means centroids (default auto)
+    --pool-factor <n>        keep about 1/n of each document's token vectors: cluster means (hierarchical token pooling)
   search <question>...       search an index
     --index <dir>            the index folder
     --model <dir|hub id>     default: the model recorded in the index
@@ -154,6 +155,7 @@ commands:
     --truncate-dim <n>       evaluate --model's vectors cut to n entries (a Matryoshka model's smaller vectors)
     --storage float32|float16|int8|binary --rescore-multiplier <n>   the dense index's storage (what quantization costs)
     --token-storage float16|residual --residual-bits <n> --nprobe <n> --full-scores <n>   token vectors' storage and PLAID search
+    --pool-factor <n>        token pooling of the documents' token vectors (what it costs)
     --device <d> --batch-size <n> --json
   export                     write an index to a vector database: a SQL file for PostgreSQL + pgvector
     --index <dir>            the index folder
@@ -558,6 +560,7 @@ async function evalCommand(argv: string[]): Promise<void> {
       'batch-size': { type: 'string' }, reranker: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
       'truncate-dim': { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
       'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
+      'pool-factor': { type: 'string' },
     },
   });
   if (!values.data) fail('eval needs --data <BEIR folder>');
@@ -584,6 +587,7 @@ async function evalCommand(argv: string[]): Promise<void> {
   const tokens = {
     tokenStorage: tokenStorageFlag(values['token-storage']),
     residualBits: numberFlag('residual-bits', values['residual-bits'], 'count'),
+    poolFactor: numberFlag('pool-factor', values['pool-factor'], 'count'),
     ...plaidFlags(values),
   };
   // Without --model: the default model, unless the mode needs none (bm25).
@@ -642,7 +646,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     options: {
       data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
       storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
-      'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, centroids: { type: 'string' },
+      'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, centroids: { type: 'string' }, 'pool-factor': { type: 'string' },
     },
   });
   if (!values.data) fail('index needs --data');
@@ -662,6 +666,7 @@ async function indexCommand(argv: string[]): Promise<void> {
       tokenStorage: tokenStorageFlag(values['token-storage']),
       residualBits: numberFlag('residual-bits', values['residual-bits'], 'count'),
       centroids: numberFlag('centroids', values.centroids, 'count'),
+      poolFactor: numberFlag('pool-factor', values['pool-factor'], 'count'),
       onProgress: (d, n) => bar?.update(d, n),
     });
     await index.save(values.output, { overwrite: true });

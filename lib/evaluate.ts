@@ -42,6 +42,8 @@ export interface EvaluateOptions {
    */
   tokenStorage?: TokenStorage;
   residualBits?: number;
+  /** Token pooling of the documents' token vectors (BuildOptions.poolFactor). */
+  poolFactor?: number;
   nprobe?: number;
   fullScores?: number;
   /** qrels split (default 'test'). */
@@ -83,7 +85,7 @@ export interface EvaluateResult {
   seconds: number;
 }
 
-const KEYS = ['data', 'model', 'truncateDim', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
+const KEYS = ['data', 'model', 'truncateDim', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 function loadEvalData(source: string, split: string): BeirData {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
@@ -141,6 +143,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
           storage: o.storage,
           tokenStorage: o.tokenStorage,
           residualBits: o.residualBits,
+          poolFactor: o.poolFactor,
         },
       );
       const late = mode === 'late_interaction';

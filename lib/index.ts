@@ -30,6 +30,7 @@ export { Index } from './search-index';
 export type { IndexDoc, Hit, BuildOptions, SearchOptions, Storage, TokenStorage } from './search-index';
 export type { Filter } from './filter';
 export { quantizeEmbeddings } from './quantize';
+export { poolTokens } from './token-pooling';
 export type { Precision, QuantizeOptions, Quantized } from './quantize';
 export { exportIndex } from './export';
 export type { ExportOptions, ExportResult } from './export';

@@ -9,7 +9,9 @@
  *
  * On disk an index is a folder, written through a staging folder and renamed into place:
  *   index.json          format version, model fingerprint (sha256 of config.json + model.safetensors),
- *                       dimension, storage dtype, lateInteraction, multiVector, document count
+ *                       dimension, storage dtype, lateInteraction, multiVector, document count, tokenStorage
+ *                       and residualBits, tokenPooling { poolFactor, protectedTokens } (documents' token vectors
+ *                       pooled: the counts and rows below are the pooled ones)
  *   docs.jsonl          one {id, text, metadata?, tokens?} per row, in vector order (tokens: the row's
  *                       token-vector count when lateInteraction)
  *   vectors.safetensors "vectors" [rows, dim] (float32, float16 or int8; binary: [rows, ceil(dim / 8)] uint8 sign
@@ -29,6 +31,7 @@ import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic } from './files';
 import { compileFilter, type Filter } from './filter';
+import { poolTokens } from './token-pooling';
 import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
@@ -70,6 +73,13 @@ export interface BuildOptions {
   tokenStorage?: TokenStorage;
   /** Residual token storage: bits per dimension of the residual, 1, 2 or 4 (default 2). */
   residualBits?: number;
+  /**
+   * Token pooling (with token vectors): each document's token vectors clustered and replaced by the clusters'
+   * means, about 1 / poolFactor of them kept, the first one as it is (sentence-transformers'
+   * HierarchicalTokenPooling, PyLate's pool_factor; lib/token-pooling.ts). Default 1: none. Documents added later
+   * are pooled alike; queries never are.
+   */
+  poolFactor?: number;
   /**
    * Residual token storage: the number of centroids (default ColBERTv2's, the power of two at or below
    * 16 × √(token vectors), the count estimated from the first documents; at most the token vectors they hold).
@@ -184,12 +194,16 @@ interface Manifest {
   /** How the token vectors are kept (absent: float16), and a residual store's bits per dimension. */
   tokenStorage?: TokenStorage;
   residualBits?: number;
+  /** Token pooling of the documents' token vectors (absent: none). */
+  tokenPooling?: { poolFactor: number; protectedTokens: number };
   /** Built with a multi-vector model: token vectors only (absent in indexes from before it existed: false). */
   multiVector?: boolean;
   documents: number;
 }
 
-const BUILD_KEYS = ['lateInteraction', 'storage', 'tokenStorage', 'residualBits', 'centroids', 'batchSize', 'onProgress'] as const;
+const BUILD_KEYS = ['lateInteraction', 'storage', 'tokenStorage', 'residualBits', 'centroids', 'poolFactor', 'batchSize', 'onProgress'] as const;
+/** Token pooling's protected leading vectors (sentence-transformers' default: the [CLS] vector). */
+const PROTECTED_TOKENS = 1;
 const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'rescoreMultiplier', 'nprobe', 'fullScores', 'filter'] as const;
 /** Token vectors k-means trains the centroids on, at most (evenly spaced among the first documents'). */
 const CENTROID_SAMPLE = 1 << 18;
@@ -267,6 +281,8 @@ export class Index {
   private bm25: Bm25Index | undefined;
   /** The documents each recent query-object filter matches, by its JSON; emptied when documents change. */
   private filterMatches = new Map<string, Uint8Array>();
+  /** Token pooling of documents' token vectors (BuildOptions.poolFactor; 1: none). */
+  private pooling = 1;
 
   private constructor(
     private readonly encoder: Encoder,
@@ -293,6 +309,10 @@ export class Index {
   get tokenStorage(): TokenStorage | undefined {
     return this.tokens?.kind;
   }
+  /** Token pooling's factor for documents' token vectors (1: none; BuildOptions.poolFactor). */
+  get poolFactor(): number {
+    return this.pooling;
+  }
   /** Residual token storage: the number of centroids (0 until the first documents train them; 0 for other storage). */
   get centroids(): number {
     return this.tokens?.kind === 'residual' ? this.tokens.store.centroids() : 0;
@@ -312,8 +332,11 @@ export class Index {
     const bits = o.residualBits ?? 2;
     if (!RESIDUAL_BITS.includes(bits)) throw invalid('options.residualBits', '1, 2 or 4', o.residualBits);
     const centroids = o.centroids === undefined ? undefined : positiveInteger('options.centroids', o.centroids);
+    const poolFactor = positiveInteger('options.poolFactor', o.poolFactor ?? 1);
+    if (o.poolFactor !== undefined && !late) throw invalid('options.poolFactor', 'absent: the index keeps no token vectors (give lateInteraction: true, or use a multi-vector model)', o.poolFactor);
     const tokens = late ? newTokenStore(encoder.tokenDimension, tokenStorage, bits, centroids) : undefined;
     const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, storage), tokens, storage, undefined);
+    index.pooling = poolFactor;
     const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
     const slice = batchSize * 32;
     if (tokens?.kind === 'residual' && Array.isArray(docs) && docs.length > slice) {
@@ -378,9 +401,18 @@ export class Index {
   /** The token vectors of `texts` embedded as documents, in one array; each text's count pushed onto `counts`. */
   private async documentTokens(texts: string[], batchSize: number, counts: number[] = [], onProgress?: (done: number) => void): Promise<Float32Array> {
     // A multi-vector model's own normalization (sentence-transformers scores its vectors as they come).
-    const tokens = await this.encoder.embed(texts, {
+    let tokens = await this.encoder.embed(texts, {
       output: 'tokens', normalize: this.vectors ? true : undefined, batchSize, task: 'document', ...(onProgress && { onProgress: (done: number) => onProgress(done) }),
     });
+    if (this.pooling > 1) {
+      // In groups that let the event loop run between them (a 512-token document takes milliseconds).
+      const pooled: typeof tokens = [];
+      for (let i = 0; i < tokens.length; i++) {
+        if (i > 0 && i % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
+        pooled.push(poolTokens(tokens[i], this.pooling, PROTECTED_TOKENS));
+      }
+      tokens = pooled;
+    }
     for (const m of tokens) counts.push(m.dims[0]);
     return stackRows(tokens);
   }
@@ -627,6 +659,7 @@ export class Index {
         storage: this.storage,
         lateInteraction: this.lateInteraction,
         ...(this.tokens?.kind === 'residual' ? { tokenStorage: 'residual', residualBits: this.tokens.bits } : {}),
+        ...(this.pooling > 1 ? { tokenPooling: { poolFactor: this.pooling, protectedTokens: PROTECTED_TOKENS } } : {}),
         multiVector: !this.vectors,
         documents: this.docs.length,
       };
@@ -684,6 +717,13 @@ export class Index {
     if (tokenStorage === 'residual' && !RESIDUAL_BITS.includes(manifest.residualBits as number)) throw bad(`index.json says residualBits ${JSON.stringify(manifest.residualBits)}, not 1, 2 or 4`);
     const tokens = manifest.lateInteraction ? newTokenStore(encoder.tokenDimension, tokenStorage, manifest.residualBits ?? 2) : undefined;
     const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, manifest.storage), tokens, manifest.storage, manifest.model.fingerprint);
+    if (manifest.tokenPooling !== undefined) {
+      const { poolFactor, protectedTokens } = manifest.tokenPooling;
+      if (!manifest.lateInteraction || !Number.isInteger(poolFactor) || poolFactor < 1 || protectedTokens !== PROTECTED_TOKENS) {
+        throw bad(`index.json says tokenPooling ${JSON.stringify(manifest.tokenPooling)}: a positive integer poolFactor and protectedTokens ${PROTECTED_TOKENS}, with token vectors, are what this version reads`);
+      }
+      index.pooling = poolFactor;
+    }
     const docsFile = path.join(where, 'docs.jsonl');
     if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
     const lines = fs.readFileSync(docsFile, 'utf8').split('\n').filter((l) => l.length > 0);

@@ -24,12 +24,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { CrossEncoder, Encoder, Generator, ops, quantizeEmbeddings, train } from '../lib';
+import { CrossEncoder, Encoder, Generator, ops, poolTokens, quantizeEmbeddings, train } from '../lib';
 import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
 import { makeBatches } from '../lib/train-data';
 import { FIXTURE, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { seededRandom } from '../lib/random';
 
 const ROOT = path.resolve(__dirname, '..');
 const PYTHON = process.env.COLTRAST_ST_PYTHON || path.join(ROOT, 'build', 'pyenv', 'bin', 'python');
@@ -479,6 +480,46 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     trainer.dispose();
     encoder.dispose();
   }
+});
+
+check(`poolTokens pools as sentence-transformers' HierarchicalTokenPooling: Ward's linkage over cosine distances, cut to n / poolFactor clusters, their means${skipped}`, async (t) => {
+  // Unit vectors near a few directions (so clusters exist and merges are not all alike), documents of 2 to 61
+  // tokens, pool factors 2, 3 and 4, 0 to 2 protected tokens.
+  const random = seededRandom(11);
+  const cases = [2, 3, 5, 9, 17, 33, 61].flatMap((n, i) =>
+    [2, 3, 4].map((poolFactor, j) => {
+      const dim = 7 + ((i + j) % 3) * 5;
+      const centres = Array.from({ length: 4 }, () => Array.from({ length: dim }, () => random.next() - 0.5));
+      const tokens = Array.from({ length: n }, () => {
+        const v = centres[Math.floor(random.next() * 4)].map((x) => x + 0.4 * (random.next() - 0.5));
+        const norm = Math.hypot(...v);
+        return v.map((x) => Math.fround(x / norm));
+      });
+      return { tokens, pool_factor: poolFactor, protected: (i + j) % 3 };
+    }),
+  );
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'in.json'), JSON.stringify({ cases }));
+  const r = await python([script('st_token_pooling.py'), path.join(dir, 'in.json'), path.join(dir, 'out.json')]);
+  t.is(r.status, 0, r.tail);
+  const ref: number[][][] = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8')).pooled;
+  let pooledSome = 0;
+  cases.forEach((c, i) => {
+    const dim = c.tokens[0].length;
+    const ours = poolTokens({ dims: [c.tokens.length, dim], data: Float32Array.from(c.tokens.flat()) }, c.pool_factor, c.protected);
+    const label = `${c.tokens.length} tokens, pool factor ${c.pool_factor}, ${c.protected} protected`;
+    t.is(ours.dims[0], ref[i].length, label);
+    if (ours.dims[0] < c.tokens.length) pooledSome++;
+    // The protected vectors first, as they were; then the same cluster means, in any order.
+    const rows = Array.from({ length: ours.dims[0] }, (_, r) => Array.from(ours.data.subarray(r * dim, (r + 1) * dim)));
+    const key = (v: number[]) => v.map((x) => x.toFixed(4)).join(',');
+    const keep = Math.min(c.protected, c.tokens.length);
+    t.deepEqual(rows.slice(0, keep).map(key), ref[i].slice(0, keep).map(key), `${label}: protected`);
+    const byKey = (m: number[][]) => [...m].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+    t.deepEqual(byKey(rows.slice(keep)).map(key), byKey(ref[i].slice(keep)).map(key), `${label}: means`);
+    t.true(maxAbsDiff(byKey(rows).flat(), byKey(ref[i]).flat()) < 1e-5, label);
+  });
+  t.true(pooledSome >= 15, `cases that pooled: ${pooledSome}`);
 });
 
 check(`quantizeEmbeddings gives sentence-transformers' quantize_embeddings codes: int8, uint8 (own and calibrated ranges), binary, ubinary${skipped}`, async (t) => {
