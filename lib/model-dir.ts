@@ -23,8 +23,8 @@ const POOLING_KEYS: Record<PoolingMode, string> = {
 const ST = 'sentence_transformers.models.';
 
 /** The sentence-transformers modules coltrast runs, by class name. */
-type ModuleClass = 'Transformer' | 'Pooling' | 'Dense' | 'Normalize' | 'MultiVectorMask';
-const MODULE_CLASSES: readonly ModuleClass[] = ['Transformer', 'Pooling', 'Dense', 'Normalize', 'MultiVectorMask'];
+type ModuleClass = 'Transformer' | 'Pooling' | 'Dense' | 'Normalize' | 'MultiVectorMask' | 'HierarchicalTokenPooling';
+const MODULE_CLASSES: readonly ModuleClass[] = ['Transformer', 'Pooling', 'Dense', 'Normalize', 'MultiVectorMask', 'HierarchicalTokenPooling'];
 
 /**
  * The class a modules.json "type" names, when it is one coltrast runs. sentence-transformers up to 5.x writes
@@ -119,6 +119,11 @@ export interface MultiVectorConfig {
   similarity: 'maxsim' | 'meanmaxsim';
   /** Prefixes such as "[unused0]" that PyLate inserted as single tokens, to register as special tokens. */
   prefixTokens: string[];
+  /**
+   * A HierarchicalTokenPooling module (sentence-transformers 6): the token vectors of texts embedded for `tasks`
+   * (no task counts as 'document') pooled to about 1 / poolFactor (lib/token-pooling.ts).
+   */
+  tokenPooling?: { poolFactor: number; protectedTokens: number; tasks: string[] };
 }
 
 export interface ModelDirectory {
@@ -372,6 +377,7 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   let normalize = false;
   let dense: DenseHead | undefined;
   let mask: { config: Record<string, unknown>; file: string } | undefined;
+  let tokenPooling: MultiVectorConfig['tokenPooling'];
   if (crossEncoder) {
     // Its one module, the Transformer with its classification head, was checked by readCrossEncoder.
   } else if (modules && !multi) {
@@ -391,19 +397,21 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
       } else throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: module type ${m.type} is not supported yet`);
     }
   } else if (modules) {
-    // A multi-vector model: Transformer, at most one token-level Dense, then MultiVectorMask and Normalize.
-    const expected = ['Transformer', 'Dense', 'MultiVectorMask', 'Normalize'];
+    // A multi-vector model: Transformer, at most one token-level Dense, then MultiVectorMask and Normalize, then
+    // token pooling.
+    const expected = ['Transformer', 'Dense', 'MultiVectorMask', 'Normalize', 'HierarchicalTokenPooling'];
     const ranks = order.map((name) => expected.indexOf(name));
     if (order[0] !== 'Transformer' || ranks.some((r, i) => r < 0 || (i > 0 && r <= ranks[i - 1]))) {
       throw new ColtrastError(
         'UNSUPPORTED_MODEL',
-        `modules.json in ${dir}: a multi-vector model of Transformer → [Dense] → [MultiVectorMask] → [Normalize] is supported, not ${order.join(' → ')}`,
+        `modules.json in ${dir}: a multi-vector model of Transformer → [Dense] → [MultiVectorMask] → [Normalize] → [HierarchicalTokenPooling] is supported, not ${order.join(' → ')}`,
       );
     }
     for (const m of modules) {
       const type = moduleClass(m.type);
       if (type === 'Dense') dense = readDense(dir, m.path, 'token_embeddings');
       else if (type === 'MultiVectorMask') mask = { config: readModuleConfig(dir, m.path, 'MultiVectorMask'), file: path.join(dir, m.path, 'config.json') };
+      else if (type === 'HierarchicalTokenPooling') tokenPooling = readTokenPooling(dir, m.path);
       // A Normalize of the pooled vector does nothing in a multi-vector model, as in sentence-transformers.
       else if (type === 'Normalize') normalize = readNormalizeInput(dir, m.path, ['sentence_embedding', 'token_embeddings']) === 'token_embeddings';
     }
@@ -447,7 +455,7 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
     ...rawPrompts,
     includePrompt,
     similarity: typeof stModel.similarity_fn_name === 'string' ? stModel.similarity_fn_name : null,
-    multiVector: multi ? readMultiVector(dir, modelType, stModel, isObject(stConfig) ? stConfig : {}, mask, normalize) : undefined,
+    multiVector: multi ? { ...readMultiVector(dir, modelType, stModel, isObject(stConfig) ? stConfig : {}, mask, normalize), ...(tokenPooling && { tokenPooling }) } : undefined,
     crossEncoder,
   };
 }
@@ -559,6 +567,20 @@ function readCrossEncoder(
     labels,
     activation: activation ?? (labels.length === 1 ? 'sigmoid' : 'identity'),
   };
+}
+
+/** A HierarchicalTokenPooling module's config: pool_factor (≥ 1), num_protected_tokens (≥ 0), tasks. */
+function readTokenPooling(dir: string, modulePath: string): NonNullable<MultiVectorConfig['tokenPooling']> {
+  const config = readModuleConfig(dir, modulePath, 'HierarchicalTokenPooling');
+  const file = path.join(dir, modulePath, 'config.json');
+  const poolFactor = config.pool_factor ?? 1;
+  const protectedTokens = config.num_protected_tokens ?? 1;
+  if (!Number.isInteger(poolFactor) || (poolFactor as number) < 1) throw filesError(`${file}: "pool_factor" must be a positive integer, not ${JSON.stringify(config.pool_factor)}`);
+  if (!Number.isInteger(protectedTokens) || (protectedTokens as number) < 0) throw filesError(`${file}: "num_protected_tokens" must be a whole number, not ${JSON.stringify(config.num_protected_tokens)}`);
+  const rawTasks = config.tasks ?? ['document'];
+  const tasks = typeof rawTasks === 'string' ? [rawTasks] : rawTasks;
+  if (!Array.isArray(tasks) || !tasks.every((x) => typeof x === 'string')) throw filesError(`${file}: "tasks" must be a list of task names`);
+  return { poolFactor: poolFactor as number, protectedTokens: protectedTokens as number, tasks: tasks as string[] };
 }
 
 function readModuleConfig(dir: string, modulePath: string, what: string): Record<string, unknown> {

@@ -334,6 +334,10 @@ export class Index {
     const centroids = o.centroids === undefined ? undefined : positiveInteger('options.centroids', o.centroids);
     const poolFactor = positiveInteger('options.poolFactor', o.poolFactor ?? 1);
     if (o.poolFactor !== undefined && !late) throw invalid('options.poolFactor', 'absent: the index keeps no token vectors (give lateInteraction: true, or use a multi-vector model)', o.poolFactor);
+    const modelPooling = encoder.multiVector?.tokenPooling;
+    if (poolFactor > 1 && modelPooling && modelPooling.poolFactor > 1 && modelPooling.tasks.includes('document')) {
+      throw invalid('options.poolFactor', `absent: the model pools its documents' token vectors already (a HierarchicalTokenPooling module, pool factor ${modelPooling.poolFactor}), and pooling again would pool them twice`, o.poolFactor);
+    }
     const tokens = late ? newTokenStore(encoder.tokenDimension, tokenStorage, bits, centroids) : undefined;
     const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, storage), tokens, storage, undefined);
     index.pooling = poolFactor;
@@ -435,6 +439,31 @@ export class Index {
       }
     }
     await tokens.store.train(sample, Math.min(tokens.centroids ?? defaultCentroids(expected), sample.length / dim), 42);
+  }
+
+  /**
+   * Adds documents, replacing those whose ids the index holds already: remove() of those, then add() of all
+   * (so a replaced document moves to the end of the index's order).
+   */
+  async upsert(docs: IndexDoc[], options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<void> {
+    checkDocs(docs, new Map());
+    const present = docs.filter((d) => this.positions.has(d.id)).map((d) => d.id);
+    if (present.length > 0) await this.remove(present);
+    await this.add(docs, options);
+  }
+
+  /** Whether the index holds a document with this id. */
+  has(id: string): boolean {
+    return this.positions.has(id);
+  }
+
+  /** The stored documents with these ids ({ id, text, metadata? }), in the order asked; undefined for an id it does not hold. */
+  get(ids: string[]): (IndexDoc | undefined)[] {
+    if (!Array.isArray(ids)) throw invalid('ids', 'an array of document ids', ids);
+    return ids.map((id) => {
+      const at = this.positions.get(id);
+      return at === undefined ? undefined : this.docs[at];
+    });
   }
 
   /** Removes documents by id (unknown ids are an error). */

@@ -5,8 +5,8 @@
  * (and PyLate after its condensed-Ward fix): the first `protectedTokens` vectors are kept as they are; the others
  * are clustered by Ward's linkage over the cosine distances clip(1 - cos, 0, 2), the dendrogram cut into
  * max(⌊n / poolFactor⌋, 1) clusters as scipy's fcluster(criterion="maxclust") cuts it, and each cluster's mean
- * (not renormalized) follows the protected vectors. `test/python-interop.test.ts` checks it against
- * sentence-transformers itself.
+ * (not renormalized) follows the protected vectors, in sentence-transformers' order (fcluster's numbering).
+ * `test/python-interop.test.ts` checks it against sentence-transformers itself.
  *
  * Written here, not taken from a package: the linkage is scipy's (a Python C extension) and no npm package has
  * Ward's linkage with its Lance–Williams update; it is the nearest-neighbour-chain algorithm (Müllner, "Modern
@@ -66,31 +66,61 @@ function wardMerges(d: Float64Array, n: number): [number, number, number][] {
 
 /**
  * The clusters of `n` points cut from their merges as fcluster(criterion="maxclust", t=clusters) cuts them: every
- * merge at or below the lowest height that leaves at most `clusters` clusters. Returns each point's cluster, the
- * clusters numbered in the order of their first point.
+ * merge at or below the lowest height that leaves at most `clusters` clusters. Numbered from 0 as fcluster numbers
+ * them: the merges sorted by height (stably) make scipy's tree (a merge's cluster numbered n + its rank, its
+ * children in increasing number), walked from the root as fcluster walks it.
  */
 function cutClusters(merges: [number, number, number][], n: number, clusters: number): Int32Array {
-  const parent = Int32Array.from({ length: n }, (_, i) => i);
+  const order = merges.map((_, i) => i).sort((a, b) => merges[a][2] - merges[b][2] || a - b);
+  // Which cluster each point is in as the sorted merges are applied (union-find; the new cluster its root).
+  const parent = Int32Array.from({ length: 2 * n - 1 }, (_, i) => i);
   const find = (i: number): number => {
     while (parent[i] !== i) i = parent[i] = parent[parent[i]];
     return i;
   };
-  // A merge of slots x and y joins the points whose clusters sit in them: each slot's first point stands for it.
-  const member = Int32Array.from({ length: n }, (_, i) => i);
-  const joins = merges.map(([x, y, height]) => {
-    const join: [number, number, number] = [member[x], member[y], height];
-    member[y] = member[x];
-    return join;
+  const children = new Int32Array(2 * (n - 1));
+  const height = new Float64Array(n - 1);
+  order.forEach((m, rank) => {
+    const [x, y, h] = merges[m];
+    const a = find(x);
+    const b = find(y);
+    children[2 * rank] = Math.min(a, b);
+    children[2 * rank + 1] = Math.max(a, b);
+    height[rank] = h;
+    parent[a] = parent[b] = n + rank;
   });
-  const heights = joins.map((j) => j[2]).sort((a, b) => a - b);
-  const threshold = clusters >= n ? -Infinity : heights[n - clusters - 1];
-  for (const [a, b, height] of joins) if (height <= threshold) parent[find(a)] = find(b);
+  const threshold = clusters >= n ? -Infinity : height[n - clusters - 1];
+  // fcluster's walk: a merge's merged children first (first child first), then its single points. A merge at or below
+  // the threshold met with no cluster open opens one (the next number), which all points below it take.
   const label = new Int32Array(n);
-  const numbers = new Map<number, number>();
-  for (let i = 0; i < n; i++) {
-    const root = find(i);
-    if (!numbers.has(root)) numbers.set(root, numbers.size);
-    label[i] = numbers.get(root)!;
+  const visited = new Uint8Array(2 * n - 1);
+  const stack = [2 * n - 2];
+  let open = -1;
+  let count = 0;
+  while (stack.length > 0) {
+    const r = stack[stack.length - 1] - n;
+    const [a, b] = [children[2 * r], children[2 * r + 1]];
+    if (open === -1 && height[r] <= threshold) {
+      open = r;
+      count++;
+    }
+    if (a >= n && !visited[a]) {
+      visited[a] = 1;
+      stack.push(a);
+      continue;
+    }
+    if (b >= n && !visited[b]) {
+      visited[b] = 1;
+      stack.push(b);
+      continue;
+    }
+    for (const point of [a, b]) {
+      if (point >= n) continue;
+      if (open === -1) count++;
+      label[point] = count - 1;
+    }
+    if (open === r) open = -1;
+    stack.pop();
   }
   return label;
 }

@@ -767,6 +767,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (encoder instanceof Encoder && encoder.multiVector && config.contrastiveTension) {
       throw new ColtrastError('INVALID_ARGUMENT', `options.contrastiveTension trains pooled vectors, and ${encoder.modelDir} is a multi-vector model; start from a single-vector one`);
     }
+    if (encoder instanceof Encoder && (encoder.multiVector?.tokenPooling?.poolFactor ?? 1) > 1) {
+      // sentence-transformers trains through the pooling (its cluster means); coltrast's training step does not pool.
+      throw new ColtrastError(
+        'UNSUPPORTED_MODEL',
+        `${encoder.modelDir} pools its token vectors (a HierarchicalTokenPooling module), which coltrast's training does not do: train the model without that module (remove it from modules.json), then pool at indexing (Index.build's poolFactor)`,
+      );
+    }
     if (encoder instanceof Encoder && (encoder.multiVector || config.multiVector)) multiVectorLoss(config, options, encoder.modelDir, scoredData);
     if (config.matryoshka && encoder instanceof Encoder) {
       if (encoder.multiVector || config.multiVector) {

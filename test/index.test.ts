@@ -104,6 +104,28 @@ test('add and remove keep vectors, tokens and ids in step; duplicate and unknown
   enc.dispose();
 });
 
+test('upsert replaces documents by id and adds new ones; get and has read the stored documents', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const index = await Index.build(enc, DOCS.slice(0, 6), { lateInteraction: true });
+  t.true(index.has(DOCS[2].id));
+  t.false(index.has('missing'));
+  t.deepEqual(index.get([DOCS[3].id, 'missing', DOCS[0].id]), [DOCS[3], undefined, DOCS[0]]);
+  // Replace document 2's text with document 9's, and add document 7.
+  const replaced = { id: DOCS[2].id, text: DOCS[9].text, metadata: { project: 'replaced' } };
+  await index.upsert([replaced, DOCS[7]]);
+  t.is(index.size, 7);
+  t.deepEqual(index.get([DOCS[2].id]), [replaced]);
+  // Its vectors are the new text's: searching for document 9's text finds it first, with document 9's score.
+  const fresh = await Index.build(enc, [...DOCS.slice(0, 2), ...DOCS.slice(3, 6), replaced, DOCS[7]], { lateInteraction: true });
+  const [a, b] = await Promise.all([index.search([DOCS[9].text], { k: 7, rerank: 'maxsim' }), fresh.search([DOCS[9].text], { k: 7, rerank: 'maxsim' })]);
+  t.is(a[0][0].id, DOCS[2].id);
+  t.deepEqual(a[0].map((h) => h.id), b[0].map((h) => h.id));
+  a[0].forEach((h, i) => t.true(Math.abs(h.score - b[0][i].score) < 1e-6));
+  await t.throwsAsync(index.upsert([DOCS[8], DOCS[8]]), { message: /docs\[1\]\.id .* is already in the index/ });
+  t.throws(() => index.get('x' as unknown as string[]), { message: /ids must be an array of document ids/ });
+  enc.dispose();
+});
+
 test('save/load round-trips; another model or damaged files are refused', async (t) => {
   const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
   const index = await Index.build(enc, DOCS, { lateInteraction: true });

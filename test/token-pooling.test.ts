@@ -6,7 +6,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, Index, poolTokens, type IndexDoc } from '../lib';
+import { Encoder, Index, poolTokens, serve, type IndexDoc } from '../lib';
 import { fixtureCopy, tempDir } from './helpers/fixture';
 import { makeSmallMultiVector, rejection } from './helpers/vectors';
 
@@ -34,7 +34,7 @@ test('poolTokens: three tight groups after a protected vector become the protect
   const pooled = poolTokens({ dims: [rows.length, dim], data: Float32Array.from(rows.flat()) }, 3, 1);
   t.deepEqual(pooled.dims, [4, dim]);
   t.deepEqual(Array.from(pooled.data.subarray(0, dim)), axis(3, 0), 'the protected vector first, as it was');
-  // The means, numbered by their first member: axis 0 (members 1, 4, 7), axis 1 (2, 5, 8), axis 2 (3, 6, 9).
+  // The means, in fcluster's order (here axis 0: members 1, 4, 7; axis 1: 2, 5, 8; axis 2: 3, 6, 9).
   [0, 1, 2].forEach((a, g) => {
     const members = groups.filter((_, i) => i % 3 === a);
     const mean = Array.from({ length: dim }, (_, c) => members.reduce((s, m) => s + m[c], 0) / members.length);
@@ -90,6 +90,12 @@ test('an index with token pooling scores MaxSim over the pooled vectors, keeps i
   t.is(loaded.poolFactor, 2);
   await loaded.add(DOCS.slice(20));
   await check(loaded, 24, 'loaded, then added to');
+  const server = await serve({ encoder: multi, index: loaded, port: 0 });
+  try {
+    t.like(((await (await fetch(`${server.url}/info`)).json()) as { index: object }).index, { documents: 24, pool_factor: 2 });
+  } finally {
+    await server.close();
+  }
 
   // With residual storage: the k-means sample and the stored vectors are the pooled ones; every centroid probed and
   // every candidate scored, the top hits stay near the float16 index's.

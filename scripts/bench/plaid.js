@@ -7,9 +7,12 @@
 // overlap of each top 10 with the exact one, search time per query (query embedding included, all queries in
 // one call) and the token storage's size on disk. --distractors adds documents that no query is judged against
 // (JSONL with "positive" or "text", e.g. Debian package descriptions), to see how each search scales.
+// --pool-factor 2,3 repeats the float16 and residual indexes with the documents' token vectors pooled (hierarchical
+// token pooling, BuildOptions.poolFactor); the overlap is still with the unpooled exact search.
 // Uses the built package (npm run build).
 //   node scripts/bench/plaid.js --model <multi-vector model> [--data ../shared/data/scifact] [--bits 2,4]
-//     [--nprobe 1,2,4,8] [--full-scores 256,1024] [--distractors file.jsonl] [--no-exhaustive] [--threads N] [--json out.json]
+//     [--nprobe 1,2,4,8] [--full-scores 256,1024] [--pool-factor 2,3] [--distractors file.jsonl] [--no-exhaustive]
+//     [--threads N] [--json out.json]
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -26,6 +29,7 @@ const { values } = parseArgs({
     bits: { type: 'string', default: '2,4' },
     nprobe: { type: 'string', default: '1,2,4,8' },
     'full-scores': { type: 'string', default: '256,1024' },
+    'pool-factor': { type: 'string', default: '' },
     threads: { type: 'string' },
     distractors: { type: 'string' },
     'no-exhaustive': { type: 'boolean' },
@@ -79,21 +83,27 @@ async function main() {
   let started = Date.now();
   await encoder.embed(queries, { output: 'tokens', task: 'query' });
   const embedMs = (Date.now() - started) / queries.length;
-  started = Date.now();
-  const exact = await Index.build(encoder, docs, { batchSize: 32 });
-  const buildExact = (Date.now() - started) / 1000;
-  await measure('float16, exact MaxSim over every document', exact, {}, { buildSeconds: buildExact, tokenBytes: await tokenBytes(exact, 'float16') });
-  for (const bits of list(values.bits)) {
+  for (const poolFactor of [1, ...(values['pool-factor'] ? list(values['pool-factor']) : [])]) {
+    const pooled = poolFactor > 1 ? { poolFactor } : {};
+    const suffix = poolFactor > 1 ? `, pool factor ${poolFactor}` : '';
     started = Date.now();
-    const index = await Index.build(encoder, docs, { batchSize: 32, tokenStorage: 'residual', residualBits: bits });
-    const build = (Date.now() - started) / 1000;
-    const bytes = await tokenBytes(index, `residual${bits}`);
-    const common = { bits, centroids: index.centroids };
-    const built = { ...common, buildSeconds: build, tokenBytes: bytes };
-    if (!values['no-exhaustive']) await measure(`residual ${bits} bits, exhaustive (every centroid, every document)`, index, { nprobe: index.centroids, fullScores: index.size }, built);
-    for (const fullScores of list(values['full-scores'])) {
-      for (const nprobe of list(values.nprobe)) {
-        await measure(`residual ${bits} bits, nprobe ${nprobe}, fullScores ${fullScores}`, index, { nprobe, fullScores }, { ...(rows.some((r) => r.bits === bits) ? common : built), nprobe, fullScores });
+    const exact = await Index.build(encoder, docs, { batchSize: 32, ...pooled });
+    const buildExact = (Date.now() - started) / 1000;
+    await measure(`float16${suffix}, exact MaxSim over every document`, exact, {}, { poolFactor, buildSeconds: buildExact, tokenBytes: await tokenBytes(exact, `float16-${poolFactor}`) });
+    for (const bits of list(values.bits)) {
+      started = Date.now();
+      const index = await Index.build(encoder, docs, { batchSize: 32, tokenStorage: 'residual', residualBits: bits, ...pooled });
+      const build = (Date.now() - started) / 1000;
+      const bytes = await tokenBytes(index, `residual${bits}-${poolFactor}`);
+      const common = { poolFactor, bits, centroids: index.centroids };
+      const built = { ...common, buildSeconds: build, tokenBytes: bytes };
+      let first = true;
+      const extra = () => (first ? ((first = false), built) : common);
+      if (!values['no-exhaustive']) await measure(`residual ${bits} bits${suffix}, exhaustive (every centroid, every document)`, index, { nprobe: index.centroids, fullScores: index.size }, extra());
+      for (const fullScores of list(values['full-scores'])) {
+        for (const nprobe of list(values.nprobe)) {
+          await measure(`residual ${bits} bits${suffix}, nprobe ${nprobe}, fullScores ${fullScores}`, index, { nprobe, fullScores }, { ...extra(), nprobe, fullScores });
+        }
       }
     }
   }
