@@ -146,6 +146,7 @@ commands:
                              candidates scored exactly (default max(256, 4 k))
     --filter <json>          only documents matching a MongoDB query over { id, text, metadata },
                              e.g. '{"metadata.lang": "en", "metadata.year": {"$gte": 2020}}'
+    --mmr <λ>                varied hits: maximal marginal relevance over the --candidates, λ in [0, 1] (1: plain ranking)
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none)
@@ -690,7 +691,7 @@ async function searchCommand(argv: string[]): Promise<void> {
     options: {
       index: { type: 'string' }, model: { type: 'string' }, k: { type: 'string' }, mode: { type: 'string' }, rerank: { type: 'string' },
       reranker: { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
-      'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' }, filter: { type: 'string' },
+      'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' }, filter: { type: 'string' }, mmr: { type: 'string' },
     },
   });
   if (!values.index) fail('search needs --index <dir>');
@@ -715,7 +716,9 @@ async function searchCommand(argv: string[]): Promise<void> {
     if (values.reranker) reranker = await CrossEncoder.load(values.reranker, { device });
     const index = await Index.load(values.index, enc);
     const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
-    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values), ...(filter !== undefined && { filter }) });
+    const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values), ...(filter !== undefined && { filter }),
+      mmrLambda: numberFlag('mmr', values.mmr, 'number'),
+    });
     if (values.json) {
       console.log(JSON.stringify(positionals.map((query, i) => ({ query, hits: hits[i] }))));
       return;

@@ -27,7 +27,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Bm25Index } from './bm25';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
-import { Encoder } from './encoder';
+import { Encoder, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic } from './files';
 import { compileFilter, type Filter } from './filter';
@@ -35,7 +35,7 @@ import { poolTokens } from './token-pooling';
 import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
-import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
+import { checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
 export interface IndexDoc {
   id: string;
@@ -133,6 +133,14 @@ export interface SearchOptions {
    * A query object's matches are kept (16 filters) until documents are added or removed.
    */
   filter?: Filter;
+  /**
+   * Maximal marginal relevance (Carbonell and Goldstein, 1998), for varied hits (e.g. a RAG prompt's context): the
+   * k hits are picked one at a time from the ranking's first `candidates` (after any re-ranking), each the one that
+   * maximizes λ · cos(query, doc) − (1 − λ) · max cos(doc, a doc picked before), cosines of the pooled vectors
+   * (as LangChain's max_marginal_relevance_search). 1: the most relevant first, 0: the most varied. Hits keep the
+   * ranking's scores, in the order picked. Needs pooled vectors (not a multi-vector index).
+   */
+  mmrLambda?: number;
 }
 
 /** How an index keeps its token vectors (BuildOptions.tokenStorage). */
@@ -204,7 +212,7 @@ interface Manifest {
 const BUILD_KEYS = ['lateInteraction', 'storage', 'tokenStorage', 'residualBits', 'centroids', 'poolFactor', 'batchSize', 'onProgress'] as const;
 /** Token pooling's protected leading vectors (sentence-transformers' default: the [CLS] vector). */
 const PROTECTED_TOKENS = 1;
-const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'rescoreMultiplier', 'nprobe', 'fullScores', 'filter'] as const;
+const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'rescoreMultiplier', 'nprobe', 'fullScores', 'filter', 'mmrLambda'] as const;
 /** Token vectors k-means trains the centroids on, at most (evenly spaced among the first documents'). */
 const CENTROID_SAMPLE = 1 << 18;
 
@@ -509,18 +517,24 @@ export class Index {
     }
     const nprobe = positiveInteger('options.nprobe', o.nprobe ?? 1);
     const fullScores = o.fullScores === undefined ? undefined : positiveInteger('options.fullScores', o.fullScores);
+    const mmr = o.mmrLambda === undefined ? undefined : numberValue('options.mmrLambda', o.mmrLambda, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
+    if (mmr !== undefined && !this.vectors) throw new ColtrastError('INVALID_ARGUMENT', 'options.mmrLambda compares pooled vectors, and a multi-vector index has none');
+    // The first stage keeps k hits when nothing after it needs more.
+    const firstK = (m: typeof mode) => (mode === m && rerank === 'none' && mmr === undefined ? k : candidates);
     const allow = o.filter === undefined ? undefined : await this.filterMask(o.filter);
     if (queries.length === 0 || this.docs.length === 0 || (allow && !allow.includes(1))) return queries.map(() => []);
 
     let dense: { doc: number; score: number }[][] = queries.map(() => []);
     if (mode !== 'bm25' && !this.vectors) {
-      const wanted = mode === 'dense' && rerank === 'none' ? k : candidates;
+      const wanted = firstK('dense');
       dense = await this.maxsimSearch(queries, wanted, { nprobe, fullScores: fullScores ?? Math.max(256, 4 * wanted) }, allow);
-    } else if (mode !== 'bm25' && this.vectors) {
-      const q = await this.encoder.embed(queries, { normalize: true, task: 'query' });
+    }
+    let q: Matrix | undefined; // the queries' pooled vectors, normalized
+    if (mode !== 'bm25' && this.vectors) {
+      q = await this.encoder.embed(queries, { normalize: true, task: 'query' });
       let r: { scores: Float32Array; indices: Int32Array; k: number };
       try {
-        r = await this.vectors.search(q.data, mode === 'dense' && rerank === 'none' ? k : candidates, multiplier, allow);
+        r = await this.vectors.search(q.data, firstK('dense'), multiplier, allow);
       } catch (error) {
         throw fromNative(error);
       }
@@ -532,7 +546,7 @@ export class Index {
         this.bm25 = new Bm25Index();
         this.docs.forEach((d, i) => this.bm25!.add(String(i), d.text));
       }
-      lexical = queries.map((q) => this.bm25!.search(q, mode === 'bm25' && rerank === 'none' ? k : candidates, allow).map((h) => ({ doc: Number(h.id), score: h.score })));
+      lexical = queries.map((text) => this.bm25!.search(text, firstK('bm25'), allow).map((h) => ({ doc: Number(h.id), score: h.score })));
     }
     const fused = (i: number) =>
       reciprocalRankFusion(dense[i], lexical[i], (h) => h.doc, weight, 60)
@@ -545,9 +559,45 @@ export class Index {
       const reranked = await rerankCandidates(rerank, queries, ranked.map((hits) => hits.slice(0, candidates)), (h) => this.docs[h.doc].text);
       ranked = reranked.map((hits) => hits.map(({ item, score }) => ({ doc: item.doc, score })));
     }
+    if (mmr !== undefined) {
+      q ??= await this.encoder.embed(queries, { normalize: true, task: 'query' });
+      ranked = ranked.map((hits, i) => this.marginalRelevance(q!.data.subarray(i * q!.dims[1], (i + 1) * q!.dims[1]), hits.slice(0, candidates), k, mmr));
+    }
     return ranked.map((hits) =>
       hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs[doc].id, score, text: this.docs[doc].text, ...(this.docs[doc].metadata ? { metadata: this.docs[doc].metadata } : {}) })),
     );
+  }
+
+  /** The k of `hits` that maximal marginal relevance picks (SearchOptions.mmrLambda), in the order picked. */
+  private marginalRelevance(query: Float32Array, hits: { doc: number; score: number }[], k: number, lambda: number): { doc: number; score: number }[] {
+    const dim = query.length;
+    // The stored vectors (int8 and binary decoded), normalized again: cosines.
+    const vectors = hits.map((h) => {
+      const v = this.vectors!.rows(h.doc, 1);
+      const norm = Math.hypot(...v) || 1;
+      return v.map((x) => x / norm);
+    });
+    const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+      let sum = 0;
+      for (let c = 0; c < dim; c++) sum += a[c] * b[c];
+      return sum;
+    };
+    const relevance = vectors.map((v) => dot(query, v));
+    const closest = new Float64Array(hits.length).fill(-Infinity); // each candidate's highest cosine with a picked one
+    const picked: number[] = [];
+    const free = new Set(hits.keys());
+    while (picked.length < Math.min(k, hits.length)) {
+      let best = -1;
+      let bestValue = -Infinity;
+      for (const j of free) {
+        const value = lambda * relevance[j] - (1 - lambda) * (picked.length === 0 ? 0 : closest[j]);
+        if (value > bestValue) [best, bestValue] = [j, value];
+      }
+      picked.push(best);
+      free.delete(best);
+      for (const j of free) closest[j] = Math.max(closest[j], dot(vectors[j], vectors[best]));
+    }
+    return picked.map((j) => hits[j]);
   }
 
   /**
@@ -564,7 +614,7 @@ export class Index {
     const SLICE = 16384;
     for (let start = 0; start < docs.length; start += SLICE) {
       if (start > 0) await new Promise((resolve) => setImmediate(resolve));
-      if (this.docs !== docs) throw new ColtrastError('INVALID_ARGUMENT', 'documents were added or removed while a search was filtering them; search again');
+      if (this.docs !== docs || docs.length !== mask.length) throw new ColtrastError('INVALID_ARGUMENT', 'documents were added or removed while a search was filtering them; search again');
       for (let i = start; i < Math.min(docs.length, start + SLICE); i++) {
         let match: unknown;
         try {

@@ -122,6 +122,7 @@ test('a multi-vector index, exact and with residual tokens, filtered; PLAID with
       t.true(c[q].every((h) => match(DOCS[position.get(h.id)!])), `one probe, ${name}: only matches`);
     });
   }
+  await t.throwsAsync(exact.search(QUERIES, { mmrLambda: 0.5 }), { message: /options\.mmrLambda compares pooled vectors, and a multi-vector index has none/ });
   // Without a filter too: one probe and k larger than its documents, the probes widen until k are found.
   const [wide] = await residual.search([QUERIES[0]], { k: N, nprobe: 1, fullScores: N });
   t.is(wide.length, N);
@@ -191,7 +192,7 @@ test('filters are checked, follow added and removed documents, and may match not
   t.deepEqual(await index.search([QUERIES[0]], { filter: newest }), [[]]);
 });
 
-test('coltrast search --filter and serve\'s "filter"', async (t) => {
+test('coltrast search --filter and serve\'s "filter" (and "mmr_lambda")', async (t) => {
   const root = tempDir();
   const jsonl = path.join(root, 'docs.jsonl');
   fs.writeFileSync(jsonl, DOCS.map((d) => JSON.stringify(d)).join('\n'));
@@ -230,6 +231,14 @@ test('coltrast search --filter and serve\'s "filter"', async (t) => {
     const where = await post({ query: QUERIES[0], filter: { $where: 'true' } });
     t.is(where.status, 400);
     t.regex(where.json.error, /"filter": Unsupported operation: \$where/);
+    // mmr_lambda reaches Index.search (λ 1: the plain ranking), and is checked.
+    const plainHits = (await index.search([QUERIES[0]], { k: 3 }))[0];
+    t.deepEqual((await post({ query: QUERIES[0], k: 3, mmr_lambda: 1 })).json.results[0].hits, plainHits);
+    const varied = await post({ query: QUERIES[0], k: 3, mmr_lambda: 0 });
+    t.deepEqual(varied.json.results[0].hits, (await index.search([QUERIES[0]], { k: 3, mmrLambda: 0 }))[0]);
+    const badLambda = await post({ query: QUERIES[0], mmr_lambda: 2 });
+    t.is(badLambda.status, 400);
+    t.regex(badLambda.json.error, /"mmr_lambda" must be a number in \[0, 1\]/);
     const notObject = await post({ query: QUERIES[0], filter: 'project' });
     t.is(notObject.status, 400);
     t.regex(notObject.json.error, /"filter" must be a MongoDB query object/);

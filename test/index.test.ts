@@ -126,6 +126,48 @@ test('upsert replaces documents by id and adds new ones; get and has read the st
   enc.dispose();
 });
 
+test('maximal marginal relevance picks k of the candidates as a float64 reference does; λ 1 is the plain ranking', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const index = await Index.build(enc, DOCS);
+  const queries = [QUESTION, 'pneumonia x-ray'];
+  const q = await enc.embed(queries, { normalize: true, task: 'query' });
+  const d = await enc.embed(DOCS.map((x) => x.text), { normalize: true, task: 'document' });
+  const dim = enc.dimension;
+  const vec = (m: { data: Float32Array }, i: number) => Array.from(m.data.subarray(i * dim, (i + 1) * dim));
+  const cos = (a: number[], b: number[]) => a.reduce((s, x, c) => s + x * b[c], 0) / Math.hypot(...a) / Math.hypot(...b);
+  for (const [lambda, candidates] of [[0.5, 8], [0.2, 12], [0.9, DOCS.length]] as const) {
+    const pool = await index.search(queries, { k: candidates });
+    const got = await index.search(queries, { k: 4, mmrLambda: lambda, candidates });
+    queries.forEach((_, i) => {
+      const ids = pool[i].map((h) => h.id);
+      const vectors = ids.map((id) => vec(d, DOCS.findIndex((x) => x.id === id)));
+      const picked: number[] = [];
+      while (picked.length < 4) {
+        let best = -1;
+        let value = -Infinity;
+        vectors.forEach((v, j) => {
+          if (picked.includes(j)) return;
+          const redundancy = picked.length ? Math.max(...picked.map((p) => cos(v, vectors[p]))) : 0;
+          const x = lambda * cos(vec(q, i), v) - (1 - lambda) * redundancy;
+          if (x > value + 1e-9) [best, value] = [j, x];
+        });
+        picked.push(best);
+      }
+      t.deepEqual(got[i].map((h) => h.id), picked.map((j) => ids[j]), `λ ${lambda}, ${candidates} candidates, query ${i}`);
+      // Hits keep the ranking's scores.
+      got[i].forEach((h) => t.is(h.score, pool[i].find((p) => p.id === h.id)!.score));
+    });
+  }
+  const plain = await index.search(queries, { k: 5 });
+  t.deepEqual(await index.search(queries, { k: 5, mmrLambda: 1 }), plain);
+  // With a low λ the hits come from more projects than the plain ranking's.
+  const projectsOf = (hits: { metadata?: Record<string, unknown> }[]) => new Set(hits.map((h) => h.metadata!.project)).size;
+  const varied = await index.search([QUESTION], { k: 3, mmrLambda: 0.1 });
+  t.true(projectsOf(varied[0]) >= projectsOf((await index.search([QUESTION], { k: 3 }))[0]));
+  await t.throwsAsync(index.search(queries, { mmrLambda: 1.5 }), { message: /options\.mmrLambda must be a number in \[0, 1\]/ });
+  enc.dispose();
+});
+
 test('save/load round-trips; another model or damaged files are refused', async (t) => {
   const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
   const index = await Index.build(enc, DOCS, { lateInteraction: true });

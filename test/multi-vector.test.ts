@@ -336,7 +336,12 @@ test('broken multi-vector folders are refused with the file and the key', async 
     ['an unknown strategy', (dir) => editJson(path.join(dir, 'sentence_bert_config.json'), (c) => ({ ...c, query_expansion: { strategy: 'max', length: 4 } })), /strategy must be "fixed" or "min"/],
     ['a negative document_length', (dir) => editJson(path.join(dir, 'sentence_bert_config.json'), (c) => ({ ...c, document_length: -3 })), /"document_length" must be a positive integer/],
     ['a skiplist that is not a list', (dir) => editJson(path.join(dir, '2_MultiVectorMask', 'config.json'), (c) => ({ ...c, skiplist_words: 'abc' })), /"skiplist_words" must be a list of strings/],
-    ['a Pooling module', (dir) => editJson(path.join(dir, 'modules.json'), (m) => [m[0], { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.models.Pooling' }, ...m.slice(1)]), /Transformer → \[Dense\] → \[MultiVectorMask\] → \[Normalize\] is supported/],
+    ['a Pooling module', (dir) => editJson(path.join(dir, 'modules.json'), (m) => [m[0], { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.models.Pooling' }, ...m.slice(1)]), /Transformer → \[Dense\] → \[MultiVectorMask\] → \[Normalize\] → \[HierarchicalTokenPooling\] is supported/],
+    ['a token pooling of pool factor 0', (dir) => {
+      editJson(path.join(dir, 'modules.json'), (m) => [...m, { idx: m.length, name: String(m.length), path: '9_Pool', type: 'sentence_transformers.multi_vector_encoder.modules.token_pooling.HierarchicalTokenPooling' }]);
+      fs.mkdirSync(path.join(dir, '9_Pool'));
+      fs.writeFileSync(path.join(dir, '9_Pool', 'config.json'), JSON.stringify({ pool_factor: 0, num_protected_tokens: 1, tasks: ['document'] }));
+    }, /9_Pool\/config\.json: "pool_factor" must be a positive integer, not 0/],
     ['a Dense of the pooled vector', (dir) => editJson(path.join(dir, '1_Dense', 'config.json'), (c) => ({ ...c, module_input_name: 'sentence_embedding' })), /module_input_name "sentence_embedding" is not supported here \(only "token_embeddings"\)/],
     ['an expansion token the tokenizer lacks', (dir) => editJson(path.join(dir, 'sentence_bert_config.json'), (c) => ({ ...c, query_expansion: { strategy: 'fixed', token: '[NOPE]', length: 4 } })), /the token "\[NOPE\]", which the tokenizer does not have/],
     ['a Stanford ColBERT checkpoint', (dir) => {
