@@ -16,7 +16,7 @@ import { parseJsonLines } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
-import { Index, STORAGES, TOKEN_STORAGES, type IndexDoc, type Storage, type TokenStorage } from './search-index';
+import { Index, STORAGES, TOKEN_STORAGES, type Fusion, type IndexDoc, type Storage, type TokenStorage } from './search-index';
 import { exportIndex } from './export';
 import { encoderEmbedder } from './train';
 import { readTrainingData } from './train-data';
@@ -147,10 +147,12 @@ commands:
     --filter <json>          only documents matching a MongoDB query over { id, text, metadata },
                              e.g. '{"metadata.lang": "en", "metadata.year": {"$gte": 2020}}'
     --mmr <λ>                varied hits: maximal marginal relevance over the --candidates, λ in [0, 1] (1: plain ranking)
+    --fusion rrf|relative --hybrid-weight <x>   hybrid: reciprocal-rank fusion (default) or min-max scaled scores; the dense share (0.5)
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none)
     --mode dense|bm25|hybrid|late_interaction --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
+    --fusion rrf|relative    hybrid: reciprocal-rank fusion (default) or min-max scaled scores, weighted
     --reranker <dir|hub id>  re-rank each query's top --candidates (default 100) with a cross-encoder
     --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker or --model's index flags)
     --truncate-dim <n>       evaluate --model's vectors cut to n entries (a Matryoshka model's smaller vectors)
@@ -557,7 +559,7 @@ async function evalCommand(argv: string[]): Promise<void> {
     strict: true,
     options: {
       data: { type: 'string' }, model: { type: 'string' }, mode: { type: 'string' }, split: { type: 'string' }, k: { type: 'string' },
-      'hybrid-weight': { type: 'string' }, stem: { type: 'boolean' }, compare: { type: 'string' }, device: { type: 'string' },
+      'hybrid-weight': { type: 'string' }, fusion: { type: 'string' }, stem: { type: 'boolean' }, compare: { type: 'string' }, device: { type: 'string' },
       'batch-size': { type: 'string' }, reranker: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
       'truncate-dim': { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
       'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
@@ -576,6 +578,7 @@ async function evalCommand(argv: string[]): Promise<void> {
     split: values.split,
     k,
     hybridWeight: numberFlag('hybrid-weight', values['hybrid-weight'], 'number'),
+    fusion: values.fusion as Fusion | undefined,
     bm25: { stem: values.stem ?? false },
     device: (values.device ?? 'auto') as Device,
     batchSize: numberFlag('batch-size', values['batch-size'], 'number'),
@@ -692,6 +695,7 @@ async function searchCommand(argv: string[]): Promise<void> {
       index: { type: 'string' }, model: { type: 'string' }, k: { type: 'string' }, mode: { type: 'string' }, rerank: { type: 'string' },
       reranker: { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
       'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' }, filter: { type: 'string' }, mmr: { type: 'string' },
+      fusion: { type: 'string' }, 'hybrid-weight': { type: 'string' },
     },
   });
   if (!values.index) fail('search needs --index <dir>');
@@ -718,6 +722,8 @@ async function searchCommand(argv: string[]): Promise<void> {
     const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
     const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values), ...(filter !== undefined && { filter }),
       mmrLambda: numberFlag('mmr', values.mmr, 'number'),
+      fusion: values.fusion as Fusion | undefined,
+      hybridWeight: numberFlag('hybrid-weight', values['hybrid-weight'], 'number'),
     });
     if (values.json) {
       console.log(JSON.stringify(positionals.map((query, i) => ({ query, hits: hits[i] }))));

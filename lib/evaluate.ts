@@ -11,7 +11,7 @@ import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import { evaluateRun, type MetricTable, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
-import { Index, reciprocalRankFusion, type Storage, type TokenStorage } from './search-index';
+import { FUSIONS, Index, fuseRankings, type Fusion, type Storage, type TokenStorage } from './search-index';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export type EvalMode = 'dense' | 'bm25' | 'hybrid' | 'late_interaction';
@@ -67,6 +67,8 @@ export interface EvaluateOptions {
   reranker?: string | CrossEncoder;
   /** Reciprocal-rank fusion constant (default 60). */
   rrfK?: number;
+  /** Hybrid: 'rrf' (default) or 'relative' (min-max scaled scores, weighted; SearchOptions.fusion). */
+  fusion?: Fusion;
   bm25?: Bm25Options;
   batchSize?: number;
   device?: Device;
@@ -85,7 +87,7 @@ export interface EvaluateResult {
   seconds: number;
 }
 
-const KEYS = ['data', 'model', 'truncateDim', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
+const KEYS = ['data', 'model', 'truncateDim', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'fusion', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 function loadEvalData(source: string, split: string): BeirData {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
@@ -111,6 +113,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const weight = o.hybridWeight ?? 0.5;
   if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
   const rrfK = positiveInteger('options.rrfK', o.rrfK ?? 60);
+  const fusion = oneOf('options.fusion', o.fusion ?? 'rrf', FUSIONS);
   if (o.reranker !== undefined && (typeof o.reranker !== 'string' || o.reranker === '') && !(o.reranker instanceof CrossEncoder)) {
     throw invalid('options.reranker', 'a cross-encoder folder, Hugging Face id or CrossEncoder', o.reranker);
   }
@@ -158,7 +161,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     }
   }
   let ranked = evaluated.map((_, i) =>
-    mode === 'bm25' ? lexical[i] : mode === 'hybrid' ? reciprocalRankFusion(dense[i], lexical[i], (h) => h.id, weight, rrfK).map(([id, score]) => ({ id, score })) : dense[i],
+    mode === 'bm25' ? lexical[i] : mode === 'hybrid' ? fuseRankings(dense[i], lexical[i], (h) => h.id, { fusion, weight, rrfK }, (a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(({ key, score }) => ({ id: key, score })) : dense[i],
   );
   let rerankedBy: string | undefined;
   if (o.reranker !== undefined) {

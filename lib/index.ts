@@ -27,7 +27,7 @@ export type { Bm25Options } from './bm25';
 export { evaluateRun, queryMetrics } from './ir-metrics';
 export type { MetricTable, MetricName, Qrels, Run } from './ir-metrics';
 export { Index } from './search-index';
-export type { IndexDoc, Hit, BuildOptions, SearchOptions, Storage, TokenStorage } from './search-index';
+export type { IndexDoc, Hit, BuildOptions, SearchOptions, Storage, TokenStorage, Fusion } from './search-index';
 export type { Filter } from './filter';
 export { quantizeEmbeddings } from './quantize';
 export { poolTokens } from './token-pooling';

@@ -109,6 +109,12 @@ export interface SearchOptions {
   /** Hybrid: weight of the dense ranking (default 0.5). */
   hybridWeight?: number;
   /**
+   * Hybrid: how the two rankings combine. 'rrf' (default): reciprocal-rank fusion, weight / (60 + rank) from each.
+   * 'relative': each ranking's scores min-max scaled to [0, 1] over its candidates, then weighted and summed (0 where
+   * a document is missing), as Weaviate's relativeScoreFusion.
+   */
+  fusion?: Fusion;
+  /**
    * A binary index: rows kept by Hamming distance per result wanted (default 4), then ordered by the float
    * query's cosine with their sign vectors. More finds more of the float ranking's hits, for more work.
    */
@@ -212,7 +218,7 @@ interface Manifest {
 const BUILD_KEYS = ['lateInteraction', 'storage', 'tokenStorage', 'residualBits', 'centroids', 'poolFactor', 'batchSize', 'onProgress'] as const;
 /** Token pooling's protected leading vectors (sentence-transformers' default: the [CLS] vector). */
 const PROTECTED_TOKENS = 1;
-const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'rescoreMultiplier', 'nprobe', 'fullScores', 'filter', 'mmrLambda'] as const;
+const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'fusion', 'rescoreMultiplier', 'nprobe', 'fullScores', 'filter', 'mmrLambda'] as const;
 /** Token vectors k-means trains the centroids on, at most (evenly spaced among the first documents'). */
 const CENTROID_SAMPLE = 1 << 18;
 
@@ -220,6 +226,39 @@ const CENTROID_SAMPLE = 1 << 18;
  * Reciprocal-rank fusion of two rankings of one query: each item scores weight / (k + rank) from the first
  * and (1 - weight) / (k + rank) from the second (ranks from 1). Returns [key, score] pairs, unsorted.
  */
+/** How hybrid search combines its dense and BM25 rankings (SearchOptions.fusion). */
+export type Fusion = 'rrf' | 'relative';
+export const FUSIONS = ['rrf', 'relative'] as const;
+
+/**
+ * Relative score fusion: each list's scores scaled to [0, 1] by its minimum and maximum (all 1 when they are equal),
+ * weight × the first's + (1 − weight) × the second's, 0 for a list an item is missing from.
+ */
+export function relativeScoreFusion<T extends { score: number }, K>(first: T[], second: T[], keyOf: (item: T) => K, weight: number): [K, number][] {
+  const scores = new Map<K, number>();
+  const add = (list: T[], w: number) => {
+    const values = list.map((h) => h.score);
+    const lo = Math.min(...values);
+    const span = Math.max(...values) - lo;
+    for (const h of list) scores.set(keyOf(h), (scores.get(keyOf(h)) ?? 0) + w * (span > 0 ? (h.score - lo) / span : 1));
+  };
+  add(first, weight);
+  add(second, 1 - weight);
+  return [...scores];
+}
+
+/** The hybrid fusion of a dense and a BM25 list, best first (ties: the key's order, `compare`). */
+export function fuseRankings<T extends { score: number }, K>(
+  dense: T[],
+  lexical: T[],
+  keyOf: (item: T) => K,
+  o: { fusion: Fusion; weight: number; rrfK: number },
+  compare: (a: K, b: K) => number,
+): { key: K; score: number }[] {
+  const fused = o.fusion === 'relative' ? relativeScoreFusion(dense, lexical, keyOf, o.weight) : reciprocalRankFusion(dense, lexical, keyOf, o.weight, o.rrfK);
+  return fused.map(([key, score]) => ({ key, score })).sort((a, b) => b.score - a.score || compare(a.key, b.key));
+}
+
 export function reciprocalRankFusion<T, K>(first: T[], second: T[], keyOf: (item: T) => K, weight: number, k: number): [K, number][] {
   const scores = new Map<K, number>();
   first.forEach((h, r) => scores.set(keyOf(h), (scores.get(keyOf(h)) ?? 0) + weight / (k + r + 1)));
@@ -506,6 +545,7 @@ export class Index {
     const candidates = positiveInteger('options.candidates', o.candidates ?? Math.max(100, k));
     const weight = o.hybridWeight ?? 0.5;
     if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
+    const fusion = oneOf('options.fusion', o.fusion ?? 'rrf', FUSIONS);
     if (o.rescoreMultiplier !== undefined && this.storage !== 'binary') {
       throw new ColtrastError('INVALID_ARGUMENT', `options.rescoreMultiplier is for an index with binary storage; this one stores ${this.storage} vectors`);
     }
@@ -548,10 +588,7 @@ export class Index {
       }
       lexical = queries.map((text) => this.bm25!.search(text, firstK('bm25'), allow).map((h) => ({ doc: Number(h.id), score: h.score })));
     }
-    const fused = (i: number) =>
-      reciprocalRankFusion(dense[i], lexical[i], (h) => h.doc, weight, 60)
-        .map(([doc, score]) => ({ doc, score }))
-        .sort((a, b) => b.score - a.score || a.doc - b.doc);
+    const fused = (i: number) => fuseRankings(dense[i], lexical[i], (h) => h.doc, { fusion, weight, rrfK: 60 }, (a, b) => a - b).map(({ key, score }) => ({ doc: key, score }));
     let ranked = mode === 'dense' ? dense : mode === 'bm25' ? lexical : queries.map((_, i) => fused(i));
     // A multi-vector index ranks by MaxSim in the first stage already (and fusion keeps ranks only).
     if (rerank === 'maxsim' && this.vectors) ranked = await this.rerank(queries, ranked);

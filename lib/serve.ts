@@ -375,7 +375,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       style: 'tei',
       handle: async (raw) => {
         if (!index) throw new HttpError(404, '/search needs an index: start the server with one (coltrast serve --index <dir>)');
-        const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight', 'rescore_multiplier', 'nprobe', 'full_scores', 'filter', 'mmr_lambda']);
+        const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight', 'rescore_multiplier', 'nprobe', 'full_scores', 'filter', 'mmr_lambda', 'fusion']);
         const queries = textsOf(body, 'query');
         const k = optional(body, 'k', positiveInteger) ?? 10;
         const mode = body.mode ?? 'dense';
@@ -398,6 +398,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
         }
         // A MongoDB query over { id, text, metadata }, checked here (its operators; never $where) so a bad one is a 400.
         const filter = optional(body, 'filter', (name, v) => (compileFilter(name, v), v as Record<string, unknown>));
+        const fusion = optional(body, 'fusion', (name, v) => {
+          if (v !== 'rrf' && v !== 'relative') throw new HttpError(400, `${name} must be "rrf" or "relative"`);
+          return v;
+        });
         const mmrLambda = optional(body, 'mmr_lambda', (name, v) => {
           if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw new HttpError(400, `${name} must be a number in [0, 1]`);
           if (index.multiVector) throw new HttpError(400, `${name} compares pooled vectors, and a multi-vector index has none`);
@@ -406,7 +410,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const key = JSON.stringify({
           k, mode, rerank, ...(candidates !== undefined && { candidates }), ...(hybridWeight !== undefined && { hybridWeight }), ...(rescoreMultiplier !== undefined && { rescoreMultiplier }),
           ...(nprobe !== undefined && { nprobe }), ...(fullScores !== undefined && { fullScores }), ...(filter !== undefined && { filter }),
-          ...(mmrLambda !== undefined && { mmrLambda }),
+          ...(mmrLambda !== undefined && { mmrLambda }), ...(fusion !== undefined && { fusion }),
         });
         const hits = await searchQueue.submit(key, queries);
         return { inputs: queries.length, json: { results: queries.map((query, i) => ({ query, hits: hits[i] })) } };

@@ -102,6 +102,10 @@ test('evaluate() in bm25, dense and hybrid modes', async (t) => {
   t.true(dense.metrics.mrr[3] >= 1 / 3);
   const hybrid = await evaluate({ data, model: FIXTURE, device: 'cpu', mode: 'hybrid', hybridWeight: 0, k: [1, 3] });
   t.deepEqual(hybrid.metrics, bm25.metrics, 'weight 0 is BM25 alone');
+  // Relative score fusion: weight 1 is the dense ranking alone, weight 0 BM25's (over the documents BM25 scored).
+  t.deepEqual((await evaluate({ data, model: FIXTURE, device: 'cpu', mode: 'hybrid', fusion: 'relative', hybridWeight: 1, k: [1, 3] })).metrics, dense.metrics);
+  t.deepEqual((await evaluate({ data, model: FIXTURE, device: 'cpu', mode: 'hybrid', fusion: 'relative', hybridWeight: 0, k: [1] })).metrics.recall[1], bm25.metrics.recall[1]);
+  await t.throwsAsync(evaluate({ data, model: FIXTURE, mode: 'hybrid', fusion: 'sum' as 'rrf' }), { message: /options\.fusion must be one of 'rrf', 'relative'/ });
   const late = await evaluate({ data, model: FIXTURE, device: 'cpu', mode: 'late_interaction', k: [1, 3] });
   t.is(late.mode, 'late_interaction');
   t.is(late.metrics.recall[3], 1, 'all three documents are re-ranked and returned');

@@ -192,7 +192,7 @@ test('filters are checked, follow added and removed documents, and may match not
   t.deepEqual(await index.search([QUERIES[0]], { filter: newest }), [[]]);
 });
 
-test('coltrast search --filter and serve\'s "filter" (and "mmr_lambda")', async (t) => {
+test('coltrast search --filter and serve\'s "filter" (and "mmr_lambda", "fusion")', async (t) => {
   const root = tempDir();
   const jsonl = path.join(root, 'docs.jsonl');
   fs.writeFileSync(jsonl, DOCS.map((d) => JSON.stringify(d)).join('\n'));
@@ -236,6 +236,12 @@ test('coltrast search --filter and serve\'s "filter" (and "mmr_lambda")', async 
     t.deepEqual((await post({ query: QUERIES[0], k: 3, mmr_lambda: 1 })).json.results[0].hits, plainHits);
     const varied = await post({ query: QUERIES[0], k: 3, mmr_lambda: 0 });
     t.deepEqual(varied.json.results[0].hits, (await index.search([QUERIES[0]], { k: 3, mmrLambda: 0 }))[0]);
+    // So does fusion.
+    const relative = await post({ query: QUERIES[0], k: 3, mode: 'hybrid', fusion: 'relative' });
+    t.deepEqual(relative.json.results[0].hits, (await index.search([QUERIES[0]], { k: 3, mode: 'hybrid', fusion: 'relative' }))[0]);
+    const badFusion = await post({ query: QUERIES[0], mode: 'hybrid', fusion: 'linear' });
+    t.is(badFusion.status, 400);
+    t.regex(badFusion.json.error, /"fusion" must be "rrf" or "relative"/);
     const badLambda = await post({ query: QUERIES[0], mmr_lambda: 2 });
     t.is(badLambda.status, 400);
     t.regex(badLambda.json.error, /"mmr_lambda" must be a number in \[0, 1\]/);

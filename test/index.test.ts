@@ -3,7 +3,8 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, Encoder, Index, ops, type IndexDoc } from '../lib';
+import { ColtrastError, Encoder, Index, ops, type Hit, type IndexDoc } from '../lib';
+import { relativeScoreFusion } from '../lib/search-index';
 import { FIXTURE, fixtureCopy, tempDir } from './helpers/fixture';
 
 const projects = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', 'examples', 'ai-projects.json'), 'utf8')).projects;
@@ -54,6 +55,53 @@ test('BM25 and hybrid find the trading bot for the write-up question', async (t)
   await t.throwsAsync(index.search([QUESTION], { rerank: 'maxsim' }), { message: /lateInteraction: true/ });
   await t.throwsAsync(index.search([QUESTION], { k: 0 }), { message: /options\.k/ });
   t.deepEqual(await index.search([]), []);
+  enc.dispose();
+});
+
+test('relative score fusion: min-max scaled scores, weighted; hybrid search with it fuses the two rankings so', async (t) => {
+  const pairs = relativeScoreFusion(
+    [{ id: 'a', score: 3 }, { id: 'b', score: 1 }, { id: 'c', score: 2 }],
+    [{ id: 'b', score: 10 }, { id: 'd', score: 5 }],
+    (h) => h.id,
+    0.7,
+  );
+  const fused = new Map(pairs);
+  t.deepEqual([...fused.keys()].sort(), ['a', 'b', 'c', 'd']);
+  // a: the first's maximum (1) × 0.7; b: its minimum (0), and the second's maximum (1) × 0.3; c: halfway (0.5) × 0.7;
+  // d: the second's minimum. Equal scores all scale to 1.
+  for (const [id, want] of [['a', 0.7], ['b', 0.3], ['c', 0.35], ['d', 0]] as const) t.true(Math.abs(fused.get(id)! - want) < 1e-12, id);
+  t.deepEqual(relativeScoreFusion([{ id: 'x', score: 2 }, { id: 'y', score: 2 }], [], (h) => h.id, 0.5), [['x', 0.5], ['y', 0.5]]);
+
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const index = await Index.build(enc, DOCS);
+  const queries = [QUESTION, 'pneumonia x-ray images'];
+  const dense = await index.search(queries, { k: DOCS.length });
+  const lexical = await index.search(queries, { k: DOCS.length, mode: 'bm25' });
+  for (const weight of [0.5, 0.8]) {
+    const got = await index.search(queries, { k: 6, mode: 'hybrid', fusion: 'relative', hybridWeight: weight, candidates: 10 });
+    queries.forEach((_, i) => {
+      const at = (id: string) => DOCS.findIndex((d) => d.id === id);
+      const scaled = (list: Hit[]) => {
+        const top = list.slice(0, 10);
+        const lo = Math.min(...top.map((h) => h.score));
+        const span = Math.max(...top.map((h) => h.score)) - lo;
+        return new Map(top.map((h) => [h.id, span > 0 ? (h.score - lo) / span : 1]));
+      };
+      const d = scaled(dense[i]);
+      const b = scaled(lexical[i]);
+      const want = [...new Set([...d.keys(), ...b.keys()])]
+        .map((id) => ({ id, score: weight * (d.get(id) ?? 0) + (1 - weight) * (b.get(id) ?? 0) }))
+        .sort((x, y) => y.score - x.score || at(x.id) - at(y.id))
+        .slice(0, 6);
+      t.deepEqual(got[i].map((h) => h.id), want.map((h) => h.id), `weight ${weight}, query ${i}`);
+      got[i].forEach((h, r) => t.true(Math.abs(h.score - want[r].score) < 1e-6));
+    });
+  }
+  // RRF stays the default, and the two differ here.
+  const rrf = await index.search(queries, { k: 6, mode: 'hybrid', candidates: 10 });
+  t.deepEqual(rrf, await index.search(queries, { k: 6, mode: 'hybrid', fusion: 'rrf', candidates: 10 }));
+  t.notDeepEqual(rrf.map((hits) => hits.map((h) => h.score)), (await index.search(queries, { k: 6, mode: 'hybrid', fusion: 'relative', candidates: 10 })).map((hits) => hits.map((h) => h.score)));
+  await t.throwsAsync(index.search(queries, { mode: 'hybrid', fusion: 'linear' as 'rrf' }), { message: /options\.fusion must be one of 'rrf', 'relative'/ });
   enc.dispose();
 });
 
