@@ -237,9 +237,11 @@ export const FUSIONS = ['rrf', 'relative'] as const;
 export function relativeScoreFusion<T extends { score: number }, K>(first: T[], second: T[], keyOf: (item: T) => K, weight: number): [K, number][] {
   const scores = new Map<K, number>();
   const add = (list: T[], w: number) => {
-    const values = list.map((h) => h.score);
-    const lo = Math.min(...values);
-    const span = Math.max(...values) - lo;
+    // A loop, not Math.min(...scores): a spread of a long list overflows the stack.
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const h of list) [lo, hi] = [Math.min(lo, h.score), Math.max(hi, h.score)];
+    const span = hi - lo;
     for (const h of list) scores.set(keyOf(h), (scores.get(keyOf(h)) ?? 0) + w * (span > 0 ? (h.score - lo) / span : 1));
   };
   add(first, weight);
