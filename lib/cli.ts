@@ -109,6 +109,7 @@ commands:
     --model <dir|hub id>     the embedding model (default: the index's model, else coltrast's shipped model)
     --reranker <dir|hub id>  a cross-encoder for /rerank, /v1/rerank and /search's "rerank": "cross-encoder"
     --index <dir>            an index folder for /search
+    --mmap                   map the index's vector files instead of reading them (fast start, the page cache's memory)
     --generator <dir|hub id> a causal LM (Llama, Mistral, Qwen2, Qwen3) for /v1/chat/completions and /v1/completions
     --corpus <file>          with --generator: documents for /ask (ContextFlow: the embedding model retrieves, the generator
                              answers; .txt one per line, .jsonl or .json); --template <t> --chat [--system <t>] as coltrast ask
@@ -136,7 +137,7 @@ commands:
     --residual-bits 1|2|4 --centroids <n>   residual storage's bits per dimension (default 2) and k-means centroids (default auto)
     --pool-factor <n>        keep about 1/n of each document's token vectors: cluster means (hierarchical token pooling)
   search <question>...       search an index
-    --index <dir>            the index folder
+    --index <dir>            the index folder (--mmap: mapped, not read)
     --model <dir|hub id>     default: the model recorded in the index
     --k <n> --mode dense|bm25|hybrid --rerank none|maxsim --device <d> --json
     --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
@@ -695,7 +696,7 @@ async function searchCommand(argv: string[]): Promise<void> {
       index: { type: 'string' }, model: { type: 'string' }, k: { type: 'string' }, mode: { type: 'string' }, rerank: { type: 'string' },
       reranker: { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
       'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' }, filter: { type: 'string' }, mmr: { type: 'string' },
-      fusion: { type: 'string' }, 'hybrid-weight': { type: 'string' },
+      fusion: { type: 'string' }, 'hybrid-weight': { type: 'string' }, mmap: { type: 'boolean' },
     },
   });
   if (!values.index) fail('search needs --index <dir>');
@@ -718,7 +719,7 @@ async function searchCommand(argv: string[]): Promise<void> {
   let reranker: CrossEncoder | undefined;
   try {
     if (values.reranker) reranker = await CrossEncoder.load(values.reranker, { device });
-    const index = await Index.load(values.index, enc);
+    const index = await Index.load(values.index, enc, { mmap: values.mmap ?? false });
     const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
     const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values), ...(filter !== undefined && { filter }),
       mmrLambda: numberFlag('mmr', values.mmr, 'number'),
@@ -777,7 +778,7 @@ async function serveCommand(argv: string[]): Promise<void> {
       model: { type: 'string' }, reranker: { type: 'string' }, index: { type: 'string' }, 'no-model': { type: 'boolean' }, host: { type: 'string' },
       generator: { type: 'string' }, corpus: { type: 'string' }, template: { type: 'string' }, chat: { type: 'boolean' }, system: { type: 'string' },
       'generation-batch': { type: 'string' },
-      port: { type: 'string' }, 'api-key': { type: 'string' }, 'max-batch': { type: 'string' }, 'batch-size': { type: 'string' },
+      port: { type: 'string' }, 'api-key': { type: 'string' }, 'max-batch': { type: 'string' }, 'batch-size': { type: 'string' }, mmap: { type: 'boolean' },
       'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
       dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
     },
@@ -797,7 +798,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (values['no-model'] && values['truncate-dim'] !== undefined) fail('--truncate-dim cuts the embedding model\'s vectors: --no-model has none');
   const enc = modelSource ? await Encoder.load(modelSource, { ...load, truncateDim }) : undefined;
   const reranker = values.reranker ? await CrossEncoder.load(values.reranker, load) : undefined;
-  const index = values.index && enc ? await Index.load(values.index, enc) : undefined;
+  const index = values.index && enc ? await Index.load(values.index, enc, { mmap: values.mmap ?? false }) : undefined;
   const generator = values.generator ? await Generator.load(values.generator, load) : undefined;
   const bar = values.corpus ? new ProgressBar('corpus', 'documents') : undefined;
   const rag =

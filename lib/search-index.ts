@@ -35,7 +35,7 @@ import { poolTokens } from './token-pooling';
 import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
-import { checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
+import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
 export interface IndexDoc {
   id: string;
@@ -168,7 +168,8 @@ export interface NativeDenseStore {
   /** allow: one flag per row, 1 where a row may be found (a filter); indices -1 past the rows found. */
   search(queries: Float32Array, k: number, rescoreMultiplier?: number, allow?: Uint8Array): Promise<{ scores: Float32Array; indices: Int32Array; k: number }>;
   save(file: string): Promise<void>;
-  load(file: string): Promise<number>;
+  /** map: the file's pages are the store's (mapped read-only) until it changes; else a copy in memory. */
+  load(file: string, map?: boolean): Promise<number>;
 }
 
 /** @internal Token vectors compressed as ColBERTv2 does, searched as PLAID does (native/search/residual_store.h). */
@@ -803,8 +804,17 @@ export class Index {
     }
   }
 
-  /** Loads an index folder written by save(); `encoder` must be the model that built it. */
-  static async load(dir: string, encoder: Encoder): Promise<Index> {
+  /**
+   * Loads an index folder written by save(); `encoder` must be the model that built it. `mmap: true` maps
+   * vectors.safetensors and float16 tokens.safetensors instead of reading them: loading takes no time and no heap,
+   * the pages load as searches touch them and stay in the operating system's page cache (shared by processes that
+   * map the same files), so an index larger than free memory still searches, from disk. The first add() or
+   * remove() copies the store into memory. save() writes a new folder and renames it into place, so saving over a
+   * mapped index is safe; do not change the files any other way while they are mapped.
+   */
+  static async load(dir: string, encoder: Encoder, options: { mmap?: boolean } = {}): Promise<Index> {
+    const o = checkOptions('options', options, ['mmap']);
+    const map = o.mmap === undefined ? false : booleanValue('options.mmap', o.mmap);
     const where = path.resolve(dir);
     const bad = (message: string) => new ColtrastError('MODEL_FILES', `index ${where}: ${message}`);
     const manifestFile = path.join(where, 'index.json');
@@ -864,8 +874,9 @@ export class Index {
     });
     if (index.docs.length !== manifest.documents) throw bad(`docs.jsonl has ${index.docs.length} documents, index.json says ${manifest.documents}`);
     try {
-      if (index.vectors && (await index.vectors.load(path.join(where, 'vectors.safetensors'))) !== index.docs.length) throw bad('vectors.safetensors does not have one row per document');
-      if (index.tokens && (await index.tokens.store.load(path.join(where, 'tokens.safetensors'))) !== index.tokenOffsets[index.tokenOffsets.length - 1]) {
+      if (index.vectors && (await index.vectors.load(path.join(where, 'vectors.safetensors'), map)) !== index.docs.length) throw bad('vectors.safetensors does not have one row per document');
+      const tokenRows = index.tokens && (index.tokens.kind === 'float16' ? await index.tokens.store.load(path.join(where, 'tokens.safetensors'), map) : await index.tokens.store.load(path.join(where, 'tokens.safetensors')));
+      if (index.tokens && tokenRows !== index.tokenOffsets[index.tokenOffsets.length - 1]) {
         throw bad('tokens.safetensors does not match the token counts in docs.jsonl');
       }
     } catch (error) {

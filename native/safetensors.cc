@@ -158,6 +158,22 @@ torch::Tensor SafetensorsFile::read(const std::string& name) const {
   return t;
 }
 
+torch::Tensor SafetensorsFile::map(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw modelFilesError("weights file " + path_ + " has no tensor '" + name + "'");
+  const Entry& e = it->second;
+  const uint64_t offset = uint64_t(data_ - static_cast<const uint8_t*>(mapping_)) + e.begin;
+  if (e.end == e.begin || offset % torch::elementSize(e.dtype) != 0) return read(name);
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return read(name);
+  void* base = ::mmap(nullptr, mappingSize_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (base == MAP_FAILED) return read(name);
+  const size_t size = mappingSize_;
+  return torch::from_blob(static_cast<uint8_t*>(base) + offset, e.shape, [base, size](void*) { ::munmap(base, size); },
+                          torch::TensorOptions().dtype(e.dtype));
+}
+
 torch::Tensor SafetensorsFile::read(const std::string& name, torch::ScalarType dtype) const {
   torch::Tensor t = read(name);
   return t.scalar_type() == dtype ? t : t.to(dtype);

@@ -38,6 +38,10 @@ class SafetensorsFile {
   torch::Tensor read(const std::string& name, torch::ScalarType dtype) const;
   // The same, keeping the stored dtype.
   torch::Tensor read(const std::string& name) const;
+  // A read-only tensor over the file's own bytes (a mapping of its own, released with the last tensor sharing it):
+  // pages load when touched and live in the page cache, not the heap. Never write to it. A copy (read()) when
+  // the data is not aligned for its element type or the file cannot be mapped again.
+  torch::Tensor map(const std::string& name) const;
 
  private:
   std::string path_;

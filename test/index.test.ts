@@ -216,6 +216,35 @@ test('maximal marginal relevance picks k of the candidates as a float64 referenc
   enc.dispose();
 });
 
+test('an index loaded with mmap searches, adds and removes as one read into memory, in every storage', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const queries = [QUESTION, 'pneumonia x-ray'];
+  for (const storage of ['float32', 'float16', 'int8', 'binary'] as const) {
+    const dir = path.join(tempDir(), storage);
+    await (await Index.build(enc, DOCS.slice(0, 15), { storage, lateInteraction: true })).save(dir);
+    const read = await Index.load(dir, enc);
+    const mapped = await Index.load(dir, enc, { mmap: true });
+    const same = async (label: string) => {
+      for (const options of [{ k: 5 }, { k: 5, rerank: 'maxsim' as const }, { k: 5, mode: 'hybrid' as const }]) {
+        t.deepEqual(await mapped.search(queries, options), await read.search(queries, options), `${storage}, ${label}, ${JSON.stringify(options)}`);
+      }
+    };
+    await same('loaded');
+    // Saving over the mapped folder (written aside, then renamed) leaves the mapped index searching its old pages.
+    await mapped.save(dir, { overwrite: true });
+    await same('saved over while mapped');
+    // The first change copies the mapped store into memory; the file stays as it was.
+    const before = fs.readFileSync(path.join(dir, 'vectors.safetensors'));
+    for (const index of [read, mapped]) await index.add(DOCS.slice(15, 18));
+    await same('added to');
+    for (const index of [read, mapped]) await index.remove([DOCS[1].id, DOCS[16].id]);
+    await same('removed from');
+    t.true(fs.readFileSync(path.join(dir, 'vectors.safetensors')).equals(before));
+  }
+  await t.throwsAsync(Index.load(tempDir(), enc, { mmap: 'yes' as unknown as boolean }), { message: /options\.mmap must be true or false/ });
+  enc.dispose();
+});
+
 test('save/load round-trips; another model or damaged files are refused', async (t) => {
   const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
   const index = await Index.build(enc, DOCS, { lateInteraction: true });

@@ -379,8 +379,9 @@ class SearchWorker : public PromiseWorker {
 
 class FileWorker : public PromiseWorker {
  public:
-  FileWorker(Napi::Env env, std::shared_ptr<Store> store, std::string path, bool save)
-      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), path_(std::move(path)), save_(save) {}
+  // map: load by mapping the file (SafetensorsFile::map) when its dtype is the store's, instead of reading it.
+  FileWorker(Napi::Env env, std::shared_ptr<Store> store, std::string path, bool save, bool map = false)
+      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), path_(std::move(path)), save_(save), map_(map) {}
 
  protected:
   void compute() override {
@@ -410,7 +411,9 @@ class FileWorker : public PromiseWorker {
         store_->ranges = file.read("ranges", torch::kFloat32);
       }
     }
-    store_->data = file.read("vectors", store_->data.scalar_type());
+    // A mapped store is read only: append() grows it into memory first (its capacity is its rows) and remove()
+    // copies, so nothing writes to the mapping.
+    store_->data = map_ && entry.dtype == store_->data.scalar_type() ? file.map("vectors") : file.read("vectors", store_->data.scalar_type());
     store_->rows = store_->data.size(0);
   }
   Napi::Value result(Napi::Env env) override { return Napi::Number::New(env, double(store_->rows)); }
@@ -419,6 +422,7 @@ class FileWorker : public PromiseWorker {
   std::shared_ptr<Store> store_;
   std::string path_;
   bool save_;
+  bool map_;
 };
 
 }  // namespace
@@ -526,8 +530,10 @@ Napi::Value DenseStoreWrap::search(const Napi::CallbackInfo& info) {
 Napi::Value DenseStoreWrap::save(const Napi::CallbackInfo& info) {
   return (new FileWorker(info.Env(), impl_->store, info[0].As<Napi::String>(), true))->start();
 }
+// load(file, map = false): map, the file's pages are the store's (SafetensorsFile::map) until it changes.
 Napi::Value DenseStoreWrap::load(const Napi::CallbackInfo& info) {
-  return (new FileWorker(info.Env(), impl_->store, info[0].As<Napi::String>(), false))->start();
+  const bool map = info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  return (new FileWorker(info.Env(), impl_->store, info[0].As<Napi::String>(), false, map))->start();
 }
 
 }  // namespace coltrast

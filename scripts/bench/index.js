@@ -6,6 +6,8 @@
 //        [--rescore-multiplier 4 (binary)] [--allow 1,0.1,0.01] [--json out.json]
 // --allow: searches with a filter that leaves that share of the rows (chosen at random, seeded; 1 = no filter), and
 // the time an Index takes to test a MongoDB filter on that many documents in JavaScript (lib/filter.ts).
+// --save <file>: write the filled store there. --load <file> [--mmap]: fill the store from that file instead (read
+// into memory, or mapped), and report the load's time and resident memory and the first search's latency.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -24,6 +26,9 @@ const { values } = parseArgs({
     k: { type: 'string', default: '10' },
     'rescore-multiplier': { type: 'string', default: '4' },
     allow: { type: 'string', default: '1' },
+    save: { type: 'string' },
+    load: { type: 'string' },
+    mmap: { type: 'boolean' },
     json: { type: 'string' },
   },
 });
@@ -53,11 +58,25 @@ async function main() {
   const chunk = 50000;
   let generating = 0;
   const started = process.hrtime.bigint();
-  for (let done = 0; done < rows; done += chunk) {
-    const g = process.hrtime.bigint();
-    const data = unitRows(Math.min(chunk, rows - done), next);
-    generating += Number(process.hrtime.bigint() - g);
-    store.add(data);
+  let loaded;
+  if (values.load) {
+    const rssBefore = process.memoryUsage().rss;
+    await store.load(values.load, values.mmap ?? false);
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const rssMiB = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
+    const t0 = process.hrtime.bigint();
+    await store.search(unitRows(1, next), k, Number(values['rescore-multiplier']));
+    const firstMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    loaded = { file: values.load, mmap: values.mmap ?? false, seconds: +seconds.toFixed(3), rssGrowthMiB: +rssMiB.toFixed(0), firstSearchMs: +firstMs.toFixed(1) };
+    console.log(`load${values.mmap ? ' (mmap)' : ''}: ${seconds.toFixed(2)} s, resident memory +${rssMiB.toFixed(0)} MiB; first search ${firstMs.toFixed(1)} ms`);
+  } else {
+    for (let done = 0; done < rows; done += chunk) {
+      const g = process.hrtime.bigint();
+      const data = unitRows(Math.min(chunk, rows - done), next);
+      generating += Number(process.hrtime.bigint() - g);
+      store.add(data);
+    }
+    if (values.save) await store.save(values.save);
   }
   const addSeconds = (Number(process.hrtime.bigint() - started) - generating) / 1e9;
   const results = [];
@@ -101,7 +120,7 @@ async function main() {
   const info = runtimeInfo();
   if (values.json) {
     const peakRssMiB = +(process.resourceUsage().maxRSS / 1024).toFixed(0);
-    const result = { date: new Date().toISOString(), device: 'cpu', cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, addSeconds: +addSeconds.toFixed(2), peakRssMiB, rows: results, ...(filterRuns.length > 0 && { filters: filterRuns }) };
+    const result = { date: new Date().toISOString(), device: 'cpu', cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, addSeconds: +addSeconds.toFixed(2), peakRssMiB, ...(loaded && { loaded }), rows: results, ...(filterRuns.length > 0 && { filters: filterRuns }) };
     fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
   }
   console.log(
