@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
-import { poolTokens } from './token-pooling';
+import { poolAll } from './token-pooling';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
@@ -408,15 +408,9 @@ export class Encoder {
       });
     };
     await inBatches(order.length, batchSize, run, take, o.onProgress);
-    // A HierarchicalTokenPooling module pools the token vectors of its tasks' texts (none given: a document's), in
-    // groups that let the event loop run between them.
+    // A HierarchicalTokenPooling module pools the token vectors of its tasks' texts (none given: a document's).
     const pool = this.multi?.config.tokenPooling;
-    if (output === 'tokens' && pool && pool.poolFactor > 1 && pool.tasks.includes(task ?? 'document')) {
-      for (let i = 0; i < tokens.length; i++) {
-        if (i > 0 && i % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
-        tokens[i] = poolTokens(tokens[i], pool.poolFactor, pool.protectedTokens);
-      }
-    }
+    if (output === 'tokens' && pool && pool.poolFactor > 1 && pool.tasks.includes(task ?? 'document')) return poolAll(tokens, pool.poolFactor, pool.protectedTokens);
     return output === 'pooled' ? { dims: [texts.length, width], data: pooled } : tokens;
   }
 

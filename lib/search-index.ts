@@ -31,7 +31,7 @@ import { Encoder, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic } from './files';
 import { compileFilter, type Filter } from './filter';
-import { poolTokens } from './token-pooling';
+import { poolAll } from './token-pooling';
 import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
@@ -458,15 +458,7 @@ export class Index {
     let tokens = await this.encoder.embed(texts, {
       output: 'tokens', normalize: this.vectors ? true : undefined, batchSize, task: 'document', ...(onProgress && { onProgress: (done: number) => onProgress(done) }),
     });
-    if (this.pooling > 1) {
-      // In groups that let the event loop run between them (a 512-token document takes milliseconds).
-      const pooled: typeof tokens = [];
-      for (let i = 0; i < tokens.length; i++) {
-        if (i > 0 && i % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
-        pooled.push(poolTokens(tokens[i], this.pooling, PROTECTED_TOKENS));
-      }
-      tokens = pooled;
-    }
+    if (this.pooling > 1) tokens = await poolAll(tokens, this.pooling, PROTECTED_TOKENS);
     for (const m of tokens) counts.push(m.dims[0]);
     return stackRows(tokens);
   }

@@ -157,3 +157,20 @@ export function poolTokens(tokens: Matrix, poolFactor: number, protectedTokens =
   for (let g = 0; g < found; g++) for (let c = 0; c < dim; c++) out[(keep + g) * dim + c] = sums[g * dim + c] / sizes[g];
   return { dims: [keep + found, dim], data: out };
 }
+
+/**
+ * Each matrix pooled by poolTokens, yielding to the event loop whenever 16 ms have passed since it last did (one
+ * 512-token document takes tens of milliseconds).
+ */
+export async function poolAll(matrices: Matrix[], poolFactor: number, protectedTokens = 1): Promise<Matrix[]> {
+  const out: Matrix[] = [];
+  let since = Date.now();
+  for (const m of matrices) {
+    if (Date.now() - since > 16) {
+      await new Promise((resolve) => setImmediate(resolve));
+      since = Date.now();
+    }
+    out.push(poolTokens(m, poolFactor, protectedTokens));
+  }
+  return out;
+}

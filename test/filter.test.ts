@@ -165,6 +165,10 @@ test('PLAID widens its probes until k findable documents are candidates; a filte
   // Three documents allowed, fewer than the full scores: all three scored, whatever the probes reach.
   const three = Uint8Array.from({ length: 40 }, (_, d) => (d === 1 || d === 6 || d === 39 ? 1 : 0));
   t.deepEqual((await search(5, 5, three)).sort((a, b) => a - b), [1, 6, 39]);
+  // A document without token vectors (a 41st, of 0 rows) is never a hit, allowed or not.
+  const withEmpty = Uint8Array.from({ length: 41 }, (_, d) => (d === 1 || d === 6 || d === 40 ? 1 : 0));
+  const r = await store.search(query, Int32Array.of(1), Int32Array.from([...counts, 0]), 5, 1, 5, false, withEmpty);
+  t.deepEqual(Array.from(r.indices).filter((d) => d >= 0).sort((a, b) => a - b), [1, 6]);
   // A filter of the wrong length is refused.
   t.throws(() => store.search(query, Int32Array.of(1), counts, 5, 1, 5, false, new Uint8Array(39)), { message: /allow must be a Uint8Array with one flag per document \(40\)/ });
 });

@@ -323,8 +323,11 @@ class SearchWorker : public PromiseWorker {
       const torch::Tensor byCentroid = torch::mm(q, s.centroids.t());  // [lq, K]
       std::vector<int32_t> candidates;
       if (allow_ && findable <= fullScores_) {
-        // A filter that leaves no more documents than are scored exactly: all of them are candidates.
-        for (int64_t d : allowed) candidates.push_back(int32_t(d));
+        // A filter that leaves no more documents than are scored exactly: all of them are candidates (but one with
+        // no token vector, which has no score, as no probe finds one either).
+        for (int64_t d : allowed) {
+          if (offsets_[size_t(d + 1)] > offsets_[size_t(d)]) candidates.push_back(int32_t(d));
+        }
       } else {
         // The documents of each query token's nprobe nearest centroids; probes double while those are fewer than
         // k and unprobed centroids are left (a filter, or a small index, can leave few).
