@@ -189,6 +189,10 @@ export class Encoder {
   get normalize(): boolean {
     return this.files.normalize;
   }
+  /** How the model compares vectors: config_sentence_transformers.json's similarity_fn_name, else 'cosine' (its default). */
+  get similarityFunction(): string {
+    return this.files.similarity ?? 'cosine';
+  }
   /** Longer texts are truncated to this many tokens (special tokens included). */
   get maxSeqLength(): number {
     return this.files.maxSeqLength;

@@ -3,7 +3,7 @@
  * and field of every problem in its error, splits off a validation set and forms batches.
  *
  * Formats: in-memory arrays of `{ query, positive, negatives? }`; JSONL files of pairs `{query, positive}`
- * or triplets `{query, positive, negatives: [...]}`; and the ColTrast JSON (`projects[]` with
+ * or triplets `{query, positive, negatives: [...]}` (or `negative: "..."`, one); and the ColTrast JSON (`projects[]` with
  * `project_id`, `readme_content`, `qa_pairs[]` of `question`/`answer`/`context`), where each Q&A pair
  * becomes an example whose positive is its context (or its answer when it has none), grouped by project.
  */
@@ -80,9 +80,16 @@ export function checkExample(where: string, value: unknown): TrainExample {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object with "query" and "positive"');
   const o = value as Record<string, unknown>;
   for (const key of Object.keys(o)) {
-    if (!['query', 'positive', 'negatives', 'group', 'scores'].includes(key)) throw bad(where, `unknown field "${key}" (known: query, positive, negatives, group, scores)`);
+    if (!['query', 'positive', 'negative', 'negatives', 'group', 'scores'].includes(key)) {
+      throw bad(where, `unknown field "${key}" (known: query, positive, negative, negatives, group, scores)`);
+    }
   }
   const example: TrainExample = { query: text(where, o.query, 'query'), positive: text(where, o.positive, 'positive') };
+  // `negative`: one hard negative (a triplet row, as mineHardNegatives and sentence-transformers write them).
+  if (o.negative !== undefined) {
+    if (o.negatives !== undefined) throw bad(where, 'give "negative" (one) or "negatives" (a list), not both');
+    example.negatives = [text(where, o.negative, 'negative')];
+  }
   if (o.negatives !== undefined) {
     if (!Array.isArray(o.negatives)) throw bad(where, '"negatives" must be an array of strings');
     example.negatives = o.negatives.map((n, i) => text(where, n, `negatives[${i}]`));
