@@ -18,6 +18,7 @@ import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
 import { Index, STORAGES, TOKEN_STORAGES, type Fusion, type IndexDoc, type Storage, type TokenStorage } from './search-index';
 import { exportIndex } from './export';
+import { mineHardNegatives, miningReport, type MineOptions } from './mining';
 import { encoderEmbedder } from './train';
 import { readTrainingData } from './train-data';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
@@ -80,6 +81,20 @@ commands:
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
                              its other settings (queryLength, documentLength, queryExpansion, ...) through --config
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
+  mine                       add hard negatives to (query, positive) pairs, as sentence-transformers' mine_hard_negatives
+    --data <file>            .jsonl or .json of {"query", "positive"} (a query may repeat, with several positives)
+    --output <file.jsonl>    the rows (written to a temporary file, renamed when complete); train --data reads them
+    --model <dir|hub id>     the embedding model that ranks the candidates (default: coltrast's shipped model)
+    --corpus <file>          more candidates beside the positives: .txt (one per line), .jsonl or .json of strings or {text}
+    --cross-encoder <dir|hub id>   rescore every candidate and positive with a reranker (its scores filter, rank and are written)
+    --num-negatives <n> (3) --range-min <n> (0: skip the n best candidates) --range-max <n> (how deep to look)
+    --absolute-margin <x> --relative-margin <x>   strike candidates within a margin of the positive's score (NV-Retriever: --relative-margin 0.05)
+    --max-score <x> --min-score <x>   strike candidates scoring above / below
+    --sampling-strategy top|random (top) --seed <n>   the best survivors, or a seeded sample of them
+    --output-format triplet|n-tuple|labeled-pair|labeled-list (triplet) --output-scores (scores in each row: teacher scores for train)
+    --include-positives      keep the positives among the candidates (n-tuple rows in ranking order, for re-ranking evaluation)
+    --query-prompt <t> --query-prompt-name <name> --corpus-prompt <t> --corpus-prompt-name <name>   (default: the model's query / document prompts)
+    --batch-size <n> --device <d> --threads <n> --json
   rag-train                  ContextFlow: train a retriever and a decoder LLM generator together on questions and answers
     --retriever <dir|hub id> the embedding model that retrieves (default: coltrast's shipped model)
     --generator <dir|hub id> the causal LM that answers (Llama, Mistral, Qwen2, Qwen3; a *ForCausalLM folder)
@@ -447,6 +462,39 @@ function flagOptions(argv: string[], kinds: Record<string, string>, positionals:
     options[key] = kind === 'boolean' || kind === 'string' ? raw : numberFlag(flag, raw as string, kind as 'number' | 'int' | 'count');
   }
   return { options, positionals: parsed.positionals };
+}
+
+const MINE_FLAGS = {
+  data: 'string', output: 'string', model: 'string', corpus: 'string', 'cross-encoder': 'string', 'num-negatives': 'int', 'range-min': 'int',
+  'range-max': 'int', 'max-score': 'number', 'min-score': 'number', 'absolute-margin': 'number', 'relative-margin': 'number',
+  'sampling-strategy': 'string', seed: 'int', 'output-format': 'string', 'output-scores': 'boolean', 'include-positives': 'boolean',
+  'query-prompt': 'string', 'query-prompt-name': 'string', 'corpus-prompt': 'string', 'corpus-prompt-name': 'string', 'batch-size': 'count',
+  device: 'string', threads: 'count', json: 'boolean',
+} as const;
+
+async function mineCommand(argv: string[]): Promise<void> {
+  const { options: o } = flagOptions(argv, MINE_FLAGS, false);
+  if (!o.data) fail('mine needs --data (a .jsonl or .json file of {"query", "positive"} pairs)');
+  if (!o.output) fail('mine needs --output <file.jsonl>');
+  const { json, ...options } = o;
+  const bars = new Map<string, ProgressBar>();
+  const result = await mineHardNegatives({
+    ...(options as MineOptions),
+    model: options.model ?? DEFAULT_MODEL,
+    onProgress: json
+      ? undefined
+      : (p) => {
+          if (!bars.has(p.stage)) bars.set(p.stage, new ProgressBar(p.stage, p.stage === 'search' ? 'queries' : p.stage === 'rescore' ? 'pairs' : 'texts'));
+          bars.get(p.stage)!.update(p.done, p.total);
+        },
+  });
+  const { rows, ...summary } = result;
+  if (json) {
+    console.log(JSON.stringify({ ...summary, rows: rows.length }));
+    return;
+  }
+  console.log(miningReport(result));
+  console.log(`${rows.length} ${result.format} rows (${result.queries} queries, ${result.corpus} documents, candidates ranked to ${result.rangeMax}) -> ${result.output}`);
 }
 
 async function ragTrainCommand(argv: string[]): Promise<void> {
@@ -886,6 +934,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   search: searchCommand,
   eval: evalCommand,
   export: exportCommand,
+  mine: mineCommand,
   'rag-train': ragTrainCommand,
   ask: askCommand,
   generate: generateCommand,

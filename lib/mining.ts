@@ -232,6 +232,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
     const scores = new Float64Array(queries.length * width).fill(-Infinity);
     const store = newStore(dim, 'float32');
     store.add(corpusVectors.data);
+    progress('search', 0, queries.length);
     for (let start = 0; start < queries.length; start += SEARCH_CHUNK) {
       const end = Math.min(queries.length, start + SEARCH_CHUNK);
       const r = await store.search(queryVectors.data.subarray(start * dim, end * dim), k);

@@ -17,6 +17,7 @@
 //     twin) its ContrastiveTensionLossInBatchNegatives;
 //   - ContextFlow's joint retriever/generator loss and its gradient's norm equal what sentence-transformers and
 //     transformers compute for the same batch (scripts/fixtures/rag_loss.py);
+//   - hard-negative mining gives mine_hard_negatives' rows (scripts/fixtures/st_mine.py);
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
@@ -24,7 +25,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { CrossEncoder, Encoder, Generator, Index, ops, poolTokens, quantizeEmbeddings, train } from '../lib';
+import { CrossEncoder, Encoder, Generator, Index, mineHardNegatives, ops, poolTokens, quantizeEmbeddings, train } from '../lib';
 import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
@@ -569,6 +570,45 @@ check(`quantizeEmbeddings gives sentence-transformers' quantize_embeddings codes
       }
       // Not all codes alike: the comparison sees real spread.
       t.true(new Set(ref.int8.flat()).size > 50);
+    }
+  } finally {
+    encoder.dispose();
+  }
+});
+
+check(`mineHardNegatives gives sentence-transformers' mine_hard_negatives rows: every format, margins, score limits, range_min, the positives kept, a cross-encoder's rescoring (scores 1e-5)${skipped}`, async (t) => {
+  const projects = JSON.parse(fs.readFileSync(path.join(ROOT, 'examples', 'ai-projects.json'), 'utf8')).projects;
+  const qa: { question: string; answer: string; context?: string }[] = projects.flatMap((p: any) => p.qa_pairs);
+  // A query with two positives, and a pair repeated.
+  const pairs = [...qa.map((x) => ({ query: x.question, positive: x.answer })), { query: qa[0].question, positive: 'MedScan uses a ResNet-50 architecture.' }, { query: qa[3].question, positive: qa[3].answer }];
+  const corpus = fs.readFileSync(TEXTS, 'utf8').split('\n').filter((l) => l.trim());
+  const crossEncoder = path.join(CROSS, 'st');
+  const cases: [Record<string, unknown>, Record<string, unknown>][] = [
+    [{}, {}],
+    [{ numNegatives: 2, relativeMargin: 0.05, outputScores: true }, { num_negatives: 2, relative_margin: 0.05, output_scores: true }],
+    [{ outputFormat: 'n-tuple', rangeMin: 2, outputScores: true, absoluteMargin: 0.02, maxScore: 0.4 }, { output_format: 'n-tuple', range_min: 2, output_scores: true, absolute_margin: 0.02, max_score: 0.4 }],
+    [{ outputFormat: 'labeled-pair', minScore: 0.1, rangeMax: 8 }, { output_format: 'labeled-pair', min_score: 0.1, range_max: 8 }],
+    [{ outputFormat: 'labeled-list', outputScores: true, numNegatives: 4 }, { output_format: 'labeled-list', output_scores: true, num_negatives: 4 }],
+    [{ includePositives: true }, { include_positives: true }],
+    [{ crossEncoder, absoluteMargin: 0, outputFormat: 'n-tuple', outputScores: true, numNegatives: 2 }, { cross_encoder: crossEncoder, absolute_margin: 0, output_format: 'n-tuple', output_scores: true, num_negatives: 2 }],
+  ];
+  const dir = tempDir();
+  const encoder = await Encoder.load('default', { device: 'cpu' });
+  try {
+    for (const [ours, theirs] of cases) {
+      const mined = await mineHardNegatives({ data: pairs, corpus, model: encoder, ...ours });
+      const { cross_encoder: ce, ...options } = theirs;
+      fs.writeFileSync(path.join(dir, 'spec.json'), JSON.stringify({ model: path.join(ROOT, 'default-model'), cross_encoder: ce ?? null, pairs, corpus, options }));
+      const r = await python([script('st_mine.py'), path.join(dir, 'spec.json'), path.join(dir, 'out.json')]);
+      t.is(r.status, 0, r.tail);
+      const st: Record<string, unknown>[] = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8')).rows;
+      const numbers = (x: any): number[] => x.scores ?? (x.score !== undefined ? [x.score] : []);
+      const texts = (rows: any[]) => rows.map((x) => JSON.stringify({ ...x, scores: undefined, score: undefined }));
+      t.true(st.length > 10, `${st.length} rows`);
+      t.deepEqual(texts(mined.rows), texts(st), JSON.stringify(ours));
+      const worst = Math.max(0, ...mined.rows.flatMap((x, i) => numbers(x).map((v, j) => Math.abs(v - numbers(st[i])[j]))));
+      t.true(worst < 1e-5, `${JSON.stringify(ours)}: scores differ by ${worst}`);
+      t.is(mined.rows.filter((x) => numbers(x).length > 0).length, st.filter((x) => numbers(x).length > 0).length);
     }
   } finally {
     encoder.dispose();

@@ -1,0 +1,236 @@
+// Hard-negative mining (lib/mining.ts). Each query's negatives are checked against the definition written out
+// here on the full score matrix (every query against every document, from embed() with the model's prompts):
+// among the query's best rangeMax + maxPositives documents, strike its positives and whatever a filter refuses,
+// rank the rest, skip rangeMin and take numNegatives. Then the other formats against the triplets, seeded random
+// sampling, a cross-encoder's rescoring, the JSONL file and the CLI (whose rows train() reads), and the refusals.
+// test/python-interop.test.ts compares the rows with sentence-transformers' own mine_hard_negatives.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CrossEncoder, Encoder, mineHardNegatives, train, type MineOptions, type MinedRow } from '../lib';
+import { fixtureCopy, FIXTURE, tempDir } from './helpers/fixture';
+import { dot, makeSmallMultiVector, rejection, rows } from './helpers/vectors';
+
+const ROOT = path.resolve(__dirname, '..');
+const CLI = path.join(ROOT, 'dist', 'cli.js');
+const projects = JSON.parse(fs.readFileSync(path.join(ROOT, 'examples', 'ai-projects.json'), 'utf8')).projects;
+const qa: { question: string; answer: string; context?: string }[] = projects.flatMap((p: any) => p.qa_pairs);
+// Every question with its answer; the first question again with a second positive that scores higher than the answer (the lower
+// sets the margins), and one pair repeated.
+const PAIRS = [...qa.map((x) => ({ query: x.question, positive: x.answer })), { query: qa[0].question, positive: 'MedScan uses a ResNet-50 architecture.' }, { query: qa[3].question, positive: qa[3].answer }];
+const CORPUS = fs.readFileSync(path.join(ROOT, 'examples', 'sentences.txt'), 'utf8').split('\n').filter((l) => l.trim());
+
+let encoder: Encoder;
+test.before(async () => {
+  encoder = await Encoder.load('default', { device: 'cpu' });
+});
+test.after.always(() => encoder?.dispose());
+
+interface Reference {
+  queries: string[];
+  corpus: string[];
+  scores: number[][];
+  positives: number[][];
+}
+
+/** Every query's score against every document, and each query's positives (by corpus position). */
+async function reference(): Promise<Reference> {
+  const corpus = [...new Set([...CORPUS, ...PAIRS.map((p) => p.positive)])];
+  const queries = [...new Set(PAIRS.map((p) => p.query))];
+  const q = rows(await encoder.embed(queries, { task: 'query', normalize: true }) as any);
+  const d = rows(await encoder.embed(corpus, { task: 'document', normalize: true }) as any);
+  const positives = queries.map((query) => [...new Set(PAIRS.filter((p) => p.query === query).map((p) => corpus.indexOf(p.positive)))]);
+  return { queries, corpus, scores: q.map((v) => d.map((w) => dot(v, w))), positives };
+}
+
+/** The definition: the negatives (corpus positions, best first) of query i. */
+function expected(ref: Reference, i: number, o: { rangeMin?: number; rangeMax: number; numNegatives: number; maxPositives: number; refuse?: (s: number, hardest: number) => boolean }): number[] {
+  const s = ref.scores[i];
+  const window = s.map((_, j) => j).sort((a, b) => s[b] - s[a]).slice(0, o.rangeMax + o.maxPositives);
+  const hardest = Math.min(...ref.positives[i].map((p) => s[p]));
+  const left = window.filter((j) => !ref.positives[i].includes(j) && !(o.refuse?.(s[j], hardest) ?? false));
+  return left.slice(o.rangeMin ?? 0, o.rangeMax).slice(0, o.numNegatives);
+}
+
+const CASES: [string, Partial<MineOptions>, { rangeMax: number; refuse?: (s: number, hardest: number) => boolean }][] = [
+  // Defaults: 3 negatives from a window of rangeMin + 3 + 2 (the most positives of a query, the repeat counted).
+  ['the defaults', {}, { rangeMax: 5 }],
+  ['rangeMin 2', { rangeMin: 2, numNegatives: 2 }, { rangeMax: 6 }],
+  ['relativeMargin 0.05', { relativeMargin: 0.05 }, { rangeMax: 32, refuse: (s, p) => s > p - Math.abs(p) * 0.05 }],
+  ['absoluteMargin and maxScore', { absoluteMargin: 0.02, maxScore: 0.3, rangeMax: 12 }, { rangeMax: 12, refuse: (s, p) => s + 0.02 > p || s > 0.3 }],
+  ['minScore', { minScore: 0.25, numNegatives: 4 }, { rangeMax: 6, refuse: (s) => s < 0.25 }],
+];
+
+for (const [name, options, how] of CASES) {
+  test(`triplets: each query's negatives are its best candidates left after its positives and the filters (${name})`, async (t) => {
+    const ref = await reference();
+    const r = await mineHardNegatives({ data: PAIRS, corpus: CORPUS, model: encoder, outputScores: true, ...options });
+    t.is(r.rangeMax, how.rangeMax);
+    t.is(r.queries, ref.queries.length);
+    t.is(r.corpus, ref.corpus.length);
+    const want: MinedRow[] = [];
+    ref.queries.forEach((query, i) => {
+      const negatives = expected(ref, i, { ...options, numNegatives: options.numNegatives ?? 3, rangeMax: how.rangeMax, maxPositives: 2, refuse: how.refuse });
+      for (const p of ref.positives[i]) {
+        for (const n of negatives) want.push({ query, positive: ref.corpus[p], negative: ref.corpus[n], scores: [ref.scores[i][p], ref.scores[i][n]] });
+      }
+    });
+    t.true(want.length > 20, `${want.length} rows`);
+    t.deepEqual(r.rows.map((x) => ({ ...x, scores: undefined })), want.map((x) => ({ ...x, scores: undefined })));
+    const worst = Math.max(...r.rows.flatMap((x, k) => (x as any).scores.map((v: number, j: number) => Math.abs(v - (want[k] as any).scores[j]))));
+    t.true(worst < 1e-5, `scores differ by ${worst}`);
+    t.is(r.negative.count, want.length);
+    t.is(r.missing, ref.positives.flat().length * (options.numNegatives ?? 3) - want.length);
+    if (how.refuse) t.true(Object.values(r.skipped).every((n) => n > 0), JSON.stringify(r.skipped));
+  });
+}
+
+test('n-tuple, labeled-pair and labeled-list rows hold the triplets\' negatives; includePositives ranks the positives among them', async (t) => {
+  const base = { data: PAIRS, corpus: CORPUS, model: encoder, relativeMargin: 0.05, numNegatives: 2 } as const;
+  const triplets = (await mineHardNegatives(base)).rows as { query: string; positive: string; negative: string }[];
+  const negativesOf = (query: string, positive: string) => triplets.filter((x) => x.query === query && x.positive === positive).map((x) => x.negative);
+
+  const tuples = await mineHardNegatives({ ...base, outputFormat: 'n-tuple', outputScores: true });
+  const full = new Set(tuples.rows.map((x: any) => `${x.query}\n${x.positive}`));
+  for (const x of tuples.rows as any[]) {
+    t.deepEqual(x.negatives, negativesOf(x.query, x.positive));
+    t.is(x.scores.length, 3);
+  }
+  // A (query, positive) with fewer than two negatives has no tuple; every other has one.
+  for (const p of PAIRS) t.is(full.has(`${p.query}\n${p.positive}`), negativesOf(p.query, p.positive).length === 2);
+  t.is(tuples.missing, tuples.possible - tuples.rows.length);
+
+  const labeled = (await mineHardNegatives({ ...base, outputFormat: 'labeled-pair' })).rows as { query: string; document: string; label: number }[];
+  for (const query of new Set(PAIRS.map((p) => p.query))) {
+    const mine = labeled.filter((x) => x.query === query);
+    const positives = [...new Set(PAIRS.filter((p) => p.query === query).map((p) => p.positive))];
+    t.deepEqual(mine.filter((x) => x.label === 1).map((x) => x.document), positives);
+    t.deepEqual(mine.filter((x) => x.label === 0).map((x) => x.document), negativesOf(query, positives[0]));
+  }
+
+  const lists = (await mineHardNegatives({ ...base, outputFormat: 'labeled-list', outputScores: true })).rows as { query: string; documents: string[]; scores: number[] }[];
+  for (const x of lists) {
+    t.deepEqual(x.documents.slice(1), negativesOf(x.query, x.documents[0]));
+    t.is(x.scores.length, x.documents.length);
+  }
+
+  // With the positives kept, a query's row is its plain ranking: the best candidate is usually its positive.
+  const ranked = await mineHardNegatives({ data: PAIRS, corpus: CORPUS, model: encoder, includePositives: true, outputFormat: 'triplet', outputScores: true });
+  t.is(ranked.format, 'n-tuple');
+  const ref = await reference();
+  for (const x of ranked.rows as any[]) {
+    const i = ref.queries.indexOf(x.query);
+    const best = ref.scores[i].map((_, j) => j).sort((a, b) => ref.scores[i][b] - ref.scores[i][a]).slice(0, 3);
+    t.deepEqual(x.negatives, best.map((j) => ref.corpus[j]));
+  }
+});
+
+test('random sampling: seeded, drawn from the candidates left in the window, written best first', async (t) => {
+  const base = { data: PAIRS, corpus: CORPUS, model: encoder, samplingStrategy: 'random', rangeMax: 15, numNegatives: 3, outputFormat: 'n-tuple', outputScores: true } as const;
+  const a = await mineHardNegatives({ ...base, seed: 1 });
+  const again = await mineHardNegatives({ ...base, seed: 1 });
+  const other = await mineHardNegatives({ ...base, seed: 2 });
+  t.deepEqual(a.rows, again.rows);
+  t.notDeepEqual(a.rows, other.rows);
+  const top = await mineHardNegatives({ ...base, samplingStrategy: 'top' });
+  t.notDeepEqual(a.rows, top.rows);
+  const ref = await reference();
+  for (const x of a.rows as any[]) {
+    const i = ref.queries.indexOf(x.query);
+    const allowed = new Set(expected(ref, i, { rangeMax: 15, numNegatives: 15, maxPositives: 2 }).map((j) => ref.corpus[j]));
+    t.true(x.negatives.every((n: string) => allowed.has(n)));
+    t.deepEqual([...x.scores.slice(1)].sort((p: number, q: number) => q - p), x.scores.slice(1));
+  }
+});
+
+test('a cross-encoder rescores the candidates and the positives: its scores rank, filter and are written', async (t) => {
+  const ce = await CrossEncoder.load(path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder', 'st'), { device: 'cpu' });
+  try {
+    const r = await mineHardNegatives({ data: PAIRS, corpus: CORPUS, model: encoder, crossEncoder: ce, absoluteMargin: 0, rangeMax: 10, outputFormat: 'n-tuple', outputScores: true, numNegatives: 2 });
+    t.true(r.rows.length > 5, `${r.rows.length} rows`);
+    for (const x of r.rows as any[]) {
+      const { data } = await ce.predict([x.positive, ...x.negatives].map((d: string) => [x.query, d] as [string, string]));
+      t.true(Math.max(...Array.from(data, (v, j) => Math.abs(v - x.scores[j]))) < 1e-6);
+      t.true(x.scores[1] >= x.scores[2] && x.scores[1] <= x.scores[0], 'ranked by the cross-encoder, below the positive (margin 0)');
+    }
+  } finally {
+    ce.dispose();
+  }
+});
+
+test('coltrast mine writes the rows as JSONL, and train reads triplets and scored n-tuples', async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(data, PAIRS.map((p) => JSON.stringify(p)).join('\n') + '\n');
+  const corpus = path.join(dir, 'corpus.txt');
+  fs.writeFileSync(corpus, CORPUS.join('\n'));
+  for (const [format, extra] of [['triplet', []], ['n-tuple', ['--output-scores']]] as const) {
+    const output = path.join(dir, `${format}.jsonl`);
+    const r = spawnSync(process.execPath, [CLI, 'mine', '--data', data, '--corpus', corpus, '--output', output, '--output-format', format, '--num-negatives', '2', '--device', 'cpu', ...extra], { encoding: 'utf8' });
+    t.is(r.status, 0, r.stderr);
+    t.regex(r.stdout, /Metric\s+Positive\s+Negative\s+Difference/);
+    const written = fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const api = await mineHardNegatives({ data: PAIRS, corpus: CORPUS, model: encoder, outputFormat: format, numNegatives: 2, outputScores: extra.length > 0 });
+    t.deepEqual(written, JSON.parse(JSON.stringify(api.rows)));
+    t.false(fs.existsSync(`${output}.tmp`));
+    // train() reads them: `negative` as one hard negative; n-tuple scores as teacher scores (distillation).
+    const model = path.join(dir, `model-${format}`);
+    const run = await train({ model: FIXTURE, data: output, output: model, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 1 });
+    t.true(run.history.steps.every((s) => Number.isFinite(s.loss)));
+    if (format === 'n-tuple') t.true(run.history.steps.every((s) => s.distillation > 0), JSON.stringify(run.history.steps[0]));
+  }
+  const json = spawnSync(process.execPath, [CLI, 'mine', '--data', data, '--output', path.join(dir, 'x.jsonl'), '--json', '--device', 'cpu'], { encoding: 'utf8' });
+  t.is(json.status, 0, json.stderr);
+  t.like(JSON.parse(json.stdout), { format: 'triplet', queries: 33, rangeMax: 5 });
+  const bad = spawnSync(process.execPath, [CLI, 'mine', '--data', data, '--output', path.join(dir, 'y.jsonl'), '--num-negative', '2'], { encoding: 'utf8' });
+  t.is(bad.status, 2);
+  t.regex(bad.stderr, /num-negative/);
+});
+
+test('mining refuses bad options, project files, empty data, multi-vector and manhattan models, and a many-label cross-encoder', async (t) => {
+  const base = { data: PAIRS, model: encoder };
+  const refusals: [Partial<MineOptions>, RegExp][] = [
+    [{ numNegatives: 0 }, /numNegatives must be an integer >= 1/],
+    [{ rangeMin: -1 }, /rangeMin must be an integer >= 0/],
+    [{ rangeMin: 5, rangeMax: 5 }, /rangeMin \(5\) must be below options.rangeMax \(5\)/],
+    [{ numNegatives: 4, rangeMin: 2, rangeMax: 5 }, /cannot mine 4 negatives per query: only 3 candidates remain/],
+    [{ samplingStrategy: 'best' as 'top' }, /samplingStrategy must be one of 'top', 'random'/],
+    [{ outputFormat: 'pairs' as 'triplet' }, /outputFormat must be one of/],
+    [{ relativeMargin: NaN }, /relativeMargin must be a finite number/],
+    [{ ['numNegative' as 'numNegatives']: 2 }, /unknown option options.numNegative/],
+    [{ data: path.join(ROOT, 'examples', 'ai-projects.json') }, /ColTrast project file: train\(\) chunks and mines those itself/],
+    [{ data: [] }, /holds no examples/],
+    [{ data: [{ query: 'a' }] }, /"positive" must be a non-empty string/],
+    [{ corpus: '/nonexistent/corpus.txt' }, /corpus file \/nonexistent\/corpus.txt does not exist/],
+    [{ crossEncoder: path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder', 'hf') }, /must score relevance with one label; .* has 3/],
+  ];
+  for (const [options, message] of refusals) {
+    const e = await rejection(() => mineHardNegatives({ ...base, ...options } as MineOptions));
+    t.regex(e.message, message);
+  }
+  const manhattan = fixtureCopy((dir) => {
+    const file = path.join(dir, 'config_sentence_transformers.json');
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), similarity_fn_name: 'manhattan' }));
+  });
+  t.regex((await rejection(() => mineHardNegatives({ data: PAIRS, model: manhattan, device: 'cpu' }))).message, /manhattan distance/);
+  const multi = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    await makeSmallMultiVector(multi);
+    t.regex((await rejection(() => mineHardNegatives({ data: PAIRS, model: multi }))).message, /multi-vector/);
+  } finally {
+    multi.dispose();
+  }
+});
+
+test('a euclidean model mines by negative distance, as sentence-transformers scores it', async (t) => {
+  const model = fixtureCopy((dir) => {
+    const file = path.join(dir, 'config_sentence_transformers.json');
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), similarity_fn_name: 'euclidean' }));
+  });
+  const cosine = await mineHardNegatives({ data: PAIRS, corpus: CORPUS, model: FIXTURE, device: 'cpu', outputScores: true });
+  const euclid = await mineHardNegatives({ data: PAIRS, corpus: CORPUS, model, device: 'cpu', outputScores: true });
+  t.deepEqual(euclid.rows.map((x: any) => x.negative), cosine.rows.map((x: any) => x.negative));
+  const worst = Math.max(...euclid.rows.flatMap((x: any, k) => x.scores.map((s: number, j: number) => Math.abs(s + Math.sqrt(Math.max(0, 2 - 2 * (cosine.rows[k] as any).scores[j]))))));
+  t.true(worst < 1e-6, `${worst}`);
+});
