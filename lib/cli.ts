@@ -125,6 +125,8 @@ commands:
     --reranker <dir|hub id>  a cross-encoder for /rerank, /v1/rerank and /search's "rerank": "cross-encoder"
     --index <dir>            an index folder for /search
     --mmap                   map the index's vector files instead of reading them (fast start, the page cache's memory)
+    --writable               let clients change the index: POST /documents (add or replace), /documents/delete; changes are
+                             saved to the --index folder (atomically) --save-interval <s> after them (default 10) and at exit
     --generator <dir|hub id> a causal LM (Llama, Mistral, Qwen2, Qwen3) for /v1/chat/completions and /v1/completions
     --corpus <file>          with --generator: documents for /ask (ContextFlow: the embedding model retrieves, the generator
                              answers; .txt one per line, .jsonl or .json); --template <t> --chat [--system <t>] as coltrast ask
@@ -825,7 +827,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     options: {
       model: { type: 'string' }, reranker: { type: 'string' }, index: { type: 'string' }, 'no-model': { type: 'boolean' }, host: { type: 'string' },
       generator: { type: 'string' }, corpus: { type: 'string' }, template: { type: 'string' }, chat: { type: 'boolean' }, system: { type: 'string' },
-      'generation-batch': { type: 'string' },
+      'generation-batch': { type: 'string' }, writable: { type: 'boolean' }, 'save-interval': { type: 'string' },
       port: { type: 'string' }, 'api-key': { type: 'string' }, 'max-batch': { type: 'string' }, 'batch-size': { type: 'string' }, mmap: { type: 'boolean' },
       'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
       dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
@@ -833,6 +835,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   });
   if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
   if (values['no-model'] && (values.model || values.index || values.corpus)) fail('--no-model serves a reranker or a generator alone: it takes no --model, --index or --corpus');
+  if (values.writable && !values.index) fail('--writable lets clients change an index: give --index <dir> too');
   if (values['no-model'] && !values.reranker && !values.generator) fail('--no-model needs --reranker <cross-encoder> or --generator <causal LM>');
   if (values.corpus && !values.generator) fail('--corpus needs --generator <causal LM>: /ask answers from the corpus with it');
   if (!values.corpus && (values.template || values.chat || values.system)) fail('--template, --chat and --system shape /ask\'s prompts: give --corpus too');
@@ -878,6 +881,9 @@ async function serveCommand(argv: string[]): Promise<void> {
     rerankerName: values.reranker,
     generatorName: values.generator,
     generationBatchSize: numberFlag('generation-batch', values['generation-batch'], 'count'),
+    writable: values.writable ?? false,
+    ...(values.writable && values.index && { saveTo: values.index }),
+    saveInterval: numberFlag('save-interval', values['save-interval'], 'number'),
     onRequest: values.verbose
       ? (r) => process.stderr.write(`${new Date().toISOString()} ${r.method} ${r.path} ${r.status} ${r.milliseconds.toFixed(1)} ms${r.inputs ? ` ${r.inputs} inputs` : ''}\n`)
       : undefined,

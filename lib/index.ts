@@ -32,7 +32,7 @@ export type { Filter } from './filter';
 export { quantizeEmbeddings } from './quantize';
 export { poolTokens } from './token-pooling';
 export type { Precision, QuantizeOptions, Quantized } from './quantize';
-export { mineHardNegatives } from './mining';
+export { mineHardNegatives, miningReport } from './mining';
 export type { MineOptions, MineResult, MinedRow, MiningFormat, MiningProgress, ScoreSummary } from './mining';
 export { exportIndex } from './export';
 export type { ExportOptions, ExportResult } from './export';

@@ -35,6 +35,7 @@ import { poolAll } from './token-pooling';
 import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
+import { ReadWriteLock } from './rw-lock';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
 export interface IndexDoc {
@@ -333,6 +334,8 @@ export class Index {
   private filterMatches = new Map<string, Uint8Array>();
   /** Token pooling of documents' token vectors (BuildOptions.poolFactor; 1: none). */
   private pooling = 1;
+  /** Searches and saves read; add, upsert and remove write. */
+  private readonly lock = new ReadWriteLock();
 
   private constructor(
     private readonly encoder: Encoder,
@@ -411,45 +414,57 @@ export class Index {
 
   /**
    * Adds documents (ids must be new). Texts are embedded in slices, so token vectors of the whole corpus
-   * never sit in memory at once.
+   * never sit in memory at once. Each slice is embedded while searches go on, then added while they wait, so a
+   * search sees a slice entirely or not at all.
    */
   async add(docs: IndexDoc[], options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<void> {
     checkDocs(docs, this.positions);
+    await this.insert(docs, false, options);
+  }
+
+  /** add() and upsert(): `replace` removes, with each slice, the documents it holds already. */
+  private async insert(docs: IndexDoc[], replace: boolean, options: { batchSize?: number; onProgress?: (done: number, total: number) => void }): Promise<void> {
     const batchSize = positiveInteger('options.batchSize', options.batchSize ?? 32);
     const slice = batchSize * 32;
     options.onProgress?.(0, docs.length); // the start, so that a progress bar's rate counts the first slice
     for (let start = 0; start < docs.length; start += slice) {
       const part = docs.slice(start, start + slice);
       const texts = part.map((d) => d.text);
-      if (this.vectors) {
-        const pooled = await this.encoder.embed(texts, { normalize: true, batchSize, task: 'document' });
-        this.vectors.add(pooled.data);
-      }
-      if (this.tokens) {
-        const counts: number[] = [];
-        const rows = await this.documentTokens(texts, batchSize, counts);
-        try {
-          if (this.tokens.kind === 'float16') this.tokens.store.add(rows);
-          else {
-            if (this.tokens.store.centroids() === 0) await this.trainCentroids(this.tokens, rows, part.length, docs.length);
-            await this.tokens.store.add(rows);
+      const pooled = this.vectors ? await this.encoder.embed(texts, { normalize: true, batchSize, task: 'document' }) : undefined;
+      const counts: number[] = [];
+      const rows = this.tokens ? await this.documentTokens(texts, batchSize, counts) : undefined;
+      await this.lock.write(async () => {
+        if (replace) {
+          const present = part.filter((d) => this.positions.has(d.id)).map((d) => d.id);
+          if (present.length > 0) this.removeNow(present);
+        } else {
+          checkDocs(part, this.positions); // another add() may have taken an id since
+        }
+        if (this.vectors && pooled) this.vectors.add(pooled.data);
+        if (this.tokens && rows) {
+          try {
+            if (this.tokens.kind === 'float16') this.tokens.store.add(rows);
+            else {
+              if (this.tokens.store.centroids() === 0) await this.trainCentroids(this.tokens, rows, part.length, docs.length);
+              await this.tokens.store.add(rows);
+            }
+          } catch (error) {
+            throw fromNative(error);
           }
-        } catch (error) {
-          throw fromNative(error);
+          for (const count of counts) {
+            this.tokenCounts.push(count);
+            this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + count);
+          }
         }
-        for (const count of counts) {
-          this.tokenCounts.push(count);
-          this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + count);
+        for (const d of part) {
+          this.positions.set(d.id, this.docs.length);
+          this.docs.push(d);
         }
-      }
-      for (const d of part) {
-        this.positions.set(d.id, this.docs.length);
-        this.docs.push(d);
-      }
+        this.bm25 = undefined;
+        this.filterMatches.clear();
+      });
       options.onProgress?.(Math.min(start + slice, docs.length), docs.length);
     }
-    this.bm25 = undefined;
-    this.filterMatches.clear();
   }
 
   /** The token vectors of `texts` embedded as documents, in one array; each text's count pushed onto `counts`. */
@@ -484,14 +499,12 @@ export class Index {
   }
 
   /**
-   * Adds documents, replacing those whose ids the index holds already: remove() of those, then add() of all
-   * (so a replaced document moves to the end of the index's order).
+   * Adds documents, replacing those whose ids the index holds already (a replaced document moves to the end of
+   * the index's order). A search sees the old document or the new one, never neither.
    */
   async upsert(docs: IndexDoc[], options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<void> {
     checkDocs(docs, new Map());
-    const present = docs.filter((d) => this.positions.has(d.id)).map((d) => d.id);
-    if (present.length > 0) await this.remove(present);
-    await this.add(docs, options);
+    await this.insert(docs, true, options);
   }
 
   /** Whether the index holds a document with this id. */
@@ -511,6 +524,11 @@ export class Index {
   /** Removes documents by id (unknown ids are an error). */
   async remove(ids: string[]): Promise<void> {
     if (!Array.isArray(ids)) throw invalid('ids', 'an array of document ids', ids);
+    // After the searches under way (their hits name rows by position), before those that come later.
+    await this.lock.write(async () => this.removeNow(ids));
+  }
+
+  private removeNow(ids: string[]): void {
     const drop = new Set(ids);
     for (const id of drop) if (!this.positions.has(id)) throw new ColtrastError('INVALID_ARGUMENT', `no document "${id}" in the index`);
     const keep = Uint8Array.from(this.docs, (d) => (drop.has(d.id) ? 0 : 1));
@@ -531,6 +549,11 @@ export class Index {
 
   /** The k best documents for each query. */
   async search(queries: string[], options?: SearchOptions): Promise<Hit[][]> {
+    // Searches run side by side; add(), upsert() and remove() wait for them, and they for those.
+    return this.lock.read(() => this.searchNow(queries, options));
+  }
+
+  private async searchNow(queries: string[], options?: SearchOptions): Promise<Hit[][]> {
     const o = checkOptions('options', options, SEARCH_KEYS);
     if (!Array.isArray(queries) || queries.some((q) => typeof q !== 'string')) throw invalid('queries', 'an array of strings', queries);
     const k = positiveInteger('options.k', o.k ?? 10);
@@ -756,6 +779,10 @@ export class Index {
 
   /** Writes the index folder (see the file comment); `dir` appears complete or not at all. */
   async save(dir: string, options: { overwrite?: boolean } = {}): Promise<void> {
+    await this.lock.read(() => this.saveNow(dir, options));
+  }
+
+  private async saveNow(dir: string, options: { overwrite?: boolean }): Promise<void> {
     const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.encoder));
     await writeFolderAtomic(path.resolve(dir), options.overwrite ?? false, async (staging) => {
       const manifest: Manifest = {

@@ -4,8 +4,8 @@
  * The routes speak the two protocols clients already have: OpenAI's (`POST /v1/embeddings`, `GET /v1/models`,
  * the Jina / Cohere / vLLM `POST /v1/rerank`, and `/v1/chat/completions` and `/v1/completions` in
  * lib/serve-generation.ts) and Hugging Face's text-embeddings-inference (`POST /embed`, `/embed_all`, `/rerank`,
- * `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over an `Index` and `POST /ask` over a
- * `Rag`. Node's own `http` module carries them: the routes are a handful of JSON bodies and one event stream, and a
+ * `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over an `Index` (and, when it is writable,
+ * `/documents` and `/documents/delete` to change it; `/documents/get` to read it) and `POST /ask` over a `Rag`. Node's own `http` module carries them: the routes are a handful of JSON bodies and one event stream, and a
  * framework would add a dependency without removing any of the code below (validation and the wire formats are
  * ours either way).
  *
@@ -27,7 +27,7 @@ import { Index, type Hit } from './search-index';
 import { Generator } from './generator';
 import { Rag } from './rag';
 import { generationRoutes } from './serve-generation';
-import { booleanValue, checkOptions, invalid, nonEmptyString, positiveInteger } from './validate';
+import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, positiveInteger } from './validate';
 import { BatchQueue, HttpError, fields, optional, requiredTexts, textList, type Body, type QueueStats, type Route } from './serve-common';
 
 export { BatchQueue, type QueueStats } from './serve-common';
@@ -67,6 +67,17 @@ export interface ServeOptions {
   generationBatchSize?: number;
   /** Called after each request. */
   onRequest?: (entry: RequestLog) => void;
+  /**
+   * Let clients change the index: POST /documents adds or replaces documents, POST /documents/delete removes them.
+   * Off by default (the routes answer 403). Searches never see half a change.
+   */
+  writable?: boolean;
+  /** With `writable`: save the changed index to this folder, at most every `saveInterval` seconds, and at close(). */
+  saveTo?: string;
+  /** Seconds from a change to the save that includes it (default 10): what a crash can lose. */
+  saveInterval?: number;
+  /** Called when a save of the index fails (it is tried again at the next change or at close()); default: stderr. */
+  onSaveError?: (error: Error) => void;
 }
 
 export interface RequestLog {
@@ -90,7 +101,7 @@ export interface Server {
 
 const SERVE_KEYS = [
   'encoder', 'reranker', 'index', 'generator', 'rag', 'host', 'port', 'apiKey', 'maxBatchTexts', 'batchSize', 'maxInputs', 'maxQueue',
-  'maxBodyBytes', 'modelName', 'rerankerName', 'generatorName', 'generationBatchSize', 'onRequest',
+  'maxBodyBytes', 'modelName', 'rerankerName', 'generatorName', 'generationBatchSize', 'onRequest', 'writable', 'saveTo', 'saveInterval', 'onSaveError',
 ] as const;
 
 /** The first `dimensions` entries of `v`, normalized again if `v` was (Matryoshka truncation, as OpenAI's `dimensions`). */
@@ -145,6 +156,13 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const maxBodyBytes = positiveInteger('options.maxBodyBytes', o.maxBodyBytes ?? 16 * 2 ** 20);
   if (maxQueue < maxInputs) throw new ColtrastError('INVALID_ARGUMENT', `options.maxQueue (${maxQueue}) must be at least options.maxInputs (${maxInputs})`);
   if (o.onRequest !== undefined && typeof o.onRequest !== 'function') throw invalid('options.onRequest', 'a function', o.onRequest);
+  const writable = booleanValue('options.writable', o.writable ?? false);
+  if (writable && !index) throw new ColtrastError('INVALID_ARGUMENT', 'options.writable lets clients change an index: give options.index too');
+  if (o.saveTo !== undefined && !writable) throw new ColtrastError('INVALID_ARGUMENT', 'options.saveTo saves the changes clients make: give options.writable: true too');
+  const saveTo = o.saveTo === undefined ? undefined : path.resolve(nonEmptyString('options.saveTo', o.saveTo));
+  const saveInterval = o.saveInterval === undefined ? 10 : numberValue('options.saveInterval', o.saveInterval, (x) => x >= 0, 'a number of seconds >= 0');
+  if (o.onSaveError !== undefined && typeof o.onSaveError !== 'function') throw invalid('options.onSaveError', 'a function', o.onSaveError);
+  const saver = new IndexSaver(index, saveTo, saveInterval * 1000, o.onSaveError ?? ((e) => process.stderr.write(`coltrast serve: saving the index to ${saveTo} failed: ${e.message}\n`)));
   const modelName = o.modelName ?? (encoder ? path.basename(encoder.modelDir) : undefined);
   const rerankerName = o.rerankerName ?? (reranker ? path.basename(reranker.modelDir) : undefined);
   const generatorName = o.generatorName ?? (generator ? path.basename(generator.modelDir) : undefined);
@@ -180,6 +198,11 @@ export async function serve(options: ServeOptions): Promise<Server> {
     maxBatchTexts,
     maxQueue,
   );
+  const writableIndex = (route: string): Index => {
+    if (!index) throw new HttpError(404, `${route} needs an index: start the server with one (coltrast serve --index <dir>)`);
+    if (!writable) throw new HttpError(403, `the index is read-only: start the server with options.writable (coltrast serve --writable) to let clients change it`);
+    return index;
+  };
   const queues: Record<string, { stats(): QueueStats }> = { embed: embedQueue, rerank: rerankQueue, search: searchQueue, ...generation.queues };
   const metrics = new Metrics();
   const runtime = runtimeInfo();
@@ -254,7 +277,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
           prompts: encoder?.prompts ?? {},
           device: encoder?.device ?? null,
           reranker: reranker ? { model_id: rerankerName, model_dir: reranker.modelDir, max_input_length: reranker.maxSeqLength } : null,
-          index: index ? { documents: index.size, late_interaction: index.lateInteraction, ...(index.tokenStorage && { token_storage: index.tokenStorage }), ...(index.poolFactor > 1 && { pool_factor: index.poolFactor }) } : null,
+          index: index ? { documents: index.size, writable, late_interaction: index.lateInteraction, ...(index.tokenStorage && { token_storage: index.tokenStorage }), ...(index.poolFactor > 1 && { pool_factor: index.poolFactor }) } : null,
           generator: generator ? { model_id: generatorName, model_dir: generator.modelDir, model_type: generator.modelType, chat_template: generator.chatTemplate !== undefined } : null,
           rag: rag ? { retriever_dir: rag.retriever.modelDir, generator_dir: rag.generator.modelDir, documents: rag.documents } : null,
           max_batch_texts: maxBatchTexts,
@@ -416,6 +439,44 @@ export async function serve(options: ServeOptions): Promise<Server> {
         return { inputs: queries.length, json: { results: queries.map((query, i) => ({ query, hits: hits[i] })) } };
       },
     },
+    '/documents': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw) => {
+        const target = writableIndex('/documents');
+        const body = fields(raw, ['documents', 'mode']);
+        const mode = body.mode ?? 'upsert';
+        if (mode !== 'upsert' && mode !== 'add') throw new HttpError(400, '"mode" must be "upsert" (add or replace) or "add" (new ids only)');
+        const docs = documentList(body.documents, maxInputs);
+        const replaced = mode === 'upsert' ? docs.filter((d) => target.has(d.id)).length : 0;
+        if (mode === 'add') await target.add(docs, { batchSize });
+        else await target.upsert(docs, { batchSize });
+        saver.changed();
+        return { inputs: docs.length, json: { added: docs.length - replaced, replaced, documents: target.size } };
+      },
+    },
+    '/documents/delete': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw) => {
+        const target = writableIndex('/documents/delete');
+        const ids = idList(fields(raw, ['ids']).ids, maxInputs);
+        const missing = ids.filter((id) => !target.has(id));
+        if (missing.length > 0) throw new HttpError(404, `no document ${missing.slice(0, 5).map((id) => JSON.stringify(id)).join(', ')}${missing.length > 5 ? ` (and ${missing.length - 5} more)` : ''} in the index; nothing was deleted`);
+        await target.remove([...new Set(ids)]);
+        saver.changed();
+        return { inputs: ids.length, json: { deleted: new Set(ids).size, documents: target.size } };
+      },
+    },
+    '/documents/get': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw) => {
+        if (!index) throw new HttpError(404, '/documents/get needs an index: start the server with one (coltrast serve --index <dir>)');
+        const ids = idList(fields(raw, ['ids']).ids, maxInputs);
+        return { inputs: ids.length, json: { documents: index.get(ids).map((d) => d ?? null) } };
+      },
+    },
     ...generation.routes,
     '/metrics': {
       method: 'GET',
@@ -533,12 +594,84 @@ export async function serve(options: ServeOptions): Promise<Server> {
     url: `http://${shown}:${address.port}`,
     port: address.port,
     stats: () => Object.fromEntries(Object.entries(queues).map(([name, q]) => [name, q.stats()])),
-    close: () =>
-      new Promise<void>((resolve, reject) => {
+    close: async () => {
+      await new Promise<void>((resolve, reject) => {
         server.close((error) => (error ? reject(error) : resolve()));
         server.closeIdleConnections();
-      }),
+      });
+      await saver.flush();
+    },
   };
+}
+
+/**
+ * Saves a writable index some time after it changes (not after every change: a save writes the whole index), and
+ * once more at close() when a change is not saved yet. Saves run one at a time; a failed one is reported and tried
+ * again at the next change or at close().
+ */
+class IndexSaver {
+  private timer: NodeJS.Timeout | undefined;
+  private dirty = false;
+  private saving: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly index: Index | undefined,
+    private readonly dir: string | undefined,
+    private readonly delayMs: number,
+    private readonly onError: (error: Error) => void,
+  ) {}
+
+  changed(): void {
+    if (!this.dir) return;
+    this.dirty = true;
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      void this.save();
+    }, this.delayMs);
+  }
+
+  async flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.save();
+  }
+
+  private save(): Promise<void> {
+    this.saving = this.saving.then(async () => {
+      if (!this.dirty || !this.index || !this.dir) return;
+      this.dirty = false;
+      try {
+        await this.index.save(this.dir, { overwrite: true });
+      } catch (error) {
+        this.dirty = true;
+        this.onError(error as Error);
+      }
+    });
+    return this.saving;
+  }
+}
+
+/** `"documents"`: a non-empty array of { id, text, metadata? }, at most `max`. */
+function documentList(value: unknown, max: number): { id: string; text: string; metadata?: Record<string, unknown> }[] {
+  if (!Array.isArray(value) || value.length === 0) throw new HttpError(400, '"documents" must be a non-empty array of {"id", "text", "metadata"?}');
+  if (value.length > max) throw new HttpError(400, `"documents" holds ${value.length} documents; this server takes at most ${max} per request (maxInputs)`);
+  return value.map((d, i) => {
+    if (d === null || typeof d !== 'object' || Array.isArray(d)) throw new HttpError(400, `"documents[${i}]" must be an object {"id", "text", "metadata"?}`);
+    const { id, text, metadata, ...rest } = d as Record<string, unknown>;
+    const extra = Object.keys(rest);
+    if (extra.length > 0) throw new HttpError(400, `"documents[${i}]" has unknown field "${extra[0]}" (a document has id, text and metadata)`);
+    if (typeof id !== 'string' || id.length === 0) throw new HttpError(400, `"documents[${i}].id" must be a non-empty string`);
+    if (typeof text !== 'string') throw new HttpError(400, `"documents[${i}].text" must be a string`);
+    if (metadata !== undefined && (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata))) throw new HttpError(400, `"documents[${i}].metadata" must be an object`);
+    return { id, text, ...(metadata !== undefined && { metadata: metadata as Record<string, unknown> }) };
+  });
+}
+
+/** `"ids"`: a non-empty array of document ids, at most `max`. */
+function idList(value: unknown, max: number): string[] {
+  if (!Array.isArray(value) || value.length === 0 || !value.every((id) => typeof id === 'string')) throw new HttpError(400, '"ids" must be a non-empty array of document ids (strings)');
+  if (value.length > max) throw new HttpError(400, `"ids" holds ${value.length} ids; this server takes at most ${max} per request (maxInputs)`);
+  return value;
 }
 
 /** Indices of `scores`, best first (ties: lower index first). */
