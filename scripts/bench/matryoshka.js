@@ -5,45 +5,19 @@
 // cut to each width (the starting model too). Each model embeds queries and corpus once at its full width; each
 // width's vectors are cut from those and normalized again, which is what embed({ truncateDim }) returns (tested in
 // test/matryoshka.test.ts), and ranked by exact inner product.
-// Data: the default model's pretraining pairs (scripts/pretrain/data.js: Debian descriptions and manual pages,
-// split by package), built into --work when absent; the manual-page source by default.
+// Data: the default model's pretraining pairs (scripts/bench/fine-tune-data.js); the manual-page source by default.
 //   node scripts/bench/matryoshka.js [--model default] [--source man] [--widths 256,128,64,32,16] [--epochs 1]
 //        [--batch-size 32] [--pairs 0 (all)] [--work models/matryoshka-bench] [--out bench-results/matryoshka.json]
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
-const { parseArgs } = require('node:util');
 const { Encoder, train, loadBeir, evaluateRun, runtimeInfo } = require('../../dist');
+const { fineTuneBench } = require('./fine-tune-data');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const { values } = parseArgs({
-  options: {
-    model: { type: 'string', default: 'default' },
-    source: { type: 'string', default: 'man' },
-    widths: { type: 'string', default: '256,128,64,32,16' },
-    epochs: { type: 'string', default: '1' },
-    'batch-size': { type: 'string', default: '32' },
-    'learning-rate': { type: 'string', default: '5e-5' },
-    pairs: { type: 'string', default: '0' },
-    work: { type: 'string', default: path.join(ROOT, 'models', 'matryoshka-bench') },
-    out: { type: 'string', default: path.join(ROOT, 'bench-results', 'matryoshka.json') },
-    seed: { type: 'string', default: '42' },
-  },
-});
+const { values, work, pairs, testDir } = fineTuneBench('matryoshka', { widths: '256,128,64,32,16' });
 const widths = values.widths.split(',').map(Number);
-const work = path.resolve(values.work);
-fs.mkdirSync(work, { recursive: true });
-
-const dataDir = path.join(work, 'data');
-if (!fs.existsSync(path.join(dataDir, values.source, 'train.jsonl'))) {
-  execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'pretrain', 'data.js'), dataDir], { stdio: 'inherit' });
-}
-const trainFile = path.join(dataDir, values.source, 'train.jsonl');
-let pairs = fs.readFileSync(trainFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map(({ query, positive }) => ({ query, positive }));
-if (Number(values.pairs) > 0) pairs = pairs.slice(0, Number(values.pairs));
-const test = loadBeir(path.join(dataDir, values.source, 'test'));
+const test = loadBeir(testDir);
 
 /** nDCG@10, Recall@100, MRR@10 of `model` on the test split at each width. */
 async function measure(model) {

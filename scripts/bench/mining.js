@@ -5,43 +5,19 @@
 // NV-Retriever's TopK-PercPos filter (relativeMargin 0.05, which strikes candidates scoring within 5% of the
 // positive: likely false negatives). Then nDCG@10, Recall@100 and MRR@10 on held-out BEIR folders, the starting
 // model too, and mining's own time.
-// Data: the default model's pretraining pairs (scripts/pretrain/data.js: Debian descriptions and manual pages,
-// split by package), built into --work when absent; the manual-page source by default. --eval adds BEIR folders
-// (e.g. ../shared/data/scifact), read in place.
+// Data: the default model's pretraining pairs (scripts/bench/fine-tune-data.js); the manual-page source by default.
+// --eval adds BEIR folders (e.g. ../shared/data/scifact), read in place.
 //   node scripts/bench/mining.js [--model default] [--source man] [--negatives 3] [--epochs 1] [--batch-size 32]
 //        [--pairs 0 (all)] [--eval dir,dir] [--work models/matryoshka-bench] [--out bench-results/mining.json]
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
-const { parseArgs } = require('node:util');
 const { mineHardNegatives, miningReport, train, evaluate, runtimeInfo } = require('../../dist');
+const { fineTuneBench } = require('./fine-tune-data');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const { values } = parseArgs({
-  options: {
-    model: { type: 'string', default: 'default' },
-    source: { type: 'string', default: 'man' },
-    negatives: { type: 'string', default: '3' },
-    epochs: { type: 'string', default: '1' },
-    'batch-size': { type: 'string', default: '32' },
-    'learning-rate': { type: 'string', default: '5e-5' },
-    pairs: { type: 'string', default: '0' },
-    eval: { type: 'string', default: '' },
-    work: { type: 'string', default: path.join(ROOT, 'models', 'matryoshka-bench') },
-    out: { type: 'string', default: path.join(ROOT, 'bench-results', 'mining.json') },
-    seed: { type: 'string', default: '42' },
-  },
-});
-const work = path.resolve(values.work);
-const dataDir = path.join(work, 'data');
-if (!fs.existsSync(path.join(dataDir, values.source, 'train.jsonl'))) {
-  execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'pretrain', 'data.js'), dataDir], { stdio: 'inherit' });
-}
-let pairs = fs.readFileSync(path.join(dataDir, values.source, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map(({ query, positive }) => ({ query, positive }));
-if (Number(values.pairs) > 0) pairs = pairs.slice(0, Number(values.pairs));
-const evalSets = [path.join(dataDir, values.source, 'test'), ...values.eval.split(',').filter(Boolean).map((d) => path.resolve(d))];
+const { values, work, pairs, testDir } = fineTuneBench('mining', { negatives: '3', eval: '' });
+const evalSets = [testDir, ...values.eval.split(',').filter(Boolean).map((d) => path.resolve(d))];
 const numNegatives = Number(values.negatives);
 
 async function mine(name, options) {
