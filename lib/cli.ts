@@ -65,6 +65,8 @@ commands:
     --matryoshka <widths>    Matryoshka: the pooled losses also at these widths, e.g. 768,512,256,128,64, so the vectors can
                              be cut (--truncate-dim); weights and dimensionsPerStep through --config (loss.matryoshka)
     --freeze-base            train only the head on the frozen transformer (CoTrEnD: a head on a decoder LLM's states)
+    --mine-negatives         pairs: mine 3 hard negatives each with the starting model first (relative margin 0.05, as
+                             coltrast mine); other settings through --config (mineNegatives)
     --contrastive-tension    self-supervised: --data is unlabeled sentences (.txt, one per line); a twin copy of the
                              model encodes each as the query, the model as the document (Contrastive Tension)
     --precision float32|bfloat16|float16   (mixed precision: bfloat16 on CPU or CUDA, float16 on CUDA)
@@ -327,7 +329,7 @@ const TRAIN_FLAGS = {
   'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int', 'no-prompts': 'boolean', 'multi-vector': 'int',
   'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number',
   teacher: 'string', distillation: 'string', 'distillation-weight': 'number', 'teacher-temperature': 'number',
-  guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean',
+  guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean', 'mine-negatives': 'boolean',
   matryoshka: 'string',
 } as const;
 
@@ -386,7 +388,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     ['learning-rate', 'learningRate'], ['warmup-ratio', 'warmupRatio'], ['schedule', 'schedule'], ['weight-decay', 'weightDecay'],
     ['max-grad-norm', 'maxGradNorm'], ['gradient-accumulation', 'gradientAccumulation'], ['val-split', 'valSplit'], ['seed', 'seed'],
     ['max-negatives', 'maxNegatives'], ['device', 'device'], ['threads', 'threads'], ['checkpoint-every', 'checkpointEvery'],
-    ['resume', 'resume'], ['precision', 'precision'], ['mini-batch-size', 'miniBatchSize'], ['teacher', 'teacher'], ['freeze-base', 'freezeBase'], ['contrastive-tension', 'contrastiveTension'],
+    ['resume', 'resume'], ['precision', 'precision'], ['mini-batch-size', 'miniBatchSize'], ['teacher', 'teacher'], ['freeze-base', 'freezeBase'], ['contrastive-tension', 'contrastiveTension'], ['mine-negatives', 'mineNegatives'],
     ['gradient-checkpointing', 'gradientCheckpointing'],
   ];
   for (const [flag, key] of flat) set(v[flag], (x) => (o[key] = x));

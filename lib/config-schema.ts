@@ -41,6 +41,20 @@ export const TRAIN_CONFIG_SCHEMA = {
     freezeBase: { type: 'boolean' },
     gradientCheckpointing: { type: 'boolean' },
     contrastiveTension: { type: 'boolean' },
+    mineNegatives: {
+      oneOf: [
+        { type: 'boolean' },
+        {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            numNegatives: integer(1), rangeMin: integer(0), rangeMax: integer(1), maxScore: number(), minScore: number(), absoluteMargin: number(),
+            relativeMargin: number(), samplingStrategy: { enum: ['top', 'random'] }, seed: integer(0),
+            corpus: { oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string' } }] },
+          },
+        },
+      ],
+    },
     loss: {
       type: 'object',
       additionalProperties: false,

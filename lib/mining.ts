@@ -16,9 +16,9 @@ import { CrossEncoder } from './cross-encoder';
 import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
 import { seededRandom } from './random';
-import { readCorpus } from './rag';
 import { newStore } from './search-index';
-import { readTrainingData } from './train-data';
+import { ProgressBar } from './progress';
+import { readCorpus, readTrainingData, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
 export const MINING_FORMATS = ['triplet', 'n-tuple', 'labeled-pair', 'labeled-list'] as const;
@@ -138,17 +138,7 @@ const RESCORE_CHUNK = 4096;
  */
 export async function mineHardNegatives(options: MineOptions): Promise<MineResult> {
   const o = checkOptions('options', options, KEYS);
-  const count = (name: string, value: unknown, fallback: number, min: number) =>
-    numberValue(`options.${name}`, value ?? fallback, (x) => Number.isInteger(x) && x >= min, `an integer >= ${min}`);
-  const maybe = (name: string, value: unknown) => (value === undefined ? undefined : numberValue(`options.${name}`, value, () => true, 'a finite number'));
-  const numNegatives = count('numNegatives', o.numNegatives, 3, 1);
-  const rangeMin = count('rangeMin', o.rangeMin, 0, 0);
-  const maxScore = maybe('maxScore', o.maxScore);
-  const minScore = maybe('minScore', o.minScore);
-  const absoluteMargin = maybe('absoluteMargin', o.absoluteMargin);
-  const relativeMargin = maybe('relativeMargin', o.relativeMargin);
-  const sampling = oneOf('options.samplingStrategy', o.samplingStrategy ?? 'top', ['top', 'random'] as const);
-  const seed = count('seed', o.seed, 42, 0);
+  const { numNegatives, rangeMin, maxScore, minScore, absoluteMargin, relativeMargin, sampling, seed, rangeMaxOption } = miningSettings('options', o);
   const includePositives = booleanValue('options.includePositives', o.includePositives ?? false);
   // As sentence-transformers: with the positives among the candidates, rows keep the full ranking (n-tuple).
   const format = includePositives ? 'n-tuple' : oneOf('options.outputFormat', o.outputFormat ?? 'triplet', MINING_FORMATS);
@@ -173,8 +163,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
   for (const p of pairs) rowsPerQuery.set(p.query, (rowsPerQuery.get(p.query) ?? 0) + 1);
   const maxPositives = Math.max(...rowsPerQuery.values());
   const filtering = absoluteMargin !== undefined || relativeMargin !== undefined || maxScore !== undefined;
-  const rangeMax =
-    o.rangeMax === undefined ? rangeMin + numNegatives * (filtering ? 10 : 1) + maxPositives : count('rangeMax', o.rangeMax, 0, 1);
+  const rangeMax = rangeMaxOption ?? rangeMin + numNegatives * (filtering ? 10 : 1) + maxPositives;
   if (rangeMin >= rangeMax) throw new ColtrastError('INVALID_ARGUMENT', `options.rangeMin (${rangeMin}) must be below options.rangeMax (${rangeMax})`);
   if (numNegatives > rangeMax - rangeMin) {
     throw new ColtrastError(
@@ -389,6 +378,64 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
     if (ownEncoder) encoder.dispose();
     if (reranker && !(o.crossEncoder instanceof CrossEncoder)) reranker.dispose();
   }
+}
+
+/** What chooses a query's negatives (MiningSettings), as train({ mineNegatives }) takes them too. */
+export const MINING_SETTING_KEYS = ['numNegatives', 'rangeMin', 'rangeMax', 'maxScore', 'minScore', 'absoluteMargin', 'relativeMargin', 'samplingStrategy', 'seed'] as const;
+export type MiningSettings = Pick<MineOptions, (typeof MINING_SETTING_KEYS)[number]>;
+
+/** Checks the settings that choose the negatives; `prefix` names them in errors ('options', 'options.mineNegatives'). */
+export function miningSettings(prefix: string, o: MiningSettings) {
+  const count = (name: string, value: unknown, fallback: number, min: number) =>
+    numberValue(`${prefix}.${name}`, value ?? fallback, (x) => Number.isInteger(x) && x >= min, `an integer >= ${min}`);
+  const maybe = (name: string, value: unknown) => (value === undefined ? undefined : numberValue(`${prefix}.${name}`, value, () => true, 'a finite number'));
+  const settings = {
+    numNegatives: count('numNegatives', o.numNegatives, 3, 1),
+    rangeMin: count('rangeMin', o.rangeMin, 0, 0),
+    rangeMaxOption: o.rangeMax === undefined ? undefined : count('rangeMax', o.rangeMax, 0, 1),
+    maxScore: maybe('maxScore', o.maxScore),
+    minScore: maybe('minScore', o.minScore),
+    absoluteMargin: maybe('absoluteMargin', o.absoluteMargin),
+    relativeMargin: maybe('relativeMargin', o.relativeMargin),
+    sampling: oneOf(`${prefix}.samplingStrategy`, o.samplingStrategy ?? 'top', ['top', 'random'] as const),
+    seed: count('seed', o.seed, 42, 0),
+  };
+  const { rangeMin, rangeMaxOption } = settings;
+  if (rangeMaxOption !== undefined && rangeMin >= rangeMaxOption) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${prefix}.rangeMin (${rangeMin}) must be below ${prefix}.rangeMax (${rangeMaxOption})`);
+  }
+  return settings;
+}
+
+/** train({ mineNegatives }): the settings, and more candidate documents beside the positives. */
+export type MineNegativesOptions = MiningSettings & { corpus?: MineOptions['corpus'] };
+
+/**
+ * The examples, those without negatives and teacher scores given hard negatives mined by `encoder` among the
+ * examples' positives and `settings.corpus` (n-tuples: an example left without a full set keeps none).
+ */
+export async function addMinedNegatives(examples: TrainExample[], encoder: Encoder, settings: MineNegativesOptions, progressBar: boolean): Promise<TrainExample[]> {
+  const open = (e: TrainExample) => !e.negatives?.length && !e.scores;
+  const pairs = examples.filter(open).map((e) => ({ query: e.query, positive: e.positive }));
+  if (pairs.length === 0) return examples;
+  const bars = new Map<string, ProgressBar>();
+  const r = await mineHardNegatives({
+    ...settings,
+    data: pairs,
+    model: encoder,
+    outputFormat: 'n-tuple',
+    ...(progressBar && {
+      onProgress: (p: MiningProgress) => {
+        if (!bars.has(p.stage)) bars.set(p.stage, new ProgressBar(`mining: ${p.stage}`, p.stage === 'search' ? 'queries' : 'texts'));
+        bars.get(p.stage)!.update(p.done, p.total);
+      },
+    }),
+  });
+  const mined = new Map(r.rows.map((x) => [`${x.query}\n${(x as { positive: string }).positive}`, (x as { negatives: string[] }).negatives]));
+  return examples.map((e) => {
+    const negatives = open(e) ? mined.get(`${e.query}\n${e.positive}`) : undefined;
+    return negatives ? { ...e, negatives } : e;
+  });
 }
 
 /** Descending order with -Infinity last (a plain subtraction gives NaN for two of them). */

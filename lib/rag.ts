@@ -23,7 +23,7 @@ import { seededRandom } from './random';
 import { trainingCurvesSvg } from './report';
 import { encoderEmbedder, learningRateAt } from './train';
 import { newStore, type NativeDenseStore } from './search-index';
-import { readDataFile, readProjects, readTextList, shuffle, splitByGroup } from './train-data';
+import { readCorpus, readDataFile, readProjects, shuffle, splitByGroup } from './train-data';
 import { padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, oneOf, positiveInteger } from './validate';
 
@@ -182,27 +182,6 @@ function ragExample(where: string, value: unknown): RagExample {
     throw new ColtrastError('INVALID_ARGUMENT', `${where}: expected { "question": non-empty string, "answer": non-empty string }`);
   }
   return { question, answer: v.answer, ...(typeof v.group === 'string' ? { group: v.group } : {}) };
-}
-
-/** The documents of `corpus`, each kept once; an empty one is an error. */
-export function readCorpus(corpus: RagTrainOptions['corpus']): string[] {
-  const one = (where: string, value: unknown): string[] => {
-    const t = typeof value === 'string' ? value : (value as { text?: unknown })?.text;
-    if (typeof t !== 'string' || !t.trim()) throw new ColtrastError('INVALID_ARGUMENT', `${where}: a document must be a non-empty string or { "text": string }`);
-    return [t];
-  };
-  const docs = [
-    ...new Set(
-      readTextList(corpus, one, {
-        name: 'corpus',
-        jsonHint: 'give a .txt, .jsonl or .json array',
-        notArray: 'expected a JSON array of documents',
-        wrongType: (value) => invalid('options.corpus', 'a file path or an array of documents', value),
-      }),
-    ),
-  ];
-  if (docs.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the corpus holds no documents');
-  return docs;
 }
 
 /** Questions and answers of `data`, and the project documents when it is a ColTrast file. */

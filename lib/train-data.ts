@@ -13,6 +13,7 @@ import { ColtrastError } from './errors';
 import { parseJsonLines } from './files';
 import type { NativeTeacherScores } from './native';
 import { seededRandom } from './random';
+import { invalid } from './validate';
 
 export interface TrainExample {
   query: string;
@@ -198,6 +199,27 @@ export function readSentences(data: string | readonly unknown[]): string[] {
   const distinct = [...new Set(sentences)];
   if (distinct.length < 2) throw new ColtrastError('INVALID_ARGUMENT', `the training data holds ${distinct.length} distinct sentence${distinct.length === 1 ? '' : 's'}; Contrastive Tension needs at least two`);
   return distinct;
+}
+
+/** The documents of `corpus`, each kept once; an empty one is an error. */
+export function readCorpus(corpus: string | readonly (string | { text: string })[] | undefined): string[] {
+  const one = (where: string, value: unknown): string[] => {
+    const t = typeof value === 'string' ? value : (value as { text?: unknown })?.text;
+    if (typeof t !== 'string' || !t.trim()) throw new ColtrastError('INVALID_ARGUMENT', `${where}: a document must be a non-empty string or { "text": string }`);
+    return [t];
+  };
+  const docs = [
+    ...new Set(
+      readTextList(corpus, one, {
+        name: 'corpus',
+        jsonHint: 'give a .txt, .jsonl or .json array',
+        notArray: 'expected a JSON array of documents',
+        wrongType: (value) => invalid('options.corpus', 'a file path or an array of documents', value),
+      }),
+    ),
+  ];
+  if (docs.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the corpus holds no documents');
+  return docs;
 }
 
 /** Pairs/triplets only (a .jsonl or .json file, or an array); ColTrast project files are refused. */

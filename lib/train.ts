@@ -19,6 +19,7 @@ import { embedWithGuide, guideMasks } from './guide';
 import { maxsim, padTokens } from './ops';
 import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
+import { addMinedNegatives, MINING_SETTING_KEYS, miningSettings, type MineNegativesOptions } from './mining';
 import { seededRandom } from './random';
 import { makeBatches, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
@@ -212,6 +213,13 @@ export interface TrainOptions {
   chunking?: Partial<ChunkingOptions>;
   /** ColTrast project files: positive threshold (0.6) and hard negatives per question (3). */
   mining?: MiningOptions;
+  /**
+   * Pairs: hard negatives mined before training by the model as it starts (mineHardNegatives, n-tuples): `true` for
+   * 3 negatives under NV-Retriever's relative margin of 0.05, or the settings (numNegatives, rangeMin, rangeMax,
+   * margins, score limits, samplingStrategy, seed) and a `corpus` of more candidates. Each side of the validation split
+   * is mined among its own positives; examples that bring negatives or teacher scores keep them.
+   */
+  mineNegatives?: boolean | MineNegativesOptions;
   seed?: number;
   device?: Device;
   threads?: number;
@@ -287,7 +295,7 @@ const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
   'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide', 'freezeBase', 'gradientCheckpointing',
-  'contrastiveTension',
+  'contrastiveTension', 'mineNegatives',
 ] as const;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
@@ -321,6 +329,7 @@ interface Config {
   matryoshka?: { dimensions: number[]; weights: number[]; perStep: number };
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
+  mineNegatives?: MineNegativesOptions;
   seed: number;
   precision: 'float32' | 'bfloat16' | 'float16';
   prompts: boolean;
@@ -427,6 +436,7 @@ function readConfig(options: TrainOptions): Config {
     freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
     gradientCheckpointing: booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false),
     contrastiveTension: tension,
+    mineNegatives: readMineNegatives(o.mineNegatives, tension),
     matryoshka: readMatryoshka(loss.matryoshka),
     chunking: {
       threshold: numberValue('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
@@ -502,6 +512,17 @@ function matryoshkaWidths(config: Config, width: number, model: string): void {
 }
 
 /** What Contrastive Tension cannot be combined with: it trains a single-vector embedding model on its pooled vectors. */
+/** options.mineNegatives: true (3 negatives, relative margin 0.05), false, or the settings. */
+function readMineNegatives(value: unknown, tension: boolean): MineNegativesOptions | undefined {
+  if (value === undefined || value === false) return undefined;
+  if (tension) throw new ColtrastError('INVALID_ARGUMENT', 'options.mineNegatives mines for (query, positive) pairs; Contrastive Tension trains on unlabeled sentences, with none');
+  if (value === true) return { numNegatives: 3, relativeMargin: 0.05 };
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalid('options.mineNegatives', 'true, false or an object of mining settings', value);
+  const m = checkOptions('options.mineNegatives', value as MineNegativesOptions, [...MINING_SETTING_KEYS, 'corpus']);
+  miningSettings('options.mineNegatives', m);
+  return { ...m };
+}
+
 function contrastiveTensionOptions(o: TrainOptions, loss: LossOptions): void {
   const other = (['crossEncoder', 'multiVector', 'teacher', 'guide'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
   if (other.length > 0) {
@@ -738,6 +759,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { contrastiveWeight, lateInteractionWeight, distillationWeight } = config.step;
   const scoredData = 'examples' in data && data.examples.some((e) => e.scores);
   if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData) noLoss(true);
+  if ('projects' in data && config.mineNegatives) {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.mineNegatives is for pairs: ColTrast project files get their hard negatives from options.mining (hardNegatives)');
+  }
   // Split before anything is mined, so no project (or example group) is on both sides.
   const split =
     'projects' in data
@@ -801,6 +825,16 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     } else {
       trainSet = split.train;
       val = split.val;
+      if (config.mineNegatives) {
+        // As for project files: the model as it starts mines (a cross-encoder's, coltrast's default model).
+        const miner = encoder instanceof Encoder ? encoder : await Encoder.load(isCrossEncoderFolder(await resolveModelDir(model)) ? 'default' : model, loadOptions);
+        try {
+          trainSet = await addMinedNegatives(trainSet, miner, config.mineNegatives, options.progressBar ?? false);
+          val = await addMinedNegatives(val, miner, config.mineNegatives, options.progressBar ?? false);
+        } finally {
+          if (miner !== encoder) miner.dispose();
+        }
+      }
     }
     if (config.teacher && !saved) {
       const scored = await scoreWithTeacher(config.teacher, [...trainSet, ...val], loadOptions, options.progressBar);

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, Encoder, mineHardNegatives, train, type MineOptions, type MinedRow } from '../lib';
-import { fixtureCopy, FIXTURE, tempDir } from './helpers/fixture';
+import { fixtureCopy, FIXTURE, tempDir, wordDataset } from './helpers/fixture';
 import { dot, makeSmallMultiVector, rejection, rows } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -233,4 +233,38 @@ test('a euclidean model mines by negative distance, as sentence-transformers sco
   t.deepEqual(euclid.rows.map((x: any) => x.negative), cosine.rows.map((x: any) => x.negative));
   const worst = Math.max(...euclid.rows.flatMap((x: any, k) => x.scores.map((s: number, j: number) => Math.abs(s + Math.sqrt(Math.max(0, 2 - 2 * (cosine.rows[k] as any).scores[j]))))));
   t.true(worst < 1e-6, `${worst}`);
+});
+
+test('train({ mineNegatives }) trains on what mineHardNegatives mines, as if the pairs had come with those negatives', async (t) => {
+  const pairs = wordDataset(24);
+  const mined = await mineHardNegatives({ data: pairs, model: FIXTURE, device: 'cpu', relativeMargin: 0.05, outputFormat: 'n-tuple' });
+  const byPair = new Map(mined.rows.map((r: any) => [`${r.query}\n${r.positive}`, r.negatives as string[]]));
+  t.true(byPair.size >= 12, `${byPair.size} pairs got 3 negatives`);
+  const given = pairs.map((p) => ({ ...p, ...(byPair.has(`${p.query}\n${p.positive}`) && { negatives: byPair.get(`${p.query}\n${p.positive}`) }) }));
+  const dir = tempDir();
+  const common = { model: FIXTURE, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 3 } as const;
+  const losses = async (name: string, more: object) => (await train({ ...common, output: path.join(dir, name), ...more } as any)).history.steps.map((s) => s.loss);
+  const minedRun = await losses('mined', { data: pairs, mineNegatives: true });
+  t.deepEqual(minedRun, await losses('given', { data: given }));
+  t.notDeepEqual(minedRun, await losses('plain', { data: pairs }));
+  // The settings pass through: 1 negative, sampled.
+  const one = await mineHardNegatives({ data: pairs, model: FIXTURE, device: 'cpu', numNegatives: 1, samplingStrategy: 'random', seed: 5, outputFormat: 'n-tuple' });
+  const oneBy = new Map(one.rows.map((r: any) => [`${r.query}\n${r.positive}`, r.negatives as string[]]));
+  const givenOne = pairs.map((p) => ({ ...p, ...(oneBy.has(`${p.query}\n${p.positive}`) && { negatives: oneBy.get(`${p.query}\n${p.positive}`) }) }));
+  t.deepEqual(await losses('one', { data: pairs, mineNegatives: { numNegatives: 1, samplingStrategy: 'random', seed: 5 } }), await losses('given-one', { data: givenOne }));
+});
+
+test('train({ mineNegatives }) refuses project files, Contrastive Tension and bad settings before loading a model', async (t) => {
+  const output = path.join(tempDir(), 'out');
+  const refusals: [object, RegExp][] = [
+    [{ data: path.join(ROOT, 'examples', 'ai-projects.json'), mineNegatives: true }, /options.mineNegatives is for pairs: ColTrast project files get their hard negatives from options.mining/],
+    [{ data: ['a b', 'c d', 'e f'], contrastiveTension: true, mineNegatives: true }, /options.mineNegatives mines for \(query, positive\) pairs; Contrastive Tension/],
+    [{ data: PAIRS, mineNegatives: { numNegatives: 0 } }, /options.mineNegatives.numNegatives must be an integer >= 1/],
+    [{ data: PAIRS, mineNegatives: { margin: 0.1 } }, /unknown option options.mineNegatives.margin/],
+    [{ data: PAIRS, mineNegatives: 3 }, /options.mineNegatives must be true, false or an object of mining settings/],
+  ];
+  for (const [options, message] of refusals) {
+    const e = await rejection(() => train({ model: '/nonexistent/model', output, ...options } as any));
+    t.regex(e.message, message);
+  }
 });

@@ -8,7 +8,7 @@
 // Data: the default model's pretraining pairs (scripts/bench/fine-tune-data.js); the manual-page source by default.
 // --eval adds BEIR folders (e.g. ../shared/data/scifact), read in place.
 //   node scripts/bench/mining.js [--model default] [--source man] [--negatives 3] [--epochs 1] [--batch-size 32]
-//        [--pairs 0 (all)] [--eval dir,dir] [--work models/matryoshka-bench] [--out bench-results/mining.json]
+//        [--matched-epochs 3 (the pairs alone also trained this many times longer)] [--pairs 0 (all)] [--eval dir,dir] [--work models/matryoshka-bench] [--out bench-results/mining.json]
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -16,7 +16,7 @@ const path = require('node:path');
 const { mineHardNegatives, miningReport, train, evaluate, runtimeInfo } = require('../../dist');
 const { fineTuneBench } = require('./fine-tune-data');
 
-const { values, work, pairs, testDir } = fineTuneBench('mining', { negatives: '3', eval: '' });
+const { values, work, pairs, testDir } = fineTuneBench('mining', { negatives: '3', eval: '', 'matched-epochs': '3' });
 const evalSets = [testDir, ...values.eval.split(',').filter(Boolean).map((d) => path.resolve(d))];
 const numNegatives = Number(values.negatives);
 
@@ -31,11 +31,11 @@ async function mine(name, options) {
   return { data, seconds, tuples: r.rows.length, skipped: r.skipped, negative: r.negative, positive: r.positive };
 }
 
-async function fineTune(name, data) {
+async function fineTune(name, data, epochs = Number(values.epochs)) {
   const output = path.join(work, `mining-${name}`);
   const started = Date.now();
   await train({
-    model: values.model, data, output, epochs: Number(values.epochs), batchSize: Number(values['batch-size']), learningRate: Number(values['learning-rate']),
+    model: values.model, data, output, epochs, batchSize: Number(values['batch-size']), learningRate: Number(values['learning-rate']),
     valSplit: 0, seed: Number(values.seed), device: 'cpu', checkpointEvery: 0, progressBar: process.stderr.isTTY,
     loss: { contrastiveWeight: 1, lateInteractionWeight: 0 },
   });
@@ -56,7 +56,15 @@ async function measure(model) {
 (async () => {
   const top = await mine('top', {});
   const percPos = await mine('relative margin 0.05', { relativeMargin: 0.05 });
-  const runs = { pairs: await fineTune('pairs', pairs), top: await fineTune('top', top.data), percpos: await fineTune('percpos', percPos.data) };
+  // The pairs alone for more epochs too: a step with hard negatives embeds 1 + numNegatives documents per query, so
+  // mined runs cost more per epoch; --matched-epochs of the pairs alone cost about as much as one mined epoch.
+  const matched = Number(values['matched-epochs']);
+  const runs = {
+    pairs: await fineTune('pairs', pairs),
+    ...(matched > 0 && { pairsMatched: await fineTune('pairs-matched', pairs, matched * Number(values.epochs)) }),
+    top: await fineTune('top', top.data),
+    percpos: await fineTune('percpos', percPos.data),
+  };
   const systems = { start: await measure(values.model) };
   for (const [name, run] of Object.entries(runs)) systems[name] = await measure(run.output);
   const info = runtimeInfo();
@@ -74,7 +82,14 @@ async function measure(model) {
   const sets = Object.keys(systems.start);
   console.log(`| fine-tune | ${sets.map((s) => `${s} nDCG@10 | ${s} R@100`).join(' | ')} | train s |`);
   console.log(`|---|${sets.map(() => '---|---').join('|')}|---|`);
-  for (const [name, label] of [['start', 'none (starting model)'], ['pairs', 'pairs, in-batch negatives'], ['top', `+ ${numNegatives} mined (top)`], ['percpos', `+ ${numNegatives} mined (relative margin 0.05)`]]) {
+  const rowsShown = [
+    ['start', 'none (starting model)'],
+    ['pairs', `pairs, in-batch negatives, ${values.epochs} epoch(s)`],
+    ...(runs.pairsMatched ? [['pairsMatched', `pairs, in-batch negatives, ${matched * Number(values.epochs)} epochs`]] : []),
+    ['top', `+ ${numNegatives} mined (top), ${values.epochs} epoch(s)`],
+    ['percpos', `+ ${numNegatives} mined (relative margin 0.05), ${values.epochs} epoch(s)`],
+  ];
+  for (const [name, label] of rowsShown) {
     const cells = sets.map((s) => `${systems[name][s].ndcg10.toFixed(4)} | ${systems[name][s].recall100.toFixed(4)}`);
     console.log(`| ${label} | ${cells.join(' | ')} | ${name === 'start' ? '' : runs[name].seconds.toFixed(0)} |`);
   }
