@@ -161,7 +161,8 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
   // Rows per query (repeats included, as sentence-transformers counts them) set the default candidate window.
   const rowsPerQuery = new Map<string, number>();
   for (const p of pairs) rowsPerQuery.set(p.query, (rowsPerQuery.get(p.query) ?? 0) + 1);
-  const maxPositives = Math.max(...rowsPerQuery.values());
+  let maxPositives = 0;
+  for (const n of rowsPerQuery.values()) maxPositives = Math.max(maxPositives, n);
   const filtering = absoluteMargin !== undefined || relativeMargin !== undefined || maxScore !== undefined;
   const rangeMax = rangeMaxOption ?? rangeMin + numNegatives * (filtering ? 10 : 1) + maxPositives;
   if (rangeMin >= rangeMax) throw new ColtrastError('INVALID_ARGUMENT', `options.rangeMin (${rangeMin}) must be below options.rangeMax (${rangeMax})`);
@@ -283,7 +284,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       }
     }
     // With several positives, the margin is taken from the lowest-scoring (hardest) one.
-    const hardest = positiveScores.map((list) => Math.min(...list));
+    const hardest = positiveScores.map((list) => list.reduce((a, b) => Math.min(a, b), Infinity));
     if (absoluteMargin !== undefined) strike('absoluteMargin', (q, s) => s + absoluteMargin > hardest[q]);
     if (relativeMargin !== undefined) strike('relativeMargin', (q, s) => s > hardest[q] - Math.abs(hardest[q]) * relativeMargin);
     if (maxScore !== undefined) strike('maxScore', (_, s) => s > maxScore);
