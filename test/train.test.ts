@@ -34,8 +34,15 @@ test('JSONL pairs and triplets, ColTrast JSON and arrays load; errors name the l
   t.throws(() => loadExamples(jsonl), { message: /pairs\.jsonl:2: "positive" must be a non-empty string/ });
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1"}\n{"query": "q2", positive: 1}\n');
   t.throws(() => loadExamples(jsonl), { message: /pairs\.jsonl:2: not valid JSON/ });
+  fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1", "negs": ["x"]}\n');
+  t.throws(() => loadExamples(jsonl), { message: /unknown field "negs" \(known: query, positive, negative, negatives, group, scores\)/ });
+  // "negative": one hard negative (a mined triplet row); a list there, or both fields, is an error.
+  fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1", "negative": "x", "scores": [2, 1]}\n');
+  t.deepEqual(loadExamples(jsonl), [{ query: 'q1', positive: 'p1', negatives: ['x'], scores: [2, 1] }]);
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1", "negative": ["x"]}\n');
-  t.throws(() => loadExamples(jsonl), { message: /unknown field "negative"/ });
+  t.throws(() => loadExamples(jsonl), { message: /pairs\.jsonl:1: "negative" must be a non-empty string/ });
+  fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1", "negative": "x", "negatives": ["y"]}\n');
+  t.throws(() => loadExamples(jsonl), { message: /give "negative" \(one\) or "negatives" \(a list\), not both/ });
   fs.writeFileSync(jsonl, '\n\n');
   t.throws(() => loadExamples(jsonl), { message: /no examples/ });
 
