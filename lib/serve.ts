@@ -5,7 +5,8 @@
  * the Jina / Cohere / vLLM `POST /v1/rerank`, and `/v1/chat/completions` and `/v1/completions` in
  * lib/serve-generation.ts) and Hugging Face's text-embeddings-inference (`POST /embed`, `/embed_all`, `/rerank`,
  * `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over an `Index` (and, when it is writable,
- * `/documents` and `/documents/delete` to change it; `/documents/get` to read it) and `POST /ask` over a `Rag`. Node's own `http` module carries them: the routes are a handful of JSON bodies and one event stream, and a
+ * `/documents` and `/documents/delete` to change it; `/documents/get` to read it) and `POST /ask` over a `Rag`.
+ * Node's own `http` module carries them: the routes are a handful of JSON bodies and one event stream, and a
  * framework would add a dependency without removing any of the code below (validation and the wire formats are
  * ours either way).
  *

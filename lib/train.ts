@@ -21,7 +21,7 @@ import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
 import { addMinedNegatives, MINING_SETTING_KEYS, miningSettings, type MineNegativesOptions } from './mining';
 import { seededRandom } from './random';
-import { makeBatches, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
+import { makeBatches, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
 export interface LossOptions {
@@ -520,6 +520,8 @@ function readMineNegatives(value: unknown, tension: boolean): MineNegativesOptio
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalid('options.mineNegatives', 'true, false or an object of mining settings', value);
   const m = checkOptions('options.mineNegatives', value as MineNegativesOptions, [...MINING_SETTING_KEYS, 'corpus']);
   miningSettings('options.mineNegatives', m);
+  // The corpus is read again when mining; here its mistakes surface before any model loads.
+  if (m.corpus !== undefined) readCorpus(m.corpus as Parameters<typeof readCorpus>[0]);
   return { ...m };
 }
 

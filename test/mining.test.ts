@@ -262,6 +262,7 @@ test('train({ mineNegatives }) refuses project files, Contrastive Tension and ba
     [{ data: PAIRS, mineNegatives: { numNegatives: 0 } }, /options.mineNegatives.numNegatives must be an integer >= 1/],
     [{ data: PAIRS, mineNegatives: { margin: 0.1 } }, /unknown option options.mineNegatives.margin/],
     [{ data: PAIRS, mineNegatives: 3 }, /options.mineNegatives must be true, false or an object of mining settings/],
+    [{ data: PAIRS, mineNegatives: { corpus: '/nonexistent/corpus.txt' } }, /corpus file \/nonexistent\/corpus.txt does not exist/],
   ];
   for (const [options, message] of refusals) {
     const e = await rejection(() => train({ model: '/nonexistent/model', output, ...options } as any));
