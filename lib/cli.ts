@@ -155,6 +155,8 @@ commands:
                              residual, about a seventh, and a multi-vector index searched as PLAID does)
     --residual-bits 1|2|4 --centroids <n>   residual storage's bits per dimension (default 2) and k-means centroids (default auto)
     --pool-factor <n>        keep about 1/n of each document's token vectors: cluster means (hierarchical token pooling)
+    --update                 add to the index at --output instead (documents with its ids are replaced), with its model
+                             and settings
   search <question>...       search an index
     --index <dir>            the index folder (--mmap: mapped, not read)
     --model <dir|hub id>     default: the model recorded in the index
@@ -704,19 +706,38 @@ async function indexCommand(argv: string[]): Promise<void> {
       data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
       storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
       'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, centroids: { type: 'string' }, 'pool-factor': { type: 'string' },
+      update: { type: 'boolean' },
     },
   });
   if (!values.data) fail('index needs --data');
   if (!values.output) fail('index needs --output <dir>');
   const storage = storageFlag(values.storage);
-  const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
+  const update = values.update ?? false;
+  if (update) {
+    const fixed = ['late-interaction', 'storage', 'token-storage', 'residual-bits', 'centroids', 'pool-factor', 'truncate-dim'].filter((f) => values[f as keyof typeof values] !== undefined);
+    if (fixed.length > 0) fail(`--update adds to the index as it was built: drop ${fixed.map((f) => `--${f}`).join(', ')}`);
+    if (!fs.existsSync(path.join(values.output, 'index.json'))) fail(`--update needs an index at --output: ${values.output} has no index.json (build one first, without --update)`);
+  }
+  const built = update ? Index.modelOptions(values.output) : {};
+  const enc = await Encoder.load(values.model ?? built.source ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
-    truncateDim: numberFlag('truncate-dim', values['truncate-dim'], 'count'),
+    truncateDim: update ? built.truncateDim : numberFlag('truncate-dim', values['truncate-dim'], 'count'),
   });
   try {
     const docs = await documentsFrom(values.data, enc);
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
+    if (update) {
+      // Documents whose ids the index holds are replaced, the others added (Index.upsert); the folder is replaced whole.
+      const index = await Index.load(values.output, enc);
+      const before = index.size;
+      const replaced = docs.filter((d) => index.has(d.id)).length;
+      await index.upsert(docs, { onProgress: (d, n) => bar?.update(d, n) });
+      await index.save(values.output, { overwrite: true });
+      const summary = { documents: index.size, added: index.size - before, replaced, output: path.resolve(values.output) };
+      console.log(values.json ? JSON.stringify(summary) : `updated ${summary.output}: ${summary.added} added, ${replaced} replaced, ${summary.documents} documents`);
+      return;
+    }
     const index = await Index.build(enc, docs, {
       lateInteraction: values['late-interaction'] ?? false,
       storage: storage ?? 'float32',

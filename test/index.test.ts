@@ -302,4 +302,18 @@ test('coltrast index and search from the command line', async (t) => {
   const bad = run('search', '--index', path.join(dir, 'missing'), QUESTION, '--device', 'cpu');
   t.is(bad.status, 2);
   t.regex(bad.stderr, /no index\.json/);
+  // --update: one document replaced, one added, with the index's own settings (token vectors too).
+  const more = path.join(tempDir(), 'more.jsonl');
+  fs.writeFileSync(more, `${JSON.stringify({ id: 'trading-bot#0', text: 'replaced text about options pricing', metadata: { v: 2 } })}\n${JSON.stringify({ id: 'new#1', text: 'a brand new document about lighthouses' })}\n`);
+  const updated = run('index', '--data', more, '--output', dir, '--update', '--device', 'cpu', '--json');
+  t.is(updated.status, 0, updated.stderr);
+  t.like(JSON.parse(updated.stdout), { documents: summary.documents + 1, added: 1, replaced: 1 });
+  const after = JSON.parse(run('search', '--index', dir, 'lighthouses', '--k', '1', '--mode', 'bm25', '--rerank', 'maxsim', '--device', 'cpu', '--json').stdout);
+  t.is(after[0].hits[0].id, 'new#1');
+  const refused = run('index', '--data', more, '--output', dir, '--update', '--storage', 'int8', '--device', 'cpu');
+  t.is(refused.status, 2);
+  t.regex(refused.stderr, /--update adds to the index as it was built: drop --storage/);
+  const nothing = run('index', '--data', more, '--output', path.join(tempDir(), 'none'), '--update', '--device', 'cpu');
+  t.is(nothing.status, 2);
+  t.regex(nothing.stderr, /--update needs an index at --output/);
 });
