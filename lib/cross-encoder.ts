@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { asNewCrossEncoder, isCrossEncoderFolder, readModelDirectory, writeModelFiles, type CrossEncoderConfig, type ModelDirectory } from './model-dir';
+import { asNewCrossEncoder, isCrossEncoderFolder, readModelDirectory, SEQUENCE_CLASSIFICATION, writeModelFiles, type CrossEncoderConfig, type ModelDirectory } from './model-dir';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type DType, type LoadOptions, type ModelTrainer } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch } from './tokenizer';
@@ -108,9 +108,12 @@ export class CrossEncoder {
   private static async open(files: ModelDirectory, device: string, dtype: DType, newHeadSeed?: number): Promise<CrossEncoder> {
     if (!files.crossEncoder) throw new ColtrastError('UNSUPPORTED_MODEL', `${files.dir} is not a cross-encoder`);
     const modelType = String(files.config.model_type);
-    if (modelType !== 'bert') {
-      // Its head reads the first token through BERT's pooler; a decoder's first token sees nothing after it.
-      throw new ColtrastError('UNSUPPORTED_MODEL', `${files.dir} is a ${modelType} model; coltrast's cross-encoders run on BERT-family models (model_type bert)`);
+    if (!(modelType in SEQUENCE_CLASSIFICATION)) {
+      // Its head reads the first token; a decoder's first token sees nothing after it.
+      throw new ColtrastError(
+        'UNSUPPORTED_MODEL',
+        `${files.dir} is a ${modelType} model; coltrast's cross-encoders run on ${Object.keys(SEQUENCE_CLASSIFICATION).join(', ')} models`,
+      );
     }
     const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     const handle = await loadNative(files, device, dtype, {

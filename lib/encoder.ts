@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
+import { positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
@@ -441,7 +441,7 @@ export class Encoder {
   /** The truncation length for `task`: a multi-vector model's query or document length, else the model's. */
   private maxLengthFor(task: 'query' | 'document' | undefined): number {
     const mv = this.multi?.config;
-    const positions = typeof this.files.config.max_position_embeddings === 'number' ? this.files.config.max_position_embeddings : Infinity;
+    const positions = positionLimit(this.files.config);
     let length = this.files.maxSeqLength;
     if (mv && task === 'query') {
       const expansion = mv.queryExpansion;

@@ -196,6 +196,21 @@ function readJson(file: string, what: string): unknown {
   }
 }
 
+/**
+ * The longest input a model's position embeddings hold: max_position_embeddings, less the positions that RoBERTa-style
+ * numbering (RoBERTa, XLM-RoBERTa, CamemBERT, MPNet) skips, as it counts from the padding id + 1; Infinity when the
+ * config does not say.
+ */
+export function positionLimit(config: Record<string, unknown>): number {
+  const positions = config.max_position_embeddings;
+  if (typeof positions !== 'number') return Infinity;
+  if (config.model_type === 'mpnet') return positions - 2;  // MPNet's padding index is 1 whatever the config says
+  if (['roberta', 'xlm-roberta', 'camembert'].includes(config.model_type as string) && typeof config.pad_token_id === 'number') {
+    return positions - config.pad_token_id - 1;
+  }
+  return positions;
+}
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -422,7 +437,7 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   if (crossEncoder && rawPrompts.defaultPromptName !== null) {
     throw new ColtrastError('UNSUPPORTED_MODEL', `${dir}: a cross-encoder with a default prompt (${rawPrompts.defaultPromptName}) is not supported yet`);
   }
-  const positions = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : Infinity;
+  const positions = positionLimit(config);
   let maxSeqLength = positions;
   let lowercase = false;
   if (isObject(stConfig)) lowercase = stConfig.do_lower_case === true;
@@ -478,13 +493,25 @@ export function isCrossEncoderFolder(dir: string): boolean {
 }
 
 /**
+ * The model types whose *ForSequenceClassification head coltrast runs (a cross-encoder), and that class's name: BERT's
+ * head (pooler, classifier) and RoBERTa's (classifier.dense, classifier.out_proj), the same computation.
+ */
+export const SEQUENCE_CLASSIFICATION: Record<string, string> = {
+  bert: 'BertForSequenceClassification',
+  roberta: 'RobertaForSequenceClassification',
+  'xlm-roberta': 'XLMRobertaForSequenceClassification',
+  camembert: 'CamembertForSequenceClassification',
+  mpnet: 'MPNetForSequenceClassification',
+};
+
+/**
  * An embedding model's folder as the start of a new one-label cross-encoder (a reranker), as
  * sentence-transformers' CrossEncoder(model) makes one: the same encoder, config.json naming the
  * sequence-classification architecture and one label, Sigmoid for predict(); the head itself is new (native).
  */
 export function asNewCrossEncoder(files: ModelDirectory): ModelDirectory {
   const modelType = String(files.config.model_type);
-  const architecture = `${modelType === 'bert' ? 'Bert' : modelType}ForSequenceClassification`;
+  const architecture = SEQUENCE_CLASSIFICATION[modelType] ?? `${modelType}ForSequenceClassification`;
   const config = { ...files.config, architectures: [architecture], id2label: { 0: 'LABEL_0' }, label2id: { LABEL_0: 0 } };
   return {
     ...files,

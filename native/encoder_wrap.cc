@@ -49,6 +49,11 @@ torch::nn::Linear newLinear(int64_t in, int64_t out, double std, at::Generator& 
   return linear;
 }
 
+// Whether `modelType`'s *ForSequenceClassification head is RoBERTa's (classifier.dense, classifier.out_proj).
+bool robertaHead(const std::string& modelType) {
+  return modelType == "roberta" || modelType == "xlm-roberta" || modelType == "camembert" || modelType == "mpnet";
+}
+
 // A linear layer from tensors the model kept from its weights file (Hugging Face's names, e.g. "classifier"),
 // checked against the expected shape; an undefined Linear when `optional` and the file has no such weight.
 torch::nn::Linear takeLinear(TransformerEncoder& model, const std::string& name, int64_t in, int64_t out, bool optional,
@@ -60,7 +65,7 @@ torch::nn::Linear takeLinear(TransformerEncoder& model, const std::string& name,
   }
   if (weight.dim() != 2 || weight.size(0) != out || weight.size(1) != in) {
     throw modelFilesError(file + ": " + name + ".weight has shape " + c10::str(weight.sizes()) + ", expected [" + std::to_string(out) +
-                          ", " + std::to_string(in) + "] (config.json's " + (name == "classifier" ? "labels" : "hidden_size") +
+                          ", " + std::to_string(in) + "] (config.json's " + (name == "classifier" || name == "classifier.out_proj" ? "labels" : "hidden_size") +
                           " and the weights disagree)");
   }
   if (!bias.defined() || bias.dim() != 1 || bias.size(0) != out) throw modelFilesError(file + ": " + name + ".bias is missing or does not match its weight");
@@ -125,16 +130,22 @@ class LoadWorker : public PromiseWorker {
     if (options_.head == "causal-lm") loadLmHead(*loaded);
     if (options_.head == "sequence-classification") {
       const int64_t hidden = loaded->model->hiddenSize();
-      loaded->pooler = takeLinear(*loaded->model, "pooler.dense", hidden, hidden, true, options_.weightsPath);
+      loaded->robertaHead = robertaHead(loaded->model->modelType());
+      // BERT: the base model's pooler, then "classifier"; RoBERTa, MPNet: "classifier.dense", "classifier.out_proj".
+      const std::string denseName = loaded->robertaHead ? "classifier.dense" : "pooler.dense";
+      const std::string outName = loaded->robertaHead ? "classifier.out_proj" : "classifier";
+      loaded->pooler = takeLinear(*loaded->model, denseName, hidden, hidden, /*optional=*/!loaded->robertaHead || options_.newHead, options_.weightsPath);
       if (options_.newHead) {
         const double std = config.contains("initializer_range") && config["initializer_range"].is_number() ? config["initializer_range"].get<double>() : 0.02;
         auto generator = at::detail::createCPUGenerator(options_.seed);
+        // A RoBERTa-style head is new as a whole; BERT's keeps the pretrained pooler when the file has one.
+        if (loaded->robertaHead) loaded->pooler = nullptr;
         if (!loaded->pooler) loaded->pooler = newLinear(hidden, hidden, std, generator);
-        loaded->model->takeKept("classifier.weight");
-        loaded->model->takeKept("classifier.bias");
+        loaded->model->takeKept(outName + ".weight");
+        loaded->model->takeKept(outName + ".bias");
         loaded->classifier = newLinear(hidden, options_.numLabels, std, generator);
       } else {
-        loaded->classifier = takeLinear(*loaded->model, "classifier", hidden, options_.numLabels, false, options_.weightsPath);
+        loaded->classifier = takeLinear(*loaded->model, outName, hidden, options_.numLabels, false, options_.weightsPath);
       }
       if (loaded->pooler) loaded->pooler->to(loaded->device);
       loaded->classifier->to(loaded->device);
@@ -259,8 +270,13 @@ class SaveWorker : public PromiseWorker {
         weights.emplace_back(name + ".weight", linear->weight.detach().to(torch::kCPU, dtype));
         weights.emplace_back(name + ".bias", linear->bias.detach().to(torch::kCPU, dtype));
       };
-      if (encoder_->pooler) add(encoder_->model->prefix() + "pooler.dense", encoder_->pooler);
-      add("classifier", encoder_->classifier);
+      if (encoder_->robertaHead) {
+        add("classifier.dense", encoder_->pooler);
+        add("classifier.out_proj", encoder_->classifier);
+      } else {
+        if (encoder_->pooler) add(encoder_->model->prefix() + "pooler.dense", encoder_->pooler);
+        add("classifier", encoder_->classifier);
+      }
       writeSafetensors(path_, weights, {{"format", "pt"}});
       return;
     }
@@ -298,9 +314,12 @@ torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, bool training
   // The first token's state ([CLS]), as BertForSequenceClassification reads it.
   torch::Tensor first = states.select(1, 0).to(torch::kFloat32);
   namespace F = torch::nn::functional;
+  const auto drop = [&](const torch::Tensor& x) {
+    return training && classifierDropout > 0 ? F::dropout(x, F::DropoutFuncOptions().p(classifierDropout).training(true)) : x;
+  };
+  if (robertaHead) first = drop(first);
   if (pooler) first = torch::tanh(F::linear(first, pooler->weight, pooler->bias));
-  if (training && classifierDropout > 0) first = F::dropout(first, F::DropoutFuncOptions().p(classifierDropout).training(true));
-  return F::linear(first, classifier->weight, classifier->bias);
+  return F::linear(drop(first), classifier->weight, classifier->bias);
 }
 
 torch::Tensor LoadedEncoder::logits(const torch::Tensor& states) const {

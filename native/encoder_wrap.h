@@ -18,9 +18,12 @@ struct LoadedEncoder {
   torch::nn::Linear dense{nullptr};
   bool denseTanh = false;
   // Hugging Face's sequence-classification head (a cross-encoder): the pooler (dense + tanh of the first
-  // token's state, when the model has one) and the classifier. Both float32, like the Dense head.
+  // token's state, when the model has one) and the classifier. Both float32, like the Dense head. RoBERTa's and
+  // MPNet's head (robertaHead) is the same computation under other names, classifier.dense and classifier.out_proj,
+  // with dropout before its dense layer too.
   torch::nn::Linear pooler{nullptr};
   torch::nn::Linear classifier{nullptr};
+  bool robertaHead = false;
   // The dropout before the classifier in training (config.json's classifier_dropout, else hidden_dropout_prob).
   double classifierDropout = 0.1;
   // A causal language model's output layer (Hugging Face's lm_head, no bias, in the model's dtype), or none; with

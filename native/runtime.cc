@@ -15,7 +15,7 @@
 
 #include "compute_thread.h"
 #include "error.h"
-#include "models/bert.h"
+#include "models/layers.h"
 #include "promise_worker.h"
 
 namespace coltrast {

@@ -1,155 +1,222 @@
 #include "bert.h"
 
 #include <cmath>
-#include <cstdlib>
 
 #include "../error.h"
-#include "../torch_version.h"
 #include "config_json.h"
 
 namespace coltrast {
 namespace {
 
-using config::numberOr;
-using config::positiveInt;
+using namespace config;
 
-torch::Tensor activate(const torch::Tensor& x, const std::string& act) {
-  if (act == "gelu") return torch::gelu(x);
-  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") return torch::gelu(x, "tanh");
-  if (act == "relu") return torch::relu(x);
-  if (act == "silu" || act == "swish") return torch::silu(x);
-  throw unsupportedError("unsupported hidden_act " + act);
+// A module that only groups others under Hugging Face's nested names (attention.self.query, ...).
+struct Named : torch::nn::Module {};
+
+// Registers `module` under the dotted `path` of `root`, making the grouping modules on the way as needed, so a
+// layer keeps flat members for readable code while its parameters carry the checkpoint's names.
+template <typename M>
+M registerAt(torch::nn::Module& root, const std::string& path, M module) {
+  torch::nn::Module* parent = &root;
+  size_t start = 0, dot;
+  while ((dot = path.find('.', start)) != std::string::npos) {
+    const std::string name = path.substr(start, dot - start);
+    auto* found = parent->named_children().find(name);
+    std::shared_ptr<torch::nn::Module> child = found ? *found : parent->register_module(name, std::make_shared<Named>());
+    parent = child.get();
+    start = dot + 1;
+  }
+  return parent->register_module(path.substr(start), module);
 }
 
-// Hugging Face names the sub-modules of a layer attention.self.{query,key,value},
-// attention.output.{dense,LayerNorm}, intermediate.dense and output.{dense,LayerNorm}; we keep flat
-// members for readable code and register them under those nested names.
-struct Named : torch::nn::Module {};
+struct LayerNames {
+  const char *query, *key, *value, *attentionOut, *attentionNorm, *intermediate, *output, *outputNorm;
+};
+
+LayerNames layerNames(BertVariant v) {
+  switch (v) {
+    case BertVariant::MPNet:
+      return {"attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o", "attention.LayerNorm",
+              "intermediate.dense", "output.dense", "output.LayerNorm"};
+    case BertVariant::DistilBert:
+      return {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm",
+              "ffn.lin1", "ffn.lin2", "output_layer_norm"};
+    default:
+      return {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+              "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"};
+  }
+}
 
 }  // namespace
 
-bool fusedAttention() {
-#if COLTRAST_TORCH_AT_LEAST(2, 0)
-  static const bool fused = [] {
-    const char* eager = std::getenv("COLTRAST_EAGER_ATTENTION");
-    return eager == nullptr || std::string(eager) == "" || std::string(eager) == "0";
-  }();
-  return fused;
-#else
-  return false;
-#endif
-}
-
 BertConfig BertConfig::fromJson(const nlohmann::json& c) {
   BertConfig b;
+  b.modelType = c["model_type"].get<std::string>();
+  if (b.modelType == "bert") b.variant = BertVariant::Bert;
+  else if (b.modelType == "roberta" || b.modelType == "xlm-roberta" || b.modelType == "camembert") b.variant = BertVariant::Roberta;
+  else if (b.modelType == "mpnet") b.variant = BertVariant::MPNet;
+  else if (b.modelType == "distilbert") b.variant = BertVariant::DistilBert;
+  else throw unsupportedError("unsupported BERT-family model_type " + b.modelType);
   b.vocabSize = positiveInt(c, "vocab_size");
-  b.hiddenSize = positiveInt(c, "hidden_size");
-  b.numLayers = positiveInt(c, "num_hidden_layers");
-  b.numHeads = positiveInt(c, "num_attention_heads");
-  b.intermediateSize = positiveInt(c, "intermediate_size");
   b.maxPositions = positiveInt(c, "max_position_embeddings");
-  b.typeVocabSize = c.contains("type_vocab_size") ? positiveInt(c, "type_vocab_size") : 2;
-  b.layerNormEps = numberOr(c, "layer_norm_eps", 1e-12);
-  b.hiddenDropout = numberOr(c, "hidden_dropout_prob", 0.1);
-  b.attentionDropout = numberOr(c, "attention_probs_dropout_prob", 0.1);
-  if (c.contains("hidden_act")) {
-    if (!c["hidden_act"].is_string()) throw modelFilesError("config.json: \"hidden_act\" must be a string");
-    b.hiddenAct = c["hidden_act"].get<std::string>();
+  if (b.variant == BertVariant::DistilBert) {
+    // DistilBERT's own names; its layer norms' eps is fixed at 1e-12.
+    b.hiddenSize = positiveInt(c, "dim");
+    b.numLayers = positiveInt(c, "n_layers");
+    b.numHeads = positiveInt(c, "n_heads");
+    b.intermediateSize = positiveInt(c, "hidden_dim");
+    b.hiddenDropout = numberOr(c, "dropout", 0.1);
+    b.attentionDropout = numberOr(c, "attention_dropout", 0.1);
+    b.hiddenAct = stringOr(c, "activation", "gelu");
+    b.typeVocabSize = 0;
+  } else {
+    b.hiddenSize = positiveInt(c, "hidden_size");
+    b.numLayers = positiveInt(c, "num_hidden_layers");
+    b.numHeads = positiveInt(c, "num_attention_heads");
+    b.intermediateSize = positiveInt(c, "intermediate_size");
+    b.layerNormEps = numberOr(c, "layer_norm_eps", 1e-12);
+    b.hiddenDropout = numberOr(c, "hidden_dropout_prob", 0.1);
+    b.attentionDropout = numberOr(c, "attention_probs_dropout_prob", 0.1);
+    b.hiddenAct = stringOr(c, "hidden_act", "gelu");
+    b.typeVocabSize = b.variant == BertVariant::MPNet ? 0 : positiveIntOr(c, "type_vocab_size", 2);
+    if (c.contains("position_embedding_type") && !c["position_embedding_type"].is_null() && c["position_embedding_type"] != "absolute")
+      throw unsupportedError("unsupported position_embedding_type " + c["position_embedding_type"].dump() + " (coltrast's " + b.modelType +
+                             " supports \"absolute\")");
   }
-  activate(torch::zeros({1}), b.hiddenAct);  // reject an unknown activation at load, not at first use
+  if (b.variant == BertVariant::Roberta) {
+    if (!c.contains("pad_token_id") || !c["pad_token_id"].is_number_integer() || c["pad_token_id"].get<int64_t>() < 0)
+      throw modelFilesError("config.json: " + b.modelType + " needs \"pad_token_id\" (its positions count from it)");
+    b.paddingIdx = c["pad_token_id"].get<int64_t>();
+  } else if (b.variant == BertVariant::MPNet) {
+    b.paddingIdx = 1;  // fixed in MPNet, whatever the config says
+    // transformers buckets relative positions into 32 whatever the config says; the table must have them.
+    b.relativeBuckets = positiveIntOr(c, "relative_attention_num_buckets", 32);
+    if (b.relativeBuckets < 32)
+      throw modelFilesError("config.json: relative_attention_num_buckets " + std::to_string(b.relativeBuckets) + " is below the 32 MPNet uses");
+  }
+  checkActivation(b.hiddenAct);  // reject an unknown activation at load, not at first use
   if (b.hiddenSize % b.numHeads != 0)
-    throw modelFilesError("config.json: hidden_size " + std::to_string(b.hiddenSize) +
-                          " is not a multiple of num_attention_heads " + std::to_string(b.numHeads));
-  if (c.contains("position_embedding_type") && c["position_embedding_type"] != "absolute")
-    throw unsupportedError("unsupported position_embedding_type " + c["position_embedding_type"].dump() +
-                           " (coltrast's BERT supports \"absolute\")");
+    throw modelFilesError("config.json: hidden size " + std::to_string(b.hiddenSize) + " is not a multiple of the number of heads " +
+                          std::to_string(b.numHeads));
+  if (b.usablePositions() < 2)
+    throw modelFilesError("config.json: max_position_embeddings " + std::to_string(b.maxPositions) + " leaves no room for a text");
   return b;
 }
 
-BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) {
+int64_t BertConfig::usablePositions() const {
+  const bool offset = variant == BertVariant::Roberta || variant == BertVariant::MPNet;
+  return offset ? maxPositions - paddingIdx - 1 : maxPositions;
+}
+
+BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : config(c) {
   word_embeddings = register_module("word_embeddings", torch::nn::Embedding(c.vocabSize, c.hiddenSize));
   position_embeddings = register_module("position_embeddings", torch::nn::Embedding(c.maxPositions, c.hiddenSize));
-  token_type_embeddings = register_module("token_type_embeddings", torch::nn::Embedding(c.typeVocabSize, c.hiddenSize));
+  if (c.typeVocabSize > 0)
+    token_type_embeddings = register_module("token_type_embeddings", torch::nn::Embedding(c.typeVocabSize, c.hiddenSize));
   LayerNorm = register_module(
       "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hiddenSize}).eps(c.layerNormEps)));
   dropout = register_module("dropout", torch::nn::Dropout(c.hiddenDropout));
 }
 
 torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& inputIds, const torch::Tensor& tokenTypeIds) {
-  const int64_t seq = inputIds.size(1);
-  auto positions = torch::arange(seq, inputIds.options()).unsqueeze(0);
-  auto x = word_embeddings(inputIds) + position_embeddings(positions) + token_type_embeddings(tokenTypeIds);
+  torch::Tensor positions;
+  if (config.variant == BertVariant::Roberta || config.variant == BertVariant::MPNet) {
+    // fairseq's numbering, as transformers': tokens that are not the padding id count 1, 2, ... after it; the
+    // padding id itself (wherever it is) gets the padding position.
+    const torch::Tensor real = inputIds.ne(config.paddingIdx).to(torch::kLong);
+    positions = real.cumsum(1) * real + config.paddingIdx;
+  } else {
+    positions = torch::arange(inputIds.size(1), inputIds.options()).unsqueeze(0);
+  }
+  auto x = word_embeddings(inputIds) + position_embeddings(positions);
+  if (token_type_embeddings) {
+    // RoBERTa's tokenizers return no token types: transformers then uses 0 for every token.
+    x = x + token_type_embeddings(config.variant == BertVariant::Roberta ? torch::zeros_like(inputIds) : tokenTypeIds);
+  }
   return dropout(LayerNorm(x));
 }
 
 BertLayerImpl::BertLayerImpl(const BertConfig& c)
     : numHeads(c.numHeads), headSize(c.hiddenSize / c.numHeads), hiddenAct(c.hiddenAct) {
+  const LayerNames n = layerNames(c.variant);
   auto norm = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hiddenSize}).eps(c.layerNormEps)); };
-  auto attention = register_module("attention", std::make_shared<Named>());
-  auto self = attention->register_module("self", std::make_shared<Named>());
-  query = self->register_module("query", torch::nn::Linear(c.hiddenSize, c.hiddenSize));
-  key = self->register_module("key", torch::nn::Linear(c.hiddenSize, c.hiddenSize));
-  value = self->register_module("value", torch::nn::Linear(c.hiddenSize, c.hiddenSize));
-  auto attnOutput = attention->register_module("output", std::make_shared<Named>());
-  attentionOut = attnOutput->register_module("dense", torch::nn::Linear(c.hiddenSize, c.hiddenSize));
-  attentionNorm = attnOutput->register_module("LayerNorm", norm());
-  auto inter = register_module("intermediate", std::make_shared<Named>());
-  intermediate = inter->register_module("dense", torch::nn::Linear(c.hiddenSize, c.intermediateSize));
-  auto out = register_module("output", std::make_shared<Named>());
-  output = out->register_module("dense", torch::nn::Linear(c.intermediateSize, c.hiddenSize));
-  outputNorm = out->register_module("LayerNorm", norm());
+  query = registerAt(*this, n.query, torch::nn::Linear(c.hiddenSize, c.hiddenSize));
+  key = registerAt(*this, n.key, torch::nn::Linear(c.hiddenSize, c.hiddenSize));
+  value = registerAt(*this, n.value, torch::nn::Linear(c.hiddenSize, c.hiddenSize));
+  attentionOut = registerAt(*this, n.attentionOut, torch::nn::Linear(c.hiddenSize, c.hiddenSize));
+  attentionNorm = registerAt(*this, n.attentionNorm, norm());
+  intermediate = registerAt(*this, n.intermediate, torch::nn::Linear(c.hiddenSize, c.intermediateSize));
+  output = registerAt(*this, n.output, torch::nn::Linear(c.intermediateSize, c.hiddenSize));
+  outputNorm = registerAt(*this, n.outputNorm, norm());
   attentionDropout = register_module("attention_dropout", torch::nn::Dropout(c.attentionDropout));
+  // DistilBERT has no dropout on the attention's output, only after the feed-forward.
   hiddenDropout = register_module("hidden_dropout", torch::nn::Dropout(c.hiddenDropout));
+  if (c.variant == BertVariant::DistilBert) attentionOutDropout = false;
 }
 
 torch::Tensor BertLayerImpl::forward(const torch::Tensor& hidden, const torch::Tensor& mask) {
   const int64_t batch = hidden.size(0), seq = hidden.size(1);
   auto heads = [&](const torch::Tensor& t) { return t.view({batch, seq, numHeads, headSize}).transpose(1, 2); };
   auto q = heads(query(hidden)), k = heads(key(hidden)), v = heads(value(hidden));
-  torch::Tensor context;
-#if COLTRAST_TORCH_AT_LEAST(2, 0)
-  if (fusedAttention()) {
-    // The scaling is 1/sqrt(headSize), libtorch's default. The boolean mask becomes an additive one in the
-    // query's dtype inside libtorch, so autocast needs no cast here. With dropout, the CPU runs the math
-    // form, whose dropout draws from the same generator as the eager form's.
-    const double dropout = is_training() ? attentionDropout->options.p() : 0.0;
-    const c10::optional<at::Tensor> keys = mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt;
-    context = at::scaled_dot_product_attention(q, k, v, keys, dropout, false);
-  } else
-#endif
-  {
-    auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(headSize));
-    if (mask.defined()) scores = scores + mask;
-    context = torch::matmul(attentionDropout(torch::softmax(scores, -1)), v);
-  }
-  context = context.transpose(1, 2).reshape({batch, seq, numHeads * headSize});
-  auto attended = attentionNorm(hiddenDropout(attentionOut(context)) + hidden);
+  const double dropout = is_training() ? attentionDropout->options.p() : 0.0;
+  auto context = attend(q, k, v, mask, dropout).transpose(1, 2).reshape({batch, seq, numHeads * headSize});
+  auto projected = attentionOut(context);
+  auto attended = attentionNorm((attentionOutDropout ? hiddenDropout(projected) : projected) + hidden);
   auto expanded = output(activate(intermediate(attended), hiddenAct));
   return outputNorm(hiddenDropout(expanded) + attended);
 }
 
 BertModel::BertModel(const BertConfig& config) : config_(config) {
   embeddings_ = register_module("embeddings", BertEmbeddings(config));
-  auto encoder = register_module("encoder", std::make_shared<Named>());
-  layers_ = encoder->register_module("layer", torch::nn::ModuleList());
+  auto stack = register_module(config.variant == BertVariant::DistilBert ? "transformer" : "encoder", std::make_shared<Named>());
+  layers_ = stack->register_module("layer", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.numLayers; ++i) layers_->push_back(BertLayer(config));
+  if (config.variant == BertVariant::MPNet)
+    relativeBias_ = stack->register_module("relative_attention_bias", torch::nn::Embedding(config.relativeBuckets, config.numHeads));
+}
+
+std::string BertModel::weightPrefix() const {
+  switch (config_.variant) {
+    case BertVariant::Roberta: return "roberta.";  // XLM-RoBERTa and CamemBERT too
+    case BertVariant::MPNet: return "mpnet.";
+    case BertVariant::DistilBert: return "distilbert.";
+    default: return "bert.";
+  }
+}
+
+torch::Tensor BertModel::positionBias(int64_t seq, const torch::Device& device, torch::ScalarType dtype) {
+  // T5's bidirectional buckets as MPNet computes them (32 buckets, distances up to 128): half the buckets for keys
+  // before the query, half after; within each, exact distances below 8, then logarithmic steps.
+  const auto longs = torch::TensorOptions().device(device).dtype(torch::kLong);
+  const torch::Tensor positions = torch::arange(seq, longs);
+  const torch::Tensor n = positions.unsqueeze(1) - positions.unsqueeze(0);  // query - key: -(relative position)
+  const int64_t half = 16, exact = 8;
+  const double maxDistance = 128;
+  const torch::Tensor distance = n.abs();
+  const torch::Tensor logBucket =
+      (exact + (torch::log(distance.clamp_min(1).to(torch::kFloat32) / exact) / std::log(maxDistance / exact) * (half - exact)).to(torch::kLong))
+          .clamp_max(half - 1);
+  const torch::Tensor bucket = n.lt(0).to(torch::kLong) * half + torch::where(distance.lt(exact), distance, logBucket);
+  return relativeBias_(bucket).permute({2, 0, 1}).unsqueeze(0).to(dtype);  // [1, heads, seq, seq]
 }
 
 torch::Tensor BertModel::forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask,
                                  const torch::Tensor& tokenTypeIds) {
-  if (inputIds.size(1) > config_.maxPositions)
-    throw invalidArgument("sequence of " + std::to_string(inputIds.size(1)) + " tokens exceeds max_position_embeddings " +
-                          std::to_string(config_.maxPositions));
+  if (inputIds.size(1) > config_.usablePositions())
+    throw invalidArgument("sequence of " + std::to_string(inputIds.size(1)) + " tokens exceeds the " + std::to_string(config_.usablePositions()) +
+                          " positions of the model (max_position_embeddings)");
   auto hidden = embeddings_->forward(inputIds, tokenTypeIds);
+  // Padding keys are masked; a batch without padding gets no mask, as in Hugging Face's SDPA path: on a GPU that
+  // admits FlashAttention, which takes none (one device-to-host read per forward, not per layer).
   torch::Tensor mask;
-  if (!fusedAttention()) {
-    // Padding keys get the dtype's lowest value, as Hugging Face does, so their softmax weight is exactly 0.
-    const double lowest = hidden.scalar_type() == torch::kFloat16 ? -65504.0 : -3.0e38;
-    mask = (1 - attentionMask.to(hidden.scalar_type())).mul(lowest).view({inputIds.size(0), 1, 1, -1});
-  } else if (!attentionMask.all().item<bool>()) {
-    // A batch without padding gets no mask, as in Hugging Face's SDPA path: on a GPU that admits
-    // FlashAttention, which takes none (one device-to-host read per forward, not per layer).
-    mask = attentionMask.to(torch::kBool).view({inputIds.size(0), 1, 1, -1});
+  if (!attentionMask.all().item<bool>()) mask = attentionMask.to(torch::kBool).view({inputIds.size(0), 1, 1, -1});
+  if (relativeBias_) {
+    torch::Tensor bias = positionBias(inputIds.size(1), inputIds.device(), hidden.scalar_type());
+    if (mask.defined()) {
+      const double lowest = hidden.scalar_type() == torch::kFloat16 ? -65504.0 : -3.0e38;
+      bias = torch::where(mask, bias, torch::full({1}, lowest, bias.options()));
+    }
+    mask = bias;
   }
   for (const auto& layer : *layers_) {
     BertLayerImpl* l = layer->as<BertLayer>();

@@ -1,36 +1,44 @@
-// BERT-family encoder (BERT, MiniLM, BGE, E5, ... every `model_type: bert` checkpoint), with module and
-// parameter names identical to Hugging Face's BertModel so weights load and save by name.
+// The BERT family: encoders of post-norm layers (attention, add & norm, feed-forward, add & norm) with learned
+// absolute positions, in four variants whose parameter names are Hugging Face's own, so weights load and save by name:
+// - bert: BERT, MiniLM, BGE, E5, ... (every `model_type: bert` checkpoint): token types, positions 0, 1, 2, ...
+// - roberta, xlm-roberta, camembert: positions counted from pad_token_id + 1 over the non-padding tokens; token
+//   types always 0 (their tokenizers return none), under `roberta.` in a checkpoint with a head.
+// - mpnet: RoBERTa's positions (padding index 1) plus a relative position bias shared by all layers (T5's
+//   bidirectional buckets), no token types; all-mpnet-base-v2 and the like.
+// - distilbert: other names (transformer.layer.N.attention.q_lin, ffn.lin1, ...), no token types.
 #pragma once
+#include "layers.h"
 #include "transformer_encoder.h"
 
 namespace coltrast {
 
-// Self-attention through libtorch's scaled_dot_product_attention (libtorch 2.0 and later), which picks a
-// fused kernel for the device and inputs: FlashAttention or memory-efficient attention on a GPU (no
-// [batch, heads, seq, seq] score tensor kept for backward), a flash kernel on the CPU when there is no
-// dropout, and otherwise the eager math below it. Hugging Face's BERT uses the same function by default.
-// false with libtorch 1.13, which lacks it, or when COLTRAST_EAGER_ATTENTION=1 asks for the eager form
-// (matmul, softmax, dropout, matmul), so that benchmarks can compare the two in one build.
-bool fusedAttention();
+enum class BertVariant { Bert, Roberta, MPNet, DistilBert };
 
 struct BertConfig {
+  BertVariant variant = BertVariant::Bert;
+  std::string modelType = "bert";
   int64_t vocabSize = 0;
   int64_t hiddenSize = 0;
   int64_t numLayers = 0;
   int64_t numHeads = 0;
   int64_t intermediateSize = 0;
   int64_t maxPositions = 0;
-  int64_t typeVocabSize = 0;
+  int64_t typeVocabSize = 0;  // 0: no token type embeddings
+  int64_t paddingIdx = 0;     // roberta, mpnet: positions start after it
+  int64_t relativeBuckets = 0;  // mpnet
   double layerNormEps = 1e-12;
   double hiddenDropout = 0.1;
   double attentionDropout = 0.1;
   std::string hiddenAct = "gelu";
   static BertConfig fromJson(const nlohmann::json& config);
+  // The longest input: max_position_embeddings, less the positions RoBERTa-style numbering skips.
+  int64_t usablePositions() const;
 };
 
 struct BertEmbeddingsImpl : torch::nn::Module {
   explicit BertEmbeddingsImpl(const BertConfig& c);
   torch::Tensor forward(const torch::Tensor& inputIds, const torch::Tensor& tokenTypeIds);
+  BertConfig config;
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
   torch::nn::Dropout dropout{nullptr};
@@ -39,8 +47,8 @@ TORCH_MODULE(BertEmbeddings);
 
 struct BertLayerImpl : torch::nn::Module {
   explicit BertLayerImpl(const BertConfig& c);
-  // mask: [batch, 1, 1, seq]; with fused attention boolean (true for tokens) or undefined when the batch has
-  // no padding, otherwise additive (0 for tokens, a large negative value for padding).
+  // mask: undefined (no padding), boolean [batch, 1, 1, seq] (true for tokens) or additive, broadcastable to
+  // [batch, heads, seq, seq] (MPNet's position bias with the padding at the lowest value).
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& mask);
   int64_t numHeads, headSize;
   std::string hiddenAct;
@@ -48,6 +56,7 @@ struct BertLayerImpl : torch::nn::Module {
       output{nullptr};
   torch::nn::LayerNorm attentionNorm{nullptr}, outputNorm{nullptr};
   torch::nn::Dropout attentionDropout{nullptr}, hiddenDropout{nullptr};
+  bool attentionOutDropout = true;  // DistilBERT: false
 };
 TORCH_MODULE(BertLayer);
 
@@ -57,16 +66,20 @@ class BertModel : public TransformerEncoder {
   torch::Tensor forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask,
                         const torch::Tensor& tokenTypeIds) override;
   int64_t hiddenSize() const override { return config_.hiddenSize; }
-  int64_t maxPositions() const override { return config_.maxPositions; }
-  std::string modelType() const override { return "bert"; }
+  int64_t maxPositions() const override { return config_.usablePositions(); }
+  std::string modelType() const override { return config_.modelType; }
 
  protected:
-  std::string weightPrefix() const override { return "bert."; }
+  std::string weightPrefix() const override;
 
  private:
+  // MPNet's relative position bias [1, heads, seq, seq] in `dtype`.
+  torch::Tensor positionBias(int64_t seq, const torch::Device& device, torch::ScalarType dtype);
+
   BertConfig config_;
   BertEmbeddings embeddings_{nullptr};
   torch::nn::ModuleList layers_{nullptr};
+  torch::nn::Embedding relativeBias_{nullptr};
 };
 
 }  // namespace coltrast

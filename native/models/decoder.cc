@@ -4,19 +4,13 @@
 
 #include "../error.h"
 #include "../torch_version.h"
-#include "bert.h"  // fusedAttention()
+#include "layers.h"
 #include "config_json.h"
 
 namespace coltrast {
 namespace {
 
 using namespace config;
-
-// Rotates each half of the last dimension into the other, as Hugging Face's rotate_half: [-x2, x1].
-torch::Tensor rotateHalf(const torch::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
 
 }  // namespace
 
@@ -175,14 +169,7 @@ void DecoderModel::checkLength(int64_t seq) const {
 }
 
 std::pair<torch::Tensor, torch::Tensor> DecoderModel::rotary(const torch::Tensor& positions) const {
-  // Rotary angles in float32: position p, frequency theta^(-2i/d) (Hugging Face's default rotary embedding), the
-  // product taken as torch.outer takes it (one float32 multiplication per angle).
-  const auto f32 = torch::TensorOptions().device(positions.device()).dtype(torch::kFloat32);
-  const int64_t d = config_.headDim;
-  const torch::Tensor inverse = 1.0 / torch::pow(config_.ropeTheta, torch::arange(0, d, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / d);
-  const torch::Tensor angles = positions.to(torch::kFloat32).unsqueeze(-1) * inverse;
-  const torch::Tensor emb = torch::cat({angles, angles}, -1);
-  return {emb.cos(), emb.sin()};
+  return rotaryCosSin(positions, config_.ropeTheta, config_.headDim);
 }
 
 void KvCache::keepRows(const torch::Tensor& rows) {

@@ -2,16 +2,24 @@
 #include "../error.h"
 #include "bert.h"
 #include "decoder.h"
+#include "modernbert.h"
 #include "transformer_encoder.h"
 
 namespace coltrast {
 namespace {
 
 std::shared_ptr<TransformerEncoder> decoder(const nlohmann::json& c) { return std::make_shared<DecoderModel>(DecoderConfig::fromJson(c)); }
+std::shared_ptr<TransformerEncoder> bertFamily(const nlohmann::json& c) { return std::make_shared<BertModel>(BertConfig::fromJson(c)); }
 
 const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
   static const std::vector<std::pair<std::string, EncoderFactory>> table = {
-      {"bert", [](const nlohmann::json& c) { return std::make_shared<BertModel>(BertConfig::fromJson(c)); }},
+      {"bert", bertFamily},
+      {"roberta", bertFamily},
+      {"xlm-roberta", bertFamily},
+      {"camembert", bertFamily},
+      {"mpnet", bertFamily},
+      {"distilbert", bertFamily},
+      {"modernbert", [](const nlohmann::json& c) { return std::make_shared<ModernBertModel>(ModernBertConfig::fromJson(c)); }},
       {"llama", decoder},
       {"mistral", decoder},
       {"qwen2", decoder},

@@ -1,0 +1,80 @@
+#include "layers.h"
+
+#include <cmath>
+#include <cstdlib>
+
+#include "../error.h"
+#include "../torch_version.h"
+
+namespace coltrast {
+
+bool fusedAttention() {
+#if COLTRAST_TORCH_AT_LEAST(2, 0)
+  static const bool fused = [] {
+    const char* eager = std::getenv("COLTRAST_EAGER_ATTENTION");
+    return eager == nullptr || std::string(eager) == "" || std::string(eager) == "0";
+  }();
+  return fused;
+#else
+  return false;
+#endif
+}
+
+torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask, double dropout,
+                     bool float32Softmax) {
+#if COLTRAST_TORCH_AT_LEAST(2, 0)
+  if (fusedAttention()) {
+    // The scaling is 1/sqrt(headDim), libtorch's default. A boolean mask becomes an additive one in the query's
+    // dtype inside libtorch, so autocast needs no cast here. With dropout, the CPU runs the math form, whose
+    // dropout draws from the same generator as the eager form's.
+    const c10::optional<at::Tensor> keys = mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt;
+    return at::scaled_dot_product_attention(q, k, v, keys, dropout, false);
+  }
+#endif
+  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
+  if (mask.defined()) {
+    if (mask.scalar_type() == torch::kBool) {
+      // Masked keys get the dtype's lowest value, as Hugging Face does, so their softmax weight is exactly 0.
+      const double lowest = scores.scalar_type() == torch::kFloat16 ? -65504.0 : -3.0e38;
+      scores = scores.masked_fill(mask.logical_not(), lowest);
+    } else {
+      scores = scores + mask;
+    }
+  }
+  torch::Tensor weights = float32Softmax ? torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type()) : torch::softmax(scores, -1);
+  if (dropout > 0) weights = torch::dropout(weights, dropout, true);
+  return torch::matmul(weights, v);
+}
+
+torch::Tensor activate(const torch::Tensor& x, const std::string& act) {
+  if (act == "gelu") return torch::gelu(x);
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") return torch::gelu(x, "tanh");
+  if (act == "relu") return torch::relu(x);
+  if (act == "silu" || act == "swish") return torch::silu(x);
+  throw unsupportedError("unsupported hidden_act " + act);
+}
+
+void checkActivation(const std::string& name) { activate(torch::zeros({1}), name); }
+
+torch::Tensor rotateHalf(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, double theta, int64_t headDim) {
+  const auto f32 = torch::TensorOptions().device(positions.device()).dtype(torch::kFloat32);
+  const torch::Tensor inverse =
+      1.0 / torch::pow(theta, torch::arange(0, headDim, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / headDim);
+  const torch::Tensor angles = positions.to(torch::kFloat32).unsqueeze(-1) * inverse;
+  const torch::Tensor emb = torch::cat({angles, angles}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+NormImpl::NormImpl(int64_t size, double eps, bool withBias) : size(size), eps(eps) {
+  weight = register_parameter("weight", torch::ones({size}));
+  if (withBias) bias = register_parameter("bias", torch::zeros({size}));
+}
+
+torch::Tensor NormImpl::forward(const torch::Tensor& x) { return torch::layer_norm(x, {size}, weight, bias, eps); }
+
+}  // namespace coltrast

@@ -1,0 +1,46 @@
+// Pieces the encoder architectures share: the attention call (fused or eager), activations by Hugging Face's
+// names, rotary positions and a layer norm without a bias.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+
+namespace coltrast {
+
+// Self-attention through libtorch's scaled_dot_product_attention (libtorch 2.0 and later), which picks a
+// fused kernel for the device and inputs: FlashAttention or memory-efficient attention on a GPU (no
+// [batch, heads, seq, seq] score tensor kept for backward), a flash kernel on the CPU when there is no
+// dropout, and otherwise the eager math below it. Hugging Face's BERT uses the same function by default.
+// false with libtorch 1.13, which lacks it, or when COLTRAST_EAGER_ATTENTION=1 asks for the eager form
+// (matmul, softmax, dropout, matmul), so that benchmarks can compare the two in one build.
+bool fusedAttention();
+
+// Bidirectional attention of q, k, v [batch, heads, seq, headDim] with the 1/sqrt(headDim) scaling. `mask`: undefined
+// (every key), boolean (true where a query may attend) or additive (added to the scores: a relative position bias,
+// padding at the dtype's lowest value), broadcastable to [batch, heads, seq, seq]. The eager form takes the softmax
+// in float32 when `float32Softmax` (as Hugging Face's newer encoders do), else in the scores' dtype (as BERT's).
+torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask, double dropout,
+                     bool float32Softmax = false);
+
+// The activation Hugging Face calls `name` (gelu, gelu_new, relu, silu, ...); throws UNSUPPORTED_MODEL for others.
+torch::Tensor activate(const torch::Tensor& x, const std::string& name);
+// Throws UNSUPPORTED_MODEL now, at load, for an activation activate() lacks.
+void checkActivation(const std::string& name);
+
+// Rotary position embedding as Hugging Face's: each half of the last dimension rotated into the other ([-x2, x1]).
+torch::Tensor rotateHalf(const torch::Tensor& x);
+// Rotary cos and sin [..., headDim] (float32) of `positions` (int64, any shape): angle p * theta^(-2i/d), one
+// float32 multiplication each, as torch.outer and Hugging Face's default rotary embedding compute them.
+std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, double theta, int64_t headDim);
+
+// torch.nn.LayerNorm with its bias optional (ModernBERT's norm_bias: false), named weight and bias as PyTorch's.
+struct NormImpl : torch::nn::Module {
+  NormImpl(int64_t size, double eps, bool bias);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+  int64_t size;
+  double eps;
+};
+TORCH_MODULE(Norm);
+
+}  // namespace coltrast

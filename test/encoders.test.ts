@@ -1,0 +1,227 @@
+// Encoder families beside BERT (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ModernBERT): token ids, token states and
+// embeddings against what Hugging Face tokenizers, transformers and sentence-transformers computed for the same tiny
+// random models (scripts/fixtures/tiny_encoders.py), one text at a time and in padded batches; save and reload with
+// the same names; the prefixed names of a checkpoint with a head; settings coltrast cannot run refused; training.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CrossEncoder, Encoder, retrievalMetrics, train } from '../lib';
+import { native } from '../lib/native';
+import { readSafetensors, writeSafetensors } from './helpers/safetensors';
+import { STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { rejection } from './helpers/vectors';
+
+const ROOT = path.resolve(__dirname, '..');
+const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'tiny-encoders');
+const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-encoders.reference.json'), 'utf8')) as {
+  texts: string[];
+  versions: Record<string, string>;
+  models: Record<string, { inputIds: number[][]; tokenStates: number[][][]; embeddings: number[][] }>;
+  crossEncoders: { pairs: [string, string][] } & Record<'xlm-roberta' | 'mpnet', { logits: number[]; scores: number[] }>;
+};
+const ARCHITECTURES = ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'modernbert'] as const;
+const POOLING: Record<string, string> = { roberta: 'mean', 'xlm-roberta': 'cls', mpnet: 'mean', distilbert: 'mean', modernbert: 'mean' };
+const PREFIX: Record<string, string> = { roberta: 'roberta.', 'xlm-roberta': 'roberta.', mpnet: 'mpnet.', distilbert: 'distilbert.', modernbert: 'model.' };
+
+function copyOf(name: string, edit?: (dir: string) => void): string {
+  const dir = path.join(tempDir(), name);
+  fs.cpSync(path.join(FIXTURES, name), dir, { recursive: true });
+  edit?.(dir);
+  return dir;
+}
+
+for (const name of ARCHITECTURES) {
+  test(`${name}: token ids equal the tokenizer's, token states transformers' and embeddings sentence-transformers' (1e-5), alone and in padded batches`, async (t) => {
+    const encoder = await Encoder.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const ref = REFERENCE.models[name];
+    t.is(encoder.pooling, POOLING[name]);
+    t.is(encoder.dimension, 32);
+    t.deepEqual(await encoder.tokenize(REFERENCE.texts), ref.inputIds);
+    for (const batchSize of [1, 2, 5]) {
+      const tokens = await encoder.embed(REFERENCE.texts, { output: 'tokens', batchSize });
+      tokens.forEach((m, i) => {
+        t.deepEqual(m.dims, [ref.tokenStates[i].length, 32]);
+        t.true(maxAbsDiff(m.data, ref.tokenStates[i].flat()) < 1e-5, `batch ${batchSize}, text ${i}: ${maxAbsDiff(m.data, ref.tokenStates[i].flat())}`);
+      });
+      const pooled = await encoder.embed(REFERENCE.texts, { batchSize });
+      t.true(maxAbsDiff(pooled.data, ref.embeddings.flat()) < 1e-5, `batch ${batchSize} embeddings: ${maxAbsDiff(pooled.data, ref.embeddings.flat())}`);
+    }
+    encoder.dispose();
+  });
+
+  test(`${name}: saves the same tensor names and reloads to the same embeddings; a checkpoint with '${PREFIX[name]}' names loads too`, async (t) => {
+    const source = path.join(FIXTURES, name, 'model.safetensors');
+    const encoder = await Encoder.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const before = await encoder.embed(REFERENCE.texts);
+    const out = path.join(tempDir(), 'saved');
+    await encoder.save(out);
+    encoder.dispose();
+    const names = (file: string) => [...readSafetensors(file).tensors.keys()].sort();
+    t.deepEqual(names(path.join(out, 'model.safetensors')), names(source));
+    t.is(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).model_type, name);
+    const reloaded = await Encoder.load(out, { device: 'cpu' });
+    t.deepEqual(Array.from((await reloaded.embed(REFERENCE.texts)).data), Array.from(before.data));
+    reloaded.dispose();
+
+    const prefixed = copyOf(name, (d) => {
+      const file = path.join(d, 'model.safetensors');
+      const { tensors } = readSafetensors(file);
+      writeSafetensors(file, new Map([...tensors].map(([k, v]) => [`${PREFIX[name]}${k}`, v])));
+    });
+    const fromPrefixed = await Encoder.load(prefixed, { device: 'cpu' });
+    t.deepEqual(Array.from((await fromPrefixed.embed(REFERENCE.texts)).data), Array.from(before.data));
+    fromPrefixed.dispose();
+  });
+}
+
+test('RoBERTa-style positions leave room for the padding offset: max_seq_length is capped at max_position_embeddings - pad_token_id - 1', async (t) => {
+  // 66 positions, pad_token_id 1: 64 tokens at most. A config asking for more is cut to what the model holds.
+  for (const name of ['roberta', 'mpnet']) {
+    const dir = copyOf(name, (d) => editJson(path.join(d, 'sentence_bert_config.json'), (c) => ({ ...c, max_seq_length: 200 })));
+    const encoder = await Encoder.load(dir, { device: 'cpu' });
+    t.is(encoder.maxSeqLength, 64, name);
+    const long = Array.from({ length: 120 }, (_, i) => `word${i}`).join(' ');
+    const [ids] = await encoder.tokenize([long]);
+    t.is(ids.length, 64, name);
+    t.deepEqual((await encoder.embed([long])).dims, [1, 32]);
+    encoder.dispose();
+  }
+  const distil = copyOf('distilbert', (d) => editJson(path.join(d, 'sentence_bert_config.json'), (c) => ({ ...c, max_seq_length: 200 })));
+  const encoder = await Encoder.load(distil, { device: 'cpu' });
+  t.is(encoder.maxSeqLength, 64);
+  encoder.dispose();
+});
+
+test('encoder settings coltrast cannot run are refused with the reason', async (t) => {
+  const cases: [string, (c: any) => any, RegExp][] = [
+    ['roberta', (c) => ({ ...c, pad_token_id: null }), /roberta needs "pad_token_id" \(its positions count from it\)/],
+    ['xlm-roberta', (c) => ({ ...c, position_embedding_type: 'relative_key' }), /unsupported position_embedding_type "relative_key"/],
+    ['mpnet', (c) => ({ ...c, relative_attention_num_buckets: 16 }), /relative_attention_num_buckets 16 is below the 32 MPNet uses/],
+    ['distilbert', (c) => ({ ...c, activation: 'mish' }), /unsupported hidden_act mish/],
+    ['distilbert', (c) => ({ ...c, n_heads: 5 }), /hidden size 32 is not a multiple of the number of heads 5/],
+    ['modernbert', (c) => ({ ...c, rope_parameters: { ...c.rope_parameters, full_attention: { rope_type: 'yarn', rope_theta: 160000, factor: 4 } } }), /unsupported rotary scaling .*yarn/],
+    ['modernbert', (c) => ({ ...c, layer_types: ['full_attention', 'chunked_attention', 'full_attention'] }), /unsupported layer type "chunked_attention"/],
+    ['modernbert', (c) => ({ ...c, layer_types: ['full_attention'] }), /layer_types has 1 entries for 3 layers/],
+  ];
+  for (const [name, edit, pattern] of cases) {
+    const dir = copyOf(name, (d) => editJson(path.join(d, 'config.json'), edit));
+    t.regex((await rejection(() => Encoder.load(dir, { device: 'cpu' }))).message, pattern, name);
+  }
+});
+
+test('a transformers 4 ModernBERT config (global_attn_every_n_layers, global_rope_theta, local_rope_theta) runs as its transformers 5 form', async (t) => {
+  const dir = copyOf('modernbert', (d) =>
+    editJson(path.join(d, 'config.json'), (c) => {
+      const { layer_types: _types, rope_parameters: _rope, sliding_window: _window, ...rest } = c;
+      return { ...rest, global_attn_every_n_layers: 3, global_rope_theta: 160000, local_rope_theta: 10000, local_attention: 8 };
+    }),
+  );
+  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  t.true(maxAbsDiff((await encoder.embed(REFERENCE.texts)).data, REFERENCE.models.modernbert.embeddings.flat()) < 1e-5);
+  encoder.dispose();
+  // The window matters: a wider one changes the states of the long text only.
+  const wide = await Encoder.load(copyOf('modernbert', (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, local_attention: 128 }))), { device: 'cpu' });
+  const states = await wide.embed(REFERENCE.texts, { output: 'tokens' });
+  t.true(maxAbsDiff(states[0].data, REFERENCE.models.modernbert.tokenStates[0].flat()) < 1e-5);
+  t.true(maxAbsDiff(states[3].data, REFERENCE.models.modernbert.tokenStates[3].flat()) > 1e-3);
+  wide.dispose();
+});
+
+for (const name of ['roberta', 'mpnet', 'distilbert', 'modernbert'] as const) {
+  test(`train() fine-tunes a ${name} model: the loss falls, retrieval of the training questions improves, and it reloads`, async (t) => {
+    const data = wordDataset(40);
+    const model = path.join(FIXTURES, name);
+    const output = path.join(tempDir(), 'trained');
+    const before = await Encoder.load(model, { device: 'cpu' });
+    const start = await retrievalMetrics(before, data);
+    before.dispose();
+    const result = await train({ model, data, output, epochs: 4, batchSize: 8, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 3 });
+    const epochs = result.history.epochs;
+    const losses = epochs.map((e) => e.trainLoss);
+    t.true(losses.every((l, i) => i === 0 || l < losses[i - 1]) && losses[losses.length - 1] < 0.8 * losses[0], `train loss ${losses.map((l) => l.toFixed(3))}`);
+    const trained = await Encoder.load(output, { device: 'cpu' });
+    const end = await retrievalMetrics(trained, data);
+    trained.dispose();
+    t.true(end['mrr@10'] > start['mrr@10'] + 0.1, `MRR@10 on the training questions ${start['mrr@10']} -> ${end['mrr@10']}`);
+    t.is(JSON.parse(fs.readFileSync(path.join(output, 'config.json'), 'utf8')).model_type, name);
+  });
+}
+
+for (const name of ['xlm-roberta', 'mpnet'] as const) {
+  test(`${name} cross-encoder (RoBERTa's head: classifier.dense, classifier.out_proj): predict equals sentence-transformers' (1e-5); saves the same names`, async (t) => {
+    const folder = path.join(FIXTURES, `${name}-cross-encoder`);
+    const { pairs } = REFERENCE.crossEncoders;
+    const expected = REFERENCE.crossEncoders[name];
+    const ce = await CrossEncoder.load(folder, { device: 'cpu' });
+    t.is(ce.maxSeqLength, 24);
+    for (const batchSize of [1, 2, 5]) {
+      const logits = await ce.predict(pairs, { batchSize, activation: 'identity' });
+      t.true(maxAbsDiff(logits.data, expected.logits) < 1e-5, `logits, batch ${batchSize}: ${maxAbsDiff(logits.data, expected.logits)}`);
+      t.true(maxAbsDiff((await ce.predict(pairs, { batchSize })).data, expected.scores) < 1e-5, `scores, batch ${batchSize}`);
+    }
+    const out = path.join(tempDir(), 'saved');
+    await ce.save(out);
+    ce.dispose();
+    const names = (dir: string) => [...readSafetensors(path.join(dir, 'model.safetensors')).tensors.keys()].sort();
+    t.deepEqual(names(out), names(folder));
+    const reloaded = await CrossEncoder.load(out, { device: 'cpu' });
+    t.true(maxAbsDiff((await reloaded.predict(pairs, { activation: 'identity' })).data, expected.logits) < 1e-6);
+    reloaded.dispose();
+  });
+}
+
+test('train({ crossEncoder }) starts a reranker with a new RoBERTa-style head from an xlm-roberta embedding model, saved under its names', async (t) => {
+  const model = path.join(FIXTURES, 'xlm-roberta');
+  const output = path.join(tempDir(), 'reranker');
+  const result = await train({ model, data: wordDataset(16), output, epochs: 2, batchSize: 8, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 3, crossEncoder: true });
+  t.true(result.history.epochs.every((e) => Number.isFinite(e.trainLoss)));
+  const config = JSON.parse(fs.readFileSync(path.join(output, 'config.json'), 'utf8'));
+  t.deepEqual(config.architectures, ['XLMRobertaForSequenceClassification']);
+  const saved = readSafetensors(path.join(output, 'model.safetensors')).tensors;
+  for (const head of ['classifier.dense.weight', 'classifier.dense.bias', 'classifier.out_proj.weight', 'classifier.out_proj.bias']) t.true(saved.has(head), head);
+  const base = readSafetensors(path.join(model, 'model.safetensors')).tensors;
+  const name = 'encoder.layer.0.attention.self.query.weight';
+  t.false(saved.get(`roberta.${name}`)!.data.equals(base.get(name)!.data), 'the encoder was trained too');
+  const ce = await CrossEncoder.load(output, { device: 'cpu' });
+  t.deepEqual((await ce.predict([['a', 'b']])).dims, [1, 1]);
+  ce.dispose();
+  // A DistilBERT or ModernBERT head is not run yet: refused with the list of those that are.
+  for (const other of ['distilbert', 'modernbert']) {
+    const error = await rejection(() => train({ model: path.join(FIXTURES, other), data: wordDataset(8), output: path.join(tempDir(), 'x'), batchSize: 4, crossEncoder: true, device: 'cpu' }));
+    t.regex(error.message, new RegExp(`is a ${other} model; coltrast's cross-encoders run on bert, roberta, xlm-roberta, camembert, mpnet models`));
+  }
+});
+
+test('steps of a RoBERTa-style cross-encoder lower its loss (binary cross-entropy) on a batch', async (t) => {
+  const ce = await CrossEncoder.load(path.join(FIXTURES, 'xlm-roberta-cross-encoder'), { device: 'cpu' });
+  const data = wordDataset(5, 3);
+  const queries = data.slice(0, 3).map((d) => d.query);
+  const documents = data.map((d) => d.positive);
+  const options = { ...STEP, lossScale: 1, apply: true, learningRate: 1e-3 };
+  // (The tiny random encoder's first-token state hardly depends on the text, so a listwise loss barely moves.)
+  const trainer = ce.createTrainer({ learningRate: 1e-3, weightDecay: 0.01, seed: 1, precision: 'float32' }, { kind: 'bce', scale: 10 });
+  const { loss } = await trainer.evaluate(queries, documents, { ...options, apply: false });
+  for (let step = 0; step < 15; step++) await trainer.step(queries, documents, options);
+  const after = (await trainer.evaluate(queries, documents, { ...options, apply: false })).loss;
+  t.true(after < loss - 0.05, `loss ${loss} -> ${after} after 15 steps on the batch`);
+  trainer.dispose();
+  ce.dispose();
+});
+
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+(cudaAvailable ? test : test.skip)(
+  `cuda: every encoder family's token states (float32, bfloat16) match the CPU${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  async (t) => {
+    for (const name of ARCHITECTURES) {
+      const cpu = await Encoder.load(path.join(FIXTURES, name), { device: 'cpu' });
+      const expected = await cpu.embed(REFERENCE.texts, { output: 'tokens' });
+      cpu.dispose();
+      for (const [dtype, tolerance] of [['float32', 1e-4], ['bfloat16', 1e-1]] as const) {
+        const gpu = await Encoder.load(path.join(FIXTURES, name), { device: 'cuda', dtype });
+        const got = await gpu.embed(REFERENCE.texts, { output: 'tokens' });
+        got.forEach((m, i) => t.true(maxAbsDiff(m.data, expected[i].data) < tolerance, `${name} ${dtype} text ${i}: ${maxAbsDiff(m.data, expected[i].data)}`));
+        gpu.dispose();
+      }
+    }
+  },
+);
