@@ -18,7 +18,9 @@
 //   - ContextFlow's joint retriever/generator loss and its gradient's norm equal what sentence-transformers and
 //     transformers compute for the same batch (scripts/fixtures/rag_loss.py);
 //   - hard-negative mining gives mine_hard_negatives' rows (scripts/fixtures/st_mine.py);
-//   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator.
+//   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator;
+//   - the encoder families beside BERT (scripts/fixtures/tiny_encoders.py): the recorded outputs are reproduced, and
+//     sentence-transformers loads what coltrast trains from each (and an XLM-RoBERTa reranker) with equal outputs.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -267,15 +269,18 @@ async function compareTokens(t: import('ava').ExecutionContext, dir: string, ref
   return worst;
 }
 
-for (const [format, expansion, attend] of [
-  ['mve', 'fixed', false],
-  ['mve', 'min', true],
-  ['mve', 'none', false],
-  ['pylate', 'fixed', false],
-  ['pylate', 'fixed', true],
-  ['pylate', 'none', false],
+const MODERNBERT = path.join(ROOT, 'test', 'fixtures', 'tiny-encoders', 'modernbert');
+for (const [format, expansion, attend, base] of [
+  ['mve', 'fixed', false, FIXTURE],
+  ['mve', 'min', true, FIXTURE],
+  ['mve', 'none', false, FIXTURE],
+  ['pylate', 'fixed', false, FIXTURE],
+  ['pylate', 'fixed', true, FIXTURE],
+  ['pylate', 'none', false, FIXTURE],
+  // On a ModernBERT backbone, as GTE-ModernColBERT is.
+  ['mve', 'fixed', false, MODERNBERT],
 ] as const) {
-  const what = `${format === 'mve' ? "sentence-transformers' MultiVectorEncoder" : "PyLate's ColBERT"} folder, expansion ${expansion}${attend ? ' (attended)' : ''}`;
+  const what = `${format === 'mve' ? "sentence-transformers' MultiVectorEncoder" : "PyLate's ColBERT"} folder, expansion ${expansion}${attend ? ' (attended)' : ''}${base === MODERNBERT ? ', ModernBERT' : ''}`;
   check(`multi-vector: coltrast's token vectors equal encode_query / encode_document / encode (1e-5)${expansion === 'fixed' ? ', and its training loss MultiVectorMultipleNegativesRankingLoss' : ''}: ${what}${skipped}`, async (t) => {
     const dir = tempDir();
     const texts = path.join(dir, 'texts.txt');
@@ -287,7 +292,7 @@ for (const [format, expansion, attend] of [
     const batchFile = path.join(dir, 'batch.json');
     fs.writeFileSync(batchFile, JSON.stringify({ ...LOSS_BATCH, scale: 1 }));
     const lossArgs = expansion === 'fixed' ? ['--loss-batch', batchFile] : [];
-    const r = await python([script('st_multi_vector.py'), FIXTURE, model, texts, theirs, '--format', format, '--expansion', expansion, ...(attend ? ['--attend'] : []), ...lossArgs]);
+    const r = await python([script('st_multi_vector.py'), base, model, texts, theirs, '--format', format, '--expansion', expansion, ...(attend ? ['--attend'] : []), ...lossArgs]);
     t.is(r.status, 0, r.tail);
     const ref: TokenRows & { loss?: number } = JSON.parse(fs.readFileSync(theirs, 'utf8'));
     if (expansion === 'fixed') {
@@ -411,6 +416,49 @@ check(`cross-encoder: sentence-transformers loads a reranker coltrast trained fr
   const dir = tempDir();
   const model = path.join(dir, 'reranker');
   await train({ model: FIXTURE, data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: true });
+  const pairs = path.join(dir, 'pairs.json');
+  fs.writeFileSync(pairs, JSON.stringify(CROSS_REFERENCE.pairs));
+  const ce = await CrossEncoder.load(model, { device: 'cpu' });
+  const ours = await ce.predict(CROSS_REFERENCE.pairs, { activation: 'identity' });
+  ce.dispose();
+  const back = path.join(dir, 'back.json');
+  const r = await python([script('st_cross_encoder.py'), 'load', model, pairs, back]);
+  t.is(r.status, 0, r.tail);
+  const worst = maxAbsDiff(ours.data, JSON.parse(fs.readFileSync(back, 'utf8')).logits.flat());
+  t.true(worst < 1e-5, `max abs difference ${worst}`);
+});
+
+const ENCODERS = path.join(ROOT, 'test', 'fixtures', 'tiny-encoders');
+
+check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ModernBERT): the recorded outputs are what transformers computes now, and sentence-transformers loads what coltrast trained and embeds as coltrast does${skipped}`, async (t) => {
+  const dir = tempDir();
+  // The committed models run by transformers and sentence-transformers now: the reference in the repository.
+  const fresh = path.join(dir, 'reference.json');
+  let r = await python([script('tiny_encoders.py'), 'record', ENCODERS, fresh]);
+  t.is(r.status, 0, r.tail);
+  const recorded = JSON.parse(fs.readFileSync(path.join(ENCODERS, '..', 'tiny-encoders.reference.json'), 'utf8'));
+  const now = JSON.parse(fs.readFileSync(fresh, 'utf8'));
+  for (const name of Object.keys(recorded.models)) {
+    t.deepEqual(now.models[name].inputIds, recorded.models[name].inputIds, name);
+    t.true(maxAbsDiff(now.models[name].tokenStates.flat(2), recorded.models[name].tokenStates.flat(2)) < 1e-6, name);
+    t.true(maxAbsDiff(now.models[name].embeddings.flat(), recorded.models[name].embeddings.flat()) < 1e-6, name);
+  }
+  for (const name of ['xlm-roberta', 'mpnet']) t.true(maxAbsDiff(now.crossEncoders[name].logits, recorded.crossEncoders[name].logits) < 1e-6, name);
+  for (const name of ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'modernbert']) {
+    const model = path.join(dir, `${name}-trained`);
+    await train({ model: path.join(ENCODERS, name), data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
+    const ours = path.join(dir, `${name}.jsonl`);
+    await embedToJsonl(model, ours);
+    r = await python([script('check_python_load.py'), model, TEXTS, ours]);
+    t.is(r.status, 0, `${name}: ${r.tail}`);
+    t.log(`${name}: ${r.stdout.trim()}`);
+  }
+});
+
+check(`cross-encoder: sentence-transformers loads an XLM-RoBERTa reranker coltrast trained (RoBERTa's head) and scores as coltrast does (1e-5)${skipped}`, async (t) => {
+  const dir = tempDir();
+  const model = path.join(dir, 'reranker');
+  await train({ model: path.join(ENCODERS, 'xlm-roberta'), data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: true });
   const pairs = path.join(dir, 'pairs.json');
   fs.writeFileSync(pairs, JSON.stringify(CROSS_REFERENCE.pairs));
   const ce = await CrossEncoder.load(model, { device: 'cpu' });

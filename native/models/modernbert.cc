@@ -81,7 +81,7 @@ ModernBertLayerImpl::ModernBertLayerImpl(const ModernBertConfig& c, int64_t inde
 }
 
 torch::Tensor ModernBertLayerImpl::forward(const torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin,
-                                           const torch::Tensor& mask) {
+                                           const torch::Tensor& mask, const torch::Tensor& emptyRows) {
   const int64_t batch = hidden.size(0), seq = hidden.size(1), heads = config.numHeads, d = config.hiddenSize / heads;
   const bool training = is_training();
   const torch::Tensor x = attn_norm ? attn_norm(hidden) : hidden;
@@ -96,7 +96,9 @@ torch::Tensor ModernBertLayerImpl::forward(const torch::Tensor& hidden, const to
   q = rotate(q);
   k = rotate(k);
   const double dropout = training ? config.attentionDropout : 0.0;
-  torch::Tensor context = attend(q, k, v, mask, dropout, /*float32Softmax=*/true).transpose(1, 2).reshape({batch, seq, heads * d});
+  torch::Tensor context = attend(q, k, v, mask, dropout, /*float32Softmax=*/true);
+  if (emptyRows.defined()) context = context.masked_fill(emptyRows, 0);
+  context = context.transpose(1, 2).reshape({batch, seq, heads * d});
   torch::Tensor attended = attnWo(context);
   if (config.attentionDropout > 0) attended = torch::dropout(attended, config.attentionDropout, training);
   const torch::Tensor h = hidden + attended;
@@ -128,11 +130,18 @@ torch::Tensor ModernBertModel::forward(const torch::Tensor& inputIds, const torc
   // Global layers see every real token; local ones only those within the window (|query - key| <= window).
   torch::Tensor globalMask;
   if (!attentionMask.all().item<bool>()) globalMask = attentionMask.to(torch::kBool).view({batch, 1, 1, seq});
-  torch::Tensor localMask;
+  torch::Tensor localMask, emptyRows;
   if (seq > config_.window + 1) {
     const torch::Tensor distance = (positions.unsqueeze(1) - positions.unsqueeze(0)).abs();
     localMask = distance.le(config_.window).view({1, 1, seq, seq});
-    if (globalMask.defined()) localMask = localMask.logical_and(globalMask);
+    if (globalMask.defined()) {
+      localMask = localMask.logical_and(globalMask);
+      // A position whose whole window is padding (or unattended query-expansion tokens, which a multi-vector model
+      // scores) has no key: PyTorch's attention (2.5 and later), which transformers runs, gives it a zero output. So
+      // do we, on every libtorch: such rows see every key (no NaN, forward or backward) and their output is zeroed.
+      emptyRows = localMask.logical_not().all(-1, /*keepdim=*/true);
+      localMask = localMask.logical_or(emptyRows);
+    }
   } else {
     localMask = globalMask;
   }
@@ -140,7 +149,8 @@ torch::Tensor ModernBertModel::forward(const torch::Tensor& inputIds, const torc
     auto* layer = layers_[i]->as<ModernBertLayer>();
     const bool global = config_.global[i];
     const torch::Tensor cos = global ? globalCos : localCos, sin = global ? globalSin : localSin, mask = global ? globalMask : localMask;
-    hidden = runLayer([layer, cos, sin, mask](const torch::Tensor& x) { return layer->forward(x, cos, sin, mask); }, hidden);
+    const torch::Tensor empty = global ? torch::Tensor() : emptyRows;
+    hidden = runLayer([layer, cos, sin, mask, empty](const torch::Tensor& x) { return layer->forward(x, cos, sin, mask, empty); }, hidden);
   }
   return finalNorm_(hidden);
 }

@@ -25,8 +25,10 @@ struct ModernBertConfig {
 struct ModernBertLayerImpl : torch::nn::Module {
   ModernBertLayerImpl(const ModernBertConfig& c, int64_t index);
   // cos, sin: [seq, headDim] for this layer's kind of attention; mask: boolean, broadcastable to [batch, 1, seq, seq],
-  // or undefined when every key is seen.
-  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask);
+  // or undefined when every key is seen; emptyRows: boolean [batch, 1, seq, 1], the positions whose attention output
+  // is zero (no key in their window), or undefined.
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask,
+                        const torch::Tensor& emptyRows = {});
   ModernBertConfig config;
   Norm attn_norm{nullptr}, mlp_norm{nullptr};  // attn_norm: none in the first layer
   torch::nn::Linear Wqkv{nullptr}, attnWo{nullptr}, Wi{nullptr}, mlpWo{nullptr};
