@@ -206,17 +206,23 @@ torch::Tensor BertModel::forward(const torch::Tensor& inputIds, const torch::Ten
     throw invalidArgument("sequence of " + std::to_string(inputIds.size(1)) + " tokens exceeds the " + std::to_string(config_.usablePositions()) +
                           " positions of the model (max_position_embeddings)");
   auto hidden = embeddings_->forward(inputIds, tokenTypeIds);
-  // Padding keys are masked; a batch without padding gets no mask, as in Hugging Face's SDPA path: on a GPU that
-  // admits FlashAttention, which takes none (one device-to-host read per forward, not per layer).
+  const double lowest = hidden.scalar_type() == torch::kFloat16 ? -65504.0 : -3.0e38;
   torch::Tensor mask;
-  if (!attentionMask.all().item<bool>()) mask = attentionMask.to(torch::kBool).view({inputIds.size(0), 1, 1, -1});
+  if (!fusedAttention()) {
+    // Hugging Face's eager attention: an additive mask in the model's dtype, padding keys at the dtype's lowest value
+    // (their softmax weight exactly 0), always added, so under autocast the scores and softmax are float32 as there.
+    mask = (1 - attentionMask.to(hidden.scalar_type())).mul(lowest).view({inputIds.size(0), 1, 1, -1});
+  } else if (!attentionMask.all().item<bool>()) {
+    // A batch without padding gets no mask, as in Hugging Face's SDPA path: on a GPU that admits FlashAttention,
+    // which takes none (one device-to-host read per forward, not per layer).
+    mask = attentionMask.to(torch::kBool).view({inputIds.size(0), 1, 1, -1});
+  }
   if (relativeBias_) {
-    torch::Tensor bias = positionBias(inputIds.size(1), inputIds.device(), hidden.scalar_type());
-    if (mask.defined()) {
-      const double lowest = hidden.scalar_type() == torch::kFloat16 ? -65504.0 : -3.0e38;
-      bias = torch::where(mask, bias, torch::full({1}, lowest, bias.options()));
-    }
-    mask = bias;
+    // MPNet: the position bias added to the scores, the padding keys' entries at the lowest value.
+    const torch::Tensor bias = positionBias(inputIds.size(1), inputIds.device(), hidden.scalar_type());
+    if (!mask.defined()) mask = bias;
+    else if (mask.scalar_type() == torch::kBool) mask = torch::where(mask, bias, torch::full({1}, lowest, bias.options()));
+    else mask = bias + mask;
   }
   for (const auto& layer : *layers_) {
     BertLayerImpl* l = layer->as<BertLayer>();

@@ -110,12 +110,22 @@ const SUITES = {
   },
   decoder: {
     // sentence-transformers' encode() of a Qwen3-Embedding-shaped random model (build/pyenv, or COLTRAST_ST_PYTHON).
-    script: 'decoder.js',
+    script: 'architectures.js',
     needsSentenceTransformers: true,
     args: (device, quick) => (device === 'cpu' ? ['--shape', quick ? 'qwen3-small' : 'qwen3-0.6b', '--texts', quick ? '16' : '100', '--rounds', quick ? '1' : '2'] : null),
     label: (r) => r.side,
     value: (r) => r.textsPerSecond,
     unit: 'decoder (Qwen3) embedding, texts/s',
+  },
+  encoders: {
+    // sentence-transformers' encode() of an all-mpnet-base-v2-shaped random model (build/pyenv, or COLTRAST_ST_PYTHON); the
+    // ModernBERT-base shape with architectures.js --shape modernbert-base.
+    script: 'architectures.js',
+    needsSentenceTransformers: true,
+    args: (device, quick) => (device === 'cpu' ? ['--shape', 'mpnet-base', '--texts', quick ? '16' : '64', '--rounds', quick ? '1' : '2'] : null),
+    label: (r) => r.side,
+    value: (r) => r.textsPerSecond,
+    unit: 'MPNet-base embedding, texts/s',
   },
   generator: {
     // transformers' log-likelihoods and generate() on a Qwen3ForCausalLM-shaped random model (build/pyenv, or COLTRAST_ST_PYTHON);

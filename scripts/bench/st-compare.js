@@ -1,4 +1,4 @@
-// What the benchmarks against sentence-transformers share (cross-encoder.js, decoder.js): the Python that has
+// What the benchmarks against sentence-transformers share (cross-encoder.js, architectures.js): the Python that has
 // it, running one of scripts/bench/python/*.py and reading the JSON line it prints, and seeded texts from the
 // example sentences.
 'use strict';

@@ -1,4 +1,20 @@
 #!/usr/bin/env python3
+"""sentence-transformers' encode() throughput for an embedding model of a given architecture, to set beside coltrast's
+embed(): a decoder LLM (Qwen3) or an encoder beside BERT (MPNet, ModernBERT).
+
+    architectures.py make <out-folder> --shape <shape> --tokenizer <folder>
+    architectures.py bench <folder> <texts.json> [--threads 2] [--batch-size 16] [--vectors out.bin]
+
+make: a model of the shape with seeded random weights (float32), the tokenizer of --tokenizer (its vocabulary size
+  sets the model's), saved as a sentence-transformers folder (what both sides load), pooled as the real models of
+  that shape are. qwen3-0.6b is Qwen3-Embedding-0.6B's transformer (28 layers, hidden 1024, 16 query and 8
+  key/value heads of 128, MLP 3072; last-token pooling, Normalize); qwen3-small has 4 of its layers. mpnet-base is
+  all-mpnet-base-v2's (12 layers, hidden 768, 12 heads, MLP 3072, relative position buckets; mean pooling,
+  Normalize); modernbert-base is ModernBERT-base's, as gte-modernbert-base uses it (22 layers, hidden 768, 12 heads,
+  GeGLU MLP 1152, global attention every third layer, a 128-token window in the others; CLS pooling, Normalize).
+bench: one warm-up encode of a batch, then encode() of every text at --batch-size, timed; prints a JSON line
+  {seconds, textsPerSecond, peakRssMiB, torch, sentenceTransformers}. --vectors writes the embeddings (float32,
+  input order) to compare with coltrast's.
 """sentence-transformers' encode() throughput for a decoder-LLM embedding model, to set beside coltrast's embed().
 
     decoder.py make <out-folder> --shape qwen3-0.6b|qwen3-small --tokenizer <folder>
@@ -26,27 +42,37 @@ import sentence_transformers
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-from transformers import AutoModel, Qwen3Config
+from transformers import AutoModel, ModernBertConfig, MPNetConfig, Qwen3Config
 
+def qwen3(vocab, layers):
+    return Qwen3Config(
+        vocab_size=vocab, hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8,
+        head_dim=128, max_position_embeddings=32768, rope_theta=1000000.0, tie_word_embeddings=False, num_hidden_layers=layers,
+    )
+
+
+# shape: (config from the vocabulary size, pooling mode)
 SHAPES = {
-    "qwen3-0.6b": dict(num_hidden_layers=28),
-    "qwen3-small": dict(num_hidden_layers=4),
+    "qwen3-0.6b": (lambda vocab: qwen3(vocab, 28), "lasttoken"),
+    "qwen3-small": (lambda vocab: qwen3(vocab, 4), "lasttoken"),
+    "mpnet-base": (lambda vocab: MPNetConfig(vocab_size=vocab, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                             intermediate_size=3072, max_position_embeddings=514, layer_norm_eps=1e-5), "mean"),
+    "modernbert-base": (lambda vocab: ModernBertConfig(vocab_size=vocab, hidden_size=768, num_hidden_layers=22, num_attention_heads=12,
+                                                       intermediate_size=1152, max_position_embeddings=8192, local_attention=128,
+                                                       global_attn_every_n_layers=3, pad_token_id=0), "cls"),
 }
 
 
 def make(out, shape, tokenizer):
     vocab = json.load(open(os.path.join(tokenizer, "config.json")))["vocab_size"]
-    config = Qwen3Config(
-        vocab_size=vocab, hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8,
-        head_dim=128, max_position_embeddings=32768, rope_theta=1000000.0, tie_word_embeddings=False, **SHAPES[shape],
-    )
+    make_config, pooling = SHAPES[shape]
     torch.manual_seed(1)
-    AutoModel.from_config(config).save_pretrained(out, safe_serialization=True)
+    AutoModel.from_config(make_config(vocab)).save_pretrained(out, safe_serialization=True)
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         if os.path.exists(os.path.join(tokenizer, f)):
             shutil.copy(os.path.join(tokenizer, f), out)
     transformer = Transformer(out, max_seq_length=256)
-    st = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken"), Normalize()], device="cpu")
+    st = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling), Normalize()], device="cpu")
     st.save(out)
 
 
