@@ -493,8 +493,10 @@ export function isCrossEncoderFolder(dir: string): boolean {
 }
 
 /**
- * The model types whose *ForSequenceClassification head coltrast runs (a cross-encoder), and that class's name: BERT's
- * head (pooler, classifier) and RoBERTa's (classifier.dense, classifier.out_proj), the same computation.
+ * The model types whose *ForSequenceClassification head coltrast runs (a cross-encoder), and that class's name. The heads
+ * (native/encoder_wrap.cc): BERT's pooler and classifier; RoBERTa's and MPNet's classifier.dense and classifier.out_proj;
+ * DistilBERT's pre_classifier (ReLU) and classifier; ModernBERT's head (dense, activation, norm; the first token or the
+ * mean, classifier_pooling) and classifier.
  */
 export const SEQUENCE_CLASSIFICATION: Record<string, string> = {
   bert: 'BertForSequenceClassification',
@@ -502,7 +504,23 @@ export const SEQUENCE_CLASSIFICATION: Record<string, string> = {
   'xlm-roberta': 'XLMRobertaForSequenceClassification',
   camembert: 'CamembertForSequenceClassification',
   mpnet: 'MPNetForSequenceClassification',
+  distilbert: 'DistilBertForSequenceClassification',
+  modernbert: 'ModernBertForSequenceClassification',
 };
+
+/**
+ * The JSON text of a config read from `original` and changed, numbers written as floats (`2.0`) where `original` wrote
+ * them so (keys matched by name, nested ones too): transformers 5 checks config fields' types and refuses an integer
+ * literal for a float field (ModernBERT's initializer_cutoff_factor: 2.0), which JSON.stringify would write as `2`.
+ */
+export function configJson(original: string, value: unknown): string {
+  const floats = new Set<string>();
+  for (const [, key, number] of original.matchAll(/"((?:[^"\\]|\\.)*)"\s*:\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)/g)) {
+    if (/[.eE]/.test(number)) floats.add(key);
+  }
+  const text = JSON.stringify(value, null, 2).replace(/"((?:[^"\\]|\\.)*)": (-?\d+)(?=,?\n)/g, (all, key: string, n: string) => (floats.has(key) ? `"${key}": ${n}.0` : all));
+  return text + '\n';
+}
 
 /**
  * An embedding model's folder as the start of a new one-label cross-encoder (a reranker), as
@@ -516,7 +534,7 @@ export function asNewCrossEncoder(files: ModelDirectory): ModelDirectory {
   return {
     ...files,
     config,
-    configText: JSON.stringify(config, null, 2) + '\n',
+    configText: configJson(files.configText, config),
     pooling: 'cls',
     normalize: false,
     dense: undefined,

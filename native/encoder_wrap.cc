@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "causal_lm.h"
+#include "models/config_json.h"
 #include "napi_args.h"
 #include "pooling.h"
 #include "promise_worker.h"
@@ -41,23 +42,44 @@ torch::nn::Linear linearToFill(int64_t in, int64_t out, bool bias) {
 }
 
 // A seeded Linear layer drawn as transformers' BertPreTrainedModel._init_weights draws one.
-torch::nn::Linear newLinear(int64_t in, int64_t out, double std, at::Generator& generator) {
-  torch::nn::Linear linear = linearToFill(in, out, true);
+torch::nn::Linear newLinear(int64_t in, int64_t out, double std, at::Generator& generator, bool bias = true) {
+  torch::nn::Linear linear = linearToFill(in, out, bias);
   torch::NoGradGuard noGrad;
   linear->weight.copy_(torch::empty({out, in}).normal_(0, std, generator));
-  linear->bias.zero_();
+  if (bias) linear->bias.zero_();
   return linear;
 }
 
-// Whether `modelType`'s *ForSequenceClassification head is RoBERTa's (classifier.dense, classifier.out_proj).
-bool robertaHead(const std::string& modelType) {
-  return modelType == "roberta" || modelType == "xlm-roberta" || modelType == "camembert" || modelType == "mpnet";
+using HeadKind = LoadedEncoder::HeadKind;
+
+// Where each family's *ForSequenceClassification keeps its head: the dense layer, the norm after it (ModernBERT) and
+// the output layer. BERT's dense layer is the base model's pooler: the model keeps it without the prefix, and it is
+// saved under the prefix (`savedDense`).
+struct HeadNames {
+  std::string dense, norm, out, savedDense;
+};
+
+HeadKind headKindOf(const std::string& modelType) {
+  if (modelType == "roberta" || modelType == "xlm-roberta" || modelType == "camembert" || modelType == "mpnet") return HeadKind::Roberta;
+  if (modelType == "distilbert") return HeadKind::DistilBert;
+  if (modelType == "modernbert") return HeadKind::ModernBert;
+  return HeadKind::Bert;
+}
+
+HeadNames headNames(HeadKind kind, const std::string& prefix) {
+  switch (kind) {
+    case HeadKind::Roberta: return {"classifier.dense", "", "classifier.out_proj", "classifier.dense"};
+    case HeadKind::DistilBert: return {"pre_classifier", "", "classifier", "pre_classifier"};
+    case HeadKind::ModernBert: return {"head.dense", "head.norm", "classifier", "head.dense"};
+    default: return {"pooler.dense", "", "classifier", prefix + "pooler.dense"};
+  }
 }
 
 // A linear layer from tensors the model kept from its weights file (Hugging Face's names, e.g. "classifier"),
-// checked against the expected shape; an undefined Linear when `optional` and the file has no such weight.
+// checked against the expected shape; an undefined Linear when `optional` and the file has no such weight. `bias`:
+// whether the layer has one (ModernBERT's head.dense has none unless classifier_bias).
 torch::nn::Linear takeLinear(TransformerEncoder& model, const std::string& name, int64_t in, int64_t out, bool optional,
-                             const std::string& file) {
+                             const std::string& file, bool withBias = true) {
   torch::Tensor weight = model.takeKept(name + ".weight"), bias = model.takeKept(name + ".bias");
   if (!weight.defined()) {
     if (optional) return torch::nn::Linear(nullptr);
@@ -65,16 +87,32 @@ torch::nn::Linear takeLinear(TransformerEncoder& model, const std::string& name,
   }
   if (weight.dim() != 2 || weight.size(0) != out || weight.size(1) != in) {
     throw modelFilesError(file + ": " + name + ".weight has shape " + c10::str(weight.sizes()) + ", expected [" + std::to_string(out) +
-                          ", " + std::to_string(in) + "] (config.json's " + (name == "classifier" || name == "classifier.out_proj" ? "labels" : "hidden_size") +
+                          ", " + std::to_string(in) + "] (config.json's " + (out != in ? "labels" : "hidden_size") +
                           " and the weights disagree)");
   }
-  if (!bias.defined() || bias.dim() != 1 || bias.size(0) != out) throw modelFilesError(file + ": " + name + ".bias is missing or does not match its weight");
-  torch::nn::Linear linear = linearToFill(in, out, true);
+  if (withBias && (!bias.defined() || bias.dim() != 1 || bias.size(0) != out))
+    throw modelFilesError(file + ": " + name + ".bias is missing or does not match its weight");
+  if (!withBias && bias.defined()) throw modelFilesError(file + ": " + name + ".bias is there but config.json says the layer has none");
+  torch::nn::Linear linear = linearToFill(in, out, withBias);
   torch::NoGradGuard noGrad;
   linear->weight.copy_(weight.to(torch::kFloat32));
-  linear->bias.copy_(bias.to(torch::kFloat32));
+  if (withBias) linear->bias.copy_(bias.to(torch::kFloat32));
   return linear;
 }
+
+// ModernBERT's head.norm from the weights file (weight, and bias when config.json's norm_bias), or a new one (ones, zeros).
+Norm takeNorm(TransformerEncoder& model, const std::string& name, int64_t size, double eps, bool withBias, bool fresh, const std::string& file) {
+  Norm norm(size, eps, withBias);
+  torch::Tensor weight = model.takeKept(name + ".weight"), bias = model.takeKept(name + ".bias");
+  if (fresh) return norm;
+  if (!weight.defined() || weight.dim() != 1 || weight.size(0) != size) throw modelFilesError(file + ": " + name + ".weight is missing or not [" + std::to_string(size) + "]");
+  if (withBias != bias.defined()) throw modelFilesError(file + ": " + name + ".bias " + (withBias ? "is missing" : "is there but config.json's norm_bias is false"));
+  torch::NoGradGuard noGrad;
+  norm->weight.copy_(weight.to(torch::kFloat32));
+  if (withBias) norm->bias.copy_(bias.to(torch::kFloat32));
+  return norm;
+}
+
 
 // A projection head from a Dense module's safetensors file, checked against the model's width.
 torch::nn::Linear loadDense(const std::string& path, int64_t hiddenSize) {
@@ -129,34 +167,59 @@ class LoadWorker : public PromiseWorker {
     }
     if (options_.head == "causal-lm") loadLmHead(*loaded);
     if (options_.head == "sequence-classification") {
-      const int64_t hidden = loaded->model->hiddenSize();
-      loaded->robertaHead = robertaHead(loaded->model->modelType());
-      // BERT: the base model's pooler, then "classifier"; RoBERTa, MPNet: "classifier.dense", "classifier.out_proj".
-      const std::string denseName = loaded->robertaHead ? "classifier.dense" : "pooler.dense";
-      const std::string outName = loaded->robertaHead ? "classifier.out_proj" : "classifier";
-      loaded->pooler = takeLinear(*loaded->model, denseName, hidden, hidden, /*optional=*/!loaded->robertaHead || options_.newHead, options_.weightsPath);
-      if (options_.newHead) {
-        const double std = config.contains("initializer_range") && config["initializer_range"].is_number() ? config["initializer_range"].get<double>() : 0.02;
-        auto generator = at::detail::createCPUGenerator(options_.seed);
-        // A RoBERTa-style head is new as a whole; BERT's keeps the pretrained pooler when the file has one.
-        if (loaded->robertaHead) loaded->pooler = nullptr;
-        if (!loaded->pooler) loaded->pooler = newLinear(hidden, hidden, std, generator);
-        loaded->model->takeKept(outName + ".weight");
-        loaded->model->takeKept(outName + ".bias");
-        loaded->classifier = newLinear(hidden, options_.numLabels, std, generator);
-      } else {
-        loaded->classifier = takeLinear(*loaded->model, outName, hidden, options_.numLabels, false, options_.weightsPath);
-      }
-      if (loaded->pooler) loaded->pooler->to(loaded->device);
-      loaded->classifier->to(loaded->device);
-      for (const char* key : {"classifier_dropout", "hidden_dropout_prob"}) {
-        if (config.contains(key) && config[key].is_number()) {
-          loaded->classifierDropout = config[key].get<double>();
-          break;
-        }
-      }
+      loadClassificationHead(*loaded, config);
     }
     loaded_ = std::move(loaded);
+  }
+  void loadClassificationHead(LoadedEncoder& loaded, const nlohmann::json& config) {
+    using namespace ::coltrast::config;
+    TransformerEncoder& model = *loaded.model;
+    const int64_t hidden = model.hiddenSize();
+    loaded.headKind = headKindOf(model.modelType());
+    const HeadKind kind = loaded.headKind;
+    const HeadNames names = headNames(kind, model.prefix());
+    const bool modern = kind == HeadKind::ModernBert;
+    const bool denseBias = !modern || boolOr(config, "classifier_bias", false);
+    if (modern) {
+      loaded.headActivation = stringOr(config, "classifier_activation", "gelu");
+      checkActivation(loaded.headActivation);
+      const std::string pooling = stringOr(config, "classifier_pooling", "cls");
+      if (pooling != "cls" && pooling != "mean") throw unsupportedError("unsupported classifier_pooling " + pooling + " (coltrast runs cls and mean)");
+      loaded.meanPoolHead = pooling == "mean";
+    } else {
+      loaded.headActivation = kind == HeadKind::DistilBert ? "relu" : "tanh";
+    }
+    // BERT's pooler may be absent (a model saved without it reads [CLS] straight into the classifier).
+    loaded.pooler = takeLinear(model, names.dense, hidden, hidden, /*optional=*/kind == HeadKind::Bert || options_.newHead, options_.weightsPath, denseBias);
+    if (modern) {
+      loaded.headNorm = takeNorm(model, names.norm, hidden, numberOr(config, "norm_eps", 1e-5), boolOr(config, "norm_bias", false), options_.newHead,
+                                 options_.weightsPath);
+    }
+    if (options_.newHead) {
+      const double std = config.contains("initializer_range") && config["initializer_range"].is_number() ? config["initializer_range"].get<double>() : 0.02;
+      auto generator = at::detail::createCPUGenerator(options_.seed);
+      // The head is new as a whole, but for BERT's pretrained pooler, which the base model holds.
+      if (kind != HeadKind::Bert) loaded.pooler = nullptr;
+      if (!loaded.pooler) loaded.pooler = newLinear(hidden, hidden, std, generator, denseBias);
+      model.takeKept(names.out + ".weight");
+      model.takeKept(names.out + ".bias");
+      loaded.classifier = newLinear(hidden, options_.numLabels, std, generator);
+    } else {
+      loaded.classifier = takeLinear(model, names.out, hidden, options_.numLabels, false, options_.weightsPath);
+    }
+    if (loaded.pooler) loaded.pooler->to(loaded.device);
+    if (loaded.headNorm) loaded.headNorm->to(loaded.device);
+    loaded.classifier->to(loaded.device);
+    const std::vector<const char*> dropoutKeys = kind == HeadKind::DistilBert ? std::vector<const char*>{"seq_classif_dropout"}
+                                                 : modern                      ? std::vector<const char*>{"classifier_dropout"}
+                                                                               : std::vector<const char*>{"classifier_dropout", "hidden_dropout_prob"};
+    loaded.classifierDropout = kind == HeadKind::DistilBert ? 0.2 : modern ? 0.0 : 0.1;
+    for (const char* key : dropoutKeys) {
+      if (config.contains(key) && config[key].is_number()) {
+        loaded.classifierDropout = config[key].get<double>();
+        break;
+      }
+    }
   }
   void loadLmHead(LoadedEncoder& loaded) {
     TransformerEncoder& model = *loaded.model;
@@ -228,7 +291,7 @@ class EmbedWorker : public PromiseWorker {
     const torch::Tensor selected = b.scored.empty() ? mask : b.tensor(b.scored, encoder_->device);
     torch::Tensor out;
     if (r.scores) {
-      out = encoder_->classify(states);
+      out = encoder_->classify(states, mask);
     } else if (r.tokens) {
       out = states.to(torch::kFloat32).index({selected.to(torch::kBool)});  // [selected tokens, dim], row-major order
       if (r.projectTokens) out = encoder_->project(out);
@@ -266,17 +329,14 @@ class SaveWorker : public PromiseWorker {
     if (encoder_->classifier) {
       // As Hugging Face's *ForSequenceClassification saves: the base model under its prefix, then the head.
       auto weights = encoder_->model->weightsForSaving(dtype, /*prefixed=*/true);
-      const auto add = [&](const std::string& name, const torch::nn::Linear& linear) {
-        weights.emplace_back(name + ".weight", linear->weight.detach().to(torch::kCPU, dtype));
-        weights.emplace_back(name + ".bias", linear->bias.detach().to(torch::kCPU, dtype));
+      const auto add = [&](const std::string& name, const torch::Tensor& weight, const torch::Tensor& bias) {
+        weights.emplace_back(name + ".weight", weight.detach().to(torch::kCPU, dtype));
+        if (bias.defined()) weights.emplace_back(name + ".bias", bias.detach().to(torch::kCPU, dtype));
       };
-      if (encoder_->robertaHead) {
-        add("classifier.dense", encoder_->pooler);
-        add("classifier.out_proj", encoder_->classifier);
-      } else {
-        if (encoder_->pooler) add(encoder_->model->prefix() + "pooler.dense", encoder_->pooler);
-        add("classifier", encoder_->classifier);
-      }
+      const HeadNames names = headNames(encoder_->headKind, encoder_->model->prefix());
+      if (encoder_->pooler) add(names.savedDense, encoder_->pooler->weight, encoder_->pooler->bias);
+      if (encoder_->headNorm) add(names.norm, encoder_->headNorm->weight, encoder_->headNorm->bias);
+      add(names.out, encoder_->classifier->weight, encoder_->classifier->bias);
       writeSafetensors(path_, weights, {{"format", "pt"}});
       return;
     }
@@ -310,16 +370,23 @@ torch::Tensor LoadedEncoder::project(const torch::Tensor& pooled) const {
   return denseTanh ? torch::tanh(out) : out;
 }
 
-torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, bool training) const {
-  // The first token's state ([CLS]), as BertForSequenceClassification reads it.
-  torch::Tensor first = states.select(1, 0).to(torch::kFloat32);
+torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, const torch::Tensor& mask, bool training) const {
   namespace F = torch::nn::functional;
-  const auto drop = [&](const torch::Tensor& x) {
-    return training && classifierDropout > 0 ? F::dropout(x, F::DropoutFuncOptions().p(classifierDropout).training(true)) : x;
+  torch::Tensor x;
+  if (meanPoolHead) {
+    // ModernBERT's classifier_pooling "mean": over the attended tokens.
+    const torch::Tensor m = mask.to(torch::kFloat32).unsqueeze(-1);
+    x = (states.to(torch::kFloat32) * m).sum(1) / m.sum(1);
+  } else {
+    x = states.select(1, 0).to(torch::kFloat32);  // the first token's state ([CLS], <s>)
+  }
+  const auto drop = [&](const torch::Tensor& t) {
+    return training && classifierDropout > 0 ? F::dropout(t, F::DropoutFuncOptions().p(classifierDropout).training(true)) : t;
   };
-  if (robertaHead) first = drop(first);
-  if (pooler) first = torch::tanh(F::linear(first, pooler->weight, pooler->bias));
-  return F::linear(drop(first), classifier->weight, classifier->bias);
+  if (headKind == HeadKind::Roberta) x = drop(x);
+  if (pooler) x = activate(F::linear(x, pooler->weight, pooler->bias), headActivation);
+  if (headNorm) x = torch::layer_norm(x, {headNorm->size}, headNorm->weight, headNorm->bias, headNorm->eps);
+  return F::linear(drop(x), classifier->weight, classifier->bias);
 }
 
 torch::Tensor LoadedEncoder::logits(const torch::Tensor& states) const {
@@ -332,6 +399,9 @@ std::vector<torch::Tensor> LoadedEncoder::parameters() const {
   for (const auto& head : {dense, pooler, classifier, lmHead}) {
     if (!head) continue;
     for (auto& p : head->parameters()) params.push_back(p);
+  }
+  if (headNorm) {
+    for (auto& p : headNorm->parameters()) params.push_back(p);
   }
   return params;
 }

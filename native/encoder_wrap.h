@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 
+#include "models/layers.h"
 #include "models/transformer_encoder.h"
 
 namespace coltrast {
@@ -17,14 +18,20 @@ struct LoadedEncoder {
   // sentence-transformers' Dense module after pooling (a trained projection head), or none.
   torch::nn::Linear dense{nullptr};
   bool denseTanh = false;
-  // Hugging Face's sequence-classification head (a cross-encoder): the pooler (dense + tanh of the first
-  // token's state, when the model has one) and the classifier. Both float32, like the Dense head. RoBERTa's and
-  // MPNet's head (robertaHead) is the same computation under other names, classifier.dense and classifier.out_proj,
-  // with dropout before its dense layer too.
+  // Hugging Face's sequence-classification head (a cross-encoder), float32 like the Dense head: the first token's
+  // state (ModernBERT with classifier_pooling "mean": the mean over the attended tokens) through `pooler`, a dense
+  // layer and its activation (BERT's pooler and RoBERTa's classifier.dense: tanh; DistilBERT's pre_classifier: ReLU;
+  // ModernBERT's head.dense: classifier_activation, then head.norm), dropout, and `classifier`. RoBERTa's head also
+  // drops out before its dense layer. The names each family saves them under: headNames().
+  enum class HeadKind { Bert, Roberta, DistilBert, ModernBert };
+  HeadKind headKind = HeadKind::Bert;
   torch::nn::Linear pooler{nullptr};
   torch::nn::Linear classifier{nullptr};
-  bool robertaHead = false;
-  // The dropout before the classifier in training (config.json's classifier_dropout, else hidden_dropout_prob).
+  Norm headNorm{nullptr};
+  std::string headActivation = "tanh";
+  bool meanPoolHead = false;
+  // The dropout before the classifier in training (config.json's classifier_dropout, else hidden_dropout_prob;
+  // DistilBERT's seq_classif_dropout).
   double classifierDropout = 0.1;
   // A causal language model's output layer (Hugging Face's lm_head, no bias, in the model's dtype), or none; with
   // tiedLmHead the output layer is the token embedding matrix itself (config.json's tie_word_embeddings).
@@ -36,9 +43,9 @@ struct LoadedEncoder {
 
   // The pooled vector through the projection head (unchanged without one); float32 in and out.
   torch::Tensor project(const torch::Tensor& pooled) const;
-  // The classifier's logits [batch, labels] (float32) from the model's last hidden states; `training`
-  // applies the dropout before the classifier, as Hugging Face's *ForSequenceClassification does.
-  torch::Tensor classify(const torch::Tensor& states, bool training = false) const;
+  // The classifier's logits [batch, labels] (float32) from the model's last hidden states and the attention mask;
+  // `training` applies the head's dropout, as Hugging Face's *ForSequenceClassification does.
+  torch::Tensor classify(const torch::Tensor& states, const torch::Tensor& mask, bool training = false) const;
   bool causalLm() const { return lmHead || tiedLmHead; }
   // Next-token logits (float32) from the last hidden states [..., hidden] of a causal language model.
   torch::Tensor logits(const torch::Tensor& states) const;

@@ -17,7 +17,7 @@ const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures',
   texts: string[];
   versions: Record<string, string>;
   models: Record<string, { inputIds: number[][]; tokenStates: number[][][]; embeddings: number[][] }>;
-  crossEncoders: { pairs: [string, string][] } & Record<'xlm-roberta' | 'mpnet', { logits: number[]; scores: number[] }>;
+  crossEncoders: { pairs: [string, string][] } & Record<'xlm-roberta' | 'mpnet' | 'distilbert' | 'modernbert', { logits: number[]; scores: number[] }>;
 };
 const ARCHITECTURES = ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'modernbert'] as const;
 const POOLING: Record<string, string> = { roberta: 'mean', 'xlm-roberta': 'cls', mpnet: 'mean', distilbert: 'mean', modernbert: 'mean' };
@@ -147,8 +147,14 @@ for (const name of ['roberta', 'mpnet', 'distilbert', 'modernbert'] as const) {
   });
 }
 
-for (const name of ['xlm-roberta', 'mpnet'] as const) {
-  test(`${name} cross-encoder (RoBERTa's head: classifier.dense, classifier.out_proj): predict equals sentence-transformers' (1e-5); saves the same names`, async (t) => {
+const HEADS = {
+  'xlm-roberta': "RoBERTa's head: classifier.dense, classifier.out_proj",
+  mpnet: "RoBERTa's head: classifier.dense, classifier.out_proj",
+  distilbert: 'pre_classifier, ReLU, classifier',
+  modernbert: 'head.dense, GELU, head.norm, classifier, over the mean of the tokens',
+} as const;
+for (const name of Object.keys(HEADS) as (keyof typeof HEADS)[]) {
+  test(`${name} cross-encoder (${HEADS[name]}): predict equals sentence-transformers' (1e-5); saves the same names`, async (t) => {
     const folder = path.join(FIXTURES, `${name}-cross-encoder`);
     const { pairs } = REFERENCE.crossEncoders;
     const expected = REFERENCE.crossEncoders[name];
@@ -185,11 +191,16 @@ test('train({ crossEncoder }) starts a reranker with a new RoBERTa-style head fr
   const ce = await CrossEncoder.load(output, { device: 'cpu' });
   t.deepEqual((await ce.predict([['a', 'b']])).dims, [1, 1]);
   ce.dispose();
-  // A DistilBERT or ModernBERT head is not run yet: refused with the list of those that are.
-  for (const other of ['distilbert', 'modernbert']) {
-    const error = await rejection(() => train({ model: path.join(FIXTURES, other), data: wordDataset(8), output: path.join(tempDir(), 'x'), batchSize: 4, crossEncoder: true, device: 'cpu' }));
-    t.regex(error.message, new RegExp(`is a ${other} model; coltrast's cross-encoders run on bert, roberta, xlm-roberta, camembert, mpnet models`));
-  }
+  // ModernBERT's new head: a dense layer without bias (classifier_bias false) and a norm, saved under head.*.
+  const modern = path.join(tempDir(), 'modern-reranker');
+  await train({ model: path.join(FIXTURES, 'modernbert'), data: wordDataset(8), output: modern, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 3, crossEncoder: true });
+  const modernNames = [...readSafetensors(path.join(modern, 'model.safetensors')).tensors.keys()];
+  t.deepEqual(modernNames.filter((n) => !n.startsWith('model.')).sort(), ['classifier.bias', 'classifier.weight', 'head.dense.weight', 'head.norm.weight']);
+  const modernConfig = fs.readFileSync(path.join(modern, 'config.json'), 'utf8');
+  t.deepEqual(JSON.parse(modernConfig).architectures, ['ModernBertForSequenceClassification']);
+  // Floats stay floats in the rewritten config (transformers 5 refuses `2` for initializer_cutoff_factor).
+  t.regex(modernConfig, /"initializer_cutoff_factor": 2\.0,/);
+  t.regex(modernConfig, /"rope_theta": 160000\.0/);
 });
 
 test('steps of a RoBERTa-style cross-encoder lower its loss (binary cross-entropy) on a batch', async (t) => {

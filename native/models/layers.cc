@@ -51,6 +51,7 @@ torch::Tensor activate(const torch::Tensor& x, const std::string& act) {
   if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") return torch::gelu(x, "tanh");
   if (act == "relu") return torch::relu(x);
   if (act == "silu" || act == "swish") return torch::silu(x);
+  if (act == "tanh") return torch::tanh(x);
   throw unsupportedError("unsupported hidden_act " + act);
 }
 

@@ -484,7 +484,7 @@ std::pair<torch::Tensor, LossParts> crossEncoderLoss(LoadedEncoder& enc, const S
     states = enc.model->forward(pairs.ids, pairs.mask, pairs.types);
   }
   const int64_t perQuery = s.documentsPerQuery, queries = pairs.batch / perQuery;
-  const torch::Tensor logits = enc.classify(states, enc.model->is_training()).view({queries, perQuery});
+  const torch::Tensor logits = enc.classify(states, pairs.mask, enc.model->is_training()).view({queries, perQuery});
   const auto options = torch::TensorOptions().device(enc.device);
   torch::Tensor loss;
   if (s.crossEncoderBce) {

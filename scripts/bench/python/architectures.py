@@ -15,18 +15,6 @@ make: a model of the shape with seeded random weights (float32), the tokenizer o
 bench: one warm-up encode of a batch, then encode() of every text at --batch-size, timed; prints a JSON line
   {seconds, textsPerSecond, peakRssMiB, torch, sentenceTransformers}. --vectors writes the embeddings (float32,
   input order) to compare with coltrast's.
-"""sentence-transformers' encode() throughput for a decoder-LLM embedding model, to set beside coltrast's embed().
-
-    decoder.py make <out-folder> --shape qwen3-0.6b|qwen3-small --tokenizer <folder>
-    decoder.py bench <folder> <texts.json> [--threads 2] [--batch-size 16] [--vectors out.bin]
-
-make: a Qwen3 model of the shape with seeded random weights (float32), the tokenizer of --tokenizer (its
-  vocabulary size sets the model's), last-token pooling and Normalize, as Qwen3-Embedding is set up, saved as
-  a sentence-transformers folder (what both sides load). qwen3-0.6b is Qwen3-Embedding-0.6B's transformer
-  (28 layers, hidden 1024, 16 query and 8 key/value heads of 128, MLP 3072); qwen3-small has 4 of its layers.
-bench: one warm-up encode of a batch, then encode() of every text at --batch-size, timed; prints a JSON line
-  {seconds, textsPerSecond, peakRssMiB, torch, sentenceTransformers}. --vectors writes the embeddings (float32,
-  input order) to compare with coltrast's.
 """
 import argparse
 import json
