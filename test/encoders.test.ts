@@ -147,6 +147,21 @@ for (const name of ['roberta', 'mpnet', 'distilbert', 'modernbert'] as const) {
   });
 }
 
+test('bfloat16 on the CPU: every family embeds close to float32, and a bfloat16-autocast training run of each gives finite, falling losses', async (t) => {
+  for (const name of ARCHITECTURES) {
+    const dir = path.join(FIXTURES, name);
+    const full = await Encoder.load(dir, { device: 'cpu' });
+    const half = await Encoder.load(dir, { device: 'cpu', dtype: 'bfloat16' });
+    const difference = maxAbsDiff((await half.embed(REFERENCE.texts)).data, (await full.embed(REFERENCE.texts)).data);
+    t.true(difference > 0 && difference < 2e-2, `${name}: bfloat16 against float32 ${difference}`);
+    full.dispose();
+    half.dispose();
+    const result = await train({ model: dir, data: wordDataset(24), output: path.join(tempDir(), 'bf16'), epochs: 3, batchSize: 8, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 3, precision: 'bfloat16' });
+    const losses = result.history.epochs.map((e) => e.trainLoss);
+    t.true(losses.every(Number.isFinite) && losses[2] < losses[0], `${name}: ${losses.map((l) => l.toFixed(3))}`);
+  }
+});
+
 const HEADS = {
   'xlm-roberta': "RoBERTa's head: classifier.dense, classifier.out_proj",
   mpnet: "RoBERTa's head: classifier.dense, classifier.out_proj",
