@@ -494,7 +494,7 @@ export function isCrossEncoderFolder(dir: string): boolean {
 
 /**
  * The model types whose *ForSequenceClassification head coltrast runs (a cross-encoder), and that class's name. The heads
- * (native/encoder_wrap.cc): BERT's pooler and classifier; RoBERTa's and MPNet's classifier.dense and classifier.out_proj;
+ * (native/encoder_wrap.cc): BERT's pooler and classifier; RoBERTa's, MPNet's and ELECTRA's (GELU) classifier.dense and classifier.out_proj;
  * DistilBERT's pre_classifier (ReLU) and classifier; ModernBERT's head (dense, activation, norm; the first token or the
  * mean, classifier_pooling) and classifier.
  */
@@ -505,6 +505,7 @@ export const SEQUENCE_CLASSIFICATION: Record<string, string> = {
   camembert: 'CamembertForSequenceClassification',
   mpnet: 'MPNetForSequenceClassification',
   distilbert: 'DistilBertForSequenceClassification',
+  electra: 'ElectraForSequenceClassification',
   modernbert: 'ModernBertForSequenceClassification',
 };
 

@@ -60,7 +60,8 @@ struct HeadNames {
 };
 
 HeadKind headKindOf(const std::string& modelType) {
-  if (modelType == "roberta" || modelType == "xlm-roberta" || modelType == "camembert" || modelType == "mpnet") return HeadKind::Roberta;
+  if (modelType == "roberta" || modelType == "xlm-roberta" || modelType == "camembert" || modelType == "mpnet" || modelType == "electra")
+    return HeadKind::Roberta;
   if (modelType == "distilbert") return HeadKind::DistilBert;
   if (modelType == "modernbert") return HeadKind::ModernBert;
   return HeadKind::Bert;
@@ -187,7 +188,8 @@ class LoadWorker : public PromiseWorker {
       if (pooling != "cls" && pooling != "mean") throw unsupportedError("unsupported classifier_pooling " + pooling + " (coltrast runs cls and mean)");
       loaded.meanPoolHead = pooling == "mean";
     } else {
-      loaded.headActivation = kind == HeadKind::DistilBert ? "relu" : "tanh";
+      // ELECTRA's head is RoBERTa's with GELU in place of tanh.
+      loaded.headActivation = kind == HeadKind::DistilBert ? "relu" : model.modelType() == "electra" ? "gelu" : "tanh";
     }
     // BERT's pooler may be absent (a model saved without it reads [CLS] straight into the classifier).
     loaded.pooler = takeLinear(model, names.dense, hidden, hidden, /*optional=*/kind == HeadKind::Bert || options_.newHead, options_.weightsPath, denseBias);

@@ -20,7 +20,7 @@ struct LoadedEncoder {
   bool denseTanh = false;
   // Hugging Face's sequence-classification head (a cross-encoder), float32 like the Dense head: the first token's
   // state (ModernBERT with classifier_pooling "mean": the mean over the attended tokens) through `pooler`, a dense
-  // layer and its activation (BERT's pooler and RoBERTa's classifier.dense: tanh; DistilBERT's pre_classifier: ReLU;
+  // layer and its activation (BERT's pooler and RoBERTa's classifier.dense: tanh, ELECTRA's: GELU; DistilBERT's pre_classifier: ReLU;
   // ModernBERT's head.dense: classifier_activation, then head.norm), dropout, and `classifier`. RoBERTa's head also
   // drops out before its dense layer. The names each family saves them under: headNames().
   enum class HeadKind { Bert, Roberta, DistilBert, ModernBert };

@@ -56,6 +56,7 @@ BertConfig BertConfig::fromJson(const nlohmann::json& c) {
   else if (b.modelType == "roberta" || b.modelType == "xlm-roberta" || b.modelType == "camembert") b.variant = BertVariant::Roberta;
   else if (b.modelType == "mpnet") b.variant = BertVariant::MPNet;
   else if (b.modelType == "distilbert") b.variant = BertVariant::DistilBert;
+  else if (b.modelType == "electra") b.variant = BertVariant::Electra;
   else throw unsupportedError("unsupported BERT-family model_type " + b.modelType);
   b.vocabSize = positiveInt(c, "vocab_size");
   b.maxPositions = positiveInt(c, "max_position_embeddings");
@@ -94,6 +95,7 @@ BertConfig BertConfig::fromJson(const nlohmann::json& c) {
     if (b.relativeBuckets < 32)
       throw modelFilesError("config.json: relative_attention_num_buckets " + std::to_string(b.relativeBuckets) + " is below the 32 MPNet uses");
   }
+  b.embeddingSize = b.variant == BertVariant::Electra ? positiveIntOr(c, "embedding_size", b.hiddenSize) : b.hiddenSize;
   checkActivation(b.hiddenAct);  // reject an unknown activation at load, not at first use
   if (b.hiddenSize % b.numHeads != 0)
     throw modelFilesError("config.json: hidden size " + std::to_string(b.hiddenSize) + " is not a multiple of the number of heads " +
@@ -109,12 +111,12 @@ int64_t BertConfig::usablePositions() const {
 }
 
 BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : config(c) {
-  word_embeddings = register_module("word_embeddings", torch::nn::Embedding(c.vocabSize, c.hiddenSize));
-  position_embeddings = register_module("position_embeddings", torch::nn::Embedding(c.maxPositions, c.hiddenSize));
+  const int64_t width = c.embeddingSize;
+  word_embeddings = register_module("word_embeddings", torch::nn::Embedding(c.vocabSize, width));
+  position_embeddings = register_module("position_embeddings", torch::nn::Embedding(c.maxPositions, width));
   if (c.typeVocabSize > 0)
-    token_type_embeddings = register_module("token_type_embeddings", torch::nn::Embedding(c.typeVocabSize, c.hiddenSize));
-  LayerNorm = register_module(
-      "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hiddenSize}).eps(c.layerNormEps)));
+    token_type_embeddings = register_module("token_type_embeddings", torch::nn::Embedding(c.typeVocabSize, width));
+  LayerNorm = register_module("LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({width}).eps(c.layerNormEps)));
   dropout = register_module("dropout", torch::nn::Dropout(c.hiddenDropout));
 }
 
@@ -168,6 +170,8 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& hidden, const torch::T
 
 BertModel::BertModel(const BertConfig& config) : config_(config) {
   embeddings_ = register_module("embeddings", BertEmbeddings(config));
+  if (config.embeddingSize != config.hiddenSize)
+    embeddingsProject_ = register_module("embeddings_project", torch::nn::Linear(config.embeddingSize, config.hiddenSize));
   auto stack = register_module(config.variant == BertVariant::DistilBert ? "transformer" : "encoder", std::make_shared<Named>());
   layers_ = stack->register_module("layer", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.numLayers; ++i) layers_->push_back(BertLayer(config));
@@ -180,6 +184,7 @@ std::string BertModel::weightPrefix() const {
     case BertVariant::Roberta: return "roberta.";  // XLM-RoBERTa and CamemBERT too
     case BertVariant::MPNet: return "mpnet.";
     case BertVariant::DistilBert: return "distilbert.";
+    case BertVariant::Electra: return "electra.";
     default: return "bert.";
   }
 }
@@ -224,6 +229,9 @@ torch::Tensor BertModel::forward(const torch::Tensor& inputIds, const torch::Ten
     else if (mask.scalar_type() == torch::kBool) mask = torch::where(mask, bias, torch::full({1}, lowest, bias.options()));
     else mask = bias + mask;
   }
+  // ELECTRA's projection, back in the model's dtype under autocast (libtorch 1.13's CPU autocast leaves a layer norm
+  // of bfloat16 input to fail on its float32 weight), as the mask above is in it.
+  if (embeddingsProject_) hidden = embeddingsProject_(hidden).to(hidden.scalar_type());
   for (const auto& layer : *layers_) {
     BertLayerImpl* l = layer->as<BertLayer>();
     hidden = runLayer([l, mask](const torch::Tensor& x) { return l->forward(x, mask); }, hidden);

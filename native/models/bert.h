@@ -6,19 +6,22 @@
 // - mpnet: RoBERTa's positions (padding index 1) plus a relative position bias shared by all layers (T5's
 //   bidirectional buckets), no token types; all-mpnet-base-v2 and the like.
 // - distilbert: other names (transformer.layer.N.attention.q_lin, ffn.lin1, ...), no token types.
+// - electra: BERT's layers under `electra.`, with embeddings of their own width (embedding_size) projected to the
+//   hidden size by embeddings_project when the two differ.
 #pragma once
 #include "layers.h"
 #include "transformer_encoder.h"
 
 namespace coltrast {
 
-enum class BertVariant { Bert, Roberta, MPNet, DistilBert };
+enum class BertVariant { Bert, Roberta, MPNet, DistilBert, Electra };
 
 struct BertConfig {
   BertVariant variant = BertVariant::Bert;
   std::string modelType = "bert";
   int64_t vocabSize = 0;
   int64_t hiddenSize = 0;
+  int64_t embeddingSize = 0;  // the embeddings' width: hidden_size but in ELECTRA
   int64_t numLayers = 0;
   int64_t numHeads = 0;
   int64_t intermediateSize = 0;
@@ -80,6 +83,7 @@ class BertModel : public TransformerEncoder {
   BertEmbeddings embeddings_{nullptr};
   torch::nn::ModuleList layers_{nullptr};
   torch::nn::Embedding relativeBias_{nullptr};
+  torch::nn::Linear embeddingsProject_{nullptr};  // ELECTRA with embedding_size != hidden_size
 };
 
 }  // namespace coltrast

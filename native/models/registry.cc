@@ -19,6 +19,7 @@ const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
       {"camembert", bertFamily},
       {"mpnet", bertFamily},
       {"distilbert", bertFamily},
+      {"electra", bertFamily},
       {"modernbert", [](const nlohmann::json& c) { return std::make_shared<ModernBertModel>(ModernBertConfig::fromJson(c)); }},
       {"llama", decoder},
       {"mistral", decoder},
