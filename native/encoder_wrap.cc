@@ -114,7 +114,6 @@ Norm takeNorm(TransformerEncoder& model, const std::string& name, int64_t size, 
   return norm;
 }
 
-
 // A projection head from a Dense module's safetensors file, checked against the model's width.
 torch::nn::Linear loadDense(const std::string& path, int64_t hiddenSize) {
   SafetensorsFile file(path);
