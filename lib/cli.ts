@@ -245,6 +245,7 @@ async function info(argv: string[]): Promise<void> {
   }
   console.log(`CPU threads: ${r.threads}; CPU work runs on ${r.cpuWorkThread === 'own' ? "one thread of coltrast's own" : "libuv's thread pool (OpenBLAS has threads of its own)"}`);
   console.log(`attention: ${r.attention === 'eager' ? 'eager (matmul, softmax, matmul)' : 'libtorch scaled_dot_product_attention (fused kernels)'}`);
+  console.log(`model types: ${r.modelTypes.join(', ')}`);
   const cpu = cpuMemory();
   console.log(
     cpu.caching

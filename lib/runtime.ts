@@ -49,6 +49,8 @@ export interface RuntimeInfo {
   cudaDriver?: string;
   /** The NVIDIA kernel driver's version (from /proc/driver/nvidia/version) when one is loaded, on any build. */
   nvidiaDriver?: string;
+  /** The config.json model_type values the addon runs (bert, roberta, ..., qwen3). */
+  modelTypes: string[];
 }
 
 const cudaVersion = (v: number | undefined) => (v ? `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}` : undefined);
@@ -119,6 +121,7 @@ export function runtimeInfo(): RuntimeInfo {
     cudaRuntime: cudaVersion(n.cudaRuntimeVersion),
     cudaDriver: cudaVersion(n.cudaDriverVersion),
     nvidiaDriver: nvidiaDriverVersion(),
+    modelTypes: [...native().supportedModelTypes],
   };
 }
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Encoder, retrievalMetrics, train } from '../lib';
 import { native } from '../lib/native';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
-import { editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { editJson, expectRecordedOutputs, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -21,12 +21,7 @@ const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures',
 };
 const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral'] as const;
 
-function copyOf(name: string, edit?: (dir: string) => void): string {
-  const dir = path.join(tempDir(), name);
-  fs.cpSync(path.join(FIXTURES, name), dir, { recursive: true });
-  edit?.(dir);
-  return dir;
-}
+const copyOf = (name: string, edit?: (dir: string) => void): string => folderCopy(path.join(FIXTURES, name), edit);
 
 for (const name of ARCHITECTURES) {
   test(`${name}: token states equal transformers' and last-token embeddings sentence-transformers' (1e-5), alone and in padded batches`, async (t) => {
@@ -34,15 +29,7 @@ for (const name of ARCHITECTURES) {
     const ref = REFERENCE.models[name];
     t.is(encoder.pooling, 'lasttoken');
     t.is(encoder.dimension, 32);
-    for (const batchSize of [1, 2, 5]) {
-      const tokens = await encoder.embed(REFERENCE.texts, { output: 'tokens', batchSize });
-      tokens.forEach((m, i) => {
-        t.deepEqual(m.dims, [ref.tokenStates[i].length, 32]);
-        t.true(maxAbsDiff(m.data, ref.tokenStates[i].flat()) < 1e-5, `batch ${batchSize}, text ${i}: ${maxAbsDiff(m.data, ref.tokenStates[i].flat())}`);
-      });
-      const pooled = await encoder.embed(REFERENCE.texts, { batchSize });
-      t.true(maxAbsDiff(pooled.data, ref.embeddings.flat()) < 1e-5, `batch ${batchSize} embeddings`);
-    }
+    await expectRecordedOutputs(t, encoder, REFERENCE.texts, ref, 32);
     encoder.dispose();
   });
 }

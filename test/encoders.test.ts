@@ -8,7 +8,7 @@ import path from 'node:path';
 import { CrossEncoder, Encoder, retrievalMetrics, train } from '../lib';
 import { native } from '../lib/native';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
-import { STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { STEP, editJson, expectRecordedOutputs, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -23,12 +23,7 @@ const ARCHITECTURES = ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'electra
 const POOLING: Record<string, string> = { roberta: 'mean', 'xlm-roberta': 'cls', mpnet: 'mean', distilbert: 'mean', electra: 'mean', modernbert: 'mean' };
 const PREFIX: Record<string, string> = { roberta: 'roberta.', 'xlm-roberta': 'roberta.', mpnet: 'mpnet.', distilbert: 'distilbert.', electra: 'electra.', modernbert: 'model.' };
 
-function copyOf(name: string, edit?: (dir: string) => void): string {
-  const dir = path.join(tempDir(), name);
-  fs.cpSync(path.join(FIXTURES, name), dir, { recursive: true });
-  edit?.(dir);
-  return dir;
-}
+const copyOf = (name: string, edit?: (dir: string) => void): string => folderCopy(path.join(FIXTURES, name), edit);
 
 for (const name of ARCHITECTURES) {
   test(`${name}: token ids equal the tokenizer's, token states transformers' and embeddings sentence-transformers' (1e-5), alone and in padded batches`, async (t) => {
@@ -37,15 +32,7 @@ for (const name of ARCHITECTURES) {
     t.is(encoder.pooling, POOLING[name]);
     t.is(encoder.dimension, 32);
     t.deepEqual(await encoder.tokenize(REFERENCE.texts), ref.inputIds);
-    for (const batchSize of [1, 2, 5]) {
-      const tokens = await encoder.embed(REFERENCE.texts, { output: 'tokens', batchSize });
-      tokens.forEach((m, i) => {
-        t.deepEqual(m.dims, [ref.tokenStates[i].length, 32]);
-        t.true(maxAbsDiff(m.data, ref.tokenStates[i].flat()) < 1e-5, `batch ${batchSize}, text ${i}: ${maxAbsDiff(m.data, ref.tokenStates[i].flat())}`);
-      });
-      const pooled = await encoder.embed(REFERENCE.texts, { batchSize });
-      t.true(maxAbsDiff(pooled.data, ref.embeddings.flat()) < 1e-5, `batch ${batchSize} embeddings: ${maxAbsDiff(pooled.data, ref.embeddings.flat())}`);
-    }
+    await expectRecordedOutputs(t, encoder, REFERENCE.texts, ref, 32);
     encoder.dispose();
   });
 

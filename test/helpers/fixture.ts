@@ -2,6 +2,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import type { Encoder } from '../../lib';
 import type { NativeStepOptions } from '../../lib/native';
 
 export const FIXTURE = path.resolve(__dirname, '..', 'fixtures', 'tiny-bert');
@@ -31,8 +33,13 @@ export function tempDir(prefix = 'coltrast-test-'): string {
 
 /** A writable copy of the fixture folder; `edit` may change files in it. */
 export function fixtureCopy(edit?: (dir: string) => void): string {
-  const dir = path.join(tempDir(), 'model');
-  fs.cpSync(FIXTURE, dir, { recursive: true });
+  return folderCopy(FIXTURE, edit, 'model');
+}
+
+/** A writable copy of a model folder, under a temporary folder by the same name; `edit` may change files in it. */
+export function folderCopy(source: string, edit?: (dir: string) => void, name = path.basename(source)): string {
+  const dir = path.join(tempDir(), name);
+  fs.cpSync(source, dir, { recursive: true });
   edit?.(dir);
   return dir;
 }
@@ -80,3 +87,25 @@ export const STEP: NativeStepOptions = {
   lossScale: 1,
   apply: true,
 };
+
+/**
+ * Checks `encoder` against outputs recorded from transformers and sentence-transformers for `texts`: each text's token
+ * states and the pooled embeddings, to 1e-5, at batch sizes 1, 2 and 5 (texts alone and in padded batches).
+ */
+export async function expectRecordedOutputs(
+  t: ExecutionContext,
+  encoder: Encoder,
+  texts: string[],
+  ref: { tokenStates: number[][][]; embeddings: number[][] },
+  width: number,
+): Promise<void> {
+  for (const batchSize of [1, 2, 5]) {
+    const tokens = await encoder.embed(texts, { output: 'tokens', batchSize });
+    tokens.forEach((m, i) => {
+      t.deepEqual(m.dims, [ref.tokenStates[i].length, width]);
+      t.true(maxAbsDiff(m.data, ref.tokenStates[i].flat()) < 1e-5, `batch ${batchSize}, text ${i}: ${maxAbsDiff(m.data, ref.tokenStates[i].flat())}`);
+    });
+    const pooled = await encoder.embed(texts, { batchSize });
+    t.true(maxAbsDiff(pooled.data, ref.embeddings.flat()) < 1e-5, `batch ${batchSize} embeddings: ${maxAbsDiff(pooled.data, ref.embeddings.flat())}`);
+  }
+}
