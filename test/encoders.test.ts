@@ -61,6 +61,13 @@ for (const name of ARCHITECTURES) {
   });
 }
 
+test('a camembert config runs as the RoBERTa architecture it is (the xlm-roberta fixture renamed: the same outputs)', async (t) => {
+  const dir = copyOf('xlm-roberta', (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, model_type: 'camembert', architectures: ['CamembertModel'] })));
+  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  t.true(maxAbsDiff((await encoder.embed(REFERENCE.texts)).data, REFERENCE.models['xlm-roberta'].embeddings.flat()) < 1e-5);
+  encoder.dispose();
+});
+
 test('RoBERTa-style positions leave room for the padding offset: max_seq_length is capped at max_position_embeddings - pad_token_id - 1', async (t) => {
   // 66 positions, pad_token_id 1: 64 tokens at most. A config asking for more is cut to what the model holds.
   for (const name of ['roberta', 'mpnet']) {
