@@ -10,7 +10,7 @@
 #              dtype, odd shapes, against float64), compute-sanitizer memcheck / racecheck / synccheck on it,
 #              and its benchmarks at the issue's shapes, B = N = 262,144 contrastive included
 #     addon    builds the addon against the Python torch's CUDA libtorch, coltrast info, the test files
-#              that have CUDA cases or new native code (ops, encoder, precision, model-dir, binary,
+#              that have CUDA cases or new native code (ops, encoder, encoders, decoder, cross-encoder, precision, model-dir, binary,
 #              cpu-allocator; the whole suite is CI's, on the CPU), compute-sanitizer on the CUDA
 #              op tests, the Hugging Face reference check, a coltrast-trained model loaded by
 #              sentence-transformers, and the IR metrics against sentence-transformers' evaluator
