@@ -1,7 +1,8 @@
 // Encoder families beside BERT (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, ModernBERT): token ids, token states and
 // embeddings against what Hugging Face tokenizers, transformers and sentence-transformers computed for the same tiny
 // random models (scripts/fixtures/tiny_encoders.py), one text at a time and in padded batches; save and reload with
-// the same names; the prefixed names of a checkpoint with a head; settings coltrast cannot run refused; training.
+// the same names; the prefixed names of a checkpoint with a head; settings coltrast cannot run refused; bfloat16;
+// training; cross-encoders with each family's head, against CrossEncoder.predict, saved, trained from a new head.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
