@@ -386,7 +386,7 @@ torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, const torch::
   };
   if (headKind == HeadKind::Roberta) x = drop(x);
   if (pooler) x = activate(F::linear(x, pooler->weight, pooler->bias), headActivation);
-  if (headNorm) x = torch::layer_norm(x, {headNorm->size}, headNorm->weight, headNorm->bias, headNorm->eps);
+  if (headNorm) x = headNorm->forward(x);
   return F::linear(drop(x), classifier->weight, classifier->bias);
 }
 

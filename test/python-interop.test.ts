@@ -441,22 +441,22 @@ check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, Moder
 });
 
 for (const name of ['bert', 'xlm-roberta', 'distilbert', 'electra', 'modernbert']) {
-check(`cross-encoder: sentence-transformers loads a ${name} reranker coltrast trained from an embedding model (a new head of the family's kind) and scores as coltrast does (1e-5)${skipped}`, async (t) => {
-  const dir = tempDir();
-  const model = path.join(dir, 'reranker');
-  const base = name === 'bert' ? FIXTURE : path.join(ENCODERS, name);
-  await train({ model: base, data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: true });
-  const pairs = path.join(dir, 'pairs.json');
-  fs.writeFileSync(pairs, JSON.stringify(CROSS_REFERENCE.pairs));
-  const ce = await CrossEncoder.load(model, { device: 'cpu' });
-  const ours = await ce.predict(CROSS_REFERENCE.pairs, { activation: 'identity' });
-  ce.dispose();
-  const back = path.join(dir, 'back.json');
-  const r = await python([script('st_cross_encoder.py'), 'load', model, pairs, back]);
-  t.is(r.status, 0, r.tail);
-  const worst = maxAbsDiff(ours.data, JSON.parse(fs.readFileSync(back, 'utf8')).logits.flat());
-  t.true(worst < 1e-5, `max abs difference ${worst}`);
-});
+  check(`cross-encoder: sentence-transformers loads a ${name} reranker coltrast trained from an embedding model (a new head of the family's kind) and scores as coltrast does (1e-5)${skipped}`, async (t) => {
+    const dir = tempDir();
+    const model = path.join(dir, 'reranker');
+    const base = name === 'bert' ? FIXTURE : path.join(ENCODERS, name);
+    await train({ model: base, data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: true });
+    const pairs = path.join(dir, 'pairs.json');
+    fs.writeFileSync(pairs, JSON.stringify(CROSS_REFERENCE.pairs));
+    const ce = await CrossEncoder.load(model, { device: 'cpu' });
+    const ours = await ce.predict(CROSS_REFERENCE.pairs, { activation: 'identity' });
+    ce.dispose();
+    const back = path.join(dir, 'back.json');
+    const r = await python([script('st_cross_encoder.py'), 'load', model, pairs, back]);
+    t.is(r.status, 0, r.tail);
+    const worst = maxAbsDiff(ours.data, JSON.parse(fs.readFileSync(back, 'utf8')).logits.flat());
+    t.true(worst < 1e-5, `max abs difference ${worst}`);
+  });
 }
 
 check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss (1e-5)${skipped}`, async (t) => {

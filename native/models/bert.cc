@@ -10,11 +10,9 @@ namespace {
 
 using namespace config;
 
-// A module that only groups others under Hugging Face's nested names (attention.self.query, ...).
-struct Named : torch::nn::Module {};
-
-// Registers `module` under the dotted `path` of `root`, making the grouping modules on the way as needed, so a
-// layer keeps flat members for readable code while its parameters carry the checkpoint's names.
+// Registers `module` under the dotted `path` of `root` (Hugging Face's nested names, attention.self.query, ...), making
+// the grouping modules on the way as needed, so a layer keeps flat members for readable code while its parameters
+// carry the checkpoint's names.
 template <typename M>
 M registerAt(torch::nn::Module& root, const std::string& path, M module) {
   torch::nn::Module* parent = &root;
@@ -22,7 +20,7 @@ M registerAt(torch::nn::Module& root, const std::string& path, M module) {
   while ((dot = path.find('.', start)) != std::string::npos) {
     const std::string name = path.substr(start, dot - start);
     auto* found = parent->named_children().find(name);
-    std::shared_ptr<torch::nn::Module> child = found ? *found : parent->register_module(name, std::make_shared<Named>());
+    std::shared_ptr<torch::nn::Module> child = found ? *found : parent->register_module(name, std::make_shared<ModuleGroup>());
     parent = child.get();
     start = dot + 1;
   }
@@ -172,7 +170,7 @@ BertModel::BertModel(const BertConfig& config) : config_(config) {
   embeddings_ = register_module("embeddings", BertEmbeddings(config));
   if (config.embeddingSize != config.hiddenSize)
     embeddingsProject_ = register_module("embeddings_project", torch::nn::Linear(config.embeddingSize, config.hiddenSize));
-  auto stack = register_module(config.variant == BertVariant::DistilBert ? "transformer" : "encoder", std::make_shared<Named>());
+  auto stack = register_module(config.variant == BertVariant::DistilBert ? "transformer" : "encoder", std::make_shared<ModuleGroup>());
   layers_ = stack->register_module("layer", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.numLayers; ++i) layers_->push_back(BertLayer(config));
   if (config.variant == BertVariant::MPNet)
@@ -211,7 +209,7 @@ torch::Tensor BertModel::forward(const torch::Tensor& inputIds, const torch::Ten
     throw invalidArgument("sequence of " + std::to_string(inputIds.size(1)) + " tokens exceeds the " + std::to_string(config_.usablePositions()) +
                           " positions of the model (max_position_embeddings)");
   auto hidden = embeddings_->forward(inputIds, tokenTypeIds);
-  const double lowest = hidden.scalar_type() == torch::kFloat16 ? -65504.0 : -3.0e38;
+  const double lowest = maskedScore(hidden.scalar_type());
   torch::Tensor mask;
   if (!fusedAttention()) {
     // Hugging Face's eager attention: an additive mask in the model's dtype, padding keys at the dtype's lowest value

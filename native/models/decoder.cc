@@ -74,8 +74,7 @@ torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
 DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) : config(c) {
   auto linear = [](int64_t in, int64_t out, bool bias) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)); };
   // Hugging Face's names: self_attn.{q,k,v,o}_proj (and q_norm, k_norm), mlp.{gate,up,down}_proj.
-  struct Named : torch::nn::Module {};
-  auto attention = register_module("self_attn", std::make_shared<Named>());
+  auto attention = register_module("self_attn", std::make_shared<ModuleGroup>());
   q_proj = attention->register_module("q_proj", linear(c.hiddenSize, c.numHeads * c.headDim, c.qkvBias));
   k_proj = attention->register_module("k_proj", linear(c.hiddenSize, c.numKvHeads * c.headDim, c.qkvBias));
   v_proj = attention->register_module("v_proj", linear(c.hiddenSize, c.numKvHeads * c.headDim, c.qkvBias));
@@ -84,7 +83,7 @@ DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) : config(c) {
     q_norm = attention->register_module("q_norm", RmsNorm(c.headDim, c.rmsNormEps));
     k_norm = attention->register_module("k_norm", RmsNorm(c.headDim, c.rmsNormEps));
   }
-  auto mlp = register_module("mlp", std::make_shared<Named>());
+  auto mlp = register_module("mlp", std::make_shared<ModuleGroup>());
   gate_proj = mlp->register_module("gate_proj", linear(c.hiddenSize, c.intermediateSize, c.mlpBias));
   up_proj = mlp->register_module("up_proj", linear(c.hiddenSize, c.intermediateSize, c.mlpBias));
   down_proj = mlp->register_module("down_proj", linear(c.intermediateSize, c.hiddenSize, c.mlpBias));

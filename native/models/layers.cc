@@ -34,9 +34,7 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch
   torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
   if (mask.defined()) {
     if (mask.scalar_type() == torch::kBool) {
-      // Masked keys get the dtype's lowest value, as Hugging Face does, so their softmax weight is exactly 0.
-      const double lowest = scores.scalar_type() == torch::kFloat16 ? -65504.0 : -3.0e38;
-      scores = scores.masked_fill(mask.logical_not(), lowest);
+      scores = scores.masked_fill(mask.logical_not(), maskedScore(scores.scalar_type()));
     } else {
       scores = scores + mask;
     }
@@ -76,6 +74,6 @@ NormImpl::NormImpl(int64_t size, double eps, bool withBias) : size(size), eps(ep
   if (withBias) bias = register_parameter("bias", torch::zeros({size}));
 }
 
-torch::Tensor NormImpl::forward(const torch::Tensor& x) { return torch::layer_norm(x, {size}, weight, bias, eps); }
+torch::Tensor NormImpl::forward(const torch::Tensor& x) const { return torch::layer_norm(x, {size}, weight, bias, eps); }
 
 }  // namespace coltrast

@@ -15,6 +15,13 @@ namespace coltrast {
 // (matmul, softmax, dropout, matmul), so that benchmarks can compare the two in one build.
 bool fusedAttention();
 
+// A module that only groups others under a checkpoint's nested names ("attention.self", "mlp", ...).
+struct ModuleGroup : torch::nn::Module {};
+
+// The score a masked key gets: the dtype's lowest value, as Hugging Face uses, so that its softmax weight is exactly 0
+// (float16's lowest for float16; below float32's lowest for the rest, which bfloat16 also holds).
+inline double maskedScore(torch::ScalarType dtype) { return dtype == torch::kFloat16 ? -65504.0 : -3.0e38; }
+
 // Bidirectional attention of q, k, v [batch, heads, seq, headDim] with the 1/sqrt(headDim) scaling. `mask`: undefined
 // (every key), boolean (true where a query may attend) or additive (added to the scores: a relative position bias,
 // padding at the dtype's lowest value), broadcastable to [batch, heads, seq, seq]. The eager form takes the softmax
@@ -36,7 +43,7 @@ std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positi
 // torch.nn.LayerNorm with its bias optional (ModernBERT's norm_bias: false), named weight and bias as PyTorch's.
 struct NormImpl : torch::nn::Module {
   NormImpl(int64_t size, double eps, bool bias);
-  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x) const;
   torch::Tensor weight, bias;
   int64_t size;
   double eps;

@@ -8,8 +8,6 @@ namespace {
 
 using namespace config;
 
-struct Group : torch::nn::Module {};
-
 // Rotary theta of one kind of layer: transformers 5's rope_parameters[kind].rope_theta, transformers 4's top-level
 // key, or ModernBERT's default. Scaled rotary positions are refused.
 double ropeTheta(const nlohmann::json& c, const char* kind, const char* legacyKey, double fallback) {
@@ -71,11 +69,11 @@ ModernBertConfig ModernBertConfig::fromJson(const nlohmann::json& c) {
 ModernBertLayerImpl::ModernBertLayerImpl(const ModernBertConfig& c, int64_t index) : config(c) {
   auto linear = [](int64_t in, int64_t out, bool bias) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)); };
   if (index > 0) attn_norm = register_module("attn_norm", Norm(c.hiddenSize, c.normEps, c.normBias));
-  auto attn = register_module("attn", std::make_shared<Group>());
+  auto attn = register_module("attn", std::make_shared<ModuleGroup>());
   Wqkv = attn->register_module("Wqkv", linear(c.hiddenSize, 3 * c.hiddenSize, c.attentionBias));
   attnWo = attn->register_module("Wo", linear(c.hiddenSize, c.hiddenSize, c.attentionBias));
   mlp_norm = register_module("mlp_norm", Norm(c.hiddenSize, c.normEps, c.normBias));
-  auto mlp = register_module("mlp", std::make_shared<Group>());
+  auto mlp = register_module("mlp", std::make_shared<ModuleGroup>());
   Wi = mlp->register_module("Wi", linear(c.hiddenSize, 2 * c.intermediateSize, c.mlpBias));
   mlpWo = mlp->register_module("Wo", linear(c.intermediateSize, c.hiddenSize, c.mlpBias));
 }
@@ -109,7 +107,7 @@ torch::Tensor ModernBertLayerImpl::forward(const torch::Tensor& hidden, const to
 }
 
 ModernBertModel::ModernBertModel(const ModernBertConfig& config) : config_(config) {
-  auto embeddings = register_module("embeddings", std::make_shared<Group>());
+  auto embeddings = register_module("embeddings", std::make_shared<ModuleGroup>());
   tokEmbeddings_ = embeddings->register_module("tok_embeddings", torch::nn::Embedding(config.vocabSize, config.hiddenSize));
   embeddingNorm_ = embeddings->register_module("norm", Norm(config.hiddenSize, config.normEps, config.normBias));
   layers_ = register_module("layers", torch::nn::ModuleList());
