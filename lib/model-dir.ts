@@ -506,6 +506,7 @@ export const SEQUENCE_CLASSIFICATION: Record<string, string> = {
   mpnet: 'MPNetForSequenceClassification',
   distilbert: 'DistilBertForSequenceClassification',
   electra: 'ElectraForSequenceClassification',
+  'deberta-v2': 'DebertaV2ForSequenceClassification',
   modernbert: 'ModernBertForSequenceClassification',
 };
 

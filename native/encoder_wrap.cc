@@ -63,6 +63,7 @@ HeadKind headKindOf(const std::string& modelType) {
   if (modelType == "roberta" || modelType == "xlm-roberta" || modelType == "camembert" || modelType == "mpnet" || modelType == "electra")
     return HeadKind::Roberta;
   if (modelType == "distilbert") return HeadKind::DistilBert;
+  if (modelType == "deberta-v2") return HeadKind::Deberta;
   if (modelType == "modernbert") return HeadKind::ModernBert;
   return HeadKind::Bert;
 }
@@ -71,6 +72,7 @@ HeadNames headNames(HeadKind kind, const std::string& prefix) {
   switch (kind) {
     case HeadKind::Roberta: return {"classifier.dense", "", "classifier.out_proj", "classifier.dense"};
     case HeadKind::DistilBert: return {"pre_classifier", "", "classifier", "pre_classifier"};
+    case HeadKind::Deberta: return {"pooler.dense", "", "classifier", "pooler.dense"};
     case HeadKind::ModernBert: return {"head.dense", "head.norm", "classifier", "head.dense"};
     default: return {"pooler.dense", "", "classifier", prefix + "pooler.dense"};
   }
@@ -188,7 +190,11 @@ class LoadWorker : public PromiseWorker {
       loaded.meanPoolHead = pooling == "mean";
     } else {
       // ELECTRA's head is RoBERTa's with GELU in place of tanh.
-      loaded.headActivation = kind == HeadKind::DistilBert ? "relu" : model.modelType() == "electra" ? "gelu" : "tanh";
+      loaded.headActivation = kind == HeadKind::DistilBert ? "relu"
+                              : kind == HeadKind::Deberta  ? stringOr(config, "pooler_hidden_act", "gelu")
+                              : model.modelType() == "electra" ? "gelu"
+                                                               : "tanh";
+      checkActivation(loaded.headActivation);
     }
     // BERT's pooler may be absent (a model saved without it reads [CLS] straight into the classifier).
     loaded.pooler = takeLinear(model, names.dense, hidden, hidden, /*optional=*/kind == HeadKind::Bert || options_.newHead, options_.weightsPath, denseBias);
@@ -213,6 +219,7 @@ class LoadWorker : public PromiseWorker {
     loaded.classifier->to(loaded.device);
     const std::vector<const char*> dropoutKeys = kind == HeadKind::DistilBert ? std::vector<const char*>{"seq_classif_dropout"}
                                                  : modern                      ? std::vector<const char*>{"classifier_dropout"}
+                                                 : kind == HeadKind::Deberta   ? std::vector<const char*>{"cls_dropout", "hidden_dropout_prob"}
                                                                                : std::vector<const char*>{"classifier_dropout", "hidden_dropout_prob"};
     loaded.classifierDropout = kind == HeadKind::DistilBert ? 0.2 : modern ? 0.0 : 0.1;
     for (const char* key : dropoutKeys) {
@@ -221,6 +228,7 @@ class LoadWorker : public PromiseWorker {
         break;
       }
     }
+    loaded.inputDropout = kind == HeadKind::Roberta ? loaded.classifierDropout : kind == HeadKind::Deberta ? numberOr(config, "pooler_dropout", 0.0) : 0.0;
   }
   void loadLmHead(LoadedEncoder& loaded) {
     TransformerEncoder& model = *loaded.model;
@@ -381,13 +389,13 @@ torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, const torch::
   } else {
     x = states.select(1, 0).to(torch::kFloat32);  // the first token's state ([CLS], <s>)
   }
-  const auto drop = [&](const torch::Tensor& t) {
-    return training && classifierDropout > 0 ? F::dropout(t, F::DropoutFuncOptions().p(classifierDropout).training(true)) : t;
+  const auto drop = [&](const torch::Tensor& t, double p) {
+    return training && p > 0 ? F::dropout(t, F::DropoutFuncOptions().p(p).training(true)) : t;
   };
-  if (headKind == HeadKind::Roberta) x = drop(x);
+  x = drop(x, inputDropout);
   if (pooler) x = activate(F::linear(x, pooler->weight, pooler->bias), headActivation);
   if (headNorm) x = headNorm->forward(x);
-  return F::linear(drop(x), classifier->weight, classifier->bias);
+  return F::linear(drop(x, classifierDropout), classifier->weight, classifier->bias);
 }
 
 torch::Tensor LoadedEncoder::logits(const torch::Tensor& states) const {

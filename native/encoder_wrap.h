@@ -19,20 +19,22 @@ struct LoadedEncoder {
   torch::nn::Linear dense{nullptr};
   bool denseTanh = false;
   // Hugging Face's sequence-classification head (a cross-encoder), float32 like the Dense head: the first token's
-  // state (ModernBERT with classifier_pooling "mean": the mean over the attended tokens) through `pooler`, a dense
-  // layer and its activation (BERT's pooler and RoBERTa's classifier.dense: tanh, ELECTRA's: GELU; DistilBERT's pre_classifier: ReLU;
-  // ModernBERT's head.dense: classifier_activation, then head.norm), dropout, and `classifier`. RoBERTa's head also
-  // drops out before its dense layer. The names each family saves them under: headNames().
-  enum class HeadKind { Bert, Roberta, DistilBert, ModernBert };
+  // state (ModernBERT with classifier_pooling "mean": the mean over the attended tokens), dropout (`inputDropout`:
+  // RoBERTa's, DeBERTa's pooler_dropout), `pooler`, a dense layer and its activation (BERT's pooler and RoBERTa's
+  // classifier.dense: tanh, ELECTRA's: GELU; DistilBERT's pre_classifier: ReLU; DeBERTa's pooler.dense:
+  // pooler_hidden_act; ModernBERT's head.dense: classifier_activation, then head.norm), dropout, and `classifier`.
+  // The names each family saves them under: headNames().
+  enum class HeadKind { Bert, Roberta, DistilBert, Deberta, ModernBert };
   HeadKind headKind = HeadKind::Bert;
   torch::nn::Linear pooler{nullptr};
   torch::nn::Linear classifier{nullptr};
   Norm headNorm{nullptr};
   std::string headActivation = "tanh";
   bool meanPoolHead = false;
-  // The dropout before the classifier in training (config.json's classifier_dropout, else hidden_dropout_prob;
-  // DistilBERT's seq_classif_dropout).
-  double classifierDropout = 0.1;
+  // The dropout before the head's dense layer and before the classifier in training (the latter: config.json's
+  // classifier_dropout, else hidden_dropout_prob; DistilBERT's seq_classif_dropout; DeBERTa's cls_dropout, else
+  // hidden_dropout_prob).
+  double inputDropout = 0.0, classifierDropout = 0.1;
   // A causal language model's output layer (Hugging Face's lm_head, no bias, in the model's dtype), or none; with
   // tiedLmHead the output layer is the token embedding matrix itself (config.json's tie_word_embeddings).
   torch::nn::Linear lmHead{nullptr};

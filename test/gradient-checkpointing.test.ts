@@ -1,8 +1,8 @@
 // Gradient checkpointing (train({ gradientCheckpointing }), native/models/checkpoint.h): each layer keeps only its
 // input and recomputes its activations in backward, replaying the first pass's dropout masks and autocast dtype.
 // Checked against the plain step, where the gradients must be the same: BERT with dropout on, in float32 and under
-// bfloat16 autocast, alone and with gradient caching; a decoder generator in a ContextFlow step; train() from the API
-// and the CLI ending with the same weights.
+// bfloat16 autocast, alone and with gradient caching; MPNet and DeBERTa, whose layers share a relative position table;
+// a decoder generator in a ContextFlow step; train() from the API and the CLI ending with the same weights.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -11,7 +11,8 @@ import { Encoder, Generator, train } from '../lib';
 import { native, type NativeStepOptions } from '../lib/native';
 import { formatAnswer, formatPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
-import { FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, STEP, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { readSafetensors } from './helpers/safetensors';
 
 const BATCHES = [0, 1, 2].map((i) => {
   const pairs = wordDataset(6, 300 + i);
@@ -44,6 +45,31 @@ for (const [name, trainer, step] of [
     t.deepEqual(checkpointed.results.map((r) => r.gradNorm), plain.results.map((r) => r.gradNorm));
     t.deepEqual(checkpointed.probe, plain.probe);
     t.true(plain.results.every((r) => r.gradNorm > 0));
+  });
+}
+
+for (const name of ['mpnet', 'deberta-v3', 'deberta-v2']) {
+  test(`${name} (a relative position table shared by the layers): train() with checkpointing ends with the weights of a run without`, async (t) => {
+    const model = path.resolve(__dirname, 'fixtures', 'tiny-encoders', name);
+    const dir = tempDir();
+    const run = async (gradientCheckpointing: boolean) => {
+      const output = path.join(dir, String(gradientCheckpointing));
+      const result = await train({ model, data: wordDataset(16, 5), output, epochs: 1, batchSize: 8, valSplit: 0, device: 'cpu', seed: 3, gradientCheckpointing, progressBar: false });
+      return { losses: result.history.epochs.map((e) => e.trainLoss), weights: readSafetensors(path.join(output, 'model.safetensors')).tensors };
+    };
+    const plain = await run(false);
+    const checkpointed = await run(true);
+    t.deepEqual(checkpointed.losses, plain.losses);
+    t.deepEqual([...checkpointed.weights.keys()], [...plain.weights.keys()]);
+    // Equal up to the order in which float32 gradients are summed: DeBERTa-v2's table reaches each layer twice
+    // (pos_key_proj, pos_query_proj), which a checkpointed layer sums before the other layers' terms.
+    let worst = 0;
+    for (const [tensor, raw] of plain.weights) {
+      const a = new Float32Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength / 4);
+      const b = checkpointed.weights.get(tensor)!.data;
+      worst = Math.max(worst, maxAbsDiff(a, new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4)));
+    }
+    t.true(worst < 1e-7, `max abs difference ${worst}`);
   });
 }
 

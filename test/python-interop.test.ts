@@ -415,7 +415,7 @@ for (const which of ['st', 'hf']) {
 
 const ENCODERS = path.join(ROOT, 'test', 'fixtures', 'tiny-encoders');
 
-check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, ModernBERT): the recorded outputs are what transformers computes now, and sentence-transformers loads what coltrast trained and embeds as coltrast does${skipped}`, async (t) => {
+check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, DeBERTa-v2/v3, ModernBERT): the recorded outputs are what transformers computes now, and sentence-transformers loads what coltrast trained and embeds as coltrast does${skipped}`, async (t) => {
   const dir = tempDir();
   // The committed models run by transformers and sentence-transformers now: the reference in the repository.
   const fresh = path.join(dir, 'reference.json');
@@ -428,8 +428,8 @@ check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, Moder
     t.true(maxAbsDiff(now.models[name].tokenStates.flat(2), recorded.models[name].tokenStates.flat(2)) < 1e-6, name);
     t.true(maxAbsDiff(now.models[name].embeddings.flat(), recorded.models[name].embeddings.flat()) < 1e-6, name);
   }
-  for (const name of ['xlm-roberta', 'mpnet', 'distilbert', 'electra', 'modernbert']) t.true(maxAbsDiff(now.crossEncoders[name].logits, recorded.crossEncoders[name].logits) < 1e-6, name);
-  for (const name of ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'electra', 'modernbert']) {
+  for (const name of ['xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'modernbert']) t.true(maxAbsDiff(now.crossEncoders[name].logits, recorded.crossEncoders[name].logits) < 1e-6, name);
+  for (const name of ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'deberta-v2', 'modernbert']) {
     const model = path.join(dir, `${name}-trained`);
     await train({ model: path.join(ENCODERS, name), data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
     const ours = path.join(dir, `${name}.jsonl`);
@@ -440,7 +440,7 @@ check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, Moder
   }
 });
 
-for (const name of ['bert', 'xlm-roberta', 'distilbert', 'electra', 'modernbert']) {
+for (const name of ['bert', 'xlm-roberta', 'distilbert', 'electra', 'deberta-v3', 'modernbert']) {
   check(`cross-encoder: sentence-transformers loads a ${name} reranker coltrast trained from an embedding model (a new head of the family's kind) and scores as coltrast does (1e-5)${skipped}`, async (t) => {
     const dir = tempDir();
     const model = path.join(dir, 'reranker');

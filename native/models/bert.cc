@@ -10,23 +10,6 @@ namespace {
 
 using namespace config;
 
-// Registers `module` under the dotted `path` of `root` (Hugging Face's nested names, attention.self.query, ...), making
-// the grouping modules on the way as needed, so a layer keeps flat members for readable code while its parameters
-// carry the checkpoint's names.
-template <typename M>
-M registerAt(torch::nn::Module& root, const std::string& path, M module) {
-  torch::nn::Module* parent = &root;
-  size_t start = 0, dot;
-  while ((dot = path.find('.', start)) != std::string::npos) {
-    const std::string name = path.substr(start, dot - start);
-    auto* found = parent->named_children().find(name);
-    std::shared_ptr<torch::nn::Module> child = found ? *found : parent->register_module(name, std::make_shared<ModuleGroup>());
-    parent = child.get();
-    start = dot + 1;
-  }
-  return parent->register_module(path.substr(start), module);
-}
-
 struct LayerNames {
   const char *query, *key, *value, *attentionOut, *attentionNorm, *intermediate, *output, *outputNorm;
 };
@@ -220,19 +203,22 @@ torch::Tensor BertModel::forward(const torch::Tensor& inputIds, const torch::Ten
     // which takes none (one device-to-host read per forward, not per layer).
     mask = attentionMask.to(torch::kBool).view({inputIds.size(0), 1, 1, -1});
   }
-  if (relativeBias_) {
-    // MPNet: the position bias added to the scores, the padding keys' entries at the lowest value.
-    const torch::Tensor bias = positionBias(inputIds.size(1), inputIds.device(), hidden.scalar_type());
-    if (!mask.defined()) mask = bias;
-    else if (mask.scalar_type() == torch::kBool) mask = torch::where(mask, bias, torch::full({1}, lowest, bias.options()));
-    else mask = bias + mask;
-  }
+  // MPNet: the position bias added to the scores, the padding keys' entries at the lowest value.
+  const auto withBias = [this, inputIds, lowest, padding = mask, dtype = hidden.scalar_type()] {
+    const torch::Tensor bias = positionBias(inputIds.size(1), inputIds.device(), dtype);
+    if (!padding.defined()) return bias;
+    if (padding.scalar_type() == torch::kBool) return torch::where(padding, bias, torch::full({1}, lowest, bias.options()));
+    return bias + padding;
+  };
   // ELECTRA's projection, back in the model's dtype under autocast (libtorch 1.13's CPU autocast leaves a layer norm
   // of bfloat16 input to fail on its float32 weight), as the mask above is in it.
   if (embeddingsProject_) hidden = embeddingsProject_(hidden).to(hidden.scalar_type());
+  // A checkpointed layer computes MPNet's bias itself (see checkpointed()); otherwise the layers share one.
+  const bool biasPerLayer = relativeBias_ && checkpointed(hidden);
+  if (relativeBias_ && !biasPerLayer) mask = withBias();
   for (const auto& layer : *layers_) {
     BertLayerImpl* l = layer->as<BertLayer>();
-    hidden = runLayer([l, mask](const torch::Tensor& x) { return l->forward(x, mask); }, hidden);
+    hidden = runLayer([l, mask, biasPerLayer, withBias](const torch::Tensor& x) { return l->forward(x, biasPerLayer ? withBias() : mask); }, hidden);
   }
   return hidden;
 }

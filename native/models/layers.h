@@ -18,6 +18,23 @@ bool fusedAttention();
 // A module that only groups others under a checkpoint's nested names ("attention.self", "mlp", ...).
 struct ModuleGroup : torch::nn::Module {};
 
+// Registers `module` under the dotted `path` of `root` (Hugging Face's nested names, attention.self.query, ...), making
+// the grouping modules on the way as needed, so a layer keeps flat members for readable code while its parameters
+// carry the checkpoint's names.
+template <typename M>
+M registerAt(torch::nn::Module& root, const std::string& path, M module) {
+  torch::nn::Module* parent = &root;
+  size_t start = 0, dot;
+  while ((dot = path.find('.', start)) != std::string::npos) {
+    const std::string name = path.substr(start, dot - start);
+    auto* found = parent->named_children().find(name);
+    std::shared_ptr<torch::nn::Module> child = found ? *found : parent->register_module(name, std::make_shared<ModuleGroup>());
+    parent = child.get();
+    start = dot + 1;
+  }
+  return parent->register_module(path.substr(start), module);
+}
+
 // The score a masked key gets: the dtype's lowest value, as Hugging Face uses, so that its softmax weight is exactly 0
 // (float16's lowest for float16; below float32's lowest for the rest, which bfloat16 also holds).
 inline double maskedScore(torch::ScalarType dtype) { return dtype == torch::kFloat16 ? -65504.0 : -3.0e38; }

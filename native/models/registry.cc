@@ -1,6 +1,7 @@
 // The one place that maps config.json's `model_type` to an architecture.
 #include "../error.h"
 #include "bert.h"
+#include "deberta.h"
 #include "decoder.h"
 #include "modernbert.h"
 #include "transformer_encoder.h"
@@ -20,6 +21,7 @@ const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
       {"mpnet", bertFamily},
       {"distilbert", bertFamily},
       {"electra", bertFamily},
+      {"deberta-v2", [](const nlohmann::json& c) { return std::make_shared<DebertaModel>(DebertaConfig::fromJson(c)); }},
       {"modernbert", [](const nlohmann::json& c) { return std::make_shared<ModernBertModel>(ModernBertConfig::fromJson(c)); }},
       {"llama", decoder},
       {"mistral", decoder},

@@ -70,10 +70,13 @@ torch::Tensor TransformerEncoder::takeKept(const std::string& name) {
 }
 
 torch::Tensor TransformerEncoder::runLayer(const std::function<torch::Tensor(const torch::Tensor&)>& layer, const torch::Tensor& hidden) {
+  return checkpointed(hidden) ? checkpointLayer(layer, hidden) : layer(hidden);
+}
+
+bool TransformerEncoder::checkpointed(const torch::Tensor& hidden) const {
   // Only where backward will reach the layer through its input: a checkpoint whose input needs no gradient would
   // hide the layer's parameters from autograd.
-  if (gradientCheckpointing && is_training() && torch::GradMode::is_enabled() && hidden.requires_grad()) return checkpointLayer(layer, hidden);
-  return layer(hidden);
+  return gradientCheckpointing && is_training() && torch::GradMode::is_enabled() && hidden.requires_grad();
 }
 
 }  // namespace coltrast

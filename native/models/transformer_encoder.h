@@ -46,8 +46,13 @@ class TransformerEncoder : public torch::nn::Module {
  protected:
   // The prefix Hugging Face's task heads put before the base model's names ("bert.").
   virtual std::string weightPrefix() const = 0;
-  // One layer of the stack on `hidden`: checkpointed when gradientCheckpointing is on and autograd records it.
+  // One layer of the stack on `hidden`: checkpointed when checkpointed(hidden).
   torch::Tensor runLayer(const std::function<torch::Tensor(const torch::Tensor&)>& layer, const torch::Tensor& hidden);
+  // Whether runLayer checkpoints a layer on `hidden`: gradientCheckpointing is on and autograd records the layer. A
+  // checkpointed layer must compute inside itself whatever it takes from parameters outside it (a relative position
+  // bias shared by the layers): a tensor with a graph of its own, captured by several layers, would be backpropagated
+  // once per layer, and autograd frees a graph after its first backward.
+  bool checkpointed(const torch::Tensor& hidden) const;
 
  private:
   struct Kept {

@@ -119,7 +119,7 @@ const SUITES = {
   },
   encoders: {
     // sentence-transformers' encode() of an all-mpnet-base-v2-shaped random model (build/pyenv, or COLTRAST_ST_PYTHON); the
-    // ModernBERT-base shape with architectures.js --shape modernbert-base.
+    // DeBERTa-v3-base and ModernBERT-base shapes with architectures.js --shape deberta-v3-base / modernbert-base.
     script: 'architectures.js',
     needsSentenceTransformers: true,
     args: (device, quick) => (device === 'cpu' ? ['--shape', 'mpnet-base', '--texts', quick ? '16' : '64', '--rounds', quick ? '1' : '2'] : null),

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """sentence-transformers' encode() throughput for an embedding model of a given architecture, to set beside coltrast's
-embed(): a decoder LLM (Qwen3) or an encoder beside BERT (MPNet, ModernBERT).
+embed(): a decoder LLM (Qwen3) or an encoder beside BERT (MPNet, DeBERTa-v3, ModernBERT).
 
     architectures.py make <out-folder> --shape <shape> --tokenizer <folder>
     architectures.py bench <folder> <texts.json> [--threads 2] [--batch-size 16] [--vectors out.bin]
@@ -12,6 +12,8 @@ make: a model of the shape with seeded random weights (float32), the tokenizer o
   all-mpnet-base-v2's (12 layers, hidden 768, 12 heads, MLP 3072, relative position buckets; mean pooling,
   Normalize); modernbert-base is ModernBERT-base's, as gte-modernbert-base uses it (22 layers, hidden 768, 12 heads,
   GeGLU MLP 1152, global attention every third layer, a 128-token window in the others; CLS pooling, Normalize).
+  deberta-v3-base is DeBERTa-v3-base's (12 layers, hidden 768, 12 heads, MLP 3072, relative positions in 256 log
+  buckets with shared projections, no absolute positions; mean pooling, Normalize): mxbai-rerank-base-v1's encoder.
 bench: one warm-up encode of a batch, then encode() of every text at --batch-size, timed; prints a JSON line
   {seconds, textsPerSecond, peakRssMiB, torch, sentenceTransformers}. --vectors writes the embeddings (float32,
   input order) to compare with coltrast's.
@@ -30,7 +32,7 @@ import sentence_transformers
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-from transformers import AutoModel, ModernBertConfig, MPNetConfig, Qwen3Config
+from transformers import AutoModel, DebertaV2Config, ModernBertConfig, MPNetConfig, Qwen3Config
 
 def qwen3(vocab, layers):
     return Qwen3Config(
@@ -45,6 +47,12 @@ SHAPES = {
     "qwen3-small": (lambda vocab: qwen3(vocab, 4), "lasttoken"),
     "mpnet-base": (lambda vocab: MPNetConfig(vocab_size=vocab, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                              intermediate_size=3072, max_position_embeddings=514, layer_norm_eps=1e-5), "mean"),
+    # deberta-v3-base's settings (mxbai-rerank-base-v1 is this shape with a classification head).
+    "deberta-v3-base": (lambda vocab: DebertaV2Config(vocab_size=vocab, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                                      intermediate_size=3072, max_position_embeddings=512, relative_attention=True,
+                                                      position_buckets=256, max_relative_positions=-1, pos_att_type=["p2c", "c2p"],
+                                                      share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False,
+                                                      type_vocab_size=0, layer_norm_eps=1e-7, pad_token_id=0), "mean"),
     "modernbert-base": (lambda vocab: ModernBertConfig(vocab_size=vocab, hidden_size=768, num_hidden_layers=22, num_attention_heads=12,
                                                        intermediate_size=1152, max_position_embeddings=8192, local_attention=128,
                                                        global_attn_every_n_layers=3, pad_token_id=0), "cls"),
