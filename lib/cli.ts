@@ -72,6 +72,9 @@ commands:
     --precision float32|bfloat16|float16   (mixed precision: bfloat16 on CPU or CUDA, float16 on CUDA)
     --mini-batch-size <n>    gradient caching: encode each batch n texts at a time (large batches in little memory)
     --gradient-checkpointing recompute each layer's activations in backward instead of keeping them (less memory)
+    --lora                   train LoRA adapters only (rank 8 on the attention's query and value projections); the
+                             output holds the merged model and the adapter (adapter/, PEFT's format)
+    --lora-rank <n>  --lora-alpha <x>  --lora-targets <a,b,...>   the adapters' rank, alpha and projections (imply --lora)
     --no-prompts             train without the model's query/document prompts (a multi-vector model keeps its markers)
     --teacher <dir|hub id>   distill a cross-encoder: it scores each query's positive and hard negatives before training
                              (or give "scores" in the triplets); --distillation margin_mse|kl --distillation-weight <x> (1)
@@ -333,6 +336,7 @@ const TRAIN_FLAGS = {
   'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number',
   teacher: 'string', distillation: 'string', 'distillation-weight': 'number', 'teacher-temperature': 'number',
   guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean', 'mine-negatives': 'boolean',
+  lora: 'boolean', 'lora-rank': 'number', 'lora-alpha': 'number', 'lora-targets': 'string',
   matryoshka: 'string',
 } as const;
 
@@ -408,6 +412,11 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v.metric, (x) => (o.earlyStopping = { patience: Infinity, ...(o.earlyStopping ?? {}), metric: x }));
   set(v['hard-negatives'], (x) => (o.mining = { ...(o.mining ?? {}), hardNegatives: x }));
   set(v['no-prompts'], (x) => x && (o.prompts = false));
+  set(v.lora, (x) => x && (o.lora = o.lora === undefined || o.lora === false ? true : o.lora));
+  const loraOption = (key: string, value: unknown) => (o.lora = { ...(typeof o.lora === 'object' ? o.lora : {}), [key]: value });
+  set(v['lora-rank'], (x) => loraOption('rank', x));
+  set(v['lora-alpha'], (x) => loraOption('alpha', x));
+  set(v['lora-targets'], (x: string) => loraOption('targetModules', x.split(',').map((w) => w.trim()).filter(Boolean)));
   set(v['multi-vector'], (x) => (o.multiVector = { ...(o.multiVector ?? {}), dimension: x }));
   set(v['projection-dim'], (x) => (o.projection = { ...(o.projection ?? {}), dimension: x }));
   set(v['projection-activation'], (x) => (o.projection = { ...(o.projection ?? {}), activation: x }));

@@ -40,6 +40,16 @@ export const TRAIN_CONFIG_SCHEMA = {
     prompts: { type: 'boolean' },
     freezeBase: { type: 'boolean' },
     gradientCheckpointing: { type: 'boolean' },
+    lora: {
+      oneOf: [
+        { type: 'boolean' },
+        {
+          type: 'object',
+          additionalProperties: false,
+          properties: { rank: integer(1), alpha: { type: 'number', exclusiveMinimum: 0 }, dropout: { type: 'number', minimum: 0, exclusiveMaximum: 1 }, targetModules: { type: 'array', items: { type: 'string' }, minItems: 1 } },
+        },
+      ],
+    },
     contrastiveTension: { type: 'boolean' },
     mineNegatives: {
       oneOf: [

@@ -2,9 +2,11 @@
  * `Encoder`: a sentence-embedding model loaded from a Hugging Face / sentence-transformers directory
  * (or a hub id), run by the native libtorch code off the JS thread.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
+import { ADAPTER_WEIGHTS, loraScale, readAdapterConfig, writeAdapterConfig, type LoraConfig } from './lora';
 import { positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
@@ -14,7 +16,10 @@ import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './v
 
 export { setThreads, type Device, type DType, type LoadOptions } from './native-model';
 
-/** Encoder.load's options: LoadOptions, and the width pooled vectors are cut to. */
+/** Where save() puts a LoRA adapter, beside the merged weights. */
+export const ADAPTER_DIR = 'adapter';
+
+/** Encoder.load's options: LoadOptions, the width pooled vectors are cut to, and a LoRA adapter. */
 export interface EncoderLoadOptions extends LoadOptions {
   /**
    * Cut every pooled vector to its first `truncateDim` entries (L2-normalized again when the model normalizes),
@@ -23,6 +28,12 @@ export interface EncoderLoadOptions extends LoadOptions {
    * indexes built with this Encoder hold vectors of it. Default: the full width.
    */
   truncateDim?: number;
+  /**
+   * A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) made on this model: its adapters are
+   * added to the model's projections (as PEFT's `PeftModel.from_pretrained` or sentence-transformers'
+   * `load_adapter` do), and `save()` writes the merged weights with the adapter beside them.
+   */
+  adapter?: string;
 }
 
 /** A dense float32 matrix, row-major. */
@@ -128,6 +139,7 @@ export class Encoder {
 
   /** The projection head after pooling (sentence-transformers' Dense module), if the model has one. */
   private dense: DenseHead | undefined;
+  private loraConfig: LoraConfig | undefined;
 
   private constructor(
     handle: NativeEncoder,
@@ -180,6 +192,10 @@ export class Encoder {
   }
 
   /** The folder the model was read from. */
+  /** config.json's model_type ("bert", "qwen3", ...). */
+  get modelType(): string {
+    return String(this.files.config.model_type);
+  }
   get modelDir(): string {
     return this.files.dir;
   }
@@ -207,7 +223,8 @@ export class Encoder {
    * Hugging Face id (downloaded once into the hub cache).
    */
   static async load(model: string, options?: EncoderLoadOptions): Promise<Encoder> {
-    const { truncateDim: cut, ...loadOptions } = options ?? {};
+    const { truncateDim: cut, adapter, ...loadOptions } = options ?? {};
+    if (adapter !== undefined && (typeof adapter !== 'string' || adapter.length === 0)) throw invalid('options.adapter', 'a PEFT adapter folder', adapter);
     const truncateDim = cut === undefined ? undefined : positiveInteger('options.truncateDim', cut);
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
     const files = readModelDirectory(dir);
@@ -226,13 +243,12 @@ export class Encoder {
       );
     }
     const encoder = new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype, multi, truncateDim);
-    if (truncateDim !== undefined) {
-      try {
-        encoder.checkTruncateDim('options.truncateDim', truncateDim);
-      } catch (error) {
-        encoder.dispose();
-        throw error;
-      }
+    try {
+      if (truncateDim !== undefined) encoder.checkTruncateDim('options.truncateDim', truncateDim);
+      if (adapter !== undefined) await encoder.loadAdapter(path.resolve(adapter));
+    } catch (error) {
+      encoder.dispose();
+      throw error;
     }
     return encoder;
   }
@@ -279,6 +295,37 @@ export class Encoder {
     if (this.dense) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a projection head (a Dense module); drop the projection option`);
     await this.addDense({ outFeatures, tanh: activation === 'tanh', seed });
     this.dense = { inFeatures: this.tokenDimension, outFeatures, bias: true, activation };
+  }
+
+  /** The model's LoRA adapter (train's `lora`, or `Encoder.load`'s `adapter`), if it has one. */
+  get lora(): LoraConfig | undefined {
+    return this.loraConfig;
+  }
+
+  /** @internal New LoRA adapters (train({ lora })): from then on only they train, and save() writes them beside the merged weights. */
+  async addLora(config: LoraConfig, seed: number): Promise<void> {
+    if (this.loraConfig) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a LoRA adapter`);
+    await this.model.use(async (handle) => {
+      try {
+        await handle.addLora({ targets: config.targetModules, rank: config.rank, scale: loraScale(config), dropout: config.dropout, seed });
+      } catch (error) {
+        throw fromNative(error);
+      }
+    });
+    this.loraConfig = config;
+  }
+
+  private async loadAdapter(dir: string): Promise<void> {
+    const config = readAdapterConfig(dir);
+    await this.model.use(async (handle) => {
+      try {
+        await handle.loadLora(config.weightsPath, { scale: loraScale(config), dropout: config.dropout });
+      } catch (error) {
+        throw fromNative(error);
+      }
+    });
+    const { weightsPath: _file, ...rest } = config;
+    this.loraConfig = rest;
   }
 
   /** A new, seeded Dense module in the native model (addProjectionHead, makeMultiVector). */
@@ -518,6 +565,12 @@ export class Encoder {
         const denseDir = this.multi ? this.dense?.modulePath : DENSE_DIR;
         const denseFile = this.dense && denseDir ? path.join(staging, denseDir, 'model.safetensors') : undefined;
         await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype, denseFile);
+        if (this.loraConfig) {
+          // The adapter beside the merged weights: what PEFT (or sentence-transformers' load_adapter) adds to the base model.
+          fs.mkdirSync(path.join(staging, ADAPTER_DIR));
+          await handle.saveLora(path.join(staging, ADAPTER_DIR, ADAPTER_WEIGHTS), dtype);
+          writeAdapterConfig(path.join(staging, ADAPTER_DIR), this.loraConfig);
+        }
       } catch (error) {
         throw fromNative(error);
       }

@@ -16,6 +16,7 @@ export type { ResolveOptions } from './hub';
 export * as ops from './ops';
 export type { Tensor, Mask, OpResult, MaxSimOptions, ContrastiveOptions, LateInteractionOptions } from './ops';
 export { train, learningRateAt, retrievalMetrics } from './train';
+export { LORA_TARGETS, type LoraOptions, type LoraConfig } from './lora';
 export type { TrainOptions, TrainResult, TrainProgress, LossOptions, MatryoshkaOptions, EpochRecord, RetrievalMetrics } from './train';
 export type { TrainExample } from './train-data';
 export { evaluate } from './evaluate';

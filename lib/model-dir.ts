@@ -182,7 +182,7 @@ function filesError(message: string): ColtrastError {
   return new ColtrastError('MODEL_FILES', message);
 }
 
-function readJson(file: string, what: string): unknown {
+export function readJson(file: string, what: string): unknown {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');

@@ -18,6 +18,8 @@ export interface NativeEncoderInfo {
   numLabels: number;
   /** Loaded with head 'causal-lm': it has a language-model head (lm_head or tied embeddings). */
   causalLm: boolean;
+  /** Numbers in the model's LoRA adapters (0 without). */
+  loraParameters: number;
   /** The token embeddings' rows (a decoder's vocab_size); 0 for encoders. */
   vocabSize: number;
   device: string;
@@ -46,6 +48,12 @@ export interface NativeEncoder {
   saveWeights(file: string, dtype: string, denseFile?: string): Promise<void>;
   /** A new, seeded, randomly initialized projection head (throws if the model has one). */
   addProjection(options: { outFeatures: number; tanh: boolean; seed: number; bias?: boolean }): Promise<void>;
+  /** New LoRA adapters on the projections named in `targets` (A seeded, B zero); resolves to their count. */
+  addLora(options: { targets: string[]; rank: number; scale: number; dropout: number; seed: number }): Promise<number>;
+  /** The LoRA adapters of a PEFT adapter_model.safetensors; resolves to their count. */
+  loadLora(file: string, options: { scale: number; dropout: number }): Promise<number>;
+  /** The model's LoRA adapters to `file`, named as PEFT names them. */
+  saveLora(file: string, dtype: string): Promise<void>;
   info(): NativeEncoderInfo;
   /** A causal LM's Σ log p of the tokens `outputMask` marks (each predicted from the tokens before it), per row. */
   logLikelihood(batch: PaddedBatch & { outputMask: Int32Array }): Promise<Float32Array>;

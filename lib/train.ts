@@ -6,7 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, type CrossEncoderLoss } from './cross-encoder';
-import { Encoder, matrixRows, normalizeRow, type Device, type MultiVectorSettings } from './encoder';
+import { ADAPTER_DIR, Encoder, matrixRows, normalizeRow, type Device, type MultiVectorSettings } from './encoder';
+import { readLoraOptions, type LoraOptions } from './lora';
 import { resolveModelDir } from './hub';
 import type { ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
@@ -22,7 +23,7 @@ import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions }
 import { addMinedNegatives, MINING_SETTING_KEYS, miningSettings, type MineNegativesOptions } from './mining';
 import { seededRandom } from './random';
 import { makeBatches, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
-import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
+import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger, stringList } from './validate';
 
 export interface LossOptions {
   /** Weight of the in-batch InfoNCE loss on pooled, L2-normalized embeddings (default 0.5). */
@@ -198,6 +199,16 @@ export interface TrainOptions {
    */
   gradientCheckpointing?: boolean;
   /**
+   * LoRA (default off): low-rank adapters on the attention's query and value projections (or `targetModules`), and
+   * only they train; the base model, and its Dense head if it has one, stay as they are. `true` takes PEFT's
+   * defaults (rank 8, alpha 8, no dropout). The output folder holds the merged weights, which load anywhere, and the
+   * adapter in `adapter/` (PEFT's adapter_config.json and adapter_model.safetensors), which PEFT and
+   * sentence-transformers' load_adapter add to the base model, as Encoder.load's `adapter` does. For embedding models
+   * (single- or multi-vector, encoders or decoders); not with crossEncoder, projection, multiVector, freezeBase or
+   * contrastiveTension.
+   */
+  lora?: boolean | LoraOptions;
+  /**
    * Contrastive Tension (Carlsson et al. 2021, "Semantic Re-tuning with Contrastive Tension"; sentence-transformers'
    * ContrastiveTensionLossInBatchNegatives): self-supervised training on unlabeled sentences. A second copy of the
    * model (the twin) encodes each sentence as the query, the model encodes it as the document, and the in-batch
@@ -295,7 +306,7 @@ const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
   'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide', 'freezeBase', 'gradientCheckpointing',
-  'contrastiveTension', 'mineNegatives',
+  'contrastiveTension', 'mineNegatives', 'lora',
 ] as const;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
@@ -324,6 +335,8 @@ interface Config {
   guide?: Required<GuideOptions>;
   freezeBase: boolean;
   gradientCheckpointing: boolean;
+  /** train's `lora` option as given (checked against the model once it is loaded). */
+  lora?: true | LoraOptions;
   contrastiveTension: boolean;
   /** Widths largest first, their weights, and how many each batch uses. */
   matryoshka?: { dimensions: number[]; weights: number[]; perStep: number };
@@ -338,9 +351,19 @@ interface Config {
 
 const MULTI_VECTOR_KEYS = ['dimension', 'queryLength', 'documentLength', 'queryExpansion', 'attendExpansion', 'skiplist', 'queryPrompt', 'documentPrompt'] as const;
 
-function stringList(name: string, value: unknown): string[] {
-  if (!Array.isArray(value) || !value.every((w) => typeof w === 'string')) throw invalid(name, 'an array of strings', value);
-  return value;
+function readLora(o: TrainOptions): true | LoraOptions | undefined {
+  if (o.lora === undefined || o.lora === false) return undefined;
+  if (o.lora !== true && (typeof o.lora !== 'object' || o.lora === null || Array.isArray(o.lora))) throw invalid('options.lora', 'true or an object of LoRA options', o.lora);
+  const clashing = (['crossEncoder', 'projection', 'multiVector', 'freezeBase', 'contrastiveTension'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  if (clashing.length > 0) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `options.lora trains adapters on an embedding model's projections and nothing else: drop ${clashing.map((k) => `options.${k}`).join(', ')}`,
+    );
+  }
+  // Its fields are checked by readLoraOptions, which needs the model's type.
+  readLoraOptions(o.lora, 'bert', '');
+  return o.lora;
 }
 
 function readGuide(value: unknown, loss: LossOptions): Required<GuideOptions> | undefined {
@@ -435,6 +458,7 @@ function readConfig(options: TrainOptions): Config {
     guide: readGuide(o.guide, loss),
     freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
     gradientCheckpointing: booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false),
+    lora: readLora(o),
     contrastiveTension: tension,
     mineNegatives: readMineNegatives(o.mineNegatives, tension),
     matryoshka: readMatryoshka(loss.matryoshka),
@@ -785,8 +809,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // A resumed run starts from the checkpoint's weights; the data it trains on is the checkpoint's too.
   const model = options.model ?? 'default';
   const loadOptions = { device: options.device ?? 'auto', threads: options.threads } as const;
-  const from = saved ? path.join(checkpointDir, 'model') : model;
-  const encoder = config.crossEncoder ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed) : await Encoder.load(from, loadOptions);
+  // A resumed LoRA run: the base model again, with the checkpoint's adapter (its merged weights are not the base).
+  const from = saved && !config.lora ? path.join(checkpointDir, 'model') : model;
+  const encoder = config.crossEncoder
+    ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed)
+    : await Encoder.load(from, { ...loadOptions, ...(saved && config.lora && { adapter: path.join(checkpointDir, 'model', ADAPTER_DIR) }) });
   let releaseTrainer: (() => void) | undefined;
   let twin: Encoder | undefined;
   try {
@@ -858,6 +885,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // After mining (which the single-vector model does); a resumed run's checkpoint model is multi-vector already.
     if (encoder instanceof Encoder && config.multiVector && !saved) await encoder.makeMultiVector(config.multiVector, config.seed);
     if (encoder instanceof Encoder && config.freezeBase) frozenBaseLoss(config, options, encoder);
+    if (encoder instanceof Encoder && config.lora && !saved) await encoder.addLora(readLoraOptions(config.lora, encoder.modelType, model), config.seed);
     // Contrastive Tension's twin: the same model loaded again (a resumed run's from the checkpoint), with the same
     // new head when there is one (the same seed makes it the same).
     if (config.contrastiveTension) {

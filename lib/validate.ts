@@ -31,6 +31,12 @@ export function checkOptions<T extends object>(name: string, options: T | undefi
   return options;
 }
 
+/** An array of strings. */
+export function stringList(name: string, value: unknown): string[] {
+  if (!Array.isArray(value) || !value.every((w) => typeof w === 'string')) throw invalid(name, 'an array of strings', value);
+  return value;
+}
+
 /** A finite number that passes `check`, else an error saying what was `expected`. */
 export function numberValue(name: string, value: unknown, check: (x: number) => boolean, expected: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) throw invalid(name, expected, value);

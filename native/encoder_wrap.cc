@@ -422,6 +422,9 @@ Napi::Function EncoderWrap::define(Napi::Env env) {
                                        InstanceMethod<&EncoderWrap::embed>("embed"),
                                        InstanceMethod<&EncoderWrap::saveWeights>("saveWeights"),
                                        InstanceMethod<&EncoderWrap::addProjection>("addProjection"),
+                                       InstanceMethod<&EncoderWrap::addLora>("addLora"),
+                                       InstanceMethod<&EncoderWrap::loadLora>("loadLora"),
+                                       InstanceMethod<&EncoderWrap::saveLora>("saveLora"),
                                        InstanceMethod<&EncoderWrap::info>("info"),
                                        InstanceMethod<&EncoderWrap::logLikelihood>("logLikelihood"),
                                        InstanceMethod<&EncoderWrap::generate>("generate"),
@@ -558,6 +561,92 @@ Napi::Value EncoderWrap::addProjection(const Napi::CallbackInfo& info) {
   }
 }
 
+// Work on a model under its mutex, on the thread its device's work runs on, resolving to a number (or undefined).
+class ModelTaskWorker : public PromiseWorker {
+ public:
+  ModelTaskWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, std::function<double(LoadedEncoder&)> task, bool returnsNumber)
+      : PromiseWorker(env, encoder->device), encoder_(std::move(encoder)), task_(std::move(task)), returnsNumber_(returnsNumber) {}
+
+ protected:
+  void compute() override {
+    std::lock_guard<std::mutex> lock(encoder_->mutex);
+    value_ = task_(*encoder_);
+  }
+  Napi::Value result(Napi::Env env) override { return returnsNumber_ ? Napi::Number::New(env, value_) : env.Undefined(); }
+
+ private:
+  std::shared_ptr<LoadedEncoder> encoder_;
+  std::function<double(LoadedEncoder&)> task_;
+  bool returnsNumber_;
+  double value_ = 0;
+};
+
+// addLora({ targets, rank, scale, dropout, seed }): new LoRA adapters on the model's projections named in `targets`
+// (TransformerEncoder::addLora); resolves to their count. Only a model without heads of its own to train (an
+// embedding model, its Dense head kept as it is) takes one.
+Napi::Value EncoderWrap::addLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto encoder = live(env);
+  try {
+    auto o = info[0].As<Napi::Object>();
+    std::vector<std::string> targets;
+    if (!o.Get("targets").IsArray()) throw invalidArgument("targets must be an array of projection names");
+    auto list = o.Get("targets").As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) targets.push_back(list.Get(i).ToString().Utf8Value());
+    const auto rank = static_cast<int64_t>(numberOr(o, "rank", 8));
+    const double scale = numberOr(o, "scale", 1.0), dropout = numberOr(o, "dropout", 0.0);
+    const auto seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
+    if (encoder->causalLm() || encoder->classifier) throw invalidArgument("LoRA adapters are for embedding models here, not generators or cross-encoders");
+    return (new ModelTaskWorker(
+                env, encoder,
+                [targets, rank, scale, dropout, seed](LoadedEncoder& e) { return static_cast<double>(e.model->addLora(targets, rank, scale, dropout, seed)); },
+                true))
+        ->start();
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
+}
+
+// loadLora(path, { scale, dropout }): the LoRA adapters of a PEFT adapter file (adapter_model.safetensors); resolves to
+// their count.
+Napi::Value EncoderWrap::loadLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto encoder = live(env);
+  try {
+    const std::string path = info[0].As<Napi::String>();
+    auto o = info[1].As<Napi::Object>();
+    const double scale = numberOr(o, "scale", 1.0), dropout = numberOr(o, "dropout", 0.0);
+    if (encoder->causalLm() || encoder->classifier) throw invalidArgument("LoRA adapters are for embedding models here, not generators or cross-encoders");
+    return (new ModelTaskWorker(
+                env, encoder,
+                [path, scale, dropout](LoadedEncoder& e) {
+                  WeightFiles file({path});
+                  return static_cast<double>(e.model->loadLora(file, scale, dropout));
+                },
+                true))
+        ->start();
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
+}
+
+// saveLora(path, dtype): the model's LoRA adapters as PEFT's adapter_model.safetensors.
+Napi::Value EncoderWrap::saveLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto encoder = live(env);
+  const std::string path = info[0].As<Napi::String>(), dtype = info[1].As<Napi::String>();
+  return (new ModelTaskWorker(
+              env, encoder,
+              [path, dtype](LoadedEncoder& e) {
+                const auto weights = e.model->loraWeights(parseDtype(dtype));
+                if (weights.empty()) throw invalidArgument("this model has no LoRA adapter to save");
+                writeSafetensors(path, weights, {{"format", "pt"}});
+                return 0.0;
+              },
+              false))
+      ->start();
+}
+
 Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto encoder = live(env);
@@ -571,6 +660,11 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("outputSize", static_cast<double>(encoder->dense ? encoder->dense->weight.size(0) : encoder->model->hiddenSize()));
   out.Set("numLabels", static_cast<double>(encoder->classifier ? encoder->classifier->weight.size(0) : 0));
   out.Set("causalLm", encoder->causalLm());
+  out.Set("loraParameters", static_cast<double>([&] {
+            int64_t n = 0;
+            for (const auto& p : encoder->model->loraParameters()) n += p.numel();
+            return n;
+          }()));
   const torch::Tensor embeddings = encoder->model->inputEmbeddings();
   out.Set("vocabSize", static_cast<double>(embeddings.defined() ? embeddings.size(0) : 0));
   out.Set("device", encoder->device.str());

@@ -67,6 +67,9 @@ class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
   Napi::Value embed(const Napi::CallbackInfo& info);
   Napi::Value saveWeights(const Napi::CallbackInfo& info);
   Napi::Value addProjection(const Napi::CallbackInfo& info);
+  Napi::Value addLora(const Napi::CallbackInfo& info);
+  Napi::Value loadLora(const Napi::CallbackInfo& info);
+  Napi::Value saveLora(const Napi::CallbackInfo& info);
   Napi::Value info(const Napi::CallbackInfo& info);
   Napi::Value logLikelihood(const Napi::CallbackInfo& info);
   Napi::Value generate(const Napi::CallbackInfo& info);

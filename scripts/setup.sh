@@ -80,6 +80,11 @@ if [ -x "$pyenv/bin/python" ] && ! "$pyenv/bin/python" -c 'import bm25s, Stemmer
   "$pyenv/bin/pip" install -q --no-index "${wheels[@]}" bm25s PyStemmer ||
     echo "setup: WARNING: bm25s and PyStemmer not installed into $pyenv; test/bm25-check.test.ts will skip"
 fi
+# PEFT: the reference for LoRA adapters (test/python-interop.test.ts).
+if [ -x "$pyenv/bin/python" ] && ! "$pyenv/bin/python" -c 'import peft' 2>/dev/null; then
+  "$pyenv/bin/pip" install -q --no-index "${wheels[@]}" peft ||
+    echo "setup: WARNING: peft not installed into $pyenv; the LoRA checks of test/python-interop.test.ts will skip"
+fi
 
 npm ci --no-audit --no-fund
 npm run build

@@ -745,3 +745,41 @@ check(`ContextFlow: the joint loss and its gradient's norm equal sentence-transf
     retriever.dispose();
   }
 });
+
+const peftProbe = skip ? null : spawnSync(PYTHON, ['-c', 'import peft; print(peft.__version__)'], { encoding: 'utf8' });
+const peftSkip = skip || (peftProbe?.status !== 0 ? `${PYTHON} has no peft (scripts/setup.sh installs it from this machine's wheels)` : '');
+(peftSkip ? test.skip : test)(
+  `LoRA: PEFT (sentence-transformers' load_adapter) adds the adapter coltrast trained to the base model and embeds as coltrast does; coltrast loads an adapter PEFT made and embeds as PEFT does (1e-5)${peftSkip ? ` [skipped: ${peftSkip}]` : ''}`,
+  async (t) => {
+    const dir = tempDir();
+    const texts = fs.readFileSync(TEXTS, 'utf8').split('\n').filter((l) => l.trim());
+    const embedWith = async (model: string, adapter?: string) => {
+      const encoder = await Encoder.load(model, { device: 'cpu', ...(adapter && { adapter }) });
+      try {
+        return (await encoder.embed(texts)).data;
+      } finally {
+        encoder.dispose();
+      }
+    };
+    // Ours, in PEFT. The decoder's too: its adapter names the layers as Qwen3Model does.
+    for (const [name, model, targets] of [['bert', FIXTURE, ['query', 'value']], ['qwen3', path.join(ROOT, 'test', 'fixtures', 'tiny-decoders', 'qwen3'), ['q_proj', 'v_proj']]] as const) {
+      const output = path.join(dir, `${name}-lora`);
+      await train({ model, data: wordDataset(16), output, epochs: 1, batchSize: 4, learningRate: 1e-2, valSplit: 0, device: 'cpu', seed: 5, lora: { rank: 4, alpha: 16, targetModules: [...targets] } });
+      const back = path.join(dir, `${name}-peft.json`);
+      const r = await python([script('peft_adapter.py'), 'load', model, path.join(output, 'adapter'), TEXTS, back]);
+      t.is(r.status, 0, r.tail);
+      const theirs = (JSON.parse(fs.readFileSync(back, 'utf8')).embeddings as number[][]).flat();
+      const ours = await embedWith(output);
+      t.true(maxAbsDiff(ours, theirs) < 1e-5, `${name}: coltrast's merged model vs the base + adapter in PEFT: ${maxAbsDiff(ours, theirs)}`);
+    }
+    // PEFT's, in coltrast: every "dense" adapted (BERT's pooler too, which embedding does not run).
+    const made = path.join(dir, 'peft-made');
+    const out = path.join(dir, 'peft-made.json');
+    const r = await python([script('peft_adapter.py'), 'make', FIXTURE, made, TEXTS, out, 'query,value,dense']);
+    t.is(r.status, 0, r.tail);
+    const theirs = (JSON.parse(fs.readFileSync(out, 'utf8')).embeddings as number[][]).flat();
+    const ours = await embedWith(FIXTURE, made);
+    t.true(maxAbsDiff(ours, theirs) < 1e-5, `the base + PEFT's adapter, coltrast vs PEFT: ${maxAbsDiff(ours, theirs)}`);
+    t.true(maxAbsDiff(await embedWith(FIXTURE), theirs) > 1e-2, 'the adapter changes the embeddings');
+  },
+);

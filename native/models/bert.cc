@@ -123,13 +123,13 @@ BertLayerImpl::BertLayerImpl(const BertConfig& c)
     : numHeads(c.numHeads), headSize(c.hiddenSize / c.numHeads), hiddenAct(c.hiddenAct) {
   const LayerNames n = layerNames(c.variant);
   auto norm = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hiddenSize}).eps(c.layerNormEps)); };
-  query = registerAt(*this, n.query, torch::nn::Linear(c.hiddenSize, c.hiddenSize));
-  key = registerAt(*this, n.key, torch::nn::Linear(c.hiddenSize, c.hiddenSize));
-  value = registerAt(*this, n.value, torch::nn::Linear(c.hiddenSize, c.hiddenSize));
-  attentionOut = registerAt(*this, n.attentionOut, torch::nn::Linear(c.hiddenSize, c.hiddenSize));
+  query = registerAt(*this, n.query, Dense(c.hiddenSize, c.hiddenSize));
+  key = registerAt(*this, n.key, Dense(c.hiddenSize, c.hiddenSize));
+  value = registerAt(*this, n.value, Dense(c.hiddenSize, c.hiddenSize));
+  attentionOut = registerAt(*this, n.attentionOut, Dense(c.hiddenSize, c.hiddenSize));
   attentionNorm = registerAt(*this, n.attentionNorm, norm());
-  intermediate = registerAt(*this, n.intermediate, torch::nn::Linear(c.hiddenSize, c.intermediateSize));
-  output = registerAt(*this, n.output, torch::nn::Linear(c.intermediateSize, c.hiddenSize));
+  intermediate = registerAt(*this, n.intermediate, Dense(c.hiddenSize, c.intermediateSize));
+  output = registerAt(*this, n.output, Dense(c.intermediateSize, c.hiddenSize));
   outputNorm = registerAt(*this, n.outputNorm, norm());
   attentionDropout = register_module("attention_dropout", torch::nn::Dropout(c.attentionDropout));
   // DistilBERT has no dropout on the attention's output, only after the feed-forward.
@@ -152,7 +152,7 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& hidden, const torch::T
 BertModel::BertModel(const BertConfig& config) : config_(config) {
   embeddings_ = register_module("embeddings", BertEmbeddings(config));
   if (config.embeddingSize != config.hiddenSize)
-    embeddingsProject_ = register_module("embeddings_project", torch::nn::Linear(config.embeddingSize, config.hiddenSize));
+    embeddingsProject_ = register_module("embeddings_project", Dense(config.embeddingSize, config.hiddenSize));
   auto stack = register_module(config.variant == BertVariant::DistilBert ? "transformer" : "encoder", std::make_shared<ModuleGroup>());
   layers_ = stack->register_module("layer", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.numLayers; ++i) layers_->push_back(BertLayer(config));

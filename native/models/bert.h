@@ -55,7 +55,7 @@ struct BertLayerImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& mask);
   int64_t numHeads, headSize;
   std::string hiddenAct;
-  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, attentionOut{nullptr}, intermediate{nullptr},
+  Dense query{nullptr}, key{nullptr}, value{nullptr}, attentionOut{nullptr}, intermediate{nullptr},
       output{nullptr};
   torch::nn::LayerNorm attentionNorm{nullptr}, outputNorm{nullptr};
   torch::nn::Dropout attentionDropout{nullptr}, hiddenDropout{nullptr};
@@ -83,7 +83,7 @@ class BertModel : public TransformerEncoder {
   BertEmbeddings embeddings_{nullptr};
   torch::nn::ModuleList layers_{nullptr};
   torch::nn::Embedding relativeBias_{nullptr};
-  torch::nn::Linear embeddingsProject_{nullptr};  // ELECTRA with embedding_size != hidden_size
+  Dense embeddingsProject_{nullptr};  // ELECTRA with embedding_size != hidden_size
 };
 
 }  // namespace coltrast

@@ -125,18 +125,18 @@ torch::Tensor debertaRelativePositions(int64_t seq, int64_t buckets, int64_t max
 
 DebertaLayerImpl::DebertaLayerImpl(const DebertaConfig& c) : config(c) {
   const int64_t all = c.numHeads * c.headSize;
-  query = registerAt(*this, "attention.self.query_proj", torch::nn::Linear(c.hiddenSize, all));
-  key = registerAt(*this, "attention.self.key_proj", torch::nn::Linear(c.hiddenSize, all));
-  value = registerAt(*this, "attention.self.value_proj", torch::nn::Linear(c.hiddenSize, all));
+  query = registerAt(*this, "attention.self.query_proj", Dense(c.hiddenSize, all));
+  key = registerAt(*this, "attention.self.key_proj", Dense(c.hiddenSize, all));
+  value = registerAt(*this, "attention.self.value_proj", Dense(c.hiddenSize, all));
   if (c.relativeAttention && !c.shareAttKey) {
-    if (c.c2p) posKey = registerAt(*this, "attention.self.pos_key_proj", torch::nn::Linear(c.hiddenSize, all));
-    if (c.p2c) posQuery = registerAt(*this, "attention.self.pos_query_proj", torch::nn::Linear(c.hiddenSize, all));
+    if (c.c2p) posKey = registerAt(*this, "attention.self.pos_key_proj", Dense(c.hiddenSize, all));
+    if (c.p2c) posQuery = registerAt(*this, "attention.self.pos_query_proj", Dense(c.hiddenSize, all));
   }
   auto norm = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hiddenSize}).eps(c.layerNormEps)); };
-  attentionOut = registerAt(*this, "attention.output.dense", torch::nn::Linear(all, c.hiddenSize));
+  attentionOut = registerAt(*this, "attention.output.dense", Dense(all, c.hiddenSize));
   attentionNorm = registerAt(*this, "attention.output.LayerNorm", norm());
-  intermediate = registerAt(*this, "intermediate.dense", torch::nn::Linear(c.hiddenSize, c.intermediateSize));
-  output = registerAt(*this, "output.dense", torch::nn::Linear(c.intermediateSize, c.hiddenSize));
+  intermediate = registerAt(*this, "intermediate.dense", Dense(c.hiddenSize, c.intermediateSize));
+  output = registerAt(*this, "output.dense", Dense(c.intermediateSize, c.hiddenSize));
   outputNorm = registerAt(*this, "output.LayerNorm", norm());
 }
 
@@ -151,7 +151,7 @@ torch::Tensor DebertaLayerImpl::forward(const torch::Tensor& hidden, const torch
   if (relEmbeddings.defined() && (config.c2p || config.p2c)) {
     const torch::Tensor rel = torch::dropout(relEmbeddings, config.hiddenDropout, training);
     // A projection of the table [2 * span, heads * size] as [heads, size, 2 * span], to multiply with the heads.
-    const auto table = [&](torch::nn::Linear& projection) { return projection(rel).view({rel.size(0), heads, -1}).permute({1, 2, 0}); };
+    const auto table = [&](Dense& projection) { return projection(rel).view({rel.size(0), heads, -1}).permute({1, 2, 0}); };
     const std::vector<int64_t> pairs = {batch, heads, seq, seq};
     if (config.c2p) {
       // The query against the embedding of the key's distance from it.
@@ -185,7 +185,7 @@ DebertaModel::DebertaModel(const DebertaConfig& config) : config_(config) {
   if (c.typeVocabSize > 0)
     tokenTypeEmbeddings_ = registerAt(*this, "embeddings.token_type_embeddings", torch::nn::Embedding(c.typeVocabSize, c.embeddingSize));
   if (c.embeddingSize != c.hiddenSize)
-    embedProj_ = registerAt(*this, "embeddings.embed_proj", torch::nn::Linear(torch::nn::LinearOptions(c.embeddingSize, c.hiddenSize).bias(false)));
+    embedProj_ = registerAt(*this, "embeddings.embed_proj", Dense(c.embeddingSize, c.hiddenSize, false));
   embeddingNorm_ = registerAt(*this, "embeddings.LayerNorm", norm());
   layers_ = registerAt(*this, "encoder.layer", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.numLayers; ++i) layers_->push_back(DebertaLayer(c));

@@ -39,7 +39,7 @@ struct DebertaLayerImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& keyMask, const torch::Tensor& relEmbeddings,
                         const torch::Tensor& c2pIndex, const torch::Tensor& p2cIndex);
   DebertaConfig config;
-  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, posKey{nullptr}, posQuery{nullptr}, attentionOut{nullptr},
+  Dense query{nullptr}, key{nullptr}, value{nullptr}, posKey{nullptr}, posQuery{nullptr}, attentionOut{nullptr},
       intermediate{nullptr}, output{nullptr};
   torch::nn::LayerNorm attentionNorm{nullptr}, outputNorm{nullptr};
 };
@@ -65,7 +65,7 @@ class DebertaModel : public TransformerEncoder {
 
   DebertaConfig config_;
   torch::nn::Embedding wordEmbeddings_{nullptr}, positionEmbeddings_{nullptr}, tokenTypeEmbeddings_{nullptr}, relEmbeddings_{nullptr};
-  torch::nn::Linear embedProj_{nullptr};
+  Dense embedProj_{nullptr};
   torch::nn::LayerNorm embeddingNorm_{nullptr}, relNorm_{nullptr}, convNorm_{nullptr};
   torch::nn::Conv1d conv_{nullptr};
   torch::nn::ModuleList layers_{nullptr};

@@ -72,7 +72,7 @@ torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) : config(c) {
-  auto linear = [](int64_t in, int64_t out, bool bias) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)); };
+  auto linear = [](int64_t in, int64_t out, bool bias) { return Dense(in, out, bias); };
   // Hugging Face's names: self_attn.{q,k,v,o}_proj (and q_norm, k_norm), mlp.{gate,up,down}_proj.
   auto attention = register_module("self_attn", std::make_shared<ModuleGroup>());
   q_proj = attention->register_module("q_proj", linear(c.hiddenSize, c.numHeads * c.headDim, c.qkvBias));

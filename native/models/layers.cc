@@ -69,6 +69,43 @@ std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positi
   return {emb.cos(), emb.sin()};
 }
 
+DenseImpl::DenseImpl(int64_t in, int64_t out, bool withBias) {
+  // torch.nn.Linear's initialization (kaiming-uniform with a = sqrt(5): bounds ±1/sqrt(in)), for a layer made new.
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  weight = register_parameter("weight", torch::empty({out, in}).uniform_(-bound, bound));
+  if (withBias) bias = register_parameter("bias", torch::empty({out}).uniform_(-bound, bound));
+}
+
+torch::Tensor DenseImpl::forward(const torch::Tensor& x) {
+  torch::Tensor out = torch::nn::functional::linear(x, weight, bias);
+  if (!loraA.defined()) return out;
+  const torch::Tensor input = loraDropout > 0 ? torch::dropout(x, loraDropout, is_training()) : x;
+  const torch::Tensor update = torch::nn::functional::linear(torch::nn::functional::linear(input, loraA), loraB) * loraScale;
+  return out + update.to(out.scalar_type());
+}
+
+void DenseImpl::attachLora(int64_t rank, double scale, double dropout, const torch::Tensor& a, const torch::Tensor& b, at::Generator* generator) {
+  if (loraA.defined()) throw invalidArgument("a layer already has a LoRA adapter");
+  const int64_t in = weight.size(1), out = weight.size(0);
+  const auto onDevice = torch::TensorOptions().device(weight.device()).dtype(torch::kFloat32);
+  torch::Tensor initA = a, initB = b;
+  if (!initA.defined()) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    initA = torch::empty({rank, in}).uniform_(-bound, bound, *generator);
+    initB = torch::zeros({out, rank});
+  }
+  loraA = register_parameter("lora_A", initA.to(onDevice).clone());
+  loraB = register_parameter("lora_B", initB.to(onDevice).clone());
+  loraScale = scale;
+  loraDropout = dropout;
+}
+
+torch::Tensor DenseImpl::mergedWeight() const {
+  torch::NoGradGuard noGrad;
+  if (!loraA.defined()) return weight.detach();
+  return (weight.to(torch::kFloat32) + torch::matmul(loraB, loraA) * loraScale).to(weight.scalar_type());
+}
+
 NormImpl::NormImpl(int64_t size, double eps, bool withBias) : size(size), eps(eps) {
   weight = register_parameter("weight", torch::ones({size}));
   if (withBias) bias = register_parameter("bias", torch::zeros({size}));

@@ -57,6 +57,24 @@ torch::Tensor rotateHalf(const torch::Tensor& x);
 // float32 multiplication each, as torch.outer and Hugging Face's default rotary embedding compute them.
 std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, double theta, int64_t headDim);
 
+// torch.nn.Linear (weight [out, in], optional bias; the same names and initialization), which can carry a LoRA adapter
+// (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", 2021) as PEFT's LoRA layer computes it:
+// x W^T + b + scale * dropout(x) A^T B^T, with lora_A [rank, in] and lora_B [out, rank] registered as parameters of
+// this module. Every architecture's projections are Dense, so an adapter can go on any of them by name.
+struct DenseImpl : torch::nn::Module {
+  DenseImpl(int64_t in, int64_t out, bool bias = true);
+  torch::Tensor forward(const torch::Tensor& x);
+  // Attaches an adapter: `a` and `b` as given (on the weight's device, float32), or when undefined a new one: A drawn
+  // as PEFT draws it (kaiming-uniform, bounds ±1/sqrt(in), from `generator`), B zero, so the output is unchanged.
+  void attachLora(int64_t rank, double scale, double dropout, const torch::Tensor& a, const torch::Tensor& b, at::Generator* generator);
+  bool hasLora() const { return loraA.defined(); }
+  // The weight with the adapter merged in (W + scale * B A), detached; the weight itself without an adapter.
+  torch::Tensor mergedWeight() const;
+  torch::Tensor weight, bias, loraA, loraB;
+  double loraScale = 0, loraDropout = 0;
+};
+TORCH_MODULE(Dense);
+
 // torch.nn.LayerNorm with its bias optional (ModernBERT's norm_bias: false), named weight and bias as PyTorch's.
 struct NormImpl : torch::nn::Module {
   NormImpl(int64_t size, double eps, bool bias);

@@ -67,7 +67,7 @@ ModernBertConfig ModernBertConfig::fromJson(const nlohmann::json& c) {
 }
 
 ModernBertLayerImpl::ModernBertLayerImpl(const ModernBertConfig& c, int64_t index) : config(c) {
-  auto linear = [](int64_t in, int64_t out, bool bias) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)); };
+  auto linear = [](int64_t in, int64_t out, bool bias) { return Dense(in, out, bias); };
   if (index > 0) attn_norm = register_module("attn_norm", Norm(c.hiddenSize, c.normEps, c.normBias));
   auto attn = register_module("attn", std::make_shared<ModuleGroup>());
   Wqkv = attn->register_module("Wqkv", linear(c.hiddenSize, 3 * c.hiddenSize, c.attentionBias));

@@ -31,7 +31,7 @@ struct ModernBertLayerImpl : torch::nn::Module {
                         const torch::Tensor& emptyRows = {});
   ModernBertConfig config;
   Norm attn_norm{nullptr}, mlp_norm{nullptr};  // attn_norm: none in the first layer
-  torch::nn::Linear Wqkv{nullptr}, attnWo{nullptr}, Wi{nullptr}, mlpWo{nullptr};
+  Dense Wqkv{nullptr}, attnWo{nullptr}, Wi{nullptr}, mlpWo{nullptr};
 };
 TORCH_MODULE(ModernBertLayer);
 

@@ -1,11 +1,32 @@
 #include "transformer_encoder.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <map>
 #include <set>
+#include <sstream>
 
 #include "../error.h"
 #include "checkpoint.h"
+#include "layers.h"
 
 namespace coltrast {
+namespace {
+
+bool endsWith(const std::string& s, const std::string& tail) { return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0; }
+
+// The model's Dense layers by path ("encoder.layer.0.attention.self.query").
+std::vector<std::pair<std::string, DenseImpl*>> denseLayers(const torch::nn::Module& model) {
+  std::vector<std::pair<std::string, DenseImpl*>> layers;
+  for (const auto& item : model.named_modules("", /*include_self=*/false))
+    if (auto* dense = item.value()->as<DenseImpl>()) layers.emplace_back(item.key(), dense);
+  return layers;
+}
+
+const std::string PEFT_PREFIX = "base_model.model.";
+
+}  // namespace
 
 void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType dtype) {
   torch::NoGradGuard noGrad;
@@ -51,8 +72,16 @@ void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType 
 
 std::vector<std::pair<std::string, torch::Tensor>> TransformerEncoder::weightsForSaving(torch::ScalarType dtype, bool prefixed) const {
   const std::string prefix = prefixed ? weightPrefix() : "";
+  std::map<std::string, torch::Tensor> merged;
+  for (const auto& [path, dense] : denseLayers(*this))
+    if (dense->hasLora()) merged[path + ".weight"] = dense->mergedWeight();
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& item : named_parameters(true)) out.emplace_back(prefix + item.key(), item.value().detach().to(dtype));
+  for (const auto& item : named_parameters(true)) {
+    const std::string& name = item.key();
+    if (endsWith(name, ".lora_A") || endsWith(name, ".lora_B")) continue;
+    const auto m = merged.find(name);
+    out.emplace_back(prefix + name, (m != merged.end() ? m->second : item.value().detach()).to(dtype));
+  }
   // A kept tensor outside the base model (a head's) keeps its own name.
   for (const auto& k : kept_)
     out.emplace_back((k.prefixed ? prefix : "") + k.name, k.value.is_floating_point() ? k.value.to(dtype) : k.value);
@@ -71,6 +100,81 @@ torch::Tensor TransformerEncoder::takeKept(const std::string& name) {
 
 torch::Tensor TransformerEncoder::runLayer(const std::function<torch::Tensor(const torch::Tensor&)>& layer, const torch::Tensor& hidden) {
   return checkpointed(hidden) ? checkpointLayer(layer, hidden) : layer(hidden);
+}
+
+int64_t TransformerEncoder::addLora(const std::vector<std::string>& targets, int64_t rank, double scale, double dropout, uint64_t seed) {
+  if (rank < 1) throw invalidArgument("LoRA rank must be a positive integer");
+  auto generator = at::detail::createCPUGenerator(seed);
+  std::vector<DenseImpl*> chosen;
+  std::set<std::string> names;
+  for (const auto& [path, dense] : denseLayers(*this)) {
+    const std::string name = path.substr(path.rfind('.') + 1);
+    names.insert(name);
+    if (std::find(targets.begin(), targets.end(), name) != targets.end()) chosen.push_back(dense);
+  }
+  if (chosen.empty()) {
+    std::string known, wanted;
+    for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+    for (const auto& t : targets) wanted += (wanted.empty() ? "" : ", ") + t;
+    throw invalidArgument("no projection of this " + modelType() + " model is named " + wanted + " (its projections: " + known + ")");
+  }
+  for (DenseImpl* dense : chosen) dense->attachLora(rank, scale, dropout, {}, {}, &generator);
+  return static_cast<int64_t>(chosen.size());
+}
+
+int64_t TransformerEncoder::loadLora(const WeightFiles& file, double scale, double dropout) {
+  std::map<std::string, DenseImpl*> byPath;
+  for (const auto& [path, dense] : denseLayers(*this)) byPath[path] = dense;
+  const std::string prefix = weightPrefix();
+  int64_t count = 0;
+  for (const auto& name : file.names()) {
+    if (!endsWith(name, ".lora_A.weight")) continue;
+    std::string path = name.substr(0, name.size() - std::string(".lora_A.weight").size());
+    const std::string bName = path + ".lora_B.weight";
+    if (path.rfind(PEFT_PREFIX, 0) == 0) path = path.substr(PEFT_PREFIX.size());
+    if (!byPath.count(path) && path.rfind(prefix, 0) == 0) path = path.substr(prefix.size());
+    const auto it = byPath.find(path);
+    if (it == byPath.end()) {
+      // A layer the model keeps but does not run (BERT's pooler, which PEFT adapts when told to adapt every "dense"):
+      // its adapter changes no output of coltrast's, and is left out.
+      const bool unused = std::any_of(kept_.begin(), kept_.end(), [&](const Kept& k) { return k.name == path + ".weight"; });
+      if (unused) continue;
+      throw modelFilesError("adapter " + file.description() + ": " + name + " names no projection of this " + modelType() + " model");
+    }
+    if (!file.has(bName)) throw modelFilesError("adapter " + file.description() + " has " + name + " but no " + bName);
+    const torch::Tensor a = file.read(name), b = file.read(bName);
+    const torch::Tensor& w = it->second->weight;
+    if (a.dim() != 2 || b.dim() != 2 || a.size(1) != w.size(1) || b.size(0) != w.size(0) || b.size(1) != a.size(0)) {
+      std::ostringstream msg;
+      msg << "adapter " << file.description() << ": " << name << " " << a.sizes() << " and lora_B " << b.sizes() << " do not fit the projection's weight "
+          << w.sizes() << " (an adapter of another model?)";
+      throw modelFilesError(msg.str());
+    }
+    it->second->attachLora(a.size(0), scale, dropout, a.to(torch::kFloat32), b.to(torch::kFloat32), nullptr);
+    ++count;
+  }
+  if (count == 0) throw modelFilesError("adapter " + file.description() + " holds no LoRA weights (*.lora_A.weight)");
+  return count;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> TransformerEncoder::loraWeights(torch::ScalarType dtype) const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& [path, dense] : denseLayers(*this)) {
+    if (!dense->hasLora()) continue;
+    out.emplace_back(PEFT_PREFIX + path + ".lora_A.weight", dense->loraA.detach().to(torch::kCPU, dtype));
+    out.emplace_back(PEFT_PREFIX + path + ".lora_B.weight", dense->loraB.detach().to(torch::kCPU, dtype));
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> TransformerEncoder::loraParameters() const {
+  std::vector<torch::Tensor> params;
+  for (const auto& [path, dense] : denseLayers(*this)) {
+    if (!dense->hasLora()) continue;
+    params.push_back(dense->loraA);
+    params.push_back(dense->loraB);
+  }
+  return params;
 }
 
 bool TransformerEncoder::checkpointed(const torch::Tensor& hidden) const {

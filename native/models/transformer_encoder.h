@@ -31,13 +31,27 @@ class TransformerEncoder : public torch::nn::Module {
   // architecture's prefix such as `bert.`) and keeps tensors the model does not use (a pooler head,
   // position_ids) so that saving writes them back unchanged.
   void loadWeights(const WeightFiles& file, torch::ScalarType dtype);
-  // Parameters and kept tensors, named as Hugging Face's base model class names them, or with the task
+  // Parameters (with LoRA adapters merged into the weights they adapt, and not saved themselves) and kept tensors, named as Hugging Face's base model class names them, or with the task
   // heads' prefix ("bert.embeddings...") when `prefixed`, as a model with a head saves them.
   std::vector<std::pair<std::string, torch::Tensor>> weightsForSaving(torch::ScalarType dtype, bool prefixed = false) const;
   // A kept tensor (named without the prefix, e.g. "classifier.weight"), removed from the kept ones so that it
   // is not saved twice when a head takes it over; undefined when the file had none.
   torch::Tensor takeKept(const std::string& name);
   std::string prefix() const { return weightPrefix(); }
+
+  // LoRA adapters (Dense in models/layers.h) on the projections whose own name, the last part of their path ("query",
+  // "q_proj", "Wqkv"), is in `targets`, each new (A seeded, B zero), with out += scale * B A x; returns how many.
+  // Throws when no projection has such a name.
+  int64_t addLora(const std::vector<std::string>& targets, int64_t rank, double scale, double dropout, uint64_t seed);
+  // The adapters of a PEFT adapter file: each "<path>.lora_A.weight" with its "lora_B.weight" (the path with or
+  // without PEFT's "base_model.model." and the architecture's prefix), the rank read from their shapes; returns how many.
+  // Adapters of layers the model keeps without running them (BERT's pooler) are left out.
+  int64_t loadLora(const WeightFiles& file, double scale, double dropout);
+  // The adapters' tensors as PEFT names them ("base_model.model.<path>.lora_A.weight"), in `dtype` on the CPU.
+  std::vector<std::pair<std::string, torch::Tensor>> loraWeights(torch::ScalarType dtype) const;
+  bool hasLora() const { return !loraParameters().empty(); }
+  // The adapters' A and B matrices: with adapters, the only parameters a trainer updates.
+  std::vector<torch::Tensor> loraParameters() const;
 
   // Gradient checkpointing in training (models/checkpoint.h): each layer's activations are recomputed in backward
   // instead of kept. Set by the trainer.

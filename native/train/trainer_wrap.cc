@@ -962,7 +962,7 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
 
 // create(nativeEncoder, { weightDecay, beta1, beta2, eps, seed, precision, gradScaler, freezeBase, twin, generator,
 // freezeGenerator, gradientCheckpointing }): AdamW
-// over the encoder's parameters (only its heads' with freezeBase), without weight decay on biases and LayerNorm
+// over the encoder's parameters (only its heads' with freezeBase, only its LoRA adapters' when it has some), without weight decay on biases and LayerNorm
 // weights (the usual BERT fine-tuning split). twin: a second NativeEncoder of the same model, trained with it (its
 // parameters join the optimizer after the encoder's), that encodes the queries (Contrastive Tension). precision: 'float32' (default), 'bfloat16' or 'float16' (autocast; the weights stay float32).
 // gradScaler: { initScale, growthFactor, backoffFactor, growthInterval } turns loss scaling on; float16
@@ -1047,6 +1047,15 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
         for (const auto& p : e->model->parameters()) frozen.insert(p.unsafeGetTensorImpl());
       }
       if (frozen.size() == state->parameters().size()) throw invalidArgument("freezeBase leaves nothing to train: the model has no head");
+    }
+    if (state->encoder->model->hasLora()) {
+      // LoRA: only the adapters train; the base model and its heads stay as they are (what an adapter file holds is
+      // then the whole change).
+      if (freezeBase || state->twin) throw invalidArgument("a model with LoRA adapters trains only them: no freezeBase, no twin");
+      std::set<const void*> adapters;
+      for (const auto& p : state->encoder->model->loraParameters()) adapters.insert(p.unsafeGetTensorImpl());
+      for (const auto& p : state->encoder->parameters())
+        if (!adapters.count(p.unsafeGetTensorImpl())) frozen.insert(p.unsafeGetTensorImpl());
     }
     if (!frozen.empty() && frozen.size() == state->parameters().size()) {
       throw invalidArgument("nothing to train: every parameter is frozen");

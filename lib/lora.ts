@@ -1,0 +1,133 @@
+/**
+ * LoRA adapters (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", 2021) in PEFT's format: the options
+ * of train({ lora }), the projections each model type adapts by default, and the adapter folder PEFT reads and writes
+ * (adapter_config.json, adapter_model.safetensors). The adapted layers are native (Dense in native/models/layers.h).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ColtrastError } from './errors';
+import { writeJsonAtomic } from './files';
+import { readJson } from './model-dir';
+import { checkOptions, invalid, numberValue, positiveInteger, stringList } from './validate';
+
+export interface LoraOptions {
+  /** The adapters' rank r (default 8, PEFT's). */
+  rank?: number;
+  /** lora_alpha: the update is scaled by alpha / rank (default: the rank, a scale of 1). */
+  alpha?: number;
+  /** Dropout on the adapters' input in training (default 0). */
+  dropout?: number;
+  /** The projections to adapt, by their own name ("query", "q_proj"); default: LORA_TARGETS for the model type. */
+  targetModules?: string[];
+}
+
+/** An adapter as a model carries it. */
+export interface LoraConfig {
+  rank: number;
+  alpha: number;
+  dropout: number;
+  targetModules: string[];
+  /** PEFT's use_rslora: the scale is alpha / sqrt(rank). Only read from adapters made elsewhere. */
+  rslora: boolean;
+  /** The model the adapter was made on, as adapter_config.json names it. */
+  baseModel: string;
+}
+
+/**
+ * The projections adapted by default: PEFT's defaults for the types it has them for (bert, roberta, xlm-roberta,
+ * electra, deberta-v2, the decoders: attention's query and value), and the same two projections of the others.
+ */
+export const LORA_TARGETS: Record<string, string[]> = {
+  bert: ['query', 'value'],
+  roberta: ['query', 'value'],
+  'xlm-roberta': ['query', 'value'],
+  camembert: ['query', 'value'],
+  electra: ['query', 'value'],
+  mpnet: ['q', 'v'],
+  distilbert: ['q_lin', 'v_lin'],
+  'deberta-v2': ['query_proj', 'value_proj'],
+  modernbert: ['Wqkv'],
+  llama: ['q_proj', 'v_proj'],
+  mistral: ['q_proj', 'v_proj'],
+  qwen2: ['q_proj', 'v_proj'],
+  qwen3: ['q_proj', 'v_proj'],
+};
+
+export const ADAPTER_CONFIG = 'adapter_config.json';
+export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+
+/** train()'s `lora` option (true: the defaults) checked, for a model of `modelType` made from `baseModel`. */
+export function readLoraOptions(value: unknown, modelType: string, baseModel: string): LoraConfig {
+  const o: LoraOptions = value === true ? {} : checkOptions('options.lora', value as LoraOptions, ['rank', 'alpha', 'dropout', 'targetModules']);
+  const rank = positiveInteger('options.lora.rank', o.rank ?? 8);
+  const targets = o.targetModules === undefined ? LORA_TARGETS[modelType] : stringList('options.lora.targetModules', o.targetModules);
+  if (!targets || targets.length === 0) throw invalid('options.lora.targetModules', `the projections to adapt (none known for ${modelType})`, o.targetModules);
+  return {
+    rank,
+    alpha: numberValue('options.lora.alpha', o.alpha ?? rank, (x) => x > 0, 'a number > 0'),
+    dropout: numberValue('options.lora.dropout', o.dropout ?? 0, (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
+    targetModules: targets,
+    rslora: false,
+    baseModel,
+  };
+}
+
+/** The factor of B A x. */
+export function loraScale(config: LoraConfig): number {
+  return config.rslora ? config.alpha / Math.sqrt(config.rank) : config.alpha / config.rank;
+}
+
+/** Reads a PEFT LoRA adapter folder's config, refusing the variants coltrast does not compute. */
+export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: string } {
+  const configPath = path.join(dir, ADAPTER_CONFIG);
+  const weightsPath = path.join(dir, ADAPTER_WEIGHTS);
+  if (!fs.existsSync(configPath) || !fs.existsSync(weightsPath)) {
+    throw new ColtrastError('MODEL_FILES', `${dir} is not a PEFT adapter folder: it needs ${ADAPTER_CONFIG} and ${ADAPTER_WEIGHTS} (pickled adapter_model.bin is not read)`);
+  }
+  const c = readJson(configPath, ADAPTER_CONFIG) as Record<string, unknown>;
+  const refuse = (what: string) => {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${configPath}: ${what}; coltrast runs plain LoRA adapters`);
+  };
+  if (c.peft_type !== 'LORA') refuse(`peft_type ${JSON.stringify(c.peft_type)} is not LORA`);
+  if (c.use_dora === true) refuse('use_dora (DoRA) is set');
+  if (c.fan_in_fan_out === true) refuse('fan_in_fan_out is set (GPT-2-style Conv1D layers)');
+  if (c.bias !== undefined && c.bias !== 'none') refuse(`bias ${JSON.stringify(c.bias)} trains biases too`);
+  for (const key of ['rank_pattern', 'alpha_pattern'] as const) {
+    if (c[key] && typeof c[key] === 'object' && Object.keys(c[key] as object).length > 0) refuse(`${key} gives layers ranks or alphas of their own`);
+  }
+  if (Array.isArray(c.modules_to_save) && c.modules_to_save.length > 0) refuse('modules_to_save trains whole modules beside the adapters');
+  const rank = c.r;
+  if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 1) throw new ColtrastError('MODEL_FILES', `${configPath}: "r" must be a positive integer`);
+  const alpha = c.lora_alpha ?? 8;
+  if (typeof alpha !== 'number' || !(alpha > 0)) throw new ColtrastError('MODEL_FILES', `${configPath}: "lora_alpha" must be a positive number`);
+  const targets = Array.isArray(c.target_modules) ? c.target_modules.map(String) : typeof c.target_modules === 'string' ? [c.target_modules] : [];
+  return {
+    rank,
+    alpha,
+    dropout: typeof c.lora_dropout === 'number' ? c.lora_dropout : 0,
+    targetModules: targets,
+    rslora: c.use_rslora === true,
+    baseModel: typeof c.base_model_name_or_path === 'string' ? c.base_model_name_or_path : '',
+    weightsPath,
+  };
+}
+
+/** Writes adapter_config.json as PEFT's LoraConfig saves it (the keys it needs; PEFT fills in the rest). */
+export function writeAdapterConfig(dir: string, config: LoraConfig): void {
+  writeJsonAtomic(path.join(dir, ADAPTER_CONFIG), {
+    peft_type: 'LORA',
+    task_type: 'FEATURE_EXTRACTION',
+    base_model_name_or_path: config.baseModel,
+    r: config.rank,
+    lora_alpha: config.alpha,
+    lora_dropout: config.dropout,
+    target_modules: config.targetModules,
+    bias: 'none',
+    fan_in_fan_out: false,
+    use_rslora: config.rslora,
+    use_dora: false,
+    init_lora_weights: true,
+    modules_to_save: null,
+    inference_mode: true,
+  });
+}

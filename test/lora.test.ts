@@ -1,0 +1,120 @@
+// LoRA (train({ lora }), Encoder.load's adapter, lib/lora.ts, Dense in native/models/layers.h): only the adapters
+// train; the output holds the merged weights and the adapter (PEFT's files), and the base model with the adapter
+// embeds as the merged model does; decoders take adapters too; an interrupted run resumes to the weights of an
+// uninterrupted one; bad options and adapters are refused. PEFT's side: test/python-interop.test.ts.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ColtrastError, Encoder, retrievalMetrics, train } from '../lib';
+import { FIXTURE, editJson, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { readSafetensors } from './helpers/safetensors';
+import { rejection } from './helpers/vectors';
+
+const DECODER = path.resolve(__dirname, 'fixtures', 'tiny-decoders', 'qwen3');
+// Every projection of the tiny BERT's layers ("dense": the attention's output and both feed-forward ones), so that the
+// tiny model's loss falls within a few epochs.
+const TARGETS = ['query', 'key', 'value', 'dense'];
+const floats = (raw: { data: Buffer }) => new Float32Array(raw.data.buffer.slice(raw.data.byteOffset, raw.data.byteOffset + raw.data.byteLength));
+
+test('train({ lora }) trains only the adapters: the merged model changes only the adapted weights, and the base model with the saved adapter embeds as it does', async (t) => {
+  const data = wordDataset(40);
+  const output = path.join(tempDir(), 'lora');
+  const before = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const start = await retrievalMetrics(before, data);
+  before.dispose();
+  const result = await train({ model: FIXTURE, data, output, epochs: 4, batchSize: 8, learningRate: 1e-2, valSplit: 0, device: 'cpu', seed: 3, lora: { rank: 4, alpha: 8, targetModules: TARGETS } });
+  const losses = result.history.epochs.map((e) => e.trainLoss);
+  t.true(losses[losses.length - 1] < 0.8 * losses[0], `train loss ${losses.map((l) => l.toFixed(3))}`);
+
+  // The adapter as PEFT writes it.
+  const config = JSON.parse(fs.readFileSync(path.join(output, 'adapter', 'adapter_config.json'), 'utf8'));
+  t.like(config, { peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: TARGETS, base_model_name_or_path: FIXTURE, use_dora: false });
+  const adapter = readSafetensors(path.join(output, 'adapter', 'adapter_model.safetensors')).tensors;
+  t.is(adapter.size, 2 * 6 * 2, 'lora_A and lora_B of query, key, value and the three dense projections in both layers');
+  t.deepEqual(adapter.get('base_model.model.encoder.layer.0.attention.self.query.lora_A.weight')!.shape, [4, 32]);
+  t.deepEqual(adapter.get('base_model.model.encoder.layer.1.attention.self.value.lora_B.weight')!.shape, [32, 4]);
+
+  // The merged weights: the base's but for the adapted projections' weights (not even their biases; not BERT's pooler,
+  // which embedding does not run, though it is named dense too).
+  const base = readSafetensors(path.join(FIXTURE, 'model.safetensors')).tensors;
+  const merged = readSafetensors(path.join(output, 'model.safetensors')).tensors;
+  t.deepEqual([...merged.keys()].sort(), [...base.keys()].sort());
+  const changed = [...merged].filter(([name, raw]) => !raw.data.equals(base.get(name)!.data)).map(([name]) => name).sort();
+  const adapted = ['attention.self.query', 'attention.self.key', 'attention.self.value', 'attention.output.dense', 'intermediate.dense', 'output.dense'];
+  t.deepEqual(changed, [0, 1].flatMap((l) => adapted.map((m) => `encoder.layer.${l}.${m}.weight`)).sort());
+
+  const trained = await Encoder.load(output, { device: 'cpu' });
+  const withAdapter = await Encoder.load(FIXTURE, { device: 'cpu', adapter: path.join(output, 'adapter') });
+  t.like(withAdapter.lora, { rank: 4, alpha: 8, targetModules: TARGETS });
+  t.is(trained.lora, undefined);
+  const texts = data.map((d) => d.query);
+  const [a, b] = [await trained.embed(texts), await withAdapter.embed(texts)];
+  t.true(maxAbsDiff(a.data, b.data) < 1e-6, `merged vs base + adapter: ${maxAbsDiff(a.data, b.data)}`);
+  const end = await retrievalMetrics(trained, data);
+  t.true(end['mrr@10'] > start['mrr@10'] + 0.1, `MRR@10 on the training questions ${start['mrr@10']} -> ${end['mrr@10']}`);
+  // Saving the adapted model again writes the same merged weights and the adapter.
+  const again = path.join(tempDir(), 'again');
+  await withAdapter.save(again);
+  t.true(maxAbsDiff(floats(readSafetensors(path.join(again, 'model.safetensors')).tensors.get('encoder.layer.1.attention.self.value.weight')!),
+    floats(merged.get('encoder.layer.1.attention.self.value.weight')!)) < 1e-6);
+  t.true(fs.existsSync(path.join(again, 'adapter', 'adapter_model.safetensors')));
+  trained.dispose();
+  withAdapter.dispose();
+});
+
+test('a decoder (Qwen3) embedding model takes LoRA adapters on its q_proj and v_proj (and any projections named)', async (t) => {
+  const output = path.join(tempDir(), 'lora-qwen3');
+  const result = await train({ model: DECODER, data: wordDataset(16), output, epochs: 2, batchSize: 4, learningRate: 1e-2, valSplit: 0, device: 'cpu', seed: 3, lora: { targetModules: ['q_proj', 'v_proj', 'down_proj'] } });
+  t.true(result.history.epochs.every((e) => Number.isFinite(e.trainLoss)));
+  const names = [...readSafetensors(path.join(output, 'adapter', 'adapter_model.safetensors')).tensors.keys()];
+  t.true(names.includes('base_model.model.layers.0.mlp.down_proj.lora_B.weight'), names.join(' '));
+  const trained = await Encoder.load(output, { device: 'cpu' });
+  const adapted = await Encoder.load(DECODER, { device: 'cpu', adapter: path.join(output, 'adapter') });
+  const texts = ['a question about models', 'the river bank'];
+  t.true(maxAbsDiff((await trained.embed(texts)).data, (await adapted.embed(texts)).data) < 1e-5);
+  trained.dispose();
+  adapted.dispose();
+});
+
+test('a LoRA run killed mid-way resumes (the base model with the checkpoint adapter) to the weights of an uninterrupted run', async (t) => {
+  const child = path.resolve(__dirname, 'helpers', 'train-child.ts');
+  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8' });
+  const options = { model: FIXTURE, data: wordDataset(24), epochs: 2, batchSize: 4, learningRate: 1e-2, valSplit: 0, device: 'cpu', seed: 9, checkpointEvery: 2, lora: { rank: 2 } };
+  const whole = path.join(tempDir(), 'whole');
+  t.is(run({ ...options, output: whole }).status, 0);
+  const output = path.join(tempDir(), 'parts');
+  const killed = run({ ...options, output, killAtStep: 5 });
+  t.is(killed.signal, 'SIGKILL');
+  t.true(fs.existsSync(path.join(`${output}.checkpoint`, 'model', 'adapter', 'adapter_model.safetensors')));
+  const resumed = run({ ...options, output, resume: true });
+  t.is(resumed.status, 0, resumed.stderr);
+  for (const file of ['model.safetensors', path.join('adapter', 'adapter_model.safetensors')]) {
+    t.true(fs.readFileSync(path.join(output, file)).equals(fs.readFileSync(path.join(whole, file))), file);
+  }
+});
+
+test('LoRA options and adapters are checked', async (t) => {
+  const base = { model: FIXTURE, data: wordDataset(8), device: 'cpu' as const, valSplit: 0, epochs: 1, batchSize: 4 };
+  const rejects = async (options: object, pattern: RegExp) => {
+    const error = await train({ ...base, output: path.join(tempDir(), 'out'), ...options } as any).then(() => undefined, (e) => e);
+    t.true(error instanceof ColtrastError, `expected a ColtrastError, got ${error}`);
+    t.regex(error.message, pattern);
+  };
+  await rejects({ lora: { rank: 0 } }, /options\.lora\.rank must be a positive integer/);
+  await rejects({ lora: { rnak: 4 } }, /unknown option options\.lora\.rnak/);
+  await rejects({ lora: 'yes' }, /options\.lora must be true or an object/);
+  await rejects({ lora: true, projection: { dimension: 8 } }, /options\.lora trains adapters .* drop options\.projection/);
+  await rejects({ lora: true, crossEncoder: true }, /drop options\.crossEncoder/);
+  await rejects({ lora: { targetModules: ['q_proj'] } }, /no projection of this bert model is named q_proj \(its projections: .*query.*\)/);
+
+  // Adapters that do not fit, or that coltrast does not compute.
+  const made = path.join(tempDir(), 'made');
+  await train({ ...base, output: made, lora: { rank: 2 } });
+  const adapterOf = (edit: (dir: string) => void) => folderCopy(path.join(made, 'adapter'), edit);
+  const load = (adapter: string, model = FIXTURE) => rejection(() => Encoder.load(model, { device: 'cpu', adapter }));
+  t.regex((await load(adapterOf((d) => editJson(path.join(d, 'adapter_config.json'), (c) => ({ ...c, use_dora: true }))))).message, /use_dora \(DoRA\) is set/);
+  t.regex((await load(adapterOf((d) => editJson(path.join(d, 'adapter_config.json'), (c) => ({ ...c, peft_type: 'IA3' }))))).message, /peft_type "IA3" is not LORA/);
+  t.regex((await load(adapterOf((d) => fs.rmSync(path.join(d, 'adapter_model.safetensors'))))).message, /is not a PEFT adapter folder/);
+  t.regex((await load(path.join(made, 'adapter'), DECODER)).message, /names no projection of this qwen3 model/);
+});
