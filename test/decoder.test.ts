@@ -86,7 +86,7 @@ test('unsupported decoder settings are refused with the reason', async (t) => {
   windowed.dispose();
   // Cross-encoders are BERT's: a decoder's first token sees nothing after it.
   const ce = await rejection(() => train({ model: path.join(FIXTURES, 'qwen3'), data: wordDataset(8), output: path.join(tempDir(), 'x'), batchSize: 4, crossEncoder: true, device: 'cpu' }));
-  t.regex(ce.message, /is a qwen3 model; coltrast's cross-encoders run on bert, roberta, xlm-roberta, camembert, mpnet, distilbert, electra, modernbert models/);
+  t.regex(ce.message, /is a qwen3 model; coltrast's cross-encoders run on bert, roberta, xlm-roberta, camembert, mpnet, distilbert, electra, deberta-v2, modernbert models/);
 });
 
 test('train() fine-tunes a decoder embedding model: the loss falls, retrieval of the training questions improves, and it reloads', async (t) => {
