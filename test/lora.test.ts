@@ -59,6 +59,11 @@ test('train({ lora }) trains only the adapters: the merged model changes only th
   t.true(maxAbsDiff(floats(readSafetensors(path.join(again, 'model.safetensors')).tensors.get('encoder.layer.1.attention.self.value.weight')!),
     floats(merged.get('encoder.layer.1.attention.self.value.weight')!)) < 1e-6);
   t.true(fs.existsSync(path.join(again, 'adapter', 'adapter_model.safetensors')));
+  // A model loaded in bfloat16 carries the adapter in bfloat16, as PEFT does.
+  const half = await Encoder.load(FIXTURE, { device: 'cpu', dtype: 'bfloat16', adapter: path.join(output, 'adapter') });
+  const difference = maxAbsDiff((await half.embed(texts)).data, a.data);
+  t.true(difference > 0 && difference < 3e-2, `bfloat16 with the adapter against float32 merged: ${difference}`);
+  half.dispose();
   trained.dispose();
   withAdapter.dispose();
 });

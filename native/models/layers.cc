@@ -87,7 +87,9 @@ torch::Tensor DenseImpl::forward(const torch::Tensor& x) {
 void DenseImpl::attachLora(int64_t rank, double scale, double dropout, const torch::Tensor& a, const torch::Tensor& b, at::Generator* generator) {
   if (loraA.defined()) throw invalidArgument("a layer already has a LoRA adapter");
   const int64_t in = weight.size(1), out = weight.size(0);
-  const auto onDevice = torch::TensorOptions().device(weight.device()).dtype(torch::kFloat32);
+  // In the weight's dtype, as PEFT keeps an adapter in its model's: float32 for training, bfloat16 or float16 when
+  // the model was loaded so.
+  const auto onDevice = torch::TensorOptions().device(weight.device()).dtype(weight.scalar_type());
   torch::Tensor initA = a, initB = b;
   if (!initA.defined()) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));

@@ -64,7 +64,7 @@ std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positi
 struct DenseImpl : torch::nn::Module {
   DenseImpl(int64_t in, int64_t out, bool bias = true);
   torch::Tensor forward(const torch::Tensor& x);
-  // Attaches an adapter: `a` and `b` as given (on the weight's device, float32), or when undefined a new one: A drawn
+  // Attaches an adapter: `a` and `b` as given (on the weight's device, in its dtype), or when undefined a new one: A drawn
   // as PEFT draws it (kaiming-uniform, bounds ±1/sqrt(in), from `generator`), B zero, so the output is unchanged.
   void attachLora(int64_t rank, double scale, double dropout, const torch::Tensor& a, const torch::Tensor& b, at::Generator* generator);
   bool hasLora() const { return loraA.defined(); }
