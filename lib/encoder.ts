@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { ADAPTER_WEIGHTS, loraScale, readAdapterConfig, writeAdapterConfig, type LoraConfig } from './lora';
+import { ADAPTER_WEIGHTS, isAdapterOnlyFolder, loraScale, readAdapterConfig, writeAdapterConfig, type LoraConfig } from './lora';
 import { positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
@@ -227,7 +227,17 @@ export class Encoder {
     if (adapter !== undefined && (typeof adapter !== 'string' || adapter.length === 0)) throw invalid('options.adapter', 'a PEFT adapter folder', adapter);
     const truncateDim = cut === undefined ? undefined : positiveInteger('options.truncateDim', cut);
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
-    const files = readModelDirectory(dir);
+    // A sentence-transformers folder saved with a LoRA adapter (add_adapter, then save): the adapter, the tokenizer and
+    // the modules, and no config.json or weights, which are its base model's (adapter_config.json names it).
+    let adapterDir = adapter === undefined ? undefined : path.resolve(adapter);
+    let base: string | undefined;
+    if (adapterDir === undefined && isAdapterOnlyFolder(dir)) {
+      const named = readAdapterConfig(dir).baseModel;
+      if (!named) throw new ColtrastError('MODEL_FILES', `${dir} holds a LoRA adapter and no weights, and its adapter_config.json names no base_model_name_or_path`);
+      base = (await resolveLoad(named, loadOptions)).dir;
+      adapterDir = dir;
+    }
+    const files = readModelDirectory(dir, 'embedding', base);
     let tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     const prefixes = await prefixTokensToRegister(tokenizer, files.multiVector?.prefixTokens ?? []);
     if (prefixes.length > 0) tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase, prefixes);
@@ -245,7 +255,7 @@ export class Encoder {
     const encoder = new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype, multi, truncateDim);
     try {
       if (truncateDim !== undefined) encoder.checkTruncateDim('options.truncateDim', truncateDim);
-      if (adapter !== undefined) await encoder.loadAdapter(path.resolve(adapter));
+      if (adapterDir !== undefined) await encoder.loadAdapter(adapterDir);
     } catch (error) {
       encoder.dispose();
       throw error;

@@ -77,6 +77,11 @@ export function loraScale(config: LoraConfig): number {
   return config.rslora ? config.alpha / Math.sqrt(config.rank) : config.alpha / config.rank;
 }
 
+/** A folder with an adapter and no model of its own (no config.json): what sentence-transformers saves for a model with an adapter. */
+export function isAdapterOnlyFolder(dir: string): boolean {
+  return fs.existsSync(path.join(dir, ADAPTER_CONFIG)) && !fs.existsSync(path.join(dir, 'config.json'));
+}
+
 /** Reads a PEFT LoRA adapter folder's config, refusing the variants coltrast does not compute. */
 export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: string } {
   const configPath = path.join(dir, ADAPTER_CONFIG);

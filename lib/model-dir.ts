@@ -338,25 +338,31 @@ export function weightFiles(dir: string): { weightsPath: string; shards?: string
   return { weightsPath: indexPath, shards };
 }
 
-export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encoder' = 'embedding'): ModelDirectory {
+/**
+ * Reads a model folder. `base`: for a sentence-transformers folder saved with a LoRA adapter, which holds the adapter,
+ * the tokenizer and the modules but no config.json or weights: the base model's folder, whose config.json and weights
+ * are read instead.
+ */
+export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encoder' = 'embedding', base?: string): ModelDirectory {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw filesError(`model folder ${dir} does not exist`);
-  const configPath = path.join(dir, 'config.json');
+  const configPath = path.join(base ?? dir, 'config.json');
   if (!fs.existsSync(configPath)) {
-    throw filesError(`${dir} has no config.json: it is not a Hugging Face / sentence-transformers model folder`);
+    throw filesError(`${base ?? dir} has no config.json: it is not a Hugging Face / sentence-transformers model folder`);
   }
   const configText = fs.readFileSync(configPath, 'utf8');
   const config = readJson(configPath, 'config.json');
   if (!isObject(config)) throw filesError(`config.json in ${dir} must be a JSON object`);
   if (typeof config.model_type !== 'string') throw filesError(`config.json in ${dir} has no "model_type" string`);
 
-  const weights = weightFiles(dir);
+  const weightsDir = base ?? dir;
+  const weights = weightFiles(weightsDir);
   if (!weights) {
-    const pickled = ['pytorch_model.bin', 'model.pt', 'model.ckpt'].find((f) => fs.existsSync(path.join(dir, f)));
+    const pickled = ['pytorch_model.bin', 'model.pt', 'model.ckpt'].find((f) => fs.existsSync(path.join(weightsDir, f)));
     throw filesError(
       pickled
-        ? `${dir} has ${pickled} but no model.safetensors: coltrast loads safetensors only (never pickle). Convert once ` +
+        ? `${weightsDir} has ${pickled} but no model.safetensors: coltrast loads safetensors only (never pickle). Convert once ` +
             'in Python: AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)'
-        : `${dir} has no model.safetensors`,
+        : `${weightsDir} has no model.safetensors`,
     );
   }
   const tokenizerPath = path.join(dir, 'tokenizer.json');

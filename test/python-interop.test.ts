@@ -749,7 +749,7 @@ check(`ContextFlow: the joint loss and its gradient's norm equal sentence-transf
 const peftProbe = skip ? null : spawnSync(PYTHON, ['-c', 'import peft; print(peft.__version__)'], { encoding: 'utf8' });
 const peftSkip = skip || (peftProbe?.status !== 0 ? `${PYTHON} has no peft (scripts/setup.sh installs it from this machine's wheels)` : '');
 (peftSkip ? test.skip : test)(
-  `LoRA: PEFT (sentence-transformers' load_adapter) adds the adapter coltrast trained to the base model and embeds as coltrast does; coltrast loads an adapter PEFT made and embeds as PEFT does (1e-5)${peftSkip ? ` [skipped: ${peftSkip}]` : ''}`,
+  `LoRA: PEFT (sentence-transformers' load_adapter) adds the adapter coltrast trained to the base model and embeds as coltrast does; coltrast loads an adapter PEFT made, and the adapter-only folder sentence-transformers saves, and embeds as PEFT does (1e-5)${peftSkip ? ` [skipped: ${peftSkip}]` : ''}`,
   async (t) => {
     const dir = tempDir();
     const texts = fs.readFileSync(TEXTS, 'utf8').split('\n').filter((l) => l.trim());
@@ -780,6 +780,10 @@ const peftSkip = skip || (peftProbe?.status !== 0 ? `${PYTHON} has no peft (scri
     const theirs = (JSON.parse(fs.readFileSync(out, 'utf8')).embeddings as number[][]).flat();
     const ours = await embedWith(FIXTURE, made);
     t.true(maxAbsDiff(ours, theirs) < 1e-5, `the base + PEFT's adapter, coltrast vs PEFT: ${maxAbsDiff(ours, theirs)}`);
+    // The folder sentence-transformers saved (the adapter, no weights: its base is named in adapter_config.json) loads as it is.
+    t.false(fs.existsSync(path.join(made, 'config.json')));
+    const direct = await embedWith(made);
+    t.true(maxAbsDiff(direct, theirs) < 1e-5, `sentence-transformers' adapter folder loaded directly: ${maxAbsDiff(direct, theirs)}`);
     t.true(maxAbsDiff(await embedWith(FIXTURE), theirs) > 1e-2, 'the adapter changes the embeddings');
   },
 );

@@ -4,7 +4,8 @@
 // tokenizing, and the rest of the Node side (train()'s `timing`, over every step including the first).
 // Uses the built package (npm run build).
 //   node scripts/bench/train.js [--shapes tiny,minilm] [--steps 4] [--batch-size 16] [--device cpu]
-//     [--precision float32|bfloat16|float16] [--gradient-checkpointing] [--json out.json]
+//     [--precision float32|bfloat16|float16] [--gradient-checkpointing] [--lora] [--lora-rank 8] [--json out.json]
+// --lora trains LoRA adapters (rank --lora-rank on the attention's query and value projections) instead of every weight.
 // Peak tensor memory: coltrast's CPU allocator's peak of large (>= 1 MiB) blocks during the run (cpuMemory), or the
 // CUDA caching allocator's peak on a GPU.
 'use strict';
@@ -23,6 +24,8 @@ const { values } = parseArgs({
     device: { type: 'string', default: 'cpu' },
     precision: { type: 'string', default: 'float32' },
     'gradient-checkpointing': { type: 'boolean', default: false },
+    lora: { type: 'boolean', default: false },
+    'lora-rank': { type: 'string', default: '8' },
     json: { type: 'string' },
   },
 });
@@ -61,6 +64,7 @@ async function main() {
       device: values.device,
       precision: values.precision,
       gradientCheckpointing: values['gradient-checkpointing'],
+      ...(values.lora && { lora: { rank: Number(values['lora-rank']) } }),
       onProgress: () => {
         const now = process.hrtime.bigint();
         if (last) times.push(Number(now - last) / 1e9);
@@ -85,7 +89,7 @@ async function main() {
     });
   }
   const info = runtimeInfo();
-  const result = { date: new Date().toISOString(), device: values.device, precision: values.precision, gradientCheckpointing: values['gradient-checkpointing'], cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
+  const result = { date: new Date().toISOString(), device: values.device, precision: values.precision, gradientCheckpointing: values['gradient-checkpointing'], lora: values.lora ? Number(values['lora-rank']) : undefined, cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
   console.log('| model | batch | timed steps | s/step | samples/s | native % | tokenizing % | other JS % (ms/step) | peak RSS MiB | peak tensor MiB (CPU / GPU) |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
@@ -95,7 +99,7 @@ async function main() {
         `${r.jsPercent} (${r.jsMsPerStep}) | ${r.peakRssMiB} | ${r.peakGpuMiB ?? r.peakCpuTensorMiB} |`,
     );
   }
-  console.log(`\n${result.date}, ${result.device}, ${result.precision}${result.gradientCheckpointing ? ', gradient checkpointing' : ''}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
+  console.log(`\n${result.date}, ${result.device}, ${result.precision}${result.gradientCheckpointing ? ', gradient checkpointing' : ''}${result.lora ? `, LoRA rank ${result.lora}` : ''}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
 }
 
 main().catch((e) => {
