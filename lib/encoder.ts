@@ -229,13 +229,14 @@ export class Encoder {
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
     // A sentence-transformers folder saved with a LoRA adapter (add_adapter, then save): the adapter, the tokenizer and
     // the modules, and no config.json or weights, which are its base model's (adapter_config.json names it).
+    // With `adapter` too, that one replaces the folder's (a resumed training run's).
     let adapterDir = adapter === undefined ? undefined : path.resolve(adapter);
     let base: string | undefined;
-    if (adapterDir === undefined && isAdapterOnlyFolder(dir)) {
+    if (isAdapterOnlyFolder(dir)) {
       const named = readAdapterConfig(dir).baseModel;
       if (!named) throw new ColtrastError('MODEL_FILES', `${dir} holds a LoRA adapter and no weights, and its adapter_config.json names no base_model_name_or_path`);
       base = (await resolveLoad(named, loadOptions)).dir;
-      adapterDir = dir;
+      adapterDir ??= dir;
     }
     const files = readModelDirectory(dir, 'embedding', base);
     let tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
@@ -314,7 +315,7 @@ export class Encoder {
 
   /** @internal New LoRA adapters (train({ lora })): from then on only they train, and save() writes them beside the merged weights. */
   async addLora(config: LoraConfig, seed: number): Promise<void> {
-    if (this.loraConfig) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a LoRA adapter`);
+    if (this.loraConfig) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a LoRA adapter (train() trains it)`);
     await this.model.use(async (handle) => {
       try {
         await handle.addLora({ targets: config.targetModules, rank: config.rank, scale: loraScale(config), dropout: config.dropout, seed });

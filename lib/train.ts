@@ -203,7 +203,8 @@ export interface TrainOptions {
    * only they train; the base model, and its Dense head if it has one, stay as they are. `true` takes PEFT's
    * defaults (rank 8, alpha 8, no dropout). The output folder holds the merged weights, which load anywhere, and the
    * adapter in `adapter/` (PEFT's adapter_config.json and adapter_model.safetensors), which PEFT and
-   * sentence-transformers' load_adapter add to the base model, as Encoder.load's `adapter` does. For embedding models
+   * sentence-transformers' load_adapter add to the base model, as Encoder.load's `adapter` does. A model folder that
+   * carries an adapter (sentence-transformers' save of a model with one) trains that adapter (its rank and targets). For embedding models
    * (single- or multi-vector, encoders or decoders); not with crossEncoder, projection, multiVector, freezeBase or
    * contrastiveTension.
    */
@@ -885,7 +886,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // After mining (which the single-vector model does); a resumed run's checkpoint model is multi-vector already.
     if (encoder instanceof Encoder && config.multiVector && !saved) await encoder.makeMultiVector(config.multiVector, config.seed);
     if (encoder instanceof Encoder && config.freezeBase) frozenBaseLoss(config, options, encoder);
-    if (encoder instanceof Encoder && config.lora && !saved) await encoder.addLora(readLoraOptions(config.lora, encoder.modelType, model), config.seed);
+    // A model that carries an adapter already (loaded from a folder sentence-transformers saved with one) trains that adapter.
+    if (encoder instanceof Encoder && encoder.lora && !config.lora) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${encoder.modelDir} carries a LoRA adapter, which is what trains: pass options.lora (true) to train it`);
+    }
+    if (encoder instanceof Encoder && config.lora && !saved && !encoder.lora) await encoder.addLora(readLoraOptions(config.lora, encoder.modelType, model), config.seed);
     // Contrastive Tension's twin: the same model loaded again (a resumed run's from the checkpoint), with the same
     // new head when there is one (the same seed makes it the same).
     if (config.contrastiveTension) {

@@ -123,3 +123,43 @@ test('LoRA options and adapters are checked', async (t) => {
   t.regex((await load(adapterOf((d) => fs.rmSync(path.join(d, 'adapter_model.safetensors'))))).message, /is not a PEFT adapter folder/);
   t.regex((await load(path.join(made, 'adapter'), DECODER)).message, /names no projection of this qwen3 model/);
 });
+
+test('LoRA with gradient checkpointing ends with the adapters of a run without (to float32 summation order)', async (t) => {
+  const dir = tempDir();
+  const run = async (gradientCheckpointing: boolean) => {
+    const output = path.join(dir, String(gradientCheckpointing));
+    await train({ model: FIXTURE, data: wordDataset(16, 5), output, epochs: 1, batchSize: 8, valSplit: 0, device: 'cpu', seed: 3, learningRate: 1e-2, gradientCheckpointing, lora: { rank: 4, dropout: 0.1 } });
+    return readSafetensors(path.join(output, 'adapter', 'adapter_model.safetensors')).tensors;
+  };
+  const plain = await run(false);
+  const checkpointed = await run(true);
+  t.deepEqual([...checkpointed.keys()], [...plain.keys()]);
+  let worst = 0;
+  for (const [name, raw] of plain) worst = Math.max(worst, maxAbsDiff(floats(raw), floats(checkpointed.get(name)!)));
+  t.true(worst < 1e-6, `max abs difference ${worst}`);
+  t.true([...plain.values()].some((raw) => floats(raw).some((x) => x !== 0)));
+});
+
+test("a folder holding only an adapter (sentence-transformers' save of a model with one) loads on its base, and train() goes on training that adapter", async (t) => {
+  const first = path.join(tempDir(), 'first');
+  await train({ model: FIXTURE, data: wordDataset(16), output: first, epochs: 1, batchSize: 8, valSplit: 0, device: 'cpu', seed: 3, learningRate: 1e-2, lora: { rank: 4 } });
+  // The layout sentence-transformers writes: modules, tokenizer and the adapter, no config.json or weights.
+  const onlyAdapter = folderCopy(first, (d) => {
+    for (const f of ['config.json', 'model.safetensors']) fs.rmSync(path.join(d, f));
+    for (const f of fs.readdirSync(path.join(d, 'adapter'))) fs.renameSync(path.join(d, 'adapter', f), path.join(d, f));
+  });
+  const texts = wordDataset(8).map((p) => p.query);
+  const merged = await Encoder.load(first, { device: 'cpu' });
+  const direct = await Encoder.load(onlyAdapter, { device: 'cpu' });
+  t.like(direct.lora, { rank: 4, baseModel: FIXTURE });
+  t.true(maxAbsDiff((await direct.embed(texts)).data, (await merged.embed(texts)).data) < 1e-6);
+  merged.dispose();
+  direct.dispose();
+  t.regex((await rejection(() => train({ model: onlyAdapter, data: wordDataset(8), output: path.join(tempDir(), 'x'), epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu' }))).message, /carries a LoRA adapter, which is what trains: pass options\.lora/);
+  const second = path.join(tempDir(), 'second');
+  await train({ model: onlyAdapter, data: wordDataset(16), output: second, epochs: 1, batchSize: 8, valSplit: 0, device: 'cpu', seed: 4, learningRate: 1e-2, lora: true });
+  const adapter = (dir: string) => readSafetensors(path.join(dir, 'adapter_model.safetensors')).tensors.get('base_model.model.encoder.layer.0.attention.self.query.lora_B.weight')!;
+  t.deepEqual(adapter(path.join(second, 'adapter')).shape, [32, 4], 'the same rank-4 adapter');
+  t.false(adapter(path.join(second, 'adapter')).data.equals(adapter(onlyAdapter).data), 'trained further');
+  t.is(JSON.parse(fs.readFileSync(path.join(second, 'adapter', 'adapter_config.json'), 'utf8')).base_model_name_or_path, FIXTURE);
+});
