@@ -47,6 +47,7 @@ commands:
     --prompt-name <name>     one of the model's named prompts; --prompt <text>: a prompt of your own
     --tokens                 one vector per token: JSONL {"index", "tokens": [[...], ...]} (always for a multi-vector model)
     --truncate-dim <n>       cut each vector to its first n entries (normalized again): a Matryoshka model's smaller vectors
+    --adapter <dir>          add a LoRA adapter (PEFT's adapter_config.json and adapter_model.safetensors) to --model
     --device <d>             auto | cpu | cuda | cuda:N (default auto)
     --dtype <t>              float32 (default) | bfloat16 (CPU or CUDA; about 2x faster on CPUs with AVX-512 BF16 or AMX) | float16 (CUDA)
     --threads <n>            CPU threads (default: every core)
@@ -127,6 +128,7 @@ commands:
                              text-embeddings-inference: POST /embed, /embed_all, /rerank, GET /info, /health, /metrics;
                              coltrast: POST /search over an index, POST /ask over a corpus)
     --model <dir|hub id>     the embedding model (default: the index's model, else coltrast's shipped model)
+    --adapter <dir>          a LoRA adapter (PEFT's files) added to the embedding model
     --reranker <dir|hub id>  a cross-encoder for /rerank, /v1/rerank and /search's "rerank": "cross-encoder"
     --index <dir>            an index folder for /search
     --mmap                   map the index's vector files instead of reading them (fast start, the page cache's memory)
@@ -273,6 +275,7 @@ async function embed(argv: string[]): Promise<void> {
       prompt: { type: 'string' },
       tokens: { type: 'boolean' },
       'truncate-dim': { type: 'string' },
+      adapter: { type: 'string' },
       device: { type: 'string' },
       dtype: { type: 'string' },
       threads: { type: 'string' },
@@ -289,6 +292,7 @@ async function embed(argv: string[]): Promise<void> {
     dtype: values.dtype as DType | undefined,
     threads: numberFlag('threads', values.threads, 'count'),
     truncateDim: numberFlag('truncate-dim', values['truncate-dim'], 'count'),
+    adapter: values.adapter,
     onDownloadProgress: (p) => {
       if (p.file.endsWith('.safetensors') && p.total) download.update(p.downloaded / 2 ** 20, p.total / 2 ** 20);
     },
@@ -864,9 +868,11 @@ async function serveCommand(argv: string[]): Promise<void> {
       port: { type: 'string' }, 'api-key': { type: 'string' }, 'max-batch': { type: 'string' }, 'batch-size': { type: 'string' }, mmap: { type: 'boolean' },
       'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
       dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
+      adapter: { type: 'string' },
     },
   });
   if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
+  if (values['no-model'] && values.adapter) fail('--adapter goes on the embedding model: --no-model has none');
   if (values['no-model'] && (values.model || values.index || values.corpus)) fail('--no-model serves a reranker or a generator alone: it takes no --model, --index or --corpus');
   if (values.writable && !values.index) fail('--writable lets clients change an index: give --index <dir> too');
   if (values['no-model'] && !values.reranker && !values.generator) fail('--no-model needs --reranker <cross-encoder> or --generator <causal LM>');
@@ -880,7 +886,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   // The vectors' width: --truncate-dim, else the index's (an index built with cut vectors is searched with them).
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;
   if (values['no-model'] && values['truncate-dim'] !== undefined) fail('--truncate-dim cuts the embedding model\'s vectors: --no-model has none');
-  const enc = modelSource ? await Encoder.load(modelSource, { ...load, truncateDim }) : undefined;
+  const enc = modelSource ? await Encoder.load(modelSource, { ...load, truncateDim, adapter: values.adapter }) : undefined;
   const reranker = values.reranker ? await CrossEncoder.load(values.reranker, load) : undefined;
   const index = values.index && enc ? await Index.load(values.index, enc, { mmap: values.mmap ?? false }) : undefined;
   const generator = values.generator ? await Generator.load(values.generator, load) : undefined;

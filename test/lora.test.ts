@@ -59,6 +59,14 @@ test('train({ lora }) trains only the adapters: the merged model changes only th
   t.true(maxAbsDiff(floats(readSafetensors(path.join(again, 'model.safetensors')).tensors.get('encoder.layer.1.attention.self.value.weight')!),
     floats(merged.get('encoder.layer.1.attention.self.value.weight')!)) < 1e-6);
   t.true(fs.existsSync(path.join(again, 'adapter', 'adapter_model.safetensors')));
+  // The CLI: coltrast embed --adapter.
+  const textsFile = path.join(tempDir(), 'texts.txt');
+  fs.writeFileSync(textsFile, texts.slice(0, 5).join('\n'));
+  const cli = spawnSync(process.execPath, [path.resolve(__dirname, '..', 'dist', 'cli.js'), 'embed', textsFile, '--model', FIXTURE, '--adapter', path.join(output, 'adapter'), '--device', 'cpu'], { encoding: 'utf8' });
+  t.is(cli.status, 0, cli.stderr);
+  const fromCli = cli.stdout.trim().split('\n').filter((l) => l.startsWith('{"index"')).map((l) => JSON.parse(l).embedding as number[]);
+  t.is(fromCli.length, 5);
+  t.true(maxAbsDiff(fromCli.flat(), Array.from(a.data.subarray(0, 5 * 32))) < 2e-6, 'the merged model\'s vectors (the CLI writes 6 decimals)');
   // A model loaded in bfloat16 carries the adapter in bfloat16, as PEFT does.
   const half = await Encoder.load(FIXTURE, { device: 'cpu', dtype: 'bfloat16', adapter: path.join(output, 'adapter') });
   const difference = maxAbsDiff((await half.embed(texts)).data, a.data);
