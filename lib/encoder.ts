@@ -191,11 +191,11 @@ export class Encoder {
     return this.dense && { inFeatures: this.dense.inFeatures, outFeatures: this.dense.outFeatures, activation: this.dense.activation };
   }
 
-  /** The folder the model was read from. */
   /** config.json's model_type ("bert", "qwen3", ...). */
   get modelType(): string {
     return String(this.files.config.model_type);
   }
+  /** The folder the model was read from. */
   get modelDir(): string {
     return this.files.dir;
   }
