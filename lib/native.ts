@@ -18,8 +18,6 @@ export interface NativeEncoderInfo {
   numLabels: number;
   /** Loaded with head 'causal-lm': it has a language-model head (lm_head or tied embeddings). */
   causalLm: boolean;
-  /** Numbers in the model's LoRA adapters (0 without). */
-  loraParameters: number;
   /** The token embeddings' rows (a decoder's vocab_size); 0 for encoders. */
   vocabSize: number;
   device: string;

@@ -581,6 +581,11 @@ class ModelTaskWorker : public PromiseWorker {
   double value_ = 0;
 };
 
+// LoRA adapters go on embedding models' projections (the trainer then trains nothing else).
+static void checkTakesLora(const LoadedEncoder& encoder) {
+  if (encoder.causalLm() || encoder.classifier) throw invalidArgument("LoRA adapters are for embedding models here, not generators or cross-encoders");
+}
+
 // addLora({ targets, rank, scale, dropout, seed }): new LoRA adapters on the model's projections named in `targets`
 // (TransformerEncoder::addLora); resolves to their count. Only a model without heads of its own to train (an
 // embedding model, its Dense head kept as it is) takes one.
@@ -596,7 +601,7 @@ Napi::Value EncoderWrap::addLora(const Napi::CallbackInfo& info) {
     const auto rank = static_cast<int64_t>(numberOr(o, "rank", 8));
     const double scale = numberOr(o, "scale", 1.0), dropout = numberOr(o, "dropout", 0.0);
     const auto seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
-    if (encoder->causalLm() || encoder->classifier) throw invalidArgument("LoRA adapters are for embedding models here, not generators or cross-encoders");
+    checkTakesLora(*encoder);
     return (new ModelTaskWorker(
                 env, encoder,
                 [targets, rank, scale, dropout, seed](LoadedEncoder& e) { return static_cast<double>(e.model->addLora(targets, rank, scale, dropout, seed)); },
@@ -616,7 +621,7 @@ Napi::Value EncoderWrap::loadLora(const Napi::CallbackInfo& info) {
     const std::string path = info[0].As<Napi::String>();
     auto o = info[1].As<Napi::Object>();
     const double scale = numberOr(o, "scale", 1.0), dropout = numberOr(o, "dropout", 0.0);
-    if (encoder->causalLm() || encoder->classifier) throw invalidArgument("LoRA adapters are for embedding models here, not generators or cross-encoders");
+    checkTakesLora(*encoder);
     return (new ModelTaskWorker(
                 env, encoder,
                 [path, scale, dropout](LoadedEncoder& e) {
@@ -660,11 +665,6 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("outputSize", static_cast<double>(encoder->dense ? encoder->dense->weight.size(0) : encoder->model->hiddenSize()));
   out.Set("numLabels", static_cast<double>(encoder->classifier ? encoder->classifier->weight.size(0) : 0));
   out.Set("causalLm", encoder->causalLm());
-  out.Set("loraParameters", static_cast<double>([&] {
-            int64_t n = 0;
-            for (const auto& p : encoder->model->loraParameters()) n += p.numel();
-            return n;
-          }()));
   const torch::Tensor embeddings = encoder->model->inputEmbeddings();
   out.Set("vocabSize", static_cast<double>(embeddings.defined() ? embeddings.size(0) : 0));
   out.Set("device", encoder->device.str());
