@@ -35,7 +35,7 @@ export interface LoraConfig {
 
 /**
  * The projections adapted by default: PEFT's defaults for the types it has them for (bert, roberta, xlm-roberta,
- * electra, deberta-v2, the decoders: attention's query and value), and the same two projections of the others.
+ * electra, deberta-v2, t5, mt5, the decoders: attention's query and value), and the same two projections of the others.
  */
 export const LORA_TARGETS: Record<string, string[]> = {
   bert: ['query', 'value'],
@@ -47,6 +47,8 @@ export const LORA_TARGETS: Record<string, string[]> = {
   distilbert: ['q_lin', 'v_lin'],
   'deberta-v2': ['query_proj', 'value_proj'],
   modernbert: ['Wqkv'],
+  t5: ['q', 'v'],
+  mt5: ['q', 'v'],
   llama: ['q_proj', 'v_proj'],
   mistral: ['q_proj', 'v_proj'],
   qwen2: ['q_proj', 'v_proj'],

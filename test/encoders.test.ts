@@ -1,14 +1,14 @@
-// Encoder families beside BERT (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, DeBERTa-v2/v3, ModernBERT): token ids, token states and
+// Encoder families beside BERT (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, DeBERTa-v2/v3, ModernBERT, T5): token ids, token states and
 // embeddings against what Hugging Face tokenizers, transformers and sentence-transformers computed for the same tiny
 // random models (scripts/fixtures/tiny_encoders.py), one text at a time and in padded batches; save and reload with
-// the same names; the prefixed names of a checkpoint with a head; settings coltrast cannot run refused; bfloat16;
+// the same names; the prefixed names of a checkpoint with a head (T5: a whole encoder-decoder checkpoint); settings coltrast cannot run refused; bfloat16;
 // training; cross-encoders with each family's head, against CrossEncoder.predict, saved, trained from a new head.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, Encoder, retrievalMetrics, train } from '../lib';
 import { native } from '../lib/native';
-import { readSafetensors, writeSafetensors } from './helpers/safetensors';
+import { readSafetensors, writeSafetensors, type RawTensor } from './helpers/safetensors';
 import { STEP, editJson, expectRecordedOutputs, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
 
@@ -20,12 +20,15 @@ const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures',
   models: Record<string, { inputIds: number[][]; tokenStates: number[][][]; embeddings: number[][] }>;
   crossEncoders: { pairs: [string, string][] } & Record<keyof typeof HEADS, { logits: number[]; scores: number[] }>;
 };
-// The fixtures' names; both DeBERTa fixtures are `model_type: deberta-v2` (v3 is v2's architecture with other settings).
-const ARCHITECTURES = ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'deberta-v2', 'modernbert'] as const;
-const MODEL_TYPE = (name: string) => (name.startsWith('deberta') ? 'deberta-v2' : name);
+// The fixtures' names; both DeBERTa fixtures are `model_type: deberta-v2` (v3 is v2's architecture with other settings),
+// both T5 fixtures `model_type: t5` (the original feed-forward, sentence-T5's modules; T5 v1.1's gated one).
+const ARCHITECTURES = ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'deberta-v2', 'modernbert', 't5', 't5-gated'] as const;
+const MODEL_TYPE = (name: string) => (name.startsWith('deberta') ? 'deberta-v2' : name.startsWith('t5') ? 't5' : name);
 const POOLING: Record<string, string> = {
   roberta: 'mean', 'xlm-roberta': 'cls', mpnet: 'mean', distilbert: 'mean', electra: 'mean', 'deberta-v3': 'mean', 'deberta-v2': 'cls', modernbert: 'mean',
+  t5: 'mean', 't5-gated': 'mean',
 };
+// The base model's names under a task head; T5's classes all name the encoder alike.
 const PREFIX: Record<string, string> = {
   roberta: 'roberta.', 'xlm-roberta': 'roberta.', mpnet: 'mpnet.', distilbert: 'distilbert.', electra: 'electra.', 'deberta-v3': 'deberta.', 'deberta-v2': 'deberta.',
   modernbert: 'model.',
@@ -52,7 +55,8 @@ for (const name of ARCHITECTURES) {
     encoder.dispose();
   });
 
-  test(`${name}: saves the same tensor names and reloads to the same embeddings; a checkpoint with '${PREFIX[name]}' names loads too`, async (t) => {
+  const prefix = PREFIX[name];
+  test(`${name}: saves the same tensor names and reloads to the same embeddings${prefix ? `; a checkpoint with '${prefix}' names loads too` : ''}`, async (t) => {
     const source = path.join(FIXTURES, name, 'model.safetensors');
     const encoder = await Encoder.load(path.join(FIXTURES, name), { device: 'cpu' });
     const before = await encoder.embed(REFERENCE.texts);
@@ -65,17 +69,46 @@ for (const name of ARCHITECTURES) {
     const reloaded = await Encoder.load(out, { device: 'cpu' });
     t.deepEqual(Array.from((await reloaded.embed(REFERENCE.texts)).data), Array.from(before.data));
     reloaded.dispose();
+    if (!prefix) return;
 
     const prefixed = copyOf(name, (d) => {
       const file = path.join(d, 'model.safetensors');
       const { tensors } = readSafetensors(file);
-      writeSafetensors(file, new Map([...tensors].map(([k, v]) => [`${PREFIX[name]}${k}`, v])));
+      writeSafetensors(file, new Map([...tensors].map(([k, v]) => [`${prefix}${k}`, v])));
     });
     const fromPrefixed = await Encoder.load(prefixed, { device: 'cpu' });
     t.deepEqual(Array.from((await fromPrefixed.embed(REFERENCE.texts)).data), Array.from(before.data));
     fromPrefixed.dispose();
   });
 }
+
+test("a whole T5 checkpoint (decoder, lm_head, the shared table stored as encoder.embed_tokens too or only) loads as its encoder and saves the encoder's names", async (t) => {
+  const source = readSafetensors(path.join(FIXTURES, 't5', 'model.safetensors')).tensors;
+  const expected = REFERENCE.models.t5.embeddings.flat();
+  const table = source.get('shared.weight')!;
+  const extra: [string, RawTensor][] = [
+    ['decoder.block.0.layer.0.SelfAttention.q.weight', source.get('encoder.block.0.layer.0.SelfAttention.q.weight')!],
+    ['decoder.embed_tokens.weight', table],
+    ['lm_head.weight', table],
+  ];
+  const cases: [string, [string, RawTensor][]][] = [
+    ['a copy as encoder.embed_tokens.weight', [...source, ['encoder.embed_tokens.weight', table], ...extra]],
+    ['the table only as encoder.embed_tokens.weight', [...[...source].filter(([k]) => k !== 'shared.weight'), ['encoder.embed_tokens.weight', table], ...extra]],
+  ];
+  for (const [what, entries] of cases) {
+    const dir = copyOf('t5', (d) => writeSafetensors(path.join(d, 'model.safetensors'), new Map(entries)));
+    const encoder = await Encoder.load(dir, { device: 'cpu' });
+    t.true(maxAbsDiff((await encoder.embed(REFERENCE.texts)).data, expected) < 1e-5, what);
+    const out = path.join(tempDir(), 'saved');
+    await encoder.save(out);
+    encoder.dispose();
+    t.deepEqual([...readSafetensors(path.join(out, 'model.safetensors')).tensors.keys()].sort(), [...source.keys()].sort(), what);
+  }
+  // mT5 is T5 v1.1's architecture: the gated fixture renamed gives the same outputs.
+  const mt5 = await Encoder.load(copyOf('t5-gated', (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, model_type: 'mt5', architectures: ['MT5EncoderModel'] }))), { device: 'cpu' });
+  t.true(maxAbsDiff((await mt5.embed(REFERENCE.texts)).data, REFERENCE.models['t5-gated'].embeddings.flat()) < 1e-5, 'mt5');
+  mt5.dispose();
+});
 
 test('a camembert config runs as the RoBERTa architecture it is (the xlm-roberta fixture renamed: the same outputs)', async (t) => {
   const dir = copyOf('xlm-roberta', (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, model_type: 'camembert', architectures: ['CamembertModel'] })));
@@ -117,6 +150,11 @@ test('encoder settings coltrast cannot run are refused with the reason', async (
     ['deberta-v3', (c) => ({ ...c, position_buckets: 2 }), /position_buckets 2 needs at least 4 buckets/],
     ['deberta-v3', (c) => ({ ...c, num_attention_heads: 5 }), /hidden_size 32 is not a multiple of num_attention_heads 5/],
     ['deberta-v3', (c) => ({ ...c, model_type: 'deberta' }), /unsupported model_type deberta \(coltrast runs: .*deberta-v2/],
+    ['t5', (c) => ({ ...c, feed_forward_proj: 'gated-gelu-new' }), /feed_forward_proj "gated-gelu-new" is neither an activation nor gated-<activation>/],
+    ['t5-gated', (c) => ({ ...c, feed_forward_proj: 'gated-mish' }), /unsupported hidden_act mish/],
+    ['t5', (c) => ({ ...c, relative_attention_num_buckets: 2 }), /relative_attention_num_buckets 2 and relative_attention_max_distance 20 leave no logarithmic buckets/],
+    ['t5', (c) => ({ ...c, d_kv: 0 }), /"d_kv" must be a positive integer/],
+    ['t5', (c) => ({ ...c, model_type: 'umt5' }), /unsupported model_type umt5 \(coltrast runs: .*t5, mt5/],
   ];
   for (const [name, edit, pattern] of cases) {
     const dir = copyOf(name, (d) => editJson(path.join(d, 'config.json'), edit));
@@ -154,14 +192,15 @@ test("DeBERTa settings in older configs' forms run the same: pos_att_type as one
 });
 
 // The DeBERTa fixtures' weights are ten times larger (initializer_range 0.2, so that the relative terms weigh in the
-// scores), and dropout 0.1 on them (five places a layer) makes a 40-pair run too noisy to fall every epoch: they train
-// without it here (the bfloat16 test below trains them with it).
-const NO_DROPOUT = new Set(['deberta-v3', 'deberta-v2']);
-for (const name of ['roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'deberta-v2', 'modernbert'] as const) {
+// scores), and dropout 0.1 on them (five places a layer) makes a 40-pair run too noisy to fall every epoch; so does T5's
+// dropout_rate 0.1 (six places a block, and on the final states): they train without it here (the bfloat16 test below
+// trains them with it).
+const NO_DROPOUT = new Set(['deberta-v3', 'deberta-v2', 't5', 't5-gated']);
+for (const name of ['roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'deberta-v2', 'modernbert', 't5', 't5-gated'] as const) {
   test(`train() fine-tunes a ${name} model: the loss falls, retrieval of the training questions improves, and it reloads`, async (t) => {
     const data = wordDataset(40);
     const model = NO_DROPOUT.has(name)
-      ? copyOf(name, (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })))
+      ? copyOf(name, (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0, dropout_rate: 0 })))
       : path.join(FIXTURES, name);
     const output = path.join(tempDir(), 'trained');
     const before = await Encoder.load(model, { device: 'cpu' });

@@ -1,7 +1,7 @@
 // Gradient checkpointing (train({ gradientCheckpointing }), native/models/checkpoint.h): each layer keeps only its
 // input and recomputes its activations in backward, replaying the first pass's dropout masks and autocast dtype.
 // Checked against the plain step, where the gradients must be the same: BERT with dropout on, in float32 and under
-// bfloat16 autocast, alone and with gradient caching; MPNet and DeBERTa, whose layers share a relative position table;
+// bfloat16 autocast, alone and with gradient caching; MPNet, DeBERTa and T5, whose layers share a relative position table;
 // a decoder generator in a ContextFlow step; train() from the API and the CLI ending with the same weights.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
@@ -48,7 +48,7 @@ for (const [name, trainer, step] of [
   });
 }
 
-for (const name of ['mpnet', 'deberta-v3', 'deberta-v2']) {
+for (const name of ['mpnet', 'deberta-v3', 'deberta-v2', 't5']) {
   test(`${name} (a relative position table shared by the layers): train() with checkpointing ends with the weights of a run without`, async (t) => {
     const model = path.resolve(__dirname, 'fixtures', 'tiny-encoders', name);
     const dir = tempDir();

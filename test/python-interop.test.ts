@@ -415,7 +415,7 @@ for (const which of ['st', 'hf']) {
 
 const ENCODERS = path.join(ROOT, 'test', 'fixtures', 'tiny-encoders');
 
-check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, DeBERTa-v2/v3, ModernBERT): the recorded outputs are what transformers computes now, and sentence-transformers loads what coltrast trained and embeds as coltrast does${skipped}`, async (t) => {
+check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, DeBERTa-v2/v3, ModernBERT, T5): the recorded outputs are what transformers computes now, and sentence-transformers loads what coltrast trained and embeds as coltrast does${skipped}`, async (t) => {
   const dir = tempDir();
   // The committed models run by transformers and sentence-transformers now: the reference in the repository.
   const fresh = path.join(dir, 'reference.json');
@@ -429,7 +429,7 @@ check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, DeBER
     t.true(maxAbsDiff(now.models[name].embeddings.flat(), recorded.models[name].embeddings.flat()) < 1e-6, name);
   }
   for (const name of ['xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'modernbert']) t.true(maxAbsDiff(now.crossEncoders[name].logits, recorded.crossEncoders[name].logits) < 1e-6, name);
-  for (const name of ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'deberta-v2', 'modernbert']) {
+  for (const name of ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'deberta-v2', 'modernbert', 't5', 't5-gated']) {
     const model = path.join(dir, `${name}-trained`);
     await train({ model: path.join(ENCODERS, name), data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
     const ours = path.join(dir, `${name}.jsonl`);
@@ -761,8 +761,12 @@ const peftSkip = skip || (peftProbe?.status !== 0 ? `${PYTHON} has no peft (scri
         encoder.dispose();
       }
     };
-    // Ours, in PEFT. The decoder's too: its adapter names the layers as Qwen3Model does.
-    for (const [name, model, targets] of [['bert', FIXTURE, ['query', 'value']], ['qwen3', path.join(ROOT, 'test', 'fixtures', 'tiny-decoders', 'qwen3'), ['q_proj', 'v_proj']]] as const) {
+    // Ours, in PEFT. The decoder's and T5's too: their adapters name the layers as Qwen3Model and T5EncoderModel do.
+    for (const [name, model, targets] of [
+      ['bert', FIXTURE, ['query', 'value']],
+      ['qwen3', path.join(ROOT, 'test', 'fixtures', 'tiny-decoders', 'qwen3'), ['q_proj', 'v_proj']],
+      ['t5', path.join(ENCODERS, 't5'), ['q', 'v', 'wi']],
+    ] as const) {
       const output = path.join(dir, `${name}-lora`);
       await train({ model, data: wordDataset(16), output, epochs: 1, batchSize: 4, learningRate: 1e-2, valSplit: 0, device: 'cpu', seed: 5, lora: { rank: 4, alpha: 16, targetModules: [...targets] } });
       const back = path.join(dir, `${name}-peft.json`);

@@ -171,18 +171,8 @@ std::string BertModel::weightPrefix() const {
 }
 
 torch::Tensor BertModel::positionBias(int64_t seq, const torch::Device& device, torch::ScalarType dtype) {
-  // T5's bidirectional buckets as MPNet computes them (32 buckets, distances up to 128): half the buckets for keys
-  // before the query, half after; within each, exact distances below 8, then logarithmic steps.
-  const auto longs = torch::TensorOptions().device(device).dtype(torch::kLong);
-  const torch::Tensor positions = torch::arange(seq, longs);
-  const torch::Tensor n = positions.unsqueeze(1) - positions.unsqueeze(0);  // query - key: -(relative position)
-  const int64_t half = 16, exact = 8;
-  const double maxDistance = 128;
-  const torch::Tensor distance = n.abs();
-  const torch::Tensor logBucket =
-      (exact + (torch::log(distance.clamp_min(1).to(torch::kFloat32) / exact) / std::log(maxDistance / exact) * (half - exact)).to(torch::kLong))
-          .clamp_max(half - 1);
-  const torch::Tensor bucket = n.lt(0).to(torch::kLong) * half + torch::where(distance.lt(exact), distance, logBucket);
+  // T5's buckets as MPNet computes them: 32 buckets and distances up to 128, whatever the config says.
+  const torch::Tensor bucket = relativePositionBuckets(seq, 32, 128, device);
   return relativeBias_(bucket).permute({2, 0, 1}).unsqueeze(0).to(dtype);  // [1, heads, seq, seq]
 }
 

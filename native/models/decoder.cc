@@ -126,7 +126,7 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
   }
   const double dropout = is_training() ? config.attentionDropout : 0.0;
   torch::Tensor context;
-#if COLTRAST_TORCH_AT_LEAST(2, 0)
+#if COLTRAST_TORCH_AT_LEAST(2, 1)
   if (fusedAttention()) {
     context = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, dropout, false)
                              : at::scaled_dot_product_attention(q, k, v, {}, dropout, causal);

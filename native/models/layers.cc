@@ -9,7 +9,7 @@
 namespace coltrast {
 
 bool fusedAttention() {
-#if COLTRAST_TORCH_AT_LEAST(2, 0)
+#if COLTRAST_TORCH_AT_LEAST(2, 1)
   static const bool fused = [] {
     const char* eager = std::getenv("COLTRAST_EAGER_ATTENTION");
     return eager == nullptr || std::string(eager) == "" || std::string(eager) == "0";
@@ -21,17 +21,19 @@ bool fusedAttention() {
 }
 
 torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask, double dropout,
-                     bool float32Softmax) {
-#if COLTRAST_TORCH_AT_LEAST(2, 0)
+                     bool float32Softmax, double scale) {
+#if COLTRAST_TORCH_AT_LEAST(2, 1)
   if (fusedAttention()) {
-    // The scaling is 1/sqrt(headDim), libtorch's default. A boolean mask becomes an additive one in the query's
-    // dtype inside libtorch, so autocast needs no cast here. With dropout, the CPU runs the math form, whose
-    // dropout draws from the same generator as the eager form's.
+    // A boolean mask becomes an additive one in the query's dtype inside libtorch, so autocast needs no cast here.
+    // With dropout, the CPU runs the math form, whose dropout draws from the same generator as the eager form's.
     const c10::optional<at::Tensor> keys = mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt;
-    return at::scaled_dot_product_attention(q, k, v, keys, dropout, false);
+    const c10::optional<double> factor = scale > 0 ? c10::optional<double>(scale) : c10::nullopt;
+    return at::scaled_dot_product_attention(q, k, v, keys, dropout, false, factor);
   }
 #endif
-  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
+  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2));
+  if (scale <= 0) scores = scores / std::sqrt(static_cast<double>(q.size(-1)));
+  else if (scale != 1) scores = scores * scale;
   if (mask.defined()) {
     if (mask.scalar_type() == torch::kBool) {
       scores = scores.masked_fill(mask.logical_not(), maskedScore(scores.scalar_type()));
@@ -42,6 +44,17 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch
   torch::Tensor weights = float32Softmax ? torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type()) : torch::softmax(scores, -1);
   if (dropout > 0) weights = torch::dropout(weights, dropout, true);
   return torch::matmul(weights, v);
+}
+
+torch::Tensor relativePositionBuckets(int64_t seq, int64_t buckets, double maxDistance, const torch::Device& device) {
+  const torch::Tensor positions = torch::arange(seq, torch::TensorOptions().device(device).dtype(torch::kLong));
+  const torch::Tensor n = positions.unsqueeze(1) - positions.unsqueeze(0);  // query - key: -(relative position)
+  const int64_t half = buckets / 2, exact = half / 2;
+  const torch::Tensor distance = n.abs();
+  const torch::Tensor logBucket =
+      (exact + (torch::log(distance.clamp_min(1).to(torch::kFloat32) / exact) / std::log(maxDistance / exact) * (half - exact)).to(torch::kLong))
+          .clamp_max(half - 1);
+  return n.lt(0).to(torch::kLong) * half + torch::where(distance.lt(exact), distance, logBucket);
 }
 
 torch::Tensor activate(const torch::Tensor& x, const std::string& act) {

@@ -7,11 +7,11 @@
 
 namespace coltrast {
 
-// Self-attention through libtorch's scaled_dot_product_attention (libtorch 2.0 and later), which picks a
+// Self-attention through libtorch's scaled_dot_product_attention (libtorch 2.1 and later, whose function takes a scale), which picks a
 // fused kernel for the device and inputs: FlashAttention or memory-efficient attention on a GPU (no
 // [batch, heads, seq, seq] score tensor kept for backward), a flash kernel on the CPU when there is no
 // dropout, and otherwise the eager math below it. Hugging Face's BERT uses the same function by default.
-// false with libtorch 1.13, which lacks it, or when COLTRAST_EAGER_ATTENTION=1 asks for the eager form
+// false with libtorch 1.13 (and 2.0), or when COLTRAST_EAGER_ATTENTION=1 asks for the eager form
 // (matmul, softmax, dropout, matmul), so that benchmarks can compare the two in one build.
 bool fusedAttention();
 
@@ -39,12 +39,18 @@ M registerAt(torch::nn::Module& root, const std::string& path, M module) {
 // (float16's lowest for float16; below float32's lowest for the rest, which bfloat16 also holds).
 inline double maskedScore(torch::ScalarType dtype) { return dtype == torch::kFloat16 ? -65504.0 : -3.0e38; }
 
-// Bidirectional attention of q, k, v [batch, heads, seq, headDim] with the 1/sqrt(headDim) scaling. `mask`: undefined
+// Bidirectional attention of q, k, v [batch, heads, seq, headDim], the scores scaled by `scale` (0: 1/sqrt(headDim), the
+// usual; T5 scales by 1). `mask`: undefined
 // (every key), boolean (true where a query may attend) or additive (added to the scores: a relative position bias,
 // padding at the dtype's lowest value), broadcastable to [batch, heads, seq, seq]. The eager form takes the softmax
 // in float32 when `float32Softmax` (as Hugging Face's newer encoders do), else in the scores' dtype (as BERT's).
 torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask, double dropout,
-                     bool float32Softmax = false);
+                     bool float32Softmax = false, double scale = 0);
+
+// T5's bidirectional relative position buckets (Raffel et al. 2020), which MPNet uses too: int64 [seq (query), seq (key)]
+// on `device`. Half the buckets for keys before the query, half for keys after; within each half, one bucket per
+// distance below half of it, then logarithmic steps up to `maxDistance`, beyond which distances share the last bucket.
+torch::Tensor relativePositionBuckets(int64_t seq, int64_t buckets, double maxDistance, const torch::Device& device);
 
 // The activation Hugging Face calls `name` (gelu, gelu_new, relu, silu, ...); throws UNSUPPORTED_MODEL for others.
 torch::Tensor activate(const torch::Tensor& x, const std::string& name);

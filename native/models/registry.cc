@@ -4,12 +4,14 @@
 #include "deberta.h"
 #include "decoder.h"
 #include "modernbert.h"
+#include "t5.h"
 #include "transformer_encoder.h"
 
 namespace coltrast {
 namespace {
 
 std::shared_ptr<TransformerEncoder> decoder(const nlohmann::json& c) { return std::make_shared<DecoderModel>(DecoderConfig::fromJson(c)); }
+std::shared_ptr<TransformerEncoder> t5Encoder(const nlohmann::json& c) { return std::make_shared<T5EncoderModel>(T5Config::fromJson(c)); }
 std::shared_ptr<TransformerEncoder> bertFamily(const nlohmann::json& c) { return std::make_shared<BertModel>(BertConfig::fromJson(c)); }
 
 const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
@@ -23,6 +25,8 @@ const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
       {"electra", bertFamily},
       {"deberta-v2", [](const nlohmann::json& c) { return std::make_shared<DebertaModel>(DebertaConfig::fromJson(c)); }},
       {"modernbert", [](const nlohmann::json& c) { return std::make_shared<ModernBertModel>(ModernBertConfig::fromJson(c)); }},
+      {"t5", t5Encoder},
+      {"mt5", t5Encoder},
       {"llama", decoder},
       {"mistral", decoder},
       {"qwen2", decoder},

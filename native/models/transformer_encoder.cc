@@ -37,6 +37,8 @@ void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType 
     const std::string& name = item.key();
     std::string stored = name;
     if (!file.has(stored)) stored = prefix + name;
+    for (const auto& copy : tiedCopies(name))
+      if (!file.has(stored) && file.has(copy)) stored = copy;
     if (!file.has(stored)) {
       missing.push_back(name);
       continue;
@@ -63,7 +65,7 @@ void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType 
   }
   kept_.clear();
   for (const auto& name : file.names()) {
-    if (used.count(name)) continue;
+    if (used.count(name) || !keepsUnused(name)) continue;
     const bool prefixed = name.rfind(prefix, 0) == 0;
     kept_.push_back({prefixed ? name.substr(prefix.size()) : name, prefixed, file.read(name)});
   }

@@ -60,6 +60,12 @@ class TransformerEncoder : public torch::nn::Module {
  protected:
   // The prefix Hugging Face's task heads put before the base model's names ("bert.").
   virtual std::string weightPrefix() const = 0;
+  // Other names a checkpoint may store the parameter `name` under (tied weights: T5's shared table as
+  // encoder.embed_tokens.weight), read when the file lacks `name` itself.
+  virtual std::vector<std::string> tiedCopies(const std::string& name) const { return {}; }
+  // Whether a tensor of the file that no parameter took (named as stored) is kept and saved back; false drops it at
+  // load (T5's decoder, in a checkpoint of the whole encoder-decoder).
+  virtual bool keepsUnused(const std::string& stored) const { return true; }
   // One layer of the stack on `hidden`: checkpointed when checkpointed(hidden).
   torch::Tensor runLayer(const std::function<torch::Tensor(const torch::Tensor&)>& layer, const torch::Tensor& hidden);
   // Whether runLayer checkpoints a layer on `hidden`: gradientCheckpointing is on and autograd records the layer. A
