@@ -193,22 +193,21 @@ torch::Tensor BertModel::forward(const torch::Tensor& inputIds, const torch::Ten
     // which takes none (one device-to-host read per forward, not per layer).
     mask = attentionMask.to(torch::kBool).view({inputIds.size(0), 1, 1, -1});
   }
-  // MPNet: the position bias added to the scores, the padding keys' entries at the lowest value.
-  const auto withBias = [this, inputIds, lowest, padding = mask, dtype = hidden.scalar_type()] {
-    const torch::Tensor bias = positionBias(inputIds.size(1), inputIds.device(), dtype);
-    if (!padding.defined()) return bias;
-    if (padding.scalar_type() == torch::kBool) return torch::where(padding, bias, torch::full({1}, lowest, bias.options()));
-    return bias + padding;
-  };
+  // MPNet: the position bias added to the scores, the padding keys' entries at the lowest value, computed once and
+  // handed to every layer (a checkpointed layer's gradient reaches it through the checkpoint).
+  std::vector<torch::Tensor> shared;
+  if (relativeBias_) {
+    torch::Tensor bias = positionBias(inputIds.size(1), inputIds.device(), hidden.scalar_type());
+    if (mask.defined()) bias = mask.scalar_type() == torch::kBool ? torch::where(mask, bias, torch::full({1}, lowest, bias.options())) : bias + mask;
+    shared.push_back(bias);
+  }
   // ELECTRA's projection, back in the model's dtype under autocast (libtorch 1.13's CPU autocast leaves a layer norm
   // of bfloat16 input to fail on its float32 weight), as the mask above is in it.
   if (embeddingsProject_) hidden = embeddingsProject_(hidden).to(hidden.scalar_type());
-  // A checkpointed layer computes MPNet's bias itself (see checkpointed()); otherwise the layers share one.
-  const bool biasPerLayer = relativeBias_ && checkpointed(hidden);
-  if (relativeBias_ && !biasPerLayer) mask = withBias();
   for (const auto& layer : *layers_) {
     BertLayerImpl* l = layer->as<BertLayer>();
-    hidden = runLayer([l, mask, biasPerLayer, withBias](const torch::Tensor& x) { return l->forward(x, biasPerLayer ? withBias() : mask); }, hidden);
+    hidden = runLayer([l, mask](const torch::Tensor& x, const std::vector<torch::Tensor>& bias) { return l->forward(x, bias.empty() ? mask : bias[0]); },
+                      hidden, shared);
   }
   return hidden;
 }

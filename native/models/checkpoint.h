@@ -6,14 +6,22 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <vector>
 
 namespace coltrast {
+
+// A layer of the stack: its output from its input and the tensors it shares with the other layers (a relative position
+// bias computed once from parameters outside the layers).
+using SharedInputLayer = std::function<torch::Tensor(const torch::Tensor& input, const std::vector<torch::Tensor>& shared)>;
 
 // `layer(input)` with its activations recomputed in backward. The recomputation replays the random-number state
 // the first pass drew from (dropout draws the same masks) and the autocast dtype it ran under, so the gradients are
 // those of the plain forward. Parameter gradients accumulate into the parameters' .grad during that backward, as
 // torch.utils.checkpoint's reentrant variant does: use it only where the loss's backward covers the whole graph
 // (torch::autograd::grad with `inputs` would miss them).
-torch::Tensor checkpointLayer(std::function<torch::Tensor(const torch::Tensor&)> layer, const torch::Tensor& input);
+// `shared` are inputs of the checkpoint's autograd node beside `input`, so the gradient reaching them from each layer
+// flows on into their own graph, which backward then runs once (a tensor with a graph captured by the layer instead
+// would be backpropagated once per layer, and autograd frees a graph after its first backward).
+torch::Tensor checkpointLayer(SharedInputLayer layer, const torch::Tensor& input, const std::vector<torch::Tensor>& shared = {});
 
 }  // namespace coltrast

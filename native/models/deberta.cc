@@ -231,24 +231,24 @@ torch::Tensor DebertaModel::forward(const torch::Tensor& inputIds, const torch::
   const torch::Tensor embeddings = embed(inputIds, attentionMask, tokenTypeIds);
   torch::Tensor keyMask;
   if (!attentionMask.all().item<bool>()) keyMask = attentionMask.to(torch::kBool).view({batch, 1, 1, seq});
-  torch::Tensor c2pIndex, p2cIndex, relEmbeddings;
+  torch::Tensor c2pIndex, p2cIndex;
   if (config_.relativeAttention) {
     const int64_t span = config_.span();
     const torch::Tensor relative = debertaRelativePositions(seq, config_.positionBuckets, config_.maxRelativePositions).to(inputIds.device());
     c2pIndex = (relative + span).clamp(0, 2 * span - 1);
     p2cIndex = (span - relative).clamp(0, 2 * span - 1);
   }
-  // A checkpointed layer normalizes the shared table itself (see checkpointed()); otherwise the layers share one.
-  const bool tablePerLayer = relEmbeddings_ && checkpointed(embeddings);
-  if (relEmbeddings_ && !tablePerLayer) relEmbeddings = relativeEmbeddings();
+  // The (normalized) relative table, computed once and handed to every layer, which projects it.
+  std::vector<torch::Tensor> shared;
+  if (relEmbeddings_) shared.push_back(relativeEmbeddings());
   torch::Tensor hidden = embeddings;
   for (int64_t i = 0; i < config_.numLayers; ++i) {
     auto* layer = layers_[i]->as<DebertaLayer>();
     hidden = runLayer(
-        [this, layer, keyMask, relEmbeddings, c2pIndex, p2cIndex, tablePerLayer](const torch::Tensor& x) {
-          return layer->forward(x, keyMask, tablePerLayer ? relativeEmbeddings() : relEmbeddings, c2pIndex, p2cIndex);
+        [layer, keyMask, c2pIndex, p2cIndex](const torch::Tensor& x, const std::vector<torch::Tensor>& table) {
+          return layer->forward(x, keyMask, table.empty() ? torch::Tensor() : table[0], c2pIndex, p2cIndex);
         },
-        hidden);
+        hidden, shared);
     // Outside the checkpoint: the convolution reads the embeddings, which the first layer's checkpoint holds as its input.
     if (i == 0 && conv_) hidden = convolve(embeddings, hidden, attentionMask);
   }

@@ -128,16 +128,12 @@ torch::Tensor T5EncoderModel::forward(const torch::Tensor& inputIds, const torch
   // Padding keys at the dtype's lowest score, added to the position bias (as transformers adds its mask).
   torch::Tensor padding;
   if (!attentionMask.all().item<bool>()) padding = (1 - attentionMask.to(dtype)).mul(maskedScore(dtype)).view({batch, 1, 1, seq});
-  const auto withBias = [this, seq, padding, device = inputIds.device(), dtype] {
-    const torch::Tensor bias = positionBias(seq, device, dtype);
-    return padding.defined() ? bias + padding : bias;
-  };
-  // A checkpointed block computes the bias itself (see checkpointed()); otherwise the blocks share one.
-  const bool biasPerLayer = checkpointed(hidden);
-  const torch::Tensor bias = biasPerLayer ? torch::Tensor() : withBias();
+  // The bias, computed once and handed to every block (a checkpointed block's gradient reaches it through the checkpoint).
+  torch::Tensor bias = positionBias(seq, inputIds.device(), dtype);
+  if (padding.defined()) bias = bias + padding;
   for (int64_t i = 0; i < config_.numLayers; ++i) {
     auto* block = blocks_[i]->as<T5Block>();
-    hidden = runLayer([block, bias, biasPerLayer, withBias](const torch::Tensor& x) { return block->forward(x, biasPerLayer ? withBias() : bias); }, hidden);
+    hidden = runLayer([block](const torch::Tensor& x, const std::vector<torch::Tensor>& shared) { return block->forward(x, shared[0]); }, hidden, {bias});
   }
   return torch::dropout(finalNorm_(hidden), config_.dropout, training);
 }

@@ -100,8 +100,13 @@ torch::Tensor TransformerEncoder::takeKept(const std::string& name) {
   return {};
 }
 
+torch::Tensor TransformerEncoder::runLayer(const SharedInputLayer& layer, const torch::Tensor& hidden, const std::vector<torch::Tensor>& shared) {
+  return checkpointed(hidden) ? checkpointLayer(layer, hidden, shared) : layer(hidden, shared);
+}
+
 torch::Tensor TransformerEncoder::runLayer(const std::function<torch::Tensor(const torch::Tensor&)>& layer, const torch::Tensor& hidden) {
-  return checkpointed(hidden) ? checkpointLayer(layer, hidden) : layer(hidden);
+  // By value: a checkpoint keeps the function for its backward, after this call has returned.
+  return runLayer([layer](const torch::Tensor& x, const std::vector<torch::Tensor>&) { return layer(x); }, hidden, {});
 }
 
 int64_t TransformerEncoder::addLora(const std::vector<std::string>& targets, int64_t rank, double scale, double dropout, uint64_t seed) {

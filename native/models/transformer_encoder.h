@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../safetensors.h"
+#include "checkpoint.h"
 
 namespace coltrast {
 
@@ -66,15 +67,15 @@ class TransformerEncoder : public torch::nn::Module {
   // Whether a tensor of the file that no parameter took (named as stored) is kept and saved back; false drops it at
   // load (T5's decoder, in a checkpoint of the whole encoder-decoder).
   virtual bool keepsUnused(const std::string& stored) const { return true; }
-  // One layer of the stack on `hidden`: checkpointed when checkpointed(hidden).
+  // One layer of the stack on `hidden`, checkpointed (models/checkpoint.h) when gradientCheckpointing is on and
+  // autograd records the layer. What a layer takes from parameters outside it (a relative position bias shared by the
+  // layers) comes in `shared`, not captured by the function: see checkpointLayer.
+  torch::Tensor runLayer(const SharedInputLayer& layer, const torch::Tensor& hidden, const std::vector<torch::Tensor>& shared);
   torch::Tensor runLayer(const std::function<torch::Tensor(const torch::Tensor&)>& layer, const torch::Tensor& hidden);
-  // Whether runLayer checkpoints a layer on `hidden`: gradientCheckpointing is on and autograd records the layer. A
-  // checkpointed layer must compute inside itself whatever it takes from parameters outside it (a relative position
-  // bias shared by the layers): a tensor with a graph of its own, captured by several layers, would be backpropagated
-  // once per layer, and autograd frees a graph after its first backward.
-  bool checkpointed(const torch::Tensor& hidden) const;
 
  private:
+  bool checkpointed(const torch::Tensor& hidden) const;
+
   struct Kept {
     std::string name;  // without the prefix
     bool prefixed;     // the file named it with the prefix (a base-model tensor of a model with a head)
