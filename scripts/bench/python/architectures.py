@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """sentence-transformers' encode() throughput for an embedding model of a given architecture, to set beside coltrast's
-embed(): a decoder LLM (Qwen3) or an encoder beside BERT (MPNet, DeBERTa-v3, ModernBERT).
+embed(): a decoder LLM (Qwen3) or an encoder beside BERT (MPNet, DeBERTa-v3, ModernBERT, T5).
 
     architectures.py make <out-folder> --shape <shape> --tokenizer <folder>
     architectures.py bench <folder> <texts.json> [--threads 2] [--batch-size 16] [--vectors out.bin]
@@ -14,6 +14,8 @@ make: a model of the shape with seeded random weights (float32), the tokenizer o
   GeGLU MLP 1152, global attention every third layer, a 128-token window in the others; CLS pooling, Normalize).
   deberta-v3-base is DeBERTa-v3-base's (12 layers, hidden 768, 12 heads, MLP 3072, relative positions in 256 log
   buckets with shared projections, no absolute positions; mean pooling, Normalize): mxbai-rerank-base-v1's encoder.
+  sentence-t5-base is sentence-t5-base's (and gtr-t5-base's) T5 encoder (12 blocks, d_model 768, 12 heads of 64, ReLU
+  feed-forward 3072, 32 relative position buckets up to 128; mean pooling, a Dense 768 to 768 without bias, Normalize).
 bench: one warm-up encode of a batch, then encode() of every text at --batch-size, timed; prints a JSON line
   {seconds, textsPerSecond, peakRssMiB, torch, sentenceTransformers}. --vectors writes the embeddings (float32,
   input order) to compare with coltrast's.
@@ -31,8 +33,8 @@ import numpy as np
 import sentence_transformers
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-from transformers import AutoModel, DebertaV2Config, ModernBertConfig, MPNetConfig, Qwen3Config
+from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+from transformers import AutoModel, DebertaV2Config, ModernBertConfig, MPNetConfig, Qwen3Config, T5Config, T5EncoderModel
 
 def qwen3(vocab, layers):
     return Qwen3Config(
@@ -56,19 +58,29 @@ SHAPES = {
     "modernbert-base": (lambda vocab: ModernBertConfig(vocab_size=vocab, hidden_size=768, num_hidden_layers=22, num_attention_heads=12,
                                                        intermediate_size=1152, max_position_embeddings=8192, local_attention=128,
                                                        global_attn_every_n_layers=3, pad_token_id=0), "cls"),
+    "sentence-t5-base": (lambda vocab: T5Config(vocab_size=vocab, d_model=768, d_kv=64, num_heads=12, d_ff=3072, num_layers=12,
+                                                feed_forward_proj="relu", relative_attention_num_buckets=32,
+                                                relative_attention_max_distance=128), "mean"),
 }
+# Shapes with sentence-T5's Dense module after pooling (no bias, no activation).
+DENSE = {"sentence-t5-base"}
 
 
 def make(out, shape, tokenizer):
     vocab = json.load(open(os.path.join(tokenizer, "config.json")))["vocab_size"]
     make_config, pooling = SHAPES[shape]
     torch.manual_seed(1)
-    AutoModel.from_config(make_config(vocab)).save_pretrained(out, safe_serialization=True)
+    config = make_config(vocab)
+    # T5's encoder alone, as sentence-transformers loads it.
+    model = T5EncoderModel(config) if config.model_type == "t5" else AutoModel.from_config(config)
+    model.save_pretrained(out, safe_serialization=True)
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         if os.path.exists(os.path.join(tokenizer, f)):
             shutil.copy(os.path.join(tokenizer, f), out)
     transformer = Transformer(out, max_seq_length=256)
-    st = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling), Normalize()], device="cpu")
+    width = transformer.get_embedding_dimension()
+    dense = [Dense(width, width, bias=False, activation_function=torch.nn.Identity())] if shape in DENSE else []
+    st = SentenceTransformer(modules=[transformer, Pooling(width, pooling_mode=pooling), *dense, Normalize()], device="cpu")
     st.save(out)
 
 
