@@ -119,7 +119,7 @@ const SUITES = {
   },
   encoders: {
     // sentence-transformers' encode() of an all-mpnet-base-v2-shaped random model (build/pyenv, or COLTRAST_ST_PYTHON); the
-    // DeBERTa-v3-base and ModernBERT-base shapes with architectures.js --shape deberta-v3-base / modernbert-base.
+    // DeBERTa-v3-base, ModernBERT-base and sentence-t5-base shapes with architectures.js --shape deberta-v3-base / modernbert-base / sentence-t5-base.
     script: 'architectures.js',
     needsSentenceTransformers: true,
     args: (device, quick) => (device === 'cpu' ? ['--shape', 'mpnet-base', '--texts', quick ? '16' : '64', '--rounds', quick ? '1' : '2'] : null),
