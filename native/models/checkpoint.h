@@ -14,7 +14,7 @@ namespace coltrast {
 // bias computed once from parameters outside the layers).
 using SharedInputLayer = std::function<torch::Tensor(const torch::Tensor& input, const std::vector<torch::Tensor>& shared)>;
 
-// `layer(input)` with its activations recomputed in backward. The recomputation replays the random-number state
+// `layer(input, shared)` with its activations recomputed in backward. The recomputation replays the random-number state
 // the first pass drew from (dropout draws the same masks) and the autocast dtype it ran under, so the gradients are
 // those of the plain forward. Parameter gradients accumulate into the parameters' .grad during that backward, as
 // torch.utils.checkpoint's reentrant variant does: use it only where the loss's backward covers the whole graph
