@@ -5,7 +5,9 @@
  *
  * The corpus (the pairs' positives, plus any extra documents) and the distinct queries are embedded with the
  * model's document and query prompts, normalized; each query's `rangeMax + maxPositives` nearest documents come
- * from an exact search in the native dense store (off the JS thread); a cross-encoder, when given, rescores
+ * from an exact search in the native dense store (off the JS thread), or, for a multi-vector (ColBERT-style) model,
+ * from exact MaxSim of its token vectors against every document's, as Index scores them (sentence-transformers'
+ * mine_hard_negatives takes single-vector models only); a cross-encoder, when given, rescores
  * those candidates and the positives. Then the query's own positives, candidates too close to the positive
  * (margins), too high or too low (maxScore, minScore) are struck out, the survivors are ranked, the first
  * `rangeMin` skipped, and `numNegatives` taken from the top or at random.
@@ -13,10 +15,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder } from './cross-encoder';
-import { Encoder, type Device } from './encoder';
+import { Encoder, type Device, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { seededRandom } from './random';
-import { newStore } from './search-index';
+import { exactMaxSim, newStore } from './search-index';
+import { padTokens } from './ops';
 import { ProgressBar } from './progress';
 import { readCorpus, readTrainingData, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
@@ -27,7 +30,7 @@ export type MiningFormat = (typeof MINING_FORMATS)[number];
 export interface MineOptions {
   /** (query, positive) pairs: a .jsonl / .json file of `{ query, positive }` or an array of them (other fields are not used). */
   data: string | readonly unknown[];
-  /** The embedding model (a folder, hub id or loaded Encoder; default coltrast's shipped model). */
+  /** The embedding model (a folder, hub id or loaded Encoder; default coltrast's shipped model); a multi-vector one mines by MaxSim. */
   model?: string | Encoder;
   /** More candidate documents beside the positives: .txt (one per line), .jsonl / .json of strings or `{ text }`, or an array. */
   corpus?: string | readonly unknown[];
@@ -129,6 +132,8 @@ const KEYS = [
 
 /** Queries searched per native call (progress steps; the store scores them against the whole corpus at once). */
 const SEARCH_CHUNK = 512;
+/** A multi-vector model's queries scored per pass over the corpus's token vectors (as Index's exact search groups them). */
+const MULTI_VECTOR_QUERY_GROUP = 64;
 /** (query, candidate) pairs a cross-encoder call takes (progress steps). */
 const RESCORE_CHUNK = 4096;
 
@@ -190,9 +195,9 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
   const encoder = o.model instanceof Encoder ? o.model : await Encoder.load(o.model ?? 'default', load);
   let reranker: CrossEncoder | undefined;
   try {
-    encoder.checkNotMultiVector('mining (it compares one vector per text)');
+    const multi = encoder.multiVector;
     const similarity = encoder.similarityFunction;
-    if (similarity === 'manhattan') {
+    if (!multi && similarity === 'manhattan') {
       throw new ColtrastError('INVALID_ARGUMENT', `${encoder.modelDir} scores by manhattan distance, which mining does not rank by; use a cosine, dot or euclidean model`);
     }
     // On unit vectors cosine and dot are the inner product; euclidean is sentence-transformers' negative distance.
@@ -202,47 +207,80 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       if (reranker.numLabels !== 1) throw new ColtrastError('INVALID_ARGUMENT', `the cross-encoder must score relevance with one label; ${reranker.modelDir} has ${reranker.numLabels}`);
     }
 
-    const embed = async (texts: string[], task: 'query' | 'document', prompt: unknown, promptName: unknown, stage: 'corpus' | 'queries') =>
-      encoder.embed(texts, {
-        task,
-        normalize: true,
-        batchSize,
-        // An explicit prompt wins over a named one (sentence-transformers' precedence).
-        ...(prompt !== undefined ? { prompt: prompt as string } : promptName !== undefined ? { promptName: promptName as string } : {}),
-        onProgress: (done, total) => progress(stage, done, total),
-      }) as Promise<{ dims: number[]; data: Float32Array }>;
-    const corpusVectors = await embed(corpus, 'document', o.corpusPrompt, o.corpusPromptName, 'corpus');
-    const queryVectors = await embed(queries, 'query', o.queryPrompt, o.queryPromptName, 'queries');
-    const dim = corpusVectors.dims[1];
+    const embedOptions = (task: 'query' | 'document', prompt: unknown, promptName: unknown, stage: 'corpus' | 'queries') => ({
+      task,
+      batchSize,
+      // An explicit prompt wins over a named one (sentence-transformers' precedence).
+      ...(prompt !== undefined ? { prompt: prompt as string } : promptName !== undefined ? { promptName: promptName as string } : {}),
+      onProgress: (done: number, total: number) => progress(stage, done, total),
+    });
 
     // Each query's window: the best `width` documents, -1 past the corpus's end.
     const width = rangeMax + maxPositives;
     const k = Math.min(width, corpus.length);
     const candidates = new Int32Array(queries.length * width).fill(-1);
     const scores = new Float64Array(queries.length * width).fill(-Infinity);
-    const store = newStore(dim, 'float32');
-    store.add(corpusVectors.data);
-    progress('search', 0, queries.length);
-    for (let start = 0; start < queries.length; start += SEARCH_CHUNK) {
-      const end = Math.min(queries.length, start + SEARCH_CHUNK);
-      const r = await store.search(queryVectors.data.subarray(start * dim, end * dim), k);
-      for (let q = start; q < end; q++) {
-        for (let j = 0; j < r.k; j++) {
-          const d = r.indices[(q - start) * r.k + j];
-          if (d < 0) continue;
-          candidates[q * width + j] = d;
-          scores[q * width + j] = score(r.scores[(q - start) * r.k + j]);
-        }
+    /**
+     * A multi-vector model's windows: the token vectors as its pipeline gives them, every query scored against every
+     * document by exact MaxSim (as Index ranks them, 'meanmaxsim' divided by the query's token count); the positives' scores.
+     */
+    const multiVectorWindows = async (config: NonNullable<typeof multi>): Promise<number[][]> => {
+      const embedTokens = (texts: string[], ...how: Parameters<typeof embedOptions>) => encoder.embed(texts, { ...embedOptions(...how), output: 'tokens' }) as Promise<Matrix[]>;
+      const corpusTokens = await embedTokens(corpus, 'document', o.corpusPrompt, o.corpusPromptName, 'corpus');
+      const queryTokens = await embedTokens(queries, 'query', o.queryPrompt, o.queryPromptName, 'queries');
+      const maxsimOptions = { dim: encoder.tokenDimension, normalize: config.similarity === 'meanmaxsim', device: encoder.device.startsWith('cuda') ? encoder.device : 'cpu' };
+      const docs = Array.from(corpus.keys());
+      const positiveScores: number[][] = positives.map(() => []);
+      progress('search', 0, queries.length);
+      for (let start = 0; start < queries.length; start += MULTI_VECTOR_QUERY_GROUP) {
+        const end = Math.min(queries.length, start + MULTI_VECTOR_QUERY_GROUP);
+        const rows = await exactMaxSim(queryTokens.slice(start, end), docs, (d) => corpusTokens[d].dims[0], (ds) => padTokens(ds.map((d) => corpusTokens[d]), maxsimOptions.dim), maxsimOptions);
+        rows.forEach((row, i) => {
+          const q = start + i;
+          const order = docs.slice().sort((a, b) => row[b] - row[a] || a - b);
+          for (let j = 0; j < k; j++) {
+            candidates[q * width + j] = order[j];
+            scores[q * width + j] = row[order[j]];
+          }
+          positiveScores[q] = positives[q].map((d) => row[d]);
+        });
+        progress('search', end, queries.length);
       }
-      progress('search', end, queries.length);
-    }
-    const cosine = (q: number, d: number) => {
-      let s = 0;
-      for (let i = 0; i < dim; i++) s += queryVectors.data[q * dim + i] * corpusVectors.data[d * dim + i];
-      return s;
+      return positiveScores;
     };
-    // The positives' scores, per query in its positives' order.
-    let positiveScores = positives.map((list, q) => list.map((d) => score(cosine(q, d))));
+
+    /** A single-vector model's windows: exact search of the normalized vectors in the native store; the positives' scores. */
+    const denseWindows = async (): Promise<number[][]> => {
+      const embed = (texts: string[], ...how: Parameters<typeof embedOptions>) => encoder.embed(texts, { ...embedOptions(...how), normalize: true }) as Promise<Matrix>;
+      const corpusVectors = await embed(corpus, 'document', o.corpusPrompt, o.corpusPromptName, 'corpus');
+      const queryVectors = await embed(queries, 'query', o.queryPrompt, o.queryPromptName, 'queries');
+      const dim = corpusVectors.dims[1];
+      const store = newStore(dim, 'float32');
+      store.add(corpusVectors.data);
+      progress('search', 0, queries.length);
+      for (let start = 0; start < queries.length; start += SEARCH_CHUNK) {
+        const end = Math.min(queries.length, start + SEARCH_CHUNK);
+        const r = await store.search(queryVectors.data.subarray(start * dim, end * dim), k);
+        for (let q = start; q < end; q++) {
+          for (let j = 0; j < r.k; j++) {
+            const d = r.indices[(q - start) * r.k + j];
+            if (d < 0) continue;
+            candidates[q * width + j] = d;
+            scores[q * width + j] = score(r.scores[(q - start) * r.k + j]);
+          }
+        }
+        progress('search', end, queries.length);
+      }
+      const cosine = (q: number, d: number) => {
+        let s = 0;
+        for (let i = 0; i < dim; i++) s += queryVectors.data[q * dim + i] * corpusVectors.data[d * dim + i];
+        return s;
+      };
+      // The positives' scores, per query in its positives' order.
+      return positives.map((list, q) => list.map((d) => score(cosine(q, d))));
+    };
+
+    let positiveScores = multi ? await multiVectorWindows(multi) : await denseWindows();
 
     if (reranker) {
       const slots: number[] = [];

@@ -324,6 +324,35 @@ function checkDocs(docs: IndexDoc[], existing: Map<string, number>): void {
   });
 }
 
+/**
+ * Exact MaxSim (the fused op) of queries' token vectors against documents `docs`, in blocks of documents whose padded
+ * token rows stay near 2^16: scores[b][i] is query b's score of docs[i]. `tokens` gives a block's token vectors,
+ * right-padded, with their mask (padTokens' layout); `normalize` divides by the query's token count ('meanmaxsim').
+ */
+export async function exactMaxSim(
+  queries: readonly Matrix[],
+  docs: readonly number[],
+  tokenCount: (doc: number) => number,
+  tokens: (docs: number[]) => { tokens: Tensor; mask: Mask },
+  options: { dim: number; normalize: boolean; device: string },
+): Promise<Float32Array[]> {
+  const BLOCK_TOKENS = 1 << 16;
+  const q = padTokens(queries as Matrix[], options.dim);
+  const B = queries.length;
+  const scores = Array.from({ length: B }, () => new Float32Array(docs.length));
+  for (let start = 0; start < docs.length; ) {
+    let end = start + 1;
+    let Ld = Math.max(1, tokenCount(docs[start]));
+    while (end < docs.length && Math.max(Ld, tokenCount(docs[end])) * (end + 1 - start) <= BLOCK_TOKENS) Ld = Math.max(Ld, tokenCount(docs[end++]));
+    const n = end - start;
+    const d = tokens(docs.slice(start, end));
+    const r = await maxsim(q.tokens, q.mask, d.tokens, d.mask, { normalize: options.normalize, device: options.device });
+    for (let b = 0; b < B; b++) scores[b].set(r.value.subarray(b * n, (b + 1) * n), start);
+    start = end;
+  }
+  return scores;
+}
+
 export class Index {
   private docs: IndexDoc[] = [];
   private positions = new Map<string, number>();
@@ -735,7 +764,6 @@ export class Index {
     const normalize = this.encoder.multiVector?.similarity === 'meanmaxsim';
     const out: { doc: number; score: number }[][] = [];
     const QUERY_GROUP = 64;
-    const BLOCK_TOKENS = 1 << 16;
     let counts: Int32Array | undefined; // the documents' token counts, for a residual store's search
     let findable: number[] | undefined; // the documents an exact search scores
     for (let q0 = 0; q0 < queries.length; q0 += QUERY_GROUP) {
@@ -753,22 +781,10 @@ export class Index {
         for (let b = 0; b < B; b++) out.push(rankedHits(r, b));
         continue;
       }
-      const q = padTokens(group, dim);
       // The documents scored (a filter's, or all), in order; scores[b][i] is query b's score of findable[i].
       findable ??= allow ? allow.reduce<number[]>((docs, flag, doc) => (flag ? (docs.push(doc), docs) : docs), []) : Array.from(this.docs.keys());
       const scored = findable;
-      const scores = Array.from({ length: B }, () => new Float32Array(scored.length));
-      for (let start = 0; start < scored.length; ) {
-        // A block of documents whose padded token rows stay near BLOCK_TOKENS.
-        let end = start + 1;
-        let Ld = Math.max(1, this.tokenCounts[scored[start]]);
-        while (end < scored.length && Math.max(Ld, this.tokenCounts[scored[end]]) * (end + 1 - start) <= BLOCK_TOKENS) Ld = Math.max(Ld, this.tokenCounts[scored[end++]]);
-        const n = end - start;
-        const d = this.storedTokens(scored.slice(start, end));
-        const r = await maxsim(q.tokens, q.mask, d.tokens, d.mask, { normalize, device });
-        for (let b = 0; b < B; b++) scores[b].set(r.value.subarray(b * n, (b + 1) * n), start);
-        start = end;
-      }
+      const scores = await exactMaxSim(group, scored, (doc) => this.tokenCounts[doc], (docs) => this.storedTokens(docs), { dim, normalize, device });
       for (const row of scores) {
         const order = Array.from(row.keys()).sort((a, b) => row[b] - row[a] || a - b);
         out.push(order.slice(0, k).map((i) => ({ doc: scored[i], score: row[i] })));

@@ -188,7 +188,7 @@ test('coltrast mine writes the rows as JSONL, and train reads triplets and score
   t.regex(bad.stderr, /num-negative/);
 });
 
-test('mining refuses bad options, project files, empty data, multi-vector and manhattan models, and a many-label cross-encoder', async (t) => {
+test('mining refuses bad options, project files, empty data, manhattan models and a many-label cross-encoder', async (t) => {
   const base = { data: PAIRS, model: encoder };
   const refusals: [Partial<MineOptions>, RegExp][] = [
     [{ numNegatives: 0 }, /numNegatives must be an integer >= 1/],
@@ -214,10 +214,40 @@ test('mining refuses bad options, project files, empty data, multi-vector and ma
     fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), similarity_fn_name: 'manhattan' }));
   });
   t.regex((await rejection(() => mineHardNegatives({ data: PAIRS, model: manhattan, device: 'cpu' }))).message, /manhattan distance/);
+});
+
+test("a multi-vector model mines by MaxSim: each query's token vectors against every document's, the positives' scores setting the margin", async (t) => {
   const multi = await Encoder.load(FIXTURE, { device: 'cpu' });
   try {
     await makeSmallMultiVector(multi);
-    t.regex((await rejection(() => mineHardNegatives({ data: PAIRS, model: multi }))).message, /multi-vector/);
+    const corpus = [...new Set([...CORPUS, ...PAIRS.map((p) => p.positive)])];
+    const queries = [...new Set(PAIRS.map((p) => p.query))];
+    const q = (await multi.embed(queries, { output: 'tokens', task: 'query' })).map((m) => rows(m));
+    const d = (await multi.embed(corpus, { output: 'tokens', task: 'document' })).map((m) => rows(m));
+    // MaxSim in float64: each query token's best document token, summed.
+    const maxSim = (a: number[][], b: number[][]) => a.reduce((s, v) => s + Math.max(...b.map((w) => dot(v, w))), 0);
+    const ref: Reference = {
+      queries,
+      corpus,
+      scores: q.map((a) => d.map((b) => maxSim(a, b))),
+      positives: queries.map((query) => [...new Set(PAIRS.filter((p) => p.query === query).map((p) => corpus.indexOf(p.positive)))]),
+    };
+    const r = await mineHardNegatives({ data: PAIRS, corpus: CORPUS, model: multi, outputScores: true, relativeMargin: 0.05 });
+    t.is(r.rangeMax, 32);
+    const want: MinedRow[] = [];
+    ref.queries.forEach((query, i) => {
+      const negatives = expected(ref, i, { numNegatives: 3, rangeMax: 32, maxPositives: 2, refuse: (s, p) => s > p - Math.abs(p) * 0.05 });
+      for (const p of ref.positives[i]) {
+        for (const n of negatives) want.push({ query, positive: ref.corpus[p], negative: ref.corpus[n], scores: [ref.scores[i][p], ref.scores[i][n]] });
+      }
+    });
+    t.true(want.length > 20, `${want.length} rows`);
+    t.deepEqual(r.rows.map((x) => ({ ...x, scores: undefined })), want.map((x) => ({ ...x, scores: undefined })));
+    const worst = Math.max(...r.rows.flatMap((x, k) => (x as any).scores.map((v: number, j: number) => Math.abs(v - (want[k] as any).scores[j]))));
+    t.true(worst < 1e-4, `scores differ by ${worst}`);
+    t.true(r.skipped.relativeMargin! > 0, JSON.stringify(r.skipped));
+    // MaxSim sums over the query's tokens: scores well above a cosine's 1.
+    t.true(Math.max(...ref.scores.flat()) > 1);
   } finally {
     multi.dispose();
   }
@@ -252,6 +282,28 @@ test('train({ mineNegatives }) trains on what mineHardNegatives mines, as if the
   const oneBy = new Map(one.rows.map((r: any) => [`${r.query}\n${r.positive}`, r.negatives as string[]]));
   const givenOne = pairs.map((p) => ({ ...p, ...(oneBy.has(`${p.query}\n${p.positive}`) && { negatives: oneBy.get(`${p.query}\n${p.positive}`) }) }));
   t.deepEqual(await losses('one', { data: pairs, mineNegatives: { numNegatives: 1, samplingStrategy: 'random', seed: 5 } }), await losses('given-one', { data: givenOne }));
+});
+
+test('train({ mineNegatives }) on a multi-vector model mines with its MaxSim, as if the pairs had come with those negatives', async (t) => {
+  const dir = tempDir();
+  const model = path.join(dir, 'multi');
+  const multi = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    await makeSmallMultiVector(multi);
+    await multi.save(model);
+  } finally {
+    multi.dispose();
+  }
+  const pairs = wordDataset(24);
+  const mined = await mineHardNegatives({ data: pairs, model, device: 'cpu', relativeMargin: 0.05, outputFormat: 'n-tuple' });
+  const byPair = new Map(mined.rows.map((r: any) => [`${r.query}\n${r.positive}`, r.negatives as string[]]));
+  t.true(byPair.size >= 12, `${byPair.size} pairs got 3 negatives`);
+  const given = pairs.map((p) => ({ ...p, ...(byPair.has(`${p.query}\n${p.positive}`) && { negatives: byPair.get(`${p.query}\n${p.positive}`) }) }));
+  const common = { model, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 3 } as const;
+  const losses = async (name: string, more: object) => (await train({ ...common, output: path.join(dir, name), ...more } as any)).history.steps.map((s) => s.loss);
+  const minedRun = await losses('mined', { data: pairs, mineNegatives: { relativeMargin: 0.05 } });
+  t.deepEqual(minedRun, await losses('given', { data: given }));
+  t.notDeepEqual(minedRun, await losses('plain', { data: pairs }));
 });
 
 test('train({ mineNegatives }) refuses project files, Contrastive Tension and bad settings before loading a model', async (t) => {
