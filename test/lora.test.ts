@@ -1,13 +1,15 @@
 // LoRA (train({ lora }), Encoder.load's adapter, lib/lora.ts, Dense in native/models/layers.h): only the adapters
 // train; the output holds the merged weights and the adapter (PEFT's files), and the base model with the adapter
 // embeds as the merged model does; decoders take adapters too; an interrupted run resumes to the weights of an
-// uninterrupted one; bad options and adapters are refused. PEFT's side: test/python-interop.test.ts.
+// uninterrupted one; bad options and adapters are refused; on a GPU, training and adapters follow the CPU. PEFT's side:
+// test/python-interop.test.ts.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, retrievalMetrics, train } from '../lib';
-import { FIXTURE, editJson, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, editJson, fixtureCopy, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { native } from '../lib/native';
 import { readSafetensors } from './helpers/safetensors';
 import { rejection } from './helpers/vectors';
 
@@ -171,3 +173,47 @@ test("a folder holding only an adapter (sentence-transformers' save of a model w
   t.false(adapter(path.join(second, 'adapter')).data.equals(adapter(onlyAdapter).data), 'trained further');
   t.is(JSON.parse(fs.readFileSync(path.join(second, 'adapter', 'adapter_config.json'), 'utf8')).base_model_name_or_path, FIXTURE);
 });
+
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+(cudaAvailable ? test : test.skip)(
+  `cuda: train({ lora }) on the GPU follows the same run on the CPU (float32; bfloat16 autocast close), and a LoRA adapter loads on the GPU (float32, bfloat16)${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  async (t) => {
+    // Dropout off: the CPU's and the GPU's generators draw different masks.
+    const model = fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })));
+    const data = wordDataset(24);
+    const dir = tempDir();
+    const run = async (device: 'cpu' | 'cuda', precision: 'float32' | 'bfloat16') => {
+      const output = path.join(dir, `${device}-${precision}`);
+      const r = await train({ model, data, output, epochs: 2, batchSize: 8, learningRate: 1e-2, valSplit: 0, device, precision, seed: 3, lora: { rank: 4, alpha: 8, targetModules: TARGETS } });
+      return { output, losses: r.history.steps.map((s) => s.loss) };
+    };
+    const cpu = await run('cpu', 'float32');
+    const gpu = await run('cuda', 'float32');
+    const relative = (a: number[], b: number[]) => Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(x)));
+    t.is(gpu.losses.length, cpu.losses.length);
+    t.true(relative(cpu.losses, gpu.losses) < 1e-3, `losses ${cpu.losses} / ${gpu.losses}`);
+    const cpuAdapter = readSafetensors(path.join(cpu.output, 'adapter', 'adapter_model.safetensors')).tensors;
+    const gpuAdapter = readSafetensors(path.join(gpu.output, 'adapter', 'adapter_model.safetensors')).tensors;
+    t.deepEqual([...gpuAdapter.keys()], [...cpuAdapter.keys()]);
+    let worst = 0;
+    for (const [name, raw] of cpuAdapter) worst = Math.max(worst, maxAbsDiff(floats(raw), floats(gpuAdapter.get(name)!)));
+    t.true(worst < 1e-3, `adapter weights differ by ${worst}`);
+    const bf16 = await run('cuda', 'bfloat16');
+    t.true(bf16.losses.every(Number.isFinite) && relative(cpu.losses, bf16.losses) < 5e-2, `bfloat16 losses ${bf16.losses}`);
+
+    // The CPU run's adapter on the base model, on the GPU, embeds as the CPU's merged model.
+    const texts = data.slice(0, 8).map((p) => p.query);
+    const merged = await Encoder.load(cpu.output, { device: 'cpu' });
+    const want = (await merged.embed(texts)).data;
+    merged.dispose();
+    for (const [dtype, tolerance] of [['float32', 1e-4], ['bfloat16', 3e-2]] as const) {
+      const adapted = await Encoder.load(model, { device: 'cuda', dtype, adapter: path.join(cpu.output, 'adapter') });
+      try {
+        const diff = maxAbsDiff((await adapted.embed(texts)).data, want);
+        t.true(diff < tolerance, `${dtype}: ${diff}`);
+      } finally {
+        adapted.dispose();
+      }
+    }
+  },
+);
