@@ -224,17 +224,16 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
      * A multi-vector model's windows: the token vectors as its pipeline gives them, every query scored against every
      * document by exact MaxSim (as Index ranks them, 'meanmaxsim' divided by the query's token count); the positives' scores.
      */
-    const multiVectorWindows = async (config: NonNullable<typeof multi>): Promise<number[][]> => {
+    const multiVectorWindows = async (): Promise<number[][]> => {
       const embedTokens = (texts: string[], ...how: Parameters<typeof embedOptions>) => encoder.embed(texts, { ...embedOptions(...how), output: 'tokens' }) as Promise<Matrix[]>;
       const corpusTokens = await embedTokens(corpus, 'document', o.corpusPrompt, o.corpusPromptName, 'corpus');
       const queryTokens = await embedTokens(queries, 'query', o.queryPrompt, o.queryPromptName, 'queries');
-      const maxsimOptions = { dim: encoder.tokenDimension, normalize: config.similarity === 'meanmaxsim', device: encoder.device.startsWith('cuda') ? encoder.device : 'cpu' };
       const docs = Array.from(corpus.keys());
       const positiveScores: number[][] = positives.map(() => []);
       progress('search', 0, queries.length);
       for (let start = 0; start < queries.length; start += MULTI_VECTOR_QUERY_GROUP) {
         const end = Math.min(queries.length, start + MULTI_VECTOR_QUERY_GROUP);
-        const rows = await exactMaxSim(queryTokens.slice(start, end), docs, (d) => corpusTokens[d].dims[0], (ds) => padTokens(ds.map((d) => corpusTokens[d]), maxsimOptions.dim), maxsimOptions);
+        const rows = await exactMaxSim(encoder, queryTokens.slice(start, end), docs, (d) => corpusTokens[d].dims[0], (ds) => padTokens(ds.map((d) => corpusTokens[d]), encoder.tokenDimension));
         rows.forEach((row, i) => {
           const q = start + i;
           const order = docs.slice().sort((a, b) => row[b] - row[a] || a - b);
@@ -280,7 +279,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       return positives.map((list, q) => list.map((d) => score(cosine(q, d))));
     };
 
-    let positiveScores = multi ? await multiVectorWindows(multi) : await denseWindows();
+    let positiveScores = multi ? await multiVectorWindows() : await denseWindows();
 
     if (reranker) {
       const slots: number[] = [];

@@ -324,20 +324,27 @@ function checkDocs(docs: IndexDoc[], existing: Map<string, number>): void {
   });
 }
 
+/** Where the fused MaxSim op runs for `encoder`: its CUDA device, else the CPU. */
+function maxsimDevice(encoder: Encoder): string {
+  return encoder.device.startsWith('cuda') ? encoder.device : 'cpu';
+}
+
 /**
- * Exact MaxSim (the fused op) of queries' token vectors against documents `docs`, in blocks of documents whose padded
- * token rows stay near 2^16: scores[b][i] is query b's score of docs[i]. `tokens` gives a block's token vectors,
- * right-padded, with their mask (padTokens' layout); `normalize` divides by the query's token count ('meanmaxsim').
+ * A multi-vector model's exact MaxSim (the fused op, on the model's device) of queries' token vectors against
+ * documents `docs`, in blocks of documents whose padded token rows stay near 2^16: scores[b][i] is query b's score of
+ * docs[i], divided by the query's token count when the model's similarity is 'meanmaxsim' (sentence-transformers'
+ * scores). `tokens` gives a block's token vectors, right-padded, with their mask (padTokens' layout).
  */
 export async function exactMaxSim(
+  encoder: Encoder,
   queries: readonly Matrix[],
   docs: readonly number[],
   tokenCount: (doc: number) => number,
   tokens: (docs: number[]) => { tokens: Tensor; mask: Mask },
-  options: { dim: number; normalize: boolean; device: string },
 ): Promise<Float32Array[]> {
   const BLOCK_TOKENS = 1 << 16;
-  const q = padTokens(queries as Matrix[], options.dim);
+  const options = { normalize: encoder.multiVector?.similarity === 'meanmaxsim', device: maxsimDevice(encoder) };
+  const q = padTokens(queries as Matrix[], encoder.tokenDimension);
   const B = queries.length;
   const scores = Array.from({ length: B }, () => new Float32Array(docs.length));
   for (let start = 0; start < docs.length; ) {
@@ -346,7 +353,7 @@ export async function exactMaxSim(
     while (end < docs.length && Math.max(Ld, tokenCount(docs[end])) * (end + 1 - start) <= BLOCK_TOKENS) Ld = Math.max(Ld, tokenCount(docs[end++]));
     const n = end - start;
     const d = tokens(docs.slice(start, end));
-    const r = await maxsim(q.tokens, q.mask, d.tokens, d.mask, { normalize: options.normalize, device: options.device });
+    const r = await maxsim(q.tokens, q.mask, d.tokens, d.mask, options);
     for (let b = 0; b < B; b++) scores[b].set(r.value.subarray(b * n, (b + 1) * n), start);
     start = end;
   }
@@ -734,7 +741,7 @@ export class Index {
         { dims: [1, q.dims[0]], data: new Uint8Array(q.dims[0]).fill(1) },
         d.tokens,
         d.mask,
-        { normalize: true, device: this.encoder.device.startsWith('cuda') ? this.encoder.device : 'cpu' },
+        { normalize: true, device: maxsimDevice(this.encoder) },
       );
       out.push(docs.map((doc, n) => ({ doc, score: r.value[n] })).sort((a, b) => b.score - a.score || a.doc - b.doc));
     }
@@ -759,8 +766,6 @@ export class Index {
    * Scores are sentence-transformers' (MaxSim, or divided by the query's token count for 'meanmaxsim').
    */
   private async maxsimSearch(queries: string[], k: number, plaid: { nprobe: number; fullScores: number }, allow?: Uint8Array): Promise<{ doc: number; score: number }[][]> {
-    const dim = this.encoder.tokenDimension;
-    const device = this.encoder.device.startsWith('cuda') ? this.encoder.device : 'cpu';
     const normalize = this.encoder.multiVector?.similarity === 'meanmaxsim';
     const out: { doc: number; score: number }[][] = [];
     const QUERY_GROUP = 64;
@@ -784,7 +789,7 @@ export class Index {
       // The documents scored (a filter's, or all), in order; scores[b][i] is query b's score of findable[i].
       findable ??= allow ? allow.reduce<number[]>((docs, flag, doc) => (flag ? (docs.push(doc), docs) : docs), []) : Array.from(this.docs.keys());
       const scored = findable;
-      const scores = await exactMaxSim(group, scored, (doc) => this.tokenCounts[doc], (docs) => this.storedTokens(docs), { dim, normalize, device });
+      const scores = await exactMaxSim(this.encoder, group, scored, (doc) => this.tokenCounts[doc], (docs) => this.storedTokens(docs));
       for (const row of scores) {
         const order = Array.from(row.keys()).sort((a, b) => row[b] - row[a] || a - b);
         out.push(order.slice(0, k).map((i) => ({ doc: scored[i], score: row[i] })));

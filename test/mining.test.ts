@@ -34,14 +34,20 @@ interface Reference {
   positives: number[][];
 }
 
-/** Every query's score against every document, and each query's positives (by corpus position). */
-async function reference(): Promise<Reference> {
+/**
+ * Every query's score against every document, and each query's positives (by corpus position); `score` gives the
+ * score matrix of the distinct queries against the corpus (default: the shared model's normalized vectors, dotted).
+ */
+async function reference(score?: (queries: string[], corpus: string[]) => Promise<number[][]>): Promise<Reference> {
   const corpus = [...new Set([...CORPUS, ...PAIRS.map((p) => p.positive)])];
   const queries = [...new Set(PAIRS.map((p) => p.query))];
-  const q = rows(await encoder.embed(queries, { task: 'query', normalize: true }) as any);
-  const d = rows(await encoder.embed(corpus, { task: 'document', normalize: true }) as any);
+  const dense = async () => {
+    const q = rows(await encoder.embed(queries, { task: 'query', normalize: true }) as any);
+    const d = rows(await encoder.embed(corpus, { task: 'document', normalize: true }) as any);
+    return q.map((v) => d.map((w) => dot(v, w)));
+  };
   const positives = queries.map((query) => [...new Set(PAIRS.filter((p) => p.query === query).map((p) => corpus.indexOf(p.positive)))]);
-  return { queries, corpus, scores: q.map((v) => d.map((w) => dot(v, w))), positives };
+  return { queries, corpus, scores: await (score ? score(queries, corpus) : dense()), positives };
 }
 
 /** The definition: the negatives (corpus positions, best first) of query i. */
@@ -51,6 +57,27 @@ function expected(ref: Reference, i: number, o: { rangeMin?: number; rangeMax: n
   const hardest = Math.min(...ref.positives[i].map((p) => s[p]));
   const left = window.filter((j) => !ref.positives[i].includes(j) && !(o.refuse?.(s[j], hardest) ?? false));
   return left.slice(o.rangeMin ?? 0, o.rangeMax).slice(0, o.numNegatives);
+}
+
+/** The triplets (with their scores) that the definition gives, every query's positives times its negatives. */
+function expectedTriplets(ref: Reference, o: Parameters<typeof expected>[2]): MinedRow[] {
+  const want: MinedRow[] = [];
+  ref.queries.forEach((query, i) => {
+    const negatives = expected(ref, i, o);
+    for (const p of ref.positives[i]) {
+      for (const n of negatives) want.push({ query, positive: ref.corpus[p], negative: ref.corpus[n], scores: [ref.scores[i][p], ref.scores[i][n]] });
+    }
+  });
+  return want;
+}
+
+/** The largest difference between the rows' scores and the expected rows' (row by row). */
+const worstScore = (got: MinedRow[], want: MinedRow[]) => Math.max(...got.flatMap((x, k) => (x as any).scores.map((v: number, j: number) => Math.abs(v - (want[k] as any).scores[j]))));
+
+/** `pairs` with the negatives of the n-tuple `rows` mined for them (pairs without a row keep none). */
+function withMinedNegatives<P extends { query: string; positive: string }>(pairs: P[], rows: MinedRow[]): P[] {
+  const byPair = new Map(rows.map((r: any) => [`${r.query}\n${r.positive}`, r.negatives as string[]]));
+  return pairs.map((p) => ({ ...p, ...(byPair.has(`${p.query}\n${p.positive}`) && { negatives: byPair.get(`${p.query}\n${p.positive}`) }) }));
 }
 
 const CASES: [string, Partial<MineOptions>, { rangeMax: number; refuse?: (s: number, hardest: number) => boolean }][] = [
@@ -69,16 +96,10 @@ for (const [name, options, how] of CASES) {
     t.is(r.rangeMax, how.rangeMax);
     t.is(r.queries, ref.queries.length);
     t.is(r.corpus, ref.corpus.length);
-    const want: MinedRow[] = [];
-    ref.queries.forEach((query, i) => {
-      const negatives = expected(ref, i, { ...options, numNegatives: options.numNegatives ?? 3, rangeMax: how.rangeMax, maxPositives: 2, refuse: how.refuse });
-      for (const p of ref.positives[i]) {
-        for (const n of negatives) want.push({ query, positive: ref.corpus[p], negative: ref.corpus[n], scores: [ref.scores[i][p], ref.scores[i][n]] });
-      }
-    });
+    const want = expectedTriplets(ref, { ...options, numNegatives: options.numNegatives ?? 3, rangeMax: how.rangeMax, maxPositives: 2, refuse: how.refuse });
     t.true(want.length > 20, `${want.length} rows`);
     t.deepEqual(r.rows.map((x) => ({ ...x, scores: undefined })), want.map((x) => ({ ...x, scores: undefined })));
-    const worst = Math.max(...r.rows.flatMap((x, k) => (x as any).scores.map((v: number, j: number) => Math.abs(v - (want[k] as any).scores[j]))));
+    const worst = worstScore(r.rows, want);
     t.true(worst < 1e-5, `scores differ by ${worst}`);
     t.is(r.negative.count, want.length);
     t.is(r.missing, ref.positives.flat().length * (options.numNegatives ?? 3) - want.length);
@@ -220,30 +241,19 @@ test("a multi-vector model mines by MaxSim: each query's token vectors against e
   const multi = await Encoder.load(FIXTURE, { device: 'cpu' });
   try {
     await makeSmallMultiVector(multi);
-    const corpus = [...new Set([...CORPUS, ...PAIRS.map((p) => p.positive)])];
-    const queries = [...new Set(PAIRS.map((p) => p.query))];
-    const q = (await multi.embed(queries, { output: 'tokens', task: 'query' })).map((m) => rows(m));
-    const d = (await multi.embed(corpus, { output: 'tokens', task: 'document' })).map((m) => rows(m));
     // MaxSim in float64: each query token's best document token, summed.
     const maxSim = (a: number[][], b: number[][]) => a.reduce((s, v) => s + Math.max(...b.map((w) => dot(v, w))), 0);
-    const ref: Reference = {
-      queries,
-      corpus,
-      scores: q.map((a) => d.map((b) => maxSim(a, b))),
-      positives: queries.map((query) => [...new Set(PAIRS.filter((p) => p.query === query).map((p) => corpus.indexOf(p.positive)))]),
-    };
+    const ref = await reference(async (queries, corpus) => {
+      const q = (await multi.embed(queries, { output: 'tokens', task: 'query' })).map((m) => rows(m));
+      const d = (await multi.embed(corpus, { output: 'tokens', task: 'document' })).map((m) => rows(m));
+      return q.map((a) => d.map((b) => maxSim(a, b)));
+    });
     const r = await mineHardNegatives({ data: PAIRS, corpus: CORPUS, model: multi, outputScores: true, relativeMargin: 0.05 });
     t.is(r.rangeMax, 32);
-    const want: MinedRow[] = [];
-    ref.queries.forEach((query, i) => {
-      const negatives = expected(ref, i, { numNegatives: 3, rangeMax: 32, maxPositives: 2, refuse: (s, p) => s > p - Math.abs(p) * 0.05 });
-      for (const p of ref.positives[i]) {
-        for (const n of negatives) want.push({ query, positive: ref.corpus[p], negative: ref.corpus[n], scores: [ref.scores[i][p], ref.scores[i][n]] });
-      }
-    });
+    const want = expectedTriplets(ref, { numNegatives: 3, rangeMax: 32, maxPositives: 2, refuse: (s, p) => s > p - Math.abs(p) * 0.05 });
     t.true(want.length > 20, `${want.length} rows`);
     t.deepEqual(r.rows.map((x) => ({ ...x, scores: undefined })), want.map((x) => ({ ...x, scores: undefined })));
-    const worst = Math.max(...r.rows.flatMap((x, k) => (x as any).scores.map((v: number, j: number) => Math.abs(v - (want[k] as any).scores[j]))));
+    const worst = worstScore(r.rows, want);
     t.true(worst < 1e-4, `scores differ by ${worst}`);
     t.true(r.skipped.relativeMargin! > 0, JSON.stringify(r.skipped));
     // MaxSim sums over the query's tokens: scores well above a cosine's 1.
@@ -268,9 +278,9 @@ test('a euclidean model mines by negative distance, as sentence-transformers sco
 test('train({ mineNegatives }) trains on what mineHardNegatives mines, as if the pairs had come with those negatives', async (t) => {
   const pairs = wordDataset(24);
   const mined = await mineHardNegatives({ data: pairs, model: FIXTURE, device: 'cpu', relativeMargin: 0.05, outputFormat: 'n-tuple' });
-  const byPair = new Map(mined.rows.map((r: any) => [`${r.query}\n${r.positive}`, r.negatives as string[]]));
-  t.true(byPair.size >= 12, `${byPair.size} pairs got 3 negatives`);
-  const given = pairs.map((p) => ({ ...p, ...(byPair.has(`${p.query}\n${p.positive}`) && { negatives: byPair.get(`${p.query}\n${p.positive}`) }) }));
+  const filled = new Set(mined.rows.map((r: any) => `${r.query}\n${r.positive}`)).size;
+  t.true(filled >= 12, `${filled} pairs got 3 negatives`);
+  const given = withMinedNegatives(pairs, mined.rows);
   const dir = tempDir();
   const common = { model: FIXTURE, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 3 } as const;
   const losses = async (name: string, more: object) => (await train({ ...common, output: path.join(dir, name), ...more } as any)).history.steps.map((s) => s.loss);
@@ -279,8 +289,7 @@ test('train({ mineNegatives }) trains on what mineHardNegatives mines, as if the
   t.notDeepEqual(minedRun, await losses('plain', { data: pairs }));
   // The settings pass through: 1 negative, sampled.
   const one = await mineHardNegatives({ data: pairs, model: FIXTURE, device: 'cpu', numNegatives: 1, samplingStrategy: 'random', seed: 5, outputFormat: 'n-tuple' });
-  const oneBy = new Map(one.rows.map((r: any) => [`${r.query}\n${r.positive}`, r.negatives as string[]]));
-  const givenOne = pairs.map((p) => ({ ...p, ...(oneBy.has(`${p.query}\n${p.positive}`) && { negatives: oneBy.get(`${p.query}\n${p.positive}`) }) }));
+  const givenOne = withMinedNegatives(pairs, one.rows);
   t.deepEqual(await losses('one', { data: pairs, mineNegatives: { numNegatives: 1, samplingStrategy: 'random', seed: 5 } }), await losses('given-one', { data: givenOne }));
 });
 
@@ -296,9 +305,9 @@ test('train({ mineNegatives }) on a multi-vector model mines with its MaxSim, as
   }
   const pairs = wordDataset(24);
   const mined = await mineHardNegatives({ data: pairs, model, device: 'cpu', relativeMargin: 0.05, outputFormat: 'n-tuple' });
-  const byPair = new Map(mined.rows.map((r: any) => [`${r.query}\n${r.positive}`, r.negatives as string[]]));
-  t.true(byPair.size >= 12, `${byPair.size} pairs got 3 negatives`);
-  const given = pairs.map((p) => ({ ...p, ...(byPair.has(`${p.query}\n${p.positive}`) && { negatives: byPair.get(`${p.query}\n${p.positive}`) }) }));
+  const filled = new Set(mined.rows.map((r: any) => `${r.query}\n${r.positive}`)).size;
+  t.true(filled >= 12, `${filled} pairs got 3 negatives`);
+  const given = withMinedNegatives(pairs, mined.rows);
   const common = { model, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 3 } as const;
   const losses = async (name: string, more: object) => (await train({ ...common, output: path.join(dir, name), ...more } as any)).history.steps.map((s) => s.loss);
   const minedRun = await losses('mined', { data: pairs, mineNegatives: { relativeMargin: 0.05 } });
