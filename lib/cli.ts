@@ -73,8 +73,9 @@ commands:
     --precision float32|bfloat16|float16   (mixed precision: bfloat16 on CPU or CUDA, float16 on CUDA)
     --mini-batch-size <n>    gradient caching: encode each batch n texts at a time (large batches in little memory)
     --gradient-checkpointing recompute each layer's activations in backward instead of keeping them (less memory)
-    --lora                   train LoRA adapters only (rank 8 on the attention's query and value projections); the
-                             output holds the merged model and the adapter (adapter/, PEFT's format)
+    --lora                   train LoRA adapters only (rank 8 on the attention's query and value projections; with
+                             --cross-encoder, the classifier too); the output holds the merged model and the adapter
+                             (adapter/, PEFT's format)
     --lora-rank <n>  --lora-alpha <x>  --lora-targets <a,b,...>   the adapters' rank, alpha and projections (imply --lora)
     --no-prompts             train without the model's query/document prompts (a multi-vector model keeps its markers)
     --teacher <dir|hub id>   distill a cross-encoder: it scores each query's positive and hard negatives before training

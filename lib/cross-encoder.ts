@@ -8,6 +8,7 @@ import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { asNewCrossEncoder, isCrossEncoderFolder, readModelDirectory, SEQUENCE_CLASSIFICATION, writeModelFiles, type CrossEncoderConfig, type ModelDirectory } from './model-dir';
+import { ADAPTER_DIR, SEQ_CLS_MODULES, addAdapters, loadAdapter, saveAdapter, type LoraConfig } from './lora';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type DType, type LoadOptions, type ModelTrainer } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch } from './tokenizer';
@@ -57,6 +58,19 @@ export interface CrossEncoderLoss {
   scale: number;
 }
 
+/** CrossEncoder.load's options: LoadOptions and a LoRA adapter. */
+export interface CrossEncoderLoadOptions extends LoadOptions {
+  /**
+   * A PEFT LoRA adapter folder made on this model for sequence classification (task_type SEQ_CLS: adapter_config.json,
+   * adapter_model.safetensors with the adapters and the classification head it trained, its modules_to_save): its
+   * adapters are added to the model's projections and its head replaces the model's, as PEFT's
+   * `PeftModel.from_pretrained` does on `AutoModelForSequenceClassification`; `save()` writes the merged weights with
+   * the adapter beside them. With an adapter, `model` may also be the embedding model a cross-encoder was trained on
+   * with LoRA (train({ crossEncoder: true, lora }) from an embedding model), whose adapter holds the whole new head.
+   */
+  adapter?: string;
+}
+
 const PREDICT_KEYS = ['batchSize', 'activation', 'onProgress'] as const;
 const RANK_KEYS = [...PREDICT_KEYS, 'topK', 'returnDocuments'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
@@ -72,6 +86,7 @@ function checkPairs(pairs: unknown): asserts pairs is [string, string][] {
 
 export class CrossEncoder {
   private readonly model: ModelHandle;
+  private loraConfig: LoraConfig | undefined;
 
   private constructor(
     handle: NativeEncoder,
@@ -89,9 +104,13 @@ export class CrossEncoder {
    * *ForSequenceClassification model with safetensors weights) or a Hugging Face id such as
    * `cross-encoder/ms-marco-MiniLM-L6-v2`.
    */
-  static async load(model: string, options?: LoadOptions): Promise<CrossEncoder> {
-    const { dir, device, dtype } = await resolveLoad(model, options);
-    return CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype);
+  static async load(model: string, options?: CrossEncoderLoadOptions): Promise<CrossEncoder> {
+    const { adapter, ...loadOptions } = options ?? {};
+    if (adapter !== undefined && (typeof adapter !== 'string' || adapter.length === 0)) throw invalid('options.adapter', 'a PEFT adapter folder', adapter);
+    const { dir, device, dtype } = await resolveLoad(model, loadOptions);
+    // With an adapter, `model` may be the embedding model a cross-encoder was trained on with LoRA: the adapter holds the head.
+    if (adapter !== undefined && !isCrossEncoderFolder(dir)) return CrossEncoder.openFolder(dir, device, dtype, 0, adapter);
+    return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter);
   }
 
   /**
@@ -99,10 +118,39 @@ export class CrossEncoder {
    * folder (coltrast's default model, a BERT) as a new one-label cross-encoder on its encoder, with a new seeded
    * head (sentence-transformers' CrossEncoder(model) does the same).
    */
-  static async loadForTraining(model: string, options: LoadOptions, seed: number): Promise<CrossEncoder> {
+  static async loadForTraining(model: string, options: LoadOptions, seed: number, adapter?: string): Promise<CrossEncoder> {
     const { dir, device, dtype } = await resolveLoad(model, options);
-    if (isCrossEncoderFolder(dir)) return CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype);
-    return CrossEncoder.open(asNewCrossEncoder(readModelDirectory(dir)), device, dtype, seed);
+    return CrossEncoder.openFolder(dir, device, dtype, seed, adapter);
+  }
+
+  /** A cross-encoder folder, or an embedding model's as a new one-label cross-encoder (a head drawn from `seed`); with `adapter` added. */
+  private static async openFolder(dir: string, device: string, dtype: DType, seed: number, adapter: string | undefined): Promise<CrossEncoder> {
+    if (isCrossEncoderFolder(dir)) return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter);
+    return CrossEncoder.withAdapter(await CrossEncoder.open(asNewCrossEncoder(readModelDirectory(dir)), device, dtype, seed), adapter, true);
+  }
+
+  /**
+   * `model` with the adapter in folder `adapter` added (none: as it is); disposed if that fails. On a new head
+   * (`newHead`), the adapter must hold all of it: the classifier and the new modules, in its modules_to_save.
+   */
+  private static async withAdapter(model: CrossEncoder, adapter: string | undefined, newHead = false): Promise<CrossEncoder> {
+    if (adapter === undefined) return model;
+    try {
+      const config = await loadAdapter(model.model, path.resolve(adapter), 'cross-encoder');
+      const missing = newHead ? model.loraHeadModules.filter((m) => m !== 'score' && !config.modulesToSave.some((saved) => m.endsWith(saved))) : [];
+      if (missing.length > 0) {
+        throw new ColtrastError(
+          'INVALID_ARGUMENT',
+          `${model.modelDir} is not a cross-encoder, and the adapter ${adapter} does not hold a classification head for it (its modules_to_save lacks ` +
+            `${missing.join(', ')}): load a cross-encoder folder with it, or an adapter train({ crossEncoder: true, lora }) made on this model`,
+        );
+      }
+      model.loraConfig = config;
+    } catch (error) {
+      model.dispose();
+      throw error;
+    }
+    return model;
   }
 
   private static async open(files: ModelDirectory, device: string, dtype: DType, newHeadSeed?: number): Promise<CrossEncoder> {
@@ -147,6 +195,31 @@ export class CrossEncoder {
       scoreActivation: this.activation === 'identity' ? 'identity' : 'sigmoid',
       scale: loss.scale,
     }));
+  }
+
+  /** The model's LoRA adapter (train's `lora`, or load's `adapter`), if it has one. */
+  get lora(): LoraConfig | undefined {
+    return this.loraConfig;
+  }
+
+  /**
+   * @internal The head modules that train with LoRA adapters (PEFT's modules_to_save): the classifier, as PEFT's
+   * sequence classification has it, and the head's dense layer (and norm) when they are new, not the base model's.
+   */
+  get loraHeadModules(): string[] {
+    return [...SEQ_CLS_MODULES, ...this.model.current().info().newHeadModules];
+  }
+
+  /** @internal New LoRA adapters (train({ crossEncoder, lora })): from then on only they and the head modules config.modulesToSave names train. */
+  async addLora(config: LoraConfig, seed: number): Promise<void> {
+    if (this.loraConfig) throw new ColtrastError('INVALID_ARGUMENT', `${this.modelDir} already has a LoRA adapter (train() trains it)`);
+    await addAdapters(this.model, config, seed);
+    this.loraConfig = config;
+  }
+
+  /** config.json's model_type. */
+  get modelType(): string {
+    return String(this.files.config.model_type);
   }
 
   /** Outputs per pair: 1 for a reranker's relevance score. */
@@ -226,7 +299,8 @@ export class CrossEncoder {
 
   /**
    * Writes the model as sentence-transformers 6 saves a CrossEncoder (which Hugging Face's
-   * AutoModelForSequenceClassification also loads). The folder appears complete or not at all.
+   * AutoModelForSequenceClassification also loads), with a LoRA adapter's merged in and the adapter itself in
+   * `adapter/`. The folder appears complete or not at all.
    */
   async save(dir: string, options?: { overwrite?: boolean; dtype?: DType }): Promise<void> {
     const o = checkOptions('options', options, SAVE_KEYS);
@@ -238,6 +312,8 @@ export class CrossEncoder {
         writeModelFiles(this.files, staging, { pooling: 'cls', normalize: false, maxSeqLength: this.files.maxSeqLength, dimension: 0 });
         try {
           await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype);
+          // The adapter (and the head it trains) beside the merged weights: what PEFT adds to the base model.
+          if (this.loraConfig) await saveAdapter(handle, path.join(staging, ADAPTER_DIR), this.loraConfig, dtype);
         } catch (error) {
           throw fromNative(error);
         }

@@ -2,11 +2,10 @@
  * `Encoder`: a sentence-embedding model loaded from a Hugging Face / sentence-transformers directory
  * (or a hub id), run by the native libtorch code off the JS thread.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { ADAPTER_WEIGHTS, isAdapterOnlyFolder, loraScale, readAdapterConfig, writeAdapterConfig, type LoraConfig } from './lora';
+import { ADAPTER_DIR, addAdapters, isAdapterOnlyFolder, loadAdapter, readAdapterConfig, saveAdapter, type LoraConfig } from './lora';
 import { positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
@@ -16,8 +15,6 @@ import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './v
 
 export { setThreads, type Device, type DType, type LoadOptions } from './native-model';
 
-/** Where save() puts a LoRA adapter, beside the merged weights. */
-export const ADAPTER_DIR = 'adapter';
 
 /** Encoder.load's options: LoadOptions, the width pooled vectors are cut to, and a LoRA adapter. */
 export interface EncoderLoadOptions extends LoadOptions {
@@ -256,7 +253,7 @@ export class Encoder {
     const encoder = new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype, multi, truncateDim);
     try {
       if (truncateDim !== undefined) encoder.checkTruncateDim('options.truncateDim', truncateDim);
-      if (adapterDir !== undefined) await encoder.loadAdapter(adapterDir);
+      if (adapterDir !== undefined) encoder.loraConfig = await loadAdapter(encoder.model, adapterDir, 'embedding');
     } catch (error) {
       encoder.dispose();
       throw error;
@@ -316,27 +313,8 @@ export class Encoder {
   /** @internal New LoRA adapters (train({ lora })): from then on only they train, and save() writes them beside the merged weights. */
   async addLora(config: LoraConfig, seed: number): Promise<void> {
     if (this.loraConfig) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a LoRA adapter (train() trains it)`);
-    await this.model.use(async (handle) => {
-      try {
-        await handle.addLora({ targets: config.targetModules, rank: config.rank, scale: loraScale(config), dropout: config.dropout, seed });
-      } catch (error) {
-        throw fromNative(error);
-      }
-    });
+    await addAdapters(this.model, config, seed);
     this.loraConfig = config;
-  }
-
-  private async loadAdapter(dir: string): Promise<void> {
-    const config = readAdapterConfig(dir);
-    await this.model.use(async (handle) => {
-      try {
-        await handle.loadLora(config.weightsPath, { scale: loraScale(config), dropout: config.dropout });
-      } catch (error) {
-        throw fromNative(error);
-      }
-    });
-    const { weightsPath: _file, ...rest } = config;
-    this.loraConfig = rest;
   }
 
   /** A new, seeded Dense module in the native model (addProjectionHead, makeMultiVector). */
@@ -576,12 +554,8 @@ export class Encoder {
         const denseDir = this.multi ? this.dense?.modulePath : DENSE_DIR;
         const denseFile = this.dense && denseDir ? path.join(staging, denseDir, 'model.safetensors') : undefined;
         await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype, denseFile);
-        if (this.loraConfig) {
-          // The adapter beside the merged weights: what PEFT (or sentence-transformers' load_adapter) adds to the base model.
-          fs.mkdirSync(path.join(staging, ADAPTER_DIR));
-          await handle.saveLora(path.join(staging, ADAPTER_DIR, ADAPTER_WEIGHTS), dtype);
-          writeAdapterConfig(path.join(staging, ADAPTER_DIR), this.loraConfig);
-        }
+        // The adapter beside the merged weights: what PEFT (or sentence-transformers' load_adapter) adds to the base model.
+        if (this.loraConfig) await saveAdapter(handle, path.join(staging, ADAPTER_DIR), this.loraConfig, dtype);
       } catch (error) {
         throw fromNative(error);
       }

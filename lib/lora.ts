@@ -8,6 +8,8 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeJsonAtomic } from './files';
 import { readJson } from './model-dir';
+import { fromNative, type NativeEncoder } from './native';
+import type { ModelHandle } from './native-model';
 import { checkOptions, invalid, numberValue, positiveInteger, stringList } from './validate';
 
 export interface LoraOptions {
@@ -31,7 +33,18 @@ export interface LoraConfig {
   rslora: boolean;
   /** The model the adapter was made on, as adapter_config.json names it. */
   baseModel: string;
+  /** PEFT's task_type: 'FEATURE_EXTRACTION' for an embedding model's adapter, 'SEQ_CLS' for a cross-encoder's. */
+  taskType: string;
+  /**
+   * PEFT's modules_to_save: whole modules that train beside the adapters and are saved in the adapter file. Only a
+   * cross-encoder's head has them ('classifier' and 'score', as PEFT's sequence classification adds them, and the
+   * head's dense layer when the head is new); empty for an embedding model's adapter.
+   */
+  modulesToSave: string[];
 }
+
+/** The modules_to_save PEFT's PeftModelForSequenceClassification adds to every adapter: the classification head. */
+export const SEQ_CLS_MODULES = ['classifier', 'score'];
 
 /**
  * The projections adapted by default: PEFT's defaults for the types it has them for (bert, roberta, xlm-roberta,
@@ -56,10 +69,16 @@ export const LORA_TARGETS: Record<string, string[]> = {
 };
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
+/** Where a model's save() puts its LoRA adapter, beside the merged weights. */
+export const ADAPTER_DIR = 'adapter';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 
-/** train()'s `lora` option (true: the defaults) checked, for a model of `modelType` made from `baseModel`. */
-export function readLoraOptions(value: unknown, modelType: string, baseModel: string): LoraConfig {
+/**
+ * train()'s `lora` option (true: the defaults) checked, for a model of `modelType` made from `baseModel`: an embedding
+ * model's adapter, or with `headModules` (the modules of a cross-encoder's head that train with the adapters, PEFT's
+ * modules_to_save) a cross-encoder's.
+ */
+export function readLoraOptions(value: unknown, modelType: string, baseModel: string, headModules?: string[]): LoraConfig {
   const o: LoraOptions = value === true ? {} : checkOptions('options.lora', value as LoraOptions, ['rank', 'alpha', 'dropout', 'targetModules']);
   const rank = positiveInteger('options.lora.rank', o.rank ?? 8);
   const targets = o.targetModules === undefined ? LORA_TARGETS[modelType] : stringList('options.lora.targetModules', o.targetModules);
@@ -71,6 +90,8 @@ export function readLoraOptions(value: unknown, modelType: string, baseModel: st
     targetModules: targets,
     rslora: false,
     baseModel,
+    taskType: headModules ? 'SEQ_CLS' : 'FEATURE_EXTRACTION',
+    modulesToSave: headModules ?? [],
   };
 }
 
@@ -102,7 +123,9 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
   for (const key of ['rank_pattern', 'alpha_pattern'] as const) {
     if (c[key] && typeof c[key] === 'object' && Object.keys(c[key] as object).length > 0) refuse(`${key} gives layers ranks or alphas of their own`);
   }
-  if (Array.isArray(c.modules_to_save) && c.modules_to_save.length > 0) refuse('modules_to_save trains whole modules beside the adapters');
+  if (c.modules_to_save !== undefined && c.modules_to_save !== null && !(Array.isArray(c.modules_to_save) && c.modules_to_save.every((m) => typeof m === 'string'))) {
+    throw new ColtrastError('MODEL_FILES', `${configPath}: "modules_to_save" must be a list of module names`);
+  }
   const rank = c.r;
   if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 1) throw new ColtrastError('MODEL_FILES', `${configPath}: "r" must be a positive integer`);
   const alpha = c.lora_alpha ?? 8;
@@ -115,6 +138,8 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
     targetModules: targets,
     rslora: c.use_rslora === true,
     baseModel: typeof c.base_model_name_or_path === 'string' ? c.base_model_name_or_path : '',
+    taskType: typeof c.task_type === 'string' ? c.task_type : 'FEATURE_EXTRACTION',
+    modulesToSave: [...new Set((c.modules_to_save as string[] | null | undefined) ?? [])],
     weightsPath,
   };
 }
@@ -123,7 +148,7 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
 export function writeAdapterConfig(dir: string, config: LoraConfig): void {
   writeJsonAtomic(path.join(dir, ADAPTER_CONFIG), {
     peft_type: 'LORA',
-    task_type: 'FEATURE_EXTRACTION',
+    task_type: config.taskType,
     base_model_name_or_path: config.baseModel,
     r: config.rank,
     lora_alpha: config.alpha,
@@ -134,7 +159,49 @@ export function writeAdapterConfig(dir: string, config: LoraConfig): void {
     use_rslora: config.rslora,
     use_dora: false,
     init_lora_weights: true,
-    modules_to_save: null,
+    modules_to_save: config.modulesToSave.length > 0 ? config.modulesToSave : null,
     inference_mode: true,
   });
+}
+
+/** @internal New LoRA adapters on a loaded model (train({ lora })), A seeded, B zero; a cross-encoder's head modules in config.modulesToSave train with them. */
+export async function addAdapters(model: ModelHandle, config: LoraConfig, seed: number): Promise<void> {
+  await model.use(async (handle) => {
+    try {
+      await handle.addLora({ targets: config.targetModules, rank: config.rank, scale: loraScale(config), dropout: config.dropout, seed, modulesToSave: config.modulesToSave });
+    } catch (error) {
+      throw fromNative(error);
+    }
+  });
+}
+
+/**
+ * @internal A PEFT adapter folder's adapters added to a loaded model (and, for a cross-encoder, the head modules the
+ * adapter saved); returns its config. An embedding model refuses an adapter with modules_to_save (a classifier's).
+ */
+export async function loadAdapter(model: ModelHandle, dir: string, kind: 'embedding' | 'cross-encoder'): Promise<LoraConfig> {
+  const { weightsPath, ...config } = readAdapterConfig(dir);
+  if (kind === 'embedding' && config.modulesToSave.length > 0) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `${path.join(dir, ADAPTER_CONFIG)} trains whole modules beside its adapters (modules_to_save ${config.modulesToSave.join(', ')}: a ` +
+        `${config.taskType === 'SEQ_CLS' ? "cross-encoder's classification head" : 'head'}), which an embedding model has none of` +
+        `${config.taskType === 'SEQ_CLS' ? ": load it with CrossEncoder.load(base, { adapter })" : ''}`,
+    );
+  }
+  await model.use(async (handle) => {
+    try {
+      await handle.loadLora(weightsPath, { scale: loraScale(config), dropout: config.dropout, modulesToSave: config.modulesToSave });
+    } catch (error) {
+      throw fromNative(error);
+    }
+  });
+  return config;
+}
+
+/** @internal A model's adapter (and the head modules it trains) saved as PEFT saves one, in a new folder `dir`. */
+export async function saveAdapter(handle: NativeEncoder, dir: string, config: LoraConfig, dtype: string): Promise<void> {
+  fs.mkdirSync(dir);
+  await handle.saveLora(path.join(dir, ADAPTER_WEIGHTS), dtype);
+  writeAdapterConfig(dir, config);
 }

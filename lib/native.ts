@@ -16,6 +16,11 @@ export interface NativeEncoderInfo {
   outputSize: number;
   /** The classifier's outputs (a cross-encoder loaded with head 'sequence-classification'); 0 without one. */
   numLabels: number;
+  /**
+   * A cross-encoder's head modules drawn new (a head on an embedding model) beside the classifier, by the name PEFT
+   * matches them with ('pooler', 'head', 'pre_classifier'); empty for every other model.
+   */
+  newHeadModules: string[];
   /** Loaded with head 'causal-lm': it has a language-model head (lm_head or tied embeddings). */
   causalLm: boolean;
   /** The token embeddings' rows (a decoder's vocab_size); 0 for encoders. */
@@ -46,11 +51,14 @@ export interface NativeEncoder {
   saveWeights(file: string, dtype: string, denseFile?: string): Promise<void>;
   /** A new, seeded, randomly initialized projection head (throws if the model has one). */
   addProjection(options: { outFeatures: number; tanh: boolean; seed: number; bias?: boolean }): Promise<void>;
-  /** New LoRA adapters on the projections named in `targets` (A seeded, B zero); resolves to their count. */
-  addLora(options: { targets: string[]; rank: number; scale: number; dropout: number; seed: number }): Promise<number>;
-  /** The LoRA adapters of a PEFT adapter_model.safetensors; resolves to their count. */
-  loadLora(file: string, options: { scale: number; dropout: number }): Promise<number>;
-  /** The model's LoRA adapters to `file`, named as PEFT names them. */
+  /**
+   * New LoRA adapters on the projections named in `targets` (A seeded, B zero); resolves to their count. A
+   * cross-encoder's head modules matched by `modulesToSave` (PEFT's rule: a module whose path ends with one) train with them.
+   */
+  addLora(options: { targets: string[]; rank: number; scale: number; dropout: number; seed: number; modulesToSave: string[] }): Promise<number>;
+  /** The LoRA adapters of a PEFT adapter_model.safetensors, and the head modules `modulesToSave` matches from it; resolves to the adapters' count. */
+  loadLora(file: string, options: { scale: number; dropout: number; modulesToSave: string[] }): Promise<number>;
+  /** The model's LoRA adapters (and the head modules that train with them) to `file`, named as PEFT names them. */
   saveLora(file: string, dtype: string): Promise<void>;
   info(): NativeEncoderInfo;
   /** A causal LM's Σ log p of the tokens `outputMask` marks (each predicted from the tokens before it), per row. */

@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, type CrossEncoderLoss } from './cross-encoder';
-import { ADAPTER_DIR, Encoder, matrixRows, normalizeRow, type Device, type MultiVectorSettings } from './encoder';
-import { readLoraOptions, type LoraOptions } from './lora';
+import { Encoder, matrixRows, normalizeRow, type Device, type MultiVectorSettings } from './encoder';
+import { ADAPTER_DIR, readLoraOptions, type LoraOptions } from './lora';
 import { resolveModelDir } from './hub';
 import type { ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
@@ -205,8 +205,12 @@ export interface TrainOptions {
    * adapter in `adapter/` (PEFT's adapter_config.json and adapter_model.safetensors), which PEFT and
    * sentence-transformers' load_adapter add to the base model, as Encoder.load's `adapter` does. A model folder that
    * carries an adapter (sentence-transformers' save of a model with one) trains that adapter (its rank and targets). For embedding models
-   * (single- or multi-vector, encoders or decoders); not with crossEncoder, projection, multiVector, freezeBase or
-   * contrastiveTension.
+   * (single- or multi-vector, encoders or decoders) and cross-encoders; not with projection, multiVector, freezeBase or
+   * contrastiveTension. With `crossEncoder`, the classification head trains with the adapters and is saved in the
+   * adapter file, as PEFT does for sequence classification (modules_to_save "classifier"; and the head's dense layer
+   * when the head is new, drawn on an embedding model: "pooler" for BERT and DeBERTa, "head" for ModernBERT);
+   * `CrossEncoder.load(base, { adapter })` and PEFT's `PeftModel.from_pretrained` on
+   * `AutoModelForSequenceClassification` load it.
    */
   lora?: boolean | LoraOptions;
   /**
@@ -355,11 +359,11 @@ const MULTI_VECTOR_KEYS = ['dimension', 'queryLength', 'documentLength', 'queryE
 function readLora(o: TrainOptions): true | LoraOptions | undefined {
   if (o.lora === undefined || o.lora === false) return undefined;
   if (o.lora !== true && (typeof o.lora !== 'object' || o.lora === null || Array.isArray(o.lora))) throw invalid('options.lora', 'true or an object of LoRA options', o.lora);
-  const clashing = (['crossEncoder', 'projection', 'multiVector', 'freezeBase', 'contrastiveTension'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  const clashing = (['projection', 'multiVector', 'freezeBase', 'contrastiveTension'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
   if (clashing.length > 0) {
     throw new ColtrastError(
       'INVALID_ARGUMENT',
-      `options.lora trains adapters on an embedding model's projections and nothing else: drop ${clashing.map((k) => `options.${k}`).join(', ')}`,
+      `options.lora trains adapters on the model's projections and nothing else: drop ${clashing.map((k) => `options.${k}`).join(', ')}`,
     );
   }
   // Its fields are checked by readLoraOptions, which needs the model's type.
@@ -813,7 +817,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // A resumed LoRA run: the base model again, with the checkpoint's adapter (its merged weights are not the base).
   const from = saved && !config.lora ? path.join(checkpointDir, 'model') : model;
   const encoder = config.crossEncoder
-    ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed)
+    ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed, saved && config.lora ? path.join(checkpointDir, 'model', ADAPTER_DIR) : undefined)
     : await Encoder.load(from, { ...loadOptions, ...(saved && config.lora && { adapter: path.join(checkpointDir, 'model', ADAPTER_DIR) }) });
   let releaseTrainer: (() => void) | undefined;
   let twin: Encoder | undefined;
@@ -890,7 +894,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (encoder instanceof Encoder && encoder.lora && !config.lora) {
       throw new ColtrastError('INVALID_ARGUMENT', `${encoder.modelDir} carries a LoRA adapter, which is what trains: pass options.lora (true) to train it`);
     }
-    if (encoder instanceof Encoder && config.lora && !saved && !encoder.lora) await encoder.addLora(readLoraOptions(config.lora, encoder.modelType, model), config.seed);
+    if (config.lora && !saved && !encoder.lora) {
+      await encoder.addLora(readLoraOptions(config.lora, encoder.modelType, model, encoder instanceof CrossEncoder ? encoder.loraHeadModules : undefined), config.seed);
+    }
     // Contrastive Tension's twin: the same model loaded again (a resumed run's from the checkpoint), with the same
     // new head when there is one (the same seed makes it the same).
     if (config.contrastiveTension) {

@@ -54,9 +54,10 @@ using HeadKind = LoadedEncoder::HeadKind;
 
 // Where each family's *ForSequenceClassification keeps its head: the dense layer, the norm after it (ModernBERT) and
 // the output layer. BERT's dense layer is the base model's pooler: the model keeps it without the prefix, and it is
-// saved under the prefix (`savedDense`).
+// saved under the prefix (`savedDense`). `module`: the module holding the dense layer (and norm) by the name PEFT's
+// modules_to_save matches it with, when it is not inside the classifier (RoBERTa's classifier.dense is).
 struct HeadNames {
-  std::string dense, norm, out, savedDense;
+  std::string dense, norm, out, savedDense, module;
 };
 
 HeadKind headKindOf(const std::string& modelType) {
@@ -70,11 +71,11 @@ HeadKind headKindOf(const std::string& modelType) {
 
 HeadNames headNames(HeadKind kind, const std::string& prefix) {
   switch (kind) {
-    case HeadKind::Roberta: return {"classifier.dense", "", "classifier.out_proj", "classifier.dense"};
-    case HeadKind::DistilBert: return {"pre_classifier", "", "classifier", "pre_classifier"};
-    case HeadKind::Deberta: return {"pooler.dense", "", "classifier", "pooler.dense"};
-    case HeadKind::ModernBert: return {"head.dense", "head.norm", "classifier", "head.dense"};
-    default: return {"pooler.dense", "", "classifier", prefix + "pooler.dense"};
+    case HeadKind::Roberta: return {"classifier.dense", "", "classifier.out_proj", "classifier.dense", ""};
+    case HeadKind::DistilBert: return {"pre_classifier", "", "classifier", "pre_classifier", "pre_classifier"};
+    case HeadKind::Deberta: return {"pooler.dense", "", "classifier", "pooler.dense", "pooler"};
+    case HeadKind::ModernBert: return {"head.dense", "head.norm", "classifier", "head.dense", "head"};
+    default: return {"pooler.dense", "", "classifier", prefix + "pooler.dense", "pooler"};
   }
 }
 
@@ -207,7 +208,10 @@ class LoadWorker : public PromiseWorker {
       auto generator = at::detail::createCPUGenerator(options_.seed);
       // The head is new as a whole, but for BERT's pretrained pooler, which the base model holds.
       if (kind != HeadKind::Bert) loaded.pooler = nullptr;
-      if (!loaded.pooler) loaded.pooler = newLinear(hidden, hidden, std, generator, denseBias);
+      if (!loaded.pooler) {
+        loaded.pooler = newLinear(hidden, hidden, std, generator, denseBias);
+        if (!names.module.empty()) loaded.newHeadModules.push_back(names.module);
+      }
       model.takeKept(names.out + ".weight");
       model.takeKept(names.out + ".bias");
       loaded.classifier = newLinear(hidden, options_.numLabels, std, generator);
@@ -338,14 +342,7 @@ class SaveWorker : public PromiseWorker {
     if (encoder_->classifier) {
       // As Hugging Face's *ForSequenceClassification saves: the base model under its prefix, then the head.
       auto weights = encoder_->model->weightsForSaving(dtype, /*prefixed=*/true);
-      const auto add = [&](const std::string& name, const torch::Tensor& weight, const torch::Tensor& bias) {
-        weights.emplace_back(name + ".weight", weight.detach().to(torch::kCPU, dtype));
-        if (bias.defined()) weights.emplace_back(name + ".bias", bias.detach().to(torch::kCPU, dtype));
-      };
-      const HeadNames names = headNames(encoder_->headKind, encoder_->model->prefix());
-      if (encoder_->pooler) add(names.savedDense, encoder_->pooler->weight, encoder_->pooler->bias);
-      if (encoder_->headNorm) add(names.norm, encoder_->headNorm->weight, encoder_->headNorm->bias);
-      add(names.out, encoder_->classifier->weight, encoder_->classifier->bias);
+      for (const auto& [name, tensor] : encoder_->headTensors()) weights.emplace_back(name, tensor.detach().to(torch::kCPU, dtype));
       writeSafetensors(path_, weights, {{"format", "pt"}});
       return;
     }
@@ -413,6 +410,48 @@ std::vector<torch::Tensor> LoadedEncoder::parameters() const {
     for (auto& p : headNorm->parameters()) params.push_back(p);
   }
   return params;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LoadedEncoder::headTensors() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  if (!classifier) return out;
+  const HeadNames names = headNames(headKind, model->prefix());
+  const auto add = [&](const std::string& name, const torch::Tensor& weight, const torch::Tensor& bias) {
+    out.emplace_back(name + ".weight", weight);
+    if (bias.defined()) out.emplace_back(name + ".bias", bias);
+  };
+  if (pooler) add(names.savedDense, pooler->weight, pooler->bias);
+  if (headNorm) add(names.norm, headNorm->weight, headNorm->bias);
+  add(names.out, classifier->weight, classifier->bias);
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LoadedEncoder::headTensorsMatching(const std::vector<std::string>& modules) const {
+  if (modules.empty()) return {};
+  std::string list;
+  for (const auto& m : modules) list += (list.empty() ? "" : ", ") + m;
+  if (!classifier) {
+    throw invalidArgument("modules_to_save (" + list + ") trains a classification head beside the adapters, and this model has none: it is an adapter for a cross-encoder");
+  }
+  // The module of `tensor` that one of `modules` matches (its path ends with the name), or "".
+  const auto matched = [&](const std::string& tensor) -> std::string {
+    for (size_t dot = tensor.find('.'); dot != std::string::npos; dot = tensor.find('.', dot + 1)) {
+      const std::string path = tensor.substr(0, dot);
+      for (const auto& m : modules)
+        if (path.size() >= m.size() && path.compare(path.size() - m.size(), m.size(), m) == 0) return path;
+    }
+    return "";
+  };
+  for (const auto& item : model->named_parameters(true)) {
+    const std::string path = matched(model->prefix() + item.key());
+    if (!path.empty()) {
+      throw unsupportedError("modules_to_save (" + list + ") names " + path + ", a module of the base model; coltrast trains a cross-encoder's head beside LoRA adapters, not whole modules of the base model");
+    }
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& item : headTensors())
+    if (!matched(item.first).empty()) out.push_back(std::move(item));
+  return out;
 }
 
 Napi::Function EncoderWrap::define(Napi::Env env) {
@@ -581,52 +620,45 @@ class ModelTaskWorker : public PromiseWorker {
   double value_ = 0;
 };
 
-// LoRA adapters go on embedding models' projections (the trainer then trains nothing else).
+// LoRA adapters go on embedding models' and cross-encoders' projections (the trainer then trains nothing else, but for
+// a cross-encoder's head modules in modules_to_save).
 static void checkTakesLora(const LoadedEncoder& encoder) {
-  if (encoder.causalLm() || encoder.classifier) throw invalidArgument("LoRA adapters are for embedding models here, not generators or cross-encoders");
+  if (encoder.causalLm()) throw invalidArgument("LoRA adapters are for embedding models and cross-encoders here, not generators");
 }
 
-// addLora({ targets, rank, scale, dropout, seed }): new LoRA adapters on the model's projections named in `targets`
-// (TransformerEncoder::addLora); resolves to their count. Only a model without heads of its own to train (an
-// embedding model, its Dense head kept as it is) takes one.
+// o[key], an array of strings; empty when absent.
+static std::vector<std::string> stringArray(const Napi::Object& o, const char* key) {
+  std::vector<std::string> out;
+  const Napi::Value value = o.Get(key);
+  if (value.IsUndefined()) return out;
+  if (!value.IsArray()) throw invalidArgument(std::string(key) + " must be an array of names");
+  auto list = value.As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); ++i) out.push_back(list.Get(i).ToString().Utf8Value());
+  return out;
+}
+
+// addLora({ targets, rank, scale, dropout, seed, modulesToSave }): new LoRA adapters on the model's projections named
+// in `targets` (TransformerEncoder::addLora); resolves to their count. With them only the adapters train, and a
+// cross-encoder's head modules that `modulesToSave` names (PEFT's modules_to_save); an embedding model's Dense head
+// stays as it is.
 Napi::Value EncoderWrap::addLora(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto encoder = live(env);
   try {
     auto o = info[0].As<Napi::Object>();
-    std::vector<std::string> targets;
     if (!o.Get("targets").IsArray()) throw invalidArgument("targets must be an array of projection names");
-    auto list = o.Get("targets").As<Napi::Array>();
-    for (uint32_t i = 0; i < list.Length(); ++i) targets.push_back(list.Get(i).ToString().Utf8Value());
+    const std::vector<std::string> targets = stringArray(o, "targets"), modulesToSave = stringArray(o, "modulesToSave");
     const auto rank = static_cast<int64_t>(numberOr(o, "rank", 8));
     const double scale = numberOr(o, "scale", 1.0), dropout = numberOr(o, "dropout", 0.0);
     const auto seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
     checkTakesLora(*encoder);
     return (new ModelTaskWorker(
                 env, encoder,
-                [targets, rank, scale, dropout, seed](LoadedEncoder& e) { return static_cast<double>(e.model->addLora(targets, rank, scale, dropout, seed)); },
-                true))
-        ->start();
-  } catch (const Error& e) {
-    throw jsError(env, {e.code(), e.what()});
-  }
-}
-
-// loadLora(path, { scale, dropout }): the LoRA adapters of a PEFT adapter file (adapter_model.safetensors); resolves to
-// their count.
-Napi::Value EncoderWrap::loadLora(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto encoder = live(env);
-  try {
-    const std::string path = info[0].As<Napi::String>();
-    auto o = info[1].As<Napi::Object>();
-    const double scale = numberOr(o, "scale", 1.0), dropout = numberOr(o, "dropout", 0.0);
-    checkTakesLora(*encoder);
-    return (new ModelTaskWorker(
-                env, encoder,
-                [path, scale, dropout](LoadedEncoder& e) {
-                  WeightFiles file({path});
-                  return static_cast<double>(e.model->loadLora(file, scale, dropout));
+                [targets, rank, scale, dropout, seed, modulesToSave](LoadedEncoder& e) {
+                  e.headTensorsMatching(modulesToSave);  // checks the names
+                  const auto count = e.model->addLora(targets, rank, scale, dropout, seed);
+                  e.loraModulesToSave = modulesToSave;
+                  return static_cast<double>(count);
                 },
                 true))
         ->start();
@@ -635,7 +667,52 @@ Napi::Value EncoderWrap::loadLora(const Napi::CallbackInfo& info) {
   }
 }
 
-// saveLora(path, dtype): the model's LoRA adapters as PEFT's adapter_model.safetensors.
+// loadLora(path, { scale, dropout, modulesToSave }): the LoRA adapters of a PEFT adapter file (adapter_model.safetensors),
+// and the cross-encoder head modules `modulesToSave` names, which the file holds as PEFT saves them
+// ("base_model.model.classifier.weight"); resolves to the adapters' count.
+Napi::Value EncoderWrap::loadLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto encoder = live(env);
+  try {
+    const std::string path = info[0].As<Napi::String>();
+    auto o = info[1].As<Napi::Object>();
+    const double scale = numberOr(o, "scale", 1.0), dropout = numberOr(o, "dropout", 0.0);
+    const std::vector<std::string> modulesToSave = stringArray(o, "modulesToSave");
+    checkTakesLora(*encoder);
+    return (new ModelTaskWorker(
+                env, encoder,
+                [path, scale, dropout, modulesToSave](LoadedEncoder& e) {
+                  WeightFiles file({path});
+                  // Every head tensor read and checked before anything changes.
+                  const auto head = e.headTensorsMatching(modulesToSave);
+                  std::vector<torch::Tensor> values;
+                  for (const auto& [name, tensor] : head) {
+                    const std::string stored = PEFT_PREFIX + name;
+                    if (!file.has(stored)) {
+                      throw modelFilesError("adapter " + file.description() + " has no " + stored + ", which its adapter_config.json's modules_to_save says it trained");
+                    }
+                    torch::Tensor value = file.read(stored);
+                    if (value.sizes() != tensor.sizes()) {
+                      throw modelFilesError("adapter " + file.description() + ": " + stored + " has shape " + c10::str(value.sizes()) + ", the model's " + name + " " +
+                                            c10::str(tensor.sizes()) + " (an adapter of another model?)");
+                    }
+                    values.push_back(value);
+                  }
+                  const auto count = e.model->loadLora(file, scale, dropout);
+                  torch::NoGradGuard noGrad;
+                  for (size_t i = 0; i < head.size(); ++i) head[i].second.copy_(values[i]);
+                  e.loraModulesToSave = modulesToSave;
+                  return static_cast<double>(count);
+                },
+                true))
+        ->start();
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
+}
+
+// saveLora(path, dtype): the model's LoRA adapters as PEFT's adapter_model.safetensors, with a cross-encoder's head
+// modules that train with them, named as a PeftModel of its *ForSequenceClassification saves them.
 Napi::Value EncoderWrap::saveLora(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto encoder = live(env);
@@ -643,8 +720,10 @@ Napi::Value EncoderWrap::saveLora(const Napi::CallbackInfo& info) {
   return (new ModelTaskWorker(
               env, encoder,
               [path, dtype](LoadedEncoder& e) {
-                const auto weights = e.model->loraWeights(parseDtype(dtype));
+                const auto type = parseDtype(dtype);
+                auto weights = e.model->loraWeights(type, /*prefixed=*/static_cast<bool>(e.classifier));
                 if (weights.empty()) throw invalidArgument("this model has no LoRA adapter to save");
+                for (const auto& [name, tensor] : e.headTensorsMatching(e.loraModulesToSave)) weights.emplace_back(PEFT_PREFIX + name, tensor.detach().to(torch::kCPU, type));
                 writeSafetensors(path, weights, {{"format", "pt"}});
                 return 0.0;
               },
@@ -664,6 +743,9 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("numParameters", static_cast<double>(parameters));
   out.Set("outputSize", static_cast<double>(encoder->dense ? encoder->dense->weight.size(0) : encoder->model->hiddenSize()));
   out.Set("numLabels", static_cast<double>(encoder->classifier ? encoder->classifier->weight.size(0) : 0));
+  auto newHead = Napi::Array::New(env, encoder->newHeadModules.size());
+  for (uint32_t i = 0; i < encoder->newHeadModules.size(); ++i) newHead.Set(i, encoder->newHeadModules[i]);
+  out.Set("newHeadModules", newHead);
   out.Set("causalLm", encoder->causalLm());
   const torch::Tensor embeddings = encoder->model->inputEmbeddings();
   out.Set("vocabSize", static_cast<double>(embeddings.defined() ? embeddings.size(0) : 0));

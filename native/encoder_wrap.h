@@ -35,6 +35,13 @@ struct LoadedEncoder {
   // classifier_dropout, else hidden_dropout_prob; DistilBERT's seq_classif_dropout; DeBERTa's cls_dropout, else
   // hidden_dropout_prob).
   double inputDropout = 0.0, classifierDropout = 0.1;
+  // A new head's modules beside the classifier (drawn, not read from the weights file), by the names PEFT's
+  // modules_to_save matches them with: "pooler" (BERT without a pooler in its file, DeBERTa), "pre_classifier"
+  // (DistilBERT), "head" (ModernBERT).
+  std::vector<std::string> newHeadModules;
+  // With LoRA adapters on a cross-encoder: PEFT's modules_to_save, the head modules that train with the adapters and
+  // are saved in the adapter file (loraHeadTensors()).
+  std::vector<std::string> loraModulesToSave;
   // A causal language model's output layer (Hugging Face's lm_head, no bias, in the model's dtype), or none; with
   // tiedLmHead the output layer is the token embedding matrix itself (config.json's tie_word_embeddings).
   torch::nn::Linear lmHead{nullptr};
@@ -53,6 +60,13 @@ struct LoadedEncoder {
   torch::Tensor logits(const torch::Tensor& states) const;
   // Every trained tensor: the model's parameters, then the heads' (the order of saved optimizer state).
   std::vector<torch::Tensor> parameters() const;
+  // A cross-encoder's head parameters as its *ForSequenceClassification names them ("bert.pooler.dense.weight",
+  // "classifier.weight"); empty without one.
+  std::vector<std::pair<std::string, torch::Tensor>> headTensors() const;
+  // The head parameters in modules `modules` names by PEFT's modules_to_save rule (peft.utils.other._set_trainable: a
+  // module whose path ends with one of the names, "pre_classifier" ending with "classifier" too). Throws when a name
+  // matches a module of the base model, which coltrast does not train beside adapters, or the model has no head.
+  std::vector<std::pair<std::string, torch::Tensor>> headTensorsMatching(const std::vector<std::string>& modules) const;
 };
 
 class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {

@@ -791,3 +791,48 @@ const peftSkip = skip || (peftProbe?.status !== 0 ? `${PYTHON} has no peft (scri
     t.true(maxAbsDiff(await embedWith(FIXTURE), theirs) > 1e-2, 'the adapter changes the embeddings');
   },
 );
+
+(peftSkip ? test.skip : test)(
+  `LoRA on cross-encoders: sentence-transformers' CrossEncoder.load_adapter (PEFT) adds the sequence-classification adapter coltrast trained (the adapters and the head they trained with) to the base and scores as coltrast's merged model does, for rerankers (BERT, XLM-RoBERTa, DistilBERT) and new heads on embedding models (BERT, DeBERTa-v3, ModernBERT); coltrast loads an adapter PEFT made and scores as PEFT does (1e-5)${peftSkip ? ` [skipped: ${peftSkip}]` : ''}`,
+  async (t) => {
+    const dir = tempDir();
+    const pairs = path.join(dir, 'pairs.json');
+    fs.writeFileSync(pairs, JSON.stringify(CROSS_REFERENCE.pairs));
+    const logits = async (model: string, adapter?: string) => {
+      const ce = await CrossEncoder.load(model, { device: 'cpu', ...(adapter && { adapter }) });
+      try {
+        return { logits: (await ce.predict(CROSS_REFERENCE.pairs, { activation: 'identity' })).data, maxLength: ce.maxSeqLength };
+      } finally {
+        ce.dispose();
+      }
+    };
+    const pythonLogits = (file: string) => (JSON.parse(fs.readFileSync(file, 'utf8')).logits as number[][]).flat();
+    // Ours, in sentence-transformers and PEFT.
+    for (const [name, base] of [
+      ['bert', path.join(CROSS, 'st')],
+      ['xlm-roberta', path.join(ENCODERS, 'xlm-roberta-cross-encoder')],
+      ['distilbert', path.join(ENCODERS, 'distilbert-cross-encoder')],
+      ['bert-new-head', FIXTURE],
+      ['deberta-v3-new-head', path.join(ENCODERS, 'deberta-v3')],
+      ['modernbert-new-head', path.join(ENCODERS, 'modernbert')],
+    ] as const) {
+      const output = path.join(dir, name);
+      await train({ model: base, data: wordDataset(16), output, epochs: 1, batchSize: 4, learningRate: 1e-2, valSplit: 0, device: 'cpu', seed: 5, crossEncoder: true, lora: { rank: 4, alpha: 16 } });
+      const ours = await logits(output);
+      const back = path.join(dir, `${name}.json`);
+      const r = await python([script('peft_adapter.py'), 'load-cls', base, path.join(output, 'adapter'), pairs, back, String(ours.maxLength)]);
+      t.is(r.status, 0, r.tail);
+      t.true(maxAbsDiff(ours.logits, pythonLogits(back)) < 1e-5, `${name}: coltrast's merged reranker vs the base + adapter in sentence-transformers: ${maxAbsDiff(ours.logits, pythonLogits(back))}`);
+    }
+    // PEFT's, in coltrast.
+    const base = path.join(CROSS, 'st');
+    const made = path.join(dir, 'peft-made');
+    const out = path.join(dir, 'peft-made.json');
+    const { logits: plain, maxLength } = await logits(base);
+    const r = await python([script('peft_adapter.py'), 'make-cls', base, made, pairs, out, 'query,value', String(maxLength)]);
+    t.is(r.status, 0, r.tail);
+    const ours = (await logits(base, made)).logits;
+    t.true(maxAbsDiff(ours, pythonLogits(out)) < 1e-5, `the base + PEFT's adapter, coltrast vs PEFT: ${maxAbsDiff(ours, pythonLogits(out))}`);
+    t.true(maxAbsDiff(plain, pythonLogits(out)) > 1e-2, 'the adapter changes the scores');
+  },
+);

@@ -24,8 +24,6 @@ std::vector<std::pair<std::string, DenseImpl*>> denseLayers(const torch::nn::Mod
   return layers;
 }
 
-const std::string PEFT_PREFIX = "base_model.model.";
-
 }  // namespace
 
 void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType dtype) {
@@ -164,12 +162,13 @@ int64_t TransformerEncoder::loadLora(const WeightFiles& file, double scale, doub
   return count;
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> TransformerEncoder::loraWeights(torch::ScalarType dtype) const {
+std::vector<std::pair<std::string, torch::Tensor>> TransformerEncoder::loraWeights(torch::ScalarType dtype, bool prefixed) const {
   std::vector<std::pair<std::string, torch::Tensor>> out;
+  const std::string prefix = PEFT_PREFIX + (prefixed ? weightPrefix() : "");
   for (const auto& [path, dense] : denseLayers(*this)) {
     if (!dense->hasLora()) continue;
-    out.emplace_back(PEFT_PREFIX + path + ".lora_A.weight", dense->loraA.detach().to(torch::kCPU, dtype));
-    out.emplace_back(PEFT_PREFIX + path + ".lora_B.weight", dense->loraB.detach().to(torch::kCPU, dtype));
+    out.emplace_back(prefix + path + ".lora_A.weight", dense->loraA.detach().to(torch::kCPU, dtype));
+    out.emplace_back(prefix + path + ".lora_B.weight", dense->loraB.detach().to(torch::kCPU, dtype));
   }
   return out;
 }

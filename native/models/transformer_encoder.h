@@ -15,6 +15,9 @@
 
 namespace coltrast {
 
+// The prefix of every name in a PEFT adapter file (PeftModel's "base_model" and the LoRA model's "model").
+inline const std::string PEFT_PREFIX = "base_model.model.";
+
 class TransformerEncoder : public torch::nn::Module {
  public:
   // inputIds, attentionMask (1 = token, 0 = padding) and tokenTypeIds: int64 [batch, seq] on the
@@ -48,8 +51,9 @@ class TransformerEncoder : public torch::nn::Module {
   // without PEFT's "base_model.model." and the architecture's prefix), the rank read from their shapes; returns how many.
   // Adapters of layers the model keeps without running them (BERT's pooler) are left out.
   int64_t loadLora(const WeightFiles& file, double scale, double dropout);
-  // The adapters' tensors as PEFT names them ("base_model.model.<path>.lora_A.weight"), in `dtype` on the CPU.
-  std::vector<std::pair<std::string, torch::Tensor>> loraWeights(torch::ScalarType dtype) const;
+  // The adapters' tensors as PEFT names them ("base_model.model.<path>.lora_A.weight"; with the task heads' prefix,
+  // "base_model.model.bert.<path>...", when `prefixed`, as on a model with a head), in `dtype` on the CPU.
+  std::vector<std::pair<std::string, torch::Tensor>> loraWeights(torch::ScalarType dtype, bool prefixed = false) const;
   bool hasLora() const { return !loraParameters().empty(); }
   // The adapters' A and B matrices: with adapters, the only parameters a trainer updates.
   std::vector<torch::Tensor> loraParameters() const;

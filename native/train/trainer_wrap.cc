@@ -1049,11 +1049,12 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
       if (frozen.size() == state->parameters().size()) throw invalidArgument("freezeBase leaves nothing to train: the model has no head");
     }
     if (state->encoder->model->hasLora()) {
-      // LoRA: only the adapters train; the base model and its heads stay as they are (what an adapter file holds is
-      // then the whole change).
+      // LoRA: only the adapters train, and a cross-encoder's head modules named in modules_to_save (as PEFT trains
+      // them); the base model and the other heads stay as they are (what an adapter file holds is then the whole change).
       if (freezeBase || state->twin) throw invalidArgument("a model with LoRA adapters trains only them: no freezeBase, no twin");
       std::set<const void*> adapters;
       for (const auto& p : state->encoder->model->loraParameters()) adapters.insert(p.unsafeGetTensorImpl());
+      for (const auto& [name, p] : state->encoder->headTensorsMatching(state->encoder->loraModulesToSave)) adapters.insert(p.unsafeGetTensorImpl());
       for (const auto& p : state->encoder->parameters())
         if (!adapters.count(p.unsafeGetTensorImpl())) frozen.insert(p.unsafeGetTensorImpl());
     }
