@@ -55,6 +55,8 @@ test('train({ lora }) trains only the adapters: the merged model changes only th
   const texts = data.map((d) => d.query);
   const [a, b] = [await trained.embed(texts), await withAdapter.embed(texts)];
   t.true(maxAbsDiff(a.data, b.data) < 1e-6, `merged vs base + adapter: ${maxAbsDiff(a.data, b.data)}`);
+  const end = await retrievalMetrics(trained, data);
+  t.true(end['mrr@10'] > start['mrr@10'] + 0.1, `MRR@10 on the training questions ${start['mrr@10']} -> ${end['mrr@10']}`);
   // Saving the adapted model again writes the same merged weights and the adapter.
   const again = path.join(tempDir(), 'again');
   await withAdapter.save(again);
@@ -261,7 +263,7 @@ test("a folder holding only an adapter (sentence-transformers' save of a model w
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: train({ lora }) on the GPU follows the same run on the CPU (float32; bfloat16 autocast close), and a LoRA adapter loads on the GPU (float32, bfloat16)${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: train({ lora }) on the GPU follows the same run on the CPU (float32; bfloat16 autocast close), and a LoRA adapter loads on the GPU (float32, bfloat16); the same for a reranker's LoRA run and adapter${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
     // Dropout off: the CPU's and the GPU's generators draw different masks.
     const model = fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })));
@@ -296,6 +298,32 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
       try {
         const diff = maxAbsDiff((await adapted.embed(texts)).data, want);
         t.true(diff < tolerance, `${dtype}: ${diff}`);
+      } finally {
+        adapted.dispose();
+      }
+    }
+
+    // A reranker's LoRA run (adapters and classifier) on the GPU follows the CPU's, and its adapter scores on the GPU as
+    // the CPU's merged reranker.
+    const reranker = folderCopy(RERANKER, (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })));
+    const rerankerRun = async (device: 'cpu' | 'cuda') => {
+      const output = path.join(dir, `reranker-${device}`);
+      const r = await train({ model: reranker, data, output, epochs: 2, batchSize: 8, learningRate: 1e-2, valSplit: 0, device, seed: 3, crossEncoder: { loss: 'bce' }, lora: { rank: 4, alpha: 8, targetModules: TARGETS } });
+      return { output, losses: r.history.steps.map((s) => s.loss) };
+    };
+    const cpuReranker = await rerankerRun('cpu');
+    const gpuReranker = await rerankerRun('cuda');
+    t.true(relative(cpuReranker.losses, gpuReranker.losses) < 1e-3, `reranker losses ${cpuReranker.losses} / ${gpuReranker.losses}`);
+    const pairs = data.slice(0, 8).map((p): [string, string] => [p.query, p.positive]);
+    const mergedReranker = await CrossEncoder.load(cpuReranker.output, { device: 'cpu' });
+    const wantScores = (await mergedReranker.predict(pairs, { activation: 'identity' })).data;
+    mergedReranker.dispose();
+    const largest = Math.max(1, ...Array.from(wantScores, Math.abs));
+    for (const [dtype, tolerance] of [['float32', 1e-4 * largest], ['bfloat16', 2e-2 * largest]] as const) {
+      const adapted = await CrossEncoder.load(reranker, { device: 'cuda', dtype, adapter: path.join(cpuReranker.output, 'adapter') });
+      try {
+        const diff = maxAbsDiff((await adapted.predict(pairs, { activation: 'identity' })).data, wantScores);
+        t.true(diff < tolerance, `reranker ${dtype}: ${diff}`);
       } finally {
         adapted.dispose();
       }
