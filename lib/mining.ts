@@ -18,7 +18,7 @@ import { CrossEncoder } from './cross-encoder';
 import { Encoder, type Device, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { seededRandom } from './random';
-import { exactMaxSim, newStore } from './search-index';
+import { exactMaxSim, newStore, topIndices } from './search-index';
 import { padTokens } from './ops';
 import { ProgressBar } from './progress';
 import { readCorpus, readTrainingData, type TrainExample } from './train-data';
@@ -236,7 +236,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
         const rows = await exactMaxSim(encoder, queryTokens.slice(start, end), docs, (d) => corpusTokens[d].dims[0], (ds) => padTokens(ds.map((d) => corpusTokens[d]), encoder.tokenDimension));
         rows.forEach((row, i) => {
           const q = start + i;
-          const order = docs.slice().sort((a, b) => row[b] - row[a] || a - b);
+          const order = topIndices(row, k);
           for (let j = 0; j < k; j++) {
             candidates[q * width + j] = order[j];
             scores[q * width + j] = row[order[j]];

@@ -335,6 +335,46 @@ function maxsimDevice(encoder: Encoder): string {
  * docs[i], divided by the query's token count when the model's similarity is 'meanmaxsim' (sentence-transformers'
  * scores). `tokens` gives a block's token vectors, right-padded, with their mask (padTokens' layout).
  */
+/**
+ * @internal The positions of `row`'s `k` highest values, best first, ties by position (what sorting every position
+ * would give), kept in a heap of k: O(n log k) rather than a sort's O(n log n), which over a corpus of documents per
+ * query would cost more than the scoring itself on a GPU.
+ */
+export function topIndices(row: ArrayLike<number>, k: number): number[] {
+  const n = row.length;
+  const size = Math.min(k, n);
+  // below(a, b): position a ranks after position b.
+  const below = (a: number, b: number) => row[a] < row[b] || (row[a] === row[b] && a > b);
+  const heap: number[] = []; // heap[0]: the lowest-ranked position kept
+  const siftDown = (at: number) => {
+    for (;;) {
+      const left = 2 * at + 1;
+      const right = left + 1;
+      let lowest = at;
+      if (left < heap.length && below(heap[left], heap[lowest])) lowest = left;
+      if (right < heap.length && below(heap[right], heap[lowest])) lowest = right;
+      if (lowest === at) return;
+      [heap[at], heap[lowest]] = [heap[lowest], heap[at]];
+      at = lowest;
+    }
+  };
+  for (let i = 0; i < n && size > 0; i++) {
+    if (heap.length < size) {
+      heap.push(i);
+      for (let at = heap.length - 1; at > 0; ) {
+        const parent = (at - 1) >> 1;
+        if (!below(heap[at], heap[parent])) break;
+        [heap[at], heap[parent]] = [heap[parent], heap[at]];
+        at = parent;
+      }
+    } else if (below(heap[0], i)) {
+      heap[0] = i;
+      siftDown(0);
+    }
+  }
+  return heap.sort((a, b) => (below(a, b) ? 1 : below(b, a) ? -1 : 0));
+}
+
 export async function exactMaxSim(
   encoder: Encoder,
   queries: readonly Matrix[],
@@ -790,10 +830,7 @@ export class Index {
       findable ??= allow ? allow.reduce<number[]>((docs, flag, doc) => (flag ? (docs.push(doc), docs) : docs), []) : Array.from(this.docs.keys());
       const scored = findable;
       const scores = await exactMaxSim(this.encoder, group, scored, (doc) => this.tokenCounts[doc], (docs) => this.storedTokens(docs));
-      for (const row of scores) {
-        const order = Array.from(row.keys()).sort((a, b) => row[b] - row[a] || a - b);
-        out.push(order.slice(0, k).map((i) => ({ doc: scored[i], score: row[i] })));
-      }
+      for (const row of scores) out.push(topIndices(row, k).map((i) => ({ doc: scored[i], score: row[i] })));
     }
     return out;
   }

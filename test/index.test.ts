@@ -4,7 +4,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, Index, ops, type Hit, type IndexDoc } from '../lib';
-import { relativeScoreFusion } from '../lib/search-index';
+import { relativeScoreFusion, topIndices } from '../lib/search-index';
 import { FIXTURE, fixtureCopy, tempDir } from './helpers/fixture';
 
 const projects = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', 'examples', 'ai-projects.json'), 'utf8')).projects;
@@ -43,6 +43,17 @@ test('dense search is the exact top k by inner product of normalized vectors', a
   });
   t.deepEqual(hits[0][0].metadata, { project: hits[0][0].id.split('#')[0] });
   enc.dispose();
+});
+
+test('topIndices keeps the k best positions in the order a full sort gives (ties by position)', (t) => {
+  let seed = 11;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  for (const n of [0, 1, 7, 1000]) {
+    // Few distinct values, so that many scores tie.
+    const row = Float32Array.from({ length: n }, () => Math.floor(random() * 9) / 4 - 1);
+    const sorted = Array.from(row.keys()).sort((a, b) => row[b] - row[a] || a - b);
+    for (const k of [0, 1, 5, n, n + 3]) t.deepEqual(topIndices(row, k), sorted.slice(0, k), `n ${n}, k ${k}`);
+  }
 });
 
 test('BM25 and hybrid find the trading bot for the write-up question', async (t) => {
