@@ -6,7 +6,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CrossEncoder, Encoder, retrievalMetrics, train } from '../lib';
+import { CrossEncoder, Encoder, retrievalMetrics, train, type PoolingMode } from '../lib';
 import { native } from '../lib/native';
 import { readSafetensors, writeSafetensors, type RawTensor } from './helpers/safetensors';
 import { STEP, editJson, expectRecordedOutputs, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
@@ -24,7 +24,7 @@ const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures',
 // both T5 fixtures `model_type: t5` (the original feed-forward, sentence-T5's modules; T5 v1.1's gated one).
 const ARCHITECTURES = ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'deberta-v2', 'modernbert', 't5', 't5-gated'] as const;
 const MODEL_TYPE = (name: string) => (name.startsWith('deberta') ? 'deberta-v2' : name.startsWith('t5') ? 't5' : name);
-const POOLING: Record<string, string> = {
+const POOLING: Record<string, PoolingMode> = {
   roberta: 'mean', 'xlm-roberta': 'cls', mpnet: 'mean', distilbert: 'mean', electra: 'mean', 'deberta-v3': 'mean', 'deberta-v2': 'cls', modernbert: 'mean',
   t5: 'mean', 't5-gated': 'mean',
 };

@@ -5,7 +5,6 @@
 // saves after changes and at close(), and `coltrast serve --writable`.
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, Index, serve, type IndexDoc } from '../lib';
 import { ReadWriteLock } from '../lib/rw-lock';
@@ -117,7 +116,7 @@ test('serve: a writable index takes /documents and /documents/delete, /documents
     t.deepEqual(r.json, { deleted: 2, documents: 10 });
     r = await post(`${server.url}/documents/get`, { ids: ['d3', 'd1', 'x'] });
     t.deepEqual(r.json.documents, [doc(3, 2), null, { id: 'x', text: 'gpu kernel', metadata: { lang: 'en' } }]);
-    const info = await (await fetch(`${server.url}/info`)).json();
+    const info = (await (await fetch(`${server.url}/info`)).json()) as { index: object };
     t.like(info.index, { documents: 10, writable: true });
     for (const [body, message] of [
       [{ documents: [] }, /"documents" must be a non-empty array/],

@@ -3,7 +3,7 @@
 // embeds as the merged model does; decoders take adapters too; an interrupted run resumes to the weights of an
 // uninterrupted one; bad options and adapters are refused; on a GPU, training and adapters follow the CPU. PEFT's side:
 // test/python-interop.test.ts.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,6 +20,24 @@ const DEBERTA = path.resolve(__dirname, 'fixtures', 'tiny-encoders', 'deberta-v3
 // tiny model's loss falls within a few epochs.
 const TARGETS = ['query', 'key', 'value', 'dense'];
 const floats = (raw: { data: Buffer }) => new Float32Array(raw.data.buffer.slice(raw.data.byteOffset, raw.data.byteOffset + raw.data.byteLength));
+// The six projections of a BERT layer that TARGETS adapts.
+const ADAPTED = ['attention.self.query', 'attention.self.key', 'attention.self.value', 'attention.output.dense', 'intermediate.dense', 'output.dense'];
+
+/** The adapter train() wrote in `output`: its adapter_config.json and tensors. */
+function savedAdapter(output: string) {
+  return {
+    config: JSON.parse(fs.readFileSync(path.join(output, 'adapter', 'adapter_config.json'), 'utf8')),
+    tensors: readSafetensors(path.join(output, 'adapter', 'adapter_model.safetensors')).tensors,
+  };
+}
+
+/** The names of the weights in `output`'s merged model that differ from the base model's in `base` (both hold the same names), sorted. */
+function changedWeights(t: ExecutionContext, base: string, output: string): string[] {
+  const before = readSafetensors(path.join(base, 'model.safetensors')).tensors;
+  const merged = readSafetensors(path.join(output, 'model.safetensors')).tensors;
+  t.deepEqual([...merged.keys()].sort(), [...before.keys()].sort());
+  return [...merged].filter(([name, raw]) => !raw.data.equals(before.get(name)!.data)).map(([name]) => name).sort();
+}
 
 test('train({ lora }) trains only the adapters: the merged model changes only the adapted weights, and the base model with the saved adapter embeds as it does', async (t) => {
   const data = wordDataset(40);
@@ -32,21 +50,16 @@ test('train({ lora }) trains only the adapters: the merged model changes only th
   t.true(losses[losses.length - 1] < 0.8 * losses[0], `train loss ${losses.map((l) => l.toFixed(3))}`);
 
   // The adapter as PEFT writes it.
-  const config = JSON.parse(fs.readFileSync(path.join(output, 'adapter', 'adapter_config.json'), 'utf8'));
+  const { config, tensors: adapter } = savedAdapter(output);
   t.like(config, { peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: TARGETS, base_model_name_or_path: FIXTURE, use_dora: false });
-  const adapter = readSafetensors(path.join(output, 'adapter', 'adapter_model.safetensors')).tensors;
   t.is(adapter.size, 2 * 6 * 2, 'lora_A and lora_B of query, key, value and the three dense projections in both layers');
   t.deepEqual(adapter.get('base_model.model.encoder.layer.0.attention.self.query.lora_A.weight')!.shape, [4, 32]);
   t.deepEqual(adapter.get('base_model.model.encoder.layer.1.attention.self.value.lora_B.weight')!.shape, [32, 4]);
 
   // The merged weights: the base's but for the adapted projections' weights (not even their biases; not BERT's pooler,
   // which embedding does not run, though it is named dense too).
-  const base = readSafetensors(path.join(FIXTURE, 'model.safetensors')).tensors;
+  t.deepEqual(changedWeights(t, FIXTURE, output), [0, 1].flatMap((l) => ADAPTED.map((m) => `encoder.layer.${l}.${m}.weight`)).sort());
   const merged = readSafetensors(path.join(output, 'model.safetensors')).tensors;
-  t.deepEqual([...merged.keys()].sort(), [...base.keys()].sort());
-  const changed = [...merged].filter(([name, raw]) => !raw.data.equals(base.get(name)!.data)).map(([name]) => name).sort();
-  const adapted = ['attention.self.query', 'attention.self.key', 'attention.self.value', 'attention.output.dense', 'intermediate.dense', 'output.dense'];
-  t.deepEqual(changed, [0, 1].flatMap((l) => adapted.map((m) => `encoder.layer.${l}.${m}.weight`)).sort());
 
   const trained = await Encoder.load(output, { device: 'cpu' });
   const withAdapter = await Encoder.load(FIXTURE, { device: 'cpu', adapter: path.join(output, 'adapter') });
@@ -125,20 +138,15 @@ test('train({ crossEncoder, lora }) trains the adapters and the classifier only 
 
   // The adapter as PEFT writes one for AutoModelForSequenceClassification: the base model's prefix in the adapters'
   // names, and the classifier (modules_to_save) whole.
-  const config = JSON.parse(fs.readFileSync(path.join(output, 'adapter', 'adapter_config.json'), 'utf8'));
+  const { config, tensors: adapter } = savedAdapter(output);
   t.like(config, { peft_type: 'LORA', task_type: 'SEQ_CLS', r: 4, lora_alpha: 8, target_modules: TARGETS, modules_to_save: ['classifier', 'score'], base_model_name_or_path: RERANKER });
-  const adapter = readSafetensors(path.join(output, 'adapter', 'adapter_model.safetensors')).tensors;
   t.is(adapter.size, 2 * 6 * 2 + 2, 'lora_A and lora_B of six projections in both layers, and the classifier\'s weight and bias');
   t.deepEqual(adapter.get('base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight')!.shape, [4, 32]);
   t.deepEqual(adapter.get('base_model.model.classifier.weight')!.shape, [1, 32]);
 
   // The merged reranker: the base's weights but for the adapted projections and the classifier (BERT's pooler stays, as in PEFT).
-  const base = readSafetensors(path.join(RERANKER, 'model.safetensors')).tensors;
+  t.deepEqual(changedWeights(t, RERANKER, output), [...[0, 1].flatMap((l) => ADAPTED.map((m) => `bert.encoder.layer.${l}.${m}.weight`)), 'classifier.bias', 'classifier.weight'].sort());
   const merged = readSafetensors(path.join(output, 'model.safetensors')).tensors;
-  t.deepEqual([...merged.keys()].sort(), [...base.keys()].sort());
-  const changed = [...merged].filter(([name, raw]) => !raw.data.equals(base.get(name)!.data)).map(([name]) => name).sort();
-  const adapted = ['attention.self.query', 'attention.self.key', 'attention.self.value', 'attention.output.dense', 'intermediate.dense', 'output.dense'];
-  t.deepEqual(changed, [...[0, 1].flatMap((l) => adapted.map((m) => `bert.encoder.layer.${l}.${m}.weight`)), 'classifier.bias', 'classifier.weight'].sort());
   t.deepEqual(floats(adapter.get('base_model.model.classifier.weight')!), floats(merged.get('classifier.weight')!));
 
   const pairs = data.slice(0, 8).map((p): [string, string] => [p.query, p.positive]);
@@ -160,10 +168,10 @@ test('train({ crossEncoder, lora }) trains the adapters and the classifier only 
 test('a cross-encoder trained with LoRA from an embedding model saves its new head in the adapter (the classifier, and DeBERTa\'s new pooler); the embedding model with that adapter loads as the reranker', async (t) => {
   const output = path.join(tempDir(), 'deberta-reranker');
   await train({ model: DEBERTA, data: wordDataset(16), output, epochs: 1, batchSize: 4, learningRate: 1e-2, valSplit: 0, device: 'cpu', seed: 3, crossEncoder: true, lora: true });
-  const config = JSON.parse(fs.readFileSync(path.join(output, 'adapter', 'adapter_config.json'), 'utf8'));
+  const { config, tensors } = savedAdapter(output);
   t.deepEqual(config.modules_to_save, ['classifier', 'score', 'pooler']);
   t.deepEqual(config.target_modules, ['query_proj', 'value_proj']);
-  const names = [...readSafetensors(path.join(output, 'adapter', 'adapter_model.safetensors')).tensors.keys()].filter((n) => !n.includes('lora_'));
+  const names = [...tensors.keys()].filter((n) => !n.includes('lora_'));
   t.deepEqual(names.sort(), ['base_model.model.classifier.bias', 'base_model.model.classifier.weight', 'base_model.model.pooler.dense.bias', 'base_model.model.pooler.dense.weight']);
   const pairs: [string, string][] = [['a question about models', 'the river bank'], ['which model embeds text', 'vectors of text']];
   const merged = await CrossEncoder.load(output, { device: 'cpu' });
