@@ -4,8 +4,10 @@
 // tokenizing, and the rest of the Node side (train()'s `timing`, over every step including the first).
 // Uses the built package (npm run build).
 //   node scripts/bench/train.js [--shapes tiny,minilm] [--steps 4] [--batch-size 16] [--device cpu]
-//     [--precision float32|bfloat16|float16] [--gradient-checkpointing] [--lora] [--lora-rank 8] [--json out.json]
+//     [--precision float32|bfloat16|float16] [--gradient-checkpointing] [--lora] [--lora-rank 8] [--cross-encoder] [--json out.json]
 // --lora trains LoRA adapters (rank --lora-rank on the attention's query and value projections) instead of every weight.
+// --cross-encoder trains a reranker (a new one-label head on the model; every query of a batch read with every
+// document, batch² pairs a step) instead of an embedding model.
 // Peak tensor memory: coltrast's CPU allocator's peak of large (>= 1 MiB) blocks during the run (cpuMemory), or the
 // CUDA caching allocator's peak on a GPU.
 'use strict';
@@ -26,6 +28,7 @@ const { values } = parseArgs({
     'gradient-checkpointing': { type: 'boolean', default: false },
     lora: { type: 'boolean', default: false },
     'lora-rank': { type: 'string', default: '8' },
+    'cross-encoder': { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
@@ -65,6 +68,7 @@ async function main() {
       precision: values.precision,
       gradientCheckpointing: values['gradient-checkpointing'],
       ...(values.lora && { lora: { rank: Number(values['lora-rank']) } }),
+      ...(values['cross-encoder'] && { crossEncoder: true }),
       onProgress: () => {
         const now = process.hrtime.bigint();
         if (last) times.push(Number(now - last) / 1e9);
@@ -89,7 +93,7 @@ async function main() {
     });
   }
   const info = runtimeInfo();
-  const result = { date: new Date().toISOString(), device: values.device, precision: values.precision, gradientCheckpointing: values['gradient-checkpointing'], lora: values.lora ? Number(values['lora-rank']) : undefined, cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
+  const result = { date: new Date().toISOString(), device: values.device, precision: values.precision, gradientCheckpointing: values['gradient-checkpointing'], lora: values.lora ? Number(values['lora-rank']) : undefined, crossEncoder: values['cross-encoder'], cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
   console.log('| model | batch | timed steps | s/step | samples/s | native % | tokenizing % | other JS % (ms/step) | peak RSS MiB | peak tensor MiB (CPU / GPU) |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
@@ -99,7 +103,7 @@ async function main() {
         `${r.jsPercent} (${r.jsMsPerStep}) | ${r.peakRssMiB} | ${r.peakGpuMiB ?? r.peakCpuTensorMiB} |`,
     );
   }
-  console.log(`\n${result.date}, ${result.device}, ${result.precision}${result.gradientCheckpointing ? ', gradient checkpointing' : ''}${result.lora ? `, LoRA rank ${result.lora}` : ''}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
+  console.log(`\n${result.date}, ${result.device}, ${result.precision}${result.gradientCheckpointing ? ', gradient checkpointing' : ''}${result.lora ? `, LoRA rank ${result.lora}` : ''}${result.crossEncoder ? ', cross-encoder' : ''}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
 }
 
 main().catch((e) => {
