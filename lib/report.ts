@@ -6,6 +6,7 @@
  * SVG in Node without a browser (vega + vega-lite, chart.js + a canvas) would add tens of megabytes and a
  * native canvas build to an addon that must install offline.
  */
+import type { LoraConfig } from './lora';
 import type { TrainResult } from './train';
 
 interface Series {
@@ -182,12 +183,33 @@ ranked = model.rank("a question", ["a passage", "another passage"])
   },
 } as const;
 
+/** The card's line on a LoRA run: what trained. */
+function loraLine(lora: LoraConfig): string {
+  const head = lora.modulesToSave.length > 0 ? ` and the classification head's ${lora.modulesToSave.map((m) => `\`${m}\``).join(', ')} (PEFT's modules_to_save)` : '';
+  return `- LoRA: rank ${lora.rank}, alpha ${lora.alpha} on ${lora.targetModules.map((m) => `\`${m}\``).join(', ')}; only the adapters${head} trained. The weights here have them merged in; \`adapter/\` holds them in PEFT's format\n`;
+}
+
+/** How to add the LoRA adapter in `adapter/` to the base model instead. */
+function loraUse(kind: keyof typeof KINDS): string {
+  if (kind === 'cross-encoder') {
+    return `
+Or the base model with the adapter: \`CrossEncoder.load(base, { adapter: './this-folder/adapter' })\` in coltrast;
+\`CrossEncoder(base)\` then \`model.load_adapter("./this-folder/adapter")\` in sentence-transformers, or PEFT's
+\`PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=1), "./this-folder/adapter")\`.
+`;
+  }
+  return `
+Or the base model with the adapter: \`Encoder.load(base, { adapter: './this-folder/adapter' })\` in coltrast;
+\`SentenceTransformer(base)\` then \`model.load_adapter("./this-folder/adapter")\` in sentence-transformers.
+`;
+}
+
 /** README.md model card: what the model is, how it was trained, how well it retrieves, how to load it. */
 export function modelCard(
   result: TrainResult,
   info: {
     baseModel: string; data: string; config: Record<string, unknown>; kind: keyof typeof KINDS; distillation?: string; guide?: string; frozenBase?: boolean;
-    contrastiveTension?: boolean; matryoshka?: number[];
+    contrastiveTension?: boolean; matryoshka?: number[]; lora?: LoraConfig;
   },
 ): string {
   const last = result.history.epochs[result.history.epochs.length - 1];
@@ -205,7 +227,7 @@ ${what}
 
 - Base model: \`${info.baseModel}\`
 - Training data: \`${info.data}\`
-${info.distillation ? `- Distilled from: ${info.distillation}\n` : ''}${info.guide ? `- Negatives guided by: ${info.guide}\n` : ''}${info.frozenBase ? '- Base model frozen: only the head was trained\n' : ''}${info.contrastiveTension ? '- Self-supervised: Contrastive Tension on unlabeled sentences (in-batch negatives, a twin copy of the model)\n' : ''}- Epochs run: ${result.history.epochs.length} (kept: epoch ${result.best.epoch}); optimizer steps: ${result.history.steps.length}
+${info.distillation ? `- Distilled from: ${info.distillation}\n` : ''}${info.guide ? `- Negatives guided by: ${info.guide}\n` : ''}${info.frozenBase ? '- Base model frozen: only the head was trained\n' : ''}${info.contrastiveTension ? '- Self-supervised: Contrastive Tension on unlabeled sentences (in-batch negatives, a twin copy of the model)\n' : ''}${info.lora ? loraLine(info.lora) : ''}- Epochs run: ${result.history.epochs.length} (kept: epoch ${result.best.epoch}); optimizer steps: ${result.history.steps.length}
 
 ## Validation retrieval
 
@@ -219,7 +241,7 @@ ${last?.valLoss !== undefined ? `\nLast validation loss: ${last.valLoss.toFixed(
 ## Use
 
 ${use}
-
+${info.lora ? loraUse(info.kind) : ''}
 ## Training configuration
 
 \`\`\`json

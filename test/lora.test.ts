@@ -52,6 +52,9 @@ test('train({ lora }) trains only the adapters: the merged model changes only th
   // The adapter as PEFT writes it.
   const { config, tensors: adapter } = savedAdapter(output);
   t.like(config, { peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: TARGETS, base_model_name_or_path: FIXTURE, use_dora: false });
+  const card = fs.readFileSync(path.join(output, 'README.md'), 'utf8');
+  t.regex(card, /LoRA: rank 4, alpha 8 on `query`, `key`, `value`, `dense`; only the adapters trained/);
+  t.regex(card, /Encoder\.load\(base, \{ adapter: '\.\/this-folder\/adapter' \}\)/);
   t.is(adapter.size, 2 * 6 * 2, 'lora_A and lora_B of query, key, value and the three dense projections in both layers');
   t.deepEqual(adapter.get('base_model.model.encoder.layer.0.attention.self.query.lora_A.weight')!.shape, [4, 32]);
   t.deepEqual(adapter.get('base_model.model.encoder.layer.1.attention.self.value.lora_B.weight')!.shape, [32, 4]);
@@ -140,6 +143,9 @@ test('train({ crossEncoder, lora }) trains the adapters and the classifier only 
   // names, and the classifier (modules_to_save) whole.
   const { config, tensors: adapter } = savedAdapter(output);
   t.like(config, { peft_type: 'LORA', task_type: 'SEQ_CLS', r: 4, lora_alpha: 8, target_modules: TARGETS, modules_to_save: ['classifier', 'score'], base_model_name_or_path: RERANKER });
+  const card = fs.readFileSync(path.join(output, 'README.md'), 'utf8');
+  t.regex(card, /only the adapters and the classification head's `classifier`, `score` \(PEFT's modules_to_save\) trained/);
+  t.regex(card, /CrossEncoder\.load\(base, \{ adapter: '\.\/this-folder\/adapter' \}\)/);
   t.is(adapter.size, 2 * 6 * 2 + 2, 'lora_A and lora_B of six projections in both layers, and the classifier\'s weight and bias');
   t.deepEqual(adapter.get('base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight')!.shape, [4, 32]);
   t.deepEqual(adapter.get('base_model.model.classifier.weight')!.shape, [1, 32]);
