@@ -1,4 +1,4 @@
-// Decoder-LLM embedding models (Qwen3, Qwen2, Llama, Mistral): token states and last-token embeddings against
+// Decoder-LLM embedding models (Qwen3, Qwen2, Llama, Mistral, Gemma 3): token states and embeddings against
 // what Hugging Face transformers and sentence-transformers computed for the same tiny random models
 // (scripts/fixtures/tiny_decoders.py), one text at a time and in padded batches; save and reload; a
 // *ForCausalLM checkpoint's prefixed names; unsupported settings refused with the reason; training one, whole or
@@ -6,7 +6,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, retrievalMetrics, train } from '../lib';
+import { Encoder, retrievalMetrics, train, type PoolingMode } from '../lib';
 import { native } from '../lib/native';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
 import { editJson, expectRecordedOutputs, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
@@ -19,16 +19,18 @@ const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures',
   versions: Record<string, string>;
   models: Record<string, { tokenStates: number[][][]; embeddings: number[][] }>;
 };
-const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral'] as const;
+const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral', 'gemma3', 'gemma3-causal'] as const;
+// EmbeddingGemma's set-up (tiny_decoders.py): bidirectional, mean pooling, a Dense projection to 24; the rest last-token.
+const POOLED = (name: string): { pooling: PoolingMode; dimension: number } => (name === 'gemma3' ? { pooling: 'mean', dimension: 24 } : { pooling: 'lasttoken', dimension: 32 });
 
 const copyOf = (name: string, edit?: (dir: string) => void): string => folderCopy(path.join(FIXTURES, name), edit);
 
 for (const name of ARCHITECTURES) {
-  test(`${name}: token states equal transformers' and last-token embeddings sentence-transformers' (1e-5), alone and in padded batches`, async (t) => {
+  test(`${name}: token states equal transformers' and embeddings sentence-transformers' (1e-5), alone and in padded batches`, async (t) => {
     const encoder = await Encoder.load(path.join(FIXTURES, name), { device: 'cpu' });
     const ref = REFERENCE.models[name];
-    t.is(encoder.pooling, 'lasttoken');
-    t.is(encoder.dimension, 32);
+    t.is(encoder.pooling, POOLED(name).pooling);
+    t.is(encoder.dimension, POOLED(name).dimension);
     await expectRecordedOutputs(t, encoder, REFERENCE.texts, ref, 32);
     encoder.dispose();
   });
@@ -73,6 +75,11 @@ test('unsupported decoder settings are refused with the reason', async (t) => {
     ['qwen2', (c) => ({ ...c, hidden_act: 'gelu' }), /unsupported hidden_act gelu for qwen2/],
     ['qwen3', (c) => ({ ...c, num_key_value_heads: 3 }), /num_attention_heads 4 is not a multiple of num_key_value_heads 3/],
     ['mistral', (c) => ({ ...c, num_hidden_layers: 'two' }), /"num_hidden_layers" must be a positive integer/],
+    ['gemma3', (c) => ({ ...c, attn_logit_softcapping: 50 }), /gemma3_text with attn_logit_softcapping .* is not supported/],
+    ['gemma3', (c) => ({ ...c, layer_types: ['full_attention'] }), /layer_types has 1 entries for 3 layers/],
+    ['gemma3', (c) => ({ ...c, layer_types: ['sliding_attention', 'chunked_attention', 'full_attention'] }), /unsupported layer type chunked_attention/],
+    ['gemma3', (c) => ({ ...c, rope_parameters: { ...c.rope_parameters, full_attention: { rope_type: 'linear', factor: 8, rope_theta: 1e6 } } }), /unsupported rotary scaling .*linear.* of gemma3_text's full_attention layers/],
+    ['gemma3', (c) => ({ ...c, hidden_activation: 'swish_gated' }), /swish_gated/],
   ];
   for (const [name, edit, pattern] of cases) {
     const dir = copyOf(name, (d) => editJson(path.join(d, 'config.json'), edit));
@@ -87,6 +94,26 @@ test('unsupported decoder settings are refused with the reason', async (t) => {
   // Cross-encoders are BERT's: a decoder's first token sees nothing after it.
   const ce = await rejection(() => train({ model: path.join(FIXTURES, 'qwen3'), data: wordDataset(8), output: path.join(tempDir(), 'x'), batchSize: 4, crossEncoder: true, device: 'cpu' }));
   t.regex(ce.message, /is a qwen3 model; coltrast's cross-encoders run on bert, roberta, xlm-roberta, camembert, mpnet, distilbert, electra, deberta-v2, modernbert models/);
+});
+
+test("Gemma 3's config as transformers 4 writes it (rope_theta and rope_local_base_freq, sliding_window_pattern instead of layer_types) runs the same model", async (t) => {
+  const dir = copyOf('gemma3', (d) =>
+    editJson(path.join(d, 'config.json'), ({ rope_parameters: _rope, layer_types: _types, _sliding_window_pattern: _pattern, ...c }) => ({
+      ...c,
+      rope_theta: 1000000,
+      rope_local_base_freq: 10000,
+      rope_scaling: null,
+      // Every second layer full: sliding, full, sliding, as the fixture's layer_types.
+      sliding_window_pattern: 2,
+    })),
+  );
+  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  t.true(maxAbsDiff((await encoder.embed(REFERENCE.texts)).data, REFERENCE.models.gemma3.embeddings.flat()) < 1e-5);
+  encoder.dispose();
+  // The windows matter for the longer texts: with every layer full, the fixture's model computes other vectors.
+  const full = await Encoder.load(copyOf('gemma3', (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, layer_types: c.layer_types.map(() => 'full_attention') }))), { device: 'cpu' });
+  t.true(maxAbsDiff((await full.embed([REFERENCE.texts[3]])).data, REFERENCE.models.gemma3.embeddings[3]) > 1e-3);
+  full.dispose();
 });
 
 test('train() fine-tunes a decoder embedding model: the loss falls, retrieval of the training questions improves, and it reloads', async (t) => {
@@ -137,16 +164,20 @@ test('CoTrEnD (freezeBase): a head trained contrastively on a frozen decoder\'s 
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: decoder token states (float32, bfloat16, float16) match the CPU${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: decoder token states (float32, bfloat16, float16) match the CPU: Qwen3, and Gemma 3 (bidirectional sliding windows, fused attention with a mask)${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
-    const cpu = await Encoder.load(path.join(FIXTURES, 'qwen3'), { device: 'cpu' });
-    const expected = await cpu.embed(REFERENCE.texts, { output: 'tokens' });
-    cpu.dispose();
-    for (const [dtype, tolerance] of [['float32', 1e-4], ['bfloat16', 5e-2], ['float16', 1e-2]] as const) {
-      const gpu = await Encoder.load(path.join(FIXTURES, 'qwen3'), { device: 'cuda', dtype });
-      const got = await gpu.embed(REFERENCE.texts, { output: 'tokens' });
-      got.forEach((m, i) => t.true(maxAbsDiff(m.data, expected[i].data) < tolerance, `${dtype} text ${i}: ${maxAbsDiff(m.data, expected[i].data)}`));
-      gpu.dispose();
+    for (const name of ['qwen3', 'gemma3']) {
+      const cpu = await Encoder.load(path.join(FIXTURES, name), { device: 'cpu' });
+      const expected = await cpu.embed(REFERENCE.texts, { output: 'tokens' });
+      cpu.dispose();
+      // Tolerances for states of magnitude up to 4 (Qwen3's), scaled with larger ones.
+      const scale = Math.max(1, ...expected.map((m) => Math.max(...Array.from(m.data, Math.abs)) / 4));
+      for (const [dtype, tolerance] of [['float32', 1e-4], ['bfloat16', 5e-2], ['float16', 1e-2]] as const) {
+        const gpu = await Encoder.load(path.join(FIXTURES, name), { device: 'cuda', dtype });
+        const got = await gpu.embed(REFERENCE.texts, { output: 'tokens' });
+        got.forEach((m, i) => t.true(maxAbsDiff(m.data, expected[i].data) < tolerance * scale, `${name} ${dtype} text ${i}: ${maxAbsDiff(m.data, expected[i].data)}`));
+        gpu.dispose();
+      }
     }
   },
 );

@@ -134,16 +134,18 @@ check(`sentence-transformers loads the shipped default model and embeds as coltr
   t.log(r.stdout.trim());
 });
 
-check(`sentence-transformers loads a decoder (Qwen3) embedding model coltrast trained, and embeds as coltrast does${skipped}`, async (t) => {
-  const dir = tempDir();
-  const model = path.join(dir, 'model');
-  await train({ model: path.join(ROOT, 'test', 'fixtures', 'tiny-decoders', 'qwen3'), data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
-  const ours = path.join(dir, 'ours.jsonl');
-  await embedToJsonl(model, ours);
-  const r = await python([script('check_python_load.py'), model, TEXTS, ours]);
-  t.is(r.status, 0, r.tail);
-  t.log(r.stdout.trim());
-});
+for (const name of ['qwen3', 'gemma3']) {
+  check(`sentence-transformers loads a decoder (${name}) embedding model coltrast trained, and embeds as coltrast does${skipped}`, async (t) => {
+    const dir = tempDir();
+    const model = path.join(dir, 'model');
+    await train({ model: path.join(ROOT, 'test', 'fixtures', 'tiny-decoders', name), data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
+    const ours = path.join(dir, 'ours.jsonl');
+    await embedToJsonl(model, ours);
+    const r = await python([script('check_python_load.py'), model, TEXTS, ours]);
+    t.is(r.status, 0, r.tail);
+    t.log(r.stdout.trim());
+  });
+}
 
 check(`sentence-transformers loads a model coltrast trained and saved with a projection head, CLS pooling${skipped}`, async (t) => {
   const dir = tempDir();

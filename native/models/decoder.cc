@@ -12,6 +12,52 @@ namespace {
 
 using namespace config;
 
+// Gemma 3's settings (DecoderConfig::gemma), from its config.json as transformers 4 or 5 writes it.
+void gemmaFromJson(DecoderConfig& d, const nlohmann::json& c, bool v5) {
+  d.gemma = d.qkNorm = true;
+  d.qkvBias = d.outputBias = boolOr(c, "attention_bias", false);
+  d.activation = stringOr(c, "hidden_activation", "gelu_pytorch_tanh");
+  checkActivation(d.activation);
+  d.queryScalar = numberOr(c, "query_pre_attn_scalar", 256.0);
+  if (!(d.queryScalar > 0)) throw modelFilesError("config.json: query_pre_attn_scalar must be a positive number");
+  if (c.contains("attn_logit_softcapping") && !c["attn_logit_softcapping"].is_null()) {
+    throw unsupportedError("gemma3_text with attn_logit_softcapping (Gemma 2's) is not supported");
+  }
+  d.bidirectional = boolOr(c, "use_bidirectional_attention", false);
+  d.gemmaWindow = positiveIntOr(c, "sliding_window", 4096);
+  // transformers' bidirectional window: |query - key| < sliding_window / 2 + 1 (Gemma3TextConfig.__post_init__).
+  if (d.bidirectional) d.gemmaWindow = d.gemmaWindow / 2 + 1;
+  if (c.contains("layer_types") && c["layer_types"].is_array()) {
+    const auto& types = c["layer_types"];
+    if (static_cast<int64_t>(types.size()) != d.numLayers) {
+      throw modelFilesError("config.json: layer_types has " + std::to_string(types.size()) + " entries for " + std::to_string(d.numLayers) + " layers");
+    }
+    for (const auto& t : types) {
+      const std::string type = t.is_string() ? t.get<std::string>() : t.dump();
+      if (type != "sliding_attention" && type != "full_attention") throw unsupportedError("unsupported layer type " + type + " in config.json's layer_types");
+      d.slidingLayers.push_back(type == "sliding_attention");
+    }
+  } else {
+    // Older configs: every sliding_window_pattern-th layer is a full one.
+    const int64_t pattern = positiveIntOr(c, "sliding_window_pattern", positiveIntOr(c, "_sliding_window_pattern", 6));
+    for (int64_t i = 0; i < d.numLayers; ++i) d.slidingLayers.push_back((i + 1) % pattern != 0);
+  }
+  // Rotary bases: rope_parameters per layer type (transformers 5), or rope_theta and rope_local_base_freq (4); plain
+  // rotary positions only (rope_scaling, which the generic check refuses, is for the full layers).
+  const auto base = [&](const char* layerType, const char* v4Key, double fallback) {
+    if (v5 && c["rope_parameters"].contains(layerType) && c["rope_parameters"][layerType].is_object()) {
+      const auto& p = c["rope_parameters"][layerType];
+      if (stringOr(p, "rope_type", "default") != "default") {
+        throw unsupportedError("unsupported rotary scaling " + p.dump() + " of gemma3_text's " + layerType + " layers (coltrast runs plain rotary positions)");
+      }
+      return numberOr(p, "rope_theta", fallback);
+    }
+    return numberOr(c, v4Key, fallback);
+  };
+  d.ropeTheta = base("full_attention", "rope_theta", 1000000.0);
+  d.localRopeTheta = base("sliding_attention", "rope_local_base_freq", 10000.0);
+}
+
 }  // namespace
 
 DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
@@ -33,7 +79,8 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
   }
   if (d.headDim % 2 != 0) throw modelFilesError("config.json: head_dim must be even (rotary positions rotate pairs)");
   const std::string act = stringOr(c, "hidden_act", "silu");
-  if (act != "silu") throw unsupportedError("unsupported hidden_act " + act + " for " + d.modelType + " (coltrast runs silu)");
+  if (act != "silu" && d.modelType != "gemma3_text") throw unsupportedError("unsupported hidden_act " + act + " for " + d.modelType + " (coltrast runs silu)");
+  d.activation = act;
   // Rotary settings: top-level rope_theta and rope_scaling (transformers 4 configs), or rope_parameters
   // (transformers 5). Scaled rotary positions (Llama 3.1's 'llama3', YaRN, ...) are not implemented.
   const bool v5 = c.contains("rope_parameters") && c["rope_parameters"].is_object();
@@ -58,17 +105,23 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
     d.mlpBias = boolOr(c, "mlp_bias", false);
   } else if (d.modelType == "mistral") {
     d.slidingWindow = positiveIntOr(c, "sliding_window", 0);
+  } else if (d.modelType == "gemma3_text") {
+    gemmaFromJson(d, c, v5);
   } else {
     throw unsupportedError("unsupported decoder model_type " + d.modelType);
   }
   return d;
 }
 
-RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps(eps) { weight = register_parameter("weight", torch::ones({size})); }
+RmsNormImpl::RmsNormImpl(int64_t size, double eps, bool offset) : eps(eps), offset(offset) {
+  weight = register_parameter("weight", offset ? torch::zeros({size}) : torch::ones({size}));
+}
 
 torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
   const torch::Tensor h = x.to(torch::kFloat32);
-  return weight * (h * torch::rsqrt(h.pow(2).mean(-1, true) + eps)).to(x.scalar_type());
+  const torch::Tensor normed = h * torch::rsqrt(h.pow(2).mean(-1, true) + eps);
+  if (offset) return (normed * (1 + weight.to(torch::kFloat32))).to(x.scalar_type());
+  return weight * normed.to(x.scalar_type());
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) : config(c) {
@@ -80,15 +133,19 @@ DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) : config(c) {
   v_proj = attention->register_module("v_proj", linear(c.hiddenSize, c.numKvHeads * c.headDim, c.qkvBias));
   o_proj = attention->register_module("o_proj", linear(c.numHeads * c.headDim, c.hiddenSize, c.outputBias));
   if (c.qkNorm) {
-    q_norm = attention->register_module("q_norm", RmsNorm(c.headDim, c.rmsNormEps));
-    k_norm = attention->register_module("k_norm", RmsNorm(c.headDim, c.rmsNormEps));
+    q_norm = attention->register_module("q_norm", RmsNorm(c.headDim, c.rmsNormEps, c.gemma));
+    k_norm = attention->register_module("k_norm", RmsNorm(c.headDim, c.rmsNormEps, c.gemma));
   }
   auto mlp = register_module("mlp", std::make_shared<ModuleGroup>());
   gate_proj = mlp->register_module("gate_proj", linear(c.hiddenSize, c.intermediateSize, c.mlpBias));
   up_proj = mlp->register_module("up_proj", linear(c.hiddenSize, c.intermediateSize, c.mlpBias));
   down_proj = mlp->register_module("down_proj", linear(c.intermediateSize, c.hiddenSize, c.mlpBias));
-  input_layernorm = register_module("input_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps));
-  post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps));
+  input_layernorm = register_module("input_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps, c.gemma));
+  post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps, c.gemma));
+  if (c.gemma) {
+    pre_feedforward_layernorm = register_module("pre_feedforward_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps, true));
+    post_feedforward_layernorm = register_module("post_feedforward_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps, true));
+  }
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -125,15 +182,17 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
     v = v.repeat_interleave(groups, 1);
   }
   const double dropout = is_training() ? config.attentionDropout : 0.0;
+  // Scores scaled by 1 / sqrt(head_dim), Gemma's by 1 / sqrt(query_pre_attn_scalar).
+  const double scale = 1.0 / std::sqrt(config.gemma ? config.queryScalar : static_cast<double>(d));
   torch::Tensor context;
 #if COLTRAST_TORCH_AT_LEAST(2, 1)
   if (fusedAttention()) {
-    context = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, dropout, false)
-                             : at::scaled_dot_product_attention(q, k, v, {}, dropout, causal);
+    context = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, dropout, false, scale)
+                             : at::scaled_dot_product_attention(q, k, v, {}, dropout, causal, scale);
   } else
 #endif
   {
-    torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));
+    torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * scale;
     if (mask.defined() || causal) {
       const torch::Tensor allowed =
           mask.defined() ? mask : torch::ones({seq, seq}, q.options().dtype(torch::kBool)).tril().view({1, 1, seq, seq});
@@ -145,6 +204,11 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
     context = torch::matmul(weights, v);
   }
   context = context.transpose(1, 2).reshape({batch, seq, config.numHeads * d});
+  if (config.gemma) {
+    const torch::Tensor attended = hidden + post_attention_layernorm(o_proj(context));
+    const torch::Tensor y = pre_feedforward_layernorm(attended);
+    return attended + post_feedforward_layernorm(down_proj(activate(gate_proj(y), config.activation) * up_proj(y)));
+  }
   const torch::Tensor attended = hidden + o_proj(context);
   const torch::Tensor y = post_attention_layernorm(attended);
   return attended + down_proj(torch::silu(gate_proj(y)) * up_proj(y));
@@ -154,7 +218,7 @@ DecoderModel::DecoderModel(const DecoderConfig& config) : config_(config) {
   embed_tokens_ = register_module("embed_tokens", torch::nn::Embedding(config.vocabSize, config.hiddenSize));
   layers_ = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.numLayers; ++i) layers_->push_back(DecoderLayer(config));
-  norm_ = register_module("norm", RmsNorm(config.hiddenSize, config.rmsNormEps));
+  norm_ = register_module("norm", RmsNorm(config.hiddenSize, config.rmsNormEps, config.gemma));
 }
 
 void DecoderModel::checkLength(int64_t seq) const {
@@ -167,8 +231,8 @@ void DecoderModel::checkLength(int64_t seq) const {
   }
 }
 
-std::pair<torch::Tensor, torch::Tensor> DecoderModel::rotary(const torch::Tensor& positions) const {
-  return rotaryCosSin(positions, config_.ropeTheta, config_.headDim);
+std::pair<torch::Tensor, torch::Tensor> DecoderModel::rotary(const torch::Tensor& positions, bool local) const {
+  return rotaryCosSin(positions, local ? config_.localRopeTheta : config_.ropeTheta, config_.headDim);
 }
 
 void KvCache::keepRows(const torch::Tensor& rows) {
@@ -178,6 +242,7 @@ void KvCache::keepRows(const torch::Tensor& rows) {
 
 torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const torch::Tensor& positions, const torch::Tensor& keyMask,
                                           std::vector<KvCache>& caches) {
+  if (config_.gemma) throw unsupportedError("generating with gemma3_text (its sliding-window layers) is not implemented");
   caches.resize(layers_->size());
   const int64_t batch = inputIds.size(0), n = inputIds.size(1);
   const int64_t past = caches[0].keys.defined() ? caches[0].keys.size(2) : 0;
@@ -207,6 +272,7 @@ torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::
   const int64_t batch = inputIds.size(0), seq = inputIds.size(1);
   checkLength(seq);
   torch::Tensor hidden = embed_tokens_(inputIds);
+  if (config_.gemma) return forwardGemma(hidden, attentionMask);
   const auto [cos, sin] = rotary(torch::arange(seq, inputIds.options().dtype(torch::kInt64)));
   // Right padding: every real token sees only real tokens before it; a padding position sees the real tokens
   // too (its output is never used), so no row of the mask is empty. Without padding, plain causal attention.
@@ -218,6 +284,33 @@ torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::
   for (const auto& layer : *layers_) {
     DecoderLayerImpl* l = layer->as<DecoderLayer>();
     hidden = runLayer([l, cos, sin, mask](const torch::Tensor& x) { return l->forward(x, cos, sin, mask); }, hidden);
+  }
+  return norm_(hidden);
+}
+
+torch::Tensor DecoderModel::forwardGemma(torch::Tensor hidden, const torch::Tensor& attentionMask) {
+  const int64_t batch = hidden.size(0), seq = hidden.size(1);
+  // The embeddings times sqrt(hidden_size), the factor rounded to their dtype first, as transformers does.
+  hidden = hidden * torch::full({}, std::sqrt(static_cast<double>(config_.hiddenSize)), hidden.options());
+  const torch::Tensor positions = torch::arange(seq, attentionMask.options().dtype(torch::kInt64));
+  const auto [cos, sin] = rotary(positions);
+  const auto [localCos, localSin] = rotary(positions, true);
+  // Which key each query may attend: full layers causally (or everywhere when bidirectional), sliding ones within the
+  // window, and only real tokens; each position may attend itself too, so that a padding position far past the real
+  // tokens keeps a non-empty row (its output is never used, but an empty row would be NaN and reach the others).
+  const torch::Tensor query = positions.view({seq, 1}), key = positions.view({1, seq});
+  const torch::Tensor causal = key.le(query);
+  const torch::Tensor full = config_.bidirectional ? torch::ones({seq, seq}, causal.options()) : causal;
+  const torch::Tensor window = config_.bidirectional ? (query - key).abs().lt(config_.gemmaWindow) : causal.logical_and(key.gt(query - config_.gemmaWindow));
+  const torch::Tensor keys = attentionMask.to(torch::kBool).view({batch, 1, 1, seq});
+  const torch::Tensor self = torch::eye(seq, causal.options()).view({1, 1, seq, seq});
+  const torch::Tensor fullMask = full.view({1, 1, seq, seq}).logical_and(keys).logical_or(self);
+  const torch::Tensor windowMask = window.view({1, 1, seq, seq}).logical_and(keys).logical_or(self);
+  for (size_t i = 0; i < layers_->size(); ++i) {
+    DecoderLayerImpl* l = layers_[i]->as<DecoderLayer>();
+    const bool sliding = config_.slidingLayers[i];
+    const torch::Tensor c = sliding ? localCos : cos, s = sliding ? localSin : sin, mask = sliding ? windowMask : fullMask;
+    hidden = runLayer([l, c, s, mask](const torch::Tensor& x) { return l->forward(x, c, s, mask); }, hidden);
   }
   return norm_(hidden);
 }

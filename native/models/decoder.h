@@ -1,9 +1,10 @@
-// Decoder-only LLM families as embedding models (Qwen3-Embedding, gte-Qwen2, e5-mistral and the like) and as the
-// frozen base of CoTrEnD: Llama, Mistral, Qwen2 and Qwen3 checkpoints, with module and parameter names identical
-// to Hugging Face's LlamaModel / MistralModel / Qwen2Model / Qwen3Model, so weights load and save by name. The
-// forward pass is theirs: token embeddings, layers of RMSNorm, causal grouped-query self-attention with rotary
-// positions (Qwen3: RMSNorm on each head's queries and keys first) and a SwiGLU MLP, then a final RMSNorm; the
-// output is the last hidden states, which sentence-transformers pools (usually the last token).
+// Decoder-only LLM families as embedding models (Qwen3-Embedding, gte-Qwen2, e5-mistral, EmbeddingGemma and the like)
+// and as the frozen base of CoTrEnD: Llama, Mistral, Qwen2, Qwen3 and Gemma 3 (text) checkpoints, with module and
+// parameter names identical to Hugging Face's LlamaModel / MistralModel / Qwen2Model / Qwen3Model / Gemma3TextModel,
+// so weights load and save by name. The forward pass is theirs: token embeddings, layers of RMSNorm, causal
+// grouped-query self-attention with rotary positions (Qwen3, Gemma 3: RMSNorm on each head's queries and keys first)
+// and a SwiGLU MLP, then a final RMSNorm; the output is the last hidden states, which sentence-transformers pools
+// (usually the last token). Gemma 3 differs in several places (DecoderConfig::gemma).
 #pragma once
 #include "transformer_encoder.h"
 
@@ -17,17 +18,30 @@ struct DecoderConfig {
   // runs full causal attention, so a longer input is refused rather than computed differently.
   int64_t slidingWindow = 0;
   double rmsNormEps = 1e-6, ropeTheta = 10000.0, attentionDropout = 0.0;
+  std::string activation = "silu";  // the MLP's gate activation
   bool qkvBias = false, outputBias = false, mlpBias = false;
-  bool qkNorm = false;  // Qwen3
+  bool qkNorm = false;  // Qwen3, Gemma 3
+  // Gemma 3 (gemma3_text): embeddings scaled by sqrt(hidden_size); RMSNorm scaling by 1 + weight, in float32; the
+  // attention's output and the MLP's normed too before each residual sum (post_attention_layernorm,
+  // pre_/post_feedforward_layernorm); a GELU (tanh) gated MLP; scores scaled by query_pre_attn_scalar^-1/2; and per
+  // layer (layer_types) full attention or attention within `gemmaWindow` tokens, with rotary base `ropeTheta` or
+  // `localRopeTheta`. `bidirectional` (EmbeddingGemma's use_bidirectional_attention): no causal mask, and a sliding
+  // layer's window reaches both ways, |query - key| < sliding_window / 2 + 1, as transformers computes it.
+  bool gemma = false, bidirectional = false;
+  double queryScalar = 0, localRopeTheta = 10000.0;
+  int64_t gemmaWindow = 0;
+  std::vector<bool> slidingLayers;
   static DecoderConfig fromJson(const nlohmann::json& config);
 };
 
-// Root-mean-square layer norm as Hugging Face's: in float32, then scaled by `weight` in the input's dtype.
+// Root-mean-square layer norm as Hugging Face's: in float32, then scaled by `weight` in the input's dtype; with
+// `offset` (Gemma's), scaled by 1 + weight in float32 before the cast back (the weight then starts at zero).
 struct RmsNormImpl : torch::nn::Module {
-  RmsNormImpl(int64_t size, double eps);
+  RmsNormImpl(int64_t size, double eps, bool offset = false);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
   double eps;
+  bool offset;
 };
 TORCH_MODULE(RmsNorm);
 
@@ -51,6 +65,7 @@ struct DecoderLayerImpl : torch::nn::Module {
   Dense q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   Dense gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
   RmsNorm q_norm{nullptr}, k_norm{nullptr}, input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  RmsNorm pre_feedforward_layernorm{nullptr}, post_feedforward_layernorm{nullptr};  // Gemma 3
 };
 TORCH_MODULE(DecoderLayer);
 
@@ -77,8 +92,10 @@ class DecoderModel : public TransformerEncoder {
   std::string weightPrefix() const override { return "model."; }
 
  private:
-  // Rotary cos and sin [..., headDim] (float32) of `positions` (int64, any shape).
-  std::pair<torch::Tensor, torch::Tensor> rotary(const torch::Tensor& positions) const;
+  // Rotary cos and sin [..., headDim] (float32) of `positions` (int64, any shape); `local`: Gemma 3's sliding layers' base.
+  std::pair<torch::Tensor, torch::Tensor> rotary(const torch::Tensor& positions, bool local = false) const;
+  // Gemma 3's forward: its per-layer masks and rotary positions.
+  torch::Tensor forwardGemma(torch::Tensor hidden, const torch::Tensor& attentionMask);
   void checkLength(int64_t seq) const;
 
   DecoderConfig config_;

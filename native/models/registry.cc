@@ -31,6 +31,7 @@ const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
       {"mistral", decoder},
       {"qwen2", decoder},
       {"qwen3", decoder},
+      {"gemma3_text", decoder},
   };
   return table;
 }
