@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { ADAPTER_DIR, addAdapters, isAdapterOnlyFolder, loadAdapter, readAdapterConfig, saveAdapter, type LoraConfig } from './lora';
-import { positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
+import { denseStackDir, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
@@ -162,7 +162,7 @@ export class Encoder {
   }
   /** Width of the pooled vectors the model computes, before any truncateDim. */
   get fullDimension(): number {
-    return this.dense?.outFeatures ?? this.hiddenSize;
+    return (this.files.denseStack?.at(-1) ?? this.dense)?.outFeatures ?? this.hiddenSize;
   }
   /** Width of token vectors: the hidden size, or a multi-vector model's projected width. */
   get tokenDimension(): number {
@@ -183,7 +183,7 @@ export class Encoder {
   get multiVector(): Readonly<MultiVectorConfig> | undefined {
     return this.multi?.config;
   }
-  /** The projection head's shape and activation, if the model has one. */
+  /** The projection head's shape and activation, if the model has one (the first Dense module's, when several follow one another). */
   get projection(): { inFeatures: number; outFeatures: number; activation: 'identity' | 'tanh' } | undefined {
     return this.dense && { inFeatures: this.dense.inFeatures, outFeatures: this.dense.outFeatures, activation: this.dense.activation };
   }
@@ -240,9 +240,13 @@ export class Encoder {
     const prefixes = await prefixTokensToRegister(tokenizer, files.multiVector?.prefixTokens ?? []);
     if (prefixes.length > 0) tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase, prefixes);
     const multi = files.multiVector && multiVectorTokens(files, tokenizer);
-    const handle = await loadNative(files, device, dtype, { denseWeightsPath: files.dense?.weightsPath, denseActivation: files.dense?.activation });
+    const handle = await loadNative(files, device, dtype, {
+      denseWeightsPath: files.dense?.weightsPath,
+      denseActivation: files.dense?.activation,
+      ...(files.denseStack && { denseStack: files.denseStack.map((d) => ({ weightsPath: d.weightsPath!, activation: d.activation })) }),
+    });
     const info = handle.info();
-    if (files.dense && (files.dense.inFeatures !== info.hiddenSize || files.dense.outFeatures !== info.outputSize)) {
+    if (files.dense && (files.dense.inFeatures !== info.hiddenSize || (files.denseStack?.at(-1) ?? files.dense).outFeatures !== info.outputSize)) {
       handle.dispose();
       throw new ColtrastError(
         'MODEL_FILES',
@@ -549,11 +553,13 @@ export class Encoder {
         maxSeqLength: this.files.maxSeqLength,
         dimension: this.hiddenSize,
         dense: this.dense,
+        denseStack: this.files.denseStack,
       });
       try {
         const denseDir = this.multi ? this.dense?.modulePath : DENSE_DIR;
         const denseFile = this.dense && denseDir ? path.join(staging, denseDir, 'model.safetensors') : undefined;
-        await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype, denseFile);
+        const stackFiles = (this.files.denseStack ?? []).map((_, i) => path.join(staging, denseStackDir(i), 'model.safetensors'));
+        await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype, denseFile, stackFiles);
         // The adapter beside the merged weights: what PEFT (or sentence-transformers' load_adapter) adds to the base model.
         if (this.loraConfig) await saveAdapter(handle, path.join(staging, ADAPTER_DIR), this.loraConfig, dtype);
       } catch (error) {

@@ -140,6 +140,8 @@ export interface ModelDirectory {
   normalize: boolean;
   /** The Dense module after pooling, when modules.json has one. */
   dense?: DenseHead;
+  /** The Dense modules right after that one, in order (EmbeddingGemma's 3072 → 768 after its 768 → 3072); usually none. */
+  denseStack?: DenseHead[];
   maxSeqLength: number;
   /** sentence-transformers' do_lower_case: lowercase text before tokenizing. */
   lowercase: boolean;
@@ -397,22 +399,32 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   let includePrompt = true;
   let normalize = false;
   let dense: DenseHead | undefined;
+  const denseStack: DenseHead[] = [];
   let mask: { config: Record<string, unknown>; file: string } | undefined;
   let tokenPooling: MultiVectorConfig['tokenPooling'];
   if (crossEncoder) {
     // Its one module, the Transformer with its classification head, was checked by readCrossEncoder.
   } else if (modules && !multi) {
-    // Transformer, Pooling, then at most one Dense, then Normalize: the order sentence-transformers runs them in.
+    // Transformer, Pooling, then Dense modules one after another, then Normalize: the order sentence-transformers runs them in.
     const denseAt = order.indexOf('Dense');
-    if (denseAt >= 0 && (order.lastIndexOf('Dense') !== denseAt || denseAt < order.indexOf('Pooling') || (order.includes('Normalize') && denseAt > order.indexOf('Normalize')))) {
-      throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: one Dense module between Pooling and Normalize is supported, not ${order.join(' → ')}`);
+    const denseEnd = order.lastIndexOf('Dense');
+    const chained = order.slice(denseAt, denseEnd + 1).every((type) => type === 'Dense');
+    if (denseAt >= 0 && (!chained || denseAt < order.indexOf('Pooling') || (order.includes('Normalize') && denseAt > order.indexOf('Normalize')))) {
+      throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: Dense modules one after another between Pooling and Normalize are supported, not ${order.join(' → ')}`);
     }
     for (const m of modules) {
       const type = moduleClass(m.type);
       if (type === 'Transformer') continue;
       if (type === 'Pooling') ({ mode: pooling, includePrompt } = readPooling(dir, m.path));
-      else if (type === 'Dense') dense = readDense(dir, m.path, 'sentence_embedding');
-      else if (type === 'Normalize') {
+      else if (type === 'Dense' && !dense) dense = readDense(dir, m.path, 'sentence_embedding');
+      else if (type === 'Dense') {
+        const next = readDense(dir, m.path, 'sentence_embedding');
+        const previous = denseStack.length > 0 ? denseStack[denseStack.length - 1] : dense!;
+        if (next.inFeatures !== previous.outFeatures) {
+          throw filesError(`modules.json in ${dir}: the Dense module ${m.path} takes ${next.inFeatures} features, and the one before it gives ${previous.outFeatures}`);
+        }
+        denseStack.push(next);
+      } else if (type === 'Normalize') {
         readNormalizeInput(dir, m.path, ['sentence_embedding']);
         normalize = true;
       } else throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: module type ${m.type} is not supported yet`);
@@ -470,6 +482,7 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
     pooling,
     normalize,
     dense,
+    ...(denseStack.length > 0 && { denseStack }),
     maxSeqLength,
     lowercase,
     source: modules ? 'sentence-transformers' : 'huggingface (default mean pooling, no normalization)',
@@ -546,6 +559,7 @@ export function asNewCrossEncoder(files: ModelDirectory): ModelDirectory {
     pooling: 'cls',
     normalize: false,
     dense: undefined,
+    denseStack: undefined,
     multiVector: undefined,
     prompts: {},
     defaultPromptName: null,
@@ -780,6 +794,8 @@ function readMultiVector(
 
 /** Where a saved model keeps its Dense head's weights. */
 export const DENSE_DIR = '2_Dense';
+/** Where a saved model keeps the weights of the i-th Dense module after its first (3_Dense, 4_Dense, ...). */
+export const denseStackDir = (i: number): string => `${3 + i}_Dense`;
 
 /**
  * Writes everything but the weights of a sentence-transformers directory into `target`: config,
@@ -788,7 +804,7 @@ export const DENSE_DIR = '2_Dense';
 export function writeModelFiles(
   source: ModelDirectory,
   target: string,
-  settings: { pooling: PoolingMode; normalize: boolean; maxSeqLength: number; dimension: number; dense?: DenseHead },
+  settings: { pooling: PoolingMode; normalize: boolean; maxSeqLength: number; dimension: number; dense?: DenseHead; denseStack?: DenseHead[] },
 ): void {
   fs.writeFileSync(path.join(target, 'config.json'), source.configText);
   for (const file of TOKENIZER_FILES) {
@@ -814,6 +830,10 @@ export function writeModelFiles(
   if (settings.dense) {
     modules.push({ idx: 2, name: '2', path: DENSE_DIR, type: `${ST}Dense` });
     writeConfig(target, path.join(DENSE_DIR, 'config.json'), denseConfig(settings.dense));
+    (settings.denseStack ?? []).forEach((layer, i) => {
+      modules.push({ idx: modules.length, name: String(modules.length), path: denseStackDir(i), type: `${ST}Dense` });
+      writeConfig(target, path.join(denseStackDir(i), 'config.json'), denseConfig(layer));
+    });
   }
   const normalizeDir = `${modules.length}_Normalize`;
   if (settings.normalize) modules.push({ idx: modules.length, name: String(modules.length), path: normalizeDir, type: `${ST}Normalize` });

@@ -48,7 +48,7 @@ export interface NativeEmbedRequest {
 export interface NativeEncoder {
   embed(request: NativeEmbedRequest): Promise<Float32Array>;
   /** The model's weights to `file`, and the projection head's to `denseFile` when it has one. */
-  saveWeights(file: string, dtype: string, denseFile?: string): Promise<void>;
+  saveWeights(file: string, dtype: string, denseFile?: string, denseStackFiles?: string[]): Promise<void>;
   /** A new, seeded, randomly initialized projection head (throws if the model has one). */
   addProjection(options: { outFeatures: number; tanh: boolean; seed: number; bias?: boolean }): Promise<void>;
   /**
@@ -289,6 +289,8 @@ export interface NativeBinding {
       dtype: string;
       denseWeightsPath?: string;
       denseActivation?: string;
+      /** The Dense modules after the first, in order. */
+      denseStack?: { weightsPath: string; activation: string }[];
       /** The weights' pooler and classifier become a cross-encoder's head with `numLabels` outputs. */
       head?: 'sequence-classification' | 'causal-lm';
       numLabels?: number;

@@ -20,8 +20,10 @@ struct LoadOptions {
   std::string weightsPath, config, device, dtype;
   // Sharded weights: every shard (weightsPath is then the index file, named in messages). Empty: weightsPath.
   std::vector<std::string> weightShards;
-  // The Dense module's weights (linear.weight [out, in], optional linear.bias); empty: no head.
+  // The Dense module's weights (linear.weight [out, in], optional linear.bias); empty: no head. Then the Dense
+  // modules after it: their weights and activations.
   std::string denseWeightsPath, denseActivation;
+  std::vector<std::string> denseStackPaths, denseStackActivations;
   // "sequence-classification": the weights file's pooler and classifier become a cross-encoder's head, which
   // must have `numLabels` outputs.
   std::string head;
@@ -117,14 +119,15 @@ Norm takeNorm(TransformerEncoder& model, const std::string& name, int64_t size, 
   return norm;
 }
 
-// A projection head from a Dense module's safetensors file, checked against the model's width.
-torch::nn::Linear loadDense(const std::string& path, int64_t hiddenSize) {
+// A projection head from a Dense module's safetensors file, checked against the width it takes (the model's hidden
+// size, or the previous Dense module's output).
+torch::nn::Linear loadDense(const std::string& path, int64_t inFeatures, const char* inName = "the model's hidden size") {
   SafetensorsFile file(path);
   if (!file.has("linear.weight")) throw modelFilesError(path + " has no linear.weight (a sentence-transformers Dense module)");
   torch::Tensor weight = file.read("linear.weight", torch::kFloat32);
-  if (weight.dim() != 2 || weight.size(1) != hiddenSize) {
+  if (weight.dim() != 2 || weight.size(1) != inFeatures) {
     throw modelFilesError(path + ": linear.weight has shape " + c10::str(weight.sizes()) + ", expected [out_features, " +
-                          std::to_string(hiddenSize) + "] (the model's hidden size)");
+                          std::to_string(inFeatures) + "] (" + inName + ")");
   }
   const bool bias = file.has("linear.bias");
   torch::nn::Linear dense = linearToFill(weight.size(1), weight.size(0), bias);
@@ -167,6 +170,12 @@ class LoadWorker : public PromiseWorker {
       loaded->dense = loadDense(options_.denseWeightsPath, loaded->model->hiddenSize());
       loaded->dense->to(loaded->device);
       loaded->denseTanh = options_.denseActivation == "tanh";
+      for (size_t i = 0; i < options_.denseStackPaths.size(); ++i) {
+        const int64_t in = (loaded->denseStack.empty() ? loaded->dense : loaded->denseStack.back())->weight.size(0);
+        loaded->denseStack.push_back(loadDense(options_.denseStackPaths[i], in, "the previous Dense module's out_features"));
+        loaded->denseStack.back()->to(loaded->device);
+        loaded->denseStackTanh.push_back(options_.denseStackActivations[i] == "tanh");
+      }
     }
     if (options_.head == "causal-lm") loadLmHead(*loaded);
     if (options_.head == "sequence-classification") {
@@ -328,12 +337,14 @@ class EmbedWorker : public PromiseWorker {
 
 class SaveWorker : public PromiseWorker {
  public:
-  SaveWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, std::string path, std::string dtype, std::string densePath)
+  SaveWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> encoder, std::string path, std::string dtype, std::string densePath,
+             std::vector<std::string> stackPaths)
       : PromiseWorker(env, encoder->device),
         encoder_(std::move(encoder)),
         path_(std::move(path)),
         dtype_(std::move(dtype)),
-        densePath_(std::move(densePath)) {}
+        densePath_(std::move(densePath)),
+        stackPaths_(std::move(stackPaths)) {}
 
  protected:
   void compute() override {
@@ -353,19 +364,26 @@ class SaveWorker : public PromiseWorker {
       writeSafetensors(path_, weights, {{"format", "pt"}});
       return;
     }
-    writeSafetensors(path_, encoder_->model->weightsForSaving(dtype), {{"format", "pt"}});
-    if (encoder_->dense && !densePath_.empty()) {
-      // Named as sentence-transformers' Dense module names them.
-      std::vector<std::pair<std::string, torch::Tensor>> head{{"linear.weight", encoder_->dense->weight.detach().to(torch::kCPU, dtype)}};
-      if (encoder_->dense->bias.defined()) head.emplace_back("linear.bias", encoder_->dense->bias.detach().to(torch::kCPU, dtype));
-      writeSafetensors(densePath_, head, {{"format", "pt"}});
+    if (stackPaths_.size() != encoder_->denseStack.size()) {
+      throw invalidArgument("saveWeights: " + std::to_string(encoder_->denseStack.size()) + " Dense modules follow the first, and " +
+                            std::to_string(stackPaths_.size()) + " files were given for them");
     }
+    writeSafetensors(path_, encoder_->model->weightsForSaving(dtype), {{"format", "pt"}});
+    // Named as sentence-transformers' Dense module names them.
+    const auto writeDense = [&](const torch::nn::Linear& dense, const std::string& path) {
+      std::vector<std::pair<std::string, torch::Tensor>> head{{"linear.weight", dense->weight.detach().to(torch::kCPU, dtype)}};
+      if (dense->bias.defined()) head.emplace_back("linear.bias", dense->bias.detach().to(torch::kCPU, dtype));
+      writeSafetensors(path, head, {{"format", "pt"}});
+    };
+    if (encoder_->dense && !densePath_.empty()) writeDense(encoder_->dense, densePath_);
+    for (size_t i = 0; i < stackPaths_.size(); ++i) writeDense(encoder_->denseStack[i], stackPaths_[i]);
   }
   Napi::Value result(Napi::Env env) override { return env.Undefined(); }
 
  private:
   std::shared_ptr<LoadedEncoder> encoder_;
   std::string path_, dtype_, densePath_;
+  std::vector<std::string> stackPaths_;
 };
 
 }  // namespace
@@ -373,7 +391,12 @@ class SaveWorker : public PromiseWorker {
 torch::Tensor LoadedEncoder::project(const torch::Tensor& pooled) const {
   if (!dense) return pooled;
   torch::Tensor out = torch::nn::functional::linear(pooled, dense->weight, dense->bias);
-  return denseTanh ? torch::tanh(out) : out;
+  if (denseTanh) out = torch::tanh(out);
+  for (size_t i = 0; i < denseStack.size(); ++i) {
+    out = torch::nn::functional::linear(out, denseStack[i]->weight, denseStack[i]->bias);
+    if (denseStackTanh[i]) out = torch::tanh(out);
+  }
+  return out;
 }
 
 torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, const torch::Tensor& mask, bool training) const {
@@ -409,6 +432,8 @@ std::vector<torch::Tensor> LoadedEncoder::parameters() const {
   if (headNorm) {
     for (auto& p : headNorm->parameters()) params.push_back(p);
   }
+  for (const auto& layer : denseStack)
+    for (auto& p : layer->parameters()) params.push_back(p);
   return params;
 }
 
@@ -501,6 +526,17 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
   try {
     options.denseWeightsPath = stringOr(o, "denseWeightsPath", "");
     options.denseActivation = stringOr(o, "denseActivation", "identity");
+    if (o.Has("denseStack") && !o.Get("denseStack").IsUndefined()) {
+      if (!o.Get("denseStack").IsArray()) throw invalidArgument("denseStack must be an array of { weightsPath, activation }");
+      auto stack = o.Get("denseStack").As<Napi::Array>();
+      for (uint32_t i = 0; i < stack.Length(); ++i) {
+        if (!stack.Get(i).IsObject()) throw invalidArgument("denseStack must be an array of { weightsPath, activation }");
+        auto layer = stack.Get(i).As<Napi::Object>();
+        options.denseStackPaths.push_back(stringOr(layer, "weightsPath", ""));
+        options.denseStackActivations.push_back(stringOr(layer, "activation", "identity"));
+      }
+      if (!options.denseStackPaths.empty() && options.denseWeightsPath.empty()) throw invalidArgument("denseStack follows a Dense module: denseWeightsPath is missing");
+    }
     options.head = stringOr(o, "head", "");
     options.numLabels = static_cast<int64_t>(numberOr(o, "numLabels", 0));
     options.newHead = boolOr(o, "newHead", false);
@@ -543,11 +579,17 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
   return (new EmbedWorker(env, std::move(encoder), std::move(r)))->start();
 }
 
-// saveWeights(path, dtype, densePath?): the model's weights, and the projection head's when it has one.
+// saveWeights(path, dtype, densePath?, stackPaths?): the model's weights, the projection head's when it has one, and
+// those of the Dense modules after it, one file each.
 Napi::Value EncoderWrap::saveWeights(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string densePath = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
-  return (new SaveWorker(env, live(env), info[0].As<Napi::String>(), info[1].As<Napi::String>(), densePath))->start();
+  std::vector<std::string> stackPaths;
+  if (info.Length() > 3 && info[3].IsArray()) {
+    auto list = info[3].As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) stackPaths.push_back(list.Get(i).ToString().Utf8Value());
+  }
+  return (new SaveWorker(env, live(env), info[0].As<Napi::String>(), info[1].As<Napi::String>(), densePath, std::move(stackPaths)))->start();
 }
 
 // addProjection({ outFeatures, tanh, seed, bias }): a new, randomly initialized projection head (PyTorch's
@@ -741,7 +783,8 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("hiddenSize", static_cast<double>(encoder->model->hiddenSize()));
   out.Set("maxPositions", static_cast<double>(encoder->model->maxPositions()));
   out.Set("numParameters", static_cast<double>(parameters));
-  out.Set("outputSize", static_cast<double>(encoder->dense ? encoder->dense->weight.size(0) : encoder->model->hiddenSize()));
+  const torch::nn::Linear& last = encoder->denseStack.empty() ? encoder->dense : encoder->denseStack.back();
+  out.Set("outputSize", static_cast<double>(last ? last->weight.size(0) : encoder->model->hiddenSize()));
   out.Set("numLabels", static_cast<double>(encoder->classifier ? encoder->classifier->weight.size(0) : 0));
   auto newHead = Napi::Array::New(env, encoder->newHeadModules.size());
   for (uint32_t i = 0; i < encoder->newHeadModules.size(); ++i) newHead.Set(i, encoder->newHeadModules[i]);

@@ -15,9 +15,12 @@ namespace coltrast {
 // model's memory goes when the last running worker finishes with it.
 struct LoadedEncoder {
   std::shared_ptr<TransformerEncoder> model;
-  // sentence-transformers' Dense module after pooling (a trained projection head), or none.
+  // sentence-transformers' Dense module after pooling (a trained projection head), or none; and the Dense modules
+  // that follow it (EmbeddingGemma's second), each with its own activation (tanh or identity).
   torch::nn::Linear dense{nullptr};
   bool denseTanh = false;
+  std::vector<torch::nn::Linear> denseStack;
+  std::vector<bool> denseStackTanh;
   // Hugging Face's sequence-classification head (a cross-encoder), float32 like the Dense head: the first token's
   // state (ModernBERT with classifier_pooling "mean": the mean over the attended tokens), dropout (`inputDropout`:
   // RoBERTa's, DeBERTa's pooler_dropout), `pooler`, a dense layer and its activation (BERT's pooler and RoBERTa's

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Encoder, retrievalMetrics, train, type PoolingMode } from '../lib';
 import { native } from '../lib/native';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
-import { editJson, expectRecordedOutputs, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { editJson, expectRecordedOutputs, expectSameEmbeddings, folderCopy, maxAbsDiff, saveCopy, tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -36,19 +36,18 @@ for (const name of ARCHITECTURES) {
   });
 }
 
-test('a decoder model saves to the same folder layout and names, and reloads to the same embeddings', async (t) => {
-  const encoder = await Encoder.load(path.join(FIXTURES, 'qwen3'), { device: 'cpu' });
-  const before = await encoder.embed(REFERENCE.texts);
-  const out = path.join(tempDir(), 'saved');
-  await encoder.save(out);
-  encoder.dispose();
-  const names = (file: string) => [...readSafetensors(file).tensors.keys()].sort();
-  t.deepEqual(names(path.join(out, 'model.safetensors')), names(path.join(FIXTURES, 'qwen3', 'model.safetensors')));
-  t.is(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).model_type, 'qwen3');
-  const reloaded = await Encoder.load(out, { device: 'cpu' });
-  t.deepEqual(Array.from((await reloaded.embed(REFERENCE.texts)).data), Array.from(before.data));
-  reloaded.dispose();
-});
+for (const name of ['qwen3', 'gemma3']) {
+  test(`a decoder model saves to the same folder layout and names, and reloads to the same embeddings: ${name}`, async (t) => {
+    const { out, before } = await saveCopy(t, path.join(FIXTURES, name), REFERENCE.texts);
+    // The modules in the fixture's order (Gemma's two Dense modules, each in its folder with its weights).
+    const modules = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'modules.json'), 'utf8')).map((m: { path: string }) => m.path);
+    t.deepEqual(modules(out), modules(path.join(FIXTURES, name)));
+    for (const dense of modules(out).filter((p: string) => p.endsWith('_Dense'))) {
+      t.deepEqual(readSafetensors(path.join(out, dense, 'model.safetensors')).tensors.get('linear.weight')!.data, readSafetensors(path.join(FIXTURES, name, dense, 'model.safetensors')).tensors.get('linear.weight')!.data);
+    }
+    await expectSameEmbeddings(t, out, REFERENCE.texts, before);
+  });
+}
 
 test("a *ForCausalLM checkpoint loads: names under 'model.', its lm_head kept and written back", async (t) => {
   const dir = copyOf('llama', (d) => {

@@ -137,8 +137,15 @@ test('broken Dense modules are refused with the reason', async (t) => {
     t,
     copyOfTrained((d) => editJson(path.join(d, 'modules.json'), (m) => [m[0], m[1], m[3], m[2]])),
     'UNSUPPORTED_MODEL',
-    /one Dense module between Pooling and Normalize/,
+    /Dense modules one after another between Pooling and Normalize are supported, not Transformer → Pooling → Normalize → Dense/,
   );
+  // A second Dense module must take what the first gives (the trained head maps 32 → 12; a copy of it takes 32).
+  const twice = (d: string, modules: (m: any[], second: object) => any[]) => {
+    fs.cpSync(dense(d), path.join(d, '3_Dense'), { recursive: true });
+    editJson(path.join(d, 'modules.json'), (m) => modules(m, { idx: 3, name: '3', path: '3_Dense', type: 'sentence_transformers.models.Dense' }));
+  };
+  await loadError(t, copyOfTrained((d) => twice(d, (m, second) => [m[0], m[1], m[2], second, m[3]])), 'MODEL_FILES', /the Dense module 3_Dense takes 32 features, and the one before it gives 12/);
+  await loadError(t, copyOfTrained((d) => twice(d, (m, second) => [m[0], m[1], m[2], m[3], second])), 'UNSUPPORTED_MODEL', /not Transformer → Pooling → Dense → Normalize → Dense/);
   // A head whose weights do not fit the transformer's width (a 16-wide model with the 32-wide head).
   const narrow = path.join(tempDir(), 'narrow');
   makeRandomBert(narrow, { shape: 'tiny', hiddenSize: 16, vocabSize: 198, maxSeqLength: 24 });

@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
-import type { Encoder } from '../../lib';
+import { Encoder } from '../../lib';
+import { readSafetensors } from './safetensors';
 import type { NativeStepOptions } from '../../lib/native';
 
 export const FIXTURE = path.resolve(__dirname, '..', 'fixtures', 'tiny-bert');
@@ -108,4 +109,28 @@ export async function expectRecordedOutputs(
     const pooled = await encoder.embed(texts, { batchSize });
     t.true(maxAbsDiff(pooled.data, ref.embeddings.flat()) < 1e-5, `batch ${batchSize} embeddings: ${maxAbsDiff(pooled.data, ref.embeddings.flat())}`);
   }
+}
+
+/**
+ * Loads the model in `dir`, saves it to a new folder and checks that the saved weights hold the same tensor names and
+ * config.json the same model_type; returns the folder and the model's embeddings of `texts` from before the save.
+ */
+export async function saveCopy(t: ExecutionContext, dir: string, texts: string[]): Promise<{ out: string; before: Float32Array }> {
+  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  const before = (await encoder.embed(texts)).data;
+  const out = path.join(tempDir(), 'saved');
+  await encoder.save(out);
+  encoder.dispose();
+  const names = (file: string) => [...readSafetensors(file).tensors.keys()].sort();
+  t.deepEqual(names(path.join(out, 'model.safetensors')), names(path.join(dir, 'model.safetensors')));
+  const modelType = (d: string) => JSON.parse(fs.readFileSync(path.join(d, 'config.json'), 'utf8')).model_type;
+  t.is(modelType(out), modelType(dir));
+  return { out, before };
+}
+
+/** The model saved in `out` embeds `texts` exactly as `before`. */
+export async function expectSameEmbeddings(t: ExecutionContext, out: string, texts: string[], before: Float32Array): Promise<void> {
+  const reloaded = await Encoder.load(out, { device: 'cpu' });
+  t.deepEqual(Array.from((await reloaded.embed(texts)).data), Array.from(before));
+  reloaded.dispose();
 }
