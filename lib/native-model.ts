@@ -64,13 +64,27 @@ export async function resolveLoad(model: string, options: LoadOptions | undefine
   return { dir, device, dtype };
 }
 
+/**
+ * Model types whose activations overflow float16 (Gemma 3's reach past its 65,504): transformers and
+ * sentence-transformers warn that EmbeddingGemma does not support it, so coltrast refuses it rather than compute infinities.
+ */
+const NO_FLOAT16 = ['gemma3_text'];
+
+/** @internal Throws for float16 (`what`: the option that asked for it) on a model type that overflows it. */
+export function checkFloat16(modelType: unknown, precision: string, what: string): void {
+  if (precision === 'float16' && NO_FLOAT16.includes(String(modelType))) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${what} 'float16': a ${String(modelType)} model's activations overflow float16; use 'bfloat16' or 'float32'`);
+  }
+}
+
 /** @internal Loads a model folder's weights natively (off the JS thread); `extra`: its heads. */
 export async function loadNative(
-  files: { weightsPath: string; weightShards?: string[]; configText: string },
+  files: { weightsPath: string; weightShards?: string[]; configText: string; config: Record<string, unknown> },
   device: string,
   dtype: DType,
   extra: Omit<Parameters<NativeBinding['NativeEncoder']['load']>[0], 'weightsPath' | 'weightShards' | 'config' | 'device' | 'dtype'>,
 ): Promise<NativeEncoder> {
+  checkFloat16(files.config.model_type, dtype, 'options.dtype');
   try {
     const shards = files.weightShards && { weightShards: files.weightShards };
     return await native().NativeEncoder.load({ weightsPath: files.weightsPath, ...shards, config: files.configText, device, dtype, ...extra });

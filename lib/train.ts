@@ -9,7 +9,7 @@ import { CrossEncoder, type CrossEncoderLoss } from './cross-encoder';
 import { Encoder, matrixRows, normalizeRow, type Device, type MultiVectorSettings } from './encoder';
 import { ADAPTER_DIR, readLoraOptions, type LoraOptions } from './lora';
 import { resolveModelDir } from './hub';
-import type { ModelTrainer } from './native-model';
+import { checkFloat16, type ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
 import { ColtrastError } from './errors';
 import { readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
@@ -839,6 +839,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       }
       matryoshkaWidths(config, config.projection?.dimension ?? encoder.fullDimension, encoder.modelDir);
     }
+    checkFloat16(encoder.modelType, config.precision, 'options.precision');
     checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
     let val: TrainExample[];
