@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 // Embedding throughput of an embedding model of a given architecture: coltrast's embed() against
 // sentence-transformers' encode() on the same random-weight model (a decoder LLM, Qwen3-Embedding-0.6B's shape by
-// default, or an encoder beside BERT: all-mpnet-base-v2's, DeBERTa-v3-base's, ModernBERT-base's or sentence-t5-base's; written by
+// default or EmbeddingGemma-300m's, or an encoder beside BERT: all-mpnet-base-v2's, DeBERTa-v3-base's, ModernBERT-base's or sentence-t5-base's; written by
 // scripts/bench/python/architectures.py with coltrast's default-model tokenizer), the same texts, batch size and
 // thread count. Both timings are whole calls: tokenizing, sorting by length, the forward passes, the shape's
 // pooling and normalization. Each side runs --rounds times, alternating, after one warm-up batch; each side's
 // fastest round is reported. The embeddings of the two sides are compared.
 //
-//   node scripts/bench/architectures.js [--shape qwen3-0.6b|qwen3-small|mpnet-base|deberta-v3-base|modernbert-base|sentence-t5-base] [--texts 100] [--batch-size 16] [--threads 2]
+//   node scripts/bench/architectures.js [--shape qwen3-0.6b|qwen3-small|embeddinggemma-300m|mpnet-base|deberta-v3-base|modernbert-base|sentence-t5-base] [--texts 100] [--batch-size 16] [--threads 2]
 //       [--rounds 2] [--json out.json]
 //
 // coltrast runs on whichever addon loads (Debian's libtorch 1.13 by default; COLTRAST_BINARY=cpu

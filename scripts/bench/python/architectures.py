@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """sentence-transformers' encode() throughput for an embedding model of a given architecture, to set beside coltrast's
-embed(): a decoder LLM (Qwen3) or an encoder beside BERT (MPNet, DeBERTa-v3, ModernBERT, T5).
+embed(): a decoder LLM (Qwen3, EmbeddingGemma's Gemma 3) or an encoder beside BERT (MPNet, DeBERTa-v3, ModernBERT, T5).
 
     architectures.py make <out-folder> --shape <shape> --tokenizer <folder>
     architectures.py bench <folder> <texts.json> [--threads 2] [--batch-size 16] [--vectors out.bin]
@@ -16,6 +16,9 @@ make: a model of the shape with seeded random weights (float32), the tokenizer o
   buckets with shared projections, no absolute positions; mean pooling, Normalize): mxbai-rerank-base-v1's encoder.
   sentence-t5-base is sentence-t5-base's (and gtr-t5-base's) T5 encoder (12 blocks, d_model 768, 12 heads of 64, ReLU
   feed-forward 3072, 32 relative position buckets up to 128; mean pooling, a Dense 768 to 768 without bias, Normalize).
+  embeddinggemma-300m is EmbeddingGemma-300m's Gemma 3 (24 layers, hidden 768, 3 query heads and 1 key/value head of
+  256, GELU-gated MLP 1152, bidirectional attention, five sliding-window layers of 512 to each full one; mean pooling,
+  Dense 768 to 3072 and 3072 to 768 without bias, Normalize).
 bench: one warm-up encode of a batch, then encode() of every text at --batch-size, timed; prints a JSON line
   {seconds, textsPerSecond, peakRssMiB, torch, sentenceTransformers}. --vectors writes the embeddings (float32,
   input order) to compare with coltrast's.
@@ -34,7 +37,7 @@ import sentence_transformers
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
-from transformers import AutoModel, DebertaV2Config, ModernBertConfig, MPNetConfig, Qwen3Config, T5Config, T5EncoderModel
+from transformers import AutoModel, DebertaV2Config, Gemma3TextConfig, ModernBertConfig, MPNetConfig, Qwen3Config, T5Config, T5EncoderModel
 
 def qwen3(vocab, layers):
     return Qwen3Config(
@@ -61,9 +64,13 @@ SHAPES = {
     "sentence-t5-base": (lambda vocab: T5Config(vocab_size=vocab, d_model=768, d_kv=64, num_heads=12, d_ff=3072, num_layers=12,
                                                 feed_forward_proj="relu", relative_attention_num_buckets=32,
                                                 relative_attention_max_distance=128), "mean"),
+    "embeddinggemma-300m": (lambda vocab: Gemma3TextConfig(vocab_size=vocab, hidden_size=768, intermediate_size=1152, num_hidden_layers=24,
+                                                           num_attention_heads=3, num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256,
+                                                           sliding_window=512, max_position_embeddings=2048, rope_theta=1000000.0,
+                                                           rope_local_base_freq=10000.0, use_bidirectional_attention=True, pad_token_id=0), "mean"),
 }
-# Shapes with sentence-T5's Dense module after pooling (no bias, no activation).
-DENSE = {"sentence-t5-base"}
+# The Dense modules after pooling (no bias, no activation), as (in, out) per module: sentence-T5's, EmbeddingGemma's.
+DENSE = {"sentence-t5-base": [(768, 768)], "embeddinggemma-300m": [(768, 3072), (3072, 768)]}
 
 
 def make(out, shape, tokenizer):
@@ -79,7 +86,7 @@ def make(out, shape, tokenizer):
             shutil.copy(os.path.join(tokenizer, f), out)
     transformer = Transformer(out, max_seq_length=256)
     width = transformer.get_embedding_dimension()
-    dense = [Dense(width, width, bias=False, activation_function=torch.nn.Identity())] if shape in DENSE else []
+    dense = [Dense(i, o, bias=False, activation_function=torch.nn.Identity()) for i, o in DENSE.get(shape, [])]
     st = SentenceTransformer(modules=[transformer, Pooling(width, pooling_mode=pooling), *dense, Normalize()], device="cpu")
     st.save(out)
 
