@@ -2,7 +2,7 @@ export { Encoder, setThreads } from './encoder';
 export type { Device, DType, Matrix, LoadOptions, EncoderLoadOptions, EmbedOptions, SaveOptions } from './encoder';
 export type { PoolingMode } from './model-dir';
 export { CrossEncoder } from './cross-encoder';
-export type { PredictOptions, RankOptions, Ranked, ScoreActivation } from './cross-encoder';
+export type { CrossEncoderLoadOptions, PredictOptions, RankOptions, Ranked, ScoreActivation } from './cross-encoder';
 export { Generator } from './generator';
 export { trainRag, Rag, DEFAULT_TEMPLATE as RAG_TEMPLATE } from './rag';
 export type { RagTrainOptions, RagTrainResult, RagProgress, RagExample, RagAnswer, AnswerOptions } from './rag';
