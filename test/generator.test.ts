@@ -31,11 +31,11 @@ function copyOf(name: string, edit?: (dir: string) => void): string {
   return dir;
 }
 
-for (const name of ['qwen3', 'llama']) {
+for (const name of ['qwen3', 'llama', 'gemma3']) {
   test(`${name}: prompt + completion tokens and log-likelihoods equal transformers' (float32 sums to 1e-4), alone and in padded batches`, async (t) => {
     const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
     const ref = REFERENCE.models[name];
-    t.is(generator.modelType, name);
+    t.is(generator.modelType, name === 'gemma3' ? 'gemma3_text' : name);
     t.deepEqual(generator.eosTokenIds, [3]);
     const sequences = await generator.sequences(PAIRS);
     sequences.forEach((s, i) => {
@@ -134,6 +134,13 @@ test('sampling: seeded and reproducible, cut to topK and topP; topK 1 or a tiny 
     t.regex((await rejection(() => generator.generate(['a'], options))).message, pattern);
   }
   generator.dispose();
+});
+
+test("Gemma 3 models a Generator does not run are refused with the reason: EmbeddingGemma's bidirectional attention, Gemma 2's logit capping", async (t) => {
+  const embedding = path.join(FIXTURES, '..', 'tiny-decoders', 'gemma3');
+  t.regex((await rejection(() => Generator.load(embedding, { device: 'cpu' }))).message, /attends both ways \(use_bidirectional_attention: an embedding model such as EmbeddingGemma\); a Generator runs causal LMs/);
+  const capped = copyOf('gemma3', (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, final_logit_softcapping: 30 })));
+  t.regex((await rejection(() => Generator.load(capped, { device: 'cpu' }))).message, /caps its logits \(final_logit_softcapping/);
 });
 
 test('a generator saves as a *ForCausalLM folder (lm_head only when untied) and reloads to the same log-likelihoods', async (t) => {

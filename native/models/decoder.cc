@@ -242,7 +242,7 @@ void KvCache::keepRows(const torch::Tensor& rows) {
 
 torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const torch::Tensor& positions, const torch::Tensor& keyMask,
                                           std::vector<KvCache>& caches) {
-  if (config_.gemma) throw unsupportedError("generating with gemma3_text (its sliding-window layers) is not implemented");
+  if (config_.bidirectional) throw unsupportedError("a bidirectional gemma3_text model (EmbeddingGemma) embeds; it does not generate");
   caches.resize(layers_->size());
   const int64_t batch = inputIds.size(0), n = inputIds.size(1);
   const int64_t past = caches[0].keys.defined() ? caches[0].keys.size(2) : 0;
@@ -250,21 +250,31 @@ torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const t
     throw invalidArgument("cached decoding: keyMask must be [batch, cached + new] and positions [batch, new]");
   }
   checkLength(positions.max().item<int64_t>() + 1);
-  auto [cos, sin] = rotary(positions);  // [batch, n, headDim]
-  cos = cos.unsqueeze(1);
-  sin = sin.unsqueeze(1);
+  const auto perRow = [](std::pair<torch::Tensor, torch::Tensor> cs) { return std::make_pair(cs.first.unsqueeze(1), cs.second.unsqueeze(1)); };
+  const auto [cos, sin] = perRow(rotary(positions));  // [batch, 1, n, headDim]
   // Each new token sees the real tokens up to itself. A padding position of a prompt sees itself too, so that no
   // row of the attention is empty (its output is never used), as transformers unmasks such rows.
+  const auto options = keyMask.options().dtype(torch::kBool);
   const torch::Tensor keys = keyMask.to(torch::kBool).view({batch, 1, 1, past + n});
+  const torch::Tensor self = torch::cat({torch::zeros({n, past}, options), torch::eye(n, options)}, 1);
   torch::Tensor mask = keys;
-  if (n > 1) {
-    const auto options = keyMask.options().dtype(torch::kBool);
-    const torch::Tensor causal = torch::ones({n, past + n}, options).tril(past);
-    const torch::Tensor self = torch::cat({torch::zeros({n, past}, options), torch::eye(n, options)}, 1);
-    mask = keys.logical_and(causal).logical_or(self);
-  }
+  if (n > 1) mask = keys.logical_and(torch::ones({n, past + n}, options).tril(past)).logical_or(self);
   torch::Tensor hidden = embed_tokens_(inputIds);
-  for (size_t i = 0; i < layers_->size(); ++i) hidden = layers_[i]->as<DecoderLayer>()->forward(hidden, cos, sin, mask, &caches[i]);
+  if (!config_.gemma) {
+    for (size_t i = 0; i < layers_->size(); ++i) hidden = layers_[i]->as<DecoderLayer>()->forward(hidden, cos, sin, mask, &caches[i]);
+    return norm_(hidden);
+  }
+  // Gemma 3: scaled embeddings; its sliding layers see only the keys less than sliding_window positions back (each
+  // key's position: the real tokens before it in its row), with their own rotary base.
+  hidden = hidden * torch::full({}, std::sqrt(static_cast<double>(config_.hiddenSize)), hidden.options());
+  const auto [localCos, localSin] = perRow(rotary(positions, true));
+  const torch::Tensor keyPositions = keyMask.to(torch::kInt64).cumsum(1) - 1;
+  const torch::Tensor near = keyPositions.view({batch, 1, 1, past + n}).gt(positions.view({batch, 1, n, 1}) - config_.gemmaWindow);
+  const torch::Tensor windowMask = mask.logical_and(near).logical_or(self);
+  for (size_t i = 0; i < layers_->size(); ++i) {
+    const bool sliding = config_.slidingLayers[i];
+    hidden = layers_[i]->as<DecoderLayer>()->forward(hidden, sliding ? localCos : cos, sliding ? localSin : sin, sliding ? windowMask : mask, &caches[i]);
+  }
   return norm_(hidden);
 }
 
