@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { ADAPTER_DIR, addAdapters, isAdapterOnlyFolder, loadAdapter, readAdapterConfig, saveAdapter, type LoraConfig } from './lora';
-import { denseStackDir, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
+import { denseStackDir, lastDense, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
@@ -162,7 +162,7 @@ export class Encoder {
   }
   /** Width of the pooled vectors the model computes, before any truncateDim. */
   get fullDimension(): number {
-    return (this.files.denseStack?.at(-1) ?? this.dense)?.outFeatures ?? this.hiddenSize;
+    return lastDense({ dense: this.dense, denseStack: this.files.denseStack })?.outFeatures ?? this.hiddenSize;
   }
   /** Width of token vectors: the hidden size, or a multi-vector model's projected width. */
   get tokenDimension(): number {
@@ -246,7 +246,7 @@ export class Encoder {
       ...(files.denseStack && { denseStack: files.denseStack.map((d) => ({ weightsPath: d.weightsPath!, activation: d.activation })) }),
     });
     const info = handle.info();
-    if (files.dense && (files.dense.inFeatures !== info.hiddenSize || (files.denseStack?.at(-1) ?? files.dense).outFeatures !== info.outputSize)) {
+    if (files.dense && (files.dense.inFeatures !== info.hiddenSize || lastDense(files)!.outFeatures !== info.outputSize)) {
       handle.dispose();
       throw new ColtrastError(
         'MODEL_FILES',

@@ -81,6 +81,11 @@ export interface DenseHead {
   modulePath?: string;
 }
 
+/** The last of a model's Dense modules after pooling, which sets the pooled vector's width; none without them. */
+export function lastDense(files: { dense?: DenseHead; denseStack?: DenseHead[] }): DenseHead | undefined {
+  return files.denseStack?.at(-1) ?? files.dense;
+}
+
 /** sentence-transformers' names of the activations a Dense head may use. */
 const ACTIVATIONS: Record<string, DenseHead['activation']> = {
   'torch.nn.modules.linear.Identity': 'identity',
@@ -419,7 +424,7 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
       else if (type === 'Dense' && !dense) dense = readDense(dir, m.path, 'sentence_embedding');
       else if (type === 'Dense') {
         const next = readDense(dir, m.path, 'sentence_embedding');
-        const previous = denseStack.length > 0 ? denseStack[denseStack.length - 1] : dense!;
+        const previous = lastDense({ dense, denseStack })!;
         if (next.inFeatures !== previous.outFeatures) {
           throw filesError(`modules.json in ${dir}: the Dense module ${m.path} takes ${next.inFeatures} features, and the one before it gives ${previous.outFeatures}`);
         }

@@ -816,9 +816,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const loadOptions = { device: options.device ?? 'auto', threads: options.threads } as const;
   // A resumed LoRA run: the base model again, with the checkpoint's adapter (its merged weights are not the base).
   const from = saved && !config.lora ? path.join(checkpointDir, 'model') : model;
+  const adapter = saved && config.lora ? path.join(checkpointDir, 'model', ADAPTER_DIR) : undefined;
   const encoder = config.crossEncoder
-    ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed, saved && config.lora ? path.join(checkpointDir, 'model', ADAPTER_DIR) : undefined)
-    : await Encoder.load(from, { ...loadOptions, ...(saved && config.lora && { adapter: path.join(checkpointDir, 'model', ADAPTER_DIR) }) });
+    ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed, adapter)
+    : await Encoder.load(from, { ...loadOptions, ...(adapter && { adapter }) });
   let releaseTrainer: (() => void) | undefined;
   let twin: Encoder | undefined;
   try {

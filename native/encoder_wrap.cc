@@ -23,7 +23,10 @@ struct LoadOptions {
   // The Dense module's weights (linear.weight [out, in], optional linear.bias); empty: no head. Then the Dense
   // modules after it: their weights and activations.
   std::string denseWeightsPath, denseActivation;
-  std::vector<std::string> denseStackPaths, denseStackActivations;
+  struct DenseFile {
+    std::string path, activation;
+  };
+  std::vector<DenseFile> denseStack;
   // "sequence-classification": the weights file's pooler and classifier become a cross-encoder's head, which
   // must have `numLabels` outputs.
   std::string head;
@@ -170,11 +173,11 @@ class LoadWorker : public PromiseWorker {
       loaded->dense = loadDense(options_.denseWeightsPath, loaded->model->hiddenSize());
       loaded->dense->to(loaded->device);
       loaded->denseTanh = options_.denseActivation == "tanh";
-      for (size_t i = 0; i < options_.denseStackPaths.size(); ++i) {
-        const int64_t in = (loaded->denseStack.empty() ? loaded->dense : loaded->denseStack.back())->weight.size(0);
-        loaded->denseStack.push_back(loadDense(options_.denseStackPaths[i], in, "the previous Dense module's out_features"));
-        loaded->denseStack.back()->to(loaded->device);
-        loaded->denseStackTanh.push_back(options_.denseStackActivations[i] == "tanh");
+      for (const auto& file : options_.denseStack) {
+        const int64_t in = (loaded->denseStack.empty() ? loaded->dense : loaded->denseStack.back().linear)->weight.size(0);
+        torch::nn::Linear linear = loadDense(file.path, in, "the previous Dense module's out_features");
+        linear->to(loaded->device);
+        loaded->denseStack.push_back({linear, file.activation == "tanh"});
       }
     }
     if (options_.head == "causal-lm") loadLmHead(*loaded);
@@ -376,7 +379,7 @@ class SaveWorker : public PromiseWorker {
       writeSafetensors(path, head, {{"format", "pt"}});
     };
     if (encoder_->dense && !densePath_.empty()) writeDense(encoder_->dense, densePath_);
-    for (size_t i = 0; i < stackPaths_.size(); ++i) writeDense(encoder_->denseStack[i], stackPaths_[i]);
+    for (size_t i = 0; i < stackPaths_.size(); ++i) writeDense(encoder_->denseStack[i].linear, stackPaths_[i]);
   }
   Napi::Value result(Napi::Env env) override { return env.Undefined(); }
 
@@ -392,9 +395,9 @@ torch::Tensor LoadedEncoder::project(const torch::Tensor& pooled) const {
   if (!dense) return pooled;
   torch::Tensor out = torch::nn::functional::linear(pooled, dense->weight, dense->bias);
   if (denseTanh) out = torch::tanh(out);
-  for (size_t i = 0; i < denseStack.size(); ++i) {
-    out = torch::nn::functional::linear(out, denseStack[i]->weight, denseStack[i]->bias);
-    if (denseStackTanh[i]) out = torch::tanh(out);
+  for (const auto& layer : denseStack) {
+    out = torch::nn::functional::linear(out, layer.linear->weight, layer.linear->bias);
+    if (layer.tanh) out = torch::tanh(out);
   }
   return out;
 }
@@ -433,7 +436,7 @@ std::vector<torch::Tensor> LoadedEncoder::parameters() const {
     for (auto& p : headNorm->parameters()) params.push_back(p);
   }
   for (const auto& layer : denseStack)
-    for (auto& p : layer->parameters()) params.push_back(p);
+    for (auto& p : layer.linear->parameters()) params.push_back(p);
   return params;
 }
 
@@ -532,24 +535,16 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
       for (uint32_t i = 0; i < stack.Length(); ++i) {
         if (!stack.Get(i).IsObject()) throw invalidArgument("denseStack must be an array of { weightsPath, activation }");
         auto layer = stack.Get(i).As<Napi::Object>();
-        options.denseStackPaths.push_back(stringOr(layer, "weightsPath", ""));
-        options.denseStackActivations.push_back(stringOr(layer, "activation", "identity"));
+        options.denseStack.push_back({stringOr(layer, "weightsPath", ""), stringOr(layer, "activation", "identity")});
       }
-      if (!options.denseStackPaths.empty() && options.denseWeightsPath.empty()) throw invalidArgument("denseStack follows a Dense module: denseWeightsPath is missing");
+      if (!options.denseStack.empty() && options.denseWeightsPath.empty()) throw invalidArgument("denseStack follows a Dense module: denseWeightsPath is missing");
     }
     options.head = stringOr(o, "head", "");
     options.numLabels = static_cast<int64_t>(numberOr(o, "numLabels", 0));
     options.newHead = boolOr(o, "newHead", false);
     options.seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
     options.tieWordEmbeddings = boolOr(o, "tieWordEmbeddings", false);
-    if (o.Has("weightShards") && !o.Get("weightShards").IsUndefined()) {
-      if (!o.Get("weightShards").IsArray()) throw invalidArgument("weightShards must be an array of file paths");
-      auto shards = o.Get("weightShards").As<Napi::Array>();
-      for (uint32_t i = 0; i < shards.Length(); ++i) {
-        if (!shards.Get(i).IsString()) throw invalidArgument("weightShards must be an array of file paths");
-        options.weightShards.push_back(shards.Get(i).As<Napi::String>());
-      }
-    }
+    options.weightShards = stringsOr(o.Get("weightShards"), "weightShards must be an array of file paths");
     if (!options.head.empty() && options.head != "sequence-classification" && options.head != "causal-lm") throw invalidArgument("unknown head " + options.head);
     if (options.head == "sequence-classification" && options.numLabels < 1) throw invalidArgument("numLabels must be a positive integer");
   } catch (const Error& e) {
@@ -585,9 +580,10 @@ Napi::Value EncoderWrap::saveWeights(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string densePath = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
   std::vector<std::string> stackPaths;
-  if (info.Length() > 3 && info[3].IsArray()) {
-    auto list = info[3].As<Napi::Array>();
-    for (uint32_t i = 0; i < list.Length(); ++i) stackPaths.push_back(list.Get(i).ToString().Utf8Value());
+  try {
+    stackPaths = stringsOr(info[3], "denseStackFiles must be an array of file paths");
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
   }
   return (new SaveWorker(env, live(env), info[0].As<Napi::String>(), info[1].As<Napi::String>(), densePath, std::move(stackPaths)))->start();
 }
@@ -668,17 +664,6 @@ static void checkTakesLora(const LoadedEncoder& encoder) {
   if (encoder.causalLm()) throw invalidArgument("LoRA adapters are for embedding models and cross-encoders here, not generators");
 }
 
-// o[key], an array of strings; empty when absent.
-static std::vector<std::string> stringArray(const Napi::Object& o, const char* key) {
-  std::vector<std::string> out;
-  const Napi::Value value = o.Get(key);
-  if (value.IsUndefined()) return out;
-  if (!value.IsArray()) throw invalidArgument(std::string(key) + " must be an array of names");
-  auto list = value.As<Napi::Array>();
-  for (uint32_t i = 0; i < list.Length(); ++i) out.push_back(list.Get(i).ToString().Utf8Value());
-  return out;
-}
-
 // addLora({ targets, rank, scale, dropout, seed, modulesToSave }): new LoRA adapters on the model's projections named
 // in `targets` (TransformerEncoder::addLora); resolves to their count. With them only the adapters train, and a
 // cross-encoder's head modules that `modulesToSave` names (PEFT's modules_to_save); an embedding model's Dense head
@@ -689,7 +674,8 @@ Napi::Value EncoderWrap::addLora(const Napi::CallbackInfo& info) {
   try {
     auto o = info[0].As<Napi::Object>();
     if (!o.Get("targets").IsArray()) throw invalidArgument("targets must be an array of projection names");
-    const std::vector<std::string> targets = stringArray(o, "targets"), modulesToSave = stringArray(o, "modulesToSave");
+    const std::vector<std::string> targets = stringsOr(o.Get("targets"), "targets must be an array of projection names");
+    const std::vector<std::string> modulesToSave = stringsOr(o.Get("modulesToSave"), "modulesToSave must be an array of module names");
     const auto rank = static_cast<int64_t>(numberOr(o, "rank", 8));
     const double scale = numberOr(o, "scale", 1.0), dropout = numberOr(o, "dropout", 0.0);
     const auto seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
@@ -719,7 +705,7 @@ Napi::Value EncoderWrap::loadLora(const Napi::CallbackInfo& info) {
     const std::string path = info[0].As<Napi::String>();
     auto o = info[1].As<Napi::Object>();
     const double scale = numberOr(o, "scale", 1.0), dropout = numberOr(o, "dropout", 0.0);
-    const std::vector<std::string> modulesToSave = stringArray(o, "modulesToSave");
+    const std::vector<std::string> modulesToSave = stringsOr(o.Get("modulesToSave"), "modulesToSave must be an array of module names");
     checkTakesLora(*encoder);
     return (new ModelTaskWorker(
                 env, encoder,
@@ -783,7 +769,7 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("hiddenSize", static_cast<double>(encoder->model->hiddenSize()));
   out.Set("maxPositions", static_cast<double>(encoder->model->maxPositions()));
   out.Set("numParameters", static_cast<double>(parameters));
-  const torch::nn::Linear& last = encoder->denseStack.empty() ? encoder->dense : encoder->denseStack.back();
+  const torch::nn::Linear& last = encoder->denseStack.empty() ? encoder->dense : encoder->denseStack.back().linear;
   out.Set("outputSize", static_cast<double>(last ? last->weight.size(0) : encoder->model->hiddenSize()));
   out.Set("numLabels", static_cast<double>(encoder->classifier ? encoder->classifier->weight.size(0) : 0));
   auto newHead = Napi::Array::New(env, encoder->newHeadModules.size());

@@ -19,8 +19,11 @@ struct LoadedEncoder {
   // that follow it (EmbeddingGemma's second), each with its own activation (tanh or identity).
   torch::nn::Linear dense{nullptr};
   bool denseTanh = false;
-  std::vector<torch::nn::Linear> denseStack;
-  std::vector<bool> denseStackTanh;
+  struct DenseLayer {
+    torch::nn::Linear linear;
+    bool tanh = false;
+  };
+  std::vector<DenseLayer> denseStack;
   // Hugging Face's sequence-classification head (a cross-encoder), float32 like the Dense head: the first token's
   // state (ModernBERT with classifier_pooling "mean": the mean over the attended tokens), dropout (`inputDropout`:
   // RoBERTa's, DeBERTa's pooler_dropout), `pooler`, a dense layer and its activation (BERT's pooler and RoBERTa's
@@ -43,7 +46,7 @@ struct LoadedEncoder {
   // (DistilBERT), "head" (ModernBERT).
   std::vector<std::string> newHeadModules;
   // With LoRA adapters on a cross-encoder: PEFT's modules_to_save, the head modules that train with the adapters and
-  // are saved in the adapter file (loraHeadTensors()).
+  // are saved in the adapter file (headTensorsMatching()).
   std::vector<std::string> loraModulesToSave;
   // A causal language model's output layer (Hugging Face's lm_head, no bias, in the model's dtype), or none; with
   // tiedLmHead the output layer is the token embedding matrix itself (config.json's tie_word_embeddings).

@@ -29,6 +29,19 @@ inline bool boolOr(const Napi::Object& o, const char* key, bool fallback) {
   return v.As<Napi::Boolean>();
 }
 
+// An array of strings; undefined gives none. Anything else is an INVALID_ARGUMENT error, `what` its message.
+inline std::vector<std::string> stringsOr(const Napi::Value& v, const std::string& what) {
+  std::vector<std::string> out;
+  if (v.IsUndefined()) return out;
+  if (!v.IsArray()) throw invalidArgument(what);
+  auto list = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    if (!list.Get(i).IsString()) throw invalidArgument(what);
+    out.push_back(list.Get(i).As<Napi::String>());
+  }
+  return out;
+}
+
 inline double numberOr(const Napi::Object& o, const char* key, double fallback) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return fallback;

@@ -231,6 +231,11 @@ void DecoderModel::checkLength(int64_t seq) const {
   }
 }
 
+torch::Tensor DecoderModel::embed(const torch::Tensor& inputIds) {
+  const torch::Tensor hidden = embed_tokens_(inputIds);
+  return config_.gemma ? hidden * torch::full({}, std::sqrt(static_cast<double>(config_.hiddenSize)), hidden.options()) : hidden;
+}
+
 std::pair<torch::Tensor, torch::Tensor> DecoderModel::rotary(const torch::Tensor& positions, bool local) const {
   return rotaryCosSin(positions, local ? config_.localRopeTheta : config_.ropeTheta, config_.headDim);
 }
@@ -259,14 +264,13 @@ torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const t
   const torch::Tensor self = torch::cat({torch::zeros({n, past}, options), torch::eye(n, options)}, 1);
   torch::Tensor mask = keys;
   if (n > 1) mask = keys.logical_and(torch::ones({n, past + n}, options).tril(past)).logical_or(self);
-  torch::Tensor hidden = embed_tokens_(inputIds);
+  torch::Tensor hidden = embed(inputIds);
   if (!config_.gemma) {
     for (size_t i = 0; i < layers_->size(); ++i) hidden = layers_[i]->as<DecoderLayer>()->forward(hidden, cos, sin, mask, &caches[i]);
     return norm_(hidden);
   }
-  // Gemma 3: scaled embeddings; its sliding layers see only the keys less than sliding_window positions back (each
-  // key's position: the real tokens before it in its row), with their own rotary base.
-  hidden = hidden * torch::full({}, std::sqrt(static_cast<double>(config_.hiddenSize)), hidden.options());
+  // Gemma 3: its sliding layers see only the keys less than sliding_window positions back (each key's position: the
+  // real tokens before it in its row), with their own rotary base.
   const auto [localCos, localSin] = perRow(rotary(positions, true));
   const torch::Tensor keyPositions = keyMask.to(torch::kInt64).cumsum(1) - 1;
   const torch::Tensor near = keyPositions.view({batch, 1, 1, past + n}).gt(positions.view({batch, 1, n, 1}) - config_.gemmaWindow);
@@ -281,7 +285,7 @@ torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const t
 torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask, const torch::Tensor&) {
   const int64_t batch = inputIds.size(0), seq = inputIds.size(1);
   checkLength(seq);
-  torch::Tensor hidden = embed_tokens_(inputIds);
+  torch::Tensor hidden = embed(inputIds);
   if (config_.gemma) return forwardGemma(hidden, attentionMask);
   const auto [cos, sin] = rotary(torch::arange(seq, inputIds.options().dtype(torch::kInt64)));
   // Right padding: every real token sees only real tokens before it; a padding position sees the real tokens
@@ -300,8 +304,6 @@ torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::
 
 torch::Tensor DecoderModel::forwardGemma(torch::Tensor hidden, const torch::Tensor& attentionMask) {
   const int64_t batch = hidden.size(0), seq = hidden.size(1);
-  // The embeddings times sqrt(hidden_size), the factor rounded to their dtype first, as transformers does.
-  hidden = hidden * torch::full({}, std::sqrt(static_cast<double>(config_.hiddenSize)), hidden.options());
   const torch::Tensor positions = torch::arange(seq, attentionMask.options().dtype(torch::kInt64));
   const auto [cos, sin] = rotary(positions);
   const auto [localCos, localSin] = rotary(positions, true);

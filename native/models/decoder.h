@@ -92,9 +92,12 @@ class DecoderModel : public TransformerEncoder {
   std::string weightPrefix() const override { return "model."; }
 
  private:
+  // The token embeddings of `inputIds`; Gemma 3's times sqrt(hidden_size), the factor rounded to their dtype first, as
+  // transformers does.
+  torch::Tensor embed(const torch::Tensor& inputIds);
   // Rotary cos and sin [..., headDim] (float32) of `positions` (int64, any shape); `local`: Gemma 3's sliding layers' base.
   std::pair<torch::Tensor, torch::Tensor> rotary(const torch::Tensor& positions, bool local = false) const;
-  // Gemma 3's forward: its per-layer masks and rotary positions.
+  // Gemma 3's forward from its (scaled) embeddings: its per-layer masks and rotary positions.
   torch::Tensor forwardGemma(torch::Tensor hidden, const torch::Tensor& attentionMask);
   void checkLength(int64_t seq) const;
 
