@@ -18,6 +18,8 @@ const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures',
   texts: string[];
   versions: Record<string, string>;
   models: Record<string, { tokenStates: number[][][]; embeddings: number[][] }>;
+  // Scaled rotary positions: a model's config.json edited (keys removed, then set), and its outputs then.
+  variants: Record<string, { model: string; config: { remove: string[]; set: Record<string, unknown> }; tokenStates: number[][][]; embeddings: number[][] }>;
 };
 const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral', 'gemma3', 'gemma3-causal'] as const;
 // EmbeddingGemma's set-up (tiny_decoders.py): bidirectional, mean pooling, a Dense projection to 24; the rest last-token.
@@ -32,6 +34,17 @@ for (const name of ARCHITECTURES) {
     t.is(encoder.pooling, POOLED(name).pooling);
     t.is(encoder.dimension, POOLED(name).dimension);
     await expectRecordedOutputs(t, encoder, REFERENCE.texts, ref, 32);
+    encoder.dispose();
+  });
+}
+
+for (const [name, variant] of Object.entries(REFERENCE.variants)) {
+  test(`scaled rotary positions, ${name}: token states and embeddings equal transformers' and sentence-transformers' (1e-5)`, async (t) => {
+    const dir = copyOf(variant.model, (d) =>
+      editJson(path.join(d, 'config.json'), (c) => ({ ...Object.fromEntries(Object.entries(c).filter(([k]) => !variant.config.remove.includes(k))), ...variant.config.set })),
+    );
+    const encoder = await Encoder.load(dir, { device: 'cpu' });
+    await expectRecordedOutputs(t, encoder, REFERENCE.texts, variant, 32);
     encoder.dispose();
   });
 }
@@ -69,15 +82,17 @@ test("a *ForCausalLM checkpoint loads: names under 'model.', its lm_head kept an
 
 test('unsupported decoder settings are refused with the reason', async (t) => {
   const cases: [string, (c: any) => any, RegExp][] = [
-    ['llama', (c) => ({ ...c, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /unsupported rotary scaling .*llama3.* plain rotary positions/],
-    ['qwen3', (c) => ({ ...c, rope_parameters: { rope_type: 'yarn', rope_theta: 10000, factor: 4 } }), /unsupported rotary scaling .*yarn/],
+    ['llama', (c) => ({ ...c, rope_scaling: { rope_type: 'longrope', short_factor: [1], long_factor: [2] } }), /unsupported rotary scaling .*longrope.* in config.json's rope_scaling: coltrast runs the rope types default, linear, dynamic, llama3 and yarn/],
+    ['qwen3', (c) => ({ ...c, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 } }), /rope_parameters: coltrast rotates every dimension/],
+    ['llama', (c) => ({ ...c, rope_scaling: { rope_type: 'llama3', factor: 8 } }), /rope_scaling's "low_freq_factor" must be a positive number for rope_type llama3/],
+    ['qwen3', (c) => ({ ...c, rope_parameters: { rope_type: 'linear', rope_theta: 10000, factor: 0 } }), /rope_parameters's "factor" must be a positive number for rope_type linear/],
     ['qwen2', (c) => ({ ...c, hidden_act: 'gelu' }), /unsupported hidden_act gelu for qwen2/],
     ['qwen3', (c) => ({ ...c, num_key_value_heads: 3 }), /num_attention_heads 4 is not a multiple of num_key_value_heads 3/],
     ['mistral', (c) => ({ ...c, num_hidden_layers: 'two' }), /"num_hidden_layers" must be a positive integer/],
     ['gemma3', (c) => ({ ...c, attn_logit_softcapping: 50 }), /gemma3_text with attn_logit_softcapping .* is not supported/],
     ['gemma3', (c) => ({ ...c, layer_types: ['full_attention'] }), /layer_types has 1 entries for 3 layers/],
     ['gemma3', (c) => ({ ...c, layer_types: ['sliding_attention', 'chunked_attention', 'full_attention'] }), /unsupported layer type chunked_attention/],
-    ['gemma3', (c) => ({ ...c, rope_parameters: { ...c.rope_parameters, full_attention: { rope_type: 'linear', factor: 8, rope_theta: 1e6 } } }), /unsupported rotary scaling .*linear.* of gemma3_text's full_attention layers/],
+    ['gemma3', (c) => ({ ...c, rope_parameters: { ...c.rope_parameters, sliding_attention: { rope_type: 'proportional', rope_theta: 1e4 } } }), /unsupported rotary scaling .*proportional.* in config.json's rope_parameters.sliding_attention/],
     ['gemma3', (c) => ({ ...c, hidden_activation: 'swish_gated' }), /swish_gated/],
   ];
   for (const [name, edit, pattern] of cases) {
@@ -169,7 +184,18 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
   `cuda: decoder token states (float32, bfloat16, float16) match the CPU: Qwen3, and Gemma 3 (bidirectional sliding windows, fused attention with a mask; float16 refused)${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
-    for (const name of ['qwen3', 'gemma3']) {
+    for (const [name, variant] of Object.entries(REFERENCE.variants)) {
+  test(`scaled rotary positions, ${name}: token states and embeddings equal transformers' and sentence-transformers' (1e-5)`, async (t) => {
+    const dir = copyOf(variant.model, (d) =>
+      editJson(path.join(d, 'config.json'), (c) => ({ ...Object.fromEntries(Object.entries(c).filter(([k]) => !variant.config.remove.includes(k))), ...variant.config.set })),
+    );
+    const encoder = await Encoder.load(dir, { device: 'cpu' });
+    await expectRecordedOutputs(t, encoder, REFERENCE.texts, variant, 32);
+    encoder.dispose();
+  });
+}
+
+for (const name of ['qwen3', 'gemma3']) {
       const cpu = await Encoder.load(path.join(FIXTURES, name), { device: 'cpu' });
       const expected = await cpu.embed(REFERENCE.texts, { output: 'tokens' });
       cpu.dispose();

@@ -1,7 +1,7 @@
 // Decoder LLMs as causal language models (Generator): tokenization of prompt + completion, log-likelihoods and
 // greedy generation against what Hugging Face transformers computed for the same tiny random *ForCausalLM models
-// (scripts/fixtures/tiny_causal_lms.py; Qwen3 with tied word embeddings, Llama with its own lm_head), alone and in
-// padded batches; stop tokens; save and reload; bad input refused with the reason.
+// (scripts/fixtures/tiny_causal_lms.py; Qwen3 with tied word embeddings, Llama with its own lm_head, Gemma 3, and
+// Qwen3 with scaled rotary positions), alone and in padded batches; stop tokens; save and reload; bad input refused with the reason.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,6 +18,8 @@ interface Reference {
   maxNewTokens: number;
   versions: Record<string, string>;
   models: Record<string, { pairs: { promptIds: number[]; completionIds: number[]; logLikelihood: number }[]; generated: number[][] }>;
+  // Scaled rotary positions: a model's config.json edited (keys removed, then set), and its outputs then.
+  variants: Record<string, { model: string; config: { remove: string[]; set: Record<string, unknown> }; pairs: { promptIds: number[]; completionIds: number[]; logLikelihood: number }[]; generated: number[][] }>;
   chat: { messages: { role: string; content: string }[]; completion: string; text: string; promptIds: number[]; completionIds: number[]; logLikelihood: number; generated: number[] };
 }
 const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms.reference.json'), 'utf8')) as Reference;
@@ -31,11 +33,22 @@ function copyOf(name: string, edit?: (dir: string) => void): string {
   return dir;
 }
 
-for (const name of ['qwen3', 'llama', 'gemma3']) {
+// A fixture model's folder, or for a variant (scaled rotary positions) a copy of its model's with config.json edited.
+function modelDir(name: string): string {
+  const variant = REFERENCE.variants[name];
+  if (!variant) return path.join(FIXTURES, name);
+  return copyOf(variant.model, (d) =>
+    editJson(path.join(d, 'config.json'), (c) => ({ ...Object.fromEntries(Object.entries(c).filter(([k]) => !variant.config.remove.includes(k))), ...variant.config.set })),
+  );
+}
+const recorded = (name: string) => REFERENCE.models[name] ?? REFERENCE.variants[name];
+
+for (const name of ['qwen3', 'llama', 'gemma3', ...Object.keys(REFERENCE.variants)]) {
   test(`${name}: prompt + completion tokens and log-likelihoods equal transformers' (float32 sums to 1e-4), alone and in padded batches`, async (t) => {
-    const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
-    const ref = REFERENCE.models[name];
-    t.is(generator.modelType, name === 'gemma3' ? 'gemma3_text' : name);
+    const generator = await Generator.load(modelDir(name), { device: 'cpu' });
+    const ref = recorded(name);
+    const model = REFERENCE.variants[name]?.model ?? name;
+    t.is(generator.modelType, model === 'gemma3' ? 'gemma3_text' : model);
     t.deepEqual(generator.eosTokenIds, [3]);
     const sequences = await generator.sequences(PAIRS);
     sequences.forEach((s, i) => {
@@ -53,8 +66,8 @@ for (const name of ['qwen3', 'llama', 'gemma3']) {
   });
 
   test(`${name}: greedy generation equals transformers' generate(do_sample=False), token for token`, async (t) => {
-    const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
-    const ref = REFERENCE.models[name];
+    const generator = await Generator.load(modelDir(name), { device: 'cpu' });
+    const ref = recorded(name);
     // One prompt at a time, and together in left-padded batches (prompts of 2 to 14 tokens).
     for (const batchSize of [1, 2, 4]) {
       const out = await generator.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens, batchSize });

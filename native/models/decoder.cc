@@ -12,6 +12,53 @@ namespace {
 
 using namespace config;
 
+// Rotary settings from one rope_scaling / rope_parameters object `p` (null: plain), as transformers 4 and 5 read them:
+// `theta` unless p names its own rope_theta; llama3's and yarn's pretraining length (original_max_position_embeddings)
+// defaults to max_position_embeddings, `maxPositions`; `where` names the object in errors.
+Rotary rotaryFromJson(const nlohmann::json& p, double theta, double maxPositions, const std::string& where) {
+  Rotary r;
+  r.theta = theta;
+  if (p.is_null()) return r;
+  if (!p.is_object()) throw modelFilesError("config.json: " + where + " must be an object");
+  r.type = stringOr(p, "rope_type", stringOr(p, "type", "default"));
+  r.theta = numberOr(p, "rope_theta", theta);
+  const auto unsupported = [&](const std::string& why) {
+    return unsupportedError("unsupported rotary scaling " + p.dump() + " in config.json's " + where + ": " + why);
+  };
+  if (numberOr(p, "partial_rotary_factor", 1.0) != 1.0) throw unsupported("coltrast rotates every dimension (partial_rotary_factor 1)");
+  if (r.type != "default" && r.type != "linear" && r.type != "dynamic" && r.type != "llama3" && r.type != "yarn") {
+    throw unsupported("coltrast runs the rope types default, linear, dynamic, llama3 and yarn");
+  }
+  const auto positive = [&](const char* key, double fallback) {
+    const double v = numberOr(p, key, fallback);
+    if (!(v > 0)) throw modelFilesError("config.json: " + where + "'s \"" + key + "\" must be a positive number for rope_type " + r.type);
+    return v;
+  };
+  r.originalMaxPositions = positive("original_max_position_embeddings", maxPositions);
+  if (r.type == "linear" || r.type == "llama3") r.factor = positive("factor", 0);
+  if (r.type == "llama3") {
+    r.lowFreqFactor = positive("low_freq_factor", 0);
+    r.highFreqFactor = positive("high_freq_factor", 0);
+    if (!(r.highFreqFactor > r.lowFreqFactor)) throw modelFilesError("config.json: " + where + "'s high_freq_factor must exceed low_freq_factor");
+  }
+  if (r.type == "yarn") {
+    // transformers' _compute_yarn_parameters: a null factor is the ratio of the lengths; the attention factor, unless
+    // given, 0.1 ln(factor) + 1 (or the ratio of two such with mscale and mscale_all_dim).
+    r.factor = positive("factor", maxPositions / r.originalMaxPositions);
+    r.betaFast = numberOr(p, "beta_fast", 32.0);
+    r.betaSlow = numberOr(p, "beta_slow", 1.0);
+    if (r.betaFast == 0) r.betaFast = 32.0;
+    if (r.betaSlow == 0) r.betaSlow = 1.0;
+    r.truncate = boolOr(p, "truncate", true);
+    const auto scale = [&](double m) { return r.factor <= 1 ? 1.0 : 0.1 * m * std::log(r.factor) + 1.0; };
+    const double mscale = numberOr(p, "mscale", 0), mscaleAll = numberOr(p, "mscale_all_dim", 0);
+    r.attentionFactor = p.contains("attention_factor") && !p["attention_factor"].is_null() ? positive("attention_factor", 1.0)
+                        : mscale != 0 && mscaleAll != 0                                     ? scale(mscale) / scale(mscaleAll)
+                                                                                            : scale(1.0);
+  }
+  return r;
+}
+
 // Gemma 3's settings (DecoderConfig::gemma), from its config.json as transformers 4 or 5 writes it.
 void gemmaFromJson(DecoderConfig& d, const nlohmann::json& c, bool v5) {
   d.gemma = d.qkNorm = true;
@@ -42,20 +89,19 @@ void gemmaFromJson(DecoderConfig& d, const nlohmann::json& c, bool v5) {
     const int64_t pattern = positiveIntOr(c, "sliding_window_pattern", positiveIntOr(c, "_sliding_window_pattern", 6));
     for (int64_t i = 0; i < d.numLayers; ++i) d.slidingLayers.push_back((i + 1) % pattern != 0);
   }
-  // Rotary bases: rope_parameters per layer type (transformers 5), or rope_theta and rope_local_base_freq (4); plain
-  // rotary positions only (rope_scaling, which the generic check refuses, is for the full layers).
-  const auto base = [&](const char* layerType, const char* v4Key, double fallback) {
-    if (v5 && c["rope_parameters"].contains(layerType) && c["rope_parameters"][layerType].is_object()) {
-      const auto& p = c["rope_parameters"][layerType];
-      if (stringOr(p, "rope_type", "default") != "default") {
-        throw unsupportedError("unsupported rotary scaling " + p.dump() + " of gemma3_text's " + layerType + " layers (coltrast runs plain rotary positions)");
-      }
-      return numberOr(p, "rope_theta", fallback);
+  // Rotary positions per layer type: rope_parameters' full_attention and sliding_attention (transformers 5), or
+  // rope_theta with rope_scaling for the full layers and rope_local_base_freq for the sliding ones (4).
+  const double maxPositions = static_cast<double>(d.maxPositions);
+  const auto layerRotary = [&](const char* layerType, const char* v4Theta, double fallback, const char* v4Scaling) {
+    if (v5 && c["rope_parameters"].contains(layerType)) {
+      return rotaryFromJson(c["rope_parameters"][layerType], fallback, maxPositions, std::string("rope_parameters.") + layerType);
     }
-    return numberOr(c, v4Key, fallback);
+    const double theta = numberOr(c, v4Theta, fallback);
+    if (v4Scaling != nullptr && c.contains(v4Scaling)) return rotaryFromJson(c[v4Scaling], theta, maxPositions, v4Scaling);
+    return rotaryFromJson(nullptr, theta, maxPositions, "");
   };
-  d.ropeTheta = base("full_attention", "rope_theta", 1000000.0);
-  d.localRopeTheta = base("sliding_attention", "rope_local_base_freq", 10000.0);
+  d.rotary = layerRotary("full_attention", "rope_theta", 1000000.0, "rope_scaling");
+  d.localRotary = layerRotary("sliding_attention", "rope_local_base_freq", 10000.0, nullptr);
 }
 
 }  // namespace
@@ -81,17 +127,14 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
   const std::string act = stringOr(c, "hidden_act", "silu");
   if (act != "silu" && d.modelType != "gemma3_text") throw unsupportedError("unsupported hidden_act " + act + " for " + d.modelType + " (coltrast runs silu)");
   d.activation = act;
-  // Rotary settings: top-level rope_theta and rope_scaling (transformers 4 configs), or rope_parameters
-  // (transformers 5). Scaled rotary positions (Llama 3.1's 'llama3', YaRN, ...) are not implemented.
+  // Rotary settings: top-level rope_theta and rope_scaling (transformers 4 configs, rope_scaling first, as transformers
+  // 5 reads them), or rope_parameters (transformers 5). Gemma 3's are per layer type (gemmaFromJson).
   const bool v5 = c.contains("rope_parameters") && c["rope_parameters"].is_object();
-  d.ropeTheta = numberOr(v5 ? c["rope_parameters"] : c, "rope_theta", 10000.0);
-  for (const char* key : {"rope_scaling", "rope_parameters"}) {
-    if (!c.contains(key) || c[key].is_null()) continue;
-    const auto& scaling = c[key];
-    const std::string type = scaling.is_object() ? stringOr(scaling, "rope_type", stringOr(scaling, "type", "default")) : "";
-    if (type != "default") {
-      throw unsupportedError("unsupported rotary scaling " + scaling.dump() + " (coltrast's " + d.modelType + " runs plain rotary positions)");
-    }
+  if (d.modelType != "gemma3_text") {
+    const double theta = numberOr(v5 ? c["rope_parameters"] : c, "rope_theta", 10000.0);
+    const bool scaling = c.contains("rope_scaling") && !c["rope_scaling"].is_null();
+    d.rotary = rotaryFromJson(scaling ? c["rope_scaling"] : v5 ? c["rope_parameters"] : nlohmann::json(), theta, static_cast<double>(d.maxPositions),
+                              scaling ? "rope_scaling" : "rope_parameters");
   }
   if (d.modelType == "qwen2") {
     d.qkvBias = true;  // Qwen2's query, key and value projections always have biases
@@ -237,7 +280,7 @@ torch::Tensor DecoderModel::embed(const torch::Tensor& inputIds) {
 }
 
 std::pair<torch::Tensor, torch::Tensor> DecoderModel::rotary(const torch::Tensor& positions, bool local) const {
-  return rotaryCosSin(positions, local ? config_.localRopeTheta : config_.ropeTheta, config_.headDim);
+  return rotaryCosSin(positions, local ? config_.localRotary : config_.rotary, config_.headDim);
 }
 
 void KvCache::keepRows(const torch::Tensor& rows) {

@@ -17,18 +17,20 @@ struct DecoderConfig {
   // Attention beyond this many tokens back is cut off by the checkpoint's sliding window; 0: none. coltrast
   // runs full causal attention, so a longer input is refused rather than computed differently.
   int64_t slidingWindow = 0;
-  double rmsNormEps = 1e-6, ropeTheta = 10000.0, attentionDropout = 0.0;
+  double rmsNormEps = 1e-6, attentionDropout = 0.0;
+  Rotary rotary;  // rope_theta and rope_scaling / rope_parameters (Gemma 3: its full-attention layers')
   std::string activation = "silu";  // the MLP's gate activation
   bool qkvBias = false, outputBias = false, mlpBias = false;
   bool qkNorm = false;  // Qwen3, Gemma 3
   // Gemma 3 (gemma3_text): embeddings scaled by sqrt(hidden_size); RMSNorm scaling by 1 + weight, in float32; the
   // attention's output and the MLP's normed too before each residual sum (post_attention_layernorm,
   // pre_/post_feedforward_layernorm); a GELU (tanh) gated MLP; scores scaled by query_pre_attn_scalar^-1/2; and per
-  // layer (layer_types) full attention or attention within `gemmaWindow` tokens, with rotary base `ropeTheta` or
-  // `localRopeTheta`. `bidirectional` (EmbeddingGemma's use_bidirectional_attention): no causal mask, and a sliding
+  // layer (layer_types) full attention or attention within `gemmaWindow` tokens, with rotary positions `rotary` or
+  // `localRotary`. `bidirectional` (EmbeddingGemma's use_bidirectional_attention): no causal mask, and a sliding
   // layer's window reaches both ways, |query - key| < sliding_window / 2 + 1, as transformers computes it.
   bool gemma = false, bidirectional = false;
-  double queryScalar = 0, localRopeTheta = 10000.0;
+  double queryScalar = 0;
+  Rotary localRotary;
   int64_t gemmaWindow = 0;
   std::vector<bool> slidingLayers;
   static DecoderConfig fromJson(const nlohmann::json& config);

@@ -73,13 +73,51 @@ torch::Tensor rotateHalf(const torch::Tensor& x) {
   return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
-std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, double theta, int64_t headDim) {
-  const auto f32 = torch::TensorOptions().device(positions.device()).dtype(torch::kFloat32);
-  const torch::Tensor inverse =
-      1.0 / torch::pow(theta, torch::arange(0, headDim, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / headDim);
-  const torch::Tensor angles = positions.to(torch::kFloat32).unsqueeze(-1) * inverse;
+torch::Tensor Rotary::inverseFrequencies(int64_t headDim, const torch::Device& device) const {
+  const auto f32 = torch::TensorOptions().device(device).dtype(torch::kFloat32);
+  const torch::Tensor exponents = torch::arange(0, headDim, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / headDim;
+  const torch::Tensor base = 1.0 / torch::pow(theta, exponents);
+  if (type == "default" || type == "dynamic") return base;
+  if (type == "linear") return base / factor;
+  if (type == "llama3") {
+    const double lowWavelength = originalMaxPositions / lowFreqFactor, highWavelength = originalMaxPositions / highFreqFactor;
+    const torch::Tensor wavelength = 2 * M_PI / base;
+    const torch::Tensor kept = torch::where(wavelength > lowWavelength, base / factor, base);
+    const torch::Tensor smooth = (originalMaxPositions / wavelength - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+    const torch::Tensor smoothed = (1 - smooth) * kept / factor + smooth * kept;
+    const torch::Tensor medium = wavelength.ge(highWavelength).logical_and(wavelength.le(lowWavelength));
+    return torch::where(medium, smoothed, kept);
+  }
+  if (type == "yarn") {
+    // The dimension that turns `rotations` times within the pretraining length, and the range between betaFast's and
+    // betaSlow's, as transformers' find_correction_range.
+    const auto dimension = [&](double rotations) {
+      return headDim * std::log(originalMaxPositions / (rotations * 2 * M_PI)) / (2 * std::log(theta));
+    };
+    double low = dimension(betaFast), high = dimension(betaSlow);
+    if (truncate) low = std::floor(low), high = std::ceil(high);
+    low = std::max(low, 0.0), high = std::min(high, static_cast<double>(headDim - 1));
+    if (low == high) high += 0.001;
+    const torch::Tensor powers = torch::pow(theta, torch::arange(0, headDim, 2, f32).to(torch::kFloat32) / headDim);
+    const torch::Tensor extrapolation = 1.0 / powers, interpolation = 1.0 / (factor * powers);
+    const torch::Tensor ramp = ((torch::arange(headDim / 2, f32) - low) / (high - low)).clamp(0, 1);
+    const torch::Tensor keep = 1 - ramp;
+    return interpolation * (1 - keep) + extrapolation * keep;
+  }
+  throw unsupportedError("unsupported rotary scaling type " + type);
+}
+
+std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, const Rotary& rotary, int64_t headDim) {
+  const torch::Tensor angles = positions.to(torch::kFloat32).unsqueeze(-1) * rotary.inverseFrequencies(headDim, positions.device());
   const torch::Tensor emb = torch::cat({angles, angles}, -1);
-  return {emb.cos(), emb.sin()};
+  if (rotary.attentionFactor == 1.0) return {emb.cos(), emb.sin()};
+  return {emb.cos() * rotary.attentionFactor, emb.sin() * rotary.attentionFactor};
+}
+
+std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, double theta, int64_t headDim) {
+  Rotary rotary;
+  rotary.theta = theta;
+  return rotaryCosSin(positions, rotary, headDim);
 }
 
 DenseImpl::DenseImpl(int64_t in, int64_t out, bool withBias) {

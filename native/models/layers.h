@@ -59,8 +59,27 @@ void checkActivation(const std::string& name);
 
 // Rotary position embedding as Hugging Face's: each half of the last dimension rotated into the other ([-x2, x1]).
 torch::Tensor rotateHalf(const torch::Tensor& x);
-// Rotary cos and sin [..., headDim] (float32) of `positions` (int64, any shape): angle p * theta^(-2i/d), one
-// float32 multiplication each, as torch.outer and Hugging Face's default rotary embedding compute them.
+// Rotary positions as a checkpoint configures them: the base `theta`, and transformers' scaled variants, which change
+// only the inverse frequencies theta^(-2i/d) and scale cos and sin (transformers' ROPE_INIT_FUNCTIONS, computed the same
+// way in float32): 'linear' (every frequency divided by `factor`), 'llama3' (Llama 3.1: low frequencies divided by
+// `factor`, high ones kept, a smooth blend between, by `lowFreqFactor`, `highFreqFactor` and the pretraining length
+// `originalMaxPositions`), 'yarn' (Peng et al. 2023, "YaRN": frequencies blended between kept and divided by `factor`
+// over the dimensions that turn between `betaSlow` and `betaFast` times within `originalMaxPositions`, truncated to
+// whole dimensions unless `truncate` is false; cos and sin scaled by `attentionFactor`). 'dynamic' (NTK) rescales only
+// past max_position_embeddings, which coltrast refuses, so within it it is the base frequencies.
+struct Rotary {
+  std::string type = "default";  // default | linear | dynamic | llama3 | yarn
+  double theta = 10000.0, factor = 1.0;
+  double lowFreqFactor = 1.0, highFreqFactor = 4.0, originalMaxPositions = 0;
+  double betaFast = 32.0, betaSlow = 1.0, attentionFactor = 1.0;
+  bool truncate = true;
+  // float32 [headDim / 2] on `device`.
+  torch::Tensor inverseFrequencies(int64_t headDim, const torch::Device& device) const;
+};
+// Rotary cos and sin [..., headDim] (float32) of `positions` (int64, any shape): angle p * frequency, one float32
+// multiplication each, as torch.outer and Hugging Face's rotary embeddings compute them.
+std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, const Rotary& rotary, int64_t headDim);
+// The same with plain rotary positions of base `theta`.
 std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, double theta, int64_t headDim);
 
 // torch.nn.Linear (weight [out, in], optional bias; the same names and initialization), which can carry a LoRA adapter
