@@ -1,17 +1,20 @@
 /**
  * `CrossEncoder`: a reranker that reads a query and a document together and scores the pair, loaded from a
- * sentence-transformers CrossEncoder folder or any Hugging Face *ForSequenceClassification folder (BERT family),
- * or a hub id. It runs like `Encoder`: natively, off the JS thread, batches sorted by length.
+ * sentence-transformers CrossEncoder folder or any Hugging Face *ForSequenceClassification folder (BERT family, and
+ * decoder LLMs: Qwen3-Reranker and the like, their *ForSequenceClassification or their causal LM scored by
+ * sentence-transformers' LogitScore), or a hub id. It runs like `Encoder`: natively, off the JS thread, batches sorted by
+ * length.
  */
 import path from 'node:path';
 import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { asNewCrossEncoder, isCrossEncoderFolder, readModelDirectory, SEQUENCE_CLASSIFICATION, writeModelFiles, type CrossEncoderConfig, type ModelDirectory } from './model-dir';
+import { ChatTemplate } from './chat-template';
+import { asNewCrossEncoder, isCrossEncoderFolder, messageFormat, readChatTemplate, readModelDirectory, SEQUENCE_CLASSIFICATION, writeModelFiles, type CrossEncoderConfig, type ModelDirectory } from './model-dir';
 import { ADAPTER_DIR, SEQ_CLS_MODULES, addAdapters, loadAdapter, saveAdapter, type LoraConfig } from './lora';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type DType, type LoadOptions, type ModelTrainer } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
-import { TextTokenizer, longestFirst, padBatch } from './tokenizer';
+import { TextTokenizer, longestFirst, padBatch, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 /** What predict() applies to the logits: the model's own activation ('default'), or one named here. */
@@ -29,6 +32,13 @@ export interface PredictOptions {
   activation?: ScoreActivation;
   /** Called after each batch with pairs done so far and the total. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * A prompt (an instruction): put before each query, or for a reranker on a decoder LLM given to its chat template as
+   * a "system" message, as sentence-transformers does. Default: the model's default prompt, if it names one.
+   */
+  prompt?: string;
+  /** One of the model's named prompts (`prompts`) instead. */
+  promptName?: string;
 }
 
 export interface RankOptions extends PredictOptions {
@@ -71,7 +81,7 @@ export interface CrossEncoderLoadOptions extends LoadOptions {
   adapter?: string;
 }
 
-const PREDICT_KEYS = ['batchSize', 'activation', 'onProgress'] as const;
+const PREDICT_KEYS = ['batchSize', 'activation', 'onProgress', 'prompt', 'promptName'] as const;
 const RANK_KEYS = [...PREDICT_KEYS, 'topK', 'returnDocuments'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 
@@ -87,6 +97,9 @@ function checkPairs(pairs: unknown): asserts pairs is [string, string][] {
 export class CrossEncoder {
   private readonly model: ModelHandle;
   private loraConfig: LoraConfig | undefined;
+  /** A decoder reranker's chat template, which puts each pair into one prompt; and its tail's tokens per message layout. */
+  private readonly template: ChatTemplate | undefined;
+  private readonly suffixes = new Map<string, number[]>();
 
   private constructor(
     handle: NativeEncoder,
@@ -97,6 +110,7 @@ export class CrossEncoder {
     readonly dtype: DType,
   ) {
     this.model = new ModelHandle(handle, 'CrossEncoder');
+    if (files.crossEncoder.decoder?.chat) this.template = new ChatTemplate(files.dir, readChatTemplate(files.dir)!);
   }
 
   /**
@@ -156,20 +170,40 @@ export class CrossEncoder {
   private static async open(files: ModelDirectory, device: string, dtype: DType, newHeadSeed?: number): Promise<CrossEncoder> {
     if (!files.crossEncoder) throw new ColtrastError('UNSUPPORTED_MODEL', `${files.dir} is not a cross-encoder`);
     const modelType = String(files.config.model_type);
-    if (!(modelType in SEQUENCE_CLASSIFICATION)) {
-      // Its head reads the first token; a decoder's first token sees nothing after it.
+    const decoder = files.crossEncoder.decoder;
+    if (!(modelType in SEQUENCE_CLASSIFICATION) && (!decoder || newHeadSeed !== undefined)) {
+      // Its head reads the first token; a decoder's first token sees nothing after it (a decoder's reranker, which reads
+      // the last one, loads from a reranker's folder).
       throw new ColtrastError(
         'UNSUPPORTED_MODEL',
         `${files.dir} is a ${modelType} model; coltrast's cross-encoders run on ${Object.keys(SEQUENCE_CLASSIFICATION).join(', ')} models`,
       );
     }
+    if (decoder?.chat) checkPairTemplate(files.dir);
     const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
-    const handle = await loadNative(files, device, dtype, {
-      head: 'sequence-classification',
-      numLabels: files.crossEncoder.numLabels,
-      ...(newHeadSeed !== undefined && { newHead: true, seed: newHeadSeed }),
-    });
-    return new CrossEncoder(handle, files as ModelDirectory & { crossEncoder: CrossEncoderConfig }, tokenizer, handle.info().device, dtype);
+    let ce = files.crossEncoder;
+    let head: Parameters<typeof loadNative>[3];
+    if (decoder?.logitScore) {
+      const { trueToken, falseToken } = decoder.logitScore;
+      const tokens = [trueToken, ...(falseToken === null ? [] : [falseToken])].map((token) => {
+        const id = typeof token === 'number' ? token : tokenizer.tokenToId(token);
+        if (id === null) {
+          throw new ColtrastError(
+            'MODEL_FILES',
+            `${files.dir}: the tokenizer has no '${token}' token, which sentence-transformers scores a causal LM with by default: give the folder a ` +
+              'modules.json of Transformer and LogitScore whose config.json names the true and false token ids',
+          );
+        }
+        return id;
+      });
+      // The ids as resolved, for save().
+      ce = { ...ce, decoder: { ...decoder, logitScore: { trueToken: tokens[0], falseToken: tokens[1] ?? null } } };
+      head = { head: 'causal-lm', tieWordEmbeddings: files.config.tie_word_embeddings === true, scoreTokens: tokens };
+    } else {
+      head = { head: 'sequence-classification', numLabels: ce.numLabels, ...(newHeadSeed !== undefined && { newHead: true, seed: newHeadSeed }) };
+    }
+    const handle = await loadNative(files, device, dtype, head);
+    return new CrossEncoder(handle, { ...files, crossEncoder: ce }, tokenizer, handle.info().device, dtype);
   }
 
   /**
@@ -178,6 +212,12 @@ export class CrossEncoder {
    * `loss` over each query's row of scores.
    */
   createTrainer(options: NativeTrainerOptions, loss: CrossEncoderLoss): ModelTrainer<PreparedPairs> {
+    if (this.files.crossEncoder.decoder) {
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `${this.modelDir} is a reranker on a ${this.modelType} decoder, which coltrast runs but does not train yet; train({ crossEncoder }) trains ${Object.keys(SEQUENCE_CLASSIFICATION).join(', ')} rerankers`,
+      );
+    }
     if (this.numLabels !== 1) {
       throw new ColtrastError('INVALID_ARGUMENT', `${this.modelDir} has ${this.numLabels} labels; train({ crossEncoder }) trains one-label rerankers (a relevance score per pair)`);
     }
@@ -234,7 +274,18 @@ export class CrossEncoder {
   get activation(): CrossEncoderConfig['activation'] {
     return this.files.crossEncoder.activation;
   }
-  /** Longer pairs are cut to this many tokens (special tokens included), the longer text first. */
+  /** The model's named prompts (config_sentence_transformers.json), which predict()'s promptName picks from. */
+  get prompts(): Readonly<Record<string, string>> {
+    return this.files.prompts;
+  }
+  /** The prompt predict() uses when given none, if the model names one. */
+  get defaultPromptName(): string | null {
+    return this.files.defaultPromptName;
+  }
+  /**
+   * Longer pairs are cut to this many tokens (special tokens included): the longer text first; a decoder reranker's
+   * rendered prompt at its end, the template's tail then written back over its last tokens, as sentence-transformers does.
+   */
   get maxSeqLength(): number {
     return this.files.maxSeqLength;
   }
@@ -258,7 +309,7 @@ export class CrossEncoder {
     let activation = oneOf('options.activation', o.activation ?? 'default', ACTIVATIONS);
     if (activation === 'default') activation = this.activation;
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
-    const tokenized = await this.tokenizer.encodePairs(pairs);
+    const tokenized = await this.tokenizePairs(pairs, this.resolvePrompt(o.prompt, o.promptName));
     const order = longestFirst(tokenized);
     const labels = this.numLabels;
     const scores = new Float32Array(pairs.length * labels);
@@ -271,6 +322,63 @@ export class CrossEncoder {
     };
     await inBatches(order.length, batchSize, run, take, o.onProgress);
     return { dims: [pairs.length, labels], data: scores };
+  }
+
+  /** The prompt a call uses: `prompt`, the named one, or the model's default (sentence-transformers' order). */
+  private resolvePrompt(prompt: unknown, promptName: unknown): string | undefined {
+    if (prompt !== undefined) {
+      if (typeof prompt !== 'string') throw invalid('options.prompt', 'a string', prompt);
+      return prompt;
+    }
+    const prompts = this.files.prompts;
+    if (promptName !== undefined) {
+      if (typeof promptName !== 'string' || !(promptName in prompts)) {
+        const names = Object.keys(prompts);
+        throw invalid('options.promptName', names.length ? `one of the model's prompts (${names.join(', ')})` : 'a prompt name, but this model has no prompts', promptName);
+      }
+      return prompts[promptName];
+    }
+    return this.files.defaultPromptName === null ? undefined : prompts[this.files.defaultPromptName];
+  }
+
+  /**
+   * Each pair's tokens as the model reads them: the tokenizer's pair template (the prompt before the query), or for a
+   * decoder reranker with a chat template, the pair as a "query" and a "document" message (after a "system" message
+   * holding the prompt) rendered and tokenized as rendered, as sentence-transformers 6 does.
+   */
+  private async tokenizePairs(pairs: [string, string][], prompt: string | undefined): Promise<TokenizedText[]> {
+    if (!this.template) return this.tokenizer.encodePairs(prompt === undefined ? pairs : pairs.map(([q, d]): [string, string] => [prompt + q, d]));
+    const structured = messageFormat(this.template.source) === 'structured';
+    const message = (role: string, content: string) => ({ role, content: structured ? [{ type: 'text', text: content }] : content });
+    const conversation = (query: string, document: string) => [...(prompt === undefined ? [] : [message('system', prompt)]), message('query', query), message('document', document)];
+    const rendered = pairs.map(([q, d]) => this.template!.render({ messages: conversation(q, d) }));
+    const tokenized = await this.tokenizer.encodeBare(rendered, this.maxSeqLength);
+    // A prompt cut at the end loses the template's tail (what the last token must read, e.g. an assistant turn):
+    // sentence-transformers writes it back over the last tokens. The tail: the tokens two renders with other contents
+    // ('0', '1 2 3 4') end with alike.
+    if (!tokenized.some((t) => t.ids.length >= this.maxSeqLength)) return tokenized;
+    const suffix = await this.templateSuffix(prompt, conversation);
+    for (const t of tokenized) {
+      if (t.ids.length < this.maxSeqLength) continue;
+      const keep = Math.min(suffix.length, t.ids.length);
+      t.ids.splice(t.ids.length - keep, keep, ...suffix.slice(suffix.length - keep));
+    }
+    return tokenized;
+  }
+
+  /** The chat template's tail after a pair's contents, as tokens (sentence-transformers' _chat_template_suffix_ids). */
+  private async templateSuffix(prompt: string | undefined, conversation: (query: string, document: string) => unknown[]): Promise<number[]> {
+    const key = prompt ?? '';
+    const known = this.suffixes.get(key);
+    if (known) return known;
+    const renders = ['0', '1 2 3 4'].map((filler) => this.template!.render({ messages: conversation(filler, filler) }));
+    const [first, second] = (await this.tokenizer.encodeBare(renders, 1 << 30)).map((t) => t.ids);
+    let common = 0;
+    while (common < Math.min(first.length, second.length) && first[first.length - 1 - common] === second[second.length - 1 - common]) common++;
+    // Renders that never differ hold no content: no tail can be told from them.
+    const suffix = common > 0 && common < Math.min(first.length, second.length) ? first.slice(first.length - common) : [];
+    this.suffixes.set(key, suffix);
+    return suffix;
   }
 
   /**
@@ -289,9 +397,9 @@ export class CrossEncoder {
     const o = checkOptions('options', options, RANK_KEYS);
     const topK = o.topK === undefined ? documents.length : positiveInteger('options.topK', o.topK);
     const withText = booleanValue('options.returnDocuments', o.returnDocuments ?? false);
-    const { batchSize, activation, onProgress } = o;
+    const { batchSize, activation, onProgress, prompt, promptName } = o;
     const { data } = await this.model.use((handle) =>
-      this.predictWith(handle, documents.map((d) => [query, d]), { batchSize, activation, onProgress }),
+      this.predictWith(handle, documents.map((d) => [query, d]), { batchSize, activation, onProgress, prompt, promptName }),
     );
     const ranked = documents.map((_, index) => index).sort((a, b) => data[b] - data[a] || a - b);
     return ranked.slice(0, topK).map((index) => ({ index, score: data[index], ...(withText && { text: documents[index] }) }));
@@ -361,4 +469,32 @@ function activate(logits: Float32Array, activation: Exclude<ScoreActivation, 'de
   const exps = logits.map((x) => Math.exp(x - max));
   const sum = exps.reduce((s, x) => s + x, 0);
   return exps.map((x) => x / sum);
+}
+
+/**
+ * Refuses a decoder reranker whose chat template cannot carry a pair: one that drops the "query" or the "document"
+ * message's content (a chat model's own template, which knows system, user and assistant), as sentence-transformers
+ * refuses it; or that fails on them.
+ */
+function checkPairTemplate(dir: string): void {
+  const source = readChatTemplate(dir);
+  if (source === undefined) throw new ColtrastError('MODEL_FILES', `${dir}: sentence_bert_config.json gives pairs to a chat template, and the folder has none`);
+  const template = new ChatTemplate(dir, source);
+  const structured = messageFormat(source) === 'structured';
+  const render = (query: string, document: string) =>
+    template.render({ messages: [['query', query], ['document', document]].map(([role, text]) => ({ role, content: structured ? [{ type: 'text', text }] : text })) });
+  let dropped: string[];
+  try {
+    const base = render('q0', 'd0');
+    dropped = [render('q1', 'd0') === base ? 'query' : '', render('q0', 'd1') === base ? 'document' : ''].filter(Boolean);
+  } catch (error) {
+    dropped = [`any (it fails: ${(error as Error).message})`];
+  }
+  if (dropped.length > 0) {
+    throw new ColtrastError(
+      'MODEL_FILES',
+      `${dir}: its chat template cannot carry a (query, document) pair: the ${dropped.join(' and ')} message's content does not reach the prompt. ` +
+        `Save a chat_template.jinja that renders both roles, e.g. {{ messages | selectattr('role', 'eq', 'query') | map(attribute='content') | first }}`,
+    );
+  }
 }

@@ -6,10 +6,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Template } from '@huggingface/jinja';
+import { ChatTemplate } from './chat-template';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { readModelDirectory, readSpecialToken, type ModelDirectory } from './model-dir';
+import { readChatTemplate, readModelDirectory, type ModelDirectory } from './model-dir';
 import { DTYPES, ModelHandle, inBatches, loadNative, resolveLoad, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch, type ModelInput } from './tokenizer';
@@ -109,28 +109,6 @@ const KEPT_FILES = [
   'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'vocab.json',
   'merges.txt', 'added_tokens.json', 'chat_template.jinja', 'chat_template.json',
 ];
-const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'pad_token', 'unk_token'] as const;
-
-/** The folder's chat template: chat_template.jinja, else tokenizer_config.json's chat_template (its 'default' when it lists several). */
-function readChatTemplate(dir: string): string | undefined {
-  const jinja = path.join(dir, 'chat_template.jinja');
-  if (fs.existsSync(jinja)) return fs.readFileSync(jinja, 'utf8');
-  const file = path.join(dir, 'tokenizer_config.json');
-  if (!fs.existsSync(file)) return undefined;
-  let value: unknown;
-  try {
-    value = (JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>).chat_template;
-  } catch (error) {
-    throw new ColtrastError('MODEL_FILES', `${file} is not valid JSON (${(error as Error).message})`);
-  }
-  if (typeof value === 'string') return value;
-  if (Array.isArray(value)) {
-    const named = value as { name?: unknown; template?: unknown }[];
-    const chosen = named.find((t) => t.name === 'default') ?? named[0];
-    if (typeof chosen?.template === 'string') return chosen.template;
-  }
-  return undefined;
-}
 
 function isChat(prompt: unknown): prompt is ChatMessage[] {
   return Array.isArray(prompt);
@@ -162,7 +140,7 @@ function checkCompletions(pairs: unknown): asserts pairs is Completion[] {
 
 export class Generator {
   private readonly model: ModelHandle;
-  private compiledTemplate: Template | undefined;
+  private template: ChatTemplate | undefined;
   /** Extra variables for the chat template (e.g. Qwen3's `enable_thinking: false`). */
   chatTemplateKwargs: Record<string, unknown> = {};
 
@@ -195,18 +173,8 @@ export class Generator {
       throw new ColtrastError('MODEL_FILES', `${this.modelDir} has no chat template (tokenizer_config.json's chat_template or chat_template.jinja): give the prompt as text`);
     }
     const { addGenerationPrompt = true, ...kwargs } = options;
-    try {
-      this.compiledTemplate ??= new Template(this.chatTemplate);
-    } catch (error) {
-      throw new ColtrastError('MODEL_FILES', `${this.modelDir}: the chat template does not parse (${(error as Error).message})`, { cause: error });
-    }
-    const special = Object.fromEntries(SPECIAL_TOKENS.map((key) => [key, readSpecialToken(this.modelDir, key) ?? '']));
-    try {
-      return this.compiledTemplate.render({ ...special, ...this.chatTemplateKwargs, ...kwargs, messages, add_generation_prompt: addGenerationPrompt });
-    } catch (error) {
-      // The template's raise_exception(...) (a conversation it does not take, e.g. roles out of order) lands here too.
-      throw new ColtrastError('INVALID_ARGUMENT', `the chat template refused the messages: ${(error as Error).message}`, { cause: error });
-    }
+    this.template ??= new ChatTemplate(this.modelDir, this.chatTemplate);
+    return this.template.render({ ...this.chatTemplateKwargs, ...kwargs, messages, add_generation_prompt: addGenerationPrompt });
   }
 
   /** Each prompt's token ids: text with the tokenizer's special tokens, a conversation as its template renders it. */

@@ -23,8 +23,8 @@ const POOLING_KEYS: Record<PoolingMode, string> = {
 const ST = 'sentence_transformers.models.';
 
 /** The sentence-transformers modules coltrast runs, by class name. */
-type ModuleClass = 'Transformer' | 'Pooling' | 'Dense' | 'Normalize' | 'MultiVectorMask' | 'HierarchicalTokenPooling';
-const MODULE_CLASSES: readonly ModuleClass[] = ['Transformer', 'Pooling', 'Dense', 'Normalize', 'MultiVectorMask', 'HierarchicalTokenPooling'];
+type ModuleClass = 'Transformer' | 'Pooling' | 'Dense' | 'Normalize' | 'MultiVectorMask' | 'HierarchicalTokenPooling' | 'LogitScore';
+const MODULE_CLASSES: readonly ModuleClass[] = ['Transformer', 'Pooling', 'Dense', 'Normalize', 'MultiVectorMask', 'HierarchicalTokenPooling', 'LogitScore'];
 
 /**
  * The class a modules.json "type" names, when it is one coltrast runs. sentence-transformers up to 5.x writes
@@ -67,7 +67,9 @@ function moduleInput(config: Record<string, unknown>, file: string, what: string
 }
 
 /** Tokenizer files copied verbatim when a model is saved (tokenizer.json is required, the rest optional). */
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'];
+/** Where a causal-LM reranker's LogitScore module keeps its config. */
+const LOGIT_SCORE_DIR = '1_LogitScore';
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'chat_template.jinja'];
 
 /** sentence-transformers' Dense module: a linear projection of the pooled vector (the projection head). */
 export interface DenseHead {
@@ -183,6 +185,14 @@ export interface CrossEncoderConfig {
   labels: string[];
   /** What predict() applies to the logits by default (sentence-transformers' activation_fn). */
   activation: 'sigmoid' | 'identity' | 'tanh';
+  /**
+   * A reranker on a decoder LLM (DECODER_SEQUENCE_CLASSIFICATION's model types), scored on the last real token: `chat`
+   * when pairs go through the chat template as a "query" and a "document" message (sentence-transformers 6 does so
+   * when sentence_bert_config.json's modality_config has "message", or, without one, when the tokenizer has a chat
+   * template), else as text pairs. `logitScore`: a causal LM scored by sentence-transformers' LogitScore (the true
+   * token's logit, minus the false token's), each token an id or, for the default ('yes' / 'no'), a token to look up.
+   */
+  decoder?: { chat: boolean; logitScore?: { trueToken: number | string; falseToken: number | string | null } };
 }
 
 function filesError(message: string): ColtrastError {
@@ -457,9 +467,6 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
     throw filesError(`${dir} says it is a ${modelType} model but has no modules.json`);
   }
   const rawPrompts = readPrompts(stModel, dir);
-  if (crossEncoder && rawPrompts.defaultPromptName !== null) {
-    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir}: a cross-encoder with a default prompt (${rawPrompts.defaultPromptName}) is not supported yet`);
-  }
   const positions = positionLimit(config);
   let maxSeqLength = positions;
   let lowercase = false;
@@ -535,6 +542,19 @@ export const SEQUENCE_CLASSIFICATION: Record<string, string> = {
 };
 
 /**
+ * Decoder LLMs whose rerankers coltrast runs: their *ForSequenceClassification (a `score` layer on the last real token),
+ * and their *ForCausalLM scored by sentence-transformers' LogitScore. They predict; train({ crossEncoder }) trains
+ * SEQUENCE_CLASSIFICATION's families.
+ */
+export const DECODER_SEQUENCE_CLASSIFICATION: Record<string, string> = {
+  llama: 'LlamaForSequenceClassification',
+  mistral: 'MistralForSequenceClassification',
+  qwen2: 'Qwen2ForSequenceClassification',
+  qwen3: 'Qwen3ForSequenceClassification',
+  gemma3_text: 'Gemma3TextForSequenceClassification',
+};
+
+/**
  * The JSON text of a config read from `original` and changed, numbers written as floats (`2.0`) where `original` wrote
  * them so (keys matched by name, nested ones too): transformers 5 checks config fields' types and refuses an integer
  * literal for a float field (ModernBERT's initializer_cutoff_factor: 2.0), which JSON.stringify would write as `2`.
@@ -592,27 +612,33 @@ function readCrossEncoder(
     throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers ${modelType}, not a cross-encoder: load it with Encoder.load`);
   }
   const architectures = architecturesOf(config);
-  if (!isSequenceClassification(config) && modelType !== 'CrossEncoder') {
+  // sentence-transformers' CrossEncoder reads a *ForCausalLM as a reranker scored by LogitScore.
+  const causal = architectures[0]?.endsWith('ForCausalLM') === true;
+  if (!isSequenceClassification(config) && modelType !== 'CrossEncoder' && !causal) {
     throw new ColtrastError(
       'UNSUPPORTED_MODEL',
       `${dir} is not a cross-encoder: config.json's architectures are [${architectures.join(', ')}], not a *ForSequenceClassification ` +
         'model (an embedding model loads with Encoder.load)',
     );
   }
-  if (architectures.some((a) => a.endsWith('ForCausalLM'))) {
-    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a causal language model reranker, which coltrast does not run yet`);
-  }
-  if (modules && (modules.length !== 1 || moduleClass(modules[0].type) !== 'Transformer')) {
+  const decoder = String(config.model_type) in DECODER_SEQUENCE_CLASSIFICATION;
+  if (causal && !decoder) throw new ColtrastError('UNSUPPORTED_MODEL', `${dir}: a causal-LM reranker on ${String(config.model_type)} is not supported (${Object.keys(DECODER_SEQUENCE_CLASSIFICATION).join(', ')})`);
+  const order = (modules ?? []).map((m) => moduleClass(m.type) ?? m.type);
+  const expected = causal && modules ? ['Transformer', 'LogitScore'] : ['Transformer'];
+  if (modules && order.join() !== expected.join()) {
     throw new ColtrastError(
       'UNSUPPORTED_MODEL',
-      `modules.json in ${dir}: a cross-encoder of one Transformer module is supported, not ${modules.map((m) => moduleClass(m.type) ?? m.type).join(' → ')}`,
+      `modules.json in ${dir}: a ${causal ? 'causal-LM reranker of Transformer → LogitScore' : 'cross-encoder of one Transformer module'} is supported, not ${order.join(' → ')}`,
     );
   }
-  if (isObject(stConfig) && stConfig.transformer_task !== undefined && stConfig.transformer_task !== 'sequence-classification') {
-    throw new ColtrastError('UNSUPPORTED_MODEL', `${path.join(dir, 'sentence_bert_config.json')}: transformer_task ${JSON.stringify(stConfig.transformer_task)} is not a cross-encoder's (sequence-classification)`);
+  const task = causal ? 'text-generation' : 'sequence-classification';
+  if (isObject(stConfig) && stConfig.transformer_task !== undefined && stConfig.transformer_task !== task) {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${path.join(dir, 'sentence_bert_config.json')}: transformer_task ${JSON.stringify(stConfig.transformer_task)} is not this cross-encoder's (${task})`);
   }
   let labels: string[];
-  if (isObject(config.id2label)) {
+  if (causal) {
+    labels = ['LABEL_0'];
+  } else if (isObject(config.id2label)) {
     const entries = Object.entries(config.id2label).map(([k, v]) => [Number(k), String(v)] as const);
     if (entries.some(([k], i) => !Number.isInteger(k) || k < 0) || entries.length === 0) throw filesError(`config.json in ${dir}: id2label must map 0, 1, ... to names`);
     labels = entries.sort((a, b) => a[0] - b[0]).map(([, v]) => v);
@@ -638,7 +664,36 @@ function readCrossEncoder(
     numLabels: labels.length,
     labels,
     activation: activation ?? (labels.length === 1 ? 'sigmoid' : 'identity'),
+    ...(decoder && { decoder: { chat: pairsAsMessages(dir, stConfig), ...(causal && { logitScore: readLogitScore(dir, modules) }) } }),
   };
+}
+
+/**
+ * Whether sentence-transformers 6 gives a decoder reranker's pairs to the chat template (as messages): when
+ * sentence_bert_config.json's modality_config names "message", or, without a modality_config, when the tokenizer has a
+ * chat template (chat_template.jinja, or tokenizer_config.json's chat_template).
+ */
+function pairsAsMessages(dir: string, stConfig: unknown): boolean {
+  if (isObject(stConfig) && isObject(stConfig.modality_config)) return 'message' in stConfig.modality_config;
+  return readChatTemplate(dir) !== undefined;
+}
+
+/**
+ * A LogitScore module's token ids (its config.json: true_token_id, false_token_id or null), or without modules.json the
+ * tokens sentence-transformers' CrossEncoder scores a causal LM with: 'yes' against 'no'.
+ */
+function readLogitScore(dir: string, modules: ModuleEntry[] | null): NonNullable<NonNullable<CrossEncoderConfig['decoder']>['logitScore']> {
+  if (!modules) return { trueToken: 'yes', falseToken: 'no' };
+  const module = modules[1];
+  const config = readModuleConfig(dir, module.path, 'LogitScore');
+  const file = path.join(dir, module.path, 'config.json');
+  const id = (value: unknown) => Number.isInteger(value) && (value as number) >= 0;
+  if (!id(config.true_token_id)) throw filesError(`${file}: "true_token_id" must be a token id`);
+  if (config.false_token_id !== undefined && config.false_token_id !== null && !id(config.false_token_id)) throw filesError(`${file}: "false_token_id" must be a token id or null`);
+  if (config.module_input_name !== undefined && config.module_input_name !== 'causal_logits') {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${file}: module_input_name ${JSON.stringify(config.module_input_name)} is not supported (the causal LM's logits, causal_logits)`);
+  }
+  return { trueToken: config.true_token_id as number, falseToken: (config.false_token_id as number | null | undefined) ?? null };
 }
 
 /** A HierarchicalTokenPooling module's config: pool_factor (≥ 1), num_protected_tokens (≥ 0), tasks. */
@@ -926,16 +981,54 @@ function writeMultiVectorConfigs(source: ModelDirectory, target: string, maxSeqL
  */
 function writeCrossEncoderConfigs(source: ModelDirectory, target: string, maxSeqLength: number): void {
   const ce = source.crossEncoder!;
-  writeConfig(target, 'modules.json', [{ idx: 0, name: '0', path: '', type: 'sentence_transformers.base.modules.transformer.Transformer' }]);
+  const logitScore = ce.decoder?.logitScore;
+  const modules = [{ idx: 0, name: '0', path: '', type: 'sentence_transformers.base.modules.transformer.Transformer' }];
+  if (logitScore) {
+    // A causal LM scored by LogitScore: the token ids as load() resolved them.
+    modules.push({ idx: 1, name: '1', path: LOGIT_SCORE_DIR, type: 'sentence_transformers.cross_encoder.modules.logit_score.LogitScore' });
+    writeConfig(target, path.join(LOGIT_SCORE_DIR, 'config.json'), { true_token_id: logitScore.trueToken, false_token_id: logitScore.falseToken, module_input_name: 'causal_logits' });
+  }
+  writeConfig(target, 'modules.json', modules);
+  const forward = { method: 'forward', method_output_name: 'logits' };
   writeConfig(target, 'sentence_bert_config.json', {
-    transformer_task: 'sequence-classification',
-    modality_config: { text: { method: 'forward', method_output_name: 'logits' } },
-    module_output_name: 'scores',
+    transformer_task: logitScore ? 'text-generation' : 'sequence-classification',
+    modality_config: { text: forward, ...(ce.decoder?.chat && { message: { ...forward, format: messageFormat(readChatTemplate(source.dir)) } }) },
+    module_output_name: logitScore ? 'causal_logits' : 'scores',
     max_seq_length: maxSeqLength,
     do_lower_case: source.lowercase,
   });
   const activation = Object.keys(SCORE_ACTIVATIONS).find((k) => SCORE_ACTIVATIONS[k] === ce.activation);
-  writeConfig(target, 'config_sentence_transformers.json', { model_type: 'CrossEncoder', activation_fn: activation, prompts: source.prompts, default_prompt_name: null });
+  writeConfig(target, 'config_sentence_transformers.json', { model_type: 'CrossEncoder', activation_fn: activation, prompts: source.prompts, default_prompt_name: source.defaultPromptName });
+}
+
+/** The folder's chat template: chat_template.jinja, else tokenizer_config.json's chat_template (its 'default' when it lists several). */
+export function readChatTemplate(dir: string): string | undefined {
+  const jinja = path.join(dir, 'chat_template.jinja');
+  if (fs.existsSync(jinja)) return fs.readFileSync(jinja, 'utf8');
+  const file = path.join(dir, 'tokenizer_config.json');
+  if (!fs.existsSync(file)) return undefined;
+  let value: unknown;
+  try {
+    value = (JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>).chat_template;
+  } catch (error) {
+    throw filesError(`${file} is not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value)) {
+    const named = value as { name?: unknown; template?: unknown }[];
+    const chosen = named.find((t) => t.name === 'default') ?? named[0];
+    if (typeof chosen?.template === 'string') return chosen.template;
+  }
+  return undefined;
+}
+
+/**
+ * How sentence-transformers 6 gives messages to a chat template (InputFormatter's inference): 'structured' (content as a
+ * list of { type, text } parts) when the template reads parts (content[0], .type, ...), else 'flat' (content a string).
+ */
+export function messageFormat(template: string | undefined): 'flat' | 'structured' {
+  if (!template) return 'structured';
+  return ['content[0]', '.type', "'type'", '"type"', 'item.type', 'message.content['].some((p) => template.includes(p)) ? 'structured' : 'flat';
 }
 
 /** A special token named in tokenizer_config.json or special_tokens_map.json (e.g. 'mask_token'), if any. */

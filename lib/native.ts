@@ -296,6 +296,14 @@ export interface NativeBinding {
       numLabels?: number;
       /** head 'causal-lm': the output layer is the token embeddings (config.json's tie_word_embeddings). */
       tieWordEmbeddings?: boolean;
+      /**
+       * head 'causal-lm': a reranker's score (output 'scores') on the last real token, its logit of the first token id
+       * minus that of the second (sentence-transformers' LogitScore).
+       */
+      scoreTokens?: number[];
+      /** A new head drawn from `seed` (a cross-encoder made from an embedding model). */
+      newHead?: boolean;
+      seed?: number;
     }): Promise<NativeEncoder>;
   };
   supportedModelTypes: string[];

@@ -37,6 +37,9 @@ struct LoadOptions {
   uint64_t seed = 42;
   // "causal-lm": the output layer of a *ForCausalLM checkpoint, lm_head.weight, or the token embeddings when tied.
   bool tieWordEmbeddings = false;
+  // With "causal-lm": a reranker's score from that layer (sentence-transformers' LogitScore): the logit of the first
+  // token id, minus that of the second when there is one.
+  std::vector<int64_t> scoreTokens;
 };
 
 // A Linear module whose weights the caller sets: the random ones its constructor draws are discarded, so
@@ -71,6 +74,7 @@ HeadKind headKindOf(const std::string& modelType) {
   if (modelType == "distilbert") return HeadKind::DistilBert;
   if (modelType == "deberta-v2") return HeadKind::Deberta;
   if (modelType == "modernbert") return HeadKind::ModernBert;
+  if (modelType == "llama" || modelType == "mistral" || modelType == "qwen2" || modelType == "qwen3" || modelType == "gemma3_text") return HeadKind::Decoder;
   return HeadKind::Bert;
 }
 
@@ -80,6 +84,7 @@ HeadNames headNames(HeadKind kind, const std::string& prefix) {
     case HeadKind::DistilBert: return {"pre_classifier", "", "classifier", "pre_classifier", "pre_classifier"};
     case HeadKind::Deberta: return {"pooler.dense", "", "classifier", "pooler.dense", "pooler"};
     case HeadKind::ModernBert: return {"head.dense", "head.norm", "classifier", "head.dense", "head"};
+    case HeadKind::Decoder: return {"", "", "score", "", ""};
     default: return {"pooler.dense", "", "classifier", prefix + "pooler.dense", "pooler"};
   }
 }
@@ -180,7 +185,10 @@ class LoadWorker : public PromiseWorker {
         loaded->denseStack.push_back({linear, file.activation == "tanh"});
       }
     }
-    if (options_.head == "causal-lm") loadLmHead(*loaded);
+    if (options_.head == "causal-lm") {
+      loadLmHead(*loaded);
+      if (!options_.scoreTokens.empty()) scoreFromLmHead(*loaded);
+    }
     if (options_.head == "sequence-classification") {
       loadClassificationHead(*loaded, config);
     }
@@ -193,6 +201,20 @@ class LoadWorker : public PromiseWorker {
     loaded.headKind = headKindOf(model.modelType());
     const HeadKind kind = loaded.headKind;
     const HeadNames names = headNames(kind, model.prefix());
+    if (kind == HeadKind::Decoder) {
+      // Hugging Face's *ForSequenceClassification on a decoder: `score` (no bias) on the last real token, no dropout.
+      loaded.classifierDropout = 0;
+      if (options_.newHead) {
+        const double std = config.contains("initializer_range") && config["initializer_range"].is_number() ? config["initializer_range"].get<double>() : 0.02;
+        auto generator = at::detail::createCPUGenerator(options_.seed);
+        model.takeKept("score.weight");
+        loaded.classifier = newLinear(hidden, options_.numLabels, std, generator, /*bias=*/false);
+      } else {
+        loaded.classifier = takeLinear(model, "score", hidden, options_.numLabels, false, options_.weightsPath, /*withBias=*/false);
+      }
+      loaded.classifier->to(loaded.device);
+      return;
+    }
     const bool modern = kind == HeadKind::ModernBert;
     const bool denseBias = !modern || boolOr(config, "classifier_bias", false);
     if (modern) {
@@ -270,6 +292,30 @@ class LoadWorker : public PromiseWorker {
     }
     head->to(loaded.device, loaded.dtype);
     loaded.lmHead = head;
+  }
+  // LogitScore: the score of the last real token's state is its logit of scoreTokens[0] (minus that of scoreTokens[1]),
+  // one row of the language-model head (or the difference of two), kept float32 like every classification head.
+  void scoreFromLmHead(LoadedEncoder& loaded) {
+    const torch::Tensor vocabulary = loaded.lmHead ? loaded.lmHead->weight : loaded.model->inputEmbeddings();
+    torch::Tensor row;
+    for (size_t i = 0; i < options_.scoreTokens.size(); ++i) {
+      const int64_t id = options_.scoreTokens[i];
+      if (id < 0 || id >= vocabulary.size(0)) {
+        throw modelFilesError("LogitScore's token id " + std::to_string(id) + " is outside the model's vocabulary of " + std::to_string(vocabulary.size(0)));
+      }
+      const torch::Tensor r = vocabulary.select(0, id).detach().to(torch::kFloat32);
+      row = i == 0 ? r : row - r;
+    }
+    torch::nn::Linear score = linearToFill(row.size(0), 1, false);
+    {
+      torch::NoGradGuard noGrad;
+      score->weight.copy_(row.unsqueeze(0));
+    }
+    score->to(loaded.device);
+    loaded.classifier = score;
+    loaded.headKind = HeadKind::Decoder;
+    loaded.derivedHead = true;
+    loaded.classifierDropout = 0;
   }
 
   Napi::Value result(Napi::Env env) override {
@@ -353,17 +399,18 @@ class SaveWorker : public PromiseWorker {
   void compute() override {
     std::lock_guard<std::mutex> lock(encoder_->mutex);
     const auto dtype = parseDtype(dtype_);
+    if (encoder_->causalLm()) {
+      // As Hugging Face's *ForCausalLM saves: the base model under "model.", then lm_head unless it is tied (a
+      // LogitScore reranker's score is made from it again at load).
+      auto weights = encoder_->model->weightsForSaving(dtype, /*prefixed=*/true);
+      if (encoder_->lmHead) weights.emplace_back("lm_head.weight", encoder_->lmHead->weight.detach().to(torch::kCPU, dtype));
+      writeSafetensors(path_, weights, {{"format", "pt"}});
+      return;
+    }
     if (encoder_->classifier) {
       // As Hugging Face's *ForSequenceClassification saves: the base model under its prefix, then the head.
       auto weights = encoder_->model->weightsForSaving(dtype, /*prefixed=*/true);
       for (const auto& [name, tensor] : encoder_->headTensors()) weights.emplace_back(name, tensor.detach().to(torch::kCPU, dtype));
-      writeSafetensors(path_, weights, {{"format", "pt"}});
-      return;
-    }
-    if (encoder_->causalLm()) {
-      // As Hugging Face's *ForCausalLM saves: the base model under "model.", then lm_head unless it is tied.
-      auto weights = encoder_->model->weightsForSaving(dtype, /*prefixed=*/true);
-      if (encoder_->lmHead) weights.emplace_back("lm_head.weight", encoder_->lmHead->weight.detach().to(torch::kCPU, dtype));
       writeSafetensors(path_, weights, {{"format", "pt"}});
       return;
     }
@@ -405,7 +452,11 @@ torch::Tensor LoadedEncoder::project(const torch::Tensor& pooled) const {
 torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, const torch::Tensor& mask, bool training) const {
   namespace F = torch::nn::functional;
   torch::Tensor x;
-  if (meanPoolHead) {
+  if (headKind == HeadKind::Decoder) {
+    // The last real token's state (rows are right-padded): the one that has seen the whole text.
+    const torch::Tensor last = mask.to(torch::kInt64).sum(1) - 1;
+    x = states.index({torch::arange(states.size(0), last.options()), last}).to(torch::kFloat32);
+  } else if (meanPoolHead) {
     // ModernBERT's classifier_pooling "mean": over the attended tokens.
     const torch::Tensor m = mask.to(torch::kFloat32).unsqueeze(-1);
     x = (states.to(torch::kFloat32) * m).sum(1) / m.sum(1);
@@ -429,7 +480,7 @@ torch::Tensor LoadedEncoder::logits(const torch::Tensor& states) const {
 std::vector<torch::Tensor> LoadedEncoder::parameters() const {
   std::vector<torch::Tensor> params = model->parameters();
   for (const auto& head : {dense, pooler, classifier, lmHead}) {
-    if (!head) continue;
+    if (!head || (derivedHead && head.get() == classifier.get())) continue;
     for (auto& p : head->parameters()) params.push_back(p);
   }
   if (headNorm) {
@@ -442,7 +493,7 @@ std::vector<torch::Tensor> LoadedEncoder::parameters() const {
 
 std::vector<std::pair<std::string, torch::Tensor>> LoadedEncoder::headTensors() const {
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  if (!classifier) return out;
+  if (!classifier || derivedHead) return out;
   const HeadNames names = headNames(headKind, model->prefix());
   const auto add = [&](const std::string& name, const torch::Tensor& weight, const torch::Tensor& bias) {
     out.emplace_back(name + ".weight", weight);
@@ -544,6 +595,14 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
     options.newHead = boolOr(o, "newHead", false);
     options.seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
     options.tieWordEmbeddings = boolOr(o, "tieWordEmbeddings", false);
+    if (o.Has("scoreTokens") && !o.Get("scoreTokens").IsUndefined()) {
+      if (!o.Get("scoreTokens").IsArray()) throw invalidArgument("scoreTokens must be an array of one or two token ids");
+      auto tokens = o.Get("scoreTokens").As<Napi::Array>();
+      for (uint32_t i = 0; i < tokens.Length(); ++i) options.scoreTokens.push_back(tokens.Get(i).As<Napi::Number>().Int64Value());
+      if (options.scoreTokens.empty() || options.scoreTokens.size() > 2 || options.head != "causal-lm") {
+        throw invalidArgument("scoreTokens (one or two token ids) goes with the causal-lm head");
+      }
+    }
     options.weightShards = stringsOr(o.Get("weightShards"), "weightShards must be an array of file paths");
     if (!options.head.empty() && options.head != "sequence-classification" && options.head != "causal-lm") throw invalidArgument("unknown head " + options.head);
     if (options.head == "sequence-classification" && options.numLabels < 1) throw invalidArgument("numLabels must be a positive integer");

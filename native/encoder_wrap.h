@@ -29,14 +29,17 @@ struct LoadedEncoder {
   // RoBERTa's, DeBERTa's pooler_dropout), `pooler`, a dense layer and its activation (BERT's pooler and RoBERTa's
   // classifier.dense: tanh, ELECTRA's: GELU; DistilBERT's pre_classifier: ReLU; DeBERTa's pooler.dense:
   // pooler_hidden_act; ModernBERT's head.dense: classifier_activation, then head.norm), dropout, and `classifier`.
-  // The names each family saves them under: headNames().
-  enum class HeadKind { Bert, Roberta, DistilBert, Deberta, ModernBert };
+  // The names each family saves them under: headNames(). A decoder LLM's (Decoder: Qwen3ForSequenceClassification and
+  // the like) is the last attended token's state and `classifier` alone (Hugging Face's `score`, no bias); or, for a
+  // reranker scored by sentence-transformers' LogitScore on a causal LM (`derivedHead`), one output made from the
+  // language-model head's rows: the true token's minus the false token's, which is not saved (the lm_head is).
+  enum class HeadKind { Bert, Roberta, DistilBert, Deberta, ModernBert, Decoder };
   HeadKind headKind = HeadKind::Bert;
   torch::nn::Linear pooler{nullptr};
   torch::nn::Linear classifier{nullptr};
   Norm headNorm{nullptr};
   std::string headActivation = "tanh";
-  bool meanPoolHead = false;
+  bool meanPoolHead = false, derivedHead = false;
   // The dropout before the head's dense layer and before the classifier in training (the latter: config.json's
   // classifier_dropout, else hidden_dropout_prob; DistilBERT's seq_classif_dropout; DeBERTa's cls_dropout, else
   // hidden_dropout_prob).

@@ -52,6 +52,22 @@ for (const which of ['st', 'hf'] as const) {
   });
 }
 
+test("a prompt goes before each pair's first text (sentence-transformers' prepend_prompt_to_texts), given or the model's default", async (t) => {
+  const prompt = 'query: ';
+  const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu' });
+  const expected = (await ce.predict(PAIRS.map(([q, d]): [string, string] => [prompt + q, d]))).data;
+  t.notDeepEqual(expected, (await ce.predict(PAIRS)).data);
+  t.deepEqual((await ce.predict(PAIRS, { prompt })).data, expected);
+  ce.dispose();
+  const named = await CrossEncoder.load(copyOf('st', (d) => editJson(path.join(d, 'config_sentence_transformers.json'), (c) => ({ ...c, prompts: { q: prompt }, default_prompt_name: 'q' }))), { device: 'cpu' });
+  t.deepEqual((await named.predict(PAIRS)).data, expected);
+  const documents = PAIRS.map((p) => p[1]);
+  const byHand = (await named.predict(documents.map((d): [string, string] => [prompt + PAIRS[0][0], d]), { prompt: '' })).data;
+  const ranked = await named.rank(PAIRS[0][0], documents, { promptName: 'q' });
+  t.deepEqual(ranked.map((r) => r.score), ranked.map((r) => byHand[r.index]));
+  named.dispose();
+});
+
 test("rank equals sentence-transformers' rank: order and scores; topK and returnDocuments", async (t) => {
   const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu' });
   const documents = PAIRS.map((p) => p[1]);

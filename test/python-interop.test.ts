@@ -414,6 +414,34 @@ for (const which of ['st', 'hf']) {
   });
 }
 
+const CAUSAL_RERANKERS = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-rerankers');
+const CAUSAL_REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-causal-rerankers.reference.json'), 'utf8'));
+
+for (const which of ['logit-score', 'seq-cls']) {
+  check(`decoder reranker: sentence-transformers still computes the recorded scores, and loads what coltrast saves with the same scores (1e-5): ${which}${skipped}`, async (t) => {
+    const dir = tempDir();
+    const pairs = path.join(dir, 'pairs.json');
+    fs.writeFileSync(pairs, JSON.stringify(CAUSAL_REFERENCE.pairs));
+    const recorded = path.join(dir, 'recorded.json');
+    let r = await python([script('st_causal_reranker.py'), 'load', path.join(CAUSAL_RERANKERS, which), pairs, recorded]);
+    t.is(r.status, 0, r.tail);
+    const now = JSON.parse(fs.readFileSync(recorded, 'utf8'));
+    t.true(maxAbsDiff(now.logits.flat(), CAUSAL_REFERENCE.models[which].logits.flat()) < 1e-6, 'the recorded reference is what sentence-transformers computes');
+    const ce = await CrossEncoder.load(path.join(CAUSAL_RERANKERS, which), { device: 'cpu' });
+    const saved = path.join(dir, 'saved');
+    await ce.save(saved);
+    const ours = await ce.predict(CAUSAL_REFERENCE.pairs, { activation: 'identity' });
+    const ourScores = await ce.predict(CAUSAL_REFERENCE.pairs);
+    ce.dispose();
+    const back = path.join(dir, 'back.json');
+    r = await python([script('st_causal_reranker.py'), 'load', saved, pairs, back]);
+    t.is(r.status, 0, r.tail);
+    const theirs = JSON.parse(fs.readFileSync(back, 'utf8'));
+    const worst = Math.max(maxAbsDiff(ours.data, theirs.logits.flat()), maxAbsDiff(ourScores.data, theirs.scores.flat()));
+    t.true(worst < 1e-5, `max abs difference ${worst}`);
+    t.log(`sentence-transformers ${stVersion}, transformers ${hfVersion}; max abs difference ${worst.toExponential(2)}`);
+  });
+}
 
 const ENCODERS = path.join(ROOT, 'test', 'fixtures', 'tiny-encoders');
 

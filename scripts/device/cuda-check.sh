@@ -110,7 +110,7 @@ addon() {
   build
   stage info node dist/cli.js info
   stage tests node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts test/encoder.test.ts test/precision.test.ts \
-    test/model-dir.test.ts test/binary.test.ts test/cpu-allocator.test.ts test/grad-cache.test.ts test/multi-vector.test.ts test/cross-encoder.test.ts test/decoder.test.ts test/encoders.test.ts test/generator.test.ts test/rag.test.ts \
+    test/model-dir.test.ts test/binary.test.ts test/cpu-allocator.test.ts test/grad-cache.test.ts test/multi-vector.test.ts test/cross-encoder.test.ts test/decoder-reranker.test.ts test/decoder.test.ts test/encoders.test.ts test/generator.test.ts test/rag.test.ts \
     test/gradient-checkpointing.test.ts test/lora.test.ts
   stage ops-memcheck compute-sanitizer --tool memcheck --error-exitcode 1 \
     node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts --match 'cuda*'

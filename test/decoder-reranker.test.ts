@@ -1,0 +1,147 @@
+// Rerankers on decoder LLMs (CrossEncoder): a causal LM scored by sentence-transformers' LogitScore (the last position's
+// logit of a true token minus a false one) and a Qwen3ForSequenceClassification (a score layer on the last real token),
+// each with a chat template that puts the pair's "query" and "document" messages (and a prompt as a "system" message)
+// into one prompt. The fixtures were written and their outputs recorded by sentence-transformers 6 itself
+// (scripts/fixtures/st_causal_reranker.py): token ids, logits, scores, prompted scores, rank().
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CrossEncoder, train } from '../lib';
+import { native } from '../lib/native';
+import type { TokenizedText } from '../lib/tokenizer';
+import { editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { readSafetensors } from './helpers/safetensors';
+import { rejection } from './helpers/vectors';
+
+const ROOT = path.resolve(__dirname, '..');
+const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-rerankers');
+interface Recorded {
+  tokenIds: number[][];
+  logits: number[][];
+  scores: number[][];
+  prompted: number[][];
+  rank: { index: number; score: number }[];
+  trueOnly?: number[][];
+}
+const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-causal-rerankers.reference.json'), 'utf8')) as {
+  pairs: [string, string][];
+  prompt: string;
+  maxLength: number;
+  models: Record<'logit-score' | 'seq-cls', Recorded>;
+};
+const PAIRS = REFERENCE.pairs;
+const MODELS = ['logit-score', 'seq-cls'] as const;
+
+function copyOf(name: string, edit?: (dir: string) => void): string {
+  const dir = path.join(tempDir(), name);
+  fs.cpSync(path.join(FIXTURES, name), dir, { recursive: true });
+  edit?.(dir);
+  return dir;
+}
+
+// The tokens a pair reaches the model as (the private step predict() takes first).
+const tokensOf = (ce: CrossEncoder, pairs: [string, string][], prompt?: string) =>
+  (ce as unknown as { tokenizePairs(p: [string, string][], prompt?: string): Promise<TokenizedText[]> }).tokenizePairs(pairs, prompt);
+
+for (const name of MODELS) {
+  test(`${name}: pairs rendered by the chat template and tokenized as sentence-transformers does (long ones cut, the template's tail written back); logits and scores equal its predict (1e-5)`, async (t) => {
+    const ce = await CrossEncoder.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const ref = REFERENCE.models[name];
+    t.is(ce.modelType, 'qwen3');
+    t.is(ce.numLabels, 1);
+    t.is(ce.activation, 'sigmoid');
+    t.is(ce.maxSeqLength, REFERENCE.maxLength);
+    t.deepEqual((await tokensOf(ce, PAIRS)).map((x) => x.ids), ref.tokenIds);
+    t.true(ref.tokenIds.some((ids) => ids.length === REFERENCE.maxLength), 'some pairs are cut');
+    for (const batchSize of [1, 3, 32]) {
+      const logits = await ce.predict(PAIRS, { batchSize, activation: 'identity' });
+      t.deepEqual(logits.dims, [PAIRS.length, 1]);
+      t.true(maxAbsDiff(logits.data, ref.logits.flat()) < 1e-5, `logits, batch ${batchSize}: ${maxAbsDiff(logits.data, ref.logits.flat())}`);
+      const scores = await ce.predict(PAIRS, { batchSize });
+      t.true(maxAbsDiff(scores.data, ref.scores.flat()) < 1e-5, `scores, batch ${batchSize}`);
+    }
+    // A prompt goes in as the "system" message (the template's instruction).
+    t.true(maxAbsDiff((await ce.predict(PAIRS, { prompt: REFERENCE.prompt })).data, ref.prompted.flat()) < 1e-5);
+    const ranked = await ce.rank(PAIRS[0][0], PAIRS.map((p) => p[1]));
+    t.deepEqual(ranked.map((r) => r.index), ref.rank.map((r) => r.index));
+    t.true(maxAbsDiff(Float32Array.from(ranked.map((r) => r.score)), ref.rank.map((r) => r.score)) < 1e-5);
+    ce.dispose();
+  });
+}
+
+test("logit-score: with false_token_id null the score is the true token's logit alone, as LogitScore computes it", async (t) => {
+  const dir = copyOf('logit-score', (d) => editJson(path.join(d, '1_LogitScore', 'config.json'), (c) => ({ ...c, false_token_id: null })));
+  const ce = await CrossEncoder.load(dir, { device: 'cpu' });
+  t.true(maxAbsDiff((await ce.predict(PAIRS, { activation: 'identity' })).data, REFERENCE.models['logit-score'].trueOnly!.flat()) < 1e-5);
+  ce.dispose();
+});
+
+test("the model's prompts: its default prompt applies when none is given, a named one by promptName; an unknown name is refused", async (t) => {
+  const dir = copyOf('seq-cls', (d) =>
+    editJson(path.join(d, 'config_sentence_transformers.json'), (c) => ({ ...c, prompts: { instruct: REFERENCE.prompt, other: 'x' }, default_prompt_name: 'instruct' })),
+  );
+  const ce = await CrossEncoder.load(dir, { device: 'cpu' });
+  t.is(ce.defaultPromptName, 'instruct');
+  const prompted = REFERENCE.models['seq-cls'].prompted.flat();
+  t.true(maxAbsDiff((await ce.predict(PAIRS)).data, prompted) < 1e-5);
+  t.true(maxAbsDiff((await ce.predict(PAIRS, { promptName: 'instruct' })).data, prompted) < 1e-5);
+  t.true(maxAbsDiff((await ce.predict(PAIRS, { prompt: REFERENCE.prompt })).data, prompted) < 1e-5);
+  t.regex((await rejection(() => ce.predict(PAIRS, { promptName: 'nope' }))).message, /options\.promptName must be one of the model's prompts \(instruct, other\)/);
+  ce.dispose();
+});
+
+for (const name of MODELS) {
+  test(`${name}: save writes the folder sentence-transformers saves (modules, configs, chat template, weights by name) and reloads to the same scores`, async (t) => {
+    const ce = await CrossEncoder.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const before = await ce.predict(PAIRS, { activation: 'identity' });
+    const out = path.join(tempDir(), 'saved');
+    await ce.save(out);
+    ce.dispose();
+    const read = (dir: string, file: string) => JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8'));
+    const source = path.join(FIXTURES, name);
+    t.deepEqual(read(out, 'modules.json').map((m: { type: string; path: string }) => [m.type, m.path]), read(source, 'modules.json').map((m: { type: string; path: string }) => [m.type, m.path]));
+    if (name === 'logit-score') t.deepEqual(read(out, '1_LogitScore/config.json'), read(source, '1_LogitScore/config.json'));
+    const st = read(out, 'sentence_bert_config.json');
+    t.is(st.transformer_task, read(source, 'sentence_bert_config.json').transformer_task);
+    t.deepEqual(st.modality_config, read(source, 'sentence_bert_config.json').modality_config);
+    t.is(fs.readFileSync(path.join(out, 'chat_template.jinja'), 'utf8'), fs.readFileSync(path.join(source, 'chat_template.jinja'), 'utf8'));
+    const names = (dir: string) => [...readSafetensors(path.join(dir, 'model.safetensors')).tensors.keys()].sort();
+    t.deepEqual(names(out), names(source));
+    const again = await CrossEncoder.load(out, { device: 'cpu' });
+    t.true(maxAbsDiff((await again.predict(PAIRS, { activation: 'identity' })).data, before.data) < 1e-6);
+    again.dispose();
+  });
+}
+
+test('decoder rerankers refused with the reason: a chat template that drops the pair, a default LogitScore whose tokens the vocabulary lacks, training one', async (t) => {
+  // A chat model's own template knows system, user and assistant: the pair's contents would never reach the prompt.
+  const chatml = copyOf('seq-cls', (d) =>
+    fs.writeFileSync(path.join(d, 'chat_template.jinja'), "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}"),
+  );
+  t.regex((await rejection(() => CrossEncoder.load(chatml, { device: 'cpu' }))).message, /chat template cannot carry a \(query, document\) pair: the query and document message's content does not reach the prompt/);
+  // A bare *ForCausalLM folder is scored on 'yes' against 'no', as sentence-transformers does; this vocabulary has neither.
+  const bare = copyOf('logit-score', (d) => {
+    for (const f of ['modules.json', 'sentence_bert_config.json', 'config_sentence_transformers.json']) fs.rmSync(path.join(d, f));
+    fs.rmSync(path.join(d, '1_LogitScore'), { recursive: true });
+  });
+  t.regex((await rejection(() => CrossEncoder.load(bare, { device: 'cpu' }))).message, /the tokenizer has no 'yes' token, which sentence-transformers scores a causal LM with by default/);
+  const trained = await rejection(() =>
+    train({ model: path.join(FIXTURES, 'seq-cls'), data: wordDataset(8), output: path.join(tempDir(), 'x'), batchSize: 4, crossEncoder: true, device: 'cpu' }),
+  );
+  t.regex(trained.message, /is a reranker on a qwen3 decoder, which coltrast runs but does not train yet/);
+});
+
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+(cudaAvailable ? test : test.skip)(
+  `cuda: decoder rerankers' logits (float32, bfloat16) equal sentence-transformers' (LogitScore and sequence classification)${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  async (t) => {
+    for (const name of MODELS) {
+      for (const dtype of ['float32', 'bfloat16'] as const) {
+        const gpu = await CrossEncoder.load(path.join(FIXTURES, name), { device: 'cuda', dtype });
+        const diff = maxAbsDiff((await gpu.predict(PAIRS, { activation: 'identity', batchSize: 3 })).data, REFERENCE.models[name].logits.flat());
+        t.true(diff < (dtype === 'float32' ? 1e-4 : 0.1), `${name}, ${dtype}: max abs difference ${diff}`);
+        gpu.dispose();
+      }
+    }
+  },
+);
