@@ -150,6 +150,9 @@ export class CrossEncoder {
   private static async withAdapter(model: CrossEncoder, adapter: string | undefined, newHead = false): Promise<CrossEncoder> {
     if (adapter === undefined) return model;
     try {
+      if (model.files.crossEncoder.decoder) {
+        throw new ColtrastError('INVALID_ARGUMENT', `${model.modelDir} is a reranker on a ${model.modelType} decoder; LoRA adapters for those are not implemented yet (options.adapter)`);
+      }
       const config = await loadAdapter(model.model, path.resolve(adapter), 'cross-encoder');
       const missing = newHead ? model.loraHeadModules.filter((m) => m !== 'score' && !config.modulesToSave.some((saved) => m.endsWith(saved))) : [];
       if (missing.length > 0) {
@@ -212,18 +215,13 @@ export class CrossEncoder {
    * `loss` over each query's row of scores.
    */
   createTrainer(options: NativeTrainerOptions, loss: CrossEncoderLoss): ModelTrainer<PreparedPairs> {
-    if (this.files.crossEncoder.decoder) {
-      throw new ColtrastError(
-        'INVALID_ARGUMENT',
-        `${this.modelDir} is a reranker on a ${this.modelType} decoder, which coltrast runs but does not train yet; train({ crossEncoder }) trains ${Object.keys(SEQUENCE_CLASSIFICATION).join(', ')} rerankers`,
-      );
-    }
     if (this.numLabels !== 1) {
       throw new ColtrastError('INVALID_ARGUMENT', `${this.modelDir} has ${this.numLabels} labels; train({ crossEncoder }) trains one-label rerankers (a relevance score per pair)`);
     }
     const prepare = async (queries: string[], documents: string[]): Promise<PreparedPairs> => {
       const started = performance.now();
-      const pairs = await this.tokenizer.encodePairs(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])));
+      // As sentence-transformers' trainer reads pairs: the model's own format, without a prompt unless given one.
+      const pairs = await this.tokenizePairs(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])), undefined);
       return { pairs: padBatch(pairs), documentsPerQuery: documents.length, tokenizeSeconds: (performance.now() - started) / 1000 };
     };
     return bindTrainer(this.model, options, prepare, (batch, stepOptions) => ({
@@ -253,6 +251,9 @@ export class CrossEncoder {
   /** @internal New LoRA adapters (train({ crossEncoder, lora })): from then on only they and the head modules config.modulesToSave names train. */
   async addLora(config: LoraConfig, seed: number): Promise<void> {
     if (this.loraConfig) throw new ColtrastError('INVALID_ARGUMENT', `${this.modelDir} already has a LoRA adapter (train() trains it)`);
+    if (this.files.crossEncoder.decoder) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${this.modelDir} is a reranker on a ${this.modelType} decoder: coltrast trains it whole (LoRA adapters for it are not implemented yet); leave out options.lora`);
+    }
     await addAdapters(this.model, config, seed);
     this.loraConfig = config;
   }

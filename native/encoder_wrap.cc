@@ -293,28 +293,16 @@ class LoadWorker : public PromiseWorker {
     head->to(loaded.device, loaded.dtype);
     loaded.lmHead = head;
   }
-  // LogitScore: the score of the last real token's state is its logit of scoreTokens[0] (minus that of scoreTokens[1]),
-  // one row of the language-model head (or the difference of two), kept float32 like every classification head.
+  // LogitScore: the score of the last real token's state is its logit of scoreTokens[0] (minus that of scoreTokens[1]).
   void scoreFromLmHead(LoadedEncoder& loaded) {
-    const torch::Tensor vocabulary = loaded.lmHead ? loaded.lmHead->weight : loaded.model->inputEmbeddings();
-    torch::Tensor row;
-    for (size_t i = 0; i < options_.scoreTokens.size(); ++i) {
-      const int64_t id = options_.scoreTokens[i];
-      if (id < 0 || id >= vocabulary.size(0)) {
-        throw modelFilesError("LogitScore's token id " + std::to_string(id) + " is outside the model's vocabulary of " + std::to_string(vocabulary.size(0)));
+    const int64_t vocabulary = (loaded.lmHead ? loaded.lmHead->weight : loaded.model->inputEmbeddings()).size(0);
+    for (const int64_t id : options_.scoreTokens) {
+      if (id < 0 || id >= vocabulary) {
+        throw modelFilesError("LogitScore's token id " + std::to_string(id) + " is outside the model's vocabulary of " + std::to_string(vocabulary));
       }
-      const torch::Tensor r = vocabulary.select(0, id).detach().to(torch::kFloat32);
-      row = i == 0 ? r : row - r;
     }
-    torch::nn::Linear score = linearToFill(row.size(0), 1, false);
-    {
-      torch::NoGradGuard noGrad;
-      score->weight.copy_(row.unsqueeze(0));
-    }
-    score->to(loaded.device);
-    loaded.classifier = score;
+    loaded.scoreTokens = torch::tensor(options_.scoreTokens, torch::kInt64).to(loaded.device);
     loaded.headKind = HeadKind::Decoder;
-    loaded.derivedHead = true;
     loaded.classifierDropout = 0;
   }
 
@@ -466,6 +454,12 @@ torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, const torch::
   const auto drop = [&](const torch::Tensor& t, double p) {
     return training && p > 0 ? F::dropout(t, F::DropoutFuncOptions().p(p).training(true)) : t;
   };
+  if (scoreTokens.defined()) {
+    // LogitScore: the logits of its tokens (float32 rows of the output layer), the true one's minus the false one's.
+    const torch::Tensor rows = (lmHead ? lmHead->weight : model->inputEmbeddings()).index_select(0, scoreTokens).to(torch::kFloat32);
+    const torch::Tensor logits = F::linear(x, rows);
+    return scoreTokens.size(0) == 2 ? (logits.select(1, 0) - logits.select(1, 1)).unsqueeze(1) : logits;
+  }
   x = drop(x, inputDropout);
   if (pooler) x = activate(F::linear(x, pooler->weight, pooler->bias), headActivation);
   if (headNorm) x = headNorm->forward(x);
@@ -480,7 +474,7 @@ torch::Tensor LoadedEncoder::logits(const torch::Tensor& states) const {
 std::vector<torch::Tensor> LoadedEncoder::parameters() const {
   std::vector<torch::Tensor> params = model->parameters();
   for (const auto& head : {dense, pooler, classifier, lmHead}) {
-    if (!head || (derivedHead && head.get() == classifier.get())) continue;
+    if (!head) continue;
     for (auto& p : head->parameters()) params.push_back(p);
   }
   if (headNorm) {
@@ -493,7 +487,7 @@ std::vector<torch::Tensor> LoadedEncoder::parameters() const {
 
 std::vector<std::pair<std::string, torch::Tensor>> LoadedEncoder::headTensors() const {
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  if (!classifier || derivedHead) return out;
+  if (!classifier) return out;
   const HeadNames names = headNames(headKind, model->prefix());
   const auto add = [&](const std::string& name, const torch::Tensor& weight, const torch::Tensor& bias) {
     out.emplace_back(name + ".weight", weight);
@@ -626,7 +620,7 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
   const std::string output = o.Get("output").As<Napi::String>();
   r.tokens = output == "tokens";
   r.scores = output == "scores";
-  if (r.scores && !encoder->classifier) throw jsError(env, {"INVALID_ARGUMENT", "this model has no classifier head: load it as a CrossEncoder"});
+  if (r.scores && !encoder->scores()) throw jsError(env, {"INVALID_ARGUMENT", "this model has no classifier head: load it as a CrossEncoder"});
   r.pooling = o.Get("pooling").As<Napi::String>();
   r.normalize = o.Get("normalize").As<Napi::Boolean>();
   r.projectTokens = o.Has("projectTokens") && o.Get("projectTokens").ToBoolean();
@@ -830,7 +824,7 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("numParameters", static_cast<double>(parameters));
   const torch::nn::Linear& last = encoder->denseStack.empty() ? encoder->dense : encoder->denseStack.back().linear;
   out.Set("outputSize", static_cast<double>(last ? last->weight.size(0) : encoder->model->hiddenSize()));
-  out.Set("numLabels", static_cast<double>(encoder->classifier ? encoder->classifier->weight.size(0) : 0));
+  out.Set("numLabels", static_cast<double>(encoder->classifier ? encoder->classifier->weight.size(0) : encoder->scoreTokens.defined() ? 1 : 0));
   auto newHead = Napi::Array::New(env, encoder->newHeadModules.size());
   for (uint32_t i = 0; i < encoder->newHeadModules.size(); ++i) newHead.Set(i, encoder->newHeadModules[i]);
   out.Set("newHeadModules", newHead);

@@ -31,15 +31,17 @@ struct LoadedEncoder {
   // pooler_hidden_act; ModernBERT's head.dense: classifier_activation, then head.norm), dropout, and `classifier`.
   // The names each family saves them under: headNames(). A decoder LLM's (Decoder: Qwen3ForSequenceClassification and
   // the like) is the last attended token's state and `classifier` alone (Hugging Face's `score`, no bias); or, for a
-  // reranker scored by sentence-transformers' LogitScore on a causal LM (`derivedHead`), one output made from the
-  // language-model head's rows: the true token's minus the false token's, which is not saved (the lm_head is).
+  // reranker scored by sentence-transformers' LogitScore on a causal LM, the language-model head's logits of
+  // `scoreTokens` (int64 [1 or 2]: the true token's, minus the false token's), computed from its rows each time so
+  // that training trains the lm_head (or the tied embeddings) itself.
   enum class HeadKind { Bert, Roberta, DistilBert, Deberta, ModernBert, Decoder };
   HeadKind headKind = HeadKind::Bert;
   torch::nn::Linear pooler{nullptr};
   torch::nn::Linear classifier{nullptr};
   Norm headNorm{nullptr};
   std::string headActivation = "tanh";
-  bool meanPoolHead = false, derivedHead = false;
+  bool meanPoolHead = false;
+  torch::Tensor scoreTokens;
   // The dropout before the head's dense layer and before the classifier in training (the latter: config.json's
   // classifier_dropout, else hidden_dropout_prob; DistilBERT's seq_classif_dropout; DeBERTa's cls_dropout, else
   // hidden_dropout_prob).
@@ -65,6 +67,8 @@ struct LoadedEncoder {
   // `training` applies the head's dropout, as Hugging Face's *ForSequenceClassification does.
   torch::Tensor classify(const torch::Tensor& states, const torch::Tensor& mask, bool training = false) const;
   bool causalLm() const { return lmHead || tiedLmHead; }
+  // Whether classify() has a head to score with (a classifier, or LogitScore's tokens).
+  bool scores() const { return classifier || scoreTokens.defined(); }
   // Next-token logits (float32) from the last hidden states [..., hidden] of a causal language model.
   torch::Tensor logits(const torch::Tensor& states) const;
   // Every trained tensor: the model's parameters, then the heads' (the order of saved optimizer state).

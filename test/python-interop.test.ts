@@ -443,6 +443,25 @@ for (const which of ['logit-score', 'seq-cls']) {
   });
 }
 
+check(`decoder rerankers: sentence-transformers loads the ones coltrast trained (LogitScore on a tied causal LM, and a sequence-classification head) and scores as coltrast does (1e-5)${skipped}`, async (t) => {
+  const dir = tempDir();
+  const pairs = path.join(dir, 'pairs.json');
+  fs.writeFileSync(pairs, JSON.stringify(CAUSAL_REFERENCE.pairs));
+  for (const which of ['logit-score', 'seq-cls']) {
+    const model = path.join(dir, which);
+    await train({ model: path.join(CAUSAL_RERANKERS, which), data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: true });
+    const ce = await CrossEncoder.load(model, { device: 'cpu' });
+    const ours = await ce.predict(CAUSAL_REFERENCE.pairs, { activation: 'identity' });
+    ce.dispose();
+    t.true(maxAbsDiff(ours.data, CAUSAL_REFERENCE.models[which].logits.flat()) > 1e-3, `${which}: training changed the scores`);
+    const back = path.join(dir, `${which}.json`);
+    const r = await python([script('st_causal_reranker.py'), 'load', model, pairs, back]);
+    t.is(r.status, 0, r.tail);
+    const worst = maxAbsDiff(ours.data, JSON.parse(fs.readFileSync(back, 'utf8')).logits.flat());
+    t.true(worst < 1e-5, `${which}: max abs difference ${worst}`);
+  }
+});
+
 const ENCODERS = path.join(ROOT, 'test', 'fixtures', 'tiny-encoders');
 
 check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, DeBERTa-v2/v3, ModernBERT, T5): the recorded outputs are what transformers computes now, and sentence-transformers loads what coltrast trained and embeds as coltrast does${skipped}`, async (t) => {
