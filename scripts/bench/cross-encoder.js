@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 // Re-ranking throughput: coltrast's CrossEncoder.predict() against sentence-transformers' CrossEncoder.predict()
 // on the same random-weight cross-encoder (a BERT of a real shape with a seeded classification head, written
-// by scripts/bench/python/cross_encoder.py), the same (query, document) pairs, batch size and thread count.
+// by scripts/bench/python/cross_encoder.py; or with --decoder, a reranker on a causal LM of Qwen3-0.6B's shape set up
+// as Qwen3-Reranker is: its chat template, LogitScore on "yes" against "no"), the same (query, document) pairs, batch
+// size and thread count.
 // Both timings are whole predict() calls: tokenizing the pairs, sorting them by length, the forward passes and
 // the activation. Each side runs --rounds times, alternating, after one warm-up batch; each side's fastest
 // round is reported. The scores of the two sides are compared.
 //
 //   node scripts/bench/cross-encoder.js [--shape minilm] [--pairs 500] [--batch-size 32] [--threads 2]
 //       [--rounds 2] [--json out.json]
+//   node scripts/bench/cross-encoder.js --decoder qwen3-small|qwen3-0.6b [--pairs 64] ...
 //
 // Python: $COLTRAST_ST_PYTHON, else build/pyenv/bin/python (scripts/setup.sh makes it: PyTorch 2.x and
 // sentence-transformers). coltrast runs on whichever addon loads (Debian's libtorch 1.13 by default;
@@ -25,6 +28,7 @@ const { makeRandomBert } = require(path.join(ROOT, 'scripts', 'fixtures', 'rando
 const { values } = parseArgs({
   options: {
     shape: { type: 'string', default: 'minilm' },
+    decoder: { type: 'string' },
     pairs: { type: 'string', default: '500' },
     'batch-size': { type: 'string', default: '32' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
@@ -46,9 +50,14 @@ async function main() {
   const threads = Number(values.threads);
   const batchSize = Number(values['batch-size']);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-cross-encoder-'));
-  const bert = makeRandomBert(path.join(work, 'bert'), { shape: values.shape, seed: 1 });
   const model = path.join(work, 'cross-encoder');
-  python([SCRIPT, 'make', bert, model]);
+  if (values.decoder) {
+    const causal = path.join(work, 'causal');
+    python([path.join(__dirname, 'python', 'generator.py'), 'make', causal, '--shape', values.decoder, '--tokenizer', path.join(ROOT, 'default-model')]);
+    python([SCRIPT, 'make-decoder', causal, model]);
+  } else {
+    python([SCRIPT, 'make', makeRandomBert(path.join(work, 'bert'), { shape: values.shape, seed: 1 }), model]);
+  }
   const pairs = makePairs(Number(values.pairs));
   const pairsFile = path.join(work, 'pairs.json');
   fs.writeFileSync(pairsFile, JSON.stringify(pairs));
@@ -68,8 +77,8 @@ async function main() {
   fs.rmSync(work, { recursive: true, force: true });
   report({
     unit: 'pairs', count: pairs.length, compared, info: runtimeInfo(), threads, json: values.json,
-    extra: { shape: values.shape, pairs: pairs.length, batchSize },
-    summary: `${values.shape}, ${pairs.length} pairs, batch ${batchSize}`,
+    extra: { shape: values.decoder ? `${values.decoder} reranker (LogitScore)` : values.shape, pairs: pairs.length, batchSize },
+    summary: `${values.decoder ? `${values.decoder} reranker (LogitScore)` : values.shape}, ${pairs.length} pairs, batch ${batchSize}`,
   });
 }
 

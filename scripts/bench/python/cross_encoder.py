@@ -2,10 +2,14 @@
 """sentence-transformers' CrossEncoder.predict() throughput, to set beside coltrast's CrossEncoder.predict().
 
     cross_encoder.py make <bert-folder> <out-folder>
+    cross_encoder.py make-decoder <causal-lm-folder> <out-folder>
     cross_encoder.py bench <cross-encoder-folder> <pairs.json> [--threads 2] [--batch-size 32] [--scores out.bin]
 
 make: a one-label BertForSequenceClassification on the folder's encoder weights, its pooler and classifier
   drawn from a seeded normal (std 0.5), saved as a Hugging Face folder (what both sides load).
+make-decoder: a reranker on a causal LM (generator.py make writes one of Qwen3-0.6B's shape) as Qwen3-Reranker is set
+  up for sentence-transformers 6: its chat template (the instruction as a system message, the pair as query and
+  document messages, an assistant turn opened), scored by LogitScore on "yes" against "no", saved by CrossEncoder.save.
 bench: one warm-up predict of a batch, then predict() of every pair ([query, document]) at --batch-size,
   timed; prints a JSON line {seconds, pairsPerSecond, peakRssMiB, torch, sentenceTransformers}. --scores writes
   the scores (float32, input order) to compare with coltrast's.
@@ -37,6 +41,30 @@ def make(bert, out):
     AutoTokenizer.from_pretrained(bert).save_pretrained(out)
 
 
+# Qwen3-Reranker's prompt as sentence-transformers-ready rerankers template it (tokenized here by the bench's BERT-style
+# tokenizer, whose vocabulary splits the markers into pieces: the shape of the work is the same).
+RERANKER_TEMPLATE = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. "
+    'Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n<Instruct>: '
+    "{{ messages | selectattr('role', 'eq', 'system') | map(attribute='content') | first | default('Given a web search query, retrieve relevant passages that answer the query') }}\n"
+    "<Query>: {{ messages | selectattr('role', 'eq', 'query') | map(attribute='content') | first }}\n"
+    "<Document>: {{ messages | selectattr('role', 'eq', 'document') | map(attribute='content') | first }}<|im_end|>\n"
+    "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+)
+
+
+def make_decoder(causal, out):
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.cross_encoder.modules import LogitScore
+
+    tokenizer = AutoTokenizer.from_pretrained(causal)
+    tokenizer.chat_template = RERANKER_TEMPLATE
+    tokenizer.save_pretrained(causal)
+    transformer = Transformer(causal, transformer_task="text-generation", max_seq_length=512)
+    score = LogitScore(true_token_id=tokenizer.convert_tokens_to_ids("yes"), false_token_id=tokenizer.convert_tokens_to_ids("no"))
+    CrossEncoder(modules=[transformer, score], device="cpu").save(out)
+
+
 def bench(folder, pairs_file, threads, batch_size, scores_file):
     torch.set_num_threads(threads)
     pairs = [tuple(p) for p in json.load(open(pairs_file))]
@@ -59,6 +87,8 @@ def bench(folder, pairs_file, threads, batch_size, scores_file):
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "make-decoder":
+        make_decoder(sys.argv[2], sys.argv[3])
     else:
         parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
         parser.add_argument("what", choices=["bench"])
