@@ -150,9 +150,6 @@ export class CrossEncoder {
   private static async withAdapter(model: CrossEncoder, adapter: string | undefined, newHead = false): Promise<CrossEncoder> {
     if (adapter === undefined) return model;
     try {
-      if (model.files.crossEncoder.decoder) {
-        throw new ColtrastError('INVALID_ARGUMENT', `${model.modelDir} is a reranker on a ${model.modelType} decoder; LoRA adapters for those are not implemented yet (options.adapter)`);
-      }
       const config = await loadAdapter(model.model, path.resolve(adapter), 'cross-encoder');
       const missing = newHead ? model.loraHeadModules.filter((m) => m !== 'score' && !config.modulesToSave.some((saved) => m.endsWith(saved))) : [];
       if (missing.length > 0) {
@@ -248,12 +245,19 @@ export class CrossEncoder {
     return [...SEQ_CLS_MODULES, ...this.model.current().info().newHeadModules];
   }
 
+  /**
+   * @internal What a LoRA adapter of this model is to PEFT: a sequence-classification one with the head modules that
+   * train beside the adapters, or for a LogitScore reranker a causal-LM one (its score is the output layer's, which
+   * stays as it is).
+   */
+  get loraTask(): { taskType: string; modulesToSave: string[] } {
+    if (this.files.crossEncoder.decoder?.logitScore) return { taskType: 'CAUSAL_LM', modulesToSave: [] };
+    return { taskType: 'SEQ_CLS', modulesToSave: this.loraHeadModules };
+  }
+
   /** @internal New LoRA adapters (train({ crossEncoder, lora })): from then on only they and the head modules config.modulesToSave names train. */
   async addLora(config: LoraConfig, seed: number): Promise<void> {
     if (this.loraConfig) throw new ColtrastError('INVALID_ARGUMENT', `${this.modelDir} already has a LoRA adapter (train() trains it)`);
-    if (this.files.crossEncoder.decoder) {
-      throw new ColtrastError('INVALID_ARGUMENT', `${this.modelDir} is a reranker on a ${this.modelType} decoder: coltrast trains it whole (LoRA adapters for it are not implemented yet); leave out options.lora`);
-    }
     await addAdapters(this.model, config, seed);
     this.loraConfig = config;
   }

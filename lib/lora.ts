@@ -33,7 +33,10 @@ export interface LoraConfig {
   rslora: boolean;
   /** The model the adapter was made on, as adapter_config.json names it. */
   baseModel: string;
-  /** PEFT's task_type: 'FEATURE_EXTRACTION' for an embedding model's adapter, 'SEQ_CLS' for a cross-encoder's. */
+  /**
+   * PEFT's task_type: 'FEATURE_EXTRACTION' for an embedding model's adapter, 'SEQ_CLS' for a cross-encoder's,
+   * 'CAUSAL_LM' for a reranker scored by LogitScore on a causal LM.
+   */
   taskType: string;
   /**
    * PEFT's modules_to_save: whole modules that train beside the adapters and are saved in the adapter file. Only a
@@ -76,10 +79,10 @@ export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 
 /**
  * train()'s `lora` option (true: the defaults) checked, for a model of `modelType` made from `baseModel`: an embedding
- * model's adapter, or with `headModules` (the modules of a cross-encoder's head that train with the adapters, PEFT's
- * modules_to_save) a cross-encoder's.
+ * model's adapter, or with `task` a cross-encoder's (PEFT's task_type, and the modules of its head that train with the
+ * adapters, PEFT's modules_to_save).
  */
-export function readLoraOptions(value: unknown, modelType: string, baseModel: string, headModules?: string[]): LoraConfig {
+export function readLoraOptions(value: unknown, modelType: string, baseModel: string, task?: { taskType: string; modulesToSave: string[] }): LoraConfig {
   const o: LoraOptions = value === true ? {} : checkOptions('options.lora', value as LoraOptions, ['rank', 'alpha', 'dropout', 'targetModules']);
   const rank = positiveInteger('options.lora.rank', o.rank ?? 8);
   const targets = o.targetModules === undefined ? LORA_TARGETS[modelType] : stringList('options.lora.targetModules', o.targetModules);
@@ -91,8 +94,8 @@ export function readLoraOptions(value: unknown, modelType: string, baseModel: st
     targetModules: targets,
     rslora: false,
     baseModel,
-    taskType: headModules ? 'SEQ_CLS' : 'FEATURE_EXTRACTION',
-    modulesToSave: headModules ?? [],
+    taskType: task?.taskType ?? 'FEATURE_EXTRACTION',
+    modulesToSave: task?.modulesToSave ?? [],
   };
 }
 

@@ -897,7 +897,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       throw new ColtrastError('INVALID_ARGUMENT', `${encoder.modelDir} carries a LoRA adapter, which is what trains: pass options.lora (true) to train it`);
     }
     if (config.lora && !saved && !encoder.lora) {
-      await encoder.addLora(readLoraOptions(config.lora, encoder.modelType, model, encoder instanceof CrossEncoder ? encoder.loraHeadModules : undefined), config.seed);
+      await encoder.addLora(readLoraOptions(config.lora, encoder.modelType, model, encoder instanceof CrossEncoder ? encoder.loraTask : undefined), config.seed);
     }
     // Contrastive Tension's twin: the same model loaded again (a resumed run's from the checkpoint), with the same
     // new head when there is one (the same seed makes it the same).

@@ -714,7 +714,8 @@ class ModelTaskWorker : public PromiseWorker {
 // LoRA adapters go on embedding models' and cross-encoders' projections (the trainer then trains nothing else, but for
 // a cross-encoder's head modules in modules_to_save).
 static void checkTakesLora(const LoadedEncoder& encoder) {
-  if (encoder.causalLm()) throw invalidArgument("LoRA adapters are for embedding models and cross-encoders here, not generators");
+  // A causal LM takes them as a LogitScore reranker; as a generator, not.
+  if (encoder.causalLm() && !encoder.scoreTokens.defined()) throw invalidArgument("LoRA adapters are for embedding models and cross-encoders here, not generators");
 }
 
 // addLora({ targets, rank, scale, dropout, seed, modulesToSave }): new LoRA adapters on the model's projections named
@@ -793,7 +794,8 @@ Napi::Value EncoderWrap::loadLora(const Napi::CallbackInfo& info) {
 }
 
 // saveLora(path, dtype): the model's LoRA adapters as PEFT's adapter_model.safetensors, with a cross-encoder's head
-// modules that train with them, named as a PeftModel of its *ForSequenceClassification saves them.
+// modules that train with them, named as a PeftModel of its *ForSequenceClassification (or, for a LogitScore reranker,
+// its *ForCausalLM) saves them.
 Napi::Value EncoderWrap::saveLora(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto encoder = live(env);
@@ -802,7 +804,8 @@ Napi::Value EncoderWrap::saveLora(const Napi::CallbackInfo& info) {
               env, encoder,
               [path, dtype](LoadedEncoder& e) {
                 const auto type = parseDtype(dtype);
-                auto weights = e.model->loraWeights(type, /*prefixed=*/static_cast<bool>(e.classifier));
+                // Under the task model's base prefix ("bert.", "model.") for a cross-encoder, as PEFT names them.
+                auto weights = e.model->loraWeights(type, /*prefixed=*/e.scores());
                 if (weights.empty()) throw invalidArgument("this model has no LoRA adapter to save");
                 for (const auto& [name, tensor] : e.headTensorsMatching(e.loraModulesToSave)) weights.emplace_back(PEFT_PREFIX + name, tensor.detach().to(torch::kCPU, type));
                 writeSafetensors(path, weights, {{"format", "pt"}});

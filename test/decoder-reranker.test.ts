@@ -153,7 +153,7 @@ for (const [name, kind] of [['logit-score', 'cross_entropy'], ['seq-cls', 'bce']
   });
 }
 
-test('decoder rerankers refused with the reason: a chat template that drops the pair, a default LogitScore whose tokens the vocabulary lacks, LoRA', async (t) => {
+test('decoder rerankers refused with the reason: a chat template that drops the pair, a default LogitScore whose tokens the vocabulary lacks', async (t) => {
   // A chat model's own template knows system, user and assistant: the pair's contents would never reach the prompt.
   const chatml = copyOf('seq-cls', (d) =>
     fs.writeFileSync(path.join(d, 'chat_template.jinja'), "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}"),
@@ -165,11 +165,32 @@ test('decoder rerankers refused with the reason: a chat template that drops the 
     fs.rmSync(path.join(d, '1_LogitScore'), { recursive: true });
   });
   t.regex((await rejection(() => CrossEncoder.load(bare, { device: 'cpu' }))).message, /the tokenizer has no 'yes' token, which sentence-transformers scores a causal LM with by default/);
-  const lora = await rejection(() =>
-    train({ model: path.join(FIXTURES, 'seq-cls'), data: wordDataset(8), output: path.join(tempDir(), 'x'), batchSize: 4, crossEncoder: true, lora: true, device: 'cpu' }),
-  );
-  t.regex(lora.message, /is a reranker on a qwen3 decoder: coltrast trains it whole \(LoRA adapters for it are not implemented yet\)/);
 });
+
+for (const name of MODELS) {
+  test(`${name}: LoRA trains the adapters (and the score head of a sequence-classification one) only; the base with the saved adapter scores as the merged model`, async (t) => {
+    const output = path.join(tempDir(), 'lora');
+    await train({ model: path.join(FIXTURES, name), data: wordDataset(16), output, epochs: 1, batchSize: 4, learningRate: 1e-2, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: true, lora: true });
+    const config = JSON.parse(fs.readFileSync(path.join(output, 'adapter', 'adapter_config.json'), 'utf8'));
+    t.is(config.task_type, name === 'logit-score' ? 'CAUSAL_LM' : 'SEQ_CLS');
+    t.deepEqual(config.modules_to_save, name === 'logit-score' ? null : ['classifier', 'score']);
+    const adapterNames = [...readSafetensors(path.join(output, 'adapter', 'adapter_model.safetensors')).tensors.keys()];
+    t.true(adapterNames.every((n) => n.startsWith('base_model.model.model.layers.') || n === 'base_model.model.score.weight'), adapterNames.join(', '));
+    t.is(adapterNames.includes('base_model.model.score.weight'), name === 'seq-cls');
+    // The merged weights differ from the base's only where the adapters went (and the score head).
+    const base = readSafetensors(path.join(FIXTURES, name, 'model.safetensors')).tensors;
+    const merged = readSafetensors(path.join(output, 'model.safetensors')).tensors;
+    const changed = [...merged.keys()].filter((k) => maxAbsDiff(merged.get(k)!.data, base.get(k)!.data) > 0);
+    t.true(changed.length > 0 && changed.every((k) => /self_attn\.(q|v)_proj\.weight$/.test(k) || k === 'score.weight'), changed.join(', '));
+    const withMerged = await CrossEncoder.load(output, { device: 'cpu' });
+    const withAdapter = await CrossEncoder.load(path.join(FIXTURES, name), { device: 'cpu', adapter: path.join(output, 'adapter') });
+    const a = (await withMerged.predict(PAIRS, { activation: 'identity' })).data;
+    t.true(maxAbsDiff(a, REFERENCE.models[name].logits.flat()) > 1e-3, 'training changed the scores');
+    t.true(maxAbsDiff(a, (await withAdapter.predict(PAIRS, { activation: 'identity' })).data) < 1e-5);
+    withMerged.dispose();
+    withAdapter.dispose();
+  });
+}
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(

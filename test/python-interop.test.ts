@@ -885,3 +885,28 @@ const peftSkip = skip || (peftProbe?.status !== 0 ? `${PYTHON} has no peft (scri
     t.true(maxAbsDiff(plain, pythonLogits(out)) > 1e-2, 'the adapter changes the scores');
   },
 );
+
+(peftSkip ? test.skip : test)(
+  `LoRA on decoder rerankers: sentence-transformers' CrossEncoder.load_adapter (PEFT) adds the adapter coltrast trained (CAUSAL_LM for LogitScore, SEQ_CLS with the score head for the other) to the reranker and scores as coltrast's merged model does (1e-5)${peftSkip ? ` [skipped: ${peftSkip}]` : ''}`,
+  async (t) => {
+    const dir = tempDir();
+    const pairs = path.join(dir, 'pairs.json');
+    fs.writeFileSync(pairs, JSON.stringify(CAUSAL_REFERENCE.pairs));
+    for (const which of ['logit-score', 'seq-cls']) {
+      const model = path.join(dir, which);
+      const base = path.join(CAUSAL_RERANKERS, which);
+      await train({ model: base, data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-2, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: true, lora: true });
+      const adapterConfig = JSON.parse(fs.readFileSync(path.join(model, 'adapter', 'adapter_config.json'), 'utf8'));
+      t.is(adapterConfig.task_type, which === 'logit-score' ? 'CAUSAL_LM' : 'SEQ_CLS');
+      const ce = await CrossEncoder.load(model, { device: 'cpu' });
+      const ours = await ce.predict(CAUSAL_REFERENCE.pairs, { activation: 'identity' });
+      ce.dispose();
+      t.true(maxAbsDiff(ours.data, CAUSAL_REFERENCE.models[which].logits.flat()) > 1e-3, `${which}: training changed the scores`);
+      const back = path.join(dir, `${which}.json`);
+      const r = await python([script('peft_adapter.py'), 'load-reranker', base, path.join(model, 'adapter'), pairs, back]);
+      t.is(r.status, 0, r.tail);
+      const worst = maxAbsDiff(ours.data, JSON.parse(fs.readFileSync(back, 'utf8')).logits.flat());
+      t.true(worst < 1e-5, `${which}: max abs difference ${worst}`);
+    }
+  },
+);
