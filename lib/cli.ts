@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { CrossEncoder } from './cross-encoder';
+import { CrossEncoder, type CrossEncoderLoadOptions } from './cross-encoder';
 import { Encoder, type Device, type DType } from './encoder';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
@@ -131,6 +131,7 @@ commands:
     --model <dir|hub id>     the embedding model (default: the index's model, else coltrast's shipped model)
     --adapter <dir>          a LoRA adapter (PEFT's files) added to the embedding model
     --reranker <dir|hub id>  a cross-encoder for /rerank, /v1/rerank and /search's "rerank": "cross-encoder"
+    --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
     --index <dir>            an index folder for /search
     --mmap                   map the index's vector files instead of reading them (fast start, the page cache's memory)
     --writable               let clients change the index: POST /documents (add or replace), /documents/delete; changes are
@@ -168,6 +169,7 @@ commands:
     --model <dir|hub id>     default: the model recorded in the index
     --k <n> --mode dense|bm25|hybrid --rerank none|maxsim --device <d> --json
     --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
+    --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
     --candidates <n>         first-stage candidates re-ranked (default 100)
     --rescore-multiplier <n> a binary index: rows kept by Hamming distance per hit, then rescored (default 4)
     --nprobe <n> --full-scores <n>   a multi-vector index with residual tokens: centroids probed per query token (default 1),
@@ -182,6 +184,7 @@ commands:
     --mode dense|bm25|hybrid|late_interaction --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
     --fusion rrf|relative    hybrid: reciprocal-rank fusion (default) or min-max scaled scores, weighted
     --reranker <dir|hub id>  re-rank each query's top --candidates (default 100) with a cross-encoder
+    --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
     --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker or --model's index flags)
     --truncate-dim <n>       evaluate --model's vectors cut to n entries (a Matryoshka model's smaller vectors)
     --storage float32|float16|int8|binary --rescore-multiplier <n>   the dense index's storage (what quantization costs)
@@ -623,6 +626,13 @@ function plaidFlags(values: { nprobe?: string; 'full-scores'?: string }): { npro
   return { nprobe: numberFlag('nprobe', values.nprobe, 'count'), fullScores: numberFlag('full-scores', values['full-scores'], 'count') };
 }
 
+/** --reranker's cross-encoder, with --reranker-adapter's LoRA adapter (PEFT's files) added; undefined without --reranker. */
+async function loadReranker(values: { reranker?: string; 'reranker-adapter'?: string }, options: CrossEncoderLoadOptions): Promise<CrossEncoder | undefined> {
+  if (values['reranker-adapter'] !== undefined && !values.reranker) fail('--reranker-adapter goes on the cross-encoder: give --reranker <dir|hub id> too');
+  if (!values.reranker) return undefined;
+  return CrossEncoder.load(values.reranker, { ...options, ...(values['reranker-adapter'] !== undefined && { adapter: values['reranker-adapter'] }) });
+}
+
 async function evalCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -630,7 +640,7 @@ async function evalCommand(argv: string[]): Promise<void> {
     options: {
       data: { type: 'string' }, model: { type: 'string' }, mode: { type: 'string' }, split: { type: 'string' }, k: { type: 'string' },
       'hybrid-weight': { type: 'string' }, fusion: { type: 'string' }, stem: { type: 'boolean' }, compare: { type: 'string' }, device: { type: 'string' },
-      'batch-size': { type: 'string' }, reranker: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
+      'batch-size': { type: 'string' }, reranker: { type: 'string' }, 'reranker-adapter': { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
       'truncate-dim': { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
       'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
       'pool-factor': { type: 'string' },
@@ -666,12 +676,13 @@ async function evalCommand(argv: string[]): Promise<void> {
   };
   // Without --model: the default model, unless the mode needs none (bm25).
   const model = values.model ?? (values.mode === 'bm25' ? undefined : DEFAULT_MODEL);
-  const systems: { name: string; model?: string; mode?: EvalMode; reranker?: string }[] = [
+  const reranker = await loadReranker(values, { device: common.device });
+  const systems: { name: string; model?: string; mode?: EvalMode; reranker?: CrossEncoder }[] = [
     {
       name: (model ? `${values.mode ?? 'dense'}:${path.basename(model)}` : 'bm25') + (values.reranker ? `+${path.basename(values.reranker)}` : ''),
       model,
       mode: values.mode as EvalMode,
-      reranker: values.reranker,
+      reranker,
     },
   ];
   if (values.compare) {
@@ -682,9 +693,13 @@ async function evalCommand(argv: string[]): Promise<void> {
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count');
   if (truncateDim !== undefined && !model) fail('--truncate-dim cuts a model\'s vectors: give --model (or a dense mode)');
   if (truncateDim !== undefined) systems[0].name += `@${truncateDim}`;
-  for (const [i, s] of systems.entries()) {
-    const cut = i === 0 && s.model ? { truncateDim, ...tokens } : {};
-    results.push({ name: s.name, result: await evaluate({ ...common, model: s.model, mode: s.mode, reranker: s.reranker, ...cut }) });
+  try {
+    for (const [i, s] of systems.entries()) {
+      const cut = i === 0 && s.model ? { truncateDim, ...tokens } : {};
+      results.push({ name: s.name, result: await evaluate({ ...common, model: s.model, mode: s.mode, reranker: s.reranker, ...cut }) });
+    }
+  } finally {
+    reranker?.dispose();
   }
   if (values.json) {
     console.log(JSON.stringify(results.map((r) => ({ name: r.name, ...r.result }))));
@@ -782,7 +797,7 @@ async function searchCommand(argv: string[]): Promise<void> {
     allowPositionals: true,
     options: {
       index: { type: 'string' }, model: { type: 'string' }, k: { type: 'string' }, mode: { type: 'string' }, rerank: { type: 'string' },
-      reranker: { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
+      reranker: { type: 'string' }, 'reranker-adapter': { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
       'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' }, filter: { type: 'string' }, mmr: { type: 'string' },
       fusion: { type: 'string' }, 'hybrid-weight': { type: 'string' }, mmap: { type: 'boolean' },
     },
@@ -806,7 +821,7 @@ async function searchCommand(argv: string[]): Promise<void> {
   const enc = await Encoder.load(model, { device, truncateDim: built.truncateDim });
   let reranker: CrossEncoder | undefined;
   try {
-    if (values.reranker) reranker = await CrossEncoder.load(values.reranker, { device });
+    reranker = await loadReranker(values, { device });
     const index = await Index.load(values.index, enc, { mmap: values.mmap ?? false });
     const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
     const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values), ...(filter !== undefined && { filter }),
@@ -869,7 +884,7 @@ async function serveCommand(argv: string[]): Promise<void> {
       port: { type: 'string' }, 'api-key': { type: 'string' }, 'max-batch': { type: 'string' }, 'batch-size': { type: 'string' }, mmap: { type: 'boolean' },
       'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
       dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
-      adapter: { type: 'string' },
+      adapter: { type: 'string' }, 'reranker-adapter': { type: 'string' },
     },
   });
   if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
@@ -888,7 +903,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;
   if (values['no-model'] && values['truncate-dim'] !== undefined) fail('--truncate-dim cuts the embedding model\'s vectors: --no-model has none');
   const enc = modelSource ? await Encoder.load(modelSource, { ...load, truncateDim, adapter: values.adapter }) : undefined;
-  const reranker = values.reranker ? await CrossEncoder.load(values.reranker, load) : undefined;
+  const reranker = await loadReranker(values, load);
   const index = values.index && enc ? await Index.load(values.index, enc, { mmap: values.mmap ?? false }) : undefined;
   const generator = values.generator ? await Generator.load(values.generator, load) : undefined;
   const bar = values.corpus ? new ProgressBar('corpus', 'documents') : undefined;

@@ -6,10 +6,11 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CrossEncoder, train } from '../lib';
+import { spawnSync } from 'node:child_process';
+import { CrossEncoder, evaluate, train } from '../lib';
 import { native } from '../lib/native';
 import type { TokenizedText } from '../lib/tokenizer';
-import { STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { readSafetensors } from './helpers/safetensors';
 import { rejection } from './helpers/vectors';
 
@@ -188,6 +189,20 @@ for (const name of MODELS) {
     t.true(maxAbsDiff(a, REFERENCE.models[name].logits.flat()) > 1e-3, 'training changed the scores');
     t.true(maxAbsDiff(a, (await withAdapter.predict(PAIRS, { activation: 'identity' })).data) < 1e-5);
     withMerged.dispose();
+    if (name === 'seq-cls') {
+      // The CLI's --reranker-adapter adds it too: coltrast eval re-ranks as evaluate() with that CrossEncoder.
+      const data = path.join(ROOT, 'examples', 'ai-projects.json');
+      const expected = await evaluate({ data, model: FIXTURE, device: 'cpu', k: [1, 5], reranker: withAdapter, candidates: 5 });
+      const cli = path.join(ROOT, 'lib', 'cli.ts');
+      const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
+      const flags = ['--data', data, '--model', FIXTURE, '--candidates', '5', '--k', '1,5', '--device', 'cpu', '--json'];
+      const out = run('eval', ...flags, '--reranker', path.join(FIXTURES, name), '--reranker-adapter', path.join(output, 'adapter'));
+      t.is(out.status, 0, out.stderr);
+      t.deepEqual(JSON.parse(out.stdout)[0].metrics, expected.metrics);
+      const alone = run('eval', ...flags, '--reranker-adapter', path.join(output, 'adapter'));
+      t.is(alone.status, 2);
+      t.regex(alone.stderr, /--reranker-adapter goes on the cross-encoder: give --reranker/);
+    }
     withAdapter.dispose();
   });
 }
