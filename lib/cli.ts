@@ -84,7 +84,9 @@ commands:
     --guide <dir|hub id>     GISTEmbed: an embedding model whose scores leave likely false negatives out of the losses;
                              --guide-margin <x> (0) --guide-margin-strategy absolute|relative
     --cross-encoder          train a cross-encoder (reranker) instead, from a cross-encoder or an embedding model / BERT;
-                             --cross-encoder-loss cross_entropy|bce --cross-encoder-scale <x> (10)
+                             --cross-encoder-loss cross_entropy|bce --cross-encoder-scale <x> (10); or from a decoder LLM's
+                             *ForCausalLM (Qwen3-Reranker's set-up): --cross-encoder-template <file> (a Jinja chat template
+                             over "query" and "document" messages; default the model's own) --cross-encoder-tokens yes,no
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
                              its other settings (queryLength, documentLength, queryExpansion, ...) through --config
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
@@ -223,6 +225,12 @@ function fail(message: string): never {
   process.exit(2);
 }
 
+/** A file's whole text (a flag that names a file, e.g. a chat template). */
+function readTextFile(file: string, flag: string): string {
+  if (!fs.existsSync(file)) fail(`${flag}: ${file} does not exist`);
+  return fs.readFileSync(file, 'utf8');
+}
+
 function readTexts(file: string): string[] {
   if (!fs.existsSync(file)) fail(`input file ${file} does not exist`);
   const content = fs.readFileSync(file, 'utf8');
@@ -341,7 +349,7 @@ const TRAIN_FLAGS = {
   'late-interaction': 'string', symmetric: 'boolean', patience: 'int', metric: 'string', 'max-negatives': 'int', 'hard-negatives': 'int',
   device: 'string', threads: 'int', 'checkpoint-every': 'int', resume: 'boolean', json: 'boolean', 'print-schema': 'boolean',
   'projection-dim': 'int', 'projection-activation': 'string', precision: 'string', 'mini-batch-size': 'int', 'no-prompts': 'boolean', 'multi-vector': 'int',
-  'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number',
+  'cross-encoder': 'boolean', 'cross-encoder-loss': 'string', 'cross-encoder-scale': 'number', 'cross-encoder-template': 'string', 'cross-encoder-tokens': 'string',
   teacher: 'string', distillation: 'string', 'distillation-weight': 'number', 'teacher-temperature': 'number',
   guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean', 'mine-negatives': 'boolean',
   lora: 'boolean', 'lora-rank': 'number', 'lora-alpha': 'number', 'lora-targets': 'string',
@@ -436,6 +444,8 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v['cross-encoder'], (x) => x && (o.crossEncoder = crossEncoder()));
   set(v['cross-encoder-loss'], (x) => (o.crossEncoder = { ...crossEncoder(), loss: x }));
   set(v['cross-encoder-scale'], (x) => (o.crossEncoder = { ...crossEncoder(), scale: x }));
+  set(v['cross-encoder-template'], (x: string) => (o.crossEncoder = { ...crossEncoder(), chatTemplate: readTextFile(x, '--cross-encoder-template') }));
+  set(v['cross-encoder-tokens'], (x: string) => (o.crossEncoder = { ...crossEncoder(), tokens: x.split(',').map((w) => w.trim()) as [string, string] }));
   if (!o.data) fail('train needs --data (or "data" in --config)');
   if (!o.output) fail('train needs --output (or "output" in --config)');
   const result = await train({ ...(o as TrainOptions), progressBar: !v.json });

@@ -141,7 +141,12 @@ export const TRAIN_CONFIG_SCHEMA = {
         {
           type: 'object',
           additionalProperties: false,
-          properties: { loss: { enum: ['cross_entropy', 'bce'] }, scale: number({ exclusiveMinimum: 0 }) },
+          properties: {
+            loss: { enum: ['cross_entropy', 'bce'] },
+            scale: number({ exclusiveMinimum: 0 }),
+            chatTemplate: { type: 'string', minLength: 1 },
+            tokens: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 2, maxItems: 2 },
+          },
         },
       ],
     },

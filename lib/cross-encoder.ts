@@ -5,12 +5,18 @@
  * sentence-transformers' LogitScore), or a hub id. It runs like `Encoder`: natively, off the JS thread, batches sorted by
  * length.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { ChatTemplate } from './chat-template';
-import { asNewCrossEncoder, isCrossEncoderFolder, messageFormat, readChatTemplate, readModelDirectory, SEQUENCE_CLASSIFICATION, writeModelFiles, type CrossEncoderConfig, type ModelDirectory } from './model-dir';
+import {
+  asNewCrossEncoder, asNewDecoderReranker, DECODER_SEQUENCE_CLASSIFICATION, isCausalDecoder, isCrossEncoderFolder, messageFormat, readChatTemplate, readJson, readModelDirectory, SEQUENCE_CLASSIFICATION,
+  writeModelFiles, type CrossEncoderConfig, type DecoderRerankerStart, type ModelDirectory,
+} from './model-dir';
+
+export type { DecoderRerankerStart } from './model-dir';
 import { ADAPTER_DIR, SEQ_CLS_MODULES, addAdapters, loadAdapter, saveAdapter, type LoraConfig } from './lora';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type DType, type LoadOptions, type ModelTrainer } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
@@ -110,7 +116,7 @@ export class CrossEncoder {
     readonly dtype: DType,
   ) {
     this.model = new ModelHandle(handle, 'CrossEncoder');
-    if (files.crossEncoder.decoder?.chat) this.template = new ChatTemplate(files.dir, readChatTemplate(files.dir)!);
+    if (files.crossEncoder.decoder?.chat) this.template = new ChatTemplate(files.dir, files.chatTemplate ?? readChatTemplate(files.dir)!);
   }
 
   /**
@@ -132,14 +138,26 @@ export class CrossEncoder {
    * folder (coltrast's default model, a BERT) as a new one-label cross-encoder on its encoder, with a new seeded
    * head (sentence-transformers' CrossEncoder(model) does the same).
    */
-  static async loadForTraining(model: string, options: LoadOptions, seed: number, adapter?: string): Promise<CrossEncoder> {
+  static async loadForTraining(model: string, options: LoadOptions, seed: number, adapter?: string, start?: DecoderRerankerStart): Promise<CrossEncoder> {
     const { dir, device, dtype } = await resolveLoad(model, options);
-    return CrossEncoder.openFolder(dir, device, dtype, seed, adapter);
+    return CrossEncoder.openFolder(dir, device, dtype, seed, adapter, start);
   }
 
-  /** A cross-encoder folder, or an embedding model's as a new one-label cross-encoder (a head drawn from `seed`); with `adapter` added. */
-  private static async openFolder(dir: string, device: string, dtype: DType, seed: number, adapter: string | undefined): Promise<CrossEncoder> {
+  /**
+   * A cross-encoder folder; a decoder LLM's *ForCausalLM as a new LogitScore reranker (`start`: its template and tokens);
+   * or an embedding model's as a new one-label cross-encoder (a head drawn from `seed`); with `adapter` added.
+   */
+  private static async openFolder(dir: string, device: string, dtype: DType, seed: number, adapter: string | undefined, start?: DecoderRerankerStart): Promise<CrossEncoder> {
+    const configPath = path.join(dir, 'config.json');
+    const causal = fs.existsSync(configPath) && isCausalDecoder(readJson(configPath, 'config.json'));
+    if (start && (isCrossEncoderFolder(dir) || !causal)) {
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `options.crossEncoder.chatTemplate and tokens make a reranker of a decoder LLM's *ForCausalLM folder; ${dir} is ${isCrossEncoderFolder(dir) ? 'a reranker already (its template and tokens are its own)' : 'not one'}`,
+      );
+    }
     if (isCrossEncoderFolder(dir)) return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter);
+    if (causal) return CrossEncoder.withAdapter(await CrossEncoder.open(asNewDecoderReranker(readModelDirectory(dir, 'cross-encoder'), start), device, dtype), adapter);
     return CrossEncoder.withAdapter(await CrossEncoder.open(asNewCrossEncoder(readModelDirectory(dir)), device, dtype, seed), adapter, true);
   }
 
@@ -176,10 +194,11 @@ export class CrossEncoder {
       // the last one, loads from a reranker's folder).
       throw new ColtrastError(
         'UNSUPPORTED_MODEL',
-        `${files.dir} is a ${modelType} model; coltrast's cross-encoders run on ${Object.keys(SEQUENCE_CLASSIFICATION).join(', ')} models`,
+        `${files.dir} is a ${modelType} model; coltrast's cross-encoders run on ${Object.keys(SEQUENCE_CLASSIFICATION).join(', ')} models` +
+          (decoder || !(modelType in DECODER_SEQUENCE_CLASSIFICATION) ? '' : ` (a reranker on a ${modelType} decoder starts from its *ForCausalLM folder)`),
       );
     }
-    if (decoder?.chat) checkPairTemplate(files.dir);
+    if (decoder?.chat) checkPairTemplate(files.dir, files.chatTemplate ?? readChatTemplate(files.dir));
     const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     let ce = files.crossEncoder;
     let head: Parameters<typeof loadNative>[3];
@@ -481,8 +500,7 @@ function activate(logits: Float32Array, activation: Exclude<ScoreActivation, 'de
  * message's content (a chat model's own template, which knows system, user and assistant), as sentence-transformers
  * refuses it; or that fails on them.
  */
-function checkPairTemplate(dir: string): void {
-  const source = readChatTemplate(dir);
+function checkPairTemplate(dir: string, source: string | undefined): void {
   if (source === undefined) throw new ColtrastError('MODEL_FILES', `${dir}: sentence_bert_config.json gives pairs to a chat template, and the folder has none`);
   const template = new ChatTemplate(dir, source);
   const structured = messageFormat(source) === 'structured';

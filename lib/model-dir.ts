@@ -167,6 +167,14 @@ export interface ModelDirectory {
   madeMultiVector?: boolean;
   /** Set when the folder was read as a cross-encoder (readModelDirectory(dir, 'cross-encoder')). */
   crossEncoder?: CrossEncoderConfig;
+  /** A chat template in place of the folder's (a reranker started from a causal LM with its own); saved as chat_template.jinja. */
+  chatTemplate?: string;
+}
+
+/** How train({ crossEncoder }) makes a reranker of a causal LM: the chat template pairs go through, and LogitScore's tokens. */
+export interface DecoderRerankerStart {
+  chatTemplate?: string;
+  tokens?: [string, string];
 }
 
 /** The activations sentence-transformers' CrossEncoder may apply to the logits, by their saved names. */
@@ -593,6 +601,34 @@ export function asNewCrossEncoder(files: ModelDirectory): ModelDirectory {
   };
 }
 
+/** Whether config.json is a decoder LLM's *ForCausalLM that coltrast runs a reranker on (LogitScore). */
+export function isCausalDecoder(config: unknown): boolean {
+  return isObject(config) && String(config.model_type) in DECODER_SEQUENCE_CLASSIFICATION && architecturesOf(config)[0]?.endsWith('ForCausalLM') === true;
+}
+
+/**
+ * A decoder LLM's *ForCausalLM folder (read as a cross-encoder) as the start of a new reranker, as sentence-transformers'
+ * CrossEncoder(causal LM) makes one: scored by LogitScore on `tokens` (default 'yes' against 'no'), each pair through
+ * `chatTemplate` (default the folder's own).
+ */
+export function asNewDecoderReranker(files: ModelDirectory, start: DecoderRerankerStart = {}): ModelDirectory {
+  const template = start.chatTemplate ?? readChatTemplate(files.dir);
+  const [trueToken, falseToken] = start.tokens ?? ['yes', 'no'];
+  return {
+    ...files,
+    ...(start.chatTemplate !== undefined && { chatTemplate: start.chatTemplate }),
+    prompts: {},
+    defaultPromptName: null,
+    crossEncoder: {
+      format: 'sentence-transformers CrossEncoder',
+      numLabels: 1,
+      labels: ['LABEL_0'],
+      activation: 'sigmoid',
+      decoder: { chat: template !== undefined, logitScore: { trueToken, falseToken } },
+    },
+  };
+}
+
 /**
  * A cross-encoder folder as sentence-transformers reads one: 6.x's (config_sentence_transformers.json says
  * CrossEncoder, modules.json holds the Transformer alone), or any Hugging Face *ForSequenceClassification
@@ -871,6 +907,8 @@ export function writeModelFiles(
     const from = path.join(source.dir, file);
     if (fs.existsSync(from)) fs.copyFileSync(from, path.join(target, file));
   }
+  // A template of the model's own takes the folder's place (transformers reads chat_template.jinja first, as coltrast does).
+  if (source.chatTemplate !== undefined) fs.writeFileSync(path.join(target, 'chat_template.jinja'), source.chatTemplate);
   if (source.crossEncoder) {
     writeCrossEncoderConfigs(source, target, settings.maxSeqLength);
     return;
@@ -992,7 +1030,7 @@ function writeCrossEncoderConfigs(source: ModelDirectory, target: string, maxSeq
   const forward = { method: 'forward', method_output_name: 'logits' };
   writeConfig(target, 'sentence_bert_config.json', {
     transformer_task: logitScore ? 'text-generation' : 'sequence-classification',
-    modality_config: { text: forward, ...(ce.decoder?.chat && { message: { ...forward, format: messageFormat(readChatTemplate(source.dir)) } }) },
+    modality_config: { text: forward, ...(ce.decoder?.chat && { message: { ...forward, format: messageFormat(source.chatTemplate ?? readChatTemplate(source.dir)) } }) },
     module_output_name: logitScore ? 'causal_logits' : 'scores',
     max_seq_length: maxSeqLength,
     do_lower_case: source.lowercase,

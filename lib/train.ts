@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { CrossEncoder, type CrossEncoderLoss } from './cross-encoder';
+import { CrossEncoder, type DecoderRerankerStart, type CrossEncoderLoss } from './cross-encoder';
 import { Encoder, matrixRows, normalizeRow, type Device, type MultiVectorSettings } from './encoder';
 import { ADAPTER_DIR, readLoraOptions, type LoraOptions } from './lora';
 import { resolveModelDir } from './hub';
@@ -181,8 +181,14 @@ export interface TrainOptions {
    * pair). ColTrast project files are chunked and mined with coltrast's default embedding model (or with
    * `model`, when it is one). Validation ranks each query's positive among 32 validation positives by the
    * cross-encoder's scores. The output is a sentence-transformers CrossEncoder folder (`CrossEncoder.load`).
+   *
+   * `model` may also be a decoder LLM's *ForCausalLM folder (Qwen3, Qwen2, Llama, Mistral, Gemma 3): it becomes a
+   * reranker as Qwen3-Reranker is one, scored by sentence-transformers' LogitScore, the last position's logit of
+   * `tokens[0]` minus that of `tokens[1]` (default ['yes', 'no'], sentence-transformers' default), each pair rendered
+   * by `chatTemplate` (Jinja over a "query" and a "document" message, and a "system" one holding a prompt; default
+   * the model's own, which must carry them) and saved with it.
    */
-  crossEncoder?: boolean | { loss?: 'cross_entropy' | 'bce'; scale?: number };
+  crossEncoder?: boolean | { loss?: 'cross_entropy' | 'bce'; scale?: number; chatTemplate?: string; tokens?: [string, string] };
   /**
    * Train only the head on top of the frozen transformer: the projection head (`projection`, or the model's own
    * Dense module), or a multi-vector model's token projection. This is CoTrEnD's set-up (an encoder trained with
@@ -335,7 +341,7 @@ interface Config {
   checkpointEvery: number;
   projection?: { dimension: number; activation: 'identity' | 'tanh' };
   multiVector?: MultiVectorSettings;
-  crossEncoder?: CrossEncoderLoss;
+  crossEncoder?: CrossEncoderLoss & { decoderStart?: DecoderRerankerStart };
   teacher?: string;
   guide?: Required<GuideOptions>;
   freezeBase: boolean;
@@ -369,6 +375,19 @@ function readLora(o: TrainOptions): true | LoraOptions | undefined {
   // Its fields are checked by readLoraOptions, which needs the model's type.
   readLoraOptions(o.lora, 'bert', '');
   return o.lora;
+}
+
+/** options.crossEncoder's chatTemplate and tokens (for a reranker started from a causal LM), checked. */
+function readDecoderStart(cross: { chatTemplate?: unknown; tokens?: unknown }): { decoderStart?: DecoderRerankerStart } {
+  if (cross.chatTemplate === undefined && cross.tokens === undefined) return {};
+  if (cross.chatTemplate !== undefined && (typeof cross.chatTemplate !== 'string' || cross.chatTemplate.length === 0)) {
+    throw invalid('options.crossEncoder.chatTemplate', 'a Jinja chat template over "query" and "document" messages', cross.chatTemplate);
+  }
+  const tokens = cross.tokens;
+  if (tokens !== undefined && !(Array.isArray(tokens) && tokens.length === 2 && tokens.every((x) => typeof x === 'string' && x.length > 0))) {
+    throw invalid('options.crossEncoder.tokens', 'the true and false tokens, e.g. ["yes", "no"]', tokens);
+  }
+  return { decoderStart: { ...(cross.chatTemplate !== undefined && { chatTemplate: cross.chatTemplate as string }), ...(tokens !== undefined && { tokens: tokens as [string, string] }) } };
 }
 
 function readGuide(value: unknown, loss: LossOptions): Required<GuideOptions> | undefined {
@@ -416,7 +435,7 @@ function readConfig(options: TrainOptions): Config {
   const projection = o.projection === undefined ? undefined : checkOptions('options.projection', o.projection, ['dimension', 'activation']);
   const multi = o.multiVector === undefined ? undefined : checkOptions('options.multiVector', o.multiVector, MULTI_VECTOR_KEYS);
   if (multi && projection) throw new ColtrastError('INVALID_ARGUMENT', 'options.projection and options.multiVector: a multi-vector model has no pooled vector to put a head on; give one of them');
-  const cross = o.crossEncoder === undefined || o.crossEncoder === false ? undefined : o.crossEncoder === true ? {} : checkOptions('options.crossEncoder', o.crossEncoder, ['loss', 'scale']);
+  const cross = o.crossEncoder === undefined || o.crossEncoder === false ? undefined : o.crossEncoder === true ? {} : checkOptions('options.crossEncoder', o.crossEncoder, ['loss', 'scale', 'chatTemplate', 'tokens']);
   if (cross) {
     const embeddingOnly = (['loss', 'projection', 'multiVector', 'miniBatchSize', 'teacher', 'guide', 'freezeBase'] as const).filter((k) => o[k] !== undefined);
     if (embeddingOnly.length > 0) {
@@ -458,6 +477,7 @@ function readConfig(options: TrainOptions): Config {
     crossEncoder: cross && {
       kind: oneOf('options.crossEncoder.loss', cross.loss ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
       scale: numberValue('options.crossEncoder.scale', cross.scale ?? 10, (x) => x > 0, 'a number > 0'),
+      ...readDecoderStart(cross),
     },
     teacher: o.teacher,
     guide: readGuide(o.guide, loss),
@@ -818,7 +838,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const from = saved && !config.lora ? path.join(checkpointDir, 'model') : model;
   const adapter = saved && config.lora ? path.join(checkpointDir, 'model', ADAPTER_DIR) : undefined;
   const encoder = config.crossEncoder
-    ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed, adapter)
+    ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed, adapter, saved ? undefined : config.crossEncoder.decoderStart)
     : await Encoder.load(from, { ...loadOptions, ...(adapter && { adapter }) });
   let releaseTrainer: (() => void) | undefined;
   let twin: Encoder | undefined;

@@ -154,6 +154,48 @@ for (const [name, kind] of [['logit-score', 'cross_entropy'], ['seq-cls', 'bce']
   });
 }
 
+test("a reranker started from a causal LM (train({ crossEncoder: { chatTemplate, tokens } })) scores as sentence-transformers' LogitScore on it, trains, and saves with its template; the CLI's flags do the same", async (t) => {
+  const causal = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'qwen3');
+  const chatTemplate = fs.readFileSync(path.join(FIXTURES, 'logit-score', 'chat_template.jinja'), 'utf8');
+  const start = { chatTemplate, tokens: ['good', 'bad'] as [string, string] };
+  // The logit-score fixture is this causal LM with this template and these tokens (its pairs cut at 40 tokens, the
+  // causal LM's at 96: the pairs not cut compare).
+  const fresh = await CrossEncoder.loadForTraining(causal, { device: 'cpu' }, 1, undefined, start);
+  const ref = REFERENCE.models['logit-score'];
+  const whole = PAIRS.map((_, i) => i).filter((i) => ref.tokenIds[i].length < REFERENCE.maxLength);
+  t.true(whole.length >= 3);
+  const logits = (await fresh.predict(whole.map((i) => PAIRS[i]), { activation: 'identity' })).data;
+  t.true(maxAbsDiff(logits, whole.map((i) => ref.logits[i][0])) < 1e-5, `${maxAbsDiff(logits, whole.map((i) => ref.logits[i][0]))}`);
+  fresh.dispose();
+
+  const output = path.join(tempDir(), 'reranker');
+  await train({ model: causal, data: wordDataset(16), output, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: start });
+  t.is(fs.readFileSync(path.join(output, 'chat_template.jinja'), 'utf8'), chatTemplate);
+  const read = (file: string) => JSON.parse(fs.readFileSync(path.join(output, file), 'utf8'));
+  t.deepEqual(read('modules.json').map((m: { type: string }) => m.type.split('.').pop()), ['Transformer', 'LogitScore']);
+  // The tokens' ids, as sentence-transformers saved them for the fixture.
+  t.deepEqual(read('1_LogitScore/config.json'), JSON.parse(fs.readFileSync(path.join(FIXTURES, 'logit-score', '1_LogitScore', 'config.json'), 'utf8')));
+  t.is(read('sentence_bert_config.json').transformer_task, 'text-generation');
+  const trained = await CrossEncoder.load(output, { device: 'cpu' });
+  t.true(maxAbsDiff((await trained.predict(whole.map((i) => PAIRS[i]), { activation: 'identity' })).data, logits) > 1e-3, 'training changed the scores');
+  trained.dispose();
+
+  // The same from the command line.
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'template.jinja'), chatTemplate);
+  fs.writeFileSync(path.join(dir, 'data.jsonl'), wordDataset(16).map((d) => JSON.stringify(d)).join('\n'));
+  const cli = path.join(ROOT, 'lib', 'cli.ts');
+  const out = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--model', causal, '--data', path.join(dir, 'data.jsonl'), '--output', path.join(dir, 'cli'),
+    '--cross-encoder', '--cross-encoder-template', path.join(dir, 'template.jinja'), '--cross-encoder-tokens', 'good,bad', '--epochs', '1', '--batch-size', '4',
+    '--val-split', '0', '--device', 'cpu', '--json'], { encoding: 'utf8' });
+  t.is(out.status, 0, out.stderr);
+  t.is(fs.readFileSync(path.join(dir, 'cli', 'chat_template.jinja'), 'utf8'), chatTemplate);
+  // Refused: a template for a folder that is a reranker already, or not a causal LM; the default tokens this vocabulary lacks.
+  t.regex((await rejection(() => train({ model: path.join(FIXTURES, 'seq-cls'), data: wordDataset(8), output: path.join(dir, 'x'), batchSize: 4, device: 'cpu', crossEncoder: start }))).message, /is a reranker already/);
+  t.regex((await rejection(() => train({ model: FIXTURE, data: wordDataset(8), output: path.join(dir, 'y'), batchSize: 4, device: 'cpu', crossEncoder: start }))).message, /make a reranker of a decoder LLM's \*ForCausalLM folder; .* is not one/);
+  t.regex((await rejection(() => train({ model: causal, data: wordDataset(8), output: path.join(dir, 'z'), batchSize: 4, device: 'cpu', crossEncoder: { chatTemplate } }))).message, /the tokenizer has no 'yes' token/);
+});
+
 test('decoder rerankers refused with the reason: a chat template that drops the pair, a default LogitScore whose tokens the vocabulary lacks', async (t) => {
   // A chat model's own template knows system, user and assistant: the pair's contents would never reach the prompt.
   const chatml = copyOf('seq-cls', (d) =>
