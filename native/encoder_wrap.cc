@@ -74,7 +74,9 @@ HeadKind headKindOf(const std::string& modelType) {
   if (modelType == "distilbert") return HeadKind::DistilBert;
   if (modelType == "deberta-v2") return HeadKind::Deberta;
   if (modelType == "modernbert") return HeadKind::ModernBert;
-  if (modelType == "llama" || modelType == "mistral" || modelType == "qwen2" || modelType == "qwen3" || modelType == "gemma3_text") return HeadKind::Decoder;
+  if (modelType == "llama" || modelType == "mistral" || modelType == "qwen2" || modelType == "qwen3" || modelType == "gemma3_text" || modelType == "gemma2") {
+    return HeadKind::Decoder;
+  }
   return HeadKind::Bert;
 }
 
@@ -457,7 +459,7 @@ torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, const torch::
   if (scoreTokens.defined()) {
     // LogitScore: the logits of its tokens (float32 rows of the output layer), the true one's minus the false one's.
     const torch::Tensor rows = (lmHead ? lmHead->weight : model->inputEmbeddings()).index_select(0, scoreTokens).to(torch::kFloat32);
-    const torch::Tensor logits = F::linear(x, rows);
+    const torch::Tensor logits = softcapped(F::linear(x, rows));
     return scoreTokens.size(0) == 2 ? (logits.select(1, 0) - logits.select(1, 1)).unsqueeze(1) : logits;
   }
   x = drop(x, inputDropout);
@@ -468,7 +470,12 @@ torch::Tensor LoadedEncoder::classify(const torch::Tensor& states, const torch::
 
 torch::Tensor LoadedEncoder::logits(const torch::Tensor& states) const {
   const torch::Tensor weight = lmHead ? lmHead->weight : model->inputEmbeddings();
-  return torch::nn::functional::linear(states, weight).to(torch::kFloat32);
+  return softcapped(torch::nn::functional::linear(states, weight).to(torch::kFloat32));
+}
+
+torch::Tensor LoadedEncoder::softcapped(const torch::Tensor& logits) const {
+  const double cap = model->finalLogitSoftcap();
+  return cap > 0 ? torch::tanh(logits / cap) * cap : logits;
 }
 
 std::vector<torch::Tensor> LoadedEncoder::parameters() const {

@@ -71,6 +71,8 @@ struct LoadedEncoder {
   bool scores() const { return classifier || scoreTokens.defined(); }
   // Next-token logits (float32) from the last hidden states [..., hidden] of a causal language model.
   torch::Tensor logits(const torch::Tensor& states) const;
+  // Logits through the model's final soft-capping (Gemma 2's), as its *ForCausalLM gives them.
+  torch::Tensor softcapped(const torch::Tensor& logits) const;
   // Every trained tensor: the model's parameters, then the heads' (the order of saved optimizer state).
   std::vector<torch::Tensor> parameters() const;
   // A cross-encoder's head parameters as its *ForSequenceClassification names them ("bert.pooler.dense.weight",

@@ -21,7 +21,7 @@ const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures',
   // Scaled rotary positions: a model's config.json edited (keys removed, then set), and its outputs then.
   variants: Record<string, { model: string; config: { remove: string[]; set: Record<string, unknown> }; tokenStates: number[][][]; embeddings: number[][] }>;
 };
-const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral', 'gemma3', 'gemma3-causal'] as const;
+const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral', 'gemma3', 'gemma3-causal', 'gemma2'] as const;
 // EmbeddingGemma's set-up (tiny_decoders.py): bidirectional, mean pooling, a Dense projection to 24; the rest last-token.
 const POOLED = (name: string): { pooling: PoolingMode; dimension: number } => (name === 'gemma3' ? { pooling: 'mean', dimension: 24 } : { pooling: 'lasttoken', dimension: 32 });
 
@@ -89,7 +89,8 @@ test('unsupported decoder settings are refused with the reason', async (t) => {
     ['qwen2', (c) => ({ ...c, hidden_act: 'gelu' }), /unsupported hidden_act gelu for qwen2/],
     ['qwen3', (c) => ({ ...c, num_key_value_heads: 3 }), /num_attention_heads 4 is not a multiple of num_key_value_heads 3/],
     ['mistral', (c) => ({ ...c, num_hidden_layers: 'two' }), /"num_hidden_layers" must be a positive integer/],
-    ['gemma3', (c) => ({ ...c, attn_logit_softcapping: 50 }), /gemma3_text with attn_logit_softcapping .* is not supported/],
+    ['gemma2', (c) => ({ ...c, use_bidirectional_attention: true }), /gemma2 with use_bidirectional_attention is not supported/],
+    ['gemma2', (c) => ({ ...c, attn_logit_softcapping: -1 }), /attn_logit_softcapping must be a positive number or null/],
     ['gemma3', (c) => ({ ...c, layer_types: ['full_attention'] }), /layer_types has 1 entries for 3 layers/],
     ['gemma3', (c) => ({ ...c, layer_types: ['sliding_attention', 'chunked_attention', 'full_attention'] }), /unsupported layer type chunked_attention/],
     ['gemma3', (c) => ({ ...c, rope_parameters: { ...c.rope_parameters, sliding_attention: { rope_type: 'proportional', rope_theta: 1e4 } } }), /unsupported rotary scaling .*proportional.* in config.json's rope_parameters.sliding_attention/],
@@ -182,27 +183,16 @@ test('CoTrEnD (freezeBase): a head trained contrastively on a frozen decoder\'s 
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: decoder token states (float32, bfloat16, float16) match the CPU: Qwen3, and Gemma 3 (bidirectional sliding windows, fused attention with a mask; float16 refused)${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: decoder token states (float32, bfloat16, float16) match the CPU: Qwen3, Gemma 3 (bidirectional sliding windows, fused attention with a mask) and Gemma 2 (soft-capped attention); float16 refused for the Gemmas${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
-    for (const [name, variant] of Object.entries(REFERENCE.variants)) {
-  test(`scaled rotary positions, ${name}: token states and embeddings equal transformers' and sentence-transformers' (1e-5)`, async (t) => {
-    const dir = copyOf(variant.model, (d) =>
-      editJson(path.join(d, 'config.json'), (c) => ({ ...Object.fromEntries(Object.entries(c).filter(([k]) => !variant.config.remove.includes(k))), ...variant.config.set })),
-    );
-    const encoder = await Encoder.load(dir, { device: 'cpu' });
-    await expectRecordedOutputs(t, encoder, REFERENCE.texts, variant, 32);
-    encoder.dispose();
-  });
-}
-
-for (const name of ['qwen3', 'gemma3']) {
+    for (const name of ['qwen3', 'gemma3', 'gemma2']) {
       const cpu = await Encoder.load(path.join(FIXTURES, name), { device: 'cpu' });
       const expected = await cpu.embed(REFERENCE.texts, { output: 'tokens' });
       cpu.dispose();
       // Tolerances for states of magnitude up to 4 (Qwen3's), scaled with larger ones.
       const scale = Math.max(1, ...expected.map((m) => Math.max(...Array.from(m.data, Math.abs)) / 4));
       for (const [dtype, tolerance] of [['float32', 1e-4], ['bfloat16', 5e-2], ['float16', 1e-2]] as const) {
-        if (name === 'gemma3' && dtype === 'float16') {
+        if (name.startsWith('gemma') && dtype === 'float16') {
           t.regex((await rejection(() => Encoder.load(path.join(FIXTURES, name), { device: 'cuda', dtype }))).message, /activations overflow float16/);
           continue;
         }

@@ -1,7 +1,7 @@
 // Decoder LLMs as causal language models (Generator): tokenization of prompt + completion, log-likelihoods and
 // greedy generation against what Hugging Face transformers computed for the same tiny random *ForCausalLM models
-// (scripts/fixtures/tiny_causal_lms.py; Qwen3 with tied word embeddings, Llama with its own lm_head, Gemma 3, and
-// Qwen3 with scaled rotary positions), alone and in padded batches; stop tokens; save and reload; bad input refused with the reason.
+// (scripts/fixtures/tiny_causal_lms.py; Qwen3 with tied word embeddings, Llama with its own lm_head, Gemma 3, Gemma 2
+// with soft-capped attention and logits, and Qwen3 with scaled rotary positions), alone and in padded batches; stop tokens; save and reload; bad input refused with the reason.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -43,7 +43,7 @@ function modelDir(name: string): string {
 }
 const recorded = (name: string) => REFERENCE.models[name] ?? REFERENCE.variants[name];
 
-for (const name of ['qwen3', 'llama', 'gemma3', ...Object.keys(REFERENCE.variants)]) {
+for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2', ...Object.keys(REFERENCE.variants)]) {
   test(`${name}: prompt + completion tokens and log-likelihoods equal transformers' (float32 sums to 1e-4), alone and in padded batches`, async (t) => {
     const generator = await Generator.load(modelDir(name), { device: 'cpu' });
     const ref = recorded(name);
@@ -149,11 +149,9 @@ test('sampling: seeded and reproducible, cut to topK and topP; topK 1 or a tiny 
   generator.dispose();
 });
 
-test("Gemma 3 models a Generator does not run are refused with the reason: EmbeddingGemma's bidirectional attention, Gemma 2's logit capping", async (t) => {
+test("a Gemma 3 model a Generator does not run is refused with the reason: EmbeddingGemma's bidirectional attention", async (t) => {
   const embedding = path.join(FIXTURES, '..', 'tiny-decoders', 'gemma3');
   t.regex((await rejection(() => Generator.load(embedding, { device: 'cpu' }))).message, /attends both ways \(use_bidirectional_attention: an embedding model such as EmbeddingGemma\); a Generator runs causal LMs/);
-  const capped = copyOf('gemma3', (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, final_logit_softcapping: 30 })));
-  t.regex((await rejection(() => Generator.load(capped, { device: 'cpu' }))).message, /caps its logits \(final_logit_softcapping/);
 });
 
 test('a generator saves as a *ForCausalLM folder (lm_head only when untied) and reloads to the same log-likelihoods', async (t) => {
@@ -365,9 +363,9 @@ test('Generator errors: encoders, a missing lm_head, too-long or empty input, ba
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: log-likelihoods (float32, bfloat16), greedy generation and beam search (float32) match transformers' (Qwen3, Llama, Gemma 3's sliding windows), streaming joins up${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: log-likelihoods (float32, bfloat16), greedy generation and beam search (float32) match transformers' (Qwen3, Llama, Gemma 3's sliding windows, Gemma 2's soft-capping), streaming joins up${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
-    for (const name of ['qwen3', 'llama', 'gemma3']) {
+    for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2']) {
       const ref = REFERENCE.models[name];
       // Relative to the sum: bfloat16's 8-bit mantissa gives each token's log-probability an error of about 1%.
       for (const [dtype, tolerance] of [['float32', 1e-4], ['bfloat16', 5e-2]] as const) {
@@ -380,7 +378,7 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
         if (dtype === 'float32') {
           t.deepEqual((await gpu.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens })).map((g) => g.tokenIds), ref.generated);
           // Beam search: its cache reordered on the GPU, its scores on the CPU.
-          // (Gemma 3's fixture has no beam-search reference.)
+          // (The Gemma fixtures have no beam-search reference.)
           for (const c of (BEAMS.models[name] ?? []).filter((b) => b.numBeams === 3)) {
             const [out] = await gpu.generate([PROMPTS[c.prompt]], { maxNewTokens: BEAMS.maxNewTokens, numBeams: 3, lengthPenalty: c.lengthPenalty, earlyStopping: c.earlyStopping, stopTokenIds: c.eosIds });
             t.deepEqual(out.tokenIds, c.tokens, `${name} beams ${JSON.stringify({ ...c, tokens: undefined })}`);

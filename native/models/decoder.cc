@@ -59,18 +59,26 @@ Rotary rotaryFromJson(const nlohmann::json& p, double theta, double maxPositions
   return r;
 }
 
-// Gemma 3's settings (DecoderConfig::gemma), from its config.json as transformers 4 or 5 writes it.
+// Gemma 3's and Gemma 2's settings (DecoderConfig::gemma), from config.json as transformers 4 or 5 writes it.
 void gemmaFromJson(DecoderConfig& d, const nlohmann::json& c, bool v5) {
-  d.gemma = d.qkNorm = true;
+  const bool gemma2 = d.modelType == "gemma2";
+  d.gemma = true;
+  d.qkNorm = !gemma2;
   d.qkvBias = d.outputBias = boolOr(c, "attention_bias", false);
   d.activation = stringOr(c, "hidden_activation", "gelu_pytorch_tanh");
   checkActivation(d.activation);
   d.queryScalar = numberOr(c, "query_pre_attn_scalar", 256.0);
   if (!(d.queryScalar > 0)) throw modelFilesError("config.json: query_pre_attn_scalar must be a positive number");
-  if (c.contains("attn_logit_softcapping") && !c["attn_logit_softcapping"].is_null()) {
-    throw unsupportedError("gemma3_text with attn_logit_softcapping (Gemma 2's) is not supported");
-  }
+  // Soft-capping: Gemma 2's defaults, none for Gemma 3 unless its config sets them.
+  const auto cap = [&](const char* key, double fallback) {
+    const double v = numberOr(c, key, fallback);
+    if (v < 0) throw modelFilesError(std::string("config.json: ") + key + " must be a positive number or null");
+    return v;
+  };
+  d.attnSoftcap = cap("attn_logit_softcapping", gemma2 && !c.contains("attn_logit_softcapping") ? 50.0 : 0.0);
+  d.finalSoftcap = cap("final_logit_softcapping", gemma2 && !c.contains("final_logit_softcapping") ? 30.0 : 0.0);
   d.bidirectional = boolOr(c, "use_bidirectional_attention", false);
+  if (gemma2 && d.bidirectional) throw unsupportedError("gemma2 with use_bidirectional_attention is not supported (EmbeddingGemma's is gemma3_text)");
   d.gemmaWindow = positiveIntOr(c, "sliding_window", 4096);
   // transformers' bidirectional window: |query - key| < sliding_window / 2 + 1 (Gemma3TextConfig.__post_init__).
   if (d.bidirectional) d.gemmaWindow = d.gemmaWindow / 2 + 1;
@@ -85,9 +93,14 @@ void gemmaFromJson(DecoderConfig& d, const nlohmann::json& c, bool v5) {
       d.slidingLayers.push_back(type == "sliding_attention");
     }
   } else {
-    // Older configs: every sliding_window_pattern-th layer is a full one.
-    const int64_t pattern = positiveIntOr(c, "sliding_window_pattern", positiveIntOr(c, "_sliding_window_pattern", 6));
+    // Older configs: every sliding_window_pattern-th layer is a full one (Gemma 2: every second).
+    const int64_t pattern = gemma2 ? 2 : positiveIntOr(c, "sliding_window_pattern", positiveIntOr(c, "_sliding_window_pattern", 6));
     for (int64_t i = 0; i < d.numLayers; ++i) d.slidingLayers.push_back((i + 1) % pattern != 0);
+  }
+  // Gemma 2's one rotary base serves both kinds of layer (DecoderConfig::fromJson read it).
+  if (gemma2) {
+    d.localRotary = d.rotary;
+    return;
   }
   // Rotary positions per layer type: rope_parameters' full_attention and sliding_attention (transformers 5), or
   // rope_theta with rope_scaling for the full layers and rope_local_base_freq for the sliding ones (4).
@@ -125,7 +138,7 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
   }
   if (d.headDim % 2 != 0) throw modelFilesError("config.json: head_dim must be even (rotary positions rotate pairs)");
   const std::string act = stringOr(c, "hidden_act", "silu");
-  if (act != "silu" && d.modelType != "gemma3_text") throw unsupportedError("unsupported hidden_act " + act + " for " + d.modelType + " (coltrast runs silu)");
+  if (act != "silu" && d.modelType != "gemma3_text" && d.modelType != "gemma2") throw unsupportedError("unsupported hidden_act " + act + " for " + d.modelType + " (coltrast runs silu)");
   d.activation = act;
   // Rotary settings: top-level rope_theta and rope_scaling (transformers 4 configs, rope_scaling first, as transformers
   // 5 reads them), or rope_parameters (transformers 5). Gemma 3's are per layer type (gemmaFromJson).
@@ -148,7 +161,7 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
     d.mlpBias = boolOr(c, "mlp_bias", false);
   } else if (d.modelType == "mistral") {
     d.slidingWindow = positiveIntOr(c, "sliding_window", 0);
-  } else if (d.modelType == "gemma3_text") {
+  } else if (d.modelType == "gemma3_text" || d.modelType == "gemma2") {
     gemmaFromJson(d, c, v5);
   } else {
     throw unsupportedError("unsupported decoder model_type " + d.modelType);
@@ -229,13 +242,15 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
   const double scale = 1.0 / std::sqrt(config.gemma ? config.queryScalar : static_cast<double>(d));
   torch::Tensor context;
 #if COLTRAST_TORCH_AT_LEAST(2, 1)
-  if (fusedAttention()) {
+  // Soft-capped scores have no fused kernel: those layers compute attention as transformers' eager attention does.
+  if (fusedAttention() && config.attnSoftcap == 0) {
     context = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, dropout, false, scale)
                              : at::scaled_dot_product_attention(q, k, v, {}, dropout, causal, scale);
   } else
 #endif
   {
     torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * scale;
+    if (config.attnSoftcap > 0) scores = torch::tanh(scores / config.attnSoftcap) * config.attnSoftcap;
     if (mask.defined() || causal) {
       const torch::Tensor allowed =
           mask.defined() ? mask : torch::ones({seq, seq}, q.options().dtype(torch::kBool)).tril().view({1, 1, seq, seq});

@@ -22,7 +22,8 @@ struct DecoderConfig {
   std::string activation = "silu";  // the MLP's gate activation
   bool qkvBias = false, outputBias = false, mlpBias = false;
   bool qkNorm = false;  // Qwen3, Gemma 3
-  // Gemma 3 (gemma3_text): embeddings scaled by sqrt(hidden_size); RMSNorm scaling by 1 + weight, in float32; the
+  // Gemma 3 (gemma3_text) and Gemma 2 (gemma2: no query/key norms, one rotary base, soft-capping below): embeddings
+  // scaled by sqrt(hidden_size); RMSNorm scaling by 1 + weight, in float32; the
   // attention's output and the MLP's normed too before each residual sum (post_attention_layernorm,
   // pre_/post_feedforward_layernorm); a GELU (tanh) gated MLP; scores scaled by query_pre_attn_scalar^-1/2; and per
   // layer (layer_types) full attention or attention within `gemmaWindow` tokens, with rotary positions `rotary` or
@@ -30,6 +31,9 @@ struct DecoderConfig {
   // layer's window reaches both ways, |query - key| < sliding_window / 2 + 1, as transformers computes it.
   bool gemma = false, bidirectional = false;
   double queryScalar = 0;
+  // Gemma 2's tanh soft-capping (0: none): attention scores to (-cap, cap) before the mask (attn_logit_softcapping),
+  // and a causal LM's logits (final_logit_softcapping): cap * tanh(x / cap).
+  double attnSoftcap = 0, finalSoftcap = 0;
   Rotary localRotary;
   int64_t gemmaWindow = 0;
   std::vector<bool> slidingLayers;
@@ -78,6 +82,7 @@ class DecoderModel : public TransformerEncoder {
                         const torch::Tensor& tokenTypeIds) override;
   int64_t hiddenSize() const override { return config_.hiddenSize; }
   int64_t maxPositions() const override { return config_.maxPositions; }
+  double finalLogitSoftcap() const override { return config_.finalSoftcap; }
   std::string modelType() const override { return config_.modelType; }
   torch::Tensor inputEmbeddings() const override { return embed_tokens_->weight; }
   const DecoderConfig& config() const { return config_; }

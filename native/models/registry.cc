@@ -32,6 +32,7 @@ const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
       {"qwen2", decoder},
       {"qwen3", decoder},
       {"gemma3_text", decoder},
+      {"gemma2", decoder},
   };
   return table;
 }

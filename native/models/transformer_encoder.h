@@ -30,6 +30,8 @@ class TransformerEncoder : public torch::nn::Module {
   // The token embedding matrix [vocab, hidden], which a causal LM's output layer shares when its config ties
   // them; undefined for architectures that are not decoders.
   virtual torch::Tensor inputEmbeddings() const { return {}; }
+  // A causal LM's soft-capping of its logits, cap * tanh(x / cap) (Gemma 2's final_logit_softcapping); 0: none.
+  virtual double finalLogitSoftcap() const { return 0; }
 
   // Fills every parameter from `file` (one safetensors file or its shards; names as Hugging Face saves them, with or without the
   // architecture's prefix such as `bert.`) and keeps tensors the model does not use (a pooler head,
