@@ -281,7 +281,7 @@ const BEAMS = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'ti
   shared: Record<string, { numBeams: number; lengthPenalty: number; earlyStopping: boolean; eosIds: number[]; tokens: number[][] }[]>;
 };
 
-for (const name of ['qwen3', 'llama']) {
+for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2']) {
   test(`${name}: beam search equals transformers' generate(num_beams, length_penalty, early_stopping), token for token`, async (t) => {
     const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
     const cases = BEAMS.models[name];
@@ -378,7 +378,6 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
         if (dtype === 'float32') {
           t.deepEqual((await gpu.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens })).map((g) => g.tokenIds), ref.generated);
           // Beam search: its cache reordered on the GPU, its scores on the CPU.
-          // (The Gemma fixtures have no beam-search reference.)
           for (const c of (BEAMS.models[name] ?? []).filter((b) => b.numBeams === 3)) {
             const [out] = await gpu.generate([PROMPTS[c.prompt]], { maxNewTokens: BEAMS.maxNewTokens, numBeams: 3, lengthPenalty: c.lengthPenalty, earlyStopping: c.earlyStopping, stopTokenIds: c.eosIds });
             t.deepEqual(out.tokenIds, c.tokens, `${name} beams ${JSON.stringify({ ...c, tokens: undefined })}`);
