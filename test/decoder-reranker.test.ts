@@ -7,7 +7,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { CrossEncoder, evaluate, train } from '../lib';
+import { CrossEncoder, evaluate, serve, train } from '../lib';
 import { native } from '../lib/native';
 import type { TokenizedText } from '../lib/tokenizer';
 import { FIXTURE, STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
@@ -69,6 +69,28 @@ for (const name of MODELS) {
     ce.dispose();
   });
 }
+
+test("serve(): a decoder reranker answers /v1/rerank and /rerank as CrossEncoder.rank ranks (its default prompt included)", async (t) => {
+  const dir = copyOf('logit-score', (d) =>
+    editJson(path.join(d, 'config_sentence_transformers.json'), (c) => ({ ...c, prompts: { instruct: REFERENCE.prompt }, default_prompt_name: 'instruct' })),
+  );
+  const ce = await CrossEncoder.load(dir, { device: 'cpu' });
+  const server = await serve({ reranker: ce, port: 0 });
+  try {
+    const query = PAIRS[0][0];
+    const documents = PAIRS.map((p) => p[1]);
+    const expected = await ce.rank(query, documents);
+    t.deepEqual(expected.map((r) => r.score), (await ce.rank(query, documents, { prompt: REFERENCE.prompt })).map((r) => r.score));
+    const post = async (route: string, body: unknown) => (await fetch(`${server.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json() as Promise<any>;
+    const cohere = await post('/v1/rerank', { query, documents, return_documents: false });
+    t.deepEqual(cohere.results.map((r: { index: number; relevance_score: number }) => [r.index, r.relevance_score]), expected.map((r) => [r.index, r.score]));
+    const tei = await post('/rerank', { query, texts: documents });
+    t.deepEqual(tei.map((r: { index: number; score: number }) => [r.index, r.score]), expected.map((r) => [r.index, r.score]));
+  } finally {
+    await server.close();
+    ce.dispose();
+  }
+});
 
 test("logit-score: with false_token_id null the score is the true token's logit alone, as LogitScore computes it", async (t) => {
   const dir = copyOf('logit-score', (d) => editJson(path.join(d, '1_LogitScore', 'config.json'), (c) => ({ ...c, false_token_id: null })));
