@@ -1,7 +1,7 @@
 // Decoder LLMs as causal language models (Generator): tokenization of prompt + completion, log-likelihoods and
 // greedy generation against what Hugging Face transformers computed for the same tiny random *ForCausalLM models
 // (scripts/fixtures/tiny_causal_lms.py; Qwen3 with tied word embeddings, Llama with its own lm_head, Gemma 3, Gemma 2
-// with soft-capped attention and logits, and Qwen3 with scaled rotary positions), alone and in padded batches; stop tokens; save and reload; bad input refused with the reason.
+// with soft-capped attention and logits, and Qwen3 with scaled rotary positions and with a sliding window), alone and in padded batches; stop tokens; save and reload; bad input refused with the reason.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,7 +18,8 @@ interface Reference {
   maxNewTokens: number;
   versions: Record<string, string>;
   models: Record<string, { pairs: { promptIds: number[]; completionIds: number[]; logLikelihood: number }[]; generated: number[][] }>;
-  // Scaled rotary positions: a model's config.json edited (keys removed, then set), and its outputs then.
+  // Variants (scaled rotary positions, a sliding window): a model's config.json edited (keys removed, then set), and
+  // its outputs then.
   variants: Record<string, { model: string; config: { remove: string[]; set: Record<string, unknown> }; pairs: { promptIds: number[]; completionIds: number[]; logLikelihood: number }[]; generated: number[][] }>;
   chat: { messages: { role: string; content: string }[]; completion: string; text: string; promptIds: number[]; completionIds: number[]; logLikelihood: number; generated: number[] };
 }

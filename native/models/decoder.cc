@@ -1,5 +1,6 @@
 #include "decoder.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "../error.h"
@@ -59,6 +60,22 @@ Rotary rotaryFromJson(const nlohmann::json& p, double theta, double maxPositions
   return r;
 }
 
+// config.json's layer_types as sliding (true) or full (false) attention per layer; empty when it has none.
+std::vector<bool> layerTypes(const nlohmann::json& c, int64_t numLayers) {
+  std::vector<bool> sliding;
+  if (!c.contains("layer_types") || !c["layer_types"].is_array()) return sliding;
+  const auto& types = c["layer_types"];
+  if (static_cast<int64_t>(types.size()) != numLayers) {
+    throw modelFilesError("config.json: layer_types has " + std::to_string(types.size()) + " entries for " + std::to_string(numLayers) + " layers");
+  }
+  for (const auto& t : types) {
+    const std::string type = t.is_string() ? t.get<std::string>() : t.dump();
+    if (type != "sliding_attention" && type != "full_attention") throw unsupportedError("unsupported layer type " + type + " in config.json's layer_types");
+    sliding.push_back(type == "sliding_attention");
+  }
+  return sliding;
+}
+
 // Gemma 3's and Gemma 2's settings (DecoderConfig::gemma), from config.json as transformers 4 or 5 writes it.
 void gemmaFromJson(DecoderConfig& d, const nlohmann::json& c, bool v5) {
   const bool gemma2 = d.modelType == "gemma2";
@@ -79,29 +96,17 @@ void gemmaFromJson(DecoderConfig& d, const nlohmann::json& c, bool v5) {
   d.finalSoftcap = cap("final_logit_softcapping", gemma2 && !c.contains("final_logit_softcapping") ? 30.0 : 0.0);
   d.bidirectional = boolOr(c, "use_bidirectional_attention", false);
   if (gemma2 && d.bidirectional) throw unsupportedError("gemma2 with use_bidirectional_attention is not supported (EmbeddingGemma's is gemma3_text)");
-  d.gemmaWindow = positiveIntOr(c, "sliding_window", 4096);
+  d.window = positiveIntOr(c, "sliding_window", 4096);
   // transformers' bidirectional window: |query - key| < sliding_window / 2 + 1 (Gemma3TextConfig.__post_init__).
-  if (d.bidirectional) d.gemmaWindow = d.gemmaWindow / 2 + 1;
-  if (c.contains("layer_types") && c["layer_types"].is_array()) {
-    const auto& types = c["layer_types"];
-    if (static_cast<int64_t>(types.size()) != d.numLayers) {
-      throw modelFilesError("config.json: layer_types has " + std::to_string(types.size()) + " entries for " + std::to_string(d.numLayers) + " layers");
-    }
-    for (const auto& t : types) {
-      const std::string type = t.is_string() ? t.get<std::string>() : t.dump();
-      if (type != "sliding_attention" && type != "full_attention") throw unsupportedError("unsupported layer type " + type + " in config.json's layer_types");
-      d.slidingLayers.push_back(type == "sliding_attention");
-    }
-  } else {
+  if (d.bidirectional) d.window = d.window / 2 + 1;
+  d.slidingLayers = layerTypes(c, d.numLayers);
+  if (d.slidingLayers.empty()) {
     // Older configs: every sliding_window_pattern-th layer is a full one (Gemma 2: every second).
     const int64_t pattern = gemma2 ? 2 : positiveIntOr(c, "sliding_window_pattern", positiveIntOr(c, "_sliding_window_pattern", 6));
     for (int64_t i = 0; i < d.numLayers; ++i) d.slidingLayers.push_back((i + 1) % pattern != 0);
   }
   // Gemma 2's one rotary base serves both kinds of layer (DecoderConfig::fromJson read it).
-  if (gemma2) {
-    d.localRotary = d.rotary;
-    return;
-  }
+  if (gemma2) return;
   // Rotary positions per layer type: rope_parameters' full_attention and sliding_attention (transformers 5), or
   // rope_theta with rope_scaling for the full layers and rope_local_base_freq for the sliding ones (4).
   const double maxPositions = static_cast<double>(d.maxPositions);
@@ -148,25 +153,42 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
     const bool scaling = c.contains("rope_scaling") && !c["rope_scaling"].is_null();
     d.rotary = rotaryFromJson(scaling ? c["rope_scaling"] : v5 ? c["rope_parameters"] : nlohmann::json(), theta, static_cast<double>(d.maxPositions),
                               scaling ? "rope_scaling" : "rope_parameters");
+    d.localRotary = d.rotary;  // one rotary base for every layer
   }
-  if (d.modelType == "qwen2") {
-    d.qkvBias = true;  // Qwen2's query, key and value projections always have biases
-    if (boolOr(c, "use_sliding_window", false)) d.slidingWindow = positiveIntOr(c, "sliding_window", 0);
-  } else if (d.modelType == "qwen3") {
-    d.qkvBias = d.outputBias = boolOr(c, "attention_bias", false);
-    d.qkNorm = true;
-    if (boolOr(c, "use_sliding_window", false)) d.slidingWindow = positiveIntOr(c, "sliding_window", 0);
+  if (d.modelType == "qwen2" || d.modelType == "qwen3") {
+    if (d.modelType == "qwen2") {
+      d.qkvBias = true;  // Qwen2's query, key and value projections always have biases
+    } else {
+      d.qkvBias = d.outputBias = boolOr(c, "attention_bias", false);
+      d.qkNorm = true;
+    }
+    // With use_sliding_window, the layers layer_types names, else those from max_window_layers on (transformers').
+    if (boolOr(c, "use_sliding_window", false) && positiveIntOr(c, "sliding_window", 0) > 0) {
+      d.window = positiveInt(c, "sliding_window");
+      d.slidingLayers = layerTypes(c, d.numLayers);
+      if (d.slidingLayers.empty()) {
+        const int64_t from = positiveIntOr(c, "max_window_layers", 28);
+        for (int64_t i = 0; i < d.numLayers; ++i) d.slidingLayers.push_back(i >= from);
+      }
+    }
   } else if (d.modelType == "llama") {
     d.qkvBias = d.outputBias = boolOr(c, "attention_bias", false);
     d.mlpBias = boolOr(c, "mlp_bias", false);
   } else if (d.modelType == "mistral") {
-    d.slidingWindow = positiveIntOr(c, "sliding_window", 0);
+    // transformers' MistralModel: one sliding-window mask for every layer when sliding_window is set.
+    d.window = positiveIntOr(c, "sliding_window", 0);
+    if (d.window > 0) d.slidingLayers.assign(d.numLayers, true);
   } else if (d.modelType == "gemma3_text" || d.modelType == "gemma2") {
     gemmaFromJson(d, c, v5);
   } else {
     throw unsupportedError("unsupported decoder model_type " + d.modelType);
   }
   return d;
+}
+
+bool DecoderConfig::windowed(int64_t length) const {
+  // The farthest key is length - 1 positions from its query; a window reaches window - 1.
+  return length > window && std::any_of(slidingLayers.begin(), slidingLayers.end(), [](bool b) { return b; });
 }
 
 RmsNormImpl::RmsNormImpl(int64_t size, double eps, bool offset) : eps(eps), offset(offset) {
@@ -283,10 +305,6 @@ void DecoderModel::checkLength(int64_t seq) const {
   if (seq > config_.maxPositions) {
     throw invalidArgument("sequence of " + std::to_string(seq) + " tokens exceeds max_position_embeddings " + std::to_string(config_.maxPositions));
   }
-  if (config_.slidingWindow > 0 && seq > config_.slidingWindow) {
-    throw unsupportedError("sequence of " + std::to_string(seq) + " tokens exceeds the model's sliding_window " +
-                           std::to_string(config_.slidingWindow) + ", which coltrast does not implement; lower max_seq_length");
-  }
 }
 
 torch::Tensor DecoderModel::embed(const torch::Tensor& inputIds) {
@@ -312,7 +330,8 @@ torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const t
   if (keyMask.size(0) != batch || keyMask.size(1) != past + n || positions.sizes() != inputIds.sizes()) {
     throw invalidArgument("cached decoding: keyMask must be [batch, cached + new] and positions [batch, new]");
   }
-  checkLength(positions.max().item<int64_t>() + 1);
+  const int64_t length = positions.max().item<int64_t>() + 1;
+  checkLength(length);
   const auto perRow = [](std::pair<torch::Tensor, torch::Tensor> cs) { return std::make_pair(cs.first.unsqueeze(1), cs.second.unsqueeze(1)); };
   const auto [cos, sin] = perRow(rotary(positions));  // [batch, 1, n, headDim]
   // Each new token sees the real tokens up to itself. A padding position of a prompt sees itself too, so that no
@@ -323,15 +342,15 @@ torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const t
   torch::Tensor mask = keys;
   if (n > 1) mask = keys.logical_and(torch::ones({n, past + n}, options).tril(past)).logical_or(self);
   torch::Tensor hidden = embed(inputIds);
-  if (!config_.gemma) {
+  if (!config_.gemma && !config_.windowed(length)) {
     for (size_t i = 0; i < layers_->size(); ++i) hidden = layers_[i]->as<DecoderLayer>()->forward(hidden, cos, sin, mask, &caches[i]);
     return norm_(hidden);
   }
-  // Gemma 3: its sliding layers see only the keys less than sliding_window positions back (each key's position: the
-  // real tokens before it in its row), with their own rotary base.
+  // Sliding layers see only the keys less than `window` positions back (each key's position: the real tokens before
+  // it in its row), Gemma 3's with their own rotary base.
   const auto [localCos, localSin] = perRow(rotary(positions, true));
   const torch::Tensor keyPositions = keyMask.to(torch::kInt64).cumsum(1) - 1;
-  const torch::Tensor near = keyPositions.view({batch, 1, 1, past + n}).gt(positions.view({batch, 1, n, 1}) - config_.gemmaWindow);
+  const torch::Tensor near = keyPositions.view({batch, 1, 1, past + n}).gt(positions.view({batch, 1, n, 1}) - config_.window);
   const torch::Tensor windowMask = mask.logical_and(near).logical_or(self);
   for (size_t i = 0; i < layers_->size(); ++i) {
     const bool sliding = config_.slidingLayers[i];
@@ -344,7 +363,7 @@ torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::
   const int64_t batch = inputIds.size(0), seq = inputIds.size(1);
   checkLength(seq);
   torch::Tensor hidden = embed(inputIds);
-  if (config_.gemma) return forwardGemma(hidden, attentionMask);
+  if (config_.gemma || config_.windowed(seq)) return forwardWindowed(hidden, attentionMask);
   const auto [cos, sin] = rotary(torch::arange(seq, inputIds.options().dtype(torch::kInt64)));
   // Right padding: every real token sees only real tokens before it; a padding position sees the real tokens
   // too (its output is never used), so no row of the mask is empty. Without padding, plain causal attention.
@@ -360,7 +379,7 @@ torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::
   return norm_(hidden);
 }
 
-torch::Tensor DecoderModel::forwardGemma(torch::Tensor hidden, const torch::Tensor& attentionMask) {
+torch::Tensor DecoderModel::forwardWindowed(torch::Tensor hidden, const torch::Tensor& attentionMask) {
   const int64_t batch = hidden.size(0), seq = hidden.size(1);
   const torch::Tensor positions = torch::arange(seq, attentionMask.options().dtype(torch::kInt64));
   const auto [cos, sin] = rotary(positions);
@@ -371,7 +390,7 @@ torch::Tensor DecoderModel::forwardGemma(torch::Tensor hidden, const torch::Tens
   const torch::Tensor query = positions.view({seq, 1}), key = positions.view({1, seq});
   const torch::Tensor causal = key.le(query);
   const torch::Tensor full = config_.bidirectional ? torch::ones({seq, seq}, causal.options()) : causal;
-  const torch::Tensor window = config_.bidirectional ? (query - key).abs().lt(config_.gemmaWindow) : causal.logical_and(key.gt(query - config_.gemmaWindow));
+  const torch::Tensor window = config_.bidirectional ? (query - key).abs().lt(config_.window) : causal.logical_and(key.gt(query - config_.window));
   const torch::Tensor keys = attentionMask.to(torch::kBool).view({batch, 1, 1, seq});
   const torch::Tensor self = torch::eye(seq, causal.options()).view({1, 1, seq, seq});
   const torch::Tensor fullMask = full.view({1, 1, seq, seq}).logical_and(keys).logical_or(self);

@@ -14,9 +14,6 @@ struct DecoderConfig {
   std::string modelType;
   int64_t vocabSize = 0, hiddenSize = 0, numLayers = 0, numHeads = 0, numKvHeads = 0, headDim = 0;
   int64_t intermediateSize = 0, maxPositions = 0;
-  // Attention beyond this many tokens back is cut off by the checkpoint's sliding window; 0: none. coltrast
-  // runs full causal attention, so a longer input is refused rather than computed differently.
-  int64_t slidingWindow = 0;
   double rmsNormEps = 1e-6, attentionDropout = 0.0;
   Rotary rotary;  // rope_theta and rope_scaling / rope_parameters (Gemma 3: its full-attention layers')
   std::string activation = "silu";  // the MLP's gate activation
@@ -26,7 +23,7 @@ struct DecoderConfig {
   // scaled by sqrt(hidden_size); RMSNorm scaling by 1 + weight, in float32; the
   // attention's output and the MLP's normed too before each residual sum (post_attention_layernorm,
   // pre_/post_feedforward_layernorm); a GELU (tanh) gated MLP; scores scaled by query_pre_attn_scalar^-1/2; and per
-  // layer (layer_types) full attention or attention within `gemmaWindow` tokens, with rotary positions `rotary` or
+  // layer (layer_types) full attention or attention within `window` tokens, with rotary positions `rotary` or
   // `localRotary`. `bidirectional` (EmbeddingGemma's use_bidirectional_attention): no causal mask, and a sliding
   // layer's window reaches both ways, |query - key| < sliding_window / 2 + 1, as transformers computes it.
   bool gemma = false, bidirectional = false;
@@ -35,8 +32,13 @@ struct DecoderConfig {
   // and a causal LM's logits (final_logit_softcapping): cap * tanh(x / cap).
   double attnSoftcap = 0, finalSoftcap = 0;
   Rotary localRotary;
-  int64_t gemmaWindow = 0;
+  // Sliding-window attention: the layers (slidingLayers[i]) whose queries see only the keys less than `window`
+  // positions back (Gemma's sliding layers; every layer of a Mistral with sliding_window; Qwen2's and Qwen3's from
+  // max_window_layers on, with use_sliding_window). Empty: none.
+  int64_t window = 0;
   std::vector<bool> slidingLayers;
+  // Whether some layer's window can cut off a sequence of `length` tokens.
+  bool windowed(int64_t length) const;
   static DecoderConfig fromJson(const nlohmann::json& config);
 };
 
@@ -104,8 +106,9 @@ class DecoderModel : public TransformerEncoder {
   torch::Tensor embed(const torch::Tensor& inputIds);
   // Rotary cos and sin [..., headDim] (float32) of `positions` (int64, any shape); `local`: Gemma 3's sliding layers' base.
   std::pair<torch::Tensor, torch::Tensor> rotary(const torch::Tensor& positions, bool local = false) const;
-  // Gemma 3's forward from its (scaled) embeddings: its per-layer masks and rotary positions.
-  torch::Tensor forwardGemma(torch::Tensor hidden, const torch::Tensor& attentionMask);
+  // The forward from the (scaled) embeddings with a mask per kind of layer (full, sliding window) and Gemma's local
+  // rotary positions for its sliding layers: Gemma's always, others' when a window cuts the sequence.
+  torch::Tensor forwardWindowed(torch::Tensor hidden, const torch::Tensor& attentionMask);
   void checkLength(int64_t seq) const;
 
   DecoderConfig config_;
