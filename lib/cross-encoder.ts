@@ -210,7 +210,8 @@ export class CrossEncoder {
           throw new ColtrastError(
             'MODEL_FILES',
             `${files.dir}: the tokenizer has no '${token}' token, which sentence-transformers scores a causal LM with by default: give the folder a ` +
-              'modules.json of Transformer and LogitScore whose config.json names the true and false token ids',
+              "modules.json of Transformer and LogitScore whose config.json names the true and false token ids (or, training a reranker from it, " +
+              'options.crossEncoder.tokens)',
           );
         }
         return id;
@@ -372,9 +373,8 @@ export class CrossEncoder {
    */
   private async tokenizePairs(pairs: [string, string][], prompt: string | undefined): Promise<TokenizedText[]> {
     if (!this.template) return this.tokenizer.encodePairs(prompt === undefined ? pairs : pairs.map(([q, d]): [string, string] => [prompt + q, d]));
-    const structured = messageFormat(this.template.source) === 'structured';
-    const message = (role: string, content: string) => ({ role, content: structured ? [{ type: 'text', text: content }] : content });
-    const conversation = (query: string, document: string) => [...(prompt === undefined ? [] : [message('system', prompt)]), message('query', query), message('document', document)];
+    const format = messageFormat(this.template.source);
+    const conversation = (query: string, document: string) => pairMessages(format, query, document, prompt);
     const rendered = pairs.map(([q, d]) => this.template!.render({ messages: conversation(q, d) }));
     const tokenized = await this.tokenizer.encodeBare(rendered, this.maxSeqLength);
     // A prompt cut at the end loses the template's tail (what the last token must read, e.g. an assistant turn):
@@ -496,6 +496,16 @@ function activate(logits: Float32Array, activation: Exclude<ScoreActivation, 'de
 }
 
 /**
+ * A (query, document) pair as sentence-transformers 6 gives it to a chat template: a "query" and a "document" message,
+ * after a "system" message holding the prompt, if any; each content a string ('flat') or a list of one text part
+ * ('structured').
+ */
+function pairMessages(format: 'flat' | 'structured', query: string, document: string, prompt?: string): { role: string; content: unknown }[] {
+  const message = (role: string, text: string) => ({ role, content: format === 'structured' ? [{ type: 'text', text }] : text });
+  return [...(prompt === undefined ? [] : [message('system', prompt)]), message('query', query), message('document', document)];
+}
+
+/**
  * Refuses a decoder reranker whose chat template cannot carry a pair: one that drops the "query" or the "document"
  * message's content (a chat model's own template, which knows system, user and assistant), as sentence-transformers
  * refuses it; or that fails on them.
@@ -503,9 +513,7 @@ function activate(logits: Float32Array, activation: Exclude<ScoreActivation, 'de
 function checkPairTemplate(dir: string, source: string | undefined): void {
   if (source === undefined) throw new ColtrastError('MODEL_FILES', `${dir}: sentence_bert_config.json gives pairs to a chat template, and the folder has none`);
   const template = new ChatTemplate(dir, source);
-  const structured = messageFormat(source) === 'structured';
-  const render = (query: string, document: string) =>
-    template.render({ messages: [['query', query], ['document', document]].map(([role, text]) => ({ role, content: structured ? [{ type: 'text', text }] : text })) });
+  const render = (query: string, document: string) => template.render({ messages: pairMessages(messageFormat(source), query, document) });
   let dropped: string[];
   try {
     const base = render('q0', 'd0');

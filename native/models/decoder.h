@@ -6,6 +6,7 @@
 // and a SwiGLU MLP, then a final RMSNorm; the output is the last hidden states, which sentence-transformers pools
 // (usually the last token). Gemma 3 differs in several places (DecoderConfig::gemma).
 #pragma once
+#include "layers.h"
 #include "transformer_encoder.h"
 
 namespace coltrast {
