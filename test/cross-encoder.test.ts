@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, Encoder, Index, evaluate, train, type IndexDoc } from '../lib';
 import { native } from '../lib/native';
+import { checkTrainingLoss } from './helpers/cross-encoder';
 import { checkKillAndResume } from './helpers/resume';
 import { readSafetensors } from './helpers/safetensors';
 import { rejection } from './helpers/vectors';
@@ -269,30 +270,8 @@ const STEP_OPTIONS = { ...STEP, learningRate: 0, lossScale: 1, apply: false };
 for (const kind of ['cross_entropy', 'bce'] as const) {
   test(`a cross-encoder's training loss is its definition over the pairs' logits (${kind}), and steps lower it`, async (t) => {
     const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu' });
-    const data = wordDataset(5, 3);
-    const queries = data.slice(0, 3).map((d) => d.query);
-    const documents = data.map((d) => d.positive); // three positives, then two shared negatives
-    const trainer = ce.createTrainer({ learningRate: 1e-3, weightDecay: 0.01, seed: 1, precision: 'float32' }, { kind, scale: 10 });
-    const { loss } = await trainer.evaluate(queries, documents, STEP_OPTIONS);
-    // The definition, in float64 from the logits predict() gives (query-major pairs, query i's positive is document i).
-    const { data: logits } = await ce.predict(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])), { activation: 'identity' });
-    let expected = 0;
-    queries.forEach((_, i) => {
-      const row = documents.map((_, j) => logits[i * documents.length + j]);
-      if (kind === 'bce') {
-        row.forEach((x, j) => (expected += (Math.max(x, 0) - x * (i === j ? 1 : 0) + Math.log1p(Math.exp(-Math.abs(x)))) / (queries.length * documents.length)));
-      } else {
-        const scores = row.map((x) => 10 / (1 + Math.exp(-x)));
-        const max = Math.max(...scores);
-        expected += (max + Math.log(scores.reduce((s, x) => s + Math.exp(x - max), 0)) - scores[i]) / queries.length;
-      }
-    });
-    t.true(Math.abs(loss - expected) < 1e-5, `native ${loss}, definition ${expected}`);
-    for (let step = 0; step < 15; step++) await trainer.step(queries, documents, { ...STEP_OPTIONS, learningRate: 1e-3, apply: true });
-    const after = (await trainer.evaluate(queries, documents, STEP_OPTIONS)).loss;
     // (The fixture's sigmoid scores are near saturation, so the listwise loss moves slowly.)
-    t.true(after < loss - 0.05, `loss ${loss} -> ${after} after 15 steps on the batch`);
-    trainer.dispose();
+    await checkTrainingLoss(t, ce, kind, 15, 0.05);
     ce.dispose();
   });
 }

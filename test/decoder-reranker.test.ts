@@ -10,7 +10,8 @@ import { spawnSync } from 'node:child_process';
 import { CrossEncoder, evaluate, serve, train } from '../lib';
 import { native } from '../lib/native';
 import type { TokenizedText } from '../lib/tokenizer';
-import { FIXTURE, STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { checkTrainingLoss } from './helpers/cross-encoder';
 import { readSafetensors } from './helpers/safetensors';
 import { rejection } from './helpers/vectors';
 
@@ -136,34 +137,11 @@ for (const name of MODELS) {
   });
 }
 
-const STEP_OPTIONS = { ...STEP, learningRate: 0, lossScale: 1, apply: false };
-
 for (const [name, kind] of [['logit-score', 'cross_entropy'], ['seq-cls', 'bce']] as const) {
   test(`${name}: the training loss (${kind}) is its definition over predict's logits, steps lower it, and train() saves a reranker that reloads with its trained scores`, async (t) => {
     const ce = await CrossEncoder.load(path.join(FIXTURES, name), { device: 'cpu' });
-    const data = wordDataset(5, 3);
-    const queries = data.slice(0, 3).map((d) => d.query);
-    const documents = data.map((d) => d.positive); // three positives, then two shared negatives
-    const trainer = ce.createTrainer({ learningRate: 1e-3, weightDecay: 0.01, seed: 1, precision: 'float32' }, { kind, scale: 10 });
-    const { loss } = await trainer.evaluate(queries, documents, STEP_OPTIONS);
-    // The definition in float64 from predict()'s logits, which equal sentence-transformers' (query-major pairs, query i's positive document i).
-    const { data: logits } = await ce.predict(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])), { activation: 'identity' });
-    let expected = 0;
-    queries.forEach((_, i) => {
-      const row = documents.map((_, j) => logits[i * documents.length + j]);
-      if (kind === 'bce') {
-        row.forEach((x, j) => (expected += (Math.max(x, 0) - x * (i === j ? 1 : 0) + Math.log1p(Math.exp(-Math.abs(x)))) / (queries.length * documents.length)));
-      } else {
-        const scores = row.map((x) => 10 / (1 + Math.exp(-x)));
-        const max = Math.max(...scores);
-        expected += (max + Math.log(scores.reduce((s, x) => s + Math.exp(x - max), 0)) - scores[i]) / queries.length;
-      }
-    });
-    t.true(Math.abs(loss - expected) < 1e-5, `native ${loss}, definition ${expected}`);
-    for (let step = 0; step < 10; step++) await trainer.step(queries, documents, { ...STEP_OPTIONS, learningRate: 1e-3, apply: true });
-    const after = (await trainer.evaluate(queries, documents, STEP_OPTIONS)).loss;
-    t.true(after < loss - 0.05, `loss ${loss} -> ${after} after 10 steps on the batch`);
-    trainer.dispose();
+    // predict()'s logits equal sentence-transformers' (above), so the definition over them is its loss.
+    await checkTrainingLoss(t, ce, kind, 10, 0.05);
     ce.dispose();
 
     const output = path.join(tempDir(), 'trained');

@@ -388,53 +388,35 @@ check(`sentence-transformers' MultiVectorEncoder loads a model coltrast made mul
 const CROSS = path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder');
 const CROSS_REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder.reference.json'), 'utf8'));
 
-for (const which of ['st', 'hf']) {
-  check(`cross-encoder: sentence-transformers still computes the recorded scores, and loads what coltrast saves with the same scores (1e-5): ${which}${skipped}`, async (t) => {
-    const dir = tempDir();
-    const pairs = path.join(dir, 'pairs.json');
-    fs.writeFileSync(pairs, JSON.stringify(CROSS_REFERENCE.pairs));
-    const recorded = path.join(dir, 'recorded.json');
-    let r = await python([script('st_cross_encoder.py'), 'load', path.join(CROSS, which), pairs, recorded]);
-    t.is(r.status, 0, r.tail);
-    const now = JSON.parse(fs.readFileSync(recorded, 'utf8'));
-    t.true(maxAbsDiff(now.logits.flat(), CROSS_REFERENCE[which].logits.flat()) < 1e-6, 'the recorded reference is what sentence-transformers computes');
-    const ce = await CrossEncoder.load(path.join(CROSS, which), { device: 'cpu' });
-    const saved = path.join(dir, 'saved');
-    await ce.save(saved);
-    const ours = await ce.predict(CROSS_REFERENCE.pairs, { activation: 'identity' });
-    const ourScores = await ce.predict(CROSS_REFERENCE.pairs);
-    ce.dispose();
-    const back = path.join(dir, 'back.json');
-    r = await python([script('st_cross_encoder.py'), 'load', saved, pairs, back]);
-    t.is(r.status, 0, r.tail);
-    const theirs = JSON.parse(fs.readFileSync(back, 'utf8'));
-    const worst = Math.max(maxAbsDiff(ours.data, theirs.logits.flat()), maxAbsDiff(ourScores.data, theirs.scores.flat()));
-    t.true(worst < 1e-5, `max abs difference ${worst}`);
-    t.log(`sentence-transformers ${stVersion}, transformers ${hfVersion}; max abs difference ${worst.toExponential(2)}`);
-  });
-}
-
 const CAUSAL_RERANKERS = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-rerankers');
 const CAUSAL_REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-causal-rerankers.reference.json'), 'utf8'));
 
-for (const which of ['logit-score', 'seq-cls']) {
-  check(`decoder reranker: sentence-transformers still computes the recorded scores, and loads what coltrast saves with the same scores (1e-5): ${which}${skipped}`, async (t) => {
+// The BERT cross-encoders (st_cross_encoder.py) and the decoder rerankers (st_causal_reranker.py): each fixture as
+// recorded, and what coltrast saves of it, scored by sentence-transformers.
+const RERANKER_FIXTURES = [
+  ...['st', 'hf'].map((which) => ({ what: 'cross-encoder', which, dir: path.join(CROSS, which), script: 'st_cross_encoder.py', pairs: CROSS_REFERENCE.pairs, logits: CROSS_REFERENCE[which].logits })),
+  ...['logit-score', 'seq-cls'].map((which) => ({
+    what: 'decoder reranker', which, dir: path.join(CAUSAL_RERANKERS, which), script: 'st_causal_reranker.py', pairs: CAUSAL_REFERENCE.pairs, logits: CAUSAL_REFERENCE.models[which].logits,
+  })),
+];
+for (const f of RERANKER_FIXTURES) {
+  check(`${f.what}: sentence-transformers still computes the recorded scores, and loads what coltrast saves with the same scores (1e-5): ${f.which}${skipped}`, async (t) => {
     const dir = tempDir();
     const pairs = path.join(dir, 'pairs.json');
-    fs.writeFileSync(pairs, JSON.stringify(CAUSAL_REFERENCE.pairs));
+    fs.writeFileSync(pairs, JSON.stringify(f.pairs));
     const recorded = path.join(dir, 'recorded.json');
-    let r = await python([script('st_causal_reranker.py'), 'load', path.join(CAUSAL_RERANKERS, which), pairs, recorded]);
+    let r = await python([script(f.script), 'load', f.dir, pairs, recorded]);
     t.is(r.status, 0, r.tail);
     const now = JSON.parse(fs.readFileSync(recorded, 'utf8'));
-    t.true(maxAbsDiff(now.logits.flat(), CAUSAL_REFERENCE.models[which].logits.flat()) < 1e-6, 'the recorded reference is what sentence-transformers computes');
-    const ce = await CrossEncoder.load(path.join(CAUSAL_RERANKERS, which), { device: 'cpu' });
+    t.true(maxAbsDiff(now.logits.flat(), f.logits.flat()) < 1e-6, 'the recorded reference is what sentence-transformers computes');
+    const ce = await CrossEncoder.load(f.dir, { device: 'cpu' });
     const saved = path.join(dir, 'saved');
     await ce.save(saved);
-    const ours = await ce.predict(CAUSAL_REFERENCE.pairs, { activation: 'identity' });
-    const ourScores = await ce.predict(CAUSAL_REFERENCE.pairs);
+    const ours = await ce.predict(f.pairs, { activation: 'identity' });
+    const ourScores = await ce.predict(f.pairs);
     ce.dispose();
     const back = path.join(dir, 'back.json');
-    r = await python([script('st_causal_reranker.py'), 'load', saved, pairs, back]);
+    r = await python([script(f.script), 'load', saved, pairs, back]);
     t.is(r.status, 0, r.tail);
     const theirs = JSON.parse(fs.readFileSync(back, 'utf8'));
     const worst = Math.max(maxAbsDiff(ours.data, theirs.logits.flat()), maxAbsDiff(ourScores.data, theirs.scores.flat()));
