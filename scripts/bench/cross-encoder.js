@@ -11,6 +11,7 @@
 //   node scripts/bench/cross-encoder.js [--shape minilm] [--pairs 500] [--batch-size 32] [--threads 2]
 //       [--rounds 2] [--json out.json]
 //   node scripts/bench/cross-encoder.js --decoder qwen3-small|qwen3-0.6b [--pairs 64] ...
+//   ... [--device cpu|cuda] [--dtype float32|bfloat16|float16] (both sides: where the model runs, its weights' type)
 //
 // Python: $COLTRAST_ST_PYTHON, else build/pyenv/bin/python (scripts/setup.sh makes it: PyTorch 2.x and
 // sentence-transformers). coltrast runs on whichever addon loads (Debian's libtorch 1.13 by default;
@@ -29,6 +30,8 @@ const { values } = parseArgs({
   options: {
     shape: { type: 'string', default: 'minilm' },
     decoder: { type: 'string' },
+    device: { type: 'string', default: 'cpu' },
+    dtype: { type: 'string', default: 'float32' },
     pairs: { type: 'string', default: '500' },
     'batch-size': { type: 'string', default: '32' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
@@ -62,14 +65,14 @@ async function main() {
   const pairsFile = path.join(work, 'pairs.json');
   fs.writeFileSync(pairsFile, JSON.stringify(pairs));
 
-  const ce = await CrossEncoder.load(model, { device: 'cpu', threads });
+  const ce = await CrossEncoder.load(model, { device: values.device, dtype: values.dtype, threads });
   await ce.predict(pairs.slice(0, batchSize), { batchSize });
   const scoresFile = path.join(work, 'scores.bin');
   const compared = await alternate(
     Number(values.rounds),
     async () => (await ce.predict(pairs, { batchSize })).data,
     () => ({
-      result: python([SCRIPT, 'bench', model, pairsFile, '--threads', String(threads), '--batch-size', String(batchSize), '--scores', scoresFile]),
+      result: python([SCRIPT, 'bench', model, pairsFile, '--threads', String(threads), '--batch-size', String(batchSize), '--scores', scoresFile, '--device', values.device, '--dtype', values.dtype]),
       outputs: readFloat32(scoresFile),
     }),
   );
@@ -77,8 +80,8 @@ async function main() {
   fs.rmSync(work, { recursive: true, force: true });
   report({
     unit: 'pairs', count: pairs.length, compared, info: runtimeInfo(), threads, json: values.json,
-    extra: { shape: values.decoder ? `${values.decoder} reranker (LogitScore)` : values.shape, pairs: pairs.length, batchSize },
-    summary: `${values.decoder ? `${values.decoder} reranker (LogitScore)` : values.shape}, ${pairs.length} pairs, batch ${batchSize}`,
+    extra: { shape: values.decoder ? `${values.decoder} reranker (LogitScore)` : values.shape, pairs: pairs.length, batchSize, device: values.device, dtype: values.dtype },
+    summary: `${values.decoder ? `${values.decoder} reranker (LogitScore)` : values.shape}, ${pairs.length} pairs, batch ${batchSize}, ${values.device} ${values.dtype}`,
   });
 }
 

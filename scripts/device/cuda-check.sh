@@ -174,6 +174,11 @@ generator() {
   [ "${GENERATOR_ARGS:-}" = "--quick" ] && args="--shape qwen3-small --pairs 32 --prompts 16 --batch-size 16 --max-new-tokens 16 --beam-prompts 8 --rounds 1"
   STAGE_TIMEOUT=${STAGE_TIMEOUT:-540} stage bench-generator env COLTRAST_ST_PYTHON="$(command -v python3)" \
     node scripts/bench/generator.js --device cuda --dtype bfloat16 $args --json "$OUT/generator-cuda.json"
+  # A Qwen3-Reranker-shaped reranker (LogitScore, its chat template) against sentence-transformers' predict().
+  local reranker="--decoder qwen3-0.6b --pairs 1024 --batch-size 32 --rounds 2"
+  [ "${GENERATOR_ARGS:-}" = "--quick" ] && reranker="--decoder qwen3-small --pairs 128 --batch-size 32 --rounds 1"
+  STAGE_TIMEOUT=${STAGE_TIMEOUT:-540} stage bench-reranker env COLTRAST_ST_PYTHON="$(command -v python3)" \
+    node scripts/bench/cross-encoder.js --device cuda --dtype bfloat16 $reranker --json "$OUT/reranker-cuda.json"
 }
 
 run() {

@@ -4,6 +4,7 @@
     cross_encoder.py make <bert-folder> <out-folder>
     cross_encoder.py make-decoder <causal-lm-folder> <out-folder>
     cross_encoder.py bench <cross-encoder-folder> <pairs.json> [--threads 2] [--batch-size 32] [--scores out.bin]
+        [--device cpu|cuda] [--dtype float32|bfloat16|float16]
 
 make: a one-label BertForSequenceClassification on the folder's encoder weights, its pooler and classifier
   drawn from a seeded normal (std 0.5), saved as a Hugging Face folder (what both sides load).
@@ -11,7 +12,7 @@ make-decoder: a reranker on a causal LM (generator.py make writes one of Qwen3-0
   up for sentence-transformers 6: its chat template (the instruction as a system message, the pair as query and
   document messages, an assistant turn opened), scored by LogitScore on "yes" against "no", saved by CrossEncoder.save.
 bench: one warm-up predict of a batch, then predict() of every pair ([query, document]) at --batch-size,
-  timed; prints a JSON line {seconds, pairsPerSecond, peakRssMiB, torch, sentenceTransformers}. --scores writes
+  timed; prints a JSON line {seconds, pairsPerSecond, peakRssMiB, peakGpuMiB (on a GPU), torch, sentenceTransformers}. --scores writes
   the scores (float32, input order) to compare with coltrast's.
 """
 import argparse
@@ -65,20 +66,22 @@ def make_decoder(causal, out):
     CrossEncoder(modules=[transformer, score], device="cpu").save(out)
 
 
-def bench(folder, pairs_file, threads, batch_size, scores_file):
+def bench(folder, pairs_file, threads, batch_size, scores_file, device="cpu", dtype="float32"):
     torch.set_num_threads(threads)
     pairs = [tuple(p) for p in json.load(open(pairs_file))]
-    ce = CrossEncoder(folder, device="cpu")
+    ce = CrossEncoder(folder, device=device, model_kwargs={"dtype": getattr(torch, dtype)})
     ce.predict(pairs[:batch_size], batch_size=batch_size, show_progress_bar=False)
     start = time.perf_counter()
     scores = ce.predict(pairs, batch_size=batch_size, show_progress_bar=False)
     seconds = time.perf_counter() - start
     if scores_file:
         np.asarray(scores, dtype=np.float32).tofile(scores_file)
+    gpu = {"peakGpuMiB": round(torch.cuda.max_memory_allocated() / 2**20)} if device.startswith("cuda") else {}
     print(json.dumps({
         "seconds": seconds,
         "pairsPerSecond": len(pairs) / seconds,
         "peakRssMiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        **gpu,
         "torch": torch.__version__,
         "sentenceTransformers": sentence_transformers.__version__,
     }))
@@ -97,5 +100,7 @@ if __name__ == "__main__":
         parser.add_argument("--threads", type=int, default=os.cpu_count())
         parser.add_argument("--batch-size", type=int, default=32)
         parser.add_argument("--scores")
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
         a = parser.parse_args()
-        bench(a.folder, a.pairs, a.threads, a.batch_size, a.scores)
+        bench(a.folder, a.pairs, a.threads, a.batch_size, a.scores, a.device, a.dtype)
