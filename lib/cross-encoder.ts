@@ -85,6 +85,43 @@ export interface CrossEncoderLoadOptions extends LoadOptions {
    * with LoRA (train({ crossEncoder: true, lora }) from an embedding model), whose adapter holds the whole new head.
    */
   adapter?: string;
+  /**
+   * A decoder LLM's *ForCausalLM folder (one without a reranker's configs, such as Qwen/Qwen3-Reranker-0.6B as published)
+   * as a reranker scored by LogitScore on `tokens` (default ['yes', 'no']), each pair rendered by `chatTemplate` (Jinja
+   * over "query" and "document" messages and a "system" one holding the prompt; default the folder's own), as
+   * sentence-transformers' `CrossEncoder(model, processor_kwargs={"chat_template": ...})` runs it. For Qwen3-Reranker:
+   * `QWEN3_RERANKER_TEMPLATE`.
+   */
+  chatTemplate?: string;
+  tokens?: [string, string];
+}
+
+/**
+ * Qwen3-Reranker's prompt as a chat template over "query" and "document" messages (and a "system" message holding the
+ * instruction, else its default one), for `CrossEncoder.load('Qwen/Qwen3-Reranker-0.6B', { chatTemplate })`: the model
+ * card's system turn, `<Instruct>: …\n<Query>: …\n<Document>: …` as the user's turn, and an opened assistant turn with an
+ * empty think block, whose next token the reranker scores ("yes" against "no").
+ */
+export const QWEN3_RERANKER_TEMPLATE =
+  '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. ' +
+  'Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n<Instruct>: ' +
+  "{{ messages | selectattr('role', 'eq', 'system') | map(attribute='content') | first | default('Given a web search query, retrieve relevant passages that answer the query') }}\n" +
+  "<Query>: {{ messages | selectattr('role', 'eq', 'query') | map(attribute='content') | first }}\n" +
+  "<Document>: {{ messages | selectattr('role', 'eq', 'document') | map(attribute='content') | first }}<|im_end|>\n" +
+  // The last newlines as an expression: Jinja drops a template's final newline (transformers' Jinja too).
+  "<|im_start|>assistant\n<think>\n\n</think>{{ '\\n\\n' }}";
+
+/** chatTemplate and tokens (for a reranker made of a causal LM) checked; undefined when neither is given. */
+export function readDecoderStart(o: { chatTemplate?: unknown; tokens?: unknown }, where: string): DecoderRerankerStart | undefined {
+  if (o.chatTemplate === undefined && o.tokens === undefined) return undefined;
+  if (o.chatTemplate !== undefined && (typeof o.chatTemplate !== 'string' || o.chatTemplate.length === 0)) {
+    throw invalid(`${where}.chatTemplate`, 'a Jinja chat template over "query" and "document" messages', o.chatTemplate);
+  }
+  const tokens = o.tokens;
+  if (tokens !== undefined && !(Array.isArray(tokens) && tokens.length === 2 && tokens.every((x) => typeof x === 'string' && x.length > 0))) {
+    throw invalid(`${where}.tokens`, 'the true and false tokens, e.g. ["yes", "no"]', tokens);
+  }
+  return { ...(o.chatTemplate !== undefined && { chatTemplate: o.chatTemplate as string }), ...(tokens !== undefined && { tokens: tokens as [string, string] }) };
 }
 
 const PREDICT_KEYS = ['batchSize', 'activation', 'onProgress', 'prompt', 'promptName'] as const;
@@ -125,11 +162,13 @@ export class CrossEncoder {
    * `cross-encoder/ms-marco-MiniLM-L6-v2`.
    */
   static async load(model: string, options?: CrossEncoderLoadOptions): Promise<CrossEncoder> {
-    const { adapter, ...loadOptions } = options ?? {};
+    const { adapter, chatTemplate, tokens, ...loadOptions } = options ?? {};
     if (adapter !== undefined && (typeof adapter !== 'string' || adapter.length === 0)) throw invalid('options.adapter', 'a PEFT adapter folder', adapter);
+    const start = readDecoderStart({ chatTemplate, tokens }, 'options');
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
-    // With an adapter, `model` may be the embedding model a cross-encoder was trained on with LoRA: the adapter holds the head.
-    if (adapter !== undefined && !isCrossEncoderFolder(dir)) return CrossEncoder.openFolder(dir, device, dtype, 0, adapter);
+    // With an adapter, `model` may be the embedding model a cross-encoder was trained on with LoRA: the adapter holds the
+    // head. With a template or tokens, a causal LM becomes a reranker.
+    if (start || (adapter !== undefined && !isCrossEncoderFolder(dir))) return CrossEncoder.openFolder(dir, device, dtype, 0, adapter, start);
     return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter);
   }
 
@@ -153,7 +192,7 @@ export class CrossEncoder {
     if (start && (isCrossEncoderFolder(dir) || !causal)) {
       throw new ColtrastError(
         'INVALID_ARGUMENT',
-        `options.crossEncoder.chatTemplate and tokens make a reranker of a decoder LLM's *ForCausalLM folder; ${dir} is ${isCrossEncoderFolder(dir) ? 'a reranker already (its template and tokens are its own)' : 'not one'}`,
+        `chatTemplate and tokens make a reranker of a decoder LLM's *ForCausalLM folder; ${dir} is ${isCrossEncoderFolder(dir) ? 'a reranker already (its template and tokens are its own)' : 'not one'}`,
       );
     }
     if (isCrossEncoderFolder(dir)) return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter);

@@ -1,7 +1,7 @@
 export { Encoder, setThreads } from './encoder';
 export type { Device, DType, Matrix, LoadOptions, EncoderLoadOptions, EmbedOptions, SaveOptions } from './encoder';
 export type { PoolingMode } from './model-dir';
-export { CrossEncoder } from './cross-encoder';
+export { CrossEncoder, QWEN3_RERANKER_TEMPLATE } from './cross-encoder';
 export type { CrossEncoderLoadOptions, PredictOptions, RankOptions, Ranked, ScoreActivation } from './cross-encoder';
 export { Generator } from './generator';
 export { trainRag, Rag, DEFAULT_TEMPLATE as RAG_TEMPLATE } from './rag';

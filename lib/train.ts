@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { CrossEncoder, type DecoderRerankerStart, type CrossEncoderLoss } from './cross-encoder';
+import { CrossEncoder, readDecoderStart, type DecoderRerankerStart, type CrossEncoderLoss } from './cross-encoder';
 import { Encoder, matrixRows, normalizeRow, type Device, type MultiVectorSettings } from './encoder';
 import { ADAPTER_DIR, readLoraOptions, type LoraOptions } from './lora';
 import { resolveModelDir } from './hub';
@@ -377,19 +377,6 @@ function readLora(o: TrainOptions): true | LoraOptions | undefined {
   return o.lora;
 }
 
-/** options.crossEncoder's chatTemplate and tokens (for a reranker started from a causal LM), checked. */
-function readDecoderStart(cross: { chatTemplate?: unknown; tokens?: unknown }): { decoderStart?: DecoderRerankerStart } {
-  if (cross.chatTemplate === undefined && cross.tokens === undefined) return {};
-  if (cross.chatTemplate !== undefined && (typeof cross.chatTemplate !== 'string' || cross.chatTemplate.length === 0)) {
-    throw invalid('options.crossEncoder.chatTemplate', 'a Jinja chat template over "query" and "document" messages', cross.chatTemplate);
-  }
-  const tokens = cross.tokens;
-  if (tokens !== undefined && !(Array.isArray(tokens) && tokens.length === 2 && tokens.every((x) => typeof x === 'string' && x.length > 0))) {
-    throw invalid('options.crossEncoder.tokens', 'the true and false tokens, e.g. ["yes", "no"]', tokens);
-  }
-  return { decoderStart: { ...(cross.chatTemplate !== undefined && { chatTemplate: cross.chatTemplate as string }), ...(tokens !== undefined && { tokens: tokens as [string, string] }) } };
-}
-
 function readGuide(value: unknown, loss: LossOptions): Required<GuideOptions> | undefined {
   if (value === undefined) return undefined;
   const g = checkOptions('options.guide', typeof value === 'string' ? { model: value } : (value as GuideOptions), ['model', 'marginStrategy', 'margin', 'contrastQueries', 'contrastPositives']);
@@ -477,7 +464,7 @@ function readConfig(options: TrainOptions): Config {
     crossEncoder: cross && {
       kind: oneOf('options.crossEncoder.loss', cross.loss ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
       scale: numberValue('options.crossEncoder.scale', cross.scale ?? 10, (x) => x > 0, 'a number > 0'),
-      ...readDecoderStart(cross),
+      decoderStart: readDecoderStart(cross, 'options.crossEncoder'),
     },
     teacher: o.teacher,
     guide: readGuide(o.guide, loss),

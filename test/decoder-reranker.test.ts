@@ -7,7 +7,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { CrossEncoder, evaluate, serve, train } from '../lib';
+import { CrossEncoder, QWEN3_RERANKER_TEMPLATE, evaluate, serve, train } from '../lib';
+import { ChatTemplate } from '../lib/chat-template';
 import { native } from '../lib/native';
 import type { TokenizedText } from '../lib/tokenizer';
 import { FIXTURE, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
@@ -154,13 +155,13 @@ for (const [name, kind] of [['logit-score', 'cross_entropy'], ['seq-cls', 'bce']
   });
 }
 
-test("a reranker started from a causal LM (train({ crossEncoder: { chatTemplate, tokens } })) scores as sentence-transformers' LogitScore on it, trains, and saves with its template; the CLI's flags do the same", async (t) => {
+test("a causal LM as a reranker (CrossEncoder.load and train({ crossEncoder }) with chatTemplate and tokens) scores as sentence-transformers' LogitScore on it, trains, and saves with its template; the CLI's flags do the same", async (t) => {
   const causal = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'qwen3');
   const chatTemplate = fs.readFileSync(path.join(FIXTURES, 'logit-score', 'chat_template.jinja'), 'utf8');
   const start = { chatTemplate, tokens: ['good', 'bad'] as [string, string] };
   // The logit-score fixture is this causal LM with this template and these tokens (its pairs cut at 40 tokens, the
   // causal LM's at 96: the pairs not cut compare).
-  const fresh = await CrossEncoder.loadForTraining(causal, { device: 'cpu' }, 1, undefined, start);
+  const fresh = await CrossEncoder.load(causal, { device: 'cpu', ...start });
   const ref = REFERENCE.models['logit-score'];
   const whole = PAIRS.map((_, i) => i).filter((i) => ref.tokenIds[i].length < REFERENCE.maxLength);
   t.true(whole.length >= 3);
@@ -196,6 +197,17 @@ test("a reranker started from a causal LM (train({ crossEncoder: { chatTemplate,
   t.regex((await rejection(() => train({ model: causal, data: wordDataset(8), output: path.join(dir, 'z'), batchSize: 4, device: 'cpu', crossEncoder: { chatTemplate } }))).message, /the tokenizer has no 'yes' token/);
 });
 
+test("QWEN3_RERANKER_TEMPLATE renders a pair as Qwen3-Reranker's model card formats it, with the instruction as a system message or its default", (t) => {
+  const prefix =
+    '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n';
+  const suffix = '<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n';
+  const card = (instruction: string, query: string, doc: string) => `${prefix}<Instruct>: ${instruction}\n<Query>: ${query}\n<Document>: ${doc}${suffix}`;
+  const template = new ChatTemplate(path.join(FIXTURES, 'logit-score'), QWEN3_RERANKER_TEMPLATE);
+  const pair = [{ role: 'query', content: 'What is the capital of China?' }, { role: 'document', content: 'The capital of China is Beijing.' }];
+  t.is(template.render({ messages: pair }), card('Given a web search query, retrieve relevant passages that answer the query', pair[0].content, pair[1].content));
+  t.is(template.render({ messages: [{ role: 'system', content: 'Find code' }, ...pair] }), card('Find code', pair[0].content, pair[1].content));
+});
+
 test('decoder rerankers refused with the reason: a chat template that drops the pair, a default LogitScore whose tokens the vocabulary lacks', async (t) => {
   // A chat model's own template knows system, user and assistant: the pair's contents would never reach the prompt.
   const chatml = copyOf('seq-cls', (d) =>
@@ -208,6 +220,8 @@ test('decoder rerankers refused with the reason: a chat template that drops the 
     fs.rmSync(path.join(d, '1_LogitScore'), { recursive: true });
   });
   t.regex((await rejection(() => CrossEncoder.load(bare, { device: 'cpu' }))).message, /the tokenizer has no 'yes' token, which sentence-transformers scores a causal LM with by default/);
+  t.regex((await rejection(() => CrossEncoder.load(path.join(FIXTURES, 'seq-cls'), { device: 'cpu', tokens: ['good', 'bad'] }))).message, /chatTemplate and tokens make a reranker of a decoder LLM's \*ForCausalLM folder; .* is a reranker already/);
+  t.regex((await rejection(() => CrossEncoder.load(bare, { device: 'cpu', tokens: ['good'] as never }))).message, /options\.tokens must be the true and false tokens/);
 });
 
 for (const name of MODELS) {

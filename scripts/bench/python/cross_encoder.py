@@ -50,7 +50,8 @@ RERANKER_TEMPLATE = (
     "{{ messages | selectattr('role', 'eq', 'system') | map(attribute='content') | first | default('Given a web search query, retrieve relevant passages that answer the query') }}\n"
     "<Query>: {{ messages | selectattr('role', 'eq', 'query') | map(attribute='content') | first }}\n"
     "<Document>: {{ messages | selectattr('role', 'eq', 'document') | map(attribute='content') | first }}<|im_end|>\n"
-    "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    # (the last newlines as an expression: Jinja drops a template's final newline)
+    "<|im_start|>assistant\n<think>\n\n</think>{{ '\\n\\n' }}"
 )
 
 
