@@ -189,13 +189,14 @@ function loraLine(lora: LoraConfig): string {
   return `- LoRA: rank ${lora.rank}, alpha ${lora.alpha} on ${lora.targetModules.map((m) => `\`${m}\``).join(', ')}; only the adapters${head} trained. The weights here have them merged in; \`adapter/\` holds them in PEFT's format\n`;
 }
 
-/** How to add the LoRA adapter in `adapter/` to the base model instead. */
-function loraUse(kind: keyof typeof KINDS): string {
+/** How to add the LoRA adapter in `adapter/` to the base model instead (a causal-LM reranker's adapter: PEFT's CAUSAL_LM). */
+function loraUse(kind: keyof typeof KINDS, lora: LoraConfig): string {
   if (kind === 'cross-encoder') {
+    const peftBase = lora.taskType === 'CAUSAL_LM' ? 'AutoModelForCausalLM.from_pretrained(base)' : 'AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)';
     return `
 Or the base model with the adapter: \`CrossEncoder.load(base, { adapter: './this-folder/adapter' })\` in coltrast;
 \`CrossEncoder(base)\` then \`model.load_adapter("./this-folder/adapter")\` in sentence-transformers, or PEFT's
-\`PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=1), "./this-folder/adapter")\`.
+\`PeftModel.from_pretrained(${peftBase}, "./this-folder/adapter")\`.
 `;
   }
   return `
@@ -241,7 +242,7 @@ ${last?.valLoss !== undefined ? `\nLast validation loss: ${last.valLoss.toFixed(
 ## Use
 
 ${use}
-${info.lora ? loraUse(info.kind) : ''}
+${info.lora ? loraUse(info.kind, info.lora) : ''}
 ## Training configuration
 
 \`\`\`json

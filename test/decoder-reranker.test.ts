@@ -231,6 +231,8 @@ for (const name of MODELS) {
     const config = JSON.parse(fs.readFileSync(path.join(output, 'adapter', 'adapter_config.json'), 'utf8'));
     t.is(config.task_type, name === 'logit-score' ? 'CAUSAL_LM' : 'SEQ_CLS');
     t.deepEqual(config.modules_to_save, name === 'logit-score' ? null : ['classifier', 'score']);
+    // The model card's PEFT line loads the base as the task the adapter is for.
+    t.regex(fs.readFileSync(path.join(output, 'README.md'), 'utf8'), name === 'logit-score' ? /PeftModel\.from_pretrained\(AutoModelForCausalLM/ : /PeftModel\.from_pretrained\(AutoModelForSequenceClassification/);
     const adapterNames = [...readSafetensors(path.join(output, 'adapter', 'adapter_model.safetensors')).tensors.keys()];
     t.true(adapterNames.every((n) => n.startsWith('base_model.model.model.layers.') || n === 'base_model.model.score.weight'), adapterNames.join(', '));
     t.is(adapterNames.includes('base_model.model.score.weight'), name === 'seq-cls');
