@@ -1,5 +1,5 @@
 /**
- * `Generator`: a decoder LLM (Llama, Mistral, Qwen2, Qwen3, Gemma 3, Gemma 2) as a causal language model, loaded from a Hugging Face
+ * `Generator`: a decoder LLM (Llama, Mistral, Qwen2, Qwen3, Gemma 3, 2 and 1) as a causal language model, loaded from a Hugging Face
  * *ForCausalLM folder or hub id: the log-likelihood of a completion after a prompt, and greedy generation with
  * cached keys and values. It is ContextFlow's generator (lib/rag.ts), which trains it jointly with a retriever.
  * Natively and off the JS thread, like `Encoder`.
@@ -103,7 +103,7 @@ const GENERATE_KEYS = [
   'promptSignals',
 ] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
-const DECODER_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'gemma2'];
+const DECODER_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'gemma2', 'gemma'];
 /** The files of a model folder besides its weights that a saved copy keeps (configs and tokenizer files). */
 const KEPT_FILES = [
   'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'vocab.json',

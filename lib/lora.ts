@@ -51,7 +51,7 @@ export const SEQ_CLS_MODULES = ['classifier', 'score'];
 
 /**
  * The projections adapted by default: PEFT's defaults for the types it has them for (bert, roberta, xlm-roberta,
- * electra, deberta-v2, t5, mt5, the decoders, gemma3_text, gemma2: attention's query and value), and the same two projections of the others.
+ * electra, deberta-v2, t5, mt5, the decoders, gemma3_text, gemma2, gemma: attention's query and value), and the same two projections of the others.
  */
 export const LORA_TARGETS: Record<string, string[]> = {
   bert: ['query', 'value'],
@@ -71,6 +71,7 @@ export const LORA_TARGETS: Record<string, string[]> = {
   qwen3: ['q_proj', 'v_proj'],
   gemma3_text: ['q_proj', 'v_proj'],
   gemma2: ['q_proj', 'v_proj'],
+  gemma: ['q_proj', 'v_proj'],
 };
 
 export const ADAPTER_CONFIG = 'adapter_config.json';

@@ -550,7 +550,7 @@ export const SEQUENCE_CLASSIFICATION: Record<string, string> = {
 };
 
 /**
- * Decoder LLMs whose rerankers coltrast runs (Qwen3, Qwen2, Llama, Mistral, Gemma 3 and 2): their *ForSequenceClassification (a `score` layer on the last real token),
+ * Decoder LLMs whose rerankers coltrast runs (Qwen3, Qwen2, Llama, Mistral, Gemma 3, 2 and 1): their *ForSequenceClassification (a `score` layer on the last real token),
  * and their *ForCausalLM scored by sentence-transformers' LogitScore. They predict; train({ crossEncoder }) trains
  * SEQUENCE_CLASSIFICATION's families.
  */
@@ -561,6 +561,7 @@ export const DECODER_SEQUENCE_CLASSIFICATION: Record<string, string> = {
   qwen3: 'Qwen3ForSequenceClassification',
   gemma3_text: 'Gemma3TextForSequenceClassification',
   gemma2: 'Gemma2ForSequenceClassification',
+  gemma: 'GemmaForSequenceClassification',
 };
 
 /**

@@ -68,7 +68,7 @@ export async function resolveLoad(model: string, options: LoadOptions | undefine
  * Model types whose activations overflow float16 (Gemma 3's reach past its 65,504): transformers and
  * sentence-transformers warn that EmbeddingGemma does not support it, so coltrast refuses it rather than compute infinities.
  */
-const NO_FLOAT16 = ['gemma3_text', 'gemma2'];
+const NO_FLOAT16 = ['gemma3_text', 'gemma2', 'gemma'];
 
 /** @internal Throws for float16 (`what`: the option that asked for it) on a model type that overflows it. */
 export function checkFloat16(modelType: unknown, precision: string, what: string): void {

@@ -74,7 +74,8 @@ HeadKind headKindOf(const std::string& modelType) {
   if (modelType == "distilbert") return HeadKind::DistilBert;
   if (modelType == "deberta-v2") return HeadKind::Deberta;
   if (modelType == "modernbert") return HeadKind::ModernBert;
-  if (modelType == "llama" || modelType == "mistral" || modelType == "qwen2" || modelType == "qwen3" || modelType == "gemma3_text" || modelType == "gemma2") {
+  if (modelType == "llama" || modelType == "mistral" || modelType == "qwen2" || modelType == "qwen3" || modelType == "gemma3_text" || modelType == "gemma2" ||
+      modelType == "gemma") {
     return HeadKind::Decoder;
   }
   return HeadKind::Bert;

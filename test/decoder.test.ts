@@ -22,7 +22,7 @@ const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures',
   // then set), and its outputs then.
   variants: Record<string, { model: string; config: { remove: string[]; set: Record<string, unknown> }; tokenStates: number[][][]; embeddings: number[][] }>;
 };
-const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral', 'gemma3', 'gemma3-causal', 'gemma2'] as const;
+const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral', 'gemma3', 'gemma3-causal', 'gemma2', 'gemma'] as const;
 // EmbeddingGemma's set-up (tiny_decoders.py): bidirectional, mean pooling, a Dense projection to 24; the rest last-token.
 const POOLED = (name: string): { pooling: PoolingMode; dimension: number } => (name === 'gemma3' ? { pooling: 'mean', dimension: 24 } : { pooling: 'lasttoken', dimension: 32 });
 

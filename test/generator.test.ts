@@ -44,7 +44,7 @@ function modelDir(name: string): string {
 }
 const recorded = (name: string) => REFERENCE.models[name] ?? REFERENCE.variants[name];
 
-for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2', ...Object.keys(REFERENCE.variants)]) {
+for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2', 'gemma', ...Object.keys(REFERENCE.variants)]) {
   test(`${name}: prompt + completion tokens and log-likelihoods equal transformers' (float32 sums to 1e-4), alone and in padded batches`, async (t) => {
     const generator = await Generator.load(modelDir(name), { device: 'cpu' });
     const ref = recorded(name);

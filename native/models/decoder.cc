@@ -79,7 +79,7 @@ std::vector<bool> layerTypes(const nlohmann::json& c, int64_t numLayers) {
 // Gemma 3's and Gemma 2's settings (DecoderConfig::gemma), from config.json as transformers 4 or 5 writes it.
 void gemmaFromJson(DecoderConfig& d, const nlohmann::json& c, bool v5) {
   const bool gemma2 = d.modelType == "gemma2";
-  d.gemma = true;
+  d.gemma = d.sandwich = true;
   d.qkNorm = !gemma2;
   d.qkvBias = d.outputBias = boolOr(c, "attention_bias", false);
   d.activation = stringOr(c, "hidden_activation", "gelu_pytorch_tanh");
@@ -143,7 +143,7 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
   }
   if (d.headDim % 2 != 0) throw modelFilesError("config.json: head_dim must be even (rotary positions rotate pairs)");
   const std::string act = stringOr(c, "hidden_act", "silu");
-  if (act != "silu" && d.modelType != "gemma3_text" && d.modelType != "gemma2") throw unsupportedError("unsupported hidden_act " + act + " for " + d.modelType + " (coltrast runs silu)");
+  if (act != "silu" && d.modelType != "gemma3_text" && d.modelType != "gemma2" && d.modelType != "gemma") throw unsupportedError("unsupported hidden_act " + act + " for " + d.modelType + " (coltrast runs silu)");
   d.activation = act;
   // Rotary settings: top-level rope_theta and rope_scaling (transformers 4 configs, rope_scaling first, as transformers
   // 5 reads them), or rope_parameters (transformers 5). Gemma 3's are per layer type (gemmaFromJson).
@@ -180,6 +180,15 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
     if (d.window > 0) d.slidingLayers.assign(d.numLayers, true);
   } else if (d.modelType == "gemma3_text" || d.modelType == "gemma2") {
     gemmaFromJson(d, c, v5);
+  } else if (d.modelType == "gemma") {
+    // Gemma 1: Llama's layer with Gemma's embeddings, norms and GELU (tanh) MLP ("gelu" in old configs means it too).
+    d.gemma = true;
+    d.qkvBias = d.outputBias = boolOr(c, "attention_bias", false);
+    d.activation = stringOr(c, "hidden_activation", stringOr(c, "hidden_act", "gelu_pytorch_tanh"));
+    if (d.activation == "gelu") d.activation = "gelu_pytorch_tanh";
+    checkActivation(d.activation);
+    d.queryScalar = static_cast<double>(d.headDim);
+    if (boolOr(c, "use_bidirectional_attention", false)) throw unsupportedError("gemma with use_bidirectional_attention is not supported");
   } else {
     throw unsupportedError("unsupported decoder model_type " + d.modelType);
   }
@@ -220,7 +229,7 @@ DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) : config(c) {
   down_proj = mlp->register_module("down_proj", linear(c.intermediateSize, c.hiddenSize, c.mlpBias));
   input_layernorm = register_module("input_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps, c.gemma));
   post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps, c.gemma));
-  if (c.gemma) {
+  if (c.sandwich) {
     pre_feedforward_layernorm = register_module("pre_feedforward_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps, true));
     post_feedforward_layernorm = register_module("post_feedforward_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps, true));
   }
@@ -284,14 +293,15 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
     context = torch::matmul(weights, v);
   }
   context = context.transpose(1, 2).reshape({batch, seq, config.numHeads * d});
-  if (config.gemma) {
+  if (config.sandwich) {
     const torch::Tensor attended = hidden + post_attention_layernorm(o_proj(context));
     const torch::Tensor y = pre_feedforward_layernorm(attended);
     return attended + post_feedforward_layernorm(down_proj(activate(gate_proj(y), config.activation) * up_proj(y)));
   }
   const torch::Tensor attended = hidden + o_proj(context);
   const torch::Tensor y = post_attention_layernorm(attended);
-  return attended + down_proj(torch::silu(gate_proj(y)) * up_proj(y));
+  const torch::Tensor gate = gate_proj(y);
+  return attended + down_proj((config.activation == "silu" ? torch::silu(gate) : activate(gate, config.activation)) * up_proj(y));
 }
 
 DecoderModel::DecoderModel(const DecoderConfig& config) : config_(config) {
@@ -342,7 +352,7 @@ torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const t
   torch::Tensor mask = keys;
   if (n > 1) mask = keys.logical_and(torch::ones({n, past + n}, options).tril(past)).logical_or(self);
   torch::Tensor hidden = embed(inputIds);
-  if (!config_.gemma && !config_.windowed(length)) {
+  if (!config_.perLayerMasks(length)) {
     for (size_t i = 0; i < layers_->size(); ++i) hidden = layers_[i]->as<DecoderLayer>()->forward(hidden, cos, sin, mask, &caches[i]);
     return norm_(hidden);
   }
@@ -363,7 +373,7 @@ torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::
   const int64_t batch = inputIds.size(0), seq = inputIds.size(1);
   checkLength(seq);
   torch::Tensor hidden = embed(inputIds);
-  if (config_.gemma || config_.windowed(seq)) return forwardWindowed(hidden, attentionMask);
+  if (config_.perLayerMasks(seq)) return forwardWindowed(hidden, attentionMask);
   const auto [cos, sin] = rotary(torch::arange(seq, inputIds.options().dtype(torch::kInt64)));
   // Right padding: every real token sees only real tokens before it; a padding position sees the real tokens
   // too (its output is never used), so no row of the mask is empty. Without padding, plain causal attention.

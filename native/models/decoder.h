@@ -27,7 +27,10 @@ struct DecoderConfig {
   // layer (layer_types) full attention or attention within `window` tokens, with rotary positions `rotary` or
   // `localRotary`. `bidirectional` (EmbeddingGemma's use_bidirectional_attention): no causal mask, and a sliding
   // layer's window reaches both ways, |query - key| < sliding_window / 2 + 1, as transformers computes it.
-  bool gemma = false, bidirectional = false;
+  // `gemma` covers Gemma 1 (gemma) too: its scaled embeddings and 1 + weight norms, a GELU-gated MLP, scores scaled by
+  // head_dim^-1/2 (queryScalar = head_dim), and Llama's layer otherwise; `sandwich`: Gemma 2's and 3's extra norms
+  // (post_attention_layernorm on the attention's output, pre_/post_feedforward_layernorm around the MLP).
+  bool gemma = false, sandwich = false, bidirectional = false;
   double queryScalar = 0;
   // Gemma 2's tanh soft-capping (0: none): attention scores to (-cap, cap) before the mask (attn_logit_softcapping),
   // and a causal LM's logits (final_logit_softcapping): cap * tanh(x / cap).
@@ -40,6 +43,9 @@ struct DecoderConfig {
   std::vector<bool> slidingLayers;
   // Whether some layer's window can cut off a sequence of `length` tokens.
   bool windowed(int64_t length) const;
+  // Whether a sequence of `length` tokens takes a mask (and rotary base) per kind of layer: Gemma 2's and 3's always
+  // (their sliding layers), others' when a window cuts it.
+  bool perLayerMasks(int64_t length) const { return !slidingLayers.empty() && (sandwich || windowed(length)); }
   static DecoderConfig fromJson(const nlohmann::json& config);
 };
 

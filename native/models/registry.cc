@@ -33,6 +33,7 @@ const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
       {"qwen3", decoder},
       {"gemma3_text", decoder},
       {"gemma2", decoder},
+      {"gemma", decoder},
   };
   return table;
 }
