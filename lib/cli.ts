@@ -86,7 +86,7 @@ commands:
     --cross-encoder          train a cross-encoder (reranker) instead, from a cross-encoder or an embedding model / BERT;
                              --cross-encoder-loss cross_entropy|bce --cross-encoder-scale <x> (10); or from a decoder LLM's
                              *ForCausalLM (Qwen3-Reranker's set-up): --cross-encoder-template <file> (a Jinja chat template
-                             over "query" and "document" messages; default the model's own) --cross-encoder-tokens yes,no
+                             over "query" and "document" messages; default the model's own) --cross-encoder-tokens yes,no (or yes alone)
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
                              its other settings (queryLength, documentLength, queryExpansion, ...) through --config
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
@@ -445,7 +445,7 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v['cross-encoder-loss'], (x) => (o.crossEncoder = { ...crossEncoder(), loss: x }));
   set(v['cross-encoder-scale'], (x) => (o.crossEncoder = { ...crossEncoder(), scale: x }));
   set(v['cross-encoder-template'], (x: string) => (o.crossEncoder = { ...crossEncoder(), chatTemplate: readTextFile(x, '--cross-encoder-template') }));
-  set(v['cross-encoder-tokens'], (x: string) => (o.crossEncoder = { ...crossEncoder(), tokens: x.split(',').map((w) => w.trim()) as [string, string] }));
+  set(v['cross-encoder-tokens'], (x: string) => (o.crossEncoder = { ...crossEncoder(), tokens: x.split(',').map((w) => w.trim()) as [string] | [string, string] }));
   if (!o.data) fail('train needs --data (or "data" in --config)');
   if (!o.output) fail('train needs --output (or "output" in --config)');
   const result = await train({ ...(o as TrainOptions), progressBar: !v.json });

@@ -145,7 +145,7 @@ export const TRAIN_CONFIG_SCHEMA = {
             loss: { enum: ['cross_entropy', 'bce'] },
             scale: number({ exclusiveMinimum: 0 }),
             chatTemplate: { type: 'string', minLength: 1 },
-            tokens: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 2, maxItems: 2 },
+            tokens: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, maxItems: 2 },
           },
         },
       ],

@@ -88,12 +88,13 @@ export interface CrossEncoderLoadOptions extends LoadOptions {
   /**
    * A decoder LLM's *ForCausalLM folder (one without a reranker's configs, such as Qwen/Qwen3-Reranker-0.6B as published)
    * as a reranker scored by LogitScore on `tokens` (default ['yes', 'no']), each pair rendered by `chatTemplate` (Jinja
-   * over "query" and "document" messages and a "system" one holding the prompt; default the folder's own), as
+   * over "query" and "document" messages and a "system" one holding the prompt; default the folder's own; one token:
+   * its logit alone, LogitScore's false_token_id null), as
    * sentence-transformers' `CrossEncoder(model, processor_kwargs={"chat_template": ...})` runs it. For Qwen3-Reranker:
    * `QWEN3_RERANKER_TEMPLATE`.
    */
   chatTemplate?: string;
-  tokens?: [string, string];
+  tokens?: [string] | [string, string];
 }
 
 /**
@@ -118,10 +119,10 @@ export function readDecoderStart(o: { chatTemplate?: unknown; tokens?: unknown }
     throw invalid(`${where}.chatTemplate`, 'a Jinja chat template over "query" and "document" messages', o.chatTemplate);
   }
   const tokens = o.tokens;
-  if (tokens !== undefined && !(Array.isArray(tokens) && tokens.length === 2 && tokens.every((x) => typeof x === 'string' && x.length > 0))) {
-    throw invalid(`${where}.tokens`, 'the true and false tokens, e.g. ["yes", "no"]', tokens);
+  if (tokens !== undefined && !(Array.isArray(tokens) && (tokens.length === 1 || tokens.length === 2) && tokens.every((x) => typeof x === 'string' && x.length > 0))) {
+    throw invalid(`${where}.tokens`, 'the true and false tokens, e.g. ["yes", "no"], or the true one alone', tokens);
   }
-  return { ...(o.chatTemplate !== undefined && { chatTemplate: o.chatTemplate as string }), ...(tokens !== undefined && { tokens: tokens as [string, string] }) };
+  return { ...(o.chatTemplate !== undefined && { chatTemplate: o.chatTemplate as string }), ...(tokens !== undefined && { tokens: tokens as [string] | [string, string] }) };
 }
 
 const PREDICT_KEYS = ['batchSize', 'activation', 'onProgress', 'prompt', 'promptName'] as const;

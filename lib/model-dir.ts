@@ -171,10 +171,13 @@ export interface ModelDirectory {
   chatTemplate?: string;
 }
 
-/** How train({ crossEncoder }) makes a reranker of a causal LM: the chat template pairs go through, and LogitScore's tokens. */
+/**
+ * How a causal LM becomes a reranker: the chat template pairs go through, and LogitScore's tokens (the true one, and the
+ * false one whose logit is subtracted, if any).
+ */
 export interface DecoderRerankerStart {
   chatTemplate?: string;
-  tokens?: [string, string];
+  tokens?: [string] | [string, string];
 }
 
 /** The activations sentence-transformers' CrossEncoder may apply to the logits, by their saved names. */
@@ -615,7 +618,7 @@ export function isCausalDecoder(config: unknown): boolean {
  */
 export function asNewDecoderReranker(files: ModelDirectory, start: DecoderRerankerStart = {}): ModelDirectory {
   const template = start.chatTemplate ?? readChatTemplate(files.dir);
-  const [trueToken, falseToken] = start.tokens ?? ['yes', 'no'];
+  const [trueToken, falseToken = null] = start.tokens ?? ['yes', 'no'];
   return {
     ...files,
     ...(start.chatTemplate !== undefined && { chatTemplate: start.chatTemplate }),

@@ -184,11 +184,11 @@ export interface TrainOptions {
    *
    * `model` may also be a decoder LLM's *ForCausalLM folder (Qwen3, Qwen2, Llama, Mistral, Gemma 3): it becomes a
    * reranker as Qwen3-Reranker is one, scored by sentence-transformers' LogitScore, the last position's logit of
-   * `tokens[0]` minus that of `tokens[1]` (default ['yes', 'no'], sentence-transformers' default), each pair rendered
+   * `tokens[0]` minus that of `tokens[1]`, if given (default ['yes', 'no'], sentence-transformers' default), each pair rendered
    * by `chatTemplate` (Jinja over a "query" and a "document" message, and a "system" one holding a prompt; default
    * the model's own, which must carry them) and saved with it.
    */
-  crossEncoder?: boolean | { loss?: 'cross_entropy' | 'bce'; scale?: number; chatTemplate?: string; tokens?: [string, string] };
+  crossEncoder?: boolean | { loss?: 'cross_entropy' | 'bce'; scale?: number; chatTemplate?: string; tokens?: [string] | [string, string] };
   /**
    * Train only the head on top of the frozen transformer: the projection head (`projection`, or the model's own
    * Dense module), or a multi-vector model's token projection. This is CoTrEnD's set-up (an encoder trained with

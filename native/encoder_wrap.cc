@@ -600,7 +600,10 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
     if (o.Has("scoreTokens") && !o.Get("scoreTokens").IsUndefined()) {
       if (!o.Get("scoreTokens").IsArray()) throw invalidArgument("scoreTokens must be an array of one or two token ids");
       auto tokens = o.Get("scoreTokens").As<Napi::Array>();
-      for (uint32_t i = 0; i < tokens.Length(); ++i) options.scoreTokens.push_back(tokens.Get(i).As<Napi::Number>().Int64Value());
+      for (uint32_t i = 0; i < tokens.Length(); ++i) {
+        if (!tokens.Get(i).IsNumber()) throw invalidArgument("scoreTokens must be an array of one or two token ids");
+        options.scoreTokens.push_back(tokens.Get(i).As<Napi::Number>().Int64Value());
+      }
       if (options.scoreTokens.empty() || options.scoreTokens.size() > 2 || options.head != "causal-lm") {
         throw invalidArgument("scoreTokens (one or two token ids) goes with the causal-lm head");
       }

@@ -168,6 +168,10 @@ test("a causal LM as a reranker (CrossEncoder.load and train({ crossEncoder }) w
   const logits = (await fresh.predict(whole.map((i) => PAIRS[i]), { activation: 'identity' })).data;
   t.true(maxAbsDiff(logits, whole.map((i) => ref.logits[i][0])) < 1e-5, `${maxAbsDiff(logits, whole.map((i) => ref.logits[i][0]))}`);
   fresh.dispose();
+  // One token: its logit alone (LogitScore with false_token_id null).
+  const single = await CrossEncoder.load(causal, { device: 'cpu', chatTemplate, tokens: ['good'] });
+  t.true(maxAbsDiff((await single.predict(whole.map((i) => PAIRS[i]), { activation: 'identity' })).data, whole.map((i) => ref.trueOnly![i][0])) < 1e-5);
+  single.dispose();
 
   const output = path.join(tempDir(), 'reranker');
   await train({ model: causal, data: wordDataset(16), output, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: start });
@@ -221,7 +225,7 @@ test('decoder rerankers refused with the reason: a chat template that drops the 
   });
   t.regex((await rejection(() => CrossEncoder.load(bare, { device: 'cpu' }))).message, /the tokenizer has no 'yes' token, which sentence-transformers scores a causal LM with by default/);
   t.regex((await rejection(() => CrossEncoder.load(path.join(FIXTURES, 'seq-cls'), { device: 'cpu', tokens: ['good', 'bad'] }))).message, /chatTemplate and tokens make a reranker of a decoder LLM's \*ForCausalLM folder; .* is a reranker already/);
-  t.regex((await rejection(() => CrossEncoder.load(bare, { device: 'cpu', tokens: ['good'] as never }))).message, /options\.tokens must be the true and false tokens/);
+  t.regex((await rejection(() => CrossEncoder.load(bare, { device: 'cpu', tokens: [] as never }))).message, /options\.tokens must be the true and false tokens/);
 });
 
 for (const name of MODELS) {
