@@ -12,7 +12,7 @@ import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { ChatTemplate } from './chat-template';
 import {
-  asNewCrossEncoder, asNewDecoderReranker, DECODER_SEQUENCE_CLASSIFICATION, isCausalDecoder, isCrossEncoderFolder, messageFormat, readChatTemplate, readJson, readModelDirectory, SEQUENCE_CLASSIFICATION,
+  asNewCrossEncoder, asNewDecoderReranker, DECODER_SEQUENCE_CLASSIFICATION, isCausalDecoder, isCrossEncoderFolder, messageFormat, namedPrompt, readChatTemplate, readJson, readModelDirectory, SEQUENCE_CLASSIFICATION,
   writeModelFiles, type CrossEncoderConfig, type DecoderRerankerStart, type ModelDirectory,
 } from './model-dir';
 
@@ -141,8 +141,7 @@ function checkPairs(pairs: unknown): asserts pairs is [string, string][] {
 export class CrossEncoder {
   private readonly model: ModelHandle;
   private loraConfig: LoraConfig | undefined;
-  /** A decoder reranker's chat template, which puts each pair into one prompt; and its tail's tokens per message layout. */
-  private readonly template: ChatTemplate | undefined;
+  /** A decoder reranker's tail tokens of its chat template (pairTemplate), per prompt. */
   private readonly suffixes = new Map<string, number[]>();
 
   private constructor(
@@ -152,9 +151,10 @@ export class CrossEncoder {
     /** The device the model runs on, e.g. 'cpu' or 'cuda:0'. */
     readonly device: string,
     readonly dtype: DType,
+    /** A decoder reranker's chat template (checked to carry a pair), which puts each pair into one prompt. */
+    private readonly pairTemplate: PairTemplate | undefined,
   ) {
     this.model = new ModelHandle(handle, 'CrossEncoder');
-    if (files.crossEncoder.decoder?.chat) this.template = new ChatTemplate(files.dir, files.chatTemplate ?? readChatTemplate(files.dir)!);
   }
 
   /**
@@ -190,13 +190,14 @@ export class CrossEncoder {
   private static async openFolder(dir: string, device: string, dtype: DType, seed: number, adapter: string | undefined, start?: DecoderRerankerStart): Promise<CrossEncoder> {
     const configPath = path.join(dir, 'config.json');
     const causal = fs.existsSync(configPath) && isCausalDecoder(readJson(configPath, 'config.json'));
-    if (start && (isCrossEncoderFolder(dir) || !causal)) {
+    const reranker = isCrossEncoderFolder(dir);
+    if (start && (reranker || !causal)) {
       throw new ColtrastError(
         'INVALID_ARGUMENT',
-        `chatTemplate and tokens make a reranker of a decoder LLM's *ForCausalLM folder; ${dir} is ${isCrossEncoderFolder(dir) ? 'a reranker already (its template and tokens are its own)' : 'not one'}`,
+        `chatTemplate and tokens make a reranker of a decoder LLM's *ForCausalLM folder; ${dir} is ${reranker ? 'a reranker already (its template and tokens are its own)' : 'not one'}`,
       );
     }
-    if (isCrossEncoderFolder(dir)) return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter);
+    if (reranker) return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter);
     if (causal) return CrossEncoder.withAdapter(await CrossEncoder.open(asNewDecoderReranker(readModelDirectory(dir, 'cross-encoder'), start), device, dtype), adapter);
     return CrossEncoder.withAdapter(await CrossEncoder.open(asNewCrossEncoder(readModelDirectory(dir)), device, dtype, seed), adapter, true);
   }
@@ -238,7 +239,7 @@ export class CrossEncoder {
           (decoder || !(modelType in DECODER_SEQUENCE_CLASSIFICATION) ? '' : ` (a reranker on a ${modelType} decoder starts from its *ForCausalLM folder)`),
       );
     }
-    if (decoder?.chat) checkPairTemplate(files.dir, files.chatTemplate ?? readChatTemplate(files.dir));
+    const pairTemplate = decoder?.chat ? checkedPairTemplate(files.dir, files.chatTemplate ?? readChatTemplate(files.dir)) : undefined;
     const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     let ce = files.crossEncoder;
     let head: Parameters<typeof loadNative>[3];
@@ -263,7 +264,7 @@ export class CrossEncoder {
       head = { head: 'sequence-classification', numLabels: ce.numLabels, ...(newHeadSeed !== undefined && { newHead: true, seed: newHeadSeed }) };
     }
     const handle = await loadNative(files, device, dtype, head);
-    return new CrossEncoder(handle, { ...files, crossEncoder: ce }, tokenizer, handle.info().device, dtype);
+    return new CrossEncoder(handle, { ...files, crossEncoder: ce }, tokenizer, handle.info().device, dtype, pairTemplate);
   }
 
   /**
@@ -395,15 +396,8 @@ export class CrossEncoder {
       if (typeof prompt !== 'string') throw invalid('options.prompt', 'a string', prompt);
       return prompt;
     }
-    const prompts = this.files.prompts;
-    if (promptName !== undefined) {
-      if (typeof promptName !== 'string' || !(promptName in prompts)) {
-        const names = Object.keys(prompts);
-        throw invalid('options.promptName', names.length ? `one of the model's prompts (${names.join(', ')})` : 'a prompt name, but this model has no prompts', promptName);
-      }
-      return prompts[promptName];
-    }
-    return this.files.defaultPromptName === null ? undefined : prompts[this.files.defaultPromptName];
+    if (promptName !== undefined) return namedPrompt(this.files.prompts, promptName);
+    return this.files.defaultPromptName === null ? undefined : this.files.prompts[this.files.defaultPromptName];
   }
 
   /**
@@ -412,10 +406,10 @@ export class CrossEncoder {
    * holding the prompt) rendered and tokenized as rendered, as sentence-transformers 6 does.
    */
   private async tokenizePairs(pairs: [string, string][], prompt: string | undefined): Promise<TokenizedText[]> {
-    if (!this.template) return this.tokenizer.encodePairs(prompt === undefined ? pairs : pairs.map(([q, d]): [string, string] => [prompt + q, d]));
-    const format = messageFormat(this.template.source);
-    const conversation = (query: string, document: string) => pairMessages(format, query, document, prompt);
-    const rendered = pairs.map(([q, d]) => this.template!.render({ messages: conversation(q, d) }));
+    const chat = this.pairTemplate;
+    if (!chat) return this.tokenizer.encodePairs(prompt === undefined ? pairs : pairs.map(([q, d]): [string, string] => [prompt + q, d]));
+    const conversation = (query: string, document: string) => pairMessages(chat.format, query, document, prompt);
+    const rendered = pairs.map(([q, d]) => chat.template.render({ messages: conversation(q, d) }));
     const tokenized = await this.tokenizer.encodeBare(rendered, this.maxSeqLength);
     // A prompt cut at the end loses the template's tail (what the last token must read, e.g. an assistant turn):
     // sentence-transformers writes it back over the last tokens. The tail: the tokens two renders with other contents
@@ -435,7 +429,7 @@ export class CrossEncoder {
     const key = prompt ?? '';
     const known = this.suffixes.get(key);
     if (known) return known;
-    const renders = ['0', '1 2 3 4'].map((filler) => this.template!.render({ messages: conversation(filler, filler) }));
+    const renders = ['0', '1 2 3 4'].map((filler) => this.pairTemplate!.template.render({ messages: conversation(filler, filler) }));
     const [first, second] = (await this.tokenizer.encodeBare(renders, 1 << 30)).map((t) => t.ids);
     let common = 0;
     while (common < Math.min(first.length, second.length) && first[first.length - 1 - common] === second[second.length - 1 - common]) common++;
@@ -545,15 +539,21 @@ function pairMessages(format: 'flat' | 'structured', query: string, document: st
   return [...(prompt === undefined ? [] : [message('system', prompt)]), message('query', query), message('document', document)];
 }
 
+/** A decoder reranker's chat template, and how sentence-transformers gives it a message's content (messageFormat). */
+interface PairTemplate {
+  template: ChatTemplate;
+  format: 'flat' | 'structured';
+}
+
 /**
- * Refuses a decoder reranker whose chat template cannot carry a pair: one that drops the "query" or the "document"
+ * A decoder reranker's chat template, refused when it cannot carry a pair: when it drops the "query" or the "document"
  * message's content (a chat model's own template, which knows system, user and assistant), as sentence-transformers
- * refuses it; or that fails on them.
+ * refuses it, or fails on them.
  */
-function checkPairTemplate(dir: string, source: string | undefined): void {
+function checkedPairTemplate(dir: string, source: string | undefined): PairTemplate {
   if (source === undefined) throw new ColtrastError('MODEL_FILES', `${dir}: sentence_bert_config.json gives pairs to a chat template, and the folder has none`);
-  const template = new ChatTemplate(dir, source);
-  const render = (query: string, document: string) => template.render({ messages: pairMessages(messageFormat(source), query, document) });
+  const checked = { template: new ChatTemplate(dir, source), format: messageFormat(source) };
+  const render = (query: string, document: string) => checked.template.render({ messages: pairMessages(checked.format, query, document) });
   let dropped: string[];
   try {
     const base = render('q0', 'd0');
@@ -568,4 +568,5 @@ function checkPairTemplate(dir: string, source: string | undefined): void {
         `Save a chat_template.jinja that renders both roles, e.g. {{ messages | selectattr('role', 'eq', 'query') | map(attribute='content') | first }}`,
     );
   }
+  return checked;
 }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { ADAPTER_DIR, addAdapters, isAdapterOnlyFolder, loadAdapter, readAdapterConfig, saveAdapter, type LoraConfig } from './lora';
-import { denseStackDir, lastDense, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
+import { denseStackDir, lastDense, namedPrompt, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
@@ -466,13 +466,7 @@ export class Encoder {
       if (promptName !== undefined) throw new ColtrastError('INVALID_ARGUMENT', 'give options.prompt or options.promptName, not both');
       return prompt;
     }
-    if (promptName !== undefined) {
-      if (typeof promptName !== 'string' || !(promptName in prompts)) {
-        const names = Object.keys(prompts);
-        throw invalid('options.promptName', names.length ? `one of the model's prompts (${names.join(', ')})` : 'a prompt name, but this model has no prompts', promptName);
-      }
-      return prompts[promptName];
-    }
+    if (promptName !== undefined) return namedPrompt(prompts, promptName);
     const candidates = task === 'query' ? ['query'] : task === 'document' ? ['document', 'passage', 'corpus'] : [];
     const name = candidates.find((c) => c in prompts) ?? this.files.defaultPromptName;
     return name === null ? undefined : prompts[name];

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ChatTemplate } from './chat-template';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { readChatTemplate, readModelDirectory, type ModelDirectory } from './model-dir';
+import { DECODER_SEQUENCE_CLASSIFICATION, readChatTemplate, readModelDirectory, type ModelDirectory } from './model-dir';
 import { DTYPES, ModelHandle, inBatches, loadNative, resolveLoad, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch, type ModelInput } from './tokenizer';
@@ -103,7 +103,8 @@ const GENERATE_KEYS = [
   'promptSignals',
 ] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
-const DECODER_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'gemma2', 'gemma'];
+/** The decoder LLM families coltrast runs (model_type), as causal LMs here. */
+const DECODER_TYPES = Object.keys(DECODER_SEQUENCE_CLASSIFICATION);
 /** The files of a model folder besides its weights that a saved copy keeps (configs and tokenizer files). */
 const KEPT_FILES = [
   'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'vocab.json',

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
+import { invalid } from './validate';
 
 export const POOLING_MODES = ['cls', 'mean', 'max', 'mean_sqrt_len', 'lasttoken'] as const;
 export type PoolingMode = (typeof POOLING_MODES)[number];
@@ -553,9 +554,9 @@ export const SEQUENCE_CLASSIFICATION: Record<string, string> = {
 };
 
 /**
- * Decoder LLMs whose rerankers coltrast runs (Qwen3, Qwen2, Llama, Mistral, Gemma 3, 2 and 1): their *ForSequenceClassification (a `score` layer on the last real token),
- * and their *ForCausalLM scored by sentence-transformers' LogitScore. They predict; train({ crossEncoder }) trains
- * SEQUENCE_CLASSIFICATION's families.
+ * The decoder LLM families coltrast runs (Qwen3, Qwen2, Llama, Mistral, Gemma 3, 2 and 1), and their rerankers' class:
+ * their *ForSequenceClassification (a `score` layer on the last real token), or their *ForCausalLM scored by
+ * sentence-transformers' LogitScore. A new head is started on SEQUENCE_CLASSIFICATION's families only.
  */
 export const DECODER_SEQUENCE_CLASSIFICATION: Record<string, string> = {
   llama: 'LlamaForSequenceClassification',
@@ -1072,6 +1073,15 @@ export function readChatTemplate(dir: string): string | undefined {
 export function messageFormat(template: string | undefined): 'flat' | 'structured' {
   if (!template) return 'structured';
   return ['content[0]', '.type', "'type'", '"type"', 'item.type', 'message.content['].some((p) => template.includes(p)) ? 'structured' : 'flat';
+}
+
+/** The model's prompt named `promptName` (options.promptName); an unknown name is refused with the names it has. */
+export function namedPrompt(prompts: Record<string, string>, promptName: unknown): string {
+  if (typeof promptName !== 'string' || !(promptName in prompts)) {
+    const names = Object.keys(prompts);
+    throw invalid('options.promptName', names.length ? `one of the model's prompts (${names.join(', ')})` : 'a prompt name, but this model has no prompts', promptName);
+  }
+  return prompts[promptName];
 }
 
 /** A special token named in tokenizer_config.json or special_tokens_map.json (e.g. 'mask_token'), if any. */

@@ -74,10 +74,6 @@ HeadKind headKindOf(const std::string& modelType) {
   if (modelType == "distilbert") return HeadKind::DistilBert;
   if (modelType == "deberta-v2") return HeadKind::Deberta;
   if (modelType == "modernbert") return HeadKind::ModernBert;
-  if (modelType == "llama" || modelType == "mistral" || modelType == "qwen2" || modelType == "qwen3" || modelType == "gemma3_text" || modelType == "gemma2" ||
-      modelType == "gemma") {
-    return HeadKind::Decoder;
-  }
   return HeadKind::Bert;
 }
 
@@ -201,7 +197,8 @@ class LoadWorker : public PromiseWorker {
     using namespace ::coltrast::config;
     TransformerEncoder& model = *loaded.model;
     const int64_t hidden = model.hiddenSize();
-    loaded.headKind = headKindOf(model.modelType());
+    // A decoder (the model with token embeddings an output layer can share) reads its last token; the others, their first.
+    loaded.headKind = model.inputEmbeddings().defined() ? HeadKind::Decoder : headKindOf(model.modelType());
     const HeadKind kind = loaded.headKind;
     const HeadNames names = headNames(kind, model.prefix());
     if (kind == HeadKind::Decoder) {

@@ -98,8 +98,9 @@ torch::Tensor Rotary::inverseFrequencies(int64_t headDim, const torch::Device& d
     if (truncate) low = std::floor(low), high = std::ceil(high);
     low = std::max(low, 0.0), high = std::min(high, static_cast<double>(headDim - 1));
     if (low == high) high += 0.001;
-    const torch::Tensor powers = torch::pow(theta, torch::arange(0, headDim, 2, f32).to(torch::kFloat32) / headDim);
-    const torch::Tensor extrapolation = 1.0 / powers, interpolation = 1.0 / (factor * powers);
+    // The base frequencies kept (extrapolation) or divided by factor (interpolation), as transformers computes each.
+    const torch::Tensor interpolation = 1.0 / (factor * torch::pow(theta, exponents));
+    const torch::Tensor& extrapolation = base;
     const torch::Tensor ramp = ((torch::arange(headDim / 2, f32) - low) / (high - low)).clamp(0, 1);
     const torch::Tensor keep = 1 - ramp;
     return interpolation * (1 - keep) + extrapolation * keep;
