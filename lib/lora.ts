@@ -51,7 +51,8 @@ export const SEQ_CLS_MODULES = ['classifier', 'score'];
 
 /**
  * The projections adapted by default: PEFT's defaults for the types it has them for (bert, roberta, xlm-roberta,
- * electra, deberta-v2, t5, mt5, the decoders, gemma3_text, gemma2, gemma: attention's query and value), and the same two projections of the others.
+ * electra, deberta-v2, t5, mt5, the decoders, gemma3_text, gemma2, gemma: attention's query and value), and the same two
+ * projections of the others (their fused one for ModernBERT and Phi-3).
  */
 export const LORA_TARGETS: Record<string, string[]> = {
   bert: ['query', 'value'],
@@ -72,6 +73,8 @@ export const LORA_TARGETS: Record<string, string[]> = {
   gemma3_text: ['q_proj', 'v_proj'],
   gemma2: ['q_proj', 'v_proj'],
   gemma: ['q_proj', 'v_proj'],
+  // PEFT has no default for Phi-3 (it asks for target_modules); its attention's one fused projection, as ModernBERT's.
+  phi3: ['qkv_proj'],
 };
 
 export const ADAPTER_CONFIG = 'adapter_config.json';

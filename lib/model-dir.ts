@@ -554,7 +554,7 @@ export const SEQUENCE_CLASSIFICATION: Record<string, string> = {
 };
 
 /**
- * The decoder LLM families coltrast runs (Qwen3, Qwen2, Llama, Mistral, Gemma 3, 2 and 1), and their rerankers' class:
+ * The decoder LLM families coltrast runs (Qwen3, Qwen2, Llama, Mistral, Gemma 3, 2 and 1, Phi-3), and their rerankers' class:
  * their *ForSequenceClassification (a `score` layer on the last real token), or their *ForCausalLM scored by
  * sentence-transformers' LogitScore. A new head is started on SEQUENCE_CLASSIFICATION's families only.
  */
@@ -566,6 +566,7 @@ export const DECODER_SEQUENCE_CLASSIFICATION: Record<string, string> = {
   gemma3_text: 'Gemma3TextForSequenceClassification',
   gemma2: 'Gemma2ForSequenceClassification',
   gemma: 'GemmaForSequenceClassification',
+  phi3: 'Phi3ForSequenceClassification',
 };
 
 /**

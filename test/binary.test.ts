@@ -207,11 +207,11 @@ test('the real CPU prebuild loads on this machine (COLTRAST_BINARY=cpu) and colt
   t.regex(info.binary.variant, /^cpu-torch\d+\.\d+$/);
   t.is(info.binary.libtorch.source, 'system');
   t.regex(info.binary.reason, /COLTRAST_BINARY=cpu; prebuild cpu-torch.* fits libtorch/);
-  t.deepEqual(info.modelTypes, ['bert', 'roberta', 'xlm-roberta', 'camembert', 'mpnet', 'distilbert', 'electra', 'deberta-v2', 'modernbert', 't5', 'mt5', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'gemma2', 'gemma']);
+  t.deepEqual(info.modelTypes, ['bert', 'roberta', 'xlm-roberta', 'camembert', 'mpnet', 'distilbert', 'electra', 'deberta-v2', 'modernbert', 't5', 'mt5', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'gemma2', 'gemma', 'phi3']);
   const text = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: 'cpu' } });
   t.regex(text.stdout, /addon: prebuild cpu-torch[\d.]+ \(.*prebuilds\/linux-x64\/cpu-torch[\d.]+\/coltrast\.node\)/);
   t.regex(text.stdout, /chosen because: COLTRAST_BINARY=cpu/);
-  t.regex(text.stdout, /model types: bert, roberta, xlm-roberta, camembert, mpnet, distilbert, electra, deberta-v2, modernbert, t5, mt5, llama, mistral, qwen2, qwen3, gemma3_text, gemma2, gemma\n/);
+  t.regex(text.stdout, /model types: bert, roberta, xlm-roberta, camembert, mpnet, distilbert, electra, deberta-v2, modernbert, t5, mt5, llama, mistral, qwen2, qwen3, gemma3_text, gemma2, gemma, phi3\n/);
   const local = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: '' } });
   t.regex(local.stdout, /addon: local build/, 'an empty COLTRAST_BINARY is no choice: the local build');
 });

@@ -1,4 +1,4 @@
-// Decoder-LLM embedding models (Qwen3, Qwen2, Llama, Mistral, Gemma 3): token states and embeddings against
+// Decoder-LLM embedding models (Qwen3, Qwen2, Llama, Mistral, Gemma 3, 2 and 1, Phi-3): token states and embeddings against
 // what Hugging Face transformers and sentence-transformers computed for the same tiny random models
 // (scripts/fixtures/tiny_decoders.py), one text at a time and in padded batches; save and reload; a
 // *ForCausalLM checkpoint's prefixed names; unsupported settings refused with the reason; training one, whole or
@@ -22,7 +22,7 @@ const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures',
   // then set), and its outputs then.
   variants: Record<string, { model: string; config: { remove: string[]; set: Record<string, unknown> }; tokenStates: number[][][]; embeddings: number[][] }>;
 };
-const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral', 'gemma3', 'gemma3-causal', 'gemma2', 'gemma'] as const;
+const ARCHITECTURES = ['qwen3', 'qwen2', 'llama', 'mistral', 'gemma3', 'gemma3-causal', 'gemma2', 'gemma', 'phi3'] as const;
 // EmbeddingGemma's set-up (tiny_decoders.py): bidirectional, mean pooling, a Dense projection to 24; the rest last-token.
 const POOLED = (name: string): { pooling: PoolingMode; dimension: number } => (name === 'gemma3' ? { pooling: 'mean', dimension: 24 } : { pooling: 'lasttoken', dimension: 32 });
 
@@ -39,12 +39,17 @@ for (const name of ARCHITECTURES) {
   });
 }
 
+// A copy of a variant's model folder with its config.json edited as the reference records.
+function variantDir(name: string): string {
+  const variant = REFERENCE.variants[name];
+  return copyOf(variant.model, (d) =>
+    editJson(path.join(d, 'config.json'), (c) => ({ ...Object.fromEntries(Object.entries(c).filter(([k]) => !variant.config.remove.includes(k))), ...variant.config.set })),
+  );
+}
+
 for (const [name, variant] of Object.entries(REFERENCE.variants)) {
   test(`${name} (the model's config.json edited): token states and embeddings equal transformers' and sentence-transformers' (1e-5)`, async (t) => {
-    const dir = copyOf(variant.model, (d) =>
-      editJson(path.join(d, 'config.json'), (c) => ({ ...Object.fromEntries(Object.entries(c).filter(([k]) => !variant.config.remove.includes(k))), ...variant.config.set })),
-    );
-    const encoder = await Encoder.load(dir, { device: 'cpu' });
+    const encoder = await Encoder.load(variantDir(name), { device: 'cpu' });
     await expectRecordedOutputs(t, encoder, REFERENCE.texts, variant, 32);
     encoder.dispose();
   });
@@ -96,6 +101,11 @@ test('unsupported decoder settings are refused with the reason', async (t) => {
     ['gemma3', (c) => ({ ...c, layer_types: ['sliding_attention', 'chunked_attention', 'full_attention'] }), /unsupported layer type chunked_attention/],
     ['gemma3', (c) => ({ ...c, rope_parameters: { ...c.rope_parameters, sliding_attention: { rope_type: 'proportional', rope_theta: 1e4 } } }), /unsupported rotary scaling .*proportional.* in config.json's rope_parameters.sliding_attention/],
     ['gemma3', (c) => ({ ...c, hidden_activation: 'swish_gated' }), /swish_gated/],
+    ['phi3', (c) => ({ ...c, rope_parameters: { ...c.rope_parameters, rope_type: 'linear', factor: 2 } }), /Phi-3 runs the rope types default and longrope/],
+    ['phi3', (c) => ({ ...c, rope_scaling: { type: 'longrope', short_factor: [1, 1], long_factor: [1, 1] } }), /longrope's short_factor and long_factor need 3 numbers each/],
+    ['phi3', (c) => ({ ...c, rope_scaling: { type: 'su', short_factor: [1, 1, 1] } }), /rope_scaling's "long_factor" must be a list of numbers for rope_type longrope/],
+    ['phi3', (c) => ({ ...c, rope_parameters: { ...c.rope_parameters, partial_rotary_factor: 0.1 } }), /partial_rotary_factor 0\.1\d* of head_dim 8 leaves 0 rotated dimensions/],
+    ['phi3', (c) => ({ ...c, resid_pdrop: 1.5 }), /resid_pdrop must be in \[0, 1\)/],
   ];
   for (const [name, edit, pattern] of cases) {
     const dir = copyOf(name, (d) => editJson(path.join(d, 'config.json'), edit));
@@ -179,20 +189,21 @@ test('CoTrEnD (freezeBase): a head trained contrastively on a frozen decoder\'s 
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: decoder token states (float32, bfloat16, float16) match the CPU: Qwen3, Gemma 3 (bidirectional sliding windows, fused attention with a mask) and Gemma 2 (soft-capped attention); float16 refused for the Gemmas${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: decoder token states (float32, bfloat16, float16) match the CPU: Qwen3, Gemma 3 (bidirectional sliding windows, fused attention with a mask), Gemma 2 (soft-capped attention) and Phi-3 (fused projections, partial rotation, LongRoPE); float16 refused for the Gemmas${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
-    for (const name of ['qwen3', 'gemma3', 'gemma2']) {
-      const cpu = await Encoder.load(path.join(FIXTURES, name), { device: 'cpu' });
+    for (const name of ['qwen3', 'gemma3', 'gemma2', 'phi3', 'phi3+longrope']) {
+      const dir = REFERENCE.variants[name] ? variantDir(name) : path.join(FIXTURES, name);
+      const cpu = await Encoder.load(dir, { device: 'cpu' });
       const expected = await cpu.embed(REFERENCE.texts, { output: 'tokens' });
       cpu.dispose();
       // Tolerances for states of magnitude up to 4 (Qwen3's), scaled with larger ones.
       const scale = Math.max(1, ...expected.map((m) => Math.max(...Array.from(m.data, Math.abs)) / 4));
       for (const [dtype, tolerance] of [['float32', 1e-4], ['bfloat16', 5e-2], ['float16', 1e-2]] as const) {
         if (name.startsWith('gemma') && dtype === 'float16') {
-          t.regex((await rejection(() => Encoder.load(path.join(FIXTURES, name), { device: 'cuda', dtype }))).message, /activations overflow float16/);
+          t.regex((await rejection(() => Encoder.load(dir, { device: 'cuda', dtype }))).message, /activations overflow float16/);
           continue;
         }
-        const gpu = await Encoder.load(path.join(FIXTURES, name), { device: 'cuda', dtype });
+        const gpu = await Encoder.load(dir, { device: 'cuda', dtype });
         const got = await gpu.embed(REFERENCE.texts, { output: 'tokens' });
         got.forEach((m, i) => t.true(maxAbsDiff(m.data, expected[i].data) < tolerance * scale, `${name} ${dtype} text ${i}: ${maxAbsDiff(m.data, expected[i].data)}`));
         gpu.dispose();

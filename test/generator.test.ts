@@ -1,7 +1,9 @@
 // Decoder LLMs as causal language models (Generator): tokenization of prompt + completion, log-likelihoods and
 // greedy generation against what Hugging Face transformers computed for the same tiny random *ForCausalLM models
 // (scripts/fixtures/tiny_causal_lms.py; Qwen3 with tied word embeddings, Llama with its own lm_head, Gemma 3, Gemma 2
-// with soft-capped attention and logits, and Qwen3 with scaled rotary positions and with a sliding window), alone and in padded batches; stop tokens; save and reload; bad input refused with the reason.
+// with soft-capped attention and logits, Phi-3 with its fused projections and partial rotation, and Qwen3 with scaled
+// rotary positions and with a sliding window, Phi-3 with LongRoPE), alone and in padded batches; stop tokens; save and
+// reload; bad input refused with the reason.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -44,7 +46,7 @@ function modelDir(name: string): string {
 }
 const recorded = (name: string) => REFERENCE.models[name] ?? REFERENCE.variants[name];
 
-for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2', 'gemma', ...Object.keys(REFERENCE.variants)]) {
+for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2', 'gemma', 'phi3', ...Object.keys(REFERENCE.variants)]) {
   test(`${name}: prompt + completion tokens and log-likelihoods equal transformers' (float32 sums to 1e-4), alone and in padded batches`, async (t) => {
     const generator = await Generator.load(modelDir(name), { device: 'cpu' });
     const ref = recorded(name);
@@ -66,7 +68,10 @@ for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2', 'gemma', ...Object.key
     generator.dispose();
   });
 
-  test(`${name}: greedy generation equals transformers' generate(do_sample=False), token for token`, async (t) => {
+  // LongRoPE's variant is recorded with transformers' forward over the whole sequence at each step (tiny_causal_lms.py
+  // NO_CACHE: its generate() loses the context where a sequence grows past the pretraining length).
+  const how = name.endsWith('+longrope') ? 'greedy decoding by full forward passes' : 'generate(do_sample=False)';
+  test(`${name}: greedy generation equals transformers' ${how}, token for token`, async (t) => {
     const generator = await Generator.load(modelDir(name), { device: 'cpu' });
     const ref = recorded(name);
     // One prompt at a time, and together in left-padded batches (prompts of 2 to 14 tokens).
@@ -282,7 +287,7 @@ const BEAMS = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'ti
   shared: Record<string, { numBeams: number; lengthPenalty: number; earlyStopping: boolean; eosIds: number[]; tokens: number[][] }[]>;
 };
 
-for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2']) {
+for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2', 'phi3']) {
   test(`${name}: beam search equals transformers' generate(num_beams, length_penalty, early_stopping), token for token`, async (t) => {
     const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });
     const cases = BEAMS.models[name];
@@ -364,13 +369,13 @@ test('Generator errors: encoders, a missing lm_head, too-long or empty input, ba
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: log-likelihoods (float32, bfloat16), greedy generation and beam search (float32) match transformers' (Qwen3, Llama, Gemma 3's sliding windows, Gemma 2's soft-capping), streaming joins up${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: log-likelihoods (float32, bfloat16), greedy generation and beam search (float32) match transformers' (Qwen3, Llama, Gemma 3's sliding windows, Gemma 2's soft-capping, Phi-3 with and without LongRoPE), streaming joins up${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
-    for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2']) {
-      const ref = REFERENCE.models[name];
+    for (const name of ['qwen3', 'llama', 'gemma3', 'gemma2', 'phi3', 'phi3+longrope']) {
+      const ref = recorded(name);
       // Relative to the sum: bfloat16's 8-bit mantissa gives each token's log-probability an error of about 1%.
       for (const [dtype, tolerance] of [['float32', 1e-4], ['bfloat16', 5e-2]] as const) {
-        const gpu = await Generator.load(path.join(FIXTURES, name), { device: 'cuda', dtype });
+        const gpu = await Generator.load(modelDir(name), { device: 'cuda', dtype });
         const ll = await gpu.logLikelihood(PAIRS, { batchSize: 3 });
         ll.forEach((x, i) => {
           const expected = ref.pairs[i].logLikelihood;

@@ -41,7 +41,7 @@ test('config.json with a field of the wrong type', async (t) => {
 test('an unsupported model_type', async (t) => {
   const e = await loadError(fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, model_type: 'gpt2' }))));
   t.is(e.code, 'UNSUPPORTED_MODEL');
-  t.regex(e.message, /unsupported model_type gpt2 \(coltrast runs: bert, roberta, xlm-roberta, camembert, mpnet, distilbert, electra, deberta-v2, modernbert, t5, mt5, llama, mistral, qwen2, qwen3, gemma3_text, gemma2, gemma\)/);
+  t.regex(e.message, /unsupported model_type gpt2 \(coltrast runs: bert, roberta, xlm-roberta, camembert, mpnet, distilbert, electra, deberta-v2, modernbert, t5, mt5, llama, mistral, qwen2, qwen3, gemma3_text, gemma2, gemma, phi3\)/);
 });
 
 test('relative position embeddings are refused, not silently run as absolute', async (t) => {

@@ -134,7 +134,7 @@ check(`sentence-transformers loads the shipped default model and embeds as coltr
   t.log(r.stdout.trim());
 });
 
-for (const name of ['qwen3', 'gemma3']) {
+for (const name of ['qwen3', 'gemma3', 'phi3']) {
   check(`sentence-transformers loads a decoder (${name}) embedding model coltrast trained, and embeds as coltrast does${skipped}`, async (t) => {
     const dir = tempDir();
     const model = path.join(dir, 'model');
@@ -800,6 +800,8 @@ const peftSkip = skip || (peftProbe?.status !== 0 ? `${PYTHON} has no peft (scri
     for (const [name, model, targets] of [
       ['bert', FIXTURE, ['query', 'value']],
       ['qwen3', path.join(ROOT, 'test', 'fixtures', 'tiny-decoders', 'qwen3'), ['q_proj', 'v_proj']],
+      // Phi-3's fused projections: PEFT adapts them as they are (one adapter over the queries', keys' and values' rows).
+      ['phi3', path.join(ROOT, 'test', 'fixtures', 'tiny-decoders', 'phi3'), ['qkv_proj', 'gate_up_proj']],
       ['t5', path.join(ENCODERS, 't5'), ['q', 'v', 'wi']],
     ] as const) {
       const output = path.join(dir, `${name}-lora`);

@@ -15,10 +15,14 @@ using namespace config;
 
 // Rotary settings from one rope_scaling / rope_parameters object `p` (null: plain), as transformers 4 and 5 read them:
 // `theta` unless p names its own rope_theta; llama3's and yarn's pretraining length (original_max_position_embeddings)
-// defaults to max_position_embeddings, `maxPositions`; `where` names the object in errors.
-Rotary rotaryFromJson(const nlohmann::json& p, double theta, double maxPositions, const std::string& where) {
+// defaults to max_position_embeddings, `maxPositions`; `where` names the object in errors. `phi3`: Phi-3's rules (its
+// 'longrope', old names 'su' and 'yarn' for it, and partial rotation), with `originalMaxPositions` its top-level
+// original_max_position_embeddings, which transformers puts before the object's own.
+Rotary rotaryFromJson(const nlohmann::json& p, double theta, double maxPositions, const std::string& where, bool phi3 = false,
+                      double originalMaxPositions = 0, double partial = 1.0) {
   Rotary r;
   r.theta = theta;
+  r.partial = partial;
   if (p.is_null()) return r;
   if (!p.is_object()) throw modelFilesError("config.json: " + where + " must be an object");
   r.type = stringOr(p, "rope_type", stringOr(p, "type", "default"));
@@ -26,16 +30,40 @@ Rotary rotaryFromJson(const nlohmann::json& p, double theta, double maxPositions
   const auto unsupported = [&](const std::string& why) {
     return unsupportedError("unsupported rotary scaling " + p.dump() + " in config.json's " + where + ": " + why);
   };
-  if (numberOr(p, "partial_rotary_factor", 1.0) != 1.0) throw unsupported("coltrast rotates every dimension (partial_rotary_factor 1)");
-  if (r.type != "default" && r.type != "linear" && r.type != "dynamic" && r.type != "llama3" && r.type != "yarn") {
-    throw unsupported("coltrast runs the rope types default, linear, dynamic, llama3 and yarn");
+  r.partial = numberOr(p, "partial_rotary_factor", partial);
+  if (phi3) {
+    if (!(r.partial > 0 && r.partial <= 1)) throw modelFilesError("config.json: partial_rotary_factor must be in (0, 1]");
+    if (r.type == "su" || r.type == "yarn") r.type = "longrope";  // Phi3Config's old names for it
+    if (r.type != "default" && r.type != "longrope") throw unsupported("Phi-3 runs the rope types default and longrope, as transformers' Phi3Config");
+  } else if (r.partial != 1.0) {
+    throw unsupported("coltrast rotates every dimension of this model type (partial_rotary_factor 1)");
+  } else if (r.type != "default" && r.type != "linear" && r.type != "dynamic" && r.type != "llama3" && r.type != "yarn") {
+    throw unsupported("coltrast runs the rope types default, linear, dynamic, llama3 and yarn (and Phi-3's longrope)");
   }
   const auto positive = [&](const char* key, double fallback) {
     const double v = numberOr(p, key, fallback);
     if (!(v > 0)) throw modelFilesError("config.json: " + where + "'s \"" + key + "\" must be a positive number for rope_type " + r.type);
     return v;
   };
-  r.originalMaxPositions = positive("original_max_position_embeddings", maxPositions);
+  r.originalMaxPositions = phi3 ? originalMaxPositions : positive("original_max_position_embeddings", maxPositions);
+  if (r.type == "longrope") {
+    const auto factors = [&](const char* key) {
+      if (!p.contains(key) || !p[key].is_array()) throw modelFilesError("config.json: " + where + "'s \"" + key + "\" must be a list of numbers for rope_type longrope");
+      std::vector<double> f;
+      for (const auto& x : p[key]) {
+        if (!x.is_number() || !(x.get<double>() > 0)) throw modelFilesError("config.json: " + where + "'s \"" + key + "\" must hold positive numbers");
+        f.push_back(x.get<double>());
+      }
+      return f;
+    };
+    r.shortFactor = factors("short_factor");
+    r.longFactor = factors("long_factor");
+    // transformers' _compute_longrope_parameters: a missing factor is the ratio of the lengths; the attention factor,
+    // unless given, sqrt(1 + ln(factor) / ln(original length)).
+    r.factor = positive("factor", maxPositions / r.originalMaxPositions);
+    r.attentionFactor = p.contains("attention_factor") && !p["attention_factor"].is_null() ? positive("attention_factor", 1.0)
+                        : r.factor <= 1 ? 1.0 : std::sqrt(1 + std::log(r.factor) / std::log(r.originalMaxPositions));
+  }
   if (r.type == "linear" || r.type == "llama3") r.factor = positive("factor", 0);
   if (r.type == "llama3") {
     r.lowFreqFactor = positive("low_freq_factor", 0);
@@ -151,8 +179,11 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
   if (d.modelType != "gemma3_text") {
     const double theta = numberOr(v5 ? c["rope_parameters"] : c, "rope_theta", 10000.0);
     const bool scaling = c.contains("rope_scaling") && !c["rope_scaling"].is_null();
+    // Phi-3's pretraining length and partial rotation are top-level keys too (Phi3Config's defaults 4096 and 1).
+    const bool phi3 = d.modelType == "phi3";
     d.rotary = rotaryFromJson(scaling ? c["rope_scaling"] : v5 ? c["rope_parameters"] : nlohmann::json(), theta, static_cast<double>(d.maxPositions),
-                              scaling ? "rope_scaling" : "rope_parameters");
+                              scaling ? "rope_scaling" : "rope_parameters", phi3, phi3 ? positiveIntOr(c, "original_max_position_embeddings", 4096) : 0,
+                              phi3 ? numberOr(c, "partial_rotary_factor", 1.0) : 1.0);
     d.localRotary = d.rotary;  // one rotary base for every layer
   }
   if (d.modelType == "qwen2" || d.modelType == "qwen3") {
@@ -174,10 +205,24 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
   } else if (d.modelType == "llama") {
     d.qkvBias = d.outputBias = boolOr(c, "attention_bias", false);
     d.mlpBias = boolOr(c, "mlp_bias", false);
-  } else if (d.modelType == "mistral") {
-    // transformers' MistralModel: one sliding-window mask for every layer when sliding_window is set.
+  } else if (d.modelType == "mistral" || d.modelType == "phi3") {
+    // transformers' MistralModel and Phi3Model: one sliding-window mask for every layer when sliding_window is set.
     d.window = positiveIntOr(c, "sliding_window", 0);
     if (d.window > 0) d.slidingLayers.assign(d.numLayers, true);
+    if (d.modelType == "phi3") {
+      // Phi-3 (Phi-3.5, Phi-4): Llama's layer without biases, its projections fused (self_attn.qkv_proj, mlp.gate_up_proj),
+      // dropout on each residual branch in training (resid_pdrop), rotary positions of its own (rotaryFromJson).
+      d.fused = true;
+      d.residualDropout = numberOr(c, "resid_pdrop", 0.0);
+      if (!(d.residualDropout >= 0 && d.residualDropout < 1)) throw modelFilesError("config.json: resid_pdrop must be in [0, 1)");
+      const int64_t rotated = d.rotary.dims(d.headDim);
+      if (rotated < 2 || rotated % 2 != 0) {
+        throw modelFilesError("config.json: partial_rotary_factor " + std::to_string(d.rotary.partial) + " of head_dim " + std::to_string(d.headDim) +
+                              " leaves " + std::to_string(rotated) + " rotated dimensions; rotary positions need an even number");
+      }
+      if (d.rotary.longrope()) d.rotary.inverseFrequencies(d.headDim, torch::kCPU, true), d.rotary.inverseFrequencies(d.headDim, torch::kCPU);  // checks the factors' lengths now
+      d.localRotary = d.rotary;
+    }
   } else if (d.modelType == "gemma3_text" || d.modelType == "gemma2") {
     gemmaFromJson(d, c, v5);
   } else if (d.modelType == "gemma") {
@@ -214,18 +259,27 @@ torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
 DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c) : config(c) {
   auto linear = [](int64_t in, int64_t out, bool bias) { return Dense(in, out, bias); };
   // Hugging Face's names: self_attn.{q,k,v,o}_proj (and q_norm, k_norm), mlp.{gate,up,down}_proj.
+  // Phi-3's fused: self_attn.qkv_proj (the queries', keys' and values' rows one after another), mlp.gate_up_proj.
   auto attention = register_module("self_attn", std::make_shared<ModuleGroup>());
-  q_proj = attention->register_module("q_proj", linear(c.hiddenSize, c.numHeads * c.headDim, c.qkvBias));
-  k_proj = attention->register_module("k_proj", linear(c.hiddenSize, c.numKvHeads * c.headDim, c.qkvBias));
-  v_proj = attention->register_module("v_proj", linear(c.hiddenSize, c.numKvHeads * c.headDim, c.qkvBias));
+  if (c.fused) {
+    qkv_proj = attention->register_module("qkv_proj", linear(c.hiddenSize, (c.numHeads + 2 * c.numKvHeads) * c.headDim, c.qkvBias));
+  } else {
+    q_proj = attention->register_module("q_proj", linear(c.hiddenSize, c.numHeads * c.headDim, c.qkvBias));
+    k_proj = attention->register_module("k_proj", linear(c.hiddenSize, c.numKvHeads * c.headDim, c.qkvBias));
+    v_proj = attention->register_module("v_proj", linear(c.hiddenSize, c.numKvHeads * c.headDim, c.qkvBias));
+  }
   o_proj = attention->register_module("o_proj", linear(c.numHeads * c.headDim, c.hiddenSize, c.outputBias));
   if (c.qkNorm) {
     q_norm = attention->register_module("q_norm", RmsNorm(c.headDim, c.rmsNormEps, c.gemma));
     k_norm = attention->register_module("k_norm", RmsNorm(c.headDim, c.rmsNormEps, c.gemma));
   }
   auto mlp = register_module("mlp", std::make_shared<ModuleGroup>());
-  gate_proj = mlp->register_module("gate_proj", linear(c.hiddenSize, c.intermediateSize, c.mlpBias));
-  up_proj = mlp->register_module("up_proj", linear(c.hiddenSize, c.intermediateSize, c.mlpBias));
+  if (c.fused) {
+    gate_up_proj = mlp->register_module("gate_up_proj", linear(c.hiddenSize, 2 * c.intermediateSize, c.mlpBias));
+  } else {
+    gate_proj = mlp->register_module("gate_proj", linear(c.hiddenSize, c.intermediateSize, c.mlpBias));
+    up_proj = mlp->register_module("up_proj", linear(c.hiddenSize, c.intermediateSize, c.mlpBias));
+  }
   down_proj = mlp->register_module("down_proj", linear(c.intermediateSize, c.hiddenSize, c.mlpBias));
   input_layernorm = register_module("input_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps, c.gemma));
   post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(c.hiddenSize, c.rmsNormEps, c.gemma));
@@ -245,12 +299,28 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
     return h.transpose(1, 2);  // [batch, n, seq, d]
   };
   RmsNorm none{nullptr};
-  torch::Tensor q = heads(q_proj(x), config.numHeads, q_norm), k = heads(k_proj(x), config.numKvHeads, k_norm);
-  torch::Tensor v = heads(v_proj(x), config.numKvHeads, none);
-  // Rotary positions, with cos and sin in the queries' dtype as Hugging Face applies them.
+  torch::Tensor q, k, v;
+  if (qkv_proj) {
+    const torch::Tensor qkv = qkv_proj(x);
+    const int64_t queries = config.numHeads * d, keys = config.numKvHeads * d;
+    q = heads(qkv.narrow(-1, 0, queries), config.numHeads, q_norm);
+    k = heads(qkv.narrow(-1, queries, keys), config.numKvHeads, k_norm);
+    v = heads(qkv.narrow(-1, queries + keys, keys), config.numKvHeads, none);
+  } else {
+    q = heads(q_proj(x), config.numHeads, q_norm), k = heads(k_proj(x), config.numKvHeads, k_norm);
+    v = heads(v_proj(x), config.numKvHeads, none);
+  }
+  // Rotary positions, with cos and sin in the queries' dtype as Hugging Face applies them; with partial rotation on
+  // the first cos.size(-1) dimensions of each head, the rest passed through.
   const torch::Tensor c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
-  q = q * c + rotateHalf(q) * s;
-  k = k * c + rotateHalf(k) * s;
+  const int64_t rotated = c.size(-1);
+  const auto rotate = [&](const torch::Tensor& t) {
+    if (rotated == d) return t * c + rotateHalf(t) * s;
+    const torch::Tensor part = t.narrow(-1, 0, rotated);
+    return torch::cat({part * c + rotateHalf(part) * s, t.narrow(-1, rotated, d - rotated)}, -1);
+  };
+  q = rotate(q);
+  k = rotate(k);
   // Without a mask the attention is causal; with a cache, the mask covers the cached keys too.
   const bool causal = !mask.defined();
   if (cache) {
@@ -298,10 +368,18 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
     const torch::Tensor y = pre_feedforward_layernorm(attended);
     return attended + post_feedforward_layernorm(down_proj(activate(gate_proj(y), config.activation) * up_proj(y)));
   }
-  const torch::Tensor attended = hidden + o_proj(context);
+  // Phi-3's dropout on each residual branch (resid_pdrop), in training.
+  const auto branch = [&](const torch::Tensor& t) { return config.residualDropout > 0 ? torch::dropout(t, config.residualDropout, is_training()) : t; };
+  const torch::Tensor attended = hidden + branch(o_proj(context));
   const torch::Tensor y = post_attention_layernorm(attended);
-  const torch::Tensor gate = gate_proj(y);
-  return attended + down_proj((config.activation == "silu" ? torch::silu(gate) : activate(gate, config.activation)) * up_proj(y));
+  torch::Tensor gate, up;
+  if (gate_up_proj) {
+    const auto halves = gate_up_proj(y).chunk(2, -1);
+    gate = halves[0], up = halves[1];
+  } else {
+    gate = gate_proj(y), up = up_proj(y);
+  }
+  return attended + branch(down_proj((config.activation == "silu" ? torch::silu(gate) : activate(gate, config.activation)) * up));
 }
 
 DecoderModel::DecoderModel(const DecoderConfig& config) : config_(config) {
@@ -322,13 +400,23 @@ torch::Tensor DecoderModel::embed(const torch::Tensor& inputIds) {
   return config_.gemma ? hidden * torch::full({}, std::sqrt(static_cast<double>(config_.hiddenSize)), hidden.options()) : hidden;
 }
 
-std::pair<torch::Tensor, torch::Tensor> DecoderModel::rotary(const torch::Tensor& positions, bool local) const {
-  return rotaryCosSin(positions, local ? config_.localRotary : config_.rotary, config_.headDim);
+std::pair<torch::Tensor, torch::Tensor> DecoderModel::rotary(const torch::Tensor& positions, bool local, const torch::Tensor& longRows) const {
+  return rotaryCosSin(positions, local ? config_.localRotary : config_.rotary, config_.headDim, longRows);
+}
+
+torch::Tensor DecoderModel::longRows(const torch::Tensor& lengths) const {
+  if (!config_.rotary.longrope()) return {};
+  return lengths.gt(static_cast<int64_t>(config_.rotary.originalMaxPositions));
 }
 
 void KvCache::keepRows(const torch::Tensor& rows) {
   keys = keys.index_select(0, rows);
   values = values.index_select(0, rows);
+  if (ids.defined()) {
+    ids = ids.index_select(0, rows);
+    positions = positions.index_select(0, rows);
+    longRows = longRows.index_select(0, rows);
+  }
 }
 
 torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const torch::Tensor& positions, const torch::Tensor& keyMask,
@@ -342,8 +430,22 @@ torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const t
   }
   const int64_t length = positions.max().item<int64_t>() + 1;
   checkLength(length);
+  // LongRoPE: the rows longer than the pretraining length take the long factors (each row's length: its last new
+  // token's position + 1). A row that has just grown past it had its cached keys rotated with the short ones: then
+  // every row is computed again from its first token, as transformers' Phi3ForCausalLM drops its cache at that step.
+  const torch::Tensor longer = longRows(positions.select(1, n - 1) + 1);
+  if (longer.defined()) {
+    if (past > 0 && longer.logical_and(caches[0].longRows.logical_not()).any().item<bool>()) {
+      const torch::Tensor ids = torch::cat({caches[0].ids, inputIds}, 1), all = torch::cat({caches[0].positions, positions}, 1);
+      caches.assign(caches.size(), KvCache{});
+      return forwardCached(ids, all, keyMask, caches).narrow(1, past, n);
+    }
+    caches[0].ids = past > 0 ? torch::cat({caches[0].ids, inputIds}, 1) : inputIds;
+    caches[0].positions = past > 0 ? torch::cat({caches[0].positions, positions}, 1) : positions;
+    caches[0].longRows = longer;
+  }
   const auto perRow = [](std::pair<torch::Tensor, torch::Tensor> cs) { return std::make_pair(cs.first.unsqueeze(1), cs.second.unsqueeze(1)); };
-  const auto [cos, sin] = perRow(rotary(positions));  // [batch, 1, n, headDim]
+  const auto [cos, sin] = perRow(rotary(positions, false, longer));  // [batch, 1, n, rotated dimensions]
   // Each new token sees the real tokens up to itself. A padding position of a prompt sees itself too, so that no
   // row of the attention is empty (its output is never used), as transformers unmasks such rows.
   const auto options = keyMask.options().dtype(torch::kBool);
@@ -358,7 +460,7 @@ torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const t
   }
   // Sliding layers see only the keys less than `window` positions back (each key's position: the real tokens before
   // it in its row), Gemma 3's with their own rotary base.
-  const auto [localCos, localSin] = perRow(rotary(positions, true));
+  const auto [localCos, localSin] = perRow(rotary(positions, true, longer));
   const torch::Tensor keyPositions = keyMask.to(torch::kInt64).cumsum(1) - 1;
   const torch::Tensor near = keyPositions.view({batch, 1, 1, past + n}).gt(positions.view({batch, 1, n, 1}) - config_.window);
   const torch::Tensor windowMask = mask.logical_and(near).logical_or(self);
@@ -369,12 +471,21 @@ torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const t
   return norm_(hidden);
 }
 
+std::pair<torch::Tensor, torch::Tensor> DecoderModel::positionRotary(const torch::Tensor& attentionMask, bool local) const {
+  const int64_t batch = attentionMask.size(0), seq = attentionMask.size(1);
+  const torch::Tensor positions = torch::arange(seq, attentionMask.options().dtype(torch::kInt64));
+  const torch::Tensor longer = longRows(attentionMask.sum(1));
+  if (!longer.defined()) return rotary(positions, local);
+  const auto [cos, sin] = rotary(positions.expand({batch, seq}), local, longer);
+  return {cos.unsqueeze(1), sin.unsqueeze(1)};
+}
+
 torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask, const torch::Tensor&) {
   const int64_t batch = inputIds.size(0), seq = inputIds.size(1);
   checkLength(seq);
   torch::Tensor hidden = embed(inputIds);
   if (config_.perLayerMasks(seq)) return forwardWindowed(hidden, attentionMask);
-  const auto [cos, sin] = rotary(torch::arange(seq, inputIds.options().dtype(torch::kInt64)));
+  const auto [cos, sin] = positionRotary(attentionMask, false);
   // Right padding: every real token sees only real tokens before it; a padding position sees the real tokens
   // too (its output is never used), so no row of the mask is empty. Without padding, plain causal attention.
   torch::Tensor mask;
@@ -392,8 +503,8 @@ torch::Tensor DecoderModel::forward(const torch::Tensor& inputIds, const torch::
 torch::Tensor DecoderModel::forwardWindowed(torch::Tensor hidden, const torch::Tensor& attentionMask) {
   const int64_t batch = hidden.size(0), seq = hidden.size(1);
   const torch::Tensor positions = torch::arange(seq, attentionMask.options().dtype(torch::kInt64));
-  const auto [cos, sin] = rotary(positions);
-  const auto [localCos, localSin] = rotary(positions, true);
+  const auto [cos, sin] = positionRotary(attentionMask, false);
+  const auto [localCos, localSin] = positionRotary(attentionMask, true);
   // Which key each query may attend: full layers causally (or everywhere when bidirectional), sliding ones within the
   // window, and only real tokens; each position may attend itself too, so that a padding position far past the real
   // tokens keeps a non-empty row (its output is never used, but an empty row would be NaN and reach the others).

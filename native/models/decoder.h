@@ -20,6 +20,10 @@ struct DecoderConfig {
   std::string activation = "silu";  // the MLP's gate activation
   bool qkvBias = false, outputBias = false, mlpBias = false;
   bool qkNorm = false;  // Qwen3, Gemma 3
+  // Phi-3: the query, key and value projections one (qkv_proj), the gate and up projections one (gate_up_proj); and
+  // dropout on the attention's and the MLP's output before each residual sum (resid_pdrop) in training.
+  bool fused = false;
+  double residualDropout = 0.0;
   // Gemma 3 (gemma3_text) and Gemma 2 (gemma2: no query/key norms, one rotary base, soft-capping below): embeddings
   // scaled by sqrt(hidden_size); RMSNorm scaling by 1 + weight, in float32; the
   // attention's output and the MLP's normed too before each residual sum (post_attention_layernorm,
@@ -64,6 +68,10 @@ TORCH_MODULE(RmsNorm);
 // for generation: each new token attends to them instead of recomputing them.
 struct KvCache {
   torch::Tensor keys, values;  // [batch, kvHeads, tokens, headDim]
+  // LongRoPE models only, in the first layer's cache: the tokens' ids and positions [batch, tokens] and which rows'
+  // keys were rotated with the long factors [batch], so that a row that grows past the pretraining length can be
+  // computed again with them.
+  torch::Tensor ids, positions, longRows;
   // Keeps only these rows of the batch (sequences that are still generating), int64 on the cache's device.
   void keepRows(const torch::Tensor& rows);
 };
@@ -79,6 +87,7 @@ struct DecoderLayerImpl : torch::nn::Module {
   DecoderConfig config;
   Dense q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   Dense gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Dense qkv_proj{nullptr}, gate_up_proj{nullptr};  // Phi-3's fused projections (DecoderConfig::fused)
   RmsNorm q_norm{nullptr}, k_norm{nullptr}, input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   RmsNorm pre_feedforward_layernorm{nullptr}, post_feedforward_layernorm{nullptr};  // Gemma 3
 };
@@ -111,8 +120,16 @@ class DecoderModel : public TransformerEncoder {
   // The token embeddings of `inputIds`; Gemma 3's times sqrt(hidden_size), the factor rounded to their dtype first, as
   // transformers does.
   torch::Tensor embed(const torch::Tensor& inputIds);
-  // Rotary cos and sin [..., headDim] (float32) of `positions` (int64, any shape); `local`: Gemma 3's sliding layers' base.
-  std::pair<torch::Tensor, torch::Tensor> rotary(const torch::Tensor& positions, bool local = false) const;
+  // Rotary cos and sin [..., rotated dimensions] (float32) of `positions` (int64, any shape); `local`: Gemma 3's sliding
+  // layers' base; `longer`: LongRoPE's rows that take the long factors (positions [batch, n]).
+  std::pair<torch::Tensor, torch::Tensor> rotary(const torch::Tensor& positions, bool local = false, const torch::Tensor& longer = {}) const;
+  // The same for right-padded rows of `attentionMask` [batch, seq] at positions 0 .. seq - 1: [seq, dimensions], or
+  // with LongRoPE [batch, 1, seq, dimensions], each row's factors chosen by its own length.
+  std::pair<torch::Tensor, torch::Tensor> positionRotary(const torch::Tensor& attentionMask, bool local) const;
+  // LongRoPE: whether each row of these `lengths` [batch] (int64) is past the pretraining length and takes the long
+  // factors; undefined for other rotary types. transformers decides for a whole batch, by its longest row (padding
+  // included); coltrast for each row, so that a text's output is the one it has alone, whatever it is batched with.
+  torch::Tensor longRows(const torch::Tensor& lengths) const;
   // The forward from the (scaled) embeddings with a mask per kind of layer (full, sliding window) and Gemma's local
   // rotary positions for its sliding layers: Gemma's always, others' when a window cuts the sequence.
   torch::Tensor forwardWindowed(torch::Tensor hidden, const torch::Tensor& attentionMask);

@@ -73,9 +73,18 @@ torch::Tensor rotateHalf(const torch::Tensor& x) {
   return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
-torch::Tensor Rotary::inverseFrequencies(int64_t headDim, const torch::Device& device) const {
+torch::Tensor Rotary::inverseFrequencies(int64_t fullHeadDim, const torch::Device& device, bool longFactors) const {
   const auto f32 = torch::TensorOptions().device(device).dtype(torch::kFloat32);
+  const int64_t headDim = dims(fullHeadDim);
   const torch::Tensor exponents = torch::arange(0, headDim, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / headDim;
+  if (type == "longrope") {
+    // transformers' _compute_longrope_parameters: 1 / (factor_i * theta^(2i/d)).
+    const auto& f = longFactors ? longFactor : shortFactor;
+    if (static_cast<int64_t>(f.size()) != exponents.size(0)) {
+      throw modelFilesError("config.json: longrope's short_factor and long_factor need " + std::to_string(exponents.size(0)) + " numbers each (half of the rotated head dimensions)");
+    }
+    return 1.0 / (torch::tensor(f, torch::TensorOptions().dtype(torch::kFloat64)).to(f32) * torch::pow(theta, exponents));
+  }
   const torch::Tensor base = 1.0 / torch::pow(theta, exponents);
   if (type == "default" || type == "dynamic") return base;
   if (type == "linear") return base / factor;
@@ -108,8 +117,15 @@ torch::Tensor Rotary::inverseFrequencies(int64_t headDim, const torch::Device& d
   throw unsupportedError("unsupported rotary scaling type " + type);
 }
 
-std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, const Rotary& rotary, int64_t headDim) {
-  const torch::Tensor angles = positions.to(torch::kFloat32).unsqueeze(-1) * rotary.inverseFrequencies(headDim, positions.device());
+std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, const Rotary& rotary, int64_t headDim,
+                                                     const torch::Tensor& longRows) {
+  torch::Tensor frequencies = rotary.inverseFrequencies(headDim, positions.device());
+  if (rotary.longrope() && longRows.defined()) {
+    // Each row's own: [batch, 1, dims / 2] against positions [batch, n].
+    const torch::Tensor longer = rotary.inverseFrequencies(headDim, positions.device(), true);
+    frequencies = torch::where(longRows.to(positions.device()).view({-1, 1}), longer, frequencies).unsqueeze(1);
+  }
+  const torch::Tensor angles = positions.to(torch::kFloat32).unsqueeze(-1) * frequencies;
   const torch::Tensor emb = torch::cat({angles, angles}, -1);
   if (rotary.attentionFactor == 1.0) return {emb.cos(), emb.sin()};
   return {emb.cos() * rotary.attentionFactor, emb.sin() * rotary.attentionFactor};

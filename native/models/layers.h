@@ -66,19 +66,29 @@ torch::Tensor rotateHalf(const torch::Tensor& x);
 // `originalMaxPositions`), 'yarn' (Peng et al. 2023, "YaRN": frequencies blended between kept and divided by `factor`
 // over the dimensions that turn between `betaSlow` and `betaFast` times within `originalMaxPositions`, truncated to
 // whole dimensions unless `truncate` is false; cos and sin scaled by `attentionFactor`). 'dynamic' (NTK) rescales only
-// past max_position_embeddings, which coltrast refuses, so within it it is the base frequencies.
+// past max_position_embeddings, which coltrast refuses, so within it it is the base frequencies. 'longrope' (Phi-3's
+// LongRoPE, Ding et al. 2024): each frequency divided by its own factor, `shortFactor`'s for a sequence of at most
+// `originalMaxPositions` tokens and `longFactor`'s for a longer one, cos and sin scaled by `attentionFactor`.
+// `partial` (partial_rotary_factor, Phi-4-mini's 0.75): only the first dims(headDim) dimensions of a head rotate.
 struct Rotary {
-  std::string type = "default";  // default | linear | dynamic | llama3 | yarn
+  std::string type = "default";  // default | linear | dynamic | llama3 | yarn | longrope
   double theta = 10000.0, factor = 1.0;
   double lowFreqFactor = 1.0, highFreqFactor = 4.0, originalMaxPositions = 0;
   double betaFast = 32.0, betaSlow = 1.0, attentionFactor = 1.0;
   bool truncate = true;
-  // float32 [headDim / 2] on `device`.
-  torch::Tensor inverseFrequencies(int64_t headDim, const torch::Device& device) const;
+  double partial = 1.0;
+  std::vector<double> shortFactor, longFactor;
+  bool longrope() const { return type == "longrope"; }
+  // The rotated dimensions of a head of `headDim`: int(headDim * partial_rotary_factor), as transformers rounds it.
+  int64_t dims(int64_t headDim) const { return static_cast<int64_t>(static_cast<double>(headDim) * partial); }
+  // float32 [dims(headDim) / 2] on `device`; `longFactors`: longrope's for sequences past originalMaxPositions.
+  torch::Tensor inverseFrequencies(int64_t headDim, const torch::Device& device, bool longFactors = false) const;
 };
-// Rotary cos and sin [..., headDim] (float32) of `positions` (int64, any shape): angle p * frequency, one float32
-// multiplication each, as torch.outer and Hugging Face's rotary embeddings compute them.
-std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, const Rotary& rotary, int64_t headDim);
+// Rotary cos and sin [..., dims(headDim)] (float32) of `positions` (int64, any shape): angle p * frequency, one float32
+// multiplication each, as torch.outer and Hugging Face's rotary embeddings compute them. For longrope, `longRows`
+// (boolean [batch], with positions [batch, n]) says which rows take the long factors; undefined: none.
+std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, const Rotary& rotary, int64_t headDim,
+                                                     const torch::Tensor& longRows = {});
 // The same with plain rotary positions of base `theta`.
 std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positions, double theta, int64_t headDim);
 

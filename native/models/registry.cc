@@ -34,6 +34,7 @@ const std::vector<std::pair<std::string, EncoderFactory>>& factories() {
       {"gemma3_text", decoder},
       {"gemma2", decoder},
       {"gemma", decoder},
+      {"phi3", decoder},
   };
   return table;
 }
