@@ -1,10 +1,11 @@
 // Decoder-only LLM families as embedding models (Qwen3-Embedding, gte-Qwen2, e5-mistral, EmbeddingGemma and the like)
-// and as the frozen base of CoTrEnD: Llama, Mistral, Qwen2, Qwen3 and Gemma 3 (text) checkpoints, with module and
-// parameter names identical to Hugging Face's LlamaModel / MistralModel / Qwen2Model / Qwen3Model / Gemma3TextModel,
-// so weights load and save by name. The forward pass is theirs: token embeddings, layers of RMSNorm, causal
+// and as the frozen base of CoTrEnD: Llama, Mistral, Qwen2, Qwen3, Gemma 3 (text), 2 and 1 and Phi-3 checkpoints, with
+// module and parameter names identical to Hugging Face's LlamaModel / MistralModel / Qwen2Model / Qwen3Model /
+// Gemma3TextModel / Gemma2Model / GemmaModel / Phi3Model, so weights load and save by name. The forward pass is theirs: token embeddings, layers of RMSNorm, causal
 // grouped-query self-attention with rotary positions (Qwen3, Gemma 3: RMSNorm on each head's queries and keys first)
 // and a SwiGLU MLP, then a final RMSNorm; the output is the last hidden states, which sentence-transformers pools
-// (usually the last token). Gemma 3 differs in several places (DecoderConfig::gemma).
+// (usually the last token). Gemma differs in several places (DecoderConfig::gemma), Phi-3 in a few (DecoderConfig::fused,
+// Rotary's partial rotation and LongRoPE).
 #pragma once
 #include "layers.h"
 #include "transformer_encoder.h"
