@@ -103,6 +103,9 @@ commands:
     --output-format triplet|n-tuple|labeled-pair|labeled-list (triplet) --output-scores (scores in each row: teacher scores for train)
     --include-positives      keep the positives among the candidates (n-tuple rows in ranking order, for re-ranking evaluation)
     --query-prompt <t> --query-prompt-name <name> --corpus-prompt <t> --corpus-prompt-name <name>   (default: the model's query / document prompts)
+    --plaid                  a multi-vector model: search a PLAID index of the corpus (token vectors compressed as ColBERTv2's)
+                             instead of exact MaxSim over every token vector held in memory; --residual-bits 1|2|4 (2)
+                             --centroids <n> --nprobe <n> (1) --full-scores <n>   as for index build and search
     --batch-size <n> --device <d> --threads <n> --json
   rag-train                  ContextFlow: train a retriever and a decoder LLM generator together on questions and answers
     --retriever <dir|hub id> the embedding model that retrieves (default: coltrast's shipped model)
@@ -503,17 +506,24 @@ const MINE_FLAGS = {
   'range-max': 'int', 'max-score': 'number', 'min-score': 'number', 'absolute-margin': 'number', 'relative-margin': 'number',
   'sampling-strategy': 'string', seed: 'int', 'output-format': 'string', 'output-scores': 'boolean', 'include-positives': 'boolean',
   'query-prompt': 'string', 'query-prompt-name': 'string', 'corpus-prompt': 'string', 'corpus-prompt-name': 'string', 'batch-size': 'count',
+  plaid: 'boolean', 'residual-bits': 'count', centroids: 'count', nprobe: 'count', 'full-scores': 'count',
   device: 'string', threads: 'count', json: 'boolean',
 } as const;
+const PLAID_MINE_FLAGS = ['residualBits', 'centroids', 'nprobe', 'fullScores'] as const;
 
 async function mineCommand(argv: string[]): Promise<void> {
   const { options: o } = flagOptions(argv, MINE_FLAGS, false);
   if (!o.data) fail('mine needs --data (a .jsonl or .json file of {"query", "positive"} pairs)');
   if (!o.output) fail('mine needs --output <file.jsonl>');
-  const { json, ...options } = o;
+  const { json, plaid, ...rest } = o;
+  // --residual-bits, --centroids, --nprobe and --full-scores set --plaid's search.
+  const settings = Object.fromEntries(PLAID_MINE_FLAGS.filter((key) => rest[key] !== undefined).map((key) => [key, rest[key]]));
+  const options = Object.fromEntries(Object.entries(rest).filter(([key]) => !(PLAID_MINE_FLAGS as readonly string[]).includes(key)));
+  if (Object.keys(settings).length > 0 && !plaid) fail('--residual-bits, --centroids, --nprobe and --full-scores set the PLAID search: add --plaid');
   const bars = new Map<string, ProgressBar>();
   const result = await mineHardNegatives({
     ...(options as MineOptions),
+    ...(plaid && { plaid: Object.keys(settings).length > 0 ? settings : true }),
     model: options.model ?? DEFAULT_MODEL,
     onProgress: json
       ? undefined

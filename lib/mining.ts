@@ -7,7 +7,8 @@
  * model's document and query prompts, normalized; each query's `rangeMax + maxPositives` nearest documents come
  * from an exact search in the native dense store (off the JS thread), or, for a multi-vector (ColBERT-style) model,
  * from exact MaxSim of its token vectors against every document's, as Index scores them (sentence-transformers'
- * mine_hard_negatives takes single-vector models only); a cross-encoder, when given, rescores
+ * mine_hard_negatives takes single-vector models only), or with `plaid` from a PLAID search of an Index whose
+ * token vectors are kept compressed (for corpora whose token vectors do not fit in memory); a cross-encoder, when given, rescores
  * those candidates and the positives. Then the query's own positives, candidates too close to the positive
  * (margins), too high or too low (maxScore, minScore) are struck out, the survivors are ranked, the first
  * `rangeMin` skipped, and `numNegatives` taken from the top or at random.
@@ -18,7 +19,7 @@ import { CrossEncoder } from './cross-encoder';
 import { Encoder, type Device, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { seededRandom } from './random';
-import { exactMaxSim, newStore, topIndices } from './search-index';
+import { exactMaxSim, Index, newStore, RESIDUAL_BITS, topIndices } from './search-index';
 import { padTokens } from './ops';
 import { ProgressBar } from './progress';
 import { readCorpus, readTrainingData, type TrainExample } from './train-data';
@@ -65,6 +66,16 @@ export interface MineOptions {
   outputFormat?: MiningFormat;
   /** Add the scores (bi-encoder's, or the cross-encoder's) to each row. */
   outputScores?: boolean;
+  /**
+   * A multi-vector model: rank each query's candidates with a PLAID search (Santhanam et al. 2022) of an Index of the
+   * corpus whose token vectors are kept as ColBERTv2 compresses them (a centroid's number and a `residualBits`
+   * residual: 36 bytes a 128-dimension vector at 2 bits, against 512 as float32), instead of exact MaxSim over every
+   * document's token vectors, which all sit in memory as float32 until the search ends. The candidates' and the
+   * positives' scores are MaxSim over the decoded vectors; `nprobe` and `fullScores` as Index.search's (defaults 1 and
+   * max(256, 4 × the candidate window)). Documents are embedded with the model's document prompt (no corpusPrompt).
+   * true: the defaults.
+   */
+  plaid?: boolean | PlaidMining;
   /** Texts per forward pass (default 32). */
   batchSize?: number;
   /** Write the rows here as JSONL (atomically) as well as returning them. */
@@ -73,6 +84,14 @@ export interface MineOptions {
   threads?: number;
   /** Progress of each stage: embedding the corpus and the queries, searching, rescoring. */
   onProgress?: (p: MiningProgress) => void;
+}
+
+/** MineOptions.plaid's settings: BuildOptions' residualBits (2) and centroids, SearchOptions' nprobe and fullScores. */
+export interface PlaidMining {
+  residualBits?: number;
+  centroids?: number;
+  nprobe?: number;
+  fullScores?: number;
 }
 
 export interface MiningProgress {
@@ -127,8 +146,9 @@ export interface MineResult {
 const KEYS = [
   'data', 'model', 'corpus', 'crossEncoder', 'rangeMin', 'rangeMax', 'maxScore', 'minScore', 'absoluteMargin', 'relativeMargin', 'numNegatives',
   'samplingStrategy', 'seed', 'queryPrompt', 'queryPromptName', 'corpusPrompt', 'corpusPromptName', 'includePositives', 'outputFormat',
-  'outputScores', 'batchSize', 'output', 'device', 'threads', 'onProgress',
+  'outputScores', 'plaid', 'batchSize', 'output', 'device', 'threads', 'onProgress',
 ] as const;
+const PLAID_KEYS = ['residualBits', 'centroids', 'nprobe', 'fullScores'] as const;
 
 /** Queries searched per native call (progress steps; the store scores them against the whole corpus at once). */
 const SEARCH_CHUNK = 512;
@@ -155,6 +175,10 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
     if (o[name] !== undefined && typeof o[name] !== 'string') throw invalid(`options.${name}`, 'a string', o[name]);
   }
   const progress = (stage: MiningProgress['stage'], done: number, total: number) => o.onProgress?.({ stage, done, total });
+  const plaid = plaidSettings(o.plaid);
+  if (plaid && (o.corpusPrompt !== undefined || o.corpusPromptName !== undefined)) {
+    throw new ColtrastError('INVALID_ARGUMENT', "options.plaid embeds the corpus as Index does, with the model's document prompt: leave out options.corpusPrompt and options.corpusPromptName");
+  }
 
   const read = readTrainingData(o.data as string | readonly unknown[]);
   if ('projects' in read) {
@@ -196,6 +220,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
   let reranker: CrossEncoder | undefined;
   try {
     const multi = encoder.multiVector;
+    if (plaid && !multi) throw new ColtrastError('INVALID_ARGUMENT', `options.plaid searches token vectors: ${encoder.modelDir} is a single-vector model, which mining searches exactly`);
     const similarity = encoder.similarityFunction;
     if (!multi && similarity === 'manhattan') {
       throw new ColtrastError('INVALID_ARGUMENT', `${encoder.modelDir} scores by manhattan distance, which mining does not rank by; use a cosine, dot or euclidean model`);
@@ -224,8 +249,8 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
      * A multi-vector model's windows: the token vectors as its pipeline gives them, every query scored against every
      * document by exact MaxSim (as Index ranks them, 'meanmaxsim' divided by the query's token count); the positives' scores.
      */
+    const embedTokens = (texts: string[], ...how: Parameters<typeof embedOptions>) => encoder.embed(texts, { ...embedOptions(...how), output: 'tokens' }) as Promise<Matrix[]>;
     const multiVectorWindows = async (): Promise<number[][]> => {
-      const embedTokens = (texts: string[], ...how: Parameters<typeof embedOptions>) => encoder.embed(texts, { ...embedOptions(...how), output: 'tokens' }) as Promise<Matrix[]>;
       const corpusTokens = await embedTokens(corpus, 'document', o.corpusPrompt, o.corpusPromptName, 'corpus');
       const queryTokens = await embedTokens(queries, 'query', o.queryPrompt, o.queryPromptName, 'queries');
       const docs = Array.from(corpus.keys());
@@ -246,6 +271,32 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
         progress('search', end, queries.length);
       }
       return positiveScores;
+    };
+
+    /**
+     * A multi-vector model's windows from a PLAID search of a residual Index of the corpus (positions = corpus
+     * indices); the positives' scores, exact MaxSim over their decoded vectors as the search scores its candidates.
+     */
+    const plaidWindows = async (settings: PlaidMining): Promise<number[][]> => {
+      const docs = corpus.map((text, i) => ({ id: String(i), text }));
+      const index = await Index.build(encoder, docs, {
+        tokenStorage: 'residual',
+        residualBits: settings.residualBits,
+        ...(settings.centroids !== undefined && { centroids: settings.centroids }),
+        batchSize,
+        onProgress: (done, total) => progress('corpus', done, total),
+      });
+      const queryTokens = await embedTokens(queries, 'query', o.queryPrompt, o.queryPromptName, 'queries');
+      progress('search', 0, queries.length);
+      const search = { nprobe: settings.nprobe ?? 1, fullScores: settings.fullScores ?? Math.max(256, 4 * k) };
+      const hits = await index.searchQueryTokens(queryTokens, k, search, (done) => progress('search', done, queries.length));
+      hits.forEach((list, q) =>
+        list.forEach((h, j) => {
+          candidates[q * width + j] = h.doc;
+          scores[q * width + j] = h.score;
+        }),
+      );
+      return index.scoreQueryTokens(queryTokens, positives);
     };
 
     /** A single-vector model's windows: exact search of the normalized vectors in the native store; the positives' scores. */
@@ -279,7 +330,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       return positives.map((list, q) => list.map((d) => score(cosine(q, d))));
     };
 
-    let positiveScores = multi ? await multiVectorWindows() : await denseWindows();
+    let positiveScores = plaid ? await plaidWindows(plaid) : multi ? await multiVectorWindows() : await denseWindows();
 
     if (reranker) {
       const slots: number[] = [];
@@ -419,6 +470,21 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
 }
 
 /** What chooses a query's negatives (MiningSettings), as train({ mineNegatives }) takes them too. */
+/** MineOptions.plaid checked: undefined when off, its settings when on (true: the defaults). */
+function plaidSettings(value: unknown): Required<Pick<PlaidMining, 'residualBits'>> & PlaidMining | undefined {
+  if (value === undefined || value === false) return undefined;
+  if (value !== true && (value === null || typeof value !== 'object')) throw invalid('options.plaid', 'true, false or { residualBits, centroids, nprobe, fullScores }', value);
+  const o = value === true ? {} : checkOptions('options.plaid', value as PlaidMining, PLAID_KEYS);
+  const residualBits = o.residualBits ?? 2;
+  if (!RESIDUAL_BITS.includes(residualBits)) throw invalid('options.plaid.residualBits', '1, 2 or 4', o.residualBits);
+  return {
+    residualBits,
+    ...(o.centroids !== undefined && { centroids: positiveInteger('options.plaid.centroids', o.centroids) }),
+    ...(o.nprobe !== undefined && { nprobe: positiveInteger('options.plaid.nprobe', o.nprobe) }),
+    ...(o.fullScores !== undefined && { fullScores: positiveInteger('options.plaid.fullScores', o.fullScores) }),
+  };
+}
+
 export const MINING_SETTING_KEYS = ['numNegatives', 'rangeMin', 'rangeMax', 'maxScore', 'minScore', 'absoluteMargin', 'relativeMargin', 'samplingStrategy', 'seed'] as const;
 export type MiningSettings = Pick<MineOptions, (typeof MINING_SETTING_KEYS)[number]>;
 

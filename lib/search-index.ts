@@ -154,7 +154,7 @@ export interface SearchOptions {
 export type TokenStorage = 'float16' | 'residual';
 export const TOKEN_STORAGES = ['float16', 'residual'] as const;
 /** Residual token storage's bits per dimension (BuildOptions.residualBits). */
-const RESIDUAL_BITS = [1, 2, 4];
+export const RESIDUAL_BITS = [1, 2, 4];
 
 /** How an index keeps its pooled vectors (BuildOptions.storage). */
 export type Storage = 'float32' | 'float16' | 'int8' | 'binary';
@@ -373,6 +373,14 @@ export function topIndices(row: ArrayLike<number>, k: number): number[] {
     }
   }
   return heap.sort((a, b) => (below(a, b) ? 1 : below(b, a) ? -1 : 0));
+}
+
+/** Queries embedded and searched together by a multi-vector index's first stage. */
+const MAXSIM_QUERY_GROUP = 64;
+/** What a search's groups of queries share: a residual store's document token counts, an exact search's documents. */
+interface MaxsimScope {
+  counts?: Int32Array;
+  findable?: number[];
 }
 
 export async function exactMaxSim(
@@ -806,33 +814,62 @@ export class Index {
    * Scores are sentence-transformers' (MaxSim, or divided by the query's token count for 'meanmaxsim').
    */
   private async maxsimSearch(queries: string[], k: number, plaid: { nprobe: number; fullScores: number }, allow?: Uint8Array): Promise<{ doc: number; score: number }[][]> {
-    const normalize = this.encoder.multiVector?.similarity === 'meanmaxsim';
     const out: { doc: number; score: number }[][] = [];
-    const QUERY_GROUP = 64;
-    let counts: Int32Array | undefined; // the documents' token counts, for a residual store's search
-    let findable: number[] | undefined; // the documents an exact search scores
-    for (let q0 = 0; q0 < queries.length; q0 += QUERY_GROUP) {
-      const group = await this.encoder.embed(queries.slice(q0, q0 + QUERY_GROUP), { output: 'tokens', task: 'query' });
-      const B = group.length;
-      if (this.tokens!.kind === 'residual') {
-        const flat = stackRows(group);
-        let r: { scores: Float32Array; indices: Int32Array; k: number };
-        try {
-          counts ??= Int32Array.from(this.tokenCounts);
-          r = await this.tokens!.store.search(flat, Int32Array.from(group, (m) => m.dims[0]), counts, k, plaid.nprobe, plaid.fullScores, normalize, allow);
-        } catch (error) {
-          throw fromNative(error);
-        }
-        for (let b = 0; b < B; b++) out.push(rankedHits(r, b));
-        continue;
-      }
-      // The documents scored (a filter's, or all), in order; scores[b][i] is query b's score of findable[i].
-      findable ??= allow ? allow.reduce<number[]>((docs, flag, doc) => (flag ? (docs.push(doc), docs) : docs), []) : Array.from(this.docs.keys());
-      const scored = findable;
-      const scores = await exactMaxSim(this.encoder, group, scored, (doc) => this.tokenCounts[doc], (docs) => this.storedTokens(docs));
-      for (const row of scores) out.push(topIndices(row, k).map((i) => ({ doc: scored[i], score: row[i] })));
+    const scope: MaxsimScope = {};
+    for (let q0 = 0; q0 < queries.length; q0 += MAXSIM_QUERY_GROUP) {
+      const group = await this.encoder.embed(queries.slice(q0, q0 + MAXSIM_QUERY_GROUP), { output: 'tokens', task: 'query' });
+      out.push(...(await this.maxsimGroup(group, k, plaid, scope, allow)));
     }
     return out;
+  }
+
+  /**
+   * @internal maxsimSearch for queries' token vectors embedded already (mining embeds them with its own prompts), in
+   * groups; `onGroup` after each with the queries done.
+   */
+  async searchQueryTokens(queries: Matrix[], k: number, plaid: { nprobe: number; fullScores: number }, onGroup?: (done: number) => void): Promise<{ doc: number; score: number }[][]> {
+    if (!this.tokens || this.vectors) throw new ColtrastError('INVALID_ARGUMENT', 'searchQueryTokens needs a multi-vector index');
+    const out: { doc: number; score: number }[][] = [];
+    const scope: MaxsimScope = {};
+    for (let q0 = 0; q0 < queries.length; q0 += MAXSIM_QUERY_GROUP) {
+      out.push(...(await this.maxsimGroup(queries.slice(q0, q0 + MAXSIM_QUERY_GROUP), k, plaid, scope)));
+      onGroup?.(Math.min(queries.length, q0 + MAXSIM_QUERY_GROUP));
+    }
+    return out;
+  }
+
+  /**
+   * @internal Each query's exact MaxSim (sentence-transformers' score, as maxsimSearch's) against each of its
+   * `docs[i]` (positions), over the token vectors as the index keeps them (a residual store's decoded): the scores a
+   * search gives those documents when it scores them fully.
+   */
+  async scoreQueryTokens(queries: Matrix[], docs: number[][]): Promise<number[][]> {
+    if (!this.tokens || this.vectors) throw new ColtrastError('INVALID_ARGUMENT', 'scoreQueryTokens needs a multi-vector index');
+    const out: number[][] = [];
+    for (let i = 0; i < queries.length; i++) {
+      const [row] = docs[i].length === 0 ? [new Float32Array(0)] : await exactMaxSim(this.encoder, [queries[i]], docs[i], (doc) => this.tokenCounts[doc], (ds) => this.storedTokens(ds));
+      out.push(Array.from(row));
+    }
+    return out;
+  }
+
+  /** One group of queries' token vectors through maxsimSearch's first stage; `scope` keeps what the groups share. */
+  private async maxsimGroup(group: Matrix[], k: number, plaid: { nprobe: number; fullScores: number }, scope: MaxsimScope, allow?: Uint8Array): Promise<{ doc: number; score: number }[][]> {
+    const normalize = this.encoder.multiVector?.similarity === 'meanmaxsim';
+    if (this.tokens!.kind === 'residual') {
+      let r: { scores: Float32Array; indices: Int32Array; k: number };
+      try {
+        scope.counts ??= Int32Array.from(this.tokenCounts);
+        r = await this.tokens!.store.search(stackRows(group), Int32Array.from(group, (m) => m.dims[0]), scope.counts, k, plaid.nprobe, plaid.fullScores, normalize, allow);
+      } catch (error) {
+        throw fromNative(error);
+      }
+      return group.map((_, b) => rankedHits(r, b));
+    }
+    // The documents scored (a filter's, or all), in order; scores[b][i] is query b's score of findable[i].
+    const scored = (scope.findable ??= allow ? allow.reduce<number[]>((docs, flag, doc) => (flag ? (docs.push(doc), docs) : docs), []) : Array.from(this.docs.keys()));
+    const scores = await exactMaxSim(this.encoder, group, scored, (doc) => this.tokenCounts[doc], (docs) => this.storedTokens(docs));
+    return scores.map((row) => topIndices(row, k).map((i) => ({ doc: scored[i], score: row[i] })));
   }
 
   /** Writes the index folder (see the file comment); `dir` appears complete or not at all. */

@@ -8,7 +8,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CrossEncoder, Encoder, mineHardNegatives, train, type MineOptions, type MinedRow } from '../lib';
+import { CrossEncoder, Encoder, Index, mineHardNegatives, train, type MineOptions, type MinedRow } from '../lib';
 import { fixtureCopy, FIXTURE, tempDir, wordDataset } from './helpers/fixture';
 import { dot, makeSmallMultiVector, rejection, rows } from './helpers/vectors';
 
@@ -258,6 +258,76 @@ test("a multi-vector model mines by MaxSim: each query's token vectors against e
     t.true(r.skipped.relativeMargin! > 0, JSON.stringify(r.skipped));
     // MaxSim sums over the query's tokens: scores well above a cosine's 1.
     t.true(Math.max(...ref.scores.flat()) > 1);
+  } finally {
+    multi.dispose();
+  }
+});
+
+test('plaid: a multi-vector model mines over a PLAID index, ranking and scoring the candidates and the positives as its search scores them', async (t) => {
+  const multi = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    await makeSmallMultiVector(multi);
+    // Every document a candidate of every query, every candidate scored fully (MaxSim over its decoded vectors).
+    const everything = { nprobe: 1_000_000, fullScores: 1_000_000 };
+    const refuse = (s: number, p: number) => s > p - Math.abs(p) * 0.05;
+    // The definition on the score matrix that Index's own PLAID search gives an index built the same way.
+    const ref = await reference(async (queries, corpus) => {
+      const index = await Index.build(multi, corpus.map((text, i) => ({ id: String(i), text })), { tokenStorage: 'residual', residualBits: 4 });
+      const hits = await index.search(queries, { k: corpus.length, ...everything });
+      return hits.map((list) => {
+        const row = new Array<number>(corpus.length).fill(-Infinity);
+        for (const h of list) row[Number(h.id)] = h.score;
+        return row;
+      });
+    });
+    t.true(ref.scores.every((row) => row.every(Number.isFinite)), 'the search scored every document');
+    const common = { data: PAIRS, corpus: CORPUS, model: multi, outputScores: true, relativeMargin: 0.05 } as const;
+    const stages = new Set<string>();
+    const r = await mineHardNegatives({ ...common, plaid: { residualBits: 4, ...everything }, onProgress: (p) => stages.add(p.stage) });
+    t.deepEqual([...stages], ['corpus', 'queries', 'search']);
+    const want = expectedTriplets(ref, { numNegatives: 3, rangeMax: 32, maxPositives: 2, refuse });
+    t.true(want.length > 20, `${want.length} rows`);
+    t.deepEqual(r.rows.map((x) => ({ ...x, scores: undefined })), want.map((x) => ({ ...x, scores: undefined })));
+    const worst = worstScore(r.rows, want);
+    t.true(worst < 1e-4, `scores differ by ${worst}`);
+    // Against exact MaxSim over the float32 vectors, without a margin (this tiny model's MaxSim scores sit close together,
+    // and a margin turns small compression errors into other strikes): the scores move a little, every document scored
+    // at 4 bits finds nearly all the same negatives, and more probes find more.
+    const plain = { data: PAIRS, corpus: CORPUS, model: multi } as const;
+    const exact = await mineHardNegatives(plain);
+    const key = (x: MinedRow) => `${x.query}\n${(x as { negative: string }).negative}`;
+    const exactNegatives = new Set(exact.rows.map(key));
+    const found = async (plaid: MineOptions['plaid']) => {
+      const mined = await mineHardNegatives({ ...plain, plaid });
+      t.true(Math.abs(mined.positive.mean - exact.positive.mean) < 0.01 * exact.positive.mean, `positives' mean score ${mined.positive.mean} vs exact ${exact.positive.mean}`);
+      return new Set(mined.rows.map(key).filter((k) => exactNegatives.has(k))).size / exactNegatives.size;
+    };
+    const [full, defaults, probes] = [await found({ residualBits: 4, ...everything }), await found(true), await found({ nprobe: 4 })];
+    t.log(`exact MaxSim's negatives found: ${[full, defaults, probes].map((x) => `${(100 * x).toFixed(0)}%`).join(', ')} (4 bits, all scored; the defaults; 4 probes)`);
+    t.true(full > 0.9 && probes > 0.9 && defaults > 0.5 && probes > defaults);
+    // The CLI: --plaid and its settings, on the model saved.
+    const dir = tempDir();
+    const saved = path.join(dir, 'multi');
+    await multi.save(saved);
+    const data = path.join(dir, 'pairs.jsonl');
+    fs.writeFileSync(data, PAIRS.map((p) => JSON.stringify(p)).join('\n') + '\n');
+    const corpus = path.join(dir, 'corpus.txt');
+    fs.writeFileSync(corpus, CORPUS.join('\n'));
+    const output = path.join(dir, 'plaid.jsonl');
+    const flags = ['mine', '--data', data, '--corpus', corpus, '--model', saved, '--relative-margin', '0.05', '--device', 'cpu', '--output', output];
+    const cli = spawnSync(process.execPath, [CLI, ...flags, '--plaid', '--residual-bits', '4', '--nprobe', '1000000', '--full-scores', '1000000'], { encoding: 'utf8' });
+    t.is(cli.status, 0, cli.stderr);
+    const written = fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    t.deepEqual(written, r.rows.map((x) => ({ ...x, scores: undefined })).map((x) => JSON.parse(JSON.stringify(x))));
+    const withoutPlaid = spawnSync(process.execPath, [CLI, ...flags, '--nprobe', '2'], { encoding: 'utf8' });
+    t.not(withoutPlaid.status, 0);
+    t.regex(withoutPlaid.stderr, /set the PLAID search: add --plaid/);
+    // Refusals: a single-vector model, a corpus prompt (Index embeds documents with the model's own), bad settings.
+    t.regex((await rejection(() => mineHardNegatives({ data: PAIRS, model: encoder, plaid: true }))).message, /options\.plaid searches token vectors: .* is a single-vector model/);
+    t.regex((await rejection(() => mineHardNegatives({ ...common, plaid: true, corpusPrompt: 'doc: ' }))).message, /leave out options\.corpusPrompt/);
+    t.regex((await rejection(() => mineHardNegatives({ ...common, plaid: { residualBits: 3 } }))).message, /options\.plaid\.residualBits must be 1, 2 or 4/);
+    t.regex((await rejection(() => mineHardNegatives({ ...common, plaid: { probes: 2 } as never }))).message, /unknown option options\.plaid\.probes/);
+    t.regex((await rejection(() => mineHardNegatives({ ...common, plaid: 'yes' as never }))).message, /options\.plaid must be true, false or/);
   } finally {
     multi.dispose();
   }

@@ -12,7 +12,7 @@
 // the two sides' outputs are compared (the log-likelihoods' largest difference, the share of prompts whose tokens
 // are all equal).
 //
-//   node scripts/bench/generator.js [--shape qwen3-small|qwen3-0.6b] [--pairs 64] [--prompts 16] [--max-new-tokens 32]
+//   node scripts/bench/generator.js [--shape qwen3-small|qwen3-0.6b|phi4-mini-small] [--pairs 64] [--prompts 16] [--max-new-tokens 32]
 //       [--batch-size 8] [--beams 4] [--beam-prompts 8] [--device cpu|cuda] [--dtype float32|bfloat16] [--threads 2] [--rounds 2]
 //       [--json out.json]
 // On a GPU (--device cuda) both sides run there, in --dtype; each side's peak GPU memory is reported. In bfloat16

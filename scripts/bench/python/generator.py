@@ -2,13 +2,15 @@
 """transformers' side of scripts/bench/generator.js: a causal LM's log-likelihoods of completions and its greedy
 generation, as a Python user writes them, to set beside coltrast's Generator.
 
-    generator.py make <out-folder> --shape qwen3-0.6b|qwen3-small --tokenizer <folder>
+    generator.py make <out-folder> --shape qwen3-0.6b|qwen3-small|phi4-mini-small --tokenizer <folder>
     generator.py ll <folder> <pairs.json> [--threads 2] [--batch-size 16] [--device cpu|cuda] [--dtype float32|bfloat16] [--out ll.bin]
     generator.py gen <folder> <prompts.json> [--threads 2] [--batch-size 8] [--max-new-tokens 32] [--device d] [--dtype t] [--out tokens.json]
     generator.py beam <folder> <prompts.json> --beams 4 [--threads 2] [--batch-size 8] [--max-new-tokens 32] [--out tokens.json]
 
 make: a Qwen3ForCausalLM of the shape (Qwen3-0.6B's: hidden 1024, 16 query and 8 key/value heads of 128, MLP 3072,
-  tied word embeddings; 28 layers, or 4 for qwen3-small) with seeded random float32 weights and the tokenizer of
+  tied word embeddings; 28 layers, or 4 for qwen3-small), or a Phi3ForCausalLM of Phi-4-mini's (hidden 3072, 24 query
+  and 8 key/value heads of 128, 0.75 of each rotated, MLP 8192, LongRoPE past 4,096 tokens, tied word embeddings; 2
+  of its 32 layers for phi4-mini-small) with seeded random float32 weights and the tokenizer of
   --tokenizer (its vocabulary size sets the model's, its [SEP] is the end of sequence), saved with save_pretrained.
 ll: each {prompt, completion} tokenized as coltrast does (the prompt with the tokenizer's special tokens, the
   completion without, then eos), right-padded batches of --batch-size, model(...).logits, log_softmax, the
@@ -31,18 +33,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
+from transformers import AutoModelForCausalLM, AutoTokenizer, Phi3Config, Qwen3Config
 
-SHAPES = {"qwen3-0.6b": dict(num_hidden_layers=28), "qwen3-small": dict(num_hidden_layers=4)}
+QWEN3 = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+             max_position_embeddings=32768, rope_theta=1000000.0)
+# Phi-4-mini-instruct's config.json, but for its layers and vocabulary (its LongRoPE factors too: the short ones apply
+# to prompts within 4,096 tokens; their values change the rotation, not the work).
+PHI4_MINI = dict(hidden_size=3072, intermediate_size=8192, num_attention_heads=24, num_key_value_heads=8, max_position_embeddings=131072,
+                 original_max_position_embeddings=4096, partial_rotary_factor=0.75, rope_theta=10000.0,
+                 rope_scaling={"type": "longrope", "short_factor": [1.0 + 0.02 * i for i in range(48)], "long_factor": [1.0 + 0.25 * i for i in range(48)]})
+SHAPES = {
+    "qwen3-0.6b": (Qwen3Config, dict(QWEN3, num_hidden_layers=28)),
+    "qwen3-small": (Qwen3Config, dict(QWEN3, num_hidden_layers=4)),
+    "phi4-mini-small": (Phi3Config, dict(PHI4_MINI, num_hidden_layers=2)),
+}
 
 
 def make(out, shape, tokenizer):
     vocab = json.load(open(os.path.join(tokenizer, "config.json")))["vocab_size"]
     eos = AutoTokenizer.from_pretrained(tokenizer).sep_token_id  # the BERT-style tokenizer's [SEP] ends a sequence
-    config = Qwen3Config(
-        vocab_size=vocab, hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
-        max_position_embeddings=32768, rope_theta=1000000.0, tie_word_embeddings=True, pad_token_id=0, eos_token_id=eos, **SHAPES[shape],
-    )
+    kind, shape_config = SHAPES[shape]
+    config = kind(vocab_size=vocab, tie_word_embeddings=True, pad_token_id=0, eos_token_id=eos, **shape_config)
     torch.manual_seed(1)
     AutoModelForCausalLM.from_config(config).save_pretrained(out, safe_serialization=True)
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
