@@ -104,7 +104,7 @@ commands:
     --include-positives      keep the positives among the candidates (n-tuple rows in ranking order, for re-ranking evaluation)
     --query-prompt <t> --query-prompt-name <name> --corpus-prompt <t> --corpus-prompt-name <name>   (default: the model's query / document prompts)
     --plaid                  a multi-vector model: search a PLAID index of the corpus (token vectors compressed as ColBERTv2's)
-                             instead of exact MaxSim over every token vector held in memory; --residual-bits 1|2|4 (2)
+                             instead of exact MaxSim over every token vector held in memory; --residual-bits 1|2|4 (4)
                              --centroids <n> --nprobe <n> (1) --full-scores <n>   as for index build and search
     --batch-size <n> --device <d> --threads <n> --json
   rag-train                  ContextFlow: train a retriever and a decoder LLM generator together on questions and answers

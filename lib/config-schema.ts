@@ -61,6 +61,12 @@ export const TRAIN_CONFIG_SCHEMA = {
             numNegatives: integer(1), rangeMin: integer(0), rangeMax: integer(1), maxScore: number(), minScore: number(), absoluteMargin: number(),
             relativeMargin: number(), samplingStrategy: { enum: ['top', 'random'] }, seed: integer(0),
             corpus: { oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string' } }] },
+            plaid: {
+              oneOf: [
+                { type: 'boolean' },
+                { type: 'object', additionalProperties: false, properties: { residualBits: { enum: [1, 2, 4] }, centroids: integer(1), nprobe: integer(1), fullScores: integer(1) } },
+              ],
+            },
           },
         },
       ],

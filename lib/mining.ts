@@ -69,7 +69,7 @@ export interface MineOptions {
   /**
    * A multi-vector model: rank each query's candidates with a PLAID search (Santhanam et al. 2022) of an Index of the
    * corpus whose token vectors are kept as ColBERTv2 compresses them (a centroid's number and a `residualBits`
-   * residual: 36 bytes a 128-dimension vector at 2 bits, against 512 as float32), instead of exact MaxSim over every
+   * residual, 4 by default: 68 bytes a 128-dimension vector, 36 at 2 bits, against 512 as float32), instead of exact MaxSim over every
    * document's token vectors, which all sit in memory as float32 until the search ends. The candidates' and the
    * positives' scores are MaxSim over the decoded vectors; `nprobe` and `fullScores` as Index.search's (defaults 1 and
    * max(256, 4 × the candidate window)). Documents are embedded with the model's document prompt (no corpusPrompt).
@@ -86,7 +86,7 @@ export interface MineOptions {
   onProgress?: (p: MiningProgress) => void;
 }
 
-/** MineOptions.plaid's settings: BuildOptions' residualBits (2) and centroids, SearchOptions' nprobe and fullScores. */
+/** MineOptions.plaid's settings: BuildOptions' residualBits (here 4 by default) and centroids, SearchOptions' nprobe and fullScores. */
 export interface PlaidMining {
   residualBits?: number;
   centroids?: number;
@@ -175,7 +175,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
     if (o[name] !== undefined && typeof o[name] !== 'string') throw invalid(`options.${name}`, 'a string', o[name]);
   }
   const progress = (stage: MiningProgress['stage'], done: number, total: number) => o.onProgress?.({ stage, done, total });
-  const plaid = plaidSettings(o.plaid);
+  const plaid = plaidSettings('options.plaid', o.plaid);
   if (plaid && (o.corpusPrompt !== undefined || o.corpusPromptName !== undefined)) {
     throw new ColtrastError('INVALID_ARGUMENT', "options.plaid embeds the corpus as Index does, with the model's document prompt: leave out options.corpusPrompt and options.corpusPromptName");
   }
@@ -469,22 +469,24 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
   }
 }
 
-/** What chooses a query's negatives (MiningSettings), as train({ mineNegatives }) takes them too. */
-/** MineOptions.plaid checked: undefined when off, its settings when on (true: the defaults). */
-function plaidSettings(value: unknown): Required<Pick<PlaidMining, 'residualBits'>> & PlaidMining | undefined {
+/** MineOptions.plaid (`name` in errors) checked: undefined when off, its settings when on (true: the defaults). */
+export function plaidSettings(name: string, value: unknown): (Required<Pick<PlaidMining, 'residualBits'>> & PlaidMining) | undefined {
   if (value === undefined || value === false) return undefined;
-  if (value !== true && (value === null || typeof value !== 'object')) throw invalid('options.plaid', 'true, false or { residualBits, centroids, nprobe, fullScores }', value);
-  const o = value === true ? {} : checkOptions('options.plaid', value as PlaidMining, PLAID_KEYS);
-  const residualBits = o.residualBits ?? 2;
-  if (!RESIDUAL_BITS.includes(residualBits)) throw invalid('options.plaid.residualBits', '1, 2 or 4', o.residualBits);
+  if (value !== true && (value === null || typeof value !== 'object')) throw invalid(name, 'true, false or { residualBits, centroids, nprobe, fullScores }', value);
+  const o = value === true ? {} : checkOptions(name, value as PlaidMining, PLAID_KEYS);
+  // 4 bits by default, not Index's 2: a query's few negatives come from candidates whose scores sit close together, and
+  // 2 bits' coarser scores choose other ones more often (BENCHMARKS.md, "Mining over a PLAID index").
+  const residualBits = o.residualBits ?? 4;
+  if (!RESIDUAL_BITS.includes(residualBits)) throw invalid(`${name}.residualBits`, '1, 2 or 4', o.residualBits);
   return {
     residualBits,
-    ...(o.centroids !== undefined && { centroids: positiveInteger('options.plaid.centroids', o.centroids) }),
-    ...(o.nprobe !== undefined && { nprobe: positiveInteger('options.plaid.nprobe', o.nprobe) }),
-    ...(o.fullScores !== undefined && { fullScores: positiveInteger('options.plaid.fullScores', o.fullScores) }),
+    ...(o.centroids !== undefined && { centroids: positiveInteger(`${name}.centroids`, o.centroids) }),
+    ...(o.nprobe !== undefined && { nprobe: positiveInteger(`${name}.nprobe`, o.nprobe) }),
+    ...(o.fullScores !== undefined && { fullScores: positiveInteger(`${name}.fullScores`, o.fullScores) }),
   };
 }
 
+/** What chooses a query's negatives (MiningSettings), as train({ mineNegatives }) takes them too. */
 export const MINING_SETTING_KEYS = ['numNegatives', 'rangeMin', 'rangeMax', 'maxScore', 'minScore', 'absoluteMargin', 'relativeMargin', 'samplingStrategy', 'seed'] as const;
 export type MiningSettings = Pick<MineOptions, (typeof MINING_SETTING_KEYS)[number]>;
 
@@ -511,8 +513,8 @@ export function miningSettings(prefix: string, o: MiningSettings) {
   return settings;
 }
 
-/** train({ mineNegatives }): the settings, and more candidate documents beside the positives. */
-export type MineNegativesOptions = MiningSettings & { corpus?: MineOptions['corpus'] };
+/** train({ mineNegatives }): the settings, more candidate documents beside the positives, and a multi-vector model's PLAID search. */
+export type MineNegativesOptions = MiningSettings & { corpus?: MineOptions['corpus']; plaid?: MineOptions['plaid'] };
 
 /**
  * The examples, those without negatives and teacher scores given hard negatives mined by `encoder` among the

@@ -20,7 +20,7 @@ import { embedWithGuide, guideMasks } from './guide';
 import { maxsim, padTokens } from './ops';
 import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
-import { addMinedNegatives, MINING_SETTING_KEYS, miningSettings, type MineNegativesOptions } from './mining';
+import { addMinedNegatives, MINING_SETTING_KEYS, miningSettings, plaidSettings, type MineNegativesOptions } from './mining';
 import { seededRandom } from './random';
 import { makeBatches, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger, stringList } from './validate';
@@ -554,8 +554,9 @@ function readMineNegatives(value: unknown, tension: boolean): MineNegativesOptio
   if (tension) throw new ColtrastError('INVALID_ARGUMENT', 'options.mineNegatives mines for (query, positive) pairs; Contrastive Tension trains on unlabeled sentences, with none');
   if (value === true) return { numNegatives: 3, relativeMargin: 0.05 };
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalid('options.mineNegatives', 'true, false or an object of mining settings', value);
-  const m = checkOptions('options.mineNegatives', value as MineNegativesOptions, [...MINING_SETTING_KEYS, 'corpus']);
+  const m = checkOptions('options.mineNegatives', value as MineNegativesOptions, [...MINING_SETTING_KEYS, 'corpus', 'plaid']);
   miningSettings('options.mineNegatives', m);
+  plaidSettings('options.mineNegatives.plaid', m.plaid);
   // The corpus is read again when mining; here its mistakes surface before any model loads.
   if (m.corpus !== undefined) readCorpus(m.corpus as Parameters<typeof readCorpus>[0]);
   return { ...m };

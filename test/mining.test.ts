@@ -292,7 +292,7 @@ test('plaid: a multi-vector model mines over a PLAID index, ranking and scoring 
     t.true(worst < 1e-4, `scores differ by ${worst}`);
     // Against exact MaxSim over the float32 vectors, without a margin (this tiny model's MaxSim scores sit close together,
     // and a margin turns small compression errors into other strikes): the scores move a little, every document scored
-    // at 4 bits finds nearly all the same negatives, and more probes find more.
+    // at 4 bits finds nearly all the same negatives, 2 bits fewer, and more probes more.
     const plain = { data: PAIRS, corpus: CORPUS, model: multi } as const;
     const exact = await mineHardNegatives(plain);
     const key = (x: MinedRow) => `${x.query}\n${(x as { negative: string }).negative}`;
@@ -302,9 +302,9 @@ test('plaid: a multi-vector model mines over a PLAID index, ranking and scoring 
       t.true(Math.abs(mined.positive.mean - exact.positive.mean) < 0.01 * exact.positive.mean, `positives' mean score ${mined.positive.mean} vs exact ${exact.positive.mean}`);
       return new Set(mined.rows.map(key).filter((k) => exactNegatives.has(k))).size / exactNegatives.size;
     };
-    const [full, defaults, probes] = [await found({ residualBits: 4, ...everything }), await found(true), await found({ nprobe: 4 })];
-    t.log(`exact MaxSim's negatives found: ${[full, defaults, probes].map((x) => `${(100 * x).toFixed(0)}%`).join(', ')} (4 bits, all scored; the defaults; 4 probes)`);
-    t.true(full > 0.9 && probes > 0.9 && defaults > 0.5 && probes > defaults);
+    const [full, defaults, probes, twoBits] = [await found({ ...everything }), await found(true), await found({ nprobe: 4 }), await found({ residualBits: 2 })];
+    t.log(`exact MaxSim's negatives found: ${[full, defaults, probes, twoBits].map((x) => `${(100 * x).toFixed(0)}%`).join(', ')} (all scored; the defaults: 4 bits, 1 probe; 4 probes; 2 bits)`);
+    t.true(full > 0.9 && probes > 0.9 && defaults > 0.5 && probes >= defaults && defaults >= twoBits);
     // The CLI: --plaid and its settings, on the model saved.
     const dir = tempDir();
     const saved = path.join(dir, 'multi');
@@ -383,6 +383,11 @@ test('train({ mineNegatives }) on a multi-vector model mines with its MaxSim, as
   const minedRun = await losses('mined', { data: pairs, mineNegatives: { relativeMargin: 0.05 } });
   t.deepEqual(minedRun, await losses('given', { data: given }));
   t.notDeepEqual(minedRun, await losses('plain', { data: pairs }));
+  // Over a PLAID index (mineNegatives.plaid), the same.
+  const plaid = { residualBits: 2, nprobe: 2 };
+  const viaPlaid = await mineHardNegatives({ data: pairs, model, device: 'cpu', relativeMargin: 0.05, outputFormat: 'n-tuple', plaid });
+  t.deepEqual(await losses('mined-plaid', { data: pairs, mineNegatives: { relativeMargin: 0.05, plaid } }), await losses('given-plaid', { data: withMinedNegatives(pairs, viaPlaid.rows) }));
+  t.regex((await rejection(() => train({ ...common, output: path.join(dir, 'x'), data: pairs, mineNegatives: { plaid: { bits: 2 } } } as any))).message, /unknown option options\.mineNegatives\.plaid\.bits/);
 });
 
 test('train({ mineNegatives }) refuses project files, Contrastive Tension and bad settings before loading a model', async (t) => {

@@ -432,7 +432,8 @@ torch::Tensor DecoderModel::forwardCached(const torch::Tensor& inputIds, const t
   checkLength(length);
   // LongRoPE: the rows longer than the pretraining length take the long factors (each row's length: its last new
   // token's position + 1). A row that has just grown past it had its cached keys rotated with the short ones: then
-  // every row is computed again from its first token, as transformers' Phi3ForCausalLM drops its cache at that step.
+  // every row is computed again from its first token, which transformers' Phi3ForCausalLM means to do when it drops
+  // its cache at that step (5.18's generate() then feeds it only the new token; tiny_causal_lms.py, NO_CACHE).
   const torch::Tensor longer = longRows(positions.select(1, n - 1) + 1);
   if (longer.defined()) {
     if (past > 0 && longer.logical_and(caches[0].longRows.logical_not()).any().item<bool>()) {
