@@ -425,21 +425,22 @@ for (const f of RERANKER_FIXTURES) {
   });
 }
 
-check(`decoder rerankers: sentence-transformers loads the ones coltrast trained (LogitScore on a tied causal LM, a sequence-classification head, and one started from the causal LM with a template) and scores as coltrast does (1e-5)${skipped}`, async (t) => {
+check(`decoder rerankers: sentence-transformers loads the ones coltrast trained (LogitScore on a tied causal LM, a sequence-classification head, and ones started from the Qwen3 and Phi-3 causal LMs with a template) and scores as coltrast does (1e-5)${skipped}`, async (t) => {
   const dir = tempDir();
   const pairs = path.join(dir, 'pairs.json');
   fs.writeFileSync(pairs, JSON.stringify(CAUSAL_REFERENCE.pairs));
   // The third: a reranker started from the causal LM, with the fixture's template and tokens.
   const chatTemplate = fs.readFileSync(path.join(CAUSAL_RERANKERS, 'logit-score', 'chat_template.jinja'), 'utf8');
   const start = { chatTemplate, tokens: ['good', 'bad'] as [string, string] };
-  for (const which of ['logit-score', 'seq-cls', 'from-causal-lm']) {
+  for (const which of ['logit-score', 'seq-cls', 'from-causal-lm', 'phi3-from-causal-lm']) {
     const model = path.join(dir, which);
-    const from = which === 'from-causal-lm' ? path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'qwen3') : path.join(CAUSAL_RERANKERS, which);
-    await train({ model: from, data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: which === 'from-causal-lm' ? start : true });
+    const started = which.endsWith('from-causal-lm');
+    const from = started ? path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', which === 'from-causal-lm' ? 'qwen3' : 'phi3') : path.join(CAUSAL_RERANKERS, which);
+    await train({ model: from, data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 2, crossEncoder: started ? start : true });
     const ce = await CrossEncoder.load(model, { device: 'cpu' });
     const ours = await ce.predict(CAUSAL_REFERENCE.pairs, { activation: 'identity' });
     ce.dispose();
-    if (which !== 'from-causal-lm') t.true(maxAbsDiff(ours.data, CAUSAL_REFERENCE.models[which].logits.flat()) > 1e-3, `${which}: training changed the scores`);
+    if (!started) t.true(maxAbsDiff(ours.data, CAUSAL_REFERENCE.models[which].logits.flat()) > 1e-3, `${which}: training changed the scores`);
     const back = path.join(dir, `${which}.json`);
     const r = await python([script('st_causal_reranker.py'), 'load', model, pairs, back]);
     t.is(r.status, 0, r.tail);
