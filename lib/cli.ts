@@ -109,7 +109,7 @@ commands:
     --batch-size <n> --device <d> --threads <n> --json
   rag-train                  ContextFlow: train a retriever and a decoder LLM generator together on questions and answers
     --retriever <dir|hub id> the embedding model that retrieves (default: coltrast's shipped model)
-    --generator <dir|hub id> the causal LM that answers (Llama, Mistral, Qwen2, Qwen3; a *ForCausalLM folder)
+    --generator <dir|hub id> the causal LM that answers (Llama, Mistral, Qwen2, Qwen3, Gemma, Phi-3; a *ForCausalLM folder)
     --data <file>            ColTrast .json (its READMEs, chunked, are the corpus) or .jsonl / .json of {question, answer}
     --corpus <file>          the documents retrieved from: .txt (one per line), .jsonl or .json of strings or {text}
     --output <dir>           writes retriever/, generator/, rag_history.json and training_curves.svg
@@ -141,7 +141,7 @@ commands:
     --mmap                   map the index's vector files instead of reading them (fast start, the page cache's memory)
     --writable               let clients change the index: POST /documents (add or replace), /documents/delete; changes are
                              saved to the --index folder (atomically) --save-interval <s> after them (default 10) and at exit
-    --generator <dir|hub id> a causal LM (Llama, Mistral, Qwen2, Qwen3) for /v1/chat/completions and /v1/completions
+    --generator <dir|hub id> a causal LM (Llama, Mistral, Qwen2, Qwen3, Gemma, Phi-3) for /v1/chat/completions and /v1/completions
     --corpus <file>          with --generator: documents for /ask (ContextFlow: the embedding model retrieves, the generator
                              answers; .txt one per line, .jsonl or .json); --template <t> --chat [--system <t>] as coltrast ask
     --no-model               no embedding model (serve a reranker or a generator alone)
