@@ -25,7 +25,8 @@
 #              of each side (COMPARE_ARGS=--quick for a short run)
 #     generator scripts/bench/generator.js on cuda in bfloat16: a random Qwen3-0.6B-shaped causal LM's
 #              log-likelihoods, greedy generation and 4-beam search against transformers (GENERATOR_ARGS=--quick
-#              for a short run: the 4-layer shape and small sizes)
+#              for a short run: the 4-layer shape and small sizes; GENERATOR_SHAPE=phi4-mini-small for Phi-4-mini's
+#              layers instead)
 #
 # With the device tool, one call must end within 10 minutes and the machine stays warm only 30 s after a
 # call (build/ survives only then), and a session may have only 15 minutes of device time in all. So:
@@ -170,7 +171,7 @@ compare() {
 generator() {
   node_setup
   [ -f build/Release/coltrast.node ] || build
-  local args="--shape qwen3-0.6b --pairs 256 --prompts 64 --batch-size 32 --max-new-tokens 64 --beam-prompts 32 --rounds 2"
+  local args="--shape ${GENERATOR_SHAPE:-qwen3-0.6b} --pairs 256 --prompts 64 --batch-size 32 --max-new-tokens 64 --beam-prompts 32 --rounds 2"
   [ "${GENERATOR_ARGS:-}" = "--quick" ] && args="--shape qwen3-small --pairs 32 --prompts 16 --batch-size 16 --max-new-tokens 16 --beam-prompts 8 --rounds 1"
   STAGE_TIMEOUT=${STAGE_TIMEOUT:-540} stage bench-generator env COLTRAST_ST_PYTHON="$(command -v python3)" \
     node scripts/bench/generator.js --device cuda --dtype bfloat16 $args --json "$OUT/generator-cuda.json"
