@@ -220,8 +220,11 @@ DecoderConfig DecoderConfig::fromJson(const nlohmann::json& c) {
         throw modelFilesError("config.json: partial_rotary_factor " + std::to_string(d.rotary.partial) + " of head_dim " + std::to_string(d.headDim) +
                               " leaves " + std::to_string(rotated) + " rotated dimensions; rotary positions need an even number");
       }
-      if (d.rotary.longrope()) d.rotary.inverseFrequencies(d.headDim, torch::kCPU, true), d.rotary.inverseFrequencies(d.headDim, torch::kCPU);  // checks the factors' lengths now
-      d.localRotary = d.rotary;
+      // LongRoPE divides each rotated pair's frequency by its own factor.
+      const auto pairs = static_cast<size_t>(rotated / 2);
+      if (d.rotary.longrope() && (d.rotary.shortFactor.size() != pairs || d.rotary.longFactor.size() != pairs)) {
+        throw modelFilesError("config.json: longrope's short_factor and long_factor need " + std::to_string(pairs) + " numbers each (half of the rotated head dimensions)");
+      }
     }
   } else if (d.modelType == "gemma3_text" || d.modelType == "gemma2") {
     gemmaFromJson(d, c, v5);

@@ -78,11 +78,9 @@ torch::Tensor Rotary::inverseFrequencies(int64_t fullHeadDim, const torch::Devic
   const int64_t headDim = dims(fullHeadDim);
   const torch::Tensor exponents = torch::arange(0, headDim, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) / headDim;
   if (type == "longrope") {
-    // transformers' _compute_longrope_parameters: 1 / (factor_i * theta^(2i/d)).
+    // transformers' _compute_longrope_parameters: 1 / (factor_i * theta^(2i/d)), one factor per rotated pair (as
+    // DecoderConfig::fromJson checks).
     const auto& f = longFactors ? longFactor : shortFactor;
-    if (static_cast<int64_t>(f.size()) != exponents.size(0)) {
-      throw modelFilesError("config.json: longrope's short_factor and long_factor need " + std::to_string(exponents.size(0)) + " numbers each (half of the rotated head dimensions)");
-    }
     return 1.0 / (torch::tensor(f, torch::TensorOptions().dtype(torch::kFloat64)).to(f32) * torch::pow(theta, exponents));
   }
   const torch::Tensor base = 1.0 / torch::pow(theta, exponents);
