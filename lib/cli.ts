@@ -50,7 +50,7 @@ commands:
     --adapter <dir>          add a LoRA adapter (PEFT's adapter_config.json and adapter_model.safetensors) to --model
     --device <d>             auto | cpu | cuda | cuda:N (default auto)
     --dtype <t>              float32 (default) | bfloat16 (CPU or CUDA; about 2x faster on CPUs with AVX-512 BF16 or AMX) | float16 (CUDA)
-    --threads <n>            CPU threads (default: every core)
+    --threads <n>            CPU threads (default: OMP_NUM_THREADS, else every core)
     --json                   print a JSON summary instead of text
   train                      fine-tune a model (ColTrast: contrastive + late interaction)
     --config <file.json>     options as JSON (the keys of train(), checked against --print-schema); flags override them

@@ -2,7 +2,6 @@
  * What `Encoder` and `CrossEncoder` share: the load options (device, dtype, threads, hub), the process-wide
  * thread setting, and the lifetime of the native model behind them.
  */
-import os from 'node:os';
 import { ColtrastError } from './errors';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { checkGpuArch } from './binary';
@@ -18,7 +17,7 @@ export interface LoadOptions extends Pick<ResolveOptions, 'cacheDir' | 'revision
   device?: Device;
   /** float32 (default). float16 and bfloat16 are for CUDA devices. */
   dtype?: DType;
-  /** Intra-op CPU threads for all of coltrast's native work in this process (default: every core). */
+  /** Intra-op CPU threads for all of coltrast's native work in this process (default: OMP_NUM_THREADS when set, else every core). */
   threads?: number;
   /** Download progress, when `model` is a Hugging Face id that is not cached yet. */
   onDownloadProgress?: ResolveOptions['onProgress'];
@@ -28,9 +27,13 @@ const LOAD_KEYS = ['device', 'dtype', 'threads', 'cacheDir', 'revision', 'endpoi
 
 let threadsApplied = false;
 
-/** Applies a thread count for the whole process (the first load applies the default: every core). */
+/**
+ * Applies a thread count for the whole process; without one, the default (the first load applies it):
+ * OMP_NUM_THREADS when it is a positive integer, as PyTorch takes it, else every core.
+ */
 export function setThreads(threads?: number): void {
-  const n = threads === undefined ? os.availableParallelism() : positiveInteger('threads', threads);
+  // 0 asks the addon for its default (native/runtime.cc: defaultThreads), which ops called before any load use too.
+  const n = threads === undefined ? 0 : positiveInteger('threads', threads);
   native().setNumThreads(n);
   threadsApplied = true;
 }

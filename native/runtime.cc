@@ -10,7 +10,10 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include <sched.h>
+
 #include <atomic>
+#include <cstdlib>
 #include <thread>
 
 #include "compute_thread.h"
@@ -21,7 +24,25 @@
 namespace coltrast {
 namespace {
 
-std::atomic<int> configuredThreads{0};  // 0: not set yet, use every core
+std::atomic<int> configuredThreads{0};  // 0: not set, use defaultThreads()
+
+// The thread count when none is set: OMP_NUM_THREADS when it holds a positive integer (PyTorch reads it for
+// its own default, so one variable sets both, and a test runner or job scheduler that gives each process a
+// share of the cores sets coltrast's too), else every core this process may run on (its CPU affinity, as
+// Node's os.availableParallelism() counts them). Read once.
+int defaultThreads() {
+  static const int n = [] {
+    if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+      char* end = nullptr;
+      const long v = std::strtol(env, &end, 10);
+      if (end != env && *end == '\0' && v > 0 && v <= 1 << 16) return static_cast<int>(v);
+    }
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  return n;
+}
 
 Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
   const int n = info[0].As<Napi::Number>().Int32Value();
@@ -145,7 +166,7 @@ PreservedCpuGenerator::~PreservedCpuGenerator() {
 
 void applyThreadSetting() {
   int wanted = configuredThreads.load();
-  if (wanted <= 0) wanted = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (wanted <= 0) wanted = defaultThreads();
   if (at::get_num_threads() != wanted) at::set_num_threads(wanted);
 }
 

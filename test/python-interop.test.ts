@@ -408,7 +408,10 @@ for (const f of RERANKER_FIXTURES) {
     let r = await python([script(f.script), 'load', f.dir, pairs, recorded]);
     t.is(r.status, 0, r.tail);
     const now = JSON.parse(fs.readFileSync(recorded, 'utf8'));
-    t.true(maxAbsDiff(now.logits.flat(), f.logits.flat()) < 1e-6, 'the recorded reference is what sentence-transformers computes');
+    // 1e-5, not less: float32 sums in another order with another thread count (2e-6 seen with one thread
+    // against a recording made with two).
+    const drift = maxAbsDiff(now.logits.flat(), f.logits.flat());
+    t.true(drift < 1e-5, `the recorded reference is what sentence-transformers computes (max abs difference ${drift})`);
     const ce = await CrossEncoder.load(f.dir, { device: 'cpu' });
     const saved = path.join(dir, 'saved');
     await ce.save(saved);
@@ -461,10 +464,17 @@ check(`encoder families (RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, DeBER
   const now = JSON.parse(fs.readFileSync(fresh, 'utf8'));
   for (const name of Object.keys(recorded.models)) {
     t.deepEqual(now.models[name].inputIds, recorded.models[name].inputIds, name);
-    t.true(maxAbsDiff(now.models[name].tokenStates.flat(2), recorded.models[name].tokenStates.flat(2)) < 1e-6, name);
-    t.true(maxAbsDiff(now.models[name].embeddings.flat(), recorded.models[name].embeddings.flat()) < 1e-6, name);
+    const drift = [
+      maxAbsDiff(now.models[name].tokenStates.flat(2), recorded.models[name].tokenStates.flat(2)),
+      maxAbsDiff(now.models[name].embeddings.flat(), recorded.models[name].embeddings.flat()),
+    ];
+    // 1e-5, as for the cross-encoders above: one thread against a recording made with two differs by 1.3e-6 (DeBERTa-v2).
+    t.true(Math.max(...drift) < 1e-5, `${name}: max abs difference ${drift.join(' (token states), ')} (embeddings)`);
   }
-  for (const name of ['xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'modernbert']) t.true(maxAbsDiff(now.crossEncoders[name].logits, recorded.crossEncoders[name].logits) < 1e-6, name);
+  for (const name of ['xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'modernbert']) {
+    const drift = maxAbsDiff(now.crossEncoders[name].logits, recorded.crossEncoders[name].logits);
+    t.true(drift < 1e-5, `${name} cross-encoder: max abs difference ${drift}`);
+  }
   for (const name of ['roberta', 'xlm-roberta', 'mpnet', 'distilbert', 'electra', 'deberta-v3', 'deberta-v2', 'modernbert', 't5', 't5-gated']) {
     const model = path.join(dir, `${name}-trained`);
     await train({ model: path.join(ENCODERS, name), data: wordDataset(16), output: model, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
