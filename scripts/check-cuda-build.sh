@@ -40,8 +40,10 @@ torch_cmake=$("$env/bin/python" -c 'import sys, glob; print(glob.glob(sys.prefix
 out=build/cuda-check
 rm -rf "$out"
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+# nvcc's warnings are errors here (the kernels get the cache's CMAKE_CUDA_FLAGS), as in test/cuda-compile.test.ts,
+# which skips its own compiles of the addon's kernels and CUDA-only C++ when this build is newer than the sources.
 COLTRAST_BUILD_DIR=build/cmake-cuda-check node scripts/build-native.js --CDTorch_DIR="$torch_cmake" --CDCOLTRAST_CUDA=ON \
-  --CDCOLTRAST_OUTPUT_DIR="$(pwd)/$out" || fail "the CUDA build failed (see above)"
+  "--CDCMAKE_CUDA_FLAGS=-Werror all-warnings" --CDCOLTRAST_OUTPUT_DIR="$(pwd)/$out" || fail "the CUDA build failed (see above)"
 addon=$out/coltrast.node
 [ -f "$addon" ] || fail "the build left no $addon"
 

@@ -6,11 +6,13 @@
 // Sources with CUDA code are checked a second time as a CUDA build compiles them. Where a CPU prebuild was
 // compiled against a libtorch 2.x after the last change to the native sources (scripts/setup.sh makes one when
 // it can, so CI has it), that real build stands for the syntax checks without CUDA, which then skip saying so
-// (its libtorch, PyTorch's 2.13 here, is nearer the GPU machine's than Debian 13's 2.6 headers are).
+// (its libtorch, PyTorch's 2.13 here, is nearer the GPU machine's than Debian 13's 2.6 headers are). Likewise
+// the CUDA variants, where scripts/check-cuda-build.sh built the CUDA addon from the current sources against a
+// CUDA PyTorch 2.x (.ci/run runs it before the tests).
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { addonFlags, CUDA_DEFINES, cudaIncludes, nativeSources, ROOT, syntaxCheck } from './helpers/compile';
+import { addonFlags, builtFromCurrentSources, CUDA_DEFINES, cudaIncludes, freshCudaBuild, nativeSources, ROOT, syntaxCheck } from './helpers/compile';
 
 const HEADERS = path.resolve(process.env.COLTRAST_TORCH2_HEADERS ?? path.join(ROOT, 'build', 'torch2-headers', 'include'));
 const VERSION_H = path.join(HEADERS, 'torch', 'csrc', 'api', 'include', 'torch', 'version.h');
@@ -27,19 +29,10 @@ const skipped = skip ? ` [skipped: ${skip}]` : '';
 function freshTorch2Prebuild(): string | undefined {
   const base = path.join(ROOT, 'prebuilds', `${process.platform}-${process.arch}`);
   if (!fs.existsSync(base)) return undefined;
-  let newest = fs.statSync(path.join(ROOT, 'CMakeLists.txt')).mtimeMs;
-  const walk = (dir: string) => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-      const file = path.join(dir, entry.name);
-      if (entry.isDirectory()) walk(file);
-      else newest = Math.max(newest, fs.statSync(file).mtimeMs);
-    }
-  };
-  walk(path.join(ROOT, 'native'));
   const fresh = fs
     .readdirSync(base)
     .filter((d) => /^cpu-torch2\./.test(d))
-    .find((d) => fs.existsSync(path.join(base, d, 'coltrast.node')) && fs.statSync(path.join(base, d, 'coltrast.node')).mtimeMs > newest);
+    .find((d) => builtFromCurrentSources(path.join(base, d, 'coltrast.node')));
   return fresh && path.relative(ROOT, path.join(base, fresh));
 }
 const prebuilt = freshTorch2Prebuild();
@@ -94,15 +87,21 @@ check(`the headers are libtorch 2.x${skipped}`, (t) => {
   t.log(`libtorch ${major}.${minor} headers (${fs.existsSync(path.join(HEADERS, '..', 'SOURCE')) ? fs.readFileSync(path.join(HEADERS, '..', 'SOURCE'), 'utf8').trim() : HEADERS})`);
 });
 
-const cudaSkip = cudaIncludes.length === 0 ? ' [skipped: the CUDA toolkit headers (cuda_runtime_api.h) were not found: install nvcc]' : '';
+const cudaBuild = freshCudaBuild();
+const cudaSkip =
+  cudaIncludes.length === 0
+    ? ' [skipped: the CUDA toolkit headers (cuda_runtime_api.h) were not found: install nvcc]'
+    : cudaBuild
+      ? ` [skipped: ${cudaBuild} was compiled from these sources with COLTRAST_WITH_CUDA against a CUDA libtorch 2.x (scripts/check-cuda-build.sh), a real build of what this checks]`
+      : '';
 for (const { file, cudaOnly, hasCudaCode } of nativeSources()) {
   const rel = path.relative(ROOT, file);
   const variants: [string, string[], string][] = [];
   if (!cudaOnly) variants.push(['', [], builtSkip]);
   if (hasCudaCode) variants.push([' with COLTRAST_WITH_CUDA', [...CUDA_DEFINES, ...cudaIncludes.flatMap((dir) => ['-isystem', dir])], cudaSkip]);
   for (const [what, extra, extraSkip] of variants) {
-    (skip || extraSkip ? test.skip : test)(`${rel} compiles against libtorch 2.x${what} (syntax only)${skipped || extraSkip}`, (t) => {
-      const result = syntaxCheck(addon!, [...torch2Flags(), ...extra], file);
+    (skip || extraSkip ? test.skip : test)(`${rel} compiles against libtorch 2.x${what} (syntax only)${skipped || extraSkip}`, async (t) => {
+      const result = await syntaxCheck(addon!, [...torch2Flags(), ...extra], file);
       t.is(result.status, 0, `${result.stdout}\n${diagnostics(result.stderr)}`);
       t.deepEqual(foreignTorchHeaders(result.stderr), [], 'libtorch headers found outside the 2.x tree');
     });

@@ -4,7 +4,7 @@
  * addon's own flags from build/cmake/compile_commands.json (written by `npm run build`) and run the
  * compiler with -fsyntax-only.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -108,9 +108,54 @@ export function addonFlags(): AddonFlags | null {
 export const CUDA_DEFINES = ['-DCOLTRAST_WITH_CUDA', '-DCOLTRAST_CUDA_ARCHS="80-real,90-real,90-virtual"'];
 
 /** Runs the addon's compiler on `source` with `flags` (built from addon.flags), syntax only, warnings as errors. */
-export function syntaxCheck(addon: AddonFlags, flags: string[], source: string) {
-  return spawnSync(addon.compiler, [...flags, '-Werror', '-fsyntax-only', source], {
-    encoding: 'utf8',
-    cwd: addon.directory,
-  });
+// One compiler at a time per test file (AVA runs a file per core; each compile parses libtorch's headers, ~1 GB),
+// run asynchronously so that each test's result reaches AVA as it ends: synchronous compiles would hold them all
+// back until the last, and a file of thirty (~300 s) would trip AVA's timeout with nothing reported.
+let compiles: Promise<unknown> = Promise.resolve();
+export function syntaxCheck(addon: AddonFlags, flags: string[], source: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const run = () =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const child = spawn(addon.compiler, [...flags, '-Werror', '-fsyntax-only', source], { cwd: addon.directory });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (chunk) => (stdout += chunk));
+      child.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
+      child.on('error', reject);
+      child.on('close', (status) => resolve({ status, stdout, stderr }));
+    });
+  const result = compiles.then(run, run);
+  compiles = result.catch(() => undefined);
+  return result;
+}
+
+/** The newest modification time among the addon's sources: every file of native/, and CMakeLists.txt. */
+export function newestSource(): number {
+  let newest = fs.statSync(path.join(ROOT, 'CMakeLists.txt')).mtimeMs;
+  const walk = (dir: string) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const file = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(file);
+      else newest = Math.max(newest, fs.statSync(file).mtimeMs);
+    }
+  };
+  walk(NATIVE);
+  return newest;
+}
+
+/** Whether `file` exists and was written after the last change to the addon's sources. */
+export function builtFromCurrentSources(file: string): boolean {
+  return fs.existsSync(file) && fs.statSync(file).mtimeMs > newestSource();
+}
+
+/**
+ * The CUDA addon scripts/check-cuda-build.sh made (build/cuda-check/coltrast.node), when it was built from the
+ * current sources with nvcc's warnings as errors (-Werror all-warnings in its CMAKE_CUDA_FLAGS): a real build of
+ * what the CUDA compile checks check, which they then skip saying so (.ci/run runs that script before the tests).
+ */
+export function freshCudaBuild(): string | undefined {
+  const addon = path.join(ROOT, 'build', 'cuda-check', 'coltrast.node');
+  const cache = path.join(ROOT, 'build', 'cmake-cuda-check', 'CMakeCache.txt');
+  if (!builtFromCurrentSources(addon) || !fs.existsSync(cache)) return undefined;
+  const flags = /^CMAKE_CUDA_FLAGS:[A-Z]+=(.*)$/m.exec(fs.readFileSync(cache, 'utf8'))?.[1] ?? '';
+  return flags.includes('-Werror all-warnings') ? path.relative(ROOT, addon) : undefined;
 }
