@@ -19,6 +19,7 @@ import { semanticChunks } from './chunking';
 import { Index, STORAGES, TOKEN_STORAGES, type Fusion, type IndexDoc, type Storage, type TokenStorage } from './search-index';
 import { exportIndex } from './export';
 import { mineHardNegatives, miningReport, type MineOptions } from './mining';
+import { generateQueries, type GenerateQueriesOptions } from './query-generation';
 import { encoderEmbedder } from './train';
 import { readTrainingData } from './train-data';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
@@ -90,6 +91,15 @@ commands:
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
                              its other settings (queryLength, documentLength, queryExpansion, ...) through --config
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
+  generate-queries           write search queries for each document of a corpus with a decoder LLM: (query, positive) pairs
+                             for a domain without labels (GPL's first step; then mine --cross-encoder --output-scores, and train)
+    --generator <dir|hub id> the causal LM that writes them (an instruction-tuned one with --chat)
+    --corpus <file>          the documents: .txt (one per line), .jsonl or .json of strings or {text}
+    --output <file.jsonl>    {"query", "positive"} per line (written to a temporary file, renamed when complete)
+    --per-document <n> (3)   queries sampled per document; duplicates and empty ones are dropped
+    --template <text with {document}> --chat [--system <text>] --max-document-tokens <n> (256) --max-new-tokens <n> (32)
+    --temperature <x> (1; 0: greedy, one per document) --top-k <n> (25) --top-p <x> (0.95) --seed <n> --batch-size <n> (16)
+    --device <d> --dtype <t> --threads <n> --json
   mine                       add hard negatives to (query, positive) pairs, as sentence-transformers' mine_hard_negatives
     --data <file>            .jsonl or .json of {"query", "positive"} (a query may repeat, with several positives)
     --output <file.jsonl>    the rows (written to a temporary file, renamed when complete); train --data reads them
@@ -539,6 +549,28 @@ async function mineCommand(argv: string[]): Promise<void> {
   }
   console.log(miningReport(result));
   console.log(`${rows.length} ${result.format} rows (${result.queries} queries, ${result.corpus} documents, candidates ranked to ${result.rangeMax}) -> ${result.output}`);
+}
+
+const GENERATE_QUERIES_FLAGS = {
+  generator: 'string', corpus: 'string', output: 'string', 'per-document': 'count', template: 'string', chat: 'boolean', system: 'string',
+  'max-document-tokens': 'count', 'max-new-tokens': 'count', temperature: 'number', 'top-k': 'count', 'top-p': 'number', seed: 'int',
+  'batch-size': 'count', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
+} as const;
+
+async function generateQueriesCommand(argv: string[]): Promise<void> {
+  const { options: o } = flagOptions(argv, GENERATE_QUERIES_FLAGS, false);
+  if (!o.generator) fail('generate-queries needs --generator (a causal LM folder or hub id)');
+  if (!o.corpus) fail('generate-queries needs --corpus (the documents: .txt, .jsonl or .json)');
+  if (!o.output) fail('generate-queries needs --output <file.jsonl>');
+  const { json, ...options } = o;
+  const bar = json ? undefined : new ProgressBar('generate', 'documents');
+  const result = await generateQueries({ ...(options as GenerateQueriesOptions), onProgress: bar && ((done, total) => bar.update(done, total)) });
+  const { pairs, ...summary } = result;
+  if (json) {
+    console.log(JSON.stringify({ ...summary, pairs: pairs.length }));
+    return;
+  }
+  console.log(`${pairs.length} (query, positive) pairs for ${result.documents} documents (${result.dropped} of ${result.generated} queries dropped: empty or repeated) -> ${result.output}`);
 }
 
 async function ragTrainCommand(argv: string[]): Promise<void> {
@@ -1015,6 +1047,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   search: searchCommand,
   eval: evalCommand,
   export: exportCommand,
+  'generate-queries': generateQueriesCommand,
   mine: mineCommand,
   'rag-train': ragTrainCommand,
   ask: askCommand,

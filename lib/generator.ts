@@ -229,6 +229,24 @@ export class Generator {
     return new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir));
   }
 
+  /**
+   * @internal Each text cut to its first `maxTokens` tokens (no special tokens), decoded back to text; a text that
+   * fits is returned as it is (lib/query-generation.ts fits documents into prompts).
+   */
+  async cutTexts(texts: string[], maxTokens: number): Promise<string[]> {
+    const encoded = await this.tokenizer.encodeBare(texts, maxTokens + 1);
+    const long = encoded.flatMap((e, i) => (e.ids.length > maxTokens ? [i] : []));
+    const decoded = await this.tokenizer.decode(long.map((i) => encoded[i].ids.slice(0, maxTokens)));
+    const out = [...texts];
+    long.forEach((i, j) => (out[i] = decoded[j]));
+    return out;
+  }
+
+  /** @internal Each prompt's length in tokens, as generate() tokenizes it. */
+  async promptLengths(prompts: Prompt[]): Promise<number[]> {
+    return (await this.promptIds(prompts)).map((ids) => ids.length);
+  }
+
   /** @internal The native model, for lib/rag.ts's trainer. */
   nativeHandle(): ModelHandle {
     return this.model;

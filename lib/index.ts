@@ -35,6 +35,8 @@ export { poolTokens } from './token-pooling';
 export type { Precision, QuantizeOptions, Quantized } from './quantize';
 export { mineHardNegatives, miningReport } from './mining';
 export type { MineOptions, MineResult, MinedRow, MiningFormat, MiningProgress, ScoreSummary } from './mining';
+export { generateQueries, cleanQuery, DEFAULT_QUERY_TEMPLATE, DEFAULT_CHAT_QUERY_TEMPLATE } from './query-generation';
+export type { GenerateQueriesOptions, GenerateQueriesResult, GeneratedPair } from './query-generation';
 export { exportIndex } from './export';
 export type { ExportOptions, ExportResult } from './export';
 export { serve } from './serve';

@@ -1,0 +1,192 @@
+/**
+ * Synthetic queries for an unlabelled corpus: a decoder LLM writes queries that each document answers, and the
+ * (query, document) pairs train an embedding model for that corpus's domain. This is the first step of GPL
+ * (Wang et al. 2022, "GPL: Generative Pseudo Labeling for Unsupervised Domain Adaptation of Dense Retrieval"),
+ * which samples 3 queries per passage (top-k 25, top-p 0.95) from a doc2query T5; coltrast's generators are
+ * decoder LLMs, prompted as InPars and Promptagator prompt theirs. The pairs are what `mineHardNegatives` and
+ * `train()` read: GPL's next steps are mining with a cross-encoder's scores and training with MarginMSE.
+ */
+import { ColtrastError } from './errors';
+import { writeTextAtomic } from './files';
+import { Generator, type ChatMessage, type Prompt } from './generator';
+import type { Device, DType } from './native-model';
+import { readCorpus } from './train-data';
+import { booleanValue, checkOptions, invalid, numberValue, positiveInteger } from './validate';
+
+/** The default prompt: the document, then the request; the model continues after "Query:". */
+export const DEFAULT_QUERY_TEMPLATE = 'Passage: {document}\n\nA search query that this passage answers.\nQuery:';
+/** With `chat`: the user's message (an instruction-tuned model answers with the query). */
+export const DEFAULT_CHAT_QUERY_TEMPLATE = 'Write one search query that the passage below answers. Reply with the query only.\n\nPassage: {document}';
+
+export interface GenerateQueriesOptions {
+  /** The decoder LLM that writes the queries: a causal LM folder or hub id, or a loaded `Generator`. */
+  generator: string | Generator;
+  /** The documents: an array of strings or `{ text }`, a .txt file (one per line), a .jsonl or .json array of those. */
+  corpus: string | readonly (string | { text: string })[];
+  /** Also written here as JSONL, `{ "query", "positive" }` per line, atomically. */
+  output?: string;
+  /** Queries sampled per document (default 3, as GPL); duplicates and empty ones are dropped. */
+  perDocument?: number;
+  /** The prompt, with `{document}` (default: DEFAULT_QUERY_TEMPLATE, or DEFAULT_CHAT_QUERY_TEMPLATE with `chat`). */
+  template?: string;
+  /** The template is the user's message in the generator's chat template (an instruction-tuned model). */
+  chat?: boolean;
+  /** With `chat`: a system message before it. */
+  system?: string;
+  /**
+   * A document is cut to this many of the generator's tokens in the prompt (default 256), or fewer where the
+   * model's positions leave less beside the template and the query; its pair keeps it whole.
+   */
+  maxDocumentTokens?: number;
+  /** The longest query, in tokens (default 32). */
+  maxNewTokens?: number;
+  /** Sampling, as `Generator.generate` (defaults: GPL's temperature 1, topK 25, topP 0.95; temperature 0 is greedy, one query per document). */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  /** The draws' seed (default 0): the same seed, corpus and options give the same queries. */
+  seed?: number;
+  /** Documents per `generate()` call (default 16), each `perDocument` times. */
+  batchSize?: number;
+  device?: Device;
+  dtype?: DType;
+  threads?: number;
+  /** Called after each batch of documents. */
+  onProgress?: (done: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface GeneratedPair {
+  query: string;
+  positive: string;
+}
+
+export interface GenerateQueriesResult {
+  pairs: GeneratedPair[];
+  /** Documents in the corpus (each text once). */
+  documents: number;
+  /** Queries generated, before the empty and duplicate ones were dropped. */
+  generated: number;
+  /** Dropped: empty after cleaning, the same as another of the document's queries, or the document itself. */
+  dropped: number;
+  output?: string;
+}
+
+const KEYS = [
+  'generator', 'corpus', 'output', 'perDocument', 'template', 'chat', 'system', 'maxDocumentTokens', 'maxNewTokens', 'temperature', 'topK', 'topP', 'seed',
+  'batchSize', 'device', 'dtype', 'threads', 'onProgress', 'signal',
+] as const;
+
+/**
+ * A generated text as a query: its first non-empty line, without a leading "Query:" label, list marker or the
+ * quotes around it, whitespace collapsed. Models often go on after the query (a second query, an answer).
+ */
+export function cleanQuery(text: string): string {
+  const line = text.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
+  return line
+    .replace(/^(?:query|search query)\s*:\s*/i, '')
+    .replace(/^(?:[-*•]|\d+[.)])\s+/, '')
+    .replace(/^["'“‘«](.*)["'”’»]$/s, '$1')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
+
+/** The prompt for one (cut) document. */
+function queryPrompt(template: string, chat: boolean, system: string | undefined, document: string): Prompt {
+  const text = template.replace(/\{document\}/g, () => document);
+  if (!chat) return text;
+  const messages: ChatMessage[] = [...(system !== undefined ? [{ role: 'system', content: system }] : []), { role: 'user', content: text }];
+  return messages;
+}
+
+/** Writes queries for each document of a corpus with a decoder LLM, as (query, document) training pairs. */
+export async function generateQueries(options: GenerateQueriesOptions): Promise<GenerateQueriesResult> {
+  const o = checkOptions('options', options, KEYS);
+  if (!(o.generator instanceof Generator) && (typeof o.generator !== 'string' || o.generator.length === 0)) {
+    throw invalid('options.generator', 'a causal LM folder, a hub id or a Generator', o.generator);
+  }
+  if (o.corpus === undefined) throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus is required: the documents to write queries for');
+  if (o.output !== undefined && (typeof o.output !== 'string' || o.output.length === 0)) throw invalid('options.output', 'a file path', o.output);
+  const perDocument = positiveInteger('options.perDocument', o.perDocument ?? 3);
+  const chat = booleanValue('options.chat', o.chat ?? false);
+  if (o.system !== undefined && (typeof o.system !== 'string' || !chat)) throw invalid('options.system', 'a string, with chat: true', o.system);
+  const template = o.template ?? (chat ? DEFAULT_CHAT_QUERY_TEMPLATE : DEFAULT_QUERY_TEMPLATE);
+  if (typeof template !== 'string' || !template.includes('{document}')) throw invalid('options.template', 'a string with {document}', template);
+  const maxDocumentTokens = positiveInteger('options.maxDocumentTokens', o.maxDocumentTokens ?? 256);
+  const maxNewTokens = positiveInteger('options.maxNewTokens', o.maxNewTokens ?? 32);
+  const temperature = numberValue('options.temperature', o.temperature ?? 1, (x) => x >= 0, 'a number >= 0');
+  if (temperature === 0 && perDocument > 1) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.temperature 0 is greedy decoding, which writes one query per document: set perDocument to 1, or sample (temperature > 0) for ${perDocument}`);
+  }
+  const topK = o.topK ?? 25;
+  const topP = o.topP ?? 0.95;
+  const seed = o.seed ?? 0;
+  if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
+  const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 16);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
+  const documents = readCorpus(o.corpus as Parameters<typeof readCorpus>[0]);
+  if (documents.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus has no documents');
+
+  const own = !(o.generator instanceof Generator);
+  const generator =
+    o.generator instanceof Generator
+      ? o.generator
+      : await Generator.load(o.generator as string, { device: o.device ?? 'auto', ...(o.dtype !== undefined && { dtype: o.dtype }), ...(o.threads !== undefined && { threads: o.threads }) });
+  try {
+    if (chat && generator.chatTemplate === undefined) {
+      throw new ColtrastError('MODEL_FILES', `options.chat: ${generator.modelDir} has no chat template (tokenizer_config.json's chat_template or chat_template.jinja)`);
+    }
+    // The document's share of the positions: what the prompt around it and the query leave (2 tokens spare,
+    // since a document's first and last tokens may merge with the template's), at most maxDocumentTokens.
+    const [frame] = await generator.promptLengths([queryPrompt(template, chat, o.system as string | undefined, '')]);
+    const room = generator.maxLength - frame - maxNewTokens - 2;
+    if (room < 1) {
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `${generator.modelDir} takes ${generator.maxLength} positions: the prompt without its document (${frame} tokens) and maxNewTokens (${maxNewTokens}) leave no room for the document; shorten the template or lower maxNewTokens`,
+      );
+    }
+    const documentTokens = Math.min(maxDocumentTokens, room);
+    const pairs: GeneratedPair[] = [];
+    let generated = 0;
+    let dropped = 0;
+    o.onProgress?.(0, documents.length);
+    for (let start = 0; start < documents.length; start += batchSize) {
+      const batch = documents.slice(start, start + batchSize);
+      const cut = await generator.cutTexts(batch, documentTokens);
+      const prompts = cut.flatMap((document) => Array.from({ length: perDocument }, () => queryPrompt(template, chat, o.system as string | undefined, document)));
+      // Each batch its own seed (the seed plus its first document's index), so that batches do not all start from
+      // the same draws; the same corpus, options and seed give the same queries.
+      const out = await generator.generate(prompts, {
+        maxNewTokens,
+        temperature,
+        ...(temperature > 0 && { topK, topP }),
+        seed: seed + start,
+        batchSize: prompts.length,
+        ...(o.signal !== undefined && { signal: o.signal as AbortSignal }),
+      });
+      batch.forEach((document, d) => {
+        const seen = new Set<string>([document.trim().toLowerCase()]);
+        for (let k = 0; k < perDocument; k++) {
+          generated++;
+          const query = cleanQuery(out[d * perDocument + k].text);
+          const key = query.toLowerCase();
+          if (!query || seen.has(key)) {
+            dropped++;
+            continue;
+          }
+          seen.add(key);
+          pairs.push({ query, positive: document });
+        }
+      });
+      o.onProgress?.(Math.min(start + batchSize, documents.length), documents.length);
+    }
+    if (pairs.length === 0) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${generator.modelDir} wrote no usable query for any of the ${documents.length} documents (all empty or repeats): check the template and the model`);
+    }
+    if (o.output !== undefined) writeTextAtomic(o.output as string, pairs.map((p) => JSON.stringify(p)).join('\n') + '\n');
+    return { pairs, documents: documents.length, generated, dropped, ...(o.output !== undefined && { output: o.output as string }) };
+  } finally {
+    if (own) generator.dispose();
+  }
+}

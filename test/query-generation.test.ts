@@ -1,0 +1,156 @@
+// generateQueries (GPL's first step): a decoder LLM writes queries for each document of a corpus, and the
+// (query, document) pairs go on to mining and training. On the tiny random causal LMs the queries are random
+// tokens, so the checks are that they are what Generator.generate writes for those prompts and draws, cleaned
+// and de-duplicated, and that the pairs train.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CrossEncoder, Encoder, Generator, cleanQuery, generateQueries, mineHardNegatives, train } from '../lib';
+import { DEFAULT_CHAT_QUERY_TEMPLATE, DEFAULT_QUERY_TEMPLATE } from '../lib/query-generation';
+import { FIXTURE, tempDir } from './helpers/fixture';
+
+const ROOT = path.resolve(__dirname, '..');
+const CLI = path.join(ROOT, 'dist', 'cli.js');
+const LMS = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms');
+const CORPUS = fs.readFileSync(path.join(ROOT, 'examples', 'sentences.txt'), 'utf8').split('\n').filter((l) => l.trim()).slice(0, 6);
+
+async function rejection(run: () => Promise<unknown>): Promise<Error & { code?: string }> {
+  try {
+    await run();
+  } catch (error) {
+    return error as Error & { code?: string };
+  }
+  throw new Error('expected a rejection');
+}
+
+test('cleanQuery keeps the first line, without a "Query:" label, a list marker, quotes or extra spaces', (t) => {
+  t.is(cleanQuery('  what is   late interaction?\nIt is ColBERT.'), 'what is late interaction?');
+  t.is(cleanQuery('\n\nQuery: "how do I mine hard negatives"'), 'how do I mine hard negatives');
+  t.is(cleanQuery('1. best embedding model for code'), 'best embedding model for code');
+  t.is(cleanQuery('- “contrastive loss temperature”'), 'contrastive loss temperature');
+  t.is(cleanQuery('search query: bm25 vs dense'), 'bm25 vs dense');
+  t.is(cleanQuery(' \n \n'), '');
+});
+
+test('the queries are what the generator samples for each document\'s prompt (perDocument copies), cleaned and de-duplicated; the same seed gives the same pairs', async (t) => {
+  const generator = await Generator.load(path.join(LMS, 'qwen3'), { device: 'cpu' });
+  try {
+    const options = { generator, corpus: CORPUS, perDocument: 3, maxNewTokens: 6, maxDocumentTokens: 12, seed: 5 };
+    const r = await generateQueries(options);
+    // What it must equal: one generate() call over the batch (16 documents per call by default), seeded seed + 0.
+    const cut = await generator.cutTexts(CORPUS, 12);
+    const prompts = cut.flatMap((d) => [0, 1, 2].map(() => DEFAULT_QUERY_TEMPLATE.replace('{document}', d)));
+    const out = await generator.generate(prompts, { maxNewTokens: 6, temperature: 1, topK: 25, topP: 0.95, seed: 5, batchSize: prompts.length });
+    const expected: { query: string; positive: string }[] = [];
+    let dropped = 0;
+    CORPUS.forEach((document, d) => {
+      const seen = new Set([document.toLowerCase()]);
+      for (let k = 0; k < 3; k++) {
+        const q = cleanQuery(out[d * 3 + k].text);
+        if (!q || seen.has(q.toLowerCase())) dropped++;
+        else (seen.add(q.toLowerCase()), expected.push({ query: q, positive: document }));
+      }
+    });
+    t.deepEqual(r.pairs, expected);
+    t.is(r.documents, CORPUS.length);
+    t.is(r.generated, CORPUS.length * 3);
+    t.is(r.dropped, dropped);
+    t.true(r.pairs.length > CORPUS.length, `${r.pairs.length} pairs`);
+    t.true(new Set(r.pairs.map((p) => p.positive)).size >= CORPUS.length - 1, 'the documents are the positives, whole');
+    t.deepEqual((await generateQueries(options)).pairs, r.pairs);
+    t.notDeepEqual((await generateQueries({ ...options, seed: 6 })).pairs, r.pairs);
+    // Batches of 2 documents: each batch seeded seed + its first document's index.
+    const small = await generateQueries({ ...options, batchSize: 2 });
+    const second = await generator.generate(prompts.slice(6, 12), { maxNewTokens: 6, temperature: 1, topK: 25, topP: 0.95, seed: 7, batchSize: 6 });
+    const fromSecond = small.pairs.filter((p) => p.positive === CORPUS[2] || p.positive === CORPUS[3]).map((p) => p.query);
+    const secondQueries = second.map((g) => cleanQuery(g.text)).filter((q) => q);
+    t.true(fromSecond.length > 0 && fromSecond.every((q) => secondQueries.includes(q)), `${fromSecond} among ${secondQueries}`);
+    // A long document is cut to its first maxDocumentTokens tokens in the prompt.
+    const long = `${CORPUS[0]} ${CORPUS[1]} ${CORPUS[2]}`;
+    const [cutLong] = await generator.cutTexts([long], 12);
+    t.true(cutLong.length < long.length);
+    t.deepEqual(await generator.cutTexts([CORPUS[0].split(' ').slice(0, 2).join(' ')], 12), [CORPUS[0].split(' ').slice(0, 2).join(' ')]);
+    // Greedy: one query per document, the greedy continuation.
+    const greedy = await generateQueries({ ...options, perDocument: 1, temperature: 0 });
+    const greedyOut = await generator.generate(prompts.filter((_, i) => i % 3 === 0), { maxNewTokens: 6, batchSize: CORPUS.length });
+    t.deepEqual(greedy.pairs.map((p) => p.query), greedyOut.map((g) => cleanQuery(g.text)).filter((q, i) => q && q.toLowerCase() !== CORPUS[i].toLowerCase()));
+  } finally {
+    generator.dispose();
+  }
+});
+
+test('chat: the template is the user\'s message in the generator\'s chat template, after a system message', async (t) => {
+  const generator = await Generator.load(path.join(LMS, 'llama'), { device: 'cpu' });
+  try {
+    const r = await generateQueries({ generator, corpus: CORPUS.slice(0, 3), chat: true, system: 'You write search queries.', perDocument: 2, maxNewTokens: 5, maxDocumentTokens: 10 });
+    const cut = await generator.cutTexts(CORPUS.slice(0, 3), 10);
+    const prompts = cut.flatMap((d) =>
+      [0, 1].map(() => [
+        { role: 'system', content: 'You write search queries.' },
+        { role: 'user', content: DEFAULT_CHAT_QUERY_TEMPLATE.replace('{document}', d) },
+      ]),
+    );
+    const out = await generator.generate(prompts, { maxNewTokens: 5, temperature: 1, topK: 25, topP: 0.95, seed: 0, batchSize: prompts.length });
+    const queries = out.map((g) => cleanQuery(g.text));
+    t.true(r.pairs.length > 0);
+    for (const p of r.pairs) t.true(queries.includes(p.query), p.query);
+  } finally {
+    generator.dispose();
+  }
+});
+
+test('bad options are errors that name them', async (t) => {
+  const qwen3 = path.join(LMS, 'qwen3');
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ corpus: CORPUS }, /options.generator must be a causal LM folder, a hub id or a Generator/],
+    [{ generator: qwen3 }, /options.corpus is required/],
+    [{ generator: qwen3, corpus: [] }, /options.corpus has no documents|no documents/],
+    [{ generator: qwen3, corpus: CORPUS, template: 'no placeholder' }, /options.template must be a string with \{document\}/],
+    [{ generator: qwen3, corpus: CORPUS, temperature: 0 }, /temperature 0 is greedy decoding, which writes one query per document: set perDocument to 1/],
+    [{ generator: qwen3, corpus: CORPUS, perDocument: 0 }, /perDocument/],
+    [{ generator: qwen3, corpus: CORPUS, system: 'x' }, /options.system must be a string, with chat: true/],
+    [{ generator: qwen3, corpus: CORPUS, chat: true, device: 'cpu' }, /has no chat template/],
+    [{ generator: qwen3, corpus: CORPUS, queriesPerDoc: 2 }, /queriesPerDoc/],
+    [{ generator: FIXTURE, corpus: CORPUS, device: 'cpu' }, /a Generator runs decoder LLMs/],
+    [{ generator: qwen3, corpus: CORPUS, maxNewTokens: 90, device: 'cpu' }, /takes 96 positions: the prompt without its document \(\d+ tokens\) and maxNewTokens \(90\) leave no room for the document/],
+  ];
+  for (const [options, message] of cases) {
+    const e = await rejection(() => generateQueries(options as never));
+    t.regex(e.message, message, JSON.stringify(options));
+  }
+});
+
+test('coltrast generate-queries writes the pairs as JSONL, as the API does; then GPL: mine with a cross-encoder\'s scores and train on them', async (t) => {
+  const dir = tempDir();
+  const corpus = path.join(dir, 'docs.txt');
+  fs.writeFileSync(corpus, CORPUS.join('\n') + '\n');
+  const output = path.join(dir, 'pairs.jsonl');
+  const generator = path.join(LMS, 'qwen3');
+  const r = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus, '--output', output, '--per-document', '2', '--max-new-tokens', '5', '--seed', '3', '--device', 'cpu'], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  // The default maxDocumentTokens (256) is cut to what this model's 96 positions leave beside the template and query.
+  t.regex(r.stdout, /\d+ \(query, positive\) pairs for 6 documents/);
+  const written = fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const api = await generateQueries({ generator, corpus: CORPUS, perDocument: 2, maxNewTokens: 5, seed: 3, device: 'cpu' });
+  t.deepEqual(written, api.pairs);
+  t.false(fs.existsSync(`${output}.tmp`));
+  const missing = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus], { encoding: 'utf8' });
+  t.not(missing.status, 0);
+  t.regex(missing.stderr, /generate-queries needs --output/);
+
+  // GPL's next steps: negatives mined by the embedding model, scored by a cross-encoder, and MarginMSE on those scores.
+  const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const ce = await CrossEncoder.load(path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder', 'st'), { device: 'cpu' });
+  try {
+    const mined = path.join(dir, 'mined.jsonl');
+    const m = await mineHardNegatives({ data: output, corpus, model: encoder, crossEncoder: ce, numNegatives: 2, outputFormat: 'n-tuple', outputScores: true, output: mined });
+    t.true(m.rows.length > 0);
+    const run = await train({ model: FIXTURE, data: mined, output: path.join(dir, 'model'), epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 1 });
+    t.true(run.history.epochs.length === 1 && Number.isFinite(run.history.epochs[0].trainLoss));
+    t.true(fs.existsSync(path.join(dir, 'model', 'model.safetensors')));
+  } finally {
+    encoder.dispose();
+    ce.dispose();
+  }
+});
