@@ -9,20 +9,12 @@ import path from 'node:path';
 import { CrossEncoder, Encoder, Generator, cleanQuery, generateQueries, mineHardNegatives, train } from '../lib';
 import { DEFAULT_CHAT_QUERY_TEMPLATE, DEFAULT_QUERY_TEMPLATE } from '../lib/query-generation';
 import { FIXTURE, tempDir } from './helpers/fixture';
+import { rejection } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'cli.js');
 const LMS = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms');
 const CORPUS = fs.readFileSync(path.join(ROOT, 'examples', 'sentences.txt'), 'utf8').split('\n').filter((l) => l.trim()).slice(0, 6);
-
-async function rejection(run: () => Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await run();
-  } catch (error) {
-    return error as Error & { code?: string };
-  }
-  throw new Error('expected a rejection');
-}
 
 test('cleanQuery keeps the first line, without a "Query:" label, a list marker, quotes or extra spaces', (t) => {
   t.is(cleanQuery('  what is   late interaction?\nIt is ColBERT.'), 'what is late interaction?');
