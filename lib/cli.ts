@@ -99,6 +99,8 @@ commands:
     --per-document <n> (3)   queries sampled per document; duplicates and empty ones are dropped
     --template <text with {document}> --chat [--system <text>] --max-document-tokens <n> (256) --max-new-tokens <n> (32)
     --temperature <x> (1; 0: greedy, one per document) --top-k <n> (25) --top-p <x> (0.95) --seed <n> --batch-size <n> (16)
+    --consistency-model <dir|hub id> [--consistency-k <n> (1)]   keep a query only where this embedding model, searching the
+                             corpus, ranks its document within the first k (Promptagator's round-trip filter)
     --device <d> --dtype <t> --threads <n> --json
   mine                       add hard negatives to (query, positive) pairs, as sentence-transformers' mine_hard_negatives
     --data <file>            .jsonl or .json of {"query", "positive"} (a query may repeat, with several positives)
@@ -554,7 +556,7 @@ async function mineCommand(argv: string[]): Promise<void> {
 const GENERATE_QUERIES_FLAGS = {
   generator: 'string', corpus: 'string', output: 'string', 'per-document': 'count', template: 'string', chat: 'boolean', system: 'string',
   'max-document-tokens': 'count', 'max-new-tokens': 'count', temperature: 'number', 'top-k': 'count', 'top-p': 'number', seed: 'int',
-  'batch-size': 'count', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
+  'batch-size': 'count', 'consistency-model': 'string', 'consistency-k': 'count', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
 } as const;
 
 async function generateQueriesCommand(argv: string[]): Promise<void> {
@@ -562,15 +564,21 @@ async function generateQueriesCommand(argv: string[]): Promise<void> {
   if (!o.generator) fail('generate-queries needs --generator (a causal LM folder or hub id)');
   if (!o.corpus) fail('generate-queries needs --corpus (the documents: .txt, .jsonl or .json)');
   if (!o.output) fail('generate-queries needs --output <file.jsonl>');
-  const { json, ...options } = o;
+  const { json, consistencyModel, consistencyK, ...options } = o;
+  if (consistencyK !== undefined && !consistencyModel) fail('--consistency-k sets the consistency filter: add --consistency-model');
   const bar = json ? undefined : new ProgressBar('generate', 'documents');
-  const result = await generateQueries({ ...(options as GenerateQueriesOptions), onProgress: bar && ((done, total) => bar.update(done, total)) });
+  const result = await generateQueries({
+    ...(options as GenerateQueriesOptions),
+    ...(consistencyModel && { consistency: { model: consistencyModel, ...(consistencyK !== undefined && { k: consistencyK }) } }),
+    onProgress: bar && ((done, total) => bar.update(done, total)),
+  });
   const { pairs, ...summary } = result;
   if (json) {
     console.log(JSON.stringify({ ...summary, pairs: pairs.length }));
     return;
   }
-  console.log(`${pairs.length} (query, positive) pairs for ${result.documents} documents (${result.dropped} of ${result.generated} queries dropped: empty or repeated) -> ${result.output}`);
+  const inconsistent = result.inconsistent !== undefined ? `, ${result.inconsistent} more whose document the consistency model did not rank within the first ${consistencyK ?? 1}` : '';
+  console.log(`${pairs.length} (query, positive) pairs for ${result.documents} documents (${result.dropped} of ${result.generated} queries dropped: empty or repeated${inconsistent}) -> ${result.output}`);
 }
 
 async function ragTrainCommand(argv: string[]): Promise<void> {

@@ -8,7 +8,9 @@
  */
 import { ColtrastError } from './errors';
 import { writeTextAtomic } from './files';
+import { Encoder } from './encoder';
 import { Generator, type ChatMessage, type Prompt } from './generator';
+import { Index } from './search-index';
 import type { Device, DType } from './native-model';
 import { readCorpus } from './train-data';
 import { booleanValue, checkOptions, invalid, numberValue, positiveInteger } from './validate';
@@ -51,6 +53,12 @@ export interface GenerateQueriesOptions {
   device?: Device;
   dtype?: DType;
   threads?: number;
+  /**
+   * Round-trip consistency (Promptagator, Dai et al. 2022): keep a query only where this embedding model (a folder,
+   * hub id or loaded `Encoder`; single- or multi-vector), searching the whole corpus, ranks the query's own
+   * document within its first `k` (default 1). Drops the queries that do not single out their document.
+   */
+  consistency?: { model: string | Encoder; k?: number };
   /** Called after each batch of documents. */
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
@@ -69,12 +77,14 @@ export interface GenerateQueriesResult {
   generated: number;
   /** Dropped: empty after cleaning, the same as another of the document's queries, or the document itself. */
   dropped: number;
+  /** With `consistency`: the queries dropped because the model did not rank their document within the first k. */
+  inconsistent?: number;
   output?: string;
 }
 
 const KEYS = [
   'generator', 'corpus', 'output', 'perDocument', 'template', 'chat', 'system', 'maxDocumentTokens', 'maxNewTokens', 'temperature', 'topK', 'topP', 'seed',
-  'batchSize', 'device', 'dtype', 'threads', 'onProgress', 'signal',
+  'batchSize', 'device', 'dtype', 'threads', 'consistency', 'onProgress', 'signal',
 ] as const;
 
 /**
@@ -97,6 +107,19 @@ function queryPrompt(template: string, chat: boolean, system: string | undefined
   if (!chat) return text;
   const messages: ChatMessage[] = [...(system !== undefined ? [{ role: 'system', content: system }] : []), { role: 'user', content: text }];
   return messages;
+}
+
+/** The pairs whose document `model` ranks within the first `k` of the corpus for their query. */
+async function consistentPairs(pairs: GeneratedPair[], documents: string[], model: string | Encoder, k: number, load: { device: Device; threads?: number }): Promise<GeneratedPair[]> {
+  const encoder = model instanceof Encoder ? model : await Encoder.load(model, load);
+  try {
+    const index = await Index.build(encoder, documents.map((text, i) => ({ id: String(i), text })));
+    const ids = new Map(documents.map((d, i) => [d, String(i)]));
+    const hits = await index.search(pairs.map((p) => p.query), { k: Math.min(k, documents.length) });
+    return pairs.filter((p, i) => hits[i].some((h) => h.id === ids.get(p.positive)));
+  } finally {
+    if (!(model instanceof Encoder)) encoder.dispose();
+  }
 }
 
 /** Writes queries for each document of a corpus with a decoder LLM, as (query, document) training pairs. */
@@ -126,6 +149,11 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   const documents = readCorpus(o.corpus as Parameters<typeof readCorpus>[0]);
   if (documents.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus has no documents');
+  const consistency = o.consistency === undefined ? undefined : checkOptions('options.consistency', o.consistency, ['model', 'k'] as const);
+  if (consistency && !(consistency.model instanceof Encoder) && (typeof consistency.model !== 'string' || consistency.model.length === 0)) {
+    throw invalid('options.consistency.model', 'an embedding model folder, a hub id or an Encoder', consistency.model);
+  }
+  const consistencyK = consistency ? positiveInteger('options.consistency.k', consistency.k ?? 1) : 0;
 
   const own = !(o.generator instanceof Generator);
   const generator =
@@ -184,8 +212,22 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
     if (pairs.length === 0) {
       throw new ColtrastError('INVALID_ARGUMENT', `${generator.modelDir} wrote no usable query for any of the ${documents.length} documents (all empty or repeats): check the template and the model`);
     }
-    if (o.output !== undefined) writeTextAtomic(o.output as string, pairs.map((p) => JSON.stringify(p)).join('\n') + '\n');
-    return { pairs, documents: documents.length, generated, dropped, ...(o.output !== undefined && { output: o.output as string }) };
+    let kept = pairs;
+    if (consistency) {
+      kept = await consistentPairs(pairs, documents, consistency.model as string | Encoder, consistencyK, { device: o.device ?? 'auto', ...(o.threads !== undefined && { threads: o.threads }) });
+      if (kept.length === 0) {
+        throw new ColtrastError('INVALID_ARGUMENT', `options.consistency: the model ranked no query's document within its first ${consistencyK}; raise k, or check the generator's queries`);
+      }
+    }
+    if (o.output !== undefined) writeTextAtomic(o.output as string, kept.map((p) => JSON.stringify(p)).join('\n') + '\n');
+    return {
+      pairs: kept,
+      documents: documents.length,
+      generated,
+      dropped,
+      ...(consistency && { inconsistent: pairs.length - kept.length }),
+      ...(o.output !== undefined && { output: o.output as string }),
+    };
   } finally {
     if (own) generator.dispose();
   }

@@ -6,7 +6,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CrossEncoder, Encoder, Generator, cleanQuery, generateQueries, mineHardNegatives, train } from '../lib';
+import { CrossEncoder, Encoder, Generator, Index, cleanQuery, generateQueries, mineHardNegatives, train } from '../lib';
 import { DEFAULT_CHAT_QUERY_TEMPLATE, DEFAULT_QUERY_TEMPLATE } from '../lib/query-generation';
 import { FIXTURE, tempDir } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
@@ -92,6 +92,30 @@ test('chat: the template is the user\'s message in the generator\'s chat templat
   }
 });
 
+test("consistency: a query stays only where the embedding model ranks its document within the first k of the corpus (Promptagator's round trip)", async (t) => {
+  const generator = await Generator.load(path.join(LMS, 'qwen3'), { device: 'cpu' });
+  const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    const options = { generator, corpus: CORPUS, perDocument: 3, maxNewTokens: 6, seed: 2 };
+    const all = await generateQueries(options);
+    const index = await Index.build(encoder, CORPUS.map((text, i) => ({ id: String(i), text })));
+    const hits = await index.search(all.pairs.map((p) => p.query), { k: 2 });
+    const expected = all.pairs.filter((p, i) => hits[i].some((h) => h.id === String(CORPUS.indexOf(p.positive))));
+    t.true(expected.length > 0 && expected.length < all.pairs.length, `${expected.length} of ${all.pairs.length} consistent at k 2`);
+    const r = await generateQueries({ ...options, consistency: { model: encoder, k: 2 } });
+    t.deepEqual(r.pairs, expected);
+    t.is(r.inconsistent, all.pairs.length - expected.length);
+    t.is(r.dropped, all.dropped);
+    const wide = await generateQueries({ ...options, consistency: { model: FIXTURE, k: CORPUS.length } });
+    t.deepEqual(wide.pairs, all.pairs);
+    t.is(wide.inconsistent, 0);
+    t.is(all.inconsistent, undefined);
+  } finally {
+    generator.dispose();
+    encoder.dispose();
+  }
+});
+
 test('bad options are errors that name them', async (t) => {
   const qwen3 = path.join(LMS, 'qwen3');
   const cases: [Record<string, unknown>, RegExp][] = [
@@ -104,6 +128,9 @@ test('bad options are errors that name them', async (t) => {
     [{ generator: qwen3, corpus: CORPUS, system: 'x' }, /options.system must be a string, with chat: true/],
     [{ generator: qwen3, corpus: CORPUS, chat: true, device: 'cpu' }, /has no chat template/],
     [{ generator: qwen3, corpus: CORPUS, queriesPerDoc: 2 }, /queriesPerDoc/],
+    [{ generator: qwen3, corpus: CORPUS, consistency: {} }, /options.consistency.model must be an embedding model folder, a hub id or an Encoder/],
+    [{ generator: qwen3, corpus: CORPUS, consistency: { model: FIXTURE, k: 0 } }, /options.consistency.k/],
+    [{ generator: qwen3, corpus: CORPUS, consistency: { model: FIXTURE, top: 3 } }, /top/],
     [{ generator: FIXTURE, corpus: CORPUS, device: 'cpu' }, /a Generator runs decoder LLMs/],
     [{ generator: qwen3, corpus: CORPUS, maxNewTokens: 90, device: 'cpu' }, /takes 96 positions: the prompt without its document \(\d+ tokens\) and maxNewTokens \(90\) leave no room for the document/],
   ];
@@ -127,6 +154,13 @@ test('coltrast generate-queries writes the pairs as JSONL, as the API does; then
   const api = await generateQueries({ generator, corpus: CORPUS, perDocument: 2, maxNewTokens: 5, seed: 3, device: 'cpu' });
   t.deepEqual(written, api.pairs);
   t.false(fs.existsSync(`${output}.tmp`));
+  const filtered = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus, '--output', output, '--per-document', '2', '--max-new-tokens', '5', '--seed', '3', '--consistency-model', FIXTURE, '--consistency-k', '2', '--json'], { encoding: 'utf8' });
+  t.is(filtered.status, 0, filtered.stderr);
+  const summary = JSON.parse(filtered.stdout);
+  const apiFiltered = await generateQueries({ generator, corpus: CORPUS, perDocument: 2, maxNewTokens: 5, seed: 3, device: 'cpu', consistency: { model: FIXTURE, k: 2 } });
+  t.deepEqual(summary, { documents: 6, generated: 12, dropped: apiFiltered.dropped, inconsistent: apiFiltered.inconsistent, output, pairs: apiFiltered.pairs.length });
+  t.deepEqual(fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l)), apiFiltered.pairs);
+  fs.writeFileSync(output, written.map((p) => JSON.stringify(p)).join('\n') + '\n');
   const missing = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus], { encoding: 'utf8' });
   t.not(missing.status, 0);
   t.regex(missing.stderr, /generate-queries needs --output/);
