@@ -92,7 +92,11 @@ const KEYS = [
  * quotes around it, whitespace collapsed. Models often go on after the query (a second query, an answer).
  */
 export function cleanQuery(text: string): string {
-  const line = text.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
+  // A reasoning model's thoughts first (Qwen3's <think>...</think>): the query follows them; thoughts cut off by
+  // maxNewTokens leave none.
+  const answer = text.replace(/<think>[\s\S]*?<\/think>/g, '');
+  if (answer.includes('<think>')) return '';
+  const line = answer.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
   return line
     .replace(/^(?:query|search query)\s*:\s*/i, '')
     .replace(/^(?:[-*•]|\d+[.)])\s+/, '')
@@ -164,6 +168,9 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
     if (chat && generator.chatTemplate === undefined) {
       throw new ColtrastError('MODEL_FILES', `options.chat: ${generator.modelDir} has no chat template (tokenizer_config.json's chat_template or chat_template.jinja)`);
     }
+    // A generator loaded here answers without thinking first where its template can (Qwen3's enable_thinking);
+    // a Generator passed in keeps its own chatTemplateKwargs.
+    if (own) generator.chatTemplateKwargs = { enable_thinking: false, ...generator.chatTemplateKwargs };
     // The document's share of the positions: what the prompt around it and the query leave (2 tokens spare,
     // since a document's first and last tokens may merge with the template's), at most maxDocumentTokens.
     const [frame] = await generator.promptLengths([queryPrompt(template, chat, o.system as string | undefined, '')]);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, Encoder, Generator, Index, cleanQuery, generateQueries, mineHardNegatives, train } from '../lib';
 import { DEFAULT_CHAT_QUERY_TEMPLATE, DEFAULT_QUERY_TEMPLATE } from '../lib/query-generation';
-import { FIXTURE, tempDir } from './helpers/fixture';
+import { FIXTURE, editJson, tempDir } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -23,6 +23,9 @@ test('cleanQuery keeps the first line, without a "Query:" label, a list marker, 
   t.is(cleanQuery('- “contrastive loss temperature”'), 'contrastive loss temperature');
   t.is(cleanQuery('search query: bm25 vs dense'), 'bm25 vs dense');
   t.is(cleanQuery(' \n \n'), '');
+  // A reasoning model's thoughts are not the query; thoughts cut short leave none.
+  t.is(cleanQuery('<think>\nThe passage is about BM25.\n</think>\n\nwhat is bm25'), 'what is bm25');
+  t.is(cleanQuery('<think>\nThe passage is about'), '');
 });
 
 test('the queries are what the generator samples for each document\'s prompt (perDocument copies), cleaned and de-duplicated; the same seed gives the same pairs', async (t) => {
@@ -113,6 +116,35 @@ test("consistency: a query stays only where the embedding model ranks its docume
   } finally {
     generator.dispose();
     encoder.dispose();
+  }
+});
+
+// Serial: it wraps Generator.prototype.generate, which the other tests of this file call too (AVA runs serial tests first).
+test.serial('a generator loaded by generateQueries renders its chat template with enable_thinking false (Qwen3 answers without thinking first); one passed in keeps its own', async (t) => {
+  // What each generate() call rendered: the prompts as the chat template renders them then.
+  const rendered: string[][] = [];
+  const generate = Generator.prototype.generate;
+  Generator.prototype.generate = function (this: Generator, prompts, options) {
+    rendered.push(prompts.map((p) => (typeof p === 'string' ? p : this.applyChatTemplate(p))));
+    return generate.call(this, prompts, options);
+  };
+  const dir = path.join(tempDir(), 'llama');
+  fs.cpSync(path.join(LMS, 'llama'), dir, { recursive: true });
+  editJson(path.join(dir, 'tokenizer_config.json'), (c) => ({
+    ...c,
+    chat_template: "{{ bos_token }}{% for m in messages %}user : {{ m['content'] }} {% endfor %}{% if enable_thinking is defined and enable_thinking is false %}/no_think {% endif %}assistant :",
+  }));
+  const options = { corpus: CORPUS.slice(0, 2), chat: true, perDocument: 1, temperature: 0, maxNewTokens: 3, device: 'cpu' as const };
+  const generator = await Generator.load(dir, { device: 'cpu' });
+  try {
+    await generateQueries({ generator: dir, ...options });
+    await generateQueries({ generator, ...options });
+    t.is(rendered.length, 2);
+    t.true(rendered[0].every((p) => p.endsWith('/no_think assistant :')), rendered[0].join('\n'));
+    t.true(rendered[1].every((p) => /^\[CLS\]user : .+ assistant :$/.test(p) && !p.includes('/no_think')), rendered[1].join('\n'));
+  } finally {
+    Generator.prototype.generate = generate;
+    generator.dispose();
   }
 });
 
