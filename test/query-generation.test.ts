@@ -141,7 +141,7 @@ test.serial('a generator loaded by generateQueries renders its chat template wit
     await generateQueries({ generator, ...options });
     t.is(rendered.length, 2);
     t.true(rendered[0].every((p) => p.endsWith('/no_think assistant :')), rendered[0].join('\n'));
-    t.true(rendered[1].every((p) => /^\[CLS\]user : .+ assistant :$/.test(p) && !p.includes('/no_think')), rendered[1].join('\n'));
+    t.true(rendered[1].every((p) => /^\[CLS\]user : .+ assistant :$/s.test(p) && !p.includes('/no_think')), rendered[1].join('\n'));
   } finally {
     Generator.prototype.generate = generate;
     generator.dispose();
