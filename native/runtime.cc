@@ -28,14 +28,15 @@ std::atomic<int> configuredThreads{0};  // 0: not set, use defaultThreads()
 
 // The thread count when none is set: OMP_NUM_THREADS when it holds a positive integer (PyTorch reads it for
 // its own default, so one variable sets both, and a test runner or job scheduler that gives each process a
-// share of the cores sets coltrast's too), else every core this process may run on (its CPU affinity, as
-// Node's os.availableParallelism() counts them). Read once.
+// share of the cores sets coltrast's too; of a nested list such as "4,2", the first level's, as OpenMP takes it),
+// else every core this process may run on (its CPU affinity, as Node's os.availableParallelism() counts them).
+// Read once.
 int defaultThreads() {
   static const int n = [] {
     if (const char* env = std::getenv("OMP_NUM_THREADS")) {
       char* end = nullptr;
       const long v = std::strtol(env, &end, 10);
-      if (end != env && *end == '\0' && v > 0 && v <= 1 << 16) return static_cast<int>(v);
+      if (end != env && (*end == '\0' || *end == ',') && v > 0 && v <= 1 << 16) return static_cast<int>(v);
     }
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);

@@ -23,6 +23,7 @@ function threadsIn(env: Record<string, string | undefined>, script?: string): nu
 test('without a setting, every core; OMP_NUM_THREADS sets the default when it is a positive integer', (t) => {
   t.is(threadsIn({ OMP_NUM_THREADS: undefined }), os.availableParallelism());
   t.is(threadsIn({ OMP_NUM_THREADS: '3' }), 3);
+  t.is(threadsIn({ OMP_NUM_THREADS: '3,1' }), 3, "a nested list: the first level's, as OpenMP takes it");
   for (const ignored of ['0', '-2', 'two', '2x', '']) t.is(threadsIn({ OMP_NUM_THREADS: ignored }), os.availableParallelism(), `OMP_NUM_THREADS=${JSON.stringify(ignored)}`);
 });
 
