@@ -101,6 +101,7 @@ commands:
     --temperature <x> (1; 0: greedy, one per document) --top-k <n> (25) --top-p <x> (0.95) --seed <n> --batch-size <n> (16)
     --consistency-model <dir|hub id> [--consistency-k <n> (1)]   keep a query only where this embedding model, searching the
                              corpus, ranks its document within the first k (Promptagator's round-trip filter)
+    --keep-likeliest <x>     keep this fraction of the queries, those the generator finds likeliest (InPars' filter)
     --device <d> --dtype <t> --threads <n> --json
   mine                       add hard negatives to (query, positive) pairs, as sentence-transformers' mine_hard_negatives
     --data <file>            .jsonl or .json of {"query", "positive"} (a query may repeat, with several positives)
@@ -556,7 +557,7 @@ async function mineCommand(argv: string[]): Promise<void> {
 const GENERATE_QUERIES_FLAGS = {
   generator: 'string', corpus: 'string', output: 'string', 'per-document': 'count', template: 'string', chat: 'boolean', system: 'string',
   'max-document-tokens': 'count', 'max-new-tokens': 'count', temperature: 'number', 'top-k': 'count', 'top-p': 'number', seed: 'int',
-  'batch-size': 'count', 'consistency-model': 'string', 'consistency-k': 'count', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
+  'batch-size': 'count', 'consistency-model': 'string', 'consistency-k': 'count', 'keep-likeliest': 'number', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
 } as const;
 
 async function generateQueriesCommand(argv: string[]): Promise<void> {
@@ -577,8 +578,9 @@ async function generateQueriesCommand(argv: string[]): Promise<void> {
     console.log(JSON.stringify({ ...summary, pairs: pairs.length }));
     return;
   }
+  const unlikely = result.unlikely !== undefined ? `, ${result.unlikely} more as the least likely` : '';
   const inconsistent = result.inconsistent !== undefined ? `, ${result.inconsistent} more whose document the consistency model did not rank within the first ${consistencyK ?? 1}` : '';
-  console.log(`${pairs.length} (query, positive) pairs for ${result.documents} documents (${result.dropped} of ${result.generated} queries dropped: empty or repeated${inconsistent}) -> ${result.output}`);
+  console.log(`${pairs.length} (query, positive) pairs for ${result.documents} documents (${result.dropped} of ${result.generated} queries dropped: empty or repeated${unlikely}${inconsistent}) -> ${result.output}`);
 }
 
 async function ragTrainCommand(argv: string[]): Promise<void> {

@@ -247,6 +247,11 @@ export class Generator {
     return (await this.promptIds(prompts)).map((ids) => ids.length);
   }
 
+  /** @internal Each completion's length in tokens, as sequences() tokenizes it (no special tokens). */
+  async completionLengths(texts: string[]): Promise<number[]> {
+    return (await this.tokenizer.encodeBare(texts)).map((t) => t.ids.length);
+  }
+
   /** @internal The native model, for lib/rag.ts's trainer. */
   nativeHandle(): ModelHandle {
     return this.model;

@@ -59,6 +59,12 @@ export interface GenerateQueriesOptions {
    * document within its first `k` (default 1). Drops the queries that do not single out their document.
    */
   consistency?: { model: string | Encoder; k?: number };
+  /**
+   * InPars' filter (Bonifacio et al. 2022): keep this fraction (0 to 1) of the queries, those the generator itself
+   * finds likeliest after their prompts (the mean log-probability of a query's tokens), across the corpus. Applied
+   * before `consistency`.
+   */
+  keepLikeliest?: number;
   /** Called after each batch of documents. */
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
@@ -77,6 +83,8 @@ export interface GenerateQueriesResult {
   generated: number;
   /** Dropped: empty after cleaning, the same as another of the document's queries, or the document itself. */
   dropped: number;
+  /** With `keepLikeliest`: the queries dropped as the least likely. */
+  unlikely?: number;
   /** With `consistency`: the queries dropped because the model did not rank their document within the first k. */
   inconsistent?: number;
   output?: string;
@@ -84,7 +92,7 @@ export interface GenerateQueriesResult {
 
 const KEYS = [
   'generator', 'corpus', 'output', 'perDocument', 'template', 'chat', 'system', 'maxDocumentTokens', 'maxNewTokens', 'temperature', 'topK', 'topP', 'seed',
-  'batchSize', 'device', 'dtype', 'threads', 'consistency', 'onProgress', 'signal',
+  'batchSize', 'device', 'dtype', 'threads', 'consistency', 'keepLikeliest', 'onProgress', 'signal',
 ] as const;
 
 /**
@@ -111,6 +119,25 @@ function queryPrompt(template: string, chat: boolean, system: string | undefined
   if (!chat) return text;
   const messages: ChatMessage[] = [...(system !== undefined ? [{ role: 'system', content: system }] : []), { role: 'user', content: text }];
   return messages;
+}
+
+/**
+ * The fraction `keep` (at least one) of the pairs whose queries the generator finds likeliest after their prompts:
+ * the mean log-probability of the query's tokens (after a space in a plain prompt, as the assistant's turn in a
+ * chat; no end-of-sequence token), in the order they came. A cleaned query can tokenize longer than it was
+ * generated; one that no longer fits the model's positions after its prompt ranks last.
+ */
+async function likeliestPairs(generator: Generator, pairs: GeneratedPair[], prompts: Prompt[], chat: boolean, keep: number): Promise<GeneratedPair[]> {
+  const completions = pairs.map((p, i) => ({ prompt: prompts[i], completion: chat ? p.query : ` ${p.query}` }));
+  const promptLengths = await generator.promptLengths(prompts);
+  const queryLengths = await generator.completionLengths(completions.map((c) => c.completion));
+  const fits = completions.flatMap((_, i) => (promptLengths[i] + queryLengths[i] <= generator.maxLength ? [i] : []));
+  const sums = await generator.logLikelihood(fits.map((i) => completions[i]), { endOfSequence: false });
+  const mean = pairs.map(() => -Infinity);
+  fits.forEach((i, j) => (mean[i] = sums[j] / Math.max(1, queryLengths[i])));
+  const count = Math.max(1, Math.round(keep * pairs.length));
+  const chosen = new Set(mean.map((m, i) => [m, i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, count).map(([, i]) => i));
+  return pairs.filter((_, i) => chosen.has(i));
 }
 
 /** The pairs whose document `model` ranks within the first `k` of the corpus for their query. */
@@ -158,6 +185,7 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
     throw invalid('options.consistency.model', 'an embedding model folder, a hub id or an Encoder', consistency.model);
   }
   const consistencyK = consistency ? positiveInteger('options.consistency.k', consistency.k ?? 1) : 0;
+  const keepLikeliest = o.keepLikeliest === undefined ? undefined : numberValue('options.keepLikeliest', o.keepLikeliest, (x) => x > 0 && x <= 1, 'a fraction above 0 and at most 1');
 
   const own = !(o.generator instanceof Generator);
   const generator =
@@ -183,21 +211,23 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
     }
     const documentTokens = Math.min(maxDocumentTokens, room);
     const pairs: GeneratedPair[] = [];
+    const prompts: Prompt[] = [];
     let generated = 0;
     let dropped = 0;
     o.onProgress?.(0, documents.length);
     for (let start = 0; start < documents.length; start += batchSize) {
       const batch = documents.slice(start, start + batchSize);
       const cut = await generator.cutTexts(batch, documentTokens);
-      const prompts = cut.flatMap((document) => Array.from({ length: perDocument }, () => queryPrompt(template, chat, o.system as string | undefined, document)));
+      const batchPrompts = cut.map((document) => queryPrompt(template, chat, o.system as string | undefined, document));
+      const rows = batchPrompts.flatMap((prompt) => Array.from({ length: perDocument }, () => prompt));
       // Each batch its own seed (the seed plus its first document's index), so that batches do not all start from
       // the same draws; the same corpus, options and seed give the same queries.
-      const out = await generator.generate(prompts, {
+      const out = await generator.generate(rows, {
         maxNewTokens,
         temperature,
         ...(temperature > 0 && { topK, topP }),
         seed: seed + start,
-        batchSize: prompts.length,
+        batchSize: rows.length,
         ...(o.signal !== undefined && { signal: o.signal as AbortSignal }),
       });
       batch.forEach((document, d) => {
@@ -212,6 +242,7 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
           }
           seen.add(key);
           pairs.push({ query, positive: document });
+          prompts.push(batchPrompts[d]);
         }
       });
       o.onProgress?.(Math.min(start + batchSize, documents.length), documents.length);
@@ -220,8 +251,10 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
       throw new ColtrastError('INVALID_ARGUMENT', `${generator.modelDir} wrote no usable query for any of the ${documents.length} documents (all empty or repeats): check the template and the model`);
     }
     let kept = pairs;
+    if (keepLikeliest !== undefined) kept = await likeliestPairs(generator, pairs, prompts, chat, keepLikeliest);
+    const likely = kept.length;
     if (consistency) {
-      kept = await consistentPairs(pairs, documents, consistency.model as string | Encoder, consistencyK, { device: o.device ?? 'auto', ...(o.threads !== undefined && { threads: o.threads }) });
+      kept = await consistentPairs(kept, documents, consistency.model as string | Encoder, consistencyK, { device: o.device ?? 'auto', ...(o.threads !== undefined && { threads: o.threads }) });
       if (kept.length === 0) {
         throw new ColtrastError('INVALID_ARGUMENT', `options.consistency: the model ranked no query's document within its first ${consistencyK}; raise k, or check the generator's queries`);
       }
@@ -232,7 +265,8 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
       documents: documents.length,
       generated,
       dropped,
-      ...(consistency && { inconsistent: pairs.length - kept.length }),
+      ...(keepLikeliest !== undefined && { unlikely: pairs.length - likely }),
+      ...(consistency && { inconsistent: likely - kept.length }),
       ...(o.output !== undefined && { output: o.output as string }),
     };
   } finally {

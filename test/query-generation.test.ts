@@ -148,6 +148,33 @@ test.serial('a generator loaded by generateQueries renders its chat template wit
   }
 });
 
+test("keepLikeliest: the fraction of queries the generator finds likeliest after their prompts (InPars' filter), before the consistency filter", async (t) => {
+  const generator = await Generator.load(path.join(LMS, 'qwen3'), { device: 'cpu' });
+  try {
+    const options = { generator, corpus: CORPUS, perDocument: 3, maxNewTokens: 6, maxDocumentTokens: 12, seed: 4 };
+    const all = await generateQueries(options);
+    // The mean log-probability of each query's tokens after its document's prompt, recomputed here.
+    const cut = await generator.cutTexts(CORPUS, 12);
+    const completions = all.pairs.map((p) => ({ prompt: DEFAULT_QUERY_TEMPLATE.replace('{document}', cut[CORPUS.indexOf(p.positive)]), completion: ` ${p.query}` }));
+    const sums = await generator.logLikelihood(completions, { endOfSequence: false });
+    const sequences = await generator.sequences(completions, false);
+    const mean = all.pairs.map((_, i) => sums[i] / sequences[i].scored!.filter((x) => x === 1).length);
+    const count = Math.round(0.4 * all.pairs.length);
+    const threshold = [...mean].sort((a, b) => b - a)[count - 1];
+    const r = await generateQueries({ ...options, keepLikeliest: 0.4 });
+    t.is(r.pairs.length, count);
+    t.deepEqual(r.pairs, all.pairs.filter((_, i) => mean[i] >= threshold));
+    t.is(r.unlikely, all.pairs.length - count);
+    t.is(r.inconsistent, undefined);
+    t.deepEqual((await generateQueries({ ...options, keepLikeliest: 1 })).pairs, all.pairs);
+    const both = await generateQueries({ ...options, keepLikeliest: 0.4, consistency: { model: FIXTURE, k: CORPUS.length } });
+    t.deepEqual(both.pairs, r.pairs);
+    t.deepEqual([both.unlikely, both.inconsistent], [all.pairs.length - count, 0]);
+  } finally {
+    generator.dispose();
+  }
+});
+
 test('bad options are errors that name them', async (t) => {
   const qwen3 = path.join(LMS, 'qwen3');
   const cases: [Record<string, unknown>, RegExp][] = [
@@ -160,6 +187,8 @@ test('bad options are errors that name them', async (t) => {
     [{ generator: qwen3, corpus: CORPUS, system: 'x' }, /options.system must be a string, with chat: true/],
     [{ generator: qwen3, corpus: CORPUS, chat: true, device: 'cpu' }, /has no chat template/],
     [{ generator: qwen3, corpus: CORPUS, queriesPerDoc: 2 }, /queriesPerDoc/],
+    [{ generator: qwen3, corpus: CORPUS, keepLikeliest: 0 }, /options.keepLikeliest must be a fraction above 0 and at most 1/],
+    [{ generator: qwen3, corpus: CORPUS, keepLikeliest: 1.5 }, /options.keepLikeliest must be a fraction above 0 and at most 1/],
     [{ generator: qwen3, corpus: CORPUS, consistency: {} }, /options.consistency.model must be an embedding model folder, a hub id or an Encoder/],
     [{ generator: qwen3, corpus: CORPUS, consistency: { model: FIXTURE, k: 0 } }, /options.consistency.k/],
     [{ generator: qwen3, corpus: CORPUS, consistency: { model: FIXTURE, top: 3 } }, /top/],
@@ -186,11 +215,12 @@ test('coltrast generate-queries writes the pairs as JSONL, as the API does; then
   const api = await generateQueries({ generator, corpus: CORPUS, perDocument: 2, maxNewTokens: 5, seed: 3, device: 'cpu' });
   t.deepEqual(written, api.pairs);
   t.false(fs.existsSync(`${output}.tmp`));
-  const filtered = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus, '--output', output, '--per-document', '2', '--max-new-tokens', '5', '--seed', '3', '--consistency-model', FIXTURE, '--consistency-k', '2', '--json'], { encoding: 'utf8' });
+  const filtered = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus, '--output', output, '--per-document', '2', '--max-new-tokens', '5', '--seed', '3', '--consistency-model', FIXTURE, '--consistency-k', '2', '--keep-likeliest', '0.8', '--json'], { encoding: 'utf8' });
   t.is(filtered.status, 0, filtered.stderr);
   const summary = JSON.parse(filtered.stdout);
-  const apiFiltered = await generateQueries({ generator, corpus: CORPUS, perDocument: 2, maxNewTokens: 5, seed: 3, device: 'cpu', consistency: { model: FIXTURE, k: 2 } });
-  t.deepEqual(summary, { documents: 6, generated: 12, dropped: apiFiltered.dropped, inconsistent: apiFiltered.inconsistent, output, pairs: apiFiltered.pairs.length });
+  const apiFiltered = await generateQueries({ generator, corpus: CORPUS, perDocument: 2, maxNewTokens: 5, seed: 3, device: 'cpu', consistency: { model: FIXTURE, k: 2 }, keepLikeliest: 0.8 });
+  t.deepEqual(summary, { documents: 6, generated: 12, dropped: apiFiltered.dropped, unlikely: apiFiltered.unlikely, inconsistent: apiFiltered.inconsistent, output, pairs: apiFiltered.pairs.length });
+  t.true(apiFiltered.unlikely! > 0);
   t.deepEqual(fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l)), apiFiltered.pairs);
   fs.writeFileSync(output, written.map((p) => JSON.stringify(p)).join('\n') + '\n');
   const missing = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus], { encoding: 'utf8' });
