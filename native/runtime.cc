@@ -10,7 +10,9 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#ifdef __linux__
 #include <sched.h>
+#endif
 
 #include <atomic>
 #include <cstdlib>
@@ -38,8 +40,10 @@ int defaultThreads() {
       const long v = std::strtol(env, &end, 10);
       if (end != env && (*end == '\0' || *end == ',') && v > 0 && v <= 1 << 16) return static_cast<int>(v);
     }
+#ifdef __linux__
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
     return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }();
   return n;

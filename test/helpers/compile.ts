@@ -107,11 +107,12 @@ export function addonFlags(): AddonFlags | null {
 /** The flags a CUDA build adds to the addon's C++ (CMakeLists.txt, "CUDA kernels"). */
 export const CUDA_DEFINES = ['-DCOLTRAST_WITH_CUDA', '-DCOLTRAST_CUDA_ARCHS="80-real,90-real,90-virtual"'];
 
-/** Runs the addon's compiler on `source` with `flags` (built from addon.flags), syntax only, warnings as errors. */
 // One compiler at a time per test file (AVA runs a file per core; each compile parses libtorch's headers, ~1 GB),
 // run asynchronously so that each test's result reaches AVA as it ends: synchronous compiles would hold them all
 // back until the last, and a file of thirty (~300 s) would trip AVA's timeout with nothing reported.
 let compiles: Promise<unknown> = Promise.resolve();
+
+/** Runs the addon's compiler on `source` with `flags` (built from addon.flags), syntax only, warnings as errors. */
 export function syntaxCheck(addon: AddonFlags, flags: string[], source: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const run = () =>
     new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
