@@ -102,6 +102,7 @@ commands:
     --consistency-model <dir|hub id> [--consistency-k <n> (1)]   keep a query only where this embedding model, searching the
                              corpus, ranks its document within the first k (Promptagator's round-trip filter)
     --keep-likeliest <x>     keep this fraction of the queries, those the generator finds likeliest (InPars' filter)
+    --resume                 go on from where an interrupted run with the same corpus and options stopped
     --device <d> --dtype <t> --threads <n> --json
   mine                       add hard negatives to (query, positive) pairs, as sentence-transformers' mine_hard_negatives
     --data <file>            .jsonl or .json of {"query", "positive"} (a query may repeat, with several positives)
@@ -557,7 +558,7 @@ async function mineCommand(argv: string[]): Promise<void> {
 const GENERATE_QUERIES_FLAGS = {
   generator: 'string', corpus: 'string', output: 'string', 'per-document': 'count', template: 'string', chat: 'boolean', system: 'string',
   'max-document-tokens': 'count', 'max-new-tokens': 'count', temperature: 'number', 'top-k': 'count', 'top-p': 'number', seed: 'int',
-  'batch-size': 'count', 'consistency-model': 'string', 'consistency-k': 'count', 'keep-likeliest': 'number', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
+  'batch-size': 'count', 'consistency-model': 'string', 'consistency-k': 'count', 'keep-likeliest': 'number', resume: 'boolean', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
 } as const;
 
 async function generateQueriesCommand(argv: string[]): Promise<void> {

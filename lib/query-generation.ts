@@ -6,6 +6,9 @@
  * decoder LLMs, prompted as InPars and Promptagator prompt theirs. The pairs are what `mineHardNegatives` and
  * `train()` read: GPL's next steps are mining with a cross-encoder's scores and training with MarginMSE.
  */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeTextAtomic } from './files';
 import { Encoder } from './encoder';
@@ -65,6 +68,12 @@ export interface GenerateQueriesOptions {
    * before `consistency`.
    */
   keepLikeliest?: number;
+  /**
+   * With `output`: go on from where an interrupted run with the same corpus and options stopped (its pairs so far are
+   * kept beside the output, `<output>.partial` and `<output>.partial.json`, after each batch); the pairs are those of
+   * an uninterrupted run. Without it a partial run there is discarded.
+   */
+  resume?: boolean;
   /** Called after each batch of documents. */
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
@@ -92,7 +101,7 @@ export interface GenerateQueriesResult {
 
 const KEYS = [
   'generator', 'corpus', 'output', 'perDocument', 'template', 'chat', 'system', 'maxDocumentTokens', 'maxNewTokens', 'temperature', 'topK', 'topP', 'seed',
-  'batchSize', 'device', 'dtype', 'threads', 'consistency', 'keepLikeliest', 'onProgress', 'signal',
+  'batchSize', 'device', 'dtype', 'threads', 'consistency', 'keepLikeliest', 'resume', 'onProgress', 'signal',
 ] as const;
 
 /**
@@ -153,6 +162,63 @@ async function consistentPairs(pairs: GeneratedPair[], documents: string[], mode
   }
 }
 
+interface PartialState {
+  done: number;
+  generated: number;
+  dropped: number;
+  pairs: { query: string; document: number }[];
+}
+
+/**
+ * A run's pairs so far, kept beside its output: `<output>.partial` (JSONL, a line per pair, appended after each
+ * batch) and `<output>.partial.json` (how many documents and lines are done, written atomically after the lines), so
+ * lines a crash left past the count are ignored. `key` fingerprints the corpus and options: another run's partial
+ * file is refused.
+ */
+class PartialRun {
+  private readonly lines: string;
+  private readonly stateFile: string;
+  private count = 0;
+  readonly state: PartialState | undefined;
+
+  constructor(output: string, private readonly key: string, resume: boolean) {
+    this.lines = `${output}.partial`;
+    this.stateFile = `${output}.partial.json`;
+    if (resume && fs.existsSync(this.stateFile)) {
+      let saved: { version?: unknown; key?: unknown; done?: number; generated?: number; dropped?: number; lines?: number };
+      try {
+        saved = JSON.parse(fs.readFileSync(this.stateFile, 'utf8'));
+      } catch (error) {
+        throw new ColtrastError('INVALID_ARGUMENT', `${this.stateFile} is not valid JSON (${(error as Error).message}): delete it and ${this.lines} to start again`);
+      }
+      if (saved.version !== 1 || saved.key !== key) {
+        throw new ColtrastError('INVALID_ARGUMENT', `${this.stateFile} is from a run with another corpus, generator or options: resume with those, or delete it and ${this.lines} to start again`);
+      }
+      const text = fs.existsSync(this.lines) ? fs.readFileSync(this.lines, 'utf8') : '';
+      const kept = text.split('\n').slice(0, saved.lines ?? 0);
+      if (kept.length !== saved.lines) throw new ColtrastError('INVALID_ARGUMENT', `${this.lines} has fewer lines than ${this.stateFile} counts: delete both to start again`);
+      // Lines past the count (a crash between the two writes) go.
+      fs.writeFileSync(this.lines, kept.map((l) => `${l}\n`).join(''));
+      this.count = kept.length;
+      this.state = { done: saved.done ?? 0, generated: saved.generated ?? 0, dropped: saved.dropped ?? 0, pairs: kept.map((l) => JSON.parse(l)) };
+    } else {
+      fs.writeFileSync(this.lines, '');
+      fs.rmSync(this.stateFile, { force: true });
+    }
+  }
+
+  add(pairs: { query: string; document: number }[], progress: { done: number; generated: number; dropped: number }): void {
+    if (pairs.length > 0) fs.appendFileSync(this.lines, pairs.map((p) => `${JSON.stringify(p)}\n`).join(''));
+    this.count += pairs.length;
+    writeTextAtomic(this.stateFile, JSON.stringify({ version: 1, key: this.key, ...progress, lines: this.count }));
+  }
+
+  remove(): void {
+    fs.rmSync(this.lines, { force: true });
+    fs.rmSync(this.stateFile, { force: true });
+  }
+}
+
 /** Writes queries for each document of a corpus with a decoder LLM, as (query, document) training pairs. */
 export async function generateQueries(options: GenerateQueriesOptions): Promise<GenerateQueriesResult> {
   const o = checkOptions('options', options, KEYS);
@@ -185,6 +251,8 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
     throw invalid('options.consistency.model', 'an embedding model folder, a hub id or an Encoder', consistency.model);
   }
   const consistencyK = consistency ? positiveInteger('options.consistency.k', consistency.k ?? 1) : 0;
+  const resume = booleanValue('options.resume', o.resume ?? false);
+  if (resume && o.output === undefined) throw invalid('options.resume', 'absent without options.output (the partial run is kept beside the output)', o.resume);
   const keepLikeliest = o.keepLikeliest === undefined ? undefined : numberValue('options.keepLikeliest', o.keepLikeliest, (x) => x > 0 && x <= 1, 'a fraction above 0 and at most 1');
 
   const own = !(o.generator instanceof Generator);
@@ -210,15 +278,21 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
       );
     }
     const documentTokens = Math.min(maxDocumentTokens, room);
-    const pairs: GeneratedPair[] = [];
-    const prompts: Prompt[] = [];
-    let generated = 0;
-    let dropped = 0;
-    o.onProgress?.(0, documents.length);
-    for (let start = 0; start < documents.length; start += batchSize) {
+    const promptOf = async (texts: string[]) => (await generator.cutTexts(texts, documentTokens)).map((d) => queryPrompt(template, chat, o.system as string | undefined, d));
+    // With an output file, each batch's pairs are kept as they come (PartialRun), so an interrupted run resumes.
+    const key = createHash('sha256')
+      .update(JSON.stringify([documents, path.resolve(generator.modelDir), template, chat, o.system ?? null, perDocument, documentTokens, maxNewTokens, temperature, topK, topP, seed, batchSize]))
+      .digest('hex');
+    const partial = o.output === undefined ? undefined : new PartialRun(o.output as string, key, resume);
+    const state = partial?.state ?? { done: 0, generated: 0, dropped: 0, pairs: [] };
+    const pairs: GeneratedPair[] = state.pairs.map((p) => ({ query: p.query, positive: documents[p.document] }));
+    const pairDocuments = state.pairs.map((p) => p.document);
+    let generated = state.generated;
+    let dropped = state.dropped;
+    o.onProgress?.(state.done, documents.length);
+    for (let start = state.done; start < documents.length; start += batchSize) {
       const batch = documents.slice(start, start + batchSize);
-      const cut = await generator.cutTexts(batch, documentTokens);
-      const batchPrompts = cut.map((document) => queryPrompt(template, chat, o.system as string | undefined, document));
+      const batchPrompts = await promptOf(batch);
       const rows = batchPrompts.flatMap((prompt) => Array.from({ length: perDocument }, () => prompt));
       // Each batch its own seed (the seed plus its first document's index), so that batches do not all start from
       // the same draws; the same corpus, options and seed give the same queries.
@@ -230,28 +304,39 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
         batchSize: rows.length,
         ...(o.signal !== undefined && { signal: o.signal as AbortSignal }),
       });
+      const added: { query: string; document: number }[] = [];
       batch.forEach((document, d) => {
         const seen = new Set<string>([document.trim().toLowerCase()]);
         for (let k = 0; k < perDocument; k++) {
           generated++;
           const query = cleanQuery(out[d * perDocument + k].text);
-          const key = query.toLowerCase();
-          if (!query || seen.has(key)) {
+          const folded = query.toLowerCase();
+          if (!query || seen.has(folded)) {
             dropped++;
             continue;
           }
-          seen.add(key);
-          pairs.push({ query, positive: document });
-          prompts.push(batchPrompts[d]);
+          seen.add(folded);
+          added.push({ query, document: start + d });
         }
       });
-      o.onProgress?.(Math.min(start + batchSize, documents.length), documents.length);
+      for (const a of added) {
+        pairs.push({ query: a.query, positive: documents[a.document] });
+        pairDocuments.push(a.document);
+      }
+      const done = Math.min(start + batchSize, documents.length);
+      partial?.add(added, { done, generated, dropped });
+      o.onProgress?.(done, documents.length);
     }
     if (pairs.length === 0) {
       throw new ColtrastError('INVALID_ARGUMENT', `${generator.modelDir} wrote no usable query for any of the ${documents.length} documents (all empty or repeats): check the template and the model`);
     }
     let kept = pairs;
-    if (keepLikeliest !== undefined) kept = await likeliestPairs(generator, pairs, prompts, chat, keepLikeliest);
+    if (keepLikeliest !== undefined) {
+      // Each pair's prompt again (its document cut as it was for generation), each document's once.
+      const used = [...new Set(pairDocuments)];
+      const byDocument = new Map((await promptOf(used.map((d) => documents[d]))).map((prompt, i) => [used[i], prompt]));
+      kept = await likeliestPairs(generator, pairs, pairDocuments.map((d) => byDocument.get(d)!), chat, keepLikeliest);
+    }
     const likely = kept.length;
     if (consistency) {
       kept = await consistentPairs(kept, documents, consistency.model as string | Encoder, consistencyK, { device: o.device ?? 'auto', ...(o.threads !== undefined && { threads: o.threads }) });
@@ -260,6 +345,7 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
       }
     }
     if (o.output !== undefined) writeTextAtomic(o.output as string, kept.map((p) => JSON.stringify(p)).join('\n') + '\n');
+    partial?.remove();
     return {
       pairs: kept,
       documents: documents.length,

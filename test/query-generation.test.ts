@@ -175,6 +175,41 @@ test("keepLikeliest: the fraction of queries the generator finds likeliest after
   }
 });
 
+test('an interrupted run resumes (resume: true) to the pairs of an uninterrupted one; its partial files go when it ends', async (t) => {
+  const generator = await Generator.load(path.join(LMS, 'qwen3'), { device: 'cpu' });
+  try {
+    const dir = tempDir();
+    const options = { generator, corpus: CORPUS, perDocument: 2, maxNewTokens: 5, maxDocumentTokens: 12, seed: 9, batchSize: 2, keepLikeliest: 0.7 };
+    const whole = await generateQueries({ ...options, output: path.join(dir, 'whole.jsonl') });
+    t.deepEqual(fs.readdirSync(dir), ['whole.jsonl'], 'no partial files left');
+    const output = path.join(dir, 'pairs.jsonl');
+    const controller = new AbortController();
+    const stopped = await rejection(() =>
+      generateQueries({ ...options, output, signal: controller.signal, onProgress: (done) => done >= 4 && controller.abort() }),
+    );
+    t.is(stopped.code, 'ABORTED');
+    t.false(fs.existsSync(output));
+    const state = JSON.parse(fs.readFileSync(`${output}.partial.json`, 'utf8'));
+    t.is(state.done, 4);
+    t.is(fs.readFileSync(`${output}.partial`, 'utf8').trim().split('\n').length, state.lines);
+    // A crash between the two writes leaves a line past the count: it goes.
+    fs.appendFileSync(`${output}.partial`, '{"query": "torn');
+    const other = await rejection(() => generateQueries({ ...options, seed: 10, output, resume: true }));
+    t.regex(other.message, /pairs\.jsonl\.partial\.json is from a run with another corpus, generator or options/);
+    const progress: number[] = [];
+    const resumed = await generateQueries({ ...options, output, resume: true, onProgress: (done) => progress.push(done) });
+    t.deepEqual(progress, [4, 6]);
+    t.deepEqual(resumed, { ...whole, output });
+    t.deepEqual(fs.readFileSync(output, 'utf8'), fs.readFileSync(path.join(dir, 'whole.jsonl'), 'utf8'));
+    t.false(fs.existsSync(`${output}.partial`) || fs.existsSync(`${output}.partial.json`));
+    // Without resume, a partial run there is discarded: the pairs are a whole run's.
+    fs.writeFileSync(`${output}.partial.json`, '{"version": 1, "key": "x", "done": 6, "lines": 0}');
+    t.deepEqual((await generateQueries({ ...options, output })).pairs, whole.pairs);
+  } finally {
+    generator.dispose();
+  }
+});
+
 test('bad options are errors that name them', async (t) => {
   const qwen3 = path.join(LMS, 'qwen3');
   const cases: [Record<string, unknown>, RegExp][] = [
@@ -187,6 +222,7 @@ test('bad options are errors that name them', async (t) => {
     [{ generator: qwen3, corpus: CORPUS, system: 'x' }, /options.system must be a string, with chat: true/],
     [{ generator: qwen3, corpus: CORPUS, chat: true, device: 'cpu' }, /has no chat template/],
     [{ generator: qwen3, corpus: CORPUS, queriesPerDoc: 2 }, /queriesPerDoc/],
+    [{ generator: qwen3, corpus: CORPUS, resume: true }, /options.resume must be absent without options.output/],
     [{ generator: qwen3, corpus: CORPUS, keepLikeliest: 0 }, /options.keepLikeliest must be a fraction above 0 and at most 1/],
     [{ generator: qwen3, corpus: CORPUS, keepLikeliest: 1.5 }, /options.keepLikeliest must be a fraction above 0 and at most 1/],
     [{ generator: qwen3, corpus: CORPUS, consistency: {} }, /options.consistency.model must be an embedding model folder, a hub id or an Encoder/],
