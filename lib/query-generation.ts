@@ -184,6 +184,7 @@ class PartialRun {
   constructor(output: string, private readonly key: string, resume: boolean) {
     this.lines = `${output}.partial`;
     this.stateFile = `${output}.partial.json`;
+    fs.mkdirSync(path.dirname(path.resolve(output)), { recursive: true });
     if (resume && fs.existsSync(this.stateFile)) {
       let saved: { version?: unknown; key?: unknown; done?: number; generated?: number; dropped?: number; lines?: number };
       try {

@@ -180,8 +180,8 @@ test('an interrupted run resumes (resume: true) to the pairs of an uninterrupted
   try {
     const dir = tempDir();
     const options = { generator, corpus: CORPUS, perDocument: 2, maxNewTokens: 5, maxDocumentTokens: 12, seed: 9, batchSize: 2, keepLikeliest: 0.7 };
-    const whole = await generateQueries({ ...options, output: path.join(dir, 'whole.jsonl') });
-    t.deepEqual(fs.readdirSync(dir), ['whole.jsonl'], 'no partial files left');
+    const whole = await generateQueries({ ...options, output: path.join(dir, 'new', 'whole.jsonl') });
+    t.deepEqual(fs.readdirSync(path.join(dir, 'new')), ['whole.jsonl'], 'the folder made, no partial files left');
     const output = path.join(dir, 'pairs.jsonl');
     const controller = new AbortController();
     const stopped = await rejection(() =>
@@ -200,7 +200,7 @@ test('an interrupted run resumes (resume: true) to the pairs of an uninterrupted
     const resumed = await generateQueries({ ...options, output, resume: true, onProgress: (done) => progress.push(done) });
     t.deepEqual(progress, [4, 6]);
     t.deepEqual(resumed, { ...whole, output });
-    t.deepEqual(fs.readFileSync(output, 'utf8'), fs.readFileSync(path.join(dir, 'whole.jsonl'), 'utf8'));
+    t.deepEqual(fs.readFileSync(output, 'utf8'), fs.readFileSync(path.join(dir, 'new', 'whole.jsonl'), 'utf8'));
     t.false(fs.existsSync(`${output}.partial`) || fs.existsSync(`${output}.partial.json`));
     // Without resume, a partial run there is discarded: the pairs are a whole run's.
     fs.writeFileSync(`${output}.partial.json`, '{"version": 1, "key": "x", "done": 6, "lines": 0}');
