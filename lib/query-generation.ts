@@ -12,7 +12,8 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeTextAtomic } from './files';
 import { Encoder } from './encoder';
-import { Generator, type ChatMessage, type Prompt } from './generator';
+import { Generator, type Prompt } from './generator';
+import { checkChatFormat, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
 import { Index } from './search-index';
 import type { Device, DType } from './native-model';
 import { readCorpus } from './train-data';
@@ -123,11 +124,8 @@ export function cleanQuery(text: string): string {
 }
 
 /** The prompt for one (cut) document. */
-function queryPrompt(template: string, chat: boolean, system: string | undefined, document: string): Prompt {
-  const text = template.replace(/\{document\}/g, () => document);
-  if (!chat) return text;
-  const messages: ChatMessage[] = [...(system !== undefined ? [{ role: 'system', content: system }] : []), { role: 'user', content: text }];
-  return messages;
+function queryPrompt(format: PromptFormat, document: string): Prompt {
+  return promptOf(format, format.template.replace(/\{document\}/g, () => document));
 }
 
 /**
@@ -136,8 +134,8 @@ function queryPrompt(template: string, chat: boolean, system: string | undefined
  * chat; no end-of-sequence token), in the order they came. A cleaned query can tokenize longer than it was
  * generated; one that no longer fits the model's positions after its prompt ranks last.
  */
-async function likeliestPairs(generator: Generator, pairs: GeneratedPair[], prompts: Prompt[], chat: boolean, keep: number): Promise<GeneratedPair[]> {
-  const completions = pairs.map((p, i) => ({ prompt: prompts[i], completion: chat ? p.query : ` ${p.query}` }));
+async function likeliestPairs(generator: Generator, pairs: GeneratedPair[], prompts: Prompt[], format: PromptFormat, keep: number): Promise<GeneratedPair[]> {
+  const completions = pairs.map((p, i) => ({ prompt: prompts[i], completion: formatAnswer(format, p.query) }));
   const promptLengths = await generator.promptLengths(prompts);
   const queryLengths = await generator.completionLengths(completions.map((c) => c.completion));
   const fits = completions.flatMap((_, i) => (promptLengths[i] + queryLengths[i] <= generator.maxLength ? [i] : []));
@@ -229,10 +227,7 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
   if (o.corpus === undefined) throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus is required: the documents to write queries for');
   if (o.output !== undefined && (typeof o.output !== 'string' || o.output.length === 0)) throw invalid('options.output', 'a file path', o.output);
   const perDocument = positiveInteger('options.perDocument', o.perDocument ?? 3);
-  const chat = booleanValue('options.chat', o.chat ?? false);
-  if (o.system !== undefined && (typeof o.system !== 'string' || !chat)) throw invalid('options.system', 'a string, with chat: true', o.system);
-  const template = o.template ?? (chat ? DEFAULT_CHAT_QUERY_TEMPLATE : DEFAULT_QUERY_TEMPLATE);
-  if (typeof template !== 'string' || !template.includes('{document}')) throw invalid('options.template', 'a string with {document}', template);
+  const format = readPromptFormat(o, { plain: DEFAULT_QUERY_TEMPLATE, chat: DEFAULT_CHAT_QUERY_TEMPLATE }, ['{document}']);
   const maxDocumentTokens = positiveInteger('options.maxDocumentTokens', o.maxDocumentTokens ?? 256);
   const maxNewTokens = positiveInteger('options.maxNewTokens', o.maxNewTokens ?? 32);
   const temperature = numberValue('options.temperature', o.temperature ?? 1, (x) => x >= 0, 'a number >= 0');
@@ -257,20 +252,17 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
   const keepLikeliest = o.keepLikeliest === undefined ? undefined : numberValue('options.keepLikeliest', o.keepLikeliest, (x) => x > 0 && x <= 1, 'a fraction above 0 and at most 1');
 
   const own = !(o.generator instanceof Generator);
-  const generator =
-    o.generator instanceof Generator
-      ? o.generator
-      : await Generator.load(o.generator as string, { device: o.device ?? 'auto', ...(o.dtype !== undefined && { dtype: o.dtype }), ...(o.threads !== undefined && { threads: o.threads }) });
+  const generator = own
+    ? await Generator.load(o.generator as string, { device: o.device ?? 'auto', ...(o.dtype !== undefined && { dtype: o.dtype }), ...(o.threads !== undefined && { threads: o.threads }) })
+    : (o.generator as Generator);
   try {
-    if (chat && generator.chatTemplate === undefined) {
-      throw new ColtrastError('MODEL_FILES', `options.chat: ${generator.modelDir} has no chat template (tokenizer_config.json's chat_template or chat_template.jinja)`);
-    }
+    checkChatFormat(format, generator);
     // A generator loaded here answers without thinking first where its template can (Qwen3's enable_thinking);
     // a Generator passed in keeps its own chatTemplateKwargs.
     if (own) generator.chatTemplateKwargs = { enable_thinking: false, ...generator.chatTemplateKwargs };
     // The document's share of the positions: what the prompt around it and the query leave (2 tokens spare,
     // since a document's first and last tokens may merge with the template's), at most maxDocumentTokens.
-    const [frame] = await generator.promptLengths([queryPrompt(template, chat, o.system as string | undefined, '')]);
+    const [frame] = await generator.promptLengths([queryPrompt(format, '')]);
     const room = generator.maxLength - frame - maxNewTokens - 2;
     if (room < 1) {
       throw new ColtrastError(
@@ -279,21 +271,21 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
       );
     }
     const documentTokens = Math.min(maxDocumentTokens, room);
-    const promptOf = async (texts: string[]) => (await generator.cutTexts(texts, documentTokens)).map((d) => queryPrompt(template, chat, o.system as string | undefined, d));
+    const promptsOf = async (texts: string[]) => (await generator.cutTexts(texts, documentTokens)).map((d) => queryPrompt(format, d));
     // With an output file, each batch's pairs are kept as they come (PartialRun), so an interrupted run resumes.
     const key = createHash('sha256')
-      .update(JSON.stringify([documents, path.resolve(generator.modelDir), template, chat, o.system ?? null, perDocument, documentTokens, maxNewTokens, temperature, topK, topP, seed, batchSize]))
+      .update(JSON.stringify([documents, path.resolve(generator.modelDir), format.template, format.chat, format.system ?? null, perDocument, documentTokens, maxNewTokens, temperature, topK, topP, seed, batchSize]))
       .digest('hex');
     const partial = o.output === undefined ? undefined : new PartialRun(o.output as string, key, resume);
     const state = partial?.state ?? { done: 0, generated: 0, dropped: 0, pairs: [] };
-    const pairs: GeneratedPair[] = state.pairs.map((p) => ({ query: p.query, positive: documents[p.document] }));
-    const pairDocuments = state.pairs.map((p) => p.document);
+    // Each query with its document's index; the pairs are made from them at the end.
+    const found = state.pairs;
     let generated = state.generated;
     let dropped = state.dropped;
     o.onProgress?.(state.done, documents.length);
     for (let start = state.done; start < documents.length; start += batchSize) {
       const batch = documents.slice(start, start + batchSize);
-      const batchPrompts = await promptOf(batch);
+      const batchPrompts = await promptsOf(batch);
       const rows = batchPrompts.flatMap((prompt) => Array.from({ length: perDocument }, () => prompt));
       // Each batch its own seed (the seed plus its first document's index), so that batches do not all start from
       // the same draws; the same corpus, options and seed give the same queries.
@@ -320,23 +312,21 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
           added.push({ query, document: start + d });
         }
       });
-      for (const a of added) {
-        pairs.push({ query: a.query, positive: documents[a.document] });
-        pairDocuments.push(a.document);
-      }
+      found.push(...added);
       const done = Math.min(start + batchSize, documents.length);
       partial?.add(added, { done, generated, dropped });
       o.onProgress?.(done, documents.length);
     }
+    const pairs: GeneratedPair[] = found.map((f) => ({ query: f.query, positive: documents[f.document] }));
     if (pairs.length === 0) {
       throw new ColtrastError('INVALID_ARGUMENT', `${generator.modelDir} wrote no usable query for any of the ${documents.length} documents (all empty or repeats): check the template and the model`);
     }
     let kept = pairs;
     if (keepLikeliest !== undefined) {
       // Each pair's prompt again (its document cut as it was for generation), each document's once.
-      const used = [...new Set(pairDocuments)];
-      const byDocument = new Map((await promptOf(used.map((d) => documents[d]))).map((prompt, i) => [used[i], prompt]));
-      kept = await likeliestPairs(generator, pairs, pairDocuments.map((d) => byDocument.get(d)!), chat, keepLikeliest);
+      const used = [...new Set(found.map((f) => f.document))];
+      const byDocument = new Map((await promptsOf(used.map((d) => documents[d]))).map((prompt, i) => [used[i], prompt]));
+      kept = await likeliestPairs(generator, pairs, found.map((f) => byDocument.get(f.document)!), format, keepLikeliest);
     }
     const likely = kept.length;
     if (consistency) {

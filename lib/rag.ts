@@ -17,6 +17,7 @@ import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
 import { parseJsonLines, readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import { Generator, type Generated, type Prompt } from './generator';
+import { checkChatFormat, checkTemplate, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
 import type { Device } from './native-model';
 import { ProgressBar } from './progress';
 import { seededRandom } from './random';
@@ -40,36 +41,20 @@ export const DEFAULT_TEMPLATE = 'Answer the question using the context.\n\nConte
 /** With `chat`: the user's message, which the generator's chat template wraps (the assistant's turn holds the answer). */
 export const DEFAULT_CHAT_TEMPLATE = 'Answer the question using the context.\n\nContext: {context}\n\nQuestion: {question}';
 
-/** How a question and a document become the generator's prompt, and an answer its completion. */
-export interface PromptFormat {
-  /** The text, with `{context}` and `{question}`. */
-  template: string;
-  /** The text is the user's message in the generator's chat template (an instruction-tuned model), not a plain prompt. */
-  chat: boolean;
-  /** With `chat`: a system message before it. */
-  system?: string;
-}
+export { formatAnswer, type PromptFormat };
 
 /** The prompt f(z, x) of question `question` with document `context`. */
 export function formatPrompt(format: PromptFormat, context: string, question: string): Prompt {
-  const text = ragPrompt(format.template, context, question);
-  if (!format.chat) return text;
-  return [...(format.system !== undefined ? [{ role: 'system', content: format.system }] : []), { role: 'user', content: text }];
+  return promptOf(format, ragPrompt(format.template, context, question));
 }
 
-/** The completion after the prompt: the answer after a space in a plain prompt, as the assistant's whole turn in a chat. */
-export function formatAnswer(format: PromptFormat, answer: string): string {
-  return format.chat ? answer : ` ${answer}`;
-}
+const PLACEHOLDERS = ['{context}', '{question}'];
 
 /** The prompt format of `options` (template, chat, system), checked. */
 function readFormat(o: { template?: unknown; chat?: unknown; system?: unknown }, generator: Generator): PromptFormat {
-  const chat = booleanValue('options.chat', o.chat ?? false);
-  if (chat && generator.chatTemplate === undefined) {
-    throw new ColtrastError('MODEL_FILES', `options.chat: ${generator.modelDir} has no chat template (tokenizer_config.json's chat_template or chat_template.jinja)`);
-  }
-  if (o.system !== undefined && (typeof o.system !== 'string' || !chat)) throw invalid('options.system', 'a string, with chat: true', o.system);
-  return { template: checkTemplate(o.template ?? (chat ? DEFAULT_CHAT_TEMPLATE : DEFAULT_TEMPLATE)), chat, ...(o.system !== undefined && { system: o.system as string }) };
+  const format = readPromptFormat(o, { plain: DEFAULT_TEMPLATE, chat: DEFAULT_CHAT_TEMPLATE }, PLACEHOLDERS);
+  checkChatFormat(format, generator);
+  return format;
 }
 
 export interface RagTrainOptions {
@@ -168,13 +153,6 @@ export function ragPrompt(template: string, context: string, question: string): 
   return template.replace(/\{context\}/g, () => context).replace(/\{question\}/g, () => question);
 }
 
-function checkTemplate(template: unknown): string {
-  if (typeof template !== 'string' || !template.includes('{context}') || !template.includes('{question}')) {
-    throw invalid('options.template', 'a string with {context} and {question}', template);
-  }
-  return template;
-}
-
 function ragExample(where: string, value: unknown): RagExample {
   const v = value as Record<string, unknown>;
   const question = v?.question ?? v?.query;
@@ -269,7 +247,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const temperature = positiveNumber('options.temperature', o.temperature, 0.05);
   const freezeGenerator = booleanValue('options.freezeGenerator', o.freezeGenerator ?? false);
   const gradientCheckpointing = booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false);
-  if (o.template !== undefined) checkTemplate(o.template);
+  if (o.template !== undefined) checkTemplate(o.template, PLACEHOLDERS);
   const valSplit = fraction('options.valSplit', o.valSplit, 0);
   const seed = numberValue('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
   const checkpointEvery = o.checkpointEvery === 0 ? 0 : positiveInteger('options.checkpointEvery', o.checkpointEvery ?? 50);
