@@ -120,6 +120,9 @@ Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
     const torch::Device device = parseDevice("cuda:" + std::to_string(index));
 #ifdef COLTRAST_WITH_CUDA
     namespace allocator = c10::cuda::CUDACachingAllocator;
+    // libtorch 2.x sizes the allocator's per-GPU state when CUDA is first used (its lazy init) and refuses any
+    // device before that ("Invalid device argument"); an empty tensor on the device runs that init, allocating nothing.
+    (void)torch::empty({0}, torch::TensorOptions().device(device));
     const auto stats = allocator::getDeviceStats(device.index());
     // StatType::AGGREGATE, which is index 0 in every version; the enum itself moved between namespaces
     // (c10::CachingAllocator in PyTorch 2.x), so it is not named here.

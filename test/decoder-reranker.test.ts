@@ -273,12 +273,18 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
   `cuda: decoder rerankers' logits (float32, bfloat16) equal sentence-transformers' (LogitScore and sequence classification)${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
+    const logits = async (name: (typeof MODELS)[number], device: 'cpu' | 'cuda', dtype: 'float32' | 'bfloat16') => {
+      const model = await CrossEncoder.load(path.join(FIXTURES, name), { device, dtype });
+      const diff = maxAbsDiff((await model.predict(PAIRS, { activation: 'identity', batchSize: 3 })).data, REFERENCE.models[name].logits.flat());
+      model.dispose();
+      return diff;
+    };
     for (const name of MODELS) {
+      // bfloat16: within 4 times the CPU's own bfloat16 error on this model (0.017 and 0.038 here, logits up to 3.2).
+      const bf16Error = await logits(name, 'cpu', 'bfloat16');
       for (const dtype of ['float32', 'bfloat16'] as const) {
-        const gpu = await CrossEncoder.load(path.join(FIXTURES, name), { device: 'cuda', dtype });
-        const diff = maxAbsDiff((await gpu.predict(PAIRS, { activation: 'identity', batchSize: 3 })).data, REFERENCE.models[name].logits.flat());
-        t.true(diff < (dtype === 'float32' ? 1e-4 : 0.1), `${name}, ${dtype}: max abs difference ${diff}`);
-        gpu.dispose();
+        const diff = await logits(name, 'cuda', dtype);
+        t.true(diff < (dtype === 'float32' ? 1e-4 : Math.max(0.05, 4 * bf16Error)), `${name}, ${dtype}: max abs difference ${diff} (the CPU's bfloat16: ${bf16Error})`);
       }
     }
   },

@@ -7,19 +7,26 @@ import path from 'node:path';
 import { ColtrastError, Encoder, retrievalMetrics, train } from '../lib';
 import { native, type NativeStepOptions } from '../lib/native';
 import type { Device } from '../lib/encoder';
-import { FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, STEP, editJson, fixtureCopy, tempDir, wordDataset } from './helpers/fixture';
 
 const dataset = wordDataset;
 
 const BATCHES = [0, 1, 2, 3, 4, 5].map((i) => dataset(4, 100 + i));
 
 /** Runs the native trainer over BATCHES on `device` and returns each step's result. */
-async function steps(device: Device, trainer: Parameters<Encoder['createTrainer']>[0], step: Partial<NativeStepOptions> = {}) {
-  const enc = await Encoder.load(FIXTURE, { device });
+async function steps(
+  device: Device,
+  trainer: Parameters<Encoder['createTrainer']>[0],
+  step: Partial<NativeStepOptions> | ((index: number) => Partial<NativeStepOptions>) = {},
+  model = FIXTURE,
+) {
+  const enc = await Encoder.load(model, { device });
   try {
     const tr = await enc.createTrainer({ learningRate: 1e-3, seed: 3, ...trainer });
     const out = [];
-    for (const b of BATCHES) out.push(await tr.step(b.map((e) => e.query), b.map((e) => e.positive), { ...STEP, ...step }));
+    for (const [i, b] of BATCHES.entries()) {
+      out.push(await tr.step(b.map((e) => e.query), b.map((e) => e.positive), { ...STEP, ...(typeof step === 'function' ? step(i) : step) }));
+    }
     return out;
   } finally {
     enc.dispose();
@@ -155,16 +162,31 @@ test.serial('train() in bfloat16 lowers the loss, improves retrieval and reports
 
 const cuda = native().runtimeInfo().cudaAvailable;
 const why = cuda ? '' : ' [skipped: no CUDA device or CUDA libtorch here]';
+// Dropout off: on a GPU, scaled_dot_product_attention picks another fused kernel for each dtype (flash attention
+// for the half types), each drawing its own dropout masks, so with dropout the runs would differ by their masks
+// (5% in step 1's loss on an H200), not by their precision.
+const noDropout = cuda
+  ? fixtureCopy((dir) => editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })))
+  : FIXTURE;
 for (const precision of ['bfloat16', 'float16'] as const) {
   (cuda ? test.serial : test.skip)(`cuda ${precision}: autocast steps stay close to float32 and apply their updates${why}`, async (t) => {
-    const fp32 = await steps('cuda', { precision: 'float32' });
-    const mixed = await steps('cuda', { precision });
+    const mixed = await steps('cuda', { precision }, {}, noDropout);
+    // float16's loss scaler skips the steps whose scaled gradients overflow (no update, AdamW's count unchanged), as
+    // torch.amp.GradScaler does: the float32 run skips the same ones, or their losses would differ by the updates
+    // missed. Its scaler starts at 1 (scaling by powers of two is exact in float32) and a loss factor of 1e39
+    // overflows the steps to skip.
+    const skipped = mixed.map((r) => r.skipped);
+    const fp32 = await steps('cuda', { precision: 'float32', gradScaler: { initScale: 1, growthInterval: 1000 } }, (i) => (skipped[i] ? { lossScale: 1e39 } : {}), noDropout);
+    const show = (rs: typeof mixed) => rs.map((r) => `${r.loss.toFixed(4)}${r.skipped ? ' (skipped)' : ''} x${r.gradScale}`).join(', ');
+    t.log(`${precision}: ${show(mixed)}`);
+    t.log(`float32: ${show(fp32)}`);
+    t.deepEqual(fp32.map((r) => r.skipped), skipped, 'the float32 run skips the same steps');
     t.not(mixed[0].loss, fp32[0].loss);
     t.true(relative(mixed[0].loss, fp32[0].loss) < 0.03, `step 1: ${precision} ${mixed[0].loss} vs fp32 ${fp32[0].loss}`);
     t.true(mixed.every((r) => Number.isFinite(r.loss)));
     if (precision === 'float16') {
       t.is(mixed[0].gradScale, 65536, 'float16 scales the loss by torch.amp.GradScaler\'s default');
-      t.false(mixed.every((r) => r.skipped));
+      t.false(skipped.every((s) => s));
     } else {
       t.true(mixed.every((r) => r.gradScale === 1 && !r.skipped));
     }
