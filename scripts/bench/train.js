@@ -83,6 +83,10 @@ async function main() {
       batchSize,
       timedSteps: times.length,
       secondsPerStep: +(seconds / times.length).toFixed(3),
+      // The median beside the mean: one slow step (a kernel chosen or compiled for a new padded length) moves
+      // the mean only. Every timed step's seconds are kept in the JSON.
+      medianSecondsPerStep: +[...times].sort((a, b) => a - b)[Math.floor(times.length / 2)].toFixed(3),
+      stepSeconds: times.map((x) => +x.toFixed(4)),
       samplesPerSecond: +((batchSize * times.length) / seconds).toFixed(1),
       nativePercent: +((100 * t.nativeSeconds) / t.seconds).toFixed(2),
       tokenizePercent: +((100 * t.tokenizeSeconds) / t.seconds).toFixed(2),
@@ -95,11 +99,11 @@ async function main() {
   const info = runtimeInfo();
   const result = { date: new Date().toISOString(), device: values.device, precision: values.precision, gradientCheckpointing: values['gradient-checkpointing'], lora: values.lora ? Number(values['lora-rank']) : undefined, crossEncoder: values['cross-encoder'], cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`, threads: info.threads, torch: info.torchVersion, blas: info.blas.kind, rows };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log('| model | batch | timed steps | s/step | samples/s | native % | tokenizing % | other JS % (ms/step) | peak RSS MiB | peak tensor MiB (CPU / GPU) |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  console.log('| model | batch | timed steps | s/step | median s/step | samples/s | native % | tokenizing % | other JS % (ms/step) | peak RSS MiB | peak tensor MiB (CPU / GPU) |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
-      `| ${r.model} | ${r.batchSize} | ${r.timedSteps} | ${r.secondsPerStep} | ${r.samplesPerSecond} | ${r.nativePercent} | ${r.tokenizePercent} | ` +
+      `| ${r.model} | ${r.batchSize} | ${r.timedSteps} | ${r.secondsPerStep} | ${r.medianSecondsPerStep} | ${r.samplesPerSecond} | ${r.nativePercent} | ${r.tokenizePercent} | ` +
         `${r.jsPercent} (${r.jsMsPerStep}) | ${r.peakRssMiB} | ${r.peakGpuMiB ?? r.peakCpuTensorMiB} |`,
     );
   }

@@ -5,7 +5,10 @@
 #                                                     pruned node_modules into .device/ (git-ignored), for a
 #                                                     machine that has no node and no network
 #   bash scripts/device/cuda-check.sh run [group...]  on the GPU machine, from the repository root, as root.
-#                                                     Groups, in this order (default: all three):
+#                                                     Groups, in this order (default: kernels addon bench):
+#     first    a first look in one call: the kernel test and the addon built at the same time, the kernels
+#              against float64 and under the three sanitizers, the CUDA op tests, the kernel benchmarks, the CUDA
+#              cases of the model tests (encoder, families, decoder, precision, decoder reranker)
 #     kernels  nvcc builds native/kernels/test_kernels.cu (no libtorch, no node), runs it (every kernel,
 #              dtype, odd shapes, against float64), compute-sanitizer memcheck / racecheck / synccheck on it,
 #              and its benchmarks at the shapes, B = N = 262,144 contrastive included
@@ -30,7 +33,10 @@
 #
 # With the device tool, one call must end within 10 minutes and the machine stays warm only 30 s after a
 # call (build/ survives only then), and a session may have only 15 minutes of device time in all. So:
-# pack here, then make one call per group, back to back, most important first (addon, then compare):
+# pack here, then make one call per group, back to back, most important first. A fresh machine started in
+# about 30 s on 2026-12-04, and a warm one keeps build/ between calls, so: first, then what has not run on a
+# GPU yet (compare, generator, prebuild), then bench and the rest of addon:
+#   run(command="bash scripts/device/cuda-check.sh run first", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run kernels", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run addon", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run prebuild", carry=[".device", "dist"], timeout_s=600)
@@ -68,7 +74,7 @@ stage() {
   local name=$1
   shift
   local start=$SECONDS from
-  from=$(wc -l < "$LOG" 2>/dev/null || echo 0)
+  from=$(cat "$LOG" 2>/dev/null | wc -l)
   echo "=== $name: $*" | tee -a "$LOG"
   timeout --signal=KILL "${STAGE_TIMEOUT:-300}" "$@" >> "$LOG" 2>&1
   local rc=$?
@@ -189,8 +195,8 @@ generator() {
 
 # The first look at a GPU in one call: the kernel test and the addon (this GPU's architecture only) built at
 # the same time, then what matters most first: the kernels against float64, the CUDA op tests through the
-# addon, the kernel memcheck, coltrast info, the kernel benchmarks (without --big), the encoder and decoder
-# tests. Each stage's limit is short, so the call ends inside the device tool's 10 minutes.
+# addon, coltrast info, the kernel sanitizers, the kernel benchmarks (without --big), the CUDA cases of the
+# model tests. On the first H200 (2026-12-04) it took 100 s of a call, start-up not counted. Each stage's limit is short, so the call ends inside the device tool's 10 minutes.
 first() {
   node_setup
   export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CUDAARCHS=${CUDAARCHS:-native}
@@ -202,7 +208,10 @@ first() {
   STAGE_TIMEOUT=120 stage kernels-test "$bin"
   STAGE_TIMEOUT=150 stage ops-cuda node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts --match 'cuda*'
   STAGE_TIMEOUT=60 stage info node dist/cli.js info
-  STAGE_TIMEOUT=90 stage kernels-memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$bin" --quick
+  local tool
+  for tool in memcheck racecheck synccheck; do
+    STAGE_TIMEOUT=90 stage kernels-$tool compute-sanitizer --tool $tool --error-exitcode 1 "$bin" --quick
+  done
   STAGE_TIMEOUT=90 stage kernels-bench bash -c "set -o pipefail; '$bin' --bench | sed -n 's/^BENCH //p' > '$OUT/bench-kernels.jsonl'"
   STAGE_TIMEOUT=120 stage tests-models node node_modules/ava/entrypoints/cli.mjs test/encoder.test.ts test/encoders.test.ts \
     test/decoder.test.ts test/precision.test.ts test/decoder-reranker.test.ts --match '*cuda*' --match '*CUDA*'
