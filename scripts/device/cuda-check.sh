@@ -248,7 +248,7 @@ case "${1:-}" in
     run "$@"
     ;;
   *)
-    echo "usage: bash scripts/device/cuda-check.sh pack | run [kernels] [addon] [prebuild] [bench] [compare]" >&2
+    echo "usage: bash scripts/device/cuda-check.sh pack | run [first] [kernels] [addon] [prebuild] [bench] [compare] [generator]" >&2
     exit 2
     ;;
 esac
