@@ -9,6 +9,8 @@
 //   /tmp/test_kernels --quick          a subset covering every kernel variant (the compute-sanitizer workload)
 //   /tmp/test_kernels --bench          plus timings at the issue's shapes, one JSON line each ("BENCH {...}")
 //   /tmp/test_kernels --bench --big    plus contrastive forward + backward at B = N = 262,144, dim 384
+//   /tmp/test_kernels --profile        only the bfloat16 contrastive benchmark at B = N = 16,384, dim 384, no
+//                                      checks (the workload of Nsight Compute in scripts/device/cuda-check.sh)
 //
 // The reference reads the inputs after rounding to the dtype, so for float16/bfloat16 the forward values
 // differ only by float32 accumulation; the gradients also carry the dtype's rounding of the result (and,
@@ -641,17 +643,22 @@ void benchContrastive(DType t, int64_t n, int64_t dim, bool symmetric, int reps)
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool bench = false, big = false, quick = false;
+  bool bench = false, big = false, quick = false, profile = false;
   for (int i = 1; i < argc; ++i) {
     bench = bench || std::strcmp(argv[i], "--bench") == 0;
     big = big || std::strcmp(argv[i], "--big") == 0;
     quick = quick || std::strcmp(argv[i], "--quick") == 0;
+    profile = profile || std::strcmp(argv[i], "--profile") == 0;
   }
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s (sm_%d%d, %d SMs, %zu KB shared memory per block opt-in)\n", prop.name, prop.major,
               prop.minor, prop.multiProcessorCount, prop.sharedMemPerBlockOptin / 1024);
 
+  if (profile) {
+    benchContrastive(DType::BF16, 16384, 384, false, 3);
+    return failures == 0 ? 0 : 1;
+  }
   const DType types[] = {DType::F32, DType::F16, DType::BF16};
   const MaxSimCase maxsimCases[] = {
       {3, 5, 7, 13, 40, false, false, 0, false},      // everything smaller than a tile

@@ -26,6 +26,7 @@
 #     compare  scripts/bench/python/compare-gpu.js: embed() against sentence-transformers' encode(), training
 #              against the eager ColTrast recipe and sentence-transformers' MNRL trainer, the largest batch
 #              of each side (COMPARE_ARGS=--quick for a short run)
+#     profile  Nsight Compute on the contrastive kernels, Nsight Systems on a bfloat16 training step (see profile())
 #     generator scripts/bench/generator.js on cuda in bfloat16: a random Qwen3-0.6B-shaped causal LM's
 #              log-likelihoods, greedy generation and 4-beam search against transformers (GENERATOR_ARGS=--quick
 #              for a short run: the 4-layer shape and small sizes; GENERATOR_SHAPE=phi4-mini-small for Phi-4-mini's
@@ -217,6 +218,30 @@ first() {
     test/decoder.test.ts test/precision.test.ts test/decoder-reranker.test.ts --match '*cuda*' --match '*CUDA*'
 }
 
+# Where the time goes, for the two open questions of the first GPU run (BENCHMARKS.md, "The first GPU run"): why
+# the contrastive kernels reach a tenth of the tensor cores' rate (Nsight Compute on the forward pass and both
+# backward passes at B = N = 16,384, bfloat16), and why a bfloat16 MiniLM training step took 15 times a float32
+# one (per-step times, then Nsight Systems' kernel and API summaries of a few steps). Each tool's absence is
+# reported as that stage's failure; the reports come back as text files.
+profile() {
+  node_setup
+  [ -f build/Release/coltrast.node ] || build
+  local bin=/tmp/coltrast-test-kernels
+  [ -x "$bin" ] || STAGE_TIMEOUT=240 stage kernels-build nvcc --std=c++17 -O3 -lineinfo -arch=native -o $bin \
+    native/kernels/contrastive.cu native/kernels/maxsim.cu native/kernels/test_kernels.cu
+  local ncu nsys
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || echo ncu)
+  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1 || echo nsys)
+  STAGE_TIMEOUT=150 stage ncu-contrastive bash -c "'$ncu' --target-processes all -k regex:'lseKernel|gradKernel' --launch-count 3 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
+    --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis '$bin' --profile > '$OUT/ncu-contrastive.txt' 2>&1"
+  STAGE_TIMEOUT=90 stage train-bf16-steps node scripts/bench/train.js --device cuda --precision bfloat16 --shapes minilm,base \
+    --batch-size 64 --steps 10 --json "$OUT/train-bf16-steps.json"
+  STAGE_TIMEOUT=150 stage nsys-train-bf16 bash -c "'$nsys' profile --force-overwrite true -o /tmp/train-bf16 node scripts/bench/train.js \
+    --device cuda --precision bfloat16 --shapes minilm --batch-size 64 --steps 5 &&
+    '$nsys' stats --force-export true --report cuda_gpu_kern_sum --report cuda_api_sum /tmp/train-bf16.nsys-rep > '$OUT/nsys-train-bf16.txt' 2>&1"
+}
+
 run() {
   mkdir -p "$OUT"
   export PYTHONUNBUFFERED=1
@@ -230,8 +255,8 @@ run() {
   [ ${#groups[@]} -gt 0 ] || groups=(kernels addon bench)
   for group in "${groups[@]}"; do
     case "$group" in
-      first | kernels | addon | prebuild | bench | compare | generator) "$group" ;;
-      *) echo "unknown group '$group' (kernels, addon, prebuild, bench, compare, generator)" | tee -a "$SUMMARY"; failed+=("$group") ;;
+      first | kernels | addon | prebuild | bench | compare | generator | profile) "$group" ;;
+      *) echo "unknown group '$group' (first, kernels, addon, prebuild, bench, compare, generator, profile)" | tee -a "$SUMMARY"; failed+=("$group") ;;
     esac
   done
   if [ ${#failed[@]} -gt 0 ]; then
@@ -248,7 +273,7 @@ case "${1:-}" in
     run "$@"
     ;;
   *)
-    echo "usage: bash scripts/device/cuda-check.sh pack | run [first] [kernels] [addon] [prebuild] [bench] [compare] [generator]" >&2
+    echo "usage: bash scripts/device/cuda-check.sh pack | run [first] [kernels] [addon] [prebuild] [bench] [compare] [generator] [profile]" >&2
     exit 2
     ;;
 esac
