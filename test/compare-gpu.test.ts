@@ -39,6 +39,8 @@ withPython(`compare-gpu.js runs end to end on the CPU against a stand-in for sen
   ]);
   for (const row of result.rows.train) {
     t.true(row.coltrast.samplesPerSecond > 0 && row.python.samplesPerSecond > 0, JSON.stringify(row));
+    t.true(row.coltrast.medianSamplesPerSecond > 0 && row.python.medianSamplesPerSecond > 0, JSON.stringify(row));
+    t.is(row.medianSpeedup, +(row.coltrast.medianSamplesPerSecond / row.python.medianSamplesPerSecond).toFixed(2));
     t.true(row.coltrast.nodeOverheadPercent >= 0 && row.coltrast.nodeOverheadPercent < 100);
   }
   t.regex(result.rows.train[0].python.baseline, /eager ColTrast/);

@@ -17,7 +17,8 @@
 // train: query/positive pairs (queries of 5-15 words, positives of 30-80, max_seq_length 128), per batch
 //   size and precision, both for the ColTrast loss (contrastive + late interaction, both 0.5, temperature
 //   0.05) against the eager Python recipe, and for the contrastive loss alone against sentence-transformers'
-//   trainer with MNRL: samples/s over --steps timed steps after one warm-up, peak GPU memory. coltrast's
+//   trainer with MNRL: samples/s over --steps timed steps after one warm-up (by their mean time, and by the
+//   median step, which a slow first use of some kernel does not move), peak GPU memory. coltrast's
 //   steps run as train() runs them (the next batch tokenized during the step); both sides' times include
 //   tokenizing. Then, in the first precision, the contrastive loss at --cached-batch-size with gradient
 //   caching on both sides (coltrast's miniBatchSize against sentence-transformers'
@@ -109,6 +110,22 @@ function makeModel(dir, shape, maxSeqLength) {
 
 const isOom = (message) => /out of memory/i.test(String(message));
 const round = (x, digits = 1) => (typeof x === 'number' ? +x.toFixed(digits) : x);
+
+/**
+ * One side of a training row: samples/s over the timed steps (their mean time) and over the median step, which
+ * one slow step (a kernel loaded or chosen on first use, for a new padded length) does not move; peak GPU memory.
+ */
+function trainSide(r, batchSize) {
+  if (r.oom) return { oom: true };
+  const sorted = [...r.stepSeconds].sort((a, b) => a - b);
+  return { samplesPerSecond: round(r.samplesPerSecond), medianSamplesPerSecond: round(batchSize / sorted[Math.floor(sorted.length / 2)]), peakGpuMiB: r.peakGpuMiB };
+}
+
+/** coltrast's samples/s over Python's, by mean and by median step time; null where a side ran out of memory. */
+function trainSpeedups(c, p) {
+  if (c.oom || p.oom) return { speedup: null, medianSpeedup: null };
+  return { speedup: round(c.samplesPerSecond / p.samplesPerSecond, 2), medianSpeedup: round(c.medianSamplesPerSecond / p.medianSamplesPerSecond, 2) };
+}
 
 // ---- the children: one coltrast measurement each, a JSON line on stdout ----
 async function trial() {
@@ -273,15 +290,15 @@ async function main() {
             const common = ['--model', trainModel, '--data', data, '--batch-size', String(batchSize), '--steps', String(steps), '--precision', precision];
             const c = coltrast(['--trial', 'coltrast-train', '--loss', loss, ...common]);
             const p = python(py, ['train', '--loss', loss === 'coltrast' ? 'coltrast' : 'mnrl', '--loop', loss === 'coltrast' ? 'manual' : 'trainer', ...common]);
-            const side = (r) => (r.oom ? { oom: true } : { samplesPerSecond: round(r.samplesPerSecond), peakGpuMiB: r.peakGpuMiB });
+            const coltrastSide = trainSide(c, batchSize), pythonSide = trainSide(p, batchSize);
             const row = {
               shape: trainShape,
               loss,
               precision,
               batchSize,
-              coltrast: { ...side(c), ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
-              python: { ...side(p), baseline: p.side },
-              speedup: c.oom || p.oom ? null : round(c.samplesPerSecond / p.samplesPerSecond, 2),
+              coltrast: { ...coltrastSide, ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
+              python: { ...pythonSide, baseline: p.side },
+              ...trainSpeedups(coltrastSide, pythonSide),
             };
             rows.train.push(row);
             log(`train ${loss} ${precision} batch ${batchSize}: coltrast ${JSON.stringify(row.coltrast)}, python ${JSON.stringify(row.python)}`);
@@ -299,16 +316,16 @@ async function main() {
         const common = ['--model', trainModel, '--data', pairsFile(cachedBatch * (cachedSteps + 1)), '--batch-size', String(cachedBatch), '--steps', String(cachedSteps), '--precision', precision, '--mini-batch-size', mini];
         const c = coltrast(['--trial', 'coltrast-train', '--loss', 'contrastive', ...common]);
         const p = python(py, ['train', '--loss', 'cached-mnrl', '--loop', 'manual', ...common]);
-        const side = (r) => (r.oom ? { oom: true } : { samplesPerSecond: round(r.samplesPerSecond), peakGpuMiB: r.peakGpuMiB });
+        const coltrastSide = trainSide(c, cachedBatch), pythonSide = trainSide(p, cachedBatch);
         const row = {
           shape: trainShape,
           loss: 'contrastive',
           precision,
           batchSize: cachedBatch,
           miniBatchSize: Number(mini),
-          coltrast: { ...side(c), ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
-          python: { ...side(p), baseline: p.side },
-          speedup: c.oom || p.oom ? null : round(c.samplesPerSecond / p.samplesPerSecond, 2),
+          coltrast: { ...coltrastSide, ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
+          python: { ...pythonSide, baseline: p.side },
+          ...trainSpeedups(coltrastSide, pythonSide),
         };
         rows.train.push(row);
         log(`train contrastive cached ${precision} batch ${cachedBatch}: coltrast ${JSON.stringify(row.coltrast)}, python ${JSON.stringify(row.python)}`);
