@@ -36,15 +36,16 @@
 # call (build/ survives only then), and a session may have only 15 minutes of device time in all. So:
 # pack here, then make one call per group, back to back, most important first. A fresh machine started in
 # about 30 s on 2026-12-04, and a warm one keeps build/ between calls, so: first, then what has not run on a
-# GPU yet (compare, generator, prebuild), then bench and the rest of addon:
+# GPU yet (compare, profile, generator, prebuild), then bench and the rest of addon and kernels:
 #   run(command="bash scripts/device/cuda-check.sh run first", carry=[".device", "dist"], timeout_s=600)
-#   run(command="bash scripts/device/cuda-check.sh run kernels", carry=[".device", "dist"], timeout_s=600)
-#   run(command="bash scripts/device/cuda-check.sh run addon", carry=[".device", "dist"], timeout_s=600)
+#   run(command="bash scripts/device/cuda-check.sh run compare", carry=[".device", "dist"], timeout_s=600)
+#   run(command="bash scripts/device/cuda-check.sh run profile", carry=[".device", "dist"], timeout_s=600)
+#   run(command="bash scripts/device/cuda-check.sh run generator", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run prebuild", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run bench", carry=[".device", "dist"], timeout_s=600)
-#   run(command="bash scripts/device/cuda-check.sh run compare", carry=[".device", "dist"], timeout_s=600)
-#   run(command="bash scripts/device/cuda-check.sh run generator", carry=[".device", "dist"], timeout_s=600)
-# (`bench` and `compare` build the addon first if the machine is a fresh one.) What comes back (at most 8 files):
+#   run(command="bash scripts/device/cuda-check.sh run addon", carry=[".device", "dist"], timeout_s=600)
+#   run(command="bash scripts/device/cuda-check.sh run kernels", carry=[".device", "dist"], timeout_s=600)
+# (`bench`, `compare`, `profile` and `generator` build the addon first if the machine is a fresh one.) What comes back (at most 8 files):
 # $OUT/summary.txt (device, versions, one line per stage), $OUT/cuda-check.log (every stage's output),
 # $OUT/bench-kernels.jsonl and the benchmark JSON files. A failed stage does not stop the later ones; the
 # script exits non-zero if any failed. Each stage has a time limit (STAGE_TIMEOUT, default 300 s).
