@@ -389,13 +389,15 @@ int64_t tileBytes(int64_t kc) {
 
 // Forward chunking: the whole (16-aligned) embedding when the three tiles fit in about 110 KB (two CTAs
 // per multiprocessor), else 256-byte chunks (128 16-bit or 64 float32 elements) with X streamed too.
+// a.forwardResident overrides the 110 KB rule (the caller checks the bytes against the device).
 template <typename T>
 Tiling forwardTiling(const ContrastiveArgs& a, const void* x, int64_t xStride, const void* y, int64_t yStride,
                      int64_t* bytes) {
   Tiling tl{};
   tl.dim = int(a.dim);
   const int64_t dimPad = roundUp(a.dim, 16), extra = 2 * kTileX * kWarpsN * 4;
-  if (3 * tileBytes<T>(dimPad) + extra <= 110 * 1024) {
+  const bool resident = a.forwardResident != 0 ? a.forwardResident > 0 : 3 * tileBytes<T>(dimPad) + extra <= 110 * 1024;
+  if (resident) {
     tl.KC = int(dimPad);
     tl.nchunks = 1;
     tl.xResident = true;
@@ -414,7 +416,8 @@ Tiling forwardTiling(const ContrastiveArgs& a, const void* x, int64_t xStride, c
 
 // Backward chunking: the output slice is KC = 32 * NT3 columns wide (a template parameter: the slice's
 // float32 sums live in registers). One slice covering the embedding when the tiles fit (X resident);
-// else the widest slice that fits with X streamed, one CTA per slice.
+// else the widest slice that fits with X streamed, one CTA per slice. a.backwardSlice, when one of the
+// widths, is taken instead (X resident if that one slice covers the embedding and fits).
 template <typename T>
 int64_t gradBytes(int64_t kc, bool resident) {
   return (resident ? 3 : 4) * tileBytes<T>(kc) + kTileX * (kTileY + kVec<T>) * int64_t(sizeof(T)) + 64;
@@ -429,13 +432,19 @@ Tiling gradTiling(const ContrastiveArgs& a, int smemOptin, int64_t* bytes) {
   Tiling tl{};
   tl.dim = int(a.dim);
   tl.KC = 0;
-  for (int o = 0; o < count && tl.KC == 0; ++o) {
+  if (a.backwardSlice != 0) {
+    if (std::find(options, options + count, a.backwardSlice) == options + count) return tl;  // not a width: fail
+    tl.KC = a.backwardSlice;
+    tl.xResident = a.backwardSlice >= a.dim && gradBytes<T>(tl.KC, true) <= smemOptin;
+    if (!tl.xResident && gradBytes<T>(tl.KC, false) > smemOptin) tl.KC = 0;
+  }
+  for (int o = 0; o < count && tl.KC == 0 && a.backwardSlice == 0; ++o) {
     if (options[o] >= a.dim && gradBytes<T>(options[o], true) <= smemOptin) {
       tl.KC = options[o];
       tl.xResident = true;
     }
   }
-  if (tl.KC == 0) {
+  if (tl.KC == 0 && a.backwardSlice == 0) {
     for (int o = count - 1; o >= 0 && tl.KC == 0; --o) {
       if (gradBytes<T>(options[o], false) <= smemOptin) tl.KC = options[o];
     }

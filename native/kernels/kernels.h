@@ -73,6 +73,12 @@ struct ContrastiveArgs {
   int64_t B = 0, N = 0, dim = 0;
   const float* temperature = nullptr;  // device scalar, > 0
   bool symmetric = false;
+  // Tiling overrides, for benchmarks and tests (0: the automatic choice, which is what callers want). forwardResident:
+  // 1 keeps the forward's 64 X rows in shared memory for the whole pass whenever they fit the device, -1 streams
+  // them in chunks. backwardSlice: the width of the backward's output slice (128, 256 or 384 for 16-bit inputs, 64
+  // or 128 for float32). A choice that the device cannot run makes the call return cudaErrorInvalidValue.
+  int forwardResident = 0;
+  int backwardSlice = 0;
 };
 
 // loss: device float32 scalar; rowLse: float32 [B]; colLse: float32 [B] (symmetric only, else ignored).

@@ -364,6 +364,9 @@ struct ContrastiveCase {
   bool symmetric;
   float tau;
   int64_t pad;
+  // Forced tilings (ContrastiveArgs' overrides), for 16-bit inputs; float32 runs the case with its automatic
+  // tiling (its tiles are twice as wide: a resident 384-wide forward does not fit).
+  int forwardResident = 0, backwardSlice = 0;
 };
 
 void testContrastive(DType t, const ContrastiveCase& c, uint64_t seed) {
@@ -392,8 +395,15 @@ void testContrastive(DType t, const ContrastiveCase& c, uint64_t seed) {
   a.dim = c.dim;
   a.temperature = tau_.as<float>();
   a.symmetric = c.symmetric;
-  std::printf("contrastive %s B=%lld N=%lld dim=%lld tau=%g%s%s\n", name(t), (long long)c.B, (long long)c.N,
+  if (t != DType::F32) {
+    a.forwardResident = c.forwardResident;
+    a.backwardSlice = c.backwardSlice;
+  }
+  std::printf("contrastive %s B=%lld N=%lld dim=%lld tau=%g%s%s", name(t), (long long)c.B, (long long)c.N,
               (long long)c.dim, c.tau, c.symmetric ? " symmetric" : "", c.pad ? " strided" : "");
+  if (a.forwardResident != 0 || a.backwardSlice != 0)
+    std::printf(" (forced: forward %s, backward slice %d)", a.forwardResident > 0 ? "resident" : a.forwardResident < 0 ? "chunked" : "auto", a.backwardSlice);
+  std::printf("\n");
   Device wsF(coltrast::kernels::contrastiveForwardWorkspaceBytes(a));
   loss.poison();
   rowLse.poison();
@@ -587,7 +597,8 @@ void benchMaxSim(DType t) {
               flops / (f * 1e-3) / 1e12, (argmax.bytes + scores.bytes + ws.bytes) / 1048576.0);
 }
 
-void benchContrastive(DType t, int64_t n, int64_t dim, bool symmetric, int reps) {
+void benchContrastive(DType t, int64_t n, int64_t dim, bool symmetric, int reps, int forwardResident = 0,
+                      int backwardSlice = 0) {
   Rng rng(11);
   const size_t es = elementSize(t);
   Device q(size_t(n * dim) * es), c(size_t(n * dim) * es);
@@ -609,6 +620,8 @@ void benchContrastive(DType t, int64_t n, int64_t dim, bool symmetric, int reps)
   a.dim = dim;
   a.temperature = tau_.as<float>();
   a.symmetric = symmetric;
+  a.forwardResident = forwardResident;
+  a.backwardSlice = backwardSlice;
   coltrast::kernels::ContrastiveGrads gr;
   gr.gradLoss = g.as<float>();
   gr.rowLse = rowLse.as<float>();
@@ -629,9 +642,10 @@ void benchContrastive(DType t, int64_t n, int64_t dim, bool symmetric, int reps)
   CHECK(cudaMemcpy(&lossValue, loss.p, 4, cudaMemcpyDeviceToHost));
   const double gemm = 2.0 * double(n) * double(n) * double(dim);
   std::printf("BENCH {\"op\":\"contrastive\",\"impl\":\"coltrast-kernels\",\"dtype\":\"%s\",\"B\":%lld,\"N\":%lld,"
-              "\"dim\":%lld,\"symmetric\":%s,\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"median_ms\":%.3f,"
+              "\"dim\":%lld,\"symmetric\":%s,\"forward_tiling\":\"%s\",\"backward_slice\":%d,\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"median_ms\":%.3f,"
               "\"forward_tflops\":%.1f,\"backward_tflops_4gemm\":%.1f,\"extra_MiB\":%.2f,\"loss\":%.6f}\n",
-              name(t), (long long)n, (long long)n, (long long)dim, symmetric ? "true" : "false", f, b, fb,
+              name(t), (long long)n, (long long)n, (long long)dim, symmetric ? "true" : "false",
+              forwardResident > 0 ? "resident" : forwardResident < 0 ? "chunked" : "auto", backwardSlice, f, b, fb,
               gemm * (symmetric ? 1.0 : 1.0) / (f * 1e-3) / 1e12, 4.0 * gemm / (b * 1e-3) / 1e12,
               (rowLse.bytes + colLse.bytes + wsF.bytes + wsB.bytes) / 1048576.0, lossValue);
   if (!std::isfinite(lossValue)) {
@@ -681,10 +695,13 @@ int main(int argc, char** argv) {
       {64, 64, 1024, false, 1.0f, 0},   // dim 1024
       {20, 45, 96, true, 0.07f, 5},     // strided, odd stride
       {50, 77, 64, true, 0.01f, 0},     // sharp softmax (logits up to 100)
+      {70, 200, 384, false, 0.05f, 0, 1, 128},  // forced: forward resident, backward in three slices
+      {70, 130, 384, true, 0.05f, 0, -1, 256},  // forced: forward chunked, backward in two slices
+      {33, 70, 40, true, 0.1f, 0, -1, 384},     // forced: forward chunked in one chunk, backward slice wider than dim
   };
   // --quick (the compute-sanitizer workload): the cases that cover every kernel variant.
   const bool quickMaxSim[] = {true, false, true, true, true, true, false, false, false, true, false};
-  const bool quickContrastive[] = {true, true, true, true, false, false, false};
+  const bool quickContrastive[] = {true, true, true, true, false, false, false, true, true, true};
   uint64_t seed = 1;
   for (DType t : types) {
     for (size_t i = 0; i < sizeof(maxsimCases) / sizeof(maxsimCases[0]); ++i, ++seed)
@@ -696,6 +713,10 @@ int main(int argc, char** argv) {
     for (DType t : {DType::BF16, DType::F16, DType::F32}) benchMaxSim(t);
     for (DType t : {DType::BF16, DType::F32}) benchContrastive(t, 16384, 384, false, t == DType::F32 ? 3 : 20);
     benchContrastive(DType::BF16, 16384, 384, true, 20);
+    // The other tilings at the issue's shape (the automatic choice at dim 384: forward chunked, one 384-wide
+    // backward slice): which one a GPU runs fastest.
+    benchContrastive(DType::BF16, 16384, 384, false, 20, 1, 128);
+    benchContrastive(DType::BF16, 16384, 384, false, 20, 1, 256);
     if (big) benchContrastive(DType::BF16, 262144, 384, false, 1);
   }
   std::printf(failures == 0 ? "all kernel checks passed\n" : "%d kernel check(s) FAILED\n", failures);
