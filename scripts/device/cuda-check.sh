@@ -84,6 +84,7 @@ stage() {
   [ $rc -eq 0 ] || { verdict="FAILED (exit $rc$([ $rc -eq 137 ] && echo ', time limit'))"; failed+=("$name"); }
   printf '%-22s %-40s %4ds\n' "$name" "$verdict" $((SECONDS - start)) | tee -a "$SUMMARY"
   tail -n +$((from + 1)) "$LOG" | grep -E 'FAIL|ERROR|Error|error:|passed|failed' | tail -n 5
+  return $rc
 }
 
 kernels() {
@@ -205,8 +206,10 @@ first() {
   local bin=/tmp/coltrast-test-kernels
   STAGE_TIMEOUT=240 stage kernels-build nvcc --std=c++17 -O3 -lineinfo -arch=native -o $bin native/kernels/contrastive.cu \
     native/kernels/maxsim.cu native/kernels/test_kernels.cu &
+  local kernelsBuild=$!
   STAGE_TIMEOUT=300 stage build node scripts/build-native.js --CDCOLTRAST_CUDA=ON
-  wait
+  # The background stage's own record of a failure stayed in its subshell.
+  wait $kernelsBuild || failed+=("kernels-build")
   STAGE_TIMEOUT=120 stage kernels-test "$bin"
   STAGE_TIMEOUT=150 stage ops-cuda node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts --match 'cuda*'
   STAGE_TIMEOUT=60 stage info node dist/cli.js info
