@@ -202,12 +202,15 @@ generator() {
 # model tests. On the first H200 (2026-12-04) it took 100 s of a call, start-up not counted. Each stage's limit is short, so the call ends inside the device tool's 10 minutes.
 first() {
   node_setup
-  export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CUDAARCHS=${CUDAARCHS:-native}
+  export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+  local CUDAARCHS=${CUDAARCHS:-native}
+  export CUDAARCHS
   local bin=/tmp/coltrast-test-kernels
   STAGE_TIMEOUT=240 stage kernels-build nvcc --std=c++17 -O3 -lineinfo -arch=native -o $bin native/kernels/contrastive.cu \
     native/kernels/maxsim.cu native/kernels/test_kernels.cu &
   local kernelsBuild=$!
-  STAGE_TIMEOUT=300 stage build node scripts/build-native.js --CDCOLTRAST_CUDA=ON
+  # A CMake folder of its own: build/cmake keeps the default architectures, which the prebuild group ships.
+  COLTRAST_BUILD_DIR=build/cmake-first STAGE_TIMEOUT=300 stage build node scripts/build-native.js --CDCOLTRAST_CUDA=ON
   # The background stage's own record of a failure stayed in its subshell.
   wait $kernelsBuild || failed+=("kernels-build")
   STAGE_TIMEOUT=120 stage kernels-test "$bin"
