@@ -12,16 +12,14 @@ import { Encoder, train } from '../lib';
 import { readSentences } from '../lib/train-data';
 import { checkKillAndResume } from './helpers/resume';
 import { rejection, rows } from './helpers/vectors';
-import { FIXTURE, STEP, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, STEP, dropoutOff, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const TAU = 0.05;
 const SENTENCES = wordDataset(40, 31).map((p) => p.positive);
 const CT_STEP = { ...STEP, contrastiveWeight: 1, lateInteractionWeight: 0, symmetric: true };
 
-const noDropout = fixtureCopy((dir) =>
-  editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })),
-);
+const noDropout = fixtureCopy(dropoutOff);
 
 test('readSentences: arrays, .txt, .jsonl of strings or {text}, and pairs; each sentence once; the errors', (t) => {
   const dir = tempDir();

@@ -11,7 +11,7 @@ import { scoreWithTeacher } from '../lib/train';
 import { loadExamples, makeBatches, type TrainExample } from '../lib/train-data';
 import { checkKillAndResume } from './helpers/resume';
 import { dot, makeSmallMultiVector, rejection, rows, tokenRows } from './helpers/vectors';
-import { FIXTURE, STEP, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, STEP, dropoutOff, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const TEACHER = path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder', 'st');
@@ -129,7 +129,7 @@ test("the native MarginMSE and KL losses equal a float64 reference from embed():
 });
 
 test('gradient caching: mini-batches give the plain steps\' distillation losses, gradient norms and weights (pooled MarginMSE, multi-vector KL)', async (t) => {
-  const noDropout = fixtureCopy((dir) => editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })));
+  const noDropout = fixtureCopy(dropoutOff);
   const data = triplets(7, 31);
   const [batch] = makeBatches(data.map((e, i) => ({ ...e, scores: [i, 3 - i, 2 * i - 4] })), 7);
   const run = async (multiVector: boolean, miniBatchSize?: number) => {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, train } from '../lib';
 import { native, type NativeStepOptions } from '../lib/native';
-import { FIXTURE, STEP, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, STEP, dropoutOff, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 // Batches of 7 pairs plus 2 hard negatives: 7 queries and 9 documents of different lengths.
 const BATCHES = [0, 1, 2, 3].map((i) => {
@@ -17,9 +17,7 @@ const BATCHES = [0, 1, 2, 3].map((i) => {
   return { queries: pairs.slice(0, 7).map((p) => p.query), documents: [...pairs.slice(0, 7).map((p) => p.positive), ...pairs.slice(7).map((p) => `${p.positive} extra words here`)] };
 });
 
-const noDropout = fixtureCopy((dir) =>
-  editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })),
-);
+const noDropout = fixtureCopy(dropoutOff);
 
 /** Trains on BATCHES with the given step options; returns each step's result and the final token vectors of a probe text. */
 async function run(model: string, step: Partial<NativeStepOptions>, trainer: Parameters<Encoder['createTrainer']>[0] = {}) {

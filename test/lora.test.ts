@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, CrossEncoder, Encoder, retrievalMetrics, train } from '../lib';
-import { FIXTURE, editJson, fixtureCopy, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, dropoutOff, editJson, fixtureCopy, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { native } from '../lib/native';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
 import { rejection } from './helpers/vectors';
@@ -280,7 +280,7 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
   `cuda: train({ lora }) on the GPU follows the same run on the CPU (float32; bfloat16 autocast close), and a LoRA adapter loads on the GPU (float32, bfloat16); the same for a reranker's LoRA run and adapter${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
     // Dropout off: the CPU's and the GPU's generators draw different masks.
-    const model = fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })));
+    const model = fixtureCopy(dropoutOff);
     const data = wordDataset(24);
     const dir = tempDir();
     const run = async (device: 'cpu' | 'cuda', precision: 'float32' | 'bfloat16') => {
@@ -319,7 +319,7 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
 
     // A reranker's LoRA run (adapters and classifier) on the GPU follows the CPU's, and its adapter scores on the GPU as
     // the CPU's merged reranker.
-    const reranker = folderCopy(RERANKER, (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })));
+    const reranker = folderCopy(RERANKER, dropoutOff);
     const rerankerRun = async (device: 'cpu' | 'cuda') => {
       const output = path.join(dir, `reranker-${device}`);
       const r = await train({ model: reranker, data, output, epochs: 2, batchSize: 8, learningRate: 1e-2, valSplit: 0, device, seed: 3, crossEncoder: { loss: 'bce' }, lora: { rank: 4, alpha: 8, targetModules: TARGETS } });

@@ -10,11 +10,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, Index, train } from '../lib';
 import { matryoshkaStep, retrievalMetrics } from '../lib/train';
-import { FIXTURE, STEP, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, STEP, dropoutOff, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
-const noDropout = fixtureCopy((dir) =>
-  editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })),
-);
+const noDropout = fixtureCopy(dropoutOff);
 const relative = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
 const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { ColtrastError, Encoder, retrievalMetrics, train } from '../lib';
 import { native, type NativeStepOptions } from '../lib/native';
 import type { Device } from '../lib/encoder';
-import { FIXTURE, STEP, editJson, fixtureCopy, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, STEP, dropoutOff, fixtureCopy, tempDir, wordDataset } from './helpers/fixture';
 
 const dataset = wordDataset;
 
@@ -165,9 +165,7 @@ const why = cuda ? '' : ' [skipped: no CUDA device or CUDA libtorch here]';
 // Dropout off: on a GPU, scaled_dot_product_attention picks another fused kernel for each dtype (flash attention
 // for the half types), each drawing its own dropout masks, so with dropout the runs would differ by their masks
 // (5% in step 1's loss on an H200), not by their precision.
-const noDropout = cuda
-  ? fixtureCopy((dir) => editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })))
-  : FIXTURE;
+const noDropout = cuda ? fixtureCopy(dropoutOff) : FIXTURE;
 for (const precision of ['bfloat16', 'float16'] as const) {
   (cuda ? test.serial : test.skip)(`cuda ${precision}: autocast steps stay close to float32 and apply their updates${why}`, async (t) => {
     const mixed = await steps('cuda', { precision }, {}, noDropout);

@@ -32,7 +32,7 @@ import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
 import { makeBatches } from '../lib/train-data';
-import { FIXTURE, editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { FIXTURE, dropoutOff, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { seededRandom } from '../lib/random';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -745,7 +745,7 @@ for (const [B, N, Lq, Ld, dim] of [
 check(`ContextFlow: the joint loss and its gradient's norm equal sentence-transformers' + transformers' autograd on a batch${skipped}`, async (t) => {
   // No dropout in the retriever, so that its training-mode forward is the same on both sides; the generator is the
   // tied Qwen3 fixture (its output layer is its token embeddings: one parameter, one gradient).
-  const retrieverDir = fixtureCopy((dir) => editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })));
+  const retrieverDir = fixtureCopy(dropoutOff);
   const generatorDir = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'qwen3');
   const retriever = await Encoder.load(retrieverDir, { device: 'cpu' });
   const generator = await Generator.load(generatorDir, { device: 'cpu' });

@@ -50,6 +50,11 @@ export function editJson(file: string, change: (value: any) => any): void {
   fs.writeFileSync(file, JSON.stringify(change(value) ?? value));
 }
 
+/** An edit for fixtureCopy / folderCopy: a BERT-style config.json with its dropout off (hidden and attention). */
+export function dropoutOff(dir: string): void {
+  editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 }));
+}
+
 /** Largest absolute difference between two equally long arrays. */
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length mismatch ${a.length} vs ${b.length}`);
