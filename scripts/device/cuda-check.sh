@@ -87,17 +87,32 @@ stage() {
   return $rc
 }
 
-kernels() {
-  local bin=/tmp/coltrast-test-kernels
+# The standalone kernel check (native/kernels/test_kernels.cu with the kernels, no libtorch, no node), built by
+# kernelTest, run by the kernels, first and profile groups.
+KERNEL_TEST=/tmp/coltrast-test-kernels
+
+kernelTest() {
   # Machine code for this GPU (sm_90 if nvcc cannot tell); -lineinfo: source lines in sanitizer reports.
-  stage kernels-build bash -c "nvcc --std=c++17 -O3 -lineinfo -arch=native -o $bin native/kernels/*.cu ||
-    nvcc --std=c++17 -O3 -lineinfo -arch=sm_90 -o $bin native/kernels/*.cu"
+  STAGE_TIMEOUT=${STAGE_TIMEOUT:-240} stage kernels-build bash -c \
+    "nvcc --std=c++17 -O3 -lineinfo -arch=native -o $KERNEL_TEST native/kernels/*.cu ||
+     nvcc --std=c++17 -O3 -lineinfo -arch=sm_90 -o $KERNEL_TEST native/kernels/*.cu"
+}
+
+# compute-sanitizer's memcheck, racecheck and synccheck on the kernel check's --quick workload.
+kernelSanitizers() {
+  local tool
+  for tool in memcheck racecheck synccheck; do
+    stage kernels-$tool compute-sanitizer --tool $tool --error-exitcode 1 "$KERNEL_TEST" --quick
+  done
+}
+
+kernels() {
+  local bin=$KERNEL_TEST
+  kernelTest
   # The products must be on the tensor cores (HMMA) and nothing may spill to local memory.
   stage kernels-sass bash -c "cuobjdump -sass $bin | grep -c HMMA && ! cuobjdump -sass $bin | grep -q 'STL\\.'"
   stage kernels-test "$bin"
-  stage kernels-memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$bin" --quick
-  stage kernels-racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$bin" --quick
-  stage kernels-synccheck compute-sanitizer --tool synccheck --error-exitcode 1 "$bin" --quick
+  kernelSanitizers
   stage kernels-bench bash -c "set -o pipefail; '$bin' --bench --big | tee /dev/stderr | sed -n 's/^BENCH //p' > '$OUT/bench-kernels.jsonl'"
 }
 
@@ -205,9 +220,8 @@ first() {
   export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
   local CUDAARCHS=${CUDAARCHS:-native}
   export CUDAARCHS
-  local bin=/tmp/coltrast-test-kernels
-  STAGE_TIMEOUT=240 stage kernels-build nvcc --std=c++17 -O3 -lineinfo -arch=native -o $bin native/kernels/contrastive.cu \
-    native/kernels/maxsim.cu native/kernels/test_kernels.cu &
+  local bin=$KERNEL_TEST
+  kernelTest &
   local kernelsBuild=$!
   # A CMake folder of its own: build/cmake keeps the default architectures, which the prebuild group ships.
   COLTRAST_BUILD_DIR=build/cmake-first STAGE_TIMEOUT=300 stage build node scripts/build-native.js --CDCOLTRAST_CUDA=ON
@@ -216,10 +230,7 @@ first() {
   STAGE_TIMEOUT=120 stage kernels-test "$bin"
   STAGE_TIMEOUT=150 stage ops-cuda node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts --match 'cuda*'
   STAGE_TIMEOUT=60 stage info node dist/cli.js info
-  local tool
-  for tool in memcheck racecheck synccheck; do
-    STAGE_TIMEOUT=90 stage kernels-$tool compute-sanitizer --tool $tool --error-exitcode 1 "$bin" --quick
-  done
+  STAGE_TIMEOUT=90 kernelSanitizers
   STAGE_TIMEOUT=90 stage kernels-bench bash -c "set -o pipefail; '$bin' --bench | sed -n 's/^BENCH //p' > '$OUT/bench-kernels.jsonl'"
   STAGE_TIMEOUT=120 stage tests-models node node_modules/ava/entrypoints/cli.mjs test/encoder.test.ts test/encoders.test.ts \
     test/decoder.test.ts test/precision.test.ts test/decoder-reranker.test.ts --match '*cuda*' --match '*CUDA*'
@@ -233,9 +244,8 @@ first() {
 profile() {
   node_setup
   [ -f build/Release/coltrast.node ] || build
-  local bin=/tmp/coltrast-test-kernels
-  [ -x "$bin" ] || STAGE_TIMEOUT=240 stage kernels-build nvcc --std=c++17 -O3 -lineinfo -arch=native -o $bin \
-    native/kernels/contrastive.cu native/kernels/maxsim.cu native/kernels/test_kernels.cu
+  local bin=$KERNEL_TEST
+  [ -x "$bin" ] || kernelTest
   local ncu nsys
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || echo ncu)
   nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1 || echo nsys)
