@@ -21,6 +21,7 @@ const { values } = parseArgs({
 const runs = Number(values.runs);
 
 const { seededRandom } = require('../../dist/random');
+const { median } = require('./stats');
 const random = (seed) => {
   const next = seededRandom(seed).next;
   return () => next() - 0.5;
@@ -38,8 +39,6 @@ function unitRows(t) {
   return t;
 }
 const fullMask = (dims) => ({ dims, data: new Uint8Array(dims[0] * dims[1]).fill(1) });
-
-const medianOf = (times) => times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
 
 // Median ms of each function over `count` rounds. The functions alternate within each round, so a change
 // in machine load (a shared box, thermal limits) shifts both alike and the ratio stays meaningful.
@@ -64,7 +63,7 @@ async function medians(fns, count = runs) {
       times[k].push(Number(process.hrtime.bigint() - start) / 1e6);
     }
   }
-  return times.map((t, k) => (ok[k] ? medianOf(t) : 'OOM'));
+  return times.map((t, k) => (ok[k] ? median(t) : 'OOM'));
 }
 
 const CASES = {

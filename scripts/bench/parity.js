@@ -51,6 +51,7 @@ const { rank } = require(path.join(ROOT, 'dist', 'ir-metrics'));
 const { learningRateAt } = require(path.join(ROOT, 'dist', 'train'));
 const { makeBatches, shuffle } = require(path.join(ROOT, 'dist', 'train-data'));
 const { seededRandom } = require(path.join(ROOT, 'dist', 'random'));
+const { median } = require('./stats');
 const { makeRandomBert } = require(path.join(ROOT, 'scripts', 'fixtures', 'random-bert'));
 
 /** The first of COLTRAST_PYTHON, python3, /usr/bin/python3 that imports torch; null when none does. */
@@ -401,7 +402,7 @@ async function runParity(options = {}) {
         differentRanksAtTies: differing.filter((x) => x.pythonGap <= 1e-6).length,
         // Rank changes are expected where the positive is within this of another document's score.
         smallestPythonGap: Math.min(...py.validation.gaps),
-        medianPythonGap: [...py.validation.gaps].sort((a, b) => a - b)[Math.floor(py.validation.gaps.length / 2)],
+        medianPythonGap: median(py.validation.gaps),
       };
     }
     const info = runtimeInfo();

@@ -17,6 +17,7 @@ const fs = require('node:fs');
 const { parseArgs } = require('node:util');
 const { train, cpuMemory, cudaMemory, runtimeInfo } = require('../../dist');
 const { makeRandomBert } = require('../fixtures/random-bert');
+const { median } = require('./stats');
 
 const { values } = parseArgs({
   options: {
@@ -85,7 +86,7 @@ async function main() {
       secondsPerStep: +(seconds / times.length).toFixed(3),
       // The median beside the mean: one slow step (a kernel chosen or compiled for a new padded length) moves
       // the mean only. Every timed step's seconds are kept in the JSON.
-      medianSecondsPerStep: +[...times].sort((a, b) => a - b)[Math.floor(times.length / 2)].toFixed(3),
+      medianSecondsPerStep: +median(times).toFixed(3),
       stepSeconds: times.map((x) => +x.toFixed(4)),
       samplesPerSecond: +((batchSize * times.length) / seconds).toFixed(1),
       nativePercent: +((100 * t.nativeSeconds) / t.seconds).toFixed(2),

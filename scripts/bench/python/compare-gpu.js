@@ -45,6 +45,7 @@ const { Encoder, cudaMemory, runtimeInfo } = require(path.join(ROOT, 'dist'));
 const { makeRandomBert } = require(path.join(ROOT, 'scripts', 'fixtures', 'random-bert'));
 const { findPython } = require(path.join(ROOT, 'scripts', 'bench', 'parity'));
 const { stepOptions } = require('./step-options');
+const { median } = require('../stats');
 
 const { values } = parseArgs({
   options: {
@@ -117,8 +118,7 @@ const round = (x, digits = 1) => (typeof x === 'number' ? +x.toFixed(digits) : x
  */
 function trainSide(r, batchSize) {
   if (r.oom) return { oom: true };
-  const sorted = [...r.stepSeconds].sort((a, b) => a - b);
-  return { samplesPerSecond: round(r.samplesPerSecond), medianSamplesPerSecond: round(batchSize / sorted[Math.floor(sorted.length / 2)]), peakGpuMiB: r.peakGpuMiB };
+  return { samplesPerSecond: round(r.samplesPerSecond), medianSamplesPerSecond: round(batchSize / median(r.stepSeconds)), peakGpuMiB: r.peakGpuMiB };
 }
 
 /** coltrast's samples/s over Python's, by mean and by median step time; null where a side ran out of memory. */
