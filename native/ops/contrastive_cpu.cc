@@ -8,14 +8,11 @@
 // Backward recomputes each tile from the saved log-sum-exps, forms the logit gradient
 //   dL/dlogit[i,k] = a * (exp(logit - rowLse_i) - [k == i])  (+ the column term when symmetric)
 // and accumulates dq += dlogit . c / tau and dc += dlogit^T . q / tau with two more tile products, plus
-// dtau = -sum(dlogit * logit) / tau. Tiles are visited in order and the elementwise work inside a tile is
-// split over rows (or columns) with at::parallel_for, so every write has one owner.
-#include <ATen/Parallel.h>
-
+// dtau = -sum(dlogit * logit) / tau. Tiles are visited in order; the work inside a tile is ATen's (BLAS
+// for the products, vectorized and threaded elementwise ops for the rest).
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <vector>
 
 #include "ops/backend.h"
 
@@ -25,22 +22,7 @@ namespace {
 // Tile: 512 x 2048 floats (4 MiB): large enough for BLAS efficiency, small enough to stay in cache.
 constexpr int64_t kTileRows = 512;
 constexpr int64_t kTileCols = 2048;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr float kTiny = 1e-30f;
-
-struct Online {
-  std::vector<float> max, sum;
-  explicit Online(int64_t n) : max(n, kNegInf), sum(n, 0.0f) {}
-  void add(int64_t r, float x) {
-    if (x > max[r]) {
-      sum[r] = sum[r] * std::exp(max[r] - x) + 1.0f;
-      max[r] = x;
-    } else {
-      sum[r] += std::exp(x - max[r]);
-    }
-  }
-  float lse(int64_t r) const { return max[r] + std::log(sum[r]); }
-};
+constexpr double kTiny = 1e-30;
 
 // Calls visit(tile, r0, nr, c0, nc) for every tile of the scaled logits q . c^T / tau.
 template <typename Visit>
@@ -59,19 +41,24 @@ void forEachTile(const at::Tensor& q, const at::Tensor& c, float invTau, Visit v
   }
 }
 
+// Folds one tile's log-sum-exp along `dim` into the running one (-inf before the first tile).
+// The elementwise work is ATen's (vectorized exp, TensorIterator's threads), not a scalar loop: at
+// B = N = 4096 the scalar std::exp loop cost as much as two of the four tile products.
+void foldLse(at::Tensor running, const at::Tensor& tile, int64_t dim) {
+  running.copy_(at::logaddexp(running, at::logsumexp(tile, {dim})));
+}
+
 // q_i . c_i / tau for i < B, in float64 accumulation (it is subtracted from a log-sum-exp).
-std::vector<float> positives(const at::Tensor& q, const at::Tensor& c, float invTau) {
-  const int64_t B = q.size(0), dim = q.size(1);
-  std::vector<float> pos(B);
-  const float *Q = q.data_ptr<float>(), *C = c.data_ptr<float>();
-  at::parallel_for(0, B, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      double acc = 0.0;
-      for (int64_t k = 0; k < dim; ++k) acc += double(Q[i * dim + k]) * C[i * dim + k];
-      pos[i] = float(acc * invTau);
-    }
-  });
-  return pos;
+at::Tensor positives(const at::Tensor& q, const at::Tensor& c, float invTau) {
+  const int64_t B = q.size(0);
+  return (q.to(at::kDouble) * c.narrow(0, 0, B).to(at::kDouble)).sum(1) * double(invTau);
+}
+
+// exp(tile - lse) with every term below `floor` set to 0 (see contrastiveBackwardCpu), into out.
+void softmaxTerms(at::Tensor out, const at::Tensor& tile, const at::Tensor& lse, int64_t dim, double logFloor) {
+  at::sub_out(out, tile, lse.unsqueeze(dim));
+  at::threshold_(out, logFloor, -std::numeric_limits<double>::infinity());
+  out.exp_();
 }
 
 }  // namespace
@@ -81,42 +68,21 @@ ContrastiveResult contrastiveForwardCpu(const at::Tensor& q, const at::Tensor& c
   const at::Tensor qf = q.to(at::kFloat).contiguous(), cf = c.to(at::kFloat).contiguous();
   const int64_t B = qf.size(0);
   const float invTau = 1.0f / temperature.item<float>();
-  Online rows(B), cols(options.symmetric ? B : 0);
+  ContrastiveResult result;
+  const float negInf = -std::numeric_limits<float>::infinity();
+  result.rowLse = at::full({B}, negInf, at::kFloat);
+  if (options.symmetric) result.colLse = at::full({B}, negInf, at::kFloat);
   forEachTile(qf, cf, invTau, [&](const at::Tensor& tile, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
-    const float* T = tile.data_ptr<float>();
-    const int64_t ld = tile.stride(0);
-    at::parallel_for(0, nr, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r)
-        for (int64_t k = 0; k < nc; ++k) rows.add(r0 + r, T[r * ld + k]);
-    });
+    foldLse(result.rowLse.narrow(0, r0, nr), tile, 1);
     if (options.symmetric && c0 < B) {
-      // Each thread owns a range of columns but walks the tile row by row, so its reads stay contiguous
-      // (a column at a time would stride by a whole tile row per element).
       const int64_t ncols = std::min(nc, B - c0);
-      at::parallel_for(0, ncols, 256, [&](int64_t begin, int64_t end) {
-        for (int64_t r = 0; r < nr; ++r)
-          for (int64_t k = begin; k < end; ++k) cols.add(c0 + k, T[r * ld + k]);
-      });
+      foldLse(result.colLse.narrow(0, c0, ncols), tile.narrow(1, 0, ncols), 0);
     }
   });
-  const auto pos = positives(qf, cf, invTau);
-  ContrastiveResult result;
-  result.rowLse = at::empty({B}, at::kFloat);
-  double rowTerm = 0.0, colTerm = 0.0;
-  for (int64_t i = 0; i < B; ++i) {
-    result.rowLse.data_ptr<float>()[i] = rows.lse(i);
-    rowTerm += double(rows.lse(i)) - pos[i];
-  }
-  double loss = rowTerm / double(B);
-  if (options.symmetric) {
-    result.colLse = at::empty({B}, at::kFloat);
-    for (int64_t j = 0; j < B; ++j) {
-      result.colLse.data_ptr<float>()[j] = cols.lse(j);
-      colTerm += double(cols.lse(j)) - pos[j];
-    }
-    loss = 0.5 * (loss + colTerm / double(B));
-  }
-  result.loss = at::full({}, float(loss), at::kFloat);
+  const at::Tensor pos = positives(qf, cf, invTau);
+  at::Tensor loss = (result.rowLse.to(at::kDouble) - pos).mean();
+  if (options.symmetric) loss = 0.5 * (loss + (result.colLse.to(at::kDouble) - pos).mean());
+  result.loss = loss.to(at::kFloat);
   return result;
 }
 
@@ -127,45 +93,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCpu(
   const int64_t B = qf.size(0), N = cf.size(0);
   const float tau = temperature.item<float>(), invTau = 1.0f / tau;
   // a: d loss / d (one row's cross-entropy term).
-  const float a = gradLoss.item<float>() / float(B) * (options.symmetric ? 0.5f : 1.0f);
-  const float* rowLse = saved.rowLse.data_ptr<float>();
-  const float* colLse = options.symmetric ? saved.colLse.data_ptr<float>() : nullptr;
+  const double a = double(gradLoss.item<float>()) / double(B) * (options.symmetric ? 0.5 : 1.0);
   at::Tensor dq = at::zeros_like(qf), dc = at::zeros_like(cf);
-  double dTau = 0.0;
+  if (a == 0.0) return {dq.to(q.scalar_type()), dc.to(c.scalar_type()), at::zeros({}, at::kFloat)};
+  // dL/dlogit[i,k] = a * (p[i,k] - [k == i]) (+ the column term when symmetric), p = exp(logit - lse).
+  // Far-off logits give probabilities below float's normal range; subnormal operands make BLAS products
+  // tens of times slower, and such terms are below float precision anyway: a term whose contribution
+  // a * p stays under 1e-30 (or p itself under 1e-30) is set to 0 before the exp.
+  const double logFloor = std::max(std::log(kTiny / std::fabs(a)), std::log(kTiny));
   at::Tensor gradBuffer = at::empty({std::min(B, kTileRows), std::min(N, kTileCols)}, at::kFloat);
+  at::Tensor colBuffer;
+  if (options.symmetric) colBuffer = at::empty({std::min(B, kTileRows), std::min(B, kTileCols)}, at::kFloat);
 
   forEachTile(qf, cf, invTau, [&](const at::Tensor& tile, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
     at::Tensor grad = gradBuffer.narrow(0, 0, nr).narrow(1, 0, nc);
-    const float* T = tile.data_ptr<float>();
-    float* G = grad.data_ptr<float>();
-    const int64_t ldT = tile.stride(0), ldG = grad.stride(0);
-    std::vector<double> partial(nr, 0.0);
-    at::parallel_for(0, nr, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t i = r0 + r;
-        double acc = 0.0;
-        for (int64_t k = 0; k < nc; ++k) {
-          const int64_t j = c0 + k;
-          const float logit = T[r * ldT + k];
-          float g = std::exp(logit - rowLse[i]) - (j == i ? 1.0f : 0.0f);
-          if (colLse && j < B) g += std::exp(logit - colLse[j]) - (j == i ? 1.0f : 0.0f);
-          g *= a;
-          // Far-off logits give probabilities below float's normal range; subnormal operands make BLAS
-          // products tens of times slower, and these terms are below float precision anyway.
-          if (std::fabs(g) < kTiny) g = 0.0f;
-          G[r * ldG + k] = g;
-          acc += double(g) * logit;
-        }
-        partial[r] = acc;
-      }
-    });
-    for (double p : partial) dTau -= p;
-    // dlogit/dq = c / tau and dlogit/dc = q / tau: fold 1/tau into the products.
-    dq.narrow(0, r0, nr).addmm_(grad, cf.narrow(0, c0, nc), 1.0, invTau);
-    dc.narrow(0, c0, nc).addmm_(grad.t(), qf.narrow(0, r0, nr), 1.0, invTau);
+    softmaxTerms(grad, tile, saved.rowLse.narrow(0, r0, nr), 1, logFloor);
+    if (options.symmetric && c0 < B) {
+      const int64_t ncols = std::min(nc, B - c0);
+      at::Tensor cols = colBuffer.narrow(0, 0, nr).narrow(1, 0, ncols);
+      softmaxTerms(cols, tile.narrow(1, 0, ncols), saved.colLse.narrow(0, c0, ncols), 0, logFloor);
+      grad.narrow(1, 0, ncols).add_(cols);
+    }
+    // The targets: element (r, k) with r0 + r == c0 + k, on the diagonal at offset r0 - c0.
+    grad.diagonal(r0 - c0).sub_(options.symmetric ? 2.0 : 1.0);
+    // dlogit/dq = c / tau and dlogit/dc = q / tau: fold a / tau into the products.
+    dq.narrow(0, r0, nr).addmm_(grad, cf.narrow(0, c0, nc), 1.0, a * invTau);
+    dc.narrow(0, c0, nc).addmm_(grad.t(), qf.narrow(0, r0, nr), 1.0, a * invTau);
   });
-  // logit = s / tau  =>  d logit / d tau = -logit / tau.
-  at::Tensor dTemperature = at::full({}, float(dTau / tau), at::kFloat);
+  // logit = s / tau  =>  dL/dtau = -sum(dlogit * logit) / tau, and sum_k dlogit[i,k] * logit[i,k] is
+  // q_i . dq_i (dq_i = sum_k dlogit[i,k] c_k / tau): one O(B * dim) dot instead of a pass over every tile.
+  const at::Tensor dTemperature = (-(qf.to(at::kDouble) * dq.to(at::kDouble)).sum() / double(tau)).to(at::kFloat);
   return {dq.to(q.scalar_type()), dc.to(c.scalar_type()), dTemperature};
 }
 
