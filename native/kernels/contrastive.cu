@@ -587,6 +587,97 @@ cudaError_t launchBackward(const ContrastiveArgs& a, const ContrastiveGrads& gra
   return cudaGetLastError();
 }
 
+// ---- The chunked strategy's kernels: everything but the products, over a float32 chunk of q c^T ----------
+// Folds one value into a running base-2 (max, sum): one exp2 per value.
+__device__ __forceinline__ void foldLse(float& m, float& s, float x) {
+  if (s == 0.0f) {
+    m = x;
+    s = 1.0f;
+  } else if (x > m) {
+    s = s * exp2f(m - x) + 1.0f;
+    m = x;
+  } else {
+    s += exp2f(x - m);
+  }
+}
+
+// One CTA per chunk row: every thread folds its columns into a base-2 (max, sum), then the CTA merges them.
+__global__ void __launch_bounds__(kThreads) chunkRowsKernel(const LogitChunk ch, float* rowLse, float* positive) {
+  __shared__ float ms[kThreads];
+  __shared__ float ss[kThreads];
+  const int64_t r = blockIdx.x;
+  const float* row = ch.s + r * ch.ld;
+  const float k2 = kLog2e / *ch.temperature;
+  float m = 0.0f, sum = 0.0f;
+  for (int64_t k = threadIdx.x; k < ch.N; k += kThreads) foldLse(m, sum, row[k] * k2);
+  ms[threadIdx.x] = m;
+  ss[threadIdx.x] = sum;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    if (int(threadIdx.x) < half) {
+      float a = ms[threadIdx.x], b = ss[threadIdx.x];
+      mergeLse(a, b, ms[threadIdx.x + half], ss[threadIdx.x + half]);
+      ms[threadIdx.x] = a;
+      ss[threadIdx.x] = b;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    rowLse[ch.r0 + r] = (ms[0] + log2f(ss[0])) * kLn2;
+    positive[ch.r0 + r] = row[ch.r0 + r] / *ch.temperature;
+  }
+}
+
+// Columns j < B: a CTA of 32 x 8 threads owns 32 columns; each of its 8 thread rows folds every 8th chunk row,
+// then the 8 partial (max, sum) of a column are merged, in order, into the running ones.
+constexpr int kColumnsPerCta = 32, kColumnRowGroups = kThreads / kColumnsPerCta;
+__global__ void __launch_bounds__(kThreads) chunkColumnsKernel(const LogitChunk ch, float* colMax, float* colSum) {
+  __shared__ float ms[kThreads];  // [row group][column]
+  __shared__ float ss[kThreads];
+  const int tx = threadIdx.x % kColumnsPerCta, ty = threadIdx.x / kColumnsPerCta;
+  const int64_t j = int64_t(blockIdx.x) * kColumnsPerCta + tx;
+  const int64_t ncols = min(ch.B, ch.N);
+  const float k2 = kLog2e / *ch.temperature;
+  float m = 0.0f, sum = 0.0f;
+  if (j < ncols)
+    for (int64_t r = ty; r < ch.rows; r += kColumnRowGroups) foldLse(m, sum, ch.s[r * ch.ld + j] * k2);
+  ms[threadIdx.x] = m;
+  ss[threadIdx.x] = sum;
+  __syncthreads();
+  if (ty == 0 && j < ncols) {
+    float M = colMax[j], S = colSum[j];
+    for (int g = 0; g < kColumnRowGroups; ++g) mergeLse(M, S, ms[g * kColumnsPerCta + tx], ss[g * kColumnsPerCta + tx]);
+    colMax[j] = M;
+    colSum[j] = S;
+  }
+}
+
+// dlogit, elementwise: one CTA row per chunk row (blockIdx.y), kThreads * 4 columns per CTA.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) chunkGradKernel(const LogitChunk ch, const float* rowLse, const float* colLse,
+                                                           float scale, T* out, int64_t ldOut) {
+  const int64_t r = blockIdx.y, i = ch.r0 + r;
+  const float k2 = kLog2e / *ch.temperature;
+  const float rowLse2 = rowLse[i] * kLog2e;
+  const float* row = ch.s + r * ch.ld;
+  T* dst = out + r * ldOut;
+  const int64_t k0 = int64_t(blockIdx.x) * kThreads * 4;
+  for (int u = 0; u < 4; ++u) {
+    const int64_t k = k0 + u * kThreads + threadIdx.x;
+    if (k >= ch.N) break;
+    const float x = row[k] * k2;
+    const float target = k == i ? 1.0f : 0.0f;
+    float g = exp2f(x - rowLse2) - target;
+    if (colLse != nullptr && k < ch.B) g += exp2f(x - colLse[k] * kLog2e) - target;
+    dst[k] = fromFloat<T>(g * scale);
+  }
+}
+
+bool checkChunk(const LogitChunk& ch) {
+  return ch.s != nullptr && ch.temperature != nullptr && ch.rows >= 1 && ch.rows <= 65535 && ch.N >= 1 &&
+         ch.B >= 1 && ch.ld >= ch.N && ch.r0 >= 0 && ch.r0 + ch.rows <= ch.B && ch.B <= ch.N;
+}
+
 }  // namespace
 
 size_t contrastiveForwardWorkspaceBytes(const ContrastiveArgs& args) {
@@ -633,6 +724,39 @@ cudaError_t contrastiveBackward(const ContrastiveArgs& args, const ContrastiveGr
       return launchBackward<__nv_bfloat16>(args, grads, tauPartial, stream);
   }
   return cudaErrorInvalidValue;
+}
+
+cudaError_t contrastiveChunkRows(const LogitChunk& chunk, float* rowLse, float* positive, cudaStream_t stream) {
+  if (!checkChunk(chunk) || rowLse == nullptr || positive == nullptr) return cudaErrorInvalidValue;
+  chunkRowsKernel<<<unsigned(chunk.rows), kThreads, 0, stream>>>(chunk, rowLse, positive);
+  return cudaGetLastError();
+}
+
+cudaError_t contrastiveChunkColumns(const LogitChunk& chunk, float* colMax, float* colSum, cudaStream_t stream) {
+  if (!checkChunk(chunk) || colMax == nullptr || colSum == nullptr) return cudaErrorInvalidValue;
+  chunkColumnsKernel<<<unsigned(ceilDiv(chunk.B, kColumnsPerCta)), kThreads, 0, stream>>>(chunk, colMax, colSum);
+  return cudaGetLastError();
+}
+
+cudaError_t contrastiveChunkGrad(const LogitChunk& chunk, const float* rowLse, const float* colLse, DType outType,
+                                 float scale, void* out, int64_t ldOut, cudaStream_t stream) {
+  if (!checkChunk(chunk) || rowLse == nullptr || out == nullptr || ldOut < chunk.N) return cudaErrorInvalidValue;
+  const dim3 grid(unsigned(ceilDiv(chunk.N, int64_t(kThreads) * 4)), unsigned(chunk.rows));
+  switch (outType) {
+    case DType::F32:
+      chunkGradKernel<float><<<grid, kThreads, 0, stream>>>(chunk, rowLse, colLse, scale, static_cast<float*>(out), ldOut);
+      break;
+    case DType::F16:
+      chunkGradKernel<__half><<<grid, kThreads, 0, stream>>>(chunk, rowLse, colLse, scale, static_cast<__half*>(out), ldOut);
+      break;
+    case DType::BF16:
+      chunkGradKernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(chunk, rowLse, colLse, scale,
+                                                                      static_cast<__nv_bfloat16*>(out), ldOut);
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
 }
 
 }  // namespace coltrast::kernels

@@ -102,4 +102,27 @@ size_t contrastiveBackwardWorkspaceBytes(const ContrastiveArgs& args);
 cudaError_t contrastiveBackward(const ContrastiveArgs& args, const ContrastiveGrads& grads, void* workspace,
                                 size_t workspaceBytes, cudaStream_t stream);
 
+// ---- The contrastive loss's chunked strategy --------------------------------------------------------------
+// ops/contrastive_cuda.cc's other way to the same loss: the products run on cuBLAS (libtorch's mm with a float32
+// output), a chunk of query rows at a time, S = q[r0 : r0 + rows] c^T, unscaled, [rows, N] with row stride ld;
+// these kernels do the rest of each chunk. Memory beyond the inputs: the chunk (and its dlogit), not [B, N].
+struct LogitChunk {
+  const float* s = nullptr;
+  int64_t ld = 0, r0 = 0, rows = 0;  // rows <= 65535, r0 + rows <= B
+  int64_t B = 0, N = 0;              // B <= N
+  const float* temperature = nullptr;  // device scalar, > 0
+};
+// rowLse[r0 + r] = lse_k S[r, k] / tau and positive[r0 + r] = S[r, r0 + r] / tau, for the chunk's rows.
+cudaError_t contrastiveChunkRows(const LogitChunk& chunk, float* rowLse, float* positive, cudaStream_t stream);
+// The symmetric term's column statistics over columns j < B, folded chunk by chunk into running base-2 pairs:
+// colMax[j] and colSum[j] = sum_i 2^(S[i, j] log2(e) / tau - colMax[j]), starting from colSum = 0 (colMax
+// any); after the last chunk colLse[j] = (colMax[j] + log2(colSum[j])) ln 2.
+cudaError_t contrastiveChunkColumns(const LogitChunk& chunk, float* colMax, float* colSum, cudaStream_t stream);
+// out[r, k] = scale * (exp(S[r, k] / tau - rowLse[i]) - [k = i]  +  [colLse, k < B] (exp(S[r, k] / tau - colLse[k]) - [k = i])),
+// i = r0 + r, in outType with row stride ldOut (>= N): dL/dlogit up to the factor gradLoss / B (/ 2 when symmetric).
+// colLse: nullptr unless symmetric. scale keeps float16 values clear of its subnormal range (the caller divides
+// it out of the products).
+cudaError_t contrastiveChunkGrad(const LogitChunk& chunk, const float* rowLse, const float* colLse, DType outType,
+                                 float scale, void* out, int64_t ldOut, cudaStream_t stream);
+
 }  // namespace coltrast::kernels

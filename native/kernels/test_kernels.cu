@@ -510,6 +510,106 @@ void testContrastive(DType t, const ContrastiveCase& c, uint64_t seed) {
   report("dtemperature", et, 1e-4, scale * diag / c.tau);
 }
 
+// ---- the contrastive loss's chunked strategy ---------------------------------------------------------
+// Its kernels over float32 logits S (the product is cuBLAS's, in ops/contrastive_cuda.cc): row log-sum-exps and
+// positives, column statistics folded chunk by chunk, and the logit gradient in every output dtype, against
+// float64 on the same S. Chunks of `chunkRows` rows, row stride N + pad.
+void testContrastiveChunks(DType t, int64_t B, int64_t N, int64_t chunkRows, bool symmetric, float tau, int64_t pad,
+                           uint64_t seed) {
+  Rng rng(seed);
+  std::printf("contrastive chunks %s B=%lld N=%lld chunk rows %lld tau=%g%s\n", name(t), (long long)B, (long long)N,
+              (long long)chunkRows, tau, symmetric ? " symmetric" : "");
+  const int64_t ld = N + pad;
+  // Logits of unit vectors: S in [-1, 1], the positive (k == i) higher.
+  std::vector<float> S(size_t(B * ld), NAN);
+  for (int64_t i = 0; i < B; ++i)
+    for (int64_t k = 0; k < N; ++k) S[i * ld + k] = float(k == i ? 0.5 + 0.5 * rng.uniform() : 2.0 * rng.uniform() - 1.0);
+  Device chunk(size_t(chunkRows * ld) * 4), tau_(4), rowLse(size_t(B) * 4), positive(size_t(B) * 4);
+  Device colMax(size_t(B) * 4), colSum(size_t(B) * 4), colLse(size_t(B) * 4);
+  tau_.upload(&tau, 4);
+  rowLse.poison();
+  positive.poison();
+  colMax.poison();
+  CHECK(cudaMemset(colSum.p, 0, colSum.bytes));
+  coltrast::kernels::LogitChunk ch;
+  ch.ld = ld;
+  ch.B = B;
+  ch.N = N;
+  ch.temperature = tau_.as<float>();
+  ch.s = chunk.as<float>();
+  for (int64_t r0 = 0; r0 < B; r0 += chunkRows) {
+    ch.r0 = r0;
+    ch.rows = std::min(chunkRows, B - r0);
+    chunk.upload(S.data() + r0 * ld, size_t(ch.rows * ld) * 4);
+    CHECK(coltrast::kernels::contrastiveChunkRows(ch, rowLse.as<float>(), positive.as<float>(), 0));
+    if (symmetric) CHECK(coltrast::kernels::contrastiveChunkColumns(ch, colMax.as<float>(), colSum.as<float>(), 0));
+    CHECK(cudaDeviceSynchronize());
+  }
+  std::vector<double> rl(static_cast<size_t>(B)), cl(static_cast<size_t>(B));
+  for (int64_t i = 0; i < B; ++i) {
+    double m = -INFINITY, sum = 0.0;
+    for (int64_t k = 0; k < N; ++k) m = std::max(m, double(S[i * ld + k]) / tau);
+    for (int64_t k = 0; k < N; ++k) sum += std::exp(double(S[i * ld + k]) / tau - m);
+    rl[i] = m + std::log(sum);
+  }
+  for (int64_t j = 0; j < B; ++j) {
+    double m = -INFINITY, sum = 0.0;
+    for (int64_t i = 0; i < B; ++i) m = std::max(m, double(S[i * ld + j]) / tau);
+    for (int64_t i = 0; i < B; ++i) sum += std::exp(double(S[i * ld + j]) / tau - m);
+    cl[j] = m + std::log(sum);
+  }
+  const auto rowBytes = rowLse.download(), posBytes = positive.download();
+  Error er, ep, ec;
+  for (int64_t i = 0; i < B; ++i) {
+    er.add(reinterpret_cast<const float*>(rowBytes.data())[i], rl[i]);
+    ep.add(reinterpret_cast<const float*>(posBytes.data())[i], double(S[i * ld + i]) / tau);
+  }
+  report("rowLse", er, 2e-6);
+  report("positive", ep, 1e-7);
+  std::vector<float> colLseHost(static_cast<size_t>(B));
+  if (symmetric) {
+    const auto mBytes = colMax.download(), sBytes = colSum.download();
+    for (int64_t j = 0; j < B; ++j) {
+      const double M = reinterpret_cast<const float*>(mBytes.data())[j], Sum = reinterpret_cast<const float*>(sBytes.data())[j];
+      colLseHost[j] = float((M + std::log2(Sum)) * std::log(2.0));
+      ec.add(colLseHost[j], cl[j]);
+    }
+    report("colLse (folded over chunks)", ec, 2e-6);
+    colLse.upload(colLseHost.data(), size_t(B) * 4);
+  }
+  // The gradient from the kernels' own statistics (what the backward uses), in dtype t, scale 2^14 for float16.
+  const float scale = t == DType::F16 ? 16384.0f : 1.0f;
+  const size_t es = elementSize(t);
+  const int64_t ldOut = N + 3;
+  Device out(size_t(chunkRows * ldOut) * es);
+  Error eg;
+  bool deterministic = true;
+  for (int64_t r0 = 0; r0 < B; r0 += chunkRows) {
+    ch.r0 = r0;
+    ch.rows = std::min(chunkRows, B - r0);
+    chunk.upload(S.data() + r0 * ld, size_t(ch.rows * ld) * 4);
+    std::vector<unsigned char> first;
+    for (int run = 0; run < 2; ++run) {
+      out.poison();
+      CHECK(coltrast::kernels::contrastiveChunkGrad(ch, rowLse.as<float>(), symmetric ? colLse.as<float>() : nullptr, t,
+                                                    scale, out.p, ldOut, 0));
+      CHECK(cudaDeviceSynchronize());
+      if (run == 0) first = out.download();
+      else deterministic = deterministic && first == out.download();
+    }
+    for (int64_t r = 0; r < ch.rows; ++r)
+      for (int64_t k = 0; k < N; ++k) {
+        const int64_t i = r0 + r;
+        const double l = double(S[i * ld + k]) / tau, delta = k == i ? 1.0 : 0.0;
+        double g = std::exp(l - rl[i]) - delta;
+        if (symmetric && k < B) g += std::exp(l - cl[k]) - delta;
+        eg.add(readBack(t, first.data() + size_t(r * ldOut + k) * es) / scale, g);
+      }
+  }
+  report("dlogit", eg, t == DType::F32 ? 1e-5 : t == DType::F16 ? 2e-3 : 1e-2);
+  expect(deterministic, "dlogit is deterministic (two runs, same bits)");
+}
+
 // ---- benchmarks -----------------------------------------------------------------------------------
 template <typename F>
 double medianMs(F&& run, int reps) {
@@ -708,6 +808,9 @@ int main(int argc, char** argv) {
       if (!quick || quickMaxSim[i]) testMaxSim(t, maxsimCases[i], seed);
     for (size_t i = 0; i < sizeof(contrastiveCases) / sizeof(contrastiveCases[0]); ++i, ++seed)
       if (!quick || quickContrastive[i]) testContrastive(t, contrastiveCases[i], seed);
+    testContrastiveChunks(t, 33, 70, 7, true, 0.05f, 3, seed++);      // odd chunks, the last one short
+    testContrastiveChunks(t, 20, 1500, 20, false, 0.02f, 0, seed++);  // one chunk, long rows (several CTAs per row)
+    testContrastiveChunks(t, 40, 40, 16, true, 0.1f, 1, seed++);      // B = N, more than 32 columns
   }
   if (bench) {
     for (DType t : {DType::BF16, DType::F16, DType::F32}) benchMaxSim(t);
