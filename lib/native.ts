@@ -263,6 +263,7 @@ export interface NativeOpTensor {
 export interface NativeOpResult {
   value: Float32Array;
   grads?: { q: Float32Array; d?: Float32Array; c?: Float32Array; temperature?: number };
+  computeMs: number;
 }
 
 /**

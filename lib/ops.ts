@@ -55,9 +55,19 @@ export interface ContrastiveOptions extends CommonOptions {
   symmetric?: boolean;
   /** Upstream gradient of the loss: when given, input gradients are returned. */
   gradOutput?: number;
+  /**
+   * How CUDA computes the contrastive loss (the CPU has one way and ignores it): 'fused' (our kernels do
+   * everything; memory beyond the inputs O(B)), 'chunked' (cuBLAS products a chunk of query rows at a time,
+   * our kernels for the rest; memory beyond the inputs one chunk of float32 logits, at most 256 MiB unless
+   * 512 rows need more) or 'auto' (default: the COLTRAST_CONTRASTIVE_STRATEGY environment variable, else
+   * 'fused'). 'chunked' with float16/bfloat16 needs libtorch >= 2.8.
+   */
+  strategy?: 'auto' | 'fused' | 'chunked';
+  /** 'chunked' only: query rows per chunk (default: automatic); tests force several chunks with it. */
+  chunkRows?: number;
 }
 
-export interface LateInteractionOptions extends ContrastiveOptions {
+export interface LateInteractionOptions extends Omit<ContrastiveOptions, 'strategy' | 'chunkRows'> {
   /** 'cross_entropy' (default; ColBERT/PyLate) or 'bce' (pairwise, the ColTrast write-up). */
   kind?: 'cross_entropy' | 'bce';
   /** Divide MaxSim scores by the query's token count (default true). */
@@ -69,12 +79,18 @@ export interface OpResult {
   value: Float32Array;
   /** Present when `gradOutput` was given: one gradient per float input, and τ's when learnTemperature. */
   grads?: { q: Float32Array; d?: Float32Array; c?: Float32Array; temperature?: number };
+  /**
+   * Milliseconds of the operation itself: forward, and backward when `gradOutput` was given, with the device
+   * synchronized before and after; the copies from and to JS are outside it. For benchmarks.
+   */
+  computeMs: number;
 }
 
 const COMMON = ['device', 'dtype', 'reference'] as const;
 const MAXSIM_KEYS = [...COMMON, 'mode', 'normalize', 'gradOutput'] as const;
-const CONTRASTIVE_KEYS = [...COMMON, 'temperature', 'learnTemperature', 'symmetric', 'gradOutput'] as const;
-const LATE_KEYS = [...CONTRASTIVE_KEYS, 'kind', 'normalize'] as const;
+const LOSS_KEYS = [...COMMON, 'temperature', 'learnTemperature', 'symmetric', 'gradOutput'] as const;
+const CONTRASTIVE_KEYS = [...LOSS_KEYS, 'strategy', 'chunkRows'] as const;
+const LATE_KEYS = [...LOSS_KEYS, 'kind', 'normalize'] as const;
 
 /** Checks a tensor argument: the typed array, integer dims of the right rank, and a matching length. */
 function tensor(name: string, value: unknown, rank: number, kind: 'float' | 'mask', layout: string): number[] {
@@ -181,6 +197,10 @@ export async function maxsim(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask, opt
 export async function contrastiveLoss(q: Tensor, c: Tensor, options?: ContrastiveOptions): Promise<OpResult> {
   const o = checkOptions('options', options, CONTRASTIVE_KEYS);
   lossOptions(o);
+  if (o.strategy !== undefined) oneOf('options.strategy', o.strategy, ['auto', 'fused', 'chunked'] as const);
+  if (o.chunkRows !== undefined && !(Number.isInteger(o.chunkRows) && o.chunkRows > 0)) {
+    throw invalid('options.chunkRows', 'a positive integer', o.chunkRows);
+  }
   const [B, dim] = tensor('q', q, 2, 'float', '[B, dim]');
   const [N, cDim] = tensor('c', c, 2, 'float', '[N, dim]');
   if (cDim !== dim) throw new ColtrastError('INVALID_ARGUMENT', `q and c must have the same dim; got ${dim} and ${cDim}`);

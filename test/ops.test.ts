@@ -364,6 +364,24 @@ for (const reference of [false, true]) {
   }
 }
 
+test('computeMs times the op alone: positive, within the whole call, longer with a backward', async (t) => {
+  const random = rng(810);
+  const q = randomTensor(random, [300, 64]);
+  const c = randomTensor(random, [900, 64]);
+  const started = performance.now();
+  const both = await ops.contrastiveLoss(q, c, { gradOutput: 1 });
+  const wall = performance.now() - started;
+  t.true(both.computeMs > 0 && both.computeMs <= wall, `computeMs ${both.computeMs} within the call's ${wall} ms`);
+  // The backward does three tile products to the forward's one; compare medians of a few runs.
+  const times = async (gradOutput?: number) => {
+    const ms: number[] = [];
+    for (let i = 0; i < 5; i++) ms.push((await ops.contrastiveLoss(q, c, { gradOutput })).computeMs);
+    return ms.sort((a, b) => a - b)[2];
+  };
+  const forward = await times(undefined), forwardBackward = await times(1);
+  t.true(forwardBackward > forward, `forward + backward ${forwardBackward} ms vs forward ${forward} ms`);
+});
+
 test('contrastive: gradOutput scales the gradients; without learnTemperature no tau gradient', async (t) => {
   const random = rng(9);
   const q = randomTensor(random, [4, 16]);
@@ -507,6 +525,11 @@ test('bad input is an INVALID_ARGUMENT error naming the problem', async (t) => {
   await rejects(t, () => ops.contrastiveLoss(qq, qq, { temperture: 0.1 } as any), 'INVALID_ARGUMENT', /unknown option options\.temperture/);
   await rejects(t, () => ops.contrastiveLoss(qq, qq, { gradOutput: new Float32Array(1) as any }), 'INVALID_ARGUMENT', /options\.gradOutput/);
   await rejects(t, () => ops.contrastiveLoss(qq, qq, { device: 'tpu' }), 'INVALID_ARGUMENT', /options\.device/);
+  await rejects(t, () => ops.contrastiveLoss(qq, qq, { strategy: 'blas' as any }), 'INVALID_ARGUMENT', /options\.strategy/);
+  for (const chunkRows of [0, -3, 2.5]) {
+    await rejects(t, () => ops.contrastiveLoss(qq, qq, { strategy: 'chunked', chunkRows }), 'INVALID_ARGUMENT', /options\.chunkRows/);
+  }
+  await rejects(t, () => ops.lateInteractionLoss(q, qm, d, dm, { strategy: 'fused' } as any), 'INVALID_ARGUMENT', /unknown option options\.strategy/);
   await rejects(t, () => ops.contrastiveLoss(qq, { dims: [4, 8], data: Array.from({ length: 32 }, () => 0) as any }), 'INVALID_ARGUMENT', /c\.data must be a Float32Array/);
   await rejects(t, () => ops.maxsim(q, qm, d, dm, { reference: 1 as any }), 'INVALID_ARGUMENT', /options\.reference/);
 });
@@ -533,6 +556,8 @@ test('the native layer checks its input too (what a caller bypassing lib/ops.ts 
   await t.throwsAsync(async () => raw.contrastiveLoss({ q: q2, c: q2, temperature: 0 }), { message: /temperature must be > 0/ });
   await t.throwsAsync(async () => raw.contrastiveLoss({ q: q2, c: q2 }), { message: /temperature is required/ });
   await t.throwsAsync(async () => raw.contrastiveLoss({ q: q2, c: { dims: [1, 4], data: new Float32Array(4) }, temperature: 1 }), { message: /at least B = 2 rows/ });
+  await t.throwsAsync(async () => raw.contrastiveLoss({ q: q2, c: q2, temperature: 1, strategy: 'blas' }), { message: /strategy must be 'auto', 'fused' or 'chunked'/ });
+  await t.throwsAsync(async () => raw.contrastiveLoss({ q: q2, c: q2, temperature: 1, chunkRows: -2 }), { message: /chunkRows must be 0 \(automatic\) or positive/ });
   await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: q, dmask: { dims: [2, 3], data: new Float32Array(6) } }), { message: /dmask\.data must be a Uint8Array/ });
   await t.throwsAsync(async () => raw.maxsim({ q, qmask, d: q, dmask: qmask, mode: 'diagonal' }), { message: /mode must be 'all' or 'paired'/ });
   await t.throwsAsync(async () => raw.maxsim({ q: { dims: [2 ** 40, 2 ** 40, 2 ** 40], data: new Float32Array(8) }, qmask, d: q, dmask: qmask }), { message: /q\.dims are too large/ });
@@ -621,10 +646,16 @@ for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
         const cand = randomTensor(random, [c.N, c.dim], c.scale);
         const options = { temperature: 0.1, symmetric, learnTemperature: true, gradOutput: 1 };
         const cpu = await ops.contrastiveLoss(q, cand, options);
-        const gpu = await ops.contrastiveLoss(q, cand, { ...options, dtype, device: 'cuda' });
-        t.true(Math.abs(gpu.value[0] - cpu.value[0]) < tol * (1 + cpu.value[0]), `contrastive ${JSON.stringify(c)} loss`);
-        t.true(relError(gpu.grads!.q, cpu.grads!.q) < 10 * tol, `contrastive ${JSON.stringify(c)} dq`);
-        t.true(relError(gpu.grads!.c!, cpu.grads!.c!) < 10 * tol, `contrastive ${JSON.stringify(c)} dc`);
+        // Both CUDA strategies; the chunked one also in chunks of 7 rows (several, the last one short).
+        for (const strategy of [{ strategy: 'fused' }, { strategy: 'chunked' }, { strategy: 'chunked', chunkRows: 7 }] as const) {
+          const what = `contrastive ${JSON.stringify({ ...c, symmetric, ...strategy })}`;
+          const gpu = await ops.contrastiveLoss(q, cand, { ...options, ...strategy, dtype, device: 'cuda' });
+          t.true(Math.abs(gpu.value[0] - cpu.value[0]) < tol * (1 + cpu.value[0]), `${what} loss`);
+          t.true(relError(gpu.grads!.q, cpu.grads!.q) < 10 * tol, `${what} dq`);
+          t.true(relError(gpu.grads!.c!, cpu.grads!.c!) < 10 * tol, `${what} dc`);
+          const dtau = cpu.grads!.temperature!;
+          t.true(Math.abs(gpu.grads!.temperature! - dtau) < 10 * tol * (1 + Math.abs(dtau)), `${what} dtau`);
+        }
       }
     }
   });

@@ -131,8 +131,8 @@ class MaxSimFunction : public torch::autograd::Function<MaxSimFunction> {
 class ContrastiveFunction : public torch::autograd::Function<ContrastiveFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& c,
-                            const at::Tensor& temperature, bool symmetric) {
-    const ContrastiveOptions options{symmetric};
+                            const at::Tensor& temperature, bool symmetric, int64_t strategy, int64_t chunkRows) {
+    const ContrastiveOptions options{symmetric, ContrastiveOptions::Strategy(strategy), chunkRows};
     ContrastiveResult r;
 #ifdef COLTRAST_WITH_CUDA
     if (q.is_cuda()) r = contrastiveForwardCuda(q, c, temperature, options);
@@ -141,12 +141,16 @@ class ContrastiveFunction : public torch::autograd::Function<ContrastiveFunction
       r = contrastiveForwardCpu(q, c, temperature, options);
     ctx->save_for_backward({q, c, temperature, r.rowLse, symmetric ? r.colLse : at::Tensor()});
     ctx->saved_data["symmetric"] = symmetric;
+    ctx->saved_data["strategy"] = strategy;
+    ctx->saved_data["chunkRows"] = chunkRows;
     return r.loss;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const ContrastiveOptions options{ctx->saved_data["symmetric"].toBool()};
+    const ContrastiveOptions options{ctx->saved_data["symmetric"].toBool(),
+                                     ContrastiveOptions::Strategy(ctx->saved_data["strategy"].toInt()),
+                                     ctx->saved_data["chunkRows"].toInt()};
     ContrastiveResult stats;
     stats.rowLse = saved[3];
     stats.colLse = saved[4];
@@ -158,7 +162,7 @@ class ContrastiveFunction : public torch::autograd::Function<ContrastiveFunction
 #endif
       r = contrastiveBackwardCpu(g, saved[0], saved[1], saved[2], stats, options);
     at::Tensor dTemperature = std::get<2>(r).to(saved[2].scalar_type());
-    return {std::get<0>(r), std::get<1>(r), dTemperature, at::Tensor()};
+    return {std::get<0>(r), std::get<1>(r), dTemperature, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -199,7 +203,9 @@ at::Tensor contrastiveLoss(const at::Tensor& q, const at::Tensor& c, const at::T
   const at::Tensor tau = checkTemperature(temperature, q);
   onCuda(q);
   if (reference.value_or(referenceOpsDefault())) return contrastiveReference(q, c, tau, options);
-  return ContrastiveFunction::apply(q.contiguous(), c.contiguous(), tau, options.symmetric);
+  if (options.chunkRows < 0) fail("chunkRows must be 0 (automatic) or positive; got " + std::to_string(options.chunkRows));
+  return ContrastiveFunction::apply(q.contiguous(), c.contiguous(), tau, options.symmetric,
+                                    int64_t(options.strategy), options.chunkRows);
 }
 
 at::Tensor lateInteractionLoss(const at::Tensor& q, const at::Tensor& qmask, const at::Tensor& d,

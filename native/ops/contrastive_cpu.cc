@@ -116,10 +116,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCpu(
     }
     // The targets: element (r, k) with r0 + r == c0 + k, on the diagonal at offset r0 - c0.
     grad.diagonal(r0 - c0).sub_(options.symmetric ? 2.0 : 1.0);
-    // dlogit/dq = c / tau and dlogit/dc = q / tau: fold a / tau into the products.
-    dq.narrow(0, r0, nr).addmm_(grad, cf.narrow(0, c0, nc), 1.0, a * invTau);
-    dc.narrow(0, c0, nc).addmm_(grad.t(), qf.narrow(0, r0, nr), 1.0, a * invTau);
+    // dlogit/dq = c / tau and dlogit/dc = q / tau: fold 1 / tau into the products.
+    dq.narrow(0, r0, nr).addmm_(grad, cf.narrow(0, c0, nc), 1.0, invTau);
+    dc.narrow(0, c0, nc).addmm_(grad.t(), qf.narrow(0, r0, nr), 1.0, invTau);
   });
+  // The factor a last: a product's alpha must fit a float, and a loss scale can make a overflow it (the
+  // gradients then become inf, as eager autograd's would, and the scaler skips the step).
+  dq.mul_(a);
+  dc.mul_(a);
   // logit = s / tau  =>  dL/dtau = -sum(dlogit * logit) / tau, and sum_k dlogit[i,k] * logit[i,k] is
   // q_i . dq_i (dq_i = sum_k dlogit[i,k] c_k / tau): one O(B * dim) dot instead of a pass over every tile.
   const at::Tensor dTemperature = (-(qf.to(at::kDouble) * dq.to(at::kDouble)).sum() / double(tau)).to(at::kFloat);

@@ -1,12 +1,20 @@
-// In-batch contrastive loss on CUDA: backend.h's contrastive*Cuda over the fused kernels of
-// kernels/contrastive.cu (compiled only with COLTRAST_WITH_CUDA). This file only allocates outputs and
-// scratch on the inputs' device, picks the current stream and turns a CUDA error into coltrast::Error.
-// The temperature and the upstream gradient stay on the device (the kernels read them there), so nothing
-// here waits for the GPU. Memory beyond the inputs and gradients: O(B) floats.
+// In-batch contrastive loss on CUDA: backend.h's contrastive*Cuda (compiled only with COLTRAST_WITH_CUDA), in
+// either of ContrastiveOptions' two strategies over the kernels of kernels/contrastive.cu:
+// - fused: the fused kernels do everything; this file allocates outputs and scratch (O(B) floats).
+// - chunked: for each chunk of query rows, ATen's mm (cuBLAS; float32 output from 16-bit inputs) computes the
+//   logits S = q_chunk c^T, our kernels turn them into row log-sum-exps, column statistics or the logit
+//   gradient G, and two more products give dq_chunk = G c and dc += G^T q_chunk, in float32. The constant
+//   factor gradLoss / (B tau) is applied once to dq and dc at the end, and dtau = -sum(q * dq) / tau
+//   (sum_k dlogit[i,k] logit[i,k] = q_i . dq_i), so the gradient kernel needs no reduction.
+// The temperature and the upstream gradient stay on the device (the kernels and ATen read them there), so
+// nothing here waits for the GPU. CUDA errors become coltrast::Error.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 
@@ -14,6 +22,7 @@
 #include "kernels/kernels.h"
 #include "ops/backend.h"
 #include "ops/cuda_common.h"
+#include "torch_version.h"
 
 namespace coltrast::ops {
 namespace {
@@ -47,12 +56,170 @@ kernels::ContrastiveArgs argsOf(const at::Tensor& q, const at::Tensor& c, const 
   return a;
 }
 
+// ---- the chunked strategy ------------------------------------------------------------------------------
+
+// 16-bit inputs need mm with a float32 output (ATen's mm.dtype, libtorch 2.8).
+#if COLTRAST_TORCH_AT_LEAST(2, 8)
+constexpr bool kChunkedHalf = true;
+#else
+constexpr bool kChunkedHalf = false;
+#endif
+
+bool useChunked(const at::Tensor& q, const ContrastiveOptions& options) {
+  using Strategy = ContrastiveOptions::Strategy;
+  const bool possible = q.scalar_type() == at::kFloat || kChunkedHalf;
+  Strategy strategy = options.strategy;
+  if (strategy == Strategy::Auto) {
+    static const Strategy fromEnvironment = [] {
+      const char* value = std::getenv("COLTRAST_CONTRASTIVE_STRATEGY");
+      const std::string v = value ? value : "";
+      if (v == "" || v == "auto" || v == "fused") return Strategy::Fused;
+      if (v == "chunked") return Strategy::Chunked;
+      throw invalidArgument("COLTRAST_CONTRASTIVE_STRATEGY must be 'fused', 'chunked' or 'auto'; got '" + v + "'");
+    }();
+    strategy = fromEnvironment == Strategy::Chunked && possible ? Strategy::Chunked : Strategy::Fused;
+  }
+  if (strategy == Strategy::Chunked && !possible) {
+    throw invalidArgument("the chunked contrastive loss needs libtorch >= 2.8 for " +
+                          std::string(c10::toString(q.scalar_type())) +
+                          " inputs (mm with a float32 output); use strategy 'fused' or float32 inputs");
+  }
+  return strategy == Strategy::Chunked;
+}
+
+constexpr int64_t kChunkBytes = int64_t(256) << 20;
+
+// Rows per chunk: what options ask, else as many as keep the chunk's float32 logits and its logit gradient
+// within kChunkBytes, rounded down to 64, at least 512 (thinner chunks would spend more time re-reading the
+// float32 dc than multiplying); at most B and the kernels' 65,535.
+int64_t chunkRowsOf(int64_t B, int64_t N, const at::Tensor& q, const ContrastiveOptions& options) {
+  int64_t rows = options.chunkRows;
+  if (rows <= 0) rows = std::max<int64_t>(kChunkBytes / (N * int64_t(4 + q.element_size())) / 64 * 64, 512);
+  return std::min<int64_t>({rows, B, 65535});
+}
+
+// out (float32) = a . b, on cuBLAS through ATen; 16-bit operands accumulate in float32 and write float32.
+void productInto(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() == at::kFloat) {
+    at::mm_out(out, a, b);
+    return;
+  }
+#if COLTRAST_TORCH_AT_LEAST(2, 8)
+  at::mm_out(out, a, b, at::kFloat);
+#else
+  throw Error("NATIVE", "unreachable: the chunked contrastive loss without mm's float32 output");
+#endif
+}
+
+at::Tensor productOf(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options().dtype(at::kFloat));
+  productInto(out, a, b);
+  return out;
+}
+
+void checkChunk(cudaError_t status, const char* what, int64_t B, int64_t N, int64_t r0) {
+  if (status == cudaSuccess) return;
+  std::ostringstream message;
+  message << "CUDA contrastive loss (chunked) " << what << " failed: " << cudaGetErrorString(status) << " (B=" << B
+          << ", N=" << N << ", chunk at row " << r0 << ")";
+  throw Error("NATIVE", message.str());
+}
+
+ContrastiveResult chunkedForward(const at::Tensor& q, const at::Tensor& c, const at::Tensor& tau,
+                                 const ContrastiveOptions& options) {
+  const int64_t B = q.size(0), N = c.size(0);
+  const int64_t rows = chunkRowsOf(B, N, q, options);
+  const auto floats = q.options().dtype(at::kFloat);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  at::Tensor S = at::empty({rows, N}, floats);
+  ContrastiveResult r;
+  r.rowLse = at::empty({B}, floats);
+  at::Tensor positive = at::empty({B}, floats), colMax, colSum;
+  if (options.symmetric) {
+    colMax = at::empty({B}, floats);
+    colSum = at::zeros({B}, floats);
+  }
+  kernels::LogitChunk ch;
+  ch.ld = N;
+  ch.B = B;
+  ch.N = N;
+  ch.temperature = tau.data_ptr<float>();
+  for (int64_t r0 = 0; r0 < B; r0 += rows) {
+    const int64_t n = std::min(rows, B - r0);
+    at::Tensor s = S.narrow(0, 0, n);
+    productInto(s, q.narrow(0, r0, n), c.t());
+    ch.s = s.data_ptr<float>();
+    ch.r0 = r0;
+    ch.rows = n;
+    checkChunk(kernels::contrastiveChunkRows(ch, r.rowLse.data_ptr<float>(), positive.data_ptr<float>(), stream),
+               "row statistics", B, N, r0);
+    if (options.symmetric) {
+      checkChunk(kernels::contrastiveChunkColumns(ch, colMax.data_ptr<float>(), colSum.data_ptr<float>(), stream),
+                 "column statistics", B, N, r0);
+    }
+  }
+  // Sums in float64 (a loss is a difference of large log-sum-exps), in ATen's fixed reduction order.
+  const at::Tensor pos = positive.to(at::kDouble);
+  at::Tensor loss = (r.rowLse.to(at::kDouble) - pos).mean();
+  if (options.symmetric) {
+    r.colLse = (colMax + at::log2(colSum)) * float(std::log(2.0));
+    loss = 0.5 * (loss + (r.colLse.to(at::kDouble) - pos).mean());
+  }
+  r.loss = loss.to(at::kFloat);
+  return r;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> chunkedBackward(const at::Tensor& g, const at::Tensor& q,
+                                                               const at::Tensor& c, const at::Tensor& tau,
+                                                               const at::Tensor& rowLse, const at::Tensor& colLse,
+                                                               const ContrastiveOptions& options) {
+  const int64_t B = q.size(0), N = c.size(0), dim = q.size(1);
+  const int64_t rows = chunkRowsOf(B, N, q, options);
+  const auto floats = q.options().dtype(at::kFloat);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  // float16 logit gradients are stored times 2^14 (|G| <= 2, so at most 32,768 < 65,504): small probabilities
+  // stay clear of float16's subnormal range; the factor is divided out with the others at the end.
+  const float scale = q.scalar_type() == at::kHalf ? 16384.0f : 1.0f;
+  at::Tensor S = at::empty({rows, N}, floats), G = at::empty({rows, N}, q.options());
+  at::Tensor dq = at::empty({B, dim}, floats), dc = at::zeros({N, dim}, floats);
+  kernels::LogitChunk ch;
+  ch.ld = N;
+  ch.B = B;
+  ch.N = N;
+  ch.temperature = tau.data_ptr<float>();
+  const kernels::DType type = kernelType(q, "contrastive loss");
+  for (int64_t r0 = 0; r0 < B; r0 += rows) {
+    const int64_t n = std::min(rows, B - r0);
+    const at::Tensor qChunk = q.narrow(0, r0, n);
+    at::Tensor s = S.narrow(0, 0, n), grad = G.narrow(0, 0, n);
+    productInto(s, qChunk, c.t());
+    ch.s = s.data_ptr<float>();
+    ch.r0 = r0;
+    ch.rows = n;
+    checkChunk(kernels::contrastiveChunkGrad(ch, rowLse.data_ptr<float>(),
+                                             options.symmetric ? colLse.data_ptr<float>() : nullptr, type, scale,
+                                             grad.data_ptr(), N, stream),
+               "logit gradient", B, N, r0);
+    productInto(dq.narrow(0, r0, n), grad, c);
+    if (q.scalar_type() == at::kFloat) dc.addmm_(grad.t(), qChunk);
+    else dc.add_(productOf(grad.t(), qChunk));
+  }
+  // dL/dlogit = gradLoss / B (/ 2 when symmetric) times what the kernel wrote / scale; d logit = d s / tau.
+  const at::Tensor factor = g / (tau * float(double(B) * scale * (options.symmetric ? 2.0 : 1.0)));
+  dq.mul_(factor);
+  dc.mul_(factor);
+  // logit = s / tau  =>  dL/dtau = -sum(dlogit * logit) / tau = -sum(q * dq) / tau.
+  const at::Tensor dTemperature = (-(q.to(at::kDouble) * dq.to(at::kDouble)).sum() / tau.to(at::kDouble)).to(at::kFloat);
+  return {dq.to(q.scalar_type()), dc.to(c.scalar_type()), dTemperature};
+}
+
 }  // namespace
 
 ContrastiveResult contrastiveForwardCuda(const at::Tensor& qIn, const at::Tensor& cIn, const at::Tensor& temperature,
                                          const ContrastiveOptions& options) {
   const c10::cuda::CUDAGuard guard(qIn.device());
   const at::Tensor q = innerContiguous(qIn), c = innerContiguous(cIn), tau = deviceScalar(temperature, qIn);
+  if (useChunked(q, options)) return chunkedForward(q, c, tau, options);
   const kernels::ContrastiveArgs a = argsOf(q, c, tau, options);
   const auto floats = q.options().dtype(at::kFloat);
   ContrastiveResult r;
@@ -77,6 +244,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCuda(
   const at::Tensor rowLse = saved.rowLse.to(q.device(), at::kFloat).contiguous();
   const at::Tensor colLse =
       options.symmetric ? saved.colLse.to(q.device(), at::kFloat).contiguous() : at::Tensor();
+  if (useChunked(q, options)) return chunkedBackward(g, q, c, tau, rowLse, colLse, options);
   const kernels::ContrastiveArgs a = argsOf(q, c, tau, options);
   at::Tensor dq = at::empty({a.B, a.dim}, q.options()), dc = at::empty({a.N, a.dim}, c.options());
   at::Tensor dTemperature = at::empty({}, q.options().dtype(at::kFloat));

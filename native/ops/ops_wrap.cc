@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -144,6 +145,13 @@ class OpWorker : public PromiseWorker {
     torch::Tensor temperature = torch::full({}, call_.temperature, torch::TensorOptions().device(device));
     if (call_.backward && call_.learnTemperature) temperature.requires_grad_(true);
 
+    // computeMs_: the op alone (forward, and backward when asked), the device synchronized on both sides, so
+    // benchmarks can leave out the copies from and to JS.
+    const auto synchronize = [&] {
+      if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+    };
+    synchronize();
+    const auto started = std::chrono::steady_clock::now();
     torch::Tensor value;
     switch (op_) {
       case Op::MaxSim:
@@ -156,14 +164,18 @@ class OpWorker : public PromiseWorker {
         value = lateInteractionLoss(t["q"], t["qmask"], t["d"], t["dmask"], temperature, late_, call_.reference);
         break;
     }
+    if (call_.backward) {
+      if (int64_t(call_.gradOutput.size()) != value.numel()) {
+        throw invalidArgument("gradOutput has " + std::to_string(call_.gradOutput.size()) + " elements; the value has " +
+                              std::to_string(value.numel()));
+      }
+      torch::Tensor g = torch::from_blob(call_.gradOutput.data(), value.sizes(), torch::kFloat32).to(device);
+      value.backward(g);
+    }
+    synchronize();
+    computeMs_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
     value_ = toHost(value);
     if (!call_.backward) return;
-    if (int64_t(call_.gradOutput.size()) != value.numel()) {
-      throw invalidArgument("gradOutput has " + std::to_string(call_.gradOutput.size()) + " elements; the value has " +
-                            std::to_string(value.numel()));
-    }
-    torch::Tensor g = torch::from_blob(call_.gradOutput.data(), value.sizes(), torch::kFloat32).to(device);
-    value.backward(g);
     for (auto& [name, tensor] : t) {
       if (inputs_[name].isMask) continue;
       grads_[name] = tensor.grad().defined() ? toHost(tensor.grad()) : std::vector<float>(tensor.numel(), 0.0f);
@@ -176,6 +188,7 @@ class OpWorker : public PromiseWorker {
   Napi::Value result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
     out.Set("value", floatArray(env, value_));
+    out.Set("computeMs", computeMs_);
     if (call_.backward) {
       auto grads = Napi::Object::New(env);
       for (const auto& [name, g] : grads_) grads.Set(name, floatArray(env, g));
@@ -205,6 +218,7 @@ class OpWorker : public PromiseWorker {
   std::vector<float> value_;
   std::map<std::string, std::vector<float>> grads_;
   double temperatureGrad_ = 0.0;
+  double computeMs_ = 0.0;
 };
 
 Napi::Value run(const Napi::CallbackInfo& info, Op op) {
@@ -220,6 +234,11 @@ Napi::Value run(const Napi::CallbackInfo& info, Op op) {
       inputs["q"] = readTensor(args, "q", false);
       inputs["c"] = readTensor(args, "c", false);
       contrastiveOptions.symmetric = boolOr(args, "symmetric", false);
+      const std::string strategy = stringOr(args, "strategy", "auto");
+      if (strategy == "fused") contrastiveOptions.strategy = ContrastiveOptions::Strategy::Fused;
+      else if (strategy == "chunked") contrastiveOptions.strategy = ContrastiveOptions::Strategy::Chunked;
+      else if (strategy != "auto") throw invalidArgument("strategy must be 'auto', 'fused' or 'chunked'; got '" + strategy + "'");
+      contrastiveOptions.chunkRows = int64_t(numberOr(args, "chunkRows", 0));
     } else {
       inputs["q"] = readTensor(args, "q", false);
       inputs["qmask"] = readTensor(args, "qmask", true);

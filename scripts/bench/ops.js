@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // Fused loss ops against the eager libtorch baseline (the same functions with reference: true: einsum +
 // masked max + sum, matmul + cross_entropy, libtorch autograd for the backward), in one process on the
-// same inputs: median time of forward + backward over many runs, the two alternating run by run. Uses the
-// built package (npm run build).
+// same inputs: median time of forward + backward over many runs, the two alternating run by run: the whole
+// call (copies from and to JS included) and the op alone (computeMs: the device synchronized on both sides).
+// On CUDA the contrastive loss runs in both strategies (fused kernels; chunked: cuBLAS products + our
+// kernels). Uses the built package (npm run build).
 //   node scripts/bench/ops.js [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--runs 20] [--json out.json]
 'use strict';
 const os = require('node:os');
@@ -40,9 +42,10 @@ function unitRows(t) {
 }
 const fullMask = (dims) => ({ dims, data: new Uint8Array(dims[0] * dims[1]).fill(1) });
 
-// Median ms of each function over `count` rounds. The functions alternate within each round, so a change
-// in machine load (a shared box, thermal limits) shifts both alike and the ratio stays meaningful.
-// A function whose warm-up runs out of memory is reported as 'OOM' and not timed.
+// Median ms of each function over `count` rounds, { call, op }: the whole call and the op alone (its
+// computeMs). The functions alternate within each round, so a change in machine load (a shared box, thermal
+// limits) shifts both alike and the ratio stays meaningful. A function whose warm-up runs out of memory is
+// reported as 'OOM' and not timed.
 async function medians(fns, count = runs) {
   const ok = [];
   for (const fn of fns) {
@@ -54,16 +57,17 @@ async function medians(fns, count = runs) {
       ok.push(false);
     }
   }
-  const times = fns.map(() => []);
+  const times = fns.map(() => ({ call: [], op: [] }));
   for (let i = 0; i < count; i++) {
     for (const [k, fn] of fns.entries()) {
       if (!ok[k]) continue;
       const start = process.hrtime.bigint();
-      await fn();
-      times[k].push(Number(process.hrtime.bigint() - start) / 1e6);
+      const result = await fn();
+      times[k].call.push(Number(process.hrtime.bigint() - start) / 1e6);
+      times[k].op.push(result.computeMs);
     }
   }
-  return times.map((t, k) => (ok[k] ? median(t) : 'OOM'));
+  return times.map((t, k) => (ok[k] ? { call: median(t.call), op: median(t.op) } : { call: 'OOM', op: 'OOM' }));
 }
 
 const CASES = {
@@ -74,10 +78,13 @@ const CASES = {
   ],
   cuda: [
     { op: 'maxsim', B: 32, N: 256, Lq: 32, Ld: 180, dim: 128 },
-    { op: 'contrastive', B: 16384, N: 16384, dim: 384 },
+    { op: 'contrastive', B: 16384, N: 16384, dim: 384, strategy: 'fused' },
+    { op: 'contrastive', B: 16384, N: 16384, dim: 384, strategy: 'chunked' },
     { op: 'late_interaction', B: 32, N: 256, Lq: 32, Ld: 180, dim: 128 },
-    // Where eager runs out of memory on an 80 GB GPU; the tiled loss needs one tile beyond the inputs.
-    { op: 'contrastive', B: 262144, N: 262144, dim: 384, runs: 3 },
+    // Where eager runs out of memory on an 80 GB GPU; the fused loss needs O(B) beyond the inputs, the
+    // chunked one a chunk of rows.
+    { op: 'contrastive', B: 262144, N: 262144, dim: 384, runs: 3, strategy: 'fused' },
+    { op: 'contrastive', B: 262144, N: 262144, dim: 384, runs: 3, strategy: 'chunked' },
   ],
 };
 
@@ -92,7 +99,8 @@ async function main() {
     if (c.op === 'contrastive') {
       const q = unitRows(floats(r, [c.B, c.dim]));
       const cand = unitRows(floats(r, [c.N, c.dim]));
-      run = (reference) => ops.contrastiveLoss(q, cand, { ...common, temperature: 0.05, gradOutput: 1, reference });
+      const strategy = c.strategy ? { strategy: c.strategy } : {};
+      run = (reference) => ops.contrastiveLoss(q, cand, { ...common, ...strategy, temperature: 0.05, gradOutput: 1, reference });
     } else {
       const q = unitRows(floats(r, [c.B, c.Lq, c.dim]));
       const d = unitRows(floats(r, [c.N, c.Ld, c.dim]));
@@ -106,8 +114,16 @@ async function main() {
     }
     const [fused, eager] = await medians([() => run(false), () => run(true)], c.runs);
     const ms = (x) => (typeof x === 'number' ? +x.toFixed(2) : x);
-    const speedup = typeof fused === 'number' && typeof eager === 'number' ? +(eager / fused).toFixed(2) : '-';
-    rows.push({ ...c, dtype: values.dtype, fusedMs: ms(fused), eagerMs: ms(eager), speedup });
+    const speedup = typeof fused.op === 'number' && typeof eager.op === 'number' ? +(eager.op / fused.op).toFixed(2) : '-';
+    rows.push({
+      ...c,
+      dtype: values.dtype,
+      fusedMs: ms(fused.op),
+      eagerMs: ms(eager.op),
+      speedup,
+      fusedCallMs: ms(fused.call),
+      eagerCallMs: ms(eager.call),
+    });
   }
   const info = runtimeInfo();
   const result = {
@@ -118,15 +134,17 @@ async function main() {
     torch: info.torchVersion,
     blas: info.blas.kind,
     runs,
-    note: 'times include copying inputs from JS and gradients back (the same for both)',
+    note: 'fusedMs / eagerMs: the op alone (computeMs, device synchronized); *CallMs: the whole call, copies from and to JS included',
     rows,
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log('| op | shape | dtype | fused ms | eager ms | speedup |');
-  console.log('|---|---|---|---|---|---|');
+  console.log('| op | shape | dtype | coltrast ms | eager ms | speedup | whole call: coltrast ms | eager ms |');
+  console.log('|---|---|---|---|---|---|---|---|');
   for (const row of rows) {
     const shape = row.op === 'contrastive' ? `B=${row.B} N=${row.N} dim=${row.dim}` : `B=${row.B} N=${row.N} Lq=${row.Lq} Ld=${row.Ld} dim=${row.dim}`;
-    console.log(`| ${row.op} fwd+bwd | ${shape} | ${row.dtype} | ${row.fusedMs} | ${row.eagerMs} | ${row.speedup}${typeof row.speedup === 'number' ? '×' : ''} |`);
+    const op = `${row.op}${row.strategy ? ` (${row.strategy})` : ''} fwd+bwd`;
+    const speedup = `${row.speedup}${typeof row.speedup === 'number' ? '×' : ''}`;
+    console.log(`| ${op} | ${shape} | ${row.dtype} | ${row.fusedMs} | ${row.eagerMs} | ${speedup} | ${row.fusedCallMs} | ${row.eagerCallMs} |`);
   }
   console.log(`\n${result.date}, ${device}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}, median of ${runs}`);
 }
