@@ -6,6 +6,7 @@
 // On CUDA the contrastive loss runs in both strategies (fused kernels; chunked: cuBLAS products + our
 // kernels). Uses the built package (npm run build).
 //   node scripts/bench/ops.js [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--runs 20] [--json out.json]
+//                             [--ops maxsim,contrastive,late_interaction]   (default: all three)
 'use strict';
 const os = require('node:os');
 const fs = require('node:fs');
@@ -18,6 +19,7 @@ const { values } = parseArgs({
     dtype: { type: 'string', default: 'float32' },
     runs: { type: 'string', default: '20' },
     json: { type: 'string' },
+    ops: { type: 'string', default: 'maxsim,contrastive,late_interaction' },
   },
 });
 const runs = Number(values.runs);
@@ -92,7 +94,8 @@ async function main() {
   const device = values.device;
   const kind = device.startsWith('cuda') ? 'cuda' : 'cpu';
   const rows = [];
-  for (const c of CASES[kind]) {
+  const only = values.ops.split(',');
+  for (const c of CASES[kind].filter((x) => only.includes(x.op))) {
     const r = random(1);
     const common = { device, dtype: values.dtype };
     let run;

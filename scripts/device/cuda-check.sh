@@ -7,8 +7,9 @@
 #   bash scripts/device/cuda-check.sh run [group...]  on the GPU machine, from the repository root, as root.
 #                                                     Groups, in this order (default: kernels addon bench):
 #     first    a first look in one call: the kernel test and the addon built at the same time, the kernels
-#              against float64 and under the three sanitizers, the CUDA op tests, the kernel benchmarks, the CUDA
-#              cases of the model tests (encoder, families, decoder, precision, decoder reranker)
+#              against float64 and under the three sanitizers, the CUDA op tests, the contrastive loss's two
+#              strategies against eager (ops.js), the kernel benchmarks, the CUDA cases of the model tests
+#              (encoder, families, decoder, precision, decoder reranker)
 #     kernels  nvcc builds native/kernels/test_kernels.cu (no libtorch, no node), runs it (every kernel,
 #              dtype, odd shapes, against float64), compute-sanitizer memcheck / racecheck / synccheck on it,
 #              and its benchmarks at the shapes, B = N = 262,144 contrastive included
@@ -229,6 +230,10 @@ first() {
   wait $kernelsBuild || failed+=("kernels-build")
   STAGE_TIMEOUT=120 stage kernels-test "$bin"
   STAGE_TIMEOUT=150 stage ops-cuda node node_modules/ava/entrypoints/cli.mjs test/ops.test.ts --match 'cuda*'
+  # The contrastive loss's two CUDA strategies (fused kernels; chunked: cuBLAS + our kernels) against eager, op
+  # time alone: which one auto should pick (ContrastiveOptions in native/ops/backend.h).
+  STAGE_TIMEOUT=150 stage bench-contrastive node scripts/bench/ops.js --device cuda --dtype bfloat16 --ops contrastive \
+    --runs 10 --json "$OUT/bench-contrastive.json"
   STAGE_TIMEOUT=60 stage info node dist/cli.js info
   STAGE_TIMEOUT=90 kernelSanitizers
   STAGE_TIMEOUT=90 stage kernels-bench bash -c "set -o pipefail; '$bin' --bench | sed -n 's/^BENCH //p' > '$OUT/bench-kernels.jsonl'"
