@@ -602,6 +602,33 @@ test.serial('COLTRAST_REFERENCE_OPS=1 makes the eager path the default; referenc
   t.false(off.defaultIsEager);
 });
 
+// COLTRAST_CONTRASTIVE_STRATEGY picks the CUDA strategy of `strategy: 'auto'`; it is read once, at the first
+// contrastive call, on every device, so a wrong value fails on the CPU too. (Serial, like the test above.)
+test.serial('COLTRAST_CONTRASTIVE_STRATEGY: a wrong value is an INVALID_ARGUMENT error naming it; a right one changes nothing on the CPU', (t) => {
+  const script = `
+    const { ops } = require(${JSON.stringify(path.resolve(__dirname, '..', 'lib'))});
+    const q = { dims: [3, 4], data: Float32Array.from({ length: 12 }, (_, i) => Math.sin(i)) };
+    (async () => {
+      try {
+        const r = await ops.contrastiveLoss(q, q, { gradOutput: 1 });
+        console.log(JSON.stringify({ loss: r.value[0], dq: Array.from(r.grads.q) }));
+      } catch (e) {
+        console.log(JSON.stringify({ code: e.code, message: e.message }));
+      }
+    })();`;
+  const child = (value: string) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_CONTRASTIVE_STRATEGY: value } });
+    t.is(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  };
+  const wrong = child('cublas');
+  t.is(wrong.code, 'INVALID_ARGUMENT');
+  t.regex(wrong.message, /COLTRAST_CONTRASTIVE_STRATEGY must be 'fused', 'chunked' or 'auto'.*got 'cublas'/);
+  const chunked = child('chunked'), fused = child('fused');
+  t.true(Number.isFinite(chunked.loss));
+  t.deepEqual(chunked, fused);
+});
+
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 
 // Where CUDA is available this error cannot happen, so the test is reported as skipped there rather

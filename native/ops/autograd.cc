@@ -176,6 +176,18 @@ bool referenceOpsDefault() {
   return on;
 }
 
+ContrastiveOptions::Strategy contrastiveStrategyDefault() {
+  using Strategy = ContrastiveOptions::Strategy;
+  static const Strategy strategy = [] {
+    const char* value = std::getenv("COLTRAST_CONTRASTIVE_STRATEGY");
+    const std::string v = value ? value : "";
+    if (v == "" || v == "auto" || v == "fused") return Strategy::Fused;
+    if (v == "chunked") return Strategy::Chunked;
+    throw invalidArgument("COLTRAST_CONTRASTIVE_STRATEGY must be 'fused', 'chunked' or 'auto' (or unset); got '" + v + "'");
+  }();
+  return strategy;
+}
+
 at::Tensor maxsim(const at::Tensor& q, const at::Tensor& qmask, const at::Tensor& d, const at::Tensor& dmask,
                   const MaxSimOptions& options, std::optional<bool> reference) {
   const MaxSimInputs in = checkMaxSim(q, qmask, d, dmask, options);
@@ -203,6 +215,8 @@ at::Tensor contrastiveLoss(const at::Tensor& q, const at::Tensor& c, const at::T
   const at::Tensor tau = checkTemperature(temperature, q);
   onCuda(q);
   if (reference.value_or(referenceOpsDefault())) return contrastiveReference(q, c, tau, options);
+  // Read here, on every device, so a misspelt value is an error even where only CUDA would use it.
+  if (options.strategy == ContrastiveOptions::Strategy::Auto) contrastiveStrategyDefault();
   if (options.chunkRows < 0) fail("chunkRows must be 0 (automatic) or positive; got " + std::to_string(options.chunkRows));
   return ContrastiveFunction::apply(q.contiguous(), c.contiguous(), tau, options.symmetric,
                                     int64_t(options.strategy), options.chunkRows);

@@ -17,6 +17,10 @@ namespace coltrast::ops {
 // can override it.
 bool referenceOpsDefault();
 
+// What ContrastiveOptions' Auto strategy means in this process: COLTRAST_CONTRASTIVE_STRATEGY (fused, chunked;
+// auto or unset: fused), read once; another value is an INVALID_ARGUMENT error at every call.
+ContrastiveOptions::Strategy contrastiveStrategyDefault();
+
 // Scores [B, N] (all) or [B] (paired), float32. Masks: any integer or bool dtype, nonzero = valid.
 at::Tensor maxsim(const at::Tensor& q, const at::Tensor& qmask, const at::Tensor& d, const at::Tensor& dmask,
                   const MaxSimOptions& options, std::optional<bool> reference = std::nullopt);

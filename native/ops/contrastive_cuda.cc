@@ -14,12 +14,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <sstream>
 #include <string>
 
 #include "error.h"
 #include "kernels/kernels.h"
+#include "ops/autograd.h"
 #include "ops/backend.h"
 #include "ops/cuda_common.h"
 #include "torch_version.h"
@@ -70,14 +70,7 @@ bool useChunked(const at::Tensor& q, const ContrastiveOptions& options) {
   const bool possible = q.scalar_type() == at::kFloat || kChunkedHalf;
   Strategy strategy = options.strategy;
   if (strategy == Strategy::Auto) {
-    static const Strategy fromEnvironment = [] {
-      const char* value = std::getenv("COLTRAST_CONTRASTIVE_STRATEGY");
-      const std::string v = value ? value : "";
-      if (v == "" || v == "auto" || v == "fused") return Strategy::Fused;
-      if (v == "chunked") return Strategy::Chunked;
-      throw invalidArgument("COLTRAST_CONTRASTIVE_STRATEGY must be 'fused', 'chunked' or 'auto'; got '" + v + "'");
-    }();
-    strategy = fromEnvironment == Strategy::Chunked && possible ? Strategy::Chunked : Strategy::Fused;
+    strategy = contrastiveStrategyDefault() == Strategy::Chunked && possible ? Strategy::Chunked : Strategy::Fused;
   }
   if (strategy == Strategy::Chunked && !possible) {
     throw invalidArgument("the chunked contrastive loss needs libtorch >= 2.8 for " +
