@@ -754,6 +754,42 @@ void benchContrastive(DType t, int64_t n, int64_t dim, bool symmetric, int reps,
   }
 }
 
+// The chunked strategy's kernels on one chunk at the issue's shape (N = 16,384; 2,688 rows: what ops picks for
+// bfloat16 within 256 MiB): each is a pass over the float32 chunk, so the figure is its bandwidth, in GB/s of the
+// bytes it must move, next to the device's copy bandwidth (cudaMemcpy device to device of the same chunk).
+void benchChunks(DType t, int64_t N, int64_t rows, int reps) {
+  Rng rng(12);
+  const int64_t B = N;
+  Device S(size_t(rows * N) * 4), out(size_t(rows * N) * elementSize(t)), copy(size_t(rows * N) * 4);
+  fillRandom(S, DType::F32, size_t(rows * N), rng, 0.05);
+  const float tau = 0.05f;
+  std::vector<float> zeros(size_t(B), 0.0f);
+  Device tau_(4), rowLse(size_t(B) * 4), positive(size_t(B) * 4), colMax(size_t(B) * 4), colSum(size_t(B) * 4);
+  tau_.upload(&tau, 4);
+  rowLse.upload(zeros.data(), size_t(B) * 4);
+  colSum.upload(zeros.data(), size_t(B) * 4);
+  coltrast::kernels::LogitChunk ch;
+  ch.s = S.as<float>();
+  ch.ld = N;
+  ch.r0 = 0;
+  ch.rows = rows;
+  ch.B = B;
+  ch.N = N;
+  ch.temperature = tau_.as<float>();
+  const double chunkBytes = double(rows) * double(N) * 4.0;
+  const double copyMs = medianMs([&] { CHECK(cudaMemcpy(copy.p, S.p, size_t(chunkBytes), cudaMemcpyDeviceToDevice)); }, reps);
+  const double rowsMs = medianMs([&] { CHECK(coltrast::kernels::contrastiveChunkRows(ch, rowLse.as<float>(), positive.as<float>(), 0)); }, reps);
+  const double colsMs = medianMs([&] { CHECK(coltrast::kernels::contrastiveChunkColumns(ch, colMax.as<float>(), colSum.as<float>(), 0)); }, reps);
+  const double gradMs = medianMs([&] {
+    CHECK(coltrast::kernels::contrastiveChunkGrad(ch, rowLse.as<float>(), rowLse.as<float>(), t, 1.0f, out.p, N, 0));
+  }, reps);
+  const double gradBytes = chunkBytes * (1.0 + double(elementSize(t)) / 4.0);
+  std::printf("BENCH {\"op\":\"contrastive-chunk-kernels\",\"dtype\":\"%s\",\"rows\":%lld,\"N\":%lld,\"copy_GBps\":%.0f,"
+              "\"rows_ms\":%.3f,\"rows_GBps\":%.0f,\"columns_ms\":%.3f,\"columns_GBps\":%.0f,\"grad_symmetric_ms\":%.3f,\"grad_GBps\":%.0f}\n",
+              name(t), (long long)rows, (long long)N, 2.0 * chunkBytes / (copyMs * 1e6), rowsMs, chunkBytes / (rowsMs * 1e6),
+              colsMs, chunkBytes / (colsMs * 1e6), gradMs, gradBytes / (gradMs * 1e6));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -820,6 +856,7 @@ int main(int argc, char** argv) {
     // backward slice): which one a GPU runs fastest.
     benchContrastive(DType::BF16, 16384, 384, false, 20, 1, 128);
     benchContrastive(DType::BF16, 16384, 384, false, 20, 1, 256);
+    for (DType t : {DType::BF16, DType::F32}) benchChunks(t, 16384, 2688, 20);
     if (big) benchContrastive(DType::BF16, 262144, 384, false, 1);
   }
   std::printf(failures == 0 ? "all kernel checks passed\n" : "%d kernel check(s) FAILED\n", failures);
