@@ -53,8 +53,8 @@ struct ContrastiveOptions {
   // How CUDA computes it (the CPU has one way: BLAS tile products, the elementwise work in ATen). Fused: our
   // kernels do everything, the logits live only in registers, memory beyond the inputs is O(B). Chunked:
   // cuBLAS does the products (through ATen), a chunk of query rows at a time, and our kernels the rest;
-  // memory beyond the inputs is one chunk of float32 logits and logit gradients (chunkRows x N each; by default
-  // as many rows as fit 256 MiB, at least 512) plus the float32 gradients. Auto: COLTRAST_CONTRASTIVE_STRATEGY
+  // memory beyond the inputs is one chunk of logits (float32) and of their gradient (the input dtype), chunkRows x N
+  // each (by default as many rows as fit both in 256 MiB, at least 512), plus the gradients in float32. Auto: COLTRAST_CONTRASTIVE_STRATEGY
   // (fused or chunked) when set, else fused. Chunked with 16-bit inputs needs libtorch >= 2.8 (mm with a
   // float32 output); where it is missing, auto means fused and chunked is an error.
   enum class Strategy { Auto, Fused, Chunked };
