@@ -5,10 +5,13 @@
 // Both operations are fused: the similarity / logit tiles are computed on the tensor cores (float16,
 // bfloat16: mma.sync with float32 accumulation) or with float32 FMAs (float32 inputs; no TF32, so float32
 // results match the CPU to ~1e-5) and consumed in registers; nothing of size [B, N, Lq, Ld] or [B, N]
-// is ever written. common.cuh explains the tiling; each .cu file the kernels' shapes.
+// is ever written. common.cuh explains the tiling; each .cu file the kernels' shapes. The exception is the
+// contrastive loss's chunked strategy (last below): cuBLAS computes chunks of the logits, rows x N, and its
+// kernels read and write those.
 //
 // Conventions: embeddings are row-major with a contiguous last dimension; strides are in elements. Masks
-// are uint8 (0 = padding). Every output is written in full (no zero-initialized output needed). Every
+// are uint8 (0 = padding). Every output is written in full (no zero-initialized output needed), except the
+// running column statistics of contrastiveChunkColumns, which accumulate over its calls. Every
 // function returns the first CUDA error (cudaErrorInvalidValue for arguments it cannot take) and launches
 // asynchronously on `stream`. The results are deterministic: no floating-point atomics anywhere.
 #pragma once
