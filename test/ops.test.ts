@@ -2,7 +2,7 @@
 // libtorch), forward and every gradient, on odd shapes; the reference's own gradients are checked by
 // central finite differences first. Both the fused ops and the eager libtorch baseline (reference: true)
 // must match it.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { ColtrastError, ops, type Mask, type Tensor } from '../lib';
@@ -563,6 +563,14 @@ test('the native layer checks its input too (what a caller bypassing lib/ops.ts 
   t.deepEqual(Array.from(ok.value), [0, 0, 0, 0]);
 });
 
+// Runs `script` in a child Node process with `env` added to this one's; asserts it exits 0 and returns the JSON
+// of its last stdout line.
+function childJson(t: ExecutionContext, script: string, env: Record<string, string>): any {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { encoding: 'utf8', env: { ...process.env, ...env } });
+  t.is(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
 // The process-wide switch is read once, at the first op call, so it is checked in child processes. Fused
 // and eager results agree to float rounding but not bit for bit (different summation orders), which is
 // what tells the two paths apart: with the switch on, a call without `reference` must give the eager
@@ -583,11 +591,7 @@ test.serial('COLTRAST_REFERENCE_OPS=1 makes the eager path the default; referenc
       const byDefault = await run(undefined), eager = await run(true), fused = await run(false);
       console.log(JSON.stringify({ pathsDiffer: !same(eager, fused), defaultIsEager: same(byDefault, eager), defaultIsFused: same(byDefault, fused) }));
     })().catch((e) => { console.error(e); process.exit(1); });`;
-  const child = (value: string) => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_REFERENCE_OPS: value } });
-    t.is(r.status, 0, r.stderr);
-    return JSON.parse(r.stdout.trim().split('\n').pop()!);
-  };
+  const child = (value: string) => childJson(t, script, { COLTRAST_REFERENCE_OPS: value });
   const on = child('1');
   t.true(on.pathsDiffer, 'the fused and eager paths give different bits on these inputs');
   t.true(on.defaultIsEager);
@@ -610,11 +614,7 @@ test.serial('COLTRAST_CONTRASTIVE_STRATEGY: a wrong value is an INVALID_ARGUMENT
         console.log(JSON.stringify({ code: e.code, message: e.message }));
       }
     })();`;
-  const child = (value: string) => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_CONTRASTIVE_STRATEGY: value } });
-    t.is(r.status, 0, r.stderr);
-    return JSON.parse(r.stdout.trim().split('\n').pop()!);
-  };
+  const child = (value: string) => childJson(t, script, { COLTRAST_CONTRASTIVE_STRATEGY: value });
   const wrong = child('cublas');
   t.is(wrong.code, 'INVALID_ARGUMENT');
   t.regex(wrong.message, /COLTRAST_CONTRASTIVE_STRATEGY must be 'fused', 'chunked' or 'auto'.*got 'cublas'/);
