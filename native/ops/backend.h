@@ -76,6 +76,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCpu(
     const at::Tensor& gradLoss, const at::Tensor& q, const at::Tensor& c, const at::Tensor& temperature,
     const ContrastiveResult& saved, const ContrastiveOptions& options);
 
+// What the CPU implementation and CUDA's chunked strategy share (the fused kernels do both on the device):
+// the loss from the log-sum-exps and the positive logits q_i . c_i / tau, summed in float64 (it is a difference
+// of large numbers); colLse undefined unless symmetric.
+inline at::Tensor contrastiveLossFrom(const at::Tensor& rowLse, const at::Tensor& colLse, const at::Tensor& positive) {
+  const at::Tensor pos = positive.to(at::kDouble);
+  at::Tensor loss = (rowLse.to(at::kDouble) - pos).mean();
+  if (colLse.defined()) loss = 0.5 * (loss + (colLse.to(at::kDouble) - pos).mean());
+  return loss.to(at::kFloat);
+}
+// dL/dtau from the finished dq (float32): logit = q . c / tau, so dL/dtau = -sum(dlogit * logit) / tau, and
+// sum_k dlogit[i,k] logit[i,k] = q_i . dq_i: one O(B * dim) sum instead of a pass over every logit.
+inline at::Tensor temperatureGradFrom(const at::Tensor& q, const at::Tensor& dq, const at::Tensor& temperature) {
+  return (-(q.to(at::kDouble) * dq.to(at::kDouble)).sum() / temperature.to(at::kDouble)).to(at::kFloat);
+}
+
 #ifdef COLTRAST_WITH_CUDA
 MaxSimResult maxsimForwardCuda(const at::Tensor& q, const at::Tensor& qmask, const at::Tensor& d,
                                const at::Tensor& dmask, const MaxSimOptions& options);

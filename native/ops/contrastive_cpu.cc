@@ -7,8 +7,8 @@
 //
 // Backward recomputes each tile from the saved log-sum-exps, forms the logit gradient
 //   dL/dlogit[i,k] = a * (exp(logit - rowLse_i) - [k == i])  (+ the column term when symmetric)
-// and accumulates dq += dlogit . c / tau and dc += dlogit^T . q / tau with two more tile products, plus
-// dtau = -sum(dlogit * logit) / tau. Tiles are visited in order; the work inside a tile is ATen's (BLAS
+// and accumulates dq += dlogit . c / tau and dc += dlogit^T . q / tau with two more tile products; dtau
+// comes from dq at the end (temperatureGradFrom). Tiles are visited in order; the work inside a tile is ATen's (BLAS
 // for the products, vectorized and threaded elementwise ops for the rest).
 #include <algorithm>
 #include <cmath>
@@ -54,7 +54,7 @@ at::Tensor positives(const at::Tensor& q, const at::Tensor& c, float invTau) {
   return (q.to(at::kDouble) * c.narrow(0, 0, B).to(at::kDouble)).sum(1) * double(invTau);
 }
 
-// exp(tile - lse) with every term below `floor` set to 0 (see contrastiveBackwardCpu), into out.
+// exp(tile - lse) into out, with every term whose exponent is below logFloor set to 0 (see contrastiveBackwardCpu).
 void softmaxTerms(at::Tensor out, const at::Tensor& tile, const at::Tensor& lse, int64_t dim, double logFloor) {
   at::sub_out(out, tile, lse.unsqueeze(dim));
   at::threshold_(out, logFloor, -std::numeric_limits<double>::infinity());
@@ -79,10 +79,7 @@ ContrastiveResult contrastiveForwardCpu(const at::Tensor& q, const at::Tensor& c
       foldLse(result.colLse.narrow(0, c0, ncols), tile.narrow(1, 0, ncols), 0);
     }
   });
-  const at::Tensor pos = positives(qf, cf, invTau);
-  at::Tensor loss = (result.rowLse.to(at::kDouble) - pos).mean();
-  if (options.symmetric) loss = 0.5 * (loss + (result.colLse.to(at::kDouble) - pos).mean());
-  result.loss = loss.to(at::kFloat);
+  result.loss = contrastiveLossFrom(result.rowLse, result.colLse, positives(qf, cf, invTau));
   return result;
 }
 
@@ -91,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCpu(
     const ContrastiveResult& saved, const ContrastiveOptions& options) {
   const at::Tensor qf = q.to(at::kFloat).contiguous(), cf = c.to(at::kFloat).contiguous();
   const int64_t B = qf.size(0), N = cf.size(0);
-  const float tau = temperature.item<float>(), invTau = 1.0f / tau;
+  const float invTau = 1.0f / temperature.item<float>();
   // a: d loss / d (one row's cross-entropy term).
   const double a = double(gradLoss.item<float>()) / double(B) * (options.symmetric ? 0.5 : 1.0);
   at::Tensor dq = at::zeros_like(qf), dc = at::zeros_like(cf);
@@ -124,10 +121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCpu(
   // gradients then become inf, as eager autograd's would, and the scaler skips the step).
   dq.mul_(a);
   dc.mul_(a);
-  // logit = s / tau  =>  dL/dtau = -sum(dlogit * logit) / tau, and sum_k dlogit[i,k] * logit[i,k] is
-  // q_i . dq_i (dq_i = sum_k dlogit[i,k] c_k / tau): one O(B * dim) dot instead of a pass over every tile.
-  const at::Tensor dTemperature = (-(qf.to(at::kDouble) * dq.to(at::kDouble)).sum() / double(tau)).to(at::kFloat);
-  return {dq.to(q.scalar_type()), dc.to(c.scalar_type()), dTemperature};
+  return {dq.to(q.scalar_type()), dc.to(c.scalar_type()), temperatureGradFrom(qf, dq, temperature)};
 }
 
 }  // namespace coltrast::ops

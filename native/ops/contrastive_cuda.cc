@@ -4,8 +4,8 @@
 // - chunked: for each chunk of query rows, ATen's mm (cuBLAS; float32 output from 16-bit inputs) computes the
 //   logits S = q_chunk c^T, our kernels turn them into row log-sum-exps, column statistics or the logit
 //   gradient G, and two more products give dq_chunk = G c and dc += G^T q_chunk, in float32. The constant
-//   factor gradLoss / (B tau) is applied once to dq and dc at the end, and dtau = -sum(q * dq) / tau
-//   (sum_k dlogit[i,k] logit[i,k] = q_i . dq_i), so the gradient kernel needs no reduction.
+//   factor gradLoss / (B tau) is applied once to dq and dc at the end, and dtau comes from dq
+//   (temperatureGradFrom in backend.h), so the gradient kernel needs no reduction.
 // The temperature and the upstream gradient stay on the device (the kernels and ATen read them there), so
 // nothing here waits for the GPU. CUDA errors become coltrast::Error.
 #include <ATen/ATen.h>
@@ -151,14 +151,8 @@ ContrastiveResult chunkedForward(const at::Tensor& q, const at::Tensor& c, const
                  "column statistics", B, N, r0);
     }
   }
-  // Sums in float64 (a loss is a difference of large log-sum-exps), in ATen's fixed reduction order.
-  const at::Tensor pos = positive.to(at::kDouble);
-  at::Tensor loss = (r.rowLse.to(at::kDouble) - pos).mean();
-  if (options.symmetric) {
-    r.colLse = (colMax + at::log2(colSum)) * float(std::log(2.0));
-    loss = 0.5 * (loss + (r.colLse.to(at::kDouble) - pos).mean());
-  }
-  r.loss = loss.to(at::kFloat);
+  if (options.symmetric) r.colLse = (colMax + at::log2(colSum)) * float(std::log(2.0));
+  r.loss = contrastiveLossFrom(r.rowLse, r.colLse, positive);
   return r;
 }
 
@@ -201,9 +195,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chunkedBackward(const at::Tensor&
   const at::Tensor factor = g / (tau * float(double(B) * scale * (options.symmetric ? 2.0 : 1.0)));
   dq.mul_(factor);
   dc.mul_(factor);
-  // logit = s / tau  =>  dL/dtau = -sum(dlogit * logit) / tau = -sum(q * dq) / tau.
-  const at::Tensor dTemperature = (-(q.to(at::kDouble) * dq.to(at::kDouble)).sum() / tau.to(at::kDouble)).to(at::kFloat);
-  return {dq.to(q.scalar_type()), dc.to(c.scalar_type()), dTemperature};
+  return {dq.to(q.scalar_type()), dc.to(c.scalar_type()), temperatureGradFrom(q, dq, tau)};
 }
 
 }  // namespace
