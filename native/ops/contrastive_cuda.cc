@@ -58,8 +58,11 @@ kernels::ContrastiveArgs argsOf(const at::Tensor& q, const at::Tensor& c, const 
 
 // ---- the chunked strategy ------------------------------------------------------------------------------
 
-// 16-bit inputs need mm with a float32 output (ATen's mm.dtype, libtorch 2.8).
-#if COLTRAST_TORCH_AT_LEAST(2, 8)
+// 16-bit inputs need mm with a float32 output (ATen's mm.dtype, libtorch 2.8). COLTRAST_CUDA_EMULATOR: this file
+// built for the CPU emulator (scripts/cuda-emu/test_ops.cc), whose tensors are CPU tensors; the CPU's ATen has no
+// mm.dtype, so the product is taken from float32 copies of the operands, which is the same arithmetic (16-bit
+// values are exact in float32, accumulation in float32).
+#if COLTRAST_TORCH_AT_LEAST(2, 8) || defined(COLTRAST_CUDA_EMULATOR)
 constexpr bool kChunkedHalf = true;
 #else
 constexpr bool kChunkedHalf = false;
@@ -97,7 +100,9 @@ void productInto(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
     at::mm_out(out, a, b);
     return;
   }
-#if COLTRAST_TORCH_AT_LEAST(2, 8)
+#if defined(COLTRAST_CUDA_EMULATOR)
+  at::mm_out(out, a.to(at::kFloat), b.to(at::kFloat));
+#elif COLTRAST_TORCH_AT_LEAST(2, 8)
   at::mm_out(out, a, b, at::kFloat);
 #else
   throw Error("NATIVE", "unreachable: the chunked contrastive loss without mm's float32 output");

@@ -1,0 +1,128 @@
+// The CUDA contrastive loss's host side (native/ops/contrastive_cuda.cc: both strategies, the chunked one's
+// chunk loop, products, accumulation and scaling) run whole on the CPU emulator, against a float64 reference.
+// contrastive_cuda.cc is compiled unchanged except for COLTRAST_CUDA_EMULATOR (its 16-bit products run as
+// float32 products, as the CPU's ATen has no mm with a float32 output); its tensors are CPU tensors, ATen's
+// CPU ops stand in for cuBLAS and scripts/cuda-emu's emulated kernels for the GPU's. The kernels alone are
+// checked by native/kernels/test_kernels.cu; what the GPU run (scripts/device/cuda-check.sh) still adds is
+// real hardware, cuBLAS and libtorch 2.x's mm.dtype.
+//   build.sh <out-dir>, then <out-dir>/test_ops   ->  "all op checks passed", or FAIL lines and exit status 1
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "error.h"
+#include "ops/autograd.h"
+#include "ops/backend.h"
+
+namespace coltrast::ops {
+// autograd.cc, which reads COLTRAST_CONTRASTIVE_STRATEGY, is not linked here; every case names its strategy.
+ContrastiveOptions::Strategy contrastiveStrategyDefault() { return ContrastiveOptions::Strategy::Fused; }
+}  // namespace coltrast::ops
+
+namespace {
+using coltrast::ops::ContrastiveOptions;
+using Strategy = ContrastiveOptions::Strategy;
+
+int failures = 0, checks = 0;
+
+void expect(bool ok, const std::string& what, double error, double tol) {
+  ++checks;
+  if (!ok) ++failures;
+  std::printf("  %s %-78s err %.3e (tol %.0e)\n", ok ? "ok  " : "FAIL", what.c_str(), error, tol);
+}
+
+// max |a - b| / max |b|
+double relError(const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor a64 = a.to(at::kDouble), b64 = b.to(at::kDouble);
+  const double scale = std::max(b64.abs().max().item<double>(), 1e-30);
+  return (a64 - b64).abs().max().item<double>() / scale;
+}
+
+struct Expected {
+  double loss, dtau;
+  at::Tensor dq, dc;
+};
+
+// The loss in float64 with autograd: cross-entropy over q c^T / tau, targets on the diagonal; gradLoss upstream.
+Expected reference(const at::Tensor& q, const at::Tensor& c, double tau, bool symmetric, double gradLoss) {
+  const at::Tensor q64 = q.to(at::kDouble).requires_grad_(), c64 = c.to(at::kDouble).requires_grad_();
+  const at::Tensor t64 = at::full({}, tau, at::kDouble).requires_grad_();
+  const int64_t B = q.size(0);
+  const at::Tensor logits = at::mm(q64, c64.t()) / t64, target = at::arange(B, at::kLong);
+  at::Tensor loss = at::cross_entropy_loss(logits, target);
+  if (symmetric) loss = 0.5 * (loss + at::cross_entropy_loss(logits.narrow(1, 0, B).t(), target));
+  (loss * gradLoss).backward();
+  return {loss.item<double>(), t64.grad().item<double>(), q64.grad(), c64.grad()};
+}
+
+const char* nameOf(at::ScalarType t) { return t == at::kFloat ? "float32" : t == at::kHalf ? "float16" : "bfloat16"; }
+
+void run(int64_t B, int64_t N, int64_t dim, at::ScalarType dtype, bool symmetric, Strategy strategy, int64_t chunkRows) {
+  // Rows of norm ~scale * sqrt(dim) like a model's normalized embeddings at tau 0.05; rounded to the dtype first,
+  // so the reference sees the values the op sees.
+  const double tau = 0.05, gradLoss = 0.7;
+  const at::Tensor q = (at::randn({B, dim}, at::kFloat) / std::sqrt(double(dim))).to(dtype);
+  const at::Tensor c = (at::randn({N, dim}, at::kFloat) / std::sqrt(double(dim))).to(dtype);
+  const at::Tensor temperature = at::full({}, tau, at::kFloat), g = at::full({}, gradLoss, at::kFloat);
+  ContrastiveOptions options;
+  options.symmetric = symmetric;
+  options.strategy = strategy;
+  options.chunkRows = chunkRows;
+  const auto result = coltrast::ops::contrastiveForwardCuda(q, c, temperature, options);
+  const auto [dq, dc, dtau] = coltrast::ops::contrastiveBackwardCuda(g, q, c, temperature, result, options);
+  const Expected want = reference(q, c, tau, symmetric, gradLoss);
+
+  // Tolerances: the loss comes from float32 products of the (exact) inputs in every dtype; the gradients of
+  // 16-bit runs pass through the logit gradient stored in the input dtype (the fused kernels: the tiles'
+  // product operands), 8 significant bits for bfloat16, 11 for float16.
+  const double tol = dtype == at::kFloat ? 1e-4 : dtype == at::kHalf ? 4e-3 : 3e-2;
+  const std::string what = std::string(nameOf(dtype)) + " B=" + std::to_string(B) + " N=" + std::to_string(N) +
+                           " dim=" + std::to_string(dim) + (symmetric ? " symmetric" : "") +
+                           (strategy == Strategy::Fused ? " fused" : " chunked") +
+                           (chunkRows ? " rows=" + std::to_string(chunkRows) : "");
+  const double lossError = std::abs(result.loss.item<double>() - want.loss) / (1 + std::abs(want.loss));
+  expect(lossError < 1e-5, what + " loss", lossError, 1e-5);
+  const bool types = dq.scalar_type() == dtype && dc.scalar_type() == dtype && dtau.scalar_type() == at::kFloat &&
+                     dq.sizes() == q.sizes() && dc.sizes() == c.sizes() && dtau.dim() == 0;
+  expect(types, what + " gradient dtypes and shapes", 0, 0);
+  const double dqError = relError(dq, want.dq), dcError = relError(dc, want.dc);
+  expect(dqError < tol, what + " dq", dqError, tol);
+  expect(dcError < tol, what + " dc", dcError, tol);
+  const double dtauError = std::abs(dtau.item<double>() - want.dtau) / (1 + std::abs(want.dtau));
+  expect(dtauError < tol, what + " dtau", dtauError, tol);
+}
+
+}  // namespace
+
+int main() {
+  at::manual_seed(7);
+  struct Shape {
+    int64_t B, N, dim;
+  };
+  // Odd sizes: one query, B = N, N = 8B, long rows (B = N = 1 is left out: its gradients are exactly 0). Each
+  // chunked case in one chunk (the automatic size) and in 7-row chunks (several, the last one short); the fused
+  // strategy, already checked on a GPU, on the small shapes only (its kernels emulate slowly).
+  const Shape shapes[] = {{1, 9, 64}, {7, 7, 96}, {5, 40, 128}, {33, 33, 384}, {200, 260, 64}};
+  try {
+    for (const Shape& s : shapes) {
+      for (const at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+        for (const bool symmetric : {false, true}) {
+          run(s.B, s.N, s.dim, dtype, symmetric, Strategy::Chunked, 0);
+          if (s.B > 1) run(s.B, s.N, s.dim, dtype, symmetric, Strategy::Chunked, 7);
+          if (s.B <= 33) run(s.B, s.N, s.dim, dtype, symmetric, Strategy::Fused, 0);
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    std::printf("FAIL: %s\n", e.what());
+    return 1;
+  }
+  if (failures) {
+    std::printf("%d of %d op checks FAILED\n", failures, checks);
+    return 1;
+  }
+  std::printf("all op checks passed (%d)\n", checks);
+  return 0;
+}
