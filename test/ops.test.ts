@@ -342,7 +342,8 @@ const CONTRASTIVE: { B: number; N: number; dim: number; scale: number }[] = [
   { B: 7, N: 7, dim: 64, scale: 0.3 },
   { B: 5, N: 40, dim: 96, scale: 0.3 }, // N = 8B
   { B: 33, N: 33, dim: 384, scale: 0.1 },
-  { B: 600, N: 2500, dim: 64, scale: 0.2 }, // spans several tiles in both directions
+  { B: 600, N: 2500, dim: 64, scale: 0.2 }, // the CPU keeps these logits (up to 64 MiB) for the backward
+  { B: 520, N: 33000, dim: 4, scale: 0.5 }, // past 64 MiB: several 512 x 2048 tiles each way, the last ones short
 ];
 
 for (const reference of [false, true]) {

@@ -139,7 +139,7 @@ class ContrastiveFunction : public torch::autograd::Function<ContrastiveFunction
     else
 #endif
       r = contrastiveForwardCpu(q, c, temperature, options);
-    ctx->save_for_backward({q, c, temperature, r.rowLse, symmetric ? r.colLse : at::Tensor()});
+    ctx->save_for_backward({q, c, temperature, r.rowLse, symmetric ? r.colLse : at::Tensor(), r.logits});
     ctx->saved_data["symmetric"] = symmetric;
     ctx->saved_data["strategy"] = strategy;
     ctx->saved_data["chunkRows"] = chunkRows;
@@ -154,6 +154,7 @@ class ContrastiveFunction : public torch::autograd::Function<ContrastiveFunction
     ContrastiveResult stats;
     stats.rowLse = saved[3];
     stats.colLse = saved[4];
+    stats.logits = saved[5];
     const at::Tensor g = grads[0].to(at::kFloat);
     std::tuple<at::Tensor, at::Tensor, at::Tensor> r;
 #ifdef COLTRAST_WITH_CUDA

@@ -50,13 +50,14 @@ std::tuple<at::Tensor, at::Tensor> maxsimBackwardCpu(const at::Tensor& gradScore
 // so loss = (forward + backward) / 2 when symmetric, forward alone otherwise.
 struct ContrastiveOptions {
   bool symmetric = false;
-  // How CUDA computes it (the CPU has one way: BLAS tile products, the elementwise work in ATen). Fused: our
-  // kernels do everything, the logits live only in registers, memory beyond the inputs is O(B). Chunked:
-  // cuBLAS does the products (through ATen), a chunk of query rows at a time, and our kernels the rest;
-  // memory beyond the inputs is one chunk of logits (float32) and of their gradient (the input dtype), chunkRows x N
-  // each (by default as many rows as fit both in 256 MiB, at least 512), plus the gradients in float32. Auto: COLTRAST_CONTRASTIVE_STRATEGY
-  // (fused or chunked) when set, else fused. Chunked with 16-bit inputs needs libtorch >= 2.8 (mm with a
-  // float32 output); where it is missing, auto means fused and chunked is an error.
+  // How CUDA computes it (the CPU has one way: BLAS tile products, the elementwise work in ATen, the logits
+  // kept for the backward when small). Fused: our kernels do everything, the logits live only in registers,
+  // memory beyond the inputs is O(B). Chunked: cuBLAS does the products (through ATen), a chunk of query rows
+  // at a time, and our kernels the rest; memory beyond the inputs is one chunk of logits (float32) and of
+  // their gradient (the input dtype), chunkRows x N each (by default as many rows as fit both in 256 MiB, at
+  // least 512), plus the gradients in float32. Auto: COLTRAST_CONTRASTIVE_STRATEGY (fused or chunked) when
+  // set, else fused. Chunked with 16-bit inputs needs libtorch >= 2.8 (mm with a float32 output); where it is
+  // missing, auto means fused and chunked is an error.
   enum class Strategy { Auto, Fused, Chunked };
   Strategy strategy = Strategy::Auto;
   int64_t chunkRows = 0;  // chunked: rows per chunk (0: the automatic choice); tests force small chunks with it
@@ -66,6 +67,8 @@ struct ContrastiveResult {
   at::Tensor loss;    // float32 scalar
   at::Tensor rowLse;  // float32 [B]: logsumexp over candidates of each query's scaled logits
   at::Tensor colLse;  // float32 [B] when symmetric (logsumexp over queries of candidate j < B), else undefined
+  at::Tensor logits;  // CPU, when at most 64 MiB: the scaled logits [B, N] float32, kept for the backward
+                      // (saving it one product); undefined otherwise and on CUDA
 };
 
 // temperature: float32 scalar tensor (may require grad upstream; the backends read its value).

@@ -1,11 +1,13 @@
 // In-batch contrastive loss (InfoNCE) on the CPU, forward and backward (the contract is in backend.h).
 //
-// The logits q . c^T / tau are never held whole: they are produced one [bq, nc] tile at a time by a BLAS
-// product, and each tile updates running (max, sum of exp) statistics per query row (and, when
+// Large logit matrices q . c^T / tau are never held whole: they are produced one [bq, nc] tile at a time by a
+// BLAS product, and each tile updates running (max, sum of exp) statistics per query row (and, when
 // symmetric, per positive column): the online log-sum-exp of FlashAttention / Inf-CL. Memory beyond the
-// inputs is one tile plus O(B + N) statistics, whatever B and N are.
+// inputs is one tile plus O(B + N) statistics, whatever B and N are. Small ones (at most kKeptBytes, which
+// covers every training batch short of gradient caching's large ones) are one tile that the forward keeps
+// for the backward (ContrastiveResult::logits): three products per step, as eager's, instead of four.
 //
-// Backward recomputes each tile from the saved log-sum-exps, forms the logit gradient
+// Backward recomputes each tile (unless kept) from the saved log-sum-exps, forms the logit gradient
 //   dL/dlogit[i,k] = a * (exp(logit - rowLse_i) - [k == i])  (+ the column term when symmetric)
 // and accumulates dq += dlogit . c / tau and dc += dlogit^T . q / tau with two more tile products; dtau
 // comes from dq at the end (temperatureGradFrom). Tiles are visited in order; the work inside a tile is ATen's (BLAS
@@ -23,19 +25,33 @@ namespace {
 constexpr int64_t kTileRows = 512;
 constexpr int64_t kTileCols = 2048;
 constexpr double kTiny = 1e-30;
+// Logits kept from the forward to the backward when B x N floats fit this (B = N = 4096).
+constexpr int64_t kKeptBytes = int64_t(64) << 20;
 
-// Calls visit(tile, r0, nr, c0, nc) for every tile of the scaled logits q . c^T / tau.
+bool keepLogits(int64_t B, int64_t N) { return B * N * int64_t(sizeof(float)) <= kKeptBytes; }
+
+// The tile shape: all the logits when they are kept, else kTileRows x kTileCols at most.
+int64_t tileRows(int64_t B, int64_t N) { return keepLogits(B, N) ? B : std::min(B, kTileRows); }
+int64_t tileCols(int64_t B, int64_t N) { return keepLogits(B, N) ? N : std::min(N, kTileCols); }
+
+// Calls visit(tile, r0, nr, c0, nc) for every tile of the scaled logits q . c^T / tau; with `kept` (all of them,
+// from the forward) defined, once on it.
 template <typename Visit>
-void forEachTile(const at::Tensor& q, const at::Tensor& c, float invTau, Visit visit) {
+void forEachTile(const at::Tensor& q, const at::Tensor& c, float invTau, const at::Tensor& kept, Visit visit) {
   const int64_t B = q.size(0), N = c.size(0);
-  at::Tensor buffer = at::empty({std::min(B, kTileRows), std::min(N, kTileCols)}, at::kFloat);
-  for (int64_t r0 = 0; r0 < B; r0 += kTileRows) {
-    const int64_t nr = std::min(kTileRows, B - r0);
-    for (int64_t c0 = 0; c0 < N; c0 += kTileCols) {
-      const int64_t nc = std::min(kTileCols, N - c0);
+  if (kept.defined()) {
+    visit(kept, 0, B, 0, N);
+    return;
+  }
+  const int64_t rows = tileRows(B, N), cols = tileCols(B, N);
+  at::Tensor buffer = at::empty({rows, cols}, at::kFloat);
+  for (int64_t r0 = 0; r0 < B; r0 += rows) {
+    const int64_t nr = std::min(rows, B - r0);
+    for (int64_t c0 = 0; c0 < N; c0 += cols) {
+      const int64_t nc = std::min(cols, N - c0);
       at::Tensor tile = buffer.narrow(0, 0, nr).narrow(1, 0, nc);
-      at::mm_out(tile, q.narrow(0, r0, nr), c.narrow(0, c0, nc).t());
-      tile.mul_(invTau);
+      // tile = invTau * q c^T in one BLAS call (beta 0: the buffer's old contents are ignored, as ATen documents).
+      at::addmm_out(tile, tile, q.narrow(0, r0, nr), c.narrow(0, c0, nc).t(), 0.0, invTau);
       visit(tile, r0, nr, c0, nc);
     }
   }
@@ -72,12 +88,14 @@ ContrastiveResult contrastiveForwardCpu(const at::Tensor& q, const at::Tensor& c
   const float negInf = -std::numeric_limits<float>::infinity();
   result.rowLse = at::full({B}, negInf, at::kFloat);
   if (options.symmetric) result.colLse = at::full({B}, negInf, at::kFloat);
-  forEachTile(qf, cf, invTau, [&](const at::Tensor& tile, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+  const int64_t N = cf.size(0);
+  forEachTile(qf, cf, invTau, at::Tensor(), [&](const at::Tensor& tile, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
     foldLse(result.rowLse.narrow(0, r0, nr), tile, 1);
     if (options.symmetric && c0 < B) {
       const int64_t ncols = std::min(nc, B - c0);
       foldLse(result.colLse.narrow(0, c0, ncols), tile.narrow(1, 0, ncols), 0);
     }
+    if (keepLogits(B, N)) result.logits = tile;  // the only tile; forEachTile allocated it for this call
   });
   result.loss = contrastiveLossFrom(result.rowLse, result.colLse, positives(qf, cf, invTau));
   return result;
@@ -98,11 +116,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCpu(
   // tens of times slower, and such terms are below float precision anyway: a term whose contribution
   // a * p stays under 1e-30 (or p itself under 1e-30) is set to 0 before the exp.
   const double logFloor = std::max(std::log(kTiny / std::fabs(a)), std::log(kTiny));
-  at::Tensor gradBuffer = at::empty({std::min(B, kTileRows), std::min(N, kTileCols)}, at::kFloat);
+  const int64_t rows = tileRows(B, N), cols = tileCols(B, N);
+  at::Tensor gradBuffer = at::empty({rows, cols}, at::kFloat);
   at::Tensor colBuffer;
-  if (options.symmetric) colBuffer = at::empty({std::min(B, kTileRows), std::min(B, kTileCols)}, at::kFloat);
+  if (options.symmetric) colBuffer = at::empty({rows, std::min(B, cols)}, at::kFloat);
 
-  forEachTile(qf, cf, invTau, [&](const at::Tensor& tile, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+  forEachTile(qf, cf, invTau, saved.logits, [&](const at::Tensor& tile, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
     at::Tensor grad = gradBuffer.narrow(0, 0, nr).narrow(1, 0, nc);
     softmaxTerms(grad, tile, saved.rowLse.narrow(0, r0, nr), 1, logFloor);
     if (options.symmetric && c0 < B) {
