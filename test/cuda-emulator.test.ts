@@ -1,8 +1,8 @@
 // The CUDA kernels run on the CPU emulator (scripts/cuda-emu): every kernel, dtype and odd shape of
 // native/kernels/test_kernels.cu's quick set against its float64 reference, forward and backward; and the CUDA
-// contrastive loss's ATen side (native/ops/contrastive_cuda.cc, both strategies) over the emulated kernels
-// (scripts/cuda-emu/test_ops.cc). This checks the kernels' logic and the wrappers' chunking and scaling where
-// no GPU exists; the GPU run (scripts/device/cuda-check.sh) checks the hardware's.
+// ops' ATen side over the emulated kernels (scripts/cuda-emu/test_ops.cc: the contrastive loss, both strategies,
+// against float64; MaxSim against the CPU implementation). This checks the kernels' logic and the wrappers'
+// strides, chunking and scaling where no GPU exists; the GPU run (scripts/device/cuda-check.sh) checks the hardware's.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -18,7 +18,7 @@ test.before('build the emulated kernels and both checks', (t) => {
 
 for (const [program, args, done, title] of [
   ['test_kernels', ['--quick'], /all kernel checks passed/, 'the CUDA kernels pass their float64 checks on the CPU emulator'],
-  ['test_ops', [], /all op checks passed/, "the CUDA contrastive loss's ATen side, both strategies, matches float64 over the emulated kernels"],
+  ['test_ops', [], /all op checks passed/, "the CUDA ops' ATen side over the emulated kernels: the contrastive loss (both strategies) matches float64, MaxSim the CPU"],
 ] as const) {
   test(title, (t) => {
     const run = spawnSync(path.join(out, program), [...args], { encoding: 'utf8', timeout: 240_000 });

@@ -2,7 +2,7 @@
 # Builds the kernels of native/kernels for the CPU emulator, with two checks:
 #   bash scripts/cuda-emu/build.sh <out-dir> [extra g++ flags]
 #   <out-dir>/test_kernels [--quick]  the kernels alone against float64 (native/kernels/test_kernels.cu)
-#   <out-dir>/test_ops                the CUDA contrastive loss's ATen side over them (test_ops.cc)
+#   <out-dir>/test_ops                the CUDA ops' ATen side (native/ops/*_cuda.cc) over them (test_ops.cc)
 # transform.py rewrites the CUDA-only syntax (<<<>>> launches, __shared__ arrays, the inline PTX of
 # ptx.cuh) into calls on emu.h, which runs every CUDA thread of a block as a fiber on the CPU. It checks
 # the kernels' indexing, masking, tiling and reductions on machines without a GPU (CI); the tensor-core
@@ -38,6 +38,8 @@ compile() {  # <object> <g++ arguments...>
 kernel=(-std=c++20 -O2 -I "$here/include" -I "$out/src" -include emu.h "$@")
 ops=(-std=c++17 -O2 -I "$here/include" "${torch[@]}" -I "$native" -DCOLTRAST_WITH_CUDA -DCOLTRAST_CUDA_EMULATOR "$@")
 compile contrastive_cuda.o "${ops[@]}" "$native/ops/contrastive_cuda.cc"
+compile maxsim_cuda.o "${ops[@]}" "$native/ops/maxsim_cuda.cc"
+compile maxsim_cpu.o "${ops[@]}" "$native/ops/maxsim_cpu.cc"
 compile test_ops.o "${ops[@]}" "$here/test_ops.cc"
 compile error.o "${ops[@]}" "$native/error.cc"
 compile emu.o "${kernel[@]}" "$here/emu.cpp"
@@ -48,5 +50,6 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 
 o="$out/obj"
 g++ -o "$out/test_kernels" "$o/emu.o" "$o/maxsim.o" "$o/contrastive.o" "$o/test_kernels.o"
-g++ -o "$out/test_ops" "$o/test_ops.o" "$o/contrastive_cuda.o" "$o/error.o" "$o/emu.o" "$o/contrastive.o" \
+g++ -o "$out/test_ops" "$o/test_ops.o" "$o/contrastive_cuda.o" "$o/maxsim_cuda.o" "$o/maxsim_cpu.o" "$o/error.o" \
+  "$o/emu.o" "$o/contrastive.o" "$o/maxsim.o" \
   "${torch_link[@]}" -ltorch_cpu -lc10 -pthread

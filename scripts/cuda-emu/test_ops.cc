@@ -1,7 +1,8 @@
-// The CUDA contrastive loss's host side (native/ops/contrastive_cuda.cc: both strategies, the chunked one's
-// chunk loop, products, accumulation and scaling) run whole on the CPU emulator, against a float64 reference.
-// contrastive_cuda.cc is compiled unchanged except for COLTRAST_CUDA_EMULATOR (its 16-bit products run as
-// float32 products, as the CPU's ATen has no mm with a float32 output); its tensors are CPU tensors, ATen's
+// The CUDA ops' host side run whole on the CPU emulator: the contrastive loss (native/ops/contrastive_cuda.cc,
+// both strategies, the chunked one's chunk loop, products, accumulation and scaling) against a float64
+// reference, and MaxSim (maxsim_cuda.cc: arguments, strides, outputs) against the CPU implementation. The
+// wrappers are compiled unchanged except for COLTRAST_CUDA_EMULATOR (the chunked loss's 16-bit products run as
+// float32 products, as the CPU's ATen has no mm with a float32 output); their tensors are CPU tensors, ATen's
 // CPU ops stand in for cuBLAS and scripts/cuda-emu's emulated kernels for the GPU's. The kernels alone are
 // checked by native/kernels/test_kernels.cu; what the GPU run (scripts/device/cuda-check.sh) still adds is
 // real hardware, cuBLAS and libtorch 2.x's mm.dtype.
@@ -94,6 +95,48 @@ void run(int64_t B, int64_t N, int64_t dim, at::ScalarType dtype, bool symmetric
   expect(dtauError < tol, what + " dtau", dtauError, tol);
 }
 
+// MaxSim's CUDA wrapper (maxsim_cuda.cc) against the CPU implementation (itself checked against float64 by
+// test/ops.test.ts) on the same inputs: scores and both gradients. The documents are a slice of longer rows
+// (a row stride the kernels must follow); one query and one document have no valid token.
+void runMaxSim(int64_t B, int64_t N, int64_t Lq, int64_t Ld, int64_t dim, at::ScalarType dtype, bool paired,
+               bool normalize) {
+  const at::Tensor q = (at::randn({B, Lq, dim}, at::kFloat) / std::sqrt(double(dim))).to(dtype);
+  const at::Tensor d = (at::randn({N, Ld + 3, dim}, at::kFloat) / std::sqrt(double(dim))).to(dtype).narrow(1, 0, Ld);
+  at::Tensor qmask = (at::rand({B, Lq}) < 0.8).to(at::kByte), dmask = (at::rand({N, Ld}) < 0.8).to(at::kByte);
+  qmask[0][0] = 1;  // query 0 keeps one valid token
+  if (B > 1) qmask[B - 1].zero_();
+  if (N > 1) dmask[N - 1].zero_();
+  coltrast::ops::MaxSimOptions options;
+  options.paired = paired;
+  options.normalizeByQueryLength = normalize;
+  const auto gpu = coltrast::ops::maxsimForwardCuda(q, qmask, d, dmask, options);
+  const at::Tensor qf = q.to(at::kFloat), df = d.to(at::kFloat).contiguous();
+  const auto cpu = coltrast::ops::maxsimForwardCpu(qf, qmask, df, dmask, options);
+  const at::Tensor g = at::rand(cpu.scores.sizes()) * 2 - 1;
+  const auto [dq, dd] = coltrast::ops::maxsimBackwardCuda(g, q, qmask, d, gpu.argmax, options);
+  const auto [dqCpu, ddCpu] = coltrast::ops::maxsimBackwardCpu(g, qf, qmask, df, cpu.argmax, options);
+
+  // Both sides multiply the same (rounded) values in float32; only the order of the sums differs.
+  const double tol = 1e-5;
+  const std::string what = std::string(nameOf(dtype)) + " maxsim B=" + std::to_string(B) + " N=" + std::to_string(N) +
+                           " Lq=" + std::to_string(Lq) + " Ld=" + std::to_string(Ld) + " dim=" + std::to_string(dim) +
+                           (paired ? " paired" : " all") + (normalize ? " normalized" : "");
+  const double scoreError = relError(gpu.scores, cpu.scores);
+  expect(scoreError < tol, what + " scores", scoreError, tol);
+  // A near-tie could pick another token through another summation order (then the gradients differ there too);
+  // the tokens picked are compared outright, and these inputs have none.
+  const int64_t differ = gpu.argmax.ne(cpu.argmax).sum().item<int64_t>();
+  expect(differ == 0, what + " argmax (tokens that differ: " + std::to_string(differ) + ")", double(differ), 0);
+  const bool types = dq.scalar_type() == dtype && dd.scalar_type() == dtype && dq.sizes() == q.sizes() &&
+                     dd.sizes() == d.sizes();
+  expect(types, what + " gradient dtypes and shapes", 0, 0);
+  // The gradients are stored in the input dtype.
+  const double gradTol = dtype == at::kFloat ? 1e-5 : dtype == at::kHalf ? 1e-3 : 8e-3;
+  const double dqError = relError(dq, dqCpu), ddError = relError(dd, ddCpu);
+  expect(dqError < gradTol, what + " dq", dqError, gradTol);
+  expect(ddError < gradTol, what + " dd", ddError, gradTol);
+}
+
 }  // namespace
 
 int main() {
@@ -113,6 +156,13 @@ int main() {
           if (s.B > 1) run(s.B, s.N, s.dim, dtype, symmetric, Strategy::Chunked, 7);
           if (s.B <= 33) run(s.B, s.N, s.dim, dtype, symmetric, Strategy::Fused, 0);
         }
+      }
+    }
+    for (const at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+      for (const bool normalize : {false, true}) {
+        runMaxSim(3, 10, 7, 33, 64, dtype, false, normalize);
+        runMaxSim(5, 5, 32, 180, 128, dtype, true, normalize);
+        runMaxSim(2, 3, 1, 1, 96, dtype, false, normalize);
       }
     }
   } catch (const std::exception& e) {
