@@ -4,7 +4,9 @@
 // same inputs: median time of forward + backward over many runs, the two alternating run by run: the whole
 // call (copies from and to JS included) and the op alone (computeMs: the device synchronized on both sides).
 // On CUDA the contrastive loss runs in both strategies (fused kernels; chunked: cuBLAS products + our
-// kernels). Uses the built package (npm run build).
+// kernels). Each row also says how far its loss / scores and gradients are from eager's (or, where eager ran
+// out of memory, the first strategy's): a correctness check at sizes the tests do not reach. Uses the built
+// package (npm run build).
 //   node scripts/bench/ops.js [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--runs 20] [--json out.json]
 //                             [--ops maxsim,contrastive,late_interaction]   (default: all three)
 'use strict';
@@ -47,16 +49,18 @@ const fullMask = (dims) => ({ dims, data: new Uint8Array(dims[0] * dims[1]).fill
 // Median ms of each function over `count` rounds, { call, op }: the whole call and the op alone (its
 // computeMs). The functions alternate within each round, so a change in machine load (a shared box, thermal
 // limits) shifts both alike and the ratio stays meaningful. A function whose warm-up runs out of memory is
-// reported as 'OOM' and not timed.
+// reported as 'OOM' and not timed. Each also has `result`, its warm-up's (null when out of memory).
 async function medians(fns, count = runs) {
   const ok = [];
+  const results = [];
   for (const fn of fns) {
     try {
-      await fn(); // warm-up
+      results.push(await fn()); // warm-up
       ok.push(true);
     } catch (error) {
       if (!/out of memory/i.test(String(error.message))) throw error;
       ok.push(false);
+      results.push(null);
     }
   }
   const times = fns.map(() => ({ call: [], op: [] }));
@@ -69,7 +73,29 @@ async function medians(fns, count = runs) {
       times[k].op.push(result.computeMs);
     }
   }
-  return times.map((t, k) => (ok[k] ? { call: median(t.call), op: median(t.op) } : { call: 'OOM', op: 'OOM' }));
+  return times.map((t, k) =>
+    ok[k] ? { call: median(t.call), op: median(t.op), result: results[k] } : { call: 'OOM', op: 'OOM', result: null },
+  );
+}
+
+// How far an op's output is from another run's (eager's, or where eager ran out of memory the first CUDA
+// strategy's): max |a - b| / max |b| over the value and over each input gradient, the largest of them.
+function relDiff(a, b) {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / Math.max(scale, 1e-30);
+}
+function agreement(result, reference) {
+  if (!result || !reference) return '-';
+  const parts = [relDiff(result.value, reference.value)];
+  for (const [name, grad] of Object.entries(result.grads ?? {})) {
+    if (grad instanceof Float32Array) parts.push(relDiff(grad, reference.grads[name]));
+  }
+  return Math.max(...parts).toExponential(2);
 }
 
 const CASES = {
@@ -116,6 +142,7 @@ async function main() {
     const { strategies = [undefined], ...shape } = c;
     const timed = await medians([...strategies.map((strategy) => () => run(false, strategy)), () => run(true)], c.runs);
     const eager = timed.pop();
+    const reference = eager.result ?? timed[0].result;
     const ms = (x) => (typeof x === 'number' ? +x.toFixed(2) : x);
     for (const [k, fused] of timed.entries()) {
       const speedup = typeof fused.op === 'number' && typeof eager.op === 'number' ? +(eager.op / fused.op).toFixed(2) : '-';
@@ -128,6 +155,9 @@ async function main() {
         speedup,
         fusedCallMs: ms(fused.call),
         eagerCallMs: ms(eager.call),
+        // against eager, or (eager out of memory) the first strategy; '-' for that strategy itself
+        maxRelDiff: reference === fused.result ? '-' : agreement(fused.result, reference),
+        against: eager.result ? 'eager' : strategies[0],
       });
     }
   }
@@ -144,13 +174,14 @@ async function main() {
     rows,
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log('| op | shape | dtype | coltrast ms | eager ms | speedup | whole call: coltrast ms | eager ms |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('| op | shape | dtype | coltrast ms | eager ms | speedup | whole call: coltrast ms | eager ms | max rel diff (value, gradients) |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   for (const row of rows) {
     const shape = row.op === 'contrastive' ? `B=${row.B} N=${row.N} dim=${row.dim}` : `B=${row.B} N=${row.N} Lq=${row.Lq} Ld=${row.Ld} dim=${row.dim}`;
     const op = `${row.op}${row.strategy ? ` (${row.strategy})` : ''} fwd+bwd`;
     const speedup = `${row.speedup}${typeof row.speedup === 'number' ? '×' : ''}`;
-    console.log(`| ${op} | ${shape} | ${row.dtype} | ${row.fusedMs} | ${row.eagerMs} | ${speedup} | ${row.fusedCallMs} | ${row.eagerCallMs} |`);
+    const diff = row.maxRelDiff === '-' ? '-' : `${row.maxRelDiff} vs ${row.against}`;
+    console.log(`| ${op} | ${shape} | ${row.dtype} | ${row.fusedMs} | ${row.eagerMs} | ${speedup} | ${row.fusedCallMs} | ${row.eagerCallMs} | ${diff} |`);
   }
   console.log(`\n${result.date}, ${device}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}, median of ${runs}`);
 }
