@@ -61,8 +61,8 @@ Expected reference(const at::Tensor& q, const at::Tensor& c, double tau, bool sy
 const char* nameOf(at::ScalarType t) { return t == at::kFloat ? "float32" : t == at::kHalf ? "float16" : "bfloat16"; }
 
 void run(int64_t B, int64_t N, int64_t dim, at::ScalarType dtype, bool symmetric, Strategy strategy, int64_t chunkRows) {
-  // Rows of norm ~scale * sqrt(dim) like a model's normalized embeddings at tau 0.05; rounded to the dtype first,
-  // so the reference sees the values the op sees.
+  // Rows of norm about 1, like a model's normalized embeddings (at tau 0.05, logits up to about 20); rounded to
+  // the dtype first, so the reference sees the values the op sees.
   const double tau = 0.05, gradLoss = 0.7;
   const at::Tensor q = (at::randn({B, dim}, at::kFloat) / std::sqrt(double(dim))).to(dtype);
   const at::Tensor c = (at::randn({N, dim}, at::kFloat) / std::sqrt(double(dim))).to(dtype);
