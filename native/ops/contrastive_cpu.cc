@@ -126,9 +126,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCpu(
     softmaxTerms(grad, tile, saved.rowLse.narrow(0, r0, nr), 1, logFloor);
     if (options.symmetric && c0 < B) {
       const int64_t ncols = std::min(nc, B - c0);
-      at::Tensor cols = colBuffer.narrow(0, 0, nr).narrow(1, 0, ncols);
-      softmaxTerms(cols, tile.narrow(1, 0, ncols), saved.colLse.narrow(0, c0, ncols), 0, logFloor);
-      grad.narrow(1, 0, ncols).add_(cols);
+      at::Tensor colTerms = colBuffer.narrow(0, 0, nr).narrow(1, 0, ncols);
+      softmaxTerms(colTerms, tile.narrow(1, 0, ncols), saved.colLse.narrow(0, c0, ncols), 0, logFloor);
+      grad.narrow(1, 0, ncols).add_(colTerms);
     }
     // The targets: element (r, k) with r0 + r == c0 + k, on the diagonal at offset r0 - c0.
     grad.diagonal(r0 - c0).sub_(options.symmetric ? 2.0 : 1.0);
