@@ -278,7 +278,10 @@ async function info(argv: string[]): Promise<void> {
     console.log(`  CUDA runtime ${r.cudaRuntime ?? '-'}; NVIDIA driver ${r.nvidiaDriver ?? 'not loaded'}${r.cudaDriver ? ` (supports CUDA up to ${r.cudaDriver})` : ''}`);
   }
   console.log(`CPU threads: ${r.threads}; CPU work runs on ${r.cpuWorkThread === 'own' ? "one thread of coltrast's own" : "libuv's thread pool (OpenBLAS has threads of its own)"}`);
-  console.log(`attention: ${r.attention === 'eager' ? 'eager (matmul, softmax, matmul)' : 'libtorch scaled_dot_product_attention (fused kernels)'}`);
+  console.log(
+    `attention: ${r.attention === 'eager' ? 'eager (matmul, softmax, matmul)' : 'libtorch scaled_dot_product_attention (fused kernels)'}` +
+      (r.cudaAvailable && r.attention !== 'eager' ? `; cuDNN's attention kernels ${r.cudnnAttention ? 'allowed (COLTRAST_CUDNN_ATTENTION)' : 'off (COLTRAST_CUDNN_ATTENTION=1 allows them)'}` : ''),
+  );
   console.log(`model types: ${r.modelTypes.join(', ')}`);
   const cpu = cpuMemory();
   console.log(

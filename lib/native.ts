@@ -86,6 +86,8 @@ export interface NativeRuntimeInfo {
   parallelInfo: string;
   /** How the encoders' self-attention runs: libtorch's fused scaled_dot_product_attention (libtorch 2.x) or eager. */
   attention: 'scaled_dot_product_attention' | 'eager';
+  /** Whether libtorch may use cuDNN's attention kernels on a GPU (off unless COLTRAST_CUDNN_ATTENTION=1). */
+  cudnnAttention: boolean;
   /** Where CPU work runs (native/compute_thread.h). */
   cpuWorkThread: 'own' | 'pool';
   cxx11Abi?: boolean;

@@ -33,6 +33,12 @@ export interface RuntimeInfo {
    */
   attention: 'scaled_dot_product_attention' | 'eager';
   /**
+   * Whether libtorch may run that attention on cuDNN's kernels on a GPU. coltrast turns them off (libtorch 2.5+):
+   * cuDNN builds an execution plan for each new input shape, and coltrast's batches are padded to their own
+   * lengths. COLTRAST_CUDNN_ATTENTION=1 leaves libtorch's choice. Always false before libtorch 2.5.
+   */
+  cudnnAttention: boolean;
+  /**
    * Where CPU work runs: 'own' (one thread of coltrast's, so libtorch's OpenMP team stays warm; the faster
    * choice with MKL) or 'pool' (libuv's thread pool: when an OpenBLAS with threads of its own, such as
    * Debian's, is loaded, whose threads a warm OpenMP team would starve).
@@ -113,6 +119,7 @@ export function runtimeInfo(): RuntimeInfo {
     cudaDeviceCount: n.cudaDeviceCount,
     threads: n.numThreads,
     attention: n.attention,
+    cudnnAttention: n.cudnnAttention,
     cpuWorkThread: n.cpuWorkThread,
     blas: blasInfo('/proc/self/maps', n.blasBuild),
     binary: binaryChoice()!,

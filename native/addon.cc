@@ -4,6 +4,7 @@
 #include "cpu_allocator.h"
 #include "encoder_wrap.h"
 #include "fork_guard.h"
+#include "models/layers.h"
 #include "ops/ops_wrap.h"
 #include "search/dense_store.h"
 #include "search/residual_store.h"
@@ -15,6 +16,7 @@ namespace {
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   coltrast::installForkGuard();
   coltrast::installCpuCachingAllocator();
+  coltrast::cudnnAttention();  // applies COLTRAST_CUDNN_ATTENTION before any attention runs
   exports.Set("NativeEncoder", coltrast::EncoderWrap::define(env));
   auto types = Napi::Array::New(env);
   for (const auto& name : coltrast::supportedModelTypes()) types.Set(types.Length(), name);

@@ -79,6 +79,7 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
   out.Set("numThreads", at::get_num_threads());
   out.Set("parallelInfo", at::get_parallel_info());
   out.Set("attention", fusedAttention() ? "scaled_dot_product_attention" : "eager");
+  out.Set("cudnnAttention", cudnnAttention());
   out.Set("cpuWorkThread", cpuWorkOnOwnThread() ? "own" : "pool");
   static const std::string blas = blasBuild();
   if (!blas.empty()) out.Set("blasBuild", blas);

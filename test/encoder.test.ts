@@ -309,6 +309,24 @@ test('attention: fused on libtorch 2.x, eager on request or on 1.13, and both gi
   t.log(`${info.attention} vs eager on libtorch ${info.torchVersion}: max abs difference ${worst.toExponential(2)}`);
 });
 
+// cuDNN's attention kernels (libtorch 2.5+): turned off when the addon loads, since cuDNN builds a plan for every
+// new shape and each batch is padded to its own length; COLTRAST_CUDNN_ATTENTION=1 keeps libtorch's choice. The
+// switch is libtorch's global one, so its state is read back from libtorch, in this process and in a child with
+// the variable set. libtorch 1.13 (and 2.0-2.4) has no such switch in coltrast: false either way.
+test('cuDNN attention: off by default on libtorch 2.5+, allowed by COLTRAST_CUDNN_ATTENTION=1', (t) => {
+  const info = native().runtimeInfo();
+  const [major, minor] = info.torchVersion.split('.').map(Number);
+  const hasSwitch = major > 2 || (major === 2 && minor >= 5);
+  t.false(info.cudnnAttention, `libtorch ${info.torchVersion}`);
+  const script = `process.stdout.write(JSON.stringify(require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'native'))}).native().runtimeInfo().cudnnAttention))`;
+  const asked = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_CUDNN_ATTENTION: '1' } });
+  t.is(asked.status, 0, asked.stderr);
+  t.is(JSON.parse(asked.stdout), hasSwitch, `COLTRAST_CUDNN_ATTENTION=1 on libtorch ${info.torchVersion}`);
+  const zero = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_CUDNN_ATTENTION: '0' } });
+  t.is(zero.status, 0, zero.stderr);
+  t.false(JSON.parse(zero.stdout), 'COLTRAST_CUDNN_ATTENTION=0 is the default');
+});
+
 // embed() keeps two batches in flight. When one fails, the call rejects with that error only after the batch
 // queued behind it has settled (so dispose() waits for no stray native work), nothing is left unhandled, and
 // the model goes on working.

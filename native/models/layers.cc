@@ -20,6 +20,20 @@ bool fusedAttention() {
 #endif
 }
 
+bool cudnnAttention() {
+#if COLTRAST_TORCH_AT_LEAST(2, 5)
+  static const bool allowed = [] {
+    const char* env = std::getenv("COLTRAST_CUDNN_ATTENTION");
+    const bool asked = env != nullptr && std::string(env) != "" && std::string(env) != "0";
+    if (!asked) at::globalContext().setSDPUseCuDNN(false);
+    return at::globalContext().userEnabledCuDNNSDP();
+  }();
+  return allowed;
+#else
+  return false;
+#endif
+}
+
 torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask, double dropout,
                      bool float32Softmax, double scale) {
 #if COLTRAST_TORCH_AT_LEAST(2, 1)

@@ -15,6 +15,19 @@ namespace coltrast {
 // (matmul, softmax, dropout, matmul), so that benchmarks can compare the two in one build.
 bool fusedAttention();
 
+// Whether libtorch may run scaled_dot_product_attention on cuDNN's attention kernels. libtorch 2.5 and later
+// can prefer them on recent GPUs (sm_90 and newer with a recent cuDNN), and cuDNN builds an execution plan for
+// every new input shape (batch, heads, lengths, strides), reported at hundreds of milliseconds each
+// (pytorch/pytorch's sdp_utils.cpp and cudnn/MHA.cpp; modelscope/FunASR#3704 measured 0.44 s forward and
+// 0.55 s backward with torch 2.11). coltrast pads each batch to its own longest text, so almost every
+// training step and embedding batch is a new shape, as is every token a decoder generates (a longer key
+// cache). So the first call (the addon makes it when it loads) turns them off, leaving FlashAttention
+// (batches without padding) and memory-efficient attention (with a padding mask), unless
+// COLTRAST_CUDNN_ATTENTION=1 (any value but "" and "0") keeps libtorch's own choice. Before 2.5, libtorch
+// ranks them after its own kernels and coltrast leaves it alone: false. The setting is the process's
+// (libtorch has one), not a model's.
+bool cudnnAttention();
+
 // A module that only groups others under a checkpoint's nested names ("attention.self", "mlp", ...).
 struct ModuleGroup : torch::nn::Module {};
 

@@ -27,7 +27,8 @@
 #     compare  scripts/bench/python/compare-gpu.js: embed() against sentence-transformers' encode(), training
 #              against the eager ColTrast recipe and sentence-transformers' MNRL trainer, the largest batch
 #              of each side (COMPARE_ARGS=--quick for a short run)
-#     profile  Nsight Compute on the contrastive kernels, Nsight Systems on a bfloat16 training step (see profile())
+#     profile  Nsight Compute on the contrastive kernels; bfloat16 training and embedding with cuDNN attention off and
+#              allowed; Nsight Systems on a bfloat16 training step (see profile())
 #     generator scripts/bench/generator.js on cuda in bfloat16: a random Qwen3-0.6B-shaped causal LM's
 #              log-likelihoods, greedy generation and 4-beam search against transformers (GENERATOR_ARGS=--quick
 #              for a short run: the 4-layer shape and small sizes; GENERATOR_SHAPE=phi4-mini-small for Phi-4-mini's
@@ -244,7 +245,8 @@ first() {
 # Where the time goes, for the two open questions of the first GPU run (BENCHMARKS.md, "The first GPU run"): why
 # the contrastive kernels reach a tenth of the tensor cores' rate (Nsight Compute on the forward pass and both
 # backward passes at B = N = 16,384, bfloat16), and why a bfloat16 MiniLM training step took 15 times a float32
-# one (per-step times, then Nsight Systems' kernel and API summaries of a few steps). Each tool's absence is
+# one (per-step times with cuDNN's attention kernels off and allowed, the same for bfloat16 embedding, then Nsight
+# Systems' kernel and API summaries of a few steps). Each tool's absence is
 # reported as that stage's failure; the reports come back as text files.
 profile() {
   node_setup
@@ -254,12 +256,21 @@ profile() {
   local ncu nsys
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || echo ncu)
   nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1 || echo nsys)
+  # Per-step seconds of bfloat16 training and embedding with cuDNN's attention kernels off (coltrast's default, chosen
+  # after the first GPU run) and allowed (COLTRAST_CUDNN_ATTENTION=1, libtorch's own choice, as in that run): cuDNN
+  # builds an execution plan per new input shape, and each batch is padded to its own length (native/models/layers.h).
+  STAGE_TIMEOUT=90 stage train-bf16-steps node scripts/bench/train.js --device cuda --precision bfloat16 --shapes minilm,base \
+    --batch-size 64 --steps 10 --json "$OUT/train-bf16-steps.json"
+  STAGE_TIMEOUT=90 stage train-bf16-cudnn env COLTRAST_CUDNN_ATTENTION=1 node scripts/bench/train.js --device cuda \
+    --precision bfloat16 --shapes minilm,base --batch-size 64 --steps 10 --json "$OUT/train-bf16-cudnn.json"
+  STAGE_TIMEOUT=60 stage embed-bf16 node scripts/bench/embed.js --device cuda --dtype bfloat16 --shapes minilm,base --texts 4000 --batch-size 128
+  STAGE_TIMEOUT=60 stage embed-bf16-cudnn env COLTRAST_CUDNN_ATTENTION=1 node scripts/bench/embed.js --device cuda --dtype bfloat16 \
+    --shapes minilm,base --texts 4000 --batch-size 128
   STAGE_TIMEOUT=150 stage ncu-contrastive bash -c "'$ncu' --target-processes all -k regex:'lseKernel|gradKernel' --launch-count 3 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis '$bin' --profile > '$OUT/ncu-contrastive.txt' 2>&1"
-  STAGE_TIMEOUT=90 stage train-bf16-steps node scripts/bench/train.js --device cuda --precision bfloat16 --shapes minilm,base \
-    --batch-size 64 --steps 10 --json "$OUT/train-bf16-steps.json"
-  STAGE_TIMEOUT=150 stage nsys-train-bf16 bash -c "'$nsys' profile --force-overwrite true -o /tmp/train-bf16 node scripts/bench/train.js \
+  # Nsight Systems on the run that was slow on the first GPU: cuDNN's kernels allowed.
+  STAGE_TIMEOUT=150 stage nsys-train-bf16 bash -c "COLTRAST_CUDNN_ATTENTION=1 '$nsys' profile --force-overwrite true -o /tmp/train-bf16 node scripts/bench/train.js \
     --device cuda --precision bfloat16 --shapes minilm --batch-size 64 --steps 5 &&
     '$nsys' stats --force-export true --report cuda_gpu_kern_sum --report cuda_api_sum /tmp/train-bf16.nsys-rep > '$OUT/nsys-train-bf16.txt' 2>&1"
 }

@@ -223,7 +223,7 @@ async function main() {
   const rows = { embed: [], train: [], largest: [] };
   const log = (s) => console.error(s);
   const gpuName = gpu ? spawnSync(py, ['-c', 'import torch; print(torch.cuda.get_device_name())'], { encoding: 'utf8' }).stdout.trim() : null;
-  const result = { date: new Date().toISOString(), device, gpu: gpuName, torch: info.torchVersion, quick, steps, complete: false, rows, errors: [], skipped: [] };
+  const result = { date: new Date().toISOString(), device, gpu: gpuName, torch: info.torchVersion, cudnnAttention: info.cudnnAttention, quick, steps, complete: false, rows, errors: [], skipped: [] };
   const save = () => values.json && fs.writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
   const started = Date.now();
   const budget = Number(values['budget-seconds']) * 1000;

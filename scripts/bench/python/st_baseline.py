@@ -95,6 +95,10 @@ def versions():
     out = {"torch": torch.__version__, "sentenceTransformers": sentence_transformers.__version__, "transformers": transformers.__version__}
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name()
+    # Whether scaled_dot_product_attention may use cuDNN's kernels (torch's default; coltrast turns them off unless
+    # COLTRAST_CUDNN_ATTENTION=1, and its side records its own setting), so a table can say what each side ran.
+    if hasattr(torch.backends.cuda, "cudnn_sdp_enabled"):
+        out["cudnnAttention"] = torch.backends.cuda.cudnn_sdp_enabled()
     return out
 
 
