@@ -9,7 +9,8 @@
 #     first    a first look in one call: the kernel test and the addon built at the same time, the kernels
 #              against float64 and under the three sanitizers, the CUDA op tests, the contrastive loss's two
 #              strategies against eager (ops.js), the kernel benchmarks, the CUDA cases of the model tests
-#              (encoder, families, decoder, precision, decoder reranker)
+#              (encoder, families, decoder, precision, decoder reranker), bfloat16 training with cuDNN attention
+#              off and allowed
 #     kernels  nvcc builds native/kernels/test_kernels.cu (no libtorch, no node), runs it (every kernel,
 #              dtype, odd shapes, against float64), compute-sanitizer memcheck / racecheck / synccheck on it,
 #              and its benchmarks at the issue's shapes, B = N = 262,144 contrastive included
@@ -27,8 +28,8 @@
 #     compare  scripts/bench/python/compare-gpu.js: embed() against sentence-transformers' encode(), training
 #              against the eager ColTrast recipe and sentence-transformers' MNRL trainer, the largest batch
 #              of each side (COMPARE_ARGS=--quick for a short run)
-#     profile  Nsight Compute on the contrastive kernels; bfloat16 training and embedding with cuDNN attention off and
-#              allowed; Nsight Systems on a bfloat16 training step (see profile())
+#     profile  Nsight Compute on the contrastive kernels; bfloat16 embedding with cuDNN attention off and allowed;
+#              Nsight Systems on a bfloat16 training step (see profile())
 #     generator scripts/bench/generator.js on cuda in bfloat16: a random Qwen3-0.6B-shaped causal LM's
 #              log-likelihoods, greedy generation and 4-beam search against transformers (GENERATOR_ARGS=--quick
 #              for a short run: the 4-layer shape and small sizes; GENERATOR_SHAPE=phi4-mini-small for Phi-4-mini's
@@ -215,8 +216,11 @@ generator() {
 
 # The first look at a GPU in one call: the kernel test and the addon (this GPU's architecture only) built at
 # the same time, then what matters most first: the kernels against float64, the CUDA op tests through the
-# addon, coltrast info, the kernel sanitizers, the kernel benchmarks (without --big), the CUDA cases of the
-# model tests. On the first H200 (2026-12-04) it took 100 s of a call, start-up not counted. Each stage's limit is short, so the call ends inside the device tool's 10 minutes.
+# addon, the contrastive loss's two strategies, coltrast info, the kernel sanitizers, the kernel benchmarks (without
+# --big), the CUDA cases of the model tests, bfloat16 training with cuDNN attention off and allowed. Its first version
+# took 100 s of a call on the first H200 (2026-12-04), start-up not counted. Each stage has a short limit, but the
+# limits add up to more than the device tool's 10 minutes: a call cut short still brings back the summary and log
+# written so far, and the stages run in order of importance.
 first() {
   node_setup
   export CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
@@ -240,13 +244,21 @@ first() {
   STAGE_TIMEOUT=90 stage kernels-bench bash -c "set -o pipefail; '$bin' --bench | sed -n 's/^BENCH //p' > '$OUT/bench-kernels.jsonl'"
   STAGE_TIMEOUT=120 stage tests-models node node_modules/ava/entrypoints/cli.mjs test/encoder.test.ts test/encoders.test.ts \
     test/decoder.test.ts test/precision.test.ts test/decoder-reranker.test.ts --match '*cuda*' --match '*CUDA*'
+  # Per-step seconds of bfloat16 training with cuDNN's attention kernels off (coltrast's default, chosen after the
+  # first GPU run) and allowed (COLTRAST_CUDNN_ATTENTION=1: libtorch's own choice, as in that run, where a MiniLM
+  # step took 15 times a float32 one): cuDNN builds an execution plan per new input shape, and each batch is padded
+  # to its own length (native/models/layers.h).
+  STAGE_TIMEOUT=90 stage train-bf16 node scripts/bench/train.js --device cuda --precision bfloat16 --shapes minilm,base \
+    --batch-size 64 --steps 10 --json "$OUT/train-bf16.json"
+  STAGE_TIMEOUT=90 stage train-bf16-cudnn env COLTRAST_CUDNN_ATTENTION=1 node scripts/bench/train.js --device cuda \
+    --precision bfloat16 --shapes minilm,base --batch-size 64 --steps 10 --json "$OUT/train-bf16-cudnn.json"
 }
 
 # Where the time goes, for the two open questions of the first GPU run (BENCHMARKS.md, "The first GPU run"): why
 # the contrastive kernels reach a tenth of the tensor cores' rate (Nsight Compute on the forward pass and both
 # backward passes at B = N = 16,384, bfloat16), and why a bfloat16 MiniLM training step took 15 times a float32
-# one (per-step times with cuDNN's attention kernels off and allowed, the same for bfloat16 embedding, then Nsight
-# Systems' kernel and API summaries of a few steps). Each tool's absence is
+# one (the first group times training with cuDNN's attention kernels off and allowed; this one embedding both
+# ways, then Nsight Systems' kernel and API summaries of a few steps with them allowed). Each tool's absence is
 # reported as that stage's failure; the reports come back as text files.
 profile() {
   node_setup
@@ -256,13 +268,7 @@ profile() {
   local ncu nsys
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || echo ncu)
   nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1 || echo nsys)
-  # Per-step seconds of bfloat16 training and embedding with cuDNN's attention kernels off (coltrast's default, chosen
-  # after the first GPU run) and allowed (COLTRAST_CUDNN_ATTENTION=1, libtorch's own choice, as in that run): cuDNN
-  # builds an execution plan per new input shape, and each batch is padded to its own length (native/models/layers.h).
-  STAGE_TIMEOUT=90 stage train-bf16-steps node scripts/bench/train.js --device cuda --precision bfloat16 --shapes minilm,base \
-    --batch-size 64 --steps 10 --json "$OUT/train-bf16-steps.json"
-  STAGE_TIMEOUT=90 stage train-bf16-cudnn env COLTRAST_CUDNN_ATTENTION=1 node scripts/bench/train.js --device cuda \
-    --precision bfloat16 --shapes minilm,base --batch-size 64 --steps 10 --json "$OUT/train-bf16-cudnn.json"
+  # bfloat16 embedding with cuDNN's attention kernels off and allowed (first times training both ways).
   STAGE_TIMEOUT=60 stage embed-bf16 node scripts/bench/embed.js --device cuda --dtype bfloat16 --shapes minilm,base --texts 4000 --batch-size 128
   STAGE_TIMEOUT=60 stage embed-bf16-cudnn env COLTRAST_CUDNN_ATTENTION=1 node scripts/bench/embed.js --device cuda --dtype bfloat16 \
     --shapes minilm,base --texts 4000 --batch-size 128
