@@ -258,7 +258,7 @@ first() {
 # the contrastive kernels reach a tenth of the tensor cores' rate (Nsight Compute on the forward pass and both
 # backward passes at B = N = 16,384, bfloat16), and why a bfloat16 MiniLM training step took 15 times a float32
 # one (the first group times training with cuDNN's attention kernels off and allowed; this one embedding both
-# ways, then Nsight Systems' kernel and API summaries of a few steps with them allowed). Each tool's absence is
+# ways, then Nsight Systems' kernel and API summaries of a few steps). Each tool's absence is
 # reported as that stage's failure; the reports come back as text files.
 profile() {
   node_setup
@@ -275,8 +275,9 @@ profile() {
   STAGE_TIMEOUT=150 stage ncu-contrastive bash -c "'$ncu' --target-processes all -k regex:'lseKernel|gradKernel' --launch-count 3 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis '$bin' --profile > '$OUT/ncu-contrastive.txt' 2>&1"
-  # Nsight Systems on the run that was slow on the first GPU: cuDNN's kernels allowed.
-  STAGE_TIMEOUT=150 stage nsys-train-bf16 bash -c "COLTRAST_CUDNN_ATTENTION=1 '$nsys' profile --force-overwrite true -o /tmp/train-bf16 node scripts/bench/train.js \
+  # Nsight Systems on coltrast's default (cuDNN's attention kernels off): if the first group's bfloat16 MiniLM steps
+  # are still slow without them, this shows where the time goes; if not, the off / allowed contrast told the cause.
+  STAGE_TIMEOUT=150 stage nsys-train-bf16 bash -c "'$nsys' profile --force-overwrite true -o /tmp/train-bf16 node scripts/bench/train.js \
     --device cuda --precision bfloat16 --shapes minilm --batch-size 64 --steps 5 &&
     '$nsys' stats --force-export true --report cuda_gpu_kern_sum --report cuda_api_sum /tmp/train-bf16.nsys-rep > '$OUT/nsys-train-bf16.txt' 2>&1"
 }
