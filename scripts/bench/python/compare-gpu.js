@@ -33,6 +33,9 @@
 // timed-out measurement is recorded with its error and the next one runs, and measurements that would start
 // after --budget-seconds are listed as skipped. The model folders use the default model's English WordPiece
 // vocabulary (so texts tokenize as real text does) with real shapes' embedding tables (30,522 rows).
+// Attention: coltrast keeps libtorch off cuDNN's attention kernels (README, under enc.embed) and PyTorch may prefer
+// them (on sm_90 and newer); each side's setting is recorded (cudnnAttention). TORCH_CUDNN_SDPA_DEPRIORITIZED=1 in
+// this script's environment ranks them last on the Python side too, for a comparison without that difference.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -266,7 +269,7 @@ async function main() {
             tokens: c.tokens,
             batchSize: Number(batchSize),
             coltrast: { textsPerSecond: round(c.textsPerSecond), peakGpuMiB: c.peakGpuMiB },
-            sentenceTransformers: { textsPerSecond: round(s.textsPerSecond), peakGpuMiB: s.peakGpuMiB, version: s.sentenceTransformers },
+            sentenceTransformers: { textsPerSecond: round(s.textsPerSecond), peakGpuMiB: s.peakGpuMiB, version: s.sentenceTransformers, cudnnAttention: s.cudnnAttention },
             speedup: round(c.textsPerSecond / s.textsPerSecond, 2),
             maxAbsDiff,
           };
@@ -297,7 +300,7 @@ async function main() {
               precision,
               batchSize,
               coltrast: { ...coltrastSide, ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
-              python: { ...pythonSide, baseline: p.side },
+              python: { ...pythonSide, baseline: p.side, cudnnAttention: p.cudnnAttention },
               ...trainSpeedups(coltrastSide, pythonSide),
             };
             rows.train.push(row);

@@ -97,8 +97,12 @@ def versions():
         out["gpu"] = torch.cuda.get_device_name()
     # Whether scaled_dot_product_attention may use cuDNN's kernels (torch's default; coltrast turns them off unless
     # COLTRAST_CUDNN_ATTENTION=1, and its side records its own setting), so a table can say what each side ran.
+    # TORCH_CUDNN_SDPA_DEPRIORITIZED=1 in the environment ranks them last instead (then the comparison times the
+    # Python side as coltrast runs by default).
     if hasattr(torch.backends.cuda, "cudnn_sdp_enabled"):
         out["cudnnAttention"] = torch.backends.cuda.cudnn_sdp_enabled()
+    if os.environ.get("TORCH_CUDNN_SDPA_DEPRIORITIZED"):
+        out["cudnnAttentionDeprioritized"] = os.environ["TORCH_CUDNN_SDPA_DEPRIORITIZED"]
     return out
 
 
