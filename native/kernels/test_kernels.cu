@@ -822,6 +822,7 @@ int main(int argc, char** argv) {
       {1, 1200, 130, 5, 16, false, false, 0, false},  // several documents per CTA, query split in three
       {3, 3, 150, 66, 48, true, false, 0, true},      // paired, Lq > 64, 2 tiles per doc
       {1, 1, 1, 1, 8, false, true, 0, false},         // one of everything
+      {70, 3, 33, 70, 40, false, false, 0, false},    // B * Lq = 2,310 > kEntryChunk: dD stages its entries twice
   };
   const ContrastiveCase contrastiveCases[] = {
       {1, 1, 8, false, 0.05f, 0},       // one query, one candidate
@@ -836,7 +837,7 @@ int main(int argc, char** argv) {
       {33, 70, 40, true, 0.1f, 0, -1, 384},     // forced: forward chunked in one chunk, backward slice wider than dim
   };
   // --quick (the compute-sanitizer workload): the cases that cover every kernel variant.
-  const bool quickMaxSim[] = {true, false, true, true, true, true, false, false, false, true, false};
+  const bool quickMaxSim[] = {true, false, true, true, true, true, false, false, false, true, false, true};
   const bool quickContrastive[] = {true, true, true, true, false, false, false, true, true, true};
   uint64_t seed = 1;
   for (DType t : types) {

@@ -19,7 +19,7 @@ bool fusedAttention();
 // can prefer them on recent GPUs (sm_90 and newer with a recent cuDNN), and cuDNN builds an execution plan for
 // every new input shape (batch, heads, lengths, strides), reported at hundreds of milliseconds each
 // (pytorch/pytorch's sdp_utils.cpp and cudnn/MHA.cpp; modelscope/FunASR#3704 measured 0.44 s forward and
-// 0.55 s backward with torch 2.11). coltrast pads each batch to its own longest text, so almost every
+// 0.55 s backward on a B200 with torch 2.11). coltrast pads each batch to its own longest text, so almost every
 // training step and embedding batch is a new shape, as is every token a decoder generates (a longer key
 // cache). So the first call (the addon makes it when it loads) turns them off, leaving FlashAttention
 // (batches without padding) and memory-efficient attention (with a padding mask), unless

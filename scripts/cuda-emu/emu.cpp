@@ -11,6 +11,53 @@ static int smemOptin() { return std::getenv("EMU_A100") ? 166912 : 232448; }
 static int multiprocessors() { return std::getenv("EMU_A100") ? 108 : 132; }
 static long long ctasRun = 0;
 
+// The order in which runBlock resumes the threads between two scheduling points. A correct kernel's results do
+// not depend on it (threads of a block, lanes of a warp too since Volta, are ordered only by barriers and
+// collectives), so running the same checks in other orders turns a missing barrier into a wrong result: a
+// thread that reads shared memory another thread writes in the same phase sees the new value in one order and
+// the old one (at first the 0xFF fill, a NaN) in the other. EMU_SCHEDULE:
+//   forward   (the default) every waiting thread one step, thread 0 first, then the next round
+//   reverse   the same, the last thread first
+//   shuffle   the same in a new random order every round, seeded by EMU_SEED (default 1)
+//   warps     one warp at a time as far as it can go (its collectives resolved as it reaches them) up to the
+//             next __syncthreads, warp 0 first: a warp that finishes a loop early and overwrites what the others
+//             still read (a missing barrier before a buffer is refilled) shows here, where the rounds above keep
+//             warps in step
+//   warps-reverse  the same, the last warp first
+enum class Schedule { Forward, Reverse, Shuffle, Warps, WarpsReverse };
+static Schedule schedule() {
+  static const Schedule value = [] {
+    const char* env = std::getenv("EMU_SCHEDULE");
+    const std::string name = env ? env : "forward";
+    if (name == "forward") return Schedule::Forward;
+    if (name == "reverse") return Schedule::Reverse;
+    if (name == "shuffle") return Schedule::Shuffle;
+    if (name == "warps") return Schedule::Warps;
+    if (name == "warps-reverse") return Schedule::WarpsReverse;
+    fail("EMU_SCHEDULE must be forward, reverse, shuffle, warps or warps-reverse");
+  }();
+  return value;
+}
+static uint64_t scheduleState = [] {
+  const char* env = std::getenv("EMU_SEED");
+  return env ? std::strtoull(env, nullptr, 10) * 0x9E3779B97F4A7C15ull + 1 : 1;
+}();
+static uint64_t nextRandom() {  // splitmix64
+  uint64_t z = (scheduleState += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+// Threads (or, for the warp schedules, warps) in the order of the next round.
+static void reorder(std::vector<unsigned>& order) {
+  const size_t n = order.size();
+  for (size_t i = 0; i < n; ++i) order[i] = unsigned(i);
+  const Schedule sc = schedule();
+  if (sc == Schedule::Reverse || sc == Schedule::WarpsReverse) std::reverse(order.begin(), order.end());
+  if (sc == Schedule::Shuffle)
+    for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[nextRandom() % i]);
+}
+
 int launchCheck(const void* fn, dim3 grid, dim3 block, size_t smem) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0) return cudaErrorInvalidConfiguration;
   if (grid.y > 65535 || grid.z > 65535 || block.x * block.y * block.z > 1024) return cudaErrorInvalidConfiguration;
@@ -146,28 +193,45 @@ static void runBlock(unsigned threads) {
     f.ctx.uc_link = nullptr;
     makecontext(&f.ctx, entry, 0);
   }
+  const unsigned warps = (threads + 31) / 32;
+  const bool byWarp = schedule() == Schedule::Warps || schedule() == Schedule::WarpsReverse;
+  std::vector<unsigned> order(byWarp ? warps : threads);
+  // Resolves warp w's collective when every lane that has not exited waits at it.
+  auto resolveIfReady = [&](unsigned w) {
+    Fiber* lanes = &s.fibers[w * 32];
+    const int count = int(std::min<unsigned>(32, threads - w * 32));
+    int waiting = 0, done = 0;
+    for (int l = 0; l < count; ++l) {
+      waiting += lanes[l].wait == Wait::Warp;
+      done += lanes[l].wait == Wait::Done;
+    }
+    if (waiting == 0 || waiting + done != count) return false;
+    if (done > 0) fail("warp collective with exited lanes");
+    resolveWarp(lanes, count);
+    return true;
+  };
+  auto resume = [&](Fiber& f) {
+    if (f.wait != Wait::None) return false;
+    s.current = &f;
+    swapcontext(&s.scheduler, &f.ctx);
+    s.current = nullptr;
+    return true;
+  };
   for (;;) {
     bool progress = false;
-    for (auto& f : s.fibers) {
-      if (f.wait != Wait::None) continue;
-      s.current = &f;
-      swapcontext(&s.scheduler, &f.ctx);
-      progress = true;
-    }
-    s.current = nullptr;
-    for (unsigned w = 0; w * 32 < threads; ++w) {
-      Fiber* lanes = &s.fibers[w * 32];
-      const int count = int(std::min<unsigned>(32, threads - w * 32));
-      int waiting = 0, done = 0;
-      for (int l = 0; l < count; ++l) {
-        waiting += lanes[l].wait == Wait::Warp;
-        done += lanes[l].wait == Wait::Done;
+    reorder(order);
+    if (byWarp) {
+      for (unsigned w : order) {
+        const unsigned end = std::min(threads, (w + 1) * 32);
+        for (;;) {
+          for (unsigned t = w * 32; t < end; ++t) progress = resume(s.fibers[t]) || progress;
+          if (!resolveIfReady(w)) break;
+          progress = true;
+        }
       }
-      if (waiting > 0 && waiting + done == count) {
-        if (done > 0) fail("warp collective with exited lanes");
-        resolveWarp(lanes, count);
-        progress = true;
-      }
+    } else {
+      for (unsigned t : order) progress = resume(s.fibers[t]) || progress;
+      for (unsigned w = 0; w < warps; ++w) progress = resolveIfReady(w) || progress;
     }
     int sync = 0, done = 0;
     for (auto& f : s.fibers) {
