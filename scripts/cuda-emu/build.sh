@@ -8,7 +8,8 @@
 # the kernels' indexing, masking, tiling and reductions on machines without a GPU (CI); the tensor-core
 # instructions are emulated from the PTX documentation, so real hardware behaviour still needs the GPU run
 # (scripts/device/cuda-check.sh). test_ops links libtorch: Debian's by default, or the one whose prefix
-# (holding include/ and lib/) COLTRAST_EMU_TORCH names.
+# (holding include/ and lib/) COLTRAST_EMU_TORCH names. EMU_SCHEDULE picks the order threads run in (emu.cpp);
+# barrier-sweep.sh removes one __syncthreads at a time to see which orders notice.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 native="$here/../../native"

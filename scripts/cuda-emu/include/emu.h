@@ -1,7 +1,8 @@
 // A small CPU emulator for CUDA kernels written in plain CUDA C++: one fiber per CUDA thread, run one CTA at
 // a time; __syncthreads and warp collectives (shfl, ballot, reduce, ldmatrix, mma) are scheduling points;
 // cp.async copies land only at cp.async.wait_group (deferred, so a missing wait reads stale data); launches
-// check grid / block / shared-memory limits like the driver. For verification without a GPU.
+// check grid / block / shared-memory limits like the driver; the order in which threads are resumed between
+// scheduling points is EMU_SCHEDULE's (emu.cpp), so one check can run in several. For verification without a GPU.
 #pragma once
 #include <ucontext.h>
 
@@ -52,7 +53,6 @@ struct Copy {
 
 struct Fiber {
   ucontext_t ctx;
-  std::vector<char> stack;
   dim3 tid;
   Wait wait = Wait::None;
   Op op = Op::None;
