@@ -989,12 +989,16 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         const batch = batches[b];
         const prepared = await ahead!;
         timing.tokenizeSeconds += (performance.now() - batchStarted) / 1000;
-        ahead = b + 1 < batches.length ? prepare(b + 1) : undefined;
         const apply = (b + 1) % config.accumulation === 0 || b === batches.length - 1;
         const learningRate = learningRateAt(state.step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
-        const r = await trainer.stepPrepared(prepared, {
+        const running = trainer.stepPrepared(prepared, {
           ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply, ...extrasOf(batch), ...matryoshkaStep(config.matryoshka, config.seed, epoch, b),
         });
+        // The next batch's tokenization starts once this step is on its way: its synchronous part (handing the texts
+        // to the tokenizer, about a millisecond for 64 pairs) would otherwise delay the step (BENCHMARKS.md, "Node's
+        // share of a training step").
+        ahead = b + 1 < batches.length ? prepare(b + 1) : undefined;
+        const r = await running;
         state.epochLoss += r.loss;
         state.samples += batch.queries.length;
         state.batch++;
