@@ -18,9 +18,9 @@ import {
 
 export type { DecoderRerankerStart } from './model-dir';
 import { ADAPTER_DIR, SEQ_CLS_MODULES, addAdapters, loadAdapter, saveAdapter, type LoraConfig } from './lora';
-import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type DType, type LoadOptions, type ModelTrainer } from './native-model';
+import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
-import { TextTokenizer, longestFirst, padBatch, type TokenizedText } from './tokenizer';
+import { TextTokenizer, padBatch, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 /** What predict() applies to the logits: the model's own activation ('default'), or one named here. */
@@ -375,18 +375,17 @@ export class CrossEncoder {
     let activation = oneOf('options.activation', o.activation ?? 'default', ACTIVATIONS);
     if (activation === 'default') activation = this.activation;
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
-    const tokenized = await this.tokenizePairs(pairs, this.resolvePrompt(o.prompt, o.promptName));
-    const order = longestFirst(tokenized);
+    const prompt = this.resolvePrompt(o.prompt, o.promptName);
     const labels = this.numLabels;
     const scores = new Float32Array(pairs.length * labels);
-    const run = (start: number, end: number) =>
-      handle.embed({ ...padBatch(order.slice(start, end).map((i) => tokenized[i])), output: 'scores', pooling: 'cls', normalize: false });
-    const take = (logits: Float32Array, start: number, end: number) => {
-      order.slice(start, end).forEach((pairIndex, r) => {
+    const run = (items: TokenizedText[]) => handle.embed({ ...padBatch(items), output: 'scores', pooling: 'cls', normalize: false });
+    const take = (logits: Float32Array, indices: number[]) => {
+      indices.forEach((pairIndex, r) => {
         scores.set(activate(logits.subarray(r * labels, (r + 1) * labels), activation), pairIndex * labels);
       });
     };
-    await inBatches(order.length, batchSize, run, take, o.onProgress);
+    await tokenizeInBatches(pairs.length, batchSize, tokenizeAhead(this.device), (i) => pairs[i][0].length + pairs[i][1].length,
+      (indices) => this.tokenizePairs(indices.map((i) => pairs[i]), prompt), run, take, o.onProgress);
     return { dims: [pairs.length, labels], data: scores };
   }
 

@@ -8,9 +8,9 @@ import { writeFolderAtomic } from './files';
 import { ADAPTER_DIR, addAdapters, isAdapterOnlyFolder, loadAdapter, readAdapterConfig, saveAdapter, type LoraConfig } from './lora';
 import { denseStackDir, lastDense, namedPrompt, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
-import { DTYPES, ModelHandle, bindTrainer, inBatches, loadNative, resolveLoad, type ModelTrainer, type DType, type LoadOptions } from './native-model';
+import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
-import { TextTokenizer, longestFirst, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
+import { TextTokenizer, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export { setThreads, type Device, type DType, type LoadOptions } from './native-model';
@@ -427,31 +427,36 @@ export class Encoder {
         `${this.files.dir} is a multi-vector (ColBERT-style) model: it embeds to token vectors only; use { output: 'tokens', task: 'query' | 'document' }`,
       );
     }
-    const tokenized = await this.prepareTexts(texts, task, this.resolvePrompt(o.prompt, o.promptName, task), output === 'pooled');
-    tokenCounts?.push(...tokenized.map((t) => t.ids.length));
-    const order = longestFirst(tokenized);
+    const prompt = this.resolvePrompt(o.prompt, o.promptName, task);
+    const counts = tokenCounts && new Array<number>(texts.length);
     const dim = output === 'pooled' ? this.fullDimension : this.tokenDimension;
     const width = cut ?? dim;
     const pooled = new Float32Array(output === 'pooled' ? texts.length * width : 0);
     const tokens: Matrix[] = new Array(output === 'tokens' ? texts.length : 0);
-    const run = (start: number, end: number) =>
-      handle.embed({ ...padBatch(order.slice(start, end).map((i) => tokenized[i])), output, pooling, normalize: normalize && cut === undefined, projectTokens: this.multi !== undefined });
-    const take = (result: Float32Array, start: number, end: number) => {
+    const tokenize = async (indices: number[]) => {
+      const items = await this.prepareTexts(indices.map((i) => texts[i]), task, prompt, output === 'pooled');
+      if (counts) indices.forEach((textIndex, k) => (counts[textIndex] = items[k].ids.length));
+      return items;
+    };
+    const run = (items: ModelInput[]) =>
+      handle.embed({ ...padBatch(items), output, pooling, normalize: normalize && cut === undefined, projectTokens: this.multi !== undefined });
+    const take = (result: Float32Array, indices: number[], items: ModelInput[]) => {
       let offset = 0;
-      order.slice(start, end).forEach((textIndex, r) => {
+      indices.forEach((textIndex, r) => {
         if (output === 'pooled') {
           const row = pooled.subarray(textIndex * width, (textIndex + 1) * width);
           row.set(result.subarray(r * dim, r * dim + width));
           if (cut !== undefined && normalize) normalizeRow(row);
         } else {
-          const item = tokenized[textIndex];
+          const item = items[r];
           const n = item.scored ? item.scored.reduce((sum, v) => sum + v, 0) : item.ids.length;
           tokens[textIndex] = { dims: [n, dim], data: result.slice(offset, offset + n * dim) };
           offset += n * dim;
         }
       });
     };
-    await inBatches(order.length, batchSize, run, take, o.onProgress);
+    await tokenizeInBatches(texts.length, batchSize, tokenizeAhead(this.device), (i) => texts[i].length, tokenize, run, take, o.onProgress);
+    if (counts) tokenCounts!.push(...counts);
     // A HierarchicalTokenPooling module pools the token vectors of its tasks' texts (none given: a document's).
     const pool = this.multi?.config.tokenPooling;
     if (output === 'tokens' && pool && pool.poolFactor > 1 && pool.tasks.includes(task ?? 'document')) return poolAll(tokens, pool.poolFactor, pool.protectedTokens);

@@ -174,6 +174,90 @@ export async function inBatches<R>(
   }
 }
 
+/**
+ * @internal inBatches for `count` texts that still need tokenizing, ordered by token count, longest first (ties in
+ * input order), so a batch's texts have similar lengths. Without `ahead`, the whole input is tokenized before the
+ * first batch, and ordered exactly as longestFirst orders it. With `ahead` (a model on a GPU, whose CPU cores are
+ * free while it runs), the texts go in chunks of TOKENIZE_CHUNK (rounded up to whole batches), longest in characters
+ * first, ordered by token count within each chunk, and each chunk is tokenized while the batches of the chunk before
+ * it run, so the model waits for one chunk's tokenization instead of the whole input's. On the CPU the tokenizer's
+ * threads would compete with the model's for the cores (BENCHMARKS.md, "Tokenizing while the model runs").
+ * `tokenize` gets input indices and returns their items in that order; `run` gets a batch of items; `take` gets its
+ * result with the batch's input indices and items.
+ */
+export async function tokenizeInBatches<T extends { ids: number[] }, R>(
+  count: number,
+  batchSize: number,
+  ahead: boolean,
+  characters: (index: number) => number,
+  tokenize: (indices: number[]) => Promise<T[]>,
+  run: (items: T[]) => Promise<R>,
+  take: (result: R, indices: number[], items: T[]) => void,
+  onProgress?: (done: number, total: number) => void,
+): Promise<void> {
+  const chunkSize = ahead ? batchSize * Math.max(1, Math.ceil(TOKENIZE_CHUNK / batchSize)) : Math.max(count, 1);
+  const chunkCount = Math.ceil(count / chunkSize);
+  const inputOrder = Array.from({ length: count }, (_, i) => i);
+  const byCharacters = chunkCount > 1 ? inputOrder.slice().sort((a, b) => characters(b) - characters(a) || a - b) : inputOrder;
+  // A chunk's tokenization, and its result once there; both dropped (null) after the chunk's last batch.
+  const chunks: (Promise<{ indices: number[]; items: T[] }> | null)[] = [];
+  const ready: ({ indices: number[]; items: T[] } | null)[] = [];
+  let tokenizeError: { error: unknown } | undefined;
+  const chunk = (c: number) => {
+    if (chunks[c] === undefined) {
+      const inputs = byCharacters.slice(c * chunkSize, (c + 1) * chunkSize);
+      chunks[c] = tokenize(inputs).then(
+        (items) => {
+          const order = inputs.map((_, k) => k).sort((a, b) => items[b].ids.length - items[a].ids.length || inputs[a] - inputs[b]);
+          return (ready[c] = { indices: order.map((k) => inputs[k]), items: order.map((k) => items[k]) });
+        },
+        (error: unknown) => {
+          tokenizeError ??= { error };
+          throw error;
+        },
+      );
+      chunks[c]!.catch(() => {}); // awaited by the chunk's first batch; a chunk tokenized ahead may never be
+    }
+    return chunks[c]!;
+  };
+  // The whole input's tokens before anything runs: a tokenizer's error comes before any batch, as thrown.
+  if (chunkCount === 1) await chunk(0);
+  const batch = async (start: number, end: number) => {
+    const c = Math.floor(start / chunkSize);
+    const current = chunk(c);
+    if (c + 1 < chunkCount) chunk(c + 1); // tokenized while this chunk's batches run
+    const { items } = await current;
+    return run(items.slice(start - c * chunkSize, end - c * chunkSize));
+  };
+  try {
+    await inBatches(count, batchSize, batch, (result, start, end) => {
+      const c = Math.floor(start / chunkSize);
+      const { indices, items } = ready[c]!;
+      const [from, to] = [start - c * chunkSize, end - c * chunkSize];
+      take(result, indices.slice(from, to), items.slice(from, to));
+      if (to === items.length) chunks[c] = ready[c] = null; // its batches are all done
+    }, onProgress);
+  } catch (error) {
+    // A tokenizer's error as it was thrown, not as a native one (inBatches' fromNative wraps what is not a ColtrastError).
+    if (tokenizeError && (error === tokenizeError.error || (error as { cause?: unknown }).cause === tokenizeError.error)) throw tokenizeError.error;
+    throw error;
+  }
+}
+
+/**
+ * @internal Whether embed() and predict() tokenize their texts in chunks, each while the one before it runs
+ * (tokenizeInBatches): on a GPU, whose CPU cores are free meanwhile, and not on the CPU, where the tokenizer's threads
+ * would compete with the model's; COLTRAST_TOKENIZE_AHEAD=1 or 0 decides instead (1 can suit a CPU model given fewer
+ * threads than there are cores).
+ */
+export function tokenizeAhead(device: string): boolean {
+  const setting = process.env.COLTRAST_TOKENIZE_AHEAD;
+  return setting === undefined || setting === '' ? device !== 'cpu' : setting !== '0';
+}
+
+/** @internal Texts per chunk of tokenizeInBatches with `ahead` (rounded up to whole batches). */
+export const TOKENIZE_CHUNK = 512;
+
 /** @internal A trainer step's result: the native step's, and the time spent tokenizing its texts (seconds). */
 export type TrainerStepResult = NativeStepResult & { tokenizeSeconds: number };
 

@@ -53,6 +53,24 @@ for (const which of ['st', 'hf'] as const) {
   });
 }
 
+// A GPU's way (pairs tokenized in chunks of 512 while the batches before them run) on the CPU. Serial: the setting is
+// process-wide while the test runs, and ava runs serial tests before the others.
+test.serial('predict with pairs tokenized ahead in chunks (COLTRAST_TOKENIZE_AHEAD=1) scores each pair as before', async (t) => {
+  const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu' });
+  const many = Array.from({ length: 1300 }, (_, i): [string, string] => [PAIRS[i % PAIRS.length][0], PAIRS[(i * 7) % PAIRS.length][1] + ' x'.repeat(i % 11)]);
+  const allFirst = await ce.predict(many, { batchSize: 32 });
+  process.env.COLTRAST_TOKENIZE_AHEAD = '1';
+  t.teardown(() => delete process.env.COLTRAST_TOKENIZE_AHEAD);
+  const progress: number[] = [];
+  const ahead = await ce.predict(many, { batchSize: 32, onProgress: (done) => progress.push(done) });
+  t.deepEqual(ahead.dims, [1300, 1]);
+  t.true(maxAbsDiff(ahead.data, allFirst.data) < 1e-6);
+  t.deepEqual(progress, [0, ...Array.from({ length: Math.ceil(1300 / 32) }, (_, i) => Math.min(1300, (i + 1) * 32))]);
+  // Pair 1,299 alone, against its row.
+  t.true(maxAbsDiff((await ce.predict([many[1299]])).data, ahead.data.subarray(1299, 1300)) < 1e-6);
+  ce.dispose();
+});
+
 test("a prompt goes before each pair's first text (sentence-transformers' prepend_prompt_to_texts), given or the model's default", async (t) => {
   const prompt = 'query: ';
   const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu' });

@@ -116,6 +116,49 @@ test('1,000 texts come back in input order', async (t) => {
   enc.dispose();
 });
 
+// A GPU's way of embedding (texts tokenized in chunks of 512 while the batches before them run) on the CPU.
+// Serial: the setting is process-wide while the test runs, and ava runs serial tests before the others.
+test.serial('9,000 texts tokenized ahead in chunks (COLTRAST_TOKENIZE_AHEAD=1) come back in input order with their token counts', async (t) => {
+  process.env.COLTRAST_TOKENIZE_AHEAD = '1';
+  t.teardown(() => delete process.env.COLTRAST_TOKENIZE_AHEAD);
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  // Counts the calls to the tokenizer: one per chunk.
+  const tokenizer = (enc as unknown as { tokenizer: { encode: (texts: string[], maxLength?: number) => Promise<unknown> } }).tokenizer;
+  const encode = tokenizer.encode.bind(tokenizer);
+  let calls = 0;
+  tokenizer.encode = (batch, maxLength) => (calls++, encode(batch, maxLength));
+  const many = Array.from({ length: 9000 }, (_, i) => texts[(i * 7) % texts.length] + ' ' + 'word '.repeat(i % 17));
+  const progress: number[] = [];
+  const { result, tokens } = await enc.embedCounting(many, { batchSize: 64, onProgress: (done, total) => (progress.push(done), t.is(total, 9000)) });
+  const e = result as Matrix;
+  t.deepEqual(e.dims, [9000, ref.hiddenSize]);
+  t.is(calls, Math.ceil(9000 / 512));
+  t.deepEqual(tokens, (await enc.tokenize(many)).map((ids) => ids.length));
+  t.is(progress.at(-1), 9000);
+  t.true(progress.every((d, k) => k === 0 || d >= progress[k - 1]));
+  // One report per batch: 141 of 64 texts (the chunks of 512 hold 8 each).
+  t.is(new Set(progress).size - 1, Math.ceil(9000 / 64));
+  for (const i of [0, 1, 16, 511, 512, 4096, 8191, 8999]) {
+    const alone = await enc.embed([many[i]]);
+    t.true(maxAbsDiff(alone.data, row(e, i)) < 1e-6, `text ${i}`);
+  }
+  const asTokens = await enc.embed(many, { output: 'tokens', batchSize: 64 });
+  // The CPU's default, all texts tokenized first: one call, the same vectors.
+  delete process.env.COLTRAST_TOKENIZE_AHEAD;
+  calls = 0;
+  const allFirst = await enc.embed(many, { batchSize: 64 });
+  t.is(calls, 1);
+  t.true(maxAbsDiff(allFirst.data, e.data) < 1e-6);
+  for (const i of [3, 5000, 8998]) {
+    const [alone] = await enc.embed([many[i]], { output: 'tokens' });
+    t.deepEqual(asTokens[i].dims, alone.dims);
+    // Unnormalized token states: float32 rounding in padded batches differs from one text alone by up to 1.1e-6
+    // here (with all texts tokenized first too).
+    t.true(maxAbsDiff(asTokens[i].data, alone.data) < 1e-5, `text ${i}`);
+  }
+  enc.dispose();
+});
+
 for (const act of Object.keys(ref.variants)) {
   test(`hidden_act '${act}' matches the reference`, async (t) => {
     const dir = fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_act: act })));

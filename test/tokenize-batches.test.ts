@@ -1,0 +1,132 @@
+// tokenizeInBatches (lib/native-model.ts) with a stand-in tokenizer and model: which texts each batch holds, in
+// what order, when tokenizing happens relative to the batches, progress, and errors. Without `ahead` (a model on
+// the CPU) everything is tokenized first; with it (a GPU's way) chunks are tokenized while earlier batches run.
+import test from 'ava';
+import { ColtrastError } from '../lib';
+import { TOKENIZE_CHUNK, tokenizeInBatches } from '../lib/native-model';
+import { longestFirst } from '../lib/tokenizer';
+
+interface Item {
+  ids: number[];
+  index: number;
+}
+
+// Text i has a character length and a token count that disagree a little, as real ones do.
+const characters = (i: number) => (i * 37) % 101;
+const tokensOf = (i: number) => Math.floor(1 + ((i * 37) % 101) / 4 + (i % 3));
+
+function harness(count: number, batchSize: number, ahead: boolean) {
+  const events: string[] = [];
+  const batches: Item[][] = [];
+  const taken = new Map<number, number>();
+  const progress: [number, number][] = [];
+  let calls = 0;
+  const tokenize = async (indices: number[]) => {
+    const c = calls++;
+    events.push(`tokenize ${c} start`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    events.push(`tokenize ${c} end`);
+    return indices.map((index) => ({ index, ids: new Array<number>(tokensOf(index)).fill(0) }));
+  };
+  const run = async (items: Item[]) => {
+    const b = batches.length;
+    batches.push(items);
+    events.push(`run ${b} start`);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    events.push(`run ${b} end`);
+    return items.map((item) => item.index * 10);
+  };
+  const take = (result: number[], indices: number[], items: Item[]) => {
+    indices.forEach((index, r) => {
+      if (items[r].index !== index || result[r] !== index * 10) throw new Error(`batch row ${r} is not text ${index}`);
+      taken.set(index, (taken.get(index) ?? 0) + 1);
+    });
+  };
+  const done = tokenizeInBatches(count, batchSize, ahead, characters, tokenize, run, take, (d, total) => progress.push([d, total]));
+  return { done, events, batches, taken, progress, calls: () => calls };
+}
+
+const longestFirstOf = (count: number) => longestFirst(Array.from({ length: count }, (_, index) => ({ ids: new Array<number>(tokensOf(index)) })));
+
+for (const ahead of [false, true]) {
+  const mode = ahead ? 'ahead' : 'all first';
+  for (const [count, batchSize] of [[0, 4], [1, 4], [TOKENIZE_CHUNK - 1, 64], [TOKENIZE_CHUNK, 64], [TOKENIZE_CHUNK + 1, 64], [3 * TOKENIZE_CHUNK + 5, 100], [TOKENIZE_CHUNK + 7, 3]]) {
+    test(`${mode}: ${count} texts in batches of ${batchSize}: each text once, longest first`, async (t) => {
+      const h = harness(count, batchSize, ahead);
+      await h.done;
+      t.is(h.taken.size, count);
+      t.true([...h.taken.values()].every((n) => n === 1));
+      // Chunks hold whole batches (the chunk size rounded up to them): every batch is full but a chunk's last.
+      const perChunk = ahead ? batchSize * Math.ceil(TOKENIZE_CHUNK / batchSize) : Math.max(count, 1);
+      t.is(h.calls(), Math.ceil(count / perChunk));
+      const chunkOfBatch: number[] = [];
+      let seen = 0;
+      for (const b of h.batches) {
+        t.true(b.length <= batchSize);
+        const c = Math.floor(seen / perChunk);
+        seen += b.length;
+        t.is(Math.floor((seen - 1) / perChunk), c, 'a batch does not cross a chunk');
+        chunkOfBatch.push(c);
+      }
+      // Within a chunk, token counts fall (ties in input order); across chunks, characters fall.
+      for (let c = 0; c * perChunk < count; c++) {
+        const items = h.batches.filter((_, b) => chunkOfBatch[b] === c).flat();
+        for (let k = 1; k < items.length; k++) {
+          const [a, b] = [items[k - 1], items[k]];
+          t.true(a.ids.length > b.ids.length || (a.ids.length === b.ids.length && a.index < b.index), `chunk ${c} row ${k}`);
+        }
+        const next = h.batches.filter((_, b) => chunkOfBatch[b] === c + 1).flat();
+        if (next.length > 0) t.true(Math.min(...items.map((i) => characters(i.index))) >= Math.max(...next.map((i) => characters(i.index))));
+      }
+      // One chunk: exactly longestFirst's order.
+      if (count <= perChunk) t.deepEqual(h.batches.flat().map((i) => i.index), longestFirstOf(count));
+      // Progress: the start, then one call per batch, rising to the count.
+      t.deepEqual(h.progress[0], [0, count]);
+      t.deepEqual(h.progress.at(-1), [count, count]);
+      t.true(h.progress.every(([d], k) => k === 0 || d >= h.progress[k - 1][0]));
+      t.is(h.progress.filter(([d], k) => k > 0 && d > h.progress[k - 1][0]).length, h.batches.length);
+    });
+  }
+
+  test(`${mode}: a tokenizer's error comes back as thrown; a model's as a ColtrastError`, async (t) => {
+    const tokenizerError = new TypeError('bad text');
+    let ran = 0;
+    const failing = tokenizeInBatches(
+      2 * TOKENIZE_CHUNK, 64, ahead, characters,
+      async (indices) => {
+        // Text 0 has the fewest characters: in the last chunk.
+        if (indices.includes(0)) throw tokenizerError;
+        return indices.map((index) => ({ index, ids: [1] }));
+      },
+      async (items) => (ran++, items.length), () => {},
+    );
+    t.is(await t.throwsAsync(failing), tokenizerError);
+    // All first: before any batch; ahead: after the first chunk's.
+    t.is(ran, ahead ? TOKENIZE_CHUNK / 64 : 0);
+    const modelError = Object.assign(new Error('out of memory'), { code: 'NATIVE' });
+    const error = await t.throwsAsync(
+      tokenizeInBatches(2 * TOKENIZE_CHUNK, 64, ahead, characters, async (indices) => indices.map((index) => ({ index, ids: [1] })), async () => {
+        throw modelError;
+      }, () => {}),
+    );
+    t.true(error instanceof ColtrastError);
+    t.is(error?.message, 'out of memory');
+  });
+}
+
+test('ahead: each chunk is tokenized while the batches before it run', async (t) => {
+  const h = harness(3 * TOKENIZE_CHUNK, TOKENIZE_CHUNK / 4, true);
+  await h.done;
+  const at = (e: string) => h.events.indexOf(e);
+  // Four batches a chunk: chunk 1 is tokenized when chunk 0's batches start, chunk 2 when chunk 1's do.
+  t.true(at('tokenize 1 start') < at('run 0 start'), h.events.join(', '));
+  t.true(at('tokenize 2 start') < at('run 4 start') && at('tokenize 2 start') > at('run 3 start'), h.events.join(', '));
+  t.true(at('tokenize 0 end') < at('run 0 start'));
+});
+
+test('all first: one tokenizing call before any batch', async (t) => {
+  const h = harness(3 * TOKENIZE_CHUNK, TOKENIZE_CHUNK / 4, false);
+  await h.done;
+  t.is(h.calls(), 1);
+  t.true(h.events.indexOf('tokenize 0 end') < h.events.indexOf('run 0 start'));
+});
