@@ -24,7 +24,8 @@
 #              COLTRAST_BINARY=cuda from a copy of the package without build/ (as an npm user gets it), the
 #              CUDA op tests on it; the prebuild and its manifest come back in $OUT/prebuild/
 #     bench    scripts/bench/ops.js (fused ops, cuda) and ops_eager.py (PyTorch eager), train.js (float32
-#              and bfloat16 autocast) and embed.js on cuda (also with COLTRAST_EAGER_ATTENTION=1)
+#              and bfloat16 autocast) and embed.js on cuda (also with COLTRAST_EAGER_ATTENTION=1, and with
+#              COLTRAST_TOKENIZE_AHEAD=0)
 #     compare  scripts/bench/python/compare-gpu.js: embed() against sentence-transformers' encode(), training
 #              against the eager ColTrast recipe and sentence-transformers' MNRL trainer, the largest batch
 #              of each side (COMPARE_ARGS=--quick for a short run)
@@ -187,6 +188,10 @@ bench() {
   # The same with eager attention (matmul, softmax, matmul) instead of scaled_dot_product_attention's kernels;
   # its table goes to the log only (this group already brings back the 8 files a call may return).
   stage bench-embed-eager env COLTRAST_EAGER_ATTENTION=1 node scripts/bench/embed.js --device cuda --shapes minilm,base \
+    --texts 4000 --batch-size 128
+  # All texts tokenized before the first batch (the CPU's way) instead of in chunks while the GPU runs (BENCHMARKS.md,
+  # "Tokenizing while the model runs"): what tokenizing ahead gains on a GPU, against bench-embed's rows.
+  stage bench-embed-tokenize-first env COLTRAST_TOKENIZE_AHEAD=0 node scripts/bench/embed.js --device cuda --shapes minilm,base \
     --texts 4000 --batch-size 128
   stage bench-ops-bf16 node scripts/bench/ops.js --device cuda --dtype bfloat16 --json "$OUT/ops-cuda-bf16.json"
   stage bench-ops-f32 node scripts/bench/ops.js --device cuda --dtype float32 --json "$OUT/ops-cuda-f32.json"
