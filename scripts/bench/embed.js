@@ -70,7 +70,7 @@ async function main() {
       texts: texts.length,
       batchSize,
       seconds: +seconds.toFixed(3),
-      firstBatchSeconds: +firstBatch.toFixed(3),
+      firstBatchSeconds: firstBatch === undefined ? null : +firstBatch.toFixed(3),
       textsPerSecond: +(texts.length / seconds).toFixed(1),
       tokens,
       tokensPerSecond: Math.round(tokens / seconds),
