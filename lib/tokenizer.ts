@@ -10,6 +10,24 @@ export interface TokenizedText {
   typeIds: number[];
 }
 
+/** @internal Encodings read per turn of the event loop by idsOf. */
+export const IDS_SLICE = 1024;
+
+/**
+ * @internal The ids and token types of each encoding. Reading them takes two calls into the tokenizer's binding per
+ * text, so a large input is read in slices of IDS_SLICE with a turn of the event loop between them: embedding
+ * 40,000 texts otherwise held the event loop for 0.23 s at once (BENCHMARKS.md, "Tokenizing while the model runs").
+ */
+export async function idsOf(encodings: { getIds(): number[]; getTypeIds(): number[] }[]): Promise<TokenizedText[]> {
+  const out: TokenizedText[] = new Array(encodings.length);
+  for (let start = 0; start < encodings.length; start += IDS_SLICE) {
+    if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+    const end = Math.min(start + IDS_SLICE, encodings.length);
+    for (let i = start; i < end; i++) out[i] = { ids: encodings[i].getIds(), typeIds: encodings[i].getTypeIds() };
+  }
+  return out;
+}
+
 export class TextTokenizer {
   /** One tokenizer per truncation length (a multi-vector model cuts queries and documents differently). */
   private readonly byLength = new Map<number, Tokenizer>();
@@ -52,14 +70,14 @@ export class TextTokenizer {
   async encode(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
     if (texts.length === 0) return [];
     const encodings = await this.instance(maxLength).encodeBatch(texts.map((t) => this.cased(t)));
-    return encodings.map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
+    return idsOf(encodings);
   }
 
   /** Tokenizes without the special tokens the tokenizer's template adds (a completion that follows a prompt). */
   async encodeBare(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
     if (texts.length === 0) return [];
     const encodings = await this.instance(maxLength).encodeBatch(texts.map((t) => this.cased(t)), { addSpecialTokens: false });
-    return encodings.map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
+    return idsOf(encodings);
   }
 
   /** Token ids back to text, special tokens left out. */
@@ -78,7 +96,7 @@ export class TextTokenizer {
     const encodings = await Promise.all(
       pairs.map(([a, b]) => tokenizer.encode(this.cased(a), this.cased(b))),
     );
-    return encodings.map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
+    return idsOf(encodings);
   }
 
   /** A token's id (added tokens included), or null when the vocabulary has no such token. */

@@ -1,10 +1,11 @@
 // tokenizeInBatches (lib/native-model.ts) with a stand-in tokenizer and model: which texts each batch holds, in
-// what order, when tokenizing happens relative to the batches, progress, and errors. Without `ahead` (a model on
+// what order, when tokenizing happens relative to the batches, progress, and errors; and idsOf (lib/tokenizer.ts),
+// which reads a large input's encodings a slice per turn of the event loop. Without `ahead` (a model on
 // the CPU) everything is tokenized first; with it (a GPU's way) chunks are tokenized while earlier batches run.
 import test from 'ava';
 import { ColtrastError } from '../lib';
 import { TOKENIZE_CHUNK, tokenizeInBatches } from '../lib/native-model';
-import { longestFirst } from '../lib/tokenizer';
+import { IDS_SLICE, idsOf, longestFirst } from '../lib/tokenizer';
 
 interface Item {
   ids: number[];
@@ -129,4 +130,27 @@ test('all first: one tokenizing call before any batch', async (t) => {
   await h.done;
   t.is(h.calls(), 1);
   t.true(h.events.indexOf('tokenize 0 end') < h.events.indexOf('run 0 start'));
+});
+
+test('idsOf reads the encodings in order, a slice per turn of the event loop', async (t) => {
+  const count = 2 * IDS_SLICE + 5;
+  const turns: number[] = [];
+  let turn = 0;
+  const tick = () => {
+    turn++;
+    if (turn < 10) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const encodings = Array.from({ length: count }, (_, i) => ({
+    getIds: () => (turns.push(turn), [i, i + 1]),
+    getTypeIds: () => [0, i % 2],
+  }));
+  const out = await idsOf(encodings);
+  t.deepEqual(out[count - 1], { ids: [count - 1, count], typeIds: [0, (count - 1) % 2] });
+  t.true(out.every((o, i) => o.ids[0] === i));
+  // The event loop turned between slices, not within one.
+  t.is(turns[0], turns[IDS_SLICE - 1]);
+  t.true(turns[IDS_SLICE] > turns[IDS_SLICE - 1]);
+  t.true(turns[2 * IDS_SLICE] > turns[2 * IDS_SLICE - 1]);
+  t.deepEqual(await idsOf([]), []);
 });

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// embed() throughput (texts/s), the time to its first batch's result and peak resident memory on this machine (and
-// peak GPU memory on CUDA), for the tiny fixture and random-weight models of real shapes. Uses the built package (npm run build first).
+// embed() throughput (texts/s), the time to its first batch's result, the event loop's longest wait during the call
+// and peak resident memory on this machine (and peak GPU memory on CUDA), for the tiny fixture and random-weight models
+// of real shapes. Uses the built package (npm run build first).
 //   node scripts/bench/embed.js [--shapes tiny,minilm] [--texts 2000] [--batch-size 32] [--device cpu]
 //     [--dtype float32|bfloat16|float16 (CUDA)] [--json out.json]
 'use strict';
@@ -8,6 +9,7 @@ const os = require('node:os');
 const path = require('node:path');
 const fs = require('node:fs');
 const { parseArgs } = require('node:util');
+const { monitorEventLoopDelay } = require('node:perf_hooks');
 const { Encoder, cudaMemory, runtimeInfo } = require('../../dist');
 const { makeRandomBert } = require('../fixtures/random-bert');
 
@@ -51,6 +53,9 @@ async function main() {
     if (gpu) cudaMemory(values.device, { resetPeak: true, emptyCache: true });
     const enc = await Encoder.load(dir, { device: values.device, dtype: values.dtype });
     await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
+    // The longest the event loop waited during the call (a server's other requests wait as long).
+    const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+    loopDelay.enable();
     const start = process.hrtime.bigint();
     let firstBatch;
     // embedCounting: embed() that also returns each text's token count, without a tokenizing pass of its own (which
@@ -62,6 +67,7 @@ async function main() {
       },
     });
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    loopDelay.disable();
     const tokens = counts.reduce((sum, n) => sum + n, 0);
     rows.push({
       model: shape,
@@ -71,6 +77,7 @@ async function main() {
       batchSize,
       seconds: +seconds.toFixed(3),
       firstBatchSeconds: firstBatch === undefined ? null : +firstBatch.toFixed(3),
+      maxEventLoopDelayMs: +(loopDelay.max / 1e6).toFixed(1),
       textsPerSecond: +(texts.length / seconds).toFixed(1),
       tokens,
       tokensPerSecond: Math.round(tokens / seconds),
@@ -90,11 +97,11 @@ async function main() {
     rows,
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log(`| model | dim | max len | texts | tokens | batch | seconds | first batch s | texts/s | tokens/s | peak RSS MiB | peak GPU MiB |`);
-  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|`);
+  console.log(`| model | dim | max len | texts | tokens | batch | seconds | first batch s | texts/s | tokens/s | event loop's longest wait ms | peak RSS MiB | peak GPU MiB |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|---|`);
   for (const r of rows) {
     console.log(
-      `| ${r.model} | ${r.dimension} | ${r.maxSeqLength} | ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.seconds} | ${r.firstBatchSeconds} | ${r.textsPerSecond} | ${r.tokensPerSecond} | ${r.peakRssMiB} | ${r.peakGpuMiB ?? '-'} |`,
+      `| ${r.model} | ${r.dimension} | ${r.maxSeqLength} | ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.seconds} | ${r.firstBatchSeconds} | ${r.textsPerSecond} | ${r.tokensPerSecond} | ${r.maxEventLoopDelayMs} | ${r.peakRssMiB} | ${r.peakGpuMiB ?? '-'} |`,
     );
   }
   console.log(`\n${result.date}, ${result.device} ${result.dtype}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
