@@ -6,6 +6,7 @@ import { ColtrastError } from './errors';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { checkGpuArch } from './binary';
 import { cudaKernelInfo, fromNative, native, type NativeBinding, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
+import { longestFirst } from './tokenizer';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
@@ -205,10 +206,11 @@ export async function tokenizeInBatches<T extends { ids: number[] }, R>(
   let tokenizeError: { error: unknown } | undefined;
   const chunk = (c: number) => {
     if (chunks[c] === undefined) {
-      const inputs = byCharacters.slice(c * chunkSize, (c + 1) * chunkSize);
+      // In input order, so that longestFirst (a stable sort) leaves ties in input order.
+      const inputs = chunkCount > 1 ? byCharacters.slice(c * chunkSize, (c + 1) * chunkSize).sort((a, b) => a - b) : byCharacters;
       chunks[c] = tokenize(inputs).then(
         (items) => {
-          const order = inputs.map((_, k) => k).sort((a, b) => items[b].ids.length - items[a].ids.length || inputs[a] - inputs[b]);
+          const order = longestFirst(items);
           return (ready[c] = { indices: order.map((k) => inputs[k]), items: order.map((k) => items[k]) });
         },
         (error: unknown) => {
