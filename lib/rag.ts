@@ -318,10 +318,9 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       contrastiveWeight: 1, lateInteractionWeight: 0, temperature, symmetric: false, lateInteractionKind: 'cross_entropy' as const,
       learningRate: lr, maxGradNorm, lossScale: 1, apply: true,
     });
-    const run = async (kind: 'step' | 'evaluate', examples: RagExample[], lr: number, retrieved?: number[][]) => {
-      const { prepared, sequences } = await prepare(examples, retrieved);
-      const options = { ...stepOptions(lr), rag: true as const, sequences, documentsPerQuery: k };
-      return kind === 'step' ? trainer.stepPrepared(prepared, options) : trainer.evaluatePrepared(prepared, options);
+    const evaluate = async (examples: RagExample[]) => {
+      const { prepared, sequences } = await prepare(examples);
+      return trainer.evaluatePrepared(prepared, { ...stepOptions(0), rag: true, sequences, documentsPerQuery: k });
     };
     const showProgress = o.progressBar ?? process.stderr.isTTY;
     // The corpus is embedded again each epoch: a bar of its own for it (a large corpus takes a while).
@@ -335,7 +334,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       let sum = 0;
       for (let i = 0; i < val.length; i += batchSize) {
         const batch = val.slice(i, i + batchSize);
-        sum += (await run('evaluate', batch, 0)).loss * batch.length;
+        sum += (await evaluate(batch)).loss * batch.length;
       }
       return sum / val.length;
     };
@@ -371,10 +370,22 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
         corpusStore = await embedAll();
         state.retrieved = await retrieve(retriever, corpusStore, order.map((e) => e.question), k);
       }
+      // Each batch is tokenized while the step before it runs (as in train()); `ahead` is the next batch's.
+      const retrieved = state.retrieved;
+      const prepareBatch = (b: number) => {
+        const prepared = prepare(order.slice(b * batchSize, (b + 1) * batchSize), retrieved.slice(b * batchSize, (b + 1) * batchSize));
+        prepared.catch(() => undefined); // awaited (and its error thrown) by its own step
+        return prepared;
+      };
+      let ahead = state.batch < stepsPerEpoch ? prepareBatch(state.batch) : undefined;
       for (; state.batch < stepsPerEpoch; ) {
-        const [from, to] = [state.batch * batchSize, (state.batch + 1) * batchSize];
+        const b = state.batch;
         const lr = learningRateAt(state.step, totalSteps, learningRate, warmupRatio, 'linear');
-        const r = await run('step', order.slice(from, to), lr, state.retrieved.slice(from, to));
+        const { prepared, sequences } = await ahead!;
+        const running = trainer.stepPrepared(prepared, { ...stepOptions(lr), rag: true, sequences, documentsPerQuery: k });
+        // Started once the step is on its way, so that its synchronous part does not delay the step.
+        ahead = b + 1 < stepsPerEpoch ? prepareBatch(b + 1) : undefined;
+        const r = await running;
         state.batch++;
         state.epochLoss += r.loss;
         const step = ++state.step;
