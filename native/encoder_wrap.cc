@@ -598,8 +598,7 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
       if (!o.Get("scoreTokens").IsArray()) throw invalidArgument("scoreTokens must be an array of one or two token ids");
       auto tokens = o.Get("scoreTokens").As<Napi::Array>();
       for (uint32_t i = 0; i < tokens.Length(); ++i) {
-        if (!tokens.Get(i).IsNumber()) throw invalidArgument("scoreTokens must be an array of one or two token ids");
-        options.scoreTokens.push_back(tokens.Get(i).As<Napi::Number>().Int64Value());
+        options.scoreTokens.push_back(integerIn(tokens.Get(i), "scoreTokens[" + std::to_string(i) + "] (a token id)", 0, INT32_MAX));
       }
       if (options.scoreTokens.empty() || options.scoreTokens.size() > 2 || options.head != "causal-lm") {
         throw invalidArgument("scoreTokens (one or two token ids) goes with the causal-lm head");
@@ -626,6 +625,9 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
     throw jsError(env, {e.code(), e.what()});
   }
   const std::string output = o.Get("output").As<Napi::String>();
+  if (output != "pooled" && output != "tokens" && output != "scores") {
+    throw jsError(env, {"INVALID_ARGUMENT", "output must be 'pooled', 'tokens' or 'scores', got '" + output + "'"});
+  }
   r.tokens = output == "tokens";
   r.scores = output == "scores";
   if (r.scores && !encoder->scores()) throw jsError(env, {"INVALID_ARGUMENT", "this model has no classifier head: load it as a CrossEncoder"});

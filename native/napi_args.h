@@ -6,6 +6,7 @@
 #include <napi.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -42,6 +43,24 @@ inline std::vector<std::string> stringsOr(const Napi::Value& v, const std::strin
   return out;
 }
 
+// The largest integer that a JS number holds exactly (Number.MAX_SAFE_INTEGER).
+constexpr int64_t kMaxSafeInteger = 9007199254740991;
+
+// A whole number from min to max, or an INVALID_ARGUMENT error naming `what`. N-API's own integer getters turn NaN
+// and ±Infinity into 0 and drop fractions and out-of-range parts without a word (an Infinity k once became a
+// division by zero); this refuses them.
+inline int64_t integerIn(const Napi::Value& v, const std::string& what, int64_t min, int64_t max = kMaxSafeInteger) {
+  const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
+  if (!(x >= double(min) && x <= double(max) && x == std::floor(x))) {
+    const std::string range = max != kMaxSafeInteger ? "an integer from " + std::to_string(min) + " to " + std::to_string(max)
+                              : min == 0             ? "a non-negative integer"
+                              : min == 1             ? "a positive integer"
+                                                     : "an integer of at least " + std::to_string(min);
+    throw invalidArgument(what + " must be " + range);
+  }
+  return static_cast<int64_t>(x);
+}
+
 inline double numberOr(const Napi::Object& o, const char* key, double fallback) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return fallback;
@@ -66,8 +85,9 @@ struct TokenBatch {
 // Reads the batch held by `o`; `name` prefixes the keys in error messages ("" for none).
 inline TokenBatch readTokenBatch(const Napi::Object& o, const std::string& name) {
   TokenBatch b;
-  b.batch = o.Get("batchSize").As<Napi::Number>().Int64Value();
-  b.seq = o.Get("seqLen").As<Napi::Number>().Int64Value();
+  const std::string prefix = name.empty() ? "" : name + ".";
+  b.batch = integerIn(o.Get("batchSize"), prefix + "batchSize", 0, INT32_MAX);
+  b.seq = integerIn(o.Get("seqLen"), prefix + "seqLen", 0, INT32_MAX);
   const auto n = static_cast<size_t>(b.batch * b.seq);
   auto copy = [&](const char* key) {
     auto array = o.Get(key).As<Napi::Int32Array>();

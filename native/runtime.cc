@@ -21,6 +21,7 @@
 #include "compute_thread.h"
 #include "error.h"
 #include "models/layers.h"
+#include "napi_args.h"
 #include "promise_worker.h"
 
 namespace coltrast {
@@ -50,7 +51,12 @@ int defaultThreads() {
 }
 
 Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
-  const int n = info[0].As<Napi::Number>().Int32Value();
+  int n = 0;
+  try {
+    n = int(integerIn(info[0], "threads", 0, 1 << 16));  // 0: the default
+  } catch (const Error& e) {
+    throw jsError(info.Env(), {e.code(), e.what()});
+  }
   configuredThreads = n;
   applyThreadSetting();
   return info.Env().Undefined();
@@ -116,7 +122,7 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
 Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    const int index = info[0].As<Napi::Number>().Int32Value();
+    const int index = int(integerIn(info[0], "device index", 0, 1 << 16));
     const auto options = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
     const torch::Device device = parseDevice("cuda:" + std::to_string(index));
 #ifdef COLTRAST_WITH_CUDA

@@ -447,7 +447,12 @@ Napi::Function DenseStoreWrap::define(Napi::Env env) {
 // new NativeDenseStore(dim, 'float32' | 'float16' | 'int8' | 'binary')
 DenseStoreWrap::DenseStoreWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DenseStoreWrap>(info), impl_(std::make_unique<Impl>()) {
   Napi::Env env = info.Env();
-  if (!info[0].IsNumber() || info[0].As<Napi::Number>().Int64Value() < 1) throw jsError(env, {"INVALID_ARGUMENT", "dim must be a positive integer"});
+  int64_t dim = 0;
+  try {
+    dim = integerIn(info[0], "dim", 1);
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
   const std::string dtype = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "float32";
   auto& s = *impl_->store;
   if (dtype == "float32") s.storage = Storage::Float32;
@@ -455,7 +460,7 @@ DenseStoreWrap::DenseStoreWrap(const Napi::CallbackInfo& info) : Napi::ObjectWra
   else if (dtype == "int8") s.storage = Storage::Int8;
   else if (dtype == "binary") s.storage = Storage::Binary;
   else throw jsError(env, {"INVALID_ARGUMENT", "storage must be 'float32', 'float16', 'int8' or 'binary'"});
-  s.dim = info[0].As<Napi::Number>().Int64Value();
+  s.dim = dim;
   const torch::ScalarType types[] = {torch::kFloat32, torch::kFloat16, torch::kInt8, torch::kUInt8};
   s.data = torch::empty({0, s.width()}, types[int(s.storage)]);
 }
@@ -496,8 +501,14 @@ Napi::Value DenseStoreWrap::remove(const Napi::CallbackInfo& info) {
 Napi::Value DenseStoreWrap::rows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& s = *impl_->store;
-  const int64_t start = info[0].As<Napi::Number>().Int64Value(), count = info[1].As<Napi::Number>().Int64Value();
-  if (start < 0 || count < 0 || start + count > s.rows) throw jsError(env, {"INVALID_ARGUMENT", "rows out of range"});
+  int64_t start = 0, count = 0;
+  try {
+    start = integerIn(info[0], "start", 0);
+    count = integerIn(info[1], "count", 0);
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
+  if (start + count > s.rows) throw jsError(env, {"INVALID_ARGUMENT", "rows out of range"});
   std::lock_guard<std::mutex> lock(s.mutex);
   const torch::Tensor out = decodeRows(s, s.data.narrow(0, start, count)).contiguous();
   auto array = Napi::Float32Array::New(env, size_t(out.numel()));
@@ -514,10 +525,8 @@ Napi::Value DenseStoreWrap::search(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     auto values = floatsOf(info[0], impl_->store->dim, "queries");
-    const int64_t k = info[1].As<Napi::Number>().Int64Value();
-    if (k < 1) throw invalidArgument("k must be a positive integer");
-    const int64_t multiplier = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 1;
-    if (multiplier < 1) throw invalidArgument("rescoreMultiplier must be a positive integer");
+    const int64_t k = integerIn(info[1], "k", 1);
+    const int64_t multiplier = info[2].IsUndefined() ? 1 : integerIn(info[2], "rescoreMultiplier", 1);
     // The row count is read without the lock: a change before the work starts is refused there.
     const int64_t rows = impl_->store->rows;
     auto allow = allowFlags(info[3], rows, "row");

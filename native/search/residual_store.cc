@@ -497,12 +497,6 @@ std::vector<int32_t> countsOf(const Napi::Value& v, const char* what) {
   return out;
 }
 
-int64_t positive(const Napi::Value& v, const char* what) {
-  if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 1 || v.As<Napi::Number>().DoubleValue() != std::floor(v.As<Napi::Number>().DoubleValue())) {
-    throw invalidArgument(std::string(what) + " must be a positive integer");
-  }
-  return v.As<Napi::Number>().Int64Value();
-}
 
 }  // namespace residual
 
@@ -528,11 +522,16 @@ Napi::Function ResidualStoreWrap::define(Napi::Env env) {
 // new NativeResidualStore(dim, nbits: 1 | 2 | 4)
 ResidualStoreWrap::ResidualStoreWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ResidualStoreWrap>(info), impl_(std::make_unique<Impl>()) {
   Napi::Env env = info.Env();
-  if (!info[0].IsNumber() || info[0].As<Napi::Number>().Int64Value() < 1) throw jsError(env, {"INVALID_ARGUMENT", "dim must be a positive integer"});
-  const int64_t nbits = info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 2;
+  int64_t dim = 0, nbits = 2;
+  try {
+    dim = integerIn(info[0], "dim", 1);
+    if (!info[1].IsUndefined()) nbits = integerIn(info[1], "nbits", 1, 4);
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
   if (nbits != 1 && nbits != 2 && nbits != 4) throw jsError(env, {"INVALID_ARGUMENT", "nbits must be 1, 2 or 4"});
   auto& s = *impl_->store;
-  s.dim = info[0].As<Napi::Number>().Int64Value();
+  s.dim = dim;
   s.nbits = nbits;
   s.codes = torch::empty({0}, torch::kInt32);
   s.residuals = torch::empty({0, s.width()}, torch::kUInt8);
@@ -546,8 +545,8 @@ Napi::Value ResidualStoreWrap::train(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     auto sample = floatsOf(info[0], impl_->store->dim, "sample");
-    const int64_t k = residual::positive(info[1], "centroids");
-    const int64_t seed = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
+    const int64_t k = integerIn(info[1], "centroids", 1);
+    const int64_t seed = info[2].IsUndefined() ? 0 : integerIn(info[2], "seed", 0);
     return (new residual::TrainWorker(env, impl_->store, std::move(sample), k, uint64_t(seed)))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
@@ -589,8 +588,14 @@ Napi::Value ResidualStoreWrap::size(const Napi::CallbackInfo& info) { return Nap
 Napi::Value ResidualStoreWrap::rows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& s = *impl_->store;
-  const int64_t start = info[0].As<Napi::Number>().Int64Value(), count = info[1].As<Napi::Number>().Int64Value();
-  if (start < 0 || count < 0 || start + count > s.rows) throw jsError(env, {"INVALID_ARGUMENT", "rows out of range"});
+  int64_t start = 0, count = 0;
+  try {
+    start = integerIn(info[0], "start", 0);
+    count = integerIn(info[1], "count", 0);
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
+  if (start + count > s.rows) throw jsError(env, {"INVALID_ARGUMENT", "rows out of range"});
   std::lock_guard<std::mutex> lock(s.mutex);
   const torch::Tensor out = residual::decodeRows(s, start, count);
   auto array = Napi::Float32Array::New(env, size_t(out.numel()));
@@ -613,7 +618,7 @@ Napi::Value ResidualStoreWrap::search(const Napi::CallbackInfo& info) {
     if (total * impl_->store->dim != int64_t(queries.size())) throw invalidArgument("the query lengths do not add up to the query rows");
     std::vector<int64_t> offsets(counts.size() + 1, 0);
     for (size_t d = 0; d < counts.size(); ++d) offsets[d + 1] = offsets[d] + counts[d];
-    const int64_t k = residual::positive(info[3], "k"), nprobe = residual::positive(info[4], "nprobe"), fullScores = residual::positive(info[5], "fullScores");
+    const int64_t k = integerIn(info[3], "k", 1), nprobe = integerIn(info[4], "nprobe", 1), fullScores = integerIn(info[5], "fullScores", 1);
     const bool mean = info[6].IsBoolean() && info[6].As<Napi::Boolean>().Value();
     auto allow = allowFlags(info[7], int64_t(counts.size()), "document");
     return (new residual::SearchWorker(env, impl_->store, std::move(queries), std::move(lengths), std::move(offsets), k, nprobe, fullScores, mean,

@@ -1,0 +1,46 @@
+// The native addon's entry points given garbage (test/helpers/native-garbage.ts, in a child process): every call
+// resolves or throws a JavaScript Error, none takes the process down, and the model that took the garbage embeds
+// exactly as before. lib/ validates what users pass before it reaches native code; this checks the layer below, so
+// that a mistake in lib/ surfaces as an error rather than a crash.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { tempDir } from './helpers/fixture';
+
+test('garbage arguments to every native entry point: errors, never a crash, and the model unchanged', (t) => {
+  const cwd = tempDir();
+  const run = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'helpers', 'native-garbage.ts'), cwd], {
+    encoding: 'utf8',
+    cwd: path.resolve(__dirname, '..'),
+    env: { ...process.env, COLTRAST_GARBAGE_TRACE: '1' },
+    maxBuffer: 64 * 1024 * 1024,
+    timeout: 300_000,
+  });
+  // With the trace on, the last line of stderr names the call that was running if the process died.
+  t.is(run.signal, null, `the child died of ${run.signal} during: ${run.stderr.trim().split('\n').at(-1)}`);
+  t.is(run.status, 0, run.stderr.slice(-2000));
+  const result = JSON.parse(run.stdout) as { calls: number; outcomes: Record<string, string>; nonErrors: string[]; unchanged: boolean };
+  t.true(result.calls > 4000, `${result.calls} calls`);
+  t.deepEqual(result.nonErrors, []);
+  t.true(result.unchanged, 'the model embeds the same vectors after the garbage');
+  const refused = Object.values(result.outcomes).filter((o) => o !== 'ok').length;
+  t.true(refused > result.calls / 2, `${refused} of ${result.calls} calls refused`);
+  // Numbers that N-API's integer getters used to turn silently into others (Infinity into 0: a division by zero in
+  // k-means, SIGFPE), now refused by name; and an output kind that used to fall back to 'pooled'.
+  const expected: Record<string, RegExp> = {
+    'residual train argument 1=Infinity': /^INVALID_ARGUMENT: centroids must be a positive integer/,
+    'residual train argument 1=1.5': /^INVALID_ARGUMENT: centroids must be a positive integer/,
+    'embed batchSize=NaN': /^INVALID_ARGUMENT: batchSize must be an integer from 0 to 2147483647/,
+    'embed shape 4294967296x4294967296': /^INVALID_ARGUMENT: batchSize must be an integer/,
+    'embed seqLen=-1': /^INVALID_ARGUMENT: seqLen must be an integer/,
+    "embed output='x'": /^INVALID_ARGUMENT: output must be 'pooled', 'tokens' or 'scores', got 'x'/,
+    'NativeDenseStore argument 0=1.5': /^INVALID_ARGUMENT: dim must be a positive integer/,
+    'NativeResidualStore argument 0=Infinity': /^INVALID_ARGUMENT: dim must be a positive integer/,
+    'dense float32 rows argument 0=1e300': /^INVALID_ARGUMENT: start must be a non-negative integer/,
+    'dense float32 search argument 1=Infinity': /^INVALID_ARGUMENT: k must be a positive integer/,
+    'setNumThreads argument 0=-1': /^INVALID_ARGUMENT: threads must be an integer from 0 to 65536/,
+    'embed ids of -1': /^NATIVE: libtorch: index out of range/,
+    'embed after dispose': /^DISPOSED/,
+  };
+  for (const [call, pattern] of Object.entries(expected)) t.regex(result.outcomes[call] ?? 'not called', pattern, call);
+});
