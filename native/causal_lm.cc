@@ -462,6 +462,7 @@ Napi::Value logLikelihoodCall(Napi::Env env, std::shared_ptr<LoadedEncoder> mode
     requireCausalLm(*model);
     TokenBatch batch = readTokenBatch(args, "");
     if (batch.scored.empty()) throw invalidArgument("outputMask (the completion tokens) is required");
+    checkTokens(batch, *model->model, "");
     return (new LogLikelihoodWorker(env, std::move(model), std::move(batch)))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
@@ -477,9 +478,9 @@ Napi::Value generateCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, co
     for (uint32_t i = 0; i < list.Length(); ++i) {
       prompts.push_back(int32ArrayOf<int64_t>(list.Get(i), "prompts[" + std::to_string(i) + "]"));
       if (prompts.back().empty()) throw invalidArgument("prompts[" + std::to_string(i) + "] is empty: generation needs a token to start from");
+      checkTokenIds(prompts.back(), model->model->vocabularySize(), "prompts[" + std::to_string(i) + "]");
     }
-    const double maxNew = numberOr(args, "maxNewTokens", 64);
-    if (!(maxNew >= 1) || maxNew != std::floor(maxNew)) throw invalidArgument("maxNewTokens must be a positive integer");
+    const int64_t maxNew = integerOr(args, "maxNewTokens", 1, INT32_MAX, 64);
     std::set<int64_t> stop;
     if (!args.Get("stopIds").IsUndefined()) {
       for (int64_t id : int32ArrayOf<int64_t>(args.Get("stopIds"), "stopIds")) stop.insert(id);
@@ -487,25 +488,21 @@ Napi::Value generateCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, co
     Sampling sampling;
     sampling.temperature = numberOr(args, "temperature", 0);
     sampling.topP = numberOr(args, "topP", 1);
-    const double topK = numberOr(args, "topK", 0), seed = numberOr(args, "seed", 0);
     if (!(sampling.temperature >= 0) || !std::isfinite(sampling.temperature)) throw invalidArgument("temperature must be a number >= 0 (0: greedy)");
     if (!(sampling.topP > 0 && sampling.topP <= 1)) throw invalidArgument("topP must be in (0, 1]");
-    if (!(topK >= 0) || topK != std::floor(topK)) throw invalidArgument("topK must be an integer >= 0 (0: no cut)");
-    if (!(seed >= 0) || seed != std::floor(seed)) throw invalidArgument("seed must be an integer >= 0");
-    sampling.topK = static_cast<int64_t>(topK);
-    sampling.seed = static_cast<uint64_t>(seed);
+    sampling.topK = integerOr(args, "topK", 0, INT32_MAX, 0);  // 0: no cut
+    sampling.seed = static_cast<uint64_t>(integerOr(args, "seed", 0, kMaxSafeInteger, 0));
     Beams beams;
-    const double numBeams = numberOr(args, "numBeams", 1), earlyStopping = numberOr(args, "earlyStopping", 0);
+    const int64_t numBeams = integerOr(args, "numBeams", 1, INT32_MAX, 1);
+    const double earlyStopping = numberOr(args, "earlyStopping", 0);
     beams.lengthPenalty = numberOr(args, "lengthPenalty", 1);
-    if (!(numBeams >= 1) || numBeams != std::floor(numBeams)) throw invalidArgument("numBeams must be a positive integer");
     if (!std::isfinite(beams.lengthPenalty)) throw invalidArgument("lengthPenalty must be a finite number");
     if (earlyStopping != 0 && earlyStopping != 1 && earlyStopping != 2) throw invalidArgument("earlyStopping must be 0 (false), 1 (true) or 2 (never)");
     if (numBeams > 1 && sampling.temperature > 0) throw invalidArgument("beam search is deterministic: temperature must be 0 with numBeams > 1");
     if (numBeams > 1 && args.Get("onTokens").IsFunction()) throw invalidArgument("beam search cannot stream: its best hypothesis is known only at the end");
-    beams.numBeams = static_cast<int64_t>(numBeams);
+    beams.numBeams = numBeams;
     beams.earlyStopping = static_cast<int>(earlyStopping);
-    const double batchSize = numberOr(args, "batchSize", 8);
-    if (!(batchSize >= 1) || batchSize != std::floor(batchSize)) throw invalidArgument("batchSize must be a positive integer");
+    const int64_t batchSize = integerOr(args, "batchSize", 1, INT32_MAX, 8);
     const Napi::Value onTokens = args.Get("onTokens");
     if (!onTokens.IsUndefined() && !onTokens.IsFunction()) throw invalidArgument("onTokens must be a function");
     const Napi::Value cancel = args.Get("cancel");
@@ -513,8 +510,8 @@ Napi::Value generateCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, co
                                   cancel.As<Napi::Int32Array>().ElementLength() != prompts.size())) {
       throw invalidArgument("cancel must be an Int32Array with one flag per prompt");
     }
-    return (new GenerateWorker(env, std::move(model), std::move(prompts), static_cast<int64_t>(maxNew), std::move(stop), sampling, beams,
-                               static_cast<int64_t>(batchSize), onTokens.IsFunction() ? onTokens.As<Napi::Function>() : Napi::Function(), cancel))
+    return (new GenerateWorker(env, std::move(model), std::move(prompts), maxNew, std::move(stop), sampling, beams,
+                               batchSize, onTokens.IsFunction() ? onTokens.As<Napi::Function>() : Napi::Function(), cancel))
         ->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});

@@ -590,9 +590,9 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
       if (!options.denseStack.empty() && options.denseWeightsPath.empty()) throw invalidArgument("denseStack follows a Dense module: denseWeightsPath is missing");
     }
     options.head = stringOr(o, "head", "");
-    options.numLabels = static_cast<int64_t>(numberOr(o, "numLabels", 0));
+    options.numLabels = integerOr(o, "numLabels", 0, INT32_MAX, 0);
     options.newHead = boolOr(o, "newHead", false);
-    options.seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
+    options.seed = static_cast<uint64_t>(integerOr(o, "seed", 0, kMaxSafeInteger, 42));
     options.tieWordEmbeddings = boolOr(o, "tieWordEmbeddings", false);
     if (o.Has("scoreTokens") && !o.Get("scoreTokens").IsUndefined()) {
       if (!o.Get("scoreTokens").IsArray()) throw invalidArgument("scoreTokens must be an array of one or two token ids");
@@ -621,6 +621,7 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
   EmbedRequest r;
   try {
     r.batch = readTokenBatch(o, "");
+    checkTokens(r.batch, *encoder->model, "");
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }
@@ -691,9 +692,9 @@ Napi::Value EncoderWrap::addProjection(const Napi::CallbackInfo& info) {
   auto encoder = live(env);
   try {
     auto o = info[0].As<Napi::Object>();
-    const auto out = static_cast<int64_t>(numberOr(o, "outFeatures", 0));
-    if (out < 1) throw invalidArgument("outFeatures must be a positive integer");
-    return (new AddProjectionWorker(env, encoder, out, boolOr(o, "tanh", false), static_cast<uint64_t>(numberOr(o, "seed", 42)),
+    if (o.Get("outFeatures").IsUndefined()) throw invalidArgument("outFeatures must be a positive integer");
+    const int64_t out = integerOr(o, "outFeatures", 1, INT32_MAX, 0);
+    return (new AddProjectionWorker(env, encoder, out, boolOr(o, "tanh", false), static_cast<uint64_t>(integerOr(o, "seed", 0, kMaxSafeInteger, 42)),
                                     boolOr(o, "bias", true)))
         ->start();
   } catch (const Error& e) {
@@ -740,9 +741,9 @@ Napi::Value EncoderWrap::addLora(const Napi::CallbackInfo& info) {
     if (!o.Get("targets").IsArray()) throw invalidArgument("targets must be an array of projection names");
     const std::vector<std::string> targets = stringsOr(o.Get("targets"), "targets must be an array of projection names");
     const std::vector<std::string> modulesToSave = stringsOr(o.Get("modulesToSave"), "modulesToSave must be an array of module names");
-    const auto rank = static_cast<int64_t>(numberOr(o, "rank", 8));
+    const int64_t rank = integerOr(o, "rank", 1, INT32_MAX, 8);
     const double scale = numberOr(o, "scale", 1.0), dropout = numberOr(o, "dropout", 0.0);
-    const auto seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
+    const auto seed = static_cast<uint64_t>(integerOr(o, "seed", 0, kMaxSafeInteger, 42));
     checkTakesLora(*encoder);
     return (new ModelTaskWorker(
                 env, encoder,

@@ -8,6 +8,7 @@
 
 #include "models/layers.h"
 #include "models/transformer_encoder.h"
+#include "napi_args.h"
 
 namespace coltrast {
 
@@ -107,5 +108,10 @@ class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
 
   std::shared_ptr<LoadedEncoder> encoder_;
 };
+
+// checkTokenRange against the model's vocabulary and token types.
+inline void checkTokens(const TokenBatch& b, const TransformerEncoder& m, const std::string& name) {
+  checkTokenRange(b, m.vocabularySize(), m.tokenTypeCount(), name);
+}
 
 }  // namespace coltrast

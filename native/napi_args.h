@@ -61,6 +61,12 @@ inline int64_t integerIn(const Napi::Value& v, const std::string& what, int64_t 
   return static_cast<int64_t>(x);
 }
 
+// o[key] as integerIn reads it, or `fallback` when it is undefined.
+inline int64_t integerOr(const Napi::Object& o, const char* key, int64_t min, int64_t max, int64_t fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsUndefined() ? fallback : integerIn(v, key, min, max);
+}
+
 inline double numberOr(const Napi::Object& o, const char* key, double fallback) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return fallback;
@@ -102,6 +108,31 @@ inline TokenBatch readTokenBatch(const Napi::Object& o, const std::string& name)
   b.types = copy("tokenTypeIds");
   if (o.Has("outputMask") && !o.Get("outputMask").IsUndefined()) b.scored = copy("outputMask");
   return b;
+}
+
+// Refuses token ids outside [0, vocabulary): a tokenizer that does not match the weights (tokens added to it without
+// resizing the model's embeddings) would otherwise fail deep in libtorch as "index out of range in self".
+template <typename Int>
+void checkTokenIds(const std::vector<Int>& ids, int64_t vocabulary, const std::string& what) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || int64_t(ids[i]) >= vocabulary) {
+      throw Error("MODEL_FILES", "token id " + std::to_string(ids[i]) + " (in " + what + ") is outside the model's vocabulary of " +
+                                     std::to_string(vocabulary) + " tokens: the tokenizer does not match the model's weights (tokens " +
+                                     "added to tokenizer.json without resizing the embeddings?)");
+    }
+  }
+}
+
+// checkTokenIds for a batch's input ids, and its token type ids against `types` when the model reads them (types > 0).
+inline void checkTokenRange(const TokenBatch& b, int64_t vocabulary, int64_t types, const std::string& name) {
+  const std::string prefix = name.empty() ? "" : name + ".";
+  checkTokenIds(b.ids, vocabulary, prefix + "inputIds");
+  if (types <= 0) return;
+  for (int32_t t : b.types) {
+    if (t < 0 || t >= types) {
+      throw invalidArgument(prefix + "tokenTypeIds holds " + std::to_string(t) + ", but the model has " + std::to_string(types) + " token types");
+    }
+  }
 }
 
 // A copy of a Float32Array of rows `dim` wide (`what` names it in errors).

@@ -3,7 +3,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, ColtrastError } from '../lib';
-import { editJson, fixtureCopy, tempDir } from './helpers/fixture';
+import { STEP, editJson, fixtureCopy, tempDir } from './helpers/fixture';
 
 async function loadError(dir: string, options: object = { device: 'cpu' }) {
   const error = await (Encoder.load(dir, options as never).then(
@@ -78,6 +78,25 @@ test('a corrupt tokenizer.json', async (t) => {
   const e = await loadError(fixtureCopy((d) => fs.writeFileSync(path.join(d, 'tokenizer.json'), '{"version": "1.0"}')));
   t.is(e.code, 'MODEL_FILES');
   t.regex(e.message, /cannot load tokenizer/);
+});
+
+test("a tokenizer.json with a token beyond the model's embeddings: embed() and training name the mismatch", async (t) => {
+  // Tokens added to the tokenizer without resizing the model's embedding matrix (198 rows in the fixture).
+  const dir = fixtureCopy((d) =>
+    editJson(path.join(d, 'tokenizer.json'), (tokenizer) => {
+      (tokenizer.added_tokens as object[]).push({ id: 198, content: '[NEW]', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    }),
+  );
+  const enc = await Encoder.load(dir, { device: 'cpu' });
+  t.is((await enc.embed(['hello world'])).data.length, 32, 'texts without the token embed');
+  const embedError = await t.throwsAsync(enc.embed(['hello [NEW] world']));
+  t.is((embedError as ColtrastError).code, 'MODEL_FILES');
+  t.regex(embedError!.message, /token id 198 \(in inputIds\) is outside the model's vocabulary of 198 tokens: the tokenizer does not match the model's weights/);
+  const trainer = await enc.createTrainer({});
+  const stepError = await t.throwsAsync(trainer.step(['a [NEW] query'], ['a document'], { ...STEP }));
+  t.regex(stepError!.message, /token id 198 \(in queries\.inputIds\) is outside the model's vocabulary of 198 tokens/);
+  trainer.dispose();
+  enc.dispose();
 });
 
 test('modules.json naming an unsupported module', async (t) => {

@@ -25,8 +25,9 @@ test('garbage arguments to every native entry point: errors, never a crash, and 
   t.true(result.unchanged, 'the model embeds the same vectors after the garbage');
   const refused = Object.values(result.outcomes).filter((o) => o !== 'ok').length;
   t.true(refused > result.calls / 2, `${refused} of ${result.calls} calls refused`);
-  // Numbers that N-API's integer getters used to turn silently into others (Infinity into 0: a division by zero in
-  // k-means, SIGFPE), now refused by name; and an output kind that used to fall back to 'pooled'.
+  // Numbers that N-API's integer getters or casts used to turn silently into others (Infinity into 0: a division by zero
+  // in k-means, SIGFPE), now refused by name; an output kind that used to fall back to 'pooled'; token ids beyond the
+  // embeddings, which libtorch reported as "index out of range in self"; a cross-encoder step on a model without a head.
   const expected: Record<string, RegExp> = {
     'residual train argument 1=Infinity': /^INVALID_ARGUMENT: centroids must be a positive integer/,
     'residual train argument 1=1.5': /^INVALID_ARGUMENT: centroids must be a positive integer/,
@@ -39,7 +40,15 @@ test('garbage arguments to every native entry point: errors, never a crash, and 
     'dense float32 rows argument 0=1e300': /^INVALID_ARGUMENT: start must be a non-negative integer/,
     'dense float32 search argument 1=Infinity': /^INVALID_ARGUMENT: k must be a positive integer/,
     'setNumThreads argument 0=-1': /^INVALID_ARGUMENT: threads must be an integer from 0 to 65536/,
-    'embed ids of -1': /^NATIVE: libtorch: index out of range/,
+    'embed ids of -1': /^MODEL_FILES: token id -1 \(in inputIds\) is outside the model's vocabulary of 198 tokens/,
+    'embed token types of 5': /^INVALID_ARGUMENT: tokenTypeIds holds 5, but the model has 2 token types/,
+    'logLikelihood (causal LM) inputIds=Int32Array(4) of 2^30': /^MODEL_FILES: token id 1073741824 \(in inputIds\) is outside/,
+    'generate (causal LM) maxNewTokens=Infinity': /^INVALID_ARGUMENT: maxNewTokens must be an integer from 1/,
+    'generate (causal LM) numBeams=1e300': /^INVALID_ARGUMENT: numBeams must be an integer from 1/,
+    'step with gradient caching miniBatchSize=Infinity': /^INVALID_ARGUMENT: miniBatchSize must be an integer >= 0/,
+    'step with matryoshka: matryoshkaDimensions[1]=Infinity': /^INVALID_ARGUMENT: matryoshkaDimensions must hold positive integers/,
+    'step with distillation: teacher perQuery=Infinity': /^INVALID_ARGUMENT: teacher\.perQuery must be an integer from 1/,
+    'cross-encoder step on an embedding model': /^INVALID_ARGUMENT: crossEncoder steps need a model with a score head/,
     'embed after dispose': /^DISPOSED/,
   };
   for (const [call, pattern] of Object.entries(expected)) t.regex(result.outcomes[call] ?? 'not called', pattern, call);

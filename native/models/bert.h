@@ -70,6 +70,11 @@ class BertModel : public TransformerEncoder {
                         const torch::Tensor& tokenTypeIds) override;
   int64_t hiddenSize() const override { return config_.hiddenSize; }
   int64_t maxPositions() const override { return config_.usablePositions(); }
+  int64_t vocabularySize() const override { return embeddings_->word_embeddings->weight.size(0); }
+  // RoBERTa's family adds type 0's row whatever the ids say.
+  int64_t tokenTypeCount() const override {
+    return embeddings_->token_type_embeddings && config_.variant != BertVariant::Roberta ? embeddings_->token_type_embeddings->weight.size(0) : 0;
+  }
   std::string modelType() const override { return config_.modelType; }
 
  protected:

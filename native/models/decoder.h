@@ -104,6 +104,7 @@ class DecoderModel : public TransformerEncoder {
   double finalLogitSoftcap() const override { return config_.finalSoftcap; }
   std::string modelType() const override { return config_.modelType; }
   torch::Tensor inputEmbeddings() const override { return embed_tokens_->weight; }
+  int64_t vocabularySize() const override { return embed_tokens_->weight.size(0); }
   const DecoderConfig& config() const { return config_; }
 
   // The last hidden states of `inputIds` [batch, n] that follow the `caches`' tokens, which get theirs appended (one

@@ -26,6 +26,10 @@ class TransformerEncoder : public torch::nn::Module {
                                 const torch::Tensor& tokenTypeIds) = 0;
   virtual int64_t hiddenSize() const = 0;
   virtual int64_t maxPositions() const = 0;
+  // The rows of the token embedding matrix: token ids must be below it.
+  virtual int64_t vocabularySize() const = 0;
+  // The rows of the token type embeddings the model adds, 0 when it reads no token types.
+  virtual int64_t tokenTypeCount() const { return 0; }
   virtual std::string modelType() const = 0;
   // The token embedding matrix [vocab, hidden], which a causal LM's output layer shares when its config ties
   // them; undefined for architectures that are not decoders.

@@ -238,7 +238,8 @@ Napi::Value run(const Napi::CallbackInfo& info, Op op) {
       if (strategy == "fused") contrastiveOptions.strategy = ContrastiveOptions::Strategy::Fused;
       else if (strategy == "chunked") contrastiveOptions.strategy = ContrastiveOptions::Strategy::Chunked;
       else if (strategy != "auto") throw invalidArgument("strategy must be 'auto', 'fused' or 'chunked'; got '" + strategy + "'");
-      contrastiveOptions.chunkRows = int64_t(numberOr(args, "chunkRows", 0));
+      // Negative values reach the check that names them (autograd.cc); fractions and non-finite ones stop here.
+      contrastiveOptions.chunkRows = integerOr(args, "chunkRows", -kMaxSafeInteger, kMaxSafeInteger, 0);
     } else {
       inputs["q"] = readTensor(args, "q", false);
       inputs["qmask"] = readTensor(args, "qmask", true);

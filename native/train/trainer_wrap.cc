@@ -91,7 +91,7 @@ void readMatryoshka(const Napi::Object& o, StepOptions& s) {
     const Napi::Value di = d.Get(i), wi = w.Get(i);
     const double dim = di.IsNumber() ? di.As<Napi::Number>().DoubleValue() : -1;
     const double weight = wi.IsNumber() ? wi.As<Napi::Number>().DoubleValue() : -1;
-    if (!(dim >= 1) || dim != std::floor(dim)) throw invalidArgument("matryoshkaDimensions must hold positive integers");
+    if (!(dim >= 1 && dim <= INT32_MAX) || dim != std::floor(dim)) throw invalidArgument("matryoshkaDimensions must hold positive integers");
     if (!(weight >= 0) || !std::isfinite(weight)) throw invalidArgument("matryoshkaWeights must hold finite numbers >= 0");
     s.matryoshka.emplace_back(static_cast<int64_t>(dim), weight);
   }
@@ -124,9 +124,7 @@ void readTeacher(const Napi::Object& t, int64_t queries, int64_t documents, Step
   if (!t.Get("candidates").IsTypedArray() || !t.Get("scores").IsTypedArray()) {
     throw invalidArgument("teacher must be { candidates: Int32Array, scores: Float32Array, perQuery }");
   }
-  const double k = numberOr(t, "perQuery", 0);
-  if (!(k >= 1) || k != std::floor(k)) throw invalidArgument("teacher.perQuery must be a positive integer");
-  const auto perQuery = static_cast<int64_t>(k);
+  const int64_t perQuery = integerIn(t.Get("perQuery"), "teacher.perQuery", 1, INT32_MAX);
   auto candidates = t.Get("candidates").As<Napi::Int32Array>();
   auto scores = t.Get("scores").As<Napi::Float32Array>();
   const auto n = static_cast<size_t>(queries * perQuery);
@@ -158,7 +156,7 @@ StepOptions readStepOptions(const Napi::Object& o) {
   s.lossScale = numberOr(o, "lossScale", s.lossScale);
   s.apply = boolOr(o, "apply", s.apply);
   const double mini = numberOr(o, "miniBatchSize", 0);
-  if (!(mini >= 0) || mini != std::floor(mini)) throw invalidArgument("miniBatchSize must be an integer >= 0 (0: no mini-batches)");
+  if (!(mini >= 0 && mini <= INT32_MAX) || mini != std::floor(mini)) throw invalidArgument("miniBatchSize must be an integer >= 0 (0: no mini-batches)");
   s.miniBatchSize = static_cast<int64_t>(mini);
   s.verifyMiniBatches = boolOr(o, "verifyMiniBatches", s.verifyMiniBatches);
   s.projectTokens = boolOr(o, "projectTokens", s.projectTokens);
@@ -1018,11 +1016,12 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
       scaler.scale = numberOr(g, "initScale", scaler.scale);
       scaler.growthFactor = numberOr(g, "growthFactor", scaler.growthFactor);
       scaler.backoffFactor = numberOr(g, "backoffFactor", scaler.backoffFactor);
-      scaler.growthInterval = static_cast<int64_t>(numberOr(g, "growthInterval", static_cast<double>(scaler.growthInterval)));
+      const double interval = numberOr(g, "growthInterval", static_cast<double>(scaler.growthInterval));
       if (!(scaler.scale > 0) || !(scaler.growthFactor >= 1) || !(scaler.backoffFactor > 0 && scaler.backoffFactor < 1) ||
-          scaler.growthInterval < 1) {
+          !(interval >= 1 && interval <= double(kMaxSafeInteger)) || interval != std::floor(interval)) {
         throw invalidArgument("gradScaler needs initScale > 0, growthFactor >= 1, 0 < backoffFactor < 1 and growthInterval >= 1");
       }
+      scaler.growthInterval = static_cast<int64_t>(interval);
     }
     // freezeBase: only the heads train (the transformer's parameters get no gradient, so backward stops at its
     // output and keeps none of its activations).
@@ -1081,7 +1080,7 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
     }
     state->autocast = autocast;
     state->scaler = scaler;
-    const auto seed = static_cast<uint64_t>(numberOr(o, "seed", 42));
+    const auto seed = static_cast<uint64_t>(integerOr(o, "seed", 0, kMaxSafeInteger, 42));
     state->rngState = at::detail::createCPUGenerator(seed).get_state();
     if (state->encoder->device.is_cuda()) {
       // The device generator's state for this seed, read by seeding it and putting it back as it was.
@@ -1112,7 +1111,11 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     auto args = info[0].As<Napi::Object>();
     auto batchAt = [&](const char* key) {
       if (!args.Get(key).IsObject()) throw invalidArgument(std::string(key) + " must be a padded token batch");
-      return readTokenBatch(args.Get(key).As<Napi::Object>(), key);
+      TokenBatch b = readTokenBatch(args.Get(key).As<Napi::Object>(), key);
+      const auto state = live(env);
+      // The generator's sequences go to the generator, everything else to the model trained (a twin has its vocabulary).
+      checkTokens(b, *(std::string(key) == "sequences" && state->generator ? state->generator : state->encoder)->model, key);
+      return b;
     };
     StepOptions options = readStepOptions(args);
     options.rag = boolOr(args, "rag", false);
@@ -1121,7 +1124,7 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       if (!state->generator) throw invalidArgument("rag steps need a trainer created with a generator");
       if (options.crossEncoder || options.miniBatchSize > 0) throw invalidArgument("rag steps take no crossEncoder or miniBatchSize");
       TokenBatch q = batchAt("queries"), d = batchAt("documents"), g = batchAt("sequences");
-      options.documentsPerQuery = static_cast<int64_t>(numberOr(args, "documentsPerQuery", 0));
+      options.documentsPerQuery = integerOr(args, "documentsPerQuery", 0, INT32_MAX, 0);
       const int64_t k = options.documentsPerQuery;
       if (q.batch < 1 || k < 1 || d.batch != q.batch * k || g.batch != q.batch * k) {
         throw invalidArgument("a rag step takes B >= 1 queries, B * documentsPerQuery documents and as many generator sequences");
@@ -1131,9 +1134,10 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     }
     if (options.crossEncoder) {
       if (live(env)->twin) throw invalidArgument("a trainer with a twin (Contrastive Tension) trains embedding models, not cross-encoders");
+      if (!live(env)->encoder->scores()) throw invalidArgument("crossEncoder steps need a model with a score head (a CrossEncoder)");
       // Every query with every document: `pairs` holds them query-major, `documentsPerQuery` per query.
       TokenBatch pairs = batchAt("pairs");
-      options.documentsPerQuery = static_cast<int64_t>(numberOr(args, "documentsPerQuery", 0));
+      options.documentsPerQuery = integerOr(args, "documentsPerQuery", 0, INT32_MAX, 0);
       const int64_t n = options.documentsPerQuery;
       if (n < 1 || pairs.batch % n != 0 || pairs.batch / n > n || pairs.batch < 1) {
         throw invalidArgument("pairs must hold B * documentsPerQuery pairs with 1 <= B <= documentsPerQuery");

@@ -7,7 +7,7 @@
 // an Error, and whether the model that took the garbage still embeds exactly as before.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, Generator } from '../../lib';
+import { CrossEncoder, Encoder, Generator } from '../../lib';
 import { native, type NativeEncoder } from '../../lib/native';
 import type { ModelHandle } from '../../lib/native-model';
 import { padBatch } from '../../lib/tokenizer';
@@ -61,7 +61,7 @@ async function each(name: string, args: unknown[], index: number, call: (...args
   for (const [label, value] of GARBAGE) await attempt(`${name} argument ${index}=${label}`, () => call(...args.map((a, i) => (i === index ? value : a))));
 }
 
-const handleOf = (encoder: Encoder) => (encoder as unknown as { model: ModelHandle }).model.current();
+const handleOf = (encoder: Encoder | CrossEncoder) => (encoder as unknown as { model: ModelHandle }).model.current();
 
 async function main() {
   process.chdir(process.argv[2]);
@@ -111,6 +111,33 @@ async function main() {
   const native_ = addon.NativeTrainer.create(model, { learningRate: 0, weightDecay: 0, seed: 1 });
   const stepBase = { queries: prepared.queries, documents: prepared.documents, pooling: 'mean', ...STEP, learningRate: 0, projectTokens: false };
   await mutate('step', stepBase, (a) => native_.evaluate(a as never));
+  // The step's optional parts, one at a time over a valid step (2 queries, 2 documents).
+  const extras: Record<string, Record<string, unknown>> = {
+    'gradient caching': { miniBatchSize: 1, verifyMiniBatches: true },
+    matryoshka: { matryoshkaDimensions: [4, 8], matryoshkaWeights: [1, 0.5] },
+    distillation: { distillationWeight: 1, distillation: 'kl', teacherTemperature: 2, teacher: { candidates: new Int32Array([0, 1, 1, -1]), scores: new Float32Array([1, 0, 1, 0]), perQuery: 2 } },
+    guide: { guide: { documents: new Uint8Array([0, 1, 0, 0]), queries: new Uint8Array(4), positives: new Uint8Array(4) } },
+  };
+  for (const [name, extra] of Object.entries(extras)) {
+    await mutate(`step with ${name}`, { ...stepBase, ...extra }, (a) => native_.evaluate(a as never));
+    for (const [key, value] of Object.entries(extra)) {
+      if (value === null || typeof value !== 'object' || Array.isArray(value) || ArrayBuffer.isView(value)) continue;
+      await mutate(`step with ${name}: ${key}`, value as Record<string, unknown>, (a) => native_.evaluate({ ...stepBase, ...extra, [key]: a } as never));
+    }
+  }
+  for (const key of ['matryoshkaDimensions', 'matryoshkaWeights']) {
+    for (const [label, value] of GARBAGE) {
+      await attempt(`step with matryoshka: ${key}[1]=${label}`, () => native_.evaluate({ ...stepBase, ...extras.matryoshka, [key]: [4, value] } as never));
+    }
+  }
+  // A cross-encoder's step: its pairs (2 queries with 2 documents each), on a cross-encoder and on a model without a score head.
+  const pairs = padBatch([0, 1, 2, 3].map(() => ({ ids: ids[0], typeIds: ids[0].map(() => 0) })));
+  const pairStep = { ...STEP, pairs, documentsPerQuery: 2, crossEncoder: true, crossEncoderLoss: 'bce', scoreActivation: 'identity', scale: 2, learningRate: 0 };
+  await attempt('cross-encoder step on an embedding model', () => native_.evaluate(pairStep as never));
+  const reranker = handleOf(await CrossEncoder.load(path.join(FIXTURES, 'tiny-cross-encoder', 'st'), { device: 'cpu' }));
+  const rerankerTrainer = addon.NativeTrainer.create(reranker, { learningRate: 0, seed: 1 });
+  await mutate('cross-encoder step', pairStep, (a) => rerankerTrainer.evaluate(a as never));
+  rerankerTrainer.dispose();
   await each('saveState', ['state.safetensors'], 0, (...a) => (native_.saveState as (...x: unknown[]) => unknown)(...a));
   await each('loadState', ['missing.safetensors'], 0, (...a) => (native_.loadState as (...x: unknown[]) => unknown)(...a));
   native_.dispose();
