@@ -12,7 +12,7 @@ import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { cpuMemory, runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
-import { parseJsonLines } from './files';
+import { notAFile, parseJsonLines } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
@@ -244,12 +244,14 @@ function fail(message: string): never {
 
 /** A file's whole text (a flag that names a file, e.g. a chat template). */
 function readTextFile(file: string, flag: string): string {
-  if (!fs.existsSync(file)) fail(`${flag}: ${file} does not exist`);
+  const problem = notAFile(file);
+  if (problem) fail(`${flag}: ${file} ${problem}`);
   return fs.readFileSync(file, 'utf8');
 }
 
 function readTexts(file: string): string[] {
-  if (!fs.existsSync(file)) fail(`input file ${file} does not exist`);
+  const problem = notAFile(file);
+  if (problem) fail(`input file ${file} ${problem}`);
   const content = fs.readFileSync(file, 'utf8');
   if (!file.endsWith('.jsonl')) return content.split('\n').filter((l) => l.trim().length > 0);
   return parseJsonLines(file, content, (value, where) => {
@@ -415,7 +417,8 @@ async function trainCommand(argv: string[]): Promise<void> {
   ) as Record<string, any>;
   let config: Partial<TrainOptions> = {};
   if (v.config) {
-    if (!fs.existsSync(v.config)) fail(`config file ${v.config} does not exist`);
+    const problem = notAFile(v.config);
+    if (problem) fail(`config file ${v.config} ${problem}`);
     try {
       config = JSON.parse(fs.readFileSync(v.config, 'utf8'));
     } catch (error) {
@@ -777,7 +780,8 @@ async function evalCommand(argv: string[]): Promise<void> {
 
 async function documentsFrom(file: string, encoder: Encoder): Promise<IndexDoc[]> {
   if (file.endsWith('.jsonl')) {
-    if (!fs.existsSync(file)) fail(`data file ${file} does not exist`);
+    const problem = notAFile(file);
+    if (problem) fail(`data file ${file} ${problem}`);
     return parseJsonLines(file, fs.readFileSync(file, 'utf8'), (value, where) => {
       const doc = value as IndexDoc;
       if (typeof doc?.id !== 'string' || typeof doc?.text !== 'string') fail(`${where}: expected {"id": "...", "text": "..."}`);

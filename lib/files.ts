@@ -3,6 +3,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
 
+/** Why `file` cannot be read as a file ("does not exist", "is a folder, not a file"), or undefined when it can. */
+export function notAFile(file: string): string | undefined {
+  const stat = fs.statSync(file, { throwIfNoEntry: false });
+  if (!stat) return 'does not exist';
+  if (stat.isDirectory()) return 'is a folder, not a file';
+  return stat.isFile() ? undefined : 'is not a regular file';
+}
+
 export function writeTextAtomic(file: string, text: string): void {
   fs.writeFileSync(`${file}.tmp`, text);
   fs.renameSync(`${file}.tmp`, file);

@@ -28,6 +28,9 @@ const LOAD_KEYS = ['device', 'dtype', 'threads', 'cacheDir', 'revision', 'endpoi
 
 let threadsApplied = false;
 
+/** The most intra-op threads native/runtime.cc's setNumThreads takes. */
+const MAX_THREADS = 65536;
+
 /**
  * Applies a thread count for the whole process; without one, the default (the first load applies it):
  * OMP_NUM_THREADS when it is a positive integer, as PyTorch takes it, else every core.
@@ -35,6 +38,7 @@ let threadsApplied = false;
 export function setThreads(threads?: number): void {
   // 0 asks the addon for its default (native/runtime.cc: defaultThreads), which ops called before any load use too.
   const n = threads === undefined ? 0 : positiveInteger('threads', threads);
+  if (n > MAX_THREADS) throw invalid('threads', `a positive integer up to ${MAX_THREADS}`, threads);
   native().setNumThreads(n);
   threadsApplied = true;
 }

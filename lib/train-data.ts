@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import type { Project } from './chunking';
 import { ColtrastError } from './errors';
-import { parseJsonLines } from './files';
+import { notAFile, parseJsonLines } from './files';
 import type { NativeTeacherScores } from './native';
 import { seededRandom } from './random';
 import { invalid } from './validate';
@@ -29,9 +29,10 @@ export interface TrainExample {
   scores?: number[];
 }
 
-/** A data file's text; a missing file is an error naming it. */
+/** A data file's text; a missing file (or a folder) is an error naming it. */
 export function readDataFile(file: string, noun = 'data'): string {
-  if (!fs.existsSync(file)) throw new ColtrastError('INVALID_ARGUMENT', `${noun} file ${file} does not exist`);
+  const problem = notAFile(file);
+  if (problem) throw new ColtrastError('INVALID_ARGUMENT', `${noun} file ${file} ${problem}`);
   return fs.readFileSync(file, 'utf8');
 }
 

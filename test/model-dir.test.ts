@@ -208,6 +208,8 @@ test('unknown and malformed options', async (t) => {
   t.regex(e.message, /'float16' needs a CUDA device/);
   e = await loadError(dir, { device: 'cpu', threads: 0 });
   t.regex(e.message, /threads must be a positive integer, got number 0/);
+  e = await loadError(dir, { device: 'cpu', threads: 1e300 });
+  t.regex(e.message, /threads must be a positive integer up to 65536, got number 1e\+300/);
 });
 
 test('asking for a GPU that is not there says so', async (t) => {

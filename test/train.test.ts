@@ -69,6 +69,7 @@ test('JSONL pairs and triplets, ColTrast JSON and arrays load; errors name the l
   fs.writeFileSync(coltrast, JSON.stringify({ items: [] }));
   t.throws(() => readTrainingData(coltrast), { message: /expected \{"projects"/ });
   t.throws(() => loadExamples(path.join(dir, 'missing.jsonl')), { message: /does not exist/ });
+  t.throws(() => loadExamples(dir), { message: /^data file .+ is a folder, not a file$/ });
   t.throws(() => loadExamples([{ query: 'q', positive: '' }]), { message: /data\[0\]: "positive"/ });
 });
 
@@ -321,6 +322,12 @@ test('the bundled ColTrast example trains end to end from the command line', asy
   const bad = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--data', data, '--output', output, '--epochs', 'two'], { encoding: 'utf8' });
   t.is(bad.status, 2);
   t.regex(bad.stderr, /--epochs must be an integer/);
+  // Folders where files belong: the data, the config, and embed's input.
+  for (const args of [['train', '--data', path.dirname(data), '--output', output], ['train', '--config', path.dirname(data)], ['embed', path.dirname(data)]]) {
+    const folder = spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
+    t.is(folder.status, 2, args.join(' '));
+    t.regex(folder.stderr, /^coltrast: (data|config|input) file .+ is a folder, not a file\n$/, args.join(' '));
+  }
 });
 
 test('a run killed mid-epoch resumes from its last checkpoint and ends with the same weights', (t) => {
