@@ -232,3 +232,49 @@ test('embed() rejects bad arguments by name', async (t) => {
   await t.throwsAsync(enc.embed(['a'], { batchsize: 4 } as never), { message: /unknown option options\.batchsize/ });
   enc.dispose();
 });
+
+// Every config.json field of a BERT, a DeBERTa-v3 and a Qwen3 causal LM replaced, one at a time, by garbage: the model
+// loads and runs (a value it takes, or a field it does not read) or the load fails with a ColtrastError of its own
+// code. A size of 2^31 (layers, heads, vocabulary) used to build modules for as long as it took, and an out-of-range
+// dropout probability failed in libtorch without the key's name. Sizes of a million still allocate terabytes and fail
+// with libtorch's out-of-memory error (code NATIVE), which names the allocation; they are left out here.
+test('config.json fields replaced by garbage: the model runs or a ColtrastError names the problem', async (t) => {
+  const garbage: [string, unknown][] = [
+    ['null', null], ['0', 0], ['-1', -1], ['1.5', 1.5], ['1e300', 1e300], ['2^31', 2 ** 31], ['3', 3], ["'x'", 'x'], ['true', true], ['{}', {}], ['[]', []], ['[1]', [1]],
+  ];
+  const { Generator } = await import('../lib');
+  const fixtures = path.resolve(__dirname, 'fixtures');
+  const refusedBy: Record<string, number> = {};
+  for (const [family, source] of [['bert', path.join(fixtures, 'tiny-bert')], ['deberta-v3', path.join(fixtures, 'tiny-encoders', 'deberta-v3')], ['qwen3', path.join(fixtures, 'tiny-causal-lms', 'qwen3')]]) {
+    const dir = path.join(tempDir(), family);
+    fs.cpSync(source, dir, { recursive: true });
+    const config = JSON.parse(fs.readFileSync(path.join(source, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const wrong: string[] = [];
+    for (const key of Object.keys(config).filter((k) => !['architectures', 'transformers_version', 'torch_dtype'].includes(k))) {
+      for (const [label, value] of garbage) {
+        fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, [key]: value }));
+        try {
+          if (family === 'qwen3') {
+            const generator = await Generator.load(dir, { device: 'cpu' });
+            await generator.logLikelihood([{ prompt: 'hello', completion: ' world' }]);
+            generator.dispose();
+          } else {
+            const encoder = await Encoder.load(dir, { device: 'cpu' });
+            await encoder.embed(['hello world']);
+            encoder.dispose();
+          }
+        } catch (error) {
+          const code = (error as ColtrastError).code;
+          refusedBy[code] = (refusedBy[code] ?? 0) + 1;
+          if (!(error instanceof ColtrastError) || code === 'NATIVE') wrong.push(`${key}=${label}: ${String(error).slice(0, 200)}`);
+        }
+      }
+    }
+    t.deepEqual(wrong, [], family);
+  }
+  t.true((refusedBy.MODEL_FILES ?? 0) > 200, JSON.stringify(refusedBy));
+  const dir = fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, num_hidden_layers: 2 ** 31 })));
+  t.regex((await loadError(dir)).message, /config\.json: "num_hidden_layers" must be a positive integer \(at most 65536\)/);
+  const dropout = fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 1.5 })));
+  t.regex((await loadError(dropout)).message, /config\.json: "hidden_dropout_prob" must be a probability from 0 to 1/);
+});

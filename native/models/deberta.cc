@@ -16,8 +16,8 @@ using namespace config;
 // A non-negative integer, or `fallback` when absent or null.
 int64_t countOr(const nlohmann::json& c, const char* key, int64_t fallback) {
   if (!c.contains(key) || c[key].is_null()) return fallback;
-  if (!c[key].is_number_integer() || c[key].get<int64_t>() < 0)
-    throw modelFilesError(std::string("config.json: \"") + key + "\" must be a non-negative integer");
+  if (!c[key].is_number_integer() || c[key].get<int64_t>() < 0 || c[key].get<int64_t>() > largestSize(key))
+    throw modelFilesError(std::string("config.json: \"") + key + "\" must be a non-negative integer (at most " + std::to_string(largestSize(key)) + ")");
   return c[key].get<int64_t>();
 }
 
