@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -153,6 +154,20 @@ std::vector<T> int32ArrayOf(const Napi::Value& v, const std::string& what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) throw invalidArgument(what + " must be an Int32Array");
   auto a = v.As<Napi::Int32Array>();
   return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// A store's rows(start, count) arguments, checked against its `rows` (INVALID_ARGUMENT errors otherwise).
+inline std::pair<int64_t, int64_t> rowRange(const Napi::Value& start, const Napi::Value& count, int64_t rows) {
+  const int64_t from = integerIn(start, "start", 0), n = integerIn(count, "count", 0);
+  if (from + n > rows) throw invalidArgument("rows out of range");
+  return {from, n};
+}
+
+// A copy of a contiguous float32 CPU tensor as a Float32Array.
+inline Napi::Float32Array float32Array(Napi::Env env, const torch::Tensor& t) {
+  auto array = Napi::Float32Array::New(env, size_t(t.numel()));
+  if (t.numel() > 0) std::memcpy(array.Data(), t.data_ptr<float>(), t.numel() * sizeof(float));
+  return array;
 }
 
 // A store's remove(keep) flags: a Uint8Array with one flag per row, as a bool tensor (a copy).

@@ -503,17 +503,13 @@ Napi::Value DenseStoreWrap::rows(const Napi::CallbackInfo& info) {
   auto& s = *impl_->store;
   int64_t start = 0, count = 0;
   try {
-    start = integerIn(info[0], "start", 0);
-    count = integerIn(info[1], "count", 0);
+    std::tie(start, count) = rowRange(info[0], info[1], s.rows);
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }
-  if (start + count > s.rows) throw jsError(env, {"INVALID_ARGUMENT", "rows out of range"});
   std::lock_guard<std::mutex> lock(s.mutex);
   const torch::Tensor out = decodeRows(s, s.data.narrow(0, start, count)).contiguous();
-  auto array = Napi::Float32Array::New(env, size_t(out.numel()));
-  if (out.numel() > 0) std::memcpy(array.Data(), out.data_ptr<float>(), out.numel() * sizeof(float));
-  return array;
+  return float32Array(env, out);
 }
 
 Napi::Value DenseStoreWrap::size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(impl_->store->rows)); }

@@ -33,8 +33,12 @@ const GARBAGE: [string, unknown][] = [
 const outcomes: Record<string, string> = {};
 const nonErrors: string[] = [];
 
+// COLTRAST_GARBAGE_TRACE names a file that gets each call's label before the call: its last line names a call that
+// crashed. A file, not stderr: writeSync to a pipe can fail with EAGAIN while the reader is busy.
+const trace = process.env.COLTRAST_GARBAGE_TRACE ? fs.openSync(process.env.COLTRAST_GARBAGE_TRACE, 'w') : undefined;
+
 async function attempt(label: string, call: () => unknown): Promise<void> {
-  if (process.env.COLTRAST_GARBAGE_TRACE) fs.writeSync(2, `${label}\n`); // the last line names a call that crashed
+  if (trace !== undefined) fs.writeSync(trace, `${label}\n`);
   try {
     await call();
     outcomes[label] = 'ok';
