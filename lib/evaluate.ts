@@ -117,6 +117,13 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (o.reranker !== undefined && (typeof o.reranker !== 'string' || o.reranker === '') && !(o.reranker instanceof CrossEncoder)) {
     throw invalid('options.reranker', 'a cross-encoder folder, Hugging Face id or CrossEncoder', o.reranker);
   }
+  if (o.model !== undefined && !(o.model instanceof Encoder) && (typeof o.model !== 'string' || o.model === '')) {
+    throw invalid('options.model', 'a model folder, Hugging Face id or Encoder', o.model);
+  }
+  const loaded = o.data as Partial<BeirData> | undefined;
+  if (typeof o.data !== 'string' && !(loaded?.qrels instanceof Map && loaded.queries instanceof Map && Array.isArray(loaded.corpus))) {
+    throw invalid('options.data', 'a BEIR folder, a ColTrast project file or loaded data ({ corpus, queries, qrels }, as loadBeir returns)', o.data);
+  }
   const started = Date.now();
   const data = typeof o.data === 'string' ? loadEvalData(o.data, o.split ?? 'test') : o.data;
   const evaluated = [...data.qrels.keys()].filter((q) => data.queries.has(q));

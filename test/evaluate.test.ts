@@ -111,6 +111,13 @@ test('evaluate() in bm25, dense and hybrid modes', async (t) => {
   t.is(late.metrics.recall[3], 1, 'all three documents are re-ranked and returned');
   await t.throwsAsync(evaluate({ data, mode: 'dense' }), { message: /needs options\.model/ });
   await t.throwsAsync(evaluate({ data, k: [0] }), { message: /options\.k\[0\]/ });
+  // Data and model of the wrong kind are named, not a TypeError from inside (or the index's "dim must be ...").
+  for (const bad of [undefined, null, 3, {}, { qrels: [] }]) {
+    await t.throwsAsync(evaluate({ data: bad as never }), { message: /options\.data must be a BEIR folder, a ColTrast project file or loaded data/ });
+  }
+  for (const bad of [3, {}, true, '']) {
+    await t.throwsAsync(evaluate({ data, model: bad as never }), { message: /options\.model must be a model folder, Hugging Face id or Encoder/ });
+  }
 });
 
 test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a reason', async (t) => {
