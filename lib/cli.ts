@@ -12,11 +12,11 @@ import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { cpuMemory, runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
-import { notAFile, parseJsonLines } from './files';
+import { checkOutputFile, notAFile, parseJsonLines } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
-import { Index, STORAGES, TOKEN_STORAGES, type Fusion, type IndexDoc, type Storage, type TokenStorage } from './search-index';
+import { Index, STORAGES, TOKEN_STORAGES, checkIndexFolder, type Fusion, type IndexDoc, type Storage, type TokenStorage } from './search-index';
 import { exportIndex } from './export';
 import { mineHardNegatives, miningReport, type MineOptions } from './mining';
 import { generateQueries, type GenerateQueriesOptions } from './query-generation';
@@ -319,6 +319,13 @@ async function embed(argv: string[]): Promise<void> {
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
   if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
   const texts = readTexts(positionals[0]);
+  if (values.output) {
+    try {
+      checkOutputFile(values.output, '--output');
+    } catch (error) {
+      fail((error as Error).message);
+    }
+  }
   const started = Date.now();
   const download = new ProgressBar('download', 'MB');
   const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
@@ -813,6 +820,11 @@ async function indexCommand(argv: string[]): Promise<void> {
   if (!values.output) fail('index needs --output <dir>');
   const storage = storageFlag(values.storage);
   const update = values.update ?? false;
+  try {
+    checkIndexFolder(values.output, '--output');
+  } catch (error) {
+    fail((error as Error).message);
+  }
   if (update) {
     const fixed = ['late-interaction', 'storage', 'token-storage', 'residual-bits', 'centroids', 'pool-factor', 'truncate-dim'].filter((f) => values[f as keyof typeof values] !== undefined);
     if (fixed.length > 0) fail(`--update adds to the index as it was built: drop ${fixed.map((f) => `--${f}`).join(', ')}`);

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { ColtrastError } from './errors';
+import { checkOutputFile } from './files';
 import { checkOptions, oneOf } from './validate';
 
 export interface ExportOptions {
@@ -244,6 +245,7 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
   oneOf('options.format', o.format ?? 'pgvector', ['pgvector'] as const);
   const kind = oneOf('options.vectorIndex', o.vectorIndex ?? 'auto', ['auto', 'hnsw', 'ivfflat', 'none'] as const);
   const { qualified, base } = checkTable(o.table ?? 'coltrast_docs');
+  checkOutputFile(output, 'output');
   const dir = path.resolve(indexDir);
   const manifestFile = path.join(dir, 'index.json');
   if (!fs.existsSync(manifestFile)) throw new ColtrastError('MODEL_FILES', `index ${dir}: no index.json (not an index folder)`);

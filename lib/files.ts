@@ -11,6 +11,19 @@ export function notAFile(file: string): string | undefined {
   return stat.isFile() ? undefined : 'is not a regular file';
 }
 
+/** Refuses an output folder path that names a file (reading it as a folder failed with ENOTDIR). */
+export function checkOutputFolder(dir: string, what: string): void {
+  const stat = fs.statSync(dir, { throwIfNoEntry: false });
+  if (stat && !stat.isDirectory()) throw new ColtrastError('INVALID_ARGUMENT', `${what}: ${dir} is a file; give the path of a folder`);
+}
+
+/** Refuses an output file path that names a folder (writing there failed with EISDIR after all the work). */
+export function checkOutputFile(file: string, what: string): void {
+  if (fs.statSync(file, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${what}: ${file} is a folder; give the path of the file to write`);
+  }
+}
+
 export function writeTextAtomic(file: string, text: string): void {
   fs.writeFileSync(`${file}.tmp`, text);
   fs.renameSync(`${file}.tmp`, file);
@@ -55,6 +68,7 @@ export function replaceDir(staging: string, target: string): void {
  * `target` by renames. An existing non-empty `target` needs `overwrite`. On failure nothing changes.
  */
 export async function writeFolderAtomic(target: string, overwrite: boolean, fill: (staging: string) => Promise<void>): Promise<void> {
+  checkOutputFolder(target, 'the output folder');
   if (fs.existsSync(target) && fs.readdirSync(target).length > 0 && !overwrite) {
     throw new ColtrastError('INVALID_ARGUMENT', `${target} exists and is not empty; pass { overwrite: true } to replace it`);
   }

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { CrossEncoder } from './cross-encoder';
 import { Encoder, type Device, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
+import { checkOutputFile } from './files';
 import { seededRandom } from './random';
 import { exactMaxSim, Index, newStore, RESIDUAL_BITS, topIndices } from './search-index';
 import { padTokens } from './ops';
@@ -170,6 +171,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
   const outputScores = booleanValue('options.outputScores', o.outputScores ?? false);
   const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
   if (o.output !== undefined && (typeof o.output !== 'string' || o.output.length === 0)) throw invalid('options.output', 'a file path', o.output);
+  if (o.output !== undefined) checkOutputFile(o.output, 'options.output');
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   for (const name of ['queryPrompt', 'queryPromptName', 'corpusPrompt', 'corpusPromptName'] as const) {
     if (o[name] !== undefined && typeof o[name] !== 'string') throw invalid(`options.${name}`, 'a string', o[name]);

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
-import { writeTextAtomic } from './files';
+import { checkOutputFile, writeTextAtomic } from './files';
 import { Encoder } from './encoder';
 import { Generator, type Prompt } from './generator';
 import { checkChatFormat, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
@@ -226,9 +226,7 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
   }
   if (o.corpus === undefined) throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus is required: the documents to write queries for');
   if (o.output !== undefined && (typeof o.output !== 'string' || o.output.length === 0)) throw invalid('options.output', 'a file path', o.output);
-  if (o.output !== undefined && fs.statSync(o.output, { throwIfNoEntry: false })?.isDirectory()) {
-    throw new ColtrastError('INVALID_ARGUMENT', `options.output: ${o.output} is a folder; give the path of the JSONL file to write`);
-  }
+  if (o.output !== undefined) checkOutputFile(o.output, 'options.output');
   const perDocument = positiveInteger('options.perDocument', o.perDocument ?? 3);
   const format = readPromptFormat(o, { plain: DEFAULT_QUERY_TEMPLATE, chat: DEFAULT_CHAT_QUERY_TEMPLATE }, ['{document}']);
   const maxDocumentTokens = positiveInteger('options.maxDocumentTokens', o.maxDocumentTokens ?? 256);

@@ -408,6 +408,18 @@ export async function exactMaxSim(
   return scores;
 }
 
+/**
+ * @internal Refuses a folder that saving an index over would destroy: one that exists, is not empty and is not an index
+ * (no index.json). Index.save's overwrite, `coltrast index --output` and serve's saveTo replace only an index: the
+ * CLI once emptied whatever folder --output named.
+ */
+export function checkIndexFolder(dir: string, what: string): void {
+  const target = path.resolve(dir);
+  if (fs.existsSync(target) && (!fs.statSync(target).isDirectory() || (fs.readdirSync(target).length > 0 && !fs.existsSync(path.join(target, 'index.json'))))) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${what}, ${target}, exists and is not an index (no index.json): saving would replace it; choose another folder`);
+  }
+}
+
 export class Index {
   private docs: IndexDoc[] = [];
   private positions = new Map<string, number>();
@@ -878,6 +890,7 @@ export class Index {
   }
 
   private async saveNow(dir: string, options: { overwrite?: boolean }): Promise<void> {
+    if (options.overwrite) checkIndexFolder(dir, 'the folder to save to');
     const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.encoder));
     await writeFolderAtomic(path.resolve(dir), options.overwrite ?? false, async (staging) => {
       const manifest: Manifest = {

@@ -24,7 +24,7 @@ import { Encoder, matrixRows, normalizeRow, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { compileFilter } from './filter';
 import { runtimeInfo } from './runtime';
-import { Index, type Hit } from './search-index';
+import { Index, checkIndexFolder, type Hit } from './search-index';
 import { Generator } from './generator';
 import { Rag } from './rag';
 import { generationRoutes } from './serve-generation';
@@ -161,6 +161,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   if (writable && !index) throw new ColtrastError('INVALID_ARGUMENT', 'options.writable lets clients change an index: give options.index too');
   if (o.saveTo !== undefined && !writable) throw new ColtrastError('INVALID_ARGUMENT', 'options.saveTo saves the changes clients make: give options.writable: true too');
   const saveTo = o.saveTo === undefined ? undefined : path.resolve(nonEmptyString('options.saveTo', o.saveTo));
+  if (saveTo !== undefined) checkIndexFolder(saveTo, 'options.saveTo');
   const saveInterval = o.saveInterval === undefined ? 10 : numberValue('options.saveInterval', o.saveInterval, (x) => x >= 0, 'a number of seconds >= 0');
   if (o.onSaveError !== undefined && typeof o.onSaveError !== 'function') throw invalid('options.onSaveError', 'a function', o.onSaveError);
   const saver = new IndexSaver(index, saveTo, saveInterval * 1000, o.onSaveError ?? ((e) => process.stderr.write(`coltrast serve: saving the index to ${saveTo} failed: ${e.message}\n`)));

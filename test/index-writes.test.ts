@@ -5,6 +5,7 @@
 // saves after changes and at close(), and `coltrast serve --writable`.
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, Index, serve, type IndexDoc } from '../lib';
 import { ReadWriteLock } from '../lib/rw-lock';
@@ -159,6 +160,11 @@ test('serve: an index is read-only unless writable; writable needs an index, sav
   }
   await t.throwsAsync(serve({ encoder: enc, port: 0, writable: true }), { message: /options.writable lets clients change an index: give options.index too/ });
   await t.throwsAsync(serve({ encoder: enc, index, port: 0, saveTo: tempDir() }), { message: /options.saveTo .* give options.writable: true too/ });
+  // saveTo replaces only an index (or an empty folder): saving there would destroy another folder's files.
+  const folder = tempDir();
+  fs.writeFileSync(path.join(folder, 'keep.txt'), 'mine');
+  await t.throwsAsync(serve({ encoder: enc, index, port: 0, writable: true, saveTo: folder }), { message: /options\.saveTo, .+, exists and is not an index \(no index\.json\)/ });
+  t.deepEqual(fs.readdirSync(folder), ['keep.txt']);
 });
 
 test('coltrast serve --writable saves what clients change to the --index folder on exit', async (t) => {

@@ -327,4 +327,24 @@ test('coltrast index and search from the command line', async (t) => {
   const nothing = run('index', '--data', more, '--output', path.join(tempDir(), 'none'), '--update', '--device', 'cpu');
   t.is(nothing.status, 2);
   t.regex(nothing.stderr, /--update needs an index at --output/);
+  // A folder that is not an index is never replaced (the CLI once emptied whatever --output named); an index is.
+  const folder = tempDir();
+  fs.writeFileSync(path.join(folder, 'keep.txt'), 'mine');
+  const kept = run('index', '--data', more, '--output', folder, '--device', 'cpu');
+  t.is(kept.status, 2);
+  t.regex(kept.stderr, /^coltrast: --output, .+, exists and is not an index \(no index\.json\): saving would replace it; choose another folder\n$/);
+  t.deepEqual(fs.readdirSync(folder), ['keep.txt']);
+  const rebuilt = run('index', '--data', more, '--output', dir, '--device', 'cpu', '--json');
+  t.is(rebuilt.status, 0, rebuilt.stderr);
+  t.is(JSON.parse(rebuilt.stdout).documents, 2, 'an index folder is rebuilt from the new data');
+  const index = await Index.load(dir, await Encoder.load('default', { device: 'cpu' }));
+  await t.throwsAsync(index.save(folder, { overwrite: true }), { message: /exists and is not an index/ });
+  t.deepEqual(fs.readdirSync(folder), ['keep.txt']);
+  // Output files that name a folder: refused before any work.
+  const embedded = run('embed', more, '--output', folder, '--device', 'cpu');
+  t.is(embedded.status, 2);
+  t.regex(embedded.stderr, /^coltrast: --output: .+ is a folder; give the path of the file to write\n$/);
+  const exported = run('export', '--index', dir, '--format', 'pgvector', '--output', folder);
+  t.is(exported.status, 2);
+  t.regex(exported.stderr, /output: .+ is a folder; give the path of the file to write/);
 });

@@ -219,6 +219,7 @@ test('mining refuses bad options, project files, empty data, manhattan models an
     [{ samplingStrategy: 'best' as 'top' }, /samplingStrategy must be one of 'top', 'random'/],
     [{ outputFormat: 'pairs' as 'triplet' }, /outputFormat must be one of/],
     [{ relativeMargin: NaN }, /relativeMargin must be a finite number/],
+    [{ output: tempDir() }, /options\.output: .+ is a folder; give the path of the file to write/],
     [{ ['numNegative' as 'numNegatives']: 2 }, /unknown option options.numNegative/],
     [{ data: path.join(ROOT, 'examples', 'ai-projects.json') }, /ColTrast project file: train\(\) chunks and mines those itself/],
     [{ data: [] }, /holds no examples/],

@@ -223,7 +223,7 @@ test('bad options are errors that name them', async (t) => {
     [{ generator: qwen3, corpus: CORPUS, chat: true, device: 'cpu' }, /has no chat template/],
     [{ generator: qwen3, corpus: CORPUS, queriesPerDoc: 2 }, /queriesPerDoc/],
     [{ generator: qwen3, corpus: CORPUS, resume: true }, /options.resume must be absent without options.output/],
-    [{ generator: qwen3, corpus: CORPUS, output: tempDir() }, /options\.output: .+ is a folder; give the path of the JSONL file to write/],
+    [{ generator: qwen3, corpus: CORPUS, output: tempDir() }, /options\.output: .+ is a folder; give the path of the file to write/],
     [{ generator: qwen3, corpus: CORPUS, keepLikeliest: 0 }, /options.keepLikeliest must be a fraction above 0 and at most 1/],
     [{ generator: qwen3, corpus: CORPUS, keepLikeliest: 1.5 }, /options.keepLikeliest must be a fraction above 0 and at most 1/],
     [{ generator: qwen3, corpus: CORPUS, consistency: {} }, /options.consistency.model must be an embedding model folder, a hub id or an Encoder/],

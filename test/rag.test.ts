@@ -239,6 +239,7 @@ test('trainRag() and Rag errors: missing corpus, k beyond it, a bad template, un
   t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, lr: 1 } as never))).message, /lr/);
   t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, data: [{ question: 'a' }] as never }))).message, /data\[0\]: expected \{ "question"/);
   t.regex((await rejection(() => trainRag({ ...base, corpus: [''] }))).message, /corpus\[0\]/);
+  t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, output: GENERATOR + '/config.json' }))).message, /options\.output: .+ is a file; give the path of a folder/);
   t.is((await rejection(() => trainRag({ ...base, corpus: CORPUS, generator: FIXTURE }))).code, 'UNSUPPORTED_MODEL');
   const longDocs = CORPUS.map((d) => `${d} ${'model text token vector '.repeat(20)}`);
   t.regex(

@@ -328,6 +328,10 @@ test('the bundled ColTrast example trains end to end from the command line', asy
     t.is(folder.status, 2, args.join(' '));
     t.regex(folder.stderr, /^coltrast: (data|config|input) file .+ is a folder, not a file\n$/, args.join(' '));
   }
+  // And a file where the output folder belongs (it was read as a folder: ENOTDIR).
+  const onFile = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--data', data, '--output', data], { encoding: 'utf8' });
+  t.is(onFile.status, 2);
+  t.regex(onFile.stderr, /^coltrast: options\.output: .+ai-projects\.json is a file; give the path of a folder\n$/);
 });
 
 test('a run killed mid-epoch resumes from its last checkpoint and ends with the same weights', (t) => {
