@@ -3,12 +3,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
 
-/** Why `file` cannot be read as a file ("does not exist", "is a folder, not a file"), or undefined when it can. */
+/**
+ * Why `file` cannot be read as a file ("does not exist", "is a folder, not a file"), or undefined when it can. Pipes
+ * and devices pass: `cat texts.txt | coltrast embed /dev/stdin` reads a pipe.
+ */
 export function notAFile(file: string): string | undefined {
   const stat = fs.statSync(file, { throwIfNoEntry: false });
   if (!stat) return 'does not exist';
-  if (stat.isDirectory()) return 'is a folder, not a file';
-  return stat.isFile() ? undefined : 'is not a regular file';
+  return stat.isDirectory() ? 'is a folder, not a file' : undefined;
 }
 
 /** Refuses an output folder path that names a file (reading it as a folder failed with ENOTDIR). */

@@ -328,6 +328,11 @@ test('the bundled ColTrast example trains end to end from the command line', asy
     t.is(folder.status, 2, args.join(' '));
     t.regex(folder.stderr, /^coltrast: (data|config|input) file .+ is a folder, not a file\n$/, args.join(' '));
   }
+  // A pipe is a file to read: texts from standard input (through a shell's pipe: Node's own stdin for a child is a
+  // socket, which /dev/stdin cannot open).
+  const piped = spawnSync('bash', ['-c', 'printf "hello world\\na cat\\n" | "$0" --import tsx "$1" embed /dev/stdin --model "$2" --device cpu --json', process.execPath, cli, FIXTURE], { encoding: 'utf8' });
+  t.is(piped.status, 0, piped.stderr);
+  t.is(JSON.parse(piped.stdout.trim().split('\n').at(-1)!).texts, 2);
   // And a file where the output folder belongs (it was read as a folder: ENOTDIR).
   const onFile = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--data', data, '--output', data], { encoding: 'utf8' });
   t.is(onFile.status, 2);
