@@ -319,13 +319,7 @@ async function embed(argv: string[]): Promise<void> {
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
   if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
   const texts = readTexts(positionals[0]);
-  if (values.output) {
-    try {
-      checkOutputFile(values.output, '--output');
-    } catch (error) {
-      fail((error as Error).message);
-    }
-  }
+  if (values.output) checkOutputFile(values.output, '--output'); // a ColtrastError: main() prints it and exits 2
   const started = Date.now();
   const download = new ProgressBar('download', 'MB');
   const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
@@ -820,11 +814,7 @@ async function indexCommand(argv: string[]): Promise<void> {
   if (!values.output) fail('index needs --output <dir>');
   const storage = storageFlag(values.storage);
   const update = values.update ?? false;
-  try {
-    checkIndexFolder(values.output, '--output');
-  } catch (error) {
-    fail((error as Error).message);
-  }
+  checkIndexFolder(values.output, '--output'); // before the model loads; a ColtrastError: main() prints it and exits 2
   if (update) {
     const fixed = ['late-interaction', 'storage', 'token-storage', 'residual-bits', 'centroids', 'pool-factor', 'truncate-dim'].filter((f) => values[f as keyof typeof values] !== undefined);
     if (fixed.length > 0) fail(`--update adds to the index as it was built: drop ${fixed.map((f) => `--${f}`).join(', ')}`);

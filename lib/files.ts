@@ -19,6 +19,12 @@ export function checkOutputFolder(dir: string, what: string): void {
   if (stat && !stat.isDirectory()) throw new ColtrastError('INVALID_ARGUMENT', `${what}: ${dir} is a file; give the path of a folder`);
 }
 
+/** Whether an output folder holds anything already (it exists and is not empty); a file there is refused. */
+export function nonEmptyFolder(dir: string, what: string): boolean {
+  checkOutputFolder(dir, what);
+  return fs.existsSync(dir) && fs.readdirSync(dir).length > 0;
+}
+
 /** Refuses an output file path that names a folder (writing there failed with EISDIR after all the work). */
 export function checkOutputFile(file: string, what: string): void {
   if (fs.statSync(file, { throwIfNoEntry: false })?.isDirectory()) {
@@ -70,8 +76,7 @@ export function replaceDir(staging: string, target: string): void {
  * `target` by renames. An existing non-empty `target` needs `overwrite`. On failure nothing changes.
  */
 export async function writeFolderAtomic(target: string, overwrite: boolean, fill: (staging: string) => Promise<void>): Promise<void> {
-  checkOutputFolder(target, 'the output folder');
-  if (fs.existsSync(target) && fs.readdirSync(target).length > 0 && !overwrite) {
+  if (nonEmptyFolder(target, 'the output folder') && !overwrite) {
     throw new ColtrastError('INVALID_ARGUMENT', `${target} exists and is not empty; pass { overwrite: true } to replace it`);
   }
   fs.mkdirSync(path.dirname(target), { recursive: true });

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { semanticChunks } from './chunking';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
-import { checkOutputFolder, parseJsonLines, readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { nonEmptyFolder, parseJsonLines, readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import { Generator, type Generated, type Prompt } from './generator';
 import { checkChatFormat, checkTemplate, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
 import type { Device } from './native-model';
@@ -256,8 +256,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const output = path.resolve(o.output);
   const checkpointDir = `${output}.checkpoint`;
   const saved = resume ? readCheckpointState<{ state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[] }>(checkpointDir) : undefined;
-  checkOutputFolder(output, 'options.output');
-  if (!saved && fs.existsSync(output) && fs.readdirSync(output).length > 0 && !o.overwrite) {
+  if (nonEmptyFolder(output, 'options.output') && !saved && !o.overwrite) {
     throw new ColtrastError('INVALID_ARGUMENT', `${output} is not empty: pass overwrite: true to replace it, or resume: true to continue an interrupted run`);
   }
   const data = readRagData(o.data);

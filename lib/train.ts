@@ -12,7 +12,7 @@ import { resolveModelDir } from './hub';
 import { checkFloat16, type ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
 import { ColtrastError } from './errors';
-import { checkOutputFolder, readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { nonEmptyFolder, readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
 import { evaluateRun, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
@@ -814,8 +814,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // The kept model replaces `output`: only an empty folder or an earlier (finished or interrupted) training
   // run's output may be there.
   const earlierRun = fs.existsSync(path.join(output, 'training_history.json')) || fs.existsSync(`${output}.checkpoint`);
-  checkOutputFolder(output, 'options.output');
-  if (fs.existsSync(output) && fs.readdirSync(output).length > 0 && !earlierRun) {
+  if (nonEmptyFolder(output, 'options.output') && !earlierRun) {
     throw new ColtrastError('INVALID_ARGUMENT', `options.output ${output} exists and is not the output of an earlier train(); choose another folder`);
   }
   const checkpointDir = `${output}.checkpoint`;
