@@ -6,9 +6,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import zlib from 'node:zlib';
 import { ColtrastError } from './errors';
-import { parseJsonLines } from './files';
+import { fileLines, parseJsonLines } from './files';
 import type { Project } from './chunking';
 import type { Qrels } from './ir-metrics';
 
@@ -36,19 +35,8 @@ function findFile(dir: string, names: string[]): string {
   throw new ColtrastError('INVALID_ARGUMENT', `${dir} has none of ${names.join(', ')} (a BEIR folder needs corpus, queries and qrels)`);
 }
 
-function readLines(file: string): string[] {
-  const raw = fs.readFileSync(file);
-  let text: string;
-  try {
-    text = (file.endsWith('.gz') ? zlib.gunzipSync(raw) : raw).toString('utf8');
-  } catch (error) {
-    throw bad(file, `cannot be decompressed (${(error as Error).message})`);
-  }
-  return text.split('\n');
-}
-
 function readJsonl<T>(file: string, each: (value: Record<string, unknown>, where: string) => T): T[] {
-  return parseJsonLines(file, readLines(file).join('\n'), (value, where) => {
+  return parseJsonLines(file, fileLines(file), (value, where) => {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object');
     return each(value as Record<string, unknown>, where);
   });
@@ -63,11 +51,13 @@ function id(value: unknown, where: string): string {
 /** Reads a qrels TSV: query-id, corpus-id, integer score; a first line that is a header is skipped. */
 export function readQrels(file: string, known?: { queries: Map<string, string>; docs: Set<string> }): Qrels {
   const qrels: Qrels = new Map();
-  readLines(file).forEach((line, i) => {
-    if (line.trim() === '') return;
+  let i = -1;
+  for (const line of fileLines(file)) {
+    i++;
+    if (line.trim() === '') continue;
     const where = `${file}:${i + 1}`;
     const cols = line.split('\t');
-    if (i === 0 && /query/i.test(cols[0] ?? '')) return;
+    if (i === 0 && /query/i.test(cols[0] ?? '')) continue;
     if (cols.length !== 3) throw bad(where, `expected 3 tab-separated columns (query-id, corpus-id, score), got ${cols.length}`);
     const [q, d, s] = cols.map((c) => c.trim());
     if (!/^-?\d+$/.test(s)) throw bad(where, `score "${s}" is not an integer`);
@@ -75,7 +65,7 @@ export function readQrels(file: string, known?: { queries: Map<string, string>; 
     if (known && !known.docs.has(d)) throw bad(where, `document "${d}" is not in corpus.jsonl`);
     if (!qrels.has(q)) qrels.set(q, new Map());
     qrels.get(q)!.set(d, Number(s));
-  });
+  }
   if (qrels.size === 0) throw bad(file, 'holds no judgements');
   return qrels;
 }

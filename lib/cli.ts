@@ -12,7 +12,7 @@ import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { cpuMemory, runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
-import { checkOutputFile, notAFile, parseJsonLines } from './files';
+import { checkOutputFile, fileLines, notAFile, parseJsonLines } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
@@ -252,9 +252,8 @@ function readTextFile(file: string, flag: string): string {
 function readTexts(file: string): string[] {
   const problem = notAFile(file);
   if (problem) fail(`input file ${file} ${problem}`);
-  const content = fs.readFileSync(file, 'utf8');
-  if (!file.endsWith('.jsonl')) return content.split('\n').filter((l) => l.trim().length > 0);
-  return parseJsonLines(file, content, (value, where) => {
+  if (!file.endsWith('.jsonl')) return [...fileLines(file)].filter((l) => l.trim().length > 0);
+  return parseJsonLines(file, fileLines(file), (value, where) => {
     const text = (value as { text?: unknown })?.text;
     if (typeof text !== 'string') fail(`${where}: expected an object with a "text" string`);
     return text;
@@ -783,7 +782,7 @@ async function documentsFrom(file: string, encoder: Encoder): Promise<IndexDoc[]
   if (file.endsWith('.jsonl')) {
     const problem = notAFile(file);
     if (problem) fail(`data file ${file} ${problem}`);
-    return parseJsonLines(file, fs.readFileSync(file, 'utf8'), (value, where) => {
+    return parseJsonLines(file, fileLines(file), (value, where) => {
       const doc = value as IndexDoc;
       if (typeof doc?.id !== 'string' || typeof doc?.text !== 'string') fail(`${where}: expected {"id": "...", "text": "..."}`);
       return doc;

@@ -1,6 +1,10 @@
-/** Atomic file and folder writes: readers see the old content or the new, never a half-written one. */
+/**
+ * The files coltrast reads and writes: data files read a line at a time, the checks on input and output paths, and
+ * atomic file and folder writes (readers see the old content or the new, never a half-written one).
+ */
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { ColtrastError } from './errors';
 
 /**
@@ -30,6 +34,37 @@ export function checkOutputFile(file: string, what: string): void {
   if (fs.statSync(file, { throwIfNoEntry: false })?.isDirectory()) {
     throw new ColtrastError('INVALID_ARGUMENT', `${what}: ${file} is a folder; give the path of the file to write`);
   }
+}
+
+/**
+ * Writes each of `lines` followed by '\n' to `file`, about a megabyte at a time: never one string of them all, which
+ * V8 cannot make past ~512 MiB.
+ */
+export function writeLines(file: string, lines: Iterable<string>): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    let buffer = '';
+    for (const line of lines) {
+      buffer += `${line}\n`;
+      if (buffer.length > 1 << 20) {
+        fs.writeSync(fd, buffer);
+        buffer = '';
+      }
+    }
+    fs.writeSync(fd, buffer);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Writes one JSON object a line (writeLines) to `${file}.tmp`, then renames it over `file`. */
+export function writeJsonLinesAtomic(file: string, rows: Iterable<unknown>): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const temporary = `${file}.tmp`;
+  writeLines(temporary, (function* () {
+    for (const row of rows) yield JSON.stringify(row);
+  })());
+  fs.renameSync(temporary, file);
 }
 
 export function writeTextAtomic(file: string, text: string): void {
@@ -93,12 +128,112 @@ export async function writeFolderAtomic(target: string, overwrite: boolean, fill
   }
 }
 
-/** Parses a JSON Lines text: `each(value, "file:line")` for every non-blank line; bad JSON names its line. */
-export function parseJsonLines<T>(file: string, content: string, each: (value: unknown, where: string) => T): T[] {
+/** Bytes read at a time by fileLines. */
+const LINE_CHUNK_BYTES = 4 << 20;
+
+/**
+ * The lines of a UTF-8 text file, read a chunk at a time: a data file may be larger than the longest string V8
+ * can hold (2^29 - 24 characters, ~512 MiB), which reading it whole (readFileSync to a string) cannot do, and
+ * no copy of the whole text or array of all lines is kept. Lines end at '\n' ('\r\n' too: the '\r' is dropped);
+ * a byte-order mark at the start is dropped; a last line without '\n' counts unless it is empty (an empty file has
+ * no lines). A `.gz` file is decompressed (whole: at most 2 GiB compressed and 4 GiB decompressed, Node's limits
+ * for one buffer). Pipes work (`/dev/stdin`). `chunkBytes` is for tests.
+ */
+export function* fileLines(file: string, chunkBytes = LINE_CHUNK_BYTES): Generator<string> {
+  let lineNumber = 0;
+  let first = true;
+  const decode = (parts: Buffer[]): string => {
+    lineNumber++;
+    let bytes = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    if (first) {
+      first = false;
+      if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+    }
+    if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, bytes.length - 1);
+    try {
+      return bytes.toString('utf8');
+    } catch (error) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${file}:${lineNumber}: a line of ${bytes.length} bytes, longer than the longest string Node can hold (${(error as Error).message}); split it`);
+    }
+  };
+  if (/\.gz$/i.test(file)) {
+    const whole = gunzipFile(file);
+    let start = 0;
+    for (let nl = whole.indexOf(0x0a); nl >= 0; start = nl + 1, nl = whole.indexOf(0x0a, start)) yield decode([whole.subarray(start, nl)]);
+    const last = start < whole.length ? decode([whole.subarray(start)]) : '';
+    if (last !== '') yield last;
+    return;
+  }
+  const fd = fs.openSync(file, 'r');
+  try {
+    // The bytes of a line that started in an earlier chunk, one buffer per chunk (joined once, when its end is found).
+    let pending: Buffer[] = [];
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(chunkBytes);
+      const n = fs.readSync(fd, chunk, 0, chunkBytes, null);
+      if (n === 0) break;
+      const data = chunk.subarray(0, n);
+      let start = 0;
+      for (let nl = data.indexOf(0x0a); nl >= 0; start = nl + 1, nl = data.indexOf(0x0a, start)) {
+        pending.push(data.subarray(start, nl));
+        const parts = pending;
+        pending = [];
+        yield decode(parts);
+      }
+      if (start < n) pending.push(data.subarray(start));
+    }
+    const last = pending.length > 0 ? decode(pending) : '';
+    if (last !== '') yield last;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function gunzipFile(file: string): Buffer {
+  let raw: Buffer;
+  try {
+    raw = fs.readFileSync(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_FS_FILE_TOO_LARGE') throw error;
+    throw new ColtrastError('INVALID_ARGUMENT', `${file} is larger than the 2 GiB Node reads at once; decompress it first (gunzip -k ${file}) and give the uncompressed file`);
+  }
+  try {
+    return zlib.gunzipSync(raw);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const tooLarge = code === 'ERR_BUFFER_TOO_LARGE' || error instanceof RangeError;
+    throw new ColtrastError('INVALID_ARGUMENT', tooLarge
+      ? `${file} decompresses to more than the 4 GiB Node holds in one buffer; decompress it first (gunzip -k ${file}) and give the uncompressed file`
+      : `${file} cannot be decompressed (${(error as Error).message})`);
+  }
+}
+
+/**
+ * A file's whole text, for formats that are one document (a .json file). A file too large for one string is an
+ * error that points to JSON Lines, which fileLines reads a line at a time.
+ */
+export function readWholeText(file: string, noun: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ERR_STRING_TOO_LONG' && code !== 'ERR_FS_FILE_TOO_LARGE') throw error;
+    const gib = (fs.statSync(file).size / 2 ** 30).toFixed(2);
+    throw new ColtrastError('INVALID_ARGUMENT', `${noun} file ${file} (${gib} GiB) is too large to read as one JSON document (Node's longest string is ~512 MiB); write it as JSON Lines (a .jsonl file, one item a line), which is read a line at a time`);
+  }
+}
+
+/**
+ * Parses JSON Lines: `each(value, "file:line")` for every non-blank line of `lines` (fileLines(file), or a
+ * text's lines); bad JSON names its line.
+ */
+export function parseJsonLines<T>(file: string, lines: Iterable<string>, each: (value: unknown, where: string) => T): T[] {
   const out: T[] = [];
-  content.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    const where = `${file}:${i + 1}`;
+  let i = 0;
+  for (const line of lines) {
+    i++;
+    if (line.trim() === '') continue;
+    const where = `${file}:${i}`;
     let value: unknown;
     try {
       value = JSON.parse(line);
@@ -106,6 +241,6 @@ export function parseJsonLines<T>(file: string, content: string, each: (value: u
       throw new ColtrastError('INVALID_ARGUMENT', `${where}: not valid JSON (${(error as Error).message})`);
     }
     out.push(each(value, where));
-  });
+  }
   return out;
 }

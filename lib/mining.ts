@@ -13,12 +13,11 @@
  * (margins), too high or too low (maxScore, minScore) are struck out, the survivors are ranked, the first
  * `rangeMin` skipped, and `numNegatives` taken from the top or at random.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder } from './cross-encoder';
 import { Encoder, type Device, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
-import { checkOutputFile } from './files';
+import { checkOutputFile, writeJsonLinesAtomic } from './files';
 import { seededRandom } from './random';
 import { exactMaxSim, Index, newStore, RESIDUAL_BITS, topIndices } from './search-index';
 import { padTokens } from './ops';
@@ -549,27 +548,6 @@ export async function addMinedNegatives(examples: TrainExample[], encoder: Encod
 /** Descending order with -Infinity last (a plain subtraction gives NaN for two of them). */
 function cmp(a: number, b: number): number {
   return a === b ? 0 : a < b ? -1 : 1;
-}
-
-/** Writes one JSON object a line to `${file}.tmp`, then renames it over `file`. */
-function writeJsonLinesAtomic(file: string, rows: readonly unknown[]): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const temporary = `${file}.tmp`;
-  const fd = fs.openSync(temporary, 'w');
-  try {
-    let buffer = '';
-    for (const row of rows) {
-      buffer += `${JSON.stringify(row)}\n`;
-      if (buffer.length > 1 << 20) {
-        fs.writeSync(fd, buffer);
-        buffer = '';
-      }
-    }
-    fs.writeSync(fd, buffer);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(temporary, file);
 }
 
 /**

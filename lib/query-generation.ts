@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
-import { checkOutputFile, writeTextAtomic } from './files';
+import { checkOutputFile, fileLines, writeJsonLinesAtomic, writeLines, writeTextAtomic } from './files';
 import { Encoder } from './encoder';
 import { Generator, type Prompt } from './generator';
 import { checkChatFormat, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
@@ -193,11 +193,13 @@ class PartialRun {
       if (saved.version !== 1 || saved.key !== key) {
         throw new ColtrastError('INVALID_ARGUMENT', `${this.stateFile} is from a run with another corpus, generator or options: resume with those, or delete it and ${this.lines} to start again`);
       }
-      const text = fs.existsSync(this.lines) ? fs.readFileSync(this.lines, 'utf8') : '';
-      const kept = text.split('\n').slice(0, saved.lines ?? 0);
+      const kept: string[] = [];
+      if (fs.existsSync(this.lines) && (saved.lines ?? 0) > 0) {
+        for (const line of fileLines(this.lines)) if (kept.push(line) >= (saved.lines ?? 0)) break;
+      }
       if (kept.length !== saved.lines) throw new ColtrastError('INVALID_ARGUMENT', `${this.lines} has fewer lines than ${this.stateFile} counts: delete both to start again`);
       // Lines past the count (a crash between the two writes) go.
-      fs.writeFileSync(this.lines, kept.map((l) => `${l}\n`).join(''));
+      writeLines(this.lines, kept);
       this.count = kept.length;
       this.state = { done: saved.done ?? 0, generated: saved.generated ?? 0, dropped: saved.dropped ?? 0, pairs: kept.map((l) => JSON.parse(l)) };
     } else {
@@ -274,9 +276,12 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
     const documentTokens = Math.min(maxDocumentTokens, room);
     const promptsOf = async (texts: string[]) => (await generator.cutTexts(texts, documentTokens)).map((d) => queryPrompt(format, d));
     // With an output file, each batch's pairs are kept as they come (PartialRun), so an interrupted run resumes.
-    const key = createHash('sha256')
-      .update(JSON.stringify([documents, path.resolve(generator.modelDir), format.template, format.chat, format.system ?? null, perDocument, documentTokens, maxNewTokens, temperature, topK, topP, seed, batchSize]))
-      .digest('hex');
+    // The hash of JSON.stringify([documents, ...settings]), fed a document at a time (the whole string of a corpus past
+    // ~512 MiB cannot be made): the same bytes, so the same key as before.
+    const hash = createHash('sha256').update('[[');
+    documents.forEach((d, i) => hash.update(`${i > 0 ? ',' : ''}${JSON.stringify(d)}`));
+    const settings = [path.resolve(generator.modelDir), format.template, format.chat, format.system ?? null, perDocument, documentTokens, maxNewTokens, temperature, topK, topP, seed, batchSize];
+    const key = hash.update(`],${JSON.stringify(settings).slice(1)}`).digest('hex');
     const partial = o.output === undefined ? undefined : new PartialRun(o.output as string, key, resume);
     const state = partial?.state ?? { done: 0, generated: 0, dropped: 0, pairs: [] };
     // Each query with its document's index; the pairs are made from them at the end.
@@ -336,7 +341,7 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
         throw new ColtrastError('INVALID_ARGUMENT', `options.consistency: the model ranked no query's document within its first ${consistencyK}; raise k, or check the generator's queries`);
       }
     }
-    if (o.output !== undefined) writeTextAtomic(o.output as string, kept.map((p) => JSON.stringify(p)).join('\n') + '\n');
+    if (o.output !== undefined) writeJsonLinesAtomic(o.output as string, kept);
     partial?.remove();
     return {
       pairs: kept,

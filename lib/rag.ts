@@ -15,7 +15,7 @@ import path from 'node:path';
 import { semanticChunks } from './chunking';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
-import { nonEmptyFolder, parseJsonLines, readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { fileLines, nonEmptyFolder, parseJsonLines, readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import { Generator, type Generated, type Prompt } from './generator';
 import { checkChatFormat, checkTemplate, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
 import type { Device } from './native-model';
@@ -24,7 +24,7 @@ import { seededRandom } from './random';
 import { trainingCurvesSvg } from './report';
 import { encoderEmbedder, learningRateAt } from './train';
 import { newStore, type NativeDenseStore } from './search-index';
-import { readCorpus, readDataFile, readProjects, shuffle, splitByGroup } from './train-data';
+import { checkDataFile, readCorpus, readDataFile, readProjects, shuffle, splitByGroup } from './train-data';
 import { padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, oneOf, positiveInteger } from './validate';
 
@@ -171,12 +171,13 @@ function readRagData(data: RagTrainOptions['data']): { examples: RagExample[]; p
     return { examples };
   }
   if (typeof data !== 'string') throw invalid('options.data', 'a file path or an array of { question, answer }', data);
-  const content = readDataFile(data);
   if (/\.jsonl$/i.test(data)) {
-    const examples = parseJsonLines(data, content, (value, where) => ragExample(where, value));
+    checkDataFile(data);
+    const examples = parseJsonLines(data, fileLines(data), (value, where) => ragExample(where, value));
     if (examples.length === 0) throw none(data);
     return { examples };
   }
+  const content = readDataFile(data);
   let value: unknown;
   try {
     value = JSON.parse(content);

@@ -29,7 +29,7 @@ import { Bm25Index } from './bm25';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
-import { writeFolderAtomic, writeJsonAtomic } from './files';
+import { fileLines, writeFolderAtomic, writeJsonAtomic, writeJsonLinesAtomic } from './files';
 import { compileFilter, type Filter } from './filter';
 import { poolAll } from './token-pooling';
 import { weightFiles } from './model-dir';
@@ -910,8 +910,10 @@ export class Index {
         documents: this.docs.length,
       };
       writeJsonAtomic(path.join(staging, 'index.json'), manifest);
-      const lines = this.docs.map((d, i) => JSON.stringify({ ...d, ...(this.tokens ? { tokens: this.tokenCounts[i] } : {}) }));
-      fs.writeFileSync(path.join(staging, 'docs.jsonl'), lines.join('\n') + (lines.length ? '\n' : ''));
+      const tokens = this.tokens ? this.tokenCounts : undefined;
+      writeJsonLinesAtomic(path.join(staging, 'docs.jsonl'), (function* (docs) {
+        for (let i = 0; i < docs.length; i++) yield tokens ? { ...docs[i], tokens: tokens[i] } : docs[i];
+      })(this.docs));
       try {
         if (this.vectors) await this.vectors.save(path.join(staging, 'vectors.safetensors'));
         if (this.tokens) await this.tokens.store.save(path.join(staging, 'tokens.safetensors'));
@@ -981,8 +983,10 @@ export class Index {
     }
     const docsFile = path.join(where, 'docs.jsonl');
     if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
-    const lines = fs.readFileSync(docsFile, 'utf8').split('\n').filter((l) => l.length > 0);
-    lines.forEach((line, i) => {
+    let i = -1;
+    for (const line of fileLines(docsFile)) {
+      i++;
+      if (line.length === 0) continue;
       let doc: IndexDoc & { tokens?: number };
       try {
         doc = JSON.parse(line);
@@ -998,7 +1002,7 @@ export class Index {
       const { tokens: _, ...plain } = doc;
       index.positions.set(plain.id, index.docs.length);
       index.docs.push(plain);
-    });
+    }
     if (index.docs.length !== manifest.documents) throw bad(`docs.jsonl has ${index.docs.length} documents, index.json says ${manifest.documents}`);
     try {
       if (index.vectors && (await index.vectors.load(path.join(where, 'vectors.safetensors'), map)) !== index.docs.length) throw bad('vectors.safetensors does not have one row per document');

@@ -7,10 +7,9 @@
  * `project_id`, `readme_content`, `qa_pairs[]` of `question`/`answer`/`context`), where each Q&A pair
  * becomes an example whose positive is its context (or its answer when it has none), grouped by project.
  */
-import fs from 'node:fs';
 import type { Project } from './chunking';
 import { ColtrastError } from './errors';
-import { notAFile, parseJsonLines } from './files';
+import { fileLines, notAFile, parseJsonLines, readWholeText } from './files';
 import type { NativeTeacherScores } from './native';
 import { seededRandom } from './random';
 import { invalid } from './validate';
@@ -29,11 +28,16 @@ export interface TrainExample {
   scores?: number[];
 }
 
-/** A data file's text; a missing file (or a folder) is an error naming it. */
-export function readDataFile(file: string, noun = 'data'): string {
+/** Refuses a data file that is missing or a folder, naming it. */
+export function checkDataFile(file: string, noun = 'data'): void {
   const problem = notAFile(file);
   if (problem) throw new ColtrastError('INVALID_ARGUMENT', `${noun} file ${file} ${problem}`);
-  return fs.readFileSync(file, 'utf8');
+}
+
+/** A data file's whole text (a .json document); a missing file (or a folder) is an error naming it. */
+export function readDataFile(file: string, noun = 'data'): string {
+  checkDataFile(file, noun);
+  return readWholeText(file, noun);
 }
 
 /** How readTextList names its data in errors. */
@@ -55,9 +59,14 @@ export interface TextListMessages {
 export function readTextList(data: unknown, one: (where: string, value: unknown) => string[], m: TextListMessages): string[] {
   if (Array.isArray(data)) return data.flatMap((item, i) => one(`${m.name}[${i}]`, item));
   if (typeof data !== 'string') throw m.wrongType(data);
-  const content = readDataFile(data, m.name);
-  if (/\.txt$/i.test(data)) return content.split(/\r?\n/).map((line) => line.trim()).filter((line) => line.length > 0);
-  if (/\.jsonl$/i.test(data)) return parseJsonLines(data, content, (value, where) => one(where, value)).flat();
+  checkDataFile(data, m.name);
+  if (/\.txt$/i.test(data)) {
+    const items: string[] = [];
+    for (const line of fileLines(data)) if (line.trim().length > 0) items.push(line.trim());
+    return items;
+  }
+  if (/\.jsonl$/i.test(data)) return parseJsonLines(data, fileLines(data), (value, where) => one(where, value)).flat();
+  const content = readWholeText(data, m.name);
   let value: unknown;
   try {
     value = JSON.parse(content);
@@ -108,8 +117,8 @@ export function checkExample(where: string, value: unknown): TrainExample {
   return example;
 }
 
-function readJsonl(file: string, content: string): TrainExample[] {
-  return parseJsonLines(file, content, (value, where) => checkExample(where, value));
+function readJsonl(file: string): TrainExample[] {
+  return parseJsonLines(file, fileLines(file), (value, where) => checkExample(where, value));
 }
 
 /** The projects of a parsed ColTrast file (`value`, read from `file`); a file without any Q&A pair is an error. */
@@ -155,10 +164,11 @@ export function readTrainingData(data: string | readonly unknown[]): TrainingDat
   if (Array.isArray(data)) {
     examples = data.map((item, i) => checkExample(`data[${i}]`, item));
   } else if (typeof data === 'string') {
-    const content = readDataFile(data);
+    checkDataFile(data);
     if (/\.jsonl$/i.test(data)) {
-      examples = readJsonl(data, content);
+      examples = readJsonl(data);
     } else {
+      const content = readWholeText(data, 'data');
       let value: unknown;
       try {
         value = JSON.parse(content);

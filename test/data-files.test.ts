@@ -1,0 +1,124 @@
+// Data files read a line at a time (lib/files.ts fileLines): every line boundary, ending and encoding case at chunk
+// sizes that split lines and characters, gzip, and a file larger than the longest string V8 can hold.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { constants } from 'node:buffer';
+import zlib from 'node:zlib';
+import { Encoder, Index } from '../lib';
+import { fileLines, parseJsonLines } from '../lib/files';
+import { readCorpus, readTrainingData } from '../lib/train-data';
+import { seededRandom } from '../lib/random';
+import { FIXTURE, tempDir } from './helpers/fixture';
+
+// What reading the whole text and splitting it gives: the lines, a BOM and the '\r' of '\r\n' dropped, no empty
+// line after a final '\n'.
+function expectedLines(text: string): string[] {
+  const lines = text.replace(/^\uFEFF/, '').split('\n').map((l) => l.replace(/\r$/, ''));
+  if (lines[lines.length - 1] === '') lines.pop();
+  return lines;
+}
+
+test('fileLines gives the lines of a text, whatever chunk boundaries split (CRLF, multi-byte characters, BOM, long lines)', (t) => {
+  const random = seededRandom(7).next;
+  const pieces = ['a', 'xyz', 'é', '€', '𝄞', '\u00a0', ' ', '\t', '{"q": "ü"}', '\r', '\r\n', '\n', '\n\n', 'x'.repeat(40)];
+  const texts = ['', '\n', '\r\n', 'one', 'one\n', 'one\r\ntwo', '\uFEFFbom first\nsecond\n', '\uFEFF', 'a\r', '\n\n\nlast'];
+  for (let k = 0; k < 40; k++) {
+    let text = random() < 0.3 ? '\uFEFF' : '';
+    const n = 1 + Math.floor(random() * 60);
+    for (let i = 0; i < n; i++) text += pieces[Math.floor(random() * pieces.length)];
+    texts.push(text);
+  }
+  const dir = tempDir();
+  let checked = 0;
+  texts.forEach((text, k) => {
+    const file = path.join(dir, `t${k}.txt`);
+    fs.writeFileSync(file, text);
+    for (const chunk of [1, 2, 3, 5, 7, 64, 1 << 22]) {
+      t.deepEqual([...fileLines(file, chunk)], expectedLines(text), `text ${JSON.stringify(text)}, chunks of ${chunk} bytes`);
+      checked++;
+    }
+    const gz = `${file}.gz`;
+    fs.writeFileSync(gz, zlib.gzipSync(text));
+    t.deepEqual([...fileLines(gz)], expectedLines(text), `gzipped ${JSON.stringify(text)}`);
+  });
+  t.is(checked, texts.length * 7);
+});
+
+test('fileLines closes the file when its reader stops early, and a corrupt .gz is a named error', (t) => {
+  const dir = tempDir();
+  const file = path.join(dir, 'lines.txt');
+  fs.writeFileSync(file, 'a\nb\nc\n');
+  const before = fs.readdirSync('/proc/self/fd').length;
+  for (let i = 0; i < 50; i++) {
+    for (const line of fileLines(file, 1)) if (line === 'b') break;
+  }
+  t.is(fs.readdirSync('/proc/self/fd').length, before, 'no file descriptor left open');
+  const gz = path.join(dir, 'corpus.jsonl.gz');
+  fs.writeFileSync(gz, 'not gzip at all');
+  t.throws(() => [...fileLines(gz)], { message: new RegExp(`^${gz.replace(/[.]/g, '\\.')} cannot be decompressed \\(`) });
+});
+
+test('parseJsonLines numbers lines as an editor does, with CRLF endings and a BOM', (t) => {
+  const file = path.join(tempDir(), 'pairs.jsonl');
+  fs.writeFileSync(file, '\uFEFF{"query": "q1", "positive": "p1"}\r\n\r\n{"query": "q2", "positive": "p2"}\r\n{"query": oops}\r\n');
+  t.throws(() => parseJsonLines(file, fileLines(file), (v) => v), { message: new RegExp(`:4: not valid JSON`) });
+  const two = path.join(tempDir(), 'two.jsonl');
+  fs.writeFileSync(two, '\uFEFF{"query": "q1", "positive": "p1"}\r\n\r\n{"query": "q2", "positive": "p2"}');
+  t.deepEqual(readTrainingData(two), { examples: [{ query: 'q1', positive: 'p1' }, { query: 'q2', positive: 'p2' }] });
+  const txt = path.join(tempDir(), 'corpus.txt');
+  fs.writeFileSync(txt, 'first document\r\n\r\n  second document \r\n');
+  t.deepEqual(readCorpus(txt), ['first document', 'second document']);
+});
+
+test('a JSONL file larger than the longest string V8 can hold is read; as one .json document it is a named error', (t) => {
+  // 1 MiB positives, so that the test spends its time reading, not parsing many small objects.
+  const dir = tempDir();
+  const file = path.join(dir, 'big.jsonl');
+  const positive = 'x'.repeat(1 << 20);
+  const lines = Math.ceil(constants.MAX_STRING_LENGTH / (1 << 20)) + 8;
+  const fd = fs.openSync(file, 'w');
+  for (let i = 0; i < lines; i++) fs.writeSync(fd, `{"query": "question ${i}", "positive": "${positive}"}\n`);
+  fs.closeSync(fd);
+  const size = fs.statSync(file).size;
+  t.true(size > constants.MAX_STRING_LENGTH, `${size} bytes`);
+  t.throws(() => fs.readFileSync(file, 'utf8'), { code: 'ERR_STRING_TOO_LONG' }, 'reading it whole fails');
+  try {
+    const data = readTrainingData(file);
+    if (!('examples' in data)) throw new Error('expected examples');
+    t.is(data.examples.length, lines);
+    t.is(data.examples[lines - 1].query, `question ${lines - 1}`);
+    t.is(data.examples[lines - 1].positive.length, 1 << 20);
+    const json = path.join(dir, 'big.json');
+    fs.renameSync(file, json);
+    t.throws(() => readTrainingData(json), {
+      message: /^data file .*big\.json \(0\.5\d GiB\) is too large to read as one JSON document .*write it as JSON Lines/,
+    });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an index whose documents.jsonl is larger than the longest string V8 can hold saves and loads', async (t) => {
+  // Short texts (embedding is not what is tested) with 1 MiB of metadata each.
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const dir = tempDir();
+  try {
+    const count = Math.ceil(constants.MAX_STRING_LENGTH / (1 << 20)) + 4;
+    const note = 'm'.repeat(1 << 20);
+    const docs = Array.from({ length: count }, (_, i) => ({ id: `doc-${i}`, text: `document number ${i}`, metadata: { i, note } }));
+    const index = await Index.build(enc, docs);
+    await index.save(path.join(dir, 'big.index'));
+    const size = fs.statSync(path.join(dir, 'big.index', 'docs.jsonl')).size;
+    t.true(size > constants.MAX_STRING_LENGTH, `${size} bytes`);
+    const again = await Index.load(path.join(dir, 'big.index'), enc);
+    const [last] = again.get([`doc-${count - 1}`]);
+    t.is(last?.text, `document number ${count - 1}`);
+    t.deepEqual(last?.metadata, { i: count - 1, note });
+    const hits = await again.search([`document number ${count - 1}`], { k: 1 });
+    t.is(hits[0].length, 1);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+    enc.dispose();
+  }
+});
