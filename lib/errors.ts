@@ -11,7 +11,8 @@ export type ErrorCode =
   | 'DEVICE' // a device that is not available (no GPU, no CUDA build)
   | 'DISPOSED' // a method called on an object after dispose()
   | 'ABORTED' // work stopped by the caller's AbortSignal
-  | 'NETWORK'; // a download that failed or is impossible offline
+  | 'NETWORK' // a download that failed or is impossible offline
+  | 'OUT_OF_MEMORY'; // memory ran out: the device's (batches too large) or Node's heap (a data file too large for it)
 
 export class ColtrastError extends Error {
   readonly code: ErrorCode;

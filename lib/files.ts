@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import v8 from 'node:v8';
 import zlib from 'node:zlib';
 import { ColtrastError } from './errors';
 
@@ -132,6 +133,23 @@ export async function writeFolderAtomic(target: string, overwrite: boolean, fill
 const LINE_CHUNK_BYTES = 4 << 20;
 
 /**
+ * Refuses to read on when Node's heap is nearly full (less than a tenth of its limit, at least 64 MiB, left): what a
+ * caller keeps of a large file's lines would otherwise end the process with V8's fatal "heap out of memory", which no
+ * handler can catch. Checked before each chunk. The heap's use counts garbage not yet collected, so the check may
+ * fire a little early; the fix it names is the same.
+ */
+function checkHeap(file: string, line: number): void {
+  const { used_heap_size: used, heap_size_limit: limit } = v8.getHeapStatistics();
+  if (limit - used >= Math.max(64 << 20, limit / 10)) return;
+  const mib = (n: number) => Math.round(n / 2 ** 20);
+  const suggested = Math.ceil((2 * limit) / 2 ** 30) * 1024;
+  throw new ColtrastError(
+    'OUT_OF_MEMORY',
+    `${file}:${line}: Node's heap is nearly full (${mib(used)} of ${mib(limit)} MiB) with this file's data; give Node a larger heap (NODE_OPTIONS=--max-old-space-size=${suggested}, in MiB) or use a smaller file`,
+  );
+}
+
+/**
  * The lines of a UTF-8 text file, read a chunk at a time: a data file may be larger than the longest string V8
  * can hold (2^29 - 24 characters, ~512 MiB), which reading it whole (readFileSync to a string) cannot do, and
  * no copy of the whole text or array of all lines is kept. Lines end at '\n' ('\r\n' too: the '\r' is dropped);
@@ -159,7 +177,10 @@ export function* fileLines(file: string, chunkBytes = LINE_CHUNK_BYTES): Generat
   if (/\.gz$/i.test(file)) {
     const whole = gunzipFile(file);
     let start = 0;
-    for (let nl = whole.indexOf(0x0a); nl >= 0; start = nl + 1, nl = whole.indexOf(0x0a, start)) yield decode([whole.subarray(start, nl)]);
+    for (let nl = whole.indexOf(0x0a); nl >= 0; start = nl + 1, nl = whole.indexOf(0x0a, start)) {
+      if (lineNumber % 16384 === 0) checkHeap(file, lineNumber + 1);
+      yield decode([whole.subarray(start, nl)]);
+    }
     const last = start < whole.length ? decode([whole.subarray(start)]) : '';
     if (last !== '') yield last;
     return;
@@ -169,6 +190,7 @@ export function* fileLines(file: string, chunkBytes = LINE_CHUNK_BYTES): Generat
     // The bytes of a line that started in an earlier chunk, one buffer per chunk (joined once, when its end is found).
     let pending: Buffer[] = [];
     for (;;) {
+      checkHeap(file, lineNumber + 1);
       const chunk = Buffer.allocUnsafe(chunkBytes);
       const n = fs.readSync(fd, chunk, 0, chunkBytes, null);
       if (n === 0) break;

@@ -408,7 +408,7 @@ export function binaryChoice(): BinaryChoice | undefined {
 export function fromNative(error: unknown): ColtrastError {
   if (error instanceof ColtrastError) return error;
   const e = error as { code?: unknown; message?: unknown };
-  const known = ['INVALID_ARGUMENT', 'MODEL_FILES', 'UNSUPPORTED_MODEL', 'NATIVE', 'DEVICE', 'DISPOSED'];
+  const known = ['INVALID_ARGUMENT', 'MODEL_FILES', 'UNSUPPORTED_MODEL', 'NATIVE', 'DEVICE', 'DISPOSED', 'OUT_OF_MEMORY'];
   const code = typeof e?.code === 'string' && known.includes(e.code) ? e.code : 'NATIVE';
   return new ColtrastError(code as ColtrastError['code'], String(e?.message ?? error), { cause: error });
 }

@@ -1,6 +1,7 @@
 // Data files read a line at a time (lib/files.ts fileLines): every line boundary, ending and encoding case at chunk
 // sizes that split lines and characters, gzip, and a file larger than the longest string V8 can hold.
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { constants } from 'node:buffer';
@@ -120,5 +121,28 @@ test('an index whose documents.jsonl is larger than the longest string V8 can ho
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
     enc.dispose();
+  }
+});
+
+test("a data file too large for Node's heap is an OUT_OF_MEMORY error naming the fix, not V8's fatal out-of-memory", (t) => {
+  // A 96 MiB heap and a 400 MiB file of pairs (what readTrainingData keeps of a line is about its size).
+  const dir = tempDir();
+  const file = path.join(dir, 'pairs.jsonl');
+  const line = `{"query": "a question", "positive": "${'p'.repeat(4000)}"}\n`;
+  const fd = fs.openSync(file, 'w');
+  for (let i = 0; i < 100_000; i++) fs.writeSync(fd, line);
+  fs.closeSync(fd);
+  try {
+    const script = `
+      const { readTrainingData } = require(${JSON.stringify(path.resolve(__dirname, '..', 'lib', 'train-data.ts'))});
+      try { readTrainingData(${JSON.stringify(file)}); console.log(JSON.stringify({ read: true })); }
+      catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+    const run = spawnSync(process.execPath, ['--max-old-space-size=96', '--import', 'tsx', '-e', script], { encoding: 'utf8' });
+    t.is(run.status, 0, `exit ${run.status} ${run.signal ?? ''}: ${run.stderr.slice(-500)}`);
+    const out = JSON.parse(run.stdout.trim().split('\n').pop()!);
+    t.is(out.code, 'OUT_OF_MEMORY');
+    t.regex(out.message, /pairs\.jsonl:\d+: Node's heap is nearly full \(\d+ of \d+ MiB\) with this file's data; give Node a larger heap \(NODE_OPTIONS=--max-old-space-size=1024, in MiB\)/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

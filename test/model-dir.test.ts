@@ -237,7 +237,19 @@ test('embed() rejects bad arguments by name', async (t) => {
 // loads and runs (a value it takes, or a field it does not read) or the load fails with a ColtrastError of its own
 // code. A size of 2^31 (layers, heads, vocabulary) used to build modules for as long as it took, and an out-of-range
 // dropout probability failed in libtorch without the key's name. Sizes of a million still allocate terabytes and fail
-// with libtorch's out-of-memory error (code NATIVE), which names the allocation; they are left out here.
+// with libtorch's out-of-memory error (code OUT_OF_MEMORY, the next test); they are left out here.
+// A model too large for memory: libtorch's CPU allocator fails (here on a 2^24-wide attention projection, a PiB; the
+// embeddings before it are kept small) and the error says what ran out and what to change, with its own code.
+test('a model that does not fit in memory is an OUT_OF_MEMORY error that says what to change', async (t) => {
+  const dir = fixtureCopy((d) => {
+    editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_size: 2 ** 24, num_attention_heads: 1, vocab_size: 1, max_position_embeddings: 2, type_vocab_size: 1 }));
+    editJson(path.join(d, 'sentence_bert_config.json'), (c) => ({ ...c, max_seq_length: 2 }));
+  });
+  const e = await loadError(dir);
+  t.is(e.code, 'OUT_OF_MEMORY');
+  t.regex(e.message, /^out of memory \(libtorch's CPU allocator: can't allocate memory: you tried to allocate 1125899906842624 bytes\..*\): use smaller batches \(batchSize\)/);
+});
+
 test('config.json fields replaced by garbage: the model runs or a ColtrastError names the problem', async (t) => {
   const garbage: [string, unknown][] = [
     ['null', null], ['0', 0], ['-1', -1], ['1.5', 1.5], ['1e300', 1e300], ['2^31', 2 ** 31], ['3', 3], ["'x'", 'x'], ['true', true], ['{}', {}], ['[]', []], ['[1]', [1]],
