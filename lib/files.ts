@@ -62,10 +62,12 @@ export function writeLines(file: string, lines: Iterable<string>): void {
 export function writeJsonLinesAtomic(file: string, rows: Iterable<unknown>): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const temporary = `${file}.tmp`;
-  writeLines(temporary, (function* () {
-    for (const row of rows) yield JSON.stringify(row);
-  })());
+  writeLines(temporary, jsonLines(rows));
   fs.renameSync(temporary, file);
+}
+
+function* jsonLines(rows: Iterable<unknown>): Generator<string> {
+  for (const row of rows) yield JSON.stringify(row);
 }
 
 export function writeTextAtomic(file: string, text: string): void {
@@ -79,10 +81,10 @@ export function writeJsonAtomic(file: string, value: unknown): void {
 }
 
 /**
- * A training run's saved state, `<dir>/state.json` as the run wrote it (version 1), or undefined when the folder has
- * none; a file that is not valid JSON, or another version's, is an error that says to delete the checkpoint.
+ * A training run's saved state, `<dir>/state.json` as the run wrote it (one of `versions`), or undefined when the
+ * folder has none; a file that is not valid JSON, or another version's, is an error that says to delete the checkpoint.
  */
-export function readCheckpointState<T>(dir: string): T | undefined {
+export function readCheckpointState<T>(dir: string, versions: readonly number[] = [1]): T | undefined {
   const file = path.join(dir, 'state.json');
   if (!fs.existsSync(file)) return undefined;
   let saved: T & { version?: number };
@@ -91,8 +93,54 @@ export function readCheckpointState<T>(dir: string): T | undefined {
   } catch (error) {
     throw new ColtrastError('MODEL_FILES', `checkpoint ${file} is not valid JSON (${(error as Error).message}); delete ${dir} to start over`);
   }
-  if (saved.version !== 1) throw new ColtrastError('MODEL_FILES', `checkpoint ${dir} was written by another coltrast version; delete it to start over`);
+  if (!versions.includes(saved.version as number)) throw new ColtrastError('MODEL_FILES', `checkpoint ${dir} was written by another coltrast version; delete it to start over`);
   return saved;
+}
+
+/**
+ * A training run's data in its checkpoint: each list of rows as `<name>.jsonl` in the staging folder, beside a small
+ * state.json (which held the rows until version 2, as one JSON string: past ~512 MiB of data V8 cannot make it). The
+ * rows do not change during a run, so they are written at its first checkpoint and hard-linked after that from
+ * `from`, the checkpoint folder that holds this run's files (copied where the file system has no hard links).
+ * Returns each list's row count, for state.json.
+ */
+export function saveRunData(staging: string, lists: Record<string, readonly unknown[]>, from: string | undefined): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const [name, rows] of Object.entries(lists)) {
+    counts[name] = rows.length;
+    const file = path.join(staging, `${name}.jsonl`);
+    if (from !== undefined) {
+      const old = path.join(from, `${name}.jsonl`);
+      try {
+        fs.linkSync(old, file);
+        continue;
+      } catch {
+        fs.copyFileSync(old, file);
+        continue;
+      }
+    }
+    writeLines(file, jsonLines(rows));
+  }
+  return counts;
+}
+
+/** The lists saveRunData wrote into checkpoint `dir`, each checked against its count in state.json. */
+export function readRunData(dir: string, counts: Record<string, number>): Record<string, unknown[]> {
+  const lists: Record<string, unknown[]> = {};
+  for (const [name, count] of Object.entries(counts)) {
+    const file = path.join(dir, `${name}.jsonl`);
+    const damaged = (why: string) => new ColtrastError('MODEL_FILES', `checkpoint ${dir}: ${name}.jsonl ${why}; delete the checkpoint to start over`);
+    if (notAFile(file)) throw damaged('is missing');
+    let rows: unknown[];
+    try {
+      rows = parseJsonLines(file, fileLines(file), (value) => value);
+    } catch (error) {
+      throw damaged(`is damaged (${(error as Error).message})`);
+    }
+    if (rows.length !== count) throw damaged(`has ${rows.length} rows, state.json says ${count}`);
+    lists[name] = rows;
+  }
+  return lists;
 }
 
 /** Puts the folder `staging` at `target` by renames (the old `target`, if any, is removed afterwards). */

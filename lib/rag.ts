@@ -15,7 +15,7 @@ import path from 'node:path';
 import { semanticChunks } from './chunking';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
-import { fileLines, nonEmptyFolder, parseJsonLines, readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { fileLines, nonEmptyFolder, parseJsonLines, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import { Generator, type Generated, type Prompt } from './generator';
 import { checkChatFormat, checkTemplate, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
 import type { Device } from './native-model';
@@ -230,6 +230,15 @@ interface LoopState {
   result: RagTrainResult;
 }
 
+/** A checkpoint's state and data (version 2: corpus.jsonl, train.jsonl, val.jsonl; version 1: all in state.json). */
+function readRagCheckpoint(dir: string): { state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[]; dataIn?: string } | undefined {
+  const saved = readCheckpointState<{ state: LoopState; corpus?: string[]; train?: RagExample[]; val?: RagExample[]; data?: Record<string, number> }>(dir, [1, 2]);
+  if (!saved) return undefined;
+  if (!saved.data) return { state: saved.state, corpus: saved.corpus ?? [], train: saved.train ?? [], val: saved.val ?? [] };
+  const { corpus, train, val } = readRunData(dir, saved.data) as { corpus: string[]; train: RagExample[]; val: RagExample[] };
+  return { state: saved.state, corpus, train, val, dataIn: dir };
+}
+
 /**
  * Trains a retriever and a generator together on questions and answers (ContextFlow), and saves both. Each batch
  * retrieves every question's K best documents with the retriever as it was at the epoch's start (the corpus is
@@ -256,7 +265,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const resume = booleanValue('options.resume', o.resume ?? false);
   const output = path.resolve(o.output);
   const checkpointDir = `${output}.checkpoint`;
-  const saved = resume ? readCheckpointState<{ state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[] }>(checkpointDir) : undefined;
+  const saved = resume ? readRagCheckpoint(checkpointDir) : undefined;
   if (nonEmptyFolder(output, 'options.output') && !saved && !o.overwrite) {
     throw new ColtrastError('INVALID_ARGUMENT', `${output} is not empty: pass overwrite: true to replace it, or resume: true to continue an interrupted run`);
   }
@@ -345,13 +354,17 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       result: { history: { steps: [], epochs: [] }, best: { epoch: 0 }, retrieverDir: path.join(output, 'retriever'), generatorDir: path.join(output, 'generator') },
     };
     const result = state.result;
-    const checkpoint = (position: Partial<LoopState> = {}) =>
-      writeFolderAtomic(checkpointDir, true, async (staging) => {
+    let dataIn = saved?.dataIn;
+    const checkpoint = async (position: Partial<LoopState> = {}) => {
+      await writeFolderAtomic(checkpointDir, true, async (staging) => {
         await retriever.save(path.join(staging, 'retriever'));
         await gen.save(path.join(staging, 'generator'));
         await trainer.saveState(path.join(staging, 'trainer.safetensors'));
-        writeJsonAtomic(path.join(staging, 'state.json'), { version: 1, state: { ...state, ...position }, corpus, train: trainSet, val });
+        const data = saveRunData(staging, { corpus, train: trainSet, val }, dataIn);
+        writeJsonAtomic(path.join(staging, 'state.json'), { version: 2, state: { ...state, ...position }, data });
       });
+      dataIn = checkpointDir;
+    };
     const saveModels = async () => {
       await writeFolderAtomic(output, true, async (staging) => {
         await retriever.save(path.join(staging, 'retriever'));

@@ -12,7 +12,7 @@ import { resolveModelDir } from './hub';
 import { checkFloat16, type ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
 import { ColtrastError } from './errors';
-import { nonEmptyFolder, readCheckpointState, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { nonEmptyFolder, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
 import { evaluateRun, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
@@ -763,10 +763,17 @@ interface LoopState {
   result: TrainResult;
 }
 
-function readCheckpoint(dir: string): { state: LoopState; trainSet: TrainExample[]; val: TrainExample[] } | undefined {
-  const saved = readCheckpointState<{ state: LoopState; trainSet: TrainExample[]; val: TrainExample[] }>(dir);
-  if (saved) saved.state.bestScore ??= -Infinity;
-  return saved;
+/**
+ * A checkpoint's state and data: version 2 keeps the examples in trainSet.jsonl and val.jsonl (saveRunData), version 1
+ * kept them in state.json. `dataIn`: the folder, when its files are this run's data (later checkpoints link them).
+ */
+function readCheckpoint(dir: string): { state: LoopState; trainSet: TrainExample[]; val: TrainExample[]; dataIn?: string } | undefined {
+  const saved = readCheckpointState<{ state: LoopState; trainSet?: TrainExample[]; val?: TrainExample[]; data?: Record<string, number> }>(dir, [1, 2]);
+  if (!saved) return undefined;
+  saved.state.bestScore ??= -Infinity;
+  if (!saved.data) return { state: saved.state, trainSet: saved.trainSet ?? [], val: saved.val ?? [] };
+  const { trainSet, val } = readRunData(dir, saved.data) as { trainSet: TrainExample[]; val: TrainExample[] };
+  return { state: saved.state, trainSet, val, dataIn: dir };
 }
 
 /** The Embedder of data preparation, backed by an Encoder: pooled, L2-normalized vectors. */
@@ -956,14 +963,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const result = state.result;
     if (!saved) result.before = (await validate()).metrics;
     // `position` overrides where the saved state says to continue (at an epoch's end: the next epoch).
-    const checkpoint = (position: Partial<LoopState> = {}) =>
-      writeFolderAtomic(checkpointDir, true, async (staging) => {
+    let dataIn = saved?.dataIn;
+    const checkpoint = async (position: Partial<LoopState> = {}) => {
+      await writeFolderAtomic(checkpointDir, true, async (staging) => {
         await encoder.save(path.join(staging, 'model'));
         if (twin) await twin.save(path.join(staging, 'twin'));
         await trainer.saveState(path.join(staging, 'trainer.safetensors'));
+        const data = saveRunData(staging, { trainSet, val }, dataIn);
         const saved = { ...state, ...position, bestScore: Number.isFinite(state.bestScore) ? state.bestScore : null };
-        writeJsonAtomic(path.join(staging, 'state.json'), { version: 1, state: saved, trainSet, val });
+        writeJsonAtomic(path.join(staging, 'state.json'), { version: 2, state: saved, data });
       });
+      dataIn = checkpointDir;
+    };
     const started = Date.now();
     const startSamples = state.samples;
     const startStep = state.step;

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { constants } from 'node:buffer';
 import zlib from 'node:zlib';
 import { Encoder, Index } from '../lib';
-import { fileLines, parseJsonLines } from '../lib/files';
+import { fileLines, parseJsonLines, readRunData, saveRunData } from '../lib/files';
 import { readCorpus, readTrainingData } from '../lib/train-data';
 import { seededRandom } from '../lib/random';
 import { FIXTURE, tempDir } from './helpers/fixture';
@@ -145,4 +145,24 @@ test("a data file too large for Node's heap is an OUT_OF_MEMORY error naming the
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("a run's data in a checkpoint: written once, hard-linked by later checkpoints, read back with its counts checked", (t) => {
+  const dir = tempDir();
+  const first = path.join(dir, 'first');
+  const second = path.join(dir, 'second');
+  fs.mkdirSync(first);
+  fs.mkdirSync(second);
+  const lists = { train: [{ query: 'q\n1', positive: 'p' }, { query: 'q2', positive: 'p2', negatives: ['n'] }], val: [], corpus: ['a', 'b\u2028c'] };
+  const counts = saveRunData(first, lists, undefined);
+  t.deepEqual(counts, { train: 2, val: 0, corpus: 2 });
+  t.deepEqual(readRunData(first, counts), lists);
+  t.deepEqual(saveRunData(second, lists, first), counts);
+  for (const name of Object.keys(lists)) t.is(fs.statSync(path.join(second, `${name}.jsonl`)).ino, fs.statSync(path.join(first, `${name}.jsonl`)).ino, `${name}.jsonl is a hard link`);
+  t.deepEqual(readRunData(second, counts), lists);
+  t.throws(() => readRunData(first, { ...counts, train: 3 }), { code: 'MODEL_FILES', message: /train\.jsonl has 2 rows, state\.json says 3; delete the checkpoint to start over/ });
+  fs.rmSync(path.join(first, 'val.jsonl'));
+  t.throws(() => readRunData(first, counts), { code: 'MODEL_FILES', message: /val\.jsonl is missing/ });
+  fs.writeFileSync(path.join(first, 'corpus.jsonl'), '"a"\n"b\n');
+  t.throws(() => readRunData(first, { corpus: 2 }), { code: 'MODEL_FILES', message: /corpus\.jsonl is damaged \(.*corpus\.jsonl:2: not valid JSON/ });
 });

@@ -188,12 +188,28 @@ test('trainRag() on a ColTrast project file: its documents, semantically chunked
   t.is(result.history.steps.length, 4, 'three training questions in batches of two, two epochs');
 });
 
+const RAG_RESUME = { rag: true, retriever: FIXTURE, generator: GENERATOR, data: DATA, corpus: CORPUS, k: 2, epochs: 2, batchSize: 2, learningRate: 1e-3, checkpointEvery: 2, device: 'cpu', progressBar: false };
+const RAG_RESUME_CHECK = { steps: 6, killAt: 2, checkpointAt: 2, weights: ['retriever/model.safetensors', 'generator/model.safetensors'], history: 'rag_history.json' };
+
 test('trainRag(): a run killed mid-epoch resumes (retriever, generator and optimizer) to the uninterrupted run\'s weights', (t) => {
-  checkKillAndResume(
-    t,
-    { rag: true, retriever: FIXTURE, generator: GENERATOR, data: DATA, corpus: CORPUS, k: 2, epochs: 2, batchSize: 2, learningRate: 1e-3, checkpointEvery: 2, device: 'cpu', progressBar: false },
-    { steps: 6, killAt: 2, checkpointAt: 2, weights: ['retriever/model.safetensors', 'generator/model.safetensors'], history: 'rag_history.json' },
-  );
+  checkKillAndResume(t, RAG_RESUME, RAG_RESUME_CHECK);
+});
+
+// state.json version 2 keeps the corpus and the questions in corpus.jsonl, train.jsonl and val.jsonl; a version 1
+// checkpoint, with them inside state.json, still resumes.
+test('trainRag(): a checkpoint with its data inside state.json (version 1) resumes to the same weights', (t) => {
+  checkKillAndResume(t, RAG_RESUME, {
+    ...RAG_RESUME_CHECK,
+    beforeResume: (dir) => {
+      const saved = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8'));
+      t.is(saved.version, 2);
+      t.is(saved.data.corpus, CORPUS.length);
+      const rows = (name: string) => fs.readFileSync(path.join(dir, `${name}.jsonl`), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l));
+      t.deepEqual(rows('corpus'), CORPUS);
+      fs.writeFileSync(path.join(dir, 'state.json'), JSON.stringify({ version: 1, state: saved.state, corpus: rows('corpus'), train: rows('train'), val: rows('val') }));
+      for (const name of ['corpus', 'train', 'val']) fs.rmSync(path.join(dir, `${name}.jsonl`));
+    },
+  });
 });
 
 test('Rag.answer(): the k best documents with their probabilities, and the answer of highest marginal likelihood over them', async (t) => {

@@ -339,21 +339,41 @@ test('the bundled ColTrast example trains end to end from the command line', asy
   t.regex(onFile.stderr, /^coltrast: options\.output: .+ai-projects\.json is a file; give the path of a folder\n$/);
 });
 
+const resumeBase = {
+  model: FIXTURE,
+  data: dataset(30, 5),
+  epochs: 3,
+  batchSize: 4,
+  learningRate: 5e-4,
+  valSplit: 0.2,
+  device: 'cpu',
+  seed: 9,
+  checkpointEvery: 2,
+  gradientAccumulation: 1,
+};
+
 test('a run killed mid-epoch resumes from its last checkpoint and ends with the same weights', (t) => {
-  const base = {
-    model: FIXTURE,
-    data: dataset(30, 5),
-    epochs: 3,
-    batchSize: 4,
-    learningRate: 5e-4,
-    valSplit: 0.2,
-    device: 'cpu',
-    seed: 9,
-    checkpointEvery: 2,
-    gradientAccumulation: 1,
-  };
   // 24 training examples, batches of 4: 6 steps per epoch, 18 in all; killed mid-epoch 2, one step after the checkpoint at 8.
-  checkKillAndResume(t, base, { steps: 18, killAt: 9, checkpointAt: 8 });
+  checkKillAndResume(t, resumeBase, { steps: 18, killAt: 9, checkpointAt: 8 });
+});
+
+// Until state.json version 2 a checkpoint kept the run's examples in state.json (one JSON string, which V8 cannot
+// make past ~512 MiB); now they are trainSet.jsonl and val.jsonl beside it. A version 1 checkpoint still resumes.
+test('a checkpoint keeps its examples as JSON Lines beside state.json; one with them inside state.json (version 1) resumes too', (t) => {
+  checkKillAndResume(t, resumeBase, {
+    steps: 18, killAt: 9, checkpointAt: 8,
+    beforeResume: (dir) => {
+      const saved = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8'));
+      t.is(saved.version, 2);
+      t.deepEqual(saved.data, { trainSet: 24, val: 6 });
+      t.false('trainSet' in saved);
+      const rows = (name: string) => fs.readFileSync(path.join(dir, `${name}.jsonl`), 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l));
+      const trainSet = rows('trainSet');
+      t.is(trainSet.length, 24);
+      fs.writeFileSync(path.join(dir, 'state.json'), JSON.stringify({ version: 1, state: saved.state, trainSet, val: rows('val') }));
+      for (const name of ['trainSet', 'val']) fs.rmSync(path.join(dir, `${name}.jsonl`));
+    },
+  });
 });
 
 test('train --config files are checked against the JSON schema, every problem with its path', async (t) => {

@@ -13,12 +13,14 @@ const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx',
  * killed by SIGKILL right after step `killAt`, then resumed: the resumed run must end with the uninterrupted run's
  * weights (`weights`, default model.safetensors, paths in the output folder) and per-step losses (in `history`,
  * default training_history.json), its checkpoint (written at step `checkpointAt`) gone. `steps` is the run's number
- * of optimizer steps.
+ * of optimizer steps. `beforeResume` may change the killed run's checkpoint folder first.
  */
 export function checkKillAndResume(
   t: ExecutionContext,
   base: object,
-  { steps, killAt, checkpointAt, weights = ['model.safetensors'], history = 'training_history.json' }: { steps: number; killAt: number; checkpointAt: number; weights?: string[]; history?: string },
+  {
+    steps, killAt, checkpointAt, weights = ['model.safetensors'], history = 'training_history.json', beforeResume,
+  }: { steps: number; killAt: number; checkpointAt: number; weights?: string[]; history?: string; beforeResume?: (checkpoint: string) => void },
 ): void {
   const dir = tempDir();
   const whole = run({ ...base, output: path.join(dir, 'whole') });
@@ -30,6 +32,7 @@ export function checkKillAndResume(
   t.is(killed.signal, 'SIGKILL');
   t.true(fs.existsSync(path.join(`${output}.checkpoint`, 'state.json')));
   t.is(JSON.parse(fs.readFileSync(path.join(`${output}.checkpoint`, 'state.json'), 'utf8')).state.step, checkpointAt);
+  beforeResume?.(`${output}.checkpoint`);
   const resumed = run({ ...base, output, resume: true });
   t.is(resumed.status, 0, resumed.stderr);
   t.is(JSON.parse(resumed.stdout).steps, steps, 'the history covers the whole run');
