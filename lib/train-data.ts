@@ -255,7 +255,9 @@ export function splitByGroup<T>(items: T[], groupOf: (item: T, index: number) =>
   const groups = new Map<string, T[]>();
   items.forEach((item, i) => {
     const key = groupOf(item, i);
-    groups.set(key, [...(groups.get(key) ?? []), item]);
+    const group = groups.get(key);
+    if (group) group.push(item);
+    else groups.set(key, [item]);
   });
   const keys = shuffle([...groups.keys()].sort(), seededRandom(seed).next);
   const valGroups = Math.max(1, Math.round(keys.length * valFraction));
@@ -310,19 +312,27 @@ function teacherScores(chosen: TrainExample[], documents: string[]): NativeTeach
  */
 export function makeBatches(examples: TrainExample[], batchSize: number, maxNegatives = Infinity): Batch[] {
   const batches: Batch[] = [];
-  let pending = examples.slice();
-  while (pending.length > 0) {
+  // The examples not yet in a batch, in order: those passed over (their positive was in a batch already) and then
+  // examples[next...]. Each batch scans the passed-over ones and then only as far into the rest as it needs, so the
+  // work is about the number of examples, not that times the number of batches (a million pairs in batches of 32
+  // took minutes, scanning and copying every waiting example for each batch).
+  let passedOver: TrainExample[] = [];
+  let next = 0;
+  while (passedOver.length > 0 || next < examples.length) {
     const chosen: TrainExample[] = [];
     const positives = new Set<string>();
-    const rest: TrainExample[] = [];
-    for (const e of pending) {
+    const stillWaiting: TrainExample[] = [];
+    const offer = (e: TrainExample) => {
       if (chosen.length < batchSize && !positives.has(e.positive)) {
         chosen.push(e);
         positives.add(e.positive);
       } else {
-        rest.push(e);
+        stillWaiting.push(e);
       }
-    }
+    };
+    for (const e of passedOver) offer(e);
+    while (chosen.length < batchSize && next < examples.length) offer(examples[next++]);
+    passedOver = stillWaiting;
     const negatives: string[] = [];
     const seen = new Set(positives);
     for (const e of chosen) {
@@ -341,7 +351,6 @@ export function makeBatches(examples: TrainExample[], batchSize: number, maxNega
       batch.teacher = teacherScores(chosen, documents);
     }
     batches.push(batch);
-    pending = rest;
   }
   return batches;
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { ColtrastError, Encoder, learningRateAt, retrievalMetrics, train, type TrainExample } from '../lib';
 import { mineExamples, semanticChunks, splitSentences, type Embedder } from '../lib/chunking';
 import { loadExamples, makeBatches, readTrainingData, splitExamples } from '../lib/train-data';
+import { seededRandom } from '../lib/random';
 import { checkKillAndResume } from './helpers/resume';
 import { FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
 
@@ -147,6 +148,38 @@ test('batches never hold one text twice; the split keeps groups whole and is see
   t.is(valGroups.size, 1);
   t.false(a.train.some((e) => valGroups.has(e.group)));
   t.deepEqual(splitExamples(grouped, 0, 3).val, []);
+});
+
+// makeBatches' rule written plainly: each batch scans every waiting example in order and takes those whose positive
+// it does not hold yet, up to batchSize; the rest wait, in order. (makeBatches gets the same batches without rescanning
+// and copying every waiting example for each batch, which took minutes at a million pairs.)
+function batchesByDefinition(examples: TrainExample[], batchSize: number): string[][] {
+  const out: string[][] = [];
+  let pending = examples.slice();
+  while (pending.length > 0) {
+    const chosen: TrainExample[] = [];
+    const rest: TrainExample[] = [];
+    for (const e of pending) {
+      if (chosen.length < batchSize && !chosen.some((c) => c.positive === e.positive)) chosen.push(e);
+      else rest.push(e);
+    }
+    out.push(chosen.map((e) => e.query));
+    pending = rest;
+  }
+  return out;
+}
+
+test('makeBatches takes the batches of its plain definition, on data with many repeated positives', (t) => {
+  const random = seededRandom(11).next;
+  let compared = 0;
+  for (const [n, positives] of [[1, 1], [5, 1], [40, 3], [200, 20], [300, 290], [257, 7]]) {
+    const examples = Array.from({ length: n }, (_, i): TrainExample => ({ query: `q${i}`, positive: `p${Math.floor(random() * positives)}`, negatives: [`n${i % 4}`] }));
+    for (const batchSize of [1, 2, 3, 8, 32, 500]) {
+      t.deepEqual(makeBatches(examples, batchSize).map((b) => b.queries), batchesByDefinition(examples, batchSize), `n=${n}, ${positives} positives, batch ${batchSize}`);
+      compared++;
+    }
+  }
+  t.is(compared, 36);
 });
 
 test('learning-rate schedule: linear warm-up, then linear, cosine or constant', (t) => {
