@@ -90,3 +90,40 @@ check(`Porter2 stems equal Snowball English's (PyStemmer) but for its later exce
   );
   t.log(`${out.words} words (the examples and the default model's vocabulary): ${out.words - out.stemMismatches.length} stemmed alike`);
 });
+
+// The search's top k against the plain definition (every matching document's score summed term by term in a Map, all
+// sorted by score and then id): the same hits and bit-identical scores, with many ties (documents of few words from a
+// small vocabulary), filters, k past the number of matches, and stemming.
+test('Bm25Index.search gives the plain definition\'s top k: scores bit for bit, ties by id, with filters', (t) => {
+  let seed = 3;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const vocabulary = ['river', 'rivers', 'bank', 'banks', 'water', 'money', 'cafe', 'paper', 'model', 'token'];
+  const words = (n: number) => Array.from({ length: n }, () => vocabulary[Math.floor(random() * vocabulary.length)]).join(' ');
+  let compared = 0;
+  for (const stem of [false, true]) {
+    const docs = Array.from({ length: 300 }, (_, i) => ({ id: `d${(i * 7919) % 1000}`, text: words(1 + Math.floor(random() * 6)) }));
+    const index = new Bm25Index({ stem });
+    for (const d of docs) index.add(d.id, d.text);
+    const avg = docs.reduce((s, d) => s + bm25Tokens(d.text, stem).length, 0) / docs.length;
+    for (let q = 0; q < 30; q++) {
+      const query = words(1 + Math.floor(random() * 3));
+      const allow = q % 3 === 0 ? Uint8Array.from(docs, () => (random() < 0.5 ? 1 : 0)) : undefined;
+      const scores = new Map<number, number>();
+      for (const term of new Set(bm25Tokens(query, stem))) {
+        const holders = docs.map((d, i) => [i, bm25Tokens(d.text, stem).filter((x) => x === term).length]).filter(([, tf]) => tf > 0);
+        const idf = Math.log(1 + (docs.length - holders.length + 0.5) / (holders.length + 0.5));
+        for (const [i, tf] of holders) {
+          if (allow && !allow[i]) continue;
+          const norm = tf + 0.9 * (1 - 0.4 + (0.4 * bm25Tokens(docs[i].text, stem).length) / avg);
+          scores.set(i, (scores.get(i) ?? 0) + (idf * tf * (0.9 + 1)) / norm);
+        }
+      }
+      const all = [...scores].map(([i, score]) => ({ id: docs[i].id, score })).sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1));
+      for (const k of [1, 5, 40, 1000]) {
+        t.deepEqual(index.search(query, k, allow), all.slice(0, k), `stem ${stem}, "${query}", k ${k}`);
+        compared++;
+      }
+    }
+  }
+  t.is(compared, 240);
+});
