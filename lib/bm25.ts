@@ -86,6 +86,41 @@ export class Bm25Index {
   }
 
   /**
+   * Removes the documents whose flag in `keep` (one per document, in the order added) is 0; the others keep their
+   * order. One pass over the postings, instead of tokenizing every document again.
+   */
+  remove(keep: Uint8Array): void {
+    const n = this.ids.length;
+    if (keep.length !== n) throw new RangeError(`keep has ${keep.length} flags for ${n} documents`);
+    const renumbered = new Int32Array(n);
+    let kept = 0;
+    for (let i = 0; i < n; i++) renumbered[i] = keep[i] ? kept++ : -1;
+    if (kept === n) return;
+    for (const [term, list] of this.postings) {
+      let w = 0;
+      for (let r = 0; r < list.length; r++) {
+        const doc = renumbered[list.docs[r]];
+        if (doc < 0) continue;
+        list.docs[w] = doc;
+        list.tfs[w++] = list.tfs[r];
+      }
+      list.length = w;
+      if (w === 0) this.postings.delete(term);
+    }
+    let w = 0;
+    this.totalLength = 0;
+    for (let i = 0; i < n; i++) {
+      if (!keep[i]) continue;
+      this.ids[w] = this.ids[i];
+      this.lengths[w] = this.lengths[i];
+      this.totalLength += this.lengths[i];
+      w++;
+    }
+    this.ids.length = w;
+    this.lengths.length = w;
+  }
+
+  /**
    * The k best documents for `query` (fewer when fewer documents share a term with it), by score, ties by id. `allow`:
    * one flag per document in the order added, 1 where it may be found (a filter).
    */

@@ -555,8 +555,9 @@ export class Index {
         for (const d of part) {
           this.positions.set(d.id, this.docs.length);
           this.docs.push(d);
+          // Once built (by a lexical search), BM25 follows every change; it numbers documents as the index does.
+          this.bm25?.add(d.id, d.text);
         }
-        this.bm25 = undefined;
         this.filterMatches.clear();
       });
       options.onProgress?.(Math.min(start + slice, docs.length), docs.length);
@@ -639,7 +640,7 @@ export class Index {
     }
     this.docs = this.docs.filter((_, i) => keep[i]);
     this.positions = new Map(this.docs.map((d, i) => [d.id, i]));
-    this.bm25 = undefined;
+    this.bm25?.remove(keep);
     this.filterMatches.clear();
   }
 
@@ -698,9 +699,9 @@ export class Index {
     if (mode !== 'dense') {
       if (!this.bm25) {
         this.bm25 = new Bm25Index();
-        this.docs.forEach((d, i) => this.bm25!.add(String(i), d.text));
+        for (const d of this.docs) this.bm25.add(d.id, d.text);
       }
-      lexical = queries.map((text) => this.bm25!.search(text, firstK('bm25'), allow).map((h) => ({ doc: Number(h.id), score: h.score })));
+      lexical = queries.map((text) => this.bm25!.search(text, firstK('bm25'), allow).map((h) => ({ doc: this.positions.get(h.id)!, score: h.score })));
     }
     const fused = (i: number) => fuseRankings(dense[i], lexical[i], (h) => h.doc, { fusion, weight, rrfK: 60 }, (a, b) => a - b).map(({ key, score }) => ({ doc: key, score }));
     let ranked = mode === 'dense' ? dense : mode === 'bm25' ? lexical : queries.map((_, i) => fused(i));

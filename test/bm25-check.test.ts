@@ -127,3 +127,31 @@ test('Bm25Index.search gives the plain definition\'s top k: scores bit for bit, 
   }
   t.is(compared, 240);
 });
+
+test('Bm25Index.remove leaves the index a fresh one over the kept documents would be: same hits, same scores', (t) => {
+  let seed = 17;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const vocabulary = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'];
+  const words = (n: number) => Array.from({ length: n }, () => vocabulary[Math.floor(random() * vocabulary.length)]).join(' ');
+  let docs = Array.from({ length: 200 }, (_, i) => ({ id: `d${i}`, text: words(1 + Math.floor(random() * 8)) }));
+  const index = new Bm25Index();
+  for (const d of docs) index.add(d.id, d.text);
+  for (let round = 0; round < 4; round++) {
+    const keep = Uint8Array.from(docs, () => (random() < 0.7 ? 1 : 0));
+    index.remove(keep);
+    docs = docs.filter((_, i) => keep[i]);
+    const added = Array.from({ length: 20 }, (_, i) => ({ id: `r${round}-${i}`, text: words(1 + Math.floor(random() * 8)) }));
+    for (const d of added) index.add(d.id, d.text);
+    docs.push(...added);
+    const fresh = new Bm25Index();
+    for (const d of docs) fresh.add(d.id, d.text);
+    t.is(index.size, docs.length);
+    for (const query of ['alpha', 'beta gamma', 'theta eta zeta', 'delta delta epsilon', 'omega']) {
+      t.deepEqual(index.search(query, 50), fresh.search(query, 50), `round ${round}: "${query}"`);
+    }
+  }
+  index.remove(new Uint8Array(docs.length));
+  t.is(index.size, 0);
+  t.deepEqual(index.search('alpha', 5), []);
+  t.throws(() => index.remove(new Uint8Array(3)), { message: 'keep has 3 flags for 0 documents' });
+});

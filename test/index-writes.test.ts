@@ -95,6 +95,28 @@ async function post(url: string, body: unknown): Promise<{ status: number; json:
   return { status: res.status, json: await res.json() };
 }
 
+test('BM25 and hybrid search follow add, upsert and remove: the hits of an index built afresh from the same documents', async (t) => {
+  const index = await Index.build(enc, Array.from({ length: 40 }, (_, i) => doc(i)));
+  const queries = ['model text', 'search query document number', 'gpu kernel memory', 'v2 tiny random'];
+  await index.search(queries, { mode: 'bm25' }); // builds its BM25 index, which the changes below must keep current
+  let order = Array.from({ length: 40 }, (_, i) => doc(i));
+  await index.add([50, 51, 52].map((i) => doc(i)));
+  order.push(...[50, 51, 52].map((i) => doc(i)));
+  await index.remove(['d3', 'd17', 'd51']);
+  order = order.filter((d) => !['d3', 'd17', 'd51'].includes(d.id));
+  // A replaced document moves to the end.
+  await index.upsert([doc(5, 2), doc(60, 2)]);
+  order = [...order.filter((d) => d.id !== 'd5'), doc(5, 2), doc(60, 2)];
+  const fresh = await Index.build(enc, order);
+  for (const mode of ['bm25', 'hybrid'] as const) {
+    for (const k of [3, 50]) {
+      t.deepEqual(await index.search(queries, { mode, k }), await fresh.search(queries, { mode, k }), `${mode}, k ${k}`);
+    }
+  }
+  const filtered = { mode: 'bm25' as const, k: 10, filter: (d: IndexDoc) => (d.metadata as { i: number }).i % 2 === 0 };
+  t.deepEqual(await index.search(queries, filtered), await fresh.search(queries, filtered));
+});
+
 test('serve: a writable index takes /documents and /documents/delete, /documents/get reads it, and the changes are saved', async (t) => {
   const dir = path.join(tempDir(), 'index');
   const index = await Index.build(enc, Array.from({ length: 10 }, (_, i) => doc(i)));
