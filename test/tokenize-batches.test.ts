@@ -5,7 +5,10 @@
 import test from 'ava';
 import { ColtrastError } from '../lib';
 import { TOKENIZE_CHUNK, tokenizeInBatches } from '../lib/native-model';
-import { IDS_SLICE, idsOf, longestFirst } from '../lib/tokenizer';
+import path from 'node:path';
+import { Tokenizer } from 'tokenizers';
+import { ENCODE_SLICE, IDS_SLICE, TextTokenizer, idsOf, longestFirst } from '../lib/tokenizer';
+import { FIXTURE } from './helpers/fixture';
 
 interface Item {
   ids: number[];
@@ -153,4 +156,28 @@ test('idsOf reads the encodings in order, a slice per turn of the event loop', a
   t.true(turns[IDS_SLICE] > turns[IDS_SLICE - 1]);
   t.true(turns[2 * IDS_SLICE] > turns[2 * IDS_SLICE - 1]);
   t.deepEqual(await idsOf([]), []);
+});
+
+// TextTokenizer tokenizes ENCODE_SLICE texts (or pairs) a call, so that a large input's encodings are not all held at
+// once: the ids are those of one encodeBatch over everything (texts) or of each pair alone.
+test('TextTokenizer.encode and encodePairs in slices give the ids of the whole input tokenized at once', async (t) => {
+  const file = path.join(FIXTURE, 'tokenizer.json');
+  const n = ENCODE_SLICE + 37;
+  const words = ['model', 'token', 'vector', 'search', 'query', 'the', 'bank', 'river'];
+  const texts = Array.from({ length: n }, (_, i) => Array.from({ length: 1 + (i % 30) }, (_, j) => words[(i * 7 + j * 3) % words.length]).join(' '));
+  const whole = Tokenizer.fromFile(file);
+  whole.setTruncation(24);
+  whole.disablePadding();
+  const reference = (await whole.encodeBatch(texts)).map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
+  const tokenizer = TextTokenizer.load(file, 24, false);
+  t.deepEqual(await tokenizer.encode(texts), reference);
+  const bare = (await whole.encodeBatch(texts, { addSpecialTokens: false })).map((e) => e.getIds());
+  t.deepEqual((await tokenizer.encodeBare(texts)).map((e) => e.ids), bare);
+  const pairs = texts.map((a, i): [string, string] => [a, texts[(i * 13) % n]]);
+  const pairIds = await tokenizer.encodePairs(pairs);
+  t.is(pairIds.length, n);
+  for (const i of [0, 1, ENCODE_SLICE - 1, ENCODE_SLICE, n - 1]) {
+    const e = await whole.encode(pairs[i][0], pairs[i][1]);
+    t.deepEqual(pairIds[i], { ids: e.getIds(), typeIds: e.getTypeIds() }, `pair ${i}`);
+  }
 });
