@@ -10,6 +10,7 @@
  * into its internal marker for a consonant y ('python3' became 'pythoni', 'mp3s' 'mpys').
  */
 import { stem as porter2 } from 'porter2';
+import { topK } from './top-k';
 
 export interface Bm25Options {
   k1?: number;
@@ -146,41 +147,9 @@ export class Bm25Index {
         scores[doc] += (idf * tf * (this.k1 + 1)) / norm;
       }
     }
-    const best = topK(touched, k, (a, b) => scores[a] > scores[b] || (scores[a] === scores[b] && this.ids[a] < this.ids[b]));
-    const hits = best.map((doc) => ({ id: this.ids[doc], score: scores[doc] }));
+    const better = (a: number, b: number) => scores[a] > scores[b] || (scores[a] === scores[b] && this.ids[a] < this.ids[b]);
+    const hits = topK(touched.length, k, (i, j) => better(touched[i], touched[j])).map((i) => ({ id: this.ids[touched[i]], score: scores[touched[i]] }));
     for (const doc of touched) scores[doc] = 0;
     return hits;
   }
-}
-
-/** The k best of `items` under `better` (a strict order), best first: a heap of k, its root the worst kept. */
-function topK(items: number[], k: number, better: (a: number, b: number) => boolean): number[] {
-  const heap: number[] = [];
-  const down = (i: number) => {
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let worst = i;
-      if (l < heap.length && better(heap[worst], heap[l])) worst = l;
-      if (r < heap.length && better(heap[worst], heap[r])) worst = r;
-      if (worst === i) return;
-      [heap[i], heap[worst]] = [heap[worst], heap[i]];
-      i = worst;
-    }
-  };
-  for (const item of items) {
-    if (heap.length < k) {
-      heap.push(item);
-      for (let i = heap.length - 1; i > 0; ) {
-        const parent = (i - 1) >> 1;
-        if (!better(heap[parent], heap[i])) break;
-        [heap[i], heap[parent]] = [heap[parent], heap[i]];
-        i = parent;
-      }
-    } else if (better(item, heap[0])) {
-      heap[0] = item;
-      down(0);
-    }
-  }
-  return heap.sort((a, b) => (better(a, b) ? -1 : better(b, a) ? 1 : 0));
 }

@@ -26,6 +26,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Bm25Index } from './bm25';
+import { topK } from './top-k';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
@@ -329,50 +330,9 @@ function maxsimDevice(encoder: Encoder): string {
   return encoder.device.startsWith('cuda') ? encoder.device : 'cpu';
 }
 
-/**
- * A multi-vector model's exact MaxSim (the fused op, on the model's device) of queries' token vectors against
- * documents `docs`, in blocks of documents whose padded token rows stay near 2^16: scores[b][i] is query b's score of
- * docs[i], divided by the query's token count when the model's similarity is 'meanmaxsim' (sentence-transformers'
- * scores). `tokens` gives a block's token vectors, right-padded, with their mask (padTokens' layout).
- */
-/**
- * @internal The positions of `row`'s `k` highest values, best first, ties by position (what sorting every position
- * would give), kept in a heap of k: O(n log k) rather than a sort's O(n log n), which over a corpus of documents per
- * query would cost more than the scoring itself on a GPU.
- */
+/** @internal The positions of `row`'s `k` highest values, best first, ties by position (what sorting every position would give). */
 export function topIndices(row: ArrayLike<number>, k: number): number[] {
-  const n = row.length;
-  const size = Math.min(k, n);
-  // below(a, b): position a ranks after position b.
-  const below = (a: number, b: number) => row[a] < row[b] || (row[a] === row[b] && a > b);
-  const heap: number[] = []; // heap[0]: the lowest-ranked position kept
-  const siftDown = (at: number) => {
-    for (;;) {
-      const left = 2 * at + 1;
-      const right = left + 1;
-      let lowest = at;
-      if (left < heap.length && below(heap[left], heap[lowest])) lowest = left;
-      if (right < heap.length && below(heap[right], heap[lowest])) lowest = right;
-      if (lowest === at) return;
-      [heap[at], heap[lowest]] = [heap[lowest], heap[at]];
-      at = lowest;
-    }
-  };
-  for (let i = 0; i < n && size > 0; i++) {
-    if (heap.length < size) {
-      heap.push(i);
-      for (let at = heap.length - 1; at > 0; ) {
-        const parent = (at - 1) >> 1;
-        if (!below(heap[at], heap[parent])) break;
-        [heap[at], heap[parent]] = [heap[parent], heap[at]];
-        at = parent;
-      }
-    } else if (below(heap[0], i)) {
-      heap[0] = i;
-      siftDown(0);
-    }
-  }
-  return heap.sort((a, b) => (below(a, b) ? 1 : below(b, a) ? -1 : 0));
+  return topK(row.length, k, (a, b) => row[a] > row[b] || (row[a] === row[b] && a < b));
 }
 
 /** Queries embedded and searched together by a multi-vector index's first stage. */
@@ -383,6 +343,12 @@ interface MaxsimScope {
   findable?: number[];
 }
 
+/**
+ * A multi-vector model's exact MaxSim (the fused op, on the model's device) of queries' token vectors against
+ * documents `docs`, in blocks of documents whose padded token rows stay near 2^16: scores[b][i] is query b's score of
+ * docs[i], divided by the query's token count when the model's similarity is 'meanmaxsim' (sentence-transformers'
+ * scores). `tokens` gives a block's token vectors, right-padded, with their mask (padTokens' layout).
+ */
 export async function exactMaxSim(
   encoder: Encoder,
   queries: readonly Matrix[],
