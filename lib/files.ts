@@ -101,7 +101,8 @@ export function readCheckpointState<T>(dir: string, versions: readonly number[] 
  * A training run's data in its checkpoint: each list of rows as `<name>.jsonl` in the staging folder, beside a small
  * state.json (which held the rows until version 2, as one JSON string: past ~512 MiB of data V8 cannot make it). The
  * rows do not change during a run, so they are written at its first checkpoint and hard-linked after that from
- * `from`, the checkpoint folder that holds this run's files (copied where the file system has no hard links).
+ * `from`, the checkpoint folder that holds this run's files (copied where the file system has no hard links, written
+ * again where that fails too).
  * Returns each list's row count, for state.json.
  */
 export function saveRunData(staging: string, lists: Record<string, readonly unknown[]>, from: string | undefined): Record<string, number> {
@@ -109,19 +110,23 @@ export function saveRunData(staging: string, lists: Record<string, readonly unkn
   for (const [name, rows] of Object.entries(lists)) {
     counts[name] = rows.length;
     const file = path.join(staging, `${name}.jsonl`);
-    if (from !== undefined) {
-      const old = path.join(from, `${name}.jsonl`);
-      try {
-        fs.linkSync(old, file);
-        continue;
-      } catch {
-        fs.copyFileSync(old, file);
-        continue;
-      }
-    }
+    if (from !== undefined && reuse(path.join(from, `${name}.jsonl`), file)) continue;
     writeLines(file, jsonLines(rows));
   }
   return counts;
+}
+
+/** Puts `old` at `file` by a hard link, else a copy; false when neither works (then the caller writes it). */
+function reuse(old: string, file: string): boolean {
+  for (const put of [fs.linkSync, fs.copyFileSync]) {
+    try {
+      put(old, file);
+      return true;
+    } catch {
+      // the next way, or none
+    }
+  }
+  return false;
 }
 
 /** The lists saveRunData wrote into checkpoint `dir`, each checked against its count in state.json. */

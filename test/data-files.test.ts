@@ -160,6 +160,11 @@ test("a run's data in a checkpoint: written once, hard-linked by later checkpoin
   t.deepEqual(saveRunData(second, lists, first), counts);
   for (const name of Object.keys(lists)) t.is(fs.statSync(path.join(second, `${name}.jsonl`)).ino, fs.statSync(path.join(first, `${name}.jsonl`)).ino, `${name}.jsonl is a hard link`);
   t.deepEqual(readRunData(second, counts), lists);
+  // A `from` without the files (a checkpoint folder changed by hand): written again.
+  const third = path.join(dir, 'third');
+  fs.mkdirSync(third);
+  t.deepEqual(saveRunData(third, lists, path.join(dir, 'nowhere')), counts);
+  t.deepEqual(readRunData(third, counts), lists);
   t.throws(() => readRunData(first, { ...counts, train: 3 }), { code: 'MODEL_FILES', message: /train\.jsonl has 2 rows, state\.json says 3; delete the checkpoint to start over/ });
   fs.rmSync(path.join(first, 'val.jsonl'));
   t.throws(() => readRunData(first, counts), { code: 'MODEL_FILES', message: /val\.jsonl is missing/ });
