@@ -3,6 +3,7 @@
  * The `coltrast` command line. Each command validates its flags (node:util parseArgs, strict: unknown
  * flags are errors) and exits non-zero with a one-line reason on bad input.
  */
+import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -294,6 +295,9 @@ async function info(argv: string[]): Promise<void> {
   if (r.blas.warning) console.log(`warning: ${r.blas.warning}`);
 }
 
+/** Texts `coltrast embed` embeds and writes before it embeds the next ones. */
+const EMBED_PART = 16384;
+
 async function embed(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -340,24 +344,32 @@ async function embed(argv: string[]): Promise<void> {
     prompt: values.prompt,
     onProgress: (d: number, n: number) => bar?.update(d, n),
   };
-  const rows = tokens ? await enc.embed(texts, { ...options, output: 'tokens' }) : undefined;
-  const pooled = tokens ? undefined : await enc.embed(texts, options);
-  const seconds = (Date.now() - started) / 1000;
+  const write = values.output !== undefined || !values.json;
   const out = values.output ? fs.createWriteStream(values.output) : process.stdout;
   const round = (v: Float32Array) => Array.from(v, (x) => +x.toFixed(6));
   const dimension = tokens ? enc.tokenDimension : enc.dimension;
-  if (values.output || !values.json) {
-    for (let i = 0; i < texts.length; i++) {
+  // A part of the input at a time, its lines written (waiting while the output's buffer is full) before the next part
+  // is embedded: the vectors of a large input are never all in memory, nor all its JSON lines in the stream's buffer.
+  for (let start = 0; start < texts.length; start += EMBED_PART) {
+    const part = texts.slice(start, start + EMBED_PART);
+    const partOptions = { ...options, onProgress: (d: number) => bar?.update(start + d, texts.length) };
+    const rows = tokens ? await enc.embed(part, { ...partOptions, output: 'tokens' }) : undefined;
+    const pooled = tokens ? undefined : await enc.embed(part, partOptions);
+    if (!write) continue;
+    for (let i = 0; i < part.length; i++) {
+      let line: string;
       if (rows) {
         const m = rows[i];
         const vectors = Array.from({ length: m.dims[0] }, (_, r) => round(m.data.subarray(r * m.dims[1], (r + 1) * m.dims[1])));
-        out.write(JSON.stringify({ index: i, tokens: vectors }) + '\n');
+        line = JSON.stringify({ index: start + i, tokens: vectors });
       } else {
-        out.write(JSON.stringify({ index: i, embedding: round(pooled!.data.subarray(i * dimension, (i + 1) * dimension)) }) + '\n');
+        line = JSON.stringify({ index: start + i, embedding: round(pooled!.data.subarray(i * dimension, (i + 1) * dimension)) });
       }
+      if (!out.write(`${line}\n`)) await once(out, 'drain');
     }
-    if (values.output) await new Promise((resolve) => (out as fs.WriteStream).end(resolve));
   }
+  if (values.output) await new Promise((resolve) => (out as fs.WriteStream).end(resolve));
+  const seconds = (Date.now() - started) / 1000;
   const summary = { texts: texts.length, dimension, vectors: tokens ? 'tokens' : 'pooled', device: enc.device, seconds, output: values.output ?? null };
   if (values.json) console.log(JSON.stringify(summary));
   else if (values.output) console.error(`embedded ${texts.length} texts (${tokens ? 'token vectors, ' : ''}dim ${dimension}, ${enc.device}) in ${seconds.toFixed(2)} s -> ${values.output}`);

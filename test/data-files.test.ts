@@ -171,3 +171,31 @@ test("a run's data in a checkpoint: written once, hard-linked by later checkpoin
   fs.writeFileSync(path.join(first, 'corpus.jsonl'), '"a"\n"b\n');
   t.throws(() => readRunData(first, { corpus: 2 }), { code: 'MODEL_FILES', message: /corpus\.jsonl is damaged \(.*corpus\.jsonl:2: not valid JSON/ });
 });
+
+test('coltrast embed writes every vector of an input larger than one embedding part, in order, each as embed() gives it', async (t) => {
+  // 16,384 texts are embedded and written at a time (cli.ts EMBED_PART): 20,000 texts cross one boundary.
+  const dir = tempDir();
+  const input = path.join(dir, 'texts.txt');
+  const texts = Array.from({ length: 20000 }, (_, i) => `text number ${i} about ${['search', 'models', 'data'][i % 3]}`);
+  fs.writeFileSync(input, texts.join('\n') + '\n');
+  const output = path.join(dir, 'vectors.jsonl');
+  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+  const toFile = spawnSync(process.execPath, [cli, 'embed', input, '--model', FIXTURE, '--device', 'cpu', '--output', output], { encoding: 'utf8' });
+  t.is(toFile.status, 0, toFile.stderr);
+  // Through a pipe too, where writes wait for the reader ('drain').
+  const toPipe = spawnSync(process.execPath, [cli, 'embed', input, '--model', FIXTURE, '--device', 'cpu'], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  t.is(toPipe.status, 0, toPipe.stderr);
+  t.is(toPipe.stdout, fs.readFileSync(output, 'utf8'));
+  const rows = fs.readFileSync(output, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as { index: number; embedding: number[] });
+  t.is(rows.length, texts.length);
+  t.true(rows.every((r, i) => r.index === i), 'indices run 0..n-1 in order');
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const picked = [0, 16383, 16384, 16385, 19999];
+  const expected = await enc.embed(picked.map((i) => texts[i]));
+  picked.forEach((i, k) => {
+    const want = Array.from(expected.data.subarray(k * enc.dimension, (k + 1) * enc.dimension));
+    const diff = Math.max(...want.map((v, j) => Math.abs(v - rows[i].embedding[j])));
+    t.true(diff < 1e-5, `text ${i}: differs from embed() by ${diff}`);
+  });
+  enc.dispose();
+});
