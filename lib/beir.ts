@@ -35,8 +35,8 @@ function findFile(dir: string, names: string[]): string {
   throw new ColtrastError('INVALID_ARGUMENT', `${dir} has none of ${names.join(', ')} (a BEIR folder needs corpus, queries and qrels)`);
 }
 
-function readJsonl<T>(file: string, each: (value: Record<string, unknown>, where: string) => T): T[] {
-  return parseJsonLines(file, fileLines(file), (value, where) => {
+function readJsonl<T>(file: string, each: (value: Record<string, unknown>, where: string) => T): Promise<T[]> {
+  return parseJsonLines(file, (value, where) => {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object');
     return each(value as Record<string, unknown>, where);
   });
@@ -49,10 +49,10 @@ function id(value: unknown, where: string): string {
 }
 
 /** Reads a qrels TSV: query-id, corpus-id, integer score; a first line that is a header is skipped. */
-export function readQrels(file: string, known?: { queries: Map<string, string>; docs: Set<string> }): Qrels {
+export async function readQrels(file: string, known?: { queries: Map<string, string>; docs: Set<string> }): Promise<Qrels> {
   const qrels: Qrels = new Map();
   let i = -1;
-  for (const line of fileLines(file)) {
+  for await (const lines of fileLines(file)) for (const line of lines) {
     i++;
     if (line.trim() === '') continue;
     const where = `${file}:${i + 1}`;
@@ -70,22 +70,22 @@ export function readQrels(file: string, known?: { queries: Map<string, string>; 
   return qrels;
 }
 
-/** Loads a BEIR folder; `split` picks the qrels file (default 'test'). */
-export function loadBeir(dir: string, split = 'test'): BeirData {
+/** Loads a BEIR folder; `split` picks the qrels file (default 'test'). The files are read without holding the event loop (fileLines). */
+export async function loadBeir(dir: string, split = 'test'): Promise<BeirData> {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new ColtrastError('INVALID_ARGUMENT', `BEIR folder ${dir} does not exist`);
-  const corpus = readJsonl(findFile(dir, ['corpus.jsonl', 'corpus.jsonl.gz']), (v, where) => ({
+  const corpus = await readJsonl(findFile(dir, ['corpus.jsonl', 'corpus.jsonl.gz']), (v, where) => ({
     id: id(v._id, where),
     title: typeof v.title === 'string' ? v.title : '',
     text: typeof v.text === 'string' ? v.text : (() => { throw bad(where, '"text" must be a string'); })(),
   }));
   const queries = new Map<string, string>();
-  for (const q of readJsonl(findFile(dir, ['queries.jsonl', 'queries.jsonl.gz']), (v, where) => {
+  for (const q of await readJsonl(findFile(dir, ['queries.jsonl', 'queries.jsonl.gz']), (v, where) => {
     if (typeof v.text !== 'string') throw bad(where, '"text" must be a string');
     return [id(v._id, where), v.text] as const;
   })) {
     queries.set(q[0], q[1]);
   }
-  const qrels = readQrels(findFile(dir, [path.join('qrels', `${split}.tsv`), `qrels-${split}.tsv`]), {
+  const qrels = await readQrels(findFile(dir, [path.join('qrels', `${split}.tsv`), `qrels-${split}.tsv`]), {
     queries,
     docs: new Set(corpus.map((d) => d.id)),
   });

@@ -250,11 +250,15 @@ function readTextFile(file: string, flag: string): string {
   return fs.readFileSync(file, 'utf8');
 }
 
-function readTexts(file: string): string[] {
+async function readTexts(file: string): Promise<string[]> {
   const problem = notAFile(file);
   if (problem) fail(`input file ${file} ${problem}`);
-  if (!file.endsWith('.jsonl')) return [...fileLines(file)].filter((l) => l.trim().length > 0);
-  return parseJsonLines(file, fileLines(file), (value, where) => {
+  if (!file.endsWith('.jsonl')) {
+    const texts: string[] = [];
+    for await (const lines of fileLines(file)) for (const line of lines) if (line.trim().length > 0) texts.push(line);
+    return texts;
+  }
+  return parseJsonLines(file, (value, where) => {
     const text = (value as { text?: unknown })?.text;
     if (typeof text !== 'string') fail(`${where}: expected an object with a "text" string`);
     return text;
@@ -321,7 +325,7 @@ async function embed(argv: string[]): Promise<void> {
   });
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
   if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
-  const texts = readTexts(positionals[0]);
+  const texts = await readTexts(positionals[0]);
   if (values.output) checkOutputFile(values.output, '--output'); // a ColtrastError: main() prints it and exits 2
   const started = Date.now();
   const download = new ProgressBar('download', 'MB');
@@ -794,13 +798,13 @@ async function documentsFrom(file: string, encoder: Encoder): Promise<IndexDoc[]
   if (file.endsWith('.jsonl')) {
     const problem = notAFile(file);
     if (problem) fail(`data file ${file} ${problem}`);
-    return parseJsonLines(file, fileLines(file), (value, where) => {
+    return parseJsonLines(file, (value, where) => {
       const doc = value as IndexDoc;
       if (typeof doc?.id !== 'string' || typeof doc?.text !== 'string') fail(`${where}: expected {"id": "...", "text": "..."}`);
       return doc;
     });
   }
-  const data = readTrainingData(file);
+  const data = await readTrainingData(file);
   if (!('projects' in data)) fail(`${file}: expected a ColTrast project file (.json) or a .jsonl of {id, text}`);
   const docs: IndexDoc[] = [];
   for (const p of data.projects) {

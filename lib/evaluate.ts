@@ -89,9 +89,9 @@ export interface EvaluateResult {
 
 const KEYS = ['data', 'model', 'truncateDim', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'fusion', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
-function loadEvalData(source: string, split: string): BeirData {
+async function loadEvalData(source: string, split: string): Promise<BeirData> {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
-    const data = readTrainingData(source);
+    const data = await readTrainingData(source);
     if (!('projects' in data)) throw new ColtrastError('INVALID_ARGUMENT', `${source}: evaluation reads a BEIR folder or a ColTrast project file`);
     return coltrastEvalData(data.projects);
   }
@@ -125,7 +125,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     throw invalid('options.data', 'a BEIR folder, a ColTrast project file or loaded data ({ corpus, queries, qrels }, as loadBeir returns)', o.data);
   }
   const started = Date.now();
-  const data = typeof o.data === 'string' ? loadEvalData(o.data, o.split ?? 'test') : o.data;
+  const data = typeof o.data === 'string' ? await loadEvalData(o.data, o.split ?? 'test') : o.data;
   const evaluated = [...data.qrels.keys()].filter((q) => data.queries.has(q));
   const queryTexts = evaluated.map((q) => data.queries.get(q)!);
   // Fusion needs deeper lists than the largest cut-off.

@@ -181,12 +181,12 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
     throw new ColtrastError('INVALID_ARGUMENT', "options.plaid embeds the corpus as Index does, with the model's document prompt: leave out options.corpusPrompt and options.corpusPromptName");
   }
 
-  const read = readTrainingData(o.data as string | readonly unknown[]);
+  const read = await readTrainingData(o.data as string | readonly unknown[]);
   if ('projects' in read) {
     throw new ColtrastError('INVALID_ARGUMENT', `${String(o.data)} is a ColTrast project file: train() chunks and mines those itself; mining takes (query, positive) pairs`);
   }
   const pairs = read.examples;
-  const extra = o.corpus === undefined ? [] : readCorpus(o.corpus as Parameters<typeof readCorpus>[0]);
+  const extra = o.corpus === undefined ? [] : await readCorpus(o.corpus as Parameters<typeof readCorpus>[0]);
 
   // Rows per query (repeats included, as sentence-transformers counts them) set the default candidate window.
   const rowsPerQuery = new Map<string, number>();

@@ -176,36 +176,45 @@ interface PartialState {
 class PartialRun {
   private readonly lines: string;
   private readonly stateFile: string;
-  private count = 0;
-  readonly state: PartialState | undefined;
+  private count: number;
 
-  constructor(output: string, private readonly key: string, resume: boolean) {
+  private constructor(output: string, private readonly key: string, count: number, readonly state: PartialState | undefined) {
     this.lines = `${output}.partial`;
     this.stateFile = `${output}.partial.json`;
+    this.count = count;
+  }
+
+  /** The run's partial files: read back when resuming, else started empty. */
+  static async open(output: string, key: string, resume: boolean): Promise<PartialRun> {
+    const lines = `${output}.partial`;
+    const stateFile = `${output}.partial.json`;
     fs.mkdirSync(path.dirname(path.resolve(output)), { recursive: true });
-    if (resume && fs.existsSync(this.stateFile)) {
-      let saved: { version?: unknown; key?: unknown; done?: number; generated?: number; dropped?: number; lines?: number };
-      try {
-        saved = JSON.parse(fs.readFileSync(this.stateFile, 'utf8'));
-      } catch (error) {
-        throw new ColtrastError('INVALID_ARGUMENT', `${this.stateFile} is not valid JSON (${(error as Error).message}): delete it and ${this.lines} to start again`);
-      }
-      if (saved.version !== 1 || saved.key !== key) {
-        throw new ColtrastError('INVALID_ARGUMENT', `${this.stateFile} is from a run with another corpus, generator or options: resume with those, or delete it and ${this.lines} to start again`);
-      }
-      const kept: string[] = [];
-      if (fs.existsSync(this.lines) && (saved.lines ?? 0) > 0) {
-        for (const line of fileLines(this.lines)) if (kept.push(line) >= (saved.lines ?? 0)) break;
-      }
-      if (kept.length !== saved.lines) throw new ColtrastError('INVALID_ARGUMENT', `${this.lines} has fewer lines than ${this.stateFile} counts: delete both to start again`);
-      // Lines past the count (a crash between the two writes) go.
-      writeLines(this.lines, kept);
-      this.count = kept.length;
-      this.state = { done: saved.done ?? 0, generated: saved.generated ?? 0, dropped: saved.dropped ?? 0, pairs: kept.map((l) => JSON.parse(l)) };
-    } else {
-      fs.writeFileSync(this.lines, '');
-      fs.rmSync(this.stateFile, { force: true });
+    if (!resume || !fs.existsSync(stateFile)) {
+      fs.writeFileSync(lines, '');
+      fs.rmSync(stateFile, { force: true });
+      return new PartialRun(output, key, 0, undefined);
     }
+    let saved: { version?: unknown; key?: unknown; done?: number; generated?: number; dropped?: number; lines?: number };
+    try {
+      saved = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
+    } catch (error) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${stateFile} is not valid JSON (${(error as Error).message}): delete it and ${lines} to start again`);
+    }
+    if (saved.version !== 1 || saved.key !== key) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${stateFile} is from a run with another corpus, generator or options: resume with those, or delete it and ${lines} to start again`);
+    }
+    const want = saved.lines ?? 0;
+    const kept: string[] = [];
+    if (fs.existsSync(lines) && want > 0) {
+      reading: for await (const chunk of fileLines(lines)) {
+        for (const line of chunk) if (kept.push(line) >= want) break reading;
+      }
+    }
+    if (kept.length !== saved.lines) throw new ColtrastError('INVALID_ARGUMENT', `${lines} has fewer lines than ${stateFile} counts: delete both to start again`);
+    // Lines past the count (a crash between the two writes) go.
+    writeLines(lines, kept);
+    const state = { done: saved.done ?? 0, generated: saved.generated ?? 0, dropped: saved.dropped ?? 0, pairs: kept.map((l) => JSON.parse(l)) };
+    return new PartialRun(output, key, kept.length, state);
   }
 
   add(pairs: { query: string; document: number }[], progress: { done: number; generated: number; dropped: number }): void {
@@ -243,7 +252,7 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
   if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
   const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 16);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
-  const documents = readCorpus(o.corpus as Parameters<typeof readCorpus>[0]);
+  const documents = await readCorpus(o.corpus as Parameters<typeof readCorpus>[0]);
   if (documents.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus has no documents');
   const consistency = o.consistency === undefined ? undefined : checkOptions('options.consistency', o.consistency, ['model', 'k'] as const);
   if (consistency && !(consistency.model instanceof Encoder) && (typeof consistency.model !== 'string' || consistency.model.length === 0)) {
@@ -282,7 +291,7 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
     documents.forEach((d, i) => hash.update(`${i > 0 ? ',' : ''}${JSON.stringify(d)}`));
     const settings = [path.resolve(generator.modelDir), format.template, format.chat, format.system ?? null, perDocument, documentTokens, maxNewTokens, temperature, topK, topP, seed, batchSize];
     const key = hash.update(`],${JSON.stringify(settings).slice(1)}`).digest('hex');
-    const partial = o.output === undefined ? undefined : new PartialRun(o.output as string, key, resume);
+    const partial = o.output === undefined ? undefined : await PartialRun.open(o.output as string, key, resume);
     const state = partial?.state ?? { done: 0, generated: 0, dropped: 0, pairs: [] };
     // Each query with its document's index; the pairs are made from them at the end.
     const found = state.pairs;

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { semanticChunks } from './chunking';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
-import { fileLines, nonEmptyFolder, parseJsonLines, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { nonEmptyFolder, parseJsonLines, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import { Generator, type Generated, type Prompt } from './generator';
 import { checkChatFormat, checkTemplate, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
 import type { Device } from './native-model';
@@ -163,7 +163,7 @@ function ragExample(where: string, value: unknown): RagExample {
 }
 
 /** Questions and answers of `data`, and the project documents when it is a ColTrast file. */
-function readRagData(data: RagTrainOptions['data']): { examples: RagExample[]; projects?: { id: string; document: string }[] } {
+async function readRagData(data: RagTrainOptions['data']): Promise<{ examples: RagExample[]; projects?: { id: string; document: string }[] }> {
   const none = (where: string) => new ColtrastError('INVALID_ARGUMENT', `${where} holds no questions`);
   if (Array.isArray(data)) {
     const examples = data.map((e, i) => ragExample(`data[${i}]`, e));
@@ -173,11 +173,11 @@ function readRagData(data: RagTrainOptions['data']): { examples: RagExample[]; p
   if (typeof data !== 'string') throw invalid('options.data', 'a file path or an array of { question, answer }', data);
   if (/\.jsonl$/i.test(data)) {
     checkDataFile(data);
-    const examples = parseJsonLines(data, fileLines(data), (value, where) => ragExample(where, value));
+    const examples = await parseJsonLines(data, (value, where) => ragExample(where, value));
     if (examples.length === 0) throw none(data);
     return { examples };
   }
-  const content = readDataFile(data);
+  const content = await readDataFile(data);
   let value: unknown;
   try {
     value = JSON.parse(content);
@@ -231,11 +231,11 @@ interface LoopState {
 }
 
 /** A checkpoint's state and data (version 2: corpus.jsonl, train.jsonl, val.jsonl; version 1: all in state.json). */
-function readRagCheckpoint(dir: string): { state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[]; dataIn?: string } | undefined {
+async function readRagCheckpoint(dir: string): Promise<{ state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[]; dataIn?: string } | undefined> {
   const saved = readCheckpointState<{ state: LoopState; corpus?: string[]; train?: RagExample[]; val?: RagExample[]; data?: Record<string, number> }>(dir, [1, 2]);
   if (!saved) return undefined;
   if (!saved.data) return { state: saved.state, corpus: saved.corpus ?? [], train: saved.train ?? [], val: saved.val ?? [] };
-  const { corpus, train, val } = readRunData(dir, saved.data) as { corpus: string[]; train: RagExample[]; val: RagExample[] };
+  const { corpus, train, val } = (await readRunData(dir, saved.data)) as { corpus: string[]; train: RagExample[]; val: RagExample[] };
   return { state: saved.state, corpus, train, val, dataIn: dir };
 }
 
@@ -265,11 +265,11 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const resume = booleanValue('options.resume', o.resume ?? false);
   const output = path.resolve(o.output);
   const checkpointDir = `${output}.checkpoint`;
-  const saved = resume ? readRagCheckpoint(checkpointDir) : undefined;
+  const saved = resume ? await readRagCheckpoint(checkpointDir) : undefined;
   if (nonEmptyFolder(output, 'options.output') && !saved && !o.overwrite) {
     throw new ColtrastError('INVALID_ARGUMENT', `${output} is not empty: pass overwrite: true to replace it, or resume: true to continue an interrupted run`);
   }
-  const data = readRagData(o.data);
+  const data = await readRagData(o.data);
   const load = { device: o.device ?? ('auto' as const), ...(o.threads !== undefined && { threads: o.threads }) };
   const retriever = await Encoder.load(saved ? path.join(checkpointDir, 'retriever') : o.retriever, load);
   let generator: Generator | undefined;
@@ -283,7 +283,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     if (saved) {
       corpus = saved.corpus;
     } else if (o.corpus !== undefined) {
-      corpus = readCorpus(o.corpus);
+      corpus = await readCorpus(o.corpus);
     } else if (data.projects) {
       const embedder = encoderEmbedder(retriever);
       const chunks = await Promise.all(data.projects.map((p) => semanticChunks(p.document, embedder, { threshold: 0.7, maxTokens: retriever.maxSeqLength })));
@@ -518,7 +518,7 @@ export class Rag {
     if (!(o.retriever instanceof Encoder)) throw invalid('options.retriever', 'an Encoder', o.retriever);
     if (!(o.generator instanceof Generator)) throw invalid('options.generator', 'a Generator', o.generator);
     const format = readFormat(o, o.generator);
-    const corpus = readCorpus(o.corpus);
+    const corpus = await readCorpus(o.corpus);
     return new Rag(o.retriever, o.generator, corpus, await embedCorpus(o.retriever, corpus, o.onProgress), format, positiveNumber('options.temperature', o.temperature, 0.05));
   }
 

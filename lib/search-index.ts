@@ -951,7 +951,7 @@ export class Index {
     const docsFile = path.join(where, 'docs.jsonl');
     if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
     let i = -1;
-    for (const line of fileLines(docsFile)) {
+    for await (const lines of fileLines(docsFile)) for (const line of lines) {
       i++;
       if (line.length === 0) continue;
       let doc: IndexDoc & { tokens?: number };

@@ -35,7 +35,7 @@ export function checkDataFile(file: string, noun = 'data'): void {
 }
 
 /** A data file's whole text (a .json document); a missing file (or a folder) is an error naming it. */
-export function readDataFile(file: string, noun = 'data'): string {
+export async function readDataFile(file: string, noun = 'data'): Promise<string> {
   checkDataFile(file, noun);
   return readWholeText(file, noun);
 }
@@ -56,17 +56,17 @@ export interface TextListMessages {
  * The items of a list of texts: an array, a .txt file (each non-blank line, trimmed, is an item as it is), a
  * .jsonl file or a .json array, whose elements `one` reads (with where each is, for its errors).
  */
-export function readTextList(data: unknown, one: (where: string, value: unknown) => string[], m: TextListMessages): string[] {
+export async function readTextList(data: unknown, one: (where: string, value: unknown) => string[], m: TextListMessages): Promise<string[]> {
   if (Array.isArray(data)) return data.flatMap((item, i) => one(`${m.name}[${i}]`, item));
   if (typeof data !== 'string') throw m.wrongType(data);
   checkDataFile(data, m.name);
   if (/\.txt$/i.test(data)) {
     const items: string[] = [];
-    for (const line of fileLines(data)) if (line.trim().length > 0) items.push(line.trim());
+    for await (const lines of fileLines(data)) for (const line of lines) if (line.trim().length > 0) items.push(line.trim());
     return items;
   }
-  if (/\.jsonl$/i.test(data)) return parseJsonLines(data, fileLines(data), (value, where) => one(where, value)).flat();
-  const content = readWholeText(data, m.name);
+  if (/\.jsonl$/i.test(data)) return (await parseJsonLines(data, (value, where) => one(where, value))).flat();
+  const content = await readWholeText(data, m.name);
   let value: unknown;
   try {
     value = JSON.parse(content);
@@ -117,10 +117,6 @@ export function checkExample(where: string, value: unknown): TrainExample {
   return example;
 }
 
-function readJsonl(file: string): TrainExample[] {
-  return parseJsonLines(file, fileLines(file), (value, where) => checkExample(where, value));
-}
-
 /** The projects of a parsed ColTrast file (`value`, read from `file`); a file without any Q&A pair is an error. */
 export function readProjects(file: string, value: unknown): Project[] {
   const projects = readColtrast(file, value);
@@ -159,16 +155,16 @@ export type TrainingData = { examples: TrainExample[] } | { projects: Project[] 
  * Reads `data`: a file path (.jsonl pairs/triplets, a .json array of them, or the ColTrast .json with
  * projects) or an array of examples. Empty data is an error.
  */
-export function readTrainingData(data: string | readonly unknown[]): TrainingData {
+export async function readTrainingData(data: string | readonly unknown[]): Promise<TrainingData> {
   let examples: TrainExample[];
   if (Array.isArray(data)) {
     examples = data.map((item, i) => checkExample(`data[${i}]`, item));
   } else if (typeof data === 'string') {
     checkDataFile(data);
     if (/\.jsonl$/i.test(data)) {
-      examples = readJsonl(data);
+      examples = await parseJsonLines(data, (value, where) => checkExample(where, value));
     } else {
-      const content = readWholeText(data, 'data');
+      const content = await readWholeText(data, 'data');
       let value: unknown;
       try {
         value = JSON.parse(content);
@@ -192,7 +188,7 @@ export function readTrainingData(data: string | readonly unknown[]): TrainingDat
  * all count. Each sentence is kept once (a repeat in the batch would be a false in-batch negative), in first-seen
  * order; fewer than two distinct sentences is an error.
  */
-export function readSentences(data: string | readonly unknown[]): string[] {
+export async function readSentences(data: string | readonly unknown[]): Promise<string[]> {
   const ofExamples = (examples: TrainExample[]) => examples.flatMap((e) => [e.query, e.positive, ...(e.negatives ?? [])]);
   const one = (where: string, value: unknown): string[] => {
     if (typeof value === 'string') return [text(where, value, 'sentence')];
@@ -201,7 +197,7 @@ export function readSentences(data: string | readonly unknown[]): string[] {
     }
     return ofExamples([checkExample(where, value)]);
   };
-  const sentences = readTextList(data, one, {
+  const sentences = await readTextList(data, one, {
     name: 'data',
     jsonHint: 'give a .txt file (one sentence per line), a .jsonl file, or a .json array',
     notArray: 'Contrastive Tension trains on sentences: give a .txt file (one per line), a .jsonl file or a .json array of strings, or pairs, not a ColTrast project file',
@@ -213,7 +209,7 @@ export function readSentences(data: string | readonly unknown[]): string[] {
 }
 
 /** The documents of `corpus`, each kept once; an empty one is an error. */
-export function readCorpus(corpus: string | readonly (string | { text: string })[] | undefined): string[] {
+export async function readCorpus(corpus: string | readonly (string | { text: string })[] | undefined): Promise<string[]> {
   const one = (where: string, value: unknown): string[] => {
     const t = typeof value === 'string' ? value : (value as { text?: unknown })?.text;
     if (typeof t !== 'string' || !t.trim()) throw new ColtrastError('INVALID_ARGUMENT', `${where}: a document must be a non-empty string or { "text": string }`);
@@ -221,7 +217,7 @@ export function readCorpus(corpus: string | readonly (string | { text: string })
   };
   const docs = [
     ...new Set(
-      readTextList(corpus, one, {
+      await readTextList(corpus, one, {
         name: 'corpus',
         jsonHint: 'give a .txt, .jsonl or .json array',
         notArray: 'expected a JSON array of documents',
@@ -234,8 +230,8 @@ export function readCorpus(corpus: string | readonly (string | { text: string })
 }
 
 /** Pairs/triplets only (a .jsonl or .json file, or an array); ColTrast project files are refused. */
-export function loadExamples(data: string | readonly unknown[]): TrainExample[] {
-  const read = readTrainingData(data);
+export async function loadExamples(data: string | readonly unknown[]): Promise<TrainExample[]> {
+  const read = await readTrainingData(data);
   if ('projects' in read) throw bad(String(data), 'expected pairs or triplets, not a ColTrast project file (use readTrainingData)');
   return read.examples;
 }

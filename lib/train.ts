@@ -557,8 +557,6 @@ function readMineNegatives(value: unknown, tension: boolean): MineNegativesOptio
   const m = checkOptions('options.mineNegatives', value as MineNegativesOptions, [...MINING_SETTING_KEYS, 'corpus', 'plaid']);
   miningSettings('options.mineNegatives', m);
   plaidSettings('options.mineNegatives.plaid', m.plaid);
-  // The corpus is read again when mining; here its mistakes surface before any model loads.
-  if (m.corpus !== undefined) readCorpus(m.corpus as Parameters<typeof readCorpus>[0]);
   return { ...m };
 }
 
@@ -767,12 +765,12 @@ interface LoopState {
  * A checkpoint's state and data: version 2 keeps the examples in trainSet.jsonl and val.jsonl (saveRunData), version 1
  * kept them in state.json. `dataIn`: the folder, when its files are this run's data (later checkpoints link them).
  */
-function readCheckpoint(dir: string): { state: LoopState; trainSet: TrainExample[]; val: TrainExample[]; dataIn?: string } | undefined {
+async function readCheckpoint(dir: string): Promise<{ state: LoopState; trainSet: TrainExample[]; val: TrainExample[]; dataIn?: string } | undefined> {
   const saved = readCheckpointState<{ state: LoopState; trainSet?: TrainExample[]; val?: TrainExample[]; data?: Record<string, number> }>(dir, [1, 2]);
   if (!saved) return undefined;
   saved.state.bestScore ??= -Infinity;
   if (!saved.data) return { state: saved.state, trainSet: saved.trainSet ?? [], val: saved.val ?? [] };
-  const { trainSet, val } = readRunData(dir, saved.data) as { trainSet: TrainExample[]; val: TrainExample[] };
+  const { trainSet, val } = (await readRunData(dir, saved.data)) as { trainSet: TrainExample[]; val: TrainExample[] };
   return { state: saved.state, trainSet, val, dataIn: dir };
 }
 
@@ -800,12 +798,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const config = readConfig(options);
   if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
   const data = config.contrastiveTension
-    ? { examples: readSentences(options.data).map((sentence): TrainExample => ({ query: sentence, positive: sentence })) }
-    : readTrainingData(options.data);
+    ? { examples: (await readSentences(options.data)).map((sentence): TrainExample => ({ query: sentence, positive: sentence })) }
+    : await readTrainingData(options.data);
+  // options.mineNegatives.corpus is read here, once, so that its mistakes surface before any model loads.
+  const mineNegatives =
+    config.mineNegatives?.corpus === undefined ? config.mineNegatives : { ...config.mineNegatives, corpus: await readCorpus(config.mineNegatives.corpus as Parameters<typeof readCorpus>[0]) };
   const { contrastiveWeight, lateInteractionWeight, distillationWeight } = config.step;
   const scoredData = 'examples' in data && data.examples.some((e) => e.scores);
   if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData) noLoss(true);
-  if ('projects' in data && config.mineNegatives) {
+  if ('projects' in data && mineNegatives) {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.mineNegatives is for pairs: ColTrast project files get their hard negatives from options.mining (hardNegatives)');
   }
   // Split before anything is mined, so no project (or example group) is on both sides.
@@ -825,7 +826,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     throw new ColtrastError('INVALID_ARGUMENT', `options.output ${output} exists and is not the output of an earlier train(); choose another folder`);
   }
   const checkpointDir = `${output}.checkpoint`;
-  const saved = options.resume ? readCheckpoint(checkpointDir) : undefined;
+  const saved = options.resume ? await readCheckpoint(checkpointDir) : undefined;
   // A resumed run starts from the checkpoint's weights; the data it trains on is the checkpoint's too.
   const model = options.model ?? 'default';
   const loadOptions = { device: options.device ?? 'auto', threads: options.threads } as const;
@@ -876,12 +877,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     } else {
       trainSet = split.train;
       val = split.val;
-      if (config.mineNegatives) {
+      if (mineNegatives) {
         // As for project files: the model as it starts mines (a cross-encoder's, coltrast's default model).
         const miner = encoder instanceof Encoder ? encoder : await Encoder.load(isCrossEncoderFolder(await resolveModelDir(model)) ? 'default' : model, loadOptions);
         try {
-          trainSet = await addMinedNegatives(trainSet, miner, config.mineNegatives, options.progressBar ?? false);
-          val = await addMinedNegatives(val, miner, config.mineNegatives, options.progressBar ?? false);
+          trainSet = await addMinedNegatives(trainSet, miner, mineNegatives, options.progressBar ?? false);
+          val = await addMinedNegatives(val, miner, mineNegatives, options.progressBar ?? false);
         } finally {
           if (miner !== encoder) miner.dispose();
         }

@@ -21,27 +21,27 @@ const CT_STEP = { ...STEP, contrastiveWeight: 1, lateInteractionWeight: 0, symme
 
 const noDropout = fixtureCopy(dropoutOff);
 
-test('readSentences: arrays, .txt, .jsonl of strings or {text}, and pairs; each sentence once; the errors', (t) => {
+test('readSentences: arrays, .txt, .jsonl of strings or {text}, and pairs; each sentence once; the errors', async (t) => {
   const dir = tempDir();
   const txt = path.join(dir, 's.txt');
   fs.writeFileSync(txt, 'one sentence\r\n\n  two sentences  \none sentence\n');
-  t.deepEqual(readSentences(txt), ['one sentence', 'two sentences']);
+  t.deepEqual(await readSentences(txt), ['one sentence', 'two sentences']);
   const jsonl = path.join(dir, 's.jsonl');
   fs.writeFileSync(jsonl, '"a"\n{"text": "b"}\n{"query": "c", "positive": "a", "negatives": ["d"]}\n');
-  t.deepEqual(readSentences(jsonl), ['a', 'b', 'c', 'd']);
-  t.deepEqual(readSentences(['x', { text: 'y' }, 'x']), ['x', 'y']);
+  t.deepEqual(await readSentences(jsonl), ['a', 'b', 'c', 'd']);
+  t.deepEqual(await readSentences(['x', { text: 'y' }, 'x']), ['x', 'y']);
   const json = path.join(dir, 's.json');
   fs.writeFileSync(json, JSON.stringify(['e', { text: 'f' }, { query: 'g', positive: 'e' }]));
-  t.deepEqual(readSentences(json), ['e', 'f', 'g']);
+  t.deepEqual(await readSentences(json), ['e', 'f', 'g']);
   fs.writeFileSync(jsonl, '"a"\n{"text": 3}\n');
-  t.throws(() => readSentences(jsonl), { message: /s\.jsonl:2: "text" must be a non-empty string/ });
-  t.throws(() => readSentences(['same', 'same']), { message: /holds 1 distinct sentence; Contrastive Tension needs at least two/ });
-  t.throws(() => readSentences(path.join(dir, 'missing.txt')), { message: /missing\.txt does not exist/ });
+  await t.throwsAsync(readSentences(jsonl), { message: /s\.jsonl:2: "text" must be a non-empty string/ });
+  await t.throwsAsync(readSentences(['same', 'same']), { message: /holds 1 distinct sentence; Contrastive Tension needs at least two/ });
+  await t.throwsAsync(readSentences(path.join(dir, 'missing.txt')), { message: /missing\.txt does not exist/ });
   const project = path.join(dir, 'p.json');
   fs.writeFileSync(project, JSON.stringify({ projects: [{ project_id: 'p', readme_content: 'doc', qa_pairs: [{ question: 'q', answer: 'a' }] }] }));
-  t.throws(() => readSentences(project), { message: /Contrastive Tension trains on sentences: .*not a ColTrast project file/ });
+  await t.throwsAsync(readSentences(project), { message: /Contrastive Tension trains on sentences: .*not a ColTrast project file/ });
   fs.writeFileSync(json, '["a",');
-  t.throws(() => readSentences(json), { message: /s\.json: not valid JSON/ });
+  await t.throwsAsync(readSentences(json), { message: /s\.json: not valid JSON/ });
 });
 
 /** Float64 symmetric InfoNCE between L2-normalized rows: row i of `a` matches row i of `b`. */

@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { constants } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import zlib from 'node:zlib';
 import { Encoder, Index } from '../lib';
 import { fileLines, parseJsonLines, readRunData, saveRunData } from '../lib/files';
@@ -20,7 +21,14 @@ function expectedLines(text: string): string[] {
   return lines;
 }
 
-test('fileLines gives the lines of a text, whatever chunk boundaries split (CRLF, multi-byte characters, BOM, long lines)', (t) => {
+// Every line fileLines gives, in order.
+async function allLines(file: string, chunkBytes?: number): Promise<string[]> {
+  const out: string[] = [];
+  for await (const lines of fileLines(file, chunkBytes)) out.push(...lines);
+  return out;
+}
+
+test('fileLines gives the lines of a text, whatever chunk boundaries split (CRLF, multi-byte characters, BOM, long lines)', async (t) => {
   const random = seededRandom(7).next;
   const pieces = ['a', 'xyz', 'é', '€', '𝄞', '\u00a0', ' ', '\t', '{"q": "ü"}', '\r', '\r\n', '\n', '\n\n', 'x'.repeat(40)];
   const texts = ['', '\n', '\r\n', 'one', 'one\n', 'one\r\ntwo', '\uFEFFbom first\nsecond\n', '\uFEFF', 'a\r', '\n\n\nlast'];
@@ -32,47 +40,77 @@ test('fileLines gives the lines of a text, whatever chunk boundaries split (CRLF
   }
   const dir = tempDir();
   let checked = 0;
-  texts.forEach((text, k) => {
+  for (const [k, text] of texts.entries()) {
     const file = path.join(dir, `t${k}.txt`);
     fs.writeFileSync(file, text);
-    for (const chunk of [1, 2, 3, 5, 7, 64, 1 << 22]) {
-      t.deepEqual([...fileLines(file, chunk)], expectedLines(text), `text ${JSON.stringify(text)}, chunks of ${chunk} bytes`);
-      checked++;
-    }
     const gz = `${file}.gz`;
     fs.writeFileSync(gz, zlib.gzipSync(text));
-    t.deepEqual([...fileLines(gz)], expectedLines(text), `gzipped ${JSON.stringify(text)}`);
-  });
+    for (const chunk of [1, 2, 3, 5, 7, 64, 1 << 22]) {
+      t.deepEqual(await allLines(file, chunk), expectedLines(text), `text ${JSON.stringify(text)}, chunks of ${chunk} bytes`);
+      t.deepEqual(await allLines(gz, chunk), expectedLines(text), `gzipped ${JSON.stringify(text)}, chunks of ${chunk} bytes`);
+      checked++;
+    }
+  }
   t.is(checked, texts.length * 7);
 });
 
-test('fileLines closes the file when its reader stops early, and a corrupt .gz is a named error', (t) => {
+test('fileLines closes the file when its reader stops early, and a corrupt .gz is a named error', async (t) => {
   const dir = tempDir();
   const file = path.join(dir, 'lines.txt');
   fs.writeFileSync(file, 'a\nb\nc\n');
-  const before = fs.readdirSync('/proc/self/fd').length;
+  // Descriptors open on the file (not all of the process's: the test runner opens sockets and pipes meanwhile).
+  const openOnFile = () =>
+    fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === fs.realpathSync(file);
+      } catch {
+        return false;
+      }
+    }).length;
   for (let i = 0; i < 50; i++) {
-    for (const line of fileLines(file, 1)) if (line === 'b') break;
+    for await (const lines of fileLines(file, 1)) if (lines.includes('b')) break;
   }
-  t.is(fs.readdirSync('/proc/self/fd').length, before, 'no file descriptor left open');
+  t.is(openOnFile(), 0, 'no file descriptor left open');
+  // The check can see one: a reader left open holds one.
+  const reader = fileLines(file, 1);
+  await reader.next();
+  t.is(openOnFile(), 1);
+  await reader.return(undefined);
+  t.is(openOnFile(), 0);
   const gz = path.join(dir, 'corpus.jsonl.gz');
   fs.writeFileSync(gz, 'not gzip at all');
-  t.throws(() => [...fileLines(gz)], { message: new RegExp(`^${gz.replace(/[.]/g, '\\.')} cannot be decompressed \\(`) });
+  await t.throwsAsync(allLines(gz), { message: new RegExp(`^${gz.replace(/[.]/g, '\\.')} cannot be decompressed \\(`) });
 });
 
-test('parseJsonLines numbers lines as an editor does, with CRLF endings and a BOM', (t) => {
+test('parseJsonLines numbers lines as an editor does, with CRLF endings and a BOM', async (t) => {
   const file = path.join(tempDir(), 'pairs.jsonl');
   fs.writeFileSync(file, '\uFEFF{"query": "q1", "positive": "p1"}\r\n\r\n{"query": "q2", "positive": "p2"}\r\n{"query": oops}\r\n');
-  t.throws(() => parseJsonLines(file, fileLines(file), (v) => v), { message: new RegExp(`:4: not valid JSON`) });
+  await t.throwsAsync(parseJsonLines(file, (v) => v), { message: new RegExp(`:4: not valid JSON`) });
   const two = path.join(tempDir(), 'two.jsonl');
   fs.writeFileSync(two, '\uFEFF{"query": "q1", "positive": "p1"}\r\n\r\n{"query": "q2", "positive": "p2"}');
-  t.deepEqual(readTrainingData(two), { examples: [{ query: 'q1', positive: 'p1' }, { query: 'q2', positive: 'p2' }] });
+  t.deepEqual(await readTrainingData(two), { examples: [{ query: 'q1', positive: 'p1' }, { query: 'q2', positive: 'p2' }] });
   const txt = path.join(tempDir(), 'corpus.txt');
   fs.writeFileSync(txt, 'first document\r\n\r\n  second document \r\n');
-  t.deepEqual(readCorpus(txt), ['first document', 'second document']);
+  t.deepEqual(await readCorpus(txt), ['first document', 'second document']);
 });
 
-test('a JSONL file larger than the longest string V8 can hold is read; as one .json document it is a named error', (t) => {
+test('reading a data file leaves the event loop free: timers fire while a large file is read', async (t) => {
+  const file = path.join(tempDir(), 'pairs.jsonl');
+  const line = (i: number) => `{"query": "question ${i}", "positive": "${'a passage of text '.repeat(20)}${i}"}\n`;
+  fs.writeFileSync(file, Array.from({ length: 120_000 }, (_, i) => line(i)).join(''));
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 5);
+  const started = performance.now();
+  const data = await readTrainingData(file);
+  const elapsed = performance.now() - started;
+  clearInterval(timer);
+  t.is('examples' in data ? data.examples.length : 0, 120_000);
+  t.log(`read ${(fs.statSync(file).size / 2 ** 20).toFixed(0)} MiB in ${elapsed.toFixed(0)} ms; a 5 ms timer fired ${ticks} times meanwhile`);
+  // A synchronous read gives the timer no turn at all until it is over.
+  t.true(ticks >= 5, `the timer fired ${ticks} times during a ${elapsed.toFixed(0)} ms read`);
+});
+
+test('a JSONL file larger than the longest string V8 can hold is read; as one .json document it is a named error', async (t) => {
   // 1 MiB positives, so that the test spends its time reading, not parsing many small objects.
   const dir = tempDir();
   const file = path.join(dir, 'big.jsonl');
@@ -85,14 +123,14 @@ test('a JSONL file larger than the longest string V8 can hold is read; as one .j
   t.true(size > constants.MAX_STRING_LENGTH, `${size} bytes`);
   t.throws(() => fs.readFileSync(file, 'utf8'), { code: 'ERR_STRING_TOO_LONG' }, 'reading it whole fails');
   try {
-    const data = readTrainingData(file);
+    const data = await readTrainingData(file);
     if (!('examples' in data)) throw new Error('expected examples');
     t.is(data.examples.length, lines);
     t.is(data.examples[lines - 1].query, `question ${lines - 1}`);
     t.is(data.examples[lines - 1].positive.length, 1 << 20);
     const json = path.join(dir, 'big.json');
     fs.renameSync(file, json);
-    t.throws(() => readTrainingData(json), {
+    await t.throwsAsync(readTrainingData(json), {
       message: /^data file .*big\.json \(0\.5\d GiB\) is too large to read as one JSON document .*write it as JSON Lines/,
     });
   } finally {
@@ -135,8 +173,10 @@ test("a data file too large for Node's heap is an OUT_OF_MEMORY error naming the
   try {
     const script = `
       const { readTrainingData } = require(${JSON.stringify(path.resolve(__dirname, '..', 'lib', 'train-data.ts'))});
-      try { readTrainingData(${JSON.stringify(file)}); console.log(JSON.stringify({ read: true })); }
-      catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+      readTrainingData(${JSON.stringify(file)}).then(
+        () => console.log(JSON.stringify({ read: true })),
+        (e) => console.log(JSON.stringify({ code: e.code, message: e.message })),
+      );`;
     const run = spawnSync(process.execPath, ['--max-old-space-size=96', '--import', 'tsx', '-e', script], { encoding: 'utf8' });
     t.is(run.status, 0, `exit ${run.status} ${run.signal ?? ''}: ${run.stderr.slice(-500)}`);
     const out = JSON.parse(run.stdout.trim().split('\n').pop()!);
@@ -147,7 +187,7 @@ test("a data file too large for Node's heap is an OUT_OF_MEMORY error naming the
   }
 });
 
-test("a run's data in a checkpoint: written once, hard-linked by later checkpoints, read back with its counts checked", (t) => {
+test("a run's data in a checkpoint: written once, hard-linked by later checkpoints, read back with its counts checked", async (t) => {
   const dir = tempDir();
   const first = path.join(dir, 'first');
   const second = path.join(dir, 'second');
@@ -156,20 +196,20 @@ test("a run's data in a checkpoint: written once, hard-linked by later checkpoin
   const lists = { train: [{ query: 'q\n1', positive: 'p' }, { query: 'q2', positive: 'p2', negatives: ['n'] }], val: [], corpus: ['a', 'b\u2028c'] };
   const counts = saveRunData(first, lists, undefined);
   t.deepEqual(counts, { train: 2, val: 0, corpus: 2 });
-  t.deepEqual(readRunData(first, counts), lists);
+  t.deepEqual(await readRunData(first, counts), lists);
   t.deepEqual(saveRunData(second, lists, first), counts);
   for (const name of Object.keys(lists)) t.is(fs.statSync(path.join(second, `${name}.jsonl`)).ino, fs.statSync(path.join(first, `${name}.jsonl`)).ino, `${name}.jsonl is a hard link`);
-  t.deepEqual(readRunData(second, counts), lists);
+  t.deepEqual(await readRunData(second, counts), lists);
   // A `from` without the files (a checkpoint folder changed by hand): written again.
   const third = path.join(dir, 'third');
   fs.mkdirSync(third);
   t.deepEqual(saveRunData(third, lists, path.join(dir, 'nowhere')), counts);
-  t.deepEqual(readRunData(third, counts), lists);
-  t.throws(() => readRunData(first, { ...counts, train: 3 }), { code: 'MODEL_FILES', message: /train\.jsonl has 2 rows, state\.json says 3; delete the checkpoint to start over/ });
+  t.deepEqual(await readRunData(third, counts), lists);
+  await t.throwsAsync(readRunData(first, { ...counts, train: 3 }), { code: 'MODEL_FILES', message: /train\.jsonl has 2 rows, state\.json says 3; delete the checkpoint to start over/ });
   fs.rmSync(path.join(first, 'val.jsonl'));
-  t.throws(() => readRunData(first, counts), { code: 'MODEL_FILES', message: /val\.jsonl is missing/ });
+  await t.throwsAsync(readRunData(first, counts), { code: 'MODEL_FILES', message: /val\.jsonl is missing/ });
   fs.writeFileSync(path.join(first, 'corpus.jsonl'), '"a"\n"b\n');
-  t.throws(() => readRunData(first, { corpus: 2 }), { code: 'MODEL_FILES', message: /corpus\.jsonl is damaged \(.*corpus\.jsonl:2: not valid JSON/ });
+  await t.throwsAsync(readRunData(first, { corpus: 2 }), { code: 'MODEL_FILES', message: /corpus\.jsonl is damaged \(.*corpus\.jsonl:2: not valid JSON/ });
 });
 
 test('coltrast embed writes every vector of an input larger than one embedding part, in order, each as embed() gives it', async (t) => {

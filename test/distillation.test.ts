@@ -44,15 +44,15 @@ test("makeBatches: each query's teacher candidates are its positive and its own 
   t.throws(() => makeBatches([examples[0], { query: 'q', positive: 'p' }], 2), { message: /teacher scores are given for some examples only/ });
 });
 
-test('scores in the data: one per document, finite numbers; the error names the line', (t) => {
+test('scores in the data: one per document, finite numbers; the error names the line', async (t) => {
   const dir = tempDir();
   const file = path.join(dir, 'scored.jsonl');
   fs.writeFileSync(file, '{"query": "q", "positive": "p", "negatives": ["n1", "n2"], "scores": [3.5, -1, 0.25]}\n');
-  t.deepEqual(loadExamples(file), [{ query: 'q', positive: 'p', negatives: ['n1', 'n2'], scores: [3.5, -1, 0.25] }]);
+  t.deepEqual(await loadExamples(file), [{ query: 'q', positive: 'p', negatives: ['n1', 'n2'], scores: [3.5, -1, 0.25] }]);
   fs.writeFileSync(file, '{"query": "q", "positive": "p"}\n{"query": "q", "positive": "p", "negatives": ["n1"], "scores": [1]}\n');
-  t.throws(() => loadExamples(file), { message: /scored\.jsonl:2: "scores" holds 1 numbers; it needs 2: the positive's teacher score, then one per negative/ });
+  await t.throwsAsync(loadExamples(file), { message: /scored\.jsonl:2: "scores" holds 1 numbers; it needs 2: the positive's teacher score, then one per negative/ });
   fs.writeFileSync(file, '{"query": "q", "positive": "p", "negatives": ["n1"], "scores": [1, "2"]}\n');
-  t.throws(() => loadExamples(file), { message: /scored\.jsonl:1: "scores" must be an array of finite numbers/ });
+  await t.throwsAsync(loadExamples(file), { message: /scored\.jsonl:1: "scores" must be an array of finite numbers/ });
 });
 
 /** Float64 MarginMSE or KL over student and teacher rows (candidate 0 the positive; NaN: missing). */

@@ -73,21 +73,21 @@ function beirFolder(edit?: (dir: string) => void): string {
   return dir;
 }
 
-test('a BEIR folder loads (gzip too); bad files are errors with file and line', (t) => {
-  const data = loadBeir(beirFolder());
+test('a BEIR folder loads (gzip too); bad files are errors with file and line', async (t) => {
+  const data = await loadBeir(beirFolder());
   t.is(data.corpus.length, 3);
   t.is(data.queries.get('q2'), 'pneumonia x-ray model');
   t.deepEqual([...data.qrels.get('q1')!], [['d1', 1]]);
-  const error = (edit: (dir: string) => void) => t.throws(() => loadBeir(beirFolder(edit)), { instanceOf: ColtrastError });
-  t.regex(error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1\td7\t1\n'))!.message, /test\.tsv:4: document "d7" is not in corpus/);
-  t.regex(error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q9\td1\t1\n'))!.message, /query "q9" is not in queries/);
-  t.regex(error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1\td1\thigh\n'))!.message, /score "high" is not an integer/);
-  t.regex(error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1 d1 1\n'))!.message, /expected 3 tab-separated columns/);
-  t.regex(error((d) => fs.writeFileSync(path.join(d, 'qrels', 'test.tsv'), 'query-id\tcorpus-id\tscore\n'))!.message, /no judgements/);
-  t.regex(error((d) => fs.appendFileSync(path.join(d, 'queries.jsonl'), '\n{"_id": "q3", "text": 5}'))!.message, /queries\.jsonl:3: "text" must be a string/);
-  t.regex(error((d) => fs.writeFileSync(path.join(d, 'corpus.jsonl.gz'), 'not gzip'))!.message, /cannot be decompressed/);
-  t.regex(error((d) => fs.rmSync(path.join(d, 'qrels'), { recursive: true }))!.message, /none of qrels/);
-  t.throws(() => loadBeir(path.join(tempDir(), 'missing')), { message: /does not exist/ });
+  const error = async (edit: (dir: string) => void) => (await t.throwsAsync(loadBeir(beirFolder(edit)), { instanceOf: ColtrastError }))!;
+  t.regex((await error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1\td7\t1\n'))).message, /test\.tsv:4: document "d7" is not in corpus/);
+  t.regex((await error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q9\td1\t1\n'))).message, /query "q9" is not in queries/);
+  t.regex((await error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1\td1\thigh\n'))).message, /score "high" is not an integer/);
+  t.regex((await error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1 d1 1\n'))).message, /expected 3 tab-separated columns/);
+  t.regex((await error((d) => fs.writeFileSync(path.join(d, 'qrels', 'test.tsv'), 'query-id\tcorpus-id\tscore\n'))).message, /no judgements/);
+  t.regex((await error((d) => fs.appendFileSync(path.join(d, 'queries.jsonl'), '\n{"_id": "q3", "text": 5}'))).message, /queries\.jsonl:3: "text" must be a string/);
+  t.regex((await error((d) => fs.writeFileSync(path.join(d, 'corpus.jsonl.gz'), 'not gzip'))).message, /cannot be decompressed/);
+  t.regex((await error((d) => fs.rmSync(path.join(d, 'qrels'), { recursive: true }))).message, /none of qrels/);
+  await t.throwsAsync(loadBeir(path.join(tempDir(), 'missing')), { message: /does not exist/ });
 });
 
 test('evaluate() in bm25, dense and hybrid modes', async (t) => {

@@ -23,29 +23,29 @@ async function rejects(t: any, run: () => Promise<unknown>, pattern: RegExp) {
   t.regex(error.message, pattern);
 }
 
-test('JSONL pairs and triplets, ColTrast JSON and arrays load; errors name the line or field', (t) => {
+test('JSONL pairs and triplets, ColTrast JSON and arrays load; errors name the line or field', async (t) => {
   const dir = tempDir();
   const jsonl = path.join(dir, 'pairs.jsonl');
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1"}\n\n{"query": "q2", "positive": "p2", "negatives": ["n1", "n2"]}\n');
-  t.deepEqual(loadExamples(jsonl), [
+  t.deepEqual(await loadExamples(jsonl), [
     { query: 'q1', positive: 'p1' },
     { query: 'q2', positive: 'p2', negatives: ['n1', 'n2'] },
   ]);
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1"}\n{"query": "q2"}\n');
-  t.throws(() => loadExamples(jsonl), { message: /pairs\.jsonl:2: "positive" must be a non-empty string/ });
+  await t.throwsAsync(loadExamples(jsonl), { message: /pairs\.jsonl:2: "positive" must be a non-empty string/ });
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1"}\n{"query": "q2", positive: 1}\n');
-  t.throws(() => loadExamples(jsonl), { message: /pairs\.jsonl:2: not valid JSON/ });
+  await t.throwsAsync(loadExamples(jsonl), { message: /pairs\.jsonl:2: not valid JSON/ });
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1", "negs": ["x"]}\n');
-  t.throws(() => loadExamples(jsonl), { message: /unknown field "negs" \(known: query, positive, negative, negatives, group, scores\)/ });
+  await t.throwsAsync(loadExamples(jsonl), { message: /unknown field "negs" \(known: query, positive, negative, negatives, group, scores\)/ });
   // "negative": one hard negative (a mined triplet row); a list there, or both fields, is an error.
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1", "negative": "x", "scores": [2, 1]}\n');
-  t.deepEqual(loadExamples(jsonl), [{ query: 'q1', positive: 'p1', negatives: ['x'], scores: [2, 1] }]);
+  t.deepEqual(await loadExamples(jsonl), [{ query: 'q1', positive: 'p1', negatives: ['x'], scores: [2, 1] }]);
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1", "negative": ["x"]}\n');
-  t.throws(() => loadExamples(jsonl), { message: /pairs\.jsonl:1: "negative" must be a non-empty string/ });
+  await t.throwsAsync(loadExamples(jsonl), { message: /pairs\.jsonl:1: "negative" must be a non-empty string/ });
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1", "negative": "x", "negatives": ["y"]}\n');
-  t.throws(() => loadExamples(jsonl), { message: /give "negative" \(one\) or "negatives" \(a list\), not both/ });
+  await t.throwsAsync(loadExamples(jsonl), { message: /give "negative" \(one\) or "negatives" \(a list\), not both/ });
   fs.writeFileSync(jsonl, '\n\n');
-  t.throws(() => loadExamples(jsonl), { message: /no examples/ });
+  await t.throwsAsync(loadExamples(jsonl), { message: /no examples/ });
 
   const coltrast = path.join(dir, 'projects.json');
   fs.writeFileSync(
@@ -57,21 +57,21 @@ test('JSONL pairs and triplets, ColTrast JSON and arrays load; errors name the l
       ],
     }),
   );
-  t.deepEqual(readTrainingData(coltrast), {
+  t.deepEqual(await readTrainingData(coltrast), {
     projects: [
       { id: 'a', document: 'A.', qa: [{ question: 'qa', answer: 'aa', context: 'ca' }, { question: 'qb', answer: 'ab' }] },
       { id: 'b', document: 'B.', qa: [{ question: 'qc', answer: 'ac' }] },
     ],
   });
   fs.writeFileSync(coltrast, JSON.stringify({ projects: [{ project_id: 'a', readme_content: 'A.', qa_pairs: [{ question: 'q' }] }] }));
-  t.throws(() => readTrainingData(coltrast), { message: /projects\[0\]\.qa_pairs\[0\]: "answer"/ });
+  await t.throwsAsync(readTrainingData(coltrast), { message: /projects\[0\]\.qa_pairs\[0\]: "answer"/ });
   fs.writeFileSync(coltrast, JSON.stringify({ projects: [{ project_id: 'a', qa_pairs: [] }] }));
-  t.throws(() => readTrainingData(coltrast), { message: /projects\[0\]: "readme_content"/ });
+  await t.throwsAsync(readTrainingData(coltrast), { message: /projects\[0\]: "readme_content"/ });
   fs.writeFileSync(coltrast, JSON.stringify({ items: [] }));
-  t.throws(() => readTrainingData(coltrast), { message: /expected \{"projects"/ });
-  t.throws(() => loadExamples(path.join(dir, 'missing.jsonl')), { message: /does not exist/ });
-  t.throws(() => loadExamples(dir), { message: /^data file .+ is a folder, not a file$/ });
-  t.throws(() => loadExamples([{ query: 'q', positive: '' }]), { message: /data\[0\]: "positive"/ });
+  await t.throwsAsync(readTrainingData(coltrast), { message: /expected \{"projects"/ });
+  await t.throwsAsync(loadExamples(path.join(dir, 'missing.jsonl')), { message: /does not exist/ });
+  await t.throwsAsync(loadExamples(dir), { message: /^data file .+ is a folder, not a file$/ });
+  await t.throwsAsync(loadExamples([{ query: 'q', positive: '' }]), { message: /data\[0\]: "positive"/ });
 });
 
 /** Handmade embeddings: counts of four keywords, normalized; a text's tokens are its words + 2. */
@@ -258,7 +258,7 @@ test.serial('the same seed gives the same model; the saved model reproduces the 
   t.deepEqual(a.history, b.history);
   t.truthy(a.before && a.after);
   // The metrics of the kept epoch were measured in-process; the saved folder must give them again.
-  const { val } = splitExamples(loadExamples(data), 0.2, 5);
+  const { val } = splitExamples(await loadExamples(data), 0.2, 5);
   const reloaded = await Encoder.load(a.modelDir, { device: 'cpu' });
   t.deepEqual(await retrievalMetrics(reloaded, val), a.best.metrics);
   reloaded.dispose();

@@ -17,7 +17,7 @@ const { fineTuneBench } = require('./fine-tune-data');
 
 const { values, work, pairs, testDir } = fineTuneBench('matryoshka', { widths: '256,128,64,32,16' });
 const widths = values.widths.split(',').map(Number);
-const test = loadBeir(testDir);
+let test; // the BEIR test split, loaded first thing in main
 
 /** nDCG@10, Recall@100, MRR@10 of `model` on the test split at each width. */
 async function measure(model) {
@@ -68,6 +68,7 @@ async function fineTune(name, loss) {
 }
 
 (async () => {
+  test = await loadBeir(testDir);
   const base = { contrastiveWeight: 1, lateInteractionWeight: 0 };
   const plain = await fineTune('plain', base);
   const matryoshka = await fineTune('matryoshka', { ...base, matryoshka: { dimensions: widths } });

@@ -37,42 +37,52 @@ if (values.model === 'default') {
   console.error('mining-plaid.js needs --model <a multi-vector model folder> (e.g. coltrast train --model default --multi-vector 128 ...)');
   process.exit(2);
 }
-const corpus = values.corpus ? readCorpus(path.resolve(values.corpus)) : [];
-const common = {
-  data: pairs, model: path.resolve(values.model), corpus, numNegatives: Number(values.negatives), relativeMargin: Number(values['relative-margin']),
-  device: 'cpu',
-};
-const settings = [{ name: 'exact MaxSim (float32 token vectors in memory)' }];
-for (const bits of values.bits.split(',').map(Number)) {
-  for (const nprobe of values.nprobe.split(',').map(Number)) settings.push({ name: `PLAID, ${bits} bits, nprobe ${nprobe}`, plaid: { residualBits: bits, nprobe } });
+
+async function main() {
+  const corpus = values.corpus ? await readCorpus(path.resolve(values.corpus)) : [];
+  const common = {
+    data: pairs, model: path.resolve(values.model), corpus, numNegatives: Number(values.negatives), relativeMargin: Number(values['relative-margin']),
+    device: 'cpu',
+  };
+  const settings = [{ name: 'exact MaxSim (float32 token vectors in memory)' }];
+  for (const bits of values.bits.split(',').map(Number)) {
+    for (const nprobe of values.nprobe.split(',').map(Number)) settings.push({ name: `PLAID, ${bits} bits, nprobe ${nprobe}`, plaid: { residualBits: bits, nprobe } });
+  }
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mining-plaid-'));
+  const results = [];
+  const mined = new Map(); // setting -> its (query, positive, negative) rows
+  let exact;
+  for (const [i, s] of settings.entries()) {
+    const jobFile = path.join(dir, `job-${i}.json`);
+    const rowsFile = path.join(dir, `rows-${i}.json`);
+    fs.writeFileSync(jobFile, JSON.stringify({ options: { ...common, ...(s.plaid && { plaid: s.plaid }) }, rows: rowsFile }));
+    const child = spawnSync(process.execPath, [__filename, '--one', jobFile], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    if (child.status !== 0) throw new Error(`${s.name}: ${child.stderr}`);
+    const r = JSON.parse(child.stdout.trim().split('\n').pop());
+    const rows = JSON.parse(fs.readFileSync(rowsFile, 'utf8'));
+    mined.set(s.name, rows);
+    const keys = new Set(rows.map(([q, , n]) => `${q}\n${n}`));
+    exact ??= keys;
+    const shared = [...keys].filter((k) => exact.has(k)).length / exact.size;
+    results.push({ setting: s.name, ...r, sharedWithExact: shared });
+    console.error(`${s.name}: ${r.seconds.toFixed(1)} s, peak RSS ${r.peakRssMiB} MiB, ${(100 * shared).toFixed(1)}% of exact's negatives`);
+  }
+
+  const documents = new Set([...corpus, ...pairs.map((p) => p.positive)]).size;
+  const queries = new Set(pairs.map((p) => p.query)).size;
+  console.log(`\n${queries} queries, ${documents} documents, ${values.negatives} negatives each, relativeMargin ${values['relative-margin']}\n`);
+  console.log('| mining | seconds | peak RSS | exact negatives also mined |');
+  console.log('|---|---|---|---|');
+  for (const r of results) console.log(`| ${r.setting} | ${r.seconds.toFixed(1)} | ${r.peakRssMiB} MiB | ${(100 * r.sharedWithExact).toFixed(1)}% |`);
+  const out = path.resolve(values.out);
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  const fineTuned = values['fine-tune'] === 'no' ? undefined : await fineTunes(mined);
+  fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), model: values.model, source: values.source, queries, documents, runtime: runtimeInfo(), results, fineTuned }, null, 2));
+  fs.rmSync(dir, { recursive: true, force: true });
+  console.error(`wrote ${out}`);
 }
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mining-plaid-'));
-const results = [];
-const mined = new Map(); // setting -> its (query, positive, negative) rows
-let exact;
-for (const [i, s] of settings.entries()) {
-  const jobFile = path.join(dir, `job-${i}.json`);
-  const rowsFile = path.join(dir, `rows-${i}.json`);
-  fs.writeFileSync(jobFile, JSON.stringify({ options: { ...common, ...(s.plaid && { plaid: s.plaid }) }, rows: rowsFile }));
-  const child = spawnSync(process.execPath, [__filename, '--one', jobFile], { encoding: 'utf8', maxBuffer: 1 << 26 });
-  if (child.status !== 0) throw new Error(`${s.name}: ${child.stderr}`);
-  const r = JSON.parse(child.stdout.trim().split('\n').pop());
-  const rows = JSON.parse(fs.readFileSync(rowsFile, 'utf8'));
-  mined.set(s.name, rows);
-  const keys = new Set(rows.map(([q, , n]) => `${q}\n${n}`));
-  exact ??= keys;
-  const shared = [...keys].filter((k) => exact.has(k)).length / exact.size;
-  results.push({ setting: s.name, ...r, sharedWithExact: shared });
-  console.error(`${s.name}: ${r.seconds.toFixed(1)} s, peak RSS ${r.peakRssMiB} MiB, ${(100 * shared).toFixed(1)}% of exact's negatives`);
-}
-
-const documents = new Set([...corpus, ...pairs.map((p) => p.positive)]).size;
-const queries = new Set(pairs.map((p) => p.query)).size;
-console.log(`\n${queries} queries, ${documents} documents, ${values.negatives} negatives each, relativeMargin ${values['relative-margin']}\n`);
-console.log('| mining | seconds | peak RSS | exact negatives also mined |');
-console.log('|---|---|---|---|');
-for (const r of results) console.log(`| ${r.setting} | ${r.seconds.toFixed(1)} | ${r.peakRssMiB} MiB | ${(100 * r.sharedWithExact).toFixed(1)}% |`);
 /** The pairs with the negatives of `rows`, a pair's when it got all of them (as n-tuples give them). */
 function withNegatives(rows) {
   const byPair = new Map();
@@ -83,7 +93,7 @@ function withNegatives(rows) {
   });
 }
 
-async function fineTunes() {
+async function fineTunes(mined) {
   const measure = async (model) => {
     const r = await evaluate({ data: testDir, model, mode: 'dense', k: [10, 100], device: 'cpu' });
     return { ndcg10: r.metrics.ndcg[10], recall100: r.metrics.recall[100] };
@@ -112,14 +122,7 @@ async function fineTunes() {
   return out;
 }
 
-const out = path.resolve(values.out);
-fs.mkdirSync(path.dirname(out), { recursive: true });
-(async () => {
-  const fineTuned = values['fine-tune'] === 'no' ? undefined : await fineTunes();
-  fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), model: values.model, source: values.source, queries, documents, runtime: runtimeInfo(), results, fineTuned }, null, 2));
-  fs.rmSync(dir, { recursive: true, force: true });
-  console.error(`wrote ${out}`);
-})().catch((error) => {
+main().catch((error) => {
   console.error(error);
   process.exit(1);
 });

@@ -46,7 +46,7 @@ const K = 100;
 async function main() {
   const encoder = await Encoder.load(values.model, { device: 'cpu', ...(values.threads ? { threads: Number(values.threads) } : {}) });
   if (!encoder.multiVector) throw new Error(`${values.model} is not a multi-vector model`);
-  const data = loadBeir(values.data, 'test');
+  const data = await loadBeir(values.data, 'test');
   const docs = data.corpus.map((d) => ({ id: d.id, text: docText(d) }));
   if (values.distractors) {
     const lines = fs.readFileSync(values.distractors, 'utf8').split('\n').filter((l) => l.trim());

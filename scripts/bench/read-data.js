@@ -9,6 +9,7 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { performance } = require('node:perf_hooks');
 const v8 = require('node:v8');
 const { parseArgs } = require('node:util');
 
@@ -49,22 +50,42 @@ if (!fs.existsSync(file) || fs.readFileSync(`${file}.count`, 'utf8') !== String(
 const { readTrainingData } = require(path.join(path.resolve(values.dist), 'train-data.js'));
 const rssBefore = process.memoryUsage().rss;
 const start = process.hrtime.bigint();
-let result;
-try {
-  const data = readTrainingData(file);
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  result = { ok: true, examples: data.examples.length, seconds, heapUsedMiB: process.memoryUsage().heapUsed / 2 ** 20 };
-} catch (error) {
-  result = { ok: false, error: `${error.code ?? ''} ${error.message}`.trim().slice(0, 200), seconds: Number(process.hrtime.bigint() - start) / 1e9 };
-}
-result = {
-  ...result,
-  file,
-  fileMiB: fs.statSync(file).size / 2 ** 20,
-  peakRssGrowthMiB: (process.resourceUsage().maxRSS * 1024 - rssBefore) / 2 ** 20,
-  heapLimitMiB: v8.getHeapStatistics().heap_size_limit / 2 ** 20,
-  dist: path.resolve(values.dist),
-  node: process.version,
+// The event loop's longest stall while reading: the longest gap between a 5 ms timer's ticks (or between the last tick
+// and the read's end). A synchronous reader stalls it for the whole read.
+let lastTick;
+let longestStall = 0;
+const tick = () => {
+  const now = performance.now();
+  longestStall = Math.max(longestStall, now - lastTick);
+  lastTick = now;
 };
-console.log(JSON.stringify(result));
-if (values.json) fs.writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
+
+async function read() {
+  lastTick = performance.now();
+  const timer = setInterval(tick, 5);
+  try {
+    const data = await readTrainingData(file);
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    return { ok: true, examples: data.examples.length, seconds, heapUsedMiB: process.memoryUsage().heapUsed / 2 ** 20 };
+  } catch (error) {
+    return { ok: false, error: `${error.code ?? ''} ${error.message}`.trim().slice(0, 200), seconds: Number(process.hrtime.bigint() - start) / 1e9 };
+  } finally {
+    tick();
+    clearInterval(timer);
+  }
+}
+
+(async () => {
+  const result = {
+    ...(await read()),
+    longestEventLoopStallMs: longestStall,
+    file,
+    fileMiB: fs.statSync(file).size / 2 ** 20,
+    peakRssGrowthMiB: (process.resourceUsage().maxRSS * 1024 - rssBefore) / 2 ** 20,
+    heapLimitMiB: v8.getHeapStatistics().heap_size_limit / 2 ** 20,
+    dist: path.resolve(values.dist),
+    node: process.version,
+  };
+  console.log(JSON.stringify(result));
+  if (values.json) fs.writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
+})();
