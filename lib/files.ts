@@ -40,30 +40,31 @@ export function checkOutputFile(file: string, what: string): void {
 
 /**
  * Writes each of `lines` followed by '\n' to `file`, about a megabyte at a time: never one string of them all, which
- * V8 cannot make past ~512 MiB.
+ * V8 cannot make past ~512 MiB. Writes are asynchronous, so the event loop runs between megabytes (a million
+ * training pairs are ~400 MiB of JSON, seconds of writing).
  */
-export function writeLines(file: string, lines: Iterable<string>): void {
-  const fd = fs.openSync(file, 'w');
+export async function writeLines(file: string, lines: Iterable<string>): Promise<void> {
+  const handle = await fs.promises.open(file, 'w');
   try {
     let buffer = '';
     for (const line of lines) {
       buffer += `${line}\n`;
       if (buffer.length > 1 << 20) {
-        fs.writeSync(fd, buffer);
+        await handle.write(buffer);
         buffer = '';
       }
     }
-    fs.writeSync(fd, buffer);
+    await handle.write(buffer);
   } finally {
-    fs.closeSync(fd);
+    await handle.close();
   }
 }
 
 /** Writes one JSON object a line (writeLines) to `${file}.tmp`, then renames it over `file`. */
-export function writeJsonLinesAtomic(file: string, rows: Iterable<unknown>): void {
+export async function writeJsonLinesAtomic(file: string, rows: Iterable<unknown>): Promise<void> {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const temporary = `${file}.tmp`;
-  writeLines(temporary, jsonLines(rows));
+  await writeLines(temporary, jsonLines(rows));
   fs.renameSync(temporary, file);
 }
 
@@ -106,22 +107,22 @@ export function readCheckpointState<T>(dir: string, versions: readonly number[] 
  * again where that fails too).
  * Returns each list's row count, for state.json.
  */
-export function saveRunData(staging: string, lists: Record<string, readonly unknown[]>, from: string | undefined): Record<string, number> {
+export async function saveRunData(staging: string, lists: Record<string, readonly unknown[]>, from: string | undefined): Promise<Record<string, number>> {
   const counts: Record<string, number> = {};
   for (const [name, rows] of Object.entries(lists)) {
     counts[name] = rows.length;
     const file = path.join(staging, `${name}.jsonl`);
-    if (from !== undefined && reuse(path.join(from, `${name}.jsonl`), file)) continue;
-    writeLines(file, jsonLines(rows));
+    if (from !== undefined && (await reuse(path.join(from, `${name}.jsonl`), file))) continue;
+    await writeLines(file, jsonLines(rows));
   }
   return counts;
 }
 
 /** Puts `old` at `file` by a hard link, else a copy; false when neither works (then the caller writes it). */
-function reuse(old: string, file: string): boolean {
-  for (const put of [fs.linkSync, fs.copyFileSync]) {
+async function reuse(old: string, file: string): Promise<boolean> {
+  for (const put of [fs.promises.link, fs.promises.copyFile]) {
     try {
-      put(old, file);
+      await put(old, file);
       return true;
     } catch {
       // the next way, or none

@@ -448,7 +448,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
     let output: string | undefined;
     if (o.output !== undefined) {
       output = path.resolve(o.output);
-      writeJsonLinesAtomic(output, rows);
+      await writeJsonLinesAtomic(output, rows);
     }
     return {
       rows,

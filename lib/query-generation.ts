@@ -212,7 +212,7 @@ class PartialRun {
     }
     if (kept.length !== saved.lines) throw new ColtrastError('INVALID_ARGUMENT', `${lines} has fewer lines than ${stateFile} counts: delete both to start again`);
     // Lines past the count (a crash between the two writes) go.
-    writeLines(lines, kept);
+    await writeLines(lines, kept);
     const state = { done: saved.done ?? 0, generated: saved.generated ?? 0, dropped: saved.dropped ?? 0, pairs: kept.map((l) => JSON.parse(l)) };
     return new PartialRun(output, key, kept.length, state);
   }
@@ -350,7 +350,7 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
         throw new ColtrastError('INVALID_ARGUMENT', `options.consistency: the model ranked no query's document within its first ${consistencyK}; raise k, or check the generator's queries`);
       }
     }
-    if (o.output !== undefined) writeJsonLinesAtomic(o.output as string, kept);
+    if (o.output !== undefined) await writeJsonLinesAtomic(o.output as string, kept);
     partial?.remove();
     return {
       pairs: kept,

@@ -360,7 +360,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
         await retriever.save(path.join(staging, 'retriever'));
         await gen.save(path.join(staging, 'generator'));
         await trainer.saveState(path.join(staging, 'trainer.safetensors'));
-        const data = saveRunData(staging, { corpus, train: trainSet, val }, dataIn);
+        const data = await saveRunData(staging, { corpus, train: trainSet, val }, dataIn);
         writeJsonAtomic(path.join(staging, 'state.json'), { version: 2, state: { ...state, ...position }, data });
       });
       dataIn = checkpointDir;

@@ -878,7 +878,7 @@ export class Index {
       };
       writeJsonAtomic(path.join(staging, 'index.json'), manifest);
       const tokens = this.tokens ? this.tokenCounts : undefined;
-      writeJsonLinesAtomic(path.join(staging, 'docs.jsonl'), (function* (docs) {
+      await writeJsonLinesAtomic(path.join(staging, 'docs.jsonl'), (function* (docs) {
         for (let i = 0; i < docs.length; i++) yield tokens ? { ...docs[i], tokens: tokens[i] } : docs[i];
       })(this.docs));
       try {

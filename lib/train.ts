@@ -970,7 +970,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         await encoder.save(path.join(staging, 'model'));
         if (twin) await twin.save(path.join(staging, 'twin'));
         await trainer.saveState(path.join(staging, 'trainer.safetensors'));
-        const data = saveRunData(staging, { trainSet, val }, dataIn);
+        const data = await saveRunData(staging, { trainSet, val }, dataIn);
         const saved = { ...state, ...position, bestScore: Number.isFinite(state.bestScore) ? state.bestScore : null };
         writeJsonAtomic(path.join(staging, 'state.json'), { version: 2, state: saved, data });
       });

@@ -194,16 +194,16 @@ test("a run's data in a checkpoint: written once, hard-linked by later checkpoin
   fs.mkdirSync(first);
   fs.mkdirSync(second);
   const lists = { train: [{ query: 'q\n1', positive: 'p' }, { query: 'q2', positive: 'p2', negatives: ['n'] }], val: [], corpus: ['a', 'b\u2028c'] };
-  const counts = saveRunData(first, lists, undefined);
+  const counts = await saveRunData(first, lists, undefined);
   t.deepEqual(counts, { train: 2, val: 0, corpus: 2 });
   t.deepEqual(await readRunData(first, counts), lists);
-  t.deepEqual(saveRunData(second, lists, first), counts);
+  t.deepEqual(await saveRunData(second, lists, first), counts);
   for (const name of Object.keys(lists)) t.is(fs.statSync(path.join(second, `${name}.jsonl`)).ino, fs.statSync(path.join(first, `${name}.jsonl`)).ino, `${name}.jsonl is a hard link`);
   t.deepEqual(await readRunData(second, counts), lists);
   // A `from` without the files (a checkpoint folder changed by hand): written again.
   const third = path.join(dir, 'third');
   fs.mkdirSync(third);
-  t.deepEqual(saveRunData(third, lists, path.join(dir, 'nowhere')), counts);
+  t.deepEqual(await saveRunData(third, lists, path.join(dir, 'nowhere')), counts);
   t.deepEqual(await readRunData(third, counts), lists);
   await t.throwsAsync(readRunData(first, { ...counts, train: 3 }), { code: 'MODEL_FILES', message: /train\.jsonl has 2 rows, state\.json says 3; delete the checkpoint to start over/ });
   fs.rmSync(path.join(first, 'val.jsonl'));
