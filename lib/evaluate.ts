@@ -134,8 +134,8 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   let lexical: { id: string; score: number }[][] = [];
   if (mode === 'bm25' || mode === 'hybrid') {
     const index = new Bm25Index(o.bm25);
-    for (const doc of data.corpus) index.add(doc.id, docText(doc));
-    lexical = queryTexts.map((q) => index.search(q, depth));
+    await index.addAll(data.corpus.map((doc) => ({ id: doc.id, text: docText(doc) })));
+    lexical = await index.searchAll(queryTexts, depth);
   }
   let dense: { id: string; score: number }[][] = [];
   if (mode !== 'bm25') {

@@ -392,6 +392,7 @@ export class Index {
   private tokenCounts: number[] = [];
   private tokenOffsets: number[] = [0];
   private bm25: Bm25Index | undefined;
+  private bm25Build: Promise<Bm25Index> | undefined;
   /** The documents each recent query-object filter matches, by its JSON; emptied when documents change. */
   private filterMatches = new Map<string, Uint8Array>();
   /** Token pooling of documents' token vectors (BuildOptions.poolFactor; 1: none). */
@@ -663,11 +664,15 @@ export class Index {
     }
     let lexical: { doc: number; score: number }[][] = queries.map(() => []);
     if (mode !== 'dense') {
-      if (!this.bm25) {
-        this.bm25 = new Bm25Index();
-        for (const d of this.docs) this.bm25.add(d.id, d.text);
-      }
-      lexical = queries.map((text) => this.bm25!.search(text, firstK('bm25'), allow).map((h) => ({ doc: this.positions.get(h.id)!, score: h.score })));
+      // Built at the first lexical search, once for searches that come meanwhile (writes wait for searches, so the
+      // documents stay as they are while it builds), then kept current by add, upsert and remove.
+      this.bm25Build ??= (async () => {
+        const built = new Bm25Index();
+        await built.addAll(this.docs);
+        return (this.bm25 = built);
+      })();
+      const bm25 = await this.bm25Build;
+      lexical = (await bm25.searchAll(queries, firstK('bm25'), allow)).map((hits) => hits.map((h) => ({ doc: this.positions.get(h.id)!, score: h.score })));
     }
     const fused = (i: number) => fuseRankings(dense[i], lexical[i], (h) => h.doc, { fusion, weight, rrfK: 60 }, (a, b) => a - b).map(({ key, score }) => ({ doc: key, score }));
     let ranked = mode === 'dense' ? dense : mode === 'bm25' ? lexical : queries.map((_, i) => fused(i));

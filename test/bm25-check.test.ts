@@ -6,6 +6,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { Bm25Index, bm25Tokens } from '../lib/bm25';
 import { tempDir } from './helpers/fixture';
 
@@ -155,3 +156,30 @@ test('Bm25Index.remove leaves the index a fresh one over the kept documents woul
   t.deepEqual(index.search('alpha', 5), []);
   t.throws(() => index.remove(new Uint8Array(3)), { message: 'keep has 3 flags for 0 documents' });
 });
+
+test('addAll and searchAll give what add and search give, and let timers fire while they work', async (t) => {
+  let seed = 11;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const vocabulary = Array.from({ length: 3000 }, (_, i) => `w${i.toString(36)}`);
+  const words = (n: number) => Array.from({ length: n }, () => vocabulary[Math.floor(vocabulary.length * random() ** 2)]).join(' ');
+  const docs = Array.from({ length: 40_000 }, (_, i) => ({ id: `d${i}`, text: words(60) }));
+  const queries = Array.from({ length: 400 }, () => words(3));
+  const oneByOne = new Bm25Index();
+  for (const d of docs) oneByOne.add(d.id, d.text);
+  const inTurns = new Bm25Index();
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 2);
+  const started = performance.now();
+  await inTurns.addAll(docs);
+  const added = performance.now();
+  const ticksAdding = ticks;
+  const found = await inTurns.searchAll(queries, 10);
+  const searched = performance.now();
+  clearInterval(timer);
+  t.log(`addAll ${(added - started).toFixed(0)} ms (timer fired ${ticksAdding} times), searchAll ${(searched - added).toFixed(0)} ms (${ticks - ticksAdding} times)`);
+  t.deepEqual(found, queries.map((q) => oneByOne.search(q, 10)));
+  // Done at once, neither would let the timer fire at all.
+  t.true(ticksAdding >= 3, `the timer fired ${ticksAdding} times during addAll`);
+  t.true(ticks - ticksAdding >= 3, `the timer fired ${ticks - ticksAdding} times during searchAll`);
+});
+

@@ -7,7 +7,7 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, Index, serve, type IndexDoc } from '../lib';
+import { Bm25Index, Encoder, Index, serve, type IndexDoc } from '../lib';
 import { ReadWriteLock } from '../lib/rw-lock';
 import { FIXTURE, tempDir } from './helpers/fixture';
 import { dot, rows } from './helpers/vectors';
@@ -115,6 +115,35 @@ test('BM25 and hybrid search follow add, upsert and remove: the hits of an index
   }
   const filtered = { mode: 'bm25' as const, k: 10, filter: (d: IndexDoc) => (d.metadata as { i: number }).i % 2 === 0 };
   t.deepEqual(await index.search(queries, filtered), await fresh.search(queries, filtered));
+});
+
+test('the first lexical searches share one BM25 build; a write made meanwhile goes into it', async (t) => {
+  const docs = Array.from({ length: 600 }, (_, i) => ({ ...doc(i), text: `${doc(i).text} `.repeat(40).trim() }));
+  const index = await Index.build(enc, docs);
+  const fresh = await Index.build(enc, docs);
+  const queries = ['model text', 'gpu kernel memory number 7', 'tiny random'];
+  const expected = [await fresh.search(queries, { mode: 'bm25', k: 5 }), await fresh.search([...queries].reverse(), { mode: 'bm25', k: 3 })];
+  // Counts the BM25 builds over 600 documents from here on (other tests' indexes are smaller).
+  const addAll = Bm25Index.prototype.addAll;
+  let builds = 0;
+  Bm25Index.prototype.addAll = function (this: Bm25Index, docs) {
+    if ((docs as unknown[]).length === 600) builds++;
+    return addAll.call(this, docs);
+  };
+  t.teardown(() => {
+    Bm25Index.prototype.addAll = addAll;
+  });
+  const first = index.search(queries, { mode: 'bm25', k: 5 });
+  const second = index.search([...queries].reverse(), { mode: 'bm25', k: 3 });
+  const write = index.add([{ id: 'new', text: 'zebra zebra unicorn' }]);
+  t.deepEqual([await first, await second], expected);
+  await write;
+  t.is(builds, 1, 'one build for both searches');
+  t.deepEqual(
+    (await index.search(['zebra unicorn'], { mode: 'bm25', k: 2 }))[0].map((h) => h.id),
+    ['new'],
+    'the BM25 index built by those searches takes the write',
+  );
 });
 
 test('serve: a writable index takes /documents and /documents/delete, /documents/get reads it, and the changes are saved', async (t) => {
