@@ -9,25 +9,9 @@
  * stemmer (PyStemmer). `porter2` replaced wink-porter2-stemmer, which that check caught turning every digit 3
  * into its internal marker for a consonant y ('python3' became 'pythoni', 'mp3s' 'mpys').
  */
-import { performance } from 'node:perf_hooks';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import { stem as porter2 } from 'porter2';
 import { topK } from './top-k';
-
-/** addAll and searchAll let the event loop run after this many milliseconds of work. */
-const TURN_MS = 10;
-
-/** `each` of `items` in turn, the event loop let run every TURN_MS: a million documents are tens of seconds of work. */
-async function inTurns<T>(items: Iterable<T>, each: (item: T) => void): Promise<void> {
-  let since = performance.now();
-  for (const item of items) {
-    each(item);
-    if (performance.now() - since >= TURN_MS) {
-      await nextTurn();
-      since = performance.now();
-    }
-  }
-}
+import { inTurns } from './turns';
 
 export interface Bm25Options {
   k1?: number;

@@ -307,7 +307,14 @@ function teacherScores(chosen: TrainExample[], documents: string[]): NativeTeach
  * query, pointing at the copy the batch keeps).
  */
 export function makeBatches(examples: TrainExample[], batchSize: number, maxNegatives = Infinity): Batch[] {
-  const batches: Batch[] = [];
+  return [...batchesOf(examples, batchSize, maxNegatives)];
+}
+
+/**
+ * makeBatches' batches one at a time: a million examples are seconds of batching, which train() does in turns
+ * (arrayInTurns) so that the event loop runs meanwhile.
+ */
+export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegatives = Infinity): Generator<Batch> {
   // The examples not yet in a batch, in order: those passed over (their positive was in a batch already) and then
   // examples[next...]. Each batch scans the passed-over ones and then only as far into the rest as it needs, so the
   // work is about the number of examples, not that times the number of batches (a million pairs in batches of 32
@@ -346,7 +353,6 @@ export function makeBatches(examples: TrainExample[], batchSize: number, maxNega
       if (!chosen.every((e) => e.scores)) throw new ColtrastError('INVALID_ARGUMENT', 'teacher scores are given for some examples only: give them for every example or none');
       batch.teacher = teacherScores(chosen, documents);
     }
-    batches.push(batch);
+    yield batch;
   }
-  return batches;
 }

@@ -22,7 +22,8 @@ import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
 import { addMinedNegatives, MINING_SETTING_KEYS, miningSettings, plaidSettings, type MineNegativesOptions } from './mining';
 import { seededRandom } from './random';
-import { makeBatches, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
+import { arrayInTurns, inTurns } from './turns';
+import { batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger, stringList } from './validate';
 
 export interface LossOptions {
@@ -674,32 +675,61 @@ function distillationLoss(config: Config, examples: TrainExample[]): void {
 }
 
 /**
- * Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens.
- * [queries × documents], one matrix per width of `widths` (pooled vectors cut to their first entries, the
- * Matryoshka widths), or one for the full vectors.
+ * Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens, given a
+ * query's row of scores at a time to `each(w, i, row)` (w: the index in `widths`, the pooled vectors cut to their first
+ * entries, the Matryoshka widths; 0 for the full vectors). A row is reused for the next: no [queries × documents]
+ * matrix is kept (20,000 validation pairs would need 1.6 GB of scores). The event loop runs between rows.
  */
-async function similarities(encoder: Encoder, queries: string[], documents: string[], widths?: number[]): Promise<Float32Array[]> {
+async function forEachScoreRow(
+  encoder: Encoder,
+  queries: string[],
+  documents: string[],
+  widths: number[] | undefined,
+  each: (w: number, i: number, row: Float32Array) => void,
+): Promise<void> {
   if (!encoder.multiVector) {
     // The model's vectors are embedded once; each width's are cut from them and normalized, as embed({ truncateDim }) does.
     const q = matrixRows(await encoder.embed(queries, { normalize: !widths, task: 'query' }));
     const d = matrixRows(await encoder.embed(documents, { normalize: !widths, task: 'document' }));
-    return (widths ?? [encoder.dimension]).map((width) => {
+    const row = new Float32Array(documents.length);
+    for (const [w, width] of (widths ?? [encoder.dimension]).entries()) {
       const cut = (rows: Float32Array[]) => rows.map((v) => (widths ? normalizeRow(v.slice(0, width)) : v));
       const [qs, ds] = [cut(q), cut(d)];
-      const out = new Float32Array(queries.length * documents.length);
-      for (let i = 0; i < qs.length; i++) {
+      await inTurns(qs.keys(), (i) => {
         for (let j = 0; j < ds.length; j++) {
           let s = 0;
           for (let k = 0; k < width; k++) s += qs[i][k] * ds[j][k];
-          out[i * documents.length + j] = s;
+          row[j] = s;
         }
-      }
-      return out;
-    });
+        each(w, i, row);
+      });
+    }
+    return;
   }
-  const q = padTokens(await encoder.embed(queries, { output: 'tokens', task: 'query' }), encoder.tokenDimension);
+  const queryTokens = await encoder.embed(queries, { output: 'tokens', task: 'query' });
   const d = padTokens(await encoder.embed(documents, { output: 'tokens', task: 'document' }), encoder.tokenDimension);
-  return [(await maxsim(q.tokens, q.mask, d.tokens, d.mask, { device: encoder.device.startsWith('cuda') ? encoder.device : 'cpu' })).value];
+  const device = encoder.device.startsWith('cuda') ? encoder.device : 'cpu';
+  // MaxSim of a block of queries against every document at a time: [block × documents] scores, 64 MiB at most.
+  const block = Math.max(1, Math.floor(2 ** 24 / documents.length));
+  for (let start = 0; start < queries.length; start += block) {
+    const q = padTokens(queryTokens.slice(start, start + block), encoder.tokenDimension);
+    const scores = (await maxsim(q.tokens, q.mask, d.tokens, d.mask, { device })).value;
+    for (let i = 0; i < scores.length / documents.length; i++) each(0, start + i, scores.subarray(i * documents.length, (i + 1) * documents.length));
+  }
+}
+
+/**
+ * The 1-based rank of document `positive` in a query's `scores` over every document, in evaluateRun's order (score
+ * descending, ties by id ascending, the ids `d<index>` compared as strings).
+ */
+function rankOf(scores: Float32Array, positive: number): number {
+  const score = scores[positive];
+  const id = `d${positive}`;
+  let rank = 1;
+  for (let j = 0; j < scores.length; j++) {
+    if (scores[j] > score || (scores[j] === score && j !== positive && `d${j}` < id)) rank++;
+  }
+  return rank;
 }
 
 /** Documents a cross-encoder ranks per validation query: reading every pair would cost queries × documents forward passes. */
@@ -729,8 +759,23 @@ export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples
     const tooWide = widths?.filter((w) => w > encoder.dimension) ?? [];
     if (tooWide.length > 0) throw invalid('widths', `widths of at most the encoder's ${encoder.dimension}`, tooWide);
     if (widths) scoredWidths = [encoder.dimension, ...widths.filter((w) => w !== encoder.dimension)];
-    const all = await similarities(encoder, queries, documents, widths && scoredWidths);
-    rankings = all.map((scores) => examples.map((_, i) => documents.map((_, j) => ({ id: `d${j}`, score: scores[i * documents.length + j] }))));
+    // Each query's rank of its positive, per width: the metrics need no more (a ranking of every document for every
+    // query took gigabytes at a few thousand validation pairs).
+    const ranks = (widths ? scoredWidths : [encoder.dimension]).map(() => new Int32Array(examples.length));
+    await forEachScoreRow(encoder, queries, documents, widths && scoredWidths, (w, i, row) => {
+      ranks[w][i] = rankOf(row, position.get(examples[i].positive)!);
+    });
+    const scored = ranks.map((r) => {
+      // Summed in query order and divided once, as evaluateRun does, so the numbers are the same to the bit.
+      let recall = 0;
+      let reciprocal = 0;
+      for (const rank of r) {
+        recall += rank === 1 ? 1 : 0;
+        reciprocal += rank <= 10 ? 1 / rank : 0;
+      }
+      return { 'recall@1': recall / r.length, 'mrr@10': reciprocal / r.length };
+    });
+    return withWidths(scored, examples.length, widths, scoredWidths);
   }
   // Its own positive is each query's one relevant document.
   const qrels: Qrels = new Map(examples.map((e, i) => [`q${i}`, new Map([[`d${position.get(e.positive)}`, 1]])]));
@@ -739,9 +784,14 @@ export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples
     const { metrics } = evaluateRun(run, qrels, [1, 10]);
     return { 'recall@1': metrics.recall[1], 'mrr@10': metrics.mrr[10] };
   });
+  return withWidths(scored, examples.length, widths, scoredWidths);
+}
+
+/** RetrievalMetrics of the full width's scores (first), with each Matryoshka width's when `widths` are given. */
+function withWidths(scored: { 'recall@1': number; 'mrr@10': number }[], queries: number, widths: number[] | undefined, scoredWidths: number[]): RetrievalMetrics {
   return {
     ...scored[0],
-    queries: examples.length,
+    queries,
     ...(widths ? { dimensions: widths.map((dimension) => ({ dimension, ...scored[scoredWidths.indexOf(dimension)] })) } : {}),
   };
 }
@@ -930,14 +980,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       encoder instanceof CrossEncoder ? encoder.createTrainer(optimizer, config.crossEncoder!) : await encoder.createTrainer(optimizer, config.prompts, twin);
     releaseTrainer = () => trainer.dispose();
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
-    const batchesPerEpoch = makeBatches(trainSet, config.batchSize, config.maxNegatives).length;
+    let batchesPerEpoch = 0;
+    await inTurns(batchesOf(trainSet, config.batchSize, config.maxNegatives), () => batchesPerEpoch++);
     // An epoch ends with an update even when its last group of batches is short.
     const totalSteps = config.epochs * Math.ceil(batchesPerEpoch / config.accumulation);
     const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
     // Validation scores every Matryoshka width.
     const allWidths = config.matryoshka && { matryoshkaDimensions: config.matryoshka.dimensions, matryoshkaWeights: config.matryoshka.weights };
     const bar = options.progressBar ? new ProgressBar('train', 'steps') : undefined;
-    const valBatches = makeBatches(val, config.batchSize, config.maxNegatives);
+    const valBatches = await arrayInTurns(batchesOf(val, config.batchSize, config.maxNegatives));
     const validate = async (): Promise<{ valLoss?: number; metrics?: RetrievalMetrics }> => {
       if (val.length === 0) return {};
       let sum = 0;
@@ -987,7 +1038,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       // The epoch's order comes from the generator state at its start, so a resumed epoch sees the same batches.
       if (state.batch === 0) state.epochSeed = state.shuffleState;
       const random = seededRandom(0, state.epochSeed);
-      const batches = makeBatches(shuffle(trainSet, random.next), config.batchSize, config.maxNegatives);
+      const batches = await arrayInTurns(batchesOf(shuffle(trainSet, random.next), config.batchSize, config.maxNegatives));
       // Each batch is tokenized while the step before it runs; `ahead` is the next batch's tokenization.
       const prepare = (b: number) => {
         const prepared = trainer.prepare(batches[b].queries, batches[b].documents);

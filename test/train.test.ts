@@ -7,6 +7,8 @@ import path from 'node:path';
 import { ColtrastError, Encoder, learningRateAt, retrievalMetrics, train, type TrainExample } from '../lib';
 import { mineExamples, semanticChunks, splitSentences, type Embedder } from '../lib/chunking';
 import { loadExamples, makeBatches, readTrainingData, splitExamples } from '../lib/train-data';
+import { evaluateRun } from '../lib/ir-metrics';
+import { maxsim, padTokens } from '../lib/ops';
 import { seededRandom } from '../lib/random';
 import { checkKillAndResume } from './helpers/resume';
 import { FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
@@ -422,4 +424,41 @@ test('train --config files are checked against the JSON schema, every problem wi
   t.regex(run.stderr, /\/schedule: must be equal to one of the allowed values \(linear, cosine, constant\)/);
   const schema = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--print-schema'], { encoding: 'utf8' });
   t.is(JSON.parse(schema.stdout).title, 'coltrast train configuration');
+});
+
+test("retrievalMetrics: each query's rank of its positive among all documents, as evaluateRun ranks every document (ties by id), single- and multi-vector", async (t) => {
+  const words = ['river', 'bank', 'model', 'token', 'paper', 'cafe', 'water', 'money', 'search', 'index', 'vector', 'query', 'batch'];
+  // Case variants of one text tokenize alike (the tokenizer lowercases): the same vectors, so tied scores.
+  const variants = (i: number) => [`the ${words[i % 13]} text`, `The ${words[i % 13]} Text`, `THE ${words[i % 13]} TEXT`];
+  const examples: TrainExample[] = Array.from({ length: 72 }, (_, i) => ({
+    query: `${words[(i * 5) % 13]} ${words[(i * 3) % 13]} ${i % 4}`,
+    positive: i < 36 ? variants(i % 12)[Math.floor(i / 12)] : `${words[i % 13]} ${words[(i * 7) % 13]} document ${i}`,
+  }));
+  const documents = [...new Set(examples.map((e) => e.positive))];
+  // The plain definition: every query's scores over every document, ranked by evaluateRun.
+  const plain = (scores: (i: number, j: number) => number) => {
+    const run = new Map(examples.map((_, i) => [`q${i}`, documents.map((_, j) => ({ id: `d${j}`, score: scores(i, j) }))]));
+    const qrels = new Map(examples.map((e, i) => [`q${i}`, new Map([[`d${documents.indexOf(e.positive)}`, 1]])]));
+    const { metrics } = evaluateRun(run, qrels, [1, 10]);
+    return { 'recall@1': metrics.recall[1], 'mrr@10': metrics.mrr[10], queries: examples.length };
+  };
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const q = await enc.embed(examples.map((e) => e.query), { normalize: true, task: 'query' });
+  const d = await enc.embed(documents, { normalize: true, task: 'document' });
+  const dim = enc.dimension;
+  const dot = (i: number, j: number) => {
+    let s = 0;
+    for (let k = 0; k < dim; k++) s += q.data[i * dim + k] * d.data[j * dim + k];
+    return Math.fround(s);
+  };
+  let ties = 0;
+  for (let i = 0; i < examples.length; i++) ties += documents.length - new Set(documents.map((_, j) => dot(i, j))).size;
+  t.true(ties > 0, 'the data has tied scores');
+  t.deepEqual(await retrievalMetrics(enc, examples), plain(dot));
+  await enc.makeMultiVector({ dimension: 12, queryLength: 10, queryExpansion: 'none', attendExpansion: false, skiplist: [] }, 3);
+  const qt = padTokens(await enc.embed(examples.map((e) => e.query), { output: 'tokens', task: 'query' }), enc.tokenDimension);
+  const dt = padTokens(await enc.embed(documents, { output: 'tokens', task: 'document' }), enc.tokenDimension);
+  const all = (await maxsim(qt.tokens, qt.mask, dt.tokens, dt.mask, { device: 'cpu' })).value;
+  t.deepEqual(await retrievalMetrics(enc, examples), plain((i, j) => all[i * documents.length + j]));
+  enc.dispose();
 });
