@@ -17,7 +17,7 @@ import type { NativeStepOptions } from './native';
 import { evaluateRun, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
 import { embedWithGuide, guideMasks } from './guide';
-import { maxsim, padTokens } from './ops';
+import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
 import { addMinedNegatives, MINING_SETTING_KEYS, miningSettings, plaidSettings, type MineNegativesOptions } from './mining';
@@ -677,8 +677,8 @@ function distillationLoss(config: Config, examples: TrainExample[]): void {
 /**
  * Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens, given a
  * query's row of scores at a time to `each(w, i, row)` (w: the index in `widths`, the pooled vectors cut to their first
- * entries, the Matryoshka widths; 0 for the full vectors). A row is reused for the next: no [queries × documents]
- * matrix is kept (20,000 validation pairs would need 1.6 GB of scores). The event loop runs between rows.
+ * entries, the Matryoshka widths; 0 for the full vectors). Scored natively a block of queries at a time, so no
+ * [queries × documents] matrix is kept (20,000 validation pairs would need 1.6 GB of scores).
  */
 async function forEachScoreRow(
   encoder: Encoder,
@@ -687,34 +687,36 @@ async function forEachScoreRow(
   widths: number[] | undefined,
   each: (w: number, i: number, row: Float32Array) => void,
 ): Promise<void> {
-  if (!encoder.multiVector) {
-    // The model's vectors are embedded once; each width's are cut from them and normalized, as embed({ truncateDim }) does.
-    const q = matrixRows(await encoder.embed(queries, { normalize: !widths, task: 'query' }));
-    const d = matrixRows(await encoder.embed(documents, { normalize: !widths, task: 'document' }));
-    const row = new Float32Array(documents.length);
-    for (const [w, width] of (widths ?? [encoder.dimension]).entries()) {
-      const cut = (rows: Float32Array[]) => rows.map((v) => (widths ? normalizeRow(v.slice(0, width)) : v));
-      const [qs, ds] = [cut(q), cut(d)];
-      await inTurns(qs.keys(), (i) => {
-        for (let j = 0; j < ds.length; j++) {
-          let s = 0;
-          for (let k = 0; k < width; k++) s += qs[i][k] * ds[j][k];
-          row[j] = s;
-        }
-        each(w, i, row);
-      });
+  const device = encoder.device.startsWith('cuda') ? encoder.device : 'cpu';
+  // MaxSim (native) of a block of queries against every document at a time: [block × documents] scores, 64 MiB at
+  // most. A pooled vector is a one-token MaxSim input, whose MaxSim is the dot product.
+  const rows = async (w: number, q: { tokens: Tensor; mask: Mask }, d: { tokens: Tensor; mask: Mask }) => {
+    const [B, L, dim] = q.tokens.dims;
+    const block = Math.max(1, Math.floor(2 ** 24 / documents.length));
+    for (let start = 0; start < B; start += block) {
+      const n = Math.min(block, B - start);
+      const tokens = { dims: [n, L, dim], data: q.tokens.data.subarray(start * L * dim, (start + n) * L * dim) };
+      const mask = { dims: [n, L], data: q.mask.data.subarray(start * L, (start + n) * L) };
+      const scores = (await maxsim(tokens, mask, d.tokens, d.mask, { device })).value;
+      for (let i = 0; i < n; i++) each(w, start + i, scores.subarray(i * documents.length, (i + 1) * documents.length));
     }
+  };
+  if (encoder.multiVector) {
+    const q = padTokens(await encoder.embed(queries, { output: 'tokens', task: 'query' }), encoder.tokenDimension);
+    const d = padTokens(await encoder.embed(documents, { output: 'tokens', task: 'document' }), encoder.tokenDimension);
+    await rows(0, q, d);
     return;
   }
-  const queryTokens = await encoder.embed(queries, { output: 'tokens', task: 'query' });
-  const d = padTokens(await encoder.embed(documents, { output: 'tokens', task: 'document' }), encoder.tokenDimension);
-  const device = encoder.device.startsWith('cuda') ? encoder.device : 'cpu';
-  // MaxSim of a block of queries against every document at a time: [block × documents] scores, 64 MiB at most.
-  const block = Math.max(1, Math.floor(2 ** 24 / documents.length));
-  for (let start = 0; start < queries.length; start += block) {
-    const q = padTokens(queryTokens.slice(start, start + block), encoder.tokenDimension);
-    const scores = (await maxsim(q.tokens, q.mask, d.tokens, d.mask, { device })).value;
-    for (let i = 0; i < scores.length / documents.length; i++) each(0, start + i, scores.subarray(i * documents.length, (i + 1) * documents.length));
+  // The model's vectors are embedded once; each width's are cut from them and normalized, as embed({ truncateDim }) does.
+  const q = matrixRows(await encoder.embed(queries, { normalize: !widths, task: 'query' }));
+  const d = matrixRows(await encoder.embed(documents, { normalize: !widths, task: 'document' }));
+  for (const [w, width] of (widths ?? [encoder.dimension]).entries()) {
+    const oneToken = (vectors: Float32Array[]) => {
+      const data = new Float32Array(vectors.length * width);
+      vectors.forEach((v, i) => data.set(widths ? normalizeRow(v.slice(0, width)) : v, i * width));
+      return { tokens: { dims: [vectors.length, 1, width], data }, mask: { dims: [vectors.length, 1], data: new Uint8Array(vectors.length).fill(1) } };
+    };
+    await rows(w, oneToken(q), oneToken(d));
   }
 }
 

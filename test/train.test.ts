@@ -5,10 +5,11 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, learningRateAt, retrievalMetrics, train, type TrainExample } from '../lib';
+import { matrixRows } from '../lib/encoder';
 import { mineExamples, semanticChunks, splitSentences, type Embedder } from '../lib/chunking';
 import { loadExamples, makeBatches, readTrainingData, splitExamples } from '../lib/train-data';
 import { evaluateRun } from '../lib/ir-metrics';
-import { maxsim, padTokens } from '../lib/ops';
+import { maxsim, padTokens, type Mask, type Tensor } from '../lib/ops';
 import { seededRandom } from '../lib/random';
 import { checkKillAndResume } from './helpers/resume';
 import { FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
@@ -442,23 +443,19 @@ test("retrievalMetrics: each query's rank of its positive among all documents, a
     const { metrics } = evaluateRun(run, qrels, [1, 10]);
     return { 'recall@1': metrics.recall[1], 'mrr@10': metrics.mrr[10], queries: examples.length };
   };
-  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
-  const q = await enc.embed(examples.map((e) => e.query), { normalize: true, task: 'query' });
-  const d = await enc.embed(documents, { normalize: true, task: 'document' });
-  const dim = enc.dimension;
-  const dot = (i: number, j: number) => {
-    let s = 0;
-    for (let k = 0; k < dim; k++) s += q.data[i * dim + k] * d.data[j * dim + k];
-    return Math.fround(s);
+  // Every query's scores over every document in one MaxSim call (a pooled vector is a one-token input).
+  const allScores = async (q: { tokens: Tensor; mask: Mask }, d: { tokens: Tensor; mask: Mask }) => {
+    const all = (await maxsim(q.tokens, q.mask, d.tokens, d.mask, { device: 'cpu' })).value;
+    let ties = 0;
+    for (let i = 0; i < examples.length; i++) ties += documents.length - new Set(all.subarray(i * documents.length, (i + 1) * documents.length)).size;
+    t.true(ties > 0, 'the data has tied scores');
+    return (i: number, j: number) => all[i * documents.length + j];
   };
-  let ties = 0;
-  for (let i = 0; i < examples.length; i++) ties += documents.length - new Set(documents.map((_, j) => dot(i, j))).size;
-  t.true(ties > 0, 'the data has tied scores');
-  t.deepEqual(await retrievalMetrics(enc, examples), plain(dot));
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const pooled = async (texts: string[], task: 'query' | 'document') => padTokens(matrixRows(await enc.embed(texts, { normalize: true, task })).map((v) => ({ dims: [1, v.length], data: v })), enc.dimension);
+  t.deepEqual(await retrievalMetrics(enc, examples), plain(await allScores(await pooled(examples.map((e) => e.query), 'query'), await pooled(documents, 'document'))));
   await enc.makeMultiVector({ dimension: 12, queryLength: 10, queryExpansion: 'none', attendExpansion: false, skiplist: [] }, 3);
-  const qt = padTokens(await enc.embed(examples.map((e) => e.query), { output: 'tokens', task: 'query' }), enc.tokenDimension);
-  const dt = padTokens(await enc.embed(documents, { output: 'tokens', task: 'document' }), enc.tokenDimension);
-  const all = (await maxsim(qt.tokens, qt.mask, dt.tokens, dt.mask, { device: 'cpu' })).value;
-  t.deepEqual(await retrievalMetrics(enc, examples), plain((i, j) => all[i * documents.length + j]));
+  const tokens = async (texts: string[], task: 'query' | 'document') => padTokens(await enc.embed(texts, { output: 'tokens', task }), enc.tokenDimension);
+  t.deepEqual(await retrievalMetrics(enc, examples), plain(await allScores(await tokens(examples.map((e) => e.query), 'query'), await tokens(documents, 'document'))));
   enc.dispose();
 });
