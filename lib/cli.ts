@@ -346,7 +346,6 @@ async function embed(argv: string[]): Promise<void> {
     task: values.task as 'query' | 'document' | undefined,
     promptName: values['prompt-name'],
     prompt: values.prompt,
-    onProgress: (d: number, n: number) => bar?.update(d, n),
   };
   const write = values.output !== undefined || !values.json;
   const out = values.output ? fs.createWriteStream(values.output) : process.stdout;
@@ -356,7 +355,7 @@ async function embed(argv: string[]): Promise<void> {
   // is embedded: the vectors of a large input are never all in memory, nor all its JSON lines in the stream's buffer.
   for (let start = 0; start < texts.length; start += EMBED_PART) {
     const part = texts.slice(start, start + EMBED_PART);
-    const partOptions = { ...options, onProgress: (d: number) => bar?.update(start + d, texts.length) };
+    const partOptions = { ...options, onProgress: (done: number) => bar?.update(start + done, texts.length) };
     const rows = tokens ? await enc.embed(part, { ...partOptions, output: 'tokens' }) : undefined;
     const pooled = tokens ? undefined : await enc.embed(part, partOptions);
     if (!write) continue;

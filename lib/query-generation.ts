@@ -174,15 +174,13 @@ interface PartialState {
  * file is refused.
  */
 class PartialRun {
-  private readonly lines: string;
-  private readonly stateFile: string;
-  private count: number;
-
-  private constructor(output: string, private readonly key: string, count: number, readonly state: PartialState | undefined) {
-    this.lines = `${output}.partial`;
-    this.stateFile = `${output}.partial.json`;
-    this.count = count;
-  }
+  private constructor(
+    private readonly lines: string,
+    private readonly stateFile: string,
+    private readonly key: string,
+    private count: number,
+    readonly state: PartialState | undefined,
+  ) {}
 
   /** The run's partial files: read back when resuming, else started empty. */
   static async open(output: string, key: string, resume: boolean): Promise<PartialRun> {
@@ -192,7 +190,7 @@ class PartialRun {
     if (!resume || !fs.existsSync(stateFile)) {
       fs.writeFileSync(lines, '');
       fs.rmSync(stateFile, { force: true });
-      return new PartialRun(output, key, 0, undefined);
+      return new PartialRun(lines, stateFile, key, 0, undefined);
     }
     let saved: { version?: unknown; key?: unknown; done?: number; generated?: number; dropped?: number; lines?: number };
     try {
@@ -214,7 +212,7 @@ class PartialRun {
     // Lines past the count (a crash between the two writes) go.
     await writeLines(lines, kept);
     const state = { done: saved.done ?? 0, generated: saved.generated ?? 0, dropped: saved.dropped ?? 0, pairs: kept.map((l) => JSON.parse(l)) };
-    return new PartialRun(output, key, kept.length, state);
+    return new PartialRun(lines, stateFile, key, kept.length, state);
   }
 
   add(pairs: { query: string; document: number }[], progress: { done: number; generated: number; dropped: number }): void {
