@@ -61,7 +61,7 @@ commands:
                              (with --contrastive-tension: sentences, .txt one per line)
     --output <dir>           where the trained model goes
     --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --schedule linear|cosine|constant
-    --weight-decay <x> --max-grad-norm <x> --gradient-accumulation <n> --val-split <x> --seed <n>
+    --weight-decay <x> --max-grad-norm <x> --gradient-accumulation <n> --val-split <x|n> --seed <n>
     --contrastive-weight <x> --late-interaction-weight <x> --temperature <x> --late-interaction cross_entropy|bce
     --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
     --projection-dim <n> --projection-activation identity|tanh   (a trained Dense head on the pooled vector)
@@ -129,7 +129,7 @@ commands:
     --corpus <file>          the documents retrieved from: .txt (one per line), .jsonl or .json of strings or {text}
     --output <dir>           writes retriever/, generator/, rag_history.json and training_curves.svg
     --k <n> (4) --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --weight-decay <x>
-    --max-grad-norm <x> --temperature <x> --val-split <x> --seed <n> --template <text with {context} and {question}>
+    --max-grad-norm <x> --temperature <x> --val-split <x|n> --seed <n> --template <text with {context} and {question}>
     --chat [--system <text>] the prompt is the user's message in the generator's chat template (instruction-tuned models)
     --gradient-checkpointing recompute the layers' activations in backward (both models; less memory)
     --freeze-generator       train the retriever only --precision float32|bfloat16|float16 --checkpoint-every <steps>

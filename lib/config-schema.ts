@@ -29,7 +29,10 @@ export const TRAIN_CONFIG_SCHEMA = {
     maxGradNorm: number({ minimum: 0 }),
     gradientAccumulation: integer(1),
     miniBatchSize: integer(1),
-    valSplit: fraction,
+    valSplit: {
+      oneOf: [fraction, integer(1)],
+      description: 'held out for validation, by group: a fraction in [0, 1) of the groups or a whole number >= 1 of them (default 0.2 of them, at most 1,000)',
+    },
     maxNegatives: integer(0),
     checkpointEvery: integer(0),
     resume: { type: 'boolean' },

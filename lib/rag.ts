@@ -24,7 +24,7 @@ import { seededRandom } from './random';
 import { trainingCurvesSvg } from './report';
 import { encoderEmbedder, learningRateAt } from './train';
 import { newStore, type NativeDenseStore } from './search-index';
-import { checkDataFile, readCorpus, readDataFile, readProjects, shuffle, splitByGroup } from './train-data';
+import { checkDataFile, readCorpus, readDataFile, readProjects, shuffle, splitByGroup, valSplitValue } from './train-data';
 import { padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, oneOf, positiveInteger } from './validate';
 
@@ -94,7 +94,10 @@ export interface RagTrainOptions {
   chat?: boolean;
   /** With `chat`: a system message before the user's. */
   system?: string;
-  /** Fraction of the examples (by group) held out for the validation loss each epoch (default 0). */
+  /**
+   * Held out for the validation loss each epoch, by example group: a fraction in [0, 1) of the groups or a whole number
+   * ≥ 1 of them (default 0, none).
+   */
   valSplit?: number;
   seed?: number;
   device?: Device;
@@ -258,7 +261,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const freezeGenerator = booleanValue('options.freezeGenerator', o.freezeGenerator ?? false);
   const gradientCheckpointing = booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false);
   if (o.template !== undefined) checkTemplate(o.template, PLACEHOLDERS);
-  const valSplit = fraction('options.valSplit', o.valSplit, 0);
+  const valSplit = valSplitValue('options.valSplit', o.valSplit, 0);
   const seed = numberValue('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
   const checkpointEvery = o.checkpointEvery === 0 ? 0 : positiveInteger('options.checkpointEvery', o.checkpointEvery ?? 50);
   const precision = oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const);
@@ -292,7 +295,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus is required: the documents to retrieve from (a ColTrast project file brings its own)');
     }
     if (corpus.length < k) throw new ColtrastError('INVALID_ARGUMENT', `the corpus holds ${corpus.length} documents, fewer than k = ${k}`);
-    const split = saved ?? splitByGroup(data.examples, (e, i) => e.group ?? `#${i}`, valSplit, seed);
+    const split = saved ?? (await splitByGroup(data.examples, (e, i) => e.group ?? `#${i}`, { valSplit }, seed));
     const trainSet = split.train, val = split.val;
     const trainer = await retriever.createTrainer({
       learningRate, weightDecay, seed, precision, generator: generator.nativeHandle().current(), freezeGenerator, gradientCheckpointing,

@@ -23,7 +23,7 @@ import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions }
 import { addMinedNegatives, MINING_SETTING_KEYS, miningSettings, plaidSettings, type MineNegativesOptions } from './mining';
 import { seededRandom } from './random';
 import { arrayInTurns, inTurns } from './turns';
-import { batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, type Batch, type TrainExample } from './train-data';
+import { batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, valSplitValue, type Batch, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger, stringList } from './validate';
 
 export interface LossOptions {
@@ -142,7 +142,12 @@ export interface TrainOptions {
    * add the other queries and the other positives as negatives of the contrastive loss, filtered the same way.
    */
   guide?: string | GuideOptions;
-  /** Fraction of the examples (by group) held out for validation (default 0.2; 0 for none). */
+  /**
+   * What is held out for validation, by group (a ColTrast project, an example's `group`, else the example): a fraction
+   * in [0, 1) of the groups or a whole number ≥ 1 of them; 0 for none. Default 0.2 of the groups, at most
+   * DEFAULT_VAL_GROUPS (1,000): validation ranks every held-out question against every held-out positive after each
+   * epoch, which grows with the square of the split.
+   */
   valSplit?: number;
   /** Stop when the validation metric has not improved for `patience` epochs. */
   earlyStopping?: { patience: number; metric?: 'loss' | 'recall@1' | 'mrr@10' };
@@ -320,6 +325,8 @@ const KEYS = [
   'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide', 'freezeBase', 'gradientCheckpointing',
   'contrastiveTension', 'mineNegatives', 'lora',
 ] as const;
+/** The default validation split's cap: at most this many groups held out (options.valSplit). */
+export const DEFAULT_VAL_GROUPS = 1000;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
   'matryoshka',
@@ -336,6 +343,8 @@ interface Config {
   maxGradNorm: number;
   accumulation: number;
   valSplit: number;
+  /** The default split's cap on held-out groups (absent when valSplit was given). */
+  valMaxGroups?: number;
   patience: number;
   metric: 'loss' | 'recall@1' | 'mrr@10';
   maxNegatives: number;
@@ -443,7 +452,8 @@ function readConfig(options: TrainOptions): Config {
     weightDecay: numberValue('options.weightDecay', o.weightDecay ?? 0.01, (x) => x >= 0, 'a number >= 0'),
     maxGradNorm: numberValue('options.maxGradNorm', o.maxGradNorm ?? 1, (x) => x >= 0, 'a number >= 0'),
     accumulation: positiveInteger('options.gradientAccumulation', o.gradientAccumulation ?? 1),
-    valSplit: numberValue('options.valSplit', o.valSplit ?? (tension ? 0 : 0.2), (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
+    valSplit: valSplitValue('options.valSplit', o.valSplit, tension ? 0 : 0.2),
+    ...(o.valSplit === undefined && { valMaxGroups: DEFAULT_VAL_GROUPS }),
     patience: early ? positiveInteger('options.earlyStopping.patience', early.patience) : Infinity,
     metric: oneOf('options.earlyStopping.metric', early?.metric ?? 'loss', ['loss', 'recall@1', 'mrr@10'] as const),
     maxNegatives: o.maxNegatives === undefined ? Infinity : numberValue('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
@@ -862,10 +872,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.mineNegatives is for pairs: ColTrast project files get their hard negatives from options.mining (hardNegatives)');
   }
   // Split before anything is mined, so no project (or example group) is on both sides.
+  const valSplit = { valSplit: config.valSplit, maxGroups: config.valMaxGroups };
   const split =
     'projects' in data
-      ? { kind: 'projects' as const, ...splitByGroup(data.projects, (p) => p.id, config.valSplit, config.seed) }
-      : { kind: 'examples' as const, ...splitExamples(data.examples, config.valSplit, config.seed) };
+      ? { kind: 'projects' as const, ...(await splitByGroup(data.projects, (p) => p.id, valSplit, config.seed)) }
+      : { kind: 'examples' as const, ...(await splitExamples(data.examples, valSplit, config.seed)) };
   const trainCount = split.kind === 'projects' ? split.train.reduce((n, p) => n + p.qa.length, 0) : split.train.length;
   if (config.batchSize > trainCount) {
     throw new ColtrastError('INVALID_ARGUMENT', `options.batchSize ${config.batchSize} is larger than the ${trainCount} training examples; lower it`);

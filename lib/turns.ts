@@ -3,7 +3,10 @@
  * in turns, so that the event loop runs between them: timers, progress, a server's requests.
  */
 import { performance } from 'node:perf_hooks';
-import { setImmediate as nextTurn } from 'node:timers/promises';
+import { setImmediate } from 'node:timers/promises';
+
+/** Lets the event loop run (timers, I/O) before going on: between the steps of long work that cannot be split. */
+export const nextTurn = (): Promise<void> => setImmediate();
 
 /** How long a turn may run, in milliseconds. */
 const TURN_MS = 10;

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { ColtrastError, Encoder, learningRateAt, retrievalMetrics, train, type TrainExample } from '../lib';
 import { matrixRows } from '../lib/encoder';
 import { mineExamples, semanticChunks, splitSentences, type Embedder } from '../lib/chunking';
-import { loadExamples, makeBatches, readTrainingData, splitExamples } from '../lib/train-data';
+import { loadExamples, makeBatches, readTrainingData, shuffle, splitExamples } from '../lib/train-data';
 import { evaluateRun } from '../lib/ir-metrics';
 import { maxsim, padTokens, type Mask, type Tensor } from '../lib/ops';
 import { seededRandom } from '../lib/random';
@@ -129,7 +129,7 @@ test('mining: the best own chunk or the answer is the positive; negatives come f
   t.true(examples.every((e) => e.negatives!.every((n) => chunks.get('B')!.includes(n))));
 });
 
-test('batches never hold one text twice; the split keeps groups whole and is seeded', (t) => {
+test('batches never hold one text twice; the split keeps groups whole and is seeded', async (t) => {
   const examples: TrainExample[] = [
     { query: 'q1', positive: 'p', negatives: ['n', 'p2'] },
     { query: 'q2', positive: 'p' },
@@ -143,14 +143,59 @@ test('batches never hold one text twice; the split keeps groups whole and is see
   t.is(batches.flatMap((b) => b.queries).length, examples.length);
 
   const grouped = Array.from({ length: 20 }, (_, i) => ({ query: `q${i}`, positive: `p${i}`, group: `g${i % 5}` }));
-  const a = splitExamples(grouped, 0.2, 3);
-  const b = splitExamples(grouped, 0.2, 3);
+  const a = await splitExamples(grouped, { valSplit: 0.2 }, 3);
+  const b = await splitExamples(grouped, { valSplit: 0.2 }, 3);
   t.deepEqual(a, b);
   t.is(a.val.length, 4);
   const valGroups = new Set(a.val.map((e) => e.group));
   t.is(valGroups.size, 1);
   t.false(a.train.some((e) => valGroups.has(e.group)));
-  t.deepEqual(splitExamples(grouped, 0, 3).val, []);
+  t.deepEqual((await splitExamples(grouped, { valSplit: 0 }, 3)).val, []);
+});
+
+// The split written plainly (how splitByGroup was first written): an array per group, the group keys sorted and then
+// shuffled with the seed, the first groups held out, each side's items concatenated group by group.
+function splitByDefinition<T>(items: T[], groupOf: (item: T, i: number) => string, valGroupsOf: (groups: number) => number, seed: number) {
+  const groups = new Map<string, T[]>();
+  items.forEach((item, i) => {
+    const key = groupOf(item, i);
+    groups.set(key, [...(groups.get(key) ?? []), item]);
+  });
+  const keys = shuffle([...groups.keys()].sort(), seededRandom(seed).next);
+  const n = valGroupsOf(keys.length);
+  return { train: keys.slice(n).flatMap((k) => groups.get(k)!), val: keys.slice(0, n).flatMap((k) => groups.get(k)!) };
+}
+
+test('splitByGroup: the split by definition, for fractions, counts and the default cap', async (t) => {
+  const random = seededRandom(11).next;
+  // Groups named to sort differently from their first appearance (and one non-ASCII key), ungrouped examples among them.
+  const names = ['b', 'a', 'B', '#7', 'é', 'ab', '10', '9', 'z'];
+  const items: TrainExample[] = Array.from({ length: 300 }, (_, i) => ({
+    query: `q${i}`,
+    positive: `p${i}`,
+    ...(random() < 0.7 && { group: names[Math.floor(random() * names.length)] + Math.floor(random() * 20) }),
+  }));
+  const groupOf = (e: TrainExample, i: number) => e.group ?? `#${i}`;
+  const groups = new Set(items.map(groupOf)).size;
+  for (const seed of [0, 5, 42]) {
+    for (const valSplit of [0.01, 0.2, 0.5, 0.95]) {
+      const expected = splitByDefinition(items, groupOf, (n) => Math.max(1, Math.round(n * valSplit)), seed);
+      t.deepEqual(await splitExamples(items, { valSplit }, seed), expected, `fraction ${valSplit}, seed ${seed}`);
+      const capped = splitByDefinition(items, groupOf, (n) => Math.min(7, Math.max(1, Math.round(n * valSplit))), seed);
+      t.deepEqual(await splitExamples(items, { valSplit, maxGroups: 7 }, seed), capped, `fraction ${valSplit} capped at 7 groups, seed ${seed}`);
+    }
+    for (const valSplit of [1, 13, groups - 1]) {
+      const expected = splitByDefinition(items, groupOf, () => valSplit, seed);
+      t.deepEqual(await splitExamples(items, { valSplit, maxGroups: 7 }, seed), expected, `${valSplit} groups, seed ${seed}`);
+    }
+  }
+  // The split does not depend on the items' order, group by group.
+  const reversed = items.map((e, i) => ({ ...e, group: groupOf(e, i) })).reverse();
+  const split = await splitExamples(reversed, { valSplit: 0.3 }, 5);
+  const original = await splitExamples(items.map((e, i) => ({ ...e, group: groupOf(e, i) })), { valSplit: 0.3 }, 5);
+  t.deepEqual(split.val.map((e) => e.query).sort(), original.val.map((e) => e.query).sort());
+  const error = await t.throwsAsync(splitExamples(items, { valSplit: groups }, 5));
+  t.regex(error!.message, /valSplit \d+ leaves no training data \(\d+ group\(s\)\)/);
 });
 
 // makeBatches' rule written plainly: each batch scans every waiting example in order and takes those whose positive
@@ -206,8 +251,27 @@ test('bad configurations fail before any training', async (t) => {
   await rejects(t, () => train({ ...base, loss: { temprature: 0.1 } as any }), /unknown option options\.loss\.temprature/);
   await rejects(t, () => train({ ...base, earlyStopping: { patience: 0 } }), /patience/);
   await rejects(t, () => train({ ...base, valSplit: 0.99 }), /leaves no training data/);
+  await rejects(t, () => train({ ...base, valSplit: 8 }), /valSplit 8 leaves no training data \(8 group\(s\)\)/);
+  await rejects(t, () => train({ ...base, valSplit: 1.5 }), /options\.valSplit must be a fraction in \[0, 1\) or a whole number of groups >= 1/);
   await rejects(t, () => train({ ...base, batchSize: 2, output: FIXTURE }), /exists and is not the output of an earlier train\(\)/);
   t.false(fs.existsSync(output), 'nothing was written');
+});
+
+test('train() holds out 20% of the groups by default, at most 1,000; a whole number holds out that many', async (t) => {
+  const dir = tempDir();
+  const common = { model: FIXTURE, epochs: 1, batchSize: 64, device: 'cpu' as const, progressBar: false };
+  // 5,010 examples without groups: 20% would be 1,002 validation questions.
+  const large = await train({ ...common, data: wordDataset(5010), output: path.join(dir, 'large') });
+  t.is(large.before?.queries, 1000);
+  t.is(large.history.steps.length, Math.ceil(4010 / 64));
+  const config = JSON.parse(fs.readFileSync(path.join(large.modelDir, 'training_history.json'), 'utf8')).config;
+  t.like(config, { valSplit: 0.2, valMaxGroups: 1000 });
+  // An explicit fraction is not capped; a whole number is a count of groups.
+  const fraction = await train({ ...common, data: dataset(20), batchSize: 4, valSplit: 0.25, output: path.join(dir, 'fraction') });
+  t.is(fraction.before?.queries, 5);
+  const count = await train({ ...common, data: dataset(20), batchSize: 4, valSplit: 3, output: path.join(dir, 'count') });
+  t.is(count.before?.queries, 3);
+  t.is(count.history.steps.length, Math.ceil(17 / 4));
 });
 
 test('training lowers the loss and improves retrieval of the training questions', async (t) => {
@@ -261,7 +325,7 @@ test.serial('the same seed gives the same model; the saved model reproduces the 
   t.deepEqual(a.history, b.history);
   t.truthy(a.before && a.after);
   // The metrics of the kept epoch were measured in-process; the saved folder must give them again.
-  const { val } = splitExamples(await loadExamples(data), 0.2, 5);
+  const { val } = await splitExamples(await loadExamples(data), { valSplit: 0.2 }, 5);
   const reloaded = await Encoder.load(a.modelDir, { device: 'cpu' });
   t.deepEqual(await retrievalMetrics(reloaded, val), a.best.metrics);
   reloaded.dispose();
@@ -416,13 +480,14 @@ test('train --config files are checked against the JSON schema, every problem wi
   const { spawnSync } = await import('node:child_process');
   const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
   const file = path.join(tempDir(), 'train.json');
-  fs.writeFileSync(file, JSON.stringify({ data: 'x.jsonl', output: 'out', epochs: 0, loss: { temprature: 1 }, schedule: 'step' }));
+  fs.writeFileSync(file, JSON.stringify({ data: 'x.jsonl', output: 'out', epochs: 0, loss: { temprature: 1 }, schedule: 'step', valSplit: 1.5 }));
   const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--config', file], { encoding: 'utf8' });
   t.is(run.status, 2);
   t.regex(run.stderr, /does not match the train configuration schema/);
   t.regex(run.stderr, /\/epochs: must be >= 1/);
   t.regex(run.stderr, /\/loss: must NOT have additional properties "temprature"/);
   t.regex(run.stderr, /\/schedule: must be equal to one of the allowed values \(linear, cosine, constant\)/);
+  t.regex(run.stderr, /\/valSplit: must be < 1\n\s+\/valSplit: must be integer/, 'a fraction or a whole number');
   const schema = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--print-schema'], { encoding: 'utf8' });
   t.is(JSON.parse(schema.stdout).title, 'coltrast train configuration');
 });
