@@ -25,29 +25,56 @@ export function bm25Tokens(text: string, stem = false): string[] {
   return stem ? tokens.map((t) => porter2(t)) : tokens;
 }
 
-/** One term's postings: the documents that hold it, in the order added, and how often each does. */
+/** Past this many documents a term's postings move from a plain array to a typed array. */
+const SMALL_POSTINGS = 64;
+
+/**
+ * One term's postings: the documents that hold it, in the order added, and how often each does, interleaved
+ * (document, count, document, count, ...). A plain array while short, a typed array (outside Node's heap) once long:
+ * a typed array costs ~200 bytes of its own, and most of a real corpus's terms are in a document or two.
+ */
 class Postings {
-  docs = new Int32Array(4);
-  tfs = new Int32Array(4);
-  length = 0;
+  data: number[] | Int32Array;
+  length = 1;
+
+  constructor(doc: number, tf: number) {
+    this.data = [doc, tf];
+  }
 
   push(doc: number, tf: number): void {
-    if (this.length === this.docs.length) {
-      const grow = (a: Int32Array) => {
-        const b = new Int32Array(a.length * 2);
-        b.set(a);
-        return b;
-      };
-      this.docs = grow(this.docs);
-      this.tfs = grow(this.tfs);
+    let data = this.data;
+    if (Array.isArray(data)) {
+      if (this.length < SMALL_POSTINGS) {
+        data.push(doc, tf);
+        this.length++;
+        return;
+      }
+      data = this.data = Int32Array.from(data);
     }
-    this.docs[this.length] = doc;
-    this.tfs[this.length++] = tf;
+    if (2 * this.length === data.length) {
+      const grown = new Int32Array(2 * data.length);
+      grown.set(data);
+      data = this.data = grown;
+    }
+    data[2 * this.length] = doc;
+    data[2 * this.length + 1] = tf;
+    this.length++;
+  }
+
+  /** Lets go of a typed array's room to grow (a quarter of its size on average, after doubling). */
+  trim(): void {
+    if (!Array.isArray(this.data) && this.data.length > 2 * this.length) this.data = this.data.slice(0, 2 * this.length);
+  }
+
+  /** Keeps the first `length` postings (after remove() moved the kept ones to the front). */
+  truncate(length: number): void {
+    this.length = length;
+    if (Array.isArray(this.data)) this.data.length = 2 * length;
   }
 }
 
 /**
- * The postings are typed arrays (8 bytes a posting, outside Node's heap) and each search adds into one array of
+ * The postings are arrays of numbers (8 bytes a posting; typed, outside Node's heap, for common terms) and each search adds into one array of
  * scores and keeps its k best in a heap: a million documents' postings as objects took gigabytes of heap, and a search
  * that sorted every matching document took ~50 ms a query at 80,000 documents whose terms were all common.
  */
@@ -78,9 +105,9 @@ export class Bm25Index {
     const tokens = bm25Tokens(text, this.stem);
     for (const t of tokens) counts.set(t, (counts.get(t) ?? 0) + 1);
     for (const [term, tf] of counts) {
-      let list = this.postings.get(term);
-      if (!list) this.postings.set(term, (list = new Postings()));
-      list.push(doc, tf);
+      const list = this.postings.get(term);
+      if (list) list.push(doc, tf);
+      else this.postings.set(term, new Postings(doc, tf));
     }
     this.ids.push(id);
     this.lengths.push(tokens.length);
@@ -93,6 +120,7 @@ export class Bm25Index {
    */
   async addAll(docs: Iterable<{ id: string; text: string }>): Promise<void> {
     await inTurns(docs, (d) => this.add(d.id, d.text));
+    await inTurns(this.postings.values(), (list) => list.trim());
   }
 
   /** search() of each query, letting the event loop run every few milliseconds. */
@@ -115,13 +143,14 @@ export class Bm25Index {
     if (kept === n) return;
     for (const [term, list] of this.postings) {
       let w = 0;
+      const { data } = list;
       for (let r = 0; r < list.length; r++) {
-        const doc = renumbered[list.docs[r]];
+        const doc = renumbered[data[2 * r]];
         if (doc < 0) continue;
-        list.docs[w] = doc;
-        list.tfs[w++] = list.tfs[r];
+        data[2 * w] = doc;
+        data[2 * w++ + 1] = data[2 * r + 1];
       }
-      list.length = w;
+      list.truncate(w);
       if (w === 0) this.postings.delete(term);
     }
     let w = 0;
@@ -153,11 +182,11 @@ export class Bm25Index {
       const list = this.postings.get(term);
       if (!list) continue;
       const idf = Math.log(1 + (n - list.length + 0.5) / (list.length + 0.5));
-      const { docs, tfs } = list;
-      for (let i = 0; i < list.length; i++) {
-        const doc = docs[i];
+      const { data } = list;
+      for (let i = 0; i < 2 * list.length; i += 2) {
+        const doc = data[i];
         if (allow && !allow[doc]) continue;
-        const tf = tfs[i];
+        const tf = data[i + 1];
         const norm = tf + this.k1 * (1 - this.b + (this.b * this.lengths[doc]) / avgLength);
         if (scores[doc] === 0) touched.push(doc);
         scores[doc] += (idf * tf * (this.k1 + 1)) / norm;

@@ -95,16 +95,24 @@ check(`Porter2 stems equal Snowball English's (PyStemmer) but for its later exce
 // The search's top k against the plain definition (every matching document's score summed term by term in a Map, all
 // sorted by score and then id): the same hits and bit-identical scores, with many ties (documents of few words from a
 // small vocabulary), filters, k past the number of matches, and stemming.
+/** Which kinds of postings lists `index` holds: plain arrays (a rare term's) and typed arrays (a common term's). */
+function postingsKinds(index: Bm25Index): string[] {
+  const lists = [...(index as unknown as { postings: Map<string, { data: unknown }> }).postings.values()];
+  return [...new Set(lists.map((p) => (Array.isArray(p.data) ? 'array' : 'typed')))].sort();
+}
+
 test('Bm25Index.search gives the plain definition\'s top k: scores bit for bit, ties by id, with filters', (t) => {
   let seed = 3;
   const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  const vocabulary = ['river', 'rivers', 'bank', 'banks', 'water', 'money', 'cafe', 'paper', 'model', 'token'];
-  const words = (n: number) => Array.from({ length: n }, () => vocabulary[Math.floor(random() * vocabulary.length)]).join(' ');
+  // Common words (in hundreds of documents) and rare ones (in a few): the index keeps both kinds of postings lists.
+  const vocabulary = ['river', 'rivers', 'bank', 'banks', 'water', 'money', 'cafe', 'paper', 'model', 'token', ...Array.from({ length: 50 }, (_, i) => `rare${i}`)];
+  const words = (n: number) => Array.from({ length: n }, () => vocabulary[Math.floor(vocabulary.length * random() ** 3)]).join(' ');
   let compared = 0;
   for (const stem of [false, true]) {
     const docs = Array.from({ length: 300 }, (_, i) => ({ id: `d${(i * 7919) % 1000}`, text: words(1 + Math.floor(random() * 6)) }));
     const index = new Bm25Index({ stem });
     for (const d of docs) index.add(d.id, d.text);
+    t.deepEqual(postingsKinds(index), ['array', 'typed']);
     const avg = docs.reduce((s, d) => s + bm25Tokens(d.text, stem).length, 0) / docs.length;
     for (let q = 0; q < 30; q++) {
       const query = words(1 + Math.floor(random() * 3));
@@ -132,11 +140,12 @@ test('Bm25Index.search gives the plain definition\'s top k: scores bit for bit, 
 test('Bm25Index.remove leaves the index a fresh one over the kept documents would be: same hits, same scores', (t) => {
   let seed = 17;
   const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  const vocabulary = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'];
-  const words = (n: number) => Array.from({ length: n }, () => vocabulary[Math.floor(random() * vocabulary.length)]).join(' ');
+  const vocabulary = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta', 'omicron', 'sigma', 'tau', 'upsilon', 'phi', 'chi', 'psi'];
+  const words = (n: number) => Array.from({ length: n }, () => vocabulary[Math.floor(vocabulary.length * random() ** 2)]).join(' ');
   let docs = Array.from({ length: 200 }, (_, i) => ({ id: `d${i}`, text: words(1 + Math.floor(random() * 8)) }));
   const index = new Bm25Index();
   for (const d of docs) index.add(d.id, d.text);
+  t.deepEqual(postingsKinds(index), ['array', 'typed']);
   for (let round = 0; round < 4; round++) {
     const keep = Uint8Array.from(docs, () => (random() < 0.7 ? 1 : 0));
     index.remove(keep);
@@ -147,7 +156,7 @@ test('Bm25Index.remove leaves the index a fresh one over the kept documents woul
     const fresh = new Bm25Index();
     for (const d of docs) fresh.add(d.id, d.text);
     t.is(index.size, docs.length);
-    for (const query of ['alpha', 'beta gamma', 'theta eta zeta', 'delta delta epsilon', 'omega']) {
+    for (const query of ['alpha', 'beta gamma', 'theta eta zeta', 'delta delta epsilon', 'omega', 'psi chi', 'upsilon alpha']) {
       t.deepEqual(index.search(query, 50), fresh.search(query, 50), `round ${round}: "${query}"`);
     }
   }
