@@ -376,6 +376,33 @@ export function makeBatches(examples: TrainExample[], batchSize: number, maxNega
  * (arrayInTurns) so that the event loop runs meanwhile.
  */
 export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegatives = Infinity): Generator<Batch> {
+  for (const chosen of batchExamples(examples, batchSize)) {
+    const negatives: string[] = [];
+    const seen = new Set(chosen.map((e) => e.positive));
+    for (const e of chosen) {
+      for (const n of e.negatives ?? []) {
+        if (negatives.length >= maxNegatives) break;
+        if (!seen.has(n)) {
+          seen.add(n);
+          negatives.push(n);
+        }
+      }
+    }
+    const documents = [...chosen.map((e) => e.positive), ...negatives];
+    const batch: Batch = { queries: chosen.map((e) => e.query), documents };
+    if (chosen.some((e) => e.scores)) {
+      if (!chosen.every((e) => e.scores)) throw new ColtrastError('INVALID_ARGUMENT', 'teacher scores are given for some examples only: give them for every example or none');
+      batch.teacher = teacherScores(chosen, documents);
+    }
+    yield batch;
+  }
+}
+
+/**
+ * The examples of each of batchesOf's batches, in order: the rule that a batch never holds one positive twice, without
+ * forming the batches' documents (train() counts each epoch's batches with it).
+ */
+export function* batchExamples(examples: TrainExample[], batchSize: number): Generator<TrainExample[]> {
   // The examples not yet in a batch, in order: those passed over (their positive was in a batch already) and then
   // examples[next...]. Each batch scans the passed-over ones and then only as far into the rest as it needs, so the
   // work is about the number of examples, not that times the number of batches (a million pairs in batches of 32
@@ -397,23 +424,6 @@ export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegat
     for (const e of passedOver) offer(e);
     while (chosen.length < batchSize && next < examples.length) offer(examples[next++]);
     passedOver = stillWaiting;
-    const negatives: string[] = [];
-    const seen = new Set(positives);
-    for (const e of chosen) {
-      for (const n of e.negatives ?? []) {
-        if (negatives.length >= maxNegatives) break;
-        if (!seen.has(n)) {
-          seen.add(n);
-          negatives.push(n);
-        }
-      }
-    }
-    const documents = [...chosen.map((e) => e.positive), ...negatives];
-    const batch: Batch = { queries: chosen.map((e) => e.query), documents };
-    if (chosen.some((e) => e.scores)) {
-      if (!chosen.every((e) => e.scores)) throw new ColtrastError('INVALID_ARGUMENT', 'teacher scores are given for some examples only: give them for every example or none');
-      batch.teacher = teacherScores(chosen, documents);
-    }
-    yield batch;
+    yield chosen;
   }
 }

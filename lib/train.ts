@@ -23,7 +23,7 @@ import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions }
 import { addMinedNegatives, MINING_SETTING_KEYS, miningSettings, plaidSettings, type MineNegativesOptions } from './mining';
 import { seededRandom } from './random';
 import { arrayInTurns, inTurns } from './turns';
-import { batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, valSplitValue, type Batch, type TrainExample } from './train-data';
+import { batchExamples, batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, valSplitValue, type Batch, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger, stringList } from './validate';
 
 export interface LossOptions {
@@ -993,10 +993,17 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       encoder instanceof CrossEncoder ? encoder.createTrainer(optimizer, config.crossEncoder!) : await encoder.createTrainer(optimizer, config.prompts, twin);
     releaseTrainer = () => trainer.dispose();
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
-    let batchesPerEpoch = 0;
-    await inTurns(batchesOf(trainSet, config.batchSize, config.maxNegatives), () => batchesPerEpoch++);
-    // An epoch ends with an update even when its last group of batches is short.
-    const totalSteps = config.epochs * Math.ceil(batchesPerEpoch / config.accumulation);
+    // The schedule's length. Each epoch's order comes from the seeded generator's state at its start, drawn as the loop
+    // below draws it, and where positives repeat the order changes the number of batches (a batch never holds one text
+    // twice), so each epoch's are counted. An epoch ends with an update even when its last group of batches is short.
+    let totalSteps = 0;
+    for (let epoch = 1, shuffleState = seededRandom(config.seed).state(); epoch <= config.epochs; epoch++) {
+      const random = seededRandom(0, shuffleState);
+      let batches = 0;
+      await inTurns(batchExamples(shuffle(trainSet, random.next), config.batchSize), () => batches++);
+      totalSteps += Math.ceil(batches / config.accumulation);
+      shuffleState = random.state();
+    }
     const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
     // Validation scores every Matryoshka width.
     const allWidths = config.matryoshka && { matryoshkaDimensions: config.matryoshka.dimensions, matryoshkaWeights: config.matryoshka.weights };

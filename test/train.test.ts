@@ -406,6 +406,32 @@ test('accumulation over an odd number of batches: the schedule counts the short 
   t.is(rates.at(-1), 0);
 });
 
+test("repeated positives: each epoch's order sets its number of batches, and the schedule counts them all", async (t) => {
+  // Three positives shared by two questions each, and six distinct: in batches of 4, one order packs them in 3 batches,
+  // another needs 4 (a batch never holds one text twice). The schedule counted the unshuffled order's batches, so runs
+  // whose epochs needed more went past its end: a linear schedule's learning rate turned negative (gradient ascent).
+  const data = [
+    ...['a', 'a', 'b', 'b', 'c', 'c'].map((p, i) => ({ query: `question ${i}`, positive: `shared passage ${p}` })),
+    ...Array.from({ length: 6 }, (_, i) => ({ query: `other question ${i}`, positive: `distinct passage ${i}` })),
+  ];
+  const counts = new Set([0, 1, 2].map((seed) => makeBatches(shuffle(data, seededRandom(seed).next), 4).length));
+  t.deepEqual([...counts].sort(), [3, 4], 'the order changes the number of batches');
+  const steps = new Set<number>();
+  for (const [seed, gradientAccumulation] of [[0, 1], [1, 1], [2, 1], [2, 3]]) {
+    const totals = new Set<number>();
+    const run = await train({
+      model: FIXTURE, data, output: path.join(tempDir(), 'out'), epochs: 3, batchSize: 4, gradientAccumulation, learningRate: 1e-3, warmupRatio: 0,
+      valSplit: 0, device: 'cpu', seed, onProgress: (p) => totals.add(p.totalSteps),
+    });
+    steps.add(run.history.steps.length);
+    t.deepEqual([...totals], [run.history.steps.length], `seed ${seed}, accumulation ${gradientAccumulation}: totalSteps is the number of steps`);
+    const rates = run.history.steps.map((s) => s.learningRate);
+    t.true(rates.every((r, i) => r >= 0 && (i === 0 || r < rates[i - 1])), `seed ${seed}: linear decay to 0: ${rates.join(' ')}`);
+    t.is(rates.at(-1), 0);
+  }
+  t.true(steps.size > 1, `runs of different lengths: ${[...steps].join(', ')} steps`);
+});
+
 test('the bundled ColTrast example trains end to end from the command line', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const output = path.join(tempDir(), 'ai-projects');
