@@ -74,9 +74,10 @@ class Postings {
 }
 
 /**
- * The postings are arrays of numbers (8 bytes a posting; typed, outside Node's heap, for common terms) and each search adds into one array of
- * scores and keeps its k best in a heap: a million documents' postings as objects took gigabytes of heap, and a search
- * that sorted every matching document took ~50 ms a query at 80,000 documents whose terms were all common.
+ * The postings are arrays of numbers (8 bytes a posting; typed, outside Node's heap, for common terms) and each
+ * search adds into one array of scores and keeps its k best in a heap: a million documents' postings as objects took
+ * gigabytes of heap, and a search that sorted every matching document took ~50 ms a query at 80,000 documents whose
+ * terms were all common.
  */
 export class Bm25Index {
   private readonly postings = new Map<string, Postings>();
