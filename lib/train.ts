@@ -685,6 +685,16 @@ function distillationLoss(config: Config, examples: TrainExample[]): void {
 }
 
 /**
+ * An epoch's training examples in its order, shuffled by the seeded generator from its state at the epoch's start, and
+ * the generator's state after (the next epoch's start). train() draws each epoch's order with it, and counts each
+ * epoch's batches with it for the schedule, so the two cannot differ.
+ */
+function epochOrder(trainSet: TrainExample[], shuffleState: number): { order: TrainExample[]; next: number } {
+  const random = seededRandom(0, shuffleState);
+  return { order: shuffle(trainSet, random.next), next: random.state() };
+}
+
+/**
  * Every query against every document: cosine of pooled vectors, or MaxSim of a multi-vector model's tokens, given a
  * query's row of scores at a time to `each(w, i, row)` (w: the index in `widths`, the pooled vectors cut to their first
  * entries, the Matryoshka widths; 0 for the full vectors). Scored natively a block of queries at a time, so no
@@ -998,11 +1008,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // twice), so each epoch's are counted. An epoch ends with an update even when its last group of batches is short.
     let totalSteps = 0;
     for (let epoch = 1, shuffleState = seededRandom(config.seed).state(); epoch <= config.epochs; epoch++) {
-      const random = seededRandom(0, shuffleState);
+      const { order, next } = epochOrder(trainSet, shuffleState);
       let batches = 0;
-      await inTurns(batchExamples(shuffle(trainSet, random.next), config.batchSize), () => batches++);
+      await inTurns(batchExamples(order, config.batchSize), () => batches++);
       totalSteps += Math.ceil(batches / config.accumulation);
-      shuffleState = random.state();
+      shuffleState = next;
     }
     const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
     // Validation scores every Matryoshka width.
@@ -1057,8 +1067,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const epoch = state.epoch;
       // The epoch's order comes from the generator state at its start, so a resumed epoch sees the same batches.
       if (state.batch === 0) state.epochSeed = state.shuffleState;
-      const random = seededRandom(0, state.epochSeed);
-      const batches = await arrayInTurns(batchesOf(shuffle(trainSet, random.next), config.batchSize, config.maxNegatives));
+      const { order, next: nextShuffleState } = epochOrder(trainSet, state.epochSeed);
+      const batches = await arrayInTurns(batchesOf(order, config.batchSize, config.maxNegatives));
       // Each batch is tokenized while the step before it runs; `ahead` is the next batch's tokenization.
       const prepare = (b: number) => {
         const prepared = trainer.prepare(batches[b].queries, batches[b].documents);
@@ -1116,7 +1126,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         bar?.update(step, totalSteps);
         timing.seconds += (performance.now() - reportStarted) / 1000;
       }
-      state.shuffleState = random.state();
+      state.shuffleState = nextShuffleState;
       const record: EpochRecord = { epoch, trainLoss: state.epochLoss / batches.length, ...(await validate()) };
       result.history.epochs.push(record);
       const current = val.length === 0 ? epoch : score(record);
