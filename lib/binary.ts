@@ -21,7 +21,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
 import { ColtrastError } from './errors';
 
 /** What a prebuild was built against: prebuilds/<platform>-<arch>/<variant>/prebuild.json. */
@@ -104,12 +105,29 @@ export function defaultEnvironment(root: string): Environment {
   };
 }
 
+const FIND_TORCH = "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')";
+/** findPythonTorch's answers, by interpreter: asking Python takes ~0.1 s, and the answer is the same for the process. */
+const pythonTorchFound = new Map<string, string | null>();
+
 /** site-packages/torch of `python`'s torch, found without importing it (importing torch takes seconds). */
 export function findPythonTorch(python: string): string | null {
-  const code = "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')";
-  const r = spawnSync(python, ['-c', code], { encoding: 'utf8', timeout: 10_000 });
-  const dir = r.status === 0 ? r.stdout.trim() : '';
-  return dir || null;
+  if (!pythonTorchFound.has(python)) {
+    const r = spawnSync(python, ['-c', FIND_TORCH], { encoding: 'utf8', timeout: 10_000 });
+    pythonTorchFound.set(python, (r.status === 0 && r.stdout.trim()) || null);
+  }
+  return pythonTorchFound.get(python)!;
+}
+
+/** findPythonTorch(COLTRAST_PYTHON or python3) without holding the event loop; later calls find its answer. */
+export function findPythonTorchAsync(env: NodeJS.ProcessEnv = process.env): Promise<string | null> {
+  const python = env.COLTRAST_PYTHON || 'python3';
+  if (pythonTorchFound.has(python)) return Promise.resolve(pythonTorchFound.get(python)!);
+  return new Promise((resolve) => {
+    execFile(python, ['-c', FIND_TORCH], { encoding: 'utf8', timeout: 10_000 }, (error, stdout) => {
+      pythonTorchFound.set(python, (!error && stdout.trim()) || null);
+      resolve(pythonTorchFound.get(python)!);
+    });
+  });
 }
 
 const majorMinor = (v: string) => /^(\d+)\.(\d+)/.exec(v)?.slice(1, 3).join('.') ?? v;
@@ -321,23 +339,69 @@ export function nothingFits(plan: Plan, e: Environment): ColtrastError {
   );
 }
 
+const dlopenFlags = os.constants.dlopen as Record<string, number>;
+// Node does not export RTLD_NODELETE; 0x1000 is glibc's value (without it Node's dlclose after the failed
+// module registration would unload the library again).
+const RTLD_NODELETE = dlopenFlags.RTLD_NODELETE ?? (process.platform === 'linux' ? 0x1000 : 0);
+/** preload()'s flags. */
+const PRELOAD_FLAGS = dlopenFlags.RTLD_NOW | dlopenFlags.RTLD_GLOBAL | RTLD_NODELETE;
+/** The error process.dlopen gives for a plain library (not a Node module), which dlopen loaded all the same. */
+const NOT_A_MODULE = /did not self-register|Module did not/;
+
 /** Loads each library with RTLD_GLOBAL | RTLD_NODELETE, so that the addon's dependencies resolve to them. */
 export function preload(libs: string[]): void {
-  const c = os.constants.dlopen as Record<string, number>;
-  // Node does not export RTLD_NODELETE; 0x1000 is glibc's value (without it Node's dlclose after the failed
-  // module registration would unload the library again).
-  const flags = c.RTLD_NOW | c.RTLD_GLOBAL | (c.RTLD_NODELETE ?? (process.platform === 'linux' ? 0x1000 : 0));
   for (const file of libs) {
     try {
-      process.dlopen({ exports: {} }, file, flags);
+      process.dlopen({ exports: {} }, file, PRELOAD_FLAGS);
     } catch (error) {
       // A plain library is not a Node module: dlopen succeeded and NODELETE keeps it mapped; anything else is real.
       const message = (error as Error).message;
-      if (!/did not self-register|Module did not/.test(message)) {
+      if (!NOT_A_MODULE.test(message)) {
         throw new ColtrastError('NATIVE_LOAD', `could not load ${file}: ${message}`, { cause: error });
       }
     }
   }
+}
+
+/**
+ * What a worker thread runs for preloadInWorker (a script, so that it needs no module of this package, compiled
+ * or not): preload()'s loop, then the addon itself with RTLD_NODELETE, so that the worker's exit, which dlcloses
+ * the addons it loaded, leaves both in memory. Posts null, or the first error's message.
+ */
+const PRELOAD_WORKER = `
+const { parentPort, workerData: w } = require('node:worker_threads');
+try {
+  for (const file of w.libs) {
+    try { process.dlopen({ exports: {} }, file, w.libFlags); } catch (e) { if (!new RegExp(w.notAModule).test(e.message)) throw e; }
+  }
+  process.dlopen({ exports: {} }, w.addon, w.addonFlags);
+  parentPort.postMessage(null);
+} catch (e) {
+  parentPort.postMessage(String(e && e.message));
+}`;
+
+/**
+ * Loads `libs` (as preload() does) and the addon `addon` on a worker thread, and resolves when done: the first load
+ * of libtorch (mapping it and running its static initializers, about half a second on Debian's) then holds that
+ * thread instead of the event loop, and the addon's require() on this thread finds everything loaded. Resolves to
+ * null, or to the message of what failed there (the caller's own load then fails too, and explains it).
+ */
+export function preloadInWorker(libs: string[], addon: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    let worker: Worker;
+    try {
+      worker = new Worker(PRELOAD_WORKER, {
+        eval: true,
+        workerData: { libs, addon, libFlags: PRELOAD_FLAGS, addonFlags: dlopenFlags.RTLD_LAZY | RTLD_NODELETE, notAModule: NOT_A_MODULE.source },
+      });
+    } catch (error) {
+      resolve((error as Error).message);
+      return;
+    }
+    worker.once('message', (message: string | null) => resolve(message));
+    worker.once('error', (error) => resolve(error.message));
+    worker.once('exit', (code) => resolve(`the worker exited with code ${code} before loading`));
+  });
 }
 
 /**

@@ -5,7 +5,7 @@
 import { ColtrastError } from './errors';
 import { resolveModelDir, type ResolveOptions } from './hub';
 import { checkGpuArch } from './binary';
-import { cudaKernelInfo, fromNative, native, type NativeBinding, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
+import { cudaKernelInfo, fromNative, loadAddon, native, type NativeBinding, type NativeEncoder, type NativeStepOptions, type NativeStepResult, type NativeTrainer, type NativeTrainerOptions } from './native';
 import { longestFirst } from './tokenizer';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
 
@@ -55,6 +55,7 @@ export async function resolveLoad(model: string, options: LoadOptions | undefine
   const o = checkOptions('options', options, LOAD_KEYS);
   if (typeof model !== 'string' || model.length === 0) throw invalid('model', 'a folder path or a Hugging Face id', model);
   const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
+  await loadAddon(); // the first load off the event loop; setThreads' native() then finds it
   if (o.threads !== undefined || !threadsApplied) setThreads(o.threads);
   const device = resolveDevice(o.device ?? 'auto');
   if (device === 'cpu' && dtype === 'float16') {

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { ColtrastError } from './errors';
-import { defaultEnvironment, LIBTORCH_HELP, nothingFits, planBinary, preload, type BinaryChoice } from './binary';
+import { defaultEnvironment, LIBTORCH_HELP, nothingFits, findPythonTorchAsync, planBinary, preload, preloadInWorker, type BinaryChoice } from './binary';
 
 export interface NativeEncoderInfo {
   modelType: string;
@@ -360,6 +360,35 @@ function localBuild(root: string): string | null {
   } catch {
     return null; // node-gyp-build throws when it finds nothing
   }
+}
+
+let loading: Promise<NativeBinding> | undefined;
+
+/**
+ * native(), with the slow part of a first load on a worker thread (preloadInWorker), so that the event loop is not
+ * held for it: every asynchronous entry point awaits this before its first native(). What goes wrong on the worker
+ * is left to native(), which loads again here and explains the failure.
+ */
+export function loadAddon(): Promise<NativeBinding> {
+  if (binding) return Promise.resolve(binding);
+  loading ??= (async () => {
+    try {
+      const local = localBuild(packageRoot);
+      const env = defaultEnvironment(packageRoot);
+      // Unless it takes the local build, the plan asks Python where its torch is: asked here first, without
+      // holding the event loop, planBinary and native() find the answer.
+      const forced = env.env.COLTRAST_BINARY;
+      if (!local || forced === 'cpu' || forced === 'cuda') await findPythonTorchAsync(env.env);
+      const choice = planBinary(env, local).choice;
+      if (choice) await preloadInWorker(choice.preload, choice.file);
+    } catch {
+      // native() plans again and reports it
+    }
+    return native();
+  })().finally(() => {
+    loading = undefined;
+  });
+  return loading;
 }
 
 /** Loads the addon lib/binary.ts chooses (a local build, else the prebuild that fits an installed libtorch). */

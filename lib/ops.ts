@@ -13,7 +13,7 @@
  */
 import { ColtrastError } from './errors';
 import { checkGpuArch } from './binary';
-import { cudaKernelInfo, native, fromNative, type NativeOps } from './native';
+import { cudaKernelInfo, loadAddon, fromNative, type NativeOps } from './native';
 import { checkOptions, invalid, oneOf } from './validate';
 
 export interface Tensor<T extends Float32Array | Uint8Array = Float32Array> {
@@ -146,7 +146,7 @@ function maskedInputs(q: Tensor, qmask: Mask, d: Tensor, dmask: Mask) {
 
 async function call(name: keyof NativeOps, args: Record<string, unknown>): Promise<OpResult> {
   try {
-    return await native().ops[name](args);
+    return await (await loadAddon()).ops[name](args);
   } catch (error) {
     throw fromNative(error);
   }

@@ -44,3 +44,27 @@ test('child processes started during native work do not wedge later work', async
   t.deepEqual(after.dims, [1, 256]);
   enc.dispose();
 });
+
+// The first load of the addon maps libtorch and runs its static initializers (about half a second on Debian's
+// libtorch): Encoder.load() and the ops do that on a worker thread, so timers keep firing meanwhile. A fresh
+// process, since this one has loaded the addon already.
+test("the addon's first load does not hold the event loop", async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const script = `
+    const { loadAddon, binaryChoice } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'native.js'))});
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const start = performance.now();
+    loadAddon().then((binding) => {
+      clearInterval(timer);
+      console.log(JSON.stringify({ ms: performance.now() - start, ticks, ops: typeof binding.ops.maxsim, choice: binaryChoice().kind }));
+    });`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  const { ms, ticks, ops, choice } = JSON.parse(r.stdout) as { ms: number; ticks: number; ops: string; choice: string };
+  t.log(`first load took ${ms.toFixed(0)} ms (${choice}); the timer fired ${ticks} times meanwhile`);
+  t.is(ops, 'function');
+  t.true(ms > 50, 'the load is long enough to tell');
+  // Held on this thread, the load would let the timer fire at most once (after it); on the worker it fires throughout.
+  t.true(ticks >= 3, `timer fired ${ticks} times during a ${ms.toFixed(0)} ms load`);
+});
