@@ -37,6 +37,7 @@ import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { ReadWriteLock } from './rw-lock';
+import { DocStore } from './doc-store';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
 export interface IndexDoc {
@@ -313,13 +314,16 @@ async function fingerprint(encoder: Encoder): Promise<string> {
   return hash.digest('hex');
 }
 
-function checkDocs(docs: IndexDoc[], existing: Map<string, number>): void {
+function checkDocs(docs: IndexDoc[], existing: { has(id: string): boolean }): void {
   if (!Array.isArray(docs)) throw invalid('docs', 'an array of { id, text, metadata? }', docs);
   const seen = new Set<string>();
   docs.forEach((d, i) => {
     if (!d || typeof d !== 'object') throw invalid(`docs[${i}]`, 'an object { id, text, metadata? }', d);
     if (typeof d.id !== 'string' || d.id.length === 0) throw invalid(`docs[${i}].id`, 'a non-empty string', d.id);
     if (typeof d.text !== 'string') throw invalid(`docs[${i}].text`, 'a string', d.text);
+    if (d.metadata !== undefined && (d.metadata === null || typeof d.metadata !== 'object' || Array.isArray(d.metadata))) {
+      throw invalid(`docs[${i}].metadata`, 'an object (or absent)', d.metadata);
+    }
     if (existing.has(d.id) || seen.has(d.id)) throw new ColtrastError('INVALID_ARGUMENT', `docs[${i}].id "${d.id}" is already in the index`);
     seen.add(d.id);
   });
@@ -387,8 +391,8 @@ export function checkIndexFolder(dir: string, what: string): void {
 }
 
 export class Index {
-  private docs: IndexDoc[] = [];
-  private positions = new Map<string, number>();
+  /** The documents, in the order of the vectors (lib/doc-store.ts: ids and texts off the JS heap). */
+  private docs = new DocStore();
   private tokenCounts: number[] = [];
   private tokenOffsets: number[] = [0];
   private bm25: Bm25Index | undefined;
@@ -461,7 +465,7 @@ export class Index {
     const slice = batchSize * 32;
     if (tokens?.kind === 'residual' && Array.isArray(docs) && docs.length > slice) {
       // k-means on documents spread over the whole corpus, not only its first slice (a corpus sorted by topic).
-      checkDocs(docs, index.positions);
+      checkDocs(docs, index.docs);
       const sample = Array.from({ length: slice }, (_, i) => docs[Math.floor((i * docs.length) / slice)].text);
       // Progress counts the sample's documents too: they are embedded once for k-means and again when added.
       const total = slice + docs.length;
@@ -481,7 +485,7 @@ export class Index {
    * search sees a slice entirely or not at all.
    */
   async add(docs: IndexDoc[], options: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<void> {
-    checkDocs(docs, this.positions);
+    checkDocs(docs, this.docs);
     await this.insert(docs, false, options);
   }
 
@@ -498,10 +502,10 @@ export class Index {
       const rows = this.tokens ? await this.documentTokens(texts, batchSize, counts) : undefined;
       await this.lock.write(async () => {
         if (replace) {
-          const present = part.filter((d) => this.positions.has(d.id)).map((d) => d.id);
+          const present = part.filter((d) => this.docs.has(d.id)).map((d) => d.id);
           if (present.length > 0) this.removeNow(present);
         } else {
-          checkDocs(part, this.positions); // another add() may have taken an id since
+          checkDocs(part, this.docs); // another add() may have taken an id since
         }
         if (this.vectors && pooled) this.vectors.add(pooled.data);
         if (this.tokens && rows) {
@@ -520,7 +524,6 @@ export class Index {
           }
         }
         for (const d of part) {
-          this.positions.set(d.id, this.docs.length);
           this.docs.push(d);
           // Once built (by a lexical search), BM25 follows every change; it numbers documents as the index does.
           this.bm25?.add(d.id, d.text);
@@ -573,15 +576,15 @@ export class Index {
 
   /** Whether the index holds a document with this id. */
   has(id: string): boolean {
-    return this.positions.has(id);
+    return this.docs.has(id);
   }
 
   /** The stored documents with these ids ({ id, text, metadata? }), in the order asked; undefined for an id it does not hold. */
   get(ids: string[]): (IndexDoc | undefined)[] {
     if (!Array.isArray(ids)) throw invalid('ids', 'an array of document ids', ids);
     return ids.map((id) => {
-      const at = this.positions.get(id);
-      return at === undefined ? undefined : this.docs[at];
+      const at = this.docs.position(id);
+      return at === undefined ? undefined : this.docs.doc(at);
     });
   }
 
@@ -594,19 +597,18 @@ export class Index {
 
   private removeNow(ids: string[]): void {
     const drop = new Set(ids);
-    for (const id of drop) if (!this.positions.has(id)) throw new ColtrastError('INVALID_ARGUMENT', `no document "${id}" in the index`);
-    const keep = Uint8Array.from(this.docs, (d) => (drop.has(d.id) ? 0 : 1));
+    for (const id of drop) if (!this.docs.has(id)) throw new ColtrastError('INVALID_ARGUMENT', `no document "${id}" in the index`);
+    const keep = Uint8Array.from({ length: this.docs.length }, (_, i) => (drop.has(this.docs.id(i)) ? 0 : 1));
     this.vectors?.remove(keep);
     if (this.tokens) {
       const keepTokens = new Uint8Array(this.tokenOffsets[this.tokenOffsets.length - 1]);
-      this.docs.forEach((_, i) => keepTokens.fill(keep[i], this.tokenOffsets[i], this.tokenOffsets[i + 1]));
+      for (let i = 0; i < keep.length; i++) keepTokens.fill(keep[i], this.tokenOffsets[i], this.tokenOffsets[i + 1]);
       this.tokens.store.remove(keepTokens);
       this.tokenCounts = this.tokenCounts.filter((_, i) => keep[i]);
       this.tokenOffsets = [0];
       for (const c of this.tokenCounts) this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + c);
     }
-    this.docs = this.docs.filter((_, i) => keep[i]);
-    this.positions = new Map(this.docs.map((d, i) => [d.id, i]));
+    this.docs = this.docs.keep(keep);
     this.bm25?.remove(keep);
     this.filterMatches.clear();
   }
@@ -668,18 +670,21 @@ export class Index {
       // documents stay as they are while it builds), then kept current by add, upsert and remove.
       this.bm25Build ??= (async () => {
         const built = new Bm25Index();
-        await built.addAll(this.docs);
+        const docs = this.docs;
+        await built.addAll((function* () {
+          for (let i = 0; i < docs.length; i++) yield { id: docs.id(i), text: docs.text(i) };
+        })());
         return (this.bm25 = built);
       })();
       const bm25 = await this.bm25Build;
-      lexical = (await bm25.searchAll(queries, firstK('bm25'), allow)).map((hits) => hits.map((h) => ({ doc: this.positions.get(h.id)!, score: h.score })));
+      lexical = (await bm25.searchAll(queries, firstK('bm25'), allow)).map((hits) => hits.map((h) => ({ doc: this.docs.position(h.id)!, score: h.score })));
     }
     const fused = (i: number) => fuseRankings(dense[i], lexical[i], (h) => h.doc, { fusion, weight, rrfK: 60 }, (a, b) => a - b).map(({ key, score }) => ({ doc: key, score }));
     let ranked = mode === 'dense' ? dense : mode === 'bm25' ? lexical : queries.map((_, i) => fused(i));
     // A multi-vector index ranks by MaxSim in the first stage already (and fusion keeps ranks only).
     if (rerank === 'maxsim' && this.vectors) ranked = await this.rerank(queries, ranked);
     if (rerank instanceof CrossEncoder) {
-      const reranked = await rerankCandidates(rerank, queries, ranked.map((hits) => hits.slice(0, candidates)), (h) => this.docs[h.doc].text);
+      const reranked = await rerankCandidates(rerank, queries, ranked.map((hits) => hits.slice(0, candidates)), (h) => this.docs.text(h.doc));
       ranked = reranked.map((hits) => hits.map(({ item, score }) => ({ doc: item.doc, score })));
     }
     if (mmr !== undefined) {
@@ -687,7 +692,7 @@ export class Index {
       ranked = ranked.map((hits, i) => this.marginalRelevance(q!.data.subarray(i * q!.dims[1], (i + 1) * q!.dims[1]), hits.slice(0, candidates), k, mmr));
     }
     return ranked.map((hits) =>
-      hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs[doc].id, score, text: this.docs[doc].text, ...(this.docs[doc].metadata ? { metadata: this.docs[doc].metadata } : {}) })),
+      hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs.id(doc), score, text: this.docs.text(doc), ...(this.docs.metadata(doc) ? { metadata: this.docs.metadata(doc) } : {}) })),
     );
   }
 
@@ -741,9 +746,9 @@ export class Index {
       for (let i = start; i < Math.min(docs.length, start + SLICE); i++) {
         let match: unknown;
         try {
-          match = test(docs[i]);
+          match = test(docs.view(i));
         } catch (error) {
-          throw new ColtrastError('INVALID_ARGUMENT', `options.filter failed on document "${docs[i].id}": ${(error as Error).message}`);
+          throw new ColtrastError('INVALID_ARGUMENT', `options.filter failed on document "${docs.id(i)}": ${(error as Error).message}`);
         }
         mask[i] = match ? 1 : 0;
       }
@@ -851,7 +856,7 @@ export class Index {
       return group.map((_, b) => rankedHits(r, b));
     }
     // The documents scored (a filter's, or all), in order; scores[b][i] is query b's score of findable[i].
-    const scored = (scope.findable ??= allow ? allow.reduce<number[]>((docs, flag, doc) => (flag ? (docs.push(doc), docs) : docs), []) : Array.from(this.docs.keys()));
+    const scored = (scope.findable ??= allow ? allow.reduce<number[]>((docs, flag, doc) => (flag ? (docs.push(doc), docs) : docs), []) : Array.from({ length: this.docs.length }, (_, i) => i));
     const scores = await exactMaxSim(this.encoder, group, scored, (doc) => this.tokenCounts[doc], (docs) => this.storedTokens(docs));
     return scores.map((row) => topIndices(row, k).map((i) => ({ doc: scored[i], score: row[i] })));
   }
@@ -883,9 +888,9 @@ export class Index {
       };
       writeJsonAtomic(path.join(staging, 'index.json'), manifest);
       const tokens = this.tokens ? this.tokenCounts : undefined;
-      await writeJsonLinesAtomic(path.join(staging, 'docs.jsonl'), (function* (docs) {
-        for (let i = 0; i < docs.length; i++) yield tokens ? { ...docs[i], tokens: tokens[i] } : docs[i];
-      })(this.docs));
+      await writeJsonLinesAtomic(path.join(staging, 'docs.jsonl'), (function* (index) {
+        for (let i = 0; i < index.docs.length; i++) yield tokens ? { ...index.docs.doc(i), tokens: tokens[i] } : index.docs.doc(i);
+      })(this));
       try {
         if (this.vectors) await this.vectors.save(path.join(staging, 'vectors.safetensors'));
         if (this.tokens) await this.tokens.store.save(path.join(staging, 'tokens.safetensors'));
@@ -955,6 +960,8 @@ export class Index {
     }
     const docsFile = path.join(where, 'docs.jsonl');
     if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
+    // The texts take at most the file's bytes (JSON only adds to them): one allocation, not one per doubling.
+    index.docs = new DocStore({ docs: manifest.documents, textBytes: fs.statSync(docsFile).size });
     let i = -1;
     for await (const lines of fileLines(docsFile)) for (const line of lines) {
       i++;
@@ -971,9 +978,8 @@ export class Index {
         index.tokenCounts.push(doc.tokens!);
         index.tokenOffsets.push(index.tokenOffsets[index.tokenOffsets.length - 1] + doc.tokens!);
       }
-      const { tokens: _, ...plain } = doc;
-      index.positions.set(plain.id, index.docs.length);
-      index.docs.push(plain);
+      if (index.docs.has(doc.id)) throw bad(`docs.jsonl:${i + 1} repeats the id "${doc.id}"`);
+      index.docs.push(doc);
     }
     if (index.docs.length !== manifest.documents) throw bad(`docs.jsonl has ${index.docs.length} documents, index.json says ${manifest.documents}`);
     try {

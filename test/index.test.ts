@@ -185,6 +185,33 @@ test('upsert replaces documents by id and adds new ones; get and has read the st
   enc.dispose();
 });
 
+test('the index keeps its own copy of each document: texts (kept as UTF-8) and metadata come back as given, and bad metadata is refused', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const given = [
+    { id: 'a', text: 'naïve café in 東京 🚀', metadata: { lang: 'mixed' } },
+    { id: 'b', text: '' },
+    { id: 'c', text: DOCS[0].text, metadata: { nested: { x: [1, 2] } } },
+  ];
+  const index = await Index.build(enc, given.map((d) => ({ ...d })));
+  t.deepEqual(index.get(['a', 'b', 'c']), given);
+  // Changing what get() returns does not change the index.
+  index.get(['a'])[0]!.text = 'changed';
+  t.is(index.get(['a'])[0]!.text, given[0].text);
+  const [hits] = await index.search([given[0].text], { k: 3 });
+  t.deepEqual(
+    hits.map(({ id, text, metadata }) => ({ id, text, ...(metadata ? { metadata } : {}) })).sort((x, y) => x.id.localeCompare(y.id)),
+    given,
+  );
+  // After a removal, each remaining id still has its own text and metadata.
+  await index.remove(['a']);
+  t.deepEqual(index.get(['b', 'c']), given.slice(1));
+  t.deepEqual(await index.search(['café'], { k: 5, filter: { text: { $regex: 'café' } } }), [[]]);
+  for (const metadata of [null, 'tag', [1, 2]]) {
+    await t.throwsAsync(index.add([{ id: 'm', text: 'x', metadata } as unknown as IndexDoc]), { message: /docs\[0\]\.metadata must be an object \(or absent\)/ });
+  }
+  enc.dispose();
+});
+
 test('maximal marginal relevance picks k of the candidates as a float64 reference does; λ 1 is the plain ranking', async (t) => {
   const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
   const index = await Index.build(enc, DOCS);
@@ -287,6 +314,12 @@ test('save/load round-trips; another model or damaged files are refused', async 
   t.regex((await damaged((d) => fs.truncateSync(path.join(d, 'vectors.safetensors'), 100))).message, /malformed safetensors file .*vectors\.safetensors/);
   t.regex((await damaged((d) => fs.appendFileSync(path.join(d, 'docs.jsonl'), '{"id": "x", "text": "y", "tokens": 1}\n'))).message, /docs\.jsonl has \d+ documents, index\.json says/);
   t.regex((await damaged((d) => fs.writeFileSync(path.join(d, 'docs.jsonl'), 'nonsense\n'))).message, /docs\.jsonl:1 is not valid JSON/);
+  const repeated = (d: string) => {
+    const lines = fs.readFileSync(path.join(d, 'docs.jsonl'), 'utf8').split('\n');
+    lines[2] = JSON.stringify({ ...JSON.parse(lines[2]), id: JSON.parse(lines[0]).id });
+    fs.writeFileSync(path.join(d, 'docs.jsonl'), lines.join('\n'));
+  };
+  t.regex((await damaged(repeated)).message, /docs\.jsonl:3 repeats the id "/);
   t.regex((await damaged((d) => fs.rmSync(path.join(d, 'tokens.safetensors')))).message, /tokens\.safetensors/);
   enc.dispose();
 });

@@ -1,0 +1,244 @@
+/**
+ * An index's documents (id, text, metadata), kept outside V8's heap where they can be: a corpus held as JavaScript
+ * strings and objects counts against the heap limit (about 4 GiB by default) and slows every full garbage collection.
+ * A million passages of MS MARCO's length took 458 MiB of heap as { id, text } objects in an array and a Map from id
+ * to position, and MS MARCO's 8.8 million did not load (OUT_OF_MEMORY at 8.1 million); a Map that large also stops
+ * the event loop for over a second each time it doubles.
+ *
+ * Here ids and texts are UTF-8 in Buffers (TextStore), decoded when asked for (a hit, a filter on `text`, a save), and
+ * ids find their positions through an open-addressing hash table in typed arrays (DocStore). Metadata objects stay
+ * JavaScript objects: filters read them, and most documents have none.
+ *
+ * Texts are appended into chunks that double from 64 KiB to 1 GiB (a text never spans two; a longer one gets a
+ * chunk of its own), so a small index holds little slack and a large one few allocations: V8 starts a full garbage
+ * collection for every 64 MiB or so of new memory outside its heap, and at millions of documents each takes most of a
+ * second (64 MiB chunks made loading 8.8 million texts spend 25 of its 56 seconds in them). The part of a chunk not yet
+ * written is address space, not resident memory. Text is stored as UTF-8, so a lone surrogate comes back as U+FFFD
+ * (as it would from a file).
+ */
+import type { IndexDoc } from './search-index';
+
+const FIRST_CHUNK = 64 * 1024;
+const LARGEST_CHUNK = 1024 * 1024 * 1024;
+
+export class TextStore {
+  private chunks: Buffer[] = [];
+  /** Bytes used in the last chunk. */
+  private used = 0;
+  /** Text i: its chunk, its first byte there and its byte length. */
+  private chunkOf: Uint32Array;
+  private start: Uint32Array;
+  private bytes: Uint32Array;
+  private count = 0;
+
+  /**
+   * `expected`: the texts and bytes to make room for at once (loading: the documents and the size of the file they
+   * come from). The first chunk takes that many bytes, up to 1 GiB, and the per-text arrays that many entries, so
+   * that loading allocates once instead of doubling (doubling the arrays at 8 million texts held the event loop for
+   * 0.2 s); pages never written are never resident. `largestChunk` only for tests (small chunks show boundaries).
+   */
+  constructor(expected: { texts?: number; bytes?: number } = {}, private readonly largestChunk = LARGEST_CHUNK) {
+    if (expected.bytes) this.chunks.push(Buffer.allocUnsafeSlow(Math.min(expected.bytes, LARGEST_CHUNK)));
+    const entries = Math.max(16, expected.texts ?? 0);
+    this.chunkOf = new Uint32Array(entries);
+    this.start = new Uint32Array(entries);
+    this.bytes = new Uint32Array(entries);
+  }
+
+  get length(): number {
+    return this.count;
+  }
+
+  /** Appends a text; its number is the length before. */
+  push(text: string): void {
+    // A UTF-16 unit takes at most 3 bytes of UTF-8: where that much room is left, write without measuring first.
+    const last = this.chunks[this.chunks.length - 1];
+    if (last && this.used + 3 * text.length <= last.length) {
+      this.record(this.used, last.write(text, this.used, 'utf8'));
+      return;
+    }
+    const size = Buffer.byteLength(text, 'utf8');
+    const [chunk, at] = this.reserve(size);
+    chunk.write(text, at, size, 'utf8');
+  }
+
+  /** Text i (0 ≤ i < length). */
+  get(i: number): string {
+    if (!(i >= 0 && i < this.count)) throw new RangeError(`no text ${i} (${this.count} texts)`);
+    const at = this.start[i];
+    return this.chunks[this.chunkOf[i]].toString('utf8', at, at + this.bytes[i]);
+  }
+
+  /** A new store with the texts whose flag in `keep` (one per text) is 1, in order; their bytes are copied, not decoded. */
+  keep(keep: Uint8Array): TextStore {
+    if (keep.length !== this.count) throw new RangeError(`keep has ${keep.length} flags for ${this.count} texts`);
+    const out = new TextStore({}, this.largestChunk);
+    for (let i = 0; i < this.count; i++) {
+      if (!keep[i]) continue;
+      const [chunk, at] = out.reserve(this.bytes[i]);
+      this.chunks[this.chunkOf[i]].copy(chunk, at, this.start[i], this.start[i] + this.bytes[i]);
+    }
+    return out;
+  }
+
+  /** Room for one more text of `size` bytes, recorded as text `length`: its chunk and where its bytes go. */
+  private reserve(size: number): [Buffer, number] {
+    let last = this.chunks[this.chunks.length - 1];
+    if (!last || this.used + size > last.length) {
+      const next = Math.min(this.largestChunk, Math.max(FIRST_CHUNK, 2 * (last?.length ?? 0)));
+      last = Buffer.allocUnsafeSlow(Math.max(next, size));
+      this.chunks.push(last);
+      this.used = 0;
+    }
+    const at = this.used;
+    this.record(at, size);
+    return [last, at];
+  }
+
+  /** Records text `length` as `size` bytes at `at` in the last chunk. */
+  private record(at: number, size: number): void {
+    if (this.count === this.chunkOf.length) this.grow();
+    this.chunkOf[this.count] = this.chunks.length - 1;
+    this.start[this.count] = at;
+    this.bytes[this.count] = size;
+    this.used = at + size;
+    this.count++;
+  }
+
+  private grow(): void {
+    const wider = (a: Uint32Array) => {
+      const b = new Uint32Array(a.length * 2);
+      b.set(a);
+      return b;
+    };
+    this.chunkOf = wider(this.chunkOf);
+    this.start = wider(this.start);
+    this.bytes = wider(this.bytes);
+  }
+}
+
+/** FNV-1a over a string's UTF-16 code units. */
+function hashOf(id: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** The documents of an index in position order: ids (unique), texts and metadata, with lookup by id. */
+export class DocStore {
+  private ids: TextStore;
+  private texts: TextStore;
+  private meta: (Record<string, unknown> | undefined)[] = [];
+  /** Each document's id hash (hashOf), kept for growing the table. */
+  private hashes: Uint32Array;
+  /** Open addressing, linear probing: a document's position, or -1 where the slot is empty. At most half full. */
+  private table: Int32Array;
+
+  /** `expected`: documents and text bytes to make room for at once (loading a saved index). */
+  constructor(expected: { docs?: number; textBytes?: number } = {}) {
+    const docs = expected.docs ?? 0;
+    this.ids = new TextStore({ texts: docs, bytes: docs * 16 });
+    this.texts = new TextStore({ texts: docs, bytes: expected.textBytes });
+    this.hashes = new Uint32Array(Math.max(16, docs));
+    this.table = new Int32Array(tableSize(docs)).fill(-1);
+  }
+
+  get length(): number {
+    return this.texts.length;
+  }
+
+  id(i: number): string {
+    return this.ids.get(i);
+  }
+
+  text(i: number): string {
+    return this.texts.get(i);
+  }
+
+  metadata(i: number): Record<string, unknown> | undefined {
+    return this.meta[i];
+  }
+
+  /** Document i as { id, text, metadata? } (a new object each time). */
+  doc(i: number): IndexDoc {
+    const metadata = this.meta[i];
+    return metadata === undefined ? { id: this.id(i), text: this.text(i) } : { id: this.id(i), text: this.text(i), metadata };
+  }
+
+  /** Document i for a filter: id and metadata, and the text decoded only if the filter reads it. */
+  view(i: number): IndexDoc {
+    const texts = this.texts;
+    const metadata = this.meta[i];
+    const view = { id: this.id(i), get text() { return texts.get(i); } };
+    return metadata === undefined ? view : Object.assign(view, { metadata });
+  }
+
+  /** The position of the document with this id, or undefined. */
+  position(id: string): number | undefined {
+    const h = hashOf(id);
+    const mask = this.table.length - 1;
+    for (let slot = h & mask; ; slot = (slot + 1) & mask) {
+      const at = this.table[slot];
+      if (at === -1) return undefined;
+      if (this.hashes[at] === h && this.ids.get(at) === id) return at;
+    }
+  }
+
+  has(id: string): boolean {
+    return this.position(id) !== undefined;
+  }
+
+  /** Appends a document; its id must be new (the caller checks). */
+  push(doc: IndexDoc): void {
+    const at = this.length;
+    if (at === this.hashes.length) {
+      const wider = new Uint32Array(at * 2);
+      wider.set(this.hashes);
+      this.hashes = wider;
+    }
+    const h = hashOf(doc.id);
+    this.hashes[at] = h;
+    this.ids.push(doc.id);
+    this.texts.push(doc.text);
+    // Metadata up to the last document that has some: a corpus without any keeps none (no array of 8.8M undefineds).
+    if (doc.metadata !== undefined) {
+      while (this.meta.length < at) this.meta.push(undefined);
+      this.meta.push(doc.metadata);
+    }
+    if (2 * (at + 1) > this.table.length) this.rehash(tableSize(at + 1));
+    else this.insert(h, at);
+  }
+
+  /** A new store with the documents whose flag in `keep` is 1, in order (their bytes copied, not decoded). */
+  keep(keep: Uint8Array): DocStore {
+    if (keep.length !== this.length) throw new RangeError(`keep has ${keep.length} flags for ${this.length} documents`);
+    const out = new DocStore();
+    out.ids = this.ids.keep(keep);
+    out.texts = this.texts.keep(keep);
+    out.meta = this.meta.filter((_, i) => keep[i]);
+    while (out.meta.length > 0 && out.meta[out.meta.length - 1] === undefined) out.meta.pop();
+    out.hashes = this.hashes.filter((_, i) => i < keep.length && keep[i] === 1);
+    if (out.hashes.length === 0) out.hashes = new Uint32Array(16);
+    out.rehash(tableSize(out.length));
+    return out;
+  }
+
+  private insert(h: number, at: number): void {
+    const mask = this.table.length - 1;
+    let slot = h & mask;
+    while (this.table[slot] !== -1) slot = (slot + 1) & mask;
+    this.table[slot] = at;
+  }
+
+  private rehash(size: number): void {
+    this.table = new Int32Array(size).fill(-1);
+    for (let i = 0; i < this.length; i++) this.insert(this.hashes[i], i);
+  }
+}
+
+/** The table's size for `docs` documents: a power of two, at least twice as many slots. */
+function tableSize(docs: number): number {
+  let size = 16;
+  while (size < 2 * docs) size *= 2;
+  return size;
+}

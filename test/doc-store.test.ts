@@ -1,0 +1,122 @@
+// DocStore and TextStore: an index's documents with ids and texts as UTF-8 outside the JS heap; what goes in comes out,
+// across chunk boundaries and removals, and ids find their positions as a Map would.
+import test from 'ava';
+import { DocStore, TextStore } from '../lib/doc-store';
+import type { IndexDoc } from '../lib/search-index';
+
+/** Texts of every kind of UTF-8: empty, ASCII, two-, three- and four-byte characters, and long ones. */
+function texts(n: number, seed: number): string[] {
+  const pieces = ['', 'a', 'plain words ', 'é', 'ü ß ', '中文', '🙂', 'x'.repeat(100), '\u0000', 'naïve café 東京 🚀 '];
+  let s = seed;
+  const next = () => (s = (s * 1103515245 + 12345) % 2147483648);
+  return Array.from({ length: n }, () => {
+    let t = '';
+    for (let k = next() % 12; k > 0; k--) t += pieces[next() % pieces.length];
+    return t;
+  });
+}
+
+test('TextStore: every text comes back as it went in, across chunks', (t) => {
+  for (const largestChunk of [16, 100, 64 * 1024 * 1024]) {
+    const want = texts(3000, largestChunk);
+    want.push('y'.repeat(500)); // longer than a small store's chunks: a chunk of its own
+    want.push('');
+    const store = new TextStore({}, largestChunk);
+    for (const text of want) store.push(text);
+    t.is(store.length, want.length);
+    t.deepEqual(Array.from({ length: store.length }, (_, i) => store.get(i)), want, `largest chunk ${largestChunk}`);
+  }
+});
+
+test('TextStore: keep() keeps the flagged texts in order', (t) => {
+  const want = texts(2000, 7);
+  const store = new TextStore({}, 64);
+  for (const text of want) store.push(text);
+  const keep = Uint8Array.from(want, (_, i) => (i % 3 === 1 || i > 1900 ? 0 : 1));
+  const kept = store.keep(keep);
+  const expected = want.filter((_, i) => keep[i]);
+  t.is(kept.length, expected.length);
+  t.deepEqual(Array.from({ length: kept.length }, (_, i) => kept.get(i)), expected);
+  // The original is unchanged, and the copy takes more texts.
+  t.is(store.get(1), want[1]);
+  kept.push('after 🙂');
+  t.is(kept.get(kept.length - 1), 'after 🙂');
+  t.is(store.keep(new Uint8Array(store.length)).length, 0);
+});
+
+test('TextStore: positions out of range and wrong masks are errors', (t) => {
+  const store = new TextStore();
+  store.push('one');
+  t.throws(() => store.get(1), { instanceOf: RangeError, message: /no text 1 \(1 texts\)/ });
+  t.throws(() => store.get(-1), { instanceOf: RangeError });
+  t.throws(() => store.keep(new Uint8Array(2)), { instanceOf: RangeError, message: /2 flags for 1 texts/ });
+});
+
+test('TextStore: a lone surrogate comes back as U+FFFD, as a UTF-8 file would hold it', (t) => {
+  const store = new TextStore();
+  store.push('a\ud800b');
+  t.is(store.get(0), 'a\ufffdb');
+});
+
+/** Documents with ids of many shapes (some differ in one character, some non-ASCII), a third with metadata. */
+function documents(n: number, seed: number): IndexDoc[] {
+  const body = texts(n, seed);
+  return body.map((text, i) => {
+    const id = i % 5 === 0 ? `doc-${i}` : i % 5 === 1 ? `文書${i}` : i % 5 === 2 ? `${i}` : i % 5 === 3 ? `d${i}🙂` : `x`.repeat(1 + (i % 40)) + i;
+    return i % 3 === 0 ? { id, text, metadata: { i, tag: `t${i % 7}` } } : { id, text };
+  });
+}
+
+/** A plain model of what a DocStore holds: the documents in order, and a Map from id to position. */
+function model(docs: IndexDoc[]) {
+  return { docs, positions: new Map(docs.map((d, i) => [d.id, i])) };
+}
+
+function check(t: import('ava').ExecutionContext, store: DocStore, want: ReturnType<typeof model>, absent: string[]) {
+  t.is(store.length, want.docs.length);
+  want.docs.forEach((d, i) => {
+    t.deepEqual(store.doc(i), d);
+    t.is(store.position(d.id), want.positions.get(d.id));
+    t.true(store.has(d.id));
+  });
+  for (const id of absent) {
+    t.is(store.position(id), undefined, id);
+    t.false(store.has(id));
+  }
+}
+
+test('DocStore: documents and their positions by id, as an array and a Map hold them, through growth and keep()', (t) => {
+  const docs = documents(5000, 3);
+  const absent = ['', 'doc-1', 'doc-50000', '文書0', 'nope', 'd3', '2.5'];
+  const grown = new DocStore();
+  const sized = new DocStore({ docs: docs.length, textBytes: 1 << 20 });
+  for (const d of docs) {
+    grown.push(d);
+    sized.push(d);
+  }
+  check(t, grown, model(docs), absent);
+  check(t, sized, model(docs), absent);
+  const keep = Uint8Array.from(docs, (_, i) => (i % 4 === 2 || (i > 1000 && i < 1200) ? 0 : 1));
+  const kept = grown.keep(keep);
+  const remaining = docs.filter((_, i) => keep[i]);
+  check(t, kept, model(remaining), [...absent, ...docs.filter((_, i) => !keep[i]).map((d) => d.id)]);
+  // The kept store grows on, and the original is unchanged.
+  kept.push({ id: 'doc-2', text: 'back again', metadata: { again: true } });
+  check(t, kept, model([...remaining, { id: 'doc-2', text: 'back again', metadata: { again: true } }]), absent);
+  check(t, grown, model(docs), absent);
+  const none = grown.keep(new Uint8Array(docs.length));
+  check(t, none, model([]), docs.slice(0, 50).map((d) => d.id));
+  none.push(docs[7]);
+  check(t, none, model([docs[7]]), absent);
+});
+
+test("DocStore: a filter's view of a document has its id, text and metadata", (t) => {
+  const store = new DocStore();
+  store.push({ id: 'a', text: 'first', metadata: { n: 1 } });
+  store.push({ id: 'b', text: 'second' });
+  const a = store.view(0);
+  t.deepEqual({ ...a }, { id: 'a', text: 'first', metadata: { n: 1 } });
+  t.deepEqual(Object.keys(store.view(1)), ['id', 'text']);
+  t.is(store.view(1).text, 'second');
+  t.throws(() => store.keep(new Uint8Array(3)), { instanceOf: RangeError, message: /3 flags for 2 documents/ });
+});
