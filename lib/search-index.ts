@@ -314,6 +314,11 @@ async function fingerprint(encoder: Encoder): Promise<string> {
   return hash.digest('hex');
 }
 
+/** An Encoder where `call` wants one (arguments in another order otherwise fail deep inside with a puzzling message). */
+function checkEncoder(encoder: unknown, call: string): void {
+  if (!(encoder instanceof Encoder)) throw invalid('encoder', `an Encoder (from Encoder.load): ${call}`, encoder);
+}
+
 function checkDocs(docs: IndexDoc[], existing: { has(id: string): boolean }): void {
   if (!Array.isArray(docs)) throw invalid('docs', 'an array of { id, text, metadata? }', docs);
   const seen = new Set<string>();
@@ -440,6 +445,7 @@ export class Index {
 
   /** Embeds `docs` with `encoder` into a new index. */
   static async build(encoder: Encoder, docs: IndexDoc[], options?: BuildOptions): Promise<Index> {
+    checkEncoder(encoder, 'Index.build(encoder, docs, options?)');
     const o = checkOptions('options', options, BUILD_KEYS);
     const storage = oneOf('options.storage', o.storage ?? 'float32', STORAGES);
     const multi = encoder.multiVector !== undefined;
@@ -919,6 +925,8 @@ export class Index {
    * mapped index is safe; do not change the files any other way while they are mapped.
    */
   static async load(dir: string, encoder: Encoder, options: { mmap?: boolean } = {}): Promise<Index> {
+    if (typeof dir !== 'string') throw invalid('dir', "an index folder's path: Index.load(dir, encoder, options?)", dir);
+    checkEncoder(encoder, 'Index.load(dir, encoder, options?)');
     const o = checkOptions('options', options, ['mmap']);
     const map = o.mmap === undefined ? false : booleanValue('options.mmap', o.mmap);
     const where = path.resolve(dir);

@@ -5,10 +5,14 @@
 import { ColtrastError } from './errors';
 
 function describe(value: unknown): string {
-  if (value === null) return 'null';
+  if (value === null || value === undefined) return String(value);
   if (Array.isArray(value)) return `an array of length ${value.length}`;
   if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 60 ? value.slice(0, 60) + '…' : value)}`;
-  if (typeof value === 'object') return 'an object';
+  if (typeof value === 'object') {
+    // A class instance by its class (an Encoder where a path belongs), a plain object as one.
+    const name = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor?.name;
+    return typeof name === 'string' && name !== 'Object' && name !== '' ? `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}` : 'an object';
+  }
   return `${typeof value} ${String(value)}`;
 }
 

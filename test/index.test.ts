@@ -185,7 +185,7 @@ test('upsert replaces documents by id and adds new ones; get and has read the st
   enc.dispose();
 });
 
-test('the index keeps its own copy of each document: texts (kept as UTF-8) and metadata come back as given, and bad metadata is refused', async (t) => {
+test('the index keeps its own copy of each document: texts (kept as UTF-8) and metadata come back as given; bad metadata and arguments are refused', async (t) => {
   const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
   const given = [
     { id: 'a', text: 'naïve café in 東京 🚀', metadata: { lang: 'mixed' } },
@@ -206,6 +206,9 @@ test('the index keeps its own copy of each document: texts (kept as UTF-8) and m
   await index.remove(['a']);
   t.deepEqual(index.get(['b', 'c']), given.slice(1));
   t.deepEqual(await index.search(['café'], { k: 5, filter: { text: { $regex: 'café' } } }), [[]]);
+  // Arguments in the wrong order are named, not left to fail inside.
+  await t.throwsAsync(Index.build(given as unknown as Encoder, enc as unknown as IndexDoc[]), { message: /encoder must be an Encoder \(from Encoder\.load\): Index\.build\(encoder, docs, options\?\), got an array of length 3/ });
+  await t.throwsAsync(Index.load(enc as unknown as string, enc), { message: /dir must be an index folder's path: Index\.load\(dir, encoder, options\?\), got an Encoder/ });
   for (const metadata of [null, 'tag', [1, 2]]) {
     await t.throwsAsync(index.add([{ id: 'm', text: 'x', metadata } as unknown as IndexDoc]), { message: /docs\[0\]\.metadata must be an object \(or absent\)/ });
   }
