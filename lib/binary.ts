@@ -384,7 +384,7 @@ try {
  * Loads `libs` (as preload() does) and the addon `addon` on a worker thread, and resolves when done: the first load
  * of libtorch (mapping it and running its static initializers, about half a second on Debian's) then holds that
  * thread instead of the event loop, and the addon's require() on this thread finds everything loaded. Resolves to
- * null, or to the message of what failed there (the caller's own load then fails too, and explains it).
+ * null, or to the message of what failed there (the caller then loads on its own thread, which explains a failure).
  */
 export function preloadInWorker(libs: string[], addon: string): Promise<string | null> {
   return new Promise((resolve) => {
@@ -392,6 +392,7 @@ export function preloadInWorker(libs: string[], addon: string): Promise<string |
     try {
       worker = new Worker(PRELOAD_WORKER, {
         eval: true,
+        execArgv: [], // none of this process's flags or loaders (a TypeScript loader, say): the script needs none
         workerData: { libs, addon, libFlags: PRELOAD_FLAGS, addonFlags: dlopenFlags.RTLD_LAZY | RTLD_NODELETE, notAModule: NOT_A_MODULE.source },
       });
     } catch (error) {

@@ -38,7 +38,7 @@ export class TextStore {
    * 0.2 s); pages never written are never resident. `largestChunk` only for tests (small chunks show boundaries).
    */
   constructor(expected: { texts?: number; bytes?: number } = {}, private readonly largestChunk = LARGEST_CHUNK) {
-    if (expected.bytes) this.chunks.push(Buffer.allocUnsafeSlow(Math.min(expected.bytes, LARGEST_CHUNK)));
+    if (expected.bytes) this.chunks.push(Buffer.allocUnsafeSlow(Math.min(expected.bytes, this.largestChunk)));
     const entries = Math.max(16, expected.texts ?? 0);
     this.chunkOf = new Uint32Array(entries);
     this.start = new Uint32Array(entries);
@@ -72,7 +72,10 @@ export class TextStore {
   /** A new store with the texts whose flag in `keep` (one per text) is 1, in order; their bytes are copied, not decoded. */
   keep(keep: Uint8Array): TextStore {
     if (keep.length !== this.count) throw new RangeError(`keep has ${keep.length} flags for ${this.count} texts`);
-    const out = new TextStore({}, this.largestChunk);
+    let texts = 0;
+    let bytes = 0;
+    for (let i = 0; i < this.count; i++) if (keep[i]) (texts++, (bytes += this.bytes[i]));
+    const out = new TextStore({ texts, bytes }, this.largestChunk);
     for (let i = 0; i < this.count; i++) {
       if (!keep[i]) continue;
       const [chunk, at] = out.reserve(this.bytes[i]);

@@ -604,7 +604,8 @@ export class Index {
   private removeNow(ids: string[]): void {
     const drop = new Set(ids);
     for (const id of drop) if (!this.docs.has(id)) throw new ColtrastError('INVALID_ARGUMENT', `no document "${id}" in the index`);
-    const keep = Uint8Array.from({ length: this.docs.length }, (_, i) => (drop.has(this.docs.id(i)) ? 0 : 1));
+    const keep = new Uint8Array(this.docs.length).fill(1);
+    for (const id of drop) keep[this.docs.position(id)!] = 0;
     this.vectors?.remove(keep);
     if (this.tokens) {
       const keepTokens = new Uint8Array(this.tokenOffsets[this.tokenOffsets.length - 1]);

@@ -185,7 +185,7 @@ test('upsert replaces documents by id and adds new ones; get and has read the st
   enc.dispose();
 });
 
-test('the index keeps its own copy of each document: texts (kept as UTF-8) and metadata come back as given; bad metadata and arguments are refused', async (t) => {
+test('the index keeps its own copy of each id and text (as UTF-8): documents come back as given; bad metadata and arguments are refused', async (t) => {
   const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
   const given = [
     { id: 'a', text: 'naïve café in 東京 🚀', metadata: { lang: 'mixed' } },
@@ -194,7 +194,7 @@ test('the index keeps its own copy of each document: texts (kept as UTF-8) and m
   ];
   const index = await Index.build(enc, given.map((d) => ({ ...d })));
   t.deepEqual(index.get(['a', 'b', 'c']), given);
-  // Changing what get() returns does not change the index.
+  // Changing a text get() returned does not change the index's.
   index.get(['a'])[0]!.text = 'changed';
   t.is(index.get(['a'])[0]!.text, given[0].text);
   const [hits] = await index.search([given[0].text], { k: 3 });
