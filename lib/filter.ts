@@ -30,3 +30,27 @@ export function compileFilter<D extends { id: string; text: string; metadata?: R
     throw new ColtrastError('INVALID_ARGUMENT', `${name}: ${(error as Error).message} (known operators: ${FILTER_OPERATORS.join(', ')}; instead of $where, pass a function)`);
   }
 }
+
+/**
+ * Which of a document's fields `filter` reads, so that a search need not decode the others for every document: a
+ * query's field paths by their first segment, through $and, $or and $nor; a function, or anything else, reads all.
+ */
+export function filterFields(filter: unknown): { id: boolean; text: boolean } {
+  const all = { id: true, text: true };
+  if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) return all;
+  const fields = { id: false, text: false };
+  const walk = (query: Record<string, unknown>): boolean => {
+    for (const [key, value] of Object.entries(query)) {
+      if (key === '$and' || key === '$or' || key === '$nor') {
+        if (!Array.isArray(value) || !value.every((q) => typeof q === 'object' && q !== null && !Array.isArray(q) && walk(q as Record<string, unknown>))) return false;
+      } else if (key.startsWith('$')) {
+        return false; // another operator at the top: read everything rather than guess
+      } else {
+        const field = key.split('.')[0];
+        if (field === 'id' || field === 'text') fields[field] = true;
+      }
+    }
+    return true;
+  };
+  return walk(filter as Record<string, unknown>) ? fields : all;
+}

@@ -31,7 +31,7 @@ import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { fileLines, writeFolderAtomic, writeJsonAtomic, writeJsonLinesAtomic } from './files';
-import { compileFilter, type Filter } from './filter';
+import { compileFilter, filterFields, type Filter } from './filter';
 import { poolAll } from './token-pooling';
 import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
@@ -745,6 +745,7 @@ export class Index {
     const kept = key === undefined ? undefined : this.filterMatches.get(key);
     if (kept) return kept;
     const docs = this.docs;
+    const fields = filterFields(filter);
     const mask = new Uint8Array(docs.length);
     const SLICE = 16384;
     for (let start = 0; start < docs.length; start += SLICE) {
@@ -753,7 +754,7 @@ export class Index {
       for (let i = start; i < Math.min(docs.length, start + SLICE); i++) {
         let match: unknown;
         try {
-          match = test(docs.view(i));
+          match = test(docs.view(i, fields) as IndexDoc);
         } catch (error) {
           throw new ColtrastError('INVALID_ARGUMENT', `options.filter failed on document "${docs.id(i)}": ${(error as Error).message}`);
         }

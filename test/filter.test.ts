@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Encoder, Index, serve, type Filter, type Hit, type IndexDoc } from '../lib';
 import { native } from '../lib/native';
 import { reciprocalRankFusion, type NativeResidualStore } from '../lib/search-index';
+import { filterFields } from '../lib/filter';
 import { fixtureCopy, tempDir } from './helpers/fixture';
 import { makeSmallMultiVector, rejection } from './helpers/vectors';
 
@@ -33,9 +34,22 @@ const FILTERS: [string, Filter, (d: IndexDoc) => boolean][] = [
   ['$or, $exists and an array element', { $or: [{ 'metadata.tags': 'intro' }, { 'metadata.tags': { $exists: false }, id: `${projects[2].project_id}#1` }] }, (d) => 'tags' in d.metadata! || d.id === `${projects[2].project_id}#1`],
   ['$regex on the text and $not', { text: { $regex: 'model', $options: 'i' }, 'metadata.part': { $not: { $lt: 1 } } }, (d) => /model/i.test(d.text) && (d.metadata!.part as number) >= 1],
   ['a function', (d) => d.id.endsWith('1') || d.id.endsWith('4'), (d) => d.id.endsWith('1') || d.id.endsWith('4')],
+  ['$nor on the id, $and on the text', { $nor: [{ id: `${projects[0].project_id}#0` }], $and: [{ text: { $regex: 'data' } }] }, (d) => d.id !== `${projects[0].project_id}#0` && /data/.test(d.text)],
   // Most documents (18 of 21): a dense store scores every row and masks the others instead of gathering.
   ['$ne, leaving most documents', { 'metadata.part': { $ne: 0 } }, (d) => d.metadata!.part !== 0],
 ];
+
+test('filterFields: a query reads the id or text only where one of its paths (through $and, $or, $nor) starts there', (t) => {
+  t.deepEqual(filterFields({ 'metadata.lang': 'en', 'metadata.year': { $gte: 2020 } }), { id: false, text: false });
+  t.deepEqual(filterFields({ text: { $regex: 'x' } }), { id: false, text: true });
+  t.deepEqual(filterFields({ $or: [{ 'metadata.a': 1 }, { $and: [{ id: 'x' }] }] }), { id: true, text: false });
+  t.deepEqual(filterFields({ $nor: [{ 'text.length': 3 }] }), { id: false, text: true });
+  t.deepEqual(filterFields({ metadata: { $exists: false } }), { id: false, text: false });
+  // A function, or a top-level operator it does not follow, reads everything.
+  t.deepEqual(filterFields(() => true), { id: true, text: true });
+  t.deepEqual(filterFields({ $not: { id: 'x' } }), { id: true, text: true });
+  t.deepEqual(filterFields({ $or: 'nonsense' }), { id: true, text: true });
+});
 
 /** The first k hits of a full ranking (every document) that `match` keeps. */
 const restricted = (full: Hit[], match: (d: IndexDoc) => boolean, k: number): Hit[] => full.filter((h) => match(DOCS[position.get(h.id)!])).slice(0, k);
