@@ -3,8 +3,10 @@
 // resident growth) of Index.load() on a folder of N documents of MS MARCO passages' length (~340 characters of
 // English words, ids "d<i>", no metadata) with random unit vectors, then one search (top 10). The folder is written
 // here once, as Index.save() writes one, for the tiny fixture model (32-wide vectors, so that the documents, not the
-// vectors, are what is measured), and reused while its document count matches. One load per process. --dist picks
-// the compiled lib/ (npm run build:ts), to compare builds. Needs --expose-gc:
+// vectors, are what is measured), and reused while its document count matches. One load per process. Then, each
+// timed with the longest event-loop stall it caused: searches with filters of each kind (on the text, on ids, on
+// metadata, a function) and the removal of 1,000 documents. --dist picks the compiled lib/ (npm run build:ts), to
+// compare builds. Needs --expose-gc:
 //   node --expose-gc scripts/bench/index-load.js [--docs 1000000] [--dir /tmp/coltrast-index-<docs>] [--mmap] [--dist dist]
 'use strict';
 const fs = require('node:fs');
@@ -108,13 +110,41 @@ const memory = () => {
   const loadSeconds = (performance.now() - started) / 1000;
   clearInterval(timer);
   const after = memory();
+  const loaded = index.size;
   const searchStarted = performance.now();
   const [hits] = await index.search(['school city world'], { k: 10 });
   const searchMs = performance.now() - searchStarted;
+  // Then each operation alone: milliseconds, and the longest gap between 5 ms timer ticks it caused.
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+  let stall = 0;
+  let tick = performance.now();
+  const watch = setInterval(() => {
+    const now = performance.now();
+    stall = Math.max(stall, now - tick);
+    tick = now;
+  }, 5);
+  const operations = {};
+  const search = (filter) => index.search(['school city world'], { k: 10, filter });
+  for (const [name, run] of [
+    ['filter on the text ($regex)', () => search({ text: { $regex: '^school' } })],
+    ['filter on ids ($in)', () => search({ id: { $in: ['d5', 'd7', 'd9'] } })],
+    ['filter on metadata', () => search({ 'metadata.lang': 'en' })],
+    ['filter by a function', () => search((d) => d.id.endsWith('7'))],
+    ['remove 1,000 documents', () => index.remove(Array.from({ length: 1000 }, (_, i) => `d${Math.floor((i * docs) / 1000)}`))],
+  ]) {
+    await settle();
+    stall = 0;
+    const start = performance.now();
+    await run();
+    const ms = performance.now() - start;
+    await settle();
+    operations[name] = { ms: Math.round(ms), longestStallMs: Math.round(stall) };
+  }
+  clearInterval(watch);
   const mib = (x) => Math.round(x / 2 ** 20);
   console.log(
     JSON.stringify({
-      docs: index.size,
+      docs: loaded,
       mmap: values.mmap,
       loadSeconds: Number(loadSeconds.toFixed(2)),
       longestStallMs: Math.round(longestStall),
@@ -123,6 +153,7 @@ const memory = () => {
       rssGrowthMiB: mib(after.rss - before.rss),
       searchMs: Math.round(searchMs),
       firstHit: { id: hits[0].id, textLength: hits[0].text.length },
+      operations,
       dist: path.resolve(values.dist),
     }),
   );
