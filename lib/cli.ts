@@ -13,7 +13,7 @@ import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { cpuMemory, runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
-import { checkOutputFile, fileLines, notAFile, parseJsonLines } from './files';
+import { checkOutputFile, countLines, fileLines, jsonLineBatches, notAFile, parseJsonLines } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
@@ -793,24 +793,54 @@ async function evalCommand(argv: string[]): Promise<void> {
   console.log(`\n${results[0].result.queries} queries, ${results[0].result.documents} documents`);
 }
 
-async function documentsFrom(file: string, encoder: Encoder): Promise<IndexDoc[]> {
+/** Documents `coltrast index` reads at a time from a .jsonl file: a corpus of millions never sits in memory whole. */
+const INDEX_SLICE = 16384;
+
+/**
+ * The documents of `file` for `coltrast index`, in slices, each document with its `file:line` (for errors), and how
+ * many there are: a .jsonl of {id, text, metadata?} read INDEX_SLICE at a time, or a ColTrast project file's
+ * READMEs in semantic chunks (one slice). `spread`: the first slice is documents spread evenly over the whole file
+ * (every k-th), the rest follow in file order, so that what the first slice decides (a residual store's centroids)
+ * does not come from one end of a sorted corpus.
+ */
+async function documentSlices(file: string, encoder: Encoder, spread: boolean): Promise<{ total: number; slices: AsyncIterable<{ doc: IndexDoc; where: string }[]> }> {
   if (file.endsWith('.jsonl')) {
     const problem = notAFile(file);
     if (problem) fail(`data file ${file} ${problem}`);
-    return parseJsonLines(file, (value, where) => {
-      const doc = value as IndexDoc;
-      if (typeof doc?.id !== 'string' || typeof doc?.text !== 'string') fail(`${where}: expected {"id": "...", "text": "..."}`);
-      return doc;
-    });
+    const total = await countLines(file);
+    const stride = spread ? Math.ceil(total / INDEX_SLICE) : 1;
+    // Documents numbered in file order, in slices of those that `keep` takes.
+    async function* read(keep: (n: number) => boolean) {
+      let n = -1;
+      let slice: { doc: IndexDoc; where: string }[] = [];
+      for await (const batch of jsonLineBatches(file, INDEX_SLICE, (value, where) => {
+        const doc = value as IndexDoc;
+        if (typeof doc?.id !== 'string' || typeof doc?.text !== 'string') fail(`${where}: expected {"id": "...", "text": "..."}`);
+        return keep(++n) ? { doc, where } : undefined;
+      })) {
+        for (const d of batch) if (d !== undefined) slice.push(d);
+        if (slice.length >= INDEX_SLICE) {
+          yield slice;
+          slice = [];
+        }
+      }
+      if (slice.length > 0) yield slice;
+    }
+    // With a stride k, documents 0, k, 2k, ... (at most INDEX_SLICE) make the first slice, read in a pass of their own.
+    async function* slices() {
+      if (stride > 1) yield* read((n) => n % stride === 0);
+      yield* read((n) => stride === 1 || n % stride !== 0);
+    }
+    return { total, slices: slices() };
   }
   const data = await readTrainingData(file);
   if (!('projects' in data)) fail(`${file}: expected a ColTrast project file (.json) or a .jsonl of {id, text}`);
-  const docs: IndexDoc[] = [];
+  const docs: { doc: IndexDoc; where: string }[] = [];
   for (const p of data.projects) {
     const chunks = await semanticChunks(p.document, encoderEmbedder(encoder), { maxTokens: encoder.maxSeqLength });
-    chunks.forEach((text, i) => docs.push({ id: `${p.id}#${i}`, text, metadata: { project: p.id } }));
+    chunks.forEach((text, i) => docs.push({ doc: { id: `${p.id}#${i}`, text, metadata: { project: p.id } }, where: `${file}: project ${p.id}` }));
   }
-  return docs;
+  return { total: docs.length, slices: (async function* () { yield docs; })() };
 }
 
 async function indexCommand(argv: string[]): Promise<void> {
@@ -841,28 +871,55 @@ async function indexCommand(argv: string[]): Promise<void> {
     truncateDim: update ? built.truncateDim : numberFlag('truncate-dim', values['truncate-dim'], 'count'),
   });
   try {
-    const docs = await documentsFrom(values.data, enc);
+    const { total, slices } = await documentSlices(values.data, enc, !update && values['token-storage'] === 'residual');
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
+    let done = 0;
+    // Progress of one slice (done of n, as build or add counts it; build counts a k-means sample too) on the whole.
+    const progress = (size: number) => (d: number, n: number) => bar?.update(done + (n > 0 ? Math.round((d * size) / n) : 0), total);
+    /** A slice's documents, refused with their line where an id repeats one already given. */
+    const seen = update ? new Set<string>() : undefined;
+    const checked = (slice: { doc: IndexDoc; where: string }[], has: (id: string) => boolean) => {
+      const ids = new Set<string>();
+      for (const { doc, where } of slice) {
+        if (ids.has(doc.id) || has(doc.id)) fail(`${where}: the id "${doc.id}" is repeated (ids must be unique)`);
+        ids.add(doc.id);
+        seen?.add(doc.id);
+      }
+      return slice.map((d) => d.doc);
+    };
     if (update) {
       // Documents whose ids the index holds are replaced, the others added (Index.upsert); the folder is replaced whole.
       const index = await Index.load(values.output, enc);
       const before = index.size;
-      const replaced = docs.filter((d) => index.has(d.id)).length;
-      await index.upsert(docs, { onProgress: (d, n) => bar?.update(d, n) });
+      let replaced = 0;
+      for await (const slice of slices) {
+        const docs = checked(slice, (id) => seen!.has(id));
+        replaced += docs.filter((d) => index.has(d.id)).length;
+        await index.upsert(docs, { onProgress: progress(docs.length) });
+        done += docs.length;
+      }
       await index.save(values.output, { overwrite: true });
       const summary = { documents: index.size, added: index.size - before, replaced, output: path.resolve(values.output) };
       console.log(values.json ? JSON.stringify(summary) : `updated ${summary.output}: ${summary.added} added, ${replaced} replaced, ${summary.documents} documents`);
       return;
     }
-    const index = await Index.build(enc, docs, {
+    const options = {
       lateInteraction: values['late-interaction'] ?? false,
       storage: storage ?? 'float32',
       tokenStorage: tokenStorageFlag(values['token-storage']),
       residualBits: numberFlag('residual-bits', values['residual-bits'], 'count'),
       centroids: numberFlag('centroids', values.centroids, 'count'),
       poolFactor: numberFlag('pool-factor', values['pool-factor'], 'count'),
-      onProgress: (d, n) => bar?.update(d, n),
-    });
+    };
+    // The first slice builds the index (a residual store's centroids come from it), the others are added.
+    let index: Index | undefined;
+    for await (const slice of slices) {
+      const docs = checked(slice, (id) => index?.has(id) ?? false);
+      if (!index) index = await Index.build(enc, docs, { ...options, onProgress: progress(docs.length) });
+      else await index.add(docs, { onProgress: progress(docs.length) });
+      done += docs.length;
+    }
+    index ??= await Index.build(enc, [], options);
     await index.save(values.output, { overwrite: true });
     const summary = {
       documents: index.size,

@@ -334,6 +334,16 @@ export async function readWholeText(file: string, noun: string): Promise<string>
  */
 export async function parseJsonLines<T>(file: string, each: (value: unknown, where: string) => T): Promise<T[]> {
   const out: T[] = [];
+  for await (const batch of jsonLineBatches(file, Infinity, each)) for (const value of batch) out.push(value);
+  return out;
+}
+
+/**
+ * parseJsonLines in batches of at most `size` values (each, as `each` returns it, with its `file:line`), without the
+ * whole file's values in memory at once; blank lines are skipped.
+ */
+export async function* jsonLineBatches<T>(file: string, size: number, each: (value: unknown, where: string) => T): AsyncGenerator<T[]> {
+  let batch: T[] = [];
   let i = 0;
   for await (const lines of fileLines(file)) {
     for (const line of lines) {
@@ -346,8 +356,19 @@ export async function parseJsonLines<T>(file: string, each: (value: unknown, whe
       } catch (error) {
         throw new ColtrastError('INVALID_ARGUMENT', `${where}: not valid JSON (${(error as Error).message})`);
       }
-      out.push(each(value, where));
+      batch.push(each(value, where));
+      if (batch.length >= size) {
+        yield batch;
+        batch = [];
+      }
     }
   }
-  return out;
+  if (batch.length > 0) yield batch;
+}
+
+/** The lines of `file` that are not blank, counted without parsing them (a progress bar's total). */
+export async function countLines(file: string): Promise<number> {
+  let n = 0;
+  for await (const lines of fileLines(file)) for (const line of lines) if (line.trim() !== '') n++;
+  return n;
 }

@@ -327,6 +327,41 @@ test('save/load round-trips; another model or damaged files are refused', async 
   enc.dispose();
 });
 
+test('coltrast index reads a large .jsonl in slices: ids repeated across slices are refused by line; residual storage spreads its first slice', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
+  // More documents than one slice (16,384), so that the index is built from one and added to from the next.
+  const n = 17000;
+  const topics = ['cats', 'dogs', 'ships', 'trains', 'lighthouses'];
+  const rows = Array.from({ length: n }, (_, i) => JSON.stringify({ id: `d${i}`, text: `document ${i} about ${topics[i % 5]}`, ...(i % 7 === 0 ? { metadata: { seventh: true } } : {}) }));
+  const data = path.join(tempDir(), 'many.jsonl');
+  fs.writeFileSync(data, `${rows.slice(0, 9000).join('\n')}\n\n${rows.slice(9000).join('\n')}\n`); // a blank line is skipped
+  const dir = path.join(tempDir(), 'many.index');
+  const built = run('index', '--data', data, '--model', FIXTURE, '--output', dir, '--device', 'cpu', '--json');
+  t.is(built.status, 0, built.stderr);
+  t.is(JSON.parse(built.stdout).documents, n);
+  const saved = fs.readFileSync(path.join(dir, 'docs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as IndexDoc);
+  t.deepEqual(saved.map((d) => d.id), rows.map((r) => JSON.parse(r).id), 'file order');
+  t.deepEqual(saved[16999], { id: 'd16999', text: 'document 16999 about lighthouses' });
+  t.deepEqual(saved[16996], { id: 'd16996', text: 'document 16996 about dogs', metadata: { seventh: true } });
+  // The same id again, in the second slice: refused with its line (the blank line counts as a line).
+  const repeated = path.join(tempDir(), 'repeated.jsonl');
+  fs.writeFileSync(repeated, `${[...rows, JSON.stringify({ id: 'd5', text: 'again' })].join('\n')}\n`);
+  const refused = run('index', '--data', repeated, '--model', FIXTURE, '--output', path.join(tempDir(), 'r.index'), '--device', 'cpu');
+  t.is(refused.status, 2);
+  t.regex(refused.stderr, new RegExp(`repeated\\.jsonl:${n + 1}: the id "d5" is repeated \\(ids must be unique\\)`));
+  // Residual token storage trains its centroids on the first slice: documents 0, 2, 4, ... (every k-th of the file, k = 2
+  // here), not the file's first 16,384; the others follow in file order.
+  const residual = path.join(tempDir(), 'residual.index');
+  const r = run('index', '--data', data, '--model', FIXTURE, '--output', residual, '--device', 'cpu', '--late-interaction', '--token-storage', 'residual', '--json');
+  t.is(r.status, 0, r.stderr);
+  const order = fs.readFileSync(path.join(residual, 'docs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).id as string);
+  const even = Array.from({ length: n / 2 }, (_, i) => `d${2 * i}`);
+  const odd = Array.from({ length: n / 2 }, (_, i) => `d${2 * i + 1}`);
+  t.deepEqual(order, [...even, ...odd]);
+});
+
 test('coltrast index and search from the command line', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
