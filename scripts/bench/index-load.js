@@ -87,6 +87,18 @@ async function write(encoder) {
   fs.writeFileSync(path.join(dir, 'index.json'), JSON.stringify({ ...manifest, documents: docs }));
 }
 
+/** The longest gap between ticks of a 5 ms timer since the last reset(): how long the event loop was held. */
+function stallWatch() {
+  let longest = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 5);
+  return { longest: () => longest, reset: () => (longest = 0), stop: () => clearInterval(timer) };
+}
+
 const memory = () => {
   global.gc();
   const m = process.memoryUsage();
@@ -98,17 +110,11 @@ const memory = () => {
   const manifest = path.join(dir, 'index.json');
   if (!fs.existsSync(manifest) || JSON.parse(fs.readFileSync(manifest, 'utf8')).documents !== docs) await write(encoder);
   const before = memory();
-  let longestStall = 0;
-  let last = performance.now();
-  const timer = setInterval(() => {
-    const now = performance.now();
-    longestStall = Math.max(longestStall, now - last);
-    last = now;
-  }, 5);
+  const loading = stallWatch();
   const started = performance.now();
   const index = await Index.load(dir, encoder, { mmap: values.mmap });
   const loadSeconds = (performance.now() - started) / 1000;
-  clearInterval(timer);
+  loading.stop();
   const after = memory();
   const loaded = index.size;
   const searchStarted = performance.now();
@@ -116,13 +122,7 @@ const memory = () => {
   const searchMs = performance.now() - searchStarted;
   // Then each operation alone: milliseconds, and the longest gap between 5 ms timer ticks it caused.
   const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
-  let stall = 0;
-  let tick = performance.now();
-  const watch = setInterval(() => {
-    const now = performance.now();
-    stall = Math.max(stall, now - tick);
-    tick = now;
-  }, 5);
+  const watch = stallWatch();
   const operations = {};
   const search = (filter) => index.search(['school city world'], { k: 10, filter });
   for (const [name, run] of [
@@ -133,21 +133,21 @@ const memory = () => {
     ['remove 1,000 documents', () => index.remove(Array.from({ length: 1000 }, (_, i) => `d${Math.floor((i * docs) / 1000)}`))],
   ]) {
     await settle();
-    stall = 0;
+    watch.reset();
     const start = performance.now();
     await run();
     const ms = performance.now() - start;
     await settle();
-    operations[name] = { ms: Math.round(ms), longestStallMs: Math.round(stall) };
+    operations[name] = { ms: Math.round(ms), longestStallMs: Math.round(watch.longest()) };
   }
-  clearInterval(watch);
+  watch.stop();
   const mib = (x) => Math.round(x / 2 ** 20);
   console.log(
     JSON.stringify({
       docs: loaded,
       mmap: values.mmap,
       loadSeconds: Number(loadSeconds.toFixed(2)),
-      longestStallMs: Math.round(longestStall),
+      longestStallMs: Math.round(loading.longest()),
       heapMiB: mib(after.heap - before.heap),
       outsideHeapMiB: mib(after.outside - before.outside),
       rssGrowthMiB: mib(after.rss - before.rss),
