@@ -182,7 +182,8 @@ export class DocStore {
 
   /**
    * Document i for a filter that reads `fields` (lib/filter.ts: filterFields): its metadata, and its id and text
-   * only where the filter reads them (decoding a million texts for a filter on metadata took 10× the filtering).
+   * only where the filter reads them (at a million documents a filter that gets both takes 300-420 ms, one on
+   * metadata 120-140 ms: BENCHMARKS.md).
    */
   view(i: number, fields: { id: boolean; text: boolean }): Partial<IndexDoc> {
     const view: Partial<IndexDoc> = {};

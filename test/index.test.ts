@@ -209,6 +209,9 @@ test('the index keeps its own copy of each id and text (as UTF-8): documents com
   // Arguments in the wrong order are named, not left to fail inside.
   await t.throwsAsync(Index.build(given as unknown as Encoder, enc as unknown as IndexDoc[]), { message: /encoder must be an Encoder \(from Encoder\.load\): Index\.build\(encoder, docs, options\?\), got an array of length 3/ });
   await t.throwsAsync(Index.load(enc as unknown as string, enc), { message: /dir must be an index folder's path: Index\.load\(dir, encoder, options\?\), got an Encoder/ });
+  await t.throwsAsync(index.add([{ id: 'half \ud83d', text: 'x' }]), { message: /docs\[0\]\.id must be well-formed Unicode/ });
+  await index.add([{ id: 'whole \ud83d\ude80', text: 'y' }]);
+  t.deepEqual(index.get(['whole 🚀']), [{ id: 'whole 🚀', text: 'y' }]);
   for (const metadata of [null, 'tag', [1, 2]]) {
     await t.throwsAsync(index.add([{ id: 'm', text: 'x', metadata } as unknown as IndexDoc]), { message: /docs\[0\]\.metadata must be an object \(or absent\)/ });
   }
