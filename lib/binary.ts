@@ -119,7 +119,7 @@ export function findPythonTorch(python: string): string | null {
 }
 
 /** findPythonTorch(COLTRAST_PYTHON or python3) without holding the event loop; later calls find its answer. */
-export function findPythonTorchAsync(env: NodeJS.ProcessEnv = process.env): Promise<string | null> {
+function findPythonTorchAsync(env: NodeJS.ProcessEnv): Promise<string | null> {
   const python = env.COLTRAST_PYTHON || 'python3';
   if (pythonTorchFound.has(python)) return Promise.resolve(pythonTorchFound.get(python)!);
   return new Promise((resolve) => {
@@ -276,6 +276,21 @@ export interface Plan {
   libtorch: Libtorch[];
 }
 
+/** Whether planBinary takes the local build, without looking for a libtorch (or asking Python where its torch is). */
+function takesLocalBuild(e: Environment, localBuild: string | null): boolean {
+  const forced = e.env.COLTRAST_BINARY || undefined; // empty: unset
+  return localBuild !== null && forced !== 'cpu' && forced !== 'cuda';
+}
+
+/**
+ * planBinary, with its question to Python (where its torch is, ~0.1 s) asked first without holding the event loop
+ * where the plan needs it; the answer is cached, so planBinary and later plans find it.
+ */
+export async function planBinaryAsync(e: Environment, localBuild: string | null): Promise<Plan> {
+  if (!takesLocalBuild(e, localBuild)) await findPythonTorchAsync(e.env);
+  return planBinary(e, localBuild);
+}
+
 /** Decides what to load; loads nothing. */
 export function planBinary(e: Environment, localBuild: string | null): Plan {
   const forced = e.env.COLTRAST_BINARY || undefined; // empty: unset
@@ -283,11 +298,9 @@ export function planBinary(e: Environment, localBuild: string | null): Plan {
     throw new ColtrastError('NATIVE_LOAD', `COLTRAST_BINARY must be cpu, cuda or source; got '${forced}'`);
   }
   const rejected: string[] = [];
-  if (forced !== 'cpu' && forced !== 'cuda') {
-    // A local build links the libtorch it was built against (rpath): no search needed.
-    if (localBuild) return { choice: { kind: 'source', file: localBuild, reason: forced ? 'COLTRAST_BINARY=source' : 'a local build is present (build/Release)', preload: [] }, rejected, libtorch: [] };
-    rejected.push('no local build (build/Release/coltrast.node)');
-  }
+  // A local build links the libtorch it was built against (rpath): no search needed.
+  if (takesLocalBuild(e, localBuild)) return { choice: { kind: 'source', file: localBuild!, reason: forced ? 'COLTRAST_BINARY=source' : 'a local build is present (build/Release)', preload: [] }, rejected, libtorch: [] };
+  if (forced !== 'cpu' && forced !== 'cuda') rejected.push('no local build (build/Release/coltrast.node)');
   const { found, problems } = findLibtorch(e);
   rejected.push(...problems);
   if (forced === 'source') return { rejected, libtorch: found };

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { ColtrastError } from './errors';
-import { defaultEnvironment, LIBTORCH_HELP, nothingFits, findPythonTorchAsync, planBinary, preload, preloadInWorker, type BinaryChoice } from './binary';
+import { defaultEnvironment, LIBTORCH_HELP, nothingFits, planBinary, planBinaryAsync, preload, preloadInWorker, type BinaryChoice } from './binary';
 
 export interface NativeEncoderInfo {
   modelType: string;
@@ -373,13 +373,7 @@ export function loadAddon(): Promise<NativeBinding> {
   if (binding) return Promise.resolve(binding);
   loading ??= (async () => {
     try {
-      const local = localBuild(packageRoot);
-      const env = defaultEnvironment(packageRoot);
-      // Unless it takes the local build, the plan asks Python where its torch is: asked here first, without
-      // holding the event loop, planBinary and native() find the answer.
-      const forced = env.env.COLTRAST_BINARY;
-      if (!local || forced === 'cpu' || forced === 'cuda') await findPythonTorchAsync(env.env);
-      const choice = planBinary(env, local).choice;
+      const choice = (await planBinaryAsync(defaultEnvironment(packageRoot), localBuild(packageRoot))).choice;
       if (choice) await preloadInWorker(choice.preload, choice.file);
     } catch {
       // native() plans again and reports it
