@@ -607,9 +607,12 @@ export class Index {
 
   private removeNow(ids: string[]): void {
     const drop = new Set(ids);
-    for (const id of drop) if (!this.docs.has(id)) throw new ColtrastError('INVALID_ARGUMENT', `no document "${id}" in the index`);
     const keep = new Uint8Array(this.docs.length).fill(1);
-    for (const id of drop) keep[this.docs.position(id)!] = 0;
+    for (const id of drop) {
+      const at = this.docs.position(id);
+      if (at === undefined) throw new ColtrastError('INVALID_ARGUMENT', `no document "${id}" in the index`);
+      keep[at] = 0;
+    }
     this.vectors?.remove(keep);
     if (this.tokens) {
       const keepTokens = new Uint8Array(this.tokenOffsets[this.tokenOffsets.length - 1]);
