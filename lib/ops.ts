@@ -60,7 +60,8 @@ export interface ContrastiveOptions extends CommonOptions {
    * everything; memory beyond the inputs O(B)), 'chunked' (cuBLAS products a chunk of query rows at a time,
    * our kernels for the rest; memory beyond the inputs one chunk of float32 logits, at most 256 MiB unless
    * 512 rows need more) or 'auto' (default: the COLTRAST_CONTRASTIVE_STRATEGY environment variable, else
-   * 'fused'). 'chunked' with float16/bfloat16 needs libtorch >= 2.8.
+   * 'chunked' for float16/bfloat16 where libtorch has it and 'fused' otherwise). 'chunked' with
+   * float16/bfloat16 needs libtorch >= 2.8.
    */
   strategy?: 'auto' | 'fused' | 'chunked';
   /** 'chunked' only: query rows per chunk (default: automatic); tests force several chunks with it. */

@@ -43,6 +43,12 @@ withPython(`compare-gpu.js runs end to end on the CPU against a stand-in for sen
     t.is(row.medianSpeedup, +(row.coltrast.medianSamplesPerSecond / row.python.medianSamplesPerSecond).toFixed(2));
     t.true(row.coltrast.nodeOverheadPercent >= 0 && row.coltrast.nodeOverheadPercent < 100);
   }
+  // bfloat16 rows time the Python side a second time with cuDNN's attention off (st_baseline.py --no-cudnn-attention).
+  for (const row of result.rows.train.slice(0, 2)) {
+    t.true(row.pythonNoCudnn.samplesPerSecond > 0, JSON.stringify(row));
+    t.is(row.speedupNoCudnn, +(row.coltrast.samplesPerSecond / row.pythonNoCudnn.samplesPerSecond).toFixed(2));
+  }
+  t.is(result.rows.embed[0].sentenceTransformersNoCudnn, undefined, 'float32 has no cuDNN attention to turn off');
   t.regex(result.rows.train[0].python.baseline, /eager ColTrast/);
   t.regex(result.rows.train[1].python.baseline, /MNRL \(trainer\)/);
   t.regex(result.rows.train[2].python.baseline, /CachedMNRL, mini-batch 16 \(manual\)/);

@@ -182,7 +182,8 @@ ContrastiveOptions::Strategy contrastiveStrategyDefault() {
   static const Strategy strategy = [] {
     const char* value = std::getenv("COLTRAST_CONTRASTIVE_STRATEGY");
     const std::string v = value ? value : "";
-    if (v == "" || v == "auto" || v == "fused") return Strategy::Fused;
+    if (v == "" || v == "auto") return Strategy::Auto;
+    if (v == "fused") return Strategy::Fused;
     if (v == "chunked") return Strategy::Chunked;
     throw invalidArgument("COLTRAST_CONTRASTIVE_STRATEGY must be 'fused', 'chunked' or 'auto' (or unset); got '" + v + "'");
   }();

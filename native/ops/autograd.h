@@ -18,7 +18,8 @@ namespace coltrast::ops {
 bool referenceOpsDefault();
 
 // What ContrastiveOptions' Auto strategy means in this process: COLTRAST_CONTRASTIVE_STRATEGY (fused, chunked;
-// auto or unset: fused), read once; another value is an INVALID_ARGUMENT error at every call.
+// auto or unset: Auto, which resolveContrastiveStrategy settles per dtype), read once; another value is an
+// INVALID_ARGUMENT error at every call.
 ContrastiveOptions::Strategy contrastiveStrategyDefault();
 
 // Scores [B, N] (all) or [B] (paired), float32. Masks: any integer or bool dtype, nonzero = valid.

@@ -68,19 +68,28 @@ constexpr bool kChunkedHalf = true;
 constexpr bool kChunkedHalf = false;
 #endif
 
-bool useChunked(const at::Tensor& q, const ContrastiveOptions& options) {
+}  // namespace
+
+ContrastiveOptions::Strategy resolveContrastiveStrategy(at::ScalarType dtype, ContrastiveOptions::Strategy requested) {
   using Strategy = ContrastiveOptions::Strategy;
-  const bool possible = q.scalar_type() == at::kFloat || kChunkedHalf;
-  Strategy strategy = options.strategy;
-  if (strategy == Strategy::Auto) {
-    strategy = contrastiveStrategyDefault() == Strategy::Chunked && possible ? Strategy::Chunked : Strategy::Fused;
-  }
+  const bool possible = dtype == at::kFloat || kChunkedHalf;
+  Strategy strategy = requested == Strategy::Auto ? contrastiveStrategyDefault() : requested;
+  // Auto's own choice, from the H100's measurements (backend.h): chunked where cuBLAS gives 16-bit products.
+  if (strategy == Strategy::Auto) strategy = dtype != at::kFloat && possible ? Strategy::Chunked : Strategy::Fused;
+  // The environment's chunked stays a preference where the build cannot do it; an explicit option is an error.
+  if (strategy == Strategy::Chunked && !possible && requested == Strategy::Auto) strategy = Strategy::Fused;
   if (strategy == Strategy::Chunked && !possible) {
     throw invalidArgument("the chunked contrastive loss needs libtorch >= 2.8 for " +
-                          std::string(c10::toString(q.scalar_type())) +
+                          std::string(c10::toString(dtype)) +
                           " inputs (mm with a float32 output); use strategy 'fused' or float32 inputs");
   }
-  return strategy == Strategy::Chunked;
+  return strategy;
+}
+
+namespace {
+
+bool useChunked(const at::Tensor& q, const ContrastiveOptions& options) {
+  return resolveContrastiveStrategy(q.scalar_type(), options.strategy) == ContrastiveOptions::Strategy::Chunked;
 }
 
 constexpr int64_t kChunkBytes = int64_t(256) << 20;

@@ -6,14 +6,17 @@
 // On CUDA the contrastive loss runs in both strategies (fused kernels; chunked: cuBLAS products + our
 // kernels). Each row also says how far its loss / scores and gradients are from eager's (or, where eager ran
 // out of memory, the first strategy's): a correctness check at sizes the tests do not reach. Uses the built
-// package (npm run build).
+// package (npm run build). On CUDA each row also has its warm-up call's peak GPU memory (peakMiB: the caching
+// allocator's peak during the call less what was allocated before it; the call's copies of the inputs and
+// gradients included, so the rows of one shape compare).
 //   node scripts/bench/ops.js [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--runs 20] [--json out.json]
 //                             [--ops maxsim,contrastive,late_interaction]   (default: all three)
+//                             [--max-batch B]   (only the shapes with at most B queries)
 'use strict';
 const os = require('node:os');
 const fs = require('node:fs');
 const { parseArgs } = require('node:util');
-const { ops, runtimeInfo } = require('../../dist');
+const { ops, runtimeInfo, cudaMemory } = require('../../dist');
 
 const { values } = parseArgs({
   options: {
@@ -22,6 +25,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '20' },
     json: { type: 'string' },
     ops: { type: 'string', default: 'maxsim,contrastive,late_interaction' },
+    'max-batch': { type: 'string' },
   },
 });
 const runs = Number(values.runs);
@@ -49,18 +53,24 @@ const fullMask = (dims) => ({ dims, data: new Uint8Array(dims[0] * dims[1]).fill
 // Median ms of each function over `count` rounds, { call, op }: the whole call and the op alone (its
 // computeMs). The functions alternate within each round, so a change in machine load (a shared box, thermal
 // limits) shifts both alike and the ratio stays meaningful. A function whose warm-up runs out of memory is
-// reported as 'OOM' and not timed. Each also has `result`, its warm-up's (null when out of memory).
+// reported as 'OOM' and not timed. Each also has `result`, its warm-up's (null when out of memory), and on CUDA
+// `peakMiB`, the warm-up's peak GPU memory beyond what was allocated before it.
 async function medians(fns, count = runs) {
   const ok = [];
   const results = [];
+  const peaks = [];
+  const gpu = values.device.startsWith('cuda') ? values.device : null;
   for (const fn of fns) {
     try {
+      const before = gpu ? cudaMemory(gpu, { resetPeak: true }).allocatedBytes : 0;
       results.push(await fn()); // warm-up
+      peaks.push(gpu ? +((cudaMemory(gpu).peakAllocatedBytes - before) / 2 ** 20).toFixed(1) : undefined);
       ok.push(true);
     } catch (error) {
       if (!/out of memory/i.test(String(error.message))) throw error;
       ok.push(false);
       results.push(null);
+      peaks.push(undefined);
     }
   }
   const times = fns.map(() => ({ call: [], op: [] }));
@@ -74,7 +84,7 @@ async function medians(fns, count = runs) {
     }
   }
   return times.map((t, k) =>
-    ok[k] ? { call: median(t.call), op: median(t.op), result: results[k] } : { call: 'OOM', op: 'OOM', result: null },
+    ok[k] ? { call: median(t.call), op: median(t.op), result: results[k], peakMiB: peaks[k] } : { call: 'OOM', op: 'OOM', result: null },
   );
 }
 
@@ -120,7 +130,8 @@ async function main() {
   const kind = device.startsWith('cuda') ? 'cuda' : 'cpu';
   const rows = [];
   const only = values.ops.split(',');
-  for (const c of CASES[kind].filter((x) => only.includes(x.op))) {
+  const maxBatch = values['max-batch'] === undefined ? Infinity : Number(values['max-batch']);
+  for (const c of CASES[kind].filter((x) => only.includes(x.op) && x.B <= maxBatch)) {
     const r = random(1);
     const common = { device, dtype: values.dtype };
     let run;
@@ -155,6 +166,8 @@ async function main() {
         speedup,
         fusedCallMs: ms(fused.call),
         eagerCallMs: ms(eager.call),
+        ...(fused.peakMiB !== undefined ? { fusedPeakMiB: fused.peakMiB } : {}),
+        ...(eager.peakMiB !== undefined ? { eagerPeakMiB: eager.peakMiB } : {}),
         // against eager, or (eager out of memory) the first strategy; '-' for that strategy itself
         maxRelDiff: reference === fused.result ? '-' : agreement(fused.result, reference),
         against: eager.result ? 'eager' : strategies[0],
@@ -174,14 +187,16 @@ async function main() {
     rows,
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log('| op | shape | dtype | coltrast ms | eager ms | speedup | whole call: coltrast ms | eager ms | max rel diff (value, gradients) |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  const memory = rows.some((row) => row.fusedPeakMiB !== undefined);
+  console.log(`| op | shape | dtype | coltrast ms | eager ms | speedup | whole call: coltrast ms | eager ms |${memory ? ' peak GPU MiB: coltrast | eager |' : ''} max rel diff (value, gradients) |`);
+  console.log(`|---|---|---|---|---|---|---|---|${memory ? '---|---|' : ''}---|`);
   for (const row of rows) {
     const shape = row.op === 'contrastive' ? `B=${row.B} N=${row.N} dim=${row.dim}` : `B=${row.B} N=${row.N} Lq=${row.Lq} Ld=${row.Ld} dim=${row.dim}`;
     const op = `${row.op}${row.strategy ? ` (${row.strategy})` : ''} fwd+bwd`;
     const speedup = `${row.speedup}${typeof row.speedup === 'number' ? '×' : ''}`;
     const diff = row.maxRelDiff === '-' ? '-' : `${row.maxRelDiff} vs ${row.against}`;
-    console.log(`| ${op} | ${shape} | ${row.dtype} | ${row.fusedMs} | ${row.eagerMs} | ${speedup} | ${row.fusedCallMs} | ${row.eagerCallMs} | ${diff} |`);
+    const peaks = memory ? ` ${row.fusedPeakMiB ?? '-'} | ${row.eagerPeakMiB ?? 'OOM'} |` : '';
+    console.log(`| ${op} | ${shape} | ${row.dtype} | ${row.fusedMs} | ${row.eagerMs} | ${speedup} | ${row.fusedCallMs} | ${row.eagerCallMs} |${peaks} ${diff} |`);
   }
   console.log(`\n${result.date}, ${device}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}, median of ${runs}`);
 }

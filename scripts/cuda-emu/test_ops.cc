@@ -18,8 +18,10 @@
 #include "ops/backend.h"
 
 namespace coltrast::ops {
-// autograd.cc, which reads COLTRAST_CONTRASTIVE_STRATEGY, is not linked here; every case names its strategy.
-ContrastiveOptions::Strategy contrastiveStrategyDefault() { return ContrastiveOptions::Strategy::Fused; }
+// autograd.cc, which reads COLTRAST_CONTRASTIVE_STRATEGY, is not linked here: the loss cases name their
+// strategy, and checkResolution sets what the variable would have said.
+ContrastiveOptions::Strategy environmentStrategy = ContrastiveOptions::Strategy::Auto;
+ContrastiveOptions::Strategy contrastiveStrategyDefault() { return environmentStrategy; }
 }  // namespace coltrast::ops
 
 namespace {
@@ -137,6 +139,37 @@ void runMaxSim(int64_t B, int64_t N, int64_t Lq, int64_t Ld, int64_t dim, at::Sc
   expect(ddError < gradTol, what + " dd", ddError, gradTol);
 }
 
+// Auto's choice per dtype (this build has the 16-bit chunked products, as libtorch >= 2.8 does): chunked for
+// float16/bfloat16, fused for float32; COLTRAST_CONTRASTIVE_STRATEGY, when set, decides; an explicit option wins.
+void checkResolution() {
+  using coltrast::ops::environmentStrategy;
+  using coltrast::ops::resolveContrastiveStrategy;
+  const char* names[] = {"auto", "fused", "chunked"};
+  struct Case {
+    Strategy environment, requested;
+    at::ScalarType dtype;
+    Strategy expected;
+  };
+  const Case cases[] = {
+      {Strategy::Auto, Strategy::Auto, at::kBFloat16, Strategy::Chunked},
+      {Strategy::Auto, Strategy::Auto, at::kHalf, Strategy::Chunked},
+      {Strategy::Auto, Strategy::Auto, at::kFloat, Strategy::Fused},
+      {Strategy::Fused, Strategy::Auto, at::kBFloat16, Strategy::Fused},
+      {Strategy::Chunked, Strategy::Auto, at::kFloat, Strategy::Chunked},
+      {Strategy::Auto, Strategy::Fused, at::kHalf, Strategy::Fused},
+      {Strategy::Fused, Strategy::Chunked, at::kFloat, Strategy::Chunked},
+  };
+  for (const Case& c : cases) {
+    environmentStrategy = c.environment;
+    const Strategy got = resolveContrastiveStrategy(c.dtype, c.requested);
+    expect(got == c.expected,
+           std::string("strategy ") + names[int(c.requested)] + " with COLTRAST_CONTRASTIVE_STRATEGY=" +
+               names[int(c.environment)] + ", " + nameOf(c.dtype) + " -> " + names[int(got)],
+           0, 0);
+  }
+  environmentStrategy = Strategy::Auto;
+}
+
 }  // namespace
 
 int main() {
@@ -149,6 +182,7 @@ int main() {
   // strategy, already checked on a GPU, on the small shapes only (its kernels emulate slowly).
   const Shape shapes[] = {{1, 9, 64}, {7, 7, 96}, {5, 40, 128}, {33, 33, 384}, {200, 260, 64}};
   try {
+    checkResolution();
     for (const Shape& s : shapes) {
       for (const at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
         for (const bool symmetric : {false, true}) {

@@ -34,8 +34,9 @@
 // after --budget-seconds are listed as skipped. The model folders use the default model's English WordPiece
 // vocabulary (so texts tokenize as real text does) with real shapes' embedding tables (30,522 rows).
 // Attention: coltrast keeps libtorch off cuDNN's attention kernels (README, under enc.embed) and PyTorch may prefer
-// them (on sm_90 and newer); each side's setting is recorded (cudnnAttention). TORCH_CUDNN_SDPA_DEPRIORITIZED=1 in
-// this script's environment ranks them last on the Python side too, for a comparison without that difference.
+// them (on sm_90 and newer); each side's setting is recorded (cudnnAttention). The bfloat16 rows also run the Python
+// side with them off (st_baseline.py --no-cudnn-attention: sentenceTransformersNoCudnn / pythonNoCudnn and
+// speedupNoCudnn), the comparison without that difference; the plain rows are what a Python user gets by default.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -258,6 +259,7 @@ async function main() {
           const theirs = path.join(work, 'theirs.bin');
           const c = coltrast(['--trial', 'coltrast-embed', '--model', model, '--data', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', ours]);
           const s = python(py, ['encode', '--model', model, '--texts', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', theirs]);
+          const sOff = dtype === 'float32' ? null : python(py, ['encode', '--model', model, '--texts', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--no-cudnn-attention']);
           const a = new Float32Array(fs.readFileSync(ours).buffer.slice(0));
           const b = new Float32Array(fs.readFileSync(theirs).buffer.slice(0));
           let maxAbsDiff = a.length === b.length ? 0 : Infinity;
@@ -271,6 +273,12 @@ async function main() {
             coltrast: { textsPerSecond: round(c.textsPerSecond), peakGpuMiB: c.peakGpuMiB },
             sentenceTransformers: { textsPerSecond: round(s.textsPerSecond), peakGpuMiB: s.peakGpuMiB, version: s.sentenceTransformers, cudnnAttention: s.cudnnAttention },
             speedup: round(c.textsPerSecond / s.textsPerSecond, 2),
+            ...(sOff
+              ? {
+                  sentenceTransformersNoCudnn: { textsPerSecond: round(sOff.textsPerSecond), peakGpuMiB: sOff.peakGpuMiB, cudnnAttention: sOff.cudnnAttention },
+                  speedupNoCudnn: round(c.textsPerSecond / sOff.textsPerSecond, 2),
+                }
+              : {}),
             maxAbsDiff,
           };
           rows.embed.push(row);
@@ -292,8 +300,11 @@ async function main() {
             const data = pairsFile(batchSize * (steps + 1));
             const common = ['--model', trainModel, '--data', data, '--batch-size', String(batchSize), '--steps', String(steps), '--precision', precision];
             const c = coltrast(['--trial', 'coltrast-train', '--loss', loss, ...common]);
-            const p = python(py, ['train', '--loss', loss === 'coltrast' ? 'coltrast' : 'mnrl', '--loop', loss === 'coltrast' ? 'manual' : 'trainer', ...common]);
+            const pyArgs = ['train', '--loss', loss === 'coltrast' ? 'coltrast' : 'mnrl', '--loop', loss === 'coltrast' ? 'manual' : 'trainer', ...common];
+            const p = python(py, pyArgs);
+            const pOff = precision === 'float32' ? null : python(py, [...pyArgs, '--no-cudnn-attention']);
             const coltrastSide = trainSide(c, batchSize), pythonSide = trainSide(p, batchSize);
+            const pythonOff = pOff ? trainSide(pOff, batchSize) : null;
             const row = {
               shape: trainShape,
               loss,
@@ -302,6 +313,9 @@ async function main() {
               coltrast: { ...coltrastSide, ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
               python: { ...pythonSide, baseline: p.side, cudnnAttention: p.cudnnAttention },
               ...trainSpeedups(coltrastSide, pythonSide),
+              ...(pythonOff
+                ? { pythonNoCudnn: { ...pythonOff, cudnnAttention: pOff.cudnnAttention }, speedupNoCudnn: trainSpeedups(coltrastSide, pythonOff).speedup }
+                : {}),
             };
             rows.train.push(row);
             log(`train ${loss} ${precision} batch ${batchSize}: coltrast ${JSON.stringify(row.coltrast)}, python ${JSON.stringify(row.python)}`);

@@ -2,10 +2,15 @@
 """sentence-transformers baselines on a GPU, to set beside coltrast (scripts/bench/python/compare-gpu.js).
 
     st_baseline.py encode --model DIR --texts texts.json [--batch-size 128] [--dtype float32|bfloat16|float16]
-                          [--device cuda] [--vectors out.bin] [--json out.json]
+                          [--device cuda] [--vectors out.bin] [--json out.json] [--no-cudnn-attention]
     st_baseline.py train  --model DIR --data pairs.json [--batch-size 64] [--steps 10] [--precision float32|bfloat16]
                           [--loss mnrl|cached-mnrl|coltrast] [--mini-batch-size 256] [--loop trainer|manual]
-                          [--device cuda] [--json out.json]
+                          [--device cuda] [--json out.json] [--no-cudnn-attention]
+
+--no-cudnn-attention: torch.backends.cuda.enable_cudnn_sdp(False), as coltrast runs by default (PyTorch's default
+lets scaled_dot_product_attention use cuDNN's kernels on sm_90 and newer, which build a plan per new input shape:
+on an H100, 2026-12-05, sentence-transformers' bfloat16 encode() ran at a seventh of its float32 rate with them, and
+coltrast's bfloat16 embed() at a quarter of its own rate when allowed them).
 
 encode: SentenceTransformer(DIR).encode(texts) as a user calls it: its own tokenization, its length-sorted
 batching, pooling and the folder's Normalize; one call of --batch-size texts first as a warm-up. The model
@@ -308,7 +313,10 @@ def main():
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--vectors")
     parser.add_argument("--json")
+    parser.add_argument("--no-cudnn-attention", action="store_true")
     args = parser.parse_args()
+    if args.no_cudnn_attention and hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if args.what == "encode" and not args.texts:
         parser.error("encode needs --texts")
     if args.what == "train" and not args.data:
