@@ -168,8 +168,14 @@ async function trial() {
       let last = performance.now();
       for (let s = 0; s <= n; s++) {
         const prepared = await ahead;
-        if (s < n) ahead = prepare(s + 1);
-        const r = await trainer.stepPrepared(prepared, options);
+        // As train() does: the step queued first, then the next batch's tokenization, whose synchronous part
+        // would otherwise delay the step (on 2026-12-05's H100 run this script still did it the other way round).
+        const running = trainer.stepPrepared(prepared, options);
+        if (s < n) {
+          ahead = prepare(s + 1);
+          ahead.catch(() => {}); // awaited by the next step, unless this one fails first
+        }
+        const r = await running;
         const now = performance.now();
         if (s === 0) resetPeak();
         else {
