@@ -69,12 +69,34 @@ export class TextStore {
     return this.chunks[this.chunkOf[i]].toString('utf8', at, at + this.bytes[i]);
   }
 
-  /** A new store with the texts whose flag in `keep` (one per text) is 1, in order; their bytes are copied, not decoded. */
+  /**
+   * A new store with the texts whose flag in `keep` (one per text) is 1, in order. While the kept texts fill at least
+   * half of the chunks' bytes, the new store shares this one's chunks (only the per-text arrays are new; the removed
+   * texts' bytes stay as slack, and texts added later go to new chunks): copying the bytes was what made removing a
+   * few documents from a million hold the event loop for 0.3-0.7 s (BENCHMARKS.md, "Removing documents"). Below
+   * half, the kept bytes are copied into new chunks, so slack never exceeds the live text; copying is then paid once
+   * per halving.
+   */
   keep(keep: Uint8Array): TextStore {
     if (keep.length !== this.count) throw new RangeError(`keep has ${keep.length} flags for ${this.count} texts`);
     let texts = 0;
     let bytes = 0;
     for (let i = 0; i < this.count; i++) if (keep[i]) (texts++, (bytes += this.bytes[i]));
+    let footprint = 0;
+    for (const chunk of this.chunks) footprint += chunk.length;
+    if (2 * bytes >= footprint) {
+      const out = new TextStore({ texts }, this.largestChunk);
+      out.chunks = this.chunks.slice();
+      forRuns(keep, (from, to, at) => {
+        out.chunkOf.set(this.chunkOf.subarray(from, to), at);
+        out.start.set(this.start.subarray(from, to), at);
+        out.bytes.set(this.bytes.subarray(from, to), at);
+      });
+      out.count = texts;
+      // The shared chunks are full to the new store: what it adds goes to a chunk of its own.
+      out.used = out.chunks.length > 0 ? out.chunks[out.chunks.length - 1].length : 0;
+      return out;
+    }
     const out = new TextStore({ texts, bytes }, this.largestChunk);
     // A run of kept texts that lie one after the other in one chunk moves with one copy (one per text took most of
     // the time of removing a few documents from a million).
@@ -129,6 +151,22 @@ export class TextStore {
     this.chunkOf = wider(this.chunkOf);
     this.start = wider(this.start);
     this.bytes = wider(this.bytes);
+  }
+}
+
+/** Calls `copy(from, to, at)` for each run [from, to) of flags that are 1, `at` being how many came before it. */
+function forRuns(keep: Uint8Array, copy: (from: number, to: number, at: number) => void): void {
+  let at = 0;
+  for (let i = 0; i < keep.length; ) {
+    if (!keep[i]) {
+      i++;
+      continue;
+    }
+    let end = i + 1;
+    while (end < keep.length && keep[end]) end++;
+    copy(i, end, at);
+    at += end - i;
+    i = end;
   }
 }
 
@@ -239,7 +277,7 @@ export class DocStore {
     out.meta = this.meta.filter((_, i) => keep[i]);
     while (out.meta.length > 0 && out.meta[out.meta.length - 1] === undefined) out.meta.pop();
     out.hashes = new Uint32Array(Math.max(16, out.length));
-    for (let i = 0, to = 0; i < keep.length; i++) if (keep[i]) out.hashes[to++] = this.hashes[i];
+    forRuns(keep, (from, to, at) => out.hashes.set(this.hashes.subarray(from, to), at));
     out.rehash(tableSize(out.length));
     return out;
   }

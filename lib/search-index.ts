@@ -165,7 +165,8 @@ export const STORAGES = ['float32', 'float16', 'int8', 'binary'] as const;
 /** @internal The native store of dense vectors: exact inner-product search over all of them (native/search/dense_store.h). */
 export interface NativeDenseStore {
   add(rows: Float32Array): number;
-  remove(keep: Uint8Array): number;
+  /** Keeps the rows whose flag is 1, in place, off the JS thread; resolves to the rows left. */
+  remove(keep: Uint8Array): Promise<number>;
   size(): number;
   rows(start: number, count: number): Float32Array;
   /** allow: one flag per row, 1 where a row may be found (a filter); indices -1 past the rows found. */
@@ -513,7 +514,7 @@ export class Index {
       await this.lock.write(async () => {
         if (replace) {
           const present = part.filter((d) => this.docs.has(d.id)).map((d) => d.id);
-          if (present.length > 0) this.removeNow(present);
+          if (present.length > 0) await this.removeNow(present);
         } else {
           checkDocs(part, this.docs); // another add() may have taken an id since
         }
@@ -605,7 +606,7 @@ export class Index {
     await this.lock.write(async () => this.removeNow(ids));
   }
 
-  private removeNow(ids: string[]): void {
+  private async removeNow(ids: string[]): Promise<void> {
     const drop = new Set(ids);
     const keep = new Uint8Array(this.docs.length).fill(1);
     for (const id of drop) {
@@ -613,11 +614,11 @@ export class Index {
       if (at === undefined) throw new ColtrastError('INVALID_ARGUMENT', `no document "${id}" in the index`);
       keep[at] = 0;
     }
-    this.vectors?.remove(keep);
+    await this.vectors?.remove(keep);
     if (this.tokens) {
       const keepTokens = new Uint8Array(this.tokenOffsets[this.tokenOffsets.length - 1]);
       for (let i = 0; i < keep.length; i++) keepTokens.fill(keep[i], this.tokenOffsets[i], this.tokenOffsets[i + 1]);
-      this.tokens.store.remove(keepTokens);
+      await this.tokens.store.remove(keepTokens);
       this.tokenCounts = this.tokenCounts.filter((_, i) => keep[i]);
       this.tokenOffsets = [0];
       for (const c of this.tokenCounts) this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + c);

@@ -171,11 +171,20 @@ inline Napi::Float32Array float32Array(Napi::Env env, const torch::Tensor& t) {
 }
 
 // A store's remove(keep) flags: a Uint8Array with one flag per row, as a bool tensor (a copy).
-inline torch::Tensor keepFlags(const Napi::Value& v, int64_t rows) {
+inline void checkKeepFlags(const Napi::Value& v, int64_t rows) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || int64_t(v.As<Napi::Uint8Array>().ElementLength()) != rows) {
     throw invalidArgument("keep must be a Uint8Array with one flag per row");
   }
+}
+inline torch::Tensor keepFlags(const Napi::Value& v, int64_t rows) {
+  checkKeepFlags(v, rows);
   return torch::from_blob(v.As<Napi::Uint8Array>().Data(), {rows}, torch::kUInt8).to(torch::kBool);
+}
+// The same flags as bytes, for work off the JS thread (a copy).
+inline std::vector<uint8_t> keepFlagsCopy(const Napi::Value& v, int64_t rows) {
+  checkKeepFlags(v, rows);
+  const uint8_t* flags = v.As<Napi::Uint8Array>().Data();
+  return std::vector<uint8_t>(flags, flags + rows);
 }
 
 // A search's filter: undefined (every row may be found) or a Uint8Array of `rows` flags, 1 where a row may be

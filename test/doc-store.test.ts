@@ -44,6 +44,42 @@ test('TextStore: keep() keeps the flagged texts in order', (t) => {
   t.is(store.keep(new Uint8Array(store.length)).length, 0);
 });
 
+test('TextStore: keep() shares the chunks while the kept bytes fill half of them, copies below; both stores stay whole after either takes more texts', (t) => {
+  const chunksOf = (store: TextStore) => (store as unknown as { chunks: Buffer[] }).chunks;
+  for (const largestChunk of [64, 64 * 1024 * 1024]) {
+    const want = texts(3000, 11);
+    const store = new TextStore({}, largestChunk);
+    for (const text of want) store.push(text);
+    // A few removed: the chunks are shared, the texts are the same.
+    const few = Uint8Array.from(want, (_, i) => (i % 97 === 5 ? 0 : 1));
+    const kept = store.keep(few);
+    t.is(chunksOf(kept)[0], chunksOf(store)[0], 'shared');
+    let model = want.filter((_, i) => few[i]);
+    // Texts added to either store after keep() go where the other does not look.
+    for (let k = 0; k < 300; k++) {
+      kept.push(`kept ${k} 🙂`);
+      store.push(`old ${k} é`);
+    }
+    model = [...model, ...Array.from({ length: 300 }, (_, k) => `kept ${k} 🙂`)];
+    t.deepEqual(Array.from({ length: kept.length }, (_, i) => kept.get(i)), model, `largest chunk ${largestChunk}: kept`);
+    t.deepEqual(Array.from({ length: store.length }, (_, i) => store.get(i)), [...want, ...Array.from({ length: 300 }, (_, k) => `old ${k} é`)]);
+    // Removals one after another on shared chunks, until the kept bytes fall below half and are copied.
+    let current = kept;
+    let copied = false;
+    for (let round = 0; round < 12 && current.length > 0; round++) {
+      const flags = Uint8Array.from(model, (_, i) => ((i + round) % 5 === 0 ? 0 : 1));
+      const next = current.keep(flags);
+      copied ||= chunksOf(next)[0] !== chunksOf(current)[0];
+      model = model.filter((_, i) => flags[i]);
+      next.push(`round ${round}`);
+      model.push(`round ${round}`);
+      current = next;
+      t.deepEqual(Array.from({ length: current.length }, (_, i) => current.get(i)), model, `largest chunk ${largestChunk}, round ${round}`);
+    }
+    t.true(copied, 'removing a fifth at a time, the kept bytes fell below half and were copied');
+  }
+});
+
 test('TextStore: positions out of range and wrong masks are errors', (t) => {
   const store = new TextStore();
   store.push('one');

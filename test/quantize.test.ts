@@ -95,7 +95,7 @@ test('int8 storage: codes from the first rows\' ranges, scores at the buckets\' 
   const wrong = newStore(dim, 'binary');
   await t.throwsAsync(wrong.load(file), { message: /vectors must be \[rows, 3\]/ });
   const keep = Uint8Array.from({ length: 350 }, (_, i) => (i % 2 === 0 ? 1 : 0));
-  t.is(again.remove(keep), 175);
+  t.is(await again.remove(keep), 175);
   t.true(maxAbsDiff(again.rows(0, 1), decoded.subarray(0, dim)) < 1e-6 && maxAbsDiff(again.rows(1, 1), decoded.subarray(2 * dim, 3 * dim)) < 1e-6);
 });
 
