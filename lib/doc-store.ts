@@ -70,14 +70,14 @@ export class TextStore {
   }
 
   /**
-   * A new store with the texts whose flag in `keep` (one per text) is 1, in order. While the kept texts fill at least
-   * half of the chunks' bytes, the new store shares this one's chunks (only the per-text arrays are new; the removed
-   * texts' bytes stay as slack, and texts added later go to new chunks): copying the bytes was what made removing a
-   * few documents from a million hold the event loop for 0.3-0.7 s (BENCHMARKS.md, "Removing documents"). Below
-   * half, the kept bytes are copied into new chunks, so slack never exceeds the live text; copying is then paid once
-   * per halving.
+   * Keeps only the texts whose flag in `keep` (one per text) is 1, in order, in place. While the kept texts fill at
+   * least half of the chunks' bytes, only the per-text arrays change (runs moved down with copyWithin) and the removed
+   * texts' bytes stay as slack: copying the bytes into new chunks was what made removing a few documents from a
+   * million hold the event loop for 0.3-0.7 s, most of it faulting in fresh pages (BENCHMARKS.md, "Removing
+   * documents"). Below half, the kept bytes are copied into new chunks, so slack never exceeds the live text and the
+   * copying is paid once per halving.
    */
-  keep(keep: Uint8Array): TextStore {
+  retain(keep: Uint8Array): void {
     if (keep.length !== this.count) throw new RangeError(`keep has ${keep.length} flags for ${this.count} texts`);
     let texts = 0;
     let bytes = 0;
@@ -85,17 +85,14 @@ export class TextStore {
     let footprint = 0;
     for (const chunk of this.chunks) footprint += chunk.length;
     if (2 * bytes >= footprint) {
-      const out = new TextStore({ texts }, this.largestChunk);
-      out.chunks = this.chunks.slice();
       forRuns(keep, (from, to, at) => {
-        out.chunkOf.set(this.chunkOf.subarray(from, to), at);
-        out.start.set(this.start.subarray(from, to), at);
-        out.bytes.set(this.bytes.subarray(from, to), at);
+        if (from === at) return;
+        this.chunkOf.copyWithin(at, from, to);
+        this.start.copyWithin(at, from, to);
+        this.bytes.copyWithin(at, from, to);
       });
-      out.count = texts;
-      // The shared chunks are full to the new store: what it adds goes to a chunk of its own.
-      out.used = out.chunks.length > 0 ? out.chunks[out.chunks.length - 1].length : 0;
-      return out;
+      this.count = texts;
+      return;
     }
     const out = new TextStore({ texts, bytes }, this.largestChunk);
     // A run of kept texts that lie one after the other in one chunk moves with one copy (one per text took most of
@@ -115,7 +112,12 @@ export class TextStore {
       this.chunks[this.chunkOf[i]].copy(chunk, at, this.start[i], end);
       i = j;
     }
-    return out;
+    this.chunks = out.chunks;
+    this.used = out.used;
+    this.chunkOf = out.chunkOf;
+    this.start = out.start;
+    this.bytes = out.bytes;
+    this.count = out.count;
   }
 
   /** Room for one more text of `size` bytes, recorded as text `length`: its chunk and where its bytes go. */
@@ -186,6 +188,8 @@ export class DocStore {
   private hashes: Uint32Array;
   /** Open addressing, linear probing: a document's position, or -1 where the slot is empty. At most half full. */
   private table: Int32Array;
+  /** Counts push() and retain() calls: work that yields between slices checks that the documents stayed the same. */
+  private changeCount = 0;
 
   /** `expected`: documents and text bytes to make room for at once (loading a saved index). */
   constructor(expected: { docs?: number; textBytes?: number } = {}) {
@@ -198,6 +202,11 @@ export class DocStore {
 
   get length(): number {
     return this.texts.length;
+  }
+
+  /** Changes so far (documents added or removed): equal before and after a stretch of work, nothing changed. */
+  get changes(): number {
+    return this.changeCount;
   }
 
   id(i: number): string {
@@ -250,6 +259,7 @@ export class DocStore {
   /** Appends a document; its id must be new (the caller checks). */
   push(doc: IndexDoc): void {
     const at = this.length;
+    this.changeCount++;
     if (at === this.hashes.length) {
       const wider = new Uint32Array(at * 2);
       wider.set(this.hashes);
@@ -268,18 +278,22 @@ export class DocStore {
     else this.insert(h, at);
   }
 
-  /** A new store with the documents whose flag in `keep` is 1, in order (their bytes copied, not decoded). */
-  keep(keep: Uint8Array): DocStore {
+  /** Keeps only the documents whose flag in `keep` is 1, in order, in place (TextStore.retain; the id table rebuilt). */
+  retain(keep: Uint8Array): void {
     if (keep.length !== this.length) throw new RangeError(`keep has ${keep.length} flags for ${this.length} documents`);
-    const out = new DocStore();
-    out.ids = this.ids.keep(keep);
-    out.texts = this.texts.keep(keep);
-    out.meta = this.meta.filter((_, i) => keep[i]);
-    while (out.meta.length > 0 && out.meta[out.meta.length - 1] === undefined) out.meta.pop();
-    out.hashes = new Uint32Array(Math.max(16, out.length));
-    forRuns(keep, (from, to, at) => out.hashes.set(this.hashes.subarray(from, to), at));
-    out.rehash(tableSize(out.length));
-    return out;
+    this.changeCount++;
+    this.ids.retain(keep);
+    this.texts.retain(keep);
+    if (this.meta.length > 0) {
+      this.meta = this.meta.filter((_, i) => keep[i]);
+      while (this.meta.length > 0 && this.meta[this.meta.length - 1] === undefined) this.meta.pop();
+    }
+    forRuns(keep, (from, to, at) => from !== at && this.hashes.copyWithin(at, from, to));
+    // The table in place where it is still the right size (a new one would be fresh pages to fault in).
+    const size = tableSize(this.length);
+    if (size === this.table.length) this.table.fill(-1);
+    else this.table = new Int32Array(size).fill(-1);
+    for (let i = 0; i < this.length; i++) this.insert(this.hashes[i], i);
   }
 
   private insert(h: number, at: number): void {

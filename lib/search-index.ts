@@ -623,7 +623,7 @@ export class Index {
       this.tokenOffsets = [0];
       for (const c of this.tokenCounts) this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + c);
     }
-    this.docs = this.docs.keep(keep);
+    this.docs.retain(keep);
     this.bm25?.remove(keep);
     this.filterMatches.clear();
   }
@@ -753,12 +753,13 @@ export class Index {
     const kept = key === undefined ? undefined : this.filterMatches.get(key);
     if (kept) return kept;
     const docs = this.docs;
+    const changes = docs.changes;
     const fields = filterFields(filter);
     const mask = new Uint8Array(docs.length);
     const SLICE = 16384;
     for (let start = 0; start < docs.length; start += SLICE) {
       if (start > 0) await new Promise((resolve) => setImmediate(resolve));
-      if (this.docs !== docs || docs.length !== mask.length) throw new ColtrastError('INVALID_ARGUMENT', 'documents were added or removed while a search was filtering them; search again');
+      if (this.docs !== docs || docs.changes !== changes) throw new ColtrastError('INVALID_ARGUMENT', 'documents were added or removed while a search was filtering them; search again');
       for (let i = start; i < Math.min(docs.length, start + SLICE); i++) {
         let match: unknown;
         try {

@@ -28,53 +28,48 @@ test('TextStore: every text comes back as it went in, across chunks', (t) => {
   }
 });
 
-test('TextStore: keep() keeps the flagged texts in order', (t) => {
+test('TextStore: retain() keeps the flagged texts in order, and the store takes more texts after', (t) => {
   const want = texts(2000, 7);
   const store = new TextStore({}, 64);
   for (const text of want) store.push(text);
   const keep = Uint8Array.from(want, (_, i) => (i % 3 === 1 || i > 1900 ? 0 : 1));
-  const kept = store.keep(keep);
+  store.retain(keep);
   const expected = want.filter((_, i) => keep[i]);
-  t.is(kept.length, expected.length);
-  t.deepEqual(Array.from({ length: kept.length }, (_, i) => kept.get(i)), expected);
-  // The original is unchanged, and the copy takes more texts.
-  t.is(store.get(1), want[1]);
-  kept.push('after 🙂');
-  t.is(kept.get(kept.length - 1), 'after 🙂');
-  t.is(store.keep(new Uint8Array(store.length)).length, 0);
+  t.is(store.length, expected.length);
+  t.deepEqual(Array.from({ length: store.length }, (_, i) => store.get(i)), expected);
+  store.push('after 🙂');
+  t.is(store.get(store.length - 1), 'after 🙂');
+  store.retain(new Uint8Array(store.length));
+  t.is(store.length, 0);
+  store.push('again');
+  t.is(store.get(0), 'again');
 });
 
-test('TextStore: keep() shares the chunks while the kept bytes fill half of them, copies below; both stores stay whole after either takes more texts', (t) => {
-  const chunksOf = (store: TextStore) => (store as unknown as { chunks: Buffer[] }).chunks;
+test('TextStore: retain() keeps the chunks while the kept bytes fill half of them and copies below; texts added between removals stay whole', (t) => {
+  const firstChunk = (store: TextStore) => (store as unknown as { chunks: Buffer[] }).chunks[0];
   for (const largestChunk of [64, 64 * 1024 * 1024]) {
-    const want = texts(3000, 11);
+    let model = texts(3000, 11);
     const store = new TextStore({}, largestChunk);
-    for (const text of want) store.push(text);
-    // A few removed: the chunks are shared, the texts are the same.
-    const few = Uint8Array.from(want, (_, i) => (i % 97 === 5 ? 0 : 1));
-    const kept = store.keep(few);
-    t.is(chunksOf(kept)[0], chunksOf(store)[0], 'shared');
-    let model = want.filter((_, i) => few[i]);
-    // Texts added to either store after keep() go where the other does not look.
-    for (let k = 0; k < 300; k++) {
-      kept.push(`kept ${k} 🙂`);
-      store.push(`old ${k} é`);
-    }
-    model = [...model, ...Array.from({ length: 300 }, (_, k) => `kept ${k} 🙂`)];
-    t.deepEqual(Array.from({ length: kept.length }, (_, i) => kept.get(i)), model, `largest chunk ${largestChunk}: kept`);
-    t.deepEqual(Array.from({ length: store.length }, (_, i) => store.get(i)), [...want, ...Array.from({ length: 300 }, (_, k) => `old ${k} é`)]);
-    // Removals one after another on shared chunks, until the kept bytes fall below half and are copied.
-    let current = kept;
+    for (const text of model) store.push(text);
+    let chunk = firstChunk(store);
+    // A few removed: the same chunks, the texts as before.
+    const few = Uint8Array.from(model, (_, i) => (i % 97 === 5 ? 0 : 1));
+    store.retain(few);
+    t.is(firstChunk(store), chunk, 'kept in place');
+    model = model.filter((_, i) => few[i]);
+    // Removals one after another, texts added between them, until the kept bytes fall below half and are copied.
     let copied = false;
-    for (let round = 0; round < 12 && current.length > 0; round++) {
+    for (let round = 0; round < 12 && store.length > 0; round++) {
+      for (let k = 0; k < 40; k++) {
+        store.push(`round ${round}, ${k} 🙂`);
+        model.push(`round ${round}, ${k} 🙂`);
+      }
       const flags = Uint8Array.from(model, (_, i) => ((i + round) % 5 === 0 ? 0 : 1));
-      const next = current.keep(flags);
-      copied ||= chunksOf(next)[0] !== chunksOf(current)[0];
+      store.retain(flags);
+      copied ||= firstChunk(store) !== chunk;
+      chunk = firstChunk(store);
       model = model.filter((_, i) => flags[i]);
-      next.push(`round ${round}`);
-      model.push(`round ${round}`);
-      current = next;
-      t.deepEqual(Array.from({ length: current.length }, (_, i) => current.get(i)), model, `largest chunk ${largestChunk}, round ${round}`);
+      t.deepEqual(Array.from({ length: store.length }, (_, i) => store.get(i)), model, `largest chunk ${largestChunk}, round ${round}`);
     }
     t.true(copied, 'removing a fifth at a time, the kept bytes fell below half and were copied');
   }
@@ -85,7 +80,7 @@ test('TextStore: positions out of range and wrong masks are errors', (t) => {
   store.push('one');
   t.throws(() => store.get(1), { instanceOf: RangeError, message: /no text 1 \(1 texts\)/ });
   t.throws(() => store.get(-1), { instanceOf: RangeError });
-  t.throws(() => store.keep(new Uint8Array(2)), { instanceOf: RangeError, message: /2 flags for 1 texts/ });
+  t.throws(() => store.retain(new Uint8Array(2)), { instanceOf: RangeError, message: /2 flags for 1 texts/ });
 });
 
 test('TextStore: a lone surrogate comes back as U+FFFD, as a UTF-8 file would hold it', (t) => {
@@ -121,7 +116,7 @@ function check(t: import('ava').ExecutionContext, store: DocStore, want: ReturnT
   }
 }
 
-test('DocStore: documents and their positions by id, as an array and a Map hold them, through growth and keep()', (t) => {
+test('DocStore: documents and their positions by id, as an array and a Map hold them, through growth and retain()', (t) => {
   const docs = documents(5000, 3);
   const absent = ['', 'doc-1', 'doc-50000', '文書0', 'nope', 'd3', '2.5'];
   const grown = new DocStore();
@@ -133,17 +128,23 @@ test('DocStore: documents and their positions by id, as an array and a Map hold 
   check(t, grown, model(docs), absent);
   check(t, sized, model(docs), absent);
   const keep = Uint8Array.from(docs, (_, i) => (i % 4 === 2 || (i > 1000 && i < 1200) ? 0 : 1));
-  const kept = grown.keep(keep);
+  const before = grown.changes;
+  grown.retain(keep);
+  t.true(grown.changes > before, 'a removal counts as a change');
   const remaining = docs.filter((_, i) => keep[i]);
-  check(t, kept, model(remaining), [...absent, ...docs.filter((_, i) => !keep[i]).map((d) => d.id)]);
-  // The kept store grows on, and the original is unchanged.
-  kept.push({ id: 'doc-2', text: 'back again', metadata: { again: true } });
-  check(t, kept, model([...remaining, { id: 'doc-2', text: 'back again', metadata: { again: true } }]), absent);
-  check(t, grown, model(docs), absent);
-  const none = grown.keep(new Uint8Array(docs.length));
-  check(t, none, model([]), docs.slice(0, 50).map((d) => d.id));
-  none.push(docs[7]);
-  check(t, none, model([docs[7]]), absent);
+  check(t, grown, model(remaining), [...absent, ...docs.filter((_, i) => !keep[i]).map((d) => d.id)]);
+  // The store grows on (an id removed before comes back), and removes again (the table shrinks with it).
+  grown.push({ id: 'doc-2', text: 'back again', metadata: { again: true } });
+  check(t, grown, model([...remaining, { id: 'doc-2', text: 'back again', metadata: { again: true } }]), absent);
+  sized.retain(new Uint8Array(docs.length));
+  check(t, sized, model([]), docs.slice(0, 50).map((d) => d.id));
+  sized.push(docs[7]);
+  check(t, sized, model([docs[7]]), absent);
+  const one = Uint8Array.from(docs, (_, i) => (i === 4321 ? 1 : 0));
+  const single = new DocStore();
+  for (const d of docs) single.push(d);
+  single.retain(one);
+  check(t, single, model([docs[4321]]), docs.slice(0, 50).map((d) => d.id));
 });
 
 test("DocStore: a filter's view of a document has its metadata, and its id and text where the filter reads them", (t) => {
@@ -155,5 +156,5 @@ test("DocStore: a filter's view of a document has its metadata, and its id and t
   t.deepEqual(store.view(0, { id: false, text: false }), { metadata: { n: 1 } });
   t.deepEqual(store.view(1, { id: false, text: true }), { text: 'second' });
   t.deepEqual(store.view(1, { id: true, text: false }), { id: 'b' });
-  t.throws(() => store.keep(new Uint8Array(3)), { instanceOf: RangeError, message: /3 flags for 2 documents/ });
+  t.throws(() => store.retain(new Uint8Array(3)), { instanceOf: RangeError, message: /3 flags for 2 documents/ });
 });
