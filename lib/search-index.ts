@@ -181,7 +181,8 @@ export interface NativeResidualStore {
   train(sample: Float32Array, centroids: number, seed: number): Promise<number>;
   centroids(): number;
   add(rows: Float32Array): Promise<number>;
-  remove(keep: Uint8Array): number;
+  /** Keeps the rows whose flag is 1, in place, off the JS thread; resolves to the rows left. */
+  remove(keep: Uint8Array): Promise<number>;
   size(): number;
   rows(start: number, count: number): Float32Array;
   /** queries: [Σ lengths, dim]; documents: each document's row count; indices -1 past a query's candidates. */

@@ -30,6 +30,7 @@
 #include "napi_args.h"
 #include "promise_worker.h"
 #include "safetensors.h"
+#include "search/compact_rows.h"
 
 namespace coltrast {
 
@@ -429,10 +430,9 @@ class FileWorker : public PromiseWorker {
   bool map_;
 };
 
-// Keeps the rows whose flag is nonzero, in order, off the JS thread. In place (each run of kept rows moved down
-// with one memmove): no second copy of the store, and no fresh pages to fault in, which made removing 1,000 of a
-// million rows hold the event loop for about 0.1 s at 32 dimensions (BENCHMARKS.md, "Removing documents"). A
-// mapped store is copied into memory instead (the mapping is read only).
+// Keeps the rows whose flag is nonzero, in order, off the JS thread, in place (compactRows; copying them twice on the
+// JS thread held the event loop for 0.1 s at a million rows of 32 dimensions). A mapped store is copied into memory
+// instead (the mapping is read only).
 class RemoveWorker : public PromiseWorker {
  public:
   RemoveWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<uint8_t> keep)
@@ -450,21 +450,7 @@ class RemoveWorker : public PromiseWorker {
       s.mapped = false;
       return;
     }
-    const int64_t rowBytes = s.width() * int64_t(s.data.element_size());
-    auto* base = static_cast<uint8_t*>(s.data.data_ptr());
-    int64_t to = 0;
-    for (int64_t i = 0; i < s.rows;) {
-      if (!keep_[i]) {
-        ++i;
-        continue;
-      }
-      int64_t end = i + 1;
-      while (end < s.rows && keep_[end]) ++end;
-      if (to != i) std::memmove(base + to * rowBytes, base + i * rowBytes, size_t((end - i) * rowBytes));
-      to += end - i;
-      i = end;
-    }
-    s.rows = to;
+    s.rows = compactRows(static_cast<uint8_t*>(s.data.data_ptr()), s.width() * int64_t(s.data.element_size()), keep_, s.rows);
   }
   Napi::Value result(Napi::Env env) override { return Napi::Number::New(env, double(store_->rows)); }
 

@@ -37,6 +37,7 @@
 #include "napi_args.h"
 #include "promise_worker.h"
 #include "safetensors.h"
+#include "search/compact_rows.h"
 
 namespace coltrast {
 
@@ -268,6 +269,29 @@ class AddWorker : public PromiseWorker {
  private:
   std::shared_ptr<Store> store_;
   std::vector<float> rows_;
+};
+
+// Keeps the rows whose flag is nonzero, in order, in place (compactRows on the codes and on the residuals).
+class RemoveWorker : public PromiseWorker {
+ public:
+  RemoveWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<uint8_t> keep)
+      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), keep_(std::move(keep)) {}
+
+ protected:
+  void compute() override {
+    std::lock_guard<std::mutex> lock(store_->mutex);
+    Store& s = *store_;
+    if (int64_t(keep_.size()) != s.rows) throw invalidArgument("the store changed before remove() ran; remove again");
+    if (s.rows == 0) return;
+    compactRows(static_cast<uint8_t*>(s.codes.data_ptr()), int64_t(sizeof(int32_t)), keep_, s.rows);
+    s.rows = compactRows(s.residuals.data_ptr<uint8_t>(), s.width(), keep_, s.rows);
+    s.stale = true;
+  }
+  Napi::Value result(Napi::Env env) override { return Napi::Number::New(env, double(store_->rows)); }
+
+ private:
+  std::shared_ptr<Store> store_;
+  std::vector<uint8_t> keep_;
 };
 
 struct Scored {
@@ -565,18 +589,12 @@ Napi::Value ResidualStoreWrap::add(const Napi::CallbackInfo& info) {
   }
 }
 
-// remove(keep: Uint8Array of size()): keeps the rows whose flag is nonzero, in order.
+// remove(keep: Uint8Array of size()) -> Promise<rows>: keeps the rows whose flag is nonzero, in order, in place on a
+// worker thread (residual::RemoveWorker); the JS thread only copies the flags.
 Napi::Value ResidualStoreWrap::remove(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    auto& s = *impl_->store;
-    std::lock_guard<std::mutex> lock(s.mutex);
-    const torch::Tensor flags = keepFlags(info[0], s.rows);
-    s.codes = s.codes.narrow(0, 0, s.rows).index({flags}).clone();
-    s.residuals = s.residuals.narrow(0, 0, s.rows).index({flags}).clone();
-    s.rows = s.codes.size(0);
-    s.stale = true;
-    return Napi::Number::New(env, double(s.rows));
+    return (new residual::RemoveWorker(env, impl_->store, keepFlagsCopy(info[0], impl_->store->rows)))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }
