@@ -133,16 +133,18 @@ export class Bm25Index {
 
   /**
    * Removes the documents whose flag in `keep` (one per document, in the order added) is 0; the others keep their
-   * order. One pass over the postings, instead of tokenizing every document again.
+   * order. One pass over the postings, instead of tokenizing every document again, letting the event loop run every
+   * few milliseconds (at a million documents the pass takes a fraction of a second; BENCHMARKS.md, "Removing
+   * documents"). No search may run until it resolves (Index holds its write lock).
    */
-  remove(keep: Uint8Array): void {
+  async remove(keep: Uint8Array): Promise<void> {
     const n = this.ids.length;
     if (keep.length !== n) throw new RangeError(`keep has ${keep.length} flags for ${n} documents`);
     const renumbered = new Int32Array(n);
     let kept = 0;
     for (let i = 0; i < n; i++) renumbered[i] = keep[i] ? kept++ : -1;
     if (kept === n) return;
-    for (const [term, list] of this.postings) {
+    await inTurns(this.postings, ([term, list]) => {
       let w = 0;
       const { data } = list;
       for (let r = 0; r < list.length; r++) {
@@ -153,7 +155,7 @@ export class Bm25Index {
       }
       list.truncate(w);
       if (w === 0) this.postings.delete(term);
-    }
+    });
     let w = 0;
     this.totalLength = 0;
     for (let i = 0; i < n; i++) {

@@ -625,7 +625,7 @@ export class Index {
       for (const c of this.tokenCounts) this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + c);
     }
     this.docs.retain(keep);
-    this.bm25?.remove(keep);
+    await this.bm25?.remove(keep);
     this.filterMatches.clear();
   }
 
