@@ -42,9 +42,11 @@
 # (2026-12-04 and 05), and a warm one keeps build/ between calls. On 2026-12-05 (H100), `COMPARE_ARGS="--quick
 # --budget-seconds 150" … run first compare` took 364 s in one call, `run profile` 62 s, `GENERATOR_ARGS=--quick …
 # run generator` with `run prebuild` 192 s; everything passed but two loader tests of the prebuild group (fixed since,
-# not rerun). Next: first (with its new float32 contrastive stage), then compare without --quick (the full issue #9
-# table, the Python side's bfloat16 rows with cuDNN's attention off too, the cached largest batch), prebuild,
-# generator without --quick, then bench and the rest of addon and kernels:
+# not rerun). Next: first (with its new float32 contrastive stage), then compare without --quick in two calls, each
+# within one call's 10 minutes: COMPARE_ARGS="--what embed,train --budget-seconds 480" (the full issue #9 table, the
+# Python side's bfloat16 rows with cuDNN's attention off too) and COMPARE_ARGS="--what largest --budget-seconds 480"
+# (the largest batch with and without gradient caching: the 8x target), then prebuild, generator without --quick,
+# then bench and the rest of addon and kernels:
 #   run(command="bash scripts/device/cuda-check.sh run first", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run compare", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run profile", carry=[".device", "dist"], timeout_s=600)
