@@ -71,7 +71,7 @@ export class TextStore {
 
   /**
    * Keeps only the texts whose flag in `keep` (one per text) is 1, in order, in place. While the kept texts fill at
-   * least half of the chunks' bytes, only the per-text arrays change (runs moved down with copyWithin) and the removed
+   * least half of the bytes written to the chunks, only the per-text arrays change (runs moved down with copyWithin) and the removed
    * texts' bytes stay as slack: copying the bytes into new chunks was what made removing a few documents from a
    * million hold the event loop for 0.3-0.7 s, most of it faulting in fresh pages (BENCHMARKS.md, "Removing
    * documents"). Below half, the kept bytes are copied into new chunks, so slack never exceeds the live text and the
@@ -82,8 +82,9 @@ export class TextStore {
     let texts = 0;
     let bytes = 0;
     for (let i = 0; i < this.count; i++) if (keep[i]) (texts++, (bytes += this.bytes[i]));
-    let footprint = 0;
-    for (const chunk of this.chunks) footprint += chunk.length;
+    // The bytes written so far: every chunk but the last whole, the last up to `used` (its rest is room to grow).
+    let footprint = this.used;
+    for (let c = 0; c + 1 < this.chunks.length; c++) footprint += this.chunks[c].length;
     if (2 * bytes >= footprint) {
       forRuns(keep, (from, to, at) => {
         if (from === at) return;

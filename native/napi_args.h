@@ -170,19 +170,11 @@ inline Napi::Float32Array float32Array(Napi::Env env, const torch::Tensor& t) {
   return array;
 }
 
-// A store's remove(keep) flags: a Uint8Array with one flag per row, as a bool tensor (a copy).
-inline void checkKeepFlags(const Napi::Value& v, int64_t rows) {
+// A store's remove(keep) flags: a Uint8Array with one flag per row, copied for the worker that removes them.
+inline std::vector<uint8_t> keepFlagsCopy(const Napi::Value& v, int64_t rows) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || int64_t(v.As<Napi::Uint8Array>().ElementLength()) != rows) {
     throw invalidArgument("keep must be a Uint8Array with one flag per row");
   }
-}
-inline torch::Tensor keepFlags(const Napi::Value& v, int64_t rows) {
-  checkKeepFlags(v, rows);
-  return torch::from_blob(v.As<Napi::Uint8Array>().Data(), {rows}, torch::kUInt8).to(torch::kBool);
-}
-// The same flags as bytes, for work off the JS thread (a copy).
-inline std::vector<uint8_t> keepFlagsCopy(const Napi::Value& v, int64_t rows) {
-  checkKeepFlags(v, rows);
   const uint8_t* flags = v.As<Napi::Uint8Array>().Data();
   return std::vector<uint8_t>(flags, flags + rows);
 }
