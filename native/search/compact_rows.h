@@ -3,7 +3,13 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <vector>
+
+#include "error.h"
+#include "promise_worker.h"
 
 namespace coltrast {
 
@@ -25,5 +31,29 @@ inline int64_t compactRows(uint8_t* base, int64_t rowBytes, const std::vector<ui
   }
   return to;
 }
+
+// A store's remove(keep) off the JS thread: under the store's lock, flags for another row count are refused (the store
+// changed after the call), then `compact` keeps the flagged rows in place and sets the store's rows. Resolves to the
+// rows left.
+template <class Store>
+class RemoveRowsWorker : public PromiseWorker {
+ public:
+  using Compact = std::function<void(Store&, const std::vector<uint8_t>&)>;
+  RemoveRowsWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<uint8_t> keep, Compact compact)
+      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), keep_(std::move(keep)), compact_(std::move(compact)) {}
+
+ protected:
+  void compute() override {
+    std::lock_guard<std::mutex> lock(store_->mutex);
+    if (int64_t(keep_.size()) != store_->rows) throw invalidArgument("the store changed before remove() ran; remove again");
+    compact_(*store_, keep_);
+  }
+  Napi::Value result(Napi::Env env) override { return Napi::Number::New(env, double(store_->rows)); }
+
+ private:
+  std::shared_ptr<Store> store_;
+  std::vector<uint8_t> keep_;
+  Compact compact_;
+};
 
 }  // namespace coltrast

@@ -430,34 +430,18 @@ class FileWorker : public PromiseWorker {
   bool map_;
 };
 
-// Keeps the rows whose flag is nonzero, in order, off the JS thread, in place (compactRows; copying them twice on the
-// JS thread held the event loop for 0.1 s at a million rows of 32 dimensions). A mapped store is copied into memory
-// instead (the mapping is read only).
-class RemoveWorker : public PromiseWorker {
- public:
-  RemoveWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<uint8_t> keep)
-      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), keep_(std::move(keep)) {}
-
- protected:
-  void compute() override {
-    auto& s = *store_;
-    std::lock_guard<std::mutex> lock(s.mutex);
-    if (int64_t(keep_.size()) != s.rows) throw invalidArgument("the store changed before remove() ran; remove again");
-    if (s.mapped) {
-      const torch::Tensor flags = torch::from_blob(keep_.data(), {s.rows}, torch::kUInt8).to(torch::kBool);
-      s.data = s.data.narrow(0, 0, s.rows).index({flags}).clone();
-      s.rows = s.data.size(0);
-      s.mapped = false;
-      return;
-    }
-    s.rows = compactRows(static_cast<uint8_t*>(s.data.data_ptr()), s.width() * int64_t(s.data.element_size()), keep_, s.rows);
+// remove()'s work, in place (compactRows; copying the kept rows twice on the JS thread held the event loop for 0.1 s
+// at a million rows of 32 dimensions). A mapped store is copied into memory instead (the mapping is read only).
+void keepRows(Store& s, const std::vector<uint8_t>& keep) {
+  if (s.mapped) {
+    const torch::Tensor flags = torch::from_blob(const_cast<uint8_t*>(keep.data()), {s.rows}, torch::kUInt8).to(torch::kBool);
+    s.data = s.data.narrow(0, 0, s.rows).index({flags}).clone();
+    s.rows = s.data.size(0);
+    s.mapped = false;
+    return;
   }
-  Napi::Value result(Napi::Env env) override { return Napi::Number::New(env, double(store_->rows)); }
-
- private:
-  std::shared_ptr<Store> store_;
-  std::vector<uint8_t> keep_;
-};
+  s.rows = compactRows(static_cast<uint8_t*>(s.data.data_ptr()), s.width() * int64_t(s.data.element_size()), keep, s.rows);
+}
 
 }  // namespace
 
@@ -515,12 +499,12 @@ Napi::Value DenseStoreWrap::add(const Napi::CallbackInfo& info) {
   }
 }
 
-// remove(keep: Uint8Array of size()) -> Promise<rows>: keeps the rows whose flag is nonzero, in order (RemoveWorker).
-// The JS thread only copies the flags.
+// remove(keep: Uint8Array of size()) -> Promise<rows>: keeps the rows whose flag is nonzero, in order, on a worker
+// thread (keepRows); the JS thread only copies the flags.
 Napi::Value DenseStoreWrap::remove(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    return (new RemoveWorker(env, impl_->store, keepFlagsCopy(info[0], impl_->store->rows)))->start();
+    return (new RemoveRowsWorker<Store>(env, impl_->store, keepFlagsCopy(info[0], impl_->store->rows), keepRows))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }

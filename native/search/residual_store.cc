@@ -271,28 +271,13 @@ class AddWorker : public PromiseWorker {
   std::vector<float> rows_;
 };
 
-// Keeps the rows whose flag is nonzero, in order, in place (compactRows on the codes and on the residuals).
-class RemoveWorker : public PromiseWorker {
- public:
-  RemoveWorker(Napi::Env env, std::shared_ptr<Store> store, std::vector<uint8_t> keep)
-      : PromiseWorker(env, torch::Device(torch::kCPU)), store_(std::move(store)), keep_(std::move(keep)) {}
-
- protected:
-  void compute() override {
-    std::lock_guard<std::mutex> lock(store_->mutex);
-    Store& s = *store_;
-    if (int64_t(keep_.size()) != s.rows) throw invalidArgument("the store changed before remove() ran; remove again");
-    if (s.rows == 0) return;
-    compactRows(static_cast<uint8_t*>(s.codes.data_ptr()), int64_t(sizeof(int32_t)), keep_, s.rows);
-    s.rows = compactRows(s.residuals.data_ptr<uint8_t>(), s.width(), keep_, s.rows);
-    s.stale = true;
-  }
-  Napi::Value result(Napi::Env env) override { return Napi::Number::New(env, double(store_->rows)); }
-
- private:
-  std::shared_ptr<Store> store_;
-  std::vector<uint8_t> keep_;
-};
+// remove()'s work: the codes and the residuals kept in place (compactRows).
+void keepRows(Store& s, const std::vector<uint8_t>& keep) {
+  if (s.rows == 0) return;
+  compactRows(static_cast<uint8_t*>(s.codes.data_ptr()), int64_t(sizeof(int32_t)), keep, s.rows);
+  s.rows = compactRows(s.residuals.data_ptr<uint8_t>(), s.width(), keep, s.rows);
+  s.stale = true;
+}
 
 struct Scored {
   float score;
@@ -590,11 +575,11 @@ Napi::Value ResidualStoreWrap::add(const Napi::CallbackInfo& info) {
 }
 
 // remove(keep: Uint8Array of size()) -> Promise<rows>: keeps the rows whose flag is nonzero, in order, in place on a
-// worker thread (residual::RemoveWorker); the JS thread only copies the flags.
+// worker thread (residual::keepRows); the JS thread only copies the flags.
 Napi::Value ResidualStoreWrap::remove(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    return (new residual::RemoveWorker(env, impl_->store, keepFlagsCopy(info[0], impl_->store->rows)))->start();
+    return (new RemoveRowsWorker<ResidualVectors>(env, impl_->store, keepFlagsCopy(info[0], impl_->store->rows), residual::keepRows))->start();
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
   }
