@@ -10,6 +10,7 @@
  * into its internal marker for a consonant y ('python3' became 'pythoni', 'mp3s' 'mpys').
  */
 import { stem as porter2 } from 'porter2';
+import { TextStore } from './doc-store';
 import { topK } from './top-k';
 import { inTurns } from './turns';
 
@@ -81,8 +82,9 @@ class Postings {
  */
 export class Bm25Index {
   private readonly postings = new Map<string, Postings>();
-  private readonly lengths: number[] = [];
-  private readonly ids: string[] = [];
+  /** Each document's token count, and its id (UTF-8, outside Node's heap: a million ids took ~40 MiB of it). */
+  private lengths = new Uint32Array(16);
+  private readonly ids = new TextStore();
   private totalLength = 0;
   private readonly k1: number;
   private readonly b: number;
@@ -110,8 +112,13 @@ export class Bm25Index {
       if (list) list.push(doc, tf);
       else this.postings.set(term, new Postings(doc, tf));
     }
+    if (doc === this.lengths.length) {
+      const wider = new Uint32Array(2 * doc);
+      wider.set(this.lengths);
+      this.lengths = wider;
+    }
     this.ids.push(id);
-    this.lengths.push(tokens.length);
+    this.lengths[doc] = tokens.length;
     this.totalLength += tokens.length;
   }
 
@@ -160,13 +167,10 @@ export class Bm25Index {
     this.totalLength = 0;
     for (let i = 0; i < n; i++) {
       if (!keep[i]) continue;
-      this.ids[w] = this.ids[i];
-      this.lengths[w] = this.lengths[i];
+      this.lengths[w++] = this.lengths[i];
       this.totalLength += this.lengths[i];
-      w++;
     }
-    this.ids.length = w;
-    this.lengths.length = w;
+    this.ids.retain(keep);
   }
 
   /**
@@ -195,8 +199,9 @@ export class Bm25Index {
         scores[doc] += (idf * tf * (this.k1 + 1)) / norm;
       }
     }
-    const better = (a: number, b: number) => scores[a] > scores[b] || (scores[a] === scores[b] && this.ids[a] < this.ids[b]);
-    const hits = topK(touched.length, k, (i, j) => better(touched[i], touched[j])).map((i) => ({ id: this.ids[touched[i]], score: scores[touched[i]] }));
+    // Ids are decoded only to break ties, and for the hits.
+    const better = (a: number, b: number) => scores[a] > scores[b] || (scores[a] === scores[b] && this.ids.get(a) < this.ids.get(b));
+    const hits = topK(touched.length, k, (i, j) => better(touched[i], touched[j])).map((i) => ({ id: this.ids.get(touched[i]), score: scores[touched[i]] }));
     for (const doc of touched) scores[doc] = 0;
     return hits;
   }
