@@ -10,7 +10,8 @@
  * into its internal marker for a consonant y ('python3' became 'pythoni', 'mp3s' 'mpys').
  */
 import { stem as porter2 } from 'porter2';
-import { TextStore } from './doc-store';
+import { TextStore, hasLoneSurrogate } from './doc-store';
+import { invalid } from './validate';
 import { topK } from './top-k';
 import { inTurns } from './turns';
 
@@ -102,7 +103,9 @@ export class Bm25Index {
     return this.ids.length;
   }
 
+  /** Indexes one document; its id must be well-formed Unicode (ids are kept as UTF-8). */
   add(id: string, text: string): void {
+    if (typeof id !== 'string' || hasLoneSurrogate(id)) throw invalid('id', 'a string of well-formed Unicode (ids are kept as UTF-8, which has no lone surrogate)', id);
     const doc = this.ids.length;
     const counts = new Map<string, number>();
     const tokens = bm25Tokens(text, this.stem);

@@ -157,6 +157,12 @@ export class TextStore {
   }
 }
 
+/** Whether `s` holds a lone surrogate, which UTF-8 cannot keep (a TextStore gives it back as U+FFFD): ids must not. */
+export function hasLoneSurrogate(s: string): boolean {
+  return LONE_SURROGATE.test(s);
+}
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 /** Calls `copy(from, to, at)` for each run [from, to) of flags that are 1, `at` being how many came before it. */
 function forRuns(keep: Uint8Array, copy: (from: number, to: number, at: number) => void): void {
   let at = 0;

@@ -37,7 +37,7 @@ import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { ReadWriteLock } from './rw-lock';
-import { DocStore } from './doc-store';
+import { DocStore, hasLoneSurrogate } from './doc-store';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
 export interface IndexDoc {
@@ -321,7 +321,6 @@ function checkEncoder(encoder: unknown, call: string): void {
   if (!(encoder instanceof Encoder)) throw invalid('encoder', `an Encoder (from Encoder.load): ${call}`, encoder);
 }
 
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 function checkDocs(docs: IndexDoc[], existing: { has(id: string): boolean }): void {
   if (!Array.isArray(docs)) throw invalid('docs', 'an array of { id, text, metadata? }', docs);
@@ -330,7 +329,7 @@ function checkDocs(docs: IndexDoc[], existing: { has(id: string): boolean }): vo
     if (!d || typeof d !== 'object') throw invalid(`docs[${i}]`, 'an object { id, text, metadata? }', d);
     if (typeof d.id !== 'string' || d.id.length === 0) throw invalid(`docs[${i}].id`, 'a non-empty string', d.id);
     // Ids are kept as UTF-8, which has no lone surrogate: such an id would come back as another string.
-    if (LONE_SURROGATE.test(d.id)) throw invalid(`docs[${i}].id`, 'well-formed Unicode (it holds a lone surrogate, which UTF-8 cannot keep)', d.id);
+    if (hasLoneSurrogate(d.id)) throw invalid(`docs[${i}].id`, 'well-formed Unicode (it holds a lone surrogate, which UTF-8 cannot keep)', d.id);
     if (typeof d.text !== 'string') throw invalid(`docs[${i}].text`, 'a string', d.text);
     if (d.metadata !== undefined && (d.metadata === null || typeof d.metadata !== 'object' || Array.isArray(d.metadata))) {
       throw invalid(`docs[${i}].metadata`, 'an object (or absent)', d.metadata);
@@ -999,7 +998,7 @@ export class Index {
         index.tokenOffsets.push(index.tokenOffsets[index.tokenOffsets.length - 1] + doc.tokens!);
       }
       if (index.docs.has(doc.id)) throw bad(`docs.jsonl:${i + 1} repeats the id "${doc.id}"`);
-      if (LONE_SURROGATE.test(doc.id)) throw bad(`docs.jsonl:${i + 1}: the id holds a lone surrogate, which this version keeps as UTF-8 and could not find again; rebuild the index with well-formed ids`);
+      if (hasLoneSurrogate(doc.id)) throw bad(`docs.jsonl:${i + 1}: the id holds a lone surrogate, which this version keeps as UTF-8 and could not find again; rebuild the index with well-formed ids`);
       index.docs.push(doc);
     }
     if (index.docs.length !== manifest.documents) throw bad(`docs.jsonl has ${index.docs.length} documents, index.json says ${manifest.documents}`);

@@ -192,3 +192,17 @@ test('addAll and searchAll give what add and search give, and let timers fire wh
   t.true(ticks - ticksAdding >= 3, `the timer fired ${ticks - ticksAdding} times during searchAll`);
 });
 
+
+test('Bm25Index: ids come back as given (kept as UTF-8 outside the heap), ties broken by id; a lone surrogate is refused', (t) => {
+  const index = new Bm25Index();
+  const ids = ['ζ-7', 'a 🙂', 'b', '文書', ''];
+  for (const id of ids) index.add(id, 'same words here');
+  index.add('other', 'different text');
+  // Equal scores for the five: ordered by id, as JavaScript compares strings.
+  t.deepEqual(index.search('words', 10).map((h) => h.id), [...ids].sort());
+  const error = t.throws(() => index.add('bad\ud800', 'text'));
+  t.is((error as { code?: string }).code, 'INVALID_ARGUMENT');
+  t.regex(error!.message, /id must be a string of well-formed Unicode/);
+  t.throws(() => index.add(7 as unknown as string, 'text'), { message: /id must be a string/ });
+  t.is(index.size, 6);
+});
