@@ -321,7 +321,6 @@ function checkEncoder(encoder: unknown, call: string): void {
   if (!(encoder instanceof Encoder)) throw invalid('encoder', `an Encoder (from Encoder.load): ${call}`, encoder);
 }
 
-
 function checkDocs(docs: IndexDoc[], existing: { has(id: string): boolean }): void {
   if (!Array.isArray(docs)) throw invalid('docs', 'an array of { id, text, metadata? }', docs);
   const seen = new Set<string>();
