@@ -10,7 +10,7 @@
  * into its internal marker for a consonant y ('python3' became 'pythoni', 'mp3s' 'mpys').
  */
 import { stem as porter2 } from 'porter2';
-import { TextStore, hasLoneSurrogate } from './doc-store';
+import { TextStore, doubled, hasLoneSurrogate } from './doc-store';
 import { invalid } from './validate';
 import { topK } from './top-k';
 import { inTurns } from './turns';
@@ -84,7 +84,7 @@ class Postings {
 export class Bm25Index {
   private readonly postings = new Map<string, Postings>();
   /** Each document's token count, and its id (UTF-8, outside Node's heap: a million ids took ~40 MiB of it). */
-  private lengths = new Uint32Array(16);
+  private lengths: Uint32Array = new Uint32Array(16);
   private readonly ids = new TextStore();
   private totalLength = 0;
   private readonly k1: number;
@@ -115,11 +115,7 @@ export class Bm25Index {
       if (list) list.push(doc, tf);
       else this.postings.set(term, new Postings(doc, tf));
     }
-    if (doc === this.lengths.length) {
-      const wider = new Uint32Array(2 * doc);
-      wider.set(this.lengths);
-      this.lengths = wider;
-    }
+    if (doc === this.lengths.length) this.lengths = doubled(this.lengths);
     this.ids.push(id);
     this.lengths[doc] = tokens.length;
     this.totalLength += tokens.length;

@@ -146,15 +146,17 @@ export class TextStore {
   }
 
   private grow(): void {
-    const wider = (a: Uint32Array) => {
-      const b = new Uint32Array(a.length * 2);
-      b.set(a);
-      return b;
-    };
-    this.chunkOf = wider(this.chunkOf);
-    this.start = wider(this.start);
-    this.bytes = wider(this.bytes);
+    this.chunkOf = doubled(this.chunkOf);
+    this.start = doubled(this.start);
+    this.bytes = doubled(this.bytes);
   }
+}
+
+/** A copy of `a` with twice the room (an array of per-item numbers that grows by doubling). */
+export function doubled(a: Uint32Array): Uint32Array {
+  const b = new Uint32Array(2 * a.length);
+  b.set(a);
+  return b;
 }
 
 /** Whether `s` holds a lone surrogate, which UTF-8 cannot keep (a TextStore gives it back as U+FFFD): ids must not. */
@@ -267,11 +269,7 @@ export class DocStore {
   push(doc: IndexDoc): void {
     const at = this.length;
     this.changeCount++;
-    if (at === this.hashes.length) {
-      const wider = new Uint32Array(at * 2);
-      wider.set(this.hashes);
-      this.hashes = wider;
-    }
+    if (at === this.hashes.length) this.hashes = doubled(this.hashes);
     const h = hashOf(doc.id);
     this.hashes[at] = h;
     this.ids.push(doc.id);
@@ -296,11 +294,7 @@ export class DocStore {
       while (this.meta.length > 0 && this.meta[this.meta.length - 1] === undefined) this.meta.pop();
     }
     forRuns(keep, (from, to, at) => from !== at && this.hashes.copyWithin(at, from, to));
-    // The table in place where it is still the right size (a new one would be fresh pages to fault in).
-    const size = tableSize(this.length);
-    if (size === this.table.length) this.table.fill(-1);
-    else this.table = new Int32Array(size).fill(-1);
-    for (let i = 0; i < this.length; i++) this.insert(this.hashes[i], i);
+    this.rehash(tableSize(this.length));
   }
 
   private insert(h: number, at: number): void {
@@ -310,8 +304,10 @@ export class DocStore {
     this.table[slot] = at;
   }
 
+  /** Every document into a table of `size` slots: the table itself where it has that size (a new one would be fresh pages to fault in). */
   private rehash(size: number): void {
-    this.table = new Int32Array(size).fill(-1);
+    if (size === this.table.length) this.table.fill(-1);
+    else this.table = new Int32Array(size).fill(-1);
     for (let i = 0; i < this.length; i++) this.insert(this.hashes[i], i);
   }
 }

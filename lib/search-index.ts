@@ -758,7 +758,7 @@ export class Index {
     const SLICE = 16384;
     for (let start = 0; start < docs.length; start += SLICE) {
       if (start > 0) await new Promise((resolve) => setImmediate(resolve));
-      if (this.docs !== docs || docs.changes !== changes) throw new ColtrastError('INVALID_ARGUMENT', 'documents were added or removed while a search was filtering them; search again');
+      if (docs.changes !== changes) throw new ColtrastError('INVALID_ARGUMENT', 'documents were added or removed while a search was filtering them; search again');
       for (let i = start; i < Math.min(docs.length, start + SLICE); i++) {
         let match: unknown;
         try {
