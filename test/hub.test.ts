@@ -47,6 +47,11 @@ interface HubBehaviour {
   ignoreRange?: boolean;
   /** Send this many bytes of model.safetensors, then drop the connection. */
   cutWeightsAfter?: number;
+  /**
+   * Drop it only once this holds (polled every 5 ms, for at most 5 s): a socket closed before the client has
+   * taken the bytes sent errors its body stream, and the stream then drops the chunks it still queues.
+   */
+  cutWhen?: () => boolean;
 }
 
 /** A fake hub: repos by id; `options` (which a test may change between calls) sets its failure modes. */
@@ -79,7 +84,10 @@ async function fakeHub(repos: Record<string, Map<string, FakeFile>>, options: Hu
     }
     if (options.cutWeightsAfter !== undefined && url.pathname.endsWith('/model.safetensors')) {
       res.writeHead(200, { 'content-length': file.data.length });
-      res.write(file.data.subarray(0, options.cutWeightsAfter), () => setTimeout(() => res.destroy(), 20));
+      const cutWhen = options.cutWhen ?? (() => true);
+      const deadline = Date.now() + 5000;
+      const cut = () => (cutWhen() || Date.now() > deadline ? res.destroy() : setTimeout(cut, 5));
+      res.write(file.data.subarray(0, options.cutWeightsAfter), () => setTimeout(cut, 5));
       return;
     }
     const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
@@ -317,17 +325,19 @@ function partialWeights(cacheDir: string, weights: Buffer): string {
 test('a connection lost mid-file is a NETWORK error that keeps the bytes; the next call resumes', async (t) => {
   const files = fixtureFiles();
   const weights = files.get('model.safetensors')!.data;
-  const behaviour: HubBehaviour = { cutWeightsAfter: 1500 };
-  const hub = await fakeHub({ 'org/tiny-bert': files }, behaviour);
   const cacheDir = tempDir();
+  const partial = partialWeights(cacheDir, weights);
+  // The cut waits until the client has written what was sent (a busy test process may not have read it yet).
+  const behaviour: HubBehaviour = { cutWeightsAfter: 1500, cutWhen: () => fs.existsSync(partial) && fs.statSync(partial).size >= 1500 };
+  const hub = await fakeHub({ 'org/tiny-bert': files }, behaviour);
   const broken = await codeOf(resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint }));
   t.is(broken.code, 'NETWORK');
   t.regex(broken.message, /run again to resume/);
-  const partial = partialWeights(cacheDir, weights);
   t.true(fs.readFileSync(partial).equals(weights.subarray(0, 1500)));
   t.false(fs.existsSync(path.join(repoCacheDir(cacheDir, 'org/tiny-bert'), 'refs', 'main')), 'no ref for an incomplete download');
 
   delete behaviour.cutWeightsAfter;
+  delete behaviour.cutWhen;
   hub.requests.length = 0;
   const dir = await resolveModelDir('org/tiny-bert', { cacheDir, endpoint: hub.endpoint });
   t.is(hub.requests.find((r) => r.url.endsWith('/model.safetensors'))?.range, 'bytes=1500-');
