@@ -42,11 +42,17 @@
 # (2026-12-04 and 05), and a warm one keeps build/ between calls. On 2026-12-05 (H100), `COMPARE_ARGS="--quick
 # --budget-seconds 150" … run first compare` took 364 s in one call, `run profile` 62 s, `GENERATOR_ARGS=--quick …
 # run generator` with `run prebuild` 192 s; everything passed but two loader tests of the prebuild group (fixed since,
-# not rerun). Next: first (with its new float32 contrastive stage), then compare without --quick in two calls, each
-# within one call's 10 minutes: COMPARE_ARGS="--what embed,train --budget-seconds 480" (the full issue #9 table, the
-# Python side's bfloat16 rows with cuDNN's attention off too) and COMPARE_ARGS="--what largest --budget-seconds 480"
-# (the largest batch with and without gradient caching: the 8x target), then prebuild, generator without --quick,
-# then bench and the rest of addon and kernels:
+# not rerun). Next, with 15 minutes of device time in all (each machine start about 30 s of it): the full issue #9
+# comparison first, in two calls back to back (the second finds build/ only while the machine is warm):
+#   run(command='COMPARE_ARGS="--what embed,train --budget-seconds 450" bash scripts/device/cuda-check.sh run compare',
+#       carry=[".device", "dist"], timeout_s=600)
+#   run(command='COMPARE_ARGS="--what largest --budget-seconds 240" STAGE_TIMEOUT=300 bash scripts/device/cuda-check.sh run compare',
+#       carry=[".device", "dist"], timeout_s=330)
+# (the first: every embed and train row, the Python side's bfloat16 rows with cuDNN's attention off too; the second:
+# the largest batch with and without gradient caching, the 8x target: the cached search starts at the plain one's
+# largest batch, and a doubling whose guessed time would pass the budget is not started). Then, in later sessions:
+# first (its new float32 contrastive stage; it exercises auto -> chunked in bfloat16 training), prebuild,
+# generator without --quick, then bench and the rest of addon and kernels:
 #   run(command="bash scripts/device/cuda-check.sh run first", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run compare", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run profile", carry=[".device", "dist"], timeout_s=600)
