@@ -10,7 +10,7 @@
  * into its internal marker for a consonant y ('python3' became 'pythoni', 'mp3s' 'mpys').
  */
 import { stem as porter2 } from 'porter2';
-import { TextStore, doubled, hasLoneSurrogate } from './doc-store';
+import { TextStore, doubled, hashOf, hasLoneSurrogate } from './doc-store';
 import { invalid } from './validate';
 import { topK } from './top-k';
 import { inTurns } from './turns';
@@ -27,62 +27,131 @@ export function bm25Tokens(text: string, stem = false): string[] {
   return stem ? tokens.map((t) => porter2(t)) : tokens;
 }
 
-/** Past this many documents a term's postings move from a plain array to a typed array. */
-const SMALL_POSTINGS = 64;
+/** The first block of a term's postings holds one; each next block twice the last, up to this many. */
+const LARGEST_BLOCK = 1024;
+/** Pages of the postings pool, in 32-bit words: doubling from 256 KiB to 64 MiB (V8 starts a full collection for every 64 MiB or so allocated outside its heap). */
+const FIRST_PAGE = 1 << 16;
+const PAGE_BITS = 24;
+const LARGEST_PAGE = 1 << PAGE_BITS;
+/** A block's address is page << PAGE_BITS | offset, a non-negative 32-bit integer: 128 pages, up to 8 GiB of postings. */
+const MOST_PAGES = 128;
 
 /**
- * One term's postings: the documents that hold it, in the order added, and how often each does, interleaved
- * (document, count, document, count, ...). A plain array while short, a typed array (outside Node's heap) once long:
- * a typed array costs ~200 bytes of its own, and most of a real corpus's terms are in a document or two.
+ * Every term's postings, in blocks on pages of 32-bit words outside Node's heap. A block is [next block's address
+ * or -1, capacity, (document, count) × capacity]; a term's blocks form a chain whose capacities double from 1 to
+ * LARGEST_BLOCK, so a term in one document takes 16 bytes and a common one's slack is at most its last block.
  */
-class Postings {
-  data: number[] | Int32Array;
-  length = 1;
+class PostingsPool {
+  readonly pages: Int32Array[] = [];
+  private used = 0;
 
-  constructor(doc: number, tf: number) {
-    this.data = [doc, tf];
-  }
-
-  push(doc: number, tf: number): void {
-    let data = this.data;
-    if (Array.isArray(data)) {
-      if (this.length < SMALL_POSTINGS) {
-        data.push(doc, tf);
-        this.length++;
-        return;
-      }
-      data = this.data = Int32Array.from(data);
+  /** A new, empty block for `capacity` postings; its address. */
+  allocate(capacity: number): number {
+    const size = 2 + 2 * capacity;
+    let page = this.pages[this.pages.length - 1];
+    if (!page || this.used + size > page.length) {
+      if (this.pages.length === MOST_PAGES) throw new RangeError(`BM25 postings past ${MOST_PAGES} pages of ${4 * LARGEST_PAGE} bytes`);
+      page = new Int32Array(Math.min(LARGEST_PAGE, Math.max(FIRST_PAGE, 2 * (page?.length ?? 0))));
+      this.pages.push(page);
+      this.used = 0;
     }
-    if (2 * this.length === data.length) {
-      const grown = new Int32Array(2 * data.length);
-      grown.set(data);
-      data = this.data = grown;
-    }
-    data[2 * this.length] = doc;
-    data[2 * this.length + 1] = tf;
-    this.length++;
-  }
-
-  /** Lets go of a typed array's room to grow (a quarter of its size on average, after doubling). */
-  trim(): void {
-    if (!Array.isArray(this.data) && this.data.length > 2 * this.length) this.data = this.data.slice(0, 2 * this.length);
-  }
-
-  /** Keeps the first `length` postings (after remove() moved the kept ones to the front). */
-  truncate(length: number): void {
-    this.length = length;
-    if (Array.isArray(this.data)) this.data.length = 2 * length;
+    const at = this.used;
+    this.used += size;
+    page[at] = -1;
+    page[at + 1] = capacity;
+    return ((this.pages.length - 1) << PAGE_BITS) | at;
   }
 }
+const pageOf = (block: number) => block >>> PAGE_BITS;
+const offsetOf = (block: number) => block & (LARGEST_PAGE - 1);
 
 /**
- * The postings are arrays of numbers (8 bytes a posting; typed, outside Node's heap, for common terms) and each
- * search adds into one array of scores and keeps its k best in a heap: a million documents' postings as objects took
- * gigabytes of heap, and a search that sorted every matching document took ~50 ms a query at 80,000 documents whose
- * terms were all common.
+ * The distinct terms, numbered in the order first seen, outside Node's heap: their characters one byte each (terms are
+ * ASCII: bm25Tokens keeps runs of [a-z0-9], and Porter2 stems those to [a-z0-9]) and an open-addressing table with
+ * linear probing, at most half full. A Map of 1.9 million terms took most of 690 MiB of heap (BENCHMARKS.md, "BM25 with
+ * a real corpus's vocabulary"); comparing a term with its bytes, character by character, decodes nothing.
+ */
+class TermTable {
+  private bytes = Buffer.allocUnsafeSlow(64 * 1024);
+  private used = 0;
+  /** Term t's bytes end at ends[t] (and start where term t - 1's end). */
+  private ends = new Uint32Array(16);
+  private hashes = new Uint32Array(16);
+  private table = new Int32Array(32).fill(-1);
+  private count = 0;
+
+  get length(): number {
+    return this.count;
+  }
+
+  /** The number of `term` (hash `h`, hashOf), or -1. */
+  find(term: string, h: number): number {
+    const mask = this.table.length - 1;
+    for (let slot = h & mask; ; slot = (slot + 1) & mask) {
+      const t = this.table[slot];
+      if (t === -1) return -1;
+      if (this.hashes[t] === h && this.equals(t, term)) return t;
+    }
+  }
+
+  /** Adds `term`, which find() did not find; its number is the length before. */
+  add(term: string, h: number): number {
+    if (!ASCII.test(term)) throw new Error(`internal error: BM25 term ${JSON.stringify(term)} is not ASCII`);
+    if (this.used + term.length > this.bytes.length) {
+      let size = 2 * this.bytes.length;
+      while (this.used + term.length > size) size *= 2;
+      const grown = Buffer.allocUnsafeSlow(size);
+      this.bytes.copy(grown, 0, 0, this.used);
+      this.bytes = grown;
+    }
+    this.used += this.bytes.write(term, this.used, 'latin1');
+    const t = this.count++;
+    if (t === this.ends.length) {
+      this.ends = doubled(this.ends);
+      this.hashes = doubled(this.hashes);
+    }
+    this.ends[t] = this.used;
+    this.hashes[t] = h;
+    if (2 * this.count > this.table.length) {
+      this.table = new Int32Array(2 * this.table.length).fill(-1);
+      for (let i = 0; i < this.count; i++) this.insert(this.hashes[i], i);
+    } else this.insert(h, t);
+    return t;
+  }
+
+  private equals(t: number, term: string): boolean {
+    const from = t === 0 ? 0 : this.ends[t - 1];
+    if (this.ends[t] - from !== term.length) return false;
+    for (let i = 0; i < term.length; i++) if (this.bytes[from + i] !== term.charCodeAt(i)) return false;
+    return true;
+  }
+
+  private insert(h: number, t: number): void {
+    const mask = this.table.length - 1;
+    let slot = h & mask;
+    while (this.table[slot] !== -1) slot = (slot + 1) & mask;
+    this.table[slot] = t;
+  }
+}
+const ASCII = /^[\x00-\x7f]*$/;
+
+/**
+ * Terms, postings, ids and token counts all live in typed arrays and Buffers, outside Node's heap: a million documents
+ * with a real corpus's vocabulary took 690 MiB of heap as a Map of terms to arrays, and a heap that size slows every
+ * full garbage collection. Each search adds into one array of scores and keeps its k best in a heap: a search that
+ * sorted every matching document took ~50 ms a query at 80,000 documents whose terms were all common.
  */
 export class Bm25Index {
-  private readonly postings = new Map<string, Postings>();
+  private readonly terms = new TermTable();
+  private readonly pool = new PostingsPool();
+  /** Per term: its documents, its first block and the block its last posting is in, and how full that block is. */
+  private postingCount = new Int32Array(16);
+  private head = new Int32Array(16);
+  private tail = new Int32Array(16);
+  private tailFill = new Int32Array(16);
+  /** Per term, for add(): the last document it was counted in (-1: none since the last removal), and its count there. */
+  private lastDoc = new Int32Array(16);
+  private tf = new Int32Array(16);
   /** Each document's token count, and its id (UTF-8, outside Node's heap: a million ids took ~40 MiB of it). */
   private lengths: Uint32Array = new Uint32Array(16);
   private readonly ids = new TextStore();
@@ -103,22 +172,85 @@ export class Bm25Index {
     return this.ids.length;
   }
 
+  /** Distinct terms seen, those whose documents were all removed included. */
+  get termCount(): number {
+    return this.terms.length;
+  }
+
   /** Indexes one document; its id must be well-formed Unicode (ids are kept as UTF-8). */
   add(id: string, text: string): void {
     if (typeof id !== 'string' || hasLoneSurrogate(id)) throw invalid('id', 'a string of well-formed Unicode (ids are kept as UTF-8, which has no lone surrogate)', id);
     const doc = this.ids.length;
-    const counts = new Map<string, number>();
     const tokens = bm25Tokens(text, this.stem);
-    for (const t of tokens) counts.set(t, (counts.get(t) ?? 0) + 1);
-    for (const [term, tf] of counts) {
-      const list = this.postings.get(term);
-      if (list) list.push(doc, tf);
-      else this.postings.set(term, new Postings(doc, tf));
+    const distinct: number[] = [];
+    for (const token of tokens) {
+      const h = hashOf(token);
+      let t = this.terms.find(token, h);
+      if (t === -1) t = this.newTerm(token, h);
+      if (this.lastDoc[t] !== doc) {
+        this.lastDoc[t] = doc;
+        this.tf[t] = 0;
+        distinct.push(t);
+      }
+      this.tf[t]++;
     }
+    for (const t of distinct) this.push(t, doc, this.tf[t]);
     if (doc === this.lengths.length) this.lengths = doubled(this.lengths);
     this.ids.push(id);
     this.lengths[doc] = tokens.length;
     this.totalLength += tokens.length;
+  }
+
+  private newTerm(term: string, h: number): number {
+    const t = this.terms.add(term, h);
+    if (t === this.head.length) {
+      this.postingCount = doubled(this.postingCount);
+      this.head = doubled(this.head);
+      this.tail = doubled(this.tail);
+      this.tailFill = doubled(this.tailFill);
+      this.lastDoc = doubled(this.lastDoc);
+      this.tf = doubled(this.tf);
+    }
+    this.head[t] = this.tail[t] = this.pool.allocate(1);
+    this.postingCount[t] = this.tailFill[t] = 0;
+    this.lastDoc[t] = -1;
+    return t;
+  }
+
+  /** Appends (doc, tf) to term t's postings: into its last block, or the next one (reused after a removal, or new). */
+  private push(t: number, doc: number, tf: number): void {
+    const { pages } = this.pool;
+    let block = this.tail[t];
+    let fill = this.tailFill[t];
+    let page = pages[pageOf(block)];
+    let at = offsetOf(block);
+    if (fill === page[at + 1]) {
+      let next = page[at];
+      if (next === -1) page[at] = next = this.pool.allocate(Math.min(2 * page[at + 1], LARGEST_BLOCK));
+      this.tail[t] = block = next;
+      fill = 0;
+      page = pages[pageOf(block)];
+      at = offsetOf(block);
+    }
+    page[at + 2 + 2 * fill] = doc;
+    page[at + 3 + 2 * fill] = tf;
+    this.tailFill[t] = fill + 1;
+    this.postingCount[t]++;
+  }
+
+  /** @internal How many blocks each term's postings fill (tests: short and long chains). */
+  blocksPerTerm(): number[] {
+    const out: number[] = [];
+    for (let t = 0; t < this.terms.length; t++) {
+      let blocks = 0;
+      for (let left = this.postingCount[t], block = this.head[t]; left > 0; blocks++) {
+        const page = this.pool.pages[pageOf(block)];
+        left -= page[offsetOf(block) + 1];
+        block = page[offsetOf(block)];
+      }
+      out.push(blocks);
+    }
+    return out;
   }
 
   /**
@@ -127,7 +259,6 @@ export class Bm25Index {
    */
   async addAll(docs: Iterable<{ id: string; text: string }>): Promise<void> {
     await inTurns(docs, (d) => this.add(d.id, d.text));
-    await inTurns(this.postings.values(), (list) => list.trim());
   }
 
   /** search() of each query, letting the event loop run every few milliseconds. */
@@ -150,18 +281,39 @@ export class Bm25Index {
     let kept = 0;
     for (let i = 0; i < n; i++) renumbered[i] = keep[i] ? kept++ : -1;
     if (kept === n) return;
-    await inTurns(this.postings, ([term, list]) => {
+    // Each term's kept postings move to the front of its chain (its later blocks stay linked, for adds to reuse).
+    const { pages } = this.pool;
+    await inTurns(termNumbers(this.terms.length), (t) => {
+      let read = this.head[t];
+      let write = read;
+      let r = 0;
       let w = 0;
-      const { data } = list;
-      for (let r = 0; r < list.length; r++) {
-        const doc = renumbered[data[2 * r]];
-        if (doc < 0) continue;
-        data[2 * w] = doc;
-        data[2 * w++ + 1] = data[2 * r + 1];
+      for (let left = this.postingCount[t]; left > 0; ) {
+        const page = pages[pageOf(read)];
+        const at = offsetOf(read);
+        const m = Math.min(left, page[at + 1]);
+        for (let i = 0; i < m; i++) {
+          const doc = renumbered[page[at + 2 + 2 * i]];
+          if (doc < 0) continue;
+          let out = pages[pageOf(write)];
+          if (w === out[offsetOf(write) + 1]) {
+            write = out[offsetOf(write)];
+            out = pages[pageOf(write)];
+            w = 0;
+          }
+          out[offsetOf(write) + 2 + 2 * w] = doc;
+          out[offsetOf(write) + 3 + 2 * w++] = page[at + 3 + 2 * i];
+          r++;
+        }
+        left -= m;
+        read = page[at];
       }
-      list.truncate(w);
-      if (w === 0) this.postings.delete(term);
+      this.postingCount[t] = r;
+      this.tail[t] = write;
+      this.tailFill[t] = w;
     });
+    // Documents are numbered anew: no term was counted in a document of the new numbering yet.
+    this.lastDoc.fill(-1);
     let w = 0;
     this.totalLength = 0;
     for (let i = 0; i < n; i++) {
@@ -184,18 +336,26 @@ export class Bm25Index {
     const scores = this.scratch;
     // Every score is positive (idf > 0, tf >= 1), so a zero marks a document not met yet.
     const touched: number[] = [];
+    const { pages } = this.pool;
     for (const term of new Set(bm25Tokens(query, this.stem))) {
-      const list = this.postings.get(term);
-      if (!list) continue;
-      const idf = Math.log(1 + (n - list.length + 0.5) / (list.length + 0.5));
-      const { data } = list;
-      for (let i = 0; i < 2 * list.length; i += 2) {
-        const doc = data[i];
-        if (allow && !allow[doc]) continue;
-        const tf = data[i + 1];
-        const norm = tf + this.k1 * (1 - this.b + (this.b * this.lengths[doc]) / avgLength);
-        if (scores[doc] === 0) touched.push(doc);
-        scores[doc] += (idf * tf * (this.k1 + 1)) / norm;
+      const t = this.terms.find(term, hashOf(term));
+      const df = t < 0 ? 0 : this.postingCount[t];
+      if (df === 0) continue;
+      const idf = Math.log(1 + (n - df + 0.5) / (df + 0.5));
+      for (let left = df, block = this.head[t]; left > 0; ) {
+        const page = pages[pageOf(block)];
+        const at = offsetOf(block);
+        const m = Math.min(left, page[at + 1]);
+        for (let i = at + 2; i < at + 2 + 2 * m; i += 2) {
+          const doc = page[i];
+          if (allow && !allow[doc]) continue;
+          const tf = page[i + 1];
+          const norm = tf + this.k1 * (1 - this.b + (this.b * this.lengths[doc]) / avgLength);
+          if (scores[doc] === 0) touched.push(doc);
+          scores[doc] += (idf * tf * (this.k1 + 1)) / norm;
+        }
+        left -= m;
+        block = page[at];
       }
     }
     // Ids are decoded only to break ties, and for the hits.
@@ -204,4 +364,9 @@ export class Bm25Index {
     for (const doc of touched) scores[doc] = 0;
     return hits;
   }
+}
+
+/** 0, 1, ..., count - 1, for inTurns. */
+function* termNumbers(count: number): Generator<number> {
+  for (let t = 0; t < count; t++) yield t;
 }

@@ -153,8 +153,8 @@ export class TextStore {
 }
 
 /** A copy of `a` with twice the room (an array of per-item numbers that grows by doubling). */
-export function doubled(a: Uint32Array): Uint32Array {
-  const b = new Uint32Array(2 * a.length);
+export function doubled<A extends Uint32Array | Int32Array>(a: A): A {
+  const b = new (a.constructor as new (length: number) => A)(2 * a.length);
   b.set(a);
   return b;
 }
@@ -182,7 +182,7 @@ function forRuns(keep: Uint8Array, copy: (from: number, to: number, at: number) 
 }
 
 /** FNV-1a over a string's UTF-16 code units. */
-function hashOf(id: string): number {
+export function hashOf(id: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
   return h >>> 0;

@@ -95,27 +95,29 @@ check(`Porter2 stems equal Snowball English's (PyStemmer) but for its later exce
 // The search's top k against the plain definition (every matching document's score summed term by term in a Map, all
 // sorted by score and then id): the same hits and bit-identical scores, with many ties (documents of few words from a
 // small vocabulary), filters, k past the number of matches, and stemming.
-/** Which kinds of postings lists `index` holds: plain arrays (a rare term's) and typed arrays (a common term's). */
+/** Which kinds of postings chains `index` holds: one block (a rare term's), a few, and many (a common term's). */
 function postingsKinds(index: Bm25Index): string[] {
-  const lists = [...(index as unknown as { postings: Map<string, { data: unknown }> }).postings.values()];
-  return [...new Set(lists.map((p) => (Array.isArray(p.data) ? 'array' : 'typed')))].sort();
+  const kind = (blocks: number) => (blocks <= 1 ? 'one block' : blocks < 8 ? 'a few blocks' : 'many blocks');
+  return [...new Set(index.blocksPerTerm().map(kind))].sort();
 }
+const ALL_KINDS = ['a few blocks', 'many blocks', 'one block'];
 
 test('Bm25Index.search gives the plain definition\'s top k: scores bit for bit, ties by id, with filters', (t) => {
   let seed = 3;
   const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  // Common words (in hundreds of documents) and rare ones (in a few): the index keeps both kinds of postings lists.
+  // Common words (in hundreds of documents) and rare ones (in a few): the index keeps every kind of postings chain.
   const vocabulary = ['river', 'rivers', 'bank', 'banks', 'water', 'money', 'cafe', 'paper', 'model', 'token', ...Array.from({ length: 50 }, (_, i) => `rare${i}`)];
   const words = (n: number) => Array.from({ length: n }, () => vocabulary[Math.floor(vocabulary.length * random() ** 3)]).join(' ');
   let compared = 0;
   for (const stem of [false, true]) {
-    const docs = Array.from({ length: 300 }, (_, i) => ({ id: `d${(i * 7919) % 1000}`, text: words(1 + Math.floor(random() * 6)) }));
+    // Every 30th document also holds a word of its own (a term in one document).
+    const docs = Array.from({ length: 300 }, (_, i) => ({ id: `d${(i * 7919) % 1000}`, text: words(1 + Math.floor(random() * 6)) + (i % 30 ? '' : ` only${i}`) }));
     const index = new Bm25Index({ stem });
     for (const d of docs) index.add(d.id, d.text);
-    t.deepEqual(postingsKinds(index), ['array', 'typed']);
+    t.deepEqual(postingsKinds(index), ALL_KINDS);
     const avg = docs.reduce((s, d) => s + bm25Tokens(d.text, stem).length, 0) / docs.length;
     for (let q = 0; q < 30; q++) {
-      const query = words(1 + Math.floor(random() * 3));
+      const query = words(1 + Math.floor(random() * 3)) + (q % 4 ? '' : ` only${30 * (q % 10)}`);
       const allow = q % 3 === 0 ? Uint8Array.from(docs, () => (random() < 0.5 ? 1 : 0)) : undefined;
       const scores = new Map<number, number>();
       for (const term of new Set(bm25Tokens(query, stem))) {
@@ -142,10 +144,10 @@ test('Bm25Index.remove leaves the index a fresh one over the kept documents woul
   const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
   const vocabulary = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta', 'omicron', 'sigma', 'tau', 'upsilon', 'phi', 'chi', 'psi'];
   const words = (n: number) => Array.from({ length: n }, () => vocabulary[Math.floor(vocabulary.length * random() ** 2)]).join(' ');
-  let docs = Array.from({ length: 200 }, (_, i) => ({ id: `d${i}`, text: words(1 + Math.floor(random() * 8)) }));
+  let docs = Array.from({ length: 200 }, (_, i) => ({ id: `d${i}`, text: words(1 + Math.floor(random() * 8)) + (i % 25 ? '' : ` omega${i}`) }));
   const index = new Bm25Index();
   for (const d of docs) index.add(d.id, d.text);
-  t.deepEqual(postingsKinds(index), ['array', 'typed']);
+  t.deepEqual(postingsKinds(index), ALL_KINDS);
   for (let round = 0; round < 4; round++) {
     const keep = Uint8Array.from(docs, () => (random() < 0.7 ? 1 : 0));
     await index.remove(keep);
@@ -156,7 +158,7 @@ test('Bm25Index.remove leaves the index a fresh one over the kept documents woul
     const fresh = new Bm25Index();
     for (const d of docs) fresh.add(d.id, d.text);
     t.is(index.size, docs.length);
-    for (const query of ['alpha', 'beta gamma', 'theta eta zeta', 'delta delta epsilon', 'omega', 'psi chi', 'upsilon alpha']) {
+    for (const query of ['alpha', 'beta gamma', 'theta eta zeta', 'delta delta epsilon', 'omega', 'psi chi', 'upsilon alpha', 'omega0 omega75 beta', 'omega150']) {
       t.deepEqual(index.search(query, 50), fresh.search(query, 50), `round ${round}: "${query}"`);
     }
   }
@@ -164,6 +166,15 @@ test('Bm25Index.remove leaves the index a fresh one over the kept documents woul
   t.is(index.size, 0);
   t.deepEqual(index.search('alpha', 5), []);
   await t.throwsAsync(index.remove(new Uint8Array(3)), { message: 'keep has 3 flags for 0 documents' });
+  // Terms whose documents all went keep their emptied chains, which the documents added next fill again.
+  const again = Array.from({ length: 30 }, (_, i) => ({ id: `a${i}`, text: words(1 + Math.floor(random() * 8)) + (i % 10 ? '' : ' omega0') }));
+  for (const d of again) index.add(d.id, d.text);
+  const fresh = new Bm25Index();
+  for (const d of again) fresh.add(d.id, d.text);
+  for (const query of ['alpha', 'beta gamma', 'omega0', 'omega75', 'psi chi upsilon']) {
+    t.deepEqual(index.search(query, 50), fresh.search(query, 50), `added again: "${query}"`);
+  }
+  t.true(index.search('omega0', 5).length === 3, 'omega0 found in the three documents added again');
 });
 
 test('addAll and searchAll give what add and search give, and let timers fire while they work', async (t) => {

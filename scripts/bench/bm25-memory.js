@@ -3,6 +3,8 @@
 // searches of 5 words. Words are drawn log-uniformly from a vocabulary of V ranks (rank r has probability ~1/r), so a
 // large V gives what real corpora have, a few very common terms and a long tail of terms in one or two documents;
 // a small V gives every term in many documents. Node's heap and array-buffer memory are read after a full collection.
+// The event loop's longest gap (a 5 ms timer) is recorded while building, and while removing 1,000 documents spread
+// over the index (remove(), after the searches).
 // --dist picks the compiled lib/ (npm run build:ts), to compare builds. Needs --expose-gc:
 //   node --expose-gc scripts/bench/bm25-memory.js [--docs 100000] [--vocabulary 2000000] [--seed 1] [--dist dist]
 'use strict';
@@ -37,29 +39,53 @@ const memory = () => {
 };
 
 (async () => {
+  // The longest time between two firings of a 5 ms timer while `work` runs.
+  const longestGap = async (work) => {
+    let last = performance.now();
+    let longest = 0;
+    const tick = () => {
+      const now = performance.now();
+      longest = Math.max(longest, now - last);
+      last = now;
+    };
+    const timer = setInterval(tick, 5);
+    await work();
+    tick();
+    clearInterval(timer);
+    return Math.round(longest);
+  };
   const before = memory();
   const index = new Bm25Index();
   let started = process.hrtime.bigint();
-  await index.addAll(corpus);
+  const buildLongestGapMs = await longestGap(() => index.addAll(corpus));
   const buildSeconds = Number(process.hrtime.bigint() - started) / 1e9;
   const after = memory();
+  const terms = index.termCount ?? index.postings.size;
   started = process.hrtime.bigint();
   for (const q of queries) index.search(q, 10);
   const msPerQuery = Number(process.hrtime.bigint() - started) / 1e6 / queries.length;
+  const keep = new Uint8Array(docs).fill(1);
+  for (let i = 0; i < 1000 && i < docs; i++) keep[Math.floor((i * docs) / Math.min(1000, docs))] = 0;
+  started = process.hrtime.bigint();
+  const removeLongestGapMs = await longestGap(() => index.remove(keep));
+  const removeMs = Number(process.hrtime.bigint() - started) / 1e6;
   const mib = (x) => Math.round(x / 2 ** 20);
   console.log(
     JSON.stringify({
       docs,
       vocabulary,
-      terms: index.postings.size,
+      terms,
       buildSeconds,
       heapMiB: mib(after.heap - before.heap),
       arrayBuffersMiB: mib(after.outside - before.outside),
       rssGrowthMiB: mib(after.rss - before.rss),
       msPerQuery,
+      buildLongestGapMs,
+      removeMs,
+      removeLongestGapMs,
       dist: path.resolve(values.dist),
       node: process.version,
     }),
   );
-  if (index.size !== docs) throw new Error('lost documents');
+  if (index.size !== docs - Math.min(1000, docs)) throw new Error('lost documents');
 })();
