@@ -7,7 +7,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { tempDir } from './helpers/fixture';
+import { FIXTURE, tempDir } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const PYTHON = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch']).status === 0);
@@ -73,4 +73,25 @@ withPython(`compare-gpu.js skips what would start after its time budget and stil
   t.true(result.complete);
   t.deepEqual(result.skipped, ['embed tiny float32', 'train coltrast float32 batch 8', 'train contrastive float32 batch 8', 'train contrastive cached float32 batch 16']);
   t.deepEqual(result.rows.embed, []);
+});
+
+withPython(`st_baseline.py serve answers one job a line in one process: a failed job's error goes back and the next job runs${why}`, (t) => {
+  const dir = tempDir();
+  const texts = path.join(dir, 'texts.json');
+  fs.writeFileSync(texts, JSON.stringify(['a first text', 'the second one', 'three']));
+  const encode = (file: string) => ['encode', '--model', FIXTURE, '--texts', file, '--batch-size', '2', '--device', 'cpu'];
+  const jobs = [encode(path.join(dir, 'missing.json')), encode(texts), ['encode', '--texts', texts], encode(texts)];
+  const r = spawnSync(PYTHON!, [path.join(ROOT, 'scripts', 'bench', 'python', 'st_baseline.py'), 'serve'], {
+    input: jobs.map((j) => `${JSON.stringify(j)}\n`).join(''),
+    encoding: 'utf8',
+    env: { ...process.env, PYTHONPATH: path.join(ROOT, 'test', 'fixtures', 'st-stand-in') },
+  });
+  t.is(r.status, 0, r.stderr.slice(-3000));
+  const answers = r.stdout.split('\n').filter((l) => l.startsWith('@@st_baseline ')).map((l) => JSON.parse(l.slice('@@st_baseline '.length)));
+  t.is(answers.length, 4);
+  t.regex(answers[0].error, /FileNotFoundError.*missing\.json/s);
+  t.is(answers[1].result.texts, 3);
+  t.true(answers[1].result.textsPerSecond > 0);
+  t.regex(answers[2].error, /exited \(2\)/, 'an argparse error (no --model) is that job\'s answer');
+  t.deepEqual(answers[3].result.dimension, answers[1].result.dimension);
 });

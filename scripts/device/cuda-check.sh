@@ -43,16 +43,19 @@
 # --budget-seconds 150" … run first compare` took 364 s in one call, `run profile` 62 s, `GENERATOR_ARGS=--quick …
 # run generator` with `run prebuild` 192 s; everything passed but two loader tests of the prebuild group (fixed since,
 # not rerun). Next, with 15 minutes of device time in all (each machine start about 30 s of it): the full issue #9
-# comparison first, in two calls back to back (the second finds build/ only while the machine is warm):
-#   run(command='COMPARE_ARGS="--what embed,train --budget-seconds 450" bash scripts/device/cuda-check.sh run compare',
+# comparison first (its Python side now runs its embed and train measurements in one process, which saves the seconds
+# of a Python start per measurement), then what the budget left undone, back to back (build/ survives only while the
+# machine is warm):
+#   run(command='COMPARE_ARGS="--budget-seconds 480" bash scripts/device/cuda-check.sh run compare',
 #       carry=[".device", "dist"], timeout_s=600)
+#   and if its JSON lists the largest-batch search as skipped or stopped by the budget:
 #   run(command='COMPARE_ARGS="--what largest --budget-seconds 240" STAGE_TIMEOUT=300 bash scripts/device/cuda-check.sh run compare',
 #       carry=[".device", "dist"], timeout_s=330)
-# (the first: every embed and train row, the Python side's bfloat16 rows with cuDNN's attention off too; the second:
-# the largest batch with and without gradient caching, the 8x target: the cached search starts at the plain one's
-# largest batch, and a doubling whose guessed time would pass the budget is not started). Then, in later sessions:
-# first (its new float32 contrastive stage; it exercises auto -> chunked in bfloat16 training), prebuild,
-# generator without --quick, then bench and the rest of addon and kernels:
+# (every embed and train row, the Python side's bfloat16 rows with cuDNN's attention off too, and the largest batch
+# with and without gradient caching, the 8x target: the cached search starts at the plain one's largest batch, and a
+# doubling whose guessed time would pass the budget is not started). Then: first (its new float32 contrastive stage;
+# it exercises auto -> chunked in bfloat16 training), prebuild, generator without --quick, then bench and the rest of
+# addon and kernels:
 #   run(command="bash scripts/device/cuda-check.sh run first", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run compare", carry=[".device", "dist"], timeout_s=600)
 #   run(command="bash scripts/device/cuda-check.sh run profile", carry=[".device", "dist"], timeout_s=600)

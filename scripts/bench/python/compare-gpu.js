@@ -29,7 +29,10 @@
 //   (miniBatchSize --largest-mini-batch-size; its search starts at the plain step's largest batch), and the
 //   eager Python recipe (which has no caching). A doubling is not tried when it would end past the budget.
 // Every coltrast measurement runs in a child process of its own (`--trial ...`), so memory peaks and
-// out-of-memory errors do not carry over. A machine lent for minutes must not lose a run to one failure:
+// out-of-memory errors do not carry over. The Python side's embed and train measurements run one after another in one
+// process (`st_baseline.py serve`: each job loads its model, seeds and resets the peak itself; starting Python with
+// torch, transformers and sentence-transformers took seconds a measurement, most of a run's time), and its
+// largest-batch trials each in a process of its own, after that one has exited and freed its GPU memory. A machine lent for minutes must not lose a run to one failure:
 // the --json file is rewritten after every measurement (`complete: false` until the end), a failed or
 // timed-out measurement is recorded with its error and the next one runs, and measurements that would start
 // after --budget-seconds are listed as skipped. The model folders use the default model's English WordPiece
@@ -42,7 +45,8 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { spawnSync } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
+const readline = require('node:readline');
 const { parseArgs } = require('node:util');
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -216,7 +220,72 @@ function runJson(command, args) {
   return JSON.parse(last);
 }
 const coltrast = (args) => runJson(process.execPath, [__filename, '--device', device, ...args]);
-const python = (py, args) => runJson(py, [path.join(__dirname, 'st_baseline.py'), ...args, '--device', device]);
+const BASELINE = path.join(__dirname, 'st_baseline.py');
+/** One Python measurement in a process of its own (the largest-batch search, where an out-of-memory must not linger). */
+const pythonProcess = (py, args) => runJson(py, [BASELINE, ...args, '--device', device]);
+
+/**
+ * `st_baseline.py serve`, started on first use: run(args) sends one job and resolves with its result, or rejects with
+ * its error. A job past `timeoutMs` kills the process (the next job starts another); so does close().
+ */
+class PythonWorker {
+  constructor(py) {
+    this.py = py;
+    this.child = null;
+    this.pending = null;
+  }
+
+  start() {
+    const child = spawn(this.py, [BASELINE, 'serve'], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+    const fail = (error) => {
+      if (this.child === child) this.child = null;
+      const pending = this.pending;
+      this.pending = null;
+      pending?.reject(error);
+    };
+    readline.createInterface({ input: child.stdout }).on('line', (line) => {
+      // Anything else a library prints on stdout goes to stderr, as the one-process-a-measurement runs let it.
+      if (!line.startsWith('@@st_baseline ')) return console.error(line);
+      const pending = this.pending;
+      this.pending = null;
+      pending?.resolve(JSON.parse(line.slice('@@st_baseline '.length)));
+    });
+    child.on('error', fail);
+    child.stdin.on('error', () => {}); // a write to a process that died: its exit, just above, says so
+    child.on('exit', (code, signal) => fail(new Error(`st_baseline.py serve exited (${code ?? signal})${child.timedOut ? ` after a job ran past ${child.timedOut / 1000} s` : ''}`)));
+    this.child = child;
+  }
+
+  async run(args, timeoutMs = 240_000) {
+    if (!this.child) this.start();
+    const child = this.child;
+    const answer = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.timedOut = timeoutMs;
+        child.kill('SIGKILL');
+      }, timeoutMs);
+      this.pending = {
+        resolve: (x) => (clearTimeout(timer), resolve(x)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      };
+      child.stdin.write(`${JSON.stringify(args)}\n`);
+    });
+    if (answer.error !== undefined) {
+      if (isOom(answer.error)) return { oom: true, error: 'out of memory' };
+      throw new Error(`st_baseline.py ${args.join(' ')} failed:\n${answer.error}`);
+    }
+    return answer.result;
+  }
+
+  /** Ends the process (its stdin closed, so it exits after the job under way) and waits for it. */
+  async close() {
+    const child = this.child;
+    if (!child) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.stdin.end();
+    await exited;
+  }
+}
 
 async function main() {
   if (values.trial) {
@@ -238,15 +307,17 @@ async function main() {
   const save = () => values.json && fs.writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
   const started = Date.now();
   const budget = Number(values['budget-seconds']) * 1000;
+  const worker = new PythonWorker(py);
+  const python = (args) => worker.run([...args, '--device', device]);
   // Runs one measurement unless the budget is spent; records its failure and goes on.
-  const measure = (name, fn) => {
+  const measure = async (name, fn) => {
     if (Date.now() - started >= budget) {
       result.skipped.push(name);
       log(`${name}: skipped (past --budget-seconds)`);
       return;
     }
     try {
-      fn();
+      await fn();
     } catch (error) {
       result.errors.push({ measurement: name, error: String(error.message ?? error).slice(0, 2000) });
       log(`${name}: FAILED ${String(error.message ?? error).split('\n')[0]}`);
@@ -261,12 +332,12 @@ async function main() {
       const batchSize = values['embed-batch-size'];
       for (const shape of shapes) {
         const model = makeModel(path.join(work, `embed-${shape}`), shape, 512);
-        for (const dtype of gpu ? ['float32', 'bfloat16'] : ['float32']) measure(`embed ${shape} ${dtype}`, () => {
+        for (const dtype of gpu ? ['float32', 'bfloat16'] : ['float32']) await measure(`embed ${shape} ${dtype}`, async () => {
           const ours = path.join(work, 'ours.bin');
           const theirs = path.join(work, 'theirs.bin');
           const c = coltrast(['--trial', 'coltrast-embed', '--model', model, '--data', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', ours]);
-          const s = python(py, ['encode', '--model', model, '--texts', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', theirs]);
-          const sOff = dtype === 'float32' ? null : python(py, ['encode', '--model', model, '--texts', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--no-cudnn-attention']);
+          const s = await python(['encode', '--model', model, '--texts', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', theirs]);
+          const sOff = dtype === 'float32' ? null : await python(['encode', '--model', model, '--texts', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--no-cudnn-attention']);
           const a = new Float32Array(fs.readFileSync(ours).buffer.slice(0));
           const b = new Float32Array(fs.readFileSync(theirs).buffer.slice(0));
           let maxAbsDiff = a.length === b.length ? 0 : Infinity;
@@ -303,13 +374,13 @@ async function main() {
     if (what.includes('train')) {
       for (const precision of precisions) {
         for (const loss of ['coltrast', 'contrastive']) {
-          for (const batchSize of batchSizes) measure(`train ${loss} ${precision} batch ${batchSize}`, () => {
+          for (const batchSize of batchSizes) await measure(`train ${loss} ${precision} batch ${batchSize}`, async () => {
             const data = pairsFile(batchSize * (steps + 1));
             const common = ['--model', trainModel, '--data', data, '--batch-size', String(batchSize), '--steps', String(steps), '--precision', precision];
             const c = coltrast(['--trial', 'coltrast-train', '--loss', loss, ...common]);
             const pyArgs = ['train', '--loss', loss === 'coltrast' ? 'coltrast' : 'mnrl', '--loop', loss === 'coltrast' ? 'manual' : 'trainer', ...common];
-            const p = python(py, pyArgs);
-            const pOff = precision === 'float32' ? null : python(py, [...pyArgs, '--no-cudnn-attention']);
+            const p = await python(pyArgs);
+            const pOff = precision === 'float32' ? null : await python([...pyArgs, '--no-cudnn-attention']);
             const coltrastSide = trainSide(c, batchSize), pythonSide = trainSide(p, batchSize);
             const pythonOff = pOff ? trainSide(pOff, batchSize) : null;
             const row = {
@@ -335,11 +406,11 @@ async function main() {
     if (what.includes('train') && cachedBatch > 0) {
       const precision = precisions[0];
       const mini = values['largest-mini-batch-size'];
-      measure(`train contrastive cached ${precision} batch ${cachedBatch}`, () => {
+      await measure(`train contrastive cached ${precision} batch ${cachedBatch}`, async () => {
         const cachedSteps = Math.min(steps, 3);
         const common = ['--model', trainModel, '--data', pairsFile(cachedBatch * (cachedSteps + 1)), '--batch-size', String(cachedBatch), '--steps', String(cachedSteps), '--precision', precision, '--mini-batch-size', mini];
         const c = coltrast(['--trial', 'coltrast-train', '--loss', 'contrastive', ...common]);
-        const p = python(py, ['train', '--loss', 'cached-mnrl', '--loop', 'manual', ...common]);
+        const p = await python(['train', '--loss', 'cached-mnrl', '--loop', 'manual', ...common]);
         const coltrastSide = trainSide(c, cachedBatch), pythonSide = trainSide(p, cachedBatch);
         const row = {
           shape: trainShape,
@@ -355,6 +426,8 @@ async function main() {
         log(`train contrastive cached ${precision} batch ${cachedBatch}: coltrast ${JSON.stringify(row.coltrast)}, python ${JSON.stringify(row.python)}`);
       });
     }
+    // The largest-batch search runs with no Python process holding GPU memory.
+    await worker.close();
     if (what.includes('largest')) {
       const limit = Number(values['max-batch']);
       // Doubling from `from` (a batch known to fit, or 256) to --max-batch. A trial is not started when it would
@@ -398,16 +471,16 @@ async function main() {
         if (row.coltrast?.largestBatch) row.ratio = round(row.coltrast.largestBatch / row.python.largestBatch, 2);
         if (row.coltrastCached?.largestBatch) row.ratioCached = round(row.coltrastCached.largestBatch / row.python.largestBatch, 2);
       };
-      measure('largest batch, python', () => {
+      await measure('largest batch, python', () => {
         log('largest batch, python (eager ColTrast):');
-        row.python = largest((b) => python(py, ['train', '--loss', 'coltrast', '--loop', 'manual', ...args(b)]));
+        row.python = largest((b) => pythonProcess(py, ['train', '--loss', 'coltrast', '--loop', 'manual', ...args(b)]));
       });
-      measure('largest batch, coltrast', () => {
+      await measure('largest batch, coltrast', () => {
         log('largest batch, coltrast:');
         row.coltrast = largest((b) => coltrast(['--trial', 'coltrast-train', '--loss', 'coltrast', ...args(b)]));
         ratios();
       });
-      measure(`largest batch, coltrast with miniBatchSize ${mini}`, () => {
+      await measure(`largest batch, coltrast with miniBatchSize ${mini}`, () => {
         log(`largest batch, coltrast with gradient caching (miniBatchSize ${mini}):`);
         // Gradient caching needs no more memory than the plain step, so its search starts at the plain step's
         // largest batch (four trials fewer on 2026-12-05's H100 numbers).
@@ -418,6 +491,7 @@ async function main() {
       });
     }
   } finally {
+    await worker.close();
     fs.rmSync(work, { recursive: true, force: true });
   }
   result.complete = true;

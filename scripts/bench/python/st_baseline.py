@@ -6,6 +6,13 @@
     st_baseline.py train  --model DIR --data pairs.json [--batch-size 64] [--steps 10] [--precision float32|bfloat16]
                           [--loss mnrl|cached-mnrl|coltrast] [--mini-batch-size 256] [--loop trainer|manual]
                           [--device cuda] [--json out.json] [--no-cudnn-attention]
+    st_baseline.py serve  one job a line on stdin, a JSON list of the arguments above (["encode", "--model", ...]);
+                          for each, a line on stdout: the marker @@st_baseline then {"result": ...} or {"error": ...}
+
+serve: compare-gpu.js's measurements in one process, each job as its command line would run it (its own model load,
+seed, peak-memory reset and cuDNN attention setting; the CUDA cache emptied after it), without a process start
+(importing torch, transformers and sentence-transformers and starting CUDA: seconds each, which on 2026-12-05's H100
+run were most of the comparison's time). Out of memory is a job's answer ({"oom": true}), as on its command line.
 
 --no-cudnn-attention: torch.backends.cuda.enable_cudnn_sdp(False), as coltrast runs by default (PyTorch's default
 lets scaled_dot_product_attention use cuDNN's kernels on sm_90 and newer, which build a plan per new input shape:
@@ -40,11 +47,13 @@ and the CUDA peak memory of the timed steps. A step that runs out of memory ends
 Every result is one JSON object on the last line of stdout (and in --json).
 """
 import argparse
+import gc
 import importlib.util
 import json
 import os
 import sys
 import time
+import traceback
 
 import torch
 
@@ -297,7 +306,7 @@ def train(args):
     }
 
 
-def main():
+def parser_of():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["encode", "train"])
     parser.add_argument("--model", required=True)
@@ -314,9 +323,18 @@ def main():
     parser.add_argument("--vectors")
     parser.add_argument("--json")
     parser.add_argument("--no-cudnn-attention", action="store_true")
-    args = parser.parse_args()
-    if args.no_cudnn_attention and hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
-        torch.backends.cuda.enable_cudnn_sdp(False)
+    return parser
+
+
+# Whether scaled_dot_product_attention may use cuDNN's kernels when a job does not turn them off (torch's default).
+CUDNN_DEFAULT = torch.backends.cuda.cudnn_sdp_enabled() if hasattr(torch.backends.cuda, "cudnn_sdp_enabled") else None
+
+
+def run(parser, argv):
+    """One job: `argv` as st_baseline.py's command line; its result."""
+    args = parser.parse_args(argv)
+    if CUDNN_DEFAULT is not None:
+        torch.backends.cuda.enable_cudnn_sdp(CUDNN_DEFAULT and not args.no_cudnn_attention)
     if args.what == "encode" and not args.texts:
         parser.error("encode needs --texts")
     if args.what == "train" and not args.data:
@@ -325,7 +343,34 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    print(json.dumps(result))
+    return result
+
+
+MARKER = "@@st_baseline "
+
+
+def serve(parser):
+    """Jobs from stdin until it closes (see the module's doc)."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            out = {"result": run(parser, json.loads(line))}
+        except SystemExit as error:  # argparse's errors, and train()'s refusals
+            out = {"error": f"st_baseline.py exited ({error.code})"}
+        except Exception:  # noqa: BLE001 - the job's failure goes back to the caller, the worker goes on
+            out = {"error": traceback.format_exc()[-3000:]}
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        print(MARKER + json.dumps(out), flush=True)
+
+
+def main():
+    parser = parser_of()
+    if sys.argv[1:] == ["serve"]:
+        return serve(parser)
+    print(json.dumps(run(parser, sys.argv[1:])))
 
 
 if __name__ == "__main__":
