@@ -49,6 +49,8 @@ withPython(`compare-gpu.js runs end to end on the CPU against a stand-in for sen
     t.is(row.speedupNoCudnn, +(row.coltrast.samplesPerSecond / row.pythonNoCudnn.samplesPerSecond).toFixed(2));
   }
   t.is(result.rows.embed[0].sentenceTransformersNoCudnn, undefined, 'float32 has no cuDNN attention to turn off');
+  // One Python process ran these (st_baseline.py serve); on the CPU there is no GPU memory to leave behind.
+  t.deepEqual(result.rows.train.slice(0, 2).map((row: any) => row.python.allocatedMiBAtStart), [0, 0]);
   t.regex(result.rows.train[0].python.baseline, /eager ColTrast/);
   t.regex(result.rows.train[1].python.baseline, /MNRL \(trainer\)/);
   t.regex(result.rows.train[2].python.baseline, /CachedMNRL, mini-batch 16 \(manual\)/);

@@ -32,7 +32,9 @@
 // out-of-memory errors do not carry over. The Python side's embed and train measurements run one after another in one
 // process (`st_baseline.py serve`: each job loads its model, seeds and resets the peak itself; starting Python with
 // torch, transformers and sentence-transformers took seconds a measurement, most of a run's time), and its
-// largest-batch trials each in a process of its own, after that one has exited and freed its GPU memory. A machine lent for minutes must not lose a run to one failure:
+// largest-batch trials each in a process of its own, after that one has exited and freed its GPU memory. A warm
+// process may favour the Python side a little (cuBLAS handles and kernel choices made by an earlier job); each job
+// reports the GPU memory earlier ones left allocated (allocatedMiBAtStart), which its peak would include. A machine lent for minutes must not lose a run to one failure:
 // the --json file is rewritten after every measurement (`complete: false` until the end), a failed or
 // timed-out measurement is recorded with its error and the next one runs, and measurements that would start
 // after --budget-seconds are listed as skipped. The model folders use the default model's English WordPiece
@@ -308,7 +310,12 @@ async function main() {
   const started = Date.now();
   const budget = Number(values['budget-seconds']) * 1000;
   const worker = new PythonWorker(py);
-  const python = (args) => worker.run([...args, '--device', device]);
+  const python = async (args) => {
+    const r = await worker.run([...args, '--device', device]);
+    // GPU memory an earlier job left allocated would count in this one's peak: each row keeps the figure.
+    if (r.allocatedMiBAtStart > 0) log(`  (the Python process held ${r.allocatedMiBAtStart} MiB from earlier jobs when this one started)`);
+    return r;
+  };
   // Runs one measurement unless the budget is spent; records its failure and goes on.
   const measure = async (name, fn) => {
     if (Date.now() - started >= budget) {
@@ -349,7 +356,7 @@ async function main() {
             tokens: c.tokens,
             batchSize: Number(batchSize),
             coltrast: { textsPerSecond: round(c.textsPerSecond), peakGpuMiB: c.peakGpuMiB },
-            sentenceTransformers: { textsPerSecond: round(s.textsPerSecond), peakGpuMiB: s.peakGpuMiB, version: s.sentenceTransformers, cudnnAttention: s.cudnnAttention },
+            sentenceTransformers: { textsPerSecond: round(s.textsPerSecond), peakGpuMiB: s.peakGpuMiB, version: s.sentenceTransformers, cudnnAttention: s.cudnnAttention, allocatedMiBAtStart: s.allocatedMiBAtStart },
             speedup: round(c.textsPerSecond / s.textsPerSecond, 2),
             ...(sOff
               ? {
@@ -389,7 +396,7 @@ async function main() {
               precision,
               batchSize,
               coltrast: { ...coltrastSide, ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
-              python: { ...pythonSide, baseline: p.side, cudnnAttention: p.cudnnAttention },
+              python: { ...pythonSide, baseline: p.side, cudnnAttention: p.cudnnAttention, allocatedMiBAtStart: p.allocatedMiBAtStart },
               ...trainSpeedups(coltrastSide, pythonSide),
               ...(pythonOff
                 ? { pythonNoCudnn: { ...pythonOff, cudnnAttention: pOff.cudnnAttention }, speedupNoCudnn: trainSpeedups(coltrastSide, pythonOff).speedup }

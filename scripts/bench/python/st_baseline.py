@@ -339,7 +339,16 @@ def run(parser, argv):
         parser.error("encode needs --texts")
     if args.what == "train" and not args.data:
         parser.error("train needs --data")
+    if args.what == "train" and args.loop == "trainer" and not trainer_missing():
+        # accelerate keeps one process-wide state (mixed precision among it), which an earlier job's trainer set;
+        # transformers' TrainingArguments resets it too, in the versions that do.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+    # What an earlier job in this process left allocated (serve; 0 on a command line): its peak would count it too.
+    left = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
     result = encode(args) if args.what == "encode" else train(args)
+    result["allocatedMiBAtStart"] = round(left / 2**20)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
