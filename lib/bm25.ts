@@ -281,37 +281,7 @@ export class Bm25Index {
     let kept = 0;
     for (let i = 0; i < n; i++) renumbered[i] = keep[i] ? kept++ : -1;
     if (kept === n) return;
-    // Each term's kept postings move to the front of its chain (its later blocks stay linked, for adds to reuse).
-    const { pages } = this.pool;
-    await inTurns(termNumbers(this.terms.length), (t) => {
-      let read = this.head[t];
-      let write = read;
-      let r = 0;
-      let w = 0;
-      for (let left = this.postingCount[t]; left > 0; ) {
-        const page = pages[pageOf(read)];
-        const at = offsetOf(read);
-        const m = Math.min(left, page[at + 1]);
-        for (let i = 0; i < m; i++) {
-          const doc = renumbered[page[at + 2 + 2 * i]];
-          if (doc < 0) continue;
-          let out = pages[pageOf(write)];
-          if (w === out[offsetOf(write) + 1]) {
-            write = out[offsetOf(write)];
-            out = pages[pageOf(write)];
-            w = 0;
-          }
-          out[offsetOf(write) + 2 + 2 * w] = doc;
-          out[offsetOf(write) + 3 + 2 * w++] = page[at + 3 + 2 * i];
-          r++;
-        }
-        left -= m;
-        read = page[at];
-      }
-      this.postingCount[t] = r;
-      this.tail[t] = write;
-      this.tailFill[t] = w;
-    });
+    await inTurns(this.compaction(renumbered), () => {});
     // Documents are numbered anew: no term was counted in a document of the new numbering yet.
     this.lastDoc.fill(-1);
     let w = 0;
@@ -322,6 +292,51 @@ export class Bm25Index {
       this.totalLength += this.lengths[i];
     }
     this.ids.retain(keep);
+  }
+
+  /**
+   * Moves each term's kept postings, renumbered, to the front of its chain (its later blocks stay linked, for adds to
+   * reuse). Yields after each term and after each full-size block, so that removal from a list of a million documents is not one turn.
+   */
+  private *compaction(renumbered: Int32Array): Generator<void> {
+    const { pages } = this.pool;
+    for (let t = 0; t < this.terms.length; t++) {
+      let read = this.head[t];
+      // The write cursor: its block, that block's page and offset there, where the next posting goes and the block's end.
+      let write = read;
+      let out = pages[pageOf(write)];
+      let outAt = offsetOf(write);
+      let outPos = outAt + 2;
+      let outEnd = outPos + 2 * out[outAt + 1];
+      let r = 0;
+      for (let left = this.postingCount[t]; left > 0; ) {
+        const page = pages[pageOf(read)];
+        const at = offsetOf(read);
+        const m = Math.min(left, page[at + 1]);
+        for (let i = at + 2; i < at + 2 + 2 * m; i += 2) {
+          const doc = renumbered[page[i]];
+          if (doc < 0) continue;
+          if (outPos === outEnd) {
+            write = out[outAt];
+            out = pages[pageOf(write)];
+            outAt = offsetOf(write);
+            outPos = outAt + 2;
+            outEnd = outPos + 2 * out[outAt + 1];
+          }
+          out[outPos] = doc;
+          out[outPos + 1] = page[i + 1];
+          outPos += 2;
+          r++;
+        }
+        left -= m;
+        read = page[at];
+        if (m === LARGEST_BLOCK && left > 0) yield;
+      }
+      this.postingCount[t] = r;
+      this.tail[t] = write;
+      this.tailFill[t] = (outPos - outAt - 2) / 2;
+      yield;
+    }
   }
 
   /**
@@ -364,9 +379,4 @@ export class Bm25Index {
     for (const doc of touched) scores[doc] = 0;
     return hits;
   }
-}
-
-/** 0, 1, ..., count - 1, for inTurns. */
-function* termNumbers(count: number): Generator<number> {
-  for (let t = 0; t < count; t++) yield t;
 }

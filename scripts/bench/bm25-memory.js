@@ -5,18 +5,22 @@
 // a small V gives every term in many documents. Node's heap and array-buffer memory are read after a full collection.
 // The event loop's longest gap (a 5 ms timer) is recorded while building, and while removing 1,000 documents spread
 // over the index (remove(), after the searches).
+// --docs-file: the first --docs documents of a JSONL file ({ id, text } a line; e.g. the folder that
+// scripts/bench/index-load.js writes) instead, with the same synthetic queries.
 // --dist picks the compiled lib/ (npm run build:ts), to compare builds. Needs --expose-gc:
-//   node --expose-gc scripts/bench/bm25-memory.js [--docs 100000] [--vocabulary 2000000] [--seed 1] [--dist dist]
+//   node --expose-gc scripts/bench/bm25-memory.js [--docs 100000] [--vocabulary 2000000] [--seed 1] [--docs-file f.jsonl] [--dist dist]
 'use strict';
 const path = require('node:path');
 const { parseArgs } = require('node:util');
 
 const ROOT = path.join(__dirname, '..', '..');
+const fs = require('node:fs');
 const { values } = parseArgs({
   options: {
     docs: { type: 'string', default: '100000' },
     vocabulary: { type: 'string', default: '2000000' },
     seed: { type: 'string', default: '1' },
+    'docs-file': { type: 'string' },
     dist: { type: 'string', default: path.join(ROOT, 'dist') },
   },
 });
@@ -29,7 +33,16 @@ const { seededRandom } = require(path.join(ROOT, 'dist', 'random.js'));
 const random = seededRandom(Number(values.seed)).next;
 const word = () => `w${Math.floor(vocabulary ** random()).toString(36)}`;
 const words = (n) => Array.from({ length: n }, word).join(' ');
-const corpus = Array.from({ length: docs }, (_, i) => ({ id: `d${i}`, text: words(60) }));
+const fromFile = () => {
+  const out = [];
+  for (const line of fs.readFileSync(values['docs-file'], 'utf8').split('\n')) {
+    if (out.length === docs) break;
+    if (line) out.push(JSON.parse(line));
+  }
+  if (out.length < docs) throw new Error(`${values['docs-file']} has ${out.length} documents, not ${docs}`);
+  return out;
+};
+const corpus = values['docs-file'] ? fromFile() : Array.from({ length: docs }, (_, i) => ({ id: `d${i}`, text: words(60) }));
 const queries = Array.from({ length: 200 }, () => words(5));
 
 const memory = () => {
