@@ -291,7 +291,7 @@ export class Bm25Index {
       this.lengths[w++] = this.lengths[i];
       this.totalLength += this.lengths[i];
     }
-    this.ids.retain(keep);
+    await inTurns(this.ids.retaining(keep), () => {});
   }
 
   /**

@@ -17,6 +17,7 @@
  * (as it would from a file).
  */
 import type { IndexDoc } from './search-index';
+import { inTurns } from './turns';
 
 const FIRST_CHUNK = 64 * 1024;
 const LARGEST_CHUNK = 1024 * 1024 * 1024;
@@ -78,27 +79,36 @@ export class TextStore {
    * copying is paid once per halving.
    */
   retain(keep: Uint8Array): void {
+    for (const _ of this.retaining(keep));
+  }
+
+  /** retain() in steps, yielding between runs of texts (every STEP texts where one pass goes over them all): for inTurns. */
+  *retaining(keep: Uint8Array): Generator<void> {
     if (keep.length !== this.count) throw new RangeError(`keep has ${keep.length} flags for ${this.count} texts`);
     let texts = 0;
     let bytes = 0;
-    for (let i = 0; i < this.count; i++) if (keep[i]) (texts++, (bytes += this.bytes[i]));
+    for (let i = 0; i < this.count; i++) {
+      if (keep[i]) (texts++, (bytes += this.bytes[i]));
+      if (i % STEP === STEP - 1) yield;
+    }
     // The bytes written so far: every chunk but the last whole, the last up to `used` (its rest is room to grow).
     let footprint = this.used;
     for (let c = 0; c + 1 < this.chunks.length; c++) footprint += this.chunks[c].length;
     if (2 * bytes >= footprint) {
-      forRuns(keep, (from, to, at) => {
-        if (from === at) return;
+      for (const [from, to, at] of runs(keep)) {
+        if (from === at) continue;
         this.chunkOf.copyWithin(at, from, to);
         this.start.copyWithin(at, from, to);
         this.bytes.copyWithin(at, from, to);
-      });
+        yield;
+      }
       this.count = texts;
       return;
     }
     const out = new TextStore({ texts, bytes }, this.largestChunk);
     // A run of kept texts that lie one after the other in one chunk moves with one copy (one per text took most of
     // the time of removing a few documents from a million).
-    for (let i = 0; i < this.count; ) {
+    for (let i = 0, since = 0; i < this.count; ) {
       if (!keep[i]) {
         i++;
         continue;
@@ -111,7 +121,12 @@ export class TextStore {
         end += this.bytes[j++];
       }
       this.chunks[this.chunkOf[i]].copy(chunk, at, this.start[i], end);
+      since += j - i;
       i = j;
+      if (since >= STEP) {
+        since = 0;
+        yield;
+      }
     }
     this.chunks = out.chunks;
     this.used = out.used;
@@ -165,8 +180,8 @@ export function hasLoneSurrogate(s: string): boolean {
 }
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
-/** Calls `copy(from, to, at)` for each run [from, to) of flags that are 1, `at` being how many came before it. */
-function forRuns(keep: Uint8Array, copy: (from: number, to: number, at: number) => void): void {
+/** Each run [from, to) of flags that are 1, with `at`, how many came before it: [from, to, at]. */
+function* runs(keep: Uint8Array): Generator<[number, number, number]> {
   let at = 0;
   for (let i = 0; i < keep.length; ) {
     if (!keep[i]) {
@@ -175,11 +190,14 @@ function forRuns(keep: Uint8Array, copy: (from: number, to: number, at: number) 
     }
     let end = i + 1;
     while (end < keep.length && keep[end]) end++;
-    copy(i, end, at);
+    yield [i, end, at];
     at += end - i;
     i = end;
   }
 }
+
+/** Items a step of work done in turns goes over before it yields (a million take some 10-30 ms in one go). */
+const STEP = 65536;
 
 /** FNV-1a over a string's UTF-16 code units. */
 export function hashOf(id: string): number {
@@ -283,18 +301,26 @@ export class DocStore {
     else this.insert(h, at);
   }
 
-  /** Keeps only the documents whose flag in `keep` is 1, in order, in place (TextStore.retain; the id table rebuilt). */
-  retain(keep: Uint8Array): void {
+  /**
+   * Keeps only the documents whose flag in `keep` is 1, in order, in place (TextStore.retain; the id table rebuilt),
+   * letting the event loop run every few milliseconds: at a million documents this took 40-100 ms in one go. Nothing
+   * else may use the store until it resolves (Index holds its write lock).
+   */
+  async retain(keep: Uint8Array): Promise<void> {
+    await inTurns(this.retaining(keep), () => {});
+  }
+
+  private *retaining(keep: Uint8Array): Generator<void> {
     if (keep.length !== this.length) throw new RangeError(`keep has ${keep.length} flags for ${this.length} documents`);
     this.changeCount++;
-    this.ids.retain(keep);
-    this.texts.retain(keep);
+    yield* this.ids.retaining(keep);
+    yield* this.texts.retaining(keep);
     if (this.meta.length > 0) {
       this.meta = this.meta.filter((_, i) => keep[i]);
       while (this.meta.length > 0 && this.meta[this.meta.length - 1] === undefined) this.meta.pop();
     }
-    forRuns(keep, (from, to, at) => from !== at && this.hashes.copyWithin(at, from, to));
-    this.rehash(tableSize(this.length));
+    for (const [from, to, at] of runs(keep)) if (from !== at) this.hashes.copyWithin(at, from, to);
+    yield* this.rehashing(tableSize(this.length));
   }
 
   private insert(h: number, at: number): void {
@@ -306,9 +332,16 @@ export class DocStore {
 
   /** Every document into a table of `size` slots: the table itself where it has that size (a new one would be fresh pages to fault in). */
   private rehash(size: number): void {
+    for (const _ of this.rehashing(size));
+  }
+
+  private *rehashing(size: number): Generator<void> {
     if (size === this.table.length) this.table.fill(-1);
     else this.table = new Int32Array(size).fill(-1);
-    for (let i = 0; i < this.length; i++) this.insert(this.hashes[i], i);
+    for (let i = 0; i < this.length; i++) {
+      this.insert(this.hashes[i], i);
+      if (i % STEP === STEP - 1) yield;
+    }
   }
 }
 

@@ -622,7 +622,7 @@ export class Index {
       this.tokenOffsets = [0];
       for (const c of this.tokenCounts) this.tokenOffsets.push(this.tokenOffsets[this.tokenOffsets.length - 1] + c);
     }
-    this.docs.retain(keep);
+    await this.docs.retain(keep);
     await this.bm25?.remove(keep);
     this.filterMatches.clear();
   }

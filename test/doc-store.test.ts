@@ -116,7 +116,7 @@ function check(t: import('ava').ExecutionContext, store: DocStore, want: ReturnT
   }
 }
 
-test('DocStore: documents and their positions by id, as an array and a Map hold them, through growth and retain()', (t) => {
+test('DocStore: documents and their positions by id, as an array and a Map hold them, through growth and retain()', async (t) => {
   const docs = documents(5000, 3);
   const absent = ['', 'doc-1', 'doc-50000', '文書0', 'nope', 'd3', '2.5'];
   const grown = new DocStore();
@@ -129,25 +129,25 @@ test('DocStore: documents and their positions by id, as an array and a Map hold 
   check(t, sized, model(docs), absent);
   const keep = Uint8Array.from(docs, (_, i) => (i % 4 === 2 || (i > 1000 && i < 1200) ? 0 : 1));
   const before = grown.changes;
-  grown.retain(keep);
+  await grown.retain(keep);
   t.true(grown.changes > before, 'a removal counts as a change');
   const remaining = docs.filter((_, i) => keep[i]);
   check(t, grown, model(remaining), [...absent, ...docs.filter((_, i) => !keep[i]).map((d) => d.id)]);
   // The store grows on (an id removed before comes back), and removes again (the table shrinks with it).
   grown.push({ id: 'doc-2', text: 'back again', metadata: { again: true } });
   check(t, grown, model([...remaining, { id: 'doc-2', text: 'back again', metadata: { again: true } }]), absent);
-  sized.retain(new Uint8Array(docs.length));
+  await sized.retain(new Uint8Array(docs.length));
   check(t, sized, model([]), docs.slice(0, 50).map((d) => d.id));
   sized.push(docs[7]);
   check(t, sized, model([docs[7]]), absent);
   const one = Uint8Array.from(docs, (_, i) => (i === 4321 ? 1 : 0));
   const single = new DocStore();
   for (const d of docs) single.push(d);
-  single.retain(one);
+  await single.retain(one);
   check(t, single, model([docs[4321]]), docs.slice(0, 50).map((d) => d.id));
 });
 
-test("DocStore: a filter's view of a document has its metadata, and its id and text where the filter reads them", (t) => {
+test("DocStore: a filter's view of a document has its metadata, and its id and text where the filter reads them", async (t) => {
   const store = new DocStore();
   store.push({ id: 'a', text: 'first', metadata: { n: 1 } });
   store.push({ id: 'b', text: 'second' });
@@ -156,5 +156,40 @@ test("DocStore: a filter's view of a document has its metadata, and its id and t
   t.deepEqual(store.view(0, { id: false, text: false }), { metadata: { n: 1 } });
   t.deepEqual(store.view(1, { id: false, text: true }), { text: 'second' });
   t.deepEqual(store.view(1, { id: true, text: false }), { id: 'b' });
-  t.throws(() => store.retain(new Uint8Array(3)), { instanceOf: RangeError, message: /3 flags for 2 documents/ });
+  await t.throwsAsync(store.retain(new Uint8Array(3)), { instanceOf: RangeError, message: /3 flags for 2 documents/ });
+});
+
+test('DocStore.retain works in steps, letting timers fire, and leaves what TextStore.retain in one go leaves', async (t) => {
+  const n = 600_000;
+  const store = new DocStore();
+  const twin = new DocStore();
+  const ids = new TextStore();
+  for (let i = 0; i < n; i++) {
+    store.push({ id: `d${i}`, text: `text ${i}` });
+    twin.push({ id: `d${i}`, text: `text ${i}` });
+    ids.push(`d${i}`);
+  }
+  const keep = new Uint8Array(n).fill(1);
+  for (let i = 0; i < n; i += 997) keep[i] = 0;
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const started = performance.now();
+  await store.retain(keep);
+  const ms = performance.now() - started;
+  clearInterval(timer);
+  // The steps inTurns runs it in: a yield per run of kept documents (602 here) and every 65,536 of a pass.
+  const steps = [...(twin as unknown as { retaining(keep: Uint8Array): Iterable<void> }).retaining(keep)].length;
+  t.log(`retain of ${n} documents: ${ms.toFixed(0)} ms, the timer fired ${ticks} times; ${steps} steps`);
+  t.true(steps > 2 * 602, `${steps} steps`);
+  t.true(ticks >= 1, `the timer fired ${ticks} times`);
+  ids.retain(keep);
+  for (const s of [store, twin]) {
+    t.is(s.length, ids.length);
+    for (const i of [0, 1, 996, 997, 5000, 123_456, s.length - 1]) {
+      t.is(s.id(i), ids.get(i));
+      t.is(s.position(ids.get(i)), i);
+    }
+    t.is(s.position('d0'), undefined);
+    t.is(s.position('d997'), undefined);
+  }
 });
