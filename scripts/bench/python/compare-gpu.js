@@ -27,7 +27,8 @@
 // largest: the largest batch (doubling from 256 up to --max-batch) at which one ColTrast training step of
 //   each side fits in GPU memory, in bfloat16: coltrast as is, coltrast with gradient caching
 //   (miniBatchSize --largest-mini-batch-size; its search starts at the plain step's largest batch), and the
-//   eager Python recipe (which has no caching). A doubling is not tried when it would end past the budget.
+//   eager Python recipe (which has no caching). Each trial is one step (--steps 0), its peak the whole step's. A
+//   doubling is not tried when it would end past the budget.
 // Every coltrast measurement runs in a child process of its own (`--trial ...`), so memory peaks and
 // out-of-memory errors do not carry over. The Python side's embed and train measurements run one after another in one
 // process (`st_baseline.py serve`: each job loads its model, seeds and resets the peak itself; starting Python with
@@ -170,6 +171,8 @@ async function trial() {
     const prepare = (s) => trainer.prepare(batch(s).map((p) => p.query), batch(s).map((p) => p.positive));
     const times = [];
     let native = 0;
+    // --steps 0 (the largest-batch search): one step, timed, its peak the whole step's (first use included).
+    if (n === 0) resetPeak();
     try {
       let ahead = prepare(0);
       let last = performance.now();
@@ -184,7 +187,7 @@ async function trial() {
         }
         const r = await running;
         const now = performance.now();
-        if (s === 0) resetPeak();
+        if (s === 0 && n > 0) resetPeak();
         else {
           times.push((now - last) / 1000);
           native += r.seconds;
@@ -469,7 +472,8 @@ async function main() {
         }
         return { largestBatch: fits, peakGpuMiB: peak, searchedFrom: from, reachedLimit: fits === limit, stoppedByBudget: budgetSpent, trialSeconds };
       };
-      const args = (b) => ['--model', trainModel, '--data', pairsFile(2 * b), '--batch-size', String(b), '--steps', '1', '--precision', 'bfloat16'];
+      // One step a trial (--steps 0): whether it fits, and its peak; a warm-up step and a timed one took twice as long.
+      const args = (b) => ['--model', trainModel, '--data', pairsFile(b), '--batch-size', String(b), '--steps', '0', '--precision', 'bfloat16'];
       const mini = values['largest-mini-batch-size'];
       const row = { shape: trainShape, loss: 'coltrast', precision: 'bfloat16', miniBatchSize: Number(mini), coltrast: null, coltrastCached: null, python: null, ratio: null, ratioCached: null };
       rows.largest.push(row);

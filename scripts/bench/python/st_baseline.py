@@ -26,7 +26,8 @@ is cast to --dtype (model.to(dtype)) for bfloat16/float16. Reports texts/s and t
 input order) so the caller can compare them with coltrast's.
 
 train: fine-tuning on query/positive text pairs with AdamW at learning rate 2e-5 (weight decay 0.01,
-clipping at 1), in-batch negatives. --loss mnrl: contrastive only, MultipleNegativesRankingLoss (scale 20 =
+clipping at 1), in-batch negatives; --steps timed steps after an untimed one, or with --steps 0 one step, timed (its
+peak memory the whole step's, first use included). --loss mnrl: contrastive only, MultipleNegativesRankingLoss (scale 20 =
 1 / temperature 0.05). --loss cached-mnrl: the same loss with gradient caching,
 CachedMultipleNegativesRankingLoss (--mini-batch-size texts encoded at a time; its backward hook re-encodes
 each mini-batch), to set beside coltrast's train({ miniBatchSize }). --loss coltrast: the ColTrast recipe as the write-up computes it, eagerly on the
@@ -189,9 +190,11 @@ def train_manual(model, loss_fn, pairs, args):
         model.forward = torch.autocast(device_type=device_type, dtype=torch.bfloat16)(model.forward)
     times = []
     model.train()
+    # --steps 0 (compare-gpu.js's largest-batch search): one step, timed, its peak the whole step's.
+    first_timed = 0 if args.steps == 0 else 1
     for step in range(args.steps + 1):
         batch = pairs[step * args.batch_size : (step + 1) * args.batch_size]
-        if step == 1:
+        if step == first_timed:
             reset_peak(args.device)
         sync(args.device)
         start = time.perf_counter()
@@ -203,7 +206,7 @@ def train_manual(model, loss_fn, pairs, args):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync(args.device)
-        if step > 0:
+        if step >= first_timed:
             times.append(time.perf_counter() - start)
     return times
 
@@ -271,6 +274,8 @@ def train(args):
         print(f"SentenceTransformerTrainer needs {' and '.join(missing)}: running --loop manual", file=sys.stderr)
     with open(args.data) as f:
         pairs = json.load(f)
+    if args.steps == 0 and loop == "trainer":
+        raise SystemExit("--steps 0 (one step, timed) runs in --loop manual")
     if len(pairs) < args.batch_size * (args.steps + 1):
         raise SystemExit(f"{args.data}: {len(pairs)} pairs, {args.batch_size * (args.steps + 1)} needed")
     torch.manual_seed(42)
