@@ -272,7 +272,7 @@ export class Bm25Index {
    * Removes the documents whose flag in `keep` (one per document, in the order added) is 0; the others keep their
    * order. One pass over the postings, instead of tokenizing every document again, letting the event loop run every
    * few milliseconds (at a million documents the pass takes a fraction of a second; BENCHMARKS.md, "Removing
-   * documents"). No search may run until it resolves (Index holds its write lock).
+   * documents"). Nothing else may use the index until it resolves (Index holds its write lock).
    */
   async remove(keep: Uint8Array): Promise<void> {
     const n = this.ids.length;

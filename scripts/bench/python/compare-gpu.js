@@ -35,7 +35,8 @@
 // torch, transformers and sentence-transformers took seconds a measurement, most of a run's time), and its
 // largest-batch trials each in a process of its own, after that one has exited and freed its GPU memory. A warm
 // process may favour the Python side a little (cuBLAS handles and kernel choices made by an earlier job); each job
-// reports the GPU memory earlier ones left allocated (allocatedMiBAtStart), which its peak would include. A machine lent for minutes must not lose a run to one failure:
+// reports the GPU memory earlier ones left allocated (allocatedMiBAtStart), which its peak would include.
+// A machine lent for minutes must not lose a run to one failure:
 // the --json file is rewritten after every measurement (`complete: false` until the end), a failed or
 // timed-out measurement is recorded with its error and the next one runs, and measurements that would start
 // after --budget-seconds are listed as skipped. The model folders use the default model's English WordPiece
