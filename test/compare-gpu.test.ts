@@ -49,8 +49,10 @@ withPython(`compare-gpu.js runs end to end on the CPU against a stand-in for sen
     t.is(row.speedupNoCudnn, +(row.coltrast.samplesPerSecond / row.pythonNoCudnn.samplesPerSecond).toFixed(2));
   }
   t.is(result.rows.embed[0].sentenceTransformersNoCudnn, undefined, 'float32 has no cuDNN attention to turn off');
-  // One Python process ran these (st_baseline.py serve); on the CPU there is no GPU memory to leave behind.
-  t.deepEqual(result.rows.train.slice(0, 2).map((row: any) => row.python.allocatedMiBAtStart), [0, 0]);
+  // One process a side ran these (st_baseline.py serve, compare-gpu.js --serve-trials); on the CPU there is no GPU
+  // memory to leave behind.
+  t.deepEqual(result.rows.train.slice(0, 2).map((row: any) => [row.coltrast.allocatedMiBAtStart, row.python.allocatedMiBAtStart]), [[0, 0], [0, 0]]);
+  t.is(result.rows.embed[0].coltrast.allocatedMiBAtStart, 0);
   t.regex(result.rows.train[0].python.baseline, /eager ColTrast/);
   t.regex(result.rows.train[1].python.baseline, /MNRL \(trainer\)/);
   t.regex(result.rows.train[2].python.baseline, /CachedMNRL, mini-batch 16 \(manual\)/);
@@ -96,4 +98,24 @@ withPython(`st_baseline.py serve answers one job a line in one process: a failed
   t.true(answers[1].result.textsPerSecond > 0);
   t.regex(answers[2].error, /exited \(2\)/, 'an argparse error (no --model) is that job\'s answer');
   t.deepEqual(answers[3].result.dimension, answers[1].result.dimension);
+});
+
+test('compare-gpu.js --serve-trials answers one coltrast measurement a line in one process: an error goes back and the next runs', (t) => {
+  const dir = tempDir();
+  const texts = path.join(dir, 'texts.json');
+  fs.writeFileSync(texts, JSON.stringify(['a first text', 'the second one', 'three']));
+  const embed = ['--trial', 'coltrast-embed', '--model', FIXTURE, '--data', texts, '--batch-size', '2'];
+  const jobs = [['--trial', 'no-such-trial'], embed, ['--trial', 'coltrast-embed', '--model', path.join(dir, 'missing'), '--data', texts, '--batch-size', '2'], embed];
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'bench', 'python', 'compare-gpu.js'), '--device', 'cpu', '--serve-trials'], {
+    input: jobs.map((j) => `${JSON.stringify(j)}\n`).join(''),
+    encoding: 'utf8',
+  });
+  t.is(r.status, 0, r.stderr.slice(-3000));
+  const answers = r.stdout.split('\n').filter((l) => l.startsWith('@@trial ')).map((l) => JSON.parse(l.slice('@@trial '.length)));
+  t.is(answers.length, 4);
+  t.regex(answers[0].error, /unknown --trial no-such-trial/);
+  t.true(answers[1].result.textsPerSecond > 0);
+  t.is(answers[1].result.allocatedMiBAtStart, 0);
+  t.regex(answers[2].error, /missing/);
+  t.deepEqual(answers[3].result.tokens, answers[1].result.tokens);
 });

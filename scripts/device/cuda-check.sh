@@ -43,9 +43,9 @@
 # --budget-seconds 150" … run first compare` took 364 s in one call, `run profile` 62 s, `GENERATOR_ARGS=--quick …
 # run generator` with `run prebuild` 192 s; everything passed but two loader tests of the prebuild group (fixed since,
 # not rerun). Next, with 15 minutes of device time in all (each machine start about 30 s of it): the full issue #9
-# comparison first (its Python side now runs its embed and train measurements in one process, which saves the seconds
-# of a Python start per measurement), then what the budget left undone, back to back (build/ survives only while the
-# machine is warm):
+# comparison first (each side now runs its embed and train measurements in one process, which saves the seconds of a
+# process start per measurement, and a largest-batch trial is one step), then what the budget left undone, back to
+# back (build/ survives only while the machine is warm):
 #   run(command='COMPARE_ARGS="--budget-seconds 480" bash scripts/device/cuda-check.sh run compare',
 #       carry=[".device", "dist"], timeout_s=600)
 #   and if its JSON lists the largest-batch search as skipped or stopped by the budget:

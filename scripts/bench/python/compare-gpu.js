@@ -29,13 +29,15 @@
 //   (miniBatchSize --largest-mini-batch-size; its search starts at the plain step's largest batch), and the
 //   eager Python recipe (which has no caching). Each trial is one step (--steps 0), its peak the whole step's. A
 //   doubling is not tried when it would end past the budget.
-// Every coltrast measurement runs in a child process of its own (`--trial ...`), so memory peaks and
-// out-of-memory errors do not carry over. The Python side's embed and train measurements run one after another in one
-// process (`st_baseline.py serve`: each job loads its model, seeds and resets the peak itself; starting Python with
-// torch, transformers and sentence-transformers took seconds a measurement, most of a run's time), and its
-// largest-batch trials each in a process of its own, after that one has exited and freed its GPU memory. A warm
-// process may favour the Python side a little (cuBLAS handles and kernel choices made by an earlier job); each job
-// reports the GPU memory earlier ones left allocated (allocatedMiBAtStart), which its peak would include.
+// Each side's embed and train measurements run one after another in one child process of its own (coltrast:
+// `compare-gpu.js --serve-trials`; Python: `st_baseline.py serve`), each measurement loading its model, seeding and
+// resetting the peak itself, the CUDA cache emptied after it: starting Node with the CUDA libtorch, or Python with
+// torch, transformers and sentence-transformers, costs seconds each time (2026-12-05's quick H100 comparison took 171 s
+// for some 24 processes whose timed work came to well under a minute). Each result says
+// what GPU memory earlier ones left allocated (allocatedMiBAtStart), which its peak would include; a warm process may
+// favour a side a little (cuBLAS handles, kernel choices made by an earlier measurement), both sides alike. The
+// largest-batch trials each run in a process of their own (`--trial ...`), after both workers have exited, so that
+// memory peaks and out-of-memory errors do not carry over.
 // A machine lent for minutes must not lose a run to one failure:
 // the --json file is rewritten after every measurement (`complete: false` until the end), a failed or
 // timed-out measurement is recorded with its error and the next one runs, and measurements that would start
@@ -60,35 +62,36 @@ const { findPython } = require(path.join(ROOT, 'scripts', 'bench', 'parity'));
 const { stepOptions } = require('./step-options');
 const { median } = require('../stats');
 
-const { values } = parseArgs({
-  options: {
-    what: { type: 'string', default: 'embed,train,largest' },
-    quick: { type: 'boolean', default: false },
-    shapes: { type: 'string' },
-    'train-shape': { type: 'string', default: 'minilm' },
-    texts: { type: 'string' },
-    'embed-batch-size': { type: 'string', default: '128' },
-    'batch-sizes': { type: 'string' },
-    steps: { type: 'string' },
-    precisions: { type: 'string', default: 'bfloat16,float32' },
-    'max-batch': { type: 'string', default: '65536' },
-    'budget-seconds': { type: 'string', default: '480' },
-    'largest-mini-batch-size': { type: 'string', default: '256' },
-    'cached-batch-size': { type: 'string' },
-    'mini-batch-size': { type: 'string', default: '0' },
-    device: { type: 'string', default: 'cuda' },
-    json: { type: 'string' },
-    // A child's one measurement: coltrast-embed | coltrast-train.
-    trial: { type: 'string' },
-    model: { type: 'string' },
-    data: { type: 'string' },
-    'batch-size': { type: 'string' },
-    dtype: { type: 'string', default: 'float32' },
-    precision: { type: 'string', default: 'float32' },
-    loss: { type: 'string', default: 'coltrast' },
-    vectors: { type: 'string' },
-  },
-});
+const OPTIONS = {
+  what: { type: 'string', default: 'embed,train,largest' },
+  quick: { type: 'boolean', default: false },
+  shapes: { type: 'string' },
+  'train-shape': { type: 'string', default: 'minilm' },
+  texts: { type: 'string' },
+  'embed-batch-size': { type: 'string', default: '128' },
+  'batch-sizes': { type: 'string' },
+  steps: { type: 'string' },
+  precisions: { type: 'string', default: 'bfloat16,float32' },
+  'max-batch': { type: 'string', default: '65536' },
+  'budget-seconds': { type: 'string', default: '480' },
+  'largest-mini-batch-size': { type: 'string', default: '256' },
+  'cached-batch-size': { type: 'string' },
+  'mini-batch-size': { type: 'string', default: '0' },
+  device: { type: 'string', default: 'cuda' },
+  json: { type: 'string' },
+  // A child's one measurement: coltrast-embed | coltrast-train.
+  trial: { type: 'string' },
+  model: { type: 'string' },
+  data: { type: 'string' },
+  'batch-size': { type: 'string' },
+  dtype: { type: 'string', default: 'float32' },
+  precision: { type: 'string', default: 'float32' },
+  loss: { type: 'string', default: 'coltrast' },
+  vectors: { type: 'string' },
+  // A child that runs such measurements one after another, one JSON list of their arguments a line on stdin.
+  'serve-trials': { type: 'boolean', default: false },
+};
+const { values } = parseArgs({ options: OPTIONS });
 const quick = values.quick;
 const shapes = (values.shapes ?? (quick ? 'minilm' : 'minilm,base')).split(',');
 const textCount = Number(values.texts ?? (quick ? 2000 : 10000));
@@ -140,80 +143,118 @@ function trainSpeedups(c, p) {
   return { speedup: round(c.samplesPerSecond / p.samplesPerSecond, 2), medianSpeedup: round(c.medianSamplesPerSecond / p.medianSamplesPerSecond, 2) };
 }
 
-// ---- the children: one coltrast measurement each, a JSON line on stdout ----
-async function trial() {
-  const batchSize = Number(values['batch-size']);
-  if (values.trial === 'coltrast-embed') {
-    const texts = JSON.parse(fs.readFileSync(values.data, 'utf8'));
-    const enc = await Encoder.load(values.model, { device, dtype: values.dtype });
-    await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
-    resetPeak();
-    const t0 = performance.now();
-    const v = await enc.embed(texts, { batchSize });
-    const seconds = (performance.now() - t0) / 1000;
-    const peak = peakMiB();
-    if (values.vectors) fs.writeFileSync(values.vectors, Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength));
-    const lengths = (await enc.tokenize(texts)).map((ids) => ids.length);
-    enc.dispose();
-    return {
-      seconds,
-      textsPerSecond: texts.length / seconds,
-      peakGpuMiB: peak,
-      tokens: { mean: lengths.reduce((a, b) => a + b, 0) / lengths.length, min: Math.min(...lengths), max: Math.max(...lengths) },
-    };
-  }
-  if (values.trial === 'coltrast-train') {
-    const pairs = JSON.parse(fs.readFileSync(values.data, 'utf8'));
-    const n = Number(values.steps ?? 10);
-    const enc = await Encoder.load(values.model, { device });
-    const trainer = await enc.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42, precision: values.precision });
-    const options = stepOptions(values.loss, Number(values['mini-batch-size']));
-    const batch = (s) => pairs.slice(s * batchSize, (s + 1) * batchSize);
-    const prepare = (s) => trainer.prepare(batch(s).map((p) => p.query), batch(s).map((p) => p.positive));
-    const times = [];
-    let native = 0;
-    // --steps 0 (the largest-batch search): one step, timed, its peak the whole step's (first use included).
-    if (n === 0) resetPeak();
+// ---- the children: one coltrast measurement each (`--trial`), or one after another (`--serve-trials`) ----
+/** One measurement, `o` its options (parseArgs of OPTIONS); the model is freed however it ends. */
+async function trial(o) {
+  const batchSize = Number(o['batch-size']);
+  if (o.trial === 'coltrast-embed') {
+    const texts = JSON.parse(fs.readFileSync(o.data, 'utf8'));
+    const enc = await Encoder.load(o.model, { device, dtype: o.dtype });
     try {
-      let ahead = prepare(0);
-      let last = performance.now();
-      for (let s = 0; s <= n; s++) {
-        const prepared = await ahead;
-        // As train() does: the step queued first, then the next batch's tokenization, whose synchronous part
-        // would otherwise delay the step (on 2026-12-05's H100 run this script still did it the other way round).
-        const running = trainer.stepPrepared(prepared, options);
-        if (s < n) {
-          ahead = prepare(s + 1);
-          ahead.catch(() => {}); // awaited by the next step, unless this one fails first
-        }
-        const r = await running;
-        const now = performance.now();
-        if (s === 0 && n > 0) resetPeak();
-        else {
-          times.push((now - last) / 1000);
-          native += r.seconds;
-        }
-        last = performance.now();
-      }
-    } catch (error) {
-      if (isOom(error.message)) return { oom: true, error: String(error.message).split('\n')[0] };
-      throw error;
+      return await embedTrial(enc, texts, batchSize, o.vectors);
+    } finally {
+      enc.dispose();
     }
-    const peak = peakMiB();
-    enc.dispose();
-    const seconds = times.reduce((a, b) => a + b, 0);
-    return {
-      oom: false,
-      timedSteps: times.length,
-      stepSeconds: times,
-      secondsPerStep: seconds / times.length,
-      samplesPerSecond: (batchSize * times.length) / seconds,
-      nodeOverheadPercent: (100 * (seconds - native)) / seconds,
-      peakGpuMiB: peak,
-    };
   }
-  throw new Error(`unknown --trial ${values.trial}`);
+  if (o.trial === 'coltrast-train') {
+    const pairs = JSON.parse(fs.readFileSync(o.data, 'utf8'));
+    const enc = await Encoder.load(o.model, { device });
+    try {
+      return await trainTrial(enc, pairs, batchSize, o);
+    } finally {
+      enc.dispose();
+    }
+  }
+  throw new Error(`unknown --trial ${o.trial}`);
 }
+
+async function embedTrial(enc, texts, batchSize, vectors) {
+  await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
+  resetPeak();
+  const t0 = performance.now();
+  const v = await enc.embed(texts, { batchSize });
+  const seconds = (performance.now() - t0) / 1000;
+  const peak = peakMiB();
+  if (vectors) fs.writeFileSync(vectors, Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength));
+  const lengths = (await enc.tokenize(texts)).map((ids) => ids.length);
+  return {
+    seconds,
+    textsPerSecond: texts.length / seconds,
+    peakGpuMiB: peak,
+    tokens: { mean: lengths.reduce((a, b) => a + b, 0) / lengths.length, min: Math.min(...lengths), max: Math.max(...lengths) },
+  };
+}
+
+async function trainTrial(enc, pairs, batchSize, o) {
+  const n = Number(o.steps ?? 10);
+  const trainer = await enc.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42, precision: o.precision });
+  const options = stepOptions(o.loss, Number(o['mini-batch-size']));
+  const batch = (s) => pairs.slice(s * batchSize, (s + 1) * batchSize);
+  const prepare = (s) => trainer.prepare(batch(s).map((p) => p.query), batch(s).map((p) => p.positive));
+  const times = [];
+  let native = 0;
+  // --steps 0 (the largest-batch search): one step, timed, its peak the whole step's (first use included).
+  if (n === 0) resetPeak();
+  try {
+    let ahead = prepare(0);
+    let last = performance.now();
+    for (let s = 0; s <= n; s++) {
+      const prepared = await ahead;
+      // As train() does: the step queued first, then the next batch's tokenization, whose synchronous part
+      // would otherwise delay the step (on 2026-12-05's H100 run this script still did it the other way round).
+      const running = trainer.stepPrepared(prepared, options);
+      if (s < n) {
+        ahead = prepare(s + 1);
+        ahead.catch(() => {}); // awaited by the next step, unless this one fails first
+      }
+      const r = await running;
+      const now = performance.now();
+      if (s === 0 && n > 0) resetPeak();
+      else {
+        times.push((now - last) / 1000);
+        native += r.seconds;
+      }
+      last = performance.now();
+    }
+  } catch (error) {
+    if (isOom(error.message)) return { oom: true, error: String(error.message).split('\n')[0] };
+    throw error;
+  } finally {
+    trainer.dispose();
+  }
+  const seconds = times.reduce((a, b) => a + b, 0);
+  return {
+    oom: false,
+    timedSteps: times.length,
+    stepSeconds: times,
+    secondsPerStep: seconds / times.length,
+    samplesPerSecond: (batchSize * times.length) / seconds,
+    nodeOverheadPercent: (100 * (seconds - native)) / seconds,
+    peakGpuMiB: peakMiB(),
+  };
+}
+
+/**
+ * --serve-trials: trial() for each line of stdin (a JSON list of its arguments), answering each with a line on stdout:
+ * TRIAL_MARKER and { result } or { error }. The CUDA cache is emptied after each, and each result says what GPU memory
+ * earlier ones left allocated (allocatedMiBAtStart), which its peak would include.
+ */
+async function serveTrials() {
+  for await (const line of readline.createInterface({ input: process.stdin })) {
+    if (!line.trim()) continue;
+    let answer;
+    try {
+      const { values: o } = parseArgs({ args: JSON.parse(line), options: OPTIONS });
+      const allocated = gpu ? cudaMemory(device).allocatedBytes : 0;
+      answer = { result: { ...(await trial(o)), allocatedMiBAtStart: Math.round(allocated / 2 ** 20) } };
+    } catch (error) {
+      answer = { error: String(error?.stack ?? error).slice(0, 3000) };
+    }
+    if (gpu) cudaMemory(device, { emptyCache: true });
+    process.stdout.write(`${TRIAL_MARKER}${JSON.stringify(answer)}\n`);
+  }
+}
+const TRIAL_MARKER = '@@trial ';
 
 // ---- the parent ----
 function runJson(command, args) {
@@ -225,24 +266,24 @@ function runJson(command, args) {
   }
   return JSON.parse(last);
 }
-const coltrast = (args) => runJson(process.execPath, [__filename, '--device', device, ...args]);
+const coltrastProcess = (args) => runJson(process.execPath, [__filename, '--device', device, ...args]);
 const BASELINE = path.join(__dirname, 'st_baseline.py');
-/** One Python measurement in a process of its own (the largest-batch search, where an out-of-memory must not linger). */
+/** One measurement in a process of its own (the largest-batch search, where an out-of-memory must not linger). */
 const pythonProcess = (py, args) => runJson(py, [BASELINE, ...args, '--device', device]);
 
 /**
- * `st_baseline.py serve`, started on first use: run(args) sends one job and resolves with its result, or rejects with
- * its error. A job past `timeoutMs` kills the process (the next job starts another); so does close().
+ * A child process that runs measurements one after another (`st_baseline.py serve`, `compare-gpu.js --serve-trials`),
+ * started on first use: run(args) sends one job, a JSON list of its arguments, and resolves with its result (or
+ * { oom: true } where it ran out of memory), or rejects with its error. Only stdout lines that start with `marker` are
+ * answers; others go to stderr. A job past `timeoutMs` kills the process (the next job starts another); close() ends it.
  */
-class PythonWorker {
-  constructor(py) {
-    this.py = py;
-    this.child = null;
-    this.pending = null;
+class LineWorker {
+  constructor(name, command, args, marker) {
+    Object.assign(this, { name, command, args, marker, child: null, pending: null });
   }
 
   start() {
-    const child = spawn(this.py, [BASELINE, 'serve'], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+    const child = spawn(this.command, this.args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
     const fail = (error) => {
       if (this.child === child) this.child = null;
       const pending = this.pending;
@@ -250,15 +291,14 @@ class PythonWorker {
       pending?.reject(error);
     };
     readline.createInterface({ input: child.stdout }).on('line', (line) => {
-      // Anything else a library prints on stdout goes to stderr, as the one-process-a-measurement runs let it.
-      if (!line.startsWith('@@st_baseline ')) return console.error(line);
+      if (!line.startsWith(this.marker)) return console.error(line);
       const pending = this.pending;
       this.pending = null;
-      pending?.resolve(JSON.parse(line.slice('@@st_baseline '.length)));
+      pending?.resolve(JSON.parse(line.slice(this.marker.length)));
     });
     child.on('error', fail);
-    child.stdin.on('error', () => {}); // a write to a process that died: its exit, just above, says so
-    child.on('exit', (code, signal) => fail(new Error(`st_baseline.py serve exited (${code ?? signal})${child.timedOut ? ` after a job ran past ${child.timedOut / 1000} s` : ''}`)));
+    child.stdin.on('error', () => {}); // a write to a process that died: its exit, just below, says so
+    child.on('exit', (code, signal) => fail(new Error(`${this.name} exited (${code ?? signal})${child.timedOut ? ` after a job ran past ${child.timedOut / 1000} s` : ''}`)));
     this.child = child;
   }
 
@@ -278,7 +318,7 @@ class PythonWorker {
     });
     if (answer.error !== undefined) {
       if (isOom(answer.error)) return { oom: true, error: 'out of memory' };
-      throw new Error(`st_baseline.py ${args.join(' ')} failed:\n${answer.error}`);
+      throw new Error(`${this.name}: ${args.join(' ')} failed:\n${answer.error}`);
     }
     return answer.result;
   }
@@ -294,8 +334,9 @@ class PythonWorker {
 }
 
 async function main() {
+  if (values['serve-trials']) return serveTrials();
   if (values.trial) {
-    console.log(JSON.stringify(await trial()));
+    console.log(JSON.stringify(await trial(values)));
     return;
   }
   const info = runtimeInfo();
@@ -313,11 +354,21 @@ async function main() {
   const save = () => values.json && fs.writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);
   const started = Date.now();
   const budget = Number(values['budget-seconds']) * 1000;
-  const worker = new PythonWorker(py);
+  const workers = {
+    python: new LineWorker('st_baseline.py serve', py, [BASELINE, 'serve'], '@@st_baseline '),
+    coltrast: new LineWorker('compare-gpu.js --serve-trials', process.execPath, [__filename, '--device', device, '--serve-trials'], TRIAL_MARKER),
+  };
+  const closeWorkers = () => Promise.all(Object.values(workers).map((w) => w.close()));
+  // GPU memory an earlier job left allocated would count in this one's peak: each row keeps the figure.
+  const noteLeft = (side, r) => r.allocatedMiBAtStart > 0 && log(`  (the ${side} process held ${r.allocatedMiBAtStart} MiB from earlier jobs when this one started)`);
   const python = async (args) => {
-    const r = await worker.run([...args, '--device', device]);
-    // GPU memory an earlier job left allocated would count in this one's peak: each row keeps the figure.
-    if (r.allocatedMiBAtStart > 0) log(`  (the Python process held ${r.allocatedMiBAtStart} MiB from earlier jobs when this one started)`);
+    const r = await workers.python.run([...args, '--device', device]);
+    noteLeft('Python', r);
+    return r;
+  };
+  const coltrast = async (args) => {
+    const r = await workers.coltrast.run(args);
+    noteLeft('coltrast', r);
     return r;
   };
   // Runs one measurement unless the budget is spent; records its failure and goes on.
@@ -346,7 +397,7 @@ async function main() {
         for (const dtype of gpu ? ['float32', 'bfloat16'] : ['float32']) await measure(`embed ${shape} ${dtype}`, async () => {
           const ours = path.join(work, 'ours.bin');
           const theirs = path.join(work, 'theirs.bin');
-          const c = coltrast(['--trial', 'coltrast-embed', '--model', model, '--data', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', ours]);
+          const c = await coltrast(['--trial', 'coltrast-embed', '--model', model, '--data', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', ours]);
           const s = await python(['encode', '--model', model, '--texts', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--vectors', theirs]);
           const sOff = dtype === 'float32' ? null : await python(['encode', '--model', model, '--texts', textsFile, '--batch-size', batchSize, '--dtype', dtype, '--no-cudnn-attention']);
           const a = new Float32Array(fs.readFileSync(ours).buffer.slice(0));
@@ -359,7 +410,7 @@ async function main() {
             texts: texts.length,
             tokens: c.tokens,
             batchSize: Number(batchSize),
-            coltrast: { textsPerSecond: round(c.textsPerSecond), peakGpuMiB: c.peakGpuMiB },
+            coltrast: { textsPerSecond: round(c.textsPerSecond), peakGpuMiB: c.peakGpuMiB, allocatedMiBAtStart: c.allocatedMiBAtStart },
             sentenceTransformers: { textsPerSecond: round(s.textsPerSecond), peakGpuMiB: s.peakGpuMiB, version: s.sentenceTransformers, cudnnAttention: s.cudnnAttention, allocatedMiBAtStart: s.allocatedMiBAtStart },
             speedup: round(c.textsPerSecond / s.textsPerSecond, 2),
             ...(sOff
@@ -388,7 +439,7 @@ async function main() {
           for (const batchSize of batchSizes) await measure(`train ${loss} ${precision} batch ${batchSize}`, async () => {
             const data = pairsFile(batchSize * (steps + 1));
             const common = ['--model', trainModel, '--data', data, '--batch-size', String(batchSize), '--steps', String(steps), '--precision', precision];
-            const c = coltrast(['--trial', 'coltrast-train', '--loss', loss, ...common]);
+            const c = await coltrast(['--trial', 'coltrast-train', '--loss', loss, ...common]);
             const pyArgs = ['train', '--loss', loss === 'coltrast' ? 'coltrast' : 'mnrl', '--loop', loss === 'coltrast' ? 'manual' : 'trainer', ...common];
             const p = await python(pyArgs);
             const pOff = precision === 'float32' ? null : await python([...pyArgs, '--no-cudnn-attention']);
@@ -399,7 +450,7 @@ async function main() {
               loss,
               precision,
               batchSize,
-              coltrast: { ...coltrastSide, ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
+              coltrast: { ...coltrastSide, ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }), allocatedMiBAtStart: c.allocatedMiBAtStart },
               python: { ...pythonSide, baseline: p.side, cudnnAttention: p.cudnnAttention, allocatedMiBAtStart: p.allocatedMiBAtStart },
               ...trainSpeedups(coltrastSide, pythonSide),
               ...(pythonOff
@@ -420,7 +471,7 @@ async function main() {
       await measure(`train contrastive cached ${precision} batch ${cachedBatch}`, async () => {
         const cachedSteps = Math.min(steps, 3);
         const common = ['--model', trainModel, '--data', pairsFile(cachedBatch * (cachedSteps + 1)), '--batch-size', String(cachedBatch), '--steps', String(cachedSteps), '--precision', precision, '--mini-batch-size', mini];
-        const c = coltrast(['--trial', 'coltrast-train', '--loss', 'contrastive', ...common]);
+        const c = await coltrast(['--trial', 'coltrast-train', '--loss', 'contrastive', ...common]);
         const p = await python(['train', '--loss', 'cached-mnrl', '--loop', 'manual', ...common]);
         const coltrastSide = trainSide(c, cachedBatch), pythonSide = trainSide(p, cachedBatch);
         const row = {
@@ -429,7 +480,7 @@ async function main() {
           precision,
           batchSize: cachedBatch,
           miniBatchSize: Number(mini),
-          coltrast: { ...coltrastSide, ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }) },
+          coltrast: { ...coltrastSide, ...(c.oom ? {} : { nodeOverheadPercent: round(c.nodeOverheadPercent, 2) }), allocatedMiBAtStart: c.allocatedMiBAtStart },
           python: { ...pythonSide, baseline: p.side },
           ...trainSpeedups(coltrastSide, pythonSide),
         };
@@ -437,8 +488,8 @@ async function main() {
         log(`train contrastive cached ${precision} batch ${cachedBatch}: coltrast ${JSON.stringify(row.coltrast)}, python ${JSON.stringify(row.python)}`);
       });
     }
-    // The largest-batch search runs with no Python process holding GPU memory.
-    await worker.close();
+    // The largest-batch search runs with no worker holding GPU memory.
+    await closeWorkers();
     if (what.includes('largest')) {
       const limit = Number(values['max-batch']);
       // Doubling from `from` (a batch known to fit, or 256) to --max-batch. A trial is not started when it would
@@ -489,7 +540,7 @@ async function main() {
       });
       await measure('largest batch, coltrast', () => {
         log('largest batch, coltrast:');
-        row.coltrast = largest((b) => coltrast(['--trial', 'coltrast-train', '--loss', 'coltrast', ...args(b)]));
+        row.coltrast = largest((b) => coltrastProcess(['--trial', 'coltrast-train', '--loss', 'coltrast', ...args(b)]));
         ratios();
       });
       await measure(`largest batch, coltrast with miniBatchSize ${mini}`, () => {
@@ -497,13 +548,13 @@ async function main() {
         // Gradient caching needs no more memory than the plain step, so its search starts at the plain step's
         // largest batch (four trials fewer on 2026-12-05's H100 numbers).
         const from = Math.max(256, row.coltrast?.largestBatch ?? 0);
-        const run = (b) => coltrast(['--trial', 'coltrast-train', '--loss', 'coltrast', '--mini-batch-size', mini, ...args(b)]);
+        const run = (b) => coltrastProcess(['--trial', 'coltrast-train', '--loss', 'coltrast', '--mini-batch-size', mini, ...args(b)]);
         row.coltrastCached = largest(run, from, row.coltrast?.trialSeconds?.[from] ?? 0);
         ratios();
       });
     }
   } finally {
-    await worker.close();
+    await closeWorkers();
     fs.rmSync(work, { recursive: true, force: true });
   }
   result.complete = true;

@@ -11,8 +11,8 @@
 
 serve: compare-gpu.js's measurements in one process, each job as its command line would run it (its own model load,
 seed, peak-memory reset and cuDNN attention setting; the CUDA cache emptied after it), without a process start
-(importing torch, transformers and sentence-transformers and starting CUDA: seconds each, which on 2026-12-05's H100
-run were most of the comparison's time). Out of memory is a job's answer ({"oom": true}), as on its command line.
+(importing torch, transformers and sentence-transformers and starting CUDA: seconds each time; 2026-12-05's quick H100
+comparison took 171 s for some 24 processes whose timed work came to well under a minute). Out of memory is a job's answer ({"oom": true}), as on its command line.
 
 --no-cudnn-attention: torch.backends.cuda.enable_cudnn_sdp(False), as coltrast runs by default (PyTorch's default
 lets scaled_dot_product_attention use cuDNN's kernels on sm_90 and newer, which build a plan per new input shape:
