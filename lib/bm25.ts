@@ -291,7 +291,7 @@ export class Bm25Index {
       this.lengths[w++] = this.lengths[i];
       this.totalLength += this.lengths[i];
     }
-    await inTurns(this.ids.retaining(keep), () => {});
+    await this.ids.retain(keep);
   }
 
   /**

@@ -76,10 +76,11 @@ export class TextStore {
    * texts' bytes stay as slack: copying the bytes into new chunks was what made removing a few documents from a
    * million hold the event loop for 0.3-0.7 s, most of it faulting in fresh pages (BENCHMARKS.md, "Removing
    * documents"). Below half, the kept bytes are copied into new chunks, so slack never exceeds the live text and the
-   * copying is paid once per halving.
+   * copying is paid once per halving. Done in turns (inTurns over retaining()); nothing else may use the store until
+   * it resolves.
    */
-  retain(keep: Uint8Array): void {
-    for (const _ of this.retaining(keep));
+  async retain(keep: Uint8Array): Promise<void> {
+    await inTurns(this.retaining(keep), () => {});
   }
 
   /** retain() in steps, yielding between runs of texts (every STEP texts where one pass goes over them all): for inTurns. */
