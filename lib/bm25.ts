@@ -10,7 +10,7 @@
  * into its internal marker for a consonant y ('python3' became 'pythoni', 'mp3s' 'mpys').
  */
 import { stem as porter2 } from 'porter2';
-import { TextStore, doubled, hashOf, hasLoneSurrogate } from './doc-store';
+import { TextStore, doubled, hashOf, hasLoneSurrogate, insertSlot } from './doc-store';
 import { invalid } from './validate';
 import { topK } from './top-k';
 import { inTurns } from './turns';
@@ -114,8 +114,8 @@ class TermTable {
     this.hashes[t] = h;
     if (2 * this.count > this.table.length) {
       this.table = new Int32Array(2 * this.table.length).fill(-1);
-      for (let i = 0; i < this.count; i++) this.insert(this.hashes[i], i);
-    } else this.insert(h, t);
+      for (let i = 0; i < this.count; i++) insertSlot(this.table, this.hashes[i], i);
+    } else insertSlot(this.table, h, t);
     return t;
   }
 
@@ -124,13 +124,6 @@ class TermTable {
     if (this.ends[t] - from !== term.length) return false;
     for (let i = 0; i < term.length; i++) if (this.bytes[from + i] !== term.charCodeAt(i)) return false;
     return true;
-  }
-
-  private insert(h: number, t: number): void {
-    const mask = this.table.length - 1;
-    let slot = h & mask;
-    while (this.table[slot] !== -1) slot = (slot + 1) & mask;
-    this.table[slot] = t;
   }
 }
 const ASCII = /^[\x00-\x7f]*$/;

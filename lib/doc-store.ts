@@ -200,6 +200,17 @@ function* runs(keep: Uint8Array): Generator<[number, number, number]> {
 /** Items a step of work done in turns goes over before it yields (a million take some 10-30 ms in one go). */
 const STEP = 65536;
 
+/**
+ * Puts `at` into an open-addressing table (a power of two in size, -1 for an empty slot, linear probing) at the first
+ * free slot from hash `h`: DocStore's ids, BM25's terms.
+ */
+export function insertSlot(table: Int32Array, h: number, at: number): void {
+  const mask = table.length - 1;
+  let slot = h & mask;
+  while (table[slot] !== -1) slot = (slot + 1) & mask;
+  table[slot] = at;
+}
+
 /** FNV-1a over a string's UTF-16 code units. */
 export function hashOf(id: string): number {
   let h = 0x811c9dc5;
@@ -299,7 +310,7 @@ export class DocStore {
       this.meta.push(doc.metadata);
     }
     if (2 * (at + 1) > this.table.length) this.rehash(tableSize(at + 1));
-    else this.insert(h, at);
+    else insertSlot(this.table, h, at);
   }
 
   /**
@@ -324,12 +335,6 @@ export class DocStore {
     yield* this.rehashing(tableSize(this.length));
   }
 
-  private insert(h: number, at: number): void {
-    const mask = this.table.length - 1;
-    let slot = h & mask;
-    while (this.table[slot] !== -1) slot = (slot + 1) & mask;
-    this.table[slot] = at;
-  }
 
   /** Every document into a table of `size` slots: the table itself where it has that size (a new one would be fresh pages to fault in). */
   private rehash(size: number): void {
@@ -340,7 +345,7 @@ export class DocStore {
     if (size === this.table.length) this.table.fill(-1);
     else this.table = new Int32Array(size).fill(-1);
     for (let i = 0; i < this.length; i++) {
-      this.insert(this.hashes[i], i);
+      insertSlot(this.table, this.hashes[i], i);
       if (i % STEP === STEP - 1) yield;
     }
   }
