@@ -31,5 +31,5 @@ test('coltrast bench --quick runs a suite and writes JSON, a Markdown table and 
 test('coltrast bench refuses an unknown suite with exit 2', (t) => {
   const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'bench', '--suites', 'nope', '--out', tempDir()], { encoding: 'utf8' });
   t.is(run.status, 2);
-  t.regex(run.stderr, /unknown suite 'nope' \(ops, embed, train, python, parity, multivector, crossencoder, decoder, encoders, generator, serve, index\)/);
+  t.regex(run.stderr, /unknown suite 'nope' \(ops, embed, train, index, multivector, crossencoder, decoder, encoders, generator, serve, python, parity\)/);
 });

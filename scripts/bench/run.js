@@ -6,11 +6,13 @@
 //   <out>/results.md              one Markdown table per suite, headed by machine, date and command
 //   <out>/<suite>-<device>.svg    a bar chart of each suite's headline number per row
 // Suites: ops (fused losses against eager libtorch), embed (texts/s), train (samples/s), index (search
-// latency and QPS), multivector (a ColBERT-style index: build and exact MaxSim search), each on the CPU and on CUDA too where a GPU and a CUDA build are present; and, where a
-// python3 with torch is (COLTRAST_PYTHON, python3 or /usr/bin/python3), python (coltrast against the same recipe in plain
-// PyTorch: train samples/s and embed texts/s, side by side) and parity (per-step losses of both).
+// latency and QPS), multivector (a ColBERT-style index: build and exact MaxSim search), each on the CPU and on CUDA too where a GPU and a CUDA build are present;
+// crossencoder, decoder, encoders and generator (coltrast beside sentence-transformers / transformers, where
+// build/pyenv or COLTRAST_ST_PYTHON has them); serve (HTTP requests/s under concurrent clients); and, where a python3 with torch is (COLTRAST_PYTHON, python3 or
+// /usr/bin/python3), python (coltrast against the same recipe in plain PyTorch: train samples/s and embed texts/s, side
+// by side) and parity (per-step losses of both). Without --suites, all of them, in SUITES' order.
 // `npm run bench` and `coltrast bench` run this. --quick: small sizes, a few minutes on two cores.
-//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,multivector,crossencoder,decoder,generator,serve,python,parity] [--quick]
+//   node scripts/bench/run.js [--out bench-results] [--suites ops,embed,train,index,multivector,crossencoder,decoder,encoders,generator,serve,python,parity] [--quick]
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -20,7 +22,7 @@ const { parseArgs } = require('node:util');
 const { values } = parseArgs({
   options: {
     out: { type: 'string', default: 'bench-results' },
-    suites: { type: 'string', default: 'ops,embed,train,index,multivector,crossencoder,decoder,generator,serve,python,parity' },
+    suites: { type: 'string' }, // default: every suite, in SUITES' order
     quick: { type: 'boolean', default: false },
   },
 });
@@ -51,46 +53,12 @@ const SUITES = {
     value: (r) => r.samplesPerSecond,
     unit: 'samples/s',
   },
-  python: {
-    // On the CPU the plain-PyTorch recipe (Debian's torch); on a GPU sentence-transformers and the eager
-    // ColTrast recipe on its models (scripts/bench/python/compare-gpu.js).
-    script: (device) => (device === 'cpu' ? 'python/compare.js' : 'python/compare-gpu.js'),
-    needsPython: true,
-    args: (device, quick) =>
-      device === 'cpu'
-        ? ['--shape', quick ? 'small' : 'minilm', '--batch-sizes', quick ? '16' : '32', '--steps', quick ? '2' : '5', '--texts', quick ? '200' : '1000', '--rounds', quick ? '1' : '2']
-        : quick
-          ? ['--quick']
-          : [],
-    // One row per measurement, coltrast's and Python's numbers side by side.
-    rows: (result) =>
-      result.device !== 'cpu' && result.rows.largest
-        ? [
-            ...result.rows.embed.map((r) => ({ measure: `embed ${r.shape} ${r.dtype}`, unit: 'texts/s', coltrast: r.coltrast.textsPerSecond, python: r.sentenceTransformers.textsPerSecond, coltrastPeakGpuMiB: r.coltrast.peakGpuMiB, pythonPeakGpuMiB: r.sentenceTransformers.peakGpuMiB })),
-            ...result.rows.train.map((r) => ({ measure: `train ${r.loss} ${r.precision} batch ${r.batchSize}${r.miniBatchSize ? `, both cached (mini-batch ${r.miniBatchSize})` : ''}`, unit: 'samples/s', coltrast: r.coltrast.oom ? 'OOM' : r.coltrast.samplesPerSecond, python: r.python.oom ? 'OOM' : r.python.samplesPerSecond, coltrastPeakGpuMiB: r.coltrast.peakGpuMiB, pythonPeakGpuMiB: r.python.peakGpuMiB })),
-            ...result.rows.largest.flatMap((r) => [
-              { measure: `largest batch ${r.loss} ${r.precision}`, unit: 'batch', coltrast: r.coltrast?.largestBatch, python: r.python?.largestBatch },
-              { measure: `largest batch ${r.loss} ${r.precision}, coltrast with miniBatchSize ${r.miniBatchSize}`, unit: 'batch', coltrast: r.coltrastCached?.largestBatch, python: r.python?.largestBatch },
-            ]),
-          ]
-        : [
-            ...result.rows.train.map((r) => ({ measure: `train batch ${r.batchSize}`, unit: 'samples/s', coltrast: r.coltrast.samplesPerSecond, python: r.python.samplesPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
-            ...result.rows.embed.map((r) => ({ measure: `embed ${r.texts} texts`, unit: 'texts/s', coltrast: r.coltrast.textsPerSecond, python: r.python.textsPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
-          ],
-    label: (r) => `${r.measure} (${r.unit})`,
-    // Throughputs only (a largest-batch row is in the table, not the chart); an OOM side has no bar.
-    value: (r) => (r.unit === 'batch' ? undefined : r.coltrast),
-    compare: (r) => (typeof r.python === 'number' ? r.python : undefined),
-    unit: 'coltrast (blue) and the Python baseline (orange): plain PyTorch on the CPU, sentence-transformers on a GPU',
-  },
-  parity: {
-    script: 'parity.js',
-    needsPython: true,
-    // parity.js writes parity.json (and its own loss-curve chart, parity.svg) into a folder.
-    args: (device, quick, out) => (device === 'cpu' ? ['--shape', quick ? 'tiny' : 'small', '--steps', quick ? '10' : '50', '--out', path.join(out, 'parity')] : null),
-    output: (out) => path.join(out, 'parity', 'parity.json'),
-    rows: (result) => Object.entries(result.maxRelDiff).map(([part, value]) => ({ part, maxRelativeDifference: value })),
-    chart: (out) => path.join('parity', 'parity.svg'),
+  index: {
+    script: 'index.js',
+    args: (device, quick) => (device === 'cpu' ? ['--rows', quick ? '100000' : '1000000', '--dim', '384', '--storage', 'float16'] : null),
+    label: (r) => `${r.rows} rows, batch ${r.batch}`,
+    value: (r) => r.queriesPerSecond,
+    unit: 'queries/s',
   },
   multivector: {
     script: 'multi-vector.js',
@@ -149,12 +117,46 @@ const SUITES = {
     value: (r) => r.requestsPerSecond,
     unit: 'POST /v1/embeddings, one sentence per request: requests/s',
   },
-  index: {
-    script: 'index.js',
-    args: (device, quick) => (device === 'cpu' ? ['--rows', quick ? '100000' : '1000000', '--dim', '384', '--storage', 'float16'] : null),
-    label: (r) => `${r.rows} rows, batch ${r.batch}`,
-    value: (r) => r.queriesPerSecond,
-    unit: 'queries/s',
+  python: {
+    // On the CPU the plain-PyTorch recipe (Debian's torch); on a GPU sentence-transformers and the eager
+    // ColTrast recipe on its models (scripts/bench/python/compare-gpu.js).
+    script: (device) => (device === 'cpu' ? 'python/compare.js' : 'python/compare-gpu.js'),
+    needsPython: true,
+    args: (device, quick) =>
+      device === 'cpu'
+        ? ['--shape', quick ? 'small' : 'minilm', '--batch-sizes', quick ? '16' : '32', '--steps', quick ? '2' : '5', '--texts', quick ? '200' : '1000', '--rounds', quick ? '1' : '2']
+        : quick
+          ? ['--quick']
+          : [],
+    // One row per measurement, coltrast's and Python's numbers side by side.
+    rows: (result) =>
+      result.device !== 'cpu' && result.rows.largest
+        ? [
+            ...result.rows.embed.map((r) => ({ measure: `embed ${r.shape} ${r.dtype}`, unit: 'texts/s', coltrast: r.coltrast.textsPerSecond, python: r.sentenceTransformers.textsPerSecond, coltrastPeakGpuMiB: r.coltrast.peakGpuMiB, pythonPeakGpuMiB: r.sentenceTransformers.peakGpuMiB })),
+            ...result.rows.train.map((r) => ({ measure: `train ${r.loss} ${r.precision} batch ${r.batchSize}${r.miniBatchSize ? `, both cached (mini-batch ${r.miniBatchSize})` : ''}`, unit: 'samples/s', coltrast: r.coltrast.oom ? 'OOM' : r.coltrast.samplesPerSecond, python: r.python.oom ? 'OOM' : r.python.samplesPerSecond, coltrastPeakGpuMiB: r.coltrast.peakGpuMiB, pythonPeakGpuMiB: r.python.peakGpuMiB })),
+            ...result.rows.largest.flatMap((r) => [
+              { measure: `largest batch ${r.loss} ${r.precision}`, unit: 'batch', coltrast: r.coltrast?.largestBatch, python: r.python?.largestBatch },
+              { measure: `largest batch ${r.loss} ${r.precision}, coltrast with miniBatchSize ${r.miniBatchSize}`, unit: 'batch', coltrast: r.coltrastCached?.largestBatch, python: r.python?.largestBatch },
+            ]),
+          ]
+        : [
+            ...result.rows.train.map((r) => ({ measure: `train batch ${r.batchSize}`, unit: 'samples/s', coltrast: r.coltrast.samplesPerSecond, python: r.python.samplesPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
+            ...result.rows.embed.map((r) => ({ measure: `embed ${r.texts} texts`, unit: 'texts/s', coltrast: r.coltrast.textsPerSecond, python: r.python.textsPerSecond, coltrastPeakRssMiB: r.coltrast.peakRssMiB, pythonPeakRssMiB: r.python.peakRssMiB })),
+          ],
+    label: (r) => `${r.measure} (${r.unit})`,
+    // Throughputs only (a largest-batch row is in the table, not the chart); an OOM side has no bar.
+    value: (r) => (r.unit === 'batch' ? undefined : r.coltrast),
+    compare: (r) => (typeof r.python === 'number' ? r.python : undefined),
+    unit: 'coltrast (blue) and the Python baseline (orange): plain PyTorch on the CPU, sentence-transformers on a GPU',
+  },
+  parity: {
+    script: 'parity.js',
+    needsPython: true,
+    // parity.js writes parity.json (and its own loss-curve chart, parity.svg) into a folder.
+    args: (device, quick, out) => (device === 'cpu' ? ['--shape', quick ? 'tiny' : 'small', '--steps', quick ? '10' : '50', '--out', path.join(out, 'parity')] : null),
+    output: (out) => path.join(out, 'parity', 'parity.json'),
+    rows: (result) => Object.entries(result.maxRelDiff).map(([part, value]) => ({ part, maxRelativeDifference: value })),
+    chart: (out) => path.join('parity', 'parity.svg'),
   },
 };
 
@@ -207,8 +209,9 @@ function main() {
   const failures = [];
   const skipped = [];
   // The Python suites' own choice (COLTRAST_PYTHON, python3, /usr/bin/python3: the first with torch).
-  const python = values.suites.split(',').some((n) => SUITES[n]?.needsPython) && require('./parity').findPython() !== null;
-  for (const name of values.suites.split(',')) {
+  const names = values.suites?.split(',') ?? Object.keys(SUITES);
+  const python = names.some((n) => SUITES[n]?.needsPython) && require('./parity').findPython() !== null;
+  for (const name of names) {
     const suite = SUITES[name];
     if (!suite) {
       console.error(`bench: unknown suite '${name}' (${Object.keys(SUITES).join(', ')})`);
