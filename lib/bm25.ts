@@ -11,7 +11,7 @@
  */
 import { stem as porter2 } from 'porter2';
 import { TextStore, doubled, hashOf, hasLoneSurrogate, insertSlot } from './doc-store';
-import { invalid } from './validate';
+import { booleanValue, checkOptions, invalid, numberValue, stringList } from './validate';
 import { topK } from './top-k';
 import { inTurns } from './turns';
 
@@ -20,6 +20,18 @@ export interface Bm25Options {
   b?: number;
   /** Porter2 stemming of every token (default false). */
   stem?: boolean;
+}
+
+const BM25_KEYS = ['k1', 'b', 'stem'] as const;
+
+/** @internal The settings of `options` (named `name` in errors), checked, with their defaults. */
+export function bm25Settings(name: string, options: Bm25Options | undefined): Required<Bm25Options> {
+  const o = checkOptions(name, options, BM25_KEYS);
+  return {
+    k1: o.k1 === undefined ? 0.9 : numberValue(`${name}.k1`, o.k1, (x) => x >= 0, 'a number >= 0'),
+    b: o.b === undefined ? 0.4 : numberValue(`${name}.b`, o.b, (x) => x >= 0 && x <= 1, 'a number from 0 to 1'),
+    stem: o.stem === undefined ? false : booleanValue(`${name}.stem`, o.stem),
+  };
 }
 
 export function bm25Tokens(text: string, stem = false): string[] {
@@ -155,10 +167,8 @@ export class Bm25Index {
   /** Scores of the search under way, one per document; zero again after each search. */
   private scratch = new Float64Array(0);
 
-  constructor(options: Bm25Options = {}) {
-    this.k1 = options.k1 ?? 0.9;
-    this.b = options.b ?? 0.4;
-    this.stem = options.stem ?? false;
+  constructor(options?: Bm25Options) {
+    ({ k1: this.k1, b: this.b, stem: this.stem } = bm25Settings('options', options));
   }
 
   get size(): number {
@@ -173,6 +183,7 @@ export class Bm25Index {
   /** Indexes one document; its id must be well-formed Unicode (ids are kept as UTF-8). */
   add(id: string, text: string): void {
     if (typeof id !== 'string' || hasLoneSurrogate(id)) throw invalid('id', 'a string of well-formed Unicode (ids are kept as UTF-8, which has no lone surrogate)', id);
+    if (typeof text !== 'string') throw invalid('text', 'a string', text);
     const doc = this.ids.length;
     const tokens = bm25Tokens(text, this.stem);
     const distinct: number[] = [];
@@ -256,6 +267,8 @@ export class Bm25Index {
 
   /** search() of each query, letting the event loop run every few milliseconds. */
   async searchAll(queries: readonly string[], k: number, allow?: Uint8Array): Promise<{ id: string; score: number }[][]> {
+    stringList('queries', queries);
+    this.checkSearch(k, allow);
     const out: { id: string; score: number }[][] = [];
     await inTurns(queries, (q) => out.push(this.search(q, k, allow)));
     return out;
@@ -269,7 +282,7 @@ export class Bm25Index {
    */
   async remove(keep: Uint8Array): Promise<void> {
     const n = this.ids.length;
-    if (keep.length !== n) throw new RangeError(`keep has ${keep.length} flags for ${n} documents`);
+    if (!(keep instanceof Uint8Array) || keep.length !== n) throw invalid('keep', `a Uint8Array of ${n} flags (one per document)`, keep);
     const renumbered = new Int32Array(n);
     let kept = 0;
     for (let i = 0; i < n; i++) renumbered[i] = keep[i] ? kept++ : -1;
@@ -332,11 +345,19 @@ export class Bm25Index {
     }
   }
 
+  private checkSearch(k: unknown, allow: unknown): void {
+    if (typeof k !== 'number' || !Number.isInteger(k) || k < 0) throw invalid('k', 'an integer >= 0', k);
+    const n = this.ids.length;
+    if (allow !== undefined && (!(allow instanceof Uint8Array) || allow.length !== n)) throw invalid('allow', `a Uint8Array of ${n} flags (one per document)`, allow);
+  }
+
   /**
    * The k best documents for `query` (fewer when fewer documents share a term with it), by score, ties by id. `allow`:
    * one flag per document in the order added, 1 where it may be found (a filter).
    */
   search(query: string, k: number, allow?: Uint8Array): { id: string; score: number }[] {
+    if (typeof query !== 'string') throw invalid('query', 'a string', query);
+    this.checkSearch(k, allow);
     const n = this.ids.length;
     if (n === 0 || k <= 0) return [];
     const avgLength = this.totalLength / n || 1;

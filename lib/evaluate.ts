@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { coltrastEvalData, loadBeir, docText, type BeirData } from './beir';
 import { readTrainingData } from './train-data';
-import { Bm25Index, type Bm25Options } from './bm25';
+import { Bm25Index, bm25Settings, type Bm25Options } from './bm25';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
@@ -114,6 +114,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
   const rrfK = positiveInteger('options.rrfK', o.rrfK ?? 60);
   const fusion = oneOf('options.fusion', o.fusion ?? 'rrf', FUSIONS);
+  const bm25 = bm25Settings('options.bm25', o.bm25);
   if (o.reranker !== undefined && (typeof o.reranker !== 'string' || o.reranker === '') && !(o.reranker instanceof CrossEncoder)) {
     throw invalid('options.reranker', 'a cross-encoder folder, Hugging Face id or CrossEncoder', o.reranker);
   }
@@ -133,7 +134,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
 
   let lexical: { id: string; score: number }[][] = [];
   if (mode === 'bm25' || mode === 'hybrid') {
-    const index = new Bm25Index(o.bm25);
+    const index = new Bm25Index(bm25);
     await index.addAll(data.corpus.map((doc) => ({ id: doc.id, text: docText(doc) })));
     lexical = await index.searchAll(queryTexts, depth);
   }

@@ -11,7 +11,9 @@ function describe(value: unknown): string {
   if (typeof value === 'object') {
     // A class instance by its class (an Encoder where a path belongs), a plain object as one.
     const name = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor?.name;
-    return typeof name === 'string' && name !== 'Object' && name !== '' ? `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}` : 'an object';
+    // 'a Uint8Array', 'a URL': a U is said "you".
+    const named = typeof name === 'string' && name !== 'Object' && name !== '' ? `${/^[AEIO]/.test(name) ? 'an' : 'a'} ${name}` : 'an object';
+    return ArrayBuffer.isView(value) && 'length' in value ? `${named} of length ${(value as { length: number }).length}` : named;
   }
   return `${typeof value} ${String(value)}`;
 }

@@ -165,7 +165,7 @@ test('Bm25Index.remove leaves the index a fresh one over the kept documents woul
   await index.remove(new Uint8Array(docs.length));
   t.is(index.size, 0);
   t.deepEqual(index.search('alpha', 5), []);
-  await t.throwsAsync(index.remove(new Uint8Array(3)), { message: 'keep has 3 flags for 0 documents' });
+  await t.throwsAsync(index.remove(new Uint8Array(3)), { message: 'keep must be a Uint8Array of 0 flags (one per document), got a Uint8Array of length 3' });
   // Terms whose documents all went keep their emptied chains, which the documents added next fill again.
   const again = Array.from({ length: 30 }, (_, i) => ({ id: `a${i}`, text: words(1 + Math.floor(random() * 8)) + (i % 10 ? '' : ' omega0') }));
   for (const d of again) index.add(d.id, d.text);
@@ -216,4 +216,27 @@ test('Bm25Index: ids come back as given (kept as UTF-8 outside the heap), ties b
   t.regex(error!.message, /id must be a string of well-formed Unicode/);
   t.throws(() => index.add(7 as unknown as string, 'text'), { message: /id must be a string/ });
   t.is(index.size, 6);
+});
+
+test('Bm25Index refuses bad settings and arguments with errors that name them (it is a public export)', async (t) => {
+  const refuses = (f: () => unknown, message: RegExp) => {
+    const error = t.throws(f, { message });
+    t.is((error as { code?: string } | undefined)?.code, 'INVALID_ARGUMENT');
+  };
+  refuses(() => new Bm25Index({ kl: 1.2 } as never), /unknown option options\.kl \(known options: k1, b, stem\)/);
+  refuses(() => new Bm25Index({ k1: '1.2' } as never), /options\.k1 must be a number >= 0, got the string "1\.2"/);
+  refuses(() => new Bm25Index({ b: 1.5 }), /options\.b must be a number from 0 to 1, got number 1\.5/);
+  refuses(() => new Bm25Index({ stem: 'yes' } as never), /options\.stem must be true or false/);
+  const index = new Bm25Index({ k1: 1.2, b: 0.75, stem: true });
+  index.add('a', 'running dogs');
+  index.add('b', 'a dog ran');
+  t.deepEqual(index.search('dog', 5).map((h) => h.id), ['a', 'b'], 'stemmed: dogs is dog; the shorter document first');
+  t.deepEqual(index.search('dog', 0), []);
+  refuses(() => index.add('c', 42 as never), /text must be a string, got number 42/);
+  refuses(() => index.search(undefined as never, 5), /query must be a string, got undefined/);
+  refuses(() => index.search('dog', 1.5), /k must be an integer >= 0, got number 1\.5/);
+  refuses(() => index.search('dog', 5, new Uint8Array(3)), /allow must be a Uint8Array of 2 flags \(one per document\), got a Uint8Array of length 3/);
+  await t.throwsAsync(index.searchAll(['dog', 7] as never, 5), { message: /queries must be an array of strings/ });
+  await t.throwsAsync(index.remove(new Uint8Array(1)), { message: /keep must be a Uint8Array of 2 flags \(one per document\), got a Uint8Array of length 1/ });
+  t.is(index.size, 2, 'nothing was added or removed by the refused calls');
 });

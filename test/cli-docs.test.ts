@@ -1,6 +1,7 @@
 // The help text and the README against what the code takes: every flag a command's parser accepts is in its
 // help, every flag the help or the README gives a command is one it accepts, the benchmark suites named are
-// the ones scripts/bench/run.js has, and the README's TypeScript examples type-check against the package.
+// the ones scripts/bench/run.js has, every export of the package is named in the README, and the README's
+// TypeScript examples type-check against the package.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -40,7 +41,7 @@ test('each command\'s help names every flag its parser takes, and no other', (t)
 /** The README's `coltrast <command> ...` invocations: shell code blocks, and inline code that starts with coltrast. */
 function readmeInvocations(): { command: string; flags: string[]; where: string }[] {
   const found: { command: string; flags: string[]; where: string }[] = [];
-  const pattern = new RegExp(`^(?:npx )?coltrast (${COMMANDS.map((c) => c.replace('-', '\\-')).join('|')})(?= |$)(.*)$`);
+  const pattern = new RegExp(`^(?:npx )?coltrast (${COMMANDS.join('|')})(?= |$)(.*)$`);
   const lines = readme.split('\n');
   let block: string | undefined;
   lines.forEach((line, i) => {
@@ -95,6 +96,11 @@ test('the benchmark suites named in the help and the README are those scripts/be
   const listed = (text: string) => /--suites ([a-z,]+)/.exec(text)?.[1].split(',');
   t.deepEqual(listed(USAGE), suites, 'coltrast help');
   t.deepEqual(listed(readme.split('\n## Command line\n')[1] ?? ''), suites, 'README.md, "Command line"');
+});
+
+test('the README names every function, class and constant the package exports', (t) => {
+  const unnamed = Object.keys(coltrast).filter((name) => !new RegExp(`\\b${name}\\b`).test(readme));
+  t.deepEqual(unnamed, []);
 });
 
 /**

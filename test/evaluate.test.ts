@@ -111,6 +111,9 @@ test('evaluate() in bm25, dense and hybrid modes', async (t) => {
   t.is(late.metrics.recall[3], 1, 'all three documents are re-ranked and returned');
   await t.throwsAsync(evaluate({ data, mode: 'dense' }), { message: /needs options\.model/ });
   await t.throwsAsync(evaluate({ data, k: [0] }), { message: /options\.k\[0\]/ });
+  // BM25's settings are checked like the rest: a misspelt one is not ignored.
+  await t.throwsAsync(evaluate({ data, mode: 'bm25', bm25: { stemm: true } as never }), { message: /unknown option options\.bm25\.stemm \(known options: k1, b, stem\)/ });
+  await t.throwsAsync(evaluate({ data, mode: 'bm25', bm25: { k1: -1 } }), { message: /options\.bm25\.k1 must be a number >= 0, got number -1/ });
   // Data and model of the wrong kind are named, not a TypeError from inside (or the index's "dim must be ...").
   for (const bad of [undefined, null, 3, {}, { qrels: [] }]) {
     await t.throwsAsync(evaluate({ data: bad as never }), { message: /options\.data must be a BEIR folder, a ColTrast project file or loaded data/ });
