@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
+import { nonEmptyString } from './validate';
 import { fileLines, parseJsonLines } from './files';
 import type { Project } from './chunking';
 import type { Qrels } from './ir-metrics';
@@ -72,6 +73,8 @@ export async function readQrels(file: string, known?: { queries: Map<string, str
 
 /** Loads a BEIR folder; `split` picks the qrels file (default 'test'). The files are read without holding the event loop (fileLines). */
 export async function loadBeir(dir: string, split = 'test'): Promise<BeirData> {
+  nonEmptyString('dir', dir);
+  nonEmptyString('split', split);
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new ColtrastError('INVALID_ARGUMENT', `BEIR folder ${dir} does not exist`);
   const corpus = await readJsonl(findFile(dir, ['corpus.jsonl', 'corpus.jsonl.gz']), (v, where) => ({
     id: id(v._id, where),

@@ -14,7 +14,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { ColtrastError } from './errors';
 import { checkOutputFile } from './files';
-import { checkOptions, oneOf } from './validate';
+import { checkOptions, nonEmptyString, oneOf } from './validate';
 
 export interface ExportOptions {
   /** 'pgvector' (the only format so far). */
@@ -241,6 +241,7 @@ async function writeStreamAtomic(output: string, fill: (write: (chunk: string) =
  * `output`. Load it with `psql -v ON_ERROR_STOP=1 -d <db> -f <output>`.
  */
 export async function exportIndex(indexDir: string, output: string, options?: ExportOptions): Promise<ExportResult> {
+  nonEmptyString('indexDir', indexDir);
   const o = checkOptions('options', options, KEYS);
   oneOf('options.format', o.format ?? 'pgvector', ['pgvector'] as const);
   const kind = oneOf('options.vectorIndex', o.vectorIndex ?? 'auto', ['auto', 'hnsw', 'ivfflat', 'none'] as const);

@@ -24,6 +24,8 @@ export type MetricName = (typeof METRICS)[number];
 /** metric -> k -> mean over the evaluated queries. */
 export type MetricTable = Record<MetricName, Record<number, number>>;
 
+import { invalid, positiveInteger } from './validate';
+
 export function rank(hits: { id: string; score: number }[]): string[] {
   return hits
     .slice()
@@ -31,8 +33,27 @@ export function rank(hits: { id: string; score: number }[]): string[] {
     .map((h) => h.id);
 }
 
-/** Metrics of one query's ranking. */
+function checkCutoffs(ks: unknown): number[] {
+  if (!Array.isArray(ks) || ks.length === 0) throw invalid('ks', 'a non-empty array of positive integers (the cut-offs k)', ks);
+  ks.forEach((k, i) => positiveInteger(`ks[${i}]`, k));
+  return ks;
+}
+
+function checkJudged(name: string, judged: unknown): Map<string, number> {
+  if (!(judged instanceof Map)) throw invalid(name, 'a Map of document id to relevance grade (a number; > 0 is relevant)', judged);
+  for (const [id, grade] of judged) {
+    if (typeof grade !== 'number' || Number.isNaN(grade)) throw invalid(`${name}.get(${JSON.stringify(id)})`, 'a relevance grade (a number)', grade);
+  }
+  return judged;
+}
+
+/** Metrics of one query's ranking (document ids, best first) against its judgements. */
 export function queryMetrics(ranking: string[], judged: Map<string, number>, ks: number[]): MetricTable {
+  if (!Array.isArray(ranking) || !ranking.every((id) => typeof id === 'string')) throw invalid('ranking', 'an array of document ids (strings), best first', ranking);
+  return metricsOf(ranking, checkJudged('judged', judged), checkCutoffs(ks));
+}
+
+function metricsOf(ranking: string[], judged: Map<string, number>, ks: number[]): MetricTable {
   const relevant = [...judged.values()].filter((g) => g > 0).length;
   const ideal = [...judged.values()].filter((g) => g > 0).sort((a, b) => b - a);
   const table = Object.fromEntries(METRICS.map((m) => [m, {}])) as MetricTable;
@@ -63,11 +84,20 @@ export function queryMetrics(ranking: string[], judged: Map<string, number>, ks:
 
 /** Mean metrics over the queries that have at least one relevant document. */
 export function evaluateRun(run: Run, qrels: Qrels, ks: number[]): { metrics: MetricTable; queries: number } {
+  if (!(run instanceof Map)) throw invalid('run', 'a Map of query id to its hits [{ id, score }]', run);
+  if (!(qrels instanceof Map)) throw invalid('qrels', 'a Map of query id to a Map of document id to relevance grade', qrels);
+  checkCutoffs(ks);
+  for (const [qid, hits] of run) {
+    if (!Array.isArray(hits) || !hits.every((h) => typeof h?.id === 'string' && typeof h.score === 'number')) {
+      throw invalid(`run.get(${JSON.stringify(qid)})`, 'an array of { id: string, score: number }', hits);
+    }
+  }
+  for (const [qid, judged] of qrels) checkJudged(`qrels.get(${JSON.stringify(qid)})`, judged);
   const sum = Object.fromEntries(METRICS.map((m) => [m, Object.fromEntries(ks.map((k) => [k, 0]))])) as MetricTable;
   let count = 0;
   for (const [qid, judged] of qrels) {
     if (![...judged.values()].some((g) => g > 0)) continue;
-    const m = queryMetrics(rank(run.get(qid) ?? []), judged, ks);
+    const m = metricsOf(rank(run.get(qid) ?? []), judged, ks);
     for (const name of METRICS) for (const k of ks) sum[name][k] += m[name][k];
     count++;
   }

@@ -570,6 +570,9 @@ export function summarize(values: readonly number[]): ScoreSummary {
 
 /** The statistics as a text table (sentence-transformers prints the same after mining). */
 export function miningReport(r: MineResult): string {
+  if (typeof r?.positive?.count !== 'number' || typeof r.negative?.count !== 'number' || typeof r.difference !== 'object' || typeof r.skipped !== 'object') {
+    throw invalid('result', 'what mineHardNegatives() returned', r);
+  }
   const f = (x: number) => (Number.isNaN(x) ? '-' : x.toFixed(4));
   const line = (name: string, a: string, b: string, c: string) => `${name.padEnd(7)}${a.padStart(14)}${b.padStart(14)}${c.padStart(14)}`;
   const lines = [line('Metric', 'Positive', 'Negative', 'Difference'), line('Count', r.positive.count.toLocaleString('en'), r.negative.count.toLocaleString('en'), '')];

@@ -110,6 +110,7 @@ const KEYS = [
  * quotes around it, whitespace collapsed. Models often go on after the query (a second query, an answer).
  */
 export function cleanQuery(text: string): string {
+  if (typeof text !== 'string') throw invalid('text', 'a string (a generated text)', text);
   // A reasoning model's thoughts first (Qwen3's <think>...</think>): the query follows them; thoughts cut off by
   // maxNewTokens leave none.
   const answer = text.replace(/<think>[\s\S]*?<\/think>/g, '');

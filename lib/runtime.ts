@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import type { BinaryChoice } from './binary';
 import { ColtrastError } from './errors';
+import { booleanValue, checkOptions } from './validate';
 import { binaryChoice, fromNative, native, packageRoot, type CpuMemory, type CudaMemory } from './native';
 
 export type { CpuMemory, CudaMemory } from './native';
@@ -153,6 +154,8 @@ export function cudaMemory(device = 'cuda:0', options: { resetPeak?: boolean; em
  * for reuse and the cache's hits and misses. `resetPeak` starts a new peak after reading; `emptyCache` gives
  * the kept blocks back to the system.
  */
-export function cpuMemory(options: { resetPeak?: boolean; emptyCache?: boolean } = {}): CpuMemory {
-  return native().cpuMemory({ resetPeak: options.resetPeak === true, emptyCache: options.emptyCache === true });
+export function cpuMemory(options?: { resetPeak?: boolean; emptyCache?: boolean }): CpuMemory {
+  const o = checkOptions('options', options, ['resetPeak', 'emptyCache']);
+  const flag = (key: 'resetPeak' | 'emptyCache') => (o[key] === undefined ? false : booleanValue(`options.${key}`, o[key]));
+  return native().cpuMemory({ resetPeak: flag('resetPeak'), emptyCache: flag('emptyCache') });
 }

@@ -448,7 +448,7 @@ function readConfig(options: TrainOptions): Config {
     batchSize: positiveInteger('options.batchSize', o.batchSize ?? 16),
     learningRate: numberValue('options.learningRate', o.learningRate ?? 2e-5, (x) => x > 0, 'a number > 0'),
     warmupRatio: numberValue('options.warmupRatio', o.warmupRatio ?? 0.1, (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
-    schedule: oneOf('options.schedule', o.schedule ?? 'linear', ['linear', 'cosine', 'constant'] as const),
+    schedule: oneOf('options.schedule', o.schedule ?? 'linear', SCHEDULES),
     weightDecay: numberValue('options.weightDecay', o.weightDecay ?? 0.01, (x) => x >= 0, 'a number >= 0'),
     maxGradNorm: numberValue('options.maxGradNorm', o.maxGradNorm ?? 1, (x) => x >= 0, 'a number >= 0'),
     accumulation: positiveInteger('options.gradientAccumulation', o.gradientAccumulation ?? 1),
@@ -582,8 +582,15 @@ function contrastiveTensionOptions(o: TrainOptions, loss: LossOptions): void {
   if (loss.contrastiveWeight === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.contrastiveTension needs loss.contrastiveWeight > 0');
 }
 
+const SCHEDULES = ['linear', 'cosine', 'constant'] as const;
+
 /** Learning rate at optimizer step `step` (0-based) of `total`. */
 export function learningRateAt(step: number, total: number, peak: number, warmupRatio: number, schedule: Config['schedule']): number {
+  if (typeof step !== 'number' || !Number.isInteger(step) || step < 0) throw invalid('step', 'an integer >= 0', step);
+  positiveInteger('total', total);
+  numberValue('peak', peak, (x) => x >= 0, 'a number >= 0');
+  numberValue('warmupRatio', warmupRatio, (x) => x >= 0 && x < 1, 'a number in [0, 1)');
+  oneOf('schedule', schedule, SCHEDULES);
   const warmup = Math.floor(total * warmupRatio);
   if (step < warmup) return (peak * (step + 1)) / (warmup + 1);
   if (schedule === 'constant') return peak;
@@ -765,6 +772,11 @@ const CROSS_ENCODER_CANDIDATES = 32;
  * `dimensions` adds each width's, the vectors cut to it and normalized again.
  */
 export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples: TrainExample[], widths?: number[]): Promise<RetrievalMetrics> {
+  if (!(encoder instanceof Encoder) && !(encoder instanceof CrossEncoder)) throw invalid('encoder', 'an Encoder or a CrossEncoder', encoder);
+  if (!Array.isArray(examples) || examples.length === 0 || !examples.every((e) => typeof e?.query === 'string' && typeof e.positive === 'string')) {
+    throw invalid('examples', 'a non-empty array of { query, positive } (strings)', examples);
+  }
+  if (widths !== undefined && (!Array.isArray(widths) || !widths.every((w) => Number.isInteger(w) && w > 0))) throw invalid('widths', 'an array of vector widths (positive integers)', widths);
   const documents = [...new Set(examples.map((e) => e.positive))];
   const position = new Map(documents.map((d, i) => [d, i]));
   const queries = examples.map((e) => e.query);
