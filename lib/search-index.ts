@@ -878,11 +878,14 @@ export class Index {
   }
 
   /** Writes the index folder (see the file comment); `dir` appears complete or not at all. */
-  async save(dir: string, options: { overwrite?: boolean } = {}): Promise<void> {
-    await this.lock.read(() => this.saveNow(dir, options));
+  async save(dir: string, options?: { overwrite?: boolean }): Promise<void> {
+    if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a folder path', dir);
+    const o = checkOptions('options', options, ['overwrite']);
+    const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
+    await this.lock.read(() => this.saveNow(dir, { overwrite }));
   }
 
-  private async saveNow(dir: string, options: { overwrite?: boolean }): Promise<void> {
+  private async saveNow(dir: string, options: { overwrite: boolean }): Promise<void> {
     if (options.overwrite) checkIndexFolder(dir, 'the folder to save to');
     const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.encoder));
     await writeFolderAtomic(path.resolve(dir), options.overwrite ?? false, async (staging) => {

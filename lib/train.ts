@@ -584,9 +584,9 @@ function contrastiveTensionOptions(o: TrainOptions, loss: LossOptions): void {
 
 const SCHEDULES = ['linear', 'cosine', 'constant'] as const;
 
-/** Learning rate at optimizer step `step` (0-based) of `total`. */
+/** Learning rate at optimizer step `step` (0-based; a fraction lies between two steps) of `total`. */
 export function learningRateAt(step: number, total: number, peak: number, warmupRatio: number, schedule: Config['schedule']): number {
-  if (typeof step !== 'number' || !Number.isInteger(step) || step < 0) throw invalid('step', 'an integer >= 0', step);
+  numberValue('step', step, (x) => x >= 0, 'a number >= 0');
   positiveInteger('total', total);
   numberValue('peak', peak, (x) => x >= 0, 'a number >= 0');
   numberValue('warmupRatio', warmupRatio, (x) => x >= 0 && x < 1, 'a number in [0, 1)');

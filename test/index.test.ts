@@ -295,6 +295,8 @@ test('save/load round-trips; another model or damaged files are refused', async 
   const dir = path.join(tempDir(), 'ai.index');
   await index.save(dir);
   t.regex((await errorOf(index.save(dir))).message, /exists/);
+  t.regex((await errorOf(index.save(5 as never))).message, /^dir must be a folder path, got number 5$/);
+  t.regex((await errorOf(index.save(dir, { overwite: true } as never))).message, /^unknown option options\.overwite \(known options: overwrite\)$/);
   const again = await Index.load(dir, enc);
   t.deepEqual(await again.search([QUESTION], { k: 5, rerank: 'maxsim' }), await index.search([QUESTION], { k: 5, rerank: 'maxsim' }));
 

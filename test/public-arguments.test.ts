@@ -26,7 +26,7 @@ const CASES: [string, () => unknown, RegExp][] = [
   ['queryMetrics: ranking', () => queryMetrics(bad('abc'), new Map(), [1]), /^ranking must be an array of document ids \(strings\), best first, got the string "abc"$/],
   ['queryMetrics: judged', () => queryMetrics(['a'], bad({ a: 1 }), [1]), /^judged must be a Map of document id to relevance grade/],
   ['queryMetrics: ks', () => queryMetrics(['a'], new Map(), bad(10)), /^ks must be a non-empty array of positive integers \(the cut-offs k\), got number 10$/],
-  ['learningRateAt: step', () => learningRateAt(-1, 10, 1e-4, 0.1, 'linear'), /^step must be an integer >= 0, got number -1$/],
+  ['learningRateAt: step', () => learningRateAt(-1, 10, 1e-4, 0.1, 'linear'), /^step must be a number >= 0, got number -1$/],
   ['learningRateAt: total', () => learningRateAt(0, 0, 1e-4, 0.1, 'linear'), /^total must be a positive integer, got number 0$/],
   ['learningRateAt: warmupRatio', () => learningRateAt(0, 10, 1e-4, 1.5, 'linear'), /^warmupRatio must be a number in \[0, 1\), got number 1\.5$/],
   ['learningRateAt: schedule', () => learningRateAt(0, 10, 1e-4, 0.1, bad('step')), /^schedule must be one of 'linear', 'cosine', 'constant', got the string "step"$/],
