@@ -9,7 +9,7 @@
  */
 import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
-import { checkOptions, invalid, oneOf } from './validate';
+import { checkOptions, floatMatrix, invalid, oneOf } from './validate';
 
 export type Precision = 'float32' | 'int8' | 'uint8' | 'binary' | 'ubinary';
 
@@ -35,14 +35,6 @@ export interface Quantized {
 
 const f32 = Math.fround;
 
-function checkMatrix(name: string, m: unknown): Matrix {
-  const x = m as Matrix;
-  if (!x || !Array.isArray(x.dims) || x.dims.length !== 2 || !(x.data instanceof Float32Array) || x.data.length !== x.dims[0] * x.dims[1]) {
-    throw invalid(name, 'a float32 matrix { dims: [rows, dim], data: Float32Array }', m);
-  }
-  return x;
-}
-
 /** Each column's minimum and maximum, [2, dim]. */
 function columnRanges(m: Matrix): Matrix {
   const [n, dim] = m.dims;
@@ -64,7 +56,7 @@ function columnRanges(m: Matrix): Matrix {
 
 /** Quantizes `embeddings` to `precision`, with sentence-transformers' codes. */
 export function quantizeEmbeddings(embeddings: Matrix, precision: Precision, options?: QuantizeOptions): Quantized {
-  const m = checkMatrix('embeddings', embeddings);
+  const m = floatMatrix('embeddings', embeddings);
   const p = oneOf('precision', precision, ['float32', 'int8', 'uint8', 'binary', 'ubinary'] as const);
   const o = checkOptions('options', options, ['ranges', 'calibration']);
   const [n, dim] = m.dims;
@@ -78,7 +70,7 @@ export function quantizeEmbeddings(embeddings: Matrix, precision: Precision, opt
     return { precision: p, dims: [n, width], data: p === 'ubinary' ? bytes : Int8Array.from(bytes, (b) => b - 128) };
   }
   if (o.ranges !== undefined && o.calibration !== undefined) throw new ColtrastError('INVALID_ARGUMENT', 'give options.ranges or options.calibration, not both');
-  const ranges = o.ranges !== undefined ? checkMatrix('options.ranges', o.ranges) : columnRanges(o.calibration !== undefined ? checkMatrix('options.calibration', o.calibration) : m);
+  const ranges = o.ranges !== undefined ? floatMatrix('options.ranges', o.ranges) : columnRanges(o.calibration !== undefined ? floatMatrix('options.calibration', o.calibration) : m);
   if (ranges.dims[0] !== 2 || ranges.dims[1] !== dim) throw invalid('options.ranges', `a [2, ${dim}] matrix (each dimension's minimum, then maximum)`, ranges.dims);
   if (o.calibration !== undefined && o.calibration.dims[1] !== dim) throw invalid('options.calibration', `embeddings of width ${dim}`, o.calibration.dims);
   const out = p === 'int8' ? new Int8Array(n * dim) : new Uint8Array(n * dim);

@@ -13,7 +13,7 @@
  * hierarchical, agglomerative clustering algorithms", 2011), O(n²) for a document of n tokens.
  */
 import type { Matrix } from './encoder';
-import { invalid, positiveInteger } from './validate';
+import { floatMatrix, invalid, positiveInteger } from './validate';
 
 /** The merges of Ward's linkage of `n` points with distances `d` (n × n, symmetric; overwritten): [a, b, height]. */
 function wardMerges(d: Float64Array, n: number): [number, number, number][] {
@@ -131,11 +131,7 @@ function cutClusters(merges: [number, number, number][], n: number, clusters: nu
  * a pool factor that would keep them all, returns them as they are.
  */
 export function poolTokens(tokens: Matrix, poolFactor: number, protectedTokens = 1): Matrix {
-  const t = tokens as Partial<Matrix> | null | undefined;
-  const shape = t?.dims;
-  if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((x) => Number.isInteger(x) && x >= 0) || !(t!.data instanceof Float32Array) || t!.data.length !== shape[0] * shape[1]) {
-    throw invalid('tokens', 'a float32 matrix { dims: [tokens, dim], data: Float32Array } (one document\'s token vectors)', tokens);
-  }
+  floatMatrix('tokens', tokens, 'a float32 matrix { dims: [tokens, dim], data: Float32Array } (one document\'s token vectors)');
   positiveInteger('poolFactor', poolFactor);
   if (!Number.isInteger(protectedTokens) || protectedTokens < 0) throw invalid('protectedTokens', 'an integer >= 0', protectedTokens);
   const [count, dim] = tokens.dims;

@@ -66,6 +66,16 @@ export function booleanValue(name: string, value: unknown): boolean {
   return value;
 }
 
+/** A float32 matrix whose data holds dims[0] × dims[1] entries, else an error saying what was `expected`. */
+export function floatMatrix(name: string, value: unknown, expected = 'a float32 matrix { dims: [rows, dim], data: Float32Array }'): { dims: [number, number]; data: Float32Array } {
+  const m = value as { dims?: unknown; data?: unknown } | null | undefined;
+  const dims = m?.dims;
+  if (!Array.isArray(dims) || dims.length !== 2 || !dims.every((x) => Number.isInteger(x) && x >= 0) || !(m!.data instanceof Float32Array) || m!.data.length !== dims[0] * dims[1]) {
+    throw invalid(name, expected, value);
+  }
+  return value as { dims: [number, number]; data: Float32Array };
+}
+
 export function nonEmptyString(name: string, value: unknown): string {
   if (typeof value !== 'string' || value.length === 0) throw invalid(name, 'a non-empty string', value);
   return value;
