@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { CrossEncoder, type CrossEncoderLoadOptions } from './cross-encoder';
-import { Encoder, type Device, type DType } from './encoder';
+import { Encoder, setThreads, type Device, type DType } from './encoder';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { cpuMemory, runtimeInfo } from './runtime';
@@ -177,7 +177,7 @@ commands:
     --late-interaction       keep token vectors for MaxSim re-ranking
     --truncate-dim <n>       store each vector's first n entries (a Matryoshka model; search and serve then cut queries alike)
     --storage float32|float16|int8|binary   how vectors are kept (default float32; int8: a quarter of the memory, binary: a
-                             32nd, searched by Hamming distance and rescored) --device <d> --dtype <t> --json
+                             32nd, searched by Hamming distance and rescored) --device <d> --dtype <t> --threads <n> --json
     --token-storage float16|residual   how token vectors are kept (default float16; residual: ColBERTv2's centroid + quantized
                              residual, about a seventh, and a multi-vector index searched as PLAID does)
     --residual-bits 1|2|4 --centroids <n>   residual storage's bits per dimension (default 2) and k-means centroids (default auto)
@@ -187,7 +187,7 @@ commands:
   search <question>...       search an index
     --index <dir>            the index folder (--mmap: mapped, not read)
     --model <dir|hub id>     default: the model recorded in the index
-    --k <n> --mode dense|bm25|hybrid --rerank none|maxsim --device <d> --json
+    --k <n> --mode dense|bm25|hybrid --rerank none|maxsim --device <d> --threads <n> --json
     --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
     --candidates <n>         first-stage candidates re-ranked (default 100)
@@ -210,7 +210,7 @@ commands:
     --storage float32|float16|int8|binary --rescore-multiplier <n>   the dense index's storage (what quantization costs)
     --token-storage float16|residual --residual-bits <n> --nprobe <n> --full-scores <n>   token vectors' storage and PLAID search
     --pool-factor <n>        token pooling of the documents' token vectors (what it costs)
-    --device <d> --batch-size <n> --json
+    --device <d> --batch-size <n> --threads <n> --json
   export                     write an index to a vector database: a SQL file for PostgreSQL + pgvector
     --index <dir>            the index folder
     --format pgvector        PostgreSQL with the pgvector extension (CREATE EXTENSION vector; any version)
@@ -729,7 +729,7 @@ const EVAL_OPTIONS = {
   'batch-size': { type: 'string' }, reranker: { type: 'string' }, 'reranker-adapter': { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
   'truncate-dim': { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
   'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
-  'pool-factor': { type: 'string' },
+  'pool-factor': { type: 'string' }, threads: { type: 'string' },
 } as const;
 
 async function evalCommand(argv: string[]): Promise<void> {
@@ -768,6 +768,8 @@ async function evalCommand(argv: string[]): Promise<void> {
   };
   // Without --model: the default model, unless the mode needs none (bm25).
   const model = values.model ?? (values.mode === 'bm25' ? undefined : DEFAULT_MODEL);
+  const threads = numberFlag('threads', values.threads, 'count');
+  if (threads !== undefined) setThreads(threads); // every model evaluate() loads runs on them
   const reranker = await loadReranker(values, { device: common.device });
   const systems: { name: string; model?: string; mode?: EvalMode; reranker?: CrossEncoder }[] = [
     {
@@ -855,7 +857,7 @@ const INDEX_OPTIONS = {
   data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
   storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
   'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, centroids: { type: 'string' }, 'pool-factor': { type: 'string' },
-  update: { type: 'boolean' },
+  update: { type: 'boolean' }, threads: { type: 'string' },
 } as const;
 
 async function indexCommand(argv: string[]): Promise<void> {
@@ -879,6 +881,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
     truncateDim: update ? built.truncateDim : numberFlag('truncate-dim', values['truncate-dim'], 'count'),
+    threads: numberFlag('threads', values.threads, 'count'),
   });
   try {
     const { total, slices } = await documentSlices(values.data, enc, !update && values['token-storage'] === 'residual');
@@ -947,7 +950,7 @@ const SEARCH_OPTIONS = {
   index: { type: 'string' }, model: { type: 'string' }, k: { type: 'string' }, mode: { type: 'string' }, rerank: { type: 'string' },
   reranker: { type: 'string' }, 'reranker-adapter': { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
   'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' }, filter: { type: 'string' }, mmr: { type: 'string' },
-  fusion: { type: 'string' }, 'hybrid-weight': { type: 'string' }, mmap: { type: 'boolean' },
+  fusion: { type: 'string' }, 'hybrid-weight': { type: 'string' }, mmap: { type: 'boolean' }, threads: { type: 'string' },
 } as const;
 
 async function searchCommand(argv: string[]): Promise<void> {
@@ -973,10 +976,11 @@ async function searchCommand(argv: string[]): Promise<void> {
   const candidates = numberFlag('candidates', values.candidates, 'count');
   if (values.reranker && values.rerank && values.rerank !== 'none') fail('give --rerank maxsim or --reranker <cross-encoder>, not both');
   const device = (values.device ?? 'auto') as Device;
-  const enc = await Encoder.load(model, { device, truncateDim: built.truncateDim });
+  const threads = numberFlag('threads', values.threads, 'count');
+  const enc = await Encoder.load(model, { device, truncateDim: built.truncateDim, threads });
   let reranker: CrossEncoder | undefined;
   try {
-    reranker = await loadReranker(values, { device });
+    reranker = await loadReranker(values, { device, threads });
     const index = await Index.load(values.index, enc, { mmap: values.mmap ?? false });
     const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
     const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values), ...(filter !== undefined && { filter }),

@@ -128,7 +128,7 @@ test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a
   const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
   const data = beirFolder();
   const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', ...args], { encoding: 'utf8' });
-  const table = run('--data', data, '--model', FIXTURE, '--device', 'cpu', '--compare', 'bm25', '--k', '1,3');
+  const table = run('--data', data, '--model', FIXTURE, '--device', 'cpu', '--compare', 'bm25', '--k', '1,3', '--threads', '1');
   t.is(table.status, 0, table.stderr);
   t.regex(table.stdout, /^metric\s+dense:tiny-bert\s+bm25$/m);
   t.regex(table.stdout, /^ndcg@3\s+\d\.\d{4}\s+1\.0000$/m);
@@ -151,6 +151,9 @@ test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a
   const dangling = run('--data', data, '--k');
   t.is(dangling.status, 2, 'a flag without its value is a one-line error, not a crash');
   t.regex(dangling.stderr, /^coltrast: Option '--k/);
+  const noThreads = run('--data', data, '--threads', '0');
+  t.is(noThreads.status, 2);
+  t.regex(noThreads.stderr, /--threads must be a positive integer, got 0/);
   const missing = run('--data', path.join(data, 'nope'));
   t.is(missing.status, 2);
   t.regex(missing.stderr, /does not exist/);

@@ -373,7 +373,7 @@ test('coltrast index and search from the command line', async (t) => {
   const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
   const dir = path.join(tempDir(), 'ai.index');
   const data = path.resolve(__dirname, '..', 'examples', 'ai-projects.json');
-  const built = run('index', '--data', data, '--output', dir, '--late-interaction', '--device', 'cpu', '--json');
+  const built = run('index', '--data', data, '--output', dir, '--late-interaction', '--device', 'cpu', '--threads', '1', '--json');
   t.is(built.status, 0, built.stderr);
   const summary = JSON.parse(built.stdout);
   t.true(summary.documents >= 3 && summary.lateInteraction);
@@ -383,7 +383,7 @@ test('coltrast index and search from the command line', async (t) => {
   t.is(result.query, QUESTION);
   t.true(result.hits[0].id.startsWith('trading-bot'), JSON.stringify(result.hits.map((h: { id: string }) => h.id)));
   t.is(result.hits[0].metadata.project, 'trading-bot');
-  const reranked = run('search', '--index', dir, QUESTION, '--rerank', 'maxsim', '--device', 'cpu');
+  const reranked = run('search', '--index', dir, QUESTION, '--rerank', 'maxsim', '--device', 'cpu', '--threads', '1');
   t.is(reranked.status, 0, reranked.stderr);
   t.regex(reranked.stdout, /^ {2}1\. \S+#\d+ {2}\d\.\d{4}/m);
   const bad = run('search', '--index', path.join(dir, 'missing'), QUESTION, '--device', 'cpu');
