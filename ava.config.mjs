@@ -3,9 +3,9 @@
 // first, so that none of them is left running alone at the end (longest-first scheduling; their times in a
 // CI run: pack ~125 s, whose install builds the addon from source; cuda-emulator ~95 s before its kernel checks ran
 // in three thread orders (2026-12-04), 149 s since (alone, this VM); cuda-compile ~30 s
-// after scripts/check-cuda-build.sh, ~90 s without; python-interop ~35 s; compare-gpu ~25 s; parity ~20 s;
+// after scripts/check-cuda-build.sh, ~90 s without; python-interop ~35 s; cli-docs ~30 s (the README's commands); compare-gpu ~25 s; parity ~20 s;
 // torch2-compile, ~300 s where no fresh libtorch 2.x build stands for its checks); the rest follow in name order.
-const SLOW_FIRST = ['cuda-emulator', 'pack', 'torch2-compile', 'cuda-compile', 'python-interop', 'compare-gpu', 'parity'];
+const SLOW_FIRST = ['cuda-emulator', 'pack', 'torch2-compile', 'cuda-compile', 'python-interop', 'cli-docs', 'compare-gpu', 'parity'];
 const rank = (file) => {
   const i = SLOW_FIRST.findIndex((name) => file.endsWith(`/${name}.test.ts`));
   return i < 0 ? SLOW_FIRST.length : i;

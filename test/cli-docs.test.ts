@@ -98,6 +98,36 @@ test('the benchmark suites named in the help and the README are those scripts/be
   t.deepEqual(listed(readme.split('\n## Command line\n')[1] ?? ''), suites, 'README.md, "Command line"');
 });
 
+/**
+ * The README's first command (its main job on the bundled example data) and its walkthrough, run as a reader would
+ * (`npx coltrast` is the package's bin, dist/cli.js), their models and index written to a temporary folder. The
+ * walkthrough's server lines are left to test/serve.test.ts.
+ */
+test('the README\'s first command and its walkthrough run on the bundled example data', (t) => {
+  const main = /^```sh\n(.*)\n/m.exec(readme)?.[1].replace(/^bash scripts\/setup\.sh && /, '');
+  t.regex(main ?? '', /^npx coltrast train --data examples\/ai-projects\.json /, 'the first line sets up, then trains');
+  const walkthrough = /\n## Walkthrough[^\n]*\n+```sh\n([\s\S]*?)\n```/.exec(readme)?.[1].split('\n') ?? [];
+  const commands = [main!, ...walkthrough.map((l) => l.replace(/\s+#.*$/, '')).filter((l) => l.startsWith('npx coltrast ') && !l.startsWith('npx coltrast serve '))];
+  t.true(commands.length >= 8, `${commands.length} commands`);
+  const dir = tempDir();
+  const outputs = commands.map((command) => {
+    const line = command.replace(/^npx coltrast /, `${JSON.stringify(process.execPath)} dist/cli.js `).replace(/(^| )models\//g, `$1${dir}/models/`);
+    const run = spawnSync('bash', ['-c', line], { cwd: root, encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
+    t.is(run.status, 0, `${command}\n${run.stderr}`);
+    return run.stdout;
+  });
+  t.regex(outputs[0], /^before training: Recall@1 [\d.]+, MRR@10 [\d.]+ \(11 questions\)$/m);
+  t.regex(outputs[0], /^model saved to .*models\/ai-projects$/m);
+  const searches = commands.flatMap((c, i) => (c.startsWith('npx coltrast search ') ? [{ command: c, hits: [...outputs[i].matchAll(/^ {2}\d+\. (\S+)#\d+ /gm)].map((m) => m[1]) }] : []));
+  t.is(searches.length, 3);
+  for (const { command, hits } of searches) {
+    t.is(hits.length, 3, command);
+    // The reinforcement-learning questions find the trading bot first; the filtered one, only its project.
+    t.is(hits[0], command.includes('medical-diagnosis') ? 'medical-diagnosis' : 'trading-bot', command);
+    if (command.includes('--filter')) t.deepEqual([...new Set(hits)], ['medical-diagnosis'], command);
+  }
+});
+
 test('the README names every function, class and constant the package exports', (t) => {
   const unnamed = Object.keys(coltrast).filter((name) => !new RegExp(`\\b${name}\\b`).test(readme));
   t.deepEqual(unnamed, []);
