@@ -1,7 +1,7 @@
-// The help text and the README against what the code takes: the README's first command and walkthrough run; every
-// flag a command's parser accepts is in its help, every flag the help or the README gives a command is one it accepts, the benchmark suites named are
-// the ones scripts/bench/run.js has, every export of the package is named in the README, and the README's
-// TypeScript examples type-check against the package.
+// The help text and the README against what the code takes: the README's first command and walkthrough run;
+// every flag a command's parser accepts is in its help, every flag the help or the README gives a command is one
+// it accepts, the benchmark suites named are the ones scripts/bench/run.js has, every export of the package is
+// named in the README, and the README's TypeScript examples type-check against the package.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
