@@ -240,13 +240,15 @@ export class CrossEncoder {
       );
     }
     const pairTemplate = decoder?.chat ? checkedPairTemplate(files.dir, files.chatTemplate ?? readChatTemplate(files.dir)) : undefined;
-    const tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
+    const tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     let ce = files.crossEncoder;
     let head: Parameters<typeof loadNative>[3];
     if (decoder?.logitScore) {
       const { trueToken, falseToken } = decoder.logitScore;
-      const tokens = [trueToken, ...(falseToken === null ? [] : [falseToken])].map((token) => {
-        const id = typeof token === 'number' ? token : tokenizer.tokenToId(token);
+      const named = [trueToken, ...(falseToken === null ? [] : [falseToken])];
+      const found = await tokenizer.tokenToIds(named.map((token) => (typeof token === 'number' ? '' : token)));
+      const tokens = named.map((token, i) => {
+        const id = typeof token === 'number' ? token : found[i];
         if (id === null) {
           throw new ColtrastError(
             'MODEL_FILES',

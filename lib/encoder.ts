@@ -236,10 +236,10 @@ export class Encoder {
       adapterDir ??= dir;
     }
     const files = readModelDirectory(dir, 'embedding', base);
-    let tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
+    let tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     const prefixes = await prefixTokensToRegister(tokenizer, files.multiVector?.prefixTokens ?? []);
-    if (prefixes.length > 0) tokenizer = TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase, prefixes);
-    const multi = files.multiVector && multiVectorTokens(files, tokenizer);
+    if (prefixes.length > 0) tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase, prefixes);
+    const multi = files.multiVector && (await multiVectorTokens(files, tokenizer));
     const handle = await loadNative(files, device, dtype, {
       denseWeightsPath: files.dense?.weightsPath,
       denseActivation: files.dense?.activation,
@@ -360,7 +360,7 @@ export class Encoder {
     const prompts = { ...this.files.prompts };
     if (settings.queryPrompt !== undefined) prompts.query = settings.queryPrompt;
     if (settings.documentPrompt !== undefined) prompts.document = settings.documentPrompt;
-    this.files = {
+    const files: ModelDirectory = {
       ...this.files,
       dense: this.dense,
       prompts,
@@ -377,7 +377,9 @@ export class Encoder {
         prefixTokens: [],
       },
     };
-    this.multi = multiVectorTokens(this.files, this.tokenizer);
+    const multi = await multiVectorTokens(files, this.tokenizer);
+    this.files = files;
+    this.multi = multi;
   }
 
   /** The token ids `embed()` feeds the model for each text (special tokens included, truncated). */
@@ -586,7 +588,7 @@ async function prefixTokensToRegister(tokenizer: TextTokenizer, prefixes: string
   for (const value of prefixes) {
     if (!value.trim()) continue;
     for (const candidate of [value, value.trim().split(/\s+/)[0]]) {
-      if (tokenizer.tokenToId(candidate) === null) continue;
+      if ((await tokenizer.tokenToId(candidate)) === null) continue;
       const pieces = await tokenizer.pieces(candidate);
       if (pieces.length !== 1 || pieces[0] !== candidate) register.push(candidate);
       break;
@@ -597,13 +599,13 @@ async function prefixTokensToRegister(tokenizer: TextTokenizer, prefixes: string
 
 /** A multi-vector model's expansion token and skiplist as token ids (skiplist words not in the vocabulary are
  * dropped, as sentence-transformers drops them). */
-function multiVectorTokens(files: ModelDirectory, tokenizer: TextTokenizer): MultiVectorTokens {
+async function multiVectorTokens(files: ModelDirectory, tokenizer: TextTokenizer): Promise<MultiVectorTokens> {
   const config = files.multiVector!;
   const expansion = config.queryExpansion;
   let expansionId = 0;
   if (expansion) {
     const token = expansion.token ?? readSpecialToken(files.dir, 'mask_token') ?? readSpecialToken(files.dir, 'eos_token') ?? readSpecialToken(files.dir, 'pad_token');
-    const id = token === undefined ? null : tokenizer.tokenToId(token);
+    const id = token === undefined ? null : await tokenizer.tokenToId(token);
     if (id === null) {
       throw new ColtrastError(
         'MODEL_FILES',
@@ -612,11 +614,11 @@ function multiVectorTokens(files: ModelDirectory, tokenizer: TextTokenizer): Mul
     }
     expansionId = id;
   }
-  const ids = (words: string[]) => new Set(words.map((w) => tokenizer.tokenToId(w)).filter((id): id is number => id !== null));
+  const skiplist = new Set((await tokenizer.tokenToIds(config.skiplistWords)).filter((id): id is number => id !== null));
   return {
     config,
     expansionId,
-    skiplist: ids(config.skiplistWords),
+    skiplist,
     keepOnly: config.keepOnlyTokenIds && new Set(config.keepOnlyTokenIds),
   };
 }

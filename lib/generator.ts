@@ -223,7 +223,7 @@ export class Generator {
     const eos = eosIds(generation.eos_token_id) ?? eosIds(config.eos_token_id) ?? [];
     const maxLength = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : files.maxSeqLength;
     // Prompts are cut by the caller's choice (lib/rag.ts fits documents in); the tokenizer only stops absurd lengths.
-    const tokenizer = TextTokenizer.load(files.tokenizerPath, maxLength, files.lowercase);
+    const tokenizer = await TextTokenizer.load(files.tokenizerPath, maxLength, files.lowercase);
     const handle = await loadNative(files, device, dtype, { head: 'causal-lm', tieWordEmbeddings: config.tie_word_embeddings === true });
     const info = handle.info();
     return new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir));

@@ -1,8 +1,13 @@
 /**
  * Tokenization with Hugging Face's `tokenizers` (the same Rust library Python uses), truncating to the
  * model's maximum sequence length. Padding is ours: batches are padded to their own longest text.
+ *
+ * The tokenizers live in one worker thread (lib/tokenizer-host.ts): the package reads a tokenizer.json synchronously,
+ * about 0.4 s for one of Qwen3's size, which would otherwise hold the application's event loop at each model load.
+ * A TextTokenizer here sends its requests there and reads the ids back from packed typed arrays.
  */
-import { Tokenizer } from 'tokenizers';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { ColtrastError } from './errors';
 
 export interface TokenizedText {
@@ -10,95 +15,176 @@ export interface TokenizedText {
   typeIds: number[];
 }
 
-/** @internal Encodings read per turn of the event loop by idsOf. */
+/** @internal Texts unpacked per turn of the event loop by unpackIds. */
 export const IDS_SLICE = 1024;
 
-/** @internal Texts per encodeBatch call of TextTokenizer.encode. */
+/** @internal Texts per encodeBatch call in the worker (an encoding holds much more than its ids: ~8 KB a text). */
 export const ENCODE_SLICE = 8192;
 
+/** @internal Which tokenizer a request is for: sent with every request, so a restarted worker rebuilds it. */
+export interface TokenizerSpec {
+  file: string;
+  lowercase: boolean;
+  /** Tokens added as special (unsplittable, not normalized) before use. */
+  specialTokens: string[];
+}
+
+/** @internal Many texts' ids and token types, end to end: text i's are [ends[i - 1], ends[i]). */
+export interface PackedIds {
+  ids: Int32Array;
+  typeIds: Int32Array;
+  ends: Int32Array;
+}
+
+/** @internal What a TextTokenizer asks the worker to do; a TokenizerRequest when numbered. */
+export type TokenizerWork = { spec: TokenizerSpec } & (
+  | { op: 'load'; maxLength: number }
+  | { op: 'encode'; texts: string[]; maxLength: number; special: boolean }
+  | { op: 'encodePairs'; pairs: [string, string][]; maxLength: number }
+  | { op: 'decode'; ids: number[][]; maxLength: number }
+  | { op: 'tokenToIds'; tokens: string[]; maxLength: number }
+  | { op: 'promptLength'; prompt: string; maxLength: number }
+  | { op: 'pieces'; text: string; maxLength: number }
+  | { op: 'release' }
+);
+
+/** @internal */
+export type TokenizerRequest = TokenizerWork & { id: number };
+
+/** @internal */
+export type TokenizerReply = { id: number; result: unknown } | { id: number; error: string; loading: boolean };
+
+/** @internal The worker's workerData.role. */
+export const HOST_ROLE = 'coltrast-tokenizer-host';
+
+/** @internal The key of a spec's tokenizers. */
+export function specKey(spec: TokenizerSpec): string {
+  return JSON.stringify([spec.file, spec.lowercase, spec.specialTokens]);
+}
+
 /**
- * @internal The ids and token types of each encoding. Reading them takes two calls into the tokenizer's binding per
- * text, so a large input is read in slices of IDS_SLICE with a turn of the event loop between them: embedding
- * 40,000 texts otherwise held the event loop for 0.23 s at once (BENCHMARKS.md, "Tokenizing while the model runs").
+ * @internal The texts of `packed`, as arrays, a slice of IDS_SLICE per turn of the event loop: 40,000 texts' ids made
+ * at once would hold it for tens of milliseconds (BENCHMARKS.md, "Tokenizing while the model runs").
  */
-export async function idsOf(encodings: { getIds(): number[]; getTypeIds(): number[] }[]): Promise<TokenizedText[]> {
-  const out: TokenizedText[] = new Array(encodings.length);
-  for (let start = 0; start < encodings.length; start += IDS_SLICE) {
+export async function unpackIds(packed: PackedIds): Promise<TokenizedText[]> {
+  const { ids, typeIds, ends } = packed;
+  const out: TokenizedText[] = new Array(ends.length);
+  for (let start = 0; start < ends.length; start += IDS_SLICE) {
     if (start > 0) await new Promise((resolve) => setImmediate(resolve));
-    const end = Math.min(start + IDS_SLICE, encodings.length);
-    for (let i = start; i < end; i++) out[i] = { ids: encodings[i].getIds(), typeIds: encodings[i].getTypeIds() };
+    for (let i = start; i < Math.min(start + IDS_SLICE, ends.length); i++) {
+      const from = i === 0 ? 0 : ends[i - 1];
+      out[i] = { ids: Array.from(ids.subarray(from, ends[i])), typeIds: Array.from(typeIds.subarray(from, ends[i])) };
+    }
   }
   return out;
 }
 
+/**
+ * The worker and the requests waiting for it. It keeps the process alive only while a request waits. If it dies
+ * (it should not: the tokenizers package reports errors as exceptions), the waiting requests fail and the next
+ * request starts another, which rebuilds each tokenizer it is asked for.
+ */
+class Host {
+  private worker: Worker | undefined;
+  private next = 0;
+  private readonly waiting = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+
+  private start(): Worker {
+    // Compiled, dist/tokenizer-host.js. Run from source (the tests, through tsx), lib/tokenizer-host.ts: tsx's loader
+    // does not follow into a worker, so the worker registers it first (tsx is a dev dependency, as the sources are).
+    const ts = path.extname(__filename) === '.ts';
+    const file = path.join(__dirname, `tokenizer-host${ts ? '.ts' : '.js'}`);
+    const workerData = { role: HOST_ROLE };
+    const worker = ts
+      ? new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(file)});`, { eval: true, workerData })
+      : new Worker(file, { workerData });
+    worker.unref();
+    worker.on('message', (reply: TokenizerReply) => {
+      const call = this.waiting.get(reply.id);
+      if (!call) return;
+      this.settled(reply.id);
+      if ('error' in reply) call.reject(new ColtrastError(reply.loading ? 'MODEL_FILES' : 'NATIVE', reply.error));
+      else call.resolve(reply.result);
+    });
+    const died = (error: Error) => {
+      if (this.worker !== worker) return;
+      this.worker = undefined;
+      const calls = [...this.waiting.values()];
+      this.waiting.clear();
+      for (const call of calls) call.reject(new ColtrastError('NATIVE', `the tokenizer's worker thread stopped: ${error.message}`, { cause: error }));
+    };
+    worker.on('error', died);
+    worker.on('exit', (code) => died(new Error(`exit code ${code}`)));
+    return worker;
+  }
+
+  private settled(id: number): void {
+    this.waiting.delete(id);
+    if (this.waiting.size === 0) this.worker?.unref();
+  }
+
+  call<T>(request: TokenizerWork): Promise<T> {
+    const worker = (this.worker ??= this.start());
+    const id = this.next++;
+    return new Promise<T>((resolve, reject) => {
+      if (this.waiting.size === 0) worker.ref();
+      this.waiting.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      worker.postMessage({ ...request, id });
+    });
+  }
+
+  /** Lets the worker drop a spec's tokenizers (no TextTokenizer of it is left). */
+  release(spec: TokenizerSpec): void {
+    if (!this.worker) return;
+    this.worker.postMessage({ id: -1, op: 'release', spec } satisfies TokenizerRequest);
+  }
+}
+
+const host = new Host();
+
+/** TextTokenizers alive per spec key: the worker keeps a spec's tokenizers while one is. */
+const alive = new Map<string, number>();
+const finalizer = new FinalizationRegistry<TokenizerSpec>((spec) => {
+  const key = specKey(spec);
+  const left = (alive.get(key) ?? 1) - 1;
+  if (left > 0) alive.set(key, left);
+  else {
+    alive.delete(key);
+    host.release(spec);
+  }
+});
+
 export class TextTokenizer {
-  /** One tokenizer per truncation length (a multi-vector model cuts queries and documents differently). */
-  private readonly byLength = new Map<number, Tokenizer>();
-
   private constructor(
-    private readonly file: string,
+    private readonly spec: TokenizerSpec,
     private readonly maxLength: number,
-    private readonly lowercase: boolean,
-    /** Tokens to add as special (unsplittable, not normalized) before use. */
-    private readonly specialTokens: string[],
-  ) {}
-
-  static load(file: string, maxLength: number, lowercase: boolean, specialTokens: string[] = []): TextTokenizer {
-    const tokenizer = new TextTokenizer(file, maxLength, lowercase, specialTokens);
-    tokenizer.instance(maxLength);
-    return tokenizer;
+  ) {
+    const key = specKey(spec);
+    alive.set(key, (alive.get(key) ?? 0) + 1);
+    finalizer.register(this, spec);
   }
 
-  private instance(maxLength: number): Tokenizer {
-    let tokenizer = this.byLength.get(maxLength);
-    if (tokenizer) return tokenizer;
-    try {
-      tokenizer = Tokenizer.fromFile(this.file);
-    } catch (error) {
-      throw new ColtrastError('MODEL_FILES', `cannot load tokenizer ${this.file}: ${(error as Error).message}`, { cause: error });
-    }
-    tokenizer.setTruncation(maxLength);
-    tokenizer.disablePadding();
-    if (this.specialTokens.length > 0) tokenizer.addSpecialTokens(this.specialTokens);
-    this.byLength.set(maxLength, tokenizer);
+  /** Reads the tokenizer (in the worker); a tokenizer.json that does not load is a MODEL_FILES error. */
+  static async load(file: string, maxLength: number, lowercase: boolean, specialTokens: string[] = []): Promise<TextTokenizer> {
+    const tokenizer = new TextTokenizer({ file, lowercase, specialTokens }, maxLength);
+    await host.call({ op: 'load', spec: tokenizer.spec, maxLength });
     return tokenizer;
-  }
-
-  /** sentence-transformers' do_lower_case: the text lowercased before tokenizing, when the model says so. */
-  private cased(text: string): string {
-    return this.lowercase ? text.toLowerCase() : text;
   }
 
   /** Tokenizes, truncating to `maxLength` tokens (default: the model's maximum sequence length). */
   async encode(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
-    return this.encodeInSlices(texts, maxLength, true);
+    return unpackIds(await host.call<PackedIds>({ op: 'encode', spec: this.spec, texts, maxLength, special: true }));
   }
 
   /** Tokenizes without the special tokens the tokenizer's template adds (a completion that follows a prompt). */
   async encodeBare(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
-    return this.encodeInSlices(texts, maxLength, false);
-  }
-
-  /**
-   * encodeBatch on ENCODE_SLICE texts at a time, each slice's encodings read into ids and let go before the next:
-   * an encoding holds much more than its ids (the token strings, offsets, masks), and all of a large input's at once
-   * took ~8 KB of memory a text (3.2 GB for 400,000 texts).
-   */
-  private async encodeInSlices(texts: string[], maxLength: number, special: boolean): Promise<TokenizedText[]> {
-    const tokenizer = this.instance(maxLength);
-    const out: TokenizedText[] = [];
-    for (let start = 0; start < texts.length; start += ENCODE_SLICE) {
-      const slice = texts.slice(start, start + ENCODE_SLICE).map((t) => this.cased(t));
-      const encodings = await tokenizer.encodeBatch(slice, special ? undefined : { addSpecialTokens: false });
-      for (const ids of await idsOf(encodings)) out.push(ids);
-    }
-    return out;
+    return unpackIds(await host.call<PackedIds>({ op: 'encode', spec: this.spec, texts, maxLength, special: false }));
   }
 
   /** Token ids back to text, special tokens left out. */
   async decode(ids: number[][]): Promise<string[]> {
     if (ids.length === 0) return [];
-    return this.instance(this.maxLength).decodeBatch(ids, true);
+    return host.call<string[]>({ op: 'decode', spec: this.spec, ids, maxLength: this.maxLength });
   }
 
   /**
@@ -106,33 +192,28 @@ export class TextTokenizer {
    * text first until the pair fits `maxLength` (transformers' 'longest_first', as cross-encoders are run).
    */
   async encodePairs(pairs: [string, string][], maxLength = this.maxLength): Promise<TokenizedText[]> {
-    const tokenizer = this.instance(maxLength);
-    const out: TokenizedText[] = [];
-    // The tokenizers package's encodeBatch takes single texts only; each pair is its own call (ENCODE_SLICE at a
-    // time, as encode's slices).
-    for (let start = 0; start < pairs.length; start += ENCODE_SLICE) {
-      const encodings = await Promise.all(pairs.slice(start, start + ENCODE_SLICE).map(([a, b]) => tokenizer.encode(this.cased(a), this.cased(b))));
-      for (const ids of await idsOf(encodings)) out.push(ids);
-    }
-    return out;
+    return unpackIds(await host.call<PackedIds>({ op: 'encodePairs', spec: this.spec, pairs, maxLength }));
+  }
+
+  /** Each token's id (added tokens included), or null where the vocabulary has no such token. */
+  async tokenToIds(tokens: string[]): Promise<(number | null)[]> {
+    return host.call<(number | null)[]>({ op: 'tokenToIds', spec: this.spec, tokens, maxLength: this.maxLength });
   }
 
   /** A token's id (added tokens included), or null when the vocabulary has no such token. */
-  tokenToId(token: string): number | null {
-    return this.instance(this.maxLength).tokenToId(token) ?? null;
+  async tokenToId(token: string): Promise<number | null> {
+    return (await this.tokenToIds([token]))[0];
   }
 
   /** How many tokens `prompt` takes at the start of a text: with the leading special tokens, without a trailing one
    * (sentence-transformers' prompt length, which include_prompt false leaves out of pooling). */
   async promptLength(prompt: string, maxLength = this.maxLength): Promise<number> {
-    const encoding = await this.instance(maxLength).encode(this.cased(prompt));
-    const special = encoding.getSpecialTokensMask();
-    return special.length - (special[special.length - 1] === 1 ? 1 : 0);
+    return host.call<number>({ op: 'promptLength', spec: this.spec, prompt, maxLength });
   }
 
   /** The tokens `text` splits into, without special tokens (to see whether a marker stays one piece). */
   async pieces(text: string): Promise<string[]> {
-    return (await this.instance(this.maxLength).encode(this.cased(text), null, { addSpecialTokens: false })).getTokens();
+    return host.call<string[]>({ op: 'pieces', spec: this.spec, text, maxLength: this.maxLength });
   }
 }
 

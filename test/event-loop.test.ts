@@ -68,3 +68,44 @@ test("the addon's first load does not hold the event loop", async (t) => {
   // Held on this thread, the load would let the timer fire at most once (after it); on the worker it fires throughout.
   t.true(ticks >= 3, `timer fired ${ticks} times during a ${ms.toFixed(0)} ms load`);
 });
+
+// The tokenizers package reads a tokenizer.json synchronously: ~0.4 s for one of Qwen3's size. coltrast's tokenizers
+// live in a worker thread, so the main thread's timers keep firing while a large one loads. This one is a byte-level
+// BPE made here (100,000 tokens and as many merges), with the texts it is then asked to tokenize. Serial: the other
+// tests of this file make models with JavaScript on the main thread, which would hold the timer too.
+test.serial('a large tokenizer.json is read off the event loop, and tokenizes', async (t) => {
+  const { TextTokenizer } = await import('../lib/tokenizer');
+  const fs = await import('node:fs');
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz'.split('');
+  const vocab: Record<string, number> = Object.fromEntries(alphabet.map((c, i) => [c, i]));
+  const tokens = [...alphabet];
+  const merges: string[] = [];
+  for (let i = 0; tokens.length < 100_000; i++) {
+    const a = tokens[(i * 7919) % tokens.length];
+    const b = alphabet[i % alphabet.length];
+    if (vocab[a + b] !== undefined || a.length > 6) continue;
+    vocab[a + b] = tokens.length;
+    tokens.push(a + b);
+    merges.push(`${a} ${b}`);
+  }
+  const file = path.join(tempDir(), 'tokenizer.json');
+  fs.writeFileSync(file, JSON.stringify({
+    version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null,
+    pre_tokenizer: { type: 'Whitespace' }, post_processor: null, decoder: null,
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges },
+  }));
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 5);
+  const start = performance.now();
+  const tokenizer = await TextTokenizer.load(file, 64, false);
+  const elapsed = performance.now() - start;
+  clearInterval(timer);
+  t.log(`loading ${merges.length} merges took ${elapsed.toFixed(0)} ms; the timer fired ${ticks} times meanwhile`);
+  t.true(elapsed > 50, 'the load is long enough to tell');
+  t.true(ticks >= 3, `timer fired ${ticks} times during a ${elapsed.toFixed(0)} ms load`);
+  const [encoded] = await tokenizer.encode([`${tokens[30]} ${tokens[99_999]}`]);
+  t.deepEqual(encoded.ids, [30, 99_999], 'each word one token of the vocabulary');
+  t.deepEqual(await tokenizer.decode([encoded.ids]), [`${tokens[30]} ${tokens[99_999]}`], 'no decoder: the tokens joined by spaces');
+  t.is(await tokenizer.tokenToId(tokens[500]), 500);
+  t.is(await tokenizer.tokenToId('NOT-A-TOKEN'), null);
+});

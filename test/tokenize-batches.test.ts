@@ -1,13 +1,14 @@
 // tokenizeInBatches (lib/native-model.ts) with a stand-in tokenizer and model: which texts each batch holds, in
-// what order, when tokenizing happens relative to the batches, progress, and errors; and idsOf (lib/tokenizer.ts),
-// which reads a large input's encodings a slice per turn of the event loop. Without `ahead` (a model on
+// what order, when tokenizing happens relative to the batches, progress, and errors; unpackIds (lib/tokenizer.ts),
+// which makes a large input's ids, sent back packed by the tokenizer's worker, a slice per turn of the event loop; and
+// TextTokenizer, whose tokenizers live in that worker. Without `ahead` (a model on
 // the CPU) everything is tokenized first; with it (a GPU's way) chunks are tokenized while earlier batches run.
 import test from 'ava';
 import { ColtrastError } from '../lib';
 import { TOKENIZE_CHUNK, tokenizeInBatches } from '../lib/native-model';
 import path from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import { ENCODE_SLICE, IDS_SLICE, TextTokenizer, idsOf, longestFirst } from '../lib/tokenizer';
+import { ENCODE_SLICE, IDS_SLICE, TextTokenizer, longestFirst, unpackIds } from '../lib/tokenizer';
 import { FIXTURE } from './helpers/fixture';
 
 interface Item {
@@ -135,27 +136,33 @@ test('all first: one tokenizing call before any batch', async (t) => {
   t.true(h.events.indexOf('tokenize 0 end') < h.events.indexOf('run 0 start'));
 });
 
-test('idsOf reads the encodings in order, a slice per turn of the event loop', async (t) => {
+test('unpackIds makes the packed ids into arrays in order, a slice per turn of the event loop', async (t) => {
   const count = 2 * IDS_SLICE + 5;
-  const turns: number[] = [];
-  let turn = 0;
+  // Text i: ids [i, i + 1] (and none for every tenth), token types [0, i % 2].
+  const lengths: number[] = Array.from({ length: count }, (_, i) => (i % 10 === 9 ? 0 : 2));
+  const ends = new Int32Array(count);
+  lengths.reduce((end, n, i) => (ends[i] = end + n), 0);
+  const ids = new Int32Array(ends[count - 1]);
+  const typeIds = new Int32Array(ends[count - 1]);
+  lengths.forEach((n, i) => {
+    if (n === 0) return;
+    ids.set([i, i + 1], ends[i] - 2);
+    typeIds.set([0, i % 2], ends[i] - 2);
+  });
+  let turns = 0;
   const tick = () => {
-    turn++;
-    if (turn < 10) setImmediate(tick);
+    turns++;
+    if (turns < 10) setImmediate(tick);
   };
   setImmediate(tick);
-  const encodings = Array.from({ length: count }, (_, i) => ({
-    getIds: () => (turns.push(turn), [i, i + 1]),
-    getTypeIds: () => [0, i % 2],
-  }));
-  const out = await idsOf(encodings);
+  const out = await unpackIds({ ids, typeIds, ends });
+  t.is(out.length, count);
   t.deepEqual(out[count - 1], { ids: [count - 1, count], typeIds: [0, (count - 1) % 2] });
-  t.true(out.every((o, i) => o.ids[0] === i));
-  // The event loop turned between slices, not within one.
-  t.is(turns[0], turns[IDS_SLICE - 1]);
-  t.true(turns[IDS_SLICE] > turns[IDS_SLICE - 1]);
-  t.true(turns[2 * IDS_SLICE] > turns[2 * IDS_SLICE - 1]);
-  t.deepEqual(await idsOf([]), []);
+  t.deepEqual(out[9], { ids: [], typeIds: [] });
+  t.true(out.every((o, i) => (i % 10 === 9 ? o.ids.length === 0 : o.ids[0] === i)));
+  // Three slices: the event loop turned between them.
+  t.true(turns >= 2, `${turns} turns`);
+  t.deepEqual(await unpackIds({ ids: new Int32Array(0), typeIds: new Int32Array(0), ends: new Int32Array(0) }), []);
 });
 
 // TextTokenizer tokenizes ENCODE_SLICE texts (or pairs) a call, so that a large input's encodings are not all held at
@@ -169,7 +176,7 @@ test('TextTokenizer.encode and encodePairs in slices give the ids of the whole i
   whole.setTruncation(24);
   whole.disablePadding();
   const reference = (await whole.encodeBatch(texts)).map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
-  const tokenizer = TextTokenizer.load(file, 24, false);
+  const tokenizer = await TextTokenizer.load(file, 24, false);
   t.deepEqual(await tokenizer.encode(texts), reference);
   const bare = (await whole.encodeBatch(texts, { addSpecialTokens: false })).map((e) => e.getIds());
   t.deepEqual((await tokenizer.encodeBare(texts)).map((e) => e.ids), bare);

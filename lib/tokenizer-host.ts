@@ -1,0 +1,112 @@
+/**
+ * The worker thread that owns every Hugging Face `tokenizers` object of the process (lib/tokenizer.ts starts it and
+ * sends it the work). The package reads a tokenizer.json synchronously, ~0.4 s for a tokenizer of Qwen3's size
+ * (BENCHMARKS.md), which here holds this thread, not the application's event loop. Each request names its tokenizer
+ * by file, lowercasing and added special tokens; one `Tokenizer` is built per (that, truncation length) on first use,
+ * so a restarted worker rebuilds what it is asked for. Ids go back packed in typed arrays, moved, not copied.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { Tokenizer } from 'tokenizers';
+import { ENCODE_SLICE, HOST_ROLE, specKey, type PackedIds, type TokenizerReply, type TokenizerRequest, type TokenizerSpec } from './tokenizer';
+
+const tokenizers = new Map<string, Map<number, Tokenizer>>();
+
+/** Thrown while a tokenizer.json is read: the main thread reports it as the model's files' fault. */
+class LoadError extends Error {}
+
+function instance(spec: TokenizerSpec, maxLength: number): Tokenizer {
+  const key = specKey(spec);
+  let byLength = tokenizers.get(key);
+  if (!byLength) tokenizers.set(key, (byLength = new Map()));
+  let tokenizer = byLength.get(maxLength);
+  if (tokenizer) return tokenizer;
+  try {
+    tokenizer = Tokenizer.fromFile(spec.file);
+  } catch (error) {
+    throw new LoadError(`cannot load tokenizer ${spec.file}: ${(error as Error).message}`);
+  }
+  tokenizer.setTruncation(maxLength);
+  tokenizer.disablePadding();
+  if (spec.specialTokens.length > 0) tokenizer.addSpecialTokens(spec.specialTokens);
+  byLength.set(maxLength, tokenizer);
+  return tokenizer;
+}
+
+/** Each encoding's ids and token types, packed. */
+function pack(encodings: { getIds(): number[]; getTypeIds(): number[] }[][]): PackedIds {
+  const ids: number[][] = [];
+  const typeIds: number[][] = [];
+  for (const slice of encodings) {
+    for (const e of slice) {
+      ids.push(e.getIds());
+      typeIds.push(e.getTypeIds());
+    }
+  }
+  const ends = new Int32Array(ids.length);
+  let total = 0;
+  ids.forEach((x, i) => (ends[i] = total += x.length));
+  const packed = { ids: new Int32Array(total), typeIds: new Int32Array(total), ends };
+  ids.forEach((x, i) => {
+    const start = ends[i] - x.length;
+    packed.ids.set(x, start);
+    packed.typeIds.set(typeIds[i], start);
+  });
+  return packed;
+}
+
+async function handle(request: TokenizerRequest): Promise<unknown> {
+  const { spec } = request;
+  const cased = (text: string) => (spec.lowercase ? text.toLowerCase() : text);
+  switch (request.op) {
+    case 'load':
+      instance(spec, request.maxLength);
+      return null;
+    case 'encode': {
+      const tokenizer = instance(spec, request.maxLength);
+      const slices = [];
+      for (let start = 0; start < request.texts.length; start += ENCODE_SLICE) {
+        const texts = request.texts.slice(start, start + ENCODE_SLICE).map(cased);
+        slices.push(await tokenizer.encodeBatch(texts, request.special ? undefined : { addSpecialTokens: false }));
+      }
+      return pack(slices);
+    }
+    case 'encodePairs': {
+      // encodeBatch takes single texts only: each pair is its own call.
+      const tokenizer = instance(spec, request.maxLength);
+      const slices = [];
+      for (let start = 0; start < request.pairs.length; start += ENCODE_SLICE) {
+        slices.push(await Promise.all(request.pairs.slice(start, start + ENCODE_SLICE).map(([a, b]) => tokenizer.encode(cased(a), cased(b)))));
+      }
+      return pack(slices);
+    }
+    case 'decode':
+      return request.ids.length === 0 ? [] : instance(spec, request.maxLength).decodeBatch(request.ids, true);
+    case 'tokenToIds': {
+      const tokenizer = instance(spec, request.maxLength);
+      return request.tokens.map((token) => tokenizer.tokenToId(token) ?? null);
+    }
+    case 'promptLength': {
+      const special = (await instance(spec, request.maxLength).encode(cased(request.prompt))).getSpecialTokensMask();
+      return special.length - (special[special.length - 1] === 1 ? 1 : 0);
+    }
+    case 'pieces':
+      return (await instance(spec, request.maxLength).encode(cased(request.text), null, { addSpecialTokens: false })).getTokens();
+    case 'release':
+      tokenizers.delete(specKey(spec));
+      return null;
+  }
+}
+
+// Only as the worker lib/tokenizer.ts starts (an application's own worker thread that loads this file does nothing).
+if (workerData?.role === HOST_ROLE) parentPort!.on('message', (request: TokenizerRequest) => {
+  handle(request).then(
+    (result) => {
+      const packed = result as Partial<PackedIds> | null;
+      const transfer = packed?.ends instanceof Int32Array ? [packed.ids!.buffer, packed.typeIds!.buffer, packed.ends.buffer] : [];
+      parentPort!.postMessage({ id: request.id, result } satisfies TokenizerReply, transfer as ArrayBuffer[]);
+    },
+    (error: unknown) => {
+      parentPort!.postMessage({ id: request.id, error: error instanceof Error ? error.message : String(error), loading: error instanceof LoadError } satisfies TokenizerReply);
+    },
+  );
+});
