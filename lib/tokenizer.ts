@@ -96,7 +96,7 @@ class Host {
     const file = path.join(__dirname, `tokenizer-host${ts ? '.ts' : '.js'}`);
     const workerData = { role: HOST_ROLE };
     const worker = ts
-      ? new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(file)});`, { eval: true, workerData })
+      ? new Worker(`require(${JSON.stringify(require.resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(file)});`, { eval: true, workerData })
       : new Worker(file, { workerData });
     worker.unref();
     worker.on('message', (reply: TokenizerReply) => {
