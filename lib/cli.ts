@@ -19,6 +19,7 @@ import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
 import { Index, STORAGES, TOKEN_STORAGES, checkIndexFolder, type Fusion, type IndexDoc, type Storage, type TokenStorage } from './search-index';
 import { exportIndex } from './export';
+import { setDefaultDownloadProgress, type DownloadProgress } from './hub';
 import { mineHardNegatives, miningReport, type MineOptions } from './mining';
 import { generateQueries, type GenerateQueriesOptions } from './query-generation';
 import { encoderEmbedder } from './train';
@@ -332,16 +333,12 @@ async function embed(argv: string[]): Promise<void> {
   const texts = await readTexts(positionals[0]);
   if (values.output) checkOutputFile(values.output, '--output'); // a ColtrastError: main() prints it and exits 2
   const started = Date.now();
-  const download = new ProgressBar('download', 'MB');
   const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
     threads: numberFlag('threads', values.threads, 'count'),
     truncateDim: numberFlag('truncate-dim', values['truncate-dim'], 'count'),
     adapter: values.adapter,
-    onDownloadProgress: (p) => {
-      if (p.file.endsWith('.safetensors') && p.total) download.update(p.downloaded / 2 ** 20, p.total / 2 ** 20);
-    },
   });
   const bar = values.json ? undefined : new ProgressBar('embed', 'texts');
   const tokens = values.tokens === true || enc.multiVector !== undefined;
@@ -1186,6 +1183,21 @@ export const COMMAND_FLAGS: Record<string, readonly string[]> = {
   serve: Object.keys(SERVE_OPTIONS),
 };
 
+/**
+ * A bar on stderr for each weights file or file of 1 MiB and more that a command downloads (a model given as a Hugging
+ * Face id that is not cached yet): every command's loads, and those train(), evaluate() and the others make inside.
+ */
+function downloadBars(): (p: DownloadProgress) => void {
+  const bars = new Map<string, ProgressBar>();
+  return (p) => {
+    if (p.total === undefined || (p.total < 2 ** 20 && !p.file.endsWith('.safetensors'))) return;
+    let bar = bars.get(p.file);
+    if (!bar) bars.set(p.file, (bar = new ProgressBar(`download ${p.file}`, 'MB')));
+    bar.update(p.downloaded / 2 ** 20, p.total / 2 ** 20);
+    if (p.downloaded >= p.total) bars.delete(p.file); // another model's file of that name gets its own bar
+  };
+}
+
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (!command || command === 'help' || command === '--help' || command === '-h') {
@@ -1198,6 +1210,7 @@ async function main(): Promise<void> {
     console.log(commandHelp(command));
     return;
   }
+  setDefaultDownloadProgress(downloadBars());
   await run(rest);
 }
 

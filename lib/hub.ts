@@ -54,6 +54,14 @@ export interface ResolveOptions {
 
 const RESOLVE_KEYS = ['cacheDir', 'revision', 'endpoint', 'token', 'offline', 'onProgress', 'fetch'] as const;
 
+/** Downloads whose caller gave no onProgress report here: nowhere in a library call; the command line sets bars. */
+let defaultOnProgress: ResolveOptions['onProgress'];
+
+/** @internal Sets the progress callback of downloads whose caller gives none (the CLI: a bar per file, on stderr). */
+export function setDefaultDownloadProgress(onProgress: ResolveOptions['onProgress']): void {
+  defaultOnProgress = onProgress;
+}
+
 /** Files coltrast reads from a model repository; everything else (pickles, ONNX, …) is never fetched. */
 const WANTED = new Set([
   'config.json',
@@ -133,7 +141,7 @@ export async function resolveModelDir(modelOrPath: string, options?: ResolveOpti
     endpoint: (o.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, ''),
     token: o.token ?? (process.env.HF_TOKEN || undefined),
     offline: booleanValue('options.offline', o.offline ?? envOffline),
-    onProgress: o.onProgress,
+    onProgress: o.onProgress ?? defaultOnProgress,
     fetch: o.fetch ?? fetch,
   };
 

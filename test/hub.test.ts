@@ -429,3 +429,35 @@ test('options.fetch carries every request; unknown options are refused', async (
   t.is(unknown.code, 'INVALID_ARGUMENT');
   await hub.close();
 });
+
+// Every command shows a bar for the weights it downloads (here `coltrast index`, whose model train(), evaluate() and
+// the others load the same way), and none once they are cached. A child process, spawned without blocking this one,
+// which serves the fake hub.
+test('the command line shows the download of a hub model\'s weights, and nothing once cached', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const hub = await fakeHub({ 'org/tiny-bert': fixtureFiles() });
+  const home = tempDir();
+  const docs = path.join(home, 'docs.jsonl');
+  fs.writeFileSync(docs, '{"id": "a", "text": "first document"}\n{"id": "b", "text": "second document"}\n');
+  const run = (output: string) =>
+    new Promise<{ status: number | null; stderr: string }>((resolve) => {
+      const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+      const child = spawn(process.execPath, ['--import', 'tsx', cli, 'index', '--data', docs, '--model', 'org/tiny-bert', '--output', output, '--device', 'cpu', '--json'], {
+        env: { ...process.env, HF_ENDPOINT: hub.endpoint, HF_HOME: home, HF_HUB_CACHE: '', HF_HUB_OFFLINE: '' },
+      });
+      let stderr = '';
+      child.stderr.on('data', (chunk) => (stderr += chunk));
+      child.on('close', (status) => resolve({ status, stderr }));
+    });
+  try {
+    const first = await run(path.join(home, 'one.index'));
+    t.is(first.status, 0, first.stderr);
+    t.regex(first.stderr, /^download model\.safetensors 100% [\d.]+\/[\d.]+ MB \| [\d.]+ MB\/s \| ETA 0\.0s$/m);
+    t.notRegex(first.stderr, /download config\.json/, 'small files get no bar');
+    const again = await run(path.join(home, 'two.index'));
+    t.is(again.status, 0, again.stderr);
+    t.notRegex(again.stderr, /download/);
+  } finally {
+    await hub.close();
+  }
+});
