@@ -491,6 +491,7 @@ export class CrossEncoder {
   /** Frees the native model. Calls already running finish first; calls made afterwards throw DISPOSED. */
   dispose(): void {
     this.model.dispose();
+    this.tokenizer.dispose();
   }
 }
 

@@ -575,6 +575,7 @@ export class Encoder {
    */
   dispose(): void {
     this.model.dispose();
+    this.tokenizer.dispose();
   }
 }
 

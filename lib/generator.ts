@@ -416,6 +416,7 @@ export class Generator {
   /** Frees the native model (it is also freed when garbage-collected); calls running finish first. */
   dispose(): void {
     this.model.dispose();
+    this.tokenizer.dispose();
   }
 }
 

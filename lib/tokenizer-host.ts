@@ -94,6 +94,8 @@ async function handle(request: TokenizerRequest): Promise<unknown> {
     case 'release':
       tokenizers.delete(specKey(spec));
       return null;
+    case 'held':
+      return [...tokenizers.keys()].map((key) => (JSON.parse(key) as [string])[0]);
   }
 }
 

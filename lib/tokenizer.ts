@@ -46,6 +46,7 @@ export type TokenizerWork = { spec: TokenizerSpec } & (
   | { op: 'promptLength'; prompt: string; maxLength: number }
   | { op: 'pieces'; text: string; maxLength: number }
   | { op: 'release' }
+  | { op: 'held' }
 );
 
 /** @internal */
@@ -142,9 +143,15 @@ class Host {
 
 const host = new Host();
 
-/** TextTokenizers alive per spec key: the worker keeps a spec's tokenizers while one is. */
+/** @internal The files whose tokenizers the worker holds (tests: disposing a model lets its tokenizer go). */
+export async function heldTokenizers(): Promise<string[]> {
+  return host.call<string[]>({ op: 'held', spec: { file: '', lowercase: false, specialTokens: [] } });
+}
+
+/** TextTokenizers alive (neither disposed nor collected) per spec key: the worker keeps a spec's tokenizers while one is. */
 const alive = new Map<string, number>();
-const finalizer = new FinalizationRegistry<TokenizerSpec>((spec) => {
+
+function gone(spec: TokenizerSpec): void {
   const key = specKey(spec);
   const left = (alive.get(key) ?? 1) - 1;
   if (left > 0) alive.set(key, left);
@@ -152,7 +159,9 @@ const finalizer = new FinalizationRegistry<TokenizerSpec>((spec) => {
     alive.delete(key);
     host.release(spec);
   }
-});
+}
+
+const finalizer = new FinalizationRegistry<TokenizerSpec>(gone);
 
 export class TextTokenizer {
   private constructor(
@@ -161,7 +170,20 @@ export class TextTokenizer {
   ) {
     const key = specKey(spec);
     alive.set(key, (alive.get(key) ?? 0) + 1);
-    finalizer.register(this, spec);
+    finalizer.register(this, spec, this);
+  }
+
+  private disposed = false;
+
+  /**
+   * Lets the worker drop this tokenizer once no other TextTokenizer of the same file and settings is left (the model
+   * that owns it is disposed; collection does the same later). A request made after it builds the tokenizer again.
+   */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    finalizer.unregister(this);
+    gone(this.spec);
   }
 
   /** Reads the tokenizer (in the worker); a tokenizer.json that does not load is a MODEL_FILES error. */

@@ -3,7 +3,7 @@ import test from 'ava';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Encoder } from '../lib';
-import { tempDir } from './helpers/fixture';
+import { FIXTURE, tempDir } from './helpers/fixture';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { makeRandomBert } = require('../scripts/fixtures/random-bert.js');
 
@@ -108,4 +108,21 @@ test.serial('a large tokenizer.json is read off the event loop, and tokenizes', 
   t.deepEqual(await tokenizer.decode([encoded.ids]), [`${tokens[30]} ${tokens[99_999]}`], 'no decoder: the tokens joined by spaces');
   t.is(await tokenizer.tokenToId(tokens[500]), 500);
   t.is(await tokenizer.tokenToId('NOT-A-TOKEN'), null);
+});
+
+// The worker keeps a model's tokenizer while the model is in use; dispose() lets it go (collection would, later).
+test.serial('disposing a model lets the tokenizer worker drop its tokenizer', async (t) => {
+  const { heldTokenizers } = await import('../lib/tokenizer');
+  const fs = await import('node:fs');
+  const dir = path.join(tempDir(), 'model');
+  fs.cpSync(FIXTURE, dir, { recursive: true });
+  const file = path.join(dir, 'tokenizer.json');
+  const one = await Encoder.load(dir, { device: 'cpu' });
+  const two = await Encoder.load(dir, { device: 'cpu' });
+  t.true((await heldTokenizers()).includes(file));
+  one.dispose();
+  t.true((await heldTokenizers()).includes(file), 'the other model of that folder still uses it');
+  t.deepEqual((await two.embed(['still works'])).dims, [1, 32]);
+  two.dispose();
+  t.false((await heldTokenizers()).includes(file));
 });
