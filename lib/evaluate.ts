@@ -9,7 +9,7 @@ import { Bm25Index, bm25Settings, type Bm25Options } from './bm25';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
-import { evaluateRun, type MetricTable, type Run } from './ir-metrics';
+import { meanMetrics, type MetricTable, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
 import { FUSIONS, Index, fuseRankings, type Fusion, type Storage, type TokenStorage } from './search-index';
 import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
@@ -188,6 +188,6 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     }
   }
   const run: Run = new Map(evaluated.map((q, i) => [q, ranked[i]]));
-  const { metrics, queries } = evaluateRun(run, data.qrels, ks);
+  const { metrics, queries } = meanMetrics(run, data.qrels, ks);
   return { mode, ...(rerankedBy && { reranker: rerankedBy }), metrics, queries, documents: data.corpus.length, seconds: (Date.now() - started) / 1000 };
 }

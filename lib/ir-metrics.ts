@@ -14,6 +14,7 @@
  * A document is relevant when its grade is > 0. Queries without any relevant document are left out, as
  * BEIR and trec_eval do. Ties in score are broken by document id, ascending, so results are repeatable.
  */
+import { invalid, positiveInteger } from './validate';
 
 export type Qrels = Map<string, Map<string, number>>;
 /** Per query, documents with scores (any order; rank() sorts them). */
@@ -23,8 +24,6 @@ export const METRICS = ['ndcg', 'recall', 'mrr', 'map', 'precision'] as const;
 export type MetricName = (typeof METRICS)[number];
 /** metric -> k -> mean over the evaluated queries. */
 export type MetricTable = Record<MetricName, Record<number, number>>;
-
-import { invalid, positiveInteger } from './validate';
 
 export function rank(hits: { id: string; score: number }[]): string[] {
   return hits
@@ -93,6 +92,11 @@ export function evaluateRun(run: Run, qrels: Qrels, ks: number[]): { metrics: Me
     }
   }
   for (const [qid, judged] of qrels) checkJudged(`qrels.get(${JSON.stringify(qid)})`, judged);
+  return meanMetrics(run, qrels, ks);
+}
+
+/** @internal evaluateRun without its checks, for the runs evaluate() and train() make themselves. */
+export function meanMetrics(run: Run, qrels: Qrels, ks: number[]): { metrics: MetricTable; queries: number } {
   const sum = Object.fromEntries(METRICS.map((m) => [m, Object.fromEntries(ks.map((k) => [k, 0]))])) as MetricTable;
   let count = 0;
   for (const [qid, judged] of qrels) {

@@ -14,7 +14,7 @@ import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
 import { ColtrastError } from './errors';
 import { nonEmptyFolder, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
-import { evaluateRun, type Qrels, type Run } from './ir-metrics';
+import { meanMetrics, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
 import { embedWithGuide, guideMasks } from './guide';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
@@ -815,7 +815,7 @@ export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples
   const qrels: Qrels = new Map(examples.map((e, i) => [`q${i}`, new Map([[`d${position.get(e.positive)}`, 1]])]));
   const scored = rankings.map((ranked) => {
     const run: Run = new Map(ranked.map((list, i) => [`q${i}`, list]));
-    const { metrics } = evaluateRun(run, qrels, [1, 10]);
+    const { metrics } = meanMetrics(run, qrels, [1, 10]);
     return { 'recall@1': metrics.recall[1], 'mrr@10': metrics.mrr[10] };
   });
   return withWidths(scored, examples.length, widths, scoredWidths);
