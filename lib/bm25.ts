@@ -270,7 +270,7 @@ export class Bm25Index {
     stringList('queries', queries);
     this.checkSearch(k, allow);
     const out: { id: string; score: number }[][] = [];
-    await inTurns(queries, (q) => out.push(this.search(q, k, allow)));
+    await inTurns(queries, (q) => out.push(this.find(q, k, allow)));
     return out;
   }
 
@@ -346,7 +346,7 @@ export class Bm25Index {
   }
 
   private checkSearch(k: unknown, allow: unknown): void {
-    if (typeof k !== 'number' || !Number.isInteger(k) || k < 0) throw invalid('k', 'an integer >= 0', k);
+    numberValue('k', k, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
     const n = this.ids.length;
     if (allow !== undefined && (!(allow instanceof Uint8Array) || allow.length !== n)) throw invalid('allow', `a Uint8Array of ${n} flags (one per document)`, allow);
   }
@@ -358,6 +358,11 @@ export class Bm25Index {
   search(query: string, k: number, allow?: Uint8Array): { id: string; score: number }[] {
     if (typeof query !== 'string') throw invalid('query', 'a string', query);
     this.checkSearch(k, allow);
+    return this.find(query, k, allow);
+  }
+
+  /** search() of arguments already checked (searchAll checks them once for all its queries). */
+  private find(query: string, k: number, allow?: Uint8Array): { id: string; score: number }[] {
     const n = this.ids.length;
     if (n === 0 || k <= 0) return [];
     const avgLength = this.totalLength / n || 1;

@@ -888,7 +888,7 @@ export class Index {
   private async saveNow(dir: string, options: { overwrite: boolean }): Promise<void> {
     if (options.overwrite) checkIndexFolder(dir, 'the folder to save to');
     const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.encoder));
-    await writeFolderAtomic(path.resolve(dir), options.overwrite ?? false, async (staging) => {
+    await writeFolderAtomic(path.resolve(dir), options.overwrite, async (staging) => {
       const manifest: Manifest = {
         format: 'coltrast-index',
         version: 1,

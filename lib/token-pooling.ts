@@ -13,7 +13,7 @@
  * hierarchical, agglomerative clustering algorithms", 2011), O(n²) for a document of n tokens.
  */
 import type { Matrix } from './encoder';
-import { floatMatrix, invalid, positiveInteger } from './validate';
+import { floatMatrix, numberValue, positiveInteger } from './validate';
 
 /** The merges of Ward's linkage of `n` points with distances `d` (n × n, symmetric; overwritten): [a, b, height]. */
 function wardMerges(d: Float64Array, n: number): [number, number, number][] {
@@ -133,7 +133,7 @@ function cutClusters(merges: [number, number, number][], n: number, clusters: nu
 export function poolTokens(tokens: Matrix, poolFactor: number, protectedTokens = 1): Matrix {
   floatMatrix('tokens', tokens, 'a float32 matrix { dims: [tokens, dim], data: Float32Array } (one document\'s token vectors)');
   positiveInteger('poolFactor', poolFactor);
-  if (!Number.isInteger(protectedTokens) || protectedTokens < 0) throw invalid('protectedTokens', 'an integer >= 0', protectedTokens);
+  numberValue('protectedTokens', protectedTokens, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
   const [count, dim] = tokens.dims;
   const keep = Math.min(protectedTokens, count);
   const n = count - keep;
