@@ -49,6 +49,14 @@ withPython(`compare-gpu.js runs end to end on the CPU against a stand-in for sen
     t.is(row.speedupNoCudnn, +(row.coltrast.samplesPerSecond / row.pythonNoCudnn.samplesPerSecond).toFixed(2));
   }
   t.is(result.rows.embed[0].sentenceTransformersNoCudnn, undefined, 'float32 has no cuDNN attention to turn off');
+  // float32 rows profile a second encode() (st_baseline.py --profile-kernels): on the CPU, the aten operators' self
+  // times by kind, matrix products among them; coltrast's wall time over their sum.
+  const kernels = result.rows.embed[0].sentenceTransformers.kernels;
+  t.regex(kernels.source, /CPU/, JSON.stringify(kernels));
+  t.true(kernels.events > 0 && kernels.seconds.matmul > 0 && kernels.wallSeconds > 0, JSON.stringify(kernels));
+  const sum = Object.values(kernels.seconds as Record<string, number>).reduce((a, b) => a + b, 0);
+  t.true(Math.abs(kernels.totalSeconds - sum) <= 3e-4, `${kernels.totalSeconds} against ${sum} (each rounded to 1e-4)`);
+  t.true(result.rows.embed[0].coltrastWallOverKernels > 0);
   // One process a side ran these (st_baseline.py serve, compare-gpu.js --serve-trials); on the CPU there is no GPU
   // memory to leave behind.
   t.deepEqual(result.rows.train.slice(0, 2).map((row: any) => [row.coltrast.allocatedMiBAtStart, row.python.allocatedMiBAtStart]), [[0, 0], [0, 0]]);

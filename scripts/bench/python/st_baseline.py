@@ -2,7 +2,7 @@
 """sentence-transformers baselines on a GPU, to set beside coltrast (scripts/bench/python/compare-gpu.js).
 
     st_baseline.py encode --model DIR --texts texts.json [--batch-size 128] [--dtype float32|bfloat16|float16]
-                          [--device cuda] [--vectors out.bin] [--json out.json] [--no-cudnn-attention]
+                          [--device cuda] [--vectors out.bin] [--json out.json] [--no-cudnn-attention] [--profile-kernels]
     st_baseline.py train  --model DIR --data pairs.json [--batch-size 64] [--steps 10] [--precision float32|bfloat16]
                           [--loss mnrl|cached-mnrl|coltrast] [--mini-batch-size 256] [--loop trainer|manual]
                           [--device cuda] [--json out.json] [--no-cudnn-attention]
@@ -23,7 +23,10 @@ encode: SentenceTransformer(DIR).encode(texts) as a user calls it: its own token
 batching, pooling and the folder's Normalize; one call of --batch-size texts first as a warm-up. The model
 is cast to --dtype (model.to(dtype)) for bfloat16/float16. Reports texts/s and the CUDA peak memory
 (torch.cuda.max_memory_allocated) of the timed call; --vectors writes the embeddings (float32, row-major,
-input order) so the caller can compare them with coltrast's.
+input order) so the caller can compare them with coltrast's. --profile-kernels: one more encode() of the same texts
+after the timed one, under torch.profiler, and where its time went (kernel_time below): the question a missed
+embedding target leaves, whether the Python side's time is the GPU's arithmetic (which coltrast calls too) or host
+work the GPU waits for.
 
 train: fine-tuning on query/positive text pairs with AdamW at learning rate 2e-5 (weight decay 0.01,
 clipping at 1), in-batch negatives; --steps timed steps after an untimed one, or with --steps 0 one step, timed (its
@@ -52,6 +55,7 @@ import gc
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -137,6 +141,12 @@ def encode(args):
     seconds = time.perf_counter() - start
     if args.vectors:
         vectors.float().cpu().numpy().astype("float32").tofile(args.vectors)
+    kernels = None
+    if args.profile_kernels:
+        try:
+            kernels = kernel_time(lambda: model.encode(texts, batch_size=args.batch_size, convert_to_tensor=True), args.device)
+        except Exception as error:  # a profiler that fails costs the row its breakdown, not its throughput
+            kernels = {"error": f"{type(error).__name__}: {error}"[:500]}
     return {
         "side": "sentence-transformers encode",
         **versions(),
@@ -147,6 +157,62 @@ def encode(args):
         "textsPerSecond": len(texts) / seconds,
         "peakGpuMiB": peak_mib(args.device),
         "dimension": int(vectors.shape[1]),
+        **({"kernels": kernels} if kernels is not None else {}),
+    }
+
+
+# The kind of a profiled kernel or operator, by its name: attention first (the memory-efficient attention kernels are
+# CUTLASS ones, "fmha_cutlassF_..."), then matrix products (cuBLAS, CUTLASS and nvjet kernels; aten's mm, addmm and
+# bmm on the CPU), copies, and everything else (layer norms, activations, softmax outside attention, pooling, ...).
+KERNEL_KINDS = [
+    ("attention", re.compile(r"fmha|flash|attention|sdpa|scaled_dot_product", re.I)),
+    ("matmul", re.compile(r"gemm|gemv|xmma|cutlass|nvjet|cublas|aten::(mm|addmm|bmm|baddbmm|matmul)$", re.I)),
+    ("copies", re.compile(r"^(memcpy|memset)|aten::(copy_|to|_to_copy|contiguous)$", re.I)),
+]
+
+
+def kernel_kind(name):
+    return next((kind for kind, pattern in KERNEL_KINDS if pattern.search(name)), "other")
+
+
+def kernel_time(run, device):
+    """Where the time of run() goes: run under torch.profiler, the durations of its GPU kernels (and copies)
+    summed by kind (kernel_kind), beside the call's wall time. One stream runs one kernel at a time, so their sum
+    over the wall time is the share of the call in which the GPU was busy, and the rest is host work (tokenizing,
+    Python, launches) that it waited for; the profiler's own overhead slows the host side, so that share is a lower
+    bound. Without CUDA, the aten operators' self times (time in the operator, not in those it calls), the same way:
+    a smoke test of this function more than a measurement."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        start = time.perf_counter()
+        run()
+        sync(device)
+        wall = time.perf_counter() - start
+    seconds = {"matmul": 0.0, "attention": 0.0, "copies": 0.0, "other": 0.0}
+    count = 0
+    for event in prof.events():
+        if cuda:
+            if event.device_type != DeviceType.CUDA:
+                continue
+            us = event.time_range.elapsed_us()
+        else:
+            if event.device_type != DeviceType.CPU or not event.name.startswith("aten::"):
+                continue
+            us = event.self_cpu_time_total
+        seconds[kernel_kind(event.name)] += us / 1e6
+        count += 1
+    total = sum(seconds.values())
+    return {
+        "source": "CUDA kernels" if cuda else "aten operators' self time (CPU)",
+        "events": count,
+        "wallSeconds": round(wall, 4),
+        "seconds": {kind: round(value, 4) for kind, value in seconds.items()},
+        "totalSeconds": round(total, 4),
+        "busyShare": round(total / wall, 3) if wall > 0 else None,
     }
 
 
@@ -328,6 +394,7 @@ def parser_of():
     parser.add_argument("--vectors")
     parser.add_argument("--json")
     parser.add_argument("--no-cudnn-attention", action="store_true")
+    parser.add_argument("--profile-kernels", action="store_true", help="encode: one more encode() under torch.profiler; kernel time by kind")
     return parser
 
 
