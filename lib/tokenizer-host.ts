@@ -23,7 +23,10 @@ function instance(spec: TokenizerSpec, maxLength: number): Tokenizer {
   try {
     tokenizer = Tokenizer.fromFile(spec.file);
   } catch (error) {
-    throw new LoadError(`cannot load tokenizer ${spec.file}: ${(error as Error).message}`);
+    // The tokenizers package runs its prefix into the cause ("Error loading from fileEOF while parsing ..."); the
+    // cause alone says what is wrong with the file.
+    const cause = String((error as Error).message).replace(/^Error loading from file(?=\S)/, '');
+    throw new LoadError(`cannot load tokenizer ${spec.file}: ${cause}; it must be a whole tokenizer.json as Hugging Face tokenizers saves one (tokenizer.save(path) in Python)`);
   }
   tokenizer.setTruncation(maxLength);
   tokenizer.disablePadding();
