@@ -55,3 +55,73 @@ test('garbage arguments to every native entry point: errors, never a crash, and 
   };
   for (const [call, pattern] of Object.entries(expected)) t.regex(result.outcomes[call] ?? 'not called', pattern, call);
 });
+
+// A JavaScript environment torn down under native work: a user's Worker terminated while a call's promise settles or a
+// generation hands over its text, process.exit() while the addon registers (its first load, in a worker thread). No
+// JavaScript can run there, and node-addon-api's exceptions used to escape to std::terminate (SIGABRT: the whole
+// process, main thread and all). Each case in a child process, from the built package (dist/).
+const DIST = path.resolve(__dirname, '..', 'dist');
+const TINY_BERT = path.join(__dirname, 'fixtures', 'tiny-bert');
+const TINY_LM = path.join(__dirname, 'fixtures', 'tiny-causal-lms', 'qwen3');
+
+function runChild(source: string, args: string[] = []) {
+  const script = path.join(tempDir(), 'child.js');
+  fs.writeFileSync(script, source);
+  return spawnSync(process.execPath, [script, ...args], { encoding: 'utf8', timeout: 120_000 });
+}
+
+test("a user's Worker terminated while embed() and generate() run in it: the process lives on", (t) => {
+  const run = runChild(`
+const { Worker, isMainThread, parentPort, workerData } = require('node:worker_threads');
+if (isMainThread) {
+  (async () => {
+    // Rounds at growing delays, so that termination falls at different points of the calls (the embed case aborted by
+    // its fourth or fifth round, the generate case at its first, before the fix).
+    for (const [kind, rounds] of [['embed', 8], ['generate', 3]]) {
+      for (let round = 0; round < rounds; round++) {
+        const worker = new Worker(__filename, { workerData: kind });
+        await new Promise((resolve, reject) => { worker.once('message', resolve); worker.once('error', reject); });
+        await new Promise((resolve) => setTimeout(resolve, 30 + round * 20));
+        await worker.terminate();
+      }
+      console.log(kind, 'done');
+    }
+  })();
+} else {
+  const { Encoder, Generator } = require(${JSON.stringify(DIST)});
+  (async () => {
+    if (workerData === 'embed') {
+      const enc = await Encoder.load(${JSON.stringify(TINY_BERT)}, { threads: 1, device: 'cpu' });
+      const texts = Array.from({ length: 2000 }, (_, i) => 'worker text ' + i + ' ' + 'word '.repeat(i % 60));
+      parentPort.postMessage('ready');
+      for (;;) await enc.embed(texts);
+    } else {
+      const gen = await Generator.load(${JSON.stringify(TINY_LM)}, { threads: 1, device: 'cpu' });
+      parentPort.postMessage('ready');
+      for (;;) await gen.generate(['hello', 'world foo'], { maxNewTokens: 80, onText: () => {} });
+    }
+  })();
+}
+`);
+  t.is(run.signal, null, run.stderr.slice(-2000));
+  t.is(run.status, 0, run.stderr.slice(-2000));
+  t.deepEqual(run.stdout.trim().split('\n'), ['embed done', 'generate done']);
+});
+
+test('process.exit() while the addon first loads (and while train() starts) exits with the code asked for', (t) => {
+  const source = `
+const { Encoder, train } = require(${JSON.stringify(DIST)});
+const [what, delay] = process.argv.slice(2);
+if (what === 'load') Encoder.load(${JSON.stringify(TINY_BERT)}, { threads: 1, device: 'cpu' }).catch(() => {});
+else train({ model: ${JSON.stringify(TINY_BERT)}, data: Array.from({ length: 12 }, (_, i) => ({ query: 'q ' + i, positive: 'p ' + i })), output: process.argv[4], epochs: 50, batchSize: 2, threads: 1, device: 'cpu' })
+  .then(() => console.log('trained'), (error) => console.log('train failed:', error.message));
+setTimeout(() => process.exit(7), Number(delay));
+`;
+  // The window was about 50-300 ms after the first call on the development VM (exit 134 there, 5 of 5 times for train()).
+  for (const [what, delay] of [['load', 50], ['load', 100], ['load', 200], ['load', 300], ['train', 100], ['train', 200]] as const) {
+    const run = runChild(source, [what, String(delay), path.join(tempDir(), 'model')]);
+    t.is(run.signal, null, `${what} at ${delay} ms: ${run.stderr.slice(-1000)}`);
+    t.is(run.status, 7, `${what} at ${delay} ms: ${run.stderr.slice(-1000)}`);
+    t.is(run.stdout, '', 'exited during the call, not after it'); // (train() takes some seconds here)
+  }
+});
