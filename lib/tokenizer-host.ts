@@ -5,9 +5,10 @@
  * by file, lowercasing and added special tokens; one `Tokenizer` is built per (that, truncation length) on first use,
  * so a restarted worker rebuilds what it is asked for. Ids go back packed in typed arrays, moved, not copied.
  */
+import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Tokenizer } from 'tokenizers';
-import { ENCODE_SLICE, HOST_ROLE, specKey, type PackedIds, type TokenizerReply, type TokenizerRequest, type TokenizerSpec } from './tokenizer';
+import { ENCODE_SLICE, HOST_ROLE, fileVersion, specKey, type PackedIds, type TokenizerReply, type TokenizerRequest, type TokenizerSpec } from './tokenizer';
 
 const tokenizers = new Map<string, Map<number, Tokenizer>>();
 
@@ -21,8 +22,15 @@ function instance(spec: TokenizerSpec, maxLength: number): Tokenizer {
   let tokenizer = byLength.get(maxLength);
   if (tokenizer) return tokenizer;
   try {
+    // The file the model was loaded with, or a refusal: a worker restarted after the folder was rewritten would
+    // otherwise tokenize with the new file for a model loaded with the old one.
+    const now = fileVersion(fs.statSync(spec.file));
+    if (spec.version && now !== spec.version) {
+      throw new LoadError(`${spec.file} changed after the model was loaded (a folder rewritten in place?): load the model again`);
+    }
     tokenizer = Tokenizer.fromFile(spec.file);
   } catch (error) {
+    if (error instanceof LoadError) throw error;
     // The tokenizers package runs its prefix into the cause ("Error loading from fileEOF while parsing ..."); the
     // cause alone says what is wrong with the file.
     const cause = String((error as Error).message).replace(/^Error loading from file(?=\S)/, '');

@@ -6,6 +6,7 @@
  * about 0.4 s for one of Qwen3's size, which would otherwise hold the application's event loop at each model load.
  * A TextTokenizer here sends its requests there and reads the ids back from packed typed arrays.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ColtrastError } from './errors';
@@ -24,6 +25,12 @@ export const ENCODE_SLICE = 8192;
 /** @internal Which tokenizer a request is for: sent with every request, so a restarted worker rebuilds it. */
 export interface TokenizerSpec {
   file: string;
+  /**
+   * The file as it was when the model was loaded (fileVersion): a part of the key, so that a folder rewritten and
+   * loaded again gets the new file's tokenizer while a model still alive from before keeps the old one, and a
+   * restarted worker refuses a file changed since instead of running new ids under an old model.
+   */
+  version: string;
   lowercase: boolean;
   /** Tokens added as special (unsplittable, not normalized) before use. */
   specialTokens: string[];
@@ -60,7 +67,12 @@ export const HOST_ROLE = 'coltrast-tokenizer-host';
 
 /** @internal The key of a spec's tokenizers. */
 export function specKey(spec: TokenizerSpec): string {
-  return JSON.stringify([spec.file, spec.lowercase, spec.specialTokens]);
+  return JSON.stringify([spec.file, spec.version, spec.lowercase, spec.specialTokens]);
+}
+
+/** @internal A file's identity now: its inode, size and modification time (a rename over it changes the inode). */
+export function fileVersion(stat: { ino: number; size: number; mtimeMs: number }): string {
+  return `${stat.ino}:${stat.size}:${stat.mtimeMs}`;
 }
 
 /**
@@ -145,7 +157,7 @@ const host = new Host();
 
 /** @internal The files whose tokenizers the worker holds (tests: disposing a model lets its tokenizer go). */
 export async function heldTokenizers(): Promise<string[]> {
-  return host.call<string[]>({ op: 'held', spec: { file: '', lowercase: false, specialTokens: [] } });
+  return host.call<string[]>({ op: 'held', spec: { file: '', version: '', lowercase: false, specialTokens: [] } });
 }
 
 /** TextTokenizers alive (neither disposed nor collected) per spec key: the worker keeps a spec's tokenizers while one is. */
@@ -188,7 +200,9 @@ export class TextTokenizer {
 
   /** Reads the tokenizer (in the worker); a tokenizer.json that does not load is a MODEL_FILES error. */
   static async load(file: string, maxLength: number, lowercase: boolean, specialTokens: string[] = []): Promise<TextTokenizer> {
-    const tokenizer = new TextTokenizer({ file, lowercase, specialTokens }, maxLength);
+    // A file that cannot be read has no version: the worker's load then reports why.
+    const version = await fs.promises.stat(file).then(fileVersion, () => '');
+    const tokenizer = new TextTokenizer({ file, version, lowercase, specialTokens }, maxLength);
     await host.call({ op: 'load', spec: tokenizer.spec, maxLength });
     return tokenizer;
   }

@@ -294,3 +294,28 @@ test('config.json fields replaced by garbage: the model runs or a ColtrastError 
   const dropout = fixtureCopy((d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 1.5 })));
   t.regex((await loadError(dropout)).message, /config\.json: "hidden_dropout_prob" must be a probability from 0 to 1/);
 });
+
+test("a folder rewritten and loaded again while a model of it lives: each model keeps its own tokenizer.json", async (t) => {
+  // The tokenizer worker keeps one tokenizer per file; it used to key them by path alone, so the second load ran the
+  // first file's tokenizer (no error, other ids) as long as a model of the first was alive.
+  const dir = fixtureCopy();
+  const lowercase = (on: boolean) => {
+    const file = path.join(dir, 'tokenizer.json');
+    const spec = JSON.parse(fs.readFileSync(file, 'utf8'));
+    spec.normalizer.lowercase = on;
+    fs.writeFileSync(`${file}.new`, JSON.stringify(spec));
+    fs.renameSync(`${file}.new`, file);
+  };
+  const before = await Encoder.load(dir, { device: 'cpu' });
+  t.deepEqual((await before.tokenize(['Abc']))[0], [2, 27, 164, 165, 3]);
+  lowercase(false);
+  const after = await Encoder.load(dir, { device: 'cpu' });
+  t.deepEqual((await after.tokenize(['Abc']))[0], [2, 1, 3], 'the new file: no lowercasing, "Abc" is unknown');
+  t.deepEqual((await before.tokenize(['Abc']))[0], [2, 27, 164, 165, 3], 'the model loaded before keeps the file it was loaded with');
+  // A tokenizer.json cut short and loaded again is refused, not run with the old file's tokenizer.
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), '{"version": "1.0", "model": {');
+  const e = await loadError(dir);
+  t.regex(e.message, /cannot load tokenizer .*EOF while parsing/);
+  before.dispose();
+  after.dispose();
+});
