@@ -177,7 +177,18 @@ export async function writeFolderAtomic(target: string, overwrite: boolean, fill
     const umask = process.umask();
     fs.chmodSync(staging, 0o777 & ~umask);
     await fill(staging);
-    replaceDir(staging, target);
+    if (overwrite) replaceDir(staging, target);
+    else {
+      try {
+        // Without overwrite, no replacing: a rename onto a folder that is not empty fails (ENOTEMPTY), so another save
+        // that filled `target` while this one ran (another call, another process) is kept, not silently overwritten.
+        fs.renameSync(staging, target);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+        throw new ColtrastError('INVALID_ARGUMENT', `${target} was filled by another save while this one ran; pass { overwrite: true } to replace it`);
+      }
+    }
   } catch (error) {
     fs.rmSync(staging, { recursive: true, force: true });
     throw error;
