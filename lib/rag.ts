@@ -15,6 +15,7 @@ import path from 'node:path';
 import { semanticChunks } from './chunking';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
+import { checkSameRun, runIdentity } from './run-identity';
 import { nonEmptyFolder, parseJsonLines, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import { Generator, type Generated, type Prompt } from './generator';
 import { checkChatFormat, checkTemplate, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
@@ -234,12 +235,14 @@ interface LoopState {
 }
 
 /** A checkpoint's state and data (version 2: corpus.jsonl, train.jsonl, val.jsonl; version 1: all in state.json). */
-async function readRagCheckpoint(dir: string): Promise<{ state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[]; dataIn?: string } | undefined> {
-  const saved = readCheckpointState<{ state: LoopState; corpus?: string[]; train?: RagExample[]; val?: RagExample[]; data?: Record<string, number> }>(dir, [1, 2]);
+async function readRagCheckpoint(
+  dir: string,
+): Promise<{ state: LoopState; corpus: string[]; train: RagExample[]; val: RagExample[]; dataIn?: string; run?: Record<string, string> } | undefined> {
+  const saved = readCheckpointState<{ state: LoopState; corpus?: string[]; train?: RagExample[]; val?: RagExample[]; data?: Record<string, number>; run?: Record<string, string> }>(dir, [1, 2]);
   if (!saved) return undefined;
-  if (!saved.data) return { state: saved.state, corpus: saved.corpus ?? [], train: saved.train ?? [], val: saved.val ?? [] };
+  if (!saved.data) return { state: saved.state, corpus: saved.corpus ?? [], train: saved.train ?? [], val: saved.val ?? [], run: saved.run };
   const { corpus, train, val } = (await readRunData(dir, saved.data)) as { corpus: string[]; train: RagExample[]; val: RagExample[] };
-  return { state: saved.state, corpus, train, val, dataIn: dir };
+  return { state: saved.state, corpus, train, val, dataIn: dir, run: saved.run };
 }
 
 /**
@@ -273,6 +276,12 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     throw new ColtrastError('INVALID_ARGUMENT', `${output} is not empty: pass overwrite: true to replace it, or resume: true to continue an interrupted run`);
   }
   const data = await readRagData(o.data);
+  // What shapes the steps (runIdentity): a resume with other settings or data is refused before any model loads.
+  const resolved = (model: string) => (fs.existsSync(model) ? path.resolve(model) : model);
+  const corpusGiven = typeof o.corpus === 'string' ? resolved(o.corpus) : o.corpus;
+  const settings = { retriever: resolved(o.retriever), generator: resolved(o.generator), corpus: corpusGiven, k, epochs, batchSize, learningRate, warmupRatio, weightDecay, maxGradNorm, temperature, freezeGenerator, gradientCheckpointing, template: o.template, chat: o.chat, system: o.system, valSplit, seed, precision };
+  const run = await runIdentity(settings, { examples: data.examples, projects: data.projects });
+  if (saved) checkSameRun(checkpointDir, saved.run, run);
   const load = { device: o.device ?? ('auto' as const), ...(o.threads !== undefined && { threads: o.threads }) };
   const retriever = await Encoder.load(saved ? path.join(checkpointDir, 'retriever') : o.retriever, load);
   let generator: Generator | undefined;
@@ -364,7 +373,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
         await gen.save(path.join(staging, 'generator'));
         await trainer.saveState(path.join(staging, 'trainer.safetensors'));
         const data = await saveRunData(staging, { corpus, train: trainSet, val }, dataIn);
-        writeJsonAtomic(path.join(staging, 'state.json'), { version: 2, state: { ...state, ...position }, data });
+        writeJsonAtomic(path.join(staging, 'state.json'), { version: 2, state: { ...state, ...position }, data, run });
       });
       dataIn = checkpointDir;
     };

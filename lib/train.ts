@@ -22,6 +22,7 @@ import { modelCard, trainingCurvesSvg } from './report';
 import { mineExamples, type ChunkingOptions, type Embedder, type MiningOptions } from './chunking';
 import { addMinedNegatives, MINING_SETTING_KEYS, miningSettings, plaidSettings, type MineNegativesOptions } from './mining';
 import { seededRandom } from './random';
+import { checkSameRun, runIdentity } from './run-identity';
 import { arrayInTurns, inTurns } from './turns';
 import { batchExamples, batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, valSplitValue, type Batch, type TrainExample } from './train-data';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger, stringList } from './validate';
@@ -848,14 +849,17 @@ interface LoopState {
 /**
  * A checkpoint's state and data: version 2 keeps the examples in trainSet.jsonl and val.jsonl (saveRunData), version 1
  * kept them in state.json. `dataIn`: the folder, when its files are this run's data (later checkpoints link them).
+ * `run`: the run's identity (runIdentity; absent in checkpoints written before it was kept).
  */
-async function readCheckpoint(dir: string): Promise<{ state: LoopState; trainSet: TrainExample[]; val: TrainExample[]; dataIn?: string } | undefined> {
-  const saved = readCheckpointState<{ state: LoopState; trainSet?: TrainExample[]; val?: TrainExample[]; data?: Record<string, number> }>(dir, [1, 2]);
+async function readCheckpoint(
+  dir: string,
+): Promise<{ state: LoopState; trainSet: TrainExample[]; val: TrainExample[]; dataIn?: string; run?: Record<string, string> } | undefined> {
+  const saved = readCheckpointState<{ state: LoopState; trainSet?: TrainExample[]; val?: TrainExample[]; data?: Record<string, number>; run?: Record<string, string> }>(dir, [1, 2]);
   if (!saved) return undefined;
   saved.state.bestScore ??= -Infinity;
-  if (!saved.data) return { state: saved.state, trainSet: saved.trainSet ?? [], val: saved.val ?? [] };
+  if (!saved.data) return { state: saved.state, trainSet: saved.trainSet ?? [], val: saved.val ?? [], run: saved.run };
   const { trainSet, val } = (await readRunData(dir, saved.data)) as { trainSet: TrainExample[]; val: TrainExample[] };
-  return { state: saved.state, trainSet, val, dataIn: dir };
+  return { state: saved.state, trainSet, val, dataIn: dir, run: saved.run };
 }
 
 /** The Embedder of data preparation, backed by an Encoder: pooled, L2-normalized vectors. */
@@ -914,6 +918,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const saved = options.resume ? await readCheckpoint(checkpointDir) : undefined;
   // A resumed run starts from the checkpoint's weights; the data it trains on is the checkpoint's too.
   const model = options.model ?? 'default';
+  // Every resolved option that shapes the steps (defaults filled in; not checkpointEvery, which only decides when to save).
+  const { checkpointEvery: _, ...shaping } = config;
+  const run = await runIdentity({ model: fs.existsSync(model) ? path.resolve(model) : model, ...shaping }, data as Record<string, readonly unknown[]>);
+  if (saved) checkSameRun(checkpointDir, saved.run, run);
   const loadOptions = { device: options.device ?? 'auto', threads: options.threads } as const;
   // A resumed LoRA run: the base model again, with the checkpoint's adapter (its merged weights are not the base).
   const from = saved && !config.lora ? path.join(checkpointDir, 'model') : model;
@@ -1065,7 +1073,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         await trainer.saveState(path.join(staging, 'trainer.safetensors'));
         const data = await saveRunData(staging, { trainSet, val }, dataIn);
         const saved = { ...state, ...position, bestScore: Number.isFinite(state.bestScore) ? state.bestScore : null };
-        writeJsonAtomic(path.join(staging, 'state.json'), { version: 2, state: saved, data });
+        writeJsonAtomic(path.join(staging, 'state.json'), { version: 2, state: saved, data, run });
       });
       dataIn = checkpointDir;
     };

@@ -550,3 +550,25 @@ test("retrievalMetrics: each query's rank of its positive among all documents, a
   t.deepEqual(await retrievalMetrics(enc, examples), plain(await allScores(await tokens(examples.map((e) => e.query), 'query'), await tokens(documents, 'document'))));
   enc.dispose();
 });
+
+test('a resume with other options or data than the interrupted run is refused, naming what differs', async (t) => {
+  // It used to go on with the checkpoint's examples under the new options (batch size, learning rate, epochs), ending
+  // with weights of neither run.
+  const { spawnSync } = await import('node:child_process');
+  const child = path.resolve(__dirname, 'helpers', 'train-child.ts');
+  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8' });
+  const output = path.join(tempDir(), 'run');
+  t.is(run({ ...resumeBase, output, killAtStep: 3 }).signal, 'SIGKILL');
+  const refused = (changes: object, pattern: RegExp) => {
+    const r = run({ ...resumeBase, ...changes, output, resume: true });
+    t.is(r.status, 1, r.stdout);
+    t.regex(r.stderr, pattern);
+    t.regex(r.stderr, /Resume with that run's data and options, or train without resume to start over/);
+  };
+  refused({ batchSize: 2, learningRate: 0.5 }, /options\.resume: .*run\.checkpoint is of a run with other settings: options\.batchSize 4 then, 2 now; options\.learningRate 0\.0005 then, 0\.5 now\./);
+  refused({ epochs: 5 }, /options\.epochs 3 then, 5 now/);
+  refused({ data: dataset(30, 6) }, /the data \(other examples, or the same file changed\)/);
+  // Options at their defaults, given or left out, are the same run; so are checkpointEvery and the thread count.
+  const same = run({ ...resumeBase, output, resume: true, checkpointEvery: 3, threads: 1, schedule: 'linear' });
+  t.is(same.status, 0, same.stderr);
+});
