@@ -93,6 +93,43 @@ export async function unpackIds(packed: PackedIds): Promise<TokenizedText[]> {
 }
 
 /**
+ * @internal Characters of text sent to the tokenizer worker in one message. postMessage copies its texts on the event
+ * loop: 0.5-2.5 ms a million characters on the development VM (80 million: 99-202 ms, 2026-12-06), so a request with
+ * more goes as several messages, a turn of the loop apart. (A single text longer than this still goes whole.)
+ */
+export const SEND_CHARACTERS = 1 << 21;
+
+/**
+ * The ids of `items` tokenized by the worker, the request made by `request` for each part of at most SEND_CHARACTERS
+ * characters (by `characters`): sent a turn apart, each while the worker tokenizes the part before, their ids unpacked
+ * in turns (unpackIds) and joined in order.
+ */
+async function encodeInParts<T>(items: T[], characters: (item: T) => number, request: (part: T[]) => TokenizerWork): Promise<TokenizedText[]> {
+  const parts: T[][] = [[]];
+  let size = 0;
+  for (const item of items) {
+    const n = characters(item);
+    if (size + n > SEND_CHARACTERS && parts[parts.length - 1].length > 0) {
+      parts.push([]);
+      size = 0;
+    }
+    parts[parts.length - 1].push(item);
+    size += n;
+  }
+  if (parts.length === 1) return unpackIds(await host.call<PackedIds>(request(parts[0])));
+  const replies: Promise<PackedIds>[] = [];
+  for (const part of parts) {
+    if (replies.length > 0) await new Promise((resolve) => setImmediate(resolve));
+    const reply = host.call<PackedIds>(request(part));
+    reply.catch(() => {}); // awaited below, in order; a later part may fail first
+    replies.push(reply);
+  }
+  const out: TokenizedText[] = [];
+  for (const reply of replies) for (const ids of await unpackIds(await reply)) out.push(ids);
+  return out;
+}
+
+/**
  * The worker and the requests waiting for it. It keeps the process alive only while a request waits. If it dies
  * (it should not: the tokenizers package reports errors as exceptions), the waiting requests fail and the next
  * request starts another, which rebuilds each tokenizer it is asked for.
@@ -209,12 +246,12 @@ export class TextTokenizer {
 
   /** Tokenizes, truncating to `maxLength` tokens (default: the model's maximum sequence length). */
   async encode(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
-    return unpackIds(await host.call<PackedIds>({ op: 'encode', spec: this.spec, texts, maxLength, special: true }));
+    return encodeInParts(texts, (text) => text.length, (part) => ({ op: 'encode', spec: this.spec, texts: part, maxLength, special: true }));
   }
 
   /** Tokenizes without the special tokens the tokenizer's template adds (a completion that follows a prompt). */
   async encodeBare(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
-    return unpackIds(await host.call<PackedIds>({ op: 'encode', spec: this.spec, texts, maxLength, special: false }));
+    return encodeInParts(texts, (text) => text.length, (part) => ({ op: 'encode', spec: this.spec, texts: part, maxLength, special: false }));
   }
 
   /** Token ids back to text, special tokens left out. */
@@ -228,7 +265,7 @@ export class TextTokenizer {
    * text first until the pair fits `maxLength` (transformers' 'longest_first', as cross-encoders are run).
    */
   async encodePairs(pairs: [string, string][], maxLength = this.maxLength): Promise<TokenizedText[]> {
-    return unpackIds(await host.call<PackedIds>({ op: 'encodePairs', spec: this.spec, pairs, maxLength }));
+    return encodeInParts(pairs, ([a, b]) => a.length + b.length, (part) => ({ op: 'encodePairs', spec: this.spec, pairs: part, maxLength }));
   }
 
   /** Each token's id (added tokens included), or null where the vocabulary has no such token. */

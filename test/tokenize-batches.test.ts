@@ -8,7 +8,7 @@ import { ColtrastError } from '../lib';
 import { TOKENIZE_CHUNK, tokenizeInBatches } from '../lib/native-model';
 import path from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import { ENCODE_SLICE, IDS_SLICE, TextTokenizer, longestFirst, unpackIds } from '../lib/tokenizer';
+import { ENCODE_SLICE, IDS_SLICE, SEND_CHARACTERS, TextTokenizer, longestFirst, unpackIds } from '../lib/tokenizer';
 import { FIXTURE } from './helpers/fixture';
 
 interface Item {
@@ -187,4 +187,29 @@ test('TextTokenizer.encode and encodePairs in slices give the ids of the whole i
     const e = await whole.encode(pairs[i][0], pairs[i][1]);
     t.deepEqual(pairIds[i], { ids: e.getIds(), typeIds: e.getTypeIds() }, `pair ${i}`);
   }
+});
+
+// Texts of more than SEND_CHARACTERS characters in all go to the worker as several messages, a turn of the event loop
+// apart (a postMessage copies its texts on the loop: 80 million characters held it 99-202 ms): the ids are those of the
+// whole input tokenized at once, in order, pairs too.
+test('TextTokenizer: an input larger than SEND_CHARACTERS is sent in parts, its ids those of the whole', async (t) => {
+  const file = path.join(FIXTURE, 'tokenizer.json');
+  const words = ['model', 'token', 'vector', 'search', 'query', 'the', 'bank', 'river'];
+  // 2.5 times SEND_CHARACTERS, in texts of 1 to 400,000 characters (one text longer than a part goes alone).
+  const sizes = [1, 400_000, 17, 250_000, SEND_CHARACTERS + 5, 3, 300_000, 90_000, 1_000_000, 5, 2_000_000, 60_000];
+  t.true(sizes.reduce((a, b) => a + b, 0) > 2 * SEND_CHARACTERS);
+  const texts = sizes.map((n, i) => `${words[i % words.length]} ${words[(i * 3) % words.length]} `.repeat(Math.ceil(n / 12)).slice(0, n));
+  const whole = Tokenizer.fromFile(file);
+  whole.setTruncation(24);
+  whole.disablePadding();
+  const reference = (await whole.encodeBatch(texts)).map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
+  const tokenizer = await TextTokenizer.load(file, 24, false);
+  t.deepEqual(await tokenizer.encode(texts), reference);
+  const pairs = texts.map((a, i): [string, string] => [a, texts[texts.length - 1 - i]]);
+  const pairIds = await tokenizer.encodePairs(pairs);
+  for (const [i, pair] of pairs.entries()) {
+    const e = await whole.encode(pair[0], pair[1]);
+    t.deepEqual(pairIds[i], { ids: e.getIds(), typeIds: e.getTypeIds() }, `pair ${i}`);
+  }
+  tokenizer.dispose();
 });
