@@ -98,6 +98,14 @@ export async function unpackIds(packed: PackedIds): Promise<TokenizedText[]> {
  * more goes as several messages, a turn of the loop apart. (A single text longer than this still goes whole.)
  */
 export const SEND_CHARACTERS = 1 << 21;
+let sendCharacters = SEND_CHARACTERS;
+
+/** @internal Sets the characters a message (tests: parts of small inputs); returns the setting before. */
+export function setSendCharacters(n: number): number {
+  const before = sendCharacters;
+  sendCharacters = n;
+  return before;
+}
 
 /**
  * The ids of `items` tokenized by the worker, the request made by `request` for each part of at most SEND_CHARACTERS
@@ -109,7 +117,7 @@ async function encodeInParts<T>(items: T[], characters: (item: T) => number, req
   let size = 0;
   for (const item of items) {
     const n = characters(item);
-    if (size + n > SEND_CHARACTERS && parts[parts.length - 1].length > 0) {
+    if (size + n > sendCharacters && parts[parts.length - 1].length > 0) {
       parts.push([]);
       size = 0;
     }

@@ -8,7 +8,7 @@ import { ColtrastError } from '../lib';
 import { TOKENIZE_CHUNK, tokenizeInBatches } from '../lib/native-model';
 import path from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import { ENCODE_SLICE, IDS_SLICE, SEND_CHARACTERS, TextTokenizer, longestFirst, unpackIds } from '../lib/tokenizer';
+import { ENCODE_SLICE, IDS_SLICE, SEND_CHARACTERS, TextTokenizer, setSendCharacters, longestFirst, unpackIds } from '../lib/tokenizer';
 import { FIXTURE } from './helpers/fixture';
 
 interface Item {
@@ -195,21 +195,29 @@ test('TextTokenizer.encode and encodePairs in slices give the ids of the whole i
 test('TextTokenizer: an input larger than SEND_CHARACTERS is sent in parts, its ids those of the whole', async (t) => {
   const file = path.join(FIXTURE, 'tokenizer.json');
   const words = ['model', 'token', 'vector', 'search', 'query', 'the', 'bank', 'river'];
-  // 2.5 times SEND_CHARACTERS, in texts of 1 to 400,000 characters (one text longer than a part goes alone).
-  const sizes = [1, 400_000, 17, 250_000, SEND_CHARACTERS + 5, 3, 300_000, 90_000, 1_000_000, 5, 2_000_000, 60_000];
-  t.true(sizes.reduce((a, b) => a + b, 0) > 2 * SEND_CHARACTERS);
+  // Parts of 2,000 characters here (setSendCharacters; SEND_CHARACTERS is 2M, which would take the test seconds of
+  // tokenizing): five times that, in texts of 1 to 900 characters, and one longer than a part (it goes alone).
+  t.is(SEND_CHARACTERS, 1 << 21);
+  const limit = 2000;
+  const sizes = [1, 300, 17, 200, limit + 5, 3, 300, 90, 600, 5, 900, 60, ...Array.from({ length: 60 }, (_, i) => (i * 97) % 200)];
+  t.true(sizes.reduce((a, b) => a + b, 0) > 5 * limit);
   const texts = sizes.map((n, i) => `${words[i % words.length]} ${words[(i * 3) % words.length]} `.repeat(Math.ceil(n / 12)).slice(0, n));
   const whole = Tokenizer.fromFile(file);
   whole.setTruncation(24);
   whole.disablePadding();
   const reference = (await whole.encodeBatch(texts)).map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() }));
   const tokenizer = await TextTokenizer.load(file, 24, false);
-  t.deepEqual(await tokenizer.encode(texts), reference);
-  const pairs = texts.map((a, i): [string, string] => [a, texts[texts.length - 1 - i]]);
-  const pairIds = await tokenizer.encodePairs(pairs);
-  for (const [i, pair] of pairs.entries()) {
-    const e = await whole.encode(pair[0], pair[1]);
-    t.deepEqual(pairIds[i], { ids: e.getIds(), typeIds: e.getTypeIds() }, `pair ${i}`);
+  const before = setSendCharacters(limit);
+  try {
+    t.deepEqual(await tokenizer.encode(texts), reference);
+    const pairs = texts.map((a, i): [string, string] => [a, texts[texts.length - 1 - i]]);
+    const pairIds = await tokenizer.encodePairs(pairs);
+    for (const [i, pair] of pairs.entries()) {
+      const e = await whole.encode(pair[0], pair[1]);
+      t.deepEqual(pairIds[i], { ids: e.getIds(), typeIds: e.getTypeIds() }, `pair ${i}`);
+    }
+  } finally {
+    setSendCharacters(before);
+    tokenizer.dispose();
   }
-  tokenizer.dispose();
 });
