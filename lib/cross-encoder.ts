@@ -132,9 +132,11 @@ const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 function checkPairs(pairs: unknown): asserts pairs is [string, string][] {
   if (!Array.isArray(pairs)) throw invalid('pairs', 'an array of [text, text] pairs', pairs);
   pairs.forEach((p, i) => {
-    if (!Array.isArray(p) || p.length !== 2 || typeof p[0] !== 'string' || typeof p[1] !== 'string') {
-      throw invalid(`pairs[${i}]`, 'a [string, string] pair', p);
-    }
+    if (!Array.isArray(p) || p.length !== 2) throw invalid(`pairs[${i}]`, 'a [string, string] pair', p);
+    // The element that is not a string, by its place: "pairs[0][1] must be a string, got number 5".
+    p.forEach((text, j) => {
+      if (typeof text !== 'string') throw invalid(`pairs[${i}][${j}]`, `a string (pairs[${i}] is a [query, document] pair of texts)`, text);
+    });
   });
 }
 

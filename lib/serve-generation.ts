@@ -7,7 +7,7 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import type { Generated, Generator, Prompt } from './generator';
 import type { Rag, RagAnswer } from './rag';
-import { BatchQueue, HttpError, fields, optional, requiredTexts, type Body, type Route } from './serve-common';
+import { BatchQueue, HttpError, fields, optional, requiredTexts, stringValue, type Body, type Route } from './serve-common';
 import { booleanValue, numberValue, positiveInteger } from './validate';
 
 export interface GenerationServing {
@@ -196,6 +196,18 @@ export function generationRoutes(s: GenerationServing): {
     return generator;
   };
   const created = () => Math.floor(Date.now() / 1000);
+  /**
+   * Each prompt's length, checked here rather than by generate(): its refusal names the request's field, and one
+   * client's prompt too long for the model does not fail the model call it would share with other clients' prompts.
+   * (The tokenizer cuts a prompt at the model's length, so a prompt that long is "at least" that long.)
+   */
+  const checkLengths = async (prompts: Prompt[], field: (index: number) => string) => {
+    const max = generator!.maxLength;
+    (await generator!.promptLengths(prompts)).forEach((length, i) => {
+      if (length === 0) throw new HttpError(400, `${field(i)} has no tokens: generation needs one to start from`);
+      if (length >= max) throw new HttpError(400, `${field(i)} is ${max} tokens or more: the model's ${max} positions leave no room to generate; shorten it`);
+    });
+  };
 
   /** Generates for `prompts`, as one response or as a stream of chunks made by `chunk`. */
   const complete = async (
@@ -204,6 +216,8 @@ export function generationRoutes(s: GenerationServing): {
     prompts: Prompt[],
     defaultMaxTokens: number,
     shape: {
+      /** The request's field that holds prompt `index` (what a refusal names). */
+      field: (index: number) => string;
       id: string;
       object: string;
       chunkObject: string;
@@ -212,9 +226,12 @@ export function generationRoutes(s: GenerationServing): {
     },
   ) => {
     defaultsOnly(body);
+    optional(body, 'model', stringValue);
+    optional(body, 'user', stringValue);
     const options = sampling(body, defaultMaxTokens);
     const stops = stopStrings(body);
     const { stream, includeUsage } = streamOptions(body);
+    await checkLengths(prompts, shape.field);
     const key = JSON.stringify(options);
     const base = { id: shape.id, created: created(), model: s.generatorName };
     const usage = (out: Generated[]) => {
@@ -227,7 +244,7 @@ export function generationRoutes(s: GenerationServing): {
       const count = () => (cancelled += items.length);
       signal.addEventListener('abort', count, { once: true });
       try {
-        return await generateQueue.submit(key, items);
+        return await generateQueue.submit(key, items, signal);
       } finally {
         signal.removeEventListener('abort', count);
       }
@@ -278,6 +295,7 @@ export function generationRoutes(s: GenerationServing): {
         ]);
         const messages = messagesOf(body.messages);
         return complete(body, signal, [messages], 256, {
+          field: () => '"messages" (with the chat template)',
           id: `chatcmpl-${randomUUID()}`,
           object: 'chat.completion',
           chunkObject: 'chat.completion.chunk',
@@ -302,6 +320,7 @@ export function generationRoutes(s: GenerationServing): {
         ]);
         const prompts = requiredTexts(body, 'prompt', s.maxInputs);
         return complete(body, signal, prompts, 16, {
+          field: (i) => (Array.isArray(body.prompt) ? `"prompt[${i}]"` : '"prompt"'),
           id: `cmpl-${randomUUID()}`,
           object: 'text_completion',
           chunkObject: 'text_completion',
@@ -314,12 +333,12 @@ export function generationRoutes(s: GenerationServing): {
     '/ask': {
       method: 'POST',
       style: 'tei',
-      handle: async (raw) => {
+      handle: async (raw, signal) => {
         if (!rag) throw new HttpError(404, '/ask needs a generator and a corpus: start the server with them (coltrast serve --generator <dir|hub id> --corpus <file>)');
         const body = fields(raw, ['question', 'k', 'max_new_tokens', 'num_beams']);
         const questions = requiredTexts(body, 'question', s.maxInputs);
         const key = JSON.stringify({ k: optional(body, 'k', positiveInteger) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', positiveInteger) ?? 64, numBeams: optional(body, 'num_beams', positiveInteger) ?? 1 });
-        const answers = await askQueue.submit(key, questions);
+        const answers = await askQueue.submit(key, questions, signal);
         return {
           inputs: questions.length,
           json: { answers: answers.map((a, i) => ({ question: questions[i], answer: a.answer, log_likelihood: a.logLikelihood, sources: a.sources })) },

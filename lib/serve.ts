@@ -13,12 +13,14 @@
  * Requests are batched across clients (continuous batching, as text-embeddings-inference does; BatchQueue in
  * lib/serve-common.ts): texts wait in a queue while the model works, and the next model call takes every waiting
  * text that shares its options, up to `maxBatchTexts`. One client alone waits for nothing; many clients share
- * forward passes. A large request runs a piece at a time, so that small requests are not stuck behind it.
+ * forward passes. A large request runs a piece at a time, so that small requests are not stuck behind it. A client
+ * that goes away before its answer takes its waiting texts out of the queue (the pieces no model call has taken yet):
+ * no work for nobody, and no room in maxQueue taken from the clients still there.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { CrossEncoder, type ScoreActivation } from './cross-encoder';
 import { Encoder, matrixRows, normalizeRow, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
@@ -29,7 +31,7 @@ import { Generator } from './generator';
 import { Rag } from './rag';
 import { generationRoutes } from './serve-generation';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, positiveInteger } from './validate';
-import { BatchQueue, HttpError, fields, optional, requiredTexts, textList, type Body, type QueueStats, type Route } from './serve-common';
+import { BatchQueue, HttpError, fields, optional, requiredTexts, stringValue, textList, type Body, type QueueStats, type Route } from './serve-common';
 
 export { BatchQueue, type QueueStats } from './serve-common';
 
@@ -77,13 +79,17 @@ export interface ServeOptions {
   saveTo?: string;
   /** Seconds from a change to the save that includes it (default 10): what a crash can lose. */
   saveInterval?: number;
-  /** Called when a save of the index fails (it is tried again at the next change or at close()); default: stderr. */
+  /**
+   * Called when a save of the index fails (it is tried again at the next change or at close()) with a ColtrastError
+   * that names the folder and the reason (the original error as its `cause`); default: stderr.
+   */
   onSaveError?: (error: Error) => void;
 }
 
 export interface RequestLog {
   method: string;
   path: string;
+  /** The status answered; 499 (nginx's "client closed request") when the client went away before its answer. */
   status: number;
   milliseconds: number;
   /** Texts, pairs or queries the request held (0 for GET routes). */
@@ -96,7 +102,10 @@ export interface Server {
   readonly port: number;
   /** Per queue ('embed', 'rerank', 'search'): how the requests were batched. */
   stats(): Record<string, QueueStats>;
-  /** Stops accepting connections and resolves once the requests in progress have been answered. The models stay loaded. */
+  /**
+   * Stops accepting connections and resolves once the requests in progress have been answered (and a writable
+   * index's last changes saved). The models stay loaded. Calling it again returns the same promise.
+   */
   close(): Promise<void>;
 }
 
@@ -104,6 +113,9 @@ const SERVE_KEYS = [
   'encoder', 'reranker', 'index', 'generator', 'rag', 'host', 'port', 'apiKey', 'maxBatchTexts', 'batchSize', 'maxInputs', 'maxQueue',
   'maxBodyBytes', 'modelName', 'rerankerName', 'generatorName', 'generationBatchSize', 'onRequest', 'writable', 'saveTo', 'saveInterval', 'onSaveError',
 ] as const;
+
+/** onRequest's status for a request whose client went away before its answer (nothing is sent). */
+const CLIENT_GONE = 499;
 
 /** The first `dimensions` entries of `v`, normalized again if `v` was (Matryoshka truncation, as OpenAI's `dimensions`). */
 function shorten(v: Float32Array, dimensions: number | undefined, renormalize: boolean): Float32Array {
@@ -164,7 +176,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   if (saveTo !== undefined) checkIndexFolder(saveTo, 'options.saveTo');
   const saveInterval = o.saveInterval === undefined ? 10 : numberValue('options.saveInterval', o.saveInterval, (x) => x >= 0, 'a number of seconds >= 0');
   if (o.onSaveError !== undefined && typeof o.onSaveError !== 'function') throw invalid('options.onSaveError', 'a function', o.onSaveError);
-  const saver = new IndexSaver(index, saveTo, saveInterval * 1000, o.onSaveError ?? ((e) => process.stderr.write(`coltrast serve: saving the index to ${saveTo} failed: ${e.message}\n`)));
+  const saver = new IndexSaver(index, saveTo, saveInterval * 1000, o.onSaveError ?? ((e) => process.stderr.write(`coltrast serve: ${e.message}\n`)));
   const modelName = o.modelName ?? (encoder ? path.basename(encoder.modelDir) : undefined);
   const rerankerName = o.rerankerName ?? (reranker ? path.basename(reranker.modelDir) : undefined);
   const generatorName = o.generatorName ?? (generator ? path.basename(generator.modelDir) : undefined);
@@ -250,7 +262,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
       throw new HttpError(400, '"truncation_direction" must be "Right": coltrast keeps the start of each text');
     }
   };
-  const embedTexts = (texts: string[], job: EmbedJob) => embedQueue.submit(JSON.stringify(job), texts);
+  const embedTexts = (texts: string[], job: EmbedJob, signal: AbortSignal) => embedQueue.submit(JSON.stringify(job), texts, signal);
   const textsOf = (body: Body, key: string) => requiredTexts(body, key, maxInputs);
   /** OpenAI's `dimensions`: how many of the vector's first entries to keep. */
   const dimensionsOf = (body: Body, enc: Encoder) =>
@@ -303,15 +315,17 @@ export async function serve(options: ServeOptions): Promise<Server> {
     '/v1/embeddings': {
       method: 'POST',
       style: 'openai',
-      handle: async (raw) => {
+      handle: async (raw, signal) => {
         const enc = pooledEncoder('/v1/embeddings');
         const body = fields(raw, ['input', 'model', 'encoding_format', 'dimensions', 'user', 'task', 'prompt_name', 'prompt', 'normalize']);
         const texts = textsOf(body, 'input');
+        optional(body, 'model', stringValue);
+        optional(body, 'user', stringValue);
         const format = body.encoding_format ?? 'float';
         if (format !== 'float' && format !== 'base64') throw new HttpError(400, '"encoding_format" must be "float" or "base64"');
         const dimensions = dimensionsOf(body, enc);
         const normalize = optional(body, 'normalize', booleanValue) ?? enc.normalize;
-        const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) });
+        const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) }, signal);
         const used = out.reduce((sum, e) => sum + e.tokens, 0);
         return {
           inputs: texts.length,
@@ -330,33 +344,33 @@ export async function serve(options: ServeOptions): Promise<Server> {
     '/embed': {
       method: 'POST',
       style: 'tei',
-      handle: async (raw) => {
+      handle: async (raw, signal) => {
         const enc = pooledEncoder('/embed');
         const body = fields(raw, ['inputs', 'normalize', 'truncate', 'truncation_direction', 'dimensions', 'task', 'prompt_name', 'prompt']);
         const texts = textsOf(body, 'inputs');
         truncateField(body);
         const normalize = optional(body, 'normalize', booleanValue) ?? true;
         const dimensions = dimensionsOf(body, enc);
-        const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) });
+        const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) }, signal);
         return { inputs: texts.length, json: out.map((e) => Array.from(shorten(e.value as Float32Array, dimensions, normalize))) };
       },
     },
     '/embed_all': {
       method: 'POST',
       style: 'tei',
-      handle: async (raw) => {
+      handle: async (raw, signal) => {
         needEncoder('/embed_all');
         const body = fields(raw, ['inputs', 'truncate', 'truncation_direction', 'normalize', 'task', 'prompt_name', 'prompt']);
         const texts = textsOf(body, 'inputs');
         truncateField(body);
-        const out = await embedTexts(texts, { output: 'tokens', normalize: optional(body, 'normalize', booleanValue), ...promptFields(body) });
+        const out = await embedTexts(texts, { output: 'tokens', normalize: optional(body, 'normalize', booleanValue), ...promptFields(body) }, signal);
         return { inputs: texts.length, json: out.map((e) => matrixRows(e.value as Matrix).map((row) => Array.from(row))) };
       },
     },
     '/rerank': {
       method: 'POST',
       style: 'tei',
-      handle: async (raw) => {
+      handle: async (raw, signal) => {
         needReranker('/rerank');
         const body = fields(raw, ['query', 'texts', 'raw_scores', 'return_text', 'truncate', 'truncation_direction']);
         if (typeof body.query !== 'string') throw new HttpError(400, '"query" must be a string');
@@ -364,16 +378,17 @@ export async function serve(options: ServeOptions): Promise<Server> {
         truncateField(body);
         const raw_ = optional(body, 'raw_scores', booleanValue) ?? false;
         const withText = optional(body, 'return_text', booleanValue) ?? false;
-        const scores = await rerankQueue.submit(raw_ ? 'identity' : 'default', texts.map((t) => [body.query as string, t]));
+        const scores = await rerankQueue.submit(raw_ ? 'identity' : 'default', texts.map((t) => [body.query as string, t]), signal);
         return { inputs: texts.length, json: ranked(scores).map((i) => ({ index: i, score: scores[i], ...(withText && { text: texts[i] }) })) };
       },
     },
     '/v1/rerank': {
       method: 'POST',
       style: 'openai',
-      handle: async (raw) => {
+      handle: async (raw, signal) => {
         needReranker('/v1/rerank');
         const body = fields(raw, ['model', 'query', 'documents', 'top_n', 'return_documents']);
+        optional(body, 'model', stringValue);
         if (typeof body.query !== 'string') throw new HttpError(400, '"query" must be a string');
         if (body.documents === undefined) throw new HttpError(400, 'missing field "documents": an array of strings or of {"text": ...}');
         const documents = textList(
@@ -383,7 +398,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         );
         const topN = optional(body, 'top_n', positiveInteger) ?? documents.length;
         const withDocuments = optional(body, 'return_documents', booleanValue) ?? true;
-        const scores = await rerankQueue.submit('default', documents.map((d) => [body.query as string, d]));
+        const scores = await rerankQueue.submit('default', documents.map((d) => [body.query as string, d]), signal);
         return {
           inputs: documents.length,
           json: {
@@ -398,7 +413,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     '/search': {
       method: 'POST',
       style: 'tei',
-      handle: async (raw) => {
+      handle: async (raw, signal) => {
         if (!index) throw new HttpError(404, '/search needs an index: start the server with one (coltrast serve --index <dir>)');
         const body = fields(raw, ['query', 'k', 'mode', 'rerank', 'candidates', 'hybrid_weight', 'rescore_multiplier', 'nprobe', 'full_scores', 'filter', 'mmr_lambda', 'fusion']);
         const queries = textsOf(body, 'query');
@@ -437,7 +452,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
           ...(nprobe !== undefined && { nprobe }), ...(fullScores !== undefined && { fullScores }), ...(filter !== undefined && { filter }),
           ...(mmrLambda !== undefined && { mmrLambda }), ...(fusion !== undefined && { fusion }),
         });
-        const hits = await searchQueue.submit(key, queries);
+        const hits = await searchQueue.submit(key, queries, signal);
         return { inputs: queries.length, json: { results: queries.map((query, i) => ({ query, hits: hits[i] })) } };
       },
     },
@@ -487,32 +502,43 @@ export async function serve(options: ServeOptions): Promise<Server> {
     },
   };
 
+  // The key compared in constant time, as digests of equal length (a key's length is not given away either).
+  const expectedKey = apiKey === undefined ? undefined : createHash('sha256').update(apiKey).digest();
+  /** `Authorization: Bearer <key>`; the scheme's name is case-insensitive (RFC 7235), so `bearer` is as good. */
   const authorized = (req: http.IncomingMessage): boolean => {
-    if (!apiKey) return true;
-    const given = Buffer.from(String(req.headers.authorization ?? ''));
-    const expected = Buffer.from(`Bearer ${apiKey}`);
-    return given.length === expected.length && timingSafeEqual(given, expected);
+    if (!expectedKey) return true;
+    const credentials = /^\s*bearer +(\S+)\s*$/i.exec(String(req.headers.authorization ?? ''));
+    return credentials !== null && timingSafeEqual(createHash('sha256').update(credentials[1]).digest(), expectedKey);
   };
 
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
     const url = new URL(req.url ?? '/', 'http://localhost');
     const route = routes[url.pathname];
+    const label = route ? url.pathname : 'other';
     let inputs = 0;
-    // The client going away before its answer is complete: generation for it stops (lib/serve-generation.ts).
+    // The client going away before its answer is complete: its queued work leaves the queues (BatchQueue), its
+    // generation stops (lib/serve-generation.ts), and it is counted as cancelled rather than answered.
     const gone = new AbortController();
     res.on('close', () => {
-      if (!res.writableFinished) gone.abort();
+      if (res.writableFinished) return;
+      gone.abort();
+      metrics.cancel(label);
     });
+    /** Logs the request: answered with `status`, or (the client gone) 499 for onRequest only. */
     const log = (status: number) => {
       const milliseconds = Number(process.hrtime.bigint() - started) / 1e6;
-      metrics.record(route ? url.pathname : 'other', status, milliseconds / 1000);
+      if (gone.signal.aborted) status = CLIENT_GONE;
+      else metrics.record(label, status, milliseconds / 1000);
       o.onRequest?.({ method: req.method ?? '', path: url.pathname, status, milliseconds, inputs });
     };
     const reply = (status: number, payload: unknown, headers: Record<string, string> = {}, contentType = 'application/json') => {
-      const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
-      res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), ...headers });
-      res.end(text);
+      if (!gone.signal.aborted) {
+        const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
+        // HEAD: the same headers, and Node's http sends no body.
+        res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), ...headers });
+        res.end(text);
+      }
       log(status);
     };
     const errorOf = (error: unknown) => {
@@ -551,9 +577,11 @@ export async function serve(options: ServeOptions): Promise<Server> {
       fail(new HttpError(404, `no route ${url.pathname} (routes: ${Object.keys(routes).join(', ')})`));
       return;
     }
-    if (req.method !== route.method) {
+    // HEAD is GET without the body (RFC 9110), on every GET route.
+    if (req.method !== route.method && !(req.method === 'HEAD' && route.method === 'GET')) {
       req.resume();
-      fail(new HttpError(405, `${url.pathname} takes ${route.method}, not ${req.method}`, { Allow: route.method }));
+      const allowed = route.method === 'GET' ? 'GET, HEAD' : route.method;
+      fail(new HttpError(405, `${url.pathname} takes ${allowed}, not ${req.method}`, { Allow: allowed }));
       return;
     }
     if (url.pathname !== '/health' && !authorized(req)) {
@@ -581,29 +609,40 @@ export async function serve(options: ServeOptions): Promise<Server> {
   server.requestTimeout = 0; // a large request may take minutes in the queue; clients choose their own timeout
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) =>
-      reject(
-        error.code === 'EADDRINUSE'
-          ? new ColtrastError('INVALID_ARGUMENT', `port ${port} on ${host} is in use: choose another (options.port, --port), or 0 for any free port`)
-          : error,
-      ),
-    );
+    server.once('error', (error: NodeJS.ErrnoException) => reject(listenError(error, host, port)));
     server.listen(port, host, resolve);
   });
+  let closing: Promise<void> | undefined;
   const address = server.address() as AddressInfo;
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return {
     url: `http://${shown}:${address.port}`,
     port: address.port,
     stats: () => Object.fromEntries(Object.entries(queues).map(([name, q]) => [name, q.stats()])),
-    close: async () => {
-      await new Promise<void>((resolve, reject) => {
-        server.close((error) => (error ? reject(error) : resolve()));
-        server.closeIdleConnections();
-      });
-      await saver.flush();
-    },
+    close: () =>
+      (closing ??= (async () => {
+        await new Promise<void>((resolve, reject) => {
+          server.close((error) => (error ? reject(error) : resolve()));
+          server.closeIdleConnections();
+        });
+        await saver.flush();
+      })()),
   };
+}
+
+/** Why the server could not listen on `host`:`port`, as a ColtrastError that names them and what to do. */
+function listenError(error: NodeJS.ErrnoException, host: string, port: number): ColtrastError {
+  const where = `options.host ${JSON.stringify(host)} (--host)`;
+  const reason: Record<string, string> = {
+    EADDRINUSE: `port ${port} on ${host} is in use: choose another (options.port, --port), or 0 for any free port`,
+    ENOTFOUND: `${where} is neither an IP address nor a name this machine resolves: give an address such as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface), or a resolvable host name`,
+    EAI_AGAIN: `${where} could not be resolved now (the name service did not answer): give an IP address such as 127.0.0.1 or 0.0.0.0`,
+    EADDRNOTAVAIL: `${where} is not an address of this machine, so nothing can listen on it: give one of its own addresses, 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)`,
+    EACCES: `port ${port} on ${host} needs privileges this process lacks: choose a port above 1023 (options.port, --port)`,
+  };
+  const known = error.code !== undefined ? reason[error.code] : undefined;
+  const message = known ? `${known} (${error.code})` : `cannot listen on port ${port} of ${where}: ${error.message}`;
+  return new ColtrastError('INVALID_ARGUMENT', message, { cause: error });
 }
 
 /**
@@ -646,11 +685,22 @@ class IndexSaver {
         await this.index.save(this.dir, { overwrite: true });
       } catch (error) {
         this.dirty = true;
-        this.onError(error as Error);
+        this.onError(saveError(error, this.dir));
       }
     });
     return this.saving;
   }
+}
+
+/**
+ * A failed save of a writable index as a ColtrastError that names the folder and the reason, the original as its
+ * `cause`: a ColtrastError keeps its code; a file system error (ENOTDIR, EACCES, ENOSPC, ...) is INVALID_ARGUMENT,
+ * saveTo being where it cannot be written.
+ */
+function saveError(error: unknown, dir: string): ColtrastError {
+  const reason = error instanceof Error ? error.message : String(error);
+  const code = error instanceof ColtrastError ? error.code : 'INVALID_ARGUMENT';
+  return new ColtrastError(code, `saving the index to ${dir} failed: ${reason}; the changes stay in memory, saved again at the next change or at close()`, { cause: error });
 }
 
 /** `"documents"`: a non-empty array of { id, text, metadata? }, at most `max`. */
@@ -708,6 +758,12 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<string> {
 class Metrics {
   private readonly requests = new Map<string, number>();
   private readonly seconds = new Map<string, { sum: number; count: number }>();
+  private readonly cancelled = new Map<string, number>();
+
+  /** A request whose client went away before its answer was complete. */
+  cancel(route: string): void {
+    this.cancelled.set(route, (this.cancelled.get(route) ?? 0) + 1);
+  }
 
   record(route: string, status: number, seconds: number): void {
     const key = `route="${route}",status="${status}"`;
@@ -723,10 +779,13 @@ class Metrics {
     for (const [labels, n] of this.requests) lines.push(`coltrast_requests_total{${labels}} ${n}`);
     lines.push('# HELP coltrast_request_seconds Time from request to response, by route.', '# TYPE coltrast_request_seconds summary');
     for (const [route, s] of this.seconds) lines.push(`coltrast_request_seconds_sum{route="${route}"} ${s.sum}`, `coltrast_request_seconds_count{route="${route}"} ${s.count}`);
+    lines.push('# HELP coltrast_requests_cancelled_total Requests whose client went away before their answer, by route; their inputs still queued were dropped.', '# TYPE coltrast_requests_cancelled_total counter');
+    for (const [route, n] of this.cancelled) lines.push(`coltrast_requests_cancelled_total{route="${route}"} ${n}`);
     const gauges: [string, string, string, keyof QueueStats][] = [
       ['coltrast_model_calls_total', 'counter', 'Model calls, each serving every queued input it took.', 'calls'],
       ['coltrast_model_inputs_total', 'counter', 'Inputs (texts, pairs, queries) the model calls took.', 'inputs'],
       ['coltrast_queue_inputs', 'gauge', 'Inputs waiting or in a model call now.', 'waiting'],
+      ['coltrast_queue_cancelled_inputs_total', 'counter', 'Inputs dropped from the queue before any model call took them: their client went away.', 'cancelled'],
     ];
     for (const [name, type, help, field] of gauges) {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);

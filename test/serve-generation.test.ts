@@ -185,12 +185,22 @@ test('a client that goes away stops its generation, counted in /metrics', async 
     const long = post(`${small.url}/v1/completions`, { prompt: Array.from({ length: 8 }, (_, i) => `model text ${i}`), max_tokens: 60 });
     const gone = new AbortController();
     const waiting = fetch(`${small.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ messages: MESSAGES, max_tokens: 60 }), signal: gone.signal });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The second request is in the queue (or a call) once the count waiting is odd: the long one's pieces are two
+    // prompts each. Then its client goes.
+    for (const deadline = Date.now() + 20_000; small.stats().generate.waiting % 2 === 0; ) {
+      if (Date.now() > deadline) throw new Error('the chat request never reached the queue');
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
     gone.abort();
     t.is(await waiting.then(() => 'answered', (e: Error) => e.name), 'AbortError');
     t.is((await long).status, 200);
     const metrics = await (await fetch(`${small.url}/metrics`)).text();
     t.regex(metrics, /^coltrast_generations_cancelled_total 1$/m);
+    t.regex(metrics, /^coltrast_requests_cancelled_total\{route="\/v1\/chat\/completions"\} 1$/m);
+    // Its prompt either left the queue unrun or stopped in its call: the model took each prompt once at most.
+    const stats = small.stats().generate;
+    t.is(stats.inputs + stats.cancelled, 9);
+    t.is(stats.waiting, 0);
     // The server goes on answering.
     t.is((await post(`${small.url}/v1/completions`, { prompt: 'model', max_tokens: 2 })).status, 200);
   } finally {
@@ -217,16 +227,34 @@ test('bad generation requests get a status and a message that names the problem'
     ['/v1/completions', { prompt: 'a', echo: true }, 400, /"echo": true is not supported/],
     ['/ask', { question: 'q', k: 0 }, 400, /"k" must be a positive integer/],
     ['/ask', {}, 400, /missing field "question"/],
+    [chat, { messages: MESSAGES, model: 5 }, 400, /"model" must be a string/],
+    [chat, { messages: MESSAGES, user: {} }, 400, /"user" must be a string/],
+    ['/v1/completions', { prompt: 'a', model: null, user: ['u'] }, 400, /"user" must be a string/],
   ];
   for (const [route, body, status, message] of cases) {
     const r = await post(`${server.url}${route}`, body);
     t.is(r.status, status, `${route} ${JSON.stringify(body)}`);
     t.regex(route.startsWith('/v1/') ? r.json.error.message : r.json.error, message, `${route} ${JSON.stringify(body)}`);
   }
-  // A too-long prompt is the generator's own error, as a 400.
-  const long = await post(`${server.url}/v1/completions`, { prompt: Array.from({ length: 100 }, () => 'model').join(' ') });
+  // A prompt too long for the model: a 400 naming the request's field (not generate()'s "prompts[i]").
+  const words = Array.from({ length: 3000 }, () => 'model').join(' ');
+  const long = await post(`${server.url}/v1/completions`, { prompt: words });
   t.is(long.status, 400);
-  t.regex(long.json.error.message, /leave no room to generate/);
+  t.regex(long.json.error.message, /^"prompt" is 96 tokens or more: the model's 96 positions leave no room to generate; shorten it$/);
+  const second = await post(`${server.url}/v1/completions`, { prompt: ['model', words] });
+  t.regex(second.json.error.message, /^"prompt\[1\]" is 96 tokens or more/);
+  const chatLong = await post(`${server.url}${chat}`, { messages: [{ role: 'user', content: words }] });
+  t.is(chatLong.status, 400);
+  t.regex(chatLong.json.error.message, /^"messages" \(with the chat template\) is 96 tokens or more/);
+  // Refused before the queue: the requests it would have shared a model call with are answered.
+  const together = await Promise.all([
+    post(`${server.url}/v1/completions`, { prompt: words, max_tokens: 4 }),
+    ...['model', 'search'].map((prompt) => post(`${server.url}/v1/completions`, { prompt, max_tokens: 4 })),
+  ]);
+  t.deepEqual(
+    together.map((r) => r.status),
+    [400, 200, 200],
+  );
 
   const qwen = await Generator.load(QWEN3, { device: 'cpu' });
   const bare = await serve({ generator: qwen, port: 0 });

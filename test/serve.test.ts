@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { CrossEncoder, Encoder, Index, serve, type IndexDoc, type Server } from '../lib';
+import { ColtrastError, CrossEncoder, Encoder, Index, serve, type IndexDoc, type Server } from '../lib';
 import { BatchQueue } from '../lib/serve';
 import { FIXTURE, maxAbsDiff, tempDir } from './helpers/fixture';
 import { makeSmallMultiVector, rejection, rows } from './helpers/vectors';
@@ -235,7 +235,7 @@ test('BatchQueue: one call takes every waiting request with the same key, up to 
   t.deepEqual(calls[3], { key: 'a', items: [6, 7] });
   release();
   t.deepEqual(await Promise.all(waiting), [[20, 30], [40], [50], [60, 70]]);
-  t.deepEqual(queue.stats(), { calls: 4, inputs: 7, largestCall: 3, waiting: 0 });
+  t.deepEqual(queue.stats(), { calls: 4, inputs: 7, largestCall: 3, waiting: 0, cancelled: 0 });
 });
 
 test('BatchQueue: a large request goes one piece at a time, behind requests that came meanwhile', async (t) => {
@@ -312,6 +312,10 @@ test('bad requests get a status and a message that names the problem', async (t)
     ['POST', '/v1/embeddings', { input: 'a', task: 'passage' }, 400, /"task" must be "query" or "document"/],
     ['POST', '/v1/embeddings', { input: 'a', prompt_name: 'query' }, 400, /"prompt_name" must be one of the model's prompts \(it has none\)/],
     ['POST', '/v1/embeddings', { input: 'a', normalize: 'yes' }, 400, /"normalize" must be true or false/],
+    // OpenAI's model and user are not used, but a wrong type is a client's bug all the same.
+    ['POST', '/v1/embeddings', { input: 'a', model: 5 }, 400, /"model" must be a string/],
+    ['POST', '/v1/embeddings', { input: 'a', user: {} }, 400, /"user" must be a string/],
+    ['POST', '/v1/rerank', { query: 'q', documents: ['a'], model: ['m'] }, 400, /"model" must be a string/],
     ['POST', '/embed', { inputs: 'a', truncate: false }, 400, /"truncate": false is not supported/],
     ['POST', '/embed', { inputs: 'a', truncation_direction: 'Left' }, 400, /"truncation_direction" must be "Right"/],
     ['POST', '/rerank', { texts: ['a'] }, 400, /"query" must be a string/],
@@ -323,11 +327,18 @@ test('bad requests get a status and a message that names the problem', async (t)
     ['POST', '/search', { query: 'q', rescore_multiplier: 2 }, 400, /"rescore_multiplier" is for an index with binary storage; this one stores float/],
     ['POST', '/search', { query: 'q', nprobe: 2 }, 400, /"nprobe" and "full_scores" are for a multi-vector index with residual token storage/],
     ['GET', '/v1/embeddings', undefined, 405, /\/v1\/embeddings takes POST, not GET/],
-    ['POST', '/health', {}, 405, /takes GET/],
+    ['POST', '/health', {}, 405, /\/health takes GET, HEAD, not POST/],
+    ['HEAD', '/embed', undefined, 405, /\/embed takes POST, not HEAD/],
     ['GET', '/v2/embeddings', undefined, 404, /no route \/v2\/embeddings \(routes: \/health, /],
   ];
   for (const [method, route, body, status, message] of cases) {
     const res = await fetch(`${server.url}${route}`, { method, ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body) }) });
+    if (method === 'HEAD') {
+      // A HEAD answer has no body: the status and Allow say it.
+      t.is(res.status, status);
+      t.is(res.headers.get('allow'), 'POST');
+      continue;
+    }
     const json: any = await res.json();
     t.is(res.status, status, `${method} ${route} ${JSON.stringify(body)}`);
     // OpenAI's routes answer in OpenAI's error shape, the others in text-embeddings-inference's.
@@ -396,6 +407,85 @@ test('serve() refuses bad options before listening, and a port in use', async (t
   for (const [options, message] of cases) t.regex((await rejection(() => serve(options as any))).message, message);
   const busy = await rejection(() => serve({ encoder: enc, port: server.port }));
   t.regex(busy.message, new RegExp(`port ${server.port} on 127\\.0\\.0\\.1 is in use: choose another`));
+  t.is(busy.code, 'INVALID_ARGUMENT');
+  // A host that is no address, and an address that is not this machine's: named errors too, not ENOTFOUND and
+  // EADDRNOTAVAIL as Node gives them. 192.0.2.1 is TEST-NET-1 (RFC 5737), never a local address.
+  for (const [host, message, reason] of [
+    ['not a host', /^options\.host "not a host" \(--host\) is neither an IP address nor a name this machine resolves: give an address such as 127\.0\.0\.1/, 'ENOTFOUND'],
+    ['192.0.2.1', /^options\.host "192\.0\.2\.1" \(--host\) is not an address of this machine, so nothing can listen on it/, 'EADDRNOTAVAIL'],
+  ] as const) {
+    const e = await rejection(() => serve({ encoder: enc, port: 0, host }));
+    t.true(e instanceof ColtrastError, host);
+    t.is(e.code, 'INVALID_ARGUMENT');
+    t.regex(e.message, message);
+    t.is((e.cause as NodeJS.ErrnoException).code, reason);
+  }
+});
+
+test('CrossEncoder.predict names the element of a pair that is not a string, and its type (what /rerank builds its pairs with)', async (t) => {
+  for (const [pairs, message] of [
+    [[['a', 5]], /^pairs\[0\]\[1\] must be a string \(pairs\[0\] is a \[query, document\] pair of texts\), got number 5$/],
+    [[['a', 'b'], [null, 'c']], /^pairs\[1\]\[0\] must be a string .*, got null$/],
+    [[['a', 'b'], ['c']], /^pairs\[1\] must be a \[string, string\] pair, got an array of length 1$/],
+  ] as const) {
+    const e = await rejection(() => ce.predict(pairs as never));
+    t.is(e.code, 'INVALID_ARGUMENT');
+    t.regex(e.message, message);
+  }
+});
+
+test('the API key\'s scheme is case-insensitive (RFC 7235): Bearer, bearer and BEARER; anything else is a 401', async (t) => {
+  const keyed = await serve({ encoder: enc, port: 0, apiKey: 'sk-test' });
+  try {
+    const status = async (authorization?: string) => (await fetch(`${keyed.url}/v1/models`, { headers: authorization === undefined ? {} : { authorization } })).status;
+    for (const good of ['Bearer sk-test', 'bearer sk-test', 'BEARER sk-test', 'bEaReR   sk-test']) t.is(await status(good), 200, good);
+    for (const bad of [undefined, 'sk-test', 'Bearer', 'Bearer sk-tes', 'Bearer sk-test2', 'Basic sk-test', 'Bearer sk-test extra', 'Bearersk-test']) t.is(await status(bad), 401, String(bad));
+  } finally {
+    await keyed.close();
+  }
+});
+
+test('HEAD on a GET route answers as GET does, without the body', async (t) => {
+  for (const route of ['/health', '/info', '/v1/models', '/metrics']) {
+    const head = await fetch(`${server.url}${route}`, { method: 'HEAD' });
+    t.is(head.status, 200, route);
+    t.is(await head.text(), '', route);
+    const get = await fetch(`${server.url}${route}`);
+    t.is(head.headers.get('content-type'), get.headers.get('content-type'), route);
+    if (route !== '/metrics') t.is(Number(head.headers.get('content-length')), Buffer.byteLength(await get.text()), route); // /metrics counts the GET itself
+  }
+  t.regex(await (await fetch(`${server.url}/metrics`)).text(), /^coltrast_requests_total\{route="\/health",status="200"\} [2-9]\d*$/m, 'a HEAD is counted as its route\'s request');
+});
+
+test('close() twice: the second call resolves too, once the server is closed', async (t) => {
+  const s = await serve({ encoder: enc, port: 0 });
+  const [first, second] = [s.close(), s.close()];
+  t.is(first, second, 'the same promise');
+  await t.notThrowsAsync(Promise.all([first, second]));
+  await t.notThrowsAsync(s.close(), 'and after it resolved');
+  await t.throwsAsync(fetch(`${s.url}/health`), undefined, 'closed: nothing listens');
+});
+
+test('a failed save of a writable index reaches onSaveError as a ColtrastError naming the folder and the reason', async (t) => {
+  const file = path.join(tempDir(), 'a-file');
+  fs.writeFileSync(file, 'not a folder');
+  const saveTo = path.join(file, 'index'); // under a file: ENOTDIR
+  const small = await Index.build(enc, DOCS.slice(0, 3));
+  const errors: Error[] = [];
+  let reported: (e: Error) => void = () => {};
+  const first = new Promise<Error>((resolve) => (reported = resolve));
+  const writable = await serve({ encoder: enc, index: small, port: 0, writable: true, saveTo, saveInterval: 0, onSaveError: (e) => (errors.push(e), reported(e)) });
+  try {
+    t.is((await post(`${writable.url}/documents`, { documents: [{ id: 'new', text: 'a new document' }] })).status, 200);
+    const e = (await first) as ColtrastError;
+    t.true(e instanceof ColtrastError);
+    t.is(e.code, 'INVALID_ARGUMENT');
+    t.regex(e.message, new RegExp(`^saving the index to ${saveTo.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} failed: ENOTDIR: .*; the changes stay in memory`));
+    t.is((e.cause as NodeJS.ErrnoException).code, 'ENOTDIR');
+  } finally {
+    await writable.close();
+  }
+  t.is(errors.length, 2, 'tried again at close(), and reported again');
 });
 
 test('coltrast serve: an index and a reranker over HTTP, a line per request with --verbose, a clean stop on SIGTERM', async (t) => {
