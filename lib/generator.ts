@@ -272,7 +272,9 @@ export class Generator {
       if (p.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `pairs[${i}].prompt has no tokens: the first completion token needs one before it`);
       const ids = [...p, ...completion];
       if (ids.length > this.maxLength) {
-        throw new ColtrastError('INVALID_ARGUMENT', `pairs[${i}] is ${ids.length} tokens, more than the model's ${this.maxLength} positions; shorten its prompt`);
+        // The tokenizer cuts each text at the model's length: a part that reached it may have been longer.
+        const cut = p.length >= this.maxLength || completions[i].ids.length >= this.maxLength;
+        throw new ColtrastError('INVALID_ARGUMENT', `pairs[${i}] is ${ids.length}${cut ? ' or more' : ''} tokens, more than the model's ${this.maxLength} positions; shorten its prompt`);
       }
       return { ids, typeIds: new Array<number>(ids.length).fill(0), scored: ids.map((_, t) => (t >= p.length ? 1 : 0)) };
     });
@@ -336,7 +338,8 @@ export class Generator {
       tokenized.forEach((ids, i) => {
         if (ids.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] has no tokens: generation needs one to start from`);
         if (ids.length >= this.maxLength) {
-          throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] is ${ids.length} tokens: the model's ${this.maxLength} positions leave no room to generate`);
+          // Cut at the model's length by the tokenizer: it may have been longer.
+          throw new ColtrastError('INVALID_ARGUMENT', `prompts[${i}] is ${ids.length} tokens or more: the model's ${this.maxLength} positions leave no room to generate`);
         }
       });
       // Longest first: batches of similar lengths pad little.
