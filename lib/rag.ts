@@ -326,7 +326,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       try {
         sequences = await gen.sequences(pairs);
       } catch (error) {
-        const long = error instanceof ColtrastError && /^pairs\[(\d+)\] is (\d+) tokens/.exec(error.message);
+        const long = error instanceof ColtrastError && /^pairs\[(\d+)\] is (\d+(?: or more)?) tokens/.exec(error.message);
         if (!long) throw error;
         const question = examples[Math.floor(Number(long[1]) / k)].question;
         throw new ColtrastError(

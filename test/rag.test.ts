@@ -269,7 +269,7 @@ test('trainRag() and Rag errors: missing corpus, k beyond it, a bad template, un
   const longDocs = CORPUS.map((d) => `${d} ${'model text token vector '.repeat(20)}`);
   t.regex(
     (await rejection(() => trainRag({ ...base, corpus: longDocs, k: 2 }))).message,
-    /the question "[^"]+" with one of its retrieved documents and its answer is \d+ tokens, more than the generator's 96 positions/,
+    /the question "[^"]+" with one of its retrieved documents and its answer is \d+ or more tokens, more than the generator's 96 positions/,
   );
   const noTemplate = await rejection(() => trainRag({ ...base, corpus: CORPUS, generator: path.resolve(__dirname, 'fixtures', 'tiny-causal-lms', 'qwen3'), chat: true }));
   t.is(noTemplate.code, 'MODEL_FILES');
