@@ -2,7 +2,7 @@
  * BEIR-format evaluation data: a folder with `corpus.jsonl` ({_id, title, text}), `queries.jsonl`
  * ({_id, text}) and `qrels/<split>.tsv` (query-id, corpus-id, score, with a header line). Gzipped files
  * (`.jsonl.gz`) and a flat `qrels-<split>.tsv` are read too. Every problem is reported with its file and
- * line.
+ * line; an id that a corpus or queries file repeats is an error.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -76,22 +76,28 @@ export async function loadBeir(dir: string, split = 'test'): Promise<BeirData> {
   nonEmptyString('dir', dir);
   nonEmptyString('split', split);
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new ColtrastError('INVALID_ARGUMENT', `BEIR folder ${dir} does not exist`);
-  const corpus = await readJsonl(findFile(dir, ['corpus.jsonl', 'corpus.jsonl.gz']), (v, where) => ({
-    id: id(v._id, where),
-    title: typeof v.title === 'string' ? v.title : '',
-    text: typeof v.text === 'string' ? v.text : (() => { throw bad(where, '"text" must be a string'); })(),
-  }));
-  const queries = new Map<string, string>();
-  for (const q of await readJsonl(findFile(dir, ['queries.jsonl', 'queries.jsonl.gz']), (v, where) => {
-    if (typeof v.text !== 'string') throw bad(where, '"text" must be a string');
-    return [id(v._id, where), v.text] as const;
-  })) {
-    queries.set(q[0], q[1]);
-  }
-  const qrels = await readQrels(findFile(dir, [path.join('qrels', `${split}.tsv`), `qrels-${split}.tsv`]), {
-    queries,
-    docs: new Set(corpus.map((d) => d.id)),
+  // Ids are unique in each file: a repeated query id replaced the earlier text unseen (and a repeated document id
+  // counted one document twice).
+  const repeated = (where: string, what: string) => bad(where, `the _id "${what}" is repeated (ids must be unique)`);
+  const docs = new Set<string>();
+  const corpus = await readJsonl(findFile(dir, ['corpus.jsonl', 'corpus.jsonl.gz']), (v, where) => {
+    const doc = {
+      id: id(v._id, where),
+      title: typeof v.title === 'string' ? v.title : '',
+      text: typeof v.text === 'string' ? v.text : (() => { throw bad(where, '"text" must be a string'); })(),
+    };
+    if (docs.has(doc.id)) throw repeated(where, doc.id);
+    docs.add(doc.id);
+    return doc;
   });
+  const queries = new Map<string, string>();
+  await readJsonl(findFile(dir, ['queries.jsonl', 'queries.jsonl.gz']), (v, where) => {
+    if (typeof v.text !== 'string') throw bad(where, '"text" must be a string');
+    const q = id(v._id, where);
+    if (queries.has(q)) throw repeated(where, q);
+    queries.set(q, v.text);
+  });
+  const qrels = await readQrels(findFile(dir, [path.join('qrels', `${split}.tsv`), `qrels-${split}.tsv`]), { queries, docs });
   return { corpus, queries, qrels };
 }
 

@@ -305,7 +305,8 @@ export class DocStore {
     this.ids.push(doc.id);
     this.texts.push(doc.text);
     // Metadata up to the last document that has some: a corpus without any keeps none (no array of 8.8M undefineds).
-    if (doc.metadata !== undefined) {
+    // Null (JSON's "no metadata") is none.
+    if (doc.metadata !== undefined && doc.metadata !== null) {
       while (this.meta.length < at) this.meta.push(undefined);
       this.meta.push(doc.metadata);
     }

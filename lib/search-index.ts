@@ -321,20 +321,29 @@ function checkEncoder(encoder: unknown, call: string): void {
   if (!(encoder instanceof Encoder)) throw invalid('encoder', `an Encoder (from Encoder.load): ${call}`, encoder);
 }
 
-function checkDocs(docs: IndexDoc[], existing: { has(id: string): boolean }): void {
+/**
+ * Refuses documents an index cannot take, naming each as `docs[i]` (`i` counted from `offset`: a slice of a larger
+ * call): an id that is not a non-empty string, or that the index (`existing`) or an earlier document of the call holds;
+ * a text that is not a string; metadata that is not an object. Metadata null counts as none (JSON's way of writing
+ * "no metadata").
+ */
+function checkDocs(docs: IndexDoc[], existing: { has(id: string): boolean }, offset = 0): void {
   if (!Array.isArray(docs)) throw invalid('docs', 'an array of { id, text, metadata? }', docs);
-  const seen = new Set<string>();
-  docs.forEach((d, i) => {
+  const seen = new Map<string, number>();
+  docs.forEach((d, k) => {
+    const i = offset + k;
     if (!d || typeof d !== 'object') throw invalid(`docs[${i}]`, 'an object { id, text, metadata? }', d);
     if (typeof d.id !== 'string' || d.id.length === 0) throw invalid(`docs[${i}].id`, 'a non-empty string', d.id);
     // Ids are kept as UTF-8, which has no lone surrogate: such an id would come back as another string.
     if (hasLoneSurrogate(d.id)) throw invalid(`docs[${i}].id`, 'well-formed Unicode (it holds a lone surrogate, which UTF-8 cannot keep)', d.id);
     if (typeof d.text !== 'string') throw invalid(`docs[${i}].text`, 'a string', d.text);
-    if (d.metadata !== undefined && (d.metadata === null || typeof d.metadata !== 'object' || Array.isArray(d.metadata))) {
-      throw invalid(`docs[${i}].metadata`, 'an object (or absent)', d.metadata);
+    if (d.metadata !== undefined && d.metadata !== null && (typeof d.metadata !== 'object' || Array.isArray(d.metadata))) {
+      throw invalid(`docs[${i}].metadata`, 'an object (or absent, or null)', d.metadata);
     }
-    if (existing.has(d.id) || seen.has(d.id)) throw new ColtrastError('INVALID_ARGUMENT', `docs[${i}].id "${d.id}" is already in the index`);
-    seen.add(d.id);
+    const earlier = seen.get(d.id);
+    if (earlier !== undefined) throw new ColtrastError('INVALID_ARGUMENT', `docs[${i}].id "${d.id}" repeats docs[${earlier}]'s (ids must be unique)`);
+    if (existing.has(d.id)) throw new ColtrastError('INVALID_ARGUMENT', `docs[${i}].id "${d.id}" is already in the index`);
+    seen.set(d.id, i);
   });
 }
 
@@ -515,7 +524,7 @@ export class Index {
           const present = part.filter((d) => this.docs.has(d.id)).map((d) => d.id);
           if (present.length > 0) await this.removeNow(present);
         } else {
-          checkDocs(part, this.docs); // another add() may have taken an id since
+          checkDocs(part, this.docs, start); // another add() may have taken an id since
         }
         if (this.vectors && pooled) this.vectors.add(pooled.data);
         if (this.tokens && rows) {

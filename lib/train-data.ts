@@ -9,7 +9,7 @@
  */
 import type { Project } from './chunking';
 import { ColtrastError } from './errors';
-import { fileLines, notAFile, parseJsonLines, readWholeText } from './files';
+import { fileLines, notAFile, parseJsonDocument, parseJsonLines, readWholeText } from './files';
 import type { NativeTeacherScores } from './native';
 import { seededRandom } from './random';
 import { arrayInTurns, inTurns, nextTurn } from './turns';
@@ -53,6 +53,9 @@ export interface TextListMessages {
   wrongType: (data: unknown) => ColtrastError;
 }
 
+/** A JSON Lines file's name (gzipped or not): read a line at a time; any other file is one JSON document. */
+export const JSONL = /\.jsonl(\.gz)?$/i;
+
 /**
  * The items of a list of texts: an array, a .txt file (each non-blank line, trimmed, is an item as it is), a
  * .jsonl file or a .json array, whose elements `one` reads (with where each is, for its errors).
@@ -61,19 +64,13 @@ export async function readTextList(data: unknown, one: (where: string, value: un
   if (Array.isArray(data)) return data.flatMap((item, i) => one(`${m.name}[${i}]`, item));
   if (typeof data !== 'string') throw m.wrongType(data);
   checkDataFile(data, m.name);
-  if (/\.txt$/i.test(data)) {
+  if (/\.txt(\.gz)?$/i.test(data)) {
     const items: string[] = [];
     for await (const lines of fileLines(data)) for (const line of lines) if (line.trim().length > 0) items.push(line.trim());
     return items;
   }
-  if (/\.jsonl$/i.test(data)) return (await parseJsonLines(data, (value, where) => one(where, value))).flat();
-  const content = await readWholeText(data, m.name);
-  let value: unknown;
-  try {
-    value = JSON.parse(content);
-  } catch (error) {
-    throw bad(data, `not valid JSON (${(error as Error).message}); ${m.jsonHint}`);
-  }
+  if (JSONL.test(data)) return (await parseJsonLines(data, (value, where) => one(where, value))).flat();
+  const value = parseJsonDocument(data, await readWholeText(data, m.name), m.jsonHint);
   if (!Array.isArray(value)) throw bad(data, m.notArray);
   return value.flatMap((item, i) => one(`${data}: [${i}]`, item));
 }
@@ -126,7 +123,8 @@ export function readProjects(file: string, value: unknown): Project[] {
 }
 
 function readColtrast(file: string, value: unknown): Project[] {
-  const projects = (value as { projects?: unknown }).projects;
+  // JSON null, a number or a string holds no projects (null has no properties to read at all).
+  const projects = value !== null && typeof value === 'object' ? (value as { projects?: unknown }).projects : undefined;
   if (!Array.isArray(projects)) throw bad(file, 'expected {"projects": [...]} (the ColTrast format) or a JSONL file of pairs');
   const ids = new Set<string>();
   return projects.map((p, i) => {
@@ -162,16 +160,10 @@ export async function readTrainingData(data: string | readonly unknown[]): Promi
     examples = data.map((item, i) => checkExample(`data[${i}]`, item));
   } else if (typeof data === 'string') {
     checkDataFile(data);
-    if (/\.jsonl$/i.test(data)) {
+    if (JSONL.test(data)) {
       examples = await parseJsonLines(data, (value, where) => checkExample(where, value));
     } else {
-      const content = await readWholeText(data, 'data');
-      let value: unknown;
-      try {
-        value = JSON.parse(content);
-      } catch (error) {
-        throw bad(data, `not valid JSON (${(error as Error).message}); JSONL files must end in .jsonl`);
-      }
+      const value = parseJsonDocument(data, await readWholeText(data, 'data'), 'JSONL files must end in .jsonl');
       if (!Array.isArray(value)) return { projects: readProjects(data, value) };
       examples = value.map((item, i) => checkExample(`${data}: [${i}]`, item));
     }

@@ -41,7 +41,7 @@ test('readSentences: arrays, .txt, .jsonl of strings or {text}, and pairs; each 
   fs.writeFileSync(project, JSON.stringify({ projects: [{ project_id: 'p', readme_content: 'doc', qa_pairs: [{ question: 'q', answer: 'a' }] }] }));
   await t.throwsAsync(readSentences(project), { message: /Contrastive Tension trains on sentences: .*not a ColTrast project file/ });
   fs.writeFileSync(json, '["a",');
-  await t.throwsAsync(readSentences(json), { message: /s\.json: not valid JSON/ });
+  await t.throwsAsync(readSentences(json), { message: /s\.json:1:6: not valid JSON/ });
 });
 
 /** Float64 symmetric InfoNCE between L2-normalized rows: row i of `a` matches row i of `b`. */

@@ -1,14 +1,14 @@
 // Data files read a line at a time (lib/files.ts fileLines): every line boundary, ending and encoding case at chunk
 // sizes that split lines and characters, gzip, and a file larger than the longest string V8 can hold.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { constants } from 'node:buffer';
+import { constants, isUtf8 } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import zlib from 'node:zlib';
 import { Encoder, Index } from '../lib';
-import { fileLines, parseJsonLines, readRunData, saveRunData } from '../lib/files';
+import { fileLines, firstBadByte, jsonErrorOffset, parseJsonLines, readRunData, saveRunData } from '../lib/files';
 import { readCorpus, readTrainingData } from '../lib/train-data';
 import { seededRandom } from '../lib/random';
 import { FIXTURE, tempDir } from './helpers/fixture';
@@ -238,4 +238,191 @@ test('coltrast embed writes every vector of an input larger than one embedding p
     t.true(diff < 1e-5, `text ${i}: differs from embed() by ${diff}`);
   });
   enc.dispose();
+});
+
+// Bytes that are not UTF-8 text: Latin-1 é, Windows-1252's ’, NUL, a lead byte without its continuation, a UTF-16
+// surrogate written as UTF-8, an overlong '/', a byte past U+10FFFF, a cut-off €, a byte UTF-8 never uses.
+const NOT_UTF8 = [[0xe9], [0x92], [0x00], [0xc3], [0xed, 0xa0, 0x80], [0xc0, 0xaf], [0xf5, 0x80, 0x80, 0x80], [0xe2, 0x82], [0xff]];
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+test('bytes that are not UTF-8 text are an error naming the line, the byte and the fix, wherever chunks split the file', async (t) => {
+  const random = seededRandom(11).next;
+  const pieces = ['a', 'xyz', 'é', '€', '𝄞', '東京', ' ', '{"q": "ü"}', '\uFFFD'];
+  const dir = tempDir();
+  let checked = 0;
+  for (let round = 0; round < 36; round++) {
+    const lines = Array.from({ length: 1 + Math.floor(random() * 6) }, () => {
+      let s = '';
+      for (let m = Math.floor(random() * 8); m > 0; m--) s += pieces[Math.floor(random() * pieces.length)];
+      return s;
+    });
+    // The bad bytes go between two characters of line `at`.
+    const at = Math.floor(random() * lines.length);
+    const bad = NOT_UTF8[round % NOT_UTF8.length];
+    const chars = [...lines[at]];
+    const c = Math.floor(random() * (chars.length + 1));
+    const before = Buffer.from(chars.slice(0, c).join(''));
+    const eol = random() < 0.3 ? '\r\n' : '\n';
+    const bytes = Buffer.concat([
+      Buffer.from(`${random() < 0.3 ? '\uFEFF' : ''}${lines.slice(0, at).map((l) => l + eol).join('')}`),
+      before,
+      Buffer.from(bad),
+      Buffer.from(`${chars.slice(c).join('')}${lines.slice(at + 1).map((l) => eol + l).join('')}${random() < 0.5 ? eol : ''}`),
+    ]);
+    const file = path.join(dir, `t${round}.txt`);
+    fs.writeFileSync(file, bytes);
+    fs.writeFileSync(`${file}.gz`, zlib.gzipSync(bytes));
+    const what = bad[0] === 0 ? 'it holds NUL bytes, as UTF-16 text does' : `byte 0x${bad[0].toString(16).toUpperCase()} at byte ${before.length + 1} of the line`;
+    const message = (f: string) => new RegExp(`^${escape(f)}:${at + 1} is not UTF-8 text \\(${escape(what)}.*\\): convert it, e\\.g\\. `);
+    for (const chunk of [1, 2, 3, 5, 7, 64, 1 << 20]) {
+      await t.throwsAsync(allLines(file, chunk), { code: 'INVALID_ARGUMENT', message: message(file) }, `${JSON.stringify(bytes.toString('latin1'))}, chunks of ${chunk}`);
+      await t.throwsAsync(allLines(`${file}.gz`, chunk), { code: 'INVALID_ARGUMENT', message: message(`${file}.gz`) });
+      checked++;
+    }
+    // Read whole (a .json document), the same line and byte.
+    const json = path.join(dir, `t${round}.json`);
+    fs.writeFileSync(json, bytes);
+    await t.throwsAsync(readTrainingData(json), { code: 'INVALID_ARGUMENT', message: message(json) });
+  }
+  t.is(checked, 36 * 7);
+});
+
+test('Latin-1, Windows-1252 and UTF-16 data files are refused with the iconv command that converts them; UTF-8 with a BOM is read', async (t) => {
+  const dir = tempDir();
+  const write = (name: string, bytes: Buffer) => {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, bytes);
+    return file;
+  };
+  const latin = write('latin.jsonl', Buffer.from('{"id": "a", "text": "x"}\n{"id":"a","text":"caf\u00e9 au lait"}\n', 'latin1'));
+  await t.throwsAsync(parseJsonLines(latin, (v) => v), {
+    message: `${latin}:2 is not UTF-8 text (byte 0xE9 at byte 22 of the line: Latin-1? Windows-1252? UTF-16?): convert it, e.g. iconv -f latin1 -t utf-8 ${latin} > ${path.join(dir, 'latin.utf8.jsonl')}`,
+  });
+  // Windows-1252's curly quote (0x92), in a .txt: the conversion from windows-1252.
+  const quote = write('notes.txt', Buffer.from([...Buffer.from('it'), 0x92, ...Buffer.from('s fine\n')]));
+  await t.throwsAsync(readCorpus(quote), { message: new RegExp(`notes\\.txt:1 is not UTF-8 text .*iconv -f windows-1252 -t utf-8 ${escape(quote)} > ${escape(path.join(dir, 'notes.utf8.txt'))}$`) });
+  const text = '{"id": "a", "text": "caf\u00e9"}\n{"id": "b", "text": "th\u00e9"}\n';
+  const le = Buffer.from(text, 'utf16le');
+  const be = Buffer.from(le).swap16();
+  for (const [name, bytes] of [['le.jsonl', Buffer.concat([Buffer.from([0xff, 0xfe]), le])], ['be.jsonl', Buffer.concat([Buffer.from([0xfe, 0xff]), be])], ['le.json', Buffer.concat([Buffer.from([0xff, 0xfe]), le])]] as const) {
+    const file = write(name, bytes);
+    const message = `${file}:1 is UTF-16 text (it starts with a UTF-16 byte-order mark), not UTF-8: convert it, e.g. iconv -f utf-16 -t utf-8 ${file} > ${file.replace(/\.(jsonl?)$/, '.utf8.$1')}`;
+    await t.throwsAsync(name.endsWith('.jsonl') ? parseJsonLines(file, (v) => v) : readTrainingData(file), { message });
+  }
+  // UTF-16 without a byte-order mark: NUL bytes in every other byte (never printed in the message).
+  const bare = write('bare.txt', Buffer.from('first line\nsecond line\n', 'utf16le'));
+  const error = await t.throwsAsync(readCorpus(bare), { message: new RegExp(`^${escape(bare)}:1 is not UTF-8 text \\(it holds NUL bytes, as UTF-16 text does\\): convert it, e\\.g\\. iconv -f utf-16le -t utf-8 `) });
+  t.false(error!.message.includes('\0'));
+  // Gzipped: the command decompresses, converts and compresses again; a path with a space is quoted.
+  const gz = write('my docs.jsonl.gz', zlib.gzipSync(Buffer.from('{"id":"a","text":"na\u00efve"}\n', 'latin1')));
+  await t.throwsAsync(parseJsonLines(gz, (v) => v), { message: new RegExp(`e\\.g\\. gunzip -c '${escape(gz)}' \\| iconv -f latin1 -t utf-8 \\| gzip > '${escape(path.join(dir, 'my docs.utf8.jsonl.gz'))}'$`) });
+  // UTF-8 (U+FFFD itself included) is read, with or without a BOM, in a .json document too (a BOM there failed to parse).
+  const good = write('good.json', Buffer.from('\uFEFF[{"query": "caf\u00e9 \uFFFD", "positive": "\u6771\u4eac \u{1F680}"}]\r\n'));
+  t.deepEqual(await readTrainingData(good), { examples: [{ query: 'caf\u00e9 \uFFFD', positive: '\u6771\u4eac \u{1F680}' }] });
+});
+
+test('firstBadByte finds where bytes stop being UTF-8 text, as Buffer isUtf8 (and a NUL) judges them', (t) => {
+  const random = seededRandom(5).next;
+  for (let k = 0; k < 50_000; k++) {
+    const bytes = Buffer.from(Array.from({ length: Math.floor(random() * 8) }, () => (random() < 0.3 ? Math.floor(random() * 128) : 0x80 + Math.floor(random() * 128))));
+    const at = firstBadByte(bytes);
+    const text = isUtf8(bytes) && !bytes.includes(0);
+    if ((at === -1) !== text) t.fail(`${bytes.toString('hex')}: firstBadByte ${at}, isUtf8 ${isUtf8(bytes)}`);
+    // What comes before is UTF-8 text, and what the byte at `at` starts is not.
+    if (at >= 0 && !isUtf8(bytes.subarray(0, at))) t.fail(`${bytes.toString('hex')}: the bytes before ${at} are not UTF-8`);
+  }
+  t.is(firstBadByte(Buffer.from('plain é € 𝄞')), -1);
+  t.is(firstBadByte(Buffer.from([0x61, 0xe2, 0x82])), 1, 'a character cut off at the end');
+  t.is(firstBadByte(Buffer.from([0x61, 0x00])), 1);
+});
+
+test('a syntax error in a .json data file names its line and column', async (t) => {
+  const dir = tempDir();
+  const write = (name: string, text: string) => {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, text);
+    return file;
+  };
+  const trailing = write('pairs.json', '[\n {"query": "a",\n  "positive": "b",\n }\n]\n');
+  await t.throwsAsync(readTrainingData(trailing), { message: `${trailing}:4:2: not valid JSON (Expected double-quoted property name in JSON at position 38); JSONL files must end in .jsonl` });
+  // V8 gives no position for an unexpected token: the line and column are found all the same; its quote of the text
+  // stays on one line.
+  const token = write('token.json', '[\n  {"query": "a", "positive": "b"},\n  {"query": oops}\n]');
+  const error = await t.throwsAsync(readTrainingData(token), { message: new RegExp(`^${escape(token)}:3:13: not valid JSON \\(Unexpected token 'o'`) });
+  t.false(error!.message.includes('\n'));
+  // Cut off: the end; after a BOM, columns count from the first character.
+  await t.throwsAsync(readTrainingData(write('cut.json', '[\n{"query": "a"')), { message: /cut\.json:2:14: not valid JSON/ });
+  await t.throwsAsync(readTrainingData(write('bom.json', '\uFEFF{"projects": [}')), { message: /bom\.json:1:15: not valid JSON/ });
+  await t.throwsAsync(readCorpus(write('corpus.json', '["one",\n "two"\n "three"]')), { message: /corpus\.json:3:2: not valid JSON .*; give a \.txt, \.jsonl or \.json array$/ });
+  // The offset agrees with JSON.parse: where it fails (and at the position V8 gives, where it gives one), and never
+  // for valid JSON.
+  const random = seededRandom(3).next;
+  const bases = ['{"a": [1, 2.5e-3, -0, true, false, null, "x\\u00e9\\n\\"\\\\"], "b": {}}', '[]', '[{"q":"é","p":"𝄞"}]', '"s"', '-12.5E+7', ' {"k" : [ [ ] , { } ] } '];
+  const alphabet = ' \n\t{}[],:"\\-+.0123456789eEtrufalsn\u0001xé';
+  for (let k = 0; k < 20_000; k++) {
+    let text = bases[Math.floor(random() * bases.length)];
+    for (let m = 1 + Math.floor(random() * 3); m > 0; m--) {
+      const p = Math.floor(random() * (text.length + 1));
+      const ch = alphabet[Math.floor(random() * alphabet.length)];
+      const op = random();
+      text = op < 0.33 ? text.slice(0, p) + ch + text.slice(p) : op < 0.66 ? text.slice(0, p) + text.slice(p + 1) : text.slice(0, p) + ch + text.slice(p + 1);
+    }
+    let position: number | undefined;
+    let valid = true;
+    try {
+      JSON.parse(text);
+    } catch (e) {
+      valid = false;
+      const m = /at position (\d+)/.exec((e as Error).message);
+      if (m) position = Number(m[1]);
+    }
+    const offset = jsonErrorOffset(text);
+    if ((offset === -1) !== valid || (position !== undefined && position !== offset)) t.fail(`${JSON.stringify(text)}: offset ${offset}, JSON.parse ${valid ? 'parses it' : `fails at ${position}`}`);
+  }
+  t.pass();
+});
+
+test('a data file holding JSON null is the ColTrast-format error, not a TypeError, in every command that reads --data', async (t) => {
+  const dir = tempDir();
+  const file = path.join(dir, 'null.json');
+  fs.writeFileSync(file, 'null\n');
+  for (const value of ['null', '5', '"str"', 'true']) {
+    fs.writeFileSync(file, value);
+    await t.throwsAsync(readTrainingData(file), { code: 'INVALID_ARGUMENT', message: `${file}: expected {"projects": [...]} (the ColTrast format) or a JSONL file of pairs` });
+  }
+  fs.writeFileSync(file, 'null\n');
+  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  const out = (name: string) => path.join(dir, name);
+  const commands = [
+    ['train', '--data', file, '--output', out('model'), '--model', FIXTURE],
+    ['mine', '--data', file, '--output', out('mined.jsonl'), '--model', FIXTURE],
+    ['index', '--data', file, '--output', out('index'), '--model', FIXTURE],
+    ['eval', '--data', file],
+    ['rag-train', '--data', file, '--output', out('rag'), '--generator', FIXTURE],
+  ];
+  const runs = await Promise.all(commands.map((args) => new Promise<{ status: number | null; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args, '--device', 'cpu'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (status) => resolve({ status, stderr }));
+  })));
+  runs.forEach((r, i) => {
+    t.is(r.status, 2, `${commands[i][0]}: ${r.stderr}`);
+    t.regex(r.stderr, new RegExp(`^coltrast: ${escape(file)}: expected (\\{"projects"|a JSON array of documents)`), commands[i][0]);
+    t.notRegex(r.stderr, /TypeError|\n\s+at /, `${commands[i][0]}: no stack trace`);
+  });
+});
+
+test('gzipped training data and corpora are read as their plain files are (.jsonl.gz a line at a time, .json.gz and .txt.gz too)', async (t) => {
+  const dir = tempDir();
+  const pairs = [{ query: 'q1', positive: 'p1' }, { query: 'q2', positive: 'caf\u00e9' }];
+  const write = (name: string, text: string) => {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, zlib.gzipSync(text));
+    return file;
+  };
+  t.deepEqual(await readTrainingData(write('pairs.jsonl.gz', pairs.map((p) => JSON.stringify(p)).join('\n'))), { examples: pairs });
+  t.deepEqual(await readTrainingData(write('pairs.json.gz', JSON.stringify(pairs, null, 1))), { examples: pairs });
+  t.deepEqual(await readCorpus(write('corpus.txt.gz', 'first\n\nsecond\n')), ['first', 'second']);
+  await t.throwsAsync(readTrainingData(write('bad.json.gz', '[\n{"query": }]')), { message: /bad\.json\.gz:2:11: not valid JSON/ });
 });

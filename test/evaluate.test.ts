@@ -90,6 +90,34 @@ test('a BEIR folder loads (gzip too); bad files are errors with file and line', 
   await t.throwsAsync(loadBeir(path.join(tempDir(), 'missing')), { message: /does not exist/ });
 });
 
+test('a BEIR folder whose corpus or queries repeat an id is an error naming the file and line', async (t) => {
+  const error = async (edit: (dir: string) => void) => (await t.throwsAsync(loadBeir(beirFolder(edit)), { instanceOf: ColtrastError }))!.message;
+  // A repeated query id replaced the earlier text unseen: q1's judgement was then scored for the other text.
+  t.regex(await error((d) => fs.appendFileSync(path.join(d, 'queries.jsonl'), '\n{"_id": "q1", "text": "pneumonia"}')), /queries\.jsonl:3: the _id "q1" is repeated \(ids must be unique\)/);
+  // A number and the same digits as a string are one id (as qrels name them).
+  t.regex(
+    await error((d) => fs.writeFileSync(path.join(d, 'queries.jsonl'), '{"_id": 7, "text": "a"}\n\n{"_id": "7", "text": "b"}\n')),
+    /queries\.jsonl:3: the _id "7" is repeated/,
+  );
+  const corpus = (d: string, lines: string[]) => {
+    fs.rmSync(path.join(d, 'corpus.jsonl.gz'));
+    fs.writeFileSync(path.join(d, 'corpus.jsonl'), lines.join('\n'));
+  };
+  const doc = (id: string, text: string) => JSON.stringify({ _id: id, text });
+  t.regex(await error((d) => corpus(d, [doc('d1', 'a'), doc('d2', 'b'), doc('d1', 'c')])), /corpus\.jsonl:3: the _id "d1" is repeated \(ids must be unique\)/);
+  // The gzipped corpus is checked the same way.
+  t.regex(
+    await error((d) => fs.writeFileSync(path.join(d, 'corpus.jsonl.gz'), zlib.gzipSync([doc('d1', 'a'), doc('d2', 'b'), doc('d2', 'c')].join('\n')))),
+    /corpus\.jsonl\.gz:3: the _id "d2" is repeated/,
+  );
+  // Distinct ids load as before.
+  t.is((await loadBeir(beirFolder((d) => corpus(d, [doc('d1', 'a'), doc('d2', 'b'), doc('d3', 'c')])))).corpus.length, 3);
+  // Through evaluate() too (and so `coltrast eval`).
+  await t.throwsAsync(evaluate({ data: beirFolder((d) => fs.appendFileSync(path.join(d, 'queries.jsonl'), '\n{"_id": "q2", "text": "x"}')), mode: 'bm25' }), {
+    message: /queries\.jsonl:3: the _id "q2" is repeated/,
+  });
+});
+
 test('evaluate() in bm25, dense and hybrid modes', async (t) => {
   const data = beirFolder();
   const bm25 = await evaluate({ data, mode: 'bm25', k: [1, 3] });

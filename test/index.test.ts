@@ -180,7 +180,11 @@ test('upsert replaces documents by id and adds new ones; get and has read the st
   t.is(a[0][0].id, DOCS[2].id);
   t.deepEqual(a[0].map((h) => h.id), b[0].map((h) => h.id));
   a[0].forEach((h, i) => t.true(Math.abs(h.score - b[0][i].score) < 1e-6));
-  await t.throwsAsync(index.upsert([DOCS[8], DOCS[8]]), { message: /docs\[1\]\.id .* is already in the index/ });
+  // An id given twice in one call is named as repeated there, not as in the index (it is not).
+  await t.throwsAsync(index.upsert([DOCS[8], DOCS[8]]), { message: new RegExp(`^docs\\[1\\]\\.id "${DOCS[8].id}" repeats docs\\[0\\]'s \\(ids must be unique\\)$`) });
+  await t.throwsAsync(index.add([DOCS[8], DOCS[9], { id: DOCS[8].id, text: 'x' }]), { message: new RegExp(`^docs\\[2\\]\\.id "${DOCS[8].id}" repeats docs\\[0\\]'s`) });
+  t.false(index.has(DOCS[8].id), 'nothing of a refused call is added');
+  await t.throwsAsync(index.add([DOCS[8], DOCS[3]]), { message: new RegExp(`^docs\\[1\\]\\.id "${DOCS[3].id}" is already in the index$`) });
   t.throws(() => index.get('x' as unknown as string[]), { message: /ids must be an array of document ids/ });
   enc.dispose();
 });
@@ -212,9 +216,17 @@ test('the index keeps its own copy of each id and text (as UTF-8): documents com
   await t.throwsAsync(index.add([{ id: 'half \ud83d', text: 'x' }]), { message: /docs\[0\]\.id must be well-formed Unicode/ });
   await index.add([{ id: 'whole \ud83d\ude80', text: 'y' }]);
   t.deepEqual(index.get(['whole 🚀']), [{ id: 'whole 🚀', text: 'y' }]);
-  for (const metadata of [null, 'tag', [1, 2]]) {
-    await t.throwsAsync(index.add([{ id: 'm', text: 'x', metadata } as unknown as IndexDoc]), { message: /docs\[0\]\.metadata must be an object \(or absent\)/ });
+  for (const metadata of ['tag', [1, 2], 3]) {
+    await t.throwsAsync(index.add([{ id: 'm', text: 'x', metadata } as unknown as IndexDoc]), { message: /docs\[0\]\.metadata must be an object \(or absent, or null\)/ });
   }
+  // Metadata null (JSON's "none") is no metadata: the document comes back without it, and saves and loads so.
+  await index.add([{ id: 'n', text: 'x', metadata: null } as unknown as IndexDoc]);
+  t.deepEqual(index.get(['n']), [{ id: 'n', text: 'x' }]);
+  await index.upsert([{ id: 'c', text: 'z', metadata: null } as unknown as IndexDoc]);
+  t.deepEqual(index.get(['c']), [{ id: 'c', text: 'z' }]);
+  const saved = path.join(tempDir(), 'index');
+  await index.save(saved);
+  t.deepEqual((await Index.load(saved, enc)).get(['n', 'c']), [{ id: 'n', text: 'x' }, { id: 'c', text: 'z' }]);
   enc.dispose();
 });
 

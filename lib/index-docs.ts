@@ -1,0 +1,103 @@
+/**
+ * The documents `coltrast index --data` reads: a JSON Lines file (.jsonl, or .jsonl.gz) of `{id, text, metadata?}`,
+ * read a slice at a time; a .json array of the same documents; or a ColTrast project file, whose READMEs are cut into
+ * semantic chunks. Every document is checked where it is read, so that a problem names its file and line (or array
+ * element), not its place in a slice given to the index.
+ */
+import { semanticChunks } from './chunking';
+import { hasLoneSurrogate } from './doc-store';
+import type { Encoder } from './encoder';
+import { ColtrastError } from './errors';
+import { countLines, jsonLineBatches, parseJsonDocument, readWholeText } from './files';
+import type { IndexDoc } from './search-index';
+import { encoderEmbedder } from './train';
+import { JSONL, checkDataFile, readProjects } from './train-data';
+import { invalid } from './validate';
+
+/** Documents `coltrast index` reads at a time from a .jsonl file: a corpus of millions never sits in memory whole. */
+export const INDEX_SLICE = 16384;
+
+/** A document and where it was read (`file:line`, or `file: [i]` in a .json array), for errors. */
+export interface PlacedDoc {
+  doc: IndexDoc;
+  where: string;
+}
+
+/**
+ * The document `value`, read at `where`: an object with a non-empty string "id" (well-formed Unicode) and a string
+ * "text", and "metadata" an object, null or absent (null counts as none: the document comes back without it).
+ */
+export function indexDocument(where: string, value: unknown): IndexDoc {
+  const shape = '{"id": "...", "text": "...", "metadata"?: {...}}';
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalid(where, `a document ${shape}`, value);
+  const { id, text, metadata } = value as Record<string, unknown>;
+  if (typeof id !== 'string' || id.length === 0) throw invalid(`${where}: "id"`, 'a non-empty string', id);
+  if (hasLoneSurrogate(id)) throw invalid(`${where}: "id"`, 'well-formed Unicode (it holds a lone surrogate, which UTF-8 cannot keep)', id);
+  if (typeof text !== 'string') throw invalid(`${where}: "text"`, 'a string', text);
+  if (metadata === undefined || metadata === null) return { id, text };
+  if (typeof metadata !== 'object' || Array.isArray(metadata)) throw invalid(`${where}: "metadata"`, 'an object (or null, or absent)', metadata);
+  return { id, text, metadata: metadata as Record<string, unknown> };
+}
+
+/**
+ * The documents of `file` for `coltrast index`, in slices, each document with where it was read (for errors), and how
+ * many there are: a .jsonl (or .jsonl.gz) of {id, text, metadata?} read INDEX_SLICE at a time, a .json array of them,
+ * or a ColTrast project file's READMEs in semantic chunks (one slice). `spread`: the first slice is documents spread
+ * evenly over the whole file (every k-th), the rest follow in file order, so that what the first slice decides (a
+ * residual store's centroids) does not come from one end of a sorted corpus. `counted`: a .jsonl's documents, when
+ * the caller has counted them (countLines) already.
+ */
+export async function indexDocumentSlices(file: string, encoder: Encoder, spread: boolean, counted?: number): Promise<{ total: number; slices: AsyncIterable<PlacedDoc[]> }> {
+  checkDataFile(file);
+  if (JSONL.test(file)) {
+    const total = counted ?? (await countLines(file));
+    const stride = spread ? Math.ceil(total / INDEX_SLICE) : 1;
+    // Documents numbered in file order, in slices of those that `keep` takes.
+    async function* read(keep: (n: number) => boolean) {
+      let n = -1;
+      let slice: PlacedDoc[] = [];
+      for await (const batch of jsonLineBatches(file, INDEX_SLICE, (value, where) => {
+        const doc = indexDocument(where, value);
+        return keep(++n) ? { doc, where } : undefined;
+      })) {
+        for (const d of batch) if (d !== undefined) slice.push(d);
+        if (slice.length >= INDEX_SLICE) {
+          yield slice;
+          slice = [];
+        }
+      }
+      if (slice.length > 0) yield slice;
+    }
+    // With a stride k, documents 0, k, 2k, ... (at most INDEX_SLICE) make the first slice, read in a pass of their own.
+    async function* slices() {
+      if (stride > 1) yield* read((n) => n % stride === 0);
+      yield* read((n) => stride === 1 || n % stride !== 0);
+    }
+    return { total, slices: slices() };
+  }
+  const value = parseJsonDocument(file, await readWholeText(file, 'data'), 'JSON Lines files must end in .jsonl');
+  let docs: PlacedDoc[];
+  if (Array.isArray(value)) {
+    docs = value.map((item, i) => {
+      const where = `${file}: [${i}]`;
+      return { doc: indexDocument(where, item), where };
+    });
+  } else if (value !== null && typeof value === 'object' && 'projects' in value) {
+    docs = [];
+    for (const p of readProjects(file, value)) {
+      const chunks = await semanticChunks(p.document, encoderEmbedder(encoder), { maxTokens: encoder.maxSeqLength });
+      chunks.forEach((text, i) => docs.push({ doc: { id: `${p.id}#${i}`, text, metadata: { project: p.id } }, where: `${file}: project ${p.id}` }));
+    }
+  } else {
+    throw new ColtrastError('INVALID_ARGUMENT', `${file}: expected a JSON array of documents {"id", "text", "metadata"?}, a ColTrast project file ({"projects": [...]}), or a .jsonl file of documents`);
+  }
+  return { total: docs.length, slices: arraySlices(docs, spread) };
+}
+
+/** `docs` in slices of INDEX_SLICE, the first spread over all of them when `spread` (as indexDocumentSlices reads a .jsonl). */
+async function* arraySlices(docs: PlacedDoc[], spread: boolean): AsyncGenerator<PlacedDoc[]> {
+  const stride = spread ? Math.ceil(docs.length / INDEX_SLICE) : 1;
+  const rest = stride > 1 ? docs.filter((_, n) => n % stride !== 0) : docs;
+  if (stride > 1) yield docs.filter((_, n) => n % stride === 0);
+  for (let start = 0; start < rest.length; start += INDEX_SLICE) yield rest.slice(start, start + INDEX_SLICE);
+}
