@@ -16,7 +16,7 @@ import { semanticChunks } from './chunking';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
 import { checkSameRun, runIdentity } from './run-identity';
-import { nonEmptyFolder, parseJsonLines, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { nonEmptyFolder, parseJsonDocument, parseJsonLines, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import { Generator, type Generated, type Prompt } from './generator';
 import { checkChatFormat, checkTemplate, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
 import type { Device } from './native-model';
@@ -25,7 +25,7 @@ import { seededRandom } from './random';
 import { trainingCurvesSvg } from './report';
 import { encoderEmbedder, learningRateAt } from './train';
 import { newStore, type NativeDenseStore } from './search-index';
-import { checkDataFile, readCorpus, readDataFile, readProjects, shuffle, splitByGroup, valSplitValue } from './train-data';
+import { JSONL, checkDataFile, readCorpus, readDataFile, readProjects, shuffle, splitByGroup, valSplitValue } from './train-data';
 import { padBatch } from './tokenizer';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, oneOf, positiveInteger } from './validate';
 
@@ -175,19 +175,13 @@ async function readRagData(data: RagTrainOptions['data']): Promise<{ examples: R
     return { examples };
   }
   if (typeof data !== 'string') throw invalid('options.data', 'a file path or an array of { question, answer }', data);
-  if (/\.jsonl$/i.test(data)) {
+  if (JSONL.test(data)) {
     checkDataFile(data);
     const examples = await parseJsonLines(data, (value, where) => ragExample(where, value));
     if (examples.length === 0) throw none(data);
     return { examples };
   }
-  const content = await readDataFile(data);
-  let value: unknown;
-  try {
-    value = JSON.parse(content);
-  } catch (error) {
-    throw new ColtrastError('INVALID_ARGUMENT', `${data}: not valid JSON (${(error as Error).message}); JSONL files must end in .jsonl`);
-  }
+  const value = parseJsonDocument(data, await readDataFile(data), 'JSONL files must end in .jsonl');
   if (Array.isArray(value)) {
     const examples = value.map((e, i) => ragExample(`${data}: [${i}]`, e));
     if (examples.length === 0) throw none(data);

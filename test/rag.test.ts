@@ -7,6 +7,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { Encoder, Generator, Rag, trainRag } from '../lib';
 import { native } from '../lib/native';
 import { DEFAULT_CHAT_TEMPLATE, DEFAULT_TEMPLATE, formatAnswer, formatPrompt, ragPrompt, type PromptFormat } from '../lib/rag';
@@ -264,6 +265,13 @@ test('trainRag() and Rag errors: missing corpus, k beyond it, a bad template, un
   t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, lr: 1 } as never))).message, /lr/);
   t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, data: [{ question: 'a' }] as never }))).message, /data\[0\]: expected \{ "question"/);
   t.regex((await rejection(() => trainRag({ ...base, corpus: [''] }))).message, /corpus\[0\]/);
+  // A .json file's syntax error names its line and column; .jsonl.gz is read as JSON Lines.
+  const broken = path.join(tempDir(), 'qa.json');
+  fs.writeFileSync(broken, '[\n  {"question": "a", "answer": "b"},\n  {"question": "c" "answer": "d"}\n]\n');
+  t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, data: broken }))).message, /qa\.json:3:20: not valid JSON .*JSONL files must end in \.jsonl/);
+  const gz = path.join(tempDir(), 'qa.jsonl.gz');
+  fs.writeFileSync(gz, zlib.gzipSync('{"question": "a"}\n'));
+  t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, data: gz }))).message, /qa\.jsonl\.gz:1: expected \{ "question"/);
   t.regex((await rejection(() => trainRag({ ...base, corpus: CORPUS, output: GENERATOR + '/config.json' }))).message, /options\.output: .+ is a file; give the path of a folder/);
   t.is((await rejection(() => trainRag({ ...base, corpus: CORPUS, generator: FIXTURE }))).code, 'UNSUPPORTED_MODEL');
   const longDocs = CORPUS.map((d) => `${d} ${'model text token vector '.repeat(20)}`);
