@@ -714,8 +714,9 @@ function documentList(value: unknown, max: number): { id: string; text: string; 
     if (extra.length > 0) throw new HttpError(400, `"documents[${i}]" has unknown field "${extra[0]}" (a document has id, text and metadata)`);
     if (typeof id !== 'string' || id.length === 0) throw new HttpError(400, `"documents[${i}].id" must be a non-empty string`);
     if (typeof text !== 'string') throw new HttpError(400, `"documents[${i}].text" must be a string`);
-    if (metadata !== undefined && (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata))) throw new HttpError(400, `"documents[${i}].metadata" must be an object`);
-    return { id, text, ...(metadata !== undefined && { metadata: metadata as Record<string, unknown> }) };
+    // null is no metadata, as Index.add takes it.
+    if (metadata !== undefined && metadata !== null && (typeof metadata !== 'object' || Array.isArray(metadata))) throw new HttpError(400, `"documents[${i}].metadata" must be an object (or null)`);
+    return { id, text, ...(metadata !== undefined && metadata !== null && { metadata: metadata as Record<string, unknown> }) };
   });
 }
 

@@ -188,6 +188,11 @@ test('serve: a writable index takes /documents and /documents/delete, /documents
     t.is(saved.size, 10);
     t.is(saved.get(['d3'])[0]!.text, doc(3, 2).text);
     t.false(saved.has('d1'));
+    // null metadata is none, as Index.add takes it.
+    r = await post(`${server.url}/documents`, { documents: [{ id: 'n', text: 'no metadata', metadata: null }] });
+    t.is(r.status, 200, JSON.stringify(r.json));
+    t.deepEqual((await post(`${server.url}/documents/get`, { ids: ['n'] })).json.documents, [{ id: 'n', text: 'no metadata' }]);
+    await post(`${server.url}/documents/delete`, { ids: ['n'] });
     // A change after it is saved at close().
     await post(`${server.url}/documents/delete`, { ids: ['x'] });
   } finally {
