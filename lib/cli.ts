@@ -13,7 +13,7 @@ import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { cpuMemory, runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
-import { checkOutputFile, countLines, fileLines, jsonLineBatches, notAFile, parseJsonLines } from './files';
+import { atomicOutput, checkWritable, countLines, fileLines, fileSystemErrorMessage, jsonLineBatches, notAFile, parseJsonLines, removeTemporaryFiles, writtenInPlace } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { semanticChunks } from './chunking';
@@ -43,7 +43,7 @@ commands:
   build [cmake-js args]      build the native addon from source against the libtorch here (cmake, C++17 compiler)
   embed <texts>              embed a text file (one text per line) or JSONL ({"text": ...} per line)
     --model <dir|hub id>     model folder or Hugging Face id (default: coltrast's shipped model)
-    --output <file>          write JSONL {"index", "embedding"} here (default: stdout)
+    --output <file>          write JSONL {"index", "embedding"} here (default: stdout; written to a temporary file, renamed when complete)
     --batch-size <n>         texts per forward pass (default 32)
     --task query|document    embed as the model's queries or documents (its prompts; a multi-vector model's query
                              expansion and skiplist), as sentence-transformers' encode_query / encode_document
@@ -241,8 +241,40 @@ export function commandHelp(command: string): string {
 
 function fail(message: string): never {
   process.stderr.write(`coltrast: ${message}\n`);
-  process.exit(2);
+  process.exit(2); // the 'exit' handler main() sets removes temporary files
 }
+
+/**
+ * `text` from documents or data, safe to print on a terminal: C0 and C1 control characters other than tab and
+ * newline (an escape sequence that clears the screen, a carriage return that overwrites the line) as \u001b.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** The file or folder the running command writes: named in a file system error that names none (a failed write to an open file). */
+let writing: string | undefined;
+
+/** The output location `target` of a command (--output), checked before any work (files.ts checkWritable). */
+function outputTo(target: string, what: string, kind: 'file' | 'folder'): void {
+  checkWritable(target, what, kind); // a ColtrastError: main() prints it and exits 2
+  writing = target;
+}
+
+/**
+ * A file system error on a file in the hidden staging folder or temporary file an atomic writer puts beside the output
+ * (`.<name>.saving-XXXXXX/docs.jsonl`, gone by now), made to name the output instead.
+ */
+function stagedAs(error: unknown): unknown {
+  const e = error as NodeJS.ErrnoException;
+  if (writing === undefined || typeof e?.path !== 'string') return error;
+  const target = path.resolve(writing);
+  if (path.resolve(e.path).startsWith(path.join(path.dirname(target), `.${path.basename(target)}.`))) e.path = writing;
+  return error;
+}
+
+/** A line said on stderr when SIGINT or SIGTERM interrupts the command (train: where its checkpoint is), or undefined. */
+let interruptNote: (() => string | undefined) | undefined;
 
 /** A file's whole text (a flag that names a file, e.g. a chat template). */
 function readTextFile(file: string, flag: string): string {
@@ -330,8 +362,9 @@ async function embed(argv: string[]): Promise<void> {
   });
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
   if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
+  if (values.output) outputTo(values.output, '--output', 'file');
   const texts = await readTexts(positionals[0]);
-  if (values.output) checkOutputFile(values.output, '--output'); // a ColtrastError: main() prints it and exits 2
+  if (texts.length === 0) fail(`input file ${positionals[0]} holds no texts: give one text a line (a .jsonl file: one {"text": ...} a line)`);
   const started = Date.now();
   const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
@@ -349,30 +382,41 @@ async function embed(argv: string[]): Promise<void> {
     prompt: values.prompt,
   };
   const write = values.output !== undefined || !values.json;
-  const out = values.output ? fs.createWriteStream(values.output) : process.stdout;
+  // --output: a temporary file renamed over it at the end (an error or Ctrl-C leaves the old file); else stdout.
+  const file = values.output ? atomicOutput(values.output) : undefined;
+  const put = file
+    ? file.write
+    : async (text: string) => {
+        if (!process.stdout.write(text)) await once(process.stdout, 'drain');
+      };
   const round = (v: Float32Array) => Array.from(v, (x) => +x.toFixed(6));
   const dimension = tokens ? enc.tokenDimension : enc.dimension;
   // A part of the input at a time, its lines written (waiting while the output's buffer is full) before the next part
   // is embedded: the vectors of a large input are never all in memory, nor all its JSON lines in the stream's buffer.
-  for (let start = 0; start < texts.length; start += EMBED_PART) {
-    const part = texts.slice(start, start + EMBED_PART);
-    const partOptions = { ...options, onProgress: (done: number) => bar?.update(start + done, texts.length) };
-    const rows = tokens ? await enc.embed(part, { ...partOptions, output: 'tokens' }) : undefined;
-    const pooled = tokens ? undefined : await enc.embed(part, partOptions);
-    if (!write) continue;
-    for (let i = 0; i < part.length; i++) {
-      let line: string;
-      if (rows) {
-        const m = rows[i];
-        const vectors = Array.from({ length: m.dims[0] }, (_, r) => round(m.data.subarray(r * m.dims[1], (r + 1) * m.dims[1])));
-        line = JSON.stringify({ index: start + i, tokens: vectors });
-      } else {
-        line = JSON.stringify({ index: start + i, embedding: round(pooled!.data.subarray(i * dimension, (i + 1) * dimension)) });
+  try {
+    for (let start = 0; start < texts.length; start += EMBED_PART) {
+      const part = texts.slice(start, start + EMBED_PART);
+      const partOptions = { ...options, onProgress: (done: number) => bar?.update(start + done, texts.length) };
+      const rows = tokens ? await enc.embed(part, { ...partOptions, output: 'tokens' }) : undefined;
+      const pooled = tokens ? undefined : await enc.embed(part, partOptions);
+      if (!write) continue;
+      for (let i = 0; i < part.length; i++) {
+        let line: string;
+        if (rows) {
+          const m = rows[i];
+          const vectors = Array.from({ length: m.dims[0] }, (_, r) => round(m.data.subarray(r * m.dims[1], (r + 1) * m.dims[1])));
+          line = JSON.stringify({ index: start + i, tokens: vectors });
+        } else {
+          line = JSON.stringify({ index: start + i, embedding: round(pooled!.data.subarray(i * dimension, (i + 1) * dimension)) });
+        }
+        await put(`${line}\n`);
       }
-      if (!out.write(`${line}\n`)) await once(out, 'drain');
     }
+    await file?.commit();
+  } catch (error) {
+    file?.abort();
+    throw error;
   }
-  if (values.output) await new Promise((resolve) => (out as fs.WriteStream).end(resolve));
   const seconds = (Date.now() - started) / 1000;
   const summary = { texts: texts.length, dimension, vectors: tokens ? 'tokens' : 'pooled', device: enc.device, seconds, output: values.output ?? null };
   if (values.json) console.log(JSON.stringify(summary));
@@ -464,7 +508,10 @@ async function trainCommand(argv: string[]): Promise<void> {
   });
   if (Object.keys(loss).length > 0) o.loss = loss;
   set(v.patience, (x) => (o.earlyStopping = { ...(o.earlyStopping ?? {}), patience: x }));
-  set(v.metric, (x) => (o.earlyStopping = { patience: Infinity, ...(o.earlyStopping ?? {}), metric: x }));
+  set(v.metric, (x) => (o.earlyStopping = { ...(o.earlyStopping ?? {}), metric: x }));
+  // --metric alone chooses the epoch kept and stops nothing early: a patience as long as the run (an epoch that is
+  // not the best so far can follow at most epochs - 1 others).
+  if (o.earlyStopping && o.earlyStopping.patience === undefined) o.earlyStopping.patience = o.epochs ?? 1;
   set(v['hard-negatives'], (x) => (o.mining = { ...(o.mining ?? {}), hardNegatives: x }));
   set(v['no-prompts'], (x) => x && (o.prompts = false));
   set(v.lora, (x) => x && (o.lora = o.lora === undefined || o.lora === false ? true : o.lora));
@@ -487,6 +534,10 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v['cross-encoder-tokens'], (x: string) => (o.crossEncoder = { ...crossEncoder(), tokens: x.split(',').map((w) => w.trim()) as [string] | [string, string] }));
   if (!o.data) fail('train needs --data (or "data" in --config)');
   if (!o.output) fail('train needs --output (or "output" in --config)');
+  outputTo(o.output, '--output', 'folder');
+  const checkpoint = `${path.resolve(o.output)}.checkpoint`;
+  interruptNote = () =>
+    fs.existsSync(checkpoint) ? `training interrupted; its checkpoint is at ${checkpoint}: run the same command with --resume to continue from it` : undefined;
   const result = await train({ ...(o as TrainOptions), progressBar: !v.json });
   if (v.json) {
     console.log(JSON.stringify({ before: result.before, after: result.after, best: result.best, modelDir: result.modelDir, timing: result.timing }));
@@ -551,6 +602,7 @@ async function mineCommand(argv: string[]): Promise<void> {
   const { options: o } = flagOptions(argv, MINE_FLAGS, false);
   if (!o.data) fail('mine needs --data (a .jsonl or .json file of {"query", "positive"} pairs)');
   if (!o.output) fail('mine needs --output <file.jsonl>');
+  outputTo(o.output, '--output', 'file');
   const { json, plaid, ...rest } = o;
   // --residual-bits, --centroids, --nprobe and --full-scores set --plaid's search.
   const settings = Object.fromEntries(PLAID_MINE_FLAGS.filter((key) => rest[key] !== undefined).map((key) => [key, rest[key]]));
@@ -588,6 +640,7 @@ async function generateQueriesCommand(argv: string[]): Promise<void> {
   if (!o.generator) fail('generate-queries needs --generator (a causal LM folder or hub id)');
   if (!o.corpus) fail('generate-queries needs --corpus (the documents: .txt, .jsonl or .json)');
   if (!o.output) fail('generate-queries needs --output <file.jsonl>');
+  outputTo(o.output, '--output', 'file');
   const { json, consistencyModel, consistencyK, ...options } = o;
   if (consistencyK !== undefined && !consistencyModel) fail('--consistency-k sets the consistency filter: add --consistency-model');
   const bar = json ? undefined : new ProgressBar('generate', 'documents');
@@ -611,8 +664,13 @@ async function ragTrainCommand(argv: string[]): Promise<void> {
   if (!o.generator) fail('rag-train needs --generator (a causal LM folder or hub id)');
   if (!o.data) fail('rag-train needs --data');
   if (!o.output) fail('rag-train needs --output');
+  outputTo(o.output, '--output', 'folder');
   const { json, ...options } = o;
-  const result = await trainRag({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json });
+  const result = await trainRag({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json }).catch((error: unknown) => {
+    // The library names its options (overwrite: true, resume: true); here they are flags.
+    if (error instanceof ColtrastError) error.message = error.message.replace('pass overwrite: true to replace it, or resume: true', 'pass --overwrite to replace it, or --resume');
+    throw error;
+  });
   if (json) {
     console.log(JSON.stringify({ best: result.best, epochs: result.history.epochs, retrieverDir: result.retrieverDir, generatorDir: result.generatorDir }));
     return;
@@ -647,8 +705,8 @@ async function askCommand(argv: string[]): Promise<void> {
       return;
     }
     answers.forEach((a, i) => {
-      console.log(`Q: ${positionals[i]}\nA: ${a.answer}`);
-      for (const s of a.sources) console.log(`   ${(100 * s.probability).toFixed(1).padStart(5)}%  ${s.text.length > 100 ? `${s.text.slice(0, 97)}...` : s.text}`);
+      console.log(`Q: ${printable(positionals[i])}\nA: ${printable(a.answer)}`);
+      for (const s of a.sources) console.log(`   ${(100 * s.probability).toFixed(1).padStart(5)}%  ${printable(s.text.length > 100 ? `${s.text.slice(0, 97)}...` : s.text)}`);
     });
   } finally {
     generator.dispose();
@@ -810,11 +868,11 @@ const INDEX_SLICE = 16384;
  * (every k-th), the rest follow in file order, so that what the first slice decides (a residual store's centroids)
  * does not come from one end of a sorted corpus.
  */
-async function documentSlices(file: string, encoder: Encoder, spread: boolean): Promise<{ total: number; slices: AsyncIterable<{ doc: IndexDoc; where: string }[]> }> {
+async function documentSlices(file: string, encoder: Encoder, spread: boolean, counted?: number): Promise<{ total: number; slices: AsyncIterable<{ doc: IndexDoc; where: string }[]> }> {
   if (file.endsWith('.jsonl')) {
     const problem = notAFile(file);
     if (problem) fail(`data file ${file} ${problem}`);
-    const total = await countLines(file);
+    const total = counted ?? (await countLines(file));
     const stride = spread ? Math.ceil(total / INDEX_SLICE) : 1;
     // Documents numbered in file order, in slices of those that `keep` takes.
     async function* read(keep: (n: number) => boolean) {
@@ -867,11 +925,21 @@ async function indexCommand(argv: string[]): Promise<void> {
   if (!values.output) fail('index needs --output <dir>');
   const storage = storageFlag(values.storage);
   const update = values.update ?? false;
+  outputTo(values.output, '--output', 'folder');
   checkIndexFolder(values.output, '--output'); // before the model loads; a ColtrastError: main() prints it and exits 2
   if (update) {
     const fixed = ['late-interaction', 'storage', 'token-storage', 'residual-bits', 'centroids', 'pool-factor', 'truncate-dim'].filter((f) => values[f as keyof typeof values] !== undefined);
     if (fixed.length > 0) fail(`--update adds to the index as it was built: drop ${fixed.map((f) => `--${f}`).join(', ')}`);
     if (!fs.existsSync(path.join(values.output, 'index.json'))) fail(`--update needs an index at --output: ${values.output} has no index.json (build one first, without --update)`);
+  }
+  // A .jsonl's documents are counted before the model loads: an empty file is refused first.
+  const noDocuments = () => fail(`data file ${values.data} holds no documents: give a .jsonl with one {"id": "...", "text": "..."} a line, or a ColTrast project file`);
+  let counted: number | undefined;
+  if (values.data.endsWith('.jsonl')) {
+    const problem = notAFile(values.data);
+    if (problem) fail(`data file ${values.data} ${problem}`);
+    counted = await countLines(values.data);
+    if (counted === 0) noDocuments();
   }
   const built = update ? Index.modelOptions(values.output) : {};
   const enc = await Encoder.load(values.model ?? built.source ?? DEFAULT_MODEL, {
@@ -881,7 +949,8 @@ async function indexCommand(argv: string[]): Promise<void> {
     threads: numberFlag('threads', values.threads, 'count'),
   });
   try {
-    const { total, slices } = await documentSlices(values.data, enc, !update && values['token-storage'] === 'residual');
+    const { total, slices } = await documentSlices(values.data, enc, !update && values['token-storage'] === 'residual', counted);
+    if (total === 0) noDocuments();
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
     let done = 0;
     // Progress of one slice (done of n, as build or add counts it; build counts a k-means sample too) on the whole.
@@ -990,8 +1059,8 @@ async function searchCommand(argv: string[]): Promise<void> {
       return;
     }
     positionals.forEach((query, i) => {
-      console.log(`${query}`);
-      hits[i].forEach((h, r) => console.log(`  ${r + 1}. ${h.id}  ${h.score.toFixed(4)}  ${h.text.replace(/\s+/g, ' ').slice(0, 90)}`));
+      console.log(printable(query));
+      hits[i].forEach((h, r) => console.log(`  ${r + 1}. ${printable(h.id)}  ${h.score.toFixed(4)}  ${printable(h.text.replace(/\s+/g, ' ').slice(0, 90))}`));
     });
   } finally {
     enc.dispose();
@@ -1014,6 +1083,8 @@ async function exportCommand(argv: string[]): Promise<void> {
   if (positionals.length > 0) fail('export takes flags only (see coltrast export --help)');
   if (!values.index) fail('export needs --index <dir>');
   if (!values.output) fail('export needs --output <file.sql>');
+  outputTo(values.output, '--output', 'file');
+  const toPipe = writtenInPlace(values.output);
   const format = values.format ?? 'pgvector';
   if (format !== 'pgvector') fail(`--format must be pgvector, got ${format}`);
   const vectorIndex = values['vector-index'] ?? 'auto';
@@ -1026,8 +1097,10 @@ async function exportCommand(argv: string[]): Promise<void> {
     replace: values.replace ?? false,
     onProgress: (d, n) => bar?.update(d, n),
   });
-  if (values.json) console.log(JSON.stringify(r));
-  else console.log(`exported ${r.rows} documents (dimension ${r.dimension}) to table ${r.table} -> ${r.output}\nload it with: psql -v ON_ERROR_STOP=1 -d <database> -f ${r.output}`);
+  // Written to stdout (--output /dev/stdout) or another pipe: the summary goes to stderr, not into the SQL.
+  const say = toPipe ? (line: string) => console.error(line) : (line: string) => console.log(line);
+  if (values.json) say(JSON.stringify(r));
+  else say(`exported ${r.rows} documents (dimension ${r.dimension}) to table ${r.table} -> ${r.output}${toPipe ? '' : `\nload it with: psql -v ON_ERROR_STOP=1 -d <database> -f ${r.output}`}`);
 }
 
 const SERVE_OPTIONS = {
@@ -1056,6 +1129,9 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (!values.corpus && (values.template || values.chat || values.system)) fail('--template, --chat and --system shape /ask\'s prompts: give --corpus too');
   const port = values.port === undefined ? 8080 : Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be an integer from 0 to 65535, got ${values.port}`);
+  const host = values.host ?? '127.0.0.1'; // serve()'s default
+  if (values.writable) checkWritable(values.index!, '--index', 'folder'); // saves write beside it
+  await checkListen(host, port); // before the models load
   const load = { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined, threads: numberFlag('threads', values.threads, 'count') };
   const built = values.index ? Index.modelOptions(values.index) : {};
   const modelSource = values['no-model'] ? undefined : (values.model ?? built.source ?? DEFAULT_MODEL);
@@ -1079,6 +1155,14 @@ async function serveCommand(argv: string[]): Promise<void> {
           onProgress: (d, n) => bar?.update(d, n),
         })
       : undefined;
+  // The index's saves that failed (each said on stderr): one at shutdown makes the exit status 1.
+  let saveFailures = 0;
+  const saveTo = values.index && path.resolve(values.index);
+  const onSaveError = (error: Error) => {
+    saveFailures++;
+    const said = /^saving the index to /.test(error.message) ? error.message : `saving the index to ${saveTo} failed: ${fileSystemErrorMessage(error, saveTo) ?? error.message}`;
+    process.stderr.write(`coltrast serve: ${said}\n`);
+  };
   const server = await serve({
     encoder: enc,
     reranker,
@@ -1097,11 +1181,15 @@ async function serveCommand(argv: string[]): Promise<void> {
     generatorName: values.generator,
     generationBatchSize: numberFlag('generation-batch', values['generation-batch'], 'count'),
     writable: values.writable ?? false,
-    ...(values.writable && values.index && { saveTo: values.index }),
+    ...(values.writable && values.index && { saveTo: values.index, onSaveError }),
     saveInterval: numberFlag('save-interval', values['save-interval'], 'number'),
     onRequest: values.verbose
       ? (r) => process.stderr.write(`${new Date().toISOString()} ${r.method} ${r.path} ${r.status} ${r.milliseconds.toFixed(1)} ms${r.inputs ? ` ${r.inputs} inputs` : ''}\n`)
       : undefined,
+  }).catch((error: unknown) => {
+    const problem = listenProblem(error, host, port);
+    if (problem) fail(problem);
+    throw error;
   });
   const serving = [
     enc && `model ${modelSource} (${enc.device})`,
@@ -1115,14 +1203,57 @@ async function serveCommand(argv: string[]): Promise<void> {
     const stop = (signal: string) => {
       process.stderr.write(`coltrast serve: ${signal}, finishing the requests in progress (again to stop at once)\n`);
       process.once(signal, () => process.exit(130));
-      server.close().then(resolve, resolve);
+      saveFailures = 0; // only the final save (close() saves unsaved changes) decides the exit status
+      server.close().then(resolve, (error: Error) => {
+        process.stderr.write(`coltrast serve: closing failed: ${error.message}\n`);
+        process.exitCode = 1;
+        resolve();
+      });
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+  if (saveFailures > 0) {
+    process.stderr.write(`coltrast serve: the index's last changes are not saved to ${saveTo}\n`);
+    process.exitCode = 1;
+  }
   enc?.dispose();
   reranker?.dispose();
   generator?.dispose();
+}
+
+/** Why the server cannot listen on `host`:`port`, in a line, or undefined for an error that is not about listening. */
+function listenProblem(error: unknown, host: string, port: number): string | undefined {
+  const e = error as NodeJS.ErrnoException;
+  if (!e || typeof e !== 'object' || (e.syscall !== 'listen' && e.syscall !== 'getaddrinfo' && e.syscall !== 'bind')) return undefined;
+  const where = `cannot listen on ${host}:${port}`;
+  switch (e.code) {
+    case 'EADDRINUSE':
+      return `port ${port} on ${host} is in use: choose another (--port), or --port 0 for any free port`;
+    case 'ENOTFOUND':
+    case 'EAI_NONAME':
+    case 'EAI_AGAIN':
+    case 'EAI_FAIL':
+      return `${where}: no address is known by the name ${host}; give an address of this machine (127.0.0.1, the default; 0.0.0.0 for all of them) or a name for one`;
+    case 'EADDRNOTAVAIL':
+      return `${where}: ${host} is not an address of this machine; give one of its addresses (127.0.0.1, the default; 0.0.0.0 for all of them)`;
+    case 'EACCES':
+    case 'EPERM':
+      return `${where}: permission denied${port > 0 && port < 1024 ? ' (ports below 1024 need privileges: choose --port 1024 or above)' : ''}`;
+    default:
+      return `${where}: ${e.message}`;
+  }
+}
+
+/** Fails (exit 2) when the server could not listen on `host`:`port`: tried with a server of no routes, closed at once. */
+async function checkListen(host: string, port: number): Promise<void> {
+  const net = await import('node:net');
+  const problem = await new Promise<string | undefined>((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', (error) => resolve(listenProblem(error, host, port) ?? `cannot listen on ${host}:${port}: ${error.message}`));
+    probe.listen(port, host, () => probe.close(() => resolve(undefined)));
+  });
+  if (problem) fail(problem);
 }
 
 /** Runs one of the package's scripts with `argv`, its output on this terminal, its exit status ours. */
@@ -1211,7 +1342,35 @@ async function main(): Promise<void> {
     return;
   }
   setDefaultDownloadProgress(downloadBars());
+  handleInterrupts(command);
   await run(rest);
+}
+
+/**
+ * What every command does when it is stopped from outside: temporary files (of the atomic writers, files.ts
+ * trackTemporaryFile) are removed at any exit; SIGINT and SIGTERM (serve handles its own: it finishes the requests
+ * in progress) say the command's interruptNote, if any, and end the process by the signal (a shell sees 130 for
+ * Ctrl-C, as before); and a closed stdout (`coltrast embed big.txt | head`) ends the command quietly with status 0,
+ * as Unix tools do.
+ */
+function handleInterrupts(command: string): void {
+  process.on('exit', removeTemporaryFiles);
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    fail(`cannot write to the standard output: ${fileSystemErrorMessage(error)?.replace(/^cannot \w+: /, '') ?? error.message}`);
+  });
+  process.stderr.on('error', () => undefined); // nowhere left to say anything
+  if (command === 'serve') return;
+  const interrupted = (signal: NodeJS.Signals) => {
+    removeTemporaryFiles();
+    const note = interruptNote?.();
+    if (note) process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}coltrast: ${note}\n`);
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+    process.kill(process.pid, signal); // no handler left: the default, ending the process by the signal
+  };
+  process.on('SIGINT', interrupted);
+  process.on('SIGTERM', interrupted);
 }
 
 // Run as the \`coltrast\` command; imported (the docs test reads USAGE and COMMAND_FLAGS), nothing runs.
@@ -1220,6 +1379,11 @@ if (require.main === module) {
     if (error instanceof ColtrastError || String((error as { code?: unknown })?.code).startsWith('ERR_PARSE_ARGS_')) {
       fail((error as Error).message);
     }
+    // The reader of what the command writes has gone (an output that is a pipe): stop quietly, as Unix tools do.
+    if ((error as NodeJS.ErrnoException)?.code === 'EPIPE') process.exit(0);
+    // A file that cannot be written or read (a full disk, a path through a file, no permission): a line, not a trace.
+    const message = fileSystemErrorMessage(stagedAs(error), writing);
+    if (message) fail(message);
     throw error;
   });
 }

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { ColtrastError } from './errors';
-import { checkOutputFile } from './files';
+import { atomicOutput, checkOutputFile } from './files';
 import { checkOptions, nonEmptyString, oneOf } from './validate';
 
 export interface ExportOptions {
@@ -193,45 +193,18 @@ function indexStatements(kind: 'auto' | 'hnsw' | 'ivfflat' | 'none', table: stri
   ];
 }
 
-/** Writes `output` through a temporary file beside it, renamed into place once `fill` has finished. */
+/**
+ * Writes `output` through a temporary file beside it, renamed into place once `fill` has finished (files.ts
+ * atomicOutput: a failure or an interruption leaves the old file and no temporary file; a device or pipe such as
+ * /dev/stdout is written in place).
+ */
 async function writeStreamAtomic(output: string, fill: (write: (chunk: string) => Promise<void>) => Promise<void>): Promise<void> {
-  fs.mkdirSync(path.dirname(output), { recursive: true });
-  const temp = path.join(path.dirname(output), `.${path.basename(output)}.${process.pid}.tmp`);
-  const stream = fs.createWriteStream(temp, { encoding: 'utf8' });
-  let failed: Error | undefined;
-  stream.on('error', (e) => (failed ??= e));
-  const write = async (chunk: string) => {
-    if (failed) throw failed;
-    if (!stream.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        const done = (e?: Error) => {
-          stream.off('drain', done);
-          stream.off('error', done);
-          e ? reject(e) : resolve();
-        };
-        stream.on('drain', done);
-        stream.on('error', done);
-      });
-    }
-  };
+  const out = atomicOutput(output);
   try {
-    await fill(write);
-    await new Promise<void>((resolve, reject) => {
-      if (failed) return reject(failed);
-      stream.once('error', reject);
-      stream.end(() => resolve());
-    });
-    if (failed) throw failed;
-    const fd = fs.openSync(temp, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(temp, output);
+    await fill((chunk) => out.write(chunk));
+    await out.commit();
   } catch (error) {
-    stream.destroy();
-    fs.rmSync(temp, { force: true });
+    out.abort();
     throw error;
   }
 }

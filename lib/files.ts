@@ -61,12 +61,25 @@ export async function writeLines(file: string, lines: Iterable<string>): Promise
   }
 }
 
-/** Writes one JSON object a line (writeLines) to `${file}.tmp`, then renames it over `file`. */
+/**
+ * Writes one JSON object a line (writeLines) to `${file}.tmp`, then renames it over `file`; the temporary file is
+ * removed when writing fails and when the process is interrupted (trackTemporaryFile). A device or pipe
+ * (/dev/stdout) is written in place.
+ */
 export async function writeJsonLinesAtomic(file: string, rows: Iterable<unknown>): Promise<void> {
+  if (writtenInPlace(file)) return writeLines(file, jsonLines(rows));
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const temporary = `${file}.tmp`;
-  await writeLines(temporary, jsonLines(rows));
-  fs.renameSync(temporary, file);
+  const untrack = trackTemporaryFile(temporary);
+  try {
+    await writeLines(temporary, jsonLines(rows));
+    fs.renameSync(temporary, file);
+  } catch (error) {
+    fs.rmSync(temporary, { force: true });
+    throw naming(error, file, temporary);
+  } finally {
+    untrack();
+  }
 }
 
 function* jsonLines(rows: Iterable<unknown>): Generator<string> {
@@ -630,4 +643,215 @@ export async function countLines(file: string): Promise<number> {
   let n = 0;
   for await (const lines of fileLines(file)) for (const line of lines) if (line.trim() !== '') n++;
   return n;
+}
+
+// What the command line needs of every writer: output locations checked before the work, temporary files removed when
+// the process is interrupted, and file system errors in plain words.
+
+/** Temporary files being written (trackTemporaryFile), removed by removeTemporaryFiles. */
+const temporaryFiles = new Set<string>();
+
+/**
+ * Registers `file`, a temporary file an atomic writer is filling, so that removeTemporaryFiles deletes it (the command
+ * line calls that when SIGINT or SIGTERM interrupts it, and at exit); returns the function that unregisters it.
+ */
+export function trackTemporaryFile(file: string): () => void {
+  temporaryFiles.add(file);
+  return () => temporaryFiles.delete(file);
+}
+
+/** Deletes every temporary file registered by trackTemporaryFile and not yet unregistered (synchronously: a signal handler calls it). */
+export function removeTemporaryFiles(): void {
+  for (const file of temporaryFiles) {
+    try {
+      fs.rmSync(file, { force: true });
+    } catch {
+      // nothing more can be done about it
+    }
+  }
+  temporaryFiles.clear();
+}
+
+/**
+ * Whether `file` is written in place, not through a temporary file renamed over it: an existing device or pipe
+ * (/dev/stdout, /dev/null, a FIFO), which a rename would replace.
+ */
+export function writtenInPlace(file: string): boolean {
+  const stat = existingStat(file);
+  return stat !== undefined && !stat.isFile() && !stat.isDirectory();
+}
+
+/** `file`'s stat (following links), or undefined when nothing is there (or a part of its path is a file). */
+function existingStat(file: string): fs.Stats | undefined {
+  try {
+    return fs.statSync(file, { throwIfNoEntry: false });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw error;
+  }
+}
+
+/** A file system error of writing `temporary` for `target`, made to name `target` (what the user gave). */
+function naming<T>(error: T, target: string, temporary?: string): T {
+  const e = error as NodeJS.ErrnoException;
+  if (e && typeof e === 'object' && typeof e.code === 'string' && (e.path === undefined || e.path === temporary)) e.path = target;
+  return error;
+}
+
+/** A file system error's code in plain words, with the fix where there is one. */
+const FS_REASONS: Record<string, string> = {
+  ENOSPC: 'no space left on the device (disk full?): free some space or write elsewhere',
+  EDQUOT: 'disk quota exceeded: free some space or write elsewhere',
+  ENOTDIR: 'a part of the path is a file, not a folder',
+  EACCES: 'permission denied: choose a place you may write to, or change its permissions',
+  EPERM: 'operation not permitted: choose a place you may write to, or change its permissions',
+  EROFS: 'the file system is read-only: write elsewhere',
+  EISDIR: 'it is a folder, not a file',
+  ENOENT: 'no such file or folder',
+  EEXIST: 'something of that name exists already',
+  ENOTEMPTY: 'the folder is not empty',
+  EMFILE: 'too many open files: raise the limit (ulimit -n)',
+  ENFILE: 'too many open files on this system',
+  EFBIG: 'the file is larger than this file system allows',
+  ENAMETOOLONG: 'a name on the path is too long',
+  ELOOP: 'too many symbolic links on the path',
+  EIO: 'input/output error (a failing disk, or a network file system gone?)',
+  EBUSY: 'the file or device is busy',
+  EXDEV: 'a rename across file systems',
+};
+
+/** The system calls of writing (and making, renaming, removing) files, and those of reading them. */
+const WRITE_CALLS = new Set(['write', 'writev', 'close', 'rename', 'mkdir', 'mkdtemp', 'rmdir', 'rm', 'unlink', 'copyfile', 'link', 'symlink', 'fsync', 'fdatasync', 'ftruncate', 'chmod', 'fchmod', 'utime', 'futime']);
+const READ_CALLS = new Set(['read', 'scandir', 'opendir', 'stat', 'lstat', 'fstat', 'access', 'readlink', 'realpath']);
+
+/** A file system error's reason in plain words (its code's, else Node's message without the code). */
+function fsReason(error: NodeJS.ErrnoException): string {
+  return FS_REASONS[error.code!] ?? error.message.replace(/^[A-Z0-9_]+: /, '').replace(/, \w+ '[^']*'( -> '[^']*')?$/, '');
+}
+
+/**
+ * A file system error (Node's: a `code` such as ENOSPC and the `syscall` that failed) as one line for a user:
+ * "cannot write <path>: no space left on the device (disk full?): ...". `fallback` is the path named when the error
+ * names none (a failed write to an open file names no path). Undefined for any other error (a network one, a bug).
+ */
+export function fileSystemErrorMessage(error: unknown, fallback?: string): string | undefined {
+  const e = error as NodeJS.ErrnoException;
+  if (!e || typeof e !== 'object' || typeof e.code !== 'string' || !/^E[A-Z]+$/.test(e.code) || typeof e.syscall !== 'string') return undefined;
+  const verb = e.syscall === 'open' ? 'open' : WRITE_CALLS.has(e.syscall) ? 'write' : READ_CALLS.has(e.syscall) ? 'read' : undefined;
+  if (!verb) return undefined;
+  const file = e.path ?? (verb === 'write' ? fallback : undefined);
+  return `cannot ${verb}${file !== undefined ? ` ${file}` : ''}: ${fsReason(e)}`;
+}
+
+/**
+ * Checks, before any work, that `target` can be written (`what` names it in errors, e.g. '--output'): no part of its
+ * path is a file; a 'file' target is not a folder (checkOutputFile); and the nearest folder on the path that exists
+ * takes new files (one is made there and removed; the writers make the missing folders below it, and put their
+ * temporary files and folders beside the target). An existing device or pipe (/dev/stdout) is written in place: it
+ * has only to be writable. A 'folder' target that is a file is left to the writer's own check (checkOutputFolder,
+ * an index's checkIndexFolder), which says what the folder must be.
+ */
+export function checkWritable(target: string, what: string, kind: 'file' | 'folder'): void {
+  const resolved = path.resolve(target);
+  const refuse = (reason: string) => new ColtrastError('INVALID_ARGUMENT', `${what}: cannot write ${target}: ${reason}`);
+  const stat = existingStat(resolved);
+  if (kind === 'file' && stat?.isDirectory()) throw new ColtrastError('INVALID_ARGUMENT', `${what}: ${target} is a folder; give the path of the file to write`); // as checkOutputFile
+  if (stat && kind === 'file' && !stat.isFile()) {
+    try {
+      fs.accessSync(resolved, fs.constants.W_OK);
+    } catch (error) {
+      throw refuse(fsReason(error as NodeJS.ErrnoException));
+    }
+    return;
+  }
+  let dir = path.dirname(resolved);
+  for (let s = existingStat(dir); !s?.isDirectory(); s = existingStat(dir)) {
+    if (s) throw refuse(`${dir} is a file, not a folder; give a path under a folder`);
+    dir = path.dirname(dir);
+  }
+  const probe = path.join(dir, `.coltrast-probe-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  try {
+    fs.closeSync(fs.openSync(probe, 'wx'));
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException;
+    throw refuse(e.code === 'ENOENT' ? `${dir} takes no new files; write elsewhere` : `no new file can be made in ${dir}: ${fsReason(e)}`);
+  }
+  fs.rmSync(probe, { force: true });
+}
+
+/** A file written a chunk at a time, atomically (atomicOutput). */
+export interface AtomicOutput {
+  /** Writes `chunk`, waiting while the file's buffer is full; rejects once a write has failed. */
+  write(chunk: string): Promise<void>;
+  /** Finishes the file: flushed, synced and renamed over the target. */
+  commit(): Promise<void>;
+  /** Gives up: the temporary file is removed and the target left as it was. Safe to call at any time. */
+  abort(): void;
+}
+
+/**
+ * Writes `file` through a temporary file beside it (`.<name>.<pid>.tmp`), renamed over it by commit(): a failure,
+ * abort(), or an interruption (the temporary file is registered with trackTemporaryFile) leaves the old file as it
+ * was and no temporary file behind. Missing folders on the path are made. An existing device or pipe (/dev/stdout)
+ * is written in place. A failed write's error names `file`.
+ */
+export function atomicOutput(file: string): AtomicOutput {
+  const inPlace = writtenInPlace(file);
+  if (!inPlace) fs.mkdirSync(path.dirname(file), { recursive: true });
+  const temporary = inPlace ? file : path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  const untrack = inPlace ? () => false : trackTemporaryFile(temporary);
+  // Opened at once (not when the stream gets to it): the file is there to remove from now on, and a path that cannot
+  // be written throws here.
+  let fd: number;
+  try {
+    fd = fs.openSync(temporary, 'w');
+  } catch (error) {
+    untrack();
+    throw naming(error, file, temporary);
+  }
+  const stream = fs.createWriteStream(temporary, { fd, encoding: 'utf8' });
+  let failed: Error | undefined;
+  stream.on('error', (error) => (failed ??= naming(error, file, temporary)));
+  // Resolves at `event`, rejects at a failure (one before the wait included).
+  const until = (event: string) =>
+    new Promise<void>((resolve, reject) => {
+      const done = () => {
+        stream.off(event, done);
+        stream.off('error', done);
+        failed ? reject(failed) : resolve();
+      };
+      if (failed) return reject(failed);
+      stream.on(event, done);
+      stream.on('error', done);
+    });
+  return {
+    async write(chunk) {
+      if (failed) throw failed;
+      if (!stream.write(chunk)) await until('drain');
+    },
+    async commit() {
+      if (failed) throw failed;
+      const finished = until('finish');
+      stream.end();
+      await finished;
+      if (inPlace) return;
+      try {
+        const fd = fs.openSync(temporary, 'r');
+        try {
+          fs.fsyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+        fs.renameSync(temporary, file);
+      } catch (error) {
+        throw naming(error, file, temporary);
+      }
+      untrack();
+    },
+    abort() {
+      stream.destroy();
+      if (!inPlace) fs.rmSync(temporary, { force: true });
+      untrack();
+    },
+  };
 }

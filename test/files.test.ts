@@ -1,8 +1,10 @@
-// Folders written atomically: complete or absent, and as readable as any folder mkdir makes.
+// Folders written atomically: complete or absent, and as readable as any folder mkdir makes; and what the command
+// line needs of every writer (below).
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFolderAtomic } from '../lib/files';
+import { ColtrastError } from '../lib/errors';
+import { atomicOutput, checkWritable, fileSystemErrorMessage, removeTemporaryFiles, writeFolderAtomic, writeJsonLinesAtomic } from '../lib/files';
 import { tempDir } from './helpers/fixture';
 
 test('a folder written atomically gets the permissions of an ordinary folder, not the private staging ones', async (t) => {
@@ -50,4 +52,90 @@ test('two saves at once to one new folder without overwrite: one is kept whole, 
   fs.mkdirSync(empty);
   await writeFolderAtomic(empty, false, async (dir) => fs.writeFileSync(path.join(dir, 'c.txt'), 'c'));
   t.deepEqual(fs.readdirSync(empty), ['c.txt']);
+});
+
+// What the command line needs of every writer (lib/files.ts, the end): output locations checked before the work,
+// temporary files that a failure, abort() or removeTemporaryFiles (SIGINT, SIGTERM) leaves nowhere, file system
+// errors in plain words.
+
+test('checkWritable refuses a path through a file, a folder given for a file, and a folder that takes no files', (t) => {
+  const dir = tempDir();
+  const file = path.join(dir, 'afile');
+  fs.writeFileSync(file, 'x');
+  t.throws(() => checkWritable(path.join(file, 'sub'), '--output', 'file'), { message: `--output: cannot write ${file}/sub: ${file} is a file, not a folder; give a path under a folder` });
+  t.throws(() => checkWritable(path.join(file, 'a', 'b'), '--output', 'folder'), { message: /afile is a file, not a folder/ });
+  t.throws(() => checkWritable(dir, '--output', 'file'), { message: `--output: ${dir} is a folder; give the path of the file to write` });
+  if (fs.existsSync('/proc/self')) t.throws(() => checkWritable('/proc/x.sql', '--output', 'file'), { message: '--output: cannot write /proc/x.sql: /proc takes no new files; write elsewhere' });
+  // Missing folders below one that exists pass (the writers make them), and the check leaves nothing behind.
+  t.notThrows(() => checkWritable(path.join(dir, 'new', 'deeper', 'o.jsonl'), '--output', 'file'));
+  t.notThrows(() => checkWritable(path.join(dir, 'model'), '--output', 'folder'));
+  t.notThrows(() => checkWritable('/dev/null', '--output', 'file'));
+  t.deepEqual(fs.readdirSync(dir), ['afile']);
+});
+
+test('atomicOutput replaces the file only at commit(); a failure or abort() leaves the old file and no temporary file', async (t) => {
+  const dir = tempDir();
+  const file = path.join(dir, 'out', 'o.jsonl');
+  const first = atomicOutput(file); // makes the missing folder
+  await first.write('one\n');
+  t.false(fs.existsSync(file), 'nothing at the target before commit()');
+  await first.commit();
+  t.is(fs.readFileSync(file, 'utf8'), 'one\n');
+  const second = atomicOutput(file);
+  await second.write('two\n');
+  second.abort();
+  t.is(fs.readFileSync(file, 'utf8'), 'one\n');
+  t.deepEqual(fs.readdirSync(path.dirname(file)), ['o.jsonl']);
+  // Interrupted (the command line's SIGINT handler calls removeTemporaryFiles): the temporary file is gone.
+  const third = atomicOutput(file);
+  await third.write('three\n');
+  t.is(fs.readdirSync(path.dirname(file)).length, 2);
+  removeTemporaryFiles();
+  t.deepEqual(fs.readdirSync(path.dirname(file)), ['o.jsonl']);
+  third.abort();
+  // A device is written in place (a rename would replace it): /dev/full fails as a full disk does, naming the file.
+  // Through a link in a temporary folder: code that renamed over it would replace the link, not the device.
+  if (fs.existsSync('/dev/full')) {
+    const link = path.join(tempDir(), 'full');
+    fs.symlinkSync('/dev/full', link);
+    const full = atomicOutput(link);
+    const failed = await t.throwsAsync(async () => {
+      for (let i = 0; i < 64; i++) await full.write('x'.repeat(1 << 16));
+      await full.commit();
+    });
+    t.like(failed as NodeJS.ErrnoException, { code: 'ENOSPC', path: link });
+    full.abort();
+    t.true(fs.lstatSync(link).isSymbolicLink());
+    t.deepEqual(fs.readdirSync(path.dirname(link)), ['full']);
+  }
+});
+
+test('writeJsonLinesAtomic removes its temporary file when writing fails, and writes a device in place', async (t) => {
+  const dir = tempDir();
+  const file = path.join(dir, 'rows.jsonl');
+  fs.writeFileSync(file, 'old\n');
+  const rows = function* () {
+    yield { a: 1 };
+    throw new Error('a bad row');
+  };
+  await t.throwsAsync(writeJsonLinesAtomic(file, rows()), { message: 'a bad row' });
+  t.deepEqual(fs.readdirSync(dir), ['rows.jsonl']);
+  t.is(fs.readFileSync(file, 'utf8'), 'old\n');
+  const link = path.join(dir, 'null'); // a link to /dev/null: code that renamed over it would replace the link
+  fs.symlinkSync('/dev/null', link);
+  await writeJsonLinesAtomic(link, [{ a: 1 }]);
+  t.true(fs.lstatSync(link).isSymbolicLink());
+  t.deepEqual(fs.readdirSync(dir).sort(), ['null', 'rows.jsonl']);
+});
+
+test('fileSystemErrorMessage words a file system error as "cannot write <path>: <reason>", and leaves other errors alone', (t) => {
+  const error = (code: string, syscall: string, file?: string) => Object.assign(new Error(`${code}: something, ${syscall}`), { code, syscall, ...(file && { path: file }) });
+  t.is(fileSystemErrorMessage(error('ENOSPC', 'write'), 'out.jsonl'), 'cannot write out.jsonl: no space left on the device (disk full?): free some space or write elsewhere');
+  t.is(fileSystemErrorMessage(error('ENOTDIR', 'mkdir', 'a/b')), 'cannot write a/b: a part of the path is a file, not a folder');
+  t.regex(fileSystemErrorMessage(error('EACCES', 'open', '/root/x'))!, /^cannot open \/root\/x: permission denied/);
+  t.regex(fileSystemErrorMessage(error('EROFS', 'rename', '/ro/x'))!, /read-only/);
+  t.is(fileSystemErrorMessage(error('ENOENT', 'read')), 'cannot read: no such file or folder');
+  t.is(fileSystemErrorMessage(error('ENOTFOUND', 'getaddrinfo')), undefined, 'not a file system error');
+  t.is(fileSystemErrorMessage(new Error('a bug')), undefined);
+  t.is(fileSystemErrorMessage(new ColtrastError('INVALID_ARGUMENT', 'x')), undefined);
 });
