@@ -660,11 +660,14 @@ export function trackTemporaryFile(file: string): () => void {
   return () => temporaryFiles.delete(file);
 }
 
-/** Deletes every temporary file registered by trackTemporaryFile and not yet unregistered (synchronously: a signal handler calls it). */
+/**
+ * Deletes every temporary file registered by trackTemporaryFile and not yet unregistered (synchronously: a signal
+ * handler calls it). A registered folder (a staging folder) goes with what it holds.
+ */
 export function removeTemporaryFiles(): void {
   for (const file of temporaryFiles) {
     try {
-      fs.rmSync(file, { force: true });
+      fs.rmSync(file, { recursive: true, force: true });
     } catch {
       // nothing more can be done about it
     }

@@ -4,7 +4,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from '../lib/errors';
-import { atomicOutput, checkWritable, fileSystemErrorMessage, removeTemporaryFiles, writeFolderAtomic, writeJsonLinesAtomic } from '../lib/files';
+import { atomicOutput, checkWritable, fileSystemErrorMessage, removeTemporaryFiles, trackTemporaryFile, writeFolderAtomic, writeJsonLinesAtomic } from '../lib/files';
 import { tempDir } from './helpers/fixture';
 
 test('a folder written atomically gets the permissions of an ordinary folder, not the private staging ones', async (t) => {
@@ -93,6 +93,13 @@ test('atomicOutput replaces the file only at commit(); a failure or abort() leav
   removeTemporaryFiles();
   t.deepEqual(fs.readdirSync(path.dirname(file)), ['o.jsonl']);
   third.abort();
+  // A registered folder (an atomic folder writer's staging folder) goes whole.
+  const staging = path.join(dir, '.model.saving-x');
+  fs.mkdirSync(staging);
+  fs.writeFileSync(path.join(staging, 'a.txt'), 'x');
+  trackTemporaryFile(staging);
+  removeTemporaryFiles();
+  t.false(fs.existsSync(staging));
   // A device is written in place (a rename would replace it): /dev/full fails as a full disk does, naming the file.
   // Through a link in a temporary folder: code that renamed over it would replace the link, not the device.
   if (fs.existsSync('/dev/full')) {
