@@ -186,6 +186,8 @@ export async function writeFolderAtomic(target: string, overwrite: boolean, fill
   }
   fs.mkdirSync(path.dirname(target), { recursive: true });
   const staging = fs.mkdtempSync(path.join(path.dirname(target), `.${path.basename(target)}.saving-`));
+  // Removed by the CLI's signal handlers (removeTemporaryFiles) if the process is interrupted mid-save.
+  const untrack = trackTemporaryFile(staging);
   try {
     // mkdtemp makes the folder private (0700); the result is an ordinary folder, as mkdir would make it.
     const umask = process.umask();
@@ -206,6 +208,8 @@ export async function writeFolderAtomic(target: string, overwrite: boolean, fill
   } catch (error) {
     fs.rmSync(staging, { recursive: true, force: true });
     throw error;
+  } finally {
+    untrack();
   }
 }
 

@@ -146,3 +146,21 @@ test('fileSystemErrorMessage words a file system error as "cannot write <path>: 
   t.is(fileSystemErrorMessage(new Error('a bug')), undefined);
   t.is(fileSystemErrorMessage(new ColtrastError('INVALID_ARGUMENT', 'x')), undefined);
 });
+
+test("a staging folder is a tracked temporary file: the CLI's signal handler removes a save interrupted mid-way", async (t) => {
+  const parent = tempDir();
+  let staged = '';
+  await t.throwsAsync(
+    writeFolderAtomic(path.join(parent, 'model'), false, async (dir) => {
+      staged = dir;
+      fs.writeFileSync(path.join(dir, 'half.safetensors'), 'x');
+      removeTemporaryFiles(); // what SIGINT's handler runs
+    }),
+  );
+  t.false(fs.existsSync(staged));
+  t.deepEqual(fs.readdirSync(parent), []);
+  // A save that ends is no longer tracked: the handler leaves its folder alone.
+  await writeFolderAtomic(path.join(parent, 'kept'), false, async (dir) => fs.writeFileSync(path.join(dir, 'a.txt'), 'a'));
+  removeTemporaryFiles();
+  t.deepEqual(fs.readdirSync(path.join(parent, 'kept')), ['a.txt']);
+});
