@@ -42,7 +42,7 @@ test('two saves at once to one new folder without overwrite: one is kept whole, 
       }
     });
   const [a, b] = await Promise.allSettled([save('a', 2), save('b', 4)]);
-  t.is(a.status, 'fulfilled');
+  t.is(a.status, "fulfilled", String((a as PromiseRejectedResult).reason));
   t.is(b.status, 'rejected');
   t.regex(String((b as PromiseRejectedResult).reason.message), /was filled by another save while this one ran; pass \{ overwrite: true \}/);
   t.deepEqual(fs.readdirSync(target), ['a0.txt', 'a1.txt']);
@@ -73,7 +73,8 @@ test('checkWritable refuses a path through a file, a folder given for a file, an
   t.deepEqual(fs.readdirSync(dir), ['afile']);
 });
 
-test('atomicOutput replaces the file only at commit(); a failure or abort() leaves the old file and no temporary file', async (t) => {
+// Serial, as it calls removeTemporaryFiles() (every tracked file of the process: a concurrent test's staging folder too).
+test.serial('atomicOutput replaces the file only at commit(); a failure or abort() leaves the old file and no temporary file', async (t) => {
   const dir = tempDir();
   const file = path.join(dir, 'out', 'o.jsonl');
   const first = atomicOutput(file); // makes the missing folder
@@ -147,7 +148,8 @@ test('fileSystemErrorMessage words a file system error as "cannot write <path>: 
   t.is(fileSystemErrorMessage(new ColtrastError('INVALID_ARGUMENT', 'x')), undefined);
 });
 
-test("a staging folder is a tracked temporary file: the CLI's signal handler removes a save interrupted mid-way", async (t) => {
+// Serial: removeTemporaryFiles() removes every tracked file of the process, the other tests' too (ava runs serial tests first).
+test.serial("a staging folder is a tracked temporary file: the CLI's signal handler removes a save interrupted mid-way", async (t) => {
   const parent = tempDir();
   let staged = '';
   await t.throwsAsync(
