@@ -13,17 +13,15 @@ import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import { cpuMemory, runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
-import { atomicOutput, checkWritable, countLines, fileLines, fileSystemErrorMessage, jsonLineBatches, notAFile, parseJsonLines, removeTemporaryFiles, writtenInPlace } from './files';
+import { atomicOutput, checkWritable, countLines, fileLines, fileSystemErrorMessage, notAFile, parseJsonLines, removeTemporaryFiles, writtenInPlace } from './files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
-import { semanticChunks } from './chunking';
 import { Index, STORAGES, TOKEN_STORAGES, checkIndexFolder, type Fusion, type IndexDoc, type Storage, type TokenStorage } from './search-index';
 import { exportIndex } from './export';
 import { setDefaultDownloadProgress, type DownloadProgress } from './hub';
 import { mineHardNegatives, miningReport, type MineOptions } from './mining';
 import { generateQueries, type GenerateQueriesOptions } from './query-generation';
-import { encoderEmbedder } from './train';
-import { readTrainingData } from './train-data';
+import { indexDocumentSlices } from './index-docs';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
 import { Generator } from './generator';
 import { Rag, trainRag, type RagTrainOptions } from './rag';
@@ -858,56 +856,6 @@ async function evalCommand(argv: string[]): Promise<void> {
   console.log(`\n${results[0].result.queries} queries, ${results[0].result.documents} documents`);
 }
 
-/** Documents `coltrast index` reads at a time from a .jsonl file: a corpus of millions never sits in memory whole. */
-const INDEX_SLICE = 16384;
-
-/**
- * The documents of `file` for `coltrast index`, in slices, each document with its `file:line` (for errors), and how
- * many there are: a .jsonl of {id, text, metadata?} read INDEX_SLICE at a time, or a ColTrast project file's
- * READMEs in semantic chunks (one slice). `spread`: the first slice is documents spread evenly over the whole file
- * (every k-th), the rest follow in file order, so that what the first slice decides (a residual store's centroids)
- * does not come from one end of a sorted corpus.
- */
-async function documentSlices(file: string, encoder: Encoder, spread: boolean, counted?: number): Promise<{ total: number; slices: AsyncIterable<{ doc: IndexDoc; where: string }[]> }> {
-  if (file.endsWith('.jsonl')) {
-    const problem = notAFile(file);
-    if (problem) fail(`data file ${file} ${problem}`);
-    const total = counted ?? (await countLines(file));
-    const stride = spread ? Math.ceil(total / INDEX_SLICE) : 1;
-    // Documents numbered in file order, in slices of those that `keep` takes.
-    async function* read(keep: (n: number) => boolean) {
-      let n = -1;
-      let slice: { doc: IndexDoc; where: string }[] = [];
-      for await (const batch of jsonLineBatches(file, INDEX_SLICE, (value, where) => {
-        const doc = value as IndexDoc;
-        if (typeof doc?.id !== 'string' || typeof doc?.text !== 'string') fail(`${where}: expected {"id": "...", "text": "..."}`);
-        return keep(++n) ? { doc, where } : undefined;
-      })) {
-        for (const d of batch) if (d !== undefined) slice.push(d);
-        if (slice.length >= INDEX_SLICE) {
-          yield slice;
-          slice = [];
-        }
-      }
-      if (slice.length > 0) yield slice;
-    }
-    // With a stride k, documents 0, k, 2k, ... (at most INDEX_SLICE) make the first slice, read in a pass of their own.
-    async function* slices() {
-      if (stride > 1) yield* read((n) => n % stride === 0);
-      yield* read((n) => stride === 1 || n % stride !== 0);
-    }
-    return { total, slices: slices() };
-  }
-  const data = await readTrainingData(file);
-  if (!('projects' in data)) fail(`${file}: expected a ColTrast project file (.json) or a .jsonl of {id, text}`);
-  const docs: { doc: IndexDoc; where: string }[] = [];
-  for (const p of data.projects) {
-    const chunks = await semanticChunks(p.document, encoderEmbedder(encoder), { maxTokens: encoder.maxSeqLength });
-    chunks.forEach((text, i) => docs.push({ doc: { id: `${p.id}#${i}`, text, metadata: { project: p.id } }, where: `${file}: project ${p.id}` }));
-  }
-  return { total: docs.length, slices: (async function* () { yield docs; })() };
-}
-
 const INDEX_OPTIONS = {
   data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
   storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
@@ -933,7 +881,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     if (!fs.existsSync(path.join(values.output, 'index.json'))) fail(`--update needs an index at --output: ${values.output} has no index.json (build one first, without --update)`);
   }
   // A .jsonl's documents are counted before the model loads: an empty file is refused first.
-  const noDocuments = () => fail(`data file ${values.data} holds no documents: give a .jsonl with one {"id": "...", "text": "..."} a line, or a ColTrast project file`);
+  const noDocuments = () => fail(`data file ${values.data} holds no documents: give a .jsonl with one {"id": "...", "text": "..."} a line, a .json array of them, or a ColTrast project file`);
   let counted: number | undefined;
   if (values.data.endsWith('.jsonl')) {
     const problem = notAFile(values.data);
@@ -949,7 +897,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     threads: numberFlag('threads', values.threads, 'count'),
   });
   try {
-    const { total, slices } = await documentSlices(values.data, enc, !update && values['token-storage'] === 'residual', counted);
+    const { total, slices } = await indexDocumentSlices(values.data, enc, !update && values['token-storage'] === 'residual', counted);
     if (total === 0) noDocuments();
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
     let done = 0;

@@ -231,6 +231,19 @@ test('embed and index refuse input that holds nothing, naming the file, and writ
   t.false(fs.existsSync(path.join(dir, 'idx')));
 });
 
+test('index --data takes a .json array of documents as it takes a .jsonl; a bad document names its line', async (t) => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'docs.json'), JSON.stringify([{ id: 'a', text: 'alpha is the first letter', metadata: { lang: 'en' } }, { id: 'b', text: 'beta is the second', metadata: null }]));
+  const built = cli(['index', '--data', 'docs.json', '--model', FIXTURE, '--threads', '1', '--output', 'idx'], dir);
+  t.is(built.status, 0, built.stderr);
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const index = await Index.load(path.join(dir, 'idx'), enc);
+  t.deepEqual(index.get(['a', 'b']), [{ id: 'a', text: 'alpha is the first letter', metadata: { lang: 'en' } }, { id: 'b', text: 'beta is the second' }]);
+  enc.dispose();
+  fs.writeFileSync(path.join(dir, 'meta.jsonl'), '{"id": "a", "text": "x"}\n{"id": "b", "text": "y", "metadata": "x"}\n');
+  userError(t, cli(['index', '--data', 'meta.jsonl', '--model', FIXTURE, '--threads', '1', '--output', 'idx2'], dir), /^coltrast: meta\.jsonl:2: "metadata" must be an object \(or null, or absent\), got the string "x"/);
+});
+
 test('train --metric without --patience keeps the best epoch by that metric and trains every epoch', (t) => {
   const output = path.join(tempDir(), 'model');
   const run = cli(['train', '--data', pairsFile(40), '--model', FIXTURE, '--output', output, '--metric', 'mrr@10', '--epochs', '2', '--batch-size', '8', '--threads', '1', '--device', 'cpu']);
