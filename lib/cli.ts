@@ -225,7 +225,8 @@ commands:
     Vectors are L2-normalized and coltrast scores by inner product: <#> (negative inner product) orders
     best first and -(embedding <#> q) is coltrast's score. With IVFFlat, SET ivfflat.probes = 10 for recall;
     with HNSW, SET hnsw.ef_search = 100.
-  help                       this text`;
+  help                       this text
+  --version                  coltrast's version (the package's)`;
 
 /** The part of USAGE about one command: its line and the indented option lines under it. */
 export function commandHelp(command: string): string {
@@ -1281,6 +1282,11 @@ async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (!command || command === 'help' || command === '--help' || command === '-h') {
     console.log(USAGE);
+    return;
+  }
+  if (command === '--version' || command === '-V' || command === 'version') {
+    // From package.json beside lib/ or dist/, without loading the native addon.
+    console.log((JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version);
     return;
   }
   const run = COMMANDS[command];

@@ -60,6 +60,17 @@ function readmeInvocations(): { command: string; flags: string[]; where: string 
   return found;
 }
 
+test('coltrast --version prints the package version, without the native addon', (t) => {
+  const version = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
+  // COLTRAST_BINARY naming a build that is not there: loading the addon would fail.
+  for (const flag of ['--version', '-V', 'version']) {
+    const r = spawnSync(process.execPath, [path.join(root, 'dist', 'cli.js'), flag], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: 'no-such-binary' } });
+    t.is(r.status, 0, r.stderr);
+    t.is(r.stdout, `${version}\n`);
+  }
+  t.regex(USAGE, /--version\s+coltrast's version/);
+});
+
 test('every coltrast command the README shows uses flags the command takes', (t) => {
   const invocations = readmeInvocations();
   t.true(invocations.length >= 20, `found ${invocations.length} invocations`);
