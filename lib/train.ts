@@ -595,7 +595,8 @@ export function learningRateAt(step: number, total: number, peak: number, warmup
   const warmup = Math.floor(total * warmupRatio);
   if (step < warmup) return (peak * (step + 1)) / (warmup + 1);
   if (schedule === 'constant') return peak;
-  const progress = total - warmup <= 1 ? 0 : (step - warmup) / (total - warmup - 1);
+  // The decay reaches 0 after the last step, not at it (as transformers' schedulers): the last step still learns.
+  const progress = (step - warmup) / (total - warmup);
   return schedule === 'cosine' ? peak * 0.5 * (1 + Math.cos(Math.PI * progress)) : peak * (1 - progress);
 }
 

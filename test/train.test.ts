@@ -234,9 +234,11 @@ test('learning-rate schedule: linear warm-up, then linear, cosine or constant', 
   const lr = (step: number, schedule: 'linear' | 'cosine' | 'constant') => learningRateAt(step, 100, 1, 0.1, schedule);
   t.true(lr(0, 'linear') > 0 && lr(0, 'linear') < lr(5, 'linear'));
   t.is(lr(10, 'linear'), 1);
-  t.is(lr(99, 'linear'), 0);
-  t.true(Math.abs(lr(10, 'cosine') - 1) < 1e-12 && Math.abs(lr(99, 'cosine')) < 1e-12);
-  t.true(Math.abs(lr(54.5, 'cosine') - 0.5) < 1e-9);
+  // The decay reaches 0 after the last step (as transformers' schedulers), so the last step still learns.
+  t.true(Math.abs(lr(99, 'linear') - 1 / 90) < 1e-15);
+  t.true(Math.abs(lr(10, 'cosine') - 1) < 1e-12 && Math.abs(lr(99, 'cosine') - 0.5 * (1 + Math.cos(Math.PI * (89 / 90)))) < 1e-15);
+  t.true(lr(99, 'cosine') > 0);
+  t.true(Math.abs(lr(55, 'cosine') - 0.5) < 1e-9);
   t.is(lr(99, 'constant'), 1);
 });
 
@@ -401,9 +403,10 @@ test('accumulation over an odd number of batches: the schedule counts the short 
   t.is(run.history.steps.length, 9);
   t.deepEqual([...new Set(totals)], [9]);
   const rates = run.history.steps.map((s) => s.learningRate);
-  t.true(rates.every((r, i) => r >= 0 && (i === 0 || r < rates[i - 1])), `linear decay to 0: ${rates.join(' ')}`);
+  t.true(rates.every((r, i) => r > 0 && (i === 0 || r < rates[i - 1])), `linear decay: ${rates.join(' ')}`);
   t.is(rates[0], 1e-3);
-  t.is(rates.at(-1), 0);
+  // The decay reaches 0 after the last of the 9 steps: the last runs at a ninth of the peak.
+  t.true(Math.abs(rates.at(-1)! - 1e-3 / 9) < 1e-15, `last step ${rates.at(-1)}`);
 });
 
 test("repeated positives: each epoch's order sets its number of batches, and the schedule counts them all", async (t) => {
@@ -426,8 +429,9 @@ test("repeated positives: each epoch's order sets its number of batches, and the
     steps.add(run.history.steps.length);
     t.deepEqual([...totals], [run.history.steps.length], `seed ${seed}, accumulation ${gradientAccumulation}: totalSteps is the number of steps`);
     const rates = run.history.steps.map((s) => s.learningRate);
-    t.true(rates.every((r, i) => r >= 0 && (i === 0 || r < rates[i - 1])), `seed ${seed}: linear decay to 0: ${rates.join(' ')}`);
-    t.is(rates.at(-1), 0);
+    t.true(rates.every((r, i) => r > 0 && (i === 0 || r < rates[i - 1])), `seed ${seed}: linear decay: ${rates.join(' ')}`);
+    // Counted right, the decay ends just after the last step: its rate is one step's share of the peak.
+    t.true(Math.abs(rates.at(-1)! - 1e-3 / rates.length) < 1e-15, `seed ${seed}: last step ${rates.at(-1)} of ${rates.length}`);
   }
   t.true(steps.size > 1, `runs of different lengths: ${[...steps].join(', ')} steps`);
 });

@@ -166,7 +166,7 @@ function versusBm25(rows) {
 Where the model is behind BM25 it is by the margins above; the budget note says what would close them.`;
 }
 
-function modelCard({ manifest, rows, stage1, stage2, info, elapsed }) {
+function modelCard({ manifest, rows, stage1, stage2, info, elapsed, commit }) {
   const src = manifest.sources;
   const params = (h, l, i, v) => v * h + 512 * h + 2 * h + 2 * h + l * (4 * (h * h + h) + 2 * h * i + i + h + 4 * h);
   const n = params(SHAPE.hiddenSize, SHAPE.layers, SHAPE.intermediate, VOCAB_SIZE);
@@ -210,7 +210,8 @@ Splits are by package (never by pair), fixed by a hash of the package name.
   negatives each, mined by the stage-1 model and GISTEmbed-guarded, batch 32, lr 2e-4. ${epochs(stage2.history)}.
 - Precision: ${values.precision === 'float32' ? 'float32' : `${values.precision} autocast (float32 weights and optimizer)`}.
 - Hardware: ${info.cpu}, ${threads} threads, ${info.blas}, no GPU. Wall time: ${elapsed}.
-- Seed ${seed}. Reproduce: \`node scripts/pretrain/run.js\` (after \`npm run build\` and the apt update above).
+- Seed ${seed}. Reproduce: \`node scripts/pretrain/run.js\` (after \`npm run build\` and the apt update above) at
+  coltrast commit ${commit}; a later train() may differ in details that change the weights a little.
 
 ## Budget, and what it cost
 No GPU was available where this model was made, so it was trained on two CPU cores within a budget of
@@ -286,6 +287,14 @@ async function main() {
     stage2: { examples: triplets.length, history: stage2 },
     info: { cpu: `${os.cpus()[0].model} x${os.cpus().length}`, blas: `BLAS: ${info.blas.kind}` },
     elapsed,
+    // The code that trained it (a rerun with a later train() may differ a little).
+    commit: (() => {
+      try {
+        return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: path.join(__dirname, '..', '..'), encoding: 'utf8' }).trim();
+      } catch {
+        return 'unknown (not a git checkout)';
+      }
+    })(),
   };
   fs.writeFileSync(path.join(values.out, 'README.md'), modelCard(summary));
   fs.writeFileSync(path.join(values.out, 'pretrain.json'), JSON.stringify({ manifest, shape: SHAPE, vocabSize: VOCAB_SIZE, seed, threads, precision: values.precision, stage1Epochs: Number(values['stage1-epochs']), timings, eval: rows }, null, 2) + '\n');

@@ -360,13 +360,14 @@ def coltrast_loss(q_states, q_mask, d_states, d_mask, o, tau, head=None, pooled=
 
 
 def learning_rate_at(step, total, peak, warmup_ratio, schedule):
-    """Linear warm-up over floor(total * warmup_ratio) steps, then linear / cosine decay to 0, or constant."""
+    """Linear warm-up over floor(total * warmup_ratio) steps, then linear / cosine decay reaching 0 after the last step
+    (as transformers' schedulers), or constant."""
     warmup = math.floor(total * warmup_ratio)
     if step < warmup:
         return peak * (step + 1) / (warmup + 1)
     if schedule == "constant":
         return peak
-    progress = 0 if total - warmup <= 1 else (step - warmup) / (total - warmup - 1)
+    progress = (step - warmup) / (total - warmup)
     if schedule == "cosine":
         return peak * 0.5 * (1 + math.cos(math.pi * progress))
     return peak * (1 - progress)
