@@ -16,7 +16,7 @@ import { semanticChunks } from './chunking';
 import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
 import { checkSameRun, runIdentity } from './run-identity';
-import { nonEmptyFolder, parseJsonDocument, parseJsonLines, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { nonEmptyFolder, removeFolder, parseJsonDocument, parseJsonLines, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import { Generator, type Generated, type Prompt } from './generator';
 import { checkChatFormat, checkTemplate, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
 import type { Device } from './native-model';
@@ -442,7 +442,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       }),
     );
     writeTextAtomic(path.join(output, 'README.md'), ragCard(result, config, typeof o.data === 'string' ? o.data : `${o.data.length} in-memory examples`, corpus.length));
-    fs.rmSync(checkpointDir, { recursive: true, force: true });
+    await removeFolder(checkpointDir);
     return result;
   } finally {
     dispose?.();

@@ -12,7 +12,7 @@ import { resolveModelDir } from './hub';
 import { checkFloat16, type ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
 import { ColtrastError } from './errors';
-import { nonEmptyFolder, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
+import { nonEmptyFolder, removeFolder, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
 import type { NativeStepOptions } from './native';
 import { meanMetrics, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
@@ -1186,7 +1186,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           : undefined,
       }),
     );
-    fs.rmSync(checkpointDir, { recursive: true, force: true });
+    await removeFolder(checkpointDir);
     return result;
   } finally {
     releaseTrainer?.();

@@ -4,7 +4,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from '../lib/errors';
-import { atomicOutput, checkWritable, fileSystemErrorMessage, removeTemporaryFiles, trackTemporaryFile, writeFolderAtomic, writeJsonLinesAtomic } from '../lib/files';
+import { atomicOutput, checkWritable, fileSystemErrorMessage, removeFolder, removeTemporaryFiles, trackTemporaryFile, writeFolderAtomic, writeJsonLinesAtomic } from '../lib/files';
 import { tempDir } from './helpers/fixture';
 
 test('a folder written atomically gets the permissions of an ordinary folder, not the private staging ones', async (t) => {
@@ -165,4 +165,41 @@ test.serial("a staging folder is a tracked temporary file: the CLI's signal hand
   await writeFolderAtomic(path.join(parent, 'kept'), false, async (dir) => fs.writeFileSync(path.join(dir, 'a.txt'), 'a'));
   removeTemporaryFiles();
   t.deepEqual(fs.readdirSync(path.join(parent, 'kept')), ['a.txt']);
+});
+
+test('a save first removes what a killed process left beside its target (its staging folders, a folder it was removing), nothing of a live one', async (t) => {
+  const parent = tempDir();
+  const target = path.join(parent, 'run.checkpoint');
+  // A pid that was a process and has ended.
+  const { spawnSync } = await import('node:child_process');
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+  const live = process.ppid; // running (ava's main process)
+  const names = [
+    `.run.checkpoint.saving-${dead}-a1b2c3`, // killed mid-save: a model and an optimizer state
+    `.run.checkpoint.saving-${dead}-d4e5f6.old`, // killed after the renames, before the old one was deleted
+    `.run.checkpoint.removing-${dead}-g7h8i9`, // killed while removing a finished run's checkpoint
+    `.run.checkpoint.saving-${live}-j1k2l3`, // another process saving now
+    '.run.checkpoint.saving-m4n5o6', // a name from before staging folders carried their process id: left alone
+    '.other.saving-0-p7q8r9', // another target's
+  ];
+  for (const name of names) {
+    fs.mkdirSync(path.join(parent, name));
+    fs.writeFileSync(path.join(parent, name, 'trainer.safetensors'), 'x');
+  }
+  await writeFolderAtomic(target, true, async (dir) => fs.writeFileSync(path.join(dir, 'state.json'), '{}'));
+  t.deepEqual(fs.readdirSync(parent).sort(), [names[3], names[4], names[5], 'run.checkpoint'].sort());
+});
+
+test('removeFolder renames the folder out of the way at once, then deletes it off the event loop', async (t) => {
+  const parent = tempDir();
+  const dir = path.join(parent, 'run.checkpoint');
+  fs.mkdirSync(path.join(dir, 'model'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'model', 'model.safetensors'), Buffer.alloc(1 << 20));
+  const removing = removeFolder(dir);
+  t.false(fs.existsSync(dir), 'gone from its name before the delete has run (a resume cannot read it half removed)');
+  t.is(fs.readdirSync(parent).length, 1);
+  t.regex(fs.readdirSync(parent)[0], new RegExp(`^\\.run\\.checkpoint\\.removing-${process.pid}-`));
+  await removing;
+  t.deepEqual(fs.readdirSync(parent), []);
+  await removeFolder(dir); // already gone: nothing to do
 });
