@@ -671,7 +671,7 @@ export async function scoreWithTeacher(teacher: string, examples: TrainExample[]
  * scores), and the checks that need the data: every example or none scored, negatives to distill on, and
  * some loss to train with.
  */
-function distillationLoss(config: Config, examples: TrainExample[]): void {
+function distillationLoss(config: Config, examples: TrainExample[], lossGiven: boolean): void {
   const scored = examples.filter((e) => e.scores).length;
   if (scored > 0 && scored < examples.length) {
     throw new ColtrastError(
@@ -688,6 +688,9 @@ function distillationLoss(config: Config, examples: TrainExample[]): void {
       'INVALID_ARGUMENT',
       'distillation compares each positive with hard negatives, and no example has any: give triplets ({ query, positive, negatives }) or a ColTrast project file',
     );
+  }
+  if (weight === 0 && lossGiven) {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.distillation chooses how to distill, and nothing is distilled here: give options.teacher (a cross-encoder) or "scores" in the data, or leave it out');
   }
   config.step.distillationWeight = weight;
   if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0) noLoss(false);
@@ -908,6 +911,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   if (config.batchSize > trainCount) {
     throw new ColtrastError('INVALID_ARGUMENT', `options.batchSize ${config.batchSize} is larger than the ${trainCount} training examples; lower it`);
   }
+  // Early stopping watches validation: without any, it would never act (and every epoch's "best" would be the last).
+  if (options.earlyStopping !== undefined && split.val.length === 0) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `options.earlyStopping watches the validation split, and this run has none (options.valSplit ${JSON.stringify(options.valSplit ?? (config.contrastiveTension ? 0 : 'default'))}): give options.valSplit > 0, or leave earlyStopping out`,
+    );
+  }
   const output = path.resolve(options.output);
   // The kept model replaces `output`: only an empty folder or an earlier (finished or interrupted) training
   // run's output may be there.
@@ -987,7 +997,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       trainSet = scored.slice(0, trainSet.length);
       val = scored.slice(trainSet.length);
     }
-    if (encoder instanceof Encoder) distillationLoss(config, [...trainSet, ...val]);
+    if (encoder instanceof Encoder) distillationLoss(config, [...trainSet, ...val], options.loss?.distillation !== undefined);
+    else if ([...trainSet, ...val].some((e) => e.scores)) {
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `the data's "scores" are a teacher's, for distilling an embedding model; a cross-encoder's training (options.crossEncoder) does not use them: remove them, or train an embedding model`,
+      );
+    }
     if (config.matryoshka && config.step.contrastiveWeight === 0 && !config.step.distillationWeight) {
       throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.matryoshka applies to the pooled losses: it needs loss.contrastiveWeight > 0 or distillation');
     }

@@ -256,6 +256,12 @@ test('bad configurations fail before any training', async (t) => {
   await rejects(t, () => train({ ...base, valSplit: 8 }), /valSplit 8 leaves no training data \(8 group\(s\)\)/);
   await rejects(t, () => train({ ...base, valSplit: 1.5 }), /options\.valSplit must be a fraction in \[0, 1\) or a whole number of groups >= 1/);
   await rejects(t, () => train({ ...base, batchSize: 2, output: FIXTURE }), /exists and is not the output of an earlier train\(\)/);
+  // Options that could not act, refused rather than ignored: early stopping without validation data, a distillation loss
+  // with nothing to distill, teacher scores given to a cross-encoder's training.
+  await rejects(t, () => train({ ...base, batchSize: 2, valSplit: 0, earlyStopping: { patience: 1 } }), /options\.earlyStopping watches the validation split, and this run has none \(options\.valSplit 0\)/);
+  await rejects(t, () => train({ ...base, batchSize: 2, loss: { distillation: 'kl' } }), /options\.loss\.distillation chooses how to distill, and nothing is distilled here/);
+  const scored = dataset(8).map((e) => ({ ...e, negatives: ['x y z'], scores: [2, 1] }));
+  await rejects(t, () => train({ ...base, data: scored, batchSize: 2, crossEncoder: true }), /the data's "scores" are a teacher's, .* a cross-encoder's training \(options\.crossEncoder\) does not use them/);
   t.false(fs.existsSync(output), 'nothing was written');
 });
 
