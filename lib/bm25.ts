@@ -10,7 +10,8 @@
  * into its internal marker for a consonant y ('python3' became 'pythoni', 'mp3s' 'mpys').
  */
 import { stem as porter2 } from 'porter2';
-import { TextStore, doubled, hashOf, hasLoneSurrogate, insertSlot } from './doc-store';
+import { IdStore, doubled, hashOf, hasLoneSurrogate, insertSlot } from './doc-store';
+import { ColtrastError } from './errors';
 import { booleanValue, checkOptions, invalid, numberValue, stringList } from './validate';
 import { topK } from './top-k';
 import { inTurns } from './turns';
@@ -157,9 +158,9 @@ export class Bm25Index {
   /** Per term, for add(): the last document it was counted in (-1: none since the last removal), and its count there. */
   private lastDoc = new Int32Array(16);
   private tf = new Int32Array(16);
-  /** Each document's token count, and its id (UTF-8, outside Node's heap: a million ids took ~40 MiB of it). */
+  /** Each document's token count, and its id (UTF-8, outside Node's heap: a million ids took ~40 MiB of it; unique, found by a hash table). */
   private lengths: Uint32Array = new Uint32Array(16);
-  private readonly ids = new TextStore();
+  private readonly ids = new IdStore();
   private totalLength = 0;
   private readonly k1: number;
   private readonly b: number;
@@ -180,10 +181,12 @@ export class Bm25Index {
     return this.terms.length;
   }
 
-  /** Indexes one document; its id must be well-formed Unicode (ids are kept as UTF-8). */
+  /** Indexes one document; its id must be new and well-formed Unicode (ids are kept as UTF-8). */
   add(id: string, text: string): void {
     if (typeof id !== 'string' || hasLoneSurrogate(id)) throw invalid('id', 'a string of well-formed Unicode (ids are kept as UTF-8, which has no lone surrogate)', id);
     if (typeof text !== 'string') throw invalid('text', 'a string', text);
+    // Two documents of one id would be two hits of one id (remove() it first to replace it).
+    if (this.ids.has(id)) throw new ColtrastError('INVALID_ARGUMENT', `id ${JSON.stringify(id)} is already in the BM25 index (ids must be unique; remove the document first to replace it)`);
     const doc = this.ids.length;
     const tokens = bm25Tokens(text, this.stem);
     const distinct: number[] = [];

@@ -440,7 +440,7 @@ const TRAIN_FLAGS = {
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
 function numberFlag(flag: string, raw: string | undefined, kind: 'number' | 'int' | 'count'): number | undefined {
   if (raw === undefined) return undefined;
-  const n = Number(raw);
+  const n = raw.trim() === '' ? NaN : Number(raw); // Number('') is 0: an empty value is no number
   const ok = Number.isFinite(n) && (kind === 'number' || (Number.isInteger(n) && (kind === 'int' || n > 0)));
   const expected = { number: 'a number', int: 'an integer', count: 'a positive integer' }[kind];
   if (!ok) fail(`--${flag} must be ${expected}, got ${raw}`);
@@ -805,7 +805,7 @@ async function evalCommand(argv: string[]): Promise<void> {
     k,
     hybridWeight: numberFlag('hybrid-weight', values['hybrid-weight'], 'number'),
     fusion: values.fusion as Fusion | undefined,
-    bm25: { stem: values.stem ?? false },
+    bm25: values.stem ? { stem: true } : undefined,
     device: (values.device ?? 'auto') as Device,
     batchSize: numberFlag('batch-size', values['batch-size'], 'number'),
     candidates: numberFlag('candidates', values.candidates, 'count'),
@@ -844,7 +844,9 @@ async function evalCommand(argv: string[]): Promise<void> {
   try {
     for (const [i, s] of systems.entries()) {
       const cut = i === 0 && s.model ? { truncateDim, ...tokens } : {};
-      results.push({ name: s.name, result: await evaluate({ ...common, model: s.model, mode: s.mode, reranker: s.reranker, ...cut }) });
+      // evaluate() refuses options its mode does not use: a --compare system leaves out the main one's.
+      const unused = i === 0 ? {} : { hybridWeight: undefined, fusion: undefined, candidates: undefined, ...(s.mode === 'bm25' ? { storage: undefined, rescoreMultiplier: undefined } : { bm25: undefined }) };
+      results.push({ name: s.name, result: await evaluate({ ...common, ...unused, model: s.model, mode: s.mode, reranker: s.reranker, ...cut }) });
     }
   } finally {
     reranker?.dispose();

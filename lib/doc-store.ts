@@ -218,25 +218,99 @@ export function hashOf(id: string): number {
   return h >>> 0;
 }
 
+/**
+ * Unique ids in the order pushed, with lookup by id: UTF-8 in a TextStore, found through an open-addressing hash table
+ * in typed arrays (at most half full, linear probing). An index's documents (DocStore) and a BM25 index's.
+ */
+export class IdStore {
+  private ids: TextStore;
+  /** Each id's hash (hashOf), kept for growing the table. */
+  private hashes: Uint32Array;
+  /** An id's position, or -1 where the slot is empty. */
+  private table: Int32Array;
+
+  /** `expected`: ids to make room for at once (loading a saved index). */
+  constructor(expected = 0) {
+    this.ids = new TextStore({ texts: expected, bytes: expected * 16 });
+    this.hashes = new Uint32Array(Math.max(16, expected));
+    this.table = new Int32Array(tableSize(expected)).fill(-1);
+  }
+
+  get length(): number {
+    return this.ids.length;
+  }
+
+  /** Id i (0 ≤ i < length). */
+  get(i: number): string {
+    return this.ids.get(i);
+  }
+
+  /** The position of `id`, or undefined. */
+  position(id: string): number | undefined {
+    const h = hashOf(id);
+    const mask = this.table.length - 1;
+    for (let slot = h & mask; ; slot = (slot + 1) & mask) {
+      const at = this.table[slot];
+      if (at === -1) return undefined;
+      if (this.hashes[at] === h && this.ids.get(at) === id) return at;
+    }
+  }
+
+  has(id: string): boolean {
+    return this.position(id) !== undefined;
+  }
+
+  /** Appends an id; it must be new (the caller checks). */
+  push(id: string): void {
+    const at = this.length;
+    if (at === this.hashes.length) this.hashes = doubled(this.hashes);
+    const h = hashOf(id);
+    this.hashes[at] = h;
+    this.ids.push(id);
+    if (2 * (at + 1) > this.table.length) this.rehash(tableSize(at + 1));
+    else insertSlot(this.table, h, at);
+  }
+
+  /** Keeps the ids whose flag in `keep` is 1, in order (TextStore.retain; the table rebuilt), in turns. */
+  async retain(keep: Uint8Array): Promise<void> {
+    await inTurns(this.retaining(keep), () => {});
+  }
+
+  /** retain() in steps, for inTurns. */
+  *retaining(keep: Uint8Array): Generator<void> {
+    yield* this.ids.retaining(keep);
+    for (const [from, to, at] of runs(keep)) if (from !== at) this.hashes.copyWithin(at, from, to);
+    yield* this.rehashing(tableSize(this.length));
+  }
+
+  /** Every id into a table of `size` slots: the table itself where it has that size (a new one would be fresh pages to fault in). */
+  private rehash(size: number): void {
+    for (const _ of this.rehashing(size));
+  }
+
+  private *rehashing(size: number): Generator<void> {
+    if (size === this.table.length) this.table.fill(-1);
+    else this.table = new Int32Array(size).fill(-1);
+    for (let i = 0; i < this.length; i++) {
+      insertSlot(this.table, this.hashes[i], i);
+      if (i % STEP === STEP - 1) yield;
+    }
+  }
+}
+
 /** The documents of an index in position order: ids (unique), texts and metadata, with lookup by id. */
 export class DocStore {
-  private ids: TextStore;
+  private ids: IdStore;
   private texts: TextStore;
   private meta: (Record<string, unknown> | undefined)[] = [];
-  /** Each document's id hash (hashOf), kept for growing the table. */
-  private hashes: Uint32Array;
-  /** Open addressing, linear probing: a document's position, or -1 where the slot is empty. At most half full. */
-  private table: Int32Array;
   /** Counts push() and retain() calls: work that yields between slices checks that the documents stayed the same. */
   private changeCount = 0;
 
   /** `expected`: documents and text bytes to make room for at once (loading a saved index). */
   constructor(expected: { docs?: number; textBytes?: number } = {}) {
     const docs = expected.docs ?? 0;
-    this.ids = new TextStore({ texts: docs, bytes: docs * 16 });
+    this.ids = new IdStore(docs);
     this.texts = new TextStore({ texts: docs, bytes: expected.textBytes });
-    this.hashes = new Uint32Array(Math.max(16, docs));
-    this.table = new Int32Array(tableSize(docs)).fill(-1);
   }
 
   get length(): number {
@@ -282,26 +356,17 @@ export class DocStore {
 
   /** The position of the document with this id, or undefined. */
   position(id: string): number | undefined {
-    const h = hashOf(id);
-    const mask = this.table.length - 1;
-    for (let slot = h & mask; ; slot = (slot + 1) & mask) {
-      const at = this.table[slot];
-      if (at === -1) return undefined;
-      if (this.hashes[at] === h && this.ids.get(at) === id) return at;
-    }
+    return this.ids.position(id);
   }
 
   has(id: string): boolean {
-    return this.position(id) !== undefined;
+    return this.ids.has(id);
   }
 
   /** Appends a document; its id must be new (the caller checks). */
   push(doc: IndexDoc): void {
     const at = this.length;
     this.changeCount++;
-    if (at === this.hashes.length) this.hashes = doubled(this.hashes);
-    const h = hashOf(doc.id);
-    this.hashes[at] = h;
     this.ids.push(doc.id);
     this.texts.push(doc.text);
     // Metadata up to the last document that has some: a corpus without any keeps none (no array of 8.8M undefineds).
@@ -310,8 +375,6 @@ export class DocStore {
       while (this.meta.length < at) this.meta.push(undefined);
       this.meta.push(doc.metadata);
     }
-    if (2 * (at + 1) > this.table.length) this.rehash(tableSize(at + 1));
-    else insertSlot(this.table, h, at);
   }
 
   /**
@@ -331,23 +394,6 @@ export class DocStore {
     if (this.meta.length > 0) {
       this.meta = this.meta.filter((_, i) => keep[i]);
       while (this.meta.length > 0 && this.meta[this.meta.length - 1] === undefined) this.meta.pop();
-    }
-    for (const [from, to, at] of runs(keep)) if (from !== at) this.hashes.copyWithin(at, from, to);
-    yield* this.rehashing(tableSize(this.length));
-  }
-
-
-  /** Every document into a table of `size` slots: the table itself where it has that size (a new one would be fresh pages to fault in). */
-  private rehash(size: number): void {
-    for (const _ of this.rehashing(size));
-  }
-
-  private *rehashing(size: number): Generator<void> {
-    if (size === this.table.length) this.table.fill(-1);
-    else this.table = new Int32Array(size).fill(-1);
-    for (let i = 0; i < this.length; i++) {
-      insertSlot(this.table, this.hashes[i], i);
-      if (i % STEP === STEP - 1) yield;
     }
   }
 }

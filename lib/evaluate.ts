@@ -9,10 +9,11 @@ import { Bm25Index, bm25Settings, type Bm25Options } from './bm25';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
-import { meanMetrics, type MetricTable, type Run } from './ir-metrics';
+import { meanMetricsInTurns, type MetricTable, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
 import { FUSIONS, Index, fuseRankings, type Fusion, type Storage, type TokenStorage } from './search-index';
-import { checkOptions, invalid, oneOf, positiveInteger } from './validate';
+import { arrayInTurns } from './turns';
+import { checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
 export type EvalMode = 'dense' | 'bm25' | 'hybrid' | 'late_interaction';
 
@@ -87,6 +88,10 @@ export interface EvaluateResult {
   seconds: number;
 }
 
+/** Options of the dense index (not for mode 'bm25'), of fusion (mode 'hybrid' only), of BM25 (modes 'bm25' and 'hybrid'). */
+const DENSE_KEYS = ['model', 'truncateDim', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores'] as const;
+const HYBRID_KEYS = ['hybridWeight', 'fusion', 'rrfK'] as const;
+
 const KEYS = ['data', 'model', 'truncateDim', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'fusion', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 async function loadEvalData(source: string, split: string): Promise<BeirData> {
@@ -103,23 +108,30 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const ks = o.k ?? [1, 3, 5, 10, 100];
   if (!Array.isArray(ks) || ks.length === 0) throw invalid('options.k', 'a non-empty array of positive integers', ks);
   ks.forEach((k, i) => positiveInteger(`options.k[${i}]`, k));
+  if (o.model !== undefined && !(o.model instanceof Encoder) && (typeof o.model !== 'string' || o.model === '')) {
+    throw invalid('options.model', 'a model folder, Hugging Face id or Encoder', o.model);
+  }
   const mode = oneOf('options.mode', o.mode ?? (o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid', 'late_interaction'] as const);
+  // An option that the mode would ignore is refused: a run that says "int8" must have measured int8.
+  const refuse = (key: keyof EvaluateOptions, why: string) => {
+    if (o[key] !== undefined) throw invalid(`options.${key}`, `absent with mode '${mode}' (${why})`, o[key]);
+  };
+  if (mode === 'bm25') for (const key of DENSE_KEYS) refuse(key, "BM25 uses no model; it is for modes 'dense', 'hybrid' and 'late_interaction'");
+  if (mode !== 'hybrid') for (const key of HYBRID_KEYS) refuse(key, "it is for mode 'hybrid'");
+  if (mode !== 'bm25' && mode !== 'hybrid') refuse('bm25', "it is for modes 'bm25' and 'hybrid'");
+  if (mode !== 'late_interaction' && o.reranker === undefined) refuse('candidates', "it is for mode 'late_interaction' or a reranker: the candidates re-ranked");
   const candidates = positiveInteger('options.candidates', o.candidates ?? 100);
   if (mode !== 'bm25' && !o.model) throw new ColtrastError('INVALID_ARGUMENT', `mode '${mode}' needs options.model`);
   const truncateDim = o.truncateDim === undefined ? undefined : positiveInteger('options.truncateDim', o.truncateDim);
   if (truncateDim !== undefined && typeof o.model !== 'string') {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.truncateDim applies to a model given by name; load an Encoder with { truncateDim } to evaluate it cut');
   }
-  const weight = o.hybridWeight ?? 0.5;
-  if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
+  const weight = numberValue('options.hybridWeight', o.hybridWeight ?? 0.5, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
   const rrfK = positiveInteger('options.rrfK', o.rrfK ?? 60);
   const fusion = oneOf('options.fusion', o.fusion ?? 'rrf', FUSIONS);
   const bm25 = bm25Settings('options.bm25', o.bm25);
   if (o.reranker !== undefined && (typeof o.reranker !== 'string' || o.reranker === '') && !(o.reranker instanceof CrossEncoder)) {
     throw invalid('options.reranker', 'a cross-encoder folder, Hugging Face id or CrossEncoder', o.reranker);
-  }
-  if (o.model !== undefined && !(o.model instanceof Encoder) && (typeof o.model !== 'string' || o.model === '')) {
-    throw invalid('options.model', 'a model folder, Hugging Face id or Encoder', o.model);
   }
   const loaded = o.data as Partial<BeirData> | undefined;
   if (typeof o.data !== 'string' && !(loaded?.qrels instanceof Map && loaded.queries instanceof Map && Array.isArray(loaded.corpus))) {
@@ -168,8 +180,13 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       if (typeof o.model === 'string') encoder.dispose();
     }
   }
-  let ranked = evaluated.map((_, i) =>
-    mode === 'bm25' ? lexical[i] : mode === 'hybrid' ? fuseRankings(dense[i], lexical[i], (h) => h.id, { fusion, weight, rrfK }, (a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(({ key, score }) => ({ id: key, score })) : dense[i],
+  // Fused a query at a time, letting the event loop run (thousands of queries' fusion take a while).
+  let ranked = await arrayInTurns(
+    (function* () {
+      for (let i = 0; i < evaluated.length; i++) {
+        yield mode === 'bm25' ? lexical[i] : mode === 'hybrid' ? fuseRankings(dense[i], lexical[i], (h) => h.id, { fusion, weight, rrfK }, (a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(({ key, score }) => ({ id: key, score })) : dense[i];
+      }
+    })(),
   );
   let rerankedBy: string | undefined;
   if (o.reranker !== undefined) {
@@ -188,6 +205,6 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     }
   }
   const run: Run = new Map(evaluated.map((q, i) => [q, ranked[i]]));
-  const { metrics, queries } = meanMetrics(run, data.qrels, ks);
+  const { metrics, queries } = await meanMetricsInTurns(run, data.qrels, ks);
   return { mode, ...(rerankedBy && { reranker: rerankedBy }), metrics, queries, documents: data.corpus.length, seconds: (Date.now() - started) / 1000 };
 }

@@ -50,6 +50,7 @@ interface Manifest {
   version?: number;
   model?: { fingerprint?: string; dimension?: number; source?: string };
   storage?: string;
+  multiVector?: boolean;
   documents?: number;
 }
 
@@ -230,6 +231,12 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
     throw new ColtrastError('MODEL_FILES', `index ${dir}: index.json is not valid JSON (${(error as Error).message})`);
   }
   if (manifest.format !== 'coltrast-index' || manifest.version !== 1) throw new ColtrastError('MODEL_FILES', `index ${dir}: index.json is not a coltrast index of format version 1`);
+  if (manifest.multiVector === true) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `index ${dir} was built with a multi-vector model: it holds token vectors only, and no pooled vector per document for pgvector's vector column; export an index built with a single-vector model`,
+    );
+  }
   const dim = manifest.model?.dimension;
   const rows = manifest.documents;
   if (!Number.isInteger(dim) || dim! < 1 || !Number.isInteger(rows) || rows! < 0) throw new ColtrastError('MODEL_FILES', `index ${dir}: index.json lacks the dimension or document count`);

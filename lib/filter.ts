@@ -54,3 +54,56 @@ export function filterFields(filter: unknown): { id: boolean; text: boolean } {
   };
   return walk(filter as Record<string, unknown>) ? fields : all;
 }
+
+/**
+ * A key that two query objects share only when they are the same query: what a search's cache of filter matches is
+ * kept by. JSON.stringify is not one: it writes a RegExp as {} (/sqlite/ and /pgvector/ collide), drops keys whose
+ * value is undefined (a query on a missing field and a query without it collide) and writes NaN as null. Here every
+ * value is written with its kind: RegExps by source and flags, Dates by their time, undefined, NaN, ±Infinity and
+ * bigints as themselves. Undefined (not to be cached) for anything else: a function, a class instance, a cycle.
+ */
+export function filterKey(filter: unknown): string | undefined {
+  const seen = new Set<object>();
+  const write = (value: unknown): string | undefined => {
+    switch (typeof value) {
+      case 'undefined':
+        return 'u';
+      case 'boolean':
+        return value ? 't' : 'f';
+      case 'number':
+        return `n${Object.is(value, -0) ? '-0' : String(value)}`;
+      case 'bigint':
+        return `b${String(value)}`;
+      case 'string':
+        return JSON.stringify(value);
+      case 'object':
+        break;
+      default:
+        return undefined; // a function or a symbol
+    }
+    if (value === null) return 'z';
+    if (value instanceof RegExp) return `r${JSON.stringify(value.source)}/${value.flags}`;
+    if (value instanceof Date) return `d${value.getTime()}`;
+    if (seen.has(value)) return undefined;
+    seen.add(value);
+    let out: string | undefined;
+    if (Array.isArray(value)) {
+      const items = value.map(write);
+      out = items.includes(undefined) ? undefined : `[${items.join(',')}]`;
+    } else {
+      const proto = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) out = undefined;
+      else if (Object.getOwnPropertySymbols(value).length > 0) out = undefined;
+      else {
+        const entries = Object.entries(value).map(([k, v]) => {
+          const w = write(v);
+          return w === undefined ? undefined : `${JSON.stringify(k)}:${w}`;
+        });
+        out = entries.includes(undefined) ? undefined : `{${entries.join(',')}}`;
+      }
+    }
+    seen.delete(value);
+    return out;
+  };
+  return write(filter);
+}

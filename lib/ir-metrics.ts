@@ -14,6 +14,8 @@
  * A document is relevant when its grade is > 0. Queries without any relevant document are left out, as
  * BEIR and trec_eval do. Ties in score are broken by document id, ascending, so results are repeatable.
  */
+import { ColtrastError } from './errors';
+import { inTurns } from './turns';
 import { invalid, positiveInteger } from './validate';
 
 export type Qrels = Map<string, Map<string, number>>;
@@ -41,14 +43,31 @@ function checkCutoffs(ks: unknown): number[] {
 function checkJudged(name: string, judged: unknown): Map<string, number> {
   if (!(judged instanceof Map)) throw invalid(name, 'a Map of document id to relevance grade (a number; > 0 is relevant)', judged);
   for (const [id, grade] of judged) {
-    if (typeof grade !== 'number' || Number.isNaN(grade)) throw invalid(`${name}.get(${JSON.stringify(id)})`, 'a relevance grade (a number)', grade);
+    if (typeof grade !== 'number' || !Number.isFinite(grade)) throw invalid(`${name}.get(${JSON.stringify(id)})`, 'a relevance grade (a finite number)', grade);
   }
   return judged;
 }
 
-/** Metrics of one query's ranking (document ids, best first) against its judgements. */
+/**
+ * Refuses a document that a ranking holds twice (`name`: the ranking's name in the message, `idOf` its ids): it would
+ * count as relevant twice (recall over 1), as trec_eval refuses a run that repeats a document.
+ */
+function checkDistinct<T>(name: string, items: T[], idOf: (item: T) => string): void {
+  const first = new Map<string, number>();
+  items.forEach((item, i) => {
+    const id = idOf(item);
+    const earlier = first.get(id);
+    if (earlier !== undefined) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${name} must hold each document once, got the document ${JSON.stringify(id)} at ${earlier} and ${i} (a run that repeats a document counts it twice)`);
+    }
+    first.set(id, i);
+  });
+}
+
+/** Metrics of one query's ranking (document ids, best first, each once) against its judgements. */
 export function queryMetrics(ranking: string[], judged: Map<string, number>, ks: number[]): MetricTable {
   if (!Array.isArray(ranking) || !ranking.every((id) => typeof id === 'string')) throw invalid('ranking', 'an array of document ids (strings), best first', ranking);
+  checkDistinct('ranking', ranking, (id) => id);
   return metricsOf(ranking, checkJudged('judged', judged), checkCutoffs(ks));
 }
 
@@ -90,6 +109,7 @@ export function evaluateRun(run: Run, qrels: Qrels, ks: number[]): { metrics: Me
     if (!Array.isArray(hits) || !hits.every((h) => typeof h?.id === 'string' && typeof h.score === 'number')) {
       throw invalid(`run.get(${JSON.stringify(qid)})`, 'an array of { id: string, score: number }', hits);
     }
+    checkDistinct(`run.get(${JSON.stringify(qid)})`, hits, (h) => h.id);
   }
   for (const [qid, judged] of qrels) checkJudged(`qrels.get(${JSON.stringify(qid)})`, judged);
   return meanMetrics(run, qrels, ks);
@@ -97,14 +117,36 @@ export function evaluateRun(run: Run, qrels: Qrels, ks: number[]): { metrics: Me
 
 /** @internal evaluateRun without its checks, for the runs evaluate() and train() make themselves. */
 export function meanMetrics(run: Run, qrels: Qrels, ks: number[]): { metrics: MetricTable; queries: number } {
-  const sum = Object.fromEntries(METRICS.map((m) => [m, Object.fromEntries(ks.map((k) => [k, 0]))])) as MetricTable;
-  let count = 0;
-  for (const [qid, judged] of qrels) {
-    if (![...judged.values()].some((g) => g > 0)) continue;
-    const m = metricsOf(rank(run.get(qid) ?? []), judged, ks);
-    for (const name of METRICS) for (const k of ks) sum[name][k] += m[name][k];
-    count++;
+  const mean = new MeanMetrics(ks);
+  for (const entry of qrels) mean.add(run, entry);
+  return mean.result();
+}
+
+/** @internal meanMetrics, letting the event loop run every few milliseconds (evaluate(): thousands of queries). */
+export async function meanMetricsInTurns(run: Run, qrels: Qrels, ks: number[]): Promise<{ metrics: MetricTable; queries: number }> {
+  const mean = new MeanMetrics(ks);
+  await inTurns(qrels, (entry) => mean.add(run, entry));
+  return mean.result();
+}
+
+/** The sums of meanMetrics, a query at a time. */
+class MeanMetrics {
+  private readonly sum: MetricTable;
+  private count = 0;
+
+  constructor(private readonly ks: number[]) {
+    this.sum = Object.fromEntries(METRICS.map((m) => [m, Object.fromEntries(ks.map((k) => [k, 0]))])) as MetricTable;
   }
-  for (const name of METRICS) for (const k of ks) sum[name][k] = count > 0 ? sum[name][k] / count : 0;
-  return { metrics: sum, queries: count };
+
+  add(run: Run, [qid, judged]: [string, Map<string, number>]): void {
+    if (![...judged.values()].some((g) => g > 0)) return;
+    const m = metricsOf(rank(run.get(qid) ?? []), judged, this.ks);
+    for (const name of METRICS) for (const k of this.ks) this.sum[name][k] += m[name][k];
+    this.count++;
+  }
+
+  result(): { metrics: MetricTable; queries: number } {
+    for (const name of METRICS) for (const k of this.ks) this.sum[name][k] = this.count > 0 ? this.sum[name][k] / this.count : 0;
+    return { metrics: this.sum, queries: this.count };
+  }
 }

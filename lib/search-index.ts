@@ -8,7 +8,9 @@
  * compression: each token vector a centroid's number and a quantized residual; native/search/residual_store.cc).
  *
  * On disk an index is a folder, written through a staging folder and renamed into place:
- *   index.json          format version, model fingerprint (sha256 of config.json + model.safetensors),
+ *   index.json          format version, model fingerprint (sha256 of the files that make the vectors: weights, modules,
+ *                       tokenizer, prompts; fingerprintVersion 2; an index without it has version 1's, of config.json
+ *                       and the weights only),
  *                       dimension, storage dtype, lateInteraction, multiVector, document count, tokenStorage
  *                       and residualBits, tokenPooling { poolFactor, protectedTokens } (documents' token vectors
  *                       pooled: the counts and rows below are the pooled ones)
@@ -31,7 +33,7 @@ import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { fileLines, writeFolderAtomic, writeJsonAtomic, writeJsonLinesAtomic } from './files';
-import { compileFilter, filterFields, type Filter } from './filter';
+import { compileFilter, filterFields, filterKey, type Filter } from './filter';
 import { poolAll } from './token-pooling';
 import { weightFiles } from './model-dir';
 import { native, fromNative } from './native';
@@ -39,6 +41,8 @@ import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { ReadWriteLock } from './rw-lock';
 import { DocStore, hasLoneSurrogate } from './doc-store';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
+import { nextTurn } from './turns';
+import { performance } from 'node:perf_hooks';
 
 export interface IndexDoc {
   id: string;
@@ -131,7 +135,8 @@ export interface SearchOptions {
   nprobe?: number;
   /**
    * A multi-vector index with residual token storage: candidates scored exactly (MaxSim over their decoded
-   * vectors) after ranking all candidates by their centroids' MaxSim (default max(256, 4 × k)).
+   * vectors) after ranking all candidates by their centroids' MaxSim (default max(256, 4 × k); at least k, fewer would
+   * return fewer than k hits).
    */
   fullScores?: number;
   /**
@@ -208,7 +213,8 @@ interface Manifest {
   version: 1;
   /** source: the folder the building model was loaded from (where `coltrast search` finds it by default). */
   /** truncateDim: the width the building Encoder cut its vectors to (EncoderLoadOptions.truncateDim), if it did. */
-  model: { fingerprint: string; dimension: number; source: string; truncateDim?: number };
+  /** fingerprintVersion: the formula of `fingerprint` (FINGERPRINT_VERSION; absent in indexes saved before 2: 1). */
+  model: { fingerprint: string; fingerprintVersion?: number; dimension: number; source: string; truncateDim?: number };
   storage: Storage;
   lateInteraction: boolean;
   /** How the token vectors are kept (absent: float16), and a residual store's bits per dimension. */
@@ -306,12 +312,77 @@ function stackRows(matrices: { data: Float32Array }[]): Float32Array {
   return out;
 }
 
-/** sha256 over the model's config.json and weights: what "the same model" means for an index. */
-async function fingerprint(encoder: Encoder): Promise<string> {
+/**
+ * How an index fingerprints its model (index.json's model.fingerprintVersion; absent: 1). 1: sha256 of config.json and
+ * the weights, as indexes saved before version 2 record it: blind to the pooling, a Dense head, a multi-vector model's
+ * projection, the tokenizer and the prompts, so that a mean-pooling model loaded a CLS-pooling copy's index. 2: all of
+ * those (fingerprintFiles).
+ */
+const FINGERPRINT_VERSION = 2;
+
+/**
+ * The files of a model folder that make its vectors, by their paths in it ('/'-separated), sorted: config.json, the
+ * weights (or shards), a LoRA adapter's files, modules.json and every file in each module's folder (a Pooling's
+ * config, a Dense head's config and weights, a multi-vector model's mask and projection), the tokenizer and the
+ * Transformer's settings (sentence_bert_config.json: length, lowercasing). Those absent are left out.
+ */
+function fingerprintFiles(dir: string): string[] {
+  const files = new Set(['config.json', 'tokenizer.json', 'tokenizer_config.json', 'modules.json', 'sentence_bert_config.json', 'adapter_config.json', 'adapter_model.safetensors']);
+  for (const shard of weightFiles(dir)?.shards ?? ['model.safetensors']) files.add(path.basename(shard));
+  if (fs.existsSync(path.join(dir, 'model.safetensors.index.json')) && !fs.existsSync(path.join(dir, 'model.safetensors'))) files.add('model.safetensors.index.json');
+  let modules: unknown;
+  try {
+    modules = JSON.parse(fs.readFileSync(path.join(dir, 'modules.json'), 'utf8'));
+  } catch {
+    modules = []; // none, or unreadable (hashed as it is)
+  }
+  const walk = (folder: string) => {
+    for (const entry of fs.readdirSync(path.join(dir, folder), { withFileTypes: true })) {
+      const relative = `${folder}/${entry.name}`;
+      if (entry.isDirectory()) walk(relative);
+      else if (entry.isFile()) files.add(relative);
+    }
+  };
+  for (const m of Array.isArray(modules) ? modules : []) {
+    // The Transformer's path is '' (the folder itself, whose files are above); a module's never leaves the folder.
+    const folder = typeof m?.path === 'string' ? path.posix.normalize(m.path.replace(/\\/g, '/')).replace(/\/+$/, '') : '.';
+    if (folder !== '.' && !folder.startsWith('..') && !path.posix.isAbsolute(folder) && fs.existsSync(path.join(dir, folder)) && fs.statSync(path.join(dir, folder)).isDirectory()) walk(folder);
+  }
+  return [...files].filter((f) => fs.existsSync(path.join(dir, f)) && fs.statSync(path.join(dir, f)).isFile()).sort();
+}
+
+/**
+ * sha256 of what "the same model" means for an index (FINGERPRINT_VERSION): `version` 1 for an index saved before 2.
+ * Version 2 hashes each of fingerprintFiles as its path, its length and its bytes, and config_sentence_transformers.json's
+ * settings (the prompts, PyLate's query and document settings) without the versions of the libraries that saved it.
+ */
+async function fingerprint(encoder: Encoder, version = FINGERPRINT_VERSION): Promise<string> {
   const hash = createHash('sha256');
-  const weights = weightFiles(encoder.modelDir);
-  for (const file of [path.join(encoder.modelDir, 'config.json'), ...(weights?.shards ?? [path.join(encoder.modelDir, 'model.safetensors')])]) {
+  const dir = encoder.modelDir;
+  if (version === 1) {
+    const weights = weightFiles(dir);
+    for (const file of [path.join(dir, 'config.json'), ...(weights?.shards ?? [path.join(dir, 'model.safetensors')])]) {
+      for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
+    }
+    return hash.digest('hex');
+  }
+  for (const name of fingerprintFiles(dir)) {
+    const file = path.join(dir, name);
+    hash.update(`${name}\0${fs.statSync(file).size}\0`);
     for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
+  }
+  const stFile = path.join(dir, 'config_sentence_transformers.json');
+  if (fs.existsSync(stFile)) {
+    const text = fs.readFileSync(stFile, 'utf8');
+    let settings = text;
+    try {
+      const parsed = JSON.parse(text);
+      if (parsed !== null && typeof parsed === 'object') delete parsed.__version__;
+      settings = JSON.stringify(parsed);
+    } catch {
+      // hashed as it is
+    }
+    hash.update(`config_sentence_transformers.json\0${settings}`);
   }
   return hash.digest('hex');
 }
@@ -408,6 +479,140 @@ export function checkIndexFolder(dir: string, what: string): void {
   }
 }
 
+/** How long search's JavaScript runs before it lets the event loop run (as lib/turns.ts's inTurns). */
+const TURN_MS = 10;
+
+/** A stretch of work done in turns: maybe() lets the event loop run when TURN_MS have passed since it last did. */
+class Turns {
+  private since = performance.now();
+
+  async maybe(): Promise<void> {
+    if (performance.now() - this.since < TURN_MS) return;
+    await nextTurn();
+    this.since = performance.now();
+  }
+}
+
+/**
+ * The stored vectors of MMR's candidates (int8 and binary decoded), each normalized again (cosines), read from the store
+ * once per search: the queries of a search share many candidates.
+ */
+class CandidateVectors {
+  private readonly at = new Map<number, number>();
+  private data: Float32Array;
+  private count = 0;
+
+  constructor(
+    private readonly store: NativeDenseStore,
+    readonly dim: number,
+  ) {
+    this.data = new Float32Array(64 * dim);
+  }
+
+  /** Before a query's `n` candidates: forgets the vectors read so far when keeping them too would pass 64 MiB. */
+  room(n: number): void {
+    if ((this.count + n) * this.dim <= 1 << 24) return;
+    this.at.clear();
+    this.count = 0;
+  }
+
+  /** Where document `doc`'s vector starts in `rows` (read now if it was not yet). */
+  offset(doc: number): number {
+    let at = this.at.get(doc);
+    if (at === undefined) {
+      const v = this.store.rows(doc, 1);
+      let norm = 0;
+      for (let c = 0; c < v.length; c++) norm += v[c] * v[c];
+      norm = Math.sqrt(norm) || 1;
+      if ((this.count + 1) * this.dim > this.data.length) {
+        const grown = new Float32Array(2 * this.data.length);
+        grown.set(this.data);
+        this.data = grown;
+      }
+      at = this.count++ * this.dim;
+      for (let c = 0; c < this.dim; c++) this.data[at + c] = v[c] / norm;
+      this.at.set(doc, at);
+    }
+    return at;
+  }
+
+  get rows(): Float32Array {
+    return this.data;
+  }
+}
+
+/** The inner product of a[ao, ao + dim) and b[bo, bo + dim), in four sums (a quarter faster than one). */
+function dotAt(a: Float32Array, ao: number, b: Float32Array, bo: number, dim: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let c = 0;
+  for (; c + 3 < dim; c += 4) {
+    s0 += a[ao + c] * b[bo + c];
+    s1 += a[ao + c + 1] * b[bo + c + 1];
+    s2 += a[ao + c + 2] * b[bo + c + 2];
+    s3 += a[ao + c + 3] * b[bo + c + 3];
+  }
+  for (; c < dim; c++) s0 += a[ao + c] * b[bo + c];
+  return s0 + s1 + (s2 + s3);
+}
+
+/**
+ * The k of `hits` that maximal marginal relevance picks (SearchOptions.mmrLambda), in the order picked: each next one
+ * maximizes λ · cos(query, doc) − (1 − λ) · its highest cosine with one picked before (ties: the earlier in `hits`).
+ * Each candidate's highest cosine is kept and raised with the one just picked, so the work is k × candidates cosines;
+ * it lets the event loop run between picks (Turns).
+ */
+async function marginalRelevance(
+  query: Float32Array,
+  hits: { doc: number; score: number }[],
+  k: number,
+  lambda: number,
+  vectors: CandidateVectors,
+  turn: Turns,
+): Promise<{ doc: number; score: number }[]> {
+  const n = hits.length;
+  const dim = vectors.dim;
+  const at = new Int32Array(n);
+  vectors.room(n);
+  const relevance = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    at[j] = vectors.offset(hits[j].doc);
+    relevance[j] = dotAt(query, 0, vectors.rows, at[j], dim);
+  }
+  const rows = vectors.rows; // grows no more
+  const closest = new Float64Array(n); // each candidate's highest cosine with a picked one (none picked yet: no penalty)
+  const taken = new Uint8Array(n);
+  const picked: { doc: number; score: number }[] = [];
+  const count = Math.min(k, n);
+  while (picked.length < count) {
+    let best = -1;
+    let bestValue = -Infinity;
+    for (let j = 0; j < n; j++) {
+      if (taken[j]) continue;
+      const value = lambda * relevance[j] - (1 - lambda) * closest[j];
+      if (value > bestValue) {
+        best = j;
+        bestValue = value;
+      }
+    }
+    if (best < 0) best = taken.indexOf(0); // values all NaN: none can be
+    taken[best] = 1;
+    picked.push(hits[best]);
+    if (picked.length < count && lambda < 1) {
+      const b = at[best];
+      for (let j = 0; j < n; j++) {
+        if (taken[j]) continue;
+        const cos = dotAt(rows, at[j], rows, b, dim);
+        if (picked.length === 1 || cos > closest[j]) closest[j] = cos;
+      }
+    }
+    await turn.maybe();
+  }
+  return picked;
+}
+
 export class Index {
   /** The documents, in the order of the vectors (lib/doc-store.ts: ids and texts off the JS heap). */
   private docs = new DocStore();
@@ -415,7 +620,7 @@ export class Index {
   private tokenOffsets: number[] = [0];
   private bm25: Bm25Index | undefined;
   private bm25Build: Promise<Bm25Index> | undefined;
-  /** The documents each recent query-object filter matches, by its JSON; emptied when documents change. */
+  /** The documents each recent query-object filter matches, by its filterKey; emptied when documents change. */
   private filterMatches = new Map<string, Uint8Array>();
   /** Token pooling of documents' token vectors (BuildOptions.poolFactor; 1: none). */
   private pooling = 1;
@@ -462,6 +667,10 @@ export class Index {
     const o = checkOptions('options', options, BUILD_KEYS);
     const storage = oneOf('options.storage', o.storage ?? 'float32', STORAGES);
     const multi = encoder.multiVector !== undefined;
+    // float32, the default, is taken as saying nothing (the CLI passes it); another storage would not be what the index keeps.
+    if (multi && storage !== 'float32') {
+      throw invalid('options.storage', "absent with a multi-vector model: its index keeps token vectors only, no pooled vectors to store (tokenStorage sets how the token vectors are kept)", o.storage);
+    }
     const late = multi || (o.lateInteraction ?? false);
     const tokenStorage = oneOf('options.tokenStorage', o.tokenStorage ?? 'float16', TOKEN_STORAGES);
     if (o.tokenStorage !== undefined && !late) throw invalid('options.tokenStorage', 'absent: the index keeps no token vectors (give lateInteraction: true, or use a multi-vector model)', o.tokenStorage);
@@ -650,8 +859,7 @@ export class Index {
     const rerank = o.rerank instanceof CrossEncoder ? o.rerank : oneOf('options.rerank', o.rerank ?? 'none', ['none', 'maxsim'] as const);
     if (rerank === 'maxsim' && !this.tokens) throw new ColtrastError('INVALID_ARGUMENT', "rerank 'maxsim' needs an index built with { lateInteraction: true }");
     const candidates = positiveInteger('options.candidates', o.candidates ?? Math.max(100, k));
-    const weight = o.hybridWeight ?? 0.5;
-    if (typeof weight !== 'number' || weight < 0 || weight > 1) throw invalid('options.hybridWeight', 'a number in [0, 1]', weight);
+    const weight = numberValue('options.hybridWeight', o.hybridWeight ?? 0.5, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
     const fusion = oneOf('options.fusion', o.fusion ?? 'rrf', FUSIONS);
     if (o.rescoreMultiplier !== undefined && this.storage !== 'binary') {
       throw new ColtrastError('INVALID_ARGUMENT', `options.rescoreMultiplier is for an index with binary storage; this one stores ${this.storage} vectors`);
@@ -671,10 +879,13 @@ export class Index {
     const allow = o.filter === undefined ? undefined : await this.filterMask(o.filter);
     if (queries.length === 0 || this.docs.length === 0 || (allow && !allow.includes(1))) return queries.map(() => []);
 
+    // The JavaScript work between and after the stages, a query (or an MMR pick) at a time, lets the event loop run.
+    const turn = new Turns();
     let dense: { doc: number; score: number }[][] = queries.map(() => []);
     if (mode !== 'bm25' && !this.vectors) {
       const wanted = firstK('dense');
-      dense = await this.maxsimSearch(queries, wanted, { nprobe, fullScores: fullScores ?? Math.max(256, 4 * wanted) }, allow);
+      // At least the hits wanted are scored fully: fewer would return fewer than k hits.
+      dense = await this.maxsimSearch(queries, wanted, { nprobe, fullScores: Math.max(fullScores ?? Math.max(256, 4 * wanted), wanted) }, allow);
     }
     let q: Matrix | undefined; // the queries' pooled vectors, normalized
     if (mode !== 'bm25' && this.vectors) {
@@ -685,7 +896,11 @@ export class Index {
       } catch (error) {
         throw fromNative(error);
       }
-      dense = queries.map((_, i) => rankedHits(r, i));
+      dense = [];
+      for (let i = 0; i < queries.length; i++) {
+        dense.push(rankedHits(r, i));
+        await turn.maybe();
+      }
     }
     let lexical: { doc: number; score: number }[][] = queries.map(() => []);
     if (mode !== 'dense') {
@@ -700,10 +915,22 @@ export class Index {
         return (this.bm25 = built);
       })();
       const bm25 = await this.bm25Build;
-      lexical = (await bm25.searchAll(queries, firstK('bm25'), allow)).map((hits) => hits.map((h) => ({ doc: this.docs.position(h.id)!, score: h.score })));
+      const found = await bm25.searchAll(queries, firstK('bm25'), allow);
+      lexical = [];
+      for (const hits of found) {
+        lexical.push(hits.map((h) => ({ doc: this.docs.position(h.id)!, score: h.score })));
+        await turn.maybe();
+      }
     }
-    const fused = (i: number) => fuseRankings(dense[i], lexical[i], (h) => h.doc, { fusion, weight, rrfK: 60 }, (a, b) => a - b).map(({ key, score }) => ({ doc: key, score }));
-    let ranked = mode === 'dense' ? dense : mode === 'bm25' ? lexical : queries.map((_, i) => fused(i));
+    let ranked = mode === 'dense' ? dense : lexical;
+    if (mode === 'hybrid') {
+      // A query at a time, letting the event loop run between them (256 queries of 1000 candidates took ~250 ms in one go).
+      ranked = [];
+      for (let i = 0; i < queries.length; i++) {
+        ranked.push(fuseRankings(dense[i], lexical[i], (h) => h.doc, { fusion, weight, rrfK: 60 }, (a, b) => a - b).map(({ key, score }) => ({ doc: key, score })));
+        await turn.maybe();
+      }
+    }
     // A multi-vector index ranks by MaxSim in the first stage already (and fusion keeps ranks only).
     if (rerank === 'maxsim' && this.vectors) ranked = await this.rerank(queries, ranked);
     if (rerank instanceof CrossEncoder) {
@@ -712,52 +939,29 @@ export class Index {
     }
     if (mmr !== undefined) {
       q ??= await this.encoder.embed(queries, { normalize: true, task: 'query' });
-      ranked = ranked.map((hits, i) => this.marginalRelevance(q!.data.subarray(i * q!.dims[1], (i + 1) * q!.dims[1]), hits.slice(0, candidates), k, mmr));
-    }
-    return ranked.map((hits) =>
-      hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs.id(doc), score, text: this.docs.text(doc), ...(this.docs.metadata(doc) ? { metadata: this.docs.metadata(doc) } : {}) })),
-    );
-  }
-
-  /** The k of `hits` that maximal marginal relevance picks (SearchOptions.mmrLambda), in the order picked. */
-  private marginalRelevance(query: Float32Array, hits: { doc: number; score: number }[], k: number, lambda: number): { doc: number; score: number }[] {
-    const dim = query.length;
-    // The stored vectors (int8 and binary decoded), normalized again: cosines.
-    const vectors = hits.map((h) => {
-      const v = this.vectors!.rows(h.doc, 1);
-      const norm = Math.hypot(...v) || 1;
-      return v.map((x) => x / norm);
-    });
-    const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-      let sum = 0;
-      for (let c = 0; c < dim; c++) sum += a[c] * b[c];
-      return sum;
-    };
-    const relevance = vectors.map((v) => dot(query, v));
-    const closest = new Float64Array(hits.length).fill(-Infinity); // each candidate's highest cosine with a picked one
-    const picked: number[] = [];
-    const free = new Set(hits.keys());
-    while (picked.length < Math.min(k, hits.length)) {
-      let best = -1;
-      let bestValue = -Infinity;
-      for (const j of free) {
-        const value = lambda * relevance[j] - (1 - lambda) * (picked.length === 0 ? 0 : closest[j]);
-        if (value > bestValue) [best, bestValue] = [j, value];
+      const vectors = new CandidateVectors(this.vectors!, q.dims[1]);
+      const picked: { doc: number; score: number }[][] = [];
+      for (let i = 0; i < ranked.length; i++) {
+        picked.push(await marginalRelevance(q.data.subarray(i * q.dims[1], (i + 1) * q.dims[1]), ranked[i].slice(0, candidates), k, mmr, vectors, turn));
       }
-      picked.push(best);
-      free.delete(best);
-      for (const j of free) closest[j] = Math.max(closest[j], dot(vectors[j], vectors[best]));
+      ranked = picked;
     }
-    return picked.map((j) => hits[j]);
+    const out: Hit[][] = [];
+    for (const hits of ranked) {
+      out.push(hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs.id(doc), score, text: this.docs.text(doc), ...(this.docs.metadata(doc) ? { metadata: this.docs.metadata(doc) } : {}) })));
+      await turn.maybe();
+    }
+    return out;
   }
 
   /**
    * One flag per document, 1 where `filter` matches it. Evaluated in slices that yield to the event loop between
-   * them; a query object's flags are kept by its JSON (16 of them) until the documents change.
+   * them; a query object's flags are kept by its filterKey (16 of them) until the documents change.
    */
   private async filterMask(filter: unknown): Promise<Uint8Array> {
     const test = compileFilter<IndexDoc>('options.filter', filter);
-    const key = typeof filter === 'function' ? undefined : JSON.stringify(filter);
+    // Not JSON.stringify(filter): it writes /a/ and /b/ alike, as {} (filterKey).
+    const key = filterKey(filter);
     const kept = key === undefined ? undefined : this.filterMatches.get(key);
     if (kept) return kept;
     const docs = this.docs;
@@ -903,6 +1107,7 @@ export class Index {
         version: 1,
         model: {
           fingerprint: modelFingerprint,
+          fingerprintVersion: FINGERPRINT_VERSION,
           dimension: this.encoder.dimension,
           source: this.encoder.modelDir,
           ...(this.encoder.truncateDim === undefined ? {} : { truncateDim: this.encoder.truncateDim }),
@@ -962,8 +1167,17 @@ export class Index {
       throw bad(`index.json is not valid JSON (${(error as Error).message})`);
     }
     if (manifest.format !== 'coltrast-index' || manifest.version !== 1) throw bad('index.json is not a coltrast index of format version 1');
-    if (manifest.model?.fingerprint !== (await fingerprint(encoder))) {
-      throw new ColtrastError('INVALID_ARGUMENT', `index ${where} was built with another model; load it with the model that built it, or rebuild it`);
+    const fingerprintVersion = manifest.model?.fingerprintVersion ?? 1;
+    if (fingerprintVersion !== 1 && fingerprintVersion !== FINGERPRINT_VERSION) {
+      throw bad(`index.json says fingerprintVersion ${JSON.stringify(fingerprintVersion)}, which this version of coltrast does not know (1 or ${FINGERPRINT_VERSION}); a newer one wrote it`);
+    }
+    if (manifest.model?.fingerprint !== (await fingerprint(encoder, fingerprintVersion))) {
+      const built = typeof manifest.model?.source === 'string' ? ` (index.json says it was loaded from ${manifest.model.source})` : '';
+      const parts = fingerprintVersion === 1 ? 'config.json or weights' : 'weights, modules (pooling, Dense head, projection), tokenizer or prompts';
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `index ${where} was built with another model${built}: the ${parts} of ${encoder.modelDir} differ from that model's; load the index with the model that built it, or rebuild the index with this one`,
+      );
     }
     if (manifest.model.dimension !== encoder.dimension) {
       const cut = manifest.model.truncateDim;
@@ -980,7 +1194,7 @@ export class Index {
     if (!TOKEN_STORAGES.includes(tokenStorage)) throw bad(`index.json says tokenStorage ${JSON.stringify(tokenStorage)}, not one of ${TOKEN_STORAGES.join(', ')}`);
     if (tokenStorage === 'residual' && !RESIDUAL_BITS.includes(manifest.residualBits as number)) throw bad(`index.json says residualBits ${JSON.stringify(manifest.residualBits)}, not 1, 2 or 4`);
     const tokens = manifest.lateInteraction ? newTokenStore(encoder.tokenDimension, tokenStorage, manifest.residualBits ?? 2) : undefined;
-    const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, manifest.storage), tokens, manifest.storage, manifest.model.fingerprint);
+    const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, manifest.storage), tokens, manifest.storage, fingerprintVersion === FINGERPRINT_VERSION ? manifest.model.fingerprint : undefined);
     if (manifest.tokenPooling !== undefined) {
       const { poolFactor, protectedTokens } = manifest.tokenPooling;
       if (!manifest.lateInteraction || !Number.isInteger(poolFactor) || poolFactor < 1 || protectedTokens !== PROTECTED_TOKENS) {

@@ -238,5 +238,15 @@ test('Bm25Index refuses bad settings and arguments with errors that name them (i
   refuses(() => index.search('dog', 5, new Uint8Array(3)), /allow must be a Uint8Array of 2 flags \(one per document\), got a Uint8Array of length 3/);
   await t.throwsAsync(index.searchAll(['dog', 7] as never, 5), { message: /queries must be an array of strings/ });
   await t.throwsAsync(index.remove(new Uint8Array(1)), { message: /keep must be a Uint8Array of 2 flags \(one per document\), got a Uint8Array of length 1/ });
+  // A repeated id made two hits of one id.
+  const terms = index.termCount;
+  refuses(() => index.add('a', 'a dog barks'), /^id "a" is already in the BM25 index \(ids must be unique; remove the document first to replace it\)$/);
   t.is(index.size, 2, 'nothing was added or removed by the refused calls');
+  t.deepEqual(index.search('dog', 5).map((h) => h.id), ['a', 'b']);
+  t.is(index.termCount, terms, 'the refused document added no term');
+  // Once removed, the id may come back; ids are found after removals as before them.
+  await index.remove(Uint8Array.of(0, 1));
+  index.add('a', 'a dog barks');
+  refuses(() => index.add('b', 'x'), /^id "b" is already in the BM25 index/);
+  t.deepEqual(index.search('dog', 5).map((h) => h.id).sort(), ['a', 'b']);
 });

@@ -151,6 +151,47 @@ test('evaluate() in bm25, dense and hybrid modes', async (t) => {
   }
 });
 
+test('evaluate() refuses options its mode would ignore, and a hybrid weight that is not a number in [0, 1]', async (t) => {
+  const data = beirFolder();
+  const refused = async (options: Record<string, unknown>, message: RegExp) => {
+    const e = await t.throwsAsync(evaluate({ data, ...options } as never), { instanceOf: ColtrastError, message });
+    t.is(e!.code, 'INVALID_ARGUMENT');
+  };
+  // BM25 builds no dense index: storage and the rest were ignored, and the result read as int8's.
+  await refused({ mode: 'bm25', storage: 'int8' }, /^options\.storage must be absent with mode 'bm25' \(BM25 uses no model; it is for modes 'dense', 'hybrid' and 'late_interaction'\), got the string "int8"$/);
+  for (const [key, value] of [['model', FIXTURE], ['truncateDim', 8], ['rescoreMultiplier', 2], ['tokenStorage', 'residual'], ['residualBits', 2], ['poolFactor', 2], ['nprobe', 2], ['fullScores', 8]] as const) {
+    await refused({ mode: 'bm25', [key]: value }, new RegExp(`^options\\.${key} must be absent with mode 'bm25'`));
+  }
+  await refused({ mode: 'dense', model: FIXTURE, hybridWeight: 0.3 }, /^options\.hybridWeight must be absent with mode 'dense' \(it is for mode 'hybrid'\), got number 0\.3$/);
+  await refused({ mode: 'bm25', fusion: 'relative' }, /^options\.fusion must be absent with mode 'bm25' \(it is for mode 'hybrid'\)/);
+  await refused({ mode: 'late_interaction', model: FIXTURE, rrfK: 10 }, /^options\.rrfK must be absent with mode 'late_interaction'/);
+  await refused({ mode: 'dense', model: FIXTURE, bm25: { stem: true } }, /^options\.bm25 must be absent with mode 'dense' \(it is for modes 'bm25' and 'hybrid'\)/);
+  await refused({ mode: 'hybrid', model: FIXTURE, candidates: 5 }, /^options\.candidates must be absent with mode 'hybrid' \(it is for mode 'late_interaction' or a reranker/);
+  // NaN passed `w < 0 || w > 1` and fused every score to NaN (nDCG 0).
+  for (const weight of [NaN, Infinity, -0.1, 1.5, '0.5']) {
+    await refused({ mode: 'hybrid', model: FIXTURE, device: 'cpu', hybridWeight: weight }, /^options\.hybridWeight must be a number in \[0, 1\], got /);
+  }
+  // What the modes use is taken: stemming for hybrid's BM25, candidates for late interaction.
+  t.is((await evaluate({ data, mode: 'hybrid', model: FIXTURE, device: 'cpu', bm25: { stem: true }, hybridWeight: 0.5, k: [1] })).queries, 2);
+  t.is((await evaluate({ data, mode: 'late_interaction', model: FIXTURE, device: 'cpu', candidates: 3, k: [1] })).queries, 2);
+
+  // The CLI: an empty --hybrid-weight was Number('') = 0; --compare leaves out what the compared system does not use.
+  const { spawnSync } = await import('node:child_process');
+  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', '--data', data, '--device', 'cpu', '--threads', '1', '--json', '--k', '1', ...args], { encoding: 'utf8' });
+  const empty = run('--model', FIXTURE, '--mode', 'hybrid', '--hybrid-weight', '');
+  t.is(empty.status, 2);
+  t.regex(empty.stderr, /--hybrid-weight must be a number, got $/m);
+  const blank = run('--model', FIXTURE, '--mode', 'hybrid', '--hybrid-weight', ' ');
+  t.is(blank.status, 2);
+  const int8 = run('--mode', 'bm25', '--storage', 'int8');
+  t.is(int8.status, 2);
+  t.regex(int8.stderr, /options\.storage must be absent with mode 'bm25'/);
+  const compared = run('--model', FIXTURE, '--mode', 'hybrid', '--hybrid-weight', '0.3', '--storage', 'float16', '--stem', '--compare', 'bm25');
+  t.is(compared.status, 0, compared.stderr);
+  t.deepEqual(JSON.parse(compared.stdout).map((r: { name: string }) => r.name), ['hybrid:tiny-bert', 'bm25']);
+});
+
 test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a reason', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Encoder, Index, serve, type Filter, type Hit, type IndexDoc } from '../lib';
 import { native } from '../lib/native';
 import { reciprocalRankFusion, type NativeResidualStore } from '../lib/search-index';
-import { filterFields } from '../lib/filter';
+import { filterFields, filterKey } from '../lib/filter';
 import { fixtureCopy, tempDir } from './helpers/fixture';
 import { makeSmallMultiVector, rejection } from './helpers/vectors';
 
@@ -208,6 +208,56 @@ test('filters are checked, follow added and removed documents, and may match not
   t.deepEqual((await index.search([QUERIES[0]], { filter: newest }))[0].map((h) => h.id), [DOCS[10].id]);
   await index.remove([DOCS[10].id]);
   t.deepEqual(await index.search([QUERIES[0]], { filter: newest }), [[]]);
+});
+
+test("a query object's kept matches are found by what it says: RegExps, undefined values, Dates are not taken for one another", async (t) => {
+  const docs: IndexDoc[] = [
+    { id: 'a', text: 'postgres pgvector setup', metadata: { year: 2019, at: new Date('2019-05-01') } },
+    { id: 'b', text: 'sqlite notes', metadata: { year: 2021, at: new Date('2021-05-01') } },
+    { id: 'c', text: 'pgvector tuning', metadata: { year: 2023, at: new Date('2023-05-01') } },
+  ];
+  const index = await Index.build(plain, docs);
+  const ids = async (filter: Filter) => (await index.search(['database'], { k: 10, filter }))[0].map((h) => h.id).sort().join(',');
+  // Each pair once JSON.stringify'd alike ({} for a RegExp, the undefined key dropped), so the second got the first's matches.
+  t.is(await ids({ text: /pgvector/ }), 'a,c');
+  t.is(await ids({ text: /sqlite/ }), 'b');
+  t.is(await ids({ text: /PGVECTOR/i }), 'a,c');
+  t.is(await ids({ text: /PGVECTOR/ }), '');
+  t.is(await ids({ text: { $regex: /tuning/ } }), 'c');
+  t.is(await ids({ text: { $regex: /notes/ } }), 'b');
+  t.is(await ids({ id: { $ne: 'zz' }, 'metadata.year': undefined }), ''); // sift: no document lacks the year
+  t.is(await ids({ id: { $ne: 'zz' } }), 'a,b,c');
+  t.is(await ids({ 'metadata.at': { $gt: new Date('2020-01-01') } }), 'b,c');
+  t.is(await ids({ 'metadata.at': { $gt: new Date('2022-01-01') } }), 'c');
+  // The same query in new objects is found again (the kept matches are used): what it says is its key.
+  t.is(filterKey({ text: /pgvector/ }), filterKey({ text: /pgvector/ }));
+  t.is(await ids({ text: /sqlite/ }), 'b');
+});
+
+test('filterKey: one key per query, told apart where JSON.stringify is not; none for what it cannot write', (t) => {
+  const apart: [unknown, unknown][] = [
+    [{ text: /a/ }, { text: /b/ }],
+    [{ text: /a/i }, { text: /a/ }],
+    [{ x: undefined }, {}],
+    [{ x: NaN }, { x: null }],
+    [{ x: Infinity }, { x: null }],
+    [{ x: new Date(0) }, { x: new Date(1) }],
+    [{ x: new Date(0) }, { x: '1970-01-01T00:00:00.000Z' }],
+    [{ x: '1' }, { x: 1 }],
+    [{ x: [1, undefined] }, { x: [1, null] }],
+    [{ x: 1n }, { x: '1' }],
+  ];
+  for (const [a, b] of apart) {
+    t.not(filterKey(a), undefined);
+    t.not(filterKey(a), filterKey(b), `${String(filterKey(a))} vs ${String(filterKey(b))}`);
+  }
+  t.is(filterKey({ $or: [{ a: /x/g }, { b: { $in: [1, 'two', null] } }] }), filterKey({ $or: [{ a: /x/g }, { b: { $in: [1, 'two', null] } }] }));
+  // A function, a class instance or a cycle is not kept (it is matched anew each search).
+  const cycle: Record<string, unknown> = {};
+  cycle.self = cycle;
+  for (const uncached of [() => true, { x: () => true }, { x: new Map() }, cycle, { x: Symbol('s') }]) t.is(filterKey(uncached), undefined);
+  const shared = { $gt: 1 };
+  t.not(filterKey({ a: shared, b: shared }), undefined); // shared, not cyclic
 });
 
 test('coltrast search --filter and serve\'s "filter" (and "mmr_lambda", "fusion")', async (t) => {

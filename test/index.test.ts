@@ -1,11 +1,12 @@
 // Index: exact dense search against a brute-force check, BM25/hybrid, MaxSim re-ranking, add/remove,
 // persistence, and every way a saved index can be wrong.
 import test from 'ava';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, Index, ops, type Hit, type IndexDoc } from '../lib';
 import { relativeScoreFusion, topIndices } from '../lib/search-index';
-import { FIXTURE, fixtureCopy, tempDir } from './helpers/fixture';
+import { FIXTURE, editJson, fixtureCopy, folderCopy, tempDir } from './helpers/fixture';
 
 const projects = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', 'examples', 'ai-projects.json'), 'utf8')).projects;
 const DOCS: IndexDoc[] = projects.flatMap((p: any) =>
@@ -341,6 +342,101 @@ test('save/load round-trips; another model or damaged files are refused', async 
   };
   t.regex((await damaged(repeated)).message, /docs\.jsonl:3 repeats the id "/);
   t.regex((await damaged((d) => fs.rmSync(path.join(d, 'tokens.safetensors')))).message, /tokens\.safetensors/);
+  enc.dispose();
+});
+
+/** An index folder's index.json as an index saved before fingerprint version 2 has it: sha256 of config.json and model.safetensors. */
+function asOldFormat(dir: string, modelDir: string): void {
+  const file = path.join(dir, 'index.json');
+  const manifest = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const hash = createHash('sha256');
+  for (const f of ['config.json', 'model.safetensors']) hash.update(fs.readFileSync(path.join(modelDir, f)));
+  delete manifest.model.fingerprintVersion;
+  manifest.model.fingerprint = hash.digest('hex');
+  fs.writeFileSync(file, JSON.stringify(manifest));
+}
+
+test('the fingerprint covers the pooling, the tokenizer, the prompts and the length; an index saved with the old fingerprint still loads with its model', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const dir = path.join(tempDir(), 'mean.index');
+  const index = await Index.build(enc, DOCS.slice(0, 6));
+  await index.save(dir);
+  t.is(JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).model.fingerprintVersion, 2);
+  const expected = await index.search([QUESTION], { k: 3 });
+  t.deepEqual(await (await Index.load(dir, enc)).search([QUESTION], { k: 3 }), expected);
+  // A copy of the model, file for file, is the same model.
+  const same = await Encoder.load(fixtureCopy(), { device: 'cpu' });
+  t.deepEqual(await (await Index.load(dir, same)).search([QUESTION], { k: 3 }), expected);
+  same.dispose();
+
+  // Same config.json and weights, other vectors: the old fingerprint took each for the other.
+  const refused = async (index: string, edit: (d: string) => void) => {
+    const other = await Encoder.load(fixtureCopy(edit), { device: 'cpu' });
+    try {
+      const e = await errorOf(Index.load(index, other));
+      t.is(e.code, 'INVALID_ARGUMENT');
+      t.regex(e.message, /was built with another model \(index\.json says it was loaded from .*tiny-bert\).*load the index with the model that built it, or rebuild the index with this one/);
+    } finally {
+      other.dispose();
+    }
+  };
+  await refused(dir, (d) => editJson(path.join(d, '1_Pooling', 'config.json'), (c) => ({ ...c, pooling_mode_mean_tokens: false, pooling_mode_cls_token: true })));
+  await refused(dir, (d) => editJson(path.join(d, 'tokenizer.json'), (tok) => ({ ...tok, normalizer: null })));
+  await refused(dir, (d) => editJson(path.join(d, 'config_sentence_transformers.json'), (c) => ({ ...c, prompts: { query: 'query: ', document: '' } })));
+  await refused(dir, (d) => editJson(path.join(d, 'sentence_bert_config.json'), (c) => ({ ...c, max_seq_length: 8 })));
+  // The versions of the libraries that saved the model change no vector.
+  const resaved = await Encoder.load(fixtureCopy((d) => editJson(path.join(d, 'config_sentence_transformers.json'), (c) => ({ ...c, __version__: { sentence_transformers: '9.9.9' } }))), { device: 'cpu' });
+  t.deepEqual(await (await Index.load(dir, resaved)).search([QUESTION], { k: 3 }), expected);
+  resaved.dispose();
+
+  // An index saved by an earlier version (no fingerprintVersion, the old formula) loads with its model, and is saved anew
+  // with the new fingerprint.
+  const { fingerprint } = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).model;
+  asOldFormat(dir, FIXTURE);
+  const old = await Index.load(dir, enc);
+  t.deepEqual(await old.search([QUESTION], { k: 3 }), expected);
+  const otherWeights = await Encoder.load(fixtureCopy((d) => {
+    const file = path.join(d, 'model.safetensors');
+    const bytes = fs.readFileSync(file);
+    bytes[bytes.length - 1] ^= 1;
+    fs.writeFileSync(file, bytes);
+  }), { device: 'cpu' });
+  t.regex((await errorOf(Index.load(dir, otherWeights))).message, /was built with another model .*: the config\.json or weights of .* differ/);
+  otherWeights.dispose();
+  const resave = path.join(tempDir(), 'resaved.index');
+  await old.save(resave);
+  const manifest = JSON.parse(fs.readFileSync(path.join(resave, 'index.json'), 'utf8'));
+  t.is(manifest.model.fingerprintVersion, 2);
+  t.is(manifest.model.fingerprint, fingerprint);
+  await refused(resave, (d) => editJson(path.join(d, '1_Pooling', 'config.json'), (c) => ({ ...c, pooling_mode_mean_tokens: false, pooling_mode_cls_token: true })));
+  // A fingerprint version this one does not know (a newer coltrast's) is refused as such.
+  editJson(path.join(resave, 'index.json'), (m) => ({ ...m, model: { ...m.model, fingerprintVersion: 3 } }));
+  const unknown = await errorOf(Index.load(resave, enc));
+  t.is(unknown.code, 'MODEL_FILES');
+  t.regex(unknown.message, /index\.json says fingerprintVersion 3, which this version of coltrast does not know/);
+  enc.dispose();
+});
+
+test('the fingerprint covers a Dense head: an index of a model with one refuses the model with another head', async (t) => {
+  const t5 = path.resolve(__dirname, 'fixtures', 'tiny-encoders', 't5');
+  const enc = await Encoder.load(t5, { device: 'cpu' });
+  t.truthy(enc.projection);
+  const dir = path.join(tempDir(), 't5.index');
+  await (await Index.build(enc, DOCS.slice(0, 4))).save(dir);
+  t.is((await Index.load(dir, enc)).size, 4);
+  const head = folderCopy(t5, (d) => {
+    const file = path.join(d, '2_Dense', 'model.safetensors');
+    const bytes = fs.readFileSync(file);
+    bytes[bytes.length - 2] ^= 0x40; // one weight of the head, much changed
+    fs.writeFileSync(file, bytes);
+  });
+  const other = await Encoder.load(head, { device: 'cpu' });
+  const [a, b] = [await enc.embed(['a query']), await other.embed(['a query'])];
+  t.notDeepEqual(Array.from(a.data), Array.from(b.data)); // the head changes the vectors
+  const e = await errorOf(Index.load(dir, other));
+  t.is(e.code, 'INVALID_ARGUMENT');
+  t.regex(e.message, /was built with another model .*load the index with the model that built it, or rebuild the index with this one/);
+  other.dispose();
   enc.dispose();
 });
 

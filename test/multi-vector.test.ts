@@ -11,9 +11,9 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, Encoder, Index, evaluate, train, type Matrix } from '../lib';
+import { ColtrastError, Encoder, Index, evaluate, exportIndex, train, type Matrix } from '../lib';
 import { native } from '../lib/native';
-import { editJson, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { editJson, fixtureCopy, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
 
 const readSafetensorsNames = (file: string) => readSafetensors(file).tensors.keys();
@@ -237,6 +237,32 @@ test('an Index over a multi-vector model ranks by exact MaxSim, and saves and lo
   const fifth = await evaluate({ data: judged(4), model: multi, k: [1, 5] });
   t.like(fifth.metrics, { recall: { 1: 0, 5: 1 } });
   t.true(Math.abs(fifth.metrics.mrr[5] - 0.2) < 1e-12);
+});
+
+test("a multi-vector index refuses a model with another projection or skiplist, pooled-vector storage and export to pgvector", async (t) => {
+  const docs = [{ id: 'a', text: 'cat dog river' }, { id: 'b', text: 'search query model' }];
+  const dir = path.join(tempDir(), 'mv-fingerprint');
+  await (await Index.build(multi, docs)).save(dir);
+  t.is((await Index.load(dir, multi)).size, 2);
+  // The Transformer's config.json and weights are the plain model's: the old fingerprint, of those alone, took either for the other.
+  for (const edit of [
+    (d: string) => writeSafetensors(path.join(d, '1_Dense', 'model.safetensors'), new Map([['linear.weight', { dtype: 'F32', shape: [WIDTH, HIDDEN], data: Buffer.from(W.map((x) => -x).buffer) }]])),
+    (d: string) => editJson(path.join(d, '2_MultiVectorMask', 'config.json'), (c) => ({ ...c, skiplist_words: ['cat'] })),
+  ]) {
+    const other = await Encoder.load(folderCopy(multi.modelDir, edit), { device: 'cpu' });
+    const e = await t.throwsAsync(Index.load(dir, other), { instanceOf: ColtrastError });
+    t.regex(e!.message, /was built with another model .*load the index with the model that built it, or rebuild the index with this one/);
+    other.dispose();
+  }
+  // It keeps no pooled vectors: a storage for them is refused, not recorded (float32, the default, says nothing).
+  for (const storage of ['float16', 'int8', 'binary'] as const) {
+    await t.throwsAsync(Index.build(multi, docs, { storage }), { instanceOf: ColtrastError, message: new RegExp(`^options\\.storage must be absent with a multi-vector model: its index keeps token vectors only, .*got the string "${storage}"$`) });
+  }
+  t.is((await Index.build(multi, docs, { storage: 'float32' })).storage, 'float32');
+  // Nor has it a vector per document for pgvector.
+  const e = await t.throwsAsync(exportIndex(dir, path.join(tempDir(), 'mv.sql')), { instanceOf: ColtrastError });
+  t.is(e!.code, 'INVALID_ARGUMENT');
+  t.regex(e!.message, /was built with a multi-vector model: it holds token vectors only, and no pooled vector per document/);
 });
 
 test('save writes the multi-vector folder back: it reloads to the same vectors', async (t) => {

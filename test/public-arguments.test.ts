@@ -21,7 +21,17 @@ const CASES: [string, () => unknown, RegExp][] = [
   ['evaluateRun: run', () => evaluateRun(bad({}), new Map(), [1]), /^run must be a Map of query id to its hits \[\{ id, score \}\], got an object$/],
   ['evaluateRun: a run entry', () => evaluateRun(new Map([['q', bad([{ id: 1, score: 2 }])]]), new Map(), [1]), /^run\.get\("q"\) must be an array of \{ id: string, score: number \}/],
   ['evaluateRun: qrels', () => evaluateRun(new Map(), bad([]), [1]), /^qrels must be a Map of query id to a Map/],
-  ['evaluateRun: a grade', () => evaluateRun(new Map(), new Map([['q', new Map([['d', bad('1')]])]]), [1]), /^qrels\.get\("q"\)\.get\("d"\) must be a relevance grade \(a number\), got the string "1"$/],
+  ['evaluateRun: a grade', () => evaluateRun(new Map(), new Map([['q', new Map([['d', bad('1')]])]]), [1]), /^qrels\.get\("q"\)\.get\("d"\) must be a relevance grade \(a finite number\), got the string "1"$/],
+  // An infinite grade made nDCG Infinity / Infinity = NaN.
+  ['evaluateRun: an infinite grade', () => evaluateRun(new Map(), new Map([['q', new Map([['d', Infinity]])]]), [1]), /^qrels\.get\("q"\)\.get\("d"\) must be a relevance grade \(a finite number\), got number Infinity$/],
+  ['queryMetrics: an infinite grade', () => queryMetrics(['d'], new Map([['d', -Infinity]]), [1]), /^judged\.get\("d"\) must be a relevance grade \(a finite number\), got number -Infinity$/],
+  // A repeated document counted as relevant twice: recall 1 with one of two relevant documents found (trec_eval refuses such a run).
+  ['queryMetrics: a ranking that repeats a document', () => queryMetrics(['a', 'a'], new Map([['a', 1], ['c', 1]]), [2]), /^ranking must hold each document once, got the document "a" at 0 and 1/],
+  [
+    'evaluateRun: a run that repeats a document',
+    () => evaluateRun(new Map([['q', [{ id: 'b', score: 3 }, { id: 'a', score: 2 }, { id: 'a', score: 1 }]]]), new Map([['q', new Map([['a', 1], ['c', 1]])]]), [3]),
+    /^run\.get\("q"\) must hold each document once, got the document "a" at 1 and 2/,
+  ],
   ['evaluateRun: ks', () => evaluateRun(new Map(), new Map(), [1, 0]), /^ks\[1\] must be a positive integer, got number 0$/],
   ['queryMetrics: ranking', () => queryMetrics(bad('abc'), new Map(), [1]), /^ranking must be an array of document ids \(strings\), best first, got the string "abc"$/],
   ['queryMetrics: judged', () => queryMetrics(['a'], bad({ a: 1 }), [1]), /^judged must be a Map of document id to relevance grade/],
