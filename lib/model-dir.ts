@@ -230,6 +230,19 @@ export function readJson(file: string, what: string): unknown {
  * numbering (RoBERTa, XLM-RoBERTa, CamemBERT, MPNet) skips, as it counts from the padding id + 1; Infinity when the
  * config does not say.
  */
+/**
+ * The tokenizer's model_max_length capped by the model's `positions` (transformers' AutoTokenizer limit); `positions`
+ * when tokenizer_config.json has none (or the huge sentinel, 1e30, of configs without a real limit).
+ */
+function tokenizerLimit(dir: string, positions: number): number {
+  const tokConfigPath = path.join(dir, 'tokenizer_config.json');
+  const tokConfig = fs.existsSync(tokConfigPath) ? readJson(tokConfigPath, 'tokenizer_config.json') : undefined;
+  if (isObject(tokConfig) && typeof tokConfig.model_max_length === 'number' && tokConfig.model_max_length < 1e6) {
+    return Math.min(tokConfig.model_max_length, positions);
+  }
+  return positions;
+}
+
 export function positionLimit(config: Record<string, unknown>): number {
   const positions = config.max_position_embeddings;
   if (typeof positions !== 'number') return Infinity;
@@ -486,12 +499,7 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   if (isObject(stConfig) && typeof stConfig.max_seq_length === 'number') {
     maxSeqLength = Math.min(stConfig.max_seq_length, positions);
   } else {
-    const tokConfigPath = path.join(dir, 'tokenizer_config.json');
-    const tokConfig = fs.existsSync(tokConfigPath) ? readJson(tokConfigPath, 'tokenizer_config.json') : undefined;
-    // Tokenizer configs without a real limit carry a huge sentinel (1e30); only a sane value counts.
-    if (isObject(tokConfig) && typeof tokConfig.model_max_length === 'number' && tokConfig.model_max_length < 1e6) {
-      maxSeqLength = Math.min(tokConfig.model_max_length, positions);
-    }
+    maxSeqLength = tokenizerLimit(dir, positions);
   }
   if (!Number.isFinite(maxSeqLength) || maxSeqLength < 2) {
     throw filesError(`cannot tell the maximum sequence length of ${dir}: set max_seq_length in sentence_bert_config.json`);
@@ -592,8 +600,12 @@ export function asNewCrossEncoder(files: ModelDirectory): ModelDirectory {
   const modelType = String(files.config.model_type);
   const architecture = SEQUENCE_CLASSIFICATION[modelType] ?? `${modelType}ForSequenceClassification`;
   const config = { ...files.config, architectures: [architecture], id2label: { 0: 'LABEL_0' }, label2id: { LABEL_0: 0 } };
+  // A pair's length, as sentence-transformers' CrossEncoder(model) takes it: the tokenizer's limit capped by the
+  // positions, not the embedding model's max_seq_length (sentence_bert_config.json), which was per text.
+  const pairLength = tokenizerLimit(files.dir, positionLimit(files.config));
   return {
     ...files,
+    maxSeqLength: Number.isFinite(pairLength) ? pairLength : files.maxSeqLength,
     config,
     configText: configJson(files.configText, config),
     pooling: 'cls',

@@ -302,6 +302,10 @@ test('train({ crossEncoder }) starts a reranker from an embedding model; options
   const ce = await CrossEncoder.load(output, { device: 'cpu' });
   t.is(ce.numLabels, 1);
   t.is(ce.activation, 'sigmoid');
+  // A pair's length as sentence-transformers' CrossEncoder(FIXTURE) takes it: the tokenizer's 512 capped by the 40
+  // positions, not the embedding model's per-text max_seq_length of 24 (a base + adapter pair then scored differently).
+  t.is(ce.maxSeqLength, 40);
+  t.is(JSON.parse(fs.readFileSync(path.join(output, 'sentence_bert_config.json'), 'utf8')).max_seq_length, 40);
   const config = JSON.parse(fs.readFileSync(path.join(output, 'config.json'), 'utf8'));
   t.deepEqual(config.architectures, ['BertForSequenceClassification']);
   t.deepEqual(config.id2label, { 0: 'LABEL_0' });
