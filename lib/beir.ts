@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
 import { nonEmptyString } from './validate';
-import { fileLines, parseJsonLines } from './files';
+import { fileLines, parseJsonLines } from './data-files';
 import type { Project } from './chunking';
 import type { Qrels } from './ir-metrics';
 

@@ -8,7 +8,7 @@ import { semanticChunks } from './chunking';
 import { hasLoneSurrogate } from './doc-store';
 import type { Encoder } from './encoder';
 import { ColtrastError } from './errors';
-import { countLines, jsonLineBatches, parseJsonDocument, readWholeText } from './files';
+import { countLines, jsonLineBatches, parseJsonDocument, readWholeText } from './data-files';
 import type { IndexDoc } from './search-index';
 import { encoderEmbedder } from './train';
 import { JSONL, checkDataFile, readProjects } from './train-data';

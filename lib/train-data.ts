@@ -9,7 +9,8 @@
  */
 import type { Project } from './chunking';
 import { ColtrastError } from './errors';
-import { fileLines, notAFile, parseJsonDocument, parseJsonLines, readWholeText } from './files';
+import { notAFile } from './files';
+import { fileLines, parseJsonDocument, parseJsonLines, readWholeText } from './data-files';
 import type { NativeTeacherScores } from './native';
 import { seededRandom } from './random';
 import { arrayInTurns, inTurns, nextTurn } from './turns';

@@ -1,4 +1,4 @@
-// Data files read a line at a time (lib/files.ts fileLines): every line boundary, ending and encoding case at chunk
+// Data files read a line at a time (lib/data-files.ts fileLines): every line boundary, ending and encoding case at chunk
 // sizes that split lines and characters, gzip, and a file larger than the longest string V8 can hold.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
@@ -8,7 +8,8 @@ import { constants, isUtf8 } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import zlib from 'node:zlib';
 import { Encoder, Index } from '../lib';
-import { fileLines, firstBadByte, jsonErrorOffset, parseJsonLines, readRunData, saveRunData } from '../lib/files';
+import { readRunData, saveRunData } from '../lib/files';
+import { fileLines, firstBadByte, jsonErrorOffset, parseJsonLines } from '../lib/data-files';
 import { readCorpus, readTrainingData } from '../lib/train-data';
 import { seededRandom } from '../lib/random';
 import { FIXTURE, tempDir } from './helpers/fixture';

@@ -54,7 +54,7 @@ test('two saves at once to one new folder without overwrite: one is kept whole, 
   t.deepEqual(fs.readdirSync(empty), ['c.txt']);
 });
 
-// What the command line needs of every writer (lib/files.ts, the end): output locations checked before the work,
+// What the command line needs of every writer (lib/files.ts): output locations checked before the work,
 // temporary files that a failure, abort() or removeTemporaryFiles (SIGINT, SIGTERM) leaves nowhere, file system
 // errors in plain words.
 

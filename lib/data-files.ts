@@ -1,0 +1,451 @@
+/**
+ * Reading data files (training pairs, corpora, BEIR folders, documents to index): a line at a time, in chunks, or
+ * whole; gzipped or not; checked to be UTF-8 text (Latin-1 and UTF-16 named, with the command that converts them); JSON
+ * errors placed by line and column; the heap watched so that a file too large ends in an error, not V8's fatal one.
+ */
+import { isUtf8 } from 'node:buffer';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import v8 from 'node:v8';
+import zlib from 'node:zlib';
+import { ColtrastError } from './errors';
+
+/**
+ * Bytes read at a time by fileLines. 1 MiB: a chunk's lines (~2,700 of MS MARCO's pairs) are parsed in a few
+ * milliseconds and die young; at 4 MiB parsing a million pairs took 15-20% longer (more of each chunk's strings
+ * outlive a young-generation collection) and at 64 KiB the reads' overhead shows.
+ */
+const LINE_CHUNK_BYTES = 1 << 20;
+
+/**
+ * Refuses to read on when Node's heap is nearly full (less than a tenth of its limit, at least 64 MiB, left): what a
+ * caller keeps of a large file's lines would otherwise end the process with V8's fatal "heap out of memory", which no
+ * handler can catch. Checked before each chunk. The heap's use counts garbage not yet collected, so the check may
+ * fire a little early; the fix it names is the same.
+ */
+function checkHeap(file: string, line: number): void {
+  const { used_heap_size: used, heap_size_limit: limit } = v8.getHeapStatistics();
+  if (limit - used >= Math.max(64 << 20, limit / 10)) return;
+  const mib = (n: number) => Math.round(n / 2 ** 20);
+  const suggested = Math.ceil((2 * limit) / 2 ** 30) * 1024;
+  throw new ColtrastError(
+    'OUT_OF_MEMORY',
+    `${file}:${line}: Node's heap is nearly full (${mib(used)} of ${mib(limit)} MiB) with this file's data; give Node a larger heap (NODE_OPTIONS=--max-old-space-size=${suggested}, in MiB) or use a smaller file`,
+  );
+}
+
+/**
+ * A command that converts `file` from the encoding `from` to UTF-8, writing a file beside it with `.utf8` before its
+ * extension (so that its format is still known by its name): `docs.jsonl` gives `docs.utf8.jsonl`.
+ */
+function convertCommand(file: string, from: string): string {
+  const gz = /\.gz$/i.test(file);
+  const plain = gz ? file.slice(0, -3) : file;
+  const ext = path.extname(plain);
+  const out = `${plain.slice(0, plain.length - ext.length)}.utf8${ext}${gz ? file.slice(-3) : ''}`;
+  const q = (p: string) => (/^[\w./@%+=:,-]+$/.test(p) ? p : `'${p.replace(/'/g, "'\\''")}'`);
+  return gz ? `gunzip -c ${q(file)} | iconv -f ${from} -t utf-8 | gzip > ${q(out)}` : `iconv -f ${from} -t utf-8 ${q(file)} > ${q(out)}`;
+}
+
+/**
+ * @internal The offset in `bytes` of the first byte that is not part of well-formed UTF-8 (as Unicode defines it: no
+ * overlong forms, surrogates or code points past U+10FFFF), or of the first NUL byte; -1 when there is none. Only
+ * for the message of an error: Buffer's isUtf8 checks a whole chunk at once.
+ */
+export function firstBadByte(bytes: Uint8Array): number {
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i];
+    if (b === 0) return i;
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    // The bytes that follow `b` and the range of the first of them (the later ones are 0x80-0xBF).
+    let n: number;
+    let low = 0x80;
+    let high = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) n = 1;
+    else if (b >= 0xe0 && b <= 0xef) {
+      n = 2;
+      if (b === 0xe0) low = 0xa0;
+      if (b === 0xed) high = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      n = 3;
+      if (b === 0xf0) low = 0x90;
+      if (b === 0xf4) high = 0x8f;
+    } else return i;
+    if (i + n >= bytes.length) return i; // the character is cut off at the end
+    if (bytes[i + 1] < low || bytes[i + 1] > high) return i;
+    for (let k = 2; k <= n; k++) if (bytes[i + k] < 0x80 || bytes[i + k] > 0xbf) return i;
+    i += n + 1;
+  }
+  return -1;
+}
+
+/** Whether `bytes` are UTF-8 text a data file may hold: well-formed UTF-8 without NUL bytes. */
+function isUtf8Text(bytes: Uint8Array): boolean {
+  return isUtf8(bytes) && bytes.indexOf(0) < 0;
+}
+
+/**
+ * The error for bytes of `file` that are not UTF-8 text, at line `line` (counted from 1), `at` bytes into it: UTF-16
+ * (a NUL byte: UTF-16 text of ASCII characters holds one in every other byte) or another 8-bit encoding, with the
+ * command that converts the file.
+ */
+function notUtf8(file: string, line: number, bytes: Uint8Array, at: number): ColtrastError {
+  const b = bytes[at];
+  if (b === 0) {
+    return new ColtrastError('INVALID_ARGUMENT', `${file}:${line} is not UTF-8 text (it holds NUL bytes, as UTF-16 text does): convert it, e.g. ${convertCommand(file, 'utf-16le')}`);
+  }
+  // Bytes 0x80-0x9F are control characters in Latin-1 and punctuation (curly quotes, dashes, €) in Windows-1252.
+  const from = b >= 0x80 && b <= 0x9f ? 'windows-1252' : 'latin1';
+  const hex = `0x${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  return new ColtrastError(
+    'INVALID_ARGUMENT',
+    `${file}:${line} is not UTF-8 text (byte ${hex} at byte ${at + 1} of the line: Latin-1? Windows-1252? UTF-16?): convert it, e.g. ${convertCommand(file, from)}`,
+  );
+}
+
+/** The error for a file that starts with a UTF-16 byte-order mark (FF FE or FE FF), or undefined. */
+function utf16Mark(file: string, bytes: Uint8Array): ColtrastError | undefined {
+  if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) {
+    return new ColtrastError('INVALID_ARGUMENT', `${file}:1 is UTF-16 text (it starts with a UTF-16 byte-order mark), not UTF-8: convert it, e.g. ${convertCommand(file, 'utf-16')}`);
+  }
+  return undefined;
+}
+
+/**
+ * Splits a file's bytes, given a chunk at a time, into lines: a line may span chunks (its bytes are joined once,
+ * when its end is found) and a multi-byte character may too (lines are decoded whole). Lines end at '\n' ('\r\n'
+ * too: the '\r' is dropped); a UTF-8 byte-order mark at the start is dropped; a last line without '\n' counts unless
+ * it is empty. Bytes that are not UTF-8 text (another encoding's, a NUL byte, a UTF-16 byte-order mark) are an error
+ * naming the line, never decoded to U+FFFD: a chunk's whole lines are checked at once (a '\n' byte is never part of
+ * a multi-byte character, so they hold whole characters), a line that spans chunks when it is joined.
+ */
+class LineSplitter {
+  /** The bytes of a line that started in an earlier chunk, one buffer per chunk. */
+  private pending: Buffer[] = [];
+  private first = true;
+  lineNumber = 0;
+
+  constructor(private readonly file: string) {}
+
+  /** The lines that end in `data`. */
+  push(data: Buffer): string[] {
+    const lines: string[] = [];
+    let nl = data.indexOf(0x0a);
+    if (nl < 0) {
+      if (data.length > 0) this.pending.push(data);
+      return lines;
+    }
+    // The lines after the chunk's first, which are whole in it: when they are UTF-8 text, they need no check each.
+    const checked = isUtf8Text(data.subarray(nl + 1, data.lastIndexOf(0x0a)));
+    let start = 0;
+    for (; nl >= 0; start = nl + 1, nl = data.indexOf(0x0a, start)) {
+      this.pending.push(data.subarray(start, nl));
+      lines.push(this.decode(start > 0 && checked));
+    }
+    if (start < data.length) this.pending.push(data.subarray(start));
+    return lines;
+  }
+
+  /** The last line, when the file does not end with '\n'. */
+  end(): string[] {
+    const last = this.pending.length > 0 ? this.decode(false) : '';
+    return last === '' ? [] : [last];
+  }
+
+  /** The pending bytes as a line; `checked`: they are known to be UTF-8 text. */
+  private decode(checked: boolean): string {
+    this.lineNumber++;
+    let bytes = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending);
+    this.pending = [];
+    if (this.first) {
+      this.first = false;
+      if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+      const utf16 = utf16Mark(this.file, bytes);
+      if (utf16) throw utf16;
+    }
+    if (!checked && !isUtf8Text(bytes)) throw notUtf8(this.file, this.lineNumber, bytes, firstBadByte(bytes));
+    if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, bytes.length - 1);
+    try {
+      return bytes.toString('utf8');
+    } catch (error) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${this.file}:${this.lineNumber}: a line of ${bytes.length} bytes, longer than the longest string Node can hold (${(error as Error).message}); split it`);
+    }
+  }
+}
+
+/**
+ * The lines of a UTF-8 text file, read a chunk at a time and given a chunk's lines at a time. A data file may be
+ * larger than the longest string V8 can hold (2^29 - 24 characters, ~512 MiB), which reading it whole (readFileSync
+ * to a string) cannot do, and no copy of the whole text or array of all lines is kept. Reads are asynchronous and
+ * a caller handles one chunk's lines (a few milliseconds of parsing) before the next read, so a gigabyte file does
+ * not hold the event loop for the seconds reading it takes (timers, progress, a server's requests go on). Lines as LineSplitter splits them; an empty file has none. A `.gz` file is decompressed (whole,
+ * off the JS thread: at most 2 GiB compressed and 4 GiB decompressed, Node's limits for one buffer). Pipes work
+ * (`/dev/stdin`). `chunkBytes` is for tests.
+ */
+export async function* fileLines(file: string, chunkBytes = LINE_CHUNK_BYTES): AsyncGenerator<string[]> {
+  const lines = new LineSplitter(file);
+  if (/\.gz$/i.test(file)) {
+    const whole = await gunzipFile(file);
+    for (let start = 0; start < whole.length; start += chunkBytes) {
+      checkHeap(file, lines.lineNumber + 1);
+      yield lines.push(whole.subarray(start, Math.min(whole.length, start + chunkBytes)));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    yield lines.end();
+    return;
+  }
+  const handle = await fs.promises.open(file, 'r');
+  try {
+    for (;;) {
+      checkHeap(file, lines.lineNumber + 1);
+      const chunk = Buffer.allocUnsafe(chunkBytes);
+      const { bytesRead } = await handle.read(chunk, 0, chunkBytes, null);
+      if (bytesRead === 0) break;
+      yield lines.push(chunk.subarray(0, bytesRead));
+    }
+    yield lines.end();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function gunzipFile(file: string): Promise<Buffer> {
+  let raw: Buffer;
+  try {
+    raw = await fs.promises.readFile(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_FS_FILE_TOO_LARGE') throw error;
+    throw new ColtrastError('INVALID_ARGUMENT', `${file} is larger than the 2 GiB Node reads at once; decompress it first (gunzip -k ${file}) and give the uncompressed file`);
+  }
+  try {
+    return await promisify(zlib.gunzip)(raw);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const tooLarge = code === 'ERR_BUFFER_TOO_LARGE' || error instanceof RangeError;
+    throw new ColtrastError('INVALID_ARGUMENT', tooLarge
+      ? `${file} decompresses to more than the 4 GiB Node holds in one buffer; decompress it first (gunzip -k ${file}) and give the uncompressed file`
+      : `${file} cannot be decompressed (${(error as Error).message})`);
+  }
+}
+
+/**
+ * A file's whole text, for formats that are one document (a .json file): a `.gz` file is decompressed, a UTF-8
+ * byte-order mark dropped, and bytes that are not UTF-8 text an error naming their line (as fileLines does). A file
+ * too large for one string is an error that points to JSON Lines, which fileLines reads a line at a time.
+ */
+export async function readWholeText(file: string, noun: string): Promise<string> {
+  const tooLarge = () => {
+    const gib = (fs.statSync(file).size / 2 ** 30).toFixed(2);
+    return new ColtrastError('INVALID_ARGUMENT', `${noun} file ${file} (${gib} GiB) is too large to read as one JSON document (Node's longest string is ~512 MiB); write it as JSON Lines (a .jsonl file, one item a line), which is read a line at a time`);
+  };
+  let bytes: Buffer;
+  try {
+    bytes = /\.gz$/i.test(file) ? await gunzipFile(file) : await fs.promises.readFile(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ERR_FS_FILE_TOO_LARGE' && !(error instanceof RangeError)) throw error;
+    throw tooLarge();
+  }
+  if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+  const utf16 = utf16Mark(file, bytes);
+  if (utf16) throw utf16;
+  if (!isUtf8Text(bytes)) {
+    const at = firstBadByte(bytes);
+    let line = 1;
+    for (let nl = bytes.indexOf(0x0a); nl >= 0 && nl < at; nl = bytes.indexOf(0x0a, nl + 1)) line++;
+    const start = at === 0 ? 0 : bytes.lastIndexOf(0x0a, at - 1) + 1;
+    throw notUtf8(file, line, bytes.subarray(start), at - start);
+  }
+  try {
+    return bytes.toString('utf8');
+  } catch (error) {
+    // A text too long for one string: ERR_STRING_TOO_LONG.
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_STRING_TOO_LONG' && !(error instanceof RangeError)) throw error;
+    throw tooLarge();
+  }
+}
+
+/**
+ * Parses `text`, the whole of `file`, as one JSON document. A syntax error names the file, line and column where the
+ * text stops being JSON (`file:line:column:`; V8's message gives a character position at most), then V8's message
+ * and `hint`.
+ */
+export function parseJsonDocument(file: string, text: string, hint?: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    const at = jsonErrorOffset(text);
+    let where = file;
+    if (at >= 0) {
+      let line = 1;
+      let lineStart = 0;
+      for (let nl = text.indexOf('\n'); nl >= 0 && nl < at; nl = text.indexOf('\n', nl + 1)) {
+        line++;
+        lineStart = nl + 1;
+      }
+      where = `${file}:${line}:${at - lineStart + 1}`;
+    }
+    // V8 quotes the text around the error, line breaks and all: kept on one line.
+    const message = (error as Error).message.replace(/\r?\n/g, '\\n');
+    throw new ColtrastError('INVALID_ARGUMENT', `${where}: not valid JSON (${message})${hint ? `; ${hint}` : ''}`);
+  }
+}
+
+/**
+ * @internal The offset (in UTF-16 code units) in `text` where it stops being a JSON document: the character JSON.parse
+ * cannot take, or text.length when the text ends too soon; -1 when it is valid JSON. For an error's line and column.
+ * Written here because Node 20's V8 gives no position for most syntax errors ("Unexpected token '}', ... is not valid
+ * JSON"), and the npm packages that place JSON errors read that position from V8's message; checked against
+ * JSON.parse on 20,000 random broken texts (test/data-files.test.ts).
+ */
+export function jsonErrorOffset(text: string): number {
+  const n = text.length;
+  let i = 0;
+  const skipSpace = () => {
+    for (let c = text.charCodeAt(i); c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d; c = text.charCodeAt(++i));
+  };
+  const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
+  const isHex = (c: number) => isDigit(c) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
+  // A string at i (its opening '"'): true with i after it, or false with i at the error.
+  const string = (): boolean => {
+    if (text.charCodeAt(i) !== 0x22) return false;
+    for (i++; i < n; ) {
+      const c = text.charCodeAt(i);
+      if (c === 0x22) {
+        i++;
+        return true;
+      }
+      if (c < 0x20) return false;
+      if (c !== 0x5c) {
+        i++;
+        continue;
+      }
+      const e = text[i + 1];
+      if (e === 'u') {
+        for (let k = 2; k < 6; k++) if (!isHex(text.charCodeAt(i + k))) return ((i += k), false);
+        i += 6;
+      } else if (e !== undefined && '"\\/bfnrt'.includes(e)) i += 2;
+      else return ((i += 1), false);
+    }
+    return false;
+  };
+  // Containers open around the value being read: true for an object, false for an array.
+  const open: boolean[] = [];
+  for (;;) {
+    // A value at i.
+    skipSpace();
+    const c = text.charCodeAt(i);
+    if (c === 0x7b || c === 0x5b) {
+      i++;
+      skipSpace();
+      const close = c === 0x7b ? 0x7d : 0x5d;
+      if (text.charCodeAt(i) === close) i++;
+      else {
+        open.push(c === 0x7b);
+        if (c === 0x7b) {
+          if (!string()) return i;
+          skipSpace();
+          if (text.charCodeAt(i) !== 0x3a) return i;
+          i++;
+        }
+        continue;
+      }
+    } else if (c === 0x22) {
+      if (!string()) return i;
+    } else if (c === 0x2d || isDigit(c)) {
+      if (c === 0x2d) i++;
+      if (text.charCodeAt(i) === 0x30) i++;
+      else if (isDigit(text.charCodeAt(i))) while (isDigit(text.charCodeAt(i))) i++;
+      else return i;
+      if (text.charCodeAt(i) === 0x2e) {
+        i++;
+        if (!isDigit(text.charCodeAt(i))) return i;
+        while (isDigit(text.charCodeAt(i))) i++;
+      }
+      if (text.charCodeAt(i) === 0x65 || text.charCodeAt(i) === 0x45) {
+        i++;
+        if (text.charCodeAt(i) === 0x2b || text.charCodeAt(i) === 0x2d) i++;
+        if (!isDigit(text.charCodeAt(i))) return i;
+        while (isDigit(text.charCodeAt(i))) i++;
+      }
+    } else {
+      const word = c === 0x74 ? 'true' : c === 0x66 ? 'false' : c === 0x6e ? 'null' : undefined;
+      if (word === undefined) return i;
+      for (const ch of word) {
+        if (text[i] !== ch) return i;
+        i++;
+      }
+    }
+    // After a value: what closes or continues the containers around it.
+    for (;;) {
+      skipSpace();
+      if (open.length === 0) return i < n ? i : -1;
+      const inObject = open[open.length - 1];
+      const d = text.charCodeAt(i);
+      if (d === (inObject ? 0x7d : 0x5d)) {
+        open.pop();
+        i++;
+        continue;
+      }
+      if (d !== 0x2c) return i;
+      i++;
+      if (inObject) {
+        skipSpace();
+        if (!string()) return i;
+        skipSpace();
+        if (text.charCodeAt(i) !== 0x3a) return i;
+        i++;
+      }
+      break;
+    }
+  }
+}
+
+/**
+ * Parses a JSON Lines file: `each(value, "file:line")` for every non-blank line (read by fileLines); bad JSON names
+ * its line.
+ */
+export async function parseJsonLines<T>(file: string, each: (value: unknown, where: string) => T): Promise<T[]> {
+  const out: T[] = [];
+  for await (const batch of jsonLineBatches(file, Infinity, each)) for (const value of batch) out.push(value);
+  return out;
+}
+
+/**
+ * parseJsonLines in batches of at most `size` values (each, as `each` returns it, with its `file:line`), without the
+ * whole file's values in memory at once; blank lines are skipped.
+ */
+export async function* jsonLineBatches<T>(file: string, size: number, each: (value: unknown, where: string) => T): AsyncGenerator<T[]> {
+  let batch: T[] = [];
+  let i = 0;
+  for await (const lines of fileLines(file)) {
+    for (const line of lines) {
+      i++;
+      if (line.trim() === '') continue;
+      const where = `${file}:${i}`;
+      let value: unknown;
+      try {
+        value = JSON.parse(line);
+      } catch (error) {
+        throw new ColtrastError('INVALID_ARGUMENT', `${where}: not valid JSON (${(error as Error).message})`);
+      }
+      batch.push(each(value, where));
+      if (batch.length >= size) {
+        yield batch;
+        batch = [];
+      }
+    }
+  }
+  if (batch.length > 0) yield batch;
+}
+
+/** The lines of `file` that are not blank, counted without parsing them (a progress bar's total). */
+export async function countLines(file: string): Promise<number> {
+  let n = 0;
+  for await (const lines of fileLines(file)) for (const line of lines) if (line.trim() !== '') n++;
+  return n;
+}
