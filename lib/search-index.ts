@@ -112,7 +112,7 @@ export interface SearchOptions {
    * with it, reading each query and document together; hits then carry its scores.
    */
   rerank?: 'none' | 'maxsim' | CrossEncoder;
-  /** Candidates taken from the first stage before fusion or re-ranking (default max(100, k)). */
+  /** Candidates taken from the first stage before fusion or re-ranking (default max(100, k); at least k). */
   candidates?: number;
   /** Hybrid: weight of the dense ranking (default 0.5). */
   hybridWeight?: number;
@@ -859,7 +859,8 @@ export class Index {
     const mode = oneOf('options.mode', o.mode ?? 'dense', ['dense', 'bm25', 'hybrid'] as const);
     const rerank = o.rerank instanceof CrossEncoder ? o.rerank : oneOf('options.rerank', o.rerank ?? 'none', ['none', 'maxsim'] as const);
     if (rerank === 'maxsim' && !this.tokens) throw new ColtrastError('INVALID_ARGUMENT', "rerank 'maxsim' needs an index built with { lateInteraction: true }");
-    const candidates = positiveInteger('options.candidates', o.candidates ?? Math.max(100, k));
+    // At least k, as fullScores: fewer candidates would return fewer than k hits where k documents match.
+    const candidates = Math.max(k, positiveInteger('options.candidates', o.candidates ?? Math.max(100, k)));
     const weight = numberValue('options.hybridWeight', o.hybridWeight ?? 0.5, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
     const fusion = oneOf('options.fusion', o.fusion ?? 'rrf', FUSIONS);
     if (o.rescoreMultiplier !== undefined && this.storage !== 'binary') {

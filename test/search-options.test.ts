@@ -2,7 +2,8 @@
 //   - maximal marginal relevance and hybrid fusion let the event loop run between queries (they ran every query in
 //     one synchronous map: MMR of 64 queries, k 100 of 1000 candidates held the loop 1.1-1.7 s);
 //   - hybridWeight NaN is refused (it passed `w < 0 || w > 1` and made every score NaN);
-//   - a PLAID search scores at least k candidates fully, so fullScores below k still returns k hits.
+//   - a PLAID search scores at least k candidates fully, so fullScores below k still returns k hits; candidates below
+//     k count as k too.
 import test from 'ava';
 import { performance } from 'node:perf_hooks';
 import { ColtrastError, Encoder, Index, type IndexDoc } from '../lib';
@@ -140,5 +141,14 @@ test('a PLAID search scores at least k candidates fully: fullScores below k stil
     t.is((await residual.search(queries, { k: 10, nprobe: 8, fullScores: 40 }))[0].length, 10);
   } finally {
     multi.dispose();
+  }
+});
+
+test('candidates below k count as k: MMR, hybrid fusion and re-ranking still return k hits', async (t) => {
+  const queries = ['alpha beta', 'omega psi chi'];
+  for (const options of [{ mmrLambda: 0.5 }, { mode: 'hybrid' as const }, { mode: 'bm25' as const, mmrLambda: 0.7 }]) {
+    const asked = await index.search(queries, { k: 10, candidates: 3, ...options });
+    for (const hits of asked) t.is(hits.length, 10, JSON.stringify(options));
+    t.deepEqual(asked, await index.search(queries, { k: 10, candidates: 10, ...options }), JSON.stringify(options));
   }
 });
