@@ -257,7 +257,10 @@ export class Encoder {
     const encoder = new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype, multi, truncateDim);
     try {
       if (truncateDim !== undefined) encoder.checkTruncateDim('options.truncateDim', truncateDim);
-      if (adapterDir !== undefined) encoder.loraConfig = await loadAdapter(encoder.model, adapterDir, 'embedding');
+      if (adapterDir !== undefined) {
+        encoder.loraConfig = await loadAdapter(encoder.model, adapterDir, 'embedding');
+        encoder.adapterFolder = adapterDir;
+      }
     } catch (error) {
       encoder.dispose();
       throw error;
@@ -312,6 +315,13 @@ export class Encoder {
   /** The model's LoRA adapter (train's `lora`, or `Encoder.load`'s `adapter`), if it has one. */
   get lora(): LoraConfig | undefined {
     return this.loraConfig;
+  }
+
+  private adapterFolder: string | undefined;
+
+  /** @internal The folder of the adapter `Encoder.load` added (an index's model fingerprint covers it). */
+  get adapterDir(): string | undefined {
+    return this.adapterFolder;
   }
 
   /** @internal New LoRA adapters (train({ lora })): from then on only they train, and save() writes them beside the merged weights. */

@@ -372,6 +372,16 @@ async function fingerprint(encoder: Encoder, version = FINGERPRINT_VERSION): Pro
     hash.update(`${name}\0${fs.statSync(file).size}\0`);
     for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
   }
+  // A LoRA adapter Encoder.load added from a folder of its own (one inside the model's folder is among its files).
+  const adapter = encoder.adapterDir;
+  if (adapter !== undefined && path.resolve(adapter) !== path.resolve(dir)) {
+    for (const name of ['adapter_config.json', 'adapter_model.safetensors']) {
+      const file = path.join(adapter, name);
+      if (!fs.existsSync(file)) continue;
+      hash.update(`adapter/${name}\0${fs.statSync(file).size}\0`);
+      for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
+    }
+  }
   const stFile = path.join(dir, 'config_sentence_transformers.json');
   if (fs.existsSync(stFile)) {
     const text = fs.readFileSync(stFile, 'utf8');

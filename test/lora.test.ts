@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, CrossEncoder, Encoder, retrievalMetrics, train } from '../lib';
+import { ColtrastError, CrossEncoder, Encoder, Index, retrievalMetrics, train } from '../lib';
 import { FIXTURE, dropoutOff, editJson, fixtureCopy, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { native } from '../lib/native';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
@@ -73,6 +73,14 @@ test('train({ lora }) trains only the adapters: the merged model changes only th
   t.true(maxAbsDiff(a.data, b.data) < 1e-6, `merged vs base + adapter: ${maxAbsDiff(a.data, b.data)}`);
   const end = await retrievalMetrics(trained, data);
   t.true(end['mrr@10'] > start['mrr@10'] + 0.1, `MRR@10 on the training questions ${start['mrr@10']} -> ${end['mrr@10']}`);
+  // An index built with base + adapter loads with them, and is refused for the bare base (the adapter is in the model's
+  // fingerprint: without it the vectors differ).
+  const indexDir = path.join(tempDir(), 'index');
+  await (await Index.build(withAdapter, texts.slice(0, 5).map((text, i) => ({ id: `d${i}`, text })))).save(indexDir);
+  t.is((await Index.load(indexDir, withAdapter)).size, 5);
+  const bare = await Encoder.load(FIXTURE, { device: 'cpu' });
+  await t.throwsAsync(Index.load(indexDir, bare), { message: /was built with another model/ });
+  bare.dispose();
   // Saving the adapted model again writes the same merged weights and the adapter.
   const again = path.join(tempDir(), 'again');
   await withAdapter.save(again);
