@@ -241,7 +241,8 @@ export async function writeFolderAtomic(target: string, overwrite: boolean, fill
       fs.renameSync(staging, target);
       if (old) {
         const untrackOld = trackTemporaryFile(old);
-        await fs.promises.rm(old, { recursive: true, force: true }).finally(untrackOld);
+        // The save is done: a failure here only leaves the old folder (a later save removes it once this process is gone).
+        await fs.promises.rm(old, { recursive: true, force: true }).catch(() => {}).finally(untrackOld);
       }
     } else {
       try {
