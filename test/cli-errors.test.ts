@@ -34,10 +34,10 @@ function exited(child: ChildProcess): Promise<{ code: number | null; signal: Nod
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
 }
 
-async function until(what: string, check: () => boolean, ms = 60_000): Promise<void> {
+async function until(what: string, check: () => boolean, ms = 60_000, child?: { stderrText: () => string }): Promise<void> {
   const deadline = Date.now() + ms;
   while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${child ? `; its stderr so far:\n${child.stderrText()}` : ''}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
@@ -180,7 +180,12 @@ test('embed --output and export interrupted by SIGINT or SIGTERM: the old file w
     fs.writeFileSync(output, 'OLD\n');
     const child = start(args(output));
     const done = exited(child);
-    await until(`${name}'s temporary file`, () => fs.readdirSync(dir).some((f) => f.endsWith('.tmp')));
+    // A child that ends before its temporary file is seen (an error, or done already) fails here with what it said,
+    // not after the minute of waiting (this wait timed out once in CI, 2026-12-06, under load, the child's state unknown).
+    await until(`${name}'s temporary file`, () => {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} ended (${child.exitCode ?? child.signalCode}) before its temporary file was seen:\n${child.stderrText()}`);
+      return fs.readdirSync(dir).some((f) => f.endsWith('.tmp'));
+    }, 60_000, child);
     child.kill(signal);
     const { signal: by } = await done;
     t.is(by, signal, `${name}: ended by ${signal}\n${child.stderrText()}`);
