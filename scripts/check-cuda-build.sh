@@ -5,34 +5,59 @@
 # CMake config and libraries are all a build needs), plus the libnvrtc wheel its CMake config links; the
 # NVIDIA runtime wheels follow for loading. The addon goes to build/cuda-check/, beside the local build,
 # from its own CMake folder.
-#   bash scripts/check-cuda-build.sh [--skip-if-missing]   (.ci/run runs it; about 3 minutes on 2 cores)
-# --skip-if-missing: without nvcc or the wheels, say SKIPPED and exit 0 instead of failing.
+#   bash scripts/check-cuda-build.sh [--skip-if-missing] [--clean]   (.ci/run runs it; about 3 minutes on 2 cores)
+# --skip-if-missing: without nvcc, the wheels or the disk room they need unpacked, say SKIPPED and exit 0 instead
+#   of failing.
+# --clean: remove the unpacked wheels (build/pyenv-cuda, several GB) afterwards, keeping the addon (build/cuda-check)
+#   and its CMake folder, which the compile tests read (test/helpers/compile.ts); the next run unpacks them again.
 # Checks: the build succeeds, the addon links libtorch_cuda, libc10_cuda and the CUDA runtime, the kernels'
 # device code is linked in, and the addon loads and passes the CPU cases of the native tests (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fail() { echo "check-cuda-build: $*" >&2; exit 1; }
-case "${1:-}" in
-  --skip-if-missing) skip_if_missing=1 ;;
-  "") skip_if_missing=0 ;;
-  *) fail "unknown argument $1 (usage: bash scripts/check-cuda-build.sh [--skip-if-missing])" ;;
-esac
+skip_if_missing=0
+clean=0
+for arg in "$@"; do
+  case "$arg" in
+    --skip-if-missing) skip_if_missing=1 ;;
+    --clean) clean=1 ;;
+    *) fail "unknown argument $arg (usage: bash scripts/check-cuda-build.sh [--skip-if-missing] [--clean])" ;;
+  esac
+done
 missing() {
   [ "$skip_if_missing" = 1 ] && { echo "SKIPPED: scripts/check-cuda-build.sh: $*"; exit 0; }
   fail "$*"
+}
+env=build/pyenv-cuda
+# --clean: on every way out, a skip included (a failed unpack leaves a part of its wheels behind).
+[ "$clean" = 1 ] && trap 'rm -rf "$env"' EXIT
+
+# Disk room. The wheels unpack to about 4 GB (torch 2.14 with libnvrtc 1.3 GB, the NVIDIA runtime 2.7 GB): each
+# unpack first checks that the disk holds what it will write plus RESERVE_GB (default 3) for the tests that follow,
+# and skips (or fails) saying so rather than filling the disk, as it once did midway through a CI run.
+reserve=$(( ${RESERVE_GB:-3} * 1024 * 1024 * 1024 ))
+gb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1073741824 }'; }
+room_for() { # <what> <wheel>...
+  local what=$1 need free
+  shift
+  need=$(/usr/bin/python3 -c 'import sys, zipfile; print(sum(i.file_size for w in sys.argv[1:] for i in zipfile.ZipFile(w).infolist()))' "$@")
+  mkdir -p build
+  free=$(df -P -B1 build | awk 'NR == 2 { print $4 }')
+  (( free >= need + reserve )) ||
+    missing "$what unpack to $(gb "$need") GB and the disk of build/ has $(gb "$free") GB free: not enough with $(gb "$reserve") GB kept for the tests (RESERVE_GB)"
 }
 command -v nvcc >/dev/null || missing "no nvcc: install the CUDA toolkit (compiler only is enough)"
 wheel=$(ls /opt/pypi-more/files/torch-2.*-cp311-*manylinux*_x86_64.whl /opt/pypi/files/torch-2.*-cp311-*manylinux*_x86_64.whl 2>/dev/null | grep -v '+cpu' | sort -V | tail -n 1 || true)
 nvrtc=$(ls /opt/pypi-more/files/nvidia_cuda_nvrtc-*.whl /opt/pypi/files/nvidia_cuda_nvrtc-*.whl 2>/dev/null | sort -V | tail -n 1 || true)
 [ -n "$wheel" ] && [ -n "$nvrtc" ] || missing "no CUDA torch wheel and libnvrtc wheel on this machine's disk (/opt/pypi*)"
 
-env=build/pyenv-cuda
 if ! [ -f "$env/.wheels" ] || [ "$(cat "$env/.wheels")" != "$wheel $nvrtc" ]; then
-  echo "check-cuda-build: unpacking $(basename "$wheel") and $(basename "$nvrtc") into $env"
   rm -rf "$env"
+  room_for "$(basename "$wheel") and $(basename "$nvrtc")" "$wheel" "$nvrtc"
+  echo "check-cuda-build: unpacking $(basename "$wheel") and $(basename "$nvrtc") into $env"
   /usr/bin/python3 -m venv "$env"
-  "$env/bin/pip" install -q --no-index --no-deps "$wheel" "$nvrtc"
+  "$env/bin/pip" install -q --no-index --no-deps "$wheel" "$nvrtc" || { rm -rf "$env"; missing "unpacking the wheels into $env failed (see above)"; }
   echo "$wheel $nvrtc" > "$env/.wheels"
 fi
 torch_cmake=$("$env/bin/python" -c 'import sys, glob; print(glob.glob(sys.prefix + "/lib/python3*/site-packages/torch/share/cmake/Torch")[0])')
@@ -69,10 +94,15 @@ echo "check-cuda-build: OK: $(basename "$wheel" | cut -d- -f1-2) with nvcc $(nvc
 runtime=(nvidia-cuda-runtime nvidia-cublas nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusparse nvidia-cusparselt-cu13
   nvidia-nccl-cu13 nvidia-cudnn-cu13 nvidia-nvshmem-cu13 nvidia-nvjitlink)
 if ! [ -f "$env/.runtime" ]; then
-  links=()
-  for dir in /opt/wheels /opt/pypi/files /opt/pypi-more/files; do [ -d "$dir" ] && links+=(--find-links "$dir"); done
-  "$env/bin/pip" install -q --no-index --no-deps "${links[@]}" "${runtime[@]}" ||
-    missing "the NVIDIA runtime wheels (${runtime[*]}) are not all on this machine's disk: the CUDA build was not loaded"
+  files=()
+  for name in "${runtime[@]}"; do
+    file=$(ls /opt/wheels/"${name//-/_}"-[0-9]*.whl /opt/pypi/files/"${name//-/_}"-[0-9]*.whl /opt/pypi-more/files/"${name//-/_}"-[0-9]*.whl 2>/dev/null | sort -V | tail -n 1 || true)
+    [ -n "$file" ] || missing "the NVIDIA runtime wheel $name is not on this machine's disk (/opt/wheels, /opt/pypi*): the CUDA build was not loaded"
+    files+=("$file")
+  done
+  room_for "the NVIDIA runtime wheels (${runtime[*]})" "${files[@]}"
+  # A failed unpack (a full disk, say) leaves part of them: the whole folder goes, and the next run unpacks again.
+  "$env/bin/pip" install -q --no-index --no-deps "${files[@]}" || { rm -rf "$env"; missing "unpacking the NVIDIA runtime wheels into $env failed (see above): the CUDA build was not loaded"; }
   touch "$env/.runtime"
 fi
 pkg=$(mktemp -d)/coltrast

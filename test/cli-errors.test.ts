@@ -13,6 +13,7 @@ import { Encoder, Index } from '../lib';
 import { printable } from '../lib/cli';
 import { rawSafetensors } from './helpers/safetensors';
 import { FIXTURE, fixtureCopy, tempDir, wordDataset } from './helpers/fixture';
+import { until } from './helpers/wait';
 
 const ROOT = path.resolve(__dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'cli.js');
@@ -30,16 +31,13 @@ function start(args: string[], stdout: 'pipe' | 'ignore' = 'ignore'): ChildProce
   return Object.assign(child, { stderrText: () => stderr });
 }
 
-function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+/** until()'s options for a wait on `child`: a minute, and its stderr so far in the message of a time-out. */
+function watching(child: { stderrText: () => string }) {
+  return { ms: 60_000, every: 10, detail: () => `its stderr so far:\n${child.stderrText()}` };
 }
 
-async function until(what: string, check: () => boolean, ms = 60_000, child?: { stderrText: () => string }): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${child ? `; its stderr so far:\n${child.stderrText()}` : ''}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
 }
 
 /** A user error as the CLI reports one: exit 2, one `coltrast: ...` line matching `message`, no stack trace. */
@@ -166,7 +164,10 @@ test('embed --output is atomic: an error leaves the old file whole and no tempor
   t.deepEqual(fs.readdirSync(dir).sort(), ['in.txt', 'o.jsonl']);
 });
 
-test('embed --output and export interrupted by SIGINT or SIGTERM: the old file whole, no temporary file, ended by the signal', async (t) => {
+// Serial: the other tests of this file run their commands with spawnSync, which holds this process's event loop
+// until they end; a poll held past a child's whole run never sees its temporary file (seen: embed ended, exit 0, before
+// the first look; before the test checked for that, the wait timed out, twice under load and once in CI).
+test.serial('embed --output and export interrupted by SIGINT or SIGTERM: the old file whole, no temporary file, ended by the signal', async (t) => {
   const texts = textsFile(40000);
   const index = syntheticIndex(300000);
   const runs: [string, NodeJS.Signals, (output: string) => string[]][] = [
@@ -181,11 +182,11 @@ test('embed --output and export interrupted by SIGINT or SIGTERM: the old file w
     const child = start(args(output));
     const done = exited(child);
     // A child that ends before its temporary file is seen (an error, or done already) fails here with what it said,
-    // not after the minute of waiting (this wait timed out once in CI, 2026-12-06, under load, the child's state unknown).
+    // not after the minute of waiting.
     await until(`${name}'s temporary file`, () => {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} ended (${child.exitCode ?? child.signalCode}) before its temporary file was seen:\n${child.stderrText()}`);
       return fs.readdirSync(dir).some((f) => f.endsWith('.tmp'));
-    }, 60_000, child);
+    }, watching(child));
     child.kill(signal);
     const { signal: by } = await done;
     t.is(by, signal, `${name}: ended by ${signal}\n${child.stderrText()}`);
@@ -262,7 +263,7 @@ test('train interrupted by Ctrl-C says where its checkpoint is and that --resume
   const output = path.join(tempDir(), 'model');
   const child = start(['train', '--data', pairsFile(400), '--model', FIXTURE, '--output', output, '--epochs', '50', '--batch-size', '8', '--checkpoint-every', '1', '--threads', '1', '--device', 'cpu']);
   const done = exited(child);
-  await until('the first checkpoint', () => fs.existsSync(path.join(`${output}.checkpoint`, 'state.json')));
+  await until('the first checkpoint', () => fs.existsSync(path.join(`${output}.checkpoint`, 'state.json')), watching(child));
   child.kill('SIGINT');
   const { signal } = await done;
   t.is(signal, 'SIGINT');
@@ -297,7 +298,7 @@ test('serve --writable exits 1 when its final save at shutdown fails', async (t)
   const done = exited(child);
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
-  await until('the server', () => /listening on (\S+)/.test(out));
+  await until('the server', () => /listening on (\S+)/.test(out), watching(child));
   const url = /listening on (\S+)/.exec(out)![1];
   const added = await fetch(`${url}/documents`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ documents: [{ id: 'b', text: 'second' }] }) });
   t.is(added.status, 200);
@@ -324,4 +325,29 @@ test('search escapes the control characters of documents (an escape sequence wou
   t.regex(run.stdout, /1\. evil\\u0007 .* clear \\u001b\[2J the screen \\u009b here/);
   t.notRegex(run.stdout, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
   t.is(printable('a\tb\nc\rd\u0000'), 'a\tb\nc\\u000dd\\u0000');
+});
+
+test('with --output /dev/stdout (here a link to it), mine, generate-queries and embed --json say their summaries on stderr, not in the output', (t) => {
+  const dir = tempDir();
+  const pairs = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(pairs, ['alpha', 'beta', 'gamma'].map((w) => JSON.stringify({ query: `what is ${w}`, positive: `${w} is a letter` })).join('\n') + '\n');
+  const corpus = textsFile(5);
+  const mine = ['mine', '--data', pairs, '--corpus', corpus, '--model', FIXTURE, '--num-negatives', '1', '--device', 'cpu', '--threads', '1'];
+  const generate = ['generate-queries', '--generator', GENERATOR, '--corpus', textsFile(2), '--per-document', '1', '--max-new-tokens', '3', '--device', 'cpu', '--threads', '1'];
+  const runs: [string[], string, RegExp][] = [
+    [mine, 'negative', /Metric\s+Positive\s+Negative[\s\S]* triplet rows .* -> /],
+    [[...mine, '--json'], 'negative', /"format":"triplet"/],
+    [generate, 'query', /pairs for 2 documents/],
+    [[...generate, '--json'], 'query', /"documents":2/],
+    [['embed', corpus, '--model', FIXTURE, '--threads', '1', '--json'], 'embedding', /"texts":5/],
+  ];
+  for (const [args, key, summary] of runs) {
+    const run = piped([...args, '--output', deviceLink('/dev/stdout')], 'cat');
+    const label = args.join(' ');
+    t.is(run.status, 0, `${label}\n${run.stderr}`);
+    const lines = run.stdout.split('\n').filter((l) => l !== '');
+    t.true(lines.length > 0, label);
+    for (const line of lines) t.true(key in JSON.parse(line), `${label}: a row of the output, not a summary: ${line}`);
+    t.regex(run.stderr, summary, label);
+  }
 });

@@ -7,9 +7,10 @@ import test from 'ava';
 import http from 'node:http';
 import path from 'node:path';
 import { CrossEncoder, Encoder, Index, serve, type Server } from '../lib';
-import { BatchQueue } from '../lib/serve';
 import { FIXTURE, maxAbsDiff } from './helpers/fixture';
+import { heldQueue, tick } from './helpers/queue';
 import { rows } from './helpers/vectors';
+import { until } from './helpers/wait';
 
 const CE = path.resolve(__dirname, 'fixtures', 'tiny-cross-encoder', 'st');
 
@@ -24,29 +25,8 @@ test.after.always(() => {
   ce?.dispose();
 });
 
-const tick = () => new Promise((resolve) => setImmediate(resolve));
-
-/** Resolves once `condition` holds (checked every few milliseconds); fails after `ms`. */
-async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
-
 test('BatchQueue: a request whose signal aborts leaves the queue; a call under way still answers the others in it', async (t) => {
-  const calls: number[][] = [];
-  let release: () => void = () => {};
-  const queue = new BatchQueue<number, number>(
-    async (_key, items) => {
-      calls.push(items);
-      await new Promise<void>((resolve) => (release = resolve));
-      return items.map((x) => x * 10);
-    },
-    4,
-    100,
-  );
+  const { queue, calls, release } = heldQueue(4, 100);
   const signals = Array.from({ length: 5 }, () => new AbortController());
   const outcome = (p: Promise<number[]>) => p.then((out) => out, (e: { status?: number; message: string }) => `${e.status}: ${e.message}`);
   const a = outcome(queue.submit('k', [1], signals[0].signal)); // starts a call at once
@@ -145,9 +125,9 @@ test('over HTTP, abandoned requests on every batched route leave the queues, une
       const s = server.stats()[queue];
       return s.inputs - before[queue].inputs + s.waiting >= total;
     };
-    await until(submitted('embed', goneTexts + 24), 'the embedding requests to be queued');
-    await until(submitted('rerank', 2 * 2048), 'the rerank requests to be queued');
-    await until(submitted('search', 2048), 'the search request to be queued');
+    await until('the embedding requests to be queued', submitted('embed', goneTexts + 24), { every: 2 });
+    await until('the rerank requests to be queued', submitted('rerank', 2 * 2048), { every: 2 });
+    await until('the search request to be queued', submitted('search', 2048), { every: 2 });
     for (const r of [...gone, ...otherGone]) r.abandon();
     await Promise.all([...gone, ...otherGone].map((r) => r.answered));
 
@@ -161,7 +141,7 @@ test('over HTTP, abandoned requests on every batched route leave the queues, une
 
     // The queues empty without running the abandoned texts: what the model took plus what was dropped is what was
     // sent, every input once, and most of the abandoned ones were dropped.
-    await until(() => Object.values(server.stats()).every((s) => s.waiting === 0), 'the queues to empty');
+    await until('the queues to empty', () => Object.values(server.stats()).every((s) => s.waiting === 0), { every: 2 });
     const text = await (await fetch(`${server.url}/metrics`)).text();
     for (const queue of ['embed', 'rerank', 'search']) t.is(metric(text, 'coltrast_queue_inputs', `queue="${queue}"`), 0, `${queue}'s gauge`);
     const after = server.stats();
@@ -213,7 +193,7 @@ test('onRequest logs an abandoned request with status 499', async (t) => {
   });
   try {
     const r = abandoned(server.url, '/embed', { inputs: Array.from({ length: 2048 }, (_, i) => `text ${i}`) });
-    await until(() => server.stats().embed.waiting > 0, 'the request to be queued');
+    await until('the request to be queued', () => server.stats().embed.waiting > 0, { every: 2 });
     r.abandon();
     await done;
     t.deepEqual(logged, [{ path: '/embed', status: 499 }]);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import { Encoder, Generator, Rag, serve, type Server } from '../lib';
 import { FIXTURE } from './helpers/fixture';
+import { until } from './helpers/wait';
 
 const ROOT = path.resolve(__dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'cli.js');
@@ -187,10 +188,7 @@ test('a client that goes away stops its generation, counted in /metrics', async 
     const waiting = fetch(`${small.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ messages: MESSAGES, max_tokens: 60 }), signal: gone.signal });
     // The second request is in the queue (or a call) once the count waiting is odd: the long one's pieces are two
     // prompts each. Then its client goes.
-    for (const deadline = Date.now() + 20_000; small.stats().generate.waiting % 2 === 0; ) {
-      if (Date.now() > deadline) throw new Error('the chat request never reached the queue');
-      await new Promise((resolve) => setTimeout(resolve, 2));
-    }
+    await until('the chat request to reach the queue', () => small.stats().generate.waiting % 2 === 1, { every: 2 });
     gone.abort();
     t.is(await waiting.then(() => 'answered', (e: Error) => e.name), 'AbortError');
     t.is((await long).status, 200);

@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { ColtrastError, CrossEncoder, Encoder, Index, serve, type IndexDoc, type Server } from '../lib';
-import { BatchQueue } from '../lib/serve';
 import { FIXTURE, maxAbsDiff, tempDir } from './helpers/fixture';
+import { heldQueue, tick } from './helpers/queue';
 import { makeSmallMultiVector, rejection, rows } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -205,52 +205,31 @@ test.serial('concurrent requests, one of them large, all get their own vectors',
 });
 
 test('BatchQueue: one call takes every waiting request with the same key, up to the limit', async (t) => {
-  const calls: { key: string; items: number[] }[] = [];
-  let release: () => void = () => {};
-  const queue = new BatchQueue<number, number>(
-    async (key, items) => {
-      calls.push({ key, items });
-      await new Promise<void>((resolve) => (release = resolve));
-      return items.map((x) => x * 10);
-    },
-    4,
-    100,
-  );
+  const { queue, calls, keys, release } = heldQueue(4, 100);
   const first = queue.submit('a', [1]); // starts a call at once
   const waiting = [queue.submit('a', [2, 3]), queue.submit('b', [4]), queue.submit('a', [5]), queue.submit('a', [6, 7])];
-  const tick = () => new Promise((r) => setImmediate(r));
   await tick();
-  t.deepEqual(calls, [{ key: 'a', items: [1] }]);
+  t.deepEqual(calls, [[1]]);
   t.is(queue.stats().waiting, 7);
   release();
   t.deepEqual(await first, [10]);
   await tick();
   // The oldest waiting request's key, every such request that fits in 4 items: [2, 3] and [5]; [6, 7] would make 5.
-  t.deepEqual(calls[1], { key: 'a', items: [2, 3, 5] });
+  t.deepEqual(calls[1], [2, 3, 5]);
   release();
   await tick();
-  t.deepEqual(calls[2], { key: 'b', items: [4] });
+  t.deepEqual(calls[2], [4]);
   release();
   await tick();
-  t.deepEqual(calls[3], { key: 'a', items: [6, 7] });
+  t.deepEqual(calls[3], [6, 7]);
   release();
   t.deepEqual(await Promise.all(waiting), [[20, 30], [40], [50], [60, 70]]);
+  t.deepEqual(keys, ['a', 'a', 'b', 'a']);
   t.deepEqual(queue.stats(), { calls: 4, inputs: 7, largestCall: 3, waiting: 0, cancelled: 0 });
 });
 
 test('BatchQueue: a large request goes one piece at a time, behind requests that came meanwhile', async (t) => {
-  const calls: number[][] = [];
-  let release: () => void = () => {};
-  const queue = new BatchQueue<number, number>(
-    async (_key, items) => {
-      calls.push(items);
-      await new Promise<void>((resolve) => (release = resolve));
-      return items.map((x) => -x);
-    },
-    3,
-    100,
-  );
-  const tick = () => new Promise((r) => setImmediate(r));
+  const { queue, calls, release } = heldQueue(3, 100, (items) => items.map((x) => -x));
   const large = queue.submit('k', [1, 2, 3, 4, 5, 6, 7]);
   await tick();
   const small = queue.submit('k', [100]);
@@ -270,17 +249,10 @@ test('BatchQueue: a large request goes one piece at a time, behind requests that
 
 test('BatchQueue: a failed call fails the requests in it, not the others; a full queue refuses with 503', async (t) => {
   let fail = true;
-  let release: () => void = () => {};
-  const queue = new BatchQueue<number, number>(
-    async (_key, items) => {
-      await new Promise<void>((resolve) => (release = resolve));
-      if (fail) throw new Error('model failed');
-      return items;
-    },
-    2,
-    5,
-  );
-  const tick = () => new Promise((r) => setImmediate(r));
+  const { queue, release } = heldQueue(2, 5, (items) => {
+    if (fail) throw new Error('model failed');
+    return items;
+  });
   const a = queue.submit('x', [1, 2, 3]); // two pieces: the second never runs
   const b = queue.submit('y', [4]);
   await tick();
