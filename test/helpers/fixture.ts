@@ -28,8 +28,20 @@ export function loadReference(): Reference {
   return JSON.parse(fs.readFileSync(REFERENCE_FILE, 'utf8'));
 }
 
+/**
+ * A new empty folder under the system's temp folder, removed when this test process exits (models, indexes and data
+ * the tests write add up over a run, and CI machines' disks are sometimes small); COLTRAST_KEEP_TEST_FILES=1
+ * keeps them, for a look after a failure.
+ */
 export function tempDir(prefix = 'coltrast-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  if (created.length === 0 && process.env.COLTRAST_KEEP_TEST_FILES !== '1') process.once('exit', removeTempDirs);
+  created.push(dir);
+  return dir;
+}
+const created: string[] = [];
+function removeTempDirs(): void {
+  for (const dir of created) fs.rmSync(dir, { recursive: true, force: true, maxRetries: 2 });
 }
 
 /** A writable copy of the fixture folder; `edit` may change files in it. */
