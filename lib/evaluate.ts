@@ -9,7 +9,7 @@ import { Bm25Index, bm25Settings, type Bm25Options } from './bm25';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Device } from './encoder';
 import { ColtrastError } from './errors';
-import { meanMetricsInTurns, type MetricTable, type Run } from './ir-metrics';
+import { checkQrels, meanMetricsInTurns, type MetricTable, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
 import { FUSIONS, Index, fuseRankings, type Fusion, type Storage, type TokenStorage } from './search-index';
 import { arrayInTurns } from './turns';
@@ -136,6 +136,18 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const loaded = o.data as Partial<BeirData> | undefined;
   if (typeof o.data !== 'string' && !(loaded?.qrels instanceof Map && loaded.queries instanceof Map && Array.isArray(loaded.corpus))) {
     throw invalid('options.data', 'a BEIR folder, a ColTrast project file or loaded data ({ corpus, queries, qrels }, as loadBeir returns)', o.data);
+  }
+  if (typeof o.data !== 'string') {
+    // Loaded data is checked as loadBeir checks its files (and evaluateRun its qrels): an infinite grade made nDCG NaN,
+    // and a repeated document id failed in the BM25 index or the Index, under names that are not the caller's.
+    checkQrels('options.data.qrels', o.data.qrels);
+    const first = new Map<string, number>();
+    o.data.corpus.forEach((d, i) => {
+      if (typeof d?.id !== 'string') return; // the index refuses it
+      const earlier = first.get(d.id);
+      if (earlier !== undefined) throw new ColtrastError('INVALID_ARGUMENT', `options.data.corpus[${i}].id "${d.id}" repeats options.data.corpus[${earlier}]'s (ids must be unique)`);
+      first.set(d.id, i);
+    });
   }
   const started = Date.now();
   const data = typeof o.data === 'string' ? await loadEvalData(o.data, o.split ?? 'test') : o.data;

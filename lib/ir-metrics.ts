@@ -111,8 +111,13 @@ export function evaluateRun(run: Run, qrels: Qrels, ks: number[]): { metrics: Me
     }
     checkDistinct(`run.get(${JSON.stringify(qid)})`, hits, (h) => h.id);
   }
-  for (const [qid, judged] of qrels) checkJudged(`qrels.get(${JSON.stringify(qid)})`, judged);
+  checkQrels('qrels', qrels);
   return meanMetrics(run, qrels, ks);
+}
+
+/** @internal Refuses judgements whose grades are not finite numbers, named under `name` (evaluateRun; evaluate()'s loaded data). */
+export function checkQrels(name: string, qrels: Qrels): void {
+  for (const [qid, judged] of qrels) checkJudged(`${name}.get(${JSON.stringify(qid)})`, judged);
 }
 
 /** @internal evaluateRun without its checks, for the runs evaluate() and train() make themselves. */

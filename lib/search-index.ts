@@ -37,13 +37,13 @@ import { fileLines } from './data-files';
 import { compileFilter, filterFields, filterKey, type Filter } from './filter';
 import { poolAll } from './token-pooling';
 import { weightFiles } from './model-dir';
+import { isAdapterOnlyFolder } from './lora';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { ReadWriteLock } from './rw-lock';
 import { DocStore, hasLoneSurrogate } from './doc-store';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
-import { nextTurn } from './turns';
-import { performance } from 'node:perf_hooks';
+import { Turns } from './turns';
 
 export interface IndexDoc {
   id: string;
@@ -337,11 +337,17 @@ function fingerprintFiles(dir: string): string[] {
   } catch {
     modules = []; // none, or unreadable (hashed as it is)
   }
-  const walk = (folder: string) => {
+  // Links are followed: a Hugging Face cache's snapshot holds links to its blobs, which a Dirent calls links, not files
+  // (a hub model's Pooling and Dense files were left out). `above`: the real folders walked into, where a link back
+  // up would loop.
+  const walk = (folder: string, above: string[] = []) => {
+    const real = fs.realpathSync(path.join(dir, folder));
+    if (above.includes(real)) return;
     for (const entry of fs.readdirSync(path.join(dir, folder), { withFileTypes: true })) {
       const relative = `${folder}/${entry.name}`;
-      if (entry.isDirectory()) walk(relative);
-      else if (entry.isFile()) files.add(relative);
+      const kind = entry.isSymbolicLink() ? fs.statSync(path.join(dir, relative), { throwIfNoEntry: false }) : entry;
+      if (kind?.isDirectory()) walk(relative, [...above, real]);
+      else if (kind?.isFile()) files.add(relative);
     }
   };
   for (const m of Array.isArray(modules) ? modules : []) {
@@ -362,7 +368,11 @@ async function fingerprint(encoder: Encoder, version = FINGERPRINT_VERSION): Pro
   const dir = encoder.modelDir;
   if (version === 1) {
     const weights = weightFiles(dir);
-    for (const file of [path.join(dir, 'config.json'), ...(weights?.shards ?? [path.join(dir, 'model.safetensors')])]) {
+    const files = [path.join(dir, 'config.json'), ...(weights?.shards ?? [path.join(dir, 'model.safetensors')])];
+    // An adapter-only folder has neither (its base model's are elsewhere): no index of version 1 was built with one
+    // (building read them), so it is another model, not a failed read of a file it does not have.
+    if (!files.every((file) => fs.existsSync(file))) return 'absent';
+    for (const file of files) {
       for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
     }
     return hash.digest('hex');
@@ -372,9 +382,11 @@ async function fingerprint(encoder: Encoder, version = FINGERPRINT_VERSION): Pro
     hash.update(`${name}\0${fs.statSync(file).size}\0`);
     for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
   }
-  // A LoRA adapter Encoder.load added from a folder of its own (one inside the model's folder is among its files).
+  // A LoRA adapter Encoder.load added. An adapter-only folder's own is among its files, and always applied; one beside
+  // the weights is among them too, but applied only when the load names it (`adapter: dir`), so it is hashed again
+  // then: without it, the folder loaded bare and with its adapter had one fingerprint and other vectors.
   const adapter = encoder.adapterDir;
-  if (adapter !== undefined && path.resolve(adapter) !== path.resolve(dir)) {
+  if (adapter !== undefined && (path.resolve(adapter) !== path.resolve(dir) || !isAdapterOnlyFolder(dir))) {
     for (const name of ['adapter_config.json', 'adapter_model.safetensors']) {
       const file = path.join(adapter, name);
       if (!fs.existsSync(file)) continue;
@@ -487,20 +499,6 @@ export function checkIndexFolder(dir: string, what: string): void {
   const target = path.resolve(dir);
   if (fs.existsSync(target) && (!fs.statSync(target).isDirectory() || (fs.readdirSync(target).length > 0 && !fs.existsSync(path.join(target, 'index.json'))))) {
     throw new ColtrastError('INVALID_ARGUMENT', `${what}, ${target}, exists and is not an index (no index.json): saving would replace it; choose another folder`);
-  }
-}
-
-/** How long search's JavaScript runs before it lets the event loop run (as lib/turns.ts's inTurns). */
-const TURN_MS = 10;
-
-/** A stretch of work done in turns: maybe() lets the event loop run when TURN_MS have passed since it last did. */
-class Turns {
-  private since = performance.now();
-
-  async maybe(): Promise<void> {
-    if (performance.now() - this.since < TURN_MS) return;
-    await nextTurn();
-    this.since = performance.now();
   }
 }
 
@@ -1185,7 +1183,7 @@ export class Index {
     }
     if (manifest.model?.fingerprint !== (await fingerprint(encoder, fingerprintVersion))) {
       const built = typeof manifest.model?.source === 'string' ? ` (index.json says it was loaded from ${manifest.model.source})` : '';
-      const parts = fingerprintVersion === 1 ? 'config.json or weights' : 'weights, modules (pooling, Dense head, projection), tokenizer or prompts';
+      const parts = fingerprintVersion === 1 ? 'config.json or weights' : 'weights, LoRA adapter, modules (pooling, Dense head, projection), tokenizer or prompts';
       throw new ColtrastError(
         'INVALID_ARGUMENT',
         `index ${where} was built with another model${built}: the ${parts} of ${encoder.modelDir} differ from that model's; load the index with the model that built it, or rebuild the index with this one`,

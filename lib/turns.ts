@@ -11,15 +11,28 @@ export const nextTurn = (): Promise<void> => setImmediate();
 /** How long a turn may run, in milliseconds. */
 const TURN_MS = 10;
 
+/** A stretch of work done in turns: maybe() lets the event loop run when TURN_MS have passed since it last did. */
+export class Turns {
+  private since = performance.now();
+
+  /** Whether TURN_MS have passed since the last turn (a cheap check for tight loops). */
+  get due(): boolean {
+    return performance.now() - this.since >= TURN_MS;
+  }
+
+  async maybe(): Promise<void> {
+    if (!this.due) return;
+    await nextTurn();
+    this.since = performance.now();
+  }
+}
+
 /** Calls `each` on every item of `items` in order, letting the event loop run every TURN_MS. */
 export async function inTurns<T>(items: Iterable<T>, each: (item: T) => void): Promise<void> {
-  let since = performance.now();
+  const turns = new Turns();
   for (const item of items) {
     each(item);
-    if (performance.now() - since >= TURN_MS) {
-      await nextTurn();
-      since = performance.now();
-    }
+    if (turns.due) await turns.maybe();
   }
 }
 

@@ -118,6 +118,22 @@ test('a BEIR folder whose corpus or queries repeat an id is an error naming the 
   });
 });
 
+test('evaluate() checks loaded data as loadBeir checks files: grades that are not finite numbers, repeated document ids', async (t) => {
+  const corpus = [{ id: 'a', title: '', text: 'alpha beta' }, { id: 'b', title: '', text: 'gamma delta' }];
+  const queries = new Map([['q', 'alpha']]);
+  const refused = async (data: unknown, message: RegExp) => {
+    const e = await t.throwsAsync(evaluate({ data: data as never, k: [1] }), { instanceOf: ColtrastError, message });
+    t.is(e!.code, 'INVALID_ARGUMENT');
+  };
+  // An infinite grade made nDCG NaN (ideal DCG infinite); NaN left the query out unseen.
+  for (const grade of [Infinity, NaN, '1']) {
+    await refused({ corpus, queries, qrels: new Map([['q', new Map([['a', grade]])]]) }, /^options\.data\.qrels\.get\("q"\)\.get\("a"\) must be a relevance grade \(a finite number\), got /);
+  }
+  // A repeated document id failed inside the BM25 index ("remove the document first to replace it").
+  await refused({ corpus: [...corpus, { id: 'a', title: '', text: 'again' }], queries, qrels: new Map([['q', new Map([['a', 1]])]]) }, /^options\.data\.corpus\[2\]\.id "a" repeats options\.data\.corpus\[0\]'s \(ids must be unique\)$/);
+  t.is((await evaluate({ data: { corpus, queries, qrels: new Map([['q', new Map([['a', 1]])]]) }, k: [1] })).metrics.recall[1], 1);
+});
+
 test('evaluate() in bm25, dense and hybrid modes', async (t) => {
   const data = beirFolder();
   const bm25 = await evaluate({ data, mode: 'bm25', k: [1, 3] });

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { ColtrastError, Encoder, Index, ops, type Hit, type IndexDoc } from '../lib';
 import { relativeScoreFusion, topIndices } from '../lib/search-index';
 import { FIXTURE, editJson, fixtureCopy, folderCopy, tempDir } from './helpers/fixture';
+import { writeSafetensors, type RawTensor } from './helpers/safetensors';
 
 const projects = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', 'examples', 'ai-projects.json'), 'utf8')).projects;
 const DOCS: IndexDoc[] = projects.flatMap((p: any) =>
@@ -438,6 +439,86 @@ test('the fingerprint covers a Dense head: an index of a model with one refuses 
   t.regex(e.message, /was built with another model .*load the index with the model that built it, or rebuild the index with this one/);
   other.dispose();
   enc.dispose();
+});
+
+test('the fingerprint follows links: a model laid out as the Hugging Face cache lays it out (links to blobs) has its Pooling covered', async (t) => {
+  // A snapshot as the hub cache writes it (lib/hub.ts): real folders, every file a link to a blob.
+  const snapshot = (edit?: (d: string) => void) => {
+    const blobs = fixtureCopy(edit);
+    const snap = path.join(tempDir(), 'snapshot');
+    const link = (relative: string) => {
+      const source = path.join(blobs, relative);
+      if (fs.statSync(source).isDirectory()) {
+        fs.mkdirSync(path.join(snap, relative), { recursive: true });
+        for (const name of fs.readdirSync(source)) link(path.join(relative, name));
+      } else fs.symlinkSync(source, path.join(snap, relative));
+    };
+    link('');
+    return snap;
+  };
+  const enc = await Encoder.load(snapshot(), { device: 'cpu' });
+  const cls = await Encoder.load(snapshot((d) => editJson(path.join(d, '1_Pooling', 'config.json'), (c) => ({ ...c, pooling_mode_mean_tokens: false, pooling_mode_cls_token: true }))), { device: 'cpu' });
+  const copy = await Encoder.load(fixtureCopy(), { device: 'cpu' });
+  try {
+    t.is(enc.pooling, 'mean');
+    t.is(cls.pooling, 'cls');
+    const dir = path.join(tempDir(), 'linked.index');
+    await (await Index.build(enc, DOCS.slice(0, 4))).save(dir);
+    // Another pooling behind the links is another model (the links were not files to the fingerprint: it loaded).
+    t.regex((await errorOf(Index.load(dir, cls))).message, /was built with another model/);
+    // The same files, linked or not, are the same model.
+    t.is((await Index.load(dir, copy)).size, 4);
+  } finally {
+    [enc, cls, copy].forEach((e) => e.dispose());
+  }
+});
+
+test('the fingerprint tells a folder loaded bare from the same folder loaded with the LoRA adapter beside its weights; an old index refuses an adapter-only folder', async (t) => {
+  // A PEFT adapter on the queries' projections, beside the model's own config.json and weights: Encoder.load applies
+  // it only when told to (adapter: the folder itself).
+  const addAdapter = (d: string) => {
+    fs.writeFileSync(path.join(d, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 4, target_modules: ['query'], base_model_name_or_path: FIXTURE, task_type: 'FEATURE_EXTRACTION' }));
+    const values = (n: number) => Buffer.from(Float32Array.from({ length: n }, (_, i) => 0.3 * ((i % 5) - 2)).buffer);
+    const tensors = new Map<string, RawTensor>();
+    for (const layer of [0, 1]) {
+      tensors.set(`base_model.model.encoder.layer.${layer}.attention.self.query.lora_A.weight`, { dtype: 'F32', shape: [2, 32], data: values(64) });
+      tensors.set(`base_model.model.encoder.layer.${layer}.attention.self.query.lora_B.weight`, { dtype: 'F32', shape: [32, 2], data: values(64) });
+    }
+    writeSafetensors(path.join(d, 'adapter_model.safetensors'), tensors);
+  };
+  const dir = fixtureCopy(addAdapter);
+  const bare = await Encoder.load(dir, { device: 'cpu' });
+  const adapted = await Encoder.load(dir, { device: 'cpu', adapter: dir });
+  // The same adapter saved as sentence-transformers saves one: the folder without config.json or weights (its base's).
+  const adapterOnly = await Encoder.load(fixtureCopy((d) => {
+    addAdapter(d);
+    fs.rmSync(path.join(d, 'config.json'));
+    fs.rmSync(path.join(d, 'model.safetensors'));
+  }), { device: 'cpu' });
+  try {
+    t.is(bare.lora, undefined);
+    t.is(adapted.lora?.rank, 2);
+    t.notDeepEqual(Array.from((await bare.embed(['a query'])).data), Array.from((await adapted.embed(['a query'])).data));
+    const plain = path.join(tempDir(), 'bare.index');
+    await (await Index.build(bare, DOCS.slice(0, 4))).save(plain);
+    const withAdapter = path.join(tempDir(), 'adapted.index');
+    await (await Index.build(adapted, DOCS.slice(0, 4))).save(withAdapter);
+    // Each loads with its own model and is refused for the other (both loaded as one model: the adapter's files
+    // were hashed as the folder's either way).
+    t.is((await Index.load(plain, bare)).size, 4);
+    t.is((await Index.load(withAdapter, adapted)).size, 4);
+    t.regex((await errorOf(Index.load(plain, adapted))).message, /was built with another model .*: the weights, LoRA adapter, modules/);
+    t.regex((await errorOf(Index.load(withAdapter, bare))).message, /was built with another model/);
+    // An index saved before fingerprint version 2 (of config.json and the weights) is another model's for an
+    // adapter-only folder, which has neither (not an ENOENT from reading its config.json).
+    asOldFormat(plain, dir);
+    t.is((await Index.load(plain, bare)).size, 4);
+    t.regex((await errorOf(Index.load(plain, adapterOnly))).message, /was built with another model .*: the config\.json or weights of /);
+  } finally {
+    bare.dispose();
+    adapted.dispose();
+    adapterOnly.dispose();
+  }
 });
 
 test('coltrast index reads a large .jsonl in slices: ids repeated across slices are refused by line; residual storage spreads its first slice', async (t) => {
