@@ -226,11 +226,6 @@ export function readJson(file: string, what: string): unknown {
 }
 
 /**
- * The longest input a model's position embeddings hold: max_position_embeddings, less the positions that RoBERTa-style
- * numbering (RoBERTa, XLM-RoBERTa, CamemBERT, MPNet) skips, as it counts from the padding id + 1; Infinity when the
- * config does not say.
- */
-/**
  * The tokenizer's model_max_length capped by the model's `positions` (transformers' AutoTokenizer limit); `positions`
  * when tokenizer_config.json has none (or the huge sentinel, 1e30, of configs without a real limit).
  */
@@ -243,6 +238,11 @@ function tokenizerLimit(dir: string, positions: number): number {
   return positions;
 }
 
+/**
+ * The longest input a model's position embeddings hold: max_position_embeddings, less the positions that RoBERTa-style
+ * numbering (RoBERTa, XLM-RoBERTa, CamemBERT, MPNet) skips, as it counts from the padding id + 1; Infinity when the
+ * config does not say.
+ */
 export function positionLimit(config: Record<string, unknown>): number {
   const positions = config.max_position_embeddings;
   if (typeof positions !== 'number') return Infinity;

@@ -274,7 +274,9 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   // What shapes the steps (runIdentity): a resume with other settings or data is refused before any model loads.
   const resolved = (model: string) => (fs.existsSync(model) ? path.resolve(model) : model);
   const corpusGiven = typeof o.corpus === 'string' ? resolved(o.corpus) : o.corpus;
-  const settings = { retriever: resolved(o.retriever), generator: resolved(o.generator), corpus: corpusGiven, k, epochs, batchSize, learningRate, warmupRatio, weightDecay, maxGradNorm, temperature, freezeGenerator, gradientCheckpointing, template: o.template, chat: o.chat, system: o.system, valSplit, seed, precision };
+  // The prompt format with its defaults filled in: chat: false or the default template given is the run that left them out.
+  const format = readPromptFormat(o, { plain: DEFAULT_TEMPLATE, chat: DEFAULT_CHAT_TEMPLATE }, PLACEHOLDERS);
+  const settings = { retriever: resolved(o.retriever), generator: resolved(o.generator), corpus: corpusGiven, k, epochs, batchSize, learningRate, warmupRatio, weightDecay, maxGradNorm, temperature, freezeGenerator, gradientCheckpointing, template: format.template, chat: format.chat, system: format.system, valSplit, seed, precision };
   const run = await runIdentity(settings, { examples: data.examples, projects: data.projects });
   if (saved) checkSameRun(checkpointDir, saved.run, run);
   const load = { device: o.device ?? ('auto' as const), ...(o.threads !== undefined && { threads: o.threads }) };
@@ -284,7 +286,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   try {
     retriever.checkNotMultiVector('ContextFlow (its retriever scores pooled vectors)');
     generator = await Generator.load(saved ? path.join(checkpointDir, 'generator') : o.generator, load);
-    const format = readFormat(o, generator);
+    checkChatFormat(format, generator);
     // The corpus: given, or the ColTrast projects' documents split into semantic chunks by the retriever.
     let corpus: string[];
     if (saved) {

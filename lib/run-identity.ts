@@ -9,17 +9,23 @@ import { inTurns } from './turns';
 
 const digest = (text: string) => `sha256:${createHash('sha256').update(text).digest('hex')}`;
 
+/** JSON with every object's keys sorted: options given as { r: 8, alpha: 16 } or { alpha: 16, r: 8 } are the same run. */
+const canonical = (value: unknown): string =>
+  JSON.stringify(value, (_, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+  );
+
 /**
- * Each setting as its JSON (a digest when longer than 200 characters; undefined ones left out), and `data`, a digest
- * of the lists of `data` as read, hashed an item at a time in turns of the event loop (a million pairs are about a
- * second). Callers pass resolved settings (defaults filled in, model paths absolute), so that an option given at its
+ * Each setting as its JSON, keys sorted (a digest when longer than 200 characters; undefined ones left out), and
+ * `data`, a digest of the lists of `data` as read, hashed an item at a time in turns of the event loop (a million pairs
+ * are about a second). Callers pass resolved settings (defaults filled in, model paths absolute), so that an option given at its
  * default is the same run as one left out; and only what shapes the steps (not the device, threads or how often to save).
  */
 export async function runIdentity(settings: Record<string, unknown>, data: Record<string, readonly unknown[] | undefined>): Promise<Record<string, string>> {
   const identity: Record<string, string> = {};
   for (const [key, value] of Object.entries(settings)) {
     if (value === undefined) continue;
-    const json = JSON.stringify(value);
+    const json = canonical(value);
     identity[key] = json.length <= 200 ? json : digest(json);
   }
   const hash = createHash('sha256');

@@ -866,6 +866,30 @@ async function readCheckpoint(
   return { state: saved.state, trainSet, val, dataIn: dir, run: saved.run };
 }
 
+/**
+ * Every resolved option that shapes the steps (defaults filled in, paths absolute; not checkpointEvery, which only
+ * decides when to save), under the names the caller gives them: a refused resume names options.gradientAccumulation
+ * or options.loss, not Config's own fields (accumulation, step), which are no options.
+ */
+function runSettings(config: Config, model: string): Record<string, unknown> {
+  const absolute = (file: string) => (fs.existsSync(file) ? path.resolve(file) : file);
+  const { checkpointEvery: _, accumulation, patience, metric, valSplit, valMaxGroups, matryoshka, step, teacher, guide, mineNegatives, ...same } = config;
+  const { miniBatchSize, maxGradNorm: __, ...loss } = step;
+  return {
+    model: absolute(model),
+    ...same,
+    // Left out, valSplit's default also caps the groups held out (valMaxGroups): not the same split as 0.2 given.
+    valSplit: valMaxGroups === undefined ? valSplit : `${valSplit} (the default: at most ${valMaxGroups} groups)`,
+    gradientAccumulation: accumulation,
+    earlyStopping: Number.isFinite(patience) ? { patience, metric } : undefined,
+    loss: { ...loss, matryoshka },
+    miniBatchSize,
+    teacher: teacher === undefined ? undefined : absolute(teacher),
+    guide: guide && { ...guide, model: absolute(guide.model) },
+    mineNegatives: typeof mineNegatives?.corpus === 'string' ? { ...mineNegatives, corpus: absolute(mineNegatives.corpus) } : mineNegatives,
+  };
+}
+
 /** The Embedder of data preparation, backed by an Encoder: pooled, L2-normalized vectors. */
 export function encoderEmbedder(encoder: Encoder): Embedder {
   encoder.checkNotMultiVector('semantic chunking (it compares one vector per sentence; index ready-made chunks from a JSONL file instead)');
@@ -929,9 +953,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const saved = options.resume ? await readCheckpoint(checkpointDir) : undefined;
   // A resumed run starts from the checkpoint's weights; the data it trains on is the checkpoint's too.
   const model = options.model ?? 'default';
-  // Every resolved option that shapes the steps (defaults filled in; not checkpointEvery, which only decides when to save).
-  const { checkpointEvery: _, ...shaping } = config;
-  const run = await runIdentity({ model: fs.existsSync(model) ? path.resolve(model) : model, ...shaping }, data as Record<string, readonly unknown[]>);
+  const run = await runIdentity(runSettings(config, model), data as Record<string, readonly unknown[]>);
   if (saved) checkSameRun(checkpointDir, saved.run, run);
   const loadOptions = { device: options.device ?? 'auto', threads: options.threads } as const;
   // A resumed LoRA run: the base model again, with the checkpoint's adapter (its merged weights are not the base).

@@ -195,9 +195,10 @@ const RAG_RESUME_CHECK = { steps: 6, killAt: 2, checkpointAt: 2, weights: ['retr
 test('trainRag(): a run killed mid-epoch resumes (retriever, generator and optimizer) to the uninterrupted run\'s weights', (t) => {
   checkKillAndResume(t, RAG_RESUME, {
     ...RAG_RESUME_CHECK,
-    // First a resume with other settings and another corpus: refused, naming them, the checkpoint left as it was.
+    // First a resume with other settings and another corpus: refused, naming them (and not chat: false, its default,
+    // which the run left out), the checkpoint left as it was.
     beforeResume: (dir) => {
-      const options = { ...RAG_RESUME, output: dir.replace(/\.checkpoint$/, ''), resume: true, learningRate: 1e-2, corpus: CORPUS.slice(1) };
+      const options = { ...RAG_RESUME, output: dir.replace(/\.checkpoint$/, ''), resume: true, learningRate: 1e-2, corpus: CORPUS.slice(1), chat: false };
       const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'helpers', 'train-child.ts'), JSON.stringify(options)], { encoding: 'utf8' });
       t.is(r.status, 1);
       t.regex(r.stderr, /options\.resume: .*is of a run with other settings: options\.corpus differs; options\.learningRate 0\.001 then, 0\.01 now\./);

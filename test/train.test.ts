@@ -577,8 +577,28 @@ test('a resume with other options or data than the interrupted run is refused, n
   };
   refused({ batchSize: 2, learningRate: 0.5 }, /options\.resume: .*run\.checkpoint is of a run with other settings: options\.batchSize 4 then, 2 now; options\.learningRate 0\.0005 then, 0\.5 now\./);
   refused({ epochs: 5 }, /options\.epochs 3 then, 5 now/);
+  // Named as the caller gives them (they used to be "options.accumulation", "options.step" and "options.patience").
+  refused({ gradientAccumulation: 2 }, /other settings: options\.gradientAccumulation 1 then, 2 now\./);
+  refused({ loss: { temperature: 0.1 } }, /other settings: options\.loss differs\./);
+  refused({ earlyStopping: { patience: 2 } }, /other settings: options\.earlyStopping not set then, \{"metric":"loss","patience":2\} now\./);
   refused({ data: dataset(30, 6) }, /the data \(other examples, or the same file changed\)/);
   // Options at their defaults, given or left out, are the same run; so are checkpointEvery and the thread count.
   const same = run({ ...resumeBase, output, resume: true, checkpointEvery: 3, threads: 1, schedule: 'linear' });
+  t.is(same.status, 0, same.stderr);
+});
+
+test("a resume from another folder names the run's guide model by another relative path: the same run; the same path naming another model is not", async (t) => {
+  // The run's identity kept options.guide.model as given: a relative path, read from the folder the process ran in.
+  const { spawnSync } = await import('node:child_process');
+  const child = path.resolve(__dirname, 'helpers', 'train-child.ts');
+  const run = (options: object, cwd: string) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8', cwd });
+  const fixtures = path.dirname(FIXTURE);
+  const output = path.join(tempDir(), 'run');
+  // Run in test/fixtures with guide "tiny-bert", killed; resumed in test/.
+  t.is(run({ ...resumeBase, output, guide: path.basename(FIXTURE), killAtStep: 3 }, fixtures).signal, 'SIGKILL');
+  const other = run({ ...resumeBase, output, guide: path.basename(FIXTURE), resume: true }, __dirname);
+  t.is(other.status, 1, other.stdout);
+  t.regex(other.stderr, /is of a run with other settings: options\.guide differs\./);
+  const same = run({ ...resumeBase, output, guide: path.relative(__dirname, FIXTURE), resume: true }, __dirname);
   t.is(same.status, 0, same.stderr);
 });
