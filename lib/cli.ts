@@ -24,6 +24,7 @@ import { mineHardNegatives, miningReport, type MineOptions } from './mining';
 import { generateQueries, type GenerateQueriesOptions } from './query-generation';
 import { indexDocumentSlices } from './index-docs';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
+import { JSONL } from './train-data';
 import { Generator } from './generator';
 import { Rag, trainRag, type RagTrainOptions } from './rag';
 import { serve } from './serve';
@@ -273,6 +274,14 @@ function stagedAs(error: unknown): unknown {
   return error;
 }
 
+/**
+ * How a command that writes `output` prints its summary: on stderr when `output` is a device or pipe written in place
+ * (--output /dev/stdout), where a summary printed on stdout would end up in the output; else on stdout.
+ */
+function summaryPrinter(output: string | undefined): (line: string) => void {
+  return output !== undefined && writtenInPlace(output) ? (line) => console.error(line) : (line) => console.log(line);
+}
+
 /** A line said on stderr when SIGINT or SIGTERM interrupts the command (train: where its checkpoint is), or undefined. */
 let interruptNote: (() => string | undefined) | undefined;
 
@@ -286,7 +295,7 @@ function readTextFile(file: string, flag: string): string {
 async function readTexts(file: string): Promise<string[]> {
   const problem = notAFile(file);
   if (problem) fail(`input file ${file} ${problem}`);
-  if (!file.endsWith('.jsonl')) {
+  if (!JSONL.test(file)) {
     const texts: string[] = [];
     for await (const lines of fileLines(file)) for (const line of lines) if (line.trim().length > 0) texts.push(line);
     return texts;
@@ -363,6 +372,7 @@ async function embed(argv: string[]): Promise<void> {
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
   if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
   if (values.output) outputTo(values.output, '--output', 'file');
+  const say = summaryPrinter(values.output);
   const texts = await readTexts(positionals[0]);
   if (texts.length === 0) fail(`input file ${positionals[0]} holds no texts: give one text a line (a .jsonl file: one {"text": ...} a line)`);
   const started = Date.now();
@@ -419,7 +429,7 @@ async function embed(argv: string[]): Promise<void> {
   }
   const seconds = (Date.now() - started) / 1000;
   const summary = { texts: texts.length, dimension, vectors: tokens ? 'tokens' : 'pooled', device: enc.device, seconds, output: values.output ?? null };
-  if (values.json) console.log(JSON.stringify(summary));
+  if (values.json) say(JSON.stringify(summary));
   else if (values.output) console.error(`embedded ${texts.length} texts (${tokens ? 'token vectors, ' : ''}dim ${dimension}, ${enc.device}) in ${seconds.toFixed(2)} s -> ${values.output}`);
   enc.dispose();
 }
@@ -603,6 +613,7 @@ async function mineCommand(argv: string[]): Promise<void> {
   if (!o.data) fail('mine needs --data (a .jsonl or .json file of {"query", "positive"} pairs)');
   if (!o.output) fail('mine needs --output <file.jsonl>');
   outputTo(o.output, '--output', 'file');
+  const say = summaryPrinter(o.output);
   const { json, plaid, ...rest } = o;
   // --residual-bits, --centroids, --nprobe and --full-scores set --plaid's search.
   const settings = Object.fromEntries(PLAID_MINE_FLAGS.filter((key) => rest[key] !== undefined).map((key) => [key, rest[key]]));
@@ -622,11 +633,11 @@ async function mineCommand(argv: string[]): Promise<void> {
   });
   const { rows, ...summary } = result;
   if (json) {
-    console.log(JSON.stringify({ ...summary, rows: rows.length }));
+    say(JSON.stringify({ ...summary, rows: rows.length }));
     return;
   }
-  console.log(miningReport(result));
-  console.log(`${rows.length} ${result.format} rows (${result.queries} queries, ${result.corpus} documents, candidates ranked to ${result.rangeMax}) -> ${result.output}`);
+  say(miningReport(result));
+  say(`${rows.length} ${result.format} rows (${result.queries} queries, ${result.corpus} documents, candidates ranked to ${result.rangeMax}) -> ${result.output}`);
 }
 
 const GENERATE_QUERIES_FLAGS = {
@@ -641,6 +652,7 @@ async function generateQueriesCommand(argv: string[]): Promise<void> {
   if (!o.corpus) fail('generate-queries needs --corpus (the documents: .txt, .jsonl or .json)');
   if (!o.output) fail('generate-queries needs --output <file.jsonl>');
   outputTo(o.output, '--output', 'file');
+  const say = summaryPrinter(o.output);
   const { json, consistencyModel, consistencyK, ...options } = o;
   if (consistencyK !== undefined && !consistencyModel) fail('--consistency-k sets the consistency filter: add --consistency-model');
   const bar = json ? undefined : new ProgressBar('generate', 'documents');
@@ -651,12 +663,12 @@ async function generateQueriesCommand(argv: string[]): Promise<void> {
   });
   const { pairs, ...summary } = result;
   if (json) {
-    console.log(JSON.stringify({ ...summary, pairs: pairs.length }));
+    say(JSON.stringify({ ...summary, pairs: pairs.length }));
     return;
   }
   const unlikely = result.unlikely !== undefined ? `, ${result.unlikely} more as the least likely` : '';
   const inconsistent = result.inconsistent !== undefined ? `, ${result.inconsistent} more whose document the consistency model did not rank within the first ${consistencyK ?? 1}` : '';
-  console.log(`${pairs.length} (query, positive) pairs for ${result.documents} documents (${result.dropped} of ${result.generated} queries dropped: empty or repeated${unlikely}${inconsistent}) -> ${result.output}`);
+  say(`${pairs.length} (query, positive) pairs for ${result.documents} documents (${result.dropped} of ${result.generated} queries dropped: empty or repeated${unlikely}${inconsistent}) -> ${result.output}`);
 }
 
 async function ragTrainCommand(argv: string[]): Promise<void> {
@@ -884,10 +896,10 @@ async function indexCommand(argv: string[]): Promise<void> {
     if (fixed.length > 0) fail(`--update adds to the index as it was built: drop ${fixed.map((f) => `--${f}`).join(', ')}`);
     if (!fs.existsSync(path.join(values.output, 'index.json'))) fail(`--update needs an index at --output: ${values.output} has no index.json (build one first, without --update)`);
   }
-  // A .jsonl's documents are counted before the model loads: an empty file is refused first.
+  // A .jsonl's (or .jsonl.gz's) documents are counted before the model loads: an empty file is refused first.
   const noDocuments = () => fail(`data file ${values.data} holds no documents: give a .jsonl with one {"id": "...", "text": "..."} a line, a .json array of them, or a ColTrast project file`);
   let counted: number | undefined;
-  if (values.data.endsWith('.jsonl')) {
+  if (JSONL.test(values.data)) {
     const problem = notAFile(values.data);
     if (problem) fail(`data file ${values.data} ${problem}`);
     counted = await countLines(values.data);
@@ -1037,6 +1049,7 @@ async function exportCommand(argv: string[]): Promise<void> {
   if (!values.output) fail('export needs --output <file.sql>');
   outputTo(values.output, '--output', 'file');
   const toPipe = writtenInPlace(values.output);
+  const say = summaryPrinter(values.output);
   const format = values.format ?? 'pgvector';
   if (format !== 'pgvector') fail(`--format must be pgvector, got ${format}`);
   const vectorIndex = values['vector-index'] ?? 'auto';
@@ -1049,8 +1062,8 @@ async function exportCommand(argv: string[]): Promise<void> {
     replace: values.replace ?? false,
     onProgress: (d, n) => bar?.update(d, n),
   });
-  // Written to stdout (--output /dev/stdout) or another pipe: the summary goes to stderr, not into the SQL.
-  const say = toPipe ? (line: string) => console.error(line) : (line: string) => console.log(line);
+  // Written to stdout (--output /dev/stdout) or another pipe: the summary goes to stderr (summaryPrinter), and without
+  // the psql line.
   if (values.json) say(JSON.stringify(r));
   else say(`exported ${r.rows} documents (dimension ${r.dimension}) to table ${r.table} -> ${r.output}${toPipe ? '' : `\nload it with: psql -v ON_ERROR_STOP=1 -d <database> -f ${r.output}`}`);
 }

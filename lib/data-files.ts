@@ -238,13 +238,15 @@ async function gunzipFile(file: string): Promise<Buffer> {
  * too large for one string is an error that points to JSON Lines, which fileLines reads a line at a time.
  */
 export async function readWholeText(file: string, noun: string): Promise<string> {
-  const tooLarge = () => {
-    const gib = (fs.statSync(file).size / 2 ** 30).toFixed(2);
-    return new ColtrastError('INVALID_ARGUMENT', `${noun} file ${file} (${gib} GiB) is too large to read as one JSON document (Node's longest string is ~512 MiB); write it as JSON Lines (a .jsonl file, one item a line), which is read a line at a time`);
+  const gz = /\.gz$/i.test(file);
+  // `decompressed`: the size of a .gz file's text (the file's own is a fraction of it).
+  const tooLarge = (decompressed?: number) => {
+    const gib = ((decompressed ?? fs.statSync(file).size) / 2 ** 30).toFixed(2);
+    return new ColtrastError('INVALID_ARGUMENT', `${noun} file ${file} (${gib} GiB${decompressed !== undefined ? ' decompressed' : ''}) is too large to read as one JSON document (Node's longest string is ~512 MiB); write it as JSON Lines (a .jsonl file, one item a line), which is read a line at a time`);
   };
   let bytes: Buffer;
   try {
-    bytes = /\.gz$/i.test(file) ? await gunzipFile(file) : await fs.promises.readFile(file);
+    bytes = gz ? await gunzipFile(file) : await fs.promises.readFile(file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== 'ERR_FS_FILE_TOO_LARGE' && !(error instanceof RangeError)) throw error;
@@ -265,7 +267,7 @@ export async function readWholeText(file: string, noun: string): Promise<string>
   } catch (error) {
     // A text too long for one string: ERR_STRING_TOO_LONG.
     if ((error as NodeJS.ErrnoException).code !== 'ERR_STRING_TOO_LONG' && !(error instanceof RangeError)) throw error;
-    throw tooLarge();
+    throw tooLarge(gz ? bytes.length : undefined);
   }
 }
 

@@ -59,15 +59,28 @@ export async function writeLines(file: string, lines: Iterable<string>): Promise
   }
 }
 
+/** Temporary files named by temporaryFor in this process so far. */
+let temporaries = 0;
+
 /**
- * Writes one JSON object a line (writeLines) to `${file}.tmp`, then renames it over `file`; the temporary file is
- * removed when writing fails and when the process is interrupted (trackTemporaryFile). A device or pipe
- * (/dev/stdout) is written in place.
+ * The temporary file beside `file` that an atomic writer fills and renames over it (`.<name>.<pid>-<n>.tmp`): its own
+ * to each write, so that two writes of one file at once (two processes, two calls) never share one. A shared one was
+ * truncated by the second write while the first wrote it, renamed into place by the first (which reported success
+ * with the other's content), and gone at the second's rename; and one process's interruption removed the other's.
+ */
+function temporaryFor(file: string): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}-${++temporaries}.tmp`);
+}
+
+/**
+ * Writes one JSON object a line (writeLines) to a temporary file beside `file` (temporaryFor), then renames it over
+ * `file`; the temporary file is removed when writing fails and when the process is interrupted (trackTemporaryFile).
+ * A device or pipe (/dev/stdout) is written in place.
  */
 export async function writeJsonLinesAtomic(file: string, rows: Iterable<unknown>): Promise<void> {
   if (writtenInPlace(file)) return writeLines(file, jsonLines(rows));
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  const temporary = `${file}.tmp`;
+  const temporary = temporaryFor(file);
   const untrack = trackTemporaryFile(temporary);
   try {
     await writeLines(temporary, jsonLines(rows));
@@ -411,7 +424,7 @@ export interface AtomicOutput {
 }
 
 /**
- * Writes `file` through a temporary file beside it (`.<name>.<pid>.tmp`), renamed over it by commit(): a failure,
+ * Writes `file` through a temporary file beside it (temporaryFor), renamed over it by commit(): a failure,
  * abort(), or an interruption (the temporary file is registered with trackTemporaryFile) leaves the old file as it
  * was and no temporary file behind. Missing folders on the path are made. An existing device or pipe (/dev/stdout)
  * is written in place. A failed write's error names `file`.
@@ -419,16 +432,19 @@ export interface AtomicOutput {
 export function atomicOutput(file: string): AtomicOutput {
   const inPlace = writtenInPlace(file);
   if (!inPlace) fs.mkdirSync(path.dirname(file), { recursive: true });
-  const temporary = inPlace ? file : path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  const temporary = inPlace ? file : temporaryFor(file);
   const untrack = inPlace ? () => false : trackTemporaryFile(temporary);
-  // Opened at once (not when the stream gets to it): the file is there to remove from now on, and a path that cannot
-  // be written throws here.
-  let fd: number;
-  try {
-    fd = fs.openSync(temporary, 'w');
-  } catch (error) {
-    untrack();
-    throw naming(error, file, temporary);
+  // The temporary file is opened at once (not when the stream gets to it): it is there to remove from now on, and a
+  // path that cannot be written throws here. A device or pipe is opened by the stream, off the event loop: the open of
+  // a FIFO waits for a reader, and a synchronous one held the loop (Ctrl-C and SIGTERM unanswered) until one came.
+  let fd: number | undefined;
+  if (!inPlace) {
+    try {
+      fd = fs.openSync(temporary, 'w');
+    } catch (error) {
+      untrack();
+      throw naming(error, file, temporary);
+    }
   }
   const stream = fs.createWriteStream(temporary, { fd, encoding: 'utf8' });
   let failed: Error | undefined;

@@ -9,6 +9,7 @@ import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { Encoder, Index } from '../lib';
 import { printable } from '../lib/cli';
 import { rawSafetensors } from './helpers/safetensors';
@@ -235,6 +236,20 @@ test('embed and index refuse input that holds nothing, naming the file, and writ
   t.is(fs.readFileSync(path.join(dir, 'o.jsonl'), 'utf8'), 'OLD\n');
   userError(t, cli(['index', '--data', 'empty.jsonl', '--model', FIXTURE, '--threads', '1', '--output', 'idx'], dir), /^coltrast: data file empty.jsonl holds no documents/);
   t.false(fs.existsSync(path.join(dir, 'idx')));
+  // Gzipped, the same, before any model loads (this model does not exist).
+  fs.writeFileSync(path.join(dir, 'empty.jsonl.gz'), zlib.gzipSync(''));
+  userError(t, cli(['index', '--data', 'empty.jsonl.gz', '--model', path.join(dir, 'no-model'), '--output', 'idx'], dir), /^coltrast: data file empty.jsonl.gz holds no documents/);
+});
+
+test('embed reads a .jsonl.gz as JSON Lines: the texts of its "text" fields, as the plain .jsonl', (t) => {
+  const dir = tempDir();
+  const lines = ['{"text": "hello world"}', '{"text": "a second text"}'].join('\n') + '\n';
+  fs.writeFileSync(path.join(dir, 'in.jsonl'), lines);
+  fs.writeFileSync(path.join(dir, 'in.jsonl.gz'), zlib.gzipSync(lines));
+  const [plain, gz] = ['in.jsonl', 'in.jsonl.gz'].map((file) => cli(['embed', file, '--model', FIXTURE, '--threads', '1'], dir));
+  t.is(gz.status, 0, gz.stderr);
+  t.is(gz.stdout.trim().split('\n').length, 2);
+  t.is(gz.stdout, plain.stdout);
 });
 
 test('index --data takes a .json array of documents as it takes a .jsonl; a bad document names its line', async (t) => {
@@ -347,7 +362,28 @@ test('with --output /dev/stdout (here a link to it), mine, generate-queries and 
     t.is(run.status, 0, `${label}\n${run.stderr}`);
     const lines = run.stdout.split('\n').filter((l) => l !== '');
     t.true(lines.length > 0, label);
-    for (const line of lines) t.true(key in JSON.parse(line), `${label}: a row of the output, not a summary: ${line}`);
+    const rows = lines.filter((line) => /^\{/.test(line) && key in JSON.parse(line));
+    t.deepEqual(rows, lines, `${label}: rows of the output only, no summary`);
     t.regex(run.stderr, summary, label);
   }
+});
+
+// Serial, as the SIGINT test above: a sibling's spawnSync holds this process's event loop, and the timer below with it.
+test.serial('export to a FIFO that no one reads yet still ends at Ctrl-C (its open, which waits for a reader, holds no event loop)', async (t) => {
+  const fifo = path.join(tempDir(), 'fifo');
+  if (spawnSync('mkfifo', [fifo]).status !== 0) return t.pass('no mkfifo here');
+  const child = start(['export', '--index', syntheticIndex(3), '--output', fifo]);
+  const done = exited(child);
+  // The progress bar's 0% is said just before the output is opened.
+  await until('the export to start', () => {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`export ended (${child.exitCode ?? child.signalCode}):\n${child.stderrText()}`);
+    return /export\s+0%/.test(child.stderrText());
+  }, watching(child));
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  child.kill('SIGINT');
+  // An open of the FIFO on the event loop's thread answered no signal: the process had to be killed.
+  const ended = await Promise.race([done, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 15_000))]);
+  if (!ended) child.kill('SIGKILL');
+  t.is(ended?.signal, 'SIGINT', child.stderrText());
+  t.deepEqual(fs.readdirSync(path.dirname(fifo)), ['fifo']);
 });

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { constants, isUtf8 } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
+import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { Encoder, Index } from '../lib';
 import { readRunData, saveRunData } from '../lib/files';
@@ -133,6 +134,13 @@ test('a JSONL file larger than the longest string V8 can hold is read; as one .j
     fs.renameSync(file, json);
     await t.throwsAsync(readTrainingData(json), {
       message: /^data file .*big\.json \(0\.5\d GiB\) is too large to read as one JSON document .*write it as JSON Lines/,
+    });
+    // Gzipped, the size named is what it decompresses to, not the compressed file's (a few MiB: "0.00 GiB").
+    const gz = path.join(dir, 'big.json.gz');
+    await pipeline(fs.createReadStream(json), zlib.createGzip({ level: 1 }), fs.createWriteStream(gz));
+    fs.rmSync(json);
+    await t.throwsAsync(readTrainingData(gz), {
+      message: /^data file .*big\.json\.gz \(0\.5\d GiB decompressed\) is too large to read as one JSON document /,
     });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

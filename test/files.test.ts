@@ -136,6 +136,33 @@ test('writeJsonLinesAtomic removes its temporary file when writing fails, and wr
   t.deepEqual(fs.readdirSync(dir).sort(), ['null', 'rows.jsonl']);
 });
 
+test('two atomic writes of one file at once each write a temporary file of their own: the file is one of them, whole', async (t) => {
+  // With one temporary name for the file, the second write truncated the first's temporary file, the first renamed
+  // it into place and reported success with the other's rows in it, and the second failed (ENOENT) at its rename.
+  const dir = tempDir();
+  const file = path.join(dir, 'rows.jsonl');
+  const rows = (tag: string) => Array.from({ length: 20000 }, (_, i) => ({ tag, i, pad: 'x'.repeat(100) }));
+  const written = await Promise.allSettled([writeJsonLinesAtomic(file, rows('a')), writeJsonLinesAtomic(file, rows('b'))]);
+  t.deepEqual(written.map((r) => r.status), ['fulfilled', 'fulfilled'], String(written.map((r) => (r as PromiseRejectedResult).reason)));
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  t.is(lines.pop(), '');
+  t.is(lines.length, 20000);
+  t.is(new Set(lines.map((l) => JSON.parse(l).tag)).size, 1, 'the rows of one write');
+  t.deepEqual(fs.readdirSync(dir), ['rows.jsonl'], 'no temporary file left');
+  // atomicOutput too (two exports of one file at once): each commit() puts its own file in place.
+  const out = path.join(dir, 'o.sql');
+  const [first, second] = [atomicOutput(out), atomicOutput(out)];
+  for (let i = 0; i < 100; i++) {
+    await first.write(`first ${i}\n`);
+    await second.write(`second ${i}\n`);
+  }
+  await first.commit();
+  t.is(fs.readFileSync(out, 'utf8'), Array.from({ length: 100 }, (_, i) => `first ${i}\n`).join(''));
+  await second.commit();
+  t.is(fs.readFileSync(out, 'utf8'), Array.from({ length: 100 }, (_, i) => `second ${i}\n`).join(''));
+  t.deepEqual(fs.readdirSync(dir).sort(), ['o.sql', 'rows.jsonl']);
+});
+
 test('fileSystemErrorMessage words a file system error as "cannot write <path>: <reason>", and leaves other errors alone', (t) => {
   const error = (code: string, syscall: string, file?: string) => Object.assign(new Error(`${code}: something, ${syscall}`), { code, syscall, ...(file && { path: file }) });
   t.is(fileSystemErrorMessage(error('ENOSPC', 'write'), 'out.jsonl'), 'cannot write out.jsonl: no space left on the device (disk full?): free some space or write elsewhere');
