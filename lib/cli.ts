@@ -1092,8 +1092,8 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (values['no-model'] && !values.reranker && !values.generator) fail('--no-model needs --reranker <cross-encoder> or --generator <causal LM>');
   if (values.corpus && !values.generator) fail('--corpus needs --generator <causal LM>: /ask answers from the corpus with it');
   if (!values.corpus && (values.template || values.chat || values.system)) fail('--template, --chat and --system shape /ask\'s prompts: give --corpus too');
-  const port = values.port === undefined ? 8080 : Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be an integer from 0 to 65535, got ${values.port}`);
+  const port = numberFlag('port', values.port, 'int') ?? 8080; // --port '' is no port (Number('') is 0: any free one)
+  if (port < 0 || port > 65535) fail(`--port must be an integer from 0 to 65535, got ${values.port}`);
   const host = values.host ?? '127.0.0.1'; // serve()'s default
   if (values.writable) checkWritable(values.index!, '--index', 'folder'); // saves write beside it
   await checkListen(host, port); // before the models load

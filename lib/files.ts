@@ -97,9 +97,16 @@ function* jsonLines(rows: Iterable<unknown>): Generator<string> {
   for (const row of rows) yield JSON.stringify(row);
 }
 
+/** Writes `text` to a temporary file beside `file` (temporaryFor), renamed over it; a failed write leaves neither. */
 export function writeTextAtomic(file: string, text: string): void {
-  fs.writeFileSync(`${file}.tmp`, text);
-  fs.renameSync(`${file}.tmp`, file);
+  const temporary = temporaryFor(file);
+  try {
+    fs.writeFileSync(temporary, text);
+    fs.renameSync(temporary, file);
+  } catch (error) {
+    fs.rmSync(temporary, { force: true });
+    throw error;
+  }
 }
 
 /** JSON with Infinity kept as the string 'Infinity' (JSON has no infinities). */
@@ -251,7 +258,20 @@ export async function writeFolderAtomic(target: string, overwrite: boolean, fill
       // The old folder renamed aside, the new one renamed into place, then the old deleted off the event loop.
       const old = fs.existsSync(target) ? `${staging}.old` : undefined;
       if (old) fs.renameSync(target, old);
-      fs.renameSync(staging, target);
+      try {
+        fs.renameSync(staging, target);
+      } catch (error) {
+        // Not in place (another process made `target` meanwhile, say): the old folder goes back, as if never moved; where
+        // even that fails, the error says where it is rather than leave it unnamed under a hidden name.
+        if (old) {
+          try {
+            fs.renameSync(old, target);
+          } catch {
+            throw new Error(`${target} could not be replaced (${(error as Error).message}), and its old content could not be put back: it is in ${old}`);
+          }
+        }
+        throw error;
+      }
       if (old) {
         const untrackOld = trackTemporaryFile(old);
         // The save is done: a failure here only leaves the old folder (a later save removes it once this process is gone).

@@ -294,9 +294,11 @@ test('rag-train on a non-empty output folder names the flags --overwrite and --r
   userError(t, run, /is not empty: pass --overwrite to replace it, or --resume to continue an interrupted run$/);
 });
 
-test('serve: a host that is no address of this machine is a line and exit 2, before any model loads', (t) => {
+test('serve: a host that is no address of this machine, or an empty --port, is a line and exit 2, before any model loads', (t) => {
   const model = path.join(tempDir(), 'no-such-model');
   userError(t, cli(['serve', '--host', 'not-a-host.invalid', '--model', model]), /^coltrast: cannot listen on not-a-host.invalid:8080: no address is known by the name/);
+  // An empty --port is no port (Number('') would be 0: any free port).
+  userError(t, cli(['serve', '--port', '', '--model', model]), /^coltrast: --port must be an integer, got $/);
   const local = Object.values(os.networkInterfaces()).flat().some((a) => a?.address === '10.254.254.1');
   if (!local) userError(t, cli(['serve', '--host', '10.254.254.1', '--port', '0', '--model', model]), /^coltrast: cannot listen on 10.254.254.1:0: 10.254.254.1 is not an address of this machine/);
 });

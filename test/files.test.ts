@@ -4,7 +4,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from '../lib/errors';
-import { atomicOutput, checkWritable, fileSystemErrorMessage, removeFolder, removeTemporaryFiles, trackTemporaryFile, writeFolderAtomic, writeJsonLinesAtomic } from '../lib/files';
+import { atomicOutput, checkWritable, fileSystemErrorMessage, removeFolder, removeTemporaryFiles, trackTemporaryFile, writeFolderAtomic, writeJsonLinesAtomic, writeTextAtomic } from '../lib/files';
 import { tempDir } from './helpers/fixture';
 
 test('a folder written atomically gets the permissions of an ordinary folder, not the private staging ones', async (t) => {
@@ -57,6 +57,39 @@ test('two saves at once to one new folder without overwrite: one is kept whole, 
 // What the command line needs of every writer (lib/files.ts): output locations checked before the work,
 // temporary files that a failure, abort() or removeTemporaryFiles (SIGINT, SIGTERM) leaves nowhere, file system
 // errors in plain words.
+
+// Serial: it replaces fs.renameSync for a moment, which the concurrent tests of this file also call.
+test.serial('an overwrite whose new folder cannot be renamed into place puts the old folder back', async (t) => {
+  const parent = tempDir();
+  const target = path.join(parent, 'model');
+  await writeFolderAtomic(target, false, async (dir) => fs.writeFileSync(path.join(dir, 'a.txt'), 'old'));
+  const rename = fs.renameSync;
+  // The rename of the staging folder onto the target fails once (as when another process made the target meanwhile).
+  fs.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
+    if (String(to) === target && /saving-\d+-[^.]+$/.test(String(from))) throw Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' });
+    rename(from, to);
+  };
+  try {
+    await t.throwsAsync(writeFolderAtomic(target, true, async (dir) => fs.writeFileSync(path.join(dir, 'b.txt'), 'new')), { message: /EXDEV/ });
+  } finally {
+    fs.renameSync = rename;
+  }
+  t.deepEqual(fs.readdirSync(parent), ['model'], 'no staging or old folder left');
+  t.deepEqual(fs.readdirSync(target), ['a.txt']);
+  t.is(fs.readFileSync(path.join(target, 'a.txt'), 'utf8'), 'old');
+});
+
+test('writeTextAtomic writes through a temporary file of its own, and leaves none when the rename fails', (t) => {
+  const dir = tempDir();
+  const file = path.join(dir, 'state.json');
+  writeTextAtomic(file, '{"a": 1}');
+  t.is(fs.readFileSync(file, 'utf8'), '{"a": 1}');
+  // A folder where the file goes: the rename fails (EISDIR).
+  const blocked = path.join(dir, 'taken');
+  fs.mkdirSync(path.join(blocked, 'inside'), { recursive: true });
+  t.throws(() => writeTextAtomic(blocked, 'x'), { code: 'EISDIR' } as never);
+  t.deepEqual(fs.readdirSync(dir).sort(), ['state.json', 'taken']);
+});
 
 test('checkWritable refuses a path through a file, a folder given for a file, and a folder that takes no files', (t) => {
   const dir = tempDir();
