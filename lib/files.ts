@@ -80,6 +80,7 @@ function temporaryFor(file: string): string {
 export async function writeJsonLinesAtomic(file: string, rows: Iterable<unknown>): Promise<void> {
   if (writtenInPlace(file)) return writeLines(file, jsonLines(rows));
   fs.mkdirSync(path.dirname(file), { recursive: true });
+  await removeLeftovers(file);
   const temporary = temporaryFor(file);
   const untrack = trackTemporaryFile(temporary);
   try {
@@ -199,8 +200,9 @@ function workName(target: string, work: 'saving' | 'removing'): string {
 
 /**
  * Removes what a process that died mid-way (SIGKILL, a crash, power) left beside `target`: staging folders of its saves
- * (a model and an optimizer state each, gigabytes for a large model) and folders it was removing. Such a folder is
- * named for its process (workName), and only those of processes no longer running are removed, off the event loop.
+ * (a model and an optimizer state each, gigabytes for a large model), folders it was removing, and the temporary files
+ * of its atomic writes (an embedding or export run's output, as large). Each is named for its process (workName,
+ * temporaryFor), and only those of processes no longer running are removed, off the event loop.
  */
 async function removeLeftovers(target: string): Promise<void> {
   const prefix = `.${path.basename(target)}.`;
@@ -213,8 +215,9 @@ async function removeLeftovers(target: string): Promise<void> {
   }
   const stale = names.filter((name) => {
     if (!name.startsWith(prefix)) return false;
-    const m = /^(?:saving|removing)-(\d+)-[^.]+(?:\.old)?$/.exec(name.slice(prefix.length));
-    return m !== null && Number(m[1]) !== process.pid && !processAlive(Number(m[1]));
+    const m = /^(?:(?:saving|removing)-(\d+)-[^.]+(?:\.old)?|(\d+)-\d+\.tmp)$/.exec(name.slice(prefix.length));
+    const pid = Number(m?.[1] ?? m?.[2]);
+    return m !== null && pid !== process.pid && !processAlive(pid);
   });
   await Promise.all(stale.map((name) => fs.promises.rm(path.join(dir, name), { recursive: true, force: true }).catch(() => {})));
 }
@@ -492,6 +495,7 @@ export function atomicOutput(file: string): AtomicOutput {
       stream.end();
       await finished;
       if (inPlace) return;
+      await removeLeftovers(file);
       try {
         const fd = fs.openSync(temporary, 'r');
         try {

@@ -250,6 +250,27 @@ test('a save first removes what a killed process left beside its target (its sta
   t.deepEqual(fs.readdirSync(parent).sort(), [names[3], names[4], names[5], 'run.checkpoint'].sort());
 });
 
+test("an atomic write of a file removes the temporary files a killed process left beside it, not a live one's", async (t) => {
+  const parent = tempDir();
+  const { spawnSync } = await import('node:child_process');
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+  const live = process.ppid;
+  for (const [file, write] of [
+    ['out.jsonl', (f: string) => writeJsonLinesAtomic(f, [{ a: 1 }])],
+    ['vectors.jsonl', async (f: string) => {
+      const out = atomicOutput(f);
+      await out.write('{"a":1}\n');
+      await out.commit();
+    }],
+  ] as const) {
+    const names = [`.${file}.${dead}-3.tmp`, `.${file}.${live}-1.tmp`, `.${file}.tmp`];
+    for (const name of names) fs.writeFileSync(path.join(parent, name), 'partial');
+    await write(path.join(parent, file));
+    const left = fs.readdirSync(parent).filter((name) => name.includes(file));
+    t.deepEqual(left.sort(), [names[1], names[2], file].sort(), file);
+  }
+});
+
 test('removeFolder renames the folder out of the way at once, then deletes it off the event loop', async (t) => {
   const parent = tempDir();
   const dir = path.join(parent, 'run.checkpoint');
