@@ -17,9 +17,7 @@ class LoadError extends Error {}
 
 function instance(spec: TokenizerSpec, maxLength: number): Tokenizer {
   const key = specKey(spec);
-  let byLength = tokenizers.get(key);
-  if (!byLength) tokenizers.set(key, (byLength = new Map()));
-  let tokenizer = byLength.get(maxLength);
+  let tokenizer = tokenizers.get(key)?.get(maxLength);
   if (tokenizer) return tokenizer;
   try {
     // The file the model was loaded with, or a refusal: a worker restarted after the folder was rewritten would
@@ -39,6 +37,9 @@ function instance(spec: TokenizerSpec, maxLength: number): Tokenizer {
   tokenizer.setTruncation(maxLength);
   tokenizer.disablePadding();
   if (spec.specialTokens.length > 0) tokenizer.addSpecialTokens(spec.specialTokens);
+  // Kept only once built: a file that fails to load holds no entry (heldTokenizers would list it).
+  let byLength = tokenizers.get(key);
+  if (!byLength) tokenizers.set(key, (byLength = new Map()));
   byLength.set(maxLength, tokenizer);
   return tokenizer;
 }

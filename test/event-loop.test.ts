@@ -126,3 +126,21 @@ test.serial('disposing a model lets the tokenizer worker drop its tokenizer', as
   two.dispose();
   t.false((await heldTokenizers()).includes(file));
 });
+
+test.serial('a tokenizer.json that fails to load leaves no entry in the worker', async (t) => {
+  const { heldTokenizers } = await import('../lib/tokenizer');
+  const fs = await import('node:fs');
+  const dir = path.join(tempDir(), 'model');
+  fs.cpSync(FIXTURE, dir, { recursive: true });
+  const file = path.join(dir, 'tokenizer.json');
+  fs.writeFileSync(file, fs.readFileSync(file, 'utf8').slice(0, 100));
+  await t.throwsAsync(async () => {
+    const enc = await Encoder.load(dir, { device: 'cpu' });
+    try {
+      await enc.embed(['a text']);
+    } finally {
+      enc.dispose();
+    }
+  }, { message: /cannot load tokenizer/ });
+  t.false((await heldTokenizers()).includes(file));
+});
