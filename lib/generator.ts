@@ -65,7 +65,8 @@ export interface GenerateOptions {
    * Streaming: called with each prompt's new text as it is generated (`index` is the prompt's). Text is held back
    * while it ends in an incomplete character or while decoding the tokens so far does not extend what was already
    * given; the rest comes before generate() resolves. The pieces of one prompt, joined, are its `text` whenever the
-   * tokenizer decodes a prefix of the tokens to a prefix of the text (byte-level BPE and SentencePiece do).
+   * tokenizer decodes a prefix of the tokens to a prefix of the text (byte-level BPE and SentencePiece do). An error it
+   * throws, or a promise it returns that rejects, rejects generate(); generate() waits for the promises it returns.
    */
   onText?: (index: number, text: string) => void;
   /**
@@ -103,6 +104,13 @@ const GENERATE_KEYS = [
   'promptSignals',
 ] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
+const INT32_MAX = 2 ** 31 - 1;
+/**
+ * The smallest sampling temperature above 0: the native loop divides float32 logits by it, and below about 1e-37 they
+ * overflow to infinity (no token can then be drawn); 1e-30 leaves room for logits up to 3e8. Smaller is greedy in effect:
+ * use 0.
+ */
+export const MIN_TEMPERATURE = 1e-30;
 /** The decoder LLM families coltrast runs (model_type), as causal LMs here. */
 const DECODER_TYPES = Object.keys(DECODER_SEQUENCE_CLASSIFICATION);
 /** The files of a model folder besides its weights that a saved copy keeps (configs and tokenizer files). */
@@ -131,12 +139,14 @@ function eosIds(value: unknown): number[] | undefined {
 
 function checkCompletions(pairs: unknown): asserts pairs is Completion[] {
   if (!Array.isArray(pairs)) throw invalid('pairs', 'an array of { prompt, completion }', pairs);
-  pairs.forEach((p, i) => {
+  // Index by index: forEach skips an array's holes.
+  for (let i = 0; i < pairs.length; i++) {
+    const p = pairs[i];
     if (typeof p !== 'object' || p === null || typeof p.completion !== 'string') {
       throw invalid(`pairs[${i}]`, '{ prompt: string | messages, completion: string }', p);
     }
     checkPrompt(`pairs[${i}].prompt`, p.prompt);
-  });
+  }
 }
 
 export class Generator {
@@ -307,18 +317,24 @@ export class Generator {
     return this.model.use(async (handle) => {
       const o = checkOptions('options', options, GENERATE_KEYS);
       if (!Array.isArray(prompts)) throw invalid('prompts', 'an array of prompts', prompts);
-      prompts.forEach((p, i) => checkPrompt(`prompts[${i}]`, p));
+      // Index by index: forEach skips an array's holes (new Array(n)), which would reach the tokenizer as undefined.
+      for (let i = 0; i < prompts.length; i++) checkPrompt(`prompts[${i}]`, prompts[i]);
+      // The native loop takes 32-bit counts and token ids (an id past them would wrap to another token) and seeds up
+      // to 2^53: larger values are refused here, by their option's name.
       const maxNewTokens = positiveInteger('options.maxNewTokens', o.maxNewTokens ?? 64);
+      if (maxNewTokens > INT32_MAX) throw invalid('options.maxNewTokens', `a positive integer up to ${INT32_MAX}`, maxNewTokens);
       const stop = o.stopTokenIds ?? this.eosTokenIds;
-      if (!Array.isArray(stop) || stop.some((id) => !Number.isInteger(id) || id < 0)) throw invalid('options.stopTokenIds', 'an array of token ids', stop);
+      if (!Array.isArray(stop) || stop.some((id) => !Number.isInteger(id) || id < 0 || id > INT32_MAX)) throw invalid('options.stopTokenIds', 'an array of token ids', stop);
       const temperature = o.temperature ?? 0;
       if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature)) throw invalid('options.temperature', 'a number >= 0 (0: greedy)', temperature);
+      // The logits (float32) divided by a temperature this small overflow to infinity and no token can be drawn.
+      if (temperature > 0 && temperature < MIN_TEMPERATURE) throw invalid('options.temperature', `0 (greedy) or at least ${MIN_TEMPERATURE}`, temperature);
       const topK = o.topK ?? 0;
-      if (!Number.isInteger(topK) || topK < 0) throw invalid('options.topK', 'an integer >= 0 (0: no cut)', topK);
+      if (!Number.isInteger(topK) || topK < 0 || topK > INT32_MAX) throw invalid('options.topK', 'an integer >= 0 (0: no cut)', topK);
       const topP = o.topP ?? 1;
       if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) throw invalid('options.topP', 'a number in (0, 1]', topP);
       const seed = o.seed ?? 0;
-      if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
+      if (!Number.isSafeInteger(seed) || seed < 0) throw invalid('options.seed', `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`, seed);
       const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 8);
       if (o.onText !== undefined && typeof o.onText !== 'function') throw invalid('options.onText', 'a function', o.onText);
       const numBeams = positiveInteger('options.numBeams', o.numBeams ?? 1);
@@ -435,6 +451,8 @@ class TextStream {
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
   private failure: unknown;
+  /** An async onText's calls still running. */
+  private readonly pending: Promise<void>[] = [];
 
   constructor(
     private readonly tokenizer: TextTokenizer,
@@ -464,16 +482,20 @@ class TextStream {
     const piece = text.slice(this.sent[prompt].length);
     this.sent[prompt] = text;
     try {
-      this.onText(prompt, piece);
+      const result: unknown = this.onText(prompt, piece);
+      // An async onText: its rejection is its error (left alone, an unhandled rejection would end the process), and
+      // finish() waits for it.
+      if (result instanceof Promise) this.pending.push(result.catch((error: unknown) => void (this.failure ??= error)));
     } catch (error) {
       this.failure ??= error;
     }
   }
 
-  /** Waits for the decodes under way and ignores later tokens. */
+  /** Waits for the decodes under way (and an async onText's calls) and ignores later tokens. */
   async close(): Promise<void> {
     await this.chain.catch(() => undefined);
     this.closed = true;
+    await Promise.all(this.pending);
   }
 
   /** Hands on the rest of each prompt's final text; rethrows an error of onText. */
@@ -482,6 +504,7 @@ class TextStream {
     texts.forEach((text, p) => {
       if (text.length > this.sent[p].length && text.startsWith(this.sent[p])) this.emit(p, text);
     });
+    await Promise.all(this.pending);
     if (this.failure !== undefined) throw this.failure;
   }
 }

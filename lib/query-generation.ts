@@ -13,7 +13,7 @@ import { ColtrastError } from './errors';
 import { checkOutputFile, writeJsonLinesAtomic, writeLines, writeTextAtomic } from './files';
 import { fileLines } from './data-files';
 import { Encoder } from './encoder';
-import { Generator, type Prompt } from './generator';
+import { Generator, MIN_TEMPERATURE, type Prompt } from './generator';
 import { checkChatFormat, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
 import { Index } from './search-index';
 import type { Device, DType } from './native-model';
@@ -242,14 +242,17 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
   const format = readPromptFormat(o, { plain: DEFAULT_QUERY_TEMPLATE, chat: DEFAULT_CHAT_QUERY_TEMPLATE }, ['{document}']);
   const maxDocumentTokens = positiveInteger('options.maxDocumentTokens', o.maxDocumentTokens ?? 256);
   const maxNewTokens = positiveInteger('options.maxNewTokens', o.maxNewTokens ?? 32);
-  const temperature = numberValue('options.temperature', o.temperature ?? 1, (x) => x >= 0, 'a number >= 0');
+  const temperature = numberValue('options.temperature', o.temperature ?? 1, (x) => x === 0 || x >= MIN_TEMPERATURE, `0 (greedy) or at least ${MIN_TEMPERATURE}`);
   if (temperature === 0 && perDocument > 1) {
     throw new ColtrastError('INVALID_ARGUMENT', `options.temperature 0 is greedy decoding, which writes one query per document: set perDocument to 1, or sample (temperature > 0) for ${perDocument}`);
   }
+  // Checked here, before the generator loads (and whether or not greedy decoding, which does not use them, is asked).
   const topK = o.topK ?? 25;
+  if (!Number.isInteger(topK) || topK < 0 || topK >= 2 ** 31) throw invalid('options.topK', 'an integer >= 0 (0: no cut)', topK);
   const topP = o.topP ?? 0.95;
+  if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) throw invalid('options.topP', 'a number in (0, 1]', topP);
   const seed = o.seed ?? 0;
-  if (!Number.isInteger(seed) || seed < 0) throw invalid('options.seed', 'an integer >= 0', seed);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw invalid('options.seed', `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`, seed);
   const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 16);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   const documents = await readCorpus(o.corpus as Parameters<typeof readCorpus>[0]);

@@ -264,10 +264,15 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const checkpointEvery = o.checkpointEvery === 0 ? 0 : positiveInteger('options.checkpointEvery', o.checkpointEvery ?? 50);
   const precision = oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const);
   const resume = booleanValue('options.resume', o.resume ?? false);
+  // Checked before the run: an onProgress that is not a function would fail only after the first step, and a
+  // truthy overwrite such as 'no' would replace the output.
+  const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
+  if (o.progressBar !== undefined) booleanValue('options.progressBar', o.progressBar);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   const output = path.resolve(o.output);
   const checkpointDir = `${output}.checkpoint`;
   const saved = resume ? await readRagCheckpoint(checkpointDir) : undefined;
-  if (nonEmptyFolder(output, 'options.output') && !saved && !o.overwrite) {
+  if (nonEmptyFolder(output, 'options.output') && !saved && !overwrite) {
     throw new ColtrastError('INVALID_ARGUMENT', `${output} is not empty: pass overwrite: true to replace it, or resume: true to continue an interrupted run`);
   }
   const data = await readRagData(o.data);
@@ -548,16 +553,41 @@ export class Rag {
       const norm = Math.log(cos.reduce((sum, c) => sum + Math.exp(c - max), 0)) + max;
       const logP = cos.map((c) => c - norm);
       const prompts = ids.map((d) => formatPrompt(this.format, this.corpus[d], question));
+      const positions = this.generator.maxLength;
+      // Each document's prompt must leave the generator a position to generate in; one that does not is named here by
+      // its question and document (generate() would name its own prompts[z]).
+      const promptLengths = await this.generator.promptLengths(prompts);
+      promptLengths.forEach((length, z) => {
+        if (length >= positions) {
+          throw new ColtrastError(
+            'INVALID_ARGUMENT',
+            `questions[${i}] with document ${ids[z]} of the corpus is ${length} tokens or more, leaving none of the generator's ${positions} positions to generate in: shorten the corpus's documents, the template or the question`,
+          );
+        }
+      });
       const candidates: Generated[] = await this.generator.generate(prompts, { maxNewTokens: o.maxNewTokens ?? 64, numBeams: o.numBeams });
       const texts = [...new Set(candidates.map((c) => c.text.trim()))];
-      const ll = await this.generator.logLikelihood(texts.flatMap((t) => prompts.map((prompt) => ({ prompt, completion: formatAnswer(this.format, t) }))));
+      // An answer that, with its end-of-sequence token, does not fit the positions after a document's prompt (one cut at
+      // the model's length, or scored after a longer document's prompt) has probability 0 there, as a sequence the
+      // model cannot read; only the others are scored (logLikelihood() refuses a pair that does not fit).
+      const answerLengths = await this.generator.completionLengths(texts.map((t) => formatAnswer(this.format, t)));
+      const pairs = texts.flatMap((t, c) => prompts.map((prompt, z) => ({ prompt, completion: formatAnswer(this.format, t), fits: promptLengths[z] + answerLengths[c] + 1 <= positions })));
+      const scored = await this.generator.logLikelihood(pairs.filter((p) => p.fits).map(({ prompt, completion }) => ({ prompt, completion })));
+      let next = 0;
+      const ll = pairs.map((p) => (p.fits ? scored[next++] : -Infinity));
       let best = { answer: '', logLikelihood: -Infinity };
       texts.forEach((t, c) => {
         const terms = prompts.map((_, z) => logP[z] + ll[c * prompts.length + z]);
         const m = Math.max(...terms);
-        const marginal = m + Math.log(terms.reduce((sum, x) => sum + Math.exp(x - m), 0));
+        const marginal = m === -Infinity ? -Infinity : m + Math.log(terms.reduce((sum, x) => sum + Math.exp(x - m), 0));
         if (marginal > best.logLikelihood) best = { answer: t, logLikelihood: marginal };
       });
+      if (best.logLikelihood === -Infinity) {
+        throw new ColtrastError(
+          'INVALID_ARGUMENT',
+          `questions[${i}]: no answer generated from its documents fits the generator's ${positions} positions after their prompts with its end-of-sequence token: lower maxNewTokens, or shorten the corpus's documents or the template`,
+        );
+      }
       out.push({ ...best, sources: ids.map((d, z) => ({ index: d, text: this.corpus[d], probability: Math.exp(logP[z]) })) });
     }
     return out;

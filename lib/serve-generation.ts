@@ -5,7 +5,8 @@
  * sampling settings share a model call, one generation batch at most.
  */
 import { randomInt, randomUUID } from 'node:crypto';
-import type { Generated, Generator, Prompt } from './generator';
+import { ColtrastError } from './errors';
+import { MIN_TEMPERATURE, type Generated, type Generator, type Prompt } from './generator';
 import type { Rag, RagAnswer } from './rag';
 import { BatchQueue, HttpError, fields, optional, requiredTexts, stringValue, type Body, type Route } from './serve-common';
 import { booleanValue, numberValue, positiveInteger } from './validate';
@@ -58,10 +59,12 @@ function sampling(body: Body, defaultMaxTokens: number): Sampling {
   const maxTokens = optional(body, 'max_completion_tokens', positiveInteger) ?? optional(body, 'max_tokens', positiveInteger) ?? defaultMaxTokens;
   return {
     maxNewTokens: maxTokens,
-    temperature: optional(body, 'temperature', (n, v) => numberValue(n, v, (x) => x >= 0 && x <= 2, 'a number from 0 to 2')) ?? 0,
+    // Above 0, at least MIN_TEMPERATURE: smaller ones make the logits overflow (Generator.generate refuses them).
+    temperature: optional(body, 'temperature', (n, v) => numberValue(n, v, (x) => x === 0 || (x >= MIN_TEMPERATURE && x <= 2), `a number from 0 to 2 (above 0, at least ${MIN_TEMPERATURE})`)) ?? 0,
     topP: optional(body, 'top_p', (n, v) => numberValue(n, v, (x) => x > 0 && x <= 1, 'a number in (0, 1]')) ?? 1,
-    topK: optional(body, 'top_k', (n, v) => numberValue(n, v, (x) => Number.isInteger(x) && x >= -1, 'an integer >= 0 (0 or -1: no cut)')) ?? 0,
-    seed: optional(body, 'seed', (n, v) => numberValue(n, v, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0')) ?? null,
+    // Within what Generator.generate takes (32-bit top_k, seeds up to 2^53), so that a refusal names the request's field.
+    topK: optional(body, 'top_k', (n, v) => numberValue(n, v, (x) => Number.isInteger(x) && x >= -1 && x < 2 ** 31, 'an integer >= 0 (0 or -1: no cut)')) ?? 0,
+    seed: optional(body, 'seed', (n, v) => numberValue(n, v, (x) => Number.isSafeInteger(x) && x >= 0, `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`)) ?? null,
   };
 }
 
@@ -186,8 +189,23 @@ export function generationRoutes(s: GenerationServing): {
     s.batchSize,
     s.maxQueue,
   );
-  const askQueue = new BatchQueue<string, RagAnswer>(
-    async (key, questions) => rag!.answer(questions, JSON.parse(key) as { k: number; maxNewTokens: number; numBeams: number }),
+  // A refusal is its question's own: when a call's questions are refused (one of one client's does not fit the
+  // generator with its documents), each is answered alone, so that the refusal fails that client's request only,
+  // not those of the other clients whose questions shared the call.
+  const askQueue = new BatchQueue<string, RagAnswer | ColtrastError>(
+    async (key, questions) => {
+      const options = JSON.parse(key) as { k: number; maxNewTokens: number; numBeams: number };
+      const refusal = (error: unknown) => {
+        if (error instanceof ColtrastError && error.code === 'INVALID_ARGUMENT') return error;
+        throw error;
+      };
+      const all = await rag!.answer(questions, options).catch(refusal);
+      if (!(all instanceof ColtrastError)) return all;
+      if (questions.length === 1) return [all];
+      const out: (RagAnswer | ColtrastError)[] = [];
+      for (const question of questions) out.push(await rag!.answer([question], options).then(([answer]) => answer, refusal));
+      return out;
+    },
     s.batchSize,
     s.maxQueue,
   );
@@ -339,9 +357,11 @@ export function generationRoutes(s: GenerationServing): {
         const questions = requiredTexts(body, 'question', s.maxInputs);
         const key = JSON.stringify({ k: optional(body, 'k', positiveInteger) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', positiveInteger) ?? 64, numBeams: optional(body, 'num_beams', positiveInteger) ?? 1 });
         const answers = await askQueue.submit(key, questions, signal);
+        const refused = answers.find((a): a is ColtrastError => a instanceof ColtrastError);
+        if (refused) throw refused;
         return {
           inputs: questions.length,
-          json: { answers: answers.map((a, i) => ({ question: questions[i], answer: a.answer, log_likelihood: a.logLikelihood, sources: a.sources })) },
+          json: { answers: (answers as RagAnswer[]).map((a, i) => ({ question: questions[i], answer: a.answer, log_likelihood: a.logLikelihood, sources: a.sources })) },
         };
       },
     },
