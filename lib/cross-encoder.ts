@@ -131,13 +131,15 @@ const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 
 function checkPairs(pairs: unknown): asserts pairs is [string, string][] {
   if (!Array.isArray(pairs)) throw invalid('pairs', 'an array of [text, text] pairs', pairs);
-  pairs.forEach((p, i) => {
+  // By index, not forEach, which skips the holes of a sparse array (new Array(2)): they reached the tokenizer.
+  for (let i = 0; i < pairs.length; i++) {
+    const p: unknown = pairs[i];
     if (!Array.isArray(p) || p.length !== 2) throw invalid(`pairs[${i}]`, 'a [string, string] pair', p);
     // The element that is not a string, by its place: "pairs[0][1] must be a string, got number 5".
-    p.forEach((text, j) => {
-      if (typeof text !== 'string') throw invalid(`pairs[${i}][${j}]`, `a string (pairs[${i}] is a [query, document] pair of texts)`, text);
-    });
-  });
+    for (let j = 0; j < 2; j++) {
+      if (typeof p[j] !== 'string') throw invalid(`pairs[${i}][${j}]`, `a string (pairs[${i}] is a [query, document] pair of texts)`, p[j]);
+    }
+  }
 }
 
 export class CrossEncoder {
@@ -241,7 +243,7 @@ export class CrossEncoder {
           (decoder || !(modelType in DECODER_SEQUENCE_CLASSIFICATION) ? '' : ` (a reranker on a ${modelType} decoder starts from its *ForCausalLM folder)`),
       );
     }
-    const pairTemplate = decoder?.chat ? checkedPairTemplate(files.dir, files.chatTemplate ?? readChatTemplate(files.dir)) : undefined;
+    const pairTemplate = decoder?.chat ? checkedPairTemplate(files.dir, files.chatTemplate ?? readChatTemplate(files.dir), files.chatTemplate !== undefined) : undefined;
     const tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     let ce = files.crossEncoder;
     let head: Parameters<typeof loadNative>[3];
@@ -449,9 +451,9 @@ export class CrossEncoder {
   async rank(query: string, documents: string[], options?: RankOptions): Promise<Ranked[]> {
     if (typeof query !== 'string') throw invalid('query', 'a string', query);
     if (!Array.isArray(documents)) throw invalid('documents', 'an array of strings', documents);
-    documents.forEach((d, i) => {
-      if (typeof d !== 'string') throw invalid(`documents[${i}]`, 'a string', d);
-    });
+    for (let i = 0; i < documents.length; i++) {
+      if (typeof documents[i] !== 'string') throw invalid(`documents[${i}]`, 'a string', documents[i]);
+    }
     if (this.numLabels !== 1) {
       throw new ColtrastError('INVALID_ARGUMENT', `rank() needs a one-label model (a relevance score); this one has ${this.numLabels} labels: use predict()`);
     }
@@ -554,8 +556,11 @@ interface PairTemplate {
  * message's content (a chat model's own template, which knows system, user and assistant), as sentence-transformers
  * refuses it, or fails on them.
  */
-function checkedPairTemplate(dir: string, source: string | undefined): PairTemplate {
+function checkedPairTemplate(dir: string, source: string | undefined, given: boolean): PairTemplate {
   if (source === undefined) throw new ColtrastError('MODEL_FILES', `${dir}: sentence_bert_config.json gives pairs to a chat template, and the folder has none`);
+  // A template given as chatTemplate is fixed where it was given; saving a chat_template.jinja would not change it.
+  const what = given ? 'the chatTemplate given' : `${dir}: its chat template`;
+  const fix = `${given ? 'Give a template' : 'Save a chat_template.jinja'} that renders both roles, e.g. {{ messages | selectattr('role', 'eq', 'query') | map(attribute='content') | first }}`;
   const checked = { template: new ChatTemplate(dir, source), format: messageFormat(source) };
   const render = (query: string, document: string) => checked.template.render({ messages: pairMessages(checked.format, query, document) });
   let dropped: string[];
@@ -563,14 +568,11 @@ function checkedPairTemplate(dir: string, source: string | undefined): PairTempl
     const base = render('q0', 'd0');
     dropped = [render('q1', 'd0') === base ? 'query' : '', render('q0', 'd1') === base ? 'document' : ''].filter(Boolean);
   } catch (error) {
-    dropped = [`any (it fails: ${(error as Error).message})`];
+    // Not "the any message's content does not reach the prompt": the template fails, and says why.
+    throw new ColtrastError('MODEL_FILES', `${what} fails on a (query, document) pair: ${(error as Error).message}. ${fix}`);
   }
   if (dropped.length > 0) {
-    throw new ColtrastError(
-      'MODEL_FILES',
-      `${dir}: its chat template cannot carry a (query, document) pair: the ${dropped.join(' and ')} message's content does not reach the prompt. ` +
-        `Save a chat_template.jinja that renders both roles, e.g. {{ messages | selectattr('role', 'eq', 'query') | map(attribute='content') | first }}`,
-    );
+    throw new ColtrastError('MODEL_FILES', `${what} cannot carry a (query, document) pair: the ${dropped.join(' and ')} message's content does not reach the prompt. ${fix}`);
   }
   return checked;
 }

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { ColtrastError } from './errors';
+import { readSafetensorsHeader } from './safetensors';
 import { atomicOutput, checkOutputFile } from './files';
 import { checkOptions, nonEmptyString, oneOf } from './validate';
 
@@ -108,25 +109,16 @@ async function* indexRows(dir: string, manifest: Manifest, dim: number): AsyncGe
   const fd = fs.openSync(vectorsFile, 'r');
   try {
     const size = fs.fstatSync(fd).size;
-    const lengthBytes = Buffer.alloc(8);
-    if (size < 8 || fs.readSync(fd, lengthBytes, 0, 8, 0) !== 8) throw bad('vectors.safetensors is truncated');
-    const headerLength = Number(lengthBytes.readBigUInt64LE(0));
-    if (headerLength > 1 << 20 || 8 + headerLength > size) throw bad('vectors.safetensors has a damaged header');
-    const headerBytes = Buffer.alloc(headerLength);
-    fs.readSync(fd, headerBytes, 0, headerLength, 8);
-    let tensor: { dtype?: string; shape?: number[]; data_offsets?: number[] } | undefined;
-    try {
-      tensor = JSON.parse(headerBytes.toString('utf8')).vectors;
-    } catch {
-      throw bad('vectors.safetensors has a damaged header');
-    }
+    const read = readSafetensorsHeader(fd, 1 << 20);
+    if ('problem' in read) throw bad(read.problem === 'truncated' ? 'vectors.safetensors is truncated' : 'vectors.safetensors has a damaged header');
+    const tensor = read.header.vectors as { dtype?: string; shape?: number[]; data_offsets?: number[] } | undefined;
     const width = tensor?.dtype === 'F32' ? 4 : tensor?.dtype === 'F16' ? 2 : 0;
     if (!tensor || !width) throw bad('vectors.safetensors needs a "vectors" tensor of dtype F32 or F16');
     const [rows, cols] = tensor.shape ?? [];
     const [begin, end] = tensor.data_offsets ?? [];
     if (cols !== dim || rows !== manifest.documents) throw bad(`vectors.safetensors is [${tensor.shape}], index.json says ${manifest.documents} documents of dimension ${dim}`);
-    if (end - begin !== rows * cols * width || 8 + headerLength + end > size) throw bad('vectors.safetensors is truncated');
-    const dataStart = 8 + headerLength + begin;
+    if (end - begin !== rows * cols * width || read.dataStart + end > size) throw bad('vectors.safetensors is truncated');
+    const dataStart = read.dataStart + begin;
 
     const block = Buffer.alloc(ROWS_PER_READ * dim * width);
     let blockStart = 0;

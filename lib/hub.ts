@@ -131,6 +131,10 @@ export async function resolveModelDir(modelOrPath: string, options?: ResolveOpti
   for (const [key, value] of Object.entries({ cacheDir: o.cacheDir, revision, endpoint: o.endpoint, token: o.token })) {
     if (value !== undefined && (typeof value !== 'string' || value.length === 0)) throw invalid(`options.${key}`, 'a non-empty string', value);
   }
+  // A revision names a ref file under refs/ (a branch may hold '/', as refs/pr/1): '..' would read files outside the cache.
+  if (revision.split('/').some((part) => part === '' || part === '.' || part === '..') || revision.includes('\\')) {
+    throw invalid(o.revision !== undefined ? 'options.revision' : 'model', 'a branch, tag or commit id (org/name@revision)', o.revision ?? modelOrPath);
+  }
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   if (o.fetch !== undefined && typeof o.fetch !== 'function') throw invalid('options.fetch', 'a function', o.fetch);
   const envOffline = /^(1|true|yes|on)$/i.test(process.env.HF_HUB_OFFLINE ?? '');
@@ -198,6 +202,8 @@ function cachedSnapshot(hub: Hub): string | undefined {
     const ref = path.join(hub.repoDir, 'refs', hub.revision);
     if (!fs.existsSync(ref)) return undefined;
     commit = fs.readFileSync(ref, 'utf8').trim();
+    // huggingface_hub writes a commit id there; anything else is no snapshot of ours (nor a path to follow).
+    if (!COMMIT.test(commit)) return undefined;
   }
   const dir = path.join(hub.repoDir, 'snapshots', commit);
   const complete = ['config.json', 'tokenizer.json'].every((f) => fs.existsSync(path.join(dir, f))) && hasWeights(dir);

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
+import { readSafetensorsHeader } from './safetensors';
 import { writeJsonAtomic } from './files';
 import { readJson } from './model-dir';
 import { fromNative, type NativeEncoder } from './native';
@@ -121,7 +122,9 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
   if (!fs.existsSync(configPath) || !fs.existsSync(weightsPath)) {
     throw new ColtrastError('MODEL_FILES', `${dir} is not a PEFT adapter folder: it needs ${ADAPTER_CONFIG} and ${ADAPTER_WEIGHTS} (pickled adapter_model.bin is not read)`);
   }
-  const c = readJson(configPath, ADAPTER_CONFIG) as Record<string, unknown>;
+  const json = readJson(configPath, ADAPTER_CONFIG);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ColtrastError('MODEL_FILES', `${configPath} must be a JSON object (PEFT's LoraConfig)`);
+  const c = json as Record<string, unknown>;
   const refuse = (what: string) => {
     throw new ColtrastError('UNSUPPORTED_MODEL', `${configPath}: ${what}; coltrast runs plain LoRA adapters`);
   };
@@ -138,12 +141,16 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
   const rank = c.r;
   if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 1) throw new ColtrastError('MODEL_FILES', `${configPath}: "r" must be a positive integer`);
   const alpha = c.lora_alpha ?? 8;
-  if (typeof alpha !== 'number' || !(alpha > 0)) throw new ColtrastError('MODEL_FILES', `${configPath}: "lora_alpha" must be a positive number`);
+  // A finite one: JSON's 1e999 parses to Infinity, whose scale would turn every output into NaN.
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || !(alpha > 0)) throw new ColtrastError('MODEL_FILES', `${configPath}: "lora_alpha" must be a positive number`);
+  const dropout = c.lora_dropout ?? 0;
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new ColtrastError('MODEL_FILES', `${configPath}: "lora_dropout" must be a number in [0, 1)`);
+  checkAdapterRank(weightsPath, rank, configPath);
   const targets = Array.isArray(c.target_modules) ? c.target_modules.map(String) : typeof c.target_modules === 'string' ? [c.target_modules] : [];
   return {
     rank,
     alpha,
-    dropout: typeof c.lora_dropout === 'number' ? c.lora_dropout : 0,
+    dropout,
     targetModules: targets,
     rslora: c.use_rslora === true,
     baseModel: typeof c.base_model_name_or_path === 'string' ? c.base_model_name_or_path : '',
@@ -151,6 +158,36 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
     modulesToSave: [...new Set((c.modules_to_save as string[] | null | undefined) ?? [])],
     weightsPath,
   };
+}
+
+/**
+ * Throws MODEL_FILES when a lora_A weight of the adapter file holds another rank than adapter_config.json's "r": the
+ * native side adapts with the weights' own rank but scales by alpha / r, so a config that does not belong to its
+ * weights would change every output silently (PEFT refuses such an adapter: its lora_A is made [r, in]). A header that
+ * cannot be read is left to the native reader, which names what is wrong with it.
+ */
+function checkAdapterRank(weightsPath: string, rank: number, configPath: string): void {
+  let read: ReturnType<typeof readSafetensorsHeader>;
+  try {
+    const fd = fs.openSync(weightsPath, 'r');
+    try {
+      read = readSafetensorsHeader(fd, 100 * 2 ** 20);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return;
+  }
+  if ('problem' in read) return;
+  for (const [name, entry] of Object.entries(read.header)) {
+    const shape = entry?.shape;
+    if (!name.endsWith('.lora_A.weight') || !Array.isArray(shape) || shape.length !== 2 || shape[0] === rank) continue;
+    throw new ColtrastError(
+      'MODEL_FILES',
+      `${configPath}: "r" is ${rank}, but ${name} in ${ADAPTER_WEIGHTS} has rank ${String(shape[0])} (shape [${shape.join(', ')}]): ` +
+        'the config does not belong to these weights; use the adapter_config.json saved with them',
+    );
+  }
 }
 
 /** Writes adapter_config.json as PEFT's LoraConfig saves it (the keys it needs; PEFT fills in the rest). */

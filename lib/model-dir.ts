@@ -233,6 +233,10 @@ function tokenizerLimit(dir: string, positions: number): number {
   const tokConfigPath = path.join(dir, 'tokenizer_config.json');
   const tokConfig = fs.existsSync(tokConfigPath) ? readJson(tokConfigPath, 'tokenizer_config.json') : undefined;
   if (isObject(tokConfig) && typeof tokConfig.model_max_length === 'number' && tokConfig.model_max_length < 1e6) {
+    // A token count, as for max_seq_length (readModelDirectory).
+    if (!Number.isInteger(tokConfig.model_max_length) || tokConfig.model_max_length < 2) {
+      throw filesError(`${tokConfigPath}: model_max_length must be a whole number of tokens, at least 2; got ${tokConfig.model_max_length}`);
+    }
     return Math.min(tokConfig.model_max_length, positions);
   }
   return positions;
@@ -469,6 +473,16 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
         normalize = true;
       } else throw new ColtrastError('UNSUPPORTED_MODEL', `modules.json in ${dir}: module type ${m.type} is not supported yet`);
     }
+    // One Transformer, then one Pooling: without a Pooling module (a Transformer alone gives token embeddings) the mean
+    // pooling of a plain Hugging Face folder was run in its place, and save() wrote it into the model; modules out of
+    // this order ran in it all the same.
+    if (!/^Transformer,Pooling(,Dense)*(,Normalize)?$/.test(order.join())) {
+      throw new ColtrastError(
+        'UNSUPPORTED_MODEL',
+        `modules.json in ${dir}: an embedding model of Transformer → Pooling → [Dense …] → [Normalize] is supported, not ${order.join(' → ')}` +
+          (order.includes('Pooling') ? '' : ' (it has no Pooling module: give it one, 1_Pooling/config.json, as sentence-transformers saves it)'),
+      );
+    }
   } else if (modules) {
     // A multi-vector model: Transformer, at most one token-level Dense, then MultiVectorMask and Normalize, then
     // token pooling.
@@ -497,6 +511,11 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   let lowercase = false;
   if (isObject(stConfig)) lowercase = stConfig.do_lower_case === true;
   if (isObject(stConfig) && typeof stConfig.max_seq_length === 'number') {
+    // A token count: 20.5 would reach the tokenizer as a length and be saved back so; 0 or 1 holds no text between
+    // the special tokens (and was refused as a length that "cannot be told", although the file tells it).
+    if (!Number.isInteger(stConfig.max_seq_length) || stConfig.max_seq_length < 2) {
+      throw filesError(`${stConfigPath}: max_seq_length must be a whole number of tokens, at least 2; got ${stConfig.max_seq_length}`);
+    }
     maxSeqLength = Math.min(stConfig.max_seq_length, positions);
   } else {
     maxSeqLength = tokenizerLimit(dir, positions);
@@ -740,8 +759,10 @@ function pairsAsMessages(dir: string, stConfig: unknown): boolean {
 function readLogitScore(dir: string, modules: ModuleEntry[] | null): NonNullable<NonNullable<CrossEncoderConfig['decoder']>['logitScore']> {
   if (!modules) return { trueToken: 'yes', falseToken: 'no' };
   const module = modules[1];
-  const config = readModuleConfig(dir, module.path, 'LogitScore');
   const file = path.join(dir, module.path, 'config.json');
+  // Its token ids live there: without it, the message would be that "true_token_id" is not a token id.
+  if (!fs.existsSync(file)) throw filesError(`modules.json lists a LogitScore module but ${file} (its true_token_id and false_token_id) is missing`);
+  const config = readModuleConfig(dir, module.path, 'LogitScore');
   const id = (value: unknown) => Number.isInteger(value) && (value as number) >= 0;
   if (!id(config.true_token_id)) throw filesError(`${file}: "true_token_id" must be a token id`);
   if (config.false_token_id !== undefined && config.false_token_id !== null && !id(config.false_token_id)) throw filesError(`${file}: "false_token_id" must be a token id or null`);

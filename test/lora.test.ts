@@ -243,6 +243,35 @@ test('LoRA options and adapters are checked', async (t) => {
   t.regex((await load(path.join(made, 'adapter'), DECODER)).message, /names no projection of this qwen3 model/);
 });
 
+test("an adapter_config.json that does not fit its weights (another r) or holds values PEFT refuses is refused, not run with a wrong scale or NaN", async (t) => {
+  const made = path.join(tempDir(), 'made');
+  await train({ model: FIXTURE, data: wordDataset(8), output: made, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 3, learningRate: 1e-1, lora: { rank: 2, alpha: 4 } });
+  const editConfig = (edit: (c: Record<string, unknown>) => Record<string, unknown>) =>
+    folderCopy(path.join(made, 'adapter'), (d) => editJson(path.join(d, 'adapter_config.json'), edit));
+  const load = (adapter: string) => rejection(() => Encoder.load(FIXTURE, { device: 'cpu', adapter }));
+  // The weights' rank is 2: "r": 4 used to load with the scale alpha / 4, and every embedding changed silently.
+  let error = await load(editConfig((c) => ({ ...c, r: 4 })));
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /"r" is 4, but base_model\.model\..*\.lora_A\.weight in adapter_model\.safetensors has rank 2/);
+  // JSON's 1e999 is Infinity: NaN embeddings before.
+  const infinite = folderCopy(path.join(made, 'adapter'), (d) => {
+    const file = path.join(d, 'adapter_config.json');
+    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/"lora_alpha": [0-9.]+/, '"lora_alpha": 1e999'));
+  });
+  t.regex((await load(infinite)).message, /"lora_alpha" must be a positive number/);
+  // A dropout out of range was libtorch's NATIVE error; one that is not a number was read as 0.
+  for (const dropout of [1.5, 'x']) t.regex((await load(editConfig((c) => ({ ...c, lora_dropout: dropout })))).message, /"lora_dropout" must be a number in \[0, 1\)/);
+  // Not an object: a TypeError before.
+  const nullConfig = folderCopy(path.join(made, 'adapter'), (d) => fs.writeFileSync(path.join(d, 'adapter_config.json'), 'null'));
+  error = await load(nullConfig);
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /adapter_config\.json must be a JSON object/);
+  // The adapter as saved still loads.
+  const good = await Encoder.load(FIXTURE, { device: 'cpu', adapter: path.join(made, 'adapter') });
+  t.like(good.lora, { rank: 2, alpha: 4, dropout: 0 });
+  good.dispose();
+});
+
 test('LoRA with gradient checkpointing ends with the adapters of a run without (to float32 summation order)', async (t) => {
   const dir = tempDir();
   const run = async (gradientCheckpointing: boolean) => {

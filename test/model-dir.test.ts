@@ -113,6 +113,25 @@ test('modules.json naming an unsupported module', async (t) => {
   t.regex(e.message, /module type sentence_transformers\.models\.LSTM/);
 });
 
+test('modules.json without a Pooling module, or out of order, is refused, not run with a mean pooling it does not name', async (t) => {
+  // [Transformer] alone (token embeddings) or [Transformer, Normalize] loaded with mean pooling, which save() then wrote
+  // into the model; [Pooling, Transformer, Normalize] and a second Pooling ran as the usual order.
+  const [T, P, N] = JSON.parse(fs.readFileSync(path.join(fixtureCopy(), 'modules.json'), 'utf8'));
+  for (const [modules, order] of [
+    [[T], 'Transformer \\(it has no Pooling module'],
+    [[T, N], 'Transformer → Normalize \\(it has no Pooling module'],
+    [[P, T, N], 'Pooling → Transformer → Normalize'],
+    [[T, P, P, N], 'Transformer → Pooling → Pooling → Normalize'],
+  ] as const) {
+    const e = await loadError(fixtureCopy((d) => editJson(path.join(d, 'modules.json'), () => modules)));
+    t.is(e.code, 'UNSUPPORTED_MODEL');
+    t.regex(e.message, new RegExp(`Transformer → Pooling → \\[Dense …\\] → \\[Normalize\\] is supported, not ${order}`));
+  }
+  const plain = await Encoder.load(fixtureCopy((d) => editJson(path.join(d, 'modules.json'), () => [T, P])), { device: 'cpu' });
+  t.false(plain.normalize);
+  plain.dispose();
+});
+
 test('modules.json that lists a Pooling module whose config is missing', async (t) => {
   const e = await loadError(fixtureCopy((d) => fs.rmSync(path.join(d, '1_Pooling'), { recursive: true })));
   t.is(e.code, 'MODEL_FILES');
@@ -154,6 +173,26 @@ test("sentence-transformers 6.x's layout: module paths, pooling_mode, no max_seq
   } finally {
     enc.dispose();
   }
+});
+
+test('a max_seq_length or model_max_length that is not a whole number of tokens ≥ 2 is refused, naming the file and value', async (t) => {
+  // 20.5 loaded (maxSeqLength 20.5 reached the tokenizer and was saved back); 0, 1 and -1 were refused as a length
+  // that "cannot be told", and told to set the very max_seq_length that was set.
+  for (const value of [20.5, 1, 0, -1]) {
+    const st = await loadError(fixtureCopy((d) => editJson(path.join(d, 'sentence_bert_config.json'), (c) => ({ ...c, max_seq_length: value }))));
+    t.is(st.code, 'MODEL_FILES');
+    t.regex(st.message, new RegExp(`sentence_bert_config\\.json: max_seq_length must be a whole number of tokens, at least 2; got ${value}`));
+    const tok = await loadError(
+      fixtureCopy((d) => {
+        fs.rmSync(path.join(d, 'sentence_bert_config.json'));
+        editJson(path.join(d, 'tokenizer_config.json'), (c) => ({ ...c, model_max_length: value }));
+      }),
+    );
+    t.regex(tok.message, new RegExp(`tokenizer_config\\.json: model_max_length must be a whole number of tokens, at least 2; got ${value}`));
+  }
+  const two = await Encoder.load(fixtureCopy((d) => editJson(path.join(d, 'sentence_bert_config.json'), (c) => ({ ...c, max_seq_length: 2 }))), { device: 'cpu' });
+  t.is(two.maxSeqLength, 2);
+  two.dispose();
 });
 
 test('sentence-transformers 6.x pooling_mode: a list of one, concatenated modes, unknown and weighted modes', async (t) => {
