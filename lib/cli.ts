@@ -138,7 +138,7 @@ commands:
   ask <question>...          answer questions from a corpus: retrieve, generate from each document, keep the likeliest
     --retriever <dir|hub id> --generator <dir|hub id> --corpus <file> --k <n> (4) --max-new-tokens <n> (64)
     --template <text> --chat [--system <text>] --num-beams <n> (1: greedy; above: beam search from each document)
-    --device <d> --threads <n> --json
+    --device <d> --dtype <t> (the generator's) --threads <n> --json
   generate <prompt>...       continue each prompt with a causal LM (greedy, or sampled with --temperature); one prompt's text
                              is printed as it is generated
     --model <dir|hub id> --max-new-tokens <n> (64) --chat (each prompt a user message in the model's chat template)
@@ -642,7 +642,7 @@ async function mineCommand(argv: string[]): Promise<void> {
 
 const GENERATE_QUERIES_FLAGS = {
   generator: 'string', corpus: 'string', output: 'string', 'per-document': 'count', template: 'string', chat: 'boolean', system: 'string',
-  'max-document-tokens': 'count', 'max-new-tokens': 'count', temperature: 'number', 'top-k': 'count', 'top-p': 'number', seed: 'int',
+  'max-document-tokens': 'count', 'max-new-tokens': 'count', temperature: 'number', 'top-k': 'int', 'top-p': 'number', seed: 'int',
   'batch-size': 'count', 'consistency-model': 'string', 'consistency-k': 'count', 'keep-likeliest': 'number', resume: 'boolean', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
 } as const;
 
@@ -651,6 +651,7 @@ async function generateQueriesCommand(argv: string[]): Promise<void> {
   if (!o.generator) fail('generate-queries needs --generator (a causal LM folder or hub id)');
   if (!o.corpus) fail('generate-queries needs --corpus (the documents: .txt, .jsonl or .json)');
   if (!o.output) fail('generate-queries needs --output <file.jsonl>');
+  if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
   outputTo(o.output, '--output', 'file');
   const say = summaryPrinter(o.output);
   const { json, consistencyModel, consistencyK, ...options } = o;
@@ -676,6 +677,7 @@ async function ragTrainCommand(argv: string[]): Promise<void> {
   if (!o.generator) fail('rag-train needs --generator (a causal LM folder or hub id)');
   if (!o.data) fail('rag-train needs --data');
   if (!o.output) fail('rag-train needs --output');
+  if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
   outputTo(o.output, '--output', 'folder');
   const { json, ...options } = o;
   const result = await trainRag({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json }).catch((error: unknown) => {
@@ -695,7 +697,7 @@ async function ragTrainCommand(argv: string[]): Promise<void> {
 
 const ASK_FLAGS = {
   retriever: 'string', generator: 'string', corpus: 'string', k: 'count', 'max-new-tokens': 'count', template: 'string', chat: 'boolean', system: 'string',
-  'num-beams': 'count', device: 'string', threads: 'count', json: 'boolean',
+  'num-beams': 'count', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
 } as const;
 
 async function askCommand(argv: string[]): Promise<void> {
@@ -703,9 +705,14 @@ async function askCommand(argv: string[]): Promise<void> {
   if (positionals.length === 0) fail('ask takes one or more questions');
   if (!o.generator) fail('ask needs --generator');
   if (!o.corpus) fail('ask needs --corpus');
+  if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
   const load = { device: (o.device ?? 'auto') as Device, threads: o.threads };
   const retriever = await Encoder.load(o.retriever ?? DEFAULT_MODEL, load);
-  const generator = await Generator.load(o.generator, load);
+  // --dtype is the generator's (the larger model), as generate's.
+  const generator = await Generator.load(o.generator, { ...load, dtype: o.dtype as DType | undefined }).catch((error: unknown) => {
+    retriever.dispose();
+    throw error;
+  });
   try {
     const corpusBar = o.json ? undefined : new ProgressBar('corpus', 'documents');
     const rag = await Rag.create({

@@ -285,6 +285,26 @@ test('train interrupted by Ctrl-C says where its checkpoint is and that --resume
   t.true(child.stderrText().includes(`coltrast: training interrupted; its checkpoint is at ${output}.checkpoint: run the same command with --resume to continue from it`), child.stderrText());
 });
 
+test('--system without --chat is refused by ask, generate-queries and rag-train before any model loads; generate-queries takes --top-k 0 (no cut)', (t) => {
+  const dir = tempDir();
+  const missing = path.join(dir, 'no-model');
+  const data = path.join(dir, 'qa.jsonl');
+  fs.writeFileSync(data, JSON.stringify({ question: 'q', answer: 'a' }) + '\n');
+  const corpus = textsFile(4);
+  for (const args of [
+    ['ask', 'a question', '--generator', missing, '--corpus', corpus, '--system', 'be brief'],
+    ['generate-queries', '--generator', missing, '--corpus', corpus, '--output', path.join(dir, 'q.jsonl'), '--system', 'be brief'],
+    ['rag-train', '--data', data, '--corpus', corpus, '--generator', missing, '--output', path.join(dir, 'rag'), '--system', 'be brief'],
+  ]) {
+    userError(t, cli(args), /^coltrast: --system goes with --chat$/, args[0]);
+  }
+  // --top-k 0 passes the flags (the library's "no cut"): what fails is the missing generator.
+  const run = cli(['generate-queries', '--generator', missing, '--corpus', corpus, '--output', path.join(dir, 'q.jsonl'), '--top-k', '0']);
+  t.not(run.status, 0);
+  t.notRegex(run.stderr, /--top-k/);
+  t.regex(run.stderr, /no-model/);
+});
+
 test('rag-train on a non-empty output folder names the flags --overwrite and --resume', (t) => {
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, 'x'), 'x');
