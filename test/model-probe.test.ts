@@ -6,6 +6,7 @@ import path from 'node:path';
 import { ColtrastError, CrossEncoder, resolveModelDir } from '../lib';
 import { repoCacheDir } from '../lib/hub';
 import { FIXTURE, folderCopy, tempDir } from './helpers/fixture';
+import { readSafetensors, writeSafetensors } from './helpers/safetensors';
 import { rejection } from './helpers/vectors';
 
 const FIXTURES = path.resolve(__dirname, 'fixtures');
@@ -80,4 +81,16 @@ test("a causal LM's reranker: a chatTemplate given that fails says so and where 
   error = await rejection(() => CrossEncoder.load(noConfig, { device: 'cpu' }));
   t.is(error.code, 'MODEL_FILES');
   t.regex(error.message, /modules\.json lists a LogitScore module but .*1_LogitScore.config\.json \(its true_token_id and false_token_id\) is missing/);
+});
+
+test("a cross-encoder's classifier weights that are not floating-point are refused by name, not run as numbers", async (t) => {
+  const dir = folderCopy(path.join(FIXTURES, 'tiny-cross-encoder', 'st'));
+  const file = path.join(dir, 'model.safetensors');
+  const { tensors } = readSafetensors(file);
+  // The same bytes called I32 (as wide as F32): converted to float32, they scored ~1e9 with no error.
+  tensors.get('classifier.bias')!.dtype = 'I32';
+  writeSafetensors(file, tensors);
+  const error = await codeOf(CrossEncoder.load(dir, { device: 'cpu' }).then((ce) => ce.predict([['q', 'd']]).finally(() => ce.dispose())));
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /weight 'classifier\.bias' in the model's weights file is not a floating-point tensor \(Int\)/);
 });

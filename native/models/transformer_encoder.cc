@@ -92,6 +92,11 @@ torch::Tensor TransformerEncoder::takeKept(const std::string& name) {
   for (auto it = kept_.begin(); it != kept_.end(); ++it) {
     if (it->name != name) continue;
     torch::Tensor t = it->value;
+    // Taken for a layer (a classifier, a head): integers there would be converted to float32 and run, scoring garbage,
+    // as the base model's own weights are refused for it in load.
+    if (!t.is_floating_point())
+      throw modelFilesError("weight '" + name + "' in the model's weights file is not a floating-point tensor (" + std::string(c10::toString(t.scalar_type())) +
+                            "): the file is damaged or not this model's");
     kept_.erase(it);
     return t;
   }
