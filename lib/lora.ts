@@ -145,8 +145,8 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
   if (typeof alpha !== 'number' || !Number.isFinite(alpha) || !(alpha > 0)) throw new ColtrastError('MODEL_FILES', `${configPath}: "lora_alpha" must be a positive number`);
   const dropout = c.lora_dropout ?? 0;
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new ColtrastError('MODEL_FILES', `${configPath}: "lora_dropout" must be a number in [0, 1)`);
-  checkAdapterRank(weightsPath, rank, configPath);
   const targets = Array.isArray(c.target_modules) ? c.target_modules.map(String) : typeof c.target_modules === 'string' ? [c.target_modules] : [];
+  checkAdapterWeights(weightsPath, rank, c.target_modules, configPath);
   return {
     rank,
     alpha,
@@ -161,12 +161,28 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
 }
 
 /**
- * Throws MODEL_FILES when a lora_A weight of the adapter file holds another rank than adapter_config.json's "r": the
- * native side adapts with the weights' own rank but scales by alpha / r, so a config that does not belong to its
- * weights would change every output silently (PEFT refuses such an adapter: its lora_A is made [r, in]). A header that
- * cannot be read is left to the native reader, which names what is wrong with it.
+ * Whether PEFT adapts the module `name` (dotted) for `target_modules` as adapter_config.json gives it: a list names
+ * modules by their last names (or whole names), a string is a regular expression the whole name must match, and
+ * "all-linear" takes every linear layer. Missing: any (nothing to compare with).
  */
-function checkAdapterRank(weightsPath: string, rank: number, configPath: string): void {
+function targeted(name: string, targetModules: unknown): boolean {
+  if (Array.isArray(targetModules)) return targetModules.some((t) => name === String(t) || name.endsWith(`.${String(t)}`));
+  if (typeof targetModules !== 'string' || targetModules === 'all-linear') return true;
+  try {
+    return new RegExp(`^(?:${targetModules})$`).test(name);
+  } catch {
+    return true; // a pattern of Python's that JavaScript does not read: not checked
+  }
+}
+
+/**
+ * Throws MODEL_FILES when the adapter file's lora_A weights do not belong to adapter_config.json: one of another rank
+ * than "r" (the native side adapts with the weights' own rank but scales by alpha / r, so every output would change
+ * silently; PEFT refuses such an adapter, its lora_A is made [r, in]), or one of a module target_modules does not name
+ * (the native side applies every adapter in the file; PEFT would leave that module unadapted, so the two would embed
+ * differently). A header that cannot be read is left to the native reader, which names what is wrong with it.
+ */
+function checkAdapterWeights(weightsPath: string, rank: number, targetModules: unknown, configPath: string): void {
   let read: ReturnType<typeof readSafetensorsHeader>;
   try {
     const fd = fs.openSync(weightsPath, 'r');
@@ -180,13 +196,24 @@ function checkAdapterRank(weightsPath: string, rank: number, configPath: string)
   }
   if ('problem' in read) return;
   for (const [name, entry] of Object.entries(read.header)) {
+    if (!name.endsWith('.lora_A.weight')) continue;
     const shape = entry?.shape;
-    if (!name.endsWith('.lora_A.weight') || !Array.isArray(shape) || shape.length !== 2 || shape[0] === rank) continue;
-    throw new ColtrastError(
-      'MODEL_FILES',
-      `${configPath}: "r" is ${rank}, but ${name} in ${ADAPTER_WEIGHTS} has rank ${String(shape[0])} (shape [${shape.join(', ')}]): ` +
-        'the config does not belong to these weights; use the adapter_config.json saved with them',
-    );
+    if (Array.isArray(shape) && shape.length === 2 && shape[0] !== rank) {
+      throw new ColtrastError(
+        'MODEL_FILES',
+        `${configPath}: "r" is ${rank}, but ${name} in ${ADAPTER_WEIGHTS} has rank ${String(shape[0])} (shape [${shape.join(', ')}]): ` +
+          'the config does not belong to these weights; use the adapter_config.json saved with them',
+      );
+    }
+    // PEFT matches the model's own module names: without the prefix its saved names carry.
+    const module = name.slice(0, -'.lora_A.weight'.length).replace(/^base_model\.model\./, '');
+    if (!targeted(module, targetModules)) {
+      throw new ColtrastError(
+        'MODEL_FILES',
+        `${configPath}: target_modules ${JSON.stringify(targetModules)} does not name ${module}, whose adapter is in ${ADAPTER_WEIGHTS} ` +
+          '(PEFT would leave that module as it is): the config does not belong to these weights; use the adapter_config.json saved with them',
+      );
+    }
   }
 }
 

@@ -243,7 +243,7 @@ test('LoRA options and adapters are checked', async (t) => {
   t.regex((await load(path.join(made, 'adapter'), DECODER)).message, /names no projection of this qwen3 model/);
 });
 
-test("an adapter_config.json that does not fit its weights (another r) or holds values PEFT refuses is refused, not run with a wrong scale or NaN", async (t) => {
+test("an adapter_config.json that does not fit its weights (another r, target_modules that leave some out) or holds values PEFT refuses is refused, not run with a wrong scale or NaN", async (t) => {
   const made = path.join(tempDir(), 'made');
   await train({ model: FIXTURE, data: wordDataset(8), output: made, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 3, learningRate: 1e-1, lora: { rank: 2, alpha: 4 } });
   const editConfig = (edit: (c: Record<string, unknown>) => Record<string, unknown>) =>
@@ -266,6 +266,17 @@ test("an adapter_config.json that does not fit its weights (another r) or holds 
   error = await load(nullConfig);
   t.is(error.code, 'MODEL_FILES');
   t.regex(error.message, /adapter_config\.json must be a JSON object/);
+  // target_modules that leave out modules the file adapts: all of them were applied (PEFT would adapt none of those).
+  const saved = JSON.parse(fs.readFileSync(path.join(made, 'adapter', 'adapter_config.json'), 'utf8')).target_modules as string[];
+  error = await load(editConfig((c) => ({ ...c, target_modules: saved.slice(1) })));
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, new RegExp(`target_modules .* does not name \\S*\\.${saved[0]}, whose adapter is in adapter_model\\.safetensors`));
+  // A regular expression (PEFT's string form, matched against the model's module names) that names them all, and
+  // "all-linear", load.
+  for (const targets of [`encoder\\.layer\\.\\d+\\..*\\.(${saved.join('|')})`, 'all-linear']) {
+    const loaded = await Encoder.load(FIXTURE, { device: 'cpu', adapter: editConfig((c) => ({ ...c, target_modules: targets })) });
+    loaded.dispose();
+  }
   // The adapter as saved still loads.
   const good = await Encoder.load(FIXTURE, { device: 'cpu', adapter: path.join(made, 'adapter') });
   t.like(good.lora, { rank: 2, alpha: 4, dropout: 0 });
