@@ -275,7 +275,11 @@ export class Generator {
   async sequences(pairs: Completion[], endOfSequence = true): Promise<ModelInput[]> {
     const [prompts, completions] = await Promise.all([this.promptIds(pairs.map((p) => p.prompt)), this.tokenizer.encodeBare(pairs.map((p) => p.completion))]);
     if (endOfSequence && this.eosTokenIds.length === 0) {
-      throw new ColtrastError('MODEL_FILES', `${this.modelDir} names no eos_token_id (generation_config.json or config.json): pass endOfSequence: false`);
+      // Also reached from trainRag and Rag.answer, which score whole answers and have no such option.
+      throw new ColtrastError(
+        'MODEL_FILES',
+        `${this.modelDir} names no eos_token_id (generation_config.json or config.json), which scoring a whole completion needs: add the id of the token that ends the model's answers there, or (logLikelihood) pass endOfSequence: false`,
+      );
     }
     return prompts.map((p, i) => {
       const completion = [...completions[i].ids, ...(endOfSequence ? [this.eosTokenIds[0]] : [])];

@@ -169,3 +169,25 @@ test('generateQueries(): topK, topP and a too small temperature are refused befo
   // Checked before the model: a missing generator folder is not what is reported.
   t.regex((await rejection(() => generateQueries({ ...base, generator: '/nonexistent/generator', topK: 1.5 }))).message, /^options\.topK/);
 });
+
+test('a generator that names no eos_token_id: scoring whole completions says where to add it, and logLikelihood without it works', async (t) => {
+  const dir = path.join(tempDir(), 'llama');
+  fs.cpSync(LLAMA, dir, { recursive: true });
+  for (const name of ['config.json', 'generation_config.json']) {
+    const file = path.join(dir, name);
+    const json = JSON.parse(fs.readFileSync(file, 'utf8'));
+    delete json.eos_token_id;
+    fs.writeFileSync(file, JSON.stringify(json));
+  }
+  const generator = await Generator.load(dir, { device: 'cpu' });
+  try {
+    const pairs = [{ prompt: 'the cat', completion: ' sat' }];
+    // The message trainRag and Rag.answer show too: it named an option (endOfSequence) that neither has.
+    const e = await rejection(() => generator.logLikelihood(pairs));
+    t.is(e.code, 'MODEL_FILES');
+    t.regex(e.message, /names no eos_token_id \(generation_config\.json or config\.json\), which scoring a whole completion needs: add the id/);
+    t.true(Number.isFinite((await generator.logLikelihood(pairs, { endOfSequence: false }))[0]));
+  } finally {
+    generator.dispose();
+  }
+});
