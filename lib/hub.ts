@@ -76,6 +76,9 @@ const WANTED = new Set([
   'modules.json',
   'sentence_bert_config.json',
   'config_sentence_transformers.json',
+  // A sentence-transformers model saved with a LoRA adapter (its base model named in adapter_config.json, loaded too).
+  'adapter_config.json',
+  'adapter_model.safetensors',
 ]);
 /** sentence-transformers module files: configs such as 1_Pooling/config.json, and a Dense head's weights. */
 const MODULE_FILE = /^\d+_[A-Za-z]+\/(config\.json|model\.safetensors)$/;
@@ -195,7 +198,7 @@ function localFolder(value: string): string | undefined {
   return undefined;
 }
 
-/** The snapshot folder when refs/<revision> (or the commit itself) is cached with config and weights. */
+/** The snapshot folder when refs/<revision> (or the commit itself) is cached with config and weights (or an adapter's). */
 function cachedSnapshot(hub: Hub): string | undefined {
   let commit = hub.revision;
   if (!COMMIT.test(commit)) {
@@ -206,7 +209,9 @@ function cachedSnapshot(hub: Hub): string | undefined {
     if (!COMMIT.test(commit)) return undefined;
   }
   const dir = path.join(hub.repoDir, 'snapshots', commit);
-  const complete = ['config.json', 'tokenizer.json'].every((f) => fs.existsSync(path.join(dir, f))) && hasWeights(dir);
+  const has = (f: string) => fs.existsSync(path.join(dir, f));
+  // A model, or an adapter with no model of its own (its base is cached or fetched by name when it loads).
+  const complete = has('tokenizer.json') && (has('config.json') ? hasWeights(dir) : has('adapter_config.json') && has('adapter_model.safetensors'));
   return complete ? dir : undefined;
 }
 
@@ -275,8 +280,17 @@ async function listFiles(hub: Hub): Promise<{ commit: string; files: RepoFile[] 
   }
   const names = new Set(info.siblings.map((s) => s.rfilename));
   const where = `${hub.repoId}@${hub.revision}`;
-  if (!names.has('config.json')) throw new ColtrastError('MODEL_FILES', `${where} has no config.json; it is not a transformers model`);
-  if (!names.has('model.safetensors') && !names.has('model.safetensors.index.json')) {
+  // An adapter with no model of its own: its weights are adapter_model.safetensors (Encoder.load loads the base it names).
+  const adapterOnly = !names.has('config.json') && names.has('adapter_config.json');
+  if (!names.has('config.json') && !adapterOnly) throw new ColtrastError('MODEL_FILES', `${where} has no config.json; it is not a transformers model`);
+  if (adapterOnly && !names.has('adapter_model.safetensors')) {
+    throw new ColtrastError(
+      'MODEL_FILES',
+      `${where} holds a LoRA adapter without adapter_model.safetensors${names.has('adapter_model.bin') ? ' (only adapter_model.bin, a pickle file, which coltrast never loads)' : ''}; ` +
+        "save it with safetensors in Python (model.save_pretrained(dir, safe_serialization=True)) and load the folder",
+    );
+  }
+  if (!adapterOnly && !names.has('model.safetensors') && !names.has('model.safetensors.index.json')) {
     const pickles = [...names].filter((n) => PICKLE.test(n) && !n.includes('/'));
     throw new ColtrastError(
       'MODEL_FILES',

@@ -6,9 +6,9 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { ColtrastError, Encoder, resolveModelDir } from '../lib';
+import { ColtrastError, Encoder, resolveModelDir, train } from '../lib';
 import { looksLikeHubId, repoCacheDir } from '../lib/hub';
-import { FIXTURE, fixtureCopy, tempDir } from './helpers/fixture';
+import { FIXTURE, fixtureCopy, tempDir, wordDataset } from './helpers/fixture';
 import { shardWeights, writeSafetensors } from './helpers/safetensors';
 
 const COMMIT = 'c0ffee0000000000000000000000000000000001';
@@ -217,6 +217,56 @@ test('a Dense head (2_Dense/model.safetensors) is fetched with its config, and t
   local.dispose();
   await hub.close();
 });
+
+test("a repository holding only a LoRA adapter (sentence-transformers' save of a model with one) loads on its base from the hub, then offline from the cache", async (t) => {
+  const trained = path.join(tempDir(), 'trained');
+  await train({ model: FIXTURE, data: wordDataset(8), output: trained, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 3, learningRate: 1e-2, lora: { rank: 2 } });
+  // The layout sentence-transformers writes: modules, tokenizer and the adapter, no config.json or weights; its base
+  // named by hub id.
+  const folder = path.join(tempDir(), 'adapter-only');
+  fs.cpSync(trained, folder, { recursive: true });
+  for (const f of ['config.json', 'model.safetensors']) fs.rmSync(path.join(folder, f));
+  for (const f of fs.readdirSync(path.join(folder, 'adapter'))) fs.renameSync(path.join(folder, 'adapter', f), path.join(folder, f));
+  fs.rmdirSync(path.join(folder, 'adapter'));
+  const adapterConfig = path.join(folder, 'adapter_config.json');
+  fs.writeFileSync(adapterConfig, JSON.stringify({ ...JSON.parse(fs.readFileSync(adapterConfig, 'utf8')), base_model_name_or_path: 'org/tiny-bert' }));
+  const files = new Map<string, FakeFile>();
+  for (const name of ['modules.json', 'tokenizer.json', 'tokenizer_config.json', 'sentence_bert_config.json', 'adapter_config.json', 'adapter_model.safetensors']) {
+    if (fs.existsSync(path.join(folder, name))) files.set(name, { data: fs.readFileSync(path.join(folder, name)), lfs: name.endsWith('.safetensors') });
+  }
+  for (const name of fs.readdirSync(folder).filter((f) => /^\d+_/.test(f))) {
+    for (const inner of fs.readdirSync(path.join(folder, name))) files.set(`${name}/${inner}`, { data: fs.readFileSync(path.join(folder, name, inner)), lfs: false });
+  }
+  const hub = await fakeHub({ 'org/tiny-bert': fixtureFiles(), 'org/adapter': files });
+  const cacheDir = tempDir();
+  const texts = ['hello world', 'the quick brown fox'];
+  const expected = await Encoder.load(trained, { device: 'cpu' });
+  try {
+    const want = (await expected.embed(texts)).data;
+    const viaHub = await Encoder.load('org/adapter', { cacheDir, endpoint: hub.endpoint, device: 'cpu' });
+    t.like(viaHub.lora, { rank: 2, baseModel: 'org/tiny-bert' });
+    t.true(maxAbs(want, (await viaHub.embed(texts)).data) < 1e-6);
+    viaHub.dispose();
+    const offline = await Encoder.load('org/adapter', { cacheDir, offline: true, device: 'cpu' });
+    t.true(maxAbs(want, (await offline.embed(texts)).data) < 1e-6);
+    offline.dispose();
+  } finally {
+    expected.dispose();
+    await hub.close();
+  }
+  // An adapter saved as a pickle only is refused by name, before any download.
+  const pickled = new Map(files);
+  pickled.delete('adapter_model.safetensors');
+  pickled.set('adapter_model.bin', { data: Buffer.from('pickle'), lfs: true });
+  const refusing = await fakeHub({ 'org/pickled': pickled });
+  const error = await codeOf(Encoder.load('org/pickled', { cacheDir: tempDir(), endpoint: refusing.endpoint, device: 'cpu' }));
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /holds a LoRA adapter without adapter_model\.safetensors \(only adapter_model\.bin, a pickle file/);
+  t.false(refusing.requests.some((r) => r.url.includes('/resolve/')));
+  await refusing.close();
+});
+
+const maxAbs = (a: Float32Array, b: Float32Array) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
 
 test('resumes a partial download with a Range request', async (t) => {
   const files = fixtureFiles();
