@@ -137,7 +137,7 @@ for (const [kind, extra] of [['embedding model', {}], ['cross-encoder', { model:
   });
 }
 
-test('train({ crossEncoder, lora }) trains the adapters and the classifier only (PEFT\'s sequence classification); the reranker with the saved adapter scores as the merged one', async (t) => {
+test('train({ crossEncoder, lora }) trains the adapters and the classifier only (PEFT\'s sequence classification); the reranker with the saved adapter scores as the merged one, and so does a folder holding only the adapter', async (t) => {
   const data = wordDataset(40);
   const output = path.join(tempDir(), 'reranker-lora');
   // BCE: the tiny reranker's sigmoid scores start saturated, where the default loss (over sigmoid scores) learns slowly.
@@ -176,7 +176,16 @@ test('train({ crossEncoder, lora }) trains the adapters and the classifier only 
   t.true(readSafetensors(path.join(again, 'adapter', 'adapter_model.safetensors')).tensors.has('base_model.model.classifier.bias'));
   const reloaded = await CrossEncoder.load(again, { device: 'cpu' });
   t.true(maxAbsDiff(want, (await reloaded.predict(pairs, { activation: 'identity' })).data) < 1e-5);
-  for (const model of [trained, withAdapter, reloaded]) model.dispose();
+  // The layout sentence-transformers saves for a CrossEncoder with an adapter (the adapter with its head, the tokenizer;
+  // no config.json or weights) loads on the base adapter_config.json names ("has no config.json" before).
+  const onlyAdapter = folderCopy(output, (d) => {
+    for (const f of ['config.json', 'model.safetensors']) fs.rmSync(path.join(d, f));
+    for (const f of fs.readdirSync(path.join(d, 'adapter'))) fs.renameSync(path.join(d, 'adapter', f), path.join(d, f));
+  });
+  const direct = await CrossEncoder.load(onlyAdapter, { device: 'cpu' });
+  t.like(direct.lora, { rank: 4, taskType: 'SEQ_CLS' });
+  t.true(maxAbsDiff(want, (await direct.predict(pairs, { activation: 'identity' })).data) < 1e-5);
+  for (const model of [trained, withAdapter, reloaded, direct]) model.dispose();
 });
 
 test('a cross-encoder trained with LoRA from an embedding model saves its new head in the adapter (the classifier, and DeBERTa\'s new pooler); the embedding model with that adapter loads as the reranker', async (t) => {
