@@ -44,7 +44,7 @@ export interface MaxSimOptions extends CommonOptions {
 }
 
 export interface ContrastiveOptions extends CommonOptions {
-  /** Softmax temperature τ > 0 (default 0.05). */
+  /** Softmax temperature τ > 0 (default 0.05); a float32, from 1.2e-38 to 3.4e38. */
   temperature?: number;
   /** Also return d loss / d τ (default false). */
   learnTemperature?: boolean;
@@ -124,10 +124,17 @@ function common(o: CommonOptions): void {
   if (o.reference !== undefined && typeof o.reference !== 'boolean') throw invalid('options.reference', 'true or false', o.reference);
 }
 
+const FLOAT32_MAX = 3.4028234663852886e38;
+const FLOAT32_MIN_NORMAL = 1.1754943508222875e-38;
+
 function lossOptions(o: ContrastiveOptions): void {
   common(o);
   const t = o.temperature ?? 0.05;
-  if (typeof t !== 'number' || !(t > 0) || !Number.isFinite(t)) throw invalid('options.temperature', 'a number > 0', t);
+  // The ops take τ as a float32: past its largest value it overflows there (an error that did not name τ), and
+  // below its smallest normal one it rounds to 0 or 1/τ overflows (NaN losses and gradients).
+  if (typeof t !== 'number' || !(t >= FLOAT32_MIN_NORMAL && t <= FLOAT32_MAX)) {
+    throw invalid('options.temperature', 'a number > 0 that float32 holds (from 1.2e-38 to 3.4e38)', t);
+  }
   for (const key of ['learnTemperature', 'symmetric'] as const) {
     if (o[key] !== undefined && typeof o[key] !== 'boolean') throw invalid(`options.${key}`, 'true or false', o[key]);
   }

@@ -57,7 +57,8 @@ struct ForwardParams {
 
 // (v2, a2) beats (v1, a1): a valid index, a larger value, or the same value at a smaller index.
 __device__ __forceinline__ bool better(float v2, int a2, float v1, int a1) {
-  return a2 >= 0 && (a1 < 0 || v2 > v1 || (v2 == v1 && a2 < a1));
+  // A NaN wins (NaN or infinite inputs): the row's value is NaN then, as on the CPU (maxsim_cpu.cc's maxValid).
+  return a2 >= 0 && (a1 < 0 || v2 > v1 || (v2 != v2 && v1 == v1) || (v2 == v1 && a2 < a1));
 }
 
 template <typename T>
@@ -181,7 +182,7 @@ __global__ void __launch_bounds__(kThreads, 2) maxsimForwardKernel(const Forward
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
               const float v = acc[m][nt][h * 2 + e];
-              if (valid && v > best[m][h]) {
+              if (valid && (v > best[m][h] || (v != v && best[m][h] == best[m][h]))) {
                 best[m][h] = v;
                 arg[m][h] = j;
               }
@@ -227,7 +228,10 @@ __global__ void __launch_bounds__(kThreads, 2) maxsimForwardKernel(const Forward
           float value = 0.0f;
           if (qs < QB && b < p.B) {
             if (p.qmask[b * p.qmaskStrideB + i] == 0) a = -1;
-            value = a >= 0 ? v : 0.0f;
+            // A NaN among the document's valid tokens makes the row NaN, with no token to take a gradient (as on the CPU).
+            const bool unordered = a >= 0 && v != v;
+            if (unordered) a = -1;
+            value = unordered || a >= 0 ? v : 0.0f;
             p.argmax[(p.paired ? b : b * p.N + n) * Lq + i] = a;
           }
           rowVal[tid] = value;

@@ -4,6 +4,7 @@
 #include <torch/autograd.h>
 
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 
 #include "error.h"
@@ -93,7 +94,12 @@ at::Tensor checkTemperature(const at::Tensor& temperature, const at::Tensor& lik
   if (temperature.numel() != 1) fail("temperature must be a scalar tensor; got shape " + shapeOf(temperature));
   if (!at::isFloatingType(temperature.scalar_type())) fail("temperature must be a floating-point tensor");
   const double value = temperature.item<double>();
-  if (!(value > 0) || !std::isfinite(value)) fail("temperature must be > 0 and finite; got " + std::to_string(value));
+  // The backends compute 1 / temperature in float32: below float's normal range it overflows (NaN losses).
+  if (!(value >= std::numeric_limits<float>::min()) || !std::isfinite(value)) {
+    std::ostringstream got;
+    got << value;
+    fail("temperature must be > 0 and finite, at least 1.2e-38 (float32's normal range); got " + got.str());
+  }
   return temperature.reshape({}).to(like.device(), at::kFloat);
 }
 

@@ -49,26 +49,42 @@ std::vector<float> queryWeights(const uint8_t* qmask, const Sizes& s, bool norma
 // `masked` lists the document's padding positions, which are overwritten with -inf first (the block is
 // scratch), so the scan itself has no mask loads or branches: eight running maxima in the form
 // `a > b ? a : b` that compilers turn into vector max instructions, then a search for the first index
-// holding the maximum.
+// holding the maximum. That form drops a NaN as soon as a later value follows it, so a NaN among the valid
+// entries (NaN or infinite inputs) is tracked beside the maxima: the score is then NaN, as eager's is,
+// wherever the NaN stands, rather than a finite max over the other tokens.
 inline float maxValid(float* sim, const std::vector<int32_t>& masked, int64_t Ld, int32_t* arg) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   for (int32_t j : masked) sim[j] = kNegInf;
   float lanes[8] = {kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf};
+  int32_t unordered[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t j = 0;
   for (; j + 8 <= Ld; j += 8) {
-    for (int l = 0; l < 8; ++l) lanes[l] = lanes[l] > sim[j + l] ? lanes[l] : sim[j + l];
+    for (int l = 0; l < 8; ++l) {
+      lanes[l] = lanes[l] > sim[j + l] ? lanes[l] : sim[j + l];
+      unordered[l] |= sim[j + l] != sim[j + l];
+    }
   }
   float best = kNegInf;
-  for (int l = 0; l < 8; ++l) best = best > lanes[l] ? best : lanes[l];
-  for (; j < Ld; ++j) best = best > sim[j] ? best : sim[j];
+  bool nan = false;
+  for (int l = 0; l < 8; ++l) {
+    best = best > lanes[l] ? best : lanes[l];
+    nan |= unordered[l] != 0;
+  }
+  for (; j < Ld; ++j) {
+    best = best > sim[j] ? best : sim[j];
+    nan |= sim[j] != sim[j];
+  }
+  if (nan) {
+    *arg = -1;  // no gradient flows through a NaN score's token
+    return std::numeric_limits<float>::quiet_NaN();
+  }
   if (best == kNegInf) {
     *arg = -1;
     return 0.0f;
   }
   int32_t at = 0;
-  while (at < Ld && sim[at] != best) ++at;
-  // Not found only when best is NaN (NaN inputs): the score is NaN too, and no gradient flows.
-  *arg = at < Ld ? at : -1;
+  while (sim[at] != best) ++at;
+  *arg = at;
   return best;
 }
 

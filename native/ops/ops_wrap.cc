@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <sstream>
 
 #include "error.h"
 #include "napi_args.h"
@@ -99,6 +100,13 @@ CallOptions readCallOptions(const Napi::Object& o) {
   if (!t.IsUndefined()) {
     if (!t.IsNumber()) throw invalidArgument("temperature must be a number");
     c.temperature = t.As<Napi::Number>().DoubleValue();
+    // It becomes a float32 tensor: past float's range that conversion throws an error that does not name it,
+    // and below its normal range it rounds to 0 or 1/temperature overflows (NaN losses).
+    if (!(c.temperature >= std::numeric_limits<float>::min() && c.temperature <= std::numeric_limits<float>::max())) {
+      std::ostringstream got;
+      got << c.temperature;
+      throw invalidArgument("temperature must be > 0 and a float32 (from 1.2e-38 to 3.4e38); got " + got.str());
+    }
   }
   Napi::Value g = o.Get("gradOutput");
   if (g.IsNumber()) {

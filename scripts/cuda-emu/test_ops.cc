@@ -99,15 +99,25 @@ void run(int64_t B, int64_t N, int64_t dim, at::ScalarType dtype, bool symmetric
 
 // MaxSim's CUDA wrapper (maxsim_cuda.cc) against the CPU implementation (itself checked against float64 by
 // test/ops.test.ts) on the same inputs: scores and both gradients. The documents are a slice of longer rows
-// (a row stride the kernels must follow); one query and one document have no valid token.
+// (a row stride the kernels must follow); one query and one document have no valid token. `withNaN`: document 0's
+// token 1 (valid) is NaN, so its scores are NaN with no token taking a gradient, and a padded token of document 1
+// is NaN too, which changes nothing (ops-probe.test.ts checks the CPU's against float64).
 void runMaxSim(int64_t B, int64_t N, int64_t Lq, int64_t Ld, int64_t dim, at::ScalarType dtype, bool paired,
-               bool normalize) {
+               bool normalize, bool withNaN = false) {
   const at::Tensor q = (at::randn({B, Lq, dim}, at::kFloat) / std::sqrt(double(dim))).to(dtype);
   const at::Tensor d = (at::randn({N, Ld + 3, dim}, at::kFloat) / std::sqrt(double(dim))).to(dtype).narrow(1, 0, Ld);
   at::Tensor qmask = (at::rand({B, Lq}) < 0.8).to(at::kByte), dmask = (at::rand({N, Ld}) < 0.8).to(at::kByte);
   qmask[0][0] = 1;  // query 0 keeps one valid token
   if (B > 1) qmask[B - 1].zero_();
   if (N > 1) dmask[N - 1].zero_();
+  if (withNaN) {
+    d[0][1].fill_(NAN);
+    dmask[0][1] = 1;
+    if (N > 2) {
+      d[1][2].fill_(NAN);
+      dmask[1][2] = 0;
+    }
+  }
   coltrast::ops::MaxSimOptions options;
   options.paired = paired;
   options.normalizeByQueryLength = normalize;
@@ -123,8 +133,11 @@ void runMaxSim(int64_t B, int64_t N, int64_t Lq, int64_t Ld, int64_t dim, at::Sc
   const std::string what = std::string(nameOf(dtype)) + " maxsim B=" + std::to_string(B) + " N=" + std::to_string(N) +
                            " Lq=" + std::to_string(Lq) + " Ld=" + std::to_string(Ld) + " dim=" + std::to_string(dim) +
                            (paired ? " paired" : " all") + (normalize ? " normalized" : "");
-  const double scoreError = relError(gpu.scores, cpu.scores);
-  expect(scoreError < tol, what + " scores", scoreError, tol);
+  // NaN scores where the CPU's are NaN (compared as such), the others to float rounding.
+  const bool sameNaN = gpu.scores.isnan().equal(cpu.scores.isnan());
+  expect(sameNaN && (!withNaN || cpu.scores.isnan().any().item<bool>()), what + (withNaN ? " NaN" : "") + " scores NaN where the CPU's are", 0, 0);
+  const double scoreError = relError(gpu.scores.nan_to_num(0), cpu.scores.nan_to_num(0));
+  expect(scoreError < tol, what + (withNaN ? " NaN" : "") + " scores", scoreError, tol);
   // A near-tie could pick another token through another summation order (then the gradients differ there too);
   // the tokens picked are compared outright, and these inputs have none.
   const int64_t differ = gpu.argmax.ne(cpu.argmax).sum().item<int64_t>();
@@ -197,6 +210,8 @@ int main() {
         runMaxSim(3, 10, 7, 33, 64, dtype, false, normalize);
         runMaxSim(5, 5, 32, 180, 128, dtype, true, normalize);
         runMaxSim(2, 3, 1, 1, 96, dtype, false, normalize);
+        runMaxSim(3, 10, 7, 33, 64, dtype, false, normalize, /*withNaN=*/true);
+        runMaxSim(5, 5, 32, 180, 128, dtype, true, normalize, /*withNaN=*/true);
       }
     }
   } catch (const std::exception& e) {
