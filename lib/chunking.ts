@@ -45,13 +45,18 @@ export function dot(a: Float32Array, b: Float32Array): number {
   return s;
 }
 
-/** Sentences of a document: lines, then sentence ends followed by a capital, digit or markup. */
+/**
+ * Sentences of a document: lines, then sentence ends followed by a capital, digit or markup, and CJK full stops.
+ * Capitals, caseless letters (Arabic, Hebrew, CJK) and digits of any script, not ASCII's only: otherwise a paragraph
+ * of German, Russian or Arabic, or one of Chinese, whose full stops no space follows, would be one "sentence", a
+ * chunk past maxTokens.
+ */
 export function splitSentences(document: string): string[] {
   return document
     .split(/\n+/)
     .map((line) => line.trim())
     .filter((line) => line.length > 0)
-    .flatMap((line) => line.split(/(?<=[.!?])\s+(?=[A-Z0-9#*\-"'(])/))
+    .flatMap((line) => line.split(/(?<=[.!?])\s+(?=[\p{Lu}\p{Lt}\p{Lo}\p{N}#*\-"'(])|(?<=[。！？])\s*/u))
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
 }
@@ -122,12 +127,16 @@ export async function mineExamples(
       const positive = useChunk ? all[best].text : (qa.context ?? qa.answer);
       // GISTEmbed's guard: a "negative" closer to the question than the positive is likely relevant too.
       const ownScore = dot(questions[i], useChunk ? chunkVectors[best] : answers[i]);
+      // Projects can share text (the same README twice, a license paragraph): a chunk whose text is the positive or
+      // one of the question's own project's chunks is no negative, and one text is one negative however many hold it.
+      const taken = new Set([positive, ...chunks.get(p.id)!]);
       const negatives = all
         .map((c, j) => ({ c, score: dot(questions[i], chunkVectors[j]) }))
         .filter(({ c, score }) => c.project !== p.id && score <= ownScore)
         .sort((a, b) => b.score - a.score)
-        .slice(0, k)
-        .map(({ c }) => c.text);
+        .map(({ c }) => c.text)
+        .filter((text) => !taken.has(text) && taken.add(text))
+        .slice(0, k);
       examples.push({ query: qa.question, positive, negatives, group: p.id });
     });
   }

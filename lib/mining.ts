@@ -23,6 +23,7 @@ import { exactMaxSim, Index, newStore, RESIDUAL_BITS, topIndices } from './searc
 import { padTokens } from './ops';
 import { ProgressBar } from './progress';
 import { readCorpus, readTrainingData, type TrainExample } from './train-data';
+import { Turns } from './turns';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
 export const MINING_FORMATS = ['triplet', 'n-tuple', 'labeled-pair', 'labeled-list'] as const;
@@ -188,9 +189,14 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
   const pairs = read.examples;
   const extra = o.corpus === undefined ? [] : await readCorpus(o.corpus as Parameters<typeof readCorpus>[0]);
 
+  // Every loop over the pairs or the queries lets the event loop run in turns: at a million pairs each holds it for seconds.
+  const turns = new Turns();
   // Rows per query (repeats included, as sentence-transformers counts them) set the default candidate window.
   const rowsPerQuery = new Map<string, number>();
-  for (const p of pairs) rowsPerQuery.set(p.query, (rowsPerQuery.get(p.query) ?? 0) + 1);
+  for (const p of pairs) {
+    rowsPerQuery.set(p.query, (rowsPerQuery.get(p.query) ?? 0) + 1);
+    if (turns.due) await turns.maybe();
+  }
   let maxPositives = 0;
   for (const n of rowsPerQuery.values()) maxPositives = Math.max(maxPositives, n);
   const filtering = absoluteMargin !== undefined || relativeMargin !== undefined || maxScore !== undefined;
@@ -213,6 +219,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
     const list = positives[queryIndex.get(p.query)!];
     const d = corpusIndex.get(p.positive)!;
     if (!list.includes(d)) list.push(d);
+    if (turns.due) await turns.maybe();
   }
 
   const ownEncoder = !(o.model instanceof Encoder);
@@ -354,7 +361,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
 
     // Strike out: the query's own positives, then the filters; each counts what it struck that was still in.
     const skipped: MineResult['skipped'] = {};
-    const strike = (name: keyof MineResult['skipped'], out: (q: number, s: number) => boolean) => {
+    const strike = async (name: keyof MineResult['skipped'], out: (q: number, s: number) => boolean) => {
       let n = 0;
       for (let q = 0; q < queries.length; q++) {
         for (let j = 0; j < width; j++) {
@@ -364,24 +371,28 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
             n++;
           }
         }
+        if (turns.due) await turns.maybe();
       }
       skipped[name] = n;
     };
     if (!includePositives) {
       for (let q = 0; q < queries.length; q++) {
         for (let j = 0; j < width; j++) if (positives[q].includes(candidates[q * width + j])) scores[q * width + j] = -Infinity;
+        if (turns.due) await turns.maybe();
       }
     }
     // With several positives, the margin is taken from the lowest-scoring (hardest) one.
     const hardest = positiveScores.map((list) => list.reduce((a, b) => Math.min(a, b), Infinity));
-    if (absoluteMargin !== undefined) strike('absoluteMargin', (q, s) => s + absoluteMargin > hardest[q]);
-    if (relativeMargin !== undefined) strike('relativeMargin', (q, s) => s > hardest[q] - Math.abs(hardest[q]) * relativeMargin);
-    if (maxScore !== undefined) strike('maxScore', (_, s) => s > maxScore);
-    if (minScore !== undefined) strike('minScore', (_, s) => s < minScore);
+    if (absoluteMargin !== undefined) await strike('absoluteMargin', (q, s) => s + absoluteMargin > hardest[q]);
+    if (relativeMargin !== undefined) await strike('relativeMargin', (q, s) => s > hardest[q] - Math.abs(hardest[q]) * relativeMargin);
+    if (maxScore !== undefined) await strike('maxScore', (_, s) => s > maxScore);
+    if (minScore !== undefined) await strike('minScore', (_, s) => s < minScore);
 
     // Each query's negatives: its window ranked by score (struck ones last), past rangeMin, then sampled.
     const random = seededRandom(seed);
-    const chosen = queries.map((_, q) => {
+    const chosen: { doc: number; score: number }[][] = [];
+    for (let q = 0; q < queries.length; q++) {
+      if (turns.due) await turns.maybe();
       const order = Array.from({ length: width }, (_, j) => j).sort((a, b) => cmp(scores[q * width + b], scores[q * width + a]) || a - b);
       let window = order.slice(rangeMin, rangeMax).map((j) => ({ doc: candidates[q * width + j], score: scores[q * width + j] }));
       if (sampling === 'top') {
@@ -396,8 +407,8 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
         }
         window = picks.slice(0, numNegatives).map((i) => window[i]).sort((a, b) => cmp(b.score, a.score));
       }
-      return window;
-    });
+      chosen.push(window);
+    }
 
     const rows: MinedRow[] = [];
     const positivesOut: number[] = [];
@@ -408,6 +419,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
     const texts = (list: { doc: number }[]) => list.map((c) => corpus[c.doc]);
     const scoresOf = (list: { score: number }[]) => list.map((c) => c.score);
     for (let q = 0; q < queries.length; q++) {
+      if (turns.due) await turns.maybe();
       const query = queries[q];
       const found = chosen[q].filter(keep);
       positiveScores[q].forEach((p) => positivesOut.push(p));
@@ -450,15 +462,20 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       output = path.resolve(o.output);
       await writeJsonLinesAtomic(output, rows);
     }
+    const summaries: ScoreSummary[] = [];
+    for (const values of [positivesOut, negativesOut, differences]) {
+      await turns.maybe();
+      summaries.push(summarize(values));
+    }
     return {
       rows,
       format,
       queries: queries.length,
       corpus: corpus.length,
       rangeMax,
-      positive: summarize(positivesOut),
-      negative: summarize(negativesOut),
-      difference: summarize(differences),
+      positive: summaries[0],
+      negative: summaries[1],
+      difference: summaries[2],
       skipped,
       missing: Math.max(0, possible - rows.length),
       possible,
@@ -557,7 +574,8 @@ function cmp(a: number, b: number): number {
 export function summarize(values: readonly number[]): ScoreSummary {
   const n = values.length;
   if (n === 0) return { count: 0, mean: NaN, median: NaN, std: NaN, min: NaN, p25: NaN, p75: NaN, max: NaN };
-  const sorted = [...values].sort((a, b) => a - b);
+  // A typed array's own numeric sort: a comparator's, over the millions of scores of a large run, held the event loop for seconds.
+  const sorted = Float64Array.from(values).sort();
   const mean = values.reduce((s, x) => s + x, 0) / n;
   const std = n > 1 ? Math.sqrt(values.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1)) : NaN;
   const quantile = (p: number) => {

@@ -54,6 +54,19 @@ function columnRanges(m: Matrix): Matrix {
   return { dims: [2, dim], data: out };
 }
 
+/**
+ * `m` itself, after checking that every value is finite: a NaN or infinite value or range would make every code of
+ * its column silently wrong (NaN casts to 0, an infinite range puts every value in one bucket).
+ */
+function finite(name: string, m: Matrix): Matrix {
+  const at = m.data.findIndex((x) => !Number.isFinite(x));
+  if (at >= 0) {
+    const [row, column] = [Math.floor(at / m.dims[1]), at % m.dims[1]];
+    throw new ColtrastError('INVALID_ARGUMENT', `${name} holds ${m.data[at]} (row ${row}, column ${column}): int8 / uint8 codes need finite values; drop or fix that embedding`);
+  }
+  return m;
+}
+
 /** Quantizes `embeddings` to `precision`, with sentence-transformers' codes. */
 export function quantizeEmbeddings(embeddings: Matrix, precision: Precision, options?: QuantizeOptions): Quantized {
   const m = floatMatrix('embeddings', embeddings);
@@ -70,9 +83,11 @@ export function quantizeEmbeddings(embeddings: Matrix, precision: Precision, opt
     return { precision: p, dims: [n, width], data: p === 'ubinary' ? bytes : Int8Array.from(bytes, (b) => b - 128) };
   }
   if (o.ranges !== undefined && o.calibration !== undefined) throw new ColtrastError('INVALID_ARGUMENT', 'give options.ranges or options.calibration, not both');
-  const ranges = o.ranges !== undefined ? floatMatrix('options.ranges', o.ranges) : columnRanges(o.calibration !== undefined ? floatMatrix('options.calibration', o.calibration) : m);
+  finite('embeddings', m);
+  // The calibration's width checked before its ranges are taken (else the error would name options.ranges, not given).
+  if (o.calibration !== undefined && floatMatrix('options.calibration', o.calibration).dims[1] !== dim) throw invalid('options.calibration', `embeddings of width ${dim}`, o.calibration.dims);
+  const ranges = o.ranges !== undefined ? finite('options.ranges', floatMatrix('options.ranges', o.ranges)) : columnRanges(o.calibration !== undefined ? finite('options.calibration', o.calibration) : m);
   if (ranges.dims[0] !== 2 || ranges.dims[1] !== dim) throw invalid('options.ranges', `a [2, ${dim}] matrix (each dimension's minimum, then maximum)`, ranges.dims);
-  if (o.calibration !== undefined && o.calibration.dims[1] !== dim) throw invalid('options.calibration', `embeddings of width ${dim}`, o.calibration.dims);
   const out = p === 'int8' ? new Int8Array(n * dim) : new Uint8Array(n * dim);
   const offset = p === 'int8' ? 128 : 0;
   for (let c = 0; c < dim; c++) {

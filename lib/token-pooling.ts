@@ -13,6 +13,7 @@
  * hierarchical, agglomerative clustering algorithms", 2011), O(n²) for a document of n tokens.
  */
 import type { Matrix } from './encoder';
+import { ColtrastError } from './errors';
 import { floatMatrix, numberValue, positiveInteger } from './validate';
 
 /** The merges of Ward's linkage of `n` points with distances `d` (n × n, symmetric; overwritten): [a, b, height]. */
@@ -135,6 +136,11 @@ export function poolTokens(tokens: Matrix, poolFactor: number, protectedTokens =
   positiveInteger('poolFactor', poolFactor);
   numberValue('protectedTokens', protectedTokens, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
   const [count, dim] = tokens.dims;
+  // A NaN distance is never the nearest, so Ward's chain would merge wrong clusters and return fewer, NaN, vectors.
+  const bad = tokens.data.findIndex((x) => !Number.isFinite(x));
+  if (bad >= 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `tokens holds ${tokens.data[bad]} (token ${Math.floor(bad / dim)}, column ${bad % dim}): token pooling needs finite vectors; fix or drop that document's vectors`);
+  }
   const keep = Math.min(protectedTokens, count);
   const n = count - keep;
   const clusters = Math.max(Math.floor(n / poolFactor), 1);
