@@ -13,7 +13,7 @@ import { notAFile } from './files';
 import { fileLines, parseJsonDocument, parseJsonLines, readWholeText } from './data-files';
 import type { NativeTeacherScores } from './native';
 import { seededRandom } from './random';
-import { arrayInTurns, inTurns, nextTurn } from './turns';
+import { arrayInTurns, inTurns, mapInTurns, nextTurn } from './turns';
 import { invalid } from './validate';
 
 export interface TrainExample {
@@ -62,7 +62,7 @@ export const JSONL = /\.jsonl(\.gz)?$/i;
  * .jsonl file or a .json array, whose elements `one` reads (with where each is, for its errors).
  */
 export async function readTextList(data: unknown, one: (where: string, value: unknown) => string[], m: TextListMessages): Promise<string[]> {
-  if (Array.isArray(data)) return data.flatMap((item, i) => one(`${m.name}[${i}]`, item));
+  if (Array.isArray(data)) return (await mapInTurns(data, (item, i) => one(`${m.name}[${i}]`, item))).flat();
   if (typeof data !== 'string') throw m.wrongType(data);
   checkDataFile(data, m.name);
   if (/\.txt(\.gz)?$/i.test(data)) {
@@ -73,7 +73,7 @@ export async function readTextList(data: unknown, one: (where: string, value: un
   if (JSONL.test(data)) return (await parseJsonLines(data, (value, where) => one(where, value))).flat();
   const value = parseJsonDocument(data, await readWholeText(data, m.name), m.jsonHint);
   if (!Array.isArray(value)) throw bad(data, m.notArray);
-  return value.flatMap((item, i) => one(`${data}: [${i}]`, item));
+  return (await mapInTurns(value, (item, i) => one(`${data}: [${i}]`, item))).flat();
 }
 
 function bad(where: string, message: string): ColtrastError {
@@ -158,7 +158,8 @@ export type TrainingData = { examples: TrainExample[] } | { projects: Project[] 
 export async function readTrainingData(data: string | readonly unknown[]): Promise<TrainingData> {
   let examples: TrainExample[];
   if (Array.isArray(data)) {
-    examples = data.map((item, i) => checkExample(`data[${i}]`, item));
+    // In turns: checking a million pairs holds the event loop about a second.
+    examples = await mapInTurns(data, (item, i) => checkExample(`data[${i}]`, item));
   } else if (typeof data === 'string') {
     checkDataFile(data);
     if (JSONL.test(data)) {
@@ -166,7 +167,7 @@ export async function readTrainingData(data: string | readonly unknown[]): Promi
     } else {
       const value = parseJsonDocument(data, await readWholeText(data, 'data'), 'JSONL files must end in .jsonl');
       if (!Array.isArray(value)) return { projects: readProjects(data, value) };
-      examples = value.map((item, i) => checkExample(`${data}: [${i}]`, item));
+      examples = await mapInTurns(value, (item, i) => checkExample(`${data}: [${i}]`, item));
     }
   } else {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path or an array of { query, positive, negatives? }');

@@ -42,3 +42,14 @@ export async function arrayInTurns<T>(items: Iterable<T>): Promise<T[]> {
   await inTurns(items, (item) => out.push(item));
   return out;
 }
+
+/** `items.map(each)`, made in turns (inTurns); a hole of a sparse array is passed as undefined, not skipped. */
+export async function mapInTurns<T, U>(items: readonly T[], each: (item: T, index: number) => U): Promise<U[]> {
+  const out = new Array<U>(items.length);
+  let i = 0;
+  await inTurns(items, (item) => {
+    out[i] = each(item, i);
+    i++;
+  });
+  return out;
+}

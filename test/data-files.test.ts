@@ -435,3 +435,18 @@ test('gzipped training data and corpora are read as their plain files are (.json
   t.deepEqual(await readCorpus(write('corpus.txt.gz', 'first\n\nsecond\n')), ['first', 'second']);
   await t.throwsAsync(readTrainingData(write('bad.json.gz', '[\n{"query": }]')), { message: /bad\.json\.gz:2:11: not valid JSON/ });
 });
+
+test('an array of a million training pairs is checked in turns of the event loop, and a hole in it is named', async (t) => {
+  const pairs = Array.from({ length: 1_000_000 }, (_, i) => ({ query: `q${i}`, positive: `p${i}` }));
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 5);
+  try {
+    const data = await readTrainingData(pairs);
+    t.is('examples' in data ? data.examples.length : 0, pairs.length);
+  } finally {
+    clearInterval(timer);
+  }
+  t.true(ticks >= 2, `the timer ran ${ticks} times while the pairs were checked`);
+  const holey = [{ query: 'q', positive: 'p' }, , { query: 'q2', positive: 'p2' }];
+  await t.throwsAsync(readTrainingData(holey), { message: /^data\[1\]/ });
+});
