@@ -80,7 +80,7 @@ static void entry() {
     fail("thread exits with cp.async groups not waited for");
   }
   f->wait = Wait::Done;
-  swapcontext(&f->ctx, &s.scheduler);
+  _longjmp(s.scheduler, 1);  // its stack is left for good
 }
 
 static uint16_t half16(uint32_t reg, int which) { return uint16_t(which ? reg >> 16 : reg & 0xffff); }
@@ -217,7 +217,13 @@ static void runBlock(unsigned threads) {
   auto resume = [&](Fiber& f) {
     if (f.wait != Wait::None) return false;
     s.current = &f;
-    swapcontext(&s.scheduler, &f.ctx);
+    if (_setjmp(s.scheduler) == 0) {
+      if (!f.started) {
+        f.started = true;
+        setcontext(&f.ctx);  // the first entry, onto the fiber's stack (emu.h, yield)
+      }
+      _longjmp(f.jump, 1);
+    }
     s.current = nullptr;
     return true;
   };
