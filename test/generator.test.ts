@@ -186,26 +186,36 @@ for (const name of ['qwen3', 'llama']) {
       [4, {}],
       [3, { temperature: 0.9, seed: 5 }],
     ] as const) {
-      const pieces: string[][] = PROMPTS.map(() => []);
-      const order: number[] = [];
-      const out = await generator.generate(PROMPTS, {
-        maxNewTokens: REFERENCE.maxNewTokens,
-        batchSize,
-        ...options,
-        onText: (i, text) => {
-          pieces[i].push(text);
-          order.push(i);
-        },
-      });
       const plain = await generator.generate(PROMPTS, { maxNewTokens: REFERENCE.maxNewTokens, batchSize, ...options });
-      out.forEach((g, i) => {
-        t.deepEqual(g.tokenIds, plain[i].tokenIds, 'streaming changes nothing generated');
-        t.is(pieces[i].join(''), g.text, `batch ${batchSize}, prompt ${i}`);
-        t.true(pieces[i].every((p) => p.length > 0));
-      });
-      // Pieces come while generating, not all at the end: more than one per prompt, and prompts of one batch interleaved.
-      t.true(pieces.filter((p) => p.length > 1).length >= PROMPTS.length / 2, JSON.stringify(pieces.map((p) => p.length)));
-      if (batchSize > 1) t.true(order.some((p, k) => k > 0 && p !== order[k - 1] && order.slice(k + 1).includes(order[k - 1])));
+      // Pieces come while generating, not all at the end: more than one per prompt, and prompts of one batch
+      // interleaved. How finely depends on the JS thread getting the steps while the native loop runs: with this
+      // process's thread starved for the whole (very short) generation, every step's tokens arrive after it and the
+      // text comes as one piece (seen once in CI, under load). Up to three tries; every one must join to the text.
+      let streamed = false;
+      let counts = '';
+      for (let attempt = 0; attempt < 3 && !streamed; attempt++) {
+        const pieces: string[][] = PROMPTS.map(() => []);
+        const order: number[] = [];
+        const out = await generator.generate(PROMPTS, {
+          maxNewTokens: REFERENCE.maxNewTokens,
+          batchSize,
+          ...options,
+          onText: (i, text) => {
+            pieces[i].push(text);
+            order.push(i);
+          },
+        });
+        out.forEach((g, i) => {
+          t.deepEqual(g.tokenIds, plain[i].tokenIds, 'streaming changes nothing generated');
+          t.is(pieces[i].join(''), g.text, `batch ${batchSize}, prompt ${i}`);
+          t.true(pieces[i].every((p) => p.length > 0));
+        });
+        counts += ` ${JSON.stringify(pieces.map((p) => p.length))}`;
+        streamed =
+          pieces.filter((p) => p.length > 1).length >= PROMPTS.length / 2 &&
+          (batchSize === 1 || order.some((p, k) => k > 0 && p !== order[k - 1] && order.slice(k + 1).includes(order[k - 1])));
+      }
+      t.true(streamed, `batch ${batchSize}: pieces per prompt in each try:${counts}`);
     }
     // An error thrown by onText rejects generate() once generation ends; the model goes on working.
     const failing = generator.generate(PROMPTS.slice(0, 2), {
