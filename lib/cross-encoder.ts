@@ -17,7 +17,7 @@ import {
 } from './model-dir';
 
 export type { DecoderRerankerStart } from './model-dir';
-import { ADAPTER_DIR, SEQ_CLS_MODULES, addAdapters, isAdapterOnlyFolder, loadAdapter, readAdapterConfig, saveAdapter, type LoraConfig } from './lora';
+import { ADAPTER_DIR, SEQ_CLS_MODULES, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type LoraConfig } from './lora';
 import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, padBatch, type TokenizedText } from './tokenizer';
@@ -175,9 +175,7 @@ export class CrossEncoder {
     // head in modules_to_save, the tokenizer, no config.json or weights): its base, which adapter_config.json names,
     // with it; as load(base, { adapter: dir }).
     if (isAdapterOnlyFolder(dir) && adapter === undefined) {
-      const base = readAdapterConfig(dir).baseModel;
-      if (!base) throw new ColtrastError('MODEL_FILES', `${dir} holds a LoRA adapter and no weights, and its adapter_config.json names no base_model_name_or_path`);
-      return CrossEncoder.load(base, { ...options, adapter: dir });
+      return CrossEncoder.load(adapterBaseModel(dir), { ...options, adapter: dir });
     }
     // With an adapter, `model` may be the embedding model a cross-encoder was trained on with LoRA: the adapter holds the
     // head. With a template or tokens, a causal LM becomes a reranker.

@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { ADAPTER_DIR, addAdapters, isAdapterOnlyFolder, loadAdapter, readAdapterConfig, saveAdapter, type LoraConfig } from './lora';
+import { ADAPTER_DIR, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type LoraConfig } from './lora';
 import { denseStackDir, lastDense, namedPrompt, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions } from './native-model';
@@ -230,9 +230,7 @@ export class Encoder {
     let adapterDir = adapter === undefined ? undefined : path.resolve(adapter);
     let base: string | undefined;
     if (isAdapterOnlyFolder(dir)) {
-      const named = readAdapterConfig(dir).baseModel;
-      if (!named) throw new ColtrastError('MODEL_FILES', `${dir} holds a LoRA adapter and no weights, and its adapter_config.json names no base_model_name_or_path`);
-      base = (await resolveLoad(named, loadOptions)).dir;
+      base = (await resolveLoad(adapterBaseModel(dir), loadOptions)).dir;
       adapterDir ??= dir;
     }
     const files = readModelDirectory(dir, 'embedding', base);

@@ -115,6 +115,13 @@ export function isAdapterOnlyFolder(dir: string): boolean {
   return fs.existsSync(path.join(dir, ADAPTER_CONFIG)) && !fs.existsSync(path.join(dir, 'config.json'));
 }
 
+/** The base model an adapter-only folder (isAdapterOnlyFolder) names in adapter_config.json; MODEL_FILES when none. */
+export function adapterBaseModel(dir: string): string {
+  const base = readAdapterConfig(dir).baseModel;
+  if (!base) throw new ColtrastError('MODEL_FILES', `${dir} holds a LoRA adapter and no weights, and its adapter_config.json names no base_model_name_or_path`);
+  return base;
+}
+
 /** Reads a PEFT LoRA adapter folder's config, refusing the variants coltrast does not compute. */
 export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: string } {
   const configPath = path.join(dir, ADAPTER_CONFIG);
