@@ -16,8 +16,10 @@ at::Tensor maxsimReference(const at::Tensor& q, const at::Tensor& qmask, const a
   at::Tensor best = std::get<0>(sim.max(-1));
   // A document without valid tokens gives -inf: such query tokens contribute 0.
   best = best.masked_fill(at::isinf(best), 0.0);
+  // Padded query tokens are dropped with masked_fill, not a multiply by 0: a NaN there (NaN * 0 = NaN) must not
+  // reach the score, as in the fused versions.
   const at::Tensor queryMask = options.paired ? qm : qm.unsqueeze(1);
-  at::Tensor scores = (best * queryMask.to(at::kFloat)).sum(-1);
+  at::Tensor scores = best.masked_fill(queryMask.logical_not(), 0.0).sum(-1);
   if (options.normalizeByQueryLength) {
     at::Tensor count = qm.sum(1).to(at::kFloat);
     at::Tensor w = at::where(count > 0, count.reciprocal(), at::zeros_like(count));
