@@ -57,18 +57,35 @@ void forEachTile(const at::Tensor& q, const at::Tensor& c, float invTau, const a
   }
 }
 
-// Folds one tile's log-sum-exp along `dim` into the running one (-inf before the first tile).
-// The elementwise work is ATen's (vectorized exp, TensorIterator's threads), not a scalar loop: at
-// B = N = 4096 the scalar std::exp loop cost as much as two of the four tile products.
-void foldLse(at::Tensor running, const at::Tensor& tile, int64_t dim) {
-  running.copy_(at::logaddexp(running, at::logsumexp(tile, {dim})));
-}
-
-// q_i . c_i / tau for i < B, in float64 accumulation (it is subtracted from a log-sum-exp).
-at::Tensor positives(const at::Tensor& q, const at::Tensor& c, float invTau) {
-  const int64_t B = q.size(0);
-  return (q.to(at::kDouble) * c.narrow(0, 0, B).to(at::kDouble)).sum(1) * double(invTau);
-}
+// Running log-sum-exp statistics of rows (or columns) across tiles: the max, and the sum of exp(x - shift) where
+// shift is the max when finite, else 0 (as ATen's logsumexp does). Kept apart, not as one float32 log-sum-exp,
+// so a row's loss can be formed as (max - positive) + log(sum): when the positive is the largest logit that is
+// log(1 + tiny) >= 0, where lse - positive loses half a float32 step of the largest logit (about 4e-6 at
+// 1/tau = 100) and went negative for losses near 0. The elementwise work is ATen's (vectorized exp,
+// TensorIterator's threads), not a scalar loop: at B = N = 4096 a scalar std::exp loop cost as much as two of the
+// four tile products.
+struct LseStats {
+  at::Tensor max, sum;
+  explicit LseStats(int64_t n)
+      : max(at::full({n}, -std::numeric_limits<float>::infinity(), at::kFloat)), sum(at::zeros({n}, at::kFloat)) {}
+  static at::Tensor shiftOf(const at::Tensor& max) { return max.masked_fill(max.isinf(), 0.0); }
+  // Folds in one tile along `dim` (1: its rows, 0: its columns), which are entries [at, at + n).
+  void fold(const at::Tensor& tile, int64_t dim, int64_t at0, int64_t n) {
+    at::Tensor m = max.narrow(0, at0, n), s = sum.narrow(0, at0, n);
+    const at::Tensor newMax = at::maximum(m, std::get<0>(tile.max(dim)));  // both propagate NaN
+    const at::Tensor newShift = shiftOf(newMax);
+    // The old sum rescaled to the new shift; a sum of 0 stays 0 (exp of a large shift difference could be inf).
+    const at::Tensor carried = at::where(s > 0, s * at::exp(shiftOf(m) - newShift), at::zeros_like(s));
+    s.copy_(carried + at::exp(tile - newShift.unsqueeze(dim)).sum(dim));
+    m.copy_(newMax);
+  }
+  at::Tensor lse() const { return shiftOf(max) + at::log(sum); }
+  // Each entry's log-sum-exp minus `positive`, in float64: (max - positive) + log(sum) where max is finite.
+  at::Tensor minus(const at::Tensor& positive) const {
+    const at::Tensor pos = positive.to(at::kDouble), m = max.to(at::kDouble);
+    return at::where(at::isfinite(m), (m - pos) + sum.to(at::kDouble).log(), lse().to(at::kDouble) - pos);
+  }
+};
 
 // exp(tile - lse) into out, with every term whose exponent is below logFloor set to 0 (see contrastiveBackwardCpu).
 void softmaxTerms(at::Tensor out, const at::Tensor& tile, const at::Tensor& lse, int64_t dim, double logFloor) {
@@ -85,19 +102,30 @@ ContrastiveResult contrastiveForwardCpu(const at::Tensor& q, const at::Tensor& c
   const int64_t B = qf.size(0);
   const float invTau = 1.0f / temperature.item<float>();
   ContrastiveResult result;
-  const float negInf = -std::numeric_limits<float>::infinity();
-  result.rowLse = at::full({B}, negInf, at::kFloat);
-  if (options.symmetric) result.colLse = at::full({B}, negInf, at::kFloat);
   const int64_t N = cf.size(0);
+  LseStats rows(B), cols(options.symmetric ? B : 0);
+  // The positives are the tiles' own float32 diagonal, the numbers the statistics saw (as eager's cross-entropy
+  // subtracts the logit it summed): a positive that is the largest logit cancels exactly.
+  at::Tensor positive = at::empty({B}, at::kFloat);
   forEachTile(qf, cf, invTau, at::Tensor(), [&](const at::Tensor& tile, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
-    foldLse(result.rowLse.narrow(0, r0, nr), tile, 1);
+    rows.fold(tile, 1, r0, nr);
     if (options.symmetric && c0 < B) {
       const int64_t ncols = std::min(nc, B - c0);
-      foldLse(result.colLse.narrow(0, c0, ncols), tile.narrow(1, 0, ncols), 0);
+      cols.fold(tile.narrow(1, 0, ncols), 0, c0, ncols);
+    }
+    const int64_t lo = std::max(r0, c0), hi = std::min({r0 + nr, c0 + nc, B});
+    if (lo < hi) {
+      positive.narrow(0, lo, hi - lo).copy_(tile.narrow(0, lo - r0, hi - lo).narrow(1, lo - c0, hi - lo).diagonal());
     }
     if (keepLogits(B, N)) result.logits = tile;  // the only tile; forEachTile allocated it for this call
   });
-  result.loss = contrastiveLossFrom(result.rowLse, result.colLse, positives(qf, cf, invTau));
+  result.rowLse = rows.lse();
+  at::Tensor loss = rows.minus(positive).mean();
+  if (options.symmetric) {
+    result.colLse = cols.lse();
+    loss = 0.5 * (loss + cols.minus(positive).mean());
+  }
+  result.loss = loss.to(at::kFloat);
   return result;
 }
 
