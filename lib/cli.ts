@@ -246,6 +246,102 @@ function fail(message: string): never {
 }
 
 /**
+ * How the running command's flags reach the library. The library's argument errors name its options
+ * (`options.loss.temperature must be a number > 0, got number -1`); a user of the command line typed flags, and
+ * main() names those instead (flagNamed): `--temperature must be a number > 0, got -1`.
+ */
+export interface FlagNames {
+  /** The flag (without --) that sets each option path: { 'loss.temperature': 'temperature' }. */
+  options: Record<string, string>;
+  /** The flags given, as parseArgs read them: a string, or true for a boolean flag. */
+  typed: Record<string, string | boolean | undefined>;
+  /** The boolean flags among the command's. */
+  booleans: ReadonlySet<string>;
+  /** Flags whose value the command splits at commas into a list (--matryoshka 768,512): the option holds an array. */
+  lists?: ReadonlySet<string>;
+}
+
+/** The running command's FlagNames (nameFlags sets them once its flags are parsed). */
+let flagNames: FlagNames | undefined;
+
+/** A flag's kind in either form the commands' tables use ({ type: 'string' } or 'string'). */
+type FlagKind = string | { type: string };
+
+/**
+ * Records the running command's FlagNames: each of its `flags` sets the option of its name in camelCase (--batch-size:
+ * batchSize) unless `paths` says otherwise: other option paths, or null for a flag that sets no option by a name of its own.
+ */
+function nameFlags(flags: Record<string, FlagKind>, typed: FlagNames['typed'], paths: Record<string, string | string[] | null> = {}, lists: string[] = []): FlagNames {
+  const options: Record<string, string> = {};
+  for (const flag of Object.keys(flags)) {
+    const set = flag in paths ? paths[flag] : flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    for (const option of set === null ? [] : Array.isArray(set) ? set : [set]) options[option] = flag;
+  }
+  const booleans = new Set(Object.keys(flags).filter((flag) => (typeof flags[flag] === 'string' ? flags[flag] : (flags[flag] as { type: string }).type) === 'boolean'));
+  return (flagNames = { options, typed, booleans, lists: new Set(lists) });
+}
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * `message` (a library error's) with the options it names that a flag of the command sets named by the flag:
+ * `options.batchSize must be a positive integer, got number 0` is `--batch-size must be a positive integer, got 0`. A
+ * value the flag was typed with is said as typed; one the command converted (a list, a file's text) is left as the
+ * library saw it. An option no flag sets keeps its name, and so does one a negating flag (--no-prompts: prompts false)
+ * sets, except where the message says it false: the flag's name would say the opposite.
+ */
+export function flagNamed(message: string, names: FlagNames): string {
+  const flagOf = (path: string) => (Object.hasOwn(names.options, path) ? names.options[path] : undefined);
+  let said = message.replace(/(?<![\w$.])options((?:\.[A-Za-z_$][\w$]*)+)(:? (?:true|false)\b)?/g, (whole, dotted: string, value: string | undefined) => {
+    const flag = flagOf(dotted.slice(1));
+    if (flag === undefined) return whole;
+    if (flag.startsWith('no-')) return value?.endsWith('false') ? `--${flag}` : whole;
+    // "give options.writable: true too": a boolean flag given is the true.
+    if (value?.endsWith('true') && names.booleans.has(flag)) return `--${flag}`;
+    return `--${flag}${value ?? ''}`;
+  });
+  // Checks of values passed on as they are (threads) name them bare: a message that starts with one names its flag.
+  said = said.replace(/^([A-Za-z_$][\w$]*)(?= must be )/, (name: string) => {
+    const flag = flagOf(name);
+    return flag === undefined || flag.startsWith('no-') ? name : `--${flag}`;
+  });
+  // So do advice ("set perDocument to 1") and reasons ("it is for tokenStorage 'residual'") by a camelCase name, never
+  // an English word; not within braces, where a name is code ("train({ crossEncoder })"), nor in a path or quotes.
+  said = said.replace(/(?<![\w$.\-/\\"'`])([a-z]+[A-Z][\w$]*)(?![\w$(/\\"'`])/g, (name: string, _: string, at: number, text: string) => {
+    const flag = flagOf(name);
+    const braces = [...text.slice(0, at)].reduce((depth, c) => depth + (c === '{' ? 1 : c === '}' ? -1 : 0), 0);
+    return flag === undefined || flag.startsWith('no-') || braces > 0 ? name : `--${flag}`;
+  });
+  for (const [flag, raw] of Object.entries(names.typed)) {
+    if (raw === undefined || raw === false || !Object.values(names.options).includes(flag)) continue;
+    const checked = new RegExp(`(--${escapeRegExp(flag)} must be .*?), got `);
+    if (raw === true) {
+      // A boolean flag given that must not be: its value (the library's, perhaps an object the flag stands for) says nothing more.
+      said = said.replace(new RegExp(`${checked.source}[^;]*$`), '$1');
+      continue;
+    }
+    // The library's description of the value (validate.ts's describe) of the flag's value as typed, or of the list it became.
+    const described = [`the string ${JSON.stringify(raw.length > 60 ? `${raw.slice(0, 60)}…` : raw)}`];
+    if (raw.trim() !== '' && Number.isFinite(Number(raw))) described.push(`number ${String(Number(raw))}`);
+    const lists = names.lists?.has(flag) ? '|an array of length \\d+' : '';
+    const shown = /^[^\s"']+$/.test(raw) ? raw : JSON.stringify(raw);
+    said = said.replace(new RegExp(`${checked.source}(?:${described.map(escapeRegExp).join('|')}${lists})(?![\\w.])`), (_, head: string) => `${head}, got ${shown}`);
+  }
+  // "(options.port, --port)" named twice.
+  return said.replace(/(--[a-z][a-z0-9-]*)(?:, \1(?![\w-]))+/g, '$1');
+}
+
+/** `work`, whose library errors name `options` as the flags given there (a reranker's adapter is --reranker-adapter). */
+async function withFlags<T>(work: Promise<T>, options: Record<string, string>): Promise<T> {
+  try {
+    return await work;
+  } catch (error) {
+    if (error instanceof ColtrastError && flagNames) error.message = flagNamed(error.message, { ...flagNames, options: { ...flagNames.options, ...options } });
+    throw error;
+  }
+}
+
+/**
  * `text` from documents or data, safe to print on a terminal: C0 and C1 control characters other than tab and
  * newline (an escape sequence that clears the screen, a carriage return that overwrites the line) as \u001b.
  */
@@ -369,6 +465,8 @@ async function embed(argv: string[]): Promise<void> {
     strict: true,
     options: EMBED_OPTIONS,
   });
+  // --output is the file written (the library's output: 'tokens' is --tokens).
+  nameFlags(EMBED_OPTIONS, values, { output: null, tokens: null, model: null, json: null });
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
   if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
   if (values.output) outputTo(values.output, '--output', 'file');
@@ -448,6 +546,28 @@ const TRAIN_FLAGS = {
   matryoshka: 'string',
 } as const;
 
+/** The option of train() each flag sets where that is not the flag's name in camelCase (null: none); see nameFlags. */
+const TRAIN_FLAG_OPTIONS: Record<string, string | string[] | null> = {
+  'contrastive-weight': 'loss.contrastiveWeight', 'late-interaction-weight': 'loss.lateInteractionWeight', temperature: 'loss.temperature',
+  'late-interaction': 'loss.lateInteraction', symmetric: 'loss.symmetric', distillation: 'loss.distillation', 'distillation-weight': 'loss.distillationWeight',
+  'teacher-temperature': 'loss.teacherTemperature', matryoshka: 'loss.matryoshka.dimensions', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
+  'hard-negatives': 'mining.hardNegatives', 'no-prompts': 'prompts', 'lora-rank': 'lora.rank', 'lora-alpha': 'lora.alpha', 'lora-targets': 'lora.targetModules',
+  'multi-vector': ['multiVector', 'multiVector.dimension'], 'projection-dim': ['projection', 'projection.dimension'], 'projection-activation': 'projection.activation',
+  guide: ['guide', 'guide.model'], 'guide-margin': 'guide.margin', 'guide-margin-strategy': 'guide.marginStrategy', 'cross-encoder-loss': 'crossEncoder.loss',
+  'cross-encoder-scale': 'crossEncoder.scale', 'cross-encoder-template': 'crossEncoder.chatTemplate', 'cross-encoder-tokens': 'crossEncoder.tokens',
+  config: null, json: null, 'print-schema': null,
+};
+
+/** Whether `config` sets the option at `path` ('loss.temperature'), or a value above it that is not an object of options. */
+function configSets(config: object, path: string): boolean {
+  let value: unknown = config;
+  for (const key of path.split('.')) {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return value !== undefined && value !== config;
+    value = (value as Record<string, unknown>)[key];
+  }
+  return value !== undefined;
+}
+
 /** A numeric flag (undefined when absent): 'number' any finite number, 'int' an integer, 'count' a positive integer. */
 function numberFlag(flag: string, raw: string | undefined, kind: 'number' | 'int' | 'count'): number | undefined {
   if (raw === undefined) return undefined;
@@ -496,6 +616,9 @@ async function trainCommand(argv: string[]): Promise<void> {
     }
     checkTrainConfig(config, v.config);
   }
+  const names = nameFlags(TRAIN_FLAGS, values, TRAIN_FLAG_OPTIONS, ['lora-targets', 'matryoshka', 'cross-encoder-tokens']);
+  // An option --config sets and no flag overrides keeps its name (the config file's key): its flag was not given.
+  for (const [option, flag] of Object.entries(names.options)) if (values[flag] === undefined && configSets(config, option)) delete names.options[option];
   const set = <T>(value: T | undefined, apply: (x: T) => void) => value !== undefined && apply(value);
   const o: Record<string, any> = { ...config };
   const loss: Record<string, any> = { ...(config.loss ?? {}) };
@@ -582,13 +705,19 @@ const RAG_FLAGS = {
 } as const;
 
 /** Parses flags of `kinds` (string, boolean, or a number kind) into camelCase option keys. */
-function flagOptions(argv: string[], kinds: Record<string, string>, positionals: boolean): { options: Record<string, any>; positionals: string[] } {
+function flagOptions(
+  argv: string[],
+  kinds: Record<string, string>,
+  positionals: boolean,
+  paths: Record<string, string | string[] | null> = {},
+): { options: Record<string, any>; positionals: string[] } {
   const parsed = parseArgs({
     args: argv,
     strict: true,
     allowPositionals: positionals,
     options: Object.fromEntries(Object.entries(kinds).map(([flag, kind]) => [flag, { type: kind === 'boolean' ? ('boolean' as const) : ('string' as const) }])),
   });
+  nameFlags(kinds, parsed.values, { json: null, ...paths });
   const options: Record<string, any> = {};
   for (const [flag, raw] of Object.entries(parsed.values)) {
     const kind = kinds[flag];
@@ -609,7 +738,7 @@ const MINE_FLAGS = {
 const PLAID_MINE_FLAGS = ['residualBits', 'centroids', 'nprobe', 'fullScores'] as const;
 
 async function mineCommand(argv: string[]): Promise<void> {
-  const { options: o } = flagOptions(argv, MINE_FLAGS, false);
+  const { options: o } = flagOptions(argv, MINE_FLAGS, false, { 'residual-bits': 'plaid.residualBits', centroids: 'plaid.centroids', nprobe: 'plaid.nprobe', 'full-scores': 'plaid.fullScores' });
   if (!o.data) fail('mine needs --data (a .jsonl or .json file of {"query", "positive"} pairs)');
   if (!o.output) fail('mine needs --output <file.jsonl>');
   outputTo(o.output, '--output', 'file');
@@ -647,7 +776,7 @@ const GENERATE_QUERIES_FLAGS = {
 } as const;
 
 async function generateQueriesCommand(argv: string[]): Promise<void> {
-  const { options: o } = flagOptions(argv, GENERATE_QUERIES_FLAGS, false);
+  const { options: o } = flagOptions(argv, GENERATE_QUERIES_FLAGS, false, { 'consistency-model': ['consistency', 'consistency.model'], 'consistency-k': 'consistency.k' });
   if (!o.generator) fail('generate-queries needs --generator (a causal LM folder or hub id)');
   if (!o.corpus) fail('generate-queries needs --corpus (the documents: .txt, .jsonl or .json)');
   if (!o.output) fail('generate-queries needs --output <file.jsonl>');
@@ -794,7 +923,8 @@ function plaidFlags(values: { nprobe?: string; 'full-scores'?: string }): { npro
 async function loadReranker(values: { reranker?: string; 'reranker-adapter'?: string }, options: CrossEncoderLoadOptions): Promise<CrossEncoder | undefined> {
   if (values['reranker-adapter'] !== undefined && !values.reranker) fail('--reranker-adapter goes on the cross-encoder: give --reranker <dir|hub id> too');
   if (!values.reranker) return undefined;
-  return CrossEncoder.load(values.reranker, { ...options, ...(values['reranker-adapter'] !== undefined && { adapter: values['reranker-adapter'] }) });
+  const load = CrossEncoder.load(values.reranker, { ...options, ...(values['reranker-adapter'] !== undefined && { adapter: values['reranker-adapter'] }) });
+  return withFlags(load, { adapter: 'reranker-adapter' });
 }
 
 const EVAL_OPTIONS = {
@@ -812,6 +942,7 @@ async function evalCommand(argv: string[]): Promise<void> {
     strict: true,
     options: EVAL_OPTIONS,
   });
+  nameFlags(EVAL_OPTIONS, values, { stem: 'bm25', compare: null, json: null, 'reranker-adapter': null }, ['k']);
   if (!values.data) fail('eval needs --data <BEIR folder>');
   const storage = storageFlag(values.storage);
   const k = values.k?.split(',').map((x) => {
@@ -864,6 +995,7 @@ async function evalCommand(argv: string[]): Promise<void> {
   try {
     for (const [i, s] of systems.entries()) {
       const cut = i === 0 && s.model ? { truncateDim, ...tokens } : {};
+      if (i > 0) flagNames!.options.model = 'compare'; // the second system's model
       // evaluate() refuses options its mode does not use: a --compare system leaves out the main one's.
       const unused = i === 0 ? {} : { hybridWeight: undefined, fusion: undefined, candidates: undefined, ...(s.mode === 'bm25' ? { storage: undefined, rescoreMultiplier: undefined } : { bm25: undefined }) };
       results.push({ name: s.name, result: await evaluate({ ...common, ...unused, model: s.model, mode: s.mode, reranker: s.reranker, ...cut }) });
@@ -892,6 +1024,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     strict: true,
     options: INDEX_OPTIONS,
   });
+  nameFlags(INDEX_OPTIONS, values, { output: null, update: null, json: null });
   if (!values.data) fail('index needs --data');
   if (!values.output) fail('index needs --output <dir>');
   const storage = storageFlag(values.storage);
@@ -997,6 +1130,8 @@ async function searchCommand(argv: string[]): Promise<void> {
     allowPositionals: true,
     options: SEARCH_OPTIONS,
   });
+  // A cross-encoder is search()'s rerank.
+  nameFlags(SEARCH_OPTIONS, values, { mmr: 'mmrLambda', rerank: values.reranker ? null : 'rerank', reranker: values.reranker ? 'rerank' : null, 'reranker-adapter': null, json: null });
   if (!values.index) fail('search needs --index <dir>');
   let filter: Record<string, unknown> | undefined;
   if (values.filter !== undefined) {
@@ -1051,6 +1186,7 @@ async function exportCommand(argv: string[]): Promise<void> {
     allowPositionals: true,
     options: EXPORT_OPTIONS,
   });
+  nameFlags(EXPORT_OPTIONS, values, { index: 'indexDir', json: null });
   if (positionals.length > 0) fail('export takes flags only (see coltrast export --help)');
   if (!values.index) fail('export needs --index <dir>');
   if (!values.output) fail('export needs --output <file.sql>');
@@ -1091,6 +1227,10 @@ async function serveCommand(argv: string[]): Promise<void> {
     strict: true,
     allowPositionals: true,
     options: SERVE_OPTIONS,
+  });
+  nameFlags(SERVE_OPTIONS, values, {
+    model: 'encoder', 'no-model': null, name: 'modelName', 'max-batch': 'maxBatchTexts', 'generation-batch': 'generationBatchSize',
+    index: ['index', 'saveTo'], verbose: null, 'reranker-adapter': null,
   });
   if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
   if (values['no-model'] && values.adapter) fail('--adapter goes on the embedding model: --no-model has none');
@@ -1353,6 +1493,8 @@ function handleInterrupts(command: string): void {
 // Run as the \`coltrast\` command; imported (the docs test reads USAGE and COMMAND_FLAGS), nothing runs.
 if (require.main === module) {
   main().catch((error: unknown) => {
+    // The library's argument errors name its options; here they were flags (the error and its code are kept).
+    if (error instanceof ColtrastError && flagNames) error.message = flagNamed(error.message, flagNames);
     if (error instanceof ColtrastError || String((error as { code?: unknown })?.code).startsWith('ERR_PARSE_ARGS_')) {
       fail((error as Error).message);
     }
