@@ -497,6 +497,19 @@ export interface AnswerOptions {
   maxNewTokens?: number;
   /** Beams of the search from each document (default 1: greedy); RAG's thorough decoding runs beam search there. */
   numBeams?: number;
+  /**
+   * Stops answering when aborted: the generation under way stops at its next step (Generator.generate's signal), no
+   * further question is started, and answer() rejects with an ABORTED error.
+   */
+  signal?: AbortSignal;
+}
+
+const ANSWER_KEYS = ['k', 'maxNewTokens', 'numBeams', 'signal'] as const;
+
+const answerAborted = () => new ColtrastError('ABORTED', 'answering was aborted (options.signal)');
+
+function checkQuestions(questions: unknown): void {
+  if (!Array.isArray(questions) || questions.some((q) => typeof q !== 'string')) throw invalid('questions', 'an array of strings', questions);
 }
 
 /** A retriever, a generator and a corpus: questions in, answers with their sources out (RAG-Sequence decoding). */
@@ -541,12 +554,36 @@ export class Rag {
    * answer whose marginal likelihood over the k documents is highest.
    */
   async answer(questions: string[], options?: AnswerOptions): Promise<RagAnswer[]> {
-    const o = checkOptions('options', options, ['k', 'maxNewTokens', 'numBeams'] as const);
-    if (!Array.isArray(questions) || questions.some((q) => typeof q !== 'string')) throw invalid('questions', 'an array of strings', questions);
+    const o = checkOptions('options', options, ANSWER_KEYS);
+    if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', o.signal);
+    checkQuestions(questions);
+    if (o.signal?.aborted) throw answerAborted();
+    const out = await this.answerEach(questions, { k: o.k, maxNewTokens: o.maxNewTokens, numBeams: o.numBeams }, questions.map(() => o.signal));
+    const stopped = out.find((a): a is ColtrastError => a instanceof ColtrastError);
+    if (stopped) throw stopped;
+    return out as RagAnswer[];
+  }
+
+  /**
+   * @internal The server's /ask, whose questions come from several clients: `signals[i]` is question i's (its
+   * client's). An aborted question is not answered (its generation stops at its next step) and its place holds an
+   * ABORTED error; the others are answered as answer() answers them.
+   */
+  async answerEach(questions: string[], options: Omit<AnswerOptions, 'signal'> | undefined, signals: (AbortSignal | undefined)[]): Promise<(RagAnswer | ColtrastError)[]> {
+    const o = checkOptions('options', options, ANSWER_KEYS.filter((key) => key !== 'signal'));
+    checkQuestions(questions);
     const k = Math.min(positiveInteger('options.k', o.k ?? 4), this.corpus.length);
+    if (questions.every((_, i) => signals[i]?.aborted)) return questions.map(() => answerAborted());
     const top = await retrieveScored(this.retriever, this.store, questions, k);
-    const out: RagAnswer[] = [];
+    const out: (RagAnswer | ColtrastError)[] = [];
     for (const [i, question] of questions.entries()) {
+      const signal = signals[i];
+      // Checked again after each model call: the calls without a signal of their own (retrieval, scoring) run to their end.
+      const gone = () => signal?.aborted === true;
+      if (gone()) {
+        out.push(answerAborted());
+        continue;
+      }
       const { ids, scores } = top[i];
       const cos = scores.map((s) => s / this.temperature);
       const max = Math.max(...cos);
@@ -565,7 +602,18 @@ export class Rag {
           );
         }
       });
-      const candidates: Generated[] = await this.generator.generate(prompts, { maxNewTokens: o.maxNewTokens ?? 64, numBeams: o.numBeams });
+      let candidates: Generated[];
+      try {
+        candidates = await this.generator.generate(prompts, { maxNewTokens: o.maxNewTokens ?? 64, numBeams: o.numBeams, ...(signal && { signal }) });
+      } catch (error) {
+        if (!gone()) throw error;
+        out.push(answerAborted());
+        continue;
+      }
+      if (gone()) {
+        out.push(answerAborted());
+        continue;
+      }
       const texts = [...new Set(candidates.map((c) => c.text.trim()))];
       // An answer that, with its end-of-sequence token, does not fit the positions after a document's prompt (one cut at
       // the model's length, or scored after a longer document's prompt) has probability 0 there, as a sequence the
@@ -573,6 +621,10 @@ export class Rag {
       const answerLengths = await this.generator.completionLengths(texts.map((t) => formatAnswer(this.format, t)));
       const pairs = texts.flatMap((t, c) => prompts.map((prompt, z) => ({ prompt, completion: formatAnswer(this.format, t), fits: promptLengths[z] + answerLengths[c] + 1 <= positions })));
       const scored = await this.generator.logLikelihood(pairs.filter((p) => p.fits).map(({ prompt, completion }) => ({ prompt, completion })));
+      if (gone()) {
+        out.push(answerAborted());
+        continue;
+      }
       let next = 0;
       const ll = pairs.map((p) => (p.fits ? scored[next++] : -Infinity));
       let best = { answer: '', logLikelihood: -Infinity };

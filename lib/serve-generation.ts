@@ -29,6 +29,12 @@ interface GenerationItem {
   signal: AbortSignal;
 }
 
+interface AskItem {
+  question: string;
+  /** Aborts when the client goes away: the question's generation stops, and it is not answered. */
+  signal: AbortSignal;
+}
+
 interface Sampling {
   maxNewTokens: number;
   temperature: number;
@@ -87,44 +93,62 @@ function streamOptions(body: Body): { stream: boolean; includeUsage: boolean } {
   return { stream, includeUsage: optional(o, 'include_usage', booleanValue) ?? false };
 }
 
-/** Where the first of `stops` starts in `text`, or -1. */
-function firstStop(text: string, stops: string[]): number {
-  const found = stops.map((s) => text.indexOf(s)).filter((i) => i >= 0);
+/**
+ * Where the text ends with `stops` applied (OpenAI's rule): where the earliest of the stop strings in `text` starts,
+ * or -1. The search starts at `from` (the caller knows that none starts before it).
+ */
+function firstStop(text: string, stops: string[], from = 0): number {
+  const found = stops.map((s) => text.indexOf(s, from)).filter((i) => i >= 0);
   return found.length ? Math.min(...found) : -1;
 }
 
+/** The first position from `from` on where `text`'s end could still grow into one of `stops`, or text.length. */
+function openStop(text: string, stops: string[], longest: number, from: number): number {
+  for (let at = Math.max(from, text.length - longest + 1); at < text.length; at++) {
+    const tail = text.slice(at);
+    if (stops.some((s) => s.length > tail.length && s.startsWith(tail))) return at;
+  }
+  return text.length;
+}
+
 /**
- * One choice's text with `stops` applied: text is handed on as it comes, except what could still be the start of a
- * stop string; at the first stop string the text ends there (the model's own generation goes on to its end, unseen).
+ * One choice's text with `stops` applied as it comes: the same text as `finished` gives from the whole, however the
+ * text is cut into pieces. Text is handed on as soon as no stop string can start in it; a stop string found ends the
+ * text only once no other can start before it (with stops ["abcd", "c"], "abc" holds "c" but may still grow into
+ * "abcd", which ends the text two characters earlier). The model's own generation goes on to its end, unseen.
  */
-class StopFilter {
+export class StopFilter {
   private text = '';
   private given = 0;
   stopped = false;
-  private readonly holdBack: number;
+  private readonly longest: number;
 
   constructor(
     private readonly stops: string[],
     private readonly onText: (text: string) => void,
   ) {
-    this.holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
+    this.longest = Math.max(0, ...stops.map((s) => s.length));
   }
 
   push(piece: string): void {
     if (this.stopped) return;
     this.text += piece;
-    const at = firstStop(this.text, this.stops);
-    if (at >= 0) {
+    const at = firstStop(this.text, this.stops, this.given);
+    const open = openStop(this.text, this.stops, this.longest, this.given);
+    if (at >= 0 && at <= open) {
       this.stopped = true;
       this.give(at);
     } else {
-      this.give(this.text.length - this.holdBack);
+      this.give(at >= 0 ? Math.min(at, open) : open);
     }
   }
 
-  /** The end of generation: the rest of the text, unless a stop string came first. */
+  /** The end of generation: the text up to its first stop string, or all of it. */
   end(): void {
-    if (!this.stopped) this.give(this.text.length);
+    if (this.stopped) return;
+    const at = firstStop(this.text, this.stops, this.given);
+    this.stopped = at >= 0;
+    this.give(at >= 0 ? at : this.text.length);
   }
 
   private give(upTo: number): void {
@@ -136,7 +160,7 @@ class StopFilter {
 }
 
 /** The final text of a generation with `stops` applied, and why it ended. */
-function finished(g: Generated, stops: string[]): { text: string; finishReason: 'stop' | 'length' } {
+export function finished(g: Generated, stops: string[]): { text: string; finishReason: 'stop' | 'length' } {
   const at = firstStop(g.text, stops);
   return at >= 0 ? { text: g.text.slice(0, at), finishReason: 'stop' } : { text: g.text, finishReason: g.finishReason };
 }
@@ -191,19 +215,22 @@ export function generationRoutes(s: GenerationServing): {
   );
   // A refusal is its question's own: when a call's questions are refused (one of one client's does not fit the
   // generator with its documents), each is answered alone, so that the refusal fails that client's request only,
-  // not those of the other clients whose questions shared the call.
-  const askQueue = new BatchQueue<string, RagAnswer | ColtrastError>(
-    async (key, questions) => {
+  // not those of the other clients whose questions shared the call. Each question carries its client's signal: a
+  // client that goes away stops its question's generation (at the next step) and its questions not begun, while the
+  // other clients' questions in the call are answered.
+  const askQueue = new BatchQueue<AskItem, RagAnswer | ColtrastError>(
+    async (key, items) => {
       const options = JSON.parse(key) as { k: number; maxNewTokens: number; numBeams: number };
       const refusal = (error: unknown) => {
         if (error instanceof ColtrastError && error.code === 'INVALID_ARGUMENT') return error;
         throw error;
       };
-      const all = await rag!.answer(questions, options).catch(refusal);
+      const answer = (some: AskItem[]) => rag!.answerEach(some.map((i) => i.question), options, some.map((i) => i.signal));
+      const all = await answer(items).catch(refusal);
       if (!(all instanceof ColtrastError)) return all;
-      if (questions.length === 1) return [all];
+      if (items.length === 1) return [all];
       const out: (RagAnswer | ColtrastError)[] = [];
-      for (const question of questions) out.push(await rag!.answer([question], options).then(([answer]) => answer, refusal));
+      for (const item of items) out.push(await answer([item]).then(([a]) => a, refusal));
       return out;
     },
     s.batchSize,
@@ -356,7 +383,7 @@ export function generationRoutes(s: GenerationServing): {
         const body = fields(raw, ['question', 'k', 'max_new_tokens', 'num_beams']);
         const questions = requiredTexts(body, 'question', s.maxInputs);
         const key = JSON.stringify({ k: optional(body, 'k', positiveInteger) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', positiveInteger) ?? 64, numBeams: optional(body, 'num_beams', positiveInteger) ?? 1 });
-        const answers = await askQueue.submit(key, questions, signal);
+        const answers = await askQueue.submit(key, questions.map((question) => ({ question, signal })), signal);
         const refused = answers.find((a): a is ColtrastError => a instanceof ColtrastError);
         if (refused) throw refused;
         return {

@@ -2,13 +2,13 @@
 // embed() and the generator's logLikelihood(); which model a step trains (frozen generator or not); trainRag() end
 // to end (the loss falls, both models saved and loadable, history and curves written), on question/answer pairs
 // with a corpus and on a ColTrast project file; kill-and-resume; Rag.answer()'s choice against the marginal
-// likelihoods recomputed here; bad input refused with the reason.
+// likelihoods recomputed here, and its signal; bad input refused with the reason.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { Encoder, Generator, Rag, trainRag } from '../lib';
+import { ColtrastError, Encoder, Generator, Rag, trainRag } from '../lib';
 import { native } from '../lib/native';
 import { DEFAULT_CHAT_TEMPLATE, DEFAULT_TEMPLATE, formatAnswer, formatPrompt, ragPrompt, type PromptFormat } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
@@ -253,6 +253,67 @@ test('Rag.answer(): the k best documents with their probabilities, and the answe
     t.is(answer.answer, candidates[best], `numBeams ${numBeams}`);
     t.true(Math.abs(answer.logLikelihood - marginals[best]) < 1e-6);
   }
+  generator.dispose();
+  retriever.dispose();
+});
+
+test('Rag.answer(): a signal stops it mid-generation with ABORTED, and the questions after it never start', async (t) => {
+  const retriever = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const generator = await Generator.load(GENERATOR, { device: 'cpu' });
+  const rag = await Rag.create({ retriever, generator, corpus: CORPUS });
+  const questions = ['what is in the river?', 'where is the money?'];
+  const options = { k: 2, maxNewTokens: 20 };
+  const expected = await rag.answer(questions, options);
+  // Each generate() call's question and how it ended; `abortAt` aborts from the first text the generation streams,
+  // as a client going away mid-answer does.
+  const real = generator.generate.bind(generator);
+  const calls: { question: string; outcome: Promise<string> }[] = [];
+  const scored: number[] = [];
+  let abortAt: AbortController | undefined;
+  generator.generate = (prompts, o) => {
+    const controller = abortAt;
+    const run = real(prompts, controller ? { ...o, onText: () => controller.abort() } : o);
+    calls.push({ question: questions.find((q) => String(prompts[0]).includes(q)) ?? '?', outcome: run.then(() => 'finished', (e: ColtrastError) => e.code) });
+    return run;
+  };
+  const realScore = generator.logLikelihood.bind(generator);
+  generator.logLikelihood = (pairs, o) => (scored.push(pairs.length), realScore(pairs, o));
+  const outcomes = async () => Promise.all(calls.splice(0).map(async (c) => [c.question, await c.outcome]));
+
+  // Aborted before: nothing runs.
+  const before = new AbortController();
+  before.abort();
+  const early = await rejection(() => rag.answer(questions, { ...options, signal: before.signal }));
+  t.is(early.code, 'ABORTED');
+  t.regex(early.message, /^answering was aborted \(options\.signal\)$/);
+  t.is(calls.length, 0);
+  // Aborted while the first question's answers are generated: that generation stops (ABORTED), the first answer is
+  // not scored and the second question is never generated.
+  abortAt = new AbortController();
+  const during = await rejection(() => rag.answer(questions, { ...options, signal: abortAt!.signal }));
+  t.is(during.code, 'ABORTED');
+  t.deepEqual(await outcomes(), [[questions[0], 'ABORTED']]);
+  t.deepEqual(scored, []);
+
+  // The server's answerEach(): one signal per question; an aborted one's place holds its ABORTED error and the
+  // others are answered as answer() answers them.
+  abortAt = new AbortController();
+  const each = await rag.answerEach(questions, options, [abortAt.signal, undefined]);
+  abortAt = undefined;
+  t.is((each[0] as ColtrastError).code, 'ABORTED');
+  t.deepEqual(each[1], expected[1]);
+  t.deepEqual(await outcomes(), [
+    [questions[0], 'ABORTED'],
+    [questions[1], 'finished'],
+  ]);
+  const skipped = await rag.answerEach(questions, options, [undefined, before.signal]);
+  t.deepEqual(skipped[0], expected[0]);
+  t.is((skipped[1] as ColtrastError).code, 'ABORTED');
+  t.deepEqual(await outcomes(), [[questions[0], 'finished']], 'an aborted question is never generated');
+
+  // A signal that never aborts changes nothing; a signal of the wrong kind is refused by name.
+  t.deepEqual(await rag.answer(questions, { ...options, signal: new AbortController().signal }), expected);
+  t.regex((await rejection(() => rag.answer(questions, { signal: 'stop' as never }))).message, /^options\.signal must be an AbortSignal/);
   generator.dispose();
   retriever.dispose();
 });

@@ -1,12 +1,13 @@
 // coltrast serve's generation routes: /v1/chat/completions and /v1/completions against Generator.generate (the
 // tiny random Llama and Qwen3 of test/fixtures/tiny-causal-lms), streamed and not, through OpenAI's own Node client
-// too; stop strings; /ask against Rag.answer; the refusals; the CLI's flags. The tests that compare outputs run
-// serially: requests of two tests could share a model call.
+// too; stop strings, overlapping ones included; /ask against Rag.answer, and a client leaving /ask mid-answer; the
+// refusals; the CLI's flags. The tests that compare outputs run serially: requests of two tests could share a model
+// call.
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { Encoder, Generator, Rag, serve, type Server } from '../lib';
+import { Encoder, Generator, Rag, serve, type Generated, type Server } from '../lib';
 import { FIXTURE } from './helpers/fixture';
 import { until } from './helpers/wait';
 
@@ -149,6 +150,33 @@ test.serial('stop strings end the text before them, plain and streamed, with fin
   t.is(sse.events[sse.events.length - 1].choices[0].finish_reason, 'stop');
 });
 
+test.serial('overlapping stop strings end the text where the earliest starts, plain and streamed alike', async (t) => {
+  const pieces: string[] = [];
+  const [full] = await generator.generate([MESSAGES], { maxNewTokens: 16, onText: (_, text) => pieces.push(text) });
+  // A one-character stop string that ends a streamed piece, inside a longer one that starts a character before it
+  // and ends in the next piece: the shorter is seen first, but the longer starts earlier and ends the text.
+  let stops: string[] | undefined;
+  let cut = '';
+  for (let i = 0, end = 0; i < pieces.length - 1 && !stops; i++) {
+    end += pieces[i].length;
+    const longer = full.text.slice(end - 2, end + 1);
+    const shorter = full.text.slice(end - 1, end);
+    if (end >= 2 && full.text.indexOf(longer) === end - 2 && full.text.indexOf(shorter) === end - 1) {
+      stops = [longer, shorter];
+      cut = full.text.slice(0, end - 2);
+    }
+  }
+  if (!stops) return t.fail(`no such stop strings in ${JSON.stringify(pieces)}`);
+  const plain = await post(`${server.url}/v1/chat/completions`, { messages: MESSAGES, max_tokens: 16, stop: stops });
+  t.is(plain.json.choices[0].message.content, cut);
+  t.is(plain.json.choices[0].finish_reason, 'stop');
+  const sse = await events(`${server.url}/v1/chat/completions`, { messages: MESSAGES, max_tokens: 16, stop: stops, stream: true });
+  const deltas = sse.events.map((e) => e.choices[0]?.delta?.content ?? '').filter((text) => text !== '');
+  t.is(deltas.join(''), cut);
+  t.true(deltas.length > 1, 'the text came in pieces');
+  t.is(sse.events[sse.events.length - 1].choices[0].finish_reason, 'stop');
+});
+
 test.serial('/ask answers as Rag.answer does, with its sources', async (t) => {
   const questions = ['what is the capital of France?', 'which library trains embedding models?'];
   const expected = await rag.answer(questions, { k: 2, maxNewTokens: 5 });
@@ -203,6 +231,76 @@ test('a client that goes away stops its generation, counted in /metrics', async 
     t.is((await post(`${small.url}/v1/completions`, { prompt: 'model', max_tokens: 2 })).status, 200);
   } finally {
     await small.close();
+  }
+});
+
+test('a client that goes away from /ask stops its answer mid-generation; the question sharing its model call is answered', async (t) => {
+  // A generator of its own: its generate() is watched here (which question, how it ended), and the first
+  // question's is held so that the next two requests share the next model call.
+  const own = await Generator.load(LLAMA, { device: 'cpu' });
+  const ownRag = await Rag.create({ retriever, generator: own, corpus: CORPUS });
+  const first = 'what is the capital of France?';
+  const gone = ['which library trains embedding models?', 'what makes search fast?'];
+  const stays = 'where did the cat sit?';
+  const ask = { k: 2, max_new_tokens: 20 };
+  const [expected] = await ownRag.answer([stays], { k: 2, maxNewTokens: 20 });
+  const real = own.generate.bind(own);
+  const generations: { question: string; outcome: Promise<string> }[] = [];
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let generating!: () => void;
+  const goneGenerating = new Promise<void>((resolve) => (generating = resolve));
+  own.generate = (prompts, options) => {
+    const question = [first, ...gone, stays].find((q) => String(prompts[0]).includes(q)) ?? '?';
+    let run: Promise<Generated[]>;
+    if (question === first) {
+      run = held.then(() => real(prompts, options));
+    } else if (question === gone[0]) {
+      // Its client goes at the first text generated; each piece waits for the client's signal, so the generation is
+      // under way when it aborts, and ends with it. (Without a signal it runs to its end.)
+      const signal = options?.signal;
+      const aborted = signal && new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+      run = real(prompts, { ...options, onText: () => (generating(), aborted) });
+    } else {
+      run = real(prompts, options);
+    }
+    generations.push({ question, outcome: run.then(() => 'finished', (e: { code?: string }) => e.code ?? String(e)) });
+    return run;
+  };
+  const small = await serve({ generator: own, rag: ownRag, port: 0 });
+  try {
+    const answered = post(`${small.url}/ask`, { question: first, ...ask });
+    await until('the first question to reach the model', () => generations.length === 1, { every: 2 });
+    const client = new AbortController();
+    const leaving = fetch(`${small.url}/ask`, { method: 'POST', body: JSON.stringify({ question: gone, ...ask }), headers: { 'Content-Type': 'application/json' }, signal: client.signal });
+    await until('the leaving request to be queued', () => small.stats().ask.waiting === 3, { every: 2 });
+    const staying = post(`${small.url}/ask`, { question: stays, ...ask });
+    await until('the staying request to be queued', () => small.stats().ask.waiting === 4, { every: 2 });
+    release();
+    await goneGenerating;
+    client.abort();
+    t.is(await leaving.then(() => 'answered', (e: Error) => e.name), 'AbortError');
+    const { status, json } = await staying;
+    t.is(status, 200);
+    t.is(json.answers[0].answer, expected.answer);
+    t.deepEqual(
+      json.answers[0].sources.map((s: { index: number }) => s.index),
+      expected.sources.map((s) => s.index),
+    );
+    t.is((await answered).status, 200);
+    // The leaving client's first question stopped in its generation, its second never began; the staying
+    // client's, in the same model call, was generated after them.
+    t.deepEqual(await Promise.all(generations.map(async (g) => [g.question, await g.outcome])), [
+      [first, 'finished'],
+      [gone[0], 'ABORTED'],
+      [stays, 'finished'],
+    ]);
+    t.like(small.stats().ask, { calls: 2, inputs: 4, waiting: 0 });
+    const metrics = await (await fetch(`${small.url}/metrics`)).text();
+    t.regex(metrics, /^coltrast_requests_cancelled_total\{route="\/ask"\} 1$/m);
+  } finally {
+    await small.close();
+    own.dispose();
   }
 });
 
