@@ -2,6 +2,7 @@
  * `Encoder`: a sentence-embedding model loaded from a Hugging Face / sentence-transformers directory
  * (or a hub id), run by the native libtorch code off the JS thread.
  */
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
@@ -137,6 +138,11 @@ export class Encoder {
   /** The projection head after pooling (sentence-transformers' Dense module), if the model has one. */
   private dense: DenseHead | undefined;
   private loraConfig: LoraConfig | undefined;
+  /** What was done to the model since it was read from its folder (memoryChanges), in words, and how many times. */
+  private readonly changes: string[] = [];
+  private changeCount = 0;
+  /** Tells this Encoder's changed states from another's changed the same ways. */
+  private readonly instanceId = randomUUID();
 
   private constructor(
     handle: NativeEncoder,
@@ -186,6 +192,21 @@ export class Encoder {
   /** The projection head's shape and activation, if the model has one (the first Dense module's, when several follow one another). */
   get projection(): { inFeatures: number; outFeatures: number; activation: 'identity' | 'tanh' } | undefined {
     return this.dense && { inFeatures: this.dense.inFeatures, outFeatures: this.dense.outFeatures, activation: this.dense.activation };
+  }
+
+  /**
+   * @internal How the model differs from its folder's, when it was changed in memory (a LoRA adapter or a head added,
+   * made multi-vector, trained) and not loaded again: what was done, in words, and an id of the state it is in now
+   * (another after each change and training step, and another for each Encoder). Undefined for a model as loaded:
+   * its folder (modelDir) makes the same vectors. An index built with a changed model records it (lib/search-index.ts).
+   */
+  get memoryChanges(): { changes: string[]; state: string } | undefined {
+    return this.changes.length === 0 ? undefined : { changes: [...this.changes], state: `${this.instanceId}/${this.changeCount}` };
+  }
+
+  private changed(what: string): void {
+    if (!this.changes.includes(what)) this.changes.push(what);
+    this.changeCount++;
   }
 
   /** config.json's model_type ("bert", "qwen3", ...). */
@@ -289,13 +310,24 @@ export class Encoder {
       const [q, d] = await Promise.all([side(queries, 'query'), side(documents, 'document')]);
       return { queries: q, documents: d, tokenizeSeconds: (performance.now() - started) / 1000 };
     };
-    return bindTrainer(this.model, options, prepare, (batch, stepOptions) => ({
+    const trainer = bindTrainer(this.model, options, prepare, (batch, stepOptions) => ({
       queries: batch.queries,
       documents: batch.documents,
       pooling: this.files.pooling,
       ...stepOptions,
       projectTokens: this.multi !== undefined,
     }));
+    // Each step changes the weights in place (the twin's too): they are the folder's no longer. Counted when a step
+    // fails too, which may have changed some of them.
+    const trained = <A extends unknown[], R>(step: (...args: A) => Promise<R>) => async (...args: A): Promise<R> => {
+      try {
+        return await step(...args);
+      } finally {
+        this.changed('trained');
+        twin?.changed('trained');
+      }
+    };
+    return { ...trainer, step: trained(trainer.step), stepPrepared: trained(trainer.stepPrepared) };
   }
 
   /**
@@ -308,6 +340,7 @@ export class Encoder {
     if (this.dense) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a projection head (a Dense module); drop the projection option`);
     await this.addDense({ outFeatures, tanh: activation === 'tanh', seed });
     this.dense = { inFeatures: this.tokenDimension, outFeatures, bias: true, activation };
+    this.changed('a projection head added');
   }
 
   /** The model's LoRA adapter (train's `lora`, or `Encoder.load`'s `adapter`), if it has one. */
@@ -327,6 +360,7 @@ export class Encoder {
     if (this.loraConfig) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a LoRA adapter (train() trains it)`);
     await addAdapters(this.model, config, seed);
     this.loraConfig = config;
+    this.changed('a LoRA adapter added');
   }
 
   /** A new, seeded Dense module in the native model (addProjectionHead, makeMultiVector). */
@@ -388,6 +422,7 @@ export class Encoder {
     const multi = await multiVectorTokens(files, this.tokenizer);
     this.files = files;
     this.multi = multi;
+    this.changed('made multi-vector');
   }
 
   /** The token ids `embed()` feeds the model for each text (special tokens included, truncated). */
@@ -613,7 +648,7 @@ async function multiVectorTokens(files: ModelDirectory, tokenizer: TextTokenizer
   const expansion = config.queryExpansion;
   let expansionId = 0;
   if (expansion) {
-    const token = expansion.token ?? readSpecialToken(files.dir, 'mask_token') ?? readSpecialToken(files.dir, 'eos_token') ?? readSpecialToken(files.dir, 'pad_token');
+    const token = expansion.token ?? readSpecialToken(files.transformerDir, 'mask_token') ?? readSpecialToken(files.transformerDir, 'eos_token') ?? readSpecialToken(files.transformerDir, 'pad_token');
     const id = token === undefined ? null : await tokenizer.tokenToId(token);
     if (id === null) {
       throw new ColtrastError(

@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ColtrastError } from './errors';
-import { weightFiles } from './model-dir';
+import { moduleClass, parseModules, readJson, transformerFolder, weightFiles } from './model-dir';
 import { booleanValue, checkOptions, invalid } from './validate';
 
 export interface DownloadProgress {
@@ -210,8 +210,16 @@ function cachedSnapshot(hub: Hub): string | undefined {
   }
   const dir = path.join(hub.repoDir, 'snapshots', commit);
   const has = (f: string) => fs.existsSync(path.join(dir, f));
+  // An older sentence-transformers save keeps the Transformer's files in a subfolder (0_Transformer).
+  let transformer: string;
+  try {
+    transformer = has('modules.json') ? transformerFolder(dir) : dir;
+  } catch {
+    return undefined; // a modules.json this snapshot cannot be read by: no model of ours
+  }
+  const inTransformer = (f: string) => fs.existsSync(path.join(transformer, f));
   // A model, or an adapter with no model of its own (its base is cached or fetched by name when it loads).
-  const complete = has('tokenizer.json') && (has('config.json') ? hasWeights(dir) : has('adapter_config.json') && has('adapter_model.safetensors'));
+  const complete = inTransformer('tokenizer.json') && (inTransformer('config.json') ? hasWeights(transformer) : has('adapter_config.json') && has('adapter_model.safetensors'));
   return complete ? dir : undefined;
 }
 
@@ -280,9 +288,30 @@ async function listFiles(hub: Hub): Promise<{ commit: string; files: RepoFile[] 
   }
   const names = new Set(info.siblings.map((s) => s.rfilename));
   const where = `${hub.repoId}@${hub.revision}`;
+  const entry = (s: (typeof info.siblings)[number]): RepoFile => ({
+    name: s.rfilename,
+    etag: s.lfs?.sha256 ?? s.blobId ?? createHash('sha1').update(`${info.sha}/${s.rfilename}`).digest('hex'),
+    size: s.lfs?.size ?? s.size,
+    sha256: s.lfs?.sha256,
+  });
+  // An older sentence-transformers save keeps the Transformer's files (config, weights, tokenizer) in the folder that
+  // modules.json names (0_Transformer, 0_BERT), which holds the Transformer's sentence_bert_config.json: modules.json
+  // is fetched first to learn which.
+  let prefix = '';
+  const modulesFile = info.siblings.find((s) => s.rfilename === 'modules.json');
+  if (modulesFile && [...names].some((n) => /^[^/]+\/sentence_bert_config\.json$/.test(n))) {
+    const file = entry(modulesFile);
+    const blob = path.join(hub.repoDir, 'blobs', file.etag);
+    if (!fs.existsSync(blob)) await downloadBlob(hub, info.sha, file, blob, 0, 1);
+    const modules = parseModules(readJson(blob, 'modules.json'), `modules.json of ${where}`);
+    const transformer = modules.find((m) => moduleClass(m.type) === 'Transformer');
+    if (transformer?.path) prefix = `${transformer.path}/`;
+  }
+  const at = (name: string) => `${prefix}${name}`;
+  const has = (name: string) => names.has(at(name));
   // An adapter with no model of its own: its weights are adapter_model.safetensors (Encoder.load loads the base it names).
-  const adapterOnly = !names.has('config.json') && names.has('adapter_config.json');
-  if (!names.has('config.json') && !adapterOnly) throw new ColtrastError('MODEL_FILES', `${where} has no config.json; it is not a transformers model`);
+  const adapterOnly = !has('config.json') && names.has('adapter_config.json');
+  if (!has('config.json') && !adapterOnly) throw new ColtrastError('MODEL_FILES', `${where} has no ${at('config.json')}; it is not a transformers model`);
   if (adapterOnly && !names.has('adapter_model.safetensors')) {
     throw new ColtrastError(
       'MODEL_FILES',
@@ -290,27 +319,23 @@ async function listFiles(hub: Hub): Promise<{ commit: string; files: RepoFile[] 
         "save it with safetensors in Python (model.save_pretrained(dir, safe_serialization=True)) and load the folder",
     );
   }
-  if (!adapterOnly && !names.has('model.safetensors') && !names.has('model.safetensors.index.json')) {
-    const pickles = [...names].filter((n) => PICKLE.test(n) && !n.includes('/'));
+  if (!adapterOnly && !has('model.safetensors') && !has('model.safetensors.index.json')) {
+    const pickles = [...names].filter((n) => PICKLE.test(n) && n.startsWith(prefix) && !n.slice(prefix.length).includes('/'));
     throw new ColtrastError(
       'MODEL_FILES',
-      `${where} has no model.safetensors` +
+      `${where} has no ${at('model.safetensors')}` +
         (pickles.length ? ` (only ${pickles.join(', ')}: pickle files, which coltrast never loads)` : '') +
         '. coltrast reads safetensors only; convert the checkpoint once in Python ' +
         "(AutoModel.from_pretrained(...).save_pretrained(dir, safe_serialization=True)) and load the folder",
     );
   }
-  if (!names.has('tokenizer.json')) {
-    throw new ColtrastError('MODEL_FILES', `${where} has no tokenizer.json (the fast tokenizer file coltrast tokenizes with)`);
+  if (!has('tokenizer.json')) {
+    throw new ColtrastError('MODEL_FILES', `${where} has no ${at('tokenizer.json')} (the fast tokenizer file coltrast tokenizes with)`);
   }
+  const inTransformer = (name: string) => name.startsWith(prefix) && (WANTED.has(name.slice(prefix.length)) || (!has('model.safetensors') && SHARD.test(name.slice(prefix.length))));
   const files = info.siblings
-    .filter((s) => WANTED.has(s.rfilename) || MODULE_FILE.test(s.rfilename) || (!names.has('model.safetensors') && SHARD.test(s.rfilename)))
-    .map((s) => ({
-      name: s.rfilename,
-      etag: s.lfs?.sha256 ?? s.blobId ?? createHash('sha1').update(`${info.sha}/${s.rfilename}`).digest('hex'),
-      size: s.lfs?.size ?? s.size,
-      sha256: s.lfs?.sha256,
-    }));
+    .filter((s) => WANTED.has(s.rfilename) || MODULE_FILE.test(s.rfilename) || (!names.has('model.safetensors') && SHARD.test(s.rfilename)) || (prefix !== '' && inTransformer(s.rfilename)))
+    .map(entry);
   return { commit: info.sha, files };
 }
 

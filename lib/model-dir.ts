@@ -34,13 +34,21 @@ const MODULE_CLASSES: readonly ModuleClass[] = ['Transformer', 'Pooling', 'Dense
  * `sentence_transformers.sentence_transformer.modules.pooling.Pooling`, and reads both. PyLate's ColBERT
  * saves name their token projection `pylate.models.Dense.Dense`, which sentence-transformers reads as its Dense.
  */
-function moduleClass(type: string): ModuleClass | null {
+export function moduleClass(type: string): ModuleClass | null {
   if (type === 'pylate.models.Dense.Dense') return 'Dense';
   const parts = type.split('.');
   const name = parts[parts.length - 1] as ModuleClass;
   const fromSt = parts[0] === 'sentence_transformers' || (parts.length === 2 && parts[0] === 'models');
+  if (fromSt && parts.length === 3 && LEGACY_TRANSFORMERS.includes(name)) return 'Transformer';
   return fromSt && MODULE_CLASSES.includes(name) ? name : null;
 }
+
+/**
+ * The Transformer module's types in sentence-transformers before its Transformer class (0.2, 0.3): one class per
+ * architecture, `sentence_transformers.models.BERT` and the like, saved with the model's files in a subfolder (0_BERT).
+ * The files are a Hugging Face model's all the same; config.json's model_type says which.
+ */
+const LEGACY_TRANSFORMERS: readonly string[] = ['BERT', 'RoBERTa', 'DistilBERT', 'XLMRoBERTa', 'CamemBERT', 'ALBERT', 'XLNet', 'T5'];
 
 /** sentence-transformers 6.x's Pooling "pooling_mode" values, by our mode name. */
 const POOLING_MODE_NAMES: Record<string, PoolingMode | 'weightedmean'> = {
@@ -136,6 +144,11 @@ export interface MultiVectorConfig {
 
 export interface ModelDirectory {
   dir: string;
+  /**
+   * The Transformer module's folder, where config.json, the weights, the tokenizer files and sentence_bert_config.json
+   * are: `dir` itself, or in an older sentence-transformers save its subfolder (0_Transformer, 0_BERT).
+   */
+  transformerDir: string;
   /** config.json as text (handed to native code) and parsed. */
   configText: string;
   config: Record<string, unknown>;
@@ -261,7 +274,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-interface ModuleEntry {
+export interface ModuleEntry {
   type: string;
   path: string;
 }
@@ -269,14 +282,56 @@ interface ModuleEntry {
 function readModules(dir: string): ModuleEntry[] | null {
   const file = path.join(dir, 'modules.json');
   if (!fs.existsSync(file)) return null;
-  const modules = readJson(file, 'modules.json');
-  if (!Array.isArray(modules) || modules.length === 0) throw filesError(`modules.json in ${dir} must be a non-empty array`);
+  return parseModules(readJson(file, 'modules.json'), file);
+}
+
+/** modules.json's entries (read from `file`), each module's path checked and normalized ('' for the model folder itself). */
+export function parseModules(modules: unknown, file: string): ModuleEntry[] {
+  if (!Array.isArray(modules) || modules.length === 0) throw filesError(`${file} must be a non-empty array`);
   return modules.map((m, i) => {
     if (!isObject(m) || typeof m.type !== 'string' || typeof m.path !== 'string') {
-      throw filesError(`modules.json in ${dir}: entry ${i} needs string "type" and "path"`);
+      throw filesError(`${file}: entry ${i} needs string "type" and "path"`);
     }
-    return { type: m.type, path: m.path };
+    // sentence-transformers joins the path to the model folder's: '../x' or an absolute path would read (and an index
+    // fingerprint, hash) files of some other folder.
+    const given = m.path.replace(/\\/g, '/');
+    const normal = path.posix.normalize(given === '' ? '.' : given).replace(/\/+$/, '');
+    if (path.posix.isAbsolute(given) || path.win32.isAbsolute(m.path) || normal === '..' || normal.startsWith('../')) {
+      throw filesError(
+        `${file}: entry ${i} (${m.type}) has path ${JSON.stringify(m.path)}, which is outside the model folder; a module's path is ` +
+          'a folder inside it, relative to it ("" for the model folder itself, "1_Pooling" for a subfolder): correct it in modules.json',
+      );
+    }
+    return { type: m.type, path: normal === '.' ? '' : normal };
   });
+}
+
+/**
+ * Where modules.json puts the Transformer module (config.json, the weights, the tokenizer files and
+ * sentence_bert_config.json), relative to the model folder: '' (the folder itself) in today's layout and in a folder
+ * without modules.json; a subfolder in older sentence-transformers saves ("0_Transformer", and "0_BERT" before it), which
+ * sentence-transformers reads the same. A subfolder that is not there is an error naming modules.json.
+ */
+function transformerPath(dir: string, modules: ModuleEntry[] | null): string {
+  const entry = modules?.find((m) => moduleClass(m.type) === 'Transformer');
+  if (!entry || entry.path === '') return '';
+  const full = path.join(dir, entry.path);
+  if (!fs.existsSync(full) || !fs.statSync(full).isDirectory()) {
+    throw filesError(
+      `${path.join(dir, 'modules.json')} puts the Transformer module (the model's config.json, weights and tokenizer) in ${JSON.stringify(entry.path)}, and ${full} ` +
+        `is not a folder: move those files into it, or set that module's "path" to "" if they are in ${dir} itself`,
+    );
+  }
+  return entry.path;
+}
+
+/**
+ * The folder of `dir`'s Transformer module (transformerPath): `dir` itself, or in an older sentence-transformers save
+ * its subfolder (0_Transformer, 0_BERT). Throws MODEL_FILES for a modules.json that cannot be read or points outside.
+ */
+export function transformerFolder(dir: string): string {
+  const sub = transformerPath(dir, readModules(dir));
+  return sub ? path.join(dir, sub) : dir;
 }
 
 function readPooling(dir: string, modulePath: string): { mode: PoolingMode; includePrompt: boolean } {
@@ -391,16 +446,20 @@ export function weightFiles(dir: string): { weightsPath: string; shards?: string
  */
 export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encoder' = 'embedding', base?: string): ModelDirectory {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw filesError(`model folder ${dir} does not exist`);
-  const configPath = path.join(base ?? dir, 'config.json');
+  const modules = readModules(dir);
+  // The Transformer's files: in the folder itself, or in an older save's subfolder (0_Transformer, 0_BERT).
+  const transformerSub = transformerPath(dir, modules);
+  const transformerDir = transformerSub ? path.join(dir, transformerSub) : dir;
+  const weightsDir = base === undefined ? transformerDir : transformerFolder(base);
+  const configPath = path.join(weightsDir, 'config.json');
   if (!fs.existsSync(configPath)) {
-    throw filesError(`${base ?? dir} has no config.json: it is not a Hugging Face / sentence-transformers model folder`);
+    throw filesError(`${weightsDir} has no config.json: it is not a Hugging Face / sentence-transformers model folder`);
   }
   const configText = fs.readFileSync(configPath, 'utf8');
   const config = readJson(configPath, 'config.json');
-  if (!isObject(config)) throw filesError(`config.json in ${dir} must be a JSON object`);
-  if (typeof config.model_type !== 'string') throw filesError(`config.json in ${dir} has no "model_type" string`);
+  if (!isObject(config)) throw filesError(`config.json in ${weightsDir} must be a JSON object`);
+  if (typeof config.model_type !== 'string') throw filesError(`config.json in ${weightsDir} has no "model_type" string`);
 
-  const weightsDir = base ?? dir;
   const weights = weightFiles(weightsDir);
   if (!weights) {
     const pickled = ['pytorch_model.bin', 'model.pt', 'model.ckpt'].find((f) => fs.existsSync(path.join(weightsDir, f)));
@@ -411,14 +470,13 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
         : `${weightsDir} has no model.safetensors`,
     );
   }
-  const tokenizerPath = path.join(dir, 'tokenizer.json');
+  const tokenizerPath = path.join(transformerDir, 'tokenizer.json');
   if (!fs.existsSync(tokenizerPath)) {
     throw filesError(
-      `${dir} has no tokenizer.json. Save a fast tokenizer in Python with AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`,
+      `${transformerDir} has no tokenizer.json. Save a fast tokenizer in Python with AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`,
     );
   }
 
-  const modules = readModules(dir);
   if (!modules && fs.existsSync(path.join(dir, 'artifact.metadata'))) {
     throw new ColtrastError(
       'UNSUPPORTED_MODEL',
@@ -434,9 +492,9 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   if (kind === 'embedding' && modelType === 'CrossEncoder') {
     throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a cross-encoder (it scores text pairs, it does not embed): load it with CrossEncoder.load`);
   }
-  const stConfigPath = path.join(dir, 'sentence_bert_config.json');
+  const stConfigPath = path.join(transformerDir, 'sentence_bert_config.json');
   const stConfig = fs.existsSync(stConfigPath) ? readJson(stConfigPath, 'sentence_bert_config.json') : undefined;
-  const crossEncoder = kind === 'cross-encoder' ? readCrossEncoder(dir, config, modules, modelType, stModel, stConfig) : undefined;
+  const crossEncoder = kind === 'cross-encoder' ? readCrossEncoder(dir, transformerDir, config, modules, modelType, stModel, stConfig) : undefined;
   const order = (modules ?? []).map((m) => moduleClass(m.type) ?? m.type);
   const multi = modelType === 'MultiVectorEncoder' || modelType === 'ColBERT' || order.includes('MultiVectorMask');
   let pooling: PoolingMode = 'mean';
@@ -518,13 +576,14 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
     }
     maxSeqLength = Math.min(stConfig.max_seq_length, positions);
   } else {
-    maxSeqLength = tokenizerLimit(dir, positions);
+    maxSeqLength = tokenizerLimit(transformerDir, positions);
   }
   if (!Number.isFinite(maxSeqLength) || maxSeqLength < 2) {
     throw filesError(`cannot tell the maximum sequence length of ${dir}: set max_seq_length in sentence_bert_config.json`);
   }
   return {
     dir,
+    transformerDir,
     configText,
     config,
     weightsPath: weights.weightsPath,
@@ -540,7 +599,7 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
     ...rawPrompts,
     includePrompt,
     similarity: typeof stModel.similarity_fn_name === 'string' ? stModel.similarity_fn_name : null,
-    multiVector: multi ? { ...readMultiVector(dir, modelType, stModel, isObject(stConfig) ? stConfig : {}, mask, normalize), ...(tokenPooling && { tokenPooling }) } : undefined,
+    multiVector: multi ? { ...readMultiVector(dir, stConfigPath, modelType, stModel, isObject(stConfig) ? stConfig : {}, mask, normalize), ...(tokenPooling && { tokenPooling }) } : undefined,
     crossEncoder,
   };
 }
@@ -621,7 +680,7 @@ export function asNewCrossEncoder(files: ModelDirectory): ModelDirectory {
   const config = { ...files.config, architectures: [architecture], id2label: { 0: 'LABEL_0' }, label2id: { LABEL_0: 0 } };
   // A pair's length, as sentence-transformers' CrossEncoder(model) takes it: the tokenizer's limit capped by the
   // positions, not the embedding model's max_seq_length (sentence_bert_config.json), which was per text.
-  const pairLength = tokenizerLimit(files.dir, positionLimit(files.config));
+  const pairLength = tokenizerLimit(files.transformerDir, positionLimit(files.config));
   return {
     ...files,
     maxSeqLength: Number.isFinite(pairLength) ? pairLength : files.maxSeqLength,
@@ -650,7 +709,7 @@ export function isCausalDecoder(config: unknown): boolean {
  * `chatTemplate` (default the folder's own).
  */
 export function asNewDecoderReranker(files: ModelDirectory, start: DecoderRerankerStart = {}): ModelDirectory {
-  const template = start.chatTemplate ?? readChatTemplate(files.dir);
+  const template = start.chatTemplate ?? readChatTemplate(files.transformerDir);
   const [trueToken, falseToken = null] = start.tokens ?? ['yes', 'no'];
   return {
     ...files,
@@ -676,6 +735,7 @@ export function asNewDecoderReranker(files: ModelDirectory, start: DecoderRerank
  */
 function readCrossEncoder(
   dir: string,
+  transformerDir: string,
   config: Record<string, unknown>,
   modules: ModuleEntry[] | null,
   modelType: string | undefined,
@@ -707,7 +767,7 @@ function readCrossEncoder(
   }
   const task = causal ? 'text-generation' : 'sequence-classification';
   if (isObject(stConfig) && stConfig.transformer_task !== undefined && stConfig.transformer_task !== task) {
-    throw new ColtrastError('UNSUPPORTED_MODEL', `${path.join(dir, 'sentence_bert_config.json')}: transformer_task ${JSON.stringify(stConfig.transformer_task)} is not this cross-encoder's (${task})`);
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${path.join(transformerDir, 'sentence_bert_config.json')}: transformer_task ${JSON.stringify(stConfig.transformer_task)} is not this cross-encoder's (${task})`);
   }
   let labels: string[];
   if (causal) {
@@ -738,7 +798,7 @@ function readCrossEncoder(
     numLabels: labels.length,
     labels,
     activation: activation ?? (labels.length === 1 ? 'sigmoid' : 'identity'),
-    ...(decoder && { decoder: { chat: pairsAsMessages(dir, stConfig), ...(causal && { logitScore: readLogitScore(dir, modules) }) } }),
+    ...(decoder && { decoder: { chat: pairsAsMessages(transformerDir, stConfig), ...(causal && { logitScore: readLogitScore(dir, modules) }) } }),
   };
 }
 
@@ -861,6 +921,7 @@ function readExpansion(value: unknown, file: string): QueryExpansion | undefined
  */
 function readMultiVector(
   dir: string,
+  transformerFile: string,
   modelType: string | undefined,
   stModel: Record<string, unknown>,
   stConfig: Record<string, unknown>,
@@ -868,7 +929,6 @@ function readMultiVector(
   normalize: boolean,
 ): MultiVectorConfig {
   const modelFile = path.join(dir, 'config_sentence_transformers.json');
-  const transformerFile = path.join(dir, 'sentence_bert_config.json');
   const pylate = modelType === 'ColBERT';
   let queryLength = positiveIntegerOrUndefined(stConfig.query_length, transformerFile, 'query_length');
   let documentLength = positiveIntegerOrUndefined(stConfig.document_length, transformerFile, 'document_length');
@@ -944,7 +1004,7 @@ export function writeModelFiles(
 ): void {
   fs.writeFileSync(path.join(target, 'config.json'), source.configText);
   for (const file of TOKENIZER_FILES) {
-    const from = path.join(source.dir, file);
+    const from = path.join(source.transformerDir, file);
     if (fs.existsSync(from)) fs.copyFileSync(from, path.join(target, file));
   }
   // A template of the model's own takes the folder's place (transformers reads chat_template.jinja first, as coltrast does).
@@ -1017,9 +1077,22 @@ function copyMultiVectorConfigs(source: ModelDirectory, target: string): void {
     fs.mkdirSync(path.dirname(path.join(target, relative)), { recursive: true });
     fs.copyFileSync(from, path.join(target, relative));
   };
-  for (const file of ['modules.json', 'config_sentence_transformers.json', 'sentence_bert_config.json']) copy(file);
-  for (const m of readModules(source.dir) ?? []) {
-    if (m.path) copy(path.join(m.path, 'config.json'));
+  copy('config_sentence_transformers.json');
+  const modules = readModules(source.dir) ?? [];
+  const transformer = modules.find((m) => moduleClass(m.type) === 'Transformer');
+  if (transformer?.path) {
+    // An older save's Transformer in a subfolder: the weights, config and tokenizer are written at the top now.
+    const file = path.join(source.dir, 'modules.json');
+    const entries = readJson(file, 'modules.json') as Record<string, unknown>[];
+    writeConfig(target, 'modules.json', entries.map((m, i) => (modules[i] === transformer ? { ...m, path: '' } : m)));
+    const settings = path.join(source.transformerDir, 'sentence_bert_config.json');
+    if (fs.existsSync(settings)) fs.copyFileSync(settings, path.join(target, 'sentence_bert_config.json'));
+  } else {
+    copy('modules.json');
+    copy('sentence_bert_config.json');
+  }
+  for (const m of modules) {
+    if (m.path && m !== transformer) copy(path.join(m.path, 'config.json'));
   }
 }
 
@@ -1070,7 +1143,7 @@ function writeCrossEncoderConfigs(source: ModelDirectory, target: string, maxSeq
   const forward = { method: 'forward', method_output_name: 'logits' };
   writeConfig(target, 'sentence_bert_config.json', {
     transformer_task: logitScore ? 'text-generation' : 'sequence-classification',
-    modality_config: { text: forward, ...(ce.decoder?.chat && { message: { ...forward, format: messageFormat(source.chatTemplate ?? readChatTemplate(source.dir)) } }) },
+    modality_config: { text: forward, ...(ce.decoder?.chat && { message: { ...forward, format: messageFormat(source.chatTemplate ?? readChatTemplate(source.transformerDir)) } }) },
     module_output_name: logitScore ? 'causal_logits' : 'scores',
     max_seq_length: maxSeqLength,
     do_lower_case: source.lowercase,

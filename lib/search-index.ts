@@ -10,7 +10,8 @@
  * On disk an index is a folder, written through a staging folder and renamed into place:
  *   index.json          format version, model fingerprint (sha256 of the files that make the vectors: weights, modules,
  *                       tokenizer, prompts; fingerprintVersion 2; an index without it has version 1's, of config.json
- *                       and the weights only),
+ *                       and the weights only; for a model changed in memory, of that state, with changedInMemory
+ *                       saying how it was changed),
  *                       dimension, storage dtype, lateInteraction, multiVector, document count, tokenStorage
  *                       and residualBits, tokenPooling { poolFactor, protectedTokens } (documents' token vectors
  *                       pooled: the counts and rows below are the pooled ones)
@@ -215,7 +216,11 @@ interface Manifest {
   /** source: the folder the building model was loaded from (where `coltrast search` finds it by default). */
   /** truncateDim: the width the building Encoder cut its vectors to (EncoderLoadOptions.truncateDim), if it did. */
   /** fingerprintVersion: the formula of `fingerprint` (FINGERPRINT_VERSION; absent in indexes saved before 2: 1). */
-  model: { fingerprint: string; fingerprintVersion?: number; dimension: number; source: string; truncateDim?: number };
+  /**
+   * changedInMemory: the model was changed in memory after it was read from `source` (Encoder.memoryChanges: a LoRA
+   * adapter or a head added, trained), in words; its fingerprint then matches no model loaded from a folder.
+   */
+  model: { fingerprint: string; fingerprintVersion?: number; dimension: number; source: string; truncateDim?: number; changedInMemory?: string[] };
   storage: Storage;
   lateInteraction: boolean;
   /** How the token vectors are kept (absent: float16), and a residual store's bits per dimension. */
@@ -362,10 +367,14 @@ function fingerprintFiles(dir: string): string[] {
  * sha256 of what "the same model" means for an index (FINGERPRINT_VERSION): `version` 1 for an index saved before 2.
  * Version 2 hashes each of fingerprintFiles as its path, its length and its bytes, and config_sentence_transformers.json's
  * settings (the prompts, PyLate's query and document settings) without the versions of the libraries that saved it.
+ * `memory`: the model's changes in memory (Encoder.memoryChanges) when it made the vectors; with them, that state's.
  */
-async function fingerprint(encoder: Encoder, version = FINGERPRINT_VERSION): Promise<string> {
+async function fingerprint(encoder: Encoder, version: number, memory: Encoder['memoryChanges']): Promise<string> {
   const hash = createHash('sha256');
   const dir = encoder.modelDir;
+  // A model changed in memory makes other vectors than its folder's: its fingerprint is that state's, which only the
+  // same Encoder, changed no further, has.
+  if (memory) return createHash('sha256').update(`changed in memory\0${memory.state}`).digest('hex');
   if (version === 1) {
     const weights = weightFiles(dir);
     const files = [path.join(dir, 'config.json'), ...(weights?.shards ?? [path.join(dir, 'model.safetensors')])];
@@ -645,7 +654,12 @@ export class Index {
     readonly storage: Storage,
     /** Computed when first needed (save): hashing the weights is work a search-only index never needs. */
     private modelFingerprint: string | undefined,
-  ) {}
+  ) {
+    this.modelChanges = encoder.memoryChanges;
+  }
+
+  /** The model's changes in memory when the index was built or loaded (Encoder.memoryChanges): those of its vectors. */
+  private readonly modelChanges: Encoder['memoryChanges'];
 
   get size(): number {
     return this.docs.length;
@@ -1110,7 +1124,7 @@ export class Index {
 
   private async saveNow(dir: string, options: { overwrite: boolean }): Promise<void> {
     if (options.overwrite) checkIndexFolder(dir, 'the folder to save to');
-    const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.encoder));
+    const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.encoder, FINGERPRINT_VERSION, this.modelChanges));
     await writeFolderAtomic(path.resolve(dir), options.overwrite, async (staging) => {
       const manifest: Manifest = {
         format: 'coltrast-index',
@@ -1121,6 +1135,7 @@ export class Index {
           dimension: this.encoder.dimension,
           source: this.encoder.modelDir,
           ...(this.encoder.truncateDim === undefined ? {} : { truncateDim: this.encoder.truncateDim }),
+          ...(this.modelChanges && { changedInMemory: this.modelChanges.changes }),
         },
         storage: this.storage,
         lateInteraction: this.lateInteraction,
@@ -1181,7 +1196,25 @@ export class Index {
     if (fingerprintVersion !== 1 && fingerprintVersion !== FINGERPRINT_VERSION) {
       throw bad(`index.json says fingerprintVersion ${JSON.stringify(fingerprintVersion)}, which this version of coltrast does not know (1 or ${FINGERPRINT_VERSION}); a newer one wrote it`);
     }
-    if (manifest.model?.fingerprint !== (await fingerprint(encoder, fingerprintVersion))) {
+    if (manifest.model?.fingerprint !== (await fingerprint(encoder, fingerprintVersion, encoder.memoryChanges))) {
+      const changes = manifest.model?.changedInMemory;
+      if (Array.isArray(changes)) {
+        const from = typeof manifest.model.source === 'string' ? ` after it was loaded from ${manifest.model.source}` : '';
+        throw new ColtrastError(
+          'INVALID_ARGUMENT',
+          `index ${where} was built with a model changed in memory (${changes.join(', ')})${from}: only that Encoder, changed no further, makes its ` +
+            `vectors, not the model of ${encoder.modelDir} nor any other loaded from a folder. Save the changed model (encoder.save(dir)), load it from ` +
+            'that folder and rebuild the index with it; then that folder opens the index',
+        );
+      }
+      const memory = encoder.memoryChanges;
+      if (memory) {
+        throw new ColtrastError(
+          'INVALID_ARGUMENT',
+          `index ${where} was not built with this Encoder as it is now: it was changed in memory (${memory.changes.join(', ')}) since it was loaded from ${encoder.modelDir}, ` +
+            'and makes other vectors. Load the index with the model as it was loaded (Encoder.load of that folder), or rebuild the index with this one',
+        );
+      }
       const built = typeof manifest.model?.source === 'string' ? ` (index.json says it was loaded from ${manifest.model.source})` : '';
       const parts = fingerprintVersion === 1 ? 'config.json or weights' : 'weights, LoRA adapter, modules (pooling, Dense head, projection), tokenizer or prompts';
       throw new ColtrastError(

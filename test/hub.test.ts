@@ -218,6 +218,49 @@ test('a Dense head (2_Dense/model.safetensors) is fetched with its config, and t
   await hub.close();
 });
 
+test("a repository in the older sentence-transformers layout (the Transformer's files in 0_Transformer) is fetched with that folder, embeds as the fixture, then loads offline", async (t) => {
+  // The fixture as sentence-transformers saved models before its Transformer moved to the top: modules.json names the
+  // folder, which holds config.json, the weights (and a pickle, never fetched), the tokenizer and sentence_bert_config.json.
+  const moved = ['config.json', 'model.safetensors', 'pytorch_model.bin', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'sentence_bert_config.json'];
+  const files = new Map<string, FakeFile>();
+  for (const [name, f] of fixtureFiles()) files.set(moved.includes(name) ? `0_Transformer/${name}` : name, f);
+  const modules = JSON.parse(files.get('modules.json')!.data.toString('utf8'));
+  modules[0].path = '0_Transformer';
+  files.set('modules.json', { data: Buffer.from(JSON.stringify(modules)), lfs: false });
+  const hub = await fakeHub({ 'org/old-layout': files });
+  const cacheDir = tempDir();
+  const texts = ['hello world', 'the quick brown fox'];
+  const local = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    const want = Array.from((await local.embed(texts)).data);
+    const viaHub = await Encoder.load('org/old-layout', { cacheDir, endpoint: hub.endpoint, device: 'cpu' });
+    t.deepEqual(Array.from((await viaHub.embed(texts)).data), want);
+    viaHub.dispose();
+    const fetched = hub.requests.map((r) => r.url).filter((u) => u.includes('/resolve/'));
+    for (const name of ['modules.json', '0_Transformer/config.json', '0_Transformer/model.safetensors', '0_Transformer/tokenizer.json', '0_Transformer/sentence_bert_config.json', '1_Pooling/config.json']) {
+      t.is(fetched.filter((u) => u.endsWith(`/${name}`)).length, 1, name);
+    }
+    t.false(fetched.some((u) => u.endsWith('.bin') || u.includes('onnx')), 'pickle and onnx files are never requested');
+    const before = hub.requests.length;
+    const offline = await Encoder.load('org/old-layout', { cacheDir, offline: true, device: 'cpu' });
+    t.deepEqual(Array.from((await offline.embed(texts)).data), want);
+    offline.dispose();
+    t.is(hub.requests.length, before, 'the cached snapshot is complete');
+  } finally {
+    local.dispose();
+  }
+  // Only a pickle in the Transformer's folder: refused by name, with nothing but modules.json fetched.
+  const pickled = new Map(files);
+  pickled.delete('0_Transformer/model.safetensors');
+  const refusing = await fakeHub({ 'org/pickled-old': pickled });
+  const error = await codeOf(resolveModelDir('org/pickled-old', { cacheDir: tempDir(), endpoint: refusing.endpoint }));
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /org\/pickled-old@main has no 0_Transformer\/model\.safetensors \(only 0_Transformer\/pytorch_model\.bin: pickle files, which coltrast never loads\)/);
+  t.deepEqual(refusing.requests.filter((r) => r.url.includes('/resolve/')).map((r) => r.url.split('/').pop()), ['modules.json']);
+  await refusing.close();
+  await hub.close();
+});
+
 test("a repository holding only a LoRA adapter (sentence-transformers' save of a model with one) loads on its base from the hub, then offline from the cache", async (t) => {
   const trained = path.join(tempDir(), 'trained');
   await train({ model: FIXTURE, data: wordDataset(8), output: trained, epochs: 1, batchSize: 4, valSplit: 0, device: 'cpu', seed: 3, learningRate: 1e-2, lora: { rank: 2 } });

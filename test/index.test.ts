@@ -5,8 +5,9 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, Index, ops, type Hit, type IndexDoc } from '../lib';
+import { readLoraOptions } from '../lib/lora';
 import { relativeScoreFusion, topIndices } from '../lib/search-index';
-import { FIXTURE, editJson, fixtureCopy, folderCopy, tempDir } from './helpers/fixture';
+import { FIXTURE, STEP, editJson, fixtureCopy, folderCopy, tempDir, wordDataset } from './helpers/fixture';
 import { writeSafetensors, type RawTensor } from './helpers/safetensors';
 
 const projects = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', 'examples', 'ai-projects.json'), 'utf8')).projects;
@@ -518,6 +519,52 @@ test('the fingerprint tells a folder loaded bare from the same folder loaded wit
     bare.dispose();
     adapted.dispose();
     adapterOnly.dispose();
+  }
+});
+
+test('an index built with a model changed in memory (trained, or a LoRA adapter added) records it, and its folder\'s model is refused with how to rebuild', async (t) => {
+  const folder = fixtureCopy();
+  const pairs = wordDataset(4);
+  const trained = await Encoder.load(folder, { device: 'cpu' });
+  const lora = await Encoder.load(folder, { device: 'cpu' });
+  const fresh = await Encoder.load(folder, { device: 'cpu' });
+  try {
+    t.is(trained.memoryChanges, undefined);
+    const before = await trained.embed(['a query']);
+    const trainer = await trained.createTrainer({ learningRate: 1e-2, seed: 1 });
+    await trainer.step(pairs.map((p) => p.query), pairs.map((p) => p.positive), STEP);
+    trainer.dispose();
+    t.deepEqual(trained.memoryChanges?.changes, ['trained']);
+    t.notDeepEqual(Array.from((await trained.embed(['a query'])).data), Array.from(before.data));
+    await lora.addLora(readLoraOptions(true, 'bert', folder), 1);
+    t.deepEqual(lora.memoryChanges?.changes, ['a LoRA adapter added']);
+
+    for (const [model, what] of [[trained, 'trained'], [lora, 'a LoRA adapter added']] as const) {
+      const dir = path.join(tempDir(), 'changed.index');
+      await (await Index.build(model, DOCS.slice(0, 4))).save(dir);
+      t.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).model.changedInMemory, [what]);
+      // The Encoder that built it, as it is, opens it; the folder it was loaded from does not make its vectors.
+      t.is((await Index.load(dir, model)).size, 4);
+      const e = await errorOf(Index.load(dir, fresh));
+      t.is(e.code, 'INVALID_ARGUMENT');
+      t.regex(e.message, new RegExp(`was built with a model changed in memory \\(${what}\\) after it was loaded from .*model: only that Encoder, changed no further, makes its vectors`));
+      t.regex(e.message, /Save the changed model \(encoder\.save\(dir\)\), load it from that folder and rebuild the index with it/);
+    }
+
+    // Built with the model as loaded and saved after it changed: the vectors, and so the index, are the folder's.
+    const model = await Encoder.load(folder, { device: 'cpu' });
+    const index = await Index.build(model, DOCS.slice(0, 4));
+    const again = await model.createTrainer({ learningRate: 1e-2, seed: 1 });
+    await again.step(pairs.map((p) => p.query), pairs.map((p) => p.positive), STEP);
+    again.dispose();
+    const dir = path.join(tempDir(), 'before-training.index');
+    await index.save(dir);
+    t.is((await Index.load(dir, fresh)).size, 4);
+    const changed = await errorOf(Index.load(dir, model));
+    t.regex(changed.message, /was not built with this Encoder as it is now: it was changed in memory \(trained\) since it was loaded from .*model, and makes other vectors/);
+    model.dispose();
+  } finally {
+    [trained, lora, fresh].forEach((e) => e.dispose());
   }
 });
 
