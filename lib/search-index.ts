@@ -659,7 +659,27 @@ export class Index {
   }
 
   /** The model's changes in memory when the index was built or loaded (Encoder.memoryChanges): those of its vectors. */
-  private readonly modelChanges: Encoder['memoryChanges'];
+  private modelChanges: Encoder['memoryChanges'];
+
+  /**
+   * Refuses work with the Encoder changed (trained, an adapter or head added) since the index's vectors were made:
+   * its new vectors and query vectors would be another model's than the stored ones. An empty index takes the model
+   * as it is now.
+   */
+  private checkModelUnchanged(work: string): void {
+    const now = this.encoder.memoryChanges;
+    if (now?.state === this.modelChanges?.state) return;
+    if (this.docs.length === 0) {
+      this.modelChanges = now;
+      this.modelFingerprint = undefined;
+      return;
+    }
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `cannot ${work}: the index's Encoder was changed in memory (${now?.changes.join(', ')}) after the index's ${this.docs.length} ` +
+        'documents were embedded, so its vectors are another model\'s than the stored ones. Build a new index with the model as it is now (Index.build)',
+    );
+  }
 
   get size(): number {
     return this.docs.length;
@@ -743,6 +763,7 @@ export class Index {
   /** add() and upsert(): `replace` removes, with each slice, the documents it holds already. */
   private async insert(docs: IndexDoc[], replace: boolean, options: { batchSize?: number; onProgress?: (done: number, total: number) => void }): Promise<void> {
     const batchSize = positiveInteger('options.batchSize', options.batchSize ?? 32);
+    this.checkModelUnchanged(replace ? 'upsert documents' : 'add documents');
     const slice = batchSize * 32;
     options.onProgress?.(0, docs.length); // the start, so that a progress bar's rate counts the first slice
     for (let start = 0; start < docs.length; start += slice) {
@@ -879,6 +900,7 @@ export class Index {
     if (!Array.isArray(queries) || queries.some((q) => typeof q !== 'string')) throw invalid('queries', 'an array of strings', queries);
     const k = positiveInteger('options.k', o.k ?? 10);
     const mode = oneOf('options.mode', o.mode ?? 'dense', ['dense', 'bm25', 'hybrid'] as const);
+    if (mode !== 'bm25') this.checkModelUnchanged('search');
     const rerank = o.rerank instanceof CrossEncoder ? o.rerank : oneOf('options.rerank', o.rerank ?? 'none', ['none', 'maxsim'] as const);
     if (rerank === 'maxsim' && !this.tokens) throw new ColtrastError('INVALID_ARGUMENT', "rerank 'maxsim' needs an index built with { lateInteraction: true }");
     // At least k, as fullScores: fewer candidates would return fewer than k hits where k documents match.

@@ -562,6 +562,29 @@ test('an index built with a model changed in memory (trained, or a LoRA adapter 
     t.is((await Index.load(dir, fresh)).size, 4);
     const changed = await errorOf(Index.load(dir, model));
     t.regex(changed.message, /was not built with this Encoder as it is now: it was changed in memory \(trained\) since it was loaded from .*model, and makes other vectors/);
+    // The index in memory: adding documents or searching by vector would mix the two models' vectors.
+    for (const [work, run] of [
+      ['add documents', () => index.add([{ id: 'new', text: 'another document' }])],
+      ['upsert documents', () => index.upsert([{ id: DOCS[0].id, text: 'replaced' }])],
+      ['search', () => index.search(['a query'])],
+      ['search', () => index.search(['a query'], { mode: 'hybrid' })],
+    ] as const) {
+      const e = await errorOf(run());
+      t.is(e.code, 'INVALID_ARGUMENT');
+      t.regex(e.message, new RegExp(`cannot ${work}: the index's Encoder was changed in memory \\(trained\\) after the index's 4 documents were embedded`));
+    }
+    t.is(index.size, 4);
+    t.is((await index.search(['a query'], { mode: 'bm25', k: 2 }))[0].length, 2, 'BM25 does not use the model');
+    // An empty index takes the model as it is now, and its save records the change.
+    const empty = await Index.build(fresh, []);
+    const onward = await fresh.createTrainer({ learningRate: 1e-2, seed: 1 });
+    await onward.step(pairs.map((p) => p.query), pairs.map((p) => p.positive), STEP);
+    onward.dispose();
+    await empty.add(DOCS.slice(0, 2));
+    t.is((await empty.search(['a query'], { k: 1 }))[0].length, 1);
+    const emptyDir = path.join(tempDir(), 'empty-then-trained.index');
+    await empty.save(emptyDir);
+    t.deepEqual(JSON.parse(fs.readFileSync(path.join(emptyDir, 'index.json'), 'utf8')).model.changedInMemory, ['trained']);
     model.dispose();
   } finally {
     [trained, lora, fresh].forEach((e) => e.dispose());
