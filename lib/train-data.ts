@@ -356,10 +356,10 @@ function teacherScores(chosen: TrainExample[], documents: string[]): NativeTeach
 }
 
 /**
- * Cuts examples (in the given order) into batches in which no text appears twice among the documents:
- * an example whose positive is already in the current batch waits for the next one, and negatives equal
- * to a positive or to another negative are dropped (a teacher's score of such a negative stays with its
- * query, pointing at the copy the batch keeps).
+ * Cuts examples (in the given order) into batches in which no text appears twice among the queries or among the
+ * documents: an example whose positive or query is already in the current batch waits for the next one, and
+ * negatives equal to a positive or to another negative are dropped (a teacher's score of such a negative stays with
+ * its query, pointing at the copy the batch keeps).
  */
 export function makeBatches(examples: TrainExample[], batchSize: number, maxNegatives = Infinity): Batch[] {
   return [...batchesOf(examples, batchSize, maxNegatives)];
@@ -393,11 +393,13 @@ export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegat
 }
 
 /**
- * The examples of each of batchesOf's batches, in order: the rule that a batch never holds one positive twice, without
- * forming the batches' documents (train() counts each epoch's batches with it).
+ * The examples of each of batchesOf's batches, in order: the rule that a batch never holds one positive or one query
+ * twice, without forming the batches' documents (train() counts each epoch's batches with it). A query twice (one
+ * question with two relevant passages, as MS MARCO's) made each copy's positive an in-batch negative of the other, a
+ * false negative, as sentence-transformers' NoDuplicatesBatchSampler keeps out too.
  */
 export function* batchExamples(examples: TrainExample[], batchSize: number): Generator<TrainExample[]> {
-  // The examples not yet in a batch, in order: those passed over (their positive was in a batch already) and then
+  // The examples not yet in a batch, in order: those passed over (their positive or query was in the batch already) and then
   // examples[next...]. Each batch scans the passed-over ones and then only as far into the rest as it needs, so the
   // work is about the number of examples, not that times the number of batches (a million pairs in batches of 32
   // took minutes, scanning and copying every waiting example for each batch).
@@ -406,11 +408,13 @@ export function* batchExamples(examples: TrainExample[], batchSize: number): Gen
   while (passedOver.length > 0 || next < examples.length) {
     const chosen: TrainExample[] = [];
     const positives = new Set<string>();
+    const queries = new Set<string>();
     const stillWaiting: TrainExample[] = [];
     const offer = (e: TrainExample) => {
-      if (chosen.length < batchSize && !positives.has(e.positive)) {
+      if (chosen.length < batchSize && !positives.has(e.positive) && !queries.has(e.query)) {
         chosen.push(e);
         positives.add(e.positive);
+        queries.add(e.query);
       } else {
         stillWaiting.push(e);
       }

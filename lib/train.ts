@@ -416,6 +416,7 @@ function readConfig(options: TrainOptions): Config {
   if (typeof o.output !== 'string' || o.output.length === 0) throw invalid('options.output', 'a folder path', o.output);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   if (o.resume !== undefined) booleanValue('options.resume', o.resume);
+  if (o.progressBar !== undefined) booleanValue('options.progressBar', o.progressBar);
   const loss = checkOptions('options.loss', o.loss, LOSS_KEYS);
   const tension = booleanValue('options.contrastiveTension', o.contrastiveTension ?? false);
   if (tension) contrastiveTensionOptions(o, loss);
@@ -447,11 +448,11 @@ function readConfig(options: TrainOptions): Config {
   return {
     epochs: positiveInteger('options.epochs', o.epochs ?? 1),
     batchSize: positiveInteger('options.batchSize', o.batchSize ?? 16),
-    learningRate: numberValue('options.learningRate', o.learningRate ?? 2e-5, (x) => x > 0, 'a number > 0'),
+    learningRate: float32('options.learningRate', numberValue('options.learningRate', o.learningRate ?? 2e-5, (x) => x > 0, 'a number > 0')),
     warmupRatio: numberValue('options.warmupRatio', o.warmupRatio ?? 0.1, (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
     schedule: oneOf('options.schedule', o.schedule ?? 'linear', SCHEDULES),
-    weightDecay: numberValue('options.weightDecay', o.weightDecay ?? 0.01, (x) => x >= 0, 'a number >= 0'),
-    maxGradNorm: numberValue('options.maxGradNorm', o.maxGradNorm ?? 1, (x) => x >= 0, 'a number >= 0'),
+    weightDecay: float32('options.weightDecay', numberValue('options.weightDecay', o.weightDecay ?? 0.01, (x) => x >= 0, 'a number >= 0')),
+    maxGradNorm: float32('options.maxGradNorm', numberValue('options.maxGradNorm', o.maxGradNorm ?? 1, (x) => x >= 0, 'a number >= 0')),
     accumulation: positiveInteger('options.gradientAccumulation', o.gradientAccumulation ?? 1),
     valSplit: valSplitValue('options.valSplit', o.valSplit, tension ? 0 : 0.2),
     ...(o.valSplit === undefined && { valMaxGroups: DEFAULT_VAL_GROUPS }),
@@ -500,7 +501,7 @@ function readConfig(options: TrainOptions): Config {
     step: {
       contrastiveWeight,
       lateInteractionWeight,
-      temperature: numberValue('options.loss.temperature', loss.temperature ?? 0.05, (x) => x > 0, 'a number > 0'),
+      temperature: float32('options.loss.temperature', numberValue('options.loss.temperature', loss.temperature ?? 0.05, (x) => x > 0, 'a number > 0'), FLOAT32_MIN_NORMAL),
       symmetric: booleanValue('options.loss.symmetric', loss.symmetric ?? tension),
       lateInteractionKind: oneOf('options.loss.lateInteraction', loss.lateInteraction ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
       distillation: oneOf('options.loss.distillation', loss.distillation ?? 'margin_mse', ['margin_mse', 'kl'] as const),
@@ -584,6 +585,22 @@ function contrastiveTensionOptions(o: TrainOptions, loss: LossOptions): void {
 }
 
 const SCHEDULES = ['linear', 'cosine', 'constant'] as const;
+
+/**
+ * The native step takes the learning rate, weight decay, clipping norm and temperature as float32: a larger number
+ * (or a temperature below float32's normal range) failed there with libtorch's "value cannot be converted to type
+ * float without overflow", naming no option.
+ */
+const FLOAT32_MAX = 3.4028234663852886e38;
+const FLOAT32_MIN_NORMAL = 1.1754943508222875e-38;
+
+/** `x` (checked by numberValue already) within float32's range: at most its largest, and 0 or at least `least`. */
+function float32(name: string, x: number, least = 0): number {
+  if (x > FLOAT32_MAX || (x !== 0 && x < least)) {
+    throw invalid(name, least > 0 ? "from 1.2e-38 to 3.4e38 (float32's normal range)" : "at most 3.4e38 (float32's largest)", x);
+  }
+  return x;
+}
 
 /** Learning rate at optimizer step `step` (0-based; a fraction lies between two steps) of `total`. */
 export function learningRateAt(step: number, total: number, peak: number, warmupRatio: number, schedule: Config['schedule']): number {
@@ -903,6 +920,58 @@ export function encoderEmbedder(encoder: Encoder): Embedder {
   };
 }
 
+/**
+ * Refuses an options.model folder that is options.output or inside it, or inside the run's checkpoint folder: saving the
+ * trained model (each checkpoint) replaces that folder whole, and the model the run started from was deleted with it
+ * (or, the same folder, replaced by the run's result, and lost if the run failed after an epoch).
+ */
+function checkModelOutside(model: string, output: string, checkpointDir: string): void {
+  if (model === 'default' || !fs.existsSync(model)) return; // the shipped model, or a Hugging Face id
+  const real = (p: string) => (fs.existsSync(p) ? fs.realpathSync(p) : path.resolve(p));
+  const from = real(model);
+  for (const [dir, what] of [[output, 'which the trained model replaces'], [checkpointDir, "the run's checkpoint folder, which each checkpoint replaces"]]) {
+    const relative = path.relative(real(dir), from);
+    if (relative === '' && dir === output) {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.output ${output} is the folder of options.model: the trained model would replace the model it starts from; choose another output folder`);
+    }
+    if (relative.split(path.sep)[0] !== '..' && !path.isAbsolute(relative)) {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.model ${from} is inside ${dir}, ${what} whole: move the model out of it, or choose another output folder`);
+    }
+  }
+}
+
+/**
+ * Refuses a run in which every batch holds a single example and there are no hard negatives: the losses rank each
+ * query's positive against the batch's other documents, and with none they are 0 (the log of a softmax over one), so
+ * the run went through its steps and trained nothing. A cross-encoder's 'bce' loss scores a pair alone, and trains.
+ */
+function checkBatchesCompare(config: Config, trainSet: TrainExample[], largestBatch: number, crossEncoder: boolean): void {
+  if (largestBatch > 1 || (crossEncoder && config.crossEncoder?.kind === 'bce')) return;
+  if (config.maxNegatives > 0 && trainSet.some((e) => e.negatives?.some((n) => n !== e.positive))) return;
+  const [why, fix] =
+    config.batchSize === 1
+      ? ['options.batchSize 1', 'raise options.batchSize']
+      : ['the examples share one positive or one query, and a batch never holds one text twice', 'give examples with other positives and queries'];
+  throw new ColtrastError(
+    'INVALID_ARGUMENT',
+    `every batch holds a single example (${why}) and no hard negative: the losses rank each query's positive against the batch's other documents, so with none they are 0 and nothing would train; ${fix}, or give hard negatives (triplets)`,
+  );
+}
+
+/** Whether the model's outputs for `example` are finite: a step that made its weights overflow leaves NaN or infinite ones. */
+async function finiteOutputs(encoder: Encoder | CrossEncoder, example: TrainExample): Promise<boolean> {
+  const finite = (data: Float32Array) => data.every((x) => Number.isFinite(x));
+  if (encoder instanceof CrossEncoder) return finite((await encoder.predict([[example.query, example.positive]], { activation: 'identity' })).data);
+  if (encoder.multiVector) {
+    const tokens = [
+      ...(await encoder.embed([example.query], { output: 'tokens', task: 'query' })),
+      ...(await encoder.embed([example.positive], { output: 'tokens', task: 'document' })),
+    ];
+    return tokens.every((m) => finite(m.data));
+  }
+  return finite((await encoder.embed([example.query, example.positive])).data);
+}
+
 function checkPrecision(precision: Config['precision'], device: string): void {
   if (precision === 'float16' && device === 'cpu') {
     throw new ColtrastError('INVALID_ARGUMENT', "options.precision 'float16' needs a CUDA device; on the CPU use 'bfloat16' or 'float32'");
@@ -950,9 +1019,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     throw new ColtrastError('INVALID_ARGUMENT', `options.output ${output} exists and is not the output of an earlier train(); choose another folder`);
   }
   const checkpointDir = `${output}.checkpoint`;
+  const model = options.model ?? 'default';
+  checkModelOutside(model, output, checkpointDir);
   const saved = options.resume ? await readCheckpoint(checkpointDir) : undefined;
   // A resumed run starts from the checkpoint's weights; the data it trains on is the checkpoint's too.
-  const model = options.model ?? 'default';
   const run = await runIdentity(runSettings(config, model), data as Record<string, readonly unknown[]>);
   if (saved) checkSameRun(checkpointDir, saved.run, run);
   const loadOptions = { device: options.device ?? 'auto', threads: options.threads } as const;
@@ -1066,13 +1136,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // below draws it, and where positives repeat the order changes the number of batches (a batch never holds one text
     // twice), so each epoch's are counted. An epoch ends with an update even when its last group of batches is short.
     let totalSteps = 0;
+    let largestBatch = 0;
     for (let epoch = 1, shuffleState = seededRandom(config.seed).state(); epoch <= config.epochs; epoch++) {
       const { order, next } = epochOrder(trainSet, shuffleState);
       let batches = 0;
-      await inTurns(batchExamples(order, config.batchSize), () => batches++);
+      await inTurns(batchExamples(order, config.batchSize), (chosen) => {
+        batches++;
+        largestBatch = Math.max(largestBatch, chosen.length);
+      });
       totalSteps += Math.ceil(batches / config.accumulation);
       shuffleState = next;
     }
+    checkBatchesCompare(config, trainSet, largestBatch, encoder instanceof CrossEncoder);
     const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
     // Validation scores every Matryoshka width.
     const allWidths = config.matryoshka && { matryoshkaDimensions: config.matryoshka.dimensions, matryoshkaWeights: config.matryoshka.weights };
@@ -1105,7 +1180,26 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (!saved) result.before = (await validate()).metrics;
     // `position` overrides where the saved state says to continue (at an epoch's end: the next epoch).
     let dataIn = saved?.dataIn;
+    // The step of the checkpoint in checkpointDir, and the model's outputs checked before anything is saved: a step
+    // can leave weights that overflow (a learning rate far too high) with its own loss finite, and the model of NaNs
+    // was saved as the result (or, with validation, no model at all, as its NaN loss was never the best).
+    let checkpointStep = saved?.state.step;
+    const checkFinite = async () => {
+      if (await finiteOutputs(encoder, trainSet[0])) return;
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `the model's outputs are NaN or infinite after step ${state.step}: training diverged (lower options.learningRate, keep gradient clipping on, or train in float32). ${keptNote()}`,
+      );
+    };
+    const keptNote = () => {
+      const kept = [
+        ...(result.best.epoch > 0 ? [`${output} holds the model of epoch ${result.best.epoch}`] : []),
+        ...(checkpointStep !== undefined ? [`${checkpointDir} the checkpoint of step ${checkpointStep}`] : []),
+      ];
+      return kept.length > 0 ? `Nothing after it was saved: ${kept.join(', and ')}` : 'Nothing was saved';
+    };
     const checkpoint = async (position: Partial<LoopState> = {}) => {
+      await checkFinite();
       await writeFolderAtomic(checkpointDir, true, async (staging) => {
         await encoder.save(path.join(staging, 'model'));
         if (twin) await twin.save(path.join(staging, 'twin'));
@@ -1115,6 +1209,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         writeJsonAtomic(path.join(staging, 'state.json'), { version: 2, state: saved, data, run });
       });
       dataIn = checkpointDir;
+      checkpointStep = state.step;
     };
     const started = Date.now();
     const startSamples = state.samples;
@@ -1135,6 +1230,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         return prepared;
       };
       let ahead = state.batch < batches.length ? prepare(state.batch) : undefined;
+      // The losses of the batches since the last update: a step's loss is their mean (transformers' Trainer logs so),
+      // not the last batch's. A checkpoint is written only after an update, so a resumed epoch starts a new group.
+      const group = { batches: 0, loss: 0, contrastive: 0, lateInteraction: 0, distillation: 0 };
       for (; state.batch < batches.length; ) {
         const batchStarted = performance.now();
         const b = state.batch;
@@ -1150,8 +1248,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         // to the tokenizer, about a millisecond for 64 pairs) would otherwise delay the step (BENCHMARKS.md, "Node's
         // share of a training step").
         ahead = b + 1 < batches.length ? prepare(b + 1) : undefined;
-        const r = await running;
+        const r = await running.catch((error: unknown) => {
+          // The native step's "training diverged" error, with what is kept.
+          throw error instanceof ColtrastError && /training diverged/.test(error.message)
+            ? new ColtrastError(error.code, `${error.message}. ${keptNote()}`, { cause: error })
+            : error;
+        });
         state.epochLoss += r.loss;
+        group.batches++;
+        group.loss += r.loss;
+        group.contrastive += r.contrastive;
+        group.lateInteraction += r.lateInteraction;
+        group.distillation += r.distillation;
         state.samples += batch.queries.length;
         state.batch++;
         timing.batches++;
@@ -1161,10 +1269,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           continue;
         }
         const step = ++state.step;
-        result.history.steps.push({
-          step, epoch, loss: r.loss, contrastive: r.contrastive, lateInteraction: r.lateInteraction, distillation: r.distillation, learningRate,
-          ...(r.skipped ? { skipped: true } : {}),
-        });
+        const mean = (sum: number) => sum / group.batches;
+        const losses = { loss: mean(group.loss), contrastive: mean(group.contrastive), lateInteraction: mean(group.lateInteraction), distillation: mean(group.distillation) };
+        Object.assign(group, { batches: 0, loss: 0, contrastive: 0, lateInteraction: 0, distillation: 0 });
+        result.history.steps.push({ step, epoch, ...losses, learningRate, ...(r.skipped ? { skipped: true } : {}) });
         timing.seconds += (performance.now() - batchStarted) / 1000;
         if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && state.batch < batches.length) await checkpoint();
         const reportStarted = performance.now();
@@ -1174,10 +1282,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           step,
           totalSteps,
           epoch,
-          loss: r.loss,
-          contrastive: r.contrastive,
-          lateInteraction: r.lateInteraction,
-          distillation: r.distillation,
+          ...losses,
           learningRate,
           samplesPerSecond: (state.samples - startSamples) / Math.max(seconds, 1e-9),
           etaSeconds: (seconds / done) * (totalSteps - step),
@@ -1186,6 +1291,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         timing.seconds += (performance.now() - reportStarted) / 1000;
       }
       state.shuffleState = nextShuffleState;
+      await checkFinite();
       const record: EpochRecord = { epoch, trainLoss: state.epochLoss / batches.length, ...(await validate()) };
       result.history.epochs.push(record);
       const current = val.length === 0 ? epoch : score(record);

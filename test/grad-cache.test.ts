@@ -128,7 +128,7 @@ test('coltrast train --mini-batch-size', async (t) => {
   t.true(fs.existsSync(path.join(dir, 'model', 'model.safetensors')));
   const bad = spawnSync(process.execPath, [cli, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'bad'), '--mini-batch-size', '0'], { encoding: 'utf8' });
   t.not(bad.status, 0);
-  t.regex(bad.stderr, /miniBatchSize/);
+  t.regex(bad.stderr, /--mini-batch-size must be a positive integer, got 0/);
 });
 
 // On a GPU dropout draws from the device's generator: the trainer seeds it and swaps it in per step as it

@@ -472,7 +472,7 @@ test('the bundled ColTrast example trains end to end from the command line', asy
   // And a file where the output folder belongs (it was read as a folder: ENOTDIR).
   const onFile = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--data', data, '--output', data], { encoding: 'utf8' });
   t.is(onFile.status, 2);
-  t.regex(onFile.stderr, /^coltrast: options\.output: .+ai-projects\.json is a file; give the path of a folder\n$/);
+  t.regex(onFile.stderr, /^coltrast: --output: .+ai-projects\.json is a file; give the path of a folder\n$/);
 });
 
 const resumeBase = {

@@ -283,8 +283,8 @@ async function runParity(options = {}) {
     }
     const coltrastSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
 
-    // train() itself on the same data: its losses must be the driven run's (train() records the last
-    // micro-batch's loss of each optimizer step).
+    // train() itself on the same data: its losses must be the driven run's (train() records the mean of each
+    // optimizer step's micro-batch losses, as transformers' Trainer logs an accumulated step).
     let trainCheck;
     if (o.trainCheck) {
       const output = path.join(work, 'trained');
@@ -310,7 +310,15 @@ async function runParity(options = {}) {
         device: 'cpu',
         threads: o.threads,
       });
-      const driven = micro.map((m, i) => (m.apply ? coltrast[i].loss : null)).filter((l) => l !== null);
+      const driven = [];
+      let group = [];
+      micro.forEach((m, i) => {
+        group.push(coltrast[i].loss);
+        if (m.apply) {
+          driven.push(group.reduce((a, b) => a + b, 0) / group.length);
+          group = [];
+        }
+      });
       const losses = result.history.steps.slice(0, steps).map((s) => s.loss);
       const differing = losses.map((l, i) => (l === driven[i] ? -1 : i)).filter((i) => i >= 0);
       trainCheck = { steps: losses.length, identical: differing.length === 0 && losses.length === driven.length, firstDifferentStep: differing.length ? differing[0] + 1 : null };

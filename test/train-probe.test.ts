@@ -1,0 +1,155 @@
+// train() at its edges: a run that diverges, batches that compare nothing, duplicate queries in a batch, the logged
+// loss of a step with gradient accumulation, options past float32's range, and output folders that hold the model.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ColtrastError, Encoder, train, type TrainOptions } from '../lib';
+import { makeBatches } from '../lib/train-data';
+import { FIXTURE, fixtureCopy, tempDir, wordDataset } from './helpers/fixture';
+
+const base = { model: FIXTURE, device: 'cpu' as const, epochs: 1, valSplit: 0 };
+
+async function rejection(options: TrainOptions): Promise<ColtrastError> {
+  const error = await train(options).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (!(error instanceof ColtrastError)) throw new Error(`expected a ColtrastError, got ${String(error)}`);
+  return error;
+}
+
+async function finiteEmbeddings(dir: string): Promise<boolean> {
+  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  const { data } = await encoder.embed(['hello world', 'a quick brown fox']);
+  encoder.dispose();
+  return data.every((x) => Number.isFinite(x));
+}
+
+test('a step that makes the weights overflow stops the run with an error naming the step; no model of NaNs is saved', async (t) => {
+  // One step of 1e30: its own loss is finite, the weights after it are not. The run used to save that model as its
+  // result (its embeddings all NaN); with a validation split, whose NaN loss was never the best, it saved no model and
+  // failed writing training_history.json into a folder that was never made (ENOENT).
+  for (const [n, valSplit] of [[8, 0], [10, 2]]) {
+    const output = path.join(tempDir(), 'out');
+    const error = await rejection({ ...base, data: wordDataset(n), output, batchSize: 8, learningRate: 1e30, valSplit });
+    t.is(error.code, 'INVALID_ARGUMENT');
+    t.regex(error.message, /^the model's outputs are NaN or infinite after step 1: training diverged \(lower options\.learningRate, .*\)\. Nothing was saved$/);
+    t.false(fs.existsSync(output), `valSplit ${valSplit}: nothing written`);
+  }
+});
+
+test('a run that diverges keeps its last good checkpoint and the model of its last good epoch, and says so', async (t) => {
+  // A constant 1000: the fixture's weights overflow after a few steps. The checkpoint written after that step held them
+  // (its embeddings NaN), and the native step refused the next one with no word of what was kept.
+  const output = path.join(tempDir(), 'out');
+  const error = await rejection({
+    ...base, data: wordDataset(16), output, epochs: 3, batchSize: 4, learningRate: 1000, warmupRatio: 0, schedule: 'constant', checkpointEvery: 1,
+  });
+  const match = /(?:after|at) step (\d+): training diverged .* Nothing after it was saved: (?:(.+) holds the model of epoch (\d+), and )?(.+) the checkpoint of step (\d+)$/.exec(error.message);
+  t.truthy(match, error.message);
+  const [, failed, kept, epoch, checkpoint, checkpointStep] = match!;
+  t.is(Number(checkpointStep), Number(failed) - 1, 'every step writes a checkpoint: the one before it is kept');
+  t.is(checkpoint, `${output}.checkpoint`);
+  t.is(JSON.parse(fs.readFileSync(path.join(checkpoint, 'state.json'), 'utf8')).state.step, Number(checkpointStep));
+  t.true(await finiteEmbeddings(path.join(checkpoint, 'model')), 'the checkpoint kept is a good one');
+  if (kept) {
+    t.is(kept, output);
+    t.true(Number(epoch) >= 1);
+    t.true(await finiteEmbeddings(output));
+  }
+});
+
+test('a run whose every batch holds one example and no hard negative is refused: its losses are 0', async (t) => {
+  // In-batch negatives with one example a batch: each query's softmax is over its positive alone, the loss 0 at every
+  // step; the run went through its steps and returned the model unchanged.
+  const output = path.join(tempDir(), 'out');
+  const one = await rejection({ ...base, data: wordDataset(6), output, batchSize: 1 });
+  t.regex(one.message, /^every batch holds a single example \(options\.batchSize 1\) and no hard negative: .* they are 0 and nothing would train; raise options\.batchSize, or give hard negatives/);
+  const shared = await rejection({ ...base, data: wordDataset(6).map((e) => ({ ...e, positive: 'one passage for all' })), output, batchSize: 3 });
+  t.regex(shared.message, /^every batch holds a single example \(the examples share one positive or one query, .*\) and no hard negative: .*; give examples with other positives and queries/);
+  const tension = await rejection({ ...base, data: ['one sentence', 'another sentence', 'a third'], output, batchSize: 1, contrastiveTension: true });
+  t.regex(tension.message, /^every batch holds a single example/);
+  t.false(fs.existsSync(output));
+  // With hard negatives a batch of one compares its positive with them, and trains.
+  const data = wordDataset(6).map((e, i, all) => ({ ...e, negatives: [all[(i + 1) % all.length].positive] }));
+  const run = await train({ ...base, data, output, batchSize: 1, learningRate: 1e-3 });
+  t.true(run.history.steps.every((s) => s.loss > 0));
+});
+
+test('a batch never holds one query twice: the other copy’s positive would be a false negative', (t) => {
+  // One question with two relevant passages (MS MARCO has many): in one batch each passage was the other copy's
+  // in-batch negative, as sentence-transformers' NoDuplicatesBatchSampler keeps out.
+  const examples = [
+    { query: 'what is a river bank', positive: 'the land beside a river' },
+    { query: 'what is a river bank', positive: 'a slope at the edge of a river' },
+    { query: 'what is a cafe', positive: 'a small restaurant' },
+  ];
+  const batches = makeBatches(examples, 3);
+  t.deepEqual(batches.map((b) => b.queries), [['what is a river bank', 'what is a cafe'], ['what is a river bank']]);
+  for (const b of batches) t.is(new Set(b.queries).size, b.queries.length);
+});
+
+test("with gradient accumulation a step's logged loss is the mean of its batches' losses, in the history, progress and curves", async (t) => {
+  // It was the last batch's alone: 12 examples in batches of 3, an update every 2 batches; the epoch's loss (the mean
+  // of its 4 batches) is the mean of its 2 steps' losses only when each step's is the mean of its own batches.
+  const output = path.join(tempDir(), 'out');
+  const progress: number[] = [];
+  const run = await train({
+    ...base, data: wordDataset(12, 3), output, batchSize: 3, gradientAccumulation: 2, learningRate: 1e-3, onProgress: (p) => progress.push(p.loss),
+  });
+  const steps = run.history.steps;
+  t.is(steps.length, 2);
+  const close = (a: number, b: number) => Math.abs(a - b) <= 1e-6 * Math.abs(b);
+  t.true(close((steps[0].loss + steps[1].loss) / 2, run.history.epochs[0].trainLoss), `steps ${steps.map((s) => s.loss).join(', ')}; epoch ${run.history.epochs[0].trainLoss}`);
+  for (const s of steps) {
+    const parts = 0.5 * s.contrastive + 0.5 * s.lateInteraction;
+    t.true(close(parts, s.loss), `step ${s.step}: the parts ${parts} make its loss ${s.loss}`);
+  }
+  t.deepEqual(progress, steps.map((s) => s.loss));
+  t.deepEqual(JSON.parse(fs.readFileSync(path.join(output, 'training_history.json'), 'utf8')).history.steps, steps);
+});
+
+test('numbers past float32 and a progressBar that is no boolean are refused, naming the option', async (t) => {
+  const output = path.join(tempDir(), 'out');
+  const common = { ...base, data: wordDataset(8), output, batchSize: 4 };
+  // They failed in the native step with libtorch's "value cannot be converted to type float without overflow".
+  for (const [name, options] of [
+    ['learningRate', { learningRate: 1e300 }],
+    ['maxGradNorm', { maxGradNorm: 1e39 }],
+    ['weightDecay', { weightDecay: 1e300 }],
+  ] as const) {
+    t.regex((await rejection({ ...common, ...options })).message, new RegExp(`^options\\.${name} must be at most 3\\.4e38 \\(float32's largest\\), got number`));
+  }
+  for (const temperature of [1e300, 1e-300]) {
+    t.regex((await rejection({ ...common, loss: { temperature } })).message, /^options\.loss\.temperature must be from 1\.2e-38 to 3\.4e38 \(float32's normal range\), got number/);
+  }
+  // 'yes' drew a bar: any truthy value did.
+  t.is((await rejection({ ...common, progressBar: 'yes' as unknown as boolean })).message, 'options.progressBar must be true or false, got the string "yes"');
+  t.false(fs.existsSync(output));
+});
+
+test('an output folder that is the model or holds it is refused: saving the trained model replaced it', async (t) => {
+  const dir = tempDir();
+  const first = path.join(dir, 'first');
+  await train({ ...base, data: wordDataset(8), output: first, batchSize: 4 });
+  const before = fs.readFileSync(path.join(first, 'model.safetensors'));
+  // An earlier run's output may be replaced, and it was, while it was the model this run started from.
+  const same = await rejection({ ...base, model: first, data: wordDataset(8, 3), output: first, batchSize: 4 });
+  t.regex(same.message, /^options\.output .*first is the folder of options\.model: the trained model would replace the model it starts from; choose another output folder$/);
+  t.true(fs.readFileSync(path.join(first, 'model.safetensors')).equals(before));
+  // A model inside it was deleted with the folder.
+  const inner = path.join(first, 'base');
+  fs.cpSync(FIXTURE, inner, { recursive: true });
+  const inside = await rejection({ ...base, model: inner, data: wordDataset(8, 3), output: first, batchSize: 4 });
+  t.regex(inside.message, /^options\.model .*first[/\\]base is inside .*first, which the trained model replaces whole: move the model out of it, or choose another output folder$/);
+  t.true(fs.existsSync(path.join(inner, 'model.safetensors')));
+  // Inside the checkpoint folder, which the first checkpoint replaced.
+  const checkpointed = path.join(dir, 'second.checkpoint', 'model');
+  fs.cpSync(FIXTURE, checkpointed, { recursive: true });
+  const inCheckpoint = await rejection({ ...base, model: checkpointed, data: wordDataset(8, 3), output: path.join(dir, 'second'), batchSize: 4 });
+  t.regex(inCheckpoint.message, /is inside .*second\.checkpoint, the run's checkpoint folder, which each checkpoint replaces whole/);
+  // An output inside the model's folder leaves the model as it was.
+  const model = fixtureCopy();
+  await train({ ...base, model, data: wordDataset(8, 3), output: path.join(model, 'tuned'), batchSize: 4 });
+  t.true(fs.readFileSync(path.join(model, 'model.safetensors')).equals(fs.readFileSync(path.join(FIXTURE, 'model.safetensors'))));
+});
