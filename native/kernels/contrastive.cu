@@ -6,9 +6,9 @@
 // Forward (lseKernel): one CTA per 64 "X" rows; it streams every 64-row tile of "Y" rows, computes the
 // logits tile and folds it into a running (max, sum of exp) per X row kept in registers (the online
 // log-sum-exp, in base 2), merged over the 4 lanes and then the 4 warps sharing a row at the end. The row
-// pass is X = q, Y = c (rowLse, and the positive logits q_i . c_i / tau read off the diagonal tiles); the
-// symmetric column pass is the same kernel with X = c[:B], Y = q (colLse). A one-CTA kernel then averages
-// in float64, in a fixed order.
+// pass is X = q, Y = c (rowLse, and each row's loss term lse - q_i . c_i / tau, with the positive logit read
+// off the diagonal tiles); the symmetric column pass is the same kernel with X = c[:B], Y = q (colLse and the
+// column terms). A one-CTA kernel then averages the terms in float64, in a fixed order.
 //
 // Backward (gradKernel), with a = dL/dloss / B (halved when symmetric) and
 //   dlogit[i, k] = a * ( exp(logit - rowLse_i) - [i = k]  +  [symmetric, k < B] (exp(logit - colLse_k) - [i = k]) ):
@@ -51,8 +51,8 @@ struct LseParams {
   int64_t yStride, ny;
   Tiling tiling;
   const float* temperature;
-  float* lse;       // [nx]
-  float* positive;  // [nx] or nullptr: the logit of X row i against Y row i
+  float* lse;   // [nx]
+  float* term;  // [nx]: lse - the logit of X row i against Y row i, formed without the difference (see lseKernel)
 };
 
 struct GradParams {
@@ -156,10 +156,11 @@ __global__ void __launch_bounds__(kThreads, 2) lseKernel(const LseParams p) {
   const TileStream<T> ts = makeStream<T>(smem, p.x, p.xStride, p.nx, p.y, p.yStride, p.ny, tl, tl.nchunks - 1);
   float* redM = reinterpret_cast<float*>(afterTiles<T>(smem, tl));  // [64][kWarpsN]
   float* redS = redM + kTileX * kWarpsN;                             // [64][kWarpsN]
+  float* positive2 = redS + kTileX * kWarpsN;                        // [64]: each row's positive, base 2
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int wm = warp / kWarpsN, wn = warp % kWarpsN;
-  const float invTau = 1.0f / *p.temperature, scale2 = invTau * kLog2e;
+  const float scale2 = (1.0f / *p.temperature) * kLog2e;  // as gradKernel's
   const int items = int(ceilDiv(p.ny, kTileY)) * tl.nchunks;
 
   float acc[kMT][kNT][4];
@@ -200,7 +201,11 @@ __global__ void __launch_bounds__(kThreads, 2) lseKernel(const LseParams p) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int64_t col = int64_t(tile) * kTileY + wn * 16 + nt * 8 + 2 * t + e;
-              if (col < p.ny) tileMax = fmaxf(tileMax, acc[i][nt][h * 2 + e] * scale2);
+              // The scaled logit, rounded once (no FMA into the exponent below): the max and the positive are
+              // then the same float when the positive is the largest, and its 2^(x2 - max) is exactly 1.
+              const float x2 = __fmul_rn(acc[i][nt][h * 2 + e], scale2);
+              acc[i][nt][h * 2 + e] = x2;
+              if (col < p.ny) tileMax = fmaxf(tileMax, x2);
             }
           if (tileMax > m[i][h]) {
             s[i][h] *= exp2f(m[i][h] - tileMax);
@@ -211,10 +216,10 @@ __global__ void __launch_bounds__(kThreads, 2) lseKernel(const LseParams p) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int64_t col = int64_t(tile) * kTileY + wn * 16 + nt * 8 + 2 * t + e;
-              const float x2 = acc[i][nt][h * 2 + e] * scale2;
+              const float x2 = acc[i][nt][h * 2 + e];
               // -inf adds nothing; NaN propagates into the sum.
               if (col < p.ny && x2 != -INFINITY) s[i][h] += exp2f(x2 - m[i][h]);
-              if (p.positive != nullptr && col == row && row < p.nx) p.positive[row] = acc[i][nt][h * 2 + e] * invTau;
+              if (col == row && row < p.nx) positive2[wm * 32 + i * 16 + g + 8 * h] = x2;
             }
         }
     }
@@ -238,18 +243,22 @@ __global__ void __launch_bounds__(kThreads, 2) lseKernel(const LseParams p) {
   if (tid < kTileX && ts.r0 + tid < p.nx) {
     float mm = redM[tid * kWarpsN], ss = redS[tid * kWarpsN];
     for (int w = 1; w < kWarpsN; ++w) mergeLse(mm, ss, redM[tid * kWarpsN + w], redS[tid * kWarpsN + w]);
-    p.lse[ts.r0 + tid] = (mm + log2f(ss)) * kLn2;
+    const float logSum = log2f(ss);
+    p.lse[ts.r0 + tid] = (mm + logSum) * kLn2;
+    // The loss term lse - positive as (max - positive) + log2(sum): the lse and the positive are both about 1/tau
+    // (float32's step at 100 is 7.6e-6), their difference can be far smaller, and it is >= 0 this way (sum >= 1).
+    p.term[ts.r0 + tid] = ((mm - positive2[tid]) + logSum) * kLn2;
   }
 }
 
-// loss = mean(rowLse - positive), averaged with mean(colLse - positive) when symmetric. One CTA, float64.
-__global__ void lossKernel(const float* rowLse, const float* colLse, const float* positive, int64_t B,
-                           bool symmetric, float* loss) {
+// loss = mean(rowTerm), averaged with mean(colTerm) when symmetric (each lseKernel's lse - positive). One CTA,
+// float64.
+__global__ void lossKernel(const float* rowTerm, const float* colTerm, int64_t B, bool symmetric, float* loss) {
   __shared__ double scratch[32];
   double rows = 0.0, cols = 0.0;
   for (int64_t i = threadIdx.x; i < B; i += blockDim.x) {
-    rows += double(rowLse[i]) - double(positive[i]);
-    if (symmetric) cols += double(colLse[i]) - double(positive[i]);
+    rows += double(rowTerm[i]);
+    if (symmetric) cols += double(colTerm[i]);
   }
   rows = blockSum(rows, scratch);
   cols = blockSum(cols, scratch);
@@ -395,7 +404,7 @@ Tiling forwardTiling(const ContrastiveArgs& a, const void* x, int64_t xStride, c
                      int64_t* bytes) {
   Tiling tl{};
   tl.dim = int(a.dim);
-  const int64_t dimPad = roundUp(a.dim, 16), extra = 2 * kTileX * kWarpsN * 4;
+  const int64_t dimPad = roundUp(a.dim, 16), extra = (2 * kWarpsN + 1) * kTileX * 4;
   const bool resident = a.forwardResident != 0 ? a.forwardResident > 0 : 3 * tileBytes<T>(dimPad) + extra <= 110 * 1024;
   if (resident) {
     tl.KC = int(dimPad);
@@ -467,8 +476,8 @@ cudaError_t launchLse(const LseParams& p, int64_t bytes, cudaStream_t stream) {
 }
 
 template <typename T>
-cudaError_t launchForward(const ContrastiveArgs& a, float* loss, float* rowLse, float* colLse, float* positive,
-                          cudaStream_t stream) {
+cudaError_t launchForward(const ContrastiveArgs& a, float* loss, float* rowLse, float* colLse, float* rowTerm,
+                          float* colTerm, cudaStream_t stream) {
   DeviceLimits limits;
   cudaError_t err = deviceLimits(&limits);
   if (err != cudaSuccess) return err;
@@ -484,7 +493,7 @@ cudaError_t launchForward(const ContrastiveArgs& a, float* loss, float* rowLse, 
   if (bytes > limits.smemOptin) return cudaErrorInvalidValue;
   p.temperature = a.temperature;
   p.lse = rowLse;
-  p.positive = positive;
+  p.term = rowTerm;
   err = launchLse<T>(p, bytes, stream);
   if (err != cudaSuccess) return err;
   if (a.symmetric) {
@@ -496,11 +505,11 @@ cudaError_t launchForward(const ContrastiveArgs& a, float* loss, float* rowLse, 
     p.ny = a.B;
     p.tiling = forwardTiling<T>(a, a.c, a.cStride, a.q, a.qStride, &bytes);
     p.lse = colLse;
-    p.positive = nullptr;
+    p.term = colTerm;
     err = launchLse<T>(p, bytes, stream);
     if (err != cudaSuccess) return err;
   }
-  lossKernel<<<1, 1024, 0, stream>>>(rowLse, colLse, positive, a.B, a.symmetric, loss);
+  lossKernel<<<1, 1024, 0, stream>>>(rowTerm, colTerm, a.B, a.symmetric, loss);
   return cudaGetLastError();
 }
 
@@ -602,14 +611,17 @@ __device__ __forceinline__ void foldLse(float& m, float& s, float x) {
 }
 
 // One CTA per chunk row: every thread folds its columns into a base-2 (max, sum), then the CTA merges them.
-__global__ void __launch_bounds__(kThreads) chunkRowsKernel(const LogitChunk ch, float* rowLse, float* positive) {
+// Every fold takes the scaled logit rounded once (__fmul_rn: never an FMA into the exponent), as the positive is,
+// so that max - positive is exactly 0 when the positive is the largest (kernels.h, contrastiveChunkRows).
+__global__ void __launch_bounds__(kThreads) chunkRowsKernel(const LogitChunk ch, float* rowMax, float* rowSum,
+                                                            float* positive2) {
   __shared__ float ms[kThreads];
   __shared__ float ss[kThreads];
   const int64_t r = blockIdx.x;
   const float* row = ch.s + r * ch.ld;
   const float k2 = kLog2e / *ch.temperature;
   float m = 0.0f, sum = 0.0f;
-  for (int64_t k = threadIdx.x; k < ch.N; k += kThreads) foldLse(m, sum, row[k] * k2);
+  for (int64_t k = threadIdx.x; k < ch.N; k += kThreads) foldLse(m, sum, __fmul_rn(row[k], k2));
   ms[threadIdx.x] = m;
   ss[threadIdx.x] = sum;
   __syncthreads();
@@ -623,13 +635,15 @@ __global__ void __launch_bounds__(kThreads) chunkRowsKernel(const LogitChunk ch,
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    rowLse[ch.r0 + r] = (ms[0] + log2f(ss[0])) * kLn2;
-    positive[ch.r0 + r] = row[ch.r0 + r] / *ch.temperature;
+    rowMax[ch.r0 + r] = ms[0];
+    rowSum[ch.r0 + r] = ss[0];
+    positive2[ch.r0 + r] = __fmul_rn(row[ch.r0 + r], k2);
   }
 }
 
 // Columns j < B: a CTA of 32 x 8 threads owns 32 columns; each of its 8 thread rows folds every 8th chunk row,
-// then the 8 partial (max, sum) of a column are merged, in order, into the running ones.
+// then the 8 partial (max, sum) of a column are merged, in order, into the running ones. The folded values are
+// rounded as chunkRowsKernel's are, so its positive2[j] is the same float as column j's own S[j, j] scaled.
 constexpr int kColumnsPerCta = 32, kColumnRowGroups = kThreads / kColumnsPerCta;
 __global__ void __launch_bounds__(kThreads) chunkColumnsKernel(const LogitChunk ch, float* colMax, float* colSum) {
   __shared__ float ms[kThreads];  // [row group][column]
@@ -640,7 +654,7 @@ __global__ void __launch_bounds__(kThreads) chunkColumnsKernel(const LogitChunk 
   const float k2 = kLog2e / *ch.temperature;
   float m = 0.0f, sum = 0.0f;
   if (j < ncols)
-    for (int64_t r = ty; r < ch.rows; r += kColumnRowGroups) foldLse(m, sum, ch.s[r * ch.ld + j] * k2);
+    for (int64_t r = ty; r < ch.rows; r += kColumnRowGroups) foldLse(m, sum, __fmul_rn(ch.s[r * ch.ld + j], k2));
   ms[threadIdx.x] = m;
   ss[threadIdx.x] = sum;
   __syncthreads();
@@ -681,7 +695,7 @@ bool checkChunk(const LogitChunk& ch) {
 }  // namespace
 
 size_t contrastiveForwardWorkspaceBytes(const ContrastiveArgs& args) {
-  return size_t(detail::roundUp(std::max<int64_t>(args.B, 1) * int64_t(sizeof(float)), 256));
+  return size_t(detail::roundUp(2 * std::max<int64_t>(args.B, 1) * int64_t(sizeof(float)), 256));
 }
 
 cudaError_t contrastiveForward(const ContrastiveArgs& args, float* loss, float* rowLse, float* colLse,
@@ -690,14 +704,16 @@ cudaError_t contrastiveForward(const ContrastiveArgs& args, float* loss, float* 
       workspace == nullptr || workspaceBytes < contrastiveForwardWorkspaceBytes(args)) {
     return cudaErrorInvalidValue;
   }
-  float* positive = static_cast<float*>(workspace);
+  // Each row's and each column's loss term.
+  float* rowTerm = static_cast<float*>(workspace);
+  float* colTerm = rowTerm + std::max<int64_t>(args.B, 1);
   switch (args.dtype) {
     case DType::F32:
-      return launchForward<float>(args, loss, rowLse, colLse, positive, stream);
+      return launchForward<float>(args, loss, rowLse, colLse, rowTerm, colTerm, stream);
     case DType::F16:
-      return launchForward<__half>(args, loss, rowLse, colLse, positive, stream);
+      return launchForward<__half>(args, loss, rowLse, colLse, rowTerm, colTerm, stream);
     case DType::BF16:
-      return launchForward<__nv_bfloat16>(args, loss, rowLse, colLse, positive, stream);
+      return launchForward<__nv_bfloat16>(args, loss, rowLse, colLse, rowTerm, colTerm, stream);
   }
   return cudaErrorInvalidValue;
 }
@@ -726,9 +742,10 @@ cudaError_t contrastiveBackward(const ContrastiveArgs& args, const ContrastiveGr
   return cudaErrorInvalidValue;
 }
 
-cudaError_t contrastiveChunkRows(const LogitChunk& chunk, float* rowLse, float* positive, cudaStream_t stream) {
-  if (!checkChunk(chunk) || rowLse == nullptr || positive == nullptr) return cudaErrorInvalidValue;
-  chunkRowsKernel<<<unsigned(chunk.rows), kThreads, 0, stream>>>(chunk, rowLse, positive);
+cudaError_t contrastiveChunkRows(const LogitChunk& chunk, float* rowMax, float* rowSum, float* positive2,
+                                 cudaStream_t stream) {
+  if (!checkChunk(chunk) || rowMax == nullptr || rowSum == nullptr || positive2 == nullptr) return cudaErrorInvalidValue;
+  chunkRowsKernel<<<unsigned(chunk.rows), kThreads, 0, stream>>>(chunk, rowMax, rowSum, positive2);
   return cudaGetLastError();
 }
 

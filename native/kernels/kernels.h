@@ -84,7 +84,10 @@ struct ContrastiveArgs {
   int backwardSlice = 0;
 };
 
-// loss: device float32 scalar; rowLse: float32 [B]; colLse: float32 [B] (symmetric only, else ignored).
+// loss: device float32 scalar; rowLse: float32 [B]; colLse: float32 [B] (symmetric only, else ignored). Each
+// row's (and column's) term lse - logit[i, i] is formed as (max - logit[i, i]) + log(sum of exp(logit - max)),
+// never as a difference of the lse and the logit (both about 1/tau, where float32's step, 7.6e-6 at 100, can be
+// far above a loss near 0), and the terms are averaged in float64. The workspace holds the terms.
 size_t contrastiveForwardWorkspaceBytes(const ContrastiveArgs& args);
 cudaError_t contrastiveForward(const ContrastiveArgs& args, float* loss, float* rowLse, float* colLse,
                                void* workspace, size_t workspaceBytes, cudaStream_t stream);
@@ -115,11 +118,18 @@ struct LogitChunk {
   int64_t B = 0, N = 0;              // B <= N
   const float* temperature = nullptr;  // device scalar, > 0
 };
-// rowLse[r0 + r] = lse_k S[r, k] / tau and positive[r0 + r] = S[r, r0 + r] / tau, for the chunk's rows.
-cudaError_t contrastiveChunkRows(const LogitChunk& chunk, float* rowLse, float* positive, cudaStream_t stream);
+// The chunk's rows' statistics in base 2, like the columns' below: for i = r0 + r, rowMax[i] and rowSum[i] =
+// sum_k 2^(x[r, k] - rowMax[i]), x = S log2(e) / tau rounded to float32 once per value, and positive2[i] =
+// x[r, i], the same float as the one folded, so rowMax[i] - positive2[i] is exactly 0 when the positive is the
+// row's largest logit. Then rowLse[i] = (rowMax[i] + log2(rowSum[i])) ln 2 and the row's loss term
+// lse - S[r, i] / tau = ((rowMax[i] - positive2[i]) + log2(rowSum[i])) ln 2 (>= 0: rowSum >= 1), formed without
+// the difference of two numbers about 1/tau in size (see contrastiveForward).
+cudaError_t contrastiveChunkRows(const LogitChunk& chunk, float* rowMax, float* rowSum, float* positive2,
+                                 cudaStream_t stream);
 // The symmetric term's column statistics over columns j < B, folded chunk by chunk into running base-2 pairs:
 // colMax[j] and colSum[j] = sum_i 2^(S[i, j] log2(e) / tau - colMax[j]), starting from colSum = 0 (colMax
-// any); after the last chunk colLse[j] = (colMax[j] + log2(colSum[j])) ln 2.
+// any), the values rounded as contrastiveChunkRows rounds them; after the last chunk colLse[j] = (colMax[j] +
+// log2(colSum[j])) ln 2 and column j's loss term is ((colMax[j] - positive2[j]) + log2(colSum[j])) ln 2.
 cudaError_t contrastiveChunkColumns(const LogitChunk& chunk, float* colMax, float* colSum, cudaStream_t stream);
 // out[r, k] = scale * (exp(S[r, k] / tau - rowLse[i]) - [k = i]  +  [colLse, k < B] (exp(S[r, k] / tau - colLse[k]) - [k = i])),
 // i = r0 + r, in outType with row stride ldOut (>= N): dL/dlogit up to the factor gradLoss / B (/ 2 when symmetric).

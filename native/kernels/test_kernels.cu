@@ -367,13 +367,16 @@ struct ContrastiveCase {
   // Forced tilings (ContrastiveArgs' overrides), for 16-bit inputs; float32 runs the case with its automatic
   // tiling (its tiles are twice as wide: a resident 384-wide forward does not fit).
   int forwardResident = 0, backwardSlice = 0;
+  // Each positive its query itself (rounded again), so at a small tau the true loss is 0 to float64's eye; the loss
+  // is then checked to 1e-7 absolute and must not be negative (not just to 2e-5 of the lse's size, as otherwise).
+  bool nearZero = false;
 };
 
 void testContrastive(DType t, const ContrastiveCase& c, uint64_t seed) {
   Rng rng(seed);
   Matrix q = makeMatrix(t, c.B, c.dim, c.dim + c.pad, rng, true);
   // Positives near their queries (the easy case real training reaches), negatives random.
-  Matrix cm = makeMatrix(t, c.N, c.dim, c.dim + c.pad, rng, true, &q, 4.0);
+  Matrix cm = makeMatrix(t, c.N, c.dim, c.dim + c.pad, rng, true, &q, c.nearZero ? 0.0 : 4.0);
   const float gradLoss = 1.3f;
   Device dq_(q.bytes.size()), dc_(cm.bytes.size()), tau_(4), gl_(4);
   dq_.upload(q.bytes.data(), q.bytes.size());
@@ -401,6 +404,7 @@ void testContrastive(DType t, const ContrastiveCase& c, uint64_t seed) {
   }
   std::printf("contrastive %s B=%lld N=%lld dim=%lld tau=%g%s%s", name(t), (long long)c.B, (long long)c.N,
               (long long)c.dim, c.tau, c.symmetric ? " symmetric" : "", c.pad ? " strided" : "");
+  if (c.nearZero) std::printf(" (loss near 0)");
   if (a.forwardResident != 0 || a.backwardSlice != 0)
     std::printf(" (forced: forward %s, backward slice %d)", a.forwardResident > 0 ? "resident" : a.forwardResident < 0 ? "chunked" : "auto", a.backwardSlice);
   std::printf("\n");
@@ -451,6 +455,14 @@ void testContrastive(DType t, const ContrastiveCase& c, uint64_t seed) {
   double lseScale = 0.0;  // the magnitude of the numbers the loss is a difference of
   for (int64_t i = 0; i < B; ++i) lseScale = std::max(lseScale, std::fabs(rl[i]));
   report("loss", el, 2e-5, lseScale);
+  if (c.nearZero) {
+    // The terms lse - positive come out of the kernels whole: a loss near 0 stays within float32's reach of 0,
+    // not of the lse (float32's step at 100 is 7.6e-6).
+    const double got = *reinterpret_cast<const float*>(lossBytes.data());
+    char line[128];
+    std::snprintf(line, sizeof line, "loss near 0: %.3e (float64 %.3e) within 1e-7, not negative", got, lossRef);
+    expect(std::fabs(got - lossRef) <= 1e-7 && got >= 0.0, line);
+  }
   report("rowLse", er, 2e-5);
   if (c.symmetric) report("colLse", ec, 2e-5);
 
@@ -511,23 +523,30 @@ void testContrastive(DType t, const ContrastiveCase& c, uint64_t seed) {
 }
 
 // ---- the contrastive loss's chunked strategy ---------------------------------------------------------
-// Its kernels over float32 logits S (the product is cuBLAS's, in ops/contrastive_cuda.cc): row log-sum-exps and
-// positives, column statistics folded chunk by chunk, and the logit gradient in every output dtype, against
-// float64 on the same S. Chunks of `chunkRows` rows, row stride N + pad.
+// Its kernels over float32 logits S (the product is cuBLAS's, in ops/contrastive_cuda.cc): row statistics and
+// positives, column statistics folded chunk by chunk, the loss terms and log-sum-exps the op forms from them, and
+// the logit gradient in every output dtype, against float64 on the same S. Chunks of `chunkRows` rows, row stride
+// N + pad. nearZero: every positive is 1 and the other logits at most 0.5, so at a small tau the terms are 0 to
+// float64's eye and must come out within 1e-7 of it, not 7.6e-6 (float32's step at an lse of 100).
 void testContrastiveChunks(DType t, int64_t B, int64_t N, int64_t chunkRows, bool symmetric, float tau, int64_t pad,
-                           uint64_t seed) {
+                           uint64_t seed, bool nearZero = false) {
   Rng rng(seed);
-  std::printf("contrastive chunks %s B=%lld N=%lld chunk rows %lld tau=%g%s\n", name(t), (long long)B, (long long)N,
-              (long long)chunkRows, tau, symmetric ? " symmetric" : "");
+  std::printf("contrastive chunks %s B=%lld N=%lld chunk rows %lld tau=%g%s%s\n", name(t), (long long)B, (long long)N,
+              (long long)chunkRows, tau, symmetric ? " symmetric" : "", nearZero ? " (terms near 0)" : "");
   const int64_t ld = N + pad;
   // Logits of unit vectors: S in [-1, 1], the positive (k == i) higher.
   std::vector<float> S(size_t(B * ld), NAN);
   for (int64_t i = 0; i < B; ++i)
-    for (int64_t k = 0; k < N; ++k) S[i * ld + k] = float(k == i ? 0.5 + 0.5 * rng.uniform() : 2.0 * rng.uniform() - 1.0);
-  Device chunk(size_t(chunkRows * ld) * 4), tau_(4), rowLse(size_t(B) * 4), positive(size_t(B) * 4);
-  Device colMax(size_t(B) * 4), colSum(size_t(B) * 4), colLse(size_t(B) * 4);
+    for (int64_t k = 0; k < N; ++k) {
+      S[i * ld + k] = nearZero ? float(k == i ? 1.0 : 1.5 * rng.uniform() - 1.0)
+                               : float(k == i ? 0.5 + 0.5 * rng.uniform() : 2.0 * rng.uniform() - 1.0);
+    }
+  Device chunk(size_t(chunkRows * ld) * 4), tau_(4), rowMax(size_t(B) * 4), rowSum(size_t(B) * 4);
+  Device positive(size_t(B) * 4), rowLse(size_t(B) * 4), colMax(size_t(B) * 4), colSum(size_t(B) * 4);
+  Device colLse(size_t(B) * 4);
   tau_.upload(&tau, 4);
-  rowLse.poison();
+  rowMax.poison();
+  rowSum.poison();
   positive.poison();
   colMax.poison();
   CHECK(cudaMemset(colSum.p, 0, colSum.bytes));
@@ -541,42 +560,69 @@ void testContrastiveChunks(DType t, int64_t B, int64_t N, int64_t chunkRows, boo
     ch.r0 = r0;
     ch.rows = std::min(chunkRows, B - r0);
     chunk.upload(S.data() + r0 * ld, size_t(ch.rows * ld) * 4);
-    CHECK(coltrast::kernels::contrastiveChunkRows(ch, rowLse.as<float>(), positive.as<float>(), 0));
+    CHECK(coltrast::kernels::contrastiveChunkRows(ch, rowMax.as<float>(), rowSum.as<float>(), positive.as<float>(), 0));
     if (symmetric) CHECK(coltrast::kernels::contrastiveChunkColumns(ch, colMax.as<float>(), colSum.as<float>(), 0));
     CHECK(cudaDeviceSynchronize());
   }
-  std::vector<double> rl(static_cast<size_t>(B)), cl(static_cast<size_t>(B));
+  // float64: each row's and column's lse, and its term lse - positive as log(sum exp(logit - positive)).
+  std::vector<double> rl(static_cast<size_t>(B)), cl(static_cast<size_t>(B)), rt(static_cast<size_t>(B)),
+      ct(static_cast<size_t>(B));
   for (int64_t i = 0; i < B; ++i) {
-    double m = -INFINITY, sum = 0.0;
+    double m = -INFINITY, sum = 0.0, terms = 0.0;
     for (int64_t k = 0; k < N; ++k) m = std::max(m, double(S[i * ld + k]) / tau);
     for (int64_t k = 0; k < N; ++k) sum += std::exp(double(S[i * ld + k]) / tau - m);
+    for (int64_t k = 0; k < N; ++k) terms += std::exp((double(S[i * ld + k]) - S[i * ld + i]) / tau);
     rl[i] = m + std::log(sum);
+    rt[i] = std::log(terms);
   }
   for (int64_t j = 0; j < B; ++j) {
-    double m = -INFINITY, sum = 0.0;
+    double m = -INFINITY, sum = 0.0, terms = 0.0;
     for (int64_t i = 0; i < B; ++i) m = std::max(m, double(S[i * ld + j]) / tau);
     for (int64_t i = 0; i < B; ++i) sum += std::exp(double(S[i * ld + j]) / tau - m);
+    for (int64_t i = 0; i < B; ++i) terms += std::exp((double(S[i * ld + j]) - S[j * ld + j]) / tau);
     cl[j] = m + std::log(sum);
+    ct[j] = std::log(terms);
   }
-  const auto rowBytes = rowLse.download(), posBytes = positive.download();
-  Error er, ep, ec;
+  // What contrastive_cuda.cc forms from the statistics, in float32 as ATen does there: lse = (max + log2(sum)) ln 2
+  // and term = ((max - positive2) + log2(sum)) ln 2 (ln 2 applied in float64, with the mean).
+  const auto floats = [](const Device& d) {
+    const auto bytes = d.download();
+    std::vector<float> v(bytes.size() / 4);
+    std::memcpy(v.data(), bytes.data(), v.size() * 4);
+    return v;
+  };
+  const std::vector<float> M = floats(rowMax), Sum = floats(rowSum), P = floats(positive);
+  std::vector<float> rowLseHost(static_cast<size_t>(B)), colLseHost(static_cast<size_t>(B));
+  Error er, ep, ert, ec, ect;
+  double lowest = INFINITY;
+  const float ln2 = float(std::log(2.0));
   for (int64_t i = 0; i < B; ++i) {
-    er.add(reinterpret_cast<const float*>(rowBytes.data())[i], rl[i]);
-    ep.add(reinterpret_cast<const float*>(posBytes.data())[i], double(S[i * ld + i]) / tau);
+    const float logSum = std::log2(Sum[i]), term = (M[i] - P[i]) + logSum;
+    rowLseHost[i] = (M[i] + logSum) * ln2;
+    er.add(rowLseHost[i], rl[i]);
+    ep.add(P[i], double(S[i * ld + i]) / tau * std::log2(std::exp(1.0)));
+    ert.add(term * std::log(2.0), rt[i]);
+    lowest = std::min(lowest, double(term));
   }
   report("rowLse", er, 2e-6);
-  report("positive", ep, 1e-7);
-  std::vector<float> colLseHost(static_cast<size_t>(B));
+  report("positive (base 2)", ep, 2e-7);
+  // Relative, except where the terms are near 0: there within 1e-7 (the floor, times the tolerance) of float64.
+  report("row terms (lse - positive)", ert, 1e-5, 1e-2);
   if (symmetric) {
-    const auto mBytes = colMax.download(), sBytes = colSum.download();
+    const std::vector<float> CM = floats(colMax), CS = floats(colSum);
     for (int64_t j = 0; j < B; ++j) {
-      const double M = reinterpret_cast<const float*>(mBytes.data())[j], Sum = reinterpret_cast<const float*>(sBytes.data())[j];
-      colLseHost[j] = float((M + std::log2(Sum)) * std::log(2.0));
+      const float logSum = std::log2(CS[j]), term = (CM[j] - P[j]) + logSum;
+      colLseHost[j] = (CM[j] + logSum) * ln2;
       ec.add(colLseHost[j], cl[j]);
+      ect.add(term * std::log(2.0), ct[j]);
+      lowest = std::min(lowest, double(term));
     }
     report("colLse (folded over chunks)", ec, 2e-6);
+    report("column terms (folded over chunks)", ect, 1e-5, 1e-2);
     colLse.upload(colLseHost.data(), size_t(B) * 4);
   }
+  expect(lowest >= 0.0, "no term is negative");
+  rowLse.upload(rowLseHost.data(), size_t(B) * 4);
   // The gradient from the kernels' own statistics (what the backward uses), in dtype t, scale 2^14 for float16.
   const float scale = t == DType::F16 ? 16384.0f : 1.0f;
   const size_t es = elementSize(t);
@@ -606,7 +652,11 @@ void testContrastiveChunks(DType t, int64_t B, int64_t N, int64_t chunkRows, boo
         eg.add(readBack(t, first.data() + size_t(r * ldOut + k) * es) / scale, g);
       }
   }
-  report("dlogit", eg, t == DType::F32 ? 1e-5 : t == DType::F16 ? 2e-3 : 1e-2);
+  // nearZero: every logit gradient is 0 to float64's eye (p = 1 at the positive, e^-50 elsewhere, which float16
+  // flushes to 0); what remains is float32's rounding of p - 1 (exp2 of a difference of two numbers near 144, whose
+  // step is 1.5e-5; where an FMA takes the scaled logit unrounded it is not exactly 0), so the error is measured
+  // against 1, the size of p and of the target.
+  report("dlogit", eg, t == DType::F32 ? 1e-5 : t == DType::F16 ? 2e-3 : 1e-2, nearZero ? 1.0 : 0.0);
   expect(deterministic, "dlogit is deterministic (two runs, same bits)");
 }
 
@@ -765,6 +815,7 @@ void benchChunks(DType t, int64_t N, int64_t rows, int reps) {
   const float tau = 0.05f;
   std::vector<float> zeros(size_t(B), 0.0f);
   Device tau_(4), rowLse(size_t(B) * 4), positive(size_t(B) * 4), colMax(size_t(B) * 4), colSum(size_t(B) * 4);
+  Device rowMax(size_t(B) * 4), rowSum(size_t(B) * 4);
   tau_.upload(&tau, 4);
   rowLse.upload(zeros.data(), size_t(B) * 4);
   colSum.upload(zeros.data(), size_t(B) * 4);
@@ -778,7 +829,7 @@ void benchChunks(DType t, int64_t N, int64_t rows, int reps) {
   ch.temperature = tau_.as<float>();
   const double chunkBytes = double(rows) * double(N) * 4.0;
   const double copyMs = medianMs([&] { CHECK(cudaMemcpy(copy.p, S.p, size_t(chunkBytes), cudaMemcpyDeviceToDevice)); }, reps);
-  const double rowsMs = medianMs([&] { CHECK(coltrast::kernels::contrastiveChunkRows(ch, rowLse.as<float>(), positive.as<float>(), 0)); }, reps);
+  const double rowsMs = medianMs([&] { CHECK(coltrast::kernels::contrastiveChunkRows(ch, rowMax.as<float>(), rowSum.as<float>(), positive.as<float>(), 0)); }, reps);
   const double colsMs = medianMs([&] { CHECK(coltrast::kernels::contrastiveChunkColumns(ch, colMax.as<float>(), colSum.as<float>(), 0)); }, reps);
   const double gradMs = medianMs([&] {
     CHECK(coltrast::kernels::contrastiveChunkGrad(ch, rowLse.as<float>(), rowLse.as<float>(), t, 1.0f, out.p, N, 0));
@@ -835,10 +886,12 @@ int main(int argc, char** argv) {
       {70, 200, 384, false, 0.05f, 0, 1, 128},  // forced: forward resident, backward in three slices
       {70, 130, 384, true, 0.05f, 0, -1, 256},  // forced: forward chunked, backward in two slices
       {33, 70, 40, true, 0.1f, 0, -1, 384},     // forced: forward chunked in one chunk, backward slice wider than dim
+      {33, 45, 97, true, 0.01f, 0, 0, 0, true},   // loss near 0: positives = queries, logits up to 100, odd sizes
+      {33, 45, 97, false, 0.01f, 0, 0, 0, true},  // the same without the column pass
   };
   // --quick (the compute-sanitizer workload): the cases that cover every kernel variant.
   const bool quickMaxSim[] = {true, false, true, true, true, true, false, false, false, true, false, true};
-  const bool quickContrastive[] = {true, true, true, true, false, false, false, true, true, true};
+  const bool quickContrastive[] = {true, true, true, true, false, false, false, true, true, true, true, false};
   uint64_t seed = 1;
   for (DType t : types) {
     for (size_t i = 0; i < sizeof(maxsimCases) / sizeof(maxsimCases[0]); ++i, ++seed)
@@ -848,6 +901,7 @@ int main(int argc, char** argv) {
     testContrastiveChunks(t, 33, 70, 7, true, 0.05f, 3, seed++);      // odd chunks, the last one short
     testContrastiveChunks(t, 20, 1500, 20, false, 0.02f, 0, seed++);  // one chunk, long rows (several CTAs per row)
     testContrastiveChunks(t, 40, 40, 16, true, 0.1f, 1, seed++);      // B = N, more than 32 columns
+    testContrastiveChunks(t, 33, 45, 7, true, 0.01f, 0, seed++, true);  // sharp (logits up to 100), terms near 0
   }
   if (bench) {
     for (DType t : {DType::BF16, DType::F16, DType::F32}) benchMaxSim(t);

@@ -81,14 +81,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastiveBackwardCpu(
     const at::Tensor& gradLoss, const at::Tensor& q, const at::Tensor& c, const at::Tensor& temperature,
     const ContrastiveResult& saved, const ContrastiveOptions& options);
 
-// What the CPU implementation and CUDA's chunked strategy share (the fused kernels do both on the device):
-// the loss from the log-sum-exps and the positive logits q_i . c_i / tau, summed in float64 (it is a difference
-// of large numbers); colLse undefined unless symmetric.
-inline at::Tensor contrastiveLossFrom(const at::Tensor& rowLse, const at::Tensor& colLse, const at::Tensor& positive) {
-  const at::Tensor pos = positive.to(at::kDouble);
-  at::Tensor loss = (rowLse.to(at::kDouble) - pos).mean();
-  if (colLse.defined()) loss = 0.5 * (loss + (colLse.to(at::kDouble) - pos).mean());
-  return loss.to(at::kFloat);
+// The loss from each row's (and, symmetric, each column's) own term lse - positive, which the backends form without
+// subtracting the two: (max - positive) + log(sum) (the CPU's LseStats::minus; CUDA's in base 2). Near a loss of 0 the
+// terms are far below float32's step at the lse's size (7.6e-6 at 100, tau = 0.01), where a difference of a rounded
+// lse and the positive missed by that step, either side (a negative loss). The terms are multiplied by `unit` (ln 2
+// for base-2 terms) and averaged in float64; colTerm undefined unless symmetric.
+inline at::Tensor contrastiveLossFromTerms(const at::Tensor& rowTerm, const at::Tensor& colTerm, double unit = 1.0) {
+  at::Tensor loss = rowTerm.to(at::kDouble).mean();
+  if (colTerm.defined()) loss = 0.5 * (loss + colTerm.to(at::kDouble).mean());
+  return (loss * unit).to(at::kFloat);
 }
 // dL/dtau from the finished dq (float32): logit = q . c / tau, so dL/dtau = -sum(dlogit * logit) / tau, and
 // sum_k dlogit[i,k] logit[i,k] = q_i . dq_i: one O(B * dim) sum instead of a pass over every logit.

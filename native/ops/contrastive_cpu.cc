@@ -120,12 +120,8 @@ ContrastiveResult contrastiveForwardCpu(const at::Tensor& q, const at::Tensor& c
     if (keepLogits(B, N)) result.logits = tile;  // the only tile; forEachTile allocated it for this call
   });
   result.rowLse = rows.lse();
-  at::Tensor loss = rows.minus(positive).mean();
-  if (options.symmetric) {
-    result.colLse = cols.lse();
-    loss = 0.5 * (loss + cols.minus(positive).mean());
-  }
-  result.loss = loss.to(at::kFloat);
+  if (options.symmetric) result.colLse = cols.lse();
+  result.loss = contrastiveLossFromTerms(rows.minus(positive), options.symmetric ? cols.minus(positive) : at::Tensor());
   return result;
 }
 

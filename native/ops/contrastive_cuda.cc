@@ -140,8 +140,9 @@ ContrastiveResult chunkedForward(const at::Tensor& q, const at::Tensor& c, const
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   at::Tensor S = at::empty({rows, N}, floats);
   ContrastiveResult r;
-  r.rowLse = at::empty({B}, floats);
-  at::Tensor positive = at::empty({B}, floats), colMax, colSum;
+  // Base-2 statistics (kernels.h, contrastiveChunkRows): the positive logits scaled as the folds scale them.
+  at::Tensor rowMax = at::empty({B}, floats), rowSum = at::empty({B}, floats), positive2 = at::empty({B}, floats);
+  at::Tensor colMax, colSum;
   if (options.symmetric) {
     colMax = at::empty({B}, floats);
     colSum = at::zeros({B}, floats);
@@ -158,15 +159,27 @@ ContrastiveResult chunkedForward(const at::Tensor& q, const at::Tensor& c, const
     ch.s = s.data_ptr<float>();
     ch.r0 = r0;
     ch.rows = n;
-    checkChunk(kernels::contrastiveChunkRows(ch, r.rowLse.data_ptr<float>(), positive.data_ptr<float>(), stream),
+    checkChunk(kernels::contrastiveChunkRows(ch, rowMax.data_ptr<float>(), rowSum.data_ptr<float>(),
+                                             positive2.data_ptr<float>(), stream),
                "row statistics", B, N, r0);
     if (options.symmetric) {
       checkChunk(kernels::contrastiveChunkColumns(ch, colMax.data_ptr<float>(), colSum.data_ptr<float>(), stream),
                  "column statistics", B, N, r0);
     }
   }
-  if (options.symmetric) r.colLse = (colMax + at::log2(colSum)) * float(std::log(2.0));
-  r.loss = contrastiveLossFrom(r.rowLse, r.colLse, positive);
+  // The lse for the backward; each loss term as (max - positive) + log2(sum), exactly 0 + log2(sum) where the
+  // positive is the largest logit, instead of lse - positive (two numbers about 1/tau, float32's step far above a
+  // loss near 0).
+  const float ln2 = float(std::log(2.0));
+  const at::Tensor rowLog = at::log2(rowSum);
+  r.rowLse = (rowMax + rowLog) * ln2;
+  at::Tensor colTerm;
+  if (options.symmetric) {
+    const at::Tensor colLog = at::log2(colSum);
+    r.colLse = (colMax + colLog) * ln2;
+    colTerm = (colMax - positive2) + colLog;
+  }
+  r.loss = contrastiveLossFromTerms((rowMax - positive2) + rowLog, colTerm, std::log(2.0));
   return r;
 }
 

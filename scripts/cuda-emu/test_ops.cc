@@ -97,6 +97,37 @@ void run(int64_t B, int64_t N, int64_t dim, at::ScalarType dtype, bool symmetric
   expect(dtauError < tol, what + " dtau", dtauError, tol);
 }
 
+// A loss near 0, the value a well-trained model logs: each positive is its query itself and the rest are random
+// unit rows, at tau 0.01, so the logits reach 100 and the true loss is far below float32's step there (7.6e-6);
+// candidates past B are hard negatives of the first queries (cosine about 0.9, terms about e^-10), so the value is
+// not simply 0 either. The loss must come out within 1e-7 of float64's and never negative: a log-sum-exp and a
+// positive logit rounded to float32 each and subtracted afterwards miss by several times that, either side.
+void runNearZero(int64_t B, int64_t N, int64_t dim, at::ScalarType dtype, bool symmetric, Strategy strategy,
+                 int64_t chunkRows) {
+  const double tau = 0.01;
+  const auto unit = [](const at::Tensor& x) { return x / x.norm(2, 1, true); };
+  const at::Tensor q = unit(at::randn({B, dim}, at::kFloat)).to(dtype);
+  at::Tensor c = unit(at::randn({N, dim}, at::kFloat));
+  c.narrow(0, 0, B).copy_(q);
+  const int64_t hard = std::min(N - B, B);
+  if (hard > 0) c.narrow(0, B, hard).copy_(unit(q.narrow(0, 0, hard).to(at::kFloat) + 0.45 * unit(at::randn({hard, dim}))));
+  c = c.to(dtype);
+  ContrastiveOptions options;
+  options.symmetric = symmetric;
+  options.strategy = strategy;
+  options.chunkRows = chunkRows;
+  const auto result = coltrast::ops::contrastiveForwardCuda(q, c, at::full({}, tau, at::kFloat), options);
+  const Expected want = reference(q, c, tau, symmetric, 1.0);
+  const double got = result.loss.item<double>(), error = std::abs(got - want.loss);
+  char value[96];
+  std::snprintf(value, sizeof value, " (float64 %.3e, got %.3e)", want.loss, got);
+  const std::string what = std::string(nameOf(dtype)) + " B=" + std::to_string(B) + " N=" + std::to_string(N) +
+                           " dim=" + std::to_string(dim) + (symmetric ? " symmetric" : "") +
+                           (strategy == Strategy::Fused ? " fused" : " chunked") +
+                           (chunkRows ? " rows=" + std::to_string(chunkRows) : "") + " loss near 0" + value;
+  expect(error < 1e-7 && got >= 0, what, error, 1e-7);
+}
+
 // MaxSim's CUDA wrapper (maxsim_cuda.cc) against the CPU implementation (itself checked against float64 by
 // test/ops.test.ts) on the same inputs: scores and both gradients. The documents are a slice of longer rows
 // (a row stride the kernels must follow); one query and one document have no valid token. `withNaN`: document 0's
@@ -203,6 +234,13 @@ int main() {
           if (s.B > 1) run(s.B, s.N, s.dim, dtype, symmetric, Strategy::Chunked, 7);
           if (s.B <= 33) run(s.B, s.N, s.dim, dtype, symmetric, Strategy::Fused, 0);
         }
+      }
+    }
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      for (const bool symmetric : {false, true}) {
+        runNearZero(33, 45, 97, dtype, symmetric, Strategy::Chunked, 0);
+        runNearZero(33, 45, 97, dtype, symmetric, Strategy::Chunked, 7);
+        runNearZero(33, 45, 97, dtype, symmetric, Strategy::Fused, 0);
       }
     }
     for (const at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {

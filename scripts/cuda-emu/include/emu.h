@@ -183,6 +183,14 @@ inline int __reduce_add_sync(unsigned mask, int v) {
   return emu::unbits<int>(f->out[0]);
 }
 inline int __ffs(unsigned x) { return __builtin_ffs(int(x)); }
+// A product rounded once, never contracted into an FMA, as on the GPU. build.sh's default flags give g++ no FMA
+// instruction to contract into, but extra ones may (-march=native, -mfma): the empty asm makes the product a
+// value in memory that the subtraction after it cannot fuse with.
+inline float __fmul_rn(float a, float b) {
+  float product = a * b;
+  __asm__("" : "+m"(product));
+  return product;
+}
 template <typename T>
 T __ldg(const T* p) {
   return *p;
