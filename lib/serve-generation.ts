@@ -94,12 +94,29 @@ function streamOptions(body: Body): { stream: boolean; includeUsage: boolean } {
 }
 
 /**
- * Where the text ends with `stops` applied (OpenAI's rule): where the earliest of the stop strings in `text` starts,
- * or -1. The search starts at `from` (the caller knows that none starts before it).
+ * Where the text ends with `stops` applied, or -1: at the start of the first stop string to be *completed*, reading
+ * the text a character at a time; of several completed by the same character, the one that starts earliest. That is
+ * what the servers users compare with do: vLLM checks the text after each token (check_stop_strings in
+ * vllm/v1/engine/detokenizer.py, formerly vllm/engine/output_processor/stop_checker.py: the new text and the
+ * `len(stop) - 1` characters before it are searched, and the first stop string found there ends the text at its
+ * start), transformers' StopStringCriteria (src/transformers/generation/stopping_criteria.py) ends generation at the
+ * first token after which the text ends in a stop string, and OpenAI's API reference has the stop sequences as
+ * those "where the API will stop generating further tokens". So with stops ["abcd", "c"], "xabcd" ends as "xab":
+ * "c" is complete one character before "abcd" is. Deciding by character rather than by token (vLLM breaks ties
+ * within one token by the list's order) makes the answer the same however the text is cut into pieces, streamed or
+ * not. `searched`: the length of a prefix of `text` already searched, in which no stop string was complete.
  */
-function firstStop(text: string, stops: string[], from = 0): number {
-  const found = stops.map((s) => text.indexOf(s, from)).filter((i) => i >= 0);
-  return found.length ? Math.min(...found) : -1;
+function firstStop(text: string, stops: string[], searched = 0): number {
+  let start = -1;
+  let end = Infinity;
+  for (const stop of stops) {
+    const at = text.indexOf(stop, Math.max(0, searched - stop.length + 1));
+    if (at >= 0 && (at + stop.length < end || (at + stop.length === end && at < start))) {
+      start = at;
+      end = at + stop.length;
+    }
+  }
+  return start;
 }
 
 /** The first position from `from` on where `text`'s end could still grow into one of `stops`, or text.length. */
@@ -113,9 +130,9 @@ function openStop(text: string, stops: string[], longest: number, from: number):
 
 /**
  * One choice's text with `stops` applied as it comes: the same text as `finished` gives from the whole, however the
- * text is cut into pieces. Text is handed on as soon as no stop string can start in it; a stop string found ends the
- * text only once no other can start before it (with stops ["abcd", "c"], "abc" holds "c" but may still grow into
- * "abcd", which ends the text two characters earlier). The model's own generation goes on to its end, unseen.
+ * text is cut into pieces. Text is handed on as soon as no stop string can start in it (what could still grow into
+ * one is held back); the first stop string completed ends the text at its start, and `stopped` turns true then, so
+ * that the caller can stop the prompt's generation.
  */
 export class StopFilter {
   private text = '';
@@ -132,23 +149,17 @@ export class StopFilter {
 
   push(piece: string): void {
     if (this.stopped) return;
+    const searched = this.text.length;
     this.text += piece;
-    const at = firstStop(this.text, this.stops, this.given);
-    const open = openStop(this.text, this.stops, this.longest, this.given);
-    if (at >= 0 && at <= open) {
-      this.stopped = true;
-      this.give(at);
-    } else {
-      this.give(at >= 0 ? Math.min(at, open) : open);
-    }
+    // A stop string completed now starts at or after `given`: what could still grow into one was held back.
+    const at = firstStop(this.text, this.stops, searched);
+    this.stopped = at >= 0;
+    this.give(this.stopped ? at : openStop(this.text, this.stops, this.longest, this.given));
   }
 
-  /** The end of generation: the text up to its first stop string, or all of it. */
+  /** The end of generation: the rest of the text, unless a stop string ended it. */
   end(): void {
-    if (this.stopped) return;
-    const at = firstStop(this.text, this.stops, this.given);
-    this.stopped = at >= 0;
-    this.give(at >= 0 ? at : this.text.length);
+    if (!this.stopped) this.give(this.text.length);
   }
 
   private give(upTo: number): void {
@@ -294,8 +305,29 @@ export function generationRoutes(s: GenerationServing): {
         signal.removeEventListener('abort', count);
       }
     };
+    /**
+     * Each prompt's item: its text goes through a StopFilter as it comes (given on by `onText` when streamed), and the
+     * first stop string completed stops its generation, as vLLM and transformers stop there; without stop strings a
+     * plain request needs no text before the end. Ending a prompt this way aborts its own signal only: the client's
+     * is untouched, so it counts as no cancellation, and the tokens generated so far are its usage.
+     */
+    const itemsFor = (onText?: (index: number, text: string) => void) =>
+      prompts.map((prompt, i) => {
+        if (!onText && stops.length === 0) return { filter: undefined, item: { prompt, signal } };
+        const ended = new AbortController();
+        const filter = new StopFilter(stops, (text) => onText?.(i, text));
+        const item: GenerationItem = {
+          prompt,
+          signal: AbortSignal.any([signal, ended.signal]),
+          onText: (text) => {
+            filter.push(text);
+            if (filter.stopped) ended.abort();
+          },
+        };
+        return { filter, item };
+      });
     if (!stream) {
-      const out = await generated(prompts.map((prompt) => ({ prompt, signal })));
+      const out = await generated(itemsFor().map((p) => p.item));
       return {
         inputs: prompts.length,
         json: {
@@ -313,11 +345,12 @@ export function generationRoutes(s: GenerationServing): {
       events: async (send: (data: unknown) => void) => {
         const chunk = (choices: unknown[]) => send({ ...base, object: shape.chunkObject, choices });
         prompts.forEach((_, i) => chunk([shape.delta(i, null, null, true)]));
-        const filters = prompts.map((_, i) => new StopFilter(stops, (text) => chunk([shape.delta(i, text, null, false)])));
-        const out = await generated(prompts.map((prompt, i) => ({ prompt, signal, onText: (text: string) => filters[i].push(text) })));
+        const items = itemsFor((i, text) => chunk([shape.delta(i, text, null, false)]));
+        const out = await generated(items.map((p) => p.item));
         out.forEach((g, i) => {
-          filters[i].end();
-          chunk([shape.delta(i, null, filters[i].stopped ? 'stop' : finished(g, stops).finishReason, false)]);
+          const filter = items[i].filter!;
+          filter.end();
+          chunk([shape.delta(i, null, filter.stopped ? 'stop' : g.finishReason, false)]);
         });
         if (includeUsage) send({ ...base, object: shape.chunkObject, choices: [], usage: usage(out) });
         return prompts.length;

@@ -150,20 +150,21 @@ test.serial('stop strings end the text before them, plain and streamed, with fin
   t.is(sse.events[sse.events.length - 1].choices[0].finish_reason, 'stop');
 });
 
-test.serial('overlapping stop strings end the text where the earliest starts, plain and streamed alike', async (t) => {
+test.serial('overlapping stop strings end the text where the first to be completed starts, plain and streamed alike', async (t) => {
   const pieces: string[] = [];
   const [full] = await generator.generate([MESSAGES], { maxNewTokens: 16, onText: (_, text) => pieces.push(text) });
-  // A one-character stop string that ends a streamed piece, inside a longer one that starts a character before it
-  // and ends in the next piece: the shorter is seen first, but the longer starts earlier and ends the text.
+  // A two-character stop string across two streamed pieces, inside a longer one that starts a character before it
+  // and completes a character after it: the shorter is completed first and ends the text, as vLLM and transformers
+  // stop, though the longer starts earlier.
   let stops: string[] | undefined;
   let cut = '';
   for (let i = 0, end = 0; i < pieces.length - 1 && !stops; i++) {
     end += pieces[i].length;
-    const longer = full.text.slice(end - 2, end + 1);
-    const shorter = full.text.slice(end - 1, end);
-    if (end >= 2 && full.text.indexOf(longer) === end - 2 && full.text.indexOf(shorter) === end - 1) {
+    const longer = full.text.slice(end - 2, end + 2);
+    const shorter = full.text.slice(end - 1, end + 1);
+    if (end >= 2 && longer.length === 4 && full.text.indexOf(longer) === end - 2 && full.text.indexOf(shorter) === end - 1) {
       stops = [longer, shorter];
-      cut = full.text.slice(0, end - 2);
+      cut = full.text.slice(0, end - 1);
     }
   }
   if (!stops) return t.fail(`no such stop strings in ${JSON.stringify(pieces)}`);
@@ -175,6 +176,76 @@ test.serial('overlapping stop strings end the text where the earliest starts, pl
   t.is(deltas.join(''), cut);
   t.true(deltas.length > 1, 'the text came in pieces');
   t.is(sse.events[sse.events.length - 1].choices[0].finish_reason, 'stop');
+});
+
+test.serial('a stop string ends its prompt\'s generation, plain and streamed; the other prompts of the batch go on; no cancellation is counted', async (t) => {
+  // Its own server: /metrics counts its requests only.
+  const own = await serve({ generator, port: 0 });
+  try {
+    const prompts = ['model text search', 'cat dog'];
+    const maxTokens = 80;
+    const full = await generator.generate(prompts, { maxNewTokens: maxTokens });
+    t.deepEqual(
+      full.map((g) => [g.tokenIds.length, g.finishReason]),
+      [
+        [maxTokens, 'length'],
+        [maxTokens, 'length'],
+      ],
+      'without stop strings both run to max_tokens',
+    );
+    // The first prompt's second word ends its text a few tokens in; the second prompt's text never holds it.
+    const stop = ` ${full[0].text.trim().split(/\s+/)[1]}`;
+    t.false(full[1].text.includes(stop), `${JSON.stringify(stop)} in ${JSON.stringify(full[1].text)}`);
+    const cut = full[0].text.slice(0, full[0].text.indexOf(stop));
+    // The tokens it takes to complete the stop string: the generation stops then, or a few steps later (the text is
+    // decoded while the model goes on).
+    let needed = 1;
+    while (!(await generator.generate([prompts[0]], { maxNewTokens: needed }))[0].text.includes(stop)) needed++;
+    const body = { prompt: prompts, max_tokens: maxTokens, stop };
+    /** The stopped prompt's tokens (the usage's, less the other prompt's max_tokens), each answer checked. */
+    const stoppedTokens = async (stream: boolean) => {
+      let texts: string[];
+      let finishes: (string | null)[];
+      let usage: { completion_tokens: number };
+      if (stream) {
+        const sse = await events(`${own.url}/v1/completions`, { ...body, stream: true, stream_options: { include_usage: true } });
+        texts = ['', ''];
+        finishes = [null, null];
+        for (const e of sse.events) {
+          for (const c of e.choices) {
+            texts[c.index] += c.text;
+            if (c.finish_reason) finishes[c.index] = c.finish_reason;
+          }
+        }
+        usage = sse.events[sse.events.length - 1].usage;
+      } else {
+        const plain = await post(`${own.url}/v1/completions`, body);
+        t.is(plain.status, 200);
+        texts = plain.json.choices.map((c: any) => c.text);
+        finishes = plain.json.choices.map((c: any) => c.finish_reason);
+        usage = plain.json.usage;
+      }
+      t.deepEqual(texts, [cut, full[1].text], `stream: ${stream}`);
+      t.deepEqual(finishes, ['stop', 'length'], `stream: ${stream}`);
+      const tokens = usage.completion_tokens - maxTokens;
+      t.true(tokens >= needed && tokens <= maxTokens, `stream: ${stream}, ${tokens} tokens`);
+      return tokens;
+    };
+    // Far fewer than max_tokens: the stop string is seen in the text decoded while the model goes on, a few steps
+    // behind, more when this process's thread is starved (under load). Up to three tries each.
+    for (const stream of [false, true]) {
+      const counts: number[] = [];
+      while (counts.length < 3 && !counts.some((n) => n <= maxTokens / 2)) counts.push(await stoppedTokens(stream));
+      t.log(`stream: ${stream}: ${counts.join(', ')} of ${maxTokens} tokens; ${needed} complete the stop string`);
+      t.true(counts.some((n) => n <= maxTokens / 2), `stream: ${stream}: the stopped prompt generated ${counts.join(', ')} of ${maxTokens} tokens in each try`);
+    }
+    const metrics = await (await fetch(`${own.url}/metrics`)).text();
+    t.regex(metrics, /^coltrast_generations_cancelled_total 0$/m);
+    t.notRegex(metrics, /^coltrast_requests_cancelled_total\{.*\} [1-9]/m);
+    t.is(own.stats().generate.cancelled, 0);
+  } finally {
+    await own.close();
+  }
 });
 
 test.serial('/ask answers as Rag.answer does, with its sources', async (t) => {

@@ -1,6 +1,7 @@
 // The generation routes' stop strings (lib/serve-generation.ts): a streamed choice (StopFilter, fed the text in
-// pieces) ends where a plain one (finished(), on the whole text) does, at the earliest stop string's start, however
-// the text is cut into pieces; overlapping stop strings included. No model: crafted texts, cut at every position.
+// pieces) ends where a plain one (finished(), on the whole text) does, at the start of the first stop string to be
+// completed (as vLLM and transformers stop), however the text is cut into pieces; overlapping stop strings included.
+// No model: crafted texts, cut at every position.
 import test from 'ava';
 import { StopFilter, finished } from '../lib/serve-generation';
 
@@ -24,18 +25,27 @@ function cuts(text: string): string[][] {
   return out;
 }
 
-// [text, stops, the text before the earliest stop string's start]
+// [text, stops, the text before the first stop string to be completed]
 const CASES: [string, string[], string][] = [
-  // A shorter stop string completes first, inside a longer one that starts earlier: the longer one ends the text.
-  ['xabcdy', ['abcd', 'c'], 'x'],
-  ['xabcdy', ['c', 'abcd'], 'x'],
-  // The longer one never completes: the shorter one ends the text, once the longer is ruled out.
+  // A shorter stop string completes first, inside a longer one that starts earlier: the shorter ends the text, as
+  // vLLM and transformers' StopStringCriteria end it (they stop at the first one generated), whatever the list's order.
+  ['xabcdy', ['abcd', 'c'], 'xab'],
+  ['xabcdy', ['c', 'abcd'], 'xab'],
+  ['xabcd', ['abcd', 'bc'], 'xa'],
+  ['-<<a>>-', ['a>', '<<a>>', '<a'], '-<'],
+  // The longer one never completes: the shorter one ends the text.
   ['xabcey', ['abcd', 'c'], 'xab'],
   ['xabc', ['abcd', 'c'], 'xab'],
-  // Stop strings that are prefixes of each other, or start at the same place.
+  // Several completed by the same character: the one that starts earliest (the longest) ends the text.
+  ['aab', ['ab', 'aab'], ''],
+  ['xabcd', ['cd', 'abcd'], 'x'],
+  ['a😀b', ['😀', 'a😀'], ''],
+  // Stop strings that are prefixes of each other: the shorter is complete first.
   ['12abc3', ['abc', 'ab'], '12'],
   ['12ab3', ['abc', 'ab'], '12'],
-  ['aab', ['ab', 'aab'], ''],
+  // One that starts earlier but completes later loses to one that starts later and completes first.
+  ['xyzzy', ['yzzy', 'zz'], 'xy'],
+  ['café 😀 ok', ['😀 ok', ' o'], 'café 😀'],
   // A partial stop string at the end that never completes is text.
   ['hello wor', ['world'], 'hello wor'],
   ['hello', ['lo!', 'xyz'], 'hello'],
@@ -48,15 +58,13 @@ const CASES: [string, string[], string][] = [
   // Overlapping occurrences of one stop string.
   ['aaab', ['aab'], 'a'],
   ['xyzzy', ['zzy', 'yz'], 'x'],
-  // Three overlapping candidates; the middle-length one starts first.
-  ['-<<a>>-', ['a>', '<<a>>', '<a'], '-'],
   // Characters beyond one UTF-16 unit.
   ['café 😀 ok', ['😀 o', 'é'], 'caf'],
   // No stop string in it.
   ['nothing to see', ['xyz'], 'nothing to see'],
 ];
 
-test('a streamed choice ends where the plain one does, at the earliest stop string, however its text is cut into pieces', (t) => {
+test('a streamed choice ends where the plain one does, at the first stop string completed, however its text is cut into pieces', (t) => {
   for (const [text, stops, expected] of CASES) {
     const whole = plain(text, stops);
     t.is(whole.text, expected, `plain: ${JSON.stringify(text)} ${JSON.stringify(stops)}`);
@@ -69,19 +77,32 @@ test('a streamed choice ends where the plain one does, at the earliest stop stri
   }
 });
 
-test('a streamed choice hands text on as soon as no stop string can start in it, and nothing after its end', (t) => {
+test('a streamed choice hands text on as soon as no stop string can start in it, and stops at the first one completed', (t) => {
   const given: string[] = [];
   const filter = new StopFilter(['abcd', 'c'], (text) => given.push(text));
   filter.push('xy');
   t.deepEqual(given, ['xy'], 'no stop string can start in "xy"');
   filter.push('zab');
   t.deepEqual(given, ['xy', 'z'], '"ab" may grow into "abcd"');
-  filter.push('c');
-  t.deepEqual(given, ['xy', 'z'], '"abc" holds "c" but may still grow into "abcd"');
   t.false(filter.stopped);
-  filter.push('d and more');
-  t.true(filter.stopped);
   filter.push('c');
+  t.true(filter.stopped, '"c" is complete: the generation can stop here, before "abcd" could be');
+  t.deepEqual(given, ['xy', 'z', 'ab']);
+  filter.push('d and more');
   filter.end();
-  t.deepEqual(given, ['xy', 'z'], 'the text ends at "abcd"');
+  t.deepEqual(given, ['xy', 'z', 'ab'], 'the text ends at "c"');
+});
+
+test('a stop string completed across pieces stops the choice at the piece that completes it, not before', (t) => {
+  const given: string[] = [];
+  const filter = new StopFilter(['world'], (text) => given.push(text));
+  filter.push('hello wor');
+  t.deepEqual(given, ['hello '], '"wor" may grow into "world"');
+  t.false(filter.stopped);
+  filter.push('l');
+  t.false(filter.stopped);
+  filter.push('d!');
+  t.true(filter.stopped);
+  filter.end();
+  t.deepEqual(given, ['hello ']);
 });
