@@ -260,7 +260,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const gradientCheckpointing = booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false);
   if (o.template !== undefined) checkTemplate(o.template, PLACEHOLDERS);
   const valSplit = valSplitValue('options.valSplit', o.valSplit, 0);
-  const seed = numberValue('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
+  const seed = numberValue('options.seed', o.seed ?? 42, (x) => Number.isSafeInteger(x) && x >= 0, `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`);
   const checkpointEvery = o.checkpointEvery === 0 ? 0 : positiveInteger('options.checkpointEvery', o.checkpointEvery ?? 50);
   const precision = oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const);
   const resume = booleanValue('options.resume', o.resume ?? false);

@@ -495,7 +495,7 @@ function readConfig(options: TrainOptions): Config {
       positiveThreshold: numberValue('options.mining.positiveThreshold', mining.positiveThreshold ?? 0.6, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
       hardNegatives: numberValue('options.mining.hardNegatives', mining.hardNegatives ?? 3, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     },
-    seed: numberValue('options.seed', o.seed ?? 42, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
+    seed: numberValue('options.seed', o.seed ?? 42, (x) => Number.isSafeInteger(x) && x >= 0, `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`),
     precision: oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const),
     prompts: booleanValue('options.prompts', o.prompts ?? !tension),
     step: {
@@ -775,6 +775,8 @@ async function forEachScoreRow(
  */
 function rankOf(scores: Float32Array, positive: number): number {
   const score = scores[positive];
+  // A NaN score (a broken model) ranks last: no comparison with it is true, which ranked it first.
+  if (Number.isNaN(score)) return scores.length;
   const id = `d${positive}`;
   let rank = 1;
   for (let j = 0; j < scores.length; j++) {

@@ -5,7 +5,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, train, type TrainOptions } from '../lib';
 import { makeBatches } from '../lib/train-data';
-import { FIXTURE, fixtureCopy, tempDir, wordDataset } from './helpers/fixture';
+import { retrievalMetrics } from '../lib/train';
+import { seedState } from '../lib/random';
+import { FIXTURE, STEP, fixtureCopy, tempDir, wordDataset } from './helpers/fixture';
 
 const base = { model: FIXTURE, device: 'cpu' as const, epochs: 1, valSplit: 0 };
 
@@ -152,4 +154,26 @@ test('an output folder that is the model or holds it is refused: saving the trai
   const model = fixtureCopy();
   await train({ ...base, model, data: wordDataset(8, 3), output: path.join(model, 'tuned'), batchSize: 4 });
   t.true(fs.readFileSync(path.join(model, 'model.safetensors')).equals(fs.readFileSync(path.join(FIXTURE, 'model.safetensors'))));
+});
+
+test('a model whose scores are NaN gets recall@1 0 from retrievalMetrics, not 1; seeds past 2^32 shuffle differently', async (t) => {
+  const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    const pairs = wordDataset(6);
+    const trainer = await encoder.createTrainer({ seed: 1 });
+    await trainer.step(pairs.map((p) => p.query), pairs.map((p) => p.positive), { ...STEP, learningRate: 1e30 });
+    trainer.dispose();
+    t.false((await encoder.embed([pairs[0].query])).data.every(Number.isFinite), 'the step broke the model');
+    // No comparison with a NaN score is true: each positive used to rank first.
+    const metrics = await retrievalMetrics(encoder, pairs);
+    t.is(metrics['recall@1'], 0);
+    t.true(metrics['mrr@10'] <= 1 / Math.min(6, 10) + 1e-12, `mrr@10 ${metrics['mrr@10']}`);
+  } finally {
+    encoder.dispose();
+  }
+  t.is(seedState(42), 42, 'seeds below 2^32 start as they did');
+  t.not(seedState(2 ** 32), seedState(0));
+  t.not(seedState(2 ** 52 + 7), seedState(7));
+  const error = await rejection({ ...base, data: wordDataset(8), output: path.join(tempDir(), 'x'), batchSize: 4, seed: 2 ** 60 });
+  t.regex(error.message, /options\.seed must be an integer from 0 to 9007199254740991/);
 });
