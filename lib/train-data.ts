@@ -399,29 +399,81 @@ export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegat
  * false negative, as sentence-transformers' NoDuplicatesBatchSampler keeps out too.
  */
 export function* batchExamples(examples: TrainExample[], batchSize: number): Generator<TrainExample[]> {
-  // The examples not yet in a batch, in order: those passed over (their positive or query was in the batch already) and then
-  // examples[next...]. Each batch scans the passed-over ones and then only as far into the rest as it needs, so the
-  // work is about the number of examples, not that times the number of batches (a million pairs in batches of 32
-  // took minutes, scanning and copying every waiting example for each batch).
-  let passedOver: TrainExample[] = [];
+  // The examples not yet in a batch: those passed over (their positive or query was in the batch already), grouped by
+  // query in the order their queries were first passed over, and then examples[next...]. A batch looks at each waiting
+  // query once (its group's first example whose positive is free), stopping early when no waiting example could join it
+  // (every waiting positive, or every waiting query, is in it already), then takes new examples in order until it is
+  // full. So the work is about the examples plus the waiting queries a batch looks at, not every
+  // waiting example for every batch: many examples of one query (a label used as the query) or of a few positives
+  // made each batch rescan them all (40,000 examples over 5 labels took 13 s). Examples of distinct queries wait in
+  // groups of one, in order, as one list did.
+  // A query's waiting examples from `head` on (taken ones before it; one taken from further on is spliced out).
+  interface Group { query: string; items: TrainExample[]; head: number }
+  // The groups in order from groupsHead on; a group emptied stays in place until the head passes it.
+  const groups: Group[] = [];
+  let groupsHead = 0;
+  const groupOf = new Map<string, Group>();
+  let waitingCount = 0;
+  const waitingKeys = { positives: new Map<string, number>(), queries: new Map<string, number>() };
+  const count = (map: Map<string, number>, key: string, by: number) => {
+    const n = (map.get(key) ?? 0) + by;
+    if (n === 0) map.delete(key);
+    else map.set(key, n);
+  };
+  const wait = (e: TrainExample) => {
+    let group = groupOf.get(e.query);
+    if (!group) {
+      group = { query: e.query, items: [], head: 0 };
+      groupOf.set(e.query, group);
+      groups.push(group);
+    }
+    group.items.push(e);
+    waitingCount++;
+    count(waitingKeys.positives, e.positive, 1);
+    count(waitingKeys.queries, e.query, 1);
+  };
   let next = 0;
-  while (passedOver.length > 0 || next < examples.length) {
+  while (waitingCount > 0 || next < examples.length) {
     const chosen: TrainExample[] = [];
     const positives = new Set<string>();
     const queries = new Set<string>();
-    const stillWaiting: TrainExample[] = [];
-    const offer = (e: TrainExample) => {
-      if (chosen.length < batchSize && !positives.has(e.positive) && !queries.has(e.query)) {
-        chosen.push(e);
-        positives.add(e.positive);
-        queries.add(e.query);
-      } else {
-        stillWaiting.push(e);
-      }
+    // The waiting examples' positives and queries not in the batch yet: at 0, no waiting example can join it.
+    let freePositives = waitingKeys.positives.size;
+    let freeQueries = waitingKeys.queries.size;
+    const take = (e: TrainExample) => {
+      chosen.push(e);
+      positives.add(e.positive);
+      queries.add(e.query);
+      freePositives--;
+      freeQueries--;
     };
-    for (const e of passedOver) offer(e);
-    while (chosen.length < batchSize && next < examples.length) offer(examples[next++]);
-    passedOver = stillWaiting;
+    while (groupsHead < groups.length && groups[groupsHead].head === groups[groupsHead].items.length) groupsHead++;
+    for (let g = groupsHead; g < groups.length; g++) {
+      if (chosen.length >= batchSize || freePositives === 0 || freeQueries === 0) break;
+      const group = groups[g];
+      if (group.head === group.items.length || queries.has(group.query)) continue;
+      let at = group.head;
+      while (at < group.items.length && positives.has(group.items[at].positive)) at++;
+      if (at === group.items.length) continue;
+      const e = group.items[at];
+      if (at === group.head) group.head++;
+      else group.items.splice(at, 1);
+      if (group.head === group.items.length) {
+        // Emptied: a later example of its query starts a new group at the end, as it would have been passed over last.
+        groupOf.delete(group.query);
+        group.items = [];
+        group.head = 0;
+      }
+      waitingCount--;
+      count(waitingKeys.positives, e.positive, -1);
+      count(waitingKeys.queries, e.query, -1);
+      take(e);
+    }
+    while (chosen.length < batchSize && next < examples.length) {
+      const e = examples[next++];
+      if (!positives.has(e.positive) && !queries.has(e.query)) take(e);
+      else wait(e);
+    }
     yield chosen;
   }
 }
