@@ -72,11 +72,11 @@ struct LseStats {
   // Folds in one tile along `dim` (1: its rows, 0: its columns), which are entries [at, at + n).
   void fold(const at::Tensor& tile, int64_t dim, int64_t at0, int64_t n) {
     at::Tensor m = max.narrow(0, at0, n), s = sum.narrow(0, at0, n);
-    const at::Tensor newMax = at::maximum(m, std::get<0>(tile.max(dim)));  // both propagate NaN
+    const at::Tensor newMax = at::maximum(m, at::amax(tile, {dim}));  // both propagate NaN
     const at::Tensor newShift = shiftOf(newMax);
     // The old sum rescaled to the new shift; a sum of 0 stays 0 (exp of a large shift difference could be inf).
     const at::Tensor carried = at::where(s > 0, s * at::exp(shiftOf(m) - newShift), at::zeros_like(s));
-    s.copy_(carried + at::exp(tile - newShift.unsqueeze(dim)).sum(dim));
+    s.copy_(carried + (tile - newShift.unsqueeze(dim)).exp_().sum(dim));
     m.copy_(newMax);
   }
   at::Tensor lse() const { return shiftOf(max) + at::log(sum); }
