@@ -381,6 +381,24 @@ function summaryPrinter(output: string | undefined): (line: string) => void {
 /** A line said on stderr when SIGINT or SIGTERM interrupts the command (train: where its checkpoint is), or undefined. */
 let interruptNote: (() => string | undefined) | undefined;
 
+/**
+ * The signal of a run that stops cleanly (train, rag-train: they write a checkpoint, see interruptedRun): the first SIGINT
+ * or SIGTERM aborts it, with the signal's name as the reason; a second ends the process at once.
+ */
+let interruptAbort: AbortController | undefined;
+
+/**
+ * A run's rejection, passed on, unless it is the ABORTED of the first SIGINT or SIGTERM (interruptAbort): then the run
+ * has stopped, its checkpoint written, and the process ends by that signal after the command's interruptNote (or, no
+ * checkpoint there, a note that nothing was written), as a second signal would have ended it.
+ */
+function interruptedRun(error: unknown): Promise<never> {
+  const signal = interruptAbort?.signal;
+  if (!signal?.aborted || !(error instanceof ColtrastError) || error.code !== 'ABORTED') throw error;
+  endByInterrupt(signal.reason as NodeJS.Signals, 'training interrupted before its first step; nothing was written');
+  return new Promise<never>(() => undefined); // the signal ends the process
+}
+
 /** A file's whole text (a flag that names a file, e.g. a chat template). */
 function readTextFile(file: string, flag: string): string {
   const problem = notAFile(file);
@@ -671,7 +689,8 @@ async function trainCommand(argv: string[]): Promise<void> {
   const checkpoint = `${path.resolve(o.output)}.checkpoint`;
   interruptNote = () =>
     fs.existsSync(checkpoint) ? `training interrupted; its checkpoint is at ${checkpoint}: run the same command with --resume to continue from it` : undefined;
-  const result = await train({ ...(o as TrainOptions), progressBar: !v.json });
+  interruptAbort = new AbortController();
+  const result = await train({ ...(o as TrainOptions), progressBar: !v.json, signal: interruptAbort.signal }).catch(interruptedRun);
   if (v.json) {
     console.log(JSON.stringify({ before: result.before, after: result.after, best: result.best, modelDir: result.modelDir, timing: result.timing }));
     return;
@@ -809,10 +828,14 @@ async function ragTrainCommand(argv: string[]): Promise<void> {
   if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
   outputTo(o.output, '--output', 'folder');
   const { json, ...options } = o;
-  const result = await trainRag({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json }).catch((error: unknown) => {
+  const checkpoint = `${path.resolve(o.output)}.checkpoint`;
+  interruptNote = () =>
+    fs.existsSync(checkpoint) ? `training interrupted; its checkpoint is at ${checkpoint}: run the same command with --resume to continue from it` : undefined;
+  interruptAbort = new AbortController();
+  const result = await trainRag({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json, signal: interruptAbort.signal }).catch((error: unknown) => {
     // The library names its options (overwrite: true, resume: true); here they are flags.
     if (error instanceof ColtrastError) error.message = error.message.replace('pass overwrite: true to replace it, or resume: true', 'pass --overwrite to replace it, or --resume');
-    throw error;
+    return interruptedRun(error);
   });
   if (json) {
     console.log(JSON.stringify({ best: result.best, epochs: result.history.epochs, retrieverDir: result.retrieverDir, generatorDir: result.generatorDir }));
@@ -1467,8 +1490,9 @@ async function main(): Promise<void> {
  * What every command does when it is stopped from outside: temporary files (of the atomic writers, files.ts
  * trackTemporaryFile) are removed at any exit; SIGINT and SIGTERM (serve handles its own: it finishes the requests
  * in progress) say the command's interruptNote, if any, and end the process by the signal (a shell sees 130 for
- * Ctrl-C, as before); and a closed stdout (`coltrast embed big.txt | head`) ends the command quietly with status 0,
- * as Unix tools do.
+ * Ctrl-C, as before), but first abort a run that stops cleanly (interruptAbort: train's, which writes a checkpoint
+ * and then ends the same way) and end the process only at a second; and a closed stdout (`coltrast embed big.txt |
+ * head`) ends the command quietly with status 0, as Unix tools do.
  */
 function handleInterrupts(command: string): void {
   process.on('exit', removeTemporaryFiles);
@@ -1478,16 +1502,28 @@ function handleInterrupts(command: string): void {
   });
   process.stderr.on('error', () => undefined); // nowhere left to say anything
   if (command === 'serve') return;
-  const interrupted = (signal: NodeJS.Signals) => {
-    removeTemporaryFiles();
-    const note = interruptNote?.();
-    if (note) process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}coltrast: ${note}\n`);
-    process.off('SIGINT', interrupted);
-    process.off('SIGTERM', interrupted);
-    process.kill(process.pid, signal); // no handler left: the default, ending the process by the signal
-  };
   process.on('SIGINT', interrupted);
   process.on('SIGTERM', interrupted);
+}
+
+function interrupted(signal: NodeJS.Signals): void {
+  if (interruptAbort && !interruptAbort.signal.aborted) {
+    process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}coltrast: ${signal}: stopping after the step under way to write a checkpoint (again to stop at once)\n`);
+    interruptAbort.abort(signal);
+    return;
+  }
+  endByInterrupt(signal);
+}
+
+/** Ends the process by `signal` after the command's interruptNote (else `otherwise`), its temporary files removed. */
+function endByInterrupt(signal: NodeJS.Signals, otherwise?: string): void {
+  removeTemporaryFiles();
+  const note = interruptNote?.() ?? otherwise;
+  if (note) process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}coltrast: ${note}\n`);
+  process.off('SIGINT', interrupted);
+  process.off('SIGTERM', interrupted);
+  process.exitCode = 130; // should the process outlive its signal
+  process.kill(process.pid, signal); // no handler left: the default, ending the process by the signal
 }
 
 // Run as the \`coltrast\` command; imported (the docs test reads USAGE and COMMAND_FLAGS), nothing runs.

@@ -24,7 +24,7 @@ import type { Device } from './native-model';
 import { ProgressBar } from './progress';
 import { seededRandom } from './random';
 import { trainingCurvesSvg } from './report';
-import { encoderEmbedder, learningRateAt } from './train';
+import { encoderEmbedder, learningRateAt, trainingAborted } from './train';
 import { newStore, type NativeDenseStore } from './search-index';
 import { JSONL, checkDataFile, readCorpus, readDataFile, readProjects, shuffle, splitByGroup, valSplitValue } from './train-data';
 import { padBatch } from './tokenizer';
@@ -114,6 +114,12 @@ export interface RagTrainOptions {
   progressBar?: boolean;
   /** Replace `output` when it holds an earlier run (default false). */
   overwrite?: boolean;
+  /**
+   * Stops the run when aborted, as train()'s: looked at between steps (the step under way finishes), it writes a
+   * checkpoint of where the run is to `<output>.checkpoint` and rejects with an ABORTED error; `resume: true` continues
+   * from it. Aborted before the first step (or before the call), it writes nothing.
+   */
+  signal?: AbortSignal;
 }
 
 export interface RagProgress {
@@ -141,7 +147,7 @@ export interface RagTrainResult {
 const KEYS = [
   'retriever', 'generator', 'data', 'corpus', 'output', 'k', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'weightDecay', 'maxGradNorm',
   'temperature', 'freezeGenerator', 'gradientCheckpointing', 'template', 'chat', 'system', 'valSplit', 'seed', 'device', 'threads', 'precision', 'checkpointEvery', 'resume', 'onProgress',
-  'progressBar', 'overwrite',
+  'progressBar', 'overwrite', 'signal',
 ] as const;
 
 /** A number in [0, max), or `fallback` when absent. */
@@ -269,8 +275,14 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
   if (o.progressBar !== undefined) booleanValue('options.progressBar', o.progressBar);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', o.signal);
   const output = path.resolve(o.output);
   const checkpointDir = `${output}.checkpoint`;
+  // Before anything is read or loaded; looked at again before the models load and at each step.
+  const notStarted = () => {
+    if (o.signal?.aborted) throw trainingAborted('trainRag()', checkpointDir);
+  };
+  notStarted();
   const saved = resume ? await readRagCheckpoint(checkpointDir) : undefined;
   if (nonEmptyFolder(output, 'options.output') && !saved && !overwrite) {
     throw new ColtrastError('INVALID_ARGUMENT', `${output} is not empty: pass overwrite: true to replace it, or resume: true to continue an interrupted run`);
@@ -284,6 +296,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const settings = { retriever: resolved(o.retriever), generator: resolved(o.generator), corpus: corpusGiven, k, epochs, batchSize, learningRate, warmupRatio, weightDecay, maxGradNorm, temperature, freezeGenerator, gradientCheckpointing, template: format.template, chat: format.chat, system: format.system, valSplit, seed, precision };
   const run = await runIdentity(settings, { examples: data.examples, projects: data.projects });
   if (saved) checkSameRun(checkpointDir, saved.run, run);
+  notStarted();
   const load = { device: o.device ?? ('auto' as const), ...(o.threads !== undefined && { threads: o.threads }) };
   const retriever = await Encoder.load(saved ? path.join(checkpointDir, 'retriever') : o.retriever, load);
   let generator: Generator | undefined;
@@ -369,6 +382,8 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     };
     const result = state.result;
     let dataIn = saved?.dataIn;
+    // The step of the checkpoint in checkpointDir.
+    let checkpointStep = saved?.state.step;
     const checkpoint = async (position: Partial<LoopState> = {}) => {
       await writeFolderAtomic(checkpointDir, true, async (staging) => {
         await retriever.save(path.join(staging, 'retriever'));
@@ -378,6 +393,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
         writeJsonAtomic(path.join(staging, 'state.json'), { version: 2, state: { ...state, ...position }, data, run });
       });
       dataIn = checkpointDir;
+      checkpointStep = state.step;
     };
     const saveModels = async () => {
       await writeFolderAtomic(output, true, async (staging) => {
@@ -388,7 +404,19 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     const bar = showProgress ? new ProgressBar('ContextFlow', 'steps') : undefined;
     const started = Date.now();
     const startStep = state.step;
+    // options.signal, looked at between steps, where the state is one that a checkpoint holds (as train()'s).
+    const stopIfAborted = async (ahead?: Promise<unknown>) => {
+      if (!o.signal?.aborted) return;
+      await ahead?.catch(() => undefined); // the next batch's preparation, not left running into the models' disposal
+      if (state.step === startStep) throw trainingAborted('trainRag()', checkpointDir);
+      // A checkpoint written at this step (checkpointEvery's, or the epoch end's) holds this state already: at an
+      // epoch's start, before its retrieval, the one the epoch end wrote.
+      if (checkpointStep !== state.step) await checkpoint();
+      throw trainingAborted('trainRag()', checkpointDir, state.step);
+    };
     for (; state.epoch <= epochs; state.epoch++, state.batch = 0, state.epochLoss = 0, state.retrieved = []) {
+      // Before the epoch embeds the corpus again.
+      await stopIfAborted();
       if (state.batch === 0) state.epochSeed = state.shuffleState;
       const random = seededRandom(0, state.epochSeed);
       const order = shuffle([...trainSet], random.next);
@@ -407,6 +435,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       };
       let ahead = state.batch < stepsPerEpoch ? prepareBatch(state.batch) : undefined;
       for (; state.batch < stepsPerEpoch; ) {
+        await stopIfAborted(ahead);
         const b = state.batch;
         const lr = learningRateAt(state.step, totalSteps, learningRate, warmupRatio, 'linear');
         const { prepared, sequences } = await ahead!;
@@ -427,6 +456,8 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
         });
         bar?.update(step, totalSteps);
       }
+      // A checkpoint here resumes into this epoch's validation.
+      await stopIfAborted();
       state.shuffleState = random.state();
       const valLoss = await validate();
       result.history.epochs.push({ epoch: state.epoch, trainLoss: state.epochLoss / stepsPerEpoch, ...(valLoss !== undefined && { valLoss }) });

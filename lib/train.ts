@@ -272,6 +272,14 @@ export interface TrainOptions {
   onProgress?: (progress: TrainProgress) => void;
   /** Draw a progress bar on stderr (default false; the CLI turns it on). */
   progressBar?: boolean;
+  /**
+   * Stops the run when aborted. It is looked at between optimizer steps (the step under way finishes, all its
+   * gradientAccumulation batches): the run then writes a checkpoint of where it is to `<output>.checkpoint` (as
+   * checkpointEvery does) and rejects with an ABORTED error; train() with the same options and `resume: true`
+   * continues from it, to the model an uninterrupted run ends with. Aborted before the first step (or before the call),
+   * it writes nothing. An abort that comes during the last epoch's validation lets the run finish.
+   */
+  signal?: AbortSignal;
 }
 
 export interface RetrievalMetrics {
@@ -324,7 +332,7 @@ const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
   'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide', 'freezeBase', 'gradientCheckpointing',
-  'contrastiveTension', 'mineNegatives', 'lora',
+  'contrastiveTension', 'mineNegatives', 'lora', 'signal',
 ] as const;
 /** The default validation split's cap: at most this many groups held out (options.valSplit). */
 export const DEFAULT_VAL_GROUPS = 1000;
@@ -417,6 +425,7 @@ function readConfig(options: TrainOptions): Config {
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   if (o.resume !== undefined) booleanValue('options.resume', o.resume);
   if (o.progressBar !== undefined) booleanValue('options.progressBar', o.progressBar);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', o.signal);
   const loss = checkOptions('options.loss', o.loss, LOSS_KEYS);
   const tension = booleanValue('options.contrastiveTension', o.contrastiveTension ?? false);
   if (tension) contrastiveTensionOptions(o, loss);
@@ -980,9 +989,30 @@ function checkPrecision(precision: Config['precision'], device: string): void {
   }
 }
 
+/**
+ * @internal The ABORTED error of a training run (`run`: "train()", "trainRag()") that its options.signal stopped: after
+ * `step`, whose checkpoint it wrote to `checkpointDir`, or before its first step (`step` undefined), having written nothing.
+ */
+export function trainingAborted(run: string, checkpointDir: string, step?: number): ColtrastError {
+  if (step !== undefined) {
+    return new ColtrastError(
+      'ABORTED',
+      `${run} was aborted (options.signal) after step ${step}: its checkpoint is at ${checkpointDir}; run it again with the same options and resume: true (the command line: --resume) to continue from it`,
+    );
+  }
+  // A checkpoint there (the one a resumed run started from, or an earlier run's) is as it was.
+  const kept = fs.existsSync(path.join(checkpointDir, 'state.json')) ? `; the checkpoint at ${checkpointDir} is as it was (resume: true, the command line's --resume, continues from it)` : '';
+  return new ColtrastError('ABORTED', `${run} was aborted (options.signal) before its first step: nothing was written${kept}`);
+}
+
 /** Fine-tunes `options.model` on `options.data` and writes the kept model to `options.output`. */
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const config = readConfig(options);
+  // Before anything is read or loaded; looked at again before the model loads and at each step.
+  const notStarted = () => {
+    if (options.signal?.aborted) throw trainingAborted('train()', `${path.resolve(options.output)}.checkpoint`);
+  };
+  notStarted();
   if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
   const data = config.contrastiveTension
     ? { examples: (await readSentences(options.data)).map((sentence): TrainExample => ({ query: sentence, positive: sentence })) }
@@ -1027,6 +1057,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // A resumed run starts from the checkpoint's weights; the data it trains on is the checkpoint's too.
   const run = await runIdentity(runSettings(config, model), data as Record<string, readonly unknown[]>);
   if (saved) checkSameRun(checkpointDir, saved.run, run);
+  notStarted();
   const loadOptions = { device: options.device ?? 'auto', threads: options.threads } as const;
   // A resumed LoRA run: the base model again, with the checkpoint's adapter (its merged weights are not the base).
   const from = saved && !config.lora ? path.join(checkpointDir, 'model') : model;
@@ -1179,6 +1210,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       result: { history: { steps: [], epochs: [] }, best: { epoch: 0 }, modelDir: output },
     };
     const result = state.result;
+    notStarted();
     if (!saved) result.before = (await validate()).metrics;
     // `position` overrides where the saved state says to continue (at an epoch's end: the next epoch).
     let dataIn = saved?.dataIn;
@@ -1217,6 +1249,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const startSamples = state.samples;
     const startStep = state.step;
     let stopped = false;
+    // options.signal, looked at where the state is one that a checkpoint holds: before each group of batches (an
+    // optimizer step) and after an epoch's last step, before its validation. An abort that comes between a group's
+    // batches (gradientAccumulation) waits for the group's update: the gradients summed so far are in the model's grad
+    // buffers, which no checkpoint holds, so the step under way finishes and the checkpoint is of the state after it.
+    const stopIfAborted = async (ahead?: Promise<unknown>) => {
+      if (!options.signal?.aborted) return;
+      await ahead?.catch(() => undefined); // the next batch's tokenization, not left running into the models' disposal
+      if (state.step === startStep) throw trainingAborted('train()', checkpointDir);
+      // A checkpoint written at this step (checkpointEvery's, or the epoch end's) is of this very state already.
+      if (checkpointStep !== state.step) await checkpoint();
+      throw trainingAborted('train()', checkpointDir, state.step);
+    };
     const timing = { batches: 0, seconds: 0, nativeSeconds: 0, tokenizeSeconds: 0 };
 
     for (; state.epoch <= config.epochs && !stopped; state.epoch++, state.batch = 0, state.epochLoss = 0) {
@@ -1236,6 +1280,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       // not the last batch's. A checkpoint is written only after an update, so a resumed epoch starts a new group.
       const group = { batches: 0, loss: 0, contrastive: 0, lateInteraction: 0, distillation: 0 };
       for (; state.batch < batches.length; ) {
+        if (state.batch % config.accumulation === 0) await stopIfAborted(ahead);
         const batchStarted = performance.now();
         const b = state.batch;
         const batch = batches[b];
@@ -1292,6 +1337,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         bar?.update(step, totalSteps);
         timing.seconds += (performance.now() - reportStarted) / 1000;
       }
+      // A checkpoint here resumes into this epoch's validation.
+      await stopIfAborted();
       state.shuffleState = nextShuffleState;
       await checkFinite();
       const record: EpochRecord = { epoch, trainLoss: state.epochLoss / batches.length, ...(await validate()) };
