@@ -316,8 +316,9 @@ export function flagNamed(message: string, names: FlagNames): string {
     if (raw === undefined || raw === false || !Object.values(names.options).includes(flag)) continue;
     const checked = new RegExp(`(--${escapeRegExp(flag)} must be .*?), got `);
     if (raw === true) {
-      // A boolean flag given that must not be: its value (the library's, perhaps an object the flag stands for) says nothing more.
-      said = said.replace(new RegExp(`${checked.source}[^;]*$`), '$1');
+      // A boolean flag given that must not be: its value as the library describes it (validate.ts's describe: boolean true, or
+      // an object or class instance the flag stands for) says nothing more; what follows it stays.
+      said = said.replace(new RegExp(`${checked.source}(?:boolean true|an? [A-Z]?\\w*(?: of length \\d+)?)(?![\\w ])`), '$1');
       continue;
     }
     // The library's description of the value (validate.ts's describe) of the flag's value as typed, or of the list it became.

@@ -249,7 +249,7 @@ export class CrossEncoder {
           (decoder || !(modelType in DECODER_SEQUENCE_CLASSIFICATION) ? '' : ` (a reranker on a ${modelType} decoder starts from its *ForCausalLM folder)`),
       );
     }
-    const pairTemplate = decoder?.chat ? checkedPairTemplate(files.dir, files.chatTemplate ?? readChatTemplate(files.dir), files.chatTemplate !== undefined) : undefined;
+    const pairTemplate = decoder?.chat ? checkedPairTemplate(files.dir, files.chatTemplate ?? readChatTemplate(files.transformerDir), files.chatTemplate !== undefined) : undefined;
     const tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     let ce = files.crossEncoder;
     let head: Parameters<typeof loadNative>[3];

@@ -211,11 +211,15 @@ function cachedSnapshot(hub: Hub): string | undefined {
   const dir = path.join(hub.repoDir, 'snapshots', commit);
   const has = (f: string) => fs.existsSync(path.join(dir, f));
   // An older sentence-transformers save keeps the Transformer's files in a subfolder (0_Transformer).
+  // A modules.json that is malformed or names paths outside the folder is the model's fault, said as loading would say
+  // it (offline, "not cached" would send the user looking for a download); a Transformer subfolder not there yet is an
+  // incomplete snapshot.
+  if (has('modules.json')) parseModules(readJson(path.join(dir, 'modules.json'), 'modules.json'), path.join(dir, 'modules.json'));
   let transformer: string;
   try {
     transformer = has('modules.json') ? transformerFolder(dir) : dir;
   } catch {
-    return undefined; // a modules.json this snapshot cannot be read by: no model of ours
+    return undefined;
   }
   const inTransformer = (f: string) => fs.existsSync(path.join(transformer, f));
   // A model, or an adapter with no model of its own (its base is cached or fetched by name when it loads).

@@ -37,7 +37,7 @@ import { writeFolderAtomic, writeJsonAtomic, writeJsonLinesAtomic } from './file
 import { fileLines } from './data-files';
 import { compileFilter, filterFields, filterKey, type Filter } from './filter';
 import { poolAll } from './token-pooling';
-import { weightFiles } from './model-dir';
+import { parseModules, weightFiles } from './model-dir';
 import { isAdapterOnlyFolder } from './lora';
 import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
@@ -336,11 +336,11 @@ function fingerprintFiles(dir: string): string[] {
   const files = new Set(['config.json', 'tokenizer.json', 'tokenizer_config.json', 'modules.json', 'sentence_bert_config.json', 'adapter_config.json', 'adapter_model.safetensors']);
   for (const shard of weightFiles(dir)?.shards ?? ['model.safetensors']) files.add(path.basename(shard));
   if (fs.existsSync(path.join(dir, 'model.safetensors.index.json')) && !fs.existsSync(path.join(dir, 'model.safetensors'))) files.add('model.safetensors.index.json');
-  let modules: unknown;
+  let modules: { path: string }[];
   try {
-    modules = JSON.parse(fs.readFileSync(path.join(dir, 'modules.json'), 'utf8'));
+    modules = parseModules(JSON.parse(fs.readFileSync(path.join(dir, 'modules.json'), 'utf8')), 'modules.json');
   } catch {
-    modules = []; // none, or unreadable (hashed as it is)
+    modules = []; // none, unreadable or refused (hashed as it is; loading the model says what is wrong)
   }
   // Links are followed: a Hugging Face cache's snapshot holds links to its blobs, which a Dirent calls links, not files
   // (a hub model's Pooling and Dense files were left out). `above`: the real folders walked into, where a link back
@@ -355,10 +355,9 @@ function fingerprintFiles(dir: string): string[] {
       else if (kind?.isFile()) files.add(relative);
     }
   };
-  for (const m of Array.isArray(modules) ? modules : []) {
-    // The Transformer's path is '' (the folder itself, whose files are above); a module's never leaves the folder.
-    const folder = typeof m?.path === 'string' ? path.posix.normalize(m.path.replace(/\\/g, '/')).replace(/\/+$/, '') : '.';
-    if (folder !== '.' && !folder.startsWith('..') && !path.posix.isAbsolute(folder) && fs.existsSync(path.join(dir, folder)) && fs.statSync(path.join(dir, folder)).isDirectory()) walk(folder);
+  for (const { path: folder } of modules) {
+    // The Transformer's path is '' (the folder itself, whose files are above); parseModules keeps every path inside it.
+    if (folder !== '' && fs.existsSync(path.join(dir, folder)) && fs.statSync(path.join(dir, folder)).isDirectory()) walk(folder);
   }
   return [...files].filter((f) => fs.existsSync(path.join(dir, f)) && fs.statSync(path.join(dir, f)).isFile()).sort();
 }

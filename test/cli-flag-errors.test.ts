@@ -135,4 +135,8 @@ test('options without a flag keep their names; nested ones are named only where 
   t.is(flagNamed('options.saveTo saves the changes clients make: give options.writable: true too', names), 'options.saveTo saves the changes clients make: give --writable too');
   t.is(flagNamed('port 80 is in use: choose another (options.port, --port)', names), 'port 80 is in use: choose another (--port)');
   t.is(flagNamed('set perDocument to 1 or train({ crossEncoder }) a reranker', names), 'set --per-document to 1 or train({ crossEncoder }) a reranker');
+  // A boolean flag given: the library's description of its value goes, the advice after it stays.
+  t.is(flagNamed('options.writable must be false without an index, got boolean true: give --index too', names), '--writable must be false without an index: give --index too');
+  t.is(flagNamed('options.crossEncoder must be absent here, got a CrossEncoder; drop it', trainNames({ 'cross-encoder': true })), '--cross-encoder must be absent here; drop it');
+  t.is(flagNamed('options.writable must be false, got boolean true', names), '--writable must be false');
 });

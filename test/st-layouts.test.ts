@@ -171,6 +171,12 @@ test('a hub snapshot in the older layout is found in the cache, offline', async 
   t.deepEqual(Array.from((await viaCache.embed(TEXTS)).data), Array.from((await today.embed(TEXTS)).data));
   viaCache.dispose();
   today.dispose();
+  // A cached modules.json with a path outside the folder is the model's fault, said by name: offline, "not cached" sent
+  // the user looking for a download that would bring the same file.
+  editJson(path.join(repo, 'snapshots', commit, 'modules.json'), (m) => ((m[1].path = '../1_Pooling'), m));
+  const error = await t.throwsAsync(resolveModelDir('org/old-layout', { cacheDir, offline: true }));
+  t.is((error as { code?: string }).code, 'MODEL_FILES', error?.message);
+  t.regex(error!.message, /modules\.json: entry 1 .* has path "\.\.\/1_Pooling", which is outside the model folder/);
 });
 
 test("an index built with an older-layout model covers the subfolder's files: other weights there are another model", async (t) => {
