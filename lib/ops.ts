@@ -14,7 +14,7 @@
 import { ColtrastError } from './errors';
 import { checkGpuArch } from './binary';
 import { cudaKernelInfo, loadAddon, fromNative, type NativeOps } from './native';
-import { checkOptions, invalid, oneOf } from './validate';
+import { FLOAT32_MAX, FLOAT32_MIN_NORMAL, checkOptions, invalid, oneOf } from './validate';
 
 export interface Tensor<T extends Float32Array | Uint8Array = Float32Array> {
   dims: number[];
@@ -123,9 +123,6 @@ function common(o: CommonOptions): void {
   if (o.device !== undefined && o.device !== 'cpu') checkGpuArch(o.device === 'cuda' ? 'cuda:0' : o.device, cudaKernelInfo());
   if (o.reference !== undefined && typeof o.reference !== 'boolean') throw invalid('options.reference', 'true or false', o.reference);
 }
-
-const FLOAT32_MAX = 3.4028234663852886e38;
-const FLOAT32_MIN_NORMAL = 1.1754943508222875e-38;
 
 function lossOptions(o: ContrastiveOptions): void {
   common(o);

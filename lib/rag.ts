@@ -24,11 +24,11 @@ import type { Device } from './native-model';
 import { ProgressBar } from './progress';
 import { seededRandom } from './random';
 import { trainingCurvesSvg } from './report';
-import { encoderEmbedder, learningRateAt, trainingAborted } from './train';
+import { encoderEmbedder, finiteOutputs, keptNote, learningRateAt, outputsDiverged, stepDiverged, trainingAborted } from './train';
 import { newStore, type NativeDenseStore } from './search-index';
 import { JSONL, checkDataFile, readCorpus, readDataFile, readProjects, shuffle, splitByGroup, valSplitValue } from './train-data';
 import { padBatch } from './tokenizer';
-import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, oneOf, positiveInteger } from './validate';
+import { FLOAT32_MIN_NORMAL, booleanValue, checkOptions, float32, invalid, nonEmptyString, numberValue, oneOf, positiveInteger } from './validate';
 
 /** A question and the answer the generator should give. */
 export interface RagExample {
@@ -257,11 +257,12 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const k = positiveInteger('options.k', o.k ?? 4);
   const epochs = positiveInteger('options.epochs', o.epochs ?? 1);
   const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 4);
-  const learningRate = positiveNumber('options.learningRate', o.learningRate, 2e-5);
+  // The native step takes these as float32 (as train()'s): past its range they failed there naming no option.
+  const learningRate = float32('options.learningRate', positiveNumber('options.learningRate', o.learningRate, 2e-5));
   const warmupRatio = fraction('options.warmupRatio', o.warmupRatio, 0.1);
-  const weightDecay = fraction('options.weightDecay', o.weightDecay, 0.01, Infinity);
-  const maxGradNorm = fraction('options.maxGradNorm', o.maxGradNorm, 1, Infinity);
-  const temperature = positiveNumber('options.temperature', o.temperature, 0.05);
+  const weightDecay = float32('options.weightDecay', fraction('options.weightDecay', o.weightDecay, 0.01, Infinity));
+  const maxGradNorm = float32('options.maxGradNorm', fraction('options.maxGradNorm', o.maxGradNorm, 1, Infinity));
+  const temperature = float32('options.temperature', positiveNumber('options.temperature', o.temperature, 0.05), FLOAT32_MIN_NORMAL);
   const freezeGenerator = booleanValue('options.freezeGenerator', o.freezeGenerator ?? false);
   const gradientCheckpointing = booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false);
   if (o.template !== undefined) checkTemplate(o.template, PLACEHOLDERS);
@@ -332,6 +333,8 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
 
     // One batch's arguments: the questions, their K documents (query-major) and the generator's K sequences each.
     let corpusStore: NativeDenseStore | undefined;
+    // A prompt and answer of a batch (one that fits the generator's positions), whose log-likelihood checkFinite looks at.
+    let probe: { prompt: Prompt; completion: string } | undefined;
     const prepare = async (examples: RagExample[], retrieved?: number[][]) => {
       const top = retrieved ?? (await retrieve(retriever, corpusStore!, examples.map((e) => e.question), k));
       const documents = top.flatMap((ids) => ids.map((d) => corpus[d]));
@@ -349,6 +352,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
           `the question ${JSON.stringify(question)} with one of its retrieved documents and its answer is ${long[2]} tokens, more than the generator's ${gen.maxLength} positions: shorten the corpus's documents, the template or the answer`,
         );
       }
+      probe ??= pairs[0];
       return { prepared, sequences: padBatch(sequences) };
     };
     const stepOptions = (lr: number) => ({
@@ -382,9 +386,20 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     };
     const result = state.result;
     let dataIn = saved?.dataIn;
-    // The step of the checkpoint in checkpointDir.
+    // The step of the checkpoint in checkpointDir, and both models' outputs checked before anything is saved (as
+    // train()'s): a step can leave weights that overflow with its own loss finite, and the models of NaNs were saved
+    // as the result.
     let checkpointStep = saved?.state.step;
+    const kept = () => keptNote({ output, epoch: result.best.epoch, models: 'retriever and generator', checkpointDir, checkpointStep });
+    const checkFinite = async () => {
+      if (!(await finiteOutputs(retriever, { query: trainSet[0].question, positive: corpus[0] }))) throw outputsDiverged("the retriever's embeddings", state.step, kept());
+      // A frozen generator's weights are as loaded, and so are they when no batch was prepared since the models loaded
+      // (a run resumed at an epoch's end).
+      if (freezeGenerator || !probe) return;
+      if (!Number.isFinite((await gen.logLikelihood([probe]))[0])) throw outputsDiverged("the generator's log-likelihoods", state.step, kept());
+    };
     const checkpoint = async (position: Partial<LoopState> = {}) => {
+      await checkFinite();
       await writeFolderAtomic(checkpointDir, true, async (staging) => {
         await retriever.save(path.join(staging, 'retriever'));
         await gen.save(path.join(staging, 'generator'));
@@ -442,7 +457,9 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
         const running = trainer.stepPrepared(prepared, { ...stepOptions(lr), rag: true, sequences, documentsPerQuery: k });
         // Started once the step is on its way, so that its synchronous part does not delay the step.
         ahead = b + 1 < stepsPerEpoch ? prepareBatch(b + 1) : undefined;
-        const r = await running;
+        const r = await running.catch((error: unknown) => {
+          throw stepDiverged(error, kept());
+        });
         state.batch++;
         state.epochLoss += r.loss;
         const step = ++state.step;
@@ -459,6 +476,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       // A checkpoint here resumes into this epoch's validation.
       await stopIfAborted();
       state.shuffleState = random.state();
+      await checkFinite();
       const valLoss = await validate();
       result.history.epochs.push({ epoch: state.epoch, trainLoss: state.epochLoss / stepsPerEpoch, ...(valLoss !== undefined && { valLoss }) });
       // The kept models: the best validation loss's, or the last epoch's without a validation split.

@@ -25,7 +25,7 @@ import { seededRandom } from './random';
 import { checkSameRun, runIdentity } from './run-identity';
 import { arrayInTurns, inTurns } from './turns';
 import { batchExamples, batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, valSplitValue, type Batch, type TrainExample } from './train-data';
-import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger, stringList } from './validate';
+import { FLOAT32_MIN_NORMAL, booleanValue, checkOptions, float32, invalid, numberValue, oneOf, positiveInteger, stringList } from './validate';
 
 export interface LossOptions {
   /** Weight of the in-batch InfoNCE loss on pooled, L2-normalized embeddings (default 0.5). */
@@ -595,22 +595,6 @@ function contrastiveTensionOptions(o: TrainOptions, loss: LossOptions): void {
 
 const SCHEDULES = ['linear', 'cosine', 'constant'] as const;
 
-/**
- * The native step takes the learning rate, weight decay, clipping norm and temperature as float32: a larger number
- * (or a temperature below float32's normal range) failed there with libtorch's "value cannot be converted to type
- * float without overflow", naming no option.
- */
-const FLOAT32_MAX = 3.4028234663852886e38;
-const FLOAT32_MIN_NORMAL = 1.1754943508222875e-38;
-
-/** `x` (checked by numberValue already) within float32's range: at most its largest, and 0 or at least `least`. */
-function float32(name: string, x: number, least = 0): number {
-  if (x > FLOAT32_MAX || (x !== 0 && x < least)) {
-    throw invalid(name, least > 0 ? "from 1.2e-38 to 3.4e38 (float32's normal range)" : "at most 3.4e38 (float32's largest)", x);
-  }
-  return x;
-}
-
 /** Learning rate at optimizer step `step` (0-based; a fraction lies between two steps) of `total`. */
 export function learningRateAt(step: number, total: number, peak: number, warmupRatio: number, schedule: Config['schedule']): number {
   numberValue('step', step, (x) => x >= 0, 'a number >= 0');
@@ -969,8 +953,11 @@ function checkBatchesCompare(config: Config, trainSet: TrainExample[], largestBa
   );
 }
 
-/** Whether the model's outputs for `example` are finite: a step that made its weights overflow leaves NaN or infinite ones. */
-async function finiteOutputs(encoder: Encoder | CrossEncoder, example: TrainExample): Promise<boolean> {
+/**
+ * @internal Whether the model's outputs for `example` are finite: a step that made its weights overflow leaves NaN or
+ * infinite ones (trainRag() checks its retriever so).
+ */
+export async function finiteOutputs(encoder: Encoder | CrossEncoder, example: TrainExample): Promise<boolean> {
   const finite = (data: Float32Array) => data.every((x) => Number.isFinite(x));
   if (encoder instanceof CrossEncoder) return finite((await encoder.predict([[example.query, example.positive]], { activation: 'identity' })).data);
   if (encoder.multiVector) {
@@ -981,6 +968,31 @@ async function finiteOutputs(encoder: Encoder | CrossEncoder, example: TrainExam
     return tokens.every((m) => finite(m.data));
   }
   return finite((await encoder.embed([example.query, example.positive])).data);
+}
+
+/**
+ * @internal The last sentence of a diverged run's error: what it kept, the model of its best epoch in `output` (`models`
+ * names what that folder holds) and the checkpoint of step `checkpointStep` in `checkpointDir`.
+ */
+export function keptNote(kept: { output: string; epoch: number; models?: string; checkpointDir: string; checkpointStep?: number }): string {
+  const parts = [
+    ...(kept.epoch > 0 ? [`${kept.output} holds the ${kept.models ?? 'model'} of epoch ${kept.epoch}`] : []),
+    ...(kept.checkpointStep !== undefined ? [`${kept.checkpointDir} the checkpoint of step ${kept.checkpointStep}`] : []),
+  ];
+  return parts.length > 0 ? `Nothing after it was saved: ${parts.join(', and ')}` : 'Nothing was saved';
+}
+
+/** @internal The error of a run whose `outputs` (such as "the model's outputs") are NaN or infinite after `step`, with what it kept. */
+export function outputsDiverged(outputs: string, step: number, kept: string): ColtrastError {
+  return new ColtrastError(
+    'INVALID_ARGUMENT',
+    `${outputs} are NaN or infinite after step ${step}: training diverged (lower options.learningRate, keep gradient clipping on, or train in float32). ${kept}`,
+  );
+}
+
+/** @internal The native step's "training diverged" error with what the run kept; any other error as it is. */
+export function stepDiverged(error: unknown, kept: string): unknown {
+  return error instanceof ColtrastError && /training diverged/.test(error.message) ? new ColtrastError(error.code, `${error.message}. ${kept}`, { cause: error }) : error;
 }
 
 function checkPrecision(precision: Config['precision'], device: string): void {
@@ -1218,19 +1230,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // can leave weights that overflow (a learning rate far too high) with its own loss finite, and the model of NaNs
     // was saved as the result (or, with validation, no model at all, as its NaN loss was never the best).
     let checkpointStep = saved?.state.step;
+    const kept = () => keptNote({ output, epoch: result.best.epoch, checkpointDir, checkpointStep });
     const checkFinite = async () => {
-      if (await finiteOutputs(encoder, trainSet[0])) return;
-      throw new ColtrastError(
-        'INVALID_ARGUMENT',
-        `the model's outputs are NaN or infinite after step ${state.step}: training diverged (lower options.learningRate, keep gradient clipping on, or train in float32). ${keptNote()}`,
-      );
-    };
-    const keptNote = () => {
-      const kept = [
-        ...(result.best.epoch > 0 ? [`${output} holds the model of epoch ${result.best.epoch}`] : []),
-        ...(checkpointStep !== undefined ? [`${checkpointDir} the checkpoint of step ${checkpointStep}`] : []),
-      ];
-      return kept.length > 0 ? `Nothing after it was saved: ${kept.join(', and ')}` : 'Nothing was saved';
+      if (!(await finiteOutputs(encoder, trainSet[0]))) throw outputsDiverged("the model's outputs", state.step, kept());
     };
     const checkpoint = async (position: Partial<LoopState> = {}) => {
       await checkFinite();
@@ -1296,10 +1298,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         // share of a training step").
         ahead = b + 1 < batches.length ? prepare(b + 1) : undefined;
         const r = await running.catch((error: unknown) => {
-          // The native step's "training diverged" error, with what is kept.
-          throw error instanceof ColtrastError && /training diverged/.test(error.message)
-            ? new ColtrastError(error.code, `${error.message}. ${keptNote()}`, { cause: error })
-            : error;
+          throw stepDiverged(error, kept());
         });
         state.epochLoss += r.loss;
         group.batches++;

@@ -66,6 +66,23 @@ export function booleanValue(name: string, value: unknown): boolean {
   return value;
 }
 
+/**
+ * float32's largest value and its smallest normal one. The native code takes learning rates, weight decays, clipping
+ * norms and temperatures as float32: a larger number failed there with libtorch's "value cannot be converted to type
+ * float without overflow", naming no option, and a temperature below the normal range rounds to 0 or makes 1/τ
+ * overflow (NaN losses and gradients).
+ */
+export const FLOAT32_MAX = 3.4028234663852886e38;
+export const FLOAT32_MIN_NORMAL = 1.1754943508222875e-38;
+
+/** `x` (checked by numberValue already) within float32's range: at most its largest, and 0 or at least `least`. */
+export function float32(name: string, x: number, least = 0): number {
+  if (x > FLOAT32_MAX || (x !== 0 && x < least)) {
+    throw invalid(name, least > 0 ? "from 1.2e-38 to 3.4e38 (float32's normal range)" : "at most 3.4e38 (float32's largest)", x);
+  }
+  return x;
+}
+
 /** A float32 matrix whose data holds dims[0] × dims[1] entries, else an error saying what was `expected`. */
 export function floatMatrix(name: string, value: unknown, expected = 'a float32 matrix { dims: [rows, dim], data: Float32Array }'): { dims: [number, number]; data: Float32Array } {
   const m = value as { dims?: unknown; data?: unknown } | null | undefined;
