@@ -205,3 +205,20 @@ test('batching with repeated queries and positives: every example once, no text 
   const distinct = Array.from({ length: 100 }, (_, i) => ({ query: `q${i}`, positive: `p${i}` }));
   t.deepEqual([...batchExamples(distinct, 32)].map((b) => b.map((e) => e.query)), [0, 32, 64, 96].map((s) => distinct.slice(s, s + 32).map((e) => e.query)));
 });
+
+test('a run of distinct pairs counts its steps without forming every epoch\'s batches: 10^8 epochs start at once', async (t) => {
+  // Each epoch's batches were formed before the first step to count them; at 10^8 epochs the run never started.
+  const controller = new AbortController();
+  const totals: number[] = [];
+  const output = path.join(tempDir(), 'out');
+  const error = await rejection({
+    ...base, data: wordDataset(8), output, batchSize: 3, gradientAccumulation: 2, epochs: 1e8, signal: controller.signal,
+    onProgress: (p) => {
+      totals.push(p.totalSteps);
+      controller.abort();
+    },
+  });
+  t.is(error.code, 'ABORTED', error.message);
+  t.regex(error.message, /after step 1\b/);
+  t.deepEqual(totals, [2e8], 'ceil(ceil(8 / 3) / 2) = 2 steps an epoch');
+});
