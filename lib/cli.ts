@@ -318,7 +318,7 @@ export function flagNamed(message: string, names: FlagNames): string {
     if (raw === true) {
       // A boolean flag given that must not be: its value as the library describes it (validate.ts's describe: boolean true, or
       // an object or class instance the flag stands for) says nothing more; what follows it stays.
-      said = said.replace(new RegExp(`${checked.source}(?:boolean true|an? [A-Z]?\\w*(?: of length \\d+)?)(?![\\w ])`), '$1');
+      said = said.replace(new RegExp(`${checked.source}(?:boolean true|an? [A-Z]?\\w*(?: of length \\d+)?)(?=$|\\W)`), '$1');
       continue;
     }
     // The library's description of the value (validate.ts's describe) of the flag's value as typed, or of the list it became.
@@ -387,6 +387,18 @@ let interruptNote: (() => string | undefined) | undefined;
  * or SIGTERM aborts it, with the signal's name as the reason; a second ends the process at once.
  */
 let interruptAbort: AbortController | undefined;
+/** Whether the run of interruptAbort has taken a step: before its first, a signal ends the process at once (a download or
+ * the models' loading would otherwise go on to its end, with nothing to checkpoint). */
+let interruptStepped = false;
+
+/** The options that let a run's first step be seen (interruptStepped), `onProgress` wrapped. */
+function steppedProgress<T extends { onProgress?: (p: any) => void }>(options: T): T {
+  const given = options.onProgress;
+  return { ...options, onProgress: (p: unknown) => {
+    interruptStepped = true;
+    given?.(p);
+  } };
+}
 
 /**
  * A run's rejection, passed on, unless it is the ABORTED of the first SIGINT or SIGTERM (interruptAbort): then the run
@@ -691,7 +703,9 @@ async function trainCommand(argv: string[]): Promise<void> {
   interruptNote = () =>
     fs.existsSync(checkpoint) ? `training interrupted; its checkpoint is at ${checkpoint}: run the same command with --resume to continue from it` : undefined;
   interruptAbort = new AbortController();
-  const result = await train({ ...(o as TrainOptions), progressBar: !v.json, signal: interruptAbort.signal }).catch(interruptedRun);
+  const result = await train(steppedProgress({ ...(o as TrainOptions), progressBar: !v.json, signal: interruptAbort.signal }))
+    .catch(interruptedRun)
+    .finally(() => (interruptAbort = undefined)); // a signal while the results print ends the process as any command's
   if (v.json) {
     console.log(JSON.stringify({ before: result.before, after: result.after, best: result.best, modelDir: result.modelDir, timing: result.timing }));
     return;
@@ -833,11 +847,11 @@ async function ragTrainCommand(argv: string[]): Promise<void> {
   interruptNote = () =>
     fs.existsSync(checkpoint) ? `training interrupted; its checkpoint is at ${checkpoint}: run the same command with --resume to continue from it` : undefined;
   interruptAbort = new AbortController();
-  const result = await trainRag({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json, signal: interruptAbort.signal }).catch((error: unknown) => {
+  const result = await trainRag(steppedProgress({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json, signal: interruptAbort.signal })).catch((error: unknown) => {
     // The library names its options (overwrite: true, resume: true); here they are flags.
     if (error instanceof ColtrastError) error.message = error.message.replace('pass overwrite: true to replace it, or resume: true', 'pass --overwrite to replace it, or --resume');
     return interruptedRun(error);
-  });
+  }).finally(() => (interruptAbort = undefined));
   if (json) {
     console.log(JSON.stringify({ best: result.best, epochs: result.history.epochs, retrieverDir: result.retrieverDir, generatorDir: result.generatorDir }));
     return;
@@ -1508,7 +1522,7 @@ function handleInterrupts(command: string): void {
 }
 
 function interrupted(signal: NodeJS.Signals): void {
-  if (interruptAbort && !interruptAbort.signal.aborted) {
+  if (interruptAbort && interruptStepped && !interruptAbort.signal.aborted) {
     process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}coltrast: ${signal}: stopping after the step under way to write a checkpoint (again to stop at once)\n`);
     interruptAbort.abort(signal);
     return;

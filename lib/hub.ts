@@ -211,10 +211,10 @@ function cachedSnapshot(hub: Hub): string | undefined {
   const dir = path.join(hub.repoDir, 'snapshots', commit);
   const has = (f: string) => fs.existsSync(path.join(dir, f));
   // An older sentence-transformers save keeps the Transformer's files in a subfolder (0_Transformer).
-  // A modules.json that is malformed or names paths outside the folder is the model's fault, said as loading would say
-  // it (offline, "not cached" would send the user looking for a download); a Transformer subfolder not there yet is an
-  // incomplete snapshot.
-  if (has('modules.json')) parseModules(readJson(path.join(dir, 'modules.json'), 'modules.json'), path.join(dir, 'modules.json'));
+  // Offline, a modules.json that is malformed or names paths outside the folder is the model's fault, said as loading
+  // would say it ("not cached" would send the user looking for a download); online the snapshot is fetched again (the
+  // repository may have fixed it). A Transformer subfolder not there yet is an incomplete snapshot.
+  if (hub.offline && has('modules.json')) parseModules(readJson(path.join(dir, 'modules.json'), 'modules.json'), path.join(dir, 'modules.json'));
   let transformer: string;
   try {
     transformer = has('modules.json') ? transformerFolder(dir) : dir;

@@ -281,7 +281,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const checkpointDir = `${output}.checkpoint`;
   // Before anything is read or loaded; looked at again before the models load and at each step.
   const notStarted = () => {
-    if (o.signal?.aborted) throw trainingAborted('trainRag()', checkpointDir);
+    if (o.signal?.aborted) throw trainingAborted('trainRag()', checkpointDir, undefined, resume);
   };
   notStarted();
   const saved = resume ? await readRagCheckpoint(checkpointDir) : undefined;
@@ -423,10 +423,11 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     const stopIfAborted = async (ahead?: Promise<unknown>) => {
       if (!o.signal?.aborted) return;
       await ahead?.catch(() => undefined); // the next batch's preparation, not left running into the models' disposal
+      // A checkpoint of this step (checkpointEvery's, the epoch end's: at an epoch's start, before its retrieval; or the one
+      // a resumed run started from) holds this state already: said as such, also when this run took no step of its own.
+      if (checkpointStep === state.step) throw trainingAborted('trainRag()', checkpointDir, state.step);
       if (state.step === startStep) throw trainingAborted('trainRag()', checkpointDir);
-      // A checkpoint written at this step (checkpointEvery's, or the epoch end's) holds this state already: at an
-      // epoch's start, before its retrieval, the one the epoch end wrote.
-      if (checkpointStep !== state.step) await checkpoint();
+      await checkpoint();
       throw trainingAborted('trainRag()', checkpointDir, state.step);
     };
     for (; state.epoch <= epochs; state.epoch++, state.batch = 0, state.epochLoss = 0, state.retrieved = []) {

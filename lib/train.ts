@@ -1005,15 +1005,15 @@ function checkPrecision(precision: Config['precision'], device: string): void {
  * @internal The ABORTED error of a training run (`run`: "train()", "trainRag()") that its options.signal stopped: after
  * `step`, whose checkpoint it wrote to `checkpointDir`, or before its first step (`step` undefined), having written nothing.
  */
-export function trainingAborted(run: string, checkpointDir: string, step?: number): ColtrastError {
+export function trainingAborted(run: string, checkpointDir: string, step?: number, resumed = false): ColtrastError {
   if (step !== undefined) {
     return new ColtrastError(
       'ABORTED',
       `${run} was aborted (options.signal) after step ${step}: its checkpoint is at ${checkpointDir}; run it again with the same options and resume: true (the command line: --resume) to continue from it`,
     );
   }
-  // A checkpoint there (the one a resumed run started from, or an earlier run's) is as it was.
-  const kept = fs.existsSync(path.join(checkpointDir, 'state.json')) ? `; the checkpoint at ${checkpointDir} is as it was (resume: true, the command line's --resume, continues from it)` : '';
+  // The checkpoint a resumed run started from is as it was (another run's, there without resume, is not this run's to offer).
+  const kept = resumed && fs.existsSync(path.join(checkpointDir, 'state.json')) ? `; the checkpoint at ${checkpointDir} is as it was (resume: true, the command line's --resume, continues from it)` : '';
   return new ColtrastError('ABORTED', `${run} was aborted (options.signal) before its first step: nothing was written${kept}`);
 }
 
@@ -1022,7 +1022,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const config = readConfig(options);
   // Before anything is read or loaded; looked at again before the model loads and at each step.
   const notStarted = () => {
-    if (options.signal?.aborted) throw trainingAborted('train()', `${path.resolve(options.output)}.checkpoint`);
+    if (options.signal?.aborted) throw trainingAborted('train()', `${path.resolve(options.output)}.checkpoint`, undefined, options.resume === true);
   };
   notStarted();
   if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
@@ -1268,9 +1268,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const stopIfAborted = async (ahead?: Promise<unknown>) => {
       if (!options.signal?.aborted) return;
       await ahead?.catch(() => undefined); // the next batch's tokenization, not left running into the models' disposal
+      // A checkpoint of this step (checkpointEvery's, the epoch end's, or the one a resumed run started from) holds this
+      // very state already: said as such, also when this run took no step of its own (it may have written one).
+      if (checkpointStep === state.step) throw trainingAborted('train()', checkpointDir, state.step);
       if (state.step === startStep) throw trainingAborted('train()', checkpointDir);
-      // A checkpoint written at this step (checkpointEvery's, or the epoch end's) is of this very state already.
-      if (checkpointStep !== state.step) await checkpoint();
+      await checkpoint();
       throw trainingAborted('train()', checkpointDir, state.step);
     };
     const timing = { batches: 0, seconds: 0, nativeSeconds: 0, tokenizeSeconds: 0 };

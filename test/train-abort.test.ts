@@ -10,6 +10,8 @@
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { Encoder, train, trainRag, type TrainOptions } from '../lib';
 import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
@@ -88,6 +90,27 @@ test.serial('train() aborted between batches of an update and after a step check
   t.is(early.code, 'ABORTED');
   t.regex(early.message, /before its first step: nothing was written; the checkpoint at .*resumed\.checkpoint is as it was \(resume: true/);
   t.true(fs.readFileSync(path.join(checkpoint, 'state.json')).equals(written));
+
+  // Resumed into epoch 1's validation and aborted there (at the run's first embedding, the check of its outputs): the
+  // validation and the epoch's end run (the epoch's model saved, a checkpoint of step 3 at epoch 2 written), and the
+  // abort is seen at epoch 2's first update. It said "before its first step: nothing was written"; the checkpoint of
+  // step 3 is this run's.
+  const during = new AbortController();
+  const originalEmbed = Encoder.prototype.embed;
+  (Encoder.prototype as any).embed = function (this: Encoder, ...args: Parameters<Encoder['embed']>) {
+    during.abort();
+    return originalEmbed.apply(this, args);
+  };
+  let inValidation: Awaited<ReturnType<typeof rejection>>;
+  try {
+    inValidation = await rejection(() => train({ ...BASE, output, resume: true, signal: during.signal }));
+  } finally {
+    Encoder.prototype.embed = originalEmbed;
+  }
+  t.is(inValidation.code, 'ABORTED');
+  t.regex(inValidation.message, /after step 3: its checkpoint is at /);
+  t.like(stateOf(checkpoint), { step: 3, epoch: 2, batch: 0 });
+  t.true(fs.existsSync(path.join(output, 'model.safetensors')), "epoch 1's model");
 
   // Resumed (a signal is no part of the run's identity: the resume is not refused), then aborted after step 5 by its
   // onProgress: at a step's end, with no batch of the next update run. The checkpoint holds epoch 2's batch 4.
@@ -219,4 +242,31 @@ test.serial('coltrast train: the first Ctrl-C checkpoints after the step under w
   const twice = await other.done;
   t.is(twice.signal, 'SIGTERM', other.stderrText());
   t.regex(other.stderrText(), /^coltrast: SIGINT: stopping after the step under way/m);
+});
+
+test.serial('coltrast train: before its first step (a model download under way) a Ctrl-C ends the process at once', async (t) => {
+  // A hub that never answers: the first signal used to wait for a step that would never come.
+  let requested = false;
+  const hub = http.createServer(() => {
+    requested = true;
+  });
+  await new Promise<void>((resolve) => hub.listen(0, '127.0.0.1', resolve));
+  const dir = tempDir();
+  const data = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(data, wordDataset(12).map((p) => JSON.stringify(p)).join('\n') + '\n');
+  const child = spawn(process.execPath, [CLI, 'train', '--data', data, '--model', 'org/never-answers', '--output', path.join(dir, 'out'), '--batch-size', '4', '--device', 'cpu'], {
+    env: { ...process.env, HF_ENDPOINT: `http://127.0.0.1:${(hub.address() as AddressInfo).port}`, HF_HOME: path.join(dir, 'hf'), HF_HUB_OFFLINE: '0' },
+    stdio: 'ignore',
+  });
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  try {
+    await until('the download to start', () => requested, { ms: 60_000, every: 10 });
+    child.kill('SIGINT');
+    const ended = await Promise.race([done, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 15_000))]);
+    t.deepEqual(ended, { code: null, signal: 'SIGINT' }, 'ended by the signal, not left downloading');
+  } finally {
+    child.kill('SIGKILL');
+    hub.closeAllConnections();
+    hub.close();
+  }
 });
