@@ -6,17 +6,11 @@ import path from 'node:path';
 import { Encoder, Generator, trainRag, type RagTrainOptions } from '../lib';
 import { FIXTURE, tempDir } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
+import { TINY_GENERATOR, TINY_RAG_CORPUS, TINY_RAG_QA } from './helpers/rag-data';
 
-const GENERATOR = path.resolve(__dirname, 'fixtures', 'tiny-causal-lms', 'llama');
-const CORPUS = ['the river bank has water', 'money in the bank', 'a cafe with paper', 'the quick brown fox jumps over the lazy dog', 'search that is fast and small', 'hello world'];
-const DATA = [
-  { question: 'what is in the river?', answer: 'water' },
-  { question: 'where is the money?', answer: 'in the bank' },
-  { question: 'what is fast?', answer: 'search' },
-  { question: 'what does the fox do?', answer: 'jumps over the dog' },
-  { question: 'what has paper?', answer: 'a cafe' },
-  { question: 'hello?', answer: 'world' },
-];
+const GENERATOR = TINY_GENERATOR;
+const CORPUS = TINY_RAG_CORPUS;
+const DATA = TINY_RAG_QA;
 const base = { retriever: FIXTURE, generator: GENERATOR, data: DATA, corpus: CORPUS, k: 2, epochs: 1, batchSize: 6, device: 'cpu' as const, progressBar: false };
 
 /** Whether the retriever and the generator saved in `dir` give finite outputs. */

@@ -17,6 +17,7 @@ import { Encoder, train, trainRag, type TrainOptions } from '../lib';
 import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
 import { until } from './helpers/wait';
+import { TINY_RAG_CORPUS, TINY_RAG_QA } from './helpers/rag-data';
 
 const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
 const GENERATOR = path.resolve(__dirname, 'fixtures', 'tiny-causal-lms', 'llama');
@@ -166,15 +167,9 @@ test('an already aborted signal rejects before any data is read or model loads; 
   }
 });
 
-const CORPUS = ['the river bank has water', 'money in the bank', 'a cafe with paper', 'the quick brown fox jumps over the lazy dog', 'search that is fast and small', 'hello world'];
-const QA = [
-  { question: 'what is in the river?', answer: 'water' },
-  { question: 'where is the money?', answer: 'in the bank' },
-  { question: 'what is fast?', answer: 'search' },
-  { question: 'what does the fox do?', answer: 'jumps over the dog' },
-  { question: 'what has paper?', answer: 'a cafe' },
-  { question: 'what says hello?', answer: 'the world' },
-];
+// The answers' data is not the point here: the resumed run must end as the uninterrupted one.
+const CORPUS = TINY_RAG_CORPUS;
+const QA = TINY_RAG_QA;
 
 test.serial('trainRag() aborted after a step checkpoints there, and the resumed run ends with the uninterrupted weights', async (t) => {
   // 6 questions in batches of 2: 3 steps an epoch, 6 in all; no checkpoint but the abort's mid-epoch (checkpointEvery 50).
