@@ -229,14 +229,16 @@ test.serial('coltrast train: the first Ctrl-C checkpoints after the step under w
   t.deepEqual(history.steps.map((s: { step: number }) => s.step), Array.from({ length: 40 }, (_, i) => i + 1), 'the resumed run trained the steps after the checkpoint, and only those');
   t.false(fs.existsSync(`${output}.checkpoint`));
 
-  // SIGTERM right after the SIGINT: the process ends by the second signal, without waiting for the step and the checkpoint.
+  // A second signal right after the first: the process ends by it, without waiting for the step and the checkpoint.
   const other = started(args(path.join(dir, 'other')));
   await firstStep(other);
+  // Sent together, the two may be handled in either order (CI saw SIGTERM first): the one handled second ends the process.
   other.kill('SIGINT');
   other.kill('SIGTERM');
   const twice = await other.done;
-  t.is(twice.signal, 'SIGTERM', other.stderrText());
-  t.regex(other.stderrText(), /^coltrast: SIGINT: stopping after the step under way/m);
+  const first = /^coltrast: (SIGINT|SIGTERM): stopping after the step under way/m.exec(other.stderrText())?.[1];
+  t.truthy(first, other.stderrText());
+  t.is(twice.signal, first === 'SIGINT' ? 'SIGTERM' : 'SIGINT', other.stderrText());
 });
 
 test.serial('coltrast train: before its first step (a model download under way) a Ctrl-C ends the process at once', async (t) => {
