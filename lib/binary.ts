@@ -106,25 +106,41 @@ export function defaultEnvironment(root: string): Environment {
 }
 
 const FIND_TORCH = "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')";
+const PYTHON_TIMEOUT_MS = 10_000;
 /** findPythonTorch's answers, by interpreter: asking Python takes ~0.1 s, and the answer is the same for the process. */
 const pythonTorchFound = new Map<string, string | null>();
 
 /** site-packages/torch of `python`'s torch, found without importing it (importing torch takes seconds). */
 export function findPythonTorch(python: string): string | null {
   if (!pythonTorchFound.has(python)) {
-    const r = spawnSync(python, ['-c', FIND_TORCH], { encoding: 'utf8', timeout: 10_000 });
+    const r = spawnSync(python, ['-c', FIND_TORCH], { encoding: 'utf8', timeout: PYTHON_TIMEOUT_MS });
     pythonTorchFound.set(python, (r.status === 0 && r.stdout.trim()) || null);
   }
   return pythonTorchFound.get(python)!;
 }
 
-/** findPythonTorch(COLTRAST_PYTHON or python3) without holding the event loop; later calls find its answer. */
-function findPythonTorchAsync(env: NodeJS.ProcessEnv): Promise<string | null> {
-  const python = env.COLTRAST_PYTHON || 'python3';
+/**
+ * findPythonTorch(python) without holding the event loop; later calls find its answer. The process keeps one
+ * answer, the first: a synchronous findPythonTorch answering while this one runs (native() called meanwhile, which
+ * may have loaded the addon its answer picks) is not overwritten. An answer cut off by the timeout is asked again
+ * synchronously: the timer runs on the event loop, so a loop held for 10 s (a long synchronous computation) fires
+ * it late and kills a Python that had answered in time; cached as "no torch", that made a later plan pick another
+ * libtorch than the one loaded, whose load crashed the process (SIGBUS, PyTorch 2.13's libtorch beside Debian's 1.13).
+ */
+export function findPythonTorchAsync(python: string): Promise<string | null> {
   if (pythonTorchFound.has(python)) return Promise.resolve(pythonTorchFound.get(python)!);
   return new Promise((resolve) => {
-    execFile(python, ['-c', FIND_TORCH], { encoding: 'utf8', timeout: 10_000 }, (error, stdout) => {
-      pythonTorchFound.set(python, (!error && stdout.trim()) || null);
+    const start = Date.now();
+    execFile(python, ['-c', FIND_TORCH], { encoding: 'utf8', timeout: PYTHON_TIMEOUT_MS }, (error, stdout) => {
+      if (!pythonTorchFound.has(python)) {
+        const answer = (!error && stdout.trim()) || null;
+        // The timer fired (a kill by it drops the unread output of a Python that had ended: no error, no answer).
+        if (answer === null && Date.now() - start >= PYTHON_TIMEOUT_MS) {
+          resolve(findPythonTorch(python));
+          return;
+        }
+        pythonTorchFound.set(python, answer);
+      }
       resolve(pythonTorchFound.get(python)!);
     });
   });
@@ -287,7 +303,7 @@ function takesLocalBuild(e: Environment, localBuild: string | null): boolean {
  * where the plan needs it; the answer is cached, so planBinary and later plans find it.
  */
 export async function planBinaryAsync(e: Environment, localBuild: string | null): Promise<Plan> {
-  if (!takesLocalBuild(e, localBuild)) await findPythonTorchAsync(e.env);
+  if (!takesLocalBuild(e, localBuild)) await findPythonTorchAsync(e.env.COLTRAST_PYTHON || 'python3');
   return planBinary(e, localBuild);
 }
 

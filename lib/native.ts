@@ -374,7 +374,8 @@ export function loadAddon(): Promise<NativeBinding> {
   loading ??= (async () => {
     try {
       const choice = (await planBinaryAsync(defaultEnvironment(packageRoot), localBuild(packageRoot))).choice;
-      if (choice) await preloadInWorker(choice.preload, choice.file);
+      // native() may have loaded the addon meanwhile (a synchronous caller): a second libtorch must never be loaded.
+      if (choice && !binding) await preloadInWorker(choice.preload, choice.file);
     } catch {
       // native() plans again and reports it
     }

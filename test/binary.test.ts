@@ -6,7 +6,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { checkGpuArch, findLibtorch, gpuFitsArchs, nothingFits, planBinary, type Environment, type PrebuildManifest } from '../lib/binary';
+import { checkGpuArch, findLibtorch, findPythonTorch, findPythonTorchAsync, gpuFitsArchs, nothingFits, planBinary, type Environment, type PrebuildManifest } from '../lib/binary';
 import { explainLoadError } from '../lib/native';
 import { tempDir } from './helpers/fixture';
 
@@ -245,4 +245,27 @@ test("the NVIDIA driver's version is read from /proc (both the proprietary and t
   t.is(nvidiaDriverVersion(path.join(dir, 'a')), '580.95.05');
   t.is(nvidiaDriverVersion(path.join(dir, 'b')), '575.57.08');
   t.is(nvidiaDriverVersion(path.join(dir, 'none')), undefined, 'no driver: nothing to report');
+});
+
+// Where Python's torch is, the process keeps one answer: the plan of a synchronous native() and that of a load
+// under way must agree, or the second loads another libtorch beside the first (a SIGBUS in test:libtorch2: an
+// asynchronous question cut off by its timeout, whose timer ran late behind 10 s of synchronous work, said "no
+// torch", and the load under way then took Debian's libtorch 1.13 beside PyTorch 2.13's).
+test('the Python torch found is one answer for the process: a synchronous answer given meanwhile stands, and a late timer does not make it "none"', async (t) => {
+  const dir = tempDir();
+  // A Python that answers a different folder each time it is asked, after 300 ms.
+  const python = path.join(dir, 'python');
+  touch(path.join(dir, 'count'), '0');
+  fs.writeFileSync(python, `#!/bin/sh\nn=$(cat '${dir}/count'); echo $((n + 1)) > '${dir}/count'; sleep 0.3; echo /torch$n\n`, { mode: 0o755 });
+  const asked = findPythonTorchAsync(python); // asked first: /torch0, 300 ms later
+  t.is(findPythonTorch(python), '/torch1'); // answered first
+  t.is(await asked, '/torch1');
+  t.is(findPythonTorch(python), '/torch1');
+
+  // A Python that answers at once, its answer read after the event loop was held past the 10 s timeout.
+  const quick = path.join(dir, 'quick');
+  fs.writeFileSync(quick, '#!/bin/sh\necho /quick-torch\n', { mode: 0o755 });
+  const late = findPythonTorchAsync(quick);
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10_500); // holds the thread without using a core
+  t.is(await late, '/quick-torch');
 });
