@@ -412,6 +412,18 @@ function interruptedRun(error: unknown): Promise<never> {
   return new Promise<never>(() => undefined); // the signal ends the process
 }
 
+/** A training command's interruptNote: where its checkpoint is and how to resume, once there is one. */
+function checkpointNote(output: string): () => string | undefined {
+  const checkpoint = `${path.resolve(output)}.checkpoint`;
+  return () =>
+    fs.existsSync(checkpoint) ? `training interrupted; its checkpoint is at ${checkpoint}: run the same command with --resume to continue from it` : undefined;
+}
+
+/** --system is the chat's system message: without --chat there is none to put it in. */
+function systemNeedsChat(o: { system?: unknown; chat?: unknown }): void {
+  if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
+}
+
 /** A file's whole text (a flag that names a file, e.g. a chat template). */
 function readTextFile(file: string, flag: string): string {
   const problem = notAFile(file);
@@ -699,9 +711,7 @@ async function trainCommand(argv: string[]): Promise<void> {
   if (!o.data) fail('train needs --data (or "data" in --config)');
   if (!o.output) fail('train needs --output (or "output" in --config)');
   outputTo(o.output, '--output', 'folder');
-  const checkpoint = `${path.resolve(o.output)}.checkpoint`;
-  interruptNote = () =>
-    fs.existsSync(checkpoint) ? `training interrupted; its checkpoint is at ${checkpoint}: run the same command with --resume to continue from it` : undefined;
+  interruptNote = checkpointNote(o.output);
   interruptAbort = new AbortController();
   const result = await train(steppedProgress({ ...(o as TrainOptions), progressBar: !v.json, signal: interruptAbort.signal }))
     .catch(interruptedRun)
@@ -814,7 +824,7 @@ async function generateQueriesCommand(argv: string[]): Promise<void> {
   if (!o.generator) fail('generate-queries needs --generator (a causal LM folder or hub id)');
   if (!o.corpus) fail('generate-queries needs --corpus (the documents: .txt, .jsonl or .json)');
   if (!o.output) fail('generate-queries needs --output <file.jsonl>');
-  if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
+  systemNeedsChat(o);
   outputTo(o.output, '--output', 'file');
   const say = summaryPrinter(o.output);
   const { json, consistencyModel, consistencyK, ...options } = o;
@@ -840,12 +850,10 @@ async function ragTrainCommand(argv: string[]): Promise<void> {
   if (!o.generator) fail('rag-train needs --generator (a causal LM folder or hub id)');
   if (!o.data) fail('rag-train needs --data');
   if (!o.output) fail('rag-train needs --output');
-  if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
+  systemNeedsChat(o);
   outputTo(o.output, '--output', 'folder');
   const { json, ...options } = o;
-  const checkpoint = `${path.resolve(o.output)}.checkpoint`;
-  interruptNote = () =>
-    fs.existsSync(checkpoint) ? `training interrupted; its checkpoint is at ${checkpoint}: run the same command with --resume to continue from it` : undefined;
+  interruptNote = checkpointNote(o.output);
   interruptAbort = new AbortController();
   const result = await trainRag(steppedProgress({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json, signal: interruptAbort.signal })).catch((error: unknown) => {
     // The library names its options (overwrite: true, resume: true); here they are flags.
@@ -872,7 +880,7 @@ async function askCommand(argv: string[]): Promise<void> {
   if (positionals.length === 0) fail('ask takes one or more questions');
   if (!o.generator) fail('ask needs --generator');
   if (!o.corpus) fail('ask needs --corpus');
-  if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
+  systemNeedsChat(o);
   const load = { device: (o.device ?? 'auto') as Device, threads: o.threads };
   const retriever = await Encoder.load(o.retriever ?? DEFAULT_MODEL, load);
   // --dtype is the generator's (the larger model), as generate's.
@@ -909,9 +917,9 @@ async function generateCommand(argv: string[]): Promise<void> {
   const { options: o, positionals } = flagOptions(argv, GENERATE_FLAGS, true);
   if (positionals.length === 0) fail('generate takes one or more prompts');
   if (!o.model) fail('generate needs --model (a causal LM folder or hub id)');
+  systemNeedsChat(o);
   const generator = await Generator.load(o.model, { device: (o.device ?? 'auto') as Device, dtype: o.dtype as DType | undefined, threads: o.threads });
   try {
-    if (o.system !== undefined && !o.chat) fail('--system goes with --chat');
     const system = o.system !== undefined ? [{ role: 'system', content: o.system as string }] : [];
     const prompts = o.chat ? positionals.map((p) => [...system, { role: 'user', content: p }]) : positionals;
     const early = o.earlyStopping as string | undefined;

@@ -285,7 +285,7 @@ test('train interrupted by Ctrl-C says where its checkpoint is and that --resume
   t.true(child.stderrText().includes(`coltrast: training interrupted; its checkpoint is at ${output}.checkpoint: run the same command with --resume to continue from it`), child.stderrText());
 });
 
-test('--system without --chat is refused by ask, generate-queries and rag-train before any model loads; generate-queries takes --top-k 0 (no cut)', (t) => {
+test('--system without --chat is refused by ask, generate, generate-queries and rag-train before any model loads; generate-queries takes --top-k 0 (no cut)', (t) => {
   const dir = tempDir();
   const missing = path.join(dir, 'no-model');
   const data = path.join(dir, 'qa.jsonl');
@@ -293,6 +293,7 @@ test('--system without --chat is refused by ask, generate-queries and rag-train 
   const corpus = textsFile(4);
   for (const args of [
     ['ask', 'a question', '--generator', missing, '--corpus', corpus, '--system', 'be brief'],
+    ['generate', 'a prompt', '--model', missing, '--system', 'be brief'],
     ['generate-queries', '--generator', missing, '--corpus', corpus, '--output', path.join(dir, 'q.jsonl'), '--system', 'be brief'],
     ['rag-train', '--data', data, '--corpus', corpus, '--generator', missing, '--output', path.join(dir, 'rag'), '--system', 'be brief'],
   ]) {
