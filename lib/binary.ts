@@ -307,6 +307,44 @@ export async function planBinaryAsync(e: Environment, localBuild: string | null)
   return planBinary(e, localBuild);
 }
 
+/**
+ * The folder of the libtorch already mapped into this process (libtorch_cpu's, from /proc/self/maps), or undefined:
+ * none, or no /proc (not Linux).
+ */
+export function mappedLibtorchDir(maps = '/proc/self/maps'): string | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(maps, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const file = /\s(\/\S*\/libtorch_cpu\.so[^\s/]*)$/m.exec(text)?.[1];
+  return file && path.dirname(file);
+}
+
+/**
+ * The error for a prebuild on another libtorch than the one this process has loaded already (by another addon, say):
+ * a second libtorch's static initializers register its operators with the first one's dispatcher, which crashes
+ * the process (a SIGBUS, no message). Undefined when there is nothing to fear: none loaded, the same one, or a local
+ * build (it runs on the libtorch it was linked with, which its own load maps).
+ */
+export function secondLibtorch(choice: BinaryChoice, mapped = mappedLibtorchDir()): ColtrastError | undefined {
+  if (mapped === undefined || choice.kind !== 'prebuild' || !choice.libtorch) return undefined;
+  const real = (dir: string) => {
+    try {
+      return fs.realpathSync(dir);
+    } catch {
+      return dir;
+    }
+  };
+  if (real(mapped) === real(choice.libtorch.libDir)) return undefined;
+  return new ColtrastError(
+    'NATIVE_LOAD',
+    `this process has a libtorch loaded already (${mapped}), and the prebuild that fits is for another one (libtorch ${choice.libtorch.version} in ${choice.libtorch.libDir}): ` +
+      `two libtorch libraries in one process crash it. Run coltrast on the loaded one: LIBTORCH=${path.dirname(mapped)} (the folder holding its lib/), or load coltrast before what loaded it`,
+  );
+}
+
 /** Decides what to load; loads nothing. */
 export function planBinary(e: Environment, localBuild: string | null): Plan {
   const forced = e.env.COLTRAST_BINARY || undefined; // empty: unset

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { ColtrastError } from './errors';
-import { defaultEnvironment, LIBTORCH_HELP, nothingFits, planBinary, planBinaryAsync, preload, preloadInWorker, type BinaryChoice } from './binary';
+import { defaultEnvironment, LIBTORCH_HELP, nothingFits, planBinary, planBinaryAsync, preload, preloadInWorker, secondLibtorch, type BinaryChoice } from './binary';
 
 export interface NativeEncoderInfo {
   modelType: string;
@@ -375,7 +375,7 @@ export function loadAddon(): Promise<NativeBinding> {
     try {
       const choice = (await planBinaryAsync(defaultEnvironment(packageRoot), localBuild(packageRoot))).choice;
       // native() may have loaded the addon meanwhile (a synchronous caller): a second libtorch must never be loaded.
-      if (choice && !binding) await preloadInWorker(choice.preload, choice.file);
+      if (choice && !binding && !secondLibtorch(choice)) await preloadInWorker(choice.preload, choice.file);
     } catch {
       // native() plans again and reports it
     }
@@ -395,6 +395,8 @@ export function native(): NativeBinding {
   let loadError: ColtrastError | undefined;
   for (;;) {
     try {
+      const second = secondLibtorch(plan.choice!);
+      if (second) throw second;
       preload(plan.choice!.preload);
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       binding = require(plan.choice!.file) as NativeBinding;

@@ -6,7 +6,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { checkGpuArch, findLibtorch, findPythonTorch, findPythonTorchAsync, gpuFitsArchs, nothingFits, planBinary, type Environment, type PrebuildManifest } from '../lib/binary';
+import { checkGpuArch, findLibtorch, findPythonTorch, findPythonTorchAsync, gpuFitsArchs, mappedLibtorchDir, nothingFits, planBinary, secondLibtorch, type Environment, type Libtorch, type PrebuildManifest } from '../lib/binary';
 import { explainLoadError } from '../lib/native';
 import { tempDir } from './helpers/fixture';
 
@@ -269,3 +269,54 @@ test('the Python torch found is one answer for the process: a synchronous answer
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10_500); // holds the thread without using a core
   t.is(await late, '/quick-torch');
 });
+
+test('a prebuild for another libtorch than the one this process has loaded is refused, naming both and the fix', (t) => {
+  const dir = tempDir();
+  const maps = path.join(dir, 'maps');
+  touch(maps, '7f00-7f10 r-xp 00000000 08:01 42   /usr/lib/x86_64-linux-gnu/libc.so.6\n7f20-7f30 r-xp 00000000 08:01 43   /opt/torch/lib/libtorch_cpu.so\n');
+  t.is(mappedLibtorchDir(maps), '/opt/torch/lib');
+  touch(path.join(dir, 'none'), '7f00-7f10 r-xp 00000000 08:01 42   /usr/lib/x86_64-linux-gnu/libc.so.6\n');
+  t.is(mappedLibtorchDir(path.join(dir, 'none')), undefined);
+  t.is(mappedLibtorchDir(path.join(dir, 'no-such-file')), undefined, 'no /proc: nothing known');
+  const libtorch: Libtorch = { source: 'system', libDir: '/usr/lib/x86_64-linux-gnu', extraDirs: [], version: '1.13', cuda: null, cxx11Abi: true };
+  const prebuild = { kind: 'prebuild' as const, file: '/p/coltrast.node', variant: 'cpu-torch1.13', libtorch, reason: '' };
+  t.is(secondLibtorch(prebuild, undefined), undefined, 'none loaded');
+  t.is(secondLibtorch({ kind: 'source', file: '/b/coltrast.node', reason: '' }, '/opt/torch/lib'), undefined, 'a local build maps its own');
+  fs.mkdirSync(path.join(dir, 'torch', 'lib'), { recursive: true });
+  fs.symlinkSync(path.join(dir, 'torch'), path.join(dir, 'link'));
+  t.is(secondLibtorch({ ...prebuild, libtorch: { ...libtorch, libDir: path.join(dir, 'link', 'lib') } }, path.join(dir, 'torch', 'lib')), undefined, 'the same folder by another path');
+  const error = secondLibtorch(prebuild, '/opt/torch/lib');
+  t.is(error?.code, 'NATIVE_LOAD');
+  t.is(
+    error?.message,
+    'this process has a libtorch loaded already (/opt/torch/lib), and the prebuild that fits is for another one (libtorch 1.13 in /usr/lib/x86_64-linux-gnu): ' +
+      'two libtorch libraries in one process crash it. Run coltrast on the loaded one: LIBTORCH=/opt/torch (the folder holding its lib/), or load coltrast before what loaded it',
+  );
+});
+
+// The real thing: PyTorch 2.x's libtorch (build/pyenv's, scripts/setup.sh) loaded first, then coltrast told to take
+// the prebuild for Debian's libtorch 1.13: the process crashed by SIGBUS in that load before the check.
+test('with another libtorch loaded first, native() throws NATIVE_LOAD instead of crashing the process', (t) => {
+  const root = path.resolve(__dirname, '..');
+  const python = path.join(root, 'build', 'pyenv', 'bin', 'python');
+  const torchLib = fs.existsSync(python) ? spawnSync(python, ['-c', "import importlib.util as u; print(u.find_spec('torch').submodule_search_locations[0])"], { encoding: 'utf8' }).stdout.trim() : '';
+  const cpu = path.join(torchLib, 'lib', 'libtorch_cpu.so');
+  if (!torchLib || !fs.existsSync(cpu)) {
+    t.log(`SKIPPED: no PyTorch 2.x in ${python} (scripts/setup.sh makes it)`);
+    t.pass();
+    return;
+  }
+  const probe = `
+    const os = require('node:os');
+    try { process.dlopen({ exports: {} }, ${JSON.stringify(cpu)}, os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL); } catch {}
+    try { require(${JSON.stringify(path.join(root, 'dist', 'native.js'))}).native(); console.log('loaded'); }
+    catch (e) { console.log(e.code + ': ' + e.message); }`;
+  const run = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: 'cpu', COLTRAST_PYTHON: path.join(tempDir(), 'no-python') } });
+  t.is(run.signal, null, `the process crashed: ${run.stderr}`);
+  t.is(run.status, 0, run.stderr);
+  t.regex(run.stdout, new RegExp(`^NATIVE_LOAD: this process has a libtorch loaded already \\(${escape(path.join(torchLib, 'lib'))}\\), and the prebuild that fits is for another one \\(libtorch 1\\.13`));
+});
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
