@@ -803,9 +803,12 @@ class StepWorker : public PromiseWorker {
     const bool finite = std::isfinite(parts_.gradNorm);
     if (!finite && !scaler.enabled) {
       state_->optimizer->zero_grad();
+      // Before the first update the learning rate has changed nothing: the loss itself overflowed.
+      const std::string advice = state_->steps == 0
+                                     ? "training diverged before any update (the loss overflows: lower options.loss's weights, raise its temperature, or train in float32)"
+                                     : "training diverged (lower options.learningRate, keep gradient clipping on, or train in float32)";
       throw invalidArgument(std::string("the gradient norm is ") + (std::isnan(parts_.gradNorm) ? "NaN" : "infinite") +
-                            " at step " + std::to_string(state_->steps + 1) +
-                            ": training diverged (lower options.learningRate, keep gradient clipping on, or train in float32)");
+                            " at step " + std::to_string(state_->steps + 1) + ": " + advice);
     }
     if (finite) {
       for (auto& group : state_->optimizer->param_groups()) {
