@@ -429,11 +429,11 @@ function readConfig(options: TrainOptions): Config {
   const loss = checkOptions('options.loss', o.loss, LOSS_KEYS);
   const tension = booleanValue('options.contrastiveTension', o.contrastiveTension ?? false);
   if (tension) contrastiveTensionOptions(o, loss);
-  const contrastiveWeight = numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (tension ? 1 : 0.5), (x) => x >= 0, 'a number >= 0');
-  const lateInteractionWeight = numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (tension ? 0 : 0.5), (x) => x >= 0, 'a number >= 0');
+  const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (tension ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
+  const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (tension ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
   // Its default depends on the data (distillationWeight below); undefined until then.
   const distillationWeight =
-    loss.distillationWeight === undefined ? undefined : numberValue('options.loss.distillationWeight', loss.distillationWeight, (x) => x >= 0, 'a number >= 0');
+    loss.distillationWeight === undefined ? undefined : float32('options.loss.distillationWeight', numberValue('options.loss.distillationWeight', loss.distillationWeight, (x) => x >= 0, 'a number >= 0'));
   // Without a distillation weight, teacher scores (options.teacher, or in the data: train() looks) give one.
   if (contrastiveWeight + lateInteractionWeight + (distillationWeight ?? 0) === 0 && distillationWeight !== undefined) noLoss(false);
   if (o.teacher !== undefined && (typeof o.teacher !== 'string' || o.teacher.length === 0)) throw invalid('options.teacher', 'a cross-encoder folder or Hugging Face id', o.teacher);

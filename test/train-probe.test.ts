@@ -122,6 +122,10 @@ test('numbers past float32 and a progressBar that is no boolean are refused, nam
   ] as const) {
     t.regex((await rejection({ ...common, ...options })).message, new RegExp(`^options\\.${name} must be at most 3\\.4e38 \\(float32's largest\\), got number`));
   }
+  // The loss weights: 1e300 became an infinite weight, and a gradient norm error blaming the learning rate.
+  for (const name of ['contrastiveWeight', 'lateInteractionWeight', 'distillationWeight'] as const) {
+    t.regex((await rejection({ ...common, loss: { [name]: 1e300 } })).message, new RegExp(`^options\\.loss\\.${name} must be at most 3\\.4e38 \\(float32's largest\\), got number`));
+  }
   for (const temperature of [1e300, 1e-300]) {
     t.regex((await rejection({ ...common, loss: { temperature } })).message, /^options\.loss\.temperature must be from 1\.2e-38 to 3\.4e38 \(float32's normal range\), got number/);
   }
