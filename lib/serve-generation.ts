@@ -204,6 +204,16 @@ export function generationRoutes(s: GenerationServing): {
 } {
   const { generator, rag } = s;
   let cancelled = 0;
+  /** `run`'s outcome, its `n` prompts or questions counted as cancelled when the client goes away before it settles. */
+  const counting = async <T>(n: number, signal: AbortSignal, run: () => Promise<T>): Promise<T> => {
+    const count = () => (cancelled += n);
+    signal.addEventListener('abort', count, { once: true });
+    try {
+      return await run();
+    } finally {
+      signal.removeEventListener('abort', count);
+    }
+  };
   const generateQueue = new BatchQueue<GenerationItem, Generated>(
     async (key, items) => {
       const o = JSON.parse(key) as Sampling;
@@ -296,15 +306,7 @@ export function generationRoutes(s: GenerationServing): {
       return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
     };
     /** Waits for the generations, counting them as cancelled when the client goes away first. */
-    const generated = async (items: GenerationItem[]) => {
-      const count = () => (cancelled += items.length);
-      signal.addEventListener('abort', count, { once: true });
-      try {
-        return await generateQueue.submit(key, items, signal);
-      } finally {
-        signal.removeEventListener('abort', count);
-      }
-    };
+    const generated = (items: GenerationItem[]) => counting(items.length, signal, () => generateQueue.submit(key, items, signal));
     /**
      * Each prompt's item: its text goes through a StopFilter as it comes (given on by `onText` when streamed), and the
      * first stop string completed stops its generation, as vLLM and transformers stop there; without stop strings a
@@ -416,7 +418,7 @@ export function generationRoutes(s: GenerationServing): {
         const body = fields(raw, ['question', 'k', 'max_new_tokens', 'num_beams']);
         const questions = requiredTexts(body, 'question', s.maxInputs);
         const key = JSON.stringify({ k: optional(body, 'k', positiveInteger) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', positiveInteger) ?? 64, numBeams: optional(body, 'num_beams', positiveInteger) ?? 1 });
-        const answers = await askQueue.submit(key, questions.map((question) => ({ question, signal })), signal);
+        const answers = await counting(questions.length, signal, () => askQueue.submit(key, questions.map((question) => ({ question, signal })), signal));
         const refused = answers.find((a): a is ColtrastError => a instanceof ColtrastError);
         if (refused) throw refused;
         return {
@@ -429,6 +431,6 @@ export function generationRoutes(s: GenerationServing): {
   return {
     routes,
     queues: { generate: generateQueue as BatchQueue<unknown, unknown>, ask: askQueue as BatchQueue<unknown, unknown> },
-    counters: () => [['coltrast_generations_cancelled_total', 'Prompts whose client went away before their generation ended (it stops at its next step).', cancelled]],
+    counters: () => [['coltrast_generations_cancelled_total', 'Prompts, and /ask questions, whose client went away before their generation ended (it stops at its next step).', cancelled]],
   };
 }

@@ -371,6 +371,7 @@ test('a client that goes away from /ask stops its answer mid-generation; the que
     t.like(small.stats().ask, { calls: 2, inputs: 4, waiting: 0 });
     const metrics = await (await fetch(`${small.url}/metrics`)).text();
     t.regex(metrics, /^coltrast_requests_cancelled_total\{route="\/ask"\} 1$/m);
+    t.regex(metrics, /^coltrast_generations_cancelled_total 2$/m, 'both of the leaving client\'s questions');
   } finally {
     await small.close();
     own.dispose();
