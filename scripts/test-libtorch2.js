@@ -8,7 +8,8 @@
 // compile-only checks (cuda-compile, torch2-compile) and the CUDA emulator, which do not load the addon, and the
 // tests of what does not depend on the libtorch (the comparisons with sentence-transformers in Python, whose
 // coltrast side the recorded-reference tests check here too; the hub client, BM25, IR metrics, files, progress,
-// the benchmark plumbing and the HTTP server, whose model calls are embed's, rank's and search's), so that CI
+// the benchmark plumbing and the HTTP server, whose model calls are embed's, rank's and search's; reading data files,
+// and the command line's errors, flag names and docs, whose model calls the library's own tests make), so that CI
 // stays well under its time.
 'use strict';
 const { spawnSync } = require('node:child_process');
@@ -20,6 +21,7 @@ const python = process.env.COLTRAST_ST_PYTHON || path.join(root, 'build', 'pyenv
 const LEFT_OUT = [
   'binary', 'pack', 'cuda-compile', 'torch2-compile', 'cuda-emulator',
   'python-interop', 'hub', 'bm25-check', 'ir-metrics-check', 'files', 'progress', 'bench', 'compare-gpu', 'serve', 'serve-generation',
+  'data-files', 'cli-errors', 'cli-flag-errors', 'cli-docs',
 ];
 
 function fail(message) {
