@@ -18,7 +18,7 @@ import {
 
 export type { DecoderRerankerStart } from './model-dir';
 import { ADAPTER_DIR, SEQ_CLS_MODULES, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type LoraConfig } from './lora';
-import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer } from './native-model';
+import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, signalOption, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, padBatch, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
@@ -45,6 +45,8 @@ export interface PredictOptions {
   prompt?: string;
   /** One of the model's named prompts (`prompts`) instead. */
   promptName?: string;
+  /** Stops the call when aborted: looked at before each batch (the batch under way finishes); it rejects with ABORTED. */
+  signal?: AbortSignal;
 }
 
 export interface RankOptions extends PredictOptions {
@@ -125,7 +127,7 @@ export function readDecoderStart(o: { chatTemplate?: unknown; tokens?: unknown }
   return { ...(o.chatTemplate !== undefined && { chatTemplate: o.chatTemplate as string }), ...(tokens !== undefined && { tokens: tokens as [string] | [string, string] }) };
 }
 
-const PREDICT_KEYS = ['batchSize', 'activation', 'onProgress', 'prompt', 'promptName'] as const;
+const PREDICT_KEYS = ['batchSize', 'activation', 'onProgress', 'prompt', 'promptName', 'signal'] as const;
 const RANK_KEYS = [...PREDICT_KEYS, 'topK', 'returnDocuments'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 
@@ -380,13 +382,14 @@ export class CrossEncoder {
     return this.model.use((handle) => this.predictWith(handle, pairs, options));
   }
 
-  private async predictWith(handle: NativeEncoder, pairs: [string, string][], options: PredictOptions | undefined): Promise<Matrix> {
+  private async predictWith(handle: NativeEncoder, pairs: [string, string][], options: PredictOptions | undefined, rank = false): Promise<Matrix> {
     const o = checkOptions('options', options, PREDICT_KEYS);
     checkPairs(pairs);
     const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
     let activation = oneOf('options.activation', o.activation ?? 'default', ACTIVATIONS);
     if (activation === 'default') activation = this.activation;
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
+    const signal = signalOption(o.signal);
     const prompt = this.resolvePrompt(o.prompt, o.promptName);
     const labels = this.numLabels;
     const scores = new Float32Array(pairs.length * labels);
@@ -397,7 +400,7 @@ export class CrossEncoder {
       });
     };
     await tokenizeInBatches(pairs.length, batchSize, tokenizeAhead(this.device), (i) => pairs[i][0].length + pairs[i][1].length,
-      (indices) => this.tokenizePairs(indices.map((i) => pairs[i]), prompt), run, take, o.onProgress);
+      (indices) => this.tokenizePairs(indices.map((i) => pairs[i]), prompt), run, take, o.onProgress, { signal, call: rank ? 'rank()' : 'predict()' });
     return { dims: [pairs.length, labels], data: scores };
   }
 
@@ -466,9 +469,9 @@ export class CrossEncoder {
     const o = checkOptions('options', options, RANK_KEYS);
     const topK = o.topK === undefined ? documents.length : positiveInteger('options.topK', o.topK);
     const withText = booleanValue('options.returnDocuments', o.returnDocuments ?? false);
-    const { batchSize, activation, onProgress, prompt, promptName } = o;
+    const { batchSize, activation, onProgress, prompt, promptName, signal } = o;
     const { data } = await this.model.use((handle) =>
-      this.predictWith(handle, documents.map((d) => [query, d]), { batchSize, activation, onProgress, prompt, promptName }),
+      this.predictWith(handle, documents.map((d) => [query, d]), { batchSize, activation, onProgress, prompt, promptName, signal }, true),
     );
     const ranked = documents.map((_, index) => index).sort((a, b) => data[b] - data[a] || a - b);
     return ranked.slice(0, topK).map((index) => ({ index, score: data[index], ...(withText && { text: documents[index] }) }));

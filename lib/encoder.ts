@@ -9,7 +9,7 @@ import { writeFolderAtomic } from './files';
 import { ADAPTER_DIR, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type LoraConfig } from './lora';
 import { denseStackDir, lastDense, namedPrompt, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
-import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions } from './native-model';
+import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, signalOption, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
@@ -82,6 +82,8 @@ export interface EmbedOptions {
   prompt?: string;
   /** Called after each batch with texts done so far and the total. */
   onProgress?: (done: number, total: number) => void;
+  /** Stops the call when aborted: looked at before each batch (the batch under way finishes); it rejects with ABORTED. */
+  signal?: AbortSignal;
 }
 
 export interface SaveOptions {
@@ -91,7 +93,7 @@ export interface SaveOptions {
   dtype?: DType;
 }
 
-const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'truncateDim', 'pooling', 'task', 'promptName', 'prompt', 'onProgress'] as const;
+const EMBED_KEYS = ['batchSize', 'output', 'normalize', 'truncateDim', 'pooling', 'task', 'promptName', 'prompt', 'onProgress', 'signal'] as const;
 const SAVE_KEYS = ['overwrite', 'dtype'] as const;
 const TASKS = ['query', 'document'] as const;
 
@@ -464,6 +466,7 @@ export class Encoder {
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
       throw invalid('options.onProgress', 'a function', o.onProgress);
     }
+    const signal = signalOption(o.signal);
 
     const task = o.task === undefined ? undefined : oneOf('options.task', o.task, TASKS);
     if (this.multi && output === 'pooled') {
@@ -500,7 +503,7 @@ export class Encoder {
         }
       });
     };
-    await tokenizeInBatches(texts.length, batchSize, tokenizeAhead(this.device), (i) => texts[i].length, tokenize, run, take, o.onProgress);
+    await tokenizeInBatches(texts.length, batchSize, tokenizeAhead(this.device), (i) => texts[i].length, tokenize, run, take, o.onProgress, { signal, call: 'embed()' });
     if (counts) tokenCounts!.push(...counts);
     // A HierarchicalTokenPooling module pools the token vectors of its tasks' texts (none given: a document's).
     const pool = this.multi?.config.tokenPooling;

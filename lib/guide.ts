@@ -25,7 +25,7 @@ export interface GuideVectors {
 }
 
 /** Embeds the examples' texts with the guide `model` (queries and documents with its prompts for each). */
-export async function embedWithGuide(model: string, examples: TrainExample[], load: { device: Device; threads?: number }, progressBar = false): Promise<GuideVectors> {
+export async function embedWithGuide(model: string, examples: TrainExample[], load: { device: Device; threads?: number }, progressBar = false, signal?: AbortSignal): Promise<GuideVectors> {
   const guide = await Encoder.load(model, load);
   try {
     guide.checkNotMultiVector('a guide (GISTEmbed compares one vector per text)');
@@ -34,7 +34,7 @@ export async function embedWithGuide(model: string, examples: TrainExample[], lo
     const bar = progressBar ? new ProgressBar('guide', 'texts') : undefined;
     const embed = async (texts: string[], task: 'query' | 'document', before: number) => {
       const total = queries.length + documents.length;
-      const m = await guide.embed(texts, { task, normalize: true, onProgress: bar && ((done) => bar.update(before + done, total)) });
+      const m = await guide.embed(texts, { task, normalize: true, onProgress: bar && ((done) => bar.update(before + done, total)), signal });
       const vectors = matrixRows(m);
       return new Map(texts.map((t, i) => [t, vectors[i]]));
     };

@@ -25,6 +25,7 @@ import { ProgressBar } from './progress';
 import { readCorpus, readTrainingData, type TrainExample } from './train-data';
 import { Turns } from './turns';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
+import { signalOption } from './native-model';
 
 export const MINING_FORMATS = ['triplet', 'n-tuple', 'labeled-pair', 'labeled-list'] as const;
 export type MiningFormat = (typeof MINING_FORMATS)[number];
@@ -85,6 +86,11 @@ export interface MineOptions {
   threads?: number;
   /** Progress of each stage: embedding the corpus and the queries, searching, rescoring. */
   onProgress?: (p: MiningProgress) => void;
+  /**
+   * Stops mining when aborted: looked at before each batch embedded or rescored and each group of queries searched
+   * (a PLAID index's build and search run to their end); it rejects with ABORTED.
+   */
+  signal?: AbortSignal;
 }
 
 /** MineOptions.plaid's settings: BuildOptions' residualBits (here 4 by default) and centroids, SearchOptions' nprobe and fullScores. */
@@ -147,7 +153,7 @@ export interface MineResult {
 const KEYS = [
   'data', 'model', 'corpus', 'crossEncoder', 'rangeMin', 'rangeMax', 'maxScore', 'minScore', 'absoluteMargin', 'relativeMargin', 'numNegatives',
   'samplingStrategy', 'seed', 'queryPrompt', 'queryPromptName', 'corpusPrompt', 'corpusPromptName', 'includePositives', 'outputFormat',
-  'outputScores', 'plaid', 'batchSize', 'output', 'device', 'threads', 'onProgress',
+  'outputScores', 'plaid', 'batchSize', 'output', 'device', 'threads', 'onProgress', 'signal',
 ] as const;
 const PLAID_KEYS = ['residualBits', 'centroids', 'nprobe', 'fullScores'] as const;
 
@@ -177,6 +183,12 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
     if (o[name] !== undefined && typeof o[name] !== 'string') throw invalid(`options.${name}`, 'a string', o[name]);
   }
   const progress = (stage: MiningProgress['stage'], done: number, total: number) => o.onProgress?.({ stage, done, total });
+  const signal = signalOption(o.signal);
+  // Looked at before each batch of embedding or rescoring and each group of searched queries (the one under way finishes).
+  const stopIfAborted = (stage: MiningProgress['stage']) => {
+    if (signal?.aborted) throw new ColtrastError('ABORTED', `mineHardNegatives() was aborted (options.signal) in its ${stage} stage`);
+  };
+  stopIfAborted('corpus');
   const plaid = plaidSettings('options.plaid', o.plaid);
   if (plaid && (o.corpusPrompt !== undefined || o.corpusPromptName !== undefined)) {
     throw new ColtrastError('INVALID_ARGUMENT', "options.plaid embeds the corpus as Index does, with the model's document prompt: leave out options.corpusPrompt and options.corpusPromptName");
@@ -246,6 +258,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       // An explicit prompt wins over a named one (sentence-transformers' precedence).
       ...(prompt !== undefined ? { prompt: prompt as string } : promptName !== undefined ? { promptName: promptName as string } : {}),
       onProgress: (done: number, total: number) => progress(stage, done, total),
+      signal,
     });
 
     // Each query's window: the best `width` documents, -1 past the corpus's end.
@@ -265,6 +278,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       const positiveScores: number[][] = positives.map(() => []);
       progress('search', 0, queries.length);
       for (let start = 0; start < queries.length; start += MULTI_VECTOR_QUERY_GROUP) {
+        stopIfAborted('search');
         const end = Math.min(queries.length, start + MULTI_VECTOR_QUERY_GROUP);
         const rows = await exactMaxSim(encoder, queryTokens.slice(start, end), docs, (d) => corpusTokens[d].dims[0], (ds) => padTokens(ds.map((d) => corpusTokens[d]), encoder.tokenDimension));
         rows.forEach((row, i) => {
@@ -317,6 +331,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       store.add(corpusVectors.data);
       progress('search', 0, queries.length);
       for (let start = 0; start < queries.length; start += SEARCH_CHUNK) {
+        stopIfAborted('search');
         const end = Math.min(queries.length, start + SEARCH_CHUNK);
         const r = await store.search(queryVectors.data.subarray(start * dim, end * dim), k);
         for (let q = start; q < end; q++) {
@@ -350,7 +365,8 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       const rescored = new Float32Array(total);
       for (let start = 0; start < total; start += RESCORE_CHUNK) {
         const end = Math.min(total, start + RESCORE_CHUNK);
-        const m = await reranker.predict(all.slice(start, end), { batchSize });
+        stopIfAborted('rescore');
+        const m = await reranker.predict(all.slice(start, end), { batchSize, signal });
         rescored.set(m.data, start);
         progress('rescore', end, total);
       }
@@ -538,7 +554,7 @@ export type MineNegativesOptions = MiningSettings & { corpus?: MineOptions['corp
  * The examples, those without negatives and teacher scores given hard negatives mined by `encoder` among the
  * examples' positives and `settings.corpus` (n-tuples: an example left without a full set keeps none).
  */
-export async function addMinedNegatives(examples: TrainExample[], encoder: Encoder, settings: MineNegativesOptions, progressBar: boolean): Promise<TrainExample[]> {
+export async function addMinedNegatives(examples: TrainExample[], encoder: Encoder, settings: MineNegativesOptions, progressBar: boolean, signal?: AbortSignal): Promise<TrainExample[]> {
   const open = (e: TrainExample) => !e.negatives?.length && !e.scores;
   const pairs = examples.filter(open).map((e) => ({ query: e.query, positive: e.positive }));
   if (pairs.length === 0) return examples;
@@ -548,6 +564,7 @@ export async function addMinedNegatives(examples: TrainExample[], encoder: Encod
     data: pairs,
     model: encoder,
     outputFormat: 'n-tuple',
+    signal,
     ...(progressBar && {
       onProgress: (p: MiningProgress) => {
         if (!bars.has(p.stage)) bars.set(p.stage, new ProgressBar(`mining: ${p.stage}`, p.stage === 'search' ? 'queries' : 'texts'));

@@ -200,7 +200,13 @@ export async function tokenizeInBatches<T extends { ids: number[] }, R>(
   run: (items: T[]) => Promise<R>,
   take: (result: R, indices: number[], items: T[]) => void,
   onProgress?: (done: number, total: number) => void,
+  abort?: { signal: AbortSignal | undefined; call: string },
 ): Promise<void> {
+  // An abort is looked at before each batch: the batch under way finishes.
+  const stopIfAborted = (done: number) => {
+    if (abort?.signal?.aborted) throw new ColtrastError('ABORTED', `${abort.call} was aborted (options.signal) after ${done} of ${count} inputs`);
+  };
+  stopIfAborted(0);
   const chunkSize = ahead ? batchSize * Math.max(1, Math.ceil(TOKENIZE_CHUNK / batchSize)) : Math.max(count, 1);
   const chunkCount = Math.ceil(count / chunkSize);
   const inputOrder = Array.from({ length: count }, (_, i) => i);
@@ -230,6 +236,7 @@ export async function tokenizeInBatches<T extends { ids: number[] }, R>(
   // The whole input's tokens before anything runs: a tokenizer's error comes before any batch, as thrown.
   if (chunkCount === 1) await chunk(0);
   const batch = async (start: number, end: number) => {
+    stopIfAborted(start);
     const c = Math.floor(start / chunkSize);
     const current = chunk(c);
     if (c + 1 < chunkCount) chunk(c + 1); // tokenized while this chunk's batches run
@@ -328,4 +335,10 @@ export function bindTrainer<P extends { tokenizeSeconds: number }>(
     loadState: (file) => state('loadState', file),
     dispose: () => trainer.dispose(),
   };
+}
+
+/** options.signal checked: undefined, or an AbortSignal. */
+export function signalOption(value: unknown): AbortSignal | undefined {
+  if (value !== undefined && !(value instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', value);
+  return value as AbortSignal | undefined;
 }

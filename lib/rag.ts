@@ -313,8 +313,12 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     } else if (o.corpus !== undefined) {
       corpus = await readCorpus(o.corpus);
     } else if (data.projects) {
-      const embedder = encoderEmbedder(retriever);
-      const chunks = await Promise.all(data.projects.map((p) => semanticChunks(p.document, embedder, { threshold: 0.7, maxTokens: retriever.maxSeqLength })));
+      const embedder = encoderEmbedder(retriever, o.signal);
+      // Aborted while chunking: trainRag()'s "before its first step".
+      const chunks = await Promise.all(data.projects.map((p) => semanticChunks(p.document, embedder, { threshold: 0.7, maxTokens: retriever.maxSeqLength }))).catch((error: unknown) => {
+        if (error instanceof ColtrastError && error.code === 'ABORTED') notStarted();
+        throw error;
+      });
       corpus = [...new Set(chunks.flat())];
     } else {
       throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus is required: the documents to retrieve from (a ColTrast project file brings its own)');

@@ -277,7 +277,8 @@ export interface TrainOptions {
    * gradientAccumulation batches): the run then writes a checkpoint of where it is to `<output>.checkpoint` (as
    * checkpointEvery does) and rejects with an ABORTED error; train() with the same options and `resume: true`
    * continues from it, to the model an uninterrupted run ends with. Aborted before the first step (or before the call),
-   * it writes nothing. An abort that comes during the last epoch's validation lets the run finish.
+   * it writes nothing; the work before that step (mining, a teacher's scores, a guide's vectors) stops between its
+   * batches. An abort that comes during the last epoch's validation lets the run finish.
    */
   signal?: AbortSignal;
 }
@@ -651,7 +652,7 @@ function frozenBaseLoss(config: Config, options: TrainOptions, encoder: Encoder)
  * Scores each example's query with its positive and each of its negatives by the cross-encoder `teacher` (its
  * logits), for distillation; examples that have scores keep them.
  */
-export async function scoreWithTeacher(teacher: string, examples: TrainExample[], load: { device: Device; threads?: number }, progressBar = false): Promise<TrainExample[]> {
+export async function scoreWithTeacher(teacher: string, examples: TrainExample[], load: { device: Device; threads?: number }, progressBar = false, signal?: AbortSignal): Promise<TrainExample[]> {
   const todo = examples.filter((e) => !e.scores);
   if (todo.length === 0) return examples;
   const model = await CrossEncoder.load(teacher, load);
@@ -661,7 +662,7 @@ export async function scoreWithTeacher(teacher: string, examples: TrainExample[]
     }
     const pairs = todo.flatMap((e) => [e.positive, ...(e.negatives ?? [])].map((d): [string, string] => [e.query, d]));
     const bar = progressBar ? new ProgressBar('teacher', 'pairs') : undefined;
-    const { data } = await model.predict(pairs, { activation: 'identity', onProgress: bar && ((done, total) => bar.update(done, total)) });
+    const { data } = await model.predict(pairs, { activation: 'identity', onProgress: bar && ((done, total) => bar.update(done, total)), signal });
     let at = 0;
     const scores = new Map(
       todo.map((e) => {
@@ -903,11 +904,11 @@ function runSettings(config: Config, model: string): Record<string, unknown> {
 }
 
 /** The Embedder of data preparation, backed by an Encoder: pooled, L2-normalized vectors. */
-export function encoderEmbedder(encoder: Encoder): Embedder {
+export function encoderEmbedder(encoder: Encoder, signal?: AbortSignal): Embedder {
   encoder.checkNotMultiVector('semantic chunking (it compares one vector per sentence; index ready-made chunks from a JSONL file instead)');
   return {
     async embed(texts) {
-      return matrixRows(await encoder.embed(texts, { normalize: true }));
+      return matrixRows(await encoder.embed(texts, { normalize: true, signal }));
     },
     async countTokens(texts) {
       return (await encoder.tokenize(texts)).map((ids) => ids.length);
@@ -1025,6 +1026,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (options.signal?.aborted) throw trainingAborted('train()', `${path.resolve(options.output)}.checkpoint`, undefined, options.resume === true);
   };
   notStarted();
+  // The work before the first step (mining, a teacher's scores, a guide's vectors) stops at options.signal too: its
+  // abort is train()'s "before its first step".
+  const beforeFirstStep = <T>(work: Promise<T>): Promise<T> =>
+    work.catch((error: unknown) => {
+      if (error instanceof ColtrastError && error.code === 'ABORTED') notStarted();
+      throw error;
+    });
   if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
   const data = config.contrastiveTension
     ? { examples: (await readSentences(options.data)).map((sentence): TrainExample => ({ query: sentence, positive: sentence })) }
@@ -1108,10 +1116,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       // from the embedding model it starts from, or coltrast's default model.
       const miner = encoder instanceof Encoder ? encoder : await Encoder.load(isCrossEncoderFolder(await resolveModelDir(model)) ? 'default' : model, loadOptions);
       try {
-        const embedder = encoderEmbedder(miner);
+        const embedder = encoderEmbedder(miner, options.signal);
         const chunking = { threshold: config.chunking.threshold, maxTokens: config.chunking.maxTokens ?? encoder.maxSeqLength };
-        trainSet = (await mineExamples(split.train, embedder, chunking, config.mining)).examples;
-        val = split.val.length > 0 ? (await mineExamples(split.val, embedder, chunking, config.mining)).examples : [];
+        trainSet = (await beforeFirstStep(mineExamples(split.train, embedder, chunking, config.mining))).examples;
+        val = split.val.length > 0 ? (await beforeFirstStep(mineExamples(split.val, embedder, chunking, config.mining))).examples : [];
       } finally {
         if (miner !== encoder) miner.dispose();
       }
@@ -1122,15 +1130,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         // As for project files: the model as it starts mines (a cross-encoder's, coltrast's default model).
         const miner = encoder instanceof Encoder ? encoder : await Encoder.load(isCrossEncoderFolder(await resolveModelDir(model)) ? 'default' : model, loadOptions);
         try {
-          trainSet = await addMinedNegatives(trainSet, miner, mineNegatives, options.progressBar ?? false);
-          val = await addMinedNegatives(val, miner, mineNegatives, options.progressBar ?? false);
+          trainSet = await beforeFirstStep(addMinedNegatives(trainSet, miner, mineNegatives, options.progressBar ?? false, options.signal));
+          val = await beforeFirstStep(addMinedNegatives(val, miner, mineNegatives, options.progressBar ?? false, options.signal));
         } finally {
           if (miner !== encoder) miner.dispose();
         }
       }
     }
     if (config.teacher && !saved) {
-      const scored = await scoreWithTeacher(config.teacher, [...trainSet, ...val], loadOptions, options.progressBar);
+      const scored = await beforeFirstStep(scoreWithTeacher(config.teacher, [...trainSet, ...val], loadOptions, options.progressBar, options.signal));
       trainSet = scored.slice(0, trainSet.length);
       val = scored.slice(trainSet.length);
     }
@@ -1144,7 +1152,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (config.matryoshka && config.step.contrastiveWeight === 0 && !config.step.distillationWeight) {
       throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.matryoshka applies to the pooled losses: it needs loss.contrastiveWeight > 0 or distillation');
     }
-    const guide = config.guide && (await embedWithGuide(config.guide.model, [...trainSet, ...val], loadOptions, options.progressBar));
+    const guide = config.guide && (await beforeFirstStep(embedWithGuide(config.guide.model, [...trainSet, ...val], loadOptions, options.progressBar, options.signal)));
     // What goes with each batch: the teacher's scores when distillation is on, the guide's masks with a guide.
     const extrasOf = (b: Batch) => ({
       ...(config.step.distillationWeight ? { teacher: b.teacher } : {}),
