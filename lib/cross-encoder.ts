@@ -45,7 +45,7 @@ export interface PredictOptions {
   prompt?: string;
   /** One of the model's named prompts (`prompts`) instead. */
   promptName?: string;
-  /** Stops the call when aborted: looked at before each batch (the batch under way finishes); it rejects with ABORTED. */
+  /** Stops the call when aborted: looked at before each batch is sent to the model (the one running and the one queued behind it finish); it rejects with ABORTED. */
   signal?: AbortSignal;
 }
 

@@ -82,7 +82,7 @@ export interface EmbedOptions {
   prompt?: string;
   /** Called after each batch with texts done so far and the total. */
   onProgress?: (done: number, total: number) => void;
-  /** Stops the call when aborted: looked at before each batch (the batch under way finishes); it rejects with ABORTED. */
+  /** Stops the call when aborted: looked at before each batch is sent to the model (the one running and the one queued behind it finish); it rejects with ABORTED. */
   signal?: AbortSignal;
 }
 

@@ -188,11 +188,18 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
   const stopIfAborted = (stage: MiningProgress['stage']) => {
     if (signal?.aborted) throw new ColtrastError('ABORTED', `mineHardNegatives() was aborted (options.signal) in its ${stage} stage`);
   };
-  stopIfAborted('corpus');
+  // An embed() or predict() that the signal stopped: said as mining's abort, not as the inner call's.
+  const abortable = <T>(stage: MiningProgress['stage'], work: Promise<T>): Promise<T> =>
+    work.catch((error: unknown) => {
+      if (error instanceof ColtrastError && error.code === 'ABORTED') stopIfAborted(stage);
+      throw error;
+    });
   const plaid = plaidSettings('options.plaid', o.plaid);
   if (plaid && (o.corpusPrompt !== undefined || o.corpusPromptName !== undefined)) {
     throw new ColtrastError('INVALID_ARGUMENT', "options.plaid embeds the corpus as Index does, with the model's document prompt: leave out options.corpusPrompt and options.corpusPromptName");
   }
+  // After the options' checks (their mistakes are said as such), before anything is read or loaded.
+  stopIfAborted('corpus');
 
   const read = await readTrainingData(o.data as string | readonly unknown[]);
   if ('projects' in read) {
@@ -270,7 +277,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
      * A multi-vector model's windows: the token vectors as its pipeline gives them, every query scored against every
      * document by exact MaxSim (as Index ranks them, 'meanmaxsim' divided by the query's token count); the positives' scores.
      */
-    const embedTokens = (texts: string[], ...how: Parameters<typeof embedOptions>) => encoder.embed(texts, { ...embedOptions(...how), output: 'tokens' }) as Promise<Matrix[]>;
+    const embedTokens = (texts: string[], ...how: Parameters<typeof embedOptions>) => abortable(how[3], encoder.embed(texts, { ...embedOptions(...how), output: 'tokens' }) as Promise<Matrix[]>);
     const multiVectorWindows = async (): Promise<number[][]> => {
       const corpusTokens = await embedTokens(corpus, 'document', o.corpusPrompt, o.corpusPromptName, 'corpus');
       const queryTokens = await embedTokens(queries, 'query', o.queryPrompt, o.queryPromptName, 'queries');
@@ -309,6 +316,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
         onProgress: (done, total) => progress('corpus', done, total),
       });
       const queryTokens = await embedTokens(queries, 'query', o.queryPrompt, o.queryPromptName, 'queries');
+      stopIfAborted('search');
       progress('search', 0, queries.length);
       const search = { nprobe: settings.nprobe ?? 1, fullScores: settings.fullScores ?? Math.max(256, 4 * k) };
       const hits = await index.searchQueryTokens(queryTokens, k, search, (done) => progress('search', done, queries.length));
@@ -323,7 +331,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
 
     /** A single-vector model's windows: exact search of the normalized vectors in the native store; the positives' scores. */
     const denseWindows = async (): Promise<number[][]> => {
-      const embed = (texts: string[], ...how: Parameters<typeof embedOptions>) => encoder.embed(texts, { ...embedOptions(...how), normalize: true }) as Promise<Matrix>;
+      const embed = (texts: string[], ...how: Parameters<typeof embedOptions>) => abortable(how[3], encoder.embed(texts, { ...embedOptions(...how), normalize: true }) as Promise<Matrix>);
       const corpusVectors = await embed(corpus, 'document', o.corpusPrompt, o.corpusPromptName, 'corpus');
       const queryVectors = await embed(queries, 'query', o.queryPrompt, o.queryPromptName, 'queries');
       const dim = corpusVectors.dims[1];
@@ -366,7 +374,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       for (let start = 0; start < total; start += RESCORE_CHUNK) {
         const end = Math.min(total, start + RESCORE_CHUNK);
         stopIfAborted('rescore');
-        const m = await reranker.predict(all.slice(start, end), { batchSize, signal });
+        const m = await abortable('rescore', reranker.predict(all.slice(start, end), { batchSize, signal }));
         rescored.set(m.data, start);
         progress('rescore', end, total);
       }

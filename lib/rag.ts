@@ -117,7 +117,9 @@ export interface RagTrainOptions {
   /**
    * Stops the run when aborted, as train()'s: looked at between steps (the step under way finishes), it writes a
    * checkpoint of where the run is to `<output>.checkpoint` and rejects with an ABORTED error; `resume: true` continues
-   * from it. Aborted before the first step (or before the call), it writes nothing.
+   * from it. Aborted before the first step (or before the call), it writes nothing; the work before that step (a
+   * ColTrast project file's chunking, the corpus's and the questions' embedding for the first epoch's retrieval) stops
+   * between its batches, as does each later epoch's retrieval.
    */
   signal?: AbortSignal;
 }
@@ -202,15 +204,16 @@ async function readRagData(data: RagTrainOptions['data']): Promise<{ examples: R
 }
 
 /** The corpus embedded by the retriever (L2-normalized document vectors) in a native store for exact search. */
-async function embedCorpus(retriever: Encoder, corpus: string[], onProgress?: (done: number, total: number) => void): Promise<NativeDenseStore> {
+async function embedCorpus(retriever: Encoder, corpus: string[], onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<NativeDenseStore> {
+  const vectors = await retriever.embed(corpus, { task: 'document', normalize: true, onProgress, signal });
   const store = newStore(retriever.dimension, 'float32');
-  store.add((await retriever.embed(corpus, { task: 'document', normalize: true, onProgress })).data);
+  store.add(vectors.data);
   return store;
 }
 
 /** The `k` best documents for each question by cosine similarity (exact search, natively): corpus indices, best first, and the similarities. */
-async function retrieveScored(retriever: Encoder, corpus: NativeDenseStore, questions: string[], k: number): Promise<{ ids: number[]; scores: number[] }[]> {
-  const q = await retriever.embed(questions, { task: 'query', normalize: true });
+async function retrieveScored(retriever: Encoder, corpus: NativeDenseStore, questions: string[], k: number, signal?: AbortSignal): Promise<{ ids: number[]; scores: number[] }[]> {
+  const q = await retriever.embed(questions, { task: 'query', normalize: true, signal });
   const found = await corpus.search(q.data, k);
   return questions.map((_, i) => ({
     ids: Array.from(found.indices.subarray(i * found.k, (i + 1) * found.k)),
@@ -218,8 +221,8 @@ async function retrieveScored(retriever: Encoder, corpus: NativeDenseStore, ques
   }));
 }
 
-async function retrieve(retriever: Encoder, corpus: NativeDenseStore, questions: string[], k: number): Promise<number[][]> {
-  return (await retrieveScored(retriever, corpus, questions, k)).map((r) => r.ids);
+async function retrieve(retriever: Encoder, corpus: NativeDenseStore, questions: string[], k: number, signal?: AbortSignal): Promise<number[][]> {
+  return (await retrieveScored(retriever, corpus, questions, k, signal)).map((r) => r.ids);
 }
 
 interface LoopState {
@@ -369,9 +372,9 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     };
     const showProgress = o.progressBar ?? process.stderr.isTTY;
     // The corpus is embedded again each epoch: a bar of its own for it (a large corpus takes a while).
-    const embedAll = () => {
+    const embedAll = (signal?: AbortSignal) => {
       const corpusBar = showProgress ? new ProgressBar('corpus', 'documents') : undefined;
-      return embedCorpus(retriever, corpus, corpusBar && ((done, total) => corpusBar.update(done, total)));
+      return embedCorpus(retriever, corpus, corpusBar && ((done, total) => corpusBar.update(done, total)), signal);
     };
     const validate = async (): Promise<number | undefined> => {
       if (val.length === 0) return undefined;
@@ -443,8 +446,16 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
       // Every question of the epoch retrieves with the retriever as it is at the epoch's start (kept in the state:
       // a resumed epoch trains on the same documents).
       if (state.batch === 0) {
-        corpusStore = await embedAll();
-        state.retrieved = await retrieve(retriever, corpusStore, order.map((e) => e.question), k);
+        // Stopped by an abort (the first epoch's is the work before the first step) as at the epoch's start: the state
+        // is the same (a checkpoint holds it after the first epoch; before the first step, nothing is written).
+        const retrieval = async () => {
+          corpusStore = await embedAll(o.signal);
+          state.retrieved = await retrieve(retriever, corpusStore, order.map((e) => e.question), k, o.signal);
+        };
+        await retrieval().catch(async (error: unknown) => {
+          if (error instanceof ColtrastError && error.code === 'ABORTED') await stopIfAborted();
+          throw error;
+        });
       }
       // Each batch is tokenized while the step before it runs (as in train()); `ahead` is the next batch's.
       const retrieved = state.retrieved;

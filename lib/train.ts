@@ -1027,12 +1027,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   };
   notStarted();
   // The work before the first step (mining, a teacher's scores, a guide's vectors) stops at options.signal too: its
-  // abort is train()'s "before its first step".
-  const beforeFirstStep = <T>(work: Promise<T>): Promise<T> =>
-    work.catch((error: unknown) => {
+  // abort is train()'s "before its first step". Looked at before each phase as well: an abort that came during the last
+  // batch of the one before does not wait for a teacher or guide model to load.
+  const beforeFirstStep = async <T>(work: () => Promise<T>): Promise<T> => {
+    notStarted();
+    return work().catch((error: unknown) => {
       if (error instanceof ColtrastError && error.code === 'ABORTED') notStarted();
       throw error;
     });
+  };
   if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
   const data = config.contrastiveTension
     ? { examples: (await readSentences(options.data)).map((sentence): TrainExample => ({ query: sentence, positive: sentence })) }
@@ -1118,8 +1121,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       try {
         const embedder = encoderEmbedder(miner, options.signal);
         const chunking = { threshold: config.chunking.threshold, maxTokens: config.chunking.maxTokens ?? encoder.maxSeqLength };
-        trainSet = (await beforeFirstStep(mineExamples(split.train, embedder, chunking, config.mining))).examples;
-        val = split.val.length > 0 ? (await beforeFirstStep(mineExamples(split.val, embedder, chunking, config.mining))).examples : [];
+        trainSet = (await beforeFirstStep(() => mineExamples(split.train, embedder, chunking, config.mining))).examples;
+        val = split.val.length > 0 ? (await beforeFirstStep(() => mineExamples(split.val, embedder, chunking, config.mining))).examples : [];
       } finally {
         if (miner !== encoder) miner.dispose();
       }
@@ -1130,15 +1133,16 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         // As for project files: the model as it starts mines (a cross-encoder's, coltrast's default model).
         const miner = encoder instanceof Encoder ? encoder : await Encoder.load(isCrossEncoderFolder(await resolveModelDir(model)) ? 'default' : model, loadOptions);
         try {
-          trainSet = await beforeFirstStep(addMinedNegatives(trainSet, miner, mineNegatives, options.progressBar ?? false, options.signal));
-          val = await beforeFirstStep(addMinedNegatives(val, miner, mineNegatives, options.progressBar ?? false, options.signal));
+          trainSet = await beforeFirstStep(() => addMinedNegatives(trainSet, miner, mineNegatives, options.progressBar ?? false, options.signal));
+          val = await beforeFirstStep(() => addMinedNegatives(val, miner, mineNegatives, options.progressBar ?? false, options.signal));
         } finally {
           if (miner !== encoder) miner.dispose();
         }
       }
     }
-    if (config.teacher && !saved) {
-      const scored = await beforeFirstStep(scoreWithTeacher(config.teacher, [...trainSet, ...val], loadOptions, options.progressBar, options.signal));
+    const { teacher } = config;
+    if (teacher && !saved) {
+      const scored = await beforeFirstStep(() => scoreWithTeacher(teacher, [...trainSet, ...val], loadOptions, options.progressBar, options.signal));
       trainSet = scored.slice(0, trainSet.length);
       val = scored.slice(trainSet.length);
     }
@@ -1152,7 +1156,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (config.matryoshka && config.step.contrastiveWeight === 0 && !config.step.distillationWeight) {
       throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.matryoshka applies to the pooled losses: it needs loss.contrastiveWeight > 0 or distillation');
     }
-    const guide = config.guide && (await beforeFirstStep(embedWithGuide(config.guide.model, [...trainSet, ...val], loadOptions, options.progressBar, options.signal)));
+    const guideSettings = config.guide;
+    const guide = guideSettings && (await beforeFirstStep(() => embedWithGuide(guideSettings.model, [...trainSet, ...val], loadOptions, options.progressBar, options.signal)));
     // What goes with each batch: the teacher's scores when distillation is on, the guide's masks with a guide.
     const extrasOf = (b: Batch) => ({
       ...(config.step.distillationWeight ? { teacher: b.teacher } : {}),
