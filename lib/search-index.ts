@@ -449,6 +449,27 @@ function checkDocs(docs: IndexDoc[], existing: { has(id: string): boolean }, off
   });
 }
 
+/**
+ * `docs` with metadata of their own (structuredClone), `i` counted from `offset` in errors. The index kept the objects
+ * it was given, and gave them back in hits and get(): documents added with one metadata object shared it, so changing
+ * one hit's metadata (or the caller's object after add) changed every such document's, behind a filter's kept matches.
+ */
+function ownCopies(docs: IndexDoc[], offset: number): IndexDoc[] {
+  return docs.map((d, k) => {
+    if (d.metadata === undefined || d.metadata === null) return d;
+    try {
+      return { id: d.id, text: d.text, metadata: structuredClone(d.metadata) };
+    } catch (error) {
+      throw invalid(`docs[${offset + k}].metadata`, `data the index can copy and save (objects, arrays, strings, numbers, booleans, null; not functions or symbols: ${(error as Error).message})`, d.metadata);
+    }
+  });
+}
+
+/** `item` with a copy of its metadata (the index keeps its own: ownCopies). */
+function withOwnMetadata<T extends { metadata?: Record<string, unknown> }>(item: T): T {
+  return item.metadata === undefined ? item : { ...item, metadata: structuredClone(item.metadata) };
+}
+
 /** Where the fused MaxSim op runs for `encoder`: its CUDA device, else the CPU. */
 function maxsimDevice(encoder: Encoder): string {
   return encoder.device.startsWith('cuda') ? encoder.device : 'cpu';
@@ -766,7 +787,7 @@ export class Index {
     const slice = batchSize * 32;
     options.onProgress?.(0, docs.length); // the start, so that a progress bar's rate counts the first slice
     for (let start = 0; start < docs.length; start += slice) {
-      const part = docs.slice(start, start + slice);
+      const part = ownCopies(docs.slice(start, start + slice), start);
       const texts = part.map((d) => d.text);
       const pooled = this.vectors ? await this.encoder.embed(texts, { normalize: true, batchSize, task: 'document' }) : undefined;
       const counts: number[] = [];
@@ -852,16 +873,16 @@ export class Index {
 
   /** The stored documents with these ids ({ id, text, metadata? }), in the order asked; undefined for an id it does not hold. */
   get(ids: string[]): (IndexDoc | undefined)[] {
-    if (!Array.isArray(ids)) throw invalid('ids', 'an array of document ids', ids);
+    if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) throw invalid('ids', 'an array of document ids (strings)', ids);
     return ids.map((id) => {
       const at = this.docs.position(id);
-      return at === undefined ? undefined : this.docs.doc(at);
+      return at === undefined ? undefined : withOwnMetadata(this.docs.doc(at));
     });
   }
 
   /** Removes documents by id (unknown ids are an error). */
   async remove(ids: string[]): Promise<void> {
-    if (!Array.isArray(ids)) throw invalid('ids', 'an array of document ids', ids);
+    if (!Array.isArray(ids) || !ids.every((id) => typeof id === 'string')) throw invalid('ids', 'an array of document ids (strings)', ids);
     // After the searches under way (their hits name rows by position), before those that come later.
     await this.lock.write(async () => this.removeNow(ids));
   }
@@ -935,17 +956,7 @@ export class Index {
     let q: Matrix | undefined; // the queries' pooled vectors, normalized
     if (mode !== 'bm25' && this.vectors) {
       q = await this.encoder.embed(queries, { normalize: true, task: 'query' });
-      let r: { scores: Float32Array; indices: Int32Array; k: number };
-      try {
-        r = await this.vectors.search(q.data, firstK('dense'), multiplier, allow);
-      } catch (error) {
-        throw fromNative(error);
-      }
-      dense = [];
-      for (let i = 0; i < queries.length; i++) {
-        dense.push(rankedHits(r, i));
-        await turn.maybe();
-      }
+      dense = await this.denseSearch(q, firstK('dense'), multiplier, allow, turn);
     }
     let lexical: { doc: number; score: number }[][] = queries.map(() => []);
     if (mode !== 'dense') {
@@ -993,8 +1004,42 @@ export class Index {
     }
     const out: Hit[][] = [];
     for (const hits of ranked) {
-      out.push(hits.slice(0, k).map(({ doc, score }) => ({ id: this.docs.id(doc), score, text: this.docs.text(doc), ...(this.docs.metadata(doc) ? { metadata: this.docs.metadata(doc) } : {}) })));
+      out.push(hits.slice(0, k).map(({ doc, score }) => withOwnMetadata({ id: this.docs.id(doc), score, text: this.docs.text(doc), ...(this.docs.metadata(doc) ? { metadata: this.docs.metadata(doc) } : {}) })));
       await turn.maybe();
+    }
+    return out;
+  }
+
+  /**
+   * The dense store's `k` best rows for each query, ties by position (as topIndices ranks a multi-vector index's): the
+   * store's top k (torch's topk) orders equal scores as it meets them and keeps any of those tied at the k-th place, so
+   * that documents of one text came back in another order, and another set, after a save and load or a removal. Each
+   * query asks for one row more than it keeps; where that row ties the k-th, it asks again for twice as many, until the
+   * tie ends or every row it may find is in. Binary storage breaks ties by row already (and more rows would rescore
+   * more candidates).
+   */
+  private async denseSearch(q: Matrix, k: number, multiplier: number, allow: Uint8Array | undefined, turn: Turns): Promise<{ doc: number; score: number }[][]> {
+    const [count, dim] = q.dims;
+    const out: { doc: number; score: number }[][] = new Array(count);
+    let pending = Array.from({ length: count }, (_, i) => i);
+    for (let wanted = this.storage === 'binary' ? k : k + 1; pending.length > 0; wanted *= 2) {
+      const data = pending.length === count ? q.data : new Float32Array(pending.length * dim);
+      if (data !== q.data) pending.forEach((query, b) => data.set(q.data.subarray(query * dim, (query + 1) * dim), b * dim));
+      let r: { scores: Float32Array; indices: Int32Array; k: number };
+      try {
+        r = await this.vectors!.search(data, wanted, multiplier, allow);
+      } catch (error) {
+        throw fromNative(error);
+      }
+      const tied: number[] = [];
+      for (let b = 0; b < pending.length; b++) {
+        const hits = rankedHits(r, b);
+        // `wanted` rows came back (there may be more) and the one past the k-th ties it: ask for more.
+        if (this.storage !== 'binary' && hits.length === wanted && hits[k].score === hits[k - 1].score) tied.push(pending[b]);
+        else out[pending[b]] = hits.sort((x, y) => y.score - x.score || x.doc - y.doc).slice(0, k);
+        await turn.maybe();
+      }
+      pending = tied;
     }
     return out;
   }
@@ -1212,7 +1257,7 @@ export class Index {
     } catch (error) {
       throw bad(`index.json is not valid JSON (${(error as Error).message})`);
     }
-    if (manifest.format !== 'coltrast-index' || manifest.version !== 1) throw bad('index.json is not a coltrast index of format version 1');
+    if (manifest === null || typeof manifest !== 'object' || manifest.format !== 'coltrast-index' || manifest.version !== 1) throw bad('index.json is not a coltrast index of format version 1');
     const fingerprintVersion = manifest.model?.fingerprintVersion ?? 1;
     if (fingerprintVersion !== 1 && fingerprintVersion !== FINGERPRINT_VERSION) {
       throw bad(`index.json says fingerprintVersion ${JSON.stringify(fingerprintVersion)}, which this version of coltrast does not know (1 or ${FINGERPRINT_VERSION}); a newer one wrote it`);
@@ -1268,8 +1313,12 @@ export class Index {
     }
     const docsFile = path.join(where, 'docs.jsonl');
     if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
-    // The texts take at most the file's bytes (JSON only adds to them): one allocation, not one per doubling.
-    index.docs = new DocStore({ docs: manifest.documents, textBytes: fs.statSync(docsFile).size });
+    const docsBytes = fs.statSync(docsFile).size;
+    if (!Number.isSafeInteger(manifest.documents) || manifest.documents < 0) throw bad(`index.json says documents ${JSON.stringify(manifest.documents)}, not a count of documents; the folder is damaged: save the index again or rebuild it`);
+    // The texts take at most the file's bytes (JSON only adds to them): one allocation, not one per doubling. Room for
+    // no more documents than the file can hold ({"id":"x","text":""} and a newline): a damaged count of billions
+    // would reserve gigabytes before the count check below refuses it.
+    index.docs = new DocStore({ docs: Math.min(manifest.documents, Math.ceil(docsBytes / 21)), textBytes: docsBytes });
     let i = -1;
     for await (const lines of fileLines(docsFile)) for (const line of lines) {
       i++;
@@ -1280,7 +1329,10 @@ export class Index {
       } catch {
         throw bad(`docs.jsonl:${i + 1} is not valid JSON`);
       }
-      if (typeof doc.id !== 'string' || typeof doc.text !== 'string') throw bad(`docs.jsonl:${i + 1} needs "id" and "text"`);
+      if (doc === null || typeof doc !== 'object' || Array.isArray(doc) || typeof doc.id !== 'string' || doc.id.length === 0 || typeof doc.text !== 'string') {
+        throw bad(`docs.jsonl:${i + 1} needs a non-empty string "id" and a string "text"`);
+      }
+      if (doc.metadata !== undefined && doc.metadata !== null && (typeof doc.metadata !== 'object' || Array.isArray(doc.metadata))) throw bad(`docs.jsonl:${i + 1} has "metadata" that is not an object`);
       if (index.tokens) {
         if (!Number.isInteger(doc.tokens) || doc.tokens! < 0) throw bad(`docs.jsonl:${i + 1} needs a token count`);
         index.tokenCounts.push(doc.tokens!);
