@@ -13,9 +13,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { ColtrastError } from './errors';
-import { readSafetensorsHeader } from './safetensors';
+import { readSafetensorsHeader, tensorInfo } from './safetensors';
 import { atomicOutput, checkOutputFile } from './files';
-import { checkOptions, nonEmptyString, oneOf } from './validate';
+import { booleanValue, checkOptions, invalid, nonEmptyString, oneOf } from './validate';
 
 export interface ExportOptions {
   /** 'pgvector' (the only format so far). */
@@ -111,12 +111,14 @@ async function* indexRows(dir: string, manifest: Manifest, dim: number): AsyncGe
     const size = fs.fstatSync(fd).size;
     const read = readSafetensorsHeader(fd, 1 << 20);
     if ('problem' in read) throw bad(read.problem === 'truncated' ? 'vectors.safetensors is truncated' : 'vectors.safetensors has a damaged header');
-    const tensor = read.header.vectors as { dtype?: string; shape?: number[]; data_offsets?: number[] } | undefined;
+    // Checked before use: offsets that are negative, fractional or not numbers read the header as vectors, or failed
+    // with a TypeError or RangeError naming no file.
+    const tensor = tensorInfo(read.header.vectors);
     const width = tensor?.dtype === 'F32' ? 4 : tensor?.dtype === 'F16' ? 2 : 0;
-    if (!tensor || !width) throw bad('vectors.safetensors needs a "vectors" tensor of dtype F32 or F16');
-    const [rows, cols] = tensor.shape ?? [];
-    const [begin, end] = tensor.data_offsets ?? [];
-    if (cols !== dim || rows !== manifest.documents) throw bad(`vectors.safetensors is [${tensor.shape}], index.json says ${manifest.documents} documents of dimension ${dim}`);
+    if (!tensor || !width) throw bad('vectors.safetensors needs a "vectors" tensor of dtype F32 or F16, with a shape and data offsets');
+    const [rows, cols] = tensor.shape;
+    const { begin, end } = tensor;
+    if (tensor.shape.length !== 2 || cols !== dim || rows !== manifest.documents) throw bad(`vectors.safetensors is [${tensor.shape}], index.json says ${manifest.documents} documents of dimension ${dim}`);
     if (end - begin !== rows * cols * width || read.dataStart + end > size) throw bad('vectors.safetensors is truncated');
     const dataStart = read.dataStart + begin;
 
@@ -211,9 +213,17 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
   const o = checkOptions('options', options, KEYS);
   oneOf('options.format', o.format ?? 'pgvector', ['pgvector'] as const);
   const kind = oneOf('options.vectorIndex', o.vectorIndex ?? 'auto', ['auto', 'hnsw', 'ivfflat', 'none'] as const);
+  // A string such as 'false' was truthy: the file dropped the table it was asked to keep.
+  const replace = booleanValue('options.replace', o.replace ?? false);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   const { qualified, base } = checkTable(o.table ?? 'coltrast_docs');
+  nonEmptyString('output', output);
   checkOutputFile(output, 'output');
   const dir = path.resolve(indexDir);
+  // The SQL file renamed over docs.jsonl (or another of the index's files) would destroy the index it was read from.
+  if (path.dirname(path.resolve(output)) === dir && ['index.json', 'docs.jsonl', 'vectors.safetensors'].includes(path.basename(output))) {
+    throw new ColtrastError('INVALID_ARGUMENT', `output ${path.resolve(output)} is one of the index's own files: write the SQL file elsewhere (e.g. ${path.join(path.dirname(dir), `${path.basename(dir)}.sql`)})`);
+  }
   const manifestFile = path.join(dir, 'index.json');
   if (!fs.existsSync(manifestFile)) throw new ColtrastError('MODEL_FILES', `index ${dir}: no index.json (not an index folder)`);
   let manifest: Manifest;
@@ -258,7 +268,7 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
       'SET standard_conforming_strings = on;',
       'CREATE EXTENSION IF NOT EXISTS vector;',
       'BEGIN;',
-      ...(o.replace ? [`DROP TABLE IF EXISTS ${qualified};`] : []),
+      ...(replace ? [`DROP TABLE IF EXISTS ${qualified};`] : []),
       `CREATE TABLE ${qualified} (id text PRIMARY KEY, text text NOT NULL, metadata jsonb, embedding vector(${dim}) NOT NULL);`,
       `COPY ${qualified} (id, text, metadata, embedding) FROM stdin;`,
       '',

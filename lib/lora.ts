@@ -11,7 +11,7 @@ import { writeJsonAtomic } from './files';
 import { readJson } from './model-dir';
 import { fromNative, type NativeEncoder } from './native';
 import type { ModelHandle } from './native-model';
-import { checkOptions, invalid, numberValue, positiveInteger, stringList } from './validate';
+import { checkOptions, float32, invalid, numberValue, positiveInteger, stringList } from './validate';
 
 export interface LoraOptions {
   /** The adapters' rank r (default 8, PEFT's). */
@@ -91,11 +91,15 @@ export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 export function readLoraOptions(value: unknown, modelType: string, baseModel: string, task?: { taskType: string; modulesToSave: string[] }): LoraConfig {
   const o: LoraOptions = value === true ? {} : checkOptions('options.lora', value as LoraOptions, ['rank', 'alpha', 'dropout', 'targetModules']);
   const rank = positiveInteger('options.lora.rank', o.rank ?? 8);
-  const targets = o.targetModules === undefined ? LORA_TARGETS[modelType] : stringList('options.lora.targetModules', o.targetModules);
+  // Each once: adapter_config.json listed a name twice (PEFT saves its target_modules as a set).
+  const targets = o.targetModules === undefined ? LORA_TARGETS[modelType] : [...new Set(stringList('options.lora.targetModules', o.targetModules))];
   if (!targets || targets.length === 0) throw invalid('options.lora.targetModules', `the projections to adapt (none known for ${modelType})`, o.targetModules);
+  const alpha = numberValue('options.lora.alpha', o.alpha ?? rank, (x) => x > 0, 'a number > 0');
+  // The native side scales by alpha / rank in float32: a larger scale is Infinity, and every output NaN.
+  float32('options.lora.alpha / options.lora.rank', alpha / rank);
   return {
     rank,
-    alpha: numberValue('options.lora.alpha', o.alpha ?? rank, (x) => x > 0, 'a number > 0'),
+    alpha,
     dropout: numberValue('options.lora.dropout', o.dropout ?? 0, (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
     targetModules: targets,
     rslora: false,
@@ -136,11 +140,27 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
     throw new ColtrastError('UNSUPPORTED_MODEL', `${configPath}: ${what}; coltrast runs plain LoRA adapters`);
   };
   if (c.peft_type !== 'LORA') refuse(`peft_type ${JSON.stringify(c.peft_type)} is not LORA`);
-  if (c.use_dora === true) refuse('use_dora (DoRA) is set');
-  if (c.fan_in_fan_out === true) refuse('fan_in_fan_out is set (GPT-2-style Conv1D layers)');
+  // PEFT tests these with Python's truth: "use_dora": "yes" is DoRA there, and was plain LoRA here.
+  const flag = (key: string): boolean => {
+    if (c[key] === undefined || c[key] === null) return false;
+    if (typeof c[key] !== 'boolean') throw new ColtrastError('MODEL_FILES', `${configPath}: "${key}" must be true or false, not ${JSON.stringify(c[key])}`);
+    return c[key] as boolean;
+  };
+  if (flag('use_dora')) refuse('use_dora (DoRA) is set');
+  if (flag('fan_in_fan_out')) refuse('fan_in_fan_out is set (GPT-2-style Conv1D layers)');
+  // PEFT 0.14's lora_bias: lora_B has a bias, which the native side would leave out of every output.
+  if (flag('lora_bias')) refuse('lora_bias is set (lora_B has a bias)');
+  const rslora = flag('use_rslora');
   if (c.bias !== undefined && c.bias !== 'none') refuse(`bias ${JSON.stringify(c.bias)} trains biases too`);
   for (const key of ['rank_pattern', 'alpha_pattern'] as const) {
     if (c[key] && typeof c[key] === 'object' && Object.keys(c[key] as object).length > 0) refuse(`${key} gives layers ranks or alphas of their own`);
+  }
+  const given = (value: unknown) => value !== undefined && value !== null && !(Array.isArray(value) && value.length === 0) && !(typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length === 0);
+  if (given(c.layer_replication)) refuse('layer_replication stacks copies of layers');
+  if (given(c.trainable_token_indices)) refuse('trainable_token_indices trains token embeddings too');
+  if (given(c.target_parameters)) refuse('target_parameters adapts parameters, not layers');
+  if (c.target_modules !== undefined && c.target_modules !== null && typeof c.target_modules !== 'string' && !(Array.isArray(c.target_modules) && c.target_modules.every((m) => typeof m === 'string'))) {
+    throw new ColtrastError('MODEL_FILES', `${configPath}: "target_modules" must be a list of module names or a regular expression`);
   }
   if (c.modules_to_save !== undefined && c.modules_to_save !== null && !(Array.isArray(c.modules_to_save) && c.modules_to_save.every((m) => typeof m === 'string'))) {
     throw new ColtrastError('MODEL_FILES', `${configPath}: "modules_to_save" must be a list of module names`);
@@ -153,13 +173,13 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
   const dropout = c.lora_dropout ?? 0;
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new ColtrastError('MODEL_FILES', `${configPath}: "lora_dropout" must be a number in [0, 1)`);
   const targets = Array.isArray(c.target_modules) ? c.target_modules.map(String) : typeof c.target_modules === 'string' ? [c.target_modules] : [];
-  checkAdapterWeights(weightsPath, rank, c.target_modules, configPath);
+  checkAdapterWeights(weightsPath, rank, c, configPath);
   return {
     rank,
     alpha,
     dropout,
     targetModules: targets,
-    rslora: c.use_rslora === true,
+    rslora,
     baseModel: typeof c.base_model_name_or_path === 'string' ? c.base_model_name_or_path : '',
     taskType: typeof c.task_type === 'string' ? c.task_type : 'FEATURE_EXTRACTION',
     modulesToSave: [...new Set((c.modules_to_save as string[] | null | undefined) ?? [])],
@@ -168,28 +188,56 @@ export function readAdapterConfig(dir: string): LoraConfig & { weightsPath: stri
 }
 
 /**
- * Whether PEFT adapts the module `name` (dotted) for `target_modules` as adapter_config.json gives it: a list names
- * modules by their last names (or whole names), a string is a regular expression the whole name must match, and
- * "all-linear" takes every linear layer. Missing: any (nothing to compare with).
+ * Whether the module `name` (dotted) matches `modules` as adapter_config.json gives target_modules or exclude_modules:
+ * a list names modules by their last names (or whole names), a string is a regular expression the whole name must
+ * match, and "all-linear" takes every linear layer. Missing: `missing` (nothing to compare with).
  */
-function targeted(name: string, targetModules: unknown): boolean {
-  if (Array.isArray(targetModules)) return targetModules.some((t) => name === String(t) || name.endsWith(`.${String(t)}`));
-  if (typeof targetModules !== 'string' || targetModules === 'all-linear') return true;
+function matches(name: string, modules: unknown, missing: boolean): boolean {
+  if (Array.isArray(modules)) return modules.some((t) => name === String(t) || name.endsWith(`.${String(t)}`));
+  if (typeof modules !== 'string') return missing;
+  if (modules === 'all-linear') return true;
   try {
-    return new RegExp(`^(?:${targetModules})$`).test(name);
+    return new RegExp(`^(?:${modules})$`).test(name);
   } catch {
-    return true; // a pattern of Python's that JavaScript does not read: not checked
+    return missing; // a pattern of Python's that JavaScript does not read: not checked
   }
 }
 
 /**
- * Throws MODEL_FILES when the adapter file's lora_A weights do not belong to adapter_config.json: one of another rank
- * than "r" (the native side adapts with the weights' own rank but scales by alpha / r, so every output would change
- * silently; PEFT refuses such an adapter, its lora_A is made [r, in]), or one of a module target_modules does not name
- * (the native side applies every adapter in the file; PEFT would leave that module unadapted, so the two would embed
- * differently). A header that cannot be read is left to the native reader, which names what is wrong with it.
+ * Why PEFT would not adapt the module `name` (dotted) for adapter_config.json `c`, or undefined when it would:
+ * target_modules names it, exclude_modules does not, and its layer index is one layers_to_transform lists (found as
+ * PEFT finds it: after layers_pattern, or after any name, followed by a dot).
  */
-function checkAdapterWeights(weightsPath: string, rank: number, targetModules: unknown, configPath: string): void {
+function notTargeted(name: string, c: Record<string, unknown>): string | undefined {
+  if (!matches(name, c.target_modules, true)) return `target_modules ${JSON.stringify(c.target_modules)} does not name ${name}`;
+  if (matches(name, c.exclude_modules, false)) return `exclude_modules ${JSON.stringify(c.exclude_modules)} names ${name}`;
+  const layers = c.layers_to_transform;
+  if (layers === undefined || layers === null || (Array.isArray(layers) && layers.length === 0)) return undefined;
+  const leftOut = `layers_to_transform ${JSON.stringify(layers)} leaves out ${name}`;
+  const patterns = typeof c.layers_pattern === 'string' ? [c.layers_pattern] : Array.isArray(c.layers_pattern) && c.layers_pattern.length > 0 ? c.layers_pattern.map(String) : ['[^.]*'];
+  for (const pattern of patterns) {
+    let found: RegExpMatchArray | null;
+    try {
+      found = name.match(new RegExp(`^.*\\.${pattern}\\.(\\d+)\\.`));
+    } catch {
+      return undefined;
+    }
+    if (found) return (Array.isArray(layers) ? layers.includes(Number(found[1])) : layers === Number(found[1])) ? undefined : leftOut;
+  }
+  return leftOut;
+}
+
+/**
+ * Throws when the adapter file's weights do not belong to adapter_config.json (MODEL_FILES): a lora_A of another rank
+ * than "r" (the native side adapts with the weights' own rank but scales by alpha / r, so every output would change
+ * silently; PEFT refuses such an adapter, its lora_A is made [r, in]), or the adapter of a module PEFT would not adapt
+ * (one target_modules does not name, exclude_modules names, or of a layer layers_to_transform leaves out: the native
+ * side applies every adapter in the file; PEFT would leave that module unadapted, so the two would embed
+ * differently). Throws UNSUPPORTED_MODEL for a LoRA tensor other than lora_A and lora_B weights (lora_B's bias,
+ * DoRA's magnitudes, an embedding layer's lora_embedding_A, trainable tokens), which the native side would leave out.
+ * A header that cannot be read is left to the native reader, which names what is wrong with it.
+ */
+function checkAdapterWeights(weightsPath: string, rank: number, c: Record<string, unknown>, configPath: string): void {
   let read: ReturnType<typeof readSafetensorsHeader>;
   try {
     const fd = fs.openSync(weightsPath, 'r');
@@ -203,6 +251,12 @@ function checkAdapterWeights(weightsPath: string, rank: number, targetModules: u
   }
   if ('problem' in read) return;
   for (const [name, entry] of Object.entries(read.header)) {
+    if ((name.includes('.lora_') && !/\.lora_[AB]\.weight$/.test(name)) || name.includes('trainable_tokens')) {
+      throw new ColtrastError(
+        'UNSUPPORTED_MODEL',
+        `${path.join(path.dirname(configPath), ADAPTER_WEIGHTS)} holds ${name}, which coltrast does not compute (it runs plain LoRA adapters: lora_A and lora_B weights only)`,
+      );
+    }
     if (!name.endsWith('.lora_A.weight')) continue;
     const shape = entry?.shape;
     if (Array.isArray(shape) && shape.length === 2 && shape[0] !== rank) {
@@ -214,10 +268,11 @@ function checkAdapterWeights(weightsPath: string, rank: number, targetModules: u
     }
     // PEFT matches the model's own module names: without the prefix its saved names carry.
     const module = name.slice(0, -'.lora_A.weight'.length).replace(/^base_model\.model\./, '');
-    if (!targeted(module, targetModules)) {
+    const reason = notTargeted(module, c);
+    if (reason) {
       throw new ColtrastError(
         'MODEL_FILES',
-        `${configPath}: target_modules ${JSON.stringify(targetModules)} does not name ${module}, whose adapter is in ${ADAPTER_WEIGHTS} ` +
+        `${configPath}: ${reason}, whose adapter is in ${ADAPTER_WEIGHTS} ` +
           '(PEFT would leave that module as it is): the config does not belong to these weights; use the adapter_config.json saved with them',
       );
     }

@@ -334,6 +334,20 @@ export function transformerFolder(dir: string): string {
   return sub ? path.join(dir, sub) : dir;
 }
 
+/**
+ * sentence_bert_config.json's shape and the types of the keys every model reads. A list, or "do_lower_case": "true",
+ * was passed over as if absent; sentence-transformers takes Python's truth of the string and lowercases, so the two
+ * embedded the same text differently. A max_seq_length that is not a number fell back to the tokenizer's limit.
+ */
+function checkStConfig(stConfig: unknown, file: string): void {
+  if (!isObject(stConfig)) throw filesError(`${file} must be a JSON object (sentence-transformers' { "max_seq_length": ..., "do_lower_case": ... })`);
+  const { do_lower_case: lower, max_seq_length: length } = stConfig;
+  if (lower !== undefined && lower !== null && typeof lower !== 'boolean') throw filesError(`${file}: do_lower_case must be true or false; got ${JSON.stringify(lower)}`);
+  if (length !== undefined && length !== null && typeof length !== 'number') {
+    throw filesError(`${file}: max_seq_length must be a whole number of tokens, at least 2 (or null for the tokenizer's limit); got ${JSON.stringify(length)}`);
+  }
+}
+
 function readPooling(dir: string, modulePath: string): { mode: PoolingMode; includePrompt: boolean } {
   const file = path.join(dir, modulePath, 'config.json');
   if (!fs.existsSync(file)) throw filesError(`modules.json lists a Pooling module but ${file} is missing`);
@@ -428,7 +442,8 @@ export function weightFiles(dir: string): { weightsPath: string; shards?: string
   if (!fs.existsSync(indexPath)) return undefined;
   const index = readJson(indexPath, 'model.safetensors.index.json');
   const map = isObject(index) ? index.weight_map : undefined;
-  if (!isObject(map) || Object.values(map).some((f) => typeof f !== 'string' || f.includes('/') || f.includes('\\'))) {
+  // A file of the folder: "..", "." or "" name a folder, which the native side failed to map ("No such device").
+  if (!isObject(map) || Object.values(map).some((f) => typeof f !== 'string' || f.includes('/') || f.includes('\\') || f === '' || f === '.' || f === '..')) {
     throw filesError(`${indexPath} has no "weight_map" of tensor names to shard files in the folder`);
   }
   const shards = [...new Set(Object.values(map) as string[])].sort().map((f) => path.join(dir, f));
@@ -494,6 +509,7 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   }
   const stConfigPath = path.join(transformerDir, 'sentence_bert_config.json');
   const stConfig = fs.existsSync(stConfigPath) ? readJson(stConfigPath, 'sentence_bert_config.json') : undefined;
+  if (stConfig !== undefined) checkStConfig(stConfig, stConfigPath);
   const crossEncoder = kind === 'cross-encoder' ? readCrossEncoder(dir, transformerDir, config, modules, modelType, stModel, stConfig) : undefined;
   const order = (modules ?? []).map((m) => moduleClass(m.type) ?? m.type);
   const multi = modelType === 'MultiVectorEncoder' || modelType === 'ColBERT' || order.includes('MultiVectorMask');
@@ -1002,6 +1018,16 @@ export function writeModelFiles(
   target: string,
   settings: { pooling: PoolingMode; normalize: boolean; maxSeqLength: number; dimension: number; dense?: DenseHead; denseStack?: DenseHead[] },
 ): void {
+  // The tokenizer files are copied from the folder the model was loaded from: when that is gone (moved or deleted since,
+  // or an older layout's 0_Transformer replaced by a save over its own folder), the save wrote a folder without
+  // tokenizer.json, which nothing can load.
+  const tokenizer = path.join(source.transformerDir, 'tokenizer.json');
+  if (!fs.existsSync(tokenizer)) {
+    throw filesError(
+      `cannot save: ${tokenizer}, the tokenizer of the model being saved, is gone (the folder the model was loaded from was moved, deleted or ` +
+        'replaced since): load the model again from where its files are now, then save it',
+    );
+  }
   fs.writeFileSync(path.join(target, 'config.json'), source.configText);
   for (const file of TOKENIZER_FILES) {
     const from = path.join(source.transformerDir, file);

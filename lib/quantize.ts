@@ -88,6 +88,15 @@ export function quantizeEmbeddings(embeddings: Matrix, precision: Precision, opt
   if (o.calibration !== undefined && floatMatrix('options.calibration', o.calibration).dims[1] !== dim) throw invalid('options.calibration', `embeddings of width ${dim}`, o.calibration.dims);
   const ranges = o.ranges !== undefined ? finite('options.ranges', floatMatrix('options.ranges', o.ranges)) : columnRanges(o.calibration !== undefined ? finite('options.calibration', o.calibration) : m);
   if (ranges.dims[0] !== 2 || ranges.dims[1] !== dim) throw invalid('options.ranges', `a [2, ${dim}] matrix (each dimension's minimum, then maximum)`, ranges.dims);
+  // Rows swapped (maximum first) gave every code of the column mirrored, and scores of the wrong sign, without an error.
+  for (let c = 0; c < dim; c++) {
+    if (ranges.data[c] > ranges.data[dim + c]) {
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `options.ranges: column ${c}'s minimum (row 0, ${ranges.data[c]}) is above its maximum (row 1, ${ranges.data[dim + c]}): row 0 holds each dimension's minimum, row 1 its maximum`,
+      );
+    }
+  }
   const out = p === 'int8' ? new Int8Array(n * dim) : new Uint8Array(n * dim);
   const offset = p === 'int8' ? 128 : 0;
   for (let c = 0; c < dim; c++) {

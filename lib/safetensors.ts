@@ -14,7 +14,7 @@ export interface TensorEntry {
 
 /**
  * The header of the open file `fd` and where its data starts (8 + the header's length), or a reason it cannot be read:
- * a file shorter than its header says (`truncated`), or a header over `limit` bytes or not a JSON object (`damaged`).
+ * a file shorter than its header says (`truncated`), or a header over `limit` bytes, not UTF-8 or not a JSON object (`damaged`).
  */
 export function readSafetensorsHeader(
   fd: number,
@@ -30,10 +30,25 @@ export function readSafetensorsHeader(
   if (fs.readSync(fd, bytes, 0, length, 8) !== length) return { problem: 'truncated' };
   let header: unknown;
   try {
-    header = JSON.parse(bytes.toString('utf8'));
+    // A fatal decoder: the format requires UTF-8, and toString() would read other bytes as U+FFFD (the Rust reader
+    // and the native one refuse such a header).
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch {
     return { problem: 'damaged' };
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) return { problem: 'damaged' };
   return { header: header as Record<string, TensorEntry>, dataStart: 8 + length };
+}
+
+/**
+ * A header entry's dtype, shape and data offsets when they are well formed: a dtype string, a shape of whole numbers, and
+ * offsets [begin, end] of whole numbers with 0 <= begin <= end (relative to the data section); undefined otherwise.
+ */
+export function tensorInfo(entry: TensorEntry | undefined): { dtype: string; shape: number[]; begin: number; end: number } | undefined {
+  const whole = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
+  const { dtype, shape, data_offsets: offsets } = entry ?? {};
+  if (typeof dtype !== 'string' || !Array.isArray(shape) || !shape.every(whole) || !Array.isArray(offsets) || offsets.length !== 2) return undefined;
+  const [begin, end] = offsets;
+  if (!whole(begin) || !whole(end) || end < begin) return undefined;
+  return { dtype, shape, begin, end };
 }
