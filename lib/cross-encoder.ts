@@ -18,10 +18,10 @@ import {
 
 export type { DecoderRerankerStart } from './model-dir';
 import { ADAPTER_DIR, SEQ_CLS_MODULES, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type LoraConfig } from './lora';
-import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, signalOption, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer } from './native-model';
+import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, padBatch, type TokenizedText } from './tokenizer';
-import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
+import { booleanValue, checkOptions, invalid, oneOf, positiveInteger, signalOption } from './validate';
 
 /** What predict() applies to the logits: the model's own activation ('default'), or one named here. */
 export type ScoreActivation = 'default' | 'sigmoid' | 'identity' | 'tanh' | 'softmax';

@@ -9,10 +9,10 @@ import { writeFolderAtomic } from './files';
 import { ADAPTER_DIR, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type LoraConfig } from './lora';
 import { denseStackDir, lastDense, namedPrompt, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
-import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, signalOption, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions } from './native-model';
+import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
-import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
+import { booleanValue, checkOptions, invalid, oneOf, positiveInteger, signalOption } from './validate';
 
 export { setThreads, type Device, type DType, type LoadOptions } from './native-model';
 

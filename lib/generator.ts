@@ -13,7 +13,7 @@ import { DECODER_SEQUENCE_CLASSIFICATION, readChatTemplate, readModelDirectory, 
 import { DTYPES, ModelHandle, inBatches, loadNative, resolveLoad, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch, type ModelInput } from './tokenizer';
-import { booleanValue, checkOptions, invalid, oneOf, positiveInteger } from './validate';
+import { booleanValue, checkOptions, invalid, oneOf, positiveInteger, signalOption } from './validate';
 
 /** One turn of a conversation, as chat templates take them. */
 export interface ChatMessage {
@@ -348,7 +348,7 @@ export class Generator {
       if (earlyStopping !== true && earlyStopping !== false && earlyStopping !== 'never') throw invalid('options.earlyStopping', "true, false or 'never'", earlyStopping);
       if (numBeams > 1 && temperature > 0) throw new ColtrastError('INVALID_ARGUMENT', 'beam search is deterministic: give options.temperature 0 (or leave it out) with options.numBeams > 1');
       if (numBeams > 1 && o.onText) throw new ColtrastError('INVALID_ARGUMENT', "beam search cannot stream (its best hypothesis is known only at the end): leave out options.onText with options.numBeams > 1");
-      if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', o.signal);
+      signalOption(o.signal);
       if (o.promptSignals !== undefined && (!Array.isArray(o.promptSignals) || o.promptSignals.length !== prompts.length)) {
         throw invalid('options.promptSignals', 'an array with one AbortSignal (or undefined) per prompt', o.promptSignals);
       }

@@ -24,8 +24,7 @@ import { padTokens } from './ops';
 import { ProgressBar } from './progress';
 import { readCorpus, readTrainingData, type TrainExample } from './train-data';
 import { Turns } from './turns';
-import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
-import { signalOption } from './native-model';
+import { abortedAs, booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger, signalOption } from './validate';
 
 export const MINING_FORMATS = ['triplet', 'n-tuple', 'labeled-pair', 'labeled-list'] as const;
 export type MiningFormat = (typeof MINING_FORMATS)[number];
@@ -189,11 +188,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
     if (signal?.aborted) throw new ColtrastError('ABORTED', `mineHardNegatives() was aborted (options.signal) in its ${stage} stage`);
   };
   // An embed() or predict() that the signal stopped: said as mining's abort, not as the inner call's.
-  const abortable = <T>(stage: MiningProgress['stage'], work: Promise<T>): Promise<T> =>
-    work.catch((error: unknown) => {
-      if (error instanceof ColtrastError && error.code === 'ABORTED') stopIfAborted(stage);
-      throw error;
-    });
+  const abortable = <T>(stage: MiningProgress['stage'], work: Promise<T>): Promise<T> => abortedAs(work, () => stopIfAborted(stage));
   const plaid = plaidSettings('options.plaid', o.plaid);
   if (plaid && (o.corpusPrompt !== undefined || o.corpusPromptName !== undefined)) {
     throw new ColtrastError('INVALID_ARGUMENT', "options.plaid embeds the corpus as Index does, with the model's document prompt: leave out options.corpusPrompt and options.corpusPromptName");

@@ -336,9 +336,3 @@ export function bindTrainer<P extends { tokenizeSeconds: number }>(
     dispose: () => trainer.dispose(),
   };
 }
-
-/** options.signal checked: undefined, or an AbortSignal. */
-export function signalOption(value: unknown): AbortSignal | undefined {
-  if (value !== undefined && !(value instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', value);
-  return value as AbortSignal | undefined;
-}

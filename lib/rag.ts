@@ -28,7 +28,7 @@ import { encoderEmbedder, finiteOutputs, keptNote, learningRateAt, outputsDiverg
 import { newStore, type NativeDenseStore } from './search-index';
 import { JSONL, checkDataFile, readCorpus, readDataFile, readProjects, shuffle, splitByGroup, valSplitValue } from './train-data';
 import { padBatch } from './tokenizer';
-import { FLOAT32_MIN_NORMAL, booleanValue, checkOptions, float32, invalid, nonEmptyString, numberValue, oneOf, positiveInteger } from './validate';
+import { FLOAT32_MIN_NORMAL, abortedAs, booleanValue, checkOptions, float32, invalid, nonEmptyString, numberValue, oneOf, positiveInteger, signalOption } from './validate';
 
 /** A question and the answer the generator should give. */
 export interface RagExample {
@@ -279,7 +279,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
   const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
   if (o.progressBar !== undefined) booleanValue('options.progressBar', o.progressBar);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', o.signal);
+  signalOption(o.signal);
   const output = path.resolve(o.output);
   const checkpointDir = `${output}.checkpoint`;
   // Before anything is read or loaded; looked at again before the models load and at each step.
@@ -318,10 +318,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
     } else if (data.projects) {
       const embedder = encoderEmbedder(retriever, o.signal);
       // Aborted while chunking: trainRag()'s "before its first step".
-      const chunks = await Promise.all(data.projects.map((p) => semanticChunks(p.document, embedder, { threshold: 0.7, maxTokens: retriever.maxSeqLength }))).catch((error: unknown) => {
-        if (error instanceof ColtrastError && error.code === 'ABORTED') notStarted();
-        throw error;
-      });
+      const chunks = await abortedAs(Promise.all(data.projects.map((p) => semanticChunks(p.document, embedder, { threshold: 0.7, maxTokens: retriever.maxSeqLength }))), notStarted);
       corpus = [...new Set(chunks.flat())];
     } else {
       throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus is required: the documents to retrieve from (a ColTrast project file brings its own)');
@@ -452,10 +449,7 @@ export async function trainRag(options: RagTrainOptions): Promise<RagTrainResult
           corpusStore = await embedAll(o.signal);
           state.retrieved = await retrieve(retriever, corpusStore, order.map((e) => e.question), k, o.signal);
         };
-        await retrieval().catch(async (error: unknown) => {
-          if (error instanceof ColtrastError && error.code === 'ABORTED') await stopIfAborted();
-          throw error;
-        });
+        await abortedAs(retrieval(), stopIfAborted);
       }
       // Each batch is tokenized while the step before it runs (as in train()); `ahead` is the next batch's.
       const retrieved = state.retrieved;
@@ -620,7 +614,7 @@ export class Rag {
    */
   async answer(questions: string[], options?: AnswerOptions): Promise<RagAnswer[]> {
     const o = checkOptions('options', options, ANSWER_KEYS);
-    if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', o.signal);
+    signalOption(o.signal);
     checkQuestions(questions);
     if (o.signal?.aborted) throw answerAborted();
     const out = await this.answerEach(questions, { k: o.k, maxNewTokens: o.maxNewTokens, numBeams: o.numBeams }, questions.map(() => o.signal));

@@ -25,7 +25,7 @@ import { seededRandom } from './random';
 import { checkSameRun, runIdentity } from './run-identity';
 import { arrayInTurns, inTurns } from './turns';
 import { batchExamples, batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, valSplitValue, type Batch, type TrainExample } from './train-data';
-import { FLOAT32_MIN_NORMAL, booleanValue, checkOptions, float32, invalid, numberValue, oneOf, positiveInteger, stringList } from './validate';
+import { FLOAT32_MIN_NORMAL, abortedAs, booleanValue, checkOptions, float32, invalid, numberValue, oneOf, positiveInteger, signalOption, stringList } from './validate';
 
 export interface LossOptions {
   /** Weight of the in-batch InfoNCE loss on pooled, L2-normalized embeddings (default 0.5). */
@@ -426,7 +426,7 @@ function readConfig(options: TrainOptions): Config {
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   if (o.resume !== undefined) booleanValue('options.resume', o.resume);
   if (o.progressBar !== undefined) booleanValue('options.progressBar', o.progressBar);
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', o.signal);
+  signalOption(o.signal);
   const loss = checkOptions('options.loss', o.loss, LOSS_KEYS);
   const tension = booleanValue('options.contrastiveTension', o.contrastiveTension ?? false);
   if (tension) contrastiveTensionOptions(o, loss);
@@ -1031,10 +1031,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // batch of the one before does not wait for a teacher or guide model to load.
   const beforeFirstStep = async <T>(work: () => Promise<T>): Promise<T> => {
     notStarted();
-    return work().catch((error: unknown) => {
-      if (error instanceof ColtrastError && error.code === 'ABORTED') notStarted();
-      throw error;
-    });
+    return abortedAs(work(), notStarted);
   };
   if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
   const data = config.contrastiveTension

@@ -97,3 +97,21 @@ export function nonEmptyString(name: string, value: unknown): string {
   if (typeof value !== 'string' || value.length === 0) throw invalid(name, 'a non-empty string', value);
   return value;
 }
+
+/** options.signal checked: undefined, or an AbortSignal. */
+export function signalOption(value: unknown): AbortSignal | undefined {
+  if (value !== undefined && !(value instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', value);
+  return value as AbortSignal | undefined;
+}
+
+/**
+ * `work`, with an ABORTED error from within it (an embed() or predict() that the caller's signal stopped) said as the
+ * caller's own: `restate` throws the caller's ABORTED error (e.g. train()'s "before its first step"); any other
+ * error, or one `restate` lets through, is rethrown as it is.
+ */
+export function abortedAs<T>(work: Promise<T>, restate: () => unknown): Promise<T> {
+  return work.catch(async (error: unknown) => {
+    if (error instanceof ColtrastError && error.code === 'ABORTED') await restate();
+    throw error;
+  });
+}
