@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { ColtrastError } from './errors';
+import { STORAGE_DTYPES, readIndexManifest, type IndexManifest } from './index-manifest';
 import { readSafetensorsHeader, tensorInfo } from './safetensors';
 import { atomicOutput, checkOutputFile } from './files';
 import { booleanValue, checkOptions, invalid, nonEmptyString, oneOf } from './validate';
@@ -45,15 +46,6 @@ const KEYS = ['format', 'table', 'vectorIndex', 'replace', 'onProgress'] as cons
 const MAX_DIM = 16000;
 const MAX_INDEXED_DIM = 2000;
 const ROWS_PER_READ = 4096;
-
-interface Manifest {
-  format?: string;
-  version?: number;
-  model?: { fingerprint?: string; dimension?: number; source?: string };
-  storage?: string;
-  multiVector?: boolean;
-  documents?: number;
-}
 
 /** COPY text format: backslash, tab, newline and carriage return are the characters that need escapes. */
 export function copyText(value: string): string {
@@ -101,7 +93,7 @@ function commentSafe(value: unknown): string {
 }
 
 /** The rows of a saved index folder in order: each document with its stored vector (as float32). */
-async function* indexRows(dir: string, manifest: Manifest, dim: number): AsyncGenerator<{ id: string; text: string; metadata?: unknown; vector: Float32Array; line: number }> {
+async function* indexRows(dir: string, manifest: IndexManifest, dim: number): AsyncGenerator<{ id: string; text: string; metadata?: unknown; vector: Float32Array; line: number }> {
   const bad = (message: string) => new ColtrastError('MODEL_FILES', `index ${dir}: ${message}`);
   const vectorsFile = path.join(dir, 'vectors.safetensors');
   const docsFile = path.join(dir, 'docs.jsonl');
@@ -116,6 +108,10 @@ async function* indexRows(dir: string, manifest: Manifest, dim: number): AsyncGe
     const tensor = tensorInfo(read.header.vectors);
     const width = tensor?.dtype === 'F32' ? 4 : tensor?.dtype === 'F16' ? 2 : 0;
     if (!tensor || !width) throw bad('vectors.safetensors needs a "vectors" tensor of dtype F32 or F16, with a shape and data offsets');
+    // Index.load refuses the mismatch too (checkIndexTensors): the file and index.json no longer describe one index.
+    if (tensor.dtype !== STORAGE_DTYPES[manifest.storage]) {
+      throw bad(`vectors.safetensors holds ${tensor.dtype} vectors, and index.json says storage ${manifest.storage} (${STORAGE_DTYPES[manifest.storage]}): the file or index.json was changed after the index was saved; the folder is damaged: save the index again or rebuild it`);
+    }
     const [rows, cols] = tensor.shape;
     const { begin, end } = tensor;
     if (tensor.shape.length !== 2 || cols !== dim || rows !== manifest.documents) throw bad(`vectors.safetensors is [${tensor.shape}], index.json says ${manifest.documents} documents of dimension ${dim}`);
@@ -150,7 +146,9 @@ async function* indexRows(dir: string, manifest: Manifest, dim: number): AsyncGe
       } catch {
         throw bad(`docs.jsonl:${lineNumber} is not valid JSON`);
       }
-      if (typeof doc.id !== 'string' || typeof doc.text !== 'string') throw bad(`docs.jsonl:${lineNumber} needs "id" and "text"`);
+      // As Index.load reads the line: null was a TypeError naming no file, and metadata of 5 was written as jsonb 5.
+      if (doc === null || typeof doc !== 'object' || typeof doc.id !== 'string' || doc.id.length === 0 || typeof doc.text !== 'string') throw bad(`docs.jsonl:${lineNumber} needs a non-empty string "id" and a string "text"`);
+      if (doc.metadata !== undefined && doc.metadata !== null && (typeof doc.metadata !== 'object' || Array.isArray(doc.metadata))) throw bad(`docs.jsonl:${lineNumber} has "metadata" that is not an object`);
       if (row >= rows) throw bad(`docs.jsonl has more documents than index.json says (${rows})`);
       yield { id: doc.id, text: doc.text, metadata: doc.metadata, vector: vectorOf(row), line: lineNumber };
       row++;
@@ -224,26 +222,17 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
   if (path.dirname(path.resolve(output)) === dir && ['index.json', 'docs.jsonl', 'vectors.safetensors'].includes(path.basename(output))) {
     throw new ColtrastError('INVALID_ARGUMENT', `output ${path.resolve(output)} is one of the index's own files: write the SQL file elsewhere (e.g. ${path.join(path.dirname(dir), `${path.basename(dir)}.sql`)})`);
   }
-  const manifestFile = path.join(dir, 'index.json');
-  if (!fs.existsSync(manifestFile)) throw new ColtrastError('MODEL_FILES', `index ${dir}: no index.json (not an index folder)`);
-  let manifest: Manifest;
-  try {
-    manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
-  } catch (error) {
-    throw new ColtrastError('MODEL_FILES', `index ${dir}: index.json is not valid JSON (${(error as Error).message})`);
-  }
-  if (manifest.format !== 'coltrast-index' || manifest.version !== 1) throw new ColtrastError('MODEL_FILES', `index ${dir}: index.json is not a coltrast index of format version 1`);
+  const manifest = readIndexManifest(dir);
   if (manifest.multiVector === true) {
     throw new ColtrastError(
       'INVALID_ARGUMENT',
       `index ${dir} was built with a multi-vector model: it holds token vectors only, and no pooled vector per document for pgvector's vector column; export an index built with a single-vector model`,
     );
   }
-  const dim = manifest.model?.dimension;
+  const dim = manifest.model.dimension;
   const rows = manifest.documents;
-  if (!Number.isInteger(dim) || dim! < 1 || !Number.isInteger(rows) || rows! < 0) throw new ColtrastError('MODEL_FILES', `index ${dir}: index.json lacks the dimension or document count`);
-  if (dim! > MAX_DIM) throw new ColtrastError('INVALID_ARGUMENT', `pgvector's vector type holds at most ${MAX_DIM} dimensions; this index has ${dim}`);
-  if (manifest.storage !== undefined && manifest.storage !== 'float32' && manifest.storage !== 'float16') {
+  if (dim > MAX_DIM) throw new ColtrastError('INVALID_ARGUMENT', `pgvector's vector type holds at most ${MAX_DIM} dimensions; this index has ${dim}`);
+  if (manifest.storage !== 'float32' && manifest.storage !== 'float16') {
     throw new ColtrastError(
       'INVALID_ARGUMENT',
       `index ${dir} stores ${commentSafe(manifest.storage)} vectors; the export writes float vectors: rebuild the index with storage float32 or float16 (coltrast index --storage float16) and export that`,
@@ -252,13 +241,13 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
   const target = path.resolve(output);
 
   let done = 0;
-  o.onProgress?.(0, rows!);
+  o.onProgress?.(0, rows);
   await writeStreamAtomic(target, async (write) => {
     const header = [
       '-- coltrast index export for PostgreSQL + pgvector',
       `-- index: ${commentSafe(dir)}`,
       `-- model: ${commentSafe(manifest.model?.source ?? 'unknown')} (fingerprint sha256 ${commentSafe(manifest.model?.fingerprint ?? 'unknown')})`,
-      `-- dimension: ${dim}, documents: ${rows}, stored as ${commentSafe(manifest.storage ?? 'float32')}`,
+      `-- dimension: ${dim}, documents: ${rows}, stored as ${manifest.storage}`,
       '-- Vectors are L2-normalized and scored by inner product: order by embedding <#> q (negative inner product);',
       '-- -(embedding <#> q) is the score coltrast reports. Embed queries with the same model.',
       `-- Load: psql -v ON_ERROR_STOP=1 -d <database> -f ${commentSafe(path.basename(target))}`,
@@ -275,14 +264,14 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
     ];
     await write(header.join('\n'));
     let chunk: string[] = [];
-    for await (const doc of indexRows(dir, manifest, dim!)) {
+    for await (const doc of indexRows(dir, manifest, dim)) {
       if (doc.id.includes('\0') || doc.text.includes('\0')) {
         throw new ColtrastError('INVALID_ARGUMENT', `document "${doc.id.replace(/\0/g, '\\0')}" (docs.jsonl:${doc.line}) holds a NUL character, which PostgreSQL text cannot store`);
       }
       if (holdsNul(doc.metadata)) throw new ColtrastError('INVALID_ARGUMENT', `document "${doc.id}" (docs.jsonl:${doc.line}): metadata holds a NUL character, which jsonb cannot store`);
       const metadata = doc.metadata === undefined || doc.metadata === null ? '\\N' : copyText(JSON.stringify(doc.metadata));
-      const values = new Array<string>(dim!);
-      for (let j = 0; j < dim!; j++) {
+      const values = new Array<string>(dim);
+      for (let j = 0; j < dim; j++) {
         if (!Number.isFinite(doc.vector[j])) throw new ColtrastError('MODEL_FILES', `index ${dir}: the vector of "${doc.id}" holds ${doc.vector[j]}`);
         values[j] = float32Text(doc.vector[j]);
       }
@@ -292,12 +281,12 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
         await write(chunk.join(''));
         chunk = [];
       }
-      if (done % 10000 === 0) o.onProgress?.(done, rows!);
+      if (done % 10000 === 0) o.onProgress?.(done, rows);
     }
     await write(chunk.join(''));
-    const footer = ['\\.', 'COMMIT;', '', ...indexStatements(kind, qualified, base, rows!, dim!), `ANALYZE ${qualified};`, ''];
+    const footer = ['\\.', 'COMMIT;', '', ...indexStatements(kind, qualified, base, rows, dim), `ANALYZE ${qualified};`, ''];
     await write(footer.join('\n'));
   });
-  o.onProgress?.(done, rows!);
-  return { output: target, table: o.table ?? 'coltrast_docs', rows: done, dimension: dim! };
+  o.onProgress?.(done, rows);
+  return { output: target, table: o.table ?? 'coltrast_docs', rows: done, dimension: dim };
 }

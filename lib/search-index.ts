@@ -14,7 +14,9 @@
  *                       saying how it was changed),
  *                       dimension, storage dtype, lateInteraction, multiVector, document count, tokenStorage
  *                       and residualBits, tokenPooling { poolFactor, protectedTokens } (documents' token vectors
- *                       pooled: the counts and rows below are the pooled ones)
+ *                       pooled: the counts and rows below are the pooled ones), and with token vectors tokenCounts
+ *                       (sha256 of docs.jsonl's token counts in order; absent in indexes saved before it, whose counts
+ *                       are checked only by their sum); read and checked by lib/index-manifest.ts
  *   docs.jsonl          one {id, text, metadata?, tokens?} per row, in vector order (tokens: the row's
  *                       token-vector count when lateInteraction)
  *   vectors.safetensors "vectors" [rows, dim] (float32, float16 or int8; binary: [rows, ceil(dim / 8)] uint8 sign
@@ -23,7 +25,9 @@
  *   tokens.safetensors  (lateInteraction only; rows in document order) float16: "vectors" [all tokens, dim];
  *                       residual: "centroids" [K, dim], "cutoffs" and "weights" (the residual buckets), "codes"
  *                       [all tokens] int32 and "residuals" [all tokens, ceil(dim × bits / 8)] uint8
- * Loading checks every file against index.json and refuses another model than the one that built it.
+ * Loading checks every file against index.json (the dtype and width of each stored tensor from its safetensors header,
+ * before the native loader, which would convert floats of another dtype silently) and refuses another model than the
+ * one that built it.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -43,6 +47,7 @@ import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { ReadWriteLock } from './rw-lock';
 import { DocStore, hasLoneSurrogate } from './doc-store';
+import { RESIDUAL_BITS, STORAGES, TOKEN_STORAGES, checkIndexTensors, readIndexManifest, tokenCountsDigest, tokenTensors, vectorTensors, type IndexManifest, type Storage, type TokenStorage } from './index-manifest';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 import { Turns } from './turns';
 
@@ -159,15 +164,7 @@ export interface SearchOptions {
   mmrLambda?: number;
 }
 
-/** How an index keeps its token vectors (BuildOptions.tokenStorage). */
-export type TokenStorage = 'float16' | 'residual';
-export const TOKEN_STORAGES = ['float16', 'residual'] as const;
-/** Residual token storage's bits per dimension (BuildOptions.residualBits). */
-export const RESIDUAL_BITS = [1, 2, 4];
-
-/** How an index keeps its pooled vectors (BuildOptions.storage). */
-export type Storage = 'float32' | 'float16' | 'int8' | 'binary';
-export const STORAGES = ['float32', 'float16', 'int8', 'binary'] as const;
+export { RESIDUAL_BITS, STORAGES, TOKEN_STORAGES, type Storage, type TokenStorage } from './index-manifest';
 
 /** @internal The native store of dense vectors: exact inner-product search over all of them (native/search/dense_store.h). */
 export interface NativeDenseStore {
@@ -209,29 +206,6 @@ export interface NativeResidualStore {
 
 /** The token store of an index: float16 rows, or residual codes (TokenStorage). */
 type TokenStore = { kind: 'float16'; store: NativeDenseStore } | { kind: 'residual'; store: NativeResidualStore; bits: number; centroids?: number };
-
-interface Manifest {
-  format: 'coltrast-index';
-  version: 1;
-  /** source: the folder the building model was loaded from (where `coltrast search` finds it by default). */
-  /** truncateDim: the width the building Encoder cut its vectors to (EncoderLoadOptions.truncateDim), if it did. */
-  /** fingerprintVersion: the formula of `fingerprint` (FINGERPRINT_VERSION; absent in indexes saved before 2: 1). */
-  /**
-   * changedInMemory: the model was changed in memory after it was read from `source` (Encoder.memoryChanges: a LoRA
-   * adapter or a head added, trained), in words; its fingerprint then matches no model loaded from a folder.
-   */
-  model: { fingerprint: string; fingerprintVersion?: number; dimension: number; source: string; truncateDim?: number; changedInMemory?: string[] };
-  storage: Storage;
-  lateInteraction: boolean;
-  /** How the token vectors are kept (absent: float16), and a residual store's bits per dimension. */
-  tokenStorage?: TokenStorage;
-  residualBits?: number;
-  /** Token pooling of the documents' token vectors (absent: none). */
-  tokenPooling?: { poolFactor: number; protectedTokens: number };
-  /** Built with a multi-vector model: token vectors only (absent in indexes from before it existed: false). */
-  multiVector?: boolean;
-  documents: number;
-}
 
 const BUILD_KEYS = ['lateInteraction', 'storage', 'tokenStorage', 'residualBits', 'centroids', 'poolFactor', 'batchSize', 'onProgress'] as const;
 /** Token pooling's protected leading vectors (sentence-transformers' default: the [CLS] vector). */
@@ -1192,7 +1166,7 @@ export class Index {
     if (options.overwrite) checkIndexFolder(dir, 'the folder to save to');
     const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.encoder, FINGERPRINT_VERSION, this.modelChanges));
     await writeFolderAtomic(path.resolve(dir), options.overwrite, async (staging) => {
-      const manifest: Manifest = {
+      const manifest: IndexManifest = {
         format: 'coltrast-index',
         version: 1,
         model: {
@@ -1209,6 +1183,7 @@ export class Index {
         ...(this.pooling > 1 ? { tokenPooling: { poolFactor: this.pooling, protectedTokens: PROTECTED_TOKENS } } : {}),
         multiVector: !this.vectors,
         documents: this.docs.length,
+        ...(this.tokens ? { tokenCounts: tokenCountsDigest(this.tokenCounts) } : {}),
       };
       writeJsonAtomic(path.join(staging, 'index.json'), manifest);
       const tokens = this.tokens ? this.tokenCounts : undefined;
@@ -1249,15 +1224,7 @@ export class Index {
     const map = o.mmap === undefined ? false : booleanValue('options.mmap', o.mmap);
     const where = path.resolve(dir);
     const bad = (message: string) => new ColtrastError('MODEL_FILES', `index ${where}: ${message}`);
-    const manifestFile = path.join(where, 'index.json');
-    if (!fs.existsSync(manifestFile)) throw bad('no index.json (not an index folder)');
-    let manifest: Manifest;
-    try {
-      manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
-    } catch (error) {
-      throw bad(`index.json is not valid JSON (${(error as Error).message})`);
-    }
-    if (manifest === null || typeof manifest !== 'object' || manifest.format !== 'coltrast-index' || manifest.version !== 1) throw bad('index.json is not a coltrast index of format version 1');
+    const manifest = readIndexManifest(where);
     const fingerprintVersion = manifest.model?.fingerprintVersion ?? 1;
     if (fingerprintVersion !== 1 && fingerprintVersion !== FINGERPRINT_VERSION) {
       throw bad(`index.json says fingerprintVersion ${JSON.stringify(fingerprintVersion)}, which this version of coltrast does not know (1 or ${FINGERPRINT_VERSION}); a newer one wrote it`);
@@ -1296,12 +1263,9 @@ export class Index {
           (cut !== undefined ? `load the model with { truncateDim: ${cut} } (--truncate-dim ${cut}), as the index was built` : 'load the model without truncateDim, as the index was built'),
       );
     }
-    if (!STORAGES.includes(manifest.storage)) throw bad(`index.json says storage ${JSON.stringify(manifest.storage)}, not one of ${STORAGES.join(', ')}`);
     const multi = encoder.multiVector !== undefined;
     if ((manifest.multiVector ?? false) !== multi || (multi && !manifest.lateInteraction)) throw bad(`index.json says multiVector ${manifest.multiVector ?? false}, but the model is ${multi ? '' : 'not '}multi-vector`);
     const tokenStorage = manifest.tokenStorage ?? 'float16';
-    if (!TOKEN_STORAGES.includes(tokenStorage)) throw bad(`index.json says tokenStorage ${JSON.stringify(tokenStorage)}, not one of ${TOKEN_STORAGES.join(', ')}`);
-    if (tokenStorage === 'residual' && !RESIDUAL_BITS.includes(manifest.residualBits as number)) throw bad(`index.json says residualBits ${JSON.stringify(manifest.residualBits)}, not 1, 2 or 4`);
     const tokens = manifest.lateInteraction ? newTokenStore(encoder.tokenDimension, tokenStorage, manifest.residualBits ?? 2) : undefined;
     const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, manifest.storage), tokens, manifest.storage, fingerprintVersion === FINGERPRINT_VERSION ? manifest.model.fingerprint : undefined);
     if (manifest.tokenPooling !== undefined) {
@@ -1314,7 +1278,6 @@ export class Index {
     const docsFile = path.join(where, 'docs.jsonl');
     if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
     const docsBytes = fs.statSync(docsFile).size;
-    if (!Number.isSafeInteger(manifest.documents) || manifest.documents < 0) throw bad(`index.json says documents ${JSON.stringify(manifest.documents)}, not a count of documents; the folder is damaged: save the index again or rebuild it`);
     // The texts take at most the file's bytes (JSON only adds to them): one allocation, not one per doubling. Room for
     // no more documents than the file can hold ({"id":"x","text":""} and a newline): a damaged count of billions
     // would reserve gigabytes before the count check below refuses it.
@@ -1343,6 +1306,13 @@ export class Index {
       index.docs.push(doc);
     }
     if (index.docs.length !== manifest.documents) throw bad(`docs.jsonl has ${index.docs.length} documents, index.json says ${manifest.documents}`);
+    // The sum of the counts is checked against tokens.safetensors below; counts moved between documents are not,
+    // without the digest (indexes saved before it existed have none).
+    if (index.tokens && manifest.tokenCounts !== undefined && tokenCountsDigest(index.tokenCounts) !== manifest.tokenCounts) {
+      throw bad('the token counts in docs.jsonl are not those the index was saved with (index.json\'s tokenCounts digest differs): documents would be given other documents\' token vectors; the folder is damaged: save the index again or rebuild it');
+    }
+    if (index.vectors) checkIndexTensors(where, 'vectors.safetensors', vectorTensors(manifest.storage, encoder.dimension), `storage ${manifest.storage}`);
+    if (index.tokens) checkIndexTensors(where, 'tokens.safetensors', tokenTensors(tokenStorage, encoder.tokenDimension), `tokenStorage ${tokenStorage}`);
     try {
       if (index.vectors && (await index.vectors.load(path.join(where, 'vectors.safetensors'), map)) !== index.docs.length) throw bad('vectors.safetensors does not have one row per document');
       const tokenRows = index.tokens && (index.tokens.kind === 'float16' ? await index.tokens.store.load(path.join(where, 'tokens.safetensors'), map) : await index.tokens.store.load(path.join(where, 'tokens.safetensors')));
