@@ -18,9 +18,9 @@ export function notAFile(file: string): string | undefined {
   return stat.isDirectory() ? 'is a folder, not a file' : undefined;
 }
 
-/** Refuses an output folder path that names a file (reading it as a folder failed with ENOTDIR). */
+/** Refuses an output folder path that names a file (reading it as a folder failed with ENOTDIR), or one under a file. */
 export function checkOutputFolder(dir: string, what: string): void {
-  const stat = fs.statSync(dir, { throwIfNoEntry: false });
+  const stat = outputStat(dir, what);
   if (stat && !stat.isDirectory()) throw new ColtrastError('INVALID_ARGUMENT', `${what}: ${dir} is a file; give the path of a folder`);
 }
 
@@ -30,10 +30,55 @@ export function nonEmptyFolder(dir: string, what: string): boolean {
   return fs.existsSync(dir) && fs.readdirSync(dir).length > 0;
 }
 
-/** Refuses an output file path that names a folder (writing there failed with EISDIR after all the work). */
+/** Refuses an output file path that names a folder (writing there failed with EISDIR after all the work), or one under a file. */
 export function checkOutputFile(file: string, what: string): void {
-  if (fs.statSync(file, { throwIfNoEntry: false })?.isDirectory()) {
+  if (outputStat(file, what)?.isDirectory()) {
     throw new ColtrastError('INVALID_ARGUMENT', `${what}: ${file} is a folder; give the path of the file to write`);
+  }
+}
+
+/** An output path's stat, or undefined where nothing is there; a path under a file is refused (underAFile). */
+function outputStat(target: string, what: string): fs.Stats | undefined {
+  try {
+    return fs.statSync(target, { throwIfNoEntry: false });
+  } catch (error) {
+    throw underAFile(error, target, what);
+  }
+}
+
+/**
+ * The part of `target`'s path that is a file (it exists and is not a folder), or undefined where there is none:
+ * nothing can be written under it.
+ */
+function fileOnPath(target: string): string | undefined {
+  for (let dir = path.dirname(path.resolve(target)); ; dir = path.dirname(dir)) {
+    const stat = existingStat(dir);
+    if (stat) return stat.isDirectory() ? undefined : dir;
+    if (dir === path.dirname(dir)) return undefined;
+  }
+}
+
+/**
+ * `error`, an error of writing `target` (or of making a folder, a temporary file beside it); where it is ENOTDIR
+ * (a part of the path is a file: `afile/sub`), or the EEXIST of making a folder where that file is (a recursive
+ * mkdir of `afile`), the INVALID_ARGUMENT error that names that file and the fix instead, as checkWritable says it
+ * (Node's names only the path it was given, the fix nowhere). `what`, where given, names the option or argument that
+ * gave the path.
+ */
+function underAFile(error: unknown, target: string, what?: string): unknown {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== 'ENOTDIR' && code !== 'EEXIST') return error;
+  const file = fileOnPath(target);
+  if (file === undefined) return error;
+  return new ColtrastError('INVALID_ARGUMENT', `${what ? `${what}: ` : ''}cannot write ${target}: ${file} is a file, not a folder; give a path under a folder`, { cause: error });
+}
+
+/** fs.mkdirSync(dir, { recursive: true }), refusing a path under a file (underAFile) for `target`. */
+function makeFolders(dir: string, target: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    throw underAFile(error, target);
   }
 }
 
@@ -43,7 +88,9 @@ export function checkOutputFile(file: string, what: string): void {
  * training pairs are ~400 MiB of JSON, seconds of writing).
  */
 export async function writeLines(file: string, lines: Iterable<string>): Promise<void> {
-  const handle = await fs.promises.open(file, 'w');
+  const handle = await fs.promises.open(file, 'w').catch((error: unknown) => {
+    throw underAFile(error, file);
+  });
   try {
     let buffer = '';
     for (const line of lines) {
@@ -79,7 +126,7 @@ function temporaryFor(file: string): string {
  */
 export async function writeJsonLinesAtomic(file: string, rows: Iterable<unknown>): Promise<void> {
   if (writtenInPlace(file)) return writeLines(file, jsonLines(rows));
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  makeFolders(path.dirname(file), file);
   await removeLeftovers(file);
   const temporary = temporaryFor(file);
   const untrack = trackTemporaryFile(temporary);
@@ -88,7 +135,7 @@ export async function writeJsonLinesAtomic(file: string, rows: Iterable<unknown>
     fs.renameSync(temporary, file);
   } catch (error) {
     fs.rmSync(temporary, { force: true });
-    throw naming(error, file, temporary);
+    throw underAFile(naming(error, file, temporary), file);
   } finally {
     untrack();
   }
@@ -105,8 +152,13 @@ export function writeTextAtomic(file: string, text: string): void {
     fs.writeFileSync(temporary, text);
     fs.renameSync(temporary, file);
   } catch (error) {
-    fs.rmSync(temporary, { force: true });
-    throw error;
+    // Its removal fails too where the path is under a file (ENOTDIR, not the ENOENT that force passes over).
+    try {
+      fs.rmSync(temporary, { force: true });
+    } catch {
+      // never made: the write's error is the one to say
+    }
+    throw underAFile(error, file);
   }
 }
 
@@ -247,7 +299,7 @@ export async function writeFolderAtomic(target: string, overwrite: boolean, fill
   if (nonEmptyFolder(target, 'the output folder') && !overwrite) {
     throw new ColtrastError('INVALID_ARGUMENT', `${target} exists and is not empty; pass { overwrite: true } to replace it`);
   }
-  fs.mkdirSync(path.dirname(target), { recursive: true });
+  makeFolders(path.dirname(target), target);
   await removeLeftovers(target);
   const staging = fs.mkdtempSync(workName(target, 'saving'));
   // Removed by the CLI's signal handlers (removeTemporaryFiles) if the process is interrupted mid-save.
@@ -454,7 +506,7 @@ export interface AtomicOutput {
  */
 export function atomicOutput(file: string): AtomicOutput {
   const inPlace = writtenInPlace(file);
-  if (!inPlace) fs.mkdirSync(path.dirname(file), { recursive: true });
+  if (!inPlace) makeFolders(path.dirname(file), file);
   const temporary = inPlace ? file : temporaryFor(file);
   const untrack = inPlace ? () => false : trackTemporaryFile(temporary);
   // The temporary file is opened at once (not when the stream gets to it): it is there to remove from now on, and a
@@ -466,7 +518,7 @@ export function atomicOutput(file: string): AtomicOutput {
       fd = fs.openSync(temporary, 'w');
     } catch (error) {
       untrack();
-      throw naming(error, file, temporary);
+      throw underAFile(naming(error, file, temporary), file);
     }
   }
   const stream = fs.createWriteStream(temporary, { fd, encoding: 'utf8' });

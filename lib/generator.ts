@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ChatTemplate } from './chat-template';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { DECODER_SEQUENCE_CLASSIFICATION, readChatTemplate, readModelDirectory, type ModelDirectory } from './model-dir';
+import { DECODER_SEQUENCE_CLASSIFICATION, readChatTemplate, readModelDirectory, tokenizerAsLoaded, type ModelDirectory } from './model-dir';
 import { DTYPES, ModelHandle, inBatches, loadNative, resolveLoad, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch, type ModelInput } from './tokenizer';
@@ -113,11 +113,12 @@ const INT32_MAX = 2 ** 31 - 1;
 export const MIN_TEMPERATURE = 1e-30;
 /** The decoder LLM families coltrast runs (model_type), as causal LMs here. */
 const DECODER_TYPES = Object.keys(DECODER_SEQUENCE_CLASSIFICATION);
-/** The files of a model folder besides its weights that a saved copy keeps (configs and tokenizer files). */
-const KEPT_FILES = [
-  'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'vocab.json',
-  'merges.txt', 'added_tokens.json', 'chat_template.jinja', 'chat_template.json',
-];
+/**
+ * The files of a model folder besides its weights, config.json and the tokenizer files model-dir.ts keeps
+ * (ModelDirectory's tokenizerFiles), that a saved copy keeps: read as the model loads, so that a save writes them as
+ * the model ran with them, not as its source folder has them by then.
+ */
+const KEPT_FILES = ['generation_config.json', 'vocab.json', 'merges.txt', 'added_tokens.json', 'chat_template.json'];
 
 function isChat(prompt: unknown): prompt is ChatMessage[] {
   return Array.isArray(prompt);
@@ -168,6 +169,8 @@ export class Generator {
     readonly dtype: DType,
     /** The model's chat template (Jinja), if its folder has one. */
     readonly chatTemplate: string | undefined,
+    /** KEPT_FILES as the folder had them when the model loaded. */
+    private readonly keptFiles: Record<string, Buffer>,
   ) {
     this.model = new ModelHandle(handle, 'Generator');
   }
@@ -236,7 +239,12 @@ export class Generator {
     const tokenizer = await TextTokenizer.load(files.tokenizerPath, maxLength, files.lowercase);
     const handle = await loadNative(files, device, dtype, { head: 'causal-lm', tieWordEmbeddings: config.tie_word_embeddings === true });
     const info = handle.info();
-    return new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir));
+    const kept: Record<string, Buffer> = {};
+    for (const file of KEPT_FILES) {
+      const from = path.join(dir, file);
+      if (fs.existsSync(from)) kept[file] = fs.readFileSync(from);
+    }
+    return new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir), kept);
   }
 
   /**
@@ -419,14 +427,11 @@ export class Generator {
       if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a folder path', dir);
       const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
       await writeFolderAtomic(path.resolve(dir), booleanValue('options.overwrite', o.overwrite ?? false), async (staging) => {
-        for (const file of KEPT_FILES) {
-          const from = path.join(this.files.dir, file);
-          if (fs.existsSync(from)) fs.copyFileSync(from, path.join(staging, file));
-        }
-        if (dtype !== 'float32') {
-          const config = JSON.parse(fs.readFileSync(path.join(staging, 'config.json'), 'utf8')) as Record<string, unknown>;
-          fs.writeFileSync(path.join(staging, 'config.json'), `${JSON.stringify({ ...config, torch_dtype: dtype, dtype }, null, 2)}\n`);
-        }
+        // The files as the model loaded them (its source folder may have been changed, replaced or deleted since).
+        const config = dtype === 'float32' ? this.files.configText : `${JSON.stringify({ ...(JSON.parse(this.files.configText) as Record<string, unknown>), torch_dtype: dtype, dtype }, null, 2)}\n`;
+        fs.writeFileSync(path.join(staging, 'config.json'), config);
+        fs.writeFileSync(path.join(staging, 'tokenizer.json'), tokenizerAsLoaded(this.files));
+        for (const [file, bytes] of Object.entries({ ...this.files.tokenizerFiles, ...this.keptFiles })) fs.writeFileSync(path.join(staging, file), bytes);
         try {
           await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype);
         } catch (error) {

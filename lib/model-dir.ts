@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
+import { fileVersion, loadedTokenizerFile } from './tokenizer';
 import { invalid } from './validate';
 
 export const POOLING_MODES = ['cls', 'mean', 'max', 'mean_sqrt_len', 'lasttoken'] as const;
@@ -75,9 +76,12 @@ function moduleInput(config: Record<string, unknown>, file: string, what: string
   return name as ModuleInput;
 }
 
-/** Tokenizer files copied verbatim when a model is saved (tokenizer.json is required, the rest optional). */
 /** Where a causal-LM reranker's LogitScore module keeps its config. */
 const LOGIT_SCORE_DIR = '1_LogitScore';
+/**
+ * Tokenizer files written verbatim when a model is saved, as they were when it loaded (tokenizer.json is required, the
+ * rest optional).
+ */
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'chat_template.jinja'];
 
 /** sentence-transformers' Dense module: a linear projection of the pooled vector (the projection head). */
@@ -157,6 +161,10 @@ export interface ModelDirectory {
   /** Sharded weights: the shard files model.safetensors.index.json names, in order. */
   weightShards?: string[];
   tokenizerPath: string;
+  /** tokenizer.json's fileVersion when the folder was read: the key of its bytes as the model's tokenizer loaded them. */
+  tokenizerVersion: string;
+  /** The other TOKENIZER_FILES the folder had when it was read, as they were then (a save writes these). */
+  tokenizerFiles: Record<string, Buffer>;
   pooling: PoolingMode;
   normalize: boolean;
   /** The Dense module after pooling, when modules.json has one. */
@@ -491,6 +499,15 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
       `${transformerDir} has no tokenizer.json. Save a fast tokenizer in Python with AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`,
     );
   }
+  // The tokenizer files as they are now, which the model runs with: a save writes them as they were, not as the folder
+  // has them by then (writeModelFiles). tokenizer.json's bytes are kept by the tokenizer as it loads (off the event
+  // loop: tens of megabytes for a large vocabulary), found again by its version; the other files are small.
+  const tokenizerVersion = fileVersion(fs.statSync(tokenizerPath));
+  const tokenizerFiles: Record<string, Buffer> = {};
+  for (const file of TOKENIZER_FILES.slice(1)) {
+    const from = path.join(transformerDir, file);
+    if (fs.existsSync(from)) tokenizerFiles[file] = fs.readFileSync(from);
+  }
 
   if (!modules && fs.existsSync(path.join(dir, 'artifact.metadata'))) {
     throw new ColtrastError(
@@ -605,6 +622,8 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
     weightsPath: weights.weightsPath,
     ...(weights.shards && { weightShards: weights.shards }),
     tokenizerPath,
+    tokenizerVersion,
+    tokenizerFiles,
     pooling,
     normalize,
     dense,
@@ -1018,21 +1037,15 @@ export function writeModelFiles(
   target: string,
   settings: { pooling: PoolingMode; normalize: boolean; maxSeqLength: number; dimension: number; dense?: DenseHead; denseStack?: DenseHead[] },
 ): void {
-  // The tokenizer files are copied from the folder the model was loaded from: when that is gone (moved or deleted since,
-  // or an older layout's 0_Transformer replaced by a save over its own folder), the save wrote a folder without
-  // tokenizer.json, which nothing can load.
-  const tokenizer = path.join(source.transformerDir, 'tokenizer.json');
-  if (!fs.existsSync(tokenizer)) {
-    throw filesError(
-      `cannot save: ${tokenizer}, the tokenizer of the model being saved, is gone (the folder the model was loaded from was moved, deleted or ` +
-        'replaced since): load the model again from where its files are now, then save it',
-    );
-  }
+  // The tokenizer files as the model loaded them, not as the folder it came from has them now: copied from there, a
+  // tokenizer.json changed or replaced since (a folder rewritten in place, another model saved over it) gave the saved
+  // model another tokenizer than the one it ran with (other ids for the same weights), and one gone (the folder moved
+  // or deleted, or an older layout's 0_Transformer replaced by a save over its own folder) a folder without
+  // tokenizer.json. Refusing such a save instead would lose what the model holds in memory (a training run's weights):
+  // the caller expects the model saved as it is, and its tokenizer is part of it.
   fs.writeFileSync(path.join(target, 'config.json'), source.configText);
-  for (const file of TOKENIZER_FILES) {
-    const from = path.join(source.transformerDir, file);
-    if (fs.existsSync(from)) fs.copyFileSync(from, path.join(target, file));
-  }
+  fs.writeFileSync(path.join(target, 'tokenizer.json'), tokenizerAsLoaded(source));
+  for (const [file, bytes] of Object.entries(source.tokenizerFiles)) fs.writeFileSync(path.join(target, file), bytes);
   // A template of the model's own takes the folder's place (transformers reads chat_template.jinja first, as coltrast does).
   if (source.chatTemplate !== undefined) fs.writeFileSync(path.join(target, 'chat_template.jinja'), source.chatTemplate);
   if (source.crossEncoder) {
@@ -1078,6 +1091,22 @@ export function writeModelFiles(
   });
 }
 
+/**
+ * @internal tokenizer.json as `source`'s model loaded it: the bytes its tokenizer keeps (TextTokenizer.load), else the file
+ * while it is still that version; changed or gone since, with no tokenizer of it alive (a folder read and not loaded,
+ * or rewritten in the moment between its reading and its tokenizer's loading), it is refused.
+ */
+export function tokenizerAsLoaded(source: ModelDirectory): Buffer {
+  const kept = loadedTokenizerFile(source.tokenizerPath, source.tokenizerVersion);
+  if (kept) return kept;
+  const stat = fs.statSync(source.tokenizerPath, { throwIfNoEntry: false });
+  if (stat && fileVersion(stat) === source.tokenizerVersion) return fs.readFileSync(source.tokenizerPath);
+  throw filesError(
+    `cannot save: ${source.tokenizerPath}, the tokenizer of the model being saved, was ${stat ? 'changed' : 'moved or deleted'} since the model was ` +
+      'loaded, and the one it was loaded with is not at hand: load the model again from where its files are now, then save it',
+  );
+}
+
 /** A JSON config file under `target`, as sentence-transformers writes them (indented, a final newline). */
 function writeConfig(target: string, relative: string, value: unknown): void {
   fs.mkdirSync(path.dirname(path.join(target, relative)), { recursive: true });
@@ -1097,6 +1126,10 @@ function denseConfig(dense: DenseHead): Record<string, unknown> {
  * Its weights are written by the caller, the Dense module's into the Dense module's own folder.
  */
 function copyMultiVectorConfigs(source: ModelDirectory, target: string): void {
+  // Read from the folder the model came from (its tokenizer files are kept, these are not): gone, a save would leave them out.
+  if (!fs.existsSync(source.dir)) {
+    throw filesError(`cannot save: ${source.dir}, the folder the model being saved was loaded from, is gone (moved or deleted since), and its module configs are read from it: load the model again from where its files are now, then save it`);
+  }
   const copy = (relative: string) => {
     const from = path.join(source.dir, relative);
     if (!fs.existsSync(from)) return;
@@ -1169,7 +1202,7 @@ function writeCrossEncoderConfigs(source: ModelDirectory, target: string, maxSeq
   const forward = { method: 'forward', method_output_name: 'logits' };
   writeConfig(target, 'sentence_bert_config.json', {
     transformer_task: logitScore ? 'text-generation' : 'sequence-classification',
-    modality_config: { text: forward, ...(ce.decoder?.chat && { message: { ...forward, format: messageFormat(source.chatTemplate ?? readChatTemplate(source.transformerDir)) } }) },
+    modality_config: { text: forward, ...(ce.decoder?.chat && { message: { ...forward, format: messageFormat(source.chatTemplate ?? readChatTemplate(source.transformerDir, source.tokenizerFiles)) } }) },
     module_output_name: logitScore ? 'causal_logits' : 'scores',
     max_seq_length: maxSeqLength,
     do_lower_case: source.lowercase,
@@ -1178,15 +1211,21 @@ function writeCrossEncoderConfigs(source: ModelDirectory, target: string, maxSeq
   writeConfig(target, 'config_sentence_transformers.json', { model_type: 'CrossEncoder', activation_fn: activation, prompts: source.prompts, default_prompt_name: source.defaultPromptName });
 }
 
-/** The folder's chat template: chat_template.jinja, else tokenizer_config.json's chat_template (its 'default' when it lists several). */
-export function readChatTemplate(dir: string): string | undefined {
-  const jinja = path.join(dir, 'chat_template.jinja');
-  if (fs.existsSync(jinja)) return fs.readFileSync(jinja, 'utf8');
+/**
+ * The folder's chat template: chat_template.jinja, else tokenizer_config.json's chat_template (its 'default' when it
+ * lists several). `files`: those files as a model loaded them (ModelDirectory's tokenizerFiles), read in place of the
+ * folder's.
+ */
+export function readChatTemplate(dir: string, files?: Record<string, Buffer>): string | undefined {
+  const read = (name: string) => (files ? files[name]?.toString('utf8') : fs.existsSync(path.join(dir, name)) ? fs.readFileSync(path.join(dir, name), 'utf8') : undefined);
+  const jinja = read('chat_template.jinja');
+  if (jinja !== undefined) return jinja;
   const file = path.join(dir, 'tokenizer_config.json');
-  if (!fs.existsSync(file)) return undefined;
+  const text = read('tokenizer_config.json');
+  if (text === undefined) return undefined;
   let value: unknown;
   try {
-    value = (JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>).chat_template;
+    value = (JSON.parse(text) as Record<string, unknown>).chat_template;
   } catch (error) {
     throw filesError(`${file} is not valid JSON (${(error as Error).message})`);
   }

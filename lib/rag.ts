@@ -598,14 +598,33 @@ export class Rag {
     temperature?: number;
     /** Called as the corpus is embedded, with documents done and the total. */
     onProgress?: (done: number, total: number) => void;
+    /**
+     * Stops the corpus's embedding when aborted: looked at before each batch is sent to the retriever (as embed()
+     * does; the batch running and the one queued behind it finish), and before the corpus is read. create() then
+     * rejects with ABORTED.
+     */
+    signal?: AbortSignal;
   }): Promise<Rag> {
-    const o = checkOptions('options', options, ['retriever', 'generator', 'corpus', 'template', 'chat', 'system', 'temperature', 'onProgress'] as const);
+    const o = checkOptions('options', options, ['retriever', 'generator', 'corpus', 'template', 'chat', 'system', 'temperature', 'onProgress', 'signal'] as const);
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
     if (!(o.retriever instanceof Encoder)) throw invalid('options.retriever', 'an Encoder', o.retriever);
     if (!(o.generator instanceof Generator)) throw invalid('options.generator', 'a Generator', o.generator);
+    const signal = signalOption(o.signal);
     const format = readFormat(o, o.generator);
+    const temperature = positiveNumber('options.temperature', o.temperature, 0.05);
+    // Options are checked first (their mistakes are said as such); aborted already, not even a corpus file is read.
+    if (signal?.aborted) throw new ColtrastError('ABORTED', 'Rag.create() was aborted (options.signal) before it embedded the corpus');
     const corpus = await readCorpus(o.corpus);
-    return new Rag(o.retriever, o.generator, corpus, await embedCorpus(o.retriever, corpus, o.onProgress), format, positiveNumber('options.temperature', o.temperature, 0.05));
+    let done = 0;
+    const progress = (d: number, total: number) => {
+      done = d;
+      o.onProgress?.(d, total);
+    };
+    // Said as create()'s abort, with how far the corpus got, not as the embed() call's under it.
+    const store = await abortedAs(embedCorpus(o.retriever, corpus, progress, signal), () => {
+      throw new ColtrastError('ABORTED', `Rag.create() was aborted (options.signal) after embedding ${done} of ${corpus.length} documents`);
+    });
+    return new Rag(o.retriever, o.generator, corpus, store, format, temperature);
   }
 
   /**

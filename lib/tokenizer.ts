@@ -208,7 +208,27 @@ export async function heldTokenizers(): Promise<string[]> {
 /** TextTokenizers alive (neither disposed nor collected) per spec key: the worker keeps a spec's tokenizers while one is. */
 const alive = new Map<string, number>();
 
+/**
+ * tokenizer.json's bytes as the TextTokenizers alive were loaded from them, by file and version, with how many of them
+ * there are: a saved model gets these (lib/model-dir.ts, writeModelFiles), the tokenizer it ran with, not the file as
+ * it is by then, which may have been changed or replaced since. Read as the tokenizer loads, off the event loop (a
+ * tokenizer.json is tens of megabytes for a large vocabulary: a synchronous read of one of 17 MB held the loop ~145 ms
+ * here, 2026-12-06); kept once per file and version, however many models share it.
+ */
+const loadedFiles = new Map<string, { bytes?: Buffer; users: number }>();
+const loadedKey = (file: string, version: string) => JSON.stringify([file, version]);
+
+/**
+ * @internal tokenizer.json's bytes as `file` was when a TextTokenizer still alive was loaded from it at `version`
+ * (fileVersion), or undefined where none is.
+ */
+export function loadedTokenizerFile(file: string, version: string): Buffer | undefined {
+  return loadedFiles.get(loadedKey(file, version))?.bytes;
+}
+
 function gone(spec: TokenizerSpec): void {
+  const kept = loadedFiles.get(loadedKey(spec.file, spec.version));
+  if (kept && --kept.users <= 0) loadedFiles.delete(loadedKey(spec.file, spec.version));
   const key = specKey(spec);
   const left = (alive.get(key) ?? 1) - 1;
   if (left > 0) alive.set(key, left);
@@ -247,7 +267,18 @@ export class TextTokenizer {
   static async load(file: string, maxLength: number, lowercase: boolean, specialTokens: string[] = []): Promise<TextTokenizer> {
     // A file that cannot be read has no version: the worker's load then reports why.
     const version = await fs.promises.stat(file).then(fileVersion, () => '');
+    // Its bytes, kept for a save (loadedFiles): those of `version` when the file is the same after the read (the
+    // worker builds the tokenizer from that version only); changed meanwhile, the worker refuses it.
+    let bytes: Buffer | undefined;
+    if (version && !loadedFiles.get(loadedKey(file, version))?.bytes) {
+      bytes = await fs.promises.readFile(file).catch(() => undefined);
+      if ((await fs.promises.stat(file).then(fileVersion, () => '')) !== version) bytes = undefined;
+    }
     const tokenizer = new TextTokenizer({ file, version, lowercase, specialTokens }, maxLength);
+    const kept = loadedFiles.get(loadedKey(file, version)) ?? { users: 0 };
+    kept.users++;
+    kept.bytes ??= bytes;
+    loadedFiles.set(loadedKey(file, version), kept);
     await host.call({ op: 'load', spec: tokenizer.spec, maxLength });
     return tokenizer;
   }

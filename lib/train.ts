@@ -277,8 +277,9 @@ export interface TrainOptions {
    * gradientAccumulation batches): the run then writes a checkpoint of where it is to `<output>.checkpoint` (as
    * checkpointEvery does) and rejects with an ABORTED error; train() with the same options and `resume: true`
    * continues from it, to the model an uninterrupted run ends with. Aborted before the first step (or before the call),
-   * it writes nothing; the work before that step (mining, a teacher's scores, a guide's vectors) stops between its
-   * batches. An abort that comes during the last epoch's validation lets the run finish.
+   * it writes nothing; the work before that step (mining, a teacher's scores, a guide's vectors, the validation
+   * split's metrics before training) stops between its batches. An abort that comes during the last epoch's validation
+   * lets the run finish.
    */
   signal?: AbortSignal;
 }
@@ -729,6 +730,7 @@ async function forEachScoreRow(
   documents: string[],
   widths: number[] | undefined,
   each: (w: number, i: number, row: Float32Array) => void,
+  signal?: AbortSignal,
 ): Promise<void> {
   const device = encoder.device.startsWith('cuda') ? encoder.device : 'cpu';
   // MaxSim (native) of a block of queries against every document at a time: [block × documents] scores, 64 MiB at
@@ -745,14 +747,14 @@ async function forEachScoreRow(
     }
   };
   if (encoder.multiVector) {
-    const q = padTokens(await encoder.embed(queries, { output: 'tokens', task: 'query' }), encoder.tokenDimension);
-    const d = padTokens(await encoder.embed(documents, { output: 'tokens', task: 'document' }), encoder.tokenDimension);
+    const q = padTokens(await encoder.embed(queries, { output: 'tokens', task: 'query', signal }), encoder.tokenDimension);
+    const d = padTokens(await encoder.embed(documents, { output: 'tokens', task: 'document', signal }), encoder.tokenDimension);
     await rows(0, q, d);
     return;
   }
   // The model's vectors are embedded once; each width's are cut from them and normalized, as embed({ truncateDim }) does.
-  const q = matrixRows(await encoder.embed(queries, { normalize: !widths, task: 'query' }));
-  const d = matrixRows(await encoder.embed(documents, { normalize: !widths, task: 'document' }));
+  const q = matrixRows(await encoder.embed(queries, { normalize: !widths, task: 'query', signal }));
+  const d = matrixRows(await encoder.embed(documents, { normalize: !widths, task: 'document', signal }));
   for (const [w, width] of (widths ?? [encoder.dimension]).entries()) {
     const oneToken = (vectors: Float32Array[]) => {
       const data = new Float32Array(vectors.length * width);
@@ -790,6 +792,11 @@ const CROSS_ENCODER_CANDIDATES = 32;
  * `dimensions` adds each width's, the vectors cut to it and normalized again.
  */
 export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples: TrainExample[], widths?: number[]): Promise<RetrievalMetrics> {
+  return measureRetrieval(encoder, examples, widths);
+}
+
+/** retrievalMetrics, whose model calls (embed(), predict()) stop at `signal` with their ABORTED error. */
+async function measureRetrieval(encoder: Encoder | CrossEncoder, examples: TrainExample[], widths?: number[], signal?: AbortSignal): Promise<RetrievalMetrics> {
   if (!(encoder instanceof Encoder) && !(encoder instanceof CrossEncoder)) throw invalid('encoder', 'an Encoder or a CrossEncoder', encoder);
   if (!Array.isArray(examples) || examples.length === 0 || !examples.every((e) => typeof e?.query === 'string' && typeof e.positive === 'string')) {
     throw invalid('examples', 'a non-empty array of { query, positive } (strings)', examples);
@@ -805,7 +812,7 @@ export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples
   if (encoder instanceof CrossEncoder) {
     const k = Math.min(CROSS_ENCODER_CANDIDATES, documents.length);
     const candidates = examples.map((e) => Array.from({ length: k }, (_, c) => (position.get(e.positive)! + c) % documents.length));
-    const { data } = await encoder.predict(candidates.flatMap((docs, i) => docs.map((j): [string, string] => [queries[i], documents[j]])));
+    const { data } = await encoder.predict(candidates.flatMap((docs, i) => docs.map((j): [string, string] => [queries[i], documents[j]])), { signal });
     rankings = [candidates.map((docs, i) => docs.map((j, c) => ({ id: `d${j}`, score: data[i * k + c] })))];
   } else {
     const tooWide = widths?.filter((w) => w > encoder.dimension) ?? [];
@@ -816,7 +823,7 @@ export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples
     const ranks = (widths ? scoredWidths : [encoder.dimension]).map(() => new Int32Array(examples.length));
     await forEachScoreRow(encoder, queries, documents, widths && scoredWidths, (w, i, row) => {
       ranks[w][i] = rankOf(row, position.get(examples[i].positive)!);
-    });
+    }, signal);
     const scored = ranks.map((r) => {
       // Summed in query order and divided once, as evaluateRun does, so the numbers are the same to the bit.
       let recall = 0;
@@ -1026,9 +1033,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (options.signal?.aborted) throw trainingAborted('train()', `${path.resolve(options.output)}.checkpoint`, undefined, options.resume === true);
   };
   notStarted();
-  // The work before the first step (mining, a teacher's scores, a guide's vectors) stops at options.signal too: its
-  // abort is train()'s "before its first step". Looked at before each phase as well: an abort that came during the last
-  // batch of the one before does not wait for a teacher or guide model to load.
+  // The work before the first step (mining, a teacher's scores, a guide's vectors, the metrics before training) stops
+  // at options.signal too: its abort is train()'s "before its first step". Looked at before each phase as well: an
+  // abort that came during the last batch of the one before does not wait for a teacher or guide model to load.
   const beforeFirstStep = async <T>(work: () => Promise<T>): Promise<T> => {
     notStarted();
     return abortedAs(work(), notStarted);
@@ -1218,13 +1225,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const allWidths = config.matryoshka && { matryoshkaDimensions: config.matryoshka.dimensions, matryoshkaWeights: config.matryoshka.weights };
     const bar = options.progressBar ? new ProgressBar('train', 'steps') : undefined;
     const valBatches = await arrayInTurns(batchesOf(val, config.batchSize, config.maxNegatives));
-    const validate = async (): Promise<{ valLoss?: number; metrics?: RetrievalMetrics }> => {
+    // `signal`: the validation before the first step stops at an abort (between its batches, and in the embed() or
+    // predict() calls of its metrics), which is train()'s "before its first step". An epoch's validation takes none:
+    // an abort then waits for it and the checkpoint after it (the signal's documented behaviour).
+    const validate = async (signal?: AbortSignal): Promise<{ valLoss?: number; metrics?: RetrievalMetrics }> => {
       if (val.length === 0) return {};
       let sum = 0;
       for (const b of valBatches) {
+        if (signal) notStarted();
         sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, learningRate: 0, lossScale: 1, apply: false, ...extrasOf(b), ...allWidths })).loss;
       }
-      return { valLoss: sum / valBatches.length, metrics: await retrievalMetrics(encoder, val, config.matryoshka?.dimensions) };
+      if (signal) notStarted();
+      return { valLoss: sum / valBatches.length, metrics: await measureRetrieval(encoder, val, config.matryoshka?.dimensions, signal) };
     };
     const score = (r: { valLoss?: number; metrics?: RetrievalMetrics }) =>
       config.metric === 'loss' ? -(r.valLoss ?? 0) : (r.metrics?.[config.metric] ?? 0);
@@ -1243,7 +1255,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     };
     const result = state.result;
     notStarted();
-    if (!saved) result.before = (await validate()).metrics;
+    if (!saved) result.before = (await beforeFirstStep(() => validate(options.signal))).metrics;
     // `position` overrides where the saved state says to continue (at an epoch's end: the next epoch).
     let dataIn = saved?.dataIn;
     // The step of the checkpoint in checkpointDir, and the model's outputs checked before anything is saved: a step

@@ -1,10 +1,11 @@
 // options.signal for the long calls besides training and generation: embed(), a cross-encoder's predict() and rank(),
-// mineHardNegatives(); and train()'s work before its first step (mining, a teacher's scores, a guide's vectors),
-// which went on to its end after an abort (the run stopped at its first step).
+// mineHardNegatives(), Rag.create()'s embedding of the corpus; and train()'s work before its first step (mining, a
+// teacher's scores, a guide's vectors, the validation metrics before training), which went on to its end after an
+// abort (the run stopped at its first step).
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, CrossEncoder, Encoder, mineHardNegatives, train, trainRag } from '../lib';
+import { ColtrastError, CrossEncoder, Encoder, Generator, Rag, mineHardNegatives, train, trainRag } from '../lib';
 import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
 import { TINY_GENERATOR, TINY_RAG_CORPUS, TINY_RAG_QA } from './helpers/rag-data';
 import { rejection } from './helpers/vectors';
@@ -114,6 +115,29 @@ test('mineHardNegatives(): an abort while the corpus is embedded stops it with A
   t.is(rescoring.message, 'mineHardNegatives() was aborted (options.signal) in its rescore stage');
 });
 
+test('Rag.create(): an abort stops the corpus\'s embedding between batches with ABORTED naming Rag.create(); an aborted signal reads nothing', async (t) => {
+  const retriever = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const generator = await Generator.load(TINY_GENERATOR, { device: 'cpu' });
+  try {
+    // More documents than one embed() batch (32) holds: without the signal passed down, all of them were embedded.
+    const corpus = Array.from({ length: 100 }, (_, i) => `document ${i} about ${'thing '.repeat(i % 7)}`);
+    const controller = new AbortController();
+    const seen: number[] = [];
+    const error = await rejection(() => Rag.create({ retriever, generator, corpus, signal: controller.signal, onProgress: (done) => (seen.push(done), controller.abort()) }));
+    t.is((error as ColtrastError).code, 'ABORTED');
+    t.regex(error.message, /^Rag\.create\(\) was aborted \(options\.signal\) after embedding \d+ of 100 documents$/);
+    t.true(Math.max(...seen) < 100, `documents embedded: ${seen}`);
+    const missing = path.join(tempDir(), 'no-such-corpus.txt');
+    t.is((await rejection(() => Rag.create({ retriever, generator, corpus: missing, signal: AbortSignal.abort() }))).message, 'Rag.create() was aborted (options.signal) before it embedded the corpus');
+    t.regex((await rejection(() => Rag.create({ retriever, generator, corpus, signal: 'stop' as any }))).message, /^options\.signal must be an AbortSignal/);
+    // Not aborted: a Rag over the whole corpus.
+    t.is((await Rag.create({ retriever, generator, corpus: corpus.slice(0, 40), signal: new AbortController().signal })).documents, 40);
+  } finally {
+    generator.dispose();
+    retriever.dispose();
+  }
+});
+
 // Each abort comes with the phase's first model call (embed() or predict()), after the model has loaded: deterministic,
 // and past every check train() made before (its signal is looked at before reading the data and before the model
 // loads). Without the signal passed down, the phase ran to its end (every call finished) and the run stopped after it.
@@ -214,4 +238,40 @@ test.serial("trainRag(): an abort while it chunks a ColTrast project file, or em
     }
     nothingWritten(t, output);
   }
+});
+
+test.serial('train(): an abort during the validation before training (its loss batches, then its metrics\' embed() calls) stops there', async (t) => {
+  const run = (output: string, signal: AbortSignal) => train({ model: FIXTURE, data: wordDataset(24), output, epochs: 1, batchSize: 2, valSplit: 0.5, device: 'cpu', signal });
+  // Aborted by the first validation batch's loss: the other batches and the metrics are not computed.
+  const output = path.join(tempDir(), 'out');
+  const controller = new AbortController();
+  const createTrainer = Encoder.prototype.createTrainer;
+  const evaluated = { calls: 0 };
+  Encoder.prototype.createTrainer = async function (this: Encoder, ...args: Parameters<typeof createTrainer>) {
+    const trainer = await createTrainer.apply(this, args);
+    const evaluate = trainer.evaluate.bind(trainer);
+    trainer.evaluate = (...a: Parameters<typeof evaluate>) => (evaluated.calls++, controller.abort(), evaluate(...a));
+    return trainer;
+  };
+  const embeds = abortAtCall(Encoder, 'embed', new AbortController());
+  try {
+    t.is((await rejection(() => run(output, controller.signal))).message, NOTHING_WRITTEN('train()'));
+    t.is(evaluated.calls, 1, 'one validation batch');
+    t.is(embeds.seen.calls, 0, 'no metrics');
+  } finally {
+    Encoder.prototype.createTrainer = createTrainer;
+    embeds.restore();
+  }
+  nothingWritten(t, output);
+  // Aborted by the metrics' first embed() call: it stops before its first batch.
+  const late = path.join(tempDir(), 'out');
+  const lateController = new AbortController();
+  const { seen, restore } = abortAtCall(Encoder, 'embed', lateController);
+  try {
+    t.is((await rejection(() => run(late, lateController.signal))).message, NOTHING_WRITTEN('train()'));
+    t.deepEqual(seen, { calls: 1, finished: 0 }, "the metrics' embed() stopped before its first batch");
+  } finally {
+    restore();
+  }
+  nothingWritten(t, late);
 });

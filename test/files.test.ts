@@ -4,7 +4,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from '../lib/errors';
-import { atomicOutput, checkWritable, fileSystemErrorMessage, removeFolder, removeTemporaryFiles, trackTemporaryFile, writeFolderAtomic, writeJsonLinesAtomic, writeTextAtomic } from '../lib/files';
+import { atomicOutput, checkOutputFile, checkOutputFolder, checkWritable, fileSystemErrorMessage, nonEmptyFolder, removeFolder, removeTemporaryFiles, trackTemporaryFile, writeFolderAtomic, writeJsonAtomic, writeJsonLinesAtomic, writeLines, writeTextAtomic } from '../lib/files';
 import { tempDir } from './helpers/fixture';
 
 test('a folder written atomically gets the permissions of an ordinary folder, not the private staging ones', async (t) => {
@@ -104,6 +104,34 @@ test('checkWritable refuses a path through a file, a folder given for a file, an
   t.notThrows(() => checkWritable(path.join(dir, 'model'), '--output', 'folder'));
   t.notThrows(() => checkWritable('/dev/null', '--output', 'file'));
   t.deepEqual(fs.readdirSync(dir), ['afile']);
+});
+
+test('every writer refuses an output path under a file with INVALID_ARGUMENT naming the file, not a raw ENOTDIR', async (t) => {
+  const dir = tempDir();
+  const file = path.join(dir, 'afile');
+  fs.writeFileSync(file, 'x');
+  const refused = (target: string, what = '') => ({
+    instanceOf: ColtrastError,
+    code: 'INVALID_ARGUMENT',
+    message: `${what}cannot write ${target}: ${file} is a file, not a folder; give a path under a folder`,
+  }) as never;
+  // Right under the file, and folders deeper (which the writers would make).
+  for (const target of [path.join(file, 'sub'), path.join(file, 'a', 'b', 'out.jsonl')]) {
+    t.throws(() => writeTextAtomic(target, 'x'), refused(target));
+    t.throws(() => writeJsonAtomic(target, { a: 1 }), refused(target));
+    await t.throwsAsync(writeLines(target, ['a']), refused(target));
+    await t.throwsAsync(writeJsonLinesAtomic(target, [{ a: 1 }]), refused(target));
+    t.throws(() => atomicOutput(target), refused(target));
+    for (const overwrite of [false, true]) {
+      await t.throwsAsync(writeFolderAtomic(target, overwrite, async () => t.fail('filled')), refused(target, 'the output folder: '));
+    }
+    t.throws(() => checkOutputFile(target, '--output'), refused(target, '--output: '));
+    t.throws(() => checkOutputFolder(target, 'options.output'), refused(target, 'options.output: '));
+    t.throws(() => nonEmptyFolder(target, 'options.output'), refused(target, 'options.output: '));
+  }
+  // Nothing was written beside the file (no temporary file, no staging folder), and the file is as it was.
+  t.deepEqual(fs.readdirSync(dir), ['afile']);
+  t.is(fs.readFileSync(file, 'utf8'), 'x');
 });
 
 // Serial, as it calls removeTemporaryFiles() (every tracked file of the process: a concurrent test's staging folder too).

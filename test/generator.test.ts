@@ -178,6 +178,33 @@ test('a generator saves as a *ForCausalLM folder (lm_head only when untied) and 
   }
 });
 
+test("a generator saves the tokenizer and configs it loaded, though its source folder was changed or removed since", async (t) => {
+  const source = path.join(tempDir(), 'llama');
+  fs.cpSync(path.join(FIXTURES, 'llama'), source, { recursive: true });
+  const files = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'];
+  const original = Object.fromEntries(files.map((f) => [f, fs.readFileSync(path.join(source, f))]));
+  const generator = await Generator.load(source, { device: 'cpu' });
+  const before = await generator.generate(PROMPTS, { maxNewTokens: 6 });
+  // Another tokenizer (its ids shifted: the same weights would read other tokens) and other configs in the folder.
+  editJson(path.join(source, 'tokenizer.json'), (tok) => ({ ...tok, model: { ...tok.model, vocab: Object.fromEntries(Object.entries(tok.model.vocab as Record<string, number>).map(([k, v]) => [k, (v + 1) % 200])) } }));
+  editJson(path.join(source, 'generation_config.json'), (c) => ({ ...c, eos_token_id: 7 }));
+  editJson(path.join(source, 'config.json'), (c) => ({ ...c, rms_norm_eps: 0.5 }));
+  fs.rmSync(path.join(source, 'special_tokens_map.json'));
+  const out = path.join(tempDir(), 'saved');
+  await generator.save(out);
+  for (const f of files) t.deepEqual(fs.readFileSync(path.join(out, f)), original[f], f);
+  // The whole folder gone: the same.
+  fs.rmSync(source, { recursive: true });
+  const again = path.join(tempDir(), 'again');
+  await generator.save(again, { dtype: 'bfloat16' });
+  t.deepEqual(fs.readFileSync(path.join(again, 'tokenizer.json')), original['tokenizer.json']);
+  t.is(JSON.parse(fs.readFileSync(path.join(again, 'config.json'), 'utf8')).rms_norm_eps, JSON.parse(original['config.json'].toString()).rms_norm_eps);
+  generator.dispose();
+  const reloaded = await Generator.load(out, { device: 'cpu' });
+  t.deepEqual((await reloaded.generate(PROMPTS, { maxNewTokens: 6 })).map((g) => g.text), before.map((g) => g.text));
+  reloaded.dispose();
+});
+
 for (const name of ['qwen3', 'llama']) {
   test(`${name}: streamed text (onText) comes in order, piece by piece, and joins to each prompt's text`, async (t) => {
     const generator = await Generator.load(path.join(FIXTURES, name), { device: 'cpu' });

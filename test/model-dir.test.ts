@@ -1,9 +1,12 @@
-// Bad model folders and bad options fail before any native work, with a message naming the problem.
+// Bad model folders and bad options fail before any native work, with a message naming the problem; and a save
+// writes the tokenizer files the model loaded, whatever its source folder holds by then.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, ColtrastError } from '../lib';
-import { STEP, editJson, fixtureCopy, tempDir } from './helpers/fixture';
+import { CrossEncoder, Encoder, ColtrastError } from '../lib';
+import { readModelDirectory, writeModelFiles, type ModelDirectory } from '../lib/model-dir';
+import { loadedTokenizerFile } from '../lib/tokenizer';
+import { STEP, editJson, fixtureCopy, folderCopy, tempDir } from './helpers/fixture';
 
 async function loadError(dir: string, options: object = { device: 'cpu' }) {
   const error = await (Encoder.load(dir, options as never).then(
@@ -357,4 +360,60 @@ test("a folder rewritten and loaded again while a model of it lives: each model 
   t.regex(e.message, /cannot load tokenizer .*EOF while parsing/);
   before.dispose();
   after.dispose();
+});
+
+test("a save writes the tokenizer files the model loaded, not its source folder's as they are by then (changed in place or replaced)", async (t) => {
+  const dir = fixtureCopy();
+  const names = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'];
+  const read = (from: string) => Object.fromEntries(names.map((f) => [f, fs.readFileSync(path.join(from, f), 'utf8')]));
+  const loaded = read(dir);
+  const encoder = await Encoder.load(dir, { device: 'cpu' });
+  t.deepEqual((await encoder.tokenize(['Abc']))[0], [2, 27, 164, 165, 3]);
+  // The tokenizer replaced (a rename over it: no lowercasing, "Abc" unknown), the other files changed in place.
+  const spec = JSON.parse(loaded['tokenizer.json']);
+  spec.normalizer.lowercase = false;
+  fs.writeFileSync(path.join(dir, 'tokenizer.json.new'), JSON.stringify(spec));
+  fs.renameSync(path.join(dir, 'tokenizer.json.new'), path.join(dir, 'tokenizer.json'));
+  editJson(path.join(dir, 'tokenizer_config.json'), (c) => ({ ...c, do_lower_case: false }));
+  fs.appendFileSync(path.join(dir, 'vocab.txt'), 'extra\n');
+  fs.rmSync(path.join(dir, 'special_tokens_map.json'));
+  const saved = path.join(tempDir(), 'saved');
+  await encoder.save(saved);
+  t.deepEqual(read(saved), loaded);
+  const again = await Encoder.load(saved, { device: 'cpu' });
+  t.deepEqual((await again.tokenize(['Abc']))[0], [2, 27, 164, 165, 3], 'the tokenizer the model ran with');
+  again.dispose();
+  // Rewritten in place (the same file, new content): the same.
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(spec));
+  await encoder.save(saved, { overwrite: true });
+  t.is(fs.readFileSync(path.join(saved, 'tokenizer.json'), 'utf8'), loaded['tokenizer.json']);
+  // The bytes are kept while a model of them lives, not after.
+  const { tokenizerPath, tokenizerVersion } = (encoder as unknown as { files: ModelDirectory }).files;
+  t.is(loadedTokenizerFile(tokenizerPath, tokenizerVersion)?.toString('utf8'), loaded['tokenizer.json']);
+  encoder.dispose();
+  t.is(loadedTokenizerFile(tokenizerPath, tokenizerVersion), undefined);
+
+  // A cross-encoder's save writes them the same way.
+  const ceDir = folderCopy(path.resolve(__dirname, 'fixtures', 'tiny-cross-encoder', 'st'));
+  const ceLoaded = fs.readFileSync(path.join(ceDir, 'tokenizer.json'), 'utf8');
+  const ce = await CrossEncoder.load(ceDir, { device: 'cpu' });
+  fs.writeFileSync(path.join(ceDir, 'tokenizer.json'), '{"version": "1.0", "model": {');
+  const ceSaved = path.join(tempDir(), 'ce');
+  await ce.save(ceSaved);
+  t.is(fs.readFileSync(path.join(ceSaved, 'tokenizer.json'), 'utf8'), ceLoaded);
+  ce.dispose();
+});
+
+test('a folder read and not loaded (no tokenizer keeps its tokenizer.json) is written with its tokenizer.json while that is unchanged, refused once it changed', (t) => {
+  const dir = fixtureCopy();
+  const files = readModelDirectory(dir);
+  const settings = { pooling: files.pooling, normalize: files.normalize, maxSeqLength: files.maxSeqLength, dimension: 32 };
+  const target = tempDir();
+  writeModelFiles(files, target, settings);
+  t.is(fs.readFileSync(path.join(target, 'tokenizer.json'), 'utf8'), fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
+  fs.writeFileSync(path.join(dir, 'tokenizer.json.new'), fs.readFileSync(path.join(dir, 'tokenizer.json')));
+  fs.renameSync(path.join(dir, 'tokenizer.json.new'), path.join(dir, 'tokenizer.json'));
+  const error = t.throws(() => writeModelFiles(files, tempDir(), settings), { instanceOf: ColtrastError }) as ColtrastError;
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /^cannot save: .*tokenizer\.json, the tokenizer of the model being saved, was changed since the model was loaded, and the one it was loaded with is not at hand: load the model again/);
 });

@@ -1,6 +1,7 @@
 // Model files, adapters and index exports as users get them wrong (lib/export.ts, lib/lora.ts, lib/model-dir.ts,
 // lib/safetensors.ts): options of the wrong type, files whose headers lie, PEFT adapter configs whose settings coltrast
-// would silently compute otherwise than PEFT, and a save whose source folder is gone. Each is refused by name.
+// would silently compute otherwise than PEFT, and a save whose source folder is gone (written with the tokenizer the model
+// loaded, or refused where the save needs that folder). Each is refused by name.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -147,7 +148,7 @@ test('an adapter whose PEFT settings coltrast would compute otherwise (lora_bias
   }
 });
 
-test('saving a model whose source folder is gone (moved, deleted, or an old layout replaced by a save over itself) is refused, not written without tokenizer.json', async (t) => {
+test('saving a model whose source folder is gone (moved, deleted, or an old layout replaced by a save over itself) writes the tokenizer it loaded; a multi-vector one, whose module configs are read from there, is refused', async (t) => {
   // sentence-transformers' older layout: the transformer's files in 0_Transformer.
   const old = fixtureCopy((d) => {
     fs.mkdirSync(path.join(d, '0_Transformer'));
@@ -156,20 +157,41 @@ test('saving a model whose source folder is gone (moved, deleted, or an old layo
     }
     editJson(path.join(d, 'modules.json'), (m) => m.map((x: { path: string }) => (x.path === '' ? { ...x, path: '0_Transformer' } : x)));
   });
+  const tokenizerFiles = (dir: string) => Object.fromEntries(['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'].map((f) => [f, fs.readFileSync(path.join(dir, f), 'utf8')]));
+  const loaded = tokenizerFiles(path.join(old, '0_Transformer'));
   const encoder = await Encoder.load(old, { device: 'cpu' });
+  const vectors = await encoder.embed(['a cat', 'hello world']);
   // The first save over its own folder writes today's layout, and 0_Transformer is gone.
   await encoder.save(old, { overwrite: true });
   t.false(fs.existsSync(path.join(old, '0_Transformer')));
-  // The second wrote a folder without tokenizer.json, which nothing loads.
-  const error = await rejection(() => encoder.save(old, { overwrite: true }));
-  t.is(error.code, 'MODEL_FILES');
-  t.regex(error.message, /0_Transformer\/tokenizer\.json, the tokenizer of the model being saved, is gone .*load the model again from where its files are now/);
-  // The folder the first save wrote is left as it was, and loads.
-  (await Encoder.load(old, { device: 'cpu' })).dispose();
+  // Each save has the tokenizer files the model loaded, and loads to the same vectors.
+  const check = async (dir: string) => {
+    t.deepEqual(tokenizerFiles(dir), loaded, dir);
+    const again = await Encoder.load(dir, { device: 'cpu' });
+    t.deepEqual(await again.embed(['a cat', 'hello world']), vectors, dir);
+    again.dispose();
+  };
+  // The second wrote a folder without tokenizer.json (which nothing loads), then was refused: it writes the one the model has.
+  await encoder.save(old, { overwrite: true });
+  await check(old);
+  // And with the folder deleted.
   const elsewhere = path.join(tempDir(), 'elsewhere');
-  await t.throwsAsync(encoder.save(elsewhere), { message: /is gone/ });
-  t.false(fs.existsSync(elsewhere));
+  fs.rmSync(old, { recursive: true });
+  await encoder.save(elsewhere);
+  await check(elsewhere);
   encoder.dispose();
+  // A multi-vector model loaded from a folder copies its module configs from there at a save: gone, it is refused.
+  const made = await Encoder.load(FIXTURE, { device: 'cpu' });
+  await made.makeMultiVector({ dimension: 12, queryLength: 10, queryExpansion: 'none', attendExpansion: false, skiplist: [] }, 3);
+  const multiDir = path.join(tempDir(), 'multi');
+  await made.save(multiDir);
+  made.dispose();
+  const multi = await Encoder.load(multiDir, { device: 'cpu' });
+  fs.rmSync(multiDir, { recursive: true });
+  const error = await rejection(() => multi.save(path.join(tempDir(), 'multi-copy')));
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /^cannot save: .*multi, the folder the model being saved was loaded from, is gone .*load the model again from where its files are now/);
+  multi.dispose();
 });
 
 test("sentence_bert_config.json's do_lower_case and max_seq_length of the wrong type, or a file that is no object, are refused by name", async (t) => {
