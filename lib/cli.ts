@@ -6,6 +6,7 @@
 import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
+import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { CrossEncoder, type CrossEncoderLoadOptions } from './cross-encoder';
 import { Encoder, setThreads, type Device, type DType } from './encoder';
@@ -41,7 +42,7 @@ commands:
                              baseline where a python3 with torch is): JSON, a Markdown table and an SVG chart per suite
                              in bench-results/ (from a clone of the repository)
   build [cmake-js args]      build the native addon from source against the libtorch here (cmake, C++17 compiler)
-  embed <texts>              embed a text file (one text per line) or JSONL ({"text": ...} per line)
+  embed <texts>              embed a text file (one text per line) or JSONL ({"text": ...} per line); - reads the standard input
     --model <dir|hub id>     model folder or Hugging Face id (default: coltrast's shipped model)
     --output <file>          write JSONL {"index", "embedding"} here (default: stdout; written to a temporary file, renamed when complete)
     --batch-size <n>         texts per forward pass (default 32)
@@ -353,9 +354,18 @@ export function printable(text: string): string {
 /** The file or folder the running command writes: named in a file system error that names none (a failed write to an open file). */
 let writing: string | undefined;
 
-/** The output location `target` of a command (--output), checked before any work (files.ts checkWritable). */
-function outputTo(target: string, what: string, kind: 'file' | 'folder'): void {
+/**
+ * The output location `target` of a command (--output), checked before any work (files.ts checkWritable). `inputs`
+ * are the files the command reads ([how the user named it, its path]): an output that is one of them (the same file,
+ * by any path) is refused, as the finished output would replace the input the user still has.
+ */
+function outputTo(target: string, what: string, kind: 'file' | 'folder', inputs: [string, string | undefined][] = []): void {
   checkWritable(target, what, kind); // a ColtrastError: main() prints it and exits 2
+  const out = fs.statSync(target, { throwIfNoEntry: false });
+  for (const [name, input] of inputs) {
+    const read = out?.isFile() && input !== undefined ? fs.statSync(input, { throwIfNoEntry: false }) : undefined;
+    if (read && read.dev === out!.dev && read.ino === out!.ino) fail(`${what} ${target} is ${name} ${input}: writing it would replace what the command reads; give another path`);
+  }
   writing = target;
 }
 
@@ -431,7 +441,13 @@ function readTextFile(file: string, flag: string): string {
   return fs.readFileSync(file, 'utf8');
 }
 
+/** An input file named `-` is the standard input, as Unix tools read it (`cat texts.txt | coltrast embed -`): one text a line. */
 async function readTexts(file: string): Promise<string[]> {
+  if (file === '-') {
+    const texts: string[] = [];
+    for await (const line of readline.createInterface({ input: process.stdin, crlfDelay: Infinity })) if (line.trim().length > 0) texts.push(line);
+    return texts;
+  }
   const problem = notAFile(file);
   if (problem) fail(`input file ${file} ${problem}`);
   if (!JSONL.test(file)) {
@@ -512,7 +528,7 @@ async function embed(argv: string[]): Promise<void> {
   nameFlags(EMBED_OPTIONS, values, { output: null, tokens: null, model: null, json: null });
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
   if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
-  if (values.output) outputTo(values.output, '--output', 'file');
+  if (values.output) outputTo(values.output, '--output', 'file', [['the input file', positionals[0]]]);
   const say = summaryPrinter(values.output);
   const texts = await readTexts(positionals[0]);
   if (texts.length === 0) fail(`input file ${positionals[0]} holds no texts: give one text a line (a .jsonl file: one {"text": ...} a line)`);
@@ -785,7 +801,7 @@ async function mineCommand(argv: string[]): Promise<void> {
   const { options: o } = flagOptions(argv, MINE_FLAGS, false, { 'residual-bits': 'plaid.residualBits', centroids: 'plaid.centroids', nprobe: 'plaid.nprobe', 'full-scores': 'plaid.fullScores' });
   if (!o.data) fail('mine needs --data (a .jsonl or .json file of {"query", "positive"} pairs)');
   if (!o.output) fail('mine needs --output <file.jsonl>');
-  outputTo(o.output, '--output', 'file');
+  outputTo(o.output, '--output', 'file', [['--data', o.data], ['--corpus', o.corpus]]);
   const say = summaryPrinter(o.output);
   const { json, plaid, ...rest } = o;
   // --residual-bits, --centroids, --nprobe and --full-scores set --plaid's search.
@@ -825,7 +841,7 @@ async function generateQueriesCommand(argv: string[]): Promise<void> {
   if (!o.corpus) fail('generate-queries needs --corpus (the documents: .txt, .jsonl or .json)');
   if (!o.output) fail('generate-queries needs --output <file.jsonl>');
   systemNeedsChat(o);
-  outputTo(o.output, '--output', 'file');
+  outputTo(o.output, '--output', 'file', [['--corpus', o.corpus]]);
   const say = summaryPrinter(o.output);
   const { json, consistencyModel, consistencyK, ...options } = o;
   if (consistencyK !== undefined && !consistencyModel) fail('--consistency-k sets the consistency filter: add --consistency-model');
@@ -1282,6 +1298,9 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (values['no-model'] && values.adapter) fail('--adapter goes on the embedding model: --no-model has none');
   if (values['no-model'] && (values.model || values.index || values.corpus)) fail('--no-model serves a reranker or a generator alone: it takes no --model, --index or --corpus');
   if (values.writable && !values.index) fail('--writable lets clients change an index: give --index <dir> too');
+  // Flags that would otherwise do nothing, silently.
+  if (values['save-interval'] !== undefined && !values.writable) fail('--save-interval is how soon --writable saves the changes clients make: give --writable (and --index <dir>) too');
+  if (values.mmap && !values.index) fail('--mmap maps an index\'s files instead of reading them: give --index <dir> too');
   if (values['no-model'] && !values.reranker && !values.generator) fail('--no-model needs --reranker <cross-encoder> or --generator <causal LM>');
   if (values.corpus && !values.generator) fail('--corpus needs --generator <causal LM>: /ask answers from the corpus with it');
   if (!values.corpus && (values.template || values.chat || values.system)) fail('--template, --chat and --system shape /ask\'s prompts: give --corpus too');

@@ -162,6 +162,11 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const port = o.port ?? 8080;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalid('options.port', 'an integer port from 0 to 65535', port);
   const apiKey = o.apiKey === undefined ? undefined : nonEmptyString('options.apiKey', o.apiKey);
+  // A client sends the key as one word of an HTTP header (`Bearer <key>`): one with a space, or outside printable
+  // ASCII, could never match what arrives, and every request would get 401. (The key itself is not repeated here.)
+  if (apiKey !== undefined && !/^[\x21-\x7e]+$/.test(apiKey)) {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.apiKey must be printable ASCII without spaces or line breaks: clients send it as one word, "Authorization: Bearer <key>", and no request could match this one');
+  }
   const maxBatchTexts = positiveInteger('options.maxBatchTexts', o.maxBatchTexts ?? 256);
   const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
   const maxInputs = positiveInteger('options.maxInputs', o.maxInputs ?? 2048);
@@ -177,9 +182,11 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const saveInterval = o.saveInterval === undefined ? 10 : numberValue('options.saveInterval', o.saveInterval, (x) => x >= 0, 'a number of seconds >= 0');
   if (o.onSaveError !== undefined && typeof o.onSaveError !== 'function') throw invalid('options.onSaveError', 'a function', o.onSaveError);
   const saver = new IndexSaver(index, saveTo, saveInterval * 1000, o.onSaveError ?? ((e) => process.stderr.write(`coltrast serve: ${e.message}\n`)));
-  const modelName = o.modelName ?? (encoder ? path.basename(encoder.modelDir) : undefined);
-  const rerankerName = o.rerankerName ?? (reranker ? path.basename(reranker.modelDir) : undefined);
-  const generatorName = o.generatorName ?? (generator ? path.basename(generator.modelDir) : undefined);
+  // A name is what clients choose a model by (/v1/models' ids): an empty one names nothing.
+  const name = (option: string, given: unknown, model: { modelDir: string } | undefined) => (given === undefined ? (model ? path.basename(model.modelDir) : undefined) : nonEmptyString(`options.${option}`, given));
+  const modelName = name('modelName', o.modelName, encoder);
+  const rerankerName = name('rerankerName', o.rerankerName, reranker);
+  const generatorName = name('generatorName', o.generatorName, generator);
   const generation = generationRoutes({
     generator,
     rag,
@@ -511,11 +518,14 @@ export async function serve(options: ServeOptions): Promise<Server> {
     return credentials !== null && timingSafeEqual(createHash('sha256').update(credentials[1]).digest(), expectedKey);
   };
 
+  /** close() has begun: answers say `Connection: close`, so that no client sends more on a connection about to end. */
+  let stopping = false;
+
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const route = routes[url.pathname];
-    const label = route ? url.pathname : 'other';
+    const pathname = requestPath(req.url ?? '/');
+    const route = pathname !== undefined && Object.hasOwn(routes, pathname) ? routes[pathname] : undefined;
+    const label = route ? pathname! : 'other';
     let inputs = 0;
     // The client going away before its answer is complete: its queued work leaves the queues (BatchQueue), its
     // generation stops (lib/serve-generation.ts), and it is counted as cancelled rather than answered.
@@ -530,13 +540,13 @@ export async function serve(options: ServeOptions): Promise<Server> {
       const milliseconds = Number(process.hrtime.bigint() - started) / 1e6;
       if (gone.signal.aborted) status = CLIENT_GONE;
       else metrics.record(label, status, milliseconds / 1000);
-      o.onRequest?.({ method: req.method ?? '', path: url.pathname, status, milliseconds, inputs });
+      o.onRequest?.({ method: req.method ?? '', path: pathname ?? req.url ?? '', status, milliseconds, inputs });
     };
     const reply = (status: number, payload: unknown, headers: Record<string, string> = {}, contentType = 'application/json') => {
       if (!gone.signal.aborted) {
         const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
         // HEAD: the same headers, and Node's http sends no body.
-        res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), ...headers });
+        res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), ...(stopping && { Connection: 'close' }), ...headers });
         res.end(text);
       }
       log(status);
@@ -557,7 +567,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
      * too. Nothing is written once the client has gone.
      */
     const stream = async (events: (send: (data: unknown) => void) => Promise<number>) => {
-      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: stopping ? 'close' : 'keep-alive' });
       const send = (data: unknown) => {
         if (!gone.signal.aborted) res.write(`data: ${JSON.stringify(data)}\n\n`);
       };
@@ -572,21 +582,33 @@ export async function serve(options: ServeOptions): Promise<Server> {
       if (!gone.signal.aborted) res.end('data: [DONE]\n\n');
       log(status);
     };
+    if (pathname === undefined) {
+      req.resume();
+      fail(new HttpError(400, `the request target ${JSON.stringify(req.url)} is not a URL path: send a path such as /v1/embeddings`));
+      return;
+    }
     if (!route) {
       req.resume();
-      fail(new HttpError(404, `no route ${url.pathname} (routes: ${Object.keys(routes).join(', ')})`));
+      fail(new HttpError(404, `no route ${pathname} (routes: ${Object.keys(routes).join(', ')})`));
       return;
     }
     // HEAD is GET without the body (RFC 9110), on every GET route.
     if (req.method !== route.method && !(req.method === 'HEAD' && route.method === 'GET')) {
       req.resume();
       const allowed = route.method === 'GET' ? 'GET, HEAD' : route.method;
-      fail(new HttpError(405, `${url.pathname} takes ${allowed}, not ${req.method}`, { Allow: allowed }));
+      fail(new HttpError(405, `${pathname} takes ${allowed}, not ${req.method}`, { Allow: allowed }));
       return;
     }
-    if (url.pathname !== '/health' && !authorized(req)) {
+    if (pathname !== '/health' && !authorized(req)) {
       req.resume();
       fail(new HttpError(401, 'missing or wrong API key: send "Authorization: Bearer <key>"', { 'WWW-Authenticate': 'Bearer' }));
+      return;
+    }
+    // A compressed body would reach JSON.parse as bytes of gzip and be refused as "not valid JSON": name the reason.
+    const encoding = String(req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+    if (route.method === 'POST' && encoding !== 'identity' && encoding !== '') {
+      req.resume();
+      fail(new HttpError(415, `Content-Encoding ${encoding} is not supported: send the request body uncompressed`, { 'Accept-Encoding': 'identity' }));
       return;
     }
     readBody(req, route.method === 'POST' ? maxBodyBytes : 0)
@@ -594,7 +616,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
         let body: unknown;
         if (route.method === 'POST') {
           try {
-            body = JSON.parse(text);
+            // A byte order mark (some Windows tools write one) is not JSON, and RFC 8259 lets a parser ignore it.
+            body = JSON.parse(text.replace(/^\uFEFF/, ''));
           } catch (error) {
             throw new HttpError(400, `the request body is not valid JSON: ${(error as Error).message}`);
           }
@@ -621,6 +644,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     stats: () => Object.fromEntries(Object.entries(queues).map(([name, q]) => [name, q.stats()])),
     close: () =>
       (closing ??= (async () => {
+        stopping = true;
         await new Promise<void>((resolve, reject) => {
           server.close((error) => (error ? reject(error) : resolve()));
           server.closeIdleConnections();
@@ -725,6 +749,19 @@ function idList(value: unknown, max: number): string[] {
   if (!Array.isArray(value) || value.length === 0 || !value.every((id) => typeof id === 'string')) throw new HttpError(400, '"ids" must be a non-empty array of document ids (strings)');
   if (value.length > max) throw new HttpError(400, `"ids" holds ${value.length} ids; this server takes at most ${max} per request (maxInputs)`);
   return value;
+}
+
+/**
+ * The path of a request's target: of an origin-form one (`/embed?x`) the path as sent, `//embed` included (new URL()
+ * with a base reads `//embed` as a host named embed); of an absolute-form one (`http://host/embed`, as proxies send)
+ * its path; undefined for a target that is not a URL (it must not throw: a throw here would end the server).
+ */
+function requestPath(target: string): string | undefined {
+  try {
+    return new URL(target.startsWith('/') ? `http://localhost${target}` : target).pathname;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Indices of `scores`, best first (ties: lower index first). */
