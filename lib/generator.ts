@@ -452,9 +452,9 @@ export class Generator {
  * Generate's streamed text: the native step callbacks' tokens, decoded one decode at a time (so that the pieces of a
  * prompt come in order), each prompt's new text handed on when it extends what was handed on before and does not end
  * in an incomplete character. Steps that come while a decode runs are decoded together by the next one, at their
- * latest: a queue of one decode per step fell behind a model faster than the tokenizer's round trip (the test models'
- * sub-millisecond steps: the 40th token's text came up to 52 steps late, now up to 8, on this busy 2-core machine), and
- * with it a server's stop strings and clients' aborts, which act on the text. Calls after close() (a step callback
+ * latest: a queue of one decode per step fell behind a model faster than the tokenizer's round trip, and with it a
+ * server's stop strings and clients' aborts, which act on the text (scripts/bench/stream-lag.js, the test models'
+ * sub-millisecond steps: the 40th token's text stopped its prompt 22-33 steps late at worst of 30, now 6-12). Calls after close() (a step callback
  * may arrive after generate's promise settles) are ignored; finish() hands on what each prompt's final text adds.
  */
 class TextStream {
