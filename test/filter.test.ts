@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Encoder, Index, serve, type Filter, type Hit, type IndexDoc } from '../lib';
 import { native } from '../lib/native';
 import { reciprocalRankFusion, type NativeResidualStore } from '../lib/search-index';
-import { filterFields, filterKey } from '../lib/filter';
+import { compileFilter, filterFields, filterKey } from '../lib/filter';
 import { fixtureCopy, tempDir } from './helpers/fixture';
 import { makeSmallMultiVector, rejection } from './helpers/vectors';
 
@@ -49,6 +49,45 @@ test('filterFields: a query reads the id or text only where one of its paths (th
   t.deepEqual(filterFields(() => true), { id: true, text: true });
   t.deepEqual(filterFields({ $not: { id: 'x' } }), { id: true, text: true });
   t.deepEqual(filterFields({ $or: 'nonsense' }), { id: true, text: true });
+});
+
+test('a $regex string is matched in linear time (RE2): a pattern that backtracks for hours in JavaScript answers at once, and what RE2 does not take is refused with the reason', (t) => {
+  // In a child process with a time limit: JavaScript's engine would hold the thread (2.6 s at 26 characters here,
+  // doubling with each one more), and a held thread cannot be timed out from inside.
+  const script = `const { compileFilter } = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'filter.js'))});
+    const doc = (text) => ({ id: 'x', text });
+    const tester = compileFilter('filter', { text: { $regex: '^(a+)+$' } });
+    process.stdout.write(JSON.stringify([tester(doc('a'.repeat(5000) + '!')), tester(doc('a'.repeat(5000)))]));`;
+  const run = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+  t.is(run.status, 0, `${run.signal ?? ''} ${run.stderr}`);
+  t.is(run.stdout, '[false,true]');
+  // MongoDB's $options letters i, m and s, as JavaScript's flags.
+  const doc = { id: 'x', text: 'First line\nSecond LINE' };
+  for (const [query, expected] of [
+    [{ $regex: 'line' }, true],
+    [{ $regex: 'LINE$' }, true],
+    [{ $regex: '^second' }, false],
+    [{ $regex: '^second', $options: 'im' }, true],
+    [{ $regex: 'line.second' }, false],
+    [{ $regex: 'line.second', $options: 'si' }, true],
+    [{ $regex: '\\bFirst\\s+\\w+' }, true],
+  ] as const) {
+    t.is(compileFilter('filter', { text: query })(doc), expected, JSON.stringify(query));
+  }
+  // What RE2 does not take, refused by name; a RegExp object (the API's own) is JavaScript's, as before.
+  for (const [query, reason] of [
+    [{ $regex: '(a)\\1' }, /is not a pattern RE2 takes .*without backreferences or lookarounds/],
+    [{ $regex: 'a(?=b)' }, /is not a pattern RE2 takes/],
+    [{ $regex: 'a', $options: 'x' }, /\$options "x": "x" is not one of i, m, s, u/],
+    [{ $regex: 'a', $options: 1 }, /\$options takes letters/],
+    [{ $regex: 5 }, /\$regex takes a pattern string/],
+  ] as const) {
+    const error = t.throws(() => compileFilter('options.filter', { text: query }), undefined, JSON.stringify(query)) as any;
+    t.is(error.code, 'INVALID_ARGUMENT');
+    t.regex(error.message, reason);
+    t.regex(error.message, /^options\.filter: /);
+  }
+  t.true(compileFilter('filter', { text: { $regex: /(line)\n\w+ \1/i } })(doc));
 });
 
 /** The first k hits of a full ranking (every document) that `match` keeps. */
