@@ -1518,7 +1518,11 @@ async function main(): Promise<void> {
     return;
   }
   const run = COMMANDS[command];
-  if (!run) fail(`unknown command ${command} (commands: ${Object.keys(COMMANDS).join(', ')}, help)`);
+  if (!run) {
+    const near = nearest(command, Object.keys(COMMANDS));
+    fail(`unknown command ${command}${near ? `: did you mean ${near}?` : ''} (commands: ${Object.keys(COMMANDS).join(', ')}, help)`);
+  }
+  runningCommand = command;
   if (rest.includes('--help') || rest.includes('-h')) {
     console.log(commandHelp(command));
     return;
@@ -1568,13 +1572,51 @@ function endByInterrupt(signal: NodeJS.Signals, otherwise?: string): void {
   process.kill(process.pid, signal); // no handler left: the default, ending the process by the signal
 }
 
+/** The command main() runs (an unknown flag's error suggests one of its flags). */
+let runningCommand: string | undefined;
+
+/**
+ * The candidate `word` was most likely meant as: one it begins or that begins it (--epoch, --epochs), or one within two
+ * edits (a third of its length for short words), the closest first; undefined when none is near. Written here: a
+ * dozen lines of edit distance over a few dozen names, where a dependency would bring no more.
+ */
+export function nearest(word: string, candidates: readonly string[]): string | undefined {
+  // Edits: a letter added, dropped, changed, or two neighbours swapped (trian, train).
+  const distance = (a: string, b: string) => {
+    const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+    for (let i = 1; i <= a.length; i++) {
+      for (let j = 1; j <= b.length; j++) {
+        d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+        if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+    return d[a.length][b.length];
+  };
+  const limit = Math.min(2, Math.floor(word.length / 3));
+  const scored = candidates
+    .map((c) => ({ c, d: c.startsWith(word) || word.startsWith(c) ? Math.min(1, Math.abs(c.length - word.length)) : distance(word, c) }))
+    .filter(({ c, d }) => c !== word && (d <= limit || (d <= 1 && word.length >= 3)))
+    .sort((a, b) => a.d - b.d);
+  return scored[0]?.c;
+}
+
+/** parseArgs' error for an unknown flag, with the flag of the command it was most likely meant as. */
+function unknownFlagMessage(error: Error & { code?: unknown }): string {
+  if (error.code !== 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || runningCommand === undefined) return error.message;
+  const typed = /'(--?[^'=]+)/.exec(error.message)?.[1];
+  const flags = COMMAND_FLAGS[runningCommand];
+  if (!typed || !flags) return error.message;
+  const near = nearest(typed.replace(/^--?/, ''), flags);
+  return `${error.message.replace(/\. To specify a positional argument[\s\S]*$/, '')}${near ? `: did you mean --${near}?` : ''} (coltrast ${runningCommand} --help lists its flags)`;
+}
+
 // Run as the \`coltrast\` command; imported (the docs test reads USAGE and COMMAND_FLAGS), nothing runs.
 if (require.main === module) {
   main().catch((error: unknown) => {
     // The library's argument errors name its options; here they were flags (the error and its code are kept).
     if (error instanceof ColtrastError && flagNames) error.message = flagNamed(error.message, flagNames);
     if (error instanceof ColtrastError || String((error as { code?: unknown })?.code).startsWith('ERR_PARSE_ARGS_')) {
-      fail((error as Error).message);
+      fail(unknownFlagMessage(error as Error));
     }
     // The reader of what the command writes has gone (an output that is a pipe): stop quietly, as Unix tools do.
     if ((error as NodeJS.ErrnoException)?.code === 'EPIPE') process.exit(0);

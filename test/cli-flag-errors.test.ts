@@ -6,7 +6,7 @@ import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, Index } from '../lib';
-import { flagNamed, type FlagNames } from '../lib/cli';
+import { flagNamed, nearest, type FlagNames } from '../lib/cli';
 import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -139,4 +139,22 @@ test('options without a flag keep their names; nested ones are named only where 
   t.is(flagNamed('options.writable must be false without an index, got boolean true: give --index too', names), '--writable must be false without an index: give --index too');
   t.is(flagNamed('options.crossEncoder must be absent here, got a CrossEncoder; drop it', trainNames({ 'cross-encoder': true })), '--cross-encoder must be absent here; drop it');
   t.is(flagNamed('options.writable must be false, got boolean true', names), '--writable must be false');
+});
+
+test('an unknown command or flag near a known one is answered with it ("did you mean"), and one near none with the list', (t) => {
+  for (const [args, expected] of [
+    [['evaluate'], /^coltrast: unknown command evaluate: did you mean eval\? \(commands: info, /],
+    [['trian'], /^coltrast: unknown command trian: did you mean train\? /],
+    [['xyz'], /^coltrast: unknown command xyz \(commands: /],
+    [['train', '--epoch', '3'], /^coltrast: Unknown option '--epoch': did you mean --epochs\? \(coltrast train --help lists its flags\)$/],
+    [['train', '--batchsize', '3'], /^coltrast: Unknown option '--batchsize': did you mean --batch-size\? /],
+    [['serve', '--prot', '3'], /^coltrast: Unknown option '--prot': did you mean --port\? /],
+    [['embed', 'x', '--bogus'], /^coltrast: Unknown option '--bogus' \(coltrast embed --help lists its flags\)$/],
+  ] as const) {
+    t.regex(errorLine(t, cli([...args]), args.join(' ')), expected);
+  }
+  // Nothing suggested for a short word far from every name, nor the word itself.
+  t.is(nearest('k', ['top-k', 'kk']), undefined);
+  t.is(nearest('port', ['port', 'host']), undefined);
+  t.is(nearest('outptu', ['output', 'out']), 'output');
 });
