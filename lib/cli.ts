@@ -165,6 +165,8 @@ commands:
     --host <addr>            address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)
     --port <n>               port (default 8080; 0: any free one, printed at start)
     --api-key <key>          require "Authorization: Bearer <key>" on every route but /health (or COLTRAST_API_KEY)
+    --cors-allow-origin <origin,...|*>   let web pages on these origins (https://app.example.com: as browsers send them,
+                             no trailing slash) or on any (*) call the server from a browser (CORS; default: none)
     --max-batch <n>          texts one model call takes from the waiting requests (default 256)
     --batch-size <n>         texts per forward pass (default 32)
     --max-inputs <n>         texts one request may hold (default 2048) --max-queue <n> texts waiting before 503 (65536)
@@ -1280,7 +1282,7 @@ const SERVE_OPTIONS = {
   port: { type: 'string' }, 'api-key': { type: 'string' }, 'max-batch': { type: 'string' }, 'batch-size': { type: 'string' }, mmap: { type: 'boolean' },
   'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
   dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
-  adapter: { type: 'string' }, 'reranker-adapter': { type: 'string' },
+  adapter: { type: 'string' }, 'reranker-adapter': { type: 'string' }, 'cors-allow-origin': { type: 'string' },
 } as const;
 
 async function serveCommand(argv: string[]): Promise<void> {
@@ -1292,8 +1294,8 @@ async function serveCommand(argv: string[]): Promise<void> {
   });
   nameFlags(SERVE_OPTIONS, values, {
     model: 'encoder', 'no-model': null, name: 'modelName', 'max-batch': 'maxBatchTexts', 'generation-batch': 'generationBatchSize',
-    index: ['index', 'saveTo'], verbose: null, 'reranker-adapter': null,
-  });
+    index: ['index', 'saveTo'], verbose: null, 'reranker-adapter': null, 'cors-allow-origin': 'cors.origins',
+  }, ['cors-allow-origin']);
   if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
   if (values['no-model'] && values.adapter) fail('--adapter goes on the embedding model: --no-model has none');
   if (values['no-model'] && (values.model || values.index || values.corpus)) fail('--no-model serves a reranker or a generator alone: it takes no --model, --index or --corpus');
@@ -1349,6 +1351,10 @@ async function serveCommand(argv: string[]): Promise<void> {
     host: values.host,
     port,
     apiKey: values['api-key'] ?? process.env.COLTRAST_API_KEY,
+    // As text-embeddings-inference's --cors-allow-origin: origins separated by commas, or * for any.
+    ...(values['cors-allow-origin'] !== undefined && {
+      cors: { origins: values['cors-allow-origin'].trim() === '*' ? '*' : values['cors-allow-origin'].split(',').map((origin) => origin.trim()).filter((origin) => origin !== '') },
+    }),
     maxBatchTexts: numberFlag('max-batch', values['max-batch'], 'count'),
     batchSize: numberFlag('batch-size', values['batch-size'], 'count'),
     maxInputs: numberFlag('max-inputs', values['max-inputs'], 'count'),

@@ -40,4 +40,4 @@ export type { GenerateQueriesOptions, GenerateQueriesResult, GeneratedPair } fro
 export { exportIndex } from './export';
 export type { ExportOptions, ExportResult } from './export';
 export { serve } from './serve';
-export type { ServeOptions, Server, RequestLog, QueueStats } from './serve';
+export type { ServeOptions, Server, RequestLog, QueueStats, CorsOptions } from './serve';

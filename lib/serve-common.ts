@@ -1,7 +1,9 @@
 /**
  * What the server's routes share (lib/serve.ts, lib/serve-generation.ts): errors that carry their HTTP status, the
- * checks of request bodies, and the queue that batches requests across clients.
+ * checks of request bodies, the queue that batches requests across clients, and CORS.
  */
+import { ColtrastError } from './errors';
+import { booleanValue, checkOptions, invalid, numberValue } from './validate';
 
 /** What one queue has done: model calls, the inputs they took, the largest call, and the inputs dropped unrun. */
 export interface QueueStats {
@@ -230,4 +232,127 @@ export interface Route {
    * (BatchQueue.submit's signal), and generation under way for it stops.
    */
   handle: (body: unknown, signal: AbortSignal) => Promise<RouteResult>;
+}
+
+/** What `serve({ cors })` takes: which web pages, on other origins than the server's, may call it from a browser. */
+export interface CorsOptions {
+  /**
+   * The origins whose pages may read the answers, each as a browser sends it in its Origin header: scheme, host, and
+   * the port unless it is the scheme's default (`https://app.example.com`, `http://localhost:5173`; no path, no
+   * trailing slash), compared exactly; or '*' for every origin.
+   */
+  origins: readonly string[] | '*';
+  /** Seconds a browser may keep a preflight's answer before it asks again (default 600; Chromium keeps 7200 at most). */
+  maxAge?: number;
+  /**
+   * Let pages send what the browser holds for the server (cookies, HTTP authentication: fetch's `credentials:
+   * 'include'`), e.g. to a proxy in front that authenticates by cookie (default false). The API key needs no
+   * credentials: a page sends it as an Authorization header. Not with origins '*'.
+   */
+  credentials?: boolean;
+}
+
+/** The header names of a preflight's Access-Control-Request-Headers (tokens, RFC 9110); anything else is dropped. */
+function headerNames(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((name) => name.trim())
+    .filter((name) => /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name));
+}
+
+/** `value` when it is an origin exactly as browsers serialize one, else an error naming the exact form to give. */
+function checkOrigin(value: unknown): string {
+  const name = 'options.cors.origins';
+  if (typeof value !== 'string') throw invalid(`${name}[]`, 'an origin such as "https://app.example.com"', value);
+  const shown = JSON.stringify(value);
+  if (value === '*') throw new ColtrastError('INVALID_ARGUMENT', `${name}: "*" allows every origin on its own (origins: '*'), not as one origin of a list`);
+  // Sandboxed frames and file:// pages all send "null": allowing it would let any of them read the answers.
+  if (value === 'null') throw new ColtrastError('INVALID_ARGUMENT', `${name}: "null" is the origin of every sandboxed frame and file:// page, so it cannot be allowed; serve the page from an http(s) origin and give that`);
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    // not a URL: said below
+  }
+  if (url === undefined || url.host === '' || url.username !== '' || url.password !== '') {
+    throw new ColtrastError('INVALID_ARGUMENT', `${name}: ${shown} is not an origin: give the scheme, host and port that a browser sends in its Origin header, such as "https://app.example.com" or "http://localhost:5173"`);
+  }
+  // A browser's Origin is `scheme://host[:port]`: lower case, no default port, no path; anything else never matches.
+  const exact = `${url.protocol}//${url.host}`;
+  if (exact !== value) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${name}: ${shown} is not an origin as browsers send it (scheme://host, :port unless the scheme's default, in lower case, with no path or trailing slash), so no request would match it: give "${exact}"`);
+  }
+  return value;
+}
+
+/**
+ * CORS (the Fetch standard's protocol), so that web pages on the allowed origins may call the server: answers to
+ * preflights (OPTIONS with Access-Control-Request-Method), and Access-Control-Allow-Origin on every answer to an
+ * allowed origin, errors included (a page cannot read a response without it). The server still answers requests from
+ * other origins (it is the browser that keeps their answers from the page), without the headers.
+ */
+export class Cors {
+  private constructor(
+    private readonly origins: ReadonlySet<string> | '*',
+    private readonly maxAge: number,
+    private readonly credentials: boolean,
+  ) {}
+
+  /** The policy `serve({ cors })` asks for, checked; undefined (no CORS) when it is not given. */
+  static from(value: unknown): Cors | undefined {
+    if (value === undefined) return undefined;
+    const o = checkOptions('options.cors', value as CorsOptions, ['origins', 'maxAge', 'credentials']);
+    if (o.origins === undefined) throw new ColtrastError('INVALID_ARGUMENT', `options.cors needs origins: '*' or an array of origins such as ["https://app.example.com"]`);
+    if (o.origins !== '*' && (!Array.isArray(o.origins) || o.origins.length === 0)) {
+      throw invalid('options.cors.origins', `'*' or a non-empty array of origins such as ["https://app.example.com"]`, o.origins);
+    }
+    const origins = o.origins === '*' ? '*' : new Set(o.origins.map(checkOrigin));
+    const maxAge = o.maxAge === undefined ? 600 : numberValue('options.cors.maxAge', o.maxAge, (x) => Number.isInteger(x) && x >= 0, 'a whole number of seconds >= 0');
+    const credentials = booleanValue('options.cors.credentials', o.credentials ?? false);
+    if (credentials && origins === '*') {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.cors.credentials cannot go with origins '*': browsers refuse credentials with "Access-Control-Allow-Origin: *" (any site could read what the user's cookies fetch); list the origins`);
+    }
+    return new Cors(origins, maxAge, credentials);
+  }
+
+  allows(origin: string | undefined): origin is string {
+    return origin !== undefined && (this.origins === '*' || this.origins.has(origin));
+  }
+
+  /** The headers of every answer to a request from `origin` (none from an origin not allowed, but Vary). */
+  headers(origin: string | undefined): Record<string, string> {
+    // The answer depends on the Origin when the server echoes it: caches must keep one answer per origin.
+    const vary: Record<string, string> = this.origins === '*' ? {} : { Vary: 'Origin' };
+    if (!this.allows(origin)) return vary;
+    return {
+      ...vary,
+      'Access-Control-Allow-Origin': this.origins === '*' ? '*' : origin,
+      ...(this.credentials && { 'Access-Control-Allow-Credentials': 'true' }),
+      // A page reads only a few response headers unless told; Retry-After says when a 503 may be tried again.
+      'Access-Control-Expose-Headers': 'Retry-After',
+    };
+  }
+
+  /**
+   * A preflight's answer (its origin allowed): the route's `methods`, and the request headers it asks for. Those are
+   * allowed whatever they are (the server reads none but Authorization, Content-Type and Content-Encoding, and
+   * clients such as OpenAI's send their own x-stainless-* headers); Authorization is always named, as the Fetch
+   * standard wants it: "*" does not cover it. `privateNetwork`: the preflight asked
+   * (Access-Control-Request-Private-Network: true).
+   */
+  preflight(origin: string, methods: string, requestHeaders: string | undefined, privateNetwork: boolean): Record<string, string> {
+    const asked = headerNames(requestHeaders);
+    const named = new Map<string, string>();
+    for (const h of ['Authorization', 'Content-Type', ...asked]) if (!named.has(h.toLowerCase())) named.set(h.toLowerCase(), h);
+    return {
+      ...this.headers(origin),
+      Vary: 'Origin, Access-Control-Request-Method, Access-Control-Request-Headers',
+      'Access-Control-Allow-Methods': methods,
+      'Access-Control-Allow-Headers': [...named.values()].join(', '),
+      'Access-Control-Max-Age': String(this.maxAge),
+      // Chromium's Private Network Access: a public page calling a server on this machine or the LAN (the default
+      // 127.0.0.1) asks first whether the server agrees.
+      ...(privateNetwork && { 'Access-Control-Allow-Private-Network': 'true' }),
+    };
+  }
 }

@@ -31,9 +31,9 @@ import { Generator } from './generator';
 import { Rag } from './rag';
 import { generationRoutes } from './serve-generation';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, positiveInteger } from './validate';
-import { BatchQueue, HttpError, fields, optional, requiredTexts, stringValue, textList, type Body, type QueueStats, type Route } from './serve-common';
+import { BatchQueue, Cors, HttpError, fields, optional, requiredTexts, stringValue, textList, type Body, type CorsOptions, type QueueStats, type Route } from './serve-common';
 
-export { BatchQueue, type QueueStats } from './serve-common';
+export { BatchQueue, type CorsOptions, type QueueStats } from './serve-common';
 
 export interface ServeOptions {
   /** The embedding model: /v1/embeddings, /embed, /embed_all (and /search with `index`). */
@@ -52,6 +52,11 @@ export interface ServeOptions {
   port?: number;
   /** When set, every route but /health needs `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
+  /**
+   * Let web pages on these origins call the server from a browser (CORS): preflights answered, and
+   * Access-Control-Allow-Origin on every answer to them. Off by default: no CORS headers, and OPTIONS answered 405.
+   */
+  cors?: CorsOptions;
   /** Texts (or pairs, or queries) one model call takes from the queue (default 256). */
   maxBatchTexts?: number;
   /** Texts per forward pass inside a model call (default 32). */
@@ -110,7 +115,7 @@ export interface Server {
 }
 
 const SERVE_KEYS = [
-  'encoder', 'reranker', 'index', 'generator', 'rag', 'host', 'port', 'apiKey', 'maxBatchTexts', 'batchSize', 'maxInputs', 'maxQueue',
+  'encoder', 'reranker', 'index', 'generator', 'rag', 'host', 'port', 'apiKey', 'cors', 'maxBatchTexts', 'batchSize', 'maxInputs', 'maxQueue',
   'maxBodyBytes', 'modelName', 'rerankerName', 'generatorName', 'generationBatchSize', 'onRequest', 'writable', 'saveTo', 'saveInterval', 'onSaveError',
 ] as const;
 
@@ -167,6 +172,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   if (apiKey !== undefined && !/^[\x21-\x7e]+$/.test(apiKey)) {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.apiKey must be printable ASCII without spaces or line breaks: clients send it as one word, "Authorization: Bearer <key>", and no request could match this one');
   }
+  const cors = Cors.from(o.cors);
   const maxBatchTexts = positiveInteger('options.maxBatchTexts', o.maxBatchTexts ?? 256);
   const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
   const maxInputs = positiveInteger('options.maxInputs', o.maxInputs ?? 2048);
@@ -527,6 +533,11 @@ export async function serve(options: ServeOptions): Promise<Server> {
     const route = pathname !== undefined && Object.hasOwn(routes, pathname) ? routes[pathname] : undefined;
     const label = route ? pathname! : 'other';
     let inputs = 0;
+    const origin = typeof req.headers.origin === 'string' ? req.headers.origin : undefined;
+    // Every answer (errors, 401s and event streams too) carries them: a page cannot read an answer without them.
+    if (cors) for (const [name, value] of Object.entries(cors.headers(origin))) res.setHeader(name, value);
+    /** An OPTIONS request with cors on (a preflight): /metrics counts it apart, not as a request of its route. */
+    const preflight = req.method === 'OPTIONS' && cors !== undefined;
     // The client going away before its answer is complete: its queued work leaves the queues (BatchQueue), its
     // generation stops (lib/serve-generation.ts), and it is counted as cancelled rather than answered.
     const gone = new AbortController();
@@ -539,6 +550,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     const log = (status: number) => {
       const milliseconds = Number(process.hrtime.bigint() - started) / 1e6;
       if (gone.signal.aborted) status = CLIENT_GONE;
+      else if (preflight) metrics.preflight(label, status);
       else metrics.record(label, status, milliseconds / 1000);
       o.onRequest?.({ method: req.method ?? '', path: pathname ?? req.url ?? '', status, milliseconds, inputs });
     };
@@ -592,11 +604,30 @@ export async function serve(options: ServeOptions): Promise<Server> {
       fail(new HttpError(404, `no route ${pathname} (routes: ${Object.keys(routes).join(', ')})`));
       return;
     }
+    const allowed = route.method === 'GET' ? 'GET, HEAD' : route.method;
+    // Before the API key: a browser never sends credentials with a preflight.
+    if (req.method === 'OPTIONS' && cors) {
+      req.resume();
+      const method = req.headers['access-control-request-method'];
+      if (method !== undefined && !cors.allows(origin)) {
+        fail(new HttpError(403, `CORS: the origin ${origin === undefined ? '(none sent)' : JSON.stringify(origin)} is not one this server allows (its cors.origins, --cors-allow-origin)`));
+        return;
+      }
+      // A preflight gets the route's methods and the headers asked for; a plain OPTIONS, what the route takes.
+      const headers = method === undefined ? {} : cors.preflight(origin!, allowed, req.headers['access-control-request-headers'], req.headers['access-control-request-private-network'] === 'true');
+      if (!gone.signal.aborted) {
+        res.writeHead(204, { Allow: allowed, ...headers, ...(stopping && { Connection: 'close' }) });
+        res.end();
+      }
+      log(204);
+      return;
+    }
     // HEAD is GET without the body (RFC 9110), on every GET route.
     if (req.method !== route.method && !(req.method === 'HEAD' && route.method === 'GET')) {
       req.resume();
-      const allowed = route.method === 'GET' ? 'GET, HEAD' : route.method;
-      fail(new HttpError(405, `${pathname} takes ${allowed}, not ${req.method}`, { Allow: allowed }));
+      // Without cors an OPTIONS is refused as any other method: a preflight's answer would lack what the browser needs.
+      const hint = req.method === 'OPTIONS' ? '; OPTIONS is a browser\'s CORS preflight: start the server with cors.origins (coltrast serve --cors-allow-origin <origin>) to let pages on other origins call it' : '';
+      fail(new HttpError(405, `${pathname} takes ${allowed}, not ${req.method}${hint}`, { Allow: allowed }));
       return;
     }
     if (pathname !== '/health' && !authorized(req)) {
@@ -797,6 +828,13 @@ class Metrics {
   private readonly requests = new Map<string, number>();
   private readonly seconds = new Map<string, { sum: number; count: number }>();
   private readonly cancelled = new Map<string, number>();
+  private readonly preflights = new Map<string, number>();
+
+  /** An OPTIONS request answered for CORS: counted apart, so that requests_total and request_seconds stay the route's work. */
+  preflight(route: string, status: number): void {
+    const key = `route="${route}",status="${status}"`;
+    this.preflights.set(key, (this.preflights.get(key) ?? 0) + 1);
+  }
 
   /** A request whose client went away before its answer was complete. */
   cancel(route: string): void {
@@ -819,6 +857,8 @@ class Metrics {
     for (const [route, s] of this.seconds) lines.push(`coltrast_request_seconds_sum{route="${route}"} ${s.sum}`, `coltrast_request_seconds_count{route="${route}"} ${s.count}`);
     lines.push('# HELP coltrast_requests_cancelled_total Requests whose client went away before their answer, by route; their inputs still queued were dropped.', '# TYPE coltrast_requests_cancelled_total counter');
     for (const [route, n] of this.cancelled) lines.push(`coltrast_requests_cancelled_total{route="${route}"} ${n}`);
+    lines.push('# HELP coltrast_cors_preflights_total OPTIONS requests (CORS preflights) answered, by route and status; not in coltrast_requests_total.', '# TYPE coltrast_cors_preflights_total counter');
+    for (const [labels, n] of this.preflights) lines.push(`coltrast_cors_preflights_total{${labels}} ${n}`);
     const gauges: [string, string, string, keyof QueueStats][] = [
       ['coltrast_model_calls_total', 'counter', 'Model calls, each serving every queued input it took.', 'calls'],
       ['coltrast_model_inputs_total', 'counter', 'Inputs (texts, pairs, queries) the model calls took.', 'inputs'],
