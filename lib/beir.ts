@@ -1,6 +1,6 @@
 /**
  * BEIR-format evaluation data: a folder with `corpus.jsonl` ({_id, title, text}), `queries.jsonl`
- * ({_id, text}) and `qrels/<split>.tsv` (query-id, corpus-id, score, with a header line). Gzipped files
+ * ({_id, text}) and `qrels/<split>.tsv` (query-id, corpus-id, score; a header line is optional). Gzipped files
  * (`.jsonl.gz`) and a flat `qrels-<split>.tsv` are read too. Every problem is reported with its file and
  * line; an id that a corpus or queries file repeats is an error.
  */
@@ -49,21 +49,26 @@ function id(value: unknown, where: string): string {
   throw bad(where, '"_id" must be a non-empty string');
 }
 
-/** Reads a qrels TSV: query-id, corpus-id, integer score; a first line that is a header is skipped. */
+/** Reads a qrels TSV: query-id, corpus-id, integer score; a first line whose score is not a number is a header, skipped. */
 export async function readQrels(file: string, known?: { queries: Map<string, string>; docs: Set<string> }): Promise<Qrels> {
   const qrels: Qrels = new Map();
   let i = -1;
+  let first = true;
   for await (const lines of fileLines(file)) for (const line of lines) {
     i++;
     if (line.trim() === '') continue;
     const where = `${file}:${i + 1}`;
     const cols = line.split('\t');
-    if (i === 0 && /query/i.test(cols[0] ?? '')) continue;
     if (cols.length !== 3) throw bad(where, `expected 3 tab-separated columns (query-id, corpus-id, score), got ${cols.length}`);
     const [q, d, s] = cols.map((c) => c.trim());
-    if (!/^-?\d+$/.test(s)) throw bad(where, `score "${s}" is not an integer`);
-    if (known && !known.queries.has(q)) throw bad(where, `query "${q}" is not in queries.jsonl`);
-    if (known && !known.docs.has(d)) throw bad(where, `document "${d}" is not in corpus.jsonl`);
+    // The header is told by its score column (BEIR's "score", or "rel", "relevance"...), not by its first: a first
+    // judgement whose query id held "query" (query-1) was dropped as a header, and a "qid" header was refused.
+    const header = first && !/^[-+]?[\d.]/.test(s);
+    first = false;
+    if (header) continue;
+    if (!/^-?\d+$/.test(s)) throw bad(where, `score "${s}" is not an integer (grades are whole numbers: 0 not relevant, 1 or more relevant)`);
+    if (known && !known.queries.has(q)) throw bad(where, `query "${q}" is not in queries.jsonl: add its text there, or remove the judgement`);
+    if (known && !known.docs.has(d)) throw bad(where, `document "${d}" is not in corpus.jsonl: add it there, or remove the judgement`);
     if (!qrels.has(q)) qrels.set(q, new Map());
     qrels.get(q)!.set(d, Number(s));
   }

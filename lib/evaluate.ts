@@ -103,6 +103,27 @@ async function loadEvalData(source: string, split: string): Promise<BeirData> {
   return loadBeir(source, split);
 }
 
+/**
+ * Each query's `k` best hits, and past them those that tie the k-th. The Index breaks ties by position, the metrics
+ * (rank()) by id: a list cut inside a tie kept the documents stored first, so documents of one text (which score
+ * alike) could count at a cut-off or not depending on the largest cut-off asked. As Index.search itself: one hit more
+ * is asked for, and twice as many while it ties the k-th, for the queries whose lists it does.
+ */
+async function pastTies(search: (texts: string[], k: number) => Promise<{ id: string; score: number }[][]>, texts: string[], k: number, documents: number) {
+  const out: { id: string; score: number }[][] = new Array(texts.length);
+  let pending = texts.map((_, i) => i);
+  for (let wanted = k + 1; pending.length > 0; wanted *= 2) {
+    const lists = await search(pending.map((i) => texts[i]), wanted);
+    const tied: number[] = [];
+    lists.forEach((list, j) => {
+      if (list.length === wanted && wanted < documents && list[wanted - 1].score === list[k - 1].score) tied.push(pending[j]);
+      else out[pending[j]] = list.filter((h, at) => at < k || h.score === list[k - 1].score);
+    });
+    pending = tied;
+  }
+  return out;
+}
+
 export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult> {
   const o = checkOptions('options', options, KEYS);
   const ks = o.k ?? [1, 3, 5, 10, 100];
@@ -141,6 +162,12 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     // Loaded data is checked as loadBeir checks its files (and evaluateRun its qrels): an infinite grade made nDCG NaN,
     // and a repeated document id failed in the BM25 index or the Index, under names that are not the caller's.
     checkQrels('options.data.qrels', o.data.qrels);
+    // As loadBeir refuses it in a folder: a judged query without a text was scored as if it had retrieved nothing.
+    for (const qid of o.data.qrels.keys()) {
+      if (!o.data.queries.has(qid)) {
+        throw new ColtrastError('INVALID_ARGUMENT', `options.data.qrels judges the query "${qid}", which options.data.queries lacks: add its text, or drop its judgements`);
+      }
+    }
     const first = new Map<string, number>();
     o.data.corpus.forEach((d, i) => {
       if (typeof d?.id !== 'string') return; // the index refuses it
@@ -151,6 +178,11 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   }
   const started = Date.now();
   const data = typeof o.data === 'string' ? await loadEvalData(o.data, o.split ?? 'test') : o.data;
+  // The metrics are means over the queries with a relevant document: with none, each was a 0 over 0 queries.
+  if (![...data.qrels.values()].some((judged) => [...judged.values()].some((grade) => grade > 0))) {
+    const source = typeof o.data === 'string' ? o.data : 'options.data';
+    throw new ColtrastError('INVALID_ARGUMENT', `${source}: no query has a relevant document (a qrels score above 0), so there is nothing to measure; check the qrels' scores`);
+  }
   const evaluated = [...data.qrels.keys()].filter((q) => data.queries.has(q));
   const queryTexts = evaluated.map((q) => data.queries.get(q)!);
   // Fusion needs deeper lists than the largest cut-off.
@@ -182,11 +214,15 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
         },
       );
       const late = mode === 'late_interaction';
-      const hits = await index.search(queryTexts, {
-        k: late ? Math.max(depth, candidates) : depth, rerank: late ? 'maxsim' : 'none', candidates: Math.max(depth, candidates), rescoreMultiplier: o.rescoreMultiplier,
-        nprobe: o.nprobe,
-        fullScores: o.fullScores,
-      });
+      const search = (texts: string[], k: number) =>
+        index.search(texts, {
+          k, rerank: late ? 'maxsim' : 'none', candidates: Math.max(depth, candidates), rescoreMultiplier: o.rescoreMultiplier,
+          nprobe: o.nprobe,
+          fullScores: o.fullScores,
+        });
+      // Late interaction's lists hold all its candidates (its cut is the first stage's); binary storage's more hits
+      // would rescore more candidates, changing what is measured.
+      const hits = late || o.storage === 'binary' ? await search(queryTexts, Math.max(depth, candidates)) : await pastTies(search, queryTexts, depth, data.corpus.length);
       dense = hits.map((list) => list.map((h) => ({ id: h.id, score: h.score })));
     } finally {
       if (typeof o.model === 'string') encoder.dispose();

@@ -109,6 +109,9 @@ export function evaluateRun(run: Run, qrels: Qrels, ks: number[]): { metrics: Me
     if (!Array.isArray(hits) || !hits.every((h) => typeof h?.id === 'string' && typeof h.score === 'number')) {
       throw invalid(`run.get(${JSON.stringify(qid)})`, 'an array of { id: string, score: number }', hits);
     }
+    // A NaN score has no place in the order: the sort put its document wherever the comparison left it (first, even).
+    const nan = hits.findIndex((h) => Number.isNaN(h.score));
+    if (nan >= 0) throw invalid(`run.get(${JSON.stringify(qid)})[${nan}].score`, 'a number, not NaN (a NaN score cannot be ranked)', hits[nan].score);
     checkDistinct(`run.get(${JSON.stringify(qid)})`, hits, (h) => h.id);
   }
   checkQrels('qrels', qrels);

@@ -263,9 +263,10 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
       signal,
     });
 
-    // Each query's window: the best `width` documents, -1 past the corpus's end.
-    const width = rangeMax + maxPositives;
-    const k = Math.min(width, corpus.length);
+    // Each query's window: the best `width` documents. No wider than the corpus: a numNegatives or rangeMax in the
+    // millions made arrays of queries × rangeMax that ended the process for want of memory.
+    const width = Math.min(rangeMax + maxPositives, corpus.length);
+    const k = width;
     const candidates = new Int32Array(queries.length * width).fill(-1);
     const scores = new Float64Array(queries.length * width).fill(-Infinity);
     /**
@@ -418,9 +419,9 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
         window = window.slice(0, numNegatives);
       } else {
         // Sample among the candidates left in (or the first numNegatives of the window, when fewer are).
-        const options = Math.max(numNegatives, window.filter((c) => c.score !== -Infinity).length);
+        const options = Math.min(window.length, Math.max(numNegatives, window.filter((c) => c.score !== -Infinity).length));
         const picks = Array.from({ length: options }, (_, i) => i);
-        for (let i = 0; i < numNegatives; i++) {
+        for (let i = 0; i < Math.min(numNegatives, options); i++) {
           const j = i + Math.floor(random.next() * (options - i));
           [picks[i], picks[j]] = [picks[j], picks[i]];
         }
