@@ -22,6 +22,12 @@ export interface BeirData {
   corpus: CorpusDoc[];
   queries: Map<string, string>;
   qrels: Qrels;
+  /**
+   * The relevant judgements (grade above 0) of a folder's qrels that name a document its corpus lacks (BEIR's own
+   * ArguAna has some): kept, so they count as relevant documents never retrieved, as BEIR and pytrec_eval count them.
+   * Absent when there are none.
+   */
+  missingDocuments?: { judgements: number; examples: string[] };
 }
 
 function bad(where: string, message: string): ColtrastError {
@@ -49,8 +55,12 @@ function id(value: unknown, where: string): string {
   throw bad(where, '"_id" must be a non-empty string');
 }
 
-/** Reads a qrels TSV: query-id, corpus-id, integer score; a first line whose score is not a number is a header, skipped. */
-export async function readQrels(file: string, known?: { queries: Map<string, string>; docs: Set<string> }): Promise<Qrels> {
+/**
+ * Reads a qrels TSV: query-id, corpus-id, integer score; a first line whose score is not a number is a header, skipped.
+ * `known`: the folder's queries and documents; a query it lacks is refused (no text to run, as BEIR's loader fails on
+ * it), a document it lacks is kept and counted in `known.missing` (relevant judgements only).
+ */
+export async function readQrels(file: string, known?: { queries: Map<string, string>; docs: Set<string>; missing?: { judgements: number; examples: string[] } }): Promise<Qrels> {
   const qrels: Qrels = new Map();
   let i = -1;
   let first = true;
@@ -68,7 +78,10 @@ export async function readQrels(file: string, known?: { queries: Map<string, str
     if (header) continue;
     if (!/^-?\d+$/.test(s)) throw bad(where, `score "${s}" is not an integer (grades are whole numbers: 0 not relevant, 1 or more relevant)`);
     if (known && !known.queries.has(q)) throw bad(where, `query "${q}" is not in queries.jsonl: add its text there, or remove the judgement`);
-    if (known && !known.docs.has(d)) throw bad(where, `document "${d}" is not in corpus.jsonl: add it there, or remove the judgement`);
+    if (known?.missing && !known.docs.has(d) && Number(s) > 0) {
+      known.missing.judgements++;
+      if (known.missing.examples.length < 3) known.missing.examples.push(`${path.basename(file)}:${i + 1} ${d}`);
+    }
     if (!qrels.has(q)) qrels.set(q, new Map());
     qrels.get(q)!.set(d, Number(s));
   }
@@ -102,8 +115,9 @@ export async function loadBeir(dir: string, split = 'test'): Promise<BeirData> {
     if (queries.has(q)) throw repeated(where, q);
     queries.set(q, v.text);
   });
-  const qrels = await readQrels(findFile(dir, [path.join('qrels', `${split}.tsv`), `qrels-${split}.tsv`]), { queries, docs });
-  return { corpus, queries, qrels };
+  const missing = { judgements: 0, examples: [] as string[] };
+  const qrels = await readQrels(findFile(dir, [path.join('qrels', `${split}.tsv`), `qrels-${split}.tsv`]), { queries, docs, missing });
+  return { corpus, queries, qrels, ...(missing.judgements > 0 && { missingDocuments: missing }) };
 }
 
 /** The text a document is embedded or indexed as: title and body, as BEIR's evaluations do. */

@@ -85,6 +85,11 @@ export interface EvaluateResult {
   /** Queries evaluated (those with at least one relevant document). */
   queries: number;
   documents: number;
+  /**
+   * Relevant judgements of the data that name a document its corpus lacks (BEIR's ArguAna has some), counted as
+   * relevant and never retrieved (BeirData.missingDocuments); absent when there are none.
+   */
+  missingDocuments?: { judgements: number; examples: string[] };
   seconds: number;
 }
 
@@ -254,5 +259,13 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   }
   const run: Run = new Map(evaluated.map((q, i) => [q, ranked[i]]));
   const { metrics, queries } = await meanMetricsInTurns(run, data.qrels, ks);
-  return { mode, ...(rerankedBy && { reranker: rerankedBy }), metrics, queries, documents: data.corpus.length, seconds: (Date.now() - started) / 1000 };
+  return {
+    mode,
+    ...(rerankedBy && { reranker: rerankedBy }),
+    metrics,
+    queries,
+    documents: data.corpus.length,
+    ...(data.missingDocuments && { missingDocuments: data.missingDocuments }),
+    seconds: (Date.now() - started) / 1000,
+  };
 }
