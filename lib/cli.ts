@@ -1073,6 +1073,10 @@ async function evalCommand(argv: string[]): Promise<void> {
   }
   console.log(metricsTable(results));
   console.log(`\n${results[0].result.queries} queries, ${results[0].result.documents} documents`);
+  const missing = results[0].result.missingDocuments;
+  if (missing) {
+    console.log(`${missing.judgements} relevant judgements name documents the corpus lacks (${missing.examples.join(', ')}${missing.judgements > missing.examples.length ? ', ...' : ''}): counted as relevant and never retrieved, as BEIR counts them`);
+  }
 }
 
 const INDEX_OPTIONS = {
