@@ -3,8 +3,9 @@
  * Scoring is Lucene's: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), term weight
  * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgLen)), with BEIR's usual k1 = 0.9, b = 0.4.
  *
- * Tokens are lowercase runs of [a-z0-9] (accents folded first); stemming, when asked, is the Porter2
- * English stemmer of the `porter2` package. A tokenizer this simple needs no library; the stemmer is one.
+ * Tokens are lowercase runs of [a-z0-9] (accents folded first), and the words of other scripts (bm25Tokens);
+ * stemming, when asked, is the Porter2 English stemmer of the `porter2` package. A tokenizer this simple needs no
+ * library; the stemmer is one.
  * test/bm25-check.test.ts checks the scores against bm25s and the stems against Snowball's own English
  * stemmer (PyStemmer). `porter2` replaced wink-porter2-stemmer, which that check caught turning every digit 3
  * into its internal marker for a consonant y ('python3' became 'pythoni', 'mp3s' 'mpys').
@@ -35,9 +36,43 @@ export function bm25Settings(name: string, options: Bm25Options | undefined): Re
   };
 }
 
+/**
+ * Latin letters that NFKD does not split into an ASCII letter and an accent, folded as Lucene's ASCIIFoldingFilter
+ * does: without this 'straße' was the tokens 'stra' and 'e', 'Łódź' 'odz' and 'København' 'k' and 'benhavn'.
+ */
+const LATIN_FOLDS: Record<string, string> = { ß: 'ss', æ: 'ae', ø: 'o', œ: 'oe', ł: 'l', đ: 'd', ð: 'd', þ: 'th', ı: 'i', ħ: 'h', ŧ: 't', ŋ: 'n', ĸ: 'k' };
+const LATIN_FOLDED = /[ßæøœłđðþıħŧŋĸ]/g;
+const NON_ASCII = /[^\x00-\x7f]/;
+/** A letter or digit past ASCII. */
+const NON_ASCII_WORD = /(?=[^\x00-\x7f])[\p{L}\p{N}]/u;
+const MARK_AFTER_ASCII = /(?<=[\x00-\x7f])\p{M}+/gu;
+/**
+ * Tokens of other scripts: runs of letters, digits and the marks within them (Devanagari's vowel signs, say), except
+ * Chinese characters and kana, each of which is a token with its marks (ガ is カ and a voiced mark after NFKD): those
+ * scripts put no spaces between words, so a run would be a whole phrase and a query of one word in it would find
+ * nothing; single characters are the CJK baseline, as Lucene's StandardTokenizer gives them.
+ */
+const UNICODE_TOKEN = /(?=\p{L})[\p{scx=Han}\p{scx=Hiragana}\p{scx=Katakana}]\p{M}*|(?:(?![\p{scx=Han}\p{scx=Hiragana}\p{scx=Katakana}])[\p{L}\p{N}])(?:(?![\p{scx=Han}\p{scx=Hiragana}\p{scx=Katakana}])[\p{L}\p{N}\p{M}])*/gu;
+
+/**
+ * A text's tokens: accents folded (NFKD, combining accents dropped, letters such as ß and ø spelled in ASCII),
+ * lowercase, then runs of [a-z0-9]; text in other scripts (Cyrillic, Greek, Arabic, Devanagari, CJK) gives their
+ * words as tokens too (UNICODE_TOKEN), where [a-z0-9] alone made a query in Russian or Chinese find nothing. Porter2
+ * stems only ASCII tokens (it is an English stemmer).
+ */
 export function bm25Tokens(text: string, stem = false): string[] {
-  const tokens = text.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase().match(/[a-z0-9]+/g) ?? [];
-  return stem ? tokens.map((t) => porter2(t)) : tokens;
+  let folded = text.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase();
+  // Text whose letters and digits are ASCII (most of an English corpus, curly quotes and dashes and all) takes the
+  // plain pattern, which finds the same tokens several times faster.
+  let plain = !NON_ASCII.test(folded);
+  if (!plain) {
+    folded = folded.replace(LATIN_FOLDED, (c) => LATIN_FOLDS[c]);
+    plain = !NON_ASCII_WORD.test(folded);
+    // A mark after an ASCII character (one NFKD did not fold, U+20DD say) separates tokens, as the plain pattern has it.
+    if (!plain) folded = folded.replace(MARK_AFTER_ASCII, ' ');
+  }
+  const tokens = (plain ? folded.match(/[a-z0-9]+/g) : folded.match(UNICODE_TOKEN)) ?? [];
+  return stem ? tokens.map((t) => (ASCII.test(t) ? porter2(t) : t)) : tokens;
 }
 
 /** The first block of a term's postings holds one; each next block twice the last, up to this many. */
@@ -79,10 +114,10 @@ const pageOf = (block: number) => block >>> PAGE_BITS;
 const offsetOf = (block: number) => block & (LARGEST_PAGE - 1);
 
 /**
- * The distinct terms, numbered in the order first seen, outside Node's heap: their characters one byte each (terms are
- * ASCII: bm25Tokens keeps runs of [a-z0-9], and Porter2 stems those to [a-z0-9]) and an open-addressing table with
- * linear probing, at most half full. A Map of 1.9 million terms took most of 690 MiB of heap (BENCHMARKS.md, "BM25 with
- * a real corpus's vocabulary"); comparing a term with its bytes, character by character, decodes nothing.
+ * The distinct terms, numbered in the order first seen, outside Node's heap: their UTF-8 bytes (one a character for the
+ * ASCII terms of Latin text) and an open-addressing table with linear probing, at most half full. A Map of 1.9 million
+ * terms took most of 690 MiB of heap (BENCHMARKS.md, "BM25 with a real corpus's vocabulary"); comparing an ASCII term
+ * with its bytes, character by character, decodes nothing.
  */
 class TermTable {
   private bytes = Buffer.allocUnsafeSlow(64 * 1024);
@@ -109,15 +144,15 @@ class TermTable {
 
   /** Adds `term`, which find() did not find; its number is the length before. */
   add(term: string, h: number): number {
-    if (!ASCII.test(term)) throw new Error(`internal error: BM25 term ${JSON.stringify(term)} is not ASCII`);
-    if (this.used + term.length > this.bytes.length) {
+    // A UTF-16 unit takes at most 3 bytes of UTF-8.
+    if (this.used + 3 * term.length > this.bytes.length) {
       let size = 2 * this.bytes.length;
-      while (this.used + term.length > size) size *= 2;
+      while (this.used + 3 * term.length > size) size *= 2;
       const grown = Buffer.allocUnsafeSlow(size);
       this.bytes.copy(grown, 0, 0, this.used);
       this.bytes = grown;
     }
-    this.used += this.bytes.write(term, this.used, 'latin1');
+    this.used += this.bytes.write(term, this.used, 'utf8');
     const t = this.count++;
     if (t === this.ends.length) {
       this.ends = doubled(this.ends);
@@ -134,7 +169,10 @@ class TermTable {
 
   private equals(t: number, term: string): boolean {
     const from = t === 0 ? 0 : this.ends[t - 1];
-    if (this.ends[t] - from !== term.length) return false;
+    const bytes = this.ends[t] - from;
+    // A term's UTF-8 is as long as the term only when it is ASCII; a longer one is decoded (its hash matched already).
+    if (bytes > term.length) return this.bytes.toString('utf8', from, this.ends[t]) === term;
+    if (bytes !== term.length) return false;
     for (let i = 0; i < term.length; i++) if (this.bytes[from + i] !== term.charCodeAt(i)) return false;
     return true;
   }

@@ -49,14 +49,16 @@ export function dot(a: Float32Array, b: Float32Array): number {
  * Sentences of a document: lines, then sentence ends followed by a capital, digit or markup, and CJK full stops.
  * Capitals, caseless letters (Arabic, Hebrew, CJK) and digits of any script, not ASCII's only: otherwise a paragraph
  * of German, Russian or Arabic, or one of Chinese, whose full stops no space follows, would be one "sentence", a
- * chunk past maxTokens.
+ * chunk past maxTokens. Sentence ends of other scripts too: Devanagari's danda (।, ॥: Hindi, Marathi, Nepali), the
+ * Arabic question mark (؟) and Urdu's full stop (۔), and the ellipsis (…); without them a paragraph of Hindi or Urdu
+ * was one sentence.
  */
 export function splitSentences(document: string): string[] {
   return document
     .split(/\n+/)
     .map((line) => line.trim())
     .filter((line) => line.length > 0)
-    .flatMap((line) => line.split(/(?<=[.!?])\s+(?=[\p{Lu}\p{Lt}\p{Lo}\p{N}#*\-"'(])|(?<=[。！？])\s*/u))
+    .flatMap((line) => line.split(/(?<=[.!?…؟۔।॥])\s+(?=[\p{Lu}\p{Lt}\p{Lo}\p{N}#*\-"'(])|(?<=[。！？])\s*/u))
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
 }
@@ -84,13 +86,22 @@ export async function semanticChunks(document: string, embedder: Embedder, optio
       current.push(sentences[i]);
       size = grown;
     } else {
-      chunks.push(current.join(' '));
+      chunks.push(joinSentences(current));
       current = [sentences[i]];
       size = tokens[i];
     }
   }
-  chunks.push(current.join(' '));
+  chunks.push(joinSentences(current));
   return chunks;
+}
+
+/**
+ * Sentences as one chunk's text: a space between them, as splitSentences took one away, except after a CJK full stop,
+ * which no space follows in the document (a space there would give the chunk, and a positive mined from it, a
+ * character the document does not have).
+ */
+function joinSentences(sentences: string[]): string {
+  return sentences.reduce((text, s) => (/[。！？]$/.test(text) ? text + s : `${text} ${s}`));
 }
 
 /** Examples from projects: chunk, pick positives, mine hard negatives among the other projects' chunks. */

@@ -35,6 +35,11 @@ function checkHeap(file: string, line: number): void {
   );
 }
 
+/** `p` as one word of a shell command. */
+function shellQuote(p: string): string {
+  return /^[\w./@%+=:,-]+$/.test(p) ? p : `'${p.replace(/'/g, "'\\''")}'`;
+}
+
 /**
  * A command that converts `file` from the encoding `from` to UTF-8, writing a file beside it with `.utf8` before its
  * extension (so that its format is still known by its name): `docs.jsonl` gives `docs.utf8.jsonl`.
@@ -44,8 +49,7 @@ function convertCommand(file: string, from: string): string {
   const plain = gz ? file.slice(0, -3) : file;
   const ext = path.extname(plain);
   const out = `${plain.slice(0, plain.length - ext.length)}.utf8${ext}${gz ? file.slice(-3) : ''}`;
-  const q = (p: string) => (/^[\w./@%+=:,-]+$/.test(p) ? p : `'${p.replace(/'/g, "'\\''")}'`);
-  return gz ? `gunzip -c ${q(file)} | iconv -f ${from} -t utf-8 | gzip > ${q(out)}` : `iconv -f ${from} -t utf-8 ${q(file)} > ${q(out)}`;
+  return gz ? `gunzip -c ${shellQuote(file)} | iconv -f ${from} -t utf-8 | gzip > ${shellQuote(out)}` : `iconv -f ${from} -t utf-8 ${shellQuote(file)} > ${shellQuote(out)}`;
 }
 
 /**
@@ -116,6 +120,22 @@ function utf16Mark(file: string, bytes: Uint8Array): ColtrastError | undefined {
 }
 
 /**
+ * For a file that is not UTF-8 text, whose first bytes are `head`: the error when they are the magic bytes of a
+ * compressed file (gzip without its .gz name, or gzipped twice; zip, zstd, bzip2, xz), or undefined. Such a file was
+ * "not UTF-8 text (Latin-1? Windows-1252?)" with an iconv command, which turns it into garbage.
+ */
+function compressedMark(file: string, head: Uint8Array): ColtrastError | undefined {
+  const starts = (...magic: number[]) => magic.every((b, i) => head[i] === b);
+  if (starts(0x1f, 0x8b)) {
+    const what = /\.gz$/i.test(file) ? 'gzipped twice: gunzip it once (keeping the .gz name)' : `gzip-compressed but not named .gz: rename it (mv ${shellQuote(file)} ${shellQuote(`${file}.gz`)}), and coltrast decompresses it`;
+    return new ColtrastError('INVALID_ARGUMENT', `${file} is ${what}`);
+  }
+  const kind = starts(0x50, 0x4b, 0x03, 0x04) ? 'a zip archive' : starts(0x28, 0xb5, 0x2f, 0xfd) ? 'zstd-compressed' : starts(0x42, 0x5a, 0x68) ? 'bzip2-compressed' : starts(0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00) ? 'xz-compressed' : undefined;
+  if (kind) return new ColtrastError('INVALID_ARGUMENT', `${file} is ${kind}, not text: extract or decompress it first (coltrast reads plain files, and gzipped ones named .gz)`);
+  return undefined;
+}
+
+/**
  * Splits a file's bytes, given a chunk at a time, into lines: a line may span chunks (its bytes are joined once,
  * when its end is found) and a multi-byte character may too (lines are decoded whole). Lines end at '\n' ('\r\n'
  * too: the '\r' is dropped); a UTF-8 byte-order mark at the start is dropped; a last line without '\n' counts unless
@@ -127,6 +147,8 @@ class LineSplitter {
   /** The bytes of a line that started in an earlier chunk, one buffer per chunk. */
   private pending: Buffer[] = [];
   private first = true;
+  /** The file's first bytes (of its first line), for compressedMark. */
+  private head: Uint8Array = new Uint8Array(0);
   lineNumber = 0;
 
   constructor(private readonly file: string) {}
@@ -163,11 +185,12 @@ class LineSplitter {
     this.pending = [];
     if (this.first) {
       this.first = false;
+      this.head = bytes.slice(0, 6);
       if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
       const utf16 = utf16Mark(this.file, bytes);
       if (utf16) throw utf16;
     }
-    if (!checked && !isUtf8Text(bytes)) throw notUtf8(this.file, this.lineNumber, bytes, firstBadByte(bytes));
+    if (!checked && !isUtf8Text(bytes)) throw compressedMark(this.file, this.head) ?? notUtf8(this.file, this.lineNumber, bytes, firstBadByte(bytes));
     if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, bytes.length - 1);
     try {
       return bytes.toString('utf8');
@@ -256,6 +279,8 @@ export async function readWholeText(file: string, noun: string): Promise<string>
   const utf16 = utf16Mark(file, bytes);
   if (utf16) throw utf16;
   if (!isUtf8Text(bytes)) {
+    const compressed = compressedMark(file, bytes);
+    if (compressed) throw compressed;
     const at = firstBadByte(bytes);
     let line = 1;
     for (let nl = bytes.indexOf(0x0a); nl >= 0 && nl < at; nl = bytes.indexOf(0x0a, nl + 1)) line++;
@@ -433,7 +458,7 @@ export async function* jsonLineBatches<T>(file: string, size: number, each: (val
       try {
         value = JSON.parse(line);
       } catch (error) {
-        throw new ColtrastError('INVALID_ARGUMENT', `${where}: not valid JSON (${(error as Error).message})`);
+        throw new ColtrastError('INVALID_ARGUMENT', `${where}: not valid JSON (${(error as Error).message})${jsonLineHint(file, line)}`);
       }
       batch.push(each(value, where));
       if (batch.length >= size) {
@@ -443,6 +468,19 @@ export async function* jsonLineBatches<T>(file: string, size: number, each: (val
     }
   }
   if (batch.length > 0) yield batch;
+}
+
+/**
+ * What a JSON Lines line that is not JSON most likely is, for its error: a byte-order mark past the file's start
+ * (files joined with cat keep each one's, invisible in an editor and in V8's message), lines that end in '\r' alone
+ * (classic Mac OS: the whole file is one line), or the first line of a document written over many lines (`{` alone,
+ * JSON.stringify(x, null, 2)), which belongs in a .json file.
+ */
+function jsonLineHint(file: string, line: string): string {
+  if (line.charCodeAt(0) === 0xfeff) return `; the line starts with a byte-order mark (U+FEFF), as where files were joined with cat: remove it (and any others), e.g. sed -i 's/^\\xEF\\xBB\\xBF//' ${shellQuote(file)}`;
+  if (line.includes('\r')) return `; its lines end in '\\r' alone (old Mac line endings), not '\\n' or '\\r\\n': convert them, e.g. tr '\\r' '\\n' < ${shellQuote(file)} > fixed.jsonl`;
+  if (jsonErrorOffset(line) === line.length) return '; each line of a JSON Lines file must be one whole JSON value: a document written over several lines (pretty-printed) belongs in a .json file';
+  return '';
 }
 
 /** The lines of `file` that are not blank, counted without parsing them (a progress bar's total). */

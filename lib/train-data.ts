@@ -172,7 +172,10 @@ export async function readTrainingData(data: string | readonly unknown[]): Promi
   } else {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path or an array of { query, positive, negatives? }');
   }
-  if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the training data holds no examples');
+  if (examples.length === 0) {
+    // A file that is empty or only blank lines is a mistake of the file's (an export that failed): name it.
+    throw new ColtrastError('INVALID_ARGUMENT', typeof data === 'string' ? `data file ${data} holds no examples (it is empty or has only blank lines, or an empty array)` : 'the training data holds no examples');
+  }
   return { examples };
 }
 
@@ -220,7 +223,7 @@ export async function readCorpus(corpus: string | readonly (string | { text: str
       }),
     ),
   ];
-  if (docs.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'the corpus holds no documents');
+  if (docs.length === 0) throw new ColtrastError('INVALID_ARGUMENT', typeof corpus === 'string' ? `corpus file ${corpus} holds no documents (it is empty or has only blank lines, or an empty array)` : 'the corpus holds no documents');
   return docs;
 }
 
