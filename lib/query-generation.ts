@@ -32,7 +32,7 @@ export interface GenerateQueriesOptions {
   corpus: string | readonly (string | { text: string })[];
   /** Also written here as JSONL, `{ "query", "positive" }` per line, atomically. */
   output?: string;
-  /** Queries sampled per document (default 3, as GPL); duplicates and empty ones are dropped. */
+  /** Queries sampled per document (default 3, as GPL; at most 1000); duplicates and empty ones are dropped. */
   perDocument?: number;
   /** The prompt, with `{document}` (default: DEFAULT_QUERY_TEMPLATE, or DEFAULT_CHAT_QUERY_TEMPLATE with `chat`). */
   template?: string;
@@ -53,7 +53,10 @@ export interface GenerateQueriesOptions {
   topP?: number;
   /** The draws' seed (default 0): the same seed, corpus and options give the same queries. */
   seed?: number;
-  /** Documents per `generate()` call (default 16), each `perDocument` times. */
+  /**
+   * Documents per `generate()` call, each `perDocument` times: at most 4096 prompts in all (default 16, or as
+   * many as that allows where perDocument is above 256).
+   */
   batchSize?: number;
   device?: Device;
   dtype?: DType;
@@ -100,6 +103,17 @@ export interface GenerateQueriesResult {
   inconsistent?: number;
   output?: string;
 }
+
+/**
+ * The most queries per document. GPL samples 3, docTTTTTquery 40, doc2query-- 80: a larger count is a typo (1e6 would
+ * ask one generate() call for millions of prompts, each tokenized and held in memory at once).
+ */
+export const MAX_PER_DOCUMENT = 1000;
+/**
+ * The most prompts in one generate() call (batchSize × perDocument), all generated together: their key-value caches
+ * are held at once (4096 rows of 300-token prompts take some 150 GB for a 0.6B model in 16 bits).
+ */
+export const MAX_GENERATE_ROWS = 4096;
 
 const KEYS = [
   'generator', 'corpus', 'output', 'perDocument', 'template', 'chat', 'system', 'maxDocumentTokens', 'maxNewTokens', 'temperature', 'topK', 'topP', 'seed',
@@ -239,6 +253,7 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
   if (o.output !== undefined && (typeof o.output !== 'string' || o.output.length === 0)) throw invalid('options.output', 'a file path', o.output);
   if (o.output !== undefined) checkOutputFile(o.output, 'options.output');
   const perDocument = positiveInteger('options.perDocument', o.perDocument ?? 3);
+  if (perDocument > MAX_PER_DOCUMENT) throw invalid('options.perDocument', `a positive integer up to ${MAX_PER_DOCUMENT} (queries sampled per document; GPL samples 3)`, perDocument);
   const format = readPromptFormat(o, { plain: DEFAULT_QUERY_TEMPLATE, chat: DEFAULT_CHAT_QUERY_TEMPLATE }, ['{document}']);
   const maxDocumentTokens = positiveInteger('options.maxDocumentTokens', o.maxDocumentTokens ?? 256);
   const maxNewTokens = positiveInteger('options.maxNewTokens', o.maxNewTokens ?? 32);
@@ -253,10 +268,21 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
   if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) throw invalid('options.topP', 'a number in (0, 1]', topP);
   const seed = o.seed ?? 0;
   if (!Number.isSafeInteger(seed) || seed < 0) throw invalid('options.seed', `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`, seed);
-  const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 16);
+  const batchSize = positiveInteger('options.batchSize', o.batchSize ?? Math.max(1, Math.min(16, Math.floor(MAX_GENERATE_ROWS / perDocument))));
+  if (batchSize * perDocument > MAX_GENERATE_ROWS) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `options.batchSize ${batchSize} × options.perDocument ${perDocument} is ${batchSize * perDocument} prompts in one generate() call, past the limit of ${MAX_GENERATE_ROWS} (all are generated together, in memory at once): set batchSize to ${Math.floor(MAX_GENERATE_ROWS / perDocument)} or less`,
+    );
+  }
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
   const documents = await readCorpus(o.corpus as Parameters<typeof readCorpus>[0]);
   if (documents.length === 0) throw new ColtrastError('INVALID_ARGUMENT', 'options.corpus has no documents');
+  // Each batch is seeded with seed + its first document's index, which generate() takes up to 2^53 - 1.
+  const lastStart = Math.floor((documents.length - 1) / batchSize) * batchSize;
+  if (seed > Number.MAX_SAFE_INTEGER - lastStart) {
+    throw invalid('options.seed', `an integer from 0 to ${Number.MAX_SAFE_INTEGER - lastStart} for ${documents.length} documents (each batch is seeded with seed + its first document's index)`, seed);
+  }
   const consistency = o.consistency === undefined ? undefined : checkOptions('options.consistency', o.consistency, ['model', 'k'] as const);
   if (consistency && !(consistency.model instanceof Encoder) && (typeof consistency.model !== 'string' || consistency.model.length === 0)) {
     throw invalid('options.consistency.model', 'an embedding model folder, a hub id or an Encoder', consistency.model);
