@@ -99,7 +99,7 @@ commands:
     --generator <dir|hub id> the causal LM that writes them (an instruction-tuned one with --chat)
     --corpus <file>          the documents: .txt (one per line), .jsonl or .json of strings or {text}
     --output <file.jsonl>    {"query", "positive"} per line (written to a temporary file, renamed when complete)
-    --per-document <n> (3)   queries sampled per document; duplicates and empty ones are dropped
+    --per-document <n> (3)   queries sampled per document, at most 1000; duplicates and empty ones are dropped
     --template <text with {document}> --chat [--system <text>] --max-document-tokens <n> (256) --max-new-tokens <n> (32)
     --temperature <x> (1; 0: greedy, one per document) --top-k <n> (25) --top-p <x> (0.95) --seed <n> --batch-size <n> (16)
     --consistency-model <dir|hub id> [--consistency-k <n> (1)]   keep a query only where this embedding model, searching the
