@@ -59,7 +59,8 @@ commands:
   train                      fine-tune a model (ColTrast: contrastive + late interaction)
     --config <file.json>     options as JSON (the keys of train(), checked against --print-schema); flags override them
     --model <dir|hub id>     starting model (default: coltrast's shipped model)
-    --data <file>            ColTrast .json (projects, readme_content, qa_pairs) or .jsonl pairs/triplets
+    --data <file>            ColTrast .json (projects, readme_content, qa_pairs) or .jsonl pairs/triplets (or .csv/.tsv
+                             with a header row: query or anchor, positive, negative_1, ...)
                              (with --contrastive-tension: sentences, .txt one per line)
     --output <dir>           where the trained model goes
     --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --schedule linear|cosine|constant
@@ -97,7 +98,7 @@ commands:
   generate-queries           write search queries for each document of a corpus with a decoder LLM: (query, positive) pairs
                              for a domain without labels (GPL's first step; then mine --cross-encoder --output-scores, and train)
     --generator <dir|hub id> the causal LM that writes them (an instruction-tuned one with --chat)
-    --corpus <file>          the documents: .txt (one per line), .jsonl or .json of strings or {text}
+    --corpus <file>          the documents: .txt (one per line), .jsonl or .json of strings or {text}, .csv/.tsv (text column)
     --output <file.jsonl>    {"query", "positive"} per line (written to a temporary file, renamed when complete)
     --per-document <n> (3)   queries sampled per document, at most 1000; duplicates and empty ones are dropped
     --template <text with {document}> --chat [--system <text>] --max-document-tokens <n> (256) --max-new-tokens <n> (32)
@@ -108,10 +109,11 @@ commands:
     --resume                 go on from where an interrupted run with the same corpus and options stopped
     --device <d> --dtype <t> --threads <n> --json
   mine                       add hard negatives to (query, positive) pairs, as sentence-transformers' mine_hard_negatives
-    --data <file>            .jsonl or .json of {"query", "positive"} (a query may repeat, with several positives)
+    --data <file>            .jsonl or .json of {"query", "positive"} (a query may repeat, with several positives), or .csv/.tsv
     --output <file.jsonl>    the rows (written to a temporary file, renamed when complete); train --data reads them
     --model <dir|hub id>     the embedding model that ranks the candidates (default: coltrast's shipped model)
-    --corpus <file>          more candidates beside the positives: .txt (one per line), .jsonl or .json of strings or {text}
+    --corpus <file>          more candidates beside the positives: .txt (one per line), .jsonl or .json of strings or {text},
+                             .csv/.tsv (text column)
     --cross-encoder <dir|hub id>   rescore every candidate and positive with a reranker (its scores filter, rank and are written)
     --num-negatives <n> (3) --range-min <n> (0: skip the n best candidates) --range-max <n> (how deep to look)
     --absolute-margin <x> --relative-margin <x>   strike candidates within a margin of the positive's score (NV-Retriever: --relative-margin 0.05)
@@ -128,7 +130,7 @@ commands:
     --retriever <dir|hub id> the embedding model that retrieves (default: coltrast's shipped model)
     --generator <dir|hub id> the causal LM that answers (Llama, Mistral, Qwen2, Qwen3, Gemma, Phi-3; a *ForCausalLM folder)
     --data <file>            ColTrast .json (its READMEs, chunked, are the corpus) or .jsonl / .json of {question, answer}
-    --corpus <file>          the documents retrieved from: .txt (one per line), .jsonl or .json of strings or {text}
+    --corpus <file>          the documents retrieved from: .txt (one per line), .jsonl or .json of strings or {text}, .csv/.tsv
     --output <dir>           writes retriever/, generator/, rag_history.json and training_curves.svg
     --k <n> (4) --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --weight-decay <x>
     --max-grad-norm <x> --temperature <x> --val-split <x|n> --seed <n> --template <text with {context} and {question}>

@@ -5,12 +5,13 @@
  * Formats: in-memory arrays of `{ query, positive, negatives? }`; JSONL files of pairs `{query, positive}`
  * or triplets `{query, positive, negatives: [...]}` (or `negative: "..."`, one); and the ColTrast JSON (`projects[]` with
  * `project_id`, `readme_content`, `qa_pairs[]` of `question`/`answer`/`context`), where each Q&A pair
- * becomes an example whose positive is its context (or its answer when it has none), grouped by project.
+ * becomes an example whose positive is its context (or its answer when it has none), grouped by project; and CSV or
+ * TSV files with a header row (csvExamples' columns, sentence-transformers' names among them).
  */
 import type { Project } from './chunking';
 import { ColtrastError } from './errors';
 import { notAFile } from './files';
-import { fileLines, parseJsonDocument, parseJsonLines, readWholeText } from './data-files';
+import { CSV, fileLines, parseCsv, parseJsonDocument, parseJsonLines, readWholeText, type CsvReader } from './data-files';
 import type { NativeTeacherScores } from './native';
 import { seededRandom } from './random';
 import { arrayInTurns, inTurns, mapInTurns, nextTurn } from './turns';
@@ -52,6 +53,8 @@ export interface TextListMessages {
   notArray: string;
   /** `data` is neither a path nor an array. */
   wrongType: (data: unknown) => ColtrastError;
+  /** How a .csv or .tsv file's records are read (its header's columns checked); without it, such a file is read as JSON. */
+  csv?: CsvReader<string[]>;
 }
 
 /** A JSON Lines file's name (gzipped or not): read a line at a time; any other file is one JSON document. */
@@ -59,7 +62,8 @@ export const JSONL = /\.jsonl(\.gz)?$/i;
 
 /**
  * The items of a list of texts: an array, a .txt file (each non-blank line, trimmed, is an item as it is), a
- * .jsonl file or a .json array, whose elements `one` reads (with where each is, for its errors).
+ * .jsonl file or a .json array, whose elements `one` reads (with where each is, for its errors), or a .csv or .tsv
+ * file that `m.csv` reads.
  */
 export async function readTextList(data: unknown, one: (where: string, value: unknown) => string[], m: TextListMessages): Promise<string[]> {
   if (Array.isArray(data)) return (await mapInTurns(data, (item, i) => one(`${m.name}[${i}]`, item))).flat();
@@ -71,6 +75,7 @@ export async function readTextList(data: unknown, one: (where: string, value: un
     return items;
   }
   if (JSONL.test(data)) return (await parseJsonLines(data, (value, where) => one(where, value))).flat();
+  if (m.csv && CSV.test(data)) return (await parseCsv(data, m.csv)).flat();
   const value = parseJsonDocument(data, await readWholeText(data, m.name), m.jsonHint);
   if (!Array.isArray(value)) throw bad(data, m.notArray);
   return (await mapInTurns(value, (item, i) => one(`${data}: [${i}]`, item))).flat();
@@ -116,6 +121,45 @@ export function checkExample(where: string, value: unknown): TrainExample {
   return example;
 }
 
+/** The columns csvExamples reads, for its errors. */
+const PAIR_COLUMNS = 'query (or anchor), positive, and optionally negative or negative_1, negative_2, ... (a hard negative each) and group';
+
+/**
+ * Reads a CSV or TSV file's pairs or triplets by its header's `columns` (named as sentence-transformers' datasets
+ * name them): `query` (or `anchor`), `positive`, optional hard negatives `negative` and/or `negative_1`,
+ * `negative_2`, ... (in the header's order; an empty cell is no negative, so rows may have fewer), and optional
+ * `group`. Any other column, or a `negatives` column (a cell holds one text), is refused, naming the columns found
+ * and those expected (`expected`: what the caller reads, for its error). Teacher scores are JSONL's alone.
+ */
+function csvExamples(columns: string[], where: string, expected = PAIR_COLUMNS): (fields: string[], where: string) => TrainExample {
+  const refuse = (problem: string) => bad(where, `${problem} (columns found: ${columns.join(', ')}; expected: ${expected})`);
+  let query = -1;
+  let positive = -1;
+  let group = -1;
+  const negatives: number[] = [];
+  const unknown: string[] = [];
+  columns.forEach((c, i) => {
+    if (c === 'query' || c === 'anchor') {
+      if (query >= 0) throw refuse('give a "query" or an "anchor" column, not both');
+      query = i;
+    } else if (c === 'positive') positive = i;
+    else if (c === 'negative' || /^negative_\d+$/.test(c)) negatives.push(i);
+    else if (c === 'group') group = i;
+    else if (c === 'negatives') throw refuse('a "negatives" column: a cell holds one text, so give each hard negative a column of its own, negative_1, negative_2, ...');
+    else unknown.push(c);
+  });
+  if (unknown.length === columns.length) throw refuse('the first row must be a header naming the columns');
+  if (unknown.length > 0) throw refuse(`unknown column${unknown.length === 1 ? '' : 's'} ${unknown.map((c) => `"${c}"`).join(', ')}`);
+  if (query < 0 || positive < 0) throw refuse(`no "${query < 0 ? 'query' : 'positive'}" column`);
+  return (fields, at) => {
+    const example: TrainExample = { query: text(at, fields[query], columns[query]), positive: text(at, fields[positive], 'positive') };
+    const negs = negatives.map((i) => fields[i]).filter((n) => n.trim() !== '');
+    if (negs.length > 0) example.negatives = negs;
+    if (group >= 0 && fields[group].trim() !== '') example.group = fields[group];
+    return example;
+  };
+}
+
 /** The projects of a parsed ColTrast file (`value`, read from `file`); a file without any Q&A pair is an error. */
 export function readProjects(file: string, value: unknown): Project[] {
   const projects = readColtrast(file, value);
@@ -152,8 +196,8 @@ function readColtrast(file: string, value: unknown): Project[] {
 export type TrainingData = { examples: TrainExample[] } | { projects: Project[] };
 
 /**
- * Reads `data`: a file path (.jsonl pairs/triplets, a .json array of them, or the ColTrast .json with
- * projects) or an array of examples. Empty data is an error.
+ * Reads `data`: a file path (.jsonl pairs/triplets, a .json array of them, the ColTrast .json with projects, or a
+ * .csv/.tsv with a header row, csvExamples' columns) or an array of examples. Empty data is an error.
  */
 export async function readTrainingData(data: string | readonly unknown[]): Promise<TrainingData> {
   let examples: TrainExample[];
@@ -164,6 +208,8 @@ export async function readTrainingData(data: string | readonly unknown[]): Promi
     checkDataFile(data);
     if (JSONL.test(data)) {
       examples = await parseJsonLines(data, (value, where) => checkExample(where, value));
+    } else if (CSV.test(data)) {
+      examples = await parseCsv(data, (columns, where) => csvExamples(columns, where));
     } else {
       const value = parseJsonDocument(data, await readWholeText(data, 'data'), 'JSONL files must end in .jsonl');
       if (!Array.isArray(value)) return { projects: readProjects(data, value) };
@@ -174,15 +220,20 @@ export async function readTrainingData(data: string | readonly unknown[]): Promi
   }
   if (examples.length === 0) {
     // A file that is empty or only blank lines is a mistake of the file's (an export that failed): name it.
-    throw new ColtrastError('INVALID_ARGUMENT', typeof data === 'string' ? `data file ${data} holds no examples (it is empty or has only blank lines, or an empty array)` : 'the training data holds no examples');
+    const what = typeof data === 'string' && CSV.test(data) ? 'it is empty or has only a header row' : 'it is empty or has only blank lines, or an empty array';
+    throw new ColtrastError('INVALID_ARGUMENT', typeof data === 'string' ? `data file ${data} holds no examples (${what})` : 'the training data holds no examples');
   }
   return { examples };
 }
 
+/** What readSentences takes as one item, for its errors. */
+const SENTENCE_ITEM = 'a sentence is a non-empty string or { "text": string } (with no other field), or a pair or triplet { query, positive, negatives? } whose texts all count';
+
 /**
  * Unlabeled sentences for Contrastive Tension (train({ contrastiveTension })): an array of strings, a text file
  * (.txt: one sentence per line, blank lines skipped), a .jsonl file or .json array of strings or `{ "text": ... }`
- * objects, or pairs/triplets (in any of those or in an array of examples), whose queries, positives and negatives
+ * objects, a .csv/.tsv file with a header row of one column, `text` (or `sentence`), or pairs/triplets (in any of
+ * those, csvExamples' columns in a CSV file, or in an array of examples), whose queries, positives and negatives
  * all count. Each sentence is kept once (a repeat in the batch would be a false in-batch negative), in first-seen
  * order; fewer than two distinct sentences is an error.
  */
@@ -190,23 +241,41 @@ export async function readSentences(data: string | readonly unknown[]): Promise<
   const ofExamples = (examples: TrainExample[]) => examples.flatMap((e) => [e.query, e.positive, ...(e.negatives ?? [])]);
   const one = (where: string, value: unknown): string[] => {
     if (typeof value === 'string') return [text(where, value, 'sentence')];
-    if (value !== null && typeof value === 'object' && !Array.isArray(value) && 'text' in value && Object.keys(value).length === 1) {
-      return [text(where, (value as { text: unknown }).text, 'text')];
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, `${SENTENCE_ITEM}; this is ${value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`}`);
+    const keys = Object.keys(value);
+    if (keys.includes('text')) {
+      if (keys.length === 1) return [text(where, (value as { text: unknown }).text, 'text')];
+      throw bad(where, `${SENTENCE_ITEM}; this object has "text" and ${keys.filter((k) => k !== 'text').map((k) => `"${k}"`).join(', ')}`);
     }
+    // An object that is no pair either: what a sentence may be, not the pairs' fields alone.
+    if (!keys.includes('query') && !keys.includes('positive')) throw bad(where, `${SENTENCE_ITEM}; this object has ${keys.length === 0 ? 'no fields' : keys.map((k) => `"${k}"`).join(', ')}`);
     return ofExamples([checkExample(where, value)]);
+  };
+  const csv: CsvReader<string[]> = (columns, where) => {
+    if (columns.length === 1 && (columns[0] === 'text' || columns[0] === 'sentence')) return (fields, at) => [text(at, fields[0], columns[0])];
+    const expected = `one column, "text" (or "sentence"), or the pairs' ${PAIR_COLUMNS}`;
+    const named = columns.find((c) => c === 'text' || c === 'sentence');
+    if (named) throw bad(where, `a "${named}" column must be the file's only one (columns found: ${columns.join(', ')}; expected: ${expected})`);
+    const read = csvExamples(columns, where, expected);
+    return (fields, at) => ofExamples([read(fields, at)]);
   };
   const sentences = await readTextList(data, one, {
     name: 'data',
-    jsonHint: 'give a .txt file (one sentence per line), a .jsonl file, or a .json array',
-    notArray: 'Contrastive Tension trains on sentences: give a .txt file (one per line), a .jsonl file or a .json array of strings, or pairs, not a ColTrast project file',
-    wrongType: () => new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path (.txt, .jsonl, .json) or an array of sentences'),
+    jsonHint: 'give a .txt file (one sentence per line), a .jsonl file, a .csv or .tsv file, or a .json array',
+    notArray: 'Contrastive Tension trains on sentences: give a .txt file (one per line), a .jsonl file or a .json array of strings, a .csv or .tsv file, or pairs, not a ColTrast project file',
+    wrongType: () => new ColtrastError('INVALID_ARGUMENT', 'options.data must be a file path (.txt, .jsonl, .csv, .tsv, .json) or an array of sentences'),
+    csv,
   });
   const distinct = [...new Set(sentences)];
   if (distinct.length < 2) throw new ColtrastError('INVALID_ARGUMENT', `the training data holds ${distinct.length} distinct sentence${distinct.length === 1 ? '' : 's'}; Contrastive Tension needs at least two`);
   return distinct;
 }
 
-/** The documents of `corpus`, each kept once; an empty one is an error. */
+/**
+ * The documents of `corpus`, each kept once; an empty one is an error. A .csv or .tsv corpus has a header row with a
+ * `text` column, a document a row; its other columns (an id, a title) are not read, as a .jsonl's objects' other
+ * fields are not.
+ */
 export async function readCorpus(corpus: string | readonly (string | { text: string })[] | undefined): Promise<string[]> {
   const one = (where: string, value: unknown): string[] => {
     const t = typeof value === 'string' ? value : (value as { text?: unknown })?.text;
@@ -220,14 +289,22 @@ export async function readCorpus(corpus: string | readonly (string | { text: str
         jsonHint: 'give a .txt, .jsonl or .json array',
         notArray: 'expected a JSON array of documents',
         wrongType: (value) => invalid('options.corpus', 'a file path or an array of documents', value),
+        csv: (columns, where) => {
+          const i = columns.indexOf('text');
+          if (i < 0) throw bad(where, `no "text" column (columns found: ${columns.join(', ')}): a corpus's CSV or TSV file has a header row naming a "text" column, a document a row (other columns, an id or a title, are not read)`);
+          return (fields, at) => [text(at, fields[i], 'text')];
+        },
       }),
     ),
   ];
-  if (docs.length === 0) throw new ColtrastError('INVALID_ARGUMENT', typeof corpus === 'string' ? `corpus file ${corpus} holds no documents (it is empty or has only blank lines, or an empty array)` : 'the corpus holds no documents');
+  if (docs.length === 0) {
+    const what = typeof corpus === 'string' && CSV.test(corpus) ? 'it is empty or has only a header row' : 'it is empty or has only blank lines, or an empty array';
+    throw new ColtrastError('INVALID_ARGUMENT', typeof corpus === 'string' ? `corpus file ${corpus} holds no documents (${what})` : 'the corpus holds no documents');
+  }
   return docs;
 }
 
-/** Pairs/triplets only (a .jsonl or .json file, or an array); ColTrast project files are refused. */
+/** Pairs/triplets only (a .jsonl, .csv, .tsv or .json file, or an array); ColTrast project files are refused. */
 export async function loadExamples(data: string | readonly unknown[]): Promise<TrainExample[]> {
   const read = await readTrainingData(data);
   if ('projects' in read) throw bad(String(data), 'expected pairs or triplets, not a ColTrast project file (use readTrainingData)');
