@@ -913,11 +913,18 @@ function runSettings(config: Config, model: string): Record<string, unknown> {
 /** The Embedder of data preparation, backed by an Encoder: pooled, L2-normalized vectors. */
 export function encoderEmbedder(encoder: Encoder, signal?: AbortSignal): Embedder {
   encoder.checkNotMultiVector('semantic chunking (it compares one vector per sentence; index ready-made chunks from a JSONL file instead)');
+  // Aborted, no call starts: the documents chunked beside the one whose embed() the abort stopped (in parallel) would
+  // go on to tokenize and embed after the caller has rejected.
+  const stopped = () => {
+    if (signal?.aborted) throw new ColtrastError('ABORTED', 'semantic chunking was aborted (options.signal)');
+  };
   return {
     async embed(texts) {
+      stopped();
       return matrixRows(await encoder.embed(texts, { normalize: true, signal }));
     },
     async countTokens(texts) {
+      stopped();
       return (await encoder.tokenize(texts)).map((ids) => ids.length);
     },
   };
