@@ -492,7 +492,6 @@ export async function countLines(file: string): Promise<number> {
   return n;
 }
 
-
 /**
  * Characters of CSV text parsed at once, the event loop running between: csv-parse took ~70 ms a megabyte of pairs
  * (200,000 pairs, 26 MB: 1.9 s, JSONL's 0.4-0.5 s, on the shared 2-core development VM), so a megabyte at once held

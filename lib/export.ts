@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { ColtrastError } from './errors';
-import { STORAGE_DTYPES, readIndexManifest, type IndexManifest } from './index-manifest';
+import { STORAGE_DTYPES, readIndexDocLine, readIndexManifest, type IndexManifest } from './index-manifest';
 import { readSafetensorsHeader, tensorInfo } from './safetensors';
 import { atomicOutput, checkOutputFile } from './files';
 import { booleanValue, checkOptions, invalid, nonEmptyString, oneOf } from './validate';
@@ -140,15 +140,7 @@ async function* indexRows(dir: string, manifest: IndexManifest, dim: number): As
     for await (const line of lines) {
       lineNumber++;
       if (line.length === 0) continue;
-      let doc: { id?: unknown; text?: unknown; metadata?: unknown };
-      try {
-        doc = JSON.parse(line);
-      } catch {
-        throw bad(`docs.jsonl:${lineNumber} is not valid JSON`);
-      }
-      // As Index.load reads the line: null was a TypeError naming no file, and metadata of 5 was written as jsonb 5.
-      if (doc === null || typeof doc !== 'object' || typeof doc.id !== 'string' || doc.id.length === 0 || typeof doc.text !== 'string') throw bad(`docs.jsonl:${lineNumber} needs a non-empty string "id" and a string "text"`);
-      if (doc.metadata !== undefined && doc.metadata !== null && (typeof doc.metadata !== 'object' || Array.isArray(doc.metadata))) throw bad(`docs.jsonl:${lineNumber} has "metadata" that is not an object`);
+      const doc = readIndexDocLine(line, lineNumber, bad);
       if (row >= rows) throw bad(`docs.jsonl has more documents than index.json says (${rows})`);
       yield { id: doc.id, text: doc.text, metadata: doc.metadata, vector: vectorOf(row), line: lineNumber };
       row++;

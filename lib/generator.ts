@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ChatTemplate } from './chat-template';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { DECODER_SEQUENCE_CLASSIFICATION, readChatTemplate, readModelDirectory, tokenizerAsLoaded, type ModelDirectory } from './model-dir';
+import { DECODER_SEQUENCE_CLASSIFICATION, filesAsTheyAre, readChatTemplate, readModelDirectory, tokenizerAsLoaded, type ModelDirectory } from './model-dir';
 import { DTYPES, ModelHandle, inBatches, loadNative, resolveLoad, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch, type ModelInput } from './tokenizer';
@@ -239,12 +239,7 @@ export class Generator {
     const tokenizer = await TextTokenizer.load(files.tokenizerPath, maxLength, files.lowercase);
     const handle = await loadNative(files, device, dtype, { head: 'causal-lm', tieWordEmbeddings: config.tie_word_embeddings === true });
     const info = handle.info();
-    const kept: Record<string, Buffer> = {};
-    for (const file of KEPT_FILES) {
-      const from = path.join(dir, file);
-      if (fs.existsSync(from)) kept[file] = fs.readFileSync(from);
-    }
-    return new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir), kept);
+    return new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir), filesAsTheyAre(dir, KEPT_FILES));
   }
 
   /**

@@ -87,6 +87,34 @@ export function readIndexManifest(where: string): IndexManifest {
   return m as unknown as IndexManifest;
 }
 
+/** A docs.jsonl line as the index wrote it: its id, text, metadata and (with token vectors) token count. */
+export interface IndexDocLine {
+  id: string;
+  text: string;
+  /** (null too, as a hand-written line may have it: kept as it is, as before) */
+  metadata?: Record<string, unknown>;
+  tokens?: number;
+}
+
+/**
+ * docs.jsonl's line `lineNumber` (not blank), parsed and checked as Index.load and exportIndex both read it: an object
+ * with a non-empty string id, a string text and metadata that is an object when present (null was a TypeError naming
+ * no file, and metadata of 5 was exported as jsonb 5); a problem is `bad`'s error, naming the line.
+ */
+export function readIndexDocLine(line: string, lineNumber: number, bad: (message: string) => Error): IndexDocLine {
+  let doc: IndexDocLine;
+  try {
+    doc = JSON.parse(line);
+  } catch {
+    throw bad(`docs.jsonl:${lineNumber} is not valid JSON`);
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc) || typeof doc.id !== 'string' || doc.id.length === 0 || typeof doc.text !== 'string') {
+    throw bad(`docs.jsonl:${lineNumber} needs a non-empty string "id" and a string "text"`);
+  }
+  if (doc.metadata !== undefined && doc.metadata !== null && (typeof doc.metadata !== 'object' || Array.isArray(doc.metadata))) throw bad(`docs.jsonl:${lineNumber} has "metadata" that is not an object`);
+  return doc;
+}
+
 /**
  * index.json's tokenCounts: sha256 of the documents' token counts in order, each 4 bytes little-endian. A million
  * documents' counts hash in some 30 ms (one 4 MB buffer, not a hash update, nor a Buffer write, per document), against

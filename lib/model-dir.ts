@@ -503,11 +503,7 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   // has them by then (writeModelFiles). tokenizer.json's bytes are kept by the tokenizer as it loads (off the event
   // loop: tens of megabytes for a large vocabulary), found again by its version; the other files are small.
   const tokenizerVersion = fileVersion(fs.statSync(tokenizerPath));
-  const tokenizerFiles: Record<string, Buffer> = {};
-  for (const file of TOKENIZER_FILES.slice(1)) {
-    const from = path.join(transformerDir, file);
-    if (fs.existsSync(from)) tokenizerFiles[file] = fs.readFileSync(from);
-  }
+  const tokenizerFiles = filesAsTheyAre(transformerDir, TOKENIZER_FILES.slice(1));
 
   if (!modules && fs.existsSync(path.join(dir, 'artifact.metadata'))) {
     throw new ColtrastError(
@@ -1089,6 +1085,16 @@ export function writeModelFiles(
     default_prompt_name: source.defaultPromptName,
     similarity_fn_name: source.similarity,
   });
+}
+
+/** @internal The bytes of those of `names` that `dir` holds, by name: files a save writes as they were at load. */
+export function filesAsTheyAre(dir: string, names: readonly string[]): Record<string, Buffer> {
+  const files: Record<string, Buffer> = {};
+  for (const name of names) {
+    const from = path.join(dir, name);
+    if (fs.existsSync(from)) files[name] = fs.readFileSync(from);
+  }
+  return files;
 }
 
 /**

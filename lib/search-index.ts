@@ -47,7 +47,7 @@ import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { ReadWriteLock } from './rw-lock';
 import { DocStore, hasLoneSurrogate } from './doc-store';
-import { RESIDUAL_BITS, STORAGES, TOKEN_STORAGES, checkIndexTensors, readIndexManifest, tokenCountsDigest, tokenTensors, vectorTensors, type IndexManifest, type Storage, type TokenStorage } from './index-manifest';
+import { RESIDUAL_BITS, STORAGES, TOKEN_STORAGES, checkIndexTensors, readIndexDocLine, readIndexManifest, tokenCountsDigest, tokenTensors, vectorTensors, type IndexManifest, type Storage, type TokenStorage } from './index-manifest';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 import { Turns } from './turns';
 
@@ -1286,16 +1286,7 @@ export class Index {
     for await (const lines of fileLines(docsFile)) for (const line of lines) {
       i++;
       if (line.length === 0) continue;
-      let doc: IndexDoc & { tokens?: number };
-      try {
-        doc = JSON.parse(line);
-      } catch {
-        throw bad(`docs.jsonl:${i + 1} is not valid JSON`);
-      }
-      if (doc === null || typeof doc !== 'object' || Array.isArray(doc) || typeof doc.id !== 'string' || doc.id.length === 0 || typeof doc.text !== 'string') {
-        throw bad(`docs.jsonl:${i + 1} needs a non-empty string "id" and a string "text"`);
-      }
-      if (doc.metadata !== undefined && doc.metadata !== null && (typeof doc.metadata !== 'object' || Array.isArray(doc.metadata))) throw bad(`docs.jsonl:${i + 1} has "metadata" that is not an object`);
+      const doc = readIndexDocLine(line, i + 1, bad);
       if (index.tokens) {
         if (!Number.isInteger(doc.tokens) || doc.tokens! < 0) throw bad(`docs.jsonl:${i + 1} needs a token count`);
         index.tokenCounts.push(doc.tokens!);
