@@ -26,6 +26,7 @@ import { generateQueries, type GenerateQueriesOptions } from './query-generation
 import { indexDocumentSlices } from './index-docs';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
 import { JSONL } from './train-data';
+import { vectorFormat, vectorWriter } from './vector-files';
 import { Generator } from './generator';
 import { Rag, trainRag, type RagTrainOptions } from './rag';
 import { serve } from './serve';
@@ -44,7 +45,9 @@ commands:
   build [cmake-js args]      build the native addon from source against the libtorch here (cmake, C++17 compiler)
   embed <texts>              embed a text file (one text per line) or JSONL ({"text": ...} per line); - reads the standard input
     --model <dir|hub id>     model folder or Hugging Face id (default: coltrast's shipped model)
-    --output <file>          write JSONL {"index", "embedding"} here (default: stdout; written to a temporary file, renamed when complete)
+    --output <file>          write JSONL {"index", "embedding"} here (default: stdout; written to a temporary file, renamed when complete);
+                             a .npy file: one float32 row a text (numpy.load); .safetensors: "embeddings", or with token
+                             vectors "tokens" and int64 "offsets" (text i: tokens[offsets[i]:offsets[i+1]])
     --batch-size <n>         texts per forward pass (default 32)
     --task query|document    embed as the model's queries or documents (its prompts; a multi-vector model's query
                              expansion and skiplist), as sentence-transformers' encode_query / encode_document
@@ -533,6 +536,7 @@ async function embed(argv: string[]): Promise<void> {
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
   if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
   if (values.output) outputTo(values.output, '--output', 'file', [['the input file', positionals[0]]]);
+  if (values.tokens && values.output && vectorFormat(values.output) === 'npy') fail(`--tokens gives each text several vectors, and a .npy file holds one array of rows: write ${values.output.replace(/\.npy$/i, '.safetensors')} ("tokens" and "offsets") or a .jsonl file`);
   const say = summaryPrinter(values.output);
   const texts = await readTexts(positionals[0]);
   if (texts.length === 0) fail(`input file ${positionals[0]} holds no texts: give one text a line (a .jsonl file: one {"text": ...} a line)`);
@@ -553,15 +557,18 @@ async function embed(argv: string[]): Promise<void> {
     prompt: values.prompt,
   };
   const write = values.output !== undefined || !values.json;
+  const format = values.output ? vectorFormat(values.output) : 'jsonl';
+  const dimension = tokens ? enc.tokenDimension : enc.dimension;
+  // .npy / .safetensors: float32 as the model gave them, a part at a time behind a header that says their count.
+  const binary = format === 'jsonl' ? undefined : vectorWriter(values.output!, format, texts.length, dimension, tokens ? 'tokens' : 'pooled');
   // --output: a temporary file renamed over it at the end (an error or Ctrl-C leaves the old file); else stdout.
-  const file = values.output ? atomicOutput(values.output) : undefined;
+  const file = values.output && !binary ? atomicOutput(values.output) : undefined;
   const put = file
     ? file.write
     : async (text: string) => {
         if (!process.stdout.write(text)) await once(process.stdout, 'drain');
       };
   const round = (v: Float32Array) => Array.from(v, (x) => +x.toFixed(6));
-  const dimension = tokens ? enc.tokenDimension : enc.dimension;
   // A part of the input at a time, its lines written (waiting while the output's buffer is full) before the next part
   // is embedded: the vectors of a large input are never all in memory, nor all its JSON lines in the stream's buffer.
   try {
@@ -571,6 +578,11 @@ async function embed(argv: string[]): Promise<void> {
       const rows = tokens ? await enc.embed(part, { ...partOptions, output: 'tokens' }) : undefined;
       const pooled = tokens ? undefined : await enc.embed(part, partOptions);
       if (!write) continue;
+      if (binary) {
+        if (rows) for (const m of rows) await binary.tokens(m.data.subarray(0, m.dims[0] * m.dims[1]));
+        else await binary.pooled(pooled!.data);
+        continue;
+      }
       for (let i = 0; i < part.length; i++) {
         let line: string;
         if (rows) {
@@ -584,8 +596,10 @@ async function embed(argv: string[]): Promise<void> {
       }
     }
     await file?.commit();
+    await binary?.commit();
   } catch (error) {
     file?.abort();
+    binary?.abort();
     throw error;
   }
   const seconds = (Date.now() - started) / 1000;

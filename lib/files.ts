@@ -491,7 +491,7 @@ export function checkWritable(target: string, what: string, kind: 'file' | 'fold
 /** A file written a chunk at a time, atomically (atomicOutput). */
 export interface AtomicOutput {
   /** Writes `chunk`, waiting while the file's buffer is full; rejects once a write has failed. */
-  write(chunk: string): Promise<void>;
+  write(chunk: string | Uint8Array): Promise<void>;
   /** Finishes the file: flushed, synced and renamed over the target. */
   commit(): Promise<void>;
   /** Gives up: the temporary file is removed and the target left as it was. Safe to call at any time. */

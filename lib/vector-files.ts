@@ -1,0 +1,170 @@
+/**
+ * Vectors written as binary files that Python reads as they are: NumPy's `.npy` (np.load) and safetensors
+ * (safetensors.numpy.load_file, torch's safetensors loaders). `coltrast embed --output vectors.npy` writes one
+ * float32 row a text; `.safetensors` writes the rows as "embeddings", or with token vectors "tokens" (every text's
+ * vectors one after another) and "offsets" (int64, the rows of text i are tokens[offsets[i]:offsets[i+1]]).
+ *
+ * Written here, not by a package: both headers are a few lines of a published format (numpy's NEP 1 "format.py"
+ * version 1.0, safetensors' 8-byte length and JSON header), and the npm packages for them read whole arrays into memory,
+ * where these files are written a part at a time, as the vectors come.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ColtrastError } from './errors';
+import { atomicOutput, trackTemporaryFile, type AtomicOutput } from './files';
+
+export type VectorFormat = 'jsonl' | 'npy' | 'safetensors';
+
+/** The format an output file's name asks for: `.npy`, `.safetensors`, else JSON lines. */
+export function vectorFormat(file: string): VectorFormat {
+  const lower = file.toLowerCase();
+  return lower.endsWith('.npy') ? 'npy' : lower.endsWith('.safetensors') ? 'safetensors' : 'jsonl';
+}
+
+/** A little-endian machine's bytes of `v` (every platform coltrast builds for is one). */
+function bytesOf(v: Float32Array | BigInt64Array): Buffer {
+  return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+}
+
+/**
+ * NumPy's .npy header, version 1.0, for a C-ordered float32 array of `shape`: the magic, the version, a 2-byte length
+ * and a Python dict literal padded with spaces and a newline so that the data starts at a multiple of 64 bytes.
+ */
+export function npyHeader(shape: readonly number[]): Buffer {
+  const dims = shape.length === 1 ? `${shape[0]},` : shape.join(', ');
+  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${dims}), }`;
+  const unpadded = 10 + dict.length + 1;
+  const text = dict + ' '.repeat((64 - (unpadded % 64)) % 64) + '\n';
+  if (text.length > 65535) throw new ColtrastError('INVALID_ARGUMENT', `a .npy header of ${text.length} bytes does not fit version 1.0's 2-byte length`);
+  const out = Buffer.alloc(10 + text.length);
+  out.write('\x93NUMPY', 0, 'latin1');
+  out[6] = 1;
+  out[7] = 0;
+  out.writeUInt16LE(text.length, 8);
+  out.write(text, 10, 'latin1');
+  return out;
+}
+
+export interface SafetensorsEntry {
+  name: string;
+  dtype: 'F32' | 'I64';
+  shape: number[];
+  bytes: number;
+}
+
+/** A safetensors header for `tensors` stored one after another in the order given, padded to 8 bytes as the format's writers pad it. */
+export function safetensorsHeader(tensors: readonly SafetensorsEntry[], metadata?: Record<string, string>): Buffer {
+  const header: Record<string, unknown> = metadata ? { __metadata__: metadata } : {};
+  let at = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [at, at + t.bytes] };
+    at += t.bytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const out = Buffer.alloc(8 + Buffer.byteLength(json));
+  out.writeBigUInt64LE(BigInt(Buffer.byteLength(json)), 0);
+  out.write(json, 8, 'utf8');
+  return out;
+}
+
+/** Where `coltrast embed` puts each text's vectors, in order, and then commits or gives up. */
+export interface VectorWriter {
+  /** Pooled vectors: `rows.length / dim` texts' rows. */
+  pooled(rows: Float32Array): Promise<void>;
+  /** One text's token vectors, `rows.length / dim` of them. */
+  tokens(rows: Float32Array): Promise<void>;
+  commit(): Promise<void>;
+  abort(): void;
+}
+
+/**
+ * A writer of `texts` texts' vectors of width `dim` to `file` in `format` (npy or safetensors), written atomically.
+ * Pooled rows go straight to the file behind a header that says their count. Token vectors' count is known only at the
+ * end, and safetensors' header (which says it) comes first: they go to a temporary file beside the output, copied in
+ * behind the header at commit().
+ */
+export function vectorWriter(file: string, format: 'npy' | 'safetensors', texts: number, dim: number, kind: 'pooled' | 'tokens'): VectorWriter {
+  if (kind === 'tokens' && format === 'npy') {
+    throw new ColtrastError('INVALID_ARGUMENT', `${file}: a .npy file holds one array of rows, so one vector a text; token vectors (--tokens, or a multi-vector model) need .safetensors ("tokens" and "offsets") or .jsonl`);
+  }
+  const out: AtomicOutput = atomicOutput(file);
+  const rowBytes = dim * 4;
+  let written = 0;
+  if (kind === 'pooled') {
+    const header =
+      format === 'npy'
+        ? npyHeader([texts, dim])
+        : safetensorsHeader([{ name: 'embeddings', dtype: 'F32', shape: [texts, dim], bytes: texts * rowBytes }], { format: 'np' });
+    let started = false;
+    return {
+      async pooled(rows) {
+        if (!started) {
+          await out.write(header);
+          started = true;
+        }
+        written += rows.length / dim;
+        if (written > texts) throw new Error(`vectorWriter: more than the ${texts} texts announced`);
+        await out.write(bytesOf(rows));
+      },
+      async tokens() {
+        throw new Error('vectorWriter: token vectors given to a writer of pooled ones');
+      },
+      async commit() {
+        if (written !== texts) throw new Error(`vectorWriter: ${written} of ${texts} texts written`);
+        if (!started) await out.write(header);
+        await out.commit();
+      },
+      abort: () => out.abort(),
+    };
+  }
+  // Beside the output (same folder, so the same disk), removed however the process ends.
+  const side = path.join(path.dirname(path.resolve(file)), `.${path.basename(file)}.tokens-${process.pid}-${Date.now()}`);
+  const untrack = trackTemporaryFile(side);
+  let fd: number | undefined = fs.openSync(side, 'w');
+  const offsets = new BigInt64Array(texts + 1);
+  let total = 0;
+  const dropSide = () => {
+    if (fd !== undefined) fs.closeSync(fd);
+    fd = undefined;
+    fs.rmSync(side, { force: true });
+    untrack();
+  };
+  return {
+    async pooled() {
+      throw new Error('vectorWriter: pooled vectors given to a writer of token ones');
+    },
+    async tokens(rows) {
+      if (written >= texts) throw new Error(`vectorWriter: more than the ${texts} texts announced`);
+      const bytes = bytesOf(rows);
+      await new Promise<void>((resolve, reject) => fs.write(fd!, bytes, 0, bytes.length, null, (error) => (error ? reject(error) : resolve())));
+      total += rows.length / dim;
+      offsets[++written] = BigInt(total);
+    },
+    async commit() {
+      try {
+        if (written !== texts) throw new Error(`vectorWriter: ${written} of ${texts} texts written`);
+        fs.closeSync(fd!);
+        fd = undefined;
+        await out.write(
+          safetensorsHeader(
+            [
+              { name: 'tokens', dtype: 'F32', shape: [total, dim], bytes: total * rowBytes },
+              { name: 'offsets', dtype: 'I64', shape: [texts + 1], bytes: offsets.byteLength },
+            ],
+            { format: 'np' },
+          ),
+        );
+        for await (const chunk of fs.createReadStream(side, { highWaterMark: 1 << 22 })) await out.write(chunk as Buffer);
+        await out.write(bytesOf(offsets));
+        await out.commit();
+      } finally {
+        dropSide();
+      }
+    },
+    abort() {
+      out.abort();
+      dropSide();
+    },
+  };
+}
