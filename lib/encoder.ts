@@ -9,6 +9,7 @@ import { writeFolderAtomic } from './files';
 import { ADAPTER_DIR, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type LoraConfig } from './lora';
 import { denseStackDir, lastDense, namedPrompt, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
+import { SIMILARITY_FUNCTIONS, maxsimScores, pairwiseSimilarity, similarityMatrix, type SimilarityFunction } from './similarity';
 import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
@@ -228,6 +229,31 @@ export class Encoder {
   /** How the model compares vectors: config_sentence_transformers.json's similarity_fn_name, else 'cosine' (its default). */
   get similarityFunction(): string {
     return this.files.similarity ?? 'cosine';
+  }
+
+  /**
+   * Every embedding of `a` against every one of `b`, as sentence-transformers' `model.similarity()`: [a's rows, b's rows]
+   * scores under the model's similarityFunction (cosine, dot, or the negated euclidean or manhattan distance), higher
+   * is more similar. A multi-vector model's token vectors (`embed()`'s arrays) are scored by MaxSim ('meanmaxsim':
+   * divided by the query's token count), `a` the queries.
+   */
+  async similarity(a: Matrix | Matrix[], b: Matrix | Matrix[]): Promise<Matrix> {
+    if (this.multiVector) return maxsimScores(a, b, this.multiVector.similarity, this.tokenDimension, false);
+    return similarityMatrix(a as Matrix, b as Matrix, this.singleVectorSimilarity());
+  }
+
+  /** Row i of `a` against row i of `b` (sentence-transformers' `similarity_pairwise()`): one score a row. */
+  async similarityPairwise(a: Matrix | Matrix[], b: Matrix | Matrix[]): Promise<Float32Array> {
+    if (this.multiVector) return (await maxsimScores(a, b, this.multiVector.similarity, this.tokenDimension, true)).data;
+    return pairwiseSimilarity(a as Matrix, b as Matrix, this.singleVectorSimilarity());
+  }
+
+  private singleVectorSimilarity(): SimilarityFunction {
+    const fn = this.similarityFunction;
+    if (!(SIMILARITY_FUNCTIONS as readonly string[]).includes(fn)) {
+      throw new ColtrastError('UNSUPPORTED_MODEL', `${this.modelDir}: config_sentence_transformers.json's similarity_fn_name ${JSON.stringify(fn)} is none of ${SIMILARITY_FUNCTIONS.join(', ')}`);
+    }
+    return fn as SimilarityFunction;
   }
   /** Longer texts are truncated to this many tokens (special tokens included). */
   get maxSeqLength(): number {

@@ -563,3 +563,36 @@ test('train({ multiVector }) options are checked before training', async (t) => 
     await t.throwsAsync(train({ ...base, ...options } as Parameters<typeof train>[0]), { instanceOf: ColtrastError, message }, JSON.stringify(options));
   }
 });
+
+test("similarity() and similarityPairwise() score queries' token vectors against documents' by MaxSim (meanmaxsim: per query token), as float64 brute force does", async (t) => {
+  /** Σ over the query's tokens of the best inner product with a document token, in float64; divided by the count for meanmaxsim. */
+  const maxsimOf = (q: Matrix, d: Matrix, mean: boolean) => {
+    let sum = 0;
+    for (let i = 0; i < q.dims[0]; i++) {
+      let best = -Infinity;
+      for (let j = 0; j < d.dims[0]; j++) {
+        let dot = 0;
+        for (let k = 0; k < WIDTH; k++) dot += q.data[i * WIDTH + k] * d.data[j * WIDTH + k];
+        best = Math.max(best, dot);
+      }
+      sum += best;
+    }
+    return mean ? sum / q.dims[0] : sum;
+  };
+  const mean = await Encoder.load(multiVectorCopy({ similarity: 'meanmaxsim' }), { device: 'cpu' });
+  try {
+    for (const [model, isMean] of [[multi, false], [mean, true]] as const) {
+      const queries = await model.embed(TEXTS.slice(0, 3), { output: 'tokens', task: 'query' });
+      const docs = await model.embed(TEXTS, { output: 'tokens', task: 'document' });
+      const s = await model.similarity(queries, docs);
+      t.deepEqual(s.dims, [3, TEXTS.length]);
+      queries.forEach((q, i) => docs.forEach((d, j) => t.true(Math.abs(s.data[i * TEXTS.length + j] - maxsimOf(q, d, isMean)) < 1e-4, `${isMean ? 'meanmaxsim' : 'maxsim'} (${i}, ${j})`)));
+      const p = await model.similarityPairwise(queries, docs.slice(0, 3));
+      t.deepEqual(Array.from(p), [0, 1, 2].map((i) => s.data[i * TEXTS.length + i]));
+    }
+    await t.throwsAsync(multi.similarity({ dims: [1, WIDTH], data: new Float32Array(WIDTH) } as any, [] as Matrix[]), { message: /^a must be a multi-vector model's token vectors: an array of/ });
+    await t.throwsAsync(multi.similarityPairwise([], await multi.embed(['x'], { output: 'tokens' })), { message: /as many documents in b as queries in a: a has 0, b 1/ });
+  } finally {
+    mean.dispose();
+  }
+});

@@ -1,0 +1,129 @@
+/**
+ * Scores between embeddings as a model defines them: sentence-transformers' `model.similarity()` and
+ * `model.similarity_pairwise()`, with the model's similarity_fn_name (cosine, dot, euclidean, manhattan; a multi-vector
+ * model's maxsim or meanmaxsim). The products run natively, off the event loop (the MaxSim op with one vector a
+ * row is the inner product); distances run in JavaScript in turns.
+ */
+import { ColtrastError } from './errors';
+import { maxsim, padTokens } from './ops';
+import { Turns } from './turns';
+import { floatMatrix, invalid } from './validate';
+
+export interface ScoreMatrix {
+  dims: [number, number];
+  data: Float32Array;
+}
+
+export type SimilarityFunction = 'cosine' | 'dot' | 'euclidean' | 'manhattan';
+export const SIMILARITY_FUNCTIONS: readonly SimilarityFunction[] = ['cosine', 'dot', 'euclidean', 'manhattan'];
+export type MultiVectorSimilarity = 'maxsim' | 'meanmaxsim';
+
+/** `m`'s rows scaled to unit length as torch.nn.functional.normalize does (a zero row stays zero): a copy. */
+function unitRows(m: ScoreMatrix): ScoreMatrix {
+  const [n, d] = m.dims;
+  const data = new Float32Array(m.data);
+  for (let i = 0; i < n; i++) {
+    const row = data.subarray(i * d, (i + 1) * d);
+    let sum = 0;
+    for (let k = 0; k < d; k++) sum += row[k] * row[k];
+    const scale = 1 / Math.max(Math.sqrt(sum), 1e-12);
+    for (let k = 0; k < d; k++) row[k] *= scale;
+  }
+  return { dims: [n, d], data };
+}
+
+/** Every row of `a` against every row of `b`: the inner products, [n, m], computed natively. */
+async function products(a: ScoreMatrix, b: ScoreMatrix): Promise<Float32Array> {
+  const [n, d] = a.dims;
+  const m = b.dims[0];
+  if (n === 0 || m === 0 || d === 0) return new Float32Array(n * m);
+  const ones = (rows: number) => ({ dims: [rows, 1], data: new Uint8Array(rows).fill(1) });
+  const r = await maxsim({ dims: [n, 1, d], data: a.data }, ones(n), { dims: [m, 1, d], data: b.data }, ones(m));
+  return r.value;
+}
+
+function checkPair(a: unknown, b: unknown): [ScoreMatrix, ScoreMatrix] {
+  const x = floatMatrix('a', a, 'embeddings { dims: [rows, dim], data: Float32Array }, as embed() returns them');
+  const y = floatMatrix('b', b, 'embeddings { dims: [rows, dim], data: Float32Array }, as embed() returns them');
+  if (x.dims[1] !== y.dims[1]) throw new ColtrastError('INVALID_ARGUMENT', `a's vectors have ${x.dims[1]} entries and b's ${y.dims[1]}: compare vectors of one model (and one truncateDim)`);
+  return [x, y];
+}
+
+/**
+ * Every row of `a` against every row of `b` ([n, m] scores, higher is more similar) under `fn`: cosine similarity,
+ * the inner product, or the negated Euclidean or Manhattan distance, as sentence-transformers' similarity() gives them.
+ */
+export async function similarityMatrix(a: ScoreMatrix, b: ScoreMatrix, fn: SimilarityFunction): Promise<ScoreMatrix> {
+  const [x, y] = checkPair(a, b);
+  const [n, d] = x.dims;
+  const m = y.dims[0];
+  if (fn === 'cosine') return { dims: [n, m], data: await products(unitRows(x), unitRows(y)) };
+  if (fn === 'dot') return { dims: [n, m], data: await products(x, y) };
+  if (fn !== 'euclidean' && fn !== 'manhattan') throw invalid('similarity function', SIMILARITY_FUNCTIONS.join(', '), fn);
+  // Distances element by element, not |x|² + |y|² - 2 x·y from the products: that form loses the small distances
+  // (a vector against itself came out 1.5e-4 away, where sentence-transformers' torch.cdist gives 0 at small sizes).
+  const out = new Float32Array(n * m);
+  const turn = new Turns();
+  const l1 = fn === 'manhattan';
+  for (let i = 0; i < n; i++) {
+    const row = x.data.subarray(i * d, (i + 1) * d);
+    for (let j = 0; j < m; j++) {
+      let sum = 0;
+      for (let k = 0, at = j * d; k < d; k++, at++) {
+        const diff = row[k] - y.data[at];
+        sum += l1 ? Math.abs(diff) : diff * diff;
+      }
+      out[i * m + j] = l1 ? -sum : -Math.sqrt(sum);
+    }
+    await turn.maybe();
+  }
+  return { dims: [n, m], data: out };
+}
+
+/** Row i of `a` against row i of `b` under `fn` (sentence-transformers' similarity_pairwise()): n scores. */
+export async function pairwiseSimilarity(a: ScoreMatrix, b: ScoreMatrix, fn: SimilarityFunction): Promise<Float32Array> {
+  const [x, y] = checkPair(a, b);
+  if (x.dims[0] !== y.dims[0]) throw new ColtrastError('INVALID_ARGUMENT', `pairwise scores need as many rows in b as in a: a has ${x.dims[0]}, b ${y.dims[0]}`);
+  if (!SIMILARITY_FUNCTIONS.includes(fn)) throw invalid('similarity function', SIMILARITY_FUNCTIONS.join(', '), fn);
+  const [n, d] = x.dims;
+  const [p, q] = fn === 'cosine' ? [unitRows(x), unitRows(y)] : [x, y];
+  const out = new Float32Array(n);
+  const turn = new Turns();
+  for (let i = 0; i < n; i++) {
+    let sum = 0;
+    for (let k = i * d; k < (i + 1) * d; k++) {
+      const u = p.data[k];
+      const v = q.data[k];
+      sum += fn === 'manhattan' ? Math.abs(u - v) : fn === 'euclidean' ? (u - v) * (u - v) : u * v;
+    }
+    out[i] = fn === 'manhattan' ? -sum : fn === 'euclidean' ? -Math.sqrt(sum) : sum;
+    await turn.maybe();
+  }
+  return out;
+}
+
+function tokenMatrices(name: string, value: unknown, dim: number | undefined): ScoreMatrix[] {
+  const expected = "a multi-vector model's token vectors: an array of { dims: [tokens, dim], data: Float32Array }, as embed() returns them";
+  if (!Array.isArray(value)) throw invalid(name, expected, value);
+  return value.map((m, i) => {
+    const checked = floatMatrix(`${name}[${i}]`, m, expected);
+    if (dim !== undefined && checked.dims[1] !== dim) throw new ColtrastError('INVALID_ARGUMENT', `${name}[${i}]'s token vectors have ${checked.dims[1]} entries, the model's ${dim}`);
+    return checked;
+  });
+}
+
+/**
+ * A multi-vector model's scores: each query's token vectors (`a`) against each document's (`b`) by MaxSim, divided by
+ * the query's token count for 'meanmaxsim'; [n, m], or n paired scores with `paired`.
+ */
+export async function maxsimScores(a: unknown, b: unknown, fn: MultiVectorSimilarity, dim: number, paired: boolean): Promise<ScoreMatrix> {
+  const q = tokenMatrices('a', a, dim);
+  const d = tokenMatrices('b', b, dim);
+  if (paired && q.length !== d.length) throw new ColtrastError('INVALID_ARGUMENT', `pairwise scores need as many documents in b as queries in a: a has ${q.length}, b ${d.length}`);
+  const dims: [number, number] = paired ? [q.length, 1] : [q.length, d.length];
+  if (q.length === 0 || d.length === 0) return { dims, data: new Float32Array(dims[0] * dims[1]) };
+  const qp = padTokens(q, dim);
+  const dp = padTokens(d, dim);
+  const r = await maxsim(qp.tokens, qp.mask, dp.tokens, dp.mask, { mode: paired ? 'paired' : 'all', normalize: fn === 'meanmaxsim' });
+  return { dims, data: r.value };
+}
