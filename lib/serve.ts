@@ -4,7 +4,7 @@
  * The routes speak the two protocols clients already have: OpenAI's (`POST /v1/embeddings`, `GET /v1/models`,
  * the Jina / Cohere / vLLM `POST /v1/rerank`, and `/v1/chat/completions` and `/v1/completions` in
  * lib/serve-generation.ts) and Hugging Face's text-embeddings-inference (`POST /embed`, `/embed_all`, `/rerank`,
- * `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over an `Index` (and, when it is writable,
+ * `/similarity`, `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over an `Index` (and, when it is writable,
  * `/documents` and `/documents/delete` to change it; `/documents/get` to read it) and `POST /ask` over a `Rag`.
  * Node's own `http` module carries them: the routes are a handful of JSON bodies and one event stream, and a
  * framework would add a dependency without removing any of the code below (validation and the wire formats are
@@ -26,6 +26,7 @@ import { Encoder, matrixRows, normalizeRow, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { compileFilter } from './filter';
 import { runtimeInfo } from './runtime';
+import { similarityMatrix } from './similarity';
 import { Index, checkIndexFolder, type Hit } from './search-index';
 import { Generator } from './generator';
 import { Rag } from './rag';
@@ -378,6 +379,48 @@ export async function serve(options: ServeOptions): Promise<Server> {
         truncateField(body);
         const out = await embedTexts(texts, { output: 'tokens', normalize: optional(body, 'normalize', booleanValue), ...promptFields(body) }, signal);
         return { inputs: texts.length, json: out.map((e) => matrixRows(e.value as Matrix).map((row) => Array.from(row))) };
+      },
+    },
+    '/similarity': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw, signal) => {
+        const enc = needEncoder('/similarity');
+        const body = fields(raw, ['inputs', 'parameters']);
+        const inputs = body.inputs;
+        if (inputs === null || typeof inputs !== 'object' || Array.isArray(inputs)) {
+          throw new HttpError(400, '"inputs" must be an object: {"source_sentence": "...", "sentences": ["...", ...]}');
+        }
+        const given = fields(inputs, ['source_sentence', 'sentences']);
+        if (typeof given.source_sentence !== 'string') throw new HttpError(400, '"inputs.source_sentence" must be a string');
+        if (given.sentences === undefined) throw new HttpError(400, 'missing field "inputs.sentences": an array of strings');
+        if (!Array.isArray(given.sentences)) throw new HttpError(400, '"inputs.sentences" must be an array of strings');
+        // The source sentence is one of the request's inputs, as TEI counts it.
+        const sentences = textList('inputs.sentences', given.sentences, Math.max(1, maxInputs - 1));
+        const parameters = body.parameters === undefined || body.parameters === null ? {} : body.parameters;
+        if (typeof parameters !== 'object' || Array.isArray(parameters)) throw new HttpError(400, '"parameters" must be an object');
+        const options = fields(parameters, ['truncate', 'truncation_direction', 'prompt_name', 'task', 'prompt']);
+        truncateField(options);
+        const prompts = promptFields(options);
+        let scores: Float32Array;
+        if (enc.multiVector) {
+          // The source sentence is the query, the sentences the documents: MaxSim, as the model scores them.
+          if (prompts.task !== undefined) throw new HttpError(400, '"parameters.task" is not taken by a multi-vector model here: the source sentence is embedded as a query and the sentences as documents');
+          const [source] = await embedTexts([given.source_sentence], { output: 'tokens', ...prompts, task: 'query' }, signal);
+          const others = await embedTexts(sentences, { output: 'tokens', ...prompts, task: 'document' }, signal);
+          scores = (await enc.similarity([source.value as Matrix], others.map((e) => e.value as Matrix))).data;
+        } else {
+          // Cosine similarity whatever the model's similarity_fn_name, as TEI answers (Encoder.similarity() uses the model's).
+          const out = await embedTexts([given.source_sentence, ...sentences], { output: 'pooled', normalize: true, ...prompts }, signal);
+          const dim = enc.dimension;
+          const rows = (from: number, to: number): Matrix => {
+            const data = new Float32Array((to - from) * dim);
+            for (let i = from; i < to; i++) data.set(out[i].value as Float32Array, (i - from) * dim);
+            return { dims: [to - from, dim], data };
+          };
+          scores = (await similarityMatrix(rows(0, 1), rows(1, out.length), 'cosine')).data;
+        }
+        return { inputs: sentences.length + 1, json: Array.from(scores) };
       },
     },
     '/rerank': {

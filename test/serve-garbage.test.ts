@@ -18,6 +18,7 @@ const BODIES: Record<string, Record<string, unknown>> = {
   '/embed': { inputs: ['hello'], normalize: true, truncate: true, truncation_direction: 'Right' },
   '/embed_all': { inputs: ['hello'] },
   '/rerank': { query: 'q', texts: ['a', 'b'], raw_scores: false, return_text: true, truncate: true },
+  '/similarity': { inputs: { source_sentence: 'q', sentences: ['a', 'b'] }, parameters: { truncate: true, truncation_direction: 'Right' } },
   '/v1/rerank': { query: 'q', documents: ['a', 'b'], top_n: 1, return_documents: true, model: 'm' },
   '/search': { query: 'hello', k: 2, mode: 'dense', rerank: 'maxsim', filter: { id: 'a' }, mmr_lambda: 0.5, fusion: 'rrf', hybrid_weight: 0.5, candidates: 4 },
   '/documents': { documents: [{ id: 'z', text: 'new doc', metadata: { a: 1 } }] },
