@@ -15,7 +15,7 @@ import { ProgressBar } from './progress';
 import { cpuMemory, runtimeInfo } from './runtime';
 import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
 import { atomicOutput, checkWritable, fileSystemErrorMessage, notAFile, removeTemporaryFiles, writtenInPlace } from './files';
-import { countLines, fileLines, parseJsonLines } from './data-files';
+import { CSV, countLines, fileLines, parseCsv, parseJsonLines } from './data-files';
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { Index, STORAGES, TOKEN_STORAGES, checkIndexFolder, type Fusion, type IndexDoc, type Storage, type TokenStorage } from './search-index';
@@ -23,7 +23,7 @@ import { exportIndex } from './export';
 import { setDefaultDownloadProgress, type DownloadProgress } from './hub';
 import { mineHardNegatives, miningReport, type MineOptions } from './mining';
 import { generateQueries, type GenerateQueriesOptions } from './query-generation';
-import { indexDocumentSlices } from './index-docs';
+import { countCsvDocuments, indexDocumentSlices } from './index-docs';
 import { train, type RetrievalMetrics, type TrainOptions } from './train';
 import { JSONL } from './train-data';
 import { vectorFormat, vectorWriter } from './vector-files';
@@ -43,7 +43,8 @@ commands:
                              baseline where a python3 with torch is): JSON, a Markdown table and an SVG chart per suite
                              in bench-results/ (from a clone of the repository)
   build [cmake-js args]      build the native addon from source against the libtorch here (cmake, C++17 compiler)
-  embed <texts>              embed a text file (one text per line) or JSONL ({"text": ...} per line); - reads the standard input
+  embed <texts>              embed a text file (one text per line), JSONL ({"text": ...} per line) or .csv/.tsv (a header row
+                             naming a "text" column, a text a row; gzipped too); - reads the standard input
     --model <dir|hub id>     model folder or Hugging Face id (default: coltrast's shipped model)
     --output <file>          write JSONL {"index", "embedding"} here (default: stdout; written to a temporary file, renamed when complete);
                              a .npy file: one float32 row a text (numpy.load); .safetensors: "embeddings", or with token
@@ -132,7 +133,8 @@ commands:
   rag-train                  ContextFlow: train a retriever and a decoder LLM generator together on questions and answers
     --retriever <dir|hub id> the embedding model that retrieves (default: coltrast's shipped model)
     --generator <dir|hub id> the causal LM that answers (Llama, Mistral, Qwen2, Qwen3, Gemma, Phi-3; a *ForCausalLM folder)
-    --data <file>            ColTrast .json (its READMEs, chunked, are the corpus) or .jsonl / .json of {question, answer}
+    --data <file>            ColTrast .json (its READMEs, chunked, are the corpus) or .jsonl / .json of {question, answer}, or
+                             .csv/.tsv (question or query, answer and optionally group columns)
     --corpus <file>          the documents retrieved from: .txt (one per line), .jsonl or .json of strings or {text}, .csv/.tsv
     --output <dir>           writes retriever/, generator/, rag_history.json and training_curves.svg
     --k <n> (4) --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --weight-decay <x>
@@ -180,7 +182,8 @@ commands:
     --truncate-dim <n>       the embedding model's vectors cut to n entries (default: as --index was built, else whole)
     --device <d> --dtype <t> --threads <n> --verbose (a line per request on stderr)
   index                      build a search index
-    --data <file>            ColTrast .json (each README cut into semantic chunks) or .jsonl of {id, text, metadata?}
+    --data <file>            ColTrast .json (each README cut into semantic chunks), .jsonl of {id, text, metadata?}, or
+                             .csv/.tsv with id and text columns (each other column a metadata string, empty cells left out)
     --output <dir>           the index folder
     --model <dir|hub id>     the embedding model (default: coltrast's shipped model)
     --late-interaction       keep token vectors for MaxSim re-ranking
@@ -460,6 +463,17 @@ async function readTexts(file: string): Promise<string[]> {
   if (!JSONL.test(file)) {
     const texts: string[] = [];
     for await (const lines of fileLines(file)) for (const line of lines) if (line.trim().length > 0) texts.push(line);
+    return texts;
+  }
+  if (CSV.test(file)) {
+    // A table's "text" column, a text a row: a quoted cell may hold line breaks and commas. Its other columns (an id)
+    // are not read; the output's "index" is the text's row among the rows read.
+    const texts = await parseCsv(file, (columns, where) => {
+      const i = columns.indexOf('text');
+      if (i < 0) fail(`${where}: no "text" column (columns found: ${columns.join(', ')}): embed reads a CSV or TSV file whose header row names a "text" column, a text a row`);
+      return (fields) => fields[i];
+    });
+    if (texts.length === 0) fail(`input file ${file} holds no texts (it is empty or has only a header row): give a header row naming a "text" column, then a text a row`);
     return texts;
   }
   return parseJsonLines(file, (value, where) => {
@@ -1120,13 +1134,19 @@ async function indexCommand(argv: string[]): Promise<void> {
     if (fixed.length > 0) fail(`--update adds to the index as it was built: drop ${fixed.map((f) => `--${f}`).join(', ')}`);
     if (!fs.existsSync(path.join(values.output, 'index.json'))) fail(`--update needs an index at --output: ${values.output} has no index.json (build one first, without --update)`);
   }
-  // A .jsonl's (or .jsonl.gz's) documents are counted before the model loads: an empty file is refused first.
-  const noDocuments = () => fail(`data file ${values.data} holds no documents: give a .jsonl with one {"id": "...", "text": "..."} a line, a .json array of them, or a ColTrast project file`);
+  // A .jsonl's (or .jsonl.gz's) documents are counted before the model loads: an empty file is refused first. A
+  // .csv's (or .tsv's) rows are read to count them (a quoted cell may hold line breaks), each checked as a document,
+  // so that its header's columns and a bad row are refused before the model loads too.
+  const table = CSV.test(values.data);
+  const noDocuments = () =>
+    fail(
+      `data file ${values.data} holds no documents${table ? ' (it is empty or has only a header row)' : ''}: give a .jsonl with one {"id": "...", "text": "..."} a line, a .json array of them, a .csv/.tsv with "id" and "text" columns, or a ColTrast project file`,
+    );
   let counted: number | undefined;
-  if (JSONL.test(values.data)) {
+  if (JSONL.test(values.data) || table) {
     const problem = notAFile(values.data);
     if (problem) fail(`data file ${values.data} ${problem}`);
-    counted = await countLines(values.data);
+    counted = table ? await countCsvDocuments(values.data) : await countLines(values.data);
     if (counted === 0) noDocuments();
   }
   const built = update ? Index.modelOptions(values.output) : {};

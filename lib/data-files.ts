@@ -521,9 +521,19 @@ export type CsvReader<T> = (columns: string[], where: string) => (fields: string
  * than the header, or a quote never closed, is an error naming that line. An empty file gives no records.
  */
 export async function parseCsv<T>(file: string, start: CsvReader<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const batch of csvBatches(file, start)) for (const value of batch) out.push(value);
+  return out;
+}
+
+/**
+ * parseCsv's records in batches, as they are parsed (a piece of the file at a time), without the whole file's
+ * records in memory at once: `coltrast index` reads a table of millions of documents so.
+ */
+export async function* csvBatches<T>(file: string, start: CsvReader<T>): AsyncGenerator<T[]> {
   const tsv = /\.tsv(\.gz)?$/i.test(file);
   const what = tsv ? 'TSV' : 'CSV';
-  const out: T[] = [];
+  let out: T[] = [];
   let read: ((fields: string[], where: string) => T) | undefined;
   let header = 0;
   // Lines taken by the records read so far (each one's, plus the line breaks in its quoted fields), counted as the
@@ -564,6 +574,10 @@ export async function parseCsv<T>(file: string, start: CsvReader<T>): Promise<T[
         await parsed(lines.slice(start, i + 1));
         start = i + 1;
         chars = 0;
+        if (out.length > 0) {
+          yield out;
+          out = [];
+        }
       }
     }
     parser.end();
@@ -586,7 +600,7 @@ export async function parseCsv<T>(file: string, start: CsvReader<T>): Promise<T[
     }
     throw new ColtrastError('INVALID_ARGUMENT', `${where}: not valid ${what} (${e.message})`);
   }
-  return out;
+  if (out.length > 0) yield out;
 }
 
 /**

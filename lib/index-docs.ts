@@ -1,14 +1,15 @@
 /**
  * The documents `coltrast index --data` reads: a JSON Lines file (.jsonl, or .jsonl.gz) of `{id, text, metadata?}`,
- * read a slice at a time; a .json array of the same documents; or a ColTrast project file, whose READMEs are cut into
- * semantic chunks. Every document is checked where it is read, so that a problem names its file and line (or array
- * element), not its place in a slice given to the index.
+ * or a CSV or TSV file (gzipped or not) with "id" and "text" columns, read a slice at a time; a .json array of the
+ * same documents; or a ColTrast project file, whose READMEs are cut into semantic chunks. Every document is checked
+ * where it is read, so that a problem names its file and line (or array element), not its place in a slice given to
+ * the index.
  */
 import { semanticChunks } from './chunking';
 import { hasLoneSurrogate } from './doc-store';
 import type { Encoder } from './encoder';
 import { ColtrastError } from './errors';
-import { countLines, jsonLineBatches, parseJsonDocument, readWholeText } from './data-files';
+import { CSV, countLines, csvBatches, jsonLineBatches, parseJsonDocument, readWholeText, type CsvReader } from './data-files';
 import type { IndexDoc } from './search-index';
 import { encoderEmbedder } from './train';
 import { JSONL, checkDataFile, readProjects } from './train-data';
@@ -40,30 +41,67 @@ export function indexDocument(where: string, value: unknown): IndexDoc {
 }
 
 /**
+ * A CSV or TSV file's documents: its header names an "id" and a "text" column, and each other column is a string
+ * field of the documents' metadata (a filter's `metadata.<column>`), an empty cell left out, as a spreadsheet's
+ * empty cell is no value; a document whose other cells are all empty has no metadata.
+ */
+const csvDocuments: CsvReader<PlacedDoc> = (columns, where) => {
+  for (const name of ['id', 'text']) {
+    if (!columns.includes(name)) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${where}: no "${name}" column (columns found: ${columns.join(', ')}): coltrast index reads a CSV or TSV file whose header row names an "id" and a "text" column, a document a row (its other columns become the document's metadata, strings)`);
+    }
+  }
+  const id = columns.indexOf('id');
+  const text = columns.indexOf('text');
+  const others = columns.flatMap((_, i) => (i === id || i === text ? [] : [i]));
+  return (fields, at) => {
+    // fromEntries defines each column as a field of its own (a column named __proto__ too, as JSON.parse does).
+    const kept = others.filter((i) => fields[i].trim() !== '').map((i) => [columns[i], fields[i]]);
+    const metadata = kept.length > 0 ? Object.fromEntries(kept) : undefined;
+    return { doc: indexDocument(at, { id: fields[id], text: fields[text], metadata }), where: at };
+  };
+};
+
+/**
+ * A CSV or TSV file's documents counted, each row read and checked as it will be indexed (its header's columns, its
+ * fields, its id), without keeping them: a quoted field may hold line breaks, so its lines are not its rows.
+ * `coltrast index` counts them before the model loads, so that an empty table or a bad row is refused first.
+ */
+export async function countCsvDocuments(file: string): Promise<number> {
+  let n = 0;
+  for await (const batch of csvBatches(file, csvDocuments)) n += batch.length;
+  return n;
+}
+
+/**
  * The documents of `file` for `coltrast index`, in slices, each document with where it was read (for errors), and how
- * many there are: a .jsonl (or .jsonl.gz) of {id, text, metadata?} read INDEX_SLICE at a time, a .json array of them,
- * or a ColTrast project file's READMEs in semantic chunks (one slice). `spread`: the first slice is documents spread
- * evenly over the whole file (every k-th), the rest follow in file order, so that what the first slice decides (a
- * residual store's centroids) does not come from one end of a sorted corpus. `counted`: a .jsonl's documents, when
- * the caller has counted them (countLines) already.
+ * many there are: a .jsonl (or .jsonl.gz) of {id, text, metadata?} or a .csv/.tsv (csvDocuments' columns, gzipped
+ * or not) read INDEX_SLICE at a time, a .json array of them, or a ColTrast project file's READMEs in semantic chunks
+ * (one slice). `spread`: the first slice is documents spread evenly over the whole file (every k-th), the rest
+ * follow in file order, so that what the first slice decides (a residual store's centroids) does not come from one
+ * end of a sorted corpus. `counted`: a .jsonl's or a .csv's documents, when the caller has counted them (countLines,
+ * or countCsvDocuments) already.
  */
 export async function indexDocumentSlices(file: string, encoder: Encoder, spread: boolean, counted?: number): Promise<{ total: number; slices: AsyncIterable<PlacedDoc[]> }> {
   checkDataFile(file);
-  if (JSONL.test(file)) {
-    const total = counted ?? (await countLines(file));
+  const csv = CSV.test(file);
+  if (JSONL.test(file) || csv) {
+    const total = counted ?? (csv ? await countCsvDocuments(file) : await countLines(file));
     const stride = spread ? Math.ceil(total / INDEX_SLICE) : 1;
     // Documents numbered in file order, in slices of those that `keep` takes.
     async function* read(keep: (n: number) => boolean) {
       let n = -1;
       let slice: PlacedDoc[] = [];
-      for await (const batch of jsonLineBatches(file, INDEX_SLICE, (value, where) => {
-        const doc = indexDocument(where, value);
-        return keep(++n) ? { doc, where } : undefined;
-      })) {
-        for (const d of batch) if (d !== undefined) slice.push(d);
-        if (slice.length >= INDEX_SLICE) {
-          yield slice;
-          slice = [];
+      const batches = csv ? csvBatches(file, csvDocuments) : jsonLineBatches(file, INDEX_SLICE, (value, where) => ({ doc: indexDocument(where, value), where }));
+      // Cut at INDEX_SLICE exactly: a CSV file's batches are its pieces' records, of any number.
+      for await (const batch of batches) {
+        for (const d of batch) {
+          if (!keep(++n)) continue;
+          slice.push(d);
+          if (slice.length === INDEX_SLICE) {
+            yield slice;
+            slice = [];
+          }
         }
       }
       if (slice.length > 0) yield slice;

@@ -17,7 +17,7 @@ import { Encoder } from './encoder';
 import { ColtrastError } from './errors';
 import { checkSameRun, runIdentity } from './run-identity';
 import { nonEmptyFolder, removeFolder, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
-import { parseJsonDocument, parseJsonLines } from './data-files';
+import { CSV, parseCsv, parseJsonDocument, parseJsonLines, type CsvReader } from './data-files';
 import { Generator, type Generated, type Prompt } from './generator';
 import { checkChatFormat, checkTemplate, formatAnswer, promptOf, readPromptFormat, type PromptFormat } from './prompt-format';
 import type { Device } from './native-model';
@@ -66,10 +66,11 @@ export interface RagTrainOptions {
   generator: string;
   /**
    * Questions and answers: the ColTrast JSON (projects; their READMEs, semantically chunked, are the corpus unless
-   * `corpus` is given), a .jsonl file or .json array of `{ question, answer }`, or such an array.
+   * `corpus` is given), a .jsonl file or .json array of `{ question, answer }`, a .csv or .tsv file (gzipped or not)
+   * with a header row naming `question` (or `query`) and `answer` columns (and `group`, optional), or such an array.
    */
   data: string | RagExample[];
-  /** The documents retrieved from: an array of strings or `{ text }`, a .txt file (one per line), a .jsonl or .json array of those. */
+  /** The documents retrieved from: an array of strings or `{ text }`, a .txt file (one per line), a .jsonl or .json array of those, or a .csv/.tsv with a `text` column. */
   corpus?: string | (string | { text: string })[];
   /** Writes `retriever/` (a sentence-transformers folder), `generator/` (a Hugging Face folder), the history and the curves. */
   output: string;
@@ -175,8 +176,30 @@ function ragExample(where: string, value: unknown): RagExample {
   return { question, answer: v.answer, ...(typeof v.group === 'string' ? { group: v.group } : {}) };
 }
 
+/**
+ * A CSV or TSV file's questions and answers, by its header: a "question" (or "query", as ragExample takes from JSON)
+ * and an "answer" column, and "group" optional (an empty cell: no group); other columns (an id, a source) are not
+ * read, as ragExample leaves a JSON object's other fields.
+ */
+const csvRagExamples: CsvReader<RagExample> = (columns, where) => {
+  const expected = 'a "question" (or "query") and an "answer" column, and optionally "group"';
+  const found = `columns found: ${columns.join(', ')}`;
+  if (columns.includes('question') && columns.includes('query')) throw new ColtrastError('INVALID_ARGUMENT', `${where}: give a "question" or a "query" column, not both (${found})`);
+  const question = columns.includes('question') ? 'question' : 'query';
+  for (const name of [question, 'answer']) {
+    if (!columns.includes(name)) throw new ColtrastError('INVALID_ARGUMENT', `${where}: no "${name === 'query' ? 'question' : name}" column (${found}; expected: ${expected})`);
+  }
+  const [q, a, g] = [question, 'answer', 'group'].map((c) => columns.indexOf(c));
+  return (fields, at) => {
+    for (const [i, name] of [[q, question], [a, 'answer']] as const) {
+      if (fields[i].trim() === '') throw new ColtrastError('INVALID_ARGUMENT', `${at}: "${name}" must be a non-empty string`);
+    }
+    return { question: fields[q], answer: fields[a], ...(g >= 0 && fields[g].trim() !== '' ? { group: fields[g] } : {}) };
+  };
+};
+
 /** Questions and answers of `data`, and the project documents when it is a ColTrast file. */
-async function readRagData(data: RagTrainOptions['data']): Promise<{ examples: RagExample[]; projects?: { id: string; document: string }[] }> {
+export async function readRagData(data: RagTrainOptions['data']): Promise<{ examples: RagExample[]; projects?: { id: string; document: string }[] }> {
   const none = (where: string) => new ColtrastError('INVALID_ARGUMENT', `${where} holds no questions`);
   if (Array.isArray(data)) {
     const examples = data.map((e, i) => ragExample(`data[${i}]`, e));
@@ -188,6 +211,12 @@ async function readRagData(data: RagTrainOptions['data']): Promise<{ examples: R
     checkDataFile(data);
     const examples = await parseJsonLines(data, (value, where) => ragExample(where, value));
     if (examples.length === 0) throw none(data);
+    return { examples };
+  }
+  if (CSV.test(data)) {
+    checkDataFile(data);
+    const examples = await parseCsv(data, csvRagExamples);
+    if (examples.length === 0) throw new ColtrastError('INVALID_ARGUMENT', `${data} holds no questions (it is empty or has only a header row)`);
     return { examples };
   }
   const value = parseJsonDocument(data, await readDataFile(data), 'JSONL files must end in .jsonl');

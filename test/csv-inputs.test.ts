@@ -1,0 +1,178 @@
+// CSV and TSV files (gzipped too) where coltrast reads texts or documents beside training data: `coltrast embed`'s
+// input (a "text" column, a text a row), `coltrast index --data` (id and text columns, the others the documents'
+// metadata; counted and checked before the model loads, as a .jsonl is) and trainRag()'s questions and answers
+// (question or query, answer, group). Runs the built CLI, dist/cli.js (npm run build:ts first).
+import test from 'ava';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { Encoder, Index, trainRag, type IndexDoc } from '../lib';
+import { INDEX_SLICE, indexDocumentSlices, type PlacedDoc } from '../lib/index-docs';
+import { readRagData } from '../lib/rag';
+import { FIXTURE, tempDir } from './helpers/fixture';
+import { TINY_GENERATOR } from './helpers/rag-data';
+import { rejection } from './helpers/vectors';
+
+const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
+const ENV = { ...process.env, OMP_NUM_THREADS: '1' };
+
+function cli(args: string[], cwd: string): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env: ENV, timeout: 120_000 });
+}
+
+/** A user error as the CLI reports one: exit 2, one `coltrast: ...` line matching `message`, no stack trace. */
+function userError(t: import('ava').ExecutionContext, run: { status: number | null; stderr: string }, message: RegExp, label = ''): void {
+  t.is(run.status, 2, `${label}\n${run.stderr}`);
+  const lines = run.stderr.split('\n').filter((l) => l.startsWith('coltrast: '));
+  t.is(lines.length, 1, `${label}\n${run.stderr}`);
+  t.regex(lines[0] ?? '', message, label);
+  t.notRegex(run.stderr, /\n\s+at |node:internal/, `${label}: no stack trace`);
+}
+
+function write(dir: string, name: string, content: string | Buffer): string {
+  fs.writeFileSync(path.join(dir, name), content);
+  return name;
+}
+
+/** The same table as a .csv, a .tsv and a .csv.gz in `dir` (their names): `tsv` is its TSV text. */
+function tables(dir: string, base: string, csv: string, tsv: string): string[] {
+  return [write(dir, `${base}.csv`, csv), write(dir, `${base}.tsv`, tsv), write(dir, `${base}.csv.gz`, zlib.gzipSync(csv))];
+}
+
+// A cell with a comma and a line break (quoted), and one with quotes: "" in CSV, as they are in an unquoted TSV cell.
+const TEXTS = ['plain text', 'a text, with a comma\nand a second line', 'she said "hi"'];
+const TEXTS_CSV = 'id,text\n1,plain text\n2,"a text, with a comma\nand a second line"\n3,"she said ""hi"""\n';
+const TEXTS_TSV = 'id\ttext\n1\tplain text\n2\t"a text, with a comma\nand a second line"\n3\tshe said "hi"\n';
+
+test('embed reads the "text" column of a .csv, .tsv or .csv.gz, a text a row, as it reads the same texts from JSONL', (t) => {
+  const dir = tempDir();
+  write(dir, 'texts.jsonl', TEXTS.map((text) => JSON.stringify({ text })).join('\n'));
+  const expected = cli(['embed', 'texts.jsonl', '--model', FIXTURE, '--threads', '1'], dir);
+  t.is(expected.status, 0, expected.stderr);
+  t.is(expected.stdout.trim().split('\n').length, 3);
+  for (const file of tables(dir, 'texts', TEXTS_CSV, TEXTS_TSV)) {
+    const run = cli(['embed', file, '--model', FIXTURE, '--threads', '1'], dir);
+    t.is(run.status, 0, `${file}: ${run.stderr}`);
+    t.is(run.stdout, expected.stdout, `${file}: three texts, the same vectors`);
+  }
+});
+
+test('embed refuses a table without a "text" column, naming its columns, and one without rows, before the model loads', (t) => {
+  const dir = tempDir();
+  const noModel = path.join(dir, 'no-model');
+  write(dir, 'body.csv', 'id,body\n1,x\n');
+  userError(t, cli(['embed', 'body.csv', '--model', noModel], dir), /^coltrast: body\.csv:1: no "text" column \(columns found: id, body\): embed reads a CSV or TSV file whose header row names a "text" column, a text a row$/);
+  write(dir, 'header.tsv', 'text\n\n');
+  userError(t, cli(['embed', 'header.tsv', '--model', noModel], dir), /^coltrast: input file header\.tsv holds no texts \(it is empty or has only a header row\)/);
+});
+
+// Documents with metadata columns: an empty cell is left out, a row with none has no metadata.
+const DOCS_CSV = 'id,title,text,lang\na,Alpha,"alpha is first, before beta",en\nb,,"beta is\nsecond",\nc,"Gamma ""G""",gamma,en\n';
+const DOCS_TSV = 'id\ttitle\ttext\tlang\na\tAlpha\talpha is first, before beta\ten\nb\t\t"beta is\nsecond"\t\nc\tGamma "G"\tgamma\ten\n';
+const DOCS: IndexDoc[] = [
+  { id: 'a', text: 'alpha is first, before beta', metadata: { title: 'Alpha', lang: 'en' } },
+  { id: 'b', text: 'beta is\nsecond' },
+  { id: 'c', text: 'gamma', metadata: { title: 'Gamma "G"', lang: 'en' } },
+];
+
+test('index --data reads a .csv, .tsv or .csv.gz of id and text columns, the other columns string metadata; --update adds a table', async (t) => {
+  const dir = tempDir();
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    for (const file of tables(dir, 'docs', DOCS_CSV, DOCS_TSV)) {
+      const output = `idx-${file.replace(/\./g, '-')}`;
+      const run = cli(['index', '--data', file, '--model', FIXTURE, '--threads', '1', '--output', output, '--json'], dir);
+      t.is(run.status, 0, `${file}: ${run.stderr}`);
+      t.is(JSON.parse(run.stdout).documents, 3, file);
+      const index = await Index.load(path.join(dir, output), enc);
+      t.deepEqual(index.get(['a', 'b', 'c']), DOCS, file);
+      t.false('metadata' in index.get(['b'])[0]!, `${file}: a row of empty metadata cells has no metadata`);
+    }
+    write(dir, 'more.csv', 'id,text,year\nd,"delta, fourth",2024\na,"alpha, again",\n');
+    const updated = cli(['index', '--data', 'more.csv', '--output', 'idx-docs-csv', '--update', '--threads', '1', '--json'], dir);
+    t.is(updated.status, 0, updated.stderr);
+    t.like(JSON.parse(updated.stdout), { documents: 4, added: 1, replaced: 1 });
+    const index = await Index.load(path.join(dir, 'idx-docs-csv'), enc);
+    t.deepEqual(index.get(['a', 'd']), [{ id: 'a', text: 'alpha, again' }, { id: 'd', text: 'delta, fourth', metadata: { year: '2024' } }]);
+  } finally {
+    enc.dispose();
+  }
+});
+
+test('index refuses an empty table, a missing column and a bad row before the model loads, and a repeated id with its line', (t) => {
+  const dir = tempDir();
+  // This model does not exist: each error comes before it would load.
+  const noModel = ['--model', path.join(dir, 'no-model'), '--output', 'idx'];
+  write(dir, 'header.csv', 'id,text\n');
+  userError(t, cli(['index', '--data', 'header.csv', ...noModel], dir), /^coltrast: data file header\.csv holds no documents \(it is empty or has only a header row\): give .*a \.csv\/\.tsv with "id" and "text" columns/);
+  write(dir, 'empty.tsv.gz', zlib.gzipSync(''));
+  userError(t, cli(['index', '--data', 'empty.tsv.gz', ...noModel], dir), /^coltrast: data file empty\.tsv\.gz holds no documents \(it is empty or has only a header row\)/);
+  write(dir, 'body.csv', 'id,body,lang\n1,x,en\n');
+  userError(t, cli(['index', '--data', 'body.csv', ...noModel], dir), /^coltrast: body\.csv:1: no "text" column \(columns found: id, body, lang\): coltrast index reads a CSV or TSV file whose header row names an "id" and a "text" column/);
+  write(dir, 'noid.tsv', 'text\nx\n');
+  userError(t, cli(['index', '--data', 'noid.tsv', ...noModel], dir), /^coltrast: noid\.tsv:1: no "id" column \(columns found: text\)/);
+  // The last row, after a record of two lines, has no id.
+  write(dir, 'blank-id.csv', 'id,text\na,"x\ny"\n,z\n');
+  userError(t, cli(['index', '--data', 'blank-id.csv', ...noModel], dir), /^coltrast: blank-id\.csv:4: "id" must be a non-empty string, got the string ""/);
+  t.false(fs.existsSync(path.join(dir, 'idx')));
+  write(dir, 'twice.csv', 'id,text\na,x\nb,"y\nz"\na,w\n');
+  userError(t, cli(['index', '--data', 'twice.csv', '--model', FIXTURE, '--threads', '1', '--output', 'idx'], dir), /^coltrast: twice\.csv:5: the id "a" is repeated \(ids must be unique\)/);
+  t.false(fs.existsSync(path.join(dir, 'idx')));
+});
+
+test("spread (residual storage): a table's first slice is every k-th row, as a .jsonl's, and every row comes once", async (t) => {
+  const dir = tempDir();
+  const n = INDEX_SLICE + 500;
+  const rows = Array.from({ length: n }, (_, i) => ({ id: `d${i}`, text: i % 1000 === 0 ? `text ${i}, on\ntwo lines` : `text ${i}` }));
+  const csv = path.join(dir, write(dir, 'many.csv', `id,text\n${rows.map((r) => `${r.id},"${r.text}"`).join('\n')}\n`));
+  const jsonl = path.join(dir, write(dir, 'many.jsonl', rows.map((r) => JSON.stringify(r)).join('\n')));
+  const read = async (file: string, spread: boolean) => {
+    const { total, slices } = await indexDocumentSlices(file, undefined as unknown as Encoder, spread);
+    const out: PlacedDoc[][] = [];
+    for await (const slice of slices) out.push(slice);
+    return { total, ids: out.map((s) => s.map((d) => d.doc.id)), docs: out.flat().map((d) => d.doc) };
+  };
+  for (const spread of [false, true]) {
+    const [a, b] = [await read(csv, spread), await read(jsonl, spread)];
+    t.is(a.total, n);
+    t.deepEqual(a.ids[0], b.ids[0], `spread ${spread}: the same first slice`);
+    t.deepEqual(a.docs, b.docs, `spread ${spread}: the same documents in the same order`);
+    t.true(a.ids.every((s) => s.length <= INDEX_SLICE));
+  }
+  const stride = Math.ceil(n / INDEX_SLICE);
+  t.deepEqual((await read(csv, true)).ids[0], rows.filter((_, i) => i % stride === 0).map((r) => r.id));
+});
+
+test('trainRag() reads questions and answers from a .csv, .tsv or .csv.gz (question or query, answer, group columns)', async (t) => {
+  const dir = tempDir();
+  const csv = 'id,question,answer,group\n1,"what is in the river, mostly?",water,nature\n2,where is the money?,"in the bank,\nsafe",\n3,"what does ""fox"" do?",jumps,nature\n';
+  const tsv = 'query\tanswer\nwhat is in the river, mostly?\twater\nwhere is the money?\t"in the bank,\nsafe"\nwhat does "fox" do?\tjumps\n';
+  const [csvFile, tsvFile, gzFile] = tables(dir, 'qa', csv, tsv).map((f) => path.join(dir, f));
+  const expected = [
+    { question: 'what is in the river, mostly?', answer: 'water', group: 'nature' },
+    { question: 'where is the money?', answer: 'in the bank,\nsafe' },
+    { question: 'what does "fox" do?', answer: 'jumps', group: 'nature' },
+  ];
+  t.deepEqual(await readRagData(csvFile), { examples: expected });
+  t.deepEqual(await readRagData(gzFile), { examples: expected });
+  t.deepEqual(await readRagData(tsvFile), { examples: expected.map(({ question, answer }) => ({ question, answer })) });
+});
+
+test('trainRag() refuses a table without an answer column, with an empty cell, with both question and query, or without rows', async (t) => {
+  const dir = tempDir();
+  const base = { retriever: FIXTURE, generator: TINY_GENERATOR, corpus: ['a document', 'another one'], output: path.join(dir, 'out'), device: 'cpu' as const, progressBar: false };
+  const cases: [string, string, RegExp][] = [
+    ['response.csv', 'question,response\nq,a\n', /response\.csv:1: no "answer" column \(columns found: question, response; expected: a "question" \(or "query"\) and an "answer" column, and optionally "group"\)$/],
+    ['noq.tsv', 'answer\na\n', /noq\.tsv:1: no "question" column \(columns found: answer;/],
+    ['both.csv', 'question,query,answer\nq,q,a\n', /both\.csv:1: give a "question" or a "query" column, not both/],
+    ['cell.csv', 'question,answer\nq,"a\nb"\nq2, \n', /cell\.csv:4: "answer" must be a non-empty string$/],
+    ['header.csv', 'question,answer\n', /header\.csv holds no questions \(it is empty or has only a header row\)$/],
+  ];
+  for (const [name, content, message] of cases) {
+    const error = await rejection(() => trainRag({ ...base, data: path.join(dir, write(dir, name, content)) }));
+    t.is(error.code, 'INVALID_ARGUMENT', name);
+    t.regex(error.message, message, name);
+  }
+  t.false(fs.existsSync(base.output));
+});
