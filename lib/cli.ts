@@ -56,6 +56,8 @@ commands:
     --tokens                 one vector per token: JSONL {"index", "tokens": [[...], ...]} (always for a multi-vector model)
     --truncate-dim <n>       cut each vector to its first n entries (normalized again): a Matryoshka model's smaller vectors
     --adapter <dir>          add a LoRA adapter (PEFT's adapter_config.json and adapter_model.safetensors) to --model
+    --no-adapter-base-check  load --adapter on this model even when the adapter records another base (coltrast's adapters
+                             record the base they were trained on, and are refused on one whose adapted weights differ)
     --device <d>             auto | cpu | cuda | cuda:N (default auto)
     --dtype <t>              float32 (default) | bfloat16 (CPU or CUDA; about 2x faster on CPUs with AVX-512 BF16 or AMX) | float16 (CUDA)
     --threads <n>            CPU threads (default: OMP_NUM_THREADS, else every core)
@@ -161,6 +163,7 @@ commands:
     --adapter <dir>          a LoRA adapter (PEFT's files) added to the embedding model
     --reranker <dir|hub id>  a cross-encoder for /rerank, /v1/rerank and /search's "rerank": "cross-encoder"
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
+    --no-adapter-base-check  load the adapters even when one records another base than its model (see embed)
     --index <dir>            an index folder for /search
     --mmap                   map the index's vector files instead of reading them (fast start, the page cache's memory)
     --writable               let clients change the index: POST /documents (add or replace), /documents/delete; changes are
@@ -202,6 +205,7 @@ commands:
     --k <n> --mode dense|bm25|hybrid --rerank none|maxsim --device <d> --threads <n> --json
     --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
+    --no-adapter-base-check  load it even when it records another base than --reranker (see embed)
     --candidates <n>         first-stage candidates re-ranked (default 100)
     --rescore-multiplier <n> a binary index: rows kept by Hamming distance per hit, then rescored (default 4)
     --nprobe <n> --full-scores <n>   a multi-vector index with residual tokens: centroids probed per query token (default 1),
@@ -217,6 +221,7 @@ commands:
     --fusion rrf|relative    hybrid: reciprocal-rank fusion (default) or min-max scaled scores, weighted
     --reranker <dir|hub id>  re-rank each query's top --candidates (default 100) with a cross-encoder
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
+    --no-adapter-base-check  load it even when it records another base than --reranker (see embed)
     --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker or --model's index flags)
     --truncate-dim <n>       evaluate --model's vectors cut to n entries (a Matryoshka model's smaller vectors)
     --storage float32|float16|int8|binary --rescore-multiplier <n>   the dense index's storage (what quantization costs)
@@ -532,6 +537,7 @@ const EMBED_OPTIONS = {
   tokens: { type: 'boolean' },
   'truncate-dim': { type: 'string' },
   adapter: { type: 'string' },
+  'no-adapter-base-check': { type: 'boolean' },
   device: { type: 'string' },
   dtype: { type: 'string' },
   threads: { type: 'string' },
@@ -546,7 +552,7 @@ async function embed(argv: string[]): Promise<void> {
     options: EMBED_OPTIONS,
   });
   // --output is the file written (the library's output: 'tokens' is --tokens).
-  nameFlags(EMBED_OPTIONS, values, { output: null, tokens: null, model: null, json: null });
+  nameFlags(EMBED_OPTIONS, values, { output: null, tokens: null, model: null, json: null, 'no-adapter-base-check': 'checkAdapterBase' });
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
   if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
   if (values.output) outputTo(values.output, '--output', 'file', [['the input file', positionals[0]]]);
@@ -561,6 +567,7 @@ async function embed(argv: string[]): Promise<void> {
     threads: numberFlag('threads', values.threads, 'count'),
     truncateDim: numberFlag('truncate-dim', values['truncate-dim'], 'count'),
     adapter: values.adapter,
+    ...(values['no-adapter-base-check'] && { checkAdapterBase: false }),
   });
   const bar = values.json ? undefined : new ProgressBar('embed', 'texts');
   const tokens = values.tokens === true || enc.multiVector !== undefined;
@@ -1014,10 +1021,14 @@ function plaidFlags(values: { nprobe?: string; 'full-scores'?: string }): { npro
 }
 
 /** --reranker's cross-encoder, with --reranker-adapter's LoRA adapter (PEFT's files) added; undefined without --reranker. */
-async function loadReranker(values: { reranker?: string; 'reranker-adapter'?: string }, options: CrossEncoderLoadOptions): Promise<CrossEncoder | undefined> {
+async function loadReranker(values: { reranker?: string; 'reranker-adapter'?: string; 'no-adapter-base-check'?: boolean }, options: CrossEncoderLoadOptions): Promise<CrossEncoder | undefined> {
   if (values['reranker-adapter'] !== undefined && !values.reranker) fail('--reranker-adapter goes on the cross-encoder: give --reranker <dir|hub id> too');
   if (!values.reranker) return undefined;
-  const load = CrossEncoder.load(values.reranker, { ...options, ...(values['reranker-adapter'] !== undefined && { adapter: values['reranker-adapter'] }) });
+  const load = CrossEncoder.load(values.reranker, {
+    ...options,
+    ...(values['reranker-adapter'] !== undefined && { adapter: values['reranker-adapter'] }),
+    ...(values['no-adapter-base-check'] && { checkAdapterBase: false }),
+  });
   return withFlags(load, { adapter: 'reranker-adapter' });
 }
 
@@ -1027,7 +1038,7 @@ const EVAL_OPTIONS = {
   'batch-size': { type: 'string' }, reranker: { type: 'string' }, 'reranker-adapter': { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
   'truncate-dim': { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
   'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
-  'pool-factor': { type: 'string' }, threads: { type: 'string' },
+  'pool-factor': { type: 'string' }, threads: { type: 'string' }, 'no-adapter-base-check': { type: 'boolean' },
 } as const;
 
 async function evalCommand(argv: string[]): Promise<void> {
@@ -1036,7 +1047,7 @@ async function evalCommand(argv: string[]): Promise<void> {
     strict: true,
     options: EVAL_OPTIONS,
   });
-  nameFlags(EVAL_OPTIONS, values, { stem: 'bm25', compare: null, json: null, 'reranker-adapter': null }, ['k']);
+  nameFlags(EVAL_OPTIONS, values, { stem: 'bm25', compare: null, json: null, 'reranker-adapter': null, 'no-adapter-base-check': 'checkAdapterBase' }, ['k']);
   if (!values.data) fail('eval needs --data <BEIR folder>');
   const storage = storageFlag(values.storage);
   const k = values.k?.split(',').map((x) => {
@@ -1225,6 +1236,7 @@ const SEARCH_OPTIONS = {
   reranker: { type: 'string' }, 'reranker-adapter': { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
   'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' }, filter: { type: 'string' }, mmr: { type: 'string' },
   fusion: { type: 'string' }, 'hybrid-weight': { type: 'string' }, mmap: { type: 'boolean' }, threads: { type: 'string' },
+  'no-adapter-base-check': { type: 'boolean' },
 } as const;
 
 async function searchCommand(argv: string[]): Promise<void> {
@@ -1235,7 +1247,7 @@ async function searchCommand(argv: string[]): Promise<void> {
     options: SEARCH_OPTIONS,
   });
   // A cross-encoder is search()'s rerank.
-  nameFlags(SEARCH_OPTIONS, values, { mmr: 'mmrLambda', rerank: values.reranker ? null : 'rerank', reranker: values.reranker ? 'rerank' : null, 'reranker-adapter': null, json: null });
+  nameFlags(SEARCH_OPTIONS, values, { mmr: 'mmrLambda', rerank: values.reranker ? null : 'rerank', reranker: values.reranker ? 'rerank' : null, 'reranker-adapter': null, json: null, 'no-adapter-base-check': 'checkAdapterBase' });
   if (!values.index) fail('search needs --index <dir>');
   let filter: Record<string, unknown> | undefined;
   if (values.filter !== undefined) {
@@ -1323,6 +1335,7 @@ const SERVE_OPTIONS = {
   'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
   dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
   adapter: { type: 'string' }, 'reranker-adapter': { type: 'string' }, 'cors-allow-origin': { type: 'string' },
+  'no-adapter-base-check': { type: 'boolean' },
 } as const;
 
 async function serveCommand(argv: string[]): Promise<void> {
@@ -1334,7 +1347,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   });
   nameFlags(SERVE_OPTIONS, values, {
     model: 'encoder', 'no-model': null, name: 'modelName', 'max-batch': 'maxBatchTexts', 'generation-batch': 'generationBatchSize',
-    index: ['index', 'saveTo'], verbose: null, 'reranker-adapter': null, 'cors-allow-origin': 'cors.origins',
+    index: ['index', 'saveTo'], verbose: null, 'reranker-adapter': null, 'cors-allow-origin': 'cors.origins', 'no-adapter-base-check': 'checkAdapterBase',
   }, ['cors-allow-origin']);
   if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
   if (values['no-model'] && values.adapter) fail('--adapter goes on the embedding model: --no-model has none');
@@ -1357,7 +1370,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   // The vectors' width: --truncate-dim, else the index's (an index built with cut vectors is searched with them).
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;
   if (values['no-model'] && values['truncate-dim'] !== undefined) fail('--truncate-dim cuts the embedding model\'s vectors: --no-model has none');
-  const enc = modelSource ? await Encoder.load(modelSource, { ...load, truncateDim, adapter: values.adapter }) : undefined;
+  const enc = modelSource ? await Encoder.load(modelSource, { ...load, truncateDim, adapter: values.adapter, ...(values['no-adapter-base-check'] && { checkAdapterBase: false }) }) : undefined;
   const reranker = await loadReranker(values, load);
   const index = values.index && enc ? await Index.load(values.index, enc, { mmap: values.mmap ?? false }) : undefined;
   const generator = values.generator ? await Generator.load(values.generator, load) : undefined;

@@ -17,7 +17,7 @@ import {
 } from './model-dir';
 
 export type { DecoderRerankerStart } from './model-dir';
-import { ADAPTER_DIR, SEQ_CLS_MODULES, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type LoraConfig } from './lora';
+import { ADAPTER_DIR, SEQ_CLS_MODULES, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type AdapterBase, type LoraConfig } from './lora';
 import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, padBatch, type TokenizedText } from './tokenizer';
@@ -87,6 +87,12 @@ export interface CrossEncoderLoadOptions extends LoadOptions {
    * with LoRA (train({ crossEncoder: true, lora }) from an embedding model), whose adapter holds the whole new head.
    */
   adapter?: string;
+  /**
+   * false: load `adapter` even when it records another base model than this one (coltrast records the base an
+   * adapter was trained on in its adapter_model.safetensors, and refuses it on a base whose adapted weights differ).
+   * Default true; an adapter without the record (PEFT's own) is not checked.
+   */
+  checkAdapterBase?: boolean;
   /**
    * A decoder LLM's *ForCausalLM folder (one without a reranker's configs, such as Qwen/Qwen3-Reranker-0.6B as published)
    * as a reranker scored by LogitScore on `tokens` (default ['yes', 'no']), each pair rendered by `chatTemplate` (Jinja
@@ -169,8 +175,9 @@ export class CrossEncoder {
    * `cross-encoder/ms-marco-MiniLM-L6-v2`.
    */
   static async load(model: string, options?: CrossEncoderLoadOptions): Promise<CrossEncoder> {
-    const { adapter, chatTemplate, tokens, ...loadOptions } = options ?? {};
+    const { adapter, chatTemplate, tokens, checkAdapterBase, ...loadOptions } = options ?? {};
     if (adapter !== undefined && (typeof adapter !== 'string' || adapter.length === 0)) throw invalid('options.adapter', 'a PEFT adapter folder', adapter);
+    const checkBase = booleanValue('options.checkAdapterBase', checkAdapterBase ?? true);
     const start = readDecoderStart({ chatTemplate, tokens }, 'options');
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
     // A folder holding only an adapter (sentence-transformers' save of a CrossEncoder with one: the adapter with its
@@ -181,8 +188,8 @@ export class CrossEncoder {
     }
     // With an adapter, `model` may be the embedding model a cross-encoder was trained on with LoRA: the adapter holds the
     // head. With a template or tokens, a causal LM becomes a reranker.
-    if (start || (adapter !== undefined && !isCrossEncoderFolder(dir))) return CrossEncoder.openFolder(dir, device, dtype, 0, adapter, start);
-    return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter);
+    if (start || (adapter !== undefined && !isCrossEncoderFolder(dir))) return CrossEncoder.openFolder(dir, device, dtype, 0, adapter, start, checkBase);
+    return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter, false, checkBase);
   }
 
   /**
@@ -199,7 +206,7 @@ export class CrossEncoder {
    * A cross-encoder folder; a decoder LLM's *ForCausalLM as a new LogitScore reranker (`start`: its template and tokens);
    * or an embedding model's as a new one-label cross-encoder (a head drawn from `seed`); with `adapter` added.
    */
-  private static async openFolder(dir: string, device: string, dtype: DType, seed: number, adapter: string | undefined, start?: DecoderRerankerStart): Promise<CrossEncoder> {
+  private static async openFolder(dir: string, device: string, dtype: DType, seed: number, adapter: string | undefined, start?: DecoderRerankerStart, checkBase = true): Promise<CrossEncoder> {
     const configPath = path.join(dir, 'config.json');
     const causal = fs.existsSync(configPath) && isCausalDecoder(readJson(configPath, 'config.json'));
     const reranker = isCrossEncoderFolder(dir);
@@ -209,19 +216,20 @@ export class CrossEncoder {
         `chatTemplate and tokens make a reranker of a decoder LLM's *ForCausalLM folder; ${dir} is ${reranker ? 'a reranker already (its template and tokens are its own)' : 'not one'}`,
       );
     }
-    if (reranker) return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter);
-    if (causal) return CrossEncoder.withAdapter(await CrossEncoder.open(asNewDecoderReranker(readModelDirectory(dir, 'cross-encoder'), start), device, dtype), adapter);
-    return CrossEncoder.withAdapter(await CrossEncoder.open(asNewCrossEncoder(readModelDirectory(dir)), device, dtype, seed), adapter, true);
+    if (reranker) return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter, false, checkBase);
+    if (causal) return CrossEncoder.withAdapter(await CrossEncoder.open(asNewDecoderReranker(readModelDirectory(dir, 'cross-encoder'), start), device, dtype), adapter, false, checkBase);
+    return CrossEncoder.withAdapter(await CrossEncoder.open(asNewCrossEncoder(readModelDirectory(dir)), device, dtype, seed), adapter, true, checkBase);
   }
 
   /**
    * `model` with the adapter in folder `adapter` added (none: as it is); disposed if that fails. On a new head
-   * (`newHead`), the adapter must hold all of it: the classifier and the new modules, in its modules_to_save.
+   * (`newHead`), the adapter must hold all of it: the classifier and the new modules, in its modules_to_save. `checkBase`:
+   * an adapter that records another base model is refused (CrossEncoderLoadOptions.checkAdapterBase).
    */
-  private static async withAdapter(model: CrossEncoder, adapter: string | undefined, newHead = false): Promise<CrossEncoder> {
+  private static async withAdapter(model: CrossEncoder, adapter: string | undefined, newHead = false, checkBase = true): Promise<CrossEncoder> {
     if (adapter === undefined) return model;
     try {
-      const config = await loadAdapter(model.model, path.resolve(adapter), 'cross-encoder');
+      const config = await loadAdapter(model.model, path.resolve(adapter), 'cross-encoder', checkBase ? model.baseWeights() : undefined);
       const missing = newHead ? model.loraHeadModules.filter((m) => m !== 'score' && !config.modulesToSave.some((saved) => m.endsWith(saved))) : [];
       if (missing.length > 0) {
         throw new ColtrastError(
@@ -328,6 +336,14 @@ export class CrossEncoder {
   get loraTask(): { taskType: string; modulesToSave: string[] } {
     if (this.files.crossEncoder.decoder?.logitScore) return { taskType: 'CAUSAL_LM', modulesToSave: [] };
     return { taskType: 'SEQ_CLS', modulesToSave: this.loraHeadModules };
+  }
+
+  /**
+   * The safetensors files the model's weights were read from, and their folder: the base its adapter was added to (a
+   * cross-encoder's base weights do not change before its adapter is), which save() records in the adapter.
+   */
+  private baseWeights(): AdapterBase {
+    return { dir: path.dirname(this.files.weightsPath), files: this.files.weightShards ?? [this.files.weightsPath] };
   }
 
   /** @internal New LoRA adapters (train({ crossEncoder, lora })): from then on only they and the head modules config.modulesToSave names train. */
@@ -493,7 +509,7 @@ export class CrossEncoder {
         try {
           await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype);
           // The adapter (and the head it trains) beside the merged weights: what PEFT adds to the base model.
-          if (this.loraConfig) await saveAdapter(handle, path.join(staging, ADAPTER_DIR), this.loraConfig, dtype);
+          if (this.loraConfig) await saveAdapter(handle, path.join(staging, ADAPTER_DIR), this.loraConfig, dtype, this.baseWeights());
         } catch (error) {
           throw fromNative(error);
         }

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { ADAPTER_DIR, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type LoraConfig } from './lora';
+import { ADAPTER_DIR, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type AdapterBase, type LoraConfig } from './lora';
 import { denseStackDir, lastDense, namedPrompt, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { SIMILARITY_FUNCTIONS, maxsimScores, pairwiseSimilarity, similarityMatrix, type SimilarityFunction } from './similarity';
@@ -33,6 +33,12 @@ export interface EncoderLoadOptions extends LoadOptions {
    * `load_adapter` do), and `save()` writes the merged weights with the adapter beside them.
    */
   adapter?: string;
+  /**
+   * false: load `adapter` even when it records another base model than this one (coltrast records the base an
+   * adapter was trained on in its adapter_model.safetensors, and refuses it on a base whose adapted weights differ).
+   * Default true; an adapter without the record (PEFT's own) is not checked.
+   */
+  checkAdapterBase?: boolean;
 }
 
 /** A dense float32 matrix, row-major. */
@@ -269,8 +275,9 @@ export class Encoder {
    * Hugging Face id (downloaded once into the hub cache).
    */
   static async load(model: string, options?: EncoderLoadOptions): Promise<Encoder> {
-    const { truncateDim: cut, adapter, ...loadOptions } = options ?? {};
+    const { truncateDim: cut, adapter, checkAdapterBase, ...loadOptions } = options ?? {};
     if (adapter !== undefined && (typeof adapter !== 'string' || adapter.length === 0)) throw invalid('options.adapter', 'a PEFT adapter folder', adapter);
+    const checkBase = booleanValue('options.checkAdapterBase', checkAdapterBase ?? true);
     const truncateDim = cut === undefined ? undefined : positiveInteger('options.truncateDim', cut);
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
     // A sentence-transformers folder saved with a LoRA adapter (add_adapter, then save): the adapter, the tokenizer and
@@ -305,8 +312,9 @@ export class Encoder {
     try {
       if (truncateDim !== undefined) encoder.checkTruncateDim('options.truncateDim', truncateDim);
       if (adapterDir !== undefined) {
-        encoder.loraConfig = await loadAdapter(encoder.model, adapterDir, 'embedding');
+        encoder.loraConfig = await loadAdapter(encoder.model, adapterDir, 'embedding', checkBase ? encoder.baseWeights() : undefined);
         encoder.adapterFolder = adapterDir;
+        encoder.adapterBase = encoder.baseWeights();
       }
     } catch (error) {
       encoder.dispose();
@@ -383,11 +391,23 @@ export class Encoder {
     return this.adapterFolder;
   }
 
+  /**
+   * The base weights the adapter was added to, which save() records in it (lib/lora.ts' recordBase): the folder's,
+   * unless the model was trained before the adapter was added (its base is then in memory only, and is not recorded).
+   */
+  private adapterBase: AdapterBase | undefined;
+
+  /** The safetensors files the model's weights were read from, and their folder. */
+  private baseWeights(): AdapterBase {
+    return { dir: path.dirname(this.files.weightsPath), files: this.files.weightShards ?? [this.files.weightsPath] };
+  }
+
   /** @internal New LoRA adapters (train({ lora })): from then on only they train, and save() writes them beside the merged weights. */
   async addLora(config: LoraConfig, seed: number): Promise<void> {
     if (this.loraConfig) throw new ColtrastError('INVALID_ARGUMENT', `${this.files.dir} already has a LoRA adapter (train() trains it)`);
     await addAdapters(this.model, config, seed);
     this.loraConfig = config;
+    this.adapterBase = this.changes.includes('trained') ? undefined : this.baseWeights();
     this.changed('a LoRA adapter added');
   }
 
@@ -634,7 +654,7 @@ export class Encoder {
         const stackFiles = (this.files.denseStack ?? []).map((_, i) => path.join(staging, denseStackDir(i), 'model.safetensors'));
         await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype, denseFile, stackFiles);
         // The adapter beside the merged weights: what PEFT (or sentence-transformers' load_adapter) adds to the base model.
-        if (this.loraConfig) await saveAdapter(handle, path.join(staging, ADAPTER_DIR), this.loraConfig, dtype);
+        if (this.loraConfig) await saveAdapter(handle, path.join(staging, ADAPTER_DIR), this.loraConfig, dtype, this.adapterBase);
       } catch (error) {
         throw fromNative(error);
       }

@@ -4,7 +4,9 @@
  * tensors; JavaScript reads the header where it checks a file before that (an adapter's ranks) or streams its data
  * itself (an index's vectors, exported a block at a time).
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import { atomicOutput } from './files';
 
 export interface TensorEntry {
   dtype?: unknown;
@@ -51,4 +53,61 @@ export function tensorInfo(entry: TensorEntry | undefined): { dtype: string; sha
   const [begin, end] = offsets;
   if (!whole(begin) || !whole(end) || end < begin) return undefined;
   return { dtype, shape, begin, end };
+}
+
+/**
+ * The sha256 (hex) of bytes [begin, end) of the open file `handle`, read 8 MiB at a time: each read waits off the
+ * event loop, and each hash update is milliseconds, so hashing a large model's tensors does not hold it.
+ */
+export async function sha256OfRange(handle: fs.promises.FileHandle, begin: number, end: number): Promise<string> {
+  const hash = createHash('sha256');
+  const buffer = Buffer.allocUnsafe(Math.min(8 * 2 ** 20, Math.max(end - begin, 1)));
+  for (let at = begin; at < end; ) {
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, end - at), at);
+    if (bytesRead === 0) throw new Error(`the file ends at byte ${at}, before the tensor's end (${end})`);
+    hash.update(buffer.subarray(0, bytesRead));
+    at += bytesRead;
+  }
+  return hash.digest('hex');
+}
+
+/**
+ * Rewrites the safetensors file `file` with `metadata` added to its header's __metadata__ (a string -> string map, as
+ * the format has it; keys it had stay unless `metadata` gives them again), its tensors as they were. The data
+ * section stays 8-byte aligned (the header padded with spaces, as the native writer pads it). Written through a
+ * temporary file renamed over `file` (atomicOutput).
+ */
+export async function addSafetensorsMetadata(file: string, metadata: Record<string, string>): Promise<void> {
+  const source = await fs.promises.open(file, 'r');
+  try {
+    const read = readSafetensorsHeader(source.fd, 100 * 2 ** 20);
+    if ('problem' in read) throw new Error(`${file}: its safetensors header is ${read.problem}`);
+    const { __metadata__: old, ...tensors } = read.header as Record<string, unknown>;
+    const merged = { ...(typeof old === 'object' && old !== null && !Array.isArray(old) ? (old as Record<string, string>) : {}), ...metadata };
+    let text = JSON.stringify({ __metadata__: merged, ...tensors });
+    const bytes = Buffer.byteLength(text, 'utf8');
+    text += ' '.repeat((8 - (bytes % 8)) % 8);
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(Buffer.byteLength(text, 'utf8')));
+    const out = atomicOutput(file);
+    try {
+      await out.write(length);
+      await out.write(Buffer.from(text, 'utf8'));
+      const size = (await source.stat()).size;
+      const buffer = Buffer.allocUnsafe(8 * 2 ** 20);
+      for (let at = read.dataStart; at < size; ) {
+        const { bytesRead } = await source.read(buffer, 0, Math.min(buffer.length, size - at), at);
+        if (bytesRead === 0) throw new Error(`${file} ended while it was being copied`);
+        // A copy: the stream may still hold the chunk when the buffer is read into again.
+        await out.write(Buffer.from(buffer.subarray(0, bytesRead)));
+        at += bytesRead;
+      }
+      await out.commit();
+    } catch (error) {
+      out.abort();
+      throw error;
+    }
+  } finally {
+    await source.close();
+  }
 }
