@@ -465,11 +465,6 @@ async function readTexts(file: string): Promise<string[]> {
   }
   const problem = notAFile(file);
   if (problem) fail(`input file ${file} ${problem}`);
-  if (!JSONL.test(file)) {
-    const texts: string[] = [];
-    for await (const lines of fileLines(file)) for (const line of lines) if (line.trim().length > 0) texts.push(line);
-    return texts;
-  }
   if (CSV.test(file)) {
     // A table's "text" column, a text a row: a quoted cell may hold line breaks and commas. Its other columns (an id)
     // are not read; the output's "index" is the text's row among the rows read.
@@ -479,6 +474,11 @@ async function readTexts(file: string): Promise<string[]> {
       return (fields) => fields[i];
     });
     if (texts.length === 0) fail(`input file ${file} holds no texts (it is empty or has only a header row): give a header row naming a "text" column, then a text a row`);
+    return texts;
+  }
+  if (!JSONL.test(file)) {
+    const texts: string[] = [];
+    for await (const lines of fileLines(file)) for (const line of lines) if (line.trim().length > 0) texts.push(line);
     return texts;
   }
   return parseJsonLines(file, (value, where) => {
