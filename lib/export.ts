@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { ColtrastError } from './errors';
-import { STORAGE_DTYPES, readIndexDocLine, readIndexManifest, type IndexManifest } from './index-manifest';
+import { IndexDocsReader, checkIndexHeader, indexDamaged, readIndexManifest, vectorTensors, type IndexManifest } from './index-manifest';
 import { readSafetensorsHeader, tensorInfo } from './safetensors';
 import { atomicOutput, checkOutputFile } from './files';
 import { booleanValue, checkOptions, invalid, nonEmptyString, oneOf } from './validate';
@@ -94,7 +94,7 @@ function commentSafe(value: unknown): string {
 
 /** The rows of a saved index folder in order: each document with its stored vector (as float32). */
 async function* indexRows(dir: string, manifest: IndexManifest, dim: number): AsyncGenerator<{ id: string; text: string; metadata?: unknown; vector: Float32Array; line: number }> {
-  const bad = (message: string) => new ColtrastError('MODEL_FILES', `index ${dir}: ${message}`);
+  const bad = (message: string) => indexDamaged(dir, message);
   const vectorsFile = path.join(dir, 'vectors.safetensors');
   const docsFile = path.join(dir, 'docs.jsonl');
   for (const f of [vectorsFile, docsFile]) if (!fs.existsSync(f)) throw bad(`${path.basename(f)} is missing`);
@@ -108,14 +108,13 @@ async function* indexRows(dir: string, manifest: IndexManifest, dim: number): As
     const tensor = tensorInfo(read.header.vectors);
     const width = tensor?.dtype === 'F32' ? 4 : tensor?.dtype === 'F16' ? 2 : 0;
     if (!tensor || !width) throw bad('vectors.safetensors needs a "vectors" tensor of dtype F32 or F16, with a shape and data offsets');
-    // Index.load refuses the mismatch too (checkIndexTensors): the file and index.json no longer describe one index.
-    if (tensor.dtype !== STORAGE_DTYPES[manifest.storage]) {
-      throw bad(`vectors.safetensors holds ${tensor.dtype} vectors, and index.json says storage ${manifest.storage} (${STORAGE_DTYPES[manifest.storage]}): the file or index.json was changed after the index was saved; the folder is damaged: save the index again or rebuild it`);
-    }
     const [rows, cols] = tensor.shape;
     const { begin, end } = tensor;
     if (tensor.shape.length !== 2 || cols !== dim || rows !== manifest.documents) throw bad(`vectors.safetensors is [${tensor.shape}], index.json says ${manifest.documents} documents of dimension ${dim}`);
     if (end - begin !== rows * cols * width || read.dataStart + end > size) throw bad('vectors.safetensors is truncated');
+    // Index.load's check and words (checkIndexTensors): a float file of the other dtype was exported as the numbers
+    // index.json names. After the checks above, which say more of a header that lies about its offsets or shape.
+    checkIndexHeader(dir, 'vectors.safetensors', read.header, vectorTensors(manifest.storage, dim), `storage ${manifest.storage}`);
     const dataStart = read.dataStart + begin;
 
     const block = Buffer.alloc(ROWS_PER_READ * dim * width);
@@ -135,17 +134,18 @@ async function* indexRows(dir: string, manifest: IndexManifest, dim: number): As
     };
 
     const lines = readline.createInterface({ input: fs.createReadStream(docsFile, { encoding: 'utf8' }), crlfDelay: Infinity });
-    let row = 0;
+    // Index.load's reader: a repeated id is refused here, with both lines, not by COPY's primary key when the file
+    // is loaded; the count and the ids' order are checked at the end (the output is then left as it was).
+    const reader = new IndexDocsReader(dir, { documents: rows });
     let lineNumber = 0;
     for await (const line of lines) {
       lineNumber++;
-      if (line.length === 0) continue;
-      const doc = readIndexDocLine(line, lineNumber, bad);
-      if (row >= rows) throw bad(`docs.jsonl has more documents than index.json says (${rows})`);
-      yield { id: doc.id, text: doc.text, metadata: doc.metadata, vector: vectorOf(row), line: lineNumber };
-      row++;
+      const doc = reader.read(line, lineNumber);
+      if (!doc) continue;
+      if (reader.documents > rows) throw bad(`docs.jsonl has more documents than index.json says (${rows})`);
+      yield { id: doc.id, text: doc.text, metadata: doc.metadata, vector: vectorOf(reader.documents - 1), line: lineNumber };
     }
-    if (row !== rows) throw bad(`docs.jsonl has ${row} documents, index.json says ${rows}`);
+    reader.finish(manifest);
   } finally {
     fs.closeSync(fd);
   }
@@ -264,7 +264,7 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
       const metadata = doc.metadata === undefined || doc.metadata === null ? '\\N' : copyText(JSON.stringify(doc.metadata));
       const values = new Array<string>(dim);
       for (let j = 0; j < dim; j++) {
-        if (!Number.isFinite(doc.vector[j])) throw new ColtrastError('MODEL_FILES', `index ${dir}: the vector of "${doc.id}" holds ${doc.vector[j]}`);
+        if (!Number.isFinite(doc.vector[j])) throw indexDamaged(dir, `the vector of "${doc.id}" holds ${doc.vector[j]}`);
         values[j] = float32Text(doc.vector[j]);
       }
       chunk.push(`${copyText(doc.id)}\t${copyText(doc.text)}\t${metadata}\t[${values.join(',')}]\n`);

@@ -1,12 +1,14 @@
 /**
  * An index folder's index.json (lib/search-index.ts describes the folder), read and checked in one place for the two
- * that read it, Index.load and exportIndex, and the tensors that index.json says its safetensors files hold. Apart from
+ * that read it, Index.load and exportIndex, with docs.jsonl's lines, and the tensors that index.json says its
+ * safetensors files hold; and the one way they say a folder is damaged (indexDamaged). Apart from
  * search-index.ts (which imports the native addon and the encoder), so that export.ts reads a folder without them.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { IdStore } from './doc-store';
 import { ColtrastError } from './errors';
 import { readSafetensorsHeader, tensorInfo } from './safetensors';
 
@@ -47,14 +49,24 @@ export interface IndexManifest {
    * token vectors. Absent in indexes saved before it existed: their counts are not checked beyond the sum.
    */
   tokenCounts?: string;
+  /**
+   * idsDigest of the documents' ids in docs.jsonl, in order: whole lines moved (ids, texts and token counts together)
+   * loaded, and each document was given another's vectors, found by search with full confidence. Absent in indexes
+   * saved before it existed: their order is not checked.
+   */
+  ids?: string;
 }
 
-/** The MODEL_FILES error for index folder `where`. */
-function damaged(where: string, message: string): ColtrastError {
-  return new ColtrastError('MODEL_FILES', `index ${where}: ${message}`);
+/**
+ * The MODEL_FILES error for index folder `where` (resolved), the one way Index.load, exportIndex and this file say a
+ * folder's files are damaged or disagree: `index <where>: <message>`.
+ */
+export function indexDamaged(where: string, message: string, options?: { cause?: unknown }): ColtrastError {
+  return new ColtrastError('MODEL_FILES', `index ${where}: ${message}`, options);
 }
 
-const SAVE_AGAIN = 'the folder is damaged: save the index again or rebuild it';
+/** What to do about a folder whose files disagree, the last words of those messages. */
+export const SAVE_AGAIN = 'the folder is damaged: save the index again or rebuild it';
 
 /**
  * The index.json of the index folder `where` (resolved), parsed and checked: its format and version, a model with a
@@ -64,15 +76,15 @@ const SAVE_AGAIN = 'the folder is damaged: save the index again or rebuild it';
  */
 export function readIndexManifest(where: string): IndexManifest {
   const file = path.join(where, 'index.json');
-  if (!fs.existsSync(file)) throw damaged(where, 'no index.json (not an index folder)');
+  if (!fs.existsSync(file)) throw indexDamaged(where, 'no index.json (not an index folder)');
   let m: Record<string, unknown>;
   try {
     m = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (error) {
-    throw damaged(where, `index.json is not valid JSON (${(error as Error).message})`);
+    throw indexDamaged(where, `index.json is not valid JSON (${(error as Error).message})`);
   }
-  if (m === null || typeof m !== 'object' || Array.isArray(m) || m.format !== 'coltrast-index' || m.version !== 1) throw damaged(where, 'index.json is not a coltrast index of format version 1');
-  const says = (key: string, value: unknown, want: string) => damaged(where, `index.json says ${key} ${JSON.stringify(value)}, not ${want}; ${SAVE_AGAIN}`);
+  if (m === null || typeof m !== 'object' || Array.isArray(m) || m.format !== 'coltrast-index' || m.version !== 1) throw indexDamaged(where, 'index.json is not a coltrast index of format version 1');
+  const says = (key: string, value: unknown, want: string) => indexDamaged(where, `index.json says ${key} ${JSON.stringify(value)}, not ${want}; ${SAVE_AGAIN}`);
   const model = m.model as Record<string, unknown> | null | undefined;
   if (model === null || typeof model !== 'object' || Array.isArray(model)) throw says('model', model, 'an object { fingerprint, dimension, ... }');
   if (typeof model.fingerprint !== 'string') throw says('model.fingerprint', model.fingerprint, "a string (the sha256 of the model's files)");
@@ -83,7 +95,9 @@ export function readIndexManifest(where: string): IndexManifest {
   if (m.tokenStorage !== undefined && !(TOKEN_STORAGES as readonly unknown[]).includes(m.tokenStorage)) throw says('tokenStorage', m.tokenStorage, `one of ${TOKEN_STORAGES.join(', ')}`);
   if (m.tokenStorage === 'residual' && !RESIDUAL_BITS.includes(m.residualBits as number)) throw says('residualBits', m.residualBits, '1, 2 or 4');
   if (!Number.isSafeInteger(m.documents) || (m.documents as number) < 0) throw says('documents', m.documents, 'a count of documents');
-  if (m.tokenCounts !== undefined && (typeof m.tokenCounts !== 'string' || !/^[0-9a-f]{64}$/.test(m.tokenCounts))) throw says('tokenCounts', m.tokenCounts, 'a sha256 (64 hexadecimal digits)');
+  for (const key of ['tokenCounts', 'ids']) {
+    if (m[key] !== undefined && (typeof m[key] !== 'string' || !/^[0-9a-f]{64}$/.test(m[key] as string))) throw says(key, m[key], 'a sha256 (64 hexadecimal digits)');
+  }
   return m as unknown as IndexManifest;
 }
 
@@ -97,11 +111,11 @@ export interface IndexDocLine {
 }
 
 /**
- * docs.jsonl's line `lineNumber` (not blank), parsed and checked as Index.load and exportIndex both read it: an object
- * with a non-empty string id, a string text and metadata that is an object when present (null was a TypeError naming
- * no file, and metadata of 5 was exported as jsonb 5); a problem is `bad`'s error, naming the line.
+ * docs.jsonl's line `lineNumber` (not blank), parsed and checked for IndexDocsReader (so as Index.load and exportIndex
+ * both read it): an object with a non-empty string id, a string text and metadata that is an object when present (null
+ * was a TypeError naming no file, and metadata of 5 was exported as jsonb 5); a problem is `bad`'s error, naming the line.
  */
-export function readIndexDocLine(line: string, lineNumber: number, bad: (message: string) => Error): IndexDocLine {
+function readIndexDocLine(line: string, lineNumber: number, bad: (message: string) => Error): IndexDocLine {
   let doc: IndexDocLine;
   try {
     doc = JSON.parse(line);
@@ -124,6 +138,99 @@ export function tokenCountsDigest(counts: readonly number[]): string {
   const bytes = Buffer.from(Uint32Array.from(counts).buffer);
   if (os.endianness() === 'BE') bytes.swap32();
   return createHash('sha256').update(bytes).digest('hex');
+}
+
+/**
+ * index.json's ids: sha256 of the documents' ids in order, each as a JSON string followed by a comma (a string's JSON
+ * ends where it ends, so no two lists of ids give the same bytes). Fed a few thousand ids at a time as one
+ * JSON.stringify of them: a million ids of 20-odd characters digest in some 70-100 ms, where a hash update per id
+ * took 200-550 ms (against seconds to read or write their docs.jsonl). `add` as the ids are read or written, `digest` once.
+ */
+export class IdsDigest {
+  private readonly hash = createHash('sha256');
+  private batch: string[] = [];
+
+  add(id: string): void {
+    this.batch.push(id);
+    if (this.batch.length === 4096) this.flush();
+  }
+
+  digest(): string {
+    this.flush();
+    return this.hash.digest('hex');
+  }
+
+  private flush(): void {
+    // '["a","b"]' less its brackets, and a comma: '"a","b",', so the digest does not depend on where batches end.
+    if (this.batch.length > 0) this.hash.update(`${JSON.stringify(this.batch).slice(1, -1)},`);
+    this.batch = [];
+  }
+}
+
+/** index.json's ids for `ids` in order (IdsDigest says what is hashed). */
+export function idsDigest(ids: Iterable<string>): string {
+  const digest = new IdsDigest();
+  for (const id of ids) digest.add(id);
+  return digest.digest();
+}
+
+/**
+ * docs.jsonl read in order as Index.load and exportIndex both read it: each line by readIndexDocLine, an id that an
+ * earlier line has refused with both lines' numbers (exportIndex wrote both, and PostgreSQL's COPY then refused the
+ * file on its primary key, far from the cause), and the ids digested for `finish`'s check against index.json.
+ * `ids`: where the documents read are found by id, `positionOf` where the caller keeps them (Index.load's DocStore),
+ * else `documents`, how many to make room for in the reader's own IdStore (ids outside the heap: a Map of millions of
+ * ids stops the event loop each time it doubles, as doc-store.ts says).
+ */
+export class IndexDocsReader {
+  /** Documents read. */
+  documents = 0;
+  /** For each blank line, the position of the document after it (a document's line: position + 1 + blanks before it). */
+  private readonly blanks: number[] = [];
+  private readonly own?: IdStore;
+  private readonly positionOf: (id: string) => number | undefined;
+  private readonly ids = new IdsDigest();
+
+  constructor(
+    private readonly where: string,
+    ids: { positionOf: (id: string) => number | undefined } | { documents: number },
+  ) {
+    if ('positionOf' in ids) this.positionOf = ids.positionOf;
+    else {
+      const own = (this.own = new IdStore(ids.documents));
+      this.positionOf = (id) => own.position(id);
+    }
+  }
+
+  /** The document on line `lineNumber` (from 1), or undefined for a blank line. */
+  read(line: string, lineNumber: number): IndexDocLine | undefined {
+    if (line.length === 0) {
+      this.blanks.push(this.documents);
+      return undefined;
+    }
+    const doc = readIndexDocLine(line, lineNumber, (message) => indexDamaged(this.where, message));
+    const earlier = this.positionOf(doc.id);
+    if (earlier !== undefined) {
+      const earlierLine = earlier + 1 + this.blanks.filter((before) => before <= earlier).length;
+      throw indexDamaged(this.where, `docs.jsonl:${lineNumber} repeats the id "${doc.id}" of docs.jsonl:${earlierLine}; ${SAVE_AGAIN}`);
+    }
+    this.own?.push(doc.id);
+    this.ids.add(doc.id);
+    this.documents++;
+    return doc;
+  }
+
+  /** Refuses a file that ended with another count of documents than index.json's, or other ids or another order. */
+  finish(manifest: IndexManifest): void {
+    if (this.documents !== manifest.documents) throw indexDamaged(this.where, `docs.jsonl has ${this.documents} documents, index.json says ${manifest.documents}`);
+    if (manifest.ids !== undefined && this.ids.digest() !== manifest.ids) {
+      throw indexDamaged(
+        this.where,
+        "the ids in docs.jsonl, in their order, are not those the index was saved with (index.json's ids digest differs): lines moved give documents other documents' vectors, and an id changed names another document's; " +
+          SAVE_AGAIN,
+      );
+    }
+  }
 }
 
 /** The safetensors dtype of each vector storage: what Index.save writes (native/search/dense_store.cc). */
@@ -186,9 +293,14 @@ export function checkIndexTensors(where: string, name: string, expected: Expecte
   try {
     const read = readSafetensorsHeader(fd, 1 << 24);
     if ('problem' in read) return;
-    const problem = tensorsMismatch(read.header, expected);
-    if (problem) throw damaged(where, `${name} ${problem} (${says}): the file or index.json was changed after the index was saved; ${SAVE_AGAIN}`);
+    checkIndexHeader(where, name, read.header, expected, says);
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** checkIndexTensors of a header already read (exportIndex reads it for the offsets of the rows too). */
+export function checkIndexHeader(where: string, name: string, header: Record<string, unknown>, expected: ExpectedTensor[], says: string): void {
+  const problem = tensorsMismatch(header, expected);
+  if (problem) throw indexDamaged(where, `${name} ${problem} (${says}): the file or index.json was changed after the index was saved; ${SAVE_AGAIN}`);
 }

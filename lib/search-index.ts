@@ -14,9 +14,11 @@
  *                       saying how it was changed),
  *                       dimension, storage dtype, lateInteraction, multiVector, document count, tokenStorage
  *                       and residualBits, tokenPooling { poolFactor, protectedTokens } (documents' token vectors
- *                       pooled: the counts and rows below are the pooled ones), and with token vectors tokenCounts
- *                       (sha256 of docs.jsonl's token counts in order; absent in indexes saved before it, whose counts
- *                       are checked only by their sum); read and checked by lib/index-manifest.ts
+ *                       pooled: the counts and rows below are the pooled ones), ids (sha256 of docs.jsonl's ids in
+ *                       order: lines moved whole are refused; absent in indexes saved before it, whose order is not
+ *                       checked), and with token vectors tokenCounts (sha256 of docs.jsonl's token counts in order;
+ *                       absent in indexes saved before it, whose counts are checked only by their sum); read and
+ *                       checked by lib/index-manifest.ts
  *   docs.jsonl          one {id, text, metadata?, tokens?} per row, in vector order (tokens: the row's
  *                       token-vector count when lateInteraction)
  *   vectors.safetensors "vectors" [rows, dim] (float32, float16 or int8; binary: [rows, ceil(dim / 8)] uint8 sign
@@ -47,7 +49,7 @@ import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { ReadWriteLock } from './rw-lock';
 import { DocStore, hasLoneSurrogate } from './doc-store';
-import { RESIDUAL_BITS, STORAGES, TOKEN_STORAGES, checkIndexTensors, readIndexDocLine, readIndexManifest, tokenCountsDigest, tokenTensors, vectorTensors, type IndexManifest, type Storage, type TokenStorage } from './index-manifest';
+import { IdsDigest, IndexDocsReader, RESIDUAL_BITS, SAVE_AGAIN, STORAGES, TOKEN_STORAGES, checkIndexTensors, indexDamaged, readIndexManifest, tokenCountsDigest, tokenTensors, vectorTensors, type IndexManifest, type Storage, type TokenStorage } from './index-manifest';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 import { Turns } from './turns';
 
@@ -1185,11 +1187,18 @@ export class Index {
         documents: this.docs.length,
         ...(this.tokens ? { tokenCounts: tokenCountsDigest(this.tokenCounts) } : {}),
       };
-      writeJsonAtomic(path.join(staging, 'index.json'), manifest);
       const tokens = this.tokens ? this.tokenCounts : undefined;
+      // The ids are digested as docs.jsonl is written (decoded once, a slice at a time), and index.json written after
+      // it: the staging folder is renamed into place only once both are there.
+      const ids = new IdsDigest();
       await writeJsonLinesAtomic(path.join(staging, 'docs.jsonl'), (function* (index) {
-        for (let i = 0; i < index.docs.length; i++) yield tokens ? { ...index.docs.doc(i), tokens: tokens[i] } : index.docs.doc(i);
+        for (let i = 0; i < index.docs.length; i++) {
+          const doc = index.docs.doc(i);
+          ids.add(doc.id);
+          yield tokens ? { ...doc, tokens: tokens[i] } : doc;
+        }
       })(this));
+      writeJsonAtomic(path.join(staging, 'index.json'), { ...manifest, ids: ids.digest() });
       try {
         if (this.vectors) await this.vectors.save(path.join(staging, 'vectors.safetensors'));
         if (this.tokens) await this.tokens.store.save(path.join(staging, 'tokens.safetensors'));
@@ -1223,7 +1232,7 @@ export class Index {
     const o = checkOptions('options', options, ['mmap']);
     const map = o.mmap === undefined ? false : booleanValue('options.mmap', o.mmap);
     const where = path.resolve(dir);
-    const bad = (message: string) => new ColtrastError('MODEL_FILES', `index ${where}: ${message}`);
+    const bad = (message: string) => indexDamaged(where, message);
     const manifest = readIndexManifest(where);
     const fingerprintVersion = manifest.model?.fingerprintVersion ?? 1;
     if (fingerprintVersion !== 1 && fingerprintVersion !== FINGERPRINT_VERSION) {
@@ -1282,25 +1291,26 @@ export class Index {
     // no more documents than the file can hold ({"id":"x","text":""} and a newline): a damaged count of billions
     // would reserve gigabytes before the count check below refuses it.
     index.docs = new DocStore({ docs: Math.min(manifest.documents, Math.ceil(docsBytes / 21)), textBytes: docsBytes });
+    const reader = new IndexDocsReader(where, { positionOf: (id) => index.docs.position(id) });
     let i = -1;
     for await (const lines of fileLines(docsFile)) for (const line of lines) {
       i++;
-      if (line.length === 0) continue;
-      const doc = readIndexDocLine(line, i + 1, bad);
+      const doc = reader.read(line, i + 1);
+      if (!doc) continue;
       if (index.tokens) {
         if (!Number.isInteger(doc.tokens) || doc.tokens! < 0) throw bad(`docs.jsonl:${i + 1} needs a token count`);
         index.tokenCounts.push(doc.tokens!);
         index.tokenOffsets.push(index.tokenOffsets[index.tokenOffsets.length - 1] + doc.tokens!);
       }
-      if (index.docs.has(doc.id)) throw bad(`docs.jsonl:${i + 1} repeats the id "${doc.id}"`);
       if (hasLoneSurrogate(doc.id)) throw bad(`docs.jsonl:${i + 1}: the id holds a lone surrogate, which this version keeps as UTF-8 and could not find again; rebuild the index with well-formed ids`);
       index.docs.push(doc);
     }
-    if (index.docs.length !== manifest.documents) throw bad(`docs.jsonl has ${index.docs.length} documents, index.json says ${manifest.documents}`);
+    // The count, then the ids in order (lines moved whole), where index.json has their digest.
+    reader.finish(manifest);
     // The sum of the counts is checked against tokens.safetensors below; counts moved between documents are not,
     // without the digest (indexes saved before it existed have none).
     if (index.tokens && manifest.tokenCounts !== undefined && tokenCountsDigest(index.tokenCounts) !== manifest.tokenCounts) {
-      throw bad('the token counts in docs.jsonl are not those the index was saved with (index.json\'s tokenCounts digest differs): documents would be given other documents\' token vectors; the folder is damaged: save the index again or rebuild it');
+      throw bad(`the token counts in docs.jsonl are not those the index was saved with (index.json's tokenCounts digest differs): documents would be given other documents' token vectors; ${SAVE_AGAIN}`);
     }
     if (index.vectors) checkIndexTensors(where, 'vectors.safetensors', vectorTensors(manifest.storage, encoder.dimension), `storage ${manifest.storage}`);
     if (index.tokens) checkIndexTensors(where, 'tokens.safetensors', tokenTensors(tokenStorage, encoder.tokenDimension), `tokenStorage ${tokenStorage}`);
@@ -1312,8 +1322,7 @@ export class Index {
       }
     } catch (error) {
       if (error instanceof ColtrastError) throw error;
-      const e = fromNative(error);
-      throw new ColtrastError('MODEL_FILES', `index ${where}: ${e.message}`, { cause: error });
+      throw indexDamaged(where, fromNative(error).message, { cause: error });
     }
     return index;
   }

@@ -8,12 +8,19 @@
 //   - token counts moved between docs.jsonl lines (their sum unchanged) loaded: a document was given another's token
 //     vectors. index.json now holds a digest of the counts, checked on load when present;
 //   - exportIndex read a docs.jsonl line of null with a TypeError, and wrote metadata that is not an object (5, a list)
-//     as jsonb, and an empty id, where Index.load refuses them.
+//     as jsonb, and an empty id, where Index.load refuses them;
+//   - whole docs.jsonl lines moved (ids, texts and token counts together) loaded, and each document was found by
+//     another's vector with full confidence. index.json now holds a digest of the ids in order, checked on load and
+//     export when present;
+//   - exportIndex wrote a docs.jsonl with an id on two lines, which PostgreSQL's COPY then refused on the primary key,
+//     far from the cause; it now reads docs.jsonl with Index.load's reader, which names both lines;
+//   - exportIndex checked vectors.safetensors' dtype with a check and a message of its own; it now uses Index.load's.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, Index, exportIndex } from '../lib';
 import { FIXTURE, editJson, folderCopy, tempDir } from './helpers/fixture';
+import { idsDigest } from '../lib/index-manifest';
 import { readSafetensors, writeSafetensors } from './helpers/safetensors';
 import { rejection } from './helpers/vectors';
 
@@ -58,6 +65,7 @@ test('Index.load and exportIndex refuse index.json fields of the wrong kind by n
     [(m) => ({ ...m, multiVector: 0 }), /index\.json says multiVector 0, not true or false/],
     [(m) => ({ ...m, storage: undefined }), /index\.json says storage undefined, not one of float32, float16, int8, binary/],
     [(m) => ({ ...m, tokenCounts: 12 }), /index\.json says tokenCounts 12, not a sha256/],
+    [(m) => ({ ...m, ids: 'd0,d1' }), /index\.json says ids "d0,d1", not a sha256/],
   ];
   for (const [edit, message] of cases) {
     fs.writeFileSync(path.join(dir, 'index.json'), manifest);
@@ -88,7 +96,7 @@ test('Index.load refuses an index.json whose storage is not the dtype of vectors
   for (const [storage, dir] of dirs) for (const mmap of [false, true]) t.is((await Index.load(dir, enc, { mmap })).storage, storage);
 });
 
-test('exportIndex refuses a float32 file whose index.json says float16, and the other way, rather than export it as the other', async (t) => {
+test('exportIndex refuses a float32 file whose index.json says float16, and the other way, rather than export it as the other, in the words of Index.load', async (t) => {
   for (const [built, says] of [
     ['float32', 'float16'],
     ['float16', 'float32'],
@@ -97,7 +105,11 @@ test('exportIndex refuses a float32 file whose index.json says float16, and the 
     editJson(path.join(dir, 'index.json'), (m) => ({ ...m, storage: says }));
     const e = await exporting(dir);
     t.is(e.code, 'MODEL_FILES');
-    t.regex(e.message, new RegExp(`vectors\\.safetensors holds ${built === 'float32' ? 'F32' : 'F16'} vectors, and index\\.json says storage ${says}`));
+    // Was its own message ("vectors.safetensors holds F32 vectors, and index.json says storage float16 (F16)"): one
+    // check (checkIndexTensors) now says it for both.
+    const [dtype, want] = built === 'float32' ? ['F32', 'F16'] : ['F16', 'F32'];
+    t.regex(e.message, new RegExp(`vectors\\.safetensors holds "vectors" ${dtype} \\[5, ${enc.dimension}\\], and index\\.json says ${want} \\[rows, ${enc.dimension}\\] \\(storage ${says}\\)`));
+    t.is(e.message, (await loading(dir)).message);
   }
 });
 
@@ -174,5 +186,90 @@ test('exportIndex refuses a docs.jsonl line of null, an empty id or metadata tha
       t.is(e.code, 'MODEL_FILES', line);
       t.regex(e.message, message, line);
     }
+  }
+});
+
+/** docs.jsonl's lines (no trailing empty line). */
+const docLines = (dir: string) => fs.readFileSync(path.join(dir, 'docs.jsonl'), 'utf8').trim().split('\n');
+
+test('whole docs.jsonl lines moved (ids, texts and token counts together) are refused by Index.load and exportIndex when index.json has the ids digest; an index saved without one loads as before', async (t) => {
+  for (const options of [{}, { lateInteraction: true }, { lateInteraction: true, tokenStorage: 'residual' as const, centroids: 4 }]) {
+    const what = JSON.stringify(options);
+    const dir = await saved(options);
+    const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8'));
+    t.is(manifest.ids, idsDigest(DOCS.map((d) => d.id)), what);
+    // Lines 1 and 3 trade places: every document keeps its text, metadata and token count, and takes the other's vectors.
+    const moved = (d: string) => {
+      const lines = docLines(d);
+      [lines[0], lines[2]] = [lines[2], lines[0]];
+      fs.writeFileSync(path.join(d, 'docs.jsonl'), lines.join('\n') + '\n');
+    };
+    const swapped = folderCopy(dir, moved);
+    for (const e of [await loading(swapped), await exporting(swapped)]) {
+      t.is(e.code, 'MODEL_FILES', what);
+      t.is(
+        e.message,
+        `index ${swapped}: the ids in docs.jsonl, in their order, are not those the index was saved with (index.json's ids digest differs): lines moved give documents other documents' vectors, and an id changed names another document's; the folder is damaged: save the index again or rebuild it`,
+        what,
+      );
+    }
+  }
+  // An index saved before the digest existed has none: it loads and exports as before, moved lines and all (the
+  // document found first is then the wrong one, which is what the digest prevents).
+  const dir = await saved({});
+  const older = folderCopy(dir, (d) => editJson(path.join(d, 'index.json'), (m) => ({ ...m, ids: undefined })));
+  t.deepEqual(await (await Index.load(older, enc)).search([DOCS[2].text, 'fish']), await (await Index.load(dir, enc)).search([DOCS[2].text, 'fish']));
+  await exportIndex(older, path.join(tempDir(), 'older.sql'));
+  const lines = docLines(older);
+  [lines[0], lines[2]] = [lines[2], lines[0]];
+  fs.writeFileSync(path.join(older, 'docs.jsonl'), lines.join('\n') + '\n');
+  const [[hit]] = await (await Index.load(older, enc)).search([DOCS[2].text], { k: 1 });
+  t.is(hit.id, 'd0');
+  // Saved again, it has the digest of its (now moved) order.
+  const resaved = path.join(tempDir(), 'resaved.index');
+  await (await Index.load(older, enc)).save(resaved);
+  t.is(JSON.parse(fs.readFileSync(path.join(resaved, 'index.json'), 'utf8')).ids, idsDigest(['d2', 'd1', 'd0', 'd3', 'd4']));
+});
+
+test('an id on two docs.jsonl lines is refused by exportIndex, as by Index.load, naming both lines, not left to PostgreSQL\'s primary key', async (t) => {
+  const dir = await saved({});
+  const withoutDigest = folderCopy(dir, (d) => editJson(path.join(d, 'index.json'), (m) => ({ ...m, ids: undefined })));
+  for (const d of [dir, withoutDigest]) {
+    const lines = docLines(d);
+    lines[3] = JSON.stringify({ ...JSON.parse(lines[3]), id: 'd1' });
+    // A blank line before it: the numbers are the file's lines, not the documents' positions.
+    fs.writeFileSync(path.join(d, 'docs.jsonl'), [lines[0], '', ...lines.slice(1)].join('\n') + '\n');
+    const out = path.join(tempDir(), 'out.sql');
+    fs.writeFileSync(out, 'old');
+    const exported = await rejection(() => exportIndex(d, out));
+    t.is(fs.readFileSync(out, 'utf8'), 'old');
+    for (const e of [exported, await loading(d)]) {
+      t.is(e.code, 'MODEL_FILES');
+      t.is(e.message, `index ${d}: docs.jsonl:5 repeats the id "d1" of docs.jsonl:3; the folder is damaged: save the index again or rebuild it`);
+    }
+  }
+});
+
+test('the ids digest follows the documents: after add, upsert and remove the saved index.json has the digest of docs.jsonl\'s ids, and loads and exports', async (t) => {
+  for (const options of [{}, { lateInteraction: true }]) {
+    const index = await Index.build(enc, DOCS, options);
+    const dir = path.join(tempDir(), 'changed.index');
+    const digestOfFile = () => idsDigest(docLines(dir).map((line) => JSON.parse(line).id));
+    const steps: [string, () => Promise<void>][] = [
+      ['add', () => index.add([{ id: 'n', text: 'a new and rather long document about many things' }])],
+      // A replaced document moves to the end of the order.
+      ['upsert', () => index.upsert([{ id: 'd0', text: 'cats sleep most of the day' }, { id: 'u', text: 'an upserted one' }])],
+      ['remove', () => index.remove(['d2', 'n'])],
+    ];
+    for (const [step, change] of steps) {
+      await change();
+      await index.save(dir, { overwrite: true });
+      const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8'));
+      t.is(manifest.ids, digestOfFile(), step);
+      const loaded = await Index.load(dir, enc);
+      t.deepEqual(await loaded.search(['cats', 'upserted']), await index.search(['cats', 'upserted']), step);
+      await exportIndex(dir, path.join(tempDir(), 'changed.sql'));
+    }
+    t.deepEqual(docLines(dir).map((line) => JSON.parse(line).id), ['d1', 'd3', 'd4', 'd0', 'u']);
   }
 });
