@@ -18,28 +18,51 @@ export type SimilarityFunction = 'cosine' | 'dot' | 'euclidean' | 'manhattan';
 export const SIMILARITY_FUNCTIONS: readonly SimilarityFunction[] = ['cosine', 'dot', 'euclidean', 'manhattan'];
 export type MultiVectorSimilarity = 'maxsim' | 'meanmaxsim';
 
-/** `m`'s rows scaled to unit length as torch.nn.functional.normalize does (a zero row stays zero): a copy. */
-function unitRows(m: ScoreMatrix): ScoreMatrix {
+/**
+ * Floats of each side that one native product call copies at most (4 MiB each): the addon copies its inputs on the
+ * main thread before it works off it, about a second for 100,000 768-wide rows on a busy 2-core machine, which held
+ * the event loop (a server's other requests, Ctrl-C) that long; in blocks each copy is milliseconds.
+ */
+export const PRODUCT_BLOCK_FLOATS = 1 << 20;
+
+/** `m`'s rows scaled to unit length as torch.nn.functional.normalize does (a zero row stays zero): a copy, made in turns. */
+async function unitRows(m: ScoreMatrix): Promise<ScoreMatrix> {
   const [n, d] = m.dims;
-  const data = new Float32Array(m.data);
+  const data = new Float32Array(n * d);
+  const turn = new Turns();
   for (let i = 0; i < n; i++) {
+    const from = m.data.subarray(i * d, (i + 1) * d);
     const row = data.subarray(i * d, (i + 1) * d);
     let sum = 0;
-    for (let k = 0; k < d; k++) sum += row[k] * row[k];
+    for (let k = 0; k < d; k++) sum += from[k] * from[k];
     const scale = 1 / Math.max(Math.sqrt(sum), 1e-12);
-    for (let k = 0; k < d; k++) row[k] *= scale;
+    for (let k = 0; k < d; k++) row[k] = from[k] * scale;
+    await turn.maybe();
   }
   return { dims: [n, d], data };
 }
 
-/** Every row of `a` against every row of `b`: the inner products, [n, m], computed natively. */
+/**
+ * Every row of `a` against every row of `b`: the inner products, [n, m], computed natively a block of rows of each
+ * side at a time (PRODUCT_BLOCK_FLOATS).
+ */
 async function products(a: ScoreMatrix, b: ScoreMatrix): Promise<Float32Array> {
   const [n, d] = a.dims;
   const m = b.dims[0];
-  if (n === 0 || m === 0 || d === 0) return new Float32Array(n * m);
-  const ones = (rows: number) => ({ dims: [rows, 1], data: new Uint8Array(rows).fill(1) });
-  const r = await maxsim({ dims: [n, 1, d], data: a.data }, ones(n), { dims: [m, 1, d], data: b.data }, ones(m));
-  return r.value;
+  const out = new Float32Array(n * m);
+  if (n === 0 || m === 0 || d === 0) return out;
+  const rows = Math.max(1, Math.floor(PRODUCT_BLOCK_FLOATS / d));
+  const ones = (count: number) => ({ dims: [count, 1], data: new Uint8Array(count).fill(1) });
+  for (let i = 0; i < n; i += rows) {
+    const ni = Math.min(rows, n - i);
+    const x = { dims: [ni, 1, d], data: a.data.subarray(i * d, (i + ni) * d) };
+    for (let j = 0; j < m; j += rows) {
+      const mj = Math.min(rows, m - j);
+      const r = await maxsim(x, ones(ni), { dims: [mj, 1, d], data: b.data.subarray(j * d, (j + mj) * d) }, ones(mj));
+      for (let r0 = 0; r0 < ni; r0++) out.set(r.value.subarray(r0 * mj, (r0 + 1) * mj), (i + r0) * m + j);
+    }
+  }
+  return out;
 }
 
 function checkPair(a: unknown, b: unknown): [ScoreMatrix, ScoreMatrix] {
@@ -57,7 +80,7 @@ export async function similarityMatrix(a: ScoreMatrix, b: ScoreMatrix, fn: Simil
   const [x, y] = checkPair(a, b);
   const [n, d] = x.dims;
   const m = y.dims[0];
-  if (fn === 'cosine') return { dims: [n, m], data: await products(unitRows(x), unitRows(y)) };
+  if (fn === 'cosine') return { dims: [n, m], data: await products(await unitRows(x), await unitRows(y)) };
   if (fn === 'dot') return { dims: [n, m], data: await products(x, y) };
   if (fn !== 'euclidean' && fn !== 'manhattan') throw invalid('similarity function', SIMILARITY_FUNCTIONS.join(', '), fn);
   // Distances element by element, not |x|² + |y|² - 2 x·y from the products: that form loses the small distances
@@ -74,8 +97,9 @@ export async function similarityMatrix(a: ScoreMatrix, b: ScoreMatrix, fn: Simil
         sum += l1 ? Math.abs(diff) : diff * diff;
       }
       out[i * m + j] = l1 ? -sum : -Math.sqrt(sum);
+      // Within the row too: one query against a million documents is a row of seconds.
+      if (turn.due) await turn.maybe();
     }
-    await turn.maybe();
   }
   return { dims: [n, m], data: out };
 }
@@ -86,7 +110,7 @@ export async function pairwiseSimilarity(a: ScoreMatrix, b: ScoreMatrix, fn: Sim
   if (x.dims[0] !== y.dims[0]) throw new ColtrastError('INVALID_ARGUMENT', `pairwise scores need as many rows in b as in a: a has ${x.dims[0]}, b ${y.dims[0]}`);
   if (!SIMILARITY_FUNCTIONS.includes(fn)) throw invalid('similarity function', SIMILARITY_FUNCTIONS.join(', '), fn);
   const [n, d] = x.dims;
-  const [p, q] = fn === 'cosine' ? [unitRows(x), unitRows(y)] : [x, y];
+  const [p, q] = fn === 'cosine' ? [await unitRows(x), await unitRows(y)] : [x, y];
   const out = new Float32Array(n);
   const turn = new Turns();
   for (let i = 0; i < n; i++) {
@@ -121,9 +145,47 @@ export async function maxsimScores(a: unknown, b: unknown, fn: MultiVectorSimila
   const d = tokenMatrices('b', b, dim);
   if (paired && q.length !== d.length) throw new ColtrastError('INVALID_ARGUMENT', `pairwise scores need as many documents in b as queries in a: a has ${q.length}, b ${d.length}`);
   const dims: [number, number] = paired ? [q.length, 1] : [q.length, d.length];
-  if (q.length === 0 || d.length === 0) return { dims, data: new Float32Array(dims[0] * dims[1]) };
-  const qp = padTokens(q, dim);
-  const dp = padTokens(d, dim);
-  const r = await maxsim(qp.tokens, qp.mask, dp.tokens, dp.mask, { mode: paired ? 'paired' : 'all', normalize: fn === 'meanmaxsim' });
-  return { dims, data: r.value };
+  const out = new Float32Array(dims[0] * dims[1]);
+  if (q.length === 0 || d.length === 0) return { dims, data: out };
+  const options = { mode: paired ? ('paired' as const) : ('all' as const), normalize: fn === 'meanmaxsim' };
+  // A block of rows at a time, as products() works: padTokens' copy and the addon's copy of it are synchronous.
+  if (paired) {
+    for (const [start, end] of tokenBlocks(q.map((m, i) => Math.max(m.dims[0], d[i].dims[0])), dim)) {
+      const qp = padTokens(q.slice(start, end), dim);
+      const dp = padTokens(d.slice(start, end), dim);
+      out.set((await maxsim(qp.tokens, qp.mask, dp.tokens, dp.mask, options)).value, start);
+    }
+    return { dims, data: out };
+  }
+  const docBlocks = tokenBlocks(d.map((m) => m.dims[0]), dim);
+  for (const [qs, qe] of tokenBlocks(q.map((m) => m.dims[0]), dim)) {
+    const qp = padTokens(q.slice(qs, qe), dim);
+    for (const [ds, de] of docBlocks) {
+      const dp = padTokens(d.slice(ds, de), dim);
+      const value = (await maxsim(qp.tokens, qp.mask, dp.tokens, dp.mask, options)).value;
+      const width = de - ds;
+      for (let i = 0; i < qe - qs; i++) out.set(value.subarray(i * width, (i + 1) * width), (qs + i) * d.length + ds);
+    }
+  }
+  return { dims, data: out };
+}
+
+/**
+ * Runs [start, end) of consecutive rows of `lengths` tokens each whose padded copy (rows × the longest × dim) holds at
+ * most PRODUCT_BLOCK_FLOATS floats, a row at least.
+ */
+function tokenBlocks(lengths: number[], dim: number): [number, number][] {
+  const blocks: [number, number][] = [];
+  let start = 0;
+  let longest = 1;
+  for (let i = 0; i < lengths.length; i++) {
+    const next = Math.max(longest, lengths[i]);
+    if (i > start && (i - start + 1) * next * dim > PRODUCT_BLOCK_FLOATS) {
+      blocks.push([start, i]);
+      start = i;
+      longest = Math.max(1, lengths[i]);
+    } else longest = next;
+  }
+  blocks.push([start, lengths.length]);
+  return blocks;
 }
