@@ -72,6 +72,19 @@ export async function sha256OfRange(handle: fs.promises.FileHandle, begin: numbe
 }
 
 /**
+ * A safetensors file's first bytes for `header` (its tensors' entries, and __metadata__): the JSON's length as 8 bytes
+ * little-endian, then the JSON, padded with spaces to a multiple of 8 bytes so that the data after it starts aligned,
+ * as the format's own writers (and the native one) pad it.
+ */
+export function safetensorsHeaderBytes(header: Record<string, unknown>): Buffer {
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const padded = Buffer.alloc(8 + Math.ceil(json.length / 8) * 8, ' ');
+  padded.writeBigUInt64LE(BigInt(padded.length - 8), 0);
+  json.copy(padded, 8);
+  return padded;
+}
+
+/**
  * Rewrites the safetensors file `file` with `metadata` added to its header's __metadata__ (a string -> string map, as
  * the format has it; keys it had stay unless `metadata` gives them again), its tensors as they were. The data
  * section stays 8-byte aligned (the header padded with spaces, as the native writer pads it). Written through a
@@ -84,15 +97,9 @@ export async function addSafetensorsMetadata(file: string, metadata: Record<stri
     if ('problem' in read) throw new Error(`${file}: its safetensors header is ${read.problem}`);
     const { __metadata__: old, ...tensors } = read.header as Record<string, unknown>;
     const merged = { ...(typeof old === 'object' && old !== null && !Array.isArray(old) ? (old as Record<string, string>) : {}), ...metadata };
-    let text = JSON.stringify({ __metadata__: merged, ...tensors });
-    const bytes = Buffer.byteLength(text, 'utf8');
-    text += ' '.repeat((8 - (bytes % 8)) % 8);
-    const length = Buffer.alloc(8);
-    length.writeBigUInt64LE(BigInt(Buffer.byteLength(text, 'utf8')));
     const out = atomicOutput(file);
     try {
-      await out.write(length);
-      await out.write(Buffer.from(text, 'utf8'));
+      await out.write(safetensorsHeaderBytes({ __metadata__: merged, ...tensors }));
       const size = (await source.stat()).size;
       const buffer = Buffer.allocUnsafe(8 * 2 ** 20);
       for (let at = read.dataStart; at < size; ) {

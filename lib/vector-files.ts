@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError } from './errors';
 import { atomicOutput, trackTemporaryFile, type AtomicOutput } from './files';
+import { safetensorsHeaderBytes } from './safetensors';
 
 export type VectorFormat = 'jsonl' | 'npy' | 'safetensors';
 
@@ -52,7 +53,7 @@ export interface SafetensorsEntry {
   bytes: number;
 }
 
-/** A safetensors header for `tensors` stored one after another in the order given, padded to 8 bytes as the format's writers pad it. */
+/** A safetensors header for `tensors` stored one after another in the order given (safetensorsHeaderBytes). */
 export function safetensorsHeader(tensors: readonly SafetensorsEntry[], metadata?: Record<string, string>): Buffer {
   const header: Record<string, unknown> = metadata ? { __metadata__: metadata } : {};
   let at = 0;
@@ -60,12 +61,7 @@ export function safetensorsHeader(tensors: readonly SafetensorsEntry[], metadata
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [at, at + t.bytes] };
     at += t.bytes;
   }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
-  const out = Buffer.alloc(8 + Buffer.byteLength(json));
-  out.writeBigUInt64LE(BigInt(Buffer.byteLength(json)), 0);
-  out.write(json, 8, 'utf8');
-  return out;
+  return safetensorsHeaderBytes(header);
 }
 
 /** Where `coltrast embed` puts each text's vectors, in order, and then commits or gives up. */
