@@ -157,7 +157,7 @@ commands:
     --device <d> --dtype <t> --threads <n> --json
   serve                      an HTTP server: embeddings, re-ranking, search and generation for other programs, batched across
                              clients (OpenAI: POST /v1/embeddings, /v1/rerank, /v1/chat/completions, /v1/completions, GET /v1/models;
-                             text-embeddings-inference: POST /embed, /embed_all, /rerank, GET /info, /health, /metrics;
+                             text-embeddings-inference: POST /embed, /embed_all, /rerank, /similarity, /tokenize, /decode, GET /info, /health, /metrics;
                              coltrast: POST /search over an index, POST /ask over a corpus)
     --model <dir|hub id>     the embedding model (default: the index's model, else coltrast's shipped model)
     --adapter <dir>          a LoRA adapter (PEFT's files) added to the embedding model

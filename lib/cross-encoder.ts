@@ -378,6 +378,11 @@ export class CrossEncoder {
   get defaultPromptName(): string | null {
     return this.files.defaultPromptName;
   }
+  /** @internal The model's tokenizer, for the server's /tokenize and /decode (lib/serve.ts); DISPOSED after dispose(). */
+  get textTokenizer(): TextTokenizer {
+    this.model.current();
+    return this.tokenizer;
+  }
   /**
    * Longer pairs are cut to this many tokens (special tokens included): the longer text first; a decoder reranker's
    * rendered prompt at its end, the template's tail then written back over its last tokens, as sentence-transformers does.

@@ -191,6 +191,11 @@ export class Encoder {
   get defaultPromptName(): string | null {
     return this.files.defaultPromptName;
   }
+  /** @internal The model's tokenizer, for the server's /tokenize and /decode (lib/serve.ts); DISPOSED after dispose(). */
+  get textTokenizer(): TextTokenizer {
+    this.model.current();
+    return this.tokenizer;
+  }
   /**
    * Set for a multi-vector (late-interaction, ColBERT-style) model: one vector per token, scored with MaxSim.
    * Such a model embeds with `{ output: 'tokens', task }` only.

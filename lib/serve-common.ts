@@ -3,6 +3,7 @@
  * checks of request bodies, the queue that batches requests across clients, and CORS.
  */
 import { ColtrastError } from './errors';
+import type { TokenOffsets } from './tokenizer';
 import { booleanValue, checkOptions, invalid, numberValue } from './validate';
 
 /** What one queue has done: model calls, the inputs they took, the largest call, and the inputs dropped unrun. */
@@ -213,6 +214,72 @@ export function optional<T>(body: Body, key: string, check: (name: string, value
 export function stringValue(name: string, value: unknown): string {
   if (typeof value !== 'string') throw new HttpError(400, `${name} must be a string`);
   return value;
+}
+
+/** The largest token id, u32 as text-embeddings-inference takes them. */
+const MAX_TOKEN_ID = 2 ** 32 - 1;
+
+/**
+ * text-embeddings-inference's /decode `ids`: one list of token ids, or a non-empty array of at most `max` lists; each
+ * list non-empty (TEI refuses an empty one), each id an integer from 0 to 2^32 - 1. `single`: one list was sent alone.
+ */
+export function tokenIdLists(name: string, value: unknown, max: number): { lists: number[][]; single: boolean } {
+  const expected = `a list of token ids (integers from 0 to ${MAX_TOKEN_ID}) or an array of such lists`;
+  if (value === undefined) throw new HttpError(400, `missing field "${name}": ${expected}`);
+  if (!Array.isArray(value)) throw new HttpError(400, `"${name}" must be ${expected}`);
+  if (value.length === 0) throw new HttpError(400, `"${name}" is empty: send at least one token id`);
+  const single = !Array.isArray(value[0]);
+  const lists: unknown[] = single ? [value] : value;
+  if (lists.length > max) throw new HttpError(400, `"${name}" holds ${lists.length} lists; this server takes at most ${max} per request (maxInputs)`);
+  lists.forEach((list, i) => {
+    const at = single ? name : `${name}[${i}]`;
+    if (!Array.isArray(list)) throw new HttpError(400, `"${at}" must be a list of token ids: "${name}" is one list or an array of lists, not both`);
+    if (list.length === 0) throw new HttpError(400, `"${at}" is empty: send at least one token id`);
+    list.forEach((id, j) => {
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id > MAX_TOKEN_ID) {
+        throw new HttpError(400, `"${at}[${j}]" must be a token id, an integer from 0 to ${MAX_TOKEN_ID}; got ${JSON.stringify(id) ?? String(id)}`);
+      }
+    });
+  });
+  return { lists: lists as number[][], single };
+}
+
+/** Tokens written per turn of the event loop by tokenizeAnswer. */
+const ANSWER_SLICE = 8192;
+
+/**
+ * text-embeddings-inference's /tokenize answer, as JSON text: per text, its tokens as {id, text, special, start,
+ * stop}; a special token's text is its string and its offsets null, another's text its bytes start..stop of the text
+ * (UTF-8 offsets, Rust's). Written a slice of tokens per turn of the event loop (an untruncated long text has
+ * millions), and given up when `signal` aborts (the client went away).
+ */
+export async function tokenizeAnswer(texts: string[], tokens: TokenOffsets, signal?: AbortSignal): Promise<string> {
+  const { ids, special, starts, stops, ends, specialTexts } = tokens;
+  let named = 0;
+  let written = 0;
+  let out = '[';
+  for (let i = 0; i < texts.length; i++) {
+    const bytes = Buffer.from(texts[i], 'utf8');
+    let slice: string[] = [];
+    let first = true;
+    for (let k = i === 0 ? 0 : ends[i - 1]; k < ends[i]; k++) {
+      const id = ids[k] >>> 0;
+      slice.push(
+        special[k] === 1
+          ? `{"id":${id},"text":${JSON.stringify(specialTexts[named++])},"special":true,"start":null,"stop":null}`
+          : `{"id":${id},"text":${JSON.stringify(bytes.toString('utf8', starts[k], stops[k]))},"special":false,"start":${starts[k]},"stop":${stops[k]}}`,
+      );
+      if (++written % ANSWER_SLICE === 0) {
+        out += (i === 0 && first ? '[' : first ? ',[' : ',') + slice.join(',');
+        slice = [];
+        first = false;
+        await new Promise((resolve) => setImmediate(resolve));
+        if (signal?.aborted) throw new ClientGone();
+      }
+    }
+    out += (i === 0 && first ? '[' : first ? ',[' : slice.length > 0 ? ',' : '') + slice.join(',') + ']';
+  }
+  return out + ']';
 }
 
 /** What a route answers: a JSON body (or text, with its content type), or a stream of server-sent events. */

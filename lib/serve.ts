@@ -4,8 +4,9 @@
  * The routes speak the two protocols clients already have: OpenAI's (`POST /v1/embeddings`, `GET /v1/models`,
  * the Jina / Cohere / vLLM `POST /v1/rerank`, and `/v1/chat/completions` and `/v1/completions` in
  * lib/serve-generation.ts) and Hugging Face's text-embeddings-inference (`POST /embed`, `/embed_all`, `/rerank`,
- * `/similarity`, `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over an `Index` (and, when it is writable,
- * `/documents` and `/documents/delete` to change it; `/documents/get` to read it) and `POST /ask` over a `Rag`.
+ * `/similarity`, `/tokenize`, `/decode`, `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over
+ * an `Index` (and, when it is writable, `/documents` and `/documents/delete` to change it; `/documents/get` to read it)
+ * and `POST /ask` over a `Rag`.
  * Node's own `http` module carries them: the routes are a handful of JSON bodies and one event stream, and a
  * framework would add a dependency without removing any of the code below (validation and the wire formats are
  * ours either way).
@@ -32,7 +33,7 @@ import { Generator } from './generator';
 import { Rag } from './rag';
 import { generationRoutes } from './serve-generation';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, positiveInteger } from './validate';
-import { BatchQueue, Cors, HttpError, fields, optional, requiredTexts, stringValue, textList, type Body, type CorsOptions, type QueueStats, type Route } from './serve-common';
+import { BatchQueue, Cors, HttpError, fields, optional, requiredTexts, stringValue, textList, tokenIdLists, tokenizeAnswer, type Body, type CorsOptions, type QueueStats, type Route } from './serve-common';
 
 export { BatchQueue, type CorsOptions, type QueueStats } from './serve-common';
 
@@ -243,6 +244,12 @@ export async function serve(options: ServeOptions): Promise<Server> {
     if (!reranker) throw new HttpError(404, `${route} needs a cross-encoder: start the server with one (coltrast serve --reranker <dir|hub id>)`);
     return reranker;
   };
+  /** The model whose tokenizer /tokenize and /decode use: the embedding model, else the reranker (TEI serves one model). */
+  const tokenizerModel = (route: string): Encoder | CrossEncoder => {
+    const model = encoder ?? reranker;
+    if (!model) throw new HttpError(404, `${route} uses the tokenizer of the embedding model, or else the cross-encoder: start the server with one (coltrast serve --model <dir|hub id>, or --reranker <dir|hub id>)`);
+    return model;
+  };
   /** The embedding model for a route of pooled vectors (a multi-vector model has none). */
   const pooledEncoder = (route: string): Encoder => {
     const enc = needEncoder(route);
@@ -421,6 +428,48 @@ export async function serve(options: ServeOptions): Promise<Server> {
           scores = (await similarityMatrix(rows(0, 1), rows(1, out.length), 'cosine')).data;
         }
         return { inputs: sentences.length + 1, json: Array.from(scores) };
+      },
+    },
+    '/tokenize': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw, signal) => {
+        const model = tokenizerModel('/tokenize');
+        const body = fields(raw, ['inputs', 'add_special_tokens', 'prompt_name']);
+        const texts = textsOf(body, 'inputs');
+        const special = optional(body, 'add_special_tokens', booleanValue) ?? true;
+        const named = optional(body, 'prompt_name', (name, v) => {
+          if (typeof v !== 'string' || !(v in model.prompts)) {
+            const names = Object.keys(model.prompts);
+            throw new HttpError(400, `${name} must be one of the model's prompts (${names.length ? names.join(', ') : 'it has none'})`);
+          }
+          return v;
+        });
+        // As /embed without prompt_name, and as TEI: the model's default prompt, if it names one.
+        const promptName = named ?? model.defaultPromptName ?? undefined;
+        const prompt = promptName === undefined ? '' : (model.prompts[promptName] ?? '');
+        // Every token, however long the text (counting a long text's tokens is what /tokenize is for): the model
+        // itself cuts at max_input_length. Offsets are into the prompted text, as TEI's.
+        const prompted = prompt ? texts.map((text) => prompt + text) : texts;
+        const tokens = await model.textTokenizer.tokenOffsets(prompted, special);
+        return { inputs: texts.length, json: await tokenizeAnswer(prompted, tokens, signal) };
+      },
+    },
+    '/decode': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw) => {
+        const model = tokenizerModel('/decode');
+        const body = fields(raw, ['ids', 'skip_special_tokens']);
+        const { lists, single } = tokenIdLists('ids', body.ids, maxInputs);
+        const skip = optional(body, 'skip_special_tokens', booleanValue) ?? true;
+        const decoded = await model.textTokenizer.decodeIds(lists, skip);
+        if ('unknown' in decoded) {
+          // The tokenizers package (and so TEI) drops such an id silently: most likely the ids are another model's.
+          const [i, j, id] = decoded.unknown;
+          throw new HttpError(400, `"ids${single ? '' : `[${i}]`}[${j}]" is ${id}, which is no token of the model's tokenizer (its ${decoded.vocabularySize} tokens): ids from another model's tokenizer?`);
+        }
+        return { inputs: lists.length, json: decoded.texts };
       },
     },
     '/rerank': {

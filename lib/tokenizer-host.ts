@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Tokenizer } from 'tokenizers';
-import { ENCODE_SLICE, HOST_ROLE, fileVersion, specKey, type PackedIds, type TokenizerReply, type TokenizerRequest, type TokenizerSpec } from './tokenizer';
+import { ENCODE_SLICE, HOST_ROLE, fileVersion, lowercaseOrigins, specKey, utf8Boundaries, type DecodedIds, type PackedIds, type TokenOffsets, type TokenizerReply, type TokenizerRequest, type TokenizerSpec } from './tokenizer';
 
 const tokenizers = new Map<string, Map<number, Tokenizer>>();
 
@@ -66,6 +66,42 @@ function pack(encodings: { getIds(): number[]; getTypeIds(): number[] }[][]): Pa
   return packed;
 }
 
+/**
+ * Each encoding's ids, special-tokens mask and offsets, the offsets turned from the package's code points of the text
+ * as tokenized (lowercased when `lowercase`) into UTF-8 bytes of the text as given.
+ */
+function packOffsets(tokenizer: Tokenizer, texts: string[], encodings: { getIds(): number[]; getSpecialTokensMask(): number[]; getOffsets(): number[][] }[], lowercase: boolean): TokenOffsets {
+  const ids = encodings.map((e) => e.getIds());
+  const ends = new Int32Array(encodings.length);
+  let total = 0;
+  ids.forEach((x, i) => (ends[i] = total += x.length));
+  const out: TokenOffsets = { ids: new Int32Array(total), special: new Uint8Array(total), starts: new Int32Array(total), stops: new Int32Array(total), ends, specialTexts: [] };
+  encodings.forEach((e, i) => {
+    const from = i === 0 ? 0 : ends[i - 1];
+    const bytes = utf8Boundaries(texts[i]);
+    const last = bytes.length - 1;
+    const origins = lowercase ? lowercaseOrigins(texts[i]) : undefined;
+    const mask = e.getSpecialTokensMask();
+    const offsets = e.getOffsets();
+    out.ids.set(ids[i], from);
+    for (let k = 0; k < mask.length; k++) {
+      out.special[from + k] = mask[k];
+      // By id, not getTokens(): the other tokens' strings are not needed, and all of them cost as much as the offsets.
+      if (mask[k] === 1) out.specialTexts.push(tokenizer.idToToken(ids[i][k]) ?? '');
+      let [start, stop] = offsets[k];
+      if (origins) {
+        const s = origins[Math.min(start, origins.length - 1)];
+        // The end of the code point the last one came from: a token of half a lowercased 'İ' still covers it.
+        stop = stop === start ? s : origins[Math.min(stop - 1, origins.length - 1)] + 1;
+        start = s;
+      }
+      out.starts[from + k] = bytes[Math.min(start, last)];
+      out.stops[from + k] = bytes[Math.min(stop, last)];
+    }
+  });
+  return out;
+}
+
 async function handle(request: TokenizerRequest): Promise<unknown> {
   const { spec } = request;
   const cased = (text: string) => (spec.lowercase ? text.toLowerCase() : text);
@@ -93,6 +129,23 @@ async function handle(request: TokenizerRequest): Promise<unknown> {
     }
     case 'decode':
       return request.ids.length === 0 ? [] : instance(spec, request.maxLength).decodeBatch(request.ids, true);
+    case 'decodeIds': {
+      const tokenizer = instance(spec, request.maxLength);
+      for (let i = 0; i < request.ids.length; i++) {
+        const j = request.ids[i].findIndex((id) => tokenizer.idToToken(id) === null);
+        if (j >= 0) return { unknown: [i, j, request.ids[i][j]], vocabularySize: tokenizer.getVocabSize(true) } satisfies DecodedIds;
+      }
+      return { texts: await tokenizer.decodeBatch(request.ids, request.skipSpecial) } satisfies DecodedIds;
+    }
+    case 'tokenOffsets': {
+      const tokenizer = instance(spec, request.maxLength);
+      const encodings = [];
+      for (let start = 0; start < request.texts.length; start += ENCODE_SLICE) {
+        const texts = request.texts.slice(start, start + ENCODE_SLICE).map(cased);
+        encodings.push(...(await tokenizer.encodeBatch(texts, request.special ? undefined : { addSpecialTokens: false })));
+      }
+      return packOffsets(tokenizer, request.texts, encodings, spec.lowercase);
+    }
     case 'tokenToIds': {
       const tokenizer = instance(spec, request.maxLength);
       return request.tokens.map((token) => tokenizer.tokenToId(token) ?? null);
@@ -115,8 +168,8 @@ async function handle(request: TokenizerRequest): Promise<unknown> {
 if (workerData?.role === HOST_ROLE) parentPort!.on('message', (request: TokenizerRequest) => {
   handle(request).then(
     (result) => {
-      const packed = result as Partial<PackedIds> | null;
-      const transfer = packed?.ends instanceof Int32Array ? [packed.ids!.buffer, packed.typeIds!.buffer, packed.ends.buffer] : [];
+      // Typed arrays (PackedIds, TokenOffsets) are moved, not copied: each has a buffer of its own.
+      const transfer = result !== null && typeof result === 'object' ? Object.values(result).filter((v): v is Int32Array | Uint8Array => ArrayBuffer.isView(v)).map((v) => v.buffer) : [];
       parentPort!.postMessage({ id: request.id, result } satisfies TokenizerReply, transfer as ArrayBuffer[]);
     },
     (error: unknown) => {

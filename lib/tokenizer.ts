@@ -49,6 +49,8 @@ export type TokenizerWork = { spec: TokenizerSpec } & (
   | { op: 'encode'; texts: string[]; maxLength: number; special: boolean }
   | { op: 'encodePairs'; pairs: [string, string][]; maxLength: number }
   | { op: 'decode'; ids: number[][]; maxLength: number }
+  | { op: 'decodeIds'; ids: number[][]; skipSpecial: boolean; maxLength: number }
+  | { op: 'tokenOffsets'; texts: string[]; special: boolean; maxLength: number }
   | { op: 'tokenToIds'; tokens: string[]; maxLength: number }
   | { op: 'promptLength'; prompt: string; maxLength: number }
   | { op: 'pieces'; text: string; maxLength: number }
@@ -61,6 +63,60 @@ export type TokenizerRequest = TokenizerWork & { id: number };
 
 /** @internal */
 export type TokenizerReply = { id: number; result: unknown } | { id: number; error: string; loading: boolean };
+
+/**
+ * @internal Many texts' tokens as text-embeddings-inference's /tokenize shows them, end to end: text i's are
+ * [ends[i - 1], ends[i]). starts and stops are UTF-8 byte offsets into the text as it was given (Rust's offsets, which
+ * TEI answers with); specialTexts holds the special tokens' strings only, in order (the others' text is their bytes
+ * of the input: a string per token would cost the main thread ~0.5 µs each to receive, 2 s for 4 million).
+ */
+export interface TokenOffsets {
+  ids: Int32Array;
+  special: Uint8Array;
+  starts: Int32Array;
+  stops: Int32Array;
+  ends: Int32Array;
+  specialTexts: string[];
+}
+
+/** @internal decodeIds' answer: the texts, or the first id the vocabulary lacks (list, position, id) and its size. */
+export type DecodedIds = { texts: string[] } | { unknown: [list: number, position: number, id: number]; vocabularySize: number };
+
+/**
+ * @internal The UTF-8 byte offset of each code point boundary of `text` (code points + 1 entries). The tokenizers
+ * package gives offsets in code points; a lone surrogate counts as its UTF-8 replacement, as Buffer.from writes it.
+ */
+export function utf8Boundaries(text: string): Int32Array {
+  const out: number[] = [0];
+  let bytes = 0;
+  for (const ch of text) {
+    const cp = ch.codePointAt(0)!;
+    bytes += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    out.push(bytes);
+  }
+  return Int32Array.from(out);
+}
+
+/**
+ * @internal For a text tokenized lowercased (sentence-transformers' do_lower_case): the code point of `text` that
+ * each code point of text.toLowerCase() came from, and the end; undefined when each stays one code point (nearly
+ * always: 'İ' is one that becomes two). Offsets into the lowercased text become offsets into `text` through it.
+ */
+export function lowercaseOrigins(text: string): Int32Array | undefined {
+  const chars = Array.from(text);
+  const counts = chars.map((ch) => Array.from(ch.toLowerCase()).length);
+  if (counts.every((n) => n === 1)) return undefined;
+  const out: number[] = [];
+  counts.forEach((n, i) => {
+    for (let k = 0; k < n; k++) out.push(i);
+  });
+  out.push(chars.length);
+  // Context-dependent lowercasing that changes the count (none in the default locale's rules): positions kept as given.
+  return out.length - 1 === Array.from(text.toLowerCase()).length ? Int32Array.from(out) : undefined;
+}
+
+/** @internal The truncation length of work that must see a whole text (however long: /tokenize counts its tokens). */
+export const UNTRUNCATED = 1 << 30;
 
 /** @internal The worker's workerData.role. */
 export const HOST_ROLE = 'coltrast-tokenizer-host';
@@ -300,6 +356,43 @@ export class TextTokenizer {
   }
 
   /**
+   * @internal Token ids back to text, special tokens kept unless `skipSpecial`; an id the vocabulary lacks is
+   * reported (the tokenizers package would drop it silently) rather than decoded.
+   */
+  async decodeIds(ids: number[][], skipSpecial: boolean): Promise<DecodedIds> {
+    if (ids.length === 0) return { texts: [] };
+    return host.call<DecodedIds>({ op: 'decodeIds', spec: this.spec, ids, skipSpecial, maxLength: this.maxLength });
+  }
+
+  /**
+   * @internal Each text's tokens, untruncated, with (`special`) or without the special tokens the template adds:
+   * ids, the special-tokens mask and UTF-8 byte offsets into the text (server's /tokenize). A request of more than
+   * SEND_CHARACTERS characters goes as several messages, as encode()'s do.
+   */
+  async tokenOffsets(texts: string[], special: boolean): Promise<TokenOffsets> {
+    const parts: string[][] = [[]];
+    let size = 0;
+    for (const text of texts) {
+      if (size + text.length > sendCharacters && parts[parts.length - 1].length > 0) {
+        parts.push([]);
+        size = 0;
+      }
+      parts[parts.length - 1].push(text);
+      size += text.length;
+    }
+    const replies: Promise<TokenOffsets>[] = [];
+    for (const part of parts) {
+      if (replies.length > 0) await new Promise((resolve) => setImmediate(resolve));
+      const reply = host.call<TokenOffsets>({ op: 'tokenOffsets', spec: this.spec, texts: part, special, maxLength: UNTRUNCATED });
+      reply.catch(() => {}); // awaited below, in order; a later part may fail first
+      replies.push(reply);
+    }
+    const all: TokenOffsets[] = [];
+    for (const reply of replies) all.push(await reply);
+    return all.length === 1 ? all[0] : joinTokenOffsets(all);
+  }
+
+  /**
    * Tokenizes text pairs as one input each ([CLS] a [SEP] b [SEP], token types 0 then 1), cutting the longer
    * text first until the pair fits `maxLength` (transformers' 'longest_first', as cross-encoders are run).
    */
@@ -327,6 +420,35 @@ export class TextTokenizer {
   async pieces(text: string): Promise<string[]> {
     return host.call<string[]>({ op: 'pieces', spec: this.spec, text, maxLength: this.maxLength });
   }
+}
+
+/** Parts' TokenOffsets as one, in order. */
+function joinTokenOffsets(parts: TokenOffsets[]): TokenOffsets {
+  const join = <T extends Int32Array | Uint8Array>(make: new (n: number) => T, get: (p: TokenOffsets) => T): T => {
+    const out = new make(parts.reduce((n, p) => n + get(p).length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(get(p), at);
+      at += get(p).length;
+    }
+    return out;
+  };
+  const ends = join(Int32Array, (p) => p.ends);
+  let at = 0;
+  let shift = 0;
+  for (const p of parts) {
+    for (let i = 0; i < p.ends.length; i++) ends[at + i] += shift;
+    at += p.ends.length;
+    shift += p.ids.length;
+  }
+  return {
+    ids: join(Int32Array, (p) => p.ids),
+    special: join(Uint8Array, (p) => p.special),
+    starts: join(Int32Array, (p) => p.starts),
+    stops: join(Int32Array, (p) => p.stops),
+    ends,
+    specialTexts: parts.flatMap((p) => p.specialTexts),
+  };
 }
 
 /**

@@ -19,6 +19,8 @@ const BODIES: Record<string, Record<string, unknown>> = {
   '/embed_all': { inputs: ['hello'] },
   '/rerank': { query: 'q', texts: ['a', 'b'], raw_scores: false, return_text: true, truncate: true },
   '/similarity': { inputs: { source_sentence: 'q', sentences: ['a', 'b'] }, parameters: { truncate: true, truncation_direction: 'Right' } },
+  '/tokenize': { inputs: ['hello', 'wörld 😀'], add_special_tokens: true, prompt_name: null },
+  '/decode': { ids: [[2, 5, 3], [7]], skip_special_tokens: false },
   '/v1/rerank': { query: 'q', documents: ['a', 'b'], top_n: 1, return_documents: true, model: 'm' },
   '/search': { query: 'hello', k: 2, mode: 'dense', rerank: 'maxsim', filter: { id: 'a' }, mmr_lambda: 0.5, fusion: 'rrf', hybrid_weight: 0.5, candidates: 4 },
   '/documents': { documents: [{ id: 'z', text: 'new doc', metadata: { a: 1 } }] },
