@@ -90,8 +90,9 @@ export async function semanticChunks(document: string, embedder: Embedder, optio
   if (maxTokens <= special) {
     throw new ColtrastError('INVALID_ARGUMENT', `chunking.maxTokens ${maxTokens} leaves no room for text beside the ${special} special tokens every chunk has: raise it`);
   }
-  // A model's counter stops at the model's length (encoderEmbedder's tokenizer truncates): where that is maxTokens, a
-  // sentence counted at exactly maxTokens may be longer, so only counts below it are trusted.
+  // A counter may stop at the model's length (an embedder of one's own that tokenizes as the model reads; coltrast's
+  // encoderEmbedder counts untruncated): where that is maxTokens, a sentence counted at exactly maxTokens may be
+  // longer, so only counts below it are trusted.
   const truncates = tokens.includes(maxTokens) && (await embedder.countTokens(['a '.repeat(2 * maxTokens)]))[0] <= maxTokens;
   const fits = (count: number) => (truncates ? count < maxTokens : count <= maxTokens);
   const pieces: Piece[] = [];

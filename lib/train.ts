@@ -26,6 +26,7 @@ import { checkSameRun, runIdentity } from './run-identity';
 import { arrayInTurns, inTurns } from './turns';
 import { batchExamples, batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, valSplitValue, type Batch, type TrainExample } from './train-data';
 import { FLOAT32_MIN_NORMAL, abortedAs, booleanValue, checkOptions, float32, invalid, numberValue, oneOf, positiveInteger, signalOption, stringList } from './validate';
+import { UNTRUNCATED } from './tokenizer';
 
 export interface LossOptions {
   /** Weight of the in-batch InfoNCE loss on pooled, L2-normalized embeddings (default 0.5). */
@@ -923,9 +924,11 @@ export function encoderEmbedder(encoder: Encoder, signal?: AbortSignal): Embedde
       stopped();
       return matrixRows(await encoder.embed(texts, { normalize: true, signal }));
     },
+    // Untruncated: tokenize() stops at the model's length, and a sentence counted at exactly that could be longer
+    // (semanticChunks then had to split every sentence that reached it).
     async countTokens(texts) {
       stopped();
-      return (await encoder.tokenize(texts)).map((ids) => ids.length);
+      return (await encoder.textTokenizer.encode(texts, UNTRUNCATED)).map((t) => t.ids.length);
     },
   };
 }

@@ -77,21 +77,33 @@ test('a word longer than maxTokens within spaced text (a URL) is cut between its
   ]);
 });
 
-test("with a model's embedder, whose counts stop at the model's length, a text with no sentence ends becomes chunks the model reads whole", async (t) => {
+test("with a model's embedder, which counts a text's tokens whole, a text with no sentence ends becomes chunks of at most the model's length: chunks the model reads whole", async (t) => {
   const encoder = await Encoder.load(FIXTURE, { device: 'cpu' });
   try {
     const maxTokens = encoder.maxSeqLength;
     const text = Array.from({ length: 30 }, (_, i) => `the model reads word number ${i} and then some more words`).join(' ');
-    const [whole] = await encoder.tokenize([text]);
-    t.is(whole.length, maxTokens, 'the count of the whole text stops at the model length');
-    const chunks = await semanticChunks(text, encoderEmbedder(encoder), { maxTokens });
+    const embedder = encoderEmbedder(encoder);
+    const [whole] = await embedder.countTokens([text]);
+    t.true(whole > 10 * maxTokens, `the whole text counts ${whole} tokens, not the model's ${maxTokens}`);
+    const chunks = await semanticChunks(text, embedder, { maxTokens });
     t.true(chunks.length > 5, `${chunks.length} chunks`);
     t.is(chunks.join(' '), text);
-    // Below the model's length, a count is the text's own, not one the tokenizer stopped at.
-    for (const ids of await encoder.tokenize(chunks)) t.true(ids.length < maxTokens, `${ids.length} tokens`);
+    const counts = await embedder.countTokens(chunks);
+    for (const count of counts) t.true(count <= maxTokens, `${count} tokens`);
+    // Each chunk as long as fits: one that reaches the model's length exactly is kept whole, not split again.
+    t.true(counts.some((count) => count === maxTokens), `counts ${counts.join(', ')}`);
   } finally {
     encoder.dispose();
   }
+});
+
+test("an embedder whose counter stops at maxTokens (as a model's tokenizer does) is detected: a count of exactly maxTokens is not trusted, and chunks stay below it", async (t) => {
+  const maxTokens = 12;
+  const embedder = counting((text) => Math.min(maxTokens, words(text)));
+  const text = Array.from({ length: 40 }, (_, i) => `w${i}`).join(' ');
+  const chunks = await semanticChunks(text, embedder, { maxTokens });
+  t.is(chunks.join(' '), text);
+  for (const chunk of chunks) t.true(words(chunk) < maxTokens, `${chunk}: ${words(chunk)} tokens`);
 });
 
 test('semanticChunks refuses a maxTokens that leaves no room beside the special tokens, or is not a positive integer', async (t) => {
