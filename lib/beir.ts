@@ -28,6 +28,12 @@ export interface BeirData {
    * Absent when there are none.
    */
   missingDocuments?: { judgements: number; examples: string[] };
+  /**
+   * The judged queries of a folder's qrels that its queries file lacks (BEIR's NFCorpus has one): left out of the qrels,
+   * with no text to run, as trec_eval leaves out a judged query the run does not have (BEIR's own loader fails on
+   * them). Absent when there are none.
+   */
+  missingQueries?: { queries: number; judgements: number; examples: string[] };
 }
 
 function bad(where: string, message: string): ColtrastError {
@@ -57,10 +63,13 @@ function id(value: unknown, where: string): string {
 
 /**
  * Reads a qrels TSV: query-id, corpus-id, integer score; a first line whose score is not a number is a header, skipped.
- * `known`: the folder's queries and documents; a query it lacks is refused (no text to run, as BEIR's loader fails on
- * it), a document it lacks is kept and counted in `known.missing` (relevant judgements only).
+ * `known`: the folder's queries and documents; a query it lacks is left out and counted in `known.lacking` (it has no
+ * text to run), a document it lacks is kept and counted in `known.missing` (relevant judgements only).
  */
-export async function readQrels(file: string, known?: { queries: Map<string, string>; docs: Set<string>; missing?: { judgements: number; examples: string[] } }): Promise<Qrels> {
+export async function readQrels(
+  file: string,
+  known?: { queries: Map<string, string>; docs: Set<string>; missing?: { judgements: number; examples: string[] }; lacking?: { queries: Set<string>; judgements: number; examples: string[] } },
+): Promise<Qrels> {
   const qrels: Qrels = new Map();
   let i = -1;
   let first = true;
@@ -77,7 +86,13 @@ export async function readQrels(file: string, known?: { queries: Map<string, str
     first = false;
     if (header) continue;
     if (!/^-?\d+$/.test(s)) throw bad(where, `score "${s}" is not an integer (grades are whole numbers: 0 not relevant, 1 or more relevant)`);
-    if (known && !known.queries.has(q)) throw bad(where, `query "${q}" is not in queries.jsonl: add its text there, or remove the judgement`);
+    if (known && !known.queries.has(q)) {
+      if (!known.lacking) throw bad(where, `query "${q}" is not in queries.jsonl: add its text there, or remove the judgement`);
+      known.lacking.judgements++;
+      if (!known.lacking.queries.has(q) && known.lacking.examples.length < 3) known.lacking.examples.push(`${path.basename(file)}:${i + 1} ${q}`);
+      known.lacking.queries.add(q);
+      continue;
+    }
     if (known?.missing && !known.docs.has(d) && Number(s) > 0) {
       known.missing.judgements++;
       if (known.missing.examples.length < 3) known.missing.examples.push(`${path.basename(file)}:${i + 1} ${d}`);
@@ -85,7 +100,7 @@ export async function readQrels(file: string, known?: { queries: Map<string, str
     if (!qrels.has(q)) qrels.set(q, new Map());
     qrels.get(q)!.set(d, Number(s));
   }
-  if (qrels.size === 0) throw bad(file, 'holds no judgements');
+  if (qrels.size === 0) throw bad(file, known?.lacking?.judgements ? `holds no judgements of a query in queries.jsonl (its ${known.lacking.queries.size} judged queries have no text there)` : 'holds no judgements');
   return qrels;
 }
 
@@ -116,8 +131,15 @@ export async function loadBeir(dir: string, split = 'test'): Promise<BeirData> {
     queries.set(q, v.text);
   });
   const missing = { judgements: 0, examples: [] as string[] };
-  const qrels = await readQrels(findFile(dir, [path.join('qrels', `${split}.tsv`), `qrels-${split}.tsv`]), { queries, docs, missing });
-  return { corpus, queries, qrels, ...(missing.judgements > 0 && { missingDocuments: missing }) };
+  const lacking = { queries: new Set<string>(), judgements: 0, examples: [] as string[] };
+  const qrels = await readQrels(findFile(dir, [path.join('qrels', `${split}.tsv`), `qrels-${split}.tsv`]), { queries, docs, missing, lacking });
+  return {
+    corpus,
+    queries,
+    qrels,
+    ...(missing.judgements > 0 && { missingDocuments: missing }),
+    ...(lacking.judgements > 0 && { missingQueries: { queries: lacking.queries.size, judgements: lacking.judgements, examples: lacking.examples } }),
+  };
 }
 
 /** The text a document is embedded or indexed as: title and body, as BEIR's evaluations do. */

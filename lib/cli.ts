@@ -1118,6 +1118,10 @@ async function evalCommand(argv: string[]): Promise<void> {
   if (missing) {
     console.log(`${missing.judgements} relevant judgements name documents the corpus lacks (${missing.examples.join(', ')}${missing.judgements > missing.examples.length ? ', ...' : ''}): counted as relevant and never retrieved, as BEIR counts them`);
   }
+  const lacking = results[0].result.missingQueries;
+  if (lacking) {
+    console.log(`${lacking.queries} judged ${lacking.queries === 1 ? 'query has' : 'queries have'} no text in the queries file (${lacking.examples.join(', ')}${lacking.queries > lacking.examples.length ? ', ...' : ''}): left out of the metrics, as trec_eval leaves out judged queries a run lacks`);
+  }
 }
 
 const INDEX_OPTIONS = {

@@ -90,6 +90,11 @@ export interface EvaluateResult {
    * relevant and never retrieved (BeirData.missingDocuments); absent when there are none.
    */
   missingDocuments?: { judgements: number; examples: string[] };
+  /**
+   * Judged queries the data has no text for (BeirData.missingQueries; BEIR's NFCorpus has one): left out of the
+   * metrics, as trec_eval leaves out judged queries its run lacks; absent when there are none.
+   */
+  missingQueries?: { queries: number; judgements: number; examples: string[] };
   seconds: number;
 }
 
@@ -106,6 +111,22 @@ async function loadEvalData(source: string, split: string): Promise<BeirData> {
     return coltrastEvalData(data.projects);
   }
   return loadBeir(source, split);
+}
+
+/**
+ * `data` without the judgements of queries it has no text for (loaded data may judge such queries; a folder's are left
+ * out as it is read), counted in missingQueries: scored, each would be a query that retrieved nothing, pulling every
+ * mean down (the metrics were halved where half the judged queries lacked a text).
+ */
+function withoutQueriesLacking(data: BeirData): BeirData {
+  const lacking = [...data.qrels.keys()].filter((q) => !data.queries.has(q));
+  if (lacking.length === 0) return data;
+  const judgements = lacking.reduce((sum, q) => sum + data.qrels.get(q)!.size, data.missingQueries?.judgements ?? 0);
+  return {
+    ...data,
+    qrels: new Map([...data.qrels].filter(([q]) => data.queries.has(q))),
+    missingQueries: { queries: lacking.length + (data.missingQueries?.queries ?? 0), judgements, examples: [...(data.missingQueries?.examples ?? []), ...lacking].slice(0, 3) },
+  };
 }
 
 /**
@@ -167,12 +188,6 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     // Loaded data is checked as loadBeir checks its files (and evaluateRun its qrels): an infinite grade made nDCG NaN,
     // and a repeated document id failed in the BM25 index or the Index, under names that are not the caller's.
     checkQrels('options.data.qrels', o.data.qrels);
-    // As loadBeir refuses it in a folder: a judged query without a text was scored as if it had retrieved nothing.
-    for (const qid of o.data.qrels.keys()) {
-      if (!o.data.queries.has(qid)) {
-        throw new ColtrastError('INVALID_ARGUMENT', `options.data.qrels judges the query "${qid}", which options.data.queries lacks: add its text, or drop its judgements`);
-      }
-    }
     const first = new Map<string, number>();
     o.data.corpus.forEach((d, i) => {
       if (typeof d?.id !== 'string') return; // the index refuses it
@@ -182,10 +197,11 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     });
   }
   const started = Date.now();
-  const data = typeof o.data === 'string' ? await loadEvalData(o.data, o.split ?? 'test') : o.data;
+  const data = withoutQueriesLacking(typeof o.data === 'string' ? await loadEvalData(o.data, o.split ?? 'test') : o.data);
   // The metrics are means over the queries with a relevant document: with none, each was a 0 over 0 queries.
   if (![...data.qrels.values()].some((judged) => [...judged.values()].some((grade) => grade > 0))) {
     const source = typeof o.data === 'string' ? o.data : 'options.data';
+    if (data.qrels.size === 0) throw new ColtrastError('INVALID_ARGUMENT', `${source}: every judged query lacks a text (${data.missingQueries?.examples.join(', ')}): add the queries' texts`);
     throw new ColtrastError('INVALID_ARGUMENT', `${source}: no query has a relevant document (a qrels score above 0), so there is nothing to measure; check the qrels' scores`);
   }
   const evaluated = [...data.qrels.keys()].filter((q) => data.queries.has(q));
@@ -266,6 +282,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     queries,
     documents: data.corpus.length,
     ...(data.missingDocuments && { missingDocuments: data.missingDocuments }),
+    ...(data.missingQueries && { missingQueries: data.missingQueries }),
     seconds: (Date.now() - started) / 1000,
   };
 }

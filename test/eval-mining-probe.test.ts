@@ -35,20 +35,24 @@ test('a qrels header is told by its score column: BEIR\'s, a "qid docid rel" one
   t.regex(error!.message, /test\.tsv:2: score "yes" is not an integer/);
 });
 
-test('evaluate() refuses loaded data that judges a query it has no text for, as loadBeir refuses such a folder', async (t) => {
+test('evaluate() leaves out the judged queries loaded data has no text for, and says so (missingQueries), rather than scoring them as queries that retrieved nothing', async (t) => {
   const data = {
     corpus: [{ id: 'd1', title: '', text: 'cats purr' }, { id: 'd2', title: '', text: 'dogs bark' }],
     queries: new Map([['q1', 'cats']]),
     // q2 has no text: it was counted as a query that retrieved nothing, halving every metric.
-    qrels: new Map([['q1', new Map([['d1', 1]])], ['q2', new Map([['d2', 1]])]]),
+    qrels: new Map([['q1', new Map([['d1', 1]])], ['q2', new Map([['d2', 1], ['d1', 0]])]]),
   };
-  const error = await t.throwsAsync(evaluate({ data, k: [1] }), { instanceOf: ColtrastError });
-  t.is(error!.code, 'INVALID_ARGUMENT');
-  t.regex(error!.message, /options\.data\.qrels judges the query "q2", which options\.data\.queries lacks/);
-  data.qrels.delete('q2');
   const r = await evaluate({ data, k: [1] });
   t.is(r.queries, 1);
   t.is(r.metrics.recall[1], 1);
+  t.deepEqual(r.missingQueries, { queries: 1, judgements: 2, examples: ['q2'] });
+  t.true(data.qrels.has('q2'), "the caller's qrels are left as they were");
+  data.qrels.delete('q2');
+  t.is((await evaluate({ data, k: [1] })).missingQueries, undefined);
+  // Nothing left to evaluate: said as such.
+  const none = { ...data, qrels: new Map([['q9', new Map([['d1', 1]])]]) };
+  const error = await t.throwsAsync(evaluate({ data: none, k: [1] }), { instanceOf: ColtrastError });
+  t.regex(error!.message, /every judged query lacks a text \(q9\): add the queries' texts/);
 });
 
 test('evaluateRun refuses a NaN score, which the sort placed anywhere (here first, above the relevant document)', (t) => {

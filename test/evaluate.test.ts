@@ -79,7 +79,12 @@ test('a BEIR folder loads (gzip too); bad files are errors with file and line', 
   t.is(data.queries.get('q2'), 'pneumonia x-ray model');
   t.deepEqual([...data.qrels.get('q1')!], [['d1', 1]]);
   const error = async (edit: (dir: string) => void) => (await t.throwsAsync(loadBeir(beirFolder(edit)), { instanceOf: ColtrastError }))!;
-  t.regex((await error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q9\td1\t1\n'))).message, /query "q9" is not in queries/);
+  // A judged query queries.jsonl lacks (BEIR's NFCorpus has one) is left out and counted, not an error.
+  const lacking = await loadBeir(beirFolder((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q9\td1\t1\nq9\td2\t0\n')));
+  t.false(lacking.qrels.has('q9'));
+  t.deepEqual(lacking.missingQueries, { queries: 1, judgements: 2, examples: ['test.tsv:4 q9'] });
+  t.is((await loadBeir(beirFolder())).missingQueries, undefined);
+  t.regex((await error((d) => fs.writeFileSync(path.join(d, 'qrels', 'test.tsv'), 'q9\td1\t1\n'))).message, /holds no judgements of a query in queries\.jsonl \(its 1 judged queries have no text there\)/);
   t.regex((await error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1\td1\thigh\n'))).message, /score "high" is not an integer/);
   t.regex((await error((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q1 d1 1\n'))).message, /expected 3 tab-separated columns/);
   t.regex((await error((d) => fs.writeFileSync(path.join(d, 'qrels', 'test.tsv'), 'query-id\tcorpus-id\tscore\n'))).message, /no judgements/);
@@ -103,6 +108,20 @@ test("judgements naming a document the corpus lacks (BEIR's ArguAna has some) lo
   t.is(result.metrics.recall[10], 0.75);
   t.deepEqual(result.missingDocuments, data.missingDocuments);
   t.is(plain.missingDocuments, undefined);
+});
+
+test("a judged query the queries file lacks (BEIR's NFCorpus has one) is left out of the metrics, as trec_eval leaves it, and coltrast eval says so", async (t) => {
+  const folder = beirFolder((d) => fs.appendFileSync(path.join(d, 'qrels', 'test.tsv'), 'q9\td3\t1\n'));
+  const plain = await evaluate({ data: beirFolder(), mode: 'bm25', k: [1, 3] });
+  const result = await evaluate({ data: folder, mode: 'bm25', k: [1, 3] });
+  t.deepEqual(result.metrics, plain.metrics, 'the same metrics as without the judgement');
+  t.is(result.queries, plain.queries);
+  t.deepEqual(result.missingQueries, { queries: 1, judgements: 1, examples: ['test.tsv:4 q9'] });
+  const { spawnSync } = await import('node:child_process');
+  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'eval', '--data', folder, '--mode', 'bm25', '--k', '1'], { encoding: 'utf8' });
+  t.is(run.status, 0, run.stderr);
+  t.regex(run.stdout, /^1 judged query has no text in the queries file \(test\.tsv:4 q9\): left out of the metrics, as trec_eval leaves out judged queries a run lacks$/m);
 });
 
 test('a BEIR folder whose corpus or queries repeat an id is an error naming the file and line', async (t) => {
