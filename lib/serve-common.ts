@@ -244,47 +244,167 @@ export function tokenIdLists(name: string, value: unknown, max: number): { lists
   return { lists: lists as number[][], single };
 }
 
-/** Tokens written per turn of the event loop by tokenizeAnswer. */
-const ANSWER_SLICE = 8192;
-
 /**
- * text-embeddings-inference's /tokenize answer, as JSON text: per text, its tokens as {id, text, special, start,
+ * text-embeddings-inference's /tokenize answer, as pieces of JSON text (an untruncated long text has millions of
+ * tokens: reply writes them a chunk per turn of the event loop): per text, its tokens as {id, text, special, start,
  * stop}; a special token's text is its string and its offsets null, another's text its bytes start..stop of the text
- * (UTF-8 offsets, Rust's). Written a slice of tokens per turn of the event loop (an untruncated long text has
- * millions), and given up when `signal` aborts (the client went away).
+ * (UTF-8 offsets, Rust's).
  */
-export async function tokenizeAnswer(texts: string[], tokens: TokenOffsets, signal?: AbortSignal): Promise<string> {
+export function* tokenizeAnswer(texts: string[], tokens: TokenOffsets): Generator<string, void, undefined> {
   const { ids, special, starts, stops, ends, specialTexts } = tokens;
   let named = 0;
-  let written = 0;
-  let out = '[';
+  yield '[';
   for (let i = 0; i < texts.length; i++) {
     const bytes = Buffer.from(texts[i], 'utf8');
-    let slice: string[] = [];
-    let first = true;
-    for (let k = i === 0 ? 0 : ends[i - 1]; k < ends[i]; k++) {
+    const first = i === 0 ? 0 : ends[i - 1];
+    yield i === 0 ? '[' : ',[';
+    for (let k = first; k < ends[i]; k++) {
       const id = ids[k] >>> 0;
-      slice.push(
-        special[k] === 1
+      yield (k === first ? '' : ',') +
+        (special[k] === 1
           ? `{"id":${id},"text":${JSON.stringify(specialTexts[named++])},"special":true,"start":null,"stop":null}`
-          : `{"id":${id},"text":${JSON.stringify(bytes.toString('utf8', starts[k], stops[k]))},"special":false,"start":${starts[k]},"stop":${stops[k]}}`,
-      );
-      if (++written % ANSWER_SLICE === 0) {
-        out += (i === 0 && first ? '[' : first ? ',[' : ',') + slice.join(',');
-        slice = [];
-        first = false;
-        await new Promise((resolve) => setImmediate(resolve));
-        if (signal?.aborted) throw new ClientGone();
-      }
+          : `{"id":${id},"text":${JSON.stringify(bytes.toString('utf8', starts[k], stops[k]))},"special":false,"start":${starts[k]},"stop":${stops[k]}}`);
     }
-    out += (i === 0 && first ? '[' : first ? ',[' : slice.length > 0 ? ',' : '') + slice.join(',') + ']';
+    yield ']';
   }
-  return out + ']';
+  yield ']';
 }
 
-/** What a route answers: a JSON body (or text, with its content type), or a stream of server-sent events. */
+/**
+ * An answer of up to this many characters is sent whole, with its Content-Length; a longer one in chunks of about
+ * this size, one per turn of the event loop (reply in lib/serve.ts).
+ */
+export const ANSWER_CHUNK = 64 * 1024;
+
+/** Items of a large array written per piece by jsonPieces when none of them is an object. */
+const JSON_SLICE = 4096;
+
+/** Neither an object nor an array: JSON.stringify writes it (or its null) on its own, with nothing inside to walk. */
+function isLeaf(value: unknown): boolean {
+  return value === null || (typeof value !== 'object' && typeof value !== 'function');
+}
+
+/** What JSON.stringify writes in place of `value` under `key`: its toJSON's answer, if it has one (a Date's string). */
+function toJson(value: unknown, key: string): unknown {
+  const toJSON = value !== null && typeof value === 'object' ? (value as { toJSON?: unknown }).toJSON : undefined;
+  return typeof toJSON === 'function' ? toJSON.call(value, key) : value;
+}
+
+/** What JSON.stringify leaves out of an object (and writes as null in an array). */
+function isOmitted(value: unknown): boolean {
+  return value === undefined || typeof value === 'function' || typeof value === 'symbol';
+}
+
+/** Values a subtree may hold and still be written by JSON.stringify whole (one piece). */
+const SMALL_NODES = 256;
+
+/**
+ * What is left of `budget` after the values `value` holds (itself included), or -1 past it or at a typed array or a
+ * toJSON: a value with some left is written by JSON.stringify whole exactly as the walk would, and much faster (one
+ * piece, not one per value: a /search answer of 2048 queries' hits took 5 to 7 times JSON.stringify's time walked to
+ * its leaves).
+ */
+function smallBudget(value: unknown, budget: number): number {
+  if (--budget < 0) return -1;
+  if (value === null || typeof value !== 'object') return budget;
+  if (ArrayBuffer.isView(value) || typeof (value as { toJSON?: unknown }).toJSON === 'function') return -1;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length && budget >= 0; i++) budget = smallBudget(value[i], budget);
+    return budget;
+  }
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return -1;
+  for (const key in value) {
+    if (budget < 0) break;
+    budget = smallBudget((value as Record<string, unknown>)[key], budget);
+  }
+  return budget;
+}
+
+const small = (value: unknown): boolean => smallBudget(value, SMALL_NODES) >= 0;
+
+/**
+ * The JSON text of `value`, exactly as JSON.stringify writes it, as a sequence of pieces: arrays and plain objects
+ * are walked, so that the text of a large answer (an /embed of 2048 vectors of 1024 numbers is ~40 MB) is never one
+ * string nor built in one turn of the event loop; toJSON is called as the walk reaches it, so a value can be made
+ * only when it is written ({ toJSON: () => base64(v) }). A typed array is written as the array of its numbers
+ * (JSON.stringify would write an object of indices), so routes need not copy their vectors into arrays. What has no
+ * objects inside (a slice of numbers, an object of strings) goes to JSON.stringify whole. The value must not be cyclic.
+ */
+export function jsonPieces(value: unknown): Generator<string, void, undefined> {
+  return pieces(toJson(value, ''));
+}
+
+/** jsonPieces of a value whose toJSON has been called already (JSON.stringify calls it once). */
+function* pieces(value: unknown): Generator<string, void, undefined> {
+  if (ArrayBuffer.isView(value) && !(value instanceof DataView) && !(value instanceof BigInt64Array) && !(value instanceof BigUint64Array)) {
+    const numbers = value as unknown as Float32Array;
+    if (numbers.length <= JSON_SLICE) {
+      yield JSON.stringify(Array.from(numbers));
+      return;
+    }
+    for (let i = 0; i < numbers.length; i += JSON_SLICE) {
+      const text = JSON.stringify(Array.from(numbers.subarray(i, i + JSON_SLICE)));
+      yield (i === 0 ? '[' : ',') + text.slice(1, -1);
+    }
+    yield ']';
+    return;
+  }
+  if (Array.isArray(value)) {
+    if (value.length <= JSON_SLICE && value.every(isLeaf)) {
+      yield JSON.stringify(value);
+      return;
+    }
+    yield '[';
+    for (let i = 0; i < value.length; i += JSON_SLICE) {
+      const slice = value.slice(i, i + JSON_SLICE);
+      if (slice.every(isLeaf)) {
+        yield (i === 0 ? '' : ',') + JSON.stringify(slice).slice(1, -1);
+        continue;
+      }
+      for (let j = 0; j < slice.length; j++) {
+        if (i + j > 0) yield ',';
+        const item = toJson(slice[j], String(i + j));
+        if (isOmitted(item)) yield 'null';
+        else if (small(item)) yield JSON.stringify(item);
+        else yield* pieces(item);
+      }
+    }
+    yield ']';
+    return;
+  }
+  const prototype = value !== null && typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
+  if ((prototype !== Object.prototype && prototype !== null) || Object.values(value as object).every(isLeaf)) {
+    // A leaf, an object of leaves, or an object of a class (its own enumerable fields, as JSON.stringify writes them).
+    yield JSON.stringify(value) ?? 'null';
+    return;
+  }
+  let first = true;
+  yield '{';
+  for (const [name, raw] of Object.entries(value as object)) {
+    const item = toJson(raw, name);
+    if (isOmitted(item)) continue;
+    const head = `${first ? '' : ','}${JSON.stringify(name)}:`;
+    first = false;
+    if (small(item)) {
+      yield head + JSON.stringify(item);
+    } else {
+      yield head;
+      yield* pieces(item);
+    }
+  }
+  yield '}';
+}
+
+/**
+ * What a route answers: a value written as JSON (jsonPieces; a string is sent as it is, as text of `contentType`),
+ * text given in pieces (written a chunk per turn of the event loop: the route builds them as they are written), or a
+ * stream of server-sent events. Everything that can fail must have happened when the route resolves: a long answer's
+ * status is sent before its body is written.
+ */
 export type RouteResult =
   | { json: unknown; inputs: number; contentType?: string }
+  | { pieces: Iterable<string> | AsyncIterable<string>; inputs: number; contentType?: string }
   | {
       /** Writes the events with `send` (each `data: <JSON>`), then resolves with the inputs served; `[DONE]` follows. */
       events: (send: (data: unknown) => void) => Promise<number>;

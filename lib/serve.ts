@@ -33,7 +33,7 @@ import { Generator } from './generator';
 import { Rag } from './rag';
 import { generationRoutes } from './serve-generation';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, positiveInteger } from './validate';
-import { BatchQueue, Cors, HttpError, fields, optional, requiredTexts, stringValue, textList, tokenIdLists, tokenizeAnswer, type Body, type CorsOptions, type QueueStats, type Route } from './serve-common';
+import { BatchQueue, Cors, HttpError, fields, optional, requiredTexts, stringValue, textList, tokenIdLists, tokenizeAnswer, ANSWER_CHUNK, jsonPieces, type Body, type CorsOptions, type QueueStats, type Route } from './serve-common';
 
 export { BatchQueue, type CorsOptions, type QueueStats } from './serve-common';
 
@@ -354,7 +354,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
             object: 'list',
             data: out.map((e, i) => {
               const v = shorten(e.value as Float32Array, dimensions, normalize);
-              return { object: 'embedding', index: i, embedding: format === 'base64' ? base64(v) : Array.from(v) };
+              // base64 made as the answer is written (2048 vectors of 1024 take ~0.1 s to encode); a float vector is written as it is.
+              return { object: 'embedding', index: i, embedding: format === 'base64' ? { toJSON: () => base64(v) } : v };
             }),
             model: modelName,
             usage: { prompt_tokens: used, total_tokens: used },
@@ -373,7 +374,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const normalize = optional(body, 'normalize', booleanValue) ?? true;
         const dimensions = dimensionsOf(body, enc);
         const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) }, signal);
-        return { inputs: texts.length, json: out.map((e) => Array.from(shorten(e.value as Float32Array, dimensions, normalize))) };
+        // Typed arrays: jsonPieces writes them as arrays of their numbers.
+        return { inputs: texts.length, json: out.map((e) => shorten(e.value as Float32Array, dimensions, normalize)) };
       },
     },
     '/embed_all': {
@@ -385,7 +387,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const texts = textsOf(body, 'inputs');
         truncateField(body);
         const out = await embedTexts(texts, { output: 'tokens', normalize: optional(body, 'normalize', booleanValue), ...promptFields(body) }, signal);
-        return { inputs: texts.length, json: out.map((e) => matrixRows(e.value as Matrix).map((row) => Array.from(row))) };
+        return { inputs: texts.length, json: out.map((e) => matrixRows(e.value as Matrix)) };
       },
     },
     '/similarity': {
@@ -433,7 +435,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     '/tokenize': {
       method: 'POST',
       style: 'tei',
-      handle: async (raw, signal) => {
+      handle: async (raw) => {
         const model = tokenizerModel('/tokenize');
         const body = fields(raw, ['inputs', 'add_special_tokens', 'prompt_name']);
         const texts = textsOf(body, 'inputs');
@@ -452,7 +454,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         // itself cuts at max_input_length. Offsets are into the prompted text, as TEI's.
         const prompted = prompt ? texts.map((text) => prompt + text) : texts;
         const tokens = await model.textTokenizer.tokenOffsets(prompted, special);
-        return { inputs: texts.length, json: await tokenizeAnswer(prompted, tokens, signal) };
+        return { inputs: texts.length, pieces: tokenizeAnswer(prompted, tokens) };
       },
     },
     '/decode': {
@@ -633,8 +635,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
     // The client going away before its answer is complete: its queued work leaves the queues (BatchQueue), its
     // generation stops (lib/serve-generation.ts), and it is counted as cancelled rather than answered.
     const gone = new AbortController();
+    /** An answer under way failed after its status was sent, and its connection was closed: not the client going. */
+    let cutShort = false;
     res.on('close', () => {
-      if (res.writableFinished) return;
+      if (res.writableFinished || cutShort) return;
       gone.abort();
       metrics.cancel(label);
     });
@@ -646,14 +650,84 @@ export async function serve(options: ServeOptions): Promise<Server> {
       else metrics.record(label, status, milliseconds / 1000);
       o.onRequest?.({ method: req.method ?? '', path: pathname ?? req.url ?? '', status, milliseconds, inputs });
     };
-    const reply = (status: number, payload: unknown, headers: Record<string, string> = {}, contentType = 'application/json') => {
-      if (!gone.signal.aborted) {
-        const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
-        // HEAD: the same headers, and Node's http sends no body.
-        res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), ...(stopping && { Connection: 'close' }), ...headers });
-        res.end(text);
+    /**
+     * The next turn of the event loop, then the socket's buffer drained if a write filled it (or the client gone). A
+     * turn first even when the buffer is full: 'drain' alone comes back in libuv's pending phase, where one chunk after
+     * another ran with timers held for the whole answer.
+     */
+    const turn = async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      if (!res.writableNeedDrain || gone.signal.aborted) return;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          res.off('drain', done);
+          gone.signal.removeEventListener('abort', done);
+          resolve();
+        };
+        res.on('drain', done);
+        gone.signal.addEventListener('abort', done);
+      });
+    };
+    /**
+     * Writes an answer given in pieces of text; resolves with the status it answered. Up to ANSWER_CHUNK characters
+     * go whole, with their Content-Length; a longer answer goes in chunks of about that size (Transfer-Encoding:
+     * chunked), one per turn of the event loop, waiting while the socket's buffer is full: an /embed answer of 40 MB
+     * held the event loop (every other client, /health, Ctrl-C) for over a second as one JSON.stringify and one
+     * write, and /embed_all's token vectors could pass V8's longest string. Writing stops when the client goes away.
+     * A failure before the first chunk is answered as an error; after it the status is sent, and the answer can only
+     * be cut short (the connection closed with its last chunk missing, which HTTP clients report as an error).
+     */
+    const write = async (status: number, pieces: Iterable<string> | AsyncIterable<string>, headers: Record<string, string>, contentType: string): Promise<number> => {
+      const iterator: Iterator<string> | AsyncIterator<string> = Symbol.asyncIterator in pieces ? pieces[Symbol.asyncIterator]() : pieces[Symbol.iterator]();
+      const head = (length?: number) => ({ 'Content-Type': contentType, ...(length !== undefined && { 'Content-Length': length }), ...(stopping && { Connection: 'close' }), ...headers });
+      let held: string[] = [];
+      let size = 0;
+      let started = false;
+      try {
+        while (!gone.signal.aborted) {
+          // A sync iterator's pieces without a microtask each (an answer may have millions).
+          const step = iterator.next();
+          const next = step instanceof Promise ? await step : step;
+          if (!next.done) {
+            held.push(next.value);
+            size += next.value.length;
+            if (size < ANSWER_CHUNK) continue;
+          }
+          if (gone.signal.aborted) break;
+          const text = held.join('');
+          held = [];
+          size = 0;
+          if (next.done && !started) {
+            // HEAD: the same headers, and Node's http sends no body.
+            res.writeHead(status, head(Buffer.byteLength(text))).end(text);
+            break;
+          }
+          if (!started) res.writeHead(status, head());
+          started = true;
+          if (next.done) {
+            res.end(text);
+            break;
+          }
+          res.write(text);
+          await turn();
+        }
+      } catch (error) {
+        if (!started) {
+          const e = errorOf(error);
+          return write(e.status, jsonPieces(e.payload), error instanceof HttpError ? error.headers : {}, 'application/json');
+        }
+        cutShort = true;
+        res.destroy();
+        return 500;
+      } finally {
+        // A generator's finally blocks run, whether it was written to its end or not.
+        await iterator.return?.();
       }
-      log(status);
+      return status;
+    };
+    const reply = async (status: number, body: { json: unknown } | { pieces: Iterable<string> | AsyncIterable<string> }, headers: Record<string, string> = {}, contentType = 'application/json') => {
+      const pieces = 'pieces' in body ? body.pieces : typeof body.json === 'string' ? [body.json] : jsonPieces(body.json);
+      log(await write(status, pieces, headers, contentType));
     };
     const errorOf = (error: unknown) => {
       const status = error instanceof HttpError ? error.status : error instanceof ColtrastError && error.code === 'INVALID_ARGUMENT' ? 400 : 500;
@@ -664,7 +738,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     };
     const fail = (error: unknown) => {
       const { status, payload } = errorOf(error);
-      reply(status, payload, error instanceof HttpError ? error.headers : {});
+      return reply(status, { json: payload }, error instanceof HttpError ? error.headers : {});
     };
     /**
      * Server-sent events, as OpenAI streams: `data: <JSON>` each, then `data: [DONE]`; an error midway is an event
@@ -748,7 +822,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const result = await route.handle(body, gone.signal);
         if ('events' in result) return stream(result.events);
         inputs = result.inputs;
-        reply(200, result.json, {}, result.contentType);
+        await reply(200, result, {}, result.contentType);
       })
       .catch(fail);
   });
