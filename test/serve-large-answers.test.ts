@@ -14,6 +14,7 @@ import { ANSWER_CHUNK, jsonPieces } from '../lib/serve-common';
 import { tempDir } from './helpers/fixture';
 import { rows } from './helpers/vectors';
 import { until } from './helpers/wait';
+import { longestStall } from './helpers/stall';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { makeRandomBert } = require('../scripts/fixtures/random-bert.js');
 
@@ -65,26 +66,20 @@ interface Answer {
 }
 
 /** POSTs `body` and reads the answer's bytes (counting the event loop's longest stall meanwhile), parsing nothing. */
-function post(route: string, body: unknown): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    let last = performance.now();
-    let stallMs = 0;
-    const timer = setInterval(() => {
-      const now = performance.now();
-      stallMs = Math.max(stallMs, now - last);
-      last = now;
-    }, 1);
-    const req = http.request(`${server.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => {
-        clearInterval(timer);
-        resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), stallMs });
-      });
-    });
-    req.on('error', (error) => (clearInterval(timer), reject(error)));
-    req.end(JSON.stringify(body));
-  });
+async function post(route: string, body: unknown): Promise<Answer> {
+  const { result, stallMs } = await longestStall(
+    () =>
+      new Promise<Omit<Answer, 'stallMs'>>((resolve, reject) => {
+        const req = http.request(`${server.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
+        });
+        req.on('error', reject);
+        req.end(JSON.stringify(body));
+      }),
+  );
+  return { ...result, stallMs };
 }
 
 test('jsonPieces writes exactly what JSON.stringify writes, typed arrays as arrays of their numbers', (t) => {
@@ -182,7 +177,9 @@ test.serial('a 40 MB /embed answer does not hold the event loop', async (t) => {
   t.is(answer.status, 200);
   t.true(answer.text.length > 30e6, `${answer.text.length} characters`);
   t.log(`${(answer.text.length / 2 ** 20).toFixed(1)} MiB; the event loop's longest stall from the request to the last byte: ${answer.stallMs.toFixed(0)} ms`);
-  t.true(answer.stallMs < 200, `the event loop stalled for ${answer.stallMs.toFixed(0)} ms`);
+  // Written whole, it held the loop 0.9-1.1 s on the quiet 2-core VM; in chunks 8-18 ms there, and up to ~300 ms with
+  // the machine's two cores busy building (CI runs test files side by side): a bound between the two.
+  t.true(answer.stallMs < 500, `the event loop stalled for ${answer.stallMs.toFixed(0)} ms`);
   const parsed = JSON.parse(answer.text) as number[][];
   t.is(parsed.length, 2048);
   t.is(parsed[2047].length, WIDTH);

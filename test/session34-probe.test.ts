@@ -5,9 +5,9 @@
 //     matrix in one call), cosine's unit rows were made in one synchronous loop, and a distance row (one query against
 //     every document) ran without a turn. The products now run a block of rows at a time, the rest in turns.
 import test from 'ava';
-import { performance } from 'node:perf_hooks';
 import type { Matrix } from '../lib';
 import { PRODUCT_BLOCK_FLOATS, maxsimScores, pairwiseSimilarity, similarityMatrix, type SimilarityFunction } from '../lib/similarity';
+import { longestStall as stalled } from './helpers/stall';
 
 let seed = 34;
 const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
@@ -15,19 +15,7 @@ const random = (n: number, d: number): Matrix => ({ dims: [n, d], data: Float32A
 
 /** The longest stretch (ms) in which a 1 ms timer could not fire while `work` ran. */
 async function longestStall(work: () => Promise<unknown>): Promise<number> {
-  let last = performance.now();
-  let longest = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    longest = Math.max(longest, now - last);
-    last = now;
-  }, 1);
-  try {
-    await work();
-  } finally {
-    clearInterval(timer);
-  }
-  return Math.max(longest, performance.now() - last);
+  return (await stalled(work)).stallMs;
 }
 
 function dot64(x: Float32Array, y: Float32Array): number {
