@@ -1,9 +1,9 @@
-// Probes of session 34's features that found breaks, each fixed and pinned here (the event-loop test runs serially:
-// the others' JavaScript references would stall the loop it measures):
-//   - Encoder.similarity() / similarityPairwise() (lib/similarity.ts) held the event loop for about a second on
-//     100,000 768-wide rows: the addon copies a product's inputs on the main thread before it works off it (the whole
-//     matrix in one call), cosine's unit rows were made in one synchronous loop, and a distance row (one query against
-//     every document) ran without a turn. The products now run a block of rows at a time, the rest in turns.
+// Encoder.similarity() / similarityPairwise() on large inputs (lib/similarity.ts): they held the event loop for about a
+// second on 100,000 768-wide rows (the addon copies a product's inputs on the main thread before it works off it, the
+// whole matrix in one call; cosine's unit rows were made in one synchronous loop; a distance row, one query against
+// every document, ran without a turn). The products now run a block of rows at a time, the rest in turns; these tests
+// pin that and check the blocks' seams against float64. The event-loop test runs serially: the others' JavaScript
+// references would stall the loop it measures.
 import test from 'ava';
 import type { Matrix } from '../lib';
 import { PRODUCT_BLOCK_FLOATS, maxsimScores, pairwiseSimilarity, similarityMatrix, type SimilarityFunction } from '../lib/similarity';
