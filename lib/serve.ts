@@ -256,19 +256,22 @@ export async function serve(options: ServeOptions): Promise<Server> {
     if (enc.multiVector) throw new HttpError(400, `the model is multi-vector (ColBERT-style) and has no pooled vector: use /embed_all for its token vectors (not ${route})`);
     return enc;
   };
+  /** `body.prompt_name`: one of `prompts` (the model's named prompts), or absent. */
+  const promptNameOf = (body: Body, prompts: Record<string, string>) =>
+    optional(body, 'prompt_name', (name, v) => {
+      if (typeof v !== 'string' || !(v in prompts)) {
+        const names = Object.keys(prompts);
+        throw new HttpError(400, `${name} must be one of the model's prompts (${names.length ? names.join(', ') : 'it has none'})`);
+      }
+      return v;
+    });
   /** The prompt fields coltrast adds to both embedding protocols. */
   const promptFields = (body: Body): Pick<EmbedJob, 'task' | 'promptName' | 'prompt'> => {
     const task = optional(body, 'task', (name, v) => {
       if (v !== 'query' && v !== 'document') throw new HttpError(400, `${name} must be "query" or "document"`);
       return v;
     });
-    const promptName = optional(body, 'prompt_name', (name, v) => {
-      if (typeof v !== 'string' || !(v in encoder!.prompts)) {
-        const names = Object.keys(encoder!.prompts);
-        throw new HttpError(400, `${name} must be one of the model's prompts (${names.length ? names.join(', ') : 'it has none'})`);
-      }
-      return v;
-    });
+    const promptName = promptNameOf(body, encoder!.prompts);
     const prompt = optional(body, 'prompt', (name, v) => {
       if (typeof v !== 'string') throw new HttpError(400, `${name} must be a string`);
       return v;
@@ -440,13 +443,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const body = fields(raw, ['inputs', 'add_special_tokens', 'prompt_name']);
         const texts = textsOf(body, 'inputs');
         const special = optional(body, 'add_special_tokens', booleanValue) ?? true;
-        const named = optional(body, 'prompt_name', (name, v) => {
-          if (typeof v !== 'string' || !(v in model.prompts)) {
-            const names = Object.keys(model.prompts);
-            throw new HttpError(400, `${name} must be one of the model's prompts (${names.length ? names.join(', ') : 'it has none'})`);
-          }
-          return v;
-        });
+        const named = promptNameOf(body, model.prompts);
         // As /embed without prompt_name, and as TEI: the model's default prompt, if it names one.
         const promptName = named ?? model.defaultPromptName ?? undefined;
         const prompt = promptName === undefined ? '' : (model.prompts[promptName] ?? '');
