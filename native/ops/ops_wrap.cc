@@ -1,6 +1,7 @@
-// The loss operations for JavaScript (lib/ops.ts): each call copies its typed arrays, runs the op and,
-// when asked, its backward off the JS thread (promise_worker.h), and resolves with the value and the input
-// gradients as float32 arrays. Training does not go through here (it calls ops/autograd.h directly in C++); this is
+// The loss operations for JavaScript (lib/ops.ts): each call holds its typed arrays and, off the JS thread
+// (promise_worker.h), copies them, runs the op and, when asked, its backward, and resolves with the value and the
+// input gradients as float32 arrays over the results' own memory (nothing the size of the inputs is copied on the JS
+// thread: 300 MB of documents held the event loop over a second when it was). Training does not go through here (it calls ops/autograd.h directly in C++); this is
 // for tests, benchmarks and users who want the ops on their own.
 #include "ops/ops_wrap.h"
 
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "error.h"
@@ -21,11 +23,10 @@
 namespace coltrast::ops {
 namespace {
 
-// One input tensor as JS gave it: float32 data or uint8 mask, with its dims.
+// One input tensor as JS gave it: float32 data or uint8 mask (held, not copied), with its dims.
 struct HostTensor {
   std::vector<int64_t> dims;
-  std::vector<float> values;
-  std::vector<uint8_t> mask;
+  HeldArray array;
   bool isMask = false;
 };
 
@@ -69,13 +70,7 @@ HostTensor readTensor(const Napi::Object& args, const std::string& name, bool ma
     throw invalidArgument(name + ".data has " + std::to_string(typed.ElementLength()) + " elements but dims say " +
                           std::to_string(count));
   }
-  const auto* bytes = static_cast<const uint8_t*>(typed.ArrayBuffer().Data()) + typed.ByteOffset();
-  if (mask) {
-    t.mask.assign(bytes, bytes + count);
-  } else {
-    t.values.resize(count);
-    std::memcpy(t.values.data(), bytes, count * sizeof(float));
-  }
+  t.array = HeldArray(typed);
   return t;
 }
 
@@ -85,7 +80,8 @@ struct CallOptions {
   std::string device = "cpu", dtype = "float32";
   std::optional<bool> reference;
   bool backward = false;
-  std::vector<float> gradOutput;  // the value's shape; a loss takes one number
+  std::optional<float> gradNumber;  // the upstream gradient as a number (a loss's),
+  HeldArray gradOutput;              // or as a Float32Array shaped like the value (MaxSim's scores)
   bool learnTemperature = false;
   double temperature = 1.0;  // losses only; checked there (> 0, finite)
 };
@@ -111,11 +107,10 @@ CallOptions readCallOptions(const Napi::Object& o) {
   Napi::Value g = o.Get("gradOutput");
   if (g.IsNumber()) {
     c.backward = true;
-    c.gradOutput = {float(g.As<Napi::Number>().DoubleValue())};
+    c.gradNumber = float(g.As<Napi::Number>().DoubleValue());
   } else if (g.IsTypedArray() && g.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
-    auto a = g.As<Napi::Float32Array>();
     c.backward = true;
-    c.gradOutput.assign(a.Data(), a.Data() + a.ElementLength());
+    c.gradOutput = HeldArray(g.As<Napi::TypedArray>());
   } else if (!g.IsUndefined()) {
     throw invalidArgument("gradOutput must be a number (for a loss) or a Float32Array shaped like the scores");
   }
@@ -142,11 +137,13 @@ class OpWorker : public PromiseWorker {
     const torch::ScalarType dtype = parseDtype(call_.dtype);
     torch::AutoGradMode grad(call_.backward);
     std::map<std::string, torch::Tensor> t;
+    // Copies (copy = true even where device and dtype match): JS may write to its arrays while the op runs.
     for (auto& [name, host] : inputs_) {
+      void* data = const_cast<void*>(host.array.data);
       if (host.isMask) {
-        t[name] = torch::from_blob(host.mask.data(), host.dims, torch::kUInt8).to(device);
+        t[name] = torch::from_blob(data, host.dims, torch::kUInt8).to(device, torch::kUInt8, false, true);
       } else {
-        t[name] = torch::from_blob(host.values.data(), host.dims, torch::kFloat32).to(device, dtype);
+        t[name] = torch::from_blob(data, host.dims, torch::kFloat32).to(device, dtype, false, true);
         if (call_.backward) t[name].requires_grad_(true);
       }
     }
@@ -173,12 +170,13 @@ class OpWorker : public PromiseWorker {
         break;
     }
     if (call_.backward) {
-      if (int64_t(call_.gradOutput.size()) != value.numel()) {
-        throw invalidArgument("gradOutput has " + std::to_string(call_.gradOutput.size()) + " elements; the value has " +
-                              std::to_string(value.numel()));
+      const int64_t given = call_.gradNumber ? 1 : int64_t(call_.gradOutput.elements);
+      if (given != value.numel()) {
+        throw invalidArgument("gradOutput has " + std::to_string(given) + " elements; the value has " + std::to_string(value.numel()));
       }
-      torch::Tensor g = torch::from_blob(call_.gradOutput.data(), value.sizes(), torch::kFloat32).to(device);
-      value.backward(g);
+      torch::Tensor g = call_.gradNumber ? torch::full(value.sizes(), *call_.gradNumber, torch::kFloat32)
+                                         : torch::from_blob(const_cast<void*>(call_.gradOutput.data), value.sizes(), torch::kFloat32);
+      value.backward(g.to(device, torch::kFloat32, false, true));
     }
     synchronize();
     computeMs_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
@@ -186,7 +184,7 @@ class OpWorker : public PromiseWorker {
     if (!call_.backward) return;
     for (auto& [name, tensor] : t) {
       if (inputs_[name].isMask) continue;
-      grads_[name] = tensor.grad().defined() ? toHost(tensor.grad()) : std::vector<float>(tensor.numel(), 0.0f);
+      grads_[name] = tensor.grad().defined() ? toHost(tensor.grad()) : torch::zeros(tensor.sizes(), torch::kFloat32);
     }
     if (call_.learnTemperature) {
       temperatureGrad_ = temperature.grad().defined() ? temperature.grad().item<double>() : 0.0;
@@ -195,11 +193,11 @@ class OpWorker : public PromiseWorker {
 
   Napi::Value result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
-    out.Set("value", floatArray(env, value_));
+    out.Set("value", float32ArrayTaking(env, std::move(value_)));
     out.Set("computeMs", computeMs_);
     if (call_.backward) {
       auto grads = Napi::Object::New(env);
-      for (const auto& [name, g] : grads_) grads.Set(name, floatArray(env, g));
+      for (auto& [name, g] : grads_) grads.Set(name, float32ArrayTaking(env, std::move(g)));
       if (call_.learnTemperature) grads.Set("temperature", temperatureGrad_);
       out.Set("grads", grads);
     }
@@ -207,15 +205,9 @@ class OpWorker : public PromiseWorker {
   }
 
  private:
-  static std::vector<float> toHost(const torch::Tensor& t) {
-    const torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-    return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-  }
-  static Napi::Float32Array floatArray(Napi::Env env, const std::vector<float>& v) {
-    auto array = Napi::Float32Array::New(env, v.size());
-    if (!v.empty()) std::memcpy(array.Data(), v.data(), v.size() * sizeof(float));
-    return array;
-  }
+  // A result on the CPU in float32, for float32ArrayTaking: the JS array will share its memory, which nothing of JS's
+  // can alias (the inputs and gradOutput were copied above) and which is dropped here when compute() ends.
+  static torch::Tensor toHost(const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat32).contiguous(); }
 
   Op op_;
   std::map<std::string, HostTensor> inputs_;
@@ -223,8 +215,8 @@ class OpWorker : public PromiseWorker {
   MaxSimOptions maxsim_;
   ContrastiveOptions contrastive_;
   LateInteractionOptions late_;
-  std::vector<float> value_;
-  std::map<std::string, std::vector<float>> grads_;
+  torch::Tensor value_;
+  std::map<std::string, torch::Tensor> grads_;
   double temperatureGrad_ = 0.0;
   double computeMs_ = 0.0;
 };
