@@ -19,9 +19,10 @@ export const SIMILARITY_FUNCTIONS: readonly SimilarityFunction[] = ['cosine', 'd
 export type MultiVectorSimilarity = 'maxsim' | 'meanmaxsim';
 
 /**
- * Floats of each side that one native product call copies at most (4 MiB each): the addon copies its inputs on the
- * main thread before it works off it, about a second for 100,000 768-wide rows on a busy 2-core machine, which held
- * the event loop (a server's other requests, Ctrl-C) that long; in blocks each copy is milliseconds.
+ * Floats of each side that one native product call takes at most (4 MiB each). One call over 100,000 768-wide rows
+ * held the event loop (a server's other requests, Ctrl-C) about a second on a busy 2-core machine, when the addon
+ * still copied its inputs on the main thread (it copies them on its worker now); the blocks also keep each copy of
+ * scores into the result, made here on the main thread, to milliseconds.
  */
 export const PRODUCT_BLOCK_FLOATS = 1 << 20;
 

@@ -1,5 +1,5 @@
 // Encoder.similarity() / similarityPairwise() on large inputs (lib/similarity.ts): they held the event loop for about a
-// second on 100,000 768-wide rows (the addon copies a product's inputs on the main thread before it works off it, the
+// second on 100,000 768-wide rows (the addon copied a product's inputs on the main thread before it worked off it, the
 // whole matrix in one call; cosine's unit rows were made in one synchronous loop; a distance row, one query against
 // every document, ran without a turn). The products now run a block of rows at a time, the rest in turns; these tests
 // pin that and check the blocks' seams against float64. The event-loop test runs serially: the others' JavaScript
