@@ -456,6 +456,19 @@ function readTextFile(file: string, flag: string): string {
   return fs.readFileSync(file, 'utf8');
 }
 
+/**
+ * A text of embed's input, read at `where` (`what` names it there): an empty or blank one is refused. The output's
+ * rows are the input's, in order, so skipping it would move every later vector up a row without a word, and its
+ * vector would be the model's for no text at all. Blank lines are no rows, in every format (as Python's csv module,
+ * pandas and JSON Lines readers skip them): they are skipped.
+ */
+function inputText(text: string, where: string, what: string): string {
+  if (text.trim() === '') {
+    fail(`${where}: ${what} is ${text === '' ? 'empty' : 'blank (only whitespace)'}: embed writes a vector a row, in order, and neither skips a row (every later vector would move up one) nor embeds no text; write the text there, or remove the row`);
+  }
+  return text;
+}
+
 /** An input file named `-` is the standard input, as Unix tools read it (`cat texts.txt | coltrast embed -`): one text a line. */
 async function readTexts(file: string): Promise<string[]> {
   if (file === '-') {
@@ -467,12 +480,17 @@ async function readTexts(file: string): Promise<string[]> {
   if (problem) fail(`input file ${file} ${problem}`);
   if (CSV.test(file)) {
     // A table's "text" column, a text a row: a quoted cell may hold line breaks and commas. Its other columns (an id)
-    // are not read; the output's "index" is the text's row among the rows read.
-    const texts = await parseCsv(file, (columns, where) => {
-      const i = columns.indexOf('text');
-      if (i < 0) fail(`${where}: no "text" column (columns found: ${columns.join(', ')}): embed reads a CSV or TSV file whose header row names a "text" column, a text a row`);
-      return (fields) => fields[i];
-    });
+    // are not read; the output's "index" is the text's row among the rows read. A row of empty cells is read too
+    // (Python's csv module and pandas give it back as a row), and refused with the others whose text is empty.
+    const texts = await parseCsv(
+      file,
+      (columns, where) => {
+        const i = columns.indexOf('text');
+        if (i < 0) fail(`${where}: no "text" column (columns found: ${columns.join(', ')}): embed reads a CSV or TSV file whose header row names a "text" column, a text a row`);
+        return (fields, at) => inputText(fields[i], at, 'the "text" cell');
+      },
+      { keepBlankRows: true },
+    );
     if (texts.length === 0) fail(`input file ${file} holds no texts (it is empty or has only a header row): give a header row naming a "text" column, then a text a row`);
     return texts;
   }
@@ -484,7 +502,7 @@ async function readTexts(file: string): Promise<string[]> {
   return parseJsonLines(file, (value, where) => {
     const text = (value as { text?: unknown })?.text;
     if (typeof text !== 'string') fail(`${where}: expected an object with a "text" string`);
-    return text;
+    return inputText(text, where, '"text"');
   });
 }
 

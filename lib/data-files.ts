@@ -140,8 +140,8 @@ function compressedMark(file: string, head: Uint8Array): ColtrastError | undefin
 /**
  * Splits a file's bytes, given a chunk at a time, into lines: a line may span chunks (its bytes are joined once,
  * when its end is found) and a multi-byte character may too (lines are decoded whole). Lines end at '\n' ('\r\n'
- * too: the '\r' is dropped); a UTF-8 byte-order mark at the start is dropped; a last line without '\n' counts unless
- * it is empty. Bytes that are not UTF-8 text (another encoding's, a NUL byte, a UTF-16 byte-order mark) are an error
+ * too: the '\r' is dropped, unless `keepCr`); a UTF-8 byte-order mark at the start is dropped; a last line without
+ * '\n' counts unless it is empty. Bytes that are not UTF-8 text (another encoding's, a NUL byte, a UTF-16 byte-order mark) are an error
  * naming the line, never decoded to U+FFFD: a chunk's whole lines are checked at once (a '\n' byte is never part of
  * a multi-byte character, so they hold whole characters), a line that spans chunks when it is joined.
  */
@@ -153,7 +153,11 @@ class LineSplitter {
   private head: Uint8Array = new Uint8Array(0);
   lineNumber = 0;
 
-  constructor(private readonly file: string) {}
+  /** `keepCr`: a '\r' before a line's '\n' is kept, for a reader that needs every character (csvBatches' quoted fields). */
+  constructor(
+    private readonly file: string,
+    private readonly keepCr = false,
+  ) {}
 
   /** The lines that end in `data`. */
   push(data: Buffer): string[] {
@@ -193,7 +197,7 @@ class LineSplitter {
       if (utf16) throw utf16;
     }
     if (!checked && !isUtf8Text(bytes)) throw compressedMark(this.file, this.head) ?? notUtf8(this.file, this.lineNumber, bytes, firstBadByte(bytes));
-    if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, bytes.length - 1);
+    if (!this.keepCr && bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, bytes.length - 1);
     try {
       return bytes.toString('utf8');
     } catch (error) {
@@ -209,10 +213,10 @@ class LineSplitter {
  * a caller handles one chunk's lines (a few milliseconds of parsing) before the next read, so a gigabyte file does
  * not hold the event loop for the seconds reading it takes (timers, progress, a server's requests go on). Lines as LineSplitter splits them; an empty file has none. A `.gz` file is decompressed (whole,
  * off the JS thread: at most 2 GiB compressed and 4 GiB decompressed, Node's limits for one buffer). Pipes work
- * (`/dev/stdin`). `chunkBytes` is for tests.
+ * (`/dev/stdin`). `chunkBytes` is for tests; `keepCr` keeps the '\r' of a '\r\n' line end (the line's last character).
  */
-export async function* fileLines(file: string, chunkBytes = LINE_CHUNK_BYTES): AsyncGenerator<string[]> {
-  const lines = new LineSplitter(file);
+export async function* fileLines(file: string, chunkBytes = LINE_CHUNK_BYTES, { keepCr = false } = {}): AsyncGenerator<string[]> {
+  const lines = new LineSplitter(file, keepCr);
   if (/\.gz$/i.test(file)) {
     const whole = await gunzipFile(file);
     for (let start = 0; start < whole.length; start += chunkBytes) {
@@ -512,25 +516,32 @@ export type CsvReader<T> = (columns: string[], where: string) => (fields: string
 /**
  * Parses a CSV or TSV file (CSV by its name's `.tsv`, else commas; `.gz` decompressed) whose first record is a
  * header naming its columns: `start(columns)` checks them, and what it returns reads every later record, in order.
- * The text comes from fileLines (a megabyte at a time, checked to be UTF-8 text, a byte-order mark and the '\r' of
- * CRLF dropped) and csv-parse splits it into records: RFC 4180's quoting, a quoted field may hold the delimiter,
- * `""` and line breaks (a CRLF in it is read as '\n'); a `"` inside an unquoted field is kept as it is, as TSV
- * writers that do not quote leave it. TSV uses the same quoting (as pandas' and Python's csv writers quote a field
- * with a tab, a line break or a `"`). Blank lines and records whose fields are all blank (a spreadsheet's rows of
- * commas) are skipped. Each record's `file:line` is the line it starts on; a record with another number of fields
- * than the header, or a quote never closed, is an error naming that line. An empty file gives no records.
+ * The text comes from fileLines (a megabyte at a time, checked to be UTF-8 text, a byte-order mark dropped) and
+ * csv-parse splits it into records at '\n' or '\r\n': RFC 4180's quoting, a quoted field may hold the delimiter,
+ * `""` and line breaks, and keeps every character of them as Python's csv module reads it (a '\r\n' or a lone '\r'
+ * in a quoted field stays one); a `"` inside an unquoted field is kept as it is, as TSV writers that do not quote
+ * leave it. TSV uses the same quoting (as pandas' and Python's csv writers quote a field with a tab, a line break or
+ * a `"`). Blank lines are skipped, and records whose fields are all blank (a spreadsheet's rows of commas) too unless
+ * `keepBlankRows` (a reader whose rows must stay aligned with the file's). Each record's `file:line` is the line it
+ * starts on; a record with another number of fields than the header, or a quote never closed, is an error naming
+ * that line. An empty file gives no records.
  */
-export async function parseCsv<T>(file: string, start: CsvReader<T>): Promise<T[]> {
+export async function parseCsv<T>(file: string, start: CsvReader<T>, options: CsvOptions = {}): Promise<T[]> {
   const out: T[] = [];
-  for await (const batch of csvBatches(file, start)) for (const value of batch) out.push(value);
+  for await (const batch of csvBatches(file, start, options)) for (const value of batch) out.push(value);
   return out;
+}
+
+export interface CsvOptions {
+  /** Records whose fields are all blank are read too, not skipped (blank lines are skipped still). */
+  keepBlankRows?: boolean;
 }
 
 /**
  * parseCsv's records in batches, as they are parsed (a piece of the file at a time), without the whole file's
  * records in memory at once: `coltrast index` reads a table of millions of documents so.
  */
-export async function* csvBatches<T>(file: string, start: CsvReader<T>): AsyncGenerator<T[]> {
+export async function* csvBatches<T>(file: string, start: CsvReader<T>, { keepBlankRows = false }: CsvOptions = {}): AsyncGenerator<T[]> {
   const tsv = /\.tsv(\.gz)?$/i.test(file);
   const what = tsv ? 'TSV' : 'CSV';
   let out: T[] = [];
@@ -547,10 +558,12 @@ export async function* csvBatches<T>(file: string, start: CsvReader<T>): AsyncGe
     if (read === undefined) {
       header = record.length;
       read = start(csvHeader(file, where, record, tsv), where);
-    } else if (!record.every((f) => f.trim() === '')) out.push(read(record, where));
+    } else if (keepBlankRows || !record.every((f) => f.trim() === '')) out.push(read(record, where));
     return null;
   };
-  const parser = csvParser({ delimiter: tsv ? '\t' : ',', record_delimiter: '\n', relax_quotes: true, skip_empty_lines: true, on_record: onRecord });
+  // The lines keep their '\r' (fileLines' keepCr): a quoted field's '\r\n' is its own, and one between records ends
+  // the record as '\n' does.
+  const parser = csvParser({ delimiter: tsv ? '\t' : ',', record_delimiter: ['\r\n', '\n'], relax_quotes: true, skip_empty_lines: true, on_record: onRecord });
   // The parser passes no record on (onRecord returns null) and parses a write as it is made (its _transform calls back
   // at once), so nothing queues in it: an error (a CsvError, or onRecord's) is known when the write returns, from the
   // 'error' event emitted on the next tick.
@@ -564,7 +577,7 @@ export async function* csvBatches<T>(file: string, start: CsvReader<T>): AsyncGe
     if (failure !== undefined) throw failure;
   };
   try {
-    for await (const lines of fileLines(file)) {
+    for await (const lines of fileLines(file, LINE_CHUNK_BYTES, { keepCr: true })) {
       // A chunk's lines in pieces of about CSV_PIECE_CHARS (whole lines: a cut could split a surrogate pair).
       let start = 0;
       let chars = 0;

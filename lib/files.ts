@@ -110,12 +110,14 @@ export async function writeLines(file: string, lines: Iterable<string>): Promise
 let temporaries = 0;
 
 /**
- * The temporary file beside `file` that an atomic writer fills and renames over it (`.<name>.<pid>-<n>.tmp`): its own
- * to each write, so that two writes of one file at once (two processes, two calls) never share one. A shared one was
- * truncated by the second write while the first wrote it, renamed into place by the first (which reported success
- * with the other's content), and gone at the second's rename; and one process's interruption removed the other's.
+ * A temporary file beside `file` (`.<name>.<pid>-<n>.tmp`): the one an atomic writer fills and renames over it, or
+ * another that a writer of `file` needs meanwhile (vectorWriter's token vectors). Its own to each call, so that two
+ * writes of one file at once (two processes, two calls) never share one. A shared one was truncated by the second
+ * write while the first wrote it, renamed into place by the first (which reported success with the other's content),
+ * and gone at the second's rename; and one process's interruption removed the other's. One name for all of them, so
+ * that removeLeftovers knows each one a process that died left beside `file`.
  */
-function temporaryFor(file: string): string {
+export function temporaryFor(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}-${++temporaries}.tmp`);
 }
 
@@ -253,7 +255,8 @@ function workName(target: string, work: 'saving' | 'removing'): string {
 /**
  * Removes what a process that died mid-way (SIGKILL, a crash, power) left beside `target`: staging folders of its saves
  * (a model and an optimizer state each, gigabytes for a large model), folders it was removing, and the temporary files
- * of its atomic writes (an embedding or export run's output, as large). Each is named for its process (workName,
+ * of its atomic writes and their side files (an embedding or export run's output, as large; `embed --tokens`' token
+ * vectors before they are copied in). Each is named for its process (workName,
  * temporaryFor), and only those of processes no longer running are removed, off the event loop.
  */
 async function removeLeftovers(target: string): Promise<void> {

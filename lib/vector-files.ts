@@ -9,9 +9,8 @@
  * where these files are written a part at a time, as the vectors come.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { ColtrastError } from './errors';
-import { atomicOutput, trackTemporaryFile, type AtomicOutput } from './files';
+import { atomicOutput, temporaryFor, trackTemporaryFile, type AtomicOutput } from './files';
 import { safetensorsHeaderBytes } from './safetensors';
 
 export type VectorFormat = 'jsonl' | 'npy' | 'safetensors';
@@ -114,8 +113,9 @@ export function vectorWriter(file: string, format: 'npy' | 'safetensors', texts:
       abort: () => out.abort(),
     };
   }
-  // Beside the output (same folder, so the same disk), removed however the process ends.
-  const side = path.join(path.dirname(path.resolve(file)), `.${path.basename(file)}.tokens-${process.pid}-${Date.now()}`);
+  // Beside the output (same folder, so the same disk), removed however the process ends: by this process, or, where
+  // it was killed, by a later write of the output (named as its temporary files are, for that sweep).
+  const side = temporaryFor(file);
   const untrack = trackTemporaryFile(side);
   let fd: number | undefined = fs.openSync(side, 'w');
   const offsets = new BigInt64Array(texts + 1);

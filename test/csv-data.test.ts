@@ -40,10 +40,10 @@ test("sentence-transformers' anchor/positive/negative_N columns are triplets, em
   t.deepEqual(await examples(triplet), [{ query: 'q', positive: 'p', negatives: ['n'] }]);
 });
 
-test('CRLF line ends, a byte-order mark, blank lines and rows of empty cells are fine, and a CRLF in a quoted field is read as \\n', async (t) => {
+test("CRLF line ends, a byte-order mark, blank lines and rows of empty cells are fine, and a CRLF in a quoted field is kept (as Python's csv module reads it)", async (t) => {
   const file = write('crlf.csv', '\uFEFFquery,positive\r\nq1,"a\r\nb"\r\n\r\n,\r\nq2,p2');
   t.deepEqual(await examples(file), [
-    { query: 'q1', positive: 'a\nb' },
+    { query: 'q1', positive: 'a\r\nb' },
     { query: 'q2', positive: 'p2' },
   ]);
 });

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { Encoder, Index, trainRag, type IndexDoc } from '../lib';
+import { parseCsv } from '../lib/data-files';
 import { INDEX_SLICE, indexDocumentSlices, type PlacedDoc } from '../lib/index-docs';
 import { readRagData } from '../lib/rag';
 import { FIXTURE, tempDir } from './helpers/fixture';
@@ -65,6 +66,74 @@ test('embed refuses a table without a "text" column, naming its columns, and one
   userError(t, cli(['embed', 'body.csv', '--model', noModel], dir), /^coltrast: body\.csv:1: no "text" column \(columns found: id, body\): embed reads a CSV or TSV file whose header row names a "text" column, a text a row$/);
   write(dir, 'header.tsv', 'text\n\n');
   userError(t, cli(['embed', 'header.tsv', '--model', noModel], dir), /^coltrast: input file header\.tsv holds no texts \(it is empty or has only a header row\)/);
+});
+
+// Quoted cells holding '\r\n', a lone '\r', '\n' and a blank line, between CRLF record ends, after a byte-order mark.
+const BREAKS_CSV = '\uFEFFid,text\r\n1,"a\r\nb"\r\n2,"c\rd"\r\n\r\n3,"e\nf, g"\r\n4,"h\r\n\r\ni ""j"""\r\n5,plain\r\n';
+const BREAKS_TSV = BREAKS_CSV.replace(/,(?=[^ ])/g, '\t');
+
+/** `file`'s rows as Python's csv module reads them (DictReader, the file opened with newline='' as its manual says). */
+function pythonRows(file: string): Record<string, string>[] {
+  const script = [
+    'import csv, gzip, json, sys',
+    'f = sys.argv[1]',
+    "opener = gzip.open if f.endswith('.gz') else open",
+    "with opener(f, 'rt', newline='', encoding='utf-8-sig') as h:",
+    "    print(json.dumps(list(csv.DictReader(h, delimiter='\\t' if '.tsv' in f else ','))))",
+  ].join('\n');
+  const run = spawnSync('/usr/bin/python3', ['-c', script, file], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(run.stderr);
+  return JSON.parse(run.stdout);
+}
+
+test("a quoted cell's '\\r\\n', lone '\\r' and '\\n' are kept as Python's csv module reads them, CRLF record ends dropped", async (t) => {
+  const dir = tempDir();
+  const files = tables(dir, 'breaks', BREAKS_CSV, BREAKS_TSV).map((f) => path.join(dir, f));
+  const want = ['a\r\nb', 'c\rd', 'e\nf, g', 'h\r\n\r\ni "j"', 'plain'];
+  for (const file of files) {
+    const rows = await parseCsv(file, (columns) => (fields) => Object.fromEntries(columns.map((c, i) => [c, fields[i]])));
+    t.deepEqual(rows, pythonRows(file), path.basename(file));
+    t.deepEqual(rows.map((r) => r.text), want, path.basename(file));
+  }
+  // embed embeds those texts, as it does from JSON Lines.
+  write(dir, 'breaks.jsonl', want.map((text) => JSON.stringify({ text })).join('\n'));
+  const expected = cli(['embed', 'breaks.jsonl', '--model', FIXTURE, '--threads', '1'], dir);
+  t.is(expected.status, 0, expected.stderr);
+  const run = cli(['embed', 'breaks.csv', '--model', FIXTURE, '--threads', '1'], dir);
+  t.is(run.status, 0, run.stderr);
+  t.is(run.stdout, expected.stdout);
+});
+
+test('embed skips blank lines in every format (they are no rows) and refuses an empty or blank text with its line, before the model loads', (t) => {
+  const dir = tempDir();
+  write(dir, 'two.txt', 'first text\nsecond text\n');
+  const expected = cli(['embed', 'two.txt', '--model', FIXTURE, '--threads', '1'], dir);
+  t.is(expected.status, 0, expected.stderr);
+  t.is(expected.stdout.trim().split('\n').length, 2);
+  // Blank lines, and a .txt's lines of spaces, are not rows: the same two vectors, at indexes 0 and 1.
+  const blank: [string, string][] = [
+    ['blank.txt', '\nfirst text\n\n   \nsecond text\n\n'],
+    ['blank.jsonl', '{"text": "first text"}\n\n  \n{"text": "second text"}\n'],
+    ['blank.csv', 'id,text\r\n\r\n1,first text\r\n\r\n2,second text\r\n'],
+    ['blank.tsv', 'id\ttext\n1\tfirst text\n\n2\tsecond text\n\n'],
+  ];
+  for (const [name, content] of blank) {
+    const run = cli(['embed', write(dir, name, content), '--model', FIXTURE, '--threads', '1'], dir);
+    t.is(run.status, 0, `${name}: ${run.stderr}`);
+    t.is(run.stdout, expected.stdout, name);
+  }
+  // A row whose text is empty or blank would shift every later vector if skipped: an error naming its line.
+  const noModel = path.join(dir, 'no-model');
+  const refused: [string, string, RegExp][] = [
+    ['empty.jsonl', '{"text": "a"}\n\n{"text": ""}\n', /^coltrast: empty\.jsonl:3: "text" is empty: embed writes a vector a row, in order, and neither skips a row \(every later vector would move up one\) nor embeds no text; write the text there, or remove the row$/],
+    ['spaces.jsonl', '{"text": " \\t"}\n', /^coltrast: spaces\.jsonl:1: "text" is blank \(only whitespace\): embed writes a vector a row/],
+    ['cell.csv', 'id,text\n1,a\n2,\n3,c\n', /^coltrast: cell\.csv:3: the "text" cell is empty: embed writes a vector a row/],
+    ['quoted.csv', 'text\n"a\nb"\n""\nc\n', /^coltrast: quoted\.csv:4: the "text" cell is empty/],
+    // A row of empty cells: Python's csv module and pandas read it as a row, so it is one here too.
+    ['commas.csv', 'id,text\r\n1,a\r\n,\r\n2,b\r\n', /^coltrast: commas\.csv:3: the "text" cell is empty/],
+    ['blank.tsv', 'id\ttext\n1\ta\n2\t  \n', /^coltrast: blank\.tsv:3: the "text" cell is blank \(only whitespace\)/],
+  ];
+  for (const [name, content, message] of refused) userError(t, cli(['embed', write(dir, name, content), '--model', noModel], dir), message, name);
 });
 
 // Documents with metadata columns: an empty cell is left out, a row with none has no metadata.

@@ -3,7 +3,7 @@
 // dist/cli.js (npm run build:ts first); NumPy (python3-numpy, a dependency of python3-torch that scripts/setup.sh
 // installs) reads the .npy files.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder } from '../lib';
@@ -135,4 +135,46 @@ test('embed --tokens with a .npy output is refused before the model loads, namin
   t.is(r.status, 2, r.stderr);
   t.regex(r.stderr, /--tokens .*\.npy file holds one array of rows: write .*v\.safetensors \("tokens" and "offsets"\) or a \.jsonl file/);
   t.false(fs.existsSync(path.join(dir, 'v.npy')));
+});
+
+test("a killed embed --tokens run's side file of token vectors is removed by the next write of its output, a live one's kept", async (t) => {
+  const dir = tempDir();
+  const out = path.join(dir, 'tokens.safetensors');
+  // A process that dies (SIGKILL: no handler runs) with its token vectors half written: its side file and its
+  // output's temporary file are left behind, as a crash leaves them.
+  const script = `const { vectorWriter } = require(${JSON.stringify(path.join(ROOT, 'dist', 'vector-files.js'))});
+    const w = vectorWriter(process.argv[1], 'safetensors', 2, 4, 'tokens');
+    w.tokens(new Float32Array(8)).then(() => process.kill(process.pid, 'SIGKILL'));`;
+  const killed = spawnSync(process.execPath, ['-e', script, out], { encoding: 'utf8' });
+  t.is(killed.signal, 'SIGKILL', killed.stderr);
+  const left = fs.readdirSync(dir);
+  t.is(left.length, 2, `left: ${left.join(', ')}`);
+  // A live process's temporary file beside it is its own, kept.
+  const live = `.tokens.safetensors.${process.pid}-999.tmp`;
+  fs.writeFileSync(path.join(dir, live), 'partial');
+  const r = cli(['embed', input(dir), '--model', FIXTURE, '--tokens', '--output', out, '--threads', '1']);
+  t.is(r.status, 0, r.stderr);
+  t.deepEqual(fs.readdirSync(dir).sort(), [live, 'texts.txt', 'tokens.safetensors'].sort());
+});
+
+test.serial('embed --tokens --output x.safetensors interrupted by SIGTERM leaves neither its output nor its side file', async (t) => {
+  const dir = tempDir();
+  const texts = path.join(dir, 'texts.txt');
+  fs.writeFileSync(texts, Array.from({ length: 40000 }, (_, i) => `text number ${i} with a few words`).join('\n') + '\n');
+  const child = spawn(process.execPath, [CLI, 'embed', texts, '--model', FIXTURE, '--tokens', '--output', path.join(dir, 'tokens.safetensors'), '--threads', '1'], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_, signal) => resolve(signal)));
+  // The side file and the output's temporary file are made before the first text is embedded.
+  const deadline = Date.now() + 60_000;
+  while (fs.readdirSync(dir).length < 3) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      return t.fail(`embed ended (${child.exitCode}) or took a minute before its temporary files were seen:\n${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  child.kill('SIGTERM');
+  t.is(await done, 'SIGTERM', stderr);
+  t.deepEqual(fs.readdirSync(dir), ['texts.txt']);
 });
