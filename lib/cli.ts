@@ -44,7 +44,8 @@ commands:
                              in bench-results/ (from a clone of the repository)
   build [cmake-js args]      build the native addon from source against the libtorch here (cmake, C++17 compiler)
   embed <texts>              embed a text file (one text per line), JSONL ({"text": ...} per line) or .csv/.tsv (a header row
-                             naming a "text" column, a text a row; gzipped too); - reads the standard input
+                             naming a "text" column, a text a row; gzipped too); - reads the standard input. A vector a
+                             row, in order: blank lines are skipped, an empty or blank text in a row is refused
     --model <dir|hub id>     model folder or Hugging Face id (default: coltrast's shipped model)
     --output <file>          write JSONL {"index", "embedding"} here (default: stdout; written to a temporary file, renamed when complete);
                              a .npy file: one float32 row a text (numpy.load); .safetensors: "embeddings", or with token
