@@ -562,8 +562,11 @@ export class Encoder {
     return output === 'pooled' ? { dims: [texts.length, width], data: pooled } : tokens;
   }
 
-  /** The prompt to put before each text: sentence-transformers' rules for encode, encode_query and encode_document. */
-  private resolvePrompt(prompt: unknown, promptName: unknown, task: 'query' | 'document' | undefined): string | undefined {
+  /**
+   * @internal The prompt to put before each text: sentence-transformers' rules for encode, encode_query and
+   * encode_document (a PyLate model's [Q] / [D] marker is its query or document prompt). The server's /tokenize too.
+   */
+  resolvePrompt(prompt: unknown, promptName: unknown, task: 'query' | 'document' | undefined): string | undefined {
     const prompts = this.files.prompts;
     if (prompt !== undefined) {
       if (typeof prompt !== 'string') throw invalid('options.prompt', 'a string', prompt);
@@ -607,8 +610,11 @@ export class Encoder {
     return tokenized;
   }
 
-  /** Tokens as the model gets them: for a multi-vector model, queries expanded and the scored positions marked. */
-  private modelInputs(tokenized: TokenizedText[], task: 'query' | 'document' | undefined): ModelInput[] {
+  /**
+   * @internal Tokens as the model gets them: for a multi-vector model, queries expanded and the scored positions
+   * marked. The server's /tokenize too.
+   */
+  modelInputs(tokenized: TokenizedText[], task: 'query' | 'document' | undefined): ModelInput[] {
     const mv = this.multi;
     if (!mv) return tokenized;
     const expansion = task === 'query' ? mv.config.queryExpansion : undefined;

@@ -244,14 +244,21 @@ export function tokenIdLists(name: string, value: unknown, max: number): { lists
   return { lists: lists as number[][], single };
 }
 
+/** Special tokens the model adds after a text's own (a multi-vector model's query expansion): ids, and each id's string. */
+export interface AppendedTokens {
+  ids: number[][];
+  texts: ReadonlyMap<number, string>;
+}
+
 /**
  * text-embeddings-inference's /tokenize answer, as pieces of JSON text (an untruncated long text has millions of
  * tokens: reply writes them a chunk per turn of the event loop): per text, its tokens as {id, text, special, start,
- * stop}; a special token's text is its string and its offsets null, another's text its bytes start..stop of the text
- * (UTF-8 offsets, Rust's).
+ * stop}, then its `appended` ones; a special token's text is its string and its offsets null, another's text its bytes
+ * start..stop of the text (UTF-8 offsets, Rust's).
  */
-export function* tokenizeAnswer(texts: string[], tokens: TokenOffsets): Generator<string, void, undefined> {
+export function* tokenizeAnswer(texts: string[], tokens: TokenOffsets, appended?: AppendedTokens): Generator<string, void, undefined> {
   const { ids, special, starts, stops, ends, specialTexts } = tokens;
+  const specialToken = (id: number, text: string) => `{"id":${id},"text":${JSON.stringify(text)},"special":true,"start":null,"stop":null}`;
   let named = 0;
   yield '[';
   for (let i = 0; i < texts.length; i++) {
@@ -262,9 +269,10 @@ export function* tokenizeAnswer(texts: string[], tokens: TokenOffsets): Generato
       const id = ids[k] >>> 0;
       yield (k === first ? '' : ',') +
         (special[k] === 1
-          ? `{"id":${id},"text":${JSON.stringify(specialTexts[named++])},"special":true,"start":null,"stop":null}`
+          ? specialToken(id, specialTexts[named++])
           : `{"id":${id},"text":${JSON.stringify(bytes.toString('utf8', starts[k], stops[k]))},"special":false,"start":${starts[k]},"stop":${stops[k]}}`);
     }
+    for (const [j, id] of (appended?.ids[i] ?? []).entries()) yield (j === 0 && first === ends[i] ? '' : ',') + specialToken(id, appended!.texts.get(id) ?? '');
     yield ']';
   }
   yield ']';

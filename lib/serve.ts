@@ -33,7 +33,8 @@ import { Generator } from './generator';
 import { Rag } from './rag';
 import { generationRoutes } from './serve-generation';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, positiveInteger } from './validate';
-import { BatchQueue, Cors, HttpError, fields, optional, requiredTexts, stringValue, textList, tokenIdLists, tokenizeAnswer, ANSWER_CHUNK, jsonPieces, type Body, type CorsOptions, type QueueStats, type Route } from './serve-common';
+import { BatchQueue, Cors, HttpError, fields, optional, requiredTexts, stringValue, textList, tokenIdLists, tokenizeAnswer, ANSWER_CHUNK, jsonPieces, type AppendedTokens, type Body, type CorsOptions, type QueueStats, type Route } from './serve-common';
+import type { TokenOffsets } from './tokenizer';
 
 export { BatchQueue, type CorsOptions, type QueueStats } from './serve-common';
 
@@ -265,13 +266,13 @@ export async function serve(options: ServeOptions): Promise<Server> {
       }
       return v;
     });
-  /** The prompt fields coltrast adds to both embedding protocols. */
-  const promptFields = (body: Body): Pick<EmbedJob, 'task' | 'promptName' | 'prompt'> => {
+  /** The prompt fields coltrast adds to both embedding protocols (and /tokenize, with its model's `prompts`). */
+  const promptFields = (body: Body, prompts = encoder!.prompts): Pick<EmbedJob, 'task' | 'promptName' | 'prompt'> => {
     const task = optional(body, 'task', (name, v) => {
       if (v !== 'query' && v !== 'document') throw new HttpError(400, `${name} must be "query" or "document"`);
       return v;
     });
-    const promptName = promptNameOf(body, encoder!.prompts);
+    const promptName = promptNameOf(body, prompts);
     const prompt = optional(body, 'prompt', (name, v) => {
       if (typeof v !== 'string') throw new HttpError(400, `${name} must be a string`);
       return v;
@@ -438,20 +439,34 @@ export async function serve(options: ServeOptions): Promise<Server> {
     '/tokenize': {
       method: 'POST',
       style: 'tei',
-      handle: async (raw) => {
+      handle: async (raw, signal) => {
         const model = tokenizerModel('/tokenize');
-        const body = fields(raw, ['inputs', 'add_special_tokens', 'prompt_name']);
+        const body = fields(raw, ['inputs', 'add_special_tokens', 'task', 'prompt_name', 'prompt']);
         const texts = textsOf(body, 'inputs');
         const special = optional(body, 'add_special_tokens', booleanValue) ?? true;
-        const named = promptNameOf(body, model.prompts);
-        // As /embed without prompt_name, and as TEI: the model's default prompt, if it names one.
-        const promptName = named ?? model.defaultPromptName ?? undefined;
-        const prompt = promptName === undefined ? '' : (model.prompts[promptName] ?? '');
+        const { task, promptName, prompt } = promptFields(body, model.prompts);
+        let given: string | undefined;
+        if (model instanceof Encoder) {
+          // The prompt embed() puts before each text for the same fields (the embedding routes'): the named one, else
+          // the task's (a PyLate model's [Q] / [D] marker is its query or document prompt), else the default one.
+          given = model.resolvePrompt(prompt, promptName, task);
+        } else {
+          if (task !== undefined) {
+            throw new HttpError(400, '"task" chooses an embedding model\'s query or document side, and this server\'s tokenizer is its cross-encoder\'s: start the server with the embedding model (coltrast serve --model <dir|hub id>)');
+          }
+          // As TEI: the named prompt, else the model's default one, if it names one.
+          const name = promptName ?? model.defaultPromptName ?? undefined;
+          given = prompt ?? (name === undefined ? undefined : model.prompts[name]);
+        }
         // Every token, however long the text (counting a long text's tokens is what /tokenize is for): the model
-        // itself cuts at max_input_length. Offsets are into the prompted text, as TEI's.
-        const prompted = prompt ? texts.map((text) => prompt + text) : texts;
-        const tokens = await model.textTokenizer.tokenOffsets(prompted, special);
-        return { inputs: texts.length, pieces: tokenizeAnswer(prompted, tokens) };
+        // itself cuts at max_input_length (a multi-vector model at its query or document length). Offsets are into
+        // the prompted text, as TEI's.
+        const prompted = given ? texts.map((text) => given + text) : texts;
+        // A client gone before its turn on the tokenizer's worker is not tokenized for (they are one at a time).
+        const tokens = await model.textTokenizer.tokenOffsets(prompted, special, signal);
+        // A multi-vector model's query expansion pads what the template made: none without its special tokens.
+        const appended = special && model instanceof Encoder && model.multiVector ? await expansionTokens(model, tokens, task) : undefined;
+        return { inputs: texts.length, pieces: tokenizeAnswer(prompted, tokens, appended) };
       },
     },
     '/decode': {
@@ -956,6 +971,36 @@ function requestPath(target: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Tokens of a text that expansionTokens gives Encoder.modelInputs (a text's first ones, if it has more). */
+const EXPANSION_PROBE = 8192;
+
+/**
+ * The tokens a multi-vector model puts after each text's own for `task` (its query expansion, [MASK] up to the query
+ * length), by embed()'s own rule (Encoder.modelInputs), and their strings. They depend on how many tokens the text
+ * has, and none follow a text as long as the expansion: a text of more than EXPANSION_PROBE tokens is asked about by
+ * its first EXPANSION_PROBE (all of a 2-million-character text's, copied, held the event loop ~0.3 s). A turn of the
+ * event loop between texts.
+ */
+async function expansionTokens(model: Encoder, tokens: TokenOffsets, task: 'query' | 'document' | undefined): Promise<AppendedTokens> {
+  const appendedTo = (own: number[]) => model.modelInputs([{ ids: own, typeIds: new Array<number>(own.length).fill(0) }], task)[0].ids.slice(own.length);
+  const ids: number[][] = [];
+  for (let i = 0; i < tokens.ends.length; i++) {
+    if (i > 0) await new Promise((resolve) => setImmediate(resolve));
+    const own = tokens.ids.subarray(i === 0 ? 0 : tokens.ends[i - 1], tokens.ends[i]);
+    let appended = appendedTo(Array.from(own.subarray(0, EXPANSION_PROBE)));
+    // An expansion longer than the probe: the whole text, then.
+    if (own.length > EXPANSION_PROBE && appended.length > 0) appended = appendedTo(Array.from(own));
+    ids.push(appended);
+  }
+  const distinct = [...new Set(ids.flat())];
+  const texts = new Map<number, string>();
+  if (distinct.length > 0) {
+    const decoded = await model.textTokenizer.decodeIds(distinct.map((id) => [id]), false);
+    if ('texts' in decoded) distinct.forEach((id, k) => texts.set(id, decoded.texts[k]));
+  }
+  return { ids, texts };
 }
 
 /** Indices of `scores`, best first (ties: lower index first). */

@@ -2,9 +2,11 @@
  * Tokenization with Hugging Face's `tokenizers` (the same Rust library Python uses), truncating to the
  * model's maximum sequence length. Padding is ours: batches are padded to their own longest text.
  *
- * The tokenizers live in one worker thread (lib/tokenizer-host.ts): the package reads a tokenizer.json synchronously,
+ * The tokenizers live in a worker thread (lib/tokenizer-host.ts): the package reads a tokenizer.json synchronously,
  * about 0.4 s for one of Qwen3's size, which would otherwise hold the application's event loop at each model load.
- * A TextTokenizer here sends its requests there and reads the ids back from packed typed arrays.
+ * A TextTokenizer here sends its requests there and reads the ids back from packed typed arrays. The server's
+ * /tokenize and /decode go to a second one, a request at a time (inspectHost below), so that they never hold up the
+ * models' tokenizing.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -202,6 +204,20 @@ class Host {
   private worker: Worker | undefined;
   private next = 0;
   private readonly waiting = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+  /** With oneAtATime: settles when the last request sent has been answered; the next one waits for it. */
+  private last: Promise<unknown> = Promise.resolve();
+
+  /**
+   * `oneAtATime`: each request is sent once the one before it has been answered. The worker runs its requests'
+   * tokenizing concurrently, on libuv's pool (4 threads for the whole process, which the models' calls run on too):
+   * four large requests at once would hold all of it.
+   */
+  constructor(private readonly oneAtATime = false) {}
+
+  /** Whether a worker is running (a request has started one and it has not died). */
+  get started(): boolean {
+    return this.worker !== undefined;
+  }
 
   private start(): Worker {
     // Compiled, dist/tokenizer-host.js. Run from source (the tests, through tsx), lib/tokenizer-host.ts: tsx's loader
@@ -237,7 +253,18 @@ class Host {
     if (this.waiting.size === 0) this.worker?.unref();
   }
 
-  call<T>(request: TokenizerWork): Promise<T> {
+  /** `signal` (oneAtATime only): aborted while the request waits its turn, it is never sent, and rejects ABORTED. */
+  call<T>(request: TokenizerWork, signal?: AbortSignal): Promise<T> {
+    if (!this.oneAtATime) return this.send<T>(request);
+    const reply = this.last.then(() => {
+      if (signal?.aborted) throw new ColtrastError('ABORTED', `the tokenizer's ${request.op} was aborted (its signal) before it began`);
+      return this.send<T>(request);
+    });
+    this.last = reply.catch(() => {});
+    return reply;
+  }
+
+  private send<T>(request: TokenizerWork): Promise<T> {
     const worker = (this.worker ??= this.start());
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
@@ -249,16 +276,31 @@ class Host {
 
   /** Lets the worker drop a spec's tokenizers (no TextTokenizer of it is left). */
   release(spec: TokenizerSpec): void {
-    if (!this.worker) return;
-    this.worker.postMessage({ id: -1, op: 'release', spec } satisfies TokenizerRequest);
+    const post = () => this.worker?.postMessage({ id: -1, op: 'release', spec } satisfies TokenizerRequest);
+    // After the requests queued before it, which would build the tokenizer again.
+    if (this.oneAtATime) void this.last.then(post);
+    else post();
   }
 }
 
+/** The worker of the models' own tokenizing: embedding, re-ranking, generation, loading. */
 const host = new Host();
+
+/**
+ * A second worker, one request at a time, for what only inspects the tokenizer and can be of any size: the server's
+ * /tokenize (a whole text of millions of characters, untruncated, with offsets) and /decode. On the models' worker a
+ * /tokenize of 2 million characters held every other route's tokenizing for ~2 s (the offsets are made on the
+ * worker's thread), and four such requests at once took libuv's whole pool: a one-text /embed sent meanwhile took
+ * 42 s (2026-12-07, this VM; test/serve-tokenize.test.ts).
+ */
+const inspectHost = new Host(true);
 
 /** @internal The files whose tokenizers the worker holds (tests: disposing a model lets its tokenizer go). */
 export async function heldTokenizers(): Promise<string[]> {
-  return host.call<string[]>({ op: 'held', spec: { file: '', version: '', lowercase: false, specialTokens: [] } });
+  const spec = { file: '', version: '', lowercase: false, specialTokens: [] };
+  const held = await host.call<string[]>({ op: 'held', spec });
+  if (inspectHost.started) held.push(...(await inspectHost.call<string[]>({ op: 'held', spec })));
+  return [...new Set(held)];
 }
 
 /** TextTokenizers alive (neither disposed nor collected) per spec key: the worker keeps a spec's tokenizers while one is. */
@@ -291,6 +333,7 @@ function gone(spec: TokenizerSpec): void {
   else {
     alive.delete(key);
     host.release(spec);
+    inspectHost.release(spec);
   }
 }
 
@@ -357,19 +400,21 @@ export class TextTokenizer {
 
   /**
    * @internal Token ids back to text, special tokens kept unless `skipSpecial`; an id the vocabulary lacks is
-   * reported (the tokenizers package would drop it silently) rather than decoded.
+   * reported (the tokenizers package would drop it silently) rather than decoded. On the second worker (inspectHost).
    */
   async decodeIds(ids: number[][], skipSpecial: boolean): Promise<DecodedIds> {
     if (ids.length === 0) return { texts: [] };
-    return host.call<DecodedIds>({ op: 'decodeIds', spec: this.spec, ids, skipSpecial, maxLength: this.maxLength });
+    return inspectHost.call<DecodedIds>({ op: 'decodeIds', spec: this.spec, ids, skipSpecial, maxLength: this.maxLength });
   }
 
   /**
    * @internal Each text's tokens, untruncated, with (`special`) or without the special tokens the template adds:
    * ids, the special-tokens mask and UTF-8 byte offsets into the text (server's /tokenize). A request of more than
-   * SEND_CHARACTERS characters goes as several messages, as encode()'s do.
+   * SEND_CHARACTERS characters goes as several messages, as encode()'s do. On the second worker, a message at a time
+   * (inspectHost): a text of millions of characters delays other /tokenize requests, not the models. `signal` aborted
+   * (the client went away), the messages not yet sent are not, and it rejects ABORTED.
    */
-  async tokenOffsets(texts: string[], special: boolean): Promise<TokenOffsets> {
+  async tokenOffsets(texts: string[], special: boolean, signal?: AbortSignal): Promise<TokenOffsets> {
     const parts: string[][] = [[]];
     let size = 0;
     for (const text of texts) {
@@ -383,7 +428,7 @@ export class TextTokenizer {
     const replies: Promise<TokenOffsets>[] = [];
     for (const part of parts) {
       if (replies.length > 0) await new Promise((resolve) => setImmediate(resolve));
-      const reply = host.call<TokenOffsets>({ op: 'tokenOffsets', spec: this.spec, texts: part, special, maxLength: UNTRUNCATED });
+      const reply = inspectHost.call<TokenOffsets>({ op: 'tokenOffsets', spec: this.spec, texts: part, special, maxLength: UNTRUNCATED }, signal);
       reply.catch(() => {}); // awaited below, in order; a later part may fail first
       replies.push(reply);
     }

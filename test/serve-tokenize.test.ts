@@ -1,14 +1,19 @@
 // POST /tokenize and POST /decode, text-embeddings-inference's routes for counting and inspecting tokens: each
 // against the model's tokenizer (Encoder.tokenize's ids), UTF-8 byte offsets on non-ASCII text (Rust's offsets, which
 // TEI answers with; the tokenizers package gives code points) checked by construction and against Python's
-// tokenizers, untruncated long texts, special tokens, prompts, batches, decoding both ways, and the refusals.
+// tokenizers, untruncated long texts, special tokens, prompts and tasks (a multi-vector model's [Q] / [D] markers and
+// query expansion, against the ids embed() gives the model), batches, decoding both ways, and the refusals; and huge
+// /tokenize requests, on a worker of their own: they must not hold up the other routes' tokenizing, nor be tokenized
+// for a client gone.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, Encoder, Generator, serve, type Server } from '../lib';
-import { setSendCharacters } from '../lib/tokenizer';
+import { heldTokenizers, setSendCharacters } from '../lib/tokenizer';
 import { FIXTURE, editJson, fixtureCopy } from './helpers/fixture';
+import { writeSafetensors } from './helpers/safetensors';
+import { makeSmallMultiVector } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
@@ -166,6 +171,14 @@ test('/tokenize puts the named prompt (else the model\'s default one) before eac
     checkOffsets(t, 'query: the cat', query.json[0]);
     const byDefault = await post(`${prompted.url}/tokenize`, { inputs: 'the cat', prompt_name: null });
     t.deepEqual(byDefault.json[0].map((x: Token) => x.id), (await enc.tokenize(['passage: the cat']))[0]);
+    // The embedding routes' task and prompt, chosen as embed() chooses: the task's prompt, or the one given.
+    const byTask = await post(`${prompted.url}/tokenize`, { inputs: 'the cat', task: 'query' });
+    t.deepEqual(byTask.json, query.json);
+    const given = await post(`${prompted.url}/tokenize`, { inputs: 'the cat', task: 'query', prompt: 'cat ' });
+    t.deepEqual(given.json[0].map((x: Token) => x.id), (await enc.tokenize(['cat the cat']))[0]);
+    const both = await post(`${prompted.url}/tokenize`, { inputs: 'the cat', prompt: 'a', prompt_name: 'query' });
+    t.is(both.status, 400);
+    t.is(both.json.error, 'give "prompt" or "prompt_name", not both');
     const unknown = await post(`${prompted.url}/tokenize`, { inputs: 'the cat', prompt_name: 'doc' });
     t.is(unknown.status, 400);
     t.is(unknown.json.error, '"prompt_name" must be one of the model\'s prompts (query, passage)');
@@ -176,6 +189,144 @@ test('/tokenize puts the named prompt (else the model\'s default one) before eac
   const none = await post(`${server.url}/tokenize`, { inputs: 'a', prompt_name: 'query' });
   t.is(none.status, 400);
   t.is(none.json.error, '"prompt_name" must be one of the model\'s prompts (it has none)');
+});
+
+const HIDDEN = 32; // the fixture's hidden size
+const QUERY_LENGTH = 12;
+
+/**
+ * The fixture as the folder PyLate 1.x saves (scripts/fixtures/st_multi_vector.py --format pylate, by hand): the
+ * Transformer and PyLate's Dense only, and the ColBERT settings in config_sentence_transformers.json, the markers
+ * "[unused0]" / "[unused1]" two renamed vocabulary pieces.
+ */
+function pylateCopy(): string {
+  return fixtureCopy((dir) => {
+    fs.rmSync(path.join(dir, '1_Pooling'), { recursive: true });
+    const vocab = fs.readFileSync(path.join(dir, 'vocab.txt'), 'utf8').split('\n').filter((w) => w);
+    const renamed = new Map([[vocab[vocab.length - 2], '[unused0]'], [vocab[vocab.length - 1], '[unused1]']]);
+    fs.writeFileSync(path.join(dir, 'vocab.txt'), vocab.map((w) => renamed.get(w) ?? w).join('\n') + '\n');
+    editJson(path.join(dir, 'tokenizer.json'), (tk) => {
+      tk.model.vocab = Object.fromEntries(Object.entries(tk.model.vocab).map(([w, id]) => [renamed.get(w) ?? w, id]));
+    });
+    fs.mkdirSync(path.join(dir, '1_Dense'));
+    const weight = Float32Array.from({ length: 16 * HIDDEN }, (_, i) => Math.sin(i + 1) / Math.sqrt(HIDDEN));
+    writeSafetensors(path.join(dir, '1_Dense', 'model.safetensors'), new Map([['linear.weight', { dtype: 'F32', shape: [16, HIDDEN], data: Buffer.from(weight.buffer) }]]));
+    fs.writeFileSync(path.join(dir, '1_Dense', 'config.json'), JSON.stringify({ in_features: HIDDEN, out_features: 16, bias: false, activation_function: 'torch.nn.modules.linear.Identity' }));
+    fs.writeFileSync(
+      path.join(dir, 'modules.json'),
+      JSON.stringify([
+        { idx: 0, name: '0', path: '', type: 'sentence_transformers.models.Transformer' },
+        { idx: 1, name: '1', path: '1_Dense', type: 'pylate.models.Dense.Dense' },
+      ]),
+    );
+    fs.writeFileSync(path.join(dir, 'sentence_bert_config.json'), JSON.stringify({ max_seq_length: 40, do_lower_case: false }));
+    fs.writeFileSync(
+      path.join(dir, 'config_sentence_transformers.json'),
+      JSON.stringify({
+        prompts: {}, default_prompt_name: null, similarity_fn_name: 'MaxSim', model_type: 'ColBERT', query_prefix: '[unused0]', document_prefix: '[unused1]',
+        query_length: QUERY_LENGTH, document_length: 30, attend_to_expansion_tokens: false, do_query_expansion: true,
+      }),
+    );
+  });
+}
+
+/**
+ * The ids embed() gives the model for `texts` with `task` (its prompt, a multi-vector model's query expansion): its own
+ * preparation, a private method read by name.
+ */
+async function embeddedIds(enc: Encoder, texts: string[], task: 'query' | 'document' | undefined): Promise<number[][]> {
+  const inputs = await enc['prepareTexts'](texts, task, enc.resolvePrompt(undefined, undefined, task), false);
+  return inputs.map((x) => x.ids);
+}
+
+/** deepEqual for lists too long for AVA's diff (its recursion overflows the stack): the first difference, if any. */
+function sameList<T>(t: import('ava').ExecutionContext, actual: T[], expected: T[]): void {
+  const at = actual.findIndex((x, i) => x !== expected[i]);
+  t.is(actual.length, expected.length);
+  t.is(at, -1, at < 0 ? '' : `at ${at}: ${String(actual[at])}, expected ${String(expected[at])}`);
+}
+
+test('/tokenize of a multi-vector model shows what embed() gives it: the task\'s [Q] / [D] marker, and a query\'s expansion tokens', async (t) => {
+  const enc = await Encoder.load(pylateCopy(), { device: 'cpu', threads: 1 });
+  const mv = await serve({ encoder: enc, port: 0 });
+  try {
+    const texts = ['the cat sat', 'hello world'];
+    const [mask, q, d] = (await enc.textTokenizer.tokenToIds(['[MASK]', '[unused0]', '[unused1]'])) as number[];
+    const query = await post(`${mv.url}/tokenize`, { inputs: texts, task: 'query' });
+    t.is(query.status, 200);
+    const queryIds = await embeddedIds(enc, texts, 'query');
+    t.deepEqual(query.json.map((tokens: Token[]) => tokens.map((x) => x.id)), queryIds);
+    // [CLS] [Q] the cat sat [SEP], then [MASK] up to the query length: special, no offsets, as the template's tokens.
+    const first = query.json[0] as Token[];
+    t.is(first.length, QUERY_LENGTH);
+    t.is(first[0].id, queryIds[0][0]);
+    // The marker is prompt text: its offsets are its bytes of the prompted input, as a prompt's tokens have.
+    t.deepEqual(first[1], { id: q, text: '[unused0]', special: false, start: 0, stop: 9 });
+    const own = first.findIndex((x) => x.text === '[SEP]') + 1;
+    t.true(own > 3 && own < QUERY_LENGTH, JSON.stringify(first));
+    t.deepEqual(first.slice(own), new Array(QUERY_LENGTH - own).fill({ id: mask, text: '[MASK]', special: true, start: null, stop: null }));
+    texts.forEach((text, i) => checkOffsets(t, '[unused0]' + text, query.json[i]));
+    // The model's token vectors: one per token /tokenize shows (a query's, none skiplisted).
+    t.deepEqual((await enc.embed(texts, { output: 'tokens', task: 'query' })).map((m) => m.dims[0]), queryIds.map((ids) => ids.length));
+
+    const document = await post(`${mv.url}/tokenize`, { inputs: texts, task: 'document' });
+    const documentIds = await embeddedIds(enc, texts, 'document');
+    t.deepEqual(document.json.map((tokens: Token[]) => tokens.map((x) => x.id)), documentIds);
+    t.is(documentIds[0][1], d);
+    t.false(documentIds[0].includes(mask), 'a document is not expanded');
+    texts.forEach((text, i) => checkOffsets(t, '[unused1]' + text, document.json[i]));
+
+    // No task: as embed() without one, neither marker nor expansion.
+    const plain = await post(`${mv.url}/tokenize`, { inputs: texts });
+    t.deepEqual(plain.json.map((tokens: Token[]) => tokens.map((x) => x.id)), await embeddedIds(enc, texts, undefined));
+    t.deepEqual(plain.json.map((tokens: Token[]) => tokens.map((x) => x.id)), await enc.tokenize(texts));
+    // Without the template's special tokens, nothing to expand: the marker and the text only.
+    const bare = await post(`${mv.url}/tokenize`, { inputs: 'the cat sat', task: 'query', add_special_tokens: false });
+    t.deepEqual(bare.json[0].map((x: Token) => x.id), queryIds[0].slice(1, own - 1));
+  } finally {
+    await mv.close();
+    enc.dispose();
+  }
+});
+
+test('/tokenize of a multi-vector model made in memory expands its queries to their length, and leaves a query that long as it is', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu', threads: 1 });
+  await makeSmallMultiVector(enc); // queries expanded to 10, no markers
+  const mv = await serve({ encoder: enc, port: 0 });
+  try {
+    const texts = ['cat', 'hello world the cat sat hello world the cat sat'];
+    const { status, json } = await post(`${mv.url}/tokenize`, { inputs: texts, task: 'query' });
+    t.is(status, 200);
+    const want = await embeddedIds(enc, texts, 'query');
+    t.is(want[0].length, 10);
+    t.deepEqual(json.map((tokens: Token[]) => tokens.map((x) => x.id)), [want[0], (await enc.tokenize([texts[1]]))[0]]);
+    t.deepEqual(json[0].slice(3).map((x: Token) => [x.text, x.special]), new Array(7).fill(['[MASK]', true]));
+    t.true(json[1].length > 10, 'every token of a long query, which the model cuts');
+    // Longer than the first tokens the server asks the expansion rule about (8192): none added either.
+    const long = Array.from({ length: 5000 }, () => 'hello world').join(' ');
+    const tokens = (await post(`${mv.url}/tokenize`, { inputs: long, task: 'query' })).json[0] as Token[];
+    t.is(tokens.length, 10002);
+    sameList(t, tokens.map((x) => JSON.stringify(x)), (await post(`${mv.url}/tokenize`, { inputs: long })).json[0].map((x: Token) => JSON.stringify(x)));
+  } finally {
+    await mv.close();
+    enc.dispose();
+  }
+  // An expansion longer than that (not a model one could run: the fixture has 40 positions): a query of 9000 tokens
+  // is padded to 9500.
+  const wide = await Encoder.load(FIXTURE, { device: 'cpu', threads: 1 });
+  await wide.makeMultiVector({ dimension: 12, queryLength: 9500, queryExpansion: 'fixed', attendExpansion: false, skiplist: [] }, 3);
+  const wideServer = await serve({ encoder: wide, port: 0 });
+  try {
+    const text = Array.from({ length: 4499 }, () => 'hello world').join(' ');
+    const tokens = (await post(`${wideServer.url}/tokenize`, { inputs: text, task: 'query' })).json[0] as Token[];
+    const own = (await post(`${wideServer.url}/tokenize`, { inputs: text })).json[0] as Token[];
+    t.is(own.length, 9000);
+    const mask = (await wide.textTokenizer.tokenToId('[MASK]'))!;
+    sameList(t, tokens.map((x) => JSON.stringify(x)), [...own, ...new Array(500).fill({ id: mask, text: '[MASK]', special: true, start: null, stop: null })].map((x) => JSON.stringify(x)));
+  } finally {
+    await wideServer.close();
+    wide.dispose();
+  }
 });
 
 test('/decode turns /tokenize\'s ids back into text, special tokens skipped by default and kept on request', async (t) => {
@@ -206,7 +357,9 @@ test('/tokenize and /decode refuse bad bodies, naming the field and the fix', as
     ['/tokenize', { inputs: ['a', 3] }, /"inputs\[1\]": token-id input is not supported/],
     ['/tokenize', { inputs: 'a', add_special_tokens: 'yes' }, /"add_special_tokens" must be true or false/],
     ['/tokenize', { inputs: 'a', prompt_name: 3 }, /"prompt_name" must be one of the model's prompts/],
-    ['/tokenize', { inputs: 'a', truncate: true }, /unknown field "truncate" \(this route takes: inputs, add_special_tokens, prompt_name\)/],
+    ['/tokenize', { inputs: 'a', truncate: true }, /unknown field "truncate" \(this route takes: inputs, add_special_tokens, task, prompt_name, prompt\)/],
+    ['/tokenize', { inputs: 'a', task: 'passage' }, /"task" must be "query" or "document"/],
+    ['/tokenize', { inputs: 'a', prompt: 3 }, /"prompt" must be a string/],
     ['/decode', {}, /missing field "ids": a list of token ids \(integers from 0 to 4294967295\) or an array of such lists/],
     ['/decode', { ids: 'hello' }, /"ids" must be a list of token ids/],
     ['/decode', { ids: [] }, /"ids" is empty: send at least one token id/],
@@ -238,6 +391,9 @@ test('/tokenize and /decode use the reranker\'s tokenizer without an embedding m
     t.is(status, 200);
     const want = await reranker.textTokenizer.encode(['hello world']);
     t.deepEqual(json[0].map((x: Token) => x.id), want[0].ids);
+    const task = await post(`${ranking.url}/tokenize`, { inputs: 'hello world', task: 'query' });
+    t.is(task.status, 400);
+    t.regex(task.json.error, /"task" chooses an embedding model's query or document side, and this server's tokenizer is its cross-encoder's: start the server with the embedding model/);
     t.is((await post(`${ranking.url}/decode`, { ids: want[0].ids })).status, 200);
     for (const route of ['/tokenize', '/decode']) {
       const r = await post(generating.url + route, route === '/tokenize' ? { inputs: 'a' } : { ids: [1] });
@@ -250,6 +406,22 @@ test('/tokenize and /decode use the reranker\'s tokenizer without an embedding m
     reranker.dispose();
     generator.dispose();
   }
+});
+
+test('disposing a model lets the worker of /tokenize and /decode drop its tokenizer too', async (t) => {
+  const dir = fixtureCopy();
+  const file = path.join(dir, 'tokenizer.json');
+  const enc = await Encoder.load(dir, { device: 'cpu', threads: 1 });
+  const s = await serve({ encoder: enc, port: 0 });
+  try {
+    t.is((await post(`${s.url}/tokenize`, { inputs: 'a' })).status, 200);
+    t.is((await post(`${s.url}/decode`, { ids: [5] })).status, 200);
+  } finally {
+    await s.close();
+  }
+  t.true((await heldTokenizers()).includes(file));
+  enc.dispose();
+  t.false((await heldTokenizers()).includes(file));
 });
 
 test('/metrics counts /tokenize and /decode requests by route', async (t) => {
@@ -306,5 +478,80 @@ print(json.dumps(out))
       if (s !== server && s !== xlmrServer) await s.close();
       if (enc !== bert && enc !== xlmr) enc.dispose();
     }
+  }
+});
+
+/** A text of ~400,000 characters (~2.5 s to tokenize with offsets on the development VM). */
+const HUGE = Array.from({ length: 400_000 / 12 }, (_, i) => ['hello world ', 'the cat sat '][i % 2]).join('');
+
+// Serial: before this file's other tests, whose requests would share the tokenizers and the cores with it.
+test.serial('a /tokenize whose client went away before its turn on the worker is not tokenized', async (t) => {
+  const s = await serve({ encoder: bert, port: 0 });
+  const send = (inputs: string, signal?: AbortSignal) => fetch(`${s.url}/tokenize`, { method: 'POST', body: JSON.stringify({ inputs }), headers: { 'Content-Type': 'application/json' }, signal });
+  try {
+    await post(`${s.url}/tokenize`, { inputs: 'warm up' });
+    const started = performance.now();
+    const first = send(HUGE).then(async (res) => {
+      await res.body?.cancel();
+      return performance.now() - started;
+    });
+    // Four more behind it, whose clients go away while the first one is tokenized, then a short one.
+    const gone = new AbortController();
+    const abandoned = [1, 2, 3, 4].map(() => send(HUGE, gone.signal).then(() => 'answered', (e: Error) => e.name));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    gone.abort();
+    const short = await post(`${s.url}/tokenize`, { inputs: 'the cat' });
+    const shortDone = performance.now() - started;
+    t.is(short.status, 200);
+    const firstDone = await first;
+    t.deepEqual(await Promise.all(abandoned), new Array(4).fill('AbortError'));
+    t.log(`the first huge /tokenize: ${firstDone.toFixed(0)} ms; the short one after four abandoned: ${shortDone.toFixed(0)} ms`);
+    // Tokenized for nobody, the four would have come first: ~3 times the first one's time (they are not written).
+    t.true(shortDone < firstDone * 2, `the short /tokenize took ${shortDone.toFixed(0)} ms, behind one of ${firstDone.toFixed(0)} ms`);
+  } finally {
+    await s.close();
+  }
+});
+
+// Serial: before this file's other tests, whose requests would share the tokenizers and the cores with it.
+test.serial('huge /tokenize requests do not hold up the other routes\' tokenizing: an /embed meanwhile waits far less than one of them takes', async (t) => {
+  // /tokenize is untruncated, so a client can send millions of characters (~13 s for 2 million here). Its tokenizing
+  // goes to a worker of its own, a request at a time. On the models' worker, four at once took all of libuv's pool
+  // (the worker tokenizes on it, and the models' calls run on it), and a one-text /embed waited for them: 42 s behind
+  // four of 2 million characters (one alone held the worker ~2 s, while it made the offsets). On a worker of its own
+  // without the one-at-a-time, this test's /embed still waited 2.4 s, as long as one of the /tokenize requests.
+  const s = await serve({ encoder: bert, port: 0 });
+  const big = HUGE;
+  /** Milliseconds to a /tokenize's status (its tokens are made by then); the body is not read. */
+  const tokenize = async () => {
+    const started = performance.now();
+    const res = await fetch(`${s.url}/tokenize`, { method: 'POST', body: JSON.stringify({ inputs: big }), headers: { 'Content-Type': 'application/json' } });
+    t.is(res.status, 200);
+    await res.body?.cancel();
+    return performance.now() - started;
+  };
+  const embed = async () => {
+    const started = performance.now();
+    t.is((await post(`${s.url}/embed`, { inputs: 'the cat sat' })).status, 200);
+    return performance.now() - started;
+  };
+  try {
+    await embed();
+    await post(`${s.url}/tokenize`, { inputs: 'warm up' });
+    const alone = await tokenize(); // the same-run baseline: one huge /tokenize, nothing else running
+    let answered = false;
+    const four = Promise.all([tokenize(), tokenize(), tokenize(), tokenize()]).finally(() => (answered = true));
+    const waits: number[] = [];
+    while (!answered) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      waits.push(await embed());
+    }
+    await four;
+    const worst = Math.max(...waits);
+    t.log(`one /tokenize of ${big.length} characters: ${alone.toFixed(0)} ms; /embed while four ran: ${waits.length} requests, the slowest ${worst.toFixed(0)} ms`);
+    t.true(waits.length > 0);
+    t.true(worst < alone / 3, `an /embed waited ${worst.toFixed(0)} ms behind /tokenize requests that take ${alone.toFixed(0)} ms each`);
+  } finally {
+    await s.close();
   }
 });
