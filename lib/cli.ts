@@ -19,6 +19,7 @@ import { CSV, countLines, fileLines, parseCsv, parseJsonLines } from './data-fil
 import { METRICS } from './ir-metrics';
 import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
 import { Index, STORAGES, TOKEN_STORAGES, checkIndexFolder, type Fusion, type IndexDoc, type Storage, type TokenStorage } from './search-index';
+import { readIndexManifest } from './index-manifest';
 import { exportIndex } from './export';
 import { setDefaultDownloadProgress, type DownloadProgress } from './hub';
 import { mineHardNegatives, miningReport, type MineOptions } from './mining';
@@ -1183,7 +1184,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     counted = table ? await countCsvDocuments(values.data) : await countLines(values.data);
     if (counted === 0) noDocuments();
   }
-  const built = update ? Index.modelOptions(values.output) : {};
+  const built = update ? builtWith(values.output) : {};
   const enc = await Encoder.load(values.model ?? built.source ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
@@ -1262,6 +1263,17 @@ const SEARCH_OPTIONS = {
   'no-adapter-base-check': { type: 'boolean' },
 } as const;
 
+/**
+ * The model an index folder was built with (its source, and the width its vectors were cut to), its index.json read
+ * and checked first: a folder that is no index, or whose index.json is damaged, is refused before any model loads (it
+ * was found by Index.load only after the model had loaded, a second or more, or a download of the default model's
+ * stand-in). A ColtrastError: main() prints it and exits 2.
+ */
+function builtWith(dir: string): { source?: string; truncateDim?: number } {
+  readIndexManifest(path.resolve(dir));
+  return Index.modelOptions(dir);
+}
+
 async function searchCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -1282,7 +1294,7 @@ async function searchCommand(argv: string[]): Promise<void> {
   }
   if (positionals.length === 0) fail('search needs at least one question');
   const k = numberFlag('k', values.k, 'count') ?? 5;
-  const built = Index.modelOptions(values.index);
+  const built = builtWith(values.index);
   const model = values.model ?? built.source ?? DEFAULT_MODEL;
   const candidates = numberFlag('candidates', values.candidates, 'count');
   if (values.reranker && values.rerank && values.rerank !== 'none') fail('give --rerank maxsim or --reranker <cross-encoder>, not both');
@@ -1388,7 +1400,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (values.writable) checkWritable(values.index!, '--index', 'folder'); // saves write beside it
   await checkListen(host, port); // before the models load
   const load = { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined, threads: numberFlag('threads', values.threads, 'count') };
-  const built = values.index ? Index.modelOptions(values.index) : {};
+  const built = values.index ? builtWith(values.index) : {};
   const modelSource = values['no-model'] ? undefined : (values.model ?? built.source ?? DEFAULT_MODEL);
   // The vectors' width: --truncate-dim, else the index's (an index built with cut vectors is searched with them).
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;

@@ -324,6 +324,25 @@ test('serve: a host that is no address of this machine, or an empty --port, is a
   if (!local) userError(t, cli(['serve', '--host', '10.254.254.1', '--port', '0', '--model', model]), /^coltrast: cannot listen on 10.254.254.1:0: 10.254.254.1 is not an address of this machine/);
 });
 
+test('search, serve and index --update refuse a folder that is no index, or a damaged index.json, before any model loads', (t) => {
+  // The model named does not exist: had it been loaded first (as search and serve did), its error would come instead.
+  const model = path.join(tempDir(), 'no-such-model');
+  const empty = tempDir();
+  const damaged = tempDir();
+  fs.writeFileSync(path.join(damaged, 'index.json'), '{"format": "coltrast-index", "version": 1, "model": {}}');
+  const docs = path.join(tempDir(), 'docs.jsonl');
+  fs.writeFileSync(docs, '{"id": "a", "text": "one"}\n');
+  for (const [dir, message] of [
+    [empty, 'no index.json \\(not an index folder\\)'],
+    [damaged, 'index.json says model.fingerprint undefined'],
+  ] as const) {
+    const index = new RegExp(`^coltrast: index ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: ${message}`);
+    userError(t, cli(['search', '--index', dir, '--model', model, 'a question']), index, 'search');
+    userError(t, cli(['serve', '--index', dir, '--model', model, '--port', '0']), index, 'serve');
+    if (dir === damaged) userError(t, cli(['index', '--update', '--data', docs, '--output', dir, '--model', model]), index, 'index --update');
+  }
+});
+
 test('serve --writable exits 1 when its final save at shutdown fails', async (t) => {
   const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
   const dir = path.join(tempDir(), 'idx');
