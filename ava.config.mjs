@@ -4,8 +4,14 @@
 // CI run: pack ~125 s, whose install builds the addon from source; cuda-emulator ~95 s before its kernel checks ran
 // in three thread orders (2026-12-04), 149 s since (alone, this VM); cuda-compile ~30 s
 // after scripts/check-cuda-build.sh, ~90 s without; python-interop ~35 s; cli-docs ~30 s (the README's commands); compare-gpu ~25 s; parity ~20 s;
-// torch2-compile, ~300 s where no fresh libtorch 2.x build stands for its checks); the rest follow in name order.
-const SLOW_FIRST = ['cuda-emulator', 'pack', 'torch2-compile', 'cuda-compile', 'python-interop', 'cli-docs', 'compare-gpu', 'parity'];
+// torch2-compile, ~300 s where no fresh libtorch 2.x build stands for its checks); then the longest of the rest, measured
+// one file at a time on this VM (2026-12-07, seconds alone on a mostly idle machine: wall, or CPU where other work shared
+// it): data-files ~55, cli-errors ~51 (its 31 CLI runs), ops ~50, train ~50, csv-inputs ~45, index ~40, rag ~37; the rest
+// follow in name order.
+const SLOW_FIRST = [
+  'cuda-emulator', 'pack', 'torch2-compile', 'data-files', 'cli-errors', 'ops', 'train', 'csv-inputs', 'index', 'rag',
+  'python-interop', 'cuda-compile', 'cli-docs', 'compare-gpu', 'parity',
+];
 const rank = (file) => {
   const i = SLOW_FIRST.findIndex((name) => file.endsWith(`/${name}.test.ts`));
   return i < 0 ? SLOW_FIRST.length : i;

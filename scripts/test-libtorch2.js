@@ -10,7 +10,18 @@
 // coltrast side the recorded-reference tests check here too; the hub client, BM25, IR metrics, files, progress,
 // the benchmark plumbing and the HTTP server, whose model calls are embed's, rank's and search's; reading data files,
 // and the command line's errors, flag names and docs, whose model calls the library's own tests make), so that CI
-// stays well under its time.
+// stays well under its time. Of the files added since on those grounds: CSV/TSV and other data-file reading and its
+// probes (csv-data, data-probe: no model, no native op; csv-inputs: the CLI's embed and index and trainRag() on CSV
+// inputs, whose model calls encoder's, index's and rag's tests make), embed's .npy and .safetensors output files
+// (embed-files: its vectors are embed()'s), the server's /tokenize and /decode (serve-tokenize: the tokenizers
+// package, no libtorch), /similarity (serve-similarity: Encoder.similarity()'s products, which similarity and
+// similarity-blocks check against float64 here), large answers written in turns (serve-large-answers), CORS
+// (serve-cors) and hostile clients and shutdowns (cli-serve-probe), all of whose model calls are embed's; an
+// adapter's record of its base (lora-base: SHA-256 of the base's file bytes in JavaScript; the LoRA training and
+// adapted embedding it starts from are lora's); chunk bounds and generateQueries' count checks (chunking-bounds:
+// tokenizer counts; its embedding is rag's). Kept: similarity, similarity-blocks (native products), the index
+// probes (torch's topk ties, the native loader's conversions), model-files-probe (the native loader's refusals),
+// eval-mining-probe (dense scores cut inside a tie) and abort-long-work (native calls stopped midway).
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -22,6 +33,8 @@ const LEFT_OUT = [
   'binary', 'pack', 'cuda-compile', 'torch2-compile', 'cuda-emulator',
   'python-interop', 'hub', 'bm25-check', 'ir-metrics-check', 'files', 'progress', 'bench', 'compare-gpu', 'serve', 'serve-generation',
   'data-files', 'cli-errors', 'cli-flag-errors', 'cli-docs',
+  'csv-data', 'data-probe', 'csv-inputs', 'embed-files', 'serve-tokenize', 'serve-similarity', 'serve-large-answers',
+  'serve-cors', 'cli-serve-probe', 'lora-base', 'chunking-bounds',
 ];
 
 function fail(message) {

@@ -445,9 +445,10 @@ test("repeated positives: each epoch's order sets its number of batches, and the
 test('the bundled ColTrast example trains end to end from the command line', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const output = path.join(tempDir(), 'ai-projects');
-  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
+  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
   const data = path.resolve(__dirname, '..', 'examples', 'ai-projects.json');
-  const args = ['--import', 'tsx', cli, 'train', '--data', data, '--output', output, '--epochs', '2', '--batch-size', '8', '--val-split', '0.34', '--json'];
+  const args = [cli, 'train', '--data', data, '--output', output, '--epochs', '2', '--batch-size', '8', '--val-split', '0.34', '--json'];
   const run = spawnSync(process.execPath, args, { encoding: 'utf8' });
   t.is(run.status, 0, run.stderr);
   const summary = JSON.parse(run.stdout.trim().split('\n').pop()!);
@@ -455,12 +456,12 @@ test('the bundled ColTrast example trains end to end from the command line', asy
   t.is(summary.before.queries, 11, 'one of the three projects (11 questions) is held out');
   t.is(summary.after.queries, 11);
   for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'modules.json', 'training_history.json']) t.true(fs.existsSync(path.join(output, f)), f);
-  const bad = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--data', data, '--output', output, '--epochs', 'two'], { encoding: 'utf8' });
+  const bad = spawnSync(process.execPath, [cli, 'train', '--data', data, '--output', output, '--epochs', 'two'], { encoding: 'utf8' });
   t.is(bad.status, 2);
   t.regex(bad.stderr, /--epochs must be an integer/);
   // Folders where files belong: the data, the config, and embed's input.
   for (const args of [['train', '--data', path.dirname(data), '--output', output], ['train', '--config', path.dirname(data)], ['embed', path.dirname(data)]]) {
-    const folder = spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
+    const folder = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
     t.is(folder.status, 2, args.join(' '));
     t.regex(folder.stderr, /^coltrast: (data|config|input) file .+ is a folder, not a file\n$/, args.join(' '));
   }
@@ -470,7 +471,7 @@ test('the bundled ColTrast example trains end to end from the command line', asy
   t.is(piped.status, 0, piped.stderr);
   t.is(JSON.parse(piped.stdout.trim().split('\n').at(-1)!).texts, 2);
   // And a file where the output folder belongs (it was read as a folder: ENOTDIR).
-  const onFile = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--data', data, '--output', data], { encoding: 'utf8' });
+  const onFile = spawnSync(process.execPath, [cli, 'train', '--data', data, '--output', data], { encoding: 'utf8' });
   t.is(onFile.status, 2);
   t.regex(onFile.stderr, /^coltrast: --output: .+ai-projects\.json is a file; give the path of a folder\n$/);
 });
@@ -514,17 +515,18 @@ test('a checkpoint keeps its examples as JSON Lines beside state.json; one with 
 
 test('train --config files are checked against the JSON schema, every problem with its path', async (t) => {
   const { spawnSync } = await import('node:child_process');
-  const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
+  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
+  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
   const file = path.join(tempDir(), 'train.json');
   fs.writeFileSync(file, JSON.stringify({ data: 'x.jsonl', output: 'out', epochs: 0, loss: { temprature: 1 }, schedule: 'step', valSplit: 1.5 }));
-  const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--config', file], { encoding: 'utf8' });
+  const run = spawnSync(process.execPath, [cli, 'train', '--config', file], { encoding: 'utf8' });
   t.is(run.status, 2);
   t.regex(run.stderr, /does not match the train configuration schema/);
   t.regex(run.stderr, /\/epochs: must be >= 1/);
   t.regex(run.stderr, /\/loss: must NOT have additional properties "temprature"/);
   t.regex(run.stderr, /\/schedule: must be equal to one of the allowed values \(linear, cosine, constant\)/);
   t.regex(run.stderr, /\/valSplit: must be < 1\n\s+\/valSplit: must be integer/, 'a fraction or a whole number');
-  const schema = spawnSync(process.execPath, ['--import', 'tsx', cli, 'train', '--print-schema'], { encoding: 'utf8' });
+  const schema = spawnSync(process.execPath, [cli, 'train', '--print-schema'], { encoding: 'utf8' });
   t.is(JSON.parse(schema.stdout).title, 'coltrast train configuration');
 });
 
