@@ -10,7 +10,7 @@ import { checkTrainingLoss } from './helpers/cross-encoder';
 import { checkKillAndResume } from './helpers/resume';
 import { readSafetensors } from './helpers/safetensors';
 import { rejection } from './helpers/vectors';
-import { FIXTURE, STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { CLI, FIXTURE, STEP, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const CE = path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder');
@@ -262,8 +262,7 @@ test('evaluate() with a reranker scores the re-ranked candidates; the CLI takes 
   t.regex(bad.message, /options\.reranker/);
 
   const { spawnSync } = await import('node:child_process');
-  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
-  const cli = path.join(ROOT, 'dist', 'cli.js');
+  const cli = CLI;
   const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
   const out = run('eval', '--data', data, '--model', FIXTURE, '--reranker', path.join(CE, 'st'), '--candidates', '5', '--k', '1,5', '--device', 'cpu', '--json');
   t.is(out.status, 0, out.stderr);

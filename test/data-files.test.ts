@@ -13,7 +13,7 @@ import { readRunData, saveRunData } from '../lib/files';
 import { fileLines, firstBadByte, jsonErrorOffset, parseJsonLines } from '../lib/data-files';
 import { readCorpus, readTrainingData } from '../lib/train-data';
 import { seededRandom } from '../lib/random';
-import { FIXTURE, tempDir } from './helpers/fixture';
+import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 
 // What reading the whole text and splitting it gives: the lines, a BOM and the '\r' of '\r\n' dropped, no empty
 // line after a final '\n'.
@@ -403,8 +403,7 @@ test('a data file holding JSON null is the ColTrast-format error, not a TypeErro
     await t.throwsAsync(readTrainingData(file), { code: 'INVALID_ARGUMENT', message: `${file}: expected {"projects": [...]} (the ColTrast format) or a JSONL file of pairs` });
   }
   fs.writeFileSync(file, 'null\n');
-  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
-  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+  const cli = CLI;
   const out = (name: string) => path.join(dir, name);
   const commands = [
     ['train', '--data', file, '--output', out('model'), '--model', FIXTURE],

@@ -11,7 +11,7 @@ import { CrossEncoder, QWEN3_RERANKER_TEMPLATE, evaluate, serve, train } from '.
 import { ChatTemplate } from '../lib/chat-template';
 import { native } from '../lib/native';
 import type { TokenizedText } from '../lib/tokenizer';
-import { FIXTURE, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { CLI, FIXTURE, editJson, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { checkTrainingLoss } from './helpers/cross-encoder';
 import { readSafetensors } from './helpers/safetensors';
 import { rejection } from './helpers/vectors';
@@ -189,8 +189,7 @@ test("a causal LM as a reranker (CrossEncoder.load and train({ crossEncoder }) w
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, 'template.jinja'), chatTemplate);
   fs.writeFileSync(path.join(dir, 'data.jsonl'), wordDataset(16).map((d) => JSON.stringify(d)).join('\n'));
-  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
-  const cli = path.join(ROOT, 'dist', 'cli.js');
+  const cli = CLI;
   const out = spawnSync(process.execPath, [cli, 'train', '--model', causal, '--data', path.join(dir, 'data.jsonl'), '--output', path.join(dir, 'cli'),
     '--cross-encoder', '--cross-encoder-template', path.join(dir, 'template.jinja'), '--cross-encoder-tokens', 'good,bad', '--epochs', '1', '--batch-size', '4',
     '--val-split', '0', '--device', 'cpu', '--json'], { encoding: 'utf8' });
@@ -256,8 +255,7 @@ for (const name of MODELS) {
       // The CLI's --reranker-adapter adds it too: coltrast eval re-ranks as evaluate() with that CrossEncoder.
       const data = path.join(ROOT, 'examples', 'ai-projects.json');
       const expected = await evaluate({ data, model: FIXTURE, device: 'cpu', k: [1, 5], reranker: withAdapter, candidates: 5 });
-      // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
-      const cli = path.join(ROOT, 'dist', 'cli.js');
+      const cli = CLI;
       const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
       const flags = ['--data', data, '--model', FIXTURE, '--candidates', '5', '--k', '1,5', '--device', 'cpu', '--json'];
       const out = run('eval', ...flags, '--reranker', path.join(FIXTURES, name), '--reranker-adapter', path.join(output, 'adapter'));

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { Bm25Index, ColtrastError, evaluate, evaluateRun, loadBeir, queryMetrics } from '../lib';
-import { FIXTURE, tempDir } from './helpers/fixture';
+import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 
 const close = (a: number, b: number) => Math.abs(a - b) < 1e-12;
 
@@ -118,8 +118,7 @@ test("a judged query the queries file lacks (BEIR's NFCorpus has one) is left ou
   t.is(result.queries, plain.queries);
   t.deepEqual(result.missingQueries, { queries: 1, judgements: 1, examples: ['test.tsv:4 q9'] });
   const { spawnSync } = await import('node:child_process');
-  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
-  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+  const cli = CLI;
   const run = spawnSync(process.execPath, [cli, 'eval', '--data', folder, '--mode', 'bm25', '--k', '1'], { encoding: 'utf8' });
   t.is(run.status, 0, run.stderr);
   t.regex(run.stdout, /^1 judged query has no text in the queries file \(test\.tsv:4 q9\): left out of the metrics, as trec_eval leaves out judged queries a run lacks$/m);
@@ -228,8 +227,7 @@ test('evaluate() refuses options its mode would ignore, and a hybrid weight that
 
   // The CLI: an empty --hybrid-weight was Number('') = 0; --compare leaves out what the compared system does not use.
   const { spawnSync } = await import('node:child_process');
-  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
-  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+  const cli = CLI;
   const run = (...args: string[]) => spawnSync(process.execPath, [cli, 'eval', '--data', data, '--device', 'cpu', '--threads', '1', '--json', '--k', '1', ...args], { encoding: 'utf8' });
   const empty = run('--model', FIXTURE, '--mode', 'hybrid', '--hybrid-weight', '');
   t.is(empty.status, 2);
@@ -246,8 +244,7 @@ test('evaluate() refuses options its mode would ignore, and a hybrid weight that
 
 test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a reason', async (t) => {
   const { spawnSync } = await import('node:child_process');
-  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
-  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+  const cli = CLI;
   const data = beirFolder();
   const run = (...args: string[]) => spawnSync(process.execPath, [cli, 'eval', ...args], { encoding: 'utf8' });
   const table = run('--data', data, '--model', FIXTURE, '--device', 'cpu', '--compare', 'bm25', '--k', '1,3', '--threads', '1');

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, Index, exportIndex, type IndexDoc } from '../lib';
-import { FIXTURE, tempDir } from './helpers/fixture';
+import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 
 const PACKAGES =
   'PostgreSQL 15 and pgvector are needed: run `bash scripts/setup.sh` (Debian bookworm: apt-get install postgresql-15 ' +
@@ -218,8 +218,7 @@ test.serial('texts, ids and metadata with tabs, newlines, backslashes, quotes an
   const dir = path.join(tempDir(), 'odd.index');
   await index.save(dir);
   const file = path.join(tempDir(), 'odd.sql');
-  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
-  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+  const cli = CLI;
   const exportCli = (...args: string[]) => spawnSync(process.execPath, [cli, 'export', ...args], { encoding: 'utf8' });
   const r = exportCli('--index', dir, '--format', 'pgvector', '--output', file, '--table', 'public.odd_docs', '--replace', '--json');
   t.is(r.status, 0, r.stderr);

@@ -1,6 +1,5 @@
 // Index: exact dense search against a brute-force check, BM25/hybrid, MaxSim re-ranking, add/remove,
-// persistence, and every way a saved index can be wrong. The command line's tests run the built CLI, dist/cli.js
-// (npm run build:ts first), as the other CLI tests do: through tsx their 15 runs cost ~1 s more CPU each.
+// persistence, and every way a saved index can be wrong.
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -8,7 +7,7 @@ import path from 'node:path';
 import { ColtrastError, Encoder, Index, ops, type Hit, type IndexDoc } from '../lib';
 import { readLoraOptions } from '../lib/lora';
 import { relativeScoreFusion, topIndices } from '../lib/search-index';
-import { FIXTURE, STEP, editJson, fixtureCopy, folderCopy, tempDir, wordDataset } from './helpers/fixture';
+import { CLI, FIXTURE, STEP, editJson, fixtureCopy, folderCopy, tempDir, wordDataset } from './helpers/fixture';
 import { writeSafetensors, type RawTensor } from './helpers/safetensors';
 
 const projects = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', 'examples', 'ai-projects.json'), 'utf8')).projects;
@@ -16,7 +15,6 @@ const DOCS: IndexDoc[] = projects.flatMap((p: any) =>
   p.readme_content.split(/\n\n+/).map((text: string, i: number) => ({ id: `${p.project_id}#${i}`, text, metadata: { project: p.project_id } })),
 );
 const QUESTION = 'Which project uses reinforcement learning?';
-const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
 
 async function errorOf(promise: Promise<unknown>): Promise<ColtrastError> {
   const e = await promise.then(

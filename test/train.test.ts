@@ -12,7 +12,7 @@ import { evaluateRun } from '../lib/ir-metrics';
 import { maxsim, padTokens, type Mask, type Tensor } from '../lib/ops';
 import { seededRandom } from '../lib/random';
 import { checkKillAndResume } from './helpers/resume';
-import { FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
+import { CLI, FIXTURE, STEP, tempDir, wordDataset } from './helpers/fixture';
 
 const dataset = wordDataset;
 
@@ -445,8 +445,7 @@ test("repeated positives: each epoch's order sets its number of batches, and the
 test('the bundled ColTrast example trains end to end from the command line', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const output = path.join(tempDir(), 'ai-projects');
-  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
-  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+  const cli = CLI;
   const data = path.resolve(__dirname, '..', 'examples', 'ai-projects.json');
   const args = [cli, 'train', '--data', data, '--output', output, '--epochs', '2', '--batch-size', '8', '--val-split', '0.34', '--json'];
   const run = spawnSync(process.execPath, args, { encoding: 'utf8' });
@@ -515,8 +514,7 @@ test('a checkpoint keeps its examples as JSON Lines beside state.json; one with 
 
 test('train --config files are checked against the JSON schema, every problem with its path', async (t) => {
   const { spawnSync } = await import('node:child_process');
-  // The built CLI (npm run build:ts first), as the other CLI tests run it: through tsx each run cost ~1 s more CPU.
-  const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
+  const cli = CLI;
   const file = path.join(tempDir(), 'train.json');
   fs.writeFileSync(file, JSON.stringify({ data: 'x.jsonl', output: 'out', epochs: 0, loss: { temprature: 1 }, schedule: 'step', valSplit: 1.5 }));
   const run = spawnSync(process.execPath, [cli, 'train', '--config', file], { encoding: 'utf8' });

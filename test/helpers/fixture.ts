@@ -9,6 +9,8 @@ import type { NativeStepOptions } from '../../lib/native';
 
 export const FIXTURE = path.resolve(__dirname, '..', 'fixtures', 'tiny-bert');
 export const REFERENCE_FILE = path.resolve(__dirname, '..', 'fixtures', 'tiny-bert.reference.json');
+/** The built command line (npm run build:ts first), as CLI tests run it: through tsx each run cost ~1 s more CPU. */
+export const CLI = path.resolve(__dirname, '..', '..', 'dist', 'cli.js');
 
 export interface ReferenceItem {
   text: string;
