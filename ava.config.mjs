@@ -6,10 +6,10 @@
 // after scripts/check-cuda-build.sh, ~90 s without; python-interop ~35 s; cli-docs ~30 s (the README's commands); compare-gpu ~25 s; parity ~20 s;
 // torch2-compile, ~300 s where no fresh libtorch 2.x build stands for its checks); then the longest of the rest, measured
 // one file at a time on this VM (2026-12-07, seconds alone on a mostly idle machine: wall, or CPU where other work shared
-// it): data-files ~55, cli-errors ~51 (its 31 CLI runs), ops ~50, train ~50, csv-inputs ~45, index ~40, rag ~37; the rest
-// follow in name order.
+// it): data-files ~55, cli-errors ~51 (its 31 CLI runs), train ~50, csv-inputs ~45, index ~40, rag ~37 (ops, ~50 then, is ~15
+// since its float64 references are made once); the rest follow in name order.
 const SLOW_FIRST = [
-  'cuda-emulator', 'pack', 'torch2-compile', 'data-files', 'cli-errors', 'ops', 'train', 'csv-inputs', 'index', 'rag',
+  'cuda-emulator', 'pack', 'torch2-compile', 'data-files', 'cli-errors', 'train', 'csv-inputs', 'index', 'rag',
   'python-interop', 'cuda-compile', 'cli-docs', 'compare-gpu', 'parity',
 ];
 const rank = (file) => {

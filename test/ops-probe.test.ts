@@ -6,7 +6,7 @@
 import test from 'ava';
 import { ColtrastError, ops, type Mask, type OpResult } from '../lib';
 import { native } from '../lib/native';
-import { contrastiveRef, maxsimRef, randomMask, randomTensor, relError, rng } from './helpers/ops-reference';
+import { contrastiveLossRefs, contrastiveRef, maxsimRef, once, randomMask, randomTensor, relError, rng } from './helpers/ops-reference';
 
 const F32 = 1e-5;
 
@@ -202,20 +202,25 @@ test('a temperature outside float32\'s normal range is an INVALID_ARGUMENT error
 // minus the positive, which loses half a float32 step of the largest logit (about 4e-6 at 1/τ = 100) and gave
 // −1.0e-6 where float64 gives 0. Now it is (max − positive) + log Σ exp(x − max), with the positive the logit the
 // sum saw. The last case is past the size whose logits are kept whole (B·N floats > 64 MiB), so the statistics are
-// carried across tiles of rows and columns.
+// carried across tiles of rows and columns. The inputs and the float64 losses of both settings of `symmetric` are
+// made once per shape (one pass over the logits, which at the last shape is the slow part of these tests).
 for (const [B, N, dim, tau] of [[7, 7, 33, 0.01], [5, 12, 9, 0.01], [600, 30000, 5, 0.05]]) {
+  const inputs = once(() => {
+    const random = rng(B + N + dim);
+    const rows = randomTensor(random, [N, dim]);
+    for (let i = 0; i < N; i++) {
+      const row = rows.data.subarray(i * dim, (i + 1) * dim);
+      const norm = Math.hypot(...row);
+      row.forEach((v, k) => (row[k] = v / norm));
+    }
+    // The queries are the first B rows themselves: each positive is its row's largest logit, 1/τ.
+    const q = { dims: [B, dim], data: rows.data.slice(0, B * dim) };
+    return { q, rows, losses: contrastiveLossRefs(q, rows, tau) };
+  });
   for (const symmetric of [false, true]) {
     test(`fused contrastive B=${B} N=${N} τ=${tau} symmetric=${symmetric}: the loss near 0 keeps float64's value`, async (t) => {
-      const random = rng(B + N + dim);
-      const rows = randomTensor(random, [N, dim]);
-      for (let i = 0; i < N; i++) {
-        const row = rows.data.subarray(i * dim, (i + 1) * dim);
-        const norm = Math.hypot(...row);
-        row.forEach((v, k) => (row[k] = v / norm));
-      }
-      // The queries are the first B rows themselves: each positive is its row's largest logit, 1/τ.
-      const q = { dims: [B, dim], data: rows.data.slice(0, B * dim) };
-      const expected = contrastiveRef(q, rows, tau, symmetric).loss;
+      const { q, rows, losses } = inputs();
+      const expected = symmetric ? losses.symmetric : losses.asymmetric;
       const r = await ops.contrastiveLoss(q, rows, { temperature: tau, symmetric });
       t.true(r.value[0] >= 0, `a negative loss: ${r.value[0]}`);
       t.true(Math.abs(r.value[0] - expected) < 1e-7 + 1e-5 * expected, `loss ${r.value[0]} vs float64 ${expected}`);

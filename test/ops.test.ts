@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { ColtrastError, ops, type Tensor } from '../lib';
 import { native } from '../lib/native';
-import { contrastiveRef, lateRef, maxsimRef, randomMask, randomTensor, relError, rng } from './helpers/ops-reference';
+import { contrastiveLossRefs, contrastiveRef, contrastiveRefs, lateRef, maxsimRef, once, randomMask, randomTensor, relError, rng } from './helpers/ops-reference';
 
 // float32 inputs, float32 accumulation over up to a few hundred terms: 1e-5 relative is ample and still
 // catches any wrong index, mask or scale (those give errors of order 1).
@@ -56,6 +56,8 @@ test('the float64 reference gradients agree with finite differences', (t) => {
     const ft = () => contrastiveRef(qq, c, tauBox[0], symmetric).loss;
     e = Math.max(e, Math.abs(numericGrad(ft, tauBox, 0, 1e-6) - r.dtau));
     t.true(e < 1e-6, `contrastive symmetric=${symmetric}: ${e}`);
+    // The loss alone (ops-probe's reference at shapes too large for the gradients) is the same number.
+    t.is(contrastiveLossRefs(qq, c, tau.value)[symmetric ? 'symmetric' : 'asymmetric'], r.loss);
   }
 
   for (const kind of ['cross_entropy', 'bce'] as const) {
@@ -90,18 +92,33 @@ const MAXSIM_ALL: MaxSimCase[] = [
   { B: 13, N: 71, Lq: 32, Ld: 180, dim: 64, emptyQueries: [12] }, // more than one similarity block
 ];
 
+// Each case's inputs and references, made once for its fused and its eager test.
+const MAXSIM_ALL_CASES = MAXSIM_ALL.map((c, index) => {
+  const inputs = once(() => {
+    const random = rng(100 + index);
+    const q = randomTensor(random, [c.B, c.Lq, c.dim], 0.3);
+    const d = randomTensor(random, [c.N, c.Ld, c.dim], 0.3);
+    const qm = randomMask(random, c.B, c.Lq, c.emptyQueries);
+    const dm = randomMask(random, c.N, c.Ld, c.emptyDocs);
+    const g = Float32Array.from({ length: c.B * c.N }, () => random() * 2 - 1);
+    return { q, d, qm, dm, g };
+  });
+  const expected = [false, true].map((normalize) =>
+    once(() => {
+      const { q, d, qm, dm, g } = inputs();
+      return maxsimRef(q, qm, d, dm, false, normalize, g);
+    }),
+  );
+  return { inputs, expected: (normalize: boolean) => expected[Number(normalize)]() };
+});
+
 for (const reference of [false, true]) {
   for (const [index, c] of MAXSIM_ALL.entries()) {
     for (const normalize of index < 3 ? [false, true] : [true]) {
       const label = `${reference ? 'eager' : 'fused'} maxsim all B=${c.B} N=${c.N} Lq=${c.Lq} Ld=${c.Ld} dim=${c.dim} normalize=${normalize}`;
       test(`${label}: scores, dQ and dD match float64`, async (t) => {
-        const random = rng(100 + index);
-        const q = randomTensor(random, [c.B, c.Lq, c.dim], 0.3);
-        const d = randomTensor(random, [c.N, c.Ld, c.dim], 0.3);
-        const qm = randomMask(random, c.B, c.Lq, c.emptyQueries);
-        const dm = randomMask(random, c.N, c.Ld, c.emptyDocs);
-        const g = Float32Array.from({ length: c.B * c.N }, () => random() * 2 - 1);
-        const expected = maxsimRef(q, qm, d, dm, false, normalize, g);
+        const { q, d, qm, dm, g } = MAXSIM_ALL_CASES[index].inputs();
+        const expected = MAXSIM_ALL_CASES[index].expected(normalize);
         const r = await ops.maxsim(q, qm, d, dm, { normalize, gradOutput: g, reference });
         t.true(relError(r.value, expected.scores) < F32, `scores ${relError(r.value, expected.scores)}`);
         t.true(relError(r.grads!.q, expected.dq) < F32, `dq ${relError(r.grads!.q, expected.dq)}`);
@@ -149,15 +166,24 @@ const CONTRASTIVE: { B: number; N: number; dim: number; scale: number }[] = [
   { B: 520, N: 33000, dim: 4, scale: 0.5 }, // past 64 MiB: several 512 x 2048 tiles each way, the last ones short
 ];
 
+// Each case's inputs and the references of both settings of `symmetric`, made once (in one pass over the logits)
+// for its four tests.
+const CONTRASTIVE_CASES = CONTRASTIVE.map((c, index) =>
+  once(() => {
+    const random = rng(200 + index);
+    const q = randomTensor(random, [c.B, c.dim], c.scale);
+    const cand = randomTensor(random, [c.N, c.dim], c.scale);
+    const tau = 0.05 + index * 0.1;
+    return { q, cand, tau, expected: contrastiveRefs(q, cand, tau) };
+  }),
+);
+
 for (const reference of [false, true]) {
   for (const [index, c] of CONTRASTIVE.entries()) {
     for (const symmetric of [false, true]) {
       test(`${reference ? 'eager' : 'fused'} contrastive B=${c.B} N=${c.N} dim=${c.dim} symmetric=${symmetric}: loss, dq, dc, dtau match float64`, async (t) => {
-        const random = rng(200 + index);
-        const q = randomTensor(random, [c.B, c.dim], c.scale);
-        const cand = randomTensor(random, [c.N, c.dim], c.scale);
-        const tau = 0.05 + index * 0.1;
-        const expected = contrastiveRef(q, cand, tau, symmetric);
+        const { q, cand, tau, expected: both } = CONTRASTIVE_CASES[index]();
+        const expected = symmetric ? both.symmetric : both.asymmetric;
         const r = await ops.contrastiveLoss(q, cand, { temperature: tau, symmetric, learnTemperature: true, gradOutput: 1, reference });
         t.true(Math.abs(r.value[0] - expected.loss) < F32 * (1 + expected.loss), `loss ${r.value[0]} vs ${expected.loss}`);
         t.true(relError(r.grads!.q, expected.dq) < F32, `dq ${relError(r.grads!.q, expected.dq)}`);

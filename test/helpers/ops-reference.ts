@@ -80,11 +80,6 @@ export function maxsimRef(q: Tensor, qm: Mask, d: Tensor, dm: Mask, paired: bool
   return { scores, dq, dd };
 }
 
-export function logSumExp(values: number[]): number {
-  const m = Math.max(...values);
-  return m + Math.log(values.reduce((s, v) => s + Math.exp(v - m), 0));
-}
-
 export interface LossRef {
   loss: number;
   /** d loss / d logits, [B, N] */
@@ -92,32 +87,76 @@ export interface LossRef {
   dtau: number;
 }
 
+interface LogitStats {
+  rowLse: Float64Array;
+  colLse: Float64Array;
+  diag: Float64Array;
+}
+
+/**
+ * What every cross-entropy term needs of logits [B, N] (positives on the diagonal): each row's log-sum-exp over
+ * its N candidates, each of the first B columns' over the B queries (the symmetric term), and the diagonal.
+ * `row(i, out)` writes row i's logits into out; each row is asked for once, so a caller may compute them on the
+ * fly and keep nothing of size B x N.
+ */
+function logitStats(B: number, N: number, row: (i: number, out: Float64Array) => void): LogitStats {
+  const rowLse = new Float64Array(B);
+  const colLse = new Float64Array(B);
+  const diag = new Float64Array(B);
+  const block = new Float64Array(B * B); // logits [i, j] for j < B, for the column log-sum-exps
+  const buf = new Float64Array(N);
+  for (let i = 0; i < B; i++) {
+    row(i, buf);
+    rowLse[i] = logSumExp(buf, 0, N, 1);
+    diag[i] = buf[i];
+    block.set(buf.subarray(0, B), i * B);
+  }
+  for (let j = 0; j < B; j++) colLse[j] = logSumExp(block, j, B, B);
+  return { rowLse, colLse, diag };
+}
+
+/** log Σ exp(values[start + k * stride]) over k < count, shifted by the maximum. */
+export function logSumExp(values: ArrayLike<number>, start = 0, count = values.length, stride = 1): number {
+  let m = -Infinity;
+  for (let k = 0, at = start; k < count; k++, at += stride) m = Math.max(m, values[at]);
+  let sum = 0;
+  for (let k = 0, at = start; k < count; k++, at += stride) sum += Math.exp(values[at] - m);
+  return m + Math.log(sum);
+}
+
+/** The loss of both settings of `symmetric`: (row terms) and (row terms + column terms) / 2, each a mean over B. */
+function crossEntropyLosses({ rowLse, colLse, diag }: LogitStats): { asymmetric: number; symmetric: number } {
+  const B = diag.length;
+  let rowTerm = 0;
+  let colTerm = 0;
+  for (let i = 0; i < B; i++) {
+    rowTerm += rowLse[i] - diag[i];
+    colTerm += colLse[i] - diag[i];
+  }
+  return { asymmetric: rowTerm / B, symmetric: 0.5 * (rowTerm / B + colTerm / B) };
+}
+
 /** Cross-entropy over logits = s / tau (s: [B, N] raw scores), positives on the diagonal. */
 export function crossEntropyRef(s: ArrayLike<number>, B: number, N: number, tau: number, symmetric: boolean): LossRef {
+  const logits = (i: number, out: Float64Array) => {
+    for (let k = 0; k < N; k++) out[k] = s[i * N + k] / tau;
+  };
+  const stats = logitStats(B, N, logits);
   const dl = new Float64Array(B * N);
-  const logit = (i: number, k: number) => s[i * N + k] / tau;
   const weight = symmetric ? 0.5 / B : 1 / B;
-  let rowTerm = 0;
-  for (let i = 0; i < B; i++) {
-    const row = Array.from({ length: N }, (_, k) => logit(i, k));
-    const lse = logSumExp(row);
-    rowTerm += lse - row[i];
-    for (let k = 0; k < N; k++) dl[i * N + k] += weight * (Math.exp(row[k] - lse) - (k === i ? 1 : 0));
-  }
-  let loss = rowTerm / B;
-  if (symmetric) {
-    let colTerm = 0;
-    for (let j = 0; j < B; j++) {
-      const col = Array.from({ length: B }, (_, i) => logit(i, j));
-      const lse = logSumExp(col);
-      colTerm += lse - col[j];
-      for (let i = 0; i < B; i++) dl[i * N + j] += weight * (Math.exp(col[i] - lse) - (i === j ? 1 : 0));
-    }
-    loss = 0.5 * (loss + colTerm / B);
-  }
+  const row = new Float64Array(N);
   let dtau = 0;
-  for (let i = 0; i < B; i++) for (let k = 0; k < N; k++) dtau -= (dl[i * N + k] * logit(i, k)) / tau;
-  return { loss, dlogits: dl, dtau };
+  for (let i = 0; i < B; i++) {
+    logits(i, row);
+    for (let k = 0; k < N; k++) {
+      let g = Math.exp(row[k] - stats.rowLse[i]) - (k === i ? 1 : 0);
+      if (symmetric && k < B) g += Math.exp(row[k] - stats.colLse[k]) - (k === i ? 1 : 0);
+      dl[i * N + k] = weight * g;
+      dtau -= (dl[i * N + k] * row[k]) / tau;
+    }
+  }
+  const losses = crossEntropyLosses(stats);
+  return { loss: symmetric ? losses.symmetric : losses.asymmetric, dlogits: dl, dtau };
 }
 
 /** (mean over positives + mean over negatives) / 2 of BCE-with-logits(s / tau, diagonal labels). */
@@ -153,29 +192,75 @@ export interface ContrastiveRef {
   dtau: number;
 }
 
-export function contrastiveRef(q: Tensor, c: Tensor, tau: number, symmetric: boolean): ContrastiveRef {
-  const [B, dim] = q.dims;
+/** Row i of the raw scores q · cᵀ, divided by tau, into out. */
+function contrastiveLogits(q: Tensor, c: Tensor, tau: number) {
+  const dim = q.dims[1];
   const N = c.dims[0];
-  const s = new Float64Array(B * N);
-  for (let i = 0; i < B; i++)
+  const [qd, cd] = [q.data, c.data];
+  return (i: number, out: Float64Array) => {
     for (let k = 0; k < N; k++) {
       let acc = 0;
-      for (let x = 0; x < dim; x++) acc += q.data[i * dim + x] * c.data[k * dim + x];
-      s[i * N + k] = acc;
+      for (let x = 0; x < dim; x++) acc += qd[i * dim + x] * cd[k * dim + x];
+      out[k] = acc / tau;
     }
-  const r = crossEntropyRef(s, B, N, tau, symmetric);
-  const dq = new Float64Array(B * dim);
-  const dc = new Float64Array(N * dim);
-  for (let i = 0; i < B; i++)
+  };
+}
+
+/**
+ * The contrastive loss of both settings of `symmetric`, without gradients: one pass over the logits, row by row
+ * (nothing of size B x N is kept, so it serves shapes whose logits would not fit a test's memory).
+ */
+export function contrastiveLossRefs(q: Tensor, c: Tensor, tau: number): { asymmetric: number; symmetric: number } {
+  return crossEntropyLosses(logitStats(q.dims[0], c.dims[0], contrastiveLogits(q, c, tau)));
+}
+
+/**
+ * Loss and gradients of both settings of `symmetric` at once: they share the logits and their log-sum-exps, and
+ * the products are the slow part of the reference at the tests' larger shapes. The logits are computed again,
+ * row by row, for the backward rather than kept.
+ */
+export function contrastiveRefs(q: Tensor, c: Tensor, tau: number): { asymmetric: ContrastiveRef; symmetric: ContrastiveRef } {
+  const [B, dim] = q.dims;
+  const N = c.dims[0];
+  const logits = contrastiveLogits(q, c, tau);
+  const stats = logitStats(B, N, logits);
+  const losses = crossEntropyLosses(stats);
+  const [dqA, dcA, dqS, dcS] = [B * dim, N * dim, B * dim, N * dim].map((n) => new Float64Array(n));
+  let dtauA = 0;
+  let dtauS = 0;
+  const [qd, cd] = [q.data, c.data];
+  const row = new Float64Array(N);
+  for (let i = 0; i < B; i++) {
+    logits(i, row);
     for (let k = 0; k < N; k++) {
-      const g = r.dlogits[i * N + k] / tau;
-      if (g === 0) continue;
+      // d loss / d logit [i, k]: the row term's share, and the column term's where k is one of the first B
+      // columns; then through logits = s / tau and s = q · cᵀ.
+      const fromRow = Math.exp(row[k] - stats.rowLse[i]) - (k === i ? 1 : 0);
+      const fromCol = k < B ? Math.exp(row[k] - stats.colLse[k]) - (k === i ? 1 : 0) : 0;
+      const dlA = fromRow / B;
+      const dlS = (0.5 * (fromRow + fromCol)) / B;
+      dtauA -= (dlA * row[k]) / tau;
+      dtauS -= (dlS * row[k]) / tau;
+      const gA = dlA / tau;
+      const gS = dlS / tau;
       for (let x = 0; x < dim; x++) {
-        dq[i * dim + x] += g * c.data[k * dim + x];
-        dc[k * dim + x] += g * q.data[i * dim + x];
+        const cx = cd[k * dim + x];
+        const qx = qd[i * dim + x];
+        dqA[i * dim + x] += gA * cx;
+        dcA[k * dim + x] += gA * qx;
+        dqS[i * dim + x] += gS * cx;
+        dcS[k * dim + x] += gS * qx;
       }
     }
-  return { loss: r.loss, dq, dc, dtau: r.dtau };
+  }
+  const asymmetric: ContrastiveRef = { loss: losses.asymmetric, dq: dqA, dc: dcA, dtau: dtauA };
+  const symmetric: ContrastiveRef = { loss: losses.symmetric, dq: dqS, dc: dcS, dtau: dtauS };
+  return { asymmetric, symmetric };
+}
+
+export function contrastiveRef(q: Tensor, c: Tensor, tau: number, symmetric: boolean): ContrastiveRef {
+  const both = contrastiveRefs(q, c, tau);
+  return symmetric ? both.symmetric : both.asymmetric;
 }
 
 export function lateRef(q: Tensor, qm: Mask, d: Tensor, dm: Mask, tau: number, kind: 'cross_entropy' | 'bce', normalize: boolean, symmetric: boolean) {
@@ -190,6 +275,15 @@ export function lateRef(q: Tensor, qm: Mask, d: Tensor, dm: Mask, tau: number, k
 
 // ---------------------------------------------------------------------------------------------------
 // Comparison helpers
+
+/**
+ * make() on the first call, its result on every later one: one case's inputs and float64 reference, shared by the
+ * tests that check the fused and the eager op on them (at the larger shapes the reference is the slow part).
+ */
+export function once<T>(make: () => T): () => T {
+  let made: { value: T } | undefined;
+  return () => (made ??= { value: make() }).value;
+}
 
 /** max |a - b| / (1 + max |b|): a relative error for arrays whose entries vary in size. */
 export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
