@@ -1184,7 +1184,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     counted = table ? await countCsvDocuments(values.data) : await countLines(values.data);
     if (counted === 0) noDocuments();
   }
-  const built = update ? builtWith(values.output) : {};
+  const built = update ? builtWith(values.output, values.model) : {};
   const enc = await Encoder.load(values.model ?? built.source ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
@@ -1269,9 +1269,17 @@ const SEARCH_OPTIONS = {
  * was found by Index.load only after the model had loaded, a second or more, or a download of the default model's
  * stand-in). A ColtrastError: main() prints it and exits 2.
  */
-function builtWith(dir: string): { source?: string; truncateDim?: number } {
+function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number } {
   readIndexManifest(path.resolve(dir));
-  return Index.modelOptions(dir);
+  const built = Index.modelOptions(dir);
+  // Without --model, index.json's model.source is what loads. Another value than a folder or hub id (a hand edit)
+  // was reported as --model's, a flag not given, or (null) taken for none: the default model loaded, a second or a
+  // download, to be refused as another model.
+  const source: unknown = built.source;
+  if (model === undefined && source !== undefined && (typeof source !== 'string' || source.trim() === '')) {
+    throw new ColtrastError('INVALID_ARGUMENT', `index ${dir}: index.json says model.source ${JSON.stringify(source)}, not the folder or Hugging Face id of the model that built it; give that model with --model <dir|hub id>`);
+  }
+  return built;
 }
 
 async function searchCommand(argv: string[]): Promise<void> {
@@ -1294,7 +1302,7 @@ async function searchCommand(argv: string[]): Promise<void> {
   }
   if (positionals.length === 0) fail('search needs at least one question');
   const k = numberFlag('k', values.k, 'count') ?? 5;
-  const built = builtWith(values.index);
+  const built = builtWith(values.index, values.model);
   const model = values.model ?? built.source ?? DEFAULT_MODEL;
   const candidates = numberFlag('candidates', values.candidates, 'count');
   if (values.reranker && values.rerank && values.rerank !== 'none') fail('give --rerank maxsim or --reranker <cross-encoder>, not both');
@@ -1400,7 +1408,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (values.writable) checkWritable(values.index!, '--index', 'folder'); // saves write beside it
   await checkListen(host, port); // before the models load
   const load = { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined, threads: numberFlag('threads', values.threads, 'count') };
-  const built = values.index ? builtWith(values.index) : {};
+  const built = values.index ? builtWith(values.index, values['no-model'] ? '' : values.model) : {};
   const modelSource = values['no-model'] ? undefined : (values.model ?? built.source ?? DEFAULT_MODEL);
   // The vectors' width: --truncate-dim, else the index's (an index built with cut vectors is searched with them).
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;

@@ -106,7 +106,10 @@ function tensor(name: string, value: unknown, rank: number, kind: 'float' | 'mas
   if (!(t.data instanceof type)) throw invalid(`${name}.data`, `a ${type.name}`, t.data);
   const size = t.dims.reduce((a, b) => a * b, 1);
   if (t.data.length !== size) {
-    throw new ColtrastError('INVALID_ARGUMENT', `${name}.data has ${t.data.length} elements but dims [${t.dims.join(', ')}] need ${size}`);
+    // A view of a buffer transferred to another thread (postMessage, structuredClone) has no elements left, and Node 20
+    // cannot tell it from an empty one (ArrayBuffer.prototype.detached is Node 22's).
+    const empty = t.data.length === 0 && t.data.buffer.byteLength === 0 ? ' (its buffer is empty: if it was transferred to another thread, pass a copy, or transfer it after the promise settles)' : '';
+    throw new ColtrastError('INVALID_ARGUMENT', `${name}.data has ${t.data.length} elements but dims [${t.dims.join(', ')}] need ${size}${empty}`);
   }
   return t.dims;
 }

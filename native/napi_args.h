@@ -202,10 +202,15 @@ struct HeldArray {
   size_t elements = 0;
 
   HeldArray() = default;
-  explicit HeldArray(const Napi::TypedArray& array)
-      : reference(Napi::Persistent(array)),
-        data(static_cast<const uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset()),
-        elements(array.ElementLength()) {}
+  // The address from napi_get_typedarray_info (the view's first element), which a SharedArrayBuffer's views have too;
+  // array.ArrayBuffer().Data() refuses a SharedArrayBuffer ("Invalid argument").
+  explicit HeldArray(const Napi::TypedArray& array) : reference(Napi::Persistent(array)), elements(array.ElementLength()) {
+    void* first = nullptr;
+    if (napi_get_typedarray_info(array.Env(), array, nullptr, nullptr, &first, nullptr, nullptr) != napi_ok) {
+      throw invalidArgument("a typed array whose memory cannot be read (a detached buffer?)");
+    }
+    data = first;
+  }
 };
 
 // A store's remove(keep) flags: a Uint8Array with one flag per row, copied for the worker that removes them.

@@ -245,3 +245,40 @@ test('trainRag() refuses a table without an answer column, with an empty cell, w
   }
   t.false(fs.existsSync(base.output));
 });
+
+// Carriage returns in and between quoted cells: each expected value is what Python's csv module (newline='') reads from the same bytes.
+
+const CSV_CASES: [name: string, text: string, rows: string[][]][] = [
+  ['mixed.csv', 'a,b\r\n1,"x\r\ny"\n2,"p\nq"\r\n3,z', [['1', 'x\r\ny'], ['2', 'p\nq'], ['3', 'z']]],
+  ['cr-before-quote.csv', 'a,b\n1,"x\r"\n2,"y\r"\r\n', [['1', 'x\r'], ['2', 'y\r']]],
+  ['no-line-end.csv', 'a,b\r\n1,"multi\r\nline"', [['1', 'multi\r\nline']]],
+  ['cr-at-end.csv', 'a,b\n1,2\r', [['1', '2']]],
+  ['quoted-cr-at-end.csv', 'a,b\n1,"2\r"\r', [['1', '2\r']]],
+  ['blank-crlf.csv', 'a,b\r\n\r\n1,2\r\n\r\n', [['1', '2']]],
+  ['quoted-tab.tsv', 'a\tb\n1\t"x\ty"\r\n2\t"p\r\nq"\n', [['1', 'x\ty'], ['2', 'p\r\nq']]],
+];
+
+test('CSV and TSV with carriage returns in and between quoted cells read as Python\'s csv module reads them', async (t) => {
+  const dir = tempDir();
+  for (const [name, text, rows] of CSV_CASES) {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, text);
+    t.deepEqual(await parseCsv(file, () => (fields) => fields, { keepBlankRows: true }), rows, name);
+  }
+});
+
+test('a 2 MiB quoted cell of CRLF lines, across the line reader\'s 1 MiB chunks, is read whole, .csv and .csv.gz, and the next record keeps its line', async (t) => {
+  const dir = tempDir();
+  const line = `${'x'.repeat(59)}é ""q""\r\n`; // 64 characters in the file, 60 + '"q"' + CRLF in the cell
+  const count = (2 * 1024 * 1024) / 64;
+  const text = `id,text\r\n1,"${line.repeat(count)}"\r\n2,after\r\n`;
+  const cell = `${'x'.repeat(59)}é "q"\r\n`.repeat(count);
+  for (const [name, bytes] of [['big.csv', Buffer.from(text)], ['big.csv.gz', zlib.gzipSync(text)]] as const) {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, bytes);
+    const rows = await parseCsv(file, () => (fields, where) => [where.slice(file.length + 1), ...fields]);
+    t.is(rows.length, 2, name);
+    t.true(rows[0][2] === cell, `${name}: the cell (${rows[0][2].length} characters, ${cell.length} expected)`);
+    t.deepEqual(rows[1], [`${count + 3}`, '2', 'after'], name);
+  }
+});

@@ -555,3 +555,21 @@ test.serial('huge /tokenize requests do not hold up the other routes\' tokenizin
     await s.close();
   }
 });
+
+test('concurrent /tokenize and /decode requests are each answered with their own text, as when sent alone', async (t) => {
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu', threads: 1 });
+  const s = await serve({ encoder: enc, port: 0 });
+  const post = async (route: string, body: unknown) => (await fetch(`${s.url}${route}`, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } })).json();
+  try {
+    const texts = Array.from({ length: 12 }, (_, i) => `text number ${i} ${'word '.repeat(i * 40)}`.trim());
+    const alone: any[] = [];
+    for (const inputs of texts) alone.push(await post('/tokenize', { inputs }));
+    const ids = alone.map((answer) => answer[0].map((token: { id: number }) => token.id));
+    const [tokenized, decoded] = await Promise.all([Promise.all(texts.map((inputs) => post('/tokenize', { inputs }))), Promise.all(ids.map((list) => post('/decode', { ids: list })))]);
+    t.deepEqual(tokenized, alone);
+    t.deepEqual(decoded, texts.map((text) => [text]));
+  } finally {
+    await s.close();
+    enc.dispose();
+  }
+});
