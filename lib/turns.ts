@@ -53,3 +53,24 @@ export async function mapInTurns<T, U>(items: readonly T[], each: (item: T, inde
   });
   return out;
 }
+
+/**
+ * @internal The longest stretch (ms) in which a 1 ms timer could not fire while `work` ran: how long the event loop was
+ * held at most (a server's other clients, Ctrl-C), and `work`'s result. The measure of the tests and benchmarks of
+ * the work done in turns (test/*, scripts/bench/ops-stall.js, serve-large.js).
+ */
+export async function longestStall<T>(work: () => Promise<T>): Promise<{ result: T; stallMs: number }> {
+  let last = performance.now();
+  let longest = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 1);
+  try {
+    const result = await work();
+    return { result, stallMs: Math.max(longest, performance.now() - last) };
+  } finally {
+    clearInterval(timer);
+  }
+}

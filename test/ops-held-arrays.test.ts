@@ -10,7 +10,7 @@ import test from 'ava';
 import { Worker } from 'node:worker_threads';
 import { ColtrastError, ops } from '../lib';
 import { loadAddon } from '../lib/native';
-import { longestStall } from './helpers/stall';
+import { longestStall } from '../lib/turns';
 
 const WIDTH = 128;
 const DOC_TOKENS = 100;

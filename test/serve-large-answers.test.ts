@@ -14,7 +14,7 @@ import { ANSWER_CHUNK, jsonPieces } from '../lib/serve-common';
 import { tempDir } from './helpers/fixture';
 import { rows } from './helpers/vectors';
 import { until } from './helpers/wait';
-import { longestStall } from './helpers/stall';
+import { longestStall } from '../lib/turns';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { makeRandomBert } = require('../scripts/fixtures/random-bert.js');
 

@@ -7,7 +7,7 @@
 import test from 'ava';
 import type { Matrix } from '../lib';
 import { PRODUCT_BLOCK_FLOATS, maxsimScores, pairwiseSimilarity, similarityMatrix, type SimilarityFunction } from '../lib/similarity';
-import { longestStall as stalled } from './helpers/stall';
+import { longestStall as stalled } from '../lib/turns';
 
 let seed = 34;
 const rand = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;

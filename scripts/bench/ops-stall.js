@@ -26,22 +26,8 @@ const { values } = parseArgs({
 });
 const [N, L, D, rounds] = ['docs', 'length', 'dim', 'rounds'].map((k) => Number(values[k]));
 const { ops } = require(path.resolve(values.dist, 'index.js'));
-
-async function longestStall(work) {
-  let last = performance.now();
-  let longest = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    longest = Math.max(longest, now - last);
-    last = now;
-  }, 1);
-  try {
-    const result = await work();
-    return { result, stall: Math.max(longest, performance.now() - last) };
-  } finally {
-    clearInterval(timer);
-  }
-}
+// The measure is this checkout's, whichever build is measured (an older one may lack it).
+const { longestStall } = require(path.join(ROOT, 'dist', 'turns.js'));
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -65,7 +51,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     const computes = [];
     for (let r = 0; r < rounds; r++) {
       const started = performance.now();
-      const { result, stall } = await longestStall(() => ops.maxsim(...args, options()));
+      const { result, stallMs: stall } = await longestStall(() => ops.maxsim(...args, options()));
       totals.push(performance.now() - started);
       stalls.push(stall);
       computes.push(result.computeMs);

@@ -31,6 +31,8 @@ const { values } = parseArgs({
 });
 const { Encoder, serve } = require(path.resolve(values.dist, 'index.js'));
 const { makeRandomBert } = require(path.join(ROOT, 'scripts', 'fixtures', 'random-bert.js'));
+// The measure is this checkout's, whichever build is measured (an older one may lack it).
+const { longestStall } = require(path.join(ROOT, 'dist', 'turns.js'));
 
 const WORDS = 'the quick brown fox jumps over lazy dog model text search cat'.split(' ');
 
@@ -81,15 +83,7 @@ async function main() {
     const [route, body] = ROUTES[name](texts);
     const rounds = [];
     for (let r = 0; r <= Number(values.rounds); r++) {
-      let last = performance.now();
-      let stall = 0;
-      const timer = setInterval(() => {
-        const now = performance.now();
-        stall = Math.max(stall, now - last);
-        last = now;
-      }, 1);
-      const answer = await post(server.url + route, body);
-      clearInterval(timer);
+      const { result: answer, stallMs: stall } = await longestStall(() => post(server.url + route, body));
       if (answer.status !== 200) throw new Error(`${route} answered ${answer.status}: ${answer.start}`);
       if (r > 0) rounds.push({ ...answer, stallMs: stall });
     }
