@@ -171,8 +171,8 @@ inline Napi::Float32Array float32Array(Napi::Env env, const torch::Tensor& t) {
 }
 
 // A worker's float32 result handed to JS without a copy on the JS thread: a Float32Array over the tensor's own memory,
-// which the array keeps alive (an external ArrayBuffer, whose finalizer drops the tensor). Copying 300 MB of
-// gradients there held the event loop ~0.5 s. Only for a tensor nothing else holds or changes (a fresh result):
+// which the array keeps alive (an external ArrayBuffer, whose finalizer drops the tensor). A copy there of 300 MB of
+// gradients was part of the second an op's call held the event loop. Only for a tensor nothing else holds or changes (a fresh result):
 // the array shares its memory. Where external buffers are not allowed (runtimes with V8's sandbox, e.g. Electron)
 // it is a copy after all.
 inline Napi::Float32Array float32ArrayTaking(Napi::Env env, torch::Tensor t) {

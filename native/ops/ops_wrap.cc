@@ -1,8 +1,8 @@
 // The loss operations for JavaScript (lib/ops.ts): each call holds its typed arrays and, off the JS thread
 // (promise_worker.h), copies them, runs the op and, when asked, its backward, and resolves with the value and the
-// input gradients as float32 arrays over the results' own memory (nothing the size of the inputs is copied on the JS
-// thread: 300 MB of documents held the event loop over a second when it was). Training does not go through here (it calls ops/autograd.h directly in C++); this is
-// for tests, benchmarks and users who want the ops on their own.
+// input gradients as float32 arrays over the results' own memory: nothing the size of the inputs is copied on the JS
+// thread (300 MB of documents held the event loop over a second when it was). Training does not go through here (it
+// calls ops/autograd.h directly in C++); this is for tests, benchmarks and users who want the ops on their own.
 #include "ops/ops_wrap.h"
 
 #include <torch/torch.h>
@@ -137,7 +137,9 @@ class OpWorker : public PromiseWorker {
     const torch::ScalarType dtype = parseDtype(call_.dtype);
     torch::AutoGradMode grad(call_.backward);
     std::map<std::string, torch::Tensor> t;
-    // Copies (copy = true even where device and dtype match): JS may write to its arrays while the op runs.
+    // Copies (copy = true even where device and dtype match): no tensor of the op shares JS memory, so no result handed
+    // back over its own memory (float32ArrayTaking) can be a view of an input, and a write to an array meanwhile
+    // (which lib/ops.ts asks callers not to make) changes nothing mid-op.
     for (auto& [name, host] : inputs_) {
       void* data = const_cast<void*>(host.array.data);
       if (host.isMask) {
