@@ -1266,8 +1266,8 @@ const SEARCH_OPTIONS = {
 /**
  * The model an index folder was built with (its source, and the width its vectors were cut to), its index.json read
  * and checked first: a folder that is no index, or whose index.json is damaged, is refused before any model loads (it
- * was found by Index.load only after the model had loaded, a second or more, or a download of the default model's
- * stand-in). A ColtrastError: main() prints it and exits 2.
+ * was found by Index.load only after the model had loaded: a second or more, or a download). `model`: the --model
+ * given, if any (then index.json's model.source is not what loads). A ColtrastError: main() prints it and exits 2.
  */
 function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number } {
   readIndexManifest(path.resolve(dir));
@@ -1408,7 +1408,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (values.writable) checkWritable(values.index!, '--index', 'folder'); // saves write beside it
   await checkListen(host, port); // before the models load
   const load = { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined, threads: numberFlag('threads', values.threads, 'count') };
-  const built = values.index ? builtWith(values.index, values['no-model'] ? '' : values.model) : {};
+  const built = values.index ? builtWith(values.index, values['no-model'] ? '--no-model' : values.model) : {}; // --no-model loads none
   const modelSource = values['no-model'] ? undefined : (values.model ?? built.source ?? DEFAULT_MODEL);
   // The vectors' width: --truncate-dim, else the index's (an index built with cut vectors is searched with them).
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;

@@ -6,8 +6,9 @@
  * Tensors are `{ dims, data }`: float32 embeddings in a Float32Array, masks in a Uint8Array (nonzero =
  * valid token). Each call runs off the JS thread, and reads its arrays there (the JS thread copies nothing the
  * size of the inputs or results: 300 MB of documents held the event loop over a second when it did), so a caller
- * must not write to them, or transfer them to another thread, until the promise settles, as with `fs.write`'s buffer. Pass `gradOutput` to also get the
- * input gradients (for a loss, usually 1); without it only the value is computed.
+ * must not write to them, or transfer them to another thread, until the promise settles, as with `fs.write`'s
+ * buffer. Pass `gradOutput` to also get the input gradients (for a loss, usually 1); without it only the value is
+ * computed.
  *
  * Every argument is checked here before native code runs (shapes, typed-array types, option names and
  * values); every failure, here or in native code, is a rejected promise with a ColtrastError
