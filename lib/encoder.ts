@@ -579,8 +579,8 @@ export class Encoder {
     return name === null ? undefined : prompts[name];
   }
 
-  /** The truncation length for `task`: a multi-vector model's query or document length, else the model's. */
-  private maxLengthFor(task: 'query' | 'document' | undefined): number {
+  /** @internal The truncation length for `task`: a multi-vector model's query or document length, else the model's (server's /info too). */
+  maxLengthFor(task: 'query' | 'document' | undefined): number {
     const mv = this.multi?.config;
     const positions = positionLimit(this.files.config);
     let length = this.files.maxSeqLength;

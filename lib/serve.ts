@@ -313,6 +313,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
           pooling: encoder && !encoder.multiVector ? encoder.pooling : null,
           normalize: encoder?.normalize ?? null,
           multi_vector: encoder?.multiVector !== undefined,
+          // Where a multi-vector model cuts (and pads, with query expansion) its queries and its documents: /tokenize's
+          // untruncated tokens are cut there, not at max_input_length.
+          ...(encoder?.multiVector && { max_query_length: encoder.maxLengthFor('query'), max_document_length: encoder.maxLengthFor('document') }),
           prompts: encoder?.prompts ?? {},
           device: encoder?.device ?? null,
           reranker: reranker ? { model_id: rerankerName, model_dir: reranker.modelDir, max_input_length: reranker.maxSeqLength } : null,

@@ -359,6 +359,11 @@ test('routes without their model say which flag starts the server with one; a mu
     t.is(searched.status, 200);
     t.deepEqual(searched.json.results[0].hits, (await residual.search(['what is late interaction'], { k: 3, nprobe: 1, fullScores: 2 }))[0]);
     t.like(((await (await fetch(`${indexed.url}/info`)).json()) as { index: object }).index, { token_storage: 'residual' });
+    // Where the multi-vector model cuts its queries and documents (a single-vector model's /info has neither).
+    const info: any = await (await fetch(`${mv.url}/info`)).json();
+    t.like(info, { multi_vector: true, max_query_length: 10, max_document_length: multi.maxSeqLength });
+    t.is((await multi.embed(['word '.repeat(40)], { output: 'tokens', task: 'query' }))[0].dims[0], info.max_query_length);
+    t.false('max_query_length' in ((await (await fetch(`${server.url}/info`)).json()) as object));
   } finally {
     await rerankOnly.close();
     await mv.close();
