@@ -35,6 +35,7 @@ import { generationRoutes } from './serve-generation';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, positiveInteger } from './validate';
 import { BatchQueue, Cors, HttpError, fields, optional, requiredTexts, stringValue, textList, tokenIdLists, tokenizeAnswer, ANSWER_CHUNK, jsonPieces, type AppendedTokens, type Body, type CorsOptions, type QueueStats, type Route } from './serve-common';
 import type { TokenOffsets } from './tokenizer';
+import { nextTurn } from './turns';
 
 export { BatchQueue, type CorsOptions, type QueueStats } from './serve-common';
 
@@ -990,7 +991,7 @@ async function expansionTokens(model: Encoder, tokens: TokenOffsets, task: 'quer
   const appendedTo = (own: number[]) => model.modelInputs([{ ids: own, typeIds: new Array<number>(own.length).fill(0) }], task)[0].ids.slice(own.length);
   const ids: number[][] = [];
   for (let i = 0; i < tokens.ends.length; i++) {
-    if (i > 0) await new Promise((resolve) => setImmediate(resolve));
+    if (i > 0) await nextTurn();
     const own = tokens.ids.subarray(i === 0 ? 0 : tokens.ends[i - 1], tokens.ends[i]);
     let appended = appendedTo(Array.from(own.subarray(0, EXPANSION_PROBE)));
     // An expansion longer than the probe: the whole text, then.
