@@ -8,29 +8,46 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
-import { CrossEncoder, type CrossEncoderLoadOptions } from './cross-encoder';
-import { Encoder, setThreads, type Device, type DType } from './encoder';
+import type { CrossEncoder, CrossEncoderLoadOptions } from './cross-encoder';
+import type { Device, DType } from './encoder';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
-import { cpuMemory, runtimeInfo } from './runtime';
-import { evaluate, type EvalMode, type EvaluateResult } from './evaluate';
+import type { EvalMode, EvaluateResult } from './evaluate';
 import { atomicOutput, checkWritable, fileSystemErrorMessage, notAFile, removeTemporaryFiles, writtenInPlace } from './files';
 import { CSV, countLines, fileLines, parseCsv, parseJsonLines } from './data-files';
 import { METRICS } from './ir-metrics';
-import { TRAIN_CONFIG_SCHEMA, checkTrainConfig } from './config-schema';
-import { Index, STORAGES, TOKEN_STORAGES, checkIndexFolder, type Fusion, type IndexDoc, type Storage, type TokenStorage } from './search-index';
-import { readIndexManifest } from './index-manifest';
-import { exportIndex } from './export';
-import { setDefaultDownloadProgress, type DownloadProgress } from './hub';
-import { mineHardNegatives, miningReport, type MineOptions } from './mining';
-import { generateQueries, type GenerateQueriesOptions } from './query-generation';
-import { countCsvDocuments, indexDocumentSlices } from './index-docs';
-import { train, type RetrievalMetrics, type TrainOptions } from './train';
+import type { Fusion, Index, IndexDoc, Storage, TokenStorage } from './search-index';
+import type { DownloadProgress } from './hub';
+import type { MineOptions } from './mining';
+import type { GenerateQueriesOptions } from './query-generation';
+import type { RetrievalMetrics, TrainOptions } from './train';
 import { JSONL } from './train-data';
 import { vectorFormat, vectorWriter } from './vector-files';
-import { Generator } from './generator';
-import { Rag, trainRag, type RagTrainOptions } from './rag';
-import { serve } from './serve';
+import type { RagTrainOptions } from './rag';
+
+/*
+ * The modules of some commands only, required where a command first uses them rather than at start: loading them all
+ * took ~0.2 s of every run (Ajv compiling the train config's schema alone ~0.1 s), `coltrast --help`, a flag's error
+ * and `embed` included. Their types are imported above, which loads nothing.
+ */
+/* eslint-disable @typescript-eslint/no-require-imports */
+const encoderModule = () => require('./encoder') as typeof import('./encoder');
+const runtimeModule = () => require('./runtime') as typeof import('./runtime');
+const hubModule = () => require('./hub') as typeof import('./hub');
+const crossEncoderModule = () => require('./cross-encoder') as typeof import('./cross-encoder');
+const evaluateModule = () => require('./evaluate') as typeof import('./evaluate');
+const configSchemaModule = () => require('./config-schema') as typeof import('./config-schema');
+const searchIndexModule = () => require('./search-index') as typeof import('./search-index');
+const indexManifestModule = () => require('./index-manifest') as typeof import('./index-manifest');
+const exportModule = () => require('./export') as typeof import('./export');
+const miningModule = () => require('./mining') as typeof import('./mining');
+const queryGenerationModule = () => require('./query-generation') as typeof import('./query-generation');
+const indexDocsModule = () => require('./index-docs') as typeof import('./index-docs');
+const trainModule = () => require('./train') as typeof import('./train');
+const generatorModule = () => require('./generator') as typeof import('./generator');
+const ragModule = () => require('./rag') as typeof import('./rag');
+const serveModule = () => require('./serve') as typeof import('./serve');
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 /** Commands without --model use the model coltrast ships (see default-model/README.md). */
 const DEFAULT_MODEL = 'default';
@@ -512,6 +529,7 @@ const INFO_OPTIONS = { json: { type: 'boolean' } } as const;
 
 async function info(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: INFO_OPTIONS, strict: true });
+  const { cpuMemory, runtimeInfo } = runtimeModule();
   const r = runtimeInfo();
   if (values.json) {
     console.log(JSON.stringify({ ...r, cpuMemory: cpuMemory() }, null, 2));
@@ -581,7 +599,7 @@ async function embed(argv: string[]): Promise<void> {
   const texts = await readTexts(positionals[0]);
   if (texts.length === 0) fail(`input file ${positionals[0]} holds no texts: give one text a line (a .jsonl file: one {"text": ...} a line)`);
   const started = Date.now();
-  const enc = await Encoder.load(values.model ?? DEFAULT_MODEL, {
+  const enc = await encoderModule().Encoder.load(values.model ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
     threads: numberFlag('threads', values.threads, 'count'),
@@ -717,7 +735,7 @@ async function trainCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
   if (positionals.length > 0) fail('train takes flags only (see coltrast help)');
   if (values['print-schema']) {
-    console.log(JSON.stringify(TRAIN_CONFIG_SCHEMA, null, 2));
+    console.log(JSON.stringify(configSchemaModule().TRAIN_CONFIG_SCHEMA, null, 2));
     return;
   }
   const v = Object.fromEntries(
@@ -732,7 +750,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     } catch (error) {
       fail(`${v.config}: not valid JSON (${(error as Error).message})`);
     }
-    checkTrainConfig(config, v.config);
+    configSchemaModule().checkTrainConfig(config, v.config);
   }
   const names = nameFlags(TRAIN_FLAGS, values, TRAIN_FLAG_OPTIONS, ['lora-targets', 'matryoshka', 'cross-encoder-tokens']);
   // An option --config sets and no flag overrides keeps its name (the config file's key): its flag was not given.
@@ -788,7 +806,7 @@ async function trainCommand(argv: string[]): Promise<void> {
   outputTo(o.output, '--output', 'folder');
   interruptNote = checkpointNote(o.output);
   interruptAbort = new AbortController();
-  const result = await train(steppedProgress({ ...(o as TrainOptions), progressBar: !v.json, signal: interruptAbort.signal }))
+  const result = await trainModule().train(steppedProgress({ ...(o as TrainOptions), progressBar: !v.json, signal: interruptAbort.signal }))
     .catch(interruptedRun)
     .finally(() => (interruptAbort = undefined)); // a signal while the results print ends the process as any command's
   if (v.json) {
@@ -868,7 +886,7 @@ async function mineCommand(argv: string[]): Promise<void> {
   const options = Object.fromEntries(Object.entries(rest).filter(([key]) => !(PLAID_MINE_FLAGS as readonly string[]).includes(key)));
   if (Object.keys(settings).length > 0 && !plaid) fail('--residual-bits, --centroids, --nprobe and --full-scores set the PLAID search: add --plaid');
   const bars = new Map<string, ProgressBar>();
-  const result = await mineHardNegatives({
+  const result = await miningModule().mineHardNegatives({
     ...(options as MineOptions),
     ...(plaid && { plaid: Object.keys(settings).length > 0 ? settings : true }),
     model: options.model ?? DEFAULT_MODEL,
@@ -884,7 +902,7 @@ async function mineCommand(argv: string[]): Promise<void> {
     say(JSON.stringify({ ...summary, rows: rows.length }));
     return;
   }
-  say(miningReport(result));
+  say(miningModule().miningReport(result));
   say(`${rows.length} ${result.format} rows (${result.queries} queries, ${result.corpus} documents, candidates ranked to ${result.rangeMax}) -> ${result.output}`);
 }
 
@@ -905,7 +923,7 @@ async function generateQueriesCommand(argv: string[]): Promise<void> {
   const { json, consistencyModel, consistencyK, ...options } = o;
   if (consistencyK !== undefined && !consistencyModel) fail('--consistency-k sets the consistency filter: add --consistency-model');
   const bar = json ? undefined : new ProgressBar('generate', 'documents');
-  const result = await generateQueries({
+  const result = await queryGenerationModule().generateQueries({
     ...(options as GenerateQueriesOptions),
     ...(consistencyModel && { consistency: { model: consistencyModel, ...(consistencyK !== undefined && { k: consistencyK }) } }),
     onProgress: bar && ((done, total) => bar.update(done, total)),
@@ -930,7 +948,7 @@ async function ragTrainCommand(argv: string[]): Promise<void> {
   const { json, ...options } = o;
   interruptNote = checkpointNote(o.output);
   interruptAbort = new AbortController();
-  const result = await trainRag(steppedProgress({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json, signal: interruptAbort.signal })).catch((error: unknown) => {
+  const result = await ragModule().trainRag(steppedProgress({ ...(options as RagTrainOptions), retriever: options.retriever ?? DEFAULT_MODEL, progressBar: !json, signal: interruptAbort.signal })).catch((error: unknown) => {
     // The library names its options (overwrite: true, resume: true); here they are flags.
     if (error instanceof ColtrastError) error.message = error.message.replace('pass overwrite: true to replace it, or resume: true', 'pass --overwrite to replace it, or --resume');
     return interruptedRun(error);
@@ -957,15 +975,15 @@ async function askCommand(argv: string[]): Promise<void> {
   if (!o.corpus) fail('ask needs --corpus');
   systemNeedsChat(o);
   const load = { device: (o.device ?? 'auto') as Device, threads: o.threads };
-  const retriever = await Encoder.load(o.retriever ?? DEFAULT_MODEL, load);
+  const retriever = await encoderModule().Encoder.load(o.retriever ?? DEFAULT_MODEL, load);
   // --dtype is the generator's (the larger model), as generate's.
-  const generator = await Generator.load(o.generator, { ...load, dtype: o.dtype as DType | undefined }).catch((error: unknown) => {
+  const generator = await generatorModule().Generator.load(o.generator, { ...load, dtype: o.dtype as DType | undefined }).catch((error: unknown) => {
     retriever.dispose();
     throw error;
   });
   try {
     const corpusBar = o.json ? undefined : new ProgressBar('corpus', 'documents');
-    const rag = await Rag.create({
+    const rag = await ragModule().Rag.create({
       retriever, generator, corpus: o.corpus, template: o.template, chat: o.chat, system: o.system, onProgress: corpusBar && ((done, total) => corpusBar.update(done, total)),
     });
     const answers = await rag.answer(positionals, { k: o.k, maxNewTokens: o.maxNewTokens, numBeams: o.numBeams });
@@ -993,7 +1011,7 @@ async function generateCommand(argv: string[]): Promise<void> {
   if (positionals.length === 0) fail('generate takes one or more prompts');
   if (!o.model) fail('generate needs --model (a causal LM folder or hub id)');
   systemNeedsChat(o);
-  const generator = await Generator.load(o.model, { device: (o.device ?? 'auto') as Device, dtype: o.dtype as DType | undefined, threads: o.threads });
+  const generator = await generatorModule().Generator.load(o.model, { device: (o.device ?? 'auto') as Device, dtype: o.dtype as DType | undefined, threads: o.threads });
   try {
     const system = o.system !== undefined ? [{ role: 'system', content: o.system as string }] : [];
     const prompts = o.chat ? positionals.map((p) => [...system, { role: 'user', content: p }]) : positionals;
@@ -1025,12 +1043,14 @@ function metricsTable(results: { name: string; result: EvaluateResult }[]): stri
 
 /** --storage's value (undefined when absent), one of the index storages. */
 function storageFlag(raw: string | undefined): Storage | undefined {
+  const { STORAGES } = searchIndexModule();
   if (raw !== undefined && !(STORAGES as readonly string[]).includes(raw)) fail(`--storage must be ${STORAGES.slice(0, -1).join(', ')} or ${STORAGES.at(-1)}, got ${raw}`);
   return raw as Storage | undefined;
 }
 
 /** --token-storage's value (undefined when absent). */
 function tokenStorageFlag(raw: string | undefined): TokenStorage | undefined {
+  const { TOKEN_STORAGES } = searchIndexModule();
   if (raw !== undefined && !(TOKEN_STORAGES as readonly string[]).includes(raw)) fail(`--token-storage must be ${TOKEN_STORAGES.join(' or ')}, got ${raw}`);
   return raw as TokenStorage | undefined;
 }
@@ -1044,7 +1064,7 @@ function plaidFlags(values: { nprobe?: string; 'full-scores'?: string }): { npro
 async function loadReranker(values: { reranker?: string; 'reranker-adapter'?: string; 'no-adapter-base-check'?: boolean }, options: CrossEncoderLoadOptions): Promise<CrossEncoder | undefined> {
   if (values['reranker-adapter'] !== undefined && !values.reranker) fail('--reranker-adapter goes on the cross-encoder: give --reranker <dir|hub id> too');
   if (!values.reranker) return undefined;
-  const load = CrossEncoder.load(values.reranker, {
+  const load = crossEncoderModule().CrossEncoder.load(values.reranker, {
     ...options,
     ...(values['reranker-adapter'] !== undefined && { adapter: values['reranker-adapter'] }),
     ...(values['no-adapter-base-check'] && { checkAdapterBase: false }),
@@ -1099,7 +1119,7 @@ async function evalCommand(argv: string[]): Promise<void> {
   // Without --model: the default model, unless the mode needs none (bm25).
   const model = values.model ?? (values.mode === 'bm25' ? undefined : DEFAULT_MODEL);
   const threads = numberFlag('threads', values.threads, 'count');
-  if (threads !== undefined) setThreads(threads); // every model evaluate() loads runs on them
+  if (threads !== undefined) encoderModule().setThreads(threads); // every model evaluate() loads runs on them
   const reranker = await loadReranker(values, { device: common.device });
   const systems: { name: string; model?: string; mode?: EvalMode; reranker?: CrossEncoder }[] = [
     {
@@ -1123,7 +1143,7 @@ async function evalCommand(argv: string[]): Promise<void> {
       if (i > 0) flagNames!.options.model = 'compare'; // the second system's model
       // evaluate() refuses options its mode does not use: a --compare system leaves out the main one's.
       const unused = i === 0 ? {} : { hybridWeight: undefined, fusion: undefined, candidates: undefined, ...(s.mode === 'bm25' ? { storage: undefined, rescoreMultiplier: undefined } : { bm25: undefined }) };
-      results.push({ name: s.name, result: await evaluate({ ...common, ...unused, model: s.model, mode: s.mode, reranker: s.reranker, ...cut }) });
+      results.push({ name: s.name, result: await evaluateModule().evaluate({ ...common, ...unused, model: s.model, mode: s.mode, reranker: s.reranker, ...cut }) });
     }
   } finally {
     reranker?.dispose();
@@ -1163,7 +1183,7 @@ async function indexCommand(argv: string[]): Promise<void> {
   const storage = storageFlag(values.storage);
   const update = values.update ?? false;
   outputTo(values.output, '--output', 'folder');
-  checkIndexFolder(values.output, '--output'); // before the model loads; a ColtrastError: main() prints it and exits 2
+  searchIndexModule().checkIndexFolder(values.output, '--output'); // before the model loads; a ColtrastError: main() prints it and exits 2
   if (update) {
     const fixed = ['late-interaction', 'storage', 'token-storage', 'residual-bits', 'centroids', 'pool-factor', 'truncate-dim'].filter((f) => values[f as keyof typeof values] !== undefined);
     if (fixed.length > 0) fail(`--update adds to the index as it was built: drop ${fixed.map((f) => `--${f}`).join(', ')}`);
@@ -1181,18 +1201,18 @@ async function indexCommand(argv: string[]): Promise<void> {
   if (JSONL.test(values.data) || table) {
     const problem = notAFile(values.data);
     if (problem) fail(`data file ${values.data} ${problem}`);
-    counted = table ? await countCsvDocuments(values.data) : await countLines(values.data);
+    counted = table ? await indexDocsModule().countCsvDocuments(values.data) : await countLines(values.data);
     if (counted === 0) noDocuments();
   }
   const built = update ? builtWith(values.output, values.model) : {};
-  const enc = await Encoder.load(values.model ?? built.source ?? DEFAULT_MODEL, {
+  const enc = await encoderModule().Encoder.load(values.model ?? built.source ?? DEFAULT_MODEL, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
     truncateDim: update ? built.truncateDim : numberFlag('truncate-dim', values['truncate-dim'], 'count'),
     threads: numberFlag('threads', values.threads, 'count'),
   });
   try {
-    const { total, slices } = await indexDocumentSlices(values.data, enc, !update && values['token-storage'] === 'residual', counted);
+    const { total, slices } = await indexDocsModule().indexDocumentSlices(values.data, enc, !update && values['token-storage'] === 'residual', counted);
     if (total === 0) noDocuments();
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
     let done = 0;
@@ -1211,7 +1231,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     };
     if (update) {
       // Documents whose ids the index holds are replaced, the others added (Index.upsert); the folder is replaced whole.
-      const index = await Index.load(values.output, enc);
+      const index = await searchIndexModule().Index.load(values.output, enc);
       const before = index.size;
       let replaced = 0;
       for await (const slice of slices) {
@@ -1237,11 +1257,11 @@ async function indexCommand(argv: string[]): Promise<void> {
     let index: Index | undefined;
     for await (const slice of slices) {
       const docs = checked(slice, (id) => index?.has(id) ?? false);
-      if (!index) index = await Index.build(enc, docs, { ...options, onProgress: progress(docs.length) });
+      if (!index) index = await searchIndexModule().Index.build(enc, docs, { ...options, onProgress: progress(docs.length) });
       else await index.add(docs, { onProgress: progress(docs.length) });
       done += docs.length;
     }
-    index ??= await Index.build(enc, [], options);
+    index ??= await searchIndexModule().Index.build(enc, [], options);
     await index.save(values.output, { overwrite: true });
     const summary = {
       documents: index.size,
@@ -1270,8 +1290,8 @@ const SEARCH_OPTIONS = {
  * given, if any (then index.json's model.source is not what loads). A ColtrastError: main() prints it and exits 2.
  */
 function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number } {
-  readIndexManifest(path.resolve(dir));
-  const built = Index.modelOptions(dir);
+  indexManifestModule().readIndexManifest(path.resolve(dir));
+  const built = searchIndexModule().Index.modelOptions(dir);
   // Without --model, index.json's model.source is what loads. Another value than a folder or hub id (a hand edit)
   // was reported as --model's, a flag not given, or (null) taken for none: the default model loaded, a second or a
   // download, to be refused as another model.
@@ -1308,11 +1328,11 @@ async function searchCommand(argv: string[]): Promise<void> {
   if (values.reranker && values.rerank && values.rerank !== 'none') fail('give --rerank maxsim or --reranker <cross-encoder>, not both');
   const device = (values.device ?? 'auto') as Device;
   const threads = numberFlag('threads', values.threads, 'count');
-  const enc = await Encoder.load(model, { device, truncateDim: built.truncateDim, threads });
+  const enc = await encoderModule().Encoder.load(model, { device, truncateDim: built.truncateDim, threads });
   let reranker: CrossEncoder | undefined;
   try {
     reranker = await loadReranker(values, { device, threads });
-    const index = await Index.load(values.index, enc, { mmap: values.mmap ?? false });
+    const index = await searchIndexModule().Index.load(values.index, enc, { mmap: values.mmap ?? false });
     const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
     const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values), ...(filter !== undefined && { filter }),
       mmrLambda: numberFlag('mmr', values.mmr, 'number'),
@@ -1357,7 +1377,7 @@ async function exportCommand(argv: string[]): Promise<void> {
   const vectorIndex = values['vector-index'] ?? 'auto';
   if (!['auto', 'hnsw', 'ivfflat', 'none'].includes(vectorIndex)) fail(`--vector-index must be auto, hnsw, ivfflat or none, got ${vectorIndex}`);
   const bar = values.json ? undefined : new ProgressBar('export', 'rows');
-  const r = await exportIndex(values.index, values.output, {
+  const r = await exportModule().exportIndex(values.index, values.output, {
     format,
     table: values.table,
     vectorIndex: vectorIndex as 'auto',
@@ -1413,14 +1433,14 @@ async function serveCommand(argv: string[]): Promise<void> {
   // The vectors' width: --truncate-dim, else the index's (an index built with cut vectors is searched with them).
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;
   if (values['no-model'] && values['truncate-dim'] !== undefined) fail('--truncate-dim cuts the embedding model\'s vectors: --no-model has none');
-  const enc = modelSource ? await Encoder.load(modelSource, { ...load, truncateDim, adapter: values.adapter, ...(values['no-adapter-base-check'] && { checkAdapterBase: false }) }) : undefined;
+  const enc = modelSource ? await encoderModule().Encoder.load(modelSource, { ...load, truncateDim, adapter: values.adapter, ...(values['no-adapter-base-check'] && { checkAdapterBase: false }) }) : undefined;
   const reranker = await loadReranker(values, load);
-  const index = values.index && enc ? await Index.load(values.index, enc, { mmap: values.mmap ?? false }) : undefined;
-  const generator = values.generator ? await Generator.load(values.generator, load) : undefined;
+  const index = values.index && enc ? await searchIndexModule().Index.load(values.index, enc, { mmap: values.mmap ?? false }) : undefined;
+  const generator = values.generator ? await generatorModule().Generator.load(values.generator, load) : undefined;
   const bar = values.corpus ? new ProgressBar('corpus', 'documents') : undefined;
   const rag =
     values.corpus && enc && generator
-      ? await Rag.create({
+      ? await ragModule().Rag.create({
           retriever: enc,
           generator,
           corpus: values.corpus,
@@ -1438,7 +1458,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     const said = /^saving the index to /.test(error.message) ? error.message : `saving the index to ${saveTo} failed: ${fileSystemErrorMessage(error, saveTo) ?? error.message}`;
     process.stderr.write(`coltrast serve: ${said}\n`);
   };
-  const server = await serve({
+  const server = await serveModule().serve({
     encoder: enc,
     reranker,
     index,
@@ -1629,7 +1649,7 @@ async function main(): Promise<void> {
     console.log(commandHelp(command));
     return;
   }
-  setDefaultDownloadProgress(downloadBars());
+  hubModule().setDefaultDownloadProgress(downloadBars());
   handleInterrupts(command);
   await run(rest);
 }
