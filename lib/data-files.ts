@@ -12,6 +12,7 @@ import v8 from 'node:v8';
 import zlib from 'node:zlib';
 import { CsvError, parse as csvParser } from 'csv-parse';
 import { ColtrastError } from './errors';
+import { nextTurn } from './turns';
 
 /**
  * Bytes read at a time by fileLines. 1 MiB: a chunk's lines (~2,700 of MS MARCO's pairs) are parsed in a few
@@ -138,53 +139,95 @@ function compressedMark(file: string, head: Uint8Array): ColtrastError | undefin
 }
 
 /**
+ * Where fileLines ends lines, by the format's Python reader that a user compares with:
+ * - 'any': at '\n', '\r\n' or a lone '\r', as Python reads a text file (open() in text mode: universal newlines), so
+ *   a plain-text file of texts or a BEIR qrels TSV (csv.reader on open(), without newline='') splits as
+ *   `for line in open(f)` splits it: old Mac line ends are lines, not one text, and '\r\r\n' (a '\r\n' written
+ *   through Windows' text mode) is a line and a blank one (skipped), not a text that ends in '\r'.
+ * - 'lf': at '\n' only, the '\r' of a '\r\n' dropped: JSON Lines, whose separator is '\n' (jsonlines.org; pandas'
+ *   read_json(lines=True) splits there too). A valid JSON line holds a '\r' only as whitespace (a string cannot hold
+ *   one unescaped), which JSON.parse skips, so no value is read otherwise than Python reads it; a file whose lines
+ *   end in '\r' alone is one line that is not JSON, an error naming the fix (jsonLineHint) rather than a guess.
+ * - 'keep': where 'any' ends them, each line keeping its line end, so that the lines joined are the file's text: for
+ *   csvBatches, whose parser needs every character (a '\r' or '\n' ends a record only outside quotes, which only the
+ *   parser knows) and still gets a file of old Mac line ends a piece at a time.
+ */
+export type LineEnds = 'any' | 'lf' | 'keep';
+
+/**
  * Splits a file's bytes, given a chunk at a time, into lines: a line may span chunks (its bytes are joined once,
- * when its end is found) and a multi-byte character may too (lines are decoded whole). Lines end at '\n' ('\r\n'
- * too: the '\r' is dropped, unless `keepCr`); a UTF-8 byte-order mark at the start is dropped; a last line without
- * '\n' counts unless it is empty. Bytes that are not UTF-8 text (another encoding's, a NUL byte, a UTF-16 byte-order mark) are an error
- * naming the line, never decoded to U+FFFD: a chunk's whole lines are checked at once (a '\n' byte is never part of
- * a multi-byte character, so they hold whole characters), a line that spans chunks when it is joined.
+ * when its end is found) and a multi-byte character may too (lines are decoded whole); so may a '\r\n' (a line that
+ * ends a chunk with '\r' waits for the next chunk's first byte). Lines end as `ends` says; a UTF-8 byte-order mark at
+ * the start is dropped; a last line without a line end counts unless it is empty. Bytes that are not UTF-8 text
+ * (another encoding's, a NUL byte, a UTF-16 byte-order mark) are an error naming the line, never decoded to U+FFFD:
+ * a chunk's whole lines are checked at once (a '\n' or '\r' byte is never part of a multi-byte character, so they
+ * hold whole characters), a line that spans chunks when it is joined.
  */
 class LineSplitter {
-  /** The bytes of a line that started in an earlier chunk, one buffer per chunk. */
+  /** The bytes of a line that started in an earlier chunk (its line end too, once found), one buffer per chunk. */
   private pending: Buffer[] = [];
+  /** The pending line ends with a '\r' that ended its chunk: the line ends there, or with the next chunk's '\n'. */
+  private pendingCr = false;
   private first = true;
   /** The file's first bytes (of its first line), for compressedMark. */
   private head: Uint8Array = new Uint8Array(0);
   lineNumber = 0;
 
-  /** `keepCr`: a '\r' before a line's '\n' is kept, for a reader that needs every character (csvBatches' quoted fields). */
   constructor(
     private readonly file: string,
-    private readonly keepCr = false,
+    private readonly ends: LineEnds = 'any',
   ) {}
 
   /** The lines that end in `data`. */
   push(data: Buffer): string[] {
     const lines: string[] = [];
-    let nl = data.indexOf(0x0a);
-    if (nl < 0) {
-      if (data.length > 0) this.pending.push(data);
-      return lines;
-    }
-    // The lines after the chunk's first, which are whole in it: when they are UTF-8 text, they need no check each.
-    const checked = isUtf8Text(data.subarray(nl + 1, data.lastIndexOf(0x0a)));
+    if (data.length === 0) return lines;
     let start = 0;
-    for (; nl >= 0; start = nl + 1, nl = data.indexOf(0x0a, start)) {
-      this.pending.push(data.subarray(start, nl));
-      lines.push(this.decode(start > 0 && checked));
+    if (this.pendingCr) {
+      this.pendingCr = false;
+      if (data[0] === 0x0a) {
+        this.pending.push(data.subarray(0, 1));
+        start = 1;
+      }
+      lines.push(this.decode(false));
+    }
+    const crEnds = this.ends !== 'lf';
+    // The next '\n' and, where a lone '\r' ends a line too, the next '\r' (-1: none); a line ends at the first.
+    let lf = data.indexOf(0x0a, start);
+    let cr = crEnds ? data.indexOf(0x0d, start) : -1;
+    const firstEnd = lf < 0 ? cr : cr < 0 ? lf : Math.min(lf, cr);
+    // The lines after the chunk's first, which are whole in it: when they are UTF-8 text, they need no check each.
+    const checked = firstEnd >= 0 && isUtf8Text(data.subarray(firstEnd + 1, Math.max(data.lastIndexOf(0x0a), crEnds ? data.lastIndexOf(0x0d) : -1) + 1));
+    for (let end = firstEnd; end >= 0; ) {
+      const lineStart = start;
+      start = end + 1;
+      if (end === cr) {
+        if (start === data.length) {
+          this.pending.push(data.subarray(lineStart));
+          this.pendingCr = true;
+          return lines;
+        }
+        if (data[start] === 0x0a) start++;
+      }
+      this.pending.push(data.subarray(lineStart, start));
+      lines.push(this.decode(lineStart > firstEnd && checked));
+      if (lf >= 0 && lf < start) lf = data.indexOf(0x0a, start);
+      if (cr >= 0 && cr < start) cr = data.indexOf(0x0d, start);
+      end = lf < 0 ? cr : cr < 0 ? lf : Math.min(lf, cr);
     }
     if (start < data.length) this.pending.push(data.subarray(start));
     return lines;
   }
 
-  /** The last line, when the file does not end with '\n'. */
+  /** The last line: one without a line end, unless it is empty, or one that ends the file with '\r'. */
   end(): string[] {
+    const ended = this.pendingCr;
+    this.pendingCr = false;
     const last = this.pending.length > 0 ? this.decode(false) : '';
-    return last === '' ? [] : [last];
+    return last === '' && !ended ? [] : [last];
   }
 
-  /** The pending bytes as a line; `checked`: they are known to be UTF-8 text. */
+  /** The pending bytes as a line (its line end dropped, unless `ends` keeps it); `checked`: they are known to be UTF-8 text. */
   private decode(checked: boolean): string {
     this.lineNumber++;
     let bytes = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending);
@@ -197,7 +240,13 @@ class LineSplitter {
       if (utf16) throw utf16;
     }
     if (!checked && !isUtf8Text(bytes)) throw compressedMark(this.file, this.head) ?? notUtf8(this.file, this.lineNumber, bytes, firstBadByte(bytes));
-    if (!this.keepCr && bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, bytes.length - 1);
+    if (this.ends !== 'keep') {
+      // '\n', '\r\n' or '\r' (the last line's '\r' too, in 'lf': a file that ends without its '\n').
+      let n = bytes.length;
+      if (n > 0 && bytes[n - 1] === 0x0a) n--;
+      if (n > 0 && bytes[n - 1] === 0x0d) n--;
+      bytes = bytes.subarray(0, n);
+    }
     try {
       return bytes.toString('utf8');
     } catch (error) {
@@ -211,18 +260,20 @@ class LineSplitter {
  * larger than the longest string V8 can hold (2^29 - 24 characters, ~512 MiB), which reading it whole (readFileSync
  * to a string) cannot do, and no copy of the whole text or array of all lines is kept. Reads are asynchronous and
  * a caller handles one chunk's lines (a few milliseconds of parsing) before the next read, so a gigabyte file does
- * not hold the event loop for the seconds reading it takes (timers, progress, a server's requests go on). Lines as LineSplitter splits them; an empty file has none. A `.gz` file is decompressed (whole,
- * off the JS thread: at most 2 GiB compressed and 4 GiB decompressed, Node's limits for one buffer). Pipes work
- * (`/dev/stdin`). `chunkBytes` is for tests; `keepCr` keeps the '\r' of a '\r\n' line end (the line's last character).
+ * not hold the event loop for the seconds reading it takes (timers, progress, a server's requests go on). Lines as
+ * LineSplitter splits them, ending where `ends` says (by default at '\n', '\r\n' or a lone '\r', as Python reads a
+ * text file: LineEnds); an empty file has none. A `.gz` file is decompressed (whole, off the JS thread: at most 2 GiB
+ * compressed and 4 GiB decompressed, Node's limits for one buffer). Pipes work (`/dev/stdin`). `chunkBytes` is for
+ * tests.
  */
-export async function* fileLines(file: string, chunkBytes = LINE_CHUNK_BYTES, { keepCr = false } = {}): AsyncGenerator<string[]> {
-  const lines = new LineSplitter(file, keepCr);
+export async function* fileLines(file: string, chunkBytes = LINE_CHUNK_BYTES, { ends = 'any' as LineEnds } = {}): AsyncGenerator<string[]> {
+  const lines = new LineSplitter(file, ends);
   if (/\.gz$/i.test(file)) {
     const whole = await gunzipFile(file);
     for (let start = 0; start < whole.length; start += chunkBytes) {
       checkHeap(file, lines.lineNumber + 1);
       yield lines.push(whole.subarray(start, Math.min(whole.length, start + chunkBytes)));
-      await new Promise((resolve) => setImmediate(resolve));
+      await nextTurn();
     }
     yield lines.end();
     return;
@@ -455,7 +506,7 @@ export async function parseJsonLines<T>(file: string, each: (value: unknown, whe
 export async function* jsonLineBatches<T>(file: string, size: number, each: (value: unknown, where: string) => T): AsyncGenerator<T[]> {
   let batch: T[] = [];
   let i = 0;
-  for await (const lines of fileLines(file)) {
+  for await (const lines of fileLines(file, LINE_CHUNK_BYTES, { ends: 'lf' })) {
     for (const line of lines) {
       i++;
       if (line.trim() === '') continue;
@@ -489,10 +540,10 @@ function jsonLineHint(file: string, line: string): string {
   return '';
 }
 
-/** The lines of `file` that are not blank, counted without parsing them (a progress bar's total). */
+/** The lines of JSON Lines `file` that are not blank, counted without parsing them (a progress bar's total). */
 export async function countLines(file: string): Promise<number> {
   let n = 0;
-  for await (const lines of fileLines(file)) for (const line of lines) if (line.trim() !== '') n++;
+  for await (const lines of fileLines(file, LINE_CHUNK_BYTES, { ends: 'lf' })) for (const line of lines) if (line.trim() !== '') n++;
   return n;
 }
 
@@ -517,14 +568,16 @@ export type CsvReader<T> = (columns: string[], where: string) => (fields: string
  * Parses a CSV or TSV file (CSV by its name's `.tsv`, else commas; `.gz` decompressed) whose first record is a
  * header naming its columns: `start(columns)` checks them, and what it returns reads every later record, in order.
  * The text comes from fileLines (a megabyte at a time, checked to be UTF-8 text, a byte-order mark dropped) and
- * csv-parse splits it into records at '\n' or '\r\n': RFC 4180's quoting, a quoted field may hold the delimiter,
+ * csv-parse splits it into records at '\n', '\r\n' or a lone '\r' (as Python's csv module does, the file opened with
+ * newline='' as its manual says: old Mac line ends, and '\r\r\n', a record and a blank line): RFC 4180's quoting, a quoted field may hold the delimiter,
  * `""` and line breaks, and keeps every character of them as Python's csv module reads it (a '\r\n' or a lone '\r'
  * in a quoted field stays one); a `"` inside an unquoted field is kept as it is, as TSV writers that do not quote
  * leave it. TSV uses the same quoting (as pandas' and Python's csv writers quote a field with a tab, a line break or
  * a `"`). Blank lines are skipped, and records whose fields are all blank (a spreadsheet's rows of commas) too unless
  * `keepBlankRows` (a reader whose rows must stay aligned with the file's). Each record's `file:line` is the line it
- * starts on; a record with another number of fields than the header, or a quote never closed, is an error naming
- * that line. An empty file gives no records.
+ * starts on (lines end as records do, and at a quoted field's '\n', but not at a '\r' alone inside one, which a
+ * text editor in Unix mode shows as ^M in its line, where Python's line_num counts a line); a record with another
+ * number of fields than the header, or a quote never closed, is an error naming that line. An empty file gives no records.
  */
 export async function parseCsv<T>(file: string, start: CsvReader<T>, options: CsvOptions = {}): Promise<T[]> {
   const out: T[] = [];
@@ -547,9 +600,9 @@ export async function* csvBatches<T>(file: string, start: CsvReader<T>, { keepBl
   let out: T[] = [];
   let read: ((fields: string[], where: string) => T) | undefined;
   let header = 0;
-  // Lines taken by the records read so far (each one's, plus the line breaks in its quoted fields), counted as the
-  // parser gives each record: csv-parse's own count (info.lines) takes a '\r' inside a line for a line break. The
-  // blank lines it skipped are its info.empty_lines.
+  // Lines taken by the records read so far (each one's, plus the '\n's in its quoted fields), counted as the parser
+  // gives each record: csv-parse's own count (info.lines) takes a '\r' inside a quoted field for a line break. The
+  // blank lines it skipped are its info.empty_lines (a lone '\r' ends a blank line or a record, and so a line).
   let recordLines = 0;
   const onRecord = (record: string[], info: { empty_lines: number }): null => {
     const where = `${file}:${recordLines + info.empty_lines + 1}`;
@@ -561,9 +614,9 @@ export async function* csvBatches<T>(file: string, start: CsvReader<T>, { keepBl
     } else if (keepBlankRows || !record.every((f) => f.trim() === '')) out.push(read(record, where));
     return null;
   };
-  // The lines keep their '\r' (fileLines' keepCr): a quoted field's '\r\n' is its own, and one between records ends
-  // the record as '\n' does.
-  const parser = csvParser({ delimiter: tsv ? '\t' : ',', record_delimiter: ['\r\n', '\n'], relax_quotes: true, skip_empty_lines: true, on_record: onRecord });
+  // The lines keep their line ends (fileLines' 'keep'), which the parser tells apart: a quoted field's '\r\n' or '\r'
+  // is its own, and one between records ends the record as '\n' does.
+  const parser = csvParser({ delimiter: tsv ? '\t' : ',', record_delimiter: ['\r\n', '\n', '\r'], relax_quotes: true, skip_empty_lines: true, on_record: onRecord });
   // The parser passes no record on (onRecord returns null) and parses a write as it is made (its _transform calls back
   // at once), so nothing queues in it: an error (a CsvError, or onRecord's) is known when the write returns, from the
   // 'error' event emitted on the next tick.
@@ -571,18 +624,19 @@ export async function* csvBatches<T>(file: string, start: CsvReader<T>, { keepBl
   parser.on('error', (error) => (failure ??= error));
   parser.resume();
   const parsed = async (piece: string[]) => {
-    // The '\n's that fileLines split at (the last line of a file without one gets one too).
-    parser.write(`${piece.join('\n')}\n`);
-    await new Promise((resolve) => setImmediate(resolve));
+    // The file's text, whole lines (fileLines never cuts a '\r\n' in two); a record that ends a piece with '\r' may
+    // wait for the next write (the parser looks for a '\n' after it), the last one for end().
+    parser.write(piece.join(''));
+    await nextTurn();
     if (failure !== undefined) throw failure;
   };
   try {
-    for await (const lines of fileLines(file, LINE_CHUNK_BYTES, { keepCr: true })) {
+    for await (const lines of fileLines(file, LINE_CHUNK_BYTES, { ends: 'keep' })) {
       // A chunk's lines in pieces of about CSV_PIECE_CHARS (whole lines: a cut could split a surrogate pair).
       let start = 0;
       let chars = 0;
       for (let i = 0; i < lines.length; i++) {
-        chars += lines[i].length + 1;
+        chars += lines[i].length;
         if (chars < CSV_PIECE_CHARS && i < lines.length - 1) continue;
         await parsed(lines.slice(start, i + 1));
         start = i + 1;
@@ -594,7 +648,7 @@ export async function* csvBatches<T>(file: string, start: CsvReader<T>, { keepBl
       }
     }
     parser.end();
-    await new Promise((resolve) => setImmediate(resolve));
+    await nextTurn();
     if (failure !== undefined) throw failure;
     if (!parser.writableFinished) await finished(parser);
   } catch (error) {

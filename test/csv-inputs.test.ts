@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { Encoder, Index, trainRag, type IndexDoc } from '../lib';
-import { parseCsv } from '../lib/data-files';
+import { csvBatches, parseCsv } from '../lib/data-files';
 import { INDEX_SLICE, indexDocumentSlices, type PlacedDoc } from '../lib/index-docs';
 import { readRagData } from '../lib/rag';
 import { FIXTURE, tempDir } from './helpers/fixture';
@@ -281,4 +281,89 @@ test('a 2 MiB quoted cell of CRLF lines, across the line reader\'s 1 MiB chunks,
     t.true(rows[0][2] === cell, `${name}: the cell (${rows[0][2].length} characters, ${cell.length} expected)`);
     t.deepEqual(rows[1], [`${count + 3}`, '2', 'after'], name);
   }
+});
+
+// Line ends outside quotes, as Python's csv module (the file opened with newline='') reads them: a lone '\r' ends a
+// record (old Mac line ends), '\r\r\n' is a record's end and a blank line, and a '\r' in an unquoted cell ends the
+// record there; in a quoted cell every '\r' is kept. Each expected row is what Python read from the same bytes
+// (csv.reader; a record's line as its line_num counts them), and the test reads them with Python again. `lines`:
+// coltrast's lines of the records where they are not Python's: a '\r' alone inside a quoted cell is no line break
+// in coltrast's count (test/csv-data.test.ts), as in a text editor in Unix mode, where Python's line_num counts one.
+const CR_CASES: [name: string, text: string, rows: [line: number, ...fields: string[]][], lines?: number[]][] = [
+  ['mac.csv', 'a,b\rc,d\r', [[1, 'a', 'b'], [2, 'c', 'd']]],
+  ['cr-crlf.csv', 'a,b\r\r\nc,d', [[1, 'a', 'b'], [3, 'c', 'd']]],
+  ['quoted-cr.csv', 'a,b\r"x\ry",z\rp,q\r', [[1, 'a', 'b'], [2, 'x\ry', 'z'], [4, 'p', 'q']], [1, 2, 3]],
+  ['quoted-crlf.csv', 'a,b\r\n"x\r\ny",z\r\np,q\r\n', [[1, 'a', 'b'], [2, 'x\r\ny', 'z'], [4, 'p', 'q']]],
+  ['quoted-then-cr.csv', 'a,b\n"x",z\ry,"\r"\r\n', [[1, 'a', 'b'], [2, 'x', 'z'], [3, 'y', '\r']]],
+  ['cell-cr.csv', 'text\nfirst\rsecond\n', [[1, 'text'], [2, 'first'], [3, 'second']]],
+  ['blank-crs.csv', '\r\ra,b\r\n\rc,d\r\r', [[3, 'a', 'b'], [5, 'c', 'd']]],
+];
+
+/** `file`'s records as Python's csv module reads them (newline=''): each one's first line, then its fields; no blank lines. */
+function pythonRecords(file: string): [number, ...string[]][] {
+  const script = [
+    'import csv, gzip, json, sys',
+    'f = sys.argv[1]',
+    "opener = gzip.open if f.endswith('.gz') else open",
+    "with opener(f, 'rt', newline='', encoding='utf-8-sig') as h:",
+    "    reader = csv.reader(h, delimiter='\\t' if '.tsv' in f else ',')",
+    '    out, line = [], 0',
+    '    for row in reader:',
+    '        if row: out.append([line + 1] + row)',
+    '        line = reader.line_num',
+    '    print(json.dumps(out))',
+  ].join('\n');
+  const run = spawnSync('/usr/bin/python3', ['-c', script, file], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(run.stderr);
+  return JSON.parse(run.stdout);
+}
+
+/** `file`'s records as parseCsv reads them, the header's too: each one's line, then its fields. */
+async function coltrastRecords(file: string): Promise<[number, ...string[]][]> {
+  const line = (where: string) => Number(where.slice(file.length + 1));
+  let header: [number, ...string[]] | undefined;
+  const rows = await parseCsv(file, (columns, where) => {
+    header = [line(where), ...columns];
+    return (fields, at) => [line(at), ...fields] as [number, ...string[]];
+  }, { keepBlankRows: true });
+  return header ? [header, ...rows] : rows;
+}
+
+test("a lone '\\r' outside quotes ends a CSV or TSV record, and '\\r\\r\\n' is a record's end and a blank line, as Python's csv module reads them", async (t) => {
+  const dir = tempDir();
+  for (const [name, text, rows, lines] of CR_CASES) {
+    const ours = rows.map(([line, ...fields], i) => [lines?.[i] ?? line, ...fields]);
+    for (const [file, bytes] of [[name, text], [name.replace(/\.csv$/, '.tsv'), text.replace(/,/g, '\t')], [`${name}.gz`, zlib.gzipSync(text)]] as const) {
+      const full = path.join(dir, file);
+      fs.writeFileSync(full, bytes);
+      t.deepEqual(pythonRecords(full), rows, `${file}: Python reads what the test expects`);
+      t.deepEqual(await coltrastRecords(full), ours, file);
+    }
+  }
+});
+
+test("a '\\r' inside an unquoted cell ends the record there, as in Python's csv module: a record of fewer fields than the header is an error naming its line", async (t) => {
+  const dir = tempDir();
+  for (const [name, text] of [['mid-cell.csv', 'a,b\nx\ry,z\n'], ['mid-cell.tsv', 'a\tb\nx\ry\tz\n']]) {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, text);
+    t.deepEqual(pythonRecords(file), [[1, 'a', 'b'], [2, 'x'], [3, 'y', 'z']], name);
+    const error = await rejection(() => parseCsv(file, () => (fields) => fields));
+    t.is(error.code, 'INVALID_ARGUMENT', name);
+    t.regex(error.message, new RegExp(`^${file.replace(/[.]/g, '\\.')}:2: a record of 1 field where the header has 2: not valid ${name.endsWith('.tsv') ? 'TSV' : 'CSV'}`), name);
+  }
+});
+
+test("a table with old Mac line ends ('\\r' alone) larger than the line reader's chunk is read a piece at a time, every row in order", async (t) => {
+  const n = 60_000; // ~1.6 MiB: more than one 1 MiB chunk of the file, many pieces of the parser's
+  const text = `id,text\r${Array.from({ length: n }, (_, i) => `${i},"row ${i}${i % 1000 === 0 ? '\r\nsecond line' : ''}"`).join('\r')}\r`;
+  const file = path.join(tempDir(), 'mac.csv');
+  fs.writeFileSync(file, text);
+  const batches: string[][][] = [];
+  for await (const batch of csvBatches(file, () => (fields) => fields)) batches.push(batch);
+  t.true(batches.length > 1, `${batches.length} batches`);
+  const rows = batches.flat();
+  t.is(rows.length, n);
+  t.deepEqual(rows[1000], ['1000', 'row 1000\r\nsecond line']);
+  t.deepEqual(rows[n - 1], [`${n - 1}`, `row ${n - 1}`]);
 });

@@ -10,30 +10,34 @@ import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { Encoder, Index } from '../lib';
 import { readRunData, saveRunData } from '../lib/files';
-import { fileLines, firstBadByte, jsonErrorOffset, parseJsonLines } from '../lib/data-files';
+import { countLines, fileLines, firstBadByte, jsonErrorOffset, parseJsonLines, type LineEnds } from '../lib/data-files';
+import { readQrels } from '../lib/beir';
 import { readCorpus, readTrainingData } from '../lib/train-data';
 import { seededRandom } from '../lib/random';
 import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 
-// What reading the whole text and splitting it gives: the lines, a BOM and the '\r' of '\r\n' dropped, no empty
-// line after a final '\n'.
-function expectedLines(text: string): string[] {
-  const lines = text.replace(/^\uFEFF/, '').split('\n').map((l) => l.replace(/\r$/, ''));
+// What reading the whole text and splitting it gives, a BOM dropped and no empty line after a final line end: 'any'
+// splits at '\n', '\r\n' and a lone '\r'; 'lf' at '\n', the '\r' before it dropped; 'keep' as 'any', each line keeping
+// its line end.
+function expectedLines(text: string, ends: LineEnds = 'any'): string[] {
+  const body = text.replace(/^\uFEFF/, '');
+  if (ends === 'keep') return body.match(/[^\r\n]*(\r\n|\r|\n)|[^\r\n]+$/g) ?? [];
+  const lines = ends === 'any' ? body.split(/\r\n|\r|\n/) : body.split('\n').map((l) => l.replace(/\r$/, ''));
   if (lines[lines.length - 1] === '') lines.pop();
   return lines;
 }
 
 // Every line fileLines gives, in order.
-async function allLines(file: string, chunkBytes?: number): Promise<string[]> {
+async function allLines(file: string, chunkBytes?: number, ends?: LineEnds): Promise<string[]> {
   const out: string[] = [];
-  for await (const lines of fileLines(file, chunkBytes)) out.push(...lines);
+  for await (const lines of fileLines(file, chunkBytes, { ends })) out.push(...lines);
   return out;
 }
 
-test('fileLines gives the lines of a text, whatever chunk boundaries split (CRLF, multi-byte characters, BOM, long lines)', async (t) => {
+test('fileLines gives the lines of a text, whatever chunk boundaries split (CRLF, lone CR, multi-byte characters, BOM, long lines), for each kind of line end', async (t) => {
   const random = seededRandom(7).next;
-  const pieces = ['a', 'xyz', 'é', '€', '𝄞', '\u00a0', ' ', '\t', '{"q": "ü"}', '\r', '\r\n', '\n', '\n\n', 'x'.repeat(40)];
-  const texts = ['', '\n', '\r\n', 'one', 'one\n', 'one\r\ntwo', '\uFEFFbom first\nsecond\n', '\uFEFF', 'a\r', '\n\n\nlast'];
+  const pieces = ['a', 'xyz', 'é', '€', '𝄞', '\u00a0', ' ', '\t', '{"q": "ü"}', '\r', '\r\n', '\n', '\n\n', '\r\r\n', '\r\r', '\n\r', 'x'.repeat(40)];
+  const texts = ['', '\n', '\r\n', '\r', 'one', 'one\n', 'one\r\ntwo', 'one\rtwo\r', 'one\r\r\ntwo', '\uFEFFbom first\nsecond\n', '\uFEFF', '\uFEFF\r\n', 'a\r', '\n\n\nlast'];
   for (let k = 0; k < 40; k++) {
     let text = random() < 0.3 ? '\uFEFF' : '';
     const n = 1 + Math.floor(random() * 60);
@@ -48,12 +52,16 @@ test('fileLines gives the lines of a text, whatever chunk boundaries split (CRLF
     const gz = `${file}.gz`;
     fs.writeFileSync(gz, zlib.gzipSync(text));
     for (const chunk of [1, 2, 3, 5, 7, 64, 1 << 22]) {
-      t.deepEqual(await allLines(file, chunk), expectedLines(text), `text ${JSON.stringify(text)}, chunks of ${chunk} bytes`);
-      t.deepEqual(await allLines(gz, chunk), expectedLines(text), `gzipped ${JSON.stringify(text)}, chunks of ${chunk} bytes`);
-      checked++;
+      for (const ends of ['any', 'lf', 'keep'] as const) {
+        t.deepEqual(await allLines(file, chunk, ends), expectedLines(text, ends), `text ${JSON.stringify(text)}, chunks of ${chunk} bytes, ${ends}`);
+        t.deepEqual(await allLines(gz, chunk, ends), expectedLines(text, ends), `gzipped ${JSON.stringify(text)}, chunks of ${chunk} bytes, ${ends}`);
+        checked++;
+      }
     }
+    // 'keep' loses nothing but the BOM.
+    t.is((await allLines(file, 3, 'keep')).join(''), text.replace(/^\uFEFF/, ''));
   }
-  t.is(checked, texts.length * 7);
+  t.is(checked, texts.length * 7 * 3);
 });
 
 test('fileLines closes the file when its reader stops early, and a corrupt .gz is a named error', async (t) => {
@@ -94,6 +102,39 @@ test('parseJsonLines numbers lines as an editor does, with CRLF endings and a BO
   const txt = path.join(tempDir(), 'corpus.txt');
   fs.writeFileSync(txt, 'first document\r\n\r\n  second document \r\n');
   t.deepEqual(await readCorpus(txt), ['first document', 'second document']);
+});
+
+/** `file`'s non-blank lines, trimmed, as Python reads a text file (open() in text mode: universal newlines). */
+function pythonTextLines(file: string): string[] {
+  const script = "import json, sys\nprint(json.dumps([l.strip() for l in open(sys.argv[1], encoding='utf-8-sig') if l.strip()]))";
+  const run = spawnSync('/usr/bin/python3', ['-c', script, file], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(run.stderr);
+  return JSON.parse(run.stdout);
+}
+
+test("a .txt file's lines and a qrels TSV's end where Python's open() ends them, a lone '\\r' too; a .jsonl's at '\\n' only", async (t) => {
+  const dir = tempDir();
+  // Old Mac line ends, '\r\r\n' (a '\r\n' written through Windows' text mode), '\n\r' and a '\r' mid-line.
+  const texts = ['first\rsecond\r', 'first\r\r\nsecond\r\r\n', 'first\n\rsecond', 'first text\rsecond text\nthird'];
+  for (const [k, text] of texts.entries()) {
+    const file = path.join(dir, `corpus${k}.txt`);
+    fs.writeFileSync(file, text);
+    const python = pythonTextLines(file);
+    t.true(python.length >= 2, JSON.stringify(text));
+    t.deepEqual(await readCorpus(file), python, JSON.stringify(text));
+  }
+  // A qrels file (BEIR's Python reads it with csv.reader on open(), without newline='') of old Mac line ends.
+  const qrels = path.join(dir, 'qrels.tsv');
+  fs.writeFileSync(qrels, 'query-id\tcorpus-id\tscore\rq1\td1\t1\rq1\td2\t0\r');
+  t.deepEqual(await readQrels(qrels), new Map([['q1', new Map([['d1', 1], ['d2', 0]])]]));
+  // JSON Lines end at '\n' (jsonlines.org, pandas' read_json(lines=True)): a '\r' inside a line is JSON whitespace,
+  // '\r\r\n' a line's end, and lines are numbered as sed and an editor in Unix mode number them.
+  const jsonl = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(jsonl, '{"query": "q1",\r"positive": "p1"}\r\r\n{"query": "q2", "positive": "p2"}\r\r\n{"query": oops}\r\n');
+  await t.throwsAsync(parseJsonLines(jsonl, (v) => v), { message: new RegExp(`pairs\\.jsonl:3: not valid JSON`) });
+  fs.writeFileSync(jsonl, '{"query": "q1",\r"positive": "p1"}\r\r\n{"query": "q2", "positive": "p2"}\r\r\n');
+  t.deepEqual(await readTrainingData(jsonl), { examples: [{ query: 'q1', positive: 'p1' }, { query: 'q2', positive: 'p2' }] });
+  t.is(await countLines(jsonl), 2);
 });
 
 test('reading a data file leaves the event loop free: timers fire while a large file is read', async (t) => {
