@@ -178,6 +178,35 @@ export class BatchQueue<I, O> {
 
 export type Body = Record<string, unknown>;
 
+/** The header that makes a request body JSON, as the 415's message spells it. */
+const JSON_HEADER = "-H 'Content-Type: application/json'";
+
+/**
+ * Refuses (415) a request body whose Content-Type does not say JSON: `application/json` or a `+json` type
+ * (`application/vnd.api+json`), in any case, its charset, if any, UTF-8 (the only one the body is decoded as). A web
+ * page on any origin can make its visitors' browsers POST to this server without a CORS preflight with Content-Type
+ * text/plain, application/x-www-form-urlencoded or multipart/form-data, or with none at all (fetch() of a Blob or an
+ * ArrayBuffer): the page cannot read the answer, but the request would still change a writable index or run the
+ * model. A JSON type needs a preflight, which a server without cors refuses, so those four are refused here, as
+ * text-embeddings-inference (axum's Json) and FastAPI (its strict_content_type default) refuse them.
+ */
+export function checkJsonContentType(header: string | undefined): void {
+  const [essence, ...parameters] = (header ?? '').split(';').map((part) => part.trim());
+  const type = essence.toLowerCase();
+  const reason = 'so that a web page cannot make a browser post to this server without a CORS preflight';
+  if (type === '') throw new HttpError(415, `the request has no Content-Type: send its JSON body with ${JSON_HEADER} (a body that says no type is refused, ${reason})`, { Connection: 'close' });
+  if (type !== 'application/json' && !/^application\/[^/\s]+\+json$/.test(type)) {
+    throw new HttpError(415, `Content-Type ${header!.trim()} is not JSON: send the JSON body with ${JSON_HEADER} (other types are refused, ${reason})`, { Connection: 'close' });
+  }
+  for (const parameter of parameters) {
+    const [name, value = ''] = parameter.split('=').map((part) => part.trim());
+    const charset = value.replace(/^"(.*)"$/, '$1').toLowerCase();
+    if (name.toLowerCase() === 'charset' && charset !== 'utf-8' && charset !== 'utf8') {
+      throw new HttpError(415, `Content-Type ${header!.trim()}: the server reads request bodies as UTF-8 only: send the body in UTF-8 with ${JSON_HEADER} (or charset=utf-8)`, { Connection: 'close' });
+    }
+  }
+}
+
 /** Refuses fields the route does not know, naming them and the known ones. */
 export function fields(body: unknown, allowed: readonly string[]): Body {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'the request body must be a JSON object');

@@ -33,7 +33,7 @@ import { Generator } from './generator';
 import { Rag } from './rag';
 import { generationRoutes } from './serve-generation';
 import { booleanValue, checkOptions, invalid, nonEmptyString, numberValue, positiveInteger } from './validate';
-import { BatchQueue, Cors, HttpError, fields, optional, requiredTexts, stringValue, textList, tokenIdLists, tokenizeAnswer, ANSWER_CHUNK, jsonPieces, type AppendedTokens, type Body, type CorsOptions, type QueueStats, type Route } from './serve-common';
+import { BatchQueue, Cors, HttpError, checkJsonContentType, fields, optional, requiredTexts, stringValue, textList, tokenIdLists, tokenizeAnswer, ANSWER_CHUNK, jsonPieces, type AppendedTokens, type Body, type CorsOptions, type QueueStats, type Route } from './serve-common';
 import type { TokenOffsets } from './tokenizer';
 import { nextTurn } from './turns';
 
@@ -823,6 +823,17 @@ export async function serve(options: ServeOptions): Promise<Server> {
       req.resume();
       fail(new HttpError(415, `Content-Encoding ${encoding} is not supported: send the request body uncompressed`, { 'Accept-Encoding': 'identity' }));
       return;
+    }
+    // Every POST route reads a JSON body. Refused before the body is read (it may be 16 MiB), and the connection
+    // closed after the answer rather than drained for the next request; what arrives meanwhile is thrown away.
+    if (route.method === 'POST') {
+      try {
+        checkJsonContentType(req.headers['content-type']);
+      } catch (error) {
+        req.resume();
+        fail(error);
+        return;
+      }
     }
     readBody(req, route.method === 'POST' ? maxBodyBytes : 0)
       .then(async (text) => {

@@ -182,7 +182,7 @@ test('preflights are counted in /metrics apart from the requests of their route'
     await (await preflight(`${s.url}/embed`, APP, 'POST')).arrayBuffer();
     await (await preflight(`${s.url}/embed`, APP, 'POST')).arrayBuffer();
     await (await preflight(`${s.url}/embed`, OTHER, 'POST')).arrayBuffer();
-    await (await fetch(`${s.url}/embed`, { method: 'POST', headers: { Origin: APP }, body: JSON.stringify({ inputs: 'a text' }) })).arrayBuffer();
+    await (await fetch(`${s.url}/embed`, { method: 'POST', headers: { Origin: APP, 'Content-Type': 'application/json' }, body: JSON.stringify({ inputs: 'a text' }) })).arrayBuffer();
     const metrics = await (await fetch(`${s.url}/metrics`)).text();
     t.regex(metrics, /^coltrast_cors_preflights_total\{route="\/embed",status="204"\} 2$/m);
     t.regex(metrics, /^coltrast_cors_preflights_total\{route="\/embed",status="403"\} 1$/m);

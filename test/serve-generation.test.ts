@@ -287,7 +287,7 @@ test('a client that goes away stops its generation, counted in /metrics', async 
     // client gives up while it waits.
     const long = post(`${small.url}/v1/completions`, { prompt: Array.from({ length: 8 }, (_, i) => `model text ${i}`), max_tokens: 60 });
     const gone = new AbortController();
-    const waiting = fetch(`${small.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ messages: MESSAGES, max_tokens: 60 }), signal: gone.signal });
+    const waiting = fetch(`${small.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ messages: MESSAGES, max_tokens: 60 }), headers: { 'Content-Type': 'application/json' }, signal: gone.signal });
     // The second request is in the queue (or a call) once the count waiting is odd: the long one's pieces are two
     // prompts each. Then its client goes.
     await until('the chat request to reach the queue', () => small.stats().generate.waiting % 2 === 1, { every: 2 });

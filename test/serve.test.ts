@@ -304,7 +304,7 @@ test('bad requests get a status and a message that names the problem', async (t)
     ['GET', '/v2/embeddings', undefined, 404, /no route \/v2\/embeddings \(routes: \/health, /],
   ];
   for (const [method, route, body, status, message] of cases) {
-    const res = await fetch(`${server.url}${route}`, { method, ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body) }) });
+    const res = await fetch(`${server.url}${route}`, { method, ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'Content-Type': 'application/json' } }) });
     if (method === 'HEAD') {
       // A HEAD answer has no body: the status and Allow say it.
       t.is(res.status, status);
