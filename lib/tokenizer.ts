@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ColtrastError } from './errors';
+import { nextTurn } from './turns';
 
 export interface TokenizedText {
   ids: number[];
@@ -141,7 +142,7 @@ export async function unpackIds(packed: PackedIds): Promise<TokenizedText[]> {
   const { ids, typeIds, ends } = packed;
   const out: TokenizedText[] = new Array(ends.length);
   for (let start = 0; start < ends.length; start += IDS_SLICE) {
-    if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+    if (start > 0) await nextTurn();
     for (let i = start; i < Math.min(start + IDS_SLICE, ends.length); i++) {
       const from = i === 0 ? 0 : ends[i - 1];
       out[i] = { ids: Array.from(ids.subarray(from, ends[i])), typeIds: Array.from(typeIds.subarray(from, ends[i])) };
@@ -153,7 +154,8 @@ export async function unpackIds(packed: PackedIds): Promise<TokenizedText[]> {
 /**
  * @internal Characters of text sent to the tokenizer worker in one message. postMessage copies its texts on the event
  * loop: 0.5-2.5 ms a million characters on the development VM (80 million: 99-202 ms, 2026-12-06), so a request with
- * more goes as several messages, a turn of the loop apart. (A single text longer than this still goes whole.)
+ * more goes as several messages, each sent on a turn of the loop of its own. (A single text longer than this still
+ * goes whole.) encode()'s parts are smaller still (LONG_CHARACTERS); /tokenize's are of this size.
  */
 export const SEND_CHARACTERS = 1 << 21;
 let sendCharacters = SEND_CHARACTERS;
@@ -166,32 +168,67 @@ export function setSendCharacters(n: number): number {
 }
 
 /**
- * The ids of `items` tokenized by the worker, the request made by `request` for each part of at most SEND_CHARACTERS
- * characters (by `characters`): sent a turn apart, each while the worker tokenizes the part before, their ids unpacked
- * in turns (unpackIds) and joined in order.
+ * @internal Characters above which a text (or pair) is tokenized on the long lane (Host.callLong): alone, one message
+ * at a time for the whole process. The tokenizers package tokenizes a text whole and truncates after, on libuv's pool
+ * (4 threads for the process, which the models' native calls run on too), ~0.9 µs a character here: 100,000 characters
+ * took 58 ms, 2 million 1.7 s (2026-12-07). Four /embed requests of 2 million characters, tokenized at once, held the
+ * whole pool, and an embed() of one short text sent meanwhile waited 4.5 s. Shorter texts go in parts of at most this
+ * many characters, a call's parts one at a time: however large or many the calls, a short text waits for a pool
+ * thread about as long as one part takes.
+ */
+export const LONG_CHARACTERS = 100_000;
+let longCharacters = LONG_CHARACTERS;
+
+/** @internal Sets LONG_CHARACTERS (tests: Infinity sends every part on the main lane, the way before the long lane); returns the setting before. */
+export function setLongCharacters(n: number): number {
+  const before = longCharacters;
+  longCharacters = n;
+  return before;
+}
+
+/**
+ * The ids of `items` tokenized by the worker, in order, the request made by `request` for each part: an item of more
+ * than LONG_CHARACTERS characters (by `characters`) alone, on the long lane; the others in parts of at most
+ * LONG_CHARACTERS and SEND_CHARACTERS, on the main lane, each sent once the one before has been answered (and
+ * unpacked meanwhile, in turns: unpackIds). The ids are those of the whole input tokenized at once: each text is
+ * still tokenized whole, by the same tokenizer.
  */
 async function encodeInParts<T>(items: T[], characters: (item: T) => number, request: (part: T[]) => TokenizerWork): Promise<TokenizedText[]> {
-  const parts: T[][] = [[]];
+  const limit = Math.min(sendCharacters, longCharacters);
+  const parts: { indices: number[]; long: boolean }[] = [];
+  let open: { indices: number[]; long: boolean } | undefined;
   let size = 0;
-  for (const item of items) {
+  items.forEach((item, i) => {
     const n = characters(item);
-    if (size + n > sendCharacters && parts[parts.length - 1].length > 0) {
-      parts.push([]);
+    if (n > longCharacters) {
+      parts.push({ indices: [i], long: true });
+      return;
+    }
+    if (!open || (size + n > limit && open.indices.length > 0)) {
+      parts.push((open = { indices: [], long: false }));
       size = 0;
     }
-    parts[parts.length - 1].push(item);
+    open.indices.push(i);
     size += n;
-  }
-  if (parts.length === 1) return unpackIds(await host.call<PackedIds>(request(parts[0])));
-  const replies: Promise<PackedIds>[] = [];
-  for (const part of parts) {
-    if (replies.length > 0) await new Promise((resolve) => setImmediate(resolve));
-    const reply = host.call<PackedIds>(request(part));
+  });
+  if (parts.length === 1 && !parts[0].long) return unpackIds(await host.call<PackedIds>(request(items)));
+  let previous: Promise<unknown> = Promise.resolve();
+  const replies = parts.map((part) => {
+    const work = request(part.indices.map((i) => items[i]));
+    let reply: Promise<PackedIds>;
+    if (part.long) reply = host.callLong<PackedIds>(work);
+    else {
+      reply = previous.then(() => host.call<PackedIds>(work));
+      previous = reply;
+    }
     reply.catch(() => {}); // awaited below, in order; a later part may fail first
-    replies.push(reply);
+    return reply;
+  });
+  const out: TokenizedText[] = new Array(items.length);
+  for (const [k, reply] of replies.entries()) {
+    const ids = await unpackIds(await reply);
+    parts[k].indices.forEach((i, j) => (out[i] = ids[j]));
   }
-  const out: TokenizedText[] = [];
-  for (const reply of replies) for (const ids of await unpackIds(await reply)) out.push(ids);
   return out;
 }
 
@@ -206,6 +243,9 @@ class Host {
   private readonly waiting = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
   /** With oneAtATime: settles when the last request sent has been answered; the next one waits for it. */
   private last: Promise<unknown> = Promise.resolve();
+  /** The long lane's (callLong) last request, as `last`, and how many of its requests are not answered yet. */
+  private lastLong: Promise<unknown> = Promise.resolve();
+  private longWaiting = 0;
 
   /**
    * `oneAtATime`: each request is sent once the one before it has been answered. The worker runs its requests'
@@ -264,6 +304,19 @@ class Host {
     return reply;
   }
 
+  /**
+   * The long lane: each request sent once the lane's one before it has been answered, for every tokenizer of the
+   * process (LONG_CHARACTERS), while the others go on meanwhile: texts of millions of characters hold one of libuv's
+   * pool threads at most, never the pool. (Merged into one encodeBatch, which the tokenizers package spreads over the
+   * cores itself, four texts of 2 million characters were no faster: 13.5 s, against 8.6 s one after another.)
+   */
+  callLong<T>(request: TokenizerWork): Promise<T> {
+    this.longWaiting++;
+    const reply = this.lastLong.then(() => this.send<T>(request)).finally(() => this.longWaiting--);
+    this.lastLong = reply.catch(() => {});
+    return reply;
+  }
+
   private send<T>(request: TokenizerWork): Promise<T> {
     const worker = (this.worker ??= this.start());
     const id = this.next++;
@@ -279,6 +332,7 @@ class Host {
     const post = () => this.worker?.postMessage({ id: -1, op: 'release', spec } satisfies TokenizerRequest);
     // After the requests queued before it, which would build the tokenizer again.
     if (this.oneAtATime) void this.last.then(post);
+    else if (this.longWaiting > 0) void this.lastLong.then(post);
     else post();
   }
 }
@@ -427,7 +481,7 @@ export class TextTokenizer {
     }
     const replies: Promise<TokenOffsets>[] = [];
     for (const part of parts) {
-      if (replies.length > 0) await new Promise((resolve) => setImmediate(resolve));
+      if (replies.length > 0) await nextTurn();
       const reply = inspectHost.call<TokenOffsets>({ op: 'tokenOffsets', spec: this.spec, texts: part, special, maxLength: UNTRUNCATED }, signal);
       reply.catch(() => {}); // awaited below, in order; a later part may fail first
       replies.push(reply);
