@@ -49,6 +49,19 @@ export interface PredictOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * @internal A pair tokenized ahead as predict() would feed it to the model (CrossEncoder.preparePairs): the server
+ * tokenizes each /rerank request as it arrives, before its batch queue. Opaque.
+ */
+export interface PreparedPair {
+  readonly input: TokenizedText;
+  /** The pair's length: predict() orders the pairs it tokenizes ahead by it, a prepared pair's batches the same. */
+  readonly characters: number;
+  /** The CrossEncoder and prompt it was prepared for: predicting it under others is refused. */
+  readonly model: CrossEncoder;
+  readonly prompt: string | undefined;
+}
+
 export interface RankOptions extends PredictOptions {
   /** Keep the best `topK` documents (default: all of them, best first). */
   topK?: number;
@@ -403,26 +416,55 @@ export class CrossEncoder {
     return this.model.use((handle) => this.predictWith(handle, pairs, options));
   }
 
-  private async predictWith(handle: NativeEncoder, pairs: [string, string][], options: PredictOptions | undefined, rank = false): Promise<Matrix> {
-    const o = checkOptions('options', options, PREDICT_KEYS);
+  /**
+   * @internal Tokenizes `pairs` as predict() of the same prompt options would, for predictPrepared to score later:
+   * the server tokenizes each request as it arrives, before its batch queue, so that a short request is never
+   * batched behind the tokenizing of huge ones. `signal` aborted, the pairs not yet sent to the tokenizer never are,
+   * and it rejects ABORTED.
+   */
+  async preparePairs(pairs: [string, string][], options?: Pick<PredictOptions, 'prompt' | 'promptName' | 'signal'>): Promise<PreparedPair[]> {
+    this.model.current();
+    const o = checkOptions('options', options, ['prompt', 'promptName', 'signal'] as const);
     checkPairs(pairs);
+    const signal = signalOption(o.signal);
+    const prompt = this.resolvePrompt(o.prompt, o.promptName);
+    const inputs = await this.tokenizePairs(pairs, prompt, signal);
+    return inputs.map((input, i) => ({ input, characters: pairs[i][0].length + pairs[i][1].length, model: this, prompt }));
+  }
+
+  /** @internal predict() of pairs tokenized ahead by preparePairs() with the same prompt: the call only pads and runs them. */
+  async predictPrepared(prepared: PreparedPair[], options?: PredictOptions): Promise<Matrix> {
+    return this.model.use((handle) => this.predictWith(handle, { prepared }, options));
+  }
+
+  /** predict() of `input`: pairs, or pairs tokenized ahead (preparePairs()); the loop is the same. */
+  private async predictWith(handle: NativeEncoder, input: [string, string][] | { prepared: PreparedPair[] }, options: PredictOptions | undefined, rank = false): Promise<Matrix> {
+    const o = checkOptions('options', options, PREDICT_KEYS);
+    const prepared = Array.isArray(input) ? undefined : input.prepared;
+    const pairs = prepared ? [] : (input as [string, string][]);
+    if (!prepared) checkPairs(pairs);
+    const count = prepared ? prepared.length : pairs.length;
     const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
     let activation = oneOf('options.activation', o.activation ?? 'default', ACTIVATIONS);
     if (activation === 'default') activation = this.activation;
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
     const signal = signalOption(o.signal);
     const prompt = this.resolvePrompt(o.prompt, o.promptName);
+    if (prepared?.some((p) => p.model !== this || p.prompt !== prompt)) {
+      throw new ColtrastError('INVALID_ARGUMENT', 'pairs prepared by another CrossEncoder, or with another prompt, cannot be scored with these options: preparePairs() them with the options of the call');
+    }
     const labels = this.numLabels;
-    const scores = new Float32Array(pairs.length * labels);
+    const scores = new Float32Array(count * labels);
     const run = (items: TokenizedText[]) => handle.embed({ ...padBatch(items), output: 'scores', pooling: 'cls', normalize: false });
     const take = (logits: Float32Array, indices: number[]) => {
       indices.forEach((pairIndex, r) => {
         scores.set(activate(logits.subarray(r * labels, (r + 1) * labels), activation), pairIndex * labels);
       });
     };
-    await tokenizeInBatches(pairs.length, batchSize, tokenizeAhead(this.device), (i) => pairs[i][0].length + pairs[i][1].length,
-      (indices) => this.tokenizePairs(indices.map((i) => pairs[i]), prompt), run, take, o.onProgress, { signal, call: rank ? 'rank()' : 'predict()' });
-    return { dims: [pairs.length, labels], data: scores };
+    const characters = prepared ? (i: number) => prepared[i].characters : (i: number) => pairs[i][0].length + pairs[i][1].length;
+    const tokenize = async (indices: number[]) => (prepared ? indices.map((i) => prepared[i].input) : this.tokenizePairs(indices.map((i) => pairs[i]), prompt));
+    await tokenizeInBatches(count, batchSize, tokenizeAhead(this.device), characters, tokenize, run, take, o.onProgress, { signal, call: rank ? 'rank()' : 'predict()' });
+    return { dims: [count, labels], data: scores };
   }
 
   /** The prompt a call uses: `prompt`, the named one, or the model's default (sentence-transformers' order). */
@@ -440,12 +482,12 @@ export class CrossEncoder {
    * decoder reranker with a chat template, the pair as a "query" and a "document" message (after a "system" message
    * holding the prompt) rendered and tokenized as rendered, as sentence-transformers 6 does.
    */
-  private async tokenizePairs(pairs: [string, string][], prompt: string | undefined): Promise<TokenizedText[]> {
+  private async tokenizePairs(pairs: [string, string][], prompt: string | undefined, signal?: AbortSignal): Promise<TokenizedText[]> {
     const chat = this.pairTemplate;
-    if (!chat) return this.tokenizer.encodePairs(prompt === undefined ? pairs : pairs.map(([q, d]): [string, string] => [prompt + q, d]));
+    if (!chat) return this.tokenizer.encodePairs(prompt === undefined ? pairs : pairs.map(([q, d]): [string, string] => [prompt + q, d]), undefined, signal);
     const conversation = (query: string, document: string) => pairMessages(chat.format, query, document, prompt);
     const rendered = pairs.map(([q, d]) => chat.template.render({ messages: conversation(q, d) }));
-    const tokenized = await this.tokenizer.encodeBare(rendered, this.maxSeqLength);
+    const tokenized = await this.tokenizer.encodeBare(rendered, this.maxSeqLength, signal);
     // A prompt cut at the end loses the template's tail (what the last token must read, e.g. an assistant turn):
     // sentence-transformers writes it back over the last tokens. The tail: the tokens two renders with other contents
     // ('0', '1 2 3 4') end with alike.

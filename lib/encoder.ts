@@ -131,6 +131,25 @@ export interface PreparedBatch {
   tokenizeSeconds: number;
 }
 
+/**
+ * @internal A text tokenized ahead as embed() would feed it to the model (Encoder.prepare): the server tokenizes each
+ * request as it arrives, before its batch queue, whose model calls then only pad and run (embedCounting). Opaque but
+ * for `tokens`.
+ */
+export interface PreparedText {
+  /** The tokens the model reads for the text (the server's usage counts). */
+  readonly tokens: number;
+  readonly input: ModelInput;
+  /** The text's length: embed() orders the texts it tokenizes ahead by it, a prepared text's batches the same. */
+  readonly characters: number;
+  /** The Encoder and the settings (task, prompt, pooled or not) it was prepared for: embedding it under others is refused. */
+  readonly encoder: Encoder;
+  readonly setting: string;
+}
+
+/** What prepareTexts' result depends on, as PreparedText.setting. */
+const preparedSetting = (task: string | undefined, prompt: string | undefined, forPooling: boolean) => JSON.stringify([task ?? null, prompt ?? null, forPooling]);
+
 /** @internal See Encoder.createTrainer. */
 export type EncoderTrainer = ModelTrainer<PreparedBatch>;
 
@@ -493,16 +512,35 @@ export class Encoder {
     return this.model.use((handle) => this.embedWith(handle, texts, options));
   }
 
-  /** @internal embed(), also returning how many tokens the model read for each text (the server's usage counts). */
-  async embedCounting(texts: string[], options?: EmbedOptions): Promise<{ result: Matrix | Matrix[]; tokens: number[] }> {
+  /**
+   * @internal embed(), also returning how many tokens the model read for each text (the server's usage counts); of
+   * texts, or of texts tokenized ahead by prepare() with the same options (the call then only pads and runs them).
+   */
+  async embedCounting(texts: string[] | { prepared: PreparedText[] }, options?: EmbedOptions): Promise<{ result: Matrix | Matrix[]; tokens: number[] }> {
     const tokens: number[] = [];
     const result = await this.model.use((handle) => this.embedWith(handle, texts, options, tokens));
     return { result, tokens };
   }
 
-  private async embedWith(handle: NativeEncoder, texts: string[], options?: EmbedOptions, tokenCounts?: number[]): Promise<Matrix | Matrix[]> {
+  /**
+   * @internal Tokenizes `texts` as embed() of the same options would (prompt, task, truncation, a multi-vector model's
+   * expansion and skiplist), for embedCounting to embed later: the server's requests are tokenized as they arrive,
+   * concurrently, before their batch queue, so that a short request is never batched behind the tokenizing of huge
+   * ones (as text-embeddings-inference's tokenization workers do). `signal` aborted, the texts not yet sent to the
+   * tokenizer never are (a huge one waiting on its long lane), and it rejects ABORTED.
+   */
+  async prepare(texts: string[], options?: EmbedOptions): Promise<PreparedText[]> {
+    this.model.current();
     const o = checkOptions('options', options, EMBED_KEYS);
     checkTexts(texts);
+    const { output, task, prompt, signal } = this.embedSettings(o);
+    const inputs = await this.prepareTexts(texts, task, prompt, output === 'pooled', signal);
+    const setting = preparedSetting(task, prompt, output === 'pooled');
+    return inputs.map((input, i) => ({ tokens: input.ids.length, input, characters: texts[i].length, encoder: this, setting }));
+  }
+
+  /** embed()'s options, checked (but `texts`' own). */
+  private embedSettings(o: EmbedOptions) {
     const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
     const output = oneOf('options.output', o.output ?? 'pooled', ['pooled', 'tokens'] as const);
     const pooling = oneOf('options.pooling', o.pooling ?? this.files.pooling, POOLING_MODES);
@@ -514,9 +552,6 @@ export class Encoder {
     }
     // Cut pooled vectors: the model's full vectors come back unnormalized, and are cut, then normalized, below.
     const cut = output === 'pooled' && truncateDim !== undefined && truncateDim < this.fullDimension ? truncateDim : undefined;
-    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
-      throw invalid('options.onProgress', 'a function', o.onProgress);
-    }
     const signal = signalOption(o.signal);
 
     const task = o.task === undefined ? undefined : oneOf('options.task', o.task, TASKS);
@@ -527,13 +562,33 @@ export class Encoder {
       );
     }
     const prompt = this.resolvePrompt(o.prompt, o.promptName, task);
-    const counts = tokenCounts && new Array<number>(texts.length);
+    return { batchSize, output, pooling, normalize, cut, signal, task, prompt };
+  }
+
+  /** embed() of `input`: texts, or texts tokenized ahead (prepare(), with the same options); the loop is the same. */
+  private async embedWith(handle: NativeEncoder, input: string[] | { prepared: PreparedText[] }, options?: EmbedOptions, tokenCounts?: number[]): Promise<Matrix | Matrix[]> {
+    const o = checkOptions('options', options, EMBED_KEYS);
+    const prepared = Array.isArray(input) ? undefined : input.prepared;
+    const texts = prepared ? [] : (input as string[]);
+    if (!prepared) checkTexts(texts);
+    const { batchSize, output, pooling, normalize, cut, signal, task, prompt } = this.embedSettings(o);
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
+      throw invalid('options.onProgress', 'a function', o.onProgress);
+    }
+    const count = prepared ? prepared.length : texts.length;
+    if (prepared) {
+      const setting = preparedSetting(task, prompt, output === 'pooled');
+      if (prepared.some((p) => p.encoder !== this || p.setting !== setting)) {
+        throw new ColtrastError('INVALID_ARGUMENT', 'texts prepared by another Encoder, or with another task, prompt or output, cannot be embedded with these options: prepare() them with the options of the embedding');
+      }
+    }
+    const counts = tokenCounts && new Array<number>(count);
     const dim = output === 'pooled' ? this.fullDimension : this.tokenDimension;
     const width = cut ?? dim;
-    const pooled = new Float32Array(output === 'pooled' ? texts.length * width : 0);
-    const tokens: Matrix[] = new Array(output === 'tokens' ? texts.length : 0);
+    const pooled = new Float32Array(output === 'pooled' ? count * width : 0);
+    const tokens: Matrix[] = new Array(output === 'tokens' ? count : 0);
     const tokenize = async (indices: number[]) => {
-      const items = await this.prepareTexts(indices.map((i) => texts[i]), task, prompt, output === 'pooled');
+      const items = prepared ? indices.map((i) => prepared[i].input) : await this.prepareTexts(indices.map((i) => texts[i]), task, prompt, output === 'pooled');
       if (counts) indices.forEach((textIndex, k) => (counts[textIndex] = items[k].ids.length));
       return items;
     };
@@ -554,12 +609,13 @@ export class Encoder {
         }
       });
     };
-    await tokenizeInBatches(texts.length, batchSize, tokenizeAhead(this.device), (i) => texts[i].length, tokenize, run, take, o.onProgress, { signal, call: 'embed()' });
+    const characters = prepared ? (i: number) => prepared[i].characters : (i: number) => texts[i].length;
+    await tokenizeInBatches(count, batchSize, tokenizeAhead(this.device), characters, tokenize, run, take, o.onProgress, { signal, call: 'embed()' });
     if (counts) tokenCounts!.push(...counts);
     // A HierarchicalTokenPooling module pools the token vectors of its tasks' texts (none given: a document's).
     const pool = this.multi?.config.tokenPooling;
     if (output === 'tokens' && pool && pool.poolFactor > 1 && pool.tasks.includes(task ?? 'document')) return poolAll(tokens, pool.poolFactor, pool.protectedTokens);
-    return output === 'pooled' ? { dims: [texts.length, width], data: pooled } : tokens;
+    return output === 'pooled' ? { dims: [count, width], data: pooled } : tokens;
   }
 
   /**
@@ -600,9 +656,9 @@ export class Encoder {
    * model's queries expanded and its scored positions marked; for pooling (`forPooling`) with include_prompt
    * false, the prompt's tokens left out of the pooled positions, as sentence-transformers does.
    */
-  private async prepareTexts(texts: string[], task: 'query' | 'document' | undefined, prompt: string | undefined, forPooling: boolean): Promise<ModelInput[]> {
+  private async prepareTexts(texts: string[], task: 'query' | 'document' | undefined, prompt: string | undefined, forPooling: boolean, signal?: AbortSignal): Promise<ModelInput[]> {
     const maxLength = this.maxLengthFor(task);
-    const tokenized = this.modelInputs(await this.tokenizer.encode(prompt ? texts.map((t) => prompt + t) : texts, maxLength), task);
+    const tokenized = this.modelInputs(await this.tokenizer.encode(prompt ? texts.map((t) => prompt + t) : texts, maxLength, signal), task);
     if (prompt && forPooling && !this.files.includePrompt && !this.multi) {
       const skip = await this.tokenizer.promptLength(prompt, maxLength);
       for (const t of tokenized) t.scored = t.ids.map((_, i) => (i < skip ? 0 : 1));

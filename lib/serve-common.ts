@@ -11,9 +11,9 @@ export interface QueueStats {
   calls: number;
   inputs: number;
   largestCall: number;
-  /** Inputs waiting or in a model call now. */
+  /** Inputs being prepared (tokenized), waiting, or in a model call now. */
   waiting: number;
-  /** Inputs dropped from the queue before any model call took them: their client went away. */
+  /** Inputs dropped before any model call took them (while prepared or waiting): their client went away. */
   cancelled: number;
 }
 
@@ -41,7 +41,10 @@ export class ClientGone extends HttpError {
 /** One request in a queue: its items, the outputs so far, and how far model calls have taken its items. */
 interface Request<I, O> {
   key: string;
+  /** The request's inputs: set once prepared (none queued before). */
   items: I[];
+  /** How many inputs it has. */
+  size: number;
   out: O[];
   /** Items [0, taken) have gone to model calls; the rest wait (one piece in the queue, the later ones not yet). */
   taken: number;
@@ -67,8 +70,15 @@ interface Piece<I, O> {
  * without end. A request whose `signal` aborts (its client went away) leaves the queue at once: its items that
  * no call has taken are never run, and it rejects with ClientGone; a call under way finishes for the other
  * requests in it.
+ *
+ * With `prepare`, each request's inputs are prepared (tokenized) as it arrives, concurrently with the other requests
+ * and with the model's calls, and join the queue once prepared: a call only runs the model, so that a short request
+ * is batched with whatever is ready, not made to wait for the tokenizing of huge requests that came before it (as
+ * text-embeddings-inference's tokenization workers before its batching queue). Inputs being prepared count towards
+ * `maxWaiting`; a preparation that fails answers its own request only; a client gone while its inputs are prepared
+ * aborts the preparation (`prepare`'s signal) and its result is dropped.
  */
-export class BatchQueue<I, O> {
+export class BatchQueue<I, O, T = I> {
   private queue: Piece<I, O>[] = [];
   private waiting = 0;
   private busy = false;
@@ -78,37 +88,65 @@ export class BatchQueue<I, O> {
     private readonly run: (key: string, items: I[]) => Promise<O[]>,
     private readonly maxItems: number,
     private readonly maxWaiting: number,
+    private readonly prepare?: (key: string, inputs: T[], signal: AbortSignal | undefined) => Promise<I[]>,
   ) {}
 
   stats(): QueueStats {
     return { calls: this.counts.calls, inputs: this.counts.inputs, largestCall: this.counts.largestCall, waiting: this.waiting, cancelled: this.counts.cancelled };
   }
 
-  /** `items`' outputs, in order; `signal` aborting (the client went away) takes the request out of the queue. */
-  submit(key: string, items: I[], signal?: AbortSignal): Promise<O[]> {
+  /**
+   * `inputs`' outputs, in order (prepared first, with `prepare`); `signal` aborting (the client went away) takes the
+   * request out of the queue, and stops its preparation.
+   */
+  submit(key: string, inputs: T[], signal?: AbortSignal): Promise<O[]> {
     if (signal?.aborted) return Promise.reject(new ClientGone());
-    if (this.waiting + items.length > this.maxWaiting) {
+    if (this.waiting + inputs.length > this.maxWaiting) {
       return Promise.reject(
         new HttpError(503, `the server is busy: ${this.waiting} inputs are waiting (maxQueue ${this.maxWaiting}); retry shortly`, { 'Retry-After': '1' }),
       );
     }
-    if (items.length === 0) return Promise.resolve([]);
-    this.waiting += items.length;
+    if (inputs.length === 0) return Promise.resolve([]);
+    const size = inputs.length;
+    this.waiting += size;
     return new Promise<O[]>((resolve, reject) => {
       const onAbort = () => this.cancel(request);
       const done = () => signal?.removeEventListener('abort', onAbort);
       const request: Request<I, O> = {
         key,
-        items,
-        out: new Array<O>(items.length),
+        items: [],
+        size,
+        out: new Array<O>(size),
         taken: 0,
         cancelled: false,
         resolve: (out) => (done(), resolve(out)),
         reject: (error) => (done(), reject(error)),
       };
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.enqueue(request, 0);
-      this.start();
+      const queue = (items: I[]) => {
+        request.items = items;
+        this.enqueue(request, 0);
+        this.start();
+      };
+      if (!this.prepare) {
+        queue(inputs as unknown as I[]);
+        return;
+      }
+      const failed = (error: unknown) => {
+        this.waiting -= size;
+        request.reject(error);
+      };
+      this.prepare(key, inputs, signal).then(
+        (items) => {
+          // Its client gone meanwhile: cancel() has let its inputs go.
+          if (request.cancelled) return;
+          if (items.length === size) queue(items);
+          else failed(new Error(`BatchQueue: prepare gave ${items.length} items for ${size} inputs`));
+        },
+        (error: unknown) => {
+          if (!request.cancelled) failed(error);
+        },
+      );
     });
   }
 
@@ -121,7 +159,7 @@ export class BatchQueue<I, O> {
     if (request.cancelled) return;
     request.cancelled = true;
     this.queue = this.queue.filter((piece) => piece.request !== request);
-    const unrun = request.items.length - request.taken;
+    const unrun = request.size - request.taken;
     this.waiting -= unrun;
     this.counts.cancelled += unrun;
     request.reject(new ClientGone());

@@ -191,9 +191,11 @@ export function setLongCharacters(n: number): number {
  * than LONG_CHARACTERS characters (by `characters`) alone, on the long lane; the others in parts of at most
  * LONG_CHARACTERS and SEND_CHARACTERS, on the main lane, each sent once the one before has been answered (and
  * unpacked meanwhile, in turns: unpackIds). The ids are those of the whole input tokenized at once: each text is
- * still tokenized whole, by the same tokenizer.
+ * still tokenized whole, by the same tokenizer. `signal` aborted (a server's client gone), the parts not yet sent are
+ * not (a huge text waiting its turn on the long lane is never tokenized), and it rejects ABORTED.
  */
-async function encodeInParts<T>(items: T[], characters: (item: T) => number, request: (part: T[]) => TokenizerWork): Promise<TokenizedText[]> {
+async function encodeInParts<T>(items: T[], characters: (item: T) => number, request: (part: T[]) => TokenizerWork, signal?: AbortSignal): Promise<TokenizedText[]> {
+  if (signal?.aborted) throw aborted(request([]).op);
   const limit = Math.min(sendCharacters, longCharacters);
   const parts: { indices: number[]; long: boolean }[] = [];
   let open: { indices: number[]; long: boolean } | undefined;
@@ -211,14 +213,14 @@ async function encodeInParts<T>(items: T[], characters: (item: T) => number, req
     open.indices.push(i);
     size += n;
   });
-  if (parts.length === 1 && !parts[0].long) return unpackIds(await host.call<PackedIds>(request(items)));
+  if (parts.length === 1 && !parts[0].long) return unpackIds(await host.call<PackedIds>(request(items), signal));
   let previous: Promise<unknown> = Promise.resolve();
   const replies = parts.map((part) => {
     const work = request(part.indices.map((i) => items[i]));
     let reply: Promise<PackedIds>;
-    if (part.long) reply = host.callLong<PackedIds>(work);
+    if (part.long) reply = host.callLong<PackedIds>(work, signal);
     else {
-      reply = previous.then(() => host.call<PackedIds>(work));
+      reply = previous.then(() => host.call<PackedIds>(work, signal));
       previous = reply;
     }
     reply.catch(() => {}); // awaited below, in order; a later part may fail first
@@ -293,11 +295,11 @@ class Host {
     if (this.waiting.size === 0) this.worker?.unref();
   }
 
-  /** `signal` (oneAtATime only): aborted while the request waits its turn, it is never sent, and rejects ABORTED. */
+  /** `signal`: aborted before the request is sent (with oneAtATime, while it waits its turn), it never is, and rejects ABORTED. */
   call<T>(request: TokenizerWork, signal?: AbortSignal): Promise<T> {
-    if (!this.oneAtATime) return this.send<T>(request);
+    if (!this.oneAtATime) return signal?.aborted ? Promise.reject(aborted(request.op)) : this.send<T>(request);
     const reply = this.last.then(() => {
-      if (signal?.aborted) throw new ColtrastError('ABORTED', `the tokenizer's ${request.op} was aborted (its signal) before it began`);
+      if (signal?.aborted) throw aborted(request.op);
       return this.send<T>(request);
     });
     this.last = reply.catch(() => {});
@@ -309,10 +311,16 @@ class Host {
    * process (LONG_CHARACTERS), while the others go on meanwhile: texts of millions of characters hold one of libuv's
    * pool threads at most, never the pool. (Merged into one encodeBatch, which the tokenizers package spreads over the
    * cores itself, four texts of 2 million characters were no faster: 13.5 s, against 8.6 s one after another.)
+   * `signal` aborted while the request waits its turn (the server's client gone), it is never sent, and rejects ABORTED.
    */
-  callLong<T>(request: TokenizerWork): Promise<T> {
+  callLong<T>(request: TokenizerWork, signal?: AbortSignal): Promise<T> {
     this.longWaiting++;
-    const reply = this.lastLong.then(() => this.send<T>(request)).finally(() => this.longWaiting--);
+    const reply = this.lastLong
+      .then(() => {
+        if (signal?.aborted) throw aborted(request.op);
+        return this.send<T>(request);
+      })
+      .finally(() => this.longWaiting--);
     this.lastLong = reply.catch(() => {});
     return reply;
   }
@@ -335,6 +343,11 @@ class Host {
     else if (this.longWaiting > 0) void this.lastLong.then(post);
     else post();
   }
+}
+
+/** What a tokenizer request whose signal aborted before it was sent rejects with. */
+function aborted(op: string): ColtrastError {
+  return new ColtrastError('ABORTED', `the tokenizer's ${op} was aborted (its signal) before it began`);
 }
 
 /** The worker of the models' own tokenizing: embedding, re-ranking, generation, loading. */
@@ -436,14 +449,17 @@ export class TextTokenizer {
     return tokenizer;
   }
 
-  /** Tokenizes, truncating to `maxLength` tokens (default: the model's maximum sequence length). */
-  async encode(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
-    return encodeInParts(texts, (text) => text.length, (part) => ({ op: 'encode', spec: this.spec, texts: part, maxLength, special: true }));
+  /**
+   * Tokenizes, truncating to `maxLength` tokens (default: the model's maximum sequence length). `signal` aborted, the
+   * parts not sent yet to the worker are not (a long text waiting on the long lane), and it rejects ABORTED.
+   */
+  async encode(texts: string[], maxLength = this.maxLength, signal?: AbortSignal): Promise<TokenizedText[]> {
+    return encodeInParts(texts, (text) => text.length, (part) => ({ op: 'encode', spec: this.spec, texts: part, maxLength, special: true }), signal);
   }
 
-  /** Tokenizes without the special tokens the tokenizer's template adds (a completion that follows a prompt). */
-  async encodeBare(texts: string[], maxLength = this.maxLength): Promise<TokenizedText[]> {
-    return encodeInParts(texts, (text) => text.length, (part) => ({ op: 'encode', spec: this.spec, texts: part, maxLength, special: false }));
+  /** Tokenizes without the special tokens the tokenizer's template adds (a completion that follows a prompt); `signal` as encode's. */
+  async encodeBare(texts: string[], maxLength = this.maxLength, signal?: AbortSignal): Promise<TokenizedText[]> {
+    return encodeInParts(texts, (text) => text.length, (part) => ({ op: 'encode', spec: this.spec, texts: part, maxLength, special: false }), signal);
   }
 
   /** Token ids back to text, special tokens left out. */
@@ -493,10 +509,10 @@ export class TextTokenizer {
 
   /**
    * Tokenizes text pairs as one input each ([CLS] a [SEP] b [SEP], token types 0 then 1), cutting the longer
-   * text first until the pair fits `maxLength` (transformers' 'longest_first', as cross-encoders are run).
+   * text first until the pair fits `maxLength` (transformers' 'longest_first', as cross-encoders are run). `signal` as encode's.
    */
-  async encodePairs(pairs: [string, string][], maxLength = this.maxLength): Promise<TokenizedText[]> {
-    return encodeInParts(pairs, ([a, b]) => a.length + b.length, (part) => ({ op: 'encodePairs', spec: this.spec, pairs: part, maxLength }));
+  async encodePairs(pairs: [string, string][], maxLength = this.maxLength, signal?: AbortSignal): Promise<TokenizedText[]> {
+    return encodeInParts(pairs, ([a, b]) => a.length + b.length, (part) => ({ op: 'encodePairs', spec: this.spec, pairs: part, maxLength }), signal);
   }
 
   /** Each token's id (added tokens included), or null where the vocabulary has no such token. */
