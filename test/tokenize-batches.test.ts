@@ -189,6 +189,14 @@ test('TextTokenizer.encode and encodePairs in slices give the ids of the whole i
   }
 });
 
+// lib/tokenizer-host.ts encodes each pair with its own encode(a, b) because the package's encodeBatch takes single texts
+// only. Should a release take pairs ([a, b], as Python's encode_batch takes tuples), this fails: encodePairs could then
+// be one call a slice, once its ids (truncation past maxLength included) are shown to be those of encode(a, b).
+test("the tokenizers package's encodeBatch refuses pairs, so encodePairs encodes each pair by itself", (t) => {
+  const tokenizer = Tokenizer.fromFile(path.join(FIXTURE, 'tokenizer.json'));
+  t.throws(() => tokenizer.encodeBatch([['a query', 'a document'] as unknown as string]), { code: 'StringExpected', message: /into rust type `String`/ });
+});
+
 // Texts of more than SEND_CHARACTERS characters in all go to the worker as several messages, a turn of the event loop
 // apart (a postMessage copies its texts on the loop: 80 million characters held it 99-202 ms): the ids are those of the
 // whole input tokenized at once, in order, pairs too.
