@@ -1290,8 +1290,8 @@ const SEARCH_OPTIONS = {
  * given, if any (then index.json's model.source is not what loads). A ColtrastError: main() prints it and exits 2.
  */
 function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number } {
-  indexManifestModule().readIndexManifest(path.resolve(dir));
-  const built = searchIndexModule().Index.modelOptions(dir);
+  const { readIndexManifest, builtModelOptions } = indexManifestModule();
+  const built = builtModelOptions(readIndexManifest(path.resolve(dir)));
   // Without --model, index.json's model.source is what loads. Another value than a folder or hub id (a hand edit)
   // was reported as --model's, a flag not given, or (null) taken for none: the default model loaded, a second or a
   // download, to be refused as another model.

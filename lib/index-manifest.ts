@@ -74,6 +74,15 @@ export const SAVE_AGAIN = 'the folder is damaged: save the index again or rebuil
  * storage and residual bits. Every problem is a MODEL_FILES error naming the folder, index.json and what to do. Whether
  * it fits a model (the fingerprint, the width, multi-vector) is the loader's to check.
  */
+/**
+ * How to load the model that built an index, as its index.json records it: the folder or hub id it was loaded from
+ * (as written: `coltrast search` checks it) and its truncateDim when that is a number.
+ */
+export function builtModelOptions(manifest: IndexManifest): { source?: string; truncateDim?: number } {
+  const model = manifest.model ?? {};
+  return { source: model.source, ...(typeof model.truncateDim === 'number' ? { truncateDim: model.truncateDim } : {}) };
+}
+
 export function readIndexManifest(where: string): IndexManifest {
   const file = path.join(where, 'index.json');
   if (!fs.existsSync(file)) throw indexDamaged(where, 'no index.json (not an index folder)');

@@ -49,7 +49,7 @@ import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { ReadWriteLock } from './rw-lock';
 import { DocStore, hasLoneSurrogate } from './doc-store';
-import { IdsDigest, IndexDocsReader, RESIDUAL_BITS, SAVE_AGAIN, STORAGES, TOKEN_STORAGES, checkIndexTensors, indexDamaged, readIndexManifest, tokenCountsDigest, tokenTensors, vectorTensors, type IndexManifest, type Storage, type TokenStorage } from './index-manifest';
+import { IdsDigest, IndexDocsReader, RESIDUAL_BITS, SAVE_AGAIN, STORAGES, TOKEN_STORAGES, builtModelOptions, checkIndexTensors, indexDamaged, readIndexManifest, tokenCountsDigest, tokenTensors, vectorTensors, type IndexManifest, type Storage, type TokenStorage } from './index-manifest';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 import { Turns } from './turns';
 
@@ -1211,8 +1211,7 @@ export class Index {
   /** How to load the model that built the index at `dir`: its folder and truncateDim, as its index.json records them. */
   static modelOptions(dir: string): { source?: string; truncateDim?: number } {
     try {
-      const model = JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'index.json'), 'utf8')).model ?? {};
-      return { source: model.source, ...(typeof model.truncateDim === 'number' ? { truncateDim: model.truncateDim } : {}) };
+      return builtModelOptions(JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'index.json'), 'utf8')));
     } catch {
       return {};
     }
