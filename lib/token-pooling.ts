@@ -14,6 +14,7 @@
  */
 import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
+import { Turns } from './turns';
 import { floatMatrix, numberValue, positiveInteger } from './validate';
 
 /** The merges of Ward's linkage of `n` points with distances `d` (n × n, symmetric; overwritten): [a, b, height]. */
@@ -169,17 +170,14 @@ export function poolTokens(tokens: Matrix, poolFactor: number, protectedTokens =
 }
 
 /**
- * Each matrix pooled by poolTokens, yielding to the event loop whenever 16 ms have passed since it last did (one
- * 512-token document takes tens of milliseconds).
+ * Each matrix pooled by poolTokens, in turns (lib/turns.ts: the event loop runs every 10 ms; one 512-token document
+ * takes tens of milliseconds).
  */
 export async function poolAll(matrices: Matrix[], poolFactor: number, protectedTokens = 1): Promise<Matrix[]> {
   const out: Matrix[] = [];
-  let since = Date.now();
+  const turns = new Turns();
   for (const m of matrices) {
-    if (Date.now() - since > 16) {
-      await new Promise((resolve) => setImmediate(resolve));
-      since = Date.now();
-    }
+    await turns.maybe();
     out.push(poolTokens(m, poolFactor, protectedTokens));
   }
   return out;
