@@ -37,7 +37,7 @@ import path from 'node:path';
 import { Bm25Index } from './bm25';
 import { topK } from './top-k';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
-import { Encoder, type Matrix } from './encoder';
+import { Encoder, type Matrix, type PreparedText } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic, writeJsonLinesAtomic } from './files';
 import { fileLines } from './data-files';
@@ -212,6 +212,24 @@ type TokenStore = { kind: 'float16'; store: NativeDenseStore } | { kind: 'residu
 const BUILD_KEYS = ['lateInteraction', 'storage', 'tokenStorage', 'residualBits', 'centroids', 'poolFactor', 'batchSize', 'onProgress'] as const;
 /** Token pooling's protected leading vectors (sentence-transformers' default: the [CLS] vector). */
 const PROTECTED_TOKENS = 1;
+/** How search() embeds its queries: pooled vectors, normalized; token vectors (normalized for MaxSim re-ranking). */
+const POOLED_QUERIES = { normalize: true, task: 'query' } as const;
+const QUERY_TOKENS = { output: 'tokens', task: 'query' } as const;
+
+/**
+ * @internal A query tokenized ahead (Index.prepareQueries) as search() embeds it: the server tokenizes each /search
+ * request as it arrives, before its batch queue, so that a short search is never batched behind the tokenizing of
+ * huge queries (as /embed's). Opaque.
+ */
+export interface PreparedQuery {
+  /** The query (BM25, a cross-encoder's pairs and the hits' order need its text). */
+  readonly text: string;
+  /** Tokenized for its pooled vector (a single-vector index's dense stage, MMR), where the search embeds one. */
+  readonly pooled?: PreparedText;
+  /** Tokenized for its token vectors (a multi-vector index's first stage, MaxSim re-ranking), where the search embeds them. */
+  readonly tokens?: PreparedText;
+}
+
 const SEARCH_KEYS = ['k', 'mode', 'rerank', 'candidates', 'hybridWeight', 'fusion', 'rescoreMultiplier', 'nprobe', 'fullScores', 'filter', 'mmrLambda'] as const;
 /** Token vectors k-means trains the centroids on, at most (evenly spaced among the first documents'). */
 const CENTROID_SAMPLE = 1 << 18;
@@ -891,7 +909,48 @@ export class Index {
     return this.lock.read(() => this.searchNow(queries, options));
   }
 
-  private async searchNow(queries: string[], options?: SearchOptions): Promise<Hit[][]> {
+  /**
+   * @internal Tokenizes `queries` as search() with these options embeds them (its pooled vectors, its token vectors,
+   * both or neither: BM25 embeds none), for searchPrepared() to search later: the server's /search requests are
+   * tokenized as they arrive, before their batch queue. `signal` aborted, the queries not yet sent to the tokenizer
+   * never are, and it rejects ABORTED.
+   */
+  async prepareQueries(queries: string[], options?: Pick<SearchOptions, 'mode' | 'rerank' | 'mmrLambda'>, signal?: AbortSignal): Promise<PreparedQuery[]> {
+    if (!Array.isArray(queries) || queries.some((q) => typeof q !== 'string')) throw invalid('queries', 'an array of strings', queries);
+    const { pooled, tokens } = this.queryEmbeddings(options?.mode ?? 'dense', options?.rerank ?? 'none', options?.mmrLambda !== undefined);
+    const vectors = pooled ? await this.encoder.prepare(queries, { ...POOLED_QUERIES, signal }) : undefined;
+    const states = tokens ? await this.encoder.prepare(queries, { ...QUERY_TOKENS, signal }) : undefined;
+    return queries.map((text, i) => ({ text, pooled: vectors?.[i], tokens: states?.[i] }));
+  }
+
+  /** @internal search() of queries tokenized ahead by prepareQueries() (with the options of the search): the same hits. */
+  async searchPrepared(prepared: PreparedQuery[], options?: SearchOptions): Promise<Hit[][]> {
+    if (!Array.isArray(prepared) || prepared.some((p) => typeof p?.text !== 'string')) throw invalid('prepared', 'the queries prepareQueries() gave', prepared);
+    return this.lock.read(() => this.searchNow(prepared.map((p) => p.text), options, prepared));
+  }
+
+  /** Which of the queries' embeddings a search embeds: pooled vectors (a single-vector index's dense stage, MMR), token vectors (a multi-vector index's first stage, MaxSim re-ranking). */
+  private queryEmbeddings(mode: SearchOptions['mode'], rerank: SearchOptions['rerank'], mmr: boolean): { pooled: boolean; tokens: boolean } {
+    return {
+      pooled: this.vectors !== undefined && (mode !== 'bm25' || mmr),
+      tokens: (mode !== 'bm25' && !this.vectors) || (rerank === 'maxsim' && this.vectors !== undefined && this.tokens !== undefined),
+    };
+  }
+
+  /**
+   * The queries' vectors as search() embeds them (POOLED_QUERIES, or QUERY_TOKENS normalized or not): of their
+   * tokens prepared ahead where `prepared` has them all (prepareQueries), else of their texts; the same either way.
+   */
+  private async queryVectors(queries: string[], prepared: PreparedQuery[] | undefined, output: 'pooled'): Promise<Matrix>;
+  private async queryVectors(queries: string[], prepared: PreparedQuery[] | undefined, output: 'tokens', normalize?: boolean): Promise<Matrix[]>;
+  private async queryVectors(queries: string[], prepared: PreparedQuery[] | undefined, output: 'pooled' | 'tokens', normalize?: boolean): Promise<Matrix | Matrix[]> {
+    const options = output === 'pooled' ? POOLED_QUERIES : { ...QUERY_TOKENS, ...(normalize && { normalize }) };
+    const ready = prepared?.map((p) => p[output]);
+    const whole = ready?.every((p): p is PreparedText => p !== undefined) ? { prepared: ready as PreparedText[] } : queries;
+    return (await this.encoder.embedCounting(whole, options)).result;
+  }
+
+  private async searchNow(queries: string[], options?: SearchOptions, prepared?: PreparedQuery[]): Promise<Hit[][]> {
     const o = checkOptions('options', options, SEARCH_KEYS);
     if (!Array.isArray(queries) || queries.some((q) => typeof q !== 'string')) throw invalid('queries', 'an array of strings', queries);
     const k = positiveInteger('options.k', o.k ?? 10);
@@ -927,11 +986,11 @@ export class Index {
     if (mode !== 'bm25' && !this.vectors) {
       const wanted = firstK('dense');
       // At least the hits wanted are scored fully: fewer would return fewer than k hits.
-      dense = await this.maxsimSearch(queries, wanted, { nprobe, fullScores: Math.max(fullScores ?? Math.max(256, 4 * wanted), wanted) }, allow);
+      dense = await this.maxsimSearch(queries, prepared, wanted, { nprobe, fullScores: Math.max(fullScores ?? Math.max(256, 4 * wanted), wanted) }, allow);
     }
     let q: Matrix | undefined; // the queries' pooled vectors, normalized
     if (mode !== 'bm25' && this.vectors) {
-      q = await this.encoder.embed(queries, { normalize: true, task: 'query' });
+      q = await this.queryVectors(queries, prepared, 'pooled');
       dense = await this.denseSearch(q, firstK('dense'), multiplier, allow, turn);
     }
     let lexical: { doc: number; score: number }[][] = queries.map(() => []);
@@ -964,13 +1023,13 @@ export class Index {
       }
     }
     // A multi-vector index ranks by MaxSim in the first stage already (and fusion keeps ranks only).
-    if (rerank === 'maxsim' && this.vectors) ranked = await this.rerank(queries, ranked);
+    if (rerank === 'maxsim' && this.vectors) ranked = await this.rerank(queries, prepared, ranked);
     if (rerank instanceof CrossEncoder) {
       const reranked = await rerankCandidates(rerank, queries, ranked.map((hits) => hits.slice(0, candidates)), (h) => this.docs.text(h.doc));
       ranked = reranked.map((hits) => hits.map(({ item, score }) => ({ doc: item.doc, score })));
     }
     if (mmr !== undefined) {
-      q ??= await this.encoder.embed(queries, { normalize: true, task: 'query' });
+      q ??= await this.queryVectors(queries, prepared, 'pooled');
       const vectors = new CandidateVectors(this.vectors!, q.dims[1]);
       const picked: { doc: number; score: number }[][] = [];
       for (let i = 0; i < ranked.length; i++) {
@@ -1056,9 +1115,9 @@ export class Index {
   }
 
   /** Late-interaction second stage: MaxSim of the query's tokens against each candidate's tokens. */
-  private async rerank(queries: string[], candidates: { doc: number; score: number }[][]): Promise<{ doc: number; score: number }[][]> {
+  private async rerank(queries: string[], prepared: PreparedQuery[] | undefined, candidates: { doc: number; score: number }[][]): Promise<{ doc: number; score: number }[][]> {
     const dim = this.encoder.tokenDimension;
-    const queryTokens = await this.encoder.embed(queries, { output: 'tokens', normalize: true, task: 'query' });
+    const queryTokens = await this.queryVectors(queries, prepared, 'tokens', true);
     const out: { doc: number; score: number }[][] = [];
     for (let i = 0; i < queries.length; i++) {
       const docs = candidates[i].map((c) => c.doc);
@@ -1097,11 +1156,11 @@ export class Index {
    * document (the fused op, in blocks of documents, queries in groups), or PLAID's search of a residual store.
    * Scores are sentence-transformers' (MaxSim, or divided by the query's token count for 'meanmaxsim').
    */
-  private async maxsimSearch(queries: string[], k: number, plaid: { nprobe: number; fullScores: number }, allow?: Uint8Array): Promise<{ doc: number; score: number }[][]> {
+  private async maxsimSearch(queries: string[], prepared: PreparedQuery[] | undefined, k: number, plaid: { nprobe: number; fullScores: number }, allow?: Uint8Array): Promise<{ doc: number; score: number }[][]> {
     const out: { doc: number; score: number }[][] = [];
     const scope: MaxsimScope = {};
     for (let q0 = 0; q0 < queries.length; q0 += MAXSIM_QUERY_GROUP) {
-      const group = await this.encoder.embed(queries.slice(q0, q0 + MAXSIM_QUERY_GROUP), { output: 'tokens', task: 'query' });
+      const group = await this.queryVectors(queries.slice(q0, q0 + MAXSIM_QUERY_GROUP), prepared?.slice(q0, q0 + MAXSIM_QUERY_GROUP), 'tokens');
       out.push(...(await this.maxsimGroup(group, k, plaid, scope, allow)));
     }
     return out;
