@@ -191,15 +191,19 @@ export class Generator {
     return this.template.render({ ...this.chatTemplateKwargs, ...kwargs, messages, add_generation_prompt: addGenerationPrompt });
   }
 
-  /** Each prompt's token ids: text with the tokenizer's special tokens, a conversation as its template renders it. */
-  private async promptIds(prompts: Prompt[]): Promise<number[][]> {
+  /**
+   * Each prompt's token ids: text with the tokenizer's special tokens, a conversation as its template renders it.
+   * `signal` aborted, the texts not sent to the tokenizer yet are not (a huge one waiting on its long lane), and it
+   * rejects ABORTED.
+   */
+  private async promptIds(prompts: Prompt[], signal?: AbortSignal): Promise<number[][]> {
     const texts: string[] = [];
     const chats: string[] = [];
     for (const p of prompts) {
       if (isChat(p)) chats.push(this.applyChatTemplate(p));
       else texts.push(p);
     }
-    const [plain, rendered] = await Promise.all([this.tokenizer.encode(texts), this.tokenizer.encodeBare(chats)]);
+    const [plain, rendered] = await Promise.all([this.tokenizer.encode(texts, undefined, signal), this.tokenizer.encodeBare(chats, undefined, signal)]);
     // Each kind in the prompts' order.
     let t = 0;
     let c = 0;
@@ -255,9 +259,9 @@ export class Generator {
     return out;
   }
 
-  /** @internal Each prompt's length in tokens, as generate() tokenizes it. */
-  async promptLengths(prompts: Prompt[]): Promise<number[]> {
-    return (await this.promptIds(prompts)).map((ids) => ids.length);
+  /** @internal Each prompt's length in tokens, as generate() tokenizes it (cut at maxLength); `signal` as promptIds'. */
+  async promptLengths(prompts: Prompt[], signal?: AbortSignal): Promise<number[]> {
+    return (await this.promptIds(prompts, signal)).map((ids) => ids.length);
   }
 
   /** @internal Each completion's length in tokens, as sequences() tokenizes it (no special tokens). */

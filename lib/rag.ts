@@ -672,6 +672,16 @@ export class Rag {
   }
 
   /**
+   * @internal Each question's prompt with an empty document, in tokens as the generator reads it (cut at its
+   * maxLength): a document only adds to it, so a question at maxLength here fits with no document, and the server's
+   * /ask refuses it before retrieving for it and tokenizing its k prompts (answerEach's check, with each document,
+   * stays). `signal` as Generator.promptLengths'.
+   */
+  async questionLengths(questions: string[], signal?: AbortSignal): Promise<number[]> {
+    return this.generator.promptLengths(questions.map((question) => formatPrompt(this.format, '', question)), signal);
+  }
+
+  /**
    * @internal The server's /ask, whose questions come from several clients: `signals[i]` is question i's (its
    * client's). An aborted question is not answered (its generation stops at its next step) and its place holds an
    * ABORTED error; the others are answered as answer() answers them.

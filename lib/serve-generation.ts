@@ -31,6 +31,8 @@ interface GenerationItem {
 
 interface AskItem {
   question: string;
+  /** The request's field that holds it (what a refusal names). */
+  field: string;
   /** Aborts when the client goes away: the question's generation stops, and it is not answered. */
   signal: AbortSignal;
 }
@@ -256,6 +258,19 @@ export function generationRoutes(s: GenerationServing): {
     },
     s.batchSize,
     s.maxQueue,
+    // Each request's questions are counted as it arrives, before the queue (as /v1's prompts are, checkLengths): a
+    // question that fits the generator with no document is refused here, its own request only, before a model call
+    // would embed it for retrieval and tokenize it in each of its k prompts; a huge one waits on the tokenizer's long
+    // lane meanwhile, not in a call that other clients' questions share.
+    async (_key, items, signal) => {
+      const max = rag!.generator.maxLength;
+      (await rag!.questionLengths(items.map((i) => i.question), signal)).forEach((length, i) => {
+        if (length >= max) {
+          throw new HttpError(400, `${items[i].field} is ${max} tokens or more in /ask's prompt with no document: the generator's ${max} positions leave no room to generate; shorten it`);
+        }
+      });
+      return items;
+    },
   );
   const needGenerator = (route: string): Generator => {
     if (!generator) throw new HttpError(404, `${route} needs a causal language model: start the server with one (coltrast serve --generator <dir|hub id>)`);
@@ -418,7 +433,8 @@ export function generationRoutes(s: GenerationServing): {
         const body = fields(raw, ['question', 'k', 'max_new_tokens', 'num_beams']);
         const questions = requiredTexts(body, 'question', s.maxInputs);
         const key = JSON.stringify({ k: optional(body, 'k', positiveInteger) ?? 4, maxNewTokens: optional(body, 'max_new_tokens', positiveInteger) ?? 64, numBeams: optional(body, 'num_beams', positiveInteger) ?? 1 });
-        const answers = await counting(questions.length, signal, () => askQueue.submit(key, questions.map((question) => ({ question, signal })), signal));
+        const field = (i: number) => (Array.isArray(body.question) ? `"question[${i}]"` : '"question"');
+        const answers = await counting(questions.length, signal, () => askQueue.submit(key, questions.map((question, i) => ({ question, field: field(i), signal })), signal));
         const refused = answers.find((a): a is ColtrastError => a instanceof ColtrastError);
         if (refused) throw refused;
         return {

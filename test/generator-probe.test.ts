@@ -119,7 +119,9 @@ test("/ask: one client's question that does not fit the generator fails its own 
     return { status: res.status, json: (await res.json()) as any };
   };
   try {
-    const words = Array.from({ length: 200 }, () => 'cat').join(' ');
+    // A question that fits with no document (its prompt then 89 tokens), not with any of the corpus's (98 or more): it
+    // reaches the model call, where it is refused (a longer one is refused before the queue: serve-long-questions).
+    const words = Array.from({ length: 45 }, () => 'cat').join(' ');
     // The first request takes the model; the next ones wait and share one call.
     const results = await Promise.all([
       post({ question: 'where is paris', k: 2, max_new_tokens: 8 }),
