@@ -248,12 +248,14 @@ export function generationRoutes(s: GenerationServing): {
         if (error instanceof ColtrastError && error.code === 'INVALID_ARGUMENT') return error;
         throw error;
       };
+      // Rag names a question by its place in the call (questions[0], alone); the client's request names it otherwise.
+      const named = (error: ColtrastError, item: AskItem) => ((error.message = error.message.replace(/^questions\[\d+\]/, item.field)), error);
       const answer = (some: AskItem[]) => rag!.answerEach(some.map((i) => i.question), options, some.map((i) => i.signal));
       const all = await answer(items).catch(refusal);
       if (!(all instanceof ColtrastError)) return all;
-      if (items.length === 1) return [all];
+      if (items.length === 1) return [named(all, items[0])];
       const out: (RagAnswer | ColtrastError)[] = [];
-      for (const item of items) out.push(await answer([item]).then(([a]) => a, refusal));
+      for (const item of items) out.push(await answer([item]).then(([a]) => a, (error: unknown) => named(refusal(error), item)));
       return out;
     },
     s.batchSize,

@@ -128,14 +128,17 @@ test("/ask: one client's question that does not fit the generator fails its own 
       post({ question: words, k: 2, max_new_tokens: 4 }),
       post({ question: 'what is fast', k: 2, max_new_tokens: 4 }),
       post({ question: ['what sat', 'on what'], k: 2, max_new_tokens: 4 }),
+      post({ question: ['what sat', words], k: 2, max_new_tokens: 4 }),
     ]);
     t.deepEqual(
       results.map((r) => r.status),
-      [200, 400, 200, 200],
+      [200, 400, 200, 200, 400],
       JSON.stringify(results.map((r) => r.json)),
     );
-    t.regex(results[1].json.error, /^questions\[0\] with document \d+ of the corpus is 96 tokens or more/);
+    t.regex(results[1].json.error, /^"question" with document \d+ of the corpus is 96 tokens or more/);
     t.is(results[3].json.answers.length, 2);
+    // Named as the client's request names it, not by its place in the shared call.
+    t.regex(results[4].json.error, /^"question\[1\]" with document \d+ of the corpus is 96 tokens or more/);
     // A temperature so small the logits overflow: a 400 naming the field (was a 500 from libtorch).
     const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'hello', temperature: 1e-40, max_tokens: 2 }), headers: { 'Content-Type': 'application/json' } });
     t.is(res.status, 400);

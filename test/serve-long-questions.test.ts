@@ -156,7 +156,7 @@ test('/ask refuses a question that fits no document up front, naming its field, 
   try {
     const refused = await post(longServer, { question: 'where is paris', k: 1, max_new_tokens: 4 });
     t.is(refused.status, 400);
-    t.regex(refused.json.error, /^questions\[0\] with document 0 of the corpus is 96 tokens or more, leaving none of the generator's 96 positions to generate in/);
+    t.regex(refused.json.error, /^"question" with document 0 of the corpus is 96 tokens or more, leaving none of the generator's 96 positions to generate in/);
     t.like(longServer.stats().ask, { calls: 1, inputs: 1, waiting: 0 });
   } finally {
     await longServer.close();
