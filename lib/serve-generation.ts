@@ -29,6 +29,17 @@ interface GenerationItem {
   signal: AbortSignal;
 }
 
+/**
+ * A prompt as its request hands it to the generate queue: checked there (the queue's prepare step) before it waits
+ * for a model call.
+ */
+interface PromptInput extends GenerationItem {
+  /** The request's field that holds it (what a refusal names). */
+  field: string;
+  /** Called once its request's prompts are checked (they share it): a streamed request starts its stream then. */
+  checked?: () => void;
+}
+
 interface AskItem {
   question: string;
   /** The request's field that holds it (what a refusal names). */
@@ -216,7 +227,7 @@ export function generationRoutes(s: GenerationServing): {
       signal.removeEventListener('abort', count);
     }
   };
-  const generateQueue = new BatchQueue<GenerationItem, Generated>(
+  const generateQueue = new BatchQueue<GenerationItem, Generated, PromptInput>(
     async (key, items) => {
       const o = JSON.parse(key) as Sampling;
       return generator!.generate(
@@ -235,6 +246,21 @@ export function generationRoutes(s: GenerationServing): {
     },
     s.batchSize,
     s.maxQueue,
+    // Each request's prompts are counted as it arrives, before the queue, rather than by generate(): a refusal names
+    // the request's field, and one client's prompt too long for the model does not fail the model call it would share
+    // with other clients' prompts. (The tokenizer cuts a prompt at the model's length, so a prompt that long is "at
+    // least" that long.) Counted in the queue's prepare step, with the client's signal: prompts being counted count
+    // towards maxQueue, and a huge one whose client goes away while it waits on the tokenizer's long lane is never
+    // tokenized. Runs per request (the key groups requests by their sampling), so each input names its own field.
+    async (_key, inputs, signal) => {
+      const max = generator!.maxLength;
+      (await generator!.promptLengths(inputs.map((i) => i.prompt), signal)).forEach((length, i) => {
+        if (length === 0) throw new HttpError(400, `${inputs[i].field} has no tokens: generation needs one to start from`);
+        if (length >= max) throw new HttpError(400, `${inputs[i].field} is ${max} tokens or more: the model's ${max} positions leave no room to generate; shorten it`);
+      });
+      inputs[0].checked?.();
+      return inputs.map(({ prompt, onText, signal: own }): GenerationItem => ({ prompt, onText, signal: own }));
+    },
   );
   // A refusal is its question's own: when a call's questions are refused (one of one client's does not fit the
   // generator with its documents), each is answered alone, so that the refusal fails that client's request only,
@@ -260,7 +286,7 @@ export function generationRoutes(s: GenerationServing): {
     },
     s.batchSize,
     s.maxQueue,
-    // Each request's questions are counted as it arrives, before the queue (as /v1's prompts are, checkLengths): a
+    // Each request's questions are counted as it arrives, before the queue (as /v1's prompts are, generateQueue's): a
     // question that fits the generator with no document is refused here, its own request only, before a model call
     // would embed it for retrieval and tokenize it in each of its k prompts; a huge one waits on the tokenizer's long
     // lane meanwhile, not in a call that other clients' questions share.
@@ -279,18 +305,6 @@ export function generationRoutes(s: GenerationServing): {
     return generator;
   };
   const created = () => Math.floor(Date.now() / 1000);
-  /**
-   * Each prompt's length, checked here rather than by generate(): its refusal names the request's field, and one
-   * client's prompt too long for the model does not fail the model call it would share with other clients' prompts.
-   * (The tokenizer cuts a prompt at the model's length, so a prompt that long is "at least" that long.)
-   */
-  const checkLengths = async (prompts: Prompt[], field: (index: number) => string) => {
-    const max = generator!.maxLength;
-    (await generator!.promptLengths(prompts)).forEach((length, i) => {
-      if (length === 0) throw new HttpError(400, `${field(i)} has no tokens: generation needs one to start from`);
-      if (length >= max) throw new HttpError(400, `${field(i)} is ${max} tokens or more: the model's ${max} positions leave no room to generate; shorten it`);
-    });
-  };
 
   /** Generates for `prompts`, as one response or as a stream of chunks made by `chunk`. */
   const complete = async (
@@ -314,7 +328,6 @@ export function generationRoutes(s: GenerationServing): {
     const options = sampling(body, defaultMaxTokens);
     const stops = stopStrings(body);
     const { stream, includeUsage } = streamOptions(body);
-    await checkLengths(prompts, shape.field);
     const key = JSON.stringify(options);
     const base = { id: shape.id, created: created(), model: s.generatorName };
     const usage = (out: Generated[]) => {
@@ -322,8 +335,6 @@ export function generationRoutes(s: GenerationServing): {
       const completion = out.reduce((sum, g) => sum + g.tokenIds.length, 0);
       return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
     };
-    /** Waits for the generations, counting them as cancelled when the client goes away first. */
-    const generated = (items: GenerationItem[]) => counting(items.length, signal, () => generateQueue.submit(key, items, signal));
     /**
      * Each prompt's item: its text goes through a StopFilter as it comes (given on by `onText` when streamed), and the
      * first stop string completed stops its generation, as vLLM and transformers stop there; without stop strings a
@@ -345,8 +356,19 @@ export function generationRoutes(s: GenerationServing): {
         };
         return { filter, item };
       });
+    /** The stream's events for a prompt's text, once the stream has started; text that comes before waits in `early`. */
+    let streamed: ((index: number, text: string) => void) | undefined;
+    const early: [number, string][] = [];
+    const items = itemsFor(stream ? (i, text) => (streamed ? streamed(i, text) : early.push([i, text])) : undefined);
+    let checked!: () => void;
+    const lengthsChecked = new Promise<void>((resolve) => (checked = resolve));
+    // The prompts are checked in the queue (its prepare step); the generations are counted as cancelled when the
+    // client goes away before they end, while the prompts are counted too.
+    const generated = counting(prompts.length, signal, () =>
+      generateQueue.submit(key, items.map(({ item }, i) => ({ ...item, field: shape.field(i), checked })), signal),
+    );
     if (!stream) {
-      const out = await generated(itemsFor().map((p) => p.item));
+      const out = await generated;
       return {
         inputs: prompts.length,
         json: {
@@ -360,12 +382,16 @@ export function generationRoutes(s: GenerationServing): {
         },
       };
     }
+    // A stream starts once its prompts are checked: a prompt refused (400), a full queue (503) or a client gone
+    // before then answers as a plain request does, not with a stream that fails.
+    await Promise.race([lengthsChecked, generated]);
     return {
       events: async (send: (data: unknown) => void) => {
         const chunk = (choices: unknown[]) => send({ ...base, object: shape.chunkObject, choices });
         prompts.forEach((_, i) => chunk([shape.delta(i, null, null, true)]));
-        const items = itemsFor((i, text) => chunk([shape.delta(i, text, null, false)]));
-        const out = await generated(items.map((p) => p.item));
+        streamed = (i, text) => chunk([shape.delta(i, text, null, false)]);
+        for (const [i, text] of early.splice(0)) streamed(i, text);
+        const out = await generated;
         out.forEach((g, i) => {
           const filter = items[i].filter!;
           filter.end();

@@ -21,7 +21,7 @@
 // adapted embedding it starts from are lora's); chunk bounds and generateQueries' count checks (chunking-bounds:
 // tokenizer counts; its embedding is rag's); the command line's start (cli-startup: which modules a run requires),
 // the server's Content-Type rule (serve-content-type), its tokenizing before the queues and the tokenizer's long lane
-// (serve-long-texts, serve-long-queries, serve-long-questions, tokenizer-lanes: their vectors, hits and answers are
+// (serve-long-texts, serve-long-queries, serve-long-questions, serve-long-prompts, tokenizer-lanes: their vectors, hits and answers are
 // embed()'s, predict()'s, search()'s and Rag.answer()'s, compared within the run) and the config schema's lazy compile (config-schema: no model). Kept:
 // similarity, similarity-blocks (native products), the index probes (torch's topk ties, the native loader's conversions), model-files-probe (the native loader's refusals),
 // eval-mining-probe (dense scores cut inside a tie) and abort-long-work (native calls stopped midway).
@@ -38,7 +38,7 @@ const LEFT_OUT = [
   'data-files', 'cli-errors', 'cli-flag-errors', 'cli-docs',
   'csv-data', 'data-probe', 'csv-inputs', 'embed-files', 'serve-tokenize', 'serve-similarity', 'serve-large-answers',
   'serve-cors', 'cli-serve-probe', 'lora-base', 'chunking-bounds', 'cli-startup', 'serve-content-type', 'serve-long-texts',
-  'serve-long-queries', 'serve-long-questions', 'tokenizer-lanes', 'config-schema',
+  'serve-long-queries', 'serve-long-questions', 'serve-long-prompts', 'tokenizer-lanes', 'config-schema',
 ];
 
 function fail(message) {
