@@ -6,14 +6,12 @@
 // starts, not as a stream that fails).
 import test from 'ava';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { Encoder, Generator, serve } from '../lib';
 import { FIXTURE } from './helpers/fixture';
+import { longText as text, postJson as post, watchingTokenizer } from './helpers/long-texts';
 import { until } from './helpers/wait';
 
 const LLAMA = path.resolve(__dirname, 'fixtures', 'tiny-causal-lms', 'llama'); // 96 positions, a chat template
-const WORDS = ['model', 'token', 'vector', 'search', 'query', 'the', 'bank', 'river'];
-const text = (n: number, i: number) => `${WORDS[i % WORDS.length]} ${WORDS[(i * 3) % WORDS.length]} `.repeat(Math.ceil(n / 12) + 1).slice(0, n);
 const refusal = (field: string) => `${field} is 96 tokens or more: the model's 96 positions leave no room to generate; shorten it`;
 
 let tokenizing: Encoder;
@@ -27,26 +25,6 @@ test.after.always(() => {
   tokenizing?.dispose();
 });
 
-async function post(url: string, body: unknown, signal?: AbortSignal): Promise<{ status: number; json: any; contentType: string | null }> {
-  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' }, signal });
-  const contentType = res.headers.get('content-type');
-  return { status: res.status, json: contentType?.startsWith('application/json') ? await res.json() : await res.text(), contentType };
-}
-
-/** Watches what the tokenizer's worker is sent (the lengths of each message's texts) while `body` runs. */
-async function watchingTokenizer<T>(body: (sent: number[]) => Promise<T>): Promise<T> {
-  const sent: number[] = [];
-  const postMessage = Worker.prototype.postMessage;
-  Worker.prototype.postMessage = function (this: Worker, message: any, ...rest: any[]) {
-    for (const x of message?.texts ?? []) sent.push(x.length);
-    return postMessage.call(this, message, ...(rest as []));
-  };
-  try {
-    return await body(sent);
-  } finally {
-    Worker.prototype.postMessage = postMessage;
-  }
-}
 
 // Serial: the long lane is the process's, and the texts sent to the tokenizer's worker are watched.
 for (const [route, stream] of [['/v1/completions', false], ['/v1/chat/completions', true]] as const) {

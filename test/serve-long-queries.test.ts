@@ -6,13 +6,11 @@
 // Latencies are compared with a same-run baseline only.
 import test from 'ava';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { CrossEncoder, Encoder, Index, serve, type IndexDoc, type SearchOptions, type Server } from '../lib';
 import { FIXTURE } from './helpers/fixture';
+import { longText as text, postJson, watchingTokenizer } from './helpers/long-texts';
 import { makeSmallMultiVector, rejection } from './helpers/vectors';
 
-const WORDS = ['model', 'token', 'vector', 'search', 'query', 'the', 'bank', 'river'];
-const text = (n: number, i: number) => `${WORDS[i % WORDS.length]} ${WORDS[(i * 3) % WORDS.length]} `.repeat(Math.ceil(n / 12) + 1).slice(0, n);
 const DOCS: IndexDoc[] = Array.from({ length: 24 }, (_, i) => ({ id: `d${i}`, text: `${text(30 + i * 7, i)} ${i % 3 === 0 ? 'river bank' : 'tiny model'}`, metadata: { even: i % 2 === 0 } }));
 
 const CE = path.resolve(__dirname, 'fixtures', 'tiny-cross-encoder', 'st');
@@ -29,12 +27,7 @@ test.after.always(() => {
   ce?.dispose();
 });
 
-async function post(server: Server, route: string, body: unknown, signal?: AbortSignal): Promise<{ status: number; json: any; ms: number }> {
-  const started = performance.now();
-  const res = await fetch(`${server.url}${route}`, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' }, signal });
-  const json = await res.json();
-  return { status: res.status, json, ms: performance.now() - started };
-}
+const post = (server: Server, route: string, body: unknown, signal?: AbortSignal) => postJson(`${server.url}${route}`, body, signal);
 
 // Serial: the other tests' tokenizing would share the cores with it.
 test.serial('a short /search sent after four with huge queries is answered without waiting for their tokenizing', async (t) => {
@@ -102,15 +95,7 @@ test('searchPrepared() of queries prepared ahead finds search()\'s hits, bit for
 
 // Serial: the long lane is the process's, and the texts sent to the tokenizer's worker are watched.
 test.serial('embed() and predict() aborted while a huge text waits on the tokenizer\'s long lane reject at once with their usual ABORTED, the text never sent', async (t) => {
-  // What the tokenizer's worker is sent: the lengths of each message's texts (and pairs' second texts).
-  const sent: number[] = [];
-  const post = Worker.prototype.postMessage;
-  Worker.prototype.postMessage = function (this: Worker, message: any, ...rest: any[]) {
-    for (const x of message?.texts ?? []) sent.push(x.length);
-    for (const [, b] of message?.pairs ?? []) sent.push(b.length);
-    return post.call(this, message, ...(rest as []));
-  };
-  try {
+  await watchingTokenizer(async (sent) => {
     let settled = false;
     const holder = enc.tokenize([text(800_000, 1)]).finally(() => (settled = true)); // holds the long lane
     const stop = new AbortController();
@@ -131,9 +116,7 @@ test.serial('embed() and predict() aborted while a huge text waits on the tokeni
     await enc.tokenize([text(200_000, 6)]);
     t.true(sent.includes(800_000) && sent.includes(200_000), `sent: ${sent}`);
     t.deepEqual(sent.filter((n) => n > 300_000 && n < 300_010), [], 'the aborted calls\' huge texts were never sent to the tokenizer');
-  } finally {
-    Worker.prototype.postMessage = post;
-  }
+  });
   // Not aborted, a signal changes nothing.
   t.deepEqual(await enc.embed(['short', text(3000, 2)], { signal: new AbortController().signal }), await enc.embed(['short', text(3000, 2)]));
   const pairs: [string, string][] = [['q', text(3000, 2)], ['a tiny bert', 'short']];

@@ -7,15 +7,13 @@
 // Latencies are compared with a same-run baseline only.
 import test from 'ava';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { Encoder, Generator, Rag, serve, type Server } from '../lib';
 import { FIXTURE } from './helpers/fixture';
+import { longText as text, postJson, watchingTokenizer } from './helpers/long-texts';
 import { until } from './helpers/wait';
 
 const LLAMA = path.resolve(__dirname, 'fixtures', 'tiny-causal-lms', 'llama'); // 96 positions, a chat template
 const CORPUS = ['The cat sat on the mat.', 'A library for training embedding models in node.', 'Paris is the capital of France.', 'GPU kernels make search fast.'];
-const WORDS = ['model', 'token', 'vector', 'search', 'query', 'the', 'bank', 'river'];
-const text = (n: number, i: number) => `${WORDS[i % WORDS.length]} ${WORDS[(i * 3) % WORDS.length]} `.repeat(Math.ceil(n / 12) + 1).slice(0, n);
 const SHORT = 'where did the cat sit?';
 const refusal = (field: string) => `${field} is 96 tokens or more in /ask's prompt with no document: the generator's 96 positions leave no room to generate; shorten it`;
 
@@ -32,12 +30,7 @@ test.after.always(() => {
   retriever?.dispose();
 });
 
-async function post(server: Server, body: unknown, signal?: AbortSignal): Promise<{ status: number; json: any; ms: number }> {
-  const started = performance.now();
-  const res = await fetch(`${server.url}/ask`, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' }, signal });
-  const json = await res.json();
-  return { status: res.status, json, ms: performance.now() - started };
-}
+const post = (server: Server, body: unknown, signal?: AbortSignal) => postJson(`${server.url}/ask`, body, signal);
 
 /** Rag.answer's answers as /ask gives them. */
 async function expected(questions: string[], k: number, maxNewTokens: number, on = rag): Promise<unknown[]> {
@@ -84,27 +77,22 @@ test.serial('a short /ask sent after four with huge questions is answered withou
 // Serial: the long lane is the process's, and the texts sent to the tokenizer's worker are watched.
 test.serial('a client gone while its huge question waits on the tokenizer\'s long lane leaves nothing queued, and its question is never tokenized', async (t) => {
   const server = await serve({ generator, rag, port: 0 });
-  // What the tokenizer's worker is sent: the lengths of each message's texts.
-  const sent: number[] = [];
-  const postMessage = Worker.prototype.postMessage;
-  Worker.prototype.postMessage = function (this: Worker, message: any, ...rest: any[]) {
-    for (const x of message?.texts ?? []) sent.push(x.length);
-    return postMessage.call(this, message, ...(rest as []));
-  };
   try {
-    const holder = retriever.tokenize([text(800_000, 1)]); // holds the long lane
-    const client = new AbortController();
-    const leaving = post(server, { question: text(300_001, 2), k: 2, max_new_tokens: 4 }, client.signal);
-    await until('the question to be counted', () => server.stats().ask.waiting === 1, { every: 2 });
-    client.abort();
-    t.is(await leaving.then(() => 'answered', (e: Error) => e.name), 'AbortError');
-    await until('the question to leave the queue', () => server.stats().ask.waiting === 0, { every: 2 });
-    t.like(server.stats().ask, { calls: 0, inputs: 0, cancelled: 1 });
-    await holder;
-    // The long lane takes its requests in turn: once one sent after the question's is answered, it has had its turn.
-    await retriever.tokenize([text(200_000, 3)]);
-    t.true(sent.includes(800_000) && sent.includes(200_000), `sent: ${sent}`);
-    t.deepEqual(sent.filter((n) => n > 300_000 && n < 301_000), [], 'the question, in its prompt or alone, was never sent to the tokenizer');
+    await watchingTokenizer(async (sent) => {
+      const holder = retriever.tokenize([text(800_000, 1)]); // holds the long lane
+      const client = new AbortController();
+      const leaving = post(server, { question: text(300_001, 2), k: 2, max_new_tokens: 4 }, client.signal);
+      await until('the question to be counted', () => server.stats().ask.waiting === 1, { every: 2 });
+      client.abort();
+      t.is(await leaving.then(() => 'answered', (e: Error) => e.name), 'AbortError');
+      await until('the question to leave the queue', () => server.stats().ask.waiting === 0, { every: 2 });
+      t.like(server.stats().ask, { calls: 0, inputs: 0, cancelled: 1 });
+      await holder;
+      // The long lane takes its requests in turn: once one sent after the question's is answered, it has had its turn.
+      await retriever.tokenize([text(200_000, 3)]);
+      t.true(sent.includes(800_000) && sent.includes(200_000), `sent: ${sent}`);
+      t.deepEqual(sent.filter((n) => n > 300_000 && n < 301_000), [], 'the question, in its prompt or alone, was never sent to the tokenizer');
+    });
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     t.regex(metrics, /^coltrast_requests_cancelled_total\{route="\/ask"\} 1$/m);
     t.regex(metrics, /^coltrast_generations_cancelled_total 1$/m);
@@ -113,7 +101,6 @@ test.serial('a client gone while its huge question waits on the tokenizer\'s lon
     t.is(after.status, 200);
     t.deepEqual(after.json.answers, await expected([SHORT], 2, 4));
   } finally {
-    Worker.prototype.postMessage = postMessage;
     await server.close();
   }
 });

@@ -11,13 +11,12 @@ import { CrossEncoder, Encoder, serve, type EmbedOptions, type Server } from '..
 import { BatchQueue } from '../lib/serve';
 import { TextTokenizer } from '../lib/tokenizer';
 import { FIXTURE } from './helpers/fixture';
+import { longText as text, postJson } from './helpers/long-texts';
 import { tick } from './helpers/queue';
 import { until } from './helpers/wait';
 import { makeSmallMultiVector } from './helpers/vectors';
 
 const CE = path.resolve(__dirname, 'fixtures', 'tiny-cross-encoder', 'st');
-const WORDS = ['model', 'token', 'vector', 'search', 'query', 'the', 'bank', 'river'];
-const text = (n: number, i: number) => `${WORDS[i % WORDS.length]} ${WORDS[(i * 3) % WORDS.length]} `.repeat(Math.ceil(n / 12) + 1).slice(0, n);
 const TEXTS = ['fast search over many documents', '', 'a tiny random bert', text(3000, 2), 'node library for training embedding models on the gpu', text(40, 5)];
 
 let enc: Encoder;
@@ -31,12 +30,7 @@ test.after.always(() => {
   ce?.dispose();
 });
 
-async function post(server: Server, route: string, body: unknown, signal?: AbortSignal): Promise<{ status: number; json: any; ms: number }> {
-  const started = performance.now();
-  const res = await fetch(`${server.url}${route}`, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' }, signal });
-  const json = await res.json();
-  return { status: res.status, json, ms: performance.now() - started };
-}
+const post = (server: Server, route: string, body: unknown, signal?: AbortSignal) => postJson(`${server.url}${route}`, body, signal);
 
 test('embedCounting of texts prepared ahead gives embed()\'s vectors bit for bit, pooled, cut and prompted, and token vectors of queries and documents', async (t) => {
   const same = async (e: Encoder, options: EmbedOptions) => {

@@ -9,10 +9,9 @@ import { Tokenizer } from 'tokenizers';
 import { Encoder } from '../lib';
 import { LONG_CHARACTERS, TextTokenizer, setLongCharacters, setSendCharacters } from '../lib/tokenizer';
 import { FIXTURE } from './helpers/fixture';
+import { longText as text } from './helpers/long-texts';
 
 const FILE = path.join(FIXTURE, 'tokenizer.json');
-const WORDS = ['model', 'token', 'vector', 'search', 'query', 'the', 'bank', 'river'];
-const text = (n: number, i: number) => `${WORDS[i % WORDS.length]} ${WORDS[(i * 3) % WORDS.length]} `.repeat(Math.ceil(n / 12) + 1).slice(0, n);
 
 test('texts longer than LONG_CHARACTERS, mixed with short ones, get the ids of the whole input tokenized at once, in order, pairs too', async (t) => {
   t.is(LONG_CHARACTERS, 100_000);
