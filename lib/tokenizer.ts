@@ -168,13 +168,17 @@ export function setSendCharacters(n: number): number {
 }
 
 /**
- * @internal Characters above which a text (or pair) is tokenized on the long lane (Host.callLong): alone, one message
- * at a time for the whole process. The tokenizers package tokenizes a text whole and truncates after, on libuv's pool
+ * @internal Characters above which a text (or pair) is tokenized on the long lane (Host.callLong), one message at a
+ * time for the whole process: a call's long texts together (up to SEND_CHARACTERS a message, or one longer text
+ * alone), a pair alone. The tokenizers package tokenizes a text whole and truncates after, on libuv's pool
  * (4 threads for the process, which the models' native calls run on too), ~0.9 µs a character here: 100,000 characters
  * took 58 ms, 2 million 1.7 s (2026-12-07). Four /embed requests of 2 million characters, tokenized at once, held the
  * whole pool, and an embed() of one short text sent meanwhile waited 4.5 s. Shorter texts go in parts of at most this
  * many characters, a call's parts one at a time: however large or many the calls, a short text waits for a pool
- * thread about as long as one part takes.
+ * thread about as long as one part takes. A message of several texts is one encodeBatch, one pool thread, which the
+ * tokenizers package spreads over the cores itself (its own threads): 16 texts of 200,000 characters took 0.39-0.47 s
+ * so, 0.73-0.97 s one a message (2 cores, 2026-12-07); a pair is its own encode call, a pool thread each (the package
+ * takes no pairs in encodeBatch: tokenizer-host.ts), so pairs go one a message.
  */
 export const LONG_CHARACTERS = 100_000;
 let longCharacters = LONG_CHARACTERS;
@@ -187,23 +191,31 @@ export function setLongCharacters(n: number): number {
 }
 
 /**
- * The ids of `items` tokenized by the worker, in order, the request made by `request` for each part: an item of more
- * than LONG_CHARACTERS characters (by `characters`) alone, on the long lane; the others in parts of at most
+ * The ids of `items` tokenized by the worker, in order, the request made by `request` for each part: the items of
+ * more than LONG_CHARACTERS characters (by `characters`) on the long lane, in parts of at most SEND_CHARACTERS (one
+ * longer item alone), or one a part unless `groupLong` (texts: one encodeBatch; not pairs); the others in parts of at most
  * LONG_CHARACTERS and SEND_CHARACTERS, on the main lane, each sent once the one before has been answered (and
  * unpacked meanwhile, in turns: unpackIds). The ids are those of the whole input tokenized at once: each text is
  * still tokenized whole, by the same tokenizer. `signal` aborted (a server's client gone), the parts not yet sent are
  * not (a huge text waiting its turn on the long lane is never tokenized), and it rejects ABORTED.
  */
-async function encodeInParts<T>(items: T[], characters: (item: T) => number, request: (part: T[]) => TokenizerWork, signal?: AbortSignal): Promise<TokenizedText[]> {
+async function encodeInParts<T>(items: T[], characters: (item: T) => number, request: (part: T[]) => TokenizerWork, groupLong: boolean, signal?: AbortSignal): Promise<TokenizedText[]> {
   if (signal?.aborted) throw aborted(request([]).op);
   const limit = Math.min(sendCharacters, longCharacters);
   const parts: { indices: number[]; long: boolean }[] = [];
   let open: { indices: number[]; long: boolean } | undefined;
+  let openLong: { indices: number[]; long: boolean } | undefined;
   let size = 0;
+  let longSize = 0;
   items.forEach((item, i) => {
     const n = characters(item);
     if (n > longCharacters) {
-      parts.push({ indices: [i], long: true });
+      if (!openLong || !groupLong || longSize + n > sendCharacters) {
+        parts.push((openLong = { indices: [], long: true }));
+        longSize = 0;
+      }
+      openLong.indices.push(i);
+      longSize += n;
       return;
     }
     if (!open || (size + n > limit && open.indices.length > 0)) {
@@ -454,12 +466,12 @@ export class TextTokenizer {
    * parts not sent yet to the worker are not (a long text waiting on the long lane), and it rejects ABORTED.
    */
   async encode(texts: string[], maxLength = this.maxLength, signal?: AbortSignal): Promise<TokenizedText[]> {
-    return encodeInParts(texts, (text) => text.length, (part) => ({ op: 'encode', spec: this.spec, texts: part, maxLength, special: true }), signal);
+    return encodeInParts(texts, (text) => text.length, (part) => ({ op: 'encode', spec: this.spec, texts: part, maxLength, special: true }), true, signal);
   }
 
   /** Tokenizes without the special tokens the tokenizer's template adds (a completion that follows a prompt); `signal` as encode's. */
   async encodeBare(texts: string[], maxLength = this.maxLength, signal?: AbortSignal): Promise<TokenizedText[]> {
-    return encodeInParts(texts, (text) => text.length, (part) => ({ op: 'encode', spec: this.spec, texts: part, maxLength, special: false }), signal);
+    return encodeInParts(texts, (text) => text.length, (part) => ({ op: 'encode', spec: this.spec, texts: part, maxLength, special: false }), true, signal);
   }
 
   /** Token ids back to text, special tokens left out. */
@@ -512,7 +524,7 @@ export class TextTokenizer {
    * text first until the pair fits `maxLength` (transformers' 'longest_first', as cross-encoders are run). `signal` as encode's.
    */
   async encodePairs(pairs: [string, string][], maxLength = this.maxLength, signal?: AbortSignal): Promise<TokenizedText[]> {
-    return encodeInParts(pairs, ([a, b]) => a.length + b.length, (part) => ({ op: 'encodePairs', spec: this.spec, pairs: part, maxLength }), signal);
+    return encodeInParts(pairs, ([a, b]) => a.length + b.length, (part) => ({ op: 'encodePairs', spec: this.spec, pairs: part, maxLength }), false, signal);
   }
 
   /** Each token's id (added tokens included), or null where the vocabulary has no such token. */

@@ -1,5 +1,6 @@
-// TextTokenizer's long lane (lib/tokenizer.ts, LONG_CHARACTERS): a text of more than LONG_CHARACTERS characters is
-// tokenized alone, one message at a time for the whole process, the shorter ones in parts of their own. The ids are
+// TextTokenizer's long lane (lib/tokenizer.ts, LONG_CHARACTERS): texts of more than LONG_CHARACTERS characters are
+// tokenized on a lane of their own, one message at a time for the whole process (a call's long texts together, one
+// encodeBatch; a pair alone), the shorter ones in parts of their own. The ids are
 // those of the whole input tokenized at once, in order (texts, bare texts and pairs, mixed), as before the lane; and
 // texts of hundreds of thousands of characters sent at once no longer hold libuv's whole pool, so that a short
 // embed() meanwhile is answered at once.
@@ -9,9 +10,45 @@ import { Tokenizer } from 'tokenizers';
 import { Encoder } from '../lib';
 import { LONG_CHARACTERS, TextTokenizer, setLongCharacters, setSendCharacters } from '../lib/tokenizer';
 import { FIXTURE } from './helpers/fixture';
-import { longText as text } from './helpers/long-texts';
+import { longText as text, watchingMessages } from './helpers/long-texts';
 
 const FILE = path.join(FIXTURE, 'tokenizer.json');
+
+test("a call's long texts go to the long lane in one message (one encodeBatch, which spreads over the cores), pairs one a message", async (t) => {
+  const texts = [10, 1500, 1600, 20, 1700, 1800, 30].map(text);
+  const pairs = texts.slice(0, 4).map((a, i): [string, string] => [a, texts[6 - i]]);
+  const whole = Tokenizer.fromFile(FILE);
+  whole.setTruncation(24);
+  whole.disablePadding();
+  const tokenizer = await TextTokenizer.load(FILE, 24, false);
+  const longBefore = setLongCharacters(1000);
+  const sendBefore = setSendCharacters(6000);
+  try {
+    const { result, messages } = await watchingMessages(() => tokenizer.encode(texts));
+    t.deepEqual(result, (await whole.encodeBatch(texts)).map((e) => ({ ids: e.getIds(), typeIds: e.getTypeIds() })));
+    // The four long texts (6,600 characters): two messages of at most 6,000; the short ones one message.
+    t.deepEqual(
+      messages.filter((m) => m.op === 'encode').map((m) => m.lengths).sort((a, b) => a[0] - b[0]),
+      [[10, 20, 30], [1500, 1600, 1700], [1800]],
+    );
+    const paired = await watchingMessages(() => tokenizer.encodePairs(pairs));
+    const pairIds = [];
+    for (const [a, b] of pairs) {
+      const e = await whole.encode(a, b);
+      pairIds.push({ ids: e.getIds(), typeIds: e.getTypeIds() });
+    }
+    t.deepEqual(paired.result, pairIds);
+    // The long pairs one a message (each is an encode call of its own, a pool thread each).
+    t.deepEqual(
+      paired.messages.filter((m) => m.op === 'encodePairs').map((m) => m.lengths).sort((a, b) => a[0] - b[0]),
+      [[10 + 30, 20 + 20], [1500 + 1800], [1600 + 1700]],
+    );
+  } finally {
+    setLongCharacters(longBefore);
+    setSendCharacters(sendBefore);
+    tokenizer.dispose();
+  }
+});
 
 test('texts longer than LONG_CHARACTERS, mixed with short ones, get the ids of the whole input tokenized at once, in order, pairs too', async (t) => {
   t.is(LONG_CHARACTERS, 100_000);

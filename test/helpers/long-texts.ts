@@ -5,7 +5,10 @@ import { Worker } from 'node:worker_threads';
 const WORDS = ['model', 'token', 'vector', 'search', 'query', 'the', 'bank', 'river'];
 
 /** A text of exactly `n` characters, two words repeated (`i` picks them). */
-export const longText = (n: number, i: number): string => `${WORDS[i % WORDS.length]} ${WORDS[(i * 3) % WORDS.length]} `.repeat(Math.ceil(n / 12) + 1).slice(0, n);
+export function longText(n: number, i: number): string {
+  const unit = `${WORDS[i % WORDS.length]} ${WORDS[(i * 3) % WORDS.length]} `;
+  return unit.repeat(Math.ceil(n / unit.length)).slice(0, n);
+}
 
 /** A JSON POST to `url`: its status, its body (JSON, else text), its Content-Type and how long it took. */
 export async function postJson(url: string, body: unknown, signal?: AbortSignal): Promise<{ status: number; json: any; contentType: string | null; ms: number }> {
@@ -30,6 +33,22 @@ export async function watchingTokenizer<T>(body: (sent: number[]) => Promise<T>)
   };
   try {
     return await body(sent);
+  } finally {
+    Worker.prototype.postMessage = postMessage;
+  }
+}
+
+/** `body`'s result and the messages the tokenizer's worker was sent meanwhile: each one's op and its texts' (pairs') lengths. */
+export async function watchingMessages<T>(body: () => Promise<T>): Promise<{ result: T; messages: { op: string; lengths: number[] }[] }> {
+  const messages: { op: string; lengths: number[] }[] = [];
+  const postMessage = Worker.prototype.postMessage;
+  Worker.prototype.postMessage = function (this: Worker, message: any, ...rest: any[]) {
+    if (message?.texts) messages.push({ op: message.op, lengths: message.texts.map((x: string) => x.length) });
+    if (message?.pairs) messages.push({ op: message.op, lengths: message.pairs.map(([a, b]: [string, string]) => a.length + b.length) });
+    return postMessage.call(this, message, ...(rest as []));
+  };
+  try {
+    return { result: await body(), messages };
   } finally {
     Worker.prototype.postMessage = postMessage;
   }
