@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { tokenizingFor, type Matrix } from './encoder';
+import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { ChatTemplate } from './chat-template';
@@ -456,17 +456,13 @@ export class CrossEncoder {
     const labels = this.numLabels;
     const scores = new Float32Array(count * labels);
     const run = (items: TokenizedText[]) => handle.embed({ ...padBatch(items), output: 'scores', pooling: 'cls', normalize: false });
-    let done = 0;
     const take = (logits: Float32Array, indices: number[]) => {
-      done += indices.length;
       indices.forEach((pairIndex, r) => {
         scores.set(activate(logits.subarray(r * labels, (r + 1) * labels), activation), pairIndex * labels);
       });
     };
     const characters = prepared ? (i: number) => prepared[i].characters : (i: number) => pairs[i][0].length + pairs[i][1].length;
-    // The signal reaches the tokenizer too (a huge pair waiting on its long lane is never sent), the call rejecting at the abort.
-    const tokenize = async (indices: number[]) =>
-      prepared ? indices.map((i) => prepared[i].input) : tokenizingFor(this.tokenizePairs(indices.map((i) => pairs[i]), prompt, signal), signal, rank ? 'rank()' : 'predict()', () => done, count);
+    const tokenize = async (indices: number[]) => (prepared ? indices.map((i) => prepared[i].input) : this.tokenizePairs(indices.map((i) => pairs[i]), prompt, signal));
     await tokenizeInBatches(count, batchSize, tokenizeAhead(this.device), characters, tokenize, run, take, o.onProgress, { signal, call: rank ? 'rank()' : 'predict()' });
     return { dims: [count, labels], data: scores };
   }

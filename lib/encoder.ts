@@ -147,25 +147,6 @@ export interface PreparedText {
   readonly setting: string;
 }
 
-/**
- * @internal The tokenizing of an embed() or predict() call (`work`, given the call's `signal`), rejected as soon as
- * the signal aborts, with the call's usual ABORTED: the message tokenizeInBatches throws between batches, `done()` of
- * `count` inputs. What the tokenizing had not sent to the tokenizer yet (a huge text waiting its turn on the long
- * lane) never is; the tokenizer's own ABORTED for it (TextTokenizer.encode) is reported as the call's too.
- */
-export function tokenizingFor<T>(work: Promise<T>, signal: AbortSignal | undefined, call: string, done: () => number, count: number): Promise<T> {
-  if (!signal) return work;
-  const stopped = (cause: unknown) => new ColtrastError('ABORTED', `${call} was aborted (options.signal) after ${done()} of ${count} inputs`, { cause });
-  work.catch(() => {}); // its outcome once the call has rejected for the abort is nobody's
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(stopped(signal.reason));
-    signal.addEventListener('abort', onAbort, { once: true });
-    work
-      .then(resolve, (error: unknown) => reject(signal.aborted && error instanceof ColtrastError && error.code === 'ABORTED' ? stopped(error) : error))
-      .finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
-
 /** What prepareTexts' result depends on, as PreparedText.setting. */
 const preparedSetting = (task: string | undefined, prompt: string | undefined, forPooling: boolean) => JSON.stringify([task ?? null, prompt ?? null, forPooling]);
 
@@ -606,20 +587,14 @@ export class Encoder {
     const width = cut ?? dim;
     const pooled = new Float32Array(output === 'pooled' ? count * width : 0);
     const tokens: Matrix[] = new Array(output === 'tokens' ? count : 0);
-    // The signal reaches the tokenizer too: a huge text waiting its turn on the tokenizer's long lane is never sent,
-    // and the call rejects at the abort rather than once the texts ahead of it are tokenized.
-    let done = 0;
     const tokenize = async (indices: number[]) => {
-      const items = prepared
-        ? indices.map((i) => prepared[i].input)
-        : await tokenizingFor(this.prepareTexts(indices.map((i) => texts[i]), task, prompt, output === 'pooled', signal), signal, 'embed()', () => done, count);
+      const items = prepared ? indices.map((i) => prepared[i].input) : await this.prepareTexts(indices.map((i) => texts[i]), task, prompt, output === 'pooled', signal);
       if (counts) indices.forEach((textIndex, k) => (counts[textIndex] = items[k].ids.length));
       return items;
     };
     const run = (items: ModelInput[]) =>
       handle.embed({ ...padBatch(items), output, pooling, normalize: normalize && cut === undefined, projectTokens: this.multi !== undefined });
     const take = (result: Float32Array, indices: number[], items: ModelInput[]) => {
-      done += indices.length;
       let offset = 0;
       indices.forEach((textIndex, r) => {
         if (output === 'pooled') {

@@ -202,11 +202,27 @@ export async function tokenizeInBatches<T extends { ids: number[] }, R>(
   onProgress?: (done: number, total: number) => void,
   abort?: { signal: AbortSignal | undefined; call: string },
 ): Promise<void> {
-  // An abort is looked at before each batch: the batch under way finishes.
-  const stopIfAborted = (done: number) => {
-    if (abort?.signal?.aborted) throw new ColtrastError('ABORTED', `${abort.call} was aborted (options.signal) after ${done} of ${count} inputs`);
+  // An abort is looked at before each batch: the batch under way finishes. A tokenizing under way is left at the abort
+  // (`tokenize` gets the signal too: what it has not sent to the tokenizer, a huge text waiting its turn on the long
+  // lane, never is), the call rejecting then rather than once the texts ahead of it are tokenized.
+  let taken = 0; // inputs whose batches are done
+  const aborted = (cause?: unknown) => new ColtrastError('ABORTED', `${abort!.call} was aborted (options.signal) after ${taken} of ${count} inputs`, cause === undefined ? undefined : { cause });
+  const stopIfAborted = () => {
+    if (abort?.signal?.aborted) throw aborted();
   };
-  stopIfAborted(0);
+  const untilAborted = <X>(work: Promise<X>): Promise<X> => {
+    const signal = abort?.signal;
+    if (!signal) return work;
+    work.catch(() => {}); // its outcome once the call has rejected for the abort is nobody's
+    return new Promise<X>((resolve, reject) => {
+      const onAbort = () => reject(aborted(signal.reason));
+      signal.addEventListener('abort', onAbort, { once: true });
+      work
+        .then(resolve, (error: unknown) => reject(signal.aborted && error instanceof ColtrastError && error.code === 'ABORTED' ? aborted(error) : error))
+        .finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  };
+  stopIfAborted();
   const chunkSize = ahead ? batchSize * Math.max(1, Math.ceil(TOKENIZE_CHUNK / batchSize)) : Math.max(count, 1);
   const chunkCount = Math.ceil(count / chunkSize);
   const inputOrder = Array.from({ length: count }, (_, i) => i);
@@ -219,7 +235,7 @@ export async function tokenizeInBatches<T extends { ids: number[] }, R>(
     if (chunks[c] === undefined) {
       // In input order, so that longestFirst (a stable sort) leaves ties in input order.
       const inputs = chunkCount > 1 ? byCharacters.slice(c * chunkSize, (c + 1) * chunkSize).sort((a, b) => a - b) : byCharacters;
-      chunks[c] = tokenize(inputs).then(
+      chunks[c] = untilAborted(tokenize(inputs)).then(
         (items) => {
           const order = longestFirst(items);
           return (ready[c] = { indices: order.map((k) => inputs[k]), items: order.map((k) => items[k]) });
@@ -236,7 +252,7 @@ export async function tokenizeInBatches<T extends { ids: number[] }, R>(
   // The whole input's tokens before anything runs: a tokenizer's error comes before any batch, as thrown.
   if (chunkCount === 1) await chunk(0);
   const batch = async (start: number, end: number) => {
-    stopIfAborted(start);
+    stopIfAborted();
     const c = Math.floor(start / chunkSize);
     const current = chunk(c);
     if (c + 1 < chunkCount) chunk(c + 1); // tokenized while this chunk's batches run
@@ -249,6 +265,7 @@ export async function tokenizeInBatches<T extends { ids: number[] }, R>(
       const { indices, items } = ready[c]!;
       const [from, to] = [start - c * chunkSize, end - c * chunkSize];
       take(result, indices.slice(from, to), items.slice(from, to));
+      taken = end;
       if (to === items.length) chunks[c] = ready[c] = null; // its batches are all done
     }, onProgress);
   } catch (error) {
