@@ -51,7 +51,7 @@ import { ReadWriteLock } from './rw-lock';
 import { DocStore, hasLoneSurrogate } from './doc-store';
 import { IdsDigest, IndexDocsReader, RESIDUAL_BITS, SAVE_AGAIN, STORAGES, TOKEN_STORAGES, builtModelOptions, checkIndexTensors, indexDamaged, readIndexManifest, tokenCountsDigest, tokenTensors, vectorTensors, type IndexManifest, type Storage, type TokenStorage } from './index-manifest';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
-import { Turns } from './turns';
+import { Turns, nextTurn } from './turns';
 
 export interface IndexDoc {
   id: string;
@@ -1095,7 +1095,7 @@ export class Index {
     const mask = new Uint8Array(docs.length);
     const SLICE = 16384;
     for (let start = 0; start < docs.length; start += SLICE) {
-      if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+      if (start > 0) await nextTurn();
       if (docs.changes !== changes) throw new ColtrastError('INVALID_ARGUMENT', 'documents were added or removed while a search was filtering them; search again');
       for (let i = start; i < Math.min(docs.length, start + SLICE); i++) {
         let match: unknown;

@@ -233,17 +233,16 @@ export async function serve(options: ServeOptions): Promise<Server> {
   // tokenized inside the call, a short /search sent after four with queries of a million characters waited 2.3 s for
   // their tokenizing (54 ms at worst now). A cross-encoder's re-ranking still tokenizes its pairs inside the call (the
   // query with each candidate: rerankCandidates).
+  /** A search queue key's options, its rerank the server's cross-encoder where the key says 'cross-encoder'. */
+  const searchOptions = (key: string): SearchOptions => {
+    const { rerank, ...rest } = JSON.parse(key) as SearchJob;
+    return { ...rest, rerank: rerank === 'cross-encoder' ? reranker : rerank };
+  };
   const searchQueue = new BatchQueue<PreparedQuery, Hit[], string>(
-    async (key, prepared) => {
-      const { rerank, ...rest } = JSON.parse(key) as SearchJob;
-      return index!.searchPrepared(prepared, { ...rest, rerank: rerank === 'cross-encoder' ? reranker : rerank });
-    },
+    async (key, prepared) => index!.searchPrepared(prepared, searchOptions(key)),
     maxBatchTexts,
     maxQueue,
-    (key, queries, signal) => {
-      const { mode, rerank, mmrLambda } = JSON.parse(key) as SearchJob;
-      return index!.prepareQueries(queries, { mode, rerank: rerank === 'cross-encoder' ? reranker : rerank, mmrLambda }, signal);
-    },
+    (key, queries, signal) => index!.prepareQueries(queries, searchOptions(key), signal),
   );
   const writableIndex = (route: string): Index => {
     if (!index) throw new HttpError(404, `${route} needs an index: start the server with one (coltrast serve --index <dir>)`);
@@ -688,7 +687,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
      * another ran with timers held for the whole answer.
      */
     const turn = async () => {
-      await new Promise((resolve) => setImmediate(resolve));
+      await nextTurn();
       if (!res.writableNeedDrain || gone.signal.aborted) return;
       await new Promise<void>((resolve) => {
         const done = () => {
