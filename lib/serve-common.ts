@@ -97,9 +97,10 @@ export class BatchQueue<I, O, T = I> {
 
   /**
    * `inputs`' outputs, in order (prepared first, with `prepare`); `signal` aborting (the client went away) takes the
-   * request out of the queue, and stops its preparation.
+   * request out of the queue, and stops its preparation. `onQueued` is called when the request joins the queue (its
+   * inputs prepared): a streamed answer starts then, its refusals all behind it.
    */
-  submit(key: string, inputs: T[], signal?: AbortSignal): Promise<O[]> {
+  submit(key: string, inputs: T[], signal?: AbortSignal, onQueued?: () => void): Promise<O[]> {
     if (signal?.aborted) return Promise.reject(new ClientGone());
     if (this.waiting + inputs.length > this.maxWaiting) {
       return Promise.reject(
@@ -125,6 +126,7 @@ export class BatchQueue<I, O, T = I> {
       signal?.addEventListener('abort', onAbort, { once: true });
       const queue = (items: I[]) => {
         request.items = items;
+        onQueued?.();
         this.enqueue(request, 0);
         this.start();
       };

@@ -36,8 +36,6 @@ interface GenerationItem {
 interface PromptInput extends GenerationItem {
   /** The request's field that holds it (what a refusal names). */
   field: string;
-  /** Called once its request's prompts are checked (they share it): a streamed request starts its stream then. */
-  checked?: () => void;
 }
 
 interface AskItem {
@@ -258,7 +256,6 @@ export function generationRoutes(s: GenerationServing): {
         if (length === 0) throw new HttpError(400, `${inputs[i].field} has no tokens: generation needs one to start from`);
         if (length >= max) throw new HttpError(400, `${inputs[i].field} is ${max} tokens or more: the model's ${max} positions leave no room to generate; shorten it`);
       });
-      inputs[0].checked?.();
       return inputs.map(({ prompt, onText, signal: own }): GenerationItem => ({ prompt, onText, signal: own }));
     },
   );
@@ -360,12 +357,12 @@ export function generationRoutes(s: GenerationServing): {
     let streamed: ((index: number, text: string) => void) | undefined;
     const early: [number, string][] = [];
     const items = itemsFor(stream ? (i, text) => (streamed ? streamed(i, text) : early.push([i, text])) : undefined);
-    let checked!: () => void;
-    const lengthsChecked = new Promise<void>((resolve) => (checked = resolve));
+    let queued!: () => void;
+    const lengthsChecked = new Promise<void>((resolve) => (queued = resolve));
     // The prompts are checked in the queue (its prepare step); the generations are counted as cancelled when the
     // client goes away before they end, while the prompts are counted too.
     const generated = counting(prompts.length, signal, () =>
-      generateQueue.submit(key, items.map(({ item }, i) => ({ ...item, field: shape.field(i), checked })), signal),
+      generateQueue.submit(key, items.map(({ item }, i) => ({ ...item, field: shape.field(i) })), signal, queued),
     );
     if (!stream) {
       const out = await generated;
