@@ -201,29 +201,23 @@ export function setLongCharacters(n: number): number {
  */
 async function encodeInParts<T>(items: T[], characters: (item: T) => number, request: (part: T[]) => TokenizerWork, groupLong: boolean, signal?: AbortSignal): Promise<TokenizedText[]> {
   if (signal?.aborted) throw aborted(request([]).op);
-  const limit = Math.min(sendCharacters, longCharacters);
-  const parts: { indices: number[]; long: boolean }[] = [];
-  let open: { indices: number[]; long: boolean } | undefined;
-  let openLong: { indices: number[]; long: boolean } | undefined;
-  let size = 0;
-  let longSize = 0;
+  type Part = { indices: number[]; long: boolean };
+  // Each lane's part being filled, its characters so far, and how many a part may hold (one item at least).
+  const lanes = {
+    main: { open: undefined as Part | undefined, size: 0, limit: Math.min(sendCharacters, longCharacters) },
+    long: { open: undefined as Part | undefined, size: 0, limit: groupLong ? sendCharacters : 0 },
+  };
+  const parts: Part[] = [];
   items.forEach((item, i) => {
     const n = characters(item);
-    if (n > longCharacters) {
-      if (!openLong || !groupLong || longSize + n > sendCharacters) {
-        parts.push((openLong = { indices: [], long: true }));
-        longSize = 0;
-      }
-      openLong.indices.push(i);
-      longSize += n;
-      return;
+    const long = n > longCharacters;
+    const lane = long ? lanes.long : lanes.main;
+    if (!lane.open || lane.size + n > lane.limit) {
+      parts.push((lane.open = { indices: [], long }));
+      lane.size = 0;
     }
-    if (!open || (size + n > limit && open.indices.length > 0)) {
-      parts.push((open = { indices: [], long: false }));
-      size = 0;
-    }
-    open.indices.push(i);
-    size += n;
+    lane.open.indices.push(i);
+    lane.size += n;
   });
   if (parts.length === 1 && !parts[0].long) return unpackIds(await host.call<PackedIds>(request(items), signal));
   let previous: Promise<unknown> = Promise.resolve();
