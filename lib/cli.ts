@@ -79,6 +79,8 @@ commands:
                              record the base they were trained on, and are refused on one whose adapted weights differ)
     --device <d>             auto | cpu | cuda | cuda:N (default auto)
     --dtype <t>              float32 (default) | bfloat16 (CPU or CUDA; about 2x faster on CPUs with AVX-512 BF16 or AMX) | float16 (CUDA)
+    --quantize int8          run the model's projections in int8 on the CPU (PyTorch's dynamic quantization): faster
+                             embedding, vectors a little changed (BENCHMARKS.md has both)
     --threads <n>            CPU threads (default: OMP_NUM_THREADS, else every core)
     --json                   print a JSON summary instead of text
   train                      fine-tune a model (ColTrast: contrastive + late interaction)
@@ -202,6 +204,7 @@ commands:
     --generation-batch <n>   prompts generated together, from the waiting requests (default 8)
     --name <text>            the model name responses carry (default: --model's)
     --truncate-dim <n>       the embedding model's vectors cut to n entries (default: as --index was built, else whole)
+    --quantize int8          the embedding model's projections in int8 on the CPU (see embed)
     --device <d> --dtype <t> --threads <n> --verbose (a line per request on stderr)
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks), .jsonl of {id, text, metadata?}, or
@@ -212,6 +215,7 @@ commands:
     --truncate-dim <n>       store each vector's first n entries (a Matryoshka model; search and serve then cut queries alike)
     --storage float32|float16|int8|binary   how vectors are kept (default float32; int8: a quarter of the memory, binary: a
                              32nd, searched by Hamming distance and rescored) --device <d> --dtype <t> --threads <n> --json
+    --quantize int8          the model's projections in int8 on the CPU (see embed; searches may embed their queries so too)
     --token-storage float16|residual   how token vectors are kept (default float16; residual: ColBERTv2's centroid + quantized
                              residual, about a seventh, and a multi-vector index searched as PLAID does)
     --residual-bits 1|2|4 --centroids <n>   residual storage's bits per dimension (default 2) and k-means centroids (default auto)
@@ -578,6 +582,7 @@ const EMBED_OPTIONS = {
   'no-adapter-base-check': { type: 'boolean' },
   device: { type: 'string' },
   dtype: { type: 'string' },
+  quantize: { type: 'string' },
   threads: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
@@ -606,6 +611,7 @@ async function embed(argv: string[]): Promise<void> {
     truncateDim: numberFlag('truncate-dim', values['truncate-dim'], 'count'),
     adapter: values.adapter,
     ...(values['no-adapter-base-check'] && { checkAdapterBase: false }),
+    ...(values.quantize !== undefined && { quantize: values.quantize as 'int8' }),
   });
   const bar = values.json ? undefined : new ProgressBar('embed', 'texts');
   const tokens = values.tokens === true || enc.multiVector !== undefined;
@@ -1168,7 +1174,7 @@ const INDEX_OPTIONS = {
   data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
   storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
   'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, centroids: { type: 'string' }, 'pool-factor': { type: 'string' },
-  update: { type: 'boolean' }, threads: { type: 'string' },
+  update: { type: 'boolean' }, threads: { type: 'string' }, quantize: { type: 'string' },
 } as const;
 
 async function indexCommand(argv: string[]): Promise<void> {
@@ -1210,6 +1216,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     dtype: values.dtype as DType | undefined,
     truncateDim: update ? built.truncateDim : numberFlag('truncate-dim', values['truncate-dim'], 'count'),
     threads: numberFlag('threads', values.threads, 'count'),
+    ...(values.quantize !== undefined && { quantize: values.quantize as 'int8' }),
   });
   try {
     const { total, slices } = await indexDocsModule().indexDocumentSlices(values.data, enc, !update && values['token-storage'] === 'residual', counted);
@@ -1398,7 +1405,7 @@ const SERVE_OPTIONS = {
   'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
   dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
   adapter: { type: 'string' }, 'reranker-adapter': { type: 'string' }, 'cors-allow-origin': { type: 'string' },
-  'no-adapter-base-check': { type: 'boolean' },
+  'no-adapter-base-check': { type: 'boolean' }, quantize: { type: 'string' },
 } as const;
 
 async function serveCommand(argv: string[]): Promise<void> {
@@ -1433,7 +1440,16 @@ async function serveCommand(argv: string[]): Promise<void> {
   // The vectors' width: --truncate-dim, else the index's (an index built with cut vectors is searched with them).
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;
   if (values['no-model'] && values['truncate-dim'] !== undefined) fail('--truncate-dim cuts the embedding model\'s vectors: --no-model has none');
-  const enc = modelSource ? await encoderModule().Encoder.load(modelSource, { ...load, truncateDim, adapter: values.adapter, ...(values['no-adapter-base-check'] && { checkAdapterBase: false }) }) : undefined;
+  if (values['no-model'] && values.quantize !== undefined) fail('--quantize runs the embedding model in int8: --no-model has none');
+  const enc = modelSource
+    ? await encoderModule().Encoder.load(modelSource, {
+        ...load,
+        truncateDim,
+        adapter: values.adapter,
+        ...(values['no-adapter-base-check'] && { checkAdapterBase: false }),
+        ...(values.quantize !== undefined && { quantize: values.quantize as 'int8' }),
+      })
+    : undefined;
   const reranker = await loadReranker(values, load);
   const index = values.index && enc ? await searchIndexModule().Index.load(values.index, enc, { mmap: values.mmap ?? false }) : undefined;
   const generator = values.generator ? await generatorModule().Generator.load(values.generator, load) : undefined;

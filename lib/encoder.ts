@@ -39,6 +39,17 @@ export interface EncoderLoadOptions extends LoadOptions {
    * Default true; an adapter without the record (PEFT's own) is not checked.
    */
   checkAdapterBase?: boolean;
+  /**
+   * 'int8': dynamic int8 quantization for CPU inference, as PyTorch's `quantize_dynamic(model, {nn.Linear:
+   * per_channel_dynamic_qconfig}, dtype=torch.qint8)` makes it: each of the transformer's projections holds its
+   * weight as int8 (per output row, symmetric) and quantizes each input to 8 bits as it comes, so its matrix products
+   * run in integers (libtorch's quantized engine: oneDNN or FBGEMM, which use the CPU's VNNI instructions where it has
+   * them). Embedding gets faster and its vectors change slightly (BENCHMARKS.md, "int8 embedding on the CPU", has both);
+   * the heads (Dense, Normalize) stay float32. Needs `device: 'cpu'` (or 'auto' on a machine without a GPU) and
+   * dtype 'float32'. For inference only: training such an Encoder is refused, while `save()` writes the float weights
+   * it was loaded with (quantization is a way to run a model, not a change to it). Default: none.
+   */
+  quantize?: 'int8';
 }
 
 /** A dense float32 matrix, row-major. */
@@ -189,6 +200,12 @@ export class Encoder {
     this.dense = files.dense;
   }
 
+  /** 'int8' when loaded with EncoderLoadOptions.quantize (the projections run in int8 on the CPU); undefined otherwise. */
+  get quantize(): 'int8' | undefined {
+    return this.int8 ? 'int8' : undefined;
+  }
+  private int8 = false;
+
   /** Width of pooled vectors: `truncateDim` when given, else the projection head's output, or the hidden size
    * without a head. A multi-vector model has no pooled vector; for it this is the width of its token vectors. */
   get dimension(): number {
@@ -299,11 +316,15 @@ export class Encoder {
    * Hugging Face id (downloaded once into the hub cache).
    */
   static async load(model: string, options?: EncoderLoadOptions): Promise<Encoder> {
-    const { truncateDim: cut, adapter, checkAdapterBase, ...loadOptions } = options ?? {};
+    const { truncateDim: cut, adapter, checkAdapterBase, quantize, ...loadOptions } = options ?? {};
     if (adapter !== undefined && (typeof adapter !== 'string' || adapter.length === 0)) throw invalid('options.adapter', 'a PEFT adapter folder', adapter);
     const checkBase = booleanValue('options.checkAdapterBase', checkAdapterBase ?? true);
     const truncateDim = cut === undefined ? undefined : positiveInteger('options.truncateDim', cut);
+    if (quantize !== undefined) oneOf('options.quantize', quantize, ['int8'] as const);
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
+    if (quantize !== undefined && (device !== 'cpu' || dtype !== 'float32')) {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.quantize 'int8' is for float32 models on the CPU (this load: device '${device}', dtype '${dtype}'): pass device 'cpu' and dtype 'float32', or leave quantize out (on a GPU, dtype 'bfloat16' or 'float16' is the fast form)`);
+    }
     // A sentence-transformers folder saved with a LoRA adapter (add_adapter, then save): the adapter, the tokenizer and
     // the modules, and no config.json or weights, which are its base model's (adapter_config.json names it).
     // With `adapter` too, that one replaces the folder's (a resumed training run's).
@@ -339,6 +360,11 @@ export class Encoder {
         encoder.loraConfig = await loadAdapter(encoder.model, adapterDir, 'embedding', checkBase ? encoder.baseWeights() : undefined);
         encoder.adapterFolder = adapterDir;
         encoder.adapterBase = encoder.baseWeights();
+      }
+      // After the adapter, which the packed int8 weights then hold merged in.
+      if (quantize === 'int8') {
+        await encoder.model.current().quantizeInt8();
+        encoder.int8 = true;
       }
     } catch (error) {
       encoder.dispose();

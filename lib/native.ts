@@ -27,6 +27,8 @@ export interface NativeEncoderInfo {
   vocabSize: number;
   device: string;
   dtype: string;
+  /** The projections run in int8 (quantizeInt8). */
+  quantizedInt8: boolean;
 }
 
 export interface NativeEmbedRequest {
@@ -56,6 +58,8 @@ export interface NativeEncoder {
    * cross-encoder's head modules matched by `modulesToSave` (PEFT's rule: a module whose path ends with one) train with them.
    */
   addLora(options: { targets: string[]; rank: number; scale: number; dropout: number; seed: number; modulesToSave: string[] }): Promise<number>;
+  /** The transformer's projections quantized to int8 for CPU inference (float32 on the CPU only); resolves to their count. */
+  quantizeInt8(): Promise<number>;
   /** The LoRA adapters of a PEFT adapter_model.safetensors, and the head modules `modulesToSave` matches from it; resolves to the adapters' count. */
   loadLora(file: string, options: { scale: number; dropout: number; modulesToSave: string[] }): Promise<number>;
   /** The model's LoRA adapters (and the head modules that train with them) to `file`, named as PEFT names them. */

@@ -540,6 +540,7 @@ Napi::Function EncoderWrap::define(Napi::Env env) {
                                        InstanceMethod<&EncoderWrap::saveWeights>("saveWeights"),
                                        InstanceMethod<&EncoderWrap::addProjection>("addProjection"),
                                        InstanceMethod<&EncoderWrap::addLora>("addLora"),
+                                       InstanceMethod<&EncoderWrap::quantizeInt8>("quantizeInt8"),
                                        InstanceMethod<&EncoderWrap::loadLora>("loadLora"),
                                        InstanceMethod<&EncoderWrap::saveLora>("saveLora"),
                                        InstanceMethod<&EncoderWrap::info>("info"),
@@ -760,6 +761,19 @@ Napi::Value EncoderWrap::addLora(const Napi::CallbackInfo& info) {
   }
 }
 
+// quantizeInt8(): the transformer's projections quantized to int8 for CPU inference (TransformerEncoder::quantizeInt8);
+// resolves to their count. The heads (Dense, classifier) stay float32; training such a model is refused.
+Napi::Value EncoderWrap::quantizeInt8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto encoder = live(env);
+  try {
+    if (encoder->device.type() != torch::kCPU || encoder->dtype != torch::kFloat32) throw invalidArgument("int8 quantization is for float32 models on the CPU");
+    return (new ModelTaskWorker(env, encoder, [](LoadedEncoder& e) { return static_cast<double>(e.model->quantizeInt8()); }, true))->start();
+  } catch (const Error& e) {
+    throw jsError(env, {e.code(), e.what()});
+  }
+}
+
 // loadLora(path, { scale, dropout, modulesToSave }): the LoRA adapters of a PEFT adapter file (adapter_model.safetensors),
 // and the cross-encoder head modules `modulesToSave` names, which the file holds as PEFT saves them
 // ("base_model.model.classifier.weight"); resolves to the adapters' count.
@@ -847,6 +861,7 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("vocabSize", static_cast<double>(embeddings.defined() ? embeddings.size(0) : 0));
   out.Set("device", encoder->device.str());
   out.Set("dtype", std::string(c10::toString(encoder->dtype)));
+  out.Set("quantizedInt8", encoder->model->quantizedInt8());
   return out;
 }
 

@@ -98,6 +98,7 @@ class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
   Napi::Value saveWeights(const Napi::CallbackInfo& info);
   Napi::Value addProjection(const Napi::CallbackInfo& info);
   Napi::Value addLora(const Napi::CallbackInfo& info);
+  Napi::Value quantizeInt8(const Napi::CallbackInfo& info);
   Napi::Value loadLora(const Napi::CallbackInfo& info);
   Napi::Value saveLora(const Napi::CallbackInfo& info);
   Napi::Value info(const Napi::CallbackInfo& info);

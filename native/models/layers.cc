@@ -1,7 +1,10 @@
 #include "layers.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
+
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 
 #include "../error.h"
 #include "../torch_version.h"
@@ -156,7 +159,59 @@ DenseImpl::DenseImpl(int64_t in, int64_t out, bool withBias) {
   if (withBias) bias = register_parameter("bias", torch::empty({out}).uniform_(-bound, bound));
 }
 
+namespace {
+
+// A quantized operator of libtorch's (quantized::linear_prepack, ...); UNSUPPORTED_MODEL naming the fix where this
+// libtorch lacks it.
+c10::OperatorHandle quantizedOp(const char* name) {
+  const auto op = c10::Dispatcher::singleton().findSchema({name, ""});
+  if (!op) throw unsupportedError(std::string("this libtorch has no ") + name + " operator, which int8 quantization needs: load the model without quantize");
+  return *op;
+}
+
+#if COLTRAST_TORCH_AT_LEAST(2, 0)
+// Drops the warnings of the thread it is installed on (WarningHandlerGuard).
+struct QuietWarnings : c10::WarningHandler {
+  void process(const c10::Warning&) override {}
+};
+#endif
+
+}  // namespace
+
+void DenseImpl::quantizeInt8() {
+  torch::NoGradGuard noGrad;
+  if (!weight.device().is_cpu()) throw invalidArgument("int8 quantization is for models on the CPU");
+  if (at::globalContext().qEngine() == at::QEngine::NoQEngine) throw unsupportedError("this libtorch has no quantized engine (fbgemm, x86, onednn or qnnpack): load the model without quantize");
+  // Both operators looked up first: a libtorch without them is refused before anything is quantized.
+  quantizedOp("quantized::linear_dynamic");
+  const c10::OperatorHandle prepack = quantizedOp("quantized::linear_prepack");
+#if COLTRAST_TORCH_AT_LEAST(2, 0)
+  // PyTorch 2.x warns, once, that its quantized tensors are deprecated (pytorch/pytorch#184982): a notice for its own
+  // Python users, which a coltrast user can do nothing about (README, Encoder.load's quantize, says what happens where a
+  // libtorch drops them). quantize_per_channel below is where it fires.
+  QuietWarnings quiet;
+  c10::WarningUtils::WarningHandlerGuard guard(&quiet);
+#endif
+  const torch::Tensor w = mergedWeight().to(torch::kFloat32).contiguous();
+  // PerChannelMinMaxObserver, per_channel_symmetric, qint8 (quant range -128..127, not reduced): each row's scale is
+  // max(-min(row, 0), max(row, 0)) / 127.5, at least float32's epsilon, its zero point 0.
+  const torch::Tensor low = std::get<0>(w.min(1)).clamp_max(0), high = std::get<0>(w.max(1)).clamp_min(0);
+  const torch::Tensor scales = torch::maximum(-low, high).div(127.5).clamp_min(std::numeric_limits<float>::epsilon());
+  const torch::Tensor q = torch::quantize_per_channel(w, scales.to(torch::kFloat64), torch::zeros({w.size(0)}, torch::kInt64), 0, torch::kQInt8);
+  std::vector<c10::IValue> stack{q, bias.defined() ? c10::IValue(bias.detach().to(torch::kFloat32).contiguous()) : c10::IValue()};
+  prepack.callBoxed(&stack);
+  packedInt8 = stack.at(0);
+}
+
 torch::Tensor DenseImpl::forward(const torch::Tensor& x) {
+  if (quantizedInt8() && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && !torch::GradMode::is_enabled()) {
+    // The adapter is in the packed weight already. The op takes [rows, in]: the leading dimensions flattened and restored.
+    auto sizes = x.sizes().vec();
+    std::vector<c10::IValue> stack{x.reshape({-1, sizes.back()}).contiguous(), packedInt8, true};
+    quantizedOp("quantized::linear_dynamic").callBoxed(&stack);
+    sizes.back() = weight.size(0);
+    return stack.at(0).toTensor().view(sizes);
+  }
   torch::Tensor out = torch::nn::functional::linear(x, weight, bias);
   if (!loraA.defined()) return out;
   const torch::Tensor input = loraDropout > 0 ? torch::dropout(x, loraDropout, is_training()) : x;
@@ -166,6 +221,7 @@ torch::Tensor DenseImpl::forward(const torch::Tensor& x) {
 
 void DenseImpl::attachLora(int64_t rank, double scale, double dropout, const torch::Tensor& a, const torch::Tensor& b, at::Generator* generator) {
   if (loraA.defined()) throw invalidArgument("a layer already has a LoRA adapter");
+  if (quantizedInt8()) throw invalidArgument("a model loaded with quantize: 'int8' takes no LoRA adapter afterwards (it is for inference): load it without quantize");
   const int64_t in = weight.size(1), out = weight.size(0);
   // In the weight's dtype, as PEFT keeps an adapter in its model's: float32 for training, bfloat16 or float16 when
   // the model was loaded so.

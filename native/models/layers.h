@@ -118,8 +118,19 @@ struct DenseImpl : torch::nn::Module {
   bool hasLora() const { return loraA.defined(); }
   // The weight with the adapter merged in (W + scale * B A), detached; the weight itself without an adapter.
   torch::Tensor mergedWeight() const;
+  // Dynamic int8 quantization for CPU inference, as PyTorch's quantize_dynamic(model, {Linear:
+  // per_channel_dynamic_qconfig}, dtype=qint8) makes a layer: the weight (with its adapter merged in) quantized to int8
+  // once, per output row, symmetric (PerChannelMinMaxObserver's scales: the row's largest magnitude / 127.5, at least
+  // float32's epsilon), packed by libtorch's quantized engine (quantized::linear_prepack); each input quantized to 8 bits
+  // as it comes, over its own range (quantized::linear_dynamic, reduce_range as PyTorch's module passes it), the product
+  // in integers and the bias added in float32. Used by forward() for float32 inputs on the CPU without autograd; the
+  // float weight stays (saving, and a forward that records gradients, use it). Throws UNSUPPORTED_MODEL where this
+  // libtorch has no quantized engine or op (a CUDA weight, or a PyTorch that dropped them).
+  void quantizeInt8();
+  bool quantizedInt8() const { return !packedInt8.isNone(); }
   torch::Tensor weight, bias, loraA, loraB;
   double loraScale = 0, loraDropout = 0;
+  c10::IValue packedInt8;
 };
 TORCH_MODULE(Dense);
 

@@ -132,6 +132,17 @@ int64_t TransformerEncoder::addLora(const std::vector<std::string>& targets, int
   return static_cast<int64_t>(chosen.size());
 }
 
+int64_t TransformerEncoder::quantizeInt8() {
+  const auto layers = denseLayers(*this);
+  for (const auto& [path, dense] : layers) dense->quantizeInt8();
+  return static_cast<int64_t>(layers.size());
+}
+
+bool TransformerEncoder::quantizedInt8() const {
+  const auto layers = denseLayers(*this);
+  return std::any_of(layers.begin(), layers.end(), [](const auto& layer) { return layer.second->quantizedInt8(); });
+}
+
 int64_t TransformerEncoder::loadLora(const WeightFiles& file, double scale, double dropout) {
   std::map<std::string, DenseImpl*> byPath;
   for (const auto& [path, dense] : denseLayers(*this)) byPath[path] = dense;

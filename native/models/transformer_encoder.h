@@ -64,6 +64,10 @@ class TransformerEncoder : public torch::nn::Module {
   // The adapters' A and B matrices: with adapters, the only parameters a trainer updates.
   std::vector<torch::Tensor> loraParameters() const;
 
+  // Every projection (Dense) quantized to int8 for CPU inference (DenseImpl::quantizeInt8); returns how many.
+  int64_t quantizeInt8();
+  bool quantizedInt8() const;
+
   // Gradient checkpointing in training (models/checkpoint.h): each layer's activations are recomputed in backward
   // instead of kept. Set by the trainer.
   bool gradientCheckpointing = false;

@@ -976,6 +976,7 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
     if (encoder->dtype != torch::kFloat32) {
       throw invalidArgument("training needs the model loaded in float32; for mixed precision pass precision 'bfloat16' or 'float16' to the trainer");
     }
+    if (encoder->model->quantizedInt8()) throw invalidArgument("a model loaded with quantize: 'int8' is for inference: load it without quantize to train it");
     const std::string precision = stringOr(o, "precision", "float32");
     torch::ScalarType autocast;
     if (precision == "float32") {

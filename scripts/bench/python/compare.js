@@ -4,12 +4,15 @@
 //
 //   node scripts/bench/python/compare.js [--shape minilm] [--what train,embed,largest] [--batch-sizes 32,64]
 //       [--steps 5] [--texts 1000] [--threads 2] [--rounds 2] [--loss coltrast|contrastive] [--embed-dtype float32]
+//       [--embed-quantize none|int8]
 //       [--precision float32|bfloat16]
 //       [--mini-batch-size 0] [--rss-budget-mib 12288] [--largest-sizes 64,128,256,512,1024]
 //       [--largest-mini-batch-size 32] [--json out.json] [--svg largest.svg]
 //   node scripts/bench/python/compare.js --from-json out.json [--svg largest.svg]   (tables of an earlier run)
 //
 // --loss contrastive: the in-batch contrastive loss alone on both sides (default: both losses, 0.5 each).
+// --embed-quantize int8: both sides embed with the projections quantized to int8 (Encoder.load({ quantize: 'int8' });
+// torch.ao.quantization.quantize_dynamic with per_channel_dynamic_qconfig in Python).
 // --embed-dtype bfloat16: both sides embed with the model held in bfloat16. --precision bfloat16: both sides
 // train with the forward pass under autocast (train({ precision }), torch.autocast).
 // --mini-batch-size: coltrast's gradient caching (train({ miniBatchSize })) in the train rows (0: off).
@@ -53,6 +56,7 @@ const { values } = parseArgs({
     texts: { type: 'string', default: '1000' },
     'embed-batch-size': { type: 'string', default: '32' },
     'embed-dtype': { type: 'string', default: 'float32' },
+    'embed-quantize': { type: 'string', default: 'none' },
     precision: { type: 'string', default: 'float32' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
     rounds: { type: 'string', default: '2' },
@@ -350,7 +354,8 @@ async function main() {
       const model = makeRandomBert(path.join(work, 'embed-model'), { shape: values.shape, seed: 1 });
       const texts = makeTexts(Number(values.texts));
       const batchSize = Number(values['embed-batch-size']);
-      const enc = await Encoder.load(model, { device: 'cpu', threads, dtype: values['embed-dtype'] });
+      const quantize = values['embed-quantize'] === 'none' ? undefined : values['embed-quantize'];
+      const enc = await Encoder.load(model, { device: 'cpu', threads, dtype: values['embed-dtype'], ...(quantize && { quantize }) });
       let t0 = process.hrtime.bigint();
       const ids = await enc.tokenize(texts);
       const tokenizeSeconds = seconds(t0);
@@ -370,7 +375,7 @@ async function main() {
         const vectorFile = path.join(work, 'vectors.bin');
         fs.writeFileSync(vectorFile, Buffer.from(vectors.data.buffer, vectors.data.byteOffset, vectors.data.byteLength));
         const load1 = os.loadavg()[0];
-        p = python(py, [path.join(__dirname, 'embed.py'), '--model', model, '--data', dataFile, '--batch-size', String(batchSize), '--threads', String(threads), '--dtype', values['embed-dtype'], '--check', vectorFile]);
+        p = python(py, [path.join(__dirname, 'embed.py'), '--model', model, '--data', dataFile, '--batch-size', String(batchSize), '--threads', String(threads), '--dtype', values['embed-dtype'], ...(quantize ? ['--quantize', quantize] : []), '--check', vectorFile]);
         rounds.python.push({ seconds: p.seconds, cpuSeconds: p.cpuSeconds, minorFaults: p.minorFaults, maxAbsDiff: p.maxAbsDiffVsColtrast, loadavg: [load1, os.loadavg()[0]] });
         const c = rounds.coltrast.at(-1);
         console.error(
@@ -383,6 +388,7 @@ async function main() {
       const tokens = ids.reduce((n, t) => n + t.length, 0);
       rows.embed.push({
         dtype: values['embed-dtype'],
+        ...(quantize && { quantize }),
         texts: texts.length,
         tokens,
         batchSize,
@@ -428,7 +434,7 @@ function report(result, { roundCount, torch, blas }) {
     console.log('\n| embedding, texts | dtype | tokens | batch | coltrast s (tokenizing alone) | python s | coltrast texts/s | python texts/s | max abs diff | peak RSS MiB coltrast / python |');
     console.log('|---|---|---|---|---|---|---|---|---|---|');
     for (const r of rows.embed) {
-      console.log(`| ${r.texts} | ${r.dtype ?? 'float32'} | ${r.tokens} | ${r.batchSize} | ${r.coltrast.seconds} (${r.coltrast.tokenizeSeconds}) | ${r.python.seconds} | ${r.coltrast.textsPerSecond} | ${r.python.textsPerSecond} | ${r.maxAbsDiff.toExponential(2)} | ${r.coltrast.peakRssMiB} / ${r.python.peakRssMiB} |`);
+      console.log(`| ${r.texts} | ${r.dtype ?? 'float32'}${r.quantize ? `, ${r.quantize}` : ''} | ${r.tokens} | ${r.batchSize} | ${r.coltrast.seconds} (${r.coltrast.tokenizeSeconds}) | ${r.python.seconds} | ${r.coltrast.textsPerSecond} | ${r.python.textsPerSecond} | ${r.maxAbsDiff.toExponential(2)} | ${r.coltrast.peakRssMiB} / ${r.python.peakRssMiB} |`);
     }
   }
   if (rows.largest) {

@@ -2,7 +2,7 @@
 """Embedding throughput of the plain-PyTorch baseline (texts/s), to set beside coltrast's embed().
 
     embed.py --model DIR --data ids.json [--batch-size 32] [--threads 2] [--dtype float32|bfloat16]
-             [--json out.json] [--check vectors.bin]
+             [--quantize int8] [--json out.json] [--check vectors.bin]
 
 What sentence-transformers' encode() does, written out (sentence-transformers is not installable here; see
 coltrast_train.py): texts sorted by length (longest first), batches of --batch-size padded to their longest
@@ -11,7 +11,10 @@ modules.json has a Normalize module. --data holds the token ids of each text as 
 them ([CLS] ... [SEP], truncated to max_seq_length; written by scripts/bench/python/compare.js), so both sides
 embed the same inputs; tokenization is not part of this timing. One batch runs first as a warm-up.
 --dtype bfloat16 casts the model (model.to(torch.bfloat16)), as coltrast's Encoder.load({ dtype }) holds it;
-the vectors come back as float32.
+the vectors come back as float32. --quantize int8: the model's nn.Linear layers quantized dynamically to int8,
+torch.ao.quantization.quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8), as
+coltrast's Encoder.load({ quantize: 'int8' }) runs them (the projection head, if any, stays float32 there: its
+folder's 2_Dense is not part of this model).
 --check compares the vectors with coltrast's (float32, row-major, input order) and prints the largest
 absolute difference.
 """
@@ -58,6 +61,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--quantize", choices=["int8"])
     parser.add_argument("--json")
     parser.add_argument("--check", help="coltrast's vectors (float32, row-major) to compare with")
     args = parser.parse_args()
@@ -65,6 +69,10 @@ def main():
     model, pooling = load_model(args.model)
     model.to(getattr(torch, args.dtype))
     model.eval()
+    if args.quantize == "int8":
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
     normalize = normalizes(args.model)
     with open(args.data) as f:
         texts = json.load(f)
@@ -83,6 +91,7 @@ def main():
         "tokens": tokens,
         "batchSize": args.batch_size,
         "dtype": args.dtype,
+        "quantize": args.quantize,
         "seconds": seconds,
         "textsPerSecond": len(texts) / seconds,
         "tokensPerSecond": tokens / seconds,

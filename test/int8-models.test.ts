@@ -1,0 +1,106 @@
+// Encoder.load({ quantize: 'int8' }): the transformer's projections in dynamic int8 on the CPU. The reference is
+// PyTorch's own quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8) on the same
+// weights and token ids (scripts/bench/python/embed.py --quantize int8), run by the Python torch of the libtorch the
+// addon uses (Debian's 1.13 for npm test; test:libtorch2's COLTRAST_PYTHON for PyTorch 2.x), so both sides run the same
+// quantized engine.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { Encoder } from '../lib';
+import { FIXTURE, tempDir } from './helpers/fixture';
+
+const ROOT = path.resolve(__dirname, '..');
+const PYTHON = process.env.COLTRAST_PYTHON || '/usr/bin/python3';
+const torchPython = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
+const TEXTS = [
+  'a first text about retrieval',
+  'and a second one, longer, about quantized models and how fast they embed on a CPU without a GPU',
+  'x',
+  'the third text: numbers 1 2 3, punctuation; and more words to make it the longest of them all by some margin',
+];
+
+function cosines(a: Float32Array, b: Float32Array, dim: number): number[] {
+  return Array.from({ length: a.length / dim }, (_, i) => {
+    let dot = 0, na = 0, nb = 0;
+    for (let j = i * dim; j < (i + 1) * dim; j++) {
+      dot += a[j] * b[j];
+      na += a[j] * a[j];
+      nb += b[j] * b[j];
+    }
+    return dot / Math.sqrt(na * nb);
+  });
+}
+
+test('int8 vectors are what PyTorch quantize_dynamic (per-channel) computes, and close to float32', async (t) => {
+  const float = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const int8 = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
+  try {
+    t.is(int8.quantize, 'int8');
+    t.is(float.quantize, undefined);
+    const [a, b] = [await float.embed(TEXTS), await int8.embed(TEXTS)];
+    const dim = a.dims[1];
+    let maxDiff = 0;
+    for (let i = 0; i < a.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a.data[i] - b.data[i]));
+    t.true(maxDiff > 0, 'the int8 vectors differ from float32 (the int8 path ran)');
+    for (const c of cosines(a.data, b.data, dim)) t.true(c > 0.999, `cosine to float32 ${c}`);
+    if (!torchPython) {
+      t.log(`[Python's check skipped: no python3 with torch at ${PYTHON}; apt-get install python3-torch (scripts/setup.sh does)]`);
+      return;
+    }
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'ids.json'), JSON.stringify(await int8.tokenize(TEXTS)));
+    fs.writeFileSync(path.join(dir, 'vectors.bin'), b.data);
+    const script = path.join(ROOT, 'scripts', 'bench', 'python', 'embed.py');
+    // One batch on both sides: an input's 8-bit scale is its whole batch's range (padding included), so a text's vector
+    // depends a little on the texts batched with it, in PyTorch as here.
+    const args = ['--model', FIXTURE, '--data', path.join(dir, 'ids.json'), '--batch-size', String(TEXTS.length), '--threads', '1'];
+    const run = (extra: string[]) => {
+      const r = spawnSync(PYTHON, [script, ...args, ...extra], { encoding: 'utf8' });
+      t.is(r.status, 0, r.stderr.slice(-1000));
+      return JSON.parse(r.stdout.trim().split('\n').pop()!) as { maxAbsDiffVsColtrast: number; torch: string };
+    };
+    const quantized = run(['--quantize', 'int8', '--check', path.join(dir, 'vectors.bin')]);
+    // Against float32 Python differs by maxDiff; quantized, by rounding at most.
+    t.log(`torch ${quantized.torch}: largest difference to PyTorch's int8 ${quantized.maxAbsDiffVsColtrast.toExponential(2)}, to float32 ${maxDiff.toExponential(2)}`);
+    t.true(quantized.maxAbsDiffVsColtrast <= 1e-5, `${quantized.maxAbsDiffVsColtrast}`);
+    t.true(quantized.maxAbsDiffVsColtrast < maxDiff / 100);
+  } finally {
+    float.dispose();
+    int8.dispose();
+  }
+});
+
+test('quantize: refused off the CPU, in other dtypes, and for unknown kinds; a quantized model is not trained', async (t) => {
+  await t.throwsAsync(Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int4' as 'int8' }), { code: 'INVALID_ARGUMENT', message: /options\.quantize.*'int8'/ });
+  await t.throwsAsync(Encoder.load(FIXTURE, { device: 'cpu', dtype: 'bfloat16', quantize: 'int8' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /options\.quantize 'int8' is for float32 models on the CPU \(this load: device 'cpu', dtype 'bfloat16'\)/,
+  });
+  const int8 = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
+  try {
+    await t.throwsAsync(int8.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42 }), { message: /loaded with quantize: 'int8' is for inference: load it without quantize to train it/ });
+    // It still embeds after the refusal.
+    t.is((await int8.embed(['still here'])).dims[0], 1);
+  } finally {
+    int8.dispose();
+  }
+});
+
+test('save() of a quantized Encoder writes the float32 weights it was loaded with', async (t) => {
+  const int8 = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
+  const dir = path.join(tempDir(), 'saved');
+  try {
+    await int8.save(dir);
+  } finally {
+    int8.dispose();
+  }
+  const [original, saved] = [await Encoder.load(FIXTURE, { device: 'cpu' }), await Encoder.load(dir, { device: 'cpu' })];
+  try {
+    t.deepEqual((await saved.embed(TEXTS)).data, (await original.embed(TEXTS)).data);
+    t.is(saved.quantize, undefined);
+  } finally {
+    original.dispose();
+    saved.dispose();
+  }
+});
