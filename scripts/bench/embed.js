@@ -3,7 +3,7 @@
 // and peak resident memory on this machine (and peak GPU memory on CUDA), for the tiny fixture and random-weight models
 // of real shapes. Uses the built package (npm run build first).
 //   node scripts/bench/embed.js [--shapes tiny,minilm] [--texts 2000] [--batch-size 32] [--device cpu]
-//     [--dtype float32|bfloat16|float16 (CUDA)] [--json out.json]
+//     [--dtype float32|bfloat16|float16 (CUDA)] [--quantize int8 (CPU)] [--json out.json]
 'use strict';
 const os = require('node:os');
 const path = require('node:path');
@@ -20,6 +20,7 @@ const { values } = parseArgs({
     'batch-size': { type: 'string', default: '32' },
     device: { type: 'string', default: 'cpu' },
     dtype: { type: 'string', default: 'float32' },
+    quantize: { type: 'string' },
     json: { type: 'string' },
   },
 });
@@ -51,7 +52,7 @@ async function main() {
         : makeRandomBert(fs.mkdtempSync(path.join(os.tmpdir(), `bench-${shape}-`)) + '/model', { shape, seed: 1 });
     const gpu = values.device.startsWith('cuda');
     if (gpu) cudaMemory(values.device, { resetPeak: true, emptyCache: true });
-    const enc = await Encoder.load(dir, { device: values.device, dtype: values.dtype });
+    const enc = await Encoder.load(dir, { device: values.device, dtype: values.dtype, ...(values.quantize && { quantize: values.quantize }) });
     await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
     // The longest the event loop waited during the call (a server's other requests wait as long).
     const loopDelay = monitorEventLoopDelay({ resolution: 5 });
@@ -90,6 +91,7 @@ async function main() {
     date: new Date().toISOString(),
     device: values.device,
     dtype: values.dtype,
+    ...(values.quantize && { quantize: values.quantize }),
     cpu: `${os.cpus()[0]?.model ?? 'unknown'} x${os.cpus().length}`,
     threads: runtimeInfo().threads,
     torch: info.torchVersion,
@@ -104,7 +106,7 @@ async function main() {
       `| ${r.model} | ${r.dimension} | ${r.maxSeqLength} | ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.seconds} | ${r.firstBatchSeconds} | ${r.textsPerSecond} | ${r.tokensPerSecond} | ${r.maxEventLoopDelayMs} | ${r.peakRssMiB} | ${r.peakGpuMiB ?? '-'} |`,
     );
   }
-  console.log(`\n${result.date}, ${result.device} ${result.dtype}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
+  console.log(`\n${result.date}, ${result.device} ${result.dtype}${result.quantize ? ` (${result.quantize})` : ''}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
 }
 
 main().catch((e) => {
