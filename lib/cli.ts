@@ -215,7 +215,7 @@ commands:
     --truncate-dim <n>       store each vector's first n entries (a Matryoshka model; search and serve then cut queries alike)
     --storage float32|float16|int8|binary   how vectors are kept (default float32; int8: a quarter of the memory, binary: a
                              32nd, searched by Hamming distance and rescored) --device <d> --dtype <t> --threads <n> --json
-    --quantize int8          the model's projections in int8 on the CPU (see embed; searches may embed their queries so too)
+    --quantize int8          the model's projections in int8 on the CPU (see embed)
     --token-storage float16|residual   how token vectors are kept (default float16; residual: ColBERTv2's centroid + quantized
                              residual, about a seventh, and a multi-vector index searched as PLAID does)
     --residual-bits 1|2|4 --centroids <n>   residual storage's bits per dimension (default 2) and k-means centroids (default auto)

@@ -7,8 +7,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Encoder } from '../lib';
-import { FIXTURE, tempDir } from './helpers/fixture';
+import { Encoder, serve } from '../lib';
+import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const PYTHON = process.env.COLTRAST_PYTHON || '/usr/bin/python3';
@@ -102,5 +102,33 @@ test('save() of a quantized Encoder writes the float32 weights it was loaded wit
   } finally {
     original.dispose();
     saved.dispose();
+  }
+});
+
+test('coltrast embed --quantize int8 gives the library\'s int8 vectors; serve reports the quantization in /info', async (t) => {
+  const int8 = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
+  try {
+    const file = path.join(tempDir(), 'texts.txt');
+    fs.writeFileSync(file, TEXTS.join('\n'));
+    const run = spawnSync(process.execPath, [CLI, 'embed', file, '--model', FIXTURE, '--device', 'cpu', '--quantize', 'int8'], { encoding: 'utf8' });
+    t.is(run.status, 0, run.stderr);
+    const rows = run.stdout.trim().split('\n').map((line) => JSON.parse(line).embedding as number[]);
+    const expected = await int8.embed(TEXTS);
+    const dim = expected.dims[1];
+    t.is(rows.length, TEXTS.length);
+    // The CLI writes six decimals.
+    rows.forEach((row, i) => row.forEach((x, j) => t.true(Math.abs(x - expected.data[i * dim + j]) <= 5e-7 + 1e-9, `text ${i}, entry ${j}`)));
+    const refused = spawnSync(process.execPath, [CLI, 'embed', file, '--model', FIXTURE, '--device', 'cpu', '--quantize', 'int8', '--dtype', 'bfloat16'], { encoding: 'utf8' });
+    t.is(refused.status, 2);
+    t.regex(refused.stderr, /^coltrast: --quantize 'int8' is for float32 models on the CPU/);
+
+    const server = await serve({ encoder: int8, port: 0 });
+    try {
+      t.like(await (await fetch(`${server.url}/info`)).json(), { quantize: 'int8', dtype: 'float32', device: 'cpu' });
+    } finally {
+      await server.close();
+    }
+  } finally {
+    int8.dispose();
   }
 });

@@ -71,6 +71,16 @@ test('train({ lora }) trains only the adapters: the merged model changes only th
   const texts = data.map((d) => d.query);
   const [a, b] = [await trained.embed(texts), await withAdapter.embed(texts)];
   t.true(maxAbsDiff(a.data, b.data) < 1e-6, `merged vs base + adapter: ${maxAbsDiff(a.data, b.data)}`);
+  // quantize 'int8' quantizes the weights with the adapter merged in: base + adapter as the merged folder, in int8 too.
+  const [adaptedInt8, mergedInt8] = [
+    await Encoder.load(FIXTURE, { device: 'cpu', adapter: path.join(output, 'adapter'), quantize: 'int8' }),
+    await Encoder.load(output, { device: 'cpu', quantize: 'int8' }),
+  ];
+  const [qa, qb] = [await adaptedInt8.embed(texts), await mergedInt8.embed(texts)];
+  adaptedInt8.dispose();
+  mergedInt8.dispose();
+  t.true(maxAbsDiff(qa.data, qb.data) < 1e-6, `int8: merged vs base + adapter: ${maxAbsDiff(qa.data, qb.data)}`);
+  t.true(maxAbsDiff(qa.data, b.data) < 0.05, `int8 vs float32, base + adapter: ${maxAbsDiff(qa.data, b.data)}`);
   const end = await retrievalMetrics(trained, data);
   t.true(end['mrr@10'] > start['mrr@10'] + 0.1, `MRR@10 on the training questions ${start['mrr@10']} -> ${end['mrr@10']}`);
   // An index built with base + adapter loads with them, and is refused for the bare base (the adapter is in the model's
