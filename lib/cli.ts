@@ -247,6 +247,7 @@ commands:
     --no-adapter-base-check  load it even when it records another base than --reranker (see embed)
     --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker or --model's index flags)
     --truncate-dim <n>       evaluate --model's vectors cut to n entries (a Matryoshka model's smaller vectors)
+    --quantize int8          evaluate --model run in int8 on the CPU (see embed): what the faster embedding costs
     --storage float32|float16|int8|binary --rescore-multiplier <n>   the dense index's storage (what quantization costs)
     --token-storage float16|residual --residual-bits <n> --nprobe <n> --full-scores <n>   token vectors' storage and PLAID search
     --pool-factor <n>        token pooling of the documents' token vectors (what it costs)
@@ -1084,7 +1085,7 @@ const EVAL_OPTIONS = {
   'batch-size': { type: 'string' }, reranker: { type: 'string' }, 'reranker-adapter': { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
   'truncate-dim': { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
   'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
-  'pool-factor': { type: 'string' }, threads: { type: 'string' }, 'no-adapter-base-check': { type: 'boolean' },
+  'pool-factor': { type: 'string' }, threads: { type: 'string' }, 'no-adapter-base-check': { type: 'boolean' }, quantize: { type: 'string' },
 } as const;
 
 async function evalCommand(argv: string[]): Promise<void> {
@@ -1143,9 +1144,11 @@ async function evalCommand(argv: string[]): Promise<void> {
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count');
   if (truncateDim !== undefined && !model) fail('--truncate-dim cuts a model\'s vectors: give --model (or a dense mode)');
   if (truncateDim !== undefined) systems[0].name += `@${truncateDim}`;
+  if (values.quantize !== undefined && !model) fail('--quantize runs a model in int8: give --model (or a dense mode)');
+  if (values.quantize !== undefined) systems[0].name += ` (${values.quantize})`;
   try {
     for (const [i, s] of systems.entries()) {
-      const cut = i === 0 && s.model ? { truncateDim, ...tokens } : {};
+      const cut = i === 0 && s.model ? { truncateDim, ...tokens, ...(values.quantize !== undefined && { quantize: values.quantize as 'int8' }) } : {};
       if (i > 0) flagNames!.options.model = 'compare'; // the second system's model
       // evaluate() refuses options its mode does not use: a --compare system leaves out the main one's.
       const unused = i === 0 ? {} : { hybridWeight: undefined, fusion: undefined, candidates: undefined, ...(s.mode === 'bm25' ? { storage: undefined, rescoreMultiplier: undefined } : { bm25: undefined }) };

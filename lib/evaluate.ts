@@ -31,6 +31,11 @@ export interface EvaluateOptions {
    */
   truncateDim?: number;
   /**
+   * Evaluate the model run in int8 on the CPU (EncoderLoadOptions.quantize): what the faster embedding costs in quality.
+   * For a loaded Encoder, load it with the quantize instead.
+   */
+  quantize?: 'int8';
+  /**
    * How the dense index keeps the corpus's vectors (Index's BuildOptions.storage; default float32): measure what
    * int8 or binary storage costs in quality. `rescoreMultiplier`: a binary index's candidates per hit (default 4).
    */
@@ -99,10 +104,10 @@ export interface EvaluateResult {
 }
 
 /** Options of the dense index (not for mode 'bm25'), of fusion (mode 'hybrid' only), of BM25 (modes 'bm25' and 'hybrid'). */
-const DENSE_KEYS = ['model', 'truncateDim', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores'] as const;
+const DENSE_KEYS = ['model', 'truncateDim', 'quantize', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores'] as const;
 const HYBRID_KEYS = ['hybridWeight', 'fusion', 'rrfK'] as const;
 
-const KEYS = ['data', 'model', 'truncateDim', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'fusion', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
+const KEYS = ['data', 'model', 'truncateDim', 'quantize', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'fusion', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 async function loadEvalData(source: string, split: string): Promise<BeirData> {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
@@ -173,6 +178,10 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (truncateDim !== undefined && typeof o.model !== 'string') {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.truncateDim applies to a model given by name; load an Encoder with { truncateDim } to evaluate it cut');
   }
+  const quantize = o.quantize === undefined ? undefined : oneOf('options.quantize', o.quantize, ['int8'] as const);
+  if (quantize !== undefined && typeof o.model !== 'string') {
+    throw new ColtrastError('INVALID_ARGUMENT', "options.quantize applies to a model given by name; load an Encoder with { quantize: 'int8' } to evaluate it so");
+  }
   const weight = numberValue('options.hybridWeight', o.hybridWeight ?? 0.5, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
   const rrfK = positiveInteger('options.rrfK', o.rrfK ?? 60);
   const fusion = oneOf('options.fusion', o.fusion ?? 'rrf', FUSIONS);
@@ -217,7 +226,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   }
   let dense: { id: string; score: number }[][] = [];
   if (mode !== 'bm25') {
-    const encoder = typeof o.model === 'string' ? await Encoder.load(o.model, { device: o.device ?? 'auto', truncateDim }) : o.model!;
+    const encoder = typeof o.model === 'string' ? await Encoder.load(o.model, { device: o.device ?? 'auto', truncateDim, ...(quantize && { quantize }) }) : o.model!;
     try {
       // The Index's exact search (native, blocked); with late interaction it keeps token vectors too.
       const bar = o.progressBar ? new ProgressBar('index corpus', 'docs') : undefined;

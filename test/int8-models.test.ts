@@ -7,7 +7,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Encoder, serve } from '../lib';
+import { Encoder, evaluate, serve } from '../lib';
 import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -131,4 +131,17 @@ test('coltrast embed --quantize int8 gives the library\'s int8 vectors; serve re
   } finally {
     int8.dispose();
   }
+});
+
+test('evaluate({ quantize: \'int8\' }) measures the model run in int8, as an Encoder loaded so measures', async (t) => {
+  const data = path.join(ROOT, 'examples', 'ai-projects.json');
+  const byName = await evaluate({ data, model: FIXTURE, quantize: 'int8', device: 'cpu' });
+  const int8 = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
+  try {
+    t.deepEqual((await evaluate({ data, model: int8 })).metrics, byName.metrics);
+    await t.throwsAsync(evaluate({ data, model: int8, quantize: 'int8' }), { code: 'INVALID_ARGUMENT', message: /options\.quantize applies to a model given by name/ });
+  } finally {
+    int8.dispose();
+  }
+  await t.throwsAsync(evaluate({ data, mode: 'bm25', quantize: 'int8' }), { code: 'INVALID_ARGUMENT', message: /quantize/ });
 });
