@@ -204,7 +204,7 @@ commands:
     --generation-batch <n>   prompts generated together, from the waiting requests (default 8)
     --name <text>            the model name responses carry (default: --model's)
     --truncate-dim <n>       the embedding model's vectors cut to n entries (default: as --index was built, else whole)
-    --quantize int8          the embedding model's projections in int8 on the CPU (see embed)
+    --quantize int8          the embedding model's and the reranker's projections in int8 on the CPU (see embed)
     --device <d> --dtype <t> --threads <n> --verbose (a line per request on stderr)
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks), .jsonl of {id, text, metadata?}, or
@@ -1443,7 +1443,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   // The vectors' width: --truncate-dim, else the index's (an index built with cut vectors is searched with them).
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;
   if (values['no-model'] && values['truncate-dim'] !== undefined) fail('--truncate-dim cuts the embedding model\'s vectors: --no-model has none');
-  if (values['no-model'] && values.quantize !== undefined) fail('--quantize runs the embedding model in int8: --no-model has none');
+  if (values.quantize !== undefined && values['no-model'] && !values.reranker) fail('--quantize runs the embedding model and the reranker in int8: --no-model serves neither here');
   const enc = modelSource
     ? await encoderModule().Encoder.load(modelSource, {
         ...load,
@@ -1453,7 +1453,7 @@ async function serveCommand(argv: string[]): Promise<void> {
         ...(values.quantize !== undefined && { quantize: values.quantize as 'int8' }),
       })
     : undefined;
-  const reranker = await loadReranker(values, load);
+  const reranker = await loadReranker(values, { ...load, ...(values.quantize !== undefined && { quantize: values.quantize as 'int8' }) });
   const index = values.index && enc ? await searchIndexModule().Index.load(values.index, enc, { mmap: values.mmap ?? false }) : undefined;
   const generator = values.generator ? await generatorModule().Generator.load(values.generator, load) : undefined;
   const bar = values.corpus ? new ProgressBar('corpus', 'documents') : undefined;

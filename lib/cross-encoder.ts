@@ -18,7 +18,7 @@ import {
 
 export type { DecoderRerankerStart } from './model-dir';
 import { ADAPTER_DIR, SEQ_CLS_MODULES, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type AdapterBase, type LoraConfig } from './lora';
-import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer } from './native-model';
+import { DTYPES, ModelHandle, applyQuantize, bindTrainer, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer, type Quantize } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, padBatch, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger, signalOption } from './validate';
@@ -116,6 +116,11 @@ export interface CrossEncoderLoadOptions extends LoadOptions {
    */
   chatTemplate?: string;
   tokens?: [string] | [string, string];
+  /**
+   * 'int8': the transformer's projections run in int8 on the CPU (EncoderLoadOptions.quantize has the details); the
+   * head (pooler, classifier, or a LogitScore reranker's token rows) stays float32. For inference: training it is refused.
+   */
+  quantize?: Quantize;
 }
 
 /**
@@ -188,11 +193,13 @@ export class CrossEncoder {
    * `cross-encoder/ms-marco-MiniLM-L6-v2`.
    */
   static async load(model: string, options?: CrossEncoderLoadOptions): Promise<CrossEncoder> {
-    const { adapter, chatTemplate, tokens, checkAdapterBase, ...loadOptions } = options ?? {};
+    const { adapter, chatTemplate, tokens, checkAdapterBase, quantize, ...loadOptions } = options ?? {};
+    const int8 = quantizeOption(quantize);
     if (adapter !== undefined && (typeof adapter !== 'string' || adapter.length === 0)) throw invalid('options.adapter', 'a PEFT adapter folder', adapter);
     const checkBase = booleanValue('options.checkAdapterBase', checkAdapterBase ?? true);
     const start = readDecoderStart({ chatTemplate, tokens }, 'options');
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
+    checkQuantize(int8, device, dtype);
     // A folder holding only an adapter (sentence-transformers' save of a CrossEncoder with one: the adapter with its
     // head in modules_to_save, the tokenizer, no config.json or weights): its base, which adapter_config.json names,
     // with it; as load(base, { adapter: dir }).
@@ -201,9 +208,24 @@ export class CrossEncoder {
     }
     // With an adapter, `model` may be the embedding model a cross-encoder was trained on with LoRA: the adapter holds the
     // head. With a template or tokens, a causal LM becomes a reranker.
-    if (start || (adapter !== undefined && !isCrossEncoderFolder(dir))) return CrossEncoder.openFolder(dir, device, dtype, 0, adapter, start, checkBase);
-    return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter, false, checkBase);
+    const loaded =
+      start || (adapter !== undefined && !isCrossEncoderFolder(dir))
+        ? await CrossEncoder.openFolder(dir, device, dtype, 0, adapter, start, checkBase)
+        : await CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter, false, checkBase);
+    try {
+      loaded.int8 = await applyQuantize(loaded.model, int8);
+    } catch (error) {
+      loaded.dispose();
+      throw error;
+    }
+    return loaded;
   }
+
+  /** 'int8' when loaded with CrossEncoderLoadOptions.quantize (the projections run in int8 on the CPU); undefined otherwise. */
+  get quantize(): Quantize | undefined {
+    return this.int8 ? 'int8' : undefined;
+  }
+  private int8 = false;
 
   /**
    * @internal For train({ crossEncoder }): a cross-encoder folder as load() reads it, or an embedding model's

@@ -10,12 +10,12 @@ import { ADAPTER_DIR, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAd
 import { denseStackDir, lastDense, namedPrompt, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { SIMILARITY_FUNCTIONS, maxsimScores, pairwiseSimilarity, similarityMatrix, type SimilarityFunction } from './similarity';
-import { DTYPES, ModelHandle, bindTrainer, loadNative, resolveLoad, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions } from './native-model';
+import { DTYPES, ModelHandle, applyQuantize, bindTrainer, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions, type Quantize } from './native-model';
 import { fromNative, type NativeEncoder, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { TextTokenizer, padBatch, type ModelInput, type TokenizedText } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger, signalOption } from './validate';
 
-export { setThreads, type Device, type DType, type LoadOptions } from './native-model';
+export { setThreads, type Device, type DType, type LoadOptions, type Quantize } from './native-model';
 
 
 /** Encoder.load's options: LoadOptions, the width pooled vectors are cut to, and a LoRA adapter. */
@@ -49,7 +49,7 @@ export interface EncoderLoadOptions extends LoadOptions {
    * dtype 'float32'. For inference only: training such an Encoder is refused, while `save()` writes the float weights
    * it was loaded with (quantization is a way to run a model, not a change to it). Default: none.
    */
-  quantize?: 'int8';
+  quantize?: Quantize;
 }
 
 /** A dense float32 matrix, row-major. */
@@ -320,11 +320,9 @@ export class Encoder {
     if (adapter !== undefined && (typeof adapter !== 'string' || adapter.length === 0)) throw invalid('options.adapter', 'a PEFT adapter folder', adapter);
     const checkBase = booleanValue('options.checkAdapterBase', checkAdapterBase ?? true);
     const truncateDim = cut === undefined ? undefined : positiveInteger('options.truncateDim', cut);
-    if (quantize !== undefined) oneOf('options.quantize', quantize, ['int8'] as const);
+    const int8 = quantizeOption(quantize);
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
-    if (quantize !== undefined && (device !== 'cpu' || dtype !== 'float32')) {
-      throw new ColtrastError('INVALID_ARGUMENT', `options.quantize 'int8' is for float32 models on the CPU (this load: device '${device}', dtype '${dtype}'): pass device 'cpu' and dtype 'float32', or leave quantize out (on a GPU, dtype 'bfloat16' or 'float16' is the fast form)`);
-    }
+    checkQuantize(int8, device, dtype);
     // A sentence-transformers folder saved with a LoRA adapter (add_adapter, then save): the adapter, the tokenizer and
     // the modules, and no config.json or weights, which are its base model's (adapter_config.json names it).
     // With `adapter` too, that one replaces the folder's (a resumed training run's).
@@ -362,10 +360,7 @@ export class Encoder {
         encoder.adapterBase = encoder.baseWeights();
       }
       // After the adapter, which the packed int8 weights then hold merged in.
-      if (quantize === 'int8') {
-        await encoder.model.current().quantizeInt8();
-        encoder.int8 = true;
-      }
+      encoder.int8 = await applyQuantize(encoder.model, int8);
     } catch (error) {
       encoder.dispose();
       throw error;

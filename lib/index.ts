@@ -1,5 +1,5 @@
 export { Encoder, setThreads } from './encoder';
-export type { Device, DType, Matrix, LoadOptions, EncoderLoadOptions, EmbedOptions, SaveOptions } from './encoder';
+export type { Device, DType, Matrix, LoadOptions, EncoderLoadOptions, EmbedOptions, SaveOptions, Quantize } from './encoder';
 export type { PoolingMode } from './model-dir';
 export { CrossEncoder, QWEN3_RERANKER_TEMPLATE } from './cross-encoder';
 export type { CrossEncoderLoadOptions, PredictOptions, RankOptions, Ranked, ScoreActivation } from './cross-encoder';

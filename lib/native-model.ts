@@ -50,6 +50,28 @@ function resolveDevice(device: Device): string {
   return resolved;
 }
 
+/** How a model's projections may run instead of in its dtype (EncoderLoadOptions.quantize, CrossEncoderLoadOptions.quantize). */
+export type Quantize = 'int8';
+
+/** @internal The `quantize` load option checked (undefined: none), before anything loads. */
+export function quantizeOption(value: unknown): Quantize | undefined {
+  return value === undefined ? undefined : oneOf('options.quantize', value, ['int8'] as const);
+}
+
+/** @internal Refuses `quantize` for another device or dtype than float32 on the CPU (resolveLoad's), before the model loads. */
+export function checkQuantize(quantize: Quantize | undefined, device: string, dtype: DType): void {
+  if (quantize !== undefined && (device !== 'cpu' || dtype !== 'float32')) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.quantize '${quantize}' is for float32 models on the CPU (this load: device '${device}', dtype '${dtype}'): pass device 'cpu' and dtype 'float32', or leave quantize out (on a GPU, dtype 'bfloat16' or 'float16' is the fast form)`);
+  }
+}
+
+/** @internal Quantizes the loaded model's projections (native quantizeInt8) when `quantize` asks; returns whether it did. */
+export async function applyQuantize(handle: ModelHandle, quantize: Quantize | undefined): Promise<boolean> {
+  if (quantize === undefined) return false;
+  await handle.current().quantizeInt8();
+  return true;
+}
+
 /** @internal Checks load options, applies the thread setting, and finds the model's folder (downloading a hub id). */
 export async function resolveLoad(model: string, options: LoadOptions | undefined): Promise<{ dir: string; device: string; dtype: DType }> {
   const o = checkOptions('options', options, LOAD_KEYS);

@@ -336,7 +336,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
           device: encoder?.device ?? null,
           dtype: encoder?.dtype ?? null,
           quantize: encoder?.quantize ?? null,
-          reranker: reranker ? { model_id: rerankerName, model_dir: reranker.modelDir, max_input_length: reranker.maxSeqLength } : null,
+          reranker: reranker ? { model_id: rerankerName, model_dir: reranker.modelDir, max_input_length: reranker.maxSeqLength, quantize: reranker.quantize ?? null } : null,
           index: index ? { documents: index.size, writable, late_interaction: index.lateInteraction, ...(index.tokenStorage && { token_storage: index.tokenStorage }), ...(index.poolFactor > 1 && { pool_factor: index.poolFactor }) } : null,
           generator: generator ? { model_id: generatorName, model_dir: generator.modelDir, model_type: generator.modelType, chat_template: generator.chatTemplate !== undefined } : null,
           rag: rag ? { retriever_dir: rag.retriever.modelDir, generator_dir: rag.generator.modelDir, documents: rag.documents } : null,

@@ -7,12 +7,16 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Encoder, evaluate, serve } from '../lib';
+import { CrossEncoder, Encoder, evaluate, serve } from '../lib';
 import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const PYTHON = process.env.COLTRAST_PYTHON || '/usr/bin/python3';
 const torchPython = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
+// transformers, for the cross-encoder's reference (scripts/setup.sh makes build/pyenv from this machine's wheels).
+const PYENV = process.env.COLTRAST_ST_PYTHON || path.join(ROOT, 'build', 'pyenv', 'bin', 'python');
+const transformers = fs.existsSync(PYENV) && spawnSync(PYENV, ['-c', 'import transformers'], { encoding: 'utf8' }).status === 0;
+const CROSS_ENCODER = path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder', 'st');
 const TEXTS = [
   'a first text about retrieval',
   'and a second one, longer, about quantized models and how fast they embed on a CPU without a GPU',
@@ -144,4 +148,48 @@ test('evaluate({ quantize: \'int8\' }) measures the model run in int8, as an Enc
     int8.dispose();
   }
   await t.throwsAsync(evaluate({ data, mode: 'bm25', quantize: 'int8' }), { code: 'INVALID_ARGUMENT', message: /quantize/ });
+});
+
+test("CrossEncoder.load({ quantize: 'int8' }): scores as PyTorch quantize_dynamic of the encoder's projections computes them (head float32)", async (t) => {
+  const pairs: [string, string][] = [
+    ['what is retrieval', 'retrieval finds the documents that answer a question'],
+    ['what is retrieval', 'a recipe for bread'],
+    ['quantized models', 'int8 weights and 8-bit inputs make the products integer ones, which is faster on a CPU'],
+  ];
+  const float = await CrossEncoder.load(CROSS_ENCODER, { device: 'cpu' });
+  const int8 = await CrossEncoder.load(CROSS_ENCODER, { device: 'cpu', quantize: 'int8' });
+  try {
+    t.is(int8.quantize, 'int8');
+    const [a, b] = [Array.from((await float.predict(pairs, { activation: 'identity' })).data), Array.from((await int8.predict(pairs, { activation: 'identity' })).data)];
+    const diffs = a.map((x, i) => Math.abs(x - b[i]));
+    t.true(Math.max(...diffs) > 0 && Math.max(...diffs) < 0.1, `int8 against float32: ${diffs}`);
+    await t.throwsAsync(CrossEncoder.load(CROSS_ENCODER, { device: 'cpu', dtype: 'bfloat16', quantize: 'int8' }), { code: 'INVALID_ARGUMENT', message: /options\.quantize 'int8' is for float32 models on the CPU/ });
+    if (!transformers) {
+      t.log(`[Python's check skipped: no Python with transformers at ${PYENV}; scripts/setup.sh makes build/pyenv from this machine's wheels]`);
+      return;
+    }
+    // One batch on both sides (an input's scale is its batch's range); quantize_dynamic on the base model's encoder only,
+    // as coltrast quantizes the transformer's projections and keeps the pooler and the classifier in float32.
+    const script = [
+      'import json, sys, torch',
+      'from transformers import AutoTokenizer, AutoModelForSequenceClassification',
+      'from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig',
+      'torch.set_num_threads(1)',
+      'folder, pairs, length = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])',
+      'tok = AutoTokenizer.from_pretrained(folder)',
+      'model = AutoModelForSequenceClassification.from_pretrained(folder).eval()',
+      'model = quantize_dynamic(model, {model.base_model_prefix + ".encoder": per_channel_dynamic_qconfig}, dtype=torch.qint8)',
+      'batch = tok([p[0] for p in pairs], [p[1] for p in pairs], padding=True, truncation=True, max_length=length, return_tensors="pt")',
+      'with torch.inference_mode(): print(json.dumps({"scores": model(**batch).logits[:, 0].tolist(), "torch": torch.__version__}))',
+    ].join('\n');
+    const run = spawnSync(PYENV, ['-c', script, CROSS_ENCODER, JSON.stringify(pairs), String(int8.maxSeqLength)], { encoding: 'utf8' });
+    t.is(run.status, 0, run.stderr.slice(-1500));
+    const python = JSON.parse(run.stdout.trim().split('\n').pop()!) as { scores: number[]; torch: string };
+    const worst = Math.max(...python.scores.map((x, i) => Math.abs(x - b[i])));
+    t.log(`torch ${python.torch}: largest difference to PyTorch's int8 scores ${worst.toExponential(2)}, to float32 ${Math.max(...diffs).toExponential(2)}`);
+    t.true(worst <= 1e-5, `${worst}`);
+  } finally {
+    float.dispose();
+    int8.dispose();
+  }
 });
