@@ -12,6 +12,8 @@
 //       [--rounds 2] [--json out.json]
 //   node scripts/bench/cross-encoder.js --decoder qwen3-small|qwen3-0.6b [--pairs 64] ...
 //   ... [--device cpu|cuda] [--dtype float32|bfloat16|float16] (both sides: where the model runs, its weights' type)
+//   ... [--quantize int8] (both sides: CrossEncoder.load({ quantize: 'int8' }); in Python, quantize_dynamic with
+//       per_channel_dynamic_qconfig on the base model's encoder, the head left in float32 as coltrast leaves it)
 //
 // Python: $COLTRAST_ST_PYTHON, else build/pyenv/bin/python (scripts/setup.sh makes it: PyTorch 2.x and
 // sentence-transformers). coltrast runs on whichever addon loads (Debian's libtorch 1.13 by default;
@@ -32,6 +34,7 @@ const { values } = parseArgs({
     decoder: { type: 'string' },
     device: { type: 'string', default: 'cpu' },
     dtype: { type: 'string', default: 'float32' },
+    quantize: { type: 'string' },
     pairs: { type: 'string', default: '500' },
     'batch-size': { type: 'string', default: '32' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
@@ -65,14 +68,14 @@ async function main() {
   const pairsFile = path.join(work, 'pairs.json');
   fs.writeFileSync(pairsFile, JSON.stringify(pairs));
 
-  const ce = await CrossEncoder.load(model, { device: values.device, dtype: values.dtype, threads });
+  const ce = await CrossEncoder.load(model, { device: values.device, dtype: values.dtype, threads, ...(values.quantize && { quantize: values.quantize }) });
   await ce.predict(pairs.slice(0, batchSize), { batchSize });
   const scoresFile = path.join(work, 'scores.bin');
   const compared = await alternate(
     Number(values.rounds),
     async () => (await ce.predict(pairs, { batchSize })).data,
     () => ({
-      result: python([SCRIPT, 'bench', model, pairsFile, '--threads', String(threads), '--batch-size', String(batchSize), '--scores', scoresFile, '--device', values.device, '--dtype', values.dtype]),
+      result: python([SCRIPT, 'bench', model, pairsFile, '--threads', String(threads), '--batch-size', String(batchSize), '--scores', scoresFile, '--device', values.device, '--dtype', values.dtype, ...(values.quantize ? ['--quantize', values.quantize] : [])]),
       outputs: readFloat32(scoresFile),
     }),
   );
@@ -80,8 +83,8 @@ async function main() {
   fs.rmSync(work, { recursive: true, force: true });
   report({
     unit: 'pairs', count: pairs.length, compared, info: runtimeInfo(), threads, json: values.json,
-    extra: { shape: values.decoder ? `${values.decoder} reranker (LogitScore)` : values.shape, pairs: pairs.length, batchSize, device: values.device, dtype: values.dtype },
-    summary: `${values.decoder ? `${values.decoder} reranker (LogitScore)` : values.shape}, ${pairs.length} pairs, batch ${batchSize}, ${values.device} ${values.dtype}`,
+    extra: { shape: values.decoder ? `${values.decoder} reranker (LogitScore)` : values.shape, pairs: pairs.length, batchSize, device: values.device, dtype: values.dtype, ...(values.quantize && { quantize: values.quantize }) },
+    summary: `${values.decoder ? `${values.decoder} reranker (LogitScore)` : values.shape}, ${pairs.length} pairs, batch ${batchSize}, ${values.device} ${values.dtype}${values.quantize ? ` (${values.quantize})` : ''}`,
   });
 }
 

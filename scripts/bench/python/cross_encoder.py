@@ -67,10 +67,15 @@ def make_decoder(causal, out):
     CrossEncoder(modules=[transformer, score], device="cpu").save(out)
 
 
-def bench(folder, pairs_file, threads, batch_size, scores_file, device="cpu", dtype="float32"):
+def bench(folder, pairs_file, threads, batch_size, scores_file, device="cpu", dtype="float32", quantize=None):
     torch.set_num_threads(threads)
     pairs = [tuple(p) for p in json.load(open(pairs_file))]
     ce = CrossEncoder(folder, device=device, model_kwargs={"dtype": getattr(torch, dtype)})
+    if quantize == "int8":
+        # The base model's encoder only: coltrast keeps the pooler and the classifier in float32.
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        quantize_dynamic(ce.model, {ce.model.base_model_prefix + ".encoder": per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
     ce.predict(pairs[:batch_size], batch_size=batch_size, show_progress_bar=False)
     start = time.perf_counter()
     scores = ce.predict(pairs, batch_size=batch_size, show_progress_bar=False)
@@ -103,5 +108,6 @@ if __name__ == "__main__":
         parser.add_argument("--scores")
         parser.add_argument("--device", default="cpu")
         parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+        parser.add_argument("--quantize", choices=["int8"])
         a = parser.parse_args()
-        bench(a.folder, a.pairs, a.threads, a.batch_size, a.scores, a.device, a.dtype)
+        bench(a.folder, a.pairs, a.threads, a.batch_size, a.scores, a.device, a.dtype, a.quantize)
