@@ -201,7 +201,7 @@ export class Encoder {
   }
 
   /** 'int8' when loaded with EncoderLoadOptions.quantize (the projections run in int8 on the CPU); undefined otherwise. */
-  get quantize(): 'int8' | undefined {
+  get quantize(): Quantize | undefined {
     return this.int8 ? 'int8' : undefined;
   }
   private int8 = false;
