@@ -10,7 +10,7 @@ import { ChatTemplate } from './chat-template';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { DECODER_SEQUENCE_CLASSIFICATION, filesAsTheyAre, readChatTemplate, readModelDirectory, tokenizerAsLoaded, type ModelDirectory } from './model-dir';
-import { DTYPES, ModelHandle, inBatches, loadNative, resolveLoad, type DType, type LoadOptions } from './native-model';
+import { DTYPES, ModelHandle, applyQuantize, checkQuantize, inBatches, loadNative, quantizeOption, resolveLoad, type DType, type LoadOptions, type Quantize } from './native-model';
 import { fromNative, type NativeEncoder, type PaddedBatch } from './native';
 import { TextTokenizer, longestFirst, padBatch, type ModelInput } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger, signalOption } from './validate';
@@ -150,6 +150,16 @@ function checkCompletions(pairs: unknown): asserts pairs is Completion[] {
   }
 }
 
+/** Generator.load's options: LoadOptions and int8 quantization. */
+export interface GeneratorLoadOptions extends LoadOptions {
+  /**
+   * 'int8': the decoder's projections run in int8 on the CPU, as PyTorch's `quantize_dynamic` runs them
+   * (EncoderLoadOptions.quantize has the details); the embeddings and the language-model head stay float32. For
+   * inference: a quantized generator is not trained (trainRag refuses it). Default: none.
+   */
+  quantize?: Quantize;
+}
+
 export class Generator {
   private readonly model: ModelHandle;
   private template: ChatTemplate | undefined;
@@ -218,8 +228,11 @@ export class Generator {
   }
 
   /** Loads a causal language model: a Hugging Face *ForCausalLM folder (safetensors) or hub id. */
-  static async load(model: string, options?: LoadOptions): Promise<Generator> {
-    const { dir, device, dtype } = await resolveLoad(model, options);
+  static async load(model: string, options?: GeneratorLoadOptions): Promise<Generator> {
+    const { quantize, ...loadOptions } = options ?? {};
+    const int8 = quantizeOption(quantize);
+    const { dir, device, dtype } = await resolveLoad(model, loadOptions);
+    checkQuantize(int8, device, dtype);
     const files = readModelDirectory(dir);
     const config = files.config;
     if (!DECODER_TYPES.includes(config.model_type as string)) {
@@ -243,8 +256,21 @@ export class Generator {
     const tokenizer = await TextTokenizer.load(files.tokenizerPath, maxLength, files.lowercase);
     const handle = await loadNative(files, device, dtype, { head: 'causal-lm', tieWordEmbeddings: config.tie_word_embeddings === true });
     const info = handle.info();
-    return new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir), filesAsTheyAre(dir, KEPT_FILES));
+    const generator = new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir), filesAsTheyAre(dir, KEPT_FILES));
+    try {
+      generator.int8 = await applyQuantize(generator.model, int8);
+    } catch (error) {
+      generator.dispose();
+      throw error;
+    }
+    return generator;
   }
+
+  /** 'int8' when loaded with GeneratorLoadOptions.quantize (the projections run in int8 on the CPU); undefined otherwise. */
+  get quantize(): Quantize | undefined {
+    return this.int8 ? 'int8' : undefined;
+  }
+  private int8 = false;
 
   /**
    * @internal Each text cut to its first `maxTokens` tokens (no special tokens), decoded back to text; a text that

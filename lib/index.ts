@@ -6,7 +6,7 @@ export type { CrossEncoderLoadOptions, PredictOptions, RankOptions, Ranked, Scor
 export { Generator } from './generator';
 export { trainRag, Rag, DEFAULT_TEMPLATE as RAG_TEMPLATE } from './rag';
 export type { RagTrainOptions, RagTrainResult, RagProgress, RagExample, RagAnswer, AnswerOptions } from './rag';
-export type { Completion, Generated, GenerateOptions, LogLikelihoodOptions } from './generator';
+export type { Completion, Generated, GenerateOptions, GeneratorLoadOptions, LogLikelihoodOptions } from './generator';
 export { ColtrastError } from './errors';
 export type { ErrorCode } from './errors';
 export { cpuMemory, cudaMemory, runtimeInfo, type CpuMemory, type CudaMemory } from './runtime';

@@ -7,7 +7,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { CrossEncoder, Encoder, evaluate, serve } from '../lib';
+import { CrossEncoder, Encoder, Generator, evaluate, serve } from '../lib';
 import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -83,7 +83,7 @@ test('quantize: refused off the CPU, in other dtypes, and for unknown kinds; a q
   });
   const int8 = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
   try {
-    await t.throwsAsync(int8.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42 }), { message: /loaded with quantize: 'int8' is for inference: load it without quantize to train it/ });
+    await t.throwsAsync(int8.createTrainer({ learningRate: 2e-5, weightDecay: 0.01, seed: 42 }), { message: /loaded with quantize: 'int8' is for inference: load it without quantize to train with it/ });
     // It still embeds after the refusal.
     t.is((await int8.embed(['still here'])).dims[0], 1);
   } finally {
@@ -191,5 +191,69 @@ test("CrossEncoder.load({ quantize: 'int8' }): scores as PyTorch quantize_dynami
   } finally {
     float.dispose();
     int8.dispose();
+  }
+});
+
+test("Generator.load({ quantize: 'int8' }): log-likelihoods and greedy tokens as transformers' model under quantize_dynamic computes them", async (t) => {
+  const fixtures = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms');
+  const reference = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms.reference.json'), 'utf8')) as {
+    pairs: [string, string][];
+    maxNewTokens: number;
+    models: Record<string, { pairs: { promptIds: number[]; completionIds: number[]; logLikelihood: number }[] }>;
+  };
+  const pairs = reference.pairs.map(([prompt, completion]) => ({ prompt, completion }));
+  const names = ['llama', 'qwen3'];
+  const ours: Record<string, { ll: number[]; generated: number[][]; drift: number }> = {};
+  for (const name of names) {
+    const generator = await Generator.load(path.join(fixtures, name), { device: 'cpu', quantize: 'int8' });
+    try {
+      t.is(generator.quantize, 'int8');
+      // One sequence a call on both sides (an input's 8-bit scale is its batch's range).
+      const ll = Array.from(await generator.logLikelihood(pairs, { batchSize: 1 }));
+      const generated = (await generator.generate(pairs.map((p) => p.prompt), { maxNewTokens: reference.maxNewTokens, batchSize: 1 })).map((g) => g.tokenIds);
+      const float = reference.models[name].pairs.map((p) => p.logLikelihood);
+      const drift = Math.max(...ll.map((x, i) => Math.abs(x - float[i])));
+      t.true(drift > 0 && drift < 2, `${name}: int8 against float32 log-likelihoods ${drift}`);
+      ours[name] = { ll, generated, drift };
+    } finally {
+      generator.dispose();
+    }
+  }
+  if (!transformers) {
+    t.log(`[Python's check skipped: no Python with transformers at ${PYENV}; scripts/setup.sh makes build/pyenv from this machine's wheels]`);
+    return;
+  }
+  // quantize_dynamic on the decoder layers (model.layers): the embeddings and lm_head stay float32, as in coltrast. Both
+  // models in one Python process (importing transformers is most of its time).
+  const script = [
+    'import json, sys, torch',
+    'from transformers import AutoModelForCausalLM',
+    'from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig',
+    'torch.set_num_threads(1)',
+    'jobs, new = json.loads(sys.argv[1]), int(sys.argv[2])',
+    'results = {"torch": torch.__version__}',
+    'for name, (folder, pairs) in jobs.items():',
+    '    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()',
+    '    quantize_dynamic(model, {"model.layers": per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)',
+    '    out = results[name] = {"ll": [], "generated": []}',
+    '    with torch.inference_mode():',
+    '        for p in pairs:',
+    '            ids = torch.tensor([p["promptIds"] + p["completionIds"]])',
+    '            logp = torch.log_softmax(model(ids).logits[0].float(), -1)',
+    '            n = len(p["promptIds"])',
+    '            out["ll"].append(sum(logp[n - 1 + i, t].item() for i, t in enumerate(p["completionIds"])))',
+    '            g = model.generate(torch.tensor([p["promptIds"]]), max_new_tokens=new, do_sample=False)',
+    '            out["generated"].append(g[0, n:].tolist())',
+    'print(json.dumps(results))',
+  ].join('\n');
+  const jobs = Object.fromEntries(names.map((name) => [name, [path.join(fixtures, name), reference.models[name].pairs]]));
+  const run = spawnSync(PYENV, ['-c', script, JSON.stringify(jobs), String(reference.maxNewTokens)], { encoding: 'utf8' });
+  t.is(run.status, 0, run.stderr.slice(-1500));
+  const python = JSON.parse(run.stdout.trim().split('\n').pop()!) as Record<string, { ll: number[]; generated: number[][] }> & { torch: string };
+  for (const name of names) {
+    const worst = Math.max(...python[name].ll.map((x, i) => Math.abs(x - ours[name].ll[i])));
+    t.log(`${name}, torch ${python.torch}: largest log-likelihood difference to PyTorch's int8 ${worst.toExponential(2)}, to float32 ${ours[name].drift.toExponential(2)}`);
+    t.true(worst <= 1e-4, `${name}: ${worst}`);
+    t.deepEqual(ours[name].generated, python[name].generated, `${name}: greedy tokens`);
   }
 });

@@ -976,7 +976,6 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
     if (encoder->dtype != torch::kFloat32) {
       throw invalidArgument("training needs the model loaded in float32; for mixed precision pass precision 'bfloat16' or 'float16' to the trainer");
     }
-    if (encoder->model->quantizedInt8()) throw invalidArgument("a model loaded with quantize: 'int8' is for inference: load it without quantize to train it");
     const std::string precision = stringOr(o, "precision", "float32");
     torch::ScalarType autocast;
     if (precision == "float32") {
@@ -1011,6 +1010,10 @@ Napi::Value TrainerWrap::create(const Napi::CallbackInfo& info) {
       if (!generatorFrozen && generator->dtype != torch::kFloat32) {
         throw invalidArgument("a trained generator must be loaded in float32 (for mixed precision pass precision to the trainer); a frozen one may be float16 or bfloat16");
       }
+    }
+    // int8 projections run only without autograd, and training would leave them behind the float weights it changes.
+    for (const auto* e : {encoder.get(), twin.get(), generator.get()}) {
+      if (e && e->model->quantizedInt8()) throw invalidArgument("a model loaded with quantize: 'int8' is for inference: load it without quantize to train with it");
     }
     GradScaler scaler;
     scaler.enabled = autocast == torch::kFloat16;

@@ -14,6 +14,7 @@
 //
 //   node scripts/bench/generator.js [--shape qwen3-small|qwen3-0.6b|phi4-mini-small] [--pairs 64] [--prompts 16] [--max-new-tokens 32]
 //       [--batch-size 8] [--beams 4] [--beam-prompts 8] [--device cpu|cuda] [--dtype float32|bfloat16] [--threads 2] [--rounds 2]
+//       [--quantize int8 (both sides: Generator.load({ quantize: 'int8' }); transformers' decoder under quantize_dynamic)]
 //       [--json out.json]
 // On a GPU (--device cuda) both sides run there, in --dtype; each side's peak GPU memory is reported. In bfloat16
 // the two sides' tokens may part where two candidates are within rounding of each other; the counts say how often.
@@ -37,6 +38,7 @@ const { values } = parseArgs({
     'beam-prompts': { type: 'string', default: '8' },
     device: { type: 'string', default: 'cpu' },
     dtype: { type: 'string', default: 'float32' },
+    quantize: { type: 'string' },
     threads: { type: 'string', default: String(os.availableParallelism()) },
     rounds: { type: 'string', default: '2' },
     json: { type: 'string' },
@@ -80,9 +82,9 @@ async function main() {
   const rounds = Number(values.rounds);
   const device = values.device;
   const dtype = values.dtype;
-  const common = ['--threads', String(threads), '--batch-size', String(batchSize), '--device', device, '--dtype', dtype];
+  const common = ['--threads', String(threads), '--batch-size', String(batchSize), '--device', device, '--dtype', dtype, ...(values.quantize ? ['--quantize', values.quantize] : [])];
 
-  const generator = await Generator.load(model, { device, dtype, threads });
+  const generator = await Generator.load(model, { device, dtype, threads, ...(values.quantize && { quantize: values.quantize }) });
   await generator.logLikelihood(pairs.slice(0, batchSize), { batchSize });
   const llFile = path.join(work, 'll.bin');
   const ll = await alternate(
@@ -160,7 +162,7 @@ async function main() {
   console.log('| measure | side | seconds | rate |\n|---|---|---|---|');
   for (const r of rows) console.log(`| ${r.measure} | ${r.side} | ${r.seconds.toFixed(2)} | ${r.rate.toFixed(1)} ${r.unit} |`);
   console.log(
-    `\n${values.shape} (${device}, ${dtype}), ${pairs.length} pairs, ${prompts.length} prompts x ${maxNewTokens} new tokens, batch ${batchSize}, ${threads} threads; ` +
+    `\n${values.shape} (${device}, ${dtype}${values.quantize ? `, ${values.quantize}` : ''}), ${pairs.length} pairs, ${prompts.length} prompts x ${maxNewTokens} new tokens, batch ${batchSize}, ${threads} threads; ` +
       `log-likelihoods max |difference| ${llDiff.toExponential(2)}; ${same}/${prompts.length} generations and ${sameBeams}/${beamPrompts.length} beam searches token for token equal`,
   );
 }

@@ -69,8 +69,17 @@ def finish(seconds, rate_name, count):
     }))
 
 
+# --quantize int8: the decoder layers' nn.Linear (model.layers) quantized dynamically, per channel, as coltrast's
+# Generator.load({ quantize: 'int8' }) runs them; the embeddings and lm_head stay float32 on both sides.
+QUANTIZE = None
+
+
 def load(folder, device, dtype):
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device).eval()
+    if QUANTIZE == "int8":
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        quantize_dynamic(model, {"model.layers": per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
     return model
 
 
@@ -146,8 +155,10 @@ if __name__ == "__main__":
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--quantize", choices=["int8"])
     parser.add_argument("--out")
     a = parser.parse_args()
+    QUANTIZE = a.quantize
     if a.what == "make":
         make(a.folder, a.shape, a.tokenizer)
     elif a.what == "ll":
