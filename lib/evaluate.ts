@@ -7,7 +7,8 @@ import { coltrastEvalData, loadBeir, docText, type BeirData } from './beir';
 import { readTrainingData } from './train-data';
 import { Bm25Index, bm25Settings, type Bm25Options } from './bm25';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
-import { Encoder, type Device } from './encoder';
+import { Encoder, type Device, type Quantize } from './encoder';
+import { quantizeOption } from './native-model';
 import { ColtrastError } from './errors';
 import { checkQrels, meanMetricsInTurns, type MetricTable, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
@@ -34,7 +35,7 @@ export interface EvaluateOptions {
    * Evaluate the model run in int8 on the CPU (EncoderLoadOptions.quantize): what the faster embedding costs in quality.
    * For a loaded Encoder, load it with the quantize instead.
    */
-  quantize?: 'int8';
+  quantize?: Quantize;
   /**
    * How the dense index keeps the corpus's vectors (Index's BuildOptions.storage; default float32): measure what
    * int8 or binary storage costs in quality. `rescoreMultiplier`: a binary index's candidates per hit (default 4).
@@ -178,7 +179,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (truncateDim !== undefined && typeof o.model !== 'string') {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.truncateDim applies to a model given by name; load an Encoder with { truncateDim } to evaluate it cut');
   }
-  const quantize = o.quantize === undefined ? undefined : oneOf('options.quantize', o.quantize, ['int8'] as const);
+  const quantize = quantizeOption(o.quantize);
   if (quantize !== undefined && typeof o.model !== 'string') {
     throw new ColtrastError('INVALID_ARGUMENT', "options.quantize applies to a model given by name; load an Encoder with { quantize: 'int8' } to evaluate it so");
   }

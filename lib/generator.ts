@@ -155,7 +155,7 @@ export interface GeneratorLoadOptions extends LoadOptions {
   /**
    * 'int8': the decoder's projections run in int8 on the CPU, as PyTorch's `quantize_dynamic` runs them
    * (EncoderLoadOptions.quantize has the details); the embeddings and the language-model head stay float32. For
-   * inference: a quantized generator is not trained (trainRag refuses it). Default: none.
+   * inference: training with it is refused (the native trainer checks). Default: none.
    */
   quantize?: Quantize;
 }
