@@ -118,7 +118,8 @@ export interface CrossEncoderLoadOptions extends LoadOptions {
   tokens?: [string] | [string, string];
   /**
    * 'int8': the transformer's projections run in int8 on the CPU (EncoderLoadOptions.quantize has the details); the
-   * head (pooler, classifier, or a LogitScore reranker's token rows) stays float32. For inference: training it is refused.
+   * head (pooler, classifier, or a LogitScore reranker's token rows) stays float32. For inference: training it and
+   * save() are refused.
    */
   quantize?: Quantize;
 }
@@ -212,20 +213,14 @@ export class CrossEncoder {
       start || (adapter !== undefined && !isCrossEncoderFolder(dir))
         ? await CrossEncoder.openFolder(dir, device, dtype, 0, adapter, start, checkBase)
         : await CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter, false, checkBase);
-    try {
-      loaded.int8 = await applyQuantize(loaded.model, int8);
-    } catch (error) {
-      loaded.dispose();
-      throw error;
-    }
+    await applyQuantize(loaded.model, int8, () => loaded.dispose());
     return loaded;
   }
 
   /** 'int8' when loaded with CrossEncoderLoadOptions.quantize (the projections run in int8 on the CPU); undefined otherwise. */
   get quantize(): Quantize | undefined {
-    return this.int8 ? 'int8' : undefined;
+    return this.model.quantized;
   }
-  private int8 = false;
 
   /**
    * @internal For train({ crossEncoder }): a cross-encoder folder as load() reads it, or an embedding model's
@@ -571,6 +566,7 @@ export class CrossEncoder {
     const o = checkOptions('options', options, SAVE_KEYS);
     if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a folder path', dir);
     const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
+    this.model.checkSavable();
     const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
     await this.model.use((handle) =>
       writeFolderAtomic(path.resolve(dir), overwrite, async (staging) => {

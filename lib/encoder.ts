@@ -46,8 +46,9 @@ export interface EncoderLoadOptions extends LoadOptions {
    * run in integers (libtorch's quantized engine: oneDNN or FBGEMM, which use the CPU's VNNI instructions where it has
    * them). Embedding gets faster and its vectors change slightly (BENCHMARKS.md, "int8 embedding on the CPU", has both);
    * the heads (Dense, Normalize) stay float32. Needs `device: 'cpu'` (or 'auto' on a machine without a GPU) and
-   * dtype 'float32'. For inference only: training such an Encoder is refused, while `save()` writes the float weights
-   * it was loaded with (quantization is a way to run a model, not a change to it). Default: none.
+   * dtype 'float32'. The projections' float32 weights are given back once they are packed in int8, so the model takes
+   * less memory and is for inference only: training such an Encoder and `save()` are refused (load the model without
+   * quantize for them). Default: none.
    */
   quantize?: Quantize;
 }
@@ -202,9 +203,8 @@ export class Encoder {
 
   /** 'int8' when loaded with EncoderLoadOptions.quantize (the projections run in int8 on the CPU); undefined otherwise. */
   get quantize(): Quantize | undefined {
-    return this.int8 ? 'int8' : undefined;
+    return this.model.quantized;
   }
-  private int8 = false;
 
   /** Width of pooled vectors: `truncateDim` when given, else the projection head's output, or the hidden size
    * without a head. A multi-vector model has no pooled vector; for it this is the width of its token vectors. */
@@ -359,8 +359,8 @@ export class Encoder {
         encoder.adapterFolder = adapterDir;
         encoder.adapterBase = encoder.baseWeights();
       }
-      // After the adapter, which the packed int8 weights then hold merged in.
-      encoder.int8 = await applyQuantize(encoder.model, int8);
+      // After the adapter, which the packed int8 weights then hold merged in. A failure is disposed of below.
+      await applyQuantize(encoder.model, int8);
     } catch (error) {
       encoder.dispose();
       throw error;
@@ -726,6 +726,7 @@ export class Encoder {
     const o = checkOptions('options', options, SAVE_KEYS);
     if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a folder path', dir);
     const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
+    this.model.checkSavable();
     const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
     await writeFolderAtomic(path.resolve(dir), overwrite, async (staging) => {
       writeModelFiles(this.files, staging, {

@@ -155,7 +155,7 @@ export interface GeneratorLoadOptions extends LoadOptions {
   /**
    * 'int8': the decoder's projections run in int8 on the CPU, as PyTorch's `quantize_dynamic` runs them
    * (EncoderLoadOptions.quantize has the details); the embeddings and the language-model head stay float32. For
-   * inference: training with it is refused (the native trainer checks). Default: none.
+   * inference: training with it is refused (the native trainer checks), and so is save(). Default: none.
    */
   quantize?: Quantize;
 }
@@ -257,20 +257,14 @@ export class Generator {
     const handle = await loadNative(files, device, dtype, { head: 'causal-lm', tieWordEmbeddings: config.tie_word_embeddings === true });
     const info = handle.info();
     const generator = new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir), filesAsTheyAre(dir, KEPT_FILES));
-    try {
-      generator.int8 = await applyQuantize(generator.model, int8);
-    } catch (error) {
-      generator.dispose();
-      throw error;
-    }
+    await applyQuantize(generator.model, int8, () => generator.dispose());
     return generator;
   }
 
   /** 'int8' when loaded with GeneratorLoadOptions.quantize (the projections run in int8 on the CPU); undefined otherwise. */
   get quantize(): Quantize | undefined {
-    return this.int8 ? 'int8' : undefined;
+    return this.model.quantized;
   }
-  private int8 = false;
 
   /**
    * @internal Each text cut to its first `maxTokens` tokens (no special tokens), decoded back to text; a text that
@@ -451,6 +445,7 @@ export class Generator {
       const o = checkOptions('options', options, SAVE_KEYS);
       if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a folder path', dir);
       const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
+      this.model.checkSavable();
       await writeFolderAtomic(path.resolve(dir), booleanValue('options.overwrite', o.overwrite ?? false), async (staging) => {
         // The files as the model loaded them (its source folder may have been changed, replaced or deleted since).
         const config = dtype === 'float32' ? this.files.configText : `${JSON.stringify({ ...(JSON.parse(this.files.configText) as Record<string, unknown>), torch_dtype: dtype, dtype }, null, 2)}\n`;

@@ -65,11 +65,22 @@ export function checkQuantize(quantize: Quantize | undefined, device: string, dt
   }
 }
 
-/** @internal Quantizes the loaded model's projections (native quantizeInt8) when `quantize` asks; returns whether it did. */
-export async function applyQuantize(handle: ModelHandle, quantize: Quantize | undefined): Promise<boolean> {
-  if (quantize === undefined) return false;
-  await handle.current().quantizeInt8();
-  return true;
+/**
+ * @internal Quantizes the loaded model's projections (native quantizeInt8) when `quantize` asks, recording it on the
+ * handle; when that fails, `dispose` (where given) frees the model (its owner's dispose()) before the error is thrown.
+ */
+export async function applyQuantize(handle: ModelHandle, quantize: Quantize | undefined, dispose?: () => void): Promise<void> {
+  if (quantize === undefined) return;
+  try {
+    await handle.current().quantizeInt8();
+  } catch (error) {
+    dispose?.();
+    throw fromNative(error);
+  }
+  handle.quantized = quantize;
+  // The float weights given back went to coltrast's CPU block cache (lib/runtime.ts cpuMemory), which would hold
+  // them for later tensors: given back to the system instead, as the smaller model is what quantize is for.
+  native().cpuMemory({ resetPeak: false, emptyCache: true });
 }
 
 /** @internal Checks load options, applies the thread setting, and finds the model's folder (downloading a hub id). */
@@ -131,6 +142,8 @@ export async function loadNative(
 export class ModelHandle {
   private inFlight = 0;
   private disposed = false;
+  /** How the model's projections run when it was quantized after loading (applyQuantize); undefined: in its dtype. */
+  quantized: Quantize | undefined;
 
   constructor(
     private handle: NativeEncoder | null,
@@ -152,6 +165,13 @@ export class ModelHandle {
       return await work(handle);
     } finally {
       if (--this.inFlight === 0 && this.disposed) this.release();
+    }
+  }
+
+  /** Throws INVALID_ARGUMENT for a quantized model, whose float weights are gone (before save() writes anything). */
+  checkSavable(): void {
+    if (this.quantized !== undefined) {
+      throw new ColtrastError('INVALID_ARGUMENT', `this ${this.what} was loaded with quantize: '${this.quantized}', which keeps only its int8 projections: load the model without quantize to save it`);
     }
   }
 

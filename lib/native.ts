@@ -12,6 +12,8 @@ export interface NativeEncoderInfo {
   hiddenSize: number;
   maxPositions: number;
   numParameters: number;
+  /** Bytes of the parameters' storages, each counted once: what the model's float weights hold (a projection quantized to int8 holds none). */
+  parameterBytes: number;
   /** Width of the pooled output: the projection head's out_features, or hiddenSize without one. */
   outputSize: number;
   /** The classifier's outputs (a cross-encoder loaded with head 'sequence-classification'); 0 without one. */

@@ -338,7 +338,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
           quantize: encoder?.quantize ?? null,
           reranker: reranker ? { model_id: rerankerName, model_dir: reranker.modelDir, max_input_length: reranker.maxSeqLength, quantize: reranker.quantize ?? null } : null,
           index: index ? { documents: index.size, writable, late_interaction: index.lateInteraction, ...(index.tokenStorage && { token_storage: index.tokenStorage }), ...(index.poolFactor > 1 && { pool_factor: index.poolFactor }) } : null,
-          generator: generator ? { model_id: generatorName, model_dir: generator.modelDir, model_type: generator.modelType, chat_template: generator.chatTemplate !== undefined } : null,
+          generator: generator
+            ? { model_id: generatorName, model_dir: generator.modelDir, model_type: generator.modelType, chat_template: generator.chatTemplate !== undefined, quantize: generator.quantize ?? null }
+            : null,
           rag: rag ? { retriever_dir: rag.retriever.modelDir, generator_dir: rag.generator.modelDir, documents: rag.documents } : null,
           max_batch_texts: maxBatchTexts,
           max_client_batch_size: maxInputs,

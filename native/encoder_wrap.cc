@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <set>
 
 #include "causal_lm.h"
 #include "models/config_json.h"
@@ -843,13 +844,19 @@ Napi::Value EncoderWrap::saveLora(const Napi::CallbackInfo& info) {
 Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto encoder = live(env);
-  int64_t parameters = 0;
-  for (const auto& p : encoder->parameters()) parameters += p.numel();
+  int64_t parameters = 0, parameterBytes = 0;
+  // Bytes by storage, each counted once (a quantized projection's weight is one broadcast zero: its float memory given back).
+  std::set<const void*> storages;
+  for (const auto& p : encoder->parameters()) {
+    parameters += p.numel();
+    if (storages.insert(p.storage().unsafeGetStorageImpl()).second) parameterBytes += static_cast<int64_t>(p.storage().nbytes());
+  }
   auto out = Napi::Object::New(env);
   out.Set("modelType", encoder->model->modelType());
   out.Set("hiddenSize", static_cast<double>(encoder->model->hiddenSize()));
   out.Set("maxPositions", static_cast<double>(encoder->model->maxPositions()));
   out.Set("numParameters", static_cast<double>(parameters));
+  out.Set("parameterBytes", static_cast<double>(parameterBytes));
   const torch::nn::Linear& last = encoder->denseStack.empty() ? encoder->dense : encoder->denseStack.back().linear;
   out.Set("outputSize", static_cast<double>(last ? last->weight.size(0) : encoder->model->hiddenSize()));
   out.Set("numLabels", static_cast<double>(encoder->classifier ? encoder->classifier->weight.size(0) : encoder->scoreTokens.defined() ? 1 : 0));

@@ -174,6 +174,29 @@ torch::Tensor SafetensorsFile::map(const std::string& name) const {
                           torch::TensorOptions().dtype(e.dtype));
 }
 
+void SafetensorsFile::copyInto(const std::string& name, torch::Tensor& dst) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw modelFilesError("weights file " + path_ + " has no tensor '" + name + "'");
+  const Entry& e = it->second;
+  TORCH_CHECK(dst.device().is_cpu() && dst.is_contiguous() && dst.numel() * torch::elementSize(e.dtype) == static_cast<int64_t>(e.end - e.begin),
+              "copyInto: the destination does not fit ", name);
+  if (e.end == e.begin) return;
+  const uint8_t* src = data_ + e.begin;
+  if (dst.scalar_type() == e.dtype) {
+    // memcpy: the data need not be aligned for its element type.
+    std::memcpy(dst.data_ptr(), src, e.end - e.begin);
+  } else if (reinterpret_cast<uintptr_t>(src) % torch::elementSize(e.dtype) == 0) {
+    // A view of the mapping, converted as it is copied (alive for the call: the mapping is this object's).
+    dst.copy_(torch::from_blob(const_cast<uint8_t*>(src), e.shape, torch::TensorOptions().dtype(e.dtype)));
+  } else {
+    dst.copy_(read(name));
+  }
+  // The whole pages the tensor touches (a neighbour's share of a page comes back from the file if it is read).
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t start = reinterpret_cast<uintptr_t>(src) / page * page, end = reinterpret_cast<uintptr_t>(src) + (e.end - e.begin);
+  ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+}
+
 torch::Tensor SafetensorsFile::read(const std::string& name, torch::ScalarType dtype) const {
   torch::Tensor t = read(name);
   return t.scalar_type() == dtype ? t : t.to(dtype);

@@ -42,6 +42,11 @@ class SafetensorsFile {
   // pages load when touched and live in the page cache, not the heap. Never write to it. A copy (read()) when
   // the data is not aligned for its element type or the file cannot be mapped again.
   torch::Tensor map(const std::string& name) const;
+  // The tensor's values written into `dst` (a contiguous CPU tensor of its shape, any floating dtype: converted as
+  // Tensor::copy_ converts), straight from the mapping, with no tensor in between; then the file's pages under it are
+  // let go of (madvise MADV_DONTNEED: they stay in the page cache and come back if touched), so that loading a model
+  // holds its weights once, not also the file's pages. The caller checks the shape.
+  void copyInto(const std::string& name, torch::Tensor& dst) const;
 
  private:
   std::string path_;
@@ -59,6 +64,8 @@ class WeightFiles {
   explicit WeightFiles(const std::vector<std::string>& paths);
   bool has(const std::string& name) const { return where_.count(name) > 0; }
   torch::Tensor read(const std::string& name) const { return where_.at(name)->read(name); }
+  const SafetensorsFile::Entry& entry(const std::string& name) const { return where_.at(name)->entries().at(name); }
+  void copyInto(const std::string& name, torch::Tensor& dst) const { where_.at(name)->copyInto(name, dst); }
   // Every tensor's name, sorted.
   std::vector<std::string> names() const;
   // The file, or "<first shard> (and N more shards)", for messages.

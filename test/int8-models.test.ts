@@ -7,7 +7,9 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { CrossEncoder, Encoder, Generator, evaluate, serve } from '../lib';
+import { CrossEncoder, Encoder, Generator, Index, evaluate, serve } from '../lib';
+import { loadNative } from '../lib/native-model';
+import { readModelDirectory } from '../lib/model-dir';
 import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -91,22 +93,53 @@ test('quantize: refused off the CPU, in other dtypes, and for unknown kinds; a q
   }
 });
 
-test('save() of a quantized Encoder writes the float32 weights it was loaded with', async (t) => {
-  const int8 = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
-  const dir = path.join(tempDir(), 'saved');
+test("quantizing gives the projections' float32 weights back, so save() is refused for Encoder, CrossEncoder and Generator", async (t) => {
+  // The native model under the Encoder: its parameters' storages before and after quantizeInt8.
+  const config = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'config.json'), 'utf8')) as { hidden_size: number; intermediate_size: number; num_hidden_layers: number };
+  const handle = await loadNative(readModelDirectory(FIXTURE, 'embedding'), 'cpu', 'float32', {});
   try {
-    await int8.save(dir);
+    const before = handle.info();
+    const layers = await handle.quantizeInt8();
+    const after = handle.info();
+    const { hidden_size: h, intermediate_size: m, num_hidden_layers: n } = config;
+    // BERT's projections: query, key, value, attention output (h × h), intermediate and output (h × m) in each layer; each
+    // keeps one float32 zero for its shape.
+    t.is(layers, 6 * n);
+    t.is(before.parameterBytes - after.parameterBytes, 4 * n * (4 * h * h + 2 * h * m) - 4 * layers);
+    t.is(after.numParameters, before.numParameters);
+    t.true(after.quantizedInt8);
+    // The native model refuses to write its weights too (they are no longer all there).
+    const file = path.join(tempDir(), 'model.safetensors');
+    await t.throwsAsync(handle.saveWeights(file, 'float32'), { message: /keeps only its int8 weights, which cannot be saved: load it without quantize to save it/ });
+    t.false(fs.existsSync(file));
   } finally {
-    int8.dispose();
+    handle.dispose();
   }
-  const [original, saved] = [await Encoder.load(FIXTURE, { device: 'cpu' }), await Encoder.load(dir, { device: 'cpu' })];
+
+  const saved = path.join(tempDir(), 'saved');
+  const refused = { code: 'INVALID_ARGUMENT', message: /loaded with quantize: 'int8', which keeps only its int8 projections: load the model without quantize to save it/ };
+  const encoder = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
   try {
-    t.deepEqual((await saved.embed(TEXTS)).data, (await original.embed(TEXTS)).data);
-    t.is(saved.quantize, undefined);
+    await t.throwsAsync(encoder.save(saved), { ...refused, message: new RegExp(`^this Encoder was ${refused.message.source}`) });
+    t.false(fs.existsSync(saved), 'nothing written');
+    // It still embeds after the refusal.
+    t.is((await encoder.embed(['still here'])).dims[0], 1);
   } finally {
-    original.dispose();
-    saved.dispose();
+    encoder.dispose();
   }
+  const crossEncoder = await CrossEncoder.load(CROSS_ENCODER, { device: 'cpu', quantize: 'int8' });
+  try {
+    await t.throwsAsync(crossEncoder.save(saved), { ...refused, message: new RegExp(`^this CrossEncoder was ${refused.message.source}`) });
+  } finally {
+    crossEncoder.dispose();
+  }
+  const generator = await Generator.load(path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'llama'), { device: 'cpu', quantize: 'int8' });
+  try {
+    await t.throwsAsync(generator.save(saved), refused);
+  } finally {
+    generator.dispose();
+  }
+  t.false(fs.existsSync(saved), 'nothing written');
 });
 
 test('coltrast embed --quantize int8 gives the library\'s int8 vectors; serve reports the quantization in /info', async (t) => {
@@ -135,6 +168,50 @@ test('coltrast embed --quantize int8 gives the library\'s int8 vectors; serve re
   } finally {
     int8.dispose();
   }
+});
+
+test('coltrast generate, search and ask take --quantize int8; serve reports a quantized generator in /info', async (t) => {
+  const llama = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'llama');
+  const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args, '--device', 'cpu', '--threads', '1'], { encoding: 'utf8' });
+  const generator = await Generator.load(llama, { device: 'cpu', quantize: 'int8' });
+  try {
+    const prompt = 'the first words of a prompt';
+    const generated = cli('generate', prompt, '--model', llama, '--quantize', 'int8', '--max-new-tokens', '6', '--json');
+    t.is(generated.status, 0, generated.stderr);
+    const [expected] = await generator.generate([prompt], { maxNewTokens: 6 });
+    t.deepEqual((JSON.parse(generated.stdout) as { tokenIds: number[] }[])[0].tokenIds, expected.tokenIds);
+    const server = await serve({ generator, port: 0 });
+    try {
+      t.like(await (await fetch(`${server.url}/info`)).json(), { generator: { quantize: 'int8' } });
+    } finally {
+      await server.close();
+    }
+  } finally {
+    generator.dispose();
+  }
+
+  const index = path.join(tempDir(), 'ai.index');
+  const data = path.join(ROOT, 'examples', 'ai-projects.json');
+  const built = cli('index', '--data', data, '--model', FIXTURE, '--output', index, '--json');
+  t.is(built.status, 0, built.stderr);
+  const query = 'a library for training retrieval models';
+  const found = cli('search', '--index', index, '--model', FIXTURE, '--quantize', 'int8', '--k', '3', '--json', query);
+  t.is(found.status, 0, found.stderr);
+  const int8 = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
+  try {
+    const [hits] = await (await Index.load(index, int8)).search([query], { k: 3 });
+    const [ours] = JSON.parse(found.stdout) as { hits: { id: string; score: number }[] }[];
+    t.deepEqual(ours.hits.map((h) => h.id), hits.map((h) => h.id));
+    ours.hits.forEach((h, i) => t.true(Math.abs(h.score - hits[i].score) < 1e-6, `hit ${i}: ${h.score} against ${hits[i].score}`));
+  } finally {
+    int8.dispose();
+  }
+  // ask passes --quantize to the generator it loads (--dtype is the generator's).
+  const corpus = path.join(tempDir(), 'corpus.txt');
+  fs.writeFileSync(corpus, 'a document\nanother document\n');
+  const asked = cli('ask', 'what is it?', '--generator', llama, '--retriever', FIXTURE, '--corpus', corpus, '--quantize', 'int8', '--dtype', 'bfloat16');
+  t.is(asked.status, 2, asked.stderr);
+  t.regex(asked.stderr, /^coltrast: --quantize 'int8' is for float32 models on the CPU \(this load: device 'cpu', dtype 'bfloat16'\)/);
 });
 
 test('evaluate({ quantize: \'int8\' }) measures the model run in int8, as an Encoder loaded so measures', async (t) => {

@@ -201,14 +201,24 @@ void DenseImpl::quantizeInt8() {
   std::vector<c10::IValue> stack{q, bias.defined() ? c10::IValue(bias.detach().to(torch::kFloat32).contiguous()) : c10::IValue()};
   prepack.callBoxed(&stack);
   packedInt8 = stack.at(0);
+  // The float weight is given back: the packed copy is all that runs from here on (forward refuses what it cannot run),
+  // and save() is refused for a quantized model, so it is kept only as its shape (one zero, broadcast), which the
+  // adapter and size checks read. No other module shares a projection's weight (the tied language-model head is a
+  // Linear over the embeddings, which stay float32).
+  weight.set_data(torch::zeros({}, weight.options()).expand(weight.sizes()));
 }
 
 torch::Tensor DenseImpl::forward(const torch::Tensor& x) {
-  if (quantizedInt8() && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && !torch::GradMode::is_enabled()) {
+  if (quantizedInt8()) {
+    if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || torch::GradMode::is_enabled())
+      throw invalidArgument("a model loaded with quantize: 'int8' runs float32 inputs on the CPU without gradients only (got " + std::string(c10::toString(x.scalar_type())) +
+                            " on " + x.device().str() + (torch::GradMode::is_enabled() ? ", recording gradients" : "") + "): load it without quantize for this");
+    // Looked up once: quantizeInt8 has refused a libtorch without it before any layer was packed.
+    static const c10::OperatorHandle linearDynamic = quantizedOp("quantized::linear_dynamic");
     // The adapter is in the packed weight already. The op takes [rows, in]: the leading dimensions flattened and restored.
     auto sizes = x.sizes().vec();
     std::vector<c10::IValue> stack{x.reshape({-1, sizes.back()}).contiguous(), packedInt8, true};
-    quantizedOp("quantized::linear_dynamic").callBoxed(&stack);
+    linearDynamic.callBoxed(&stack);
     sizes.back() = weight.size(0);
     return stack.at(0).toTensor().view(sizes);
   }

@@ -123,9 +123,10 @@ struct DenseImpl : torch::nn::Module {
   // once, per output row, symmetric (PerChannelMinMaxObserver's scales: the row's largest magnitude / 127.5, at least
   // float32's epsilon), packed by libtorch's quantized engine (quantized::linear_prepack); each input quantized to 8 bits
   // as it comes, over its own range (quantized::linear_dynamic, reduce_range as PyTorch's module passes it), the product
-  // in integers and the bias added in float32. Used by forward() for float32 inputs on the CPU without autograd; the
-  // float weight stays (saving, and a forward that records gradients, use it). Throws UNSUPPORTED_MODEL where this
-  // libtorch has no quantized engine or op (a CUDA weight, or a PyTorch that dropped them).
+  // in integers and the bias added in float32. The float weight's memory is given back (`weight` keeps its shape as one
+  // broadcast zero): from then on forward() runs float32 inputs on the CPU without autograd and refuses others, and the
+  // model cannot be saved (TransformerEncoder::weightsForSaving refuses). Throws UNSUPPORTED_MODEL where this libtorch
+  // has no quantized engine or op (a CUDA weight, or a PyTorch that dropped them).
   void quantizeInt8();
   bool quantizedInt8() const { return !packedInt8.isNone(); }
   torch::Tensor weight, bias, loraA, loraB;

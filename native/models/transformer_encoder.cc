@@ -41,17 +41,18 @@ void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType 
       missing.push_back(name);
       continue;
     }
-    torch::Tensor value = file.read(stored);
+    const SafetensorsFile::Entry& entry = file.entry(stored);
     torch::Tensor& param = item.value();
-    if (value.sizes() != param.sizes()) {
+    if (c10::IntArrayRef(entry.shape) != param.sizes()) {
       std::ostringstream msg;
-      msg << "weight '" << stored << "' in " << file.description() << " has shape " << value.sizes()
+      msg << "weight '" << stored << "' in " << file.description() << " has shape " << c10::IntArrayRef(entry.shape)
           << " but config.json implies " << param.sizes() << " (config.json and weights disagree)";
       throw modelFilesError(msg.str());
     }
-    if (!value.is_floating_point())
+    if (!c10::isFloatingType(entry.dtype))
       throw modelFilesError("weight '" + stored + "' in " + file.description() + " is not a floating-point tensor");
-    param.copy_(value.to(param.scalar_type()));
+    // Straight from the file into the parameter (float32 here: the model moves to `dtype` below), no copy between.
+    file.copyInto(stored, param);
     used.insert(stored);
   }
   if (!missing.empty()) {
@@ -71,6 +72,7 @@ void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType 
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> TransformerEncoder::weightsForSaving(torch::ScalarType dtype, bool prefixed) const {
+  if (quantizedInt8()) throw invalidArgument("a model loaded with quantize: 'int8' keeps only its int8 weights, which cannot be saved: load it without quantize to save it");
   const std::string prefix = prefixed ? weightPrefix() : "";
   std::map<std::string, torch::Tensor> merged;
   for (const auto& [path, dense] : denseLayers(*this))

@@ -42,7 +42,8 @@ class TransformerEncoder : public torch::nn::Module {
   // position_ids) so that saving writes them back unchanged.
   void loadWeights(const WeightFiles& file, torch::ScalarType dtype);
   // Parameters (with LoRA adapters merged into the weights they adapt, and not saved themselves) and kept tensors, named as Hugging Face's base model class names them, or with the task
-  // heads' prefix ("bert.embeddings...") when `prefixed`, as a model with a head saves them.
+  // heads' prefix ("bert.embeddings...") when `prefixed`, as a model with a head saves them. Refused for a model quantized
+  // to int8, whose float projections are gone.
   std::vector<std::pair<std::string, torch::Tensor>> weightsForSaving(torch::ScalarType dtype, bool prefixed = false) const;
   // A kept tensor (named without the prefix, e.g. "classifier.weight"), removed from the kept ones so that it
   // is not saved twice when a head takes it over; undefined when the file had none.
@@ -64,7 +65,8 @@ class TransformerEncoder : public torch::nn::Module {
   // The adapters' A and B matrices: with adapters, the only parameters a trainer updates.
   std::vector<torch::Tensor> loraParameters() const;
 
-  // Every projection (Dense) quantized to int8 for CPU inference (DenseImpl::quantizeInt8); returns how many.
+  // Every projection (Dense) quantized to int8 for CPU inference (DenseImpl::quantizeInt8: their float weights given
+  // back); returns how many.
   int64_t quantizeInt8();
   bool quantizedInt8() const;
 

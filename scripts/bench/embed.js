@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // embed() throughput (texts/s), the time to its first batch's result, the event loop's longest wait during the call
-// and peak resident memory on this machine (and peak GPU memory on CUDA), for the tiny fixture and random-weight models
+// and resident memory on this machine (once the model is loaded, and at its peak; peak GPU memory on CUDA), for the tiny fixture and random-weight models
 // of real shapes. Uses the built package (npm run build first).
-//   node scripts/bench/embed.js [--shapes tiny,minilm] [--texts 2000] [--batch-size 32] [--device cpu]
+//   node scripts/bench/embed.js [--shapes tiny,minilm | --model <dir>] [--texts 2000] [--batch-size 32] [--device cpu]
 //     [--dtype float32|bfloat16|float16 (CUDA)] [--quantize int8 (CPU)] [--json out.json]
+// --model: a model folder instead of the shapes (one written beforehand keeps the writing's memory out of the resident
+// figures: a shape's random weights are made in this process).
 'use strict';
 const os = require('node:os');
 const path = require('node:path');
@@ -16,6 +18,7 @@ const { makeRandomBert } = require('../fixtures/random-bert');
 const { values } = parseArgs({
   options: {
     shapes: { type: 'string', default: 'tiny,minilm' },
+    model: { type: 'string' },
     texts: { type: 'string', default: '2000' },
     'batch-size': { type: 'string', default: '32' },
     device: { type: 'string', default: 'cpu' },
@@ -45,14 +48,17 @@ async function main() {
   const texts = makeTexts(Number(values.texts));
   const batchSize = Number(values['batch-size']);
   const rows = [];
-  for (const shape of values.shapes.split(',')) {
-    const dir =
-      shape === 'tiny'
+  for (const shape of values.model ? [path.basename(path.resolve(values.model))] : values.shapes.split(',')) {
+    const dir = values.model
+      ? values.model
+      : shape === 'tiny'
         ? path.join(__dirname, '..', '..', 'test', 'fixtures', 'tiny-bert')
         : makeRandomBert(fs.mkdtempSync(path.join(os.tmpdir(), `bench-${shape}-`)) + '/model', { shape, seed: 1 });
     const gpu = values.device.startsWith('cuda');
     if (gpu) cudaMemory(values.device, { resetPeak: true, emptyCache: true });
     const enc = await Encoder.load(dir, { device: values.device, dtype: values.dtype, ...(values.quantize && { quantize: values.quantize }) });
+    // The process's resident memory with the model loaded (and quantized), before any text is embedded: the model's own.
+    const loadedRssMiB = Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) / 1024);
     await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
     // The longest the event loop waited during the call (a server's other requests wait as long).
     const loopDelay = monitorEventLoopDelay({ resolution: 5 });
@@ -82,6 +88,7 @@ async function main() {
       textsPerSecond: +(texts.length / seconds).toFixed(1),
       tokens,
       tokensPerSecond: Math.round(tokens / seconds),
+      loadedRssMiB,
       peakRssMiB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
       ...(gpu ? { peakGpuMiB: Math.round(cudaMemory(values.device).peakAllocatedBytes / 2 ** 20) } : {}),
     });
@@ -99,11 +106,11 @@ async function main() {
     rows,
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log(`| model | dim | max len | texts | tokens | batch | seconds | first batch s | texts/s | tokens/s | event loop's longest wait ms | peak RSS MiB | peak GPU MiB |`);
-  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|---|`);
+  console.log(`| model | dim | max len | texts | tokens | batch | seconds | first batch s | texts/s | tokens/s | event loop's longest wait ms | RSS loaded MiB | peak RSS MiB | peak GPU MiB |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`);
   for (const r of rows) {
     console.log(
-      `| ${r.model} | ${r.dimension} | ${r.maxSeqLength} | ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.seconds} | ${r.firstBatchSeconds} | ${r.textsPerSecond} | ${r.tokensPerSecond} | ${r.maxEventLoopDelayMs} | ${r.peakRssMiB} | ${r.peakGpuMiB ?? '-'} |`,
+      `| ${r.model} | ${r.dimension} | ${r.maxSeqLength} | ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.seconds} | ${r.firstBatchSeconds} | ${r.textsPerSecond} | ${r.tokensPerSecond} | ${r.maxEventLoopDelayMs} | ${r.loadedRssMiB} | ${r.peakRssMiB} | ${r.peakGpuMiB ?? '-'} |`,
     );
   }
   console.log(`\n${result.date}, ${result.device} ${result.dtype}${result.quantize ? ` (${result.quantize})` : ''}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);
