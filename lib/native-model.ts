@@ -78,9 +78,6 @@ export async function applyQuantize(handle: ModelHandle, quantize: Quantize | un
     throw fromNative(error);
   }
   handle.quantized = quantize;
-  // The float weights given back went to coltrast's CPU block cache (lib/runtime.ts cpuMemory), which would hold
-  // them for later tensors: given back to the system instead, as the smaller model is what quantize is for.
-  native().cpuMemory({ resetPeak: false, emptyCache: true });
 }
 
 /** @internal Checks load options, applies the thread setting, and finds the model's folder (downloading a hub id). */

@@ -130,6 +130,12 @@ Cache& cache() {
 
 void giveBack(void* p) { cache().give(p); }
 
+}  // namespace
+
+void emptyCpuCache() { cache().empty(); }
+
+namespace {
+
 // Every block, small or large, is freed through giveBack (libtorch's raw_allocate / raw_deallocate need one
 // deleter for all of them, with the data pointer as the context).
 class CachingCpuAllocator final : public c10::Allocator {

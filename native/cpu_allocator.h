@@ -21,6 +21,8 @@ namespace coltrast {
 
 // Makes the caching allocator libtorch's CPU allocator, once per process (unless turned off).
 void installCpuCachingAllocator();
+// Gives the cached blocks back to the system (cpuMemory({ emptyCache: true })); nothing when the cache is off.
+void emptyCpuCache();
 
 void defineCpuMemory(Napi::Env env, Napi::Object exports);
 

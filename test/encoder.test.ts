@@ -169,11 +169,11 @@ for (const act of Object.keys(ref.variants)) {
 }
 
 /** Rewrites the fixture's weights with `change` applied to every tensor. */
-function rewriteWeights(change: (name: string, t: { dtype: string; shape: number[]; data: Buffer }) => [string, any]) {
+function rewriteWeights(change: (name: string, t: { dtype: string; shape: number[]; data: Buffer }) => [string, any], options: { oddData?: boolean } = {}) {
   return fixtureCopy((d) => {
     const file = path.join(d, 'model.safetensors');
     const { tensors } = readSafetensors(file);
-    writeSafetensors(file, new Map([...tensors].map(([name, tensor]) => change(name, tensor))));
+    writeSafetensors(file, new Map([...tensors].map(([name, tensor]) => change(name, tensor))), options);
   });
 }
 
@@ -190,6 +190,21 @@ for (const [what, change] of weightVariants) {
     enc.dispose();
   });
 }
+
+// Weights are copied from the file into the parameters as they are (a memcpy, or a conversion through a view of the
+// mapping): data starting at an odd byte, unaligned for every element type, loads to the same numbers.
+test('weights at unaligned offsets load as aligned ones do, in F32, F16 and BF16', async (t) => {
+  const variants: typeof weightVariants = [['F32', (n, w) => [n, w]], weightVariants[0], weightVariants[1]];
+  for (const [what, change] of variants) {
+    const [aligned, odd] = [await Encoder.load(rewriteWeights(change), { device: 'cpu' }), await Encoder.load(rewriteWeights(change, { oddData: true }), { device: 'cpu' })];
+    try {
+      t.deepEqual((await odd.embed(texts)).data, (await aligned.embed(texts)).data, what);
+    } finally {
+      aligned.dispose();
+      odd.dispose();
+    }
+  }
+});
 
 test('save() writes a sentence-transformers folder that loads back identically', async (t) => {
   const enc = await Encoder.load(FIXTURE, { device: 'cpu' });

@@ -2,11 +2,16 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include <algorithm>
 #include <map>
 #include <set>
 #include <sstream>
 
+#include "../cpu_allocator.h"
 #include "../error.h"
 #include "checkpoint.h"
 #include "layers.h"
@@ -136,7 +141,16 @@ int64_t TransformerEncoder::addLora(const std::vector<std::string>& targets, int
 
 int64_t TransformerEncoder::quantizeInt8() {
   const auto layers = denseLayers(*this);
-  for (const auto& [path, dense] : layers) dense->quantizeInt8();
+  for (const auto& [path, dense] : layers) {
+    dense->quantizeInt8();
+    // Each layer's float weight given back to the system as it goes (a cached block would wait for a tensor of its
+    // size, and the int8 ones are a quarter of it): loading peaks at the float model, not the float and the int8 one.
+    emptyCpuCache();
+  }
+#ifdef __GLIBC__
+  // Weights under 1 MiB went back to glibc's heap, not the cache: returned too, or the process would keep them.
+  malloc_trim(0);
+#endif
   return static_cast<int64_t>(layers.size());
 }
 

@@ -59,6 +59,8 @@ async function main() {
     const enc = await Encoder.load(dir, { device: values.device, dtype: values.dtype, ...(values.quantize && { quantize: values.quantize }) });
     // The process's resident memory with the model loaded (and quantized), before any text is embedded: the model's own.
     const loadedRssMiB = Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) / 1024);
+    // The peak so far: loading's (the weights read from the file, and quantized).
+    const loadPeakRssMiB = Math.round(process.resourceUsage().maxRSS / 1024);
     await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up
     // The longest the event loop waited during the call (a server's other requests wait as long).
     const loopDelay = monitorEventLoopDelay({ resolution: 5 });
@@ -89,6 +91,7 @@ async function main() {
       tokens,
       tokensPerSecond: Math.round(tokens / seconds),
       loadedRssMiB,
+      loadPeakRssMiB,
       peakRssMiB: +(process.resourceUsage().maxRSS / 1024).toFixed(0),
       ...(gpu ? { peakGpuMiB: Math.round(cudaMemory(values.device).peakAllocatedBytes / 2 ** 20) } : {}),
     });
@@ -106,11 +109,11 @@ async function main() {
     rows,
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
-  console.log(`| model | dim | max len | texts | tokens | batch | seconds | first batch s | texts/s | tokens/s | event loop's longest wait ms | RSS loaded MiB | peak RSS MiB | peak GPU MiB |`);
-  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`);
+  console.log(`| model | dim | max len | texts | tokens | batch | seconds | first batch s | texts/s | tokens/s | event loop's longest wait ms | RSS loaded MiB | peak RSS loading MiB | peak RSS MiB | peak GPU MiB |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`);
   for (const r of rows) {
     console.log(
-      `| ${r.model} | ${r.dimension} | ${r.maxSeqLength} | ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.seconds} | ${r.firstBatchSeconds} | ${r.textsPerSecond} | ${r.tokensPerSecond} | ${r.maxEventLoopDelayMs} | ${r.loadedRssMiB} | ${r.peakRssMiB} | ${r.peakGpuMiB ?? '-'} |`,
+      `| ${r.model} | ${r.dimension} | ${r.maxSeqLength} | ${r.texts} | ${r.tokens} | ${r.batchSize} | ${r.seconds} | ${r.firstBatchSeconds} | ${r.textsPerSecond} | ${r.tokensPerSecond} | ${r.maxEventLoopDelayMs} | ${r.loadedRssMiB} | ${r.loadPeakRssMiB} | ${r.peakRssMiB} | ${r.peakGpuMiB ?? '-'} |`,
     );
   }
   console.log(`\n${result.date}, ${result.device} ${result.dtype}${result.quantize ? ` (${result.quantize})` : ''}, ${result.cpu}, ${result.threads} threads, libtorch ${result.torch}, BLAS ${result.blas}`);

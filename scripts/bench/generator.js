@@ -85,6 +85,11 @@ async function main() {
   const common = ['--threads', String(threads), '--batch-size', String(batchSize), '--device', device, '--dtype', dtype, ...(values.quantize ? ['--quantize', values.quantize] : [])];
 
   const generator = await Generator.load(model, { device, dtype, threads, ...(values.quantize && { quantize: values.quantize }) });
+  // Resident memory once loaded (and quantized), and the peak until then, as generator.py reports its own.
+  const loaded = {
+    loadedRssMiB: Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) / 1024),
+    loadPeakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+  };
   await generator.logLikelihood(pairs.slice(0, batchSize), { batchSize });
   const llFile = path.join(work, 'll.bin');
   const ll = await alternate(
@@ -156,6 +161,7 @@ async function main() {
     generationsEqual: `${same}/${prompts.length}`,
     beamSearchesEqual: `${sameBeams}/${beamPrompts.length}`,
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+    memoryMiB: { coltrast: loaded, transformers: { loadedRssMiB: ll.python.loadedRssMiB, loadPeakRssMiB: ll.python.loadPeakRssMiB, logLikelihoodPeakRssMiB: ll.python.peakRssMiB } },
     ...(gpuPeakMiB !== undefined && { peakGpuMiB: { coltrast: gpuPeakMiB, transformers: [ll.python, gen.python, beam.python].map((r) => r.peakGpuMiB) } }),
   };
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(result, null, 2));
@@ -163,7 +169,8 @@ async function main() {
   for (const r of rows) console.log(`| ${r.measure} | ${r.side} | ${r.seconds.toFixed(2)} | ${r.rate.toFixed(1)} ${r.unit} |`);
   console.log(
     `\n${values.shape} (${device}, ${dtype}${values.quantize ? `, ${values.quantize}` : ''}), ${pairs.length} pairs, ${prompts.length} prompts x ${maxNewTokens} new tokens, batch ${batchSize}, ${threads} threads; ` +
-      `log-likelihoods max |difference| ${llDiff.toExponential(2)}; ${same}/${prompts.length} generations and ${sameBeams}/${beamPrompts.length} beam searches token for token equal`,
+      `log-likelihoods max |difference| ${llDiff.toExponential(2)}; ${same}/${prompts.length} generations and ${sameBeams}/${beamPrompts.length} beam searches token for token equal; ` +
+      `resident memory once loaded (peak while loading): coltrast ${loaded.loadedRssMiB} MiB (${loaded.loadPeakRssMiB}), transformers ${ll.python.loadedRssMiB} MiB (${ll.python.loadPeakRssMiB})`,
   );
 }
 

@@ -31,7 +31,11 @@ export function rawSafetensors(header: object, data: Buffer): Buffer {
   return Buffer.concat([len, json, data]);
 }
 
-export function writeSafetensors(file: string, tensors: Map<string, RawTensor>): void {
+/**
+ * A valid safetensors file of `tensors`, in their order. `oddData`: the header padded with spaces (which the format
+ * allows) so that the data section starts at an odd byte, where no tensor is aligned for its element type.
+ */
+export function writeSafetensors(file: string, tensors: Map<string, RawTensor>, options: { oddData?: boolean } = {}): void {
   const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
   const parts: Buffer[] = [];
   let offset = 0;
@@ -40,7 +44,16 @@ export function writeSafetensors(file: string, tensors: Map<string, RawTensor>):
     parts.push(t.data);
     offset += t.data.length;
   }
-  fs.writeFileSync(file, rawSafetensors(header, Buffer.concat(parts)));
+  const data = Buffer.concat(parts);
+  if (!options.oddData) {
+    fs.writeFileSync(file, rawSafetensors(header, data));
+    return;
+  }
+  let json = JSON.stringify(header);
+  if (json.length % 2 === 0) json += ' ';
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json, 'utf8'), data]));
 }
 
 /** float32 -> bfloat16 by truncation; exact for the fixture, whose weights are bf16-representable. */

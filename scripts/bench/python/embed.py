@@ -76,6 +76,7 @@ def main():
     # Resident memory with the model loaded (and quantized), before any text: the model's own, as embed.js reads it.
     with open("/proc/self/status") as f:
         loaded_rss_mib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    load_peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     normalize = normalizes(args.model)
     with open(args.data) as f:
         texts = json.load(f)
@@ -101,6 +102,7 @@ def main():
         "cpuSeconds": after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime,
         "minorFaults": after.ru_minflt - usage.ru_minflt,
         "loadedRssMiB": loaded_rss_mib,
+        "loadPeakRssMiB": load_peak_rss_mib,
         "peakRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if args.check:

@@ -15,7 +15,8 @@ make: a Qwen3ForCausalLM of the shape (Qwen3-0.6B's: hidden 1024, 16 query and 8
 ll: each {prompt, completion} tokenized as coltrast does (the prompt with the tokenizer's special tokens, the
   completion without, then eos), right-padded batches of --batch-size, model(...).logits, log_softmax, the
   completion tokens' log-probabilities summed; timed from tokenizing to the sums. --out: the sums (float32).
-ll and gen print a JSON line {seconds, <rate>, peakRssMiB, peakGpuMiB (on a GPU), torch, transformers}. --device and --dtype:
+ll and gen print a JSON line {seconds, <rate>, peakRssMiB, loadedRssMiB and loadPeakRssMiB (resident memory once the
+model is loaded, and the peak until then), peakGpuMiB (on a GPU), torch, transformers}. --device and --dtype:
   where the model runs and its weights' type (bfloat16: as from_pretrained(dtype=torch.bfloat16) loads it).
 gen: generate(do_sample=False, exactly --max-new-tokens new tokens) on left-padded batches of --batch-size
   prompts (the tokenizer's special tokens included); timed from tokenizing to the token ids. --out: the new tokens.
@@ -64,7 +65,7 @@ def make(out, shape, tokenizer):
 def finish(seconds, rate_name, count):
     gpu = {"peakGpuMiB": round(torch.cuda.max_memory_allocated() / 2**20)} if torch.cuda.is_available() and torch.cuda.is_initialized() else {}
     print(json.dumps({
-        "seconds": seconds, rate_name: count / seconds, "peakRssMiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "seconds": seconds, rate_name: count / seconds, "peakRssMiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **LOADED,
         **gpu, "torch": torch.__version__, "transformers": transformers.__version__,
     }))
 
@@ -72,6 +73,8 @@ def finish(seconds, rate_name, count):
 # --quantize int8: the decoder layers' nn.Linear (model.layers) quantized dynamically, per channel, as coltrast's
 # Generator.load({ quantize: 'int8' }) runs them; the embeddings and lm_head stay float32 on both sides.
 QUANTIZE = None
+# Resident memory once the model is loaded (and quantized), and the peak until then: load()'s.
+LOADED = {}
 
 
 def load(folder, device, dtype):
@@ -80,6 +83,9 @@ def load(folder, device, dtype):
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         quantize_dynamic(model, {"model.layers": per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+    with open("/proc/self/status") as f:
+        LOADED["loadedRssMiB"] = round(next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024)
+    LOADED["loadPeakRssMiB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return model
 
 
