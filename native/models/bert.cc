@@ -93,10 +93,10 @@ int64_t BertConfig::usablePositions() const {
 
 BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) : config(c) {
   const int64_t width = c.embeddingSize;
-  word_embeddings = register_module("word_embeddings", torch::nn::Embedding(c.vocabSize, width));
-  position_embeddings = register_module("position_embeddings", torch::nn::Embedding(c.maxPositions, width));
+  word_embeddings = register_module("word_embeddings", embeddingToFill(c.vocabSize, width));
+  position_embeddings = register_module("position_embeddings", embeddingToFill(c.maxPositions, width));
   if (c.typeVocabSize > 0)
-    token_type_embeddings = register_module("token_type_embeddings", torch::nn::Embedding(c.typeVocabSize, width));
+    token_type_embeddings = register_module("token_type_embeddings", embeddingToFill(c.typeVocabSize, width));
   LayerNorm = register_module("LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({width}).eps(c.layerNormEps)));
   dropout = register_module("dropout", torch::nn::Dropout(c.hiddenDropout));
 }
@@ -157,7 +157,7 @@ BertModel::BertModel(const BertConfig& config) : config_(config) {
   layers_ = stack->register_module("layer", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.numLayers; ++i) layers_->push_back(BertLayer(config));
   if (config.variant == BertVariant::MPNet)
-    relativeBias_ = stack->register_module("relative_attention_bias", torch::nn::Embedding(config.relativeBuckets, config.numHeads));
+    relativeBias_ = stack->register_module("relative_attention_bias", embeddingToFill(config.relativeBuckets, config.numHeads));
 }
 
 std::string BertModel::weightPrefix() const {

@@ -179,17 +179,17 @@ torch::Tensor DebertaLayerImpl::forward(const torch::Tensor& hidden, const torch
 DebertaModel::DebertaModel(const DebertaConfig& config) : config_(config) {
   const auto& c = config;
   auto norm = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hiddenSize}).eps(c.layerNormEps)); };
-  wordEmbeddings_ = registerAt(*this, "embeddings.word_embeddings", torch::nn::Embedding(c.vocabSize, c.embeddingSize));
+  wordEmbeddings_ = registerAt(*this, "embeddings.word_embeddings", embeddingToFill(c.vocabSize, c.embeddingSize));
   if (c.positionBiasedInput)
-    positionEmbeddings_ = registerAt(*this, "embeddings.position_embeddings", torch::nn::Embedding(c.maxPositions, c.embeddingSize));
+    positionEmbeddings_ = registerAt(*this, "embeddings.position_embeddings", embeddingToFill(c.maxPositions, c.embeddingSize));
   if (c.typeVocabSize > 0)
-    tokenTypeEmbeddings_ = registerAt(*this, "embeddings.token_type_embeddings", torch::nn::Embedding(c.typeVocabSize, c.embeddingSize));
+    tokenTypeEmbeddings_ = registerAt(*this, "embeddings.token_type_embeddings", embeddingToFill(c.typeVocabSize, c.embeddingSize));
   if (c.embeddingSize != c.hiddenSize)
     embedProj_ = registerAt(*this, "embeddings.embed_proj", Dense(c.embeddingSize, c.hiddenSize, false));
   embeddingNorm_ = registerAt(*this, "embeddings.LayerNorm", norm());
   layers_ = registerAt(*this, "encoder.layer", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.numLayers; ++i) layers_->push_back(DebertaLayer(c));
-  if (c.relativeAttention) relEmbeddings_ = registerAt(*this, "encoder.rel_embeddings", torch::nn::Embedding(2 * c.span(), c.hiddenSize));
+  if (c.relativeAttention) relEmbeddings_ = registerAt(*this, "encoder.rel_embeddings", embeddingToFill(2 * c.span(), c.hiddenSize));
   if (c.normRelEmbeddings) relNorm_ = registerAt(*this, "encoder.LayerNorm", norm());
   if (c.convKernel > 0) {
     conv_ = registerAt(*this, "encoder.conv.conv",

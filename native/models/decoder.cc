@@ -386,7 +386,7 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const torch
 }
 
 DecoderModel::DecoderModel(const DecoderConfig& config) : config_(config) {
-  embed_tokens_ = register_module("embed_tokens", torch::nn::Embedding(config.vocabSize, config.hiddenSize));
+  embed_tokens_ = register_module("embed_tokens", embeddingToFill(config.vocabSize, config.hiddenSize));
   layers_ = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.numLayers; ++i) layers_->push_back(DecoderLayer(config));
   norm_ = register_module("norm", RmsNorm(config.hiddenSize, config.rmsNormEps, config.gemma));

@@ -153,10 +153,13 @@ std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positi
 }
 
 DenseImpl::DenseImpl(int64_t in, int64_t out, bool withBias) {
-  // torch.nn.Linear's initialization (kaiming-uniform with a = sqrt(5): bounds ±1/sqrt(in)), for a layer made new.
-  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-  weight = register_parameter("weight", torch::empty({out, in}).uniform_(-bound, bound));
-  if (withBias) bias = register_parameter("bias", torch::empty({out}).uniform_(-bound, bound));
+  weight = register_parameter("weight", torch::empty({out, in}));
+  if (withBias) bias = register_parameter("bias", torch::empty({out}));
+}
+
+torch::nn::Embedding embeddingToFill(int64_t count, int64_t width) {
+  // With _weight given, torch::nn::Embedding takes it as its weight and draws nothing.
+  return torch::nn::Embedding(torch::nn::EmbeddingOptions(count, width)._weight(torch::empty({count, width})));
 }
 
 namespace {

@@ -110,6 +110,9 @@ std::pair<torch::Tensor, torch::Tensor> rotaryCosSin(const torch::Tensor& positi
 // x W^T + b + scale * dropout(x) A^T B^T, with lora_A [rank, in] and lora_B [out, rank] registered as parameters of
 // this module. Every architecture's projections are Dense, so an adapter can go on any of them by name.
 struct DenseImpl : torch::nn::Module {
+  // The weight and bias allocated, not initialized: every Dense is part of a model whose weights are then read from its
+  // file (TransformerEncoder::loadWeights refuses a file that lacks one), and drawing them first was most of the time
+  // a load took.
   DenseImpl(int64_t in, int64_t out, bool bias = true);
   torch::Tensor forward(const torch::Tensor& x);
   // Attaches an adapter: `a` and `b` as given (on the weight's device, in its dtype), or when undefined a new one: A drawn
@@ -134,6 +137,10 @@ struct DenseImpl : torch::nn::Module {
   c10::IValue packedInt8;
 };
 TORCH_MODULE(Dense);
+
+// torch::nn::Embedding(count, width) with its weight allocated and not drawn, for a model whose weights are then loaded
+// (as DenseImpl's).
+torch::nn::Embedding embeddingToFill(int64_t count, int64_t width);
 
 // torch.nn.LayerNorm with its bias optional (ModernBERT's norm_bias: false), named weight and bias as PyTorch's.
 struct NormImpl : torch::nn::Module {

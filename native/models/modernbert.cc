@@ -108,7 +108,7 @@ torch::Tensor ModernBertLayerImpl::forward(const torch::Tensor& hidden, const to
 
 ModernBertModel::ModernBertModel(const ModernBertConfig& config) : config_(config) {
   auto embeddings = register_module("embeddings", std::make_shared<ModuleGroup>());
-  tokEmbeddings_ = embeddings->register_module("tok_embeddings", torch::nn::Embedding(config.vocabSize, config.hiddenSize));
+  tokEmbeddings_ = embeddings->register_module("tok_embeddings", embeddingToFill(config.vocabSize, config.hiddenSize));
   embeddingNorm_ = embeddings->register_module("norm", Norm(config.hiddenSize, config.normEps, config.normBias));
   layers_ = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.numLayers; ++i) layers_->push_back(ModernBertLayer(config, i));

@@ -70,7 +70,7 @@ T5BlockImpl::T5BlockImpl(const T5Config& c, bool hasRelativeBias) : config(c) {
   v = registerAt(*this, "layer.0.SelfAttention.v", Dense(c.dModel, inner, false));
   o = registerAt(*this, "layer.0.SelfAttention.o", Dense(inner, c.dModel, false));
   if (hasRelativeBias)
-    relativeBias = registerAt(*this, "layer.0.SelfAttention.relative_attention_bias", torch::nn::Embedding(c.buckets, c.numHeads));
+    relativeBias = registerAt(*this, "layer.0.SelfAttention.relative_attention_bias", embeddingToFill(c.buckets, c.numHeads));
   attentionNorm = registerAt(*this, "layer.0.layer_norm", T5Norm(c.dModel, c.eps));
   if (c.gated) {
     wi_0 = registerAt(*this, "layer.1.DenseReluDense.wi_0", Dense(c.dModel, c.dFf, false));
@@ -99,7 +99,7 @@ torch::Tensor T5BlockImpl::forward(const torch::Tensor& hidden, const torch::Ten
 }
 
 T5EncoderModel::T5EncoderModel(const T5Config& config) : config_(config) {
-  shared_ = register_module("shared", torch::nn::Embedding(config.vocabSize, config.dModel));
+  shared_ = register_module("shared", embeddingToFill(config.vocabSize, config.dModel));
   blocks_ = registerAt(*this, "encoder.block", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.numLayers; ++i) blocks_->push_back(T5Block(config, i == 0));
   finalNorm_ = registerAt(*this, "encoder.final_layer_norm", T5Norm(config.dModel, config.eps));
