@@ -166,12 +166,15 @@ class LoadWorker : public PromiseWorker {
     loaded->device = parseDevice(options_.device);
     loaded->dtype = parseDtype(options_.dtype);
     {
-      PreservedCpuGenerator initialWeights;  // drawn and discarded: the safetensors weights replace them
+      // Projections and embedding tables draw nothing (models/layers.h); whatever else a constructor draws would be
+      // replaced by the file's weights, so the global generator is kept as it was.
+      PreservedCpuGenerator initialWeights;
       loaded->model = createEncoder(config);
     }
     WeightFiles weights(options_.weightShards.empty() ? std::vector<std::string>{options_.weightsPath} : options_.weightShards);
-    loaded->model->loadWeights(weights, torch::kFloat32);
-    loaded->model->to(loaded->device, loaded->dtype);
+    // In the dtype asked for from the start (a bfloat16 model is never a float32 one first), then onto the device.
+    loaded->model->loadWeights(weights, loaded->dtype);
+    loaded->model->to(loaded->device);
     loaded->model->eval();
     if (!options_.denseWeightsPath.empty()) {
       // The head stays float32 (it is small, and pooling hands it float32).

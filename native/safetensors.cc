@@ -185,11 +185,18 @@ void SafetensorsFile::copyInto(const std::string& name, torch::Tensor& dst) cons
   if (dst.scalar_type() == e.dtype) {
     // memcpy: the data need not be aligned for its element type.
     std::memcpy(dst.data_ptr(), src, e.end - e.begin);
-  } else if (reinterpret_cast<uintptr_t>(src) % torch::elementSize(e.dtype) == 0) {
-    // A view of the mapping, converted as it is copied (alive for the call: the mapping is this object's).
-    dst.copy_(torch::from_blob(const_cast<uint8_t*>(src), e.shape, torch::TensorOptions().dtype(e.dtype)));
   } else {
-    dst.copy_(read(name));
+    // Converted a piece (4 MiB) at a time through a buffer: copied out of the mapping at any alignment, in order by
+    // one thread, then converted from the cache by libtorch's copy.
+    const int64_t itemSize = static_cast<int64_t>(torch::elementSize(e.dtype)), count = dst.numel();
+    const int64_t piece = std::min<int64_t>(count, (int64_t{4} << 20) / itemSize);
+    torch::Tensor buffer = torch::empty({piece}, torch::TensorOptions().dtype(e.dtype));
+    torch::Tensor flat = dst.view({-1});
+    for (int64_t at = 0; at < count; at += piece) {
+      const int64_t n = std::min(piece, count - at);
+      std::memcpy(buffer.data_ptr(), src + at * itemSize, static_cast<size_t>(n * itemSize));
+      flat.narrow(0, at, n).copy_(buffer.narrow(0, 0, n));
+    }
   }
   // The whole pages the tensor touches (a neighbour's share of a page comes back from the file if it is read).
   const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));

@@ -33,6 +33,11 @@ std::vector<std::pair<std::string, DenseImpl*>> denseLayers(const torch::nn::Mod
 
 void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType dtype) {
   torch::NoGradGuard noGrad;
+  // The parameters in `dtype` before they are filled: they hold nothing yet, so each is a new empty tensor of it (no
+  // float32 copy is filled and then converted; nor is their untouched memory read, which would map it to the zero
+  // page and make the first write to that memory, reused, a copy-on-write with a TLB flush on every core).
+  for (auto& p : parameters(/*recurse=*/true))
+    if (p.is_floating_point() && p.scalar_type() != dtype) p.set_data(torch::empty(p.sizes(), p.options().dtype(dtype)));
   const std::string prefix = weightPrefix();
   std::set<std::string> used;
   std::vector<std::string> missing;
@@ -56,7 +61,7 @@ void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType 
     }
     if (!c10::isFloatingType(entry.dtype))
       throw modelFilesError("weight '" + stored + "' in " + file.description() + " is not a floating-point tensor");
-    // Straight from the file into the parameter (float32 here: the model moves to `dtype` below), no copy between.
+    // Straight from the file into the parameter, converted to its dtype as it is copied.
     file.copyInto(stored, param);
     used.insert(stored);
   }
@@ -73,7 +78,7 @@ void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType 
     const bool prefixed = name.rfind(prefix, 0) == 0;
     kept_.push_back({prefixed ? name.substr(prefix.size()) : name, prefixed, file.read(name)});
   }
-  to(dtype);
+  to(dtype);  // the buffers, as the model's dtype asks
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> TransformerEncoder::weightsForSaving(torch::ScalarType dtype, bool prefixed) const {
