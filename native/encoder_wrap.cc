@@ -43,20 +43,26 @@ struct LoadOptions {
   std::vector<int64_t> scoreTokens;
 };
 
-// A Linear module whose weights the caller sets: the random ones its constructor draws are discarded, so
-// they are drawn with the global generator held and put back (runtime.h).
-torch::nn::Linear linearToFill(int64_t in, int64_t out, bool bias) {
-  PreservedCpuGenerator initialWeights;
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+// A Linear module whose parameters are `weight` [out, in] and `bias` [out] (undefined: none), in float32, taken as
+// they are (the caller's own tensors, or copies where they are not float32). libtorch's Linear draws its weights when
+// it is made: it is made 1 × 1 (that draw with the global generator held and put back, runtime.h) and then given
+// these, rather than drawing an out × in matrix (a language model's head: a vocabulary's rows) only to replace it.
+torch::nn::Linear linearFrom(const torch::Tensor& weight, const torch::Tensor& bias) {
+  torch::nn::Linear linear{nullptr};
+  {
+    PreservedCpuGenerator initialWeights;
+    linear = torch::nn::Linear(torch::nn::LinearOptions(1, 1).bias(bias.defined()));
+  }
+  torch::NoGradGuard noGrad;
+  linear->weight.set_data(weight.to(torch::kFloat32).contiguous());
+  if (bias.defined()) linear->bias.set_data(bias.to(torch::kFloat32).contiguous());
+  linear->options.in_features(weight.size(1)).out_features(weight.size(0));
+  return linear;
 }
 
 // A seeded Linear layer drawn as transformers' BertPreTrainedModel._init_weights draws one.
 torch::nn::Linear newLinear(int64_t in, int64_t out, double std, at::Generator& generator, bool bias = true) {
-  torch::nn::Linear linear = linearToFill(in, out, bias);
-  torch::NoGradGuard noGrad;
-  linear->weight.copy_(torch::empty({out, in}).normal_(0, std, generator));
-  if (bias) linear->bias.zero_();
-  return linear;
+  return linearFrom(torch::empty({out, in}).normal_(0, std, generator), bias ? torch::zeros({out}) : torch::Tensor());
 }
 
 using HeadKind = LoadedEncoder::HeadKind;
@@ -107,11 +113,7 @@ torch::nn::Linear takeLinear(TransformerEncoder& model, const std::string& name,
   if (withBias && (!bias.defined() || bias.dim() != 1 || bias.size(0) != out))
     throw modelFilesError(file + ": " + name + ".bias is missing or does not match its weight");
   if (!withBias && bias.defined()) throw modelFilesError(file + ": " + name + ".bias is there but config.json says the layer has none");
-  torch::nn::Linear linear = linearToFill(in, out, withBias);
-  torch::NoGradGuard noGrad;
-  linear->weight.copy_(weight.to(torch::kFloat32));
-  if (withBias) linear->bias.copy_(bias.to(torch::kFloat32));
-  return linear;
+  return linearFrom(weight, withBias ? bias : torch::Tensor());
 }
 
 // ModernBERT's head.norm from the weights file (weight, and bias when config.json's norm_bias), or a new one (ones, zeros).
@@ -137,16 +139,12 @@ torch::nn::Linear loadDense(const std::string& path, int64_t inFeatures, const c
     throw modelFilesError(path + ": linear.weight has shape " + c10::str(weight.sizes()) + ", expected [out_features, " +
                           std::to_string(inFeatures) + "] (" + inName + ")");
   }
-  const bool bias = file.has("linear.bias");
-  torch::nn::Linear dense = linearToFill(weight.size(1), weight.size(0), bias);
-  torch::NoGradGuard noGrad;
-  dense->weight.copy_(weight);
-  if (bias) {
-    torch::Tensor b = file.read("linear.bias", torch::kFloat32);
-    if (b.dim() != 1 || b.size(0) != weight.size(0)) throw modelFilesError(path + ": linear.bias does not match linear.weight");
-    dense->bias.copy_(b);
+  torch::Tensor bias;
+  if (file.has("linear.bias")) {
+    bias = file.read("linear.bias", torch::kFloat32);
+    if (bias.dim() != 1 || bias.size(0) != weight.size(0)) throw modelFilesError(path + ": linear.bias does not match linear.weight");
   }
-  return dense;
+  return linearFrom(weight, bias);
 }
 
 class LoadWorker : public PromiseWorker {
@@ -289,11 +287,7 @@ class LoadWorker : public PromiseWorker {
       throw modelFilesError(options_.weightsPath + ": lm_head.weight has shape " + c10::str(weight.sizes()) + ", expected " + c10::str(embeddings.sizes()) +
                             " (vocab_size, hidden_size)");
     }
-    torch::nn::Linear head = linearToFill(weight.size(1), weight.size(0), false);
-    {
-      torch::NoGradGuard noGrad;
-      head->weight.copy_(weight.to(torch::kFloat32));
-    }
+    torch::nn::Linear head = linearFrom(weight, {});
     head->to(loaded.device, loaded.dtype);
     loaded.lmHead = head;
   }
@@ -674,10 +668,9 @@ class AddProjectionWorker : public PromiseWorker {
     const int64_t in = encoder_->model->hiddenSize();
     auto generator = at::detail::createCPUGenerator(seed_);
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    torch::nn::Linear dense = linearToFill(in, out_, bias_);
-    torch::NoGradGuard noGrad;
-    dense->weight.copy_(torch::empty({out_, in}).uniform_(-bound, bound, generator));
-    if (bias_) dense->bias.copy_(torch::empty({out_}).uniform_(-bound, bound, generator));
+    // The weight drawn before the bias, from the seeded generator, as before.
+    const torch::Tensor weight = torch::empty({out_, in}).uniform_(-bound, bound, generator);
+    torch::nn::Linear dense = linearFrom(weight, bias_ ? torch::empty({out_}).uniform_(-bound, bound, generator) : torch::Tensor());
     dense->to(encoder_->device);
     encoder_->dense = dense;
     encoder_->denseTanh = tanh_;
