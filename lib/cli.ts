@@ -177,7 +177,8 @@ commands:
     --system <text> --temperature <x> (0: greedy) --top-k <n> --top-p <x> --seed <n>
     --num-beams <n> (beam search, as transformers' num_beams) --length-penalty <x> (1) --early-stopping true|false|never
     --quantize int8          the decoder's projections in int8 on the CPU (PyTorch's dynamic quantization): faster
-                             generation and about a quarter of the projections' memory, log-probabilities a little changed
+                             generation, the projections in a quarter to a half of their float32 memory (BENCHMARKS.md),
+                             log-probabilities a little changed
     --device <d> --dtype <t> --threads <n> --json
   serve                      an HTTP server: embeddings, re-ranking, search and generation for other programs, batched across
                              clients (OpenAI: POST /v1/embeddings, /v1/rerank, /v1/chat/completions, /v1/completions, GET /v1/models;

@@ -43,7 +43,8 @@ class SafetensorsFile {
   // the data is not aligned for its element type or the file cannot be mapped again.
   torch::Tensor map(const std::string& name) const;
   // The tensor's values written into `dst` (a contiguous CPU tensor of its shape, any floating dtype: converted as
-  // Tensor::copy_ converts), straight from the mapping, with no tensor in between; then the file's pages under it are
+  // Tensor::copy_ converts), straight from the mapping (through a 4 MiB buffer when converting), with no copy of the
+  // whole tensor in between; then the file's pages under it are
   // let go of (madvise MADV_DONTNEED: they stay in the page cache and come back if touched), so that loading a model
   // holds its weights once, not also the file's pages. The caller checks the shape.
   void copyInto(const std::string& name, torch::Tensor& dst) const;
