@@ -338,6 +338,8 @@ export class Encoder {
     if (prefixes.length > 0) tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase, prefixes);
     const multi = files.multiVector && (await multiVectorTokens(files, tokenizer));
     const handle = await loadNative(files, device, dtype, {
+      // Quantized as it loads unless an adapter is to be merged in first (applyQuantize below, after it).
+      ...(int8 && adapterDir === undefined && { quantizeInt8: true }),
       denseWeightsPath: files.dense?.weightsPath,
       denseActivation: files.dense?.activation,
       ...(files.denseStack && { denseStack: files.denseStack.map((d) => ({ weightsPath: d.weightsPath!, activation: d.activation })) }),

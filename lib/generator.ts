@@ -254,7 +254,8 @@ export class Generator {
     const maxLength = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : files.maxSeqLength;
     // Prompts are cut by the caller's choice (lib/rag.ts fits documents in); the tokenizer only stops absurd lengths.
     const tokenizer = await TextTokenizer.load(files.tokenizerPath, maxLength, files.lowercase);
-    const handle = await loadNative(files, device, dtype, { head: 'causal-lm', tieWordEmbeddings: config.tie_word_embeddings === true });
+    // Quantized as it loads (the float32 model is never whole in memory); applyQuantize below records it.
+    const handle = await loadNative(files, device, dtype, { head: 'causal-lm', tieWordEmbeddings: config.tie_word_embeddings === true, ...(int8 && { quantizeInt8: true }) });
     const info = handle.info();
     const generator = new Generator(handle, files, tokenizer, eos, maxLength, info.vocabSize, info.device, dtype, readChatTemplate(dir), filesAsTheyAre(dir, KEPT_FILES));
     await applyQuantize(generator.model, int8, () => generator.dispose());

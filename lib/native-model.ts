@@ -66,13 +66,14 @@ export function checkQuantize(quantize: Quantize | undefined, device: string, dt
 }
 
 /**
- * @internal Quantizes the loaded model's projections (native quantizeInt8) when `quantize` asks, recording it on the
- * handle; when that fails, `dispose` (where given) frees the model (its owner's dispose()) before the error is thrown.
+ * @internal Quantizes the loaded model's projections (native quantizeInt8) when `quantize` asks, unless they were as
+ * they loaded (loadNative's quantizeInt8, which loaders pass where no adapter comes after), recording it on the handle;
+ * when that fails, `dispose` (where given) frees the model (its owner's dispose()) before the error is thrown.
  */
 export async function applyQuantize(handle: ModelHandle, quantize: Quantize | undefined, dispose?: () => void): Promise<void> {
   if (quantize === undefined) return;
   try {
-    await handle.current().quantizeInt8();
+    if (!handle.current().info().quantizedInt8) await handle.current().quantizeInt8();
   } catch (error) {
     dispose?.();
     throw fromNative(error);

@@ -305,6 +305,8 @@ export interface NativeBinding {
       numLabels?: number;
       /** head 'causal-lm': the output layer is the token embeddings (config.json's tie_word_embeddings). */
       tieWordEmbeddings?: boolean;
+      /** Each projection quantized to int8 (quantizeInt8) as soon as it is read: the float32 model is never whole in memory. */
+      quantizeInt8?: boolean;
       /**
        * head 'causal-lm': a reranker's score (output 'scores') on the last real token, its logit of the first token id
        * minus that of the second (sentence-transformers' LogitScore).

@@ -41,6 +41,9 @@ struct LoadOptions {
   // With "causal-lm": a reranker's score from that layer (sentence-transformers' LogitScore): the logit of the first
   // token id, minus that of the second when there is one.
   std::vector<int64_t> scoreTokens;
+  // Each projection quantized to int8 as soon as its weights are read (TransformerEncoder::loadWeights): loading then
+  // never holds the whole float32 model.
+  bool quantizeInt8 = false;
 };
 
 // A Linear module whose parameters are `weight` [out, in] and `bias` [out] (undefined: none), in float32, taken as
@@ -171,7 +174,7 @@ class LoadWorker : public PromiseWorker {
     }
     WeightFiles weights(options_.weightShards.empty() ? std::vector<std::string>{options_.weightsPath} : options_.weightShards);
     // In the dtype asked for from the start (a bfloat16 model is never a float32 one first), then onto the device.
-    loaded->model->loadWeights(weights, loaded->dtype);
+    loaded->model->loadWeights(weights, loaded->dtype, options_.quantizeInt8);
     loaded->model->to(loaded->device);
     loaded->model->eval();
     if (!options_.denseWeightsPath.empty()) {
@@ -593,6 +596,7 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
     options.newHead = boolOr(o, "newHead", false);
     options.seed = static_cast<uint64_t>(integerOr(o, "seed", 0, kMaxSafeInteger, 42));
     options.tieWordEmbeddings = boolOr(o, "tieWordEmbeddings", false);
+    options.quantizeInt8 = boolOr(o, "quantizeInt8", false);
     if (o.Has("scoreTokens") && !o.Get("scoreTokens").IsUndefined()) {
       if (!o.Get("scoreTokens").IsArray()) throw invalidArgument("scoreTokens must be an array of one or two token ids");
       auto tokens = o.Get("scoreTokens").As<Napi::Array>();

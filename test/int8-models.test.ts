@@ -108,6 +108,13 @@ test("quantizing gives the projections' float32 weights back, so save() is refus
     t.is(before.parameterBytes - after.parameterBytes, 4 * n * (4 * h * h + 2 * h * m) - 4 * layers);
     t.is(after.numParameters, before.numParameters);
     t.true(after.quantizedInt8);
+    // Quantized as it loads (what Encoder.load does without an adapter): the same projections, the same bytes.
+    const atLoad = await loadNative(readModelDirectory(FIXTURE, 'embedding'), 'cpu', 'float32', { quantizeInt8: true });
+    try {
+      t.like(atLoad.info(), { quantizedInt8: true, parameterBytes: after.parameterBytes, numParameters: after.numParameters });
+    } finally {
+      atLoad.dispose();
+    }
     // The native model refuses to write its weights too (they are no longer all there).
     const file = path.join(tempDir(), 'model.safetensors');
     await t.throwsAsync(handle.saveWeights(file, 'float32'), { message: /keeps only its int8 weights, which cannot be saved: load it without quantize to save it/ });

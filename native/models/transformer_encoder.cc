@@ -29,10 +29,35 @@ std::vector<std::pair<std::string, DenseImpl*>> denseLayers(const torch::nn::Mod
   return layers;
 }
 
+// One projection quantized, its float weight given back to the system at once (a block kept in the CPU cache would
+// wait for a tensor of its size, and the int8 ones are a quarter of it).
+void quantizeLayer(DenseImpl& dense) {
+  dense.quantizeInt8();
+  emptyCpuCache();
+}
+
+// After quantizing: the float weights under 1 MiB went back to glibc's heap, not the cache; returned too, or the
+// process would keep them.
+void trimAfterQuantizing() {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
+
 }  // namespace
 
-void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType dtype) {
+void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType dtype, bool quantizeInt8) {
   torch::NoGradGuard noGrad;
+  // With quantizeInt8: each projection's parameters by name, and how many of them are still to be read.
+  std::map<std::string, DenseImpl*> owner;
+  std::map<DenseImpl*, int> unread;
+  if (quantizeInt8) {
+    for (const auto& [path, dense] : denseLayers(*this)) {
+      owner[path + ".weight"] = dense;
+      if (dense->bias.defined()) owner[path + ".bias"] = dense;
+      unread[dense] = dense->bias.defined() ? 2 : 1;
+    }
+  }
   // The parameters in `dtype` before they are filled: they hold nothing yet, so each is a new empty tensor of it (no
   // float32 copy is filled and then converted; nor is their untouched memory read, which would map it to the zero
   // page and make the first write to that memory, reused, a copy-on-write with a TLB flush on every core).
@@ -64,7 +89,10 @@ void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType 
     // Straight from the file into the parameter, converted to its dtype as it is copied.
     file.copyInto(stored, param);
     used.insert(stored);
+    const auto o = owner.find(name);
+    if (o != owner.end() && --unread[o->second] == 0) quantizeLayer(*o->second);
   }
+  if (quantizeInt8) trimAfterQuantizing();
   if (!missing.empty()) {
     std::string list;
     for (size_t i = 0; i < missing.size() && i < 5; ++i) list += (i ? ", " : "") + missing[i];
@@ -146,16 +174,8 @@ int64_t TransformerEncoder::addLora(const std::vector<std::string>& targets, int
 
 int64_t TransformerEncoder::quantizeInt8() {
   const auto layers = denseLayers(*this);
-  for (const auto& [path, dense] : layers) {
-    dense->quantizeInt8();
-    // Each layer's float weight given back to the system as it goes (a cached block would wait for a tensor of its
-    // size, and the int8 ones are a quarter of it): loading peaks at the float model, not the float and the int8 one.
-    emptyCpuCache();
-  }
-#ifdef __GLIBC__
-  // Weights under 1 MiB went back to glibc's heap, not the cache: returned too, or the process would keep them.
-  malloc_trim(0);
-#endif
+  for (const auto& [path, dense] : layers) quantizeLayer(*dense);
+  trimAfterQuantizing();
   return static_cast<int64_t>(layers.size());
 }
 

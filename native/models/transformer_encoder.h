@@ -40,8 +40,9 @@ class TransformerEncoder : public torch::nn::Module {
   // Fills every parameter from `file` (one safetensors file or its shards; names as Hugging Face saves them, with or without the
   // architecture's prefix such as `bert.`) and keeps tensors the model does not use (a pooler head,
   // position_ids) so that saving writes them back unchanged. The parameters become `dtype` first and each weight is
-  // converted as it is copied in.
-  void loadWeights(const WeightFiles& file, torch::ScalarType dtype);
+  // converted as it is copied in. `quantizeInt8`: each projection quantized (quantizeInt8 below) as soon as its weight
+  // and bias are in, so that the float32 model is never whole in memory.
+  void loadWeights(const WeightFiles& file, torch::ScalarType dtype, bool quantizeInt8 = false);
   // Parameters (with LoRA adapters merged into the weights they adapt, and not saved themselves) and kept tensors, named as Hugging Face's base model class names them, or with the task
   // heads' prefix ("bert.embeddings...") when `prefixed`, as a model with a head saves them. Refused for a model quantized
   // to int8, whose float projections are gone.
