@@ -209,10 +209,12 @@ export class CrossEncoder {
     }
     // With an adapter, `model` may be the embedding model a cross-encoder was trained on with LoRA: the adapter holds the
     // head. With a template or tokens, a causal LM becomes a reranker.
+    // Quantized as it loads unless an adapter is to be merged in first (applyQuantize below, after it).
+    const atLoad = int8 !== undefined && adapter === undefined;
     const loaded =
       start || (adapter !== undefined && !isCrossEncoderFolder(dir))
-        ? await CrossEncoder.openFolder(dir, device, dtype, 0, adapter, start, checkBase)
-        : await CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter, false, checkBase);
+        ? await CrossEncoder.openFolder(dir, device, dtype, 0, adapter, start, checkBase, atLoad)
+        : await CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype, undefined, atLoad), adapter, false, checkBase);
     await applyQuantize(loaded.model, int8, () => loaded.dispose());
     return loaded;
   }
@@ -236,7 +238,16 @@ export class CrossEncoder {
    * A cross-encoder folder; a decoder LLM's *ForCausalLM as a new LogitScore reranker (`start`: its template and tokens);
    * or an embedding model's as a new one-label cross-encoder (a head drawn from `seed`); with `adapter` added.
    */
-  private static async openFolder(dir: string, device: string, dtype: DType, seed: number, adapter: string | undefined, start?: DecoderRerankerStart, checkBase = true): Promise<CrossEncoder> {
+  private static async openFolder(
+    dir: string,
+    device: string,
+    dtype: DType,
+    seed: number,
+    adapter: string | undefined,
+    start?: DecoderRerankerStart,
+    checkBase = true,
+    quantizeInt8 = false,
+  ): Promise<CrossEncoder> {
     const configPath = path.join(dir, 'config.json');
     const causal = fs.existsSync(configPath) && isCausalDecoder(readJson(configPath, 'config.json'));
     const reranker = isCrossEncoderFolder(dir);
@@ -246,9 +257,11 @@ export class CrossEncoder {
         `chatTemplate and tokens make a reranker of a decoder LLM's *ForCausalLM folder; ${dir} is ${reranker ? 'a reranker already (its template and tokens are its own)' : 'not one'}`,
       );
     }
-    if (reranker) return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype), adapter, false, checkBase);
-    if (causal) return CrossEncoder.withAdapter(await CrossEncoder.open(asNewDecoderReranker(readModelDirectory(dir, 'cross-encoder'), start), device, dtype), adapter, false, checkBase);
-    return CrossEncoder.withAdapter(await CrossEncoder.open(asNewCrossEncoder(readModelDirectory(dir)), device, dtype, seed), adapter, true, checkBase);
+    if (reranker) return CrossEncoder.withAdapter(await CrossEncoder.open(readModelDirectory(dir, 'cross-encoder'), device, dtype, undefined, quantizeInt8), adapter, false, checkBase);
+    if (causal) {
+      return CrossEncoder.withAdapter(await CrossEncoder.open(asNewDecoderReranker(readModelDirectory(dir, 'cross-encoder'), start), device, dtype, undefined, quantizeInt8), adapter, false, checkBase);
+    }
+    return CrossEncoder.withAdapter(await CrossEncoder.open(asNewCrossEncoder(readModelDirectory(dir)), device, dtype, seed, quantizeInt8), adapter, true, checkBase);
   }
 
   /**
@@ -276,7 +289,8 @@ export class CrossEncoder {
     return model;
   }
 
-  private static async open(files: ModelDirectory, device: string, dtype: DType, newHeadSeed?: number): Promise<CrossEncoder> {
+  /** `quantizeInt8`: the projections quantized as they load (loadNative's; CrossEncoderLoadOptions.quantize without an adapter). */
+  private static async open(files: ModelDirectory, device: string, dtype: DType, newHeadSeed?: number, quantizeInt8 = false): Promise<CrossEncoder> {
     if (!files.crossEncoder) throw new ColtrastError('UNSUPPORTED_MODEL', `${files.dir} is not a cross-encoder`);
     const modelType = String(files.config.model_type);
     const decoder = files.crossEncoder.decoder;
@@ -315,7 +329,7 @@ export class CrossEncoder {
     } else {
       head = { head: 'sequence-classification', numLabels: ce.numLabels, ...(newHeadSeed !== undefined && { newHead: true, seed: newHeadSeed }) };
     }
-    const handle = await loadNative(files, device, dtype, head);
+    const handle = await loadNative(files, device, dtype, { ...head, ...(quantizeInt8 && { quantizeInt8 }) });
     return new CrossEncoder(handle, { ...files, crossEncoder: ce }, tokenizer, handle.info().device, dtype, pairTemplate);
   }
 
