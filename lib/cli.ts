@@ -152,6 +152,7 @@ commands:
     --plaid                  a multi-vector model: search a PLAID index of the corpus (token vectors compressed as ColBERTv2's)
                              instead of exact MaxSim over every token vector held in memory; --residual-bits 1|2|4 (4)
                              --centroids <n> --nprobe <n> (1) --full-scores <n>   as for index build and search
+    --quantize int8          the embedding model's and the cross-encoder's projections in int8 on the CPU (see embed)
     --batch-size <n> --device <d> --threads <n> --json
   rag-train                  ContextFlow: train a retriever and a decoder LLM generator together on questions and answers
     --retriever <dir|hub id> the embedding model that retrieves (default: coltrast's shipped model)
@@ -883,7 +884,7 @@ const MINE_FLAGS = {
   'sampling-strategy': 'string', seed: 'int', 'output-format': 'string', 'output-scores': 'boolean', 'include-positives': 'boolean',
   'query-prompt': 'string', 'query-prompt-name': 'string', 'corpus-prompt': 'string', 'corpus-prompt-name': 'string', 'batch-size': 'count',
   plaid: 'boolean', 'residual-bits': 'count', centroids: 'count', nprobe: 'count', 'full-scores': 'count',
-  device: 'string', threads: 'count', json: 'boolean',
+  device: 'string', threads: 'count', quantize: 'string', json: 'boolean',
 } as const;
 const PLAID_MINE_FLAGS = ['residualBits', 'centroids', 'nprobe', 'fullScores'] as const;
 

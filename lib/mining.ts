@@ -17,6 +17,7 @@ import path from 'node:path';
 import { CrossEncoder } from './cross-encoder';
 import { Encoder, type Device, type Matrix } from './encoder';
 import { ColtrastError } from './errors';
+import { quantizeOption, type Quantize } from './native-model';
 import { checkOutputFile, writeJsonLinesAtomic } from './files';
 import { seededRandom } from './random';
 import { exactMaxSim, Index, newStore, RESIDUAL_BITS, topIndices } from './search-index';
@@ -83,6 +84,12 @@ export interface MineOptions {
   output?: string;
   device?: Device;
   threads?: number;
+  /**
+   * 'int8': the models this call loads by name (the embedding model, the cross-encoder) run their projections in int8
+   * on the CPU (EncoderLoadOptions.quantize): faster mining for slightly changed scores. A loaded Encoder or CrossEncoder
+   * runs as it was loaded.
+   */
+  quantize?: Quantize;
   /** Progress of each stage: embedding the corpus and the queries, searching, rescoring. */
   onProgress?: (p: MiningProgress) => void;
   /**
@@ -152,7 +159,7 @@ export interface MineResult {
 const KEYS = [
   'data', 'model', 'corpus', 'crossEncoder', 'rangeMin', 'rangeMax', 'maxScore', 'minScore', 'absoluteMargin', 'relativeMargin', 'numNegatives',
   'samplingStrategy', 'seed', 'queryPrompt', 'queryPromptName', 'corpusPrompt', 'corpusPromptName', 'includePositives', 'outputFormat',
-  'outputScores', 'plaid', 'batchSize', 'output', 'device', 'threads', 'onProgress', 'signal',
+  'outputScores', 'plaid', 'batchSize', 'output', 'device', 'threads', 'quantize', 'onProgress', 'signal',
 ] as const;
 const PLAID_KEYS = ['residualBits', 'centroids', 'nprobe', 'fullScores'] as const;
 
@@ -189,6 +196,10 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
   };
   // An embed() or predict() that the signal stopped: said as mining's abort, not as the inner call's.
   const abortable = <T>(stage: MiningProgress['stage'], work: Promise<T>): Promise<T> => abortedAs(work, () => stopIfAborted(stage));
+  const quantize = quantizeOption(o.quantize);
+  if (quantize !== undefined && o.model instanceof Encoder && (o.crossEncoder === undefined || o.crossEncoder instanceof CrossEncoder)) {
+    throw new ColtrastError('INVALID_ARGUMENT', "options.quantize applies to the models mining loads by name; load the Encoder (and CrossEncoder) with { quantize: 'int8' } instead");
+  }
   const plaid = plaidSettings('options.plaid', o.plaid);
   if (plaid && (o.corpusPrompt !== undefined || o.corpusPromptName !== undefined)) {
     throw new ColtrastError('INVALID_ARGUMENT', "options.plaid embeds the corpus as Index does, with the model's document prompt: leave out options.corpusPrompt and options.corpusPromptName");
@@ -237,7 +248,7 @@ export async function mineHardNegatives(options: MineOptions): Promise<MineResul
   }
 
   const ownEncoder = !(o.model instanceof Encoder);
-  const load = { device: o.device ?? 'auto', ...(o.threads !== undefined && { threads: o.threads }) };
+  const load = { device: o.device ?? 'auto', ...(o.threads !== undefined && { threads: o.threads }), ...(quantize !== undefined && { quantize }) };
   const encoder = o.model instanceof Encoder ? o.model : await Encoder.load(o.model ?? 'default', load);
   let reranker: CrossEncoder | undefined;
   try {

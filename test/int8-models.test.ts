@@ -7,10 +7,10 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { CrossEncoder, Encoder, Generator, Index, evaluate, serve } from '../lib';
+import { CrossEncoder, Encoder, Generator, Index, evaluate, mineHardNegatives, serve } from '../lib';
 import { loadNative } from '../lib/native-model';
 import { readModelDirectory } from '../lib/model-dir';
-import { CLI, FIXTURE, tempDir } from './helpers/fixture';
+import { CLI, FIXTURE, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const PYTHON = process.env.COLTRAST_PYTHON || '/usr/bin/python3';
@@ -219,6 +219,35 @@ test('coltrast generate, search and ask take --quantize int8; serve reports a qu
   const asked = cli('ask', 'what is it?', '--generator', llama, '--retriever', FIXTURE, '--corpus', corpus, '--quantize', 'int8', '--dtype', 'bfloat16');
   t.is(asked.status, 2, asked.stderr);
   t.regex(asked.stderr, /^coltrast: --quantize 'int8' is for float32 models on the CPU \(this load: device 'cpu', dtype 'bfloat16'\)/);
+});
+
+test("mineHardNegatives({ quantize: 'int8' }) mines with its models run in int8, as loaded int8 models mine; coltrast mine --quantize int8 too", async (t) => {
+  const pairs = wordDataset(16, 11);
+  const common = { data: pairs, numNegatives: 2, outputFormat: 'n-tuple' as const, outputScores: true, device: 'cpu' as const };
+  const byName = await mineHardNegatives({ ...common, model: FIXTURE, crossEncoder: CROSS_ENCODER, quantize: 'int8' });
+  const [encoder, crossEncoder] = [await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' }), await CrossEncoder.load(CROSS_ENCODER, { device: 'cpu', quantize: 'int8' })];
+  try {
+    const loaded = await mineHardNegatives({ ...common, model: encoder, crossEncoder });
+    t.true(byName.rows.length > 0);
+    t.deepEqual(byName.rows, loaded.rows);
+    const float = await mineHardNegatives({ ...common, model: FIXTURE, crossEncoder: CROSS_ENCODER });
+    t.notDeepEqual(float.rows, byName.rows, 'float32 scores differ from int8 ones');
+    await t.throwsAsync(mineHardNegatives({ ...common, model: encoder, crossEncoder, quantize: 'int8' }), { code: 'INVALID_ARGUMENT', message: /options\.quantize applies to the models mining loads by name/ });
+  } finally {
+    encoder.dispose();
+    crossEncoder.dispose();
+  }
+  const dir = tempDir();
+  const data = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(data, pairs.map((p) => JSON.stringify(p)).join('\n') + '\n');
+  const output = path.join(dir, 'mined.jsonl');
+  const run = spawnSync(
+    process.execPath,
+    [CLI, 'mine', '--data', data, '--output', output, '--model', FIXTURE, '--cross-encoder', CROSS_ENCODER, '--num-negatives', '2', '--output-format', 'n-tuple', '--output-scores', '--quantize', 'int8', '--device', 'cpu', '--json'],
+    { encoding: 'utf8' },
+  );
+  t.is(run.status, 0, run.stderr);
+  t.deepEqual(fs.readFileSync(output, 'utf8').trim().split('\n').map((line) => JSON.parse(line)), JSON.parse(JSON.stringify(byName.rows)));
 });
 
 test('evaluate({ quantize: \'int8\' }) measures the model run in int8, as an Encoder loaded so measures', async (t) => {
