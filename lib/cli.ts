@@ -134,6 +134,7 @@ commands:
                              corpus, ranks its document within the first k (Promptagator's round-trip filter)
     --keep-likeliest <x>     keep this fraction of the queries, those the generator finds likeliest (InPars' filter)
     --resume                 go on from where an interrupted run with the same corpus and options stopped
+    --quantize int8          the generator's (and --consistency-model's) projections in int8 on the CPU (see generate)
     --device <d> --dtype <t> --threads <n> --json
   mine                       add hard negatives to (query, positive) pairs, as sentence-transformers' mine_hard_negatives
     --data <file>            .jsonl or .json of {"query", "positive"} (a query may repeat, with several positives), or .csv/.tsv
@@ -923,7 +924,8 @@ async function mineCommand(argv: string[]): Promise<void> {
 const GENERATE_QUERIES_FLAGS = {
   generator: 'string', corpus: 'string', output: 'string', 'per-document': 'count', template: 'string', chat: 'boolean', system: 'string',
   'max-document-tokens': 'count', 'max-new-tokens': 'count', temperature: 'number', 'top-k': 'int', 'top-p': 'number', seed: 'int',
-  'batch-size': 'count', 'consistency-model': 'string', 'consistency-k': 'count', 'keep-likeliest': 'number', resume: 'boolean', device: 'string', dtype: 'string', threads: 'count', json: 'boolean',
+  'batch-size': 'count', 'consistency-model': 'string', 'consistency-k': 'count', 'keep-likeliest': 'number', resume: 'boolean', device: 'string', dtype: 'string', quantize: 'string', threads: 'count',
+  json: 'boolean',
 } as const;
 
 async function generateQueriesCommand(argv: string[]): Promise<void> {

@@ -7,7 +7,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { CrossEncoder, Encoder, Generator, Index, evaluate, mineHardNegatives, serve } from '../lib';
+import { CrossEncoder, Encoder, Generator, Index, evaluate, generateQueries, mineHardNegatives, serve } from '../lib';
 import { loadNative } from '../lib/native-model';
 import { readModelDirectory } from '../lib/model-dir';
 import { CLI, FIXTURE, tempDir, wordDataset } from './helpers/fixture';
@@ -248,6 +248,34 @@ test("mineHardNegatives({ quantize: 'int8' }) mines with its models run in int8,
   );
   t.is(run.status, 0, run.stderr);
   t.deepEqual(fs.readFileSync(output, 'utf8').trim().split('\n').map((line) => JSON.parse(line)), JSON.parse(JSON.stringify(byName.rows)));
+});
+
+test("generateQueries({ quantize: 'int8' }) writes with the generator it loads in int8, as a loaded int8 Generator writes; coltrast generate-queries --quantize int8 too", async (t) => {
+  const llama = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'llama');
+  const corpus = ['the first document is about retrieval models', 'a second document on quantized weights and fast inference', 'third: numbers 1 2 3'];
+  const common = { corpus, perDocument: 1, temperature: 0, maxNewTokens: 8 };
+  const byName = await generateQueries({ ...common, generator: llama, device: 'cpu', quantize: 'int8' });
+  const generator = await Generator.load(llama, { device: 'cpu', quantize: 'int8' });
+  try {
+    t.true(byName.pairs.length > 0);
+    t.deepEqual(byName.pairs, (await generateQueries({ ...common, generator })).pairs);
+    await t.throwsAsync(generateQueries({ ...common, generator, quantize: 'int8' }), { code: 'INVALID_ARGUMENT', message: /options\.quantize applies to the models generateQueries loads by name/ });
+  } finally {
+    generator.dispose();
+  }
+  // The option reaches the generator's load: int8 with bfloat16 is refused there.
+  await t.throwsAsync(generateQueries({ ...common, generator: llama, device: 'cpu', dtype: 'bfloat16', quantize: 'int8' }), { code: 'INVALID_ARGUMENT', message: /options\.quantize 'int8' is for float32 models on the CPU/ });
+  const dir = tempDir();
+  const file = path.join(dir, 'corpus.txt');
+  fs.writeFileSync(file, corpus.join('\n') + '\n');
+  const output = path.join(dir, 'pairs.jsonl');
+  const run = spawnSync(
+    process.execPath,
+    [CLI, 'generate-queries', '--generator', llama, '--corpus', file, '--output', output, '--per-document', '1', '--temperature', '0', '--max-new-tokens', '8', '--quantize', 'int8', '--device', 'cpu', '--json'],
+    { encoding: 'utf8' },
+  );
+  t.is(run.status, 0, run.stderr);
+  t.deepEqual(fs.readFileSync(output, 'utf8').trim().split('\n').map((line) => JSON.parse(line)), byName.pairs);
 });
 
 test('evaluate({ quantize: \'int8\' }) measures the model run in int8, as an Encoder loaded so measures', async (t) => {
