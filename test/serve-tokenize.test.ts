@@ -490,14 +490,20 @@ test.serial('a /tokenize whose client went away before its turn on the worker is
   const send = (inputs: string, signal?: AbortSignal) => fetch(`${s.url}/tokenize`, { method: 'POST', body: JSON.stringify({ inputs }), headers: { 'Content-Type': 'application/json' }, signal });
   try {
     await post(`${s.url}/tokenize`, { inputs: 'warm up' });
+    // The first request's tokenizing must outlast the 300 ms wait below, within which the four others are sent: HUGE
+    // repeated to take about a second on this machine (one HUGE took 2.5 s on the development VM some days and 0.18 s on
+    // others; then two requests were answered within the wait, before their clients went away).
+    const once = performance.now();
+    await post(`${s.url}/tokenize`, { inputs: HUGE });
+    const text = HUGE.repeat(Math.min(8, Math.max(1, Math.ceil(1000 / (performance.now() - once)))));
     const started = performance.now();
-    const first = send(HUGE).then(async (res) => {
+    const first = send(text).then(async (res) => {
       await res.body?.cancel();
       return performance.now() - started;
     });
     // Four more behind it, whose clients go away while the first one is tokenized, then a short one.
     const gone = new AbortController();
-    const abandoned = [1, 2, 3, 4].map(() => send(HUGE, gone.signal).then(() => 'answered', (e: Error) => e.name));
+    const abandoned = [1, 2, 3, 4].map(() => send(text, gone.signal).then(() => 'answered', (e: Error) => e.name));
     await new Promise((resolve) => setTimeout(resolve, 300));
     gone.abort();
     const short = await post(`${s.url}/tokenize`, { inputs: 'the cat' });
