@@ -9,7 +9,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { CrossEncoder, CrossEncoderLoadOptions } from './cross-encoder';
-import type { Device, DType } from './encoder';
+import type { Device, DType, Quantize } from './encoder';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import type { EvalMode, EvaluateResult } from './evaluate';
@@ -620,7 +620,7 @@ async function embed(argv: string[]): Promise<void> {
     truncateDim: numberFlag('truncate-dim', values['truncate-dim'], 'count'),
     adapter: values.adapter,
     ...(values['no-adapter-base-check'] && { checkAdapterBase: false }),
-    ...(values.quantize !== undefined && { quantize: values.quantize as 'int8' }),
+    ...quantizeFlag(values.quantize),
   });
   const bar = values.json ? undefined : new ProgressBar('embed', 'texts');
   const tokens = values.tokens === true || enc.multiVector !== undefined;
@@ -727,6 +727,11 @@ function numberFlag(flag: string, raw: string | undefined, kind: 'number' | 'int
   const expected = { number: 'a number', int: 'an integer', count: 'a positive integer' }[kind];
   if (!ok) fail(`--${flag} must be ${expected}, got ${raw}`);
   return n;
+}
+
+/** --quantize as a load option: { quantize } when given (the library checks the value, naming the flag), else none. */
+function quantizeFlag(raw: string | undefined): { quantize?: Quantize } {
+  return raw === undefined ? {} : { quantize: raw as Quantize };
 }
 
 function flagValue(flag: string, kind: string, raw: string | boolean): unknown {
@@ -990,7 +995,7 @@ async function askCommand(argv: string[]): Promise<void> {
   if (!o.generator) fail('ask needs --generator');
   if (!o.corpus) fail('ask needs --corpus');
   systemNeedsChat(o);
-  const load = { device: (o.device ?? 'auto') as Device, threads: o.threads, ...(o.quantize !== undefined && { quantize: o.quantize as 'int8' }) };
+  const load = { device: (o.device ?? 'auto') as Device, threads: o.threads, ...quantizeFlag(o.quantize) };
   const retriever = await encoderModule().Encoder.load(o.retriever ?? DEFAULT_MODEL, load);
   // --dtype is the generator's (the larger model), as generate's.
   const generator = await generatorModule().Generator.load(o.generator, { ...load, dtype: o.dtype as DType | undefined }).catch((error: unknown) => {
@@ -1028,7 +1033,7 @@ async function generateCommand(argv: string[]): Promise<void> {
   if (!o.model) fail('generate needs --model (a causal LM folder or hub id)');
   systemNeedsChat(o);
   const generator = await generatorModule().Generator.load(o.model, {
-    device: (o.device ?? 'auto') as Device, dtype: o.dtype as DType | undefined, threads: o.threads, ...(o.quantize !== undefined && { quantize: o.quantize as 'int8' }),
+    device: (o.device ?? 'auto') as Device, dtype: o.dtype as DType | undefined, threads: o.threads, ...quantizeFlag(o.quantize),
   });
   try {
     const system = o.system !== undefined ? [{ role: 'system', content: o.system as string }] : [];
@@ -1159,7 +1164,7 @@ async function evalCommand(argv: string[]): Promise<void> {
   if (values.quantize !== undefined) systems[0].name += ` (${values.quantize})`;
   try {
     for (const [i, s] of systems.entries()) {
-      const cut = i === 0 && s.model ? { truncateDim, ...tokens, ...(values.quantize !== undefined && { quantize: values.quantize as 'int8' }) } : {};
+      const cut = i === 0 && s.model ? { truncateDim, ...tokens, ...quantizeFlag(values.quantize) } : {};
       if (i > 0) flagNames!.options.model = 'compare'; // the second system's model
       // evaluate() refuses options its mode does not use: a --compare system leaves out the main one's.
       const unused = i === 0 ? {} : { hybridWeight: undefined, fusion: undefined, candidates: undefined, ...(s.mode === 'bm25' ? { storage: undefined, rescoreMultiplier: undefined } : { bm25: undefined }) };
@@ -1230,7 +1235,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     dtype: values.dtype as DType | undefined,
     truncateDim: update ? built.truncateDim : numberFlag('truncate-dim', values['truncate-dim'], 'count'),
     threads: numberFlag('threads', values.threads, 'count'),
-    ...(values.quantize !== undefined && { quantize: values.quantize as 'int8' }),
+    ...quantizeFlag(values.quantize),
   });
   try {
     const { total, slices } = await indexDocsModule().indexDocumentSlices(values.data, enc, !update && values['token-storage'] === 'residual', counted);
@@ -1349,7 +1354,7 @@ async function searchCommand(argv: string[]): Promise<void> {
   if (values.reranker && values.rerank && values.rerank !== 'none') fail('give --rerank maxsim or --reranker <cross-encoder>, not both');
   const device = (values.device ?? 'auto') as Device;
   const threads = numberFlag('threads', values.threads, 'count');
-  const quantize = values.quantize !== undefined ? { quantize: values.quantize as 'int8' } : {};
+  const quantize = quantizeFlag(values.quantize);
   const enc = await encoderModule().Encoder.load(model, { device, truncateDim: built.truncateDim, threads, ...quantize });
   let reranker: CrossEncoder | undefined;
   try {
@@ -1456,7 +1461,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count') ?? built.truncateDim;
   if (values['no-model'] && values['truncate-dim'] !== undefined) fail('--truncate-dim cuts the embedding model\'s vectors: --no-model has none');
   // --quantize: every model served.
-  const int8 = values.quantize !== undefined ? { quantize: values.quantize as 'int8' } : {};
+  const int8 = quantizeFlag(values.quantize);
   const enc = modelSource
     ? await encoderModule().Encoder.load(modelSource, {
         ...load,

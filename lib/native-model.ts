@@ -140,7 +140,7 @@ export async function loadNative(
 export class ModelHandle {
   private inFlight = 0;
   private disposed = false;
-  /** How the model's projections run when it was quantized after loading (applyQuantize); undefined: in its dtype. */
+  /** How the model's projections run when it was loaded with quantize (applyQuantize records it); undefined: in its dtype. */
   quantized: Quantize | undefined;
 
   constructor(

@@ -14,6 +14,7 @@ const { parseArgs } = require('node:util');
 const { monitorEventLoopDelay } = require('node:perf_hooks');
 const { Encoder, cudaMemory, runtimeInfo } = require('../../dist');
 const { makeRandomBert } = require('../fixtures/random-bert');
+const { residentMiB } = require('./st-compare');
 
 const { values } = parseArgs({
   options: {
@@ -58,7 +59,7 @@ async function main() {
     if (gpu) cudaMemory(values.device, { resetPeak: true, emptyCache: true });
     const enc = await Encoder.load(dir, { device: values.device, dtype: values.dtype, ...(values.quantize && { quantize: values.quantize }) });
     // The process's resident memory with the model loaded (and quantized), before any text is embedded: the model's own.
-    const loadedRssMiB = Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) / 1024);
+    const loadedRssMiB = Math.round(residentMiB());
     // The peak so far: loading's (the weights read from the file, and quantized).
     const loadPeakRssMiB = Math.round(process.resourceUsage().maxRSS / 1024);
     await enc.embed(texts.slice(0, batchSize), { batchSize }); // warm-up

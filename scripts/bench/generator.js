@@ -23,7 +23,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
-const { ROOT, stPython, runPython, wordSampler, readFloat32 } = require('./st-compare');
+const { ROOT, stPython, runPython, wordSampler, readFloat32, residentMiB } = require('./st-compare');
 
 const { Generator, cudaMemory, runtimeInfo } = require(path.join(ROOT, 'dist'));
 
@@ -87,7 +87,7 @@ async function main() {
   const generator = await Generator.load(model, { device, dtype, threads, ...(values.quantize && { quantize: values.quantize }) });
   // Resident memory once loaded (and quantized), and the peak until then, as generator.py reports its own.
   const loaded = {
-    loadedRssMiB: Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) / 1024),
+    loadedRssMiB: Math.round(residentMiB()),
     loadPeakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
   };
   await generator.logLikelihood(pairs.slice(0, batchSize), { batchSize });

@@ -98,4 +98,14 @@ function report({ unit, count, compared, info, threads, extra, json, summary }) 
   return result;
 }
 
-module.exports = { ROOT, stPython, runPython, wordSampler, readFloat32, alternate, report };
+/** A process's resident memory in MiB (VmRSS; 'self': this one's), 0 once it is gone. */
+function residentMiB(pid = 'self') {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+module.exports = { ROOT, stPython, runPython, wordSampler, readFloat32, alternate, report, residentMiB };

@@ -46,6 +46,7 @@ const { Encoder, runtimeInfo } = require(path.join(ROOT, 'dist'));
 const { makeRandomBert } = require(path.join(ROOT, 'scripts', 'fixtures', 'random-bert'));
 const { findPython } = require(path.join(ROOT, 'scripts', 'bench', 'parity'));
 const { stepOptions } = require('./step-options');
+const { residentMiB } = require(path.join(ROOT, 'scripts', 'bench', 'st-compare'));
 
 const { values } = parseArgs({
   options: {
@@ -135,14 +136,6 @@ async function trial() {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const rssMiB = (pid) => {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
-  }
-};
 // Runs a child, killing it when its resident set passes `budgetMiB` (checked every 50 ms): its JSON
 // result, or { overBudget, rssAtKillMiB }, or { error }.
 async function budgeted(command, args, budgetMiB) {
@@ -156,7 +149,7 @@ async function budgeted(command, args, budgetMiB) {
   let done = false;
   exited.then(() => (done = true));
   while (!done) {
-    const rss = rssMiB(child.pid);
+    const rss = residentMiB(child.pid);
     if (rss > budgetMiB && !killedAt) {
       killedAt = rss;
       child.kill('SIGKILL');
