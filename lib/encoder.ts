@@ -7,7 +7,7 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { ADAPTER_DIR, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type AdapterBase, type LoraConfig } from './lora';
-import { denseStackDir, lastDense, namedPrompt, positionLimit, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
+import { denseStackDir, lastDense, positionLimit, taskPrompt, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
 import { poolAll } from './token-pooling';
 import { SIMILARITY_FUNCTIONS, maxsimScores, pairwiseSimilarity, similarityMatrix, type SimilarityFunction } from './similarity';
 import { DTYPES, ModelHandle, applyQuantize, bindTrainer, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions, type Quantize } from './native-model';
@@ -646,16 +646,7 @@ export class Encoder {
    * encode_document (a PyLate model's [Q] / [D] marker is its query or document prompt). The server's /tokenize too.
    */
   resolvePrompt(prompt: unknown, promptName: unknown, task: 'query' | 'document' | undefined): string | undefined {
-    const prompts = this.files.prompts;
-    if (prompt !== undefined) {
-      if (typeof prompt !== 'string') throw invalid('options.prompt', 'a string', prompt);
-      if (promptName !== undefined) throw new ColtrastError('INVALID_ARGUMENT', 'give options.prompt or options.promptName, not both');
-      return prompt;
-    }
-    if (promptName !== undefined) return namedPrompt(prompts, promptName);
-    const candidates = task === 'query' ? ['query'] : task === 'document' ? ['document', 'passage', 'corpus'] : [];
-    const name = candidates.find((c) => c in prompts) ?? this.files.defaultPromptName;
-    return name === null ? undefined : prompts[name];
+    return taskPrompt(this.files, prompt, promptName, task);
   }
 
   /** @internal The truncation length for `task`: a multi-vector model's query or document length, else the model's (server's /info too). */

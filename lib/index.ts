@@ -1,6 +1,8 @@
 export { Encoder, setThreads } from './encoder';
 export type { Device, DType, Matrix, LoadOptions, EncoderLoadOptions, EmbedOptions, SaveOptions, Quantize } from './encoder';
 export type { PoolingMode } from './model-dir';
+export { SparseEncoder } from './sparse-encoder';
+export type { SparseVector, SparseEncoderLoadOptions, SparseEncodeOptions, SparseSaveOptions } from './sparse-encoder';
 export { CrossEncoder, QWEN3_RERANKER_TEMPLATE } from './cross-encoder';
 export type { CrossEncoderLoadOptions, PredictOptions, RankOptions, Ranked, ScoreActivation } from './cross-encoder';
 export { Generator } from './generator';

@@ -25,8 +25,8 @@ const POOLING_KEYS: Record<PoolingMode, string> = {
 const ST = 'sentence_transformers.models.';
 
 /** The sentence-transformers modules coltrast runs, by class name. */
-type ModuleClass = 'Transformer' | 'Pooling' | 'Dense' | 'Normalize' | 'MultiVectorMask' | 'HierarchicalTokenPooling' | 'LogitScore';
-const MODULE_CLASSES: readonly ModuleClass[] = ['Transformer', 'Pooling', 'Dense', 'Normalize', 'MultiVectorMask', 'HierarchicalTokenPooling', 'LogitScore'];
+type ModuleClass = 'Transformer' | 'Pooling' | 'Dense' | 'Normalize' | 'MultiVectorMask' | 'HierarchicalTokenPooling' | 'LogitScore' | 'SpladePooling';
+const MODULE_CLASSES: readonly ModuleClass[] = ['Transformer', 'Pooling', 'Dense', 'Normalize', 'MultiVectorMask', 'HierarchicalTokenPooling', 'LogitScore', 'SpladePooling'];
 
 /**
  * The class a modules.json "type" names, when it is one coltrast runs. sentence-transformers up to 5.x writes
@@ -41,6 +41,8 @@ export function moduleClass(type: string): ModuleClass | null {
   const name = parts[parts.length - 1] as ModuleClass;
   const fromSt = parts[0] === 'sentence_transformers' || (parts.length === 2 && parts[0] === 'models');
   if (fromSt && parts.length === 3 && LEGACY_TRANSFORMERS.includes(name)) return 'Transformer';
+  // A SparseEncoder's transformer with its masked-LM head (sentence-transformers 5.x; 6.x reads it still).
+  if (fromSt && name === ('MLMTransformer' as string)) return 'Transformer';
   return fromSt && MODULE_CLASSES.includes(name) ? name : null;
 }
 
@@ -191,6 +193,17 @@ export interface ModelDirectory {
   crossEncoder?: CrossEncoderConfig;
   /** A chat template in place of the folder's (a reranker started from a causal LM with its own); saved as chat_template.jinja. */
   chatTemplate?: string;
+  /** Set when the folder was read as a sparse encoder (readModelDirectory(dir, 'sparse')). */
+  sparse?: SparseConfig;
+}
+
+/**
+ * A sparse (SPLADE) encoder's pooling of its masked-LM logits, sentence-transformers' SpladePooling: log(1 + relu(x))
+ * (twice for 'log1p_relu'), then the maximum or the sum over the text's tokens.
+ */
+export interface SparseConfig {
+  pooling: 'max' | 'sum';
+  activation: 'relu' | 'log1p_relu';
 }
 
 /**
@@ -467,7 +480,7 @@ export function weightFiles(dir: string): { weightsPath: string; shards?: string
  * the tokenizer and the modules but no config.json or weights: the base model's folder, whose config.json and weights
  * are read instead.
  */
-export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encoder' = 'embedding', base?: string): ModelDirectory {
+export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encoder' | 'sparse' = 'embedding', base?: string): ModelDirectory {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw filesError(`model folder ${dir} does not exist`);
   const modules = readModules(dir);
   // The Transformer's files: in the folder itself, or in an older save's subfolder (0_Transformer, 0_BERT).
@@ -514,8 +527,8 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   }
   const stModel = readStModelConfig(dir);
   const modelType = typeof stModel.model_type === 'string' ? stModel.model_type : undefined;
-  if (modelType === 'SparseEncoder') {
-    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers SparseEncoder; coltrast runs dense embedding models (SentenceTransformer, MultiVectorEncoder) and cross-encoders`);
+  if (modelType === 'SparseEncoder' && kind !== 'sparse') {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers SparseEncoder (sparse, SPLADE-style vectors): load it with SparseEncoder.load`);
   }
   if (kind === 'embedding' && modelType === 'CrossEncoder') {
     throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a cross-encoder (it scores text pairs, it does not embed): load it with CrossEncoder.load`);
@@ -525,7 +538,8 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   if (stConfig !== undefined) checkStConfig(stConfig, stConfigPath);
   const crossEncoder = kind === 'cross-encoder' ? readCrossEncoder(dir, transformerDir, config, modules, modelType, stModel, stConfig) : undefined;
   const order = (modules ?? []).map((m) => moduleClass(m.type) ?? m.type);
-  const multi = modelType === 'MultiVectorEncoder' || modelType === 'ColBERT' || order.includes('MultiVectorMask');
+  const sparse = kind === 'sparse' ? readSparse(dir, modules, order, config, modelType) : undefined;
+  const multi = !sparse && (modelType === 'MultiVectorEncoder' || modelType === 'ColBERT' || order.includes('MultiVectorMask'));
   let pooling: PoolingMode = 'mean';
   let includePrompt = true;
   let normalize = false;
@@ -533,8 +547,9 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   const denseStack: DenseHead[] = [];
   let mask: { config: Record<string, unknown>; file: string } | undefined;
   let tokenPooling: MultiVectorConfig['tokenPooling'];
-  if (crossEncoder) {
-    // Its one module, the Transformer with its classification head, was checked by readCrossEncoder.
+  if (crossEncoder || sparse) {
+    // A cross-encoder's one module, the Transformer with its classification head, was checked by readCrossEncoder; a
+    // sparse encoder's two by readSparse.
   } else if (modules && !multi) {
     // Transformer, Pooling, then Dense modules one after another, then Normalize: the order sentence-transformers runs them in.
     const denseAt = order.indexOf('Dense');
@@ -630,9 +645,46 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
     ...rawPrompts,
     includePrompt,
     similarity: typeof stModel.similarity_fn_name === 'string' ? stModel.similarity_fn_name : null,
+    ...(sparse && { sparse }),
     multiVector: multi ? { ...readMultiVector(dir, stConfigPath, modelType, stModel, isObject(stConfig) ? stConfig : {}, mask, normalize), ...(tokenPooling && { tokenPooling }) } : undefined,
     crossEncoder,
   };
+}
+
+/**
+ * A sparse encoder's modules: sentence-transformers' SparseEncoder of a Transformer with its masked-LM head (6.x's
+ * Transformer with transformer_task "fill-mask", 5.x's MLMTransformer) then SpladePooling; or, without modules.json, a
+ * Hugging Face *ForMaskedLM folder, pooled as sentence-transformers' SparseEncoder pools one (max, relu).
+ */
+function readSparse(dir: string, modules: ModuleEntry[] | null, order: string[], config: Record<string, unknown>, modelType: string | undefined): SparseConfig {
+  if (!modules) {
+    if (!architecturesOf(config).some((a) => a.endsWith('ForMaskedLM'))) {
+      throw new ColtrastError(
+        'UNSUPPORTED_MODEL',
+        `${dir} is not a sparse encoder: it has no modules.json, and config.json's architectures name no *ForMaskedLM model (a sparse encoder runs a masked language model's head)`,
+      );
+    }
+    return { pooling: 'max', activation: 'relu' };
+  }
+  if (order.join() !== 'Transformer,SpladePooling') {
+    const kinds: Record<string, string> = { Router: 'inference-free SPLADE (a Router with SparseStaticEmbedding)', SparseAutoEncoder: 'CSR (a SparseAutoEncoder over a dense model)' };
+    const known = order.map((name) => name.split('.').pop()!).find((name) => name in kinds);
+    const shown = order.map((name) => name.split('.').pop()).join(' → ');
+    throw new ColtrastError(
+      'UNSUPPORTED_MODEL',
+      modelType === 'SparseEncoder'
+        ? `modules.json in ${dir}: ${known ? `${kinds[known]} is not supported yet; ` : ''}a sparse encoder of Transformer → SpladePooling is supported, not ${shown}`
+        : `${dir} is not a sparse encoder (its modules are ${shown}): load it with Encoder.load, or give SparseEncoder.load a SparseEncoder or *ForMaskedLM folder`,
+    );
+  }
+  const entry = modules[order.indexOf('SpladePooling')];
+  const file = path.join(dir, entry.path, 'config.json');
+  const c = readModuleConfig(dir, entry.path, 'SpladePooling');
+  const pooling = c.pooling_strategy ?? 'max';
+  const activation = c.activation_function ?? 'relu';
+  if (pooling !== 'max' && pooling !== 'sum') throw filesError(`SpladePooling config ${file}: pooling_strategy must be "max" or "sum"; got ${JSON.stringify(pooling)}`);
+  if (activation !== 'relu' && activation !== 'log1p_relu') throw filesError(`SpladePooling config ${file}: activation_function must be "relu" or "log1p_relu"; got ${JSON.stringify(activation)}`);
+  return { pooling, activation };
 }
 
 /** config.json's architectures (the strings among them). */
@@ -1048,6 +1100,10 @@ export function writeModelFiles(
     writeCrossEncoderConfigs(source, target, settings.maxSeqLength);
     return;
   }
+  if (source.sparse) {
+    writeSparseConfigs(source, source.sparse, target, settings.maxSeqLength, settings.dimension);
+    return;
+  }
   if (source.multiVector && source.madeMultiVector) {
     writeMultiVectorConfigs(source, target, settings.maxSeqLength, settings.dense!);
     return;
@@ -1086,6 +1142,29 @@ export function writeModelFiles(
     similarity_fn_name: source.similarity,
   });
 }
+
+/**
+ * A sparse encoder's configs as sentence-transformers 5.x saves a SparseEncoder (MLMTransformer, then SpladePooling),
+ * which 6.x reads too; `dimension`: the vocabulary's size, the vectors' width.
+ */
+function writeSparseConfigs(source: ModelDirectory, sparse: SparseConfig, target: string, maxSeqLength: number, dimension: number): void {
+  const SPARSE = 'sentence_transformers.sparse_encoder.models.';
+  writeConfig(target, 'modules.json', [
+    { idx: 0, name: '0', path: '', type: `${SPARSE}MLMTransformer` },
+    { idx: 1, name: '1', path: SPLADE_POOLING_DIR, type: `${SPARSE}SpladePooling` },
+  ]);
+  writeConfig(target, path.join(SPLADE_POOLING_DIR, 'config.json'), { pooling_strategy: sparse.pooling, activation_function: sparse.activation, word_embedding_dimension: dimension });
+  writeConfig(target, 'sentence_bert_config.json', { max_seq_length: maxSeqLength, do_lower_case: source.lowercase });
+  writeConfig(target, 'config_sentence_transformers.json', {
+    model_type: 'SparseEncoder',
+    prompts: source.prompts,
+    default_prompt_name: source.defaultPromptName,
+    similarity_fn_name: source.similarity ?? 'dot',
+  });
+}
+
+/** Where a saved sparse encoder keeps its SpladePooling config. */
+const SPLADE_POOLING_DIR = '1_SpladePooling';
 
 /** @internal The bytes of those of `names` that `dir` holds, by name: files a save writes as they were at load. */
 export function filesAsTheyAre(dir: string, names: readonly string[]): Record<string, Buffer> {
@@ -1251,6 +1330,24 @@ export function readChatTemplate(dir: string, files?: Record<string, Buffer>): s
 export function messageFormat(template: string | undefined): 'flat' | 'structured' {
   if (!template) return 'structured';
   return ['content[0]', '.type', "'type'", '"type"', 'item.type', 'message.content['].some((p) => template.includes(p)) ? 'structured' : 'flat';
+}
+
+/**
+ * The prompt to put before each text of an embedding: sentence-transformers' rules for encode, encode_query and
+ * encode_document (`prompt` itself; else the named one; else the task's, 'query' or 'document' / 'passage' / 'corpus';
+ * else the model's default prompt, if it names one).
+ */
+export function taskPrompt(files: Pick<ModelDirectory, 'prompts' | 'defaultPromptName'>, prompt: unknown, promptName: unknown, task: 'query' | 'document' | undefined): string | undefined {
+  const prompts = files.prompts;
+  if (prompt !== undefined) {
+    if (typeof prompt !== 'string') throw invalid('options.prompt', 'a string', prompt);
+    if (promptName !== undefined) throw new ColtrastError('INVALID_ARGUMENT', 'give options.prompt or options.promptName, not both');
+    return prompt;
+  }
+  if (promptName !== undefined) return namedPrompt(prompts, promptName);
+  const candidates = task === 'query' ? ['query'] : task === 'document' ? ['document', 'passage', 'corpus'] : [];
+  const name = candidates.find((c) => c in prompts) ?? files.defaultPromptName;
+  return name === null ? undefined : prompts[name];
 }
 
 /** The model's prompt named `promptName` (options.promptName); an unknown name is refused with the names it has. */

@@ -31,6 +31,8 @@ export interface NativeEncoderInfo {
   dtype: string;
   /** The projections run in int8 (quantizeInt8). */
   quantizedInt8: boolean;
+  /** Loaded with head 'masked-lm' (a sparse encoder): its vectors' width, the vocabulary's size; 0 otherwise. */
+  sparseDimension: number;
 }
 
 export interface NativeEmbedRequest {
@@ -39,17 +41,30 @@ export interface NativeEmbedRequest {
   tokenTypeIds: Int32Array;
   batchSize: number;
   seqLen: number;
-  /** 'scores': a cross-encoder's logits, [batchSize, numLabels]. */
-  output: 'pooled' | 'tokens' | 'scores';
-  pooling: string;
-  normalize: boolean;
+  /** 'scores': a cross-encoder's logits, [batchSize, numLabels]. 'sparse': a sparse encoder's vectors (head 'masked-lm'). */
+  output: 'pooled' | 'tokens' | 'scores' | 'sparse';
+  /** For 'pooled' and 'tokens'. */
+  pooling?: string;
+  normalize?: boolean;
+  /** For 'sparse': SpladePooling's pooling_strategy and activation_function, and at most this many non-zeros a row (the largest). */
+  spladePooling?: 'max' | 'sum';
+  spladeActivation?: 'relu' | 'log1p_relu';
+  maxActiveDims?: number;
   /** The positions pooled or returned as tokens, when not `attentionMask` (same shape). */
   outputMask?: Int32Array;
   /** Tokens go through the Dense module (a multi-vector model's projection). */
   projectTokens?: boolean;
 }
 
+/** A sparse encoder's rows: each row's count of non-zeros, then every row's indices (rising) and values, row after row. */
+export interface NativeSparseRows {
+  counts: Int32Array;
+  indices: Int32Array;
+  values: Float32Array;
+}
+
 export interface NativeEncoder {
+  embed(request: NativeEmbedRequest & { output: 'sparse' }): Promise<NativeSparseRows>;
   embed(request: NativeEmbedRequest): Promise<Float32Array>;
   /** The model's weights to `file`, and the projection head's to `denseFile` when it has one. */
   saveWeights(file: string, dtype: string, denseFile?: string, denseStackFiles?: string[]): Promise<void>;
@@ -301,7 +316,8 @@ export interface NativeBinding {
       /** The Dense modules after the first, in order. */
       denseStack?: { weightsPath: string; activation: string }[];
       /** The weights' pooler and classifier become a cross-encoder's head with `numLabels` outputs. */
-      head?: 'sequence-classification' | 'causal-lm';
+      /** 'masked-lm': the weights' masked-LM head (a sparse encoder's, output 'sparse'). */
+      head?: 'sequence-classification' | 'causal-lm' | 'masked-lm';
       numLabels?: number;
       /** head 'causal-lm': the output layer is the token embeddings (config.json's tie_word_embeddings). */
       tieWordEmbeddings?: boolean;

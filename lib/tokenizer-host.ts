@@ -153,6 +153,10 @@ async function handle(request: TokenizerRequest): Promise<unknown> {
       const tokenizer = instance(spec, request.maxLength);
       return request.tokens.map((token) => tokenizer.tokenToId(token) ?? null);
     }
+    case 'idsToTokens': {
+      const tokenizer = instance(spec, request.maxLength);
+      return request.ids.map((id) => tokenizer.idToToken(id) ?? null);
+    }
     case 'promptLength': {
       const special = (await instance(spec, request.maxLength).encode(cased(request.prompt))).getSpecialTokensMask();
       return special.length - (special[special.length - 1] === 1 ? 1 : 0);

@@ -55,6 +55,7 @@ export type TokenizerWork = { spec: TokenizerSpec } & (
   | { op: 'decodeIds'; ids: number[][]; skipSpecial: boolean; maxLength: number }
   | { op: 'tokenOffsets'; texts: string[]; special: boolean; maxLength: number }
   | { op: 'tokenToIds'; tokens: string[]; maxLength: number }
+  | { op: 'idsToTokens'; ids: number[]; maxLength: number }
   | { op: 'promptLength'; prompt: string; maxLength: number }
   | { op: 'pieces'; text: string; maxLength: number }
   | { op: 'release' }
@@ -524,6 +525,11 @@ export class TextTokenizer {
   /** Each token's id (added tokens included), or null where the vocabulary has no such token. */
   async tokenToIds(tokens: string[]): Promise<(number | null)[]> {
     return host.call<(number | null)[]>({ op: 'tokenToIds', spec: this.spec, tokens, maxLength: this.maxLength });
+  }
+
+  /** Each id's token as the vocabulary spells it ("##ing", "Ġthe"; added tokens included), or null for an id it lacks. */
+  async idsToTokens(ids: number[]): Promise<(string | null)[]> {
+    return host.call<(string | null)[]>({ op: 'idsToTokens', spec: this.spec, ids, maxLength: this.maxLength });
   }
 
   /** A token's id (added tokens included), or null when the vocabulary has no such token. */

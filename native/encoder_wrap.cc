@@ -36,6 +36,7 @@ struct LoadOptions {
   // a new one, and a new classifier, drawn as transformers initializes them (normal(0, initializer_range), zero bias).
   bool newHead = false;
   uint64_t seed = 42;
+  // "masked-lm": the prediction head of a *ForMaskedLM checkpoint (a sparse encoder's, native/mlm_head.h).
   // "causal-lm": the output layer of a *ForCausalLM checkpoint, lm_head.weight, or the token embeddings when tied.
   bool tieWordEmbeddings = false;
   // With "causal-lm": a reranker's score from that layer (sentence-transformers' LogitScore): the logit of the first
@@ -196,6 +197,10 @@ class LoadWorker : public PromiseWorker {
     if (options_.head == "sequence-classification") {
       loadClassificationHead(*loaded, config);
     }
+    if (options_.head == "masked-lm") {
+      loaded->mlm = std::make_shared<MlmHead>(MlmHead::take(*loaded->model, config, options_.weightsPath));
+      loaded->mlm->to(loaded->device);
+    }
     loaded_ = std::move(loaded);
   }
   void loadClassificationHead(LoadedEncoder& loaded, const nlohmann::json& config) {
@@ -325,6 +330,10 @@ struct EmbedRequest {
   TokenBatch batch;
   bool tokens = false;  // output: 'tokens' (valid tokens of every row, concatenated) or 'pooled'
   bool scores = false;  // output: 'scores' (a cross-encoder's logits, [rows, labels])
+  // output: 'sparse' (SPLADE over the masked-LM head: spladePool's options, and at most maxActiveDims non-zero
+  // entries a row, the largest; 0: all of them).
+  bool sparse = false, spladeSum = false, log1pTwice = false;
+  int64_t maxActiveDims = 0;
   std::string pooling;
   bool normalize = false;
   // 'tokens' output through the Dense module (a multi-vector model's token-level projection).
@@ -350,6 +359,10 @@ class EmbedWorker : public PromiseWorker {
     }
     const torch::Tensor selected = b.scored.empty() ? mask : b.tensor(b.scored, encoder_->device);
     torch::Tensor out;
+    if (r.sparse) {
+      sparse_ = sparseRows(spladePool(*encoder_->mlm, encoder_->model->tokenEmbeddings(), states, mask, r.spladeSum, r.log1pTwice));
+      return;
+    }
     if (r.scores) {
       out = encoder_->classify(states, mask);
     } else if (r.tokens) {
@@ -362,15 +375,45 @@ class EmbedWorker : public PromiseWorker {
     output_ = out.to(torch::kCPU).contiguous();
   }
   Napi::Value result(Napi::Env env) override {
+    if (request_.sparse) {
+      auto out = Napi::Object::New(env);
+      const auto copy = [&](const torch::Tensor& t, auto array) {
+        std::memcpy(array.Data(), t.data_ptr(), t.numel() * t.element_size());
+        return array;
+      };
+      out.Set("counts", copy(sparse_.counts, Napi::Int32Array::New(env, sparse_.counts.numel())));
+      out.Set("indices", copy(sparse_.indices, Napi::Int32Array::New(env, sparse_.indices.numel())));
+      out.Set("values", copy(sparse_.values, Napi::Float32Array::New(env, sparse_.values.numel())));
+      return out;
+    }
     auto array = Napi::Float32Array::New(env, static_cast<size_t>(output_.numel()));
     std::memcpy(array.Data(), output_.data_ptr<float>(), output_.numel() * sizeof(float));
     return array;
   }
 
  private:
+  // Each row's non-zero entries, by index: int32 counts [rows], int32 indices and float32 values [non-zeros], on the CPU.
+  struct SparseRows {
+    torch::Tensor counts, indices, values;
+  };
+  SparseRows sparseRows(torch::Tensor pooled) const {
+    pooled = pooled.to(torch::kCPU).contiguous();
+    const int64_t k = request_.maxActiveDims;
+    if (k > 0 && k < pooled.size(1)) {
+      // The k largest of each row kept (sentence-transformers' select_max_active_dims: by magnitude; these are >= 0).
+      const torch::Tensor top = std::get<1>(pooled.abs().topk(k, 1));
+      pooled = torch::zeros_like(pooled).scatter_(1, top, pooled.gather(1, top));
+    }
+    const torch::Tensor at = pooled.nonzero();  // [non-zeros, 2], row by row, indices rising
+    const torch::Tensor rowOf = at.select(1, 0), column = at.select(1, 1);
+    return {torch::bincount(rowOf, {}, pooled.size(0)).to(torch::kInt32).contiguous(), column.to(torch::kInt32).contiguous(),
+            pooled.index({rowOf, column}).contiguous()};
+  }
+
   std::shared_ptr<LoadedEncoder> encoder_;
   EmbedRequest request_;
   torch::Tensor output_;
+  SparseRows sparse_;
 };
 
 class SaveWorker : public PromiseWorker {
@@ -393,6 +436,13 @@ class SaveWorker : public PromiseWorker {
       // LogitScore reranker's score is made from it again at load).
       auto weights = encoder_->model->weightsForSaving(dtype, /*prefixed=*/true);
       if (encoder_->lmHead) weights.emplace_back("lm_head.weight", encoder_->lmHead->weight.detach().to(torch::kCPU, dtype));
+      writeSafetensors(path_, weights, {{"format", "pt"}});
+      return;
+    }
+    if (encoder_->mlm) {
+      // As Hugging Face's *ForMaskedLM saves: the base model under its prefix, then the head.
+      auto weights = encoder_->model->weightsForSaving(dtype, /*prefixed=*/true);
+      for (auto& item : encoder_->mlm->tensors(dtype)) weights.push_back(std::move(item));
       writeSafetensors(path_, weights, {{"format", "pt"}});
       return;
     }
@@ -488,6 +538,9 @@ std::vector<torch::Tensor> LoadedEncoder::parameters() const {
   }
   for (const auto& layer : denseStack)
     for (auto& p : layer.linear->parameters()) params.push_back(p);
+  if (mlm) {
+    for (auto& p : mlm->parameters()) params.push_back(p);
+  }
   return params;
 }
 
@@ -608,7 +661,9 @@ Napi::Value EncoderWrap::load(const Napi::CallbackInfo& info) {
       }
     }
     options.weightShards = stringsOr(o.Get("weightShards"), "weightShards must be an array of file paths");
-    if (!options.head.empty() && options.head != "sequence-classification" && options.head != "causal-lm") throw invalidArgument("unknown head " + options.head);
+    if (!options.head.empty() && options.head != "sequence-classification" && options.head != "causal-lm" && options.head != "masked-lm") {
+      throw invalidArgument("unknown head " + options.head);
+    }
     if (options.head == "sequence-classification" && options.numLabels < 1) throw invalidArgument("numLabels must be a positive integer");
   } catch (const Error& e) {
     throw jsError(env, {e.code(), e.what()});
@@ -629,14 +684,30 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
     throw jsError(env, {e.code(), e.what()});
   }
   const std::string output = o.Get("output").As<Napi::String>();
-  if (output != "pooled" && output != "tokens" && output != "scores") {
-    throw jsError(env, {"INVALID_ARGUMENT", "output must be 'pooled', 'tokens' or 'scores', got '" + output + "'"});
+  if (output != "pooled" && output != "tokens" && output != "scores" && output != "sparse") {
+    throw jsError(env, {"INVALID_ARGUMENT", "output must be 'pooled', 'tokens', 'scores' or 'sparse', got '" + output + "'"});
   }
   r.tokens = output == "tokens";
   r.scores = output == "scores";
+  r.sparse = output == "sparse";
   if (r.scores && !encoder->scores()) throw jsError(env, {"INVALID_ARGUMENT", "this model has no classifier head: load it as a CrossEncoder"});
-  r.pooling = o.Get("pooling").As<Napi::String>();
-  r.normalize = o.Get("normalize").As<Napi::Boolean>();
+  if (r.sparse) {
+    if (!encoder->mlm) throw jsError(env, {"INVALID_ARGUMENT", "this model has no masked-language-model head: load it as a SparseEncoder"});
+    try {
+      const std::string strategy = stringOr(o, "spladePooling", "max"), activation = stringOr(o, "spladeActivation", "relu");
+      if (strategy != "max" && strategy != "sum") throw invalidArgument("spladePooling must be 'max' or 'sum', got '" + strategy + "'");
+      if (activation != "relu" && activation != "log1p_relu") throw invalidArgument("spladeActivation must be 'relu' or 'log1p_relu', got '" + activation + "'");
+      r.spladeSum = strategy == "sum";
+      r.log1pTwice = activation == "log1p_relu";
+      r.maxActiveDims = integerOr(o, "maxActiveDims", 0, INT32_MAX, 0);
+    } catch (const Error& e) {
+      throw jsError(env, {e.code(), e.what()});
+    }
+  }
+  if (!r.sparse) {
+    r.pooling = o.Get("pooling").As<Napi::String>();
+    r.normalize = o.Get("normalize").As<Napi::Boolean>();
+  }
   r.projectTokens = o.Has("projectTokens") && o.Get("projectTokens").ToBoolean();
   return (new EmbedWorker(env, std::move(encoder), std::move(r)))->start();
 }
@@ -869,6 +940,8 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("device", encoder->device.str());
   out.Set("dtype", std::string(c10::toString(encoder->dtype)));
   out.Set("quantizedInt8", encoder->model->quantizedInt8());
+  // A sparse encoder's width: its vocabulary (0 without a masked-LM head).
+  out.Set("sparseDimension", static_cast<double>(encoder->mlm ? encoder->model->tokenEmbeddings().size(0) : 0));
   return out;
 }
 

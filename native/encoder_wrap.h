@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 
+#include "mlm_head.h"
 #include "models/layers.h"
 #include "models/transformer_encoder.h"
 #include "napi_args.h"
@@ -58,6 +59,8 @@ struct LoadedEncoder {
   // tiedLmHead the output layer is the token embedding matrix itself (config.json's tie_word_embeddings).
   torch::nn::Linear lmHead{nullptr};
   bool tiedLmHead = false;
+  // A masked language model's prediction head (a sparse encoder, SPLADE), or none.
+  std::shared_ptr<MlmHead> mlm;
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
   std::mutex mutex;  // one forward at a time per model: concurrent embed() calls queue here

@@ -76,6 +76,7 @@ class BertModel : public TransformerEncoder {
     return embeddings_->token_type_embeddings && config_.variant != BertVariant::Roberta ? embeddings_->token_type_embeddings->weight.size(0) : 0;
   }
   std::string modelType() const override { return config_.modelType; }
+  torch::Tensor tokenEmbeddings() const override { return embeddings_->word_embeddings->weight; }
 
  protected:
   std::string weightPrefix() const override;

@@ -43,6 +43,7 @@ class ModernBertModel : public TransformerEncoder {
   int64_t maxPositions() const override { return config_.maxPositions; }
   int64_t vocabularySize() const override { return tokEmbeddings_->weight.size(0); }
   std::string modelType() const override { return "modernbert"; }
+  torch::Tensor tokenEmbeddings() const override { return tokEmbeddings_->weight; }
 
  protected:
   std::string weightPrefix() const override { return "model."; }

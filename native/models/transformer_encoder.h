@@ -34,6 +34,9 @@ class TransformerEncoder : public torch::nn::Module {
   // The token embedding matrix [vocab, hidden], which a causal LM's output layer shares when its config ties
   // them; undefined for architectures that are not decoders.
   virtual torch::Tensor inputEmbeddings() const { return {}; }
+  // The token embedding matrix [vocab, hidden] of any architecture that has one a masked-language-model head can share
+  // (native/mlm_head.h): a decoder's inputEmbeddings, BERT's family's and ModernBERT's word embeddings; else undefined.
+  virtual torch::Tensor tokenEmbeddings() const { return inputEmbeddings(); }
   // A causal LM's soft-capping of its logits, cap * tanh(x / cap) (Gemma 2's final_logit_softcapping); 0: none.
   virtual double finalLogitSoftcap() const { return 0; }
 

@@ -1,0 +1,301 @@
+/**
+ * `SparseEncoder`: a learned sparse (SPLADE-style) retrieval model, as sentence-transformers' SparseEncoder runs one. A
+ * masked language model reads the text, its head gives every token a logit for each vocabulary entry, and pooling
+ * (log(1 + relu), then the maximum over the text's tokens) makes one vector as wide as the vocabulary whose few
+ * non-zero entries are the terms the text weighs, expansions included. Scored by dot product, searched with an
+ * inverted index (SparseIndex), and readable: decode() names the terms.
+ */
+import path from 'node:path';
+import type { Matrix } from './encoder';
+import { ColtrastError } from './errors';
+import { writeFolderAtomic } from './files';
+import { readModelDirectory, taskPrompt, writeModelFiles, type ModelDirectory, type SparseConfig } from './model-dir';
+import { DTYPES, ModelHandle, applyQuantize, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type Quantize } from './native-model';
+import { fromNative, type NativeEncoder, type NativeSparseRows } from './native';
+import { SIMILARITY_FUNCTIONS, type SimilarityFunction } from './similarity';
+import { TextTokenizer, padBatch, type ModelInput } from './tokenizer';
+import { booleanValue, checkOptions, invalid, oneOf, positiveInteger, signalOption } from './validate';
+
+/**
+ * A sparse vector: the indices of its non-zero entries, rising (token ids of the model's vocabulary), and their values.
+ * The vector's width is its model's `dimension`.
+ */
+export interface SparseVector {
+  indices: Int32Array;
+  values: Float32Array;
+}
+
+/** SparseEncoder.load's options: LoadOptions, int8, and a cap on each vector's non-zero entries. */
+export interface SparseEncoderLoadOptions extends LoadOptions {
+  /**
+   * Keep at most this many non-zero entries in each vector, the largest (sentence-transformers' `max_active_dims`):
+   * smaller vectors and a faster index, at some loss of quality. encode()'s `maxActiveDims` overrides it. Default: all.
+   */
+  maxActiveDims?: number;
+  /**
+   * 'int8': the transformer's projections run in int8 on the CPU (EncoderLoadOptions.quantize has the details); the
+   * masked-LM head stays float32. For inference: save() is refused.
+   */
+  quantize?: Quantize;
+}
+
+export interface SparseEncodeOptions {
+  /** Texts per forward pass (default 32). Texts are sorted by length first, so padding is small. */
+  batchSize?: number;
+  /**
+   * What the texts are, as sentence-transformers' encode_query / encode_document take them: the model's 'query' prompt
+   * (or 'document', 'passage', 'corpus') goes before each text. Default: neither.
+   */
+  task?: 'query' | 'document';
+  /** One of the model's named prompts (`prompts`) to put before each text, whatever the task. */
+  promptName?: string;
+  /** A text to put before each text, instead of a named prompt. */
+  prompt?: string;
+  /** At most this many non-zero entries a vector, the largest (default: the load option's, else all). */
+  maxActiveDims?: number;
+  /** Called after each batch with texts done so far and the total. */
+  onProgress?: (done: number, total: number) => void;
+  /** Stops the call when aborted: looked at before each batch is sent to the model; it rejects with ABORTED. */
+  signal?: AbortSignal;
+}
+
+export interface SparseSaveOptions {
+  /** Replace `dir` if it exists (default false: an existing non-empty folder is an error). */
+  overwrite?: boolean;
+  /** dtype of the saved weights (default float32). */
+  dtype?: DType;
+}
+
+const ENCODE_KEYS = ['batchSize', 'task', 'promptName', 'prompt', 'maxActiveDims', 'onProgress', 'signal'] as const;
+const SAVE_KEYS = ['overwrite', 'dtype'] as const;
+const TASKS = ['query', 'document'] as const;
+
+export class SparseEncoder {
+  private readonly model: ModelHandle;
+  /** The vocabulary's tokens by id, read from the tokenizer at the first decode(). */
+  private vocabulary: Promise<(string | null)[]> | undefined;
+
+  private constructor(
+    handle: NativeEncoder,
+    private readonly files: ModelDirectory & { sparse: SparseConfig },
+    private readonly tokenizer: TextTokenizer,
+    /** The vectors' width: the vocabulary's size. */
+    readonly dimension: number,
+    /** The device the model runs on, e.g. 'cpu' or 'cuda:0'. */
+    readonly device: string,
+    readonly dtype: DType,
+    /** The load option's cap on non-zero entries a vector, if any. */
+    readonly maxActiveDims: number | undefined,
+  ) {
+    this.model = new ModelHandle(handle, 'SparseEncoder');
+  }
+
+  /**
+   * Loads a sentence-transformers SparseEncoder folder (a Transformer with its masked-LM head, then SpladePooling), a
+   * Hugging Face *ForMaskedLM folder (pooled as sentence-transformers pools one: max, relu), or a Hugging Face id such
+   * as `naver/splade-v3`. The BERT family (bert, distilbert, roberta, xlm-roberta, camembert, mpnet) and ModernBERT.
+   */
+  static async load(model: string, options?: SparseEncoderLoadOptions): Promise<SparseEncoder> {
+    const { maxActiveDims, quantize, ...loadOptions } = options ?? {};
+    const cap = maxActiveDims === undefined ? undefined : positiveInteger('options.maxActiveDims', maxActiveDims);
+    const int8 = quantizeOption(quantize);
+    const { dir, device, dtype } = await resolveLoad(model, loadOptions);
+    checkQuantize(int8, device, dtype);
+    const files = readModelDirectory(dir, 'sparse') as ModelDirectory & { sparse: SparseConfig };
+    const tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
+    let handle: NativeEncoder;
+    try {
+      handle = await loadNative(files, device, dtype, { head: 'masked-lm', ...(int8 && { quantizeInt8: true }) });
+    } catch (error) {
+      tokenizer.dispose();
+      throw error;
+    }
+    const info = handle.info();
+    const encoder = new SparseEncoder(handle, files, tokenizer, info.sparseDimension, info.device, dtype, cap);
+    await applyQuantize(encoder.model, int8, () => encoder.dispose());
+    return encoder;
+  }
+
+  /** 'int8' when loaded with quantize (the projections run in int8 on the CPU); undefined otherwise. */
+  get quantize(): Quantize | undefined {
+    return this.model.quantized;
+  }
+  /** config.json's model_type ("bert", "distilbert", ...). */
+  get modelType(): string {
+    return String(this.files.config.model_type);
+  }
+  /** The folder the model was read from. */
+  get modelDir(): string {
+    return this.files.dir;
+  }
+  /** SpladePooling's settings: the pooling over tokens ('max' or 'sum') and the activation ('relu', or 'log1p_relu'). */
+  get pooling(): Readonly<SparseConfig> {
+    return this.files.sparse;
+  }
+  /** Longer texts are truncated to this many tokens (special tokens included). */
+  get maxSeqLength(): number {
+    return this.files.maxSeqLength;
+  }
+  /** The model's named prompts (config_sentence_transformers.json), e.g. { query: 'query: ' }. */
+  get prompts(): Readonly<Record<string, string>> {
+    return this.files.prompts;
+  }
+  /** How the model compares vectors: config_sentence_transformers.json's similarity_fn_name, else 'dot' (a SparseEncoder's default). */
+  get similarityFunction(): SimilarityFunction {
+    const fn = this.files.similarity ?? 'dot';
+    if (!(SIMILARITY_FUNCTIONS as readonly string[]).includes(fn)) {
+      throw new ColtrastError('UNSUPPORTED_MODEL', `${this.modelDir}: config_sentence_transformers.json's similarity_fn_name ${JSON.stringify(fn)} is none of ${SIMILARITY_FUNCTIONS.join(', ')}`);
+    }
+    return fn as SimilarityFunction;
+  }
+
+  /**
+   * One sparse vector per text, in the order given (sentence-transformers' encode; with `task`, encode_query or
+   * encode_document). Runs natively, off the JS thread, in batches sorted by length.
+   */
+  async encode(texts: string[], options?: SparseEncodeOptions): Promise<SparseVector[]> {
+    return this.model.use((handle) => this.encodeWith(handle, texts, options));
+  }
+
+  private async encodeWith(handle: NativeEncoder, texts: string[], options?: SparseEncodeOptions): Promise<SparseVector[]> {
+    const o = checkOptions('options', options, ENCODE_KEYS);
+    if (!Array.isArray(texts)) throw invalid('texts', 'an array of strings', texts);
+    for (let i = 0; i < texts.length; i++) if (typeof texts[i] !== 'string') throw invalid(`texts[${i}]`, 'a string', texts[i]);
+    const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
+    const task = o.task === undefined ? undefined : oneOf('options.task', o.task, TASKS);
+    const maxActiveDims = o.maxActiveDims === undefined ? this.maxActiveDims : positiveInteger('options.maxActiveDims', o.maxActiveDims);
+    const signal = signalOption(o.signal);
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
+    const prompt = taskPrompt(this.files, o.prompt, o.promptName, task);
+    const out = new Array<SparseVector>(texts.length);
+    const tokenize = (indices: number[]) => this.tokenizer.encode(indices.map((i) => (prompt ? prompt + texts[i] : texts[i])), this.files.maxSeqLength, signal);
+    const run = (items: ModelInput[]) =>
+      handle.embed({
+        ...padBatch(items),
+        output: 'sparse',
+        spladePooling: this.files.sparse.pooling,
+        spladeActivation: this.files.sparse.activation,
+        ...(maxActiveDims !== undefined && { maxActiveDims }),
+      });
+    const take = (result: NativeSparseRows, indices: number[]) => {
+      let at = 0;
+      indices.forEach((textIndex, r) => {
+        const n = result.counts[r];
+        out[textIndex] = { indices: result.indices.slice(at, at + n), values: result.values.slice(at, at + n) };
+        at += n;
+      });
+    };
+    await tokenizeInBatches(texts.length, batchSize, tokenizeAhead(this.device), (i) => texts[i].length, tokenize, run, take, o.onProgress, { signal, call: 'encode()' });
+    return out;
+  }
+
+  /**
+   * Every vector of `a` against every one of `b` (sentence-transformers' `model.similarity()`): [a's count, b's count]
+   * scores under the model's similarityFunction (dot by default; cosine, or the negated euclidean or manhattan distance).
+   */
+  similarity(a: SparseVector[], b: SparseVector[]): Matrix {
+    checkVectors('a', a, this.dimension);
+    checkVectors('b', b, this.dimension);
+    const fn = this.similarityFunction;
+    const data = new Float32Array(a.length * b.length);
+    for (let i = 0; i < a.length; i++) for (let j = 0; j < b.length; j++) data[i * b.length + j] = sparseSimilarity(a[i], b[j], fn);
+    return { dims: [a.length, b.length], data };
+  }
+
+  /** Vector i of `a` against vector i of `b` (sentence-transformers' `similarity_pairwise()`). */
+  similarityPairwise(a: SparseVector[], b: SparseVector[]): Float32Array {
+    checkVectors('a', a, this.dimension);
+    checkVectors('b', b, this.dimension);
+    if (a.length !== b.length) throw new ColtrastError('INVALID_ARGUMENT', `a has ${a.length} vectors and b has ${b.length}: pairwise similarity needs as many of each`);
+    const fn = this.similarityFunction;
+    return Float32Array.from(a, (v, i) => sparseSimilarity(v, b[i], fn));
+  }
+
+  /**
+   * The terms a vector weighs, as [token, weight] pairs, heaviest first (sentence-transformers' `decode()`): the `topK`
+   * heaviest, or all of them. Tokens are spelled as the vocabulary spells them ("##ing" for a BERT word piece).
+   */
+  async decode(vector: SparseVector, topK?: number): Promise<[string, number][]> {
+    this.model.current();
+    checkVectors('vector', [vector], this.dimension);
+    const k = topK === undefined ? vector.indices.length : positiveInteger('topK', topK);
+    this.vocabulary ??= this.tokenizer.idsToTokens(Array.from({ length: this.dimension }, (_, i) => i));
+    const vocabulary = await this.vocabulary;
+    const order = Array.from(vector.indices.keys()).sort((x, y) => vector.values[y] - vector.values[x] || vector.indices[x] - vector.indices[y]);
+    return order.slice(0, k).map((i) => [vocabulary[vector.indices[i]] ?? `[${vector.indices[i]}]`, vector.values[i]]);
+  }
+
+  /**
+   * Writes the model as a sentence-transformers SparseEncoder folder (config.json, model.safetensors with the masked-LM
+   * head as *ForMaskedLM saves it, tokenizer files, modules.json, SpladePooling's config) that SparseEncoder.load and
+   * Python's sentence-transformers both load. The folder appears complete or not at all.
+   */
+  async save(dir: string, options?: SparseSaveOptions): Promise<void> {
+    return this.model.use(async (handle) => {
+      const o = checkOptions('options', options, SAVE_KEYS);
+      if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a folder path', dir);
+      const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
+      const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
+      this.model.checkSavable();
+      await writeFolderAtomic(path.resolve(dir), overwrite, async (staging) => {
+        writeModelFiles(this.files, staging, { pooling: this.files.pooling, normalize: false, maxSeqLength: this.files.maxSeqLength, dimension: this.dimension });
+        try {
+          await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype);
+        } catch (error) {
+          throw fromNative(error);
+        }
+      });
+    });
+  }
+
+  /** Frees the native model (it is also freed when garbage-collected). Calls already running finish first; later ones throw DISPOSED. */
+  dispose(): void {
+    this.model.dispose();
+    this.tokenizer.dispose();
+  }
+}
+
+/** Throws INVALID_ARGUMENT unless `vectors` are sparse vectors of width `dimension`, indices rising. */
+export function checkVectors(name: string, vectors: unknown, dimension: number): asserts vectors is SparseVector[] {
+  if (!Array.isArray(vectors)) throw invalid(name, 'an array of sparse vectors ({ indices: Int32Array, values: Float32Array })', vectors);
+  vectors.forEach((v: unknown, i) => {
+    const where = vectors.length === 1 && name === 'vector' ? name : `${name}[${i}]`;
+    const x = v as Partial<SparseVector> | null;
+    if (!x || typeof x !== 'object' || !(x.indices instanceof Int32Array) || !(x.values instanceof Float32Array) || x.indices.length !== x.values.length) {
+      throw invalid(where, 'a sparse vector: { indices: Int32Array, values: Float32Array } of one length', v);
+    }
+    for (let k = 0; k < x.indices.length; k++) {
+      const index = x.indices[k];
+      if (index < 0 || index >= dimension || (k > 0 && index <= x.indices[k - 1])) {
+        throw new ColtrastError('INVALID_ARGUMENT', `${where}.indices must rise, each from 0 to ${dimension - 1} (the model's vocabulary); entry ${k} is ${index}`);
+      }
+    }
+  });
+}
+
+/** Two sparse vectors (indices rising) compared under `fn`, walking both index lists once. */
+export function sparseSimilarity(a: SparseVector, b: SparseVector, fn: SimilarityFunction): number {
+  let dot = 0, aa = 0, bb = 0, manhattan = 0;
+  let i = 0, j = 0;
+  const ai = a.indices, bi = b.indices, av = a.values, bv = b.values;
+  while (i < ai.length || j < bi.length) {
+    if (j >= bi.length || (i < ai.length && ai[i] < bi[j])) {
+      aa += av[i] * av[i];
+      manhattan += Math.abs(av[i++]);
+    } else if (i >= ai.length || bi[j] < ai[i]) {
+      bb += bv[j] * bv[j];
+      manhattan += Math.abs(bv[j++]);
+    } else {
+      dot += av[i] * bv[j];
+      aa += av[i] * av[i];
+      bb += bv[j] * bv[j];
+      manhattan += Math.abs(av[i++] - bv[j++]);
+    }
+  }
+  switch (fn) {
+    case 'dot': return dot;
+    case 'cosine': return dot / (Math.max(Math.sqrt(aa), 1e-8) * Math.max(Math.sqrt(bb), 1e-8));
+    case 'euclidean': return -Math.sqrt(Math.max(aa + bb - 2 * dot, 0));
+    case 'manhattan': return -manhattan;
+  }
+}

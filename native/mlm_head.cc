@@ -1,0 +1,171 @@
+#include "mlm_head.h"
+
+#include <algorithm>
+
+#include "error.h"
+#include "models/config_json.h"
+#include "runtime.h"
+
+namespace coltrast {
+namespace {
+
+MlmHead::Names namesOf(const std::string& modelType) {
+  if (modelType == "bert") {
+    return {"cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias", "cls.predictions.decoder.weight",
+            "cls.predictions.decoder.bias"};
+  }
+  if (modelType == "distilbert") return {"vocab_transform", "vocab_layer_norm", "vocab_projector.bias", "vocab_projector.weight", ""};
+  if (modelType == "roberta" || modelType == "xlm-roberta" || modelType == "camembert" || modelType == "mpnet") {
+    return {"lm_head.dense", "lm_head.layer_norm", "lm_head.bias", "lm_head.decoder.weight", "lm_head.decoder.bias"};
+  }
+  if (modelType == "modernbert") return {"head.dense", "head.norm", "decoder.bias", "decoder.weight", ""};
+  throw unsupportedError("a masked-language-model head (a sparse encoder's) on " + modelType +
+                         " is not supported (bert, distilbert, roberta, xlm-roberta, camembert, mpnet and modernbert are)");
+}
+
+// A tensor of the weights file, checked to have `shape`; undefined when `optional` and the file has none.
+torch::Tensor takeShaped(TransformerEncoder& model, const std::string& name, const std::vector<int64_t>& shape, bool optional, const std::string& file,
+                         const char* what) {
+  torch::Tensor t = model.takeKept(name);
+  if (!t.defined()) {
+    if (optional) return {};
+    throw modelFilesError(file + " has no " + name + ": it is not a masked language model (*ForMaskedLM), which a sparse encoder needs (" + what + ")");
+  }
+  if (t.sizes() != torch::IntArrayRef(shape)) {
+    throw modelFilesError(file + ": " + name + " has shape " + c10::str(t.sizes()) + ", expected " + c10::str(torch::IntArrayRef(shape)) + " (" + what + ")");
+  }
+  return t;
+}
+
+}  // namespace
+
+MlmHead MlmHead::take(TransformerEncoder& model, const nlohmann::json& config, const std::string& file) {
+  using namespace ::coltrast::config;
+  const std::string type = model.modelType();
+  MlmHead head;
+  head.names = namesOf(type);
+  const int64_t hidden = model.hiddenSize();
+  const torch::Tensor embeddings = model.tokenEmbeddings();
+  if (!embeddings.defined() || embeddings.size(1) != hidden) throw unsupportedError(type + "'s token embeddings are not as wide as its hidden states: no masked-language-model head here");
+  const int64_t vocab = embeddings.size(0);
+  const bool modern = type == "modernbert";
+  const bool denseBias = !modern || boolOr(config, "classifier_bias", false);
+  head.activation = type == "bert"         ? stringOr(config, "hidden_act", "gelu")
+                    : type == "distilbert" ? stringOr(config, "activation", "gelu")
+                    : modern               ? stringOr(config, "classifier_activation", "gelu")
+                                           : "gelu";
+  checkActivation(head.activation);
+  const double eps = type == "distilbert" ? 1e-12 : modern ? numberOr(config, "norm_eps", 1e-5) : numberOr(config, "layer_norm_eps", 1e-12);
+  const bool normBias = !modern || boolOr(config, "norm_bias", false);
+
+  const torch::Tensor weight = takeShaped(model, head.names.dense + ".weight", {hidden, hidden}, false, file, "the head's dense layer");
+  const torch::Tensor bias = denseBias ? takeShaped(model, head.names.dense + ".bias", {hidden}, false, file, "the head's dense layer") : torch::Tensor();
+  {
+    // Its initial draw is replaced by the file's weights: the global generator is kept as it was.
+    PreservedCpuGenerator initialWeights;
+    head.dense = torch::nn::Linear(torch::nn::LinearOptions(hidden, hidden).bias(denseBias));
+  }
+  const torch::Tensor normWeight = takeShaped(model, head.names.norm + ".weight", {hidden}, false, file, "the head's layer norm");
+  const torch::Tensor normBiasTensor = normBias ? takeShaped(model, head.names.norm + ".bias", {hidden}, false, file, "the head's layer norm") : torch::Tensor();
+  head.norm = Norm(hidden, eps, normBias);
+  {
+    torch::NoGradGuard noGrad;
+    head.dense->weight.copy_(weight.to(torch::kFloat32));
+    if (denseBias) head.dense->bias.copy_(bias.to(torch::kFloat32));
+    head.norm->weight.copy_(normWeight.to(torch::kFloat32));
+    if (normBias) head.norm->bias.copy_(normBiasTensor.to(torch::kFloat32));
+  }
+  // The output layer's bias: the head's own (older files hold a second copy as the decoder's, which transformers ties to it).
+  const bool decoderBias = !modern || boolOr(config, "decoder_bias", true);
+  if (decoderBias) {
+    head.bias = takeShaped(model, head.names.bias, {vocab}, !head.names.decoderBias.empty(), file, "the output layer's bias");
+    if (!head.names.decoderBias.empty()) {
+      const torch::Tensor copy = takeShaped(model, head.names.decoderBias, {vocab}, true, file, "the output layer's bias");
+      if (!head.bias.defined()) head.bias = copy;
+      if (!head.bias.defined()) throw modelFilesError(file + " has no " + head.names.bias + ": it is not a masked language model (*ForMaskedLM), which a sparse encoder needs");
+    }
+    head.bias = head.bias.to(embeddings.scalar_type()).contiguous();
+  }
+  // Tied unless the config says otherwise (each of these families ties by default); a tied file's copy is dropped.
+  const torch::Tensor decoder = takeShaped(model, head.names.decoder, {vocab, hidden}, true, file, "the output layer");
+  if (!boolOr(config, "tie_word_embeddings", true)) {
+    if (!decoder.defined()) throw modelFilesError(file + " has no " + head.names.decoder + " and config.json's tie_word_embeddings is false");
+    head.decoder = decoder.to(embeddings.scalar_type()).contiguous();
+  }
+  return head;
+}
+
+void MlmHead::to(const torch::Device& device) {
+  dense->to(device);
+  norm->to(device);
+  if (decoder.defined()) decoder = decoder.to(device);
+  if (bias.defined()) bias = bias.to(device);
+}
+
+torch::Tensor MlmHead::logits(const torch::Tensor& states, const torch::Tensor& tokenEmbeddings) const {
+  namespace F = torch::nn::functional;
+  torch::Tensor x = activate(F::linear(states.to(torch::kFloat32), dense->weight, dense->bias), activation);
+  x = norm->forward(x);
+  const torch::Tensor& out = decoder.defined() ? decoder : tokenEmbeddings;
+  return F::linear(x.to(out.scalar_type()), out, bias).to(torch::kFloat32);
+}
+
+std::vector<torch::Tensor> MlmHead::parameters() const {
+  std::vector<torch::Tensor> out = dense->parameters();
+  for (const auto& p : norm->parameters()) out.push_back(p);
+  if (decoder.defined()) out.push_back(decoder);
+  if (bias.defined()) out.push_back(bias);
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> MlmHead::tensors(torch::ScalarType dtype) const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  const auto add = [&](const std::string& name, const torch::Tensor& t) {
+    if (t.defined()) out.emplace_back(name, t.detach().to(torch::kCPU, dtype).contiguous());
+  };
+  add(names.dense + ".weight", dense->weight);
+  add(names.dense + ".bias", dense->bias);
+  add(names.norm + ".weight", norm->weight);
+  add(names.norm + ".bias", norm->bias);
+  add(names.bias, bias);
+  add(names.decoder, decoder);
+  return out;
+}
+
+torch::Tensor spladePool(const MlmHead& head, const torch::Tensor& tokenEmbeddings, const torch::Tensor& states, const torch::Tensor& mask, bool sum,
+                         bool log1pTwice) {
+  const int64_t rows = states.size(0), vocab = tokenEmbeddings.size(0);
+  const torch::Tensor lengthTensor = mask.to(torch::kCPU, torch::kInt64).sum(1);
+  const auto lengths = lengthTensor.accessor<int64_t, 1>();
+  const torch::Tensor keep = mask.to(torch::kBool);
+  // About 64 MiB of float32 logits a group (at least one row): 512 tokens of a 30,522-token vocabulary.
+  const int64_t budget = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * vocab));
+  const auto transform = [&](torch::Tensor x) {
+    x = torch::log1p(torch::relu(x));
+    return log1pTwice ? torch::log1p(x) : x;
+  };
+  std::vector<torch::Tensor> pooled;
+  pooled.reserve(rows);
+  for (int64_t start = 0; start < rows;) {
+    int64_t end = start, tokens = 0;
+    while (end < rows && (end == start || tokens + lengths[end] <= budget)) tokens += lengths[end++];
+    const torch::Tensor group = states.narrow(0, start, end - start).index({keep.narrow(0, start, end - start)});  // [tokens, hidden]
+    const torch::Tensor logits = head.logits(group, tokenEmbeddings);
+    int64_t offset = 0;
+    for (int64_t r = start; r < end; ++r) {
+      const int64_t n = lengths[r];
+      if (n == 0) {
+        pooled.push_back(torch::zeros({vocab}, logits.options()));
+        continue;
+      }
+      const torch::Tensor rowLogits = logits.narrow(0, offset, n);
+      offset += n;
+      // The transform rises with x: the maximum of the transformed logits is the transformed maximum.
+      pooled.push_back(sum ? transform(rowLogits).sum(0) : transform(std::get<0>(rowLogits.max(0))));
+    }
+    start = end;
+  }
+  return torch::stack(pooled);
+}
+
+}  // namespace coltrast
