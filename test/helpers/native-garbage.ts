@@ -75,7 +75,7 @@ async function main() {
   const ids = await encoder.tokenize(['hello world', 'a cat and a dog']);
   const batch = padBatch(ids.map((row) => ({ ids: row, typeIds: row.map(() => 0) })));
   const embedBase = { ...batch, output: 'pooled', pooling: 'mean', normalize: true };
-  const before = await model.embed(embedBase as never);
+  const before = (await model.embed(embedBase as never)) as unknown as Float32Array;
 
   await mutate('embed', embedBase, (a) => model.embed(a as never));
   for (const output of ['tokens', 'scores']) await attempt(`embed output=${output}`, () => model.embed({ ...embedBase, output } as never));
@@ -185,7 +185,7 @@ async function main() {
   await each('cpuMemory', [{}], 0, (...a) => (addon.cpuMemory as (...x: unknown[]) => unknown)(...a));
   await each('NativeEncoder.load', [{}], 0, (...a) => (addon.NativeEncoder.load as (...x: unknown[]) => unknown)(...a));
 
-  const after = await model.embed(embedBase as never);
+  const after = (await model.embed(embedBase as never)) as unknown as Float32Array;
   const unchanged = after.length === before.length && after.every((v, i) => v === before[i]);
   other.dispose();
   await attempt('embed after dispose', () => other.embed(embedBase as never));

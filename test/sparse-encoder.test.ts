@@ -1,0 +1,220 @@
+// SparseEncoder (SPLADE): each family's masked-LM head and SpladePooling against what sentence-transformers' SparseEncoder
+// computed for the same tiny random models (scripts/fixtures/tiny_sparse.py): vectors in one padded batch and one text at
+// a time, similarity, max_active_dims and decode; save and reload (the same tensor names); int8 and bfloat16; folders
+// and inputs that are not a sparse encoder's refused with the fix named.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ColtrastError, Encoder, SparseEncoder, type SparseVector } from '../lib';
+import { readSafetensors } from './helpers/safetensors';
+import { editJson, folderCopy, maxAbsDiff, tempDir } from './helpers/fixture';
+import { rejection } from './helpers/vectors';
+
+const ROOT = path.resolve(__dirname, '..');
+const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'tiny-sparse');
+type Recorded = { indices: number[]; values: number[] };
+const REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-sparse.reference.json'), 'utf8')) as {
+  texts: string[];
+  models: Record<string, { task: 'query' | null; vectors: Recorded[]; similarity: number[][]; capped: Recorded[]; decoded: [string, number][] }>;
+};
+const MODELS = {
+  bert: { type: 'bert', pooling: 'max', activation: 'relu' },
+  'bert-plain': { type: 'bert', pooling: 'max', activation: 'relu' },
+  distilbert: { type: 'distilbert', pooling: 'sum', activation: 'relu' },
+  roberta: { type: 'roberta', pooling: 'max', activation: 'log1p_relu' },
+  mpnet: { type: 'mpnet', pooling: 'max', activation: 'relu' },
+  modernbert: { type: 'modernbert', pooling: 'max', activation: 'relu' },
+} as const;
+
+/** Sparse vectors as dense rows of width `dim`, one after another. */
+function dense(vectors: (SparseVector | Recorded)[], dim: number): Float64Array {
+  const out = new Float64Array(vectors.length * dim);
+  vectors.forEach((v, r) => Array.from(v.indices).forEach((index, k) => (out[r * dim + index] = v.values[k])));
+  return out;
+}
+
+/** The largest difference relative to the reference's largest magnitude (DistilBERT's sums reach tens). */
+function relativeDiff(ours: ArrayLike<number>, reference: ArrayLike<number>): number {
+  return maxAbsDiff(ours, reference) / Math.max(1, ...Array.from(reference, Math.abs));
+}
+
+for (const [name, expected] of Object.entries(MODELS)) {
+  test(`${name}: vectors equal sentence-transformers' SparseEncoder's (1e-5) in a padded batch and one text at a time; similarity, max_active_dims and decode too`, async (t) => {
+    const model = await SparseEncoder.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const ref = REFERENCE.models[name];
+    t.is(model.modelType, expected.type);
+    t.deepEqual(model.pooling, { pooling: expected.pooling, activation: expected.activation });
+    t.is(model.similarityFunction, 'dot');
+    const task = ref.task ?? undefined;
+    const batch = await model.encode(REFERENCE.texts, { batchSize: REFERENCE.texts.length, task });
+    const alone = await model.encode(REFERENCE.texts, { batchSize: 1, task });
+    const dim = model.dimension;
+    for (const v of batch) {
+      t.true(v.indices.every((index, k) => k === 0 || index > v.indices[k - 1]), 'indices rise');
+      t.true(v.values.every((x) => x > 0), 'only non-zeros are listed');
+    }
+    t.true(relativeDiff(dense(batch, dim), dense(ref.vectors, dim)) < 1e-5, `batch: ${relativeDiff(dense(batch, dim), dense(ref.vectors, dim))}`);
+    t.true(relativeDiff(dense(alone, dim), dense(ref.vectors, dim)) < 1e-5, `alone: ${relativeDiff(dense(alone, dim), dense(ref.vectors, dim))}`);
+    // Much of the vocabulary is zero, as in a SPLADE vector: the fixtures' heads are drawn so.
+    t.true(batch.every((v) => v.indices.length > 0 && v.indices.length < 0.8 * dim), `non-zeros: ${batch.map((v) => v.indices.length).join(', ')} of ${dim}`);
+
+    const similarity = model.similarity(batch, batch);
+    t.deepEqual(similarity.dims, [REFERENCE.texts.length, REFERENCE.texts.length]);
+    t.true(relativeDiff(similarity.data, ref.similarity.flat()) < 1e-5);
+    const pairwise = model.similarityPairwise(batch, [...batch].reverse());
+    t.true(relativeDiff(pairwise, ref.similarity.map((row, i) => row[row.length - 1 - i])) < 1e-5);
+
+    const capped = await model.encode(REFERENCE.texts, { task, maxActiveDims: 5 });
+    t.true(capped.every((v) => v.indices.length === 5));
+    t.true(relativeDiff(dense(capped, dim), dense(ref.capped, dim)) < 1e-5);
+
+    const decoded = await model.decode(batch[3], 3);
+    t.deepEqual(decoded.map(([token]) => token), ref.decoded.map(([token]) => token));
+    t.true(maxAbsDiff(decoded.map(([, w]) => w), ref.decoded.map(([, w]) => w)) < 1e-5);
+    t.is((await model.decode(batch[3])).length, batch[3].indices.length);
+    model.dispose();
+  });
+}
+
+test('save writes a SparseEncoder folder with the tensor names the model was read with, which loads to the same vectors', async (t) => {
+  for (const name of ['bert', 'distilbert', 'roberta', 'modernbert']) {
+    const model = await SparseEncoder.load(path.join(FIXTURES, name), { device: 'cpu' });
+    const before = await model.encode(REFERENCE.texts);
+    const out = path.join(tempDir(), name);
+    await model.save(out);
+    model.dispose();
+    const names = (dir: string) => [...readSafetensors(path.join(dir, 'model.safetensors')).tensors.keys()].sort();
+    t.deepEqual(names(out), names(path.join(FIXTURES, name)), `${name}: tensor names`);
+    const modules = JSON.parse(fs.readFileSync(path.join(out, 'modules.json'), 'utf8')) as { type: string; path: string }[];
+    t.deepEqual(modules.map((m) => m.type.split('.').pop()), ['MLMTransformer', 'SpladePooling']);
+    t.is(JSON.parse(fs.readFileSync(path.join(out, 'config_sentence_transformers.json'), 'utf8')).model_type, 'SparseEncoder');
+    const again = await SparseEncoder.load(out, { device: 'cpu' });
+    t.deepEqual(again.pooling, MODELS[name as keyof typeof MODELS] && { pooling: MODELS[name as 'bert'].pooling, activation: MODELS[name as 'bert'].activation });
+    const after = await again.encode(REFERENCE.texts);
+    t.is(maxAbsDiff(dense(after, again.dimension), dense(before, again.dimension)), 0, name);
+    again.dispose();
+  }
+  // A plain *ForMaskedLM folder saves as a SparseEncoder folder, its pooling written out.
+  const plain = await SparseEncoder.load(path.join(FIXTURES, 'bert-plain'), { device: 'cpu' });
+  const out = path.join(tempDir(), 'plain');
+  await plain.save(out, { dtype: 'bfloat16' });
+  plain.dispose();
+  t.deepEqual(JSON.parse(fs.readFileSync(path.join(out, '1_SpladePooling', 'config.json'), 'utf8')), { pooling_strategy: 'max', activation_function: 'relu', word_embedding_dimension: 198 });
+  t.true([...readSafetensors(path.join(out, 'model.safetensors')).tensors.values()].every((x) => x.dtype === 'BF16'));
+});
+
+test('int8 and bfloat16 vectors stay close to float32 ones; an int8 model is not saved', async (t) => {
+  const dir = path.join(FIXTURES, 'bert');
+  const full = await SparseEncoder.load(dir, { device: 'cpu' });
+  const reference = dense(await full.encode(REFERENCE.texts), full.dimension);
+  const dim = full.dimension;
+  full.dispose();
+  for (const options of [{ quantize: 'int8' as const }, { dtype: 'bfloat16' as const }]) {
+    const model = await SparseEncoder.load(dir, { device: 'cpu', ...options });
+    const diff = relativeDiff(dense(await model.encode(REFERENCE.texts), dim), reference);
+    t.true(diff > 0 && diff < 0.05, `${JSON.stringify(options)}: ${diff}`);
+    if (options.quantize) {
+      t.is(model.quantize, 'int8');
+      const error = await rejection(() => model.save(path.join(tempDir(), 'int8')));
+      t.is(error.code, 'INVALID_ARGUMENT');
+      t.regex(error.message, /quantize/);
+    }
+    model.dispose();
+  }
+});
+
+test('a SparseEncoder folder given to Encoder.load, and a dense model given to SparseEncoder.load, are refused with the class to use', async (t) => {
+  let error = await rejection(() => Encoder.load(path.join(FIXTURES, 'bert'), { device: 'cpu' }));
+  t.is(error.code, 'UNSUPPORTED_MODEL');
+  t.regex(error.message, /SparseEncoder\.load/);
+  error = await rejection(() => SparseEncoder.load(path.join(ROOT, 'test', 'fixtures', 'tiny-bert'), { device: 'cpu' }));
+  t.is(error.code, 'UNSUPPORTED_MODEL');
+  t.regex(error.message, /not a sparse encoder.*Encoder\.load/);
+  // A plain Hugging Face folder of a base model (no *ForMaskedLM in its architectures).
+  const base = folderCopy(path.join(FIXTURES, 'bert-plain'), (dir) => editJson(path.join(dir, 'config.json'), (c) => ({ ...c, architectures: ['BertModel'] })));
+  error = await rejection(() => SparseEncoder.load(base, { device: 'cpu' }));
+  t.is(error.code, 'UNSUPPORTED_MODEL');
+  t.regex(error.message, /ForMaskedLM/);
+});
+
+test('a masked-LM folder without its head weights, SpladePooling settings sentence-transformers lacks, and other sparse modules are refused, naming the problem', async (t) => {
+  // The tiny BERT's weights (no cls.predictions.*) under a masked-LM config.
+  const headless = folderCopy(path.join(FIXTURES, 'bert-plain'), (dir) => fs.copyFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-bert', 'model.safetensors'), path.join(dir, 'model.safetensors')));
+  let error = await rejection(() => SparseEncoder.load(headless, { device: 'cpu' }));
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /cls\.predictions\.transform\.dense\.weight.*ForMaskedLM/);
+
+  const badPooling = folderCopy(path.join(FIXTURES, 'bert'), (dir) => editJson(path.join(dir, '1_SpladePooling', 'config.json'), (c) => ({ ...c, pooling_strategy: 'mean' })));
+  error = await rejection(() => SparseEncoder.load(badPooling, { device: 'cpu' }));
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /pooling_strategy must be "max" or "sum"/);
+
+  const router = folderCopy(path.join(FIXTURES, 'bert'), (dir) =>
+    editJson(path.join(dir, 'modules.json'), (m) => [{ ...m[0], type: 'sentence_transformers.base.modules.router.Router' }, m[1]]),
+  );
+  error = await rejection(() => SparseEncoder.load(router, { device: 'cpu' }));
+  t.is(error.code, 'UNSUPPORTED_MODEL');
+  t.regex(error.message, /inference-free SPLADE/);
+
+  // ELECTRA's generator head is not one coltrast runs: refused natively, by family.
+  const electra = folderCopy(path.join(ROOT, 'test', 'fixtures', 'tiny-encoders', 'electra'), (dir) => {
+    fs.rmSync(path.join(dir, 'modules.json'));
+    editJson(path.join(dir, 'config.json'), (c) => ({ ...c, architectures: ['ElectraForMaskedLM'] }));
+  });
+  error = await rejection(() => SparseEncoder.load(electra, { device: 'cpu' }));
+  t.is(error.code, 'UNSUPPORTED_MODEL');
+  t.regex(error.message, /masked-language-model head.*electra/);
+});
+
+test('bad options and vectors are refused with INVALID_ARGUMENT; no texts give no vectors; an aborted encode rejects ABORTED; dispose ends the model', async (t) => {
+  let error = await rejection(() => SparseEncoder.load(path.join(FIXTURES, 'bert'), { device: 'cpu', maxActiveDims: 0 }));
+  t.is(error.code, 'INVALID_ARGUMENT');
+  t.regex(error.message, /maxActiveDims/);
+  const model = await SparseEncoder.load(path.join(FIXTURES, 'bert'), { device: 'cpu', maxActiveDims: 7 });
+  t.deepEqual(await model.encode([]), []);
+  const [capped] = await model.encode(['a longer text about search']);
+  t.is(capped.indices.length, 7, 'the load option caps the vectors');
+  for (const options of [{ task: 'passage' }, { maxActiveDims: -1 }, { batchSize: 0 }, { pooling: 'max' }, { prompt: 'q: ', promptName: 'query' }]) {
+    error = await rejection(() => model.encode(['x'], options as never));
+    t.is(error.code, 'INVALID_ARGUMENT', JSON.stringify(options));
+  }
+  error = await rejection(() => model.encode(['x', 3 as never]));
+  t.regex(error.message, /texts\[1\]/);
+  const bad = [
+    { indices: [1, 2], values: new Float32Array(2) },
+    { indices: new Int32Array([2, 1]), values: new Float32Array(2) },
+    { indices: new Int32Array([1, 500]), values: new Float32Array(2) },
+    { indices: new Int32Array([1]), values: new Float32Array(2) },
+  ];
+  for (const vector of bad) {
+    const thrown = t.throws(() => model.similarity([vector as never], [capped]));
+    t.true(thrown instanceof ColtrastError && thrown.code === 'INVALID_ARGUMENT', thrown?.message);
+  }
+  t.throws(() => model.similarityPairwise([capped], []), { message: /as many of each/ });
+  error = await rejection(() => model.decode(capped, 0));
+  t.is(error.code, 'INVALID_ARGUMENT');
+
+  const controller = new AbortController();
+  controller.abort();
+  error = await rejection(() => model.encode(['a', 'b'], { signal: controller.signal }));
+  t.is(error.code, 'ABORTED');
+  model.dispose();
+  error = await rejection(() => model.encode(['a']));
+  t.is(error.code, 'DISPOSED');
+});
+
+test('encode reports progress and gives the query prompt only with the query task', async (t) => {
+  const model = await SparseEncoder.load(path.join(FIXTURES, 'bert'), { device: 'cpu' });
+  t.deepEqual(model.prompts, { query: 'query: ', document: '' });
+  const seen: number[] = [];
+  const texts = REFERENCE.texts;
+  const plain = await model.encode(texts, { batchSize: 2, onProgress: (done, total) => (t.is(total, texts.length), seen.push(done)) });
+  t.deepEqual(seen, [0, 2, 4, 5]);
+  const asQuery = await model.encode(texts, { task: 'query' });
+  const withPrompt = await model.encode(texts.map((x) => 'query: ' + x));
+  t.is(maxAbsDiff(dense(asQuery, model.dimension), dense(withPrompt, model.dimension)), 0);
+  t.true(maxAbsDiff(dense(asQuery, model.dimension), dense(plain, model.dimension)) > 1e-3);
+  // The document prompt is empty: documents are the plain texts.
+  t.is(maxAbsDiff(dense(await model.encode(texts, { task: 'document', batchSize: 2 }), model.dimension), dense(plain, model.dimension)), 0);
+  model.dispose();
+});
