@@ -20,14 +20,16 @@
 //   - hard-negative mining gives mine_hard_negatives' rows (scripts/fixtures/st_mine.py);
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator;
 //   - the encoder families beside BERT (scripts/fixtures/tiny_encoders.py): the recorded outputs are reproduced, and
-//     sentence-transformers loads what coltrast trains from each (and an XLM-RoBERTa reranker) with equal outputs.
+//     sentence-transformers loads what coltrast trains from each (and an XLM-RoBERTa reranker) with equal outputs;
+//   - sparse encoders (scripts/fixtures/tiny_sparse.py): the recorded SparseEncoder vectors are reproduced, and
+//     sentence-transformers loads what coltrast saves with equal vectors.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { CrossEncoder, Encoder, Generator, Index, mineHardNegatives, ops, poolTokens, quantizeEmbeddings, train } from '../lib';
+import { CrossEncoder, Encoder, Generator, Index, SparseEncoder, mineHardNegatives, ops, poolTokens, quantizeEmbeddings, train, type SparseVector } from '../lib';
 import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
@@ -909,3 +911,40 @@ const peftSkip = skip || (peftProbe?.status !== 0 ? `${PYTHON} has no peft (scri
     }
   },
 );
+
+const SPARSE = path.join(ROOT, 'test', 'fixtures', 'tiny-sparse');
+
+check(`sparse encoders (BERT, plain *ForMaskedLM, DistilBERT, RoBERTa, MPNet, ModernBERT): the recorded vectors are what sentence-transformers' SparseEncoder computes now, and it loads what coltrast saves with equal vectors${skipped}`, async (t) => {
+  const dir = tempDir();
+  const fresh = path.join(dir, 'reference.json');
+  let r = await python([script('tiny_sparse.py'), 'record', SPARSE, fresh]);
+  t.is(r.status, 0, r.tail);
+  type Rows = { indices: number[]; values: number[] }[];
+  const recorded = JSON.parse(fs.readFileSync(path.join(SPARSE, '..', 'tiny-sparse.reference.json'), 'utf8'));
+  const now = JSON.parse(fs.readFileSync(fresh, 'utf8'));
+  const width = 4096; // above every fixture's vocabulary
+  const dense = (rows: Rows | SparseVector[]) => {
+    const out = new Float64Array(rows.length * width);
+    rows.forEach((v, i) => Array.from(v.indices).forEach((index, k) => (out[i * width + index] = v.values[k])));
+    return out;
+  };
+  for (const name of Object.keys(recorded.models)) {
+    const drift = maxAbsDiff(dense(now.models[name].vectors), dense(recorded.models[name].vectors));
+    t.true(drift < 1e-5, `${name}: max abs difference ${drift}`);
+  }
+  const texts = path.join(dir, 'texts.json');
+  fs.writeFileSync(texts, JSON.stringify(recorded.texts));
+  for (const name of ['bert', 'distilbert', 'roberta', 'modernbert']) {
+    const model = await SparseEncoder.load(path.join(SPARSE, name), { device: 'cpu' });
+    const saved = path.join(dir, name);
+    await model.save(saved);
+    const ours = await model.encode(recorded.texts, { task: name === 'bert' ? 'query' : undefined });
+    model.dispose();
+    const back = path.join(dir, `${name}.json`);
+    r = await python([script('tiny_sparse.py'), 'load', saved, texts, back]);
+    t.is(r.status, 0, `${name}: ${r.tail}`);
+    const theirs = JSON.parse(fs.readFileSync(back, 'utf8')).vectors as Rows;
+    const worst = maxAbsDiff(dense(ours), dense(theirs)) / Math.max(1, ...theirs.flatMap((v) => v.values));
+    t.true(worst < 1e-5, `${name}: relative difference ${worst}`);
+  }
+});
