@@ -3,6 +3,8 @@ export type { Device, DType, Matrix, LoadOptions, EncoderLoadOptions, EmbedOptio
 export type { PoolingMode } from './model-dir';
 export { SparseEncoder } from './sparse-encoder';
 export type { SparseVector, SparseEncoderLoadOptions, SparseEncodeOptions, SparseSaveOptions } from './sparse-encoder';
+export { SparseIndex } from './sparse-index';
+export type { SparseHit, SparseIndexOptions } from './sparse-index';
 export { CrossEncoder, QWEN3_RERANKER_TEMPLATE } from './cross-encoder';
 export type { CrossEncoderLoadOptions, PredictOptions, RankOptions, Ranked, ScoreActivation } from './cross-encoder';
 export { Generator } from './generator';

@@ -1,0 +1,254 @@
+/**
+ * `SparseIndex`: exact search over sparse vectors (a SparseEncoder's) with an inverted index: for each vocabulary entry,
+ * the documents whose vector has it and their weight there. A query walks the postings of its own non-zero entries
+ * only, adding query weight × document weight into one array of scores, and keeps its k best in a heap (lib/top-k.ts):
+ * the documents sharing no entry with the query cost nothing. Postings live in typed arrays, outside Node's heap.
+ */
+import fs from 'node:fs';
+import { IdStore } from './doc-store';
+import { ColtrastError } from './errors';
+import { atomicOutput } from './files';
+import { checkVectors, type SparseVector } from './sparse-encoder';
+import { topK } from './top-k';
+import { inTurns } from './turns';
+import { invalid, numberValue, oneOf, positiveInteger } from './validate';
+
+/** One hit: a document's id and its score (the dot product of the two vectors, or their cosine). */
+export interface SparseHit {
+  id: string;
+  score: number;
+}
+
+export interface SparseIndexOptions {
+  /**
+   * 'dot' (default: a SparseEncoder's similarity) or 'cosine' (each vector scaled to unit length as it is added or
+   * searched): the model's `similarityFunction`.
+   */
+  similarity?: 'dot' | 'cosine';
+}
+
+const MAGIC = 'CTSPARSE';
+const VERSION = 1;
+const HEADER_BYTES = 24; // magic, version, dimension, similarity (0 dot, 1 cosine), document count
+
+export class SparseIndex {
+  /** Per vocabulary entry: its documents and their weights (the first `counts[t]` of each array), or none yet. */
+  private docs: (Int32Array | undefined)[];
+  private weights: (Float32Array | undefined)[];
+  private readonly counts: Int32Array;
+  private readonly ids = new IdStore();
+  /** Scores of the search under way, one per document; zero again after each search. */
+  private scratch = new Float64Array(0);
+  private met = new Uint32Array(0);
+  private searches = 0;
+  readonly similarity: 'dot' | 'cosine';
+
+  /** `dimension`: the vectors' width, the SparseEncoder's `dimension` (its vocabulary's size). */
+  constructor(readonly dimension: number, options?: SparseIndexOptions) {
+    positiveInteger('dimension', dimension);
+    if (options !== undefined && (typeof options !== 'object' || options === null)) throw invalid('options', 'an object', options);
+    for (const key of Object.keys(options ?? {})) if (key !== 'similarity') throw invalid(`options.${key}`, 'not an option here (similarity is)', key);
+    this.similarity = oneOf('options.similarity', options?.similarity ?? 'dot', ['dot', 'cosine'] as const);
+    this.docs = new Array(dimension);
+    this.weights = new Array(dimension);
+    this.counts = new Int32Array(dimension);
+  }
+
+  /** Documents indexed. */
+  get size(): number {
+    return this.ids.length;
+  }
+
+  /** Non-zero entries held, over all documents. */
+  get postings(): number {
+    return this.counts.reduce((sum, n) => sum + n, 0);
+  }
+
+  /** Indexes one document's vector under `id`, which must be new. */
+  add(id: string, vector: SparseVector): void {
+    if (typeof id !== 'string') throw invalid('id', 'a string', id);
+    if (this.ids.has(id)) throw new ColtrastError('INVALID_ARGUMENT', `id ${JSON.stringify(id)} is already in the sparse index (ids must be unique)`);
+    checkVectors('vector', [vector], this.dimension);
+    this.insert(id, vector);
+  }
+
+  /** add() of each document, letting the event loop run every few milliseconds; ids are checked unique before any is added. */
+  async addAll(ids: readonly string[], vectors: readonly SparseVector[]): Promise<void> {
+    if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string')) throw invalid('ids', 'an array of strings', ids);
+    checkVectors('vectors', vectors, this.dimension);
+    if (ids.length !== vectors.length) throw new ColtrastError('INVALID_ARGUMENT', `${ids.length} ids and ${vectors.length} vectors: give one id a vector`);
+    const seen = new Set<string>();
+    for (const id of ids) {
+      if (seen.has(id) || this.ids.has(id)) throw new ColtrastError('INVALID_ARGUMENT', `id ${JSON.stringify(id)} is ${seen.has(id) ? 'given twice' : 'already in the sparse index'} (ids must be unique)`);
+      seen.add(id);
+    }
+    await inTurns(ids.keys(), (i) => this.insert(ids[i], vectors[i]));
+  }
+
+  private insert(id: string, vector: SparseVector): void {
+    const doc = this.ids.length;
+    const scale = this.scaleOf(vector);
+    for (let k = 0; k < vector.indices.length; k++) {
+      const t = vector.indices[k];
+      const n = this.counts[t];
+      let docs = this.docs[t];
+      let weights = this.weights[t];
+      if (!docs || n === docs.length) {
+        const size = Math.max(4, 2 * n);
+        const grownDocs = new Int32Array(size);
+        const grownWeights = new Float32Array(size);
+        if (docs) {
+          grownDocs.set(docs);
+          grownWeights.set(weights!);
+        }
+        this.docs[t] = docs = grownDocs;
+        this.weights[t] = weights = grownWeights;
+      }
+      docs[n] = doc;
+      weights![n] = vector.values[k] * scale;
+      this.counts[t] = n + 1;
+    }
+    this.ids.push(id);
+  }
+
+  /** 1, or for cosine the inverse of the vector's length (a zero vector stays zero). */
+  private scaleOf(vector: SparseVector): number {
+    if (this.similarity === 'dot') return 1;
+    let sum = 0;
+    for (const x of vector.values) sum += x * x;
+    return sum > 0 ? 1 / Math.sqrt(sum) : 0;
+  }
+
+  /** The k best documents for `query` (fewer when fewer share an entry with it), best first, ties by id. */
+  search(query: SparseVector, k: number): SparseHit[] {
+    checkVectors('query', [query], this.dimension);
+    numberValue('k', k, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
+    return this.find(query, k);
+  }
+
+  /** search() of each query, letting the event loop run every few milliseconds. */
+  async searchAll(queries: readonly SparseVector[], k: number): Promise<SparseHit[][]> {
+    checkVectors('queries', queries, this.dimension);
+    numberValue('k', k, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
+    const out: SparseHit[][] = [];
+    await inTurns(queries, (q) => out.push(this.find(q, k)));
+    return out;
+  }
+
+  private find(query: SparseVector, k: number): SparseHit[] {
+    const n = this.ids.length;
+    if (n === 0 || k <= 0) return [];
+    if (this.scratch.length < n) {
+      this.scratch = new Float64Array(Math.max(n, 2 * this.scratch.length));
+      this.met = new Uint32Array(this.scratch.length);
+    }
+    // A document is met once a search: `met` holds the number of the search that last met it (a product of zero, or of
+    // the opposite sign, leaves its score where it was, so the score cannot tell).
+    if (this.searches === 0xffffffff) {
+      this.met.fill(0);
+      this.searches = 0;
+    }
+    const search = ++this.searches;
+    const { scratch: scores, met } = this;
+    const touched: number[] = [];
+    const scale = this.scaleOf(query);
+    for (let q = 0; q < query.indices.length; q++) {
+      const t = query.indices[q];
+      const count = this.counts[t];
+      if (count === 0) continue;
+      const w = query.values[q] * scale;
+      const docs = this.docs[t]!;
+      const weights = this.weights[t]!;
+      for (let i = 0; i < count; i++) {
+        const doc = docs[i];
+        if (met[doc] !== search) {
+          met[doc] = search;
+          touched.push(doc);
+        }
+        scores[doc] += w * weights[i];
+      }
+    }
+    const better = (a: number, b: number) => scores[a] > scores[b] || (scores[a] === scores[b] && this.ids.get(a) < this.ids.get(b));
+    const hits = topK(touched.length, k, (i, j) => better(touched[i], touched[j])).map((i) => ({ id: this.ids.get(touched[i]), score: scores[touched[i]] }));
+    for (const doc of touched) scores[doc] = 0;
+    return hits;
+  }
+
+  /**
+   * Writes the index to `file` (a binary file of its own: header, ids, postings), through a temporary file renamed over
+   * it: an interrupted save leaves the old file as it was.
+   */
+  async save(file: string): Promise<void> {
+    if (typeof file !== 'string' || file.length === 0) throw invalid('file', 'a file path', file);
+    const out = atomicOutput(file);
+    try {
+      const header = Buffer.alloc(HEADER_BYTES);
+      header.write(MAGIC, 0, 'latin1');
+      header.writeUInt32LE(VERSION, 8);
+      header.writeUInt32LE(this.dimension, 12);
+      header.writeUInt32LE(this.similarity === 'cosine' ? 1 : 0, 16);
+      header.writeUInt32LE(this.ids.length, 20);
+      await out.write(header);
+      // Ids: each one's UTF-8 byte length, then the bytes.
+      const idBytes: Buffer[] = [];
+      for (let i = 0; i < this.ids.length; i++) idBytes.push(Buffer.from(this.ids.get(i), 'utf8'));
+      await out.write(Buffer.from(Uint32Array.from(idBytes, (b) => b.length).buffer));
+      for (const b of idBytes) await out.write(b);
+      // Postings: every entry's count, then each entry's documents and weights.
+      await out.write(Buffer.from(this.counts.buffer.slice(0)));
+      for (let t = 0; t < this.dimension; t++) {
+        const n = this.counts[t];
+        if (n === 0) continue;
+        await out.write(Buffer.from(this.docs[t]!.buffer, 0, 4 * n));
+        await out.write(Buffer.from(this.weights[t]!.buffer, 0, 4 * n));
+      }
+      await out.commit();
+    } catch (error) {
+      out.abort();
+      throw error;
+    }
+  }
+
+  /** Reads an index save() wrote; a file that is not one is an INVALID_ARGUMENT error naming it. */
+  static async load(file: string): Promise<SparseIndex> {
+    if (typeof file !== 'string' || file.length === 0) throw invalid('file', 'a file path', file);
+    const bytes = await fs.promises.readFile(file).catch((error: NodeJS.ErrnoException) => {
+      throw new ColtrastError('INVALID_ARGUMENT', `cannot read the sparse index ${file}: ${error.code === 'ENOENT' ? 'no such file' : error.message}`);
+    });
+    const bad = (what: string) => new ColtrastError('INVALID_ARGUMENT', `${file} is not a sparse index SparseIndex.save() wrote (${what})`);
+    if (bytes.length < HEADER_BYTES || bytes.toString('latin1', 0, 8) !== MAGIC) throw bad('no header');
+    if (bytes.readUInt32LE(8) !== VERSION) throw bad(`version ${bytes.readUInt32LE(8)}; this coltrast reads version ${VERSION}`);
+    const dimension = bytes.readUInt32LE(12);
+    const count = bytes.readUInt32LE(20);
+    if (dimension === 0) throw bad('its dimension is 0');
+    const index = new SparseIndex(dimension, { similarity: bytes.readUInt32LE(16) === 1 ? 'cosine' : 'dot' });
+    let at = HEADER_BYTES;
+    const take = (length: number) => {
+      if (at + length > bytes.length) throw bad('it ends too soon');
+      const part = bytes.subarray(at, at + length);
+      at += length;
+      return part;
+    };
+    // Copied out into aligned arrays: a Buffer's offset into its pool may not be a multiple of 4.
+    const int32s = (n: number) => new Int32Array(Uint8Array.from(take(4 * n)).buffer);
+    const lengths = int32s(count);
+    for (let i = 0; i < count; i++) {
+      const id = take(lengths[i]).toString('utf8');
+      if (index.ids.has(id)) throw bad(`id ${JSON.stringify(id)} appears twice`);
+      index.ids.push(id);
+    }
+    const counts = int32s(dimension);
+    for (let t = 0; t < dimension; t++) {
+      const n = counts[t];
+      if (n < 0) throw bad('a negative count');
+      if (n === 0) continue;
+      const docs = int32s(n);
+      if (docs.some((doc) => doc < 0 || doc >= count)) throw bad('a posting of a document it does not hold');
+      index.docs[t] = docs;
+      index.weights[t] = new Float32Array(Uint8Array.from(take(4 * n)).buffer);
+      index.counts[t] = n;
+    }
+    if (at !== bytes.length) throw bad('bytes after its postings');
+    return index;
+  }
+}

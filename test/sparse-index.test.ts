@@ -1,0 +1,126 @@
+// SparseIndex: exact inverted-index search over sparse vectors against brute force (every document scored), dot and
+// cosine, ties by id; save and load; bad input and files that are not an index refused.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { SparseEncoder, SparseIndex, type SparseVector } from '../lib';
+import { sparseSimilarity } from '../lib/sparse-encoder';
+import { tempDir } from './helpers/fixture';
+import { rejection } from './helpers/vectors';
+import { seededRandom } from '../lib/random';
+
+const ROOT = path.resolve(__dirname, '..');
+
+/** `n` random sparse vectors of width `dim`, a few to a few dozen entries each, some values zero or negative. */
+function randomVectors(n: number, dim: number, seed: number): SparseVector[] {
+  const random = seededRandom(seed).next;
+  return Array.from({ length: n }, () => {
+    const picked = new Set<number>();
+    const count = 1 + Math.floor(random() * 30);
+    while (picked.size < count) picked.add(Math.floor(random() * dim));
+    const indices = Int32Array.from([...picked].sort((a, b) => a - b));
+    return { indices, values: Float32Array.from(indices, () => (random() < 0.1 ? 0 : random() < 0.2 ? -random() : random())) };
+  });
+}
+
+/** Brute force: every document scored, the best k, ties by id. */
+function bruteForce(docs: SparseVector[], ids: string[], query: SparseVector, k: number, fn: 'dot' | 'cosine') {
+  const scored = docs.map((d, i) => ({ id: ids[i], score: sparseSimilarity(query, d, fn), shares: d.indices.some((x) => query.indices.includes(x)) }));
+  return scored
+    .filter((s) => s.shares)
+    .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1))
+    .slice(0, k);
+}
+
+for (const similarity of ['dot', 'cosine'] as const) {
+  test(`${similarity}: search finds what scoring every document finds (ids, order, scores to 1e-5), with documents that share no entry left out`, async (t) => {
+    const dim = 211;
+    const docs = randomVectors(500, dim, 3);
+    const ids = docs.map((_, i) => `doc-${(i * 7919) % 1000}`);
+    const index = new SparseIndex(dim, { similarity });
+    await index.addAll(ids.slice(0, 300), docs.slice(0, 300));
+    for (let i = 300; i < 500; i++) index.add(ids[i], docs[i]);
+    t.is(index.size, 500);
+    t.is(index.postings, docs.reduce((n, d) => n + d.indices.length, 0));
+    const queries = randomVectors(40, dim, 11);
+    const all = await index.searchAll(queries, 10);
+    queries.forEach((q, i) => {
+      const expected = bruteForce(docs, ids, q, 10, similarity);
+      const got = index.search(q, 10);
+      t.deepEqual(all[i], got);
+      t.deepEqual(got.map((h) => h.id), expected.map((h) => h.id), `query ${i}`);
+      got.forEach((h, r) => t.true(Math.abs(h.score - expected[r].score) < 1e-5));
+    });
+    t.deepEqual(index.search(queries[0], 0), []);
+    t.deepEqual(index.search({ indices: new Int32Array(0), values: new Float32Array(0) }, 5), []);
+  });
+}
+
+test('equal scores come back by id; a zero product still counts the document as met', (t) => {
+  const index = new SparseIndex(10);
+  const v = (pairs: [number, number][]): SparseVector => ({ indices: Int32Array.from(pairs, (p) => p[0]), values: Float32Array.from(pairs, (p) => p[1]) });
+  index.add('b', v([[1, 1]]));
+  index.add('a', v([[1, 1]]));
+  index.add('c', v([[2, 0], [3, 1]]));
+  t.deepEqual(index.search(v([[1, 2], [2, 5]]), 3), [
+    { id: 'a', score: 2 },
+    { id: 'b', score: 2 },
+    { id: 'c', score: 0 },
+  ]);
+});
+
+test('save and load give the same index and the same hits; a model\'s vectors search as its similarity ranks them', async (t) => {
+  const model = await SparseEncoder.load(path.join(ROOT, 'test', 'fixtures', 'tiny-sparse', 'bert'), { device: 'cpu' });
+  const texts = fs.readFileSync(path.join(ROOT, 'examples', 'sentences.txt'), 'utf8').split('\n').filter(Boolean).slice(0, 60);
+  const docs = await model.encode(texts, { task: 'document' });
+  const queries = await model.encode(texts.slice(0, 5), { task: 'query' });
+  const index = new SparseIndex(model.dimension);
+  await index.addAll(texts.map((_, i) => `s${i}`), docs);
+  const scores = model.similarity(queries, docs);
+  const hits = await index.searchAll(queries, 3);
+  hits.forEach((row, q) => {
+    const best = Array.from(scores.data.subarray(q * docs.length, (q + 1) * docs.length)).map((s, i) => ({ i, s })).sort((a, b) => b.s - a.s)[0];
+    t.is(row[0].id, `s${best.i}`);
+    t.true(Math.abs(row[0].score - best.s) < 1e-5);
+  });
+  const file = path.join(tempDir(), 'sub', 'index.sparse');
+  await index.save(file);
+  const again = await SparseIndex.load(file);
+  t.is(again.size, index.size);
+  t.is(again.dimension, model.dimension);
+  t.is(again.similarity, 'dot');
+  t.deepEqual(await again.searchAll(queries, 3), hits);
+  // Saved over: the file is replaced whole.
+  index.add('more', docs[0]);
+  await index.save(file);
+  t.is((await SparseIndex.load(file)).size, texts.length + 1);
+  t.deepEqual(fs.readdirSync(path.dirname(file)), ['index.sparse']);
+  model.dispose();
+});
+
+test('bad arguments and files that are not a sparse index are refused, naming the problem', async (t) => {
+  t.throws(() => new SparseIndex(0), { message: /dimension/ });
+  t.throws(() => new SparseIndex(5, { similarity: 'euclidean' as never }), { message: /similarity/ });
+  t.throws(() => new SparseIndex(5, { metric: 'dot' } as never), { message: /metric/ });
+  const index = new SparseIndex(5);
+  const v: SparseVector = { indices: Int32Array.of(1), values: Float32Array.of(1) };
+  index.add('a', v);
+  t.throws(() => index.add('a', v), { message: /already in the sparse index/ });
+  t.throws(() => index.add('b', { indices: Int32Array.of(5), values: Float32Array.of(1) }), { message: /from 0 to 4/ });
+  await t.throwsAsync(() => index.addAll(['c', 'c'], [v, v]), { message: /given twice/ });
+  await t.throwsAsync(() => index.addAll(['c'], [v, v]), { message: /one id a vector/ });
+  t.is(index.size, 1, 'a refused addAll adds nothing');
+  t.throws(() => index.search(v, -1), { message: /k/ });
+  const dir = tempDir();
+  let error = await rejection(() => SparseIndex.load(path.join(dir, 'missing')));
+  t.regex(error.message, /no such file/);
+  fs.writeFileSync(path.join(dir, 'text'), 'not an index at all, just text');
+  error = await rejection(() => SparseIndex.load(path.join(dir, 'text')));
+  t.regex(error.message, /not a sparse index.*no header/);
+  await index.save(path.join(dir, 'ok'));
+  const bytes = fs.readFileSync(path.join(dir, 'ok'));
+  fs.writeFileSync(path.join(dir, 'cut'), bytes.subarray(0, bytes.length - 3));
+  error = await rejection(() => SparseIndex.load(path.join(dir, 'cut')));
+  t.is(error.code, 'INVALID_ARGUMENT');
+  t.regex(error.message, /ends too soon/);
+});
