@@ -194,6 +194,16 @@ export interface NativeStepOptions {
   scoreActivation?: 'sigmoid' | 'identity';
   /** Multiplies the scores before the cross-entropy (default 10, as sentence-transformers' cross-encoder loss). */
   scale?: number;
+  /**
+   * A sparse encoder's step (set by the SparseEncoder): the pooled vectors are SpladePooling's (`spladePooling`,
+   * `spladeActivation`), scored by dot product / temperature, with the FLOPS regularizers of the queries and of the
+   * documents added, each times its weight (sentence-transformers' SpladeLoss).
+   */
+  sparse?: boolean;
+  spladePooling?: 'max' | 'sum';
+  spladeActivation?: 'relu' | 'log1p_relu';
+  queryRegularizer?: number;
+  documentRegularizer?: number;
   /** Weight of the distillation loss on the batch's `teacher` scores (0 or absent: off). */
   distillationWeight?: number;
   /** 'margin_mse' (default; MarginMSE) or 'kl' (KL divergence of the score distributions). */
@@ -244,6 +254,8 @@ export interface NativeTeacherScores {
 export interface NativeStepResult {
   loss: number;
   contrastive: number;
+  /** A sparse step's FLOPS regularizers, weighted (0 otherwise). */
+  regularizer: number;
   lateInteraction: number;
   distillation: number;
   gradNorm: number;
@@ -265,6 +277,7 @@ export type PaddedBatch = { inputIds: Int32Array; attentionMask: Int32Array; tok
 /** A step's batch: an embedding model's queries and documents, or a cross-encoder's pairs (every query with each of `documentsPerQuery` documents, query-major). */
 export type NativeStepArgs =
   | ({ queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions)
+  | ({ queries: PaddedBatch; documents: PaddedBatch; sparse: true } & NativeStepOptions)
   | ({ pairs: PaddedBatch; documentsPerQuery: number } & NativeStepOptions)
   | ({ rag: true; queries: PaddedBatch; documents: PaddedBatch; sequences: PaddedBatch; documentsPerQuery: number; pooling: string } & NativeStepOptions);
 

@@ -181,6 +181,25 @@ model = CrossEncoder("./this-folder")
 ranked = model.rank("a question", ["a passage", "another passage"])
 \`\`\``,
   },
+  sparse: {
+    what: `A sparse (SPLADE) retrieval model fine-tuned with coltrast: a masked language model's vocabulary logits,
+log(1 + relu) and pooled over the text's tokens, make one vector as wide as the vocabulary with few non-zero
+entries (its terms and their expansions); trained with the in-batch contrastive loss on their dot products and the
+FLOPS regularizers, which keep them sparse.`,
+    use: `\`\`\`ts
+import { SparseEncoder } from 'coltrast';
+const model = await SparseEncoder.load('./this-folder');
+const [query] = await model.encode(['a question'], { task: 'query' });
+const documents = await model.encode(['a passage', 'another passage'], { task: 'document' });
+const scores = model.similarity([query], documents);
+\`\`\`
+
+\`\`\`python
+from sentence_transformers import SparseEncoder
+model = SparseEncoder("./this-folder")
+scores = model.similarity(model.encode_query(["a question"]), model.encode_document(["a passage"]))
+\`\`\``,
+  },
 } as const;
 
 /** The card's line on a LoRA run: what trained. */

@@ -10,8 +10,8 @@ import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { readModelDirectory, taskPrompt, writeModelFiles, type ModelDirectory, type SparseConfig } from './model-dir';
-import { DTYPES, ModelHandle, applyQuantize, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type Quantize } from './native-model';
-import { fromNative, type NativeEncoder, type NativeSparseRows } from './native';
+import { DTYPES, ModelHandle, applyQuantize, bindTrainer, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer, type Quantize } from './native-model';
+import { fromNative, type NativeEncoder, type NativeSparseRows, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { SIMILARITY_FUNCTIONS, type SimilarityFunction } from './similarity';
 import { TextTokenizer, padBatch, type ModelInput } from './tokenizer';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger, signalOption } from './validate';
@@ -64,6 +64,19 @@ export interface SparseSaveOptions {
   overwrite?: boolean;
   /** dtype of the saved weights (default float32). */
   dtype?: DType;
+}
+
+/** @internal A sparse encoder's training batch: queries and documents tokenized and padded, and how long that took (seconds). */
+export interface SparsePreparedBatch {
+  queries: PaddedBatch;
+  documents: PaddedBatch;
+  tokenizeSeconds: number;
+}
+
+/** How train() regularizes a sparse encoder (TrainOptions.sparse): the FLOPS weights of queries and documents. */
+export interface SparseRegularizers {
+  queryRegularizer: number;
+  documentRegularizer: number;
 }
 
 const ENCODE_KEYS = ['batchSize', 'task', 'promptName', 'prompt', 'maxActiveDims', 'onProgress', 'signal'] as const;
@@ -246,6 +259,36 @@ export class SparseEncoder {
         }
       });
     });
+  }
+
+  /** The model's LoRA adapter: none (train() does not give a sparse encoder one). */
+  readonly lora = undefined;
+
+  /**
+   * @internal Optimizer state bound to this model, for lib/train.ts: each step tokenizes the queries and documents as
+   * encode({ task }) does (the model's prompts when `prompts`), then runs forward, SPLADE pooling, the loss (dot products,
+   * FLOPS regularizers), backward and the AdamW update natively; the weights this SparseEncoder encodes with change in place.
+   */
+  createTrainer(options: NativeTrainerOptions, prompts: boolean, regularizers: SparseRegularizers): ModelTrainer<SparsePreparedBatch> {
+    if (this.quantize) throw new ColtrastError('INVALID_ARGUMENT', `this SparseEncoder was loaded with quantize: '${this.quantize}', which is for inference: load it without quantize to train it`);
+    const side = async (texts: string[], task: 'query' | 'document') => {
+      const prompt = prompts ? taskPrompt(this.files, undefined, undefined, task) : undefined;
+      return padBatch(await this.tokenizer.encode(prompt ? texts.map((t) => prompt + t) : texts, this.files.maxSeqLength));
+    };
+    const prepare = async (queries: string[], documents: string[]): Promise<SparsePreparedBatch> => {
+      const started = performance.now();
+      const [q, d] = await Promise.all([side(queries, 'query'), side(documents, 'document')]);
+      return { queries: q, documents: d, tokenizeSeconds: (performance.now() - started) / 1000 };
+    };
+    return bindTrainer(this.model, options, prepare, (batch, stepOptions) => ({
+      queries: batch.queries,
+      documents: batch.documents,
+      ...stepOptions,
+      sparse: true,
+      spladePooling: this.files.sparse.pooling,
+      spladeActivation: this.files.sparse.activation,
+      ...regularizers,
+    }));
   }
 
   /** Frees the native model (it is also freed when garbage-collected). Calls already running finish first; later ones throw DISPOSED. */

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, readDecoderStart, type DecoderRerankerStart, type CrossEncoderLoss } from './cross-encoder';
+import { SparseEncoder, type SparseRegularizers } from './sparse-encoder';
 import { Encoder, matrixRows, normalizeRow, type Device, type MultiVectorSettings } from './encoder';
 import { ADAPTER_DIR, readLoraOptions, type LoraOptions } from './lora';
 import { resolveModelDir } from './hub';
@@ -94,6 +95,8 @@ export interface TrainProgress {
   contrastive: number;
   lateInteraction: number;
   distillation: number;
+  /** A sparse encoder's FLOPS regularizers, weighted (TrainOptions.sparse); absent for other models. */
+  regularizer?: number;
   learningRate: number;
   samplesPerSecond: number;
   etaSeconds: number;
@@ -197,6 +200,18 @@ export interface TrainOptions {
    * the model's own, which must carry them) and saved with it.
    */
   crossEncoder?: boolean | { loss?: 'cross_entropy' | 'bce'; scale?: number; chatTemplate?: string; tokens?: [string] | [string, string] };
+  /**
+   * Train a sparse (SPLADE) encoder instead of a dense one, as sentence-transformers' SparseEncoder trainer does with
+   * SpladeLoss around SparseMultipleNegativesRankingLoss: `model` is a SparseEncoder folder, or any masked language
+   * model (a *ForMaskedLM folder: BERT, DistilBERT, RoBERTa, MPNet, ModernBERT), which becomes one (max pooling, relu).
+   * Each batch's loss is the in-batch cross-entropy over the dot products of the SPLADE vectors / `loss.temperature`
+   * (default 1 here: scale 1, sentence-transformers' default for it) plus the FLOPS regularizers, the squared mean
+   * weight of each vocabulary entry over the batch, summed, times `queryRegularizer` (default 5e-5) for the queries and
+   * `documentRegularizer` (default 3e-5) for the documents: the larger, the sparser the vectors. Distillation from a
+   * teacher's scores (MarginMSE or KL on the dot products: sentence-transformers' SparseMarginMSELoss) works too.
+   * The output is a SparseEncoder folder (`SparseEncoder.load`). A SparseEncoder folder as `model` needs this option.
+   */
+  sparse?: boolean | { queryRegularizer?: number; documentRegularizer?: number };
   /**
    * Train only the head on top of the frozen transformer: the projection head (`projection`, or the model's own
    * Dense module), or a multi-vector model's token projection. This is CoTrEnD's set-up (an encoder trained with
@@ -335,7 +350,7 @@ const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
   'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide', 'freezeBase', 'gradientCheckpointing',
-  'contrastiveTension', 'mineNegatives', 'lora', 'signal',
+  'contrastiveTension', 'mineNegatives', 'lora', 'signal', 'sparse',
 ] as const;
 /** The default validation split's cap: at most this many groups held out (options.valSplit). */
 export const DEFAULT_VAL_GROUPS = 1000;
@@ -364,6 +379,7 @@ interface Config {
   projection?: { dimension: number; activation: 'identity' | 'tanh' };
   multiVector?: MultiVectorSettings;
   crossEncoder?: CrossEncoderLoss & { decoderStart?: DecoderRerankerStart };
+  sparse?: SparseRegularizers;
   teacher?: string;
   guide?: Required<GuideOptions>;
   freezeBase: boolean;
@@ -432,8 +448,11 @@ function readConfig(options: TrainOptions): Config {
   const loss = checkOptions('options.loss', o.loss, LOSS_KEYS);
   const tension = booleanValue('options.contrastiveTension', o.contrastiveTension ?? false);
   if (tension) contrastiveTensionOptions(o, loss);
-  const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (tension ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
-  const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (tension ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
+  const sparse = readSparse(o, loss);
+  // Contrastive Tension and a sparse encoder train the pooled vectors alone.
+  const pooledOnly = tension || sparse !== undefined;
+  const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (pooledOnly ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
+  const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (pooledOnly ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
   // Its default depends on the data (distillationWeight below); undefined until then.
   const distillationWeight =
     loss.distillationWeight === undefined ? undefined : float32('options.loss.distillationWeight', numberValue('options.loss.distillationWeight', loss.distillationWeight, (x) => x >= 0, 'a number >= 0'));
@@ -491,6 +510,7 @@ function readConfig(options: TrainOptions): Config {
       scale: numberValue('options.crossEncoder.scale', cross.scale ?? 10, (x) => x > 0, 'a number > 0'),
       decoderStart: readDecoderStart(cross, 'options.crossEncoder'),
     },
+    sparse,
     teacher: o.teacher,
     guide: readGuide(o.guide, loss),
     freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
@@ -513,7 +533,7 @@ function readConfig(options: TrainOptions): Config {
     step: {
       contrastiveWeight,
       lateInteractionWeight,
-      temperature: float32('options.loss.temperature', numberValue('options.loss.temperature', loss.temperature ?? 0.05, (x) => x > 0, 'a number > 0'), FLOAT32_MIN_NORMAL),
+      temperature: float32('options.loss.temperature', numberValue('options.loss.temperature', loss.temperature ?? (sparse ? 1 : 0.05), (x) => x > 0, 'a number > 0'), FLOAT32_MIN_NORMAL),
       symmetric: booleanValue('options.loss.symmetric', loss.symmetric ?? tension),
       lateInteractionKind: oneOf('options.loss.lateInteraction', loss.lateInteraction ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
       distillation: oneOf('options.loss.distillation', loss.distillation ?? 'margin_mse', ['margin_mse', 'kl'] as const),
@@ -570,6 +590,23 @@ function matryoshkaWidths(config: Config, width: number, model: string): void {
       `options.loss.matryoshka.dimensions: ${tooWide.join(', ')} ${tooWide.length > 1 ? 'are' : 'is'} wider than the pooled vectors of ${model} (${width}${config.projection ? ', the projection head' : ''})`,
     );
   }
+}
+
+/**
+ * options.sparse checked: its regularizer weights (sentence-transformers' SpladeLoss defaults in its examples: 5e-5 for
+ * queries, 3e-5 for documents), and the options that are for dense models refused.
+ */
+function readSparse(o: TrainOptions, loss: LossOptions): SparseRegularizers | undefined {
+  if (o.sparse === undefined || o.sparse === false) return undefined;
+  const given = o.sparse === true ? {} : checkOptions('options.sparse', o.sparse, ['queryRegularizer', 'documentRegularizer']);
+  const dense = (['crossEncoder', 'multiVector', 'projection', 'contrastiveTension', 'guide', 'lora', 'freezeBase'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  if (dense.length > 0) throw new ColtrastError('INVALID_ARGUMENT', `options.sparse trains a sparse encoder's SPLADE vectors; ${dense.map((k) => `options.${k}`).join(', ')} ${dense.length > 1 ? 'are' : 'is'} for dense models: drop ${dense.length > 1 ? 'them' : 'it'}`);
+  if ((loss.lateInteractionWeight ?? 0) > 0 || loss.lateInteraction !== undefined || loss.matryoshka !== undefined || loss.symmetric) {
+    throw new ColtrastError('INVALID_ARGUMENT', "options.sparse: a sparse encoder's loss is the contrastive loss on its SPLADE vectors (and distillation): leave loss.lateInteraction, loss.lateInteractionWeight, loss.matryoshka and loss.symmetric out");
+  }
+  const weight = (key: 'queryRegularizer' | 'documentRegularizer', fallback: number) =>
+    float32(`options.sparse.${key}`, numberValue(`options.sparse.${key}`, given[key] ?? fallback, (x) => x >= 0, 'a number >= 0'));
+  return { queryRegularizer: weight('queryRegularizer', 5e-5), documentRegularizer: weight('documentRegularizer', 3e-5) };
 }
 
 /** What Contrastive Tension cannot be combined with: it trains a single-vector embedding model on its pooled vectors. */
@@ -792,13 +829,13 @@ const CROSS_ENCODER_CANDIDATES = 32;
  * are those of the encoder's vectors (`encoder.dimension` wide); with Matryoshka `widths` (none wider),
  * `dimensions` adds each width's, the vectors cut to it and normalized again.
  */
-export async function retrievalMetrics(encoder: Encoder | CrossEncoder, examples: TrainExample[], widths?: number[]): Promise<RetrievalMetrics> {
+export async function retrievalMetrics(encoder: Encoder | CrossEncoder | SparseEncoder, examples: TrainExample[], widths?: number[]): Promise<RetrievalMetrics> {
   return measureRetrieval(encoder, examples, widths);
 }
 
 /** retrievalMetrics, whose model calls (embed(), predict()) stop at `signal` with their ABORTED error. */
-async function measureRetrieval(encoder: Encoder | CrossEncoder, examples: TrainExample[], widths?: number[], signal?: AbortSignal): Promise<RetrievalMetrics> {
-  if (!(encoder instanceof Encoder) && !(encoder instanceof CrossEncoder)) throw invalid('encoder', 'an Encoder or a CrossEncoder', encoder);
+async function measureRetrieval(encoder: Encoder | CrossEncoder | SparseEncoder, examples: TrainExample[], widths?: number[], signal?: AbortSignal): Promise<RetrievalMetrics> {
+  if (!(encoder instanceof Encoder) && !(encoder instanceof CrossEncoder) && !(encoder instanceof SparseEncoder)) throw invalid('encoder', 'an Encoder, a CrossEncoder or a SparseEncoder', encoder);
   if (!Array.isArray(examples) || examples.length === 0 || !examples.every((e) => typeof e?.query === 'string' && typeof e.positive === 'string')) {
     throw invalid('examples', 'a non-empty array of { query, positive } (strings)', examples);
   }
@@ -809,7 +846,21 @@ async function measureRetrieval(encoder: Encoder | CrossEncoder, examples: Train
   let rankings: { id: string; score: number }[][][];
   // Matryoshka: the widths scored, the encoder's full width first (its metrics are the main ones).
   let scoredWidths: number[] = [];
-  if (widths && (encoder instanceof CrossEncoder || encoder.multiVector)) throw invalid('widths', 'none: they cut pooled vectors, and this model has none', widths);
+  if (widths && (encoder instanceof CrossEncoder || encoder instanceof SparseEncoder || encoder.multiVector)) throw invalid('widths', 'none: they cut pooled vectors, and this model has none', widths);
+  if (encoder instanceof SparseEncoder) {
+    // Each query's rank of its positive among every document, by the model's similarity of their sparse vectors.
+    const q = await encoder.encode(queries, { task: 'query', signal });
+    const d = await encoder.encode(documents, { task: 'document', signal });
+    const ranks = new Int32Array(examples.length);
+    await inTurns(q.keys(), (i) => (ranks[i] = rankOf(encoder.similarity([q[i]], d).data, position.get(examples[i].positive)!)));
+    let recall = 0;
+    let reciprocal = 0;
+    for (const rank of ranks) {
+      recall += rank === 1 ? 1 : 0;
+      reciprocal += rank <= 10 ? 1 / rank : 0;
+    }
+    return withWidths([{ 'recall@1': recall / ranks.length, 'mrr@10': reciprocal / ranks.length }], examples.length, undefined, []);
+  }
   if (encoder instanceof CrossEncoder) {
     const k = Math.min(CROSS_ENCODER_CANDIDATES, documents.length);
     const candidates = examples.map((e) => Array.from({ length: k }, (_, c) => (position.get(e.positive)! + c) % documents.length));
@@ -975,8 +1026,9 @@ function checkBatchesCompare(config: Config, trainSet: TrainExample[], largestBa
  * @internal Whether the model's outputs for `example` are finite: a step that made its weights overflow leaves NaN or
  * infinite ones (trainRag() checks its retriever so).
  */
-export async function finiteOutputs(encoder: Encoder | CrossEncoder, example: TrainExample): Promise<boolean> {
+export async function finiteOutputs(encoder: Encoder | CrossEncoder | SparseEncoder, example: TrainExample): Promise<boolean> {
   const finite = (data: Float32Array) => data.every((x) => Number.isFinite(x));
+  if (encoder instanceof SparseEncoder) return (await encoder.encode([example.query, example.positive])).every((v) => finite(v.values));
   if (encoder instanceof CrossEncoder) return finite((await encoder.predict([[example.query, example.positive]], { activation: 'identity' })).data);
   if (encoder.multiVector) {
     const tokens = [
@@ -1101,7 +1153,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const adapter = saved && config.lora ? path.join(checkpointDir, 'model', ADAPTER_DIR) : undefined;
   const encoder = config.crossEncoder
     ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed, adapter, saved ? undefined : config.crossEncoder.decoderStart)
-    : await Encoder.load(from, { ...loadOptions, ...(adapter && { adapter }) });
+    : config.sparse
+      ? await SparseEncoder.load(from, loadOptions)
+      : await Encoder.load(from, { ...loadOptions, ...(adapter && { adapter }) });
   let releaseTrainer: (() => void) | undefined;
   let twin: Encoder | undefined;
   try {
@@ -1131,7 +1185,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     } else if (split.kind === 'projects') {
       // Chunks, positives and hard negatives come from the model as it is before training; a cross-encoder's
       // from the embedding model it starts from, or coltrast's default model.
-      const miner = encoder instanceof Encoder ? encoder : await Encoder.load(isCrossEncoderFolder(await resolveModelDir(model)) ? 'default' : model, loadOptions);
+      const miner = encoder instanceof Encoder ? encoder : await Encoder.load(config.sparse || isCrossEncoderFolder(await resolveModelDir(model)) ? 'default' : model, loadOptions);
       try {
         const embedder = encoderEmbedder(miner, options.signal);
         const chunking = { threshold: config.chunking.threshold, maxTokens: config.chunking.maxTokens ?? encoder.maxSeqLength };
@@ -1144,8 +1198,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       trainSet = split.train;
       val = split.val;
       if (mineNegatives) {
-        // As for project files: the model as it starts mines (a cross-encoder's, coltrast's default model).
-        const miner = encoder instanceof Encoder ? encoder : await Encoder.load(isCrossEncoderFolder(await resolveModelDir(model)) ? 'default' : model, loadOptions);
+        // As for project files: the model as it starts mines (a cross-encoder's or a sparse encoder's, coltrast's default model).
+        const miner = encoder instanceof Encoder ? encoder : await Encoder.load(config.sparse || isCrossEncoderFolder(await resolveModelDir(model)) ? 'default' : model, loadOptions);
         try {
           trainSet = await beforeFirstStep(() => addMinedNegatives(trainSet, miner, mineNegatives, options.progressBar ?? false, options.signal));
           val = await beforeFirstStep(() => addMinedNegatives(val, miner, mineNegatives, options.progressBar ?? false, options.signal));
@@ -1160,7 +1214,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       trainSet = scored.slice(0, trainSet.length);
       val = scored.slice(trainSet.length);
     }
-    if (encoder instanceof Encoder) distillationLoss(config, [...trainSet, ...val], options.loss?.distillation !== undefined);
+    if (!(encoder instanceof CrossEncoder)) distillationLoss(config, [...trainSet, ...val], options.loss?.distillation !== undefined);
     else if ([...trainSet, ...val].some((e) => e.scores)) {
       throw new ColtrastError(
         'INVALID_ARGUMENT',
@@ -1186,7 +1240,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (encoder instanceof Encoder && encoder.lora && !config.lora) {
       throw new ColtrastError('INVALID_ARGUMENT', `${encoder.modelDir} carries a LoRA adapter, which is what trains: pass options.lora (true) to train it`);
     }
-    if (config.lora && !saved && !encoder.lora) {
+    if (config.lora && !saved && !encoder.lora && !(encoder instanceof SparseEncoder)) {
       await encoder.addLora(readLoraOptions(config.lora, encoder.modelType, model, encoder instanceof CrossEncoder ? encoder.loraTask : undefined), config.seed);
     }
     // Contrastive Tension's twin: the same model loaded again (a resumed run's from the checkpoint), with the same
@@ -1201,7 +1255,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     };
     // Either model's trainer: train() only hands its prepared batches back to it.
     const trainer: ModelTrainer<{ tokenizeSeconds: number }> =
-      encoder instanceof CrossEncoder ? encoder.createTrainer(optimizer, config.crossEncoder!) : await encoder.createTrainer(optimizer, config.prompts, twin);
+      encoder instanceof CrossEncoder
+        ? encoder.createTrainer(optimizer, config.crossEncoder!)
+        : encoder instanceof SparseEncoder
+          ? encoder.createTrainer(optimizer, config.prompts, config.sparse!)
+          : await encoder.createTrainer(optimizer, config.prompts, twin);
     releaseTrainer = () => trainer.dispose();
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
     // The schedule's length. Each epoch's order comes from the seeded generator's state at its start, drawn as the loop
@@ -1324,7 +1382,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       let ahead = state.batch < batches.length ? prepare(state.batch) : undefined;
       // The losses of the batches since the last update: a step's loss is their mean (transformers' Trainer logs so),
       // not the last batch's. A checkpoint is written only after an update, so a resumed epoch starts a new group.
-      const group = { batches: 0, loss: 0, contrastive: 0, lateInteraction: 0, distillation: 0 };
+      const group = { batches: 0, loss: 0, contrastive: 0, lateInteraction: 0, distillation: 0, regularizer: 0 };
       for (; state.batch < batches.length; ) {
         if (state.batch % config.accumulation === 0) await stopIfAborted(ahead);
         const batchStarted = performance.now();
@@ -1350,6 +1408,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         group.contrastive += r.contrastive;
         group.lateInteraction += r.lateInteraction;
         group.distillation += r.distillation;
+        group.regularizer += r.regularizer;
         state.samples += batch.queries.length;
         state.batch++;
         timing.batches++;
@@ -1360,8 +1419,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         }
         const step = ++state.step;
         const mean = (sum: number) => sum / group.batches;
-        const losses = { loss: mean(group.loss), contrastive: mean(group.contrastive), lateInteraction: mean(group.lateInteraction), distillation: mean(group.distillation) };
-        Object.assign(group, { batches: 0, loss: 0, contrastive: 0, lateInteraction: 0, distillation: 0 });
+        const losses = {
+          loss: mean(group.loss), contrastive: mean(group.contrastive), lateInteraction: mean(group.lateInteraction), distillation: mean(group.distillation),
+          ...(config.sparse && { regularizer: mean(group.regularizer) }),
+        };
+        Object.assign(group, { batches: 0, loss: 0, contrastive: 0, lateInteraction: 0, distillation: 0, regularizer: 0 });
         result.history.steps.push({ step, epoch, ...losses, learningRate, ...(r.skipped ? { skipped: true } : {}) });
         timing.seconds += (performance.now() - batchStarted) / 1000;
         if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && state.batch < batches.length) await checkpoint();
@@ -1411,7 +1473,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         baseModel: model,
         data,
         config: { ...config },
-        kind: encoder instanceof CrossEncoder ? 'cross-encoder' : encoder.multiVector ? 'multi-vector' : 'embedding',
+        kind: encoder instanceof CrossEncoder ? 'cross-encoder' : encoder instanceof SparseEncoder ? 'sparse' : encoder.multiVector ? 'multi-vector' : 'embedding',
         guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
         frozenBase: config.freezeBase,
         contrastiveTension: config.contrastiveTension,

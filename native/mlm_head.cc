@@ -84,13 +84,13 @@ MlmHead MlmHead::take(TransformerEncoder& model, const nlohmann::json& config, c
       if (!head.bias.defined()) head.bias = copy;
       if (!head.bias.defined()) throw modelFilesError(file + " has no " + head.names.bias + ": it is not a masked language model (*ForMaskedLM), which a sparse encoder needs");
     }
-    head.bias = head.bias.to(embeddings.scalar_type()).contiguous();
+    head.bias = head.bias.to(embeddings.scalar_type()).contiguous().set_requires_grad(true);
   }
   // Tied unless the config says otherwise (each of these families ties by default); a tied file's copy is dropped.
   const torch::Tensor decoder = takeShaped(model, head.names.decoder, {vocab, hidden}, true, file, "the output layer");
   if (!boolOr(config, "tie_word_embeddings", true)) {
     if (!decoder.defined()) throw modelFilesError(file + " has no " + head.names.decoder + " and config.json's tie_word_embeddings is false");
-    head.decoder = decoder.to(embeddings.scalar_type()).contiguous();
+    head.decoder = decoder.to(embeddings.scalar_type()).contiguous().set_requires_grad(true);
   }
   return head;
 }
@@ -98,8 +98,10 @@ MlmHead MlmHead::take(TransformerEncoder& model, const nlohmann::json& config, c
 void MlmHead::to(const torch::Device& device) {
   dense->to(device);
   norm->to(device);
-  if (decoder.defined()) decoder = decoder.to(device);
-  if (bias.defined()) bias = bias.to(device);
+  // Still leaves of autograd (trained tensors) on the device.
+  torch::NoGradGuard noGrad;
+  if (decoder.defined()) decoder = decoder.to(device).set_requires_grad(true);
+  if (bias.defined()) bias = bias.to(device).set_requires_grad(true);
 }
 
 torch::Tensor MlmHead::logits(const torch::Tensor& states, const torch::Tensor& tokenEmbeddings) const {

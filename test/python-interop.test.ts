@@ -21,8 +21,9 @@
 //   - the IR metrics agree with sentence-transformers' InformationRetrievalEvaluator;
 //   - the encoder families beside BERT (scripts/fixtures/tiny_encoders.py): the recorded outputs are reproduced, and
 //     sentence-transformers loads what coltrast trains from each (and an XLM-RoBERTa reranker) with equal outputs;
-//   - sparse encoders (scripts/fixtures/tiny_sparse.py): the recorded SparseEncoder vectors are reproduced, and
-//     sentence-transformers loads what coltrast saves with equal vectors.
+//   - sparse encoders (scripts/fixtures/tiny_sparse.py): the recorded SparseEncoder vectors are reproduced,
+//     sentence-transformers loads what coltrast saves and trains with equal vectors, and the training loss on a batch
+//     equals SpladeLoss's around SparseMultipleNegativesRankingLoss, and SparseMarginMSELoss's.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -947,4 +948,62 @@ check(`sparse encoders (BERT, plain *ForMaskedLM, DistilBERT, RoBERTa, MPNet, Mo
     const worst = maxAbsDiff(dense(ours), dense(theirs)) / Math.max(1, ...theirs.flatMap((v) => v.values));
     t.true(worst < 1e-5, `${name}: relative difference ${worst}`);
   }
+});
+
+check(`sparse training: a batch's loss equals sentence-transformers' SpladeLoss around SparseMultipleNegativesRankingLoss (FLOPS regularizers included) and its SparseMarginMSELoss; it loads what coltrast trained${skipped}`, async (t) => {
+  const dir = tempDir();
+  const model = path.join(SPARSE, 'distilbert');
+  const spec = {
+    queries: ['a cat', 'river bank?', 'what is a token', 'fast search', 'the dog'],
+    positives: ['the cat sat', 'money in the river bank', 'a token is a piece of text', 'search that is fast, small', 'a dog ran'],
+    negatives: ['a cat ran', 'water paper', 'slow large batch', 'the lazy fox', 'a big dog'],
+    scale: 2,
+    query_regularizer: 5e-3,
+    document_regularizer: 3e-3,
+    margins: [2, -1, 0.5, 3, 1],
+  };
+  fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
+  let r = await python([script('tiny_sparse.py'), 'loss', model, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
+  t.is(r.status, 0, r.tail);
+  const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
+  const close = (ours: number, theirs: number, what: string) => t.true(Math.abs(ours - theirs) <= 1e-5 * Math.abs(theirs), `${what}: coltrast ${ours}, sentence-transformers ${theirs}`);
+  const encoder = await SparseEncoder.load(model, { device: 'cpu' });
+  const regularizers = { queryRegularizer: spec.query_regularizer, documentRegularizer: spec.document_regularizer };
+  const trainer = encoder.createTrainer({ seed: 1 }, false, regularizers);
+  const options = {
+    contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 1 / spec.scale, symmetric: false, lateInteractionKind: 'cross_entropy' as const,
+    learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false,
+  };
+  try {
+    const examples = spec.queries.map((query, i) => ({ query, positive: spec.positives[i], negatives: [spec.negatives[i]], scores: [spec.margins[i], 0] }));
+    const [batch] = makeBatches(examples, examples.length);
+    const splade = await trainer.evaluate(batch.queries, batch.documents, options);
+    close(splade.contrastive, ref.base, 'SparseMultipleNegativesRankingLoss');
+    close(splade.regularizer, ref.query_regularizer + ref.document_regularizer, 'FLOPS regularizers');
+    close(splade.loss, ref.base + ref.query_regularizer + ref.document_regularizer, 'SpladeLoss');
+    // SparseMarginMSELoss: the dot-product margins against the teacher's (temperature 1, no regularizers).
+    const margin = encoder.createTrainer({ seed: 1 }, false, { queryRegularizer: 0, documentRegularizer: 0 });
+    const mse = await margin.evaluate(batch.queries, batch.documents, { ...options, contrastiveWeight: 0, temperature: 1, distillationWeight: 1, teacher: batch.teacher });
+    margin.dispose();
+    close(mse.loss, ref.margin_mse, 'SparseMarginMSELoss');
+  } finally {
+    trainer.dispose();
+    encoder.dispose();
+  }
+  // A model coltrast trained: sentence-transformers loads it and encodes as coltrast does.
+  const trained = path.join(dir, 'trained');
+  await train({ model: path.join(SPARSE, 'bert'), sparse: true, data: wordDataset(16), output: trained, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
+  const texts = path.join(dir, 'texts.json');
+  const sample = wordDataset(6, 3).map((p) => p.query);
+  fs.writeFileSync(texts, JSON.stringify(sample));
+  const ours = await SparseEncoder.load(trained, { device: 'cpu' });
+  const vectors = await ours.encode(sample, { task: 'query' });
+  ours.dispose();
+  r = await python([script('tiny_sparse.py'), 'load', trained, texts, path.join(dir, 'back.json')]);
+  t.is(r.status, 0, r.tail);
+  const theirs = JSON.parse(fs.readFileSync(path.join(dir, 'back.json'), 'utf8')).vectors as { indices: number[]; values: number[] }[];
+  vectors.forEach((v, i) => {
+    t.deepEqual(Array.from(v.indices), theirs[i].indices, `text ${i}: the same non-zero entries`);
+    t.true(maxAbsDiff(v.values, theirs[i].values) < 1e-5, `text ${i}`);
+  });
 });

@@ -73,6 +73,12 @@ struct StepOptions {
   // pooled losses (contrastive, pooled distillation) at each of these widths, on the pooled vectors' first
   // `dimension` entries L2-normalized again, times its weight, summed. Empty: the full vectors, weight 1.
   std::vector<std::pair<int64_t, double>> matryoshka;
+  // A sparse encoder (SPLADE; sentence-transformers' SpladeLoss): the pooled vectors are spladePool's (its pooling
+  // and activation), unnormalized, the contrastive loss scores their dot products / temperature (SparseMultipleNegatives-
+  // RankingLoss at scale 1 / temperature), and the FLOPS regularizer, sum over the vocabulary of the squared mean
+  // weight, is added for the queries and for the documents, each times its weight.
+  bool sparse = false, spladeSum = false, log1pTwice = false;
+  double queryRegularizer = 0, documentRegularizer = 0;
 };
 
 // The Matryoshka widths and weights of a step's arguments: matryoshkaDimensions: number[] and
@@ -183,6 +189,20 @@ StepOptions readStepOptions(const Napi::Object& o) {
   if (s.distillationWeight > 0 && s.crossEncoder) throw invalidArgument("distillation is for embedding models, not cross-encoders");
   readMatryoshka(o, s);
   if (!s.matryoshka.empty() && (s.crossEncoder || s.projectTokens)) throw invalidArgument("Matryoshka widths are for pooled vectors: not for a cross-encoder or a multi-vector model");
+  s.sparse = boolOr(o, "sparse", false);
+  if (s.sparse) {
+    const std::string strategy = stringOr(o, "spladePooling", "max"), activation = stringOr(o, "spladeActivation", "relu");
+    if (strategy != "max" && strategy != "sum") throw invalidArgument("spladePooling must be 'max' or 'sum'");
+    if (activation != "relu" && activation != "log1p_relu") throw invalidArgument("spladeActivation must be 'relu' or 'log1p_relu'");
+    s.spladeSum = strategy == "sum";
+    s.log1pTwice = activation == "log1p_relu";
+    s.queryRegularizer = numberOr(o, "queryRegularizer", 0);
+    s.documentRegularizer = numberOr(o, "documentRegularizer", 0);
+    if (!(s.queryRegularizer >= 0) || !(s.documentRegularizer >= 0)) throw invalidArgument("queryRegularizer and documentRegularizer must be >= 0");
+    if (s.lateInteractionWeight > 0 || s.projectTokens || s.crossEncoder || !s.matryoshka.empty()) {
+      throw invalidArgument("a sparse encoder trains its pooled vectors alone: no late interaction, multi-vector, cross-encoder or Matryoshka loss");
+    }
+  }
   return s;
 }
 
@@ -268,6 +288,8 @@ double clipGradNorm(const std::vector<torch::Tensor>& params, double maxNorm) {
 
 struct LossParts {
   double total = 0, contrastive = 0, lateInteraction = 0, distillation = 0, gradNorm = 0;
+  // A sparse encoder's FLOPS regularizers, weighted, queries' and documents' together.
+  double regularizer = 0;
   // ContextFlow: the generator's expected negative log-likelihood of the answers under the retriever's
   // distribution over the retrieved documents (a diagnostic; the loss is the marginal's).
   double generation = 0;
@@ -310,6 +332,12 @@ Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor
   AutocastScope scope(enc.device, autocast);
   Encoded out;
   out.states = enc.model->forward(ids, mask, types);
+  if (s.sparse) {
+    if (!enc.mlm) throw invalidArgument("sparse training needs a model loaded with its masked-language-model head (a SparseEncoder)");
+    // Over the attended tokens, as SpladePooling pools (a prompt's tokens included).
+    out.pooled = spladePool(*enc.mlm, enc.model->tokenEmbeddings(), out.states, mask, s.spladeSum, s.log1pTwice);
+    return out;
+  }
   if (s.projectTokens) out.states = enc.project(out.states);
   if (s.contrastiveWeight > 0 || (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
   return out;
@@ -396,8 +424,11 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
       if (dim > full) throw invalidArgument("a Matryoshka width (" + std::to_string(dim) + ") is larger than the pooled vectors (" + std::to_string(full) + ")");
     }
   }
-  // Pooled vectors cut to `dim` entries, L2-normalized, float32.
-  const auto pooledAt = [&](const Encoded& e, int64_t dim) { return unit(e.pooled.narrow(-1, 0, dim).to(torch::kFloat32)); };
+  // Pooled vectors cut to `dim` entries, L2-normalized, float32 (a sparse encoder's as they are: scored by dot product).
+  const auto pooledAt = [&](const Encoded& e, int64_t dim) {
+    const torch::Tensor cut = e.pooled.narrow(-1, 0, dim).to(torch::kFloat32);
+    return s.sparse ? cut : unit(cut);
+  };
   if (s.contrastiveWeight > 0) {
     torch::Tensor loss = torch::zeros({}, total.options());
     for (const auto& [dim, weight] : widths) {
@@ -406,6 +437,13 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     }
     parts.contrastive = loss.item<double>();
     total = total + s.contrastiveWeight * loss;
+  }
+  if (s.sparse && (s.queryRegularizer > 0 || s.documentRegularizer > 0)) {
+    // FLOPS (Paria et al. 2020): the squared mean weight of each vocabulary entry over the batch, summed.
+    const auto flops = [](const torch::Tensor& v) { return v.to(torch::kFloat32).mean(0).square().sum(); };
+    const torch::Tensor loss = s.queryRegularizer * flops(q.pooled) + s.documentRegularizer * flops(d.pooled);
+    parts.regularizer = loss.item<double>();
+    total = total + loss;
   }
   // Normalized in float32. With mixed precision on a GPU the fused MaxSim kernels then take the token
   // vectors in the autocast dtype, which runs their products on the tensor cores (accumulating in float32);
@@ -825,6 +863,7 @@ class StepWorker : public PromiseWorker {
     auto out = Napi::Object::New(env);
     out.Set("loss", parts_.total);
     out.Set("contrastive", parts_.contrastive);
+    out.Set("regularizer", parts_.regularizer);
     out.Set("lateInteraction", parts_.lateInteraction);
     out.Set("distillation", parts_.distillation);
     if (options_.rag) out.Set("generation", parts_.generation);
@@ -1129,7 +1168,7 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     if (options.rag) {
       auto state = live(env);
       if (!state->generator) throw invalidArgument("rag steps need a trainer created with a generator");
-      if (options.crossEncoder || options.miniBatchSize > 0) throw invalidArgument("rag steps take no crossEncoder or miniBatchSize");
+      if (options.crossEncoder || options.sparse || options.miniBatchSize > 0) throw invalidArgument("rag steps take no crossEncoder, sparse or miniBatchSize");
       TokenBatch q = batchAt("queries"), d = batchAt("documents"), g = batchAt("sequences");
       options.documentsPerQuery = integerOr(args, "documentsPerQuery", 0, INT32_MAX, 0);
       const int64_t k = options.documentsPerQuery;
