@@ -528,7 +528,7 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   const stModel = readStModelConfig(dir);
   const modelType = typeof stModel.model_type === 'string' ? stModel.model_type : undefined;
   if (modelType === 'SparseEncoder' && kind !== 'sparse') {
-    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers SparseEncoder (sparse, SPLADE-style vectors): load it with SparseEncoder.load`);
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers SparseEncoder (sparse, SPLADE-style vectors): load it with SparseEncoder.load (train it with train({ sparse: true }))`);
   }
   if (kind === 'embedding' && modelType === 'CrossEncoder') {
     throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a cross-encoder (it scores text pairs, it does not embed): load it with CrossEncoder.load`);

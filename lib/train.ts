@@ -334,7 +334,7 @@ export interface StepTiming {
 
 export interface TrainResult {
   history: {
-    steps: { step: number; epoch: number; loss: number; contrastive: number; lateInteraction: number; distillation: number; learningRate: number; skipped?: boolean }[];
+    steps: { step: number; epoch: number; loss: number; contrastive: number; lateInteraction: number; distillation: number; regularizer?: number; learningRate: number; skipped?: boolean }[];
     epochs: EpochRecord[];
   };
   /** The epoch whose model was kept (by the early-stopping metric, validation loss by default). */

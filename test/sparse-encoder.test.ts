@@ -1,13 +1,13 @@
 // SparseEncoder (SPLADE): each family's masked-LM head and SpladePooling against what sentence-transformers' SparseEncoder
 // computed for the same tiny random models (scripts/fixtures/tiny_sparse.py): vectors in one padded batch and one text at
 // a time, similarity, max_active_dims and decode; save and reload (the same tensor names); int8 and bfloat16; folders
-// and inputs that are not a sparse encoder's refused with the fix named.
+// and inputs that are not a sparse encoder's refused with the fix named; train({ sparse }).
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ColtrastError, Encoder, SparseEncoder, type SparseVector } from '../lib';
+import { ColtrastError, Encoder, SparseEncoder, train, type SparseVector } from '../lib';
 import { readSafetensors } from './helpers/safetensors';
-import { editJson, folderCopy, maxAbsDiff, tempDir } from './helpers/fixture';
+import { editJson, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -217,4 +217,50 @@ test('encode reports progress and gives the query prompt only with the query tas
   // The document prompt is empty: documents are the plain texts.
   t.is(maxAbsDiff(dense(await model.encode(texts, { task: 'document', batchSize: 2 }), model.dimension), dense(plain, model.dimension)), 0);
   model.dispose();
+});
+
+test('train({ sparse }) trains a SparseEncoder: the loss falls, retrieval improves, the regularizer is reported, and the output is a SparseEncoder folder', async (t) => {
+  const out = path.join(tempDir(), 'trained');
+  const data = wordDataset(48, 3);
+  const result = await train({ model: path.join(FIXTURES, 'bert-plain'), sparse: true, data, output: out, epochs: 3, batchSize: 8, learningRate: 3e-3, valSplit: 0.25, device: 'cpu', seed: 2, prompts: false });
+  const steps = result.history.steps;
+  t.true(steps.every((s) => typeof s.regularizer === 'number' && s.regularizer >= 0), 'each step reports its FLOPS regularizer');
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  t.true(mean(steps.slice(-3).map((s) => s.loss)) < mean(steps.slice(0, 3).map((s) => s.loss)), steps.map((s) => s.loss.toFixed(3)).join(' '));
+  t.true(result.after!['mrr@10'] > result.before!['mrr@10'], `mrr@10 ${result.before!['mrr@10']} → ${result.after!['mrr@10']}`);
+  const model = await SparseEncoder.load(out, { device: 'cpu' });
+  t.deepEqual(model.pooling, { pooling: 'max', activation: 'relu' });
+  t.is(JSON.parse(fs.readFileSync(path.join(out, 'config_sentence_transformers.json'), 'utf8')).model_type, 'SparseEncoder');
+  t.regex(fs.readFileSync(path.join(out, 'README.md'), 'utf8'), /sparse \(SPLADE\) retrieval model/);
+  model.dispose();
+});
+
+test('a larger FLOPS regularizer trains sparser vectors', async (t) => {
+  const data = wordDataset(32, 5);
+  const nonZeros = async (documentRegularizer: number) => {
+    const out = path.join(tempDir(), `reg-${documentRegularizer}`);
+    await train({ model: path.join(FIXTURES, 'bert'), sparse: { queryRegularizer: documentRegularizer, documentRegularizer }, data, output: out, epochs: 2, batchSize: 8, learningRate: 3e-3, valSplit: 0, device: 'cpu', seed: 1 });
+    const model = await SparseEncoder.load(out, { device: 'cpu' });
+    const vectors = await model.encode(data.map((d) => d.positive));
+    model.dispose();
+    return vectors.reduce((n, v) => n + v.indices.length, 0) / vectors.length;
+  };
+  const [loose, tight] = [await nonZeros(0), await nonZeros(1)];
+  t.true(tight < 0.8 * loose, `non-zeros a document: ${loose} without the regularizer, ${tight} with weight 1`);
+});
+
+test('train refuses a SparseEncoder folder without options.sparse, and dense options with it', async (t) => {
+  const out = path.join(tempDir(), 'x');
+  let error = await rejection(() => train({ model: path.join(FIXTURES, 'bert'), data: wordDataset(8), output: out, batchSize: 4, valSplit: 0, device: 'cpu' }));
+  t.is(error.code, 'UNSUPPORTED_MODEL');
+  t.regex(error.message, /sparse: true/);
+  for (const extra of [{ projection: { dimension: 8 } }, { crossEncoder: true }, { lora: true }, { loss: { lateInteractionWeight: 0.5 } }, { loss: { matryoshka: { dimensions: [8] } } }]) {
+    error = await rejection(() => train({ model: path.join(FIXTURES, 'bert'), sparse: true, data: wordDataset(8), output: out, batchSize: 4, valSplit: 0, device: 'cpu', ...extra } as never));
+    t.is(error.code, 'INVALID_ARGUMENT', JSON.stringify(extra));
+  }
+  error = await rejection(() => train({ model: path.join(FIXTURES, 'bert'), sparse: { documentRegularizer: -1 }, data: wordDataset(8), output: out, batchSize: 4, device: 'cpu' }));
+  t.regex(error.message, /documentRegularizer/);
+  // A model without a masked-LM head (coltrast's tiny BERT embedding model) cannot become a sparse encoder.
+  error = await rejection(() => train({ model: path.join(ROOT, 'test', 'fixtures', 'tiny-bert'), sparse: true, data: wordDataset(8), output: out, batchSize: 4, valSplit: 0, device: 'cpu' }));
+  t.is(error.code, 'UNSUPPORTED_MODEL');
 });
