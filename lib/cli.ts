@@ -119,6 +119,9 @@ commands:
                              --cross-encoder-loss cross_entropy|bce --cross-encoder-scale <x> (10); or from a decoder LLM's
                              *ForCausalLM (Qwen3-Reranker's set-up): --cross-encoder-template <file> (a Jinja chat template
                              over "query" and "document" messages; default the model's own) --cross-encoder-tokens yes,no (or yes alone)
+    --sparse                 train a sparse (SPLADE) encoder instead, from a SparseEncoder or any masked language model
+                             (*ForMaskedLM): SPLADE vectors, dot products, FLOPS regularizers --query-regularizer <x>
+                             (5e-5) --document-regularizer <x> (3e-5; larger: sparser vectors)
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
                              its other settings (queryLength, documentLength, queryExpansion, ...) through --config
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
@@ -694,7 +697,7 @@ const TRAIN_FLAGS = {
   teacher: 'string', distillation: 'string', 'distillation-weight': 'number', 'teacher-temperature': 'number',
   guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean', 'mine-negatives': 'boolean',
   lora: 'boolean', 'lora-rank': 'number', 'lora-alpha': 'number', 'lora-targets': 'string',
-  matryoshka: 'string',
+  matryoshka: 'string', sparse: 'boolean', 'query-regularizer': 'number', 'document-regularizer': 'number',
 } as const;
 
 /** The option of train() each flag sets where that is not the flag's name in camelCase (null: none); see nameFlags. */
@@ -706,6 +709,7 @@ const TRAIN_FLAG_OPTIONS: Record<string, string | string[] | null> = {
   'multi-vector': ['multiVector', 'multiVector.dimension'], 'projection-dim': ['projection', 'projection.dimension'], 'projection-activation': 'projection.activation',
   guide: ['guide', 'guide.model'], 'guide-margin': 'guide.margin', 'guide-margin-strategy': 'guide.marginStrategy', 'cross-encoder-loss': 'crossEncoder.loss',
   'cross-encoder-scale': 'crossEncoder.scale', 'cross-encoder-template': 'crossEncoder.chatTemplate', 'cross-encoder-tokens': 'crossEncoder.tokens',
+  'query-regularizer': 'sparse.queryRegularizer', 'document-regularizer': 'sparse.documentRegularizer',
   config: null, json: null, 'print-schema': null,
 };
 
@@ -821,6 +825,10 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v['cross-encoder-scale'], (x) => (o.crossEncoder = { ...crossEncoder(), scale: x }));
   set(v['cross-encoder-template'], (x: string) => (o.crossEncoder = { ...crossEncoder(), chatTemplate: readTextFile(x, '--cross-encoder-template') }));
   set(v['cross-encoder-tokens'], (x: string) => (o.crossEncoder = { ...crossEncoder(), tokens: x.split(',').map((w) => w.trim()) as [string] | [string, string] }));
+  const sparse = () => (typeof o.sparse === 'object' ? o.sparse : {});
+  set(v.sparse, (x) => x && (o.sparse = sparse()));
+  set(v['query-regularizer'], (x) => (o.sparse = { ...sparse(), queryRegularizer: x }));
+  set(v['document-regularizer'], (x) => (o.sparse = { ...sparse(), documentRegularizer: x }));
   if (!o.data) fail('train needs --data (or "data" in --config)');
   if (!o.output) fail('train needs --output (or "output" in --config)');
   outputTo(o.output, '--output', 'folder');

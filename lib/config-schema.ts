@@ -159,6 +159,16 @@ export const TRAIN_CONFIG_SCHEMA = {
         },
       ],
     },
+    sparse: {
+      anyOf: [
+        { type: 'boolean' },
+        {
+          type: 'object',
+          additionalProperties: false,
+          properties: { queryRegularizer: number({ minimum: 0 }), documentRegularizer: number({ minimum: 0 }) },
+        },
+      ],
+    },
     chunking: {
       type: 'object',
       additionalProperties: false,

@@ -3,6 +3,7 @@
 // a time, similarity, max_active_dims and decode; save and reload (the same tensor names); int8 and bfloat16; folders
 // and inputs that are not a sparse encoder's refused with the fix named; train({ sparse }).
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ColtrastError, Encoder, SparseEncoder, train, type SparseVector } from '../lib';
@@ -263,4 +264,51 @@ test('train refuses a SparseEncoder folder without options.sparse, and dense opt
   // A model without a masked-LM head (coltrast's tiny BERT embedding model) cannot become a sparse encoder.
   error = await rejection(() => train({ model: path.join(ROOT, 'test', 'fixtures', 'tiny-bert'), sparse: true, data: wordDataset(8), output: out, batchSize: 4, valSplit: 0, device: 'cpu' }));
   t.is(error.code, 'UNSUPPORTED_MODEL');
+});
+
+test('coltrast train --sparse trains a SparseEncoder from the command line, its regularizer weights from flags', async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(data, wordDataset(16, 9).map((p) => JSON.stringify(p)).join('\n') + '\n');
+  const out = path.join(dir, 'model');
+  const run = spawnSync(
+    process.execPath,
+    [path.join(ROOT, 'dist', 'cli.js'), 'train', '--model', path.join(FIXTURES, 'bert'), '--sparse', '--query-regularizer', '0.001', '--document-regularizer', '0.002', '--data', data, '--output', out, '--epochs', '1', '--batch-size', '4', '--val-split', '0', '--device', 'cpu', '--json'],
+    { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' }, timeout: 120_000 },
+  );
+  t.is(run.status, 0, run.stderr);
+  const history = JSON.parse(fs.readFileSync(path.join(out, 'training_history.json'), 'utf8'));
+  t.deepEqual(history.config.sparse, { queryRegularizer: 0.001, documentRegularizer: 0.002 });
+  t.true(history.history.steps.every((s: { regularizer?: number }) => (s.regularizer ?? 0) > 0));
+  const model = await SparseEncoder.load(out, { device: 'cpu' });
+  t.is(model.modelType, 'bert');
+  model.dispose();
+});
+
+test('sparse training with gradient caching (miniBatchSize) takes the plain step\'s losses and weights; bfloat16 mixed precision trains too', async (t) => {
+  // Dropout off, so the two runs see the same model.
+  const model = folderCopy(path.join(FIXTURES, 'bert'), (dir) => editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })));
+  const pairs = wordDataset(14, 21);
+  const batches = [pairs.slice(0, 7), pairs.slice(7)].map((b) => ({ queries: b.map((p) => p.query), documents: b.map((p) => p.positive) }));
+  const step = { contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 1, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 3e-3, maxGradNorm: 1, lossScale: 1, apply: true };
+  const run = async (extra: object, precision?: 'bfloat16') => {
+    const encoder = await SparseEncoder.load(model, { device: 'cpu' });
+    const trainer = encoder.createTrainer({ seed: 3, ...(precision && { precision }) }, false, { queryRegularizer: 1e-3, documentRegularizer: 1e-3 });
+    const results = [];
+    for (const b of batches) results.push(await trainer.step(b.queries, b.documents, { ...step, ...extra }));
+    trainer.dispose();
+    const probe = dense(await encoder.encode(['model token vector search']), encoder.dimension);
+    encoder.dispose();
+    return { results, probe };
+  };
+  const plain = await run({});
+  const cached = await run({ miniBatchSize: 3 });
+  cached.results.forEach((r, i) => {
+    t.true(Math.abs(r.loss - plain.results[i].loss) < 1e-5 * plain.results[i].loss, `step ${i + 1}: ${r.loss} vs ${plain.results[i].loss}`);
+    t.true(Math.abs(r.regularizer - plain.results[i].regularizer) < 1e-5 * plain.results[i].regularizer);
+  });
+  t.true(maxAbsDiff(cached.probe, plain.probe) < 1e-5, `weights after 2 steps differ by ${maxAbsDiff(cached.probe, plain.probe)}`);
+  const bf16 = await run({}, 'bfloat16');
+  t.true(bf16.results.every((r) => Number.isFinite(r.loss) && r.regularizer > 0));
+  t.true(relativeDiff(bf16.probe, plain.probe) < 0.05, `bfloat16 against float32: ${relativeDiff(bf16.probe, plain.probe)}`);
 });
