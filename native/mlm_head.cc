@@ -106,7 +106,9 @@ void MlmHead::to(const torch::Device& device) {
 
 torch::Tensor MlmHead::logits(const torch::Tensor& states, const torch::Tensor& tokenEmbeddings) const {
   namespace F = torch::nn::functional;
-  torch::Tensor x = activate(F::linear(states.to(torch::kFloat32), dense->weight, dense->bias), activation);
+  // The transform in float32 (under mixed precision the product comes back in the autocast dtype, which the norm's
+  // float32 weights do not take), the output layer in the output layer's dtype or autocast's.
+  torch::Tensor x = activate(F::linear(states.to(torch::kFloat32), dense->weight, dense->bias).to(torch::kFloat32), activation);
   x = norm->forward(x);
   const torch::Tensor& out = decoder.defined() ? decoder : tokenEmbeddings;
   return F::linear(x.to(out.scalar_type()), out, bias).to(torch::kFloat32);
