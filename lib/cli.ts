@@ -41,6 +41,7 @@ const searchIndexModule = () => require('./search-index') as typeof import('./se
 const indexManifestModule = () => require('./index-manifest') as typeof import('./index-manifest');
 const exportModule = () => require('./export') as typeof import('./export');
 const miningModule = () => require('./mining') as typeof import('./mining');
+const modelDirModule = () => require('./model-dir') as typeof import('./model-dir');
 const queryGenerationModule = () => require('./query-generation') as typeof import('./query-generation');
 const indexDocsModule = () => require('./index-docs') as typeof import('./index-docs');
 const trainModule = () => require('./train') as typeof import('./train');
@@ -250,8 +251,9 @@ commands:
     --fusion rrf|relative --hybrid-weight <x>   hybrid: reciprocal-rank fusion (default) or min-max scaled scores; the dense share (0.5)
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
-    --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none)
-    --mode dense|bm25|hybrid|late_interaction --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
+    --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none),
+                             or a sparse encoder (SPLADE) for --mode sparse (the default for a SparseEncoder folder)
+    --mode dense|bm25|hybrid|late_interaction|sparse --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
     --fusion rrf|relative    hybrid: reciprocal-rank fusion (default) or min-max scaled scores, weighted
     --reranker <dir|hub id>  re-rank each query's top --candidates (default 100) with a cross-encoder
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
@@ -1154,14 +1156,15 @@ async function evalCommand(argv: string[]): Promise<void> {
   const reranker = await loadReranker(values, { device: common.device });
   const systems: { name: string; model?: string; mode?: EvalMode; reranker?: CrossEncoder }[] = [
     {
-      name: (model ? `${values.mode ?? 'dense'}:${path.basename(model)}` : 'bm25') + (values.reranker ? `+${path.basename(values.reranker)}` : ''),
+      name: (model ? `${values.mode ?? (modelDirModule().isSparseEncoderFolder(model) ? 'sparse' : 'dense')}:${path.basename(model)}` : 'bm25') + (values.reranker ? `+${path.basename(values.reranker)}` : ''),
       model,
       mode: values.mode as EvalMode,
       reranker,
     },
   ];
   if (values.compare) {
-    systems.push(values.compare === 'bm25' ? { name: 'bm25', mode: 'bm25' } : { name: `dense:${path.basename(values.compare)}`, model: values.compare, mode: 'dense' });
+    const kind = values.compare === 'bm25' ? 'bm25' : modelDirModule().isSparseEncoderFolder(values.compare) ? 'sparse' : 'dense';
+    systems.push(kind === 'bm25' ? { name: 'bm25', mode: 'bm25' } : { name: `${kind}:${path.basename(values.compare)}`, model: values.compare, mode: kind });
   }
   const results = [];
   // --truncate-dim cuts the main model's vectors (a --compare model is evaluated whole).

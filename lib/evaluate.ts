@@ -8,6 +8,9 @@ import { readTrainingData } from './train-data';
 import { Bm25Index, bm25Settings, type Bm25Options } from './bm25';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Device, type Quantize } from './encoder';
+import { isSparseEncoderFolder } from './model-dir';
+import { SparseEncoder } from './sparse-encoder';
+import { SparseIndex } from './sparse-index';
 import { quantizeOption } from './native-model';
 import { ColtrastError } from './errors';
 import { checkQrels, meanMetricsInTurns, type MetricTable, type Run } from './ir-metrics';
@@ -16,7 +19,7 @@ import { FUSIONS, Index, fuseRankings, type Fusion, type Storage, type TokenStor
 import { arrayInTurns } from './turns';
 import { checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 
-export type EvalMode = 'dense' | 'bm25' | 'hybrid' | 'late_interaction';
+export type EvalMode = 'dense' | 'bm25' | 'hybrid' | 'late_interaction' | 'sparse';
 
 export interface EvaluateOptions {
   /**
@@ -24,8 +27,11 @@ export interface EvaluateOptions {
    * file (see coltrastEvalData in beir.ts for its judgements) or loaded data.
    */
   data: string | BeirData;
-  /** A model folder, Hugging Face id or loaded Encoder (needed for 'dense' and 'hybrid'). */
-  model?: string | Encoder;
+  /**
+   * A model folder, Hugging Face id or loaded Encoder (needed for 'dense', 'hybrid' and 'late_interaction'), or a
+   * sparse encoder's (a SparseEncoder, or the folder of one: mode 'sparse').
+   */
+  model?: string | Encoder | SparseEncoder;
   /**
    * Evaluate the model's vectors cut to this width (EncoderLoadOptions.truncateDim: a Matryoshka model's
    * smaller vectors). For a loaded Encoder, load it with the truncateDim instead.
@@ -58,8 +64,10 @@ export interface EvaluateOptions {
   /** Cut-offs (default [1, 3, 5, 10, 100]). */
   k?: number[];
   /**
-   * 'dense' (default when a model is given), 'bm25' (default without one), 'hybrid' (RRF of both), or
-   * 'late_interaction' (the dense top `candidates` re-ranked by MaxSim over token vectors, ColBERT-style).
+   * 'dense' (default when a model is given), 'bm25' (default without one), 'hybrid' (RRF of both),
+   * 'late_interaction' (the dense top `candidates` re-ranked by MaxSim over token vectors, ColBERT-style), or
+   * 'sparse' (a SparseEncoder's vectors searched exactly with a SparseIndex; the default for a SparseEncoder, loaded
+   * or a folder of one).
    */
   mode?: EvalMode;
   /** Hybrid: weight of the dense ranking in the fusion, the rest goes to BM25 (default 0.5). */
@@ -161,15 +169,19 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const ks = o.k ?? [1, 3, 5, 10, 100];
   if (!Array.isArray(ks) || ks.length === 0) throw invalid('options.k', 'a non-empty array of positive integers', ks);
   ks.forEach((k, i) => positiveInteger(`options.k[${i}]`, k));
-  if (o.model !== undefined && !(o.model instanceof Encoder) && (typeof o.model !== 'string' || o.model === '')) {
-    throw invalid('options.model', 'a model folder, Hugging Face id or Encoder', o.model);
+  if (o.model !== undefined && !(o.model instanceof Encoder) && !(o.model instanceof SparseEncoder) && (typeof o.model !== 'string' || o.model === '')) {
+    throw invalid('options.model', 'a model folder, Hugging Face id, Encoder or SparseEncoder', o.model);
   }
-  const mode = oneOf('options.mode', o.mode ?? (o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid', 'late_interaction'] as const);
+  const sparseModel = o.model instanceof SparseEncoder || (typeof o.model === 'string' && isSparseEncoderFolder(o.model));
+  const mode = oneOf('options.mode', o.mode ?? (sparseModel ? 'sparse' : o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid', 'late_interaction', 'sparse'] as const);
+  if (mode === 'sparse' && o.model instanceof Encoder) throw invalid('options.model', "a SparseEncoder or the folder of one with mode 'sparse'", o.model);
+  if (mode !== 'sparse' && o.model instanceof SparseEncoder) throw invalid('options.mode', "'sparse' (or absent) for a SparseEncoder", mode);
   // An option that the mode would ignore is refused: a run that says "int8" must have measured int8.
   const refuse = (key: keyof EvaluateOptions, why: string) => {
     if (o[key] !== undefined) throw invalid(`options.${key}`, `absent with mode '${mode}' (${why})`, o[key]);
   };
   if (mode === 'bm25') for (const key of DENSE_KEYS) refuse(key, "BM25 uses no model; it is for modes 'dense', 'hybrid' and 'late_interaction'");
+  if (mode === 'sparse') for (const key of DENSE_KEYS) if (key !== 'model' && key !== 'quantize') refuse(key, "it is for the dense index; a sparse encoder's vectors are searched exactly");
   if (mode !== 'hybrid') for (const key of HYBRID_KEYS) refuse(key, "it is for mode 'hybrid'");
   if (mode !== 'bm25' && mode !== 'hybrid') refuse('bm25', "it is for modes 'bm25' and 'hybrid'");
   if (mode !== 'late_interaction' && o.reranker === undefined) refuse('candidates', "it is for mode 'late_interaction' or a reranker: the candidates re-ranked");
@@ -226,8 +238,22 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     lexical = await index.searchAll(queryTexts, depth);
   }
   let dense: { id: string; score: number }[][] = [];
-  if (mode !== 'bm25') {
-    const encoder = typeof o.model === 'string' ? await Encoder.load(o.model, { device: o.device ?? 'auto', truncateDim, ...(quantize && { quantize }) }) : o.model!;
+  if (mode === 'sparse') {
+    const encoder = typeof o.model === 'string' ? await SparseEncoder.load(o.model, { device: o.device ?? 'auto', ...(quantize && { quantize }) }) : (o.model as SparseEncoder);
+    try {
+      const bar = o.progressBar ? new ProgressBar('encode corpus', 'docs') : undefined;
+      const batchSize = o.batchSize ?? 32;
+      const vectors = await encoder.encode(data.corpus.map(docText), { task: 'document', batchSize, onProgress: (d, n) => bar?.update(d, n) });
+      const index = new SparseIndex(encoder.dimension, { similarity: encoder.similarityFunction === 'cosine' ? 'cosine' : 'dot' });
+      await index.addAll(data.corpus.map((d) => d.id), vectors);
+      const queries = await encoder.encode(queryTexts, { task: 'query', batchSize });
+      const byText = new Map(queryTexts.map((text, i) => [text, queries[i]]));
+      dense = await pastTies((texts, k) => index.searchAll(texts.map((text) => byText.get(text)!), k), queryTexts, depth, data.corpus.length);
+    } finally {
+      if (typeof o.model === 'string') encoder.dispose();
+    }
+  } else if (mode !== 'bm25') {
+    const encoder = typeof o.model === 'string' ? await Encoder.load(o.model, { device: o.device ?? 'auto', truncateDim, ...(quantize && { quantize }) }) : (o.model as Encoder);
     try {
       // The Index's exact search (native, blocked); with late interaction it keeps token vectors too.
       const bar = o.progressBar ? new ProgressBar('index corpus', 'docs') : undefined;

@@ -697,6 +697,11 @@ function isSequenceClassification(config: unknown): boolean {
   return architecturesOf(config).some((a) => a.endsWith('ForSequenceClassification'));
 }
 
+/** Whether `dir` is a folder of a sentence-transformers SparseEncoder (its config_sentence_transformers.json says so). */
+export function isSparseEncoderFolder(dir: string): boolean {
+  return fs.existsSync(path.join(dir, 'config_sentence_transformers.json')) && readStModelConfig(dir).model_type === 'SparseEncoder';
+}
+
 /** Whether `dir` holds a cross-encoder (sentence-transformers' CrossEncoder, or a *ForSequenceClassification model). */
 export function isCrossEncoderFolder(dir: string): boolean {
   const configPath = path.join(dir, 'config.json');

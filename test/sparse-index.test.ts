@@ -1,11 +1,11 @@
 // SparseIndex: exact inverted-index search over sparse vectors against brute force (every document scored), dot and
-// cosine, ties by id; save and load; bad input and files that are not an index refused.
+// cosine, ties by id; save and load; bad input and files that are not an index refused; evaluate()'s sparse mode.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { SparseEncoder, SparseIndex, type SparseVector } from '../lib';
+import { SparseEncoder, SparseIndex, evaluate, evaluateRun, type SparseVector } from '../lib';
 import { sparseSimilarity } from '../lib/sparse-encoder';
-import { tempDir } from './helpers/fixture';
+import { tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
 import { seededRandom } from '../lib/random';
 
@@ -123,4 +123,35 @@ test('bad arguments and files that are not a sparse index are refused, naming th
   error = await rejection(() => SparseIndex.load(path.join(dir, 'cut')));
   t.is(error.code, 'INVALID_ARGUMENT');
   t.regex(error.message, /ends too soon/);
+});
+
+test('evaluate() with a SparseEncoder (mode sparse, its default) gives the metrics of ranking every document by the model\'s similarity', async (t) => {
+  const dir = path.join(ROOT, 'test', 'fixtures', 'tiny-sparse', 'bert');
+  const model = await SparseEncoder.load(dir, { device: 'cpu' });
+  const pairs = wordDataset(24, 13);
+  const data = {
+    corpus: pairs.map((p, i) => ({ id: `d${i}`, title: '', text: p.positive })),
+    queries: new Map(pairs.map((p, i) => [`q${i}`, p.query])),
+    qrels: new Map(pairs.map((_, i) => [`q${i}`, new Map([[`d${i}`, 1]])])),
+  };
+  const ks = [1, 5, 10];
+  const result = await evaluate({ data, model, k: ks });
+  t.is(result.mode, 'sparse');
+  // By hand: every document scored by similarity(), best first, ties by id.
+  const docs = await model.encode(data.corpus.map((d) => d.text), { task: 'document' });
+  const queries = await model.encode(pairs.map((p) => p.query), { task: 'query' });
+  const scores = model.similarity(queries, docs);
+  const run = new Map(pairs.map((_, q) => {
+    const row = data.corpus.map((d, j) => ({ id: d.id, score: scores.data[q * docs.length + j] })).filter((h, j) => docs[j].indices.some((x) => queries[q].indices.includes(x)));
+    return [`q${q}`, row.sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1)).slice(0, 10)];
+  }));
+  const expected = evaluateRun(run, data.qrels, ks).metrics;
+  for (const metric of ['ndcg', 'recall', 'mrr'] as const) {
+    for (const k of ks) t.true(Math.abs(result.metrics[metric][k] - expected[metric][k]) < 1e-6, `${metric}@${k}: ${result.metrics[metric][k]} vs ${expected[metric][k]}`);
+  }
+  // A folder of one is evaluated so without a mode; the dense index's options are refused.
+  t.is((await evaluate({ data, model: dir, k: ks, device: 'cpu' })).mode, 'sparse');
+  await t.throwsAsync(evaluate({ data, model: dir, storage: 'int8', device: 'cpu' }), { message: /storage/ });
+  await t.throwsAsync(evaluate({ data, model, mode: 'dense' }), { message: /options.mode/ });
+  model.dispose();
 });
