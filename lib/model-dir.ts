@@ -697,6 +697,38 @@ function isSequenceClassification(config: unknown): boolean {
   return architecturesOf(config).some((a) => a.endsWith('ForSequenceClassification'));
 }
 
+/** The model types a sparse encoder runs on (native/mlm_head.cc), and their *ForMaskedLM class. */
+export const MASKED_LM: Record<string, string> = {
+  bert: 'BertForMaskedLM',
+  distilbert: 'DistilBertForMaskedLM',
+  roberta: 'RobertaForMaskedLM',
+  'xlm-roberta': 'XLMRobertaForMaskedLM',
+  camembert: 'CamembertForMaskedLM',
+  mpnet: 'MPNetForMaskedLM',
+  modernbert: 'ModernBertForMaskedLM',
+};
+
+/**
+ * The start of a sparse encoder's training: a SparseEncoder or *ForMaskedLM folder as it is (readModelDirectory(dir,
+ * 'sparse')), or a single-vector embedding model's or base model's folder as a *ForMaskedLM whose masked-LM head is to
+ * be drawn anew where its weights have none (the native load's newHead), as sentence-transformers' SparseEncoder(model)
+ * makes one (transformers' AutoModelForMaskedLM on a base checkpoint). Its pooling, Dense and Normalize modules go:
+ * SPLADE pooling reads the transformer's token states; its prompts and max_seq_length stay.
+ */
+export function readSparseStart(dir: string): ModelDirectory & { sparse: SparseConfig } {
+  if (isSparseEncoderFolder(dir)) return readModelDirectory(dir, 'sparse') as ModelDirectory & { sparse: SparseConfig };
+  const files = readModelDirectory(dir, 'embedding');
+  if (files.source !== 'sentence-transformers' && architecturesOf(files.config).some((a) => a.endsWith('ForMaskedLM'))) {
+    return readModelDirectory(dir, 'sparse') as ModelDirectory & { sparse: SparseConfig };
+  }
+  if (files.multiVector) throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a multi-vector model: a sparse encoder starts from a masked language model or a single-vector embedding model`);
+  const modelType = String(files.config.model_type);
+  const architecture = MASKED_LM[modelType];
+  if (!architecture) throw new ColtrastError('UNSUPPORTED_MODEL', `a sparse encoder on ${modelType} is not supported (${Object.keys(MASKED_LM).join(', ')} are)`);
+  const config = { ...files.config, architectures: [architecture] };
+  return { ...files, config, configText: configJson(files.configText, config), sparse: { pooling: 'max', activation: 'relu' }, dense: undefined, denseStack: undefined, normalize: false, similarity: null };
+}
+
 /** Whether `dir` is a folder of a sentence-transformers SparseEncoder (its config_sentence_transformers.json says so). */
 export function isSparseEncoderFolder(dir: string): boolean {
   return fs.existsSync(path.join(dir, 'config_sentence_transformers.json')) && readStModelConfig(dir).model_type === 'SparseEncoder';

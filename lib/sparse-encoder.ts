@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { readModelDirectory, taskPrompt, writeModelFiles, type ModelDirectory, type SparseConfig } from './model-dir';
+import { readModelDirectory, readSparseStart, taskPrompt, writeModelFiles, type ModelDirectory, type SparseConfig } from './model-dir';
 import { DTYPES, ModelHandle, applyQuantize, bindTrainer, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer, type Quantize } from './native-model';
 import { fromNative, type NativeEncoder, type NativeSparseRows, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { SIMILARITY_FUNCTIONS, type SimilarityFunction } from './similarity';
@@ -114,19 +114,31 @@ export class SparseEncoder {
     const int8 = quantizeOption(quantize);
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
     checkQuantize(int8, device, dtype);
-    const files = readModelDirectory(dir, 'sparse') as ModelDirectory & { sparse: SparseConfig };
+    const encoder = await SparseEncoder.open(readModelDirectory(dir, 'sparse') as ModelDirectory & { sparse: SparseConfig }, device, dtype, cap, { ...(int8 && { quantizeInt8: true }) });
+    await applyQuantize(encoder.model, int8, () => encoder.dispose());
+    return encoder;
+  }
+
+  /**
+   * @internal The start of train({ sparse }): a sparse encoder's folder, or a masked language model's, or an embedding
+   * model's with a new masked-LM head drawn from `seed` (readSparseStart).
+   */
+  static async loadForTraining(model: string, options: LoadOptions, seed: number): Promise<SparseEncoder> {
+    const { dir, device, dtype } = await resolveLoad(model, options);
+    return SparseEncoder.open(readSparseStart(dir), device, dtype, undefined, { newHead: true, seed });
+  }
+
+  private static async open(files: ModelDirectory & { sparse: SparseConfig }, device: string, dtype: DType, cap: number | undefined, extra: { quantizeInt8?: boolean; newHead?: boolean; seed?: number }): Promise<SparseEncoder> {
     const tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     let handle: NativeEncoder;
     try {
-      handle = await loadNative(files, device, dtype, { head: 'masked-lm', ...(int8 && { quantizeInt8: true }) });
+      handle = await loadNative(files, device, dtype, { head: 'masked-lm', ...extra });
     } catch (error) {
       tokenizer.dispose();
       throw error;
     }
     const info = handle.info();
-    const encoder = new SparseEncoder(handle, files, tokenizer, info.sparseDimension, info.device, dtype, cap);
-    await applyQuantize(encoder.model, int8, () => encoder.dispose());
-    return encoder;
+    return new SparseEncoder(handle, files, tokenizer, info.sparseDimension, info.device, dtype, cap);
   }
 
   /** 'int8' when loaded with quantize (the projections run in int8 on the CPU); undefined otherwise. */

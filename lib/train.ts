@@ -203,13 +203,16 @@ export interface TrainOptions {
   /**
    * Train a sparse (SPLADE) encoder instead of a dense one, as sentence-transformers' SparseEncoder trainer does with
    * SpladeLoss around SparseMultipleNegativesRankingLoss: `model` is a SparseEncoder folder, or any masked language
-   * model (a *ForMaskedLM folder: BERT, DistilBERT, RoBERTa, MPNet, ModernBERT), which becomes one (max pooling, relu).
+   * model (a *ForMaskedLM folder: BERT, DistilBERT, RoBERTa, XLM-RoBERTa, CamemBERT, MPNet, ModernBERT), which becomes
+   * one (max pooling, relu).
    * Each batch's loss is the in-batch cross-entropy over the dot products of the SPLADE vectors / `loss.temperature`
    * (default 1 here: scale 1, sentence-transformers' default for it) plus the FLOPS regularizers, the squared mean
    * weight of each vocabulary entry over the batch, summed, times `queryRegularizer` (default 5e-5) for the queries and
    * `documentRegularizer` (default 3e-5) for the documents: the larger, the sparser the vectors. Distillation from a
    * teacher's scores (MarginMSE or KL on the dot products: sentence-transformers' SparseMarginMSELoss) works too.
-   * The output is a SparseEncoder folder (`SparseEncoder.load`). A SparseEncoder folder as `model` needs this option.
+   * `model` may also be an embedding model or a base model of those families without a masked-LM head (coltrast's
+   * default model): a new head is drawn from `seed`, as sentence-transformers' SparseEncoder(model) draws one. The output
+   * is a SparseEncoder folder (`SparseEncoder.load`). A SparseEncoder folder as `model` needs this option.
    */
   sparse?: boolean | { queryRegularizer?: number; documentRegularizer?: number };
   /**
@@ -1154,7 +1157,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const encoder = config.crossEncoder
     ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed, adapter, saved ? undefined : config.crossEncoder.decoderStart)
     : config.sparse
-      ? await SparseEncoder.load(from, loadOptions)
+      ? await SparseEncoder.loadForTraining(from, loadOptions, config.seed)
       : await Encoder.load(from, { ...loadOptions, ...(adapter && { adapter }) });
   let releaseTrainer: (() => void) | undefined;
   let twin: Encoder | undefined;

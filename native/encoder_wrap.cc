@@ -34,6 +34,7 @@ struct LoadOptions {
   int64_t numLabels = 0;
   // A new head, seeded (a cross-encoder made from an embedding model): the file's pooler when it has one, else
   // a new one, and a new classifier, drawn as transformers initializes them (normal(0, initializer_range), zero bias).
+  // With "masked-lm": a new masked-LM head where the file has none (MlmHead::take's drawIfMissing).
   bool newHead = false;
   uint64_t seed = 42;
   // "masked-lm": the prediction head of a *ForMaskedLM checkpoint (a sparse encoder's, native/mlm_head.h).
@@ -198,7 +199,7 @@ class LoadWorker : public PromiseWorker {
       loadClassificationHead(*loaded, config);
     }
     if (options_.head == "masked-lm") {
-      loaded->mlm = std::make_shared<MlmHead>(MlmHead::take(*loaded->model, config, options_.weightsPath));
+      loaded->mlm = std::make_shared<MlmHead>(MlmHead::take(*loaded->model, config, options_.weightsPath, options_.newHead, options_.seed));
       loaded->mlm->to(loaded->device);
     }
     loaded_ = std::move(loaded);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "error.h"
 #include "models/config_json.h"
 #include "runtime.h"
@@ -39,7 +41,7 @@ torch::Tensor takeShaped(TransformerEncoder& model, const std::string& name, con
 
 }  // namespace
 
-MlmHead MlmHead::take(TransformerEncoder& model, const nlohmann::json& config, const std::string& file) {
+MlmHead MlmHead::take(TransformerEncoder& model, const nlohmann::json& config, const std::string& file, bool drawIfMissing, uint64_t seed) {
   using namespace ::coltrast::config;
   const std::string type = model.modelType();
   MlmHead head;
@@ -58,16 +60,38 @@ MlmHead MlmHead::take(TransformerEncoder& model, const nlohmann::json& config, c
   const double eps = type == "distilbert" ? 1e-12 : modern ? numberOr(config, "norm_eps", 1e-5) : numberOr(config, "layer_norm_eps", 1e-12);
   const bool normBias = !modern || boolOr(config, "norm_bias", false);
 
-  const torch::Tensor weight = takeShaped(model, head.names.dense + ".weight", {hidden, hidden}, false, file, "the head's dense layer");
-  const torch::Tensor bias = denseBias ? takeShaped(model, head.names.dense + ".bias", {hidden}, false, file, "the head's dense layer") : torch::Tensor();
   {
-    // Its initial draw is replaced by the file's weights: the global generator is kept as it was.
+    // Its initial draw is replaced by the file's weights or the seeded draw below: the global generator is kept as it was.
     PreservedCpuGenerator initialWeights;
     head.dense = torch::nn::Linear(torch::nn::LinearOptions(hidden, hidden).bias(denseBias));
   }
+  head.norm = Norm(hidden, eps, normBias);
+  const bool decoderBias = !modern || boolOr(config, "decoder_bias", true);
+  torch::Tensor weight = model.takeKept(head.names.dense + ".weight");
+  if (!weight.defined() && drawIfMissing) {
+    // The whole head is new; whatever pieces of one the file has go (they would be saved beside the new ones).
+    for (const auto& name : {head.names.dense + ".bias", head.names.norm + ".weight", head.names.norm + ".bias", head.names.bias, head.names.decoder, head.names.decoderBias}) {
+      if (!name.empty()) model.takeKept(name);
+    }
+    auto generator = at::detail::createCPUGenerator(seed);
+    torch::NoGradGuard noGrad;
+    head.dense->weight.normal_(0, numberOr(config, "initializer_range", 0.02), generator);
+    if (denseBias) head.dense->bias.zero_();
+    if (decoderBias) head.bias = torch::zeros({vocab}, embeddings.options()).set_requires_grad(true);
+    if (!boolOr(config, "tie_word_embeddings", true)) {
+      head.decoder = torch::empty({vocab, hidden}).normal_(0, numberOr(config, "initializer_range", 0.02), generator).to(embeddings.scalar_type()).set_requires_grad(true);
+    }
+    return head;
+  }
+  if (!weight.defined()) {
+    throw modelFilesError(file + " has no " + head.names.dense + ".weight: it is not a masked language model (*ForMaskedLM), which a sparse encoder needs (the head's dense layer)");
+  }
+  if (weight.sizes() != torch::IntArrayRef({hidden, hidden})) {
+    throw modelFilesError(file + ": " + head.names.dense + ".weight has shape " + c10::str(weight.sizes()) + ", expected [" + std::to_string(hidden) + ", " + std::to_string(hidden) + "] (the head's dense layer)");
+  }
+  const torch::Tensor bias = denseBias ? takeShaped(model, head.names.dense + ".bias", {hidden}, false, file, "the head's dense layer") : torch::Tensor();
   const torch::Tensor normWeight = takeShaped(model, head.names.norm + ".weight", {hidden}, false, file, "the head's layer norm");
   const torch::Tensor normBiasTensor = normBias ? takeShaped(model, head.names.norm + ".bias", {hidden}, false, file, "the head's layer norm") : torch::Tensor();
-  head.norm = Norm(hidden, eps, normBias);
   {
     torch::NoGradGuard noGrad;
     head.dense->weight.copy_(weight.to(torch::kFloat32));
@@ -76,7 +100,6 @@ MlmHead MlmHead::take(TransformerEncoder& model, const nlohmann::json& config, c
     if (normBias) head.norm->bias.copy_(normBiasTensor.to(torch::kFloat32));
   }
   // The output layer's bias: the head's own (older files hold a second copy as the decoder's, which transformers ties to it).
-  const bool decoderBias = !modern || boolOr(config, "decoder_bias", true);
   if (decoderBias) {
     head.bias = takeShaped(model, head.names.bias, {vocab}, !head.names.decoderBias.empty(), file, "the output layer's bias");
     if (!head.names.decoderBias.empty()) {

@@ -34,8 +34,11 @@ struct MlmHead {
 
   // The head of `model` from the tensors its weights file held beside the base model (TransformerEncoder::takeKept),
   // checked against the model's shapes; throws MODEL_FILES naming a missing or misshapen tensor, UNSUPPORTED_MODEL for
-  // a family without a head here. `file`: the weights file, for messages.
-  static MlmHead take(TransformerEncoder& model, const nlohmann::json& config, const std::string& file);
+  // a family without a head here. `file`: the weights file, for messages. `drawIfMissing`: a file without the head
+  // (an embedding model's) gets a new one instead, drawn from `seed` as transformers initializes one (the dense
+  // layer normal(0, initializer_range), the norm ones and zeros, the output layer's bias zeros; tied to the
+  // embeddings), as transformers' *ForMaskedLM.from_pretrained does for a base model's checkpoint.
+  static MlmHead take(TransformerEncoder& model, const nlohmann::json& config, const std::string& file, bool drawIfMissing = false, uint64_t seed = 42);
   void to(const torch::Device& device);
   // Vocabulary logits [rows, vocab] (float32) of token states [rows, hidden].
   torch::Tensor logits(const torch::Tensor& states, const torch::Tensor& tokenEmbeddings) const;

@@ -990,20 +990,23 @@ check(`sparse training: a batch's loss equals sentence-transformers' SpladeLoss 
     trainer.dispose();
     encoder.dispose();
   }
-  // A model coltrast trained: sentence-transformers loads it and encodes as coltrast does.
-  const trained = path.join(dir, 'trained');
-  await train({ model: path.join(SPARSE, 'bert'), sparse: true, data: wordDataset(16), output: trained, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
-  const texts = path.join(dir, 'texts.json');
+  // Models coltrast trained, from a SparseEncoder and from an embedding model (a new masked-LM head): sentence-transformers
+  // loads each and encodes as coltrast does.
   const sample = wordDataset(6, 3).map((p) => p.query);
+  const texts = path.join(dir, 'texts.json');
   fs.writeFileSync(texts, JSON.stringify(sample));
-  const ours = await SparseEncoder.load(trained, { device: 'cpu' });
-  const vectors = await ours.encode(sample, { task: 'query' });
-  ours.dispose();
-  r = await python([script('tiny_sparse.py'), 'load', trained, texts, path.join(dir, 'back.json')]);
-  t.is(r.status, 0, r.tail);
-  const theirs = JSON.parse(fs.readFileSync(path.join(dir, 'back.json'), 'utf8')).vectors as { indices: number[]; values: number[] }[];
-  vectors.forEach((v, i) => {
-    t.deepEqual(Array.from(v.indices), theirs[i].indices, `text ${i}: the same non-zero entries`);
-    t.true(maxAbsDiff(v.values, theirs[i].values) < 1e-5, `text ${i}`);
-  });
+  for (const [name, start] of [['from a SparseEncoder', path.join(SPARSE, 'bert')], ['from an embedding model', FIXTURE]]) {
+    const trained = path.join(dir, `trained-${name.split(' ').pop()}`);
+    await train({ model: start, sparse: true, data: wordDataset(16), output: trained, epochs: 1, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 5 });
+    const ours = await SparseEncoder.load(trained, { device: 'cpu' });
+    const vectors = await ours.encode(sample, { task: ours.prompts.query ? 'query' : undefined });
+    ours.dispose();
+    r = await python([script('tiny_sparse.py'), 'load', trained, texts, path.join(dir, 'back.json')]);
+    t.is(r.status, 0, `${name}: ${r.tail}`);
+    const theirs = JSON.parse(fs.readFileSync(path.join(dir, 'back.json'), 'utf8')).vectors as { indices: number[]; values: number[] }[];
+    vectors.forEach((v, i) => {
+      t.deepEqual(Array.from(v.indices), theirs[i].indices, `${name}, text ${i}: the same non-zero entries`);
+      t.true(maxAbsDiff(v.values, theirs[i].values) < 1e-5, `${name}, text ${i}`);
+    });
+  }
 });

@@ -261,8 +261,34 @@ test('train refuses a SparseEncoder folder without options.sparse, and dense opt
   }
   error = await rejection(() => train({ model: path.join(FIXTURES, 'bert'), sparse: { documentRegularizer: -1 }, data: wordDataset(8), output: out, batchSize: 4, device: 'cpu' }));
   t.regex(error.message, /documentRegularizer/);
-  // A model without a masked-LM head (coltrast's tiny BERT embedding model) cannot become a sparse encoder.
-  error = await rejection(() => train({ model: path.join(ROOT, 'test', 'fixtures', 'tiny-bert'), sparse: true, data: wordDataset(8), output: out, batchSize: 4, valSplit: 0, device: 'cpu' }));
+  // A multi-vector model (the tiny BERT as sentence-transformers' MultiVectorEncoder) has no single vector to start from.
+  const multi = folderCopy(path.join(ROOT, 'test', 'fixtures', 'tiny-bert'), (dir) => {
+    editJson(path.join(dir, 'modules.json'), (m) => [m[0]]);
+    editJson(path.join(dir, 'config_sentence_transformers.json'), (c) => ({ ...c, model_type: 'MultiVectorEncoder' }));
+  });
+  error = await rejection(() => train({ model: multi, sparse: true, data: wordDataset(8), output: out, batchSize: 4, valSplit: 0, device: 'cpu' }));
+  t.is(error.code, 'UNSUPPORTED_MODEL', error.message);
+});
+
+test('train({ sparse }) from an embedding model without a masked-LM head draws a new head, seeded, and saves it as *ForMaskedLM names it', async (t) => {
+  const tinyBert = path.join(ROOT, 'test', 'fixtures', 'tiny-bert');
+  const run = async (seed: number) => {
+    const out = path.join(tempDir(), `new-head-${seed}`);
+    await train({ model: tinyBert, sparse: true, data: wordDataset(16, 4), output: out, epochs: 1, batchSize: 8, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed });
+    const model = await SparseEncoder.load(out, { device: 'cpu' });
+    const vectors = await model.encode(['model token vector search']);
+    model.dispose();
+    return { out, probe: dense(vectors, 198) };
+  };
+  const [a, b, c] = [await run(1), await run(1), await run(2)];
+  t.is(maxAbsDiff(a.probe, b.probe), 0, 'the same seed draws the same head');
+  t.true(maxAbsDiff(a.probe, c.probe) > 1e-4, 'another seed another');
+  t.deepEqual(JSON.parse(fs.readFileSync(path.join(a.out, 'config.json'), 'utf8')).architectures, ['BertForMaskedLM']);
+  const names = [...readSafetensors(path.join(a.out, 'model.safetensors')).tensors.keys()];
+  t.true(['cls.predictions.transform.dense.weight', 'cls.predictions.transform.LayerNorm.weight', 'cls.predictions.bias'].every((n) => names.includes(n)), names.join(' '));
+  t.false(fs.existsSync(path.join(a.out, '1_Pooling')), "the dense model's pooling is not the sparse encoder's");
+  // SparseEncoder.load itself does not draw a head: a model without one is no sparse encoder to run.
+  const error = await rejection(() => SparseEncoder.load(tinyBert, { device: 'cpu' }));
   t.is(error.code, 'UNSUPPORTED_MODEL');
 });
 
