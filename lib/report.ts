@@ -191,7 +191,7 @@ import { SparseEncoder } from 'coltrast';
 const model = await SparseEncoder.load('./this-folder');
 const [query] = await model.encode(['a question'], { task: 'query' });
 const documents = await model.encode(['a passage', 'another passage'], { task: 'document' });
-const scores = model.similarity([query], documents);
+const scores = await model.similarity([query], documents);
 \`\`\`
 
 \`\`\`python

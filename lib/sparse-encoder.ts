@@ -14,6 +14,7 @@ import { DTYPES, ModelHandle, applyQuantize, bindTrainer, checkQuantize, loadNat
 import { fromNative, type NativeEncoder, type NativeSparseRows, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { SIMILARITY_FUNCTIONS, type SimilarityFunction } from './similarity';
 import { TextTokenizer, padBatch, type ModelInput } from './tokenizer';
+import { inTurns } from './turns';
 import { booleanValue, checkOptions, invalid, oneOf, positiveInteger, signalOption } from './validate';
 
 /**
@@ -217,23 +218,28 @@ export class SparseEncoder {
   /**
    * Every vector of `a` against every one of `b` (sentence-transformers' `model.similarity()`): [a's count, b's count]
    * scores under the model's similarityFunction (dot by default; cosine, or the negated euclidean or manhattan distance).
+   * Computed a row at a time, letting the event loop run between rows every few milliseconds.
    */
-  similarity(a: SparseVector[], b: SparseVector[]): Matrix {
+  async similarity(a: SparseVector[], b: SparseVector[]): Promise<Matrix> {
     checkVectors('a', a, this.dimension);
     checkVectors('b', b, this.dimension);
     const fn = this.similarityFunction;
     const data = new Float32Array(a.length * b.length);
-    for (let i = 0; i < a.length; i++) for (let j = 0; j < b.length; j++) data[i * b.length + j] = sparseSimilarity(a[i], b[j], fn);
+    await inTurns(a.keys(), (i) => {
+      for (let j = 0; j < b.length; j++) data[i * b.length + j] = sparseSimilarity(a[i], b[j], fn);
+    });
     return { dims: [a.length, b.length], data };
   }
 
   /** Vector i of `a` against vector i of `b` (sentence-transformers' `similarity_pairwise()`). */
-  similarityPairwise(a: SparseVector[], b: SparseVector[]): Float32Array {
+  async similarityPairwise(a: SparseVector[], b: SparseVector[]): Promise<Float32Array> {
     checkVectors('a', a, this.dimension);
     checkVectors('b', b, this.dimension);
     if (a.length !== b.length) throw new ColtrastError('INVALID_ARGUMENT', `a has ${a.length} vectors and b has ${b.length}: pairwise similarity needs as many of each`);
     const fn = this.similarityFunction;
-    return Float32Array.from(a, (v, i) => sparseSimilarity(v, b[i], fn));
+    const out = new Float32Array(a.length);
+    await inTurns(a.keys(), (i) => (out[i] = sparseSimilarity(a[i], b[i], fn)));
+    return out;
   }
 
   /**

@@ -855,7 +855,7 @@ async function measureRetrieval(encoder: Encoder | CrossEncoder | SparseEncoder,
     const q = await encoder.encode(queries, { task: 'query', signal });
     const d = await encoder.encode(documents, { task: 'document', signal });
     const ranks = new Int32Array(examples.length);
-    await inTurns(q.keys(), (i) => (ranks[i] = rankOf(encoder.similarity([q[i]], d).data, position.get(examples[i].positive)!)));
+    for (let i = 0; i < q.length; i++) ranks[i] = rankOf((await encoder.similarity([q[i]], d)).data, position.get(examples[i].positive)!);
     let recall = 0;
     let reciprocal = 0;
     for (const rank of ranks) {

@@ -76,7 +76,7 @@ test('save and load give the same index and the same hits; a model\'s vectors se
   const queries = await model.encode(texts.slice(0, 5), { task: 'query' });
   const index = new SparseIndex(model.dimension);
   await index.addAll(texts.map((_, i) => `s${i}`), docs);
-  const scores = model.similarity(queries, docs);
+  const scores = await model.similarity(queries, docs);
   const hits = await index.searchAll(queries, 3);
   hits.forEach((row, q) => {
     const best = Array.from(scores.data.subarray(q * docs.length, (q + 1) * docs.length)).map((s, i) => ({ i, s })).sort((a, b) => b.s - a.s)[0];
@@ -140,7 +140,7 @@ test('evaluate() with a SparseEncoder (mode sparse, its default) gives the metri
   // By hand: every document scored by similarity(), best first, ties by id.
   const docs = await model.encode(data.corpus.map((d) => d.text), { task: 'document' });
   const queries = await model.encode(pairs.map((p) => p.query), { task: 'query' });
-  const scores = model.similarity(queries, docs);
+  const scores = await model.similarity(queries, docs);
   const run = new Map(pairs.map((_, q) => {
     const row = data.corpus.map((d, j) => ({ id: d.id, score: scores.data[q * docs.length + j] })).filter((h, j) => docs[j].indices.some((x) => queries[q].indices.includes(x)));
     return [`q${q}`, row.sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1)).slice(0, 10)];
