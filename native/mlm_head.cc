@@ -1,6 +1,7 @@
 #include "mlm_head.h"
 
 #include <algorithm>
+#include <limits>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -134,7 +135,12 @@ torch::Tensor MlmHead::logits(const torch::Tensor& states, const torch::Tensor& 
   torch::Tensor x = activate(F::linear(states.to(torch::kFloat32), dense->weight, dense->bias).to(torch::kFloat32), activation);
   x = norm->forward(x);
   const torch::Tensor& out = decoder.defined() ? decoder : tokenEmbeddings;
-  return F::linear(x.to(out.scalar_type()), out, bias).to(torch::kFloat32);
+  if (out.is_cuda()) return F::linear(x.to(out.scalar_type()), out, bias).to(torch::kFloat32);
+  // On the CPU in float32, autocast off: libtorch's bfloat16 product (oneDNN's brgemm, Debian's libtorch 1.13) threw
+  // std::bad_array_new_length for some row counts of this [rows, hidden] x [hidden, vocabulary] product, which mixed
+  // precision training reached after a few hundred steps. A float32 model's output layer is used as it is.
+  c10::impl::ExcludeDispatchKeyGuard noAutocast(c10::DispatchKey::AutocastCPU);
+  return F::linear(x, out.to(torch::kFloat32), bias.defined() ? bias.to(torch::kFloat32) : bias);
 }
 
 std::vector<torch::Tensor> MlmHead::parameters() const {
@@ -165,34 +171,40 @@ torch::Tensor spladePool(const MlmHead& head, const torch::Tensor& tokenEmbeddin
   const torch::Tensor lengthTensor = mask.to(torch::kCPU, torch::kInt64).sum(1);
   const auto lengths = lengthTensor.accessor<int64_t, 1>();
   const torch::Tensor keep = mask.to(torch::kBool);
-  // About 64 MiB of float32 logits a group (at least one row): 512 tokens of a 30,522-token vocabulary.
+  // About 64 MiB of float32 logits a group (at least one row): 512 tokens of a 30,522-token vocabulary, padded to the
+  // group's longest row.
   const int64_t budget = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * vocab));
   const auto transform = [&](torch::Tensor x) {
     x = torch::log1p(torch::relu(x));
     return log1pTwice ? torch::log1p(x) : x;
   };
   std::vector<torch::Tensor> pooled;
-  pooled.reserve(rows);
   for (int64_t start = 0; start < rows;) {
-    int64_t end = start, tokens = 0;
-    while (end < rows && (end == start || tokens + lengths[end] <= budget)) tokens += lengths[end++];
-    const torch::Tensor group = states.narrow(0, start, end - start).index({keep.narrow(0, start, end - start)});  // [tokens, hidden]
-    const torch::Tensor logits = head.logits(group, tokenEmbeddings);
-    int64_t offset = 0;
-    for (int64_t r = start; r < end; ++r) {
-      const int64_t n = lengths[r];
-      if (n == 0) {
-        pooled.push_back(torch::zeros({vocab}, logits.options()));
-        continue;
-      }
-      const torch::Tensor rowLogits = logits.narrow(0, offset, n);
-      offset += n;
-      // The transform rises with x: the maximum of the transformed logits is the transformed maximum.
-      pooled.push_back(sum ? transform(rowLogits).sum(0) : transform(std::get<0>(rowLogits.max(0))));
+    int64_t end = start, tokens = 0, longest = 0;
+    // Rows join the group while its logits, and its rows padded to the longest, stay within the budget.
+    while (end < rows && (end == start || (end - start + 1) * std::max(longest, lengths[end]) <= budget)) {
+      longest = std::max(longest, lengths[end]);
+      tokens += lengths[end++];
     }
+    const torch::Tensor group = states.narrow(0, start, end - start).index({keep.narrow(0, start, end - start)});  // [tokens, hidden]
+    torch::Tensor logits = head.logits(group, tokenEmbeddings);                                                     // [tokens, vocab]
+    // The group's rows side by side, [rows, longest, vocab], through one index: each row's tokens, then a filler row
+    // (-inf before the maximum, 0 after the transform for the sum) up to the longest. One gather and one reduction a
+    // group, in forward and backward (a reduction per row of a view into the group's logits had each row's backward
+    // fill a whole [tokens, vocab] gradient).
+    std::vector<int64_t> at(static_cast<size_t>((end - start) * std::max<int64_t>(longest, 1)), tokens);
+    for (int64_t r = start, offset = 0; r < end; offset += lengths[r++]) {
+      for (int64_t i = 0; i < lengths[r]; ++i) at[static_cast<size_t>((r - start) * longest + i)] = offset + i;
+    }
+    const torch::Tensor index = torch::tensor(at, torch::kInt64).to(logits.device());
+    const auto filled = [&](const torch::Tensor& x, double filler) {
+      return torch::cat({x, torch::full({1, vocab}, filler, x.options())}).index_select(0, index).view({end - start, std::max<int64_t>(longest, 1), vocab});
+    };
+    // The transform rises with x: the maximum of the transformed logits is the transformed maximum.
+    pooled.push_back(sum ? filled(transform(logits), 0).sum(1) : transform(std::get<0>(filled(logits, -std::numeric_limits<double>::infinity()).max(1))));
     start = end;
   }
-  return torch::stack(pooled);
+  return pooled.size() == 1 ? pooled[0] : torch::cat(pooled);
 }
 
 }  // namespace coltrast
