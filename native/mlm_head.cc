@@ -130,16 +130,18 @@ void MlmHead::to(const torch::Device& device) {
 
 torch::Tensor MlmHead::logits(const torch::Tensor& states, const torch::Tensor& tokenEmbeddings) const {
   namespace F = torch::nn::functional;
-  // The transform in float32 (under mixed precision the product comes back in the autocast dtype, which the norm's
-  // float32 weights do not take), the output layer in the output layer's dtype or autocast's.
-  torch::Tensor x = activate(F::linear(states.to(torch::kFloat32), dense->weight, dense->bias).to(torch::kFloat32), activation);
-  x = norm->forward(x);
   const torch::Tensor& out = decoder.defined() ? decoder : tokenEmbeddings;
-  if (out.is_cuda()) return F::linear(x.to(out.scalar_type()), out, bias).to(torch::kFloat32);
-  // On the CPU in float32, autocast off: libtorch's bfloat16 product (oneDNN's brgemm, Debian's libtorch 1.13) threw
-  // std::bad_array_new_length for some row counts of this [rows, hidden] x [hidden, vocabulary] product, which mixed
+  if (states.is_cuda()) {
+    // The transform in float32 (the norm's weights are float32; under mixed precision the product comes back in the
+    // autocast dtype), the output layer in the output layer's dtype or autocast's.
+    const torch::Tensor x = norm->forward(activate(F::linear(states.to(torch::kFloat32), dense->weight, dense->bias).to(torch::kFloat32), activation));
+    return F::linear(x.to(out.scalar_type()), out, bias).to(torch::kFloat32);
+  }
+  // On the CPU all in float32, autocast off: libtorch 1.13's bfloat16 products (oneDNN's brgemm, Debian's build) threw
+  // std::bad_array_new_length creating a kernel for some row counts of these [rows, hidden] products, which a mixed
   // precision training reached after a few hundred steps. A float32 model's output layer is used as it is.
   c10::impl::ExcludeDispatchKeyGuard noAutocast(c10::DispatchKey::AutocastCPU);
+  const torch::Tensor x = norm->forward(activate(F::linear(states.to(torch::kFloat32), dense->weight, dense->bias), activation));
   return F::linear(x, out.to(torch::kFloat32), bias.defined() ? bias.to(torch::kFloat32) : bias);
 }
 
