@@ -197,7 +197,7 @@ test('evaluate() in bm25, dense and hybrid modes', async (t) => {
     await t.throwsAsync(evaluate({ data: bad as never }), { message: /options\.data must be a BEIR folder, a ColTrast project file or loaded data/ });
   }
   for (const bad of [3, {}, true, '']) {
-    await t.throwsAsync(evaluate({ data, model: bad as never }), { message: /options\.model must be a model folder, Hugging Face id or Encoder/ });
+    await t.throwsAsync(evaluate({ data, model: bad as never }), { message: /options\.model must be a model folder, Hugging Face id, Encoder or SparseEncoder/ });
   }
 });
 

@@ -36,7 +36,7 @@ test('garbage arguments to every native entry point: errors, never a crash, and 
     'embed batchSize=NaN': /^INVALID_ARGUMENT: batchSize must be an integer from 0 to 2147483647/,
     'embed shape 4294967296x4294967296': /^INVALID_ARGUMENT: batchSize must be an integer/,
     'embed seqLen=-1': /^INVALID_ARGUMENT: seqLen must be an integer/,
-    "embed output='x'": /^INVALID_ARGUMENT: output must be 'pooled', 'tokens' or 'scores', got 'x'/,
+    "embed output='x'": /^INVALID_ARGUMENT: output must be 'pooled', 'tokens', 'scores' or 'sparse', got 'x'/,
     'NativeDenseStore argument 0=1.5': /^INVALID_ARGUMENT: dim must be a positive integer/,
     'NativeResidualStore argument 0=Infinity': /^INVALID_ARGUMENT: dim must be a positive integer/,
     'dense float32 rows argument 0=1e300': /^INVALID_ARGUMENT: start must be a non-negative integer/,

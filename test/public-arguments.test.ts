@@ -52,7 +52,7 @@ const CASES: [string, () => unknown, RegExp][] = [
 const ASYNC_CASES: [string, () => Promise<unknown>, RegExp][] = [
   ['loadBeir', () => loadBeir(bad(42)), /^dir must be a non-empty string, got number 42$/],
   ['exportIndex', () => exportIndex(bad(undefined), '/tmp/x.sql'), /^indexDir must be a non-empty string, got undefined$/],
-  ['retrievalMetrics: encoder', () => retrievalMetrics(bad('./model'), [{ query: 'q', positive: 'p' }]), /^encoder must be an Encoder or a CrossEncoder, got the string "\.\/model"$/],
+  ['retrievalMetrics: encoder', () => retrievalMetrics(bad('./model'), [{ query: 'q', positive: 'p' }]), /^encoder must be an Encoder, a CrossEncoder or a SparseEncoder, got the string "\.\/model"$/],
 ];
 
 for (const [name, call, message] of CASES) {
