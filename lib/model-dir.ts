@@ -718,9 +718,8 @@ export const MASKED_LM: Record<string, string> = {
 export function readSparseStart(dir: string): ModelDirectory & { sparse: SparseConfig } {
   if (isSparseEncoderFolder(dir)) return readModelDirectory(dir, 'sparse') as ModelDirectory & { sparse: SparseConfig };
   const files = readModelDirectory(dir, 'embedding');
-  if (files.source !== 'sentence-transformers' && architecturesOf(files.config).some((a) => a.endsWith('ForMaskedLM'))) {
-    return readModelDirectory(dir, 'sparse') as ModelDirectory & { sparse: SparseConfig };
-  }
+  // A plain *ForMaskedLM folder: pooled as readSparse pools one without modules.json.
+  if (files.source !== 'sentence-transformers' && architecturesOf(files.config).some((a) => a.endsWith('ForMaskedLM'))) return { ...files, sparse: { pooling: 'max', activation: 'relu' } };
   if (files.multiVector) throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a multi-vector model: a sparse encoder starts from a masked language model or a single-vector embedding model`);
   const modelType = String(files.config.model_type);
   const architecture = MASKED_LM[modelType];

@@ -850,20 +850,6 @@ async function measureRetrieval(encoder: Encoder | CrossEncoder | SparseEncoder,
   // Matryoshka: the widths scored, the encoder's full width first (its metrics are the main ones).
   let scoredWidths: number[] = [];
   if (widths && (encoder instanceof CrossEncoder || encoder instanceof SparseEncoder || encoder.multiVector)) throw invalid('widths', 'none: they cut pooled vectors, and this model has none', widths);
-  if (encoder instanceof SparseEncoder) {
-    // Each query's rank of its positive among every document, by the model's similarity of their sparse vectors.
-    const q = await encoder.encode(queries, { task: 'query', signal });
-    const d = await encoder.encode(documents, { task: 'document', signal });
-    const ranks = new Int32Array(examples.length);
-    for (let i = 0; i < q.length; i++) ranks[i] = rankOf((await encoder.similarity([q[i]], d)).data, position.get(examples[i].positive)!);
-    let recall = 0;
-    let reciprocal = 0;
-    for (const rank of ranks) {
-      recall += rank === 1 ? 1 : 0;
-      reciprocal += rank <= 10 ? 1 / rank : 0;
-    }
-    return withWidths([{ 'recall@1': recall / ranks.length, 'mrr@10': reciprocal / ranks.length }], examples.length, undefined, []);
-  }
   if (encoder instanceof CrossEncoder) {
     const k = Math.min(CROSS_ENCODER_CANDIDATES, documents.length);
     const candidates = examples.map((e) => Array.from({ length: k }, (_, c) => (position.get(e.positive)! + c) % documents.length));
@@ -876,9 +862,16 @@ async function measureRetrieval(encoder: Encoder | CrossEncoder | SparseEncoder,
     // Each query's rank of its positive, per width: the metrics need no more (a ranking of every document for every
     // query took gigabytes at a few thousand validation pairs).
     const ranks = (widths ? scoredWidths : [encoder.dimension]).map(() => new Int32Array(examples.length));
-    await forEachScoreRow(encoder, queries, documents, widths && scoredWidths, (w, i, row) => {
-      ranks[w][i] = rankOf(row, position.get(examples[i].positive)!);
-    }, signal);
+    if (encoder instanceof SparseEncoder) {
+      // Among every document, by the model's similarity of their sparse vectors.
+      const q = await encoder.encode(queries, { task: 'query', signal });
+      const d = await encoder.encode(documents, { task: 'document', signal });
+      for (let i = 0; i < q.length; i++) ranks[0][i] = rankOf((await encoder.similarity([q[i]], d)).data, position.get(examples[i].positive)!);
+    } else {
+      await forEachScoreRow(encoder, queries, documents, widths && scoredWidths, (w, i, row) => {
+        ranks[w][i] = rankOf(row, position.get(examples[i].positive)!);
+      }, signal);
+    }
     const scored = ranks.map((r) => {
       // Summed in query order and divided once, as evaluateRun does, so the numbers are the same to the bit.
       let recall = 0;

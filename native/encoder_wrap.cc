@@ -333,7 +333,8 @@ struct EmbedRequest {
   bool scores = false;  // output: 'scores' (a cross-encoder's logits, [rows, labels])
   // output: 'sparse' (SPLADE over the masked-LM head: spladePool's options, and at most maxActiveDims non-zero
   // entries a row, the largest; 0: all of them).
-  bool sparse = false, spladeSum = false, log1pTwice = false;
+  bool sparse = false;
+  SpladeSettings splade;
   int64_t maxActiveDims = 0;
   std::string pooling;
   bool normalize = false;
@@ -361,7 +362,7 @@ class EmbedWorker : public PromiseWorker {
     const torch::Tensor selected = b.scored.empty() ? mask : b.tensor(b.scored, encoder_->device);
     torch::Tensor out;
     if (r.sparse) {
-      sparse_ = sparseRows(spladePool(*encoder_->mlm, encoder_->model->tokenEmbeddings(), states, mask, r.spladeSum, r.log1pTwice));
+      sparse_ = sparseRows(spladePool(*encoder_->mlm, encoder_->model->tokenEmbeddings(), states, mask, r.splade));
       return;
     }
     if (r.scores) {
@@ -695,11 +696,7 @@ Napi::Value EncoderWrap::embed(const Napi::CallbackInfo& info) {
   if (r.sparse) {
     if (!encoder->mlm) throw jsError(env, {"INVALID_ARGUMENT", "this model has no masked-language-model head: load it as a SparseEncoder"});
     try {
-      const std::string strategy = stringOr(o, "spladePooling", "max"), activation = stringOr(o, "spladeActivation", "relu");
-      if (strategy != "max" && strategy != "sum") throw invalidArgument("spladePooling must be 'max' or 'sum', got '" + strategy + "'");
-      if (activation != "relu" && activation != "log1p_relu") throw invalidArgument("spladeActivation must be 'relu' or 'log1p_relu', got '" + activation + "'");
-      r.spladeSum = strategy == "sum";
-      r.log1pTwice = activation == "log1p_relu";
+      r.splade = spladeSettings(stringOr(o, "spladePooling", "max"), stringOr(o, "spladeActivation", "relu"));
       r.maxActiveDims = integerOr(o, "maxActiveDims", 0, INT32_MAX, 0);
     } catch (const Error& e) {
       throw jsError(env, {e.code(), e.what()});

@@ -68,27 +68,23 @@ MlmHead MlmHead::take(TransformerEncoder& model, const nlohmann::json& config, c
   }
   head.norm = Norm(hidden, eps, normBias);
   const bool decoderBias = !modern || boolOr(config, "decoder_bias", true);
-  torch::Tensor weight = model.takeKept(head.names.dense + ".weight");
-  if (!weight.defined() && drawIfMissing) {
-    // The whole head is new; whatever pieces of one the file has go (they would be saved beside the new ones).
+  // Missing with drawIfMissing: the whole head is new.
+  const torch::Tensor weight = takeShaped(model, head.names.dense + ".weight", {hidden, hidden}, drawIfMissing, file, "the head's dense layer");
+  if (!weight.defined()) {
+    // Whatever pieces of a head the file has go (they would be saved beside the new ones).
     for (const auto& name : {head.names.dense + ".bias", head.names.norm + ".weight", head.names.norm + ".bias", head.names.bias, head.names.decoder, head.names.decoderBias}) {
       if (!name.empty()) model.takeKept(name);
     }
     auto generator = at::detail::createCPUGenerator(seed);
+    const double std = numberOr(config, "initializer_range", 0.02);
     torch::NoGradGuard noGrad;
-    head.dense->weight.normal_(0, numberOr(config, "initializer_range", 0.02), generator);
+    head.dense->weight.normal_(0, std, generator);
     if (denseBias) head.dense->bias.zero_();
     if (decoderBias) head.bias = torch::zeros({vocab}, embeddings.options()).set_requires_grad(true);
     if (!boolOr(config, "tie_word_embeddings", true)) {
-      head.decoder = torch::empty({vocab, hidden}).normal_(0, numberOr(config, "initializer_range", 0.02), generator).to(embeddings.scalar_type()).set_requires_grad(true);
+      head.decoder = torch::empty({vocab, hidden}).normal_(0, std, generator).to(embeddings.scalar_type()).set_requires_grad(true);
     }
     return head;
-  }
-  if (!weight.defined()) {
-    throw modelFilesError(file + " has no " + head.names.dense + ".weight: it is not a masked language model (*ForMaskedLM), which a sparse encoder needs (the head's dense layer)");
-  }
-  if (weight.sizes() != torch::IntArrayRef({hidden, hidden})) {
-    throw modelFilesError(file + ": " + head.names.dense + ".weight has shape " + c10::str(weight.sizes()) + ", expected [" + std::to_string(hidden) + ", " + std::to_string(hidden) + "] (the head's dense layer)");
   }
   const torch::Tensor bias = denseBias ? takeShaped(model, head.names.dense + ".bias", {hidden}, false, file, "the head's dense layer") : torch::Tensor();
   const torch::Tensor normWeight = takeShaped(model, head.names.norm + ".weight", {hidden}, false, file, "the head's layer norm");
@@ -167,8 +163,15 @@ std::vector<std::pair<std::string, torch::Tensor>> MlmHead::tensors(torch::Scala
   return out;
 }
 
-torch::Tensor spladePool(const MlmHead& head, const torch::Tensor& tokenEmbeddings, const torch::Tensor& states, const torch::Tensor& mask, bool sum,
-                         bool log1pTwice) {
+SpladeSettings spladeSettings(const std::string& pooling, const std::string& activation) {
+  if (pooling != "max" && pooling != "sum") throw invalidArgument("spladePooling must be 'max' or 'sum', got '" + pooling + "'");
+  if (activation != "relu" && activation != "log1p_relu") throw invalidArgument("spladeActivation must be 'relu' or 'log1p_relu', got '" + activation + "'");
+  return {pooling == "sum", activation == "log1p_relu"};
+}
+
+torch::Tensor spladePool(const MlmHead& head, const torch::Tensor& tokenEmbeddings, const torch::Tensor& states, const torch::Tensor& mask,
+                         const SpladeSettings& settings) {
+  const bool sum = settings.sum, log1pTwice = settings.log1pTwice;
   const int64_t rows = states.size(0), vocab = tokenEmbeddings.size(0);
   const torch::Tensor lengthTensor = mask.to(torch::kCPU, torch::kInt64).sum(1);
   const auto lengths = lengthTensor.accessor<int64_t, 1>();

@@ -49,11 +49,19 @@ struct MlmHead {
   std::vector<std::pair<std::string, torch::Tensor>> tensors(torch::ScalarType dtype) const;
 };
 
+// SpladePooling's settings: the sum over the tokens instead of the maximum ("sum"), log1p twice ("log1p_relu").
+struct SpladeSettings {
+  bool sum = false, log1pTwice = false;
+};
+// The settings its pooling_strategy ('max' | 'sum') and activation_function ('relu' | 'log1p_relu') name; throws
+// INVALID_ARGUMENT for others.
+SpladeSettings spladeSettings(const std::string& pooling, const std::string& activation);
+
 // SPLADE: each token's logits through log(1 + relu(x)) (twice for "log1p_relu", OpenSearch's models), then the
-// maximum (or, `sum`, the sum) over the attended tokens of each row: float32 [batch, vocab]. `states` [batch, seq,
-// hidden], `mask` [batch, seq] (1 = token). The logits are computed a few rows at a time, so a batch never holds
+// maximum (or the sum) over the attended tokens of each row: float32 [batch, vocab]. `states` [batch, seq, hidden],
+// `mask` [batch, seq] (1 = token). The logits are computed a few rows at a time, so a batch never holds
 // [batch, seq, vocab] at once; autograd records it (training).
-torch::Tensor spladePool(const MlmHead& head, const torch::Tensor& tokenEmbeddings, const torch::Tensor& states, const torch::Tensor& mask, bool sum,
-                         bool log1pTwice);
+torch::Tensor spladePool(const MlmHead& head, const torch::Tensor& tokenEmbeddings, const torch::Tensor& states, const torch::Tensor& mask,
+                         const SpladeSettings& settings);
 
 }  // namespace coltrast

@@ -77,7 +77,8 @@ struct StepOptions {
   // and activation), unnormalized, the contrastive loss scores their dot products / temperature (SparseMultipleNegatives-
   // RankingLoss at scale 1 / temperature), and the FLOPS regularizer, sum over the vocabulary of the squared mean
   // weight, is added for the queries and for the documents, each times its weight.
-  bool sparse = false, spladeSum = false, log1pTwice = false;
+  bool sparse = false;
+  SpladeSettings splade;
   double queryRegularizer = 0, documentRegularizer = 0;
 };
 
@@ -191,11 +192,7 @@ StepOptions readStepOptions(const Napi::Object& o) {
   if (!s.matryoshka.empty() && (s.crossEncoder || s.projectTokens)) throw invalidArgument("Matryoshka widths are for pooled vectors: not for a cross-encoder or a multi-vector model");
   s.sparse = boolOr(o, "sparse", false);
   if (s.sparse) {
-    const std::string strategy = stringOr(o, "spladePooling", "max"), activation = stringOr(o, "spladeActivation", "relu");
-    if (strategy != "max" && strategy != "sum") throw invalidArgument("spladePooling must be 'max' or 'sum'");
-    if (activation != "relu" && activation != "log1p_relu") throw invalidArgument("spladeActivation must be 'relu' or 'log1p_relu'");
-    s.spladeSum = strategy == "sum";
-    s.log1pTwice = activation == "log1p_relu";
+    s.splade = spladeSettings(stringOr(o, "spladePooling", "max"), stringOr(o, "spladeActivation", "relu"));
     s.queryRegularizer = numberOr(o, "queryRegularizer", 0);
     s.documentRegularizer = numberOr(o, "documentRegularizer", 0);
     if (!(s.queryRegularizer >= 0) || !(s.documentRegularizer >= 0)) throw invalidArgument("queryRegularizer and documentRegularizer must be >= 0");
@@ -335,7 +332,7 @@ Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor
   if (s.sparse) {
     if (!enc.mlm) throw invalidArgument("sparse training needs a model loaded with its masked-language-model head (a SparseEncoder)");
     // Over the attended tokens, as SpladePooling pools (a prompt's tokens included).
-    out.pooled = spladePool(*enc.mlm, enc.model->tokenEmbeddings(), out.states, mask, s.spladeSum, s.log1pTwice);
+    out.pooled = spladePool(*enc.mlm, enc.model->tokenEmbeddings(), out.states, mask, s.splade);
     return out;
   }
   if (s.projectTokens) out.states = enc.project(out.states);
