@@ -122,7 +122,8 @@ commands:
                              over "query" and "document" messages; default the model's own) --cross-encoder-tokens yes,no (or yes alone)
     --sparse                 train a sparse (SPLADE) encoder instead, from a SparseEncoder or any masked language model
                              (*ForMaskedLM): SPLADE vectors, dot products, FLOPS regularizers --query-regularizer <x>
-                             (5e-5) --document-regularizer <x> (3e-5; larger: sparser vectors)
+                             (5e-5) --document-regularizer <x> (3e-5; larger: sparser vectors), rising from 0 over
+                             --regularizer-warmup <ratio> (1/3) of the steps by --regularizer-schedule quadratic|linear
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
                              its other settings (queryLength, documentLength, queryExpansion, ...) through --config
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
@@ -699,7 +700,7 @@ const TRAIN_FLAGS = {
   teacher: 'string', distillation: 'string', 'distillation-weight': 'number', 'teacher-temperature': 'number',
   guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean', 'mine-negatives': 'boolean',
   lora: 'boolean', 'lora-rank': 'number', 'lora-alpha': 'number', 'lora-targets': 'string',
-  matryoshka: 'string', sparse: 'boolean', 'query-regularizer': 'number', 'document-regularizer': 'number',
+  matryoshka: 'string', sparse: 'boolean', 'query-regularizer': 'number', 'document-regularizer': 'number', 'regularizer-warmup': 'number', 'regularizer-schedule': 'string',
 } as const;
 
 /** The option of train() each flag sets where that is not the flag's name in camelCase (null: none); see nameFlags. */
@@ -712,6 +713,7 @@ const TRAIN_FLAG_OPTIONS: Record<string, string | string[] | null> = {
   guide: ['guide', 'guide.model'], 'guide-margin': 'guide.margin', 'guide-margin-strategy': 'guide.marginStrategy', 'cross-encoder-loss': 'crossEncoder.loss',
   'cross-encoder-scale': 'crossEncoder.scale', 'cross-encoder-template': 'crossEncoder.chatTemplate', 'cross-encoder-tokens': 'crossEncoder.tokens',
   'query-regularizer': 'sparse.queryRegularizer', 'document-regularizer': 'sparse.documentRegularizer',
+  'regularizer-warmup': 'sparse.warmupRatio', 'regularizer-schedule': 'sparse.schedule',
   config: null, json: null, 'print-schema': null,
 };
 
@@ -831,6 +833,8 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v.sparse, (x) => x && (o.sparse = sparse()));
   set(v['query-regularizer'], (x) => (o.sparse = { ...sparse(), queryRegularizer: x }));
   set(v['document-regularizer'], (x) => (o.sparse = { ...sparse(), documentRegularizer: x }));
+  set(v['regularizer-warmup'], (x) => (o.sparse = { ...sparse(), warmupRatio: x }));
+  set(v['regularizer-schedule'], (x) => (o.sparse = { ...sparse(), schedule: x }));
   if (!o.data) fail('train needs --data (or "data" in --config)');
   if (!o.output) fail('train needs --output (or "output" in --config)');
   outputTo(o.output, '--output', 'folder');

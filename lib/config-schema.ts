@@ -165,7 +165,12 @@ export const TRAIN_CONFIG_SCHEMA = {
         {
           type: 'object',
           additionalProperties: false,
-          properties: { queryRegularizer: number({ minimum: 0 }), documentRegularizer: number({ minimum: 0 }) },
+          properties: {
+            queryRegularizer: number({ minimum: 0 }),
+            documentRegularizer: number({ minimum: 0 }),
+            warmupRatio: number({ minimum: 0, maximum: 1 }),
+            schedule: { enum: ['quadratic', 'linear'] },
+          },
         },
       ],
     },

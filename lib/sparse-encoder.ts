@@ -74,10 +74,17 @@ export interface SparsePreparedBatch {
   tokenizeSeconds: number;
 }
 
-/** How train() regularizes a sparse encoder (TrainOptions.sparse): the FLOPS weights of queries and documents. */
+/**
+ * How train() regularizes a sparse encoder (TrainOptions.sparse): the FLOPS weights of queries and documents at full
+ * strength, and their warm-up, sentence-transformers' SpladeRegularizerWeightSchedulerCallback.
+ */
 export interface SparseRegularizers {
   queryRegularizer: number;
   documentRegularizer: number;
+  /** The share of the optimizer steps over which the weights rise from 0 (0: full from the first step). */
+  warmupRatio: number;
+  /** How they rise: ratio² or ratio, the ratio being the step / the warm-up's steps. */
+  schedule: 'quadratic' | 'linear';
 }
 
 const ENCODE_KEYS = ['batchSize', 'task', 'promptName', 'prompt', 'maxActiveDims', 'onProgress', 'signal'] as const;
@@ -285,9 +292,9 @@ export class SparseEncoder {
   /**
    * @internal Optimizer state bound to this model, for lib/train.ts: each step tokenizes the queries and documents as
    * encode({ task }) does (the model's prompts when `prompts`), then runs forward, SPLADE pooling, the loss (dot products,
-   * FLOPS regularizers), backward and the AdamW update natively; the weights this SparseEncoder encodes with change in place.
+   * FLOPS regularizers weighted by each step's queryRegularizer and documentRegularizer), backward and the AdamW update natively; the weights this SparseEncoder encodes with change in place.
    */
-  createTrainer(options: NativeTrainerOptions, prompts: boolean, regularizers: SparseRegularizers): ModelTrainer<SparsePreparedBatch> {
+  createTrainer(options: NativeTrainerOptions, prompts: boolean): ModelTrainer<SparsePreparedBatch> {
     if (this.quantize) throw new ColtrastError('INVALID_ARGUMENT', `this SparseEncoder was loaded with quantize: '${this.quantize}', which is for inference: load it without quantize to train it`);
     const side = async (texts: string[], task: 'query' | 'document') => {
       const prompt = prompts ? taskPrompt(this.files, undefined, undefined, task) : undefined;
@@ -305,7 +312,6 @@ export class SparseEncoder {
       sparse: true,
       spladePooling: this.files.sparse.pooling,
       spladeActivation: this.files.sparse.activation,
-      ...regularizers,
     }));
   }
 

@@ -208,13 +208,17 @@ export interface TrainOptions {
    * Each batch's loss is the in-batch cross-entropy over the dot products of the SPLADE vectors / `loss.temperature`
    * (default 1 here: scale 1, sentence-transformers' default for it) plus the FLOPS regularizers, the squared mean
    * weight of each vocabulary entry over the batch, summed, times `queryRegularizer` (default 5e-5) for the queries and
-   * `documentRegularizer` (default 3e-5) for the documents: the larger, the sparser the vectors. Distillation from a
+   * `documentRegularizer` (default 3e-5) for the documents: the larger, the sparser the vectors. The weights rise from 0
+   * over the first `warmupRatio` (default 1/3) of the optimizer steps, by the square of the share of the warm-up done
+   * (`schedule` 'quadratic', the default; 'linear': by the share), then stay: sentence-transformers' trainer adds that
+   * warm-up (SpladeRegularizerWeightSchedulerCallback) to every SpladeLoss; `warmupRatio: 0` weighs fully from the
+   * first step. Validation losses use the weights of the step they follow. Distillation from a
    * teacher's scores (MarginMSE or KL on the dot products: sentence-transformers' SparseMarginMSELoss) works too.
    * `model` may also be an embedding model or a base model of those families without a masked-LM head (coltrast's
    * default model): a new head is drawn from `seed`, as sentence-transformers' SparseEncoder(model) draws one. The output
    * is a SparseEncoder folder (`SparseEncoder.load`). A SparseEncoder folder as `model` needs this option.
    */
-  sparse?: boolean | { queryRegularizer?: number; documentRegularizer?: number };
+  sparse?: boolean | { queryRegularizer?: number; documentRegularizer?: number; warmupRatio?: number; schedule?: 'quadratic' | 'linear' };
   /**
    * Train only the head on top of the frozen transformer: the projection head (`projection`, or the model's own
    * Dense module), or a multi-vector model's token projection. This is CoTrEnD's set-up (an encoder trained with
@@ -601,7 +605,7 @@ function matryoshkaWidths(config: Config, width: number, model: string): void {
  */
 function readSparse(o: TrainOptions, loss: LossOptions): SparseRegularizers | undefined {
   if (o.sparse === undefined || o.sparse === false) return undefined;
-  const given = o.sparse === true ? {} : checkOptions('options.sparse', o.sparse, ['queryRegularizer', 'documentRegularizer']);
+  const given = o.sparse === true ? {} : checkOptions('options.sparse', o.sparse, ['queryRegularizer', 'documentRegularizer', 'warmupRatio', 'schedule']);
   const dense = (['crossEncoder', 'multiVector', 'projection', 'contrastiveTension', 'guide', 'lora', 'freezeBase'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
   if (dense.length > 0) throw new ColtrastError('INVALID_ARGUMENT', `options.sparse trains a sparse encoder's SPLADE vectors; ${dense.map((k) => `options.${k}`).join(', ')} ${dense.length > 1 ? 'are' : 'is'} for dense models: drop ${dense.length > 1 ? 'them' : 'it'}`);
   if ((loss.lateInteractionWeight ?? 0) > 0 || loss.lateInteraction !== undefined || loss.matryoshka !== undefined || loss.symmetric) {
@@ -609,7 +613,25 @@ function readSparse(o: TrainOptions, loss: LossOptions): SparseRegularizers | un
   }
   const weight = (key: 'queryRegularizer' | 'documentRegularizer', fallback: number) =>
     float32(`options.sparse.${key}`, numberValue(`options.sparse.${key}`, given[key] ?? fallback, (x) => x >= 0, 'a number >= 0'));
-  return { queryRegularizer: weight('queryRegularizer', 5e-5), documentRegularizer: weight('documentRegularizer', 3e-5) };
+  return {
+    queryRegularizer: weight('queryRegularizer', 5e-5),
+    documentRegularizer: weight('documentRegularizer', 3e-5),
+    warmupRatio: numberValue('options.sparse.warmupRatio', given.warmupRatio ?? 1 / 3, (x) => x >= 0 && x <= 1, 'a number in [0, 1]'),
+    schedule: oneOf('options.sparse.schedule', given.schedule ?? 'quadratic', ['quadratic', 'linear'] as const),
+  };
+}
+
+/**
+ * A sparse encoder's regularizer weights for the optimizer step after `step` updates of `total`: sentence-transformers'
+ * SpladeRegularizerWeightSchedulerCallback, which sets them at each step's start from the updates done so far: full
+ * weight times (step / warm-up steps)² (or to the first power, 'linear') before the warm-up's floor(total · ratio)
+ * steps (at least 1) are done, full weight after.
+ */
+export function sparseRegularizersAt(step: number, total: number, r: SparseRegularizers): { queryRegularizer: number; documentRegularizer: number } {
+  const warmup = Math.max(1, Math.floor(total * r.warmupRatio));
+  const ratio = r.warmupRatio === 0 || step >= warmup ? 1 : step / warmup;
+  const scale = r.schedule === 'linear' ? ratio : ratio * ratio;
+  return { queryRegularizer: r.queryRegularizer * scale, documentRegularizer: r.documentRegularizer * scale };
 }
 
 /** What Contrastive Tension cannot be combined with: it trains a single-vector embedding model on its pooled vectors. */
@@ -1254,7 +1276,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       encoder instanceof CrossEncoder
         ? encoder.createTrainer(optimizer, config.crossEncoder!)
         : encoder instanceof SparseEncoder
-          ? encoder.createTrainer(optimizer, config.prompts, config.sparse!)
+          ? encoder.createTrainer(optimizer, config.prompts)
           : await encoder.createTrainer(optimizer, config.prompts, twin);
     releaseTrainer = () => trainer.dispose();
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
@@ -1285,6 +1307,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     }
     checkBatchesCompare(config, trainSet, largestBatch, encoder instanceof CrossEncoder);
     const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
+    // A sparse encoder's regularizer weights for the step after `step` updates (their warm-up).
+    const regularizers = (step: number) => (config.sparse ? sparseRegularizersAt(step, totalSteps, config.sparse) : {});
     // Validation scores every Matryoshka width.
     const allWidths = config.matryoshka && { matryoshkaDimensions: config.matryoshka.dimensions, matryoshkaWeights: config.matryoshka.weights };
     const bar = options.progressBar ? new ProgressBar('train', 'steps') : undefined;
@@ -1297,7 +1321,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       let sum = 0;
       for (const b of valBatches) {
         if (signal) notStarted();
-        sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, learningRate: 0, lossScale: 1, apply: false, ...extrasOf(b), ...allWidths })).loss;
+        sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, ...regularizers(state.step), learningRate: 0, lossScale: 1, apply: false, ...extrasOf(b), ...allWidths })).loss;
       }
       if (signal) notStarted();
       return { valLoss: sum / valBatches.length, metrics: await measureRetrieval(encoder, val, config.matryoshka?.dimensions, signal) };
@@ -1389,7 +1413,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         const apply = (b + 1) % config.accumulation === 0 || b === batches.length - 1;
         const learningRate = learningRateAt(state.step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
         const running = trainer.stepPrepared(prepared, {
-          ...stepOptions, learningRate, lossScale: 1 / config.accumulation, apply, ...extrasOf(batch), ...matryoshkaStep(config.matryoshka, config.seed, epoch, b),
+          ...stepOptions, ...regularizers(state.step), learningRate, lossScale: 1 / config.accumulation, apply, ...extrasOf(batch), ...matryoshkaStep(config.matryoshka, config.seed, epoch, b),
         });
         // The next batch's tokenization starts once this step is on its way: its synchronous part (handing the texts
         // to the tokenizer, about a millisecond for 64 pairs) would otherwise delay the step (BENCHMARKS.md, "Node's

@@ -35,6 +35,7 @@ import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
 import { makeBatches } from '../lib/train-data';
+import { sparseRegularizersAt } from '../lib/train';
 import { FIXTURE, dropoutOff, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { seededRandom } from '../lib/random';
 
@@ -960,6 +961,12 @@ check(`sparse training: a batch's loss equals sentence-transformers' SpladeLoss 
     scale: 2,
     query_regularizer: 5e-3,
     document_regularizer: 3e-3,
+    schedules: [
+      { total: 10, ratio: 1 / 3, type: 'quadratic' as const },
+      { total: 7, ratio: 0.5, type: 'linear' as const },
+      { total: 2, ratio: 0.2, type: 'quadratic' as const },
+      { total: 5, ratio: 1, type: 'quadratic' as const },
+    ],
     margins: [2, -1, 0.5, 3, 1],
   };
   fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
@@ -969,10 +976,10 @@ check(`sparse training: a batch's loss equals sentence-transformers' SpladeLoss 
   const close = (ours: number, theirs: number, what: string) => t.true(Math.abs(ours - theirs) <= 1e-5 * Math.abs(theirs), `${what}: coltrast ${ours}, sentence-transformers ${theirs}`);
   const encoder = await SparseEncoder.load(model, { device: 'cpu' });
   const regularizers = { queryRegularizer: spec.query_regularizer, documentRegularizer: spec.document_regularizer };
-  const trainer = encoder.createTrainer({ seed: 1 }, false, regularizers);
+  const trainer = encoder.createTrainer({ seed: 1 }, false);
   const options = {
     contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 1 / spec.scale, symmetric: false, lateInteractionKind: 'cross_entropy' as const,
-    learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false,
+    learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false, ...regularizers,
   };
   try {
     const examples = spec.queries.map((query, i) => ({ query, positive: spec.positives[i], negatives: [spec.negatives[i]], scores: [spec.margins[i], 0] }));
@@ -982,10 +989,21 @@ check(`sparse training: a batch's loss equals sentence-transformers' SpladeLoss 
     close(splade.regularizer, ref.query_regularizer + ref.document_regularizer, 'FLOPS regularizers');
     close(splade.loss, ref.base + ref.query_regularizer + ref.document_regularizer, 'SpladeLoss');
     // SparseMarginMSELoss: the dot-product margins against the teacher's (temperature 1, no regularizers).
-    const margin = encoder.createTrainer({ seed: 1 }, false, { queryRegularizer: 0, documentRegularizer: 0 });
-    const mse = await margin.evaluate(batch.queries, batch.documents, { ...options, contrastiveWeight: 0, temperature: 1, distillationWeight: 1, teacher: batch.teacher });
+    const margin = encoder.createTrainer({ seed: 1 }, false);
+    const mse = await margin.evaluate(batch.queries, batch.documents, {
+      ...options, queryRegularizer: 0, documentRegularizer: 0, contrastiveWeight: 0, temperature: 1, distillationWeight: 1, teacher: batch.teacher,
+    });
     margin.dispose();
     close(mse.loss, ref.margin_mse, 'SparseMarginMSELoss');
+    // The regularizers' warm-up: the weights sentence-transformers' trainer sets before each optimizer step.
+    spec.schedules.forEach((schedule, i) => {
+      const ours = Array.from({ length: schedule.total + 1 }, (_, step) =>
+        sparseRegularizersAt(step, schedule.total, { ...regularizers, warmupRatio: schedule.ratio, schedule: schedule.type }));
+      ours.forEach((w, step) => {
+        const [q, d] = ref.schedules[i][step];
+        t.true(Math.abs(w.queryRegularizer - q) <= 1e-12 && Math.abs(w.documentRegularizer - d) <= 1e-12, `${JSON.stringify(schedule)} step ${step}: ${JSON.stringify(w)} vs ${q}, ${d}`);
+      });
+    });
   } finally {
     trainer.dispose();
     encoder.dispose();

@@ -292,20 +292,25 @@ test('train({ sparse }) from an embedding model without a masked-LM head draws a
   t.is(error.code, 'UNSUPPORTED_MODEL');
 });
 
-test('coltrast train --sparse trains a SparseEncoder from the command line, its regularizer weights from flags', async (t) => {
+test('coltrast train --sparse trains a SparseEncoder from the command line, its regularizer weights and their warm-up from flags', async (t) => {
   const dir = tempDir();
   const data = path.join(dir, 'pairs.jsonl');
   fs.writeFileSync(data, wordDataset(16, 9).map((p) => JSON.stringify(p)).join('\n') + '\n');
   const out = path.join(dir, 'model');
   const run = spawnSync(
     process.execPath,
-    [path.join(ROOT, 'dist', 'cli.js'), 'train', '--model', path.join(FIXTURES, 'bert'), '--sparse', '--query-regularizer', '0.001', '--document-regularizer', '0.002', '--data', data, '--output', out, '--epochs', '1', '--batch-size', '4', '--val-split', '0', '--device', 'cpu', '--json'],
+    [path.join(ROOT, 'dist', 'cli.js'), 'train', '--model', path.join(FIXTURES, 'bert'), '--sparse', '--query-regularizer', '0.001', '--document-regularizer', '0.002', '--regularizer-warmup', '0.5', '--regularizer-schedule', 'linear', '--data', data, '--output', out, '--epochs', '1', '--batch-size', '4', '--val-split', '0', '--device', 'cpu', '--json'],
     { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' }, timeout: 120_000 },
   );
   t.is(run.status, 0, run.stderr);
   const history = JSON.parse(fs.readFileSync(path.join(out, 'training_history.json'), 'utf8'));
-  t.deepEqual(history.config.sparse, { queryRegularizer: 0.001, documentRegularizer: 0.002 });
-  t.true(history.history.steps.every((s: { regularizer?: number }) => (s.regularizer ?? 0) > 0));
+  t.deepEqual(history.config.sparse, { queryRegularizer: 0.001, documentRegularizer: 0.002, warmupRatio: 0.5, schedule: 'linear' });
+  // 4 steps, a warm-up of 2: the first step's weights are 0, the second's half, then full (the weights' values against
+  // sentence-transformers' are checked in test/python-interop.test.ts).
+  const regularizers = history.history.steps.map((s: { regularizer?: number }) => s.regularizer);
+  t.is(regularizers.length, 4);
+  t.is(regularizers[0], 0, regularizers.join(' '));
+  t.true(regularizers.slice(1).every((r: number) => r > 0), regularizers.join(' '));
   const model = await SparseEncoder.load(out, { device: 'cpu' });
   t.is(model.modelType, 'bert');
   model.dispose();
@@ -316,10 +321,10 @@ test('sparse training with gradient caching (miniBatchSize) takes the plain step
   const model = folderCopy(path.join(FIXTURES, 'bert'), (dir) => editJson(path.join(dir, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 })));
   const pairs = wordDataset(14, 21);
   const batches = [pairs.slice(0, 7), pairs.slice(7)].map((b) => ({ queries: b.map((p) => p.query), documents: b.map((p) => p.positive) }));
-  const step = { contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 1, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 3e-3, maxGradNorm: 1, lossScale: 1, apply: true };
+  const step = { contrastiveWeight: 1, lateInteractionWeight: 0, temperature: 1, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 3e-3, maxGradNorm: 1, lossScale: 1, apply: true, queryRegularizer: 1e-3, documentRegularizer: 1e-3 };
   const run = async (extra: object, precision?: 'bfloat16') => {
     const encoder = await SparseEncoder.load(model, { device: 'cpu' });
-    const trainer = encoder.createTrainer({ seed: 3, ...(precision && { precision }) }, false, { queryRegularizer: 1e-3, documentRegularizer: 1e-3 });
+    const trainer = encoder.createTrainer({ seed: 3, ...(precision && { precision }) }, false);
     const results = [];
     for (const b of batches) results.push(await trainer.step(b.queries, b.documents, { ...step, ...extra }));
     trainer.dispose();
