@@ -221,6 +221,9 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
       `index ${dir} was built with a multi-vector model: it holds token vectors only, and no pooled vector per document for pgvector's vector column; export an index built with a single-vector model`,
     );
   }
+  if (manifest.sparse === true) {
+    throw new ColtrastError('INVALID_ARGUMENT', `index ${dir} was built with a sparse (SPLADE) encoder: its vectors are sparse, and this export writes pgvector's dense vector column; export an index built with an embedding model`);
+  }
   const dim = manifest.model.dimension;
   const rows = manifest.documents;
   if (dim > MAX_DIM) throw new ColtrastError('INVALID_ARGUMENT', `pgvector's vector type holds at most ${MAX_DIM} dimensions; this index has ${dim}`);

@@ -42,6 +42,11 @@ export interface IndexManifest {
   tokenPooling?: { poolFactor: number; protectedTokens: number };
   /** Built with a multi-vector model: token vectors only (absent in indexes from before it existed: false). */
   multiVector?: boolean;
+  /**
+   * Built with a sparse (SPLADE) encoder: its vectors in sparse.bin (a SparseIndex file), none in vectors.safetensors,
+   * model.dimension its vocabulary's size (absent: false).
+   */
+  sparse?: boolean;
   documents: number;
   /**
    * With token vectors: tokenCountsDigest of the documents' token counts in docs.jsonl, in order. Their sum is checked
@@ -69,20 +74,20 @@ export function indexDamaged(where: string, message: string, options?: { cause?:
 export const SAVE_AGAIN = 'the folder is damaged: save the index again or rebuild it';
 
 /**
+ * How to load the model that built an index, as its index.json records it: the folder or hub id it was loaded from
+ * (as written: `coltrast search` checks it), its truncateDim when that is a number, and whether it is a sparse encoder.
+ */
+export function builtModelOptions(manifest: IndexManifest): { source?: string; truncateDim?: number; sparse?: boolean } {
+  const model = manifest.model ?? {};
+  return { source: model.source, ...(typeof model.truncateDim === 'number' ? { truncateDim: model.truncateDim } : {}), ...(manifest.sparse === true && { sparse: true }) };
+}
+
+/**
  * The index.json of the index folder `where` (resolved), parsed and checked: its format and version, a model with a
  * fingerprint and a width, a known storage, booleans where there are booleans, a count of documents, a known token
  * storage and residual bits. Every problem is a MODEL_FILES error naming the folder, index.json and what to do. Whether
  * it fits a model (the fingerprint, the width, multi-vector) is the loader's to check.
  */
-/**
- * How to load the model that built an index, as its index.json records it: the folder or hub id it was loaded from
- * (as written: `coltrast search` checks it) and its truncateDim when that is a number.
- */
-export function builtModelOptions(manifest: IndexManifest): { source?: string; truncateDim?: number } {
-  const model = manifest.model ?? {};
-  return { source: model.source, ...(typeof model.truncateDim === 'number' ? { truncateDim: model.truncateDim } : {}) };
-}
-
 export function readIndexManifest(where: string): IndexManifest {
   const file = path.join(where, 'index.json');
   if (!fs.existsSync(file)) throw indexDamaged(where, 'no index.json (not an index folder)');
@@ -100,7 +105,7 @@ export function readIndexManifest(where: string): IndexManifest {
   if (!Number.isSafeInteger(model.dimension) || (model.dimension as number) < 1) throw says('model.dimension', model.dimension, 'a positive whole number');
   if (!(STORAGES as readonly unknown[]).includes(m.storage)) throw says('storage', m.storage, `one of ${STORAGES.join(', ')}`);
   if (m.lateInteraction !== undefined && typeof m.lateInteraction !== 'boolean') throw says('lateInteraction', m.lateInteraction, 'true or false');
-  if (m.multiVector !== undefined && typeof m.multiVector !== 'boolean') throw says('multiVector', m.multiVector, 'true or false');
+  for (const key of ['multiVector', 'sparse']) if (m[key] !== undefined && typeof m[key] !== 'boolean') throw says(key, m[key], 'true or false');
   if (m.tokenStorage !== undefined && !(TOKEN_STORAGES as readonly unknown[]).includes(m.tokenStorage)) throw says('tokenStorage', m.tokenStorage, `one of ${TOKEN_STORAGES.join(', ')}`);
   if (m.tokenStorage === 'residual' && !RESIDUAL_BITS.includes(m.residualBits as number)) throw says('residualBits', m.residualBits, '1, 2 or 4');
   if (!Number.isSafeInteger(m.documents) || (m.documents as number) < 0) throw says('documents', m.documents, 'a count of documents');

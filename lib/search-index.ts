@@ -6,6 +6,8 @@
  * (ColBERT-style) model has no pooled vector: its index holds token vectors only, and its first stage is
  * an exact MaxSim over every document, or with residual token storage PLAID's approximate search (ColBERTv2's
  * compression: each token vector a centroid's number and a quantized residual; native/search/residual_store.cc).
+ * A sparse (SPLADE) encoder's index holds its sparse vectors in an inverted index (lib/sparse-index.ts), searched
+ * exactly by the model's similarity (dot or cosine) in the place of the dense stage.
  *
  * On disk an index is a folder, written through a staging folder and renamed into place:
  *   index.json          format version, model fingerprint (sha256 of the files that make the vectors: weights, modules,
@@ -24,6 +26,8 @@
  *   vectors.safetensors "vectors" [rows, dim] (float32, float16 or int8; binary: [rows, ceil(dim / 8)] uint8 sign
  *                       bits; not for a multi-vector model), and for int8 "ranges" [2, dim] (each dimension's
  *                       bucket start and step)
+ *   sparse.bin          (a sparse encoder's index only, which has no vectors.safetensors) its documents' sparse vectors:
+ *                       a SparseIndex file, its ids those of docs.jsonl in the same order
  *   tokens.safetensors  (lateInteraction only; rows in document order) float16: "vectors" [all tokens, dim];
  *                       residual: "centroids" [K, dim], "cutoffs" and "weights" (the residual buckets), "codes"
  *                       [all tokens] int32 and "residuals" [all tokens, ceil(dim × bits / 8)] uint8
@@ -38,6 +42,8 @@ import { Bm25Index } from './bm25';
 import { topK } from './top-k';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Matrix, type PreparedText } from './encoder';
+import { SparseEncoder } from './sparse-encoder';
+import { SparseIndex } from './sparse-index';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic, writeJsonAtomic, writeJsonLinesAtomic } from './files';
 import { fileLines } from './data-files';
@@ -362,7 +368,7 @@ function fingerprintFiles(dir: string): string[] {
  * settings (the prompts, PyLate's query and document settings) without the versions of the libraries that saved it.
  * `memory`: the model's changes in memory (Encoder.memoryChanges) when it made the vectors; with them, that state's.
  */
-async function fingerprint(encoder: Encoder, version: number, memory: Encoder['memoryChanges']): Promise<string> {
+async function fingerprint(encoder: Encoder | SparseEncoder, version: number, memory: Encoder['memoryChanges']): Promise<string> {
   const hash = createHash('sha256');
   const dir = encoder.modelDir;
   // A model changed in memory makes other vectors than its folder's: its fingerprint is that state's, which only the
@@ -387,7 +393,7 @@ async function fingerprint(encoder: Encoder, version: number, memory: Encoder['m
   // A LoRA adapter Encoder.load added. An adapter-only folder's own is among its files, and always applied; one beside
   // the weights is among them too, but applied only when the load names it (`adapter: dir`), so it is hashed again
   // then: without it, the folder loaded bare and with its adapter had one fingerprint and other vectors.
-  const adapter = encoder.adapterDir;
+  const adapter = encoder instanceof Encoder ? encoder.adapterDir : undefined;
   if (adapter !== undefined && (path.resolve(adapter) !== path.resolve(dir) || !isAdapterOnlyFolder(dir))) {
     for (const name of ['adapter_config.json', 'adapter_model.safetensors']) {
       const file = path.join(adapter, name);
@@ -412,9 +418,41 @@ async function fingerprint(encoder: Encoder, version: number, memory: Encoder['m
   return hash.digest('hex');
 }
 
-/** An Encoder where `call` wants one (arguments in another order otherwise fail deep inside with a puzzling message). */
+/** An Encoder or a SparseEncoder where `call` wants one (arguments in another order otherwise fail deep inside with a puzzling message). */
 function checkEncoder(encoder: unknown, call: string): void {
-  if (!(encoder instanceof Encoder)) throw invalid('encoder', `an Encoder (from Encoder.load): ${call}`, encoder);
+  if (!(encoder instanceof Encoder) && !(encoder instanceof SparseEncoder)) throw invalid('encoder', `an Encoder (from Encoder.load) or a SparseEncoder (SparseEncoder.load): ${call}`, encoder);
+}
+
+/**
+ * The sparse vectors of the index folder `where` (sparse.bin), read and checked against the model: its width and
+ * similarity. Their ids are checked against docs.jsonl's by Index.load.
+ */
+async function readSparseVectors(where: string, model: SparseEncoder): Promise<SparseIndex> {
+  const file = path.join(where, 'sparse.bin');
+  if (!fs.existsSync(file)) throw indexDamaged(where, `sparse.bin is missing; ${SAVE_AGAIN}`);
+  let vectors: SparseIndex;
+  try {
+    vectors = await SparseIndex.load(file);
+  } catch (error) {
+    throw indexDamaged(where, (error as Error).message, { cause: error });
+  }
+  if (vectors.dimension !== model.dimension) throw indexDamaged(where, `sparse.bin holds vectors of width ${vectors.dimension} and the model gives ${model.dimension}; ${SAVE_AGAIN}`);
+  if (vectors.similarity !== sparseSimilarity(model)) throw indexDamaged(where, `sparse.bin ranks by ${vectors.similarity} and the model's similarity is ${model.similarityFunction}; ${SAVE_AGAIN}`);
+  return vectors;
+}
+
+/** The model's changes in memory (Encoder.memoryChanges); a SparseEncoder has none that an index could see. */
+function memoryChangesOf(model: Encoder | SparseEncoder): Encoder['memoryChanges'] {
+  return model instanceof Encoder ? model.memoryChanges : undefined;
+}
+
+/** How an index of `model` scores: its similarity function, which must be one an inverted index ranks by (dot, cosine). */
+function sparseSimilarity(model: SparseEncoder): 'dot' | 'cosine' {
+  const fn = model.similarityFunction;
+  if (fn !== 'dot' && fn !== 'cosine') {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${model.modelDir} compares its sparse vectors by ${fn} distance, and an index ranks sparse vectors by dot product or cosine only: set similarity_fn_name in its config_sentence_transformers.json to "dot" or "cosine" to index it`);
+  }
+  return fn;
 }
 
 /**
@@ -660,16 +698,25 @@ export class Index {
   private readonly lock = new ReadWriteLock();
 
   private constructor(
-    private readonly encoder: Encoder,
-    /** Pooled vectors; none for a multi-vector model. */
+    /** The model that embeds documents and queries: an Encoder, or a SparseEncoder (`sparseVectors`). */
+    private readonly model: Encoder | SparseEncoder,
+    /** Pooled vectors; none for a multi-vector model or a sparse encoder. */
     private readonly vectors: NativeDenseStore | undefined,
     private readonly tokens: TokenStore | undefined,
     /** How the pooled vectors are kept (BuildOptions.storage). */
     readonly storage: Storage,
     /** Computed when first needed (save): hashing the weights is work a search-only index never needs. */
     private modelFingerprint: string | undefined,
+    /** A sparse encoder's vectors, its documents numbered as `docs`. */
+    private readonly sparseVectors?: SparseIndex,
   ) {
-    this.modelChanges = encoder.memoryChanges;
+    this.modelChanges = memoryChangesOf(model);
+  }
+
+  /** The dense model: every path that reads it (pooled or token vectors) is one an index of a SparseEncoder never takes. */
+  private get encoder(): Encoder {
+    if (!(this.model instanceof Encoder)) throw new Error('internal: the Encoder of an index built with a SparseEncoder');
+    return this.model;
   }
 
   /** The model's changes in memory when the index was built or loaded (Encoder.memoryChanges): those of its vectors. */
@@ -681,7 +728,7 @@ export class Index {
    * as it is now.
    */
   private checkModelUnchanged(work: string): void {
-    const now = this.encoder.memoryChanges;
+    const now = memoryChangesOf(this.model);
     if (now?.state === this.modelChanges?.state) return;
     if (this.docs.length === 0) {
       this.modelChanges = now;
@@ -703,7 +750,11 @@ export class Index {
   }
   /** Built with a multi-vector model: token vectors only, ranked by MaxSim. */
   get multiVector(): boolean {
-    return this.vectors === undefined;
+    return this.vectors === undefined && this.sparseVectors === undefined;
+  }
+  /** Built with a sparse (SPLADE) encoder: sparse vectors in an inverted index, searched exactly. */
+  get sparse(): boolean {
+    return this.sparseVectors !== undefined;
   }
   /** How the token vectors are kept (undefined without them). */
   get tokenStorage(): TokenStorage | undefined {
@@ -718,10 +769,21 @@ export class Index {
     return this.tokens?.kind === 'residual' ? this.tokens.store.centroids() : 0;
   }
 
-  /** Embeds `docs` with `encoder` into a new index. */
-  static async build(encoder: Encoder, docs: IndexDoc[], options?: BuildOptions): Promise<Index> {
+  /** Embeds `docs` with `encoder` (an Encoder, or a SparseEncoder) into a new index. */
+  static async build(encoder: Encoder | SparseEncoder, docs: IndexDoc[], options?: BuildOptions): Promise<Index> {
     checkEncoder(encoder, 'Index.build(encoder, docs, options?)');
     const o = checkOptions('options', options, BUILD_KEYS);
+    if (encoder instanceof SparseEncoder) {
+      // float32, the default, is taken as saying nothing, as for a multi-vector model (the CLI passes it).
+      const dense: (keyof BuildOptions)[] = (['lateInteraction', 'tokenStorage', 'residualBits', 'centroids', 'poolFactor'] as const).filter((key) => o[key] !== undefined && o[key] !== false);
+      if (o.storage !== undefined && o.storage !== 'float32') dense.unshift('storage');
+      if (dense.length > 0) {
+        throw invalid(`options.${dense[0]}`, "absent with a SparseEncoder: its index keeps the sparse vectors as they are, with no pooled or token vectors to store", o[dense[0]]);
+      }
+      const index = new Index(encoder, undefined, undefined, 'float32', undefined, new SparseIndex(encoder.dimension, { similarity: sparseSimilarity(encoder) }));
+      await index.add(docs, { batchSize: o.batchSize === undefined ? undefined : positiveInteger('options.batchSize', o.batchSize), onProgress: o.onProgress });
+      return index;
+    }
     const storage = oneOf('options.storage', o.storage ?? 'float32', STORAGES);
     const multi = encoder.multiVector !== undefined;
     // float32, the default, is taken as saying nothing (the CLI passes it); another storage would not be what the index keeps.
@@ -784,6 +846,7 @@ export class Index {
       const part = ownCopies(docs.slice(start, start + slice), start);
       const texts = part.map((d) => d.text);
       const pooled = this.vectors ? await this.encoder.embed(texts, { normalize: true, batchSize, task: 'document' }) : undefined;
+      const sparse = this.model instanceof SparseEncoder ? await this.model.encode(texts, { batchSize, task: 'document' }) : undefined;
       const counts: number[] = [];
       const rows = this.tokens ? await this.documentTokens(texts, batchSize, counts) : undefined;
       await this.lock.write(async () => {
@@ -794,6 +857,7 @@ export class Index {
           checkDocs(part, this.docs, start); // another add() may have taken an id since
         }
         if (this.vectors && pooled) this.vectors.add(pooled.data);
+        if (this.sparseVectors && sparse) await this.sparseVectors.addAll(part.map((d) => d.id), sparse);
         if (this.tokens && rows) {
           try {
             if (this.tokens.kind === 'float16') this.tokens.store.add(rows);
@@ -890,6 +954,7 @@ export class Index {
       keep[at] = 0;
     }
     await this.vectors?.remove(keep);
+    await this.sparseVectors?.retain(keep);
     if (this.tokens) {
       const keepTokens = new Uint8Array(this.tokenOffsets[this.tokenOffsets.length - 1]);
       for (let i = 0; i < keep.length; i++) keepTokens.fill(keep[i], this.tokenOffsets[i], this.tokenOffsets[i + 1]);
@@ -933,7 +998,7 @@ export class Index {
   private queryEmbeddings(mode: SearchOptions['mode'], rerank: SearchOptions['rerank'], mmr: boolean): { pooled: boolean; tokens: boolean } {
     return {
       pooled: this.vectors !== undefined && (mode !== 'bm25' || mmr),
-      tokens: (mode !== 'bm25' && !this.vectors) || (rerank === 'maxsim' && this.vectors !== undefined && this.tokens !== undefined),
+      tokens: (mode !== 'bm25' && this.multiVector) || (rerank === 'maxsim' && this.vectors !== undefined && this.tokens !== undefined),
     };
   }
 
@@ -974,7 +1039,7 @@ export class Index {
     const nprobe = positiveInteger('options.nprobe', o.nprobe ?? 1);
     const fullScores = o.fullScores === undefined ? undefined : positiveInteger('options.fullScores', o.fullScores);
     const mmr = o.mmrLambda === undefined ? undefined : numberValue('options.mmrLambda', o.mmrLambda, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
-    if (mmr !== undefined && !this.vectors) throw new ColtrastError('INVALID_ARGUMENT', 'options.mmrLambda compares pooled vectors, and a multi-vector index has none');
+    if (mmr !== undefined && !this.vectors) throw new ColtrastError('INVALID_ARGUMENT', `options.mmrLambda compares pooled vectors, and ${this.sparse ? "a sparse encoder's" : 'a multi-vector'} index has none`);
     // The first stage keeps k hits when nothing after it needs more.
     const firstK = (m: typeof mode) => (mode === m && rerank === 'none' && mmr === undefined ? k : candidates);
     const allow = o.filter === undefined ? undefined : await this.filterMask(o.filter);
@@ -983,7 +1048,14 @@ export class Index {
     // The JavaScript work between and after the stages, a query (or an MMR pick) at a time, lets the event loop run.
     const turn = new Turns();
     let dense: { doc: number; score: number }[][] = queries.map(() => []);
-    if (mode !== 'bm25' && !this.vectors) {
+    if (mode !== 'bm25' && this.sparseVectors) {
+      const vectors = await (this.model as SparseEncoder).encode(queries, { task: 'query' });
+      for (let i = 0; i < queries.length; i++) {
+        dense[i] = this.sparseVectors.rows(vectors[i], firstK('dense'), allow);
+        await turn.maybe();
+      }
+    }
+    if (mode !== 'bm25' && this.multiVector) {
       const wanted = firstK('dense');
       // At least the hits wanted are scored fully: fewer would return fewer than k hits.
       dense = await this.maxsimSearch(queries, prepared, wanted, { nprobe, fullScores: Math.max(fullScores ?? Math.max(256, 4 * wanted), wanted) }, allow);
@@ -1225,7 +1297,8 @@ export class Index {
 
   private async saveNow(dir: string, options: { overwrite: boolean }): Promise<void> {
     if (options.overwrite) checkIndexFolder(dir, 'the folder to save to');
-    const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.encoder, FINGERPRINT_VERSION, this.modelChanges));
+    const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.model, FINGERPRINT_VERSION, this.modelChanges));
+    const truncateDim = this.model instanceof Encoder ? this.model.truncateDim : undefined;
     await writeFolderAtomic(path.resolve(dir), options.overwrite, async (staging) => {
       const manifest: IndexManifest = {
         format: 'coltrast-index',
@@ -1233,16 +1306,17 @@ export class Index {
         model: {
           fingerprint: modelFingerprint,
           fingerprintVersion: FINGERPRINT_VERSION,
-          dimension: this.encoder.dimension,
-          source: this.encoder.modelDir,
-          ...(this.encoder.truncateDim === undefined ? {} : { truncateDim: this.encoder.truncateDim }),
+          dimension: this.model.dimension,
+          source: this.model.modelDir,
+          ...(truncateDim === undefined ? {} : { truncateDim }),
           ...(this.modelChanges && { changedInMemory: this.modelChanges.changes }),
         },
         storage: this.storage,
         lateInteraction: this.lateInteraction,
         ...(this.tokens?.kind === 'residual' ? { tokenStorage: 'residual', residualBits: this.tokens.bits } : {}),
         ...(this.pooling > 1 ? { tokenPooling: { poolFactor: this.pooling, protectedTokens: PROTECTED_TOKENS } } : {}),
-        multiVector: !this.vectors,
+        multiVector: this.multiVector,
+        ...(this.sparse && { sparse: true }),
         documents: this.docs.length,
         ...(this.tokens ? { tokenCounts: tokenCountsDigest(this.tokenCounts) } : {}),
       };
@@ -1260,6 +1334,7 @@ export class Index {
       writeJsonAtomic(path.join(staging, 'index.json'), { ...manifest, ids: ids.digest() });
       try {
         if (this.vectors) await this.vectors.save(path.join(staging, 'vectors.safetensors'));
+        if (this.sparseVectors) await this.sparseVectors.save(path.join(staging, 'sparse.bin'));
         if (this.tokens) await this.tokens.store.save(path.join(staging, 'tokens.safetensors'));
       } catch (error) {
         throw fromNative(error);
@@ -1268,7 +1343,7 @@ export class Index {
   }
 
   /** How to load the model that built the index at `dir`: its folder and truncateDim, as its index.json records them. */
-  static modelOptions(dir: string): { source?: string; truncateDim?: number } {
+  static modelOptions(dir: string): { source?: string; truncateDim?: number; sparse?: boolean } {
     try {
       return builtModelOptions(JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'index.json'), 'utf8')));
     } catch {
@@ -1284,7 +1359,7 @@ export class Index {
    * remove() copies the store into memory. save() writes a new folder and renames it into place, so saving over a
    * mapped index is safe; do not change the files any other way while they are mapped.
    */
-  static async load(dir: string, encoder: Encoder, options: { mmap?: boolean } = {}): Promise<Index> {
+  static async load(dir: string, encoder: Encoder | SparseEncoder, options: { mmap?: boolean } = {}): Promise<Index> {
     if (typeof dir !== 'string') throw invalid('dir', "an index folder's path: Index.load(dir, encoder, options?)", dir);
     checkEncoder(encoder, 'Index.load(dir, encoder, options?)');
     const o = checkOptions('options', options, ['mmap']);
@@ -1292,11 +1367,21 @@ export class Index {
     const where = path.resolve(dir);
     const bad = (message: string) => indexDamaged(where, message);
     const manifest = readIndexManifest(where);
+    // A *ForMaskedLM folder loads both ways, with one fingerprint: the kind of model is checked first.
+    const sparse = encoder instanceof SparseEncoder;
+    if ((manifest.sparse ?? false) !== sparse) {
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        manifest.sparse
+          ? `index ${where} holds a sparse (SPLADE) encoder's vectors: load its model with SparseEncoder.load, not Encoder.load`
+          : `index ${where} holds an embedding model's vectors, not a sparse encoder's: load its model with Encoder.load, not SparseEncoder.load`,
+      );
+    }
     const fingerprintVersion = manifest.model?.fingerprintVersion ?? 1;
     if (fingerprintVersion !== 1 && fingerprintVersion !== FINGERPRINT_VERSION) {
       throw bad(`index.json says fingerprintVersion ${JSON.stringify(fingerprintVersion)}, which this version of coltrast does not know (1 or ${FINGERPRINT_VERSION}); a newer one wrote it`);
     }
-    if (manifest.model?.fingerprint !== (await fingerprint(encoder, fingerprintVersion, encoder.memoryChanges))) {
+    if (manifest.model?.fingerprint !== (await fingerprint(encoder, fingerprintVersion, memoryChangesOf(encoder)))) {
       const changes = manifest.model?.changedInMemory;
       if (Array.isArray(changes)) {
         const from = typeof manifest.model.source === 'string' ? ` after it was loaded from ${manifest.model.source}` : '';
@@ -1307,7 +1392,7 @@ export class Index {
             'that folder and rebuild the index with it; then that folder opens the index',
         );
       }
-      const memory = encoder.memoryChanges;
+      const memory = memoryChangesOf(encoder);
       if (memory) {
         throw new ColtrastError(
           'INVALID_ARGUMENT',
@@ -1330,11 +1415,19 @@ export class Index {
           (cut !== undefined ? `load the model with { truncateDim: ${cut} } (--truncate-dim ${cut}), as the index was built` : 'load the model without truncateDim, as the index was built'),
       );
     }
-    const multi = encoder.multiVector !== undefined;
+    const multi = encoder instanceof Encoder && encoder.multiVector !== undefined;
     if ((manifest.multiVector ?? false) !== multi || (multi && !manifest.lateInteraction)) throw bad(`index.json says multiVector ${manifest.multiVector ?? false}, but the model is ${multi ? '' : 'not '}multi-vector`);
+    if (sparse && (manifest.lateInteraction || manifest.tokenPooling !== undefined)) throw bad("index.json says a sparse encoder's index keeps token vectors, which it never does");
     const tokenStorage = manifest.tokenStorage ?? 'float16';
-    const tokens = manifest.lateInteraction ? newTokenStore(encoder.tokenDimension, tokenStorage, manifest.residualBits ?? 2) : undefined;
-    const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, manifest.storage), tokens, manifest.storage, fingerprintVersion === FINGERPRINT_VERSION ? manifest.model.fingerprint : undefined);
+    const tokens = encoder instanceof Encoder && manifest.lateInteraction ? newTokenStore(encoder.tokenDimension, tokenStorage, manifest.residualBits ?? 2) : undefined;
+    const index = new Index(
+      encoder,
+      multi || sparse ? undefined : newStore(encoder.dimension, manifest.storage),
+      tokens,
+      manifest.storage,
+      fingerprintVersion === FINGERPRINT_VERSION ? manifest.model.fingerprint : undefined,
+      sparse ? await readSparseVectors(where, encoder) : undefined,
+    );
     if (manifest.tokenPooling !== undefined) {
       const { poolFactor, protectedTokens } = manifest.tokenPooling;
       if (!manifest.lateInteraction || !Number.isInteger(poolFactor) || poolFactor < 1 || protectedTokens !== PROTECTED_TOKENS) {
@@ -1371,7 +1464,15 @@ export class Index {
       throw bad(`the token counts in docs.jsonl are not those the index was saved with (index.json's tokenCounts digest differs): documents would be given other documents' token vectors; ${SAVE_AGAIN}`);
     }
     if (index.vectors) checkIndexTensors(where, 'vectors.safetensors', vectorTensors(manifest.storage, encoder.dimension), `storage ${manifest.storage}`);
-    if (index.tokens) checkIndexTensors(where, 'tokens.safetensors', tokenTensors(tokenStorage, encoder.tokenDimension), `tokenStorage ${tokenStorage}`);
+    if (index.tokens) checkIndexTensors(where, 'tokens.safetensors', tokenTensors(tokenStorage, (encoder as Encoder).tokenDimension), `tokenStorage ${tokenStorage}`);
+    if (index.sparseVectors) {
+      const vectors = index.sparseVectors;
+      if (vectors.size !== index.docs.length) throw bad(`sparse.bin holds ${vectors.size} documents' vectors and docs.jsonl ${index.docs.length} documents; ${SAVE_AGAIN}`);
+      for (let i = 0; i < vectors.size; i++) {
+        if (vectors.idAt(i) !== index.docs.id(i)) throw bad(`sparse.bin's document ${i + 1} is "${vectors.idAt(i)}" and docs.jsonl's "${index.docs.id(i)}": documents would be given other documents' vectors; ${SAVE_AGAIN}`);
+        if (i % 65536 === 65535) await nextTurn();
+      }
+    }
     try {
       if (index.vectors && (await index.vectors.load(path.join(where, 'vectors.safetensors'), map)) !== index.docs.length) throw bad('vectors.safetensors does not have one row per document');
       const tokenRows = index.tokens && (index.tokens.kind === 'float16' ? await index.tokens.store.load(path.join(where, 'tokens.safetensors'), map) : await index.tokens.store.load(path.join(where, 'tokens.safetensors')));

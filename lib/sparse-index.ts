@@ -59,6 +59,11 @@ export class SparseIndex {
     return this.ids.length;
   }
 
+  /** @internal The id of document `doc` (numbered in the order added). */
+  idAt(doc: number): string {
+    return this.ids.get(doc);
+  }
+
   /** Non-zero entries held, over all documents. */
   get postings(): number {
     return this.counts.reduce((sum, n) => sum + n, 0);
@@ -135,7 +140,62 @@ export class SparseIndex {
     return out;
   }
 
-  private find(query: SparseVector, k: number): SparseHit[] {
+  /**
+   * Removes the documents of `ids` (each must be in the index), letting the event loop run between parts of the work;
+   * searches must not run meanwhile.
+   */
+  async remove(ids: readonly string[]): Promise<void> {
+    if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string')) throw invalid('ids', 'an array of strings', ids);
+    const keep = new Uint8Array(this.ids.length).fill(1);
+    for (const id of ids) {
+      const at = this.ids.position(id);
+      if (at === undefined) throw new ColtrastError('INVALID_ARGUMENT', `no document ${JSON.stringify(id)} in the sparse index`);
+      keep[at] = 0;
+    }
+    await this.retain(keep);
+  }
+
+  /**
+   * @internal Keeps the documents whose flag in `keep` (one per document, in the order added) is 1, numbered again in
+   * order, as Index's documents are; in turns.
+   */
+  async retain(keep: Uint8Array): Promise<void> {
+    const renumber = new Int32Array(this.ids.length);
+    let kept = 0;
+    for (let doc = 0; doc < renumber.length; doc++) renumber[doc] = keep[doc] ? kept++ : -1;
+    await inTurns(this.counts.keys(), (t) => {
+      const docs = this.docs[t];
+      const weights = this.weights[t];
+      if (!docs || !weights) return;
+      let j = 0;
+      for (let i = 0; i < this.counts[t]; i++) {
+        const doc = renumber[docs[i]];
+        if (doc < 0) continue;
+        docs[j] = doc;
+        weights[j++] = weights[i];
+      }
+      this.counts[t] = j;
+    });
+    await this.ids.retain(keep);
+  }
+
+  /**
+   * @internal The k best documents for `query` by their numbers (in the order added), ties by number, among those whose
+   * flag in `allow` is 1 (all without it): Index's sparse search, whose documents are numbered as these.
+   */
+  rows(query: SparseVector, k: number, allow?: Uint8Array): { doc: number; score: number }[] {
+    return this.find(query, k, allow, (a, b) => a < b, (doc, score) => ({ doc, score }));
+  }
+
+  private find(query: SparseVector, k: number): SparseHit[];
+  private find<T>(query: SparseVector, k: number, allow: Uint8Array | undefined, before: (a: number, b: number) => boolean, hit: (doc: number, score: number) => T): T[];
+  private find<T>(
+    query: SparseVector,
+    k: number,
+    allow?: Uint8Array,
+    before: (a: number, b: number) => boolean = (a, b) => this.ids.get(a) < this.ids.get(b),
+    hit: (doc: number, score: number) => T | SparseHit = (doc, score) => ({ id: this.ids.get(doc), score }),
+  ): (T | SparseHit)[] {
     const n = this.ids.length;
     if (n === 0 || k <= 0) return [];
     if (this.scratch.length < n) {
@@ -161,6 +221,7 @@ export class SparseIndex {
       const weights = this.weights[t]!;
       for (let i = 0; i < count; i++) {
         const doc = docs[i];
+        if (allow && !allow[doc]) continue;
         if (met[doc] !== search) {
           met[doc] = search;
           touched.push(doc);
@@ -168,8 +229,8 @@ export class SparseIndex {
         scores[doc] += w * weights[i];
       }
     }
-    const better = (a: number, b: number) => scores[a] > scores[b] || (scores[a] === scores[b] && this.ids.get(a) < this.ids.get(b));
-    const hits = topK(touched.length, k, (i, j) => better(touched[i], touched[j])).map((i) => ({ id: this.ids.get(touched[i]), score: scores[touched[i]] }));
+    const better = (a: number, b: number) => scores[a] > scores[b] || (scores[a] === scores[b] && before(a, b));
+    const hits = topK(touched.length, k, (i, j) => better(touched[i], touched[j])).map((i) => hit(touched[i], scores[touched[i]]));
     for (const doc of touched) scores[doc] = 0;
     return hits;
   }

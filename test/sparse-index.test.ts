@@ -3,7 +3,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { SparseEncoder, SparseIndex, evaluate, evaluateRun, type SparseVector } from '../lib';
+import { Encoder, Index, SparseEncoder, SparseIndex, evaluate, evaluateRun, type SparseVector } from '../lib';
 import { sparseSimilarity } from '../lib/sparse-encoder';
 import { tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
@@ -153,5 +153,111 @@ test('evaluate() with a SparseEncoder (mode sparse, its default) gives the metri
   t.is((await evaluate({ data, model: dir, k: ks, device: 'cpu' })).mode, 'sparse');
   await t.throwsAsync(evaluate({ data, model: dir, storage: 'int8', device: 'cpu' }), { message: /storage/ });
   await t.throwsAsync(evaluate({ data, model, mode: 'dense' }), { message: /options.mode/ });
+  model.dispose();
+});
+
+test('remove drops documents: searches then find what scoring the documents left finds; unknown ids are refused', async (t) => {
+  const dim = 97;
+  const docs = randomVectors(200, dim, 5);
+  const ids = docs.map((_, i) => `d${i}`);
+  const index = new SparseIndex(dim);
+  await index.addAll(ids, docs);
+  const gone = new Set(ids.filter((_, i) => i % 3 === 1 || i > 180));
+  await index.remove([...gone]);
+  t.is(index.size, 200 - gone.size);
+  const kept = docs.filter((_, i) => !gone.has(ids[i]));
+  const keptIds = ids.filter((id) => !gone.has(id));
+  t.is(index.postings, kept.reduce((n, d) => n + d.indices.length, 0));
+  for (const q of randomVectors(20, dim, 9)) t.deepEqual(index.search(q, 7).map((h) => h.id), bruteForce(kept, keptIds, q, 7, 'dot').map((h) => h.id));
+  // A removed id may come back; the documents after it keep their hits.
+  index.add('d1', docs[1]);
+  t.true(index.search(docs[1], 200).some((h) => h.id === 'd1'));
+  const error = await rejection(() => index.remove(['d4']));
+  t.regex(error.message, /no document "d4"/);
+});
+
+test('Index of a SparseEncoder: search, filters, hybrid, removal and save/load rank as scoring every document with the model does', async (t) => {
+  const model = await SparseEncoder.load(path.join(ROOT, 'test', 'fixtures', 'tiny-sparse', 'bert'), { device: 'cpu' });
+  const pairs = wordDataset(40, 13);
+  const docs = pairs.map((p, i) => ({ id: `doc-${i}`, text: p.positive, metadata: { even: i % 2 === 0 } }));
+  const index = await Index.build(model, docs, { batchSize: 7 });
+  t.true(index.sparse);
+  t.false(index.multiVector);
+  t.false(index.lateInteraction);
+  const queries = pairs.slice(0, 8).map((p) => p.query);
+  // Embedded in the batches the index embeds them in, so that near ties fall as they fall there.
+  const vectors = await model.encode(docs.map((d) => d.text), { task: 'document', batchSize: 7 });
+  const queryVectors = await model.encode(queries, { task: 'query' });
+  // Ties by position, as the dense index breaks them; documents sharing no entry with the query are no hits.
+  const expected = (keep: (i: number) => boolean, k: number) =>
+    queryVectors.map((q) =>
+      vectors
+        .map((v, i) => ({ i, score: sparseSimilarity(q, v, 'dot'), shares: v.indices.some((x) => q.indices.includes(x)) }))
+        .filter((s) => s.shares && keep(s.i))
+        .sort((a, b) => b.score - a.score || a.i - b.i)
+        .slice(0, k),
+    );
+  const check = (hits: { id: string; score: number }[][], want: { i: number; score: number }[][], what: string) =>
+    hits.forEach((row, q) => {
+      t.deepEqual(row.map((h) => h.id), want[q].map((w) => docs[w.i].id), `${what}, query ${q}: ${JSON.stringify(row.map((h) => h.score))} vs ${JSON.stringify(want[q].map((w) => w.score))}`);
+      row.forEach((h, r) => t.true(Math.abs(h.score - want[q][r].score) <= 1e-4 * Math.max(1, Math.abs(want[q][r].score)), `${what}: ${h.score} vs ${want[q][r].score}`));
+    });
+  check(await index.search(queries, { k: 5 }), expected(() => true, 5), 'search');
+  check(await index.search(queries, { k: 5, filter: { 'metadata.even': true } }), expected((i) => i % 2 === 0, 5), 'filtered');
+  const hybrid = await index.search(queries, { k: 5, mode: 'hybrid' });
+  t.true(hybrid.every((row) => row.length === 5));
+  t.deepEqual((await index.search(queries, { k: 5, mode: 'bm25' }))[0].length, 5);
+
+  await index.remove(['doc-0', 'doc-3', 'doc-17']);
+  await index.upsert([{ id: 'doc-5', text: docs[6].text }]);
+  const after = (i: number) => i !== 0 && i !== 3 && i !== 17;
+  // doc-5 now holds doc-6's text, at the end of the index: its vector is that text's, embedded alone as upsert did.
+  vectors.push((await model.encode([docs[6].text], { task: 'document' }))[0]);
+  docs.push({ ...docs[5] });
+  const moved = (i: number) => after(i) && i !== 5;
+  check(await index.search(queries, { k: 6 }), expected(moved, 6), 'after removal and upsert');
+
+  const dir = path.join(tempDir(), 'sparse.index');
+  await index.save(dir);
+  t.true(fs.existsSync(path.join(dir, 'sparse.bin')));
+  t.false(fs.existsSync(path.join(dir, 'vectors.safetensors')));
+  t.deepEqual(Index.modelOptions(dir), { source: model.modelDir, sparse: true });
+  const loaded = await Index.load(dir, model);
+  t.deepEqual(await loaded.search(queries, { k: 6 }), await index.search(queries, { k: 6 }));
+  model.dispose();
+});
+
+test('Index of a SparseEncoder refuses dense options and the wrong kind of model; damaged sparse vectors are named', async (t) => {
+  const folder = path.join(ROOT, 'test', 'fixtures', 'tiny-sparse', 'bert-plain');
+  const model = await SparseEncoder.load(folder, { device: 'cpu' });
+  const docs = wordDataset(6, 2).map((p, i) => ({ id: `d${i}`, text: p.positive }));
+  for (const options of [{ lateInteraction: true }, { storage: 'int8' as const }, { poolFactor: 2 }]) {
+    const error = await rejection(() => Index.build(model, docs, options));
+    t.regex(error.message, /absent with a SparseEncoder/, JSON.stringify(options));
+  }
+  const index = await Index.build(model, docs);
+  t.regex((await rejection(() => index.search(['x'], { mmrLambda: 0.5 }))).message, /sparse encoder's index has none/);
+  t.regex((await rejection(() => index.search(['x'], { rerank: 'maxsim' }))).message, /lateInteraction/);
+  const dir = path.join(tempDir(), 'idx');
+  await index.save(dir);
+  // A plain *ForMaskedLM folder loads as an embedding model too, with the same files.
+  const dense = await Encoder.load(folder, { device: 'cpu' });
+  let error = await rejection(() => Index.load(dir, dense));
+  t.regex(error.message, /SparseEncoder\.load/);
+  const denseDir = path.join(tempDir(), 'dense-idx');
+  await (await Index.build(dense, docs)).save(denseDir);
+  error = await rejection(() => Index.load(denseDir, model));
+  t.regex(error.message, /not a sparse encoder's/);
+  dense.dispose();
+  // sparse.bin of other documents (the same count, other ids), then none at all.
+  const other = new SparseIndex(model.dimension);
+  await other.addAll(docs.map((_, i) => `x${i}`), await model.encode(docs.map((d) => d.text)));
+  await other.save(path.join(dir, 'sparse.bin'));
+  error = await rejection(() => Index.load(dir, model));
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /sparse\.bin's document 1 is "x0"/);
+  fs.rmSync(path.join(dir, 'sparse.bin'));
+  error = await rejection(() => Index.load(dir, model));
+  t.regex(error.message, /sparse\.bin is missing/);
   model.dispose();
 });
