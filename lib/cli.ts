@@ -9,7 +9,8 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { CrossEncoder, CrossEncoderLoadOptions } from './cross-encoder';
-import type { Device, DType, Quantize } from './encoder';
+import type { Device, DType, Encoder, Quantize } from './encoder';
+import type { SparseEncoder } from './sparse-encoder';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import type { EvalMode, EvaluateResult } from './evaluate';
@@ -22,7 +23,7 @@ import type { MineOptions } from './mining';
 import type { GenerateQueriesOptions } from './query-generation';
 import type { RetrievalMetrics, TrainOptions } from './train';
 import { JSONL } from './train-data';
-import { vectorFormat, vectorWriter } from './vector-files';
+import { sparseVectorWriter, vectorFormat, vectorWriter } from './vector-files';
 import type { RagTrainOptions } from './rag';
 
 /*
@@ -48,6 +49,7 @@ const trainModule = () => require('./train') as typeof import('./train');
 const generatorModule = () => require('./generator') as typeof import('./generator');
 const ragModule = () => require('./rag') as typeof import('./rag');
 const serveModule = () => require('./serve') as typeof import('./serve');
+const sparseEncoderModule = () => require('./sparse-encoder') as typeof import('./sparse-encoder');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 /** Commands without --model use the model coltrast ships (see default-model/README.md). */
@@ -74,6 +76,11 @@ commands:
                              expansion and skiplist), as sentence-transformers' encode_query / encode_document
     --prompt-name <name>     one of the model's named prompts; --prompt <text>: a prompt of your own
     --tokens                 one vector per token: JSONL {"index", "tokens": [[...], ...]} (always for a multi-vector model)
+    --sparse                 --model is a masked language model (*ForMaskedLM) to read as a sparse (SPLADE) encoder (a
+                             sentence-transformers SparseEncoder folder is one without it). A sparse encoder's vectors are
+                             JSONL {"index", "indices", "values"} (the non-zero entries), or .safetensors compressed sparse
+                             rows: "values", int64 "indices" and "offsets", the width in the metadata's "dimension"
+    --max-active-dims <n>    a sparse encoder: keep each vector's n largest entries
     --truncate-dim <n>       cut each vector to its first n entries (normalized again): a Matryoshka model's smaller vectors
     --adapter <dir>          add a LoRA adapter (PEFT's adapter_config.json and adapter_model.safetensors) to --model
     --no-adapter-base-check  load --adapter on this model even when the adapter records another base (coltrast's adapters
@@ -189,9 +196,10 @@ commands:
     --device <d> --dtype <t> --threads <n> --json
   serve                      an HTTP server: embeddings, re-ranking, search and generation for other programs, batched across
                              clients (OpenAI: POST /v1/embeddings, /v1/rerank, /v1/chat/completions, /v1/completions, GET /v1/models;
-                             text-embeddings-inference: POST /embed, /embed_all, /rerank, /similarity, /tokenize, /decode, GET /info, /health, /metrics;
+                             text-embeddings-inference: POST /embed, /embed_all, /embed_sparse, /rerank, /similarity, /tokenize, /decode, GET /info, /health, /metrics;
                              coltrast: POST /search over an index, POST /ask over a corpus)
-    --model <dir|hub id>     the embedding model (default: the index's model, else coltrast's shipped model)
+    --model <dir|hub id>     the embedding model (default: the index's model, else coltrast's shipped model); a sparse (SPLADE)
+                             encoder's folder (or --sparse: a masked language model read as one) serves /embed_sparse
     --adapter <dir>          a LoRA adapter (PEFT's files) added to the embedding model
     --reranker <dir|hub id>  a cross-encoder for /rerank, /v1/rerank and /search's "rerank": "cross-encoder"
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
@@ -232,6 +240,9 @@ commands:
                              residual, about a seventh, and a multi-vector index searched as PLAID does)
     --residual-bits 1|2|4 --centroids <n>   residual storage's bits per dimension (default 2) and k-means centroids (default auto)
     --pool-factor <n>        keep about 1/n of each document's token vectors: cluster means (hierarchical token pooling)
+    --sparse                 --model is a masked language model (*ForMaskedLM) to read as a sparse (SPLADE) encoder (a
+                             sentence-transformers SparseEncoder folder is one without it): its sparse vectors in an
+                             inverted index, searched exactly by its similarity (dense, hybrid, filters and --reranker as usual)
     --update                 add to the index at --output instead (documents with its ids are replaced), with its model
                              and settings
   search <question>...       search an index
@@ -600,6 +611,8 @@ const EMBED_OPTIONS = {
   quantize: { type: 'string' },
   threads: { type: 'string' },
   json: { type: 'boolean' },
+  sparse: { type: 'boolean' },
+  'max-active-dims': { type: 'string' },
 } as const;
 
 async function embed(argv: string[]): Promise<void> {
@@ -610,7 +623,7 @@ async function embed(argv: string[]): Promise<void> {
     options: EMBED_OPTIONS,
   });
   // --output is the file written (the library's output: 'tokens' is --tokens).
-  nameFlags(EMBED_OPTIONS, values, { output: null, tokens: null, model: null, json: null, 'no-adapter-base-check': 'checkAdapterBase' });
+  nameFlags(EMBED_OPTIONS, values, { output: null, tokens: null, model: null, json: null, sparse: null, 'no-adapter-base-check': 'checkAdapterBase' });
   if (positionals.length !== 1) fail('embed takes one input file (see coltrast help)');
   if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
   if (values.output) outputTo(values.output, '--output', 'file', [['the input file', positionals[0]]]);
@@ -619,7 +632,10 @@ async function embed(argv: string[]): Promise<void> {
   const texts = await readTexts(positionals[0]);
   if (texts.length === 0) fail(`input file ${positionals[0]} holds no texts: give one text a line (a .jsonl file: one {"text": ...} a line)`);
   const started = Date.now();
-  const enc = await encoderModule().Encoder.load(values.model ?? DEFAULT_MODEL, {
+  const model = values.model ?? DEFAULT_MODEL;
+  if (values.sparse || modelDirModule().isSparseEncoderFolder(await hubModule().resolveModelDir(model))) return embedSparse(model, values, texts, say);
+  if (values['max-active-dims'] !== undefined) fail(`--max-active-dims is for a sparse encoder, and ${model} is an embedding model (--sparse reads a masked language model as one)`);
+  const enc = await encoderModule().Encoder.load(model, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
     threads: numberFlag('threads', values.threads, 'count'),
@@ -687,6 +703,69 @@ async function embed(argv: string[]): Promise<void> {
   if (values.json) say(JSON.stringify(summary));
   else if (values.output) console.error(`embedded ${texts.length} texts (${tokens ? 'token vectors, ' : ''}dim ${dimension}, ${enc.device}) in ${seconds.toFixed(2)} s -> ${values.output}`);
   enc.dispose();
+}
+
+/**
+ * `coltrast embed` with a sparse (SPLADE) encoder: JSONL {"index", "indices", "values"} (each text's non-zero entries),
+ * or a .safetensors file of compressed sparse rows (lib/vector-files.ts); a part of the texts at a time, as embed().
+ */
+async function embedSparse(model: string, values: { [K in keyof typeof EMBED_OPTIONS]?: (typeof EMBED_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string }, texts: string[], say: (line: string) => void): Promise<void> {
+  const dense = (['tokens', 'truncate-dim', 'adapter'] as const).filter((f) => values[f] !== undefined);
+  if (dense.length > 0) fail(`${model} is a sparse (SPLADE) encoder: ${dense.map((f) => `--${f}`).join(', ')} ${dense.length > 1 ? 'are' : 'is'} for a dense embedding model (--max-active-dims keeps each vector's largest entries)`);
+  const format = values.output ? vectorFormat(values.output) : 'jsonl';
+  if (format === 'npy') fail(`${values.output}: a .npy file holds dense rows, and a sparse encoder's vectors are as wide as its vocabulary: write ${values.output!.replace(/\.npy$/i, '.safetensors')} (compressed sparse rows: "values", "indices", "offsets") or a .jsonl file`);
+  const started = Date.now();
+  const enc = await sparseEncoderModule().SparseEncoder.load(model, {
+    device: (values.device ?? 'auto') as Device,
+    dtype: values.dtype as DType | undefined,
+    threads: numberFlag('threads', values.threads, 'count'),
+    maxActiveDims: numberFlag('max-active-dims', values['max-active-dims'], 'count'),
+    ...quantizeFlag(values.quantize),
+  });
+  const bar = values.json ? undefined : new ProgressBar('embed', 'texts');
+  const options = {
+    batchSize: numberFlag('batch-size', values['batch-size'], 'count'),
+    task: values.task as 'query' | 'document' | undefined,
+    promptName: values['prompt-name'],
+    prompt: values.prompt,
+  };
+  const write = values.output !== undefined || !values.json;
+  const binary = format === 'safetensors' ? sparseVectorWriter(values.output!, texts.length, enc.dimension) : undefined;
+  const file = values.output && !binary ? atomicOutput(values.output) : undefined;
+  const put = file
+    ? file.write
+    : async (text: string) => {
+        if (!process.stdout.write(text)) await once(process.stdout, 'drain');
+      };
+  let entries = 0;
+  try {
+    for (let start = 0; start < texts.length; start += EMBED_PART) {
+      const part = texts.slice(start, start + EMBED_PART);
+      const vectors = await enc.encode(part, { ...options, onProgress: (done: number) => bar?.update(start + done, texts.length) });
+      for (const v of vectors) entries += v.indices.length;
+      if (!write) continue;
+      if (binary) {
+        await binary.write(vectors);
+        continue;
+      }
+      for (let i = 0; i < part.length; i++) {
+        await put(`${JSON.stringify({ index: start + i, indices: Array.from(vectors[i].indices), values: Array.from(vectors[i].values, (x) => +x.toFixed(6)) })}\n`);
+      }
+    }
+    await file?.commit();
+    await binary?.commit();
+  } catch (error) {
+    file?.abort();
+    binary?.abort();
+    throw error;
+  } finally {
+    enc.dispose();
+  }
+  const seconds = (Date.now() - started) / 1000;
+  const perText = texts.length > 0 ? entries / texts.length : 0;
+  const summary = { texts: texts.length, dimension: enc.dimension, vectors: 'sparse', meanActiveDims: perText, device: enc.device, seconds, output: values.output ?? null };
+  if (values.json) say(JSON.stringify(summary));
+  else if (values.output) console.error(`embedded ${texts.length} texts (sparse, ${perText.toFixed(1)} of ${enc.dimension} entries a text, ${enc.device}) in ${seconds.toFixed(2)} s -> ${values.output}`);
 }
 
 const TRAIN_FLAGS = {
@@ -1204,11 +1283,30 @@ async function evalCommand(argv: string[]): Promise<void> {
   }
 }
 
+/**
+ * The model that embeds an index's documents or queries: a SparseEncoder where `sparse` says so (an index built with
+ * one, or --sparse: a plain *ForMaskedLM folder) or the folder (a hub id resolved, downloaded if need be) is
+ * sentence-transformers' SparseEncoder's; an Encoder otherwise. `truncateDim` is for an Encoder only.
+ */
+async function loadEmbedder(
+  model: string,
+  sparse: boolean | undefined,
+  options: { device: Device; dtype?: DType; threads?: number; truncateDim?: number; quantize?: Quantize; maxActiveDims?: number },
+): Promise<Encoder | SparseEncoder> {
+  const { truncateDim, maxActiveDims, ...load } = options;
+  if (sparse || modelDirModule().isSparseEncoderFolder(await hubModule().resolveModelDir(model))) {
+    if (truncateDim !== undefined) fail(`--truncate-dim cuts an embedding model's vectors; ${model} is a sparse encoder, whose vectors are as wide as its vocabulary (--max-active-dims keeps the largest entries)`);
+    return sparseEncoderModule().SparseEncoder.load(model, { ...load, ...(maxActiveDims !== undefined && { maxActiveDims }) });
+  }
+  if (maxActiveDims !== undefined) fail(`--max-active-dims is for a sparse encoder, and ${model} is an embedding model (--sparse reads a masked language model as one)`);
+  return encoderModule().Encoder.load(model, { ...load, ...(truncateDim !== undefined && { truncateDim }) });
+}
+
 const INDEX_OPTIONS = {
   data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
   storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
   'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, centroids: { type: 'string' }, 'pool-factor': { type: 'string' },
-  update: { type: 'boolean' }, threads: { type: 'string' }, quantize: { type: 'string' },
+  update: { type: 'boolean' }, threads: { type: 'string' }, quantize: { type: 'string' }, sparse: { type: 'boolean' },
 } as const;
 
 async function indexCommand(argv: string[]): Promise<void> {
@@ -1217,7 +1315,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     strict: true,
     options: INDEX_OPTIONS,
   });
-  nameFlags(INDEX_OPTIONS, values, { output: null, update: null, json: null });
+  nameFlags(INDEX_OPTIONS, values, { output: null, update: null, json: null, sparse: null });
   if (!values.data) fail('index needs --data');
   if (!values.output) fail('index needs --output <dir>');
   const storage = storageFlag(values.storage);
@@ -1225,7 +1323,7 @@ async function indexCommand(argv: string[]): Promise<void> {
   outputTo(values.output, '--output', 'folder');
   searchIndexModule().checkIndexFolder(values.output, '--output'); // before the model loads; a ColtrastError: main() prints it and exits 2
   if (update) {
-    const fixed = ['late-interaction', 'storage', 'token-storage', 'residual-bits', 'centroids', 'pool-factor', 'truncate-dim'].filter((f) => values[f as keyof typeof values] !== undefined);
+    const fixed = ['late-interaction', 'storage', 'token-storage', 'residual-bits', 'centroids', 'pool-factor', 'truncate-dim', 'sparse'].filter((f) => values[f as keyof typeof values] !== undefined);
     if (fixed.length > 0) fail(`--update adds to the index as it was built: drop ${fixed.map((f) => `--${f}`).join(', ')}`);
     if (!fs.existsSync(path.join(values.output, 'index.json'))) fail(`--update needs an index at --output: ${values.output} has no index.json (build one first, without --update)`);
   }
@@ -1245,7 +1343,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     if (counted === 0) noDocuments();
   }
   const built = update ? builtWith(values.output, values.model) : {};
-  const enc = await encoderModule().Encoder.load(values.model ?? built.source ?? DEFAULT_MODEL, {
+  const enc = await loadEmbedder(values.model ?? built.source ?? DEFAULT_MODEL, update ? built.sparse : values.sparse, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
     truncateDim: update ? built.truncateDim : numberFlag('truncate-dim', values['truncate-dim'], 'count'),
@@ -1330,7 +1428,7 @@ const SEARCH_OPTIONS = {
  * was found by Index.load only after the model had loaded: a second or more, or a download). `model`: the --model
  * given, if any (then index.json's model.source is not what loads). A ColtrastError: main() prints it and exits 2.
  */
-function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number } {
+function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number; sparse?: boolean } {
   const { readIndexManifest, builtModelOptions } = indexManifestModule();
   const built = builtModelOptions(readIndexManifest(path.resolve(dir)));
   // Without --model, index.json's model.source is what loads. Another value than a folder or hub id (a hand edit)
@@ -1370,7 +1468,7 @@ async function searchCommand(argv: string[]): Promise<void> {
   const device = (values.device ?? 'auto') as Device;
   const threads = numberFlag('threads', values.threads, 'count');
   const quantize = quantizeFlag(values.quantize);
-  const enc = await encoderModule().Encoder.load(model, { device, truncateDim: built.truncateDim, threads, ...quantize });
+  const enc = await loadEmbedder(model, built.sparse, { device, truncateDim: built.truncateDim, threads, ...quantize });
   let reranker: CrossEncoder | undefined;
   try {
     reranker = await loadReranker(values, { device, threads, ...quantize });
@@ -1440,7 +1538,7 @@ const SERVE_OPTIONS = {
   'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
   dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
   adapter: { type: 'string' }, 'reranker-adapter': { type: 'string' }, 'cors-allow-origin': { type: 'string' },
-  'no-adapter-base-check': { type: 'boolean' }, quantize: { type: 'string' },
+  'no-adapter-base-check': { type: 'boolean' }, quantize: { type: 'string' }, sparse: { type: 'boolean' },
 } as const;
 
 async function serveCommand(argv: string[]): Promise<void> {
@@ -1451,7 +1549,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     options: SERVE_OPTIONS,
   });
   nameFlags(SERVE_OPTIONS, values, {
-    model: 'encoder', 'no-model': null, name: 'modelName', 'max-batch': 'maxBatchTexts', 'generation-batch': 'generationBatchSize',
+    model: ['encoder', 'sparseEncoder'], sparse: 'sparseEncoder', 'no-model': null, name: 'modelName', 'max-batch': 'maxBatchTexts', 'generation-batch': 'generationBatchSize',
     index: ['index', 'saveTo'], verbose: null, 'reranker-adapter': null, 'cors-allow-origin': 'cors.origins', 'no-adapter-base-check': 'checkAdapterBase',
   }, ['cors-allow-origin']);
   if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
@@ -1477,7 +1575,15 @@ async function serveCommand(argv: string[]): Promise<void> {
   if (values['no-model'] && values['truncate-dim'] !== undefined) fail('--truncate-dim cuts the embedding model\'s vectors: --no-model has none');
   // --quantize: every model served.
   const int8 = quantizeFlag(values.quantize);
-  const enc = modelSource
+  if (values.sparse && !modelSource) fail('--sparse reads --model as a sparse encoder: --no-model has none');
+  // A sparse (SPLADE) encoder: --sparse, an index built with one, or a SparseEncoder folder.
+  const sparse = modelSource !== undefined && (values.sparse || built.sparse || modelDirModule().isSparseEncoderFolder(await hubModule().resolveModelDir(modelSource)));
+  if (sparse) {
+    const dense = (['adapter', 'truncate-dim', 'corpus'] as const).filter((f) => values[f] !== undefined);
+    if (dense.length > 0) fail(`${modelSource} is a sparse (SPLADE) encoder, served at /embed_sparse (and /search over its index): ${dense.map((f) => `--${f}`).join(', ')} ${dense.length > 1 ? 'are' : 'is'} for a dense embedding model`);
+  }
+  const sparseEncoder = sparse ? await sparseEncoderModule().SparseEncoder.load(modelSource, { ...load, ...int8 }) : undefined;
+  const enc = modelSource && !sparse
     ? await encoderModule().Encoder.load(modelSource, {
         ...load,
         truncateDim,
@@ -1487,7 +1593,8 @@ async function serveCommand(argv: string[]): Promise<void> {
       })
     : undefined;
   const reranker = await loadReranker(values, { ...load, ...int8 });
-  const index = values.index && enc ? await searchIndexModule().Index.load(values.index, enc, { mmap: values.mmap ?? false }) : undefined;
+  const indexModel = enc ?? sparseEncoder;
+  const index = values.index && indexModel ? await searchIndexModule().Index.load(values.index, indexModel, { mmap: values.mmap ?? false }) : undefined;
   const generator = values.generator ? await generatorModule().Generator.load(values.generator, { ...load, ...int8 }) : undefined;
   const bar = values.corpus ? new ProgressBar('corpus', 'documents') : undefined;
   const rag =
@@ -1512,6 +1619,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   };
   const server = await serveModule().serve({
     encoder: enc,
+    sparseEncoder,
     reranker,
     index,
     generator,
@@ -1544,6 +1652,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   });
   const serving = [
     enc && `model ${modelSource} (${enc.device})`,
+    sparseEncoder && `sparse model ${modelSource} (${sparseEncoder.device})`,
     reranker && `reranker ${values.reranker}`,
     index && `index ${values.index} (${index.size} documents)`,
     generator && `generator ${values.generator}`,
@@ -1569,6 +1678,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     process.exitCode = 1;
   }
   enc?.dispose();
+  sparseEncoder?.dispose();
   reranker?.dispose();
   generator?.dispose();
 }

@@ -7,7 +7,9 @@
  */
 import { semanticChunks } from './chunking';
 import { hasLoneSurrogate } from './doc-store';
-import type { Encoder } from './encoder';
+import { Encoder } from './encoder';
+import { SparseEncoder } from './sparse-encoder';
+import type { Device } from './native-model';
 import { ColtrastError } from './errors';
 import { CSV, countLines, csvBatches, jsonLineBatches, parseJsonDocument, readWholeText, type CsvReader } from './data-files';
 import type { IndexDoc } from './search-index';
@@ -82,7 +84,7 @@ export async function countCsvDocuments(file: string): Promise<number> {
  * end of a sorted corpus. `counted`: a .jsonl's or a .csv's documents, when the caller has counted them (countLines,
  * or countCsvDocuments) already.
  */
-export async function indexDocumentSlices(file: string, encoder: Encoder, spread: boolean, counted?: number): Promise<{ total: number; slices: AsyncIterable<PlacedDoc[]> }> {
+export async function indexDocumentSlices(file: string, encoder: Encoder | SparseEncoder, spread: boolean, counted?: number): Promise<{ total: number; slices: AsyncIterable<PlacedDoc[]> }> {
   checkDataFile(file);
   const csv = CSV.test(file);
   if (JSONL.test(file) || csv) {
@@ -122,9 +124,16 @@ export async function indexDocumentSlices(file: string, encoder: Encoder, spread
     });
   } else if (value !== null && typeof value === 'object' && 'projects' in value) {
     docs = [];
-    for (const p of readProjects(file, value)) {
-      const chunks = await semanticChunks(p.document, encoderEmbedder(encoder), { maxTokens: encoder.maxSeqLength });
-      chunks.forEach((text, i) => docs.push({ doc: { id: `${p.id}#${i}`, text, metadata: { project: p.id } }, where: `${file}: project ${p.id}` }));
+    // Semantic chunking compares sentence embeddings: a sparse encoder's index has its READMEs chunked by the default
+    // model, as train() chunks them for one.
+    const chunker = encoder instanceof SparseEncoder ? await Encoder.load('default', { device: encoder.device as Device }) : encoder;
+    try {
+      for (const p of readProjects(file, value)) {
+        const chunks = await semanticChunks(p.document, encoderEmbedder(chunker), { maxTokens: encoder.maxSeqLength });
+        chunks.forEach((text, i) => docs.push({ doc: { id: `${p.id}#${i}`, text, metadata: { project: p.id } }, where: `${file}: project ${p.id}` }));
+      }
+    } finally {
+      if (chunker !== encoder) chunker.dispose();
     }
   } else {
     throw new ColtrastError('INVALID_ARGUMENT', `${file}: expected a JSON array of documents {"id", "text", "metadata"?}, a ColTrast project file ({"projects": [...]}), or a .jsonl file of documents`);

@@ -118,8 +118,11 @@ export interface BuildOptions {
 export interface SearchOptions {
   /** Hits per query (default 10). */
   k?: number;
-  /** 'dense' (default; MaxSim over every document for a multi-vector model), 'bm25' or 'hybrid' (reciprocal-rank fusion of both). */
-  mode?: 'dense' | 'bm25' | 'hybrid';
+  /**
+   * 'dense' (default; the model's vectors: MaxSim over every document for a multi-vector model, the sparse vectors for a
+   * SparseEncoder's index, which also takes 'sparse' for it), 'bm25' or 'hybrid' (fusion of the two).
+   */
+  mode?: 'dense' | 'bm25' | 'hybrid' | 'sparse';
   /**
    * 'maxsim': re-score the dense candidates with late interaction (needs lateInteraction; a multi-vector model's
    * ranking is MaxSim already). A one-label CrossEncoder: re-score the first stage's candidates (any mode's)
@@ -1019,7 +1022,9 @@ export class Index {
     const o = checkOptions('options', options, SEARCH_KEYS);
     if (!Array.isArray(queries) || queries.some((q) => typeof q !== 'string')) throw invalid('queries', 'an array of strings', queries);
     const k = positiveInteger('options.k', o.k ?? 10);
-    const mode = oneOf('options.mode', o.mode ?? 'dense', ['dense', 'bm25', 'hybrid'] as const);
+    const asked = oneOf('options.mode', o.mode ?? 'dense', ['dense', 'bm25', 'hybrid', 'sparse'] as const);
+    if (asked === 'sparse' && !this.sparse) throw new ColtrastError('INVALID_ARGUMENT', "options.mode 'sparse' searches a sparse encoder's index, and this one holds an embedding model's vectors: 'dense', 'bm25' or 'hybrid'");
+    const mode = asked === 'sparse' ? 'dense' : asked;
     if (mode !== 'bm25') this.checkModelUnchanged('search');
     const rerank = o.rerank instanceof CrossEncoder ? o.rerank : oneOf('options.rerank', o.rerank ?? 'none', ['none', 'maxsim'] as const);
     if (rerank === 'maxsim' && !this.tokens) throw new ColtrastError('INVALID_ARGUMENT', "rerank 'maxsim' needs an index built with { lateInteraction: true }");

@@ -3,7 +3,7 @@
  *
  * The routes speak the two protocols clients already have: OpenAI's (`POST /v1/embeddings`, `GET /v1/models`,
  * the Jina / Cohere / vLLM `POST /v1/rerank`, and `/v1/chat/completions` and `/v1/completions` in
- * lib/serve-generation.ts) and Hugging Face's text-embeddings-inference (`POST /embed`, `/embed_all`, `/rerank`,
+ * lib/serve-generation.ts) and Hugging Face's text-embeddings-inference (`POST /embed`, `/embed_all`, `/embed_sparse`, `/rerank`,
  * `/similarity`, `/tokenize`, `/decode`, `GET /info`, `/health`, `/metrics`), plus coltrast's own `POST /search` over
  * an `Index` (and, when it is writable, `/documents` and `/documents/delete` to change it; `/documents/get` to read it)
  * and `POST /ask` over a `Rag`.
@@ -24,6 +24,7 @@ import path from 'node:path';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { CrossEncoder, type PreparedPair, type ScoreActivation } from './cross-encoder';
 import { Encoder, matrixRows, normalizeRow, type Matrix, type PreparedText } from './encoder';
+import { SparseEncoder, type SparseVector } from './sparse-encoder';
 import { ColtrastError } from './errors';
 import { compileFilter } from './filter';
 import { runtimeInfo } from './runtime';
@@ -42,9 +43,11 @@ export { BatchQueue, type CorsOptions, type QueueStats } from './serve-common';
 export interface ServeOptions {
   /** The embedding model: /v1/embeddings, /embed, /embed_all (and /search with `index`). */
   encoder?: Encoder;
+  /** A sparse (SPLADE) encoder: /embed_sparse (and /search with an `index` built with it). */
+  sparseEncoder?: SparseEncoder;
   /** A one-label cross-encoder: /rerank and /v1/rerank, and `rerank: true` in /search. */
   reranker?: CrossEncoder;
-  /** An index loaded with `encoder`: /search. */
+  /** An index loaded with `encoder` (or, an index of sparse vectors, with `sparseEncoder`): /search. */
   index?: Index;
   /** A causal LM: /v1/chat/completions and /v1/completions. */
   generator?: Generator;
@@ -119,7 +122,7 @@ export interface Server {
 }
 
 const SERVE_KEYS = [
-  'encoder', 'reranker', 'index', 'generator', 'rag', 'host', 'port', 'apiKey', 'cors', 'maxBatchTexts', 'batchSize', 'maxInputs', 'maxQueue',
+  'encoder', 'sparseEncoder', 'reranker', 'index', 'generator', 'rag', 'host', 'port', 'apiKey', 'cors', 'maxBatchTexts', 'batchSize', 'maxInputs', 'maxQueue',
   'maxBodyBytes', 'modelName', 'rerankerName', 'generatorName', 'generationBatchSize', 'onRequest', 'writable', 'saveTo', 'saveInterval', 'onSaveError',
 ] as const;
 
@@ -159,14 +162,16 @@ interface Embedded {
  */
 export async function serve(options: ServeOptions): Promise<Server> {
   const o = checkOptions('options', options, SERVE_KEYS);
-  const { encoder, reranker, index, generator, rag } = o;
-  if (encoder !== undefined && !(encoder instanceof Encoder)) throw invalid('options.encoder', 'an Encoder', encoder);
+  const { encoder, sparseEncoder, reranker, index, generator, rag } = o;
+  if (encoder !== undefined && !(encoder instanceof Encoder)) throw invalid('options.encoder', `an Encoder${(encoder as unknown) instanceof SparseEncoder ? ' (a SparseEncoder is options.sparseEncoder)' : ''}`, encoder);
+  if (sparseEncoder !== undefined && !(sparseEncoder instanceof SparseEncoder)) throw invalid('options.sparseEncoder', 'a SparseEncoder', sparseEncoder);
   if (reranker !== undefined && !(reranker instanceof CrossEncoder)) throw invalid('options.reranker', 'a CrossEncoder', reranker);
   if (index !== undefined && !(index instanceof Index)) throw invalid('options.index', 'an Index', index);
   if (generator !== undefined && !(generator instanceof Generator)) throw invalid('options.generator', 'a Generator', generator);
   if (rag !== undefined && !(rag instanceof Rag)) throw invalid('options.rag', 'a Rag (Rag.create)', rag);
-  if (!encoder && !reranker && !generator && !rag) throw new ColtrastError('INVALID_ARGUMENT', 'serve() needs a model: options.encoder, reranker, generator or rag');
-  if (index && !encoder) throw new ColtrastError('INVALID_ARGUMENT', 'options.index needs options.encoder: the model the index was loaded with');
+  if (!encoder && !sparseEncoder && !reranker && !generator && !rag) throw new ColtrastError('INVALID_ARGUMENT', 'serve() needs a model: options.encoder, sparseEncoder, reranker, generator or rag');
+  if (index && !index.sparse && !encoder) throw new ColtrastError('INVALID_ARGUMENT', 'options.index needs options.encoder: the model the index was loaded with');
+  if (index && index.sparse && !sparseEncoder) throw new ColtrastError('INVALID_ARGUMENT', "options.index holds a sparse encoder's vectors: it needs options.sparseEncoder, the model the index was loaded with");
   if (reranker && reranker.numLabels !== 1) {
     throw new ColtrastError('INVALID_ARGUMENT', `options.reranker must be a one-label cross-encoder (a relevance score); this one has ${reranker.numLabels} labels`);
   }
@@ -197,7 +202,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const saver = new IndexSaver(index, saveTo, saveInterval * 1000, o.onSaveError ?? ((e) => process.stderr.write(`coltrast serve: ${e.message}\n`)));
   // A name is what clients choose a model by (/v1/models' ids): an empty one names nothing.
   const name = (option: string, given: unknown, model: { modelDir: string } | undefined) => (given === undefined ? (model ? path.basename(model.modelDir) : undefined) : nonEmptyString(`options.${option}`, given));
-  const modelName = name('modelName', o.modelName, encoder);
+  const modelName = name('modelName', o.modelName, encoder ?? sparseEncoder);
   const rerankerName = name('rerankerName', o.rerankerName, reranker);
   const generatorName = name('generatorName', o.generatorName, generator);
   const generation = generationRoutes({
@@ -222,6 +227,12 @@ export async function serve(options: ServeOptions): Promise<Server> {
     maxBatchTexts,
     maxQueue,
     (key, texts, signal) => encoder!.prepare(texts, { ...(JSON.parse(key) as EmbedJob), signal }),
+  );
+  // A sparse encoder's texts are tokenized inside its call (SparseEncoder.encode), as a cross-encoder's pairs are.
+  const sparseQueue = new BatchQueue<string, SparseVector, string>(
+    async (key, texts) => sparseEncoder!.encode(texts, { ...(JSON.parse(key) as Omit<EmbedJob, 'output' | 'normalize'>), batchSize }),
+    maxBatchTexts,
+    maxQueue,
   );
   const rerankQueue = new BatchQueue<PreparedPair, number, [string, string]>(
     async (activation, pairs) => Array.from((await reranker!.predictPrepared(pairs, { batchSize, activation: activation as ScoreActivation })).data),
@@ -249,12 +260,14 @@ export async function serve(options: ServeOptions): Promise<Server> {
     if (!writable) throw new HttpError(403, `the index is read-only: start the server with options.writable (coltrast serve --writable) to let clients change it`);
     return index;
   };
-  const queues: Record<string, { stats(): QueueStats }> = { embed: embedQueue, rerank: rerankQueue, search: searchQueue, ...generation.queues };
+  const queues: Record<string, { stats(): QueueStats }> = { embed: embedQueue, embed_sparse: sparseQueue, rerank: rerankQueue, search: searchQueue, ...generation.queues };
   const metrics = new Metrics();
   const runtime = runtimeInfo();
 
   const needEncoder = (route: string): Encoder => {
-    if (!encoder) throw new HttpError(404, `${route} needs an embedding model: start the server with one (coltrast serve --model <dir|hub id>)`);
+    if (!encoder) {
+      throw new HttpError(404, sparseEncoder ? `${route} needs a dense embedding model, and this server's is a sparse (SPLADE) encoder: POST /embed_sparse for its vectors` : `${route} needs an embedding model: start the server with one (coltrast serve --model <dir|hub id>)`);
+    }
     return encoder;
   };
   const needReranker = (route: string): CrossEncoder => {
@@ -337,11 +350,17 @@ export async function serve(options: ServeOptions): Promise<Server> {
           dtype: encoder?.dtype ?? null,
           quantize: encoder?.quantize ?? null,
           reranker: reranker ? { model_id: rerankerName, model_dir: reranker.modelDir, max_input_length: reranker.maxSeqLength, quantize: reranker.quantize ?? null } : null,
-          index: index ? { documents: index.size, writable, late_interaction: index.lateInteraction, ...(index.tokenStorage && { token_storage: index.tokenStorage }), ...(index.poolFactor > 1 && { pool_factor: index.poolFactor }) } : null,
+          index: index ? { documents: index.size, writable, sparse: index.sparse, late_interaction: index.lateInteraction, ...(index.tokenStorage && { token_storage: index.tokenStorage }), ...(index.poolFactor > 1 && { pool_factor: index.poolFactor }) } : null,
           generator: generator
             ? { model_id: generatorName, model_dir: generator.modelDir, model_type: generator.modelType, chat_template: generator.chatTemplate !== undefined, quantize: generator.quantize ?? null }
             : null,
           rag: rag ? { retriever_dir: rag.retriever.modelDir, generator_dir: rag.generator.modelDir, documents: rag.documents } : null,
+          sparse: sparseEncoder
+            ? {
+                model_dir: sparseEncoder.modelDir, dimension: sparseEncoder.dimension, max_input_length: sparseEncoder.maxSeqLength, pooling: sparseEncoder.pooling.pooling,
+                activation: sparseEncoder.pooling.activation, prompts: sparseEncoder.prompts, device: sparseEncoder.device, dtype: sparseEncoder.dtype, quantize: sparseEncoder.quantize ?? null,
+              }
+            : null,
           max_batch_texts: maxBatchTexts,
           max_client_batch_size: maxInputs,
           version: runtime.version,
@@ -403,6 +422,21 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const out = await embedTexts(texts, { output: 'pooled', normalize, ...promptFields(body) }, signal);
         // Typed arrays: jsonPieces writes them as arrays of their numbers.
         return { inputs: texts.length, json: out.map((e) => shorten(e.value as Float32Array, dimensions, normalize)) };
+      },
+    },
+    '/embed_sparse': {
+      method: 'POST',
+      style: 'tei',
+      handle: async (raw, signal) => {
+        if (!sparseEncoder) {
+          throw new HttpError(404, '/embed_sparse needs a sparse (SPLADE) encoder: start the server with one (coltrast serve --model <SparseEncoder folder>, or --sparse with a masked language model)');
+        }
+        const body = fields(raw, ['inputs', 'truncate', 'truncation_direction', 'task', 'prompt_name', 'prompt']);
+        const texts = textsOf(body, 'inputs');
+        truncateField(body);
+        const out = await sparseQueue.submit(JSON.stringify(promptFields(body, sparseEncoder.prompts)), texts, signal);
+        // As text-embeddings-inference answers: each text's non-zero entries, {index, value}, by index.
+        return { inputs: texts.length, json: out.map((v) => Array.from(v.indices, (index, k) => ({ index, value: v.values[k] }))) };
       },
     },
     '/embed_all': {
@@ -561,7 +595,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const queries = textsOf(body, 'query');
         const k = optional(body, 'k', positiveInteger) ?? 10;
         const mode = body.mode ?? 'dense';
-        if (mode !== 'dense' && mode !== 'bm25' && mode !== 'hybrid') throw new HttpError(400, '"mode" must be "dense", "bm25" or "hybrid"');
+        if (mode !== 'dense' && mode !== 'bm25' && mode !== 'hybrid' && mode !== 'sparse') throw new HttpError(400, '"mode" must be "dense", "bm25", "hybrid" or (an index of a sparse encoder) "sparse"');
+        if (mode === 'sparse' && !index.sparse) throw new HttpError(400, "\"mode\": \"sparse\" searches a sparse encoder's index, and this one holds an embedding model's vectors: \"dense\", \"bm25\" or \"hybrid\"");
         const rerank = body.rerank ?? 'none';
         if (rerank !== 'none' && rerank !== 'maxsim' && rerank !== 'cross-encoder') throw new HttpError(400, '"rerank" must be "none", "maxsim" or "cross-encoder"');
         if (rerank === 'cross-encoder') needReranker('"rerank": "cross-encoder"');
@@ -586,7 +621,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         });
         const mmrLambda = optional(body, 'mmr_lambda', (name, v) => {
           if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw new HttpError(400, `${name} must be a number in [0, 1]`);
-          if (index.multiVector) throw new HttpError(400, `${name} compares pooled vectors, and a multi-vector index has none`);
+          if (index.multiVector || index.sparse) throw new HttpError(400, `${name} compares pooled vectors, and ${index.sparse ? "a sparse encoder's" : 'a multi-vector'} index has none`);
           return v;
         });
         const key = JSON.stringify({

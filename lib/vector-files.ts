@@ -2,7 +2,10 @@
  * Vectors written as binary files that Python reads as they are: NumPy's `.npy` (np.load) and safetensors
  * (safetensors.numpy.load_file, torch's safetensors loaders). `coltrast embed --output vectors.npy` writes one
  * float32 row a text; `.safetensors` writes the rows as "embeddings", or with token vectors "tokens" (every text's
- * vectors one after another) and "offsets" (int64, the rows of text i are tokens[offsets[i]:offsets[i+1]]).
+ * vectors one after another) and "offsets" (int64, the rows of text i are tokens[offsets[i]:offsets[i+1]]); a sparse
+ * encoder's vectors are written in compressed sparse rows: "values" (float32), "indices" (int64, the vocabulary entries)
+ * and "offsets" (int64: text i's entries are values[offsets[i]:offsets[i+1]]), with the vectors' width in the metadata's
+ * "dimension" (scipy.sparse.csr_matrix((values, indices, offsets), shape=(texts, dimension))).
  *
  * Written here, not by a package: both headers are a few lines of a published format (numpy's NEP 1 "format.py"
  * version 1.0, safetensors' 8-byte length and JSON header), and the npm packages for them read whole arrays into memory,
@@ -113,35 +116,22 @@ export function vectorWriter(file: string, format: 'npy' | 'safetensors', texts:
       abort: () => out.abort(),
     };
   }
-  // Beside the output (same folder, so the same disk), removed however the process ends: by this process, or, where
-  // it was killed, by a later write of the output (named as its temporary files are, for that sweep).
-  const side = temporaryFor(file);
-  const untrack = trackTemporaryFile(side);
-  let fd: number | undefined = fs.openSync(side, 'w');
+  const side = sideFile(file);
   const offsets = new BigInt64Array(texts + 1);
   let total = 0;
-  const dropSide = () => {
-    if (fd !== undefined) fs.closeSync(fd);
-    fd = undefined;
-    fs.rmSync(side, { force: true });
-    untrack();
-  };
   return {
     async pooled() {
       throw new Error('vectorWriter: pooled vectors given to a writer of token ones');
     },
     async tokens(rows) {
       if (written >= texts) throw new Error(`vectorWriter: more than the ${texts} texts announced`);
-      const bytes = bytesOf(rows);
-      await new Promise<void>((resolve, reject) => fs.write(fd!, bytes, 0, bytes.length, null, (error) => (error ? reject(error) : resolve())));
+      await side.write(bytesOf(rows));
       total += rows.length / dim;
       offsets[++written] = BigInt(total);
     },
     async commit() {
       try {
         if (written !== texts) throw new Error(`vectorWriter: ${written} of ${texts} texts written`);
-        fs.closeSync(fd!);
-        fd = undefined;
         await out.write(
           safetensorsHeader(
             [
@@ -151,16 +141,111 @@ export function vectorWriter(file: string, format: 'npy' | 'safetensors', texts:
             { format: 'np' },
           ),
         );
-        for await (const chunk of fs.createReadStream(side, { highWaterMark: 1 << 22 })) await out.write(chunk as Buffer);
+        await side.copyTo(out);
         await out.write(bytesOf(offsets));
         await out.commit();
       } finally {
-        dropSide();
+        side.drop();
       }
     },
     abort() {
       out.abort();
-      dropSide();
+      side.drop();
+    },
+  };
+}
+
+/** Where `coltrast embed` puts a sparse encoder's vectors, a part of the texts at a time, in order. */
+export interface SparseVectorWriter {
+  write(vectors: readonly { indices: Int32Array; values: Float32Array }[]): Promise<void>;
+  commit(): Promise<void>;
+  abort(): void;
+}
+
+/**
+ * A writer of `texts` texts' sparse vectors of width `dimension` to the .safetensors `file` (see the file comment),
+ * written atomically. The entries' count is known only at the end, and the header that says it comes first: values and
+ * indices go to two temporary files beside the output, copied in behind the header at commit().
+ */
+export function sparseVectorWriter(file: string, texts: number, dimension: number): SparseVectorWriter {
+  const out = atomicOutput(file);
+  const values = sideFile(file);
+  const indices = sideFile(file);
+  const offsets = new BigInt64Array(texts + 1);
+  let written = 0;
+  let total = 0;
+  const drop = () => {
+    values.drop();
+    indices.drop();
+  };
+  return {
+    async write(vectors) {
+      if (written + vectors.length > texts) throw new Error(`sparseVectorWriter: more than the ${texts} texts announced`);
+      const count = vectors.reduce((n, v) => n + v.indices.length, 0);
+      const v = new Float32Array(count);
+      const i = new BigInt64Array(count);
+      let at = 0;
+      for (const vector of vectors) {
+        v.set(vector.values, at);
+        for (let k = 0; k < vector.indices.length; k++) i[at + k] = BigInt(vector.indices[k]);
+        at += vector.indices.length;
+        total += vector.indices.length;
+        offsets[++written] = BigInt(total);
+      }
+      await values.write(bytesOf(v));
+      await indices.write(bytesOf(i));
+    },
+    async commit() {
+      try {
+        if (written !== texts) throw new Error(`sparseVectorWriter: ${written} of ${texts} texts written`);
+        await out.write(
+          safetensorsHeader(
+            [
+              { name: 'values', dtype: 'F32', shape: [total], bytes: total * 4 },
+              { name: 'indices', dtype: 'I64', shape: [total], bytes: total * 8 },
+              { name: 'offsets', dtype: 'I64', shape: [texts + 1], bytes: offsets.byteLength },
+            ],
+            { format: 'np', dimension: String(dimension) },
+          ),
+        );
+        await values.copyTo(out);
+        await indices.copyTo(out);
+        await out.write(bytesOf(offsets));
+        await out.commit();
+      } finally {
+        drop();
+      }
+    },
+    abort() {
+      out.abort();
+      drop();
+    },
+  };
+}
+
+/**
+ * A temporary file beside `file` (same folder, so the same disk) that bytes are appended to, then copied into an
+ * output; removed however the process ends: by this process, or, where it was killed, by a later write of the output
+ * (named as its temporary files are, for that sweep).
+ */
+function sideFile(file: string): { write(bytes: Buffer): Promise<void>; copyTo(out: AtomicOutput): Promise<void>; drop(): void } {
+  const side = temporaryFor(file);
+  const untrack = trackTemporaryFile(side);
+  let fd: number | undefined = fs.openSync(side, 'w');
+  const close = () => {
+    if (fd !== undefined) fs.closeSync(fd);
+    fd = undefined;
+  };
+  return {
+    write: (bytes) => new Promise<void>((resolve, reject) => fs.write(fd!, bytes, 0, bytes.length, null, (error) => (error ? reject(error) : resolve()))),
+    async copyTo(out) {
+      close();
+      for await (const chunk of fs.createReadStream(side, { highWaterMark: 1 << 22 })) await out.write(chunk as Buffer);
+    },
+    drop() {
+      close();
+      fs.rmSync(side, { force: true });
+      untrack();
     },
   };
 }

@@ -1,0 +1,167 @@
+// A sparse (SPLADE) encoder through the command line and the server: `coltrast embed` (JSONL and compressed sparse
+// rows in .safetensors), `coltrast index` / `search` (an Index of sparse vectors, found by the model's folder or
+// --sparse), and `serve`'s /embed_sparse (text-embeddings-inference's) and /search, each against the library's own
+// SparseEncoder.encode and Index.search on the same texts.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Encoder, Index, SparseEncoder, serve, type Server } from '../lib';
+import { readSafetensors } from './helpers/safetensors';
+import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
+
+const ROOT = path.resolve(__dirname, '..');
+const CLI = path.join(ROOT, 'dist', 'cli.js');
+const SPLADE = path.join(ROOT, 'test', 'fixtures', 'tiny-sparse', 'bert');
+const PLAIN = path.join(ROOT, 'test', 'fixtures', 'tiny-sparse', 'bert-plain');
+
+function cli(args: string[]) {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' }, timeout: 120_000 });
+}
+
+const pairs = wordDataset(24, 31);
+const texts = pairs.map((p) => p.positive);
+
+let model: SparseEncoder;
+test.before(async () => {
+  model = await SparseEncoder.load(SPLADE, { device: 'cpu' });
+});
+test.after.always(() => model?.dispose());
+
+test('coltrast embed with a SparseEncoder writes each text\'s non-zero entries: JSONL, and .safetensors compressed sparse rows', async (t) => {
+  const dir = tempDir();
+  const input = path.join(dir, 'texts.txt');
+  fs.writeFileSync(input, texts.join('\n') + '\n');
+  const want = await model.encode(texts, { task: 'query' });
+  let run = cli(['embed', input, '--model', SPLADE, '--task', 'query', '--device', 'cpu', '--output', path.join(dir, 'v.jsonl')]);
+  t.is(run.status, 0, run.stderr);
+  const lines = fs.readFileSync(path.join(dir, 'v.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  t.is(lines.length, texts.length);
+  lines.forEach((line, i) => {
+    t.is(line.index, i);
+    t.deepEqual(line.indices, Array.from(want[i].indices));
+    line.values.forEach((v: number, k: number) => t.true(Math.abs(v - want[i].values[k]) <= 1e-6));
+  });
+  run = cli(['embed', input, '--model', SPLADE, '--task', 'query', '--device', 'cpu', '--max-active-dims', '4', '--output', path.join(dir, 'v.safetensors')]);
+  t.is(run.status, 0, run.stderr);
+  const file = readSafetensors(path.join(dir, 'v.safetensors'));
+  t.is(file.metadata?.dimension, String(model.dimension));
+  const int64s = (name: string) => Array.from(new BigInt64Array(Uint8Array.from(file.tensors.get(name)!.data).buffer), Number);
+  const offsets = int64s('offsets');
+  const indices = int64s('indices');
+  const values = new Float32Array(Uint8Array.from(file.tensors.get('values')!.data).buffer);
+  t.deepEqual(['values', 'indices', 'offsets'].map((name) => file.tensors.get(name)!.dtype), ['F32', 'I64', 'I64']);
+  const capped = await model.encode(texts, { task: 'query', maxActiveDims: 4 });
+  t.is(offsets.length, texts.length + 1);
+  capped.forEach((v, i) => {
+    t.deepEqual(indices.slice(offsets[i], offsets[i + 1]), Array.from(v.indices), `text ${i}`);
+    t.deepEqual(Array.from(values.subarray(offsets[i], offsets[i + 1])), Array.from(v.values));
+  });
+  // Python reads it as a scipy CSR matrix would: offsets rise to the entries' count.
+  t.is(offsets[texts.length], values.length);
+  // What a sparse encoder cannot write, and a dense model's flag, named.
+  run = cli(['embed', input, '--model', SPLADE, '--device', 'cpu', '--output', path.join(dir, 'v.npy')]);
+  t.is(run.status, 2);
+  t.regex(run.stderr, /\.npy file holds dense rows.*v\.safetensors/);
+  run = cli(['embed', input, '--model', SPLADE, '--device', 'cpu', '--tokens']);
+  t.regex(run.stderr, /sparse \(SPLADE\) encoder: --tokens is for a dense embedding model/);
+  run = cli(['embed', input, '--model', path.join(ROOT, 'test', 'fixtures', 'tiny-bert'), '--device', 'cpu', '--max-active-dims', '3']);
+  t.regex(run.stderr, /--max-active-dims is for a sparse encoder/);
+  t.false(fs.readdirSync(dir).some((f) => f.endsWith('.tmp')), 'no temporary file left');
+});
+
+test('coltrast index and search with a SparseEncoder: the index holds its sparse vectors, and search ranks as Index.search does', async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, 'docs.jsonl');
+  fs.writeFileSync(data, texts.map((text, i) => JSON.stringify({ id: `d${i}`, text, metadata: { group: i % 3 } })).join('\n') + '\n');
+  const out = path.join(dir, 'index');
+  let run = cli(['index', '--data', data, '--model', SPLADE, '--output', out, '--device', 'cpu', '--json']);
+  t.is(run.status, 0, run.stderr);
+  t.true(JSON.parse(fs.readFileSync(path.join(out, 'index.json'), 'utf8')).sparse);
+  const queries = pairs.slice(0, 3).map((p) => p.query);
+  const index = await Index.load(out, model);
+  for (const [flags, options] of [
+    [[], {}],
+    [['--mode', 'hybrid'], { mode: 'hybrid' as const }],
+    [['--filter', '{"metadata.group": 1}'], { filter: { 'metadata.group': 1 } }],
+  ] as const) {
+    run = cli(['search', '--index', out, '--k', '4', '--device', 'cpu', '--json', ...flags, ...queries]);
+    t.is(run.status, 0, run.stderr);
+    const got = JSON.parse(run.stdout);
+    const want = await index.search(queries, { k: 4, ...options });
+    t.deepEqual(got.map((r: { hits: { id: string }[] }) => r.hits.map((h) => h.id)), want.map((hits) => hits.map((h) => h.id)), JSON.stringify(flags));
+  }
+  // --update embeds the new documents with the index's sparse model (index.json says so).
+  const more = path.join(dir, 'more.jsonl');
+  fs.writeFileSync(more, JSON.stringify({ id: 'new', text: queries[0] }) + '\n');
+  run = cli(['index', '--data', more, '--output', out, '--update', '--device', 'cpu', '--json']);
+  t.is(run.status, 0, run.stderr);
+  const updated = await Index.load(out, model);
+  t.is(updated.size, texts.length + 1);
+  t.deepEqual((await updated.search([queries[0]], { k: 1, filter: { id: 'new' } }))[0].map((h) => h.id), ['new']);
+  // A plain *ForMaskedLM folder is a sparse encoder with --sparse; dense flags are refused for one.
+  const plain = path.join(dir, 'plain-index');
+  run = cli(['index', '--data', data, '--model', PLAIN, '--sparse', '--output', plain, '--device', 'cpu', '--json']);
+  t.is(run.status, 0, run.stderr);
+  t.true(JSON.parse(fs.readFileSync(path.join(plain, 'index.json'), 'utf8')).sparse);
+  run = cli(['search', '--index', plain, '--k', '2', '--device', 'cpu', '--mode', 'sparse', queries[0]]);
+  t.is(run.status, 0, run.stderr);
+  run = cli(['index', '--data', data, '--model', SPLADE, '--output', path.join(dir, 'x'), '--device', 'cpu', '--storage', 'int8']);
+  t.is(run.status, 2);
+  t.regex(run.stderr, /--storage must be absent with a SparseEncoder/);
+  run = cli(['index', '--data', data, '--model', SPLADE, '--output', path.join(dir, 'x'), '--device', 'cpu', '--truncate-dim', '8']);
+  t.regex(run.stderr, /--truncate-dim cuts an embedding model's vectors/);
+});
+
+test('serve with a SparseEncoder: /embed_sparse answers as text-embeddings-inference does, /search over its index, dense routes say where to go', async (t) => {
+  const docs = texts.map((text, i) => ({ id: `d${i}`, text }));
+  const index = await Index.build(model, docs);
+  let server: Server | undefined;
+  try {
+    server = await serve({ sparseEncoder: model, index, port: 0, maxInputs: 8 });
+    const post = async (route: string, body: unknown) => {
+      const res = await fetch(`${server!.url}${route}`, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } });
+      return { status: res.status, json: (await res.json()) as any };
+    };
+    const some = texts.slice(0, 5);
+    let r = await post('/embed_sparse', { inputs: some, task: 'document', truncate: true });
+    t.is(r.status, 200);
+    const want = await model.encode(some, { task: 'document' });
+    r.json.forEach((row: { index: number; value: number }[], i: number) => {
+      t.deepEqual(row.map((e) => e.index), Array.from(want[i].indices));
+      row.forEach((e, k) => t.true(Math.abs(e.value - want[i].values[k]) <= 1e-6));
+    });
+    r = await post('/embed_sparse', { inputs: 'one text' });
+    t.is(r.json.length, 1);
+    r = await post('/embed_sparse', { inputs: some, prompt_name: 'nope' });
+    t.is(r.status, 400);
+    t.regex(r.json.error, /prompt_name/);
+    const queries = pairs.slice(0, 3).map((p) => p.query);
+    r = await post('/search', { query: queries, k: 3, mode: 'sparse' });
+    t.is(r.status, 200);
+    t.deepEqual(r.json.results.map((x: { hits: { id: string }[] }) => x.hits.map((h) => h.id)), (await index.search(queries, { k: 3 })).map((hits) => hits.map((h) => h.id)));
+    r = await post('/embed', { inputs: 'x' });
+    t.is(r.status, 404);
+    t.regex(r.json.error, /\/embed_sparse/);
+    r = await post('/search', { query: 'x', mmr_lambda: 0.5 });
+    t.is(r.status, 400);
+    const info = (await (await fetch(`${server.url}/info`)).json()) as { sparse: { dimension: number }; index: { sparse: boolean } };
+    t.is(info.sparse.dimension, model.dimension);
+    t.true(info.index.sparse);
+  } finally {
+    await server?.close();
+  }
+  // An index of sparse vectors needs the sparse encoder; a dense server has no /embed_sparse.
+  const dense = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    await t.throwsAsync(() => serve({ encoder: dense, index, port: 0 }), { message: /options\.index holds a sparse encoder's vectors: it needs options\.sparseEncoder/ });
+    await t.throwsAsync(() => serve({ encoder: model as never, port: 0 }), { message: /options\.encoder must be an Encoder \(a SparseEncoder is options\.sparseEncoder\)/ });
+    const denseServer = await serve({ encoder: dense, port: 0 });
+    const res = await fetch(`${denseServer.url}/embed_sparse`, { method: 'POST', body: JSON.stringify({ inputs: 'x' }), headers: { 'Content-Type': 'application/json' } });
+    t.is(res.status, 404);
+    t.regex(((await res.json()) as { error: string }).error, /needs a sparse \(SPLADE\) encoder/);
+    await denseServer.close();
+  } finally {
+    dense.dispose();
+  }
+});
