@@ -242,13 +242,14 @@ commands:
     --pool-factor <n>        keep about 1/n of each document's token vectors: cluster means (hierarchical token pooling)
     --sparse                 --model is a masked language model (*ForMaskedLM) to read as a sparse (SPLADE) encoder (a
                              sentence-transformers SparseEncoder folder is one without it): its sparse vectors in an
-                             inverted index, searched exactly by its similarity (dense, hybrid, filters and --reranker as usual)
+                             inverted index, searched exactly by its similarity (the hybrid mode, filters and re-ranking as usual)
     --update                 add to the index at --output instead (documents with its ids are replaced), with its model
                              and settings
   search <question>...       search an index
     --index <dir>            the index folder (--mmap: mapped, not read)
     --model <dir|hub id>     default: the model recorded in the index
-    --k <n> --mode dense|bm25|hybrid --rerank none|maxsim --device <d> --threads <n> --json
+    --k <n> --mode dense|bm25|hybrid|sparse (an index of a sparse encoder: sparse or dense, its vectors) --rerank none|maxsim
+                             --device <d> --threads <n> --json
     --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
     --no-adapter-base-check  load it even when it records another base than --reranker (see embed)

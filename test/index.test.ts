@@ -214,7 +214,7 @@ test('the index keeps its own copy of each id and text (as UTF-8): documents com
   t.deepEqual(index.get(['b', 'c']), given.slice(1));
   t.deepEqual(await index.search(['café'], { k: 5, filter: { text: { $regex: 'café' } } }), [[]]);
   // Arguments in the wrong order are named, not left to fail inside.
-  await t.throwsAsync(Index.build(given as unknown as Encoder, enc as unknown as IndexDoc[]), { message: /encoder must be an Encoder \(from Encoder\.load\): Index\.build\(encoder, docs, options\?\), got an array of length 3/ });
+  await t.throwsAsync(Index.build(given as unknown as Encoder, enc as unknown as IndexDoc[]), { message: /encoder must be an Encoder \(from Encoder\.load\) or a SparseEncoder \(SparseEncoder\.load\): Index\.build\(encoder, docs, options\?\), got an array of length 3/ });
   await t.throwsAsync(Index.load(enc as unknown as string, enc), { message: /dir must be an index folder's path: Index\.load\(dir, encoder, options\?\), got an Encoder/ });
   await t.throwsAsync(index.add([{ id: 'half \ud83d', text: 'x' }]), { message: /docs\[0\]\.id must be well-formed Unicode/ });
   await index.add([{ id: 'whole \ud83d\ude80', text: 'y' }]);

@@ -293,7 +293,7 @@ test('bad requests get a status and a message that names the problem', async (t)
     ['POST', '/rerank', { texts: ['a'] }, 400, /"query" must be a string/],
     ['POST', '/rerank', { query: 'q' }, 400, /missing field "texts"/],
     ['POST', '/v1/rerank', { query: 'q', documents: ['a'], top_n: -1 }, 400, /"top_n" must be a positive integer/],
-    ['POST', '/search', { query: 'q', mode: 'fuzzy' }, 400, /"mode" must be "dense", "bm25" or "hybrid"/],
+    ['POST', '/search', { query: 'q', mode: 'fuzzy' }, 400, /"mode" must be "dense", "bm25", "hybrid" or \(an index of a sparse encoder\) "sparse"/],
     ['POST', '/search', { query: 'q', rerank: 'colbert' }, 400, /"rerank" must be "none", "maxsim" or "cross-encoder"/],
     ['POST', '/search', { query: 'q', hybrid_weight: 2 }, 400, /"hybrid_weight" must be a number in \[0, 1\]/],
     ['POST', '/search', { query: 'q', rescore_multiplier: 2 }, 400, /"rescore_multiplier" is for an index with binary storage; this one stores float/],
@@ -374,7 +374,7 @@ test('routes without their model say which flag starts the server with one; a mu
 
 test('serve() refuses bad options before listening, and a port in use', async (t) => {
   const cases: [object, RegExp][] = [
-    [{}, /serve\(\) needs a model: options\.encoder, reranker, generator or rag/],
+    [{}, /serve\(\) needs a model: options\.encoder, sparseEncoder, reranker, generator or rag/],
     [{ encoder: enc, port: 70000 }, /options\.port must be an integer port from 0 to 65535/],
     [{ index, reranker: ce }, /options\.index needs options\.encoder/],
     [{ encoder: enc, maxInputs: 10, maxQueue: 5 }, /options\.maxQueue \(5\) must be at least options\.maxInputs \(10\)/],
