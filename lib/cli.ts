@@ -634,7 +634,7 @@ async function embed(argv: string[]): Promise<void> {
   if (texts.length === 0) fail(`input file ${positionals[0]} holds no texts: give one text a line (a .jsonl file: one {"text": ...} a line)`);
   const started = Date.now();
   const model = values.model ?? DEFAULT_MODEL;
-  if (values.sparse || modelDirModule().isSparseEncoderFolder(await hubModule().resolveModelDir(model))) return embedSparse(model, values, texts, say);
+  if (values.sparse || (await isSparseModel(model))) return embedSparse(model, values, texts, say);
   if (values['max-active-dims'] !== undefined) fail(`--max-active-dims is for a sparse encoder, and ${model} is an embedding model (--sparse reads a masked language model as one)`);
   const enc = await encoderModule().Encoder.load(model, {
     device: (values.device ?? 'auto') as Device,
@@ -1240,14 +1240,14 @@ async function evalCommand(argv: string[]): Promise<void> {
   const reranker = await loadReranker(values, { device: common.device });
   const systems: { name: string; model?: string; mode?: EvalMode; reranker?: CrossEncoder }[] = [
     {
-      name: (model ? `${values.mode ?? (modelDirModule().isSparseEncoderFolder(model) ? 'sparse' : 'dense')}:${path.basename(model)}` : 'bm25') + (values.reranker ? `+${path.basename(values.reranker)}` : ''),
+      name: (model ? `${values.mode ?? ((await isSparseModel(model)) ? 'sparse' : 'dense')}:${path.basename(model)}` : 'bm25') + (values.reranker ? `+${path.basename(values.reranker)}` : ''),
       model,
       mode: values.mode as EvalMode,
       reranker,
     },
   ];
   if (values.compare) {
-    const kind = values.compare === 'bm25' ? 'bm25' : modelDirModule().isSparseEncoderFolder(values.compare) ? 'sparse' : 'dense';
+    const kind = values.compare === 'bm25' ? 'bm25' : (await isSparseModel(values.compare)) ? 'sparse' : 'dense';
     systems.push(kind === 'bm25' ? { name: 'bm25', mode: 'bm25' } : { name: `${kind}:${path.basename(values.compare)}`, model: values.compare, mode: kind });
   }
   const results = [];
@@ -1284,6 +1284,11 @@ async function evalCommand(argv: string[]): Promise<void> {
   }
 }
 
+/** Whether `model` (a folder, or a hub id: its snapshot, downloaded if need be) is sentence-transformers' SparseEncoder. */
+async function isSparseModel(model: string): Promise<boolean> {
+  return modelDirModule().isSparseEncoderFolder(await hubModule().resolveModelDir(model));
+}
+
 /**
  * The model that embeds an index's documents or queries: a SparseEncoder where `sparse` says so (an index built with
  * one, or --sparse: a plain *ForMaskedLM folder) or the folder (a hub id resolved, downloaded if need be) is
@@ -1295,7 +1300,7 @@ async function loadEmbedder(
   options: { device: Device; dtype?: DType; threads?: number; truncateDim?: number; quantize?: Quantize; maxActiveDims?: number },
 ): Promise<Encoder | SparseEncoder> {
   const { truncateDim, maxActiveDims, ...load } = options;
-  if (sparse || modelDirModule().isSparseEncoderFolder(await hubModule().resolveModelDir(model))) {
+  if (sparse || (await isSparseModel(model))) {
     if (truncateDim !== undefined) fail(`--truncate-dim cuts an embedding model's vectors; ${model} is a sparse encoder, whose vectors are as wide as its vocabulary (--max-active-dims keeps the largest entries)`);
     return sparseEncoderModule().SparseEncoder.load(model, { ...load, ...(maxActiveDims !== undefined && { maxActiveDims }) });
   }
@@ -1578,7 +1583,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   const int8 = quantizeFlag(values.quantize);
   if (values.sparse && !modelSource) fail('--sparse reads --model as a sparse encoder: --no-model has none');
   // A sparse (SPLADE) encoder: --sparse, an index built with one, or a SparseEncoder folder.
-  const sparse = modelSource !== undefined && (values.sparse || built.sparse || modelDirModule().isSparseEncoderFolder(await hubModule().resolveModelDir(modelSource)));
+  const sparse = modelSource !== undefined && (values.sparse || built.sparse || (await isSparseModel(modelSource)));
   if (sparse) {
     const dense = (['adapter', 'truncate-dim', 'corpus'] as const).filter((f) => values[f] !== undefined);
     if (dense.length > 0) fail(`${modelSource} is a sparse (SPLADE) encoder, served at /embed_sparse (and /search over its index): ${dense.map((f) => `--${f}`).join(', ')} ${dense.length > 1 ? 'are' : 'is'} for a dense embedding model`);

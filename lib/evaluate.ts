@@ -9,6 +9,7 @@ import { Bm25Index, bm25Settings, type Bm25Options } from './bm25';
 import { CrossEncoder, rerankCandidates } from './cross-encoder';
 import { Encoder, type Device, type Quantize } from './encoder';
 import { isSparseEncoderFolder } from './model-dir';
+import { resolveModelDir } from './hub';
 import { SparseEncoder } from './sparse-encoder';
 import { SparseIndex } from './sparse-index';
 import { quantizeOption } from './native-model';
@@ -172,7 +173,8 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (o.model !== undefined && !(o.model instanceof Encoder) && !(o.model instanceof SparseEncoder) && (typeof o.model !== 'string' || o.model === '')) {
     throw invalid('options.model', 'a model folder, Hugging Face id, Encoder or SparseEncoder', o.model);
   }
-  const sparseModel = o.model instanceof SparseEncoder || (typeof o.model === 'string' && isSparseEncoderFolder(o.model));
+  // A model given by name without a mode: its folder (a hub id's snapshot, downloaded if need be) says which kind it is.
+  const sparseModel = o.model instanceof SparseEncoder || (typeof o.model === 'string' && o.mode === undefined && isSparseEncoderFolder(await resolveModelDir(o.model)));
   const mode = oneOf('options.mode', o.mode ?? (sparseModel ? 'sparse' : o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid', 'late_interaction', 'sparse'] as const);
   if (mode === 'sparse' && o.model instanceof Encoder) throw invalid('options.model', "a SparseEncoder or the folder of one with mode 'sparse'", o.model);
   if (mode !== 'sparse' && o.model instanceof SparseEncoder) throw invalid('options.mode', "'sparse' (or absent) for a SparseEncoder", mode);

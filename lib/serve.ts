@@ -274,9 +274,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
     if (!reranker) throw new HttpError(404, `${route} needs a cross-encoder: start the server with one (coltrast serve --reranker <dir|hub id>)`);
     return reranker;
   };
-  /** The model whose tokenizer /tokenize and /decode use: the embedding model, else the reranker (TEI serves one model). */
-  const tokenizerModel = (route: string): Encoder | CrossEncoder => {
-    const model = encoder ?? reranker;
+  /** The model whose tokenizer /tokenize and /decode use: the embedding model (dense, else sparse), else the reranker (TEI serves one model). */
+  const tokenizerModel = (route: string): Encoder | SparseEncoder | CrossEncoder => {
+    const model = encoder ?? sparseEncoder ?? reranker;
     if (!model) throw new HttpError(404, `${route} uses the tokenizer of the embedding model, or else the cross-encoder: start the server with one (coltrast serve --model <dir|hub id>, or --reranker <dir|hub id>)`);
     return model;
   };
@@ -503,9 +503,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const special = optional(body, 'add_special_tokens', booleanValue) ?? true;
         const { task, promptName, prompt } = promptFields(body, model.prompts);
         let given: string | undefined;
-        if (model instanceof Encoder) {
-          // The prompt embed() puts before each text for the same fields (the embedding routes'): the named one, else
-          // the task's (a PyLate model's [Q] / [D] marker is its query or document prompt), else the default one.
+        if (model instanceof Encoder || model instanceof SparseEncoder) {
+          // The prompt embed() (encode()) puts before each text for the same fields (the embedding routes'): the named
+          // one, else the task's (a PyLate model's [Q] / [D] marker is its query or document prompt), else the default one.
           given = model.resolvePrompt(prompt, promptName, task);
         } else {
           if (task !== undefined) {

@@ -173,6 +173,15 @@ export class SparseEncoder {
   get prompts(): Readonly<Record<string, string>> {
     return this.files.prompts;
   }
+  /** @internal The tokenizer (the server's /tokenize and /decode). */
+  get textTokenizer(): TextTokenizer {
+    this.model.current();
+    return this.tokenizer;
+  }
+  /** @internal The prompt encode() puts before each text for these options (the server's /tokenize). */
+  resolvePrompt(prompt: unknown, promptName: unknown, task: 'query' | 'document' | undefined): string | undefined {
+    return taskPrompt(this.files, prompt, promptName, task);
+  }
   /** How the model compares vectors: config_sentence_transformers.json's similarity_fn_name, else 'dot' (a SparseEncoder's default). */
   get similarityFunction(): SimilarityFunction {
     const fn = this.files.similarity ?? 'dot';

@@ -145,6 +145,13 @@ test('serve with a SparseEncoder: /embed_sparse answers as text-embeddings-infer
     t.regex(r.json.error, /\/embed_sparse/);
     r = await post('/search', { query: 'x', mmr_lambda: 0.5 });
     t.is(r.status, 400);
+    // /tokenize and /decode use the sparse encoder's tokenizer, with its query prompt for task query.
+    r = await post('/tokenize', { inputs: 'magnet', task: 'query' });
+    t.is(r.status, 200);
+    const tokens: { id: number; text: string; special: boolean }[] = r.json[0];
+    t.is(tokens.filter((x) => !x.special).map((x) => x.text.replace(/^##/, '')).join(''), 'query:magnet');
+    r = await post('/decode', { ids: tokens.map((x) => x.id) });
+    t.is(r.json[0].replace(/\s/g, ''), 'query:magnet');
     const info = (await (await fetch(`${server.url}/info`)).json()) as { sparse: { dimension: number }; index: { sparse: boolean } };
     t.is(info.sparse.dimension, model.dimension);
     t.true(info.index.sparse);
