@@ -265,7 +265,7 @@ commands:
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none),
-                             or a sparse encoder (SPLADE) for --mode sparse (the default for a SparseEncoder folder)
+                             or a sparse encoder (SPLADE) for --mode sparse (the default for a SparseEncoder folder) or hybrid (with BM25)
     --mode dense|bm25|hybrid|late_interaction|sparse --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
     --fusion rrf|relative    hybrid: reciprocal-rank fusion (default) or min-max scaled scores, weighted
     --reranker <dir|hub id>  re-rank each query's top --candidates (default 100) with a cross-encoder

@@ -68,7 +68,7 @@ export interface EvaluateOptions {
    * 'dense' (default when a model is given), 'bm25' (default without one), 'hybrid' (RRF of both),
    * 'late_interaction' (the dense top `candidates` re-ranked by MaxSim over token vectors, ColBERT-style), or
    * 'sparse' (a SparseEncoder's vectors searched exactly with a SparseIndex; the default for a SparseEncoder, loaded
-   * or a folder of one).
+   * or a folder of one). 'hybrid' with a SparseEncoder fuses its ranking with BM25's.
    */
   mode?: EvalMode;
   /** Hybrid: weight of the dense ranking in the fusion, the rest goes to BM25 (default 0.5). */
@@ -173,17 +173,20 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (o.model !== undefined && !(o.model instanceof Encoder) && !(o.model instanceof SparseEncoder) && (typeof o.model !== 'string' || o.model === '')) {
     throw invalid('options.model', 'a model folder, Hugging Face id, Encoder or SparseEncoder', o.model);
   }
-  // A model given by name without a mode: its folder (a hub id's snapshot, downloaded if need be) says which kind it is.
-  const sparseModel = o.model instanceof SparseEncoder || (typeof o.model === 'string' && o.mode === undefined && isSparseEncoderFolder(await resolveModelDir(o.model)));
+  // A model given by name without a mode, or for hybrid: its folder (a hub id's snapshot, downloaded if need be) says
+  // which kind it is.
+  const sparseModel = o.model instanceof SparseEncoder || (typeof o.model === 'string' && (o.mode === undefined || o.mode === 'hybrid') && isSparseEncoderFolder(await resolveModelDir(o.model)));
   const mode = oneOf('options.mode', o.mode ?? (sparseModel ? 'sparse' : o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid', 'late_interaction', 'sparse'] as const);
   if (mode === 'sparse' && o.model instanceof Encoder) throw invalid('options.model', "a SparseEncoder or the folder of one with mode 'sparse'", o.model);
-  if (mode !== 'sparse' && o.model instanceof SparseEncoder) throw invalid('options.mode', "'sparse' (or absent) for a SparseEncoder", mode);
+  if (mode !== 'sparse' && mode !== 'hybrid' && o.model instanceof SparseEncoder) throw invalid('options.mode', "'sparse' (or absent), or 'hybrid' (with BM25), for a SparseEncoder", mode);
+  // The model's stage: a sparse encoder's vectors (mode 'sparse', or 'hybrid' with one), else the dense index's.
+  const sparseStage = mode === 'sparse' || (mode === 'hybrid' && sparseModel);
   // An option that the mode would ignore is refused: a run that says "int8" must have measured int8.
   const refuse = (key: keyof EvaluateOptions, why: string) => {
     if (o[key] !== undefined) throw invalid(`options.${key}`, `absent with mode '${mode}' (${why})`, o[key]);
   };
   if (mode === 'bm25') for (const key of DENSE_KEYS) refuse(key, "BM25 uses no model; it is for modes 'dense', 'hybrid' and 'late_interaction'");
-  if (mode === 'sparse') for (const key of DENSE_KEYS) if (key !== 'model' && key !== 'quantize') refuse(key, "it is for the dense index; a sparse encoder's vectors are searched exactly");
+  if (sparseStage) for (const key of DENSE_KEYS) if (key !== 'model' && key !== 'quantize') refuse(key, "it is for the dense index; a sparse encoder's vectors are searched exactly");
   if (mode !== 'hybrid') for (const key of HYBRID_KEYS) refuse(key, "it is for mode 'hybrid'");
   if (mode !== 'bm25' && mode !== 'hybrid') refuse('bm25', "it is for modes 'bm25' and 'hybrid'");
   if (mode !== 'late_interaction' && o.reranker === undefined) refuse('candidates', "it is for mode 'late_interaction' or a reranker: the candidates re-ranked");
@@ -240,7 +243,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     lexical = await index.searchAll(queryTexts, depth);
   }
   let dense: { id: string; score: number }[][] = [];
-  if (mode === 'sparse') {
+  if (sparseStage) {
     const encoder = typeof o.model === 'string' ? await SparseEncoder.load(o.model, { device: o.device ?? 'auto', ...(quantize && { quantize }) }) : (o.model as SparseEncoder);
     try {
       const bar = o.progressBar ? new ProgressBar('encode corpus', 'docs') : undefined;

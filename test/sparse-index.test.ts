@@ -3,7 +3,8 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, Index, SparseEncoder, SparseIndex, evaluate, evaluateRun, type SparseVector } from '../lib';
+import { Bm25Index, Encoder, Index, SparseEncoder, SparseIndex, evaluate, evaluateRun, type SparseVector } from '../lib';
+import { fuseRankings } from '../lib/search-index';
 import { sparseSimilarity } from '../lib/sparse-encoder';
 import { tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
@@ -141,14 +142,33 @@ test('evaluate() with a SparseEncoder (mode sparse, its default) gives the metri
   const docs = await model.encode(data.corpus.map((d) => d.text), { task: 'document' });
   const queries = await model.encode(pairs.map((p) => p.query), { task: 'query' });
   const scores = await model.similarity(queries, docs);
-  const run = new Map(pairs.map((_, q) => {
-    const row = data.corpus.map((d, j) => ({ id: d.id, score: scores.data[q * docs.length + j] })).filter((h, j) => docs[j].indices.some((x) => queries[q].indices.includes(x)));
-    return [`q${q}`, row.sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1)).slice(0, 10)];
-  }));
+  // Query q's every document sharing an entry with it, best first, ties by id.
+  const full = (q: number) =>
+    data.corpus
+      .map((d, j) => ({ id: d.id, score: scores.data[q * docs.length + j] }))
+      .filter((h, j) => docs[j].indices.some((x) => queries[q].indices.includes(x)))
+      .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1));
+  const run = new Map(pairs.map((_, q) => [`q${q}`, full(q).slice(0, 10)]));
   const expected = evaluateRun(run, data.qrels, ks).metrics;
   for (const metric of ['ndcg', 'recall', 'mrr'] as const) {
     for (const k of ks) t.true(Math.abs(result.metrics[metric][k] - expected[metric][k]) < 1e-6, `${metric}@${k}: ${result.metrics[metric][k]} vs ${expected[metric][k]}`);
   }
+  // Hybrid: its ranking (every document that shares an entry) fused with BM25's by reciprocal rank, ties by id.
+  const hybrid = await evaluate({ data, model, k: ks, mode: 'hybrid' });
+  t.is(hybrid.mode, 'hybrid');
+  const bm25 = new Bm25Index();
+  await bm25.addAll(data.corpus.map((d) => ({ id: d.id, text: d.text })));
+  const lexical = await bm25.searchAll(pairs.map((p) => p.query), 100);
+  const fused = new Map(pairs.map((_, q) => [
+    `q${q}`,
+    fuseRankings(full(q), lexical[q], (h) => h.id, { fusion: 'rrf', weight: 0.5, rrfK: 60 }, (a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(({ key, score }) => ({ id: key, score })),
+  ]));
+  const hybridExpected = evaluateRun(fused, data.qrels, ks).metrics;
+  for (const metric of ['ndcg', 'recall', 'mrr'] as const) {
+    for (const k of ks) t.true(Math.abs(hybrid.metrics[metric][k] - hybridExpected[metric][k]) < 1e-6, `hybrid ${metric}@${k}: ${hybrid.metrics[metric][k]} vs ${hybridExpected[metric][k]}`);
+  }
+  t.not(hybrid.metrics.ndcg[10], result.metrics.ndcg[10]);
+  t.is((await evaluate({ data, model: dir, k: ks, mode: 'hybrid', device: 'cpu' })).mode, 'hybrid');
   // A folder of one is evaluated so without a mode; the dense index's options are refused.
   t.is((await evaluate({ data, model: dir, k: ks, device: 'cpu' })).mode, 'sparse');
   await t.throwsAsync(evaluate({ data, model: dir, storage: 'int8', device: 'cpu' }), { message: /storage/ });
