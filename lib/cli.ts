@@ -647,24 +647,13 @@ async function embed(argv: string[]): Promise<void> {
   });
   const bar = values.json ? undefined : new ProgressBar('embed', 'texts');
   const tokens = values.tokens === true || enc.multiVector !== undefined;
-  const options = {
-    batchSize: numberFlag('batch-size', values['batch-size'], 'count'),
-    task: values.task as 'query' | 'document' | undefined,
-    promptName: values['prompt-name'],
-    prompt: values.prompt,
-  };
+  const options = embedFlags(values);
   const write = values.output !== undefined || !values.json;
   const format = values.output ? vectorFormat(values.output) : 'jsonl';
   const dimension = tokens ? enc.tokenDimension : enc.dimension;
   // .npy / .safetensors: float32 as the model gave them, a part at a time behind a header that says their count.
   const binary = format === 'jsonl' ? undefined : vectorWriter(values.output!, format, texts.length, dimension, tokens ? 'tokens' : 'pooled');
-  // --output: a temporary file renamed over it at the end (an error or Ctrl-C leaves the old file); else stdout.
-  const file = values.output && !binary ? atomicOutput(values.output) : undefined;
-  const put = file
-    ? file.write
-    : async (text: string) => {
-        if (!process.stdout.write(text)) await once(process.stdout, 'drain');
-      };
+  const lines = binary ? undefined : jsonLinesOut(values.output);
   const round = (v: Float32Array) => Array.from(v, (x) => +x.toFixed(6));
   // A part of the input at a time, its lines written (waiting while the output's buffer is full) before the next part
   // is embedded: the vectors of a large input are never all in memory, nor all its JSON lines in the stream's buffer.
@@ -689,14 +678,12 @@ async function embed(argv: string[]): Promise<void> {
         } else {
           line = JSON.stringify({ index: start + i, embedding: round(pooled!.data.subarray(i * dimension, (i + 1) * dimension)) });
         }
-        await put(`${line}\n`);
+        await lines!.put(`${line}\n`);
       }
     }
-    await file?.commit();
-    await binary?.commit();
+    await (binary ?? lines!).commit();
   } catch (error) {
-    file?.abort();
-    binary?.abort();
+    (binary ?? lines!).abort();
     throw error;
   }
   const seconds = (Date.now() - started) / 1000;
@@ -706,11 +693,35 @@ async function embed(argv: string[]): Promise<void> {
   enc.dispose();
 }
 
+type EmbedFlags = { [K in keyof typeof EMBED_OPTIONS]?: (typeof EMBED_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
+
+/** coltrast embed's batch and prompt flags, as embed() and encode() take them. */
+function embedFlags(values: EmbedFlags): { batchSize?: number; task?: 'query' | 'document'; promptName?: string; prompt?: string } {
+  return { batchSize: numberFlag('batch-size', values['batch-size'], 'count'), task: values.task as 'query' | 'document' | undefined, promptName: values['prompt-name'], prompt: values.prompt };
+}
+
+/**
+ * Where coltrast embed writes its JSON lines: `output` through a temporary file renamed over it at the end (an error
+ * or Ctrl-C leaves the old file), else stdout, waiting while its buffer is full.
+ */
+function jsonLinesOut(output: string | undefined): { put(text: string): Promise<void>; commit(): Promise<void>; abort(): void } {
+  const file = output === undefined ? undefined : atomicOutput(output);
+  return {
+    put: file
+      ? file.write
+      : async (text) => {
+          if (!process.stdout.write(text)) await once(process.stdout, 'drain');
+        },
+    commit: async () => file?.commit(),
+    abort: () => file?.abort(),
+  };
+}
+
 /**
  * `coltrast embed` with a sparse (SPLADE) encoder: JSONL {"index", "indices", "values"} (each text's non-zero entries),
  * or a .safetensors file of compressed sparse rows (lib/vector-files.ts); a part of the texts at a time, as embed().
  */
-async function embedSparse(model: string, values: { [K in keyof typeof EMBED_OPTIONS]?: (typeof EMBED_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string }, texts: string[], say: (line: string) => void): Promise<void> {
+async function embedSparse(model: string, values: EmbedFlags, texts: string[], say: (line: string) => void): Promise<void> {
   const dense = (['tokens', 'truncate-dim', 'adapter'] as const).filter((f) => values[f] !== undefined);
   if (dense.length > 0) fail(`${model} is a sparse (SPLADE) encoder: ${dense.map((f) => `--${f}`).join(', ')} ${dense.length > 1 ? 'are' : 'is'} for a dense embedding model (--max-active-dims keeps each vector's largest entries)`);
   const format = values.output ? vectorFormat(values.output) : 'jsonl';
@@ -724,20 +735,10 @@ async function embedSparse(model: string, values: { [K in keyof typeof EMBED_OPT
     ...quantizeFlag(values.quantize),
   });
   const bar = values.json ? undefined : new ProgressBar('embed', 'texts');
-  const options = {
-    batchSize: numberFlag('batch-size', values['batch-size'], 'count'),
-    task: values.task as 'query' | 'document' | undefined,
-    promptName: values['prompt-name'],
-    prompt: values.prompt,
-  };
+  const options = embedFlags(values);
   const write = values.output !== undefined || !values.json;
   const binary = format === 'safetensors' ? sparseVectorWriter(values.output!, texts.length, enc.dimension) : undefined;
-  const file = values.output && !binary ? atomicOutput(values.output) : undefined;
-  const put = file
-    ? file.write
-    : async (text: string) => {
-        if (!process.stdout.write(text)) await once(process.stdout, 'drain');
-      };
+  const lines = binary ? undefined : jsonLinesOut(values.output);
   let entries = 0;
   try {
     for (let start = 0; start < texts.length; start += EMBED_PART) {
@@ -750,14 +751,12 @@ async function embedSparse(model: string, values: { [K in keyof typeof EMBED_OPT
         continue;
       }
       for (let i = 0; i < part.length; i++) {
-        await put(`${JSON.stringify({ index: start + i, indices: Array.from(vectors[i].indices), values: Array.from(vectors[i].values, (x) => +x.toFixed(6)) })}\n`);
+        await lines!.put(`${JSON.stringify({ index: start + i, indices: Array.from(vectors[i].indices), values: Array.from(vectors[i].values, (x) => +x.toFixed(6)) })}\n`);
       }
     }
-    await file?.commit();
-    await binary?.commit();
+    await (binary ?? lines!).commit();
   } catch (error) {
-    file?.abort();
-    binary?.abort();
+    (binary ?? lines!).abort();
     throw error;
   } finally {
     enc.dispose();
