@@ -329,10 +329,12 @@ export async function generateQueries(options: GenerateQueriesOptions): Promise<
     // ~512 MiB cannot be made): the same bytes, so the same key as before.
     const hash = createHash('sha256').update('[[');
     documents.forEach((d, i) => hash.update(`${i > 0 ? ',' : ''}${JSON.stringify(d)}`));
-    // An int8 generator writes other queries: its runs have keys of their own (a float32 run's key is as it always was).
+    // An int8 generator, or one in another dtype than float32, writes other queries: its runs have keys of their own
+    // (a float32 run's key is as it always was).
     const settings = [
       path.resolve(generator.modelDir), format.template, format.chat, format.system ?? null, perDocument, documentTokens, maxNewTokens, temperature, topK, topP, seed, batchSize,
       ...(generator.quantize !== undefined ? [generator.quantize] : []),
+      ...(generator.dtype !== 'float32' ? [`dtype ${generator.dtype}`] : []),
     ];
     const key = hash.update(`],${JSON.stringify(settings).slice(1)}`).digest('hex');
     const partial = o.output === undefined ? undefined : await PartialRun.open(o.output as string, key, resume);

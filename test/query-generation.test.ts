@@ -196,6 +196,14 @@ test('an interrupted run resumes (resume: true) to the pairs of an uninterrupted
     fs.appendFileSync(`${output}.partial`, '{"query": "torn');
     const other = await rejection(() => generateQueries({ ...options, seed: 10, output, resume: true }));
     t.regex(other.message, /pairs\.jsonl\.partial\.json is from a run with another corpus, generator or options/);
+    // A generator in bfloat16 writes other queries than the float32 one that began the run.
+    const bf16 = await Generator.load(path.join(LMS, 'qwen3'), { device: 'cpu', dtype: 'bfloat16' });
+    try {
+      const otherDtype = await rejection(() => generateQueries({ ...options, generator: bf16, output, resume: true }));
+      t.regex(otherDtype.message, /from a run with another corpus, generator or options/);
+    } finally {
+      bf16.dispose();
+    }
     const progress: number[] = [];
     const resumed = await generateQueries({ ...options, output, resume: true, onProgress: (done) => progress.push(done) });
     t.deepEqual(progress, [4, 6]);
