@@ -334,19 +334,21 @@ export class SparseEncoder {
 /** Throws INVALID_ARGUMENT unless `vectors` are sparse vectors of width `dimension`, indices rising. */
 export function checkVectors(name: string, vectors: unknown, dimension: number): asserts vectors is SparseVector[] {
   if (!Array.isArray(vectors)) throw invalid(name, 'an array of sparse vectors ({ indices: Int32Array, values: Float32Array })', vectors);
-  vectors.forEach((v: unknown, i) => {
-    const where = vectors.length === 1 && name === 'vector' ? name : `${name}[${i}]`;
-    const x = v as Partial<SparseVector> | null;
-    if (!x || typeof x !== 'object' || !(x.indices instanceof Int32Array) || !(x.values instanceof Float32Array) || x.indices.length !== x.values.length) {
-      throw invalid(where, 'a sparse vector: { indices: Int32Array, values: Float32Array } of one length', v);
+  vectors.forEach((v: unknown, i) => checkVector(vectors.length === 1 && name === 'vector' ? name : `${name}[${i}]`, v, dimension));
+}
+
+/** Throws INVALID_ARGUMENT, naming it `where`, unless `v` is a sparse vector of width `dimension`, indices rising. */
+export function checkVector(where: string, v: unknown, dimension: number): asserts v is SparseVector {
+  const x = v as Partial<SparseVector> | null;
+  if (!x || typeof x !== 'object' || !(x.indices instanceof Int32Array) || !(x.values instanceof Float32Array) || x.indices.length !== x.values.length) {
+    throw invalid(where, 'a sparse vector: { indices: Int32Array, values: Float32Array } of one length', v);
+  }
+  for (let k = 0; k < x.indices.length; k++) {
+    const index = x.indices[k];
+    if (index < 0 || index >= dimension || (k > 0 && index <= x.indices[k - 1])) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${where}.indices must rise, each from 0 to ${dimension - 1} (the model's vocabulary); entry ${k} is ${index}`);
     }
-    for (let k = 0; k < x.indices.length; k++) {
-      const index = x.indices[k];
-      if (index < 0 || index >= dimension || (k > 0 && index <= x.indices[k - 1])) {
-        throw new ColtrastError('INVALID_ARGUMENT', `${where}.indices must rise, each from 0 to ${dimension - 1} (the model's vocabulary); entry ${k} is ${index}`);
-      }
-    }
-  });
+  }
 }
 
 /** Two sparse vectors (indices rising) compared under `fn`, walking both index lists once. */

@@ -9,6 +9,7 @@ import { sparseSimilarity } from '../lib/sparse-encoder';
 import { tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
 import { seededRandom } from '../lib/random';
+import { longestStall } from '../lib/turns';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -280,4 +281,31 @@ test('Index of a SparseEncoder refuses dense options and the wrong kind of model
   error = await rejection(() => Index.load(dir, model));
   t.regex(error.message, /sparse\.bin is missing/);
   model.dispose();
+});
+
+test.serial('a large index is added to, saved and loaded in turns: the event loop runs meanwhile', async (t) => {
+  const dim = 5000;
+  const docs = randomVectors(80_000, dim, 17).map((v) => {
+    // Fifty entries a document: 4 million postings.
+    const extra = randomVectors(1, dim, v.indices[0] + 1)[0];
+    const merged = new Map<number, number>();
+    for (const x of [v, extra]) x.indices.forEach((index, k) => merged.set(index, x.values[k]));
+    const indices = Int32Array.from([...merged.keys()].sort((a, b) => a - b));
+    return { indices, values: Float32Array.from(indices, (i) => merged.get(i)!) };
+  });
+  const ids = docs.map((_, i) => `document-${i}`);
+  const index = new SparseIndex(dim);
+  const added = await longestStall(() => index.addAll(ids, docs));
+  const file = path.join(tempDir(), 'large.sparse');
+  const saved = await longestStall(() => index.save(file));
+  const loads: { ms: number; stallMs: number }[] = [];
+  for (let i = 0; i < 2; i++) {
+    const started = performance.now();
+    const { result, stallMs } = await longestStall(() => SparseIndex.load(file));
+    loads.push({ ms: performance.now() - started, stallMs });
+    t.is(result.size, docs.length);
+  }
+  const load = loads.reduce((a, b) => (a.stallMs < b.stallMs ? a : b));
+  t.log(`addAll held the loop ${added.stallMs.toFixed(0)} ms, save ${saved.stallMs.toFixed(0)} ms, load ${load.stallMs.toFixed(0)} of its ${load.ms.toFixed(0)} ms`);
+  t.true(load.stallMs < load.ms / 3, `load held the event loop ${load.stallMs.toFixed(0)} ms of its ${load.ms.toFixed(0)} ms`);
 });
