@@ -131,6 +131,10 @@ commands:
                              (*ForMaskedLM): SPLADE vectors, dot products, FLOPS regularizers --query-regularizer <x>
                              (5e-5) --document-regularizer <x> (3e-5; larger: sparser vectors), rising from 0 over
                              --regularizer-warmup <ratio> (1/3) of the steps by --regularizer-schedule quadratic|linear
+    --mlm                    masked-language-model training instead (BERT's objective) on unlabeled text (--data: .txt one
+                             a line, .jsonl or .json): --mlm-probability <x> (0.15) of the tokens chosen; from a *ForMaskedLM
+                             or an embedding/base model (a new head); the output is a *ForMaskedLM folder (domain adaptation,
+                             or the start of a --sparse model)
     --multi-vector <dim>     make the model multi-vector (ColBERT-style: a token projection to dim, MaxSim) and train it so;
                              its other settings (queryLength, documentLength, queryExpansion, ...) through --config
     --checkpoint-every <steps> --resume --device <d> --threads <n> --json
@@ -780,6 +784,7 @@ const TRAIN_FLAGS = {
   guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean', 'mine-negatives': 'boolean',
   lora: 'boolean', 'lora-rank': 'number', 'lora-alpha': 'number', 'lora-targets': 'string',
   matryoshka: 'string', sparse: 'boolean', 'query-regularizer': 'number', 'document-regularizer': 'number', 'regularizer-warmup': 'number', 'regularizer-schedule': 'string',
+  mlm: 'boolean', 'mlm-probability': 'number',
 } as const;
 
 /** The option of train() each flag sets where that is not the flag's name in camelCase (null: none); see nameFlags. */
@@ -792,7 +797,7 @@ const TRAIN_FLAG_OPTIONS: Record<string, string | string[] | null> = {
   guide: ['guide', 'guide.model'], 'guide-margin': 'guide.margin', 'guide-margin-strategy': 'guide.marginStrategy', 'cross-encoder-loss': 'crossEncoder.loss',
   'cross-encoder-scale': 'crossEncoder.scale', 'cross-encoder-template': 'crossEncoder.chatTemplate', 'cross-encoder-tokens': 'crossEncoder.tokens',
   'query-regularizer': 'sparse.queryRegularizer', 'document-regularizer': 'sparse.documentRegularizer',
-  'regularizer-warmup': 'sparse.warmupRatio', 'regularizer-schedule': 'sparse.schedule',
+  'regularizer-warmup': 'sparse.warmupRatio', 'regularizer-schedule': 'sparse.schedule', 'mlm-probability': 'mlm.probability',
   config: null, json: null, 'print-schema': null,
 };
 
@@ -914,6 +919,9 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v['document-regularizer'], (x) => (o.sparse = { ...sparse(), documentRegularizer: x }));
   set(v['regularizer-warmup'], (x) => (o.sparse = { ...sparse(), warmupRatio: x }));
   set(v['regularizer-schedule'], (x) => (o.sparse = { ...sparse(), schedule: x }));
+  const mlm = () => (typeof o.mlm === 'object' ? o.mlm : {});
+  set(v.mlm, (x) => x && (o.mlm = mlm()));
+  set(v['mlm-probability'], (x) => (o.mlm = { ...mlm(), probability: x }));
   if (!o.data) fail('train needs --data (or "data" in --config)');
   if (!o.output) fail('train needs --output (or "output" in --config)');
   outputTo(o.output, '--output', 'folder');

@@ -174,6 +174,9 @@ export const TRAIN_CONFIG_SCHEMA = {
         },
       ],
     },
+    mlm: {
+      anyOf: [{ type: 'boolean' }, { type: 'object', additionalProperties: false, properties: { probability: number({ exclusiveMinimum: 0, exclusiveMaximum: 1 }) } }],
+    },
     chunking: {
       type: 'object',
       additionalProperties: false,

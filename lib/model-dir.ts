@@ -1119,7 +1119,7 @@ export const denseStackDir = (i: number): string => `${3 + i}_Dense`;
 export function writeModelFiles(
   source: ModelDirectory,
   target: string,
-  settings: { pooling: PoolingMode; normalize: boolean; maxSeqLength: number; dimension: number; dense?: DenseHead; denseStack?: DenseHead[] },
+  settings: { pooling: PoolingMode; normalize: boolean; maxSeqLength: number; dimension: number; dense?: DenseHead; denseStack?: DenseHead[]; maskedLm?: boolean },
 ): void {
   // The tokenizer files as the model loaded them, not as the folder it came from has them now: copied from there, a
   // tokenizer.json changed or replaced since (a folder rewritten in place, another model saved over it) gave the saved
@@ -1136,6 +1136,8 @@ export function writeModelFiles(
     writeCrossEncoderConfigs(source, target, settings.maxSeqLength);
     return;
   }
+  // A masked language model trained by train({ mlm }): a plain *ForMaskedLM folder, no sentence-transformers modules.
+  if (source.sparse && settings.maskedLm) return;
   if (source.sparse) {
     writeSparseConfigs(source, source.sparse, target, settings.maxSeqLength, settings.dimension);
     return;

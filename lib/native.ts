@@ -204,6 +204,8 @@ export interface NativeStepOptions {
   spladeActivation?: 'relu' | 'log1p_relu';
   queryRegularizer?: number;
   documentRegularizer?: number;
+  /** A masked-language-model step's masks are drawn from this seed (set by train(); lib/masked-lm.ts). */
+  maskSeed?: number;
   /** Weight of the distillation loss on the batch's `teacher` scores (0 or absent: off). */
   distillationWeight?: number;
   /** 'margin_mse' (default; MarginMSE) or 'kl' (KL divergence of the score distributions). */
@@ -279,7 +281,8 @@ export type NativeStepArgs =
   | ({ queries: PaddedBatch; documents: PaddedBatch; pooling: string } & NativeStepOptions)
   | ({ queries: PaddedBatch; documents: PaddedBatch; sparse: true } & NativeStepOptions)
   | ({ pairs: PaddedBatch; documentsPerQuery: number } & NativeStepOptions)
-  | ({ rag: true; queries: PaddedBatch; documents: PaddedBatch; sequences: PaddedBatch; documentsPerQuery: number; pooling: string } & NativeStepOptions);
+  | ({ rag: true; queries: PaddedBatch; documents: PaddedBatch; sequences: PaddedBatch; documentsPerQuery: number; pooling: string } & NativeStepOptions)
+  | ({ mlm: true; inputs: PaddedBatch; labels: Int32Array } & NativeStepOptions);
 
 export interface NativeTrainer {
   step(args: NativeStepArgs): Promise<NativeStepResult>;

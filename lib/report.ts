@@ -200,6 +200,21 @@ model = SparseEncoder("./this-folder")
 scores = model.similarity(model.encode_query(["a question"]), model.encode_document(["a passage"]))
 \`\`\``,
   },
+  'masked-lm': {
+    what: `A masked language model trained further with coltrast on unlabeled text (BERT's objective: 15% of the tokens
+chosen, most of them masked, and predicted by its masked-LM head). A start for fine-tuning: a sparse (SPLADE) encoder
+or an embedding model.`,
+    use: `\`\`\`ts
+import { SparseEncoder, train } from 'coltrast';
+const splade = await SparseEncoder.load('./this-folder');       // its vocabulary logits, SPLADE-pooled
+await train({ model: './this-folder', sparse: true, data: 'pairs.jsonl', output: './my-splade' });
+\`\`\`
+
+\`\`\`python
+from transformers import AutoModelForMaskedLM
+model = AutoModelForMaskedLM.from_pretrained("./this-folder")
+\`\`\``,
+  },
 } as const;
 
 /** The card's line on a LoRA run: what trained. */
@@ -234,10 +249,11 @@ export function modelCard(
 ): string {
   const last = result.history.epochs[result.history.epochs.length - 1];
   const { what, use } = KINDS[info.kind];
+  const library = info.kind === 'masked-lm' ? 'transformers' : 'sentence-transformers';
   return `---
-library_name: sentence-transformers
+library_name: ${library}
 tags:
-  - sentence-transformers
+  - ${library}
   - coltrast
 ---
 
@@ -249,13 +265,17 @@ ${what}
 - Training data: \`${info.data}\`
 ${info.distillation ? `- Distilled from: ${info.distillation}\n` : ''}${info.guide ? `- Negatives guided by: ${info.guide}\n` : ''}${info.frozenBase ? '- Base model frozen: only the head was trained\n' : ''}${info.contrastiveTension ? '- Self-supervised: Contrastive Tension on unlabeled sentences (in-batch negatives, a twin copy of the model)\n' : ''}${info.lora ? loraLine(info.lora) : ''}- Epochs run: ${result.history.epochs.length} (kept: epoch ${result.best.epoch}); optimizer steps: ${result.history.steps.length}
 
-## Validation retrieval
+${
+    info.kind === 'masked-lm'
+      ? ''
+      : `## Validation retrieval
 
 | | Recall@1 / MRR@10 |
 |---|---|
 | before training | ${metricsLine(result.before)} |
 | kept model | ${metricsLine(result.after)} |
-${last?.valLoss !== undefined ? `\nLast validation loss: ${last.valLoss.toFixed(4)}.\n` : ''}${matryoshkaSection(result, info.matryoshka)}
+`
+  }${last?.valLoss !== undefined ? `\nLast validation loss: ${last.valLoss.toFixed(4)}.\n` : ''}${matryoshkaSection(result, info.matryoshka)}
 ![training curves](training_curves.svg)
 
 ## Use

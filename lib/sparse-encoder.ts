@@ -9,7 +9,8 @@ import path from 'node:path';
 import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
-import { readModelDirectory, readSparseStart, taskPrompt, writeModelFiles, type ModelDirectory, type SparseConfig } from './model-dir';
+import { maskTokens, maskingTokens } from './masked-lm';
+import { readModelDirectory, readSparseStart, taskPrompt, tokenizerAsLoaded, writeModelFiles, type ModelDirectory, type SparseConfig } from './model-dir';
 import { DTYPES, ModelHandle, applyQuantize, bindTrainer, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer, type Quantize } from './native-model';
 import { fromNative, type NativeEncoder, type NativeSparseRows, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { SIMILARITY_FUNCTIONS, type SimilarityFunction } from './similarity';
@@ -107,6 +108,11 @@ export class SparseEncoder {
     readonly dtype: DType,
     /** The load option's cap on non-zero entries a vector, if any. */
     readonly maxActiveDims: number | undefined,
+    /**
+     * How save() writes the model: a sentence-transformers SparseEncoder folder, or (a model train({ mlm }) trains) a
+     * plain Hugging Face *ForMaskedLM folder.
+     */
+    private readonly layout: 'sparse-encoder' | 'masked-lm' = 'sparse-encoder',
   ) {
     this.model = new ModelHandle(handle, 'SparseEncoder');
   }
@@ -128,15 +134,23 @@ export class SparseEncoder {
   }
 
   /**
-   * @internal The start of train({ sparse }): a sparse encoder's folder, or a masked language model's, or an embedding
-   * model's with a new masked-LM head drawn from `seed` (readSparseStart).
+   * @internal The start of train({ sparse }) and train({ mlm }): a sparse encoder's folder, or a masked language
+   * model's, or an embedding model's with a new masked-LM head drawn from `seed` (readSparseStart). `layout`: how its
+   * save() writes it.
    */
-  static async loadForTraining(model: string, options: LoadOptions, seed: number): Promise<SparseEncoder> {
+  static async loadForTraining(model: string, options: LoadOptions, seed: number, layout: 'sparse-encoder' | 'masked-lm' = 'sparse-encoder'): Promise<SparseEncoder> {
     const { dir, device, dtype } = await resolveLoad(model, options);
-    return SparseEncoder.open(readSparseStart(dir), device, dtype, undefined, { newHead: true, seed });
+    return SparseEncoder.open(readSparseStart(dir), device, dtype, undefined, { newHead: true, seed }, layout);
   }
 
-  private static async open(files: ModelDirectory & { sparse: SparseConfig }, device: string, dtype: DType, cap: number | undefined, extra: { quantizeInt8?: boolean; newHead?: boolean; seed?: number }): Promise<SparseEncoder> {
+  private static async open(
+    files: ModelDirectory & { sparse: SparseConfig },
+    device: string,
+    dtype: DType,
+    cap: number | undefined,
+    extra: { quantizeInt8?: boolean; newHead?: boolean; seed?: number },
+    layout: 'sparse-encoder' | 'masked-lm' = 'sparse-encoder',
+  ): Promise<SparseEncoder> {
     const tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     let handle: NativeEncoder;
     try {
@@ -146,7 +160,7 @@ export class SparseEncoder {
       throw error;
     }
     const info = handle.info();
-    return new SparseEncoder(handle, files, tokenizer, info.sparseDimension, info.device, dtype, cap);
+    return new SparseEncoder(handle, files, tokenizer, info.sparseDimension, info.device, dtype, cap, layout);
   }
 
   /** 'int8' when loaded with quantize (the projections run in int8 on the CPU); undefined otherwise. */
@@ -285,7 +299,7 @@ export class SparseEncoder {
       const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
       this.model.checkSavable();
       await writeFolderAtomic(path.resolve(dir), overwrite, async (staging) => {
-        writeModelFiles(this.files, staging, { pooling: this.files.pooling, normalize: false, maxSeqLength: this.files.maxSeqLength, dimension: this.dimension });
+        writeModelFiles(this.files, staging, { pooling: this.files.pooling, normalize: false, maxSeqLength: this.files.maxSeqLength, dimension: this.dimension, maskedLm: this.layout === 'masked-lm' });
         try {
           await handle.saveWeights(path.join(staging, 'model.safetensors'), dtype);
         } catch (error) {
@@ -322,6 +336,26 @@ export class SparseEncoder {
       spladePooling: this.files.sparse.pooling,
       spladeActivation: this.files.sparse.activation,
     }));
+  }
+
+  /**
+   * @internal Optimizer state bound to this model for masked-language-model training (train({ mlm })): each step
+   * tokenizes the batch's texts (its queries; no prompts), masks them as lib/masked-lm.ts draws from the step's
+   * `maskSeed`, and runs forward, the head's logits at the masked positions, their cross-entropy, backward and the AdamW
+   * update natively.
+   */
+  createMlmTrainer(options: NativeTrainerOptions, probability: number): ModelTrainer<SparsePreparedBatch> {
+    if (this.quantize) throw new ColtrastError('INVALID_ARGUMENT', `this SparseEncoder was loaded with quantize: '${this.quantize}', which is for inference: load it without quantize to train it`);
+    const tokens = maskingTokens(tokenizerAsLoaded(this.files), this.files.dir);
+    const prepare = async (texts: string[]): Promise<SparsePreparedBatch> => {
+      const started = performance.now();
+      const batch = padBatch(await this.tokenizer.encode(texts, this.files.maxSeqLength));
+      return { queries: batch, documents: batch, tokenizeSeconds: (performance.now() - started) / 1000 };
+    };
+    return bindTrainer(this.model, options, prepare, (batch, stepOptions) => {
+      const { ids, labels } = maskTokens(batch.queries.inputIds, batch.queries.attentionMask, tokens, this.dimension, probability, stepOptions.maskSeed ?? 0);
+      return { ...stepOptions, mlm: true, inputs: { ...batch.queries, inputIds: ids }, labels };
+    });
   }
 
   /** Frees the native model (it is also freed when garbage-collected). Calls already running finish first; later ones throw DISPOSED. */

@@ -220,6 +220,18 @@ export interface TrainOptions {
    */
   sparse?: boolean | { queryRegularizer?: number; documentRegularizer?: number; warmupRatio?: number; schedule?: 'quadratic' | 'linear' };
   /**
+   * Masked-language-model training instead (BERT's objective, as transformers' *ForMaskedLM trains with
+   * DataCollatorForLanguageModeling): `data` is unlabeled text (as for contrastiveTension: an array of strings or
+   * `{ text }`, a .txt file a text a line, .jsonl or .json), each text's tokens chosen with `probability` (default 0.15),
+   * 80% of those masked, 10% replaced by a random token, 10% kept, and the loss is the cross-entropy of the chosen
+   * tokens under the model's masked-LM head. `model` is a masked language model (*ForMaskedLM, a SparseEncoder) or an
+   * embedding or base model of the BERT family or ModernBERT, which gets a new head drawn from `seed`. The output is a
+   * plain Hugging Face *ForMaskedLM folder, which transformers, SparseEncoder.load (the start of a SPLADE model:
+   * train({ sparse })) and Encoder.load read: domain adaptation before fine-tuning. Validation reports its loss only
+   * (valSplit defaults to 0).
+   */
+  mlm?: boolean | { probability?: number };
+  /**
    * Train only the head on top of the frozen transformer: the projection head (`projection`, or the model's own
    * Dense module), or a multi-vector model's token projection. This is CoTrEnD's set-up (an encoder trained with
    * a contrastive loss on a frozen decoder LLM's final hidden states, e.g. a Qwen3 model with `projection`), and a
@@ -357,7 +369,7 @@ const KEYS = [
   'model', 'data', 'output', 'epochs', 'batchSize', 'learningRate', 'warmupRatio', 'schedule', 'weightDecay', 'maxGradNorm',
   'gradientAccumulation', 'miniBatchSize', 'loss', 'valSplit', 'earlyStopping', 'maxNegatives', 'projection', 'multiVector', 'chunking', 'mining', 'seed', 'device', 'threads',
   'precision', 'prompts', 'checkpointEvery', 'resume', 'onProgress', 'progressBar', 'crossEncoder', 'teacher', 'guide', 'freezeBase', 'gradientCheckpointing',
-  'contrastiveTension', 'mineNegatives', 'lora', 'signal', 'sparse',
+  'contrastiveTension', 'mineNegatives', 'lora', 'signal', 'sparse', 'mlm',
 ] as const;
 /** The default validation split's cap: at most this many groups held out (options.valSplit). */
 export const DEFAULT_VAL_GROUPS = 1000;
@@ -387,6 +399,8 @@ interface Config {
   multiVector?: MultiVectorSettings;
   crossEncoder?: CrossEncoderLoss & { decoderStart?: DecoderRerankerStart };
   sparse?: SparseRegularizers;
+  /** Masked-language-model training: the share of each text's tokens masked. */
+  mlm?: { probability: number };
   teacher?: string;
   guide?: Required<GuideOptions>;
   freezeBase: boolean;
@@ -456,6 +470,7 @@ function readConfig(options: TrainOptions): Config {
   const tension = booleanValue('options.contrastiveTension', o.contrastiveTension ?? false);
   if (tension) contrastiveTensionOptions(o, loss);
   const sparse = readSparse(o, loss);
+  const mlm = readMlm(o, loss);
   // Contrastive Tension and a sparse encoder train the pooled vectors alone.
   const pooledOnly = tension || sparse !== undefined;
   const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (pooledOnly ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
@@ -492,7 +507,7 @@ function readConfig(options: TrainOptions): Config {
     weightDecay: float32('options.weightDecay', numberValue('options.weightDecay', o.weightDecay ?? 0.01, (x) => x >= 0, 'a number >= 0')),
     maxGradNorm: float32('options.maxGradNorm', numberValue('options.maxGradNorm', o.maxGradNorm ?? 1, (x) => x >= 0, 'a number >= 0')),
     accumulation: positiveInteger('options.gradientAccumulation', o.gradientAccumulation ?? 1),
-    valSplit: valSplitValue('options.valSplit', o.valSplit, tension ? 0 : 0.2),
+    valSplit: valSplitValue('options.valSplit', o.valSplit, tension || mlm ? 0 : 0.2),
     ...(o.valSplit === undefined && { valMaxGroups: DEFAULT_VAL_GROUPS }),
     patience: early ? positiveInteger('options.earlyStopping.patience', early.patience) : Infinity,
     metric: oneOf('options.earlyStopping.metric', early?.metric ?? 'loss', ['loss', 'recall@1', 'mrr@10'] as const),
@@ -518,6 +533,7 @@ function readConfig(options: TrainOptions): Config {
       decoderStart: readDecoderStart(cross, 'options.crossEncoder'),
     },
     sparse,
+    mlm,
     teacher: o.teacher,
     guide: readGuide(o.guide, loss),
     freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
@@ -536,7 +552,7 @@ function readConfig(options: TrainOptions): Config {
     },
     seed: numberValue('options.seed', o.seed ?? 42, (x) => Number.isSafeInteger(x) && x >= 0, `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`),
     precision: oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const),
-    prompts: booleanValue('options.prompts', o.prompts ?? !tension),
+    prompts: booleanValue('options.prompts', o.prompts ?? !(tension || mlm)),
     step: {
       contrastiveWeight,
       lateInteractionWeight,
@@ -632,6 +648,25 @@ export function sparseRegularizersAt(step: number, total: number, r: SparseRegul
   const ratio = r.warmupRatio === 0 || step >= warmup ? 1 : step / warmup;
   const scale = r.schedule === 'linear' ? ratio : ratio * ratio;
   return { queryRegularizer: r.queryRegularizer * scale, documentRegularizer: r.documentRegularizer * scale };
+}
+
+/**
+ * options.mlm checked: its masking probability, and the options of the retrieval losses refused (masked-language-model
+ * training has a loss of its own and no pairs).
+ */
+function readMlm(o: TrainOptions, loss: LossOptions): { probability: number } | undefined {
+  if (o.mlm === undefined || o.mlm === false) return undefined;
+  const given = o.mlm === true ? {} : checkOptions('options.mlm', o.mlm, ['probability']);
+  const other = (['sparse', 'crossEncoder', 'multiVector', 'projection', 'contrastiveTension', 'guide', 'lora', 'freezeBase', 'teacher', 'mineNegatives', 'miniBatchSize', 'mining', 'chunking', 'maxNegatives'] as const).filter(
+    (k) => o[k] !== undefined && o[k] !== false,
+  );
+  if (Object.keys(loss).length > 0) other.push('loss' as never);
+  if (other.length > 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.mlm trains a masked language model on unlabeled text, with a loss of its own; ${other.map((k) => `options.${k}`).join(', ')} ${other.length > 1 ? 'are' : 'is'} for retrieval training: drop ${other.length > 1 ? 'them' : 'it'}`);
+  }
+  const metric = (o.earlyStopping as { metric?: unknown } | undefined)?.metric;
+  if (metric !== undefined && metric !== 'loss') throw invalid('options.earlyStopping.metric', "'loss' with options.mlm (its validation has no retrieval metrics)", metric);
+  return { probability: numberValue('options.mlm.probability', given.probability ?? 0.15, (x) => x > 0 && x < 1, 'a number in (0, 1)') };
 }
 
 /** What Contrastive Tension cannot be combined with: it trains a single-vector embedding model on its pooled vectors. */
@@ -1121,7 +1156,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     return abortedAs(work(), notStarted);
   };
   if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
-  const data = config.contrastiveTension
+  const data = config.contrastiveTension || config.mlm
     ? { examples: (await readSentences(options.data)).map((sentence): TrainExample => ({ query: sentence, positive: sentence })) }
     : await readTrainingData(options.data);
   // options.mineNegatives.corpus is read here, once, so that its mistakes surface before any model loads.
@@ -1171,8 +1206,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const adapter = saved && config.lora ? path.join(checkpointDir, 'model', ADAPTER_DIR) : undefined;
   const encoder = config.crossEncoder
     ? await CrossEncoder.loadForTraining(from, loadOptions, config.seed, adapter, saved ? undefined : config.crossEncoder.decoderStart)
-    : config.sparse
-      ? await SparseEncoder.loadForTraining(from, loadOptions, config.seed)
+    : config.sparse || config.mlm
+      ? await SparseEncoder.loadForTraining(from, loadOptions, config.seed, config.mlm ? 'masked-lm' : 'sparse-encoder')
       : await Encoder.load(from, { ...loadOptions, ...(adapter && { adapter }) });
   let releaseTrainer: (() => void) | undefined;
   let twin: Encoder | undefined;
@@ -1276,7 +1311,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       encoder instanceof CrossEncoder
         ? encoder.createTrainer(optimizer, config.crossEncoder!)
         : encoder instanceof SparseEncoder
-          ? encoder.createTrainer(optimizer, config.prompts)
+          ? config.mlm
+            ? encoder.createMlmTrainer(optimizer, config.mlm.probability)
+            : encoder.createTrainer(optimizer, config.prompts)
           : await encoder.createTrainer(optimizer, config.prompts, twin);
     releaseTrainer = () => trainer.dispose();
     if (saved) await trainer.loadState(path.join(checkpointDir, 'trainer.safetensors'));
@@ -1309,6 +1346,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
     // A sparse encoder's regularizer weights for the step after `step` updates (their warm-up).
     const regularizers = (step: number) => (config.sparse ? sparseRegularizersAt(step, totalSteps, config.sparse) : {});
+    // A masked-language-model batch's masks: a function of the seed, the epoch and the batch (a resumed run masks as the
+    // run it continues), and, for validation batches, of the seed and the batch alone (each validation the same masks).
+    const masks = (epoch: number, batch: number) => (config.mlm ? { maskSeed: (config.seed * 1_000_003 + epoch * 65_537 + batch) >>> 0 } : {});
     // Validation scores every Matryoshka width.
     const allWidths = config.matryoshka && { matryoshkaDimensions: config.matryoshka.dimensions, matryoshkaWeights: config.matryoshka.weights };
     const bar = options.progressBar ? new ProgressBar('train', 'steps') : undefined;
@@ -1319,11 +1359,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const validate = async (signal?: AbortSignal): Promise<{ valLoss?: number; metrics?: RetrievalMetrics }> => {
       if (val.length === 0) return {};
       let sum = 0;
-      for (const b of valBatches) {
+      for (const [i, b] of valBatches.entries()) {
         if (signal) notStarted();
-        sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, ...regularizers(state.step), learningRate: 0, lossScale: 1, apply: false, ...extrasOf(b), ...allWidths })).loss;
+        sum += (await trainer.evaluate(b.queries, b.documents, { ...stepOptions, ...regularizers(state.step), ...masks(0, i), learningRate: 0, lossScale: 1, apply: false, ...extrasOf(b), ...allWidths })).loss;
       }
       if (signal) notStarted();
+      // A masked language model's validation is its loss: its texts are no (query, document) pairs to retrieve.
+      if (config.mlm) return { valLoss: sum / valBatches.length };
       return { valLoss: sum / valBatches.length, metrics: await measureRetrieval(encoder, val, config.matryoshka?.dimensions, signal) };
     };
     const score = (r: { valLoss?: number; metrics?: RetrievalMetrics }) =>
@@ -1413,7 +1455,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         const apply = (b + 1) % config.accumulation === 0 || b === batches.length - 1;
         const learningRate = learningRateAt(state.step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
         const running = trainer.stepPrepared(prepared, {
-          ...stepOptions, ...regularizers(state.step), learningRate, lossScale: 1 / config.accumulation, apply, ...extrasOf(batch), ...matryoshkaStep(config.matryoshka, config.seed, epoch, b),
+          ...stepOptions, ...regularizers(state.step), ...masks(epoch, b), learningRate, lossScale: 1 / config.accumulation, apply, ...extrasOf(batch), ...matryoshkaStep(config.matryoshka, config.seed, epoch, b),
         });
         // The next batch's tokenization starts once this step is on its way: its synchronous part (handing the texts
         // to the tokenizer, about a millisecond for 64 pairs) would otherwise delay the step (BENCHMARKS.md, "Node's
@@ -1493,7 +1535,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         baseModel: model,
         data,
         config: { ...config },
-        kind: encoder instanceof CrossEncoder ? 'cross-encoder' : encoder instanceof SparseEncoder ? 'sparse' : encoder.multiVector ? 'multi-vector' : 'embedding',
+        kind: encoder instanceof CrossEncoder ? 'cross-encoder' : config.mlm ? 'masked-lm' : encoder instanceof SparseEncoder ? 'sparse' : encoder.multiVector ? 'multi-vector' : 'embedding',
         guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
         frozenBase: config.freezeBase,
         contrastiveTension: config.contrastiveTension,

@@ -36,7 +36,8 @@ import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
 import { makeBatches } from '../lib/train-data';
 import { sparseRegularizersAt } from '../lib/train';
-import { FIXTURE, dropoutOff, fixtureCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
+import { maskTokens, maskingTokens } from '../lib/masked-lm';
+import { FIXTURE, dropoutOff, editJson, fixtureCopy, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { seededRandom } from '../lib/random';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -949,6 +950,53 @@ check(`sparse encoders (BERT, plain *ForMaskedLM, DistilBERT, RoBERTa, MPNet, Mo
     const worst = maxAbsDiff(dense(ours), dense(theirs)) / Math.max(1, ...theirs.flatMap((v) => v.values));
     t.true(worst < 1e-5, `${name}: relative difference ${worst}`);
   }
+});
+
+check(`masked-language-model training: a batch's loss and one AdamW step equal transformers' *ForMaskedLM's (BERT, DistilBERT with its own output layer, RoBERTa); transformers loads what train({ mlm }) saves${skipped}`, async (t) => {
+  const dir = tempDir();
+  const texts = ['model token vector search', 'the quick brown fox jumps over', 'retrieval with sparse vectors', 'a cat'];
+  for (const name of ['bert-plain', 'distilbert', 'roberta']) {
+    // Dropout off (each family's keys), so that both sides' step sees the same model.
+    const model = folderCopy(path.join(SPARSE, name), (d) => editJson(path.join(d, 'config.json'), (c) => ({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0, dropout: 0, attention_dropout: 0 })));
+    const encoder = await SparseEncoder.loadForTraining(model, { device: 'cpu' }, 1, 'masked-lm');
+    const trainer = encoder.createMlmTrainer({ seed: 1, weightDecay: 0.01 }, 0.3);
+    const step = { contrastiveWeight: 0, lateInteractionWeight: 0, temperature: 1, symmetric: false, lateInteractionKind: 'cross_entropy' as const, learningRate: 1e-3, maxGradNorm: 0, lossScale: 1, apply: true, maskSeed: 5 };
+    const evaluated = { ...step, learningRate: 0, apply: false };
+    const prepared = await trainer.prepare(texts, texts);
+    const before = (await trainer.evaluatePrepared(prepared, evaluated)).loss;
+    await trainer.stepPrepared(prepared, step);
+    const after = (await trainer.evaluatePrepared(prepared, evaluated)).loss;
+    trainer.dispose();
+    encoder.dispose();
+    // The batch as the trainer masked it: the same draw from the same seed.
+    const q = prepared.queries;
+    const masked = maskTokens(q.inputIds, q.attentionMask, maskingTokens(fs.readFileSync(path.join(model, 'tokenizer.json')), model), encoder.dimension, 0.3, 5);
+    const spec = path.join(dir, `${name}.json`);
+    fs.writeFileSync(spec, JSON.stringify({ ids: Array.from(masked.ids), mask: Array.from(q.attentionMask), labels: Array.from(masked.labels), rows: q.batchSize, seq: q.seqLen, learning_rate: 1e-3, weight_decay: 0.01 }));
+    const r = await python([script('tiny_sparse.py'), 'mlm', model, spec, path.join(dir, `${name}.out.json`)]);
+    t.is(r.status, 0, `${name}: ${r.tail}`);
+    const theirs = JSON.parse(fs.readFileSync(path.join(dir, `${name}.out.json`), 'utf8'));
+    t.true(Math.abs(before - theirs.before) <= 1e-5 * theirs.before, `${name}: loss ${before} against transformers' ${theirs.before}`);
+    t.true(Math.abs(after - theirs.after) <= 1e-5 * theirs.after, `${name}: after one AdamW step ${after} against transformers' ${theirs.after}`);
+    t.true(after < before);
+  }
+  // What train({ mlm }) saves (from an embedding model: a new head) transformers loads, with the loss coltrast computes.
+  const trained = path.join(dir, 'trained');
+  await train({ model: FIXTURE, mlm: true, data: wordDataset(16).map((p) => p.positive), output: trained, epochs: 1, batchSize: 4, learningRate: 1e-3, device: 'cpu', seed: 5 });
+  const encoder = await SparseEncoder.loadForTraining(trained, { device: 'cpu' }, 1, 'masked-lm');
+  const trainer = encoder.createMlmTrainer({ seed: 1 }, 0.3);
+  const prepared = await trainer.prepare(texts, texts);
+  const ours = (await trainer.evaluatePrepared(prepared, { contrastiveWeight: 0, lateInteractionWeight: 0, temperature: 1, symmetric: false, lateInteractionKind: 'cross_entropy', learningRate: 0, maxGradNorm: 0, lossScale: 1, apply: false, maskSeed: 8 })).loss;
+  trainer.dispose();
+  encoder.dispose();
+  const q = prepared.queries;
+  const masked = maskTokens(q.inputIds, q.attentionMask, maskingTokens(fs.readFileSync(path.join(trained, 'tokenizer.json')), trained), encoder.dimension, 0.3, 8);
+  const spec = path.join(dir, 'trained.json');
+  fs.writeFileSync(spec, JSON.stringify({ ids: Array.from(masked.ids), mask: Array.from(q.attentionMask), labels: Array.from(masked.labels), rows: q.batchSize, seq: q.seqLen, learning_rate: 0, weight_decay: 0 }));
+  const r = await python([script('tiny_sparse.py'), 'mlm', trained, spec, path.join(dir, 'trained.out.json')]);
+  t.is(r.status, 0, r.tail);
+  const theirs = JSON.parse(fs.readFileSync(path.join(dir, 'trained.out.json'), 'utf8')).before;
+  t.true(Math.abs(ours - theirs) <= 1e-5 * theirs, `the trained model's loss ${ours} against transformers' ${theirs}`);
 });
 
 check(`sparse training: a batch's loss equals sentence-transformers' SpladeLoss around SparseMultipleNegativesRankingLoss (FLOPS regularizers included) and its SparseMarginMSELoss; it loads what coltrast trained${skipped}`, async (t) => {

@@ -80,6 +80,10 @@ struct StepOptions {
   bool sparse = false;
   SpladeSettings splade;
   double queryRegularizer = 0, documentRegularizer = 0;
+  // Masked-language-model training (BERT's objective; transformers' *ForMaskedLM loss): the batch's inputs, some
+  // tokens masked, and for each position the token to predict there, -100 where none is (the labels [B, S], int64).
+  bool mlm = false;
+  torch::Tensor mlmLabels;
 };
 
 // The Matryoshka widths and weights of a step's arguments: matryoshkaDimensions: number[] and
@@ -565,6 +569,25 @@ std::pair<torch::Tensor, LossParts> ragLoss(const TrainerState& state, const Sid
   return {loss, parts};
 }
 
+// The masked-language-model loss of a batch: the head's vocabulary logits at the positions with a label, and the
+// mean cross-entropy of each label among them, as transformers' *ForMaskedLM computes it (CrossEntropyLoss over every
+// position, -100 ignored). Only the labelled positions go through the head, never [B, S, vocab].
+std::pair<torch::Tensor, LossParts> mlmLoss(LoadedEncoder& enc, const Side& inputs, const StepOptions& s, torch::ScalarType autocast) {
+  if (!enc.mlm) throw invalidArgument("masked-language-model training needs the model loaded with its masked-LM head");
+  const torch::Tensor labels = s.mlmLabels.to(enc.device).view({-1});
+  const torch::Tensor positions = labels.ne(-100).nonzero().squeeze(1);
+  torch::Tensor logits;
+  {
+    AutocastScope scope(enc.device, autocast);
+    const torch::Tensor states = enc.model->forward(inputs.ids, inputs.mask, inputs.types);
+    logits = enc.mlm->logits(states.reshape({-1, states.size(-1)}).index_select(0, positions), enc.model->tokenEmbeddings());
+  }
+  const torch::Tensor loss = F::cross_entropy(logits.to(torch::kFloat32), labels.index_select(0, positions));
+  LossParts parts;
+  parts.total = loss.item<double>();
+  return {loss, parts};
+}
+
 // Gradient caching (GradCache, Gao et al. 2021; sentence-transformers' Cached* losses): the batch is
 // encoded `miniBatchSize` texts at a time without autograd, the loss and its gradient with respect to the
 // token states and pooled vectors are computed over the whole batch, and then each mini-batch is encoded
@@ -745,7 +768,11 @@ class StepWorker : public PromiseWorker {
     const auto started = std::chrono::steady_clock::now();
     LoadedEncoder& enc = *state_->encoder;
     ModelLock lock(*state_);
-    if (!train_ && options_.rag) {
+    if (!train_ && options_.mlm) {
+      torch::NoGradGuard noGrad;
+      enc.model->eval();
+      parts_ = mlmLoss(enc, Side(q_, enc.device), options_, state_->autocast).second;
+    } else if (!train_ && options_.rag) {
       torch::NoGradGuard noGrad;
       setTraining(*state_, false);
       parts_ = ragLoss(*state_, Side(q_, enc.device), Side(d_, enc.device), Side(g_, enc.device), options_, state_->autocast).second;
@@ -782,6 +809,10 @@ class StepWorker : public PromiseWorker {
     const double factor = options_.lossScale * scaler.lossFactor();
     if (options_.crossEncoder) {
       auto [loss, parts] = crossEncoderLoss(enc, Side(q_, enc.device), options_, state_->autocast);
+      (loss * factor).backward();
+      parts_ = parts;
+    } else if (options_.mlm) {
+      auto [loss, parts] = mlmLoss(enc, Side(q_, enc.device), options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
     } else if (options_.rag) {
@@ -1161,6 +1192,36 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       return b;
     };
     StepOptions options = readStepOptions(args);
+    options.mlm = boolOr(args, "mlm", false);
+    if (options.mlm) {
+      // inputs: the texts with some tokens masked; labels: Int32Array [batch * seq], the token to predict at each
+      // position or -100 (none).
+      auto state = live(env);
+      if (!state->encoder->mlm) throw invalidArgument("mlm steps need a model loaded with its masked-LM head (a SparseEncoder)");
+      if (state->twin || state->generator || options.crossEncoder || options.sparse || options.miniBatchSize > 0) {
+        throw invalidArgument("mlm steps take no twin, generator, crossEncoder, sparse or miniBatchSize");
+      }
+      TokenBatch inputs = batchAt("inputs");
+      if (inputs.batch < 1) throw invalidArgument("inputs must hold at least one text");
+      const Napi::Value given = args.Get("labels");
+      if (!given.IsTypedArray() || given.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) throw invalidArgument("labels must be an Int32Array");
+      auto labels = given.As<Napi::Int32Array>();
+      if (static_cast<int64_t>(labels.ElementLength()) != inputs.batch * inputs.seq) {
+        throw invalidArgument("labels must hold one value per input position (" + std::to_string(inputs.batch * inputs.seq) + ")");
+      }
+      const int64_t vocab = state->encoder->model->tokenEmbeddings().size(0);
+      bool any = false;
+      for (size_t i = 0; i < labels.ElementLength(); ++i) {
+        const int32_t label = labels.Data()[i];
+        if (label == -100) continue;
+        if (label < 0 || label >= vocab) throw invalidArgument("labels must be token ids below " + std::to_string(vocab) + ", or -100 (no label)");
+        if (inputs.mask[i] == 0) throw invalidArgument("labels must be -100 at padding positions");
+        any = true;
+      }
+      if (!any) throw invalidArgument("labels must mark at least one position to predict");
+      options.mlmLabels = torch::from_blob(labels.Data(), {inputs.batch, inputs.seq}, torch::kInt32).to(torch::kInt64);
+      return (new StepWorker(env, state, std::move(inputs), TokenBatch(), options, train))->start();
+    }
     options.rag = boolOr(args, "rag", false);
     if (options.rag) {
       auto state = live(env);
