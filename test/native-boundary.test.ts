@@ -51,6 +51,11 @@ test('garbage arguments to every native entry point: errors, never a crash, and 
     'step with matryoshka: matryoshkaDimensions[1]=Infinity': /^INVALID_ARGUMENT: matryoshkaDimensions must hold positive integers/,
     'step with distillation: teacher perQuery=Infinity': /^INVALID_ARGUMENT: teacher\.perQuery must be an integer from 1/,
     'cross-encoder step on an embedding model': /^INVALID_ARGUMENT: crossEncoder steps need a model with a score head/,
+    'mlm step with no label': /^INVALID_ARGUMENT: labels must mark at least one position to predict/,
+    'mlm step with a label at padding': /^INVALID_ARGUMENT: labels must be -100 at padding positions/,
+    'mlm step with a label past the vocabulary': /^INVALID_ARGUMENT: labels must be token ids below 198/,
+    'mlm step with too few labels': /^INVALID_ARGUMENT: labels must hold one value per input position \(10\)/,
+    'mlm step labels=null': /^INVALID_ARGUMENT: labels must be an Int32Array/,
     'embed after dispose': /^DISPOSED/,
   };
   for (const [call, pattern] of Object.entries(expected)) t.regex(result.outcomes[call] ?? 'not called', pattern, call);

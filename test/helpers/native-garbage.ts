@@ -7,7 +7,7 @@
 // an Error, and whether the model that took the garbage still embeds exactly as before.
 import fs from 'node:fs';
 import path from 'node:path';
-import { CrossEncoder, Encoder, Generator } from '../../lib';
+import { CrossEncoder, Encoder, Generator, SparseEncoder } from '../../lib';
 import { native, type NativeEncoder } from '../../lib/native';
 import type { ModelHandle } from '../../lib/native-model';
 import { padBatch } from '../../lib/tokenizer';
@@ -142,6 +142,17 @@ async function main() {
   const rerankerTrainer = addon.NativeTrainer.create(reranker, { learningRate: 0, seed: 1 });
   await mutate('cross-encoder step', pairStep, (a) => rerankerTrainer.evaluate(a as never));
   rerankerTrainer.dispose();
+  // A sparse encoder's steps: SPLADE's (queries against documents) and masked-language-model training's (inputs and labels).
+  const splade = (await SparseEncoder.load(path.join(FIXTURES, 'tiny-sparse', 'bert'), { device: 'cpu' })) as unknown as { model: ModelHandle };
+  const spladeTrainer = addon.NativeTrainer.create(splade.model.current(), { learningRate: 0, seed: 1 });
+  await mutate('sparse step', { ...stepBase, sparse: true, spladePooling: 'max', spladeActivation: 'relu', queryRegularizer: 1e-3, documentRegularizer: 1e-3 }, (a) => spladeTrainer.evaluate(a as never));
+  const inputs = padBatch([{ ids: [2, 9, 4, 11, 3], typeIds: [0, 0, 0, 0, 0] }, { ids: [2, 4, 3], typeIds: [0, 0, 0] }]);
+  const labels = Int32Array.from([-100, -100, 10, -100, -100, -100, 12, -100, -100, -100]);
+  await mutate('mlm step', { ...STEP, learningRate: 0, mlm: true, inputs, labels }, (a) => spladeTrainer.evaluate(a as never));
+  for (const [label, bad] of [['no label', new Int32Array(10).fill(-100)], ['a label at padding', Int32Array.from([-100, -100, 10, -100, -100, -100, 12, -100, -100, 5])], ['a label past the vocabulary', Int32Array.from([-100, -100, 10 ** 6, -100, -100, -100, 12, -100, -100, -100])], ['too few labels', new Int32Array(3)]] as const) {
+    await attempt(`mlm step with ${label}`, () => spladeTrainer.evaluate({ ...STEP, learningRate: 0, mlm: true, inputs, labels: bad } as never));
+  }
+  spladeTrainer.dispose();
   await each('saveState', ['state.safetensors'], 0, (...a) => (native_.saveState as (...x: unknown[]) => unknown)(...a));
   await each('loadState', ['missing.safetensors'], 0, (...a) => (native_.loadState as (...x: unknown[]) => unknown)(...a));
   native_.dispose();
