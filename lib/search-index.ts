@@ -1055,10 +1055,8 @@ export class Index {
     let dense: { doc: number; score: number }[][] = queries.map(() => []);
     if (mode !== 'bm25' && this.sparseVectors) {
       const vectors = await (this.model as SparseEncoder).encode(queries, { task: 'query' });
-      for (let i = 0; i < queries.length; i++) {
-        dense[i] = this.sparseVectors.rows(vectors[i], firstK('dense'), allow);
-        await turn.maybe();
-      }
+      // Each query scored in turns (a query over a million documents took 50 ms in one).
+      for (let i = 0; i < queries.length; i++) dense[i] = await this.sparseVectors.rowsInTurns(vectors[i], firstK('dense'), allow, turn);
     }
     if (mode !== 'bm25' && this.multiVector) {
       const wanted = firstK('dense');

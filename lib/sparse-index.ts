@@ -27,6 +27,59 @@ export interface SparseIndexOptions {
   similarity?: 'dot' | 'cosine';
 }
 
+/** A search's scratch arrays (SparseIndex.finding). */
+interface Scratch {
+  scores: Float64Array;
+  met: Uint32Array;
+  /** The documents a search met, in the order it met them. */
+  touched: Int32Array;
+  searches: number;
+}
+
+/** Postings a search scores between its pauses (about 2 ms of work). */
+const POSTINGS_A_TURN = 1 << 18;
+
+const byNumber = (a: number, b: number) => a < b;
+const hitByNumber = (doc: number, score: number) => ({ doc, score });
+
+/**
+ * Adds `w` × the weights of postings [start, end) into `scratch`'s scores (documents below `n` that `allow` flags), each
+ * document met for the first time by `search` appended to `scratch.touched` after the `count` already there; returns
+ * the new count. A function of its own rather than the generator's body, whose loops V8 may compile less well.
+ */
+function scorePostings(
+  docs: Int32Array, weights: Float32Array, start: number, end: number, w: number, n: number, allow: Uint8Array | undefined, scratch: Scratch, search: number, count: number,
+): number {
+  const { scores, met, touched } = scratch;
+  for (let i = start; i < end; i++) {
+    const doc = docs[i];
+    if (doc >= n || (allow && !allow[doc])) continue;
+    if (met[doc] !== search) {
+      met[doc] = search;
+      touched[count++] = doc;
+    }
+    scores[doc] += w * weights[i];
+  }
+  return count;
+}
+
+/** A search generator run to its end at once. */
+function drain<T>(search: Generator<void, T>): T {
+  for (;;) {
+    const r = search.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** A search generator run to its end, letting the event loop run at its pauses when `turn` is due. */
+async function inTurnsOf<T>(search: Generator<void, T>, turn: Turns): Promise<T> {
+  for (;;) {
+    const r = search.next();
+    if (r.done) return r.value;
+    if (turn.due) await turn.maybe();
+  }
+}
+
 const MAGIC = 'CTSPARSE';
 const VERSION = 1;
 const HEADER_BYTES = 24; // magic, version, dimension, similarity (0 dot, 1 cosine), document count
@@ -37,10 +90,11 @@ export class SparseIndex {
   private weights: (Float32Array | undefined)[];
   private readonly counts: Int32Array;
   private readonly ids = new IdStore();
-  /** Scores of the search under way, one per document; zero again after each search. */
-  private scratch = new Float64Array(0);
-  private met = new Uint32Array(0);
-  private searches = 0;
+  /**
+   * Scratch arrays of searches, each one's own while it runs (searches in turns interleave): a score per document, zero
+   * again after each search, and the number of the search that last met each document.
+   */
+  private spare: Scratch[] = [];
   readonly similarity: 'dot' | 'cosine';
 
   /** `dimension`: the vectors' width, the SparseEncoder's `dimension` (its vocabulary's size). */
@@ -137,12 +191,16 @@ export class SparseIndex {
     return this.find(query, k);
   }
 
-  /** search() of each query, letting the event loop run every few milliseconds. */
+  /**
+   * search() of each query, letting the event loop run every few milliseconds, inside a query too (between its terms, and
+   * within a long postings list). The index must not change meanwhile.
+   */
   async searchAll(queries: readonly SparseVector[], k: number): Promise<SparseHit[][]> {
     checkVectors('queries', queries, this.dimension);
     numberValue('k', k, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0');
     const out: SparseHit[][] = [];
-    await inTurns(queries, (q) => out.push(this.find(q, k)));
+    const turn = new Turns();
+    for (const q of queries) out.push(await inTurnsOf(this.finding(q, k, undefined, this.byId, this.hitById), turn));
     return out;
   }
 
@@ -190,33 +248,48 @@ export class SparseIndex {
    * flag in `allow` is 1 (all without it): Index's sparse search, whose documents are numbered as these.
    */
   rows(query: SparseVector, k: number, allow?: Uint8Array): { doc: number; score: number }[] {
-    return this.find(query, k, allow, (a, b) => a < b, (doc, score) => ({ doc, score }));
+    return drain(this.finding(query, k, allow, byNumber, hitByNumber));
   }
 
-  private find(query: SparseVector, k: number): SparseHit[];
-  private find<T>(query: SparseVector, k: number, allow: Uint8Array | undefined, before: (a: number, b: number) => boolean, hit: (doc: number, score: number) => T): T[];
-  private find<T>(
-    query: SparseVector,
-    k: number,
-    allow?: Uint8Array,
-    before: (a: number, b: number) => boolean = (a, b) => this.ids.get(a) < this.ids.get(b),
-    hit: (doc: number, score: number) => T | SparseHit = (doc, score) => ({ id: this.ids.get(doc), score }),
-  ): (T | SparseHit)[] {
+  /** @internal rows(), letting the event loop run between its query's terms (and within a long postings list) when `turn` is due. */
+  rowsInTurns(query: SparseVector, k: number, allow: Uint8Array | undefined, turn: Turns): Promise<{ doc: number; score: number }[]> {
+    return inTurnsOf(this.finding(query, k, allow, byNumber, hitByNumber), turn);
+  }
+
+  private find(query: SparseVector, k: number): SparseHit[] {
+    return drain(this.finding(query, k, undefined, this.byId, this.hitById));
+  }
+
+  private readonly byId = (a: number, b: number) => this.ids.get(a) < this.ids.get(b);
+  private readonly hitById = (doc: number, score: number): SparseHit => ({ id: this.ids.get(doc), score });
+
+  /**
+   * The k best documents for `query` among those `allow` flags (all without it), ties broken by `before`, as `hit`
+   * makes them: a generator that pauses (yields) after each of the query's terms and every POSTINGS_A_TURN postings of
+   * a long list, for a caller to let the event loop run (inTurnsOf), or not (drain). Its scratch arrays are its own
+   * while it runs. Documents added while it is paused are not seen.
+   */
+  private *finding<T>(query: SparseVector, k: number, allow: Uint8Array | undefined, before: (a: number, b: number) => boolean, hit: (doc: number, score: number) => T): Generator<void, T[]> {
     const n = this.ids.length;
     if (n === 0 || k <= 0) return [];
-    if (this.scratch.length < n) {
-      this.scratch = new Float64Array(Math.max(n, 2 * this.scratch.length));
-      this.met = new Uint32Array(this.scratch.length);
+    const scratch = this.spare.pop() ?? { scores: new Float64Array(0), met: new Uint32Array(0), touched: new Int32Array(0), searches: 0 };
+    if (scratch.scores.length < n) {
+      scratch.scores = new Float64Array(Math.max(n, 2 * scratch.scores.length));
+      scratch.met = new Uint32Array(scratch.scores.length);
+      scratch.touched = new Int32Array(scratch.scores.length);
+      scratch.searches = 0;
     }
     // A document is met once a search: `met` holds the number of the search that last met it (a product of zero, or of
     // the opposite sign, leaves its score where it was, so the score cannot tell).
-    if (this.searches === 0xffffffff) {
-      this.met.fill(0);
-      this.searches = 0;
+    if (scratch.searches === 0xffffffff) {
+      scratch.met.fill(0);
+      scratch.searches = 0;
     }
-    const search = ++this.searches;
-    const { scratch: scores, met } = this;
-    const touched: number[] = [];
+    const search = ++scratch.searches;
+    const { scores, touched } = scratch;
+    // The documents met so far, the first `met` of `touched` (a typed array: a JS array of a million numbers was work for
+    // the garbage collector, whose pauses held the event loop).
+    let met = 0;
     const scale = this.scaleOf(query);
     for (let q = 0; q < query.indices.length; q++) {
       const t = query.indices[q];
@@ -225,19 +298,15 @@ export class SparseIndex {
       const w = query.values[q] * scale;
       const docs = this.docs[t]!;
       const weights = this.weights[t]!;
-      for (let i = 0; i < count; i++) {
-        const doc = docs[i];
-        if (allow && !allow[doc]) continue;
-        if (met[doc] !== search) {
-          met[doc] = search;
-          touched.push(doc);
-        }
-        scores[doc] += w * weights[i];
+      for (let start = 0; start < count; start += POSTINGS_A_TURN) {
+        met = scorePostings(docs, weights, start, Math.min(count, start + POSTINGS_A_TURN), w, n, allow, scratch, search, met);
+        yield;
       }
     }
     const better = (a: number, b: number) => scores[a] > scores[b] || (scores[a] === scores[b] && before(a, b));
-    const hits = topK(touched.length, k, (i, j) => better(touched[i], touched[j])).map((i) => hit(touched[i], scores[touched[i]]));
-    for (const doc of touched) scores[doc] = 0;
+    const hits = topK(met, k, (i, j) => better(touched[i], touched[j])).map((i) => hit(touched[i], scores[touched[i]]));
+    for (let i = 0; i < met; i++) scores[touched[i]] = 0;
+    this.spare.push(scratch);
     return hits;
   }
 
