@@ -267,7 +267,8 @@ export class SparseIndex {
    * The k best documents for `query` among those `allow` flags (all without it), ties broken by `before`, as `hit`
    * makes them: a generator that pauses (yields) after each of the query's terms and every POSTINGS_A_TURN postings of
    * a long list, for a caller to let the event loop run (inTurnsOf), or not (drain). Its scratch arrays are its own
-   * while it runs. Documents added while it is paused are not seen.
+   * while it runs (about 16 bytes a document, kept for later searches: as many sets as searches ran at once). Documents
+   * added while it is paused are not seen.
    */
   private *finding<T>(query: SparseVector, k: number, allow: Uint8Array | undefined, before: (a: number, b: number) => boolean, hit: (doc: number, score: number) => T): Generator<void, T[]> {
     const n = this.ids.length;
