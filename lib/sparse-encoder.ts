@@ -346,7 +346,8 @@ export class SparseEncoder {
    */
   createMlmTrainer(options: NativeTrainerOptions, probability: number): ModelTrainer<SparsePreparedBatch> {
     if (this.quantize) throw new ColtrastError('INVALID_ARGUMENT', `this SparseEncoder was loaded with quantize: '${this.quantize}', which is for inference: load it without quantize to train it`);
-    const tokens = maskingTokens(tokenizerAsLoaded(this.files), this.files.dir);
+    // The tokenizer's own folder (a 5.x SparseEncoder keeps it in its MLMTransformer's) names the mask token.
+    const tokens = maskingTokens(tokenizerAsLoaded(this.files), path.dirname(this.files.tokenizerPath));
     const prepare = async (texts: string[]): Promise<SparsePreparedBatch> => {
       const started = performance.now();
       const batch = padBatch(await this.tokenizer.encode(texts, this.files.maxSeqLength));
