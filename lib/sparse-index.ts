@@ -245,13 +245,9 @@ export class SparseIndex {
 
   /**
    * @internal The k best documents for `query` by their numbers (in the order added), ties by number, among those whose
-   * flag in `allow` is 1 (all without it): Index's sparse search, whose documents are numbered as these.
+   * flag in `allow` is 1 (all without it): Index's sparse search, whose documents are numbered as these. The event loop
+   * runs between the query's terms (and within a long postings list) when `turn` is due.
    */
-  rows(query: SparseVector, k: number, allow?: Uint8Array): { doc: number; score: number }[] {
-    return drain(this.finding(query, k, allow, byNumber, hitByNumber));
-  }
-
-  /** @internal rows(), letting the event loop run between its query's terms (and within a long postings list) when `turn` is due. */
   rowsInTurns(query: SparseVector, k: number, allow: Uint8Array | undefined, turn: Turns): Promise<{ doc: number; score: number }[]> {
     return inTurnsOf(this.finding(query, k, allow, byNumber, hitByNumber), turn);
   }
