@@ -638,8 +638,8 @@ async function embed(argv: string[]): Promise<void> {
   if (texts.length === 0) fail(`input file ${positionals[0]} holds no texts: give one text a line (a .jsonl file: one {"text": ...} a line)`);
   const started = Date.now();
   const model = values.model ?? DEFAULT_MODEL;
-  if (values.sparse || (await isSparseModel(model))) return embedSparse(model, values, texts, say);
-  if (values['max-active-dims'] !== undefined) fail(`--max-active-dims is for a sparse encoder, and ${model} is an embedding model (--sparse reads a masked language model as one)`);
+  const kindFlags = { tokens: values.tokens, 'truncate-dim': values['truncate-dim'], adapter: values.adapter, 'no-adapter-base-check': values['no-adapter-base-check'], 'max-active-dims': values['max-active-dims'] };
+  if (await readsAsSparse(model, values.sparse, kindFlags)) return embedSparse(model, values, texts, say);
   const enc = await encoderModule().Encoder.load(model, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
@@ -726,8 +726,6 @@ function jsonLinesOut(output: string | undefined): { put(text: string): Promise<
  * or a .safetensors file of compressed sparse rows (lib/vector-files.ts); a part of the texts at a time, as embed().
  */
 async function embedSparse(model: string, values: EmbedFlags, texts: string[], say: (line: string) => void): Promise<void> {
-  const dense = (['tokens', 'truncate-dim', 'adapter'] as const).filter((f) => values[f] !== undefined);
-  if (dense.length > 0) fail(`${model} is a sparse (SPLADE) encoder: ${dense.map((f) => `--${f}`).join(', ')} ${dense.length > 1 ? 'are' : 'is'} for a dense embedding model (--max-active-dims keeps each vector's largest entries)`);
   const format = values.output ? vectorFormat(values.output) : 'jsonl';
   if (format === 'npy') fail(`${values.output}: a .npy file holds dense rows, and a sparse encoder's vectors are as wide as its vocabulary: write ${values.output!.replace(/\.npy$/i, '.safetensors')} (compressed sparse rows: "values", "indices", "offsets") or a .jsonl file`);
   const started = Date.now();
@@ -1297,21 +1295,32 @@ async function isSparseModel(model: string): Promise<boolean> {
 }
 
 /**
- * The model that embeds an index's documents or queries: a SparseEncoder where `sparse` says so (an index built with
- * one, or --sparse: a plain *ForMaskedLM folder) or the folder (a hub id resolved, downloaded if need be) is
- * sentence-transformers' SparseEncoder's; an Encoder otherwise. `truncateDim` is for an Encoder only.
+ * Whether `model` is read as a sparse (SPLADE) encoder: `sparse` says so (--sparse, which reads a plain *ForMaskedLM
+ * folder as one, or an index built with one) or the folder (a hub id resolved, downloaded if need be) is
+ * sentence-transformers' SparseEncoder's. `flags`: the command's flags that only one kind of model takes, by name, with
+ * their values (undefined or false: not given); those given for the other kind are refused, all named in one error.
+ * --max-active-dims is a sparse encoder's, every other one a dense embedding model's.
+ */
+async function readsAsSparse(model: string, sparse: boolean | undefined, flags: Record<string, unknown> = {}): Promise<boolean> {
+  const isSparse = Boolean(sparse) || (await isSparseModel(model));
+  const wrong = Object.keys(flags).filter((f) => flags[f] !== undefined && flags[f] !== false && (f === 'max-active-dims') !== isSparse);
+  if (wrong.length === 0) return isSparse;
+  if (!isSparse) fail(`--max-active-dims is for a sparse encoder, and ${model} is an embedding model (--sparse reads a masked language model as one)`);
+  const hint = 'max-active-dims' in flags ? " (--max-active-dims keeps each vector's largest entries)" : '';
+  fail(`${model} is a sparse (SPLADE) encoder, whose vectors are as wide as its vocabulary: ${wrong.map((f) => `--${f}`).join(', ')} ${wrong.length > 1 ? 'are' : 'is'} for a dense embedding model${hint}`);
+}
+
+/**
+ * The model that embeds an index's documents or queries: a SparseEncoder where readsAsSparse says so, an Encoder
+ * otherwise. `truncateDim` (--truncate-dim, or the index's) is for an Encoder only.
  */
 async function loadEmbedder(
   model: string,
   sparse: boolean | undefined,
-  options: { device: Device; dtype?: DType; threads?: number; truncateDim?: number; quantize?: Quantize; maxActiveDims?: number },
+  options: { device: Device; dtype?: DType; threads?: number; truncateDim?: number; quantize?: Quantize },
 ): Promise<Encoder | SparseEncoder> {
-  const { truncateDim, maxActiveDims, ...load } = options;
-  if (sparse || (await isSparseModel(model))) {
-    if (truncateDim !== undefined) fail(`--truncate-dim cuts an embedding model's vectors; ${model} is a sparse encoder, whose vectors are as wide as its vocabulary (--max-active-dims keeps the largest entries)`);
-    return sparseEncoderModule().SparseEncoder.load(model, { ...load, ...(maxActiveDims !== undefined && { maxActiveDims }) });
-  }
-  if (maxActiveDims !== undefined) fail(`--max-active-dims is for a sparse encoder, and ${model} is an embedding model (--sparse reads a masked language model as one)`);
+  const { truncateDim, ...load } = options;
+  if (await readsAsSparse(model, sparse, { 'truncate-dim': truncateDim })) return sparseEncoderModule().SparseEncoder.load(model, load);
   return encoderModule().Encoder.load(model, { ...load, ...(truncateDim !== undefined && { truncateDim }) });
 }
 
@@ -1590,11 +1599,14 @@ async function serveCommand(argv: string[]): Promise<void> {
   const int8 = quantizeFlag(values.quantize);
   if (values.sparse && !modelSource) fail('--sparse reads --model as a sparse encoder: --no-model has none');
   // A sparse (SPLADE) encoder: --sparse, an index built with one, or a SparseEncoder folder.
-  const sparse = modelSource !== undefined && (values.sparse || built.sparse || (await isSparseModel(modelSource)));
-  if (sparse) {
-    const dense = (['adapter', 'truncate-dim', 'corpus'] as const).filter((f) => values[f] !== undefined);
-    if (dense.length > 0) fail(`${modelSource} is a sparse (SPLADE) encoder, served at /embed_sparse (and /search over its index): ${dense.map((f) => `--${f}`).join(', ')} ${dense.length > 1 ? 'are' : 'is'} for a dense embedding model`);
-  }
+  const sparse =
+    modelSource !== undefined &&
+    (await readsAsSparse(modelSource, values.sparse || built.sparse, {
+      adapter: values.adapter,
+      'no-adapter-base-check': values['no-adapter-base-check'],
+      'truncate-dim': values['truncate-dim'],
+      corpus: values.corpus,
+    }));
   const sparseEncoder = sparse ? await sparseEncoderModule().SparseEncoder.load(modelSource, { ...load, ...int8 }) : undefined;
   const enc = modelSource && !sparse
     ? await encoderModule().Encoder.load(modelSource, {

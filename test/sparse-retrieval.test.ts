@@ -64,7 +64,7 @@ test('coltrast embed with a SparseEncoder writes each text\'s non-zero entries: 
   t.is(run.status, 2);
   t.regex(run.stderr, /\.npy file holds dense rows.*v\.safetensors/);
   run = cli(['embed', input, '--model', SPLADE, '--device', 'cpu', '--tokens']);
-  t.regex(run.stderr, /sparse \(SPLADE\) encoder: --tokens is for a dense embedding model/);
+  t.regex(run.stderr, /sparse \(SPLADE\) encoder, whose vectors are as wide as its vocabulary: --tokens is for a dense embedding model \(--max-active-dims/);
   run = cli(['embed', input, '--model', path.join(ROOT, 'test', 'fixtures', 'tiny-bert'), '--device', 'cpu', '--max-active-dims', '3']);
   t.regex(run.stderr, /--max-active-dims is for a sparse encoder/);
   t.false(fs.readdirSync(dir).some((f) => f.endsWith('.tmp')), 'no temporary file left');
@@ -110,7 +110,11 @@ test('coltrast index and search with a SparseEncoder: the index holds its sparse
   t.is(run.status, 2);
   t.regex(run.stderr, /--storage must be absent with a SparseEncoder/);
   run = cli(['index', '--data', data, '--model', SPLADE, '--output', path.join(dir, 'x'), '--device', 'cpu', '--truncate-dim', '8']);
-  t.regex(run.stderr, /--truncate-dim cuts an embedding model's vectors/);
+  t.regex(run.stderr, /sparse \(SPLADE\) encoder, whose vectors are as wide as its vocabulary: --truncate-dim is for a dense embedding model$/m);
+  // coltrast serve refuses them in the same words, all named at once, before it listens.
+  run = cli(['serve', '--model', SPLADE, '--device', 'cpu', '--port', '0', '--adapter', dir, '--truncate-dim', '8']);
+  t.is(run.status, 2);
+  t.regex(run.stderr, /sparse \(SPLADE\) encoder, whose vectors are as wide as its vocabulary: --adapter, --truncate-dim are for a dense embedding model$/m);
 });
 
 test('serve with a SparseEncoder: /embed_sparse answers as text-embeddings-inference does, /search over its index, dense routes say where to go', async (t) => {
