@@ -11,7 +11,6 @@ import { Encoder, type Device, type Quantize } from './encoder';
 import { isSparseEncoderFolder } from './model-dir';
 import { resolveModelDir } from './hub';
 import { SparseEncoder } from './sparse-encoder';
-import { SparseIndex } from './sparse-index';
 import { quantizeOption } from './native-model';
 import { ColtrastError } from './errors';
 import { checkQrels, meanMetricsInTurns, type MetricTable, type Run } from './ir-metrics';
@@ -67,7 +66,7 @@ export interface EvaluateOptions {
   /**
    * 'dense' (default when a model is given), 'bm25' (default without one), 'hybrid' (RRF of both),
    * 'late_interaction' (the dense top `candidates` re-ranked by MaxSim over token vectors, ColBERT-style), or
-   * 'sparse' (a SparseEncoder's vectors searched exactly with a SparseIndex; the default for a SparseEncoder, loaded
+   * 'sparse' (a SparseEncoder's vectors searched exactly through an Index's inverted index; the default for a SparseEncoder, loaded
    * or a folder of one). 'hybrid' with a SparseEncoder fuses its ranking with BM25's.
    */
   mode?: EvalMode;
@@ -243,24 +242,13 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     lexical = await index.searchAll(queryTexts, depth);
   }
   let dense: { id: string; score: number }[][] = [];
-  if (sparseStage) {
-    const encoder = typeof o.model === 'string' ? await SparseEncoder.load(o.model, { device: o.device ?? 'auto', ...(quantize && { quantize }) }) : (o.model as SparseEncoder);
+  if (mode !== 'bm25') {
+    const load = { device: o.device ?? 'auto', ...(quantize && { quantize }) } as const;
+    const owned = typeof o.model === 'string';
+    const encoder = !owned ? (o.model as Encoder | SparseEncoder) : sparseStage ? await SparseEncoder.load(o.model as string, load) : await Encoder.load(o.model as string, { ...load, truncateDim });
     try {
-      const bar = o.progressBar ? new ProgressBar('encode corpus', 'docs') : undefined;
-      const batchSize = o.batchSize ?? 32;
-      const vectors = await encoder.encode(data.corpus.map(docText), { task: 'document', batchSize, onProgress: (d, n) => bar?.update(d, n) });
-      const index = new SparseIndex(encoder.dimension, { similarity: encoder.similarityFunction === 'cosine' ? 'cosine' : 'dot' });
-      await index.addAll(data.corpus.map((d) => d.id), vectors);
-      const queries = await encoder.encode(queryTexts, { task: 'query', batchSize });
-      const byText = new Map(queryTexts.map((text, i) => [text, queries[i]]));
-      dense = await pastTies((texts, k) => index.searchAll(texts.map((text) => byText.get(text)!), k), queryTexts, depth, data.corpus.length);
-    } finally {
-      if (typeof o.model === 'string') encoder.dispose();
-    }
-  } else if (mode !== 'bm25') {
-    const encoder = typeof o.model === 'string' ? await Encoder.load(o.model, { device: o.device ?? 'auto', truncateDim, ...(quantize && { quantize }) }) : (o.model as Encoder);
-    try {
-      // The Index's exact search (native, blocked); with late interaction it keeps token vectors too.
+      // The Index's exact search (native, blocked; a sparse encoder's vectors through its inverted index); with late
+      // interaction it keeps token vectors too.
       const bar = o.progressBar ? new ProgressBar('index corpus', 'docs') : undefined;
       const index = await Index.build(
         encoder,
@@ -287,7 +275,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       const hits = late || o.storage === 'binary' ? await search(queryTexts, Math.max(depth, candidates)) : await pastTies(search, queryTexts, depth, data.corpus.length);
       dense = hits.map((list) => list.map((h) => ({ id: h.id, score: h.score })));
     } finally {
-      if (typeof o.model === 'string') encoder.dispose();
+      if (owned) encoder.dispose();
     }
   }
   // Fused a query at a time, letting the event loop run (thousands of queries' fusion take a while).
