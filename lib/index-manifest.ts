@@ -47,6 +47,11 @@ export interface IndexManifest {
    * model.dimension its vocabulary's size (absent: false).
    */
   sparse?: boolean;
+  /**
+   * An Encoder's index's second model, a sparse (SPLADE) encoder (BuildOptions.sparseEncoder): its fingerprint (version
+   * 2's formula), its width (its vocabulary's size) and the folder it was loaded from; its vectors in sparse.bin.
+   */
+  sparseEncoder?: { fingerprint: string; fingerprintVersion: number; dimension: number; source?: string };
   documents: number;
   /**
    * With token vectors: tokenCountsDigest of the documents' token counts in docs.jsonl, in order. Their sum is checked
@@ -77,9 +82,15 @@ export const SAVE_AGAIN = 'the folder is damaged: save the index again or rebuil
  * How to load the model that built an index, as its index.json records it: the folder or hub id it was loaded from
  * (as written: `coltrast search` checks it), its truncateDim when that is a number, and whether it is a sparse encoder.
  */
-export function builtModelOptions(manifest: IndexManifest): { source?: string; truncateDim?: number; sparse?: boolean } {
+export function builtModelOptions(manifest: IndexManifest): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string } {
   const model = manifest.model ?? {};
-  return { source: model.source, ...(typeof model.truncateDim === 'number' ? { truncateDim: model.truncateDim } : {}), ...(manifest.sparse === true && { sparse: true }) };
+  const second = manifest.sparseEncoder;
+  return {
+    source: model.source,
+    ...(typeof model.truncateDim === 'number' ? { truncateDim: model.truncateDim } : {}),
+    ...(manifest.sparse === true && { sparse: true }),
+    ...(second !== null && typeof second === 'object' && typeof second.source === 'string' && { sparseSource: second.source }),
+  };
 }
 
 /**
@@ -106,6 +117,14 @@ export function readIndexManifest(where: string): IndexManifest {
   if (!(STORAGES as readonly unknown[]).includes(m.storage)) throw says('storage', m.storage, `one of ${STORAGES.join(', ')}`);
   if (m.lateInteraction !== undefined && typeof m.lateInteraction !== 'boolean') throw says('lateInteraction', m.lateInteraction, 'true or false');
   for (const key of ['multiVector', 'sparse']) if (m[key] !== undefined && typeof m[key] !== 'boolean') throw says(key, m[key], 'true or false');
+  const second = m.sparseEncoder as Record<string, unknown> | null | undefined;
+  if (second !== undefined) {
+    if (second === null || typeof second !== 'object' || Array.isArray(second)) throw says('sparseEncoder', second, 'an object { fingerprint, fingerprintVersion, dimension, source }');
+    if (typeof second.fingerprint !== 'string') throw says('sparseEncoder.fingerprint', second.fingerprint, "a string (the sha256 of the sparse encoder's files)");
+    if (!Number.isSafeInteger(second.dimension) || (second.dimension as number) < 1) throw says('sparseEncoder.dimension', second.dimension, 'a positive whole number');
+    if (m.sparse === true) throw says('sparseEncoder', second, "absent in a sparse encoder's index (its own vectors are the sparse ones)");
+    if (m.multiVector === true) throw says('sparseEncoder', second, 'absent in a multi-vector index');
+  }
   if (m.tokenStorage !== undefined && !(TOKEN_STORAGES as readonly unknown[]).includes(m.tokenStorage)) throw says('tokenStorage', m.tokenStorage, `one of ${TOKEN_STORAGES.join(', ')}`);
   if (m.tokenStorage === 'residual' && !RESIDUAL_BITS.includes(m.residualBits as number)) throw says('residualBits', m.residualBits, '1, 2 or 4');
   if (!Number.isSafeInteger(m.documents) || (m.documents as number) < 0) throw says('documents', m.documents, 'a count of documents');

@@ -7,7 +7,9 @@
  * an exact MaxSim over every document, or with residual token storage PLAID's approximate search (ColBERTv2's
  * compression: each token vector a centroid's number and a quantized residual; native/search/residual_store.cc).
  * A sparse (SPLADE) encoder's index holds its sparse vectors in an inverted index (lib/sparse-index.ts), searched
- * exactly by the model's similarity (dot or cosine) in the place of the dense stage.
+ * exactly by the model's similarity (dot or cosine) in the place of the dense stage. An Encoder's index may keep a
+ * SparseEncoder's vectors beside its own (BuildOptions.sparseEncoder): mode 'sparse' searches them, and 'hybrid' fuses
+ * the two models' rankings (in BM25's place).
  *
  * On disk an index is a folder, written through a staging folder and renamed into place:
  *   index.json          format version, model fingerprint (sha256 of the files that make the vectors: weights, modules,
@@ -26,8 +28,9 @@
  *   vectors.safetensors "vectors" [rows, dim] (float32, float16 or int8; binary: [rows, ceil(dim / 8)] uint8 sign
  *                       bits; not for a multi-vector model), and for int8 "ranges" [2, dim] (each dimension's
  *                       bucket start and step)
- *   sparse.bin          (a sparse encoder's index only, which has no vectors.safetensors) its documents' sparse vectors:
- *                       a SparseIndex file, its ids those of docs.jsonl in the same order
+ *   sparse.bin          (a sparse encoder's index, which has no vectors.safetensors, or an index with a second,
+ *                       sparse model: index.json's sparseEncoder, its fingerprint, width and folder) its documents'
+ *                       sparse vectors: a SparseIndex file, its ids those of docs.jsonl in the same order
  *   tokens.safetensors  (lateInteraction only; rows in document order) float16: "vectors" [all tokens, dim];
  *                       residual: "centroids" [K, dim], "cutoffs" and "weights" (the residual buckets), "codes"
  *                       [all tokens] int32 and "residuals" [all tokens, ceil(dim × bits / 8)] uint8
@@ -76,6 +79,12 @@ export interface BuildOptions {
   /** Keep each document's token vectors (float16) for MaxSim re-ranking (default false; always for a multi-vector model). */
   lateInteraction?: boolean;
   /**
+   * A second model, a sparse (SPLADE) encoder, whose vectors the index keeps beside the Encoder's (single-vector
+   * Encoders): search's mode 'sparse' ranks by them, 'hybrid' fuses their ranking with the dense one (in place of BM25's),
+   * as hybrid search over a dense and a learned sparse model does in vector databases. Index.load then needs it too.
+   */
+  sparseEncoder?: SparseEncoder;
+  /**
    * Storage of the pooled vectors (default float32). 'float16': half the memory. 'int8': a quarter; each
    * dimension scalar-quantized to 256 buckets between its minimum and maximum over the first documents added
    * (the first batchSize × 32), searched at the buckets' midpoints. 'binary': a 32nd; the sign bits, searched by
@@ -120,7 +129,9 @@ export interface SearchOptions {
   k?: number;
   /**
    * 'dense' (default; the model's vectors: MaxSim over every document for a multi-vector model, the sparse vectors for a
-   * SparseEncoder's index, which also takes 'sparse' for it), 'bm25' or 'hybrid' (fusion of the two).
+   * SparseEncoder's index, which also takes 'sparse' for it), 'bm25' or 'hybrid' (fusion of the two). An index with a
+   * second, sparse model (BuildOptions.sparseEncoder): 'sparse' ranks by its vectors, and 'hybrid' fuses the dense
+   * ranking with that one instead of BM25's.
    */
   mode?: 'dense' | 'bm25' | 'hybrid' | 'sparse';
   /**
@@ -218,7 +229,7 @@ export interface NativeResidualStore {
 /** The token store of an index: float16 rows, or residual codes (TokenStorage). */
 type TokenStore = { kind: 'float16'; store: NativeDenseStore } | { kind: 'residual'; store: NativeResidualStore; bits: number; centroids?: number };
 
-const BUILD_KEYS = ['lateInteraction', 'storage', 'tokenStorage', 'residualBits', 'centroids', 'poolFactor', 'batchSize', 'onProgress'] as const;
+const BUILD_KEYS = ['lateInteraction', 'sparseEncoder', 'storage', 'tokenStorage', 'residualBits', 'centroids', 'poolFactor', 'batchSize', 'onProgress'] as const;
 /** Token pooling's protected leading vectors (sentence-transformers' default: the [CLS] vector). */
 const PROTECTED_TOKENS = 1;
 /** How search() embeds its queries: pooled vectors, normalized; token vectors (normalized for MaxSim re-ranking). */
@@ -444,9 +455,51 @@ async function readSparseVectors(where: string, model: SparseEncoder): Promise<S
   return vectors;
 }
 
+/**
+ * Index.load's `sparseEncoder`, checked against the index at `where`: given where index.json has a second, sparse model
+ * and only then, and that model (its fingerprint and width).
+ */
+async function checkSecondModel(where: string, manifest: IndexManifest, encoder: Encoder | SparseEncoder, given: unknown): Promise<SparseEncoder | undefined> {
+  const built = manifest.sparseEncoder;
+  if (given === undefined) {
+    if (!built) return undefined;
+    const from = typeof built.source === 'string' ? ` (index.json says it was loaded from ${built.source})` : '';
+    throw new ColtrastError('INVALID_ARGUMENT', `index ${where} keeps a sparse encoder's vectors beside the Encoder's${from}: load it with { sparseEncoder: await SparseEncoder.load(<that folder>) } too`);
+  }
+  if (!(given instanceof SparseEncoder)) throw invalid('options.sparseEncoder', 'a SparseEncoder (SparseEncoder.load): the second model the index was built with', given);
+  if (!built) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.sparseEncoder: index ${where} was built ${encoder instanceof SparseEncoder ? 'with a sparse encoder alone' : 'without a second, sparse model'}; load it without sparseEncoder`);
+  }
+  if (built.fingerprintVersion !== FINGERPRINT_VERSION) {
+    throw indexDamaged(where, `index.json says sparseEncoder.fingerprintVersion ${JSON.stringify(built.fingerprintVersion)}, and this version of coltrast writes and reads ${FINGERPRINT_VERSION}`);
+  }
+  if (built.fingerprint !== (await fingerprint(given, FINGERPRINT_VERSION, undefined))) {
+    const from = typeof built.source === 'string' ? ` (index.json says it was loaded from ${built.source})` : '';
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `index ${where} was built with another sparse encoder${from}: the weights, modules, tokenizer or prompts of ${given.modelDir} differ from that model's; load the index with the sparse encoder that built it, or rebuild the index with this one`,
+    );
+  }
+  if (built.dimension !== given.dimension) throw indexDamaged(where, `index.json says the sparse encoder's width is ${built.dimension}, and ${given.modelDir} gives ${given.dimension}; ${SAVE_AGAIN}`);
+  return given;
+}
+
 /** The model's changes in memory (Encoder.memoryChanges); a SparseEncoder has none that an index could see. */
 function memoryChangesOf(model: Encoder | SparseEncoder): Encoder['memoryChanges'] {
   return model instanceof Encoder ? model.memoryChanges : undefined;
+}
+
+/**
+ * BuildOptions.sparseEncoder, checked: a SparseEncoder beside a single-vector Encoder (a multi-vector model's first stage
+ * is MaxSim over token vectors; a sparse one beside it is not supported).
+ */
+function secondSparseModel(encoder: Encoder, sparseEncoder: unknown): SparseEncoder {
+  if (!(sparseEncoder instanceof SparseEncoder)) throw invalid('options.sparseEncoder', 'a SparseEncoder (SparseEncoder.load) whose vectors the index keeps beside the Encoder\'s', sparseEncoder);
+  if (encoder.multiVector !== undefined) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.sparseEncoder: ${encoder.modelDir} is a multi-vector model, and an index keeps a second, sparse model's vectors beside a single-vector Encoder's only`);
+  }
+  sparseSimilarity(sparseEncoder);
+  return sparseEncoder;
 }
 
 /** How an index of `model` scores: its similarity function, which must be one an inverted index ranks by (dot, cosine). */
@@ -710,8 +763,10 @@ export class Index {
     readonly storage: Storage,
     /** Computed when first needed (save): hashing the weights is work a search-only index never needs. */
     private modelFingerprint: string | undefined,
-    /** A sparse encoder's vectors, its documents numbered as `docs`. */
+    /** A sparse encoder's vectors (`model`'s, or `secondModel`'s), its documents numbered as `docs`. */
     private readonly sparseVectors?: SparseIndex,
+    /** An Encoder's index's second model, whose vectors `sparseVectors` holds (BuildOptions.sparseEncoder). */
+    private readonly secondModel?: SparseEncoder,
   ) {
     this.modelChanges = memoryChangesOf(model);
   }
@@ -724,6 +779,8 @@ export class Index {
 
   /** The model's changes in memory when the index was built or loaded (Encoder.memoryChanges): those of its vectors. */
   private modelChanges: Encoder['memoryChanges'];
+  /** The second model's fingerprint, as modelFingerprint: computed at the first save, or read at load. */
+  private secondFingerprint: string | undefined;
 
   /**
    * Refuses work with the Encoder changed (trained, an adapter or head added) since the index's vectors were made:
@@ -753,11 +810,19 @@ export class Index {
   }
   /** Built with a multi-vector model: token vectors only, ranked by MaxSim. */
   get multiVector(): boolean {
-    return this.vectors === undefined && this.sparseVectors === undefined;
+    return this.vectors === undefined && this.model instanceof Encoder;
   }
   /** Built with a sparse (SPLADE) encoder: sparse vectors in an inverted index, searched exactly. */
   get sparse(): boolean {
-    return this.sparseVectors !== undefined;
+    return this.model instanceof SparseEncoder;
+  }
+  /** The second, sparse model of an Encoder's index (BuildOptions.sparseEncoder), whose vectors it keeps too. */
+  get sparseEncoder(): SparseEncoder | undefined {
+    return this.secondModel;
+  }
+  /** The model whose sparse vectors the index keeps: the index's own, or its second. */
+  private get sparseModel(): SparseEncoder | undefined {
+    return this.model instanceof SparseEncoder ? this.model : this.secondModel;
   }
   /** How the token vectors are kept (undefined without them). */
   get tokenStorage(): TokenStorage | undefined {
@@ -778,7 +843,7 @@ export class Index {
     const o = checkOptions('options', options, BUILD_KEYS);
     if (encoder instanceof SparseEncoder) {
       // float32, the default, is taken as saying nothing, as for a multi-vector model (the CLI passes it).
-      const dense: (keyof BuildOptions)[] = (['lateInteraction', 'tokenStorage', 'residualBits', 'centroids', 'poolFactor'] as const).filter((key) => o[key] !== undefined && o[key] !== false);
+      const dense: (keyof BuildOptions)[] = (['lateInteraction', 'sparseEncoder', 'tokenStorage', 'residualBits', 'centroids', 'poolFactor'] as const).filter((key) => o[key] !== undefined && o[key] !== false);
       if (o.storage !== undefined && o.storage !== 'float32') dense.unshift('storage');
       if (dense.length > 0) {
         throw invalid(`options.${dense[0]}`, "absent with a SparseEncoder: its index keeps the sparse vectors as they are, with no pooled or token vectors to store", o[dense[0]]);
@@ -789,6 +854,7 @@ export class Index {
     }
     const storage = oneOf('options.storage', o.storage ?? 'float32', STORAGES);
     const multi = encoder.multiVector !== undefined;
+    const second = o.sparseEncoder === undefined ? undefined : secondSparseModel(encoder, o.sparseEncoder);
     // float32, the default, is taken as saying nothing (the CLI passes it); another storage would not be what the index keeps.
     if (multi && storage !== 'float32') {
       throw invalid('options.storage', "absent with a multi-vector model: its index keeps token vectors only, no pooled vectors to store (tokenStorage sets how the token vectors are kept)", o.storage);
@@ -809,7 +875,15 @@ export class Index {
       throw invalid('options.poolFactor', `absent: the model pools its documents' token vectors already (a HierarchicalTokenPooling module, pool factor ${modelPooling.poolFactor}), and pooling again would pool them twice`, o.poolFactor);
     }
     const tokens = late ? newTokenStore(encoder.tokenDimension, tokenStorage, bits, centroids) : undefined;
-    const index = new Index(encoder, multi ? undefined : newStore(encoder.dimension, storage), tokens, storage, undefined);
+    const index = new Index(
+      encoder,
+      multi ? undefined : newStore(encoder.dimension, storage),
+      tokens,
+      storage,
+      undefined,
+      second && new SparseIndex(second.dimension, { similarity: sparseSimilarity(second) }),
+      second,
+    );
     index.pooling = poolFactor;
     const batchSize = positiveInteger('options.batchSize', o.batchSize ?? 32);
     const slice = batchSize * 32;
@@ -849,7 +923,7 @@ export class Index {
       const part = ownCopies(docs.slice(start, start + slice), start);
       const texts = part.map((d) => d.text);
       const pooled = this.vectors ? await this.encoder.embed(texts, { normalize: true, batchSize, task: 'document' }) : undefined;
-      const sparse = this.model instanceof SparseEncoder ? await this.model.encode(texts, { batchSize, task: 'document' }) : undefined;
+      const sparse = this.sparseModel ? await this.sparseModel.encode(texts, { batchSize, task: 'document' }) : undefined;
       const counts: number[] = [];
       const rows = this.tokens ? await this.documentTokens(texts, batchSize, counts) : undefined;
       await this.lock.write(async () => {
@@ -1000,7 +1074,7 @@ export class Index {
   /** Which of the queries' embeddings a search embeds: pooled vectors (a single-vector index's dense stage, MMR), token vectors (a multi-vector index's first stage, MaxSim re-ranking). */
   private queryEmbeddings(mode: SearchOptions['mode'], rerank: SearchOptions['rerank'], mmr: boolean): { pooled: boolean; tokens: boolean } {
     return {
-      pooled: this.vectors !== undefined && (mode !== 'bm25' || mmr),
+      pooled: this.vectors !== undefined && ((mode !== 'bm25' && mode !== 'sparse') || mmr),
       tokens: (mode !== 'bm25' && this.multiVector) || (rerank === 'maxsim' && this.vectors !== undefined && this.tokens !== undefined),
     };
   }
@@ -1023,8 +1097,12 @@ export class Index {
     if (!Array.isArray(queries) || queries.some((q) => typeof q !== 'string')) throw invalid('queries', 'an array of strings', queries);
     const k = positiveInteger('options.k', o.k ?? 10);
     const asked = oneOf('options.mode', o.mode ?? 'dense', ['dense', 'bm25', 'hybrid', 'sparse'] as const);
-    if (asked === 'sparse' && !this.sparse) throw new ColtrastError('INVALID_ARGUMENT', "options.mode 'sparse' searches a sparse encoder's index, and this one holds an embedding model's vectors: 'dense', 'bm25' or 'hybrid'");
+    if (asked === 'sparse' && !this.sparseVectors) throw new ColtrastError('INVALID_ARGUMENT', "options.mode 'sparse' searches a sparse encoder's vectors, and this index holds an embedding model's only: 'dense', 'bm25' or 'hybrid' (or build it with { sparseEncoder })");
+    // Mode 'sparse' is the first stage of a sparse encoder's index; with a second, sparse model, its ranking takes the
+    // dense ranking's place ('sparse') or BM25's ('hybrid').
     const mode = asked === 'sparse' ? 'dense' : asked;
+    let sparseStage: 'first' | 'lexical' | undefined;
+    if (this.sparseVectors && mode !== 'bm25') sparseStage = this.sparse || asked === 'sparse' ? 'first' : mode === 'hybrid' ? 'lexical' : undefined;
     if (mode !== 'bm25') this.checkModelUnchanged('search');
     const rerank = o.rerank instanceof CrossEncoder ? o.rerank : oneOf('options.rerank', o.rerank ?? 'none', ['none', 'maxsim'] as const);
     if (rerank === 'maxsim' && !this.tokens) throw new ColtrastError('INVALID_ARGUMENT', "rerank 'maxsim' needs an index built with { lateInteraction: true }");
@@ -1053,10 +1131,12 @@ export class Index {
     // The JavaScript work between and after the stages, a query (or an MMR pick) at a time, lets the event loop run.
     const turn = new Turns();
     let dense: { doc: number; score: number }[][] = queries.map(() => []);
-    if (mode !== 'bm25' && this.sparseVectors) {
-      const vectors = await (this.model as SparseEncoder).encode(queries, { task: 'query' });
+    let lexical: { doc: number; score: number }[][] = queries.map(() => []);
+    if (sparseStage) {
+      const vectors = await this.sparseModel!.encode(queries, { task: 'query' });
+      const ranked = sparseStage === 'first' ? dense : lexical;
       // Each query scored in turns (a query over a million documents took 50 ms in one).
-      for (let i = 0; i < queries.length; i++) dense[i] = await this.sparseVectors.rowsInTurns(vectors[i], firstK('dense'), allow, turn);
+      for (let i = 0; i < queries.length; i++) ranked[i] = await this.sparseVectors!.rowsInTurns(vectors[i], firstK('dense'), allow, turn);
     }
     if (mode !== 'bm25' && this.multiVector) {
       const wanted = firstK('dense');
@@ -1064,12 +1144,11 @@ export class Index {
       dense = await this.maxsimSearch(queries, prepared, wanted, { nprobe, fullScores: Math.max(fullScores ?? Math.max(256, 4 * wanted), wanted) }, allow);
     }
     let q: Matrix | undefined; // the queries' pooled vectors, normalized
-    if (mode !== 'bm25' && this.vectors) {
+    if (mode !== 'bm25' && this.vectors && sparseStage !== 'first') {
       q = await this.queryVectors(queries, prepared, 'pooled');
       dense = await this.denseSearch(q, firstK('dense'), multiplier, allow, turn);
     }
-    let lexical: { doc: number; score: number }[][] = queries.map(() => []);
-    if (mode !== 'dense') {
+    if (mode !== 'dense' && sparseStage !== 'lexical') {
       // Built at the first lexical search, once for searches that come meanwhile (writes wait for searches, so the
       // documents stay as they are while it builds), then kept current by add, upsert and remove.
       this.bm25Build ??= (async () => {
@@ -1301,6 +1380,8 @@ export class Index {
   private async saveNow(dir: string, options: { overwrite: boolean }): Promise<void> {
     if (options.overwrite) checkIndexFolder(dir, 'the folder to save to');
     const modelFingerprint = (this.modelFingerprint ??= await fingerprint(this.model, FINGERPRINT_VERSION, this.modelChanges));
+    const second = this.secondModel;
+    const secondFingerprint = second && (this.secondFingerprint ??= await fingerprint(second, FINGERPRINT_VERSION, undefined));
     const truncateDim = this.model instanceof Encoder ? this.model.truncateDim : undefined;
     await writeFolderAtomic(path.resolve(dir), options.overwrite, async (staging) => {
       const manifest: IndexManifest = {
@@ -1320,6 +1401,9 @@ export class Index {
         ...(this.pooling > 1 ? { tokenPooling: { poolFactor: this.pooling, protectedTokens: PROTECTED_TOKENS } } : {}),
         multiVector: this.multiVector,
         ...(this.sparse && { sparse: true }),
+        ...(second && {
+          sparseEncoder: { fingerprint: secondFingerprint!, fingerprintVersion: FINGERPRINT_VERSION, dimension: second.dimension, source: second.modelDir },
+        }),
         documents: this.docs.length,
         ...(this.tokens ? { tokenCounts: tokenCountsDigest(this.tokenCounts) } : {}),
       };
@@ -1346,7 +1430,7 @@ export class Index {
   }
 
   /** How to load the model that built the index at `dir`: its folder and truncateDim, as its index.json records them. */
-  static modelOptions(dir: string): { source?: string; truncateDim?: number; sparse?: boolean } {
+  static modelOptions(dir: string): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string } {
     try {
       return builtModelOptions(JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'index.json'), 'utf8')));
     } catch {
@@ -1360,12 +1444,13 @@ export class Index {
    * the pages load as searches touch them and stay in the operating system's page cache (shared by processes that
    * map the same files), so an index larger than free memory still searches, from disk. The first add() or
    * remove() copies the store into memory. save() writes a new folder and renames it into place, so saving over a
-   * mapped index is safe; do not change the files any other way while they are mapped.
+   * mapped index is safe; do not change the files any other way while they are mapped. An index built with a second,
+   * sparse model (BuildOptions.sparseEncoder) needs that model as `sparseEncoder`.
    */
-  static async load(dir: string, encoder: Encoder | SparseEncoder, options: { mmap?: boolean } = {}): Promise<Index> {
+  static async load(dir: string, encoder: Encoder | SparseEncoder, options: { mmap?: boolean; sparseEncoder?: SparseEncoder } = {}): Promise<Index> {
     if (typeof dir !== 'string') throw invalid('dir', "an index folder's path: Index.load(dir, encoder, options?)", dir);
     checkEncoder(encoder, 'Index.load(dir, encoder, options?)');
-    const o = checkOptions('options', options, ['mmap']);
+    const o = checkOptions('options', options, ['mmap', 'sparseEncoder']);
     const map = o.mmap === undefined ? false : booleanValue('options.mmap', o.mmap);
     const where = path.resolve(dir);
     const bad = (message: string) => indexDamaged(where, message);
@@ -1418,6 +1503,7 @@ export class Index {
           (cut !== undefined ? `load the model with { truncateDim: ${cut} } (--truncate-dim ${cut}), as the index was built` : 'load the model without truncateDim, as the index was built'),
       );
     }
+    const second = await checkSecondModel(where, manifest, encoder, o.sparseEncoder);
     const multi = encoder instanceof Encoder && encoder.multiVector !== undefined;
     if ((manifest.multiVector ?? false) !== multi || (multi && !manifest.lateInteraction)) throw bad(`index.json says multiVector ${manifest.multiVector ?? false}, but the model is ${multi ? '' : 'not '}multi-vector`);
     if (sparse && (manifest.lateInteraction || manifest.tokenPooling !== undefined)) throw bad("index.json says a sparse encoder's index keeps token vectors, which it never does");
@@ -1429,8 +1515,10 @@ export class Index {
       tokens,
       manifest.storage,
       fingerprintVersion === FINGERPRINT_VERSION ? manifest.model.fingerprint : undefined,
-      sparse ? await readSparseVectors(where, encoder) : undefined,
+      sparse ? await readSparseVectors(where, encoder) : second ? await readSparseVectors(where, second) : undefined,
+      second,
     );
+    index.secondFingerprint = second && manifest.sparseEncoder!.fingerprint;
     if (manifest.tokenPooling !== undefined) {
       const { poolFactor, protectedTokens } = manifest.tokenPooling;
       if (!manifest.lateInteraction || !Number.isInteger(poolFactor) || poolFactor < 1 || protectedTokens !== PROTECTED_TOKENS) {

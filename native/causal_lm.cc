@@ -39,7 +39,7 @@ class LogLikelihoodWorker : public PromiseWorker {
   }
   Napi::Value result(Napi::Env env) override {
     auto array = Napi::Float32Array::New(env, static_cast<size_t>(sums_.numel()));
-    std::memcpy(array.Data(), sums_.data_ptr<float>(), sums_.numel() * sizeof(float));
+    if (sums_.numel() > 0) std::memcpy(array.Data(), sums_.data_ptr<float>(), sums_.numel() * sizeof(float));
     return array;
   }
 

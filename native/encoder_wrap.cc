@@ -380,7 +380,7 @@ class EmbedWorker : public PromiseWorker {
     if (request_.sparse) {
       auto out = Napi::Object::New(env);
       const auto copy = [&](const torch::Tensor& t, auto array) {
-        std::memcpy(array.Data(), t.data_ptr(), t.numel() * t.element_size());
+        if (t.numel() > 0) std::memcpy(array.Data(), t.data_ptr(), t.numel() * t.element_size());  // none: no valid pointer
         return array;
       };
       out.Set("counts", copy(sparse_.counts, Napi::Int32Array::New(env, sparse_.counts.numel())));
@@ -389,7 +389,7 @@ class EmbedWorker : public PromiseWorker {
       return out;
     }
     auto array = Napi::Float32Array::New(env, static_cast<size_t>(output_.numel()));
-    std::memcpy(array.Data(), output_.data_ptr<float>(), output_.numel() * sizeof(float));
+    if (output_.numel() > 0) std::memcpy(array.Data(), output_.data_ptr<float>(), output_.numel() * sizeof(float));
     return array;
   }
 

@@ -309,3 +309,91 @@ test.serial('a large index is added to, saved and loaded in turns: the event loo
   t.log(`addAll held the loop ${added.stallMs.toFixed(0)} ms, save ${saved.stallMs.toFixed(0)} ms, load ${load.stallMs.toFixed(0)} of its ${load.ms.toFixed(0)} ms`);
   t.true(load.stallMs < load.ms / 3, `load held the event loop ${load.stallMs.toFixed(0)} ms of its ${load.ms.toFixed(0)} ms`);
 });
+
+test('Index of an Encoder with a second, sparse model: dense, sparse and bm25 as each alone, hybrid their fusion, saved and loaded with both', async (t) => {
+  const dense = await Encoder.load(path.join(ROOT, 'test', 'fixtures', 'tiny-bert'), { device: 'cpu' });
+  const sparse = await SparseEncoder.load(path.join(ROOT, 'test', 'fixtures', 'tiny-sparse', 'bert'), { device: 'cpu' });
+  const pairs = wordDataset(30, 5);
+  const docs = pairs.map((p, i) => ({ id: `doc-${i}`, text: p.positive, metadata: { even: i % 2 === 0 } }));
+  const queries = pairs.slice(0, 6).map((p) => p.query);
+  const both = await Index.build(dense, docs, { sparseEncoder: sparse, batchSize: 7 });
+  let denseOnly = await Index.build(dense, docs, { batchSize: 7 });
+  let sparseOnly = await Index.build(sparse, docs, { batchSize: 7 });
+  t.is(both.sparseEncoder, sparse);
+  t.false(both.sparse);
+  t.false(both.multiVector);
+  t.is(denseOnly.sparseEncoder, undefined);
+  /** Each mode's hits as the one-model indexes give them; hybrid: their rankings fused as search fuses dense and BM25. */
+  const compare = async (index: Index, what: string, filter?: { 'metadata.even': boolean }) => {
+    const f = filter ? { filter } : {};
+    t.deepEqual(await index.search(queries, { k: 5, ...f }), await denseOnly.search(queries, { k: 5, ...f }), `${what}: dense`);
+    t.deepEqual(await index.search(queries, { k: 5, mode: 'sparse', ...f }), await sparseOnly.search(queries, { k: 5, ...f }), `${what}: sparse`);
+    t.deepEqual(await index.search(queries, { k: 5, mode: 'bm25', ...f }), await denseOnly.search(queries, { k: 5, mode: 'bm25', ...f }), `${what}: bm25`);
+    const d = await denseOnly.search(queries, { k: 100, ...f });
+    const s = await sparseOnly.search(queries, { k: 100, ...f });
+    const position = new Map(docs.map((doc, i) => [doc.id, i]));
+    for (const [fusion, weight] of [['rrf', 0.5], ['relative', 0.3]] as const) {
+      const got = await index.search(queries, { k: 5, mode: 'hybrid', fusion, hybridWeight: weight, ...f });
+      got.forEach((row, q) => {
+        const want = fuseRankings(d[q], s[q], (h) => position.get(h.id)!, { fusion, weight, rrfK: 60 }, (a, b) => a - b).slice(0, 5);
+        t.deepEqual(row.map((h) => h.id), want.map((w) => docs[w.key].id), `${what}: hybrid ${fusion}, query ${q}`);
+        row.forEach((h, r) => t.true(Math.abs(h.score - want[r].score) < 1e-6));
+      });
+      // The fusion is its own ranking, neither model's alone.
+      const ids = (rows: { id: string }[][]) => rows.map((row) => row.slice(0, 5).map((h) => h.id));
+      t.notDeepEqual(ids(got), ids(d), `${what}: hybrid ${fusion} is not the dense ranking`);
+      t.notDeepEqual(ids(got), ids(s), `${what}: hybrid ${fusion} is not the sparse ranking`);
+    }
+  };
+  await compare(both, 'built');
+  await compare(both, 'filtered', { 'metadata.even': true });
+  // Removal and upsert reach both models' vectors.
+  for (const index of [both, denseOnly, sparseOnly]) {
+    await index.remove(['doc-1', 'doc-4']);
+    await index.upsert([{ id: 'doc-2', text: docs[9].text }]);
+  }
+  docs.splice(0, docs.length, ...docs.filter((d) => d.id !== 'doc-1' && d.id !== 'doc-4' && d.id !== 'doc-2'), { id: 'doc-2', text: docs[9].text, metadata: docs[2].metadata });
+  await compare(both, 'after removal and upsert');
+
+  const dir = path.join(tempDir(), 'two-models.index');
+  await both.save(dir);
+  t.true(fs.existsSync(path.join(dir, 'vectors.safetensors')) && fs.existsSync(path.join(dir, 'sparse.bin')));
+  t.deepEqual(Index.modelOptions(dir), { source: dense.modelDir, sparseSource: sparse.modelDir });
+  let error = await rejection(() => Index.load(dir, dense));
+  t.regex(error.message, /keeps a sparse encoder's vectors beside the Encoder's \(index\.json says it was loaded from .*tiny-sparse.bert\): load it with \{ sparseEncoder/);
+  const loaded = await Index.load(dir, dense, { sparseEncoder: sparse });
+  t.is(loaded.sparseEncoder, sparse);
+  denseOnly = await Index.load(await saved(denseOnly), dense);
+  sparseOnly = await Index.load(await saved(sparseOnly), sparse);
+  await compare(loaded, 'loaded');
+  // Saved again from the loaded index (its fingerprint read, not hashed again): the same manifest.
+  const again = path.join(tempDir(), 'again.index');
+  await loaded.save(again);
+  t.deepEqual(JSON.parse(fs.readFileSync(path.join(again, 'index.json'), 'utf8')).sparseEncoder, JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).sparseEncoder);
+
+  // The wrong second model, or one where the index has none, is refused by name.
+  const plain = await SparseEncoder.load(path.join(ROOT, 'test', 'fixtures', 'tiny-sparse', 'bert-plain'), { device: 'cpu' });
+  error = await rejection(() => Index.load(dir, dense, { sparseEncoder: plain }));
+  t.regex(error.message, /built with another sparse encoder .*tiny-sparse.bert\)/);
+  const denseDir = await saved(denseOnly);
+  error = await rejection(() => Index.load(denseDir, dense, { sparseEncoder: sparse }));
+  t.regex(error.message, /without a second, sparse model; load it without sparseEncoder/);
+  error = await rejection(() => Index.load(dir, dense, { sparseEncoder: dense as unknown as SparseEncoder }));
+  t.regex(error.message, /options\.sparseEncoder/);
+  error = await rejection(() => Index.build(dense, docs, { sparseEncoder: dense as unknown as SparseEncoder }));
+  t.regex(error.message, /options\.sparseEncoder/);
+  error = await rejection(() => Index.build(sparse, docs, { sparseEncoder: plain }));
+  t.regex(error.message, /options\.sparseEncoder.*absent with a SparseEncoder/);
+  error = await rejection(() => denseOnly.search(queries, { mode: 'sparse' }));
+  t.regex(error.message, /build it with \{ sparseEncoder \}/);
+  plain.dispose();
+  sparse.dispose();
+  dense.dispose();
+});
+
+/** `index` saved to a new temporary folder, whose path it returns. */
+async function saved(index: Index): Promise<string> {
+  const dir = path.join(tempDir(), 'saved.index');
+  await index.save(dir);
+  return dir;
+}
