@@ -204,6 +204,8 @@ commands:
                              coltrast: POST /search over an index, POST /ask over a corpus)
     --model <dir|hub id>     the embedding model (default: the index's model, else coltrast's shipped model); a sparse (SPLADE)
                              encoder's folder (or --sparse: a masked language model read as one) serves /embed_sparse
+    --sparse-model <dir|hub id>  a sparse encoder beside the embedding model: /embed_sparse, and an index's second model
+                             (default: the one --index was built with, if any)
     --adapter <dir>          a LoRA adapter (PEFT's files) added to the embedding model
     --reranker <dir|hub id>  a cross-encoder for /rerank, /v1/rerank and /search's "rerank": "cross-encoder"
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
@@ -247,12 +249,15 @@ commands:
     --sparse                 --model is a masked language model (*ForMaskedLM) to read as a sparse (SPLADE) encoder (a
                              sentence-transformers SparseEncoder folder is one without it): its sparse vectors in an
                              inverted index, searched exactly by its similarity (the hybrid mode, filters and re-ranking as usual)
-    --update                 add to the index at --output instead (documents with its ids are replaced), with its model
+    --sparse-model <dir|hub id>  a sparse (SPLADE) encoder whose vectors the index keeps beside --model's: search's
+                             --mode sparse ranks by them, --mode hybrid fuses the two models' rankings (instead of BM25's)
+    --update                 add to the index at --output instead (documents with its ids are replaced), with its model(s)
                              and settings
   search <question>...       search an index
     --index <dir>            the index folder (--mmap: mapped, not read)
-    --model <dir|hub id>     default: the model recorded in the index
-    --k <n> --mode dense|bm25|hybrid|sparse (an index of a sparse encoder: sparse or dense, its vectors) --rerank none|maxsim
+    --model <dir|hub id>     default: the model recorded in the index (--sparse-model: its second, sparse one)
+    --k <n> --mode dense|bm25|hybrid|sparse (an index of a sparse encoder: sparse or dense, its vectors; with a second,
+                             sparse model: sparse ranks by it, hybrid fuses it with the dense model) --rerank none|maxsim
                              --device <d> --threads <n> --json
     --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
@@ -1328,8 +1333,22 @@ const INDEX_OPTIONS = {
   data: { type: 'string' }, output: { type: 'string' }, model: { type: 'string' }, 'late-interaction': { type: 'boolean' },
   storage: { type: 'string' }, device: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
   'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, centroids: { type: 'string' }, 'pool-factor': { type: 'string' },
-  update: { type: 'boolean' }, threads: { type: 'string' }, quantize: { type: 'string' }, sparse: { type: 'boolean' },
+  update: { type: 'boolean' }, threads: { type: 'string' }, quantize: { type: 'string' }, sparse: { type: 'boolean' }, 'sparse-model': { type: 'string' },
 } as const;
+
+/**
+ * The second, sparse model of an index (Index BuildOptions.sparseEncoder): --sparse-model (`given`), else the one the
+ * index at hand records (`recorded`: its index.json's sparseEncoder.source), loaded as `load` says (a SparseEncoder folder,
+ * or a plain *ForMaskedLM read as one); none without either. Refused beside a sparse encoder, whose own vectors are the
+ * sparse ones, and a multi-vector model.
+ */
+async function loadSparseModel(given: string | undefined, recorded: string | undefined, main: Encoder | SparseEncoder | undefined, load: { device: Device; dtype?: DType; threads?: number; quantize?: Quantize }): Promise<SparseEncoder | undefined> {
+  const source = given ?? recorded;
+  if (source === undefined) return undefined;
+  if (main instanceof sparseEncoderModule().SparseEncoder) fail(`--sparse-model adds a sparse encoder's vectors beside an embedding model's, and ${main.modelDir} is a sparse encoder itself: drop --sparse-model, or give an embedding model with --model`);
+  if (main instanceof encoderModule().Encoder && main.multiVector !== undefined) fail(`--sparse-model goes beside a single-vector embedding model, and ${main.modelDir} is a multi-vector one`);
+  return sparseEncoderModule().SparseEncoder.load(source, load);
+}
 
 async function indexCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -1337,7 +1356,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     strict: true,
     options: INDEX_OPTIONS,
   });
-  nameFlags(INDEX_OPTIONS, values, { output: null, update: null, json: null, sparse: null });
+  nameFlags(INDEX_OPTIONS, values, { output: null, update: null, json: null, sparse: null, 'sparse-model': 'sparseEncoder' });
   if (!values.data) fail('index needs --data');
   if (!values.output) fail('index needs --output <dir>');
   const storage = storageFlag(values.storage);
@@ -1365,14 +1384,14 @@ async function indexCommand(argv: string[]): Promise<void> {
     if (counted === 0) noDocuments();
   }
   const built = update ? builtWith(values.output, values.model) : {};
+  const load = { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined, threads: numberFlag('threads', values.threads, 'count'), ...quantizeFlag(values.quantize) };
   const enc = await loadEmbedder(values.model ?? built.source ?? DEFAULT_MODEL, update ? built.sparse : values.sparse, {
-    device: (values.device ?? 'auto') as Device,
-    dtype: values.dtype as DType | undefined,
+    ...load,
     truncateDim: update ? built.truncateDim : numberFlag('truncate-dim', values['truncate-dim'], 'count'),
-    threads: numberFlag('threads', values.threads, 'count'),
-    ...quantizeFlag(values.quantize),
   });
+  let second: SparseEncoder | undefined;
   try {
+    second = await loadSparseModel(values['sparse-model'], built.sparseSource, enc, load);
     const { total, slices } = await indexDocsModule().indexDocumentSlices(values.data, enc, !update && values['token-storage'] === 'residual', counted);
     if (total === 0) noDocuments();
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
@@ -1392,7 +1411,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     };
     if (update) {
       // Documents whose ids the index holds are replaced, the others added (Index.upsert); the folder is replaced whole.
-      const index = await searchIndexModule().Index.load(values.output, enc);
+      const index = await searchIndexModule().Index.load(values.output, enc, { sparseEncoder: second });
       const before = index.size;
       let replaced = 0;
       for await (const slice of slices) {
@@ -1408,6 +1427,7 @@ async function indexCommand(argv: string[]): Promise<void> {
     }
     const options = {
       lateInteraction: values['late-interaction'] ?? false,
+      sparseEncoder: second,
       storage: storage ?? 'float32',
       tokenStorage: tokenStorageFlag(values['token-storage']),
       residualBits: numberFlag('residual-bits', values['residual-bits'], 'count'),
@@ -1428,10 +1448,12 @@ async function indexCommand(argv: string[]): Promise<void> {
       documents: index.size,
       lateInteraction: index.lateInteraction,
       ...(index.tokenStorage === 'residual' ? { centroids: index.centroids } : {}),
+      ...(second && { sparseModel: second.modelDir }),
       output: path.resolve(values.output),
     };
     console.log(values.json ? JSON.stringify(summary) : `indexed ${summary.documents} documents -> ${summary.output}`);
   } finally {
+    second?.dispose();
     enc.dispose();
   }
 }
@@ -1441,7 +1463,7 @@ const SEARCH_OPTIONS = {
   reranker: { type: 'string' }, 'reranker-adapter': { type: 'string' }, candidates: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' },
   'rescore-multiplier': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' }, filter: { type: 'string' }, mmr: { type: 'string' },
   fusion: { type: 'string' }, 'hybrid-weight': { type: 'string' }, mmap: { type: 'boolean' }, threads: { type: 'string' },
-  'no-adapter-base-check': { type: 'boolean' }, quantize: { type: 'string' },
+  'no-adapter-base-check': { type: 'boolean' }, quantize: { type: 'string' }, 'sparse-model': { type: 'string' },
 } as const;
 
 /**
@@ -1450,7 +1472,7 @@ const SEARCH_OPTIONS = {
  * was found by Index.load only after the model had loaded: a second or more, or a download). `model`: the --model
  * given, if any (then index.json's model.source is not what loads). A ColtrastError: main() prints it and exits 2.
  */
-function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number; sparse?: boolean } {
+function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string } {
   const { readIndexManifest, builtModelOptions } = indexManifestModule();
   const built = builtModelOptions(readIndexManifest(path.resolve(dir)));
   // Without --model, index.json's model.source is what loads. Another value than a folder or hub id (a hand edit)
@@ -1471,7 +1493,7 @@ async function searchCommand(argv: string[]): Promise<void> {
     options: SEARCH_OPTIONS,
   });
   // A cross-encoder is search()'s rerank.
-  nameFlags(SEARCH_OPTIONS, values, { mmr: 'mmrLambda', rerank: values.reranker ? null : 'rerank', reranker: values.reranker ? 'rerank' : null, 'reranker-adapter': null, json: null, 'no-adapter-base-check': 'checkAdapterBase' });
+  nameFlags(SEARCH_OPTIONS, values, { 'sparse-model': 'sparseEncoder', mmr: 'mmrLambda', rerank: values.reranker ? null : 'rerank', reranker: values.reranker ? 'rerank' : null, 'reranker-adapter': null, json: null, 'no-adapter-base-check': 'checkAdapterBase' });
   if (!values.index) fail('search needs --index <dir>');
   let filter: Record<string, unknown> | undefined;
   if (values.filter !== undefined) {
@@ -1492,9 +1514,11 @@ async function searchCommand(argv: string[]): Promise<void> {
   const quantize = quantizeFlag(values.quantize);
   const enc = await loadEmbedder(model, built.sparse, { device, truncateDim: built.truncateDim, threads, ...quantize });
   let reranker: CrossEncoder | undefined;
+  let second: SparseEncoder | undefined;
   try {
+    second = await loadSparseModel(values['sparse-model'], built.sparseSource, enc, { device, threads, ...quantize });
     reranker = await loadReranker(values, { device, threads, ...quantize });
-    const index = await searchIndexModule().Index.load(values.index, enc, { mmap: values.mmap ?? false });
+    const index = await searchIndexModule().Index.load(values.index, enc, { mmap: values.mmap ?? false, sparseEncoder: second });
     const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
     const hits = await index.search(positionals, { k, mode: values.mode as 'dense', rerank: reranker ?? (values.rerank as 'none'), candidates, rescoreMultiplier, ...plaidFlags(values), ...(filter !== undefined && { filter }),
       mmrLambda: numberFlag('mmr', values.mmr, 'number'),
@@ -1511,6 +1535,7 @@ async function searchCommand(argv: string[]): Promise<void> {
     });
   } finally {
     enc.dispose();
+    second?.dispose();
     reranker?.dispose();
   }
 }
@@ -1560,7 +1585,7 @@ const SERVE_OPTIONS = {
   'max-inputs': { type: 'string' }, 'max-queue': { type: 'string' }, name: { type: 'string' }, device: { type: 'string' },
   dtype: { type: 'string' }, threads: { type: 'string' }, verbose: { type: 'boolean' }, 'truncate-dim': { type: 'string' },
   adapter: { type: 'string' }, 'reranker-adapter': { type: 'string' }, 'cors-allow-origin': { type: 'string' },
-  'no-adapter-base-check': { type: 'boolean' }, quantize: { type: 'string' }, sparse: { type: 'boolean' },
+  'no-adapter-base-check': { type: 'boolean' }, quantize: { type: 'string' }, sparse: { type: 'boolean' }, 'sparse-model': { type: 'string' },
 } as const;
 
 async function serveCommand(argv: string[]): Promise<void> {
@@ -1571,7 +1596,7 @@ async function serveCommand(argv: string[]): Promise<void> {
     options: SERVE_OPTIONS,
   });
   nameFlags(SERVE_OPTIONS, values, {
-    model: ['encoder', 'sparseEncoder'], sparse: 'sparseEncoder', 'no-model': null, name: 'modelName', 'max-batch': 'maxBatchTexts', 'generation-batch': 'generationBatchSize',
+    model: ['encoder', 'sparseEncoder'], sparse: 'sparseEncoder', 'sparse-model': 'sparseEncoder', 'no-model': null, name: 'modelName', 'max-batch': 'maxBatchTexts', 'generation-batch': 'generationBatchSize',
     index: ['index', 'saveTo'], verbose: null, 'reranker-adapter': null, 'cors-allow-origin': 'cors.origins', 'no-adapter-base-check': 'checkAdapterBase',
   }, ['cors-allow-origin']);
   if (positionals.length > 0) fail('serve takes flags only (see coltrast serve --help)');
@@ -1617,9 +1642,11 @@ async function serveCommand(argv: string[]): Promise<void> {
         ...int8,
       })
     : undefined;
+  if (values['sparse-model'] !== undefined && !modelSource) fail('--sparse-model goes beside an embedding model: --no-model has none');
+  const second = await loadSparseModel(values['sparse-model'], built.sparseSource, enc ?? sparseEncoder, { ...load, ...int8 });
   const reranker = await loadReranker(values, { ...load, ...int8 });
   const indexModel = enc ?? sparseEncoder;
-  const index = values.index && indexModel ? await searchIndexModule().Index.load(values.index, indexModel, { mmap: values.mmap ?? false }) : undefined;
+  const index = values.index && indexModel ? await searchIndexModule().Index.load(values.index, indexModel, { mmap: values.mmap ?? false, sparseEncoder: second }) : undefined;
   const generator = values.generator ? await generatorModule().Generator.load(values.generator, { ...load, ...int8 }) : undefined;
   const bar = values.corpus ? new ProgressBar('corpus', 'documents') : undefined;
   const rag =
@@ -1644,7 +1671,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   };
   const server = await serveModule().serve({
     encoder: enc,
-    sparseEncoder,
+    sparseEncoder: sparseEncoder ?? second,
     reranker,
     index,
     generator,
@@ -1678,6 +1705,7 @@ async function serveCommand(argv: string[]): Promise<void> {
   const serving = [
     enc && `model ${modelSource} (${enc.device})`,
     sparseEncoder && `sparse model ${modelSource} (${sparseEncoder.device})`,
+    second && `sparse model ${second.modelDir} (${second.device})`,
     reranker && `reranker ${values.reranker}`,
     index && `index ${values.index} (${index.size} documents)`,
     generator && `generator ${values.generator}`,

@@ -350,7 +350,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
           dtype: encoder?.dtype ?? null,
           quantize: encoder?.quantize ?? null,
           reranker: reranker ? { model_id: rerankerName, model_dir: reranker.modelDir, max_input_length: reranker.maxSeqLength, quantize: reranker.quantize ?? null } : null,
-          index: index ? { documents: index.size, writable, sparse: index.sparse, late_interaction: index.lateInteraction, ...(index.tokenStorage && { token_storage: index.tokenStorage }), ...(index.poolFactor > 1 && { pool_factor: index.poolFactor }) } : null,
+          index: index ? { documents: index.size, writable, sparse: index.sparse, ...(index.sparseEncoder && { sparse_model: index.sparseEncoder.modelDir }), late_interaction: index.lateInteraction, ...(index.tokenStorage && { token_storage: index.tokenStorage }), ...(index.poolFactor > 1 && { pool_factor: index.poolFactor }) } : null,
           generator: generator
             ? { model_id: generatorName, model_dir: generator.modelDir, model_type: generator.modelType, chat_template: generator.chatTemplate !== undefined, quantize: generator.quantize ?? null }
             : null,
@@ -595,8 +595,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
         const queries = textsOf(body, 'query');
         const k = optional(body, 'k', positiveInteger) ?? 10;
         const mode = body.mode ?? 'dense';
-        if (mode !== 'dense' && mode !== 'bm25' && mode !== 'hybrid' && mode !== 'sparse') throw new HttpError(400, '"mode" must be "dense", "bm25", "hybrid" or (an index of a sparse encoder) "sparse"');
-        if (mode === 'sparse' && !index.sparse) throw new HttpError(400, "\"mode\": \"sparse\" searches a sparse encoder's index, and this one holds an embedding model's vectors: \"dense\", \"bm25\" or \"hybrid\"");
+        if (mode !== 'dense' && mode !== 'bm25' && mode !== 'hybrid' && mode !== 'sparse') throw new HttpError(400, '"mode" must be "dense", "bm25", "hybrid" or (an index with a sparse encoder\'s vectors) "sparse"');
+        if (mode === 'sparse' && !index.sparse && !index.sparseEncoder) throw new HttpError(400, "\"mode\": \"sparse\" searches a sparse encoder's vectors, and this index holds an embedding model's only: \"dense\", \"bm25\" or \"hybrid\" (or build it with a second, sparse model: coltrast index --sparse-model)");
         const rerank = body.rerank ?? 'none';
         if (rerank !== 'none' && rerank !== 'maxsim' && rerank !== 'cross-encoder') throw new HttpError(400, '"rerank" must be "none", "maxsim" or "cross-encoder"');
         if (rerank === 'cross-encoder') needReranker('"rerank": "cross-encoder"');

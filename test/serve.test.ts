@@ -293,7 +293,7 @@ test('bad requests get a status and a message that names the problem', async (t)
     ['POST', '/rerank', { texts: ['a'] }, 400, /"query" must be a string/],
     ['POST', '/rerank', { query: 'q' }, 400, /missing field "texts"/],
     ['POST', '/v1/rerank', { query: 'q', documents: ['a'], top_n: -1 }, 400, /"top_n" must be a positive integer/],
-    ['POST', '/search', { query: 'q', mode: 'fuzzy' }, 400, /"mode" must be "dense", "bm25", "hybrid" or \(an index of a sparse encoder\) "sparse"/],
+    ['POST', '/search', { query: 'q', mode: 'fuzzy' }, 400, /"mode" must be "dense", "bm25", "hybrid" or \(an index with a sparse encoder's vectors\) "sparse"/],
     ['POST', '/search', { query: 'q', rerank: 'colbert' }, 400, /"rerank" must be "none", "maxsim" or "cross-encoder"/],
     ['POST', '/search', { query: 'q', hybrid_weight: 2 }, 400, /"hybrid_weight" must be a number in \[0, 1\]/],
     ['POST', '/search', { query: 'q', rescore_multiplier: 2 }, 400, /"rescore_multiplier" is for an index with binary storage; this one stores float/],

@@ -371,6 +371,18 @@ test('Index of an Encoder with a second, sparse model: dense, sparse and bm25 as
   await loaded.save(again);
   t.deepEqual(JSON.parse(fs.readFileSync(path.join(again, 'index.json'), 'utf8')).sparseEncoder, JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).sparseEncoder);
 
+  // A damaged record of the second model, or its vectors missing, are named.
+  const damaged = await saved(loaded);
+  const json = JSON.parse(fs.readFileSync(path.join(damaged, 'index.json'), 'utf8'));
+  fs.writeFileSync(path.join(damaged, 'index.json'), JSON.stringify({ ...json, sparseEncoder: { ...json.sparseEncoder, dimension: 'wide' } }));
+  error = await rejection(() => Index.load(damaged, dense, { sparseEncoder: sparse }));
+  t.is(error.code, 'MODEL_FILES');
+  t.regex(error.message, /index\.json says sparseEncoder\.dimension "wide", not a positive whole number/);
+  fs.writeFileSync(path.join(damaged, 'index.json'), JSON.stringify(json));
+  fs.rmSync(path.join(damaged, 'sparse.bin'));
+  error = await rejection(() => Index.load(damaged, dense, { sparseEncoder: sparse }));
+  t.regex(error.message, /sparse\.bin is missing/);
+
   // The wrong second model, or one where the index has none, is refused by name.
   const plain = await SparseEncoder.load(path.join(ROOT, 'test', 'fixtures', 'tiny-sparse', 'bert-plain'), { device: 'cpu' });
   error = await rejection(() => Index.load(dir, dense, { sparseEncoder: plain }));

@@ -3,7 +3,7 @@
 // --sparse), and `serve`'s /embed_sparse (text-embeddings-inference's) and /search, each against the library's own
 // SparseEncoder.encode and Index.search on the same texts.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, Index, SparseEncoder, serve, type Server } from '../lib';
@@ -175,4 +175,70 @@ test('serve with a SparseEncoder: /embed_sparse answers as text-embeddings-infer
   } finally {
     dense.dispose();
   }
+});
+
+test('coltrast index --sparse-model keeps a second model: search ranks as Index.search does in each mode, --update and serve find it in index.json', async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, 'docs.jsonl');
+  fs.writeFileSync(data, texts.map((text, i) => JSON.stringify({ id: `d${i}`, text })).join('\n') + '\n');
+  const out = path.join(dir, 'index');
+  let run = cli(['index', '--data', data, '--model', FIXTURE, '--sparse-model', SPLADE, '--output', out, '--device', 'cpu', '--json']);
+  t.is(run.status, 0, run.stderr);
+  t.is(JSON.parse(run.stdout).sparseModel, SPLADE);
+  const manifest = JSON.parse(fs.readFileSync(path.join(out, 'index.json'), 'utf8'));
+  t.is(manifest.sparseEncoder.source, SPLADE);
+  t.is(manifest.sparse, undefined);
+  const dense = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    const index = await Index.load(out, dense, { sparseEncoder: model });
+    const queries = pairs.slice(0, 3).map((p) => p.query);
+    for (const mode of ['dense', 'sparse', 'hybrid', 'bm25'] as const) {
+      run = cli(['search', '--index', out, '--k', '4', '--device', 'cpu', '--json', '--mode', mode, ...queries]);
+      t.is(run.status, 0, run.stderr);
+      const want = await index.search(queries, { k: 4, mode });
+      t.deepEqual(JSON.parse(run.stdout).map((r: { hits: { id: string }[] }) => r.hits.map((h) => h.id)), want.map((hits) => hits.map((h) => h.id)), mode);
+    }
+    // --update embeds the new documents with both models.
+    const more = path.join(dir, 'more.jsonl');
+    fs.writeFileSync(more, JSON.stringify({ id: 'new', text: queries[0] }) + '\n');
+    run = cli(['index', '--data', more, '--output', out, '--update', '--device', 'cpu', '--json']);
+    t.is(run.status, 0, run.stderr);
+    const updated = await Index.load(out, dense, { sparseEncoder: model });
+    t.deepEqual((await updated.search([queries[0]], { k: 1, mode: 'sparse', filter: { id: 'new' } }))[0].map((h) => h.id), ['new']);
+    // serve loads the index's second model: /search in its modes, /embed_sparse with it.
+    const child = spawn(process.execPath, [CLI, 'serve', '--index', out, '--port', '0', '--device', 'cpu'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMP_NUM_THREADS: '1' } });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise((resolve) => child.on('close', resolve));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let stdout = '';
+        child.stdout.on('data', (d) => {
+          stdout += d;
+          const found = /listening on (http:\/\/\S+) /.exec(stdout);
+          if (found) resolve(found[1]);
+        });
+        child.on('close', () => reject(new Error(`serve exited: ${stderr}`)));
+      });
+      const post = async (route: string, body: unknown) => (await fetch(`${url}${route}`, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } })).json() as Promise<any>;
+      for (const mode of ['sparse', 'hybrid'] as const) {
+        const got = await post('/search', { query: queries, k: 4, mode });
+        t.deepEqual(got.results.map((x: { hits: { id: string }[] }) => x.hits.map((h) => h.id)), (await updated.search(queries, { k: 4, mode })).map((hits) => hits.map((h) => h.id)), `serve ${mode}`);
+      }
+      const sparse = await post('/embed_sparse', { inputs: [texts[0]] });
+      t.deepEqual(sparse[0].map((e: { index: number }) => e.index), Array.from((await model.encode([texts[0]]))[0].indices));
+      const info = (await (await fetch(`${url}/info`)).json()) as { index: { sparse: boolean; sparse_model: string } };
+      t.false(info.index.sparse);
+      t.is(info.index.sparse_model, SPLADE);
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  } finally {
+    dense.dispose();
+  }
+  // Beside a sparse encoder (its own vectors are the sparse ones), the flag is refused by name.
+  run = cli(['index', '--data', data, '--model', SPLADE, '--sparse-model', SPLADE, '--output', path.join(dir, 'x'), '--device', 'cpu']);
+  t.is(run.status, 2);
+  t.regex(run.stderr, /--sparse-model adds a sparse encoder's vectors beside an embedding model's, and .* is a sparse encoder itself/);
 });
