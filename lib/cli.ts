@@ -277,6 +277,7 @@ commands:
                              or a sparse encoder (SPLADE) for --mode sparse (the default for a SparseEncoder folder) or hybrid (with BM25)
     --mode dense|bm25|hybrid|late_interaction|sparse --split <name> --k 1,3,5,10,100 --hybrid-weight <x> --stem
     --fusion rrf|relative    hybrid: reciprocal-rank fusion (default) or min-max scaled scores, weighted
+    --sparse-model <dir|hub id>  hybrid (its default then): a sparse encoder whose ranking fuses with --model's, in BM25's place
     --reranker <dir|hub id>  re-rank each query's top --candidates (default 100) with a cross-encoder
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
     --no-adapter-base-check  load it even when it records another base than --reranker (see embed)
@@ -1206,6 +1207,7 @@ const EVAL_OPTIONS = {
   'truncate-dim': { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
   'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
   'pool-factor': { type: 'string' }, threads: { type: 'string' }, 'no-adapter-base-check': { type: 'boolean' }, quantize: { type: 'string' },
+  'sparse-model': { type: 'string' },
 } as const;
 
 async function evalCommand(argv: string[]): Promise<void> {
@@ -1250,7 +1252,10 @@ async function evalCommand(argv: string[]): Promise<void> {
   const reranker = await loadReranker(values, { device: common.device });
   const systems: { name: string; model?: string; mode?: EvalMode; reranker?: CrossEncoder }[] = [
     {
-      name: (model ? `${values.mode ?? ((await isSparseModel(model)) ? 'sparse' : 'dense')}:${path.basename(model)}` : 'bm25') + (values.reranker ? `+${path.basename(values.reranker)}` : ''),
+      name:
+        (model ? `${values.mode ?? (values['sparse-model'] ? 'hybrid' : (await isSparseModel(model)) ? 'sparse' : 'dense')}:${path.basename(model)}` : 'bm25') +
+        (values['sparse-model'] ? `+${path.basename(values['sparse-model'])}` : '') +
+        (values.reranker ? `+${path.basename(values.reranker)}` : ''),
       model,
       mode: values.mode as EvalMode,
       reranker,
@@ -1273,7 +1278,7 @@ async function evalCommand(argv: string[]): Promise<void> {
       if (i > 0) flagNames!.options.model = 'compare'; // the second system's model
       // evaluate() refuses options its mode does not use: a --compare system leaves out the main one's.
       const unused = i === 0 ? {} : { hybridWeight: undefined, fusion: undefined, candidates: undefined, ...(s.mode === 'bm25' ? { storage: undefined, rescoreMultiplier: undefined } : { bm25: undefined }) };
-      results.push({ name: s.name, result: await evaluateModule().evaluate({ ...common, ...unused, model: s.model, mode: s.mode, reranker: s.reranker, ...cut }) });
+      results.push({ name: s.name, result: await evaluateModule().evaluate({ ...common, ...unused, model: s.model, mode: s.mode, reranker: s.reranker, ...(i === 0 && { sparseModel: values['sparse-model'] }), ...cut }) });
     }
   } finally {
     reranker?.dispose();

@@ -33,6 +33,11 @@ export interface EvaluateOptions {
    */
   model?: string | Encoder | SparseEncoder;
   /**
+   * A second model for mode 'hybrid' (its default with one): a sparse (SPLADE) encoder, or the folder of one, whose
+   * ranking fuses with the dense `model`'s in place of BM25's, as an Index with BuildOptions.sparseEncoder searches.
+   */
+  sparseModel?: string | SparseEncoder;
+  /**
    * Evaluate the model's vectors cut to this width (EncoderLoadOptions.truncateDim: a Matryoshka model's
    * smaller vectors). For a loaded Encoder, load it with the truncateDim instead.
    */
@@ -70,7 +75,7 @@ export interface EvaluateOptions {
    * or a folder of one). 'hybrid' with a SparseEncoder fuses its ranking with BM25's.
    */
   mode?: EvalMode;
-  /** Hybrid: weight of the dense ranking in the fusion, the rest goes to BM25 (default 0.5). */
+  /** Hybrid: weight of the dense ranking in the fusion, the rest goes to BM25's (or `sparseModel`'s) (default 0.5). */
   hybridWeight?: number;
   /** late_interaction and reranker: first-stage candidates re-ranked per query (default 100). */
   candidates?: number;
@@ -95,6 +100,8 @@ export interface EvaluateResult {
   mode: EvalMode;
   /** The cross-encoder that re-ranked the mode's candidates (its folder), when one did. */
   reranker?: string;
+  /** The second, sparse model whose ranking hybrid fused with the dense model's (its folder), when one did. */
+  sparseModel?: string;
   metrics: MetricTable;
   /** Queries evaluated (those with at least one relevant document). */
   queries: number;
@@ -116,7 +123,7 @@ export interface EvaluateResult {
 const DENSE_KEYS = ['model', 'truncateDim', 'quantize', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores'] as const;
 const HYBRID_KEYS = ['hybridWeight', 'fusion', 'rrfK'] as const;
 
-const KEYS = ['data', 'model', 'truncateDim', 'quantize', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'fusion', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
+const KEYS = ['data', 'model', 'sparseModel', 'truncateDim', 'quantize', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'fusion', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 async function loadEvalData(source: string, split: string): Promise<BeirData> {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
@@ -175,7 +182,13 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   // A model given by name without a mode, or for hybrid: its folder (a hub id's snapshot, downloaded if need be) says
   // which kind it is.
   const sparseModel = o.model instanceof SparseEncoder || (typeof o.model === 'string' && (o.mode === undefined || o.mode === 'hybrid') && isSparseEncoderFolder(await resolveModelDir(o.model)));
-  const mode = oneOf('options.mode', o.mode ?? (sparseModel ? 'sparse' : o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid', 'late_interaction', 'sparse'] as const);
+  const mode = oneOf('options.mode', o.mode ?? (sparseModel ? 'sparse' : o.sparseModel !== undefined ? 'hybrid' : o.model ? 'dense' : 'bm25'), ['dense', 'bm25', 'hybrid', 'late_interaction', 'sparse'] as const);
+  if (o.sparseModel !== undefined) {
+    if (!(o.sparseModel instanceof SparseEncoder) && (typeof o.sparseModel !== 'string' || o.sparseModel === '')) throw invalid('options.sparseModel', 'a SparseEncoder, or the folder or Hugging Face id of one', o.sparseModel);
+    if (sparseModel) throw invalid('options.sparseModel', 'absent with a sparse encoder as options.model (hybrid fuses it with BM25); give an embedding model as options.model', o.sparseModel);
+    if (mode !== 'hybrid') throw invalid('options.sparseModel', `absent with mode '${mode}' (its ranking fuses with the dense model's in mode 'hybrid')`, o.sparseModel);
+    if (o.bm25 !== undefined) throw invalid('options.bm25', "absent with options.sparseModel (whose ranking takes BM25's place)", o.bm25);
+  }
   if (mode === 'sparse' && o.model instanceof Encoder) throw invalid('options.model', "a SparseEncoder or the folder of one with mode 'sparse'", o.model);
   if (mode !== 'sparse' && mode !== 'hybrid' && o.model instanceof SparseEncoder) throw invalid('options.mode', "'sparse' (or absent), or 'hybrid' (with BM25), for a SparseEncoder", mode);
   // The model's stage: a sparse encoder's vectors (mode 'sparse', or 'hybrid' with one), else the dense index's.
@@ -236,7 +249,21 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const depth = Math.max(...ks, mode === 'hybrid' ? 100 : 0, o.reranker !== undefined ? candidates : 0);
 
   let lexical: { id: string; score: number }[][] = [];
-  if (mode === 'bm25' || mode === 'hybrid') {
+  let sparseBy: string | undefined;
+  if (o.sparseModel !== undefined) {
+    // The second model's ranking, searched as mode 'sparse' searches a SparseEncoder (its own Index), in BM25's place.
+    const owned = typeof o.sparseModel === 'string';
+    const encoder = owned ? await SparseEncoder.load(o.sparseModel as string, { device: o.device ?? 'auto', ...(quantize && { quantize }) }) : (o.sparseModel as SparseEncoder);
+    try {
+      const bar = o.progressBar ? new ProgressBar('index corpus (sparse model)', 'docs') : undefined;
+      const index = await Index.build(encoder, data.corpus.map((d) => ({ id: d.id, text: docText(d) })), { batchSize: o.batchSize ?? 32, onProgress: (d, n) => bar?.update(d, n) });
+      const hits = await pastTies((texts, k) => index.search(texts, { k }), queryTexts, depth, data.corpus.length);
+      lexical = hits.map((list) => list.map((h) => ({ id: h.id, score: h.score })));
+      sparseBy = encoder.modelDir;
+    } finally {
+      if (owned) encoder.dispose();
+    }
+  } else if (mode === 'bm25' || mode === 'hybrid') {
     const index = new Bm25Index(bm25);
     await index.addAll(data.corpus.map((doc) => ({ id: doc.id, text: docText(doc) })));
     lexical = await index.searchAll(queryTexts, depth);
@@ -307,6 +334,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   return {
     mode,
     ...(rerankedBy && { reranker: rerankedBy }),
+    ...(sparseBy && { sparseModel: sparseBy }),
     metrics,
     queries,
     documents: data.corpus.length,

@@ -174,6 +174,24 @@ test('evaluate() with a SparseEncoder (mode sparse, its default) gives the metri
   t.is((await evaluate({ data, model: dir, k: ks, device: 'cpu' })).mode, 'sparse');
   await t.throwsAsync(evaluate({ data, model: dir, storage: 'int8', device: 'cpu' }), { message: /storage/ });
   await t.throwsAsync(evaluate({ data, model, mode: 'dense' }), { message: /options.mode/ });
+
+  // A second, sparse model beside a dense one: hybrid (its default) fuses the two rankings as an Index of both does.
+  const dense = await Encoder.load(path.join(ROOT, 'test', 'fixtures', 'tiny-bert'), { device: 'cpu' });
+  const both = await Index.build(dense, data.corpus, { sparseEncoder: model });
+  const twoModels = await evaluate({ data, model: dense, sparseModel: model, k: ks, hybridWeight: 0.3 });
+  t.is(twoModels.mode, 'hybrid');
+  t.is(twoModels.sparseModel, model.modelDir);
+  const fusedRun = new Map((await both.search(pairs.map((p) => p.query), { k: 100, mode: 'hybrid', hybridWeight: 0.3 })).map((hits, q) => [`q${q}`, hits]));
+  const twoExpected = evaluateRun(fusedRun, data.qrels, ks).metrics;
+  for (const metric of ['ndcg', 'recall', 'mrr'] as const) {
+    for (const k of ks) t.true(Math.abs(twoModels.metrics[metric][k] - twoExpected[metric][k]) < 1e-6, `dense + sparse ${metric}@${k}: ${twoModels.metrics[metric][k]} vs ${twoExpected[metric][k]}`);
+  }
+  t.not(twoModels.metrics.ndcg[10], hybrid.metrics.ndcg[10]);
+  t.is((await evaluate({ data, model: dense, sparseModel: dir, k: ks, device: 'cpu' })).sparseModel, model.modelDir);
+  await t.throwsAsync(evaluate({ data, model: dense, sparseModel: model, mode: 'dense' }), { message: /options\.sparseModel must be absent with mode 'dense'/ });
+  await t.throwsAsync(evaluate({ data, model, sparseModel: model }), { message: /options\.sparseModel must be absent with a sparse encoder as options\.model/ });
+  await t.throwsAsync(evaluate({ data, model: dense, sparseModel: model, bm25: { stem: true } }), { message: /options\.bm25/ });
+  dense.dispose();
   model.dispose();
 });
 

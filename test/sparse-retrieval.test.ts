@@ -6,7 +6,7 @@ import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, Index, SparseEncoder, serve, type Server } from '../lib';
+import { Encoder, Index, SparseEncoder, evaluate, serve, type Server } from '../lib';
 import { readSafetensors } from './helpers/safetensors';
 import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
 
@@ -241,4 +241,22 @@ test('coltrast index --sparse-model keeps a second model: search ranks as Index.
   run = cli(['index', '--data', data, '--model', SPLADE, '--sparse-model', SPLADE, '--output', path.join(dir, 'x'), '--device', 'cpu']);
   t.is(run.status, 2);
   t.regex(run.stderr, /--sparse-model adds a sparse encoder's vectors beside an embedding model's, and .* is a sparse encoder itself/);
+});
+
+test('coltrast eval --sparse-model fuses a sparse encoder\'s ranking with the dense model\'s, as evaluate() does', async (t) => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'corpus.jsonl'), texts.map((text, i) => JSON.stringify({ _id: `d${i}`, title: '', text })).join('\n') + '\n');
+  fs.writeFileSync(path.join(dir, 'queries.jsonl'), pairs.map((p, i) => JSON.stringify({ _id: `q${i}`, text: p.query })).join('\n') + '\n');
+  fs.mkdirSync(path.join(dir, 'qrels'));
+  fs.writeFileSync(path.join(dir, 'qrels', 'test.tsv'), 'query-id\tcorpus-id\tscore\n' + pairs.map((_, i) => `q${i}\td${i}\t1`).join('\n') + '\n');
+  const run = cli(['eval', '--data', dir, '--model', FIXTURE, '--sparse-model', SPLADE, '--device', 'cpu', '--k', '1,5,10', '--json']);
+  t.is(run.status, 0, run.stderr);
+  const [got] = JSON.parse(run.stdout);
+  t.is(got.mode, 'hybrid');
+  t.regex(got.name, /^hybrid:tiny-bert\+bert$/);
+  const want = await evaluate({ data: dir, model: FIXTURE, sparseModel: model, device: 'cpu', k: [1, 5, 10] });
+  t.deepEqual(got.metrics, want.metrics);
+  const bad = cli(['eval', '--data', dir, '--mode', 'bm25', '--sparse-model', SPLADE, '--device', 'cpu']);
+  t.is(bad.status, 2);
+  t.regex(bad.stderr, /--sparse-model must be absent with mode 'bm25'/);
 });
