@@ -21,7 +21,7 @@ import type { Fusion, Index, IndexDoc, Storage, TokenStorage } from './search-in
 import type { DownloadProgress } from './hub';
 import type { MineOptions } from './mining';
 import type { GenerateQueriesOptions } from './query-generation';
-import type { RetrievalMetrics, TrainOptions } from './train';
+import type { RetrievalMetrics, SimilarityMetrics, TrainOptions } from './train';
 import { JSONL } from './train-data';
 import { sparseVectorWriter, vectorFormat, vectorWriter } from './vector-files';
 import type { RagTrainOptions } from './rag';
@@ -101,7 +101,11 @@ commands:
     --epochs <n> --batch-size <n> --learning-rate <x> --warmup-ratio <x> --schedule linear|cosine|constant
     --weight-decay <x> --max-grad-norm <x> --gradient-accumulation <n> --val-split <x|n> --seed <n>
     --contrastive-weight <x> --late-interaction-weight <x> --temperature <x> --late-interaction cross_entropy|bce
-    --symmetric --patience <n> --metric loss|recall@1|mrr@10 --max-negatives <n> --hard-negatives <n>
+    --symmetric --patience <n> --metric loss|recall@1|mrr@10|spearman --max-negatives <n> --hard-negatives <n>
+    --pair-loss cosent|angle|cosine|contrastive|online_contrastive   labeled pairs (sentence1, sentence2, score or label:
+                             STS-style scores, or 1/0 for the contrastive losses) trained with sentence-transformers' CoSENT,
+                             AnglE, CosineSimilarity, Contrastive or OnlineContrastive loss; validated by Spearman correlation
+    --margin <x>             the contrastive pair losses' margin (default 0.5)
     --projection-dim <n> --projection-activation identity|tanh   (a trained Dense head on the pooled vector)
     --matryoshka <widths>    Matryoshka: the pooled losses also at these widths, e.g. 768,512,256,128,64, so the vectors can
                              be cut (--truncate-dim); weights and dimensionsPerStep through --config (loss.matryoshka)
@@ -788,14 +792,14 @@ const TRAIN_FLAGS = {
   guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean', 'mine-negatives': 'boolean',
   lora: 'boolean', 'lora-rank': 'number', 'lora-alpha': 'number', 'lora-targets': 'string',
   matryoshka: 'string', sparse: 'boolean', 'query-regularizer': 'number', 'document-regularizer': 'number', 'regularizer-warmup': 'number', 'regularizer-schedule': 'string',
-  mlm: 'boolean', 'mlm-probability': 'number',
+  mlm: 'boolean', 'mlm-probability': 'number', 'pair-loss': 'string', margin: 'number',
 } as const;
 
 /** The option of train() each flag sets where that is not the flag's name in camelCase (null: none); see nameFlags. */
 const TRAIN_FLAG_OPTIONS: Record<string, string | string[] | null> = {
   'contrastive-weight': 'loss.contrastiveWeight', 'late-interaction-weight': 'loss.lateInteractionWeight', temperature: 'loss.temperature',
   'late-interaction': 'loss.lateInteraction', symmetric: 'loss.symmetric', distillation: 'loss.distillation', 'distillation-weight': 'loss.distillationWeight',
-  'teacher-temperature': 'loss.teacherTemperature', matryoshka: 'loss.matryoshka.dimensions', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
+  'teacher-temperature': 'loss.teacherTemperature', 'pair-loss': 'loss.pairs', margin: 'loss.margin', matryoshka: 'loss.matryoshka.dimensions', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
   'hard-negatives': 'mining.hardNegatives', 'no-prompts': 'prompts', 'lora-rank': 'lora.rank', 'lora-alpha': 'lora.alpha', 'lora-targets': 'lora.targetModules',
   'multi-vector': ['multiVector', 'multiVector.dimension'], 'projection-dim': ['projection', 'projection.dimension'], 'projection-activation': 'projection.activation',
   guide: ['guide', 'guide.model'], 'guide-margin': 'guide.margin', 'guide-margin-strategy': 'guide.marginStrategy', 'cross-encoder-loss': 'crossEncoder.loss',
@@ -840,7 +844,8 @@ function formatLoss(x: number): string {
   return Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(4) : x.toExponential(2);
 }
 
-function formatMetrics(m: RetrievalMetrics | undefined): string {
+function formatMetrics(m: RetrievalMetrics | undefined, similarity?: SimilarityMetrics): string {
+  if (similarity) return `Spearman ${similarity.spearman.toFixed(3)}, Pearson ${similarity.pearson.toFixed(3)} (${similarity.pairs} pairs)`;
   return m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)} (${m.queries} questions)` : 'n/a (no validation split)';
 }
 
@@ -883,7 +888,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     ['gradient-checkpointing', 'gradientCheckpointing'],
   ];
   for (const [flag, key] of flat) set(v[flag], (x) => (o[key] = x));
-  for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric'], ['distillation', 'distillation'], ['distillation-weight', 'distillationWeight'], ['teacher-temperature', 'teacherTemperature']]) {
+  for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric'], ['distillation', 'distillation'], ['distillation-weight', 'distillationWeight'], ['teacher-temperature', 'teacherTemperature'], ['pair-loss', 'pairs'], ['margin', 'margin']]) {
     set(v[flag], (x) => (loss[key] = x));
   }
   set(v.matryoshka, (x: string) => {
@@ -935,14 +940,14 @@ async function trainCommand(argv: string[]): Promise<void> {
     .catch(interruptedRun)
     .finally(() => (interruptAbort = undefined)); // a signal while the results print ends the process as any command's
   if (v.json) {
-    console.log(JSON.stringify({ before: result.before, after: result.after, best: result.best, modelDir: result.modelDir, timing: result.timing }));
+    console.log(JSON.stringify({ before: result.before, after: result.after, ...(result.similarity && { similarity: result.similarity }), best: result.best, modelDir: result.modelDir, timing: result.timing }));
     return;
   }
   for (const e of result.history.epochs) {
-    console.log(`epoch ${e.epoch}: train loss ${formatLoss(e.trainLoss)}` + (e.valLoss !== undefined ? `, validation loss ${formatLoss(e.valLoss)}, ${formatMetrics(e.metrics)}` : ''));
+    console.log(`epoch ${e.epoch}: train loss ${formatLoss(e.trainLoss)}` + (e.valLoss !== undefined ? `, validation loss ${formatLoss(e.valLoss)}, ${formatMetrics(e.metrics, e.similarity)}` : ''));
   }
-  console.log(`before training: ${formatMetrics(result.before)}`);
-  console.log(`after training:  ${formatMetrics(result.after)} (epoch ${result.best.epoch} kept)`);
+  console.log(`before training: ${formatMetrics(result.before, result.similarity?.before)}`);
+  console.log(`after training:  ${formatMetrics(result.after, result.similarity?.after)} (epoch ${result.best.epoch} kept)`);
   for (const [i, d] of (result.after?.dimensions ?? []).entries()) {
     const b = result.before?.dimensions?.[i];
     const pair = (m: { 'recall@1': number; 'mrr@10': number } | undefined) => (m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)}` : 'n/a');

@@ -97,6 +97,11 @@ export const TRAIN_CONFIG_SCHEMA = {
           },
           description: 'Matryoshka representation learning: the pooled losses at each width (the vectors cut to their first entries)',
         },
+        pairs: {
+          enum: ['cosent', 'angle', 'cosine', 'contrastive', 'online_contrastive'],
+          description: "labeled pairs' loss (examples with a label or score): CoSENTLoss, AnglELoss, CosineSimilarityLoss, ContrastiveLoss or OnlineContrastiveLoss",
+        },
+        margin: number({ minimum: 0 }),
       },
     },
     guide: {
@@ -122,7 +127,7 @@ export const TRAIN_CONFIG_SCHEMA = {
       type: 'object',
       additionalProperties: false,
       required: ['patience'],
-      properties: { patience: integer(1), metric: { enum: ['loss', 'recall@1', 'mrr@10'] } },
+      properties: { patience: integer(1), metric: { enum: ['loss', 'recall@1', 'mrr@10', 'spearman'] } },
     },
     projection: {
       type: 'object',

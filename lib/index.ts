@@ -21,7 +21,7 @@ export * as ops from './ops';
 export type { Tensor, Mask, OpResult, MaxSimOptions, ContrastiveOptions, LateInteractionOptions } from './ops';
 export { train, learningRateAt, retrievalMetrics } from './train';
 export { LORA_TARGETS, type LoraOptions, type LoraConfig } from './lora';
-export type { TrainOptions, TrainResult, TrainProgress, LossOptions, MatryoshkaOptions, EpochRecord, RetrievalMetrics } from './train';
+export type { TrainOptions, TrainResult, TrainProgress, LossOptions, MatryoshkaOptions, EpochRecord, RetrievalMetrics, SimilarityMetrics } from './train';
 export type { TrainExample } from './train-data';
 export { evaluate } from './evaluate';
 export type { EvaluateOptions, EvaluateResult, EvalMode } from './evaluate';

@@ -228,9 +228,22 @@ export interface NativeStepOptions {
    */
   matryoshkaDimensions?: number[];
   matryoshkaWeights?: number[];
+  /**
+   * Labeled pairs: query i and document i are a pair labeled `pairLabels[i]`, and this loss of their pooled vectors is
+   * the step's whole loss (the other weights 0): sentence-transformers' CoSENTLoss ('cosent'), AnglELoss ('angle'),
+   * CosineSimilarityLoss ('cosine'), ContrastiveLoss ('contrastive') or OnlineContrastiveLoss ('online_contrastive').
+   * `pairScale`: CoSENT's and AnglE's (default 20); `pairMargin`: the contrastive losses' (default 0.5).
+   */
+  pairLoss?: 'none' | PairLossKind;
+  pairLabels?: Float32Array;
+  pairScale?: number;
+  pairMargin?: number;
   sequences?: PaddedBatch;
   documentsPerQuery?: number;
 }
+
+/** The labeled-pair losses (NativeStepOptions.pairLoss; TrainOptions' loss.pairs). */
+export type PairLossKind = 'cosent' | 'angle' | 'cosine' | 'contrastive' | 'online_contrastive';
 
 /**
  * What a guide model (GISTEmbed) masks out of each query's softmax, 1 = left out: `documents` [B × N] (never a

@@ -7,7 +7,7 @@
  * native canvas build to an addon that must install offline.
  */
 import type { LoraConfig } from './lora';
-import type { TrainResult } from './train';
+import type { SimilarityMetrics, TrainResult } from './train';
 
 interface Series {
   label: string;
@@ -76,7 +76,7 @@ function panel(x0: number, title: string, xLabel: string, series: Series[]): str
 }
 
 /** training_curves.svg: loss (per step, per epoch, validation) and validation retrieval metrics per epoch. */
-export function trainingCurvesSvg(result: Pick<TrainResult, 'history' | 'before'>): string {
+export function trainingCurvesSvg(result: Pick<TrainResult, 'history' | 'before' | 'similarity'>): string {
   const { steps, epochs } = result.history;
   const stepsPerEpoch = steps.length / Math.max(1, epochs.length);
   const lossSeries: Series[] = [
@@ -93,6 +93,15 @@ export function trainingCurvesSvg(result: Pick<TrainResult, 'history' | 'before'
   ];
   const panels = [panel(0, 'Loss', 'epoch', lossSeries)];
   if (withMetrics.length > 0) panels.push(panel(WIDTH, 'Validation retrieval', 'epoch (0 = before training)', metricSeries));
+  const withSimilarity = epochs.filter((e) => e.similarity);
+  if (withSimilarity.length > 0) {
+    const first = result.similarity?.before;
+    const correlation = (key: 'spearman' | 'pearson'): [number, number][] => [...(first ? [[0, first[key]] as [number, number]] : []), ...withSimilarity.map((e) => [e.epoch, e.similarity![key]] as [number, number])];
+    panels.push(panel(WIDTH, 'Validation similarity', 'epoch (0 = before training)', [
+      { label: 'Spearman', color: '#2ca02c', points: correlation('spearman') },
+      { label: 'Pearson', color: '#9467bd', dashed: true, points: correlation('pearson') },
+    ]));
+  }
   const width = WIDTH * panels.length;
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${HEIGHT}" viewBox="0 0 ${width} ${HEIGHT}" font-family="sans-serif" font-size="11">`,
@@ -101,6 +110,10 @@ export function trainingCurvesSvg(result: Pick<TrainResult, 'history' | 'before'
     '</svg>',
     '',
   ].join('\n');
+}
+
+function similarityLine(m: SimilarityMetrics | undefined): string {
+  return m ? `Spearman ${m.spearman.toFixed(3)}, Pearson ${m.pearson.toFixed(3)} (${m.pairs} pairs)` : 'n/a (no validation split)';
 }
 
 function metricsLine(m: TrainResult['before']): string {
@@ -148,6 +161,21 @@ const { dims, data } = await enc.embed(['a question', 'a passage']);
 from sentence_transformers import SentenceTransformer
 model = SentenceTransformer("./this-folder")
 embeddings = model.encode(["a question", "a passage"])
+\`\`\``,
+  },
+  similarity: {
+    what: `A sentence-similarity embedding model fine-tuned with coltrast on labeled pairs, whose cosine similarities
+follow the pairs' labels.`,
+    use: `\`\`\`ts
+import { Encoder } from 'coltrast';
+const enc = await Encoder.load('./this-folder');
+const scores = await enc.similarityPairwise(await enc.embed(['a sentence']), await enc.embed(['another sentence']));
+\`\`\`
+
+\`\`\`python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("./this-folder")
+scores = model.similarity_pairwise(model.encode(["a sentence"]), model.encode(["another sentence"]))
 \`\`\``,
   },
   'multi-vector': {
@@ -244,7 +272,7 @@ export function modelCard(
   result: TrainResult,
   info: {
     baseModel: string; data: string; config: Record<string, unknown>; kind: keyof typeof KINDS; distillation?: string; guide?: string; frozenBase?: boolean;
-    contrastiveTension?: boolean; matryoshka?: number[]; lora?: LoraConfig;
+    contrastiveTension?: boolean; matryoshka?: number[]; lora?: LoraConfig; pairLoss?: string;
   },
 ): string {
   const last = result.history.epochs[result.history.epochs.length - 1];
@@ -263,11 +291,19 @@ ${what}
 
 - Base model: \`${info.baseModel}\`
 - Training data: \`${info.data}\`
-${info.distillation ? `- Distilled from: ${info.distillation}\n` : ''}${info.guide ? `- Negatives guided by: ${info.guide}\n` : ''}${info.frozenBase ? '- Base model frozen: only the head was trained\n' : ''}${info.contrastiveTension ? '- Self-supervised: Contrastive Tension on unlabeled sentences (in-batch negatives, a twin copy of the model)\n' : ''}${info.lora ? loraLine(info.lora) : ''}- Epochs run: ${result.history.epochs.length} (kept: epoch ${result.best.epoch}); optimizer steps: ${result.history.steps.length}
+${info.distillation ? `- Distilled from: ${info.distillation}\n` : ''}${info.guide ? `- Negatives guided by: ${info.guide}\n` : ''}${info.frozenBase ? '- Base model frozen: only the head was trained\n' : ''}${info.pairLoss ? `- Loss: ${info.pairLoss} on labeled pairs\n` : ''}${info.contrastiveTension ? '- Self-supervised: Contrastive Tension on unlabeled sentences (in-batch negatives, a twin copy of the model)\n' : ''}${info.lora ? loraLine(info.lora) : ''}- Epochs run: ${result.history.epochs.length} (kept: epoch ${result.best.epoch}); optimizer steps: ${result.history.steps.length}
 
 ${
     info.kind === 'masked-lm'
       ? ''
+      : info.kind === 'similarity'
+        ? `## Validation similarity
+
+| | Spearman / Pearson of cosine similarity and label |
+|---|---|
+| before training | ${similarityLine(result.similarity?.before)} |
+| kept model | ${similarityLine(result.similarity?.after)} |
+`
       : `## Validation retrieval
 
 | | Recall@1 / MRR@10 |

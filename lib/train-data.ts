@@ -29,6 +29,11 @@ export interface TrainExample {
    * distillation (train()'s loss.distillation).
    */
   scores?: number[];
+  /**
+   * A labeled pair's label (train()'s loss.pairs): a similarity score (CoSENT, AnglE, cosine) or 1 similar / 0 not (the
+   * contrastive losses), for the pair (query, positive). Read from "label" or "score".
+   */
+  label?: number;
 }
 
 /** Refuses a data file that is missing or a folder, naming it. */
@@ -95,10 +100,16 @@ export function checkExample(where: string, value: unknown): TrainExample {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object with "query" and "positive"');
   const o = value as Record<string, unknown>;
   for (const key of Object.keys(o)) {
-    if (!['query', 'positive', 'negative', 'negatives', 'group', 'scores'].includes(key)) {
-      throw bad(where, `unknown field "${key}" (known: query, positive, negative, negatives, group, scores)`);
+    if (!['query', 'positive', 'negative', 'negatives', 'group', 'scores', 'sentence1', 'sentence2', 'label', 'score'].includes(key)) {
+      throw bad(where, `unknown field "${key}" (known: query, positive, negative, negatives, group, scores; a labeled pair: sentence1, sentence2 and label or score)`);
     }
   }
+  // A labeled pair as sentence-transformers' datasets name its columns (STS-B: sentence1, sentence2, score).
+  if (o.sentence1 !== undefined || o.sentence2 !== undefined) {
+    if (o.query !== undefined || o.positive !== undefined) throw bad(where, 'give "sentence1" and "sentence2" or "query" and "positive", not both');
+    return labeledPair(where, o, text(where, o.sentence1, 'sentence1'), text(where, o.sentence2, 'sentence2'));
+  }
+  if (o.label !== undefined || o.score !== undefined) return labeledPair(where, o, text(where, o.query, 'query'), text(where, o.positive, 'positive'));
   const example: TrainExample = { query: text(where, o.query, 'query'), positive: text(where, o.positive, 'positive') };
   // `negative`: one hard negative (a triplet row, as mineHardNegatives and sentence-transformers write them).
   if (o.negative !== undefined) {
@@ -121,8 +132,22 @@ export function checkExample(where: string, value: unknown): TrainExample {
   return example;
 }
 
+/** A labeled pair (`first`, `second`) of the object `o` at `where`: its finite number "label" or "score", and nothing but a group beside. */
+function labeledPair(where: string, o: Record<string, unknown>, first: string, second: string): TrainExample {
+  if (o.label !== undefined && o.score !== undefined) throw bad(where, 'give "label" or "score", not both');
+  const label = o.label ?? o.score;
+  const name = o.label !== undefined ? 'label' : 'score';
+  if (label === undefined) throw bad(where, 'a pair given as "sentence1" and "sentence2" needs its "label" or "score" (a number)');
+  if (typeof label !== 'number' || !Number.isFinite(label)) throw bad(where, `"${name}" must be a finite number`);
+  const other = (['negative', 'negatives', 'scores'] as const).filter((k) => o[k] !== undefined);
+  if (other.length > 0) throw bad(where, `a labeled pair takes no ${other.map((k) => `"${k}"`).join(', ')}: its loss compares the pairs' similarities with their labels`);
+  const example: TrainExample = { query: first, positive: second, label };
+  if (o.group !== undefined) example.group = text(where, o.group, 'group');
+  return example;
+}
+
 /** The columns csvExamples reads, for its errors. */
-const PAIR_COLUMNS = 'query (or anchor), positive, and optionally negative or negative_1, negative_2, ... (a hard negative each) and group';
+const PAIR_COLUMNS = 'query (or anchor), positive, and optionally negative or negative_1, negative_2, ... (a hard negative each) and group; or a labeled pair: sentence1, sentence2 and label or score';
 
 /**
  * Reads a CSV or TSV file's pairs or triplets by its header's `columns` (named as sentence-transformers' datasets
@@ -136,13 +161,20 @@ function csvExamples(columns: string[], where: string, expected = PAIR_COLUMNS):
   let query = -1;
   let positive = -1;
   let group = -1;
+  let label = -1;
   const negatives: number[] = [];
   const unknown: string[] = [];
   columns.forEach((c, i) => {
-    if (c === 'query' || c === 'anchor') {
-      if (query >= 0) throw refuse('give a "query" or an "anchor" column, not both');
+    if (c === 'query' || c === 'anchor' || c === 'sentence1') {
+      if (query >= 0) throw refuse('give one of the "query", "anchor" and "sentence1" columns');
       query = i;
-    } else if (c === 'positive') positive = i;
+    } else if (c === 'positive' || c === 'sentence2') {
+      if (positive >= 0) throw refuse('give a "positive" or a "sentence2" column, not both');
+      positive = i;
+    } else if (c === 'label' || c === 'score') {
+      if (label >= 0) throw refuse('give a "label" or a "score" column, not both');
+      label = i;
+    }
     else if (c === 'negative' || /^negative_\d+$/.test(c)) negatives.push(i);
     else if (c === 'group') group = i;
     else if (c === 'negatives') throw refuse('a "negatives" column: a cell holds one text, so give each hard negative a column of its own, negative_1, negative_2, ...');
@@ -151,8 +183,15 @@ function csvExamples(columns: string[], where: string, expected = PAIR_COLUMNS):
   if (unknown.length === columns.length) throw refuse('the first row must be a header naming the columns');
   if (unknown.length > 0) throw refuse(`unknown column${unknown.length === 1 ? '' : 's'} ${unknown.map((c) => `"${c}"`).join(', ')}`);
   if (query < 0 || positive < 0) throw refuse(`no "${query < 0 ? 'query' : 'positive'}" column`);
+  if (label >= 0 && negatives.length > 0) throw refuse(`a "${columns[label]}" column labels pairs, which take no negative columns`);
   return (fields, at) => {
-    const example: TrainExample = { query: text(at, fields[query], columns[query]), positive: text(at, fields[positive], 'positive') };
+    const example: TrainExample = { query: text(at, fields[query], columns[query]), positive: text(at, fields[positive], columns[positive]) };
+    if (label >= 0) {
+      const cell = fields[label].trim();
+      const value = cell === '' ? NaN : Number(cell);
+      if (!Number.isFinite(value)) throw bad(at, `"${columns[label]}" must be a number, got ${JSON.stringify(fields[label])}`);
+      example.label = value;
+    }
     const negs = negatives.map((i) => fields[i]).filter((n) => n.trim() !== '');
     if (negs.length > 0) example.negatives = negs;
     if (group >= 0 && fields[group].trim() !== '') example.group = fields[group];
@@ -409,6 +448,8 @@ export interface Batch {
   documents: string[];
   /** When the examples have teacher scores: each query's positive and own negatives among `documents`, with their scores. */
   teacher?: NativeTeacherScores;
+  /** Labeled pairs: query i and document i are a pair, this its label. */
+  pairLabels?: Float32Array;
 }
 
 /**
@@ -464,6 +505,7 @@ export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegat
     }
     const documents = [...chosen.map((e) => e.positive), ...negatives];
     const batch: Batch = { queries: chosen.map((e) => e.query), documents };
+    if (chosen[0].label !== undefined) batch.pairLabels = Float32Array.from(chosen, (e) => e.label!);
     if (chosen.some((e) => e.scores)) {
       if (!chosen.every((e) => e.scores)) throw new ColtrastError('INVALID_ARGUMENT', 'teacher scores are given for some examples only: give them for every example or none');
       batch.teacher = teacherScores(chosen, documents);
@@ -479,6 +521,12 @@ export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegat
  * false negative, as sentence-transformers' NoDuplicatesBatchSampler keeps out too.
  */
 export function* batchExamples(examples: TrainExample[], batchSize: number): Generator<TrainExample[]> {
+  // Labeled pairs are compared with each other, not used as each other's negatives: a text twice in a batch is no false
+  // negative, and they go in order, batchSize at a time (as sentence-transformers' default sampler takes them).
+  if (examples.length > 0 && examples[0].label !== undefined) {
+    for (let start = 0; start < examples.length; start += batchSize) yield examples.slice(start, start + batchSize);
+    return;
+  }
   // The examples not yet in a batch: those passed over (their positive or query was in the batch already), grouped by
   // query in the order their queries were first passed over, and then examples[next...]. A batch looks at each waiting
   // query once (its group's first example whose positive is free), stopping early when no waiting example could join it

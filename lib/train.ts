@@ -14,7 +14,7 @@ import { checkFloat16, type ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
 import { ColtrastError } from './errors';
 import { nonEmptyFolder, removeFolder, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
-import type { NativeStepOptions } from './native';
+import type { NativeStepOptions, PairLossKind } from './native';
 import { meanMetrics, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
 import { embedWithGuide, guideMasks } from './guide';
@@ -66,6 +66,33 @@ export interface LossOptions {
    * The late-interaction loss is on token vectors, which are not cut.
    */
   matryoshka?: MatryoshkaOptions;
+  /**
+   * Train on labeled pairs instead (examples with a `label` or `score`: sentence1/sentence2, or query/positive), with
+   * one of sentence-transformers' pair losses on the pooled vectors: 'cosent' (CoSENTLoss: every two pairs of the batch
+   * ranked by their cosines as by their labels), 'angle' (AnglELoss: CoSENT on AnglE's angle similarity), 'cosine'
+   * (CosineSimilarityLoss: the cosines' mean squared error against the labels), 'contrastive' (ContrastiveLoss: labels 1
+   * similar / 0 not; similar pairs pulled together, dissimilar ones pushed to at least `margin` cosine distance) or
+   * 'online_contrastive' (OnlineContrastiveLoss: the same on the batch's hard pairs only). CoSENT's and AnglE's scale is
+   * 1 / temperature (default 20). The pair loss is the whole loss (no contrastive, late-interaction or distillation
+   * loss); Matryoshka widths apply to it. Validation reports the Spearman and Pearson correlations of the held-out
+   * pairs' cosines with their labels (TrainResult.similarity), and earlyStopping.metric may be 'spearman'.
+   */
+  pairs?: PairLossKind;
+  /** The contrastive pair losses' margin on the cosine distance (default 0.5). */
+  margin?: number;
+}
+
+/**
+ * How well a model's cosine similarities of labeled pairs follow their labels (sentence-transformers'
+ * EmbeddingSimilarityEvaluator's spearman_cosine and pearson_cosine).
+ */
+export interface SimilarityMetrics {
+  /** Spearman's rank correlation (ties given their mean rank). */
+  spearman: number;
+  pearson: number;
+  pairs: number;
+  /** With loss.matryoshka: the correlations with the vectors cut to each width (largest first). */
+  dimensions?: { dimension: number; spearman: number; pearson: number }[];
 }
 
 export interface MatryoshkaOptions {
@@ -155,7 +182,7 @@ export interface TrainOptions {
    */
   valSplit?: number;
   /** Stop when the validation metric has not improved for `patience` epochs. */
-  earlyStopping?: { patience: number; metric?: 'loss' | 'recall@1' | 'mrr@10' };
+  earlyStopping?: { patience: number; metric?: 'loss' | 'recall@1' | 'mrr@10' | 'spearman' };
   /** Hard negatives used per batch at most (default all). */
   maxNegatives?: number;
   /**
@@ -332,6 +359,8 @@ export interface EpochRecord {
   trainLoss: number;
   valLoss?: number;
   metrics?: RetrievalMetrics;
+  /** Labeled pairs (loss.pairs): the validation pairs' correlations, in place of retrieval metrics. */
+  similarity?: SimilarityMetrics;
 }
 
 /** Where the time of the training steps went (this invocation's, without validation and checkpoints). */
@@ -357,10 +386,12 @@ export interface TrainResult {
     epochs: EpochRecord[];
   };
   /** The epoch whose model was kept (by the early-stopping metric, validation loss by default). */
-  best: { epoch: number; valLoss?: number; metrics?: RetrievalMetrics };
+  best: { epoch: number; valLoss?: number; metrics?: RetrievalMetrics; similarity?: SimilarityMetrics };
   /** Retrieval metrics on the validation split before training and of the kept model. */
   before?: RetrievalMetrics;
   after?: RetrievalMetrics;
+  /** Labeled pairs (loss.pairs): the validation pairs' correlations before training and of the kept model. */
+  similarity?: { before?: SimilarityMetrics; after?: SimilarityMetrics };
   modelDir: string;
   timing?: StepTiming;
 }
@@ -375,7 +406,7 @@ const KEYS = [
 export const DEFAULT_VAL_GROUPS = 1000;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
-  'matryoshka',
+  'matryoshka', 'pairs', 'margin',
 ] as const;
 
 
@@ -392,7 +423,7 @@ interface Config {
   /** The default split's cap on held-out groups (absent when valSplit was given). */
   valMaxGroups?: number;
   patience: number;
-  metric: 'loss' | 'recall@1' | 'mrr@10';
+  metric: 'loss' | 'recall@1' | 'mrr@10' | 'spearman';
   maxNegatives: number;
   checkpointEvery: number;
   projection?: { dimension: number; activation: 'identity' | 'tanh' };
@@ -401,6 +432,8 @@ interface Config {
   sparse?: SparseRegularizers;
   /** Masked-language-model training: the share of each text's tokens masked. */
   mlm?: { probability: number };
+  /** Labeled pairs' loss (loss.pairs) and the contrastive ones' margin. */
+  pairs?: { kind: PairLossKind; margin: number };
   teacher?: string;
   guide?: Required<GuideOptions>;
   freezeBase: boolean;
@@ -471,10 +504,11 @@ function readConfig(options: TrainOptions): Config {
   if (tension) contrastiveTensionOptions(o, loss);
   const sparse = readSparse(o, loss);
   const mlm = readMlm(o, loss);
-  // Contrastive Tension and a sparse encoder train the pooled vectors alone.
+  const pairs = readPairs(o, loss);
+  // Contrastive Tension and a sparse encoder train the pooled vectors alone; a pair loss is the whole loss.
   const pooledOnly = tension || sparse !== undefined;
-  const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (pooledOnly ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
-  const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (pooledOnly ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
+  const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (pairs ? 0 : pooledOnly ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
+  const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (pooledOnly || pairs ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
   // Its default depends on the data (distillationWeight below); undefined until then.
   const distillationWeight =
     loss.distillationWeight === undefined ? undefined : float32('options.loss.distillationWeight', numberValue('options.loss.distillationWeight', loss.distillationWeight, (x) => x >= 0, 'a number >= 0'));
@@ -510,7 +544,7 @@ function readConfig(options: TrainOptions): Config {
     valSplit: valSplitValue('options.valSplit', o.valSplit, tension || mlm ? 0 : 0.2),
     ...(o.valSplit === undefined && { valMaxGroups: DEFAULT_VAL_GROUPS }),
     patience: early ? positiveInteger('options.earlyStopping.patience', early.patience) : Infinity,
-    metric: oneOf('options.earlyStopping.metric', early?.metric ?? 'loss', ['loss', 'recall@1', 'mrr@10'] as const),
+    metric: earlyStoppingMetric(early?.metric, pairs !== undefined),
     maxNegatives: o.maxNegatives === undefined ? Infinity : numberValue('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     checkpointEvery: numberValue('options.checkpointEvery', o.checkpointEvery ?? 50, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     projection: projection && {
@@ -534,6 +568,7 @@ function readConfig(options: TrainOptions): Config {
     },
     sparse,
     mlm,
+    pairs,
     teacher: o.teacher,
     guide: readGuide(o.guide, loss),
     freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
@@ -552,7 +587,7 @@ function readConfig(options: TrainOptions): Config {
     },
     seed: numberValue('options.seed', o.seed ?? 42, (x) => Number.isSafeInteger(x) && x >= 0, `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`),
     precision: oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const),
-    prompts: booleanValue('options.prompts', o.prompts ?? !(tension || mlm)),
+    prompts: booleanValue('options.prompts', o.prompts ?? !(tension || mlm || pairs)),
     step: {
       contrastiveWeight,
       lateInteractionWeight,
@@ -564,8 +599,76 @@ function readConfig(options: TrainOptions): Config {
       ...(distillationWeight === undefined ? {} : { distillationWeight }),
       maxGradNorm: 0, // set from maxGradNorm below
       ...(o.miniBatchSize === undefined ? {} : { miniBatchSize: positiveInteger('options.miniBatchSize', o.miniBatchSize) }),
+      // CoSENT's and AnglE's scale is 1 / temperature (0.05: sentence-transformers' 20).
+      ...(pairs && { pairLoss: pairs.kind, pairScale: 1 / (loss.temperature ?? 0.05), pairMargin: pairs.margin }),
     },
   };
+}
+
+/** earlyStopping.metric checked: 'spearman' for labeled pairs (their validation's), the retrieval metrics otherwise. */
+function earlyStoppingMetric(metric: unknown, pairs: boolean): Config['metric'] {
+  if (pairs) {
+    if (metric === 'recall@1' || metric === 'mrr@10') throw invalid('options.earlyStopping.metric', "'loss' or 'spearman' with options.loss.pairs (labeled pairs are validated by correlation, not retrieval)", metric);
+    return oneOf('options.earlyStopping.metric', metric ?? 'loss', ['loss', 'spearman'] as const);
+  }
+  if (metric === 'spearman') throw invalid('options.earlyStopping.metric', "'loss', 'recall@1' or 'mrr@10' ('spearman' is for labeled pairs: options.loss.pairs)", metric);
+  return oneOf('options.earlyStopping.metric', metric ?? 'loss', ['loss', 'recall@1', 'mrr@10'] as const);
+}
+
+/** sentence-transformers' name of each pair loss (the model card names it). */
+const PAIR_LOSS_NAMES: Record<PairLossKind, string> = {
+  cosent: 'CoSENTLoss', angle: 'AnglELoss', cosine: 'CosineSimilarityLoss', contrastive: 'ContrastiveLoss', online_contrastive: 'OnlineContrastiveLoss',
+};
+
+/** The contrastive pair losses, whose labels are 1 (similar) or 0 (not). */
+const BINARY_PAIR_LOSSES: readonly PairLossKind[] = ['contrastive', 'online_contrastive'];
+
+/**
+ * loss.pairs and loss.margin checked, with what a pair loss leaves no room for: the other losses and their settings,
+ * and the training modes of other models or data (a pair loss trains a single-vector embedding model on labeled pairs).
+ */
+function readPairs(o: TrainOptions, loss: LossOptions): Config['pairs'] {
+  if (loss.pairs === undefined) {
+    if (loss.margin !== undefined) throw invalid('options.loss.margin', "absent without options.loss.pairs 'contrastive' or 'online_contrastive' (the margin is theirs)", loss.margin);
+    return undefined;
+  }
+  const kind = oneOf('options.loss.pairs', loss.pairs, ['cosent', 'angle', 'cosine', 'contrastive', 'online_contrastive'] as const);
+  const modes = (['crossEncoder', 'multiVector', 'contrastiveTension', 'sparse', 'mlm', 'teacher', 'guide', 'mineNegatives', 'miniBatchSize'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  if (modes.length > 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs trains a single-vector embedding model on labeled pairs: ${modes.map((k) => `options.${k}`).join(', ')} ${modes.length > 1 ? 'are' : 'is'} for other training; drop ${modes.length > 1 ? 'them' : 'it'}`);
+  }
+  const others = (['lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature'] as const).filter((k) => loss[k] !== undefined);
+  for (const k of ['contrastiveWeight', 'lateInteractionWeight'] as const) if (loss[k] !== undefined && loss[k] !== 0) others.unshift(k as never);
+  if (others.length > 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs is the whole loss: drop ${others.map((k) => `options.loss.${k}`).join(', ')} (the other losses need queries with positives, not labeled pairs)`);
+  }
+  const binary = BINARY_PAIR_LOSSES.includes(kind);
+  if (loss.margin !== undefined && !binary) throw invalid('options.loss.margin', `absent with options.loss.pairs '${kind}' (the margin is the contrastive losses')`, loss.margin);
+  return { kind, margin: float32('options.loss.margin', numberValue('options.loss.margin', loss.margin ?? 0.5, (x) => x >= 0, 'a number >= 0')) };
+}
+
+/**
+ * The examples checked against loss.pairs: with it every example is a labeled pair (binary labels for the contrastive
+ * losses); without it, none is (its label would be ignored). ColTrast project files hold no labeled pairs.
+ */
+function checkPairData(config: Config, data: { examples: TrainExample[] } | { projects: unknown[] }): void {
+  const examples = 'examples' in data ? data.examples : [];
+  const labeled = examples.filter((e) => e.label !== undefined).length;
+  if (!config.pairs) {
+    if (labeled > 0) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${labeled} of the ${examples.length} examples are labeled pairs (a "label" or "score"): choose their loss with options.loss.pairs ('cosent', 'angle', 'cosine', 'contrastive' or 'online_contrastive')`);
+    }
+    return;
+  }
+  if (!('examples' in data)) throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.pairs trains on labeled pairs, and a ColTrast project file holds questions and READMEs: give pairs with a "label" or "score"');
+  if (labeled < examples.length) {
+    const at = examples.findIndex((e) => e.label === undefined);
+    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs trains on labeled pairs, and ${examples.length - labeled} of the ${examples.length} examples have no "label" or "score" (the first: example ${at + 1}): label every pair`);
+  }
+  if (BINARY_PAIR_LOSSES.includes(config.pairs.kind)) {
+    const at = examples.findIndex((e) => e.label !== 0 && e.label !== 1);
+    if (at >= 0) throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs '${config.pairs.kind}' takes labels 1 (similar) and 0 (not), and example ${at + 1} is labeled ${examples[at].label}: use 'cosent', 'angle' or 'cosine' for similarity scores`);
+  }
 }
 
 /** loss.matryoshka checked, its widths sorted largest first (with their weights). */
@@ -803,7 +906,7 @@ function distillationLoss(config: Config, examples: TrainExample[], lossGiven: b
     throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.distillation chooses how to distill, and nothing is distilled here: give options.teacher (a cross-encoder) or "scores" in the data, or leave it out');
   }
   config.step.distillationWeight = weight;
-  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0) noLoss(false);
+  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0 && !config.pairs) noLoss(false);
 }
 
 /**
@@ -951,6 +1054,68 @@ async function measureRetrieval(encoder: Encoder | CrossEncoder | SparseEncoder,
   return withWidths(scored, examples.length, widths, scoredWidths);
 }
 
+/**
+ * SimilarityMetrics of labeled pairs (each example's query and positive, its label): the cosines of the encoder's
+ * vectors (embedded as the training embeds them: with the model's query and document prompts when `prompts`) against
+ * the labels; with Matryoshka `widths`, each width's too, the vectors cut to it and normalized again.
+ */
+async function measurePairs(encoder: Encoder, examples: TrainExample[], prompts: boolean, widths?: number[], signal?: AbortSignal): Promise<SimilarityMetrics> {
+  const side = async (texts: string[], task: 'query' | 'document') => matrixRows(await encoder.embed(texts, { ...(prompts && { task }), signal }));
+  const first = await side(examples.map((e) => e.query), 'query');
+  const second = await side(examples.map((e) => e.positive), 'document');
+  const labels = examples.map((e) => e.label!);
+  const at = (width: number) => {
+    const cosines = first.map((a, i) => {
+      const x = normalizeRow(a.slice(0, width));
+      const y = normalizeRow(second[i].slice(0, width));
+      let dot = 0;
+      for (let k = 0; k < width; k++) dot += x[k] * y[k];
+      return dot;
+    });
+    return { spearman: spearman(cosines, labels), pearson: pearson(cosines, labels) };
+  };
+  return { ...at(encoder.dimension), pairs: examples.length, ...(widths && { dimensions: widths.map((dimension) => ({ dimension, ...at(dimension) })) }) };
+}
+
+/** Pearson's correlation coefficient of `x` and `y` (NaN where either is constant, as scipy gives). */
+export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  const n = x.length;
+  let mx = 0;
+  let my = 0;
+  for (let i = 0; i < n; i++) {
+    mx += x[i];
+    my += y[i];
+  }
+  mx /= n;
+  my /= n;
+  let sxy = 0;
+  let sxx = 0;
+  let syy = 0;
+  for (let i = 0; i < n; i++) {
+    sxy += (x[i] - mx) * (y[i] - my);
+    sxx += (x[i] - mx) ** 2;
+    syy += (y[i] - my) ** 2;
+  }
+  return sxx === 0 || syy === 0 ? NaN : sxy / Math.sqrt(sxx * syy);
+}
+
+/** Spearman's rank correlation of `x` and `y`: Pearson's of their ranks, tied values given their mean rank (scipy's spearmanr). */
+export function spearman(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  return pearson(meanRanks(x), meanRanks(y));
+}
+
+function meanRanks(values: ArrayLike<number>): Float64Array {
+  const order = Array.from({ length: values.length }, (_, i) => i).sort((a, b) => values[a] - values[b]);
+  const out = new Float64Array(values.length);
+  for (let start = 0; start < order.length; ) {
+    let end = start + 1;
+    while (end < order.length && values[order[end]] === values[order[start]]) end++;
+    for (let k = start; k < end; k++) out[order[k]] = (start + end + 1) / 2; // ranks start + 1 .. end, their mean
+    start = end;
+  }
+  return out;
+}
+
 /** RetrievalMetrics of the full width's scores (first), with each Matryoshka width's when `widths` are given. */
 function withWidths(scored: { 'recall@1': number; 'mrr@10': number }[], queries: number, widths: number[] | undefined, scoredWidths: number[]): RetrievalMetrics {
   return {
@@ -1063,6 +1228,8 @@ function checkModelOutside(model: string, output: string, checkpointDir: string)
  * the run went through its steps and trained nothing. A cross-encoder's 'bce' loss scores a pair alone, and trains.
  */
 function checkBatchesCompare(config: Config, trainSet: TrainExample[], largestBatch: number, crossEncoder: boolean): void {
+  // Labeled pairs compare within a pair (cosine, contrastive) or across the batch's pairs (CoSENT, AnglE: train() checks).
+  if (config.pairs) return;
   if (largestBatch > 1 || (crossEncoder && config.crossEncoder?.kind === 'bce')) return;
   if (config.maxNegatives > 0 && trainSet.some((e) => e.negatives?.some((n) => n !== e.positive))) return;
   const [why, fix] =
@@ -1164,7 +1331,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     config.mineNegatives?.corpus === undefined ? config.mineNegatives : { ...config.mineNegatives, corpus: await readCorpus(config.mineNegatives.corpus as Parameters<typeof readCorpus>[0]) };
   const { contrastiveWeight, lateInteractionWeight, distillationWeight } = config.step;
   const scoredData = 'examples' in data && data.examples.some((e) => e.scores);
-  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData) noLoss(true);
+  checkPairData(config, data);
+  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData && !config.pairs) noLoss(true);
   if ('projects' in data && mineNegatives) {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.mineNegatives is for pairs: ColTrast project files get their hard negatives from options.mining (hardNegatives)');
   }
@@ -1274,14 +1442,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         `the data's "scores" are a teacher's, for distilling an embedding model; a cross-encoder's training (options.crossEncoder) does not use them: remove them, or train an embedding model`,
       );
     }
-    if (config.matryoshka && config.step.contrastiveWeight === 0 && !config.step.distillationWeight) {
-      throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.matryoshka applies to the pooled losses: it needs loss.contrastiveWeight > 0 or distillation');
+    if (config.matryoshka && config.step.contrastiveWeight === 0 && !config.step.distillationWeight && !config.pairs) {
+      throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.matryoshka applies to the pooled losses: it needs loss.contrastiveWeight > 0, distillation or options.loss.pairs');
+    }
+    if (config.pairs && encoder instanceof Encoder && encoder.multiVector) {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs trains pooled vectors, and ${encoder.modelDir} is a multi-vector model; start from a single-vector one`);
     }
     const guideSettings = config.guide;
     const guide = guideSettings && (await beforeFirstStep(() => embedWithGuide(guideSettings.model, [...trainSet, ...val], loadOptions, options.progressBar, options.signal)));
     // What goes with each batch: the teacher's scores when distillation is on, the guide's masks with a guide.
     const extrasOf = (b: Batch) => ({
       ...(config.step.distillationWeight ? { teacher: b.teacher } : {}),
+      ...(b.pairLabels && { pairLabels: b.pairLabels }),
       ...(guide ? { guide: guideMasks(b, guide, config.guide!) } : {}),
     });
     // A resumed run's checkpoint model has the head already.
@@ -1343,6 +1515,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       shuffleState = next;
     }
     checkBatchesCompare(config, trainSet, largestBatch, encoder instanceof CrossEncoder);
+    if (config.pairs && (config.pairs.kind === 'cosent' || config.pairs.kind === 'angle') && largestBatch < 2) {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs '${config.pairs.kind}' ranks the pairs of a batch against each other, and every batch holds one pair: raise options.batchSize`);
+    }
     const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
     // A sparse encoder's regularizer weights for the step after `step` updates (their warm-up).
     const regularizers = (step: number) => (config.sparse ? sparseRegularizersAt(step, totalSteps, config.sparse) : {});
@@ -1356,7 +1531,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // `signal`: the validation before the first step stops at an abort (between its batches, and in the embed() or
     // predict() calls of its metrics), which is train()'s "before its first step". An epoch's validation takes none:
     // an abort then waits for it and the checkpoint after it (the signal's documented behaviour).
-    const validate = async (signal?: AbortSignal): Promise<{ valLoss?: number; metrics?: RetrievalMetrics }> => {
+    const validate = async (signal?: AbortSignal): Promise<{ valLoss?: number; metrics?: RetrievalMetrics; similarity?: SimilarityMetrics }> => {
       if (val.length === 0) return {};
       let sum = 0;
       for (const [i, b] of valBatches.entries()) {
@@ -1366,10 +1541,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (signal) notStarted();
       // A masked language model's validation is its loss: its texts are no (query, document) pairs to retrieve.
       if (config.mlm) return { valLoss: sum / valBatches.length };
+      // Labeled pairs: how well the cosines follow the labels.
+      if (config.pairs) return { valLoss: sum / valBatches.length, similarity: await measurePairs(encoder as Encoder, val, config.prompts, config.matryoshka?.dimensions, signal) };
       return { valLoss: sum / valBatches.length, metrics: await measureRetrieval(encoder, val, config.matryoshka?.dimensions, signal) };
     };
-    const score = (r: { valLoss?: number; metrics?: RetrievalMetrics }) =>
-      config.metric === 'loss' ? -(r.valLoss ?? 0) : (r.metrics?.[config.metric] ?? 0);
+    const score = (r: { valLoss?: number; metrics?: RetrievalMetrics; similarity?: SimilarityMetrics }) =>
+      config.metric === 'loss' ? -(r.valLoss ?? 0) : config.metric === 'spearman' ? (r.similarity?.spearman ?? 0) : (r.metrics?.[config.metric] ?? 0);
     // Everything a resumed run needs to continue exactly where this one is.
     const state: LoopState = saved?.state ?? {
       epoch: 1,
@@ -1385,7 +1562,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     };
     const result = state.result;
     notStarted();
-    if (!saved) result.before = (await beforeFirstStep(() => validate(options.signal))).metrics;
+    if (!saved) {
+      const before = await beforeFirstStep(() => validate(options.signal));
+      result.before = before.metrics;
+      if (before.similarity) result.similarity = { before: before.similarity };
+    }
     // `position` overrides where the saved state says to continue (at an epoch's end: the next epoch).
     let dataIn = saved?.dataIn;
     // The step of the checkpoint in checkpointDir, and the model's outputs checked before anything is saved: a step
@@ -1514,7 +1695,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (current > state.bestScore) {
         state.bestScore = current;
         state.sinceBest = 0;
-        result.best = { epoch, valLoss: record.valLoss, metrics: record.metrics };
+        result.best = { epoch, valLoss: record.valLoss, metrics: record.metrics, ...(record.similarity && { similarity: record.similarity }) };
         await encoder.save(output, { overwrite: true });
       } else if (++state.sinceBest >= config.patience) {
         stopped = true;
@@ -1522,6 +1703,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (epoch < config.epochs && !stopped) await checkpoint({ epoch: epoch + 1, batch: 0, epochLoss: 0 });
     }
     result.after = result.best.metrics;
+    if (result.best.similarity) result.similarity = { ...result.similarity, after: result.best.similarity };
     result.timing = {
       ...timing,
       jsFraction: timing.seconds > 0 ? Math.max(0, timing.seconds - timing.nativeSeconds - timing.tokenizeSeconds) / timing.seconds : 0,
@@ -1535,7 +1717,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         baseModel: model,
         data,
         config: { ...config },
-        kind: encoder instanceof CrossEncoder ? 'cross-encoder' : config.mlm ? 'masked-lm' : encoder instanceof SparseEncoder ? 'sparse' : encoder.multiVector ? 'multi-vector' : 'embedding',
+        kind: encoder instanceof CrossEncoder ? 'cross-encoder' : config.mlm ? 'masked-lm' : encoder instanceof SparseEncoder ? 'sparse' : encoder.multiVector ? 'multi-vector' : config.pairs ? 'similarity' : 'embedding',
+        pairLoss: config.pairs && PAIR_LOSS_NAMES[config.pairs.kind],
         guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
         frozenBase: config.freezeBase,
         contrastiveTension: config.contrastiveTension,

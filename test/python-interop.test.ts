@@ -36,6 +36,7 @@ import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
 import { makeBatches } from '../lib/train-data';
 import { sparseRegularizersAt } from '../lib/train';
+import type { PairLossKind } from '../lib/native';
 import { maskTokens, maskingTokens } from '../lib/masked-lm';
 import { FIXTURE, dropoutOff, editJson, fixtureCopy, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { seededRandom } from '../lib/random';
@@ -554,6 +555,14 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     gist,
     tension,
     matryoshka: { dims: [32, 12, 5], weights: [1, 0.5, 2], scale: 20 },
+    pairs: {
+      first: ['a cat', 'river bank?', 'what is a token', 'fast search', 'the dog', 'hello node', 'a big dog'],
+      second: ['the cat sat', 'money in the river bank', 'a token is a piece of text', 'slow large batch', 'a dog ran', 'good old world', 'a big dog'],
+      scores: [0.9, 0.4, 0.75, 0.1, 0.9, 0.2, 1],
+      binary: [1, 0, 1, 0, 1, 0, 1],
+      scale: 20,
+      margin: 0.5,
+    },
   };
   fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
   const r = await python([script('st_losses.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
@@ -595,6 +604,18 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     // MultipleNegativesRankingLoss (scale 20: temperature 0.05) over the positives and first negatives, at each width.
     const mnrl = await trainer.evaluate(guided.queries, guided.documents, { ...options, contrastiveWeight: 1, temperature: 1 / spec.matryoshka.scale, ...widths });
     close(mnrl.loss, ref.matryoshka_mnrl, 'Matryoshka around MultipleNegativesRankingLoss');
+
+    // The labeled-pair losses, each on the same pairs (tied scores among them; one pair of equal texts), and CoSENT and
+    // AnglE at each Matryoshka width (5: an odd width, which AnglE pads).
+    const p = spec.pairs;
+    const pairStep = (pairLoss: PairLossKind, labels: number[]) => ({ ...options, pairLoss, pairLabels: Float32Array.from(labels), pairScale: p.scale, pairMargin: p.margin });
+    for (const kind of ['cosent', 'angle', 'cosine', 'contrastive', 'online_contrastive'] as const) {
+      const labels = kind === 'contrastive' || kind === 'online_contrastive' ? p.binary : p.scores;
+      close((await trainer.evaluate(p.first, p.second, pairStep(kind, labels))).loss, ref.pairs[kind], `pairs '${kind}'`);
+    }
+    for (const kind of ['cosent', 'angle'] as const) {
+      close((await trainer.evaluate(p.first, p.second, { ...pairStep(kind, p.scores), ...widths })).loss, ref.pairs[`matryoshka_${kind}`], `Matryoshka around pairs '${kind}'`);
+    }
   } finally {
     trainer.dispose();
     encoder.dispose();

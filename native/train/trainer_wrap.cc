@@ -84,6 +84,14 @@ struct StepOptions {
   // tokens masked, and for each position the token to predict there, -100 where none is (the labels [B, S], int64).
   bool mlm = false;
   torch::Tensor mlmLabels;
+  // Labeled pairs (sentence-transformers' CoSENTLoss, AnglELoss, CosineSimilarityLoss, ContrastiveLoss and
+  // OnlineContrastiveLoss; pairLoss below): query i and document i are a pair, pairLabels[i] its label (a similarity
+  // score, or 1 similar / 0 not), float32 [B]. The pooled vectors' pair loss is the step's whole loss.
+  enum class PairLoss { None, CoSent, Angle, Cosine, Contrastive, OnlineContrastive };
+  PairLoss pairLoss = PairLoss::None;
+  double pairScale = 20.0;   // CoSENT and AnglE: the similarities' scale (an inverse temperature)
+  double pairMargin = 0.5;   // the contrastive losses: dissimilar pairs are pushed to at least this cosine distance
+  torch::Tensor pairLabels;
 };
 
 // The Matryoshka widths and weights of a step's arguments: matryoshkaDimensions: number[] and
@@ -202,6 +210,24 @@ StepOptions readStepOptions(const Napi::Object& o) {
     if (!(s.queryRegularizer >= 0) || !(s.documentRegularizer >= 0)) throw invalidArgument("queryRegularizer and documentRegularizer must be >= 0");
     if (s.lateInteractionWeight > 0 || s.projectTokens || s.crossEncoder || !s.matryoshka.empty()) {
       throw invalidArgument("a sparse encoder trains its pooled vectors alone: no late interaction, multi-vector, cross-encoder or Matryoshka loss");
+    }
+  }
+  const std::string pairs = stringOr(o, "pairLoss", "none");
+  using PL = StepOptions::PairLoss;
+  const std::vector<std::pair<std::string, PL>> kinds = {{"none", PL::None}, {"cosent", PL::CoSent}, {"angle", PL::Angle}, {"cosine", PL::Cosine},
+                                                         {"contrastive", PL::Contrastive}, {"online_contrastive", PL::OnlineContrastive}};
+  const auto kind = std::find_if(kinds.begin(), kinds.end(), [&](const auto& k) { return k.first == pairs; });
+  if (kind == kinds.end()) throw invalidArgument("pairLoss must be 'none', 'cosent', 'angle', 'cosine', 'contrastive' or 'online_contrastive', got '" + pairs + "'");
+  s.pairLoss = kind->second;
+  if (s.pairLoss != PL::None) {
+    s.pairScale = numberOr(o, "pairScale", s.pairScale);
+    s.pairMargin = numberOr(o, "pairMargin", s.pairMargin);
+    // In float32's range: the loss is computed in float32.
+    const double largest = std::numeric_limits<float>::max();
+    if (!(s.pairScale > 0 && s.pairScale <= largest)) throw invalidArgument("pairScale must be a positive float32 number");
+    if (!(s.pairMargin >= 0 && s.pairMargin <= largest)) throw invalidArgument("pairMargin must be a float32 number >= 0");
+    if (s.contrastiveWeight > 0 || s.lateInteractionWeight > 0 || s.distillationWeight > 0 || s.projectTokens || s.crossEncoder || s.sparse) {
+      throw invalidArgument("a pair loss is the step's whole loss, on a single-vector model's pooled vectors: contrastiveWeight, lateInteractionWeight and distillationWeight must be 0, and not for a multi-vector model, a cross-encoder or a sparse encoder");
     }
   }
   return s;
@@ -340,7 +366,7 @@ Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor
     return out;
   }
   if (s.projectTokens) out.states = enc.project(out.states);
-  if (s.contrastiveWeight > 0 || (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
+  if (s.contrastiveWeight > 0 || s.pairLoss != StepOptions::PairLoss::None || (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
   return out;
 }
 
@@ -407,6 +433,59 @@ torch::Tensor guidedContrastiveLoss(const torch::Tensor& qp, const torch::Tensor
 
 // The losses of one batch from its encoded sides, differentiable when grad mode is on. The losses take
 // float32 inputs, except the late-interaction loss on a GPU (below), and compute in float32.
+// AnglE's similarity of row pairs (sentence-transformers' pairwise_angle_sim): each vector's halves are a complex
+// vector's real and imaginary parts; the sum of the entries of x / y, scaled by |y| / |x|, in absolute value. Unchanged by
+// the vectors' lengths. An odd width gets a zero entry first.
+torch::Tensor angleSimilarity(torch::Tensor x, torch::Tensor y) {
+  if (x.size(1) % 2 != 0) {
+    x = torch::constant_pad_nd(x, {0, 1}, 0);
+    y = torch::constant_pad_nd(y, {0, 1}, 0);
+  }
+  const auto xs = x.chunk(2, 1), ys = y.chunk(2, 1);
+  const torch::Tensor &a = xs[0], &b = xs[1], &c = ys[0], &d = ys[1];
+  const torch::Tensor z = (c * c + d * d).sum(1, true);
+  const torch::Tensor lengths = (a * a + b * b).sum(1, true).sqrt() / z.sqrt();
+  const torch::Tensor re = (a * c + b * d) / z / lengths, im = (b * c - a * d) / z / lengths;
+  return torch::cat({re, im}, 1).sum(1).abs();
+}
+
+// A labeled-pair loss (StepOptions::pairLoss) of the L2-normalized float32 rows `a` and `b` (pair i: a[i], b[i]) and
+// their labels, as sentence-transformers computes it: CoSENT and AnglE, log(1 + sum of exp(scale * (s_i - s_j))) over
+// the pairs i, j with label_i < label_j (s: cosine, or AnglE's similarity); CosineSimilarityLoss, the mean squared
+// error of the cosines against the labels; ContrastiveLoss, the mean of 0.5 * (l * d^2 + (1 - l) * relu(margin - d)^2)
+// with d the cosine distance; OnlineContrastiveLoss, the summed squared distance of the similar pairs farther apart
+// than the nearest dissimilar one and relu(margin - d)^2 of the dissimilar ones nearer than the farthest similar one.
+torch::Tensor pairLossOf(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& labels, const StepOptions& s) {
+  using PL = StepOptions::PairLoss;
+  const torch::Tensor cosine = (a * b).sum(-1);
+  switch (s.pairLoss) {
+    case PL::CoSent:
+    case PL::Angle: {
+      const torch::Tensor scores = (s.pairLoss == PL::CoSent ? cosine : angleSimilarity(a, b)) * s.pairScale;
+      const torch::Tensor ordered = labels.unsqueeze(1).lt(labels.unsqueeze(0)).to(scores.scalar_type());
+      const torch::Tensor diff = (scores.unsqueeze(1) - scores.unsqueeze(0)) - (1 - ordered) * 1e12;
+      return torch::logsumexp(torch::cat({torch::zeros({1}, scores.options()), diff.view({-1})}), 0);
+    }
+    case PL::Cosine:
+      return (cosine - labels).square().mean();
+    case PL::Contrastive: {
+      const torch::Tensor distance = 1 - cosine;
+      return (0.5 * (labels * distance.square() + (1 - labels) * torch::relu(s.pairMargin - distance).square())).mean();
+    }
+    case PL::OnlineContrastive: {
+      const torch::Tensor distance = 1 - cosine;
+      const torch::Tensor negatives = distance.index({labels.eq(0)}), positives = distance.index({labels.eq(1)});
+      const torch::Tensor below = positives.size(0) > 1 ? positives.max() : negatives.mean();
+      const torch::Tensor above = negatives.size(0) > 1 ? negatives.min() : positives.mean();
+      const torch::Tensor hardNegatives = negatives.index({negatives.lt(below)}), hardPositives = positives.index({positives.gt(above)});
+      return hardPositives.square().sum() + torch::relu(s.pairMargin - hardNegatives).square().sum();
+    }
+    case PL::None:
+      break;
+  }
+  throw std::logic_error("pairLossOf without a pair loss");
+}
+
 std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const Encoded& q, const torch::Tensor& qMask,
                                               const Encoded& d, const torch::Tensor& dMask, const StepOptions& s,
                                               torch::ScalarType autocast) {
@@ -430,6 +509,12 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     const torch::Tensor cut = e.pooled.narrow(-1, 0, dim).to(torch::kFloat32);
     return s.sparse ? cut : unit(cut);
   };
+  if (s.pairLoss != StepOptions::PairLoss::None) {
+    // The pair loss at each width (MatryoshkaLoss around it), summed with the widths' weights.
+    const int64_t pairs = q.pooled.size(0);
+    const torch::Tensor labels = s.pairLabels.to(enc.device);
+    for (const auto& [dim, weight] : widths) total = total + weight * pairLossOf(pooledAt(q, dim), pooledAt(d, dim).narrow(0, 0, pairs), labels, s);
+  }
   if (s.contrastiveWeight > 0) {
     torch::Tensor loss = torch::zeros({}, total.options());
     for (const auto& [dim, weight] : widths) {
@@ -1252,6 +1337,20 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     if (q.batch < 1) throw invalidArgument("queries must hold at least one text");
     if (d.batch < q.batch) throw invalidArgument("documents must hold at least one positive per query");
     if (args.Get("teacher").IsObject()) readTeacher(args.Get("teacher").As<Napi::Object>(), q.batch, d.batch, options);
+    if (options.pairLoss != StepOptions::PairLoss::None) {
+      // pairLabels: Float32Array [B], query i and document i a pair; no other documents.
+      const Napi::Value given = args.Get("pairLabels");
+      if (!given.IsTypedArray() || given.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) throw invalidArgument("pairLabels must be a Float32Array");
+      auto labels = given.As<Napi::Float32Array>();
+      if (d.batch != q.batch || static_cast<int64_t>(labels.ElementLength()) != q.batch) {
+        throw invalidArgument("a pair loss takes B queries, B documents (document i is query i's pair) and B pairLabels");
+      }
+      for (size_t i = 0; i < labels.ElementLength(); ++i) {
+        if (!std::isfinite(labels.Data()[i])) throw invalidArgument("pairLabels must be finite numbers");
+      }
+      if (args.Get("guide").IsObject() || options.teacherScores.defined()) throw invalidArgument("a pair loss takes no guide or teacher");
+      options.pairLabels = torch::from_blob(labels.Data(), {q.batch}, torch::kFloat32).clone();
+    }
     if (args.Get("guide").IsObject()) {
       if (options.symmetric || (options.bce && options.lateInteractionWeight > 0)) {
         throw invalidArgument("a guide filters the one-directional cross-entropy losses: not with symmetric or bce");

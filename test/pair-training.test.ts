@@ -1,0 +1,180 @@
+// Training on labeled pairs (train({ loss: { pairs } })): the data's labeled pairs (JSONL, CSV; sentence-transformers'
+// column names), the loss's settings refused where they would be ignored, validation by Spearman and Pearson
+// correlation (checked against scipy's figures), early stopping on it, and a run whose held-out correlation rises. The
+// losses themselves equal sentence-transformers' CoSENTLoss, AnglELoss, CosineSimilarityLoss, ContrastiveLoss and
+// OnlineContrastiveLoss on a batch (test/python-interop.test.ts).
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { train } from '../lib';
+import { pearson, spearman } from '../lib/train';
+import { makeBatches, readTrainingData } from '../lib/train-data';
+import { CLI, FIXTURE, tempDir } from './helpers/fixture';
+import { rejection } from './helpers/vectors';
+
+/** Word partners the fixture's vocabulary holds; its random embeddings know nothing of them. */
+const PARTNERS = [
+  ['fast', 'quick'], ['slow', 'lazy'], ['small', 'tiny'], ['cat', 'cats'], ['dog', 'dogs'], ['text', 'texts'], ['model', 'models'], ['token', 'tokens'],
+  ['vector', 'vectors'], ['query', 'queries'], ['document', 'documents'], ['score', 'scores'], ['sentence', 'sentences'], ['word', 'words'], ['test', 'tests'],
+];
+
+/**
+ * `n` labeled pairs: three words of the partners' left side, and three of the right side of which k (0 to 3) are the
+ * first sentence's words' partners, scored k / 3: a similarity the model can learn and does not know at the start.
+ */
+function labeledPairs(n: number, seed: number): { sentence1: string; sentence2: string; score: number }[] {
+  let s = seed;
+  const r = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const distinct = (count: number, taken: number[]) => {
+    const out: number[] = [];
+    while (out.length < count) {
+      const i = Math.floor(r() * PARTNERS.length);
+      if (!taken.includes(i) && !out.includes(i)) out.push(i);
+    }
+    return out;
+  };
+  return Array.from({ length: n }, () => {
+    const first = distinct(3, []);
+    const k = Math.floor(r() * 4);
+    const second = [...first.slice(0, k), ...distinct(3 - k, first)];
+    return { sentence1: first.map((i) => PARTNERS[i][0]).join(' '), sentence2: second.map((i) => PARTNERS[i][1]).join(' '), score: k / 3 };
+  });
+}
+
+test('spearman and pearson give scipy\'s figures, ties taking their mean rank', (t) => {
+  // scipy 1.17.1: spearmanr(x, y).statistic 0.962900097473951, pearsonr(x, y).statistic 0.9631789085920648.
+  const x = [0.3, 0.1, 0.1, 0.9, 0.5, 0.5, 0.5, 0.2];
+  const y = [1, 0, 0.5, 4, 2, 2, 3, 0.5];
+  t.true(Math.abs(spearman(x, y) - 0.962900097473951) < 1e-12);
+  t.true(Math.abs(pearson(x, y) - 0.9631789085920648) < 1e-12);
+  t.is(spearman([1, 2, 3], [3, 2, 1]), -1);
+  t.true(Number.isNaN(pearson([1, 1, 1], [1, 2, 3])), 'a constant input has no correlation');
+});
+
+test('labeled pairs are read from JSONL (sentence1/sentence2 or query/positive, label or score) and CSV, and batched in order with their labels', async (t) => {
+  const dir = tempDir();
+  const jsonl = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(jsonl, [
+    { sentence1: 'a cat', sentence2: 'the cat sat', score: 4.5 },
+    { query: 'a dog', positive: 'a dog ran', label: 1 },
+    { sentence1: 'a cat', sentence2: 'money', score: 0 },
+  ].map((o) => JSON.stringify(o)).join('\n'));
+  const { examples } = (await readTrainingData(jsonl)) as { examples: { query: string; positive: string; label?: number }[] };
+  t.deepEqual(examples, [
+    { query: 'a cat', positive: 'the cat sat', label: 4.5 },
+    { query: 'a dog', positive: 'a dog ran', label: 1 },
+    { query: 'a cat', positive: 'money', label: 0 },
+  ]);
+  // A query twice stays in its batch (pairs are no in-batch negatives), in order.
+  const [batch, second] = makeBatches(examples, 2);
+  t.deepEqual(batch.queries, ['a cat', 'a dog']);
+  t.deepEqual(Array.from(batch.pairLabels!), [4.5, 1]);
+  t.deepEqual(second.queries, ['a cat']);
+  const csv = path.join(dir, 'pairs.csv');
+  fs.writeFileSync(csv, 'sentence1,sentence2,score\na cat,the cat sat,4.5\n"a dog, big",a dog ran,1\n');
+  t.deepEqual((await readTrainingData(csv)) as unknown, { examples: [{ query: 'a cat', positive: 'the cat sat', label: 4.5 }, { query: 'a dog, big', positive: 'a dog ran', label: 1 }] });
+  // Mistakes named with their line.
+  const bad = async (line: unknown, message: RegExp) => {
+    fs.writeFileSync(jsonl, JSON.stringify(line) + '\n');
+    t.regex((await rejection(() => readTrainingData(jsonl))).message, message, JSON.stringify(line));
+  };
+  await bad({ sentence1: 'a', sentence2: 'b' }, /pairs\.jsonl:1: .*needs its "label" or "score"/);
+  await bad({ sentence1: 'a', sentence2: 'b', label: 1, score: 1 }, /give "label" or "score", not both/);
+  await bad({ sentence1: 'a', sentence2: 'b', score: '0.5' }, /"score" must be a finite number/);
+  await bad({ query: 'a', positive: 'b', label: 1, negative: 'c' }, /a labeled pair takes no "negative"/);
+  await bad({ sentence1: 'a', positive: 'b', label: 1 }, /"sentence1" and "sentence2" or "query" and "positive", not both/);
+  fs.writeFileSync(csv, 'sentence1,sentence2,score\na,b,high\n');
+  t.regex((await rejection(() => readTrainingData(csv))).message, /pairs\.csv:2: "score" must be a number, got "high"/);
+  fs.writeFileSync(csv, 'sentence1,sentence2,label,negative\na,b,1,c\n');
+  t.regex((await rejection(() => readTrainingData(csv))).message, /labels pairs, which take no negative columns/);
+});
+
+test('train({ loss: { pairs } }) trains on labeled pairs: the held-out Spearman correlation rises, early stopping watches it', async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(data, labeledPairs(320, 7).map((o) => JSON.stringify(o)).join('\n') + '\n');
+  const output = path.join(dir, 'out');
+  const result = await train({
+    model: FIXTURE, data, output, epochs: 6, batchSize: 8, learningRate: 5e-3, loss: { pairs: 'cosent' }, device: 'cpu', checkpointEvery: 0, seed: 5,
+    earlyStopping: { patience: 6, metric: 'spearman' },
+  });
+  const { before, after } = result.similarity!;
+  t.is(before!.pairs, 64);
+  // About 0 at the start (the partners are unknown to the random model), 0.78 after six epochs here.
+  t.true(after!.spearman > before!.spearman + 0.4, `Spearman ${before!.spearman} → ${after!.spearman}`);
+  t.is(result.before, undefined, 'no retrieval metrics for labeled pairs');
+  const epochs = result.history.epochs;
+  t.true(epochs.every((e) => e.similarity !== undefined && e.metrics === undefined));
+  // The kept epoch is the one of the best Spearman correlation.
+  const best = epochs.reduce((a, b) => (b.similarity!.spearman > a.similarity!.spearman ? b : a));
+  t.is(result.best.epoch, best.epoch);
+  t.deepEqual(result.similarity!.after, best.similarity);
+  t.true(epochs[epochs.length - 1].valLoss! < epochs[0].valLoss!);
+  const history = JSON.parse(fs.readFileSync(path.join(output, 'training_history.json'), 'utf8'));
+  t.is(history.config.step.pairLoss, 'cosent');
+  t.is(history.config.step.pairScale, 20);
+  // The model card and the curves show the correlations.
+  const card = fs.readFileSync(path.join(output, 'README.md'), 'utf8');
+  t.regex(card, /- Loss: CoSENTLoss on labeled pairs/);
+  t.true(card.includes(`| kept model | Spearman ${after!.spearman.toFixed(3)}, Pearson ${after!.pearson.toFixed(3)} (64 pairs) |`));
+  t.regex(fs.readFileSync(path.join(output, 'training_curves.svg'), 'utf8'), /Validation similarity/);
+});
+
+test('pair losses refuse what they would ignore: unlabeled data, other losses and modes, non-binary labels for the contrastive ones', async (t) => {
+  const dir = tempDir();
+  const labeled = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(labeled, labeledPairs(20, 1).map((o) => JSON.stringify(o)).join('\n') + '\n');
+  const plain = path.join(dir, 'plain.jsonl');
+  fs.writeFileSync(plain, labeledPairs(20, 2).map((o) => JSON.stringify({ query: o.sentence1, positive: o.sentence2 })).join('\n') + '\n');
+  const base = { model: FIXTURE, output: path.join(dir, 'out'), device: 'cpu' as const, epochs: 1, batchSize: 4 };
+  const refused = async (options: Parameters<typeof train>[0], message: RegExp) => t.regex((await rejection(() => train(options))).message, message, JSON.stringify(options.loss));
+  await refused({ ...base, data: labeled }, /20 of the 20 examples are labeled pairs .*options\.loss\.pairs/);
+  await refused({ ...base, data: plain, loss: { pairs: 'cosent' } }, /20 of the 20 examples have no "label" or "score" \(the first: example 1\)/);
+  await refused({ ...base, data: labeled, loss: { pairs: 'contrastive' } }, /'contrastive' takes labels 1 \(similar\) and 0 \(not\), and example \d+ is labeled 0\.\d+: use 'cosent'/);
+  await refused({ ...base, data: labeled, loss: { pairs: 'cosent', contrastiveWeight: 1 } }, /options\.loss\.pairs is the whole loss: drop options\.loss\.contrastiveWeight/);
+  await refused({ ...base, data: labeled, loss: { pairs: 'cosent', margin: 0.3 } }, /options\.loss\.margin must be absent with options\.loss\.pairs 'cosent'/);
+  await refused({ ...base, data: labeled, loss: { margin: 0.3 } }, /options\.loss\.margin must be absent without options\.loss\.pairs/);
+  await refused({ ...base, data: labeled, loss: { pairs: 'cosent' }, guide: FIXTURE }, /options\.guide is for other training/);
+  await refused({ ...base, data: labeled, loss: { pairs: 'cosine' }, earlyStopping: { patience: 1, metric: 'recall@1' } }, /'loss' or 'spearman' with options\.loss\.pairs/);
+  await refused({ ...base, data: plain, earlyStopping: { patience: 1, metric: 'spearman' } }, /'spearman' is for labeled pairs/);
+  await refused({ ...base, data: labeled, batchSize: 1, loss: { pairs: 'angle' } }, /'angle' ranks the pairs of a batch against each other, and every batch holds one pair/);
+  t.false(fs.existsSync(base.output), 'nothing written');
+});
+
+test('the contrastive pair losses train on 1/0 labels, and Matryoshka widths report each width\'s correlation', async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, 'binary.jsonl');
+  fs.writeFileSync(data, labeledPairs(64, 11).map((o) => JSON.stringify({ sentence1: o.sentence1, sentence2: o.sentence2, label: o.score > 0.5 ? 1 : 0 })).join('\n') + '\n');
+  for (const pairs of ['contrastive', 'online_contrastive'] as const) {
+    const result = await train({ model: FIXTURE, data, output: path.join(dir, pairs), epochs: 2, batchSize: 8, learningRate: 5e-3, loss: { pairs, margin: 0.4 }, device: 'cpu', checkpointEvery: 0 });
+    t.true(result.history.steps.every((s) => Number.isFinite(s.loss)), pairs);
+    t.is(result.similarity!.after!.pairs, 13);
+    t.is(JSON.parse(fs.readFileSync(path.join(dir, pairs, 'training_history.json'), 'utf8')).config.pairs.margin, 0.4);
+  }
+  const widths = await train({ model: FIXTURE, data, output: path.join(dir, 'widths'), epochs: 1, batchSize: 8, loss: { pairs: 'angle', matryoshka: { dimensions: [32, 7] } }, device: 'cpu', checkpointEvery: 0 });
+  t.deepEqual(widths.similarity!.after!.dimensions!.map((d) => d.dimension), [32, 7]);
+  t.is(widths.similarity!.after!.dimensions![0].spearman, widths.similarity!.after!.spearman, 'the full width is the main figure');
+});
+
+test('coltrast train --pair-loss trains a CSV of labeled pairs and prints the correlations; its flags name themselves in errors', async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, 'stsb.csv');
+  fs.writeFileSync(data, 'sentence1,sentence2,score\n' + labeledPairs(40, 5).map((o) => `${o.sentence1},${o.sentence2},${o.score}`).join('\n') + '\n');
+  const output = path.join(dir, 'out');
+  const run = (args: string[]) => spawnSync(process.execPath, [CLI, 'train', '--model', FIXTURE, '--data', data, '--device', 'cpu', '--epochs', '1', '--batch-size', '8', ...args], { encoding: 'utf8', timeout: 120_000 });
+  let r = run(['--output', output, '--pair-loss', 'cosine', '--json']);
+  t.is(r.status, 0, r.stderr);
+  const printed = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  t.is(printed.similarity.after.pairs, 8);
+  t.true(Number.isFinite(printed.similarity.after.spearman));
+  r = run(['--output', path.join(dir, 'text'), '--pair-loss', 'cosent']);
+  t.is(r.status, 0, r.stderr);
+  t.regex(r.stdout, /after training: {2}Spearman -?\d\.\d{3}, Pearson -?\d\.\d{3} \(8 pairs\) \(epoch 1 kept\)/);
+  r = run(['--output', path.join(dir, 'x'), '--pair-loss', 'cosent', '--margin', '0.2']);
+  t.is(r.status, 2);
+  t.regex(r.stderr, /--margin must be absent with --pair-loss 'cosent'/);
+  r = run(['--output', path.join(dir, 'y')]);
+  t.is(r.status, 2);
+  t.regex(r.stderr, /40 of the 40 examples are labeled pairs .*--pair-loss/);
+});
