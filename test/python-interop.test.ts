@@ -14,7 +14,8 @@
 //   - the fused MaxSim op scores as sentence-transformers' own late-interaction scoring (maxsim, maxsim_pairwise);
 //   - the distillation losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss on a batch, the
 //     guided contrastive loss its GISTEmbedLoss, and Contrastive Tension's loss (a trained model and its trained
-//     twin) its ContrastiveTensionLossInBatchNegatives;
+//     twin) its ContrastiveTensionLossInBatchNegatives, and the labeled-pair losses CoSENTLoss, AnglELoss,
+//     CosineSimilarityLoss, ContrastiveLoss and OnlineContrastiveLoss;
 //   - ContextFlow's joint retriever/generator loss and its gradient's norm equal what sentence-transformers and
 //     transformers compute for the same batch (scripts/fixtures/rag_loss.py);
 //   - hard-negative mining gives mine_hard_negatives' rows (scripts/fixtures/st_mine.py);
@@ -511,7 +512,7 @@ for (const name of ['bert', 'xlm-roberta', 'distilbert', 'electra', 'deberta-v3'
   });
 }
 
-check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss (1e-5)${skipped}`, async (t) => {
+check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses (1e-5)${skipped}`, async (t) => {
   const dir = tempDir();
   // Contrastive Tension: a model and its twin, trained apart for a few steps (dropout draws differ), then saved.
   const sentences = wordDataset(24, 41).map((p) => p.positive);
