@@ -633,7 +633,7 @@ function readPairs(o: TrainOptions, loss: LossOptions): Config['pairs'] {
     return undefined;
   }
   const kind = oneOf('options.loss.pairs', loss.pairs, ['cosent', 'angle', 'cosine', 'contrastive', 'online_contrastive'] as const);
-  const modes = (['crossEncoder', 'multiVector', 'contrastiveTension', 'sparse', 'mlm', 'teacher', 'guide', 'mineNegatives', 'miniBatchSize'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  const modes = (['crossEncoder', 'multiVector', 'contrastiveTension', 'sparse', 'mlm', 'teacher', 'guide', 'mineNegatives'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
   if (modes.length > 0) {
     throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs trains a single-vector embedding model on labeled pairs: ${modes.map((k) => `options.${k}`).join(', ')} ${modes.length > 1 ? 'are' : 'is'} for other training; drop ${modes.length > 1 ? 'them' : 'it'}`);
   }

@@ -51,6 +51,34 @@ test('dropout off: mini-batches of 1, 3 and 4 give the plain step\'s losses, gra
   }
 });
 
+test('dropout off: the labeled-pair losses in mini-batches give the plain step\'s losses, gradient norms and weights', async (t) => {
+  // 7 pairs a batch (each query with its own document, no others), labeled 1/0 for the contrastive losses, graded else.
+  const pairs = (kind: string) => BATCHES.map((b) => ({ queries: b.queries, documents: b.documents.slice(0, 7), labels: Float32Array.from(b.queries, (_, i) => (kind.includes('contrastive') ? i % 2 : (i % 4) / 3)) }));
+  const runPairs = async (kind: 'cosent' | 'online_contrastive', miniBatchSize?: number) => {
+    const enc = await Encoder.load(noDropout, { device: 'cpu' });
+    try {
+      const tr = await enc.createTrainer({ learningRate: 1e-3, seed: 5 });
+      const results = [];
+      for (const b of pairs(kind)) {
+        results.push(await tr.step(b.queries, b.documents, { ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, pairLoss: kind, pairLabels: b.labels, ...(miniBatchSize && { miniBatchSize }) }));
+      }
+      return { results, probe: (await enc.embed(['model token vector search'], {})).data };
+    } finally {
+      enc.dispose();
+    }
+  };
+  for (const kind of ['cosent', 'online_contrastive'] as const) {
+    const plain = await runPairs(kind);
+    const cached = await runPairs(kind, 3);
+    cached.results.forEach((r, i) => {
+      t.true(relative(r.loss, plain.results[i].loss) < 1e-5, `${kind} step ${i + 1}: loss ${r.loss} vs ${plain.results[i].loss}`);
+      t.true(relative(r.gradNorm, plain.results[i].gradNorm) < 1e-4, `${kind} step ${i + 1}: grad norm ${r.gradNorm} vs ${plain.results[i].gradNorm}`);
+    });
+    t.true(maxAbsDiff(cached.probe, plain.probe) < 1e-5, `${kind}: weights after 4 steps differ by ${maxAbsDiff(cached.probe, plain.probe)}`);
+    t.true(plain.results.every((r) => r.gradNorm > 0), `${kind}: the steps have gradients`);
+  }
+});
+
 test('dropout on: each mini-batch\'s second pass replays its first exactly, and runs repeat', async (t) => {
   const a = await run(FIXTURE, { miniBatchSize: 2, verifyMiniBatches: true });
   const b = await run(FIXTURE, { miniBatchSize: 2, verifyMiniBatches: true });
