@@ -37,6 +37,7 @@ const runtimeModule = () => require('./runtime') as typeof import('./runtime');
 const hubModule = () => require('./hub') as typeof import('./hub');
 const crossEncoderModule = () => require('./cross-encoder') as typeof import('./cross-encoder');
 const evaluateModule = () => require('./evaluate') as typeof import('./evaluate');
+const pairMetricsModule = () => require('./pair-metrics') as typeof import('./pair-metrics');
 const configSchemaModule = () => require('./config-schema') as typeof import('./config-schema');
 const searchIndexModule = () => require('./search-index') as typeof import('./search-index');
 const indexManifestModule = () => require('./index-manifest') as typeof import('./index-manifest');
@@ -275,7 +276,10 @@ commands:
                              e.g. '{"metadata.lang": "en", "metadata.year": {"$gte": 2020}}'
     --mmr <λ>                varied hits: maximal marginal relevance over the --candidates, λ in [0, 1] (1: plain ranking)
     --fusion rrf|relative --hybrid-weight <x>   hybrid: reciprocal-rank fusion (default) or min-max scaled scores; the dense share (0.5)
-  eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)
+  eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); on a .jsonl or
+                             .csv/.tsv of labeled pairs (sentence1, sentence2, score), Spearman and Pearson correlation of
+                             cosine and label (sentence-transformers' EmbeddingSimilarityEvaluator; --model, --compare,
+                             --truncate-dim, --quantize, --batch-size, --device, --threads, --json)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none),
                              or a sparse encoder (SPLADE) for --mode sparse (the default for a SparseEncoder folder) or hybrid (with BM25)
@@ -1223,6 +1227,7 @@ async function evalCommand(argv: string[]): Promise<void> {
   });
   nameFlags(EVAL_OPTIONS, values, { stem: 'bm25', compare: null, json: null, 'reranker-adapter': null, 'no-adapter-base-check': 'checkAdapterBase' }, ['k']);
   if (!values.data) fail('eval needs --data <BEIR folder>');
+  if (JSONL.test(values.data) || CSV.test(values.data)) return evalPairs(values);
   const storage = storageFlag(values.storage);
   const k = values.k?.split(',').map((x) => {
     const n = Number(x);
@@ -1302,6 +1307,35 @@ async function evalCommand(argv: string[]): Promise<void> {
   if (lacking) {
     console.log(`${lacking.queries} judged ${lacking.queries === 1 ? 'query has' : 'queries have'} no text in the queries file (${lacking.examples.join(', ')}${lacking.queries > lacking.examples.length ? ', ...' : ''}): left out of the metrics, as trec_eval leaves out judged queries a run lacks`);
   }
+}
+
+/**
+ * `coltrast eval --data <pairs file>`: labeled pairs (.jsonl or .csv/.tsv of sentence1, sentence2, score) scored by
+ * Spearman and Pearson correlation of cosine and label, for --model and a --compare model. The retrieval flags are refused.
+ */
+async function evalPairs(values: { [K in keyof typeof EVAL_OPTIONS]?: (typeof EVAL_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string }): Promise<void> {
+  const allowed = new Set(['data', 'model', 'compare', 'device', 'batch-size', 'json', 'truncate-dim', 'threads', 'quantize']);
+  const retrieval = Object.keys(values).filter((f) => values[f as keyof typeof values] !== undefined && !allowed.has(f));
+  if (retrieval.length > 0) fail(`${values.data} is a file of labeled pairs, scored by correlation: ${retrieval.map((f) => `--${f}`).join(', ')} ${retrieval.length > 1 ? 'are' : 'is'} for retrieval on a BEIR folder`);
+  if (values.compare === 'bm25') fail('--compare bm25 ranks documents; labeled pairs are scored by an embedding model\'s cosine similarity: compare another model');
+  const threads = numberFlag('threads', values.threads, 'count');
+  if (threads !== undefined) encoderModule().setThreads(threads);
+  const common = { data: values.data!, device: (values.device ?? 'auto') as Device, batchSize: numberFlag('batch-size', values['batch-size'], 'count') };
+  const model = values.model ?? DEFAULT_MODEL;
+  const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count');
+  const results = [{ name: path.basename(model) + (truncateDim !== undefined ? `@${truncateDim}` : '') + (values.quantize ? ` (${values.quantize})` : ''), result: await pairMetricsModule().evaluateSimilarity({ ...common, model, truncateDim, ...quantizeFlag(values.quantize) }) }];
+  if (values.compare) {
+    flagNames!.options.model = 'compare';
+    results.push({ name: path.basename(values.compare), result: await pairMetricsModule().evaluateSimilarity({ ...common, model: values.compare }) });
+  }
+  if (values.json) {
+    console.log(JSON.stringify(results.map((r) => ({ name: r.name, ...r.result }))));
+    return;
+  }
+  const width = Math.max(...results.map((r) => r.name.length), 5);
+  console.log(`${'model'.padEnd(width)}  spearman  pearson`);
+  for (const r of results) console.log(`${r.name.padEnd(width)}  ${r.result.spearman.toFixed(4).padStart(8)}  ${r.result.pearson.toFixed(4).padStart(7)}`);
+  console.log(`\n${results[0].result.pairs} pairs (cosine similarity against the labels)`);
 }
 
 /** Whether `model` (a folder, or a hub id: its snapshot, downloaded if need be) is sentence-transformers' SparseEncoder. */

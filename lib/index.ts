@@ -24,6 +24,8 @@ export { LORA_TARGETS, type LoraOptions, type LoraConfig } from './lora';
 export type { TrainOptions, TrainResult, TrainProgress, LossOptions, MatryoshkaOptions, EpochRecord, RetrievalMetrics, SimilarityMetrics } from './train';
 export type { TrainExample } from './train-data';
 export { evaluate } from './evaluate';
+export { evaluateSimilarity } from './pair-metrics';
+export type { SimilarityEvaluationOptions, SimilarityEvaluation } from './pair-metrics';
 export type { EvaluateOptions, EvaluateResult, EvalMode } from './evaluate';
 export { loadBeir } from './beir';
 export type { BeirData, CorpusDoc } from './beir';

@@ -28,6 +28,9 @@ import { arrayInTurns, inTurns } from './turns';
 import { batchExamples, batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, valSplitValue, type Batch, type TrainExample } from './train-data';
 import { FLOAT32_MIN_NORMAL, abortedAs, booleanValue, checkOptions, float32, invalid, numberValue, oneOf, positiveInteger, signalOption, stringList } from './validate';
 import { UNTRUNCATED } from './tokenizer';
+import { measurePairs, type SimilarityMetrics } from './pair-metrics';
+
+export type { SimilarityMetrics } from './pair-metrics';
 
 export interface LossOptions {
   /** Weight of the in-batch InfoNCE loss on pooled, L2-normalized embeddings (default 0.5). */
@@ -80,19 +83,6 @@ export interface LossOptions {
   pairs?: PairLossKind;
   /** The contrastive pair losses' margin on the cosine distance (default 0.5). */
   margin?: number;
-}
-
-/**
- * How well a model's cosine similarities of labeled pairs follow their labels (sentence-transformers'
- * EmbeddingSimilarityEvaluator's spearman_cosine and pearson_cosine).
- */
-export interface SimilarityMetrics {
-  /** Spearman's rank correlation (ties given their mean rank). */
-  spearman: number;
-  pearson: number;
-  pairs: number;
-  /** With loss.matryoshka: the correlations with the vectors cut to each width (largest first). */
-  dimensions?: { dimension: number; spearman: number; pearson: number }[];
 }
 
 export interface MatryoshkaOptions {
@@ -1052,68 +1042,6 @@ async function measureRetrieval(encoder: Encoder | CrossEncoder | SparseEncoder,
     return { 'recall@1': metrics.recall[1], 'mrr@10': metrics.mrr[10] };
   });
   return withWidths(scored, examples.length, widths, scoredWidths);
-}
-
-/**
- * SimilarityMetrics of labeled pairs (each example's query and positive, its label): the cosines of the encoder's
- * vectors (embedded as the training embeds them: with the model's query and document prompts when `prompts`) against
- * the labels; with Matryoshka `widths`, each width's too, the vectors cut to it and normalized again.
- */
-async function measurePairs(encoder: Encoder, examples: TrainExample[], prompts: boolean, widths?: number[], signal?: AbortSignal): Promise<SimilarityMetrics> {
-  const side = async (texts: string[], task: 'query' | 'document') => matrixRows(await encoder.embed(texts, { ...(prompts && { task }), signal }));
-  const first = await side(examples.map((e) => e.query), 'query');
-  const second = await side(examples.map((e) => e.positive), 'document');
-  const labels = examples.map((e) => e.label!);
-  const at = (width: number) => {
-    const cosines = first.map((a, i) => {
-      const x = normalizeRow(a.slice(0, width));
-      const y = normalizeRow(second[i].slice(0, width));
-      let dot = 0;
-      for (let k = 0; k < width; k++) dot += x[k] * y[k];
-      return dot;
-    });
-    return { spearman: spearman(cosines, labels), pearson: pearson(cosines, labels) };
-  };
-  return { ...at(encoder.dimension), pairs: examples.length, ...(widths && { dimensions: widths.map((dimension) => ({ dimension, ...at(dimension) })) }) };
-}
-
-/** Pearson's correlation coefficient of `x` and `y` (NaN where either is constant, as scipy gives). */
-export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  const n = x.length;
-  let mx = 0;
-  let my = 0;
-  for (let i = 0; i < n; i++) {
-    mx += x[i];
-    my += y[i];
-  }
-  mx /= n;
-  my /= n;
-  let sxy = 0;
-  let sxx = 0;
-  let syy = 0;
-  for (let i = 0; i < n; i++) {
-    sxy += (x[i] - mx) * (y[i] - my);
-    sxx += (x[i] - mx) ** 2;
-    syy += (y[i] - my) ** 2;
-  }
-  return sxx === 0 || syy === 0 ? NaN : sxy / Math.sqrt(sxx * syy);
-}
-
-/** Spearman's rank correlation of `x` and `y`: Pearson's of their ranks, tied values given their mean rank (scipy's spearmanr). */
-export function spearman(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  return pearson(meanRanks(x), meanRanks(y));
-}
-
-function meanRanks(values: ArrayLike<number>): Float64Array {
-  const order = Array.from({ length: values.length }, (_, i) => i).sort((a, b) => values[a] - values[b]);
-  const out = new Float64Array(values.length);
-  for (let start = 0; start < order.length; ) {
-    let end = start + 1;
-    while (end < order.length && values[order[end]] === values[order[start]]) end++;
-    for (let k = start; k < end; k++) out[order[k]] = (start + end + 1) / 2; // ranks start + 1 .. end, their mean
-    start = end;
-  }
-  return out;
 }
 
 /** RetrievalMetrics of the full width's scores (first), with each Matryoshka width's when `widths` are given. */

@@ -7,8 +7,8 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { train } from '../lib';
-import { pearson, spearman } from '../lib/train';
+import { Encoder, evaluateSimilarity, train } from '../lib';
+import { pearson, spearman } from '../lib/pair-metrics';
 import { makeBatches, readTrainingData } from '../lib/train-data';
 import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
@@ -177,4 +177,36 @@ test('coltrast train --pair-loss trains a CSV of labeled pairs and prints the co
   r = run(['--output', path.join(dir, 'y')]);
   t.is(r.status, 2);
   t.regex(r.stderr, /40 of the 40 examples are labeled pairs .*--pair-loss/);
+});
+
+test('evaluateSimilarity and coltrast eval on a file of labeled pairs: the correlations of the model\'s cosines with the labels', async (t) => {
+  const dir = tempDir();
+  const pairs = labeledPairs(30, 9);
+  const data = path.join(dir, 'sts.csv');
+  fs.writeFileSync(data, 'sentence1,sentence2,score\n' + pairs.map((o) => `${o.sentence1},${o.sentence2},${o.score}`).join('\n') + '\n');
+  const result = await evaluateSimilarity({ data, model: FIXTURE, device: 'cpu' });
+  t.is(result.pairs, 30);
+  // By hand: each pair's cosine of the model's normalized vectors.
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const a = await enc.embed(pairs.map((p) => p.sentence1), { normalize: true });
+  const b = await enc.embed(pairs.map((p) => p.sentence2), { normalize: true });
+  const dim = a.dims[1];
+  const cosines = pairs.map((_, i) => a.data.subarray(i * dim, (i + 1) * dim).reduce((sum, x, k) => sum + x * b.data[i * dim + k], 0));
+  const labels = pairs.map((p) => p.score);
+  t.true(Math.abs(result.spearman - spearman(cosines, labels)) < 1e-6, `${result.spearman} vs ${spearman(cosines, labels)}`);
+  t.true(Math.abs(result.pearson - pearson(cosines, labels)) < 1e-5);
+  t.deepEqual({ ...(await evaluateSimilarity({ data: pairs, model: enc })), seconds: 0 }, { ...result, seconds: 0 }, 'an array and a loaded model give the same');
+  enc.dispose();
+  // The command line, against the library; a retrieval flag and a file of unlabeled pairs refused by name.
+  let run = spawnSync(process.execPath, [CLI, 'eval', '--data', data, '--model', FIXTURE, '--compare', FIXTURE, '--device', 'cpu', '--json'], { encoding: 'utf8', timeout: 120_000 });
+  t.is(run.status, 0, run.stderr);
+  const printed = JSON.parse(run.stdout);
+  t.is(printed.length, 2);
+  t.is(printed[0].spearman, result.spearman);
+  run = spawnSync(process.execPath, [CLI, 'eval', '--data', data, '--model', FIXTURE, '--mode', 'dense', '--k', '10'], { encoding: 'utf8', timeout: 120_000 });
+  t.is(run.status, 2);
+  t.regex(run.stderr, /is a file of labeled pairs, scored by correlation: --mode, --k are for retrieval on a BEIR folder/);
+  const plain = path.join(dir, 'plain.jsonl');
+  fs.writeFileSync(plain, JSON.stringify({ query: 'a', positive: 'b' }) + '\n' + JSON.stringify({ query: 'c', positive: 'd' }) + '\n');
+  t.regex((await rejection(() => evaluateSimilarity({ data: plain, model: FIXTURE }))).message, /options\.data must be labeled pairs .*example 1 has no label/);
 });
