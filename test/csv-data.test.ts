@@ -81,7 +81,7 @@ test('sentences come from a text or sentence column, or from the pair columns', 
   await t.throwsAsync(readSentences(write('x.csv', 'id,text\n1,a\n')), {
     message: /x\.csv:1: a "text" column must be the file's only one \(columns found: id, text; expected: one column, "text" \(or "sentence"\), or the pairs' query \(or anchor\), positive/,
   });
-  await t.throwsAsync(readSentences(write('y.csv', 'query,positive,label\nq,p,1\n')), { message: /y\.csv:1: unknown column "label" \(columns found: query, positive, label; expected: one column, "text"/ });
+  await t.throwsAsync(readSentences(write('y.csv', 'query,positive,weight\nq,p,1\n')), { message: /y\.csv:1: unknown column "weight" \(columns found: query, positive, weight; expected: one column, "text"/ });
 });
 
 test('readSentences says what a sentence item may be, not only the fields of a pair', async (t) => {
@@ -92,15 +92,15 @@ test('readSentences says what a sentence item may be, not only the fields of a p
   await t.throwsAsync(readSentences(['a', { sentence: 'b' }]), { message: /^data\[1\]: a sentence is .*; this object has "sentence"$/ });
   await t.throwsAsync(readSentences(['a', 3]), { message: /^data\[1\]: a sentence is .*; this is a number$/ });
   // A pair's own mistakes still name the pairs' fields.
-  await t.throwsAsync(readSentences(['a', { query: 'q', positive: 'p', label: 1 }]), { message: /data\[1\]: unknown field "label" \(known: query, positive/ });
+  await t.throwsAsync(readSentences(['a', { query: 'q', positive: 'p', weight: 1 }]), { message: /data\[1\]: unknown field "weight" \(known: query, positive/ });
 });
 
 test('a header with unknown, missing or misnamed columns is refused with the file, the columns found and those expected', async (t) => {
   const cases: [string, string, RegExp][] = [
-    ['label.csv', 'query,positive,label\nq,p,1\n', /label\.csv:1: unknown column "label" \(columns found: query, positive, label; expected: query \(or anchor\), positive, and optionally negative or negative_1, negative_2, \.\.\. \(a hard negative each\) and group\)/],
+    ['weight.csv', 'query,positive,weight\nq,p,1\n', /weight\.csv:1: unknown column "weight" \(columns found: query, positive, weight; expected: query \(or anchor\), positive, and optionally negative or negative_1, negative_2, \.\.\. \(a hard negative each\) and group; or a labeled pair: sentence1, sentence2 and label or score\)/],
     ['nopos.csv', 'query,negative\nq,n\n', /nopos\.csv:1: no "positive" column \(columns found: query, negative;/],
     ['noquery.csv', 'positive\np\n', /noquery\.csv:1: no "query" column/],
-    ['both.csv', 'query,anchor,positive\nq,a,p\n', /both\.csv:1: give a "query" or an "anchor" column, not both/],
+    ['both.csv', 'query,anchor,positive\nq,a,p\n', /both\.csv:1: give one of the "query", "anchor" and "sentence1" columns/],
     ['negs.csv', 'query,positive,negatives\nq,p,n\n', /negs\.csv:1: a "negatives" column: a cell holds one text, so give each hard negative a column of its own, negative_1/],
     ['noheader.csv', 'what is x,x is a letter\n', /noheader\.csv:1: the first row must be a header naming the columns \(columns found: what is x, x is a letter;/],
     ['index.csv', ',query,positive\n0,q,p\n', /index\.csv:1: column 1 of the header \(".*", "query", "positive"\) has no name \(pandas writes its index so: to_csv\(\.\.\., index=False\) leaves it out\)/],
