@@ -255,7 +255,7 @@ commands:
                              sentence-transformers SparseEncoder folder is one without it): its sparse vectors in an
                              inverted index, searched exactly by its similarity (the hybrid mode, filters and re-ranking as usual)
     --sparse-model <dir|hub id>  a sparse (SPLADE) encoder whose vectors the index keeps beside --model's: search's
-                             --mode sparse ranks by them, --mode hybrid fuses the two models' rankings (instead of BM25's)
+                             sparse mode ranks by them, its hybrid mode fuses the two models' rankings (instead of BM25's)
     --update                 add to the index at --output instead (documents with its ids are replaced), with its model(s)
                              and settings
   search <question>...       search an index
