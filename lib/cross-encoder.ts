@@ -338,15 +338,17 @@ export class CrossEncoder {
    * every document ([queries × documents] pairs, query i's positive being document i) and trains the model on
    * `loss` over each query's row of scores.
    */
-  createTrainer(options: NativeTrainerOptions, loss: CrossEncoderLoss): ModelTrainer<PreparedPairs> {
+  createTrainer(options: NativeTrainerOptions, loss: CrossEncoderLoss, labeled = false): ModelTrainer<PreparedPairs> {
     if (this.numLabels !== 1) {
       throw new ColtrastError('INVALID_ARGUMENT', `${this.modelDir} has ${this.numLabels} labels; train({ crossEncoder }) trains one-label rerankers (a relevance score per pair)`);
     }
     const prepare = async (queries: string[], documents: string[]): Promise<PreparedPairs> => {
       const started = performance.now();
       // As sentence-transformers' trainer reads pairs: the model's own format, without a prompt unless given one.
-      const pairs = await this.tokenizePairs(queries.flatMap((q) => documents.map((d): [string, string] => [q, d])), undefined);
-      return { pairs: padBatch(pairs), documentsPerQuery: documents.length, tokenizeSeconds: (performance.now() - started) / 1000 };
+      // Labeled pairs (`labeled`): query i with document i alone; else every query with every document.
+      const texts = labeled ? queries.map((q, i): [string, string] => [q, documents[i]]) : queries.flatMap((q) => documents.map((d): [string, string] => [q, d]));
+      const pairs = await this.tokenizePairs(texts, undefined);
+      return { pairs: padBatch(pairs), documentsPerQuery: labeled ? 1 : documents.length, tokenizeSeconds: (performance.now() - started) / 1000 };
     };
     return bindTrainer(this.model, options, prepare, (batch, stepOptions) => ({
       pairs: batch.pairs,

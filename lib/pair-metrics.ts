@@ -4,6 +4,7 @@
  * correlation and Pearson's. train() validates a loss.pairs run with them (measurePairs); evaluateSimilarity() and
  * `coltrast eval --data <pairs file>` measure a model on a file of labeled pairs.
  */
+import type { CrossEncoder } from './cross-encoder';
 import { Encoder, matrixRows, normalizeRow, type Device, type Quantize } from './encoder';
 import { ColtrastError } from './errors';
 import { quantizeOption } from './native-model';
@@ -44,6 +45,16 @@ export async function measurePairs(encoder: Encoder, examples: TrainExample[], p
     return { spearman: spearman(cosines, labels), pearson: pearson(cosines, labels) };
   };
   return { ...at(encoder.dimension), pairs: examples.length, ...(widths && { dimensions: widths.map((dimension) => ({ dimension, ...at(dimension) })) }) };
+}
+
+/**
+ * SimilarityMetrics of a cross-encoder on labeled pairs: its scores of the pairs (with its activation) against the labels
+ * (sentence-transformers' CrossEncoderCorrelationEvaluator).
+ */
+export async function measureScoredPairs(encoder: CrossEncoder, examples: TrainExample[], signal?: AbortSignal): Promise<SimilarityMetrics> {
+  const { data } = await encoder.predict(examples.map((e): [string, string] => [e.query, e.positive]), { signal });
+  const labels = examples.map((e) => e.label!);
+  return { spearman: spearman(data, labels), pearson: pearson(data, labels), pairs: examples.length };
 }
 
 /** Pearson's correlation coefficient of `x` and `y` (NaN where either is constant, as scipy gives). */

@@ -296,10 +296,10 @@ ${info.distillation ? `- Distilled from: ${info.distillation}\n` : ''}${info.gui
 ${
     info.kind === 'masked-lm'
       ? ''
-      : info.kind === 'similarity'
+      : result.similarity
         ? `## Validation similarity
 
-| | Spearman / Pearson of cosine similarity and label |
+| | Spearman / Pearson of ${info.kind === 'cross-encoder' ? 'score' : 'cosine similarity'} and label |
 |---|---|
 | before training | ${similarityLine(result.similarity?.before)} |
 | kept model | ${similarityLine(result.similarity?.after)} |

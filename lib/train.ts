@@ -28,7 +28,7 @@ import { arrayInTurns, inTurns } from './turns';
 import { batchExamples, batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, valSplitValue, type Batch, type TrainExample } from './train-data';
 import { FLOAT32_MIN_NORMAL, abortedAs, booleanValue, checkOptions, float32, invalid, numberValue, oneOf, positiveInteger, signalOption, stringList } from './validate';
 import { UNTRUNCATED } from './tokenizer';
-import { measurePairs, type SimilarityMetrics } from './pair-metrics';
+import { measurePairs, measureScoredPairs, type SimilarityMetrics } from './pair-metrics';
 
 export type { SimilarityMetrics } from './pair-metrics';
 
@@ -418,7 +418,7 @@ interface Config {
   checkpointEvery: number;
   projection?: { dimension: number; activation: 'identity' | 'tanh' };
   multiVector?: MultiVectorSettings;
-  crossEncoder?: CrossEncoderLoss & { decoderStart?: DecoderRerankerStart };
+  crossEncoder?: CrossEncoderLoss & { decoderStart?: DecoderRerankerStart; labeled?: boolean };
   sparse?: SparseRegularizers;
   /** Masked-language-model training: the share of each text's tokens masked. */
   mlm?: { probability: number };
@@ -534,7 +534,7 @@ function readConfig(options: TrainOptions): Config {
     valSplit: valSplitValue('options.valSplit', o.valSplit, tension || mlm ? 0 : 0.2),
     ...(o.valSplit === undefined && { valMaxGroups: DEFAULT_VAL_GROUPS }),
     patience: early ? positiveInteger('options.earlyStopping.patience', early.patience) : Infinity,
-    metric: earlyStoppingMetric(early?.metric, pairs !== undefined),
+    metric: earlyStoppingMetric(early?.metric, pairs !== undefined, cross !== undefined),
     maxNegatives: o.maxNegatives === undefined ? Infinity : numberValue('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     checkpointEvery: numberValue('options.checkpointEvery', o.checkpointEvery ?? 50, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     projection: projection && {
@@ -595,8 +595,12 @@ function readConfig(options: TrainOptions): Config {
   };
 }
 
-/** earlyStopping.metric checked: 'spearman' for labeled pairs (their validation's), the retrieval metrics otherwise. */
-function earlyStoppingMetric(metric: unknown, pairs: boolean): Config['metric'] {
+/**
+ * earlyStopping.metric checked: 'spearman' for labeled pairs (their validation's), the retrieval metrics otherwise; a
+ * cross-encoder's may be either until its data says which it trains on (checkPairData).
+ */
+function earlyStoppingMetric(metric: unknown, pairs: boolean, crossEncoder: boolean): Config['metric'] {
+  if (crossEncoder) return oneOf('options.earlyStopping.metric', metric ?? 'loss', ['loss', 'recall@1', 'mrr@10', 'spearman'] as const);
   if (pairs) {
     if (metric === 'recall@1' || metric === 'mrr@10') throw invalid('options.earlyStopping.metric', "'loss' or 'spearman' with options.loss.pairs (labeled pairs are validated by correlation, not retrieval)", metric);
     return oneOf('options.earlyStopping.metric', metric ?? 'loss', ['loss', 'spearman'] as const);
@@ -641,9 +645,26 @@ function readPairs(o: TrainOptions, loss: LossOptions): Config['pairs'] {
  * The examples checked against loss.pairs: with it every example is a labeled pair (binary labels for the contrastive
  * losses); without it, none is (its label would be ignored). ColTrast project files hold no labeled pairs.
  */
-function checkPairData(config: Config, data: { examples: TrainExample[] } | { projects: unknown[] }): void {
+function checkPairData(config: Config, data: { examples: TrainExample[] } | { projects: unknown[] }, crossEncoderLoss: unknown): void {
   const examples = 'examples' in data ? data.examples : [];
   const labeled = examples.filter((e) => e.label !== undefined).length;
+  if (config.crossEncoder) {
+    // A cross-encoder's labeled pairs: each pair's logit against its label (BCE), its validation by correlation.
+    if (labeled === 0) {
+      if (config.metric === 'spearman') throw invalid('options.earlyStopping.metric', "'loss', 'recall@1' or 'mrr@10' ('spearman' is for labeled pairs)", config.metric);
+      return;
+    }
+    if (labeled < examples.length) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${labeled} of the ${examples.length} examples are labeled pairs: a cross-encoder trains on labeled pairs (each with a "label" or "score" in [0, 1]) or on queries with positives, not both`);
+    }
+    if (crossEncoderLoss === 'cross_entropy') throw invalid('options.crossEncoder.loss', "'bce' (or absent) for labeled pairs: each pair's logit is fitted to its label", crossEncoderLoss);
+    const at = examples.findIndex((e) => !(e.label! >= 0 && e.label! <= 1));
+    if (at >= 0) throw new ColtrastError('INVALID_ARGUMENT', `a cross-encoder's labels are in [0, 1] (1: relevant; a score scaled into that range), and example ${at + 1} is labeled ${examples[at].label}`);
+    if (config.metric === 'recall@1' || config.metric === 'mrr@10') throw invalid('options.earlyStopping.metric', "'loss' or 'spearman' with labeled pairs (validated by correlation, not retrieval)", config.metric);
+    config.crossEncoder.kind = 'bce';
+    config.crossEncoder.labeled = true;
+    return;
+  }
   if (!config.pairs) {
     if (labeled > 0) {
       throw new ColtrastError('INVALID_ARGUMENT', `${labeled} of the ${examples.length} examples are labeled pairs (a "label" or "score"): choose their loss with options.loss.pairs ('cosent', 'angle', 'cosine', 'contrastive' or 'online_contrastive')`);
@@ -1259,7 +1280,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     config.mineNegatives?.corpus === undefined ? config.mineNegatives : { ...config.mineNegatives, corpus: await readCorpus(config.mineNegatives.corpus as Parameters<typeof readCorpus>[0]) };
   const { contrastiveWeight, lateInteractionWeight, distillationWeight } = config.step;
   const scoredData = 'examples' in data && data.examples.some((e) => e.scores);
-  checkPairData(config, data);
+  checkPairData(config, data, typeof options.crossEncoder === 'object' ? options.crossEncoder.loss : undefined);
   if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData && !config.pairs) noLoss(true);
   if ('projects' in data && mineNegatives) {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.mineNegatives is for pairs: ColTrast project files get their hard negatives from options.mining (hardNegatives)');
@@ -1409,7 +1430,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // Either model's trainer: train() only hands its prepared batches back to it.
     const trainer: ModelTrainer<{ tokenizeSeconds: number }> =
       encoder instanceof CrossEncoder
-        ? encoder.createTrainer(optimizer, config.crossEncoder!)
+        ? encoder.createTrainer(optimizer, config.crossEncoder!, config.crossEncoder!.labeled)
         : encoder instanceof SparseEncoder
           ? config.mlm
             ? encoder.createMlmTrainer(optimizer, config.mlm.probability)
@@ -1469,7 +1490,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (signal) notStarted();
       // A masked language model's validation is its loss: its texts are no (query, document) pairs to retrieve.
       if (config.mlm) return { valLoss: sum / valBatches.length };
-      // Labeled pairs: how well the cosines follow the labels.
+      // Labeled pairs: how well the cosines (a cross-encoder's scores) follow the labels.
+      if (config.crossEncoder?.labeled) return { valLoss: sum / valBatches.length, similarity: await measureScoredPairs(encoder as CrossEncoder, val, signal) };
       if (config.pairs) return { valLoss: sum / valBatches.length, similarity: await measurePairs(encoder as Encoder, val, config.prompts, config.matryoshka?.dimensions, signal) };
       return { valLoss: sum / valBatches.length, metrics: await measureRetrieval(encoder, val, config.matryoshka?.dimensions, signal) };
     };

@@ -294,6 +294,45 @@ for (const kind of ['cross_entropy', 'bce'] as const) {
   });
 }
 
+test("labeled pairs: a cross-encoder's loss is each pair's BCE on its logit and label (BinaryCrossEntropyLoss), and train() validates by correlation", async (t) => {
+  const ce = await CrossEncoder.load(path.join(CE, 'st'), { device: 'cpu' });
+  const data = wordDataset(6, 9);
+  const queries = data.map((d) => d.query);
+  const documents = data.map((d, i) => (i % 2 === 0 ? d.positive : data[(i + 1) % data.length].positive));
+  const labels = [1, 0, 0.75, 0, 1, 0.25];
+  const trainer = ce.createTrainer({ learningRate: 1e-3, weightDecay: 0.01, seed: 1, precision: 'float32' }, { kind: 'bce', scale: 10 }, true);
+  const options = { ...STEP_OPTIONS, pairLabels: Float32Array.from(labels) };
+  const { loss } = await trainer.evaluate(queries, documents, options);
+  // By its definition (float64), from predict()'s logits of each pair alone: mean of max(x, 0) - x y + log(1 + e^-|x|).
+  const { data: logits } = await ce.predict(queries.map((q, i): [string, string] => [q, documents[i]]), { activation: 'identity' });
+  const expected = labels.reduce((sum, y, i) => sum + Math.max(logits[i], 0) - logits[i] * y + Math.log1p(Math.exp(-Math.abs(logits[i]))), 0) / labels.length;
+  t.true(Math.abs(loss - expected) < 1e-5, `native ${loss}, definition ${expected}`);
+  for (let step = 0; step < 10; step++) await trainer.step(queries, documents, { ...options, learningRate: 1e-3, apply: true });
+  t.true((await trainer.evaluate(queries, documents, options)).loss < loss - 0.01, 'steps on the batch lower its loss');
+  trainer.dispose();
+  ce.dispose();
+
+  // train(): labeled pairs in [0, 1] (the loss is BCE on them, whatever crossEncoder.loss defaults to), validated by the
+  // Spearman and Pearson correlations of the scores with the labels.
+  const dir = tempDir();
+  const file = path.join(dir, 'labeled.jsonl');
+  const pairs = wordDataset(40, 4).map((d, i, all) => ({ sentence1: d.query, sentence2: i % 2 === 0 ? d.positive : all[(i + 3) % all.length].positive, label: i % 2 === 0 ? 1 : 0 }));
+  fs.writeFileSync(file, pairs.map((p) => JSON.stringify(p)).join('\n') + '\n');
+  const result = await train({ model: path.join(CE, 'st'), data: file, output: path.join(dir, 'out'), crossEncoder: true, epochs: 2, batchSize: 4, learningRate: 1e-3, device: 'cpu', seed: 2, earlyStopping: { patience: 2, metric: 'spearman' } });
+  t.is(result.similarity!.before!.pairs, 8);
+  t.true(result.history.epochs.every((e) => e.similarity !== undefined && e.metrics === undefined));
+  t.is(result.before, undefined);
+  const history = JSON.parse(fs.readFileSync(path.join(dir, 'out', 'training_history.json'), 'utf8'));
+  t.is(history.config.crossEncoder.kind, 'bce');
+  t.regex(fs.readFileSync(path.join(dir, 'out', 'README.md'), 'utf8'), /Spearman \/ Pearson of score and label/);
+  const refused = async (extra: Record<string, unknown>, message: RegExp) =>
+    t.regex((await rejection(() => train({ model: path.join(CE, 'st'), data: file, output: path.join(dir, 'x'), crossEncoder: true, device: 'cpu', ...extra }))).message, message);
+  await refused({ crossEncoder: { loss: 'cross_entropy' } }, /options\.crossEncoder\.loss must be 'bce' \(or absent\) for labeled pairs/);
+  await refused({ earlyStopping: { patience: 1, metric: 'mrr@10' } }, /'loss' or 'spearman' with labeled pairs/);
+  fs.writeFileSync(file, pairs.map((p, i) => JSON.stringify({ ...p, label: i === 3 ? 4 : p.label })).join('\n') + '\n');
+  await refused({}, /a cross-encoder's labels are in \[0, 1\] .*example 4 is labeled 4/);
+});
+
 test('train({ crossEncoder }) starts a reranker from an embedding model; options for embedding models are refused', async (t) => {
   const output = path.join(tempDir(), 'reranker');
   const result = await train({ model: FIXTURE, data: wordDataset(24), output, epochs: 2, batchSize: 4, learningRate: 1e-3, device: 'cpu', seed: 3, crossEncoder: true });

@@ -54,6 +54,7 @@ test('garbage arguments to every native entry point: errors, never a crash, and 
     'step with pair loss pairLabels=Float32Array(0)': /^INVALID_ARGUMENT: a pair loss takes B queries, B documents \(document i is query i's pair\) and B pairLabels/,
     'step with pair loss pairMargin=1e300': /^INVALID_ARGUMENT: pairMargin must be a float32 number >= 0/,
     "step with pair loss pairLoss='x'": /^INVALID_ARGUMENT: pairLoss must be 'none', 'cosent', 'angle', 'cosine', 'contrastive' or 'online_contrastive', got 'x'/,
+    'cross-encoder labeled step documentsPerQuery=0': /^INVALID_ARGUMENT: a cross-encoder's labeled pairs take documentsPerQuery 1, one label per pair and crossEncoderLoss 'bce'/,
     'mlm step with no label': /^INVALID_ARGUMENT: labels must mark at least one position to predict/,
     'mlm step with a label at padding': /^INVALID_ARGUMENT: labels must be -100 at padding positions/,
     'mlm step with a label past the vocabulary': /^INVALID_ARGUMENT: labels must be token ids below 198/,

@@ -597,7 +597,9 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
 // i's positive is document i, and the other documents (the other queries' positives, then shared hard
 // negatives) are its negatives. 'cross_entropy' is the listwise loss sentence-transformers' cross-encoder
 // MultipleNegativesRankingLoss computes: cross-entropy over each query's row of activation(logit) * scale.
-// 'bce': binary cross-entropy on the logits, 1 for the positive pair and 0 for every other.
+// 'bce': binary cross-entropy on the logits, 1 for the positive pair and 0 for every other. With pairLabels (one
+// document per query: labeled pairs), 'bce' is the binary cross-entropy of each pair's logit with its label in [0, 1]
+// (sentence-transformers' cross-encoder BinaryCrossEntropyLoss).
 std::pair<torch::Tensor, LossParts> crossEncoderLoss(LoadedEncoder& enc, const Side& pairs, const StepOptions& s,
                                                      torch::ScalarType autocast) {
   torch::Tensor states;
@@ -609,7 +611,9 @@ std::pair<torch::Tensor, LossParts> crossEncoderLoss(LoadedEncoder& enc, const S
   const torch::Tensor logits = enc.classify(states, pairs.mask, enc.model->is_training()).view({queries, perQuery});
   const auto options = torch::TensorOptions().device(enc.device);
   torch::Tensor loss;
-  if (s.crossEncoderBce) {
+  if (s.pairLabels.defined()) {
+    loss = F::binary_cross_entropy_with_logits(logits.view({-1}), s.pairLabels.to(enc.device));
+  } else if (s.crossEncoderBce) {
     loss = F::binary_cross_entropy_with_logits(logits, torch::eye(queries, perQuery, options));
   } else {
     const torch::Tensor scores = (s.sigmoidScores ? torch::sigmoid(logits) : logits) * s.scale;
@@ -1328,7 +1332,19 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       TokenBatch pairs = batchAt("pairs");
       options.documentsPerQuery = integerOr(args, "documentsPerQuery", 0, INT32_MAX, 0);
       const int64_t n = options.documentsPerQuery;
-      if (n < 1 || pairs.batch % n != 0 || pairs.batch / n > n || pairs.batch < 1) {
+      const Napi::Value labeled = args.Get("pairLabels");
+      if (!labeled.IsUndefined()) {
+        // Labeled pairs: each pair its own query's one document, and its label in [0, 1].
+        if (!labeled.IsTypedArray() || labeled.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) throw invalidArgument("pairLabels must be a Float32Array");
+        auto labels = labeled.As<Napi::Float32Array>();
+        if (n != 1 || pairs.batch < 1 || static_cast<int64_t>(labels.ElementLength()) != pairs.batch || !options.crossEncoderBce) {
+          throw invalidArgument("a cross-encoder's labeled pairs take documentsPerQuery 1, one label per pair and crossEncoderLoss 'bce'");
+        }
+        for (size_t i = 0; i < labels.ElementLength(); ++i) {
+          if (!(labels.Data()[i] >= 0 && labels.Data()[i] <= 1)) throw invalidArgument("a cross-encoder's pairLabels must be numbers in [0, 1]");
+        }
+        options.pairLabels = torch::from_blob(labels.Data(), {pairs.batch}, torch::kFloat32).clone();
+      } else if (n < 1 || pairs.batch % n != 0 || pairs.batch / n > n || pairs.batch < 1) {
         throw invalidArgument("pairs must hold B * documentsPerQuery pairs with 1 <= B <= documentsPerQuery");
       }
       return (new StepWorker(env, live(env), std::move(pairs), TokenBatch(), options, train))->start();

@@ -142,6 +142,7 @@ async function main() {
   const reranker = handleOf(await CrossEncoder.load(path.join(FIXTURES, 'tiny-cross-encoder', 'st'), { device: 'cpu' }));
   const rerankerTrainer = addon.NativeTrainer.create(reranker, { learningRate: 0, seed: 1 });
   await mutate('cross-encoder step', pairStep, (a) => rerankerTrainer.evaluate(a as never));
+  await mutate('cross-encoder labeled step', { ...pairStep, documentsPerQuery: 1, pairLabels: Float32Array.from([1, 0, 0.5, 1]) }, (a) => rerankerTrainer.evaluate(a as never));
   rerankerTrainer.dispose();
   // A sparse encoder's steps: SPLADE's (queries against documents) and masked-language-model training's (inputs and labels).
   const splade = (await SparseEncoder.load(path.join(FIXTURES, 'tiny-sparse', 'bert'), { device: 'cpu' })) as unknown as { model: ModelHandle };
