@@ -4,10 +4,47 @@
  * costs more than the scoring itself (a GPU's MaxSim, BM25's sums).
  */
 export function topK(n: number, k: number, better: (a: number, b: number) => boolean): number[] {
-  const size = Math.min(k, n);
-  const heap: number[] = []; // heap[0]: the worst position kept
-  const siftDown = (at: number) => {
-    for (;;) {
+  const heap = new TopKHeap(k, better);
+  for (let i = 0; i < n; i++) heap.offer(i);
+  return heap.best();
+}
+
+/**
+ * topK's heap, offered positions one at a time: a caller may stop between them (to let the event loop run over a
+ * million positions) and go on later. best() gives the k best offered, best first.
+ */
+export class TopKHeap {
+  private readonly heap: number[] = []; // heap[0]: the worst position kept
+
+  constructor(
+    private readonly k: number,
+    private readonly better: (a: number, b: number) => boolean,
+  ) {}
+
+  offer(i: number): void {
+    const { heap, better } = this;
+    if (heap.length < this.k) {
+      heap.push(i);
+      for (let at = heap.length - 1; at > 0; ) {
+        const parent = (at - 1) >> 1;
+        if (!better(heap[parent], heap[at])) break;
+        [heap[at], heap[parent]] = [heap[parent], heap[at]];
+        at = parent;
+      }
+    } else if (this.k > 0 && better(i, heap[0])) {
+      heap[0] = i;
+      this.siftDown(0);
+    }
+  }
+
+  best(): number[] {
+    const { better } = this;
+    return this.heap.slice().sort((a, b) => (better(a, b) ? -1 : better(b, a) ? 1 : 0));
+  }
+
+  private siftDown(from: number): void {
+    const { heap, better } = this;
+    for (let at = from; ; ) {
       const left = 2 * at + 1;
       const right = left + 1;
       let worst = at;
@@ -17,20 +54,5 @@ export function topK(n: number, k: number, better: (a: number, b: number) => boo
       [heap[at], heap[worst]] = [heap[worst], heap[at]];
       at = worst;
     }
-  };
-  for (let i = 0; i < n && size > 0; i++) {
-    if (heap.length < size) {
-      heap.push(i);
-      for (let at = heap.length - 1; at > 0; ) {
-        const parent = (at - 1) >> 1;
-        if (!better(heap[parent], heap[at])) break;
-        [heap[at], heap[parent]] = [heap[parent], heap[at]];
-        at = parent;
-      }
-    } else if (better(i, heap[0])) {
-      heap[0] = i;
-      siftDown(0);
-    }
   }
-  return heap.sort((a, b) => (better(a, b) ? -1 : better(b, a) ? 1 : 0));
 }

@@ -6,7 +6,7 @@
 // time and the longest event-loop stall it caused (a 5 ms setInterval's largest gap); memory as resident growth and
 // the heap. Seeded. Needs --expose-gc:
 //   node --expose-gc scripts/bench/sparse-index.js [--docs 1000000] [--doc-entries 120] [--query-entries 30]
-//       [--queries 1000] [--file /tmp/coltrast-sparse-<docs>.bin] [--json out.json]
+//       [--queries 1000] [--file /tmp/coltrast-sparse-<docs>.bin] [--json out.json] [--search-only]
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -26,6 +26,7 @@ const { values } = parseArgs({
     vocabulary: { type: 'string', default: '30522' },
     file: { type: 'string' },
     json: { type: 'string' },
+    'search-only': { type: 'boolean' },
   },
 });
 if (typeof global.gc !== 'function') throw new Error('run with node --expose-gc');
@@ -60,20 +61,26 @@ function vector(entries) {
   return { indices, values: Float32Array.from(indices, () => 0.05 + 2 * random()) };
 }
 
-/** Runs `work`, returning its seconds and the longest event-loop stall (ms) it caused. */
+/**
+ * Runs `work`, returning its seconds, the longest event-loop stall (ms) it caused (a 2 ms timer's largest gap) and how
+ * many of the timer's gaps were over 20 ms, of how many.
+ */
 async function timed(work) {
-  let last = performance.now(), longest = 0;
-  const timer = setInterval(() => {
+  let last = performance.now(), longest = 0, over20 = 0, gaps = 0;
+  const gap = () => {
     const now = performance.now();
     longest = Math.max(longest, now - last);
+    if (now - last > 20) over20++;
+    gaps++;
     last = now;
-  }, 5);
+  };
+  const timer = setInterval(gap, 2);
   const started = performance.now();
   const result = await work();
   const seconds = (performance.now() - started) / 1000;
   clearInterval(timer);
-  longest = Math.max(longest, performance.now() - last);
-  return { seconds, stallMs: longest, result };
+  gap();
+  return { seconds, stallMs: longest, over20, gaps, result };
 }
 
 const mib = (bytes) => Math.round(bytes / 2 ** 20);
@@ -99,9 +106,16 @@ async function main() {
   const built = process.memoryUsage();
   const search = async (ix) => {
     const t = await timed(() => ix.searchAll(queries, 10));
-    return { seconds: t.seconds, msPerQuery: (1000 * t.seconds) / queries.length, stallMs: t.stallMs, hits: t.result };
+    return { seconds: t.seconds, msPerQuery: (1000 * t.seconds) / queries.length, stallMs: t.stallMs, over20: t.over20, gaps: t.gaps, hits: t.result };
   };
   const first = await search(index);
+  // --search-only: the search's figures alone (to compare versions of the search on one machine at one time).
+  if (values['search-only']) {
+    const out = { date: new Date().toISOString(), docs, queries: queries.length, search: { msPerQuery: +first.msPerQuery.toFixed(3), longestStallMs: +first.stallMs.toFixed(1), gapsOver20ms: `${first.over20} of ${first.gaps}` } };
+    console.log(JSON.stringify(out, null, 2));
+    if (values.json) fs.writeFileSync(values.json, JSON.stringify(out, null, 2));
+    return;
+  }
   const save = await timed(() => index.save(file));
   const bytes = fs.statSync(file).size;
   global.gc();
@@ -121,7 +135,7 @@ async function main() {
     postings: index.postings,
     addAll: { seconds: +addSeconds.toFixed(2), docsPerSecond: Math.round(docs / addSeconds), longestStallMs: +addStall.toFixed(1) },
     memory: { residentGrowthMiB: mib(built.rss - before.rss), heapMiB: mib(built.heapUsed - before.heapUsed), outsideHeapMiB: mib(built.arrayBuffers - before.arrayBuffers) },
-    search: { msPerQuery: +first.msPerQuery.toFixed(3), longestStallMs: +first.stallMs.toFixed(1) },
+    search: { msPerQuery: +first.msPerQuery.toFixed(3), longestStallMs: +first.stallMs.toFixed(1), gapsOver20ms: `${first.over20} of ${first.gaps}` },
     save: { seconds: +save.seconds.toFixed(2), fileMiB: mib(bytes), longestStallMs: +save.stallMs.toFixed(1) },
     load: { seconds: +load.seconds.toFixed(2), longestStallMs: +load.stallMs.toFixed(1), residentGrowthMiB: mib(process.memoryUsage().rss - beforeLoad.rss) },
     searchAfterLoad: { msPerQuery: +again.msPerQuery.toFixed(3), sameHits: same },
