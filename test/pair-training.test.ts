@@ -12,6 +12,7 @@ import { pearson, spearman } from '../lib/pair-metrics';
 import { makeBatches, readTrainingData } from '../lib/train-data';
 import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
+import { checkKillAndResume } from './helpers/resume';
 
 /** Word partners the fixture's vocabulary holds; its random embeddings know nothing of them. */
 const PARTNERS = [
@@ -209,4 +210,10 @@ test('evaluateSimilarity and coltrast eval on a file of labeled pairs: the corre
   const plain = path.join(dir, 'plain.jsonl');
   fs.writeFileSync(plain, JSON.stringify({ query: 'a', positive: 'b' }) + '\n' + JSON.stringify({ query: 'c', positive: 'd' }) + '\n');
   t.regex((await rejection(() => evaluateSimilarity({ data: plain, model: FIXTURE }))).message, /options\.data must be labeled pairs .*example 1 has no label/);
+});
+
+test('a labeled-pair run killed mid-epoch resumes from its last checkpoint and ends with the same weights', (t) => {
+  const base = { model: FIXTURE, data: labeledPairs(20, 5), epochs: 2, batchSize: 4, learningRate: 5e-4, valSplit: 0.2, device: 'cpu', seed: 9, checkpointEvery: 2, loss: { pairs: 'cosent' } };
+  // 16 training pairs, batches of 4: 4 steps per epoch, 8 in all; killed mid-epoch 2, one step after the checkpoint at 6.
+  checkKillAndResume(t, base, { steps: 8, killAt: 7, checkpointAt: 6 });
 });
