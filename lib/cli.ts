@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import type { CrossEncoder, CrossEncoderLoadOptions } from './cross-encoder';
 import type { Device, DType, Encoder, Quantize } from './encoder';
 import type { SparseEncoder } from './sparse-encoder';
+import type { TripletDistance } from './native';
 import { ColtrastError } from './errors';
 import { ProgressBar } from './progress';
 import type { EvalMode, EvaluateResult } from './evaluate';
@@ -107,6 +108,9 @@ commands:
                              STS-style scores, or 1/0 for the contrastive losses) trained with sentence-transformers' CoSENT,
                              AnglE, CosineSimilarity, Contrastive or OnlineContrastive loss; validated by Spearman correlation
     --margin <x>             the contrastive pair losses' margin (default 0.5)
+    --triplet                triplets (query, positive, negative) trained with sentence-transformers' TripletLoss instead:
+                             relu(d(query, positive) - d(query, negative) + margin); --triplet-distance
+                             euclidean|cosine|manhattan (default euclidean), --triplet-margin <x> (default 5)
     --projection-dim <n> --projection-activation identity|tanh   (a trained Dense head on the pooled vector)
     --matryoshka <widths>    Matryoshka: the pooled losses also at these widths, e.g. 768,512,256,128,64, so the vectors can
                              be cut (--truncate-dim); weights and dimensionsPerStep through --config (loss.matryoshka)
@@ -796,14 +800,14 @@ const TRAIN_FLAGS = {
   guide: 'string', 'guide-margin': 'number', 'guide-margin-strategy': 'string', 'freeze-base': 'boolean', 'contrastive-tension': 'boolean', 'gradient-checkpointing': 'boolean', 'mine-negatives': 'boolean',
   lora: 'boolean', 'lora-rank': 'number', 'lora-alpha': 'number', 'lora-targets': 'string',
   matryoshka: 'string', sparse: 'boolean', 'query-regularizer': 'number', 'document-regularizer': 'number', 'regularizer-warmup': 'number', 'regularizer-schedule': 'string',
-  mlm: 'boolean', 'mlm-probability': 'number', 'pair-loss': 'string', margin: 'number',
+  mlm: 'boolean', 'mlm-probability': 'number', 'pair-loss': 'string', margin: 'number', triplet: 'boolean', 'triplet-distance': 'string', 'triplet-margin': 'number',
 } as const;
 
 /** The option of train() each flag sets where that is not the flag's name in camelCase (null: none); see nameFlags. */
 const TRAIN_FLAG_OPTIONS: Record<string, string | string[] | null> = {
   'contrastive-weight': 'loss.contrastiveWeight', 'late-interaction-weight': 'loss.lateInteractionWeight', temperature: 'loss.temperature',
   'late-interaction': 'loss.lateInteraction', symmetric: 'loss.symmetric', distillation: 'loss.distillation', 'distillation-weight': 'loss.distillationWeight',
-  'teacher-temperature': 'loss.teacherTemperature', 'pair-loss': 'loss.pairs', margin: 'loss.margin', matryoshka: 'loss.matryoshka.dimensions', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
+  'teacher-temperature': 'loss.teacherTemperature', 'pair-loss': 'loss.pairs', margin: 'loss.margin', triplet: 'loss.triplet', 'triplet-distance': 'loss.triplet.distance', 'triplet-margin': 'loss.triplet.margin', matryoshka: 'loss.matryoshka.dimensions', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
   'hard-negatives': 'mining.hardNegatives', 'no-prompts': 'prompts', 'lora-rank': 'lora.rank', 'lora-alpha': 'lora.alpha', 'lora-targets': 'lora.targetModules',
   'multi-vector': ['multiVector', 'multiVector.dimension'], 'projection-dim': ['projection', 'projection.dimension'], 'projection-activation': 'projection.activation',
   guide: ['guide', 'guide.model'], 'guide-margin': 'guide.margin', 'guide-margin-strategy': 'guide.marginStrategy', 'cross-encoder-loss': 'crossEncoder.loss',
@@ -895,6 +899,10 @@ async function trainCommand(argv: string[]): Promise<void> {
   for (const [flag, key] of [['contrastive-weight', 'contrastiveWeight'], ['late-interaction-weight', 'lateInteractionWeight'], ['temperature', 'temperature'], ['late-interaction', 'lateInteraction'], ['symmetric', 'symmetric'], ['distillation', 'distillation'], ['distillation-weight', 'distillationWeight'], ['teacher-temperature', 'teacherTemperature'], ['pair-loss', 'pairs'], ['margin', 'margin']]) {
     set(v[flag], (x) => (loss[key] = x));
   }
+  const triplet = () => (typeof loss.triplet === 'object' ? loss.triplet : {});
+  set(v.triplet, (x: boolean) => x && (loss.triplet = triplet()));
+  set(v['triplet-distance'], (x: string) => (loss.triplet = { ...triplet(), distance: x as TripletDistance }));
+  set(v['triplet-margin'], (x: number) => (loss.triplet = { ...triplet(), margin: x }));
   set(v.matryoshka, (x: string) => {
     const dimensions = x.split(',').map((w) => Number(w.trim()));
     if (dimensions.some((w) => !Number.isInteger(w) || w <= 0)) fail(`--matryoshka must be positive integers separated by commas (e.g. 768,512,256,128,64), got ${x}`);

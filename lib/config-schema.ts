@@ -102,6 +102,13 @@ export const TRAIN_CONFIG_SCHEMA = {
           description: "labeled pairs' loss (examples with a label or score): CoSENTLoss, AnglELoss, CosineSimilarityLoss, ContrastiveLoss or OnlineContrastiveLoss",
         },
         margin: number({ minimum: 0 }),
+        triplet: {
+          oneOf: [
+            { type: 'boolean' },
+            { type: 'object', additionalProperties: false, properties: { distance: { enum: ['euclidean', 'cosine', 'manhattan'] }, margin: number({ minimum: 0 }) } },
+          ],
+          description: "sentence-transformers' TripletLoss on each example's query, positive and first negative",
+        },
       },
     },
     guide: {

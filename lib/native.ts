@@ -238,9 +238,22 @@ export interface NativeStepOptions {
   pairLabels?: Float32Array;
   pairScale?: number;
   pairMargin?: number;
+  /**
+   * Triplets: sentence-transformers' TripletLoss, the step's whole loss: query i, its positive (document i) and its
+   * negative (document `tripletNegatives[i]`), mean of relu(d(q, p) - d(q, n) + tripletMargin) with d the
+   * 'euclidean', 'cosine' or 'manhattan' distance of the pooled vectors (normalized when `tripletNormalized`: the model
+   * normalizes them).
+   */
+  tripletDistance?: 'none' | TripletDistance;
+  tripletMargin?: number;
+  tripletNormalized?: boolean;
+  tripletNegatives?: Int32Array;
   sequences?: PaddedBatch;
   documentsPerQuery?: number;
 }
+
+/** TripletLoss's distances (NativeStepOptions.tripletDistance; TrainOptions' loss.triplet). */
+export type TripletDistance = 'euclidean' | 'cosine' | 'manhattan';
 
 /** The labeled-pair losses (NativeStepOptions.pairLoss; TrainOptions' loss.pairs). */
 export type PairLossKind = 'cosent' | 'angle' | 'cosine' | 'contrastive' | 'online_contrastive';

@@ -272,7 +272,7 @@ export function modelCard(
   result: TrainResult,
   info: {
     baseModel: string; data: string; config: Record<string, unknown>; kind: keyof typeof KINDS; distillation?: string; guide?: string; frozenBase?: boolean;
-    contrastiveTension?: boolean; matryoshka?: number[]; lora?: LoraConfig; pairLoss?: string;
+    contrastiveTension?: boolean; matryoshka?: number[]; lora?: LoraConfig; loss?: string;
   },
 ): string {
   const last = result.history.epochs[result.history.epochs.length - 1];
@@ -291,7 +291,7 @@ ${what}
 
 - Base model: \`${info.baseModel}\`
 - Training data: \`${info.data}\`
-${info.distillation ? `- Distilled from: ${info.distillation}\n` : ''}${info.guide ? `- Negatives guided by: ${info.guide}\n` : ''}${info.frozenBase ? '- Base model frozen: only the head was trained\n' : ''}${info.pairLoss ? `- Loss: ${info.pairLoss} on labeled pairs\n` : ''}${info.contrastiveTension ? '- Self-supervised: Contrastive Tension on unlabeled sentences (in-batch negatives, a twin copy of the model)\n' : ''}${info.lora ? loraLine(info.lora) : ''}- Epochs run: ${result.history.epochs.length} (kept: epoch ${result.best.epoch}); optimizer steps: ${result.history.steps.length}
+${info.distillation ? `- Distilled from: ${info.distillation}\n` : ''}${info.guide ? `- Negatives guided by: ${info.guide}\n` : ''}${info.frozenBase ? '- Base model frozen: only the head was trained\n' : ''}${info.loss ? `- Loss: ${info.loss}\n` : ''}${info.contrastiveTension ? '- Self-supervised: Contrastive Tension on unlabeled sentences (in-batch negatives, a twin copy of the model)\n' : ''}${info.lora ? loraLine(info.lora) : ''}- Epochs run: ${result.history.epochs.length} (kept: epoch ${result.best.epoch}); optimizer steps: ${result.history.steps.length}
 
 ${
     info.kind === 'masked-lm'

@@ -450,6 +450,8 @@ export interface Batch {
   teacher?: NativeTeacherScores;
   /** Labeled pairs: query i and document i are a pair, this its label. */
   pairLabels?: Float32Array;
+  /** With `firstNegatives` asked (a triplet loss): each query's first hard negative among `documents`, -1 where it has none. */
+  firstNegatives?: Int32Array;
 }
 
 /**
@@ -482,15 +484,15 @@ function teacherScores(chosen: TrainExample[], documents: string[]): NativeTeach
  * negatives equal to a positive or to another negative are dropped (a teacher's score of such a negative stays with
  * its query, pointing at the copy the batch keeps).
  */
-export function makeBatches(examples: TrainExample[], batchSize: number, maxNegatives = Infinity): Batch[] {
-  return [...batchesOf(examples, batchSize, maxNegatives)];
+export function makeBatches(examples: TrainExample[], batchSize: number, maxNegatives = Infinity, firstNegatives = false): Batch[] {
+  return [...batchesOf(examples, batchSize, maxNegatives, firstNegatives)];
 }
 
 /**
  * makeBatches' batches one at a time: a million examples are seconds of batching, which train() does in turns
  * (arrayInTurns) so that the event loop runs meanwhile.
  */
-export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegatives = Infinity): Generator<Batch> {
+export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegatives = Infinity, firstNegatives = false): Generator<Batch> {
   for (const chosen of batchExamples(examples, batchSize)) {
     const negatives: string[] = [];
     const seen = new Set(chosen.map((e) => e.positive));
@@ -506,6 +508,15 @@ export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegat
     const documents = [...chosen.map((e) => e.positive), ...negatives];
     const batch: Batch = { queries: chosen.map((e) => e.query), documents };
     if (chosen[0].label !== undefined) batch.pairLabels = Float32Array.from(chosen, (e) => e.label!);
+    if (firstNegatives) {
+      // The document that holds each example's first negative text (the batch keeps one copy of a text).
+      const at = new Map<string, number>();
+      documents.forEach((d, i) => at.has(d) || at.set(d, i));
+      batch.firstNegatives = Int32Array.from(chosen, (e, i) => {
+        const n = e.negatives?.[0] === undefined ? undefined : at.get(e.negatives[0]);
+        return n === undefined || n === i ? -1 : n;
+      });
+    }
     if (chosen.some((e) => e.scores)) {
       if (!chosen.every((e) => e.scores)) throw new ColtrastError('INVALID_ARGUMENT', 'teacher scores are given for some examples only: give them for every example or none');
       batch.teacher = teacherScores(chosen, documents);

@@ -14,7 +14,7 @@ import { checkFloat16, type ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
 import { ColtrastError } from './errors';
 import { nonEmptyFolder, removeFolder, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
-import type { NativeStepOptions, PairLossKind } from './native';
+import type { NativeStepOptions, PairLossKind, TripletDistance } from './native';
 import { meanMetrics, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
 import { embedWithGuide, guideMasks } from './guide';
@@ -83,6 +83,14 @@ export interface LossOptions {
   pairs?: PairLossKind;
   /** The contrastive pair losses' margin on the cosine distance (default 0.5). */
   margin?: number;
+  /**
+   * Train on triplets with sentence-transformers' TripletLoss instead: each example's query, positive and first hard
+   * negative, the mean of relu(d(query, positive) - d(query, negative) + margin), d the 'euclidean' (default), 'cosine'
+   * or 'manhattan' distance of the pooled vectors as the model gives them (normalized where it has a Normalize module);
+   * margin default 5, as sentence-transformers'. The whole loss (no contrastive, late-interaction or distillation
+   * loss); Matryoshka widths apply to it. `true`: the defaults.
+   */
+  triplet?: boolean | { distance?: TripletDistance; margin?: number };
 }
 
 export interface MatryoshkaOptions {
@@ -396,7 +404,7 @@ const KEYS = [
 export const DEFAULT_VAL_GROUPS = 1000;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
-  'matryoshka', 'pairs', 'margin',
+  'matryoshka', 'pairs', 'margin', 'triplet',
 ] as const;
 
 
@@ -424,6 +432,8 @@ interface Config {
   mlm?: { probability: number };
   /** Labeled pairs' loss (loss.pairs) and the contrastive ones' margin. */
   pairs?: { kind: PairLossKind; margin: number };
+  /** TripletLoss (loss.triplet): its distance and margin. */
+  triplet?: { distance: TripletDistance; margin: number };
   teacher?: string;
   guide?: Required<GuideOptions>;
   freezeBase: boolean;
@@ -495,10 +505,12 @@ function readConfig(options: TrainOptions): Config {
   const sparse = readSparse(o, loss);
   const mlm = readMlm(o, loss);
   const pairs = readPairs(o, loss);
-  // Contrastive Tension and a sparse encoder train the pooled vectors alone; a pair loss is the whole loss.
+  const triplet = readTriplet(o, loss);
+  // Contrastive Tension and a sparse encoder train the pooled vectors alone; a pair or triplet loss is the whole loss.
   const pooledOnly = tension || sparse !== undefined;
-  const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (pairs ? 0 : pooledOnly ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
-  const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (pooledOnly || pairs ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
+  const whole = pairs !== undefined || triplet !== undefined;
+  const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (whole ? 0 : pooledOnly ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
+  const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (pooledOnly || whole ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
   // Its default depends on the data (distillationWeight below); undefined until then.
   const distillationWeight =
     loss.distillationWeight === undefined ? undefined : float32('options.loss.distillationWeight', numberValue('options.loss.distillationWeight', loss.distillationWeight, (x) => x >= 0, 'a number >= 0'));
@@ -559,6 +571,7 @@ function readConfig(options: TrainOptions): Config {
     sparse,
     mlm,
     pairs,
+    triplet,
     teacher: o.teacher,
     guide: readGuide(o.guide, loss),
     freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
@@ -591,6 +604,7 @@ function readConfig(options: TrainOptions): Config {
       ...(o.miniBatchSize === undefined ? {} : { miniBatchSize: positiveInteger('options.miniBatchSize', o.miniBatchSize) }),
       // CoSENT's and AnglE's scale is 1 / temperature (0.05: sentence-transformers' 20).
       ...(pairs && { pairLoss: pairs.kind, pairScale: 1 / (loss.temperature ?? 0.05), pairMargin: pairs.margin }),
+      ...(triplet && { tripletDistance: triplet.distance, tripletMargin: triplet.margin }),
     },
   };
 }
@@ -639,6 +653,37 @@ function readPairs(o: TrainOptions, loss: LossOptions): Config['pairs'] {
   const binary = BINARY_PAIR_LOSSES.includes(kind);
   if (loss.margin !== undefined && !binary) throw invalid('options.loss.margin', `absent with options.loss.pairs '${kind}' (the margin is the contrastive losses')`, loss.margin);
   return { kind, margin: float32('options.loss.margin', numberValue('options.loss.margin', loss.margin ?? 0.5, (x) => x >= 0, 'a number >= 0')) };
+}
+
+/**
+ * loss.triplet checked, with what the triplet loss leaves no room for: the other losses and their settings, labeled
+ * pairs' losses, and the training modes of other models (TripletLoss trains a single-vector embedding model).
+ */
+function readTriplet(o: TrainOptions, loss: LossOptions): Config['triplet'] {
+  if (loss.triplet === undefined || loss.triplet === false) return undefined;
+  const given = loss.triplet === true ? {} : checkOptions('options.loss.triplet', loss.triplet, ['distance', 'margin']);
+  const modes = (['crossEncoder', 'multiVector', 'contrastiveTension', 'sparse', 'mlm', 'teacher', 'guide', 'maxNegatives'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  if (modes.length > 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.triplet trains a single-vector embedding model on (query, positive, negative) triplets: ${modes.map((k) => `options.${k}`).join(', ')} ${modes.length > 1 ? 'are' : 'is'} for other training; drop ${modes.length > 1 ? 'them' : 'it'}`);
+  }
+  const others = (['lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature', 'pairs', 'margin', 'temperature'] as const).filter((k) => loss[k] !== undefined);
+  for (const k of ['contrastiveWeight', 'lateInteractionWeight'] as const) if (loss[k] !== undefined && loss[k] !== 0) others.unshift(k as never);
+  if (others.length > 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.triplet is the whole loss: drop ${others.map((k) => `options.loss.${k}`).join(', ')} (its margin is options.loss.triplet.margin)`);
+  }
+  return {
+    distance: oneOf('options.loss.triplet.distance', given.distance ?? 'euclidean', ['euclidean', 'cosine', 'manhattan'] as const),
+    margin: float32('options.loss.triplet.margin', numberValue('options.loss.triplet.margin', given.margin ?? 5, (x) => x >= 0, 'a number >= 0')),
+  };
+}
+
+/** With loss.triplet every example has a hard negative other than its positive (its first is the triplet's). */
+function checkTripletData(config: Config, examples: TrainExample[]): void {
+  if (!config.triplet) return;
+  const at = examples.findIndex((e) => e.negatives === undefined || e.negatives.length === 0 || e.negatives[0] === e.positive);
+  if (at >= 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.triplet trains on (query, positive, negative) triplets, and example ${at + 1} ${examples[at].negatives?.length ? 'has its positive as its negative' : 'has no hard negative'}: give each example a "negative" (or mine them: options.mineNegatives)`);
+  }
 }
 
 /**
@@ -917,7 +962,7 @@ function distillationLoss(config: Config, examples: TrainExample[], lossGiven: b
     throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.distillation chooses how to distill, and nothing is distilled here: give options.teacher (a cross-encoder) or "scores" in the data, or leave it out');
   }
   config.step.distillationWeight = weight;
-  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0 && !config.pairs) noLoss(false);
+  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0 && !config.pairs && !config.triplet) noLoss(false);
 }
 
 /**
@@ -1281,7 +1326,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { contrastiveWeight, lateInteractionWeight, distillationWeight } = config.step;
   const scoredData = 'examples' in data && data.examples.some((e) => e.scores);
   checkPairData(config, data, typeof options.crossEncoder === 'object' ? options.crossEncoder.loss : undefined);
-  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData && !config.pairs) noLoss(true);
+  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData && !config.pairs && !config.triplet) noLoss(true);
   if ('projects' in data && mineNegatives) {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.mineNegatives is for pairs: ColTrast project files get their hard negatives from options.mining (hardNegatives)');
   }
@@ -1384,6 +1429,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       trainSet = scored.slice(0, trainSet.length);
       val = scored.slice(trainSet.length);
     }
+    checkTripletData(config, [...trainSet, ...val]);
     if (!(encoder instanceof CrossEncoder)) distillationLoss(config, [...trainSet, ...val], options.loss?.distillation !== undefined);
     else if ([...trainSet, ...val].some((e) => e.scores)) {
       throw new ColtrastError(
@@ -1391,11 +1437,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         `the data's "scores" are a teacher's, for distilling an embedding model; a cross-encoder's training (options.crossEncoder) does not use them: remove them, or train an embedding model`,
       );
     }
-    if (config.matryoshka && config.step.contrastiveWeight === 0 && !config.step.distillationWeight && !config.pairs) {
-      throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.matryoshka applies to the pooled losses: it needs loss.contrastiveWeight > 0, distillation or options.loss.pairs');
+    if (config.matryoshka && config.step.contrastiveWeight === 0 && !config.step.distillationWeight && !config.pairs && !config.triplet) {
+      throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.matryoshka applies to the pooled losses: it needs loss.contrastiveWeight > 0, distillation, options.loss.pairs or options.loss.triplet');
     }
-    if (config.pairs && encoder instanceof Encoder && encoder.multiVector) {
-      throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs trains pooled vectors, and ${encoder.modelDir} is a multi-vector model; start from a single-vector one`);
+    if ((config.pairs || config.triplet) && encoder instanceof Encoder && encoder.multiVector) {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.loss.${config.pairs ? 'pairs' : 'triplet'} trains pooled vectors, and ${encoder.modelDir} is a multi-vector model; start from a single-vector one`);
     }
     const guideSettings = config.guide;
     const guide = guideSettings && (await beforeFirstStep(() => embedWithGuide(guideSettings.model, [...trainSet, ...val], loadOptions, options.progressBar, options.signal)));
@@ -1403,6 +1449,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const extrasOf = (b: Batch) => ({
       ...(config.step.distillationWeight ? { teacher: b.teacher } : {}),
       ...(b.pairLabels && { pairLabels: b.pairLabels }),
+      ...(b.firstNegatives && { tripletNegatives: b.firstNegatives }),
       ...(guide ? { guide: guideMasks(b, guide, config.guide!) } : {}),
     });
     // A resumed run's checkpoint model has the head already.
@@ -1467,7 +1514,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     if (config.pairs && (config.pairs.kind === 'cosent' || config.pairs.kind === 'angle') && largestBatch < 2) {
       throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs '${config.pairs.kind}' ranks the pairs of a batch against each other, and every batch holds one pair: raise options.batchSize`);
     }
-    const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm };
+    // A triplet loss measures the vectors as the model gives them: normalized where it has a Normalize module.
+    const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm, ...(config.triplet && { tripletNormalized: (encoder as Encoder).normalize }) };
     // A sparse encoder's regularizer weights for the step after `step` updates (their warm-up).
     const regularizers = (step: number) => (config.sparse ? sparseRegularizersAt(step, totalSteps, config.sparse) : {});
     // A masked-language-model batch's masks: a function of the seed, the epoch and the batch (a resumed run masks as the
@@ -1476,7 +1524,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // Validation scores every Matryoshka width.
     const allWidths = config.matryoshka && { matryoshkaDimensions: config.matryoshka.dimensions, matryoshkaWeights: config.matryoshka.weights };
     const bar = options.progressBar ? new ProgressBar('train', 'steps') : undefined;
-    const valBatches = await arrayInTurns(batchesOf(val, config.batchSize, config.maxNegatives));
+    const valBatches = await arrayInTurns(batchesOf(val, config.batchSize, config.maxNegatives, config.triplet !== undefined));
     // `signal`: the validation before the first step stops at an abort (between its batches, and in the embed() or
     // predict() calls of its metrics), which is train()'s "before its first step". An epoch's validation takes none:
     // an abort then waits for it and the checkpoint after it (the signal's documented behaviour).
@@ -1565,7 +1613,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       // The epoch's order comes from the generator state at its start, so a resumed epoch sees the same batches.
       if (state.batch === 0) state.epochSeed = state.shuffleState;
       const { order, next: nextShuffleState } = epochOrder(trainSet, state.epochSeed);
-      const batches = await arrayInTurns(batchesOf(order, config.batchSize, config.maxNegatives));
+      const batches = await arrayInTurns(batchesOf(order, config.batchSize, config.maxNegatives, config.triplet !== undefined));
       // Each batch is tokenized while the step before it runs; `ahead` is the next batch's tokenization.
       const prepare = (b: number) => {
         const prepared = trainer.prepare(batches[b].queries, batches[b].documents);
@@ -1668,7 +1716,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         data,
         config: { ...config },
         kind: encoder instanceof CrossEncoder ? 'cross-encoder' : config.mlm ? 'masked-lm' : encoder instanceof SparseEncoder ? 'sparse' : encoder.multiVector ? 'multi-vector' : config.pairs ? 'similarity' : 'embedding',
-        pairLoss: config.pairs && PAIR_LOSS_NAMES[config.pairs.kind],
+        loss: config.pairs
+          ? `${PAIR_LOSS_NAMES[config.pairs.kind]} on labeled pairs`
+          : config.triplet && `TripletLoss on (query, positive, negative) triplets, ${config.triplet.distance} distance, margin ${config.triplet.margin}`,
         guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
         frozenBase: config.freezeBase,
         contrastiveTension: config.contrastiveTension,

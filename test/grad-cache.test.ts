@@ -77,6 +77,26 @@ test('dropout off: the labeled-pair losses in mini-batches give the plain step\'
     t.true(maxAbsDiff(cached.probe, plain.probe) < 1e-5, `${kind}: weights after 4 steps differ by ${maxAbsDiff(cached.probe, plain.probe)}`);
     t.true(plain.results.every((r) => r.gradNorm > 0), `${kind}: the steps have gradients`);
   }
+  // TripletLoss: each query's negative one of the batch's two extra documents.
+  const runTriplets = async (miniBatchSize?: number) => {
+    const enc = await Encoder.load(noDropout, { device: 'cpu' });
+    try {
+      const tr = await enc.createTrainer({ learningRate: 1e-3, seed: 5 });
+      const results = [];
+      for (const b of BATCHES) {
+        const tripletNegatives = Int32Array.from(b.queries, (_, i) => 7 + (i % 2));
+        results.push(await tr.step(b.queries, b.documents, { ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, tripletDistance: 'euclidean', tripletMargin: 1, tripletNormalized: true, tripletNegatives, ...(miniBatchSize && { miniBatchSize }) }));
+      }
+      return { results, probe: (await enc.embed(['model token vector search'], {})).data };
+    } finally {
+      enc.dispose();
+    }
+  };
+  const plain = await runTriplets();
+  const cached = await runTriplets(3);
+  cached.results.forEach((r, i) => t.true(relative(r.loss, plain.results[i].loss) < 1e-5 && relative(r.gradNorm, plain.results[i].gradNorm) < 1e-4, `triplet step ${i + 1}`));
+  t.true(maxAbsDiff(cached.probe, plain.probe) < 1e-5, `triplets: weights after 4 steps differ by ${maxAbsDiff(cached.probe, plain.probe)}`);
+  t.true(plain.results.some((r) => r.gradNorm > 0), 'triplets: the steps have gradients');
 });
 
 test('dropout on: each mini-batch\'s second pass replays its first exactly, and runs repeat', async (t) => {

@@ -252,7 +252,7 @@ test('train({ loss: { matryoshka } }) reports each width\'s metrics, writes them
   await bad({ matryoshka: { dimensions: [16, 8], weights: [0, 0] } }, /at least one weight above 0/);
   await bad({ matryoshka: { dimensions: [16, 8], dimensionsPerStep: 3 } }, /at most the 2 widths/);
   await bad({ matryoshka: { dimensions: [16], extra: 1 } }, /unknown option options\.loss\.matryoshka\.extra/);
-  await bad({ matryoshka: { dimensions: [16] }, contrastiveWeight: 0 }, /needs loss\.contrastiveWeight > 0, distillation or options\.loss\.pairs/);
+  await bad({ matryoshka: { dimensions: [16] }, contrastiveWeight: 0 }, /needs loss\.contrastiveWeight > 0, distillation, options\.loss\.pairs or options\.loss\.triplet/);
   await bad({ matryoshka: { dimensions: [16] } }, /projection head/, { projection: { dimension: 8 } });
   await bad({ matryoshka: { dimensions: [16] } }, /pooled vectors/, { multiVector: { dimension: 16 } });
 });

@@ -55,6 +55,8 @@ test('garbage arguments to every native entry point: errors, never a crash, and 
     'step with pair loss pairMargin=1e300': /^INVALID_ARGUMENT: pairMargin must be a float32 number >= 0/,
     "step with pair loss pairLoss='x'": /^INVALID_ARGUMENT: pairLoss must be 'none', 'cosent', 'angle', 'cosine', 'contrastive' or 'online_contrastive', got 'x'/,
     'cross-encoder labeled step documentsPerQuery=0': /^INVALID_ARGUMENT: a cross-encoder's labeled pairs take documentsPerQuery 1, one label per pair and crossEncoderLoss 'bce'/,
+    'step with triplet loss tripletNegatives=Int32Array(0)': /^INVALID_ARGUMENT: tripletNegatives must hold one document per query \(2\)/,
+    "step with triplet loss tripletDistance='x'": /^INVALID_ARGUMENT: tripletDistance must be 'none', 'euclidean', 'cosine' or 'manhattan', got 'x'/,
     'mlm step with no label': /^INVALID_ARGUMENT: labels must mark at least one position to predict/,
     'mlm step with a label at padding': /^INVALID_ARGUMENT: labels must be -100 at padding positions/,
     'mlm step with a label past the vocabulary': /^INVALID_ARGUMENT: labels must be token ids below 198/,

@@ -2,7 +2,7 @@
 // column names), the loss's settings refused where they would be ignored, validation by Spearman and Pearson
 // correlation (checked against scipy's figures), early stopping on it, and a run whose held-out correlation rises. The
 // losses themselves equal sentence-transformers' CoSENTLoss, AnglELoss, CosineSimilarityLoss, ContrastiveLoss and
-// OnlineContrastiveLoss on a batch (test/python-interop.test.ts).
+// OnlineContrastiveLoss on a batch (test/python-interop.test.ts). And triplets with TripletLoss (train({ loss: { triplet } })).
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -216,4 +216,32 @@ test('a labeled-pair run killed mid-epoch resumes from its last checkpoint and e
   const base = { model: FIXTURE, data: labeledPairs(20, 5), epochs: 2, batchSize: 4, learningRate: 5e-4, valSplit: 0.2, device: 'cpu', seed: 9, checkpointEvery: 2, loss: { pairs: 'cosent' } };
   // 16 training pairs, batches of 4: 4 steps per epoch, 8 in all; killed mid-epoch 2, one step after the checkpoint at 6.
   checkKillAndResume(t, base, { steps: 8, killAt: 7, checkpointAt: 6 });
+});
+
+test('train({ loss: { triplet } }) trains on (query, positive, negative) triplets with TripletLoss; what it cannot use is refused', async (t) => {
+  const dir = tempDir();
+  // Triplets of the partner task: the positive all partners (score 1), the negative none.
+  const triplets = labeledPairs(200, 13).map((p, i, all) => ({ query: p.sentence1, positive: p.sentence1.split(' ').map((w) => PARTNERS.find((x) => x[0] === w)![1]).join(' '), negative: all[(i + 7) % all.length].sentence2 }));
+  const data = path.join(dir, 'triplets.jsonl');
+  fs.writeFileSync(data, triplets.map((o) => JSON.stringify(o)).join('\n') + '\n');
+  const result = await train({ model: FIXTURE, data, output: path.join(dir, 'out'), epochs: 3, batchSize: 8, learningRate: 5e-3, loss: { triplet: { distance: 'cosine', margin: 0.5 } }, device: 'cpu', checkpointEvery: 0, seed: 3 });
+  const epochs = result.history.epochs;
+  t.true(epochs[epochs.length - 1].valLoss! < epochs[0].valLoss!, `validation loss ${epochs.map((e) => e.valLoss!.toFixed(4)).join(' → ')}`);
+  t.true(result.after!['mrr@10'] > result.before!['mrr@10'], `MRR@10 ${result.before!['mrr@10']} → ${result.after!['mrr@10']}`);
+  const history = JSON.parse(fs.readFileSync(path.join(dir, 'out', 'training_history.json'), 'utf8'));
+  t.deepEqual([history.config.step.tripletDistance, history.config.step.tripletMargin], ['cosine', 0.5]);
+  t.regex(fs.readFileSync(path.join(dir, 'out', 'README.md'), 'utf8'), /- Loss: TripletLoss on \(query, positive, negative\) triplets, cosine distance, margin 0\.5/);
+  const base = { model: FIXTURE, output: path.join(dir, 'x'), device: 'cpu' as const, epochs: 1, batchSize: 4 };
+  const refused = async (options: Parameters<typeof train>[0], message: RegExp) => t.regex((await rejection(() => train(options))).message, message);
+  const pairsFile = path.join(dir, 'pairs.jsonl');
+  fs.writeFileSync(pairsFile, triplets.map((o) => JSON.stringify({ query: o.query, positive: o.positive })).join('\n') + '\n');
+  await refused({ ...base, data: pairsFile, loss: { triplet: true } }, /options\.loss\.triplet trains on \(query, positive, negative\) triplets, and example \d+ has no hard negative/);
+  await refused({ ...base, data, loss: { triplet: true, contrastiveWeight: 1 } }, /options\.loss\.triplet is the whole loss: drop options\.loss\.contrastiveWeight/);
+  await refused({ ...base, data, loss: { triplet: true }, maxNegatives: 1 }, /options\.maxNegatives is for other training/);
+  await refused({ ...base, data, loss: { triplet: { distance: 'dot' as never } } }, /options\.loss\.triplet\.distance must be one of/);
+  // The command line: --triplet and its settings.
+  const run = spawnSync(process.execPath, [CLI, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'cli'), '--triplet-distance', 'manhattan', '--triplet-margin', '3', '--epochs', '1', '--device', 'cpu', '--json'], { encoding: 'utf8', timeout: 120_000 });
+  t.is(run.status, 0, run.stderr);
+  const cli = JSON.parse(fs.readFileSync(path.join(dir, 'cli', 'training_history.json'), 'utf8'));
+  t.deepEqual([cli.config.step.tripletDistance, cli.config.step.tripletMargin], ['manhattan', 3]);
 });

@@ -15,7 +15,7 @@
 //   - the distillation losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss on a batch, the
 //     guided contrastive loss its GISTEmbedLoss, and Contrastive Tension's loss (a trained model and its trained
 //     twin) its ContrastiveTensionLossInBatchNegatives, and the labeled-pair losses CoSENTLoss, AnglELoss,
-//     CosineSimilarityLoss, ContrastiveLoss and OnlineContrastiveLoss;
+//     CosineSimilarityLoss, ContrastiveLoss and OnlineContrastiveLoss, and TripletLoss with each distance;
 //   - ContextFlow's joint retriever/generator loss and its gradient's norm equal what sentence-transformers and
 //     transformers compute for the same batch (scripts/fixtures/rag_loss.py);
 //   - hard-negative mining gives mine_hard_negatives' rows (scripts/fixtures/st_mine.py);
@@ -512,7 +512,7 @@ for (const name of ['bert', 'xlm-roberta', 'distilbert', 'electra', 'deberta-v3'
   });
 }
 
-check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses (1e-5)${skipped}`, async (t) => {
+check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses, triplets its TripletLoss (1e-5)${skipped}`, async (t) => {
   const dir = tempDir();
   // Contrastive Tension: a model and its twin, trained apart for a few steps (dropout draws differ), then saved.
   const sentences = wordDataset(24, 41).map((p) => p.positive);
@@ -542,6 +542,11 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
   fs.cpSync(FIXTURE, guideDir, { recursive: true });
   const pooling = path.join(guideDir, '1_Pooling', 'config.json');
   fs.writeFileSync(pooling, JSON.stringify({ ...JSON.parse(fs.readFileSync(pooling, 'utf8')), pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }));
+  // The fixture without its Normalize module: TripletLoss then measures the vectors as they come.
+  const rawDir = path.join(dir, 'raw');
+  fs.cpSync(FIXTURE, rawDir, { recursive: true });
+  const modules = path.join(rawDir, 'modules.json');
+  fs.writeFileSync(modules, JSON.stringify(JSON.parse(fs.readFileSync(modules, 'utf8')).filter((m: { type: string }) => !m.type.endsWith('Normalize'))));
   const gist = [
     { temperature: 0.05, margin_strategy: 'absolute' as const, margin: 0, contrast: true },
     { temperature: 0.05, margin_strategy: 'relative' as const, margin: 0.1, contrast: false },
@@ -564,6 +569,7 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
       scale: 20,
       margin: 0.5,
     },
+    triplet: { raw_model: rawDir, margin: 0.7 },
   };
   fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
   const r = await python([script('st_losses.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
@@ -616,6 +622,21 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     }
     for (const kind of ['cosent', 'angle'] as const) {
       close((await trainer.evaluate(p.first, p.second, { ...pairStep(kind, p.scores), ...widths })).loss, ref.pairs[`matryoshka_${kind}`], `Matryoshka around pairs '${kind}'`);
+    }
+    // TripletLoss: query i, positive i, and its first negative (guided's documents: the positives, then the negatives).
+    const firstNegatives = Int32Array.from(spec.queries, (_, i) => guided.documents.indexOf(spec.negatives[i][0]));
+    const raw = await Encoder.load(rawDir, { device: 'cpu' });
+    const rawTrainer = await raw.createTrainer({ seed: 1 });
+    try {
+      for (const distance of ['euclidean', 'cosine', 'manhattan'] as const) {
+        for (const [prefix, tr, normalized] of [['', trainer, true], ['raw_', rawTrainer, false]] as const) {
+          const ours = await tr.evaluate(guided.queries, guided.documents, { ...options, tripletDistance: distance, tripletMargin: spec.triplet.margin, tripletNormalized: normalized, tripletNegatives: firstNegatives });
+          close(ours.loss, ref.triplet[`${prefix}${distance}`], `TripletLoss ${distance}${normalized ? '' : ' (no Normalize module)'}`);
+        }
+      }
+    } finally {
+      rawTrainer.dispose();
+      raw.dispose();
     }
   } finally {
     trainer.dispose();

@@ -92,6 +92,14 @@ struct StepOptions {
   double pairScale = 20.0;   // CoSENT and AnglE: the similarities' scale (an inverse temperature)
   double pairMargin = 0.5;   // the contrastive losses: dissimilar pairs are pushed to at least this cosine distance
   torch::Tensor pairLabels;
+  // Triplets (sentence-transformers' TripletLoss): query i, its positive (document i) and its negative (document
+  // tripletNegatives[i], int64 [B]); mean of relu(d(q, p) - d(q, n) + margin) over the queries, d the distance between
+  // pooled vectors, L2-normalized where the model normalizes its vectors (always for cosine).
+  enum class TripletDistance { None, Euclidean, Cosine, Manhattan };
+  TripletDistance tripletDistance = TripletDistance::None;
+  double tripletMargin = 5.0;
+  bool tripletNormalized = false;  // the model's vectors are normalized (a Normalize module): the distances see them so
+  torch::Tensor tripletNegatives;
 };
 
 // The Matryoshka widths and weights of a step's arguments: matryoshkaDimensions: number[] and
@@ -219,6 +227,20 @@ StepOptions readStepOptions(const Napi::Object& o) {
   const auto kind = std::find_if(kinds.begin(), kinds.end(), [&](const auto& k) { return k.first == pairs; });
   if (kind == kinds.end()) throw invalidArgument("pairLoss must be 'none', 'cosent', 'angle', 'cosine', 'contrastive' or 'online_contrastive', got '" + pairs + "'");
   s.pairLoss = kind->second;
+  const std::string triplet = stringOr(o, "tripletDistance", "none");
+  using TD = StepOptions::TripletDistance;
+  if (triplet == "euclidean") s.tripletDistance = TD::Euclidean;
+  else if (triplet == "cosine") s.tripletDistance = TD::Cosine;
+  else if (triplet == "manhattan") s.tripletDistance = TD::Manhattan;
+  else if (triplet != "none") throw invalidArgument("tripletDistance must be 'none', 'euclidean', 'cosine' or 'manhattan', got '" + triplet + "'");
+  if (s.tripletDistance != TD::None) {
+    s.tripletMargin = numberOr(o, "tripletMargin", s.tripletMargin);
+    if (!(s.tripletMargin >= 0 && s.tripletMargin <= std::numeric_limits<float>::max())) throw invalidArgument("tripletMargin must be a float32 number >= 0");
+    s.tripletNormalized = boolOr(o, "tripletNormalized", false);
+    if (s.contrastiveWeight > 0 || s.lateInteractionWeight > 0 || s.distillationWeight > 0 || s.projectTokens || s.crossEncoder || s.sparse || s.pairLoss != PL::None) {
+      throw invalidArgument("a triplet loss is the step's whole loss, on a single-vector model's pooled vectors: contrastiveWeight, lateInteractionWeight and distillationWeight must be 0, with no pair loss, and not for a multi-vector model, a cross-encoder or a sparse encoder");
+    }
+  }
   if (s.pairLoss != PL::None) {
     s.pairScale = numberOr(o, "pairScale", s.pairScale);
     s.pairMargin = numberOr(o, "pairMargin", s.pairMargin);
@@ -366,7 +388,8 @@ Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor
     return out;
   }
   if (s.projectTokens) out.states = enc.project(out.states);
-  if (s.contrastiveWeight > 0 || s.pairLoss != StepOptions::PairLoss::None || (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
+  if (s.contrastiveWeight > 0 || s.pairLoss != StepOptions::PairLoss::None || s.tripletDistance != StepOptions::TripletDistance::None ||
+      (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
   return out;
 }
 
@@ -486,6 +509,18 @@ torch::Tensor pairLossOf(const torch::Tensor& a, const torch::Tensor& b, const t
   throw std::logic_error("pairLossOf without a pair loss");
 }
 
+// sentence-transformers' TripletLoss of pooled rows: the mean over the queries of relu(d(q, p) - d(q, n) + margin),
+// d the Euclidean distance, the cosine distance (1 - cosine) or the Manhattan distance.
+torch::Tensor tripletLossOf(const torch::Tensor& q, const torch::Tensor& p, const torch::Tensor& n, const StepOptions& s) {
+  using TD = StepOptions::TripletDistance;
+  const auto distance = [&](const torch::Tensor& a, const torch::Tensor& b) {
+    if (s.tripletDistance == TD::Cosine) return 1 - F::cosine_similarity(a, b, F::CosineSimilarityFuncOptions().dim(-1));
+    if (s.tripletDistance == TD::Manhattan) return (a - b).abs().sum(-1);
+    return (a - b).square().sum(-1).sqrt();
+  };
+  return torch::relu(distance(q, p) - distance(q, n) + s.tripletMargin).mean();
+}
+
 std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const Encoded& q, const torch::Tensor& qMask,
                                               const Encoded& d, const torch::Tensor& dMask, const StepOptions& s,
                                               torch::ScalarType autocast) {
@@ -509,6 +544,20 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     const torch::Tensor cut = e.pooled.narrow(-1, 0, dim).to(torch::kFloat32);
     return s.sparse ? cut : unit(cut);
   };
+  if (s.tripletDistance != StepOptions::TripletDistance::None) {
+    // At each width (MatryoshkaLoss around it): the vectors cut, as the model gives them (normalized again where it
+    // normalizes).
+    const int64_t queries = q.pooled.size(0);
+    const torch::Tensor negatives = s.tripletNegatives.to(enc.device);
+    for (const auto& [dim, weight] : widths) {
+      const auto at = [&](const Encoded& e) {
+        const torch::Tensor cut = e.pooled.narrow(-1, 0, dim).to(torch::kFloat32);
+        return s.tripletNormalized ? unit(cut) : cut;
+      };
+      const torch::Tensor qp = at(q), dp = at(d);
+      total = total + weight * tripletLossOf(qp, dp.narrow(0, 0, queries), dp.index_select(0, negatives), s);
+    }
+  }
   if (s.pairLoss != StepOptions::PairLoss::None) {
     // The pair loss at each width (MatryoshkaLoss around it), summed with the widths' weights.
     const int64_t pairs = q.pooled.size(0);
@@ -1366,6 +1415,19 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       }
       if (args.Get("guide").IsObject() || options.teacherScores.defined()) throw invalidArgument("a pair loss takes no guide or teacher");
       options.pairLabels = torch::from_blob(labels.Data(), {q.batch}, torch::kFloat32).clone();
+    }
+    if (options.tripletDistance != StepOptions::TripletDistance::None) {
+      // tripletNegatives: Int32Array [B], query i's negative among the documents (not its own positive).
+      const Napi::Value given = args.Get("tripletNegatives");
+      if (!given.IsTypedArray() || given.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) throw invalidArgument("tripletNegatives must be an Int32Array");
+      auto negatives = given.As<Napi::Int32Array>();
+      if (static_cast<int64_t>(negatives.ElementLength()) != q.batch) throw invalidArgument("tripletNegatives must hold one document per query (" + std::to_string(q.batch) + ")");
+      for (size_t i = 0; i < negatives.ElementLength(); ++i) {
+        const int32_t at = negatives.Data()[i];
+        if (at < 0 || at >= d.batch || at == static_cast<int32_t>(i)) throw invalidArgument("tripletNegatives must be documents of the batch, other than the query's own positive");
+      }
+      if (args.Get("guide").IsObject() || options.teacherScores.defined()) throw invalidArgument("a triplet loss takes no guide or teacher");
+      options.tripletNegatives = torch::from_blob(negatives.Data(), {q.batch}, torch::kInt32).to(torch::kInt64);
     }
     if (args.Get("guide").IsObject()) {
       if (options.symmetric || (options.bce && options.lateInteractionWeight > 0)) {
