@@ -195,6 +195,23 @@ export interface ModelDirectory {
   chatTemplate?: string;
   /** Set when the folder was read as a sparse encoder (readModelDirectory(dir, 'sparse')). */
   sparse?: SparseConfig;
+  /** An inference-free sparse encoder's query route (readSparseEncoderDirectory): its documents' route is the rest. */
+  staticQueries?: StaticQueryRoute;
+}
+
+/**
+ * An inference-free SPLADE's query route (sentence-transformers' Router with a SparseStaticEmbedding for queries): a
+ * weight per vocabulary entry, and the tokenizer that finds a query's entries (its own special tokens left out).
+ */
+export interface StaticQueryRoute {
+  /** The module's folder, with model.safetensors ("weight": one float per vocabulary entry) and the tokenizer files. */
+  dir: string;
+  weightsPath: string;
+  tokenizerPath: string;
+  maxSeqLength: number;
+  lowercase: boolean;
+  /** The route a text without a task takes (router_config.json's default_route): 'document' unless it says 'query'. */
+  defaultRoute: 'query' | 'document';
 }
 
 /**
@@ -667,7 +684,7 @@ function readSparse(dir: string, modules: ModuleEntry[] | null, order: string[],
     return { pooling: 'max', activation: 'relu' };
   }
   if (order.join() !== 'Transformer,SpladePooling') {
-    const kinds: Record<string, string> = { Router: 'inference-free SPLADE (a Router with SparseStaticEmbedding)', SparseAutoEncoder: 'CSR (a SparseAutoEncoder over a dense model)' };
+    const kinds: Record<string, string> = { Router: 'training an inference-free SPLADE (a Router with SparseStaticEmbedding; SparseEncoder.load runs one)', SparseAutoEncoder: 'CSR (a SparseAutoEncoder over a dense model)' };
     const known = order.map((name) => name.split('.').pop()!).find((name) => name in kinds);
     const shown = order.map((name) => name.split('.').pop()).join(' → ');
     throw new ColtrastError(
@@ -716,7 +733,13 @@ export const MASKED_LM: Record<string, string> = {
  * SPLADE pooling reads the transformer's token states; its prompts and max_seq_length stay.
  */
 export function readSparseStart(dir: string): ModelDirectory & { sparse: SparseConfig } {
-  if (isSparseEncoderFolder(dir)) return readModelDirectory(dir, 'sparse') as ModelDirectory & { sparse: SparseConfig };
+  if (isSparseEncoderFolder(dir)) {
+    const files = readSparseEncoderDirectory(dir);
+    if (files.staticQueries) {
+      throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is an inference-free SPLADE (a Router with a SparseStaticEmbedding for queries): training an inference-free SPLADE is not supported yet (SparseEncoder.load runs one); train a sparse encoder of Transformer → SpladePooling`);
+    }
+    return files;
+  }
   const files = readModelDirectory(dir, 'embedding');
   // A plain *ForMaskedLM folder: pooled as readSparse pools one without modules.json.
   if (files.source !== 'sentence-transformers' && architecturesOf(files.config).some((a) => a.endsWith('ForMaskedLM'))) return { ...files, sparse: { pooling: 'max', activation: 'relu' } };
@@ -726,6 +749,67 @@ export function readSparseStart(dir: string): ModelDirectory & { sparse: SparseC
   if (!architecture) throw new ColtrastError('UNSUPPORTED_MODEL', `a sparse encoder on ${modelType} is not supported (${Object.keys(MASKED_LM).join(', ')} are)`);
   const config = { ...files.config, architectures: [architecture] };
   return { ...files, config, configText: configJson(files.configText, config), sparse: { pooling: 'max', activation: 'relu' }, dense: undefined, denseStack: undefined, normalize: false, similarity: null };
+}
+
+/**
+ * A sparse encoder's folder as SparseEncoder.load reads it: readModelDirectory(dir, 'sparse'), or an inference-free
+ * SPLADE's (a Router of a SparseStaticEmbedding for queries and a masked LM with SpladePooling for documents: the
+ * documents' Transformer read from its own folder, the SpladePooling's settings and the model's prompts and similarity
+ * from theirs, and the queries' route in `staticQueries`).
+ */
+export function readSparseEncoderDirectory(dir: string): ModelDirectory & { sparse: SparseConfig } {
+  const modules = readModules(dir);
+  if (!modules || modules.length !== 1 || modules[0].type.split('.').pop() !== 'Router') return readModelDirectory(dir, 'sparse') as ModelDirectory & { sparse: SparseConfig };
+  const file = path.join(dir, modules[0].path, 'router_config.json');
+  const bad = (problem: string) => new ColtrastError('UNSUPPORTED_MODEL', `${file}: ${problem}; a Router of a SparseStaticEmbedding for queries and a Transformer (or MLMTransformer) then SpladePooling for documents is supported (inference-free SPLADE)`);
+  if (!fs.existsSync(file)) throw filesError(`modules.json in ${dir} names a Router, and ${file} is missing`);
+  const config = readJson(file, 'router_config.json');
+  if (!isObject(config) || !isObject(config.types) || !isObject(config.structure)) throw filesError(`${file} must be a JSON object with "types" and "structure"`);
+  const types = config.types as Record<string, unknown>;
+  const structure = config.structure as Record<string, unknown>;
+  const routes = Object.keys(structure).sort();
+  if (routes.join() !== 'document,query') throw bad(`its routes are ${routes.join(', ') || 'none'}, not query and document`);
+  const route = (name: string) => {
+    const names = structure[name];
+    if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) throw filesError(`${file}: structure.${name} must be a list of module names`);
+    return (names as string[]).map((n) => ({ path: n, type: String(types[n] ?? '').split('.').pop() }));
+  };
+  const query = route('query');
+  const document = route('document');
+  if (query.length !== 1 || query[0].type !== 'SparseStaticEmbedding') throw bad(`its query route is ${query.map((m) => m.type).join(' → ')}`);
+  if (document.length !== 2 || !['Transformer', 'MLMTransformer'].includes(document[0].type!) || document[1].type !== 'SpladePooling') throw bad(`its document route is ${document.map((m) => m.type).join(' → ')}`);
+  for (const m of [...query, ...document]) {
+    const normal = path.posix.normalize(m.path);
+    if (path.isAbsolute(m.path) || normal.startsWith('..') || !fs.existsSync(path.join(dir, m.path))) throw filesError(`${file}: module folder ${JSON.stringify(m.path)} is missing in ${dir}`);
+  }
+  const parameters = isObject(config.parameters) ? config.parameters : {};
+  const defaultRoute = parameters.default_route === 'query' ? 'query' : 'document';
+  // The documents' masked LM: its folder read as a plain *ForMaskedLM one, then the Router's settings put on it.
+  const files = readModelDirectory(path.join(dir, document[0].path), 'sparse') as ModelDirectory & { sparse: SparseConfig };
+  const pooling = readModuleConfig(dir, document[1].path, 'SpladePooling');
+  const poolingFile = path.join(dir, document[1].path, 'config.json');
+  const sparse = { pooling: pooling.pooling_strategy ?? 'max', activation: pooling.activation_function ?? 'relu' };
+  if (sparse.pooling !== 'max' && sparse.pooling !== 'sum') throw filesError(`SpladePooling config ${poolingFile}: pooling_strategy must be "max" or "sum"; got ${JSON.stringify(sparse.pooling)}`);
+  if (sparse.activation !== 'relu' && sparse.activation !== 'log1p_relu') throw filesError(`SpladePooling config ${poolingFile}: activation_function must be "relu" or "log1p_relu"; got ${JSON.stringify(sparse.activation)}`);
+  const stModel = readStModelConfig(dir);
+  const { prompts, defaultPromptName } = readPrompts(stModel, dir);
+  const staticDir = path.join(dir, query[0].path);
+  const weightsPath = path.join(staticDir, 'model.safetensors');
+  const tokenizerPath = path.join(staticDir, 'tokenizer.json');
+  if (!fs.existsSync(weightsPath)) throw filesError(`the SparseStaticEmbedding folder ${staticDir} has no model.safetensors`);
+  if (!fs.existsSync(tokenizerPath)) throw filesError(`the SparseStaticEmbedding folder ${staticDir} has no tokenizer.json`);
+  const tokenizerConfig = fs.existsSync(path.join(staticDir, 'tokenizer_config.json')) ? readJson(path.join(staticDir, 'tokenizer_config.json'), 'tokenizer_config.json') : {};
+  const tc = isObject(tokenizerConfig) ? tokenizerConfig : {};
+  const maxLength = typeof tc.model_max_length === 'number' && tc.model_max_length > 0 && tc.model_max_length < 1e9 ? tc.model_max_length : files.maxSeqLength;
+  return {
+    ...files,
+    dir,
+    sparse: sparse as SparseConfig,
+    prompts,
+    defaultPromptName,
+    similarity: typeof stModel.similarity_fn_name === 'string' ? stModel.similarity_fn_name : null,
+    staticQueries: { dir: staticDir, weightsPath, tokenizerPath, maxSeqLength: maxLength, lowercase: tc.do_lower_case === true, defaultRoute },
+  };
 }
 
 /** Whether `dir` is a folder of a sentence-transformers SparseEncoder (its config_sentence_transformers.json says so). */

@@ -350,7 +350,7 @@ function fingerprintFiles(dir: string): string[] {
   const files = new Set(['config.json', 'tokenizer.json', 'tokenizer_config.json', 'modules.json', 'sentence_bert_config.json', 'adapter_config.json', 'adapter_model.safetensors']);
   for (const shard of weightFiles(dir)?.shards ?? ['model.safetensors']) files.add(path.basename(shard));
   if (fs.existsSync(path.join(dir, 'model.safetensors.index.json')) && !fs.existsSync(path.join(dir, 'model.safetensors'))) files.add('model.safetensors.index.json');
-  let modules: { path: string }[];
+  let modules: { path: string; type: string }[];
   try {
     modules = parseModules(JSON.parse(fs.readFileSync(path.join(dir, 'modules.json'), 'utf8')), 'modules.json');
   } catch {
@@ -369,9 +369,22 @@ function fingerprintFiles(dir: string): string[] {
       else if (kind?.isFile()) files.add(relative);
     }
   };
-  for (const { path: folder } of modules) {
+  // A Router's modules (an inference-free SPLADE's) are the folders its router_config.json names.
+  const routed: string[] = [];
+  if (modules.length === 1 && modules[0].type.split('.').pop() === 'Router') {
+    const config = path.join(dir, modules[0].path, 'router_config.json');
+    files.add(path.posix.join(modules[0].path, 'router_config.json'));
+    try {
+      const structure = (JSON.parse(fs.readFileSync(config, 'utf8')) as { structure?: Record<string, unknown> }).structure ?? {};
+      for (const names of Object.values(structure)) if (Array.isArray(names)) for (const name of names) if (typeof name === 'string') routed.push(path.posix.join(modules[0].path, name));
+    } catch {
+      // unreadable: hashed as it is (loading the model says what is wrong)
+    }
+  }
+  for (const folder of [...modules.map((m) => m.path), ...routed]) {
     // The Transformer's path is '' (the folder itself, whose files are above); parseModules keeps every path inside it.
-    if (folder !== '' && fs.existsSync(path.join(dir, folder)) && fs.statSync(path.join(dir, folder)).isDirectory()) walk(folder);
+    const normal = path.posix.normalize(folder);
+    if (folder !== '' && !normal.startsWith('..') && !path.isAbsolute(folder) && fs.existsSync(path.join(dir, folder)) && fs.statSync(path.join(dir, folder)).isDirectory()) walk(folder);
   }
   return [...files].filter((f) => fs.existsSync(path.join(dir, f)) && fs.statSync(path.join(dir, f)).isFile()).sort();
 }

@@ -5,12 +5,14 @@
  * non-zero entries are the terms the text weighs, expansions included. Scored by dot product, searched with an
  * inverted index (SparseIndex), and readable: decode() names the terms.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Matrix } from './encoder';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { maskTokens, maskingTokens } from './masked-lm';
-import { readModelDirectory, readSparseStart, taskPrompt, tokenizerAsLoaded, writeModelFiles, type ModelDirectory, type SparseConfig } from './model-dir';
+import { readSparseEncoderDirectory, readSparseStart, taskPrompt, tokenizerAsLoaded, writeModelFiles, type ModelDirectory, type SparseConfig, type StaticQueryRoute } from './model-dir';
+import { readSafetensorsHeader, tensorInfo } from './safetensors';
 import { DTYPES, ModelHandle, applyQuantize, bindTrainer, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer, type Quantize } from './native-model';
 import { fromNative, type NativeEncoder, type NativeSparseRows, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { SIMILARITY_FUNCTIONS, type SimilarityFunction } from './similarity';
@@ -113,8 +115,18 @@ export class SparseEncoder {
      * plain Hugging Face *ForMaskedLM folder.
      */
     private readonly layout: 'sparse-encoder' | 'masked-lm' = 'sparse-encoder',
+    /** An inference-free SPLADE's query route: its tokenizer and a weight per vocabulary entry (files.staticQueries). */
+    private readonly staticQueries?: { tokenizer: TextTokenizer; weights: Float32Array; route: StaticQueryRoute },
   ) {
     this.model = new ModelHandle(handle, 'SparseEncoder');
+  }
+
+  /**
+   * An inference-free SPLADE (sentence-transformers' Router with a SparseStaticEmbedding): its queries are encoded
+   * without the model, a weight per vocabulary entry of the tokens they hold; its documents as any sparse encoder's.
+   */
+  get inferenceFree(): boolean {
+    return this.staticQueries !== undefined;
   }
 
   /**
@@ -128,7 +140,7 @@ export class SparseEncoder {
     const int8 = quantizeOption(quantize);
     const { dir, device, dtype } = await resolveLoad(model, loadOptions);
     checkQuantize(int8, device, dtype);
-    const encoder = await SparseEncoder.open(readModelDirectory(dir, 'sparse') as ModelDirectory & { sparse: SparseConfig }, device, dtype, cap, { ...(int8 && { quantizeInt8: true }) });
+    const encoder = await SparseEncoder.open(readSparseEncoderDirectory(dir), device, dtype, cap, { ...(int8 && { quantizeInt8: true }) });
     await applyQuantize(encoder.model, int8, () => encoder.dispose());
     return encoder;
   }
@@ -160,7 +172,19 @@ export class SparseEncoder {
       throw error;
     }
     const info = handle.info();
-    return new SparseEncoder(handle, files, tokenizer, info.sparseDimension, info.device, dtype, cap, layout);
+    let staticQueries: SparseEncoder['staticQueries'];
+    if (files.staticQueries) {
+      try {
+        const route = files.staticQueries;
+        const weights = readStaticWeights(route.weightsPath, info.sparseDimension);
+        staticQueries = { tokenizer: await TextTokenizer.load(route.tokenizerPath, route.maxSeqLength, route.lowercase), weights, route };
+      } catch (error) {
+        handle.dispose();
+        tokenizer.dispose();
+        throw error;
+      }
+    }
+    return new SparseEncoder(handle, files, tokenizer, info.sparseDimension, info.device, dtype, cap, layout, staticQueries);
   }
 
   /** 'int8' when loaded with quantize (the projections run in int8 on the CPU); undefined otherwise. */
@@ -223,6 +247,15 @@ export class SparseEncoder {
     const signal = signalOption(o.signal);
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalid('options.onProgress', 'a function', o.onProgress);
     const prompt = taskPrompt(this.files, o.prompt, o.promptName, task);
+    // An inference-free SPLADE's queries (and texts without a task, where its Router's default route is the queries'):
+    // the weights of the vocabulary entries their tokens are, the model not run.
+    if (this.staticQueries && (task ?? this.staticQueries.route.defaultRoute) === 'query') {
+      const { tokenizer, weights, route } = this.staticQueries;
+      const tokenized = await tokenizer.encodeBare(prompt ? texts.map((t) => prompt + t) : texts, route.maxSeqLength, signal);
+      const vectors = tokenized.map(({ ids }) => staticVector(ids, weights, maxActiveDims));
+      o.onProgress?.(texts.length, texts.length);
+      return vectors;
+    }
     const out = new Array<SparseVector>(texts.length);
     const tokenize = (indices: number[]) => this.tokenizer.encode(indices.map((i) => (prompt ? prompt + texts[i] : texts[i])), this.files.maxSeqLength, signal);
     const run = (items: ModelInput[]) =>
@@ -298,6 +331,14 @@ export class SparseEncoder {
       const dtype = oneOf('options.dtype', o.dtype ?? 'float32', DTYPES);
       const overwrite = booleanValue('options.overwrite', o.overwrite ?? false);
       this.model.checkSavable();
+      if (this.staticQueries) {
+        // An inference-free SPLADE does not train here: its folder is copied as it is (a Router of modules).
+        if (dtype !== 'float32') throw invalid('options.dtype', "absent or 'float32' for an inference-free SPLADE (its folder is copied as it is)", o.dtype);
+        await writeFolderAtomic(path.resolve(dir), overwrite, async (staging) => {
+          fs.cpSync(this.files.dir, staging, { recursive: true, dereference: true });
+        });
+        return;
+      }
       await writeFolderAtomic(path.resolve(dir), overwrite, async (staging) => {
         writeModelFiles(this.files, staging, { pooling: this.files.pooling, normalize: false, maxSeqLength: this.files.maxSeqLength, dimension: this.dimension, maskedLm: this.layout === 'masked-lm' });
         try {
@@ -363,7 +404,62 @@ export class SparseEncoder {
   dispose(): void {
     this.model.dispose();
     this.tokenizer.dispose();
+    this.staticQueries?.tokenizer.dispose();
   }
+}
+
+/**
+ * A SparseStaticEmbedding's weights ("weight" in its model.safetensors: one per vocabulary entry, float32, float16 or
+ * bfloat16), as float32; their count must be the document model's vocabulary's.
+ */
+function readStaticWeights(file: string, dimension: number): Float32Array {
+  const handle = fs.openSync(file, 'r');
+  let bytes: Buffer;
+  let info: ReturnType<typeof tensorInfo>;
+  try {
+    const read = readSafetensorsHeader(handle, 1 << 24);
+    if ('problem' in read) throw new ColtrastError('MODEL_FILES', `${file} is ${read.problem} (not a safetensors file as sentence-transformers saves one)`);
+    info = tensorInfo(read.header.weight);
+    if (!info || info.shape.length !== 1) throw new ColtrastError('MODEL_FILES', `${file} has no one-dimensional "weight" tensor (a SparseStaticEmbedding's weight per vocabulary entry)`);
+    if (info.shape[0] !== dimension) throw new ColtrastError('MODEL_FILES', `${file}: "weight" holds ${info.shape[0]} values, and the document model's vocabulary has ${dimension} entries`);
+    bytes = Buffer.alloc(info.end - info.begin);
+    if (fs.readSync(handle, bytes, 0, bytes.length, read.dataStart + info.begin) !== bytes.length) throw new ColtrastError('MODEL_FILES', `${file} is truncated`);
+  } finally {
+    fs.closeSync(handle);
+  }
+  const out = new Float32Array(dimension);
+  if (info.dtype === 'F32' && bytes.length === 4 * dimension) {
+    for (let i = 0; i < dimension; i++) out[i] = bytes.readFloatLE(4 * i);
+  } else if ((info.dtype === 'BF16' || info.dtype === 'F16') && bytes.length === 2 * dimension) {
+    const word = new Uint32Array(1);
+    const asFloat = new Float32Array(word.buffer);
+    for (let i = 0; i < dimension; i++) {
+      const h = bytes.readUInt16LE(2 * i);
+      if (info.dtype === 'BF16') {
+        word[0] = h << 16;
+        out[i] = asFloat[0];
+      } else {
+        const exponent = (h >> 10) & 0x1f;
+        const fraction = h & 0x3ff;
+        const sign = h & 0x8000 ? -1 : 1;
+        out[i] = exponent === 0 ? sign * fraction * 2 ** -24 : exponent === 31 ? (fraction ? NaN : sign * Infinity) : sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+      }
+    }
+  } else {
+    throw new ColtrastError('MODEL_FILES', `${file}: "weight" is ${info.dtype}, and a SparseStaticEmbedding's weights are read as float32, float16 or bfloat16`);
+  }
+  return out;
+}
+
+/**
+ * A query's vector under a SparseStaticEmbedding (sentence-transformers': each vocabulary entry its tokens hold, once,
+ * times its weight; zeros left out), its `maxActiveDims` largest kept when given.
+ */
+function staticVector(ids: number[], weights: Float32Array, maxActiveDims: number | undefined): SparseVector {
+  let entries = [...new Set(ids)].filter((id) => id >= 0 && id < weights.length && weights[id] !== 0);
+  if (maxActiveDims !== undefined && entries.length > maxActiveDims) entries = entries.sort((a, b) => weights[b] - weights[a] || a - b).slice(0, maxActiveDims);
+  entries.sort((a, b) => a - b);
+  return { indices: Int32Array.from(entries), values: Float32Array.from(entries, (id) => weights[id]) };
 }
 
 /** Throws INVALID_ARGUMENT unless `vectors` are sparse vectors of width `dimension`, indices rising. */

@@ -960,7 +960,7 @@ const peftSkip = skip || (peftProbe?.status !== 0 ? `${PYTHON} has no peft (scri
 
 const SPARSE = path.join(ROOT, 'test', 'fixtures', 'tiny-sparse');
 
-check(`sparse encoders (BERT, plain *ForMaskedLM, DistilBERT, RoBERTa, MPNet, ModernBERT): the recorded vectors are what sentence-transformers' SparseEncoder computes now, and it loads what coltrast saves with equal vectors${skipped}`, async (t) => {
+check(`sparse encoders (BERT, plain *ForMaskedLM, DistilBERT, RoBERTa, MPNet, ModernBERT, an inference-free Router): the recorded vectors are what sentence-transformers' SparseEncoder computes now, and it loads what coltrast saves with equal vectors${skipped}`, async (t) => {
   const dir = tempDir();
   const fresh = path.join(dir, 'reference.json');
   let r = await python([script('tiny_sparse.py'), 'record', SPARSE, fresh]);
@@ -992,6 +992,16 @@ check(`sparse encoders (BERT, plain *ForMaskedLM, DistilBERT, RoBERTa, MPNet, Mo
     const theirs = JSON.parse(fs.readFileSync(back, 'utf8')).vectors as Rows;
     const worst = maxAbsDiff(dense(ours), dense(theirs)) / Math.max(1, ...theirs.flatMap((v) => v.values));
     t.true(worst < 1e-5, `${name}: relative difference ${worst}`);
+  }
+  // The inference-free SPLADE (a Router): what sentence-transformers computes now is what was recorded.
+  const router = path.join(dir, 'router.json');
+  r = await python([script('tiny_sparse.py'), 'router', SPARSE, '-', router]);
+  t.is(r.status, 0, r.tail);
+  const routed = JSON.parse(fs.readFileSync(path.join(SPARSE, '..', 'tiny-sparse-router.reference.json'), 'utf8'));
+  const routedNow = JSON.parse(fs.readFileSync(router, 'utf8'));
+  for (const key of ['queries', 'documents', 'default', 'capped_queries']) {
+    const drift = maxAbsDiff(dense(routedNow[key]), dense(routed[key]));
+    t.true(drift < 1e-5, `router ${key}: max abs difference ${drift}`);
   }
 });
 

@@ -6,7 +6,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, SparseEncoder, train, type SparseVector } from '../lib';
+import { Encoder, Index, SparseEncoder, train, type SparseVector } from '../lib';
 import { readSafetensors } from './helpers/safetensors';
 import { editJson, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
@@ -342,4 +342,86 @@ test('sparse training with gradient caching (miniBatchSize) takes the plain step
   const bf16 = await run({}, 'bfloat16');
   t.true(bf16.results.every((r) => Number.isFinite(r.loss) && r.regularizer > 0));
   t.true(relativeDiff(bf16.probe, plain.probe) < 0.05, `bfloat16 against float32: ${relativeDiff(bf16.probe, plain.probe)}`);
+});
+
+const ROUTER = path.join(FIXTURES, 'router');
+const ROUTER_REFERENCE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'tiny-sparse-router.reference.json'), 'utf8')) as {
+  texts: string[];
+  queries: Recorded[];
+  documents: Recorded[];
+  default: Recorded[];
+  capped_queries: Recorded[];
+  similarity: number[][];
+};
+
+test("inference-free SPLADE (a Router): queries by the SparseStaticEmbedding's weights, documents by the masked LM, as sentence-transformers encodes them", async (t) => {
+  const model = await SparseEncoder.load(ROUTER, { device: 'cpu' });
+  const ref = ROUTER_REFERENCE;
+  t.true(model.inferenceFree);
+  t.deepEqual(model.pooling, { pooling: 'max', activation: 'log1p_relu' });
+  t.is(model.modelDir, ROUTER);
+  const dim = model.dimension;
+  const queries = await model.encode(ref.texts, { task: 'query' });
+  const documents = await model.encode(ref.texts, { task: 'document', batchSize: 2 });
+  const plain = await model.encode(ref.texts);
+  for (const [ours, theirs, what] of [[queries, ref.queries, 'queries'], [documents, ref.documents, 'documents'], [plain, ref.default, 'no task (the default route: documents)']] as const) {
+    t.deepEqual(ours.map((v) => Array.from(v.indices)), theirs.map((v) => v.indices), what);
+    t.true(relativeDiff(dense(ours, dim), dense(theirs, dim)) < 1e-5, what);
+  }
+  // A query's entries are its tokens' (a text of one token with a zero weight has none); the model's documents are wide.
+  t.is(queries[0].indices.length, 0);
+  t.true(queries.every((q, i) => q.indices.length <= documents[i].indices.length));
+  const capped = await model.encode(ref.texts, { task: 'query', maxActiveDims: 3 });
+  t.true(relativeDiff(dense(capped, dim), dense(ref.capped_queries, dim)) < 1e-5);
+  const scores = await model.similarity(queries, documents);
+  t.true(relativeDiff(scores.data, ref.similarity.flat()) < 1e-5);
+  // save() copies the Router's folder; it loads to the same vectors.
+  const saved = path.join(tempDir(), 'router-copy');
+  await model.save(saved);
+  t.true(fs.existsSync(path.join(saved, 'router_config.json')) && fs.existsSync(path.join(saved, 'query_0_SparseStaticEmbedding', 'model.safetensors')));
+  const again = await SparseEncoder.load(saved, { device: 'cpu' });
+  t.deepEqual(await again.encode(ref.texts, { task: 'query' }), queries);
+  t.deepEqual(await again.encode(ref.texts.slice(1, 3), { task: 'document' }), await model.encode(ref.texts.slice(1, 3), { task: 'document' }));
+  again.dispose();
+  t.regex((await rejection(() => model.save(path.join(tempDir(), 'x'), { dtype: 'bfloat16' }))).message, /options\.dtype must be absent or 'float32' for an inference-free SPLADE/);
+  model.dispose();
+  // Training one is not supported (its query weights train with their own rules): refused by name.
+  const error = await rejection(() => train({ model: ROUTER, sparse: true, data: wordDataset(12, 3), output: path.join(tempDir(), 'out'), epochs: 1, batchSize: 4, device: 'cpu' }));
+  t.regex(error.message, /is an inference-free SPLADE .*: training an inference-free SPLADE is not supported yet/);
+});
+
+test('inference-free SPLADE: broken Router folders are named, and an index of one fingerprints its routed modules', async (t) => {
+  const broken = (edit: (dir: string) => void) => {
+    const dir = folderCopy(ROUTER);
+    edit(dir);
+    return dir;
+  };
+  let dir = broken((d) => editJson(path.join(d, 'router_config.json'), (c) => ({ ...c, structure: { ...c.structure, query: ['document_0_Transformer', 'document_1_SpladePooling'] } })));
+  t.regex((await rejection(() => SparseEncoder.load(dir, { device: 'cpu' }))).message, /router_config\.json: its query route is Transformer → SpladePooling; a Router of a SparseStaticEmbedding for queries/);
+  dir = broken((d) => fs.rmSync(path.join(d, 'router_config.json')));
+  t.regex((await rejection(() => SparseEncoder.load(dir, { device: 'cpu' }))).message, /names a Router, and .*router_config\.json is missing/);
+  dir = broken((d) => fs.writeFileSync(path.join(d, 'query_0_SparseStaticEmbedding', 'model.safetensors'), fs.readFileSync(path.join(d, 'document_0_Transformer', 'model.safetensors'))));
+  t.regex((await rejection(() => SparseEncoder.load(dir, { device: 'cpu' }))).message, /has no one-dimensional "weight" tensor/);
+  // An index remembers the query weights too: other weights, another model.
+  const model = await SparseEncoder.load(ROUTER, { device: 'cpu' });
+  const docs = wordDataset(8, 2).map((p, i) => ({ id: `d${i}`, text: p.positive }));
+  const index = await Index.build(model, docs);
+  const hits = await index.search(['cat model'], { k: 3 });
+  const expected = (await model.encode(['cat model'], { task: 'query' }))[0];
+  const vectors = await model.encode(docs.map((d) => d.text), { task: 'document' });
+  const scores = vectors.map((v) => Array.from(v.indices).reduce((sum, x, k) => sum + (expected.indices.includes(x) ? v.values[k] * expected.values[expected.indices.indexOf(x)] : 0), 0));
+  t.deepEqual(hits[0].map((h) => h.id), docs.map((d, i) => ({ id: d.id, score: scores[i] })).filter((h) => h.score > 0).sort((a, b) => b.score - a.score).slice(0, 3).map((h) => h.id));
+  const saved = path.join(tempDir(), 'router.index');
+  await index.save(saved);
+  const changed = broken((d) => {
+    const file = path.join(d, 'query_0_SparseStaticEmbedding', 'model.safetensors');
+    const bytes = fs.readFileSync(file);
+    bytes[bytes.length - 1] ^= 1;
+    fs.writeFileSync(file, bytes);
+  });
+  const other = await SparseEncoder.load(changed, { device: 'cpu' });
+  t.regex((await rejection(() => Index.load(saved, other))).message, /was built with another model/);
+  t.is((await Index.load(saved, model)).size, docs.length);
+  other.dispose();
+  model.dispose();
 });
