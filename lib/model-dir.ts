@@ -499,6 +499,10 @@ export function weightFiles(dir: string): { weightsPath: string; shards?: string
  */
 export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encoder' | 'sparse' = 'embedding', base?: string): ModelDirectory {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw filesError(`model folder ${dir} does not exist`);
+  // Before its files are looked for: an inference-free SPLADE keeps them in its routes' folders.
+  if (kind !== 'sparse' && isSparseEncoderFolder(dir)) {
+    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers SparseEncoder (sparse, SPLADE-style vectors): load it with SparseEncoder.load (train it with train({ sparse: true }))`);
+  }
   const modules = readModules(dir);
   // The Transformer's files: in the folder itself, or in an older save's subfolder (0_Transformer, 0_BERT).
   const transformerSub = transformerPath(dir, modules);
@@ -544,9 +548,6 @@ export function readModelDirectory(dir: string, kind: 'embedding' | 'cross-encod
   }
   const stModel = readStModelConfig(dir);
   const modelType = typeof stModel.model_type === 'string' ? stModel.model_type : undefined;
-  if (modelType === 'SparseEncoder' && kind !== 'sparse') {
-    throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a sentence-transformers SparseEncoder (sparse, SPLADE-style vectors): load it with SparseEncoder.load (train it with train({ sparse: true }))`);
-  }
   if (kind === 'embedding' && modelType === 'CrossEncoder') {
     throw new ColtrastError('UNSUPPORTED_MODEL', `${dir} is a cross-encoder (it scores text pairs, it does not embed): load it with CrossEncoder.load`);
   }

@@ -385,6 +385,7 @@ test("inference-free SPLADE (a Router): queries by the SparseStaticEmbedding's w
   again.dispose();
   t.regex((await rejection(() => model.save(path.join(tempDir(), 'x'), { dtype: 'bfloat16' }))).message, /options\.dtype must be absent or 'float32' for an inference-free SPLADE/);
   model.dispose();
+  t.regex((await rejection(() => Encoder.load(ROUTER, { device: 'cpu' }))).message, /is a sentence-transformers SparseEncoder .*: load it with SparseEncoder\.load/);
   // Training one is not supported (its query weights train with their own rules): refused by name.
   const error = await rejection(() => train({ model: ROUTER, sparse: true, data: wordDataset(12, 3), output: path.join(tempDir(), 'out'), epochs: 1, batchSize: 4, device: 'cpu' }));
   t.regex(error.message, /is an inference-free SPLADE .*: training an inference-free SPLADE is not supported yet/);

@@ -260,3 +260,29 @@ test('coltrast eval --sparse-model fuses a sparse encoder\'s ranking with the de
   t.is(bad.status, 2);
   t.regex(bad.stderr, /--sparse-model must be absent with mode 'bm25'/);
 });
+
+test('an inference-free SPLADE through the command line: coltrast embed --task query uses its static query weights, index and search its two routes', async (t) => {
+  const ROUTER = path.join(ROOT, 'test', 'fixtures', 'tiny-sparse', 'router');
+  const router = await SparseEncoder.load(ROUTER, { device: 'cpu' });
+  try {
+    const dir = tempDir();
+    const input = path.join(dir, 'texts.txt');
+    fs.writeFileSync(input, texts.slice(0, 4).join('\n') + '\n');
+    let run = cli(['embed', input, '--model', ROUTER, '--task', 'query', '--device', 'cpu']);
+    t.is(run.status, 0, run.stderr);
+    const lines = run.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    t.deepEqual(lines.map((l) => l.indices), (await router.encode(texts.slice(0, 4), { task: 'query' })).map((v) => Array.from(v.indices)));
+    const data = path.join(dir, 'docs.jsonl');
+    fs.writeFileSync(data, texts.map((text, i) => JSON.stringify({ id: `d${i}`, text })).join('\n') + '\n');
+    const out = path.join(dir, 'index');
+    run = cli(['index', '--data', data, '--model', ROUTER, '--output', out, '--device', 'cpu', '--json']);
+    t.is(run.status, 0, run.stderr);
+    const queries = pairs.slice(0, 3).map((p) => p.query);
+    run = cli(['search', '--index', out, '--k', '3', '--device', 'cpu', '--json', ...queries]);
+    t.is(run.status, 0, run.stderr);
+    const want = await (await Index.load(out, router)).search(queries, { k: 3 });
+    t.deepEqual(JSON.parse(run.stdout).map((r: { hits: { id: string }[] }) => r.hits.map((h) => h.id)), want.map((hits) => hits.map((h) => h.id)));
+  } finally {
+    router.dispose();
+  }
+});
