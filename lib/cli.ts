@@ -282,8 +282,9 @@ commands:
     --fusion rrf|relative --hybrid-weight <x>   hybrid: reciprocal-rank fusion (default) or min-max scaled scores; the dense share (0.5)
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); on a .jsonl or
                              .csv/.tsv of labeled pairs (sentence1, sentence2, score), Spearman and Pearson correlation of
-                             cosine and label (sentence-transformers' EmbeddingSimilarityEvaluator; --model, --compare,
-                             --truncate-dim, --quantize, --batch-size, --device, --threads, --json)
+                             cosine and label (sentence-transformers' EmbeddingSimilarityEvaluator; a sparse encoder's
+                             similarity, a cross-encoder's score; --model, --compare, --truncate-dim, --quantize,
+                             --batch-size, --device, --threads, --json)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none),
                              or a sparse encoder (SPLADE) for --mode sparse (the default for a SparseEncoder folder) or hybrid (with BM25)
@@ -1343,7 +1344,7 @@ async function evalPairs(values: { [K in keyof typeof EVAL_OPTIONS]?: (typeof EV
   const width = Math.max(...results.map((r) => r.name.length), 5);
   console.log(`${'model'.padEnd(width)}  spearman  pearson`);
   for (const r of results) console.log(`${r.name.padEnd(width)}  ${r.result.spearman.toFixed(4).padStart(8)}  ${r.result.pearson.toFixed(4).padStart(7)}`);
-  console.log(`\n${results[0].result.pairs} pairs (cosine similarity against the labels)`);
+  console.log(`\n${results[0].result.pairs} pairs (${results.map((r) => `${r.name}: ${r.result.scoredBy}`).join(', ')}, against the labels)`);
 }
 
 /** Whether `model` (a folder, or a hub id: its snapshot, downloaded if need be) is sentence-transformers' SparseEncoder. */

@@ -4,9 +4,12 @@
  * correlation and Pearson's. train() validates a loss.pairs run with them (measurePairs); evaluateSimilarity() and
  * `coltrast eval --data <pairs file>` measure a model on a file of labeled pairs.
  */
-import type { CrossEncoder } from './cross-encoder';
+import { CrossEncoder } from './cross-encoder';
 import { Encoder, matrixRows, normalizeRow, type Device, type Quantize } from './encoder';
 import { ColtrastError } from './errors';
+import { resolveModelDir } from './hub';
+import { isCrossEncoderFolder, isSparseEncoderFolder } from './model-dir';
+import { SparseEncoder } from './sparse-encoder';
 import { quantizeOption } from './native-model';
 import { readTrainingData, type TrainExample } from './train-data';
 import { checkOptions, invalid, positiveInteger } from './validate';
@@ -100,9 +103,17 @@ function meanRanks(values: ArrayLike<number>): Float64Array {
 export interface SimilarityEvaluationOptions {
   /** Labeled pairs: a .jsonl, .json, .csv or .tsv file of { sentence1, sentence2, score or label }, or those objects. */
   data: string | readonly unknown[];
-  /** A model folder, Hugging Face id or loaded Encoder (default: coltrast's shipped model). */
-  model?: string | Encoder;
-  /** Embed the first sentences as the model's queries and the second as its documents (its prompts; default false, as sentence-transformers' evaluator embeds both plainly). */
+  /**
+   * A model folder, Hugging Face id or loaded model (default: coltrast's shipped model): an Encoder (cosine similarity
+   * of the pair's vectors, as EmbeddingSimilarityEvaluator), a SparseEncoder (the model's similarity of its sparse
+   * vectors, as SparseEmbeddingSimilarityEvaluator) or a CrossEncoder (its score of the pair read together, as
+   * CrossEncoderCorrelationEvaluator). A folder's kind is read from it.
+   */
+  model?: string | Encoder | SparseEncoder | CrossEncoder;
+  /**
+   * Embed the first sentences as the model's queries and the second as its documents (its prompts; default false, as
+   * sentence-transformers' evaluator embeds both plainly). Not for a CrossEncoder.
+   */
   prompts?: boolean;
   /** For a model given by name: its vectors cut to this width (EncoderLoadOptions.truncateDim), or run in int8 on the CPU. */
   truncateDim?: number;
@@ -111,8 +122,10 @@ export interface SimilarityEvaluationOptions {
   device?: Device;
 }
 
-/** evaluateSimilarity's result: the correlations, and the seconds the evaluation took. */
+/** evaluateSimilarity's result: the correlations, what was correlated with the labels, and the seconds it took. */
 export interface SimilarityEvaluation extends SimilarityMetrics {
+  /** 'cosine' (an Encoder), a SparseEncoder's similarity function ('dot', ...), or 'cross-encoder score'. */
+  scoredBy: string;
   seconds: number;
 }
 
@@ -122,10 +135,11 @@ export interface SimilarityEvaluation extends SimilarityMetrics {
  */
 export async function evaluateSimilarity(options: SimilarityEvaluationOptions): Promise<SimilarityEvaluation> {
   const o = checkOptions('options', options, ['data', 'model', 'prompts', 'truncateDim', 'quantize', 'batchSize', 'device']);
-  if (o.model !== undefined && !(o.model instanceof Encoder) && (typeof o.model !== 'string' || o.model === '')) throw invalid('options.model', 'a model folder, Hugging Face id or Encoder', o.model);
+  const loaded = o.model instanceof Encoder || o.model instanceof SparseEncoder || o.model instanceof CrossEncoder;
+  if (o.model !== undefined && !loaded && (typeof o.model !== 'string' || o.model === '')) throw invalid('options.model', 'a model folder, Hugging Face id, Encoder, SparseEncoder or CrossEncoder', o.model);
   if (o.prompts !== undefined && typeof o.prompts !== 'boolean') throw invalid('options.prompts', 'true or false', o.prompts);
-  if ((o.truncateDim !== undefined || o.quantize !== undefined) && o.model instanceof Encoder) {
-    throw new ColtrastError('INVALID_ARGUMENT', 'options.truncateDim and options.quantize apply to a model given by name; load the Encoder with them instead');
+  if ((o.truncateDim !== undefined || o.quantize !== undefined) && loaded) {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.truncateDim and options.quantize apply to a model given by name; load the model with them instead');
   }
   const batchSize = o.batchSize === undefined ? undefined : positiveInteger('options.batchSize', o.batchSize);
   const started = Date.now();
@@ -139,11 +153,33 @@ export async function evaluateSimilarity(options: SimilarityEvaluationOptions): 
     );
   }
   if (examples.length < 2) throw new ColtrastError('INVALID_ARGUMENT', 'options.data holds one labeled pair: a correlation needs at least two');
-  const encoder = o.model instanceof Encoder ? o.model : await Encoder.load((o.model as string | undefined) ?? 'default', { device: o.device ?? 'auto', truncateDim: o.truncateDim, ...(o.quantize !== undefined && { quantize: quantizeOption(o.quantize) }) });
+  const model = loaded ? (o.model as Encoder | SparseEncoder | CrossEncoder) : await loadAnyModel((o.model as string | undefined) ?? 'default', o);
   try {
-    if (encoder.multiVector) throw new ColtrastError('INVALID_ARGUMENT', `${encoder.modelDir} is a multi-vector model: the pairs' cosine similarities need pooled vectors`);
-    return { ...(await measurePairs(encoder, examples, o.prompts ?? false, undefined, undefined, batchSize)), seconds: (Date.now() - started) / 1000 };
+    if (model instanceof CrossEncoder) {
+      if (o.prompts) throw invalid('options.prompts', 'absent with a CrossEncoder (it reads each pair together, without prompts)', o.prompts);
+      return { ...(await measureScoredPairs(model, examples)), scoredBy: 'cross-encoder score', seconds: (Date.now() - started) / 1000 };
+    }
+    if (model instanceof SparseEncoder) {
+      const side = (texts: string[], task: 'query' | 'document') => model.encode(texts, { ...(o.prompts && { task }), ...(batchSize && { batchSize }) });
+      const scores = await model.similarityPairwise(await side(examples.map((e) => e.query), 'query'), await side(examples.map((e) => e.positive), 'document'));
+      const labels = examples.map((e) => e.label!);
+      return { spearman: spearman(scores, labels), pearson: pearson(scores, labels), pairs: examples.length, scoredBy: model.similarityFunction, seconds: (Date.now() - started) / 1000 };
+    }
+    if (model.multiVector) throw new ColtrastError('INVALID_ARGUMENT', `${model.modelDir} is a multi-vector model: the pairs' cosine similarities need pooled vectors`);
+    return { ...(await measurePairs(model, examples, o.prompts ?? false, undefined, undefined, batchSize)), scoredBy: 'cosine', seconds: (Date.now() - started) / 1000 };
   } finally {
-    if (encoder !== o.model) encoder.dispose();
+    if (model !== o.model) model.dispose();
   }
+}
+
+/** A model given by name, loaded as the kind its folder is (a hub id's snapshot, downloaded if need be). */
+async function loadAnyModel(name: string, o: SimilarityEvaluationOptions): Promise<Encoder | SparseEncoder | CrossEncoder> {
+  const device = o.device ?? 'auto';
+  const quantize = o.quantize === undefined ? {} : { quantize: quantizeOption(o.quantize) };
+  const dir = name === 'default' ? undefined : await resolveModelDir(name);
+  if (dir && (isCrossEncoderFolder(dir) || isSparseEncoderFolder(dir))) {
+    if (o.truncateDim !== undefined) throw invalid('options.truncateDim', `absent: ${name} is a ${isCrossEncoderFolder(dir) ? 'cross-encoder' : 'sparse encoder'}, whose output is not cut`, o.truncateDim);
+    return isCrossEncoderFolder(dir) ? CrossEncoder.load(name, { device, ...quantize }) : SparseEncoder.load(name, { device, ...quantize });
+  }
+  return Encoder.load(name, { device, truncateDim: o.truncateDim, ...quantize });
 }

@@ -7,7 +7,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, evaluateSimilarity, train } from '../lib';
+import { CrossEncoder, Encoder, SparseEncoder, evaluateSimilarity, train } from '../lib';
 import { pearson, spearman } from '../lib/pair-metrics';
 import { makeBatches, readTrainingData } from '../lib/train-data';
 import { CLI, FIXTURE, tempDir } from './helpers/fixture';
@@ -210,6 +210,25 @@ test('evaluateSimilarity and coltrast eval on a file of labeled pairs: the corre
   const plain = path.join(dir, 'plain.jsonl');
   fs.writeFileSync(plain, JSON.stringify({ query: 'a', positive: 'b' }) + '\n' + JSON.stringify({ query: 'c', positive: 'd' }) + '\n');
   t.regex((await rejection(() => evaluateSimilarity({ data: plain, model: FIXTURE }))).message, /options\.data must be labeled pairs .*example 1 has no label/);
+  t.is(result.scoredBy, 'cosine');
+
+  // A cross-encoder's scores of the pairs read together, and a sparse encoder's similarity of its vectors, each folder
+  // loaded as its kind.
+  const CE = path.join(FIXTURE, '..', 'tiny-cross-encoder', 'st');
+  const ce = await CrossEncoder.load(CE, { device: 'cpu' });
+  const ceScores = (await ce.predict(pairs.map((p): [string, string] => [p.sentence1, p.sentence2]))).data;
+  ce.dispose();
+  const byCe = await evaluateSimilarity({ data, model: CE, device: 'cpu' });
+  t.is(byCe.scoredBy, 'cross-encoder score');
+  t.true(Math.abs(byCe.spearman - spearman(ceScores, labels)) < 1e-9);
+  const SPLADE = path.join(FIXTURE, '..', 'tiny-sparse', 'bert');
+  const splade = await SparseEncoder.load(SPLADE, { device: 'cpu' });
+  const sparseScores = await splade.similarityPairwise(await splade.encode(pairs.map((p) => p.sentence1)), await splade.encode(pairs.map((p) => p.sentence2)));
+  splade.dispose();
+  const bySparse = await evaluateSimilarity({ data, model: SPLADE, device: 'cpu' });
+  t.is(bySparse.scoredBy, 'dot');
+  t.true(Math.abs(bySparse.pearson - pearson(sparseScores, labels)) < 1e-9);
+  t.regex((await rejection(() => evaluateSimilarity({ data, model: CE, truncateDim: 8 }))).message, /options\.truncateDim must be absent: .* is a cross-encoder/);
 });
 
 test('a labeled-pair run killed mid-epoch resumes from its last checkpoint and ends with the same weights', (t) => {
