@@ -843,6 +843,18 @@ function quantizeFlag(raw: string | undefined): { quantize?: Quantize } {
   return raw === undefined ? {} : { quantize: raw as Quantize };
 }
 
+/**
+ * The dtype and quantize of the model that embeds an index's queries: --dtype and --quantize where given, else as
+ * index.json says its model ran (`built`), where `device` can run that (int8 on the CPU, float16 on a GPU; 'auto' as
+ * CUDA is or is not here), else the defaults: queries embedded as the documents were.
+ */
+function builtNumerics(built: { dtype?: string; quantize?: string }, device: Device, given: { dtype?: string; quantize?: string }): { dtype?: DType; quantize?: Quantize } {
+  const gpu = device === 'auto' ? runtimeModule().runtimeInfo().cudaAvailable : device.startsWith('cuda');
+  const dtype = given.dtype ?? (built.dtype === 'bfloat16' || (built.dtype === 'float16' && gpu) ? built.dtype : undefined);
+  const quantize = given.quantize ?? (built.quantize === 'int8' && !gpu ? built.quantize : undefined);
+  return { ...(dtype !== undefined && { dtype: dtype as DType }), ...(quantize !== undefined && { quantize: quantize as Quantize }) };
+}
+
 function flagValue(flag: string, kind: string, raw: string | boolean): unknown {
   if (kind === 'boolean' || kind === 'string') return raw;
   return numberFlag(flag, raw as string, kind === 'int' ? 'int' : 'number');
@@ -1438,8 +1450,11 @@ async function indexCommand(argv: string[]): Promise<void> {
   }
   const built = update ? builtWith(values.output, values.model) : {};
   const load = { device: (values.device ?? 'auto') as Device, dtype: values.dtype as DType | undefined, threads: numberFlag('threads', values.threads, 'count'), ...quantizeFlag(values.quantize) };
+  // --update embeds the new documents as the index's were (its dtype and quantize, unless the flags say otherwise).
+  const numerics = update ? builtNumerics(built, load.device, { dtype: values.dtype, quantize: values.quantize }) : {};
   const enc = await loadEmbedder(values.model ?? built.source ?? DEFAULT_MODEL, update ? built.sparse : values.sparse, {
     ...load,
+    ...numerics,
     truncateDim: update ? built.truncateDim : numberFlag('truncate-dim', values['truncate-dim'], 'count'),
   });
   let second: SparseEncoder | undefined;
@@ -1525,7 +1540,7 @@ const SEARCH_OPTIONS = {
  * was found by Index.load only after the model had loaded: a second or more, or a download). `model`: the --model
  * given, if any (then index.json's model.source is not what loads). A ColtrastError: main() prints it and exits 2.
  */
-function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string } {
+function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string; dtype?: string; quantize?: string } {
   const { readIndexManifest, builtModelOptions } = indexManifestModule();
   const built = builtModelOptions(readIndexManifest(path.resolve(dir)));
   // Without --model, index.json's model.source is what loads. Another value than a folder or hub id (a hand edit)
@@ -1565,7 +1580,7 @@ async function searchCommand(argv: string[]): Promise<void> {
   const device = (values.device ?? 'auto') as Device;
   const threads = numberFlag('threads', values.threads, 'count');
   const quantize = quantizeFlag(values.quantize);
-  const enc = await loadEmbedder(model, built.sparse, { device, truncateDim: built.truncateDim, threads, ...quantize });
+  const enc = await loadEmbedder(model, built.sparse, { device, truncateDim: built.truncateDim, threads, ...builtNumerics(built, device, { quantize: values.quantize }) });
   let reranker: CrossEncoder | undefined;
   let second: SparseEncoder | undefined;
   try {
@@ -1685,14 +1700,16 @@ async function serveCommand(argv: string[]): Promise<void> {
       'truncate-dim': values['truncate-dim'],
       corpus: values.corpus,
     }));
-  const sparseEncoder = sparse ? await sparseEncoderModule().SparseEncoder.load(modelSource, { ...load, ...int8 }) : undefined;
+  // The embedding model of an index embeds its queries as its documents were (index.json's dtype and quantize, unless
+  // the flags say otherwise).
+  const embedding = { ...load, ...int8, ...builtNumerics(built, load.device, { dtype: values.dtype, quantize: values.quantize }) };
+  const sparseEncoder = sparse ? await sparseEncoderModule().SparseEncoder.load(modelSource, embedding) : undefined;
   const enc = modelSource && !sparse
     ? await encoderModule().Encoder.load(modelSource, {
-        ...load,
+        ...embedding,
         truncateDim,
         adapter: values.adapter,
         ...(values['no-adapter-base-check'] && { checkAdapterBase: false }),
-        ...int8,
       })
     : undefined;
   if (values['sparse-model'] !== undefined && !modelSource) fail('--sparse-model goes beside an embedding model: --no-model has none');

@@ -31,7 +31,11 @@ export interface IndexManifest {
    * changedInMemory: the model was changed in memory after it was read from `source` (Encoder.memoryChanges: a LoRA
    * adapter or a head added, trained), in words; its fingerprint then matches no model loaded from a folder.
    */
-  model: { fingerprint: string; fingerprintVersion?: number; dimension: number; source?: string; truncateDim?: number; changedInMemory?: string[] };
+  /**
+   * dtype and quantize: how the building model ran, when not float32 or unquantized (Encoder.load's dtype and quantize):
+   * `coltrast search` and `serve` embed queries so by default, where the device allows.
+   */
+  model: { fingerprint: string; fingerprintVersion?: number; dimension: number; source?: string; truncateDim?: number; changedInMemory?: string[]; dtype?: string; quantize?: string };
   storage: Storage;
   /** Token vectors kept (absent: none; Index.save always writes it, an index.json written by hand may leave it out). */
   lateInteraction?: boolean;
@@ -82,12 +86,14 @@ export const SAVE_AGAIN = 'the folder is damaged: save the index again or rebuil
  * How to load the model that built an index, as its index.json records it: the folder or hub id it was loaded from
  * (as written: `coltrast search` checks it), its truncateDim when that is a number, and whether it is a sparse encoder.
  */
-export function builtModelOptions(manifest: IndexManifest): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string } {
+export function builtModelOptions(manifest: IndexManifest): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string; dtype?: string; quantize?: string } {
   const model = manifest.model ?? {};
   const second = manifest.sparseEncoder;
   return {
     source: model.source,
     ...(typeof model.truncateDim === 'number' ? { truncateDim: model.truncateDim } : {}),
+    ...(typeof model.dtype === 'string' && { dtype: model.dtype }),
+    ...(typeof model.quantize === 'string' && { quantize: model.quantize }),
     ...(manifest.sparse === true && { sparse: true }),
     ...(second !== null && typeof second === 'object' && typeof second.source === 'string' && { sparseSource: second.source }),
   };
@@ -114,6 +120,8 @@ export function readIndexManifest(where: string): IndexManifest {
   if (model === null || typeof model !== 'object' || Array.isArray(model)) throw says('model', model, 'an object { fingerprint, dimension, ... }');
   if (typeof model.fingerprint !== 'string') throw says('model.fingerprint', model.fingerprint, "a string (the sha256 of the model's files)");
   if (!Number.isSafeInteger(model.dimension) || (model.dimension as number) < 1) throw says('model.dimension', model.dimension, 'a positive whole number');
+  if (model.dtype !== undefined && !['bfloat16', 'float16'].includes(model.dtype as string)) throw says('model.dtype', model.dtype, '"bfloat16" or "float16" (absent: float32)');
+  if (model.quantize !== undefined && model.quantize !== 'int8') throw says('model.quantize', model.quantize, '"int8" (absent: none)');
   if (!(STORAGES as readonly unknown[]).includes(m.storage)) throw says('storage', m.storage, `one of ${STORAGES.join(', ')}`);
   if (m.lateInteraction !== undefined && typeof m.lateInteraction !== 'boolean') throw says('lateInteraction', m.lateInteraction, 'true or false');
   for (const key of ['multiVector', 'sparse']) if (m[key] !== undefined && typeof m[key] !== 'boolean') throw says(key, m[key], 'true or false');

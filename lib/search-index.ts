@@ -1407,6 +1407,8 @@ export class Index {
           source: this.model.modelDir,
           ...(truncateDim === undefined ? {} : { truncateDim }),
           ...(this.modelChanges && { changedInMemory: this.modelChanges.changes }),
+          ...(this.model.dtype !== 'float32' && { dtype: this.model.dtype }),
+          ...(this.model.quantize && { quantize: this.model.quantize }),
         },
         storage: this.storage,
         lateInteraction: this.lateInteraction,
@@ -1443,7 +1445,7 @@ export class Index {
   }
 
   /** How to load the model that built the index at `dir`: its folder and truncateDim, as its index.json records them. */
-  static modelOptions(dir: string): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string } {
+  static modelOptions(dir: string): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string; dtype?: string; quantize?: string } {
     try {
       return builtModelOptions(JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'index.json'), 'utf8')));
     } catch {

@@ -398,3 +398,50 @@ test("Generator.load({ quantize: 'int8' }): log-likelihoods and greedy tokens as
     t.deepEqual(ours[name].generated, python[name].generated, `${name}: greedy tokens`);
   }
 });
+
+test("an index records its model's int8 (or bfloat16) running: coltrast search and index --update embed as its documents were unless told otherwise", async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, 'docs.jsonl');
+  const docs = wordDataset(20, 6).map((p, i) => ({ id: `d${i}`, text: p.positive }));
+  fs.writeFileSync(data, docs.map((d) => JSON.stringify(d)).join('\n') + '\n');
+  const out = path.join(dir, 'index');
+  const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000 });
+  let run = cli(['index', '--data', data, '--model', FIXTURE, '--output', out, '--device', 'cpu', '--quantize', 'int8', '--json']);
+  t.is(run.status, 0, run.stderr);
+  t.is(JSON.parse(fs.readFileSync(path.join(out, 'index.json'), 'utf8')).model.quantize, 'int8');
+  t.is(Index.modelOptions(out).quantize, 'int8');
+  const int8 = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
+  const plain = await Encoder.load(FIXTURE, { device: 'cpu' });
+  try {
+    const query = wordDataset(3, 9)[0].query;
+    const scores = async (enc: Encoder) => (await (await Index.load(out, enc)).search([query], { k: 5 }))[0].map((h) => h.score);
+    run = cli(['search', '--index', out, '--k', '5', '--device', 'cpu', '--json', query]);
+    t.is(run.status, 0, run.stderr);
+    const got = JSON.parse(run.stdout)[0].hits.map((h: { score: number }) => h.score);
+    // The query embedded in int8, as the documents were: its scores are the int8 model's, not the float32 one's.
+    const want = await scores(int8);
+    got.forEach((s: number, i: number) => t.true(Math.abs(s - want[i]) < 1e-6, `${s} vs ${want[i]}`));
+    t.notDeepEqual(await scores(plain), want, 'the two ways of embedding the query differ');
+    // --update adds documents embedded in int8 too; the manifest keeps saying so.
+    const more = path.join(dir, 'more.jsonl');
+    fs.writeFileSync(more, JSON.stringify({ id: 'new', text: query }) + '\n');
+    run = cli(['index', '--data', more, '--output', out, '--update', '--device', 'cpu', '--json']);
+    t.is(run.status, 0, run.stderr);
+    const updated = await Index.load(out, int8);
+    const [hit] = (await updated.search([query], { k: 1, filter: { id: 'new' } }))[0];
+    const vector = await int8.embed([query], { normalize: true, task: 'document' });
+    const queryVector = await int8.embed([query], { normalize: true, task: 'query' });
+    const dot = vector.data.reduce((sum, x, i) => sum + x * queryVector.data[i], 0);
+    t.true(Math.abs(hit.score - dot) < 1e-5, `the new document's score ${hit.score} is the int8 model's ${dot}`);
+    t.is(JSON.parse(fs.readFileSync(path.join(out, 'index.json'), 'utf8')).model.quantize, 'int8');
+  } finally {
+    int8.dispose();
+    plain.dispose();
+  }
+  // A manifest that says another dtype or quantize is refused as damaged.
+  const manifest = path.join(out, 'index.json');
+  fs.writeFileSync(manifest, JSON.stringify({ ...JSON.parse(fs.readFileSync(manifest, 'utf8')), model: { ...JSON.parse(fs.readFileSync(manifest, 'utf8')).model, quantize: 'int4' } }));
+  run = cli(['search', '--index', out, '--device', 'cpu', 'x']);
+  t.is(run.status, 2);
+  t.regex(run.stderr, /index\.json says model\.quantize "int4", not "int8" \(absent: none\)/);
+});
