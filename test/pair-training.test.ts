@@ -10,7 +10,8 @@ import path from 'node:path';
 import { CrossEncoder, Encoder, SparseEncoder, evaluateSimilarity, train } from '../lib';
 import { pearson, spearman } from '../lib/pair-metrics';
 import { makeBatches, readTrainingData } from '../lib/train-data';
-import { CLI, FIXTURE, tempDir } from './helpers/fixture';
+import { CLI, FIXTURE, STEP, tempDir } from './helpers/fixture';
+import { native } from '../lib/native';
 import { rejection } from './helpers/vectors';
 import { checkKillAndResume } from './helpers/resume';
 
@@ -264,3 +265,36 @@ test('train({ loss: { triplet } }) trains on (query, positive, negative) triplet
   const cli = JSON.parse(fs.readFileSync(path.join(dir, 'cli', 'training_history.json'), 'utf8'));
   t.deepEqual([cli.config.step.tripletDistance, cli.config.step.tripletMargin], ['manhattan', 3]);
 });
+
+const cudaAvailable = native().runtimeInfo().cudaAvailable;
+(cudaAvailable ? test : test.skip)(
+  `cuda: the pair losses, TripletLoss and a cross-encoder's labeled-pair loss equal the CPU's on a batch${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  async (t) => {
+    const pairs = labeledPairs(9, 21);
+    const first = pairs.map((p) => p.sentence1);
+    const second = pairs.map((p) => p.sentence2);
+    const scores = Float32Array.from(pairs, (p) => p.score);
+    const binary = Float32Array.from(pairs, (p) => (p.score > 0.5 ? 1 : 0));
+    const negatives = Int32Array.from(pairs, (_, i) => (i + 1) % pairs.length);
+    const base = { ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, learningRate: 0, lossScale: 1, apply: false };
+    const steps: [string, Record<string, unknown>][] = [
+      ...(['cosent', 'angle', 'cosine'] as const).map((pairLoss): [string, Record<string, unknown>] => [pairLoss, { pairLoss, pairLabels: scores }]),
+      ...(['contrastive', 'online_contrastive'] as const).map((pairLoss): [string, Record<string, unknown>] => [pairLoss, { pairLoss, pairLabels: binary }]),
+      ['triplet', { tripletDistance: 'euclidean', tripletMargin: 1, tripletNormalized: true, tripletNegatives: negatives }],
+    ];
+    const losses: Record<string, number[]> = {};
+    for (const device of ['cpu', 'cuda'] as const) {
+      const enc = await Encoder.load(FIXTURE, { device });
+      const trainer = await enc.createTrainer({ seed: 1 });
+      for (const [name, extra] of steps) (losses[name] ??= []).push((await trainer.evaluate(first, second, { ...base, ...extra } as never)).loss);
+      trainer.dispose();
+      enc.dispose();
+      const ce = await CrossEncoder.load(path.join(FIXTURE, '..', 'tiny-cross-encoder', 'st'), { device });
+      const ceTrainer = ce.createTrainer({ learningRate: 1e-3, weightDecay: 0.01, seed: 1, precision: 'float32' }, { kind: 'bce', scale: 10 }, true);
+      (losses['cross-encoder bce'] ??= []).push((await ceTrainer.evaluate(first, second, { ...STEP, learningRate: 0, lossScale: 1, apply: false, pairLabels: binary })).loss);
+      ceTrainer.dispose();
+      ce.dispose();
+    }
+    for (const [name, [cpu, cuda]] of Object.entries(losses)) t.true(Math.abs(cpu - cuda) <= 1e-4 * Math.max(1, Math.abs(cpu)), `${name}: cpu ${cpu}, cuda ${cuda}`);
+  },
+);

@@ -270,7 +270,7 @@ first() {
   STAGE_TIMEOUT=90 kernelSanitizers
   STAGE_TIMEOUT=90 stage kernels-bench bash -c "set -o pipefail; '$bin' --bench | sed -n 's/^BENCH //p' > '$OUT/bench-kernels.jsonl'"
   STAGE_TIMEOUT=120 stage tests-models node node_modules/ava/entrypoints/cli.mjs test/encoder.test.ts test/encoders.test.ts \
-    test/decoder.test.ts test/precision.test.ts test/decoder-reranker.test.ts --match '*cuda*' --match '*CUDA*'
+    test/decoder.test.ts test/precision.test.ts test/decoder-reranker.test.ts test/pair-training.test.ts --match '*cuda*' --match '*CUDA*'
   # Per-step seconds of bfloat16 training with cuDNN's attention kernels off (coltrast's default, chosen after the
   # first GPU run) and allowed (COLTRAST_CUDNN_ATTENTION=1: libtorch's own choice, as in that run, where a MiniLM
   # step took 15 times a float32 one): cuDNN builds an execution plan per new input shape, and each batch is padded
