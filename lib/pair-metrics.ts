@@ -1,8 +1,10 @@
 /**
- * Labeled pairs' similarity metrics (sentence-transformers' EmbeddingSimilarityEvaluator): how well an embedding
- * model's cosine similarities of sentence pairs follow their labels (STS-B-style scores, or 1/0), by Spearman's rank
- * correlation and Pearson's. train() validates a loss.pairs run with them (measurePairs); evaluateSimilarity() and
- * `coltrast eval --data <pairs file>` measure a model on a file of labeled pairs.
+ * Labeled pairs' similarity metrics (sentence-transformers' EmbeddingSimilarityEvaluator and its sparse and
+ * cross-encoder kin): how well a model's scores of sentence pairs (an embedding model's cosine similarities, a sparse
+ * encoder's similarity, a cross-encoder's scores) follow their labels (STS-B-style scores, or 1/0), by Spearman's rank
+ * correlation and Pearson's. train() validates a loss.pairs run (measurePairs) and a cross-encoder's labeled pairs
+ * (measureScoredPairs) with them; evaluateSimilarity() and `coltrast eval --data <pairs file>` measure a model on a file
+ * of labeled pairs.
  */
 import { CrossEncoder } from './cross-encoder';
 import { Encoder, matrixRows, normalizeRow, type Device, type Quantize } from './encoder';
@@ -15,8 +17,8 @@ import { readTrainingData, type TrainExample } from './train-data';
 import { checkOptions, invalid, positiveInteger } from './validate';
 
 /**
- * How well a model's cosine similarities of labeled pairs follow their labels (sentence-transformers'
- * EmbeddingSimilarityEvaluator's spearman_cosine and pearson_cosine).
+ * How well a model's scores of labeled pairs follow their labels (for an embedding model, its cosine similarities:
+ * sentence-transformers' EmbeddingSimilarityEvaluator's spearman_cosine and pearson_cosine).
  */
 export interface SimilarityMetrics {
   /** Spearman's rank correlation (ties given their mean rank). */
