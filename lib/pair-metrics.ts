@@ -31,11 +31,13 @@ export interface SimilarityMetrics {
 
 /**
  * SimilarityMetrics of labeled pairs (each example's query and positive, its label): the cosines of the encoder's
- * vectors (embedded as the training embeds them: with the model's query and document prompts when `prompts`) against
- * the labels; with Matryoshka `widths`, each width's too, the vectors cut to it and normalized again.
+ * vectors against the labels; with Matryoshka `widths`, each width's too, the vectors cut to it and normalized again.
+ * `prompts`: 'tasks', the model's query and document prompts; 'default', its default prompt if it has one (as
+ * sentence-transformers' encode() without a task); 'none', none at all (as train() embeds without prompts).
  */
-export async function measurePairs(encoder: Encoder, examples: TrainExample[], prompts: boolean, widths?: number[], signal?: AbortSignal, batchSize?: number): Promise<SimilarityMetrics> {
-  const side = async (texts: string[], task: 'query' | 'document') => matrixRows(await encoder.embed(texts, { ...(prompts && { task }), signal, ...(batchSize && { batchSize }) }));
+export async function measurePairs(encoder: Encoder, examples: TrainExample[], prompts: 'tasks' | 'default' | 'none', widths?: number[], signal?: AbortSignal, batchSize?: number): Promise<SimilarityMetrics> {
+  const how = (task: 'query' | 'document') => (prompts === 'tasks' ? { task } : prompts === 'none' ? { prompt: '' } : {});
+  const side = async (texts: string[], task: 'query' | 'document') => matrixRows(await encoder.embed(texts, { ...how(task), signal, ...(batchSize && { batchSize }) }));
   const first = await side(examples.map((e) => e.query), 'query');
   const second = await side(examples.map((e) => e.positive), 'document');
   const labels = examples.map((e) => e.label!);
@@ -168,7 +170,7 @@ export async function evaluateSimilarity(options: SimilarityEvaluationOptions): 
       return { spearman: spearman(scores, labels), pearson: pearson(scores, labels), pairs: examples.length, scoredBy: model.similarityFunction, seconds: (Date.now() - started) / 1000 };
     }
     if (model.multiVector) throw new ColtrastError('INVALID_ARGUMENT', `${model.modelDir} is a multi-vector model: the pairs' cosine similarities need pooled vectors`);
-    return { ...(await measurePairs(model, examples, o.prompts ?? false, undefined, undefined, batchSize)), scoredBy: 'cosine', seconds: (Date.now() - started) / 1000 };
+    return { ...(await measurePairs(model, examples, o.prompts ? 'tasks' : 'default', undefined, undefined, batchSize)), scoredBy: 'cosine', seconds: (Date.now() - started) / 1000 };
   } finally {
     if (model !== o.model) model.dispose();
   }

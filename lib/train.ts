@@ -1540,7 +1540,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (config.mlm) return { valLoss: sum / valBatches.length };
       // Labeled pairs: how well the cosines (a cross-encoder's scores) follow the labels.
       if (config.crossEncoder?.labeled) return { valLoss: sum / valBatches.length, similarity: await measureScoredPairs(encoder as CrossEncoder, val, signal) };
-      if (config.pairs) return { valLoss: sum / valBatches.length, similarity: await measurePairs(encoder as Encoder, val, config.prompts, config.matryoshka?.dimensions, signal) };
+      if (config.pairs) return { valLoss: sum / valBatches.length, similarity: await measurePairs(encoder as Encoder, val, config.prompts ? 'tasks' : 'none', config.matryoshka?.dimensions, signal) };
       return { valLoss: sum / valBatches.length, metrics: await measureRetrieval(encoder, val, config.matryoshka?.dimensions, signal) };
     };
     const score = (r: { valLoss?: number; metrics?: RetrievalMetrics; similarity?: SimilarityMetrics }) =>

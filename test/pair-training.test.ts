@@ -10,7 +10,7 @@ import path from 'node:path';
 import { CrossEncoder, Encoder, SparseEncoder, evaluateSimilarity, train } from '../lib';
 import { pearson, spearman } from '../lib/pair-metrics';
 import { makeBatches, readTrainingData } from '../lib/train-data';
-import { CLI, FIXTURE, STEP, tempDir } from './helpers/fixture';
+import { CLI, FIXTURE, STEP, editJson, folderCopy, tempDir } from './helpers/fixture';
 import { native } from '../lib/native';
 import { rejection } from './helpers/vectors';
 import { checkKillAndResume } from './helpers/resume';
@@ -212,6 +212,16 @@ test('evaluateSimilarity and coltrast eval on a file of labeled pairs: the corre
   fs.writeFileSync(plain, JSON.stringify({ query: 'a', positive: 'b' }) + '\n' + JSON.stringify({ query: 'c', positive: 'd' }) + '\n');
   t.regex((await rejection(() => evaluateSimilarity({ data: plain, model: FIXTURE }))).message, /options\.data must be labeled pairs .*example 1 has no label/);
   t.is(result.scoredBy, 'cosine');
+  // A model with a default prompt: used as sentence-transformers' encode() uses it, on both sentences.
+  const prompted = folderCopy(FIXTURE, (d) => editJson(path.join(d, 'config_sentence_transformers.json'), (c) => ({ ...c, prompts: { classification: 'classify: ' }, default_prompt_name: 'classification' })));
+  const withPrompt = await Encoder.load(prompted, { device: 'cpu' });
+  const pa = await withPrompt.embed(pairs.map((p) => `classify: ${p.sentence1}`), { normalize: true, prompt: '' });
+  const pb = await withPrompt.embed(pairs.map((p) => `classify: ${p.sentence2}`), { normalize: true, prompt: '' });
+  const promptedCosines = pairs.map((_, i) => pa.data.subarray(i * dim, (i + 1) * dim).reduce((sum, x, k) => sum + x * pb.data[i * dim + k], 0));
+  const promptedResult = await evaluateSimilarity({ data, model: withPrompt });
+  t.true(Math.abs(promptedResult.spearman - spearman(promptedCosines, labels)) < 1e-6, 'the default prompt is applied');
+  t.not(promptedResult.pearson, result.pearson, 'and changes the cosines');
+  withPrompt.dispose();
 
   // A cross-encoder's scores of the pairs read together, and a sparse encoder's similarity of its vectors, each folder
   // loaded as its kind.
