@@ -641,18 +641,37 @@ function readPairs(o: TrainOptions, loss: LossOptions): Config['pairs'] {
     return undefined;
   }
   const kind = oneOf('options.loss.pairs', loss.pairs, ['cosent', 'angle', 'cosine', 'contrastive', 'online_contrastive'] as const);
-  const modes = (['crossEncoder', 'multiVector', 'contrastiveTension', 'sparse', 'mlm', 'teacher', 'guide', 'mineNegatives'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
-  if (modes.length > 0) {
-    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs trains a single-vector embedding model on labeled pairs: ${modes.map((k) => `options.${k}`).join(', ')} ${modes.length > 1 ? 'are' : 'is'} for other training; drop ${modes.length > 1 ? 'them' : 'it'}`);
-  }
-  const others = (['lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature'] as const).filter((k) => loss[k] !== undefined);
-  for (const k of ['contrastiveWeight', 'lateInteractionWeight'] as const) if (loss[k] !== undefined && loss[k] !== 0) others.unshift(k as never);
-  if (others.length > 0) {
-    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs is the whole loss: drop ${others.map((k) => `options.loss.${k}`).join(', ')} (the other losses need queries with positives, not labeled pairs)`);
-  }
+  refuseBesideWholeLoss(o, loss, {
+    name: 'options.loss.pairs',
+    data: 'labeled pairs',
+    modes: ['mineNegatives'],
+    lossKeys: [],
+    why: 'the other losses need queries with positives, not labeled pairs',
+  });
   const binary = BINARY_PAIR_LOSSES.includes(kind);
   if (loss.margin !== undefined && !binary) throw invalid('options.loss.margin', `absent with options.loss.pairs '${kind}' (the margin is the contrastive losses')`, loss.margin);
   return { kind, margin: float32('options.loss.margin', numberValue('options.loss.margin', loss.margin ?? 0.5, (x) => x >= 0, 'a number >= 0')) };
+}
+
+/**
+ * What a loss that is the whole loss (loss.pairs, loss.triplet: `name`) leaves no room for, refused by name: the training
+ * modes of other models or data (and its own `modes`), then the other losses' settings (and its own `lossKeys`) and
+ * weights above 0; `why` ends that message.
+ */
+function refuseBesideWholeLoss(
+  o: TrainOptions,
+  loss: LossOptions,
+  rule: { name: string; data: string; modes: (keyof TrainOptions)[]; lossKeys: (keyof LossOptions)[]; why: string },
+): void {
+  const modes = (['crossEncoder', 'multiVector', 'contrastiveTension', 'sparse', 'mlm', 'teacher', 'guide', ...rule.modes] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  if (modes.length > 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${rule.name} trains a single-vector embedding model on ${rule.data}: ${modes.map((k) => `options.${k}`).join(', ')} ${modes.length > 1 ? 'are' : 'is'} for other training; drop ${modes.length > 1 ? 'them' : 'it'}`);
+  }
+  const others: (keyof LossOptions)[] = (['lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature', ...rule.lossKeys] as const).filter((k) => loss[k] !== undefined);
+  for (const k of ['contrastiveWeight', 'lateInteractionWeight'] as const) if (loss[k] !== undefined && loss[k] !== 0) others.unshift(k);
+  if (others.length > 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${rule.name} is the whole loss: drop ${others.map((k) => `options.loss.${k}`).join(', ')} (${rule.why})`);
+  }
 }
 
 /**
@@ -662,15 +681,13 @@ function readPairs(o: TrainOptions, loss: LossOptions): Config['pairs'] {
 function readTriplet(o: TrainOptions, loss: LossOptions): Config['triplet'] {
   if (loss.triplet === undefined || loss.triplet === false) return undefined;
   const given = loss.triplet === true ? {} : checkOptions('options.loss.triplet', loss.triplet, ['distance', 'margin']);
-  const modes = (['crossEncoder', 'multiVector', 'contrastiveTension', 'sparse', 'mlm', 'teacher', 'guide', 'maxNegatives'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
-  if (modes.length > 0) {
-    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.triplet trains a single-vector embedding model on (query, positive, negative) triplets: ${modes.map((k) => `options.${k}`).join(', ')} ${modes.length > 1 ? 'are' : 'is'} for other training; drop ${modes.length > 1 ? 'them' : 'it'}`);
-  }
-  const others = (['lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature', 'pairs', 'margin', 'temperature'] as const).filter((k) => loss[k] !== undefined);
-  for (const k of ['contrastiveWeight', 'lateInteractionWeight'] as const) if (loss[k] !== undefined && loss[k] !== 0) others.unshift(k as never);
-  if (others.length > 0) {
-    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.triplet is the whole loss: drop ${others.map((k) => `options.loss.${k}`).join(', ')} (its margin is options.loss.triplet.margin)`);
-  }
+  refuseBesideWholeLoss(o, loss, {
+    name: 'options.loss.triplet',
+    data: '(query, positive, negative) triplets',
+    modes: ['maxNegatives'],
+    lossKeys: ['pairs', 'margin', 'temperature'],
+    why: 'its margin is options.loss.triplet.margin',
+  });
   return {
     distance: oneOf('options.loss.triplet.distance', given.distance ?? 'euclidean', ['euclidean', 'cosine', 'manhattan'] as const),
     margin: float32('options.loss.triplet.margin', numberValue('options.loss.triplet.margin', given.margin ?? 5, (x) => x >= 0, 'a number >= 0')),
