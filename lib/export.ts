@@ -14,7 +14,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { ColtrastError } from './errors';
 import { IndexDocsReader, checkIndexHeader, indexDamaged, readIndexManifest, vectorTensors, type IndexManifest } from './index-manifest';
-import { readSafetensorsHeader, tensorInfo } from './safetensors';
+import { halfToFloat, readSafetensorsHeader, tensorInfo } from './safetensors';
 import { atomicOutput, checkOutputFile } from './files';
 import { booleanValue, checkOptions, invalid, nonEmptyString, oneOf } from './validate';
 
@@ -68,15 +68,6 @@ function holdsNul(value: unknown): boolean {
   if (Array.isArray(value)) return value.some(holdsNul);
   if (value && typeof value === 'object') return Object.entries(value).some(([k, v]) => k.includes('\0') || holdsNul(v));
   return false;
-}
-
-function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exponent = (h >> 10) & 0x1f;
-  const fraction = h & 0x3ff;
-  if (exponent === 0) return sign * fraction * 2 ** -24;
-  if (exponent === 31) return fraction ? NaN : sign * Infinity;
-  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
 }
 
 function checkTable(name: string): { qualified: string; base: string } {

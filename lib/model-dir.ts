@@ -695,9 +695,13 @@ function readSparse(dir: string, modules: ModuleEntry[] | null, order: string[],
         : `${dir} is not a sparse encoder (its modules are ${shown}): load it with Encoder.load, or give SparseEncoder.load a SparseEncoder or *ForMaskedLM folder`,
     );
   }
-  const entry = modules[order.indexOf('SpladePooling')];
-  const file = path.join(dir, entry.path, 'config.json');
-  const c = readModuleConfig(dir, entry.path, 'SpladePooling');
+  return readSpladePooling(dir, modules[order.indexOf('SpladePooling')].path);
+}
+
+/** A SpladePooling module's settings (its config.json at `modulePath` in `dir`), checked: max or sum, relu or log1p_relu. */
+function readSpladePooling(dir: string, modulePath: string): SparseConfig {
+  const file = path.join(dir, modulePath, 'config.json');
+  const c = readModuleConfig(dir, modulePath, 'SpladePooling');
   const pooling = c.pooling_strategy ?? 'max';
   const activation = c.activation_function ?? 'relu';
   if (pooling !== 'max' && pooling !== 'sum') throw filesError(`SpladePooling config ${file}: pooling_strategy must be "max" or "sum"; got ${JSON.stringify(pooling)}`);
@@ -773,25 +777,22 @@ export function readSparseEncoderDirectory(dir: string): ModelDirectory & { spar
   const route = (name: string) => {
     const names = structure[name];
     if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) throw filesError(`${file}: structure.${name} must be a list of module names`);
-    return (names as string[]).map((n) => ({ path: n, type: String(types[n] ?? '').split('.').pop() }));
+    // Each module's folder, checked as modules.json's paths are (inside the model folder).
+    const entries = (names as string[]).map((n) => ({ path: n, type: String(types[n] ?? '') }));
+    return (entries.length > 0 ? parseModules(entries, file) : []).map((m) => ({ path: m.path, type: m.type.split('.').pop() }));
   };
   const query = route('query');
   const document = route('document');
   if (query.length !== 1 || query[0].type !== 'SparseStaticEmbedding') throw bad(`its query route is ${query.map((m) => m.type).join(' → ')}`);
   if (document.length !== 2 || !['Transformer', 'MLMTransformer'].includes(document[0].type!) || document[1].type !== 'SpladePooling') throw bad(`its document route is ${document.map((m) => m.type).join(' → ')}`);
   for (const m of [...query, ...document]) {
-    const normal = path.posix.normalize(m.path);
-    if (path.isAbsolute(m.path) || normal.startsWith('..') || !fs.existsSync(path.join(dir, m.path))) throw filesError(`${file}: module folder ${JSON.stringify(m.path)} is missing in ${dir}`);
+    if (!fs.existsSync(path.join(dir, m.path))) throw filesError(`${file}: module folder ${JSON.stringify(m.path)} is missing in ${dir}`);
   }
   const parameters = isObject(config.parameters) ? config.parameters : {};
   const defaultRoute = parameters.default_route === 'query' ? 'query' : 'document';
   // The documents' masked LM: its folder read as a plain *ForMaskedLM one, then the Router's settings put on it.
   const files = readModelDirectory(path.join(dir, document[0].path), 'sparse') as ModelDirectory & { sparse: SparseConfig };
-  const pooling = readModuleConfig(dir, document[1].path, 'SpladePooling');
-  const poolingFile = path.join(dir, document[1].path, 'config.json');
-  const sparse = { pooling: pooling.pooling_strategy ?? 'max', activation: pooling.activation_function ?? 'relu' };
-  if (sparse.pooling !== 'max' && sparse.pooling !== 'sum') throw filesError(`SpladePooling config ${poolingFile}: pooling_strategy must be "max" or "sum"; got ${JSON.stringify(sparse.pooling)}`);
-  if (sparse.activation !== 'relu' && sparse.activation !== 'log1p_relu') throw filesError(`SpladePooling config ${poolingFile}: activation_function must be "relu" or "log1p_relu"; got ${JSON.stringify(sparse.activation)}`);
+  const sparse = readSpladePooling(dir, document[1].path);
   const stModel = readStModelConfig(dir);
   const { prompts, defaultPromptName } = readPrompts(stModel, dir);
   const staticDir = path.join(dir, query[0].path);
@@ -805,7 +806,7 @@ export function readSparseEncoderDirectory(dir: string): ModelDirectory & { spar
   return {
     ...files,
     dir,
-    sparse: sparse as SparseConfig,
+    sparse,
     prompts,
     defaultPromptName,
     similarity: typeof stModel.similarity_fn_name === 'string' ? stModel.similarity_fn_name : null,

@@ -118,3 +118,13 @@ export async function addSafetensorsMetadata(file: string, metadata: Record<stri
     await source.close();
   }
 }
+
+/** An IEEE float16 (its 16 bits) as a number. */
+export function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >> 10) & 0x1f;
+  const fraction = h & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24;
+  if (exponent === 31) return fraction ? NaN : sign * Infinity;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}

@@ -376,15 +376,15 @@ function fingerprintFiles(dir: string): string[] {
     files.add(path.posix.join(modules[0].path, 'router_config.json'));
     try {
       const structure = (JSON.parse(fs.readFileSync(config, 'utf8')) as { structure?: Record<string, unknown> }).structure ?? {};
-      for (const names of Object.values(structure)) if (Array.isArray(names)) for (const name of names) if (typeof name === 'string') routed.push(path.posix.join(modules[0].path, name));
+      const names = Object.values(structure).flatMap((n) => (Array.isArray(n) ? n.filter((x): x is string => typeof x === 'string') : []));
+      for (const m of parseModules(names.map((name) => ({ path: path.posix.join(modules[0].path, name), type: '' })), config)) routed.push(m.path);
     } catch {
-      // unreadable: hashed as it is (loading the model says what is wrong)
+      // unreadable, or a path outside the folder: hashed as it is (loading the model says what is wrong)
     }
   }
   for (const folder of [...modules.map((m) => m.path), ...routed]) {
     // The Transformer's path is '' (the folder itself, whose files are above); parseModules keeps every path inside it.
-    const normal = path.posix.normalize(folder);
-    if (folder !== '' && !normal.startsWith('..') && !path.isAbsolute(folder) && fs.existsSync(path.join(dir, folder)) && fs.statSync(path.join(dir, folder)).isDirectory()) walk(folder);
+    if (folder !== '' && fs.existsSync(path.join(dir, folder)) && fs.statSync(path.join(dir, folder)).isDirectory()) walk(folder);
   }
   return [...files].filter((f) => fs.existsSync(path.join(dir, f)) && fs.statSync(path.join(dir, f)).isFile()).sort();
 }

@@ -12,7 +12,7 @@ import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { maskTokens, maskingTokens } from './masked-lm';
 import { readSparseEncoderDirectory, readSparseStart, taskPrompt, tokenizerAsLoaded, writeModelFiles, type ModelDirectory, type SparseConfig, type StaticQueryRoute } from './model-dir';
-import { readSafetensorsHeader, tensorInfo } from './safetensors';
+import { halfToFloat, readSafetensorsHeader, tensorInfo } from './safetensors';
 import { DTYPES, ModelHandle, applyQuantize, bindTrainer, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type DType, type LoadOptions, type ModelTrainer, type Quantize } from './native-model';
 import { fromNative, type NativeEncoder, type NativeSparseRows, type NativeTrainerOptions, type PaddedBatch } from './native';
 import { SIMILARITY_FUNCTIONS, type SimilarityFunction } from './similarity';
@@ -435,14 +435,12 @@ function readStaticWeights(file: string, dimension: number): Float32Array {
     const asFloat = new Float32Array(word.buffer);
     for (let i = 0; i < dimension; i++) {
       const h = bytes.readUInt16LE(2 * i);
-      if (info.dtype === 'BF16') {
+      if (info.dtype === 'F16') {
+        out[i] = halfToFloat(h);
+      } else {
+        // bfloat16: float32's upper half.
         word[0] = h << 16;
         out[i] = asFloat[0];
-      } else {
-        const exponent = (h >> 10) & 0x1f;
-        const fraction = h & 0x3ff;
-        const sign = h & 0x8000 ? -1 : 1;
-        out[i] = exponent === 0 ? sign * fraction * 2 ** -24 : exponent === 31 ? (fraction ? NaN : sign * Infinity) : sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
       }
     }
   } else {
