@@ -539,22 +539,20 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
       if (dim > full) throw invalidArgument("a Matryoshka width (" + std::to_string(dim) + ") is larger than the pooled vectors (" + std::to_string(full) + ")");
     }
   }
-  // Pooled vectors cut to `dim` entries, L2-normalized, float32 (a sparse encoder's as they are: scored by dot product).
-  const auto pooledAt = [&](const Encoded& e, int64_t dim) {
+  // Pooled vectors cut to `dim` entries, float32, L2-normalized where `normalize` says; pooledAt's L2-normalized (a
+  // sparse encoder's as they are: scored by dot product).
+  const auto cutAt = [&](const Encoded& e, int64_t dim, bool normalize) {
     const torch::Tensor cut = e.pooled.narrow(-1, 0, dim).to(torch::kFloat32);
-    return s.sparse ? cut : unit(cut);
+    return normalize ? unit(cut) : cut;
   };
+  const auto pooledAt = [&](const Encoded& e, int64_t dim) { return cutAt(e, dim, !s.sparse); };
   if (s.tripletDistance != StepOptions::TripletDistance::None) {
     // At each width (MatryoshkaLoss around it): the vectors cut, as the model gives them (normalized again where it
     // normalizes).
     const int64_t queries = q.pooled.size(0);
     const torch::Tensor negatives = s.tripletNegatives.to(enc.device);
     for (const auto& [dim, weight] : widths) {
-      const auto at = [&](const Encoded& e) {
-        const torch::Tensor cut = e.pooled.narrow(-1, 0, dim).to(torch::kFloat32);
-        return s.tripletNormalized ? unit(cut) : cut;
-      };
-      const torch::Tensor qp = at(q), dp = at(d);
+      const torch::Tensor qp = cutAt(q, dim, s.tripletNormalized), dp = cutAt(d, dim, s.tripletNormalized);
       total = total + weight * tripletLossOf(qp, dp.narrow(0, 0, queries), dp.index_select(0, negatives), s);
     }
   }
@@ -1384,15 +1382,14 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       const Napi::Value labeled = args.Get("pairLabels");
       if (!labeled.IsUndefined()) {
         // Labeled pairs: each pair its own query's one document, and its label in [0, 1].
-        if (!labeled.IsTypedArray() || labeled.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) throw invalidArgument("pairLabels must be a Float32Array");
-        auto labels = labeled.As<Napi::Float32Array>();
-        if (n != 1 || pairs.batch < 1 || static_cast<int64_t>(labels.ElementLength()) != pairs.batch || !options.crossEncoderBce) {
+        const std::vector<float> labels = floatsOf(labeled, 1, "pairLabels");
+        if (n != 1 || pairs.batch < 1 || static_cast<int64_t>(labels.size()) != pairs.batch || !options.crossEncoderBce) {
           throw invalidArgument("a cross-encoder's labeled pairs take documentsPerQuery 1, one label per pair and crossEncoderLoss 'bce'");
         }
-        for (size_t i = 0; i < labels.ElementLength(); ++i) {
-          if (!(labels.Data()[i] >= 0 && labels.Data()[i] <= 1)) throw invalidArgument("a cross-encoder's pairLabels must be numbers in [0, 1]");
+        for (const float label : labels) {
+          if (!(label >= 0 && label <= 1)) throw invalidArgument("a cross-encoder's pairLabels must be numbers in [0, 1]");
         }
-        options.pairLabels = torch::from_blob(labels.Data(), {pairs.batch}, torch::kFloat32).clone();
+        options.pairLabels = torch::tensor(labels, torch::kFloat32);
       } else if (n < 1 || pairs.batch % n != 0 || pairs.batch / n > n || pairs.batch < 1) {
         throw invalidArgument("pairs must hold B * documentsPerQuery pairs with 1 <= B <= documentsPerQuery");
       }
@@ -1404,30 +1401,25 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     if (args.Get("teacher").IsObject()) readTeacher(args.Get("teacher").As<Napi::Object>(), q.batch, d.batch, options);
     if (options.pairLoss != StepOptions::PairLoss::None) {
       // pairLabels: Float32Array [B], query i and document i a pair; no other documents.
-      const Napi::Value given = args.Get("pairLabels");
-      if (!given.IsTypedArray() || given.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) throw invalidArgument("pairLabels must be a Float32Array");
-      auto labels = given.As<Napi::Float32Array>();
-      if (d.batch != q.batch || static_cast<int64_t>(labels.ElementLength()) != q.batch) {
+      const std::vector<float> labels = floatsOf(args.Get("pairLabels"), 1, "pairLabels");
+      if (d.batch != q.batch || static_cast<int64_t>(labels.size()) != q.batch) {
         throw invalidArgument("a pair loss takes B queries, B documents (document i is query i's pair) and B pairLabels");
       }
-      for (size_t i = 0; i < labels.ElementLength(); ++i) {
-        if (!std::isfinite(labels.Data()[i])) throw invalidArgument("pairLabels must be finite numbers");
+      for (const float label : labels) {
+        if (!std::isfinite(label)) throw invalidArgument("pairLabels must be finite numbers");
       }
       if (args.Get("guide").IsObject() || options.teacherScores.defined()) throw invalidArgument("a pair loss takes no guide or teacher");
-      options.pairLabels = torch::from_blob(labels.Data(), {q.batch}, torch::kFloat32).clone();
+      options.pairLabels = torch::tensor(labels, torch::kFloat32);
     }
     if (options.tripletDistance != StepOptions::TripletDistance::None) {
       // tripletNegatives: Int32Array [B], query i's negative among the documents (not its own positive).
-      const Napi::Value given = args.Get("tripletNegatives");
-      if (!given.IsTypedArray() || given.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) throw invalidArgument("tripletNegatives must be an Int32Array");
-      auto negatives = given.As<Napi::Int32Array>();
-      if (static_cast<int64_t>(negatives.ElementLength()) != q.batch) throw invalidArgument("tripletNegatives must hold one document per query (" + std::to_string(q.batch) + ")");
-      for (size_t i = 0; i < negatives.ElementLength(); ++i) {
-        const int32_t at = negatives.Data()[i];
-        if (at < 0 || at >= d.batch || at == static_cast<int32_t>(i)) throw invalidArgument("tripletNegatives must be documents of the batch, other than the query's own positive");
+      const std::vector<int64_t> negatives = int32ArrayOf<int64_t>(args.Get("tripletNegatives"), "tripletNegatives");
+      if (static_cast<int64_t>(negatives.size()) != q.batch) throw invalidArgument("tripletNegatives must hold one document per query (" + std::to_string(q.batch) + ")");
+      for (size_t i = 0; i < negatives.size(); ++i) {
+        if (negatives[i] < 0 || negatives[i] >= d.batch || negatives[i] == static_cast<int64_t>(i)) throw invalidArgument("tripletNegatives must be documents of the batch, other than the query's own positive");
       }
       if (args.Get("guide").IsObject() || options.teacherScores.defined()) throw invalidArgument("a triplet loss takes no guide or teacher");
-      options.tripletNegatives = torch::from_blob(negatives.Data(), {q.batch}, torch::kInt32).to(torch::kInt64);
+      options.tripletNegatives = torch::tensor(negatives, torch::kInt64);
     }
     if (args.Get("guide").IsObject()) {
       if (options.symmetric || (options.bce && options.lateInteractionWeight > 0)) {
