@@ -20,6 +20,7 @@ import { CSV, countLines, fileLines, parseCsv, parseJsonLines } from './data-fil
 import { METRICS } from './ir-metrics';
 import type { Fusion, Index, IndexDoc, Storage, TokenStorage } from './search-index';
 import type { DownloadProgress } from './hub';
+import type { BuiltModelOptions } from './index-manifest';
 import type { MineOptions } from './mining';
 import type { GenerateQueriesOptions } from './query-generation';
 import type { RetrievalMetrics, SimilarityMetrics, TrainOptions } from './train';
@@ -238,8 +239,8 @@ commands:
     --generation-batch <n>   prompts generated together, from the waiting requests (default 8)
     --name <text>            the model name responses carry (default: --model's)
     --truncate-dim <n>       the embedding model's vectors cut to n entries (default: as --index was built, else whole)
-    --quantize int8          every model's projections (the embedding model's, the reranker's, the generator's) in int8
-                             on the CPU (see embed)
+    --quantize int8|none     every model's projections (the embedding model's, the reranker's, the generator's) in int8
+                             on the CPU (see embed); none: float32 where --index records int8 (see search)
     --device <d> --dtype <t> --threads <n> --verbose (a line per request on stderr)
   index                      build a search index
     --data <file>            ColTrast .json (each README cut into semantic chunks), .jsonl of {id, text, metadata?}, or
@@ -271,7 +272,8 @@ commands:
     --reranker <dir|hub id>  re-rank the first stage's candidates with a cross-encoder (e.g. cross-encoder/ms-marco-MiniLM-L6-v2)
     --reranker-adapter <dir> a LoRA adapter (PEFT's files) added to the cross-encoder
     --no-adapter-base-check  load it even when it records another base than --reranker (see embed)
-    --quantize int8          the query model's and the reranker's projections in int8 on the CPU (see embed)
+    --quantize int8|none     the query models' and the reranker's projections in int8 on the CPU (see embed); without it, the
+                             query models run as index.json says they did (int8, bfloat16) where the device can; none: not
     --candidates <n>         first-stage candidates re-ranked (default 100)
     --rescore-multiplier <n> a binary index: rows kept by Hamming distance per hit, then rescored (default 4)
     --nprobe <n> --full-scores <n>   a multi-vector index with residual tokens: centroids probed per query token (default 1),
@@ -395,8 +397,9 @@ export function flagNamed(message: string, names: FlagNames): string {
     return flag === undefined || flag.startsWith('no-') ? name : `--${flag}`;
   });
   // So do advice ("set perDocument to 1") and reasons ("it is for tokenStorage 'residual'") by a camelCase name, never
-  // an English word; not within braces, where a name is code ("train({ crossEncoder })"), nor in a path or quotes.
-  said = said.replace(/(?<![\w$.\-/\\"'`])([a-z]+[A-Z][\w$]*)(?![\w$(/\\"'`])/g, (name: string, _: string, at: number, text: string) => {
+  // an English word; not within braces, where a name is code ("train({ crossEncoder })"), nor in a path, a dotted
+  // field (index.json's "sparseEncoder.quantize") or quotes.
+  said = said.replace(/(?<![\w$.\-/\\"'`])([a-z]+[A-Z][\w$]*)(?![\w$(/\\"'`]|\.[\w$])/g, (name: string, _: string, at: number, text: string) => {
     const flag = flagOf(name);
     const braces = [...text.slice(0, at)].reduce((depth, c) => depth + (c === '{' ? 1 : c === '}' ? -1 : 0), 0);
     return flag === undefined || flag.startsWith('no-') || braces > 0 ? name : `--${flag}`;
@@ -838,20 +841,27 @@ function numberFlag(flag: string, raw: string | undefined, kind: 'number' | 'int
   return n;
 }
 
-/** --quantize as a load option: { quantize } when given (the library checks the value, naming the flag), else none. */
+/**
+ * --quantize as a load option: { quantize } when given (the library checks the value, naming the flag), else none;
+ * 'none' says none outright (an index's recorded int8 then does not apply: builtNumerics).
+ */
 function quantizeFlag(raw: string | undefined): { quantize?: Quantize } {
-  return raw === undefined ? {} : { quantize: raw as Quantize };
+  return raw === undefined || raw === 'none' ? {} : { quantize: raw as Quantize };
 }
 
 /**
- * The dtype and quantize of the model that embeds an index's queries: --dtype and --quantize where given, else as
- * index.json says its model ran (`built`), where `device` can run that (int8 on the CPU, float16 on a GPU; 'auto' as
- * CUDA is or is not here), else the defaults: queries embedded as the documents were.
+ * The dtype and quantize of a model that embeds an index's queries (or new documents): --dtype and --quantize as given
+ * where either is (`given`: the raw flags; --quantize none is none, --dtype float32 unquantized unless --quantize says
+ * int8), else as index.json says the model ran (`built`), where `device` can run that (int8 on the CPU, float16 on a
+ * GPU; 'auto' as CUDA is or is not here), else the defaults: queries embedded as the documents were.
  */
 function builtNumerics(built: { dtype?: string; quantize?: string }, device: Device, given: { dtype?: string; quantize?: string }): { dtype?: DType; quantize?: Quantize } {
+  if (given.dtype !== undefined || given.quantize !== undefined) {
+    return { ...(given.dtype !== undefined && { dtype: given.dtype as DType }), ...quantizeFlag(given.quantize) };
+  }
   const gpu = device === 'auto' ? runtimeModule().runtimeInfo().cudaAvailable : device.startsWith('cuda');
-  const dtype = given.dtype ?? (built.dtype === 'bfloat16' || (built.dtype === 'float16' && gpu) ? built.dtype : undefined);
-  const quantize = given.quantize ?? (built.quantize === 'int8' && !gpu ? built.quantize : undefined);
+  const dtype = built.dtype === 'bfloat16' || (built.dtype === 'float16' && gpu) ? built.dtype : undefined;
+  const quantize = built.quantize === 'int8' && !gpu ? built.quantize : undefined;
   return { ...(dtype !== undefined && { dtype: dtype as DType }), ...(quantize !== undefined && { quantize: quantize as Quantize }) };
 }
 
@@ -1403,16 +1413,24 @@ const INDEX_OPTIONS = {
 
 /**
  * The second, sparse model of an index (Index BuildOptions.sparseEncoder): --sparse-model (`given`), else the one the
- * index at hand records (`recorded`: its index.json's sparseEncoder.source), loaded as `load` says (a SparseEncoder folder,
- * or a plain *ForMaskedLM read as one); none without either. Refused beside a sparse encoder, whose own vectors are the
- * sparse ones, and a multi-vector model.
+ * index at hand records (`built`: its index.json's sparseEncoder.source), loaded as `load` says (a SparseEncoder folder,
+ * or a plain *ForMaskedLM read as one) and, where the flags leave them out, with the dtype and quantize it ran with
+ * when the index was built (its vectors and the queries' then come from the same numbers); none without either.
+ * Refused beside a sparse encoder, whose own vectors are the sparse ones, and a multi-vector model.
  */
-async function loadSparseModel(given: string | undefined, recorded: string | undefined, main: Encoder | SparseEncoder | undefined, load: { device: Device; dtype?: DType; threads?: number; quantize?: Quantize }): Promise<SparseEncoder | undefined> {
-  const source = given ?? recorded;
+async function loadSparseModel(
+  given: string | undefined,
+  built: BuiltModelOptions,
+  main: Encoder | SparseEncoder | undefined,
+  load: { device: Device; threads?: number },
+  flags: { dtype?: string; quantize?: string },
+): Promise<SparseEncoder | undefined> {
+  const source = given ?? built.sparseSource;
   if (source === undefined) return undefined;
   if (main instanceof sparseEncoderModule().SparseEncoder) fail(`--sparse-model adds a sparse encoder's vectors beside an embedding model's, and ${main.modelDir} is a sparse encoder itself: drop --sparse-model, or give an embedding model with --model`);
   if (main instanceof encoderModule().Encoder && main.multiVector !== undefined) fail(`--sparse-model goes beside a single-vector embedding model, and ${main.modelDir} is a multi-vector one`);
-  return sparseEncoderModule().SparseEncoder.load(source, load);
+  const numerics = builtNumerics({ dtype: built.sparseDtype, quantize: built.sparseQuantize }, load.device, flags);
+  return sparseEncoderModule().SparseEncoder.load(source, { device: load.device, threads: load.threads, ...numerics });
 }
 
 async function indexCommand(argv: string[]): Promise<void> {
@@ -1459,7 +1477,7 @@ async function indexCommand(argv: string[]): Promise<void> {
   });
   let second: SparseEncoder | undefined;
   try {
-    second = await loadSparseModel(values['sparse-model'], built.sparseSource, enc, load);
+    second = await loadSparseModel(values['sparse-model'], built, enc, load, { dtype: values.dtype, quantize: values.quantize });
     const { total, slices } = await indexDocsModule().indexDocumentSlices(values.data, enc, !update && values['token-storage'] === 'residual', counted);
     if (total === 0) noDocuments();
     const bar = values.json ? undefined : new ProgressBar('index', 'docs');
@@ -1540,7 +1558,7 @@ const SEARCH_OPTIONS = {
  * was found by Index.load only after the model had loaded: a second or more, or a download). `model`: the --model
  * given, if any (then index.json's model.source is not what loads). A ColtrastError: main() prints it and exits 2.
  */
-function builtWith(dir: string, model: string | undefined): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string; dtype?: string; quantize?: string } {
+function builtWith(dir: string, model: string | undefined): BuiltModelOptions {
   const { readIndexManifest, builtModelOptions } = indexManifestModule();
   const built = builtModelOptions(readIndexManifest(path.resolve(dir)));
   // Without --model, index.json's model.source is what loads. Another value than a folder or hub id (a hand edit)
@@ -1584,7 +1602,7 @@ async function searchCommand(argv: string[]): Promise<void> {
   let reranker: CrossEncoder | undefined;
   let second: SparseEncoder | undefined;
   try {
-    second = await loadSparseModel(values['sparse-model'], built.sparseSource, enc, { device, threads, ...quantize });
+    second = await loadSparseModel(values['sparse-model'], built, enc, { device, threads }, { quantize: values.quantize });
     reranker = await loadReranker(values, { device, threads, ...quantize });
     const index = await searchIndexModule().Index.load(values.index, enc, { mmap: values.mmap ?? false, sparseEncoder: second });
     const rescoreMultiplier = numberFlag('rescore-multiplier', values['rescore-multiplier'], 'count');
@@ -1713,7 +1731,7 @@ async function serveCommand(argv: string[]): Promise<void> {
       })
     : undefined;
   if (values['sparse-model'] !== undefined && !modelSource) fail('--sparse-model goes beside an embedding model: --no-model has none');
-  const second = await loadSparseModel(values['sparse-model'], built.sparseSource, enc ?? sparseEncoder, { ...load, ...int8 });
+  const second = await loadSparseModel(values['sparse-model'], built, enc ?? sparseEncoder, load, { dtype: values.dtype, quantize: values.quantize });
   const reranker = await loadReranker(values, { ...load, ...int8 });
   const indexModel = enc ?? sparseEncoder;
   const index = values.index && indexModel ? await searchIndexModule().Index.load(values.index, indexModel, { mmap: values.mmap ?? false, sparseEncoder: second }) : undefined;

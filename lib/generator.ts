@@ -403,13 +403,14 @@ export class Generator {
       });
       o.signal?.addEventListener('abort', stopAll, { once: true });
       let sorted: Int32Array[];
+      let streamedCalls = 0;
       try {
-        sorted = await handle.generate({
+        ({ outputs: sorted, streamedCalls } = await handle.generate({
           cancel,
           prompts: order.map((i) => Int32Array.from(tokenized[i])), maxNewTokens, stopIds: Int32Array.from(stop), temperature, topK, topP, seed, batchSize,
           numBeams, lengthPenalty, earlyStopping: earlyStopping === 'never' ? 2 : earlyStopping ? 1 : 0,
           ...(stream && { onTokens: (rows: Int32Array, tokens: Int32Array) => stream.push(Array.from(rows, (r) => order[r]), tokens) }),
-        });
+        }));
       } catch (error) {
         await stream?.close();
         throw fromNative(error);
@@ -419,7 +420,8 @@ export class Generator {
       }
       const ids: number[][] = new Array(prompts.length);
       order.forEach((prompt, r) => (ids[prompt] = Array.from(sorted[r])));
-      const texts = await this.tokenizer.decode(ids);
+      // The steps' calls still on their way come while the whole text decodes: every step is streamed.
+      const [texts] = await Promise.all([this.tokenizer.decode(ids), stream?.received(streamedCalls)]);
       // Aborted at any point before this call returns (an onText that aborts included): the call failed.
       if (o.signal?.aborted) {
         await stream?.close();
@@ -475,8 +477,11 @@ export class Generator {
  * in an incomplete character. Steps that come while a decode runs are decoded together by the next one, at their
  * latest: a queue of one decode per step fell behind a model faster than the tokenizer's round trip, and with it a
  * server's stop strings and clients' aborts, which act on the text (scripts/bench/stream-lag.js, the test models'
- * sub-millisecond steps: the 40th token's text stopped its prompt 22-33 steps late at worst of 30, now 6-12). Calls after close() (a step callback
- * may arrive after generate's promise settles) are ignored; finish() hands on what each prompt's final text adds.
+ * sub-millisecond steps: the 40th token's text stopped its prompt 22-33 steps late at worst of 30, now 6-12). A step's
+ * call may arrive after generate's promise settles (the native steps' calls and its completion wake the event loop
+ * separately: 2 of 200 generations of the tiny Llama with the main thread busy 0-15 ms had such calls, and a CI run
+ * got a 16-token answer in one piece): generate waits for them all (`received`) before finish(), which hands on what
+ * each prompt's final text adds. Calls after close() (an aborted or failed generation) are ignored.
  */
 class TextStream {
   private readonly ids: number[][];
@@ -489,6 +494,9 @@ class TextStream {
   private failure: unknown;
   /** An async onText's calls still running. */
   private readonly pending: Promise<void>[] = [];
+  /** The step calls that have come, and a wait for a count of them. */
+  private calls = 0;
+  private waiting: { count: number; resolve: () => void } | undefined;
 
   constructor(
     private readonly tokenizer: TextTokenizer,
@@ -500,6 +508,8 @@ class TextStream {
   }
 
   push(prompts: number[], tokens: Int32Array): void {
+    this.calls += 1;
+    if (this.waiting && this.calls >= this.waiting.count) this.waiting.resolve();
     if (this.closed) return;
     prompts.forEach((p, i) => {
       this.ids[p].push(tokens[i]);
@@ -541,6 +551,12 @@ class TextStream {
     } catch (error) {
       this.failure ??= error;
     }
+  }
+
+  /** Resolves once `count` step calls have come (the native side's count of those it queued). */
+  received(count: number): Promise<void> {
+    if (this.calls >= count) return Promise.resolve();
+    return new Promise((resolve) => (this.waiting = { count, resolve }));
   }
 
   /** Ignores the tokens not decoded yet and later ones, and waits for the decode under way (and an async onText's calls). */

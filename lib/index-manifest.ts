@@ -53,9 +53,10 @@ export interface IndexManifest {
   sparse?: boolean;
   /**
    * An Encoder's index's second model, a sparse (SPLADE) encoder (BuildOptions.sparseEncoder): its fingerprint (version
-   * 2's formula), its width (its vocabulary's size) and the folder it was loaded from; its vectors in sparse.bin.
+   * 2's formula), its width (its vocabulary's size), the folder it was loaded from, and how it ran when not float32 (as
+   * `model`'s dtype and quantize); its vectors in sparse.bin.
    */
-  sparseEncoder?: { fingerprint: string; fingerprintVersion: number; dimension: number; source?: string };
+  sparseEncoder?: { fingerprint: string; fingerprintVersion: number; dimension: number; source?: string; dtype?: string; quantize?: string };
   documents: number;
   /**
    * With token vectors: tokenCountsDigest of the documents' token counts in docs.jsonl, in order. Their sum is checked
@@ -86,7 +87,7 @@ export const SAVE_AGAIN = 'the folder is damaged: save the index again or rebuil
  * How to load the model that built an index, as its index.json records it: the folder or hub id it was loaded from
  * (as written: `coltrast search` checks it), its truncateDim when that is a number, and whether it is a sparse encoder.
  */
-export function builtModelOptions(manifest: IndexManifest): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string; dtype?: string; quantize?: string } {
+export function builtModelOptions(manifest: IndexManifest): BuiltModelOptions {
   const model = manifest.model ?? {};
   const second = manifest.sparseEncoder;
   return {
@@ -96,7 +97,22 @@ export function builtModelOptions(manifest: IndexManifest): { source?: string; t
     ...(typeof model.quantize === 'string' && { quantize: model.quantize }),
     ...(manifest.sparse === true && { sparse: true }),
     ...(second !== null && typeof second === 'object' && typeof second.source === 'string' && { sparseSource: second.source }),
+    ...(second !== null && typeof second === 'object' && typeof second.dtype === 'string' && { sparseDtype: second.dtype }),
+    ...(second !== null && typeof second === 'object' && typeof second.quantize === 'string' && { sparseQuantize: second.quantize }),
   };
+}
+
+/** What index.json says of the models that built an index: what loads them again as they ran (builtModelOptions). */
+export interface BuiltModelOptions {
+  source?: string;
+  truncateDim?: number;
+  sparse?: boolean;
+  dtype?: string;
+  quantize?: string;
+  /** The second, sparse model's folder, dtype and quantize (index.json's sparseEncoder). */
+  sparseSource?: string;
+  sparseDtype?: string;
+  sparseQuantize?: string;
 }
 
 /**
@@ -120,8 +136,11 @@ export function readIndexManifest(where: string): IndexManifest {
   if (model === null || typeof model !== 'object' || Array.isArray(model)) throw says('model', model, 'an object { fingerprint, dimension, ... }');
   if (typeof model.fingerprint !== 'string') throw says('model.fingerprint', model.fingerprint, "a string (the sha256 of the model's files)");
   if (!Number.isSafeInteger(model.dimension) || (model.dimension as number) < 1) throw says('model.dimension', model.dimension, 'a positive whole number');
-  if (model.dtype !== undefined && !['bfloat16', 'float16'].includes(model.dtype as string)) throw says('model.dtype', model.dtype, '"bfloat16" or "float16" (absent: float32)');
-  if (model.quantize !== undefined && model.quantize !== 'int8') throw says('model.quantize', model.quantize, '"int8" (absent: none)');
+  const numerics = (key: string, o: Record<string, unknown>) => {
+    if (o.dtype !== undefined && !['bfloat16', 'float16'].includes(o.dtype as string)) throw says(`${key}.dtype`, o.dtype, '"bfloat16" or "float16" (absent: float32)');
+    if (o.quantize !== undefined && o.quantize !== 'int8') throw says(`${key}.quantize`, o.quantize, '"int8" (absent: none)');
+  };
+  numerics('model', model);
   if (!(STORAGES as readonly unknown[]).includes(m.storage)) throw says('storage', m.storage, `one of ${STORAGES.join(', ')}`);
   if (m.lateInteraction !== undefined && typeof m.lateInteraction !== 'boolean') throw says('lateInteraction', m.lateInteraction, 'true or false');
   for (const key of ['multiVector', 'sparse']) if (m[key] !== undefined && typeof m[key] !== 'boolean') throw says(key, m[key], 'true or false');
@@ -132,6 +151,7 @@ export function readIndexManifest(where: string): IndexManifest {
     if (!Number.isSafeInteger(second.dimension) || (second.dimension as number) < 1) throw says('sparseEncoder.dimension', second.dimension, 'a positive whole number');
     if (m.sparse === true) throw says('sparseEncoder', second, "absent in a sparse encoder's index (its own vectors are the sparse ones)");
     if (m.multiVector === true) throw says('sparseEncoder', second, 'absent in a multi-vector index');
+    numerics('sparseEncoder', second);
   }
   if (m.tokenStorage !== undefined && !(TOKEN_STORAGES as readonly unknown[]).includes(m.tokenStorage)) throw says('tokenStorage', m.tokenStorage, `one of ${TOKEN_STORAGES.join(', ')}`);
   if (m.tokenStorage === 'residual' && !RESIDUAL_BITS.includes(m.residualBits as number)) throw says('residualBits', m.residualBits, '1, 2 or 4');

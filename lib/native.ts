@@ -89,11 +89,11 @@ export interface NativeEncoder {
     prompts: Int32Array[]; maxNewTokens: number; stopIds?: Int32Array; temperature?: number; topK?: number; topP?: number; seed?: number; batchSize?: number;
     /** Beam search when above 1; earlyStopping 0 (false), 1 (true), 2 ('never'). */
     numBeams?: number; lengthPenalty?: number; earlyStopping?: number;
-    /** Called after each step with the prompts (their indices in `prompts`) that got a token and the tokens; may come after the promise settles. */
+    /** Called after each step with the prompts (their indices in `prompts`) that got a token and the tokens; may come after the promise settles (`streamedCalls` counts them). */
     onTokens?: (prompts: Int32Array, tokens: Int32Array) => void;
     /** A flag per prompt (in `prompts`' order): set to 1, that prompt stops at its next step. */
     cancel?: Int32Array;
-  }): Promise<Int32Array[]>;
+  }): Promise<{ outputs: Int32Array[]; streamedCalls: number }>;
   dispose(): void;
 }
 

@@ -58,7 +58,7 @@ import { native, fromNative } from './native';
 import { maxsim, padTokens, type Mask, type Tensor } from './ops';
 import { ReadWriteLock } from './rw-lock';
 import { DocStore, hasLoneSurrogate } from './doc-store';
-import { IdsDigest, IndexDocsReader, RESIDUAL_BITS, SAVE_AGAIN, STORAGES, TOKEN_STORAGES, builtModelOptions, checkIndexTensors, indexDamaged, readIndexManifest, tokenCountsDigest, tokenTensors, vectorTensors, type IndexManifest, type Storage, type TokenStorage } from './index-manifest';
+import { IdsDigest, IndexDocsReader, RESIDUAL_BITS, SAVE_AGAIN, STORAGES, TOKEN_STORAGES, builtModelOptions, checkIndexTensors, indexDamaged, readIndexManifest, tokenCountsDigest, tokenTensors, vectorTensors, type BuiltModelOptions, type IndexManifest, type Storage, type TokenStorage } from './index-manifest';
 import { booleanValue, checkOptions, invalid, numberValue, oneOf, positiveInteger } from './validate';
 import { Turns, nextTurn } from './turns';
 
@@ -1417,7 +1417,14 @@ export class Index {
         multiVector: this.multiVector,
         ...(this.sparse && { sparse: true }),
         ...(second && {
-          sparseEncoder: { fingerprint: secondFingerprint!, fingerprintVersion: FINGERPRINT_VERSION, dimension: second.dimension, source: second.modelDir },
+          sparseEncoder: {
+            fingerprint: secondFingerprint!,
+            fingerprintVersion: FINGERPRINT_VERSION,
+            dimension: second.dimension,
+            source: second.modelDir,
+            ...(second.dtype !== 'float32' && { dtype: second.dtype }),
+            ...(second.quantize && { quantize: second.quantize }),
+          },
         }),
         documents: this.docs.length,
         ...(this.tokens ? { tokenCounts: tokenCountsDigest(this.tokenCounts) } : {}),
@@ -1444,8 +1451,11 @@ export class Index {
     });
   }
 
-  /** How to load the model that built the index at `dir`: its folder and truncateDim, as its index.json records them. */
-  static modelOptions(dir: string): { source?: string; truncateDim?: number; sparse?: boolean; sparseSource?: string; dtype?: string; quantize?: string } {
+  /**
+   * How to load the models that built the index at `dir`, as its index.json records them: the model's folder,
+   * truncateDim, dtype and quantize, and a second, sparse model's folder, dtype and quantize.
+   */
+  static modelOptions(dir: string): BuiltModelOptions {
     try {
       return builtModelOptions(JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'index.json'), 'utf8')));
     } catch {

@@ -90,8 +90,9 @@ int64_t sampleToken(torch::Tensor logits, const Sampling& s, at::Generator& gene
 class GenerateWorker : public PromiseWorker {
  public:
   // `onTokens` (optional): called on the JS thread after each step with (prompt indices, tokens), an Int32Array
-  // each: the tokens the step added. Calls may arrive after the promise settles; the caller reconciles with the
-  // result (lib/generator.ts).
+  // each: the tokens the step added. Calls may arrive after the promise settles (the step calls and the work's
+  // completion are separate wake-ups of the event loop): the result counts the calls queued, so the caller can wait
+  // for them all (lib/generator.ts).
   // `cancel` (optional): an Int32Array with a flag per prompt that the JS thread sets to stop that prompt's generation
   // (read at each step; the prompt keeps the tokens it has).
   GenerateWorker(Napi::Env env, std::shared_ptr<LoadedEncoder> model, std::vector<std::vector<int64_t>> prompts, int64_t maxNew,
@@ -409,7 +410,10 @@ class GenerateWorker : public PromiseWorker {
         // The JS side catches its own errors (lib/generator.ts); nothing to hand one to here.
       }
     });
-    if (status != napi_ok) delete pairs;
+    if (status == napi_ok)
+      ++streamedCalls_;
+    else
+      delete pairs;
   }
 
   Napi::Value result(Napi::Env env) override {
@@ -419,7 +423,10 @@ class GenerateWorker : public PromiseWorker {
       if (!outputs_[i].empty()) std::memcpy(ids.Data(), outputs_[i].data(), outputs_[i].size() * sizeof(int32_t));
       list.Set(static_cast<uint32_t>(i), ids);
     }
-    return list;
+    auto out = Napi::Object::New(env);
+    out.Set("outputs", list);
+    out.Set("streamedCalls", Napi::Number::New(env, static_cast<double>(streamedCalls_)));
+    return out;
   }
 
  private:
@@ -431,6 +438,8 @@ class GenerateWorker : public PromiseWorker {
   Beams beams_;
   int64_t batchSize_;
   std::atomic<bool> streaming_;
+  // The onTokens calls queued (written by the worker thread only, read by result() after it ends).
+  int64_t streamedCalls_ = 0;
   Napi::ThreadSafeFunction onTokens_;
   Napi::Reference<Napi::Int32Array> cancelRef_;  // keeps the flags' memory alive while the work runs
   const int32_t* cancel_ = nullptr;

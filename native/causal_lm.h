@@ -23,8 +23,9 @@ Napi::Value logLikelihoodCall(Napi::Env env, std::shared_ptr<LoadedEncoder> mode
 // numBeams, lengthPenalty, earlyStopping (0 false, 1 true, 2 never): beam search when numBeams > 1 (batchSize prompts at a time, numBeams rows each),
 // onTokens?: (promptIndices: Int32Array, tokens: Int32Array) => void, called after each step with the tokens it added,
 // cancel?: Int32Array, a flag per prompt that stops its generation when the JS thread sets it })
-// → Promise<Int32Array[]>: each prompt's continuation (without the prompt), greedy (temperature 0) or sampled, ending
-// at the first stop id (kept) or after maxNewTokens, or where the model's positions end.
+// → Promise<{ outputs: Int32Array[], streamedCalls }>: each prompt's continuation (without the prompt), greedy
+// (temperature 0) or sampled, ending at the first stop id (kept) or after maxNewTokens, or where the model's positions
+// end; and how many onTokens calls were queued (some may still be on their way when the promise settles).
 Napi::Value generateCall(Napi::Env env, std::shared_ptr<LoadedEncoder> model, const Napi::Object& args);
 
 }  // namespace coltrast

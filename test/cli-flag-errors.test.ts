@@ -135,6 +135,9 @@ test('options without a flag keep their names; nested ones are named only where 
   t.is(flagNamed('options.saveTo saves the changes clients make: give options.writable: true too', names), 'options.saveTo saves the changes clients make: give --writable too');
   t.is(flagNamed('port 80 is in use: choose another (options.port, --port)', names), 'port 80 is in use: choose another (--port)');
   t.is(flagNamed('set perDocument to 1 or train({ crossEncoder }) a reranker', names), 'set --per-document to 1 or train({ crossEncoder }) a reranker');
+  // A dotted field is a file's (index.json's), not an option, and a sentence's last word is still one.
+  t.is(flagNamed('index.json says crossEncoder.quantize "int4", not "int8"', names), 'index.json says crossEncoder.quantize "int4", not "int8"');
+  t.is(flagNamed('it needs perDocument.', names), 'it needs --per-document.');
   // A boolean flag given: the library's description of its value goes, the advice after it stays.
   t.is(flagNamed('options.writable must be false without an index, got boolean true: give --index too', names), '--writable must be false without an index: give --index too');
   t.is(flagNamed('options.crossEncoder must be absent here, got a CrossEncoder; drop it', trainNames({ 'cross-encoder': true })), '--cross-encoder must be absent here; drop it');

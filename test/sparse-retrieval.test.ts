@@ -243,6 +243,48 @@ test('coltrast index --sparse-model keeps a second model: search ranks as Index.
   t.regex(run.stderr, /--sparse-model adds a sparse encoder's vectors beside an embedding model's, and .* is a sparse encoder itself/);
 });
 
+test("an index records its second, sparse model's int8 running: coltrast search embeds the queries with it as the documents were, unless told otherwise", async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, 'docs.jsonl');
+  fs.writeFileSync(data, texts.map((text, i) => JSON.stringify({ id: `d${i}`, text })).join('\n') + '\n');
+  const out = path.join(dir, 'index');
+  let run = cli(['index', '--data', data, '--model', FIXTURE, '--sparse-model', SPLADE, '--output', out, '--device', 'cpu', '--quantize', 'int8', '--json']);
+  t.is(run.status, 0, run.stderr);
+  const manifestFile = path.join(out, 'index.json');
+  const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
+  t.is(manifest.sparseEncoder.quantize, 'int8');
+  t.is(manifest.sparseEncoder.dtype, undefined);
+  t.like(Index.modelOptions(out), { quantize: 'int8', sparseSource: SPLADE, sparseQuantize: 'int8' });
+  const dense = await Encoder.load(FIXTURE, { device: 'cpu', quantize: 'int8' });
+  const int8 = await SparseEncoder.load(SPLADE, { device: 'cpu', quantize: 'int8' });
+  try {
+    const queries = pairs.slice(0, 2).map((p) => p.query);
+    const scores = async (sparse: SparseEncoder) => (await (await Index.load(out, dense, { sparseEncoder: sparse })).search(queries, { k: 4, mode: 'sparse' })).map((hits) => hits.map((h) => h.score));
+    const want = await scores(int8);
+    t.notDeepEqual(await scores(model), want, 'the float32 and int8 sparse models give the queries other scores');
+    const searched = (extra: string[]) => {
+      const r = cli(['search', '--index', out, '--k', '4', '--device', 'cpu', '--json', '--mode', 'sparse', ...extra, ...queries]);
+      t.is(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout).map((x: { hits: { score: number }[] }) => x.hits.map((h) => h.score)) as number[][];
+    };
+    const close = (got: number[][], expected: number[][], what: string) =>
+      got.forEach((row, q) => row.forEach((s, i) => t.true(Math.abs(s - expected[q][i]) <= 1e-5 * Math.max(1, Math.abs(expected[q][i])), `${what}: ${s} vs ${expected[q][i]}`)));
+    close(searched([]), want, 'as built');
+    // --quantize none loads the float32 sparse model (and dense model) instead.
+    close(searched(['--quantize', 'none']), await scores(model), '--quantize none');
+  } finally {
+    dense.dispose();
+    int8.dispose();
+  }
+  // A sparseEncoder.quantize or dtype that no model runs with is refused as damaged.
+  for (const [key, value, said] of [['quantize', 'int4', /index\.json says sparseEncoder\.quantize "int4", not "int8" \(absent: none\)/], ['dtype', 'float64', /sparseEncoder\.dtype "float64", not "bfloat16" or "float16"/]] as const) {
+    fs.writeFileSync(manifestFile, JSON.stringify({ ...manifest, sparseEncoder: { ...manifest.sparseEncoder, [key]: value } }));
+    run = cli(['search', '--index', out, '--device', 'cpu', 'x']);
+    t.is(run.status, 2);
+    t.regex(run.stderr, said);
+  }
+});
+
 test('coltrast eval --sparse-model fuses a sparse encoder\'s ranking with the dense model\'s, as evaluate() does', async (t) => {
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, 'corpus.jsonl'), texts.map((text, i) => JSON.stringify({ _id: `d${i}`, title: '', text })).join('\n') + '\n');
