@@ -422,6 +422,11 @@ test("an index records its model's int8 (or bfloat16) running: coltrast search a
     const want = await scores(int8);
     got.forEach((s: number, i: number) => t.true(Math.abs(s - want[i]) < 1e-6, `${s} vs ${want[i]}`));
     t.notDeepEqual(await scores(plain), want, 'the two ways of embedding the query differ');
+    // --quantize none embeds it in float32.
+    run = cli(['search', '--index', out, '--k', '5', '--device', 'cpu', '--json', '--quantize', 'none', query]);
+    t.is(run.status, 0, run.stderr);
+    const plainScores = await scores(plain);
+    JSON.parse(run.stdout)[0].hits.forEach((h: { score: number }, i: number) => t.true(Math.abs(h.score - plainScores[i]) < 1e-6, `--quantize none: ${h.score} vs ${plainScores[i]}`));
     // --update adds documents embedded in int8 too; the manifest keeps saying so.
     const more = path.join(dir, 'more.jsonl');
     fs.writeFileSync(more, JSON.stringify({ id: 'new', text: query }) + '\n');
