@@ -4,16 +4,14 @@
 // POST /documents (upsert or add), /documents/delete, /documents/get, the read-only default, bad requests, the
 // saves after changes and at close(), and `coltrast serve --writable`.
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Bm25Index, Encoder, Index, serve, type IndexDoc } from '../lib';
 import { ReadWriteLock } from '../lib/rw-lock';
 import { FIXTURE, tempDir } from './helpers/fixture';
+import { startServe } from './helpers/serve-cli';
 import { dot, rows } from './helpers/vectors';
 
-const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'dist', 'cli.js');
 const WORDS = 'model text token vector embed search query document retrieval train loss batch fast slow small large tiny random bert node library native gpu cpu memory kernel score similar sentence word'.split(' ');
 const doc = (i: number, version = 1): IndexDoc => ({ id: `d${i}`, text: `${WORDS[i % WORDS.length]} ${WORDS[(i * 7 + 3) % WORDS.length]} ${WORDS[(i * 11 + 5) % WORDS.length]} number ${i} v${version}`, metadata: { i } });
 
@@ -227,23 +225,10 @@ test('serve: an index is read-only unless writable; writable needs an index, sav
 test('coltrast serve --writable saves what clients change to the --index folder on exit', async (t) => {
   const dir = path.join(tempDir(), 'index');
   await (await Index.build(enc, [doc(1), doc(2)])).save(dir);
-  const child = spawn(process.execPath, [CLI, 'serve', '--model', FIXTURE, '--index', dir, '--writable', '--save-interval', '3600', '--port', '0', '--device', 'cpu'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (c) => (stderr += c));
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (c) => {
-      out += c;
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) resolve(m[1]);
-    });
-    child.on('exit', () => reject(new Error(`serve exited: ${stderr}`)));
-  });
-  const r = await post(`${url}/documents`, { documents: [doc(5)] });
+  const server = await startServe(['--model', FIXTURE, '--index', dir, '--writable', '--save-interval', '3600', '--port', '0', '--device', 'cpu']);
+  const r = await post(`${server.url}/documents`, { documents: [doc(5)] });
   t.is(r.status, 200);
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
+  t.is(await server.stop(), 0, server.stderr());
   const saved = await Index.load(dir, enc);
-  t.deepEqual(saved.get(['d5']), [doc(5)], stderr);
+  t.deepEqual(saved.get(['d5']), [doc(5)], server.stderr());
 });

@@ -3,14 +3,13 @@
 // streams) and on none to another, preflights counted apart in /metrics, the origins checked at start, and the
 // flag. Node's fetch sends whatever Origin it is given, so the tests play the browser's part by hand.
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { ColtrastError, Encoder, Generator, serve, type Server } from '../lib';
 import { FIXTURE } from './helpers/fixture';
+import { runServe } from './helpers/serve-cli';
 import { rejection } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'dist', 'cli.js');
 const GENERATOR = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'llama');
 const APP = 'https://app.example.com';
 const LOCAL = 'http://localhost:5173';
@@ -227,28 +226,13 @@ test('serve() refuses origins no browser sends, "*" in a list, "null", and crede
   }
 });
 
-/** `coltrast serve` with `args`: its exit status and stderr, and its url once it listens (then stopped). */
-function runServe(args: string[], whileUp?: (url: string) => Promise<void>): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'serve', '--model', FIXTURE, '--port', '0', '--device', 'cpu', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    let out = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m && whileUp) {
-        const up = whileUp;
-        whileUp = undefined;
-        up(m[1]).then(() => child.kill('SIGTERM'), (e) => (child.kill('SIGTERM'), reject(e)));
-      }
-    });
-    child.on('exit', (code) => resolve({ code, stderr }));
-  });
+/** `coltrast serve` of the tiny model with `args` (helpers/serve-cli's runServe). */
+function serveModel(args: string[], whileUp?: (url: string) => Promise<void>) {
+  return runServe(['--model', FIXTURE, '--port', '0', '--device', 'cpu', ...args], whileUp);
 }
 
 test('coltrast serve --cors-allow-origin: origins separated by commas are allowed, a malformed one is refused with exit status 2', async (t) => {
-  const r = await runServe(['--cors-allow-origin', `${APP}, ${LOCAL}`], async (url) => {
+  const r = await serveModel(['--cors-allow-origin', `${APP}, ${LOCAL}`], async (url) => {
     for (const origin of [APP, LOCAL]) {
       const res = await preflight(`${url}/v1/embeddings`, origin, 'POST');
       t.is(res.status, 204);
@@ -257,14 +241,14 @@ test('coltrast serve --cors-allow-origin: origins separated by commas are allowe
     t.is((await preflight(`${url}/v1/embeddings`, OTHER, 'POST')).status, 403);
   });
   t.is(r.code, 0, r.stderr);
-  const any = await runServe(['--cors-allow-origin', '*'], async (url) => {
+  const any = await serveModel(['--cors-allow-origin', '*'], async (url) => {
     t.is((await preflight(`${url}/embed`, OTHER, 'POST')).headers.get('access-control-allow-origin'), '*');
   });
   t.is(any.code, 0, any.stderr);
-  const bad = await runServe(['--cors-allow-origin', `${APP}/`]);
+  const bad = await serveModel(['--cors-allow-origin', `${APP}/`]);
   t.is(bad.code, 2);
   t.regex(bad.stderr, /--cors-allow-origin: "https:\/\/app\.example\.com\/" is not an origin as browsers send it .*: give "https:\/\/app\.example\.com"/);
-  const empty = await runServe(['--cors-allow-origin', '']);
+  const empty = await serveModel(['--cors-allow-origin', '']);
   t.is(empty.code, 2);
   t.regex(empty.stderr, /--cors-allow-origin must be '\*' or a non-empty array of origins/);
 });

@@ -4,15 +4,14 @@
 // refusals; the CLI's flags. The tests that compare outputs run serially: requests of two tests could share a model
 // call.
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { Encoder, Generator, Rag, serve, type Generated, type Server } from '../lib';
 import { FIXTURE } from './helpers/fixture';
+import { runServe } from './helpers/serve-cli';
 import { until } from './helpers/wait';
 
 const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'dist', 'cli.js');
 const LLAMA = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'llama'); // has a chat template
 const QWEN3 = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'qwen3'); // has none
 const MESSAGES = [
@@ -468,13 +467,6 @@ test('bad generation requests get a status and a message that names the problem'
 });
 
 test('coltrast serve: --generator and --corpus serve chat and /ask; their flags are checked', async (t) => {
-  const run = (args: string[]) =>
-    new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('exit', (code) => resolve({ code, stderr }));
-    });
   for (const [args, message] of [
     [['--corpus', 'docs.txt'], /--corpus needs --generator/],
     [['--generator', LLAMA, '--chat'], /--template, --chat and --system shape \/ask's prompts: give --corpus too/],
@@ -482,7 +474,7 @@ test('coltrast serve: --generator and --corpus serve chat and /ask; their flags 
     [['--no-model', '--generator', LLAMA, '--corpus', 'docs.txt'], /--no-model serves a reranker or a generator alone/],
     [['--generator', LLAMA, '--generation-batch', '0'], /--generation-batch must be a positive integer/],
   ] as const) {
-    const r = await run([...args]);
+    const r = await runServe([...args]);
     t.is(r.code, 2, args.join(' '));
     t.regex(r.stderr, message);
   }

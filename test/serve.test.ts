@@ -3,17 +3,16 @@
 // every refusal with its status and message, and the CLI from start to SIGTERM. The tests that compare vectors
 // run serially: a request batched with another test's texts is padded differently (equal to float rounding only).
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { ColtrastError, CrossEncoder, Encoder, Index, serve, type IndexDoc, type Server } from '../lib';
 import { FIXTURE, maxAbsDiff, tempDir } from './helpers/fixture';
 import { heldQueue, tick } from './helpers/queue';
+import { runServe, startServe } from './helpers/serve-cli';
 import { makeSmallMultiVector, rejection, rows } from './helpers/vectors';
 
 const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'dist', 'cli.js');
 const CE = path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder', 'st');
 const projects = JSON.parse(fs.readFileSync(path.join(ROOT, 'examples', 'ai-projects.json'), 'utf8')).projects;
 const DOCS: IndexDoc[] = projects.flatMap((p: any) =>
@@ -470,44 +469,23 @@ test('a failed save of a writable index reaches onSaveError as a ColtrastError n
 test('coltrast serve: an index and a reranker over HTTP, a line per request with --verbose, a clean stop on SIGTERM', async (t) => {
   const dir = path.join(tempDir(), 'docs.index');
   await index.save(dir);
-  const child = spawn(process.execPath, [CLI, 'serve', '--index', dir, '--model', FIXTURE, '--reranker', CE, '--port', '0', '--device', 'cpu', '--verbose'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /listening on (http:\/\/\S+) \(model .*tiny-bert \(cpu\), reranker .*st, index .*docs\.index \((\d+) documents\)\)/.exec(out);
-      if (m) resolve(m[1]);
-    });
-    exited.then(() => reject(new Error(`coltrast serve exited: ${out}${stderr}`)));
-  });
-  const { json } = await post(`${url}/search`, { query: 'pneumonia x-ray', k: 2, rerank: 'cross-encoder' });
+  const server = await startServe(['--index', dir, '--model', FIXTURE, '--reranker', CE, '--port', '0', '--device', 'cpu', '--verbose']);
+  t.regex(server.listening, /listening on http:\/\/\S+ \(model .*tiny-bert \(cpu\), reranker .*st, index .*docs\.index \((\d+) documents\)\)/);
+  const { json } = await post(`${server.url}/search`, { query: 'pneumonia x-ray', k: 2, rerank: 'cross-encoder' });
   t.deepEqual(json.results[0].hits, (await index.search(['pneumonia x-ray'], { k: 2, rerank: ce }))[0]);
-  child.kill('SIGTERM');
-  t.is(await exited, 0);
-  t.regex(stderr, /POST \/search 200 [\d.]+ ms 1 inputs/);
-  t.regex(stderr, /SIGTERM, finishing the requests in progress/);
+  t.is(await server.stop(), 0);
+  t.regex(server.stderr(), /POST \/search 200 [\d.]+ ms 1 inputs/);
+  t.regex(server.stderr(), /SIGTERM, finishing the requests in progress/);
 });
 
 test('coltrast serve refuses contradictory flags with exit status 2', async (t) => {
-  const run = (args: string[]) =>
-    new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('exit', (code) => resolve({ code, stderr }));
-    });
   for (const [args, message] of [
     [['--no-model', '--reranker', CE, '--model', FIXTURE], /--no-model serves a reranker or a generator alone/],
     [['--port', '99999'], /--port must be an integer from 0 to 65535/],
     [['--model', FIXTURE, '--max-batch', '0'], /--max-batch must be a positive integer/],
     [['--model', FIXTURE, '--bogus'], /Unknown option '--bogus'/],
   ] as const) {
-    const r = await run([...args]);
+    const r = await runServe([...args]);
     t.is(r.code, 2, args.join(' '));
     t.regex(r.stderr, message);
   }

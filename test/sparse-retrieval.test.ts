@@ -3,12 +3,13 @@
 // --sparse), and `serve`'s /embed_sparse (text-embeddings-inference's) and /search, each against the library's own
 // SparseEncoder.encode and Index.search on the same texts.
 import test from 'ava';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Encoder, Index, SparseEncoder, evaluate, serve, type Server } from '../lib';
 import { readSafetensors } from './helpers/safetensors';
 import { FIXTURE, tempDir, wordDataset } from './helpers/fixture';
+import { startServe } from './helpers/serve-cli';
 
 const ROOT = path.resolve(__dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'cli.js');
@@ -206,20 +207,9 @@ test('coltrast index --sparse-model keeps a second model: search ranks as Index.
     const updated = await Index.load(out, dense, { sparseEncoder: model });
     t.deepEqual((await updated.search([queries[0]], { k: 1, mode: 'sparse', filter: { id: 'new' } }))[0].map((h) => h.id), ['new']);
     // serve loads the index's second model: /search in its modes, /embed_sparse with it.
-    const child = spawn(process.execPath, [CLI, 'serve', '--index', out, '--port', '0', '--device', 'cpu'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMP_NUM_THREADS: '1' } });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    const exited = new Promise((resolve) => child.on('close', resolve));
+    const server = await startServe(['--index', out, '--port', '0', '--device', 'cpu'], { env: { ...process.env, OMP_NUM_THREADS: '1' } });
+    const url = server.url;
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        let stdout = '';
-        child.stdout.on('data', (d) => {
-          stdout += d;
-          const found = /listening on (http:\/\/\S+) /.exec(stdout);
-          if (found) resolve(found[1]);
-        });
-        child.on('close', () => reject(new Error(`serve exited: ${stderr}`)));
-      });
       const post = async (route: string, body: unknown) => (await fetch(`${url}${route}`, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } })).json() as Promise<any>;
       for (const mode of ['sparse', 'hybrid'] as const) {
         const got = await post('/search', { query: queries, k: 4, mode });
@@ -231,8 +221,7 @@ test('coltrast index --sparse-model keeps a second model: search ranks as Index.
       t.false(info.index.sparse);
       t.is(info.index.sparse_model, SPLADE);
     } finally {
-      child.kill('SIGTERM');
-      await exited;
+      await server.stop();
     }
   } finally {
     dense.dispose();
