@@ -131,6 +131,8 @@ commands:
     --teacher <dir|hub id>   distill a cross-encoder: it scores each query's positive and hard negatives before training
                              (or give "scores" in the triplets); --distillation margin_mse|kl --distillation-weight <x> (1)
                              --teacher-temperature <x> (1: the teacher's scores are divided by it)
+                             --distillation mse: --teacher is an embedding model, --data parallel sentences (english,
+                             non_english), and the model learns its vectors (multilingual knowledge distillation)
     --guide <dir|hub id>     GISTEmbed: an embedding model whose scores leave likely false negatives out of the losses;
                              --guide-margin <x> (0) --guide-margin-strategy absolute|relative
     --cross-encoder          train a cross-encoder (reranker) instead, from a cross-encoder or an embedding model / BERT;

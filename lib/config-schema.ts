@@ -83,7 +83,7 @@ export const TRAIN_CONFIG_SCHEMA = {
         temperature: number({ exclusiveMinimum: 0 }),
         lateInteraction: { enum: ['cross_entropy', 'bce'] },
         symmetric: { type: 'boolean' },
-        distillation: { enum: ['margin_mse', 'kl'] },
+        distillation: { enum: ['margin_mse', 'kl', 'mse'] },
         distillationWeight: number({ minimum: 0 }),
         teacherTemperature: number({ exclusiveMinimum: 0 }),
         matryoshka: {

@@ -241,13 +241,19 @@ export interface NativeStepOptions {
   /**
    * Triplets: sentence-transformers' TripletLoss, the step's whole loss: query i, its positive (document i) and its
    * negative (document `tripletNegatives[i]`), mean of relu(d(q, p) - d(q, n) + tripletMargin) with d the
-   * 'euclidean', 'cosine' or 'manhattan' distance of the pooled vectors (normalized when `tripletNormalized`: the model
-   * normalizes them).
+   * 'euclidean', 'cosine' or 'manhattan' distance of the pooled vectors (as the model gives them: `normalizedVectors`).
    */
   tripletDistance?: 'none' | TripletDistance;
   tripletMargin?: number;
-  tripletNormalized?: boolean;
   tripletNegatives?: Int32Array;
+  /**
+   * Embedding distillation: sentence-transformers' MSELoss, the step's whole loss: the teacher's vector of each query
+   * (B rows of the pooled width), which the student's pooled vectors of the queries and of their documents (document
+   * i: query i's translation) fit by mean squared error.
+   */
+  targetVectors?: Float32Array;
+  /** The model L2-normalizes its vectors (a Normalize module): the triplet distances and targetVectors see them so. */
+  normalizedVectors?: boolean;
   sequences?: PaddedBatch;
   documentsPerQuery?: number;
 }

@@ -34,6 +34,12 @@ export interface TrainExample {
    * contrastive losses), for the pair (query, positive). Read from "label" or "score".
    */
   label?: number;
+  /**
+   * Embedding distillation (train()'s loss.distillation 'mse'): the teacher model's vector of the query (the source
+   * sentence), which the student's vectors of the query and of the positive (its translation) are trained to fit. Set
+   * by train(), not read from data files.
+   */
+  target?: number[];
 }
 
 /** Refuses a data file that is missing or a folder, naming it. */
@@ -100,9 +106,18 @@ export function checkExample(where: string, value: unknown): TrainExample {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object with "query" and "positive"');
   const o = value as Record<string, unknown>;
   for (const key of Object.keys(o)) {
-    if (!['query', 'positive', 'negative', 'negatives', 'group', 'scores', 'sentence1', 'sentence2', 'label', 'score'].includes(key)) {
-      throw bad(where, `unknown field "${key}" (known: query, positive, negative, negatives, group, scores; a labeled pair: sentence1, sentence2 and label or score)`);
+    if (!['query', 'positive', 'negative', 'negatives', 'group', 'scores', 'sentence1', 'sentence2', 'label', 'score', 'english', 'non_english'].includes(key)) {
+      throw bad(where, `unknown field "${key}" (known: query, positive, negative, negatives, group, scores; a labeled pair: sentence1, sentence2 and label or score; parallel sentences: english, non_english)`);
     }
+  }
+  // Parallel sentences as sentence-transformers' parallel-sentences datasets name their columns: a source sentence and
+  // its translation (the query and positive of embedding distillation).
+  if (o.english !== undefined || o.non_english !== undefined) {
+    const other = Object.keys(o).filter((k) => !['english', 'non_english', 'group'].includes(k));
+    if (other.length > 0) throw bad(where, `parallel sentences ("english", "non_english") take no ${other.map((k) => `"${k}"`).join(', ')}`);
+    const example: TrainExample = { query: text(where, o.english, 'english'), positive: text(where, o.non_english, 'non_english') };
+    if (o.group !== undefined) example.group = text(where, o.group, 'group');
+    return example;
   }
   // A labeled pair as sentence-transformers' datasets name its columns (STS-B: sentence1, sentence2, score).
   if (o.sentence1 !== undefined || o.sentence2 !== undefined) {
@@ -147,7 +162,7 @@ function labeledPair(where: string, o: Record<string, unknown>, first: string, s
 }
 
 /** The columns csvExamples reads, for its errors. */
-const PAIR_COLUMNS = 'query (or anchor), positive, and optionally negative or negative_1, negative_2, ... (a hard negative each) and group; or a labeled pair: sentence1, sentence2 and label or score';
+const PAIR_COLUMNS = 'query (or anchor), positive, and optionally negative or negative_1, negative_2, ... (a hard negative each) and group; or a labeled pair: sentence1, sentence2 and label or score; or parallel sentences: english, non_english';
 
 /**
  * Reads a CSV or TSV file's pairs or triplets by its header's `columns` (named as sentence-transformers' datasets
@@ -165,11 +180,11 @@ function csvExamples(columns: string[], where: string, expected = PAIR_COLUMNS):
   const negatives: number[] = [];
   const unknown: string[] = [];
   columns.forEach((c, i) => {
-    if (c === 'query' || c === 'anchor' || c === 'sentence1') {
-      if (query >= 0) throw refuse('give one of the "query", "anchor" and "sentence1" columns');
+    if (c === 'query' || c === 'anchor' || c === 'sentence1' || c === 'english') {
+      if (query >= 0) throw refuse('give one of the "query", "anchor", "sentence1" and "english" columns');
       query = i;
-    } else if (c === 'positive' || c === 'sentence2') {
-      if (positive >= 0) throw refuse('give a "positive" or a "sentence2" column, not both');
+    } else if (c === 'positive' || c === 'sentence2' || c === 'non_english') {
+      if (positive >= 0) throw refuse('give one of the "positive", "sentence2" and "non_english" columns');
       positive = i;
     } else if (c === 'label' || c === 'score') {
       if (label >= 0) throw refuse('give a "label" or a "score" column, not both');
@@ -452,6 +467,8 @@ export interface Batch {
   pairLabels?: Float32Array;
   /** With `firstNegatives` asked (a triplet loss): each query's first hard negative among `documents`, -1 where it has none. */
   firstNegatives?: Int32Array;
+  /** Embedding distillation: each query's teacher vector, row after row. */
+  targetVectors?: Float32Array;
 }
 
 /**
@@ -508,6 +525,7 @@ export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegat
     const documents = [...chosen.map((e) => e.positive), ...negatives];
     const batch: Batch = { queries: chosen.map((e) => e.query), documents };
     if (chosen[0].label !== undefined) batch.pairLabels = Float32Array.from(chosen, (e) => e.label!);
+    if (chosen[0].target !== undefined) batch.targetVectors = Float32Array.from(chosen.flatMap((e) => e.target!));
     if (firstNegatives) {
       // The document that holds each example's first negative text (the batch keeps one copy of a text).
       const at = new Map<string, number>();
@@ -534,7 +552,8 @@ export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegat
 export function* batchExamples(examples: TrainExample[], batchSize: number): Generator<TrainExample[]> {
   // Labeled pairs are compared with each other, not used as each other's negatives: a text twice in a batch is no false
   // negative, and they go in order, batchSize at a time (as sentence-transformers' default sampler takes them).
-  if (examples.length > 0 && examples[0].label !== undefined) {
+  // Embedding distillation's parallel sentences likewise: one source sentence may come with several translations.
+  if (examples.length > 0 && (examples[0].label !== undefined || examples[0].target !== undefined)) {
     for (let start = 0; start < examples.length; start += batchSize) yield examples.slice(start, start + batchSize);
     return;
   }

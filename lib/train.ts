@@ -50,8 +50,13 @@ export interface LossOptions {
    * the student's softmax over each query's positive and negatives, as ColBERTv2 and PyLate). The student's
    * scores are its cosine similarities / temperature, or a multi-vector model's MaxSim per query token /
    * temperature: the logits its other losses use.
+   *
+   * 'mse' distills an embedding model instead (sentence-transformers' MSELoss; Reimers & Gurevych 2020, "Making
+   * Monolingual Sentence Embeddings Multilingual"): `options.teacher` is then an embedding model, the data parallel
+   * sentences (`{ english, non_english }`, or query and positive: a source sentence and its translation), and the
+   * student's vectors of both fit the teacher's vector of the source by mean squared error, the whole loss.
    */
-  distillation?: 'margin_mse' | 'kl';
+  distillation?: 'margin_mse' | 'kl' | 'mse';
   /** Weight of the distillation loss (default 1 when the examples have teacher scores, else 0). */
   distillationWeight?: number;
   /**
@@ -161,7 +166,8 @@ export interface TrainOptions {
    * A cross-encoder (a folder or Hugging Face id CrossEncoder.load accepts, with one label) that scores every
    * example's query with its positive and with each of its hard negatives before training (its logits), for
    * distillation into the embedding model (loss.distillation; GPL, augmented SBERT). Examples that have
-   * `scores` keep them. Needs hard negatives: triplets, or ColTrast project files (mined).
+   * `scores` keep them. Needs hard negatives: triplets, or ColTrast project files (mined). With loss.distillation
+   * 'mse', an embedding model whose vectors of the source sentences the model learns to give (embedding distillation).
    */
   teacher?: string;
   /**
@@ -434,7 +440,10 @@ interface Config {
   pairs?: { kind: PairLossKind; margin: number };
   /** TripletLoss (loss.triplet): its distance and margin. */
   triplet?: { distance: TripletDistance; margin: number };
+  /** A cross-encoder whose scores are distilled. */
   teacher?: string;
+  /** An embedding model whose vectors are distilled (loss.distillation 'mse'). */
+  embeddingTeacher?: string;
   guide?: Required<GuideOptions>;
   freezeBase: boolean;
   gradientCheckpointing: boolean;
@@ -506,9 +515,11 @@ function readConfig(options: TrainOptions): Config {
   const mlm = readMlm(o, loss);
   const pairs = readPairs(o, loss);
   const triplet = readTriplet(o, loss);
-  // Contrastive Tension and a sparse encoder train the pooled vectors alone; a pair or triplet loss is the whole loss.
+  const embeddingTeacher = readEmbeddingTeacher(o, loss);
+  // Contrastive Tension and a sparse encoder train the pooled vectors alone; a pair or triplet loss, and embedding
+  // distillation, is the whole loss.
   const pooledOnly = tension || sparse !== undefined;
-  const whole = pairs !== undefined || triplet !== undefined;
+  const whole = pairs !== undefined || triplet !== undefined || embeddingTeacher !== undefined;
   const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (whole ? 0 : pooledOnly ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
   const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (pooledOnly || whole ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
   // Its default depends on the data (distillationWeight below); undefined until then.
@@ -572,7 +583,8 @@ function readConfig(options: TrainOptions): Config {
     mlm,
     pairs,
     triplet,
-    teacher: o.teacher,
+    teacher: embeddingTeacher ? undefined : o.teacher,
+    embeddingTeacher,
     guide: readGuide(o.guide, loss),
     freezeBase: booleanValue('options.freezeBase', o.freezeBase ?? false),
     gradientCheckpointing: booleanValue('options.gradientCheckpointing', o.gradientCheckpointing ?? false),
@@ -590,14 +602,15 @@ function readConfig(options: TrainOptions): Config {
     },
     seed: numberValue('options.seed', o.seed ?? 42, (x) => Number.isSafeInteger(x) && x >= 0, `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`),
     precision: oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const),
-    prompts: booleanValue('options.prompts', o.prompts ?? !(tension || mlm || pairs)),
+    prompts: booleanValue('options.prompts', o.prompts ?? !(tension || mlm || pairs || embeddingTeacher)),
     step: {
       contrastiveWeight,
       lateInteractionWeight,
       temperature: float32('options.loss.temperature', numberValue('options.loss.temperature', loss.temperature ?? (sparse ? 1 : 0.05), (x) => x > 0, 'a number > 0'), FLOAT32_MIN_NORMAL),
       symmetric: booleanValue('options.loss.symmetric', loss.symmetric ?? tension),
       lateInteractionKind: oneOf('options.loss.lateInteraction', loss.lateInteraction ?? 'cross_entropy', ['cross_entropy', 'bce'] as const),
-      distillation: oneOf('options.loss.distillation', loss.distillation ?? 'margin_mse', ['margin_mse', 'kl'] as const),
+      // 'mse' is embedding distillation (embeddingTeacher), no distillation of scores.
+      distillation: embeddingTeacher ? 'margin_mse' : (oneOf('options.loss.distillation', loss.distillation ?? 'margin_mse', ['margin_mse', 'kl', 'mse'] as const) as 'margin_mse' | 'kl'),
       teacherTemperature: numberValue('options.loss.teacherTemperature', loss.teacherTemperature ?? 1, (x) => x > 0, 'a number > 0'),
       ...(distillationWeight === undefined ? {} : { distillationWeight }),
       maxGradNorm: 0, // set from maxGradNorm below
@@ -651,6 +664,26 @@ function readPairs(o: TrainOptions, loss: LossOptions): Config['pairs'] {
   const binary = BINARY_PAIR_LOSSES.includes(kind);
   if (loss.margin !== undefined && !binary) throw invalid('options.loss.margin', `absent with options.loss.pairs '${kind}' (the margin is the contrastive losses')`, loss.margin);
   return { kind, margin: float32('options.loss.margin', numberValue('options.loss.margin', loss.margin ?? 0.5, (x) => x >= 0, 'a number >= 0')) };
+}
+
+/**
+ * loss.distillation 'mse' (embedding distillation) checked: options.teacher is its embedding model, and it is the whole
+ * loss, on parallel sentences: the other losses, their settings and other training modes are refused. Returns the
+ * teacher, or undefined for the other kinds of training.
+ */
+function readEmbeddingTeacher(o: TrainOptions, loss: LossOptions): string | undefined {
+  if (loss.distillation !== 'mse') return undefined;
+  if (typeof o.teacher !== 'string' || o.teacher.length === 0) {
+    throw invalid('options.teacher', "an embedding model folder or Hugging Face id: options.loss.distillation 'mse' fits the model's vectors to that teacher's", o.teacher);
+  }
+  refuseBesideWholeLoss({ ...o, teacher: undefined }, { ...loss, distillation: undefined }, {
+    name: "options.loss.distillation 'mse'",
+    data: 'parallel sentences (a source sentence and its translation)',
+    modes: ['mineNegatives', 'maxNegatives'],
+    lossKeys: ['pairs', 'margin', 'triplet', 'temperature', 'matryoshka'],
+    why: "the teacher's vectors are the targets",
+  });
+  return o.teacher;
 }
 
 /**
@@ -953,6 +986,55 @@ export async function scoreWithTeacher(teacher: string, examples: TrainExample[]
 }
 
 /**
+ * Embedding distillation's targets: the embedding model `teacher`'s vector of each example's query (the source
+ * sentence), as the model gives it (normalized where it has a Normalize module), each distinct source embedded once.
+ * The teacher's width must be the student's (`student.width`, of `student.model`).
+ */
+export async function embedWithTeacher(
+  teacher: string,
+  examples: TrainExample[],
+  student: { width: number; model: string },
+  load: { device: Device; threads?: number },
+  progressBar = false,
+  signal?: AbortSignal,
+): Promise<TrainExample[]> {
+  const model = await Encoder.load(teacher, load);
+  try {
+    model.checkNotMultiVector("a teacher of embedding distillation (its one vector per text is the student's target)");
+    if (model.dimension !== student.width) {
+      throw new ColtrastError(
+        'INVALID_ARGUMENT',
+        `options.teacher ${teacher} gives vectors of ${model.dimension} entries and ${student.model} of ${student.width}: embedding distillation fits the one to the other, so they must be as wide (options.projection: { dimension: ${model.dimension} } gives the model a head that wide)`,
+      );
+    }
+    const sources = [...new Set(examples.map((e) => e.query))];
+    const bar = progressBar ? new ProgressBar('teacher', 'texts') : undefined;
+    const rows = matrixRows(await model.embed(sources, { onProgress: bar && ((done, total) => bar.update(done, total)), signal }));
+    const target = new Map(sources.map((t, i) => [t, Array.from(rows[i])]));
+    return examples.map((e) => ({ ...e, target: target.get(e.query)! }));
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * The data checked against loss.distillation 'mse': parallel sentences, a source and its translation per example
+ * (query and positive, or english and non_english), with no labels, hard negatives or teacher scores; not a ColTrast
+ * project file.
+ */
+function checkParallelData(config: Config, data: { examples: TrainExample[] } | { projects: unknown[] }): void {
+  if (!config.embeddingTeacher) return;
+  const what = "options.loss.distillation 'mse' trains on parallel sentences (a source sentence and its translation: english and non_english, or query and positive)";
+  if (!('examples' in data)) throw new ColtrastError('INVALID_ARGUMENT', `${what}, and a ColTrast project file holds questions and READMEs`);
+  const at = data.examples.findIndex((e) => e.label !== undefined || e.negatives !== undefined || e.scores !== undefined);
+  if (at >= 0) {
+    const e = data.examples[at];
+    const field = e.label !== undefined ? 'a label' : e.negatives !== undefined ? 'hard negatives' : 'teacher scores';
+    throw new ColtrastError('INVALID_ARGUMENT', `${what}, and example ${at + 1} has ${field}: give each source with its translation alone`);
+  }
+}
+
+/**
  * The distillation loss's weight, now that the data is known (default: 1 when the examples have teacher
  * scores), and the checks that need the data: every example or none scored, negatives to distill on, and
  * some loss to train with.
@@ -979,7 +1061,7 @@ function distillationLoss(config: Config, examples: TrainExample[], lossGiven: b
     throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.distillation chooses how to distill, and nothing is distilled here: give options.teacher (a cross-encoder) or "scores" in the data, or leave it out');
   }
   config.step.distillationWeight = weight;
-  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0 && !config.pairs && !config.triplet) noLoss(false);
+  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0 && !config.pairs && !config.triplet && !config.embeddingTeacher) noLoss(false);
 }
 
 /**
@@ -1174,7 +1256,7 @@ async function readCheckpoint(
  */
 function runSettings(config: Config, model: string): Record<string, unknown> {
   const absolute = (file: string) => (fs.existsSync(file) ? path.resolve(file) : file);
-  const { checkpointEvery: _, accumulation, patience, metric, valSplit, valMaxGroups, matryoshka, step, teacher, guide, mineNegatives, ...same } = config;
+  const { checkpointEvery: _, accumulation, patience, metric, valSplit, valMaxGroups, matryoshka, step, teacher, embeddingTeacher, guide, mineNegatives, ...same } = config;
   const { miniBatchSize, maxGradNorm: __, ...loss } = step;
   return {
     model: absolute(model),
@@ -1186,6 +1268,7 @@ function runSettings(config: Config, model: string): Record<string, unknown> {
     loss: { ...loss, matryoshka },
     miniBatchSize,
     teacher: teacher === undefined ? undefined : absolute(teacher),
+    embeddingTeacher: embeddingTeacher === undefined ? undefined : absolute(embeddingTeacher),
     guide: guide && { ...guide, model: absolute(guide.model) },
     mineNegatives: typeof mineNegatives?.corpus === 'string' ? { ...mineNegatives, corpus: absolute(mineNegatives.corpus) } : mineNegatives,
   };
@@ -1343,7 +1426,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { contrastiveWeight, lateInteractionWeight, distillationWeight } = config.step;
   const scoredData = 'examples' in data && data.examples.some((e) => e.scores);
   checkPairData(config, data, typeof options.crossEncoder === 'object' ? options.crossEncoder.loss : undefined);
-  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData && !config.pairs && !config.triplet) noLoss(true);
+  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData && !config.pairs && !config.triplet && !config.embeddingTeacher) noLoss(true);
+  checkParallelData(config, data);
   if ('projects' in data && mineNegatives) {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.mineNegatives is for pairs: ColTrast project files get their hard negatives from options.mining (hardNegatives)');
   }
@@ -1446,8 +1530,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       trainSet = scored.slice(0, trainSet.length);
       val = scored.slice(trainSet.length);
     }
+    const { embeddingTeacher } = config;
+    if (embeddingTeacher && encoder instanceof Encoder) {
+      if (encoder.multiVector) throw new ColtrastError('INVALID_ARGUMENT', `options.loss.distillation 'mse' trains pooled vectors, and ${encoder.modelDir} is a multi-vector model; start from a single-vector one`);
+      if (!saved) {
+        const width = config.projection?.dimension ?? encoder.fullDimension;
+        const targeted = await beforeFirstStep(() => embedWithTeacher(embeddingTeacher, [...trainSet, ...val], { width, model: encoder.modelDir }, loadOptions, options.progressBar, options.signal));
+        trainSet = targeted.slice(0, trainSet.length);
+        val = targeted.slice(trainSet.length);
+      }
+    }
     checkTripletData(config, [...trainSet, ...val]);
-    if (!(encoder instanceof CrossEncoder)) distillationLoss(config, [...trainSet, ...val], options.loss?.distillation !== undefined);
+    if (!(encoder instanceof CrossEncoder)) distillationLoss(config, [...trainSet, ...val], options.loss?.distillation !== undefined && !config.embeddingTeacher);
     else if ([...trainSet, ...val].some((e) => e.scores)) {
       throw new ColtrastError(
         'INVALID_ARGUMENT',
@@ -1467,6 +1561,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       ...(config.step.distillationWeight ? { teacher: b.teacher } : {}),
       ...(b.pairLabels && { pairLabels: b.pairLabels }),
       ...(b.firstNegatives && { tripletNegatives: b.firstNegatives }),
+      ...(b.targetVectors && { targetVectors: b.targetVectors }),
       ...(guide ? { guide: guideMasks(b, guide, config.guide!) } : {}),
     });
     // A resumed run's checkpoint model has the head already.
@@ -1532,7 +1627,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs '${config.pairs.kind}' ranks the pairs of a batch against each other, and every batch holds one pair: raise options.batchSize`);
     }
     // A triplet loss measures the vectors as the model gives them: normalized where it has a Normalize module.
-    const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm, ...(config.triplet && { tripletNormalized: (encoder as Encoder).normalize }) };
+    const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm, ...((config.triplet || config.embeddingTeacher) && { normalizedVectors: (encoder as Encoder).normalize }) };
     // A sparse encoder's regularizer weights for the step after `step` updates (their warm-up).
     const regularizers = (step: number) => (config.sparse ? sparseRegularizersAt(step, totalSteps, config.sparse) : {});
     // A masked-language-model batch's masks: a function of the seed, the epoch and the batch (a resumed run masks as the
@@ -1735,7 +1830,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         kind: encoder instanceof CrossEncoder ? 'cross-encoder' : config.mlm ? 'masked-lm' : encoder instanceof SparseEncoder ? 'sparse' : encoder.multiVector ? 'multi-vector' : config.pairs ? 'similarity' : 'embedding',
         loss: config.pairs
           ? `${PAIR_LOSS_NAMES[config.pairs.kind]} on labeled pairs`
-          : config.triplet && `TripletLoss on (query, positive, negative) triplets, ${config.triplet.distance} distance, margin ${config.triplet.margin}`,
+          : config.triplet
+            ? `TripletLoss on (query, positive, negative) triplets, ${config.triplet.distance} distance, margin ${config.triplet.margin}`
+            : config.embeddingTeacher && `MSELoss: the vectors of parallel sentences fit \`${config.embeddingTeacher}\`'s vectors of the sources (embedding distillation)`,
         guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
         frozenBase: config.freezeBase,
         contrastiveTension: config.contrastiveTension,

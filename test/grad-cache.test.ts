@@ -51,7 +51,7 @@ test('dropout off: mini-batches of 1, 3 and 4 give the plain step\'s losses, gra
   }
 });
 
-test('dropout off: the labeled-pair losses in mini-batches give the plain step\'s losses, gradient norms and weights', async (t) => {
+test('dropout off: the labeled-pair losses, TripletLoss and MSELoss in mini-batches give the plain step\'s losses, gradient norms and weights', async (t) => {
   // 7 pairs a batch (each query with its own document, no others), labeled 1/0 for the contrastive losses, graded else.
   const pairs = (kind: string) => BATCHES.map((b) => ({ queries: b.queries, documents: b.documents.slice(0, 7), labels: Float32Array.from(b.queries, (_, i) => (kind.includes('contrastive') ? i % 2 : (i % 4) / 3)) }));
   const runPairs = async (kind: 'cosent' | 'online_contrastive', miniBatchSize?: number) => {
@@ -85,7 +85,7 @@ test('dropout off: the labeled-pair losses in mini-batches give the plain step\'
       const results = [];
       for (const b of BATCHES) {
         const tripletNegatives = Int32Array.from(b.queries, (_, i) => 7 + (i % 2));
-        results.push(await tr.step(b.queries, b.documents, { ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, tripletDistance: 'euclidean', tripletMargin: 1, tripletNormalized: true, tripletNegatives, ...(miniBatchSize && { miniBatchSize }) }));
+        results.push(await tr.step(b.queries, b.documents, { ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, tripletDistance: 'euclidean', tripletMargin: 1, normalizedVectors: true, tripletNegatives, ...(miniBatchSize && { miniBatchSize }) }));
       }
       return { results, probe: (await enc.embed(['model token vector search'], {})).data };
     } finally {
@@ -97,6 +97,26 @@ test('dropout off: the labeled-pair losses in mini-batches give the plain step\'
   cached.results.forEach((r, i) => t.true(relative(r.loss, plain.results[i].loss) < 1e-5 && relative(r.gradNorm, plain.results[i].gradNorm) < 1e-4, `triplet step ${i + 1}`));
   t.true(maxAbsDiff(cached.probe, plain.probe) < 1e-5, `triplets: weights after 4 steps differ by ${maxAbsDiff(cached.probe, plain.probe)}`);
   t.true(plain.results.some((r) => r.gradNorm > 0), 'triplets: the steps have gradients');
+  // Embedding distillation (MSELoss): each query's positive its translation, a made-up teacher vector per query.
+  const runMse = async (miniBatchSize?: number) => {
+    const enc = await Encoder.load(noDropout, { device: 'cpu' });
+    try {
+      const tr = await enc.createTrainer({ learningRate: 1e-3, seed: 5 });
+      const results = [];
+      for (const b of BATCHES) {
+        const targetVectors = Float32Array.from({ length: b.queries.length * enc.dimension }, (_, k) => Math.sin(k * 0.7) / 4);
+        results.push(await tr.step(b.queries, b.documents.slice(0, b.queries.length), { ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, targetVectors, normalizedVectors: true, ...(miniBatchSize && { miniBatchSize }) }));
+      }
+      return { results, probe: (await enc.embed(['model token vector search'], {})).data };
+    } finally {
+      enc.dispose();
+    }
+  };
+  const plainMse = await runMse();
+  const cachedMse = await runMse(3);
+  cachedMse.results.forEach((r, i) => t.true(relative(r.loss, plainMse.results[i].loss) < 1e-5 && relative(r.gradNorm, plainMse.results[i].gradNorm) < 1e-4, `MSELoss step ${i + 1}`));
+  t.true(maxAbsDiff(cachedMse.probe, plainMse.probe) < 1e-5, `MSELoss: weights after 4 steps differ by ${maxAbsDiff(cachedMse.probe, plainMse.probe)}`);
+  t.true(plainMse.results.every((r) => r.gradNorm > 0), 'MSELoss: the steps have gradients');
 });
 
 test('dropout on: each mini-batch\'s second pass replays its first exactly, and runs repeat', async (t) => {

@@ -278,7 +278,7 @@ test('train({ loss: { triplet } }) trains on (query, positive, negative) triplet
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: the pair losses, TripletLoss and a cross-encoder's labeled-pair loss equal the CPU's on a batch${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: the pair losses, TripletLoss, MSELoss and a cross-encoder's labeled-pair loss equal the CPU's on a batch${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
     const pairs = labeledPairs(9, 21);
     const first = pairs.map((p) => p.sentence1);
@@ -290,7 +290,8 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
     const steps: [string, Record<string, unknown>][] = [
       ...(['cosent', 'angle', 'cosine'] as const).map((pairLoss): [string, Record<string, unknown>] => [pairLoss, { pairLoss, pairLabels: scores }]),
       ...(['contrastive', 'online_contrastive'] as const).map((pairLoss): [string, Record<string, unknown>] => [pairLoss, { pairLoss, pairLabels: binary }]),
-      ['triplet', { tripletDistance: 'euclidean', tripletMargin: 1, tripletNormalized: true, tripletNegatives: negatives }],
+      ['triplet', { tripletDistance: 'euclidean', tripletMargin: 1, normalizedVectors: true, tripletNegatives: negatives }],
+      ['mse', { targetVectors: Float32Array.from({ length: pairs.length * 32 }, (_, k) => Math.sin(k * 0.7) / 4), normalizedVectors: true }],
     ];
     const losses: Record<string, number[]> = {};
     for (const device of ['cpu', 'cuda'] as const) {

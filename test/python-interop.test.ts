@@ -36,7 +36,7 @@ import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
 import { makeBatches } from '../lib/train-data';
-import { sparseRegularizersAt } from '../lib/train';
+import { embedWithTeacher, sparseRegularizersAt } from '../lib/train';
 import type { PairLossKind } from '../lib/native';
 import { maskTokens, maskingTokens } from '../lib/masked-lm';
 import { FIXTURE, dropoutOff, editJson, fixtureCopy, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
@@ -512,7 +512,7 @@ for (const name of ['bert', 'xlm-roberta', 'distilbert', 'electra', 'deberta-v3'
   });
 }
 
-check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses, triplets its TripletLoss (1e-5)${skipped}`, async (t) => {
+check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses, triplets its TripletLoss, embedding distillation its MSELoss (1e-5)${skipped}`, async (t) => {
   const dir = tempDir();
   // Contrastive Tension: a model and its twin, trained apart for a few steps (dropout draws differ), then saved.
   const sentences = wordDataset(24, 41).map((p) => p.positive);
@@ -630,9 +630,16 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     try {
       for (const distance of ['euclidean', 'cosine', 'manhattan'] as const) {
         for (const [prefix, tr, normalized] of [['', trainer, true], ['raw_', rawTrainer, false]] as const) {
-          const ours = await tr.evaluate(guided.queries, guided.documents, { ...options, tripletDistance: distance, tripletMargin: spec.triplet.margin, tripletNormalized: normalized, tripletNegatives: firstNegatives });
+          const ours = await tr.evaluate(guided.queries, guided.documents, { ...options, tripletDistance: distance, tripletMargin: spec.triplet.margin, normalizedVectors: normalized, tripletNegatives: firstNegatives });
           close(ours.loss, ref.triplet[`${prefix}${distance}`], `TripletLoss ${distance}${normalized ? '' : ' (no Normalize module)'}`);
         }
+      }
+      // MSELoss: the pairs as (source, translation), the guide the teacher, whose vectors embedWithTeacher gives.
+      const parallel = await embedWithTeacher(guideDir, p.first.map((query, i) => ({ query, positive: p.second[i] })), { width: encoder.dimension, model: FIXTURE }, { device: 'cpu' });
+      const targetVectors = Float32Array.from(parallel.flatMap((e) => e.target!));
+      for (const [key, tr, normalized] of [['normalized', trainer, true], ['raw', rawTrainer, false]] as const) {
+        const ours = await tr.evaluate(p.first, p.second, { ...options, targetVectors, normalizedVectors: normalized });
+        close(ours.loss, ref.mse[key], `MSELoss${normalized ? '' : ' (no Normalize module)'}`);
       }
     } finally {
       rawTrainer.dispose();

@@ -98,8 +98,15 @@ struct StepOptions {
   enum class TripletDistance { None, Euclidean, Cosine, Manhattan };
   TripletDistance tripletDistance = TripletDistance::None;
   double tripletMargin = 5.0;
-  bool tripletNormalized = false;  // the model's vectors are normalized (a Normalize module): the distances see them so
   torch::Tensor tripletNegatives;
+  // Embedding distillation (sentence-transformers' MSELoss, as its multilingual knowledge distillation uses it): the
+  // teacher's vectors of the batch's queries (source sentences), float32 [B, width]; the mean squared error of the
+  // student's pooled vectors of the queries and of their documents (document i: query i's translation) against them
+  // is the step's whole loss.
+  torch::Tensor targetVectors;
+  // The model's vectors are L2-normalized (a Normalize module): the triplet distances and the embedding distillation
+  // see its pooled vectors so, as the model gives them.
+  bool normalizedVectors = false;
 };
 
 // The Matryoshka widths and weights of a step's arguments: matryoshkaDimensions: number[] and
@@ -236,7 +243,6 @@ StepOptions readStepOptions(const Napi::Object& o) {
   if (s.tripletDistance != TD::None) {
     s.tripletMargin = numberOr(o, "tripletMargin", s.tripletMargin);
     if (!(s.tripletMargin >= 0 && s.tripletMargin <= std::numeric_limits<float>::max())) throw invalidArgument("tripletMargin must be a float32 number >= 0");
-    s.tripletNormalized = boolOr(o, "tripletNormalized", false);
     if (s.contrastiveWeight > 0 || s.lateInteractionWeight > 0 || s.distillationWeight > 0 || s.projectTokens || s.crossEncoder || s.sparse || s.pairLoss != PL::None) {
       throw invalidArgument("a triplet loss is the step's whole loss, on a single-vector model's pooled vectors: contrastiveWeight, lateInteractionWeight and distillationWeight must be 0, with no pair loss, and not for a multi-vector model, a cross-encoder or a sparse encoder");
     }
@@ -252,6 +258,7 @@ StepOptions readStepOptions(const Napi::Object& o) {
       throw invalidArgument("a pair loss is the step's whole loss, on a single-vector model's pooled vectors: contrastiveWeight, lateInteractionWeight and distillationWeight must be 0, and not for a multi-vector model, a cross-encoder or a sparse encoder");
     }
   }
+  s.normalizedVectors = boolOr(o, "normalizedVectors", false);
   return s;
 }
 
@@ -389,7 +396,7 @@ Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor
   }
   if (s.projectTokens) out.states = enc.project(out.states);
   if (s.contrastiveWeight > 0 || s.pairLoss != StepOptions::PairLoss::None || s.tripletDistance != StepOptions::TripletDistance::None ||
-      (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
+      s.targetVectors.defined() || (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
   return out;
 }
 
@@ -552,9 +559,20 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     const int64_t queries = q.pooled.size(0);
     const torch::Tensor negatives = s.tripletNegatives.to(enc.device);
     for (const auto& [dim, weight] : widths) {
-      const torch::Tensor qp = cutAt(q, dim, s.tripletNormalized), dp = cutAt(d, dim, s.tripletNormalized);
+      const torch::Tensor qp = cutAt(q, dim, s.normalizedVectors), dp = cutAt(d, dim, s.normalizedVectors);
       total = total + weight * tripletLossOf(qp, dp.narrow(0, 0, queries), dp.index_select(0, negatives), s);
     }
+  }
+  if (s.targetVectors.defined()) {
+    // MSELoss: the queries' and the documents' vectors as the model gives them, against the teacher's of the queries
+    // (each document is its query's translation), the mean over every entry of both.
+    const int64_t width = q.pooled.size(-1), queries = q.pooled.size(0);
+    if (s.targetVectors.size(1) != width) {
+      throw invalidArgument("targetVectors are " + std::to_string(s.targetVectors.size(1)) + " wide, and the model's pooled vectors " + std::to_string(width));
+    }
+    const torch::Tensor target = s.targetVectors.to(enc.device);
+    const torch::Tensor student = torch::cat({cutAt(q, width, s.normalizedVectors), cutAt(d, width, s.normalizedVectors).narrow(0, 0, queries)});
+    total = total + F::mse_loss(student, torch::cat({target, target}));
   }
   if (s.pairLoss != StepOptions::PairLoss::None) {
     // The pair loss at each width (MatryoshkaLoss around it), summed with the widths' weights.
@@ -1420,6 +1438,21 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       }
       if (args.Get("guide").IsObject() || options.teacherScores.defined()) throw invalidArgument("a triplet loss takes no guide or teacher");
       options.tripletNegatives = torch::tensor(negatives, torch::kInt64);
+    }
+    if (!args.Get("targetVectors").IsUndefined()) {
+      // targetVectors: Float32Array [B * width], the teacher's vector of each query; document i is query i's translation.
+      const std::vector<float> target = floatsOf(args.Get("targetVectors"), q.batch, "targetVectors");
+      if (d.batch != q.batch || target.empty()) throw invalidArgument("embedding distillation takes B queries, B documents (document i is query i's translation) and B targetVectors");
+      for (const float x : target) {
+        if (!std::isfinite(x)) throw invalidArgument("targetVectors must be finite numbers");
+      }
+      if (options.contrastiveWeight > 0 || options.lateInteractionWeight > 0 || options.distillationWeight > 0 || options.pairLoss != StepOptions::PairLoss::None ||
+          options.tripletDistance != StepOptions::TripletDistance::None || options.projectTokens || options.sparse || !options.matryoshka.empty() ||
+          args.Get("guide").IsObject() || options.teacherScores.defined()) {
+        throw invalidArgument("embedding distillation (targetVectors) is the step's whole loss, on a single-vector model's full pooled vectors: no other loss, Matryoshka widths, guide or teacher scores");
+      }
+      const auto width = static_cast<int64_t>(target.size()) / q.batch;
+      options.targetVectors = torch::tensor(target, torch::kFloat32).view({q.batch, width});
     }
     if (args.Get("guide").IsObject()) {
       if (options.symmetric || (options.bce && options.lateInteractionWeight > 0)) {

@@ -122,7 +122,7 @@ async function main() {
     distillation: { distillationWeight: 1, distillation: 'kl', teacherTemperature: 2, teacher: { candidates: new Int32Array([0, 1, 1, -1]), scores: new Float32Array([1, 0, 1, 0]), perQuery: 2 } },
     guide: { guide: { documents: new Uint8Array([0, 1, 0, 0]), queries: new Uint8Array(4), positives: new Uint8Array(4) } },
     'pair loss': { contrastiveWeight: 0, lateInteractionWeight: 0, pairLoss: 'online_contrastive', pairLabels: new Float32Array([1, 0]), pairScale: 20, pairMargin: 0.5 },
-    'triplet loss': { contrastiveWeight: 0, lateInteractionWeight: 0, tripletDistance: 'manhattan', tripletMargin: 2, tripletNormalized: false, tripletNegatives: Int32Array.from([1, 0]) },
+    'triplet loss': { contrastiveWeight: 0, lateInteractionWeight: 0, tripletDistance: 'manhattan', tripletMargin: 2, normalizedVectors: false, tripletNegatives: Int32Array.from([1, 0]) },
   };
   for (const [name, extra] of Object.entries(extras)) {
     await mutate(`step with ${name}`, { ...stepBase, ...extra }, (a) => native_.evaluate(a as never));
