@@ -26,6 +26,8 @@ export type { TrainExample } from './train-data';
 export { evaluate } from './evaluate';
 export { evaluateSimilarity } from './pair-metrics';
 export type { SimilarityEvaluationOptions, SimilarityEvaluation } from './pair-metrics';
+export { communityDetection, paraphraseMining } from './communities';
+export type { CommunityOptions, ParaphraseOptions, ParaphrasePair } from './communities';
 export type { EvaluateOptions, EvaluateResult, EvalMode } from './evaluate';
 export { loadBeir } from './beir';
 export type { BeirData, CorpusDoc } from './beir';

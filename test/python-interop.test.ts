@@ -15,7 +15,9 @@
 //   - the distillation losses equal sentence-transformers' MarginMSELoss and DistillKLDivLoss on a batch, the
 //     guided contrastive loss its GISTEmbedLoss, and Contrastive Tension's loss (a trained model and its trained
 //     twin) its ContrastiveTensionLossInBatchNegatives, and the labeled-pair losses CoSENTLoss, AnglELoss,
-//     CosineSimilarityLoss, ContrastiveLoss and OnlineContrastiveLoss, and TripletLoss with each distance;
+//     CosineSimilarityLoss, ContrastiveLoss and OnlineContrastiveLoss, TripletLoss with each distance, and MSELoss
+//     (embedding distillation);
+//   - communityDetection and paraphraseMining give util.community_detection's and paraphrase_mining_embeddings' results;
 //   - ContextFlow's joint retriever/generator loss and its gradient's norm equal what sentence-transformers and
 //     transformers compute for the same batch (scripts/fixtures/rag_loss.py);
 //   - hard-negative mining gives mine_hard_negatives' rows (scripts/fixtures/st_mine.py);
@@ -31,7 +33,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { CrossEncoder, Encoder, Generator, Index, SparseEncoder, mineHardNegatives, ops, poolTokens, quantizeEmbeddings, train, type SparseVector } from '../lib';
+import { CrossEncoder, Encoder, Generator, Index, SparseEncoder, communityDetection, mineHardNegatives, ops, paraphraseMining, poolTokens, quantizeEmbeddings, train, type SparseVector } from '../lib';
 import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
@@ -1138,5 +1140,44 @@ check(`sparse training: a batch's loss equals sentence-transformers' SpladeLoss 
       t.deepEqual(Array.from(v.indices), theirs[i].indices, `${name}, text ${i}: the same non-zero entries`);
       t.true(maxAbsDiff(v.values, theirs[i].values) < 1e-5, `${name}, text ${i}`);
     });
+  }
+});
+
+check(`communityDetection and paraphraseMining give sentence-transformers' community_detection and paraphrase_mining_embeddings results${skipped}`, async (t) => {
+  // Rows around a few directions, some of them copies of others (ties at 1), of which communities form at each setting.
+  const random = seededRandom(5);
+  const [n, d] = [260, 20];
+  const centres = Array.from({ length: 5 }, () => Array.from({ length: d }, () => random.next() - 0.5));
+  const rows = Array.from({ length: n }, () => {
+    const c = centres[Math.floor(random.next() * centres.length)];
+    return c.map((x) => Math.fround(x + 0.5 * (random.next() - 0.5)));
+  });
+  for (let i = 13; i < n; i += 13) rows[i] = rows[i - 5];
+  const embeddings = { dims: [n, d] as [number, number], data: Float32Array.from(rows.flat()) };
+  const spec = {
+    embeddings: rows,
+    communities: [{ threshold: 0.75, min_size: 10, batch_size: 1024 }, { threshold: 0.85, min_size: 3, batch_size: 50 }, { threshold: 0.6, min_size: 30, batch_size: 64 }],
+    paraphrase: [{ top_k: 100, max_pairs: 500000 }, { top_k: 3, max_pairs: 500000 }],
+  };
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'in.json'), JSON.stringify(spec));
+  const r = await python([script('st_communities.py'), path.join(dir, 'in.json'), path.join(dir, 'out.json')]);
+  t.is(r.status, 0, r.tail);
+  const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8')) as { communities: number[][][]; paraphrase: [number, number, number][][] };
+  const sorted = (c: number[]) => [...c].sort((a, b) => a - b);
+  for (const [k, c] of spec.communities.entries()) {
+    const ours = await communityDetection(embeddings, { threshold: c.threshold, minCommunitySize: c.min_size, batchSize: c.batch_size });
+    t.true(ref.communities[k].length > 0, `threshold ${c.threshold}: sentence-transformers finds communities`);
+    t.deepEqual(ours.map(sorted), ref.communities[k].map(sorted), `threshold ${c.threshold}, min size ${c.min_size}`);
+  }
+  for (const [k, p] of spec.paraphrase.entries()) {
+    const ours = await paraphraseMining(embeddings, { topK: p.top_k, maxPairs: p.max_pairs });
+    const theirs = new Map(ref.paraphrase[k].map(([score, i, j]) => [`${i},${j}`, score]));
+    // Rows tied at a row's k-th place (the copies) may differ in which tied row is kept: the others agree exactly.
+    const shared = ours.filter((x) => theirs.has(`${x.i},${x.j}`));
+    t.true(shared.length >= theirs.size - n / 13, `top_k ${p.top_k}: ${shared.length} of sentence-transformers' ${theirs.size} pairs (ours ${ours.length})`);
+    t.true(ours.length <= theirs.size + n / 13);
+    t.log(`top_k ${p.top_k}: ${ours.length} pairs, sentence-transformers ${theirs.size}, shared ${shared.length}`);
+    for (const x of shared) t.true(Math.abs(x.score - theirs.get(`${x.i},${x.j}`)!) < 1e-6, `pair ${x.i},${x.j}`);
   }
 });
