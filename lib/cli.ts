@@ -112,6 +112,9 @@ commands:
     --triplet                triplets (query, positive, negative) trained with sentence-transformers' TripletLoss instead:
                              relu(d(query, positive) - d(query, negative) + margin); --triplet-distance
                              euclidean|cosine|manhattan (default euclidean), --triplet-margin <x> (default 5)
+    --batch-triplet all|hard|semi_hard|hard_soft_margin   texts of classes (text, label) trained with sentence-transformers'
+                             BatchAll/BatchHard/BatchSemiHard/BatchHardSoftMargin TripletLoss, 2 texts of a class at a time
+                             in a batch; --batch-triplet-distance euclidean|cosine (euclidean), --batch-triplet-margin <x> (5)
     --projection-dim <n> --projection-activation identity|tanh   (a trained Dense head on the pooled vector)
     --matryoshka <widths>    Matryoshka: the pooled losses also at these widths, e.g. 768,512,256,128,64, so the vectors can
                              be cut (--truncate-dim); weights and dimensionsPerStep through --config (loss.matryoshka)
@@ -807,13 +810,15 @@ const TRAIN_FLAGS = {
   lora: 'boolean', 'lora-rank': 'number', 'lora-alpha': 'number', 'lora-targets': 'string',
   matryoshka: 'string', sparse: 'boolean', 'query-regularizer': 'number', 'document-regularizer': 'number', 'regularizer-warmup': 'number', 'regularizer-schedule': 'string',
   mlm: 'boolean', 'mlm-probability': 'number', 'pair-loss': 'string', margin: 'number', triplet: 'boolean', 'triplet-distance': 'string', 'triplet-margin': 'number',
+  'batch-triplet': 'string', 'batch-triplet-distance': 'string', 'batch-triplet-margin': 'number',
 } as const;
 
 /** The option of train() each flag sets where that is not the flag's name in camelCase (null: none); see nameFlags. */
 const TRAIN_FLAG_OPTIONS: Record<string, string | string[] | null> = {
   'contrastive-weight': 'loss.contrastiveWeight', 'late-interaction-weight': 'loss.lateInteractionWeight', temperature: 'loss.temperature',
   'late-interaction': 'loss.lateInteraction', symmetric: 'loss.symmetric', distillation: 'loss.distillation', 'distillation-weight': 'loss.distillationWeight',
-  'teacher-temperature': 'loss.teacherTemperature', 'pair-loss': 'loss.pairs', margin: 'loss.margin', triplet: 'loss.triplet', 'triplet-distance': 'loss.triplet.distance', 'triplet-margin': 'loss.triplet.margin', matryoshka: 'loss.matryoshka.dimensions', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
+  'teacher-temperature': 'loss.teacherTemperature', 'pair-loss': 'loss.pairs', margin: 'loss.margin', triplet: 'loss.triplet', 'triplet-distance': 'loss.triplet.distance', 'triplet-margin': 'loss.triplet.margin',
+  'batch-triplet': ['loss.batchTriplet', 'loss.batchTriplet.kind'], 'batch-triplet-distance': 'loss.batchTriplet.distance', 'batch-triplet-margin': 'loss.batchTriplet.margin', matryoshka: 'loss.matryoshka.dimensions', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
   'hard-negatives': 'mining.hardNegatives', 'no-prompts': 'prompts', 'lora-rank': 'lora.rank', 'lora-alpha': 'lora.alpha', 'lora-targets': 'lora.targetModules',
   'multi-vector': ['multiVector', 'multiVector.dimension'], 'projection-dim': ['projection', 'projection.dimension'], 'projection-activation': 'projection.activation',
   guide: ['guide', 'guide.model'], 'guide-margin': 'guide.margin', 'guide-margin-strategy': 'guide.marginStrategy', 'cross-encoder-loss': 'crossEncoder.loss',
@@ -928,6 +933,11 @@ async function trainCommand(argv: string[]): Promise<void> {
   set(v.triplet, (x: boolean) => x && (loss.triplet = triplet()));
   set(v['triplet-distance'], (x: string) => (loss.triplet = { ...triplet(), distance: x as TripletDistance }));
   set(v['triplet-margin'], (x: number) => (loss.triplet = { ...triplet(), margin: x }));
+  // --batch-triplet-distance and --batch-triplet-margin go with --batch-triplet (train() refuses them without its kind).
+  const batchTriplet = () => (typeof loss.batchTriplet === 'object' ? loss.batchTriplet : typeof loss.batchTriplet === 'string' ? { kind: loss.batchTriplet } : {});
+  set(v['batch-triplet'], (x: string) => (loss.batchTriplet = { ...batchTriplet(), kind: x }));
+  set(v['batch-triplet-distance'], (x: string) => (loss.batchTriplet = { ...batchTriplet(), distance: x as 'euclidean' | 'cosine' }));
+  set(v['batch-triplet-margin'], (x: number) => (loss.batchTriplet = { ...batchTriplet(), margin: x }));
   set(v.matryoshka, (x: string) => {
     const dimensions = x.split(',').map((w) => Number(w.trim()));
     if (dimensions.some((w) => !Number.isInteger(w) || w <= 0)) fail(`--matryoshka must be positive integers separated by commas (e.g. 768,512,256,128,64), got ${x}`);

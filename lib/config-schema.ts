@@ -109,6 +109,18 @@ export const TRAIN_CONFIG_SCHEMA = {
           ],
           description: "sentence-transformers' TripletLoss on each example's query, positive and first negative",
         },
+        batchTriplet: {
+          oneOf: [
+            { enum: ['all', 'hard', 'semi_hard', 'hard_soft_margin'] },
+            {
+              type: 'object',
+              additionalProperties: false,
+              required: ['kind'],
+              properties: { kind: { enum: ['all', 'hard', 'semi_hard', 'hard_soft_margin'] }, distance: { enum: ['euclidean', 'cosine'] }, margin: number({ minimum: 0 }) },
+            },
+          ],
+          description: "texts of classes ({ text, label }): sentence-transformers' BatchAllTripletLoss, BatchHardTripletLoss, BatchSemiHardTripletLoss or BatchHardSoftMarginTripletLoss",
+        },
       },
     },
     guide: {

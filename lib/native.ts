@@ -254,12 +254,26 @@ export interface NativeStepOptions {
   targetVectors?: Float32Array;
   /** The model L2-normalizes its vectors (a Normalize module): the triplet distances and targetVectors see them so. */
   normalizedVectors?: boolean;
+  /**
+   * Texts of classes: sentence-transformers' BatchAllTripletLoss ('all'), BatchHardTripletLoss ('hard'),
+   * BatchSemiHardTripletLoss ('semi_hard') or BatchHardSoftMarginTripletLoss ('hard_soft_margin'), the step's whole
+   * loss: the batch's texts are its queries (no documents), `classLabels[i]` query i's class, the distances
+   * 'euclidean' (default) or 'cosine' of the pooled vectors as the model gives them (`normalizedVectors`), margin
+   * `batchTripletMargin` (default 5; none for 'hard_soft_margin').
+   */
+  batchTriplet?: 'none' | BatchTripletKind;
+  batchTripletDistance?: 'euclidean' | 'cosine';
+  batchTripletMargin?: number;
+  classLabels?: Int32Array;
   sequences?: PaddedBatch;
   documentsPerQuery?: number;
 }
 
 /** TripletLoss's distances (NativeStepOptions.tripletDistance; TrainOptions' loss.triplet). */
 export type TripletDistance = 'euclidean' | 'cosine' | 'manhattan';
+
+/** The batch triplet losses (NativeStepOptions.batchTriplet; TrainOptions' loss.batchTriplet). */
+export type BatchTripletKind = 'all' | 'hard' | 'semi_hard' | 'hard_soft_margin';
 
 /** The labeled-pair losses (NativeStepOptions.pairLoss; TrainOptions' loss.pairs). */
 export type PairLossKind = 'cosent' | 'angle' | 'cosine' | 'contrastive' | 'online_contrastive';

@@ -40,6 +40,11 @@ export interface TrainExample {
    * by train(), not read from data files.
    */
   target?: number[];
+  /**
+   * A text's class (train()'s loss.batchTriplet): read from `{ "text" (or "sentence"), "label" }`, a number or a string
+   * (kept as a string); the text is then both `query` and `positive`.
+   */
+  classLabel?: string;
 }
 
 /** Refuses a data file that is missing or a folder, naming it. */
@@ -106,9 +111,20 @@ export function checkExample(where: string, value: unknown): TrainExample {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object with "query" and "positive"');
   const o = value as Record<string, unknown>;
   for (const key of Object.keys(o)) {
-    if (!['query', 'positive', 'negative', 'negatives', 'group', 'scores', 'sentence1', 'sentence2', 'label', 'score', 'english', 'non_english'].includes(key)) {
-      throw bad(where, `unknown field "${key}" (known: query, positive, negative, negatives, group, scores; a labeled pair: sentence1, sentence2 and label or score; parallel sentences: english, non_english)`);
+    if (!['query', 'positive', 'negative', 'negatives', 'group', 'scores', 'sentence1', 'sentence2', 'label', 'score', 'english', 'non_english', 'text', 'sentence'].includes(key)) {
+      throw bad(where, `unknown field "${key}" (known: query, positive, negative, negatives, group, scores; a labeled pair: sentence1, sentence2 and label or score; parallel sentences: english, non_english; a text of a class: text or sentence, and label)`);
     }
+  }
+  // A text with its class, as sentence-transformers' datasets for the batch triplet losses hold them (TREC: text, label).
+  if (o.text !== undefined || o.sentence !== undefined) {
+    if (o.text !== undefined && o.sentence !== undefined) throw bad(where, 'give "text" or "sentence", not both');
+    const field = o.text !== undefined ? 'text' : 'sentence';
+    const other = Object.keys(o).filter((k) => ![field, 'label', 'group'].includes(k));
+    if (other.length > 0) throw bad(where, `a text of a class ("${field}", "label") takes no ${other.map((k) => `"${k}"`).join(', ')}`);
+    const body = text(where, o[field], field);
+    const example: TrainExample = { query: body, positive: body, classLabel: classLabelOf(where, o.label) };
+    if (o.group !== undefined) example.group = text(where, o.group, 'group');
+    return example;
   }
   // Parallel sentences as sentence-transformers' parallel-sentences datasets name their columns: a source sentence and
   // its translation (the query and positive of embedding distillation).
@@ -147,6 +163,13 @@ export function checkExample(where: string, value: unknown): TrainExample {
   return example;
 }
 
+/** A text's class label: a finite number or a non-empty string, kept as a string (1 and "1" are one class). */
+function classLabelOf(where: string, value: unknown): string {
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  if (typeof value === 'string' && value.trim() !== '') return value;
+  throw bad(where, `"label" must be a finite number or a non-empty string (the text's class), got ${JSON.stringify(value) ?? 'nothing'}`);
+}
+
 /** A labeled pair (`first`, `second`) of the object `o` at `where`: its finite number "label" or "score", and nothing but a group beside. */
 function labeledPair(where: string, o: Record<string, unknown>, first: string, second: string): TrainExample {
   if (o.label !== undefined && o.score !== undefined) throw bad(where, 'give "label" or "score", not both');
@@ -162,7 +185,7 @@ function labeledPair(where: string, o: Record<string, unknown>, first: string, s
 }
 
 /** The columns csvExamples reads, for its errors. */
-const PAIR_COLUMNS = 'query (or anchor), positive, and optionally negative or negative_1, negative_2, ... (a hard negative each) and group; or a labeled pair: sentence1, sentence2 and label or score; or parallel sentences: english, non_english';
+const PAIR_COLUMNS = 'query (or anchor), positive, and optionally negative or negative_1, negative_2, ... (a hard negative each) and group; or a labeled pair: sentence1, sentence2 and label or score; or parallel sentences: english, non_english; or texts of classes: text (or sentence) and label';
 
 /**
  * Reads a CSV or TSV file's pairs or triplets by its header's `columns` (named as sentence-transformers' datasets
@@ -177,6 +200,7 @@ function csvExamples(columns: string[], where: string, expected = PAIR_COLUMNS):
   let positive = -1;
   let group = -1;
   let label = -1;
+  let single = -1;
   const negatives: number[] = [];
   const unknown: string[] = [];
   columns.forEach((c, i) => {
@@ -190,13 +214,32 @@ function csvExamples(columns: string[], where: string, expected = PAIR_COLUMNS):
       if (label >= 0) throw refuse('give a "label" or a "score" column, not both');
       label = i;
     }
-    else if (c === 'negative' || /^negative_\d+$/.test(c)) negatives.push(i);
+    else if (c === 'text' || c === 'sentence') {
+      if (single >= 0) throw refuse('give a "text" or a "sentence" column, not both');
+      single = i;
+    } else if (c === 'negative' || /^negative_\d+$/.test(c)) negatives.push(i);
     else if (c === 'group') group = i;
     else if (c === 'negatives') throw refuse('a "negatives" column: a cell holds one text, so give each hard negative a column of its own, negative_1, negative_2, ...');
     else unknown.push(c);
   });
   if (unknown.length === columns.length) throw refuse('the first row must be a header naming the columns');
   if (unknown.length > 0) throw refuse(`unknown column${unknown.length === 1 ? '' : 's'} ${unknown.map((c) => `"${c}"`).join(', ')}`);
+  if (single >= 0) {
+    // Texts of classes: a text column and a label column, and nothing of pairs.
+    const others = [query, positive, ...negatives].filter((i) => i >= 0);
+    if (others.length > 0) throw refuse(`a "${columns[single]}" column holds texts of classes (with "label"), which take no ${others.map((i) => `"${columns[i]}"`).join(', ')} column`);
+    if (label < 0 || columns[label] !== 'label') throw refuse(`a "${columns[single]}" column needs a "label" column: each text's class`);
+    return (fields, at) => {
+      const body = text(at, fields[single], columns[single]);
+      const cell = fields[label].trim();
+      if (cell === '') throw bad(at, '"label" must be the text\'s class, and it is empty');
+      // A number is its class however it is written ("1.0" and 1 are one class, as in a .jsonl).
+      const number = Number(cell);
+      const example: TrainExample = { query: body, positive: body, classLabel: Number.isFinite(number) ? String(number) : cell };
+      if (group >= 0 && fields[group].trim() !== '') example.group = fields[group];
+      return example;
+    };
+  }
   if (query < 0 || positive < 0) throw refuse(`no "${query < 0 ? 'query' : 'positive'}" column`);
   if (label >= 0 && negatives.length > 0) throw refuse(`a "${columns[label]}" column labels pairs, which take no negative columns`);
   return (fields, at) => {
@@ -469,6 +512,8 @@ export interface Batch {
   firstNegatives?: Int32Array;
   /** Embedding distillation: each query's teacher vector, row after row. */
   targetVectors?: Float32Array;
+  /** Texts of classes (the batch triplet losses): each query's class, numbered within the batch; no documents. */
+  classLabels?: Int32Array;
 }
 
 /**
@@ -511,6 +556,13 @@ export function makeBatches(examples: TrainExample[], batchSize: number, maxNega
  */
 export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegatives = Infinity, firstNegatives = false): Generator<Batch> {
   for (const chosen of batchExamples(examples, batchSize)) {
+    if (chosen[0].classLabel !== undefined) {
+      // Texts of classes: the texts alone, and each one's class as the batch numbers its classes.
+      const classes = new Map<string, number>();
+      const classLabels = Int32Array.from(chosen, (e) => classes.get(e.classLabel!) ?? (classes.set(e.classLabel!, classes.size), classes.size - 1));
+      yield { queries: chosen.map((e) => e.query), documents: [], classLabels };
+      continue;
+    }
     const negatives: string[] = [];
     const seen = new Set(chosen.map((e) => e.positive));
     for (const e of chosen) {
@@ -544,12 +596,50 @@ export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegat
 }
 
 /**
+ * Texts of classes in batches as sentence-transformers' GroupByLabelBatchSampler forms them, for the batch triplet
+ * losses, which need each class of a batch twice at least: each class's texts in the given order, cut to an even count,
+ * the classes of fewer than 2 left out; then rounds in which each class that still holds texts gives its next 2, while
+ * 2 classes or more do, the classes in the order they first come (turned by one place each round, where
+ * sentence-transformers draws each round's order), cut into batches of `batchSize` (even: train() checks), the last
+ * kept when it holds 4 texts or more.
+ */
+function* classBatches(examples: TrainExample[], batchSize: number): Generator<TrainExample[]> {
+  const groups = new Map<string, TrainExample[]>();
+  for (const e of examples) {
+    const group = groups.get(e.classLabel!);
+    if (group) group.push(e);
+    else groups.set(e.classLabel!, [e]);
+  }
+  const queues = [...groups.values()].filter((g) => g.length >= 2).map((g) => g.slice(0, g.length - (g.length % 2)));
+  const heads = queues.map(() => 0);
+  let live = queues.map((_, i) => i);
+  let batch: TrainExample[] = [];
+  for (let round = 0; live.length >= 2; round++) {
+    const turn = round % live.length;
+    for (const q of [...live.slice(turn), ...live.slice(0, turn)]) {
+      batch.push(queues[q][heads[q]], queues[q][heads[q] + 1]);
+      heads[q] += 2;
+      if (batch.length >= batchSize) {
+        yield batch.slice(0, batchSize);
+        batch = batch.slice(batchSize);
+      }
+    }
+    live = live.filter((q) => heads[q] < queues[q].length);
+  }
+  if (batch.length >= 4) yield batch;
+}
+
+/**
  * The examples of each of batchesOf's batches, in order: the rule that a batch never holds one positive or one query
  * twice, without forming the batches' documents (train() counts each epoch's batches with it). A query twice (one
  * question with two relevant passages, as MS MARCO's) made each copy's positive an in-batch negative of the other, a
  * false negative, as sentence-transformers' NoDuplicatesBatchSampler keeps out too.
  */
 export function* batchExamples(examples: TrainExample[], batchSize: number): Generator<TrainExample[]> {
+  if (examples.length > 0 && examples[0].classLabel !== undefined) {
+    yield* classBatches(examples, batchSize);
+    return;
+  }
   // Labeled pairs are compared with each other, not used as each other's negatives: a text twice in a batch is no false
   // negative, and they go in order, batchSize at a time (as sentence-transformers' default sampler takes them).
   // Embedding distillation's parallel sentences likewise: one source sentence may come with several translations.

@@ -14,7 +14,7 @@ import { checkFloat16, type ModelTrainer } from './native-model';
 import { PUNCTUATION, isCrossEncoderFolder } from './model-dir';
 import { ColtrastError } from './errors';
 import { nonEmptyFolder, removeFolder, readCheckpointState, readRunData, saveRunData, writeFolderAtomic, writeJsonAtomic, writeTextAtomic } from './files';
-import type { NativeStepOptions, PairLossKind, TripletDistance } from './native';
+import type { BatchTripletKind, NativeStepOptions, PairLossKind, TripletDistance } from './native';
 import { meanMetrics, type Qrels, type Run } from './ir-metrics';
 import { ProgressBar } from './progress';
 import { embedWithGuide, guideMasks } from './guide';
@@ -96,6 +96,16 @@ export interface LossOptions {
    * loss); Matryoshka widths apply to it. `true`: the defaults.
    */
   triplet?: boolean | { distance?: TripletDistance; margin?: number };
+  /**
+   * Train on texts of classes (`{ "text", "label" }`) with sentence-transformers' batch triplet losses instead: 'all'
+   * (BatchAllTripletLoss: every triplet of the batch with a positive loss), 'hard' (BatchHardTripletLoss: each text's
+   * farthest text of its class against its nearest of another), 'semi_hard' (BatchSemiHardTripletLoss: FaceNet's
+   * semi-hard negatives) or 'hard_soft_margin' (BatchHardSoftMarginTripletLoss: log(1 + exp(d_p - d_n)), no margin),
+   * on the 'euclidean' (default) or 'cosine' distances of the pooled vectors as the model gives them; margin 5 by
+   * default, as there. Batches hold 2 texts of a class at a time, as sentence-transformers' GroupByLabelBatchSampler
+   * forms them (batchSize even, 4 or more). The whole loss; validation is its loss.
+   */
+  batchTriplet?: BatchTripletKind | { kind: BatchTripletKind; distance?: 'euclidean' | 'cosine'; margin?: number };
 }
 
 export interface MatryoshkaOptions {
@@ -410,7 +420,7 @@ const KEYS = [
 export const DEFAULT_VAL_GROUPS = 1000;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
-  'matryoshka', 'pairs', 'margin', 'triplet',
+  'matryoshka', 'pairs', 'margin', 'triplet', 'batchTriplet',
 ] as const;
 
 
@@ -440,6 +450,8 @@ interface Config {
   pairs?: { kind: PairLossKind; margin: number };
   /** TripletLoss (loss.triplet): its distance and margin. */
   triplet?: { distance: TripletDistance; margin: number };
+  /** The batch triplet losses (loss.batchTriplet): which, the distance and the margin. */
+  batchTriplet?: { kind: BatchTripletKind; distance: 'euclidean' | 'cosine'; margin: number };
   /** A cross-encoder whose scores are distilled. */
   teacher?: string;
   /** An embedding model whose vectors are distilled (loss.distillation 'mse'). */
@@ -516,10 +528,11 @@ function readConfig(options: TrainOptions): Config {
   const pairs = readPairs(o, loss);
   const triplet = readTriplet(o, loss);
   const embeddingTeacher = readEmbeddingTeacher(o, loss);
+  const batchTriplet = readBatchTriplet(o, loss);
   // Contrastive Tension and a sparse encoder train the pooled vectors alone; a pair or triplet loss, and embedding
   // distillation, is the whole loss.
   const pooledOnly = tension || sparse !== undefined;
-  const whole = pairs !== undefined || triplet !== undefined || embeddingTeacher !== undefined;
+  const whole = pairs !== undefined || triplet !== undefined || embeddingTeacher !== undefined || batchTriplet !== undefined;
   const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (whole ? 0 : pooledOnly ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
   const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (pooledOnly || whole ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
   // Its default depends on the data (distillationWeight below); undefined until then.
@@ -557,7 +570,9 @@ function readConfig(options: TrainOptions): Config {
     valSplit: valSplitValue('options.valSplit', o.valSplit, tension || mlm ? 0 : 0.2),
     ...(o.valSplit === undefined && { valMaxGroups: DEFAULT_VAL_GROUPS }),
     patience: early ? positiveInteger('options.earlyStopping.patience', early.patience) : Infinity,
-    metric: earlyStoppingMetric(early?.metric, pairs !== undefined, cross !== undefined),
+    metric: batchTriplet
+      ? oneOf('options.earlyStopping.metric', early?.metric ?? 'loss', ['loss'] as const)
+      : earlyStoppingMetric(early?.metric, pairs !== undefined, cross !== undefined),
     maxNegatives: o.maxNegatives === undefined ? Infinity : numberValue('options.maxNegatives', o.maxNegatives, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     checkpointEvery: numberValue('options.checkpointEvery', o.checkpointEvery ?? 50, (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0'),
     projection: projection && {
@@ -583,6 +598,7 @@ function readConfig(options: TrainOptions): Config {
     mlm,
     pairs,
     triplet,
+    batchTriplet,
     teacher: embeddingTeacher ? undefined : o.teacher,
     embeddingTeacher,
     guide: readGuide(o.guide, loss),
@@ -602,7 +618,7 @@ function readConfig(options: TrainOptions): Config {
     },
     seed: numberValue('options.seed', o.seed ?? 42, (x) => Number.isSafeInteger(x) && x >= 0, `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`),
     precision: oneOf('options.precision', o.precision ?? 'float32', ['float32', 'bfloat16', 'float16'] as const),
-    prompts: booleanValue('options.prompts', o.prompts ?? !(tension || mlm || pairs || embeddingTeacher)),
+    prompts: booleanValue('options.prompts', o.prompts ?? !(tension || mlm || pairs || embeddingTeacher || batchTriplet)),
     step: {
       contrastiveWeight,
       lateInteractionWeight,
@@ -618,6 +634,7 @@ function readConfig(options: TrainOptions): Config {
       // CoSENT's and AnglE's scale is 1 / temperature (0.05: sentence-transformers' 20).
       ...(pairs && { pairLoss: pairs.kind, pairScale: 1 / (loss.temperature ?? 0.05), pairMargin: pairs.margin }),
       ...(triplet && { tripletDistance: triplet.distance, tripletMargin: triplet.margin }),
+      ...(batchTriplet && { batchTriplet: batchTriplet.kind, batchTripletDistance: batchTriplet.distance, batchTripletMargin: batchTriplet.margin }),
     },
   };
 }
@@ -664,6 +681,36 @@ function readPairs(o: TrainOptions, loss: LossOptions): Config['pairs'] {
   const binary = BINARY_PAIR_LOSSES.includes(kind);
   if (loss.margin !== undefined && !binary) throw invalid('options.loss.margin', `absent with options.loss.pairs '${kind}' (the margin is the contrastive losses')`, loss.margin);
   return { kind, margin: float32('options.loss.margin', numberValue('options.loss.margin', loss.margin ?? 0.5, (x) => x >= 0, 'a number >= 0')) };
+}
+
+/**
+ * loss.batchTriplet checked, with what a batch triplet loss leaves no room for (it is the whole loss, on texts of
+ * classes): the other losses and their settings, Matryoshka widths, gradient caching and other training modes; and
+ * batchSize, which must be even and 4 or more (2 texts of a class at a time, and 2 classes at least).
+ */
+function readBatchTriplet(o: TrainOptions, loss: LossOptions): Config['batchTriplet'] {
+  if (loss.batchTriplet === undefined) return undefined;
+  const kinds = ['all', 'hard', 'semi_hard', 'hard_soft_margin'] as const;
+  const given = typeof loss.batchTriplet === 'string' ? { kind: loss.batchTriplet } : checkOptions('options.loss.batchTriplet', loss.batchTriplet, ['kind', 'distance', 'margin']);
+  const name = typeof loss.batchTriplet === 'string' ? 'options.loss.batchTriplet' : 'options.loss.batchTriplet.kind';
+  const kind = oneOf(name, given.kind, kinds);
+  refuseBesideWholeLoss(o, loss, {
+    name: 'options.loss.batchTriplet',
+    data: 'texts of classes ({ text, label })',
+    modes: ['mineNegatives', 'maxNegatives', 'miniBatchSize'],
+    lossKeys: ['pairs', 'margin', 'triplet', 'temperature', 'matryoshka'],
+    why: 'its margin is options.loss.batchTriplet.margin',
+  });
+  const batchSize = o.batchSize ?? 16;
+  if (typeof batchSize === 'number' && (batchSize < 4 || batchSize % 2 !== 0)) {
+    throw invalid('options.batchSize', 'an even number >= 4 with options.loss.batchTriplet (each batch holds 2 texts of a class at a time, and 2 classes at least)', batchSize);
+  }
+  if (kind === 'hard_soft_margin' && given.margin !== undefined) throw invalid('options.loss.batchTriplet.margin', "absent with 'hard_soft_margin' (its soft margin has none)", given.margin);
+  return {
+    kind,
+    distance: oneOf('options.loss.batchTriplet.distance', given.distance ?? 'euclidean', ['euclidean', 'cosine'] as const),
+    margin: float32('options.loss.batchTriplet.margin', numberValue('options.loss.batchTriplet.margin', given.margin ?? 5, (x) => x >= 0, 'a number >= 0')),
+  };
 }
 
 /**
@@ -985,6 +1032,36 @@ export async function scoreWithTeacher(teacher: string, examples: TrainExample[]
   }
 }
 
+/** sentence-transformers' name of each batch triplet loss (the model card names it). */
+const BATCH_TRIPLET_NAMES: Record<BatchTripletKind, string> = {
+  all: 'BatchAllTripletLoss', hard: 'BatchHardTripletLoss', semi_hard: 'BatchSemiHardTripletLoss', hard_soft_margin: 'BatchHardSoftMarginTripletLoss',
+};
+
+/**
+ * The data checked against loss.batchTriplet: with it every example is a text of a class (`{ text, label }`), and two
+ * classes hold two texts or more; without it, none is (its class would be ignored). Not a ColTrast project file.
+ */
+function checkClassData(config: Config, data: { examples: TrainExample[] } | { projects: unknown[] }): void {
+  const examples = 'examples' in data ? data.examples : [];
+  const classed = examples.filter((e) => e.classLabel !== undefined).length;
+  if (!config.batchTriplet) {
+    if (classed > 0) {
+      throw new ColtrastError('INVALID_ARGUMENT', `${classed} of the ${examples.length} examples are texts of classes ({ "text", "label" }): train them with options.loss.batchTriplet ('all', 'hard', 'semi_hard' or 'hard_soft_margin')`);
+    }
+    return;
+  }
+  const what = 'options.loss.batchTriplet trains on texts of classes ({ "text", "label" }, or "sentence")';
+  if (!('examples' in data)) throw new ColtrastError('INVALID_ARGUMENT', `${what}, and a ColTrast project file holds questions and READMEs`);
+  const at = examples.findIndex((e) => e.classLabel === undefined);
+  if (at >= 0) throw new ColtrastError('INVALID_ARGUMENT', `${what}, and example ${at + 1} has no class: give every example its "label"`);
+  const sizes = new Map<string, number>();
+  for (const e of examples) sizes.set(e.classLabel!, (sizes.get(e.classLabel!) ?? 0) + 1);
+  const usable = [...sizes.values()].filter((n) => n >= 2).length;
+  if (usable < 2) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${what}, and ${usable === 0 ? 'no class holds' : 'one class alone holds'} 2 texts or more: a batch needs 2 classes of 2 texts each at least (${sizes.size} classes given)`);
+  }
+}
+
 /**
  * Embedding distillation's targets: the embedding model `teacher`'s vector of each example's query (the source
  * sentence), as the model gives it (normalized where it has a Normalize module), each distinct source embedded once.
@@ -1061,7 +1138,7 @@ function distillationLoss(config: Config, examples: TrainExample[], lossGiven: b
     throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.distillation chooses how to distill, and nothing is distilled here: give options.teacher (a cross-encoder) or "scores" in the data, or leave it out');
   }
   config.step.distillationWeight = weight;
-  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0 && !config.pairs && !config.triplet && !config.embeddingTeacher) noLoss(false);
+  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0 && !config.pairs && !config.triplet && !config.embeddingTeacher && !config.batchTriplet) noLoss(false);
 }
 
 /**
@@ -1323,7 +1400,7 @@ function checkModelOutside(model: string, output: string, checkpointDir: string)
  */
 function checkBatchesCompare(config: Config, trainSet: TrainExample[], largestBatch: number, crossEncoder: boolean): void {
   // Labeled pairs compare within a pair (cosine, contrastive) or across the batch's pairs (CoSENT, AnglE: train() checks).
-  if (config.pairs) return;
+  if (config.pairs || config.batchTriplet) return;
   if (largestBatch > 1 || (crossEncoder && config.crossEncoder?.kind === 'bce')) return;
   if (config.maxNegatives > 0 && trainSet.some((e) => e.negatives?.some((n) => n !== e.positive))) return;
   const [why, fix] =
@@ -1426,8 +1503,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { contrastiveWeight, lateInteractionWeight, distillationWeight } = config.step;
   const scoredData = 'examples' in data && data.examples.some((e) => e.scores);
   checkPairData(config, data, typeof options.crossEncoder === 'object' ? options.crossEncoder.loss : undefined);
-  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData && !config.pairs && !config.triplet && !config.embeddingTeacher) noLoss(true);
+  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData && !config.pairs && !config.triplet && !config.embeddingTeacher && !config.batchTriplet) noLoss(true);
   checkParallelData(config, data);
+  checkClassData(config, data);
   if ('projects' in data && mineNegatives) {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.mineNegatives is for pairs: ColTrast project files get their hard negatives from options.mining (hardNegatives)');
   }
@@ -1562,6 +1640,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       ...(b.pairLabels && { pairLabels: b.pairLabels }),
       ...(b.firstNegatives && { tripletNegatives: b.firstNegatives }),
       ...(b.targetVectors && { targetVectors: b.targetVectors }),
+      ...(b.classLabels && { classLabels: b.classLabels }),
       ...(guide ? { guide: guideMasks(b, guide, config.guide!) } : {}),
     });
     // A resumed run's checkpoint model has the head already.
@@ -1609,7 +1688,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       queries.add(e.query);
       positives.add(e.positive);
     });
-    const distinct = queries.size === trainSet.length && positives.size === trainSet.length;
+    // (Texts of classes are batched by class, two of a class at a time: counted as the loop below counts.)
+    const distinct = queries.size === trainSet.length && positives.size === trainSet.length && !config.batchTriplet;
     let totalSteps = distinct ? config.epochs * Math.ceil(Math.ceil(trainSet.length / config.batchSize) / config.accumulation) : 0;
     let largestBatch = distinct ? Math.min(config.batchSize, trainSet.length) : 0;
     for (let epoch = 1, shuffleState = seededRandom(config.seed).state(); epoch <= config.epochs && !distinct; epoch++) {
@@ -1623,11 +1703,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       shuffleState = next;
     }
     checkBatchesCompare(config, trainSet, largestBatch, encoder instanceof CrossEncoder);
+    if (config.batchTriplet && largestBatch === 0) {
+      throw new ColtrastError('INVALID_ARGUMENT', `options.loss.batchTriplet: the training split's ${trainSet.length} texts form no batch (a batch needs 2 classes of 2 texts each at least, 4 texts or more): give more texts of each class, or hold fewer out (options.valSplit)`);
+    }
     if (config.pairs && (config.pairs.kind === 'cosent' || config.pairs.kind === 'angle') && largestBatch < 2) {
       throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs '${config.pairs.kind}' ranks the pairs of a batch against each other, and every batch holds one pair: raise options.batchSize`);
     }
     // A triplet loss measures the vectors as the model gives them: normalized where it has a Normalize module.
-    const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm, ...((config.triplet || config.embeddingTeacher) && { normalizedVectors: (encoder as Encoder).normalize }) };
+    const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm, ...((config.triplet || config.embeddingTeacher || config.batchTriplet) && { normalizedVectors: (encoder as Encoder).normalize }) };
     // A sparse encoder's regularizer weights for the step after `step` updates (their warm-up).
     const regularizers = (step: number) => (config.sparse ? sparseRegularizersAt(step, totalSteps, config.sparse) : {});
     // A masked-language-model batch's masks: a function of the seed, the epoch and the batch (a resumed run masks as the
@@ -1641,7 +1724,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     // predict() calls of its metrics), which is train()'s "before its first step". An epoch's validation takes none:
     // an abort then waits for it and the checkpoint after it (the signal's documented behaviour).
     const validate = async (signal?: AbortSignal): Promise<{ valLoss?: number; metrics?: RetrievalMetrics; similarity?: SimilarityMetrics }> => {
-      if (val.length === 0) return {};
+      // Held-out texts of classes too few to form a batch (2 classes of 2 texts each) give no validation.
+      if (val.length === 0 || valBatches.length === 0) return {};
       let sum = 0;
       for (const [i, b] of valBatches.entries()) {
         if (signal) notStarted();
@@ -1650,6 +1734,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (signal) notStarted();
       // A masked language model's validation is its loss: its texts are no (query, document) pairs to retrieve.
       if (config.mlm) return { valLoss: sum / valBatches.length };
+      // Texts of classes: the batch triplet loss of the held-out texts (their texts are no pairs to retrieve).
+      if (config.batchTriplet) return { valLoss: sum / valBatches.length };
       // Labeled pairs: how well the cosines (a cross-encoder's scores) follow the labels.
       if (config.crossEncoder?.labeled) return { valLoss: sum / valBatches.length, similarity: await measureScoredPairs(encoder as CrossEncoder, val, signal) };
       if (config.pairs) return { valLoss: sum / valBatches.length, similarity: await measurePairs(encoder as Encoder, val, config.prompts ? 'tasks' : 'none', config.matryoshka?.dimensions, signal) };
@@ -1832,7 +1918,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           ? `${PAIR_LOSS_NAMES[config.pairs.kind]} on labeled pairs`
           : config.triplet
             ? `TripletLoss on (query, positive, negative) triplets, ${config.triplet.distance} distance, margin ${config.triplet.margin}`
-            : config.embeddingTeacher && `MSELoss: the vectors of parallel sentences fit \`${config.embeddingTeacher}\`'s vectors of the sources (embedding distillation)`,
+            : config.embeddingTeacher
+              ? `MSELoss: the vectors of parallel sentences fit \`${config.embeddingTeacher}\`'s vectors of the sources (embedding distillation)`
+              : config.batchTriplet &&
+                `${BATCH_TRIPLET_NAMES[config.batchTriplet.kind]} on texts of classes, ${config.batchTriplet.distance} distance${config.batchTriplet.kind === 'hard_soft_margin' ? '' : `, margin ${config.batchTriplet.margin}`}`,
         guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
         frozenBase: config.freezeBase,
         contrastiveTension: config.contrastiveTension,

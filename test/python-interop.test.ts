@@ -514,7 +514,7 @@ for (const name of ['bert', 'xlm-roberta', 'distilbert', 'electra', 'deberta-v3'
   });
 }
 
-check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses, triplets its TripletLoss, embedding distillation its MSELoss (1e-5)${skipped}`, async (t) => {
+check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses, triplets its TripletLoss, embedding distillation its MSELoss, texts of classes its batch triplet losses (1e-5)${skipped}`, async (t) => {
   const dir = tempDir();
   // Contrastive Tension: a model and its twin, trained apart for a few steps (dropout draws differ), then saved.
   const sentences = wordDataset(24, 41).map((p) => p.positive);
@@ -572,6 +572,12 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
       margin: 0.5,
     },
     triplet: { raw_model: rawDir, margin: 0.7 },
+    // Texts of 4 classes, unevenly many (a class of one text has no positive).
+    batch_triplet: {
+      texts: ['a cat', 'the cat sat', 'cats on a mat', 'a dog', 'the dog ran', 'fast search', 'search that is fast', 'a token', 'tokens of text', 'what is a token', 'hello node'],
+      labels: [0, 0, 0, 1, 1, 2, 2, 3, 3, 3, 4],
+      margin: 0.3,
+    },
   };
   fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
   const r = await python([script('st_losses.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
@@ -634,6 +640,16 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
         for (const [prefix, tr, normalized] of [['', trainer, true], ['raw_', rawTrainer, false]] as const) {
           const ours = await tr.evaluate(guided.queries, guided.documents, { ...options, tripletDistance: distance, tripletMargin: spec.triplet.margin, normalizedVectors: normalized, tripletNegatives: firstNegatives });
           close(ours.loss, ref.triplet[`${prefix}${distance}`], `TripletLoss ${distance}${normalized ? '' : ' (no Normalize module)'}`);
+        }
+      }
+      // The batch triplet losses: the texts as the batch's queries, no documents, each text's class.
+      const bt = spec.batch_triplet;
+      for (const kind of ['all', 'hard', 'semi_hard', 'hard_soft_margin'] as const) {
+        for (const distance of ['euclidean', 'cosine'] as const) {
+          for (const [prefix, tr, normalized] of [['', trainer, true], ['raw_', rawTrainer, false]] as const) {
+            const ours = await tr.evaluate(bt.texts, [], { ...options, batchTriplet: kind, batchTripletDistance: distance, batchTripletMargin: bt.margin, classLabels: Int32Array.from(bt.labels), normalizedVectors: normalized });
+            close(ours.loss, ref.batch_triplet[`${prefix}${kind}_${distance}`], `batch triplet '${kind}', ${distance}${normalized ? '' : ' (no Normalize module)'}`);
+          }
         }
       }
       // MSELoss: the pairs as (source, translation), the guide the teacher, whose vectors embedWithTeacher gives.

@@ -107,6 +107,15 @@ struct StepOptions {
   // The model's vectors are L2-normalized (a Normalize module): the triplet distances and the embedding distillation
   // see its pooled vectors so, as the model gives them.
   bool normalizedVectors = false;
+  // Texts with class labels (sentence-transformers' BatchAllTripletLoss, BatchHardTripletLoss, BatchSemiHardTripletLoss
+  // and BatchHardSoftMarginTripletLoss; batchTripletLoss below): the batch's texts are its queries, with no documents,
+  // classLabels[i] (int64 [B]) query i's class; the triplets are formed within the batch, by the labels, on the
+  // euclidean or cosine distances of the pooled vectors as the model gives them. The step's whole loss.
+  enum class BatchTriplet { None, All, Hard, SemiHard, HardSoftMargin };
+  BatchTriplet batchTriplet = BatchTriplet::None;
+  bool batchTripletCosine = false;
+  double batchTripletMargin = 5.0;
+  torch::Tensor classLabels;
 };
 
 // The Matryoshka widths and weights of a step's arguments: matryoshkaDimensions: number[] and
@@ -259,6 +268,23 @@ StepOptions readStepOptions(const Napi::Object& o) {
     }
   }
   s.normalizedVectors = boolOr(o, "normalizedVectors", false);
+  const std::string batchTriplet = stringOr(o, "batchTriplet", "none");
+  using BT = StepOptions::BatchTriplet;
+  const std::vector<std::pair<std::string, BT>> batchKinds = {{"none", BT::None}, {"all", BT::All}, {"hard", BT::Hard}, {"semi_hard", BT::SemiHard}, {"hard_soft_margin", BT::HardSoftMargin}};
+  const auto batchKind = std::find_if(batchKinds.begin(), batchKinds.end(), [&](const auto& k) { return k.first == batchTriplet; });
+  if (batchKind == batchKinds.end()) throw invalidArgument("batchTriplet must be 'none', 'all', 'hard', 'semi_hard' or 'hard_soft_margin', got '" + batchTriplet + "'");
+  s.batchTriplet = batchKind->second;
+  if (s.batchTriplet != BT::None) {
+    const std::string distance = stringOr(o, "batchTripletDistance", "euclidean");
+    if (distance != "euclidean" && distance != "cosine") throw invalidArgument("batchTripletDistance must be 'euclidean' or 'cosine', got '" + distance + "'");
+    s.batchTripletCosine = distance == "cosine";
+    s.batchTripletMargin = numberOr(o, "batchTripletMargin", s.batchTripletMargin);
+    if (!(s.batchTripletMargin >= 0 && s.batchTripletMargin <= std::numeric_limits<float>::max())) throw invalidArgument("batchTripletMargin must be a float32 number >= 0");
+    if (s.contrastiveWeight > 0 || s.lateInteractionWeight > 0 || s.distillationWeight > 0 || s.projectTokens || s.crossEncoder || s.sparse || s.pairLoss != PL::None ||
+        s.tripletDistance != TD::None || !s.matryoshka.empty() || s.miniBatchSize > 0) {
+      throw invalidArgument("a batch triplet loss is the step's whole loss, on a single-vector model's full pooled vectors: contrastiveWeight, lateInteractionWeight and distillationWeight must be 0, with no pair or triplet loss, Matryoshka widths or mini-batches, and not for a multi-vector model, a cross-encoder or a sparse encoder");
+    }
+  }
   return s;
 }
 
@@ -396,7 +422,7 @@ Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor
   }
   if (s.projectTokens) out.states = enc.project(out.states);
   if (s.contrastiveWeight > 0 || s.pairLoss != StepOptions::PairLoss::None || s.tripletDistance != StepOptions::TripletDistance::None ||
-      s.targetVectors.defined() || (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
+      s.targetVectors.defined() || s.batchTriplet != StepOptions::BatchTriplet::None || (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
   return out;
 }
 
@@ -528,6 +554,80 @@ torch::Tensor tripletLossOf(const torch::Tensor& q, const torch::Tensor& p, cons
   return torch::relu(distance(q, p) - distance(q, n) + s.tripletMargin).mean();
 }
 
+// The pairwise distances of the rows of `x` [B, D] as sentence-transformers' BatchHardTripletLossDistanceFunction
+// computes them: euclidean from the Gram matrix (negative squares clipped to 0, and 0 where the square is 0, so that
+// sqrt's gradient stays finite on the diagonal), or 1 - cosine similarity.
+torch::Tensor batchTripletDistances(const torch::Tensor& x, bool cosine) {
+  if (cosine) {
+    const torch::Tensor unit = F::normalize(x, F::NormalizeFuncOptions().dim(-1));
+    return 1 - unit.matmul(unit.t());
+  }
+  const torch::Tensor dot = x.matmul(x.t());
+  const torch::Tensor square = dot.diagonal();
+  torch::Tensor distances = (square.unsqueeze(0) - 2.0 * dot + square.unsqueeze(1)).clamp_min(0);
+  const torch::Tensor zero = distances.eq(0).to(distances.scalar_type());
+  return (1.0 - zero) * torch::sqrt(distances + zero * 1e-16);
+}
+
+// The batch triplet losses (StepOptions::batchTriplet) of the pooled vectors `x` [B, D] with class `labels` [B]:
+//  - All: the mean, over the triplets (anchor, positive of its class, negative of another) with a positive loss, of
+//    d(a, p) - d(a, n) + margin (BatchAllTripletLoss);
+//  - Hard, HardSoftMargin: each anchor's farthest positive and nearest negative, relu(d_p - d_n + margin) or
+//    log(1 + exp(d_p - d_n)), mean over anchors (BatchHardTripletLoss, BatchHardSoftMarginTripletLoss);
+//  - SemiHard: FaceNet's semi-hard negatives (BatchSemiHardTripletLoss, as TensorFlow Addons computes it): for each
+//    (anchor, positive) the nearest negative farther than the positive, else the farthest negative, summed over the
+//    pairs and divided by their number.
+torch::Tensor batchTripletLoss(const torch::Tensor& x, const torch::Tensor& labels, const StepOptions& s) {
+  using BT = StepOptions::BatchTriplet;
+  const torch::Tensor d = batchTripletDistances(x, s.batchTripletCosine);
+  const int64_t n = x.size(0);
+  const torch::Tensor same = labels.unsqueeze(0).eq(labels.unsqueeze(1));
+  const torch::Tensor eye = torch::eye(n, torch::TensorOptions().dtype(torch::kBool).device(x.device()));
+  const double margin = s.batchTripletMargin;
+  const auto floats = [&](const torch::Tensor& m) { return m.to(d.scalar_type()); };
+  switch (s.batchTriplet) {
+    case BT::All: {
+      const torch::Tensor valid = same.unsqueeze(2) & same.logical_not().unsqueeze(1) & eye.logical_not().unsqueeze(2) & eye.logical_not().unsqueeze(1) &
+                                  eye.logical_not().unsqueeze(0);
+      const torch::Tensor loss = (floats(valid) * (d.unsqueeze(2) - d.unsqueeze(1) + margin)).clamp_min(0);
+      const torch::Tensor positive = loss.gt(1e-16).sum().to(d.scalar_type());
+      return loss.sum() / (positive + 1e-16);
+    }
+    case BT::Hard:
+    case BT::HardSoftMargin: {
+      const torch::Tensor hardestPositive = std::get<0>((floats(same & eye.logical_not()) * d).max(1, true));
+      const torch::Tensor farthest = std::get<0>(d.max(1, true));
+      const torch::Tensor hardestNegative = std::get<0>((d + farthest * floats(same)).min(1, true));
+      if (s.batchTriplet == BT::Hard) return (hardestPositive - hardestNegative + margin).clamp_min(0).mean();
+      return torch::log1p(torch::exp(hardestPositive - hardestNegative)).mean();
+    }
+    case BT::SemiHard: {
+      const torch::Tensor other = same.logical_not();
+      // Row (a * n + p) of the tiled matrix: the anchor... as TensorFlow Addons' tiling, [n * n, n].
+      const torch::Tensor tile = d.repeat({n, 1});
+      const torch::Tensor mask = other.repeat({n, 1}) & tile.gt(d.t().reshape({-1, 1}));
+      const torch::Tensor found = mask.sum(1, true).gt(0).reshape({n, n}).t();
+      const auto maskedMin = [&](const torch::Tensor& data, const torch::Tensor& m) {
+        const torch::Tensor top = std::get<0>(data.max(1, true));
+        return std::get<0>(((data - top) * floats(m)).min(1, true)) + top;
+      };
+      const auto maskedMax = [&](const torch::Tensor& data, const torch::Tensor& m) {
+        const torch::Tensor bottom = std::get<0>(data.min(1, true));
+        return std::get<0>(((data - bottom) * floats(m)).max(1, true)) + bottom;
+      };
+      const torch::Tensor outside = maskedMin(tile, mask).reshape({n, n}).t();
+      const torch::Tensor inside = maskedMax(d, other).repeat({1, n});
+      const torch::Tensor semiHard = torch::where(found, outside, inside);
+      const torch::Tensor positives = floats(same) - floats(eye);
+      const torch::Tensor loss = ((d - semiHard + margin) * positives).clamp_min(0);
+      return loss.sum() / positives.sum().clamp_min(1e-16);
+    }
+    case BT::None:
+      break;
+  }
+  throw std::logic_error("batchTripletLoss without a batch triplet loss");
+}
+
 std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const Encoded& q, const torch::Tensor& qMask,
                                               const Encoded& d, const torch::Tensor& dMask, const StepOptions& s,
                                               torch::ScalarType autocast) {
@@ -562,6 +662,9 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
       const torch::Tensor qp = cutAt(q, dim, s.normalizedVectors), dp = cutAt(d, dim, s.normalizedVectors);
       total = total + weight * tripletLossOf(qp, dp.narrow(0, 0, queries), dp.index_select(0, negatives), s);
     }
+  }
+  if (s.batchTriplet != StepOptions::BatchTriplet::None) {
+    total = total + batchTripletLoss(cutAt(q, q.pooled.size(-1), s.normalizedVectors), s.classLabels.to(enc.device), s);
   }
   if (s.targetVectors.defined()) {
     // MSELoss: the queries' and the documents' vectors as the model gives them, against the teacher's of the queries
@@ -854,6 +957,8 @@ std::pair<Encoded, Encoded> encodeBatch(const TrainerState& state, const Side& q
     return {std::move(qe), mini->encodeAll(d, dEnc)};
   }
   Encoded qe = encode(qEnc, q.ids, q.mask, q.types, q.scored, s, autocast);
+  // A batch of texts alone (the batch triplet losses) has no documents.
+  if (d.batch == 0) return {std::move(qe), Encoded()};
   return {std::move(qe), encode(dEnc, d.ids, d.mask, d.types, d.scored, s, autocast)};
 }
 
@@ -1415,6 +1520,14 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     }
     TokenBatch q = batchAt("queries"), d = batchAt("documents");
     if (q.batch < 1) throw invalidArgument("queries must hold at least one text");
+    if (options.batchTriplet != StepOptions::BatchTriplet::None) {
+      // classLabels: Int32Array [B], each text's class; the texts are the queries, with no documents.
+      const std::vector<int64_t> labels = int32ArrayOf<int64_t>(args.Get("classLabels"), "classLabels");
+      if (static_cast<int64_t>(labels.size()) != q.batch || d.batch != 0) throw invalidArgument("a batch triplet loss takes B texts as queries, no documents and B classLabels");
+      if (args.Get("guide").IsObject() || args.Get("teacher").IsObject() || !args.Get("targetVectors").IsUndefined()) throw invalidArgument("a batch triplet loss takes no guide, teacher or targetVectors");
+      options.classLabels = torch::tensor(labels, torch::kInt64);
+      return (new StepWorker(env, live(env), std::move(q), std::move(d), options, train))->start();
+    }
     if (d.batch < q.batch) throw invalidArgument("documents must hold at least one positive per query");
     if (args.Get("teacher").IsObject()) readTeacher(args.Get("teacher").As<Napi::Object>(), q.batch, d.batch, options);
     if (options.pairLoss != StepOptions::PairLoss::None) {
