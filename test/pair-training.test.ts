@@ -278,7 +278,7 @@ test('train({ loss: { triplet } }) trains on (query, positive, negative) triplet
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: the pair losses, TripletLoss, MSELoss and a cross-encoder's labeled-pair loss equal the CPU's on a batch${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: the pair losses, TripletLoss, MSELoss, the batch triplet losses and a cross-encoder's labeled-pair loss equal the CPU's on a batch${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
     const pairs = labeledPairs(9, 21);
     const first = pairs.map((p) => p.sentence1);
@@ -298,6 +298,11 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
       const enc = await Encoder.load(FIXTURE, { device });
       const trainer = await enc.createTrainer({ seed: 1 });
       for (const [name, extra] of steps) (losses[name] ??= []).push((await trainer.evaluate(first, second, { ...base, ...extra } as never)).loss);
+      // The batch triplet losses: the texts alone, three classes.
+      const classLabels = Int32Array.from(first, (_, i) => i % 3);
+      for (const kind of ['all', 'hard', 'semi_hard', 'hard_soft_margin'] as const) {
+        (losses[`batch triplet ${kind}`] ??= []).push((await trainer.evaluate(first, [], { ...base, batchTriplet: kind, batchTripletMargin: 0.5, classLabels, normalizedVectors: true } as never)).loss);
+      }
       trainer.dispose();
       enc.dispose();
       const ce = await CrossEncoder.load(path.join(FIXTURE, '..', 'tiny-cross-encoder', 'st'), { device });
