@@ -114,7 +114,10 @@ export async function paraphraseMining(embeddings: Matrix, options: ParaphraseOp
   const n = m.dims[0];
   if (n < 2) return [];
   const store = await unitStore(m);
-  const best = new Map<number, ParaphrasePair>();
+  // The pairs so far by key i * n + j; past 2 maxPairs of them the best maxPairs are kept, and pairs below the worst of
+  // those are passed over from then on (as sentence-transformers' queue of max_pairs does), so memory stays bounded.
+  let best = new Map<number, ParaphrasePair>();
+  let floor = -Infinity;
   const turn = new Turns();
   for (let start = 0; start < n; start += batchSize) {
     if (signal?.aborted) throw new ColtrastError('ABORTED', `paraphraseMining() was aborted (options.signal) after ${start} of ${n} rows`);
@@ -125,7 +128,7 @@ export async function paraphraseMining(embeddings: Matrix, options: ParaphraseOp
       const i = rows[b];
       // Every other row among its topK + 1 nearest (topK + 1 of them where its own copy is not there).
       for (const { doc: j, score } of hits[b]) {
-        if (j === i) continue;
+        if (j === i || score < floor) continue;
         const [a, c] = i < j ? [i, j] : [j, i];
         const key = a * n + c;
         const had = best.get(key);
@@ -133,10 +136,18 @@ export async function paraphraseMining(embeddings: Matrix, options: ParaphraseOp
       }
       await turn.maybe();
     }
+    if (best.size > 2 * maxPairs) {
+      const kept = [...best.values()].sort(byScore).slice(0, maxPairs);
+      floor = kept[kept.length - 1].score;
+      best = new Map(kept.map((p) => [p.i * n + p.j, p]));
+    }
     o.onProgress?.(rows[rows.length - 1] + 1, n);
   }
-  return [...best.values()].sort((x, y) => y.score - x.score || x.i - y.i || x.j - y.j).slice(0, maxPairs);
+  return [...best.values()].sort(byScore).slice(0, maxPairs);
 }
+
+/** Best first; a tie by i, then j. */
+const byScore = (x: ParaphrasePair, y: ParaphrasePair) => y.score - x.score || x.i - y.i || x.j - y.j;
 
 /** A float32 dense store of `m`'s rows scaled to unit length (a zero row stays zero), as cos_sim normalizes them. */
 async function unitStore(m: Matrix) {
