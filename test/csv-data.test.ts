@@ -97,10 +97,10 @@ test('readSentences says what a sentence item may be, not only the fields of a p
 
 test('a header with unknown, missing or misnamed columns is refused with the file, the columns found and those expected', async (t) => {
   const cases: [string, string, RegExp][] = [
-    ['weight.csv', 'query,positive,weight\nq,p,1\n', /weight\.csv:1: unknown column "weight" \(columns found: query, positive, weight; expected: query \(or anchor\), positive, and optionally negative or negative_1, negative_2, \.\.\. \(a hard negative each\) and group; or a labeled pair: sentence1, sentence2 and label or score\)/],
+    ['weight.csv', 'query,positive,weight\nq,p,1\n', /weight\.csv:1: unknown column "weight" \(columns found: query, positive, weight; expected: query \(or anchor\), positive, and optionally negative or negative_1, negative_2, \.\.\. \(a hard negative each\) and group; or a labeled pair: sentence1, sentence2 and label or score; or parallel sentences: english, non_english; or texts of classes: text \(or sentence\) and label\)/],
     ['nopos.csv', 'query,negative\nq,n\n', /nopos\.csv:1: no "positive" column \(columns found: query, negative;/],
     ['noquery.csv', 'positive\np\n', /noquery\.csv:1: no "query" column/],
-    ['both.csv', 'query,anchor,positive\nq,a,p\n', /both\.csv:1: give one of the "query", "anchor" and "sentence1" columns/],
+    ['both.csv', 'query,anchor,positive\nq,a,p\n', /both\.csv:1: give one of the "query", "anchor", "sentence1" and "english" columns/],
     ['negs.csv', 'query,positive,negatives\nq,p,n\n', /negs\.csv:1: a "negatives" column: a cell holds one text, so give each hard negative a column of its own, negative_1/],
     ['noheader.csv', 'what is x,x is a letter\n', /noheader\.csv:1: the first row must be a header naming the columns \(columns found: what is x, x is a letter;/],
     ['index.csv', ',query,positive\n0,q,p\n', /index\.csv:1: column 1 of the header \(".*", "query", "positive"\) has no name \(pandas writes its index so: to_csv\(\.\.\., index=False\) leaves it out\)/],

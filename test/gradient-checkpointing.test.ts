@@ -62,14 +62,17 @@ for (const name of ['mpnet', 'deberta-v3', 'deberta-v2', 't5']) {
     t.deepEqual(checkpointed.losses, plain.losses);
     t.deepEqual([...checkpointed.weights.keys()], [...plain.weights.keys()]);
     // Equal up to the order in which float32 gradients are summed: DeBERTa-v2's table reaches each layer twice
-    // (pos_key_proj, pos_query_proj), which a checkpointed layer sums before the other layers' terms.
+    // (pos_key_proj, pos_query_proj), which a checkpointed layer sums before the other layers' terms. AdamW scales each
+    // entry's update by its own gradient's size (m / √v), so an entry whose gradient is near 0 moves by up to the
+    // learning rate (2e-5) whatever the sum's last bits: the bound is a tenth of the learning rate, not float32's
+    // rounding of the weights (the largest difference was below 1e-7 on earlier machines, 4.6e-7 on a later Xeon).
     let worst = 0;
     for (const [tensor, raw] of plain.weights) {
       const a = new Float32Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength / 4);
       const b = checkpointed.weights.get(tensor)!.data;
       worst = Math.max(worst, maxAbsDiff(a, new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4)));
     }
-    t.true(worst < 1e-7, `max abs difference ${worst}`);
+    t.true(worst < 2e-6, `max abs difference ${worst}`);
   });
 }
 
