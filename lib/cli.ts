@@ -1379,6 +1379,14 @@ async function evalPairs(values: { [K in keyof typeof EVAL_OPTIONS]?: (typeof EV
   console.log(`${'model'.padEnd(width)}  spearman  pearson`);
   for (const r of results) console.log(`${r.name.padEnd(width)}  ${r.result.spearman.toFixed(4).padStart(8)}  ${r.result.pearson.toFixed(4).padStart(7)}`);
   console.log(`\n${results[0].result.pairs} pairs (${results.map((r) => `${r.name}: ${r.result.scoredBy}`).join(', ')}, against the labels)`);
+  // Labels of 1 and 0 (duplicates and not): how well a threshold on the scores separates them.
+  for (const r of results) {
+    const c = r.result.classification;
+    if (!c) continue;
+    console.log(
+      `${r.name}: accuracy ${c.accuracy.toFixed(4)} (threshold ${c.accuracyThreshold.toFixed(4)}), F1 ${c.f1.toFixed(4)} (threshold ${c.f1Threshold.toFixed(4)}; precision ${c.precision.toFixed(4)}, recall ${c.recall.toFixed(4)}), average precision ${c.averagePrecision.toFixed(4)}, MCC ${c.mcc.toFixed(4)}`,
+    );
+  }
 }
 
 /** Whether `model` (a folder, or a hub id: its snapshot, downloaded if need be) is sentence-transformers' SparseEncoder. */

@@ -25,7 +25,7 @@ export type { TrainOptions, TrainResult, TrainProgress, LossOptions, MatryoshkaO
 export type { TrainExample } from './train-data';
 export { evaluate } from './evaluate';
 export { evaluateSimilarity } from './pair-metrics';
-export type { SimilarityEvaluationOptions, SimilarityEvaluation } from './pair-metrics';
+export type { SimilarityEvaluationOptions, SimilarityEvaluation, BinaryClassificationMetrics } from './pair-metrics';
 export { communityDetection, paraphraseMining } from './communities';
 export type { CommunityOptions, ParaphraseOptions, ParaphrasePair } from './communities';
 export type { EvaluateOptions, EvaluateResult, EvalMode } from './evaluate';

@@ -27,6 +27,88 @@ export interface SimilarityMetrics {
   pairs: number;
   /** With loss.matryoshka: the correlations with the vectors cut to each width (largest first). */
   dimensions?: { dimension: number; spearman: number; pearson: number }[];
+  /** Where every label is 1 or 0 (duplicates and not): how well a threshold on the scores separates them. */
+  classification?: BinaryClassificationMetrics;
+}
+
+/**
+ * Pairs labeled 1 (similar, duplicates) or 0, classified by a threshold on their scores (higher: more similar), as
+ * sentence-transformers' BinaryClassificationEvaluator measures them: the best accuracy over the thresholds between
+ * neighbouring scores and that threshold, the best F1 with its precision, recall and threshold, the average precision
+ * of the ranking by score (scikit-learn's average_precision_score), and Matthews' correlation coefficient of the
+ * classification at the F1 threshold.
+ */
+export interface BinaryClassificationMetrics {
+  accuracy: number;
+  accuracyThreshold: number;
+  f1: number;
+  f1Threshold: number;
+  precision: number;
+  recall: number;
+  averagePrecision: number;
+  mcc: number;
+}
+
+/**
+ * BinaryClassificationMetrics of `scores` against `labels` (each 1 or 0): sentence-transformers'
+ * find_best_acc_and_threshold and find_best_f1_and_threshold over the pairs sorted by falling score (a tie in the given
+ * order), scikit-learn's average precision (tied scores one threshold) and Matthews' correlation at the F1 threshold.
+ */
+export function binaryClassification(scores: ArrayLike<number>, labels: ArrayLike<number>): BinaryClassificationMetrics {
+  const n = scores.length;
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[b] - scores[a]);
+  const positives = Array.from(labels).filter((l) => l === 1).length;
+  let accuracy = 0;
+  let accuracyThreshold = -1;
+  let f1 = 0;
+  let precision = 0;
+  let recall = 0;
+  let f1Threshold = 0;
+  let above = 0; // pairs at or above the current place
+  let correct = 0; // positives among them
+  let negativesLeft = n - positives;
+  for (let k = 0; k < n - 1; k++) {
+    const i = order[k];
+    const between = (scores[i] + scores[order[k + 1]]) / 2;
+    above += 1;
+    if (labels[i] === 1) correct += 1;
+    else negativesLeft -= 1;
+    const acc = (correct + negativesLeft) / n;
+    if (acc > accuracy) [accuracy, accuracyThreshold] = [acc, between];
+    if (correct > 0) {
+      const p = correct / above;
+      const r = correct / positives;
+      const f = (2 * p * r) / (p + r);
+      if (f > f1) [f1, precision, recall, f1Threshold] = [f, p, r, between];
+    }
+  }
+  // Average precision: the precision at each distinct score, weighted by the recall it adds.
+  let averagePrecision = 0;
+  let recallBefore = 0;
+  for (let k = 0, tp = 0; k < n && positives > 0; ) {
+    let end = k;
+    for (; end < n && scores[order[end]] === scores[order[k]]; end++) if (labels[order[end]] === 1) tp += 1;
+    averagePrecision += (tp / positives - recallBefore) * (tp / end);
+    recallBefore = tp / positives;
+    k = end;
+  }
+  // Matthews' correlation of the classification at the F1 threshold (0 where a margin of the table is empty).
+  let [tpAt, fpAt, tnAt, fnAt] = [0, 0, 0, 0];
+  for (let i = 0; i < n; i++) {
+    const predicted = scores[i] >= f1Threshold;
+    if (predicted && labels[i] === 1) tpAt++;
+    else if (predicted) fpAt++;
+    else if (labels[i] === 1) fnAt++;
+    else tnAt++;
+  }
+  const denominator = Math.sqrt((tpAt + fpAt) * (tpAt + fnAt) * (tnAt + fpAt) * (tnAt + fnAt));
+  const mcc = denominator === 0 ? 0 : (tpAt * tnAt - fpAt * fnAt) / denominator;
+  return { accuracy, accuracyThreshold, f1, f1Threshold, precision, recall, averagePrecision, mcc };
+}
+
+/** BinaryClassificationMetrics where every label is 1 or 0, else nothing. */
+function classifiedAs(scores: ArrayLike<number>, labels: number[]): { classification?: BinaryClassificationMetrics } {
+  return labels.every((l) => l === 0 || l === 1) && labels.includes(1) && labels.includes(0) ? { classification: binaryClassification(scores, labels) } : {};
 }
 
 /**
@@ -49,9 +131,20 @@ export async function measurePairs(encoder: Encoder, examples: TrainExample[], p
       for (let k = 0; k < width; k++) dot += x[k] * y[k];
       return dot;
     });
-    return { spearman: spearman(cosines, labels), pearson: pearson(cosines, labels) };
+    return { spearman: spearman(cosines, labels), pearson: pearson(cosines, labels), cosines };
   };
-  return { ...at(encoder.dimension), pairs: examples.length, ...(widths && { dimensions: widths.map((dimension) => ({ dimension, ...at(dimension) })) }) };
+  const { cosines, ...full } = at(encoder.dimension);
+  return {
+    ...full,
+    pairs: examples.length,
+    ...(widths && {
+      dimensions: widths.map((dimension) => {
+        const r = at(dimension);
+        return { dimension, spearman: r.spearman, pearson: r.pearson };
+      }),
+    }),
+    ...classifiedAs(cosines, labels),
+  };
 }
 
 /**
@@ -61,7 +154,7 @@ export async function measurePairs(encoder: Encoder, examples: TrainExample[], p
 export async function measureScoredPairs(encoder: CrossEncoder, examples: TrainExample[], signal?: AbortSignal): Promise<SimilarityMetrics> {
   const { data } = await encoder.predict(examples.map((e): [string, string] => [e.query, e.positive]), { signal });
   const labels = examples.map((e) => e.label!);
-  return { spearman: spearman(data, labels), pearson: pearson(data, labels), pairs: examples.length };
+  return { spearman: spearman(data, labels), pearson: pearson(data, labels), pairs: examples.length, ...classifiedAs(data, labels) };
 }
 
 /** Pearson's correlation coefficient of `x` and `y` (NaN where either is constant, as scipy gives). */
@@ -167,7 +260,7 @@ export async function evaluateSimilarity(options: SimilarityEvaluationOptions): 
       const side = (texts: string[], task: 'query' | 'document') => model.encode(texts, { ...(o.prompts && { task }), ...(batchSize && { batchSize }) });
       const scores = await model.similarityPairwise(await side(examples.map((e) => e.query), 'query'), await side(examples.map((e) => e.positive), 'document'));
       const labels = examples.map((e) => e.label!);
-      return { spearman: spearman(scores, labels), pearson: pearson(scores, labels), pairs: examples.length, scoredBy: model.similarityFunction, seconds: (Date.now() - started) / 1000 };
+      return { spearman: spearman(scores, labels), pearson: pearson(scores, labels), pairs: examples.length, ...classifiedAs(scores, labels), scoredBy: model.similarityFunction, seconds: (Date.now() - started) / 1000 };
     }
     if (model.multiVector) throw new ColtrastError('INVALID_ARGUMENT', `${model.modelDir} is a multi-vector model: the pairs' cosine similarities need pooled vectors`);
     return { ...(await measurePairs(model, examples, o.prompts ? 'tasks' : 'default', undefined, undefined, batchSize)), scoredBy: 'cosine', seconds: (Date.now() - started) / 1000 };

@@ -113,7 +113,11 @@ export function trainingCurvesSvg(result: Pick<TrainResult, 'history' | 'before'
 }
 
 function similarityLine(m: SimilarityMetrics | undefined): string {
-  return m ? `Spearman ${m.spearman.toFixed(3)}, Pearson ${m.pearson.toFixed(3)} (${m.pairs} pairs)` : 'n/a (no validation split)';
+  if (!m) return 'n/a (no validation split)';
+  // Pairs labeled 1 or 0: their classification by a threshold too (BinaryClassificationEvaluator's accuracy, F1, AP).
+  const c = m.classification;
+  const classified = c ? `; accuracy ${c.accuracy.toFixed(3)}, F1 ${c.f1.toFixed(3)}, average precision ${c.averagePrecision.toFixed(3)}` : '';
+  return `Spearman ${m.spearman.toFixed(3)}, Pearson ${m.pearson.toFixed(3)} (${m.pairs} pairs)${classified}`;
 }
 
 function metricsLine(m: TrainResult['before']): string {

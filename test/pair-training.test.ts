@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, Encoder, SparseEncoder, evaluateSimilarity, train } from '../lib';
-import { pearson, spearman } from '../lib/pair-metrics';
+import { binaryClassification, pearson, spearman } from '../lib/pair-metrics';
 import { makeBatches, readTrainingData } from '../lib/train-data';
 import { CLI, FIXTURE, STEP, editJson, folderCopy, tempDir } from './helpers/fixture';
 import { native } from '../lib/native';
@@ -153,6 +153,10 @@ test('the contrastive pair losses train on 1/0 labels, and Matryoshka widths rep
     t.true(result.history.steps.every((s) => Number.isFinite(s.loss)), pairs);
     t.is(result.similarity!.after!.pairs, 13);
     t.is(JSON.parse(fs.readFileSync(path.join(dir, pairs, 'training_history.json'), 'utf8')).config.pairs.margin, 0.4);
+    // 1/0 labels are classified by a threshold too, in the result and the model card.
+    const c = result.similarity!.after!.classification!;
+    t.true(c.accuracy > 0 && c.f1 > 0, pairs);
+    t.true(fs.readFileSync(path.join(dir, pairs, 'README.md'), 'utf8').includes(`accuracy ${c.accuracy.toFixed(3)}, F1 ${c.f1.toFixed(3)}, average precision ${c.averagePrecision.toFixed(3)}`));
   }
   const widths = await train({ model: FIXTURE, data, output: path.join(dir, 'widths'), epochs: 1, batchSize: 8, loss: { pairs: 'angle', matryoshka: { dimensions: [32, 7] } }, device: 'cpu', checkpointEvery: 0 });
   t.deepEqual(widths.similarity!.after!.dimensions!.map((d) => d.dimension), [32, 7]);
@@ -240,6 +244,25 @@ test('evaluateSimilarity and coltrast eval on a file of labeled pairs: the corre
   t.is(bySparse.scoredBy, 'dot');
   t.true(Math.abs(bySparse.pearson - pearson(sparseScores, labels)) < 1e-9);
   t.regex((await rejection(() => evaluateSimilarity({ data, model: CE, truncateDim: 8 }))).message, /options\.truncateDim must be absent: .* is a cross-encoder/);
+});
+
+test('pairs labeled 1 or 0 are also classified by a threshold on their scores (BinaryClassificationEvaluator), by hand and through coltrast eval', async (t) => {
+  // Sorted by score: 1, 0, 1, 0, 0. The best accuracy (0.8) puts the threshold between the first two; the best F1 (0.8:
+  // precision 2/3, recall 1) between the third and the fourth; average precision 1/2 · 1 + 1/2 · 2/3; MCC at the F1
+  // threshold (2 true positives, 1 false, 2 true negatives) 4/6.
+  const c = binaryClassification([0.6, 0.9, 0.5, 0.8, 0.7], [0, 1, 0, 0, 1]);
+  const want = { accuracy: 0.8, accuracyThreshold: 0.85, f1: 0.8, f1Threshold: 0.65, precision: 2 / 3, recall: 1, averagePrecision: 5 / 6, mcc: 4 / 6 };
+  for (const [key, value] of Object.entries(want)) t.true(Math.abs(c[key as keyof typeof c] - value) < 1e-12, `${key}: ${c[key as keyof typeof c]} vs ${value}`);
+  const dir = tempDir();
+  const binary = labeledPairs(30, 12).map((p) => ({ ...p, score: p.score > 0.5 ? 1 : 0 }));
+  const data = path.join(dir, 'duplicates.csv');
+  fs.writeFileSync(data, 'sentence1,sentence2,label\n' + binary.map((o) => `${o.sentence1},${o.sentence2},${o.score}`).join('\n') + '\n');
+  const result = await evaluateSimilarity({ data, model: FIXTURE, device: 'cpu' });
+  t.truthy(result.classification);
+  t.is((await evaluateSimilarity({ data: labeledPairs(30, 12), model: FIXTURE, device: 'cpu' })).classification, undefined, 'scores between 0 and 1 are no classes');
+  const run = spawnSync(process.execPath, [CLI, 'eval', '--data', data, '--model', FIXTURE, '--device', 'cpu'], { encoding: 'utf8', timeout: 120_000 });
+  t.is(run.status, 0, run.stderr);
+  t.true(run.stdout.includes(`accuracy ${result.classification!.accuracy.toFixed(4)} (threshold ${result.classification!.accuracyThreshold.toFixed(4)}), F1 ${result.classification!.f1.toFixed(4)}`), run.stdout);
 });
 
 test('a labeled-pair run killed mid-epoch resumes from its last checkpoint and ends with the same weights', (t) => {

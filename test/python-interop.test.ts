@@ -33,7 +33,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { CrossEncoder, Encoder, Generator, Index, SparseEncoder, communityDetection, mineHardNegatives, ops, paraphraseMining, poolTokens, quantizeEmbeddings, train, type SparseVector } from '../lib';
+import { CrossEncoder, Encoder, Generator, Index, SparseEncoder, communityDetection, evaluateSimilarity, mineHardNegatives, ops, paraphraseMining, poolTokens, quantizeEmbeddings, train, type SparseVector } from '../lib';
 import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
@@ -1196,4 +1196,27 @@ check(`communityDetection and paraphraseMining give sentence-transformers' commu
     t.log(`top_k ${p.top_k}: ${ours.length} pairs, sentence-transformers ${theirs.size}, shared ${shared.length}`);
     for (const x of shared) t.true(Math.abs(x.score - theirs.get(`${x.i},${x.j}`)!) < 1e-6, `pair ${x.i},${x.j}`);
   }
+});
+
+check(`evaluateSimilarity on pairs labeled 1 or 0 gives sentence-transformers' BinaryClassificationEvaluator's accuracy, F1, precision, recall, average precision and MCC with their thresholds${skipped}`, async (t) => {
+  // Pairs of words the fixture's vocabulary holds, labeled by a rule the random model half follows; repeated pairs tie.
+  const random = seededRandom(8);
+  const words = ['cat', 'cats', 'dog', 'dogs', 'fast', 'quick', 'slow', 'lazy', 'model', 'models', 'token', 'tokens', 'text', 'texts'];
+  const pairs = Array.from({ length: 60 }, () => {
+    const a = words[Math.floor(random.next() * words.length)];
+    const b = random.next() < 0.4 ? a : words[Math.floor(random.next() * words.length)];
+    return { sentence1: `a ${a} here`, sentence2: `the ${b}`, label: a === b || random.next() < 0.2 ? 1 : 0 };
+  });
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'in.json'), JSON.stringify({ sentence1: pairs.map((p) => p.sentence1), sentence2: pairs.map((p) => p.sentence2), labels: pairs.map((p) => p.label) }));
+  const r = await python([script('st_binary_classification.py'), FIXTURE, path.join(dir, 'in.json'), path.join(dir, 'out.json')]);
+  t.is(r.status, 0, r.tail);
+  const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
+  const ours = (await evaluateSimilarity({ data: pairs, model: FIXTURE, device: 'cpu' })).classification!;
+  const pairsOf: [keyof typeof ours, string][] = [
+    ['accuracy', 'accuracy'], ['accuracyThreshold', 'accuracy_threshold'], ['f1', 'f1'], ['f1Threshold', 'f1_threshold'],
+    ['precision', 'precision'], ['recall', 'recall'], ['averagePrecision', 'ap'], ['mcc', 'mcc'],
+  ];
+  for (const [key, theirs] of pairsOf) t.true(Math.abs(ours[key] - ref[theirs]) < 1e-5, `${key}: coltrast ${ours[key]}, sentence-transformers ${ref[theirs]}`);
+  t.true(ref.accuracy > 0.5 && ref.accuracy < 1, `a task neither trivial nor hopeless: accuracy ${ref.accuracy}`);
 });
