@@ -40,6 +40,7 @@ const hubModule = () => require('./hub') as typeof import('./hub');
 const crossEncoderModule = () => require('./cross-encoder') as typeof import('./cross-encoder');
 const evaluateModule = () => require('./evaluate') as typeof import('./evaluate');
 const pairMetricsModule = () => require('./pair-metrics') as typeof import('./pair-metrics');
+const communitiesModule = () => require('./communities') as typeof import('./communities');
 const configSchemaModule = () => require('./config-schema') as typeof import('./config-schema');
 const searchIndexModule = () => require('./search-index') as typeof import('./search-index');
 const indexManifestModule = () => require('./index-manifest') as typeof import('./index-manifest');
@@ -94,6 +95,17 @@ commands:
                              embedding, vectors a little changed (BENCHMARKS.md has both)
     --threads <n>            CPU threads (default: OMP_NUM_THREADS, else every core)
     --json                   print a JSON summary instead of text
+  cluster <texts>            the communities of a text file's texts (as embed reads it): each a text with at least --min-size
+                             texts (itself included) at cosine similarity --threshold or more, largest first, a text in one
+                             at most; JSON lines {"community", "size", "rows", "texts"} (rows: the texts' 0-based places)
+    --model <dir|hub id>     the embedding model (default: coltrast's shipped model)
+    --threshold <x>          cosine similarity at which texts are close (default 0.75)
+    --min-size <n>           the fewest texts a community holds (default 10)
+    --pairs                  near-duplicate pairs instead: each text with its --top-k (100) nearest, each pair once, best
+                             first, at most --max-pairs (500000), those at --min-score <x> or above; JSON lines
+                             {"score", "i", "j", "text1", "text2"}
+    --output <file.jsonl>    write there (default: the standard output; the summary goes to stderr)
+    --task query|document --batch-size <n> --device <d> --dtype <t> --quantize int8 --threads <n> --json
   train                      fine-tune a model (ColTrast: contrastive + late interaction)
     --config <file.json>     options as JSON (the keys of train(), checked against --print-schema); flags override them
     --model <dir|hub id>     starting model (default: coltrast's shipped model)
@@ -746,6 +758,85 @@ function jsonLinesOut(output: string | undefined): { put(text: string): Promise<
     commit: async () => file?.commit(),
     abort: () => file?.abort(),
   };
+}
+
+const CLUSTER_OPTIONS = {
+  model: { type: 'string' },
+  output: { type: 'string' },
+  threshold: { type: 'string' },
+  'min-size': { type: 'string' },
+  pairs: { type: 'boolean' },
+  'top-k': { type: 'string' },
+  'min-score': { type: 'string' },
+  'max-pairs': { type: 'string' },
+  task: { type: 'string' },
+  'batch-size': { type: 'string' },
+  device: { type: 'string' },
+  dtype: { type: 'string' },
+  quantize: { type: 'string' },
+  threads: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+/**
+ * `coltrast cluster <texts>`: the texts' communities (communityDetection over the model's vectors), or with --pairs
+ * their near-duplicate pairs (paraphraseMining, those at --min-score or above), as JSON lines: on stdout, or --output.
+ */
+async function cluster(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: CLUSTER_OPTIONS });
+  nameFlags(CLUSTER_OPTIONS, values, {
+    output: null, model: null, json: null, pairs: null, 'min-score': null, 'batch-size': 'batchSize', task: null, device: null, dtype: null, quantize: null, threads: null,
+    'min-size': 'minCommunitySize', 'top-k': 'topK', 'max-pairs': 'maxPairs',
+  });
+  if (positionals.length !== 1) fail('cluster takes one input file (see coltrast help)');
+  if (values.task !== undefined && values.task !== 'query' && values.task !== 'document') fail(`--task must be query or document, not ${values.task}`);
+  const communityFlags = (['threshold', 'min-size'] as const).filter((f) => values[f] !== undefined);
+  const pairFlags = (['top-k', 'min-score', 'max-pairs'] as const).filter((f) => values[f] !== undefined);
+  if (values.pairs && communityFlags.length > 0) fail(`--pairs lists near-duplicate pairs: ${communityFlags.map((f) => `--${f}`).join(', ')} ${communityFlags.length > 1 ? 'are' : 'is'} for communities (without --pairs)`);
+  if (!values.pairs && pairFlags.length > 0) fail(`${pairFlags.map((f) => `--${f}`).join(', ')} ${pairFlags.length > 1 ? 'go' : 'goes'} with --pairs (near-duplicate pairs)`);
+  const minScore = numberFlag('min-score', values['min-score'], 'number');
+  if (values.output) outputTo(values.output, '--output', 'file', [['the input file', positionals[0]]]);
+  const say = values.output ? summaryPrinter(values.output) : (line: string) => console.error(line);
+  const texts = await readTexts(positionals[0]);
+  if (texts.length === 0) fail(`input file ${positionals[0]} holds no texts: give one text a line (a .jsonl file: one {"text": ...} a line)`);
+  const started = Date.now();
+  const model = values.model ?? DEFAULT_MODEL;
+  if (await isSparseModel(model)) fail(`${model} is a sparse encoder: cluster compares the cosine similarities of an embedding model's vectors`);
+  const enc = await encoderModule().Encoder.load(model, {
+    device: (values.device ?? 'auto') as Device,
+    dtype: values.dtype as DType | undefined,
+    threads: numberFlag('threads', values.threads, 'count'),
+    ...quantizeFlag(values.quantize),
+  });
+  let lines: ReturnType<typeof jsonLinesOut> | undefined;
+  try {
+    if (enc.multiVector) fail(`${model} is a multi-vector model: cluster compares one vector a text`);
+    const bar = values.json ? undefined : new ProgressBar('embed', 'texts');
+    const batchSize = numberFlag('batch-size', values['batch-size'], 'count');
+    const vectors = await enc.embed(texts, { ...(batchSize && { batchSize }), ...(values.task && { task: values.task as 'query' | 'document' }), onProgress: (done) => bar?.update(done, texts.length) });
+    lines = jsonLinesOut(values.output);
+    let found: number;
+    if (values.pairs) {
+      const all = await communitiesModule().paraphraseMining(vectors, { topK: numberFlag('top-k', values['top-k'], 'count'), maxPairs: numberFlag('max-pairs', values['max-pairs'], 'count') });
+      const kept = minScore === undefined ? all : all.filter((p) => p.score >= minScore);
+      for (const p of kept) await lines.put(`${JSON.stringify({ score: +p.score.toFixed(6), i: p.i, j: p.j, text1: texts[p.i], text2: texts[p.j] })}\n`);
+      found = kept.length;
+    } else {
+      const communities = await communitiesModule().communityDetection(vectors, { threshold: numberFlag('threshold', values.threshold, 'number'), minCommunitySize: numberFlag('min-size', values['min-size'], 'count') });
+      for (const [k, rows] of communities.entries()) await lines.put(`${JSON.stringify({ community: k, size: rows.length, rows, texts: rows.map((i) => texts[i]) })}\n`);
+      found = communities.length;
+    }
+    await lines.commit();
+    const seconds = (Date.now() - started) / 1000;
+    const what = values.pairs ? 'pairs' : 'communities';
+    if (values.json) say(JSON.stringify({ texts: texts.length, [what]: found, device: enc.device, seconds, output: values.output ?? null }));
+    else say(`${found} ${what} among ${texts.length} texts (${enc.device}) in ${seconds.toFixed(2)} s${values.output ? ` -> ${values.output}` : ''}`);
+  } catch (error) {
+    lines?.abort();
+    throw error;
+  } finally {
+    enc.dispose();
+  }
 }
 
 /**
@@ -1903,6 +1994,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   build,
   bench,
   embed,
+  cluster,
   train: trainCommand,
   index: indexCommand,
   search: searchCommand,
@@ -1923,6 +2015,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
 export const COMMAND_FLAGS: Record<string, readonly string[]> = {
   info: Object.keys(INFO_OPTIONS),
   embed: Object.keys(EMBED_OPTIONS),
+  cluster: Object.keys(CLUSTER_OPTIONS),
   train: Object.keys(TRAIN_FLAGS),
   index: Object.keys(INDEX_OPTIONS),
   search: Object.keys(SEARCH_OPTIONS),

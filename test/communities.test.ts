@@ -3,9 +3,12 @@
 // pair's cosine computed in float64. Equal to sentence-transformers' own on the same vectors in
 // test/python-interop.test.ts.
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { Encoder, communityDetection, paraphraseMining } from '../lib';
 import { seededRandom } from '../lib/random';
-import { FIXTURE } from './helpers/fixture';
+import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
 
 /** `n` rows of width `d` around `centres` directions (`spread` of noise), some rows exact copies of others. */
@@ -115,4 +118,38 @@ test('near-duplicate texts by paraphraseMining of embed() vectors; bad input is 
   const aborted = AbortSignal.abort();
   t.regex((await rejection(() => communityDetection(m, { signal: aborted }))).message, /communityDetection\(\) was aborted \(options\.signal\) after 0 of 10 rows/);
   t.is(((await rejection(() => paraphraseMining(m, { signal: aborted }))) as { code?: string }).code, 'ABORTED');
+});
+
+test('coltrast cluster writes the communities, or with --pairs the near-duplicate pairs, as JSON lines; misplaced flags are refused', async (t) => {
+  const dir = tempDir();
+  const texts = ['a fast model', 'the cat sat on the mat', 'a fast model', 'search vectors quickly', 'the cat sat on the mat', 'a fast model!'];
+  const input = path.join(dir, 'texts.txt');
+  fs.writeFileSync(input, texts.join('\n') + '\n');
+  const run = (args: string[]) => spawnSync(process.execPath, [CLI, 'cluster', input, '--model', FIXTURE, '--device', 'cpu', ...args], { encoding: 'utf8', timeout: 120_000 });
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const vectors = await enc.embed(texts);
+  enc.dispose();
+  let r = run(['--threshold', '0.99', '--min-size', '2']);
+  t.is(r.status, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const want = await communityDetection(vectors, { threshold: 0.99, minCommunitySize: 2 });
+  t.deepEqual(lines.map((l) => l.rows), want);
+  t.deepEqual(lines[0].texts, want[0].map((i) => texts[i]));
+  t.regex(r.stderr, /\d+ communities among 6 texts/);
+  const out = path.join(dir, 'pairs.jsonl');
+  r = run(['--pairs', '--top-k', '2', '--min-score', '0.999', '--output', out, '--json']);
+  t.is(r.status, 0, r.stderr);
+  t.is(JSON.parse(r.stdout).output, out);
+  const pairs = fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  t.deepEqual(pairs.map((p) => [p.i, p.j]), (await paraphraseMining(vectors, { topK: 2 })).filter((p) => p.score >= 0.999).map((p) => [p.i, p.j]));
+  t.true(pairs.some((p) => p.text1 === 'a fast model' && p.text2 === 'a fast model'));
+  r = run(['--pairs', '--threshold', '0.5']);
+  t.is(r.status, 2);
+  t.regex(r.stderr, /--pairs lists near-duplicate pairs: --threshold is for communities/);
+  r = run(['--top-k', '3']);
+  t.is(r.status, 2);
+  t.regex(r.stderr, /--top-k goes with --pairs/);
+  r = run(['--threshold', '3']);
+  t.is(r.status, 2);
+  t.regex(r.stderr, /--threshold must be a cosine similarity in \[-1, 1\]/);
 });
