@@ -45,6 +45,11 @@ export interface TrainExample {
    * (kept as a string); the text is then both `query` and `positive`.
    */
   classLabel?: string;
+  /**
+   * A sentence alone (`{ "text" }`, a `.txt` line): for embedding distillation without translations (train()'s
+   * loss.distillation 'mse'), the text is `query` and `positive`, and its batches hold no documents.
+   */
+  single?: true;
 }
 
 /** Refuses a data file that is missing or a folder, naming it. */
@@ -115,14 +120,15 @@ export function checkExample(where: string, value: unknown): TrainExample {
       throw bad(where, `unknown field "${key}" (known: query, positive, negative, negatives, group, scores; a labeled pair: sentence1, sentence2 and label or score; parallel sentences: english, non_english; a text of a class: text or sentence, and label)`);
     }
   }
-  // A text with its class, as sentence-transformers' datasets for the batch triplet losses hold them (TREC: text, label).
+  // A text with its class, as sentence-transformers' datasets for the batch triplet losses hold them (TREC: text, label);
+  // without a label, a sentence alone (embedding distillation's).
   if (o.text !== undefined || o.sentence !== undefined) {
     if (o.text !== undefined && o.sentence !== undefined) throw bad(where, 'give "text" or "sentence", not both');
     const field = o.text !== undefined ? 'text' : 'sentence';
     const other = Object.keys(o).filter((k) => ![field, 'label', 'group'].includes(k));
     if (other.length > 0) throw bad(where, `a text of a class ("${field}", "label") takes no ${other.map((k) => `"${k}"`).join(', ')}`);
     const body = text(where, o[field], field);
-    const example: TrainExample = { query: body, positive: body, classLabel: classLabelOf(where, o.label) };
+    const example: TrainExample = o.label === undefined ? { query: body, positive: body, single: true } : { query: body, positive: body, classLabel: classLabelOf(where, o.label) };
     if (o.group !== undefined) example.group = text(where, o.group, 'group');
     return example;
   }
@@ -228,9 +234,15 @@ function csvExamples(columns: string[], where: string, expected = PAIR_COLUMNS):
     // Texts of classes: a text column and a label column, and nothing of pairs.
     const others = [query, positive, ...negatives].filter((i) => i >= 0);
     if (others.length > 0) throw refuse(`a "${columns[single]}" column holds texts of classes (with "label"), which take no ${others.map((i) => `"${columns[i]}"`).join(', ')} column`);
-    if (label < 0 || columns[label] !== 'label') throw refuse(`a "${columns[single]}" column needs a "label" column: each text's class`);
+    if (label >= 0 && columns[label] !== 'label') throw refuse(`a "${columns[single]}" column takes a "label" column (each text's class), not "${columns[label]}"`);
     return (fields, at) => {
       const body = text(at, fields[single], columns[single]);
+      if (label < 0) {
+        // Sentences alone (embedding distillation's).
+        const alone: TrainExample = { query: body, positive: body, single: true };
+        if (group >= 0 && fields[group].trim() !== '') alone.group = fields[group];
+        return alone;
+      }
       const cell = fields[label].trim();
       if (cell === '') throw bad(at, '"label" must be the text\'s class, and it is empty');
       // A number is its class however it is written ("1.0" and 1 are one class, as in a .jsonl).
@@ -578,6 +590,8 @@ export function* batchesOf(examples: TrainExample[], batchSize: number, maxNegat
     const batch: Batch = { queries: chosen.map((e) => e.query), documents };
     if (chosen[0].label !== undefined) batch.pairLabels = Float32Array.from(chosen, (e) => e.label!);
     if (chosen[0].target !== undefined) batch.targetVectors = Float32Array.from(chosen.flatMap((e) => e.target!));
+    // Sentences alone: the queries only.
+    if (chosen[0].single) batch.documents = [];
     if (firstNegatives) {
       // The document that holds each example's first negative text (the batch keeps one copy of a text).
       const at = new Map<string, number>();

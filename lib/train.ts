@@ -54,7 +54,8 @@ export interface LossOptions {
    * 'mse' distills an embedding model instead (sentence-transformers' MSELoss; Reimers & Gurevych 2020, "Making
    * Monolingual Sentence Embeddings Multilingual"): `options.teacher` is then an embedding model, the data parallel
    * sentences (`{ english, non_english }`, or query and positive: a source sentence and its translation), and the
-   * student's vectors of both fit the teacher's vector of the source by mean squared error, the whole loss.
+   * student's vectors of both fit the teacher's vector of the source by mean squared error, the whole loss; or
+   * sentences alone (a .txt file, or `{ text }`), each vector fitting the teacher's of it (model distillation).
    */
   distillation?: 'margin_mse' | 'kl' | 'mse';
   /** Weight of the distillation loss (default 1 when the examples have teacher scores, else 0). */
@@ -1100,14 +1101,24 @@ export async function embedWithTeacher(
  * project file.
  */
 function checkParallelData(config: Config, data: { examples: TrainExample[] } | { projects: unknown[] }): void {
-  if (!config.embeddingTeacher) return;
-  const what = "options.loss.distillation 'mse' trains on parallel sentences (a source sentence and its translation: english and non_english, or query and positive)";
+  if (!config.embeddingTeacher) {
+    const single = 'examples' in data ? data.examples.findIndex((e) => e.single) : -1;
+    if (single >= 0) {
+      throw new ColtrastError('INVALID_ARGUMENT', `example ${single + 1} is a sentence alone ({ "text" } without a "label"): sentences alone train embedding distillation (options.teacher with options.loss.distillation 'mse'); give pairs ({ "query", "positive" }) here`);
+    }
+    return;
+  }
+  const what = "options.loss.distillation 'mse' trains on parallel sentences (a source sentence and its translation: english and non_english, or query and positive) or on sentences alone (a .txt file, or { \"text\" })";
   if (!('examples' in data)) throw new ColtrastError('INVALID_ARGUMENT', `${what}, and a ColTrast project file holds questions and READMEs`);
   const at = data.examples.findIndex((e) => e.label !== undefined || e.negatives !== undefined || e.scores !== undefined);
   if (at >= 0) {
     const e = data.examples[at];
     const field = e.label !== undefined ? 'a label' : e.negatives !== undefined ? 'hard negatives' : 'teacher scores';
     throw new ColtrastError('INVALID_ARGUMENT', `${what}, and example ${at + 1} has ${field}: give each source with its translation alone`);
+  }
+  const singles = data.examples.filter((e) => e.single).length;
+  if (singles > 0 && singles < data.examples.length) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${singles} of the ${data.examples.length} examples are sentences alone and the others parallel sentences: give one kind (sentences alone distill the teacher's vectors of them, parallel sentences the source's into both)`);
   }
 }
 
@@ -1496,7 +1507,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   if (options.device === 'cpu') checkPrecision(config.precision, 'cpu');
   const data = config.contrastiveTension || config.mlm
     ? { examples: (await readSentences(options.data)).map((sentence): TrainExample => ({ query: sentence, positive: sentence })) }
-    : await readTrainingData(options.data);
+    : config.embeddingTeacher && typeof options.data === 'string' && /\.txt(\.gz)?$/i.test(options.data)
+      ? // Embedding distillation's sentences alone, a line each.
+        { examples: (await readSentences(options.data)).map((sentence): TrainExample => ({ query: sentence, positive: sentence, single: true })) }
+      : await readTrainingData(options.data);
   // options.mineNegatives.corpus is read here, once, so that its mistakes surface before any model loads.
   const mineNegatives =
     config.mineNegatives?.corpus === undefined ? config.mineNegatives : { ...config.mineNegatives, corpus: await readCorpus(config.mineNegatives.corpus as Parameters<typeof readCorpus>[0]) };
@@ -1734,8 +1748,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (signal) notStarted();
       // A masked language model's validation is its loss: its texts are no (query, document) pairs to retrieve.
       if (config.mlm) return { valLoss: sum / valBatches.length };
-      // Texts of classes: the batch triplet loss of the held-out texts (their texts are no pairs to retrieve).
-      if (config.batchTriplet) return { valLoss: sum / valBatches.length };
+      // Texts of classes: the batch triplet loss of the held-out texts (their texts are no pairs to retrieve); sentences
+      // alone, the held-out MSE.
+      if (config.batchTriplet || val[0].single) return { valLoss: sum / valBatches.length };
       // Labeled pairs: how well the cosines (a cross-encoder's scores) follow the labels.
       if (config.crossEncoder?.labeled) return { valLoss: sum / valBatches.length, similarity: await measureScoredPairs(encoder as CrossEncoder, val, signal) };
       if (config.pairs) return { valLoss: sum / valBatches.length, similarity: await measurePairs(encoder as Encoder, val, config.prompts ? 'tasks' : 'none', config.matryoshka?.dimensions, signal) };

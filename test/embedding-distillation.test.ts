@@ -131,3 +131,46 @@ test('an embedding-distillation run killed mid-epoch resumes from its last check
   // 16 training pairs, batches of 4: 4 steps per epoch, 8 in all; killed mid-epoch 2, one step after the checkpoint at 6.
   checkKillAndResume(t, base, { steps: 8, killAt: 7, checkpointAt: 6 });
 });
+
+test("sentences alone (a .txt file, or { text }) distill the teacher's vectors of them: the step's loss is their MSE, and a run lowers it", async (t) => {
+  // The teacher: the fixture with CLS pooling, so its vectors are not the student's (mean pooling) at the start.
+  const dir = tempDir();
+  const teacherDir = path.join(dir, 'teacher');
+  fs.cpSync(FIXTURE, teacherDir, { recursive: true });
+  const pooling = path.join(teacherDir, '1_Pooling', 'config.json');
+  fs.writeFileSync(pooling, JSON.stringify({ ...JSON.parse(fs.readFileSync(pooling, 'utf8')), pooling_mode_cls_token: true, pooling_mode_mean_tokens: false }));
+  const sentences = parallel(7, 12).map((p) => p.english);
+  const student = await Encoder.load(FIXTURE, { device: 'cpu' });
+  const trainer = await student.createTrainer({ seed: 1 });
+  try {
+    const examples = await embedWithTeacher(teacherDir, sentences.map((s) => ({ query: s, positive: s, single: true })), { width: student.dimension, model: FIXTURE }, { device: 'cpu' });
+    const targetVectors = Float32Array.from(examples.flatMap((e) => e.target!));
+    const { loss } = await trainer.evaluate(sentences, [], { ...STEP, contrastiveWeight: 0, lateInteractionWeight: 0, learningRate: 0, lossScale: 1, apply: false, targetVectors, normalizedVectors: true } as never);
+    const mine = await student.embed(sentences);
+    let sum = 0;
+    for (let k = 0; k < mine.data.length; k++) sum += (mine.data[k] - targetVectors[k]) ** 2;
+    const reference = sum / targetVectors.length;
+    t.true(reference > 1e-4, 'the teacher differs from the student');
+    t.true(Math.abs(loss - reference) <= 1e-5 * reference, `coltrast ${loss}, float64 ${reference}`);
+  } finally {
+    trainer.dispose();
+    student.dispose();
+  }
+  const txt = path.join(dir, 'sentences.txt');
+  fs.writeFileSync(txt, [...new Set(parallel(300, 21).flatMap((p) => [p.english, p.non_english]))].join('\n') + '\n');
+  const result = await train({ model: FIXTURE, teacher: teacherDir, data: txt, output: path.join(dir, 'out'), epochs: 3, batchSize: 16, learningRate: 3e-3, loss: { distillation: 'mse' }, device: 'cpu', checkpointEvery: 0, seed: 2 });
+  const epochs = result.history.epochs;
+  t.log(`held-out MSE ${epochs.map((e) => e.valLoss!.toExponential(3)).join(' → ')}`);
+  t.true(epochs[epochs.length - 1].valLoss! < epochs[0].valLoss! * 0.8, `validation MSE ${epochs.map((e) => e.valLoss!.toExponential(3)).join(' → ')}`);
+  t.is(result.before, undefined, 'sentences alone are no pairs to retrieve');
+  // { "text" } lines read so too; mixed with parallel sentences, or without the loss, they are refused.
+  const jsonl = path.join(dir, 'sentences.jsonl');
+  fs.writeFileSync(jsonl, sentences.map((text) => JSON.stringify({ text })).join('\n') + '\n');
+  const base = { model: FIXTURE, output: path.join(dir, 'x'), device: 'cpu' as const, epochs: 1, batchSize: 4 };
+  const ok = await train({ ...base, output: path.join(dir, 'jsonl'), teacher: teacherDir, data: jsonl, valSplit: 0, loss: { distillation: 'mse' } });
+  t.true(ok.history.steps.length > 0);
+  const mixed = path.join(dir, 'mixed.jsonl');
+  fs.writeFileSync(mixed, [JSON.stringify({ text: 'a cat' }), JSON.stringify({ english: 'a dog', non_english: 'dogs' })].join('\n') + '\n');
+  t.regex((await rejection(() => train({ ...base, teacher: teacherDir, data: mixed, loss: { distillation: 'mse' } }))).message, /1 of the 2 examples are sentences alone and the others parallel sentences: give one kind/);
+  t.regex((await rejection(() => train({ ...base, data: jsonl }))).message, /example 1 is a sentence alone .*: sentences alone train embedding distillation/);
+});

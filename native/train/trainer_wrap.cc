@@ -101,8 +101,8 @@ struct StepOptions {
   torch::Tensor tripletNegatives;
   // Embedding distillation (sentence-transformers' MSELoss, as its multilingual knowledge distillation uses it): the
   // teacher's vectors of the batch's queries (source sentences), float32 [B, width]; the mean squared error of the
-  // student's pooled vectors of the queries and of their documents (document i: query i's translation) against them
-  // is the step's whole loss.
+  // student's pooled vectors of the queries and of their documents (document i: query i's translation; or no documents,
+  // sentences alone) against them is the step's whole loss.
   torch::Tensor targetVectors;
   // The model's vectors are L2-normalized (a Normalize module): the triplet distances and the embedding distillation
   // see its pooled vectors so, as the model gives them.
@@ -674,8 +674,13 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
       throw invalidArgument("targetVectors are " + std::to_string(s.targetVectors.size(1)) + " wide, and the model's pooled vectors " + std::to_string(width));
     }
     const torch::Tensor target = s.targetVectors.to(enc.device);
-    const torch::Tensor student = torch::cat({cutAt(q, width, s.normalizedVectors), cutAt(d, width, s.normalizedVectors).narrow(0, 0, queries)});
-    total = total + F::mse_loss(student, torch::cat({target, target}));
+    // Sentences without translations (no documents: distillation of one model into another) fit on their own.
+    if (!d.pooled.defined()) {
+      total = total + F::mse_loss(cutAt(q, width, s.normalizedVectors), target);
+    } else {
+      const torch::Tensor student = torch::cat({cutAt(q, width, s.normalizedVectors), cutAt(d, width, s.normalizedVectors).narrow(0, 0, queries)});
+      total = total + F::mse_loss(student, torch::cat({target, target}));
+    }
   }
   if (s.pairLoss != StepOptions::PairLoss::None) {
     // The pair loss at each width (MatryoshkaLoss around it), summed with the widths' weights.
@@ -1528,7 +1533,7 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       options.classLabels = torch::tensor(labels, torch::kInt64);
       return (new StepWorker(env, live(env), std::move(q), std::move(d), options, train))->start();
     }
-    if (d.batch < q.batch) throw invalidArgument("documents must hold at least one positive per query");
+    if (d.batch < q.batch && !(d.batch == 0 && !args.Get("targetVectors").IsUndefined())) throw invalidArgument("documents must hold at least one positive per query");
     if (args.Get("teacher").IsObject()) readTeacher(args.Get("teacher").As<Napi::Object>(), q.batch, d.batch, options);
     if (options.pairLoss != StepOptions::PairLoss::None) {
       // pairLabels: Float32Array [B], query i and document i a pair; no other documents.
@@ -1553,9 +1558,12 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       options.tripletNegatives = torch::tensor(negatives, torch::kInt64);
     }
     if (!args.Get("targetVectors").IsUndefined()) {
-      // targetVectors: Float32Array [B * width], the teacher's vector of each query; document i is query i's translation.
+      // targetVectors: Float32Array [B * width], the teacher's vector of each query; document i is query i's translation,
+      // or there are no documents (sentences alone).
       const std::vector<float> target = floatsOf(args.Get("targetVectors"), q.batch, "targetVectors");
-      if (d.batch != q.batch || target.empty()) throw invalidArgument("embedding distillation takes B queries, B documents (document i is query i's translation) and B targetVectors");
+      if ((d.batch != q.batch && d.batch != 0) || target.empty()) {
+        throw invalidArgument("embedding distillation takes B queries, B documents (document i is query i's translation) or none, and B targetVectors");
+      }
       for (const float x : target) {
         if (!std::isfinite(x)) throw invalidArgument("targetVectors must be finite numbers");
       }
