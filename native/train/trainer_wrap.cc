@@ -603,7 +603,9 @@ torch::Tensor batchTripletLoss(const torch::Tensor& x, const torch::Tensor& labe
     }
     case BT::SemiHard: {
       const torch::Tensor other = same.logical_not();
-      // Row (a * n + p) of the tiled matrix: the anchor... as TensorFlow Addons' tiling, [n * n, n].
+      // TensorFlow Addons' tiling, as sentence-transformers computes it: row r of the [n * n, n] tile is d[r % n], its
+      // mask the other classes' entries beyond d[r % n][r / n]; its masked minimum, reshaped and transposed, is each
+      // (anchor, positive)'s nearest negative farther than the positive.
       const torch::Tensor tile = d.repeat({n, 1});
       const torch::Tensor mask = other.repeat({n, 1}) & tile.gt(d.t().reshape({-1, 1}));
       const torch::Tensor found = mask.sum(1, true).gt(0).reshape({n, n}).t();
@@ -962,7 +964,7 @@ std::pair<Encoded, Encoded> encodeBatch(const TrainerState& state, const Side& q
     return {std::move(qe), mini->encodeAll(d, dEnc)};
   }
   Encoded qe = encode(qEnc, q.ids, q.mask, q.types, q.scored, s, autocast);
-  // A batch of texts alone (the batch triplet losses) has no documents.
+  // A batch of texts alone (the batch triplet losses, embedding distillation of sentences alone) has no documents.
   if (d.batch == 0) return {std::move(qe), Encoded()};
   return {std::move(qe), encode(dEnc, d.ids, d.mask, d.types, d.scored, s, autocast)};
 }
