@@ -1457,7 +1457,26 @@ async function evalPairs(values: { [K in keyof typeof EVAL_OPTIONS]?: (typeof EV
   const common = { data: values.data!, device: (values.device ?? 'auto') as Device, batchSize: numberFlag('batch-size', values['batch-size'], 'count') };
   const model = values.model ?? DEFAULT_MODEL;
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count');
-  const results = [{ name: path.basename(model) + (truncateDim !== undefined ? `@${truncateDim}` : '') + (values.quantize ? ` (${values.quantize})` : ''), result: await pairMetricsModule().evaluateSimilarity({ ...common, model, truncateDim, ...quantizeFlag(values.quantize) }) }];
+  const name = path.basename(model) + (truncateDim !== undefined ? `@${truncateDim}` : '') + (values.quantize ? ` (${values.quantize})` : '');
+  // Triplets (a negative each, no labels): the share each model ranks right (TripletEvaluator's accuracy).
+  const data = await (require('./train-data') as typeof import('./train-data')).readTrainingData(values.data!);
+  if ('examples' in data && data.examples.length > 0 && data.examples.every((e) => e.negatives?.length && e.label === undefined)) {
+    const triplets = [{ name, result: await pairMetricsModule().evaluateTriplets({ ...common, data: data.examples, model, truncateDim, ...quantizeFlag(values.quantize) }) }];
+    if (values.compare) {
+      flagNames!.options.model = 'compare';
+      triplets.push({ name: path.basename(values.compare), result: await pairMetricsModule().evaluateTriplets({ ...common, data: data.examples, model: values.compare }) });
+    }
+    if (values.json) {
+      console.log(JSON.stringify(triplets.map((r) => ({ name: r.name, ...r.result }))));
+      return;
+    }
+    const width = Math.max(...triplets.map((r) => r.name.length), 5);
+    console.log(`${'model'.padEnd(width)}  accuracy`);
+    for (const r of triplets) console.log(`${r.name.padEnd(width)}  ${r.result.accuracy.toFixed(4).padStart(8)}`);
+    console.log(`\n${triplets[0].result.triplets} triplets (the share whose anchor is closer to the positive than to the negative: ${triplets.map((r) => `${r.name}: ${r.result.scoredBy}`).join(', ')})`);
+    return;
+  }
+  const results = [{ name, result: await pairMetricsModule().evaluateSimilarity({ ...common, model, truncateDim, ...quantizeFlag(values.quantize) }) }];
   if (values.compare) {
     flagNames!.options.model = 'compare';
     results.push({ name: path.basename(values.compare), result: await pairMetricsModule().evaluateSimilarity({ ...common, model: values.compare }) });

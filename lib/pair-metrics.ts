@@ -280,3 +280,65 @@ async function loadAnyModel(name: string, o: SimilarityEvaluationOptions): Promi
   }
   return Encoder.load(name, { device, truncateDim: o.truncateDim, ...quantize });
 }
+
+export interface TripletEvaluationOptions {
+  /** Triplets: a .jsonl, .json, .csv or .tsv file of { query (or anchor), positive, negative }, or those objects. */
+  data: string | readonly unknown[];
+  /** A model folder, Hugging Face id or loaded Encoder (default: coltrast's shipped model). */
+  model?: string | Encoder;
+  /** A triplet counts as right when its positive's score beats its negative's by more than this (default 0). */
+  margin?: number;
+  truncateDim?: number;
+  quantize?: Quantize;
+  batchSize?: number;
+  device?: Device;
+}
+
+/** evaluateTriplets' result: the share of triplets ranked right, by which similarity, and the seconds it took. */
+export interface TripletEvaluation {
+  accuracy: number;
+  triplets: number;
+  /** The model's similarity function ('cosine', 'dot', or the negated 'euclidean' or 'manhattan' distance). */
+  scoredBy: string;
+  seconds: number;
+}
+
+/**
+ * The share of triplets whose anchor the model scores closer to the positive than to the negative (by more than
+ * `margin`): sentence-transformers' TripletEvaluator, the anchors embedded as queries and the others as documents (the
+ * model's prompts), scored by the model's similarity function; each example's first negative.
+ */
+export async function evaluateTriplets(options: TripletEvaluationOptions): Promise<TripletEvaluation> {
+  const o = checkOptions('options', options, ['data', 'model', 'margin', 'truncateDim', 'quantize', 'batchSize', 'device']);
+  const loaded = o.model instanceof Encoder;
+  if (o.model !== undefined && !loaded && (typeof o.model !== 'string' || o.model === '')) throw invalid('options.model', 'an embedding model folder, Hugging Face id or Encoder', o.model);
+  if ((o.truncateDim !== undefined || o.quantize !== undefined) && loaded) {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.truncateDim and options.quantize apply to a model given by name; load the model with them instead');
+  }
+  const margin = o.margin === undefined ? 0 : o.margin;
+  if (typeof margin !== 'number' || !Number.isFinite(margin)) throw invalid('options.margin', 'a finite number', o.margin);
+  const batchSize = o.batchSize === undefined ? undefined : positiveInteger('options.batchSize', o.batchSize);
+  const started = Date.now();
+  const data = await readTrainingData(o.data as string | readonly unknown[]);
+  const examples = 'examples' in data ? data.examples : [];
+  const missing = examples.findIndex((e) => !e.negatives?.length);
+  if (!('examples' in data) || examples.length === 0 || missing >= 0) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `options.data must be triplets ({ "query" or "anchor", "positive", "negative" }), and ${!('examples' in data) ? 'it is a ColTrast project file' : examples.length === 0 ? 'it holds none' : `example ${missing + 1} has no negative`}`,
+    );
+  }
+  const model = loaded ? (o.model as Encoder) : await Encoder.load((o.model as string | undefined) ?? 'default', { device: o.device ?? 'auto', truncateDim: o.truncateDim, ...(o.quantize !== undefined && { quantize: quantizeOption(o.quantize) }) });
+  try {
+    if (model.multiVector) throw new ColtrastError('INVALID_ARGUMENT', `${model.modelDir} is a multi-vector model: evaluateTriplets scores one vector a text`);
+    const embed = (texts: string[], task: 'query' | 'document') => model.embed(texts, { task, ...(batchSize && { batchSize }) });
+    const anchors = await embed(examples.map((e) => e.query), 'query');
+    const positive = await model.similarityPairwise(anchors, await embed(examples.map((e) => e.positive), 'document'));
+    const negative = await model.similarityPairwise(anchors, await embed(examples.map((e) => e.negatives![0]), 'document'));
+    let right = 0;
+    for (let i = 0; i < examples.length; i++) if (positive[i] > negative[i] + margin) right++;
+    return { accuracy: right / examples.length, triplets: examples.length, scoredBy: model.similarityFunction, seconds: (Date.now() - started) / 1000 };
+  } finally {
+    if (model !== o.model) model.dispose();
+  }
+}

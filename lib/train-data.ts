@@ -114,10 +114,16 @@ function text(where: string, value: unknown, field: string): string {
 /** Checks one `{ query, positive, negatives? }` object. */
 export function checkExample(where: string, value: unknown): TrainExample {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad(where, 'expected an object with "query" and "positive"');
-  const o = value as Record<string, unknown>;
+  let o = value as Record<string, unknown>;
+  // "anchor": the query, as sentence-transformers' datasets name it (a CSV's anchor column is read so too).
+  if (o.anchor !== undefined) {
+    if (o.query !== undefined) throw bad(where, 'give "query" or "anchor", not both');
+    const { anchor, ...rest } = o;
+    o = { query: anchor, ...rest };
+  }
   for (const key of Object.keys(o)) {
     if (!['query', 'positive', 'negative', 'negatives', 'group', 'scores', 'sentence1', 'sentence2', 'label', 'score', 'english', 'non_english', 'text', 'sentence'].includes(key)) {
-      throw bad(where, `unknown field "${key}" (known: query, positive, negative, negatives, group, scores; a labeled pair: sentence1, sentence2 and label or score; parallel sentences: english, non_english; a text of a class: text or sentence, and label)`);
+      throw bad(where, `unknown field "${key}" (known: query (or anchor), positive, negative, negatives, group, scores; a labeled pair: sentence1, sentence2 and label or score; parallel sentences: english, non_english; a text of a class: text or sentence, and label)`);
     }
   }
   // A text with its class, as sentence-transformers' datasets for the batch triplet losses hold them (TREC: text, label);

@@ -92,7 +92,7 @@ test('readSentences says what a sentence item may be, not only the fields of a p
   await t.throwsAsync(readSentences(['a', { sentence: 'b' }]), { message: /^data\[1\]: a sentence is .*; this object has "sentence"$/ });
   await t.throwsAsync(readSentences(['a', 3]), { message: /^data\[1\]: a sentence is .*; this is a number$/ });
   // A pair's own mistakes still name the pairs' fields.
-  await t.throwsAsync(readSentences(['a', { query: 'q', positive: 'p', weight: 1 }]), { message: /data\[1\]: unknown field "weight" \(known: query, positive/ });
+  await t.throwsAsync(readSentences(['a', { query: 'q', positive: 'p', weight: 1 }]), { message: /data\[1\]: unknown field "weight" \(known: query \(or anchor\), positive/ });
 });
 
 test('a header with unknown, missing or misnamed columns is refused with the file, the columns found and those expected', async (t) => {

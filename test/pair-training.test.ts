@@ -7,7 +7,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CrossEncoder, Encoder, SparseEncoder, evaluateSimilarity, train } from '../lib';
+import { CrossEncoder, Encoder, SparseEncoder, evaluateSimilarity, evaluateTriplets, train } from '../lib';
 import { binaryClassification, pearson, spearman } from '../lib/pair-metrics';
 import { makeBatches, readTrainingData } from '../lib/train-data';
 import { CLI, FIXTURE, STEP, editJson, folderCopy, tempDir } from './helpers/fixture';
@@ -297,6 +297,15 @@ test('train({ loss: { triplet } }) trains on (query, positive, negative) triplet
   t.is(run.status, 0, run.stderr);
   const cli = JSON.parse(fs.readFileSync(path.join(dir, 'cli', 'training_history.json'), 'utf8'));
   t.deepEqual([cli.config.step.tripletDistance, cli.config.step.tripletMargin], ['manhattan', 3]);
+  // The trained model ranks more held-out-style triplets right (TripletEvaluator's accuracy), here and from coltrast eval.
+  const before = await evaluateTriplets({ data, model: FIXTURE, device: 'cpu' });
+  const after = await evaluateTriplets({ data, model: path.join(dir, 'out'), device: 'cpu' });
+  t.is(after.triplets, 200);
+  t.true(after.accuracy > before.accuracy, `triplet accuracy ${before.accuracy} → ${after.accuracy}`);
+  const evaluated = spawnSync(process.execPath, [CLI, 'eval', '--data', data, '--model', path.join(dir, 'out'), '--compare', FIXTURE, '--device', 'cpu', '--json'], { encoding: 'utf8', timeout: 120_000 });
+  t.is(evaluated.status, 0, evaluated.stderr);
+  t.deepEqual(JSON.parse(evaluated.stdout).map((r: { accuracy: number }) => r.accuracy), [after.accuracy, before.accuracy]);
+  t.regex((await rejection(() => evaluateTriplets({ data: pairsFile, model: FIXTURE }))).message, /options\.data must be triplets .*, and example 1 has no negative/);
 });
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;

@@ -33,7 +33,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { CrossEncoder, Encoder, Generator, Index, SparseEncoder, communityDetection, evaluateSimilarity, mineHardNegatives, ops, paraphraseMining, poolTokens, quantizeEmbeddings, train, type SparseVector } from '../lib';
+import { CrossEncoder, Encoder, Generator, Index, SparseEncoder, communityDetection, evaluateSimilarity, evaluateTriplets, mineHardNegatives, ops, paraphraseMining, poolTokens, quantizeEmbeddings, train, type SparseVector } from '../lib';
 import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
@@ -1219,4 +1219,26 @@ check(`evaluateSimilarity on pairs labeled 1 or 0 gives sentence-transformers' B
   ];
   for (const [key, theirs] of pairsOf) t.true(Math.abs(ours[key] - ref[theirs]) < 1e-5, `${key}: coltrast ${ours[key]}, sentence-transformers ${ref[theirs]}`);
   t.true(ref.accuracy > 0.5 && ref.accuracy < 1, `a task neither trivial nor hopeless: accuracy ${ref.accuracy}`);
+});
+
+check(`evaluateTriplets gives sentence-transformers' TripletEvaluator's accuracy (anchors as queries, the others as documents), with and without a margin${skipped}`, async (t) => {
+  const random = seededRandom(14);
+  const words = ['cat', 'cats', 'dog', 'dogs', 'fast', 'quick', 'slow', 'lazy', 'model', 'models', 'token', 'tokens', 'text', 'texts'];
+  const pick = () => words[Math.floor(random.next() * words.length)];
+  const triplets = Array.from({ length: 50 }, () => {
+    const a = pick();
+    return { anchor: `a ${a} and a ${pick()}`, positive: `the ${a}`, negative: `the ${pick()}` };
+  });
+  const dir = tempDir();
+  for (const margin of [0, 0.05]) {
+    fs.writeFileSync(path.join(dir, 'in.json'), JSON.stringify({ anchors: triplets.map((x) => x.anchor), positives: triplets.map((x) => x.positive), negatives: triplets.map((x) => x.negative), margin }));
+    const r = await python([script('st_triplets.py'), FIXTURE, path.join(dir, 'in.json'), path.join(dir, 'out.json')]);
+    t.is(r.status, 0, r.tail);
+    const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
+    const ours = await evaluateTriplets({ data: triplets, model: FIXTURE, margin, device: 'cpu' });
+    t.is(ours.scoredBy, ref.similarity);
+    // Its accuracy is a float32 mean: the same count of triplets ranked right.
+    t.is(Math.round(ours.accuracy * triplets.length), Math.round(ref.accuracy * triplets.length), `margin ${margin}: coltrast ${ours.accuracy}, sentence-transformers ${ref.accuracy}`);
+    t.true(ref.accuracy > 0 && ref.accuracy < 1, `a task neither trivial nor hopeless: ${ref.accuracy}`);
+  }
 });

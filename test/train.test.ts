@@ -39,7 +39,7 @@ test('JSONL pairs and triplets, ColTrast JSON and arrays load; errors name the l
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1"}\n{"query": "q2", positive: 1}\n');
   await t.throwsAsync(loadExamples(jsonl), { message: /pairs\.jsonl:2: not valid JSON/ });
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1", "negs": ["x"]}\n');
-  await t.throwsAsync(loadExamples(jsonl), { message: /unknown field "negs" \(known: query, positive, negative, negatives, group, scores; a labeled pair: sentence1, sentence2 and label or score; parallel sentences: english, non_english; a text of a class: text or sentence, and label\)/ });
+  await t.throwsAsync(loadExamples(jsonl), { message: /unknown field "negs" \(known: query \(or anchor\), positive, negative, negatives, group, scores; a labeled pair: sentence1, sentence2 and label or score; parallel sentences: english, non_english; a text of a class: text or sentence, and label\)/ });
   // "negative": one hard negative (a mined triplet row); a list there, or both fields, is an error.
   fs.writeFileSync(jsonl, '{"query": "q1", "positive": "p1", "negative": "x", "scores": [2, 1]}\n');
   t.deepEqual(await loadExamples(jsonl), [{ query: 'q1', positive: 'p1', negatives: ['x'], scores: [2, 1] }]);
