@@ -302,8 +302,10 @@ commands:
   eval                       retrieval metrics on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); on a .jsonl or
                              .csv/.tsv of labeled pairs (sentence1, sentence2, score), Spearman and Pearson correlation of
                              cosine and label (sentence-transformers' EmbeddingSimilarityEvaluator; a sparse encoder's
-                             similarity, a cross-encoder's score; --model, --compare, --truncate-dim, --quantize,
-                             --batch-size, --device, --threads, --json)
+                             similarity, a cross-encoder's score; 1/0 labels classified by a threshold too: accuracy, F1,
+                             average precision); on triplets (query or anchor, positive, negative), the share ranked right
+                             (TripletEvaluator); --model, --compare, --truncate-dim, --quantize, --batch-size, --device,
+                             --threads, --json)
     --data <dir>             the BEIR folder (gzipped files and qrels-<split>.tsv are read too)
     --model <dir|hub id>     model for dense / hybrid / late_interaction (default: coltrast's shipped model; --mode bm25 needs none),
                              or a sparse encoder (SPLADE) for --mode sparse (the default for a SparseEncoder folder) or hybrid (with BM25)
