@@ -448,29 +448,29 @@ test('the bundled ColTrast example trains end to end from the command line', asy
   const cli = CLI;
   const data = path.resolve(__dirname, '..', 'examples', 'ai-projects.json');
   const args = [cli, 'train', '--data', data, '--output', output, '--epochs', '2', '--batch-size', '8', '--val-split', '0.34', '--json'];
-  const run = spawnSync(process.execPath, args, { encoding: 'utf8' });
+  const run = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 240_000 });
   t.is(run.status, 0, run.stderr);
   const summary = JSON.parse(run.stdout.trim().split('\n').pop()!);
   t.is(summary.modelDir, output);
   t.is(summary.before.queries, 11, 'one of the three projects (11 questions) is held out');
   t.is(summary.after.queries, 11);
   for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'modules.json', 'training_history.json']) t.true(fs.existsSync(path.join(output, f)), f);
-  const bad = spawnSync(process.execPath, [cli, 'train', '--data', data, '--output', output, '--epochs', 'two'], { encoding: 'utf8' });
+  const bad = spawnSync(process.execPath, [cli, 'train', '--data', data, '--output', output, '--epochs', 'two'], { encoding: 'utf8', timeout: 240_000 });
   t.is(bad.status, 2);
   t.regex(bad.stderr, /--epochs must be an integer/);
   // Folders where files belong: the data, the config, and embed's input.
   for (const args of [['train', '--data', path.dirname(data), '--output', output], ['train', '--config', path.dirname(data)], ['embed', path.dirname(data)]]) {
-    const folder = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+    const folder = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 240_000 });
     t.is(folder.status, 2, args.join(' '));
     t.regex(folder.stderr, /^coltrast: (data|config|input) file .+ is a folder, not a file\n$/, args.join(' '));
   }
   // A pipe is a file to read: texts from standard input (through a shell's pipe: Node's own stdin for a child is a
   // socket, which /dev/stdin cannot open).
-  const piped = spawnSync('bash', ['-c', 'printf "hello world\\na cat\\n" | "$0" --import tsx "$1" embed /dev/stdin --model "$2" --device cpu --json', process.execPath, cli, FIXTURE], { encoding: 'utf8' });
+  const piped = spawnSync('bash', ['-c', 'printf "hello world\\na cat\\n" | "$0" --import tsx "$1" embed /dev/stdin --model "$2" --device cpu --json', process.execPath, cli, FIXTURE], { encoding: 'utf8', timeout: 240_000 });
   t.is(piped.status, 0, piped.stderr);
   t.is(JSON.parse(piped.stdout.trim().split('\n').at(-1)!).texts, 2);
   // And a file where the output folder belongs (it was read as a folder: ENOTDIR).
-  const onFile = spawnSync(process.execPath, [cli, 'train', '--data', data, '--output', data], { encoding: 'utf8' });
+  const onFile = spawnSync(process.execPath, [cli, 'train', '--data', data, '--output', data], { encoding: 'utf8', timeout: 240_000 });
   t.is(onFile.status, 2);
   t.regex(onFile.stderr, /^coltrast: --output: .+ai-projects\.json is a file; give the path of a folder\n$/);
 });

@@ -6,7 +6,13 @@ import type { ExecutionContext } from 'ava';
 import { tempDir } from './fixture';
 
 const CHILD = path.resolve(__dirname, 'train-child.ts');
-const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(options)], { encoding: 'utf8' });
+// A time limit: a child that never ends (a CI run once sat out ava's 5 minutes in test/train.test.ts, whose spawnSync calls
+// then held its event loop, no test of the file reporting) fails its own check, killed, with what it printed.
+const run = (options: object) => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(options)], { encoding: 'utf8', timeout: 240_000 });
+  if (r.error) throw new Error(`the training child did not end within 4 minutes (${r.error.message}); its stderr:\n${r.stderr}`);
+  return r;
+};
 
 /**
  * Trains `base` (JSON TrainOptions with checkpointEvery; RagTrainOptions with `rag: true`) uninterrupted, then again
