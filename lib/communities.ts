@@ -7,7 +7,8 @@
  */
 import { ColtrastError } from './errors';
 import { fromNative } from './native';
-import { newStore } from './search-index';
+import { newStore, rankedHits } from './search-index';
+import { unitRows } from './similarity';
 import { Turns } from './turns';
 import { checkOptions, floatMatrix, numberValue, positiveInteger, signalOption } from './validate';
 
@@ -151,19 +152,10 @@ const byScore = (x: ParaphrasePair, y: ParaphrasePair) => y.score - x.score || x
 
 /** A float32 dense store of `m`'s rows scaled to unit length (a zero row stays zero), as cos_sim normalizes them. */
 async function unitStore(m: Matrix) {
-  const [n, d] = m.dims;
-  const unit = new Float32Array(n * d);
-  const turn = new Turns();
-  for (let i = 0; i < n; i++) {
-    let sum = 0;
-    for (let k = 0; k < d; k++) sum += m.data[i * d + k] ** 2;
-    const scale = 1 / Math.max(Math.sqrt(sum), 1e-12);
-    for (let k = 0; k < d; k++) unit[i * d + k] = m.data[i * d + k] * scale;
-    await turn.maybe();
-  }
-  const store = newStore(d, 'float32');
+  const unit = (await unitRows(m)).data;
+  const store = newStore(m.dims[1], 'float32');
   store.add(unit);
-  return { store, unit, d };
+  return { store, unit, d: m.dims[1] };
 }
 
 /** Each of `rows`' `k` best rows of the store, best first (a tie by row). */
@@ -176,11 +168,7 @@ async function search(s: Awaited<ReturnType<typeof unitStore>>, rows: number[], 
   } catch (error) {
     throw fromNative(error);
   }
-  return rows.map((_, b) => {
-    const hits: { doc: number; score: number }[] = [];
-    for (let j = 0; j < r.k && r.indices[b * r.k + j] >= 0; j++) hits.push({ doc: r.indices[b * r.k + j], score: r.scores[b * r.k + j] });
-    return hits.sort((x, y) => y.score - x.score || x.doc - y.doc);
-  });
+  return rows.map((_, b) => rankedHits(r, b).sort((x, y) => y.score - x.score || x.doc - y.doc));
 }
 
 /** A community's rows from a row's hits: those at the threshold or above, the row itself first. */

@@ -319,7 +319,7 @@ export function defaultCentroids(tokens: number): number {
 }
 
 /** Query `i`'s hits in a native store's result, up to its first index -1 (fewer documents found than k). */
-function rankedHits(r: { scores: Float32Array; indices: Int32Array; k: number }, i: number): { doc: number; score: number }[] {
+export function rankedHits(r: { scores: Float32Array; indices: Int32Array; k: number }, i: number): { doc: number; score: number }[] {
   const hits: { doc: number; score: number }[] = [];
   for (let j = 0; j < r.k && r.indices[i * r.k + j] >= 0; j++) hits.push({ doc: r.indices[i * r.k + j], score: r.scores[i * r.k + j] });
   return hits;

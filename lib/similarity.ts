@@ -27,7 +27,7 @@ export type MultiVectorSimilarity = 'maxsim' | 'meanmaxsim';
 export const PRODUCT_BLOCK_FLOATS = 1 << 20;
 
 /** `m`'s rows scaled to unit length as torch.nn.functional.normalize does (a zero row stays zero): a copy, made in turns. */
-async function unitRows(m: ScoreMatrix): Promise<ScoreMatrix> {
+export async function unitRows(m: ScoreMatrix): Promise<ScoreMatrix> {
   const [n, d] = m.dims;
   const data = new Float32Array(n * d);
   const turn = new Turns();
