@@ -1460,33 +1460,31 @@ async function evalPairs(values: { [K in keyof typeof EVAL_OPTIONS]?: (typeof EV
   const model = values.model ?? DEFAULT_MODEL;
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count');
   const name = path.basename(model) + (truncateDim !== undefined ? `@${truncateDim}` : '') + (values.quantize ? ` (${values.quantize})` : '');
-  // Triplets (a negative each, no labels): the share each model ranks right (TripletEvaluator's accuracy).
+  // Triplets (a negative each, no labels) are scored by the share each model ranks right (TripletEvaluator's accuracy),
+  // from the examples read here; labeled pairs by correlation, evaluateSimilarity reading the file (and naming what is
+  // not a labeled pair in it). --model's result, then --compare's.
   const data = await (require('./train-data') as typeof import('./train-data')).readTrainingData(values.data!);
-  if ('examples' in data && data.examples.length > 0 && data.examples.every((e) => e.negatives?.length && e.label === undefined)) {
-    const triplets = [{ name, result: await pairMetricsModule().evaluateTriplets({ ...common, data: data.examples, model, truncateDim, ...quantizeFlag(values.quantize) }) }];
+  const evaluated = async <R>(evaluate: (model: string, own: { truncateDim?: number; quantize?: Quantize }) => Promise<R>) => {
+    const out = [{ name, result: await evaluate(model, { truncateDim, ...quantizeFlag(values.quantize) }) }];
     if (values.compare) {
       flagNames!.options.model = 'compare';
-      triplets.push({ name: path.basename(values.compare), result: await pairMetricsModule().evaluateTriplets({ ...common, data: data.examples, model: values.compare }) });
+      out.push({ name: path.basename(values.compare), result: await evaluate(values.compare, {}) });
     }
-    if (values.json) {
-      console.log(JSON.stringify(triplets.map((r) => ({ name: r.name, ...r.result }))));
-      return;
-    }
+    if (values.json) console.log(JSON.stringify(out.map((r) => ({ name: r.name, ...r.result }))));
+    return out;
+  };
+  if ('examples' in data && data.examples.length > 0 && data.examples.every((e) => e.negatives?.length && e.label === undefined)) {
+    const examples = data.examples;
+    const triplets = await evaluated((m, own) => pairMetricsModule().evaluateTriplets({ ...common, data: examples, model: m, ...own }));
+    if (values.json) return;
     const width = Math.max(...triplets.map((r) => r.name.length), 5);
     console.log(`${'model'.padEnd(width)}  accuracy`);
     for (const r of triplets) console.log(`${r.name.padEnd(width)}  ${r.result.accuracy.toFixed(4).padStart(8)}`);
     console.log(`\n${triplets[0].result.triplets} triplets (the share whose anchor is closer to the positive than to the negative: ${triplets.map((r) => `${r.name}: ${r.result.scoredBy}`).join(', ')})`);
     return;
   }
-  const results = [{ name, result: await pairMetricsModule().evaluateSimilarity({ ...common, model, truncateDim, ...quantizeFlag(values.quantize) }) }];
-  if (values.compare) {
-    flagNames!.options.model = 'compare';
-    results.push({ name: path.basename(values.compare), result: await pairMetricsModule().evaluateSimilarity({ ...common, model: values.compare }) });
-  }
-  if (values.json) {
-    console.log(JSON.stringify(results.map((r) => ({ name: r.name, ...r.result }))));
-    return;
-  }
+  const results = await evaluated((m, own) => pairMetricsModule().evaluateSimilarity({ ...common, model: m, ...own }));
+  if (values.json) return;
   const width = Math.max(...results.map((r) => r.name.length), 5);
   console.log(`${'model'.padEnd(width)}  spearman  pearson`);
   for (const r of results) console.log(`${r.name.padEnd(width)}  ${r.result.spearman.toFixed(4).padStart(8)}  ${r.result.pearson.toFixed(4).padStart(7)}`);
