@@ -45,6 +45,7 @@ const configSchemaModule = () => require('./config-schema') as typeof import('./
 const searchIndexModule = () => require('./search-index') as typeof import('./search-index');
 const indexManifestModule = () => require('./index-manifest') as typeof import('./index-manifest');
 const exportModule = () => require('./export') as typeof import('./export');
+const modelLayersModule = () => require('./model-layers') as typeof import('./model-layers');
 const miningModule = () => require('./mining') as typeof import('./mining');
 const modelDirModule = () => require('./model-dir') as typeof import('./model-dir');
 const queryGenerationModule = () => require('./query-generation') as typeof import('./query-generation');
@@ -130,6 +131,9 @@ commands:
     --projection-dim <n> --projection-activation identity|tanh   (a trained Dense head on the pooled vector)
     --matryoshka <widths>    Matryoshka: the pooled losses also at these widths, e.g. 768,512,256,128,64, so the vectors can
                              be cut (--truncate-dim); weights and dimensionsPerStep through --config (loss.matryoshka)
+    --adaptive-layers        adaptive layers (AdaptiveLayerLoss; with --matryoshka, Matryoshka2dLoss): the pooled losses also
+                             after fewer layers, so the model's first layers alone work (coltrast truncate --layers);
+                             --layers-per-step <n|all> (default 1); other settings through --config (loss.adaptiveLayers)
     --freeze-base            train only the head on the frozen transformer (CoTrEnD: a head on a decoder LLM's states)
     --mine-negatives         pairs: mine 3 hard negatives each with the starting model first (relative margin 0.05, as
                              coltrast mine); other settings through --config (mineNegatives)
@@ -337,6 +341,13 @@ commands:
     Vectors are L2-normalized and coltrast scores by inner product: <#> (negative inner product) orders
     best first and -(embedding <#> q) is coltrast's score. With IVFFlat, SET ivfflat.probes = 10 for recall;
     with HNSW, SET hnsw.ef_search = 100.
+  truncate                   a model cut to its first layers (one trained with --adaptive-layers): a smaller, faster model
+                             that coltrast, sentence-transformers and transformers load
+    --model <dir|hub id>     the model (an embedding model, cross-encoder or sparse encoder)
+    --layers <n>             how many of its first layers to keep
+    --output <dir>           the new model's folder (written whole, then renamed into place)
+    --overwrite              replace a non-empty --output
+    --json
   help                       this text
   --version                  coltrast's version (the package's)`;
 
@@ -904,6 +915,7 @@ const TRAIN_FLAGS = {
   matryoshka: 'string', sparse: 'boolean', 'query-regularizer': 'number', 'document-regularizer': 'number', 'regularizer-warmup': 'number', 'regularizer-schedule': 'string',
   mlm: 'boolean', 'mlm-probability': 'number', 'pair-loss': 'string', margin: 'number', triplet: 'boolean', 'triplet-distance': 'string', 'triplet-margin': 'number',
   'batch-triplet': 'string', 'batch-triplet-distance': 'string', 'batch-triplet-margin': 'number',
+  'adaptive-layers': 'boolean', 'layers-per-step': 'string',
 } as const;
 
 /** The option of train() each flag sets where that is not the flag's name in camelCase (null: none); see nameFlags. */
@@ -911,7 +923,8 @@ const TRAIN_FLAG_OPTIONS: Record<string, string | string[] | null> = {
   'contrastive-weight': 'loss.contrastiveWeight', 'late-interaction-weight': 'loss.lateInteractionWeight', temperature: 'loss.temperature',
   'late-interaction': 'loss.lateInteraction', symmetric: 'loss.symmetric', distillation: 'loss.distillation', 'distillation-weight': 'loss.distillationWeight',
   'teacher-temperature': 'loss.teacherTemperature', 'pair-loss': 'loss.pairs', margin: 'loss.margin', triplet: 'loss.triplet', 'triplet-distance': 'loss.triplet.distance', 'triplet-margin': 'loss.triplet.margin',
-  'batch-triplet': ['loss.batchTriplet', 'loss.batchTriplet.kind'], 'batch-triplet-distance': 'loss.batchTriplet.distance', 'batch-triplet-margin': 'loss.batchTriplet.margin', matryoshka: 'loss.matryoshka.dimensions', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
+  'batch-triplet': ['loss.batchTriplet', 'loss.batchTriplet.kind'], 'batch-triplet-distance': 'loss.batchTriplet.distance', 'batch-triplet-margin': 'loss.batchTriplet.margin', matryoshka: 'loss.matryoshka.dimensions',
+  'adaptive-layers': 'loss.adaptiveLayers', 'layers-per-step': 'loss.adaptiveLayers.layersPerStep', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
   'hard-negatives': 'mining.hardNegatives', 'no-prompts': 'prompts', 'lora-rank': 'lora.rank', 'lora-alpha': 'lora.alpha', 'lora-targets': 'lora.targetModules',
   'multi-vector': ['multiVector', 'multiVector.dimension'], 'projection-dim': ['projection', 'projection.dimension'], 'projection-activation': 'projection.activation',
   guide: ['guide', 'guide.model'], 'guide-margin': 'guide.margin', 'guide-margin-strategy': 'guide.marginStrategy', 'cross-encoder-loss': 'crossEncoder.loss',
@@ -1035,6 +1048,14 @@ async function trainCommand(argv: string[]): Promise<void> {
     const dimensions = x.split(',').map((w) => Number(w.trim()));
     if (dimensions.some((w) => !Number.isInteger(w) || w <= 0)) fail(`--matryoshka must be positive integers separated by commas (e.g. 768,512,256,128,64), got ${x}`);
     loss.matryoshka = { ...(loss.matryoshka ?? {}), dimensions };
+  });
+  const adaptive = () => (typeof loss.adaptiveLayers === 'object' ? loss.adaptiveLayers : {});
+  set(v['adaptive-layers'], (x: boolean) => x && (loss.adaptiveLayers = adaptive()));
+  set(v['layers-per-step'], (x: string) => {
+    if (!loss.adaptiveLayers) fail('--layers-per-step goes with --adaptive-layers (or loss.adaptiveLayers in --config)');
+    const perStep = x === 'all' ? 'all' : Number(x);
+    if (perStep !== 'all' && !(Number.isInteger(perStep) && perStep > 0)) fail(`--layers-per-step must be a positive integer or 'all', got ${x}`);
+    loss.adaptiveLayers = { ...adaptive(), layersPerStep: perStep };
   });
   if (Object.keys(loss).length > 0) o.loss = loss;
   set(v.patience, (x) => (o.earlyStopping = { ...(o.earlyStopping ?? {}), patience: x }));
@@ -1793,6 +1814,22 @@ async function exportCommand(argv: string[]): Promise<void> {
   else say(`exported ${r.rows} documents (dimension ${r.dimension}) to table ${r.table} -> ${r.output}${toPipe ? '' : `\nload it with: psql -v ON_ERROR_STOP=1 -d <database> -f ${r.output}`}`);
 }
 
+const TRUNCATE_OPTIONS = {
+  model: { type: 'string' }, layers: { type: 'string' }, output: { type: 'string' }, overwrite: { type: 'boolean' }, json: { type: 'boolean' },
+} as const;
+
+async function truncateCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args: argv, strict: true, allowPositionals: true, options: TRUNCATE_OPTIONS });
+  nameFlags(TRUNCATE_OPTIONS, values, { json: null });
+  if (positionals.length > 0) fail('truncate takes flags only (see coltrast truncate --help)');
+  if (!values.model) fail('truncate needs --model <dir|hub id>');
+  if (!values.output) fail('truncate needs --output <dir>');
+  if (values.layers === undefined) fail('truncate needs --layers <n>');
+  const r = await modelLayersModule().truncateLayers({ model: values.model, layers: numberFlag('layers', values.layers, 'count')!, output: values.output, overwrite: values.overwrite ?? false });
+  if (values.json) console.log(JSON.stringify(r));
+  else console.log(`kept ${r.layers} of ${r.from} layers (${r.droppedTensors} tensors left out, ${(r.weightBytes / 2 ** 20).toFixed(1)} MiB of weights) -> ${r.output}`);
+}
+
 const SERVE_OPTIONS = {
   model: { type: 'string' }, reranker: { type: 'string' }, index: { type: 'string' }, 'no-model': { type: 'boolean' }, host: { type: 'string' },
   generator: { type: 'string' }, corpus: { type: 'string' }, template: { type: 'string' }, chat: { type: 'boolean' }, system: { type: 'string' },
@@ -2025,6 +2062,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   ask: askCommand,
   generate: generateCommand,
   serve: serveCommand,
+  truncate: truncateCommand,
 };
 
 /**
@@ -2046,6 +2084,7 @@ export const COMMAND_FLAGS: Record<string, readonly string[]> = {
   ask: Object.keys(ASK_FLAGS),
   generate: Object.keys(GENERATE_FLAGS),
   serve: Object.keys(SERVE_OPTIONS),
+  truncate: Object.keys(TRUNCATE_OPTIONS),
 };
 
 /**

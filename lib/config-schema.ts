@@ -121,6 +121,24 @@ export const TRAIN_CONFIG_SCHEMA = {
           ],
           description: "texts of classes ({ text, label }): sentence-transformers' BatchAllTripletLoss, BatchHardTripletLoss, BatchSemiHardTripletLoss or BatchHardSoftMarginTripletLoss",
         },
+        adaptiveLayers: {
+          oneOf: [
+            { type: 'boolean' },
+            {
+              type: 'object',
+              additionalProperties: false,
+              properties: {
+                layersPerStep: { oneOf: [integer(1), { const: 'all' }] },
+                lastLayerWeight: number({ minimum: 0 }),
+                priorLayersWeight: number({ minimum: 0 }),
+                layerWeighting: { enum: ['uniform', 'log', 'linear'] },
+                klTemperature: number({ minimum: 0 }),
+                klWeight: number({ minimum: 0 }),
+              },
+            },
+          ],
+          description: "adaptive layers (sentence-transformers' AdaptiveLayerLoss; with matryoshka, Matryoshka2dLoss): the pooled losses also after fewer layers",
+        },
       },
     },
     guide: {

@@ -215,6 +215,10 @@ export class Encoder {
   get fullDimension(): number {
     return lastDense({ dense: this.dense, denseStack: this.files.denseStack })?.outFeatures ?? this.hiddenSize;
   }
+  /** The layers of the model's transformer stack (config.json's num_hidden_layers). */
+  get layers(): number {
+    return this.model.current().info().layers;
+  }
   /** Width of token vectors: the hidden size, or a multi-vector model's projected width. */
   get tokenDimension(): number {
     return this.multi && this.dense ? this.dense.outFeatures : this.hiddenSize;

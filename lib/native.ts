@@ -11,6 +11,8 @@ export interface NativeEncoderInfo {
   modelType: string;
   hiddenSize: number;
   maxPositions: number;
+  /** The layers of the transformer stack (config.json's num_hidden_layers). */
+  layers: number;
   numParameters: number;
   /** Bytes of the parameters' storages, each counted once: what the model's float weights hold (a projection quantized to int8 holds none). */
   parameterBytes: number;
@@ -228,6 +230,20 @@ export interface NativeStepOptions {
    */
   matryoshkaDimensions?: number[];
   matryoshkaWeights?: number[];
+  /**
+   * Adaptive layers (sentence-transformers' AdaptiveLayerLoss; with Matryoshka widths, Matryoshka2dLoss): the pooled
+   * losses also on the vectors after fewer layers, the pooled hidden states that enter layer `adaptiveLayers[i]` (0: the
+   * embeddings' output, up to layers - 1; transformers' hidden_states[i]) through the projection head, each times
+   * `adaptiveLayerWeights[i]`, and the final layer's times `lastLayerWeight` (default 1). With `klTemperature` > 0
+   * (default 0.3) each such layer's vectors, as the model gives them, fit the final layer's by the KL divergence of their
+   * softmax at that temperature (batchmean), times klTemperature * `klWeight` (default 1). Single-vector models only;
+   * no late interaction or mini-batches.
+   */
+  adaptiveLayers?: number[];
+  adaptiveLayerWeights?: number[];
+  lastLayerWeight?: number;
+  klWeight?: number;
+  klTemperature?: number;
   /**
    * Labeled pairs: query i and document i are a pair labeled `pairLabels[i]`, and this loss of their pooled vectors is
    * the step's whole loss (the other weights 0): sentence-transformers' CoSENTLoss ('cosent'), AnglELoss ('angle'),

@@ -107,6 +107,39 @@ export interface LossOptions {
    * forms them (batchSize even, 4 or more). The whole loss; validation is its loss.
    */
   batchTriplet?: BatchTripletKind | { kind: BatchTripletKind; distance?: 'euclidean' | 'cosine'; margin?: number };
+  /**
+   * Adaptive layers (Li et al. 2024, "2D Matryoshka Sentence Embeddings"; sentence-transformers' AdaptiveLayerLoss, and
+   * with `matryoshka` its Matryoshka2dLoss): the pooled losses also on the vectors the model gives after fewer layers
+   * (the hidden states entering a layer, pooled and through the projection head), so that the model's first layers
+   * alone make a smaller, faster one (truncateLayers, `coltrast truncate --layers`). `true`: the defaults. Single-vector
+   * models; late interaction off (the loss's defaults then are the contrastive loss alone), no gradient caching.
+   * Validation reports the whole model's metrics.
+   */
+  adaptiveLayers?: boolean | AdaptiveLayerOptions;
+}
+
+export interface AdaptiveLayerOptions {
+  /**
+   * How many of the earlier layers each batch's loss adds (default 1, as the paper and sentence-transformers; 'all':
+   * every one), a seeded draw for each batch from the model's layers 0 (the embeddings' output) to layers - 1 (the
+   * last layer's input).
+   */
+  layersPerStep?: number | 'all';
+  /** The final layer's loss is multiplied by it (default 1). */
+  lastLayerWeight?: number;
+  /** The earlier layers' losses, averaged over the layers drawn, are multiplied by it (default 1). */
+  priorLayersWeight?: number;
+  /**
+   * Each earlier layer's loss weight before that average: 'uniform' (default, as 2DMSE and Starbucks), 'log'
+   * 1 / (1 + ln(1 + i)) (as ESE), or 'linear' 1 / (1 + i), i the layer.
+   */
+  layerWeighting?: 'uniform' | 'log' | 'linear';
+  /**
+   * Each earlier layer's vectors also fit the final layer's: the KL divergence of their softmax over the entries at
+   * this temperature (default 0.3; 0: none), times klTemperature × klWeight (default 1).
+   */
+  klTemperature?: number;
+  klWeight?: number;
 }
 
 export interface MatryoshkaOptions {
@@ -421,7 +454,7 @@ const KEYS = [
 export const DEFAULT_VAL_GROUPS = 1000;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
-  'matryoshka', 'pairs', 'margin', 'triplet', 'batchTriplet',
+  'matryoshka', 'pairs', 'margin', 'triplet', 'batchTriplet', 'adaptiveLayers',
 ] as const;
 
 
@@ -465,6 +498,8 @@ interface Config {
   contrastiveTension: boolean;
   /** Widths largest first, their weights, and how many each batch uses. */
   matryoshka?: { dimensions: number[]; weights: number[]; perStep: number };
+  /** Adaptive layers (loss.adaptiveLayers), every setting filled in. */
+  adaptiveLayers?: AdaptiveLayers;
   chunking: { threshold: number; maxTokens?: number };
   mining: Required<MiningOptions>;
   mineNegatives?: MineNegativesOptions;
@@ -530,9 +565,10 @@ function readConfig(options: TrainOptions): Config {
   const triplet = readTriplet(o, loss);
   const embeddingTeacher = readEmbeddingTeacher(o, loss);
   const batchTriplet = readBatchTriplet(o, loss);
-  // Contrastive Tension and a sparse encoder train the pooled vectors alone; a pair or triplet loss, and embedding
-  // distillation, is the whole loss.
-  const pooledOnly = tension || sparse !== undefined;
+  const adaptiveLayers = readAdaptiveLayers(o, loss);
+  // Contrastive Tension, a sparse encoder and adaptive layers train the pooled vectors alone; a pair or triplet loss,
+  // and embedding distillation, is the whole loss.
+  const pooledOnly = tension || sparse !== undefined || adaptiveLayers !== undefined;
   const whole = pairs !== undefined || triplet !== undefined || embeddingTeacher !== undefined || batchTriplet !== undefined;
   const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (whole ? 0 : pooledOnly ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
   const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (pooledOnly || whole ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
@@ -609,6 +645,7 @@ function readConfig(options: TrainOptions): Config {
     contrastiveTension: tension,
     mineNegatives: readMineNegatives(o.mineNegatives, tension),
     matryoshka: readMatryoshka(loss.matryoshka),
+    adaptiveLayers,
     chunking: {
       threshold: numberValue('options.chunking.threshold', chunking.threshold ?? 0.7, (x) => x >= -1 && x <= 1, 'a number in [-1, 1]'),
       maxTokens: chunking.maxTokens === undefined ? undefined : positiveInteger('options.chunking.maxTokens', chunking.maxTokens),
@@ -859,6 +896,75 @@ export function matryoshkaStep(m: Config['matryoshka'], seed: number, epoch: num
     picked = picked.slice(0, m.perStep).sort((a, b) => a - b);
   }
   return { matryoshkaDimensions: picked.map((i) => m.dimensions[i]), matryoshkaWeights: picked.map((i) => m.weights[i]) };
+}
+
+type AdaptiveLayers = Required<AdaptiveLayerOptions>;
+
+/**
+ * loss.adaptiveLayers checked, with what it leaves no room for: late interaction, gradient caching, and the training
+ * of multi-vector models, cross-encoders, sparse encoders and masked language models.
+ */
+function readAdaptiveLayers(o: TrainOptions, loss: LossOptions): AdaptiveLayers | undefined {
+  if (loss.adaptiveLayers === undefined || loss.adaptiveLayers === false) return undefined;
+  const a = loss.adaptiveLayers === true ? {} : checkOptions('options.loss.adaptiveLayers', loss.adaptiveLayers, ['layersPerStep', 'lastLayerWeight', 'priorLayersWeight', 'layerWeighting', 'klTemperature', 'klWeight']);
+  const modes = (['crossEncoder', 'multiVector', 'sparse', 'mlm', 'miniBatchSize'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  if (modes.length > 0) {
+    throw new ColtrastError(
+      'INVALID_ARGUMENT',
+      `options.loss.adaptiveLayers trains a single-vector embedding model's pooled vectors after each layer: ${modes.map((k) => `options.${k}`).join(', ')} ${modes.length > 1 ? 'are' : 'is'} for other training; drop ${modes.length > 1 ? 'them' : 'it'}`,
+    );
+  }
+  if ((loss.lateInteractionWeight ?? 0) > 0 || loss.lateInteraction !== undefined) {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.adaptiveLayers trains pooled vectors, not token vectors: drop options.loss.lateInteractionWeight and options.loss.lateInteraction (late interaction is off with it)');
+  }
+  const weight = (key: 'lastLayerWeight' | 'priorLayersWeight' | 'klWeight' | 'klTemperature', fallback: number) =>
+    float32(`options.loss.adaptiveLayers.${key}`, numberValue(`options.loss.adaptiveLayers.${key}`, a[key] ?? fallback, (x) => x >= 0, 'a number >= 0'));
+  const perStep = a.layersPerStep ?? 1;
+  return {
+    layersPerStep: perStep === 'all' ? 'all' : positiveInteger('options.loss.adaptiveLayers.layersPerStep', perStep),
+    lastLayerWeight: weight('lastLayerWeight', 1),
+    priorLayersWeight: weight('priorLayersWeight', 1),
+    layerWeighting: oneOf('options.loss.adaptiveLayers.layerWeighting', a.layerWeighting ?? 'uniform', ['uniform', 'log', 'linear'] as const),
+    klTemperature: weight('klTemperature', 0.3),
+    klWeight: weight('klWeight', 1),
+  };
+}
+
+/** Checks loss.adaptiveLayers against the model: a single-vector model of at least 2 layers, layersPerStep at most its layers. */
+function adaptiveLayersFit(a: AdaptiveLayers, encoder: Encoder): void {
+  if (encoder.multiVector) throw new ColtrastError('INVALID_ARGUMENT', `options.loss.adaptiveLayers trains pooled vectors, and ${encoder.modelDir} is a multi-vector model; start from a single-vector one`);
+  if (encoder.layers < 2) throw new ColtrastError('INVALID_ARGUMENT', `options.loss.adaptiveLayers trains a model to work with fewer layers, and ${encoder.modelDir} has ${encoder.layers}`);
+  if (a.layersPerStep !== 'all' && a.layersPerStep > encoder.layers) {
+    throw invalid('options.loss.adaptiveLayers.layersPerStep', `at most the ${encoder.layers} layers of ${encoder.modelDir} (or 'all')`, a.layersPerStep);
+  }
+}
+
+/**
+ * The adaptive layers of a batch's step and their weights: `layersPerStep` of the model's `layers` first layers (0 to
+ * layers - 1: the hidden states entering each layer), drawn from the seed, the epoch and the batch (a resumed run draws
+ * the same), each layer's weight its layerWeighting's / the layers drawn × priorLayersWeight.
+ */
+export function adaptiveLayersStep(a: AdaptiveLayers | undefined, layers: number, seed: number, epoch: number, batch: number): Partial<NativeStepOptions> {
+  if (!a) return {};
+  let picked = Array.from({ length: layers }, (_, i) => i);
+  const perStep = a.layersPerStep === 'all' ? layers : a.layersPerStep;
+  if (perStep < layers) {
+    // Another stream than matryoshkaStep's draw of widths from the same batch.
+    const random = seededRandom(((seed * 1_000_003 + epoch * 65_537 + batch) ^ 0x2d4a5e1f) >>> 0);
+    for (let i = 0; i < perStep; i++) {
+      const j = i + Math.floor(random.next() * (picked.length - i));
+      [picked[i], picked[j]] = [picked[j], picked[i]];
+    }
+    picked = picked.slice(0, perStep).sort((x, y) => x - y);
+  }
+  const weightOf = (i: number) => (a.layerWeighting === 'log' ? 1 / (1 + Math.log(1 + i)) : a.layerWeighting === 'linear' ? 1 / (1 + i) : 1);
+  return {
+    adaptiveLayers: picked,
+    adaptiveLayerWeights: picked.map((i) => (weightOf(i) / picked.length) * a.priorLayersWeight),
+    lastLayerWeight: a.lastLayerWeight,
+    klTemperature: a.klTemperature,
+    klWeight: a.klWeight,
+  };
 }
 
 /** Checks that the model's pooled vectors, `width` wide, can be cut to every Matryoshka width. */
@@ -1584,6 +1690,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       }
       matryoshkaWidths(config, config.projection?.dimension ?? encoder.fullDimension, encoder.modelDir);
     }
+    if (config.adaptiveLayers) {
+      if (!(encoder instanceof Encoder)) throw new ColtrastError('INVALID_ARGUMENT', `options.loss.adaptiveLayers trains embedding models, and ${model} is not one`);
+      adaptiveLayersFit(config.adaptiveLayers, encoder);
+    }
     checkFloat16(encoder.modelType, config.precision, 'options.precision');
     checkPrecision(config.precision, encoder.device);
     let trainSet: TrainExample[];
@@ -1724,7 +1834,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       throw new ColtrastError('INVALID_ARGUMENT', `options.loss.pairs '${config.pairs.kind}' ranks the pairs of a batch against each other, and every batch holds one pair: raise options.batchSize`);
     }
     // A triplet loss measures the vectors as the model gives them: normalized where it has a Normalize module.
-    const stepOptions = { ...config.step, maxGradNorm: config.maxGradNorm, ...((config.triplet || config.embeddingTeacher || config.batchTriplet) && { normalizedVectors: (encoder as Encoder).normalize }) };
+    // So does adaptive layers' KL divergence.
+    const stepOptions = {
+      ...config.step,
+      maxGradNorm: config.maxGradNorm,
+      ...((config.triplet || config.embeddingTeacher || config.batchTriplet || config.adaptiveLayers) && { normalizedVectors: (encoder as Encoder).normalize }),
+    };
+    const layers = config.adaptiveLayers ? (encoder as Encoder).layers : 0;
     // A sparse encoder's regularizer weights for the step after `step` updates (their warm-up).
     const regularizers = (step: number) => (config.sparse ? sparseRegularizersAt(step, totalSteps, config.sparse) : {});
     // A masked-language-model batch's masks: a function of the seed, the epoch and the batch (a resumed run masks as the
@@ -1848,6 +1964,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         const learningRate = learningRateAt(state.step, totalSteps, config.learningRate, config.warmupRatio, config.schedule);
         const running = trainer.stepPrepared(prepared, {
           ...stepOptions, ...regularizers(state.step), ...masks(epoch, b), learningRate, lossScale: 1 / config.accumulation, apply, ...extrasOf(batch), ...matryoshkaStep(config.matryoshka, config.seed, epoch, b),
+          ...adaptiveLayersStep(config.adaptiveLayers, layers, config.seed, epoch, b),
         });
         // The next batch's tokenization starts once this step is on its way: its synchronous part (handing the texts
         // to the tokenizer, about a millisecond for 64 pairs) would otherwise delay the step (BENCHMARKS.md, "Node's

@@ -924,6 +924,7 @@ Napi::Value EncoderWrap::info(const Napi::CallbackInfo& info) {
   out.Set("modelType", encoder->model->modelType());
   out.Set("hiddenSize", static_cast<double>(encoder->model->hiddenSize()));
   out.Set("maxPositions", static_cast<double>(encoder->model->maxPositions()));
+  out.Set("layers", static_cast<double>(encoder->model->layerCount()));
   out.Set("numParameters", static_cast<double>(parameters));
   out.Set("parameterBytes", static_cast<double>(parameterBytes));
   const torch::nn::Linear& last = encoder->denseStack.empty() ? encoder->dense : encoder->denseStack.back().linear;

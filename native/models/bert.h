@@ -70,6 +70,7 @@ class BertModel : public TransformerEncoder {
                         const torch::Tensor& tokenTypeIds) override;
   int64_t hiddenSize() const override { return config_.hiddenSize; }
   int64_t maxPositions() const override { return config_.usablePositions(); }
+  int64_t layerCount() const override { return config_.numLayers; }
   int64_t vocabularySize() const override { return embeddings_->word_embeddings->weight.size(0); }
   // RoBERTa's family adds type 0's row whatever the ids say.
   int64_t tokenTypeCount() const override {

@@ -51,6 +51,7 @@ class DebertaModel : public TransformerEncoder {
   torch::Tensor forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask, const torch::Tensor& tokenTypeIds) override;
   int64_t hiddenSize() const override { return config_.hiddenSize; }
   int64_t maxPositions() const override { return config_.maxPositions; }
+  int64_t layerCount() const override { return config_.numLayers; }
   int64_t vocabularySize() const override { return wordEmbeddings_->weight.size(0); }
   int64_t tokenTypeCount() const override { return tokenTypeEmbeddings_ ? tokenTypeEmbeddings_->weight.size(0) : 0; }
   std::string modelType() const override { return "deberta-v2"; }

@@ -101,6 +101,7 @@ class DecoderModel : public TransformerEncoder {
                         const torch::Tensor& tokenTypeIds) override;
   int64_t hiddenSize() const override { return config_.hiddenSize; }
   int64_t maxPositions() const override { return config_.maxPositions; }
+  int64_t layerCount() const override { return config_.numLayers; }
   double finalLogitSoftcap() const override { return config_.finalSoftcap; }
   std::string modelType() const override { return config_.modelType; }
   torch::Tensor inputEmbeddings() const override { return embed_tokens_->weight; }

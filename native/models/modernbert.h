@@ -41,6 +41,7 @@ class ModernBertModel : public TransformerEncoder {
   torch::Tensor forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask, const torch::Tensor& tokenTypeIds) override;
   int64_t hiddenSize() const override { return config_.hiddenSize; }
   int64_t maxPositions() const override { return config_.maxPositions; }
+  int64_t layerCount() const override { return config_.numLayers; }
   int64_t vocabularySize() const override { return tokEmbeddings_->weight.size(0); }
   std::string modelType() const override { return "modernbert"; }
   torch::Tensor tokenEmbeddings() const override { return tokEmbeddings_->weight; }

@@ -51,6 +51,7 @@ class T5EncoderModel : public TransformerEncoder {
   torch::Tensor forward(const torch::Tensor& inputIds, const torch::Tensor& attentionMask, const torch::Tensor& tokenTypeIds) override;
   int64_t hiddenSize() const override { return config_.dModel; }
   int64_t maxPositions() const override { return config_.maxPositions; }
+  int64_t layerCount() const override { return config_.numLayers; }
   int64_t vocabularySize() const override { return shared_->weight.size(0); }
   std::string modelType() const override { return config_.modelType; }
 

@@ -144,6 +144,7 @@ torch::Tensor TransformerEncoder::takeKept(const std::string& name) {
 }
 
 torch::Tensor TransformerEncoder::runLayer(const SharedInputLayer& layer, const torch::Tensor& hidden, const std::vector<torch::Tensor>& shared) {
+  if (layerInputs) layerInputs->push_back(hidden);
   return checkpointed(hidden) ? checkpointLayer(layer, hidden, shared) : layer(hidden, shared);
 }
 

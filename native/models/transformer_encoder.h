@@ -26,6 +26,8 @@ class TransformerEncoder : public torch::nn::Module {
                                 const torch::Tensor& tokenTypeIds) = 0;
   virtual int64_t hiddenSize() const = 0;
   virtual int64_t maxPositions() const = 0;
+  // The layers of the stack (num_hidden_layers).
+  virtual int64_t layerCount() const = 0;
   // The rows of the token embedding matrix: token ids must be below it.
   virtual int64_t vocabularySize() const = 0;
   // The rows of the token type embeddings the model adds, 0 when it reads no token types.
@@ -75,6 +77,11 @@ class TransformerEncoder : public torch::nn::Module {
   int64_t quantizeInt8();
   bool quantizedInt8() const;
 
+  // While set, forward appends the hidden states that enter each layer of the stack, in order: transformers'
+  // hidden_states[0 .. layers - 1] (the embeddings' output, then each layer's but the last's). For AdaptiveLayerLoss
+  // training (native/train); see LayerInputs.
+  std::vector<torch::Tensor>* layerInputs = nullptr;
+
   // Gradient checkpointing in training (models/checkpoint.h): each layer's activations are recomputed in backward
   // instead of kept. Set by the trainer.
   bool gradientCheckpointing = false;
@@ -103,6 +110,18 @@ class TransformerEncoder : public torch::nn::Module {
     torch::Tensor value;
   };
   std::vector<Kept> kept_;
+};
+
+// Points `model`'s layerInputs at `into` for its lifetime (nothing when `into` is null).
+class LayerInputs {
+ public:
+  LayerInputs(TransformerEncoder& model, std::vector<torch::Tensor>* into) : model_(model) { model_.layerInputs = into; }
+  ~LayerInputs() { model_.layerInputs = nullptr; }
+  LayerInputs(const LayerInputs&) = delete;
+  LayerInputs& operator=(const LayerInputs&) = delete;
+
+ private:
+  TransformerEncoder& model_;
 };
 
 using EncoderFactory = std::function<std::shared_ptr<TransformerEncoder>(const nlohmann::json& config)>;

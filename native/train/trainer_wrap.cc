@@ -116,7 +116,45 @@ struct StepOptions {
   bool batchTripletCosine = false;
   double batchTripletMargin = 5.0;
   torch::Tensor classLabels;
+  // Adaptive layers (Li et al. 2024, 2D Matryoshka sentence embeddings; sentence-transformers' AdaptiveLayerLoss, and
+  // with Matryoshka widths its Matryoshka2dLoss): the pooled losses also on the vectors the model gives after fewer
+  // layers: for each (layer, weight), transformers' hidden_states[layer] (0: the embeddings' output, up to the layers
+  // less one) pooled and through the projection head, its loss times the weight; the final layer's loss times
+  // lastLayerWeight. With klTemperature > 0 each such layer's vectors, as the model gives them, also fit the final
+  // layer's (held fixed): the KL divergence of their softmax over the entries at that temperature, the mean over the
+  // batch's texts, times klTemperature * klWeight.
+  std::vector<std::pair<int64_t, double>> adaptiveLayers;
+  double lastLayerWeight = 1.0, klWeight = 1.0, klTemperature = 0.3;
 };
+
+// The adaptive layers of a step's arguments: adaptiveLayers: number[] (layer indices) and adaptiveLayerWeights: number[]
+// of the same length, lastLayerWeight, klWeight and klTemperature.
+void readAdaptiveLayers(const Napi::Object& o, StepOptions& s) {
+  const Napi::Value layers = o.Get("adaptiveLayers");
+  if (layers.IsUndefined()) return;
+  const Napi::Value weights = o.Get("adaptiveLayerWeights");
+  if (!layers.IsArray() || !weights.IsArray() || layers.As<Napi::Array>().Length() != weights.As<Napi::Array>().Length() ||
+      layers.As<Napi::Array>().Length() == 0) {
+    throw invalidArgument("adaptiveLayers and adaptiveLayerWeights must be arrays of the same, non-zero length");
+  }
+  const auto l = layers.As<Napi::Array>(), w = weights.As<Napi::Array>();
+  for (uint32_t i = 0; i < l.Length(); ++i) {
+    const double layer = l.Get(i).ToNumber().DoubleValue(), weight = w.Get(i).ToNumber().DoubleValue();
+    if (!(layer >= 0 && layer <= INT32_MAX) || layer != std::floor(layer)) throw invalidArgument("adaptiveLayers must hold integers >= 0 (layer indices)");
+    if (!(weight >= 0) || !std::isfinite(weight)) throw invalidArgument("adaptiveLayerWeights must hold finite numbers >= 0");
+    s.adaptiveLayers.emplace_back(static_cast<int64_t>(layer), weight);
+  }
+  s.lastLayerWeight = numberOr(o, "lastLayerWeight", s.lastLayerWeight);
+  s.klWeight = numberOr(o, "klWeight", s.klWeight);
+  s.klTemperature = numberOr(o, "klTemperature", s.klTemperature);
+  if (!(s.lastLayerWeight >= 0 && std::isfinite(s.lastLayerWeight)) || !(s.klWeight >= 0 && std::isfinite(s.klWeight)) ||
+      !(s.klTemperature >= 0 && std::isfinite(s.klTemperature))) {
+    throw invalidArgument("lastLayerWeight, klWeight and klTemperature must be finite numbers >= 0 (klTemperature 0: no KL divergence)");
+  }
+  if (s.projectTokens || s.crossEncoder || s.sparse || s.lateInteractionWeight > 0 || s.miniBatchSize > 0) {
+    throw invalidArgument("adaptive layers train a single-vector model's pooled vectors: not with late interaction, mini-batches (gradient caching), a multi-vector model, a cross-encoder or a sparse encoder");
+  }
+}
 
 // The Matryoshka widths and weights of a step's arguments: matryoshkaDimensions: number[] and
 // matryoshkaWeights: number[] of the same length.
@@ -285,6 +323,7 @@ StepOptions readStepOptions(const Napi::Object& o) {
       throw invalidArgument("a batch triplet loss is the step's whole loss, on a single-vector model's full pooled vectors: contrastiveWeight, lateInteractionWeight and distillationWeight must be 0, with no pair or triplet loss, Matryoshka widths or mini-batches, and not for a multi-vector model, a cross-encoder or a sparse encoder");
     }
   }
+  readAdaptiveLayers(o, s);
   return s;
 }
 
@@ -404,16 +443,21 @@ struct Side {
 };
 
 // Token states [rows, len, dim] (the model's output dtype) and, when the contrastive loss is on, pooled
-// vectors through the projection head [rows, out].
+// vectors through the projection head [rows, out]; with adaptive layers, the pooled vectors after each of those layers.
 struct Encoded {
   torch::Tensor states, pooled;
+  std::vector<torch::Tensor> layerPooled;
 };
 
 Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& types,
                const torch::Tensor& pooled, const StepOptions& s, torch::ScalarType autocast) {
   AutocastScope scope(enc.device, autocast);
   Encoded out;
-  out.states = enc.model->forward(ids, mask, types);
+  std::vector<torch::Tensor> layerInputs;
+  {
+    LayerInputs capture(*enc.model, s.adaptiveLayers.empty() ? nullptr : &layerInputs);
+    out.states = enc.model->forward(ids, mask, types);
+  }
   if (s.sparse) {
     if (!enc.mlm) throw invalidArgument("sparse training needs a model loaded with its masked-language-model head (a SparseEncoder)");
     // Over the attended tokens, as SpladePooling pools (a prompt's tokens included).
@@ -422,7 +466,16 @@ Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor
   }
   if (s.projectTokens) out.states = enc.project(out.states);
   if (s.contrastiveWeight > 0 || s.pairLoss != StepOptions::PairLoss::None || s.tripletDistance != StepOptions::TripletDistance::None ||
-      s.targetVectors.defined() || s.batchTriplet != StepOptions::BatchTriplet::None || (s.distillationWeight > 0 && !s.projectTokens)) out.pooled = enc.project(pool(out.states, pooled, s.pooling));
+      s.targetVectors.defined() || s.batchTriplet != StepOptions::BatchTriplet::None || (s.distillationWeight > 0 && !s.projectTokens)) {
+    out.pooled = enc.project(pool(out.states, pooled, s.pooling));
+    for (const auto& [layer, weight] : s.adaptiveLayers) {
+      if (layer >= static_cast<int64_t>(layerInputs.size())) {
+        throw invalidArgument("adaptiveLayers: layer " + std::to_string(layer) + " is past the model's " + std::to_string(layerInputs.size()) + " layers (0 to " +
+                              std::to_string(static_cast<int64_t>(layerInputs.size()) - 1) + ": the embeddings' output, then each layer's but the last's)");
+      }
+      out.layerPooled.push_back(enc.project(pool(layerInputs[static_cast<size_t>(layer)], pooled, s.pooling)));
+    }
+  }
   return out;
 }
 
@@ -768,6 +821,37 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
   return {total, parts};
 }
 
+// batchLoss, with AdaptiveLayerLoss around it where the step has adaptive layers (StepOptions::adaptiveLayers): the
+// final layer's loss times lastLayerWeight, each layer's (its pooled vectors in place of the final ones) times its
+// weight, and each layer's KL divergence from the final layer. The parts are the final layer's, the total the whole.
+std::pair<torch::Tensor, LossParts> stepLoss(const LoadedEncoder& enc, const Encoded& q, const torch::Tensor& qMask, const Encoded& d,
+                                             const torch::Tensor& dMask, const StepOptions& s, torch::ScalarType autocast) {
+  auto result = batchLoss(enc, q, qMask, d, dMask, s, autocast);
+  if (s.adaptiveLayers.empty()) return result;
+  auto& [total, parts] = result;
+  total = total * s.lastLayerWeight;
+  // Every text's vector of the batch (queries, then documents) as the model gives it: sentence-transformers' KL term
+  // reads the sentence embeddings, after every module of the model.
+  const auto given = [&](const torch::Tensor& qp, const torch::Tensor& dp) {
+    const torch::Tensor rows = (dp.defined() ? torch::cat({qp, dp}) : qp).to(torch::kFloat32);
+    return s.normalizedVectors ? F::normalize(rows, F::NormalizeFuncOptions().dim(-1)) : rows;
+  };
+  torch::Tensor target;
+  if (s.klTemperature > 0) target = F::softmax(given(q.pooled, d.pooled) / s.klTemperature, F::SoftmaxFuncOptions(-1)).detach();
+  for (size_t i = 0; i < s.adaptiveLayers.size(); ++i) {
+    Encoded ql, dl;
+    ql.pooled = q.layerPooled[i];
+    if (d.pooled.defined()) dl.pooled = d.layerPooled[i];
+    total = total + s.adaptiveLayers[i].second * batchLoss(enc, ql, qMask, dl, dMask, s, autocast).first;
+    if (s.klTemperature > 0) {
+      const torch::Tensor logProbabilities = F::log_softmax(given(ql.pooled, dl.pooled) / s.klTemperature, F::LogSoftmaxFuncOptions(-1));
+      total = total + (s.klTemperature * s.klWeight) * F::kl_div(logProbabilities, target, F::KLDivFuncOptions().reduction(torch::kBatchMean));
+    }
+  }
+  parts.total = total.item<double>();
+  return result;
+}
+
 // A cross-encoder's batch: B queries each read with the same N documents ([B * N] pairs, query-major); query
 // i's positive is document i, and the other documents (the other queries' positives, then shared hard
 // negatives) are its negatives. 'cross_entropy' is the listwise loss sentence-transformers' cross-encoder
@@ -1052,7 +1136,7 @@ class StepWorker : public PromiseWorker {
       const Side q(q_, enc.device), d(d_, enc.device);
       MiniBatches mini(enc.device, options_, state_->autocast);
       const auto [qe, de] = encodeBatch(*state_, q, d, options_, state_->autocast, options_.miniBatchSize > 0 ? &mini : nullptr);
-      parts_ = batchLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast).second;
+      parts_ = stepLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast).second;
     } else {
       RngScope rng(*state_, enc.device);
       setTraining(*state_, true);
@@ -1106,7 +1190,7 @@ class StepWorker : public PromiseWorker {
         if (e->states.defined()) e->states.requires_grad_(true);
         if (e->pooled.defined()) e->pooled.requires_grad_(true);
       }
-      auto [loss, parts] = batchLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast);
+      auto [loss, parts] = stepLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
       auto gradOf = [](const Encoded& e) {
@@ -1119,7 +1203,7 @@ class StepWorker : public PromiseWorker {
       parts_.miniBatchMaxDiff = mini.backward(q, qe, qGrad, d, de, dGrad);
     } else {
       const auto [qe, de] = encodeBatch(*state_, q, d, options_, state_->autocast, nullptr);
-      auto [loss, parts] = batchLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast);
+      auto [loss, parts] = stepLoss(enc, qe, lateMask(q, options_), de, lateMask(d, options_), options_, state_->autocast);
       (loss * factor).backward();
       parts_ = parts;
     }
@@ -1459,6 +1543,8 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     };
     StepOptions options = readStepOptions(args);
     options.mlm = boolOr(args, "mlm", false);
+    options.rag = boolOr(args, "rag", false);
+    if (!options.adaptiveLayers.empty() && (options.mlm || options.rag)) throw invalidArgument("adaptive layers train embedding models: not in mlm or rag steps");
     if (options.mlm) {
       // inputs: the texts with some tokens masked; labels: Int32Array [batch * seq], the token to predict at each
       // position or -100 (none).
@@ -1488,7 +1574,6 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
       options.mlmLabels = torch::from_blob(labels.Data(), {inputs.batch, inputs.seq}, torch::kInt32).to(torch::kInt64);
       return (new StepWorker(env, state, std::move(inputs), TokenBatch(), options, train))->start();
     }
-    options.rag = boolOr(args, "rag", false);
     if (options.rag) {
       auto state = live(env);
       if (!state->generator) throw invalidArgument("rag steps need a trainer created with a generator");
