@@ -271,12 +271,29 @@ Or the base model with the adapter: \`Encoder.load(base, { adapter: './this-fold
 `;
 }
 
+/** A card's note on adaptive layers: the model trained to work with its first layers alone, and how to cut it. */
+function adaptiveLayersSection(layers: number | undefined): string {
+  if (!layers) return '';
+  const half = Math.max(1, Math.floor(layers / 2));
+  return `
+## Adaptive layers
+
+Trained with adaptive layers (sentence-transformers' AdaptiveLayerLoss): the losses also scored the vectors after
+each number of its ${layers} layers, so its first layers alone make a smaller, faster model. Cut it, then use the
+new folder as any model (coltrast, sentence-transformers, transformers):
+
+\`coltrast truncate --model ./this-folder --layers ${half} --output ./this-folder-${half}-layers\`
+`;
+}
+
 /** README.md model card: what the model is, how it was trained, how well it retrieves, how to load it. */
 export function modelCard(
   result: TrainResult,
   info: {
     baseModel: string; data: string; config: Record<string, unknown>; kind: keyof typeof KINDS; distillation?: string; guide?: string; frozenBase?: boolean;
     contrastiveTension?: boolean; matryoshka?: number[]; lora?: LoraConfig; loss?: string;
+    /** Trained with adaptive layers: the model's layer count. */
+    adaptiveLayers?: number;
   },
 ): string {
   const last = result.history.epochs[result.history.epochs.length - 1];
@@ -315,7 +332,7 @@ ${
 | before training | ${metricsLine(result.before)} |
 | kept model | ${metricsLine(result.after)} |
 `
-  }${last?.valLoss !== undefined ? `\nLast validation loss: ${last.valLoss.toFixed(4)}.\n` : ''}${matryoshkaSection(result, info.matryoshka)}
+  }${last?.valLoss !== undefined ? `\nLast validation loss: ${last.valLoss.toFixed(4)}.\n` : ''}${matryoshkaSection(result, info.matryoshka)}${adaptiveLayersSection(info.adaptiveLayers)}
 ![training curves](training_curves.svg)
 
 ## Use

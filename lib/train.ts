@@ -2058,6 +2058,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         frozenBase: config.freezeBase,
         contrastiveTension: config.contrastiveTension,
         matryoshka: config.matryoshka?.dimensions,
+        adaptiveLayers: config.adaptiveLayers && layers,
         lora: encoder.lora,
         distillation: config.step.distillationWeight
           ? `${config.teacher ? `\`${config.teacher}\`` : "the data's teacher scores"} (${config.step.distillation === 'kl' ? 'KL divergence' : 'MarginMSE'}, weight ${config.step.distillationWeight})`

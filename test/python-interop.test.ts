@@ -33,16 +33,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { CrossEncoder, Encoder, Generator, Index, SparseEncoder, communityDetection, evaluateSimilarity, evaluateTriplets, mineHardNegatives, ops, paraphraseMining, poolTokens, quantizeEmbeddings, train, type SparseVector } from '../lib';
+import { CrossEncoder, Encoder, Generator, Index, SparseEncoder, communityDetection, evaluateSimilarity, evaluateTriplets, mineHardNegatives, ops, paraphraseMining, poolTokens, quantizeEmbeddings, train, truncateLayers, type SparseVector } from '../lib';
 import { ragPrompt, DEFAULT_TEMPLATE } from '../lib/rag';
 import { padBatch } from '../lib/tokenizer';
 import { embedWithGuide, guideMasks } from '../lib/guide';
 import { makeBatches } from '../lib/train-data';
-import { embedWithTeacher, sparseRegularizersAt } from '../lib/train';
+import { adaptiveLayersStep, embedWithTeacher, sparseRegularizersAt } from '../lib/train';
 import type { PairLossKind } from '../lib/native';
 import { maskTokens, maskingTokens } from '../lib/masked-lm';
 import { FIXTURE, dropoutOff, editJson, fixtureCopy, folderCopy, maxAbsDiff, tempDir, wordDataset } from './helpers/fixture';
 import { seededRandom } from '../lib/random';
+const { makeRandomBert } = require('../scripts/fixtures/random-bert.js');
 
 const ROOT = path.resolve(__dirname, '..');
 const PYTHON = process.env.COLTRAST_ST_PYTHON || path.join(ROOT, 'build', 'pyenv', 'bin', 'python');
@@ -666,6 +667,83 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
   } finally {
     trainer.dispose();
     encoder.dispose();
+  }
+});
+
+check(`adaptive layers equal sentence-transformers' AdaptiveLayerLoss and Matryoshka2dLoss (loss and gradient norm), and a model cut to its first layers gives the states entering the next, as sentence-transformers reads both${skipped}`, async (t) => {
+  // 4 layers (indices 0 to 3: the embeddings' output, then layers 1 to 3's), dropout off so that a training step's
+  // gradient is the one sentence-transformers' eval-mode backward gives.
+  const dir = tempDir();
+  const modelDir = path.join(dir, 'model');
+  makeRandomBert(modelDir, { shape: 'tiny', layers: 4, vocabSize: 198, maxSeqLength: 24, seed: 5 });
+  dropoutOff(modelDir);
+  const settings = (last: number, prior: number, kl: number, temperature: number, weighting: 'uniform' | 'log' | 'linear') => ({
+    last_layer_weight: last, prior_layers_weight: prior, kl_div_weight: kl, kl_temperature: temperature, layer_weighting: weighting,
+  });
+  const cases = [
+    { name: 'mnrl', loss: 'mnrl', scale: 20, matryoshka: null, ...settings(1, 1, 1, 0.3, 'uniform') },
+    { name: 'mnrl_linear', loss: 'mnrl', scale: 20, matryoshka: null, ...settings(2, 0.5, 0.7, 0.5, 'linear') },
+    { name: 'mnrl_no_kl', loss: 'mnrl', scale: 10, matryoshka: null, ...settings(1, 1, 1, 0, 'log') },
+    { name: 'cosent_2d', loss: 'cosent', scale: 20, matryoshka: [32, 12, 5], ...settings(1, 1, 1, 0.3, 'log') },
+  ];
+  const texts = ['a cat', 'the dog ran fast', 'what is a token', 'hello node'];
+  const cuts = [1, 2, 3].map((layers) => path.join(dir, `cut-${layers}`));
+  for (const [i, cut] of cuts.entries()) {
+    const r = await truncateLayers({ model: modelDir, layers: i + 1, output: cut });
+    t.like(r, { from: 4, layers: i + 1, droppedTensors: 16 * (3 - i) });
+  }
+  const spec = {
+    queries: ['a cat', 'river bank?', 'what is a token', 'fast search', 'the dog'],
+    positives: ['the cat sat', 'money in the river bank', 'a token is a piece of text', 'search that is fast, small', 'a dog ran'],
+    pairs: { first: ['a cat', 'river bank?', 'what is a token', 'fast search', 'the dog'], second: ['the cat sat', 'money in the river bank', 'slow large batch', 'a dog ran', 'hello node'], scores: [0.9, 0.4, 0.1, 0.3, 0.8] },
+    cases,
+    texts,
+    cut_models: cuts,
+  };
+  fs.writeFileSync(path.join(dir, 'in.json'), JSON.stringify(spec));
+  const r = await python([script('st_adaptive_layers.py'), modelDir, path.join(dir, 'in.json'), path.join(dir, 'out.json')]);
+  t.is(r.status, 0, r.tail);
+  const ref = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
+  const encoder = await Encoder.load(modelDir, { device: 'cpu' });
+  const trainer = await encoder.createTrainer({ seed: 1 });
+  try {
+    t.is(encoder.layers, 4);
+    const base = { contrastiveWeight: 0, lateInteractionWeight: 0, temperature: 0.05, symmetric: false, lateInteractionKind: 'cross_entropy' as const, maxGradNorm: 0, lossScale: 1 };
+    for (const c of cases) {
+      // Every layer (layersPerStep 'all'): adaptiveLayersStep's weights.
+      const layers = adaptiveLayersStep({ layersPerStep: 'all', lastLayerWeight: c.last_layer_weight, priorLayersWeight: c.prior_layers_weight, layerWeighting: c.layer_weighting, klTemperature: c.kl_temperature, klWeight: c.kl_div_weight }, 4, 1, 1, 0);
+      t.deepEqual(layers.adaptiveLayers, [0, 1, 2, 3]);
+      const options = {
+        ...base, ...layers, normalizedVectors: encoder.normalize,
+        ...(c.matryoshka && { matryoshkaDimensions: c.matryoshka, matryoshkaWeights: c.matryoshka.map(() => 1) }),
+        ...(c.loss === 'mnrl' ? { contrastiveWeight: 1, temperature: 1 / c.scale } : { pairLoss: 'cosent' as const, pairLabels: Float32Array.from(spec.pairs.scores), pairScale: c.scale }),
+      };
+      const [q, d] = c.loss === 'mnrl' ? [spec.queries, spec.positives] : [spec.pairs.first, spec.pairs.second];
+      const theirs = ref.cases[c.name];
+      const loss = (await trainer.evaluate(q, d, { ...options, learningRate: 0, apply: false })).loss;
+      t.true(Math.abs(loss - theirs.loss) <= 1e-5 * theirs.loss, `${c.name}: loss ${loss}, sentence-transformers ${theirs.loss}`);
+      // A training step at learning rate 0: the gradient's norm, the weights unchanged.
+      const step = await trainer.step(q, d, { ...options, learningRate: 0, apply: true });
+      t.true(Math.abs(step.gradNorm - theirs.grad_norm) <= 1e-4 * theirs.grad_norm, `${c.name}: gradient norm ${step.gradNorm}, sentence-transformers ${theirs.grad_norm}`);
+    }
+    // Without the KL term the loss is not the same: the comparison above measured it.
+    t.not(ref.cases.mnrl.loss, ref.cases.mnrl_no_kl.loss);
+  } finally {
+    trainer.dispose();
+    encoder.dispose();
+  }
+  // The model cut to k layers: its vectors are the full model's of hidden_states[k] (BERT has no norm after its last
+  // layer), here and in sentence-transformers.
+  for (const [i, cut] of cuts.entries()) {
+    const e = await Encoder.load(cut, { device: 'cpu' });
+    try {
+      t.is(e.layers, i + 1);
+      const ours = await e.embed(texts);
+      t.true(maxAbsDiff(ours.data, ref.layer_vectors[i + 1].flat()) < 1e-5, `cut to ${i + 1} layers: coltrast`);
+      t.true(maxAbsDiff(Float32Array.from(ref.cut_vectors[i].flat()), ref.layer_vectors[i + 1].flat()) < 1e-5, `cut to ${i + 1} layers: sentence-transformers`);
+    } finally {
+      e.dispose();
+    }
   }
 });
 
