@@ -132,7 +132,7 @@ commands:
     --matryoshka <widths>    Matryoshka: the pooled losses also at these widths, e.g. 768,512,256,128,64, so the vectors can
                              be cut (--truncate-dim); weights and dimensionsPerStep through --config (loss.matryoshka)
     --adaptive-layers        adaptive layers (AdaptiveLayerLoss; with --matryoshka, Matryoshka2dLoss): the pooled losses also
-                             after fewer layers, so the model's first layers alone work (coltrast truncate --layers);
+                             after fewer layers, so the model's first layers alone work (cut it: coltrast truncate);
                              --layers-per-step <n|all> (default 1); other settings through --config (loss.adaptiveLayers)
     --freeze-base            train only the head on the frozen transformer (CoTrEnD: a head on a decoder LLM's states)
     --mine-negatives         pairs: mine 3 hard negatives each with the starting model first (relative margin 0.05, as
@@ -341,7 +341,7 @@ commands:
     Vectors are L2-normalized and coltrast scores by inner product: <#> (negative inner product) orders
     best first and -(embedding <#> q) is coltrast's score. With IVFFlat, SET ivfflat.probes = 10 for recall;
     with HNSW, SET hnsw.ef_search = 100.
-  truncate                   a model cut to its first layers (one trained with --adaptive-layers): a smaller, faster model
+  truncate                   a model cut to its first layers (one trained with adaptive layers): a smaller, faster model
                              that coltrast, sentence-transformers and transformers load
     --model <dir|hub id>     the model (an embedding model, cross-encoder or sparse encoder)
     --layers <n>             how many of its first layers to keep
