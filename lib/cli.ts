@@ -988,9 +988,14 @@ function formatLoss(x: number): string {
   return Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(4) : x.toExponential(2);
 }
 
+/** A triplet run's accuracy after its retrieval metrics, else nothing. */
+function tripletPart(m: RetrievalMetrics): string {
+  return m.tripletAccuracy === undefined ? '' : `, triplet accuracy ${m.tripletAccuracy.toFixed(3)}`;
+}
+
 function formatMetrics(m: RetrievalMetrics | undefined, similarity?: SimilarityMetrics): string {
   if (similarity) return `Spearman ${similarity.spearman.toFixed(3)}, Pearson ${similarity.pearson.toFixed(3)} (${similarity.pairs} pairs)`;
-  return m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)} (${m.queries} questions)` : 'n/a (no validation split)';
+  return m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)} (${m.queries} questions)${tripletPart(m)}` : 'n/a (no validation split)';
 }
 
 async function trainCommand(argv: string[]): Promise<void> {

@@ -294,6 +294,27 @@ export interface TripletEvaluationOptions {
   device?: Device;
 }
 
+/**
+ * The share of `examples` (each with a first negative) whose positive `encoder` scores above that negative by more than
+ * `margin`, by the model's similarity function, the anchors embedded as queries and the others as documents (with the
+ * model's prompts for them when `prompts` is 'tasks'; none when 'none'): TripletEvaluator's accuracy. For evaluateTriplets
+ * and a triplet run's validation.
+ */
+export async function measureTriplets(
+  encoder: Encoder,
+  examples: TrainExample[],
+  o: { prompts: 'tasks' | 'none'; margin?: number; batchSize?: number; signal?: AbortSignal },
+): Promise<number> {
+  const embed = (texts: string[], task: 'query' | 'document') =>
+    encoder.embed(texts, { ...(o.prompts === 'tasks' ? { task } : { prompt: '' }), ...(o.batchSize && { batchSize: o.batchSize }), ...(o.signal && { signal: o.signal }) });
+  const anchors = await embed(examples.map((e) => e.query), 'query');
+  const positive = await encoder.similarityPairwise(anchors, await embed(examples.map((e) => e.positive), 'document'));
+  const negative = await encoder.similarityPairwise(anchors, await embed(examples.map((e) => e.negatives![0]), 'document'));
+  let right = 0;
+  for (let i = 0; i < examples.length; i++) if (positive[i] > negative[i] + (o.margin ?? 0)) right++;
+  return right / examples.length;
+}
+
 /** evaluateTriplets' result: the share of triplets ranked right, by which similarity, and the seconds it took. */
 export interface TripletEvaluation {
   accuracy: number;
@@ -331,13 +352,8 @@ export async function evaluateTriplets(options: TripletEvaluationOptions): Promi
   const model = loaded ? (o.model as Encoder) : await Encoder.load((o.model as string | undefined) ?? 'default', { device: o.device ?? 'auto', truncateDim: o.truncateDim, ...(o.quantize !== undefined && { quantize: quantizeOption(o.quantize) }) });
   try {
     if (model.multiVector) throw new ColtrastError('INVALID_ARGUMENT', `${model.modelDir} is a multi-vector model: evaluateTriplets scores one vector a text`);
-    const embed = (texts: string[], task: 'query' | 'document') => model.embed(texts, { task, ...(batchSize && { batchSize }) });
-    const anchors = await embed(examples.map((e) => e.query), 'query');
-    const positive = await model.similarityPairwise(anchors, await embed(examples.map((e) => e.positive), 'document'));
-    const negative = await model.similarityPairwise(anchors, await embed(examples.map((e) => e.negatives![0]), 'document'));
-    let right = 0;
-    for (let i = 0; i < examples.length; i++) if (positive[i] > negative[i] + margin) right++;
-    return { accuracy: right / examples.length, triplets: examples.length, scoredBy: model.similarityFunction, seconds: (Date.now() - started) / 1000 };
+    const accuracy = await measureTriplets(model, examples, { prompts: 'tasks', margin, batchSize });
+    return { accuracy, triplets: examples.length, scoredBy: model.similarityFunction, seconds: (Date.now() - started) / 1000 };
   } finally {
     if (model !== o.model) model.dispose();
   }

@@ -121,7 +121,8 @@ function similarityLine(m: SimilarityMetrics | undefined): string {
 }
 
 function metricsLine(m: TrainResult['before']): string {
-  return m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)} (${m.queries} questions)` : 'n/a (no validation split)';
+  const triplets = m?.tripletAccuracy === undefined ? '' : `, triplet accuracy ${m.tripletAccuracy.toFixed(3)}`;
+  return m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)} (${m.queries} questions)${triplets}` : 'n/a (no validation split)';
 }
 
 /**

@@ -28,7 +28,7 @@ import { arrayInTurns, inTurns } from './turns';
 import { batchExamples, batchesOf, readCorpus, readSentences, readTrainingData, shuffle, splitByGroup, splitExamples, valSplitValue, type Batch, type TrainExample } from './train-data';
 import { FLOAT32_MIN_NORMAL, abortedAs, booleanValue, checkOptions, float32, invalid, numberValue, oneOf, positiveInteger, signalOption, stringList } from './validate';
 import { UNTRUNCATED } from './tokenizer';
-import { measurePairs, measureScoredPairs, type SimilarityMetrics } from './pair-metrics';
+import { measurePairs, measureScoredPairs, measureTriplets, type SimilarityMetrics } from './pair-metrics';
 
 export type { SimilarityMetrics } from './pair-metrics';
 
@@ -400,6 +400,11 @@ export interface RetrievalMetrics {
   queries: number;
   /** With loss.matryoshka: the metrics with the vectors cut to each width (largest first). */
   dimensions?: { dimension: number; 'recall@1': number; 'mrr@10': number }[];
+  /**
+   * With loss.triplet: the share of the held-out triplets whose positive the model scores above their negative
+   * (sentence-transformers' TripletEvaluator's accuracy, margin 0).
+   */
+  tripletAccuracy?: number;
 }
 
 export interface EpochRecord {
@@ -1870,7 +1875,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       // Labeled pairs: how well the cosines (a cross-encoder's scores) follow the labels.
       if (config.crossEncoder?.labeled) return { valLoss: sum / valBatches.length, similarity: await measureScoredPairs(encoder as CrossEncoder, val, signal) };
       if (config.pairs) return { valLoss: sum / valBatches.length, similarity: await measurePairs(encoder as Encoder, val, config.prompts ? 'tasks' : 'none', config.matryoshka?.dimensions, signal) };
-      return { valLoss: sum / valBatches.length, metrics: await measureRetrieval(encoder, val, config.matryoshka?.dimensions, signal) };
+      const metrics = await measureRetrieval(encoder, val, config.matryoshka?.dimensions, signal);
+      // Triplets: also how many of them the model orders right.
+      if (config.triplet) metrics.tripletAccuracy = await measureTriplets(encoder as Encoder, val, { prompts: config.prompts ? 'tasks' : 'none', signal });
+      return { valLoss: sum / valBatches.length, metrics };
     };
     const score = (r: { valLoss?: number; metrics?: RetrievalMetrics; similarity?: SimilarityMetrics }) =>
       config.metric === 'loss' ? -(r.valLoss ?? 0) : config.metric === 'spearman' ? (r.similarity?.spearman ?? 0) : (r.metrics?.[config.metric] ?? 0);

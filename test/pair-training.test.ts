@@ -281,9 +281,15 @@ test('train({ loss: { triplet } }) trains on (query, positive, negative) triplet
   const epochs = result.history.epochs;
   t.true(epochs[epochs.length - 1].valLoss! < epochs[0].valLoss!, `validation loss ${epochs.map((e) => e.valLoss!.toFixed(4)).join(' → ')}`);
   t.true(result.after!['mrr@10'] > result.before!['mrr@10'], `MRR@10 ${result.before!['mrr@10']} → ${result.after!['mrr@10']}`);
+  // Validation also counts the held-out triplets ordered right (TripletEvaluator's accuracy).
+  const [accuracyBefore, accuracyAfter] = [result.before!.tripletAccuracy!, result.after!.tripletAccuracy!];
+  t.true(accuracyAfter > accuracyBefore && accuracyAfter <= 1, `triplet accuracy ${accuracyBefore} → ${accuracyAfter}`);
+  t.true(epochs.every((e) => e.metrics!.tripletAccuracy !== undefined));
   const history = JSON.parse(fs.readFileSync(path.join(dir, 'out', 'training_history.json'), 'utf8'));
   t.deepEqual([history.config.step.tripletDistance, history.config.step.tripletMargin], ['cosine', 0.5]);
-  t.regex(fs.readFileSync(path.join(dir, 'out', 'README.md'), 'utf8'), /- Loss: TripletLoss on \(query, positive, negative\) triplets, cosine distance, margin 0\.5/);
+  const card = fs.readFileSync(path.join(dir, 'out', 'README.md'), 'utf8');
+  t.regex(card, /- Loss: TripletLoss on \(query, positive, negative\) triplets, cosine distance, margin 0\.5/);
+  t.true(card.includes(`triplet accuracy ${accuracyAfter.toFixed(3)}`), 'the card gives the kept model\'s triplet accuracy');
   const base = { model: FIXTURE, output: path.join(dir, 'x'), device: 'cpu' as const, epochs: 1, batchSize: 4 };
   const refused = async (options: Parameters<typeof train>[0], message: RegExp) => t.regex((await rejection(() => train(options))).message, message);
   const pairsFile = path.join(dir, 'pairs.jsonl');
