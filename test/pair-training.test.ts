@@ -316,7 +316,7 @@ test('train({ loss: { triplet } }) trains on (query, positive, negative) triplet
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: the pair losses, TripletLoss, MSELoss, the batch triplet losses and a cross-encoder's labeled-pair loss equal the CPU's on a batch${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: the pair losses, TripletLoss, MSELoss, the batch triplet losses, adaptive layers and a cross-encoder's labeled-pair loss equal the CPU's on a batch${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
     const pairs = labeledPairs(9, 21);
     const first = pairs.map((p) => p.sentence1);
@@ -330,6 +330,9 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
       ...(['contrastive', 'online_contrastive'] as const).map((pairLoss): [string, Record<string, unknown>] => [pairLoss, { pairLoss, pairLabels: binary }]),
       ['triplet', { tripletDistance: 'euclidean', tripletMargin: 1, normalizedVectors: true, tripletNegatives: negatives }],
       ['mse', { targetVectors: Float32Array.from({ length: pairs.length * 32 }, (_, k) => Math.sin(k * 0.7) / 4), normalizedVectors: true }],
+      // Adaptive layers around CoSENT and around the contrastive loss, both earlier layers, with the KL term.
+      ['adaptive cosent', { pairLoss: 'cosent', pairLabels: scores, adaptiveLayers: [0, 1], adaptiveLayerWeights: [0.5, 0.25], klTemperature: 0.3, klWeight: 1, normalizedVectors: true }],
+      ['adaptive contrastive', { contrastiveWeight: 1, adaptiveLayers: [0, 1], adaptiveLayerWeights: [0.5, 0.5], lastLayerWeight: 2, klTemperature: 0.5, klWeight: 0.7, normalizedVectors: true }],
     ];
     const losses: Record<string, number[]> = {};
     for (const device of ['cpu', 'cuda'] as const) {
