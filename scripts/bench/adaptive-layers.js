@@ -12,10 +12,12 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { Encoder, train, truncateLayers, loadBeir, evaluateRun, runtimeInfo } = require('../../dist');
-const { fineTuneBench } = require('./fine-tune-data');
+const { Encoder, truncateLayers, loadBeir, evaluateRun, runtimeInfo } = require('../../dist');
+const { fineTuneBench, fineTune: fineTuneWith } = require('./fine-tune-data');
 
-const { values, work, pairs, testDir } = fineTuneBench('adaptive-layers', { 'layers-per-step': '1' });
+const bench = fineTuneBench('adaptive-layers', { 'layers-per-step': '1' });
+const { values, work, pairs, testDir } = bench;
+const fineTune = (name, loss) => fineTuneWith(bench, name, loss);
 let test; // the BEIR test split, loaded first thing in main
 
 /** nDCG@10 and MRR@10 of `model` on the test split by exact inner product, and its corpus embedding speed. */
@@ -47,15 +49,6 @@ async function measure(model) {
   }
 }
 
-async function fineTune(name, loss) {
-  const output = path.join(work, name);
-  const started = Date.now();
-  await train({
-    model: values.model, data: pairs, output, epochs: Number(values.epochs), batchSize: Number(values['batch-size']), learningRate: Number(values['learning-rate']),
-    valSplit: 0, seed: Number(values.seed), device: 'cpu', checkpointEvery: 0, progressBar: process.stderr.isTTY, loss,
-  });
-  return { output, seconds: (Date.now() - started) / 1000 };
-}
 
 /** Each number of layers from 1 to the model's: the model cut to it (the model itself for all of them), measured. */
 async function measureCuts(name, model) {

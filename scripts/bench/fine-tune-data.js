@@ -1,4 +1,4 @@
-// What the fine-tuning quality benchmarks (matryoshka.js, mining.js) share: their common flags (--model, --source,
+// What the fine-tuning quality benchmarks (matryoshka.js, adaptive-layers.js, mining.js) share: their common flags (--model, --source,
 // --epochs, --batch-size, --learning-rate, --pairs, --work, --out, --seed) beside each one's own, and the data: the
 // default model's pretraining pairs (scripts/pretrain/data.js: Debian descriptions and manual pages, split by
 // package), built into --work when absent, and the held-out BEIR folder of the chosen source.
@@ -38,4 +38,19 @@ function fineTuneBench(name, own) {
   return { values, work, pairs, testDir: path.join(dataDir, values.source, 'test') };
 }
 
-module.exports = { fineTuneBench };
+/**
+ * Fine-tunes the bench's model on `pairs` into `<work>/<name>` with `loss` (the bench's epochs, batch size, learning
+ * rate and seed; no validation split, no checkpoints); returns the folder and the seconds it took.
+ */
+async function fineTune({ values, work, pairs }, name, loss) {
+  const { train } = require('../../dist');
+  const output = path.join(work, name);
+  const started = Date.now();
+  await train({
+    model: values.model, data: pairs, output, epochs: Number(values.epochs), batchSize: Number(values['batch-size']), learningRate: Number(values['learning-rate']),
+    valSplit: 0, seed: Number(values.seed), device: 'cpu', checkpointEvery: 0, progressBar: process.stderr.isTTY, loss,
+  });
+  return { output, seconds: (Date.now() - started) / 1000 };
+}
+
+module.exports = { fineTuneBench, fineTune };

@@ -12,10 +12,12 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { Encoder, train, loadBeir, evaluateRun, runtimeInfo } = require('../../dist');
-const { fineTuneBench } = require('./fine-tune-data');
+const { Encoder, loadBeir, evaluateRun, runtimeInfo } = require('../../dist');
+const { fineTuneBench, fineTune: fineTuneWith } = require('./fine-tune-data');
 
-const { values, work, pairs, testDir } = fineTuneBench('matryoshka', { widths: '256,128,64,32,16' });
+const bench = fineTuneBench('matryoshka', { widths: '256,128,64,32,16' });
+const { values, pairs, testDir } = bench;
+const fineTune = (name, loss) => fineTuneWith(bench, name, loss);
 const widths = values.widths.split(',').map(Number);
 let test; // the BEIR test split, loaded first thing in main
 
@@ -57,15 +59,6 @@ async function measure(model) {
   }
 }
 
-async function fineTune(name, loss) {
-  const output = path.join(work, name);
-  const started = Date.now();
-  await train({
-    model: values.model, data: pairs, output, epochs: Number(values.epochs), batchSize: Number(values['batch-size']), learningRate: Number(values['learning-rate']),
-    valSplit: 0, seed: Number(values.seed), device: 'cpu', checkpointEvery: 0, progressBar: process.stderr.isTTY, loss,
-  });
-  return { output, seconds: (Date.now() - started) / 1000 };
-}
 
 (async () => {
   test = await loadBeir(testDir);
