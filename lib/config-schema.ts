@@ -139,6 +139,17 @@ export const TRAIN_CONFIG_SCHEMA = {
           ],
           description: "adaptive layers (sentence-transformers' AdaptiveLayerLoss; with matryoshka, Matryoshka2dLoss): the pooled losses also after fewer layers",
         },
+        gor: {
+          oneOf: [
+            { type: 'boolean' },
+            {
+              type: 'object',
+              additionalProperties: false,
+              properties: { meanWeight: number({ minimum: 0 }), secondMomentWeight: number({ minimum: 0 }), aggregation: { enum: ['mean', 'sum'] } },
+            },
+          ],
+          description: "global orthogonal regularization (sentence-transformers' GlobalOrthogonalRegularizationLoss) added to the loss: spreads the vectors out",
+        },
       },
     },
     guide: {

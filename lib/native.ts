@@ -239,6 +239,15 @@ export interface NativeStepOptions {
    * softmax at that temperature (batchmean), times klTemperature * `klWeight` (default 1). Single-vector models only;
    * no late interaction or mini-batches.
    */
+  /**
+   * Global orthogonal regularization (sentence-transformers' GlobalOrthogonalRegularizationLoss): for the queries'
+   * and the documents' pooled vectors each, over the cosine similarities of every two different rows, the mean squared
+   * times `gorMeanWeight` and relu(the second moment - 1 / width) times `gorSecondMomentWeight`; the sides' terms
+   * averaged ('mean', default) or summed (`gorAggregation` 'sum') and added to the loss (reported in `regularizer`).
+   */
+  gorMeanWeight?: number;
+  gorSecondMomentWeight?: number;
+  gorAggregation?: 'mean' | 'sum';
   adaptiveLayers?: number[];
   adaptiveLayerWeights?: number[];
   lastLayerWeight?: number;

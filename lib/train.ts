@@ -116,6 +116,15 @@ export interface LossOptions {
    * Validation reports the whole model's metrics.
    */
   adaptiveLayers?: boolean | AdaptiveLayerOptions;
+  /**
+   * Global orthogonal regularization (Zhang et al. 2017; sentence-transformers' GlobalOrthogonalRegularizationLoss, as
+   * EmbeddingGemma trains with it) added to the loss: it spreads the vectors out. For the batch's queries and its
+   * documents each, over the cosine similarities of every two different texts: their mean, squared, times `meanWeight`
+   * (default 1), and relu(their mean square - 1 / width) times `secondMomentWeight` (default 1); the two sides averaged
+   * (`aggregation` 'mean', the default) or summed ('sum'; EmbeddingGemma's is { meanWeight: 0, aggregation: 'sum' }).
+   * `true`: the defaults. Single-vector models (not for multi-vector models, cross-encoders or sparse encoders).
+   */
+  gor?: boolean | { meanWeight?: number; secondMomentWeight?: number; aggregation?: 'mean' | 'sum' };
 }
 
 export interface AdaptiveLayerOptions {
@@ -459,7 +468,7 @@ const KEYS = [
 export const DEFAULT_VAL_GROUPS = 1000;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
-  'matryoshka', 'pairs', 'margin', 'triplet', 'batchTriplet', 'adaptiveLayers',
+  'matryoshka', 'pairs', 'margin', 'triplet', 'batchTriplet', 'adaptiveLayers', 'gor',
 ] as const;
 
 
@@ -678,6 +687,7 @@ function readConfig(options: TrainOptions): Config {
       ...(pairs && { pairLoss: pairs.kind, pairScale: 1 / (loss.temperature ?? 0.05), pairMargin: pairs.margin }),
       ...(triplet && { tripletDistance: triplet.distance, tripletMargin: triplet.margin }),
       ...(batchTriplet && { batchTriplet: batchTriplet.kind, batchTripletDistance: batchTriplet.distance, batchTripletMargin: batchTriplet.margin }),
+      ...readGor(o, loss),
     },
   };
 }
@@ -933,6 +943,22 @@ function readAdaptiveLayers(o: TrainOptions, loss: LossOptions): AdaptiveLayers 
     klTemperature: weight('klTemperature', 0.3),
     klWeight: weight('klWeight', 1),
   };
+}
+
+/** loss.gor checked, as the native step's options; undefined without it. */
+function readGor(o: TrainOptions, loss: LossOptions): Pick<NativeStepOptions, 'gorMeanWeight' | 'gorSecondMomentWeight' | 'gorAggregation'> | undefined {
+  if (loss.gor === undefined || loss.gor === false) return undefined;
+  const g = loss.gor === true ? {} : checkOptions('options.loss.gor', loss.gor, ['meanWeight', 'secondMomentWeight', 'aggregation']);
+  const modes = (['crossEncoder', 'multiVector', 'sparse', 'mlm'] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  if (modes.length > 0) {
+    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.gor spreads a single-vector model's pooled vectors: ${modes.map((k) => `options.${k}`).join(', ')} ${modes.length > 1 ? 'are' : 'is'} for other training; drop ${modes.length > 1 ? 'them' : 'it'}`);
+  }
+  const aggregation = oneOf('options.loss.gor.aggregation', g.aggregation ?? 'mean', ['mean', 'sum'] as const);
+  const weight = (key: 'meanWeight' | 'secondMomentWeight', fallback: number) => float32(`options.loss.gor.${key}`, numberValue(`options.loss.gor.${key}`, g[key] ?? fallback, (x) => x >= 0, 'a number >= 0'));
+  const gorMeanWeight = weight('meanWeight', 1);
+  const gorSecondMomentWeight = weight('secondMomentWeight', 1);
+  if (gorMeanWeight === 0 && gorSecondMomentWeight === 0) throw invalid('options.loss.gor', 'at least one of meanWeight and secondMomentWeight above 0', loss.gor);
+  return { gorMeanWeight, gorSecondMomentWeight, gorAggregation: aggregation };
 }
 
 /** Checks loss.adaptiveLayers against the model: a single-vector model of at least 2 layers, layersPerStep at most its layers. */

@@ -51,6 +51,19 @@ test('dropout off: mini-batches of 1, 3 and 4 give the plain step\'s losses, gra
   }
 });
 
+test('dropout off: the contrastive loss with global orthogonal regularization in mini-batches gives the plain step\'s losses, gradient norms and weights', async (t) => {
+  const gor = { contrastiveWeight: 1, lateInteractionWeight: 0, gorMeanWeight: 2, gorSecondMomentWeight: 1, gorAggregation: 'mean' as const };
+  const plain = await run(noDropout, gor);
+  const cached = await run(noDropout, { ...gor, miniBatchSize: 3 });
+  cached.results.forEach((r, i) => {
+    const p = plain.results[i];
+    t.true(p.regularizer > 0);
+    t.true(relative(r.loss, p.loss) < 1e-5 && relative(r.regularizer, p.regularizer) < 1e-5, `step ${i + 1}: loss ${r.loss} vs ${p.loss}, regularizer ${r.regularizer} vs ${p.regularizer}`);
+    t.true(relative(r.gradNorm, p.gradNorm) < 1e-4, `step ${i + 1}: grad norm ${r.gradNorm} vs ${p.gradNorm}`);
+  });
+  t.true(maxAbsDiff(cached.probe, plain.probe) < 1e-5);
+});
+
 test('dropout off: the labeled-pair losses, TripletLoss and MSELoss in mini-batches give the plain step\'s losses, gradient norms and weights', async (t) => {
   // 7 pairs a batch (each query with its own document, no others), labeled 1/0 for the contrastive losses, graded else.
   const pairs = (kind: string) => BATCHES.map((b) => ({ queries: b.queries, documents: b.documents.slice(0, 7), labels: Float32Array.from(b.queries, (_, i) => (kind.includes('contrastive') ? i % 2 : (i % 4) / 3)) }));

@@ -316,7 +316,7 @@ test('train({ loss: { triplet } }) trains on (query, positive, negative) triplet
 
 const cudaAvailable = native().runtimeInfo().cudaAvailable;
 (cudaAvailable ? test : test.skip)(
-  `cuda: the pair losses, TripletLoss, MSELoss, the batch triplet losses, adaptive layers and a cross-encoder's labeled-pair loss equal the CPU's on a batch${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
+  `cuda: the pair losses, TripletLoss, MSELoss, the batch triplet losses, adaptive layers, global orthogonal regularization and a cross-encoder's labeled-pair loss equal the CPU's on a batch${cudaAvailable ? '' : ' [skipped: no CUDA device or CUDA libtorch here]'}`,
   async (t) => {
     const pairs = labeledPairs(9, 21);
     const first = pairs.map((p) => p.sentence1);
@@ -333,6 +333,7 @@ const cudaAvailable = native().runtimeInfo().cudaAvailable;
       // Adaptive layers around CoSENT and around the contrastive loss, both earlier layers, with the KL term.
       ['adaptive cosent', { pairLoss: 'cosent', pairLabels: scores, adaptiveLayers: [0, 1], adaptiveLayerWeights: [0.5, 0.25], klTemperature: 0.3, klWeight: 1, normalizedVectors: true }],
       ['adaptive contrastive', { contrastiveWeight: 1, adaptiveLayers: [0, 1], adaptiveLayerWeights: [0.5, 0.5], lastLayerWeight: 2, klTemperature: 0.5, klWeight: 0.7, normalizedVectors: true }],
+      ['gor', { contrastiveWeight: 1, gorMeanWeight: 1, gorSecondMomentWeight: 1, gorAggregation: 'sum' }],
     ];
     const losses: Record<string, number[]> = {};
     for (const device of ['cpu', 'cuda'] as const) {

@@ -515,7 +515,7 @@ for (const name of ['bert', 'xlm-roberta', 'distilbert', 'electra', 'deberta-v3'
   });
 }
 
-check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses, triplets its TripletLoss, embedding distillation its MSELoss, texts of classes its batch triplet losses (1e-5)${skipped}`, async (t) => {
+check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses, triplets its TripletLoss, embedding distillation its MSELoss, texts of classes its batch triplet losses, global orthogonal regularization its GlobalOrthogonalRegularizationLoss (1e-5)${skipped}`, async (t) => {
   const dir = tempDir();
   // Contrastive Tension: a model and its twin, trained apart for a few steps (dropout draws differ), then saved.
   const sentences = wordDataset(24, 41).map((p) => p.positive);
@@ -579,6 +579,7 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
       labels: [0, 0, 0, 1, 1, 2, 2, 3, 3, 3, 4],
       margin: 0.3,
     },
+    gor: { scale: 20 },
   };
   fs.writeFileSync(path.join(dir, 'batch.json'), JSON.stringify(spec));
   const r = await python([script('st_losses.py'), FIXTURE, guideDir, path.join(dir, 'batch.json'), path.join(dir, 'out.json')]);
@@ -620,6 +621,16 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
     // MultipleNegativesRankingLoss (scale 20: temperature 0.05) over the positives and first negatives, at each width.
     const mnrl = await trainer.evaluate(guided.queries, guided.documents, { ...options, contrastiveWeight: 1, temperature: 1 / spec.matryoshka.scale, ...widths });
     close(mnrl.loss, ref.matryoshka_mnrl, 'Matryoshka around MultipleNegativesRankingLoss');
+    // MultipleNegativesRankingLoss plus global orthogonal regularization of the queries and of the positives.
+    for (const [key, gor] of [
+      ['default', { gorMeanWeight: 1, gorSecondMomentWeight: 1, gorAggregation: 'mean' }],
+      ['gemma', { gorMeanWeight: 0, gorSecondMomentWeight: 1, gorAggregation: 'sum' }],
+      ['weighted', { gorMeanWeight: 2, gorSecondMomentWeight: 0.5, gorAggregation: 'mean' }],
+    ] as const) {
+      const ours = await trainer.evaluate(spec.queries, spec.positives, { ...options, contrastiveWeight: 1, temperature: 1 / spec.gor.scale, ...gor });
+      close(ours.loss, ref.gor[key], `MultipleNegativesRankingLoss + GlobalOrthogonalRegularizationLoss (${key})`);
+      t.true(ours.regularizer > 0, `${key}: the regularizer is reported`);
+    }
 
     // The labeled-pair losses, each on the same pairs (tied scores among them; one pair of equal texts), and CoSENT and
     // AnglE at each Matryoshka width (5: an odd width, which AnglE pads).

@@ -125,6 +125,12 @@ struct StepOptions {
   // batch's texts, times klTemperature * klWeight.
   std::vector<std::pair<int64_t, double>> adaptiveLayers;
   double lastLayerWeight = 1.0, klWeight = 1.0, klTemperature = 0.3;
+  // Global orthogonal regularization (Zhang et al. 2017; sentence-transformers' GlobalOrthogonalRegularizationLoss, as
+  // EmbeddingGemma trains with it): for the queries' and the documents' pooled vectors each, the cosine similarities of
+  // every two different rows, their mean squared (times gorMeanWeight) and relu(their second moment - 1 / width) (times
+  // gorSecondMomentWeight); the two sides' terms averaged (or summed: gorSum) and added to the loss. 0 and 0: none.
+  double gorMeanWeight = 0, gorSecondMomentWeight = 0;
+  bool gorSum = false;
 };
 
 // The adaptive layers of a step's arguments: adaptiveLayers: number[] (layer indices) and adaptiveLayerWeights: number[]
@@ -324,6 +330,17 @@ StepOptions readStepOptions(const Napi::Object& o) {
     }
   }
   readAdaptiveLayers(o, s);
+  s.gorMeanWeight = numberOr(o, "gorMeanWeight", 0);
+  s.gorSecondMomentWeight = numberOr(o, "gorSecondMomentWeight", 0);
+  if (!(s.gorMeanWeight >= 0 && std::isfinite(s.gorMeanWeight)) || !(s.gorSecondMomentWeight >= 0 && std::isfinite(s.gorSecondMomentWeight))) {
+    throw invalidArgument("gorMeanWeight and gorSecondMomentWeight must be finite numbers >= 0");
+  }
+  const std::string gorAggregation = stringOr(o, "gorAggregation", "mean");
+  if (gorAggregation != "mean" && gorAggregation != "sum") throw invalidArgument("gorAggregation must be 'mean' or 'sum', got '" + gorAggregation + "'");
+  s.gorSum = gorAggregation == "sum";
+  if ((s.gorMeanWeight > 0 || s.gorSecondMomentWeight > 0) && (s.projectTokens || s.crossEncoder || s.sparse)) {
+    throw invalidArgument("global orthogonal regularization spreads a single-vector model's pooled vectors: not for a multi-vector model, a cross-encoder or a sparse encoder");
+  }
   return s;
 }
 
@@ -751,6 +768,25 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     }
     parts.contrastive = loss.item<double>();
     total = total + s.contrastiveWeight * loss;
+  }
+  if (s.gorMeanWeight > 0 || s.gorSecondMomentWeight > 0) {
+    // Each side's rows, L2-normalized at the full width: their cosine similarities, the diagonal left out.
+    std::vector<torch::Tensor> means, moments;
+    for (const Encoded* side : {&q, &d}) {
+      if (!side->pooled.defined() || side->pooled.size(0) < 2) continue;
+      const torch::Tensor x = pooledAt(*side, side->pooled.size(-1));
+      const int64_t n = x.size(0);
+      const torch::Tensor similarity = x.matmul(x.t()) * (1 - torch::eye(n, x.options()));
+      const double pairs = static_cast<double>(n * (n - 1));
+      means.push_back((similarity.sum() / pairs).square());
+      moments.push_back(F::relu(similarity.square().sum() / pairs - 1.0 / static_cast<double>(x.size(1))));
+    }
+    if (!means.empty()) {
+      const auto aggregate = [&](const std::vector<torch::Tensor>& terms) { return s.gorSum ? torch::stack(terms).sum() : torch::stack(terms).mean(); };
+      const torch::Tensor loss = s.gorMeanWeight * aggregate(means) + s.gorSecondMomentWeight * aggregate(moments);
+      parts.regularizer += loss.item<double>();
+      total = total + loss;
+    }
   }
   if (s.sparse && (s.queryRegularizer > 0 || s.documentRegularizer > 0)) {
     // FLOPS (Paria et al. 2020): the squared mean weight of each vocabulary entry over the batch, summed.
