@@ -87,6 +87,8 @@ commands:
                              rows: "values", int64 "indices" and "offsets", the width in the metadata's "dimension"
     --max-active-dims <n>    a sparse encoder: keep each vector's n largest entries
     --truncate-dim <n>       cut each vector to its first n entries (normalized again): a Matryoshka model's smaller vectors
+    --layers <n>             run the model's first n layers alone (a model trained with adaptive layers; coltrast truncate
+                             writes such a model)
     --adapter <dir>          add a LoRA adapter (PEFT's adapter_config.json and adapter_model.safetensors) to --model
     --no-adapter-base-check  load --adapter on this model even when the adapter records another base (coltrast's adapters
                              record the base they were trained on, and are refused on one whose adapted weights differ)
@@ -323,6 +325,7 @@ commands:
     --no-adapter-base-check  load it even when it records another base than --reranker (see embed)
     --compare <model|bm25>   a second system evaluated the same way, side by side (without the reranker or --model's index flags)
     --truncate-dim <n>       evaluate --model's vectors cut to n entries (a Matryoshka model's smaller vectors)
+    --layers <n>             evaluate --model's first n layers alone (a model trained with adaptive layers; a BEIR folder)
     --quantize int8          evaluate --model run in int8 on the CPU (see embed): what the faster embedding costs
     --storage float32|float16|int8|binary --rescore-multiplier <n>   the dense index's storage (what quantization costs)
     --token-storage float16|residual --residual-bits <n> --nprobe <n> --full-scores <n>   token vectors' storage and PLAID search
@@ -663,6 +666,7 @@ const EMBED_OPTIONS = {
   prompt: { type: 'string' },
   tokens: { type: 'boolean' },
   'truncate-dim': { type: 'string' },
+  layers: { type: 'string' },
   adapter: { type: 'string' },
   'no-adapter-base-check': { type: 'boolean' },
   device: { type: 'string' },
@@ -692,13 +696,14 @@ async function embed(argv: string[]): Promise<void> {
   if (texts.length === 0) fail(`input file ${positionals[0]} holds no texts: give one text a line (a .jsonl file: one {"text": ...} a line)`);
   const started = Date.now();
   const model = values.model ?? DEFAULT_MODEL;
-  const kindFlags = { tokens: values.tokens, 'truncate-dim': values['truncate-dim'], adapter: values.adapter, 'no-adapter-base-check': values['no-adapter-base-check'], 'max-active-dims': values['max-active-dims'] };
+  const kindFlags = { tokens: values.tokens, 'truncate-dim': values['truncate-dim'], layers: values.layers, adapter: values.adapter, 'no-adapter-base-check': values['no-adapter-base-check'], 'max-active-dims': values['max-active-dims'] };
   if (await readsAsSparse(model, values.sparse, kindFlags)) return embedSparse(model, values, texts, say);
   const enc = await encoderModule().Encoder.load(model, {
     device: (values.device ?? 'auto') as Device,
     dtype: values.dtype as DType | undefined,
     threads: numberFlag('threads', values.threads, 'count'),
     truncateDim: numberFlag('truncate-dim', values['truncate-dim'], 'count'),
+    layers: numberFlag('layers', values.layers, 'count'),
     adapter: values.adapter,
     ...(values['no-adapter-base-check'] && { checkAdapterBase: false }),
     ...quantizeFlag(values.quantize),
@@ -1378,7 +1383,7 @@ const EVAL_OPTIONS = {
   data: { type: 'string' }, model: { type: 'string' }, mode: { type: 'string' }, split: { type: 'string' }, k: { type: 'string' },
   'hybrid-weight': { type: 'string' }, fusion: { type: 'string' }, stem: { type: 'boolean' }, compare: { type: 'string' }, device: { type: 'string' },
   'batch-size': { type: 'string' }, reranker: { type: 'string' }, 'reranker-adapter': { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
-  'truncate-dim': { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
+  'truncate-dim': { type: 'string' }, layers: { type: 'string' }, storage: { type: 'string' }, 'rescore-multiplier': { type: 'string' },
   'token-storage': { type: 'string' }, 'residual-bits': { type: 'string' }, nprobe: { type: 'string' }, 'full-scores': { type: 'string' },
   'pool-factor': { type: 'string' }, threads: { type: 'string' }, 'no-adapter-base-check': { type: 'boolean' }, quantize: { type: 'string' },
   'sparse-model': { type: 'string' },
@@ -1445,11 +1450,14 @@ async function evalCommand(argv: string[]): Promise<void> {
   const truncateDim = numberFlag('truncate-dim', values['truncate-dim'], 'count');
   if (truncateDim !== undefined && !model) fail('--truncate-dim cuts a model\'s vectors: give --model (or a dense mode)');
   if (truncateDim !== undefined) systems[0].name += `@${truncateDim}`;
+  const layers = numberFlag('layers', values.layers, 'count');
+  if (layers !== undefined && !model) fail('--layers runs a model\'s first layers: give --model (or a dense mode)');
+  if (layers !== undefined) systems[0].name += ` (${layers} layers)`;
   if (values.quantize !== undefined && !model) fail('--quantize runs a model in int8: give --model (or a dense mode)');
   if (values.quantize !== undefined) systems[0].name += ` (${values.quantize})`;
   try {
     for (const [i, s] of systems.entries()) {
-      const cut = i === 0 && s.model ? { truncateDim, ...tokens, ...quantizeFlag(values.quantize) } : {};
+      const cut = i === 0 && s.model ? { truncateDim, layers, ...tokens, ...quantizeFlag(values.quantize) } : {};
       if (i > 0) flagNames!.options.model = 'compare'; // the second system's model
       // evaluate() refuses options its mode does not use: a --compare system leaves out the main one's.
       const unused = i === 0 ? {} : { hybridWeight: undefined, fusion: undefined, candidates: undefined, ...(s.mode === 'bm25' ? { storage: undefined, rescoreMultiplier: undefined } : { bm25: undefined }) };

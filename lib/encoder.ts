@@ -7,7 +7,8 @@ import path from 'node:path';
 import { ColtrastError } from './errors';
 import { writeFolderAtomic } from './files';
 import { ADAPTER_DIR, adapterBaseModel, addAdapters, isAdapterOnlyFolder, loadAdapter, saveAdapter, type AdapterBase, type LoraConfig } from './lora';
-import { denseStackDir, lastDense, positionLimit, taskPrompt, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
+import { configJson, denseStackDir, lastDense, positionLimit, taskPrompt, readModelDirectory, readSpecialToken, writeModelFiles, DENSE_DIR, POOLING_MODES, type DenseHead, type ModelDirectory, type MultiVectorConfig, type PoolingMode } from './model-dir';
+import { configWithLayers } from './model-layers';
 import { poolAll } from './token-pooling';
 import { SIMILARITY_FUNCTIONS, maxsimScores, pairwiseSimilarity, similarityMatrix, type SimilarityFunction } from './similarity';
 import { DTYPES, ModelHandle, applyQuantize, bindTrainer, checkQuantize, loadNative, quantizeOption, resolveLoad, tokenizeAhead, tokenizeInBatches, type ModelTrainer, type DType, type LoadOptions, type Quantize } from './native-model';
@@ -27,6 +28,13 @@ export interface EncoderLoadOptions extends LoadOptions {
    * indexes built with this Encoder hold vectors of it. Default: the full width.
    */
   truncateDim?: number;
+  /**
+   * Run only the model's first `layers` layers (1 to its count), as sentence-transformers users slice
+   * `model[0].auto_model.encoder.layer` in memory: for a model trained with adaptive layers (train's
+   * `loss.adaptiveLayers`), a faster model at a small loss of quality. The later layers' weights are not loaded, and
+   * `save()` writes a model of that many layers (as truncateLayers does). Default: all of them.
+   */
+  layers?: number;
   /**
    * A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) made on this model: its adapters are
    * added to the model's projections (as PEFT's `PeftModel.from_pretrained` or sentence-transformers'
@@ -320,7 +328,8 @@ export class Encoder {
    * Hugging Face id (downloaded once into the hub cache).
    */
   static async load(model: string, options?: EncoderLoadOptions): Promise<Encoder> {
-    const { truncateDim: cut, adapter, checkAdapterBase, quantize, ...loadOptions } = options ?? {};
+    const { truncateDim: cut, layers, adapter, checkAdapterBase, quantize, ...loadOptions } = options ?? {};
+    const keepLayers = layers === undefined ? undefined : positiveInteger('options.layers', layers);
     if (adapter !== undefined && (typeof adapter !== 'string' || adapter.length === 0)) throw invalid('options.adapter', 'a PEFT adapter folder', adapter);
     const checkBase = booleanValue('options.checkAdapterBase', checkAdapterBase ?? true);
     const truncateDim = cut === undefined ? undefined : positiveInteger('options.truncateDim', cut);
@@ -336,7 +345,11 @@ export class Encoder {
       base = (await resolveLoad(adapterBaseModel(dir), loadOptions)).dir;
       adapterDir ??= dir;
     }
-    const files = readModelDirectory(dir, 'embedding', base);
+    let files = readModelDirectory(dir, 'embedding', base);
+    if (keepLayers !== undefined) {
+      const { config } = configWithLayers(files.config, keepLayers, { option: 'options.layers', model, file: path.join(files.transformerDir, 'config.json') });
+      files = { ...files, config, configText: configJson(files.configText, config) };
+    }
     let tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     const prefixes = await prefixTokensToRegister(tokenizer, files.multiVector?.prefixTokens ?? []);
     if (prefixes.length > 0) tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase, prefixes);

@@ -43,6 +43,11 @@ export interface EvaluateOptions {
    */
   truncateDim?: number;
   /**
+   * Evaluate the model's first `layers` layers alone (EncoderLoadOptions.layers: a model trained with adaptive layers,
+   * cut). For a loaded Encoder, load it with the layers instead.
+   */
+  layers?: number;
+  /**
    * Evaluate the model run in int8 on the CPU (EncoderLoadOptions.quantize): what the faster embedding costs in quality.
    * For a loaded Encoder, load it with the quantize instead.
    */
@@ -120,10 +125,10 @@ export interface EvaluateResult {
 }
 
 /** Options of the dense index (not for mode 'bm25'), of fusion (mode 'hybrid' only), of BM25 (modes 'bm25' and 'hybrid'). */
-const DENSE_KEYS = ['model', 'truncateDim', 'quantize', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores'] as const;
+const DENSE_KEYS = ['model', 'truncateDim', 'layers', 'quantize', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores'] as const;
 const HYBRID_KEYS = ['hybridWeight', 'fusion', 'rrfK'] as const;
 
-const KEYS = ['data', 'model', 'sparseModel', 'truncateDim', 'quantize', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'fusion', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
+const KEYS = ['data', 'model', 'sparseModel', 'truncateDim', 'layers', 'quantize', 'storage', 'rescoreMultiplier', 'tokenStorage', 'residualBits', 'poolFactor', 'nprobe', 'fullScores', 'split', 'k', 'mode', 'hybridWeight', 'candidates', 'reranker', 'rrfK', 'fusion', 'bm25', 'batchSize', 'device', 'progressBar'] as const;
 
 async function loadEvalData(source: string, split: string): Promise<BeirData> {
   if (fs.existsSync(source) && fs.statSync(source).isFile()) {
@@ -208,6 +213,10 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (truncateDim !== undefined && typeof o.model !== 'string') {
     throw new ColtrastError('INVALID_ARGUMENT', 'options.truncateDim applies to a model given by name; load an Encoder with { truncateDim } to evaluate it cut');
   }
+  const layers = o.layers === undefined ? undefined : positiveInteger('options.layers', o.layers);
+  if (layers !== undefined && typeof o.model !== 'string') {
+    throw new ColtrastError('INVALID_ARGUMENT', 'options.layers applies to a model given by name; load an Encoder with { layers } to evaluate it cut');
+  }
   const quantize = quantizeOption(o.quantize);
   if (quantize !== undefined && typeof o.model !== 'string') {
     throw new ColtrastError('INVALID_ARGUMENT', "options.quantize applies to a model given by name; load an Encoder with { quantize: 'int8' } to evaluate it so");
@@ -272,7 +281,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (mode !== 'bm25') {
     const load = { device: o.device ?? 'auto', ...(quantize && { quantize }) } as const;
     const owned = typeof o.model === 'string';
-    const encoder = !owned ? (o.model as Encoder | SparseEncoder) : sparseStage ? await SparseEncoder.load(o.model as string, load) : await Encoder.load(o.model as string, { ...load, truncateDim });
+    const encoder = !owned ? (o.model as Encoder | SparseEncoder) : sparseStage ? await SparseEncoder.load(o.model as string, load) : await Encoder.load(o.model as string, { ...load, truncateDim, layers });
     try {
       // The Index's exact search (native, blocked; a sparse encoder's vectors through its inverted index); with late
       // interaction it keeps token vectors too.

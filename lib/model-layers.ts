@@ -55,6 +55,25 @@ export function stackLayerOf(name: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/**
+ * config.json's object for the model cut to its first `keep` layers: its layer count (whichever key the architecture
+ * uses) set to `keep` and lists of one entry per layer cut to `keep`; and the count it had. Throws INVALID_ARGUMENT
+ * (naming `option`) unless 1 <= keep <= that count (`below`: keep must be under it), MODEL_FILES for a config without one.
+ */
+export function configWithLayers(config: Record<string, unknown>, keep: number, where: { option: string; model: string; file: string; below?: boolean }): { config: Record<string, unknown>; from: number } {
+  const key = LAYER_KEYS.find((k) => Number.isInteger(config[k]));
+  if (!key) throw new ColtrastError('MODEL_FILES', `${where.file} names no layer count (${LAYER_KEYS.join(', ')})`);
+  const from = config[key] as number;
+  if (where.below ? keep >= from : keep > from) {
+    throw new ColtrastError('INVALID_ARGUMENT', `${where.option} must be ${where.below ? 'below' : 'at most'} the ${from} layers of ${where.model} (it keeps the first ones), got ${keep}`);
+  }
+  const cut: Record<string, unknown> = { ...config, [key]: keep };
+  // T5's decoder layers default to num_layers: a checkpoint with a decoder keeps its count.
+  if (key === 'num_layers' && config.num_decoder_layers === undefined && String(config.model_type).includes('t5')) cut.num_decoder_layers = from;
+  for (const [k, v] of Object.entries(config)) if (Array.isArray(v) && v.length === from && k.includes('layer')) cut[k] = v.slice(0, keep);
+  return { config: cut, from };
+}
+
 /** Cuts `options.model` to its first `options.layers` layers into `options.output` (see the file's comment). */
 export async function truncateLayers(options: TruncateLayersOptions): Promise<TruncateLayersResult> {
   const o = checkOptions('options', options, ['model', 'layers', 'output', 'overwrite']);
@@ -68,18 +87,9 @@ export async function truncateLayers(options: TruncateLayersOptions): Promise<Tr
   if (!fs.existsSync(configPath)) throw new ColtrastError('MODEL_FILES', `${transformerDir} has no config.json: it is not a Hugging Face / sentence-transformers model folder`);
   const configText = fs.readFileSync(configPath, 'utf8');
   const config = readJson(configPath, 'config.json') as Record<string, unknown>;
-  const key = LAYER_KEYS.find((k) => Number.isInteger(config[k]));
-  if (!key) throw new ColtrastError('MODEL_FILES', `${configPath} names no layer count (${LAYER_KEYS.join(', ')})`);
-  const from = config[key] as number;
-  if (keep >= from) {
-    throw new ColtrastError('INVALID_ARGUMENT', `options.layers must be below the ${from} layers of ${model} (it keeps the first ones), got ${keep}`);
-  }
+  const { config: newConfig, from } = configWithLayers(config, keep, { option: 'options.layers', model, file: configPath, below: true });
   const weights = weightFiles(transformerDir);
   if (!weights) throw new ColtrastError('MODEL_FILES', `${transformerDir} has no model.safetensors (or model.safetensors.index.json): coltrast reads and writes safetensors weights only`);
-  const newConfig: Record<string, unknown> = { ...config, [key]: keep };
-  // T5's decoder layers default to num_layers: a checkpoint with a decoder keeps its count.
-  if (key === 'num_layers' && config.num_decoder_layers === undefined && String(config.model_type).includes('t5')) newConfig.num_decoder_layers = from;
-  for (const [k, v] of Object.entries(config)) if (Array.isArray(v) && v.length === from && k.includes('layer')) newConfig[k] = v.slice(0, keep);
 
   let droppedTensors = 0;
   let weightBytes = 0;

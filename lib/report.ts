@@ -284,6 +284,8 @@ each number of its ${layers} layers, so its first layers alone make a smaller, f
 new folder as any model (coltrast, sentence-transformers, transformers):
 
 \`coltrast truncate --model ./this-folder --layers ${half} --output ./this-folder-${half}-layers\`
+
+or run the first layers without cutting: \`Encoder.load('./this-folder', { layers: ${half} })\` in coltrast.
 `;
 }
 

@@ -8,7 +8,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, train, truncateLayers } from '../lib';
+import { Encoder, evaluate, train, truncateLayers } from '../lib';
 import { adaptiveLayersStep } from '../lib/train';
 import { stackLayerOf } from '../lib/model-layers';
 import { readSafetensorsHeader, safetensorsHeaderBytes } from '../lib/safetensors';
@@ -216,4 +216,64 @@ test('truncateLayers: the later layers left out of each shard of sharded weights
   await refused({ model: pickled, layers: 1, output: path.join(dir, 'b') }, /has no model\.safetensors .*safetensors weights only/);
   await refused({ model: path.join(dir, 'nowhere'), layers: 1, output: path.join(dir, 'c') }, /nowhere/);
   t.false(fs.existsSync(path.join(dir, 'a')) || fs.existsSync(path.join(dir, 'b')), 'nothing written for a refused cut');
+});
+
+test('Encoder.load({ layers }) runs the first layers alone, as the cut folder does; save() writes that model; evaluate({ layers }) and --layers on eval and embed', async (t) => {
+  const dir = tempDir();
+  const cut = await truncateLayers({ model: FIXTURE, layers: 1, output: path.join(dir, 'cut') });
+  const texts = ['a cat sat on the mat', 'fast search', 'what is a token'];
+  const fromFolder = await Encoder.load(cut.output, { device: 'cpu' });
+  const loaded = await Encoder.load(FIXTURE, { device: 'cpu', layers: 1 });
+  const whole = await Encoder.load(FIXTURE, { device: 'cpu', layers: 2 });
+  try {
+    t.is(loaded.layers, 1);
+    t.is(whole.layers, 2);
+    t.deepEqual(Array.from((await loaded.embed(texts)).data), Array.from((await fromFolder.embed(texts)).data));
+    t.notDeepEqual(Array.from((await loaded.embed(texts)).data), Array.from((await whole.embed(texts)).data));
+    // Saved: a model of one layer, the second layer's tensors not loaded and not written.
+    await loaded.save(path.join(dir, 'saved'));
+    t.is(JSON.parse(fs.readFileSync(path.join(dir, 'saved', 'config.json'), 'utf8')).num_hidden_layers, 1);
+    const fd = fs.openSync(path.join(dir, 'saved', 'model.safetensors'), 'r');
+    const read = readSafetensorsHeader(fd, 2 ** 20);
+    fs.closeSync(fd);
+    if ('problem' in read) throw new Error(read.problem);
+    const names = Object.keys(read.header).filter((n) => n !== '__metadata__');
+    t.true(names.some((n) => stackLayerOf(n) === 0) && names.every((n) => (stackLayerOf(n) ?? 0) < 1), names.join(', '));
+  } finally {
+    for (const e of [fromFolder, loaded, whole]) e.dispose();
+  }
+  t.regex((await rejection(() => Encoder.load(FIXTURE, { device: 'cpu', layers: 3 }))).message, /options\.layers must be at most the 2 layers of .*tiny-bert \(it keeps the first ones\), got 3/);
+  t.regex((await rejection(() => Encoder.load(FIXTURE, { device: 'cpu', layers: 0 }))).message, /options\.layers must be a positive integer/);
+
+  // A small BEIR folder: evaluate({ layers: 1 }) is the cut folder's evaluation.
+  const beir = path.join(dir, 'beir');
+  const pairs = wordDataset(30, 8);
+  fs.mkdirSync(path.join(beir, 'qrels'), { recursive: true });
+  fs.writeFileSync(path.join(beir, 'corpus.jsonl'), pairs.map((p, i) => JSON.stringify({ _id: `d${i}`, text: p.positive })).join('\n') + '\n');
+  fs.writeFileSync(path.join(beir, 'queries.jsonl'), pairs.map((p, i) => JSON.stringify({ _id: `q${i}`, text: p.query })).join('\n') + '\n');
+  fs.writeFileSync(path.join(beir, 'qrels', 'test.tsv'), `query-id\tcorpus-id\tscore\n${pairs.map((_, i) => `q${i}\td${i}\t1`).join('\n')}\n`);
+  const byOption = await evaluate({ data: beir, model: FIXTURE, layers: 1, device: 'cpu' });
+  const byFolder = await evaluate({ data: beir, model: cut.output, device: 'cpu' });
+  t.deepEqual(byOption.metrics, byFolder.metrics);
+  const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 240_000 });
+  const run = cli(['eval', '--data', beir, '--model', FIXTURE, '--layers', '1', '--device', 'cpu', '--json']);
+  t.is(run.status, 0, run.stderr);
+  const [result] = JSON.parse(run.stdout);
+  t.regex(result.name, /\(1 layers\)$/);
+  t.deepEqual(result.metrics, byFolder.metrics);
+  const textsFile = path.join(dir, 'texts.txt');
+  fs.writeFileSync(textsFile, texts.join('\n') + '\n');
+  const embedded = cli(['embed', textsFile, '--model', FIXTURE, '--layers', '1', '--device', 'cpu']);
+  t.is(embedded.status, 0, embedded.stderr);
+  const rows = embedded.stdout.trim().split('\n').map((l) => JSON.parse(l).embedding as number[]);
+  const expected = await Encoder.load(cut.output, { device: 'cpu' });
+  try {
+    const want = await expected.embed(texts);
+    rows.forEach((row, i) => row.forEach((x, k) => t.true(Math.abs(x - want.data[i * want.dims[1] + k]) < 1e-6)));
+  } finally {
+    expected.dispose();
+  }
+  const tooMany = cli(['embed', textsFile, '--model', FIXTURE, '--layers', '5', '--device', 'cpu']);
+  t.is(tooMany.status, 2);
+  t.regex(tooMany.stderr, /--layers must be at most the 2 layers of/);
 });

@@ -7,6 +7,7 @@
 #endif
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <set>
 #include <sstream>
@@ -42,6 +43,31 @@ void trimAfterQuantizing() {
 #ifdef __GLIBC__
   malloc_trim(0);
 #endif
+}
+
+}  // namespace
+
+namespace {
+
+// The index of the stack layer the weight `name` belongs to ("encoder.layer.3.attention..." is 3), as BERT's family and
+// DeBERTa (encoder.layer.N.), DistilBERT (transformer.layer.N.), ModernBERT and decoders (layers.N.) and T5's encoder
+// (encoder.block.N.) name them, with or without a prefix; -1 for a weight outside the stack.
+int64_t stackLayerIndex(const std::string& name) {
+  for (const char* stack : {"encoder.layer.", "transformer.layer.", "encoder.block.", "layers."}) {
+    const std::string marker(stack);
+    for (size_t at = name.find(marker); at != std::string::npos; at = name.find(marker, at + 1)) {
+      if (at != 0 && name[at - 1] != '.') continue;
+      size_t end = at + marker.size();
+      int64_t index = 0;
+      bool digits = false;
+      while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) {
+        index = index * 10 + (name[end++] - '0');
+        digits = true;
+      }
+      if (digits && end < name.size() && name[end] == '.') return index;
+    }
+  }
+  return -1;
 }
 
 }  // namespace
@@ -102,7 +128,9 @@ void TransformerEncoder::loadWeights(const WeightFiles& file, torch::ScalarType 
   }
   kept_.clear();
   for (const auto& name : file.names()) {
-    if (used.count(name) || !keepsUnused(name)) continue;
+    // A layer past the stack's (a model loaded with fewer layers than its file holds, as config.json then says) is
+    // neither run nor saved back.
+    if (used.count(name) || !keepsUnused(name) || stackLayerIndex(name) >= layerCount()) continue;
     const bool prefixed = name.rfind(prefix, 0) == 0;
     kept_.push_back({prefixed ? name.substr(prefix.size()) : name, prefixed, file.read(name)});
   }
