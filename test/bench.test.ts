@@ -10,7 +10,7 @@ const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
 
 test('coltrast bench --quick runs a suite and writes JSON, a Markdown table and a chart', (t) => {
   const out = path.join(tempDir(), 'bench');
-  const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'bench', '--quick', '--suites', 'index', '--out', out], { encoding: 'utf8' });
+  const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'bench', '--quick', '--suites', 'index', '--out', out], { encoding: 'utf8', timeout: 240_000 });
   t.is(run.status, 0, run.stderr);
   const results = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
   t.deepEqual(results.failures, []);
@@ -29,7 +29,7 @@ test('coltrast bench --quick runs a suite and writes JSON, a Markdown table and 
 });
 
 test('coltrast bench refuses an unknown suite with exit 2', (t) => {
-  const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'bench', '--suites', 'nope', '--out', tempDir()], { encoding: 'utf8' });
+  const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'bench', '--suites', 'nope', '--out', tempDir()], { encoding: 'utf8', timeout: 240_000 });
   t.is(run.status, 2);
   t.regex(run.stderr, /unknown suite 'nope' \(ops, embed, train, index, multivector, crossencoder, decoder, encoders, generator, serve, python, parity\)/);
 });

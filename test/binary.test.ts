@@ -200,7 +200,7 @@ test('loader errors name the library and the fix', (t) => {
 
 test('the real CPU prebuild loads on this machine (COLTRAST_BINARY=cpu) and coltrast info says why', (t) => {
   const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
-  const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info', '--json'], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: 'cpu' } });
+  const run = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info', '--json'], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, COLTRAST_BINARY: 'cpu' } });
   t.is(run.status, 0, `${run.stderr}\n(run npm run make-prebuild first: scripts/setup.sh does)`);
   const info = JSON.parse(run.stdout);
   t.is(info.binary.kind, 'prebuild');
@@ -208,11 +208,11 @@ test('the real CPU prebuild loads on this machine (COLTRAST_BINARY=cpu) and colt
   t.is(info.binary.libtorch.source, 'system');
   t.regex(info.binary.reason, /COLTRAST_BINARY=cpu; prebuild cpu-torch.* fits libtorch/);
   t.deepEqual(info.modelTypes, ['bert', 'roberta', 'xlm-roberta', 'camembert', 'mpnet', 'distilbert', 'electra', 'deberta-v2', 'modernbert', 't5', 'mt5', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'gemma2', 'gemma', 'phi3']);
-  const text = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: 'cpu' } });
+  const text = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, COLTRAST_BINARY: 'cpu' } });
   t.regex(text.stdout, /addon: prebuild cpu-torch[\d.]+ \(.*prebuilds\/linux-x64\/cpu-torch[\d.]+\/coltrast\.node\)/);
   t.regex(text.stdout, /chosen because: COLTRAST_BINARY=cpu/);
   t.regex(text.stdout, /model types: bert, roberta, xlm-roberta, camembert, mpnet, distilbert, electra, deberta-v2, modernbert, t5, mt5, llama, mistral, qwen2, qwen3, gemma3_text, gemma2, gemma, phi3\n/);
-  const local = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: '' } });
+  const local = spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, COLTRAST_BINARY: '' } });
   t.regex(local.stdout, /addon: local build/, 'an empty COLTRAST_BINARY is no choice: the local build');
 });
 
@@ -227,12 +227,12 @@ test('a local build that no longer loads falls back to a prebuild that fits, and
   const probe = `const n = require(${JSON.stringify(path.join(pkg, 'dist', 'native.js'))}); n.native(); console.log(JSON.stringify(n.binaryChoice()))`;
   const env = { ...process.env };
   delete env.COLTRAST_BINARY;
-  const run = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', env });
+  const run = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', timeout: 240_000, env });
   t.is(run.status, 0, `${run.stderr}\n(needs a CPU prebuild: npm run make-prebuild)`);
   const choice = JSON.parse(run.stdout);
   t.is(choice.kind, 'prebuild');
   t.regex(choice.reason, /the local build did not load \(coltrast's native addon \(.*build\/Release\/coltrast\.node\) failed to load/);
-  const forced = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', env: { ...env, COLTRAST_BINARY: 'source' } });
+  const forced = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', timeout: 240_000, env: { ...env, COLTRAST_BINARY: 'source' } });
   t.not(forced.status, 0, 'COLTRAST_BINARY=source insists on the local build');
   t.regex(forced.stderr, /build\/Release\/coltrast\.node\) failed to load/);
 });
@@ -301,7 +301,7 @@ test('a prebuild for another libtorch than the one this process has loaded is re
 test('with another libtorch loaded first, native() throws NATIVE_LOAD instead of crashing the process', (t) => {
   const root = path.resolve(__dirname, '..');
   const python = path.join(root, 'build', 'pyenv', 'bin', 'python');
-  const torchLib = fs.existsSync(python) ? spawnSync(python, ['-c', "import importlib.util as u; print(u.find_spec('torch').submodule_search_locations[0])"], { encoding: 'utf8' }).stdout.trim() : '';
+  const torchLib = fs.existsSync(python) ? spawnSync(python, ['-c', "import importlib.util as u; print(u.find_spec('torch').submodule_search_locations[0])"], { encoding: 'utf8', timeout: 240_000 }).stdout.trim() : '';
   const cpu = path.join(torchLib, 'lib', 'libtorch_cpu.so');
   if (!torchLib || !fs.existsSync(cpu)) {
     t.log(`SKIPPED: no PyTorch 2.x in ${python} (scripts/setup.sh makes it)`);
@@ -313,7 +313,7 @@ test('with another libtorch loaded first, native() throws NATIVE_LOAD instead of
     try { process.dlopen({ exports: {} }, ${JSON.stringify(cpu)}, os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL); } catch {}
     try { require(${JSON.stringify(path.join(root, 'dist', 'native.js'))}).native(); console.log('loaded'); }
     catch (e) { console.log(e.code + ': ' + e.message); }`;
-  const run = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: 'cpu', COLTRAST_PYTHON: path.join(tempDir(), 'no-python') } });
+  const run = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, COLTRAST_BINARY: 'cpu', COLTRAST_PYTHON: path.join(tempDir(), 'no-python') } });
   t.is(run.signal, null, `the process crashed: ${run.stderr}`);
   t.is(run.status, 0, run.stderr);
   t.regex(run.stdout, new RegExp(`^NATIVE_LOAD: this process has a libtorch loaded already \\(${escape(path.join(torchLib, 'lib'))}\\), and the prebuild that fits is for another one \\(libtorch 1\\.13`));

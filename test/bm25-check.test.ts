@@ -12,7 +12,7 @@ import { tempDir } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const PYTHON = process.env.COLTRAST_ST_PYTHON || path.join(ROOT, 'build', 'pyenv', 'bin', 'python');
-const probe = fs.existsSync(PYTHON) ? spawnSync(PYTHON, ['-c', 'import bm25s, Stemmer'], { encoding: 'utf8' }) : null;
+const probe = fs.existsSync(PYTHON) ? spawnSync(PYTHON, ['-c', 'import bm25s, Stemmer'], { encoding: 'utf8', timeout: 240_000 }) : null;
 const skip = !probe
   ? `no Python at ${PYTHON}: scripts/setup.sh makes build/pyenv from this machine's wheels (or set COLTRAST_ST_PYTHON)`
   : probe.status !== 0

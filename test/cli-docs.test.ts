@@ -64,7 +64,7 @@ test('coltrast --version prints the package version, without the native addon', 
   const version = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
   // COLTRAST_BINARY naming a build that is not there: loading the addon would fail.
   for (const flag of ['--version', '-V', 'version']) {
-    const r = spawnSync(process.execPath, [path.join(root, 'dist', 'cli.js'), flag], { encoding: 'utf8', env: { ...process.env, COLTRAST_BINARY: 'no-such-binary' } });
+    const r = spawnSync(process.execPath, [path.join(root, 'dist', 'cli.js'), flag], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, COLTRAST_BINARY: 'no-such-binary' } });
     t.is(r.status, 0, r.stderr);
     t.is(r.stdout, `${version}\n`);
   }
@@ -103,7 +103,7 @@ test('the README\'s command-line reference gives each command only flags it take
 });
 
 test('the benchmark suites named in the help and the README are those scripts/bench/run.js runs', (t) => {
-  const run = spawnSync(process.execPath, [path.join(root, 'scripts', 'bench', 'run.js'), '--suites', 'no-such-suite', '--out', tempDir()], { encoding: 'utf8' });
+  const run = spawnSync(process.execPath, [path.join(root, 'scripts', 'bench', 'run.js'), '--suites', 'no-such-suite', '--out', tempDir()], { encoding: 'utf8', timeout: 240_000 });
   t.is(run.status, 2, run.stderr);
   const suites = /unknown suite 'no-such-suite' \(([^)]*)\)/.exec(run.stderr)?.[1].split(', ');
   t.truthy(suites, run.stderr);
@@ -126,7 +126,7 @@ test('the README\'s first command and its walkthrough run on the bundled example
   const dir = tempDir();
   const outputs = commands.map((command) => {
     const line = command.replace(/^npx coltrast /, `${JSON.stringify(process.execPath)} dist/cli.js `).replace(/(^| )models\//g, `$1${dir}/models/`);
-    const run = spawnSync('bash', ['-c', line], { cwd: root, encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
+    const run = spawnSync('bash', ['-c', line], { cwd: root, encoding: 'utf8', timeout: 240_000, env: { ...process.env, OMP_NUM_THREADS: '1' } });
     t.is(run.status, 0, `${command}\n${run.stderr}`);
     return run.stdout;
   });

@@ -435,18 +435,18 @@ test('search and index --update refuse an index.json whose model.source is no fo
   const docs = path.join(dir, 'docs.jsonl');
   fs.writeFileSync(docs, '{"id":"a","text":"the cat sat"}\n{"id":"b","text":"hello world"}\n');
   const index = path.join(dir, 'index');
-  const built = spawnSync(process.execPath, [CLI, 'index', '--model', FIXTURE, '--output', index, '--data', docs, '--threads', '1'], { encoding: 'utf8' });
+  const built = spawnSync(process.execPath, [CLI, 'index', '--model', FIXTURE, '--output', index, '--data', docs, '--threads', '1'], { encoding: 'utf8', timeout: 240_000 });
   t.is(built.status, 0, built.stderr);
   const manifest = JSON.parse(fs.readFileSync(path.join(index, 'index.json'), 'utf8'));
   for (const source of [null, 5, '', '  ', { dir: 'x' }]) {
     fs.writeFileSync(path.join(index, 'index.json'), JSON.stringify({ ...manifest, model: { ...manifest.model, source } }));
     for (const args of [['search', '--index', index, 'cat'], ['index', '--update', '--output', index, '--data', docs]]) {
-      const r = spawnSync(process.execPath, [CLI, ...args, '--threads', '1'], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+      const r = spawnSync(process.execPath, [CLI, ...args, '--threads', '1'], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
       t.is(r.status, 2, `${args[0]} ${JSON.stringify(source)}: ${r.stderr}`);
       t.true(r.stderr.includes(`index.json says model.source ${JSON.stringify(source)}`) && r.stderr.includes('--model <dir|hub id>'), r.stderr);
     }
   }
-  const searched = spawnSync(process.execPath, [CLI, 'search', '--index', index, '--model', FIXTURE, '--threads', '1', 'cat'], { encoding: 'utf8' });
+  const searched = spawnSync(process.execPath, [CLI, 'search', '--index', index, '--model', FIXTURE, '--threads', '1', 'cat'], { encoding: 'utf8', timeout: 240_000 });
   t.is(searched.status, 0, searched.stderr);
   t.regex(searched.stdout, /the cat sat/);
 });

@@ -27,7 +27,7 @@ function embedInChild(allocator: 'system' | 'caching') {
       require('node:fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify({ data: Array.from(e.data), memory: cpuMemory() }));
       enc.dispose();
     })();`;
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_CPU_ALLOCATOR: allocator } });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, COLTRAST_CPU_ALLOCATOR: allocator } });
   if (r.status !== 0) throw new Error(r.stderr);
   return JSON.parse(fs.readFileSync(out, 'utf8'));
 }
@@ -77,7 +77,7 @@ test('the caching allocator computes exactly what libtorch\'s default allocator 
 test('coltrast info says which allocator serves CPU tensors', (t) => {
   const cli = path.resolve(__dirname, '..', 'lib', 'cli.ts');
   const info = (allocator: string) =>
-    spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', env: { ...process.env, COLTRAST_CPU_ALLOCATOR: allocator } }).stdout;
+    spawnSync(process.execPath, ['--import', 'tsx', cli, 'info'], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, COLTRAST_CPU_ALLOCATOR: allocator } }).stdout;
   t.regex(info('caching'), /CPU tensors of 1 MiB and more: coltrast's caching allocator \(keeps up to [\d.]+ GiB/);
   t.regex(info('system'), /CPU tensors: libtorch's default allocator/);
 });

@@ -263,7 +263,7 @@ test('evaluate() with a reranker scores the re-ranked candidates; the CLI takes 
 
   const { spawnSync } = await import('node:child_process');
   const cli = CLI;
-  const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+  const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 240_000 });
   const out = run('eval', '--data', data, '--model', FIXTURE, '--reranker', path.join(CE, 'st'), '--candidates', '5', '--k', '1,5', '--device', 'cpu', '--json');
   t.is(out.status, 0, out.stderr);
   const [result] = JSON.parse(out.stdout);

@@ -81,7 +81,7 @@ function pythonRows(file: string): Record<string, string>[] {
     "with opener(f, 'rt', newline='', encoding='utf-8-sig') as h:",
     "    print(json.dumps(list(csv.DictReader(h, delimiter='\\t' if '.tsv' in f else ','))))",
   ].join('\n');
-  const run = spawnSync('/usr/bin/python3', ['-c', script, file], { encoding: 'utf8' });
+  const run = spawnSync('/usr/bin/python3', ['-c', script, file], { encoding: 'utf8', timeout: 240_000 });
   if (run.status !== 0) throw new Error(run.stderr);
   return JSON.parse(run.stdout);
 }
@@ -313,7 +313,7 @@ function pythonRecords(file: string): [number, ...string[]][] {
     '        line = reader.line_num',
     '    print(json.dumps(out))',
   ].join('\n');
-  const run = spawnSync('/usr/bin/python3', ['-c', script, file], { encoding: 'utf8' });
+  const run = spawnSync('/usr/bin/python3', ['-c', script, file], { encoding: 'utf8', timeout: 240_000 });
   if (run.status !== 0) throw new Error(run.stderr);
   return JSON.parse(run.stdout);
 }

@@ -18,7 +18,7 @@ const root = path.resolve(__dirname, '..');
 const out = tempDir('coltrast-emu-');
 
 test.before('build the emulated kernels and both checks', (t) => {
-  const build = spawnSync('bash', [path.join(root, 'scripts', 'cuda-emu', 'build.sh'), out], { encoding: 'utf8' });
+  const build = spawnSync('bash', [path.join(root, 'scripts', 'cuda-emu', 'build.sh'), out], { encoding: 'utf8', timeout: 240_000 });
   if (build.status !== 0) t.fail(`emulator build failed:\n${build.stdout}\n${build.stderr}`);
 });
 

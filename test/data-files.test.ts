@@ -107,7 +107,7 @@ test('parseJsonLines numbers lines as an editor does, with CRLF endings and a BO
 /** `file`'s non-blank lines, trimmed, as Python reads a text file (open() in text mode: universal newlines). */
 function pythonTextLines(file: string): string[] {
   const script = "import json, sys\nprint(json.dumps([l.strip() for l in open(sys.argv[1], encoding='utf-8-sig') if l.strip()]))";
-  const run = spawnSync('/usr/bin/python3', ['-c', script, file], { encoding: 'utf8' });
+  const run = spawnSync('/usr/bin/python3', ['-c', script, file], { encoding: 'utf8', timeout: 240_000 });
   if (run.status !== 0) throw new Error(run.stderr);
   return JSON.parse(run.stdout);
 }
@@ -230,7 +230,7 @@ test("a data file too large for Node's heap is an OUT_OF_MEMORY error naming the
         () => console.log(JSON.stringify({ read: true })),
         (e) => console.log(JSON.stringify({ code: e.code, message: e.message })),
       );`;
-    const run = spawnSync(process.execPath, ['--max-old-space-size=96', '--import', 'tsx', '-e', script], { encoding: 'utf8' });
+    const run = spawnSync(process.execPath, ['--max-old-space-size=96', '--import', 'tsx', '-e', script], { encoding: 'utf8', timeout: 240_000 });
     t.is(run.status, 0, `exit ${run.status} ${run.signal ?? ''}: ${run.stderr.slice(-500)}`);
     const out = JSON.parse(run.stdout.trim().split('\n').pop()!);
     t.is(out.code, 'OUT_OF_MEMORY');
@@ -273,10 +273,10 @@ test('coltrast embed writes every vector of an input larger than one embedding p
   fs.writeFileSync(input, texts.join('\n') + '\n');
   const output = path.join(dir, 'vectors.jsonl');
   const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
-  const toFile = spawnSync(process.execPath, [cli, 'embed', input, '--model', FIXTURE, '--device', 'cpu', '--output', output], { encoding: 'utf8' });
+  const toFile = spawnSync(process.execPath, [cli, 'embed', input, '--model', FIXTURE, '--device', 'cpu', '--output', output], { encoding: 'utf8', timeout: 240_000 });
   t.is(toFile.status, 0, toFile.stderr);
   // Through a pipe too, where writes wait for the reader ('drain').
-  const toPipe = spawnSync(process.execPath, [cli, 'embed', input, '--model', FIXTURE, '--device', 'cpu'], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  const toPipe = spawnSync(process.execPath, [cli, 'embed', input, '--model', FIXTURE, '--device', 'cpu'], { encoding: 'utf8', timeout: 240_000, maxBuffer: 1 << 30 });
   t.is(toPipe.status, 0, toPipe.stderr);
   t.is(toPipe.stdout, fs.readFileSync(output, 'utf8'));
   const rows = fs.readFileSync(output, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as { index: number; embedding: number[] });

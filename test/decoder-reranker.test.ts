@@ -256,7 +256,7 @@ for (const name of MODELS) {
       const data = path.join(ROOT, 'examples', 'ai-projects.json');
       const expected = await evaluate({ data, model: FIXTURE, device: 'cpu', k: [1, 5], reranker: withAdapter, candidates: 5 });
       const cli = CLI;
-      const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+      const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 240_000 });
       const flags = ['--data', data, '--model', FIXTURE, '--candidates', '5', '--k', '1,5', '--device', 'cpu', '--json'];
       const out = run('eval', ...flags, '--reranker', path.join(FIXTURES, name), '--reranker-adapter', path.join(output, 'adapter'));
       t.is(out.status, 0, out.stderr);

@@ -19,9 +19,9 @@ function cli(args: string[]) {
   return spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', env: ENV, timeout: 120_000 });
 }
 
-const numpy = spawnSync('/usr/bin/python3', ['-c', 'import numpy'], { encoding: 'utf8' }).status === 0;
+const numpy = spawnSync('/usr/bin/python3', ['-c', 'import numpy'], { encoding: 'utf8', timeout: 240_000 }).status === 0;
 const PYENV = process.env.COLTRAST_ST_PYTHON || path.join(ROOT, 'build', 'pyenv', 'bin', 'python');
-const safetensorsPython = fs.existsSync(PYENV) && spawnSync(PYENV, ['-c', 'import safetensors.numpy'], { encoding: 'utf8' }).status === 0;
+const safetensorsPython = fs.existsSync(PYENV) && spawnSync(PYENV, ['-c', 'import safetensors.numpy'], { encoding: 'utf8', timeout: 240_000 }).status === 0;
 const noSafetensors = safetensorsPython ? '' : ` [Python's check skipped: no Python with safetensors at ${PYENV}; scripts/setup.sh makes build/pyenv from this machine's wheels]`;
 const noNumpy = numpy ? '' : ' [skipped: no python3 with numpy here; apt-get install python3-numpy (scripts/setup.sh installs it with python3-torch)]';
 
@@ -86,7 +86,7 @@ test(`embed --output x.npy writes the model's float32 vectors, which numpy.load 
   const start = 10 + bytes.readUInt16LE(8);
   t.deepEqual(new Float32Array(new Uint8Array(bytes.subarray(start)).buffer), want.data, 'the bytes after the header are the vectors, exactly');
   if (!numpy) return t.log(noNumpy);
-  const py = spawnSync('/usr/bin/python3', ['-c', `import numpy, json, sys; a = numpy.load(sys.argv[1]); print(json.dumps({"shape": list(a.shape), "dtype": str(a.dtype), "first": a[0, :3].tolist()}))`, out], { encoding: 'utf8' });
+  const py = spawnSync('/usr/bin/python3', ['-c', `import numpy, json, sys; a = numpy.load(sys.argv[1]); print(json.dumps({"shape": list(a.shape), "dtype": str(a.dtype), "first": a[0, :3].tolist()}))`, out], { encoding: 'utf8', timeout: 240_000 });
   t.is(py.status, 0, py.stderr);
   const got = JSON.parse(py.stdout);
   t.deepEqual(got.shape, [TEXTS.length, want.dims[1]]);
@@ -105,7 +105,7 @@ test('embed --output x.safetensors writes "embeddings", the float32 vectors, whi
   t.is(e.dtype, 'F32');
   t.deepEqual(e.data, want.data);
   if (!safetensorsPython) return t.log(noSafetensors);
-  const py = spawnSync(PYENV, ['-c', `import json, sys; from safetensors.numpy import load_file; d = load_file(sys.argv[1]); print(json.dumps({k: [list(v.shape), str(v.dtype)] for k, v in d.items()}))`, out], { encoding: 'utf8' });
+  const py = spawnSync(PYENV, ['-c', `import json, sys; from safetensors.numpy import load_file; d = load_file(sys.argv[1]); print(json.dumps({k: [list(v.shape), str(v.dtype)] for k, v in d.items()}))`, out], { encoding: 'utf8', timeout: 240_000 });
   t.is(py.status, 0, py.stderr);
   t.deepEqual(JSON.parse(py.stdout), { embeddings: [want.dims, 'float32'] });
 });
@@ -145,7 +145,7 @@ test("a killed embed --tokens run's side file of token vectors is removed by the
   const script = `const { vectorWriter } = require(${JSON.stringify(path.join(ROOT, 'dist', 'vector-files.js'))});
     const w = vectorWriter(process.argv[1], 'safetensors', 2, 4, 'tokens');
     w.tokens(new Float32Array(8)).then(() => process.kill(process.pid, 'SIGKILL'));`;
-  const killed = spawnSync(process.execPath, ['-e', script, out], { encoding: 'utf8' });
+  const killed = spawnSync(process.execPath, ['-e', script, out], { encoding: 'utf8', timeout: 240_000 });
   t.is(killed.signal, 'SIGKILL', killed.stderr);
   const left = fs.readdirSync(dir);
   t.is(left.length, 2, `left: ${left.join(', ')}`);

@@ -355,7 +355,7 @@ test('attention: fused on libtorch 2.x, eager on request or on 1.13, and both gi
       const e = await enc.embed(${JSON.stringify(texts)}, { output: 'tokens', batchSize: 3 });
       process.stdout.write(JSON.stringify({ attention: native().runtimeInfo().attention, tokens: e.map((m) => Array.from(m.data)) }));
     })().catch((error) => { console.error(error); process.exit(1); });`;
-  const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_EAGER_ATTENTION: '1' } });
+  const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, COLTRAST_EAGER_ATTENTION: '1' } });
   t.is(child.status, 0, child.stderr);
   const eager = JSON.parse(child.stdout) as { attention: string; tokens: number[][] };
   t.is(eager.attention, 'eager');
@@ -377,10 +377,10 @@ test('cuDNN attention: off by default on libtorch 2.5+, allowed by COLTRAST_CUDN
   const hasSwitch = major > 2 || (major === 2 && minor >= 5);
   t.false(info.cudnnAttention, `libtorch ${info.torchVersion}`);
   const script = `process.stdout.write(JSON.stringify(require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'native'))}).native().runtimeInfo().cudnnAttention))`;
-  const asked = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_CUDNN_ATTENTION: '1' } });
+  const asked = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, COLTRAST_CUDNN_ATTENTION: '1' } });
   t.is(asked.status, 0, asked.stderr);
   t.is(JSON.parse(asked.stdout), hasSwitch, `COLTRAST_CUDNN_ATTENTION=1 on libtorch ${info.torchVersion}`);
-  const zero = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, COLTRAST_CUDNN_ATTENTION: '0' } });
+  const zero = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, COLTRAST_CUDNN_ATTENTION: '0' } });
   t.is(zero.status, 0, zero.stderr);
   t.false(JSON.parse(zero.stdout), 'COLTRAST_CUDNN_ATTENTION=0 is the default');
 });

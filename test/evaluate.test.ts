@@ -119,7 +119,7 @@ test("a judged query the queries file lacks (BEIR's NFCorpus has one) is left ou
   t.deepEqual(result.missingQueries, { queries: 1, judgements: 1, examples: ['test.tsv:4 q9'] });
   const { spawnSync } = await import('node:child_process');
   const cli = CLI;
-  const run = spawnSync(process.execPath, [cli, 'eval', '--data', folder, '--mode', 'bm25', '--k', '1'], { encoding: 'utf8' });
+  const run = spawnSync(process.execPath, [cli, 'eval', '--data', folder, '--mode', 'bm25', '--k', '1'], { encoding: 'utf8', timeout: 240_000 });
   t.is(run.status, 0, run.stderr);
   t.regex(run.stdout, /^1 judged query has no text in the queries file \(test\.tsv:4 q9\): left out of the metrics, as trec_eval leaves out judged queries a run lacks$/m);
 });
@@ -228,7 +228,7 @@ test('evaluate() refuses options its mode would ignore, and a hybrid weight that
   // The CLI: an empty --hybrid-weight was Number('') = 0; --compare leaves out what the compared system does not use.
   const { spawnSync } = await import('node:child_process');
   const cli = CLI;
-  const run = (...args: string[]) => spawnSync(process.execPath, [cli, 'eval', '--data', data, '--device', 'cpu', '--threads', '1', '--json', '--k', '1', ...args], { encoding: 'utf8' });
+  const run = (...args: string[]) => spawnSync(process.execPath, [cli, 'eval', '--data', data, '--device', 'cpu', '--threads', '1', '--json', '--k', '1', ...args], { encoding: 'utf8', timeout: 240_000 });
   const empty = run('--model', FIXTURE, '--mode', 'hybrid', '--hybrid-weight', '');
   t.is(empty.status, 2);
   t.regex(empty.stderr, /--hybrid-weight must be a number, got $/m);
@@ -246,7 +246,7 @@ test('coltrast eval prints a side-by-side table or JSON; bad flags exit 2 with a
   const { spawnSync } = await import('node:child_process');
   const cli = CLI;
   const data = beirFolder();
-  const run = (...args: string[]) => spawnSync(process.execPath, [cli, 'eval', ...args], { encoding: 'utf8' });
+  const run = (...args: string[]) => spawnSync(process.execPath, [cli, 'eval', ...args], { encoding: 'utf8', timeout: 240_000 });
   const table = run('--data', data, '--model', FIXTURE, '--device', 'cpu', '--compare', 'bm25', '--k', '1,3', '--threads', '1');
   t.is(table.status, 0, table.stderr);
   t.regex(table.stdout, /^metric\s+dense:tiny-bert\s+bm25$/m);

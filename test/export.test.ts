@@ -43,7 +43,7 @@ let server: Server | undefined;
 let startError: Error | undefined;
 
 function run(command: string, args: string[], what: string): string {
-  const r = spawnSync(command, args, { encoding: 'utf8' });
+  const r = spawnSync(command, args, { encoding: 'utf8', timeout: 240_000 });
   if (r.status !== 0) throw new Error(`${what} failed (${r.error?.message ?? `exit ${r.status}`}): ${r.stderr || r.stdout}`);
   return r.stdout;
 }
@@ -60,10 +60,10 @@ function startServer(): Server {
   // The server refuses to run as root: as root, run it as the postgres user the Debian packages create.
   let asServer: string[] = [];
   if (process.getuid?.() === 0) {
-    const ids = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
+    const ids = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8', timeout: 240_000 });
     if (ids.status !== 0) throw new Error(`running as root and there is no postgres user to run the server as. ${PACKAGES}`);
     const uid = Number(ids.stdout.trim());
-    const gid = Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim());
+    const gid = Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8', timeout: 240_000 }).stdout.trim());
     fs.chownSync(base, uid, gid);
     fs.chownSync(socket, uid, gid);
     asServer = ['runuser', '-u', 'postgres', '--'];
@@ -84,7 +84,7 @@ function stopServer(s: Server): void {
   if (stopped) return;
   stopped = true;
   const [command, ...rest] = [...s.asServer, path.join(s.bin, 'pg_ctl'), '-D', s.data, '-m', 'immediate', '-w', 'stop'];
-  spawnSync(command, rest, { encoding: 'utf8' });
+  spawnSync(command, rest, { encoding: 'utf8', timeout: 240_000 });
   fs.rmSync(s.base, { recursive: true, force: true });
 }
 
@@ -219,7 +219,7 @@ test.serial('texts, ids and metadata with tabs, newlines, backslashes, quotes an
   await index.save(dir);
   const file = path.join(tempDir(), 'odd.sql');
   const cli = CLI;
-  const exportCli = (...args: string[]) => spawnSync(process.execPath, [cli, 'export', ...args], { encoding: 'utf8' });
+  const exportCli = (...args: string[]) => spawnSync(process.execPath, [cli, 'export', ...args], { encoding: 'utf8', timeout: 240_000 });
   const r = exportCli('--index', dir, '--format', 'pgvector', '--output', file, '--table', 'public.odd_docs', '--replace', '--json');
   t.is(r.status, 0, r.stderr);
   t.like(JSON.parse(r.stdout), { rows: docs.length, table: 'public.odd_docs', dimension: enc.dimension });
@@ -239,7 +239,7 @@ test.serial('texts, ids and metadata with tabs, newlines, backslashes, quotes an
     t.deepEqual(row.embedding.map((x: number) => Math.fround(x)), Array.from(vectors.data.subarray(i * dim, (i + 1) * dim)), row.id);
   }
 
-  const help = spawnSync(process.execPath, [cli, 'export', '--help'], { encoding: 'utf8' });
+  const help = spawnSync(process.execPath, [cli, 'export', '--help'], { encoding: 'utf8', timeout: 240_000 });
   t.regex(help.stdout, /ORDER BY embedding <#> '\[/);
   const bad = exportCli('--index', dir, '--output', file, '--table', 'Odd-Name');
   t.is(bad.status, 2);

@@ -306,7 +306,7 @@ test('coltrast search --filter and serve\'s "filter" (and "mmr_lambda", "fusion"
   const dir = path.join(root, 'index');
   const modelDir = path.join(root, 'model');
   await plain.save(modelDir);
-  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 240_000 });
   const built = run('index', '--data', jsonl, '--model', modelDir, '--output', dir, '--device', 'cpu');
   t.is(built.status, 0, built.stderr);
   const [name, filter, match] = FILTERS[1];

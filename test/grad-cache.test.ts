@@ -204,10 +204,10 @@ test('coltrast train --mini-batch-size', async (t) => {
   const data = path.join(dir, 'pairs.jsonl');
   fs.writeFileSync(data, wordDataset(12, 3).map((p) => JSON.stringify(p)).join('\n'));
   const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
-  const out = spawnSync(process.execPath, [cli, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'model'), '--batch-size', '6', '--mini-batch-size', '2', '--val-split', '0', '--device', 'cpu', '--json'], { encoding: 'utf8' });
+  const out = spawnSync(process.execPath, [cli, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'model'), '--batch-size', '6', '--mini-batch-size', '2', '--val-split', '0', '--device', 'cpu', '--json'], { encoding: 'utf8', timeout: 240_000 });
   t.is(out.status, 0, out.stderr);
   t.true(fs.existsSync(path.join(dir, 'model', 'model.safetensors')));
-  const bad = spawnSync(process.execPath, [cli, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'bad'), '--mini-batch-size', '0'], { encoding: 'utf8' });
+  const bad = spawnSync(process.execPath, [cli, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'bad'), '--mini-batch-size', '0'], { encoding: 'utf8', timeout: 240_000 });
   t.not(bad.status, 0);
   t.regex(bad.stderr, /--mini-batch-size must be a positive integer, got 0/);
 });

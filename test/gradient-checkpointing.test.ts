@@ -108,7 +108,7 @@ test('train({ gradientCheckpointing }) and --gradient-checkpointing end with the
   const cli = path.resolve(__dirname, '..', 'dist', 'cli.js');
   const base = ['train', '--model', FIXTURE, '--data', data, '--epochs', '1', '--batch-size', '8', '--val-split', '0', '--device', 'cpu', '--json'];
   for (const [name, extra] of [['plain', []], ['checkpointed', ['--gradient-checkpointing']]] as const) {
-    const r = spawnSync(process.execPath, [cli, ...base, '--output', path.join(dir, name), ...extra], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [cli, ...base, '--output', path.join(dir, name), ...extra], { encoding: 'utf8', timeout: 240_000 });
     t.is(r.status, 0, r.stderr);
   }
   t.true(fs.readFileSync(path.join(dir, 'checkpointed', 'model.safetensors')).equals(fs.readFileSync(path.join(dir, 'plain', 'model.safetensors'))));

@@ -593,7 +593,7 @@ test('an index built with a model changed in memory (trained, or a LoRA adapter 
 
 test('coltrast index reads a large .jsonl in slices: ids repeated across slices are refused by line; residual storage spreads its first slice', async (t) => {
   const { spawnSync } = await import('node:child_process');
-  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 240_000 });
   // More documents than one slice (16,384), so that the index is built from one and added to from the next.
   const n = 17000;
   const topics = ['cats', 'dogs', 'ships', 'trains', 'lighthouses'];
@@ -627,7 +627,7 @@ test('coltrast index reads a large .jsonl in slices: ids repeated across slices 
 
 test('coltrast index and search from the command line', async (t) => {
   const { spawnSync } = await import('node:child_process');
-  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 240_000 });
   const dir = path.join(tempDir(), 'ai.index');
   const data = path.resolve(__dirname, '..', 'examples', 'ai-projects.json');
   const built = run('index', '--data', data, '--output', dir, '--late-interaction', '--device', 'cpu', '--threads', '1', '--json');

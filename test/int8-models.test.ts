@@ -14,10 +14,10 @@ import { CLI, FIXTURE, tempDir, wordDataset } from './helpers/fixture';
 
 const ROOT = path.resolve(__dirname, '..');
 const PYTHON = process.env.COLTRAST_PYTHON || '/usr/bin/python3';
-const torchPython = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
+const torchPython = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8', timeout: 240_000 }).status === 0;
 // transformers, for the cross-encoder's reference (scripts/setup.sh makes build/pyenv from this machine's wheels).
 const PYENV = process.env.COLTRAST_ST_PYTHON || path.join(ROOT, 'build', 'pyenv', 'bin', 'python');
-const transformers = fs.existsSync(PYENV) && spawnSync(PYENV, ['-c', 'import transformers'], { encoding: 'utf8' }).status === 0;
+const transformers = fs.existsSync(PYENV) && spawnSync(PYENV, ['-c', 'import transformers'], { encoding: 'utf8', timeout: 240_000 }).status === 0;
 const CROSS_ENCODER = path.join(ROOT, 'test', 'fixtures', 'tiny-cross-encoder', 'st');
 const TEXTS = [
   'a first text about retrieval',
@@ -62,7 +62,7 @@ test('int8 vectors are what PyTorch quantize_dynamic (per-channel) computes, and
     // depends a little on the texts batched with it, in PyTorch as here.
     const args = ['--model', FIXTURE, '--data', path.join(dir, 'ids.json'), '--batch-size', String(TEXTS.length), '--threads', '1'];
     const run = (extra: string[]) => {
-      const r = spawnSync(PYTHON, [script, ...args, ...extra], { encoding: 'utf8' });
+      const r = spawnSync(PYTHON, [script, ...args, ...extra], { encoding: 'utf8', timeout: 240_000 });
       t.is(r.status, 0, r.stderr.slice(-1000));
       return JSON.parse(r.stdout.trim().split('\n').pop()!) as { maxAbsDiffVsColtrast: number; torch: string };
     };
@@ -154,7 +154,7 @@ test('coltrast embed --quantize int8 gives the library\'s int8 vectors; serve re
   try {
     const file = path.join(tempDir(), 'texts.txt');
     fs.writeFileSync(file, TEXTS.join('\n'));
-    const run = spawnSync(process.execPath, [CLI, 'embed', file, '--model', FIXTURE, '--device', 'cpu', '--quantize', 'int8'], { encoding: 'utf8' });
+    const run = spawnSync(process.execPath, [CLI, 'embed', file, '--model', FIXTURE, '--device', 'cpu', '--quantize', 'int8'], { encoding: 'utf8', timeout: 240_000 });
     t.is(run.status, 0, run.stderr);
     const rows = run.stdout.trim().split('\n').map((line) => JSON.parse(line).embedding as number[]);
     const expected = await int8.embed(TEXTS);
@@ -162,7 +162,7 @@ test('coltrast embed --quantize int8 gives the library\'s int8 vectors; serve re
     t.is(rows.length, TEXTS.length);
     // The CLI writes six decimals.
     rows.forEach((row, i) => row.forEach((x, j) => t.true(Math.abs(x - expected.data[i * dim + j]) <= 5e-7 + 1e-9, `text ${i}, entry ${j}`)));
-    const refused = spawnSync(process.execPath, [CLI, 'embed', file, '--model', FIXTURE, '--device', 'cpu', '--quantize', 'int8', '--dtype', 'bfloat16'], { encoding: 'utf8' });
+    const refused = spawnSync(process.execPath, [CLI, 'embed', file, '--model', FIXTURE, '--device', 'cpu', '--quantize', 'int8', '--dtype', 'bfloat16'], { encoding: 'utf8', timeout: 240_000 });
     t.is(refused.status, 2);
     t.regex(refused.stderr, /^coltrast: --quantize 'int8' is for float32 models on the CPU/);
 
@@ -179,7 +179,7 @@ test('coltrast embed --quantize int8 gives the library\'s int8 vectors; serve re
 
 test('coltrast generate, search and ask take --quantize int8; serve reports a quantized generator in /info', async (t) => {
   const llama = path.join(ROOT, 'test', 'fixtures', 'tiny-causal-lms', 'llama');
-  const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args, '--device', 'cpu', '--threads', '1'], { encoding: 'utf8' });
+  const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args, '--device', 'cpu', '--threads', '1'], { encoding: 'utf8', timeout: 240_000 });
   const generator = await Generator.load(llama, { device: 'cpu', quantize: 'int8' });
   try {
     const prompt = 'the first words of a prompt';
@@ -323,7 +323,7 @@ test("CrossEncoder.load({ quantize: 'int8' }): scores as PyTorch quantize_dynami
       'batch = tok([p[0] for p in pairs], [p[1] for p in pairs], padding=True, truncation=True, max_length=length, return_tensors="pt")',
       'with torch.inference_mode(): print(json.dumps({"scores": model(**batch).logits[:, 0].tolist(), "torch": torch.__version__}))',
     ].join('\n');
-    const run = spawnSync(PYENV, ['-c', script, CROSS_ENCODER, JSON.stringify(pairs), String(int8.maxSeqLength)], { encoding: 'utf8' });
+    const run = spawnSync(PYENV, ['-c', script, CROSS_ENCODER, JSON.stringify(pairs), String(int8.maxSeqLength)], { encoding: 'utf8', timeout: 240_000 });
     t.is(run.status, 0, run.stderr.slice(-1500));
     const python = JSON.parse(run.stdout.trim().split('\n').pop()!) as { scores: number[]; torch: string };
     const worst = Math.max(...python.scores.map((x, i) => Math.abs(x - b[i])));
@@ -388,7 +388,7 @@ test("Generator.load({ quantize: 'int8' }): log-likelihoods and greedy tokens as
     'print(json.dumps(results))',
   ].join('\n');
   const jobs = Object.fromEntries(names.map((name) => [name, [path.join(fixtures, name), reference.models[name].pairs]]));
-  const run = spawnSync(PYENV, ['-c', script, JSON.stringify(jobs), String(reference.maxNewTokens)], { encoding: 'utf8' });
+  const run = spawnSync(PYENV, ['-c', script, JSON.stringify(jobs), String(reference.maxNewTokens)], { encoding: 'utf8', timeout: 240_000 });
   t.is(run.status, 0, run.stderr.slice(-1500));
   const python = JSON.parse(run.stdout.trim().split('\n').pop()!) as Record<string, { ll: number[]; generated: number[][] }> & { torch: string };
   for (const name of names) {

@@ -16,7 +16,7 @@ const PYTHON = ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['--vers
 const withPython = PYTHON ? test : test.skip;
 
 function check(file: string) {
-  return spawnSync(PYTHON!, [CHECKER, file, '--plain-only'], { encoding: 'utf8' });
+  return spawnSync(PYTHON!, [CHECKER, file, '--plain-only'], { encoding: 'utf8', timeout: 240_000 });
 }
 
 test('the committed case is what lib/ir-metrics.ts computes now', (t) => {

@@ -77,7 +77,7 @@ test('an embedding adapter records its base and loads on that base or a copy of 
   const textsFile = path.join(tempDir(), 'texts.txt');
   fs.writeFileSync(textsFile, texts.join('\n'));
   const cli = (...flags: string[]) =>
-    spawnSync(process.execPath, [path.resolve(__dirname, '..', 'dist', 'cli.js'), 'embed', textsFile, '--model', other, '--adapter', adapter, '--device', 'cpu', ...flags], { encoding: 'utf8' });
+    spawnSync(process.execPath, [path.resolve(__dirname, '..', 'dist', 'cli.js'), 'embed', textsFile, '--model', other, '--adapter', adapter, '--device', 'cpu', ...flags], { encoding: 'utf8', timeout: 240_000 });
   const refused = cli();
   t.not(refused.status, 0);
   t.regex(refused.stderr, /was trained on another base model than .*, or pass --no-adapter-base-check to load it on this base all the same/);

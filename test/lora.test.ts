@@ -100,7 +100,7 @@ test('train({ lora }) trains only the adapters: the merged model changes only th
   // The CLI: coltrast embed --adapter.
   const textsFile = path.join(tempDir(), 'texts.txt');
   fs.writeFileSync(textsFile, texts.slice(0, 5).join('\n'));
-  const cli = spawnSync(process.execPath, [path.resolve(__dirname, '..', 'dist', 'cli.js'), 'embed', textsFile, '--model', FIXTURE, '--adapter', path.join(output, 'adapter'), '--device', 'cpu'], { encoding: 'utf8' });
+  const cli = spawnSync(process.execPath, [path.resolve(__dirname, '..', 'dist', 'cli.js'), 'embed', textsFile, '--model', FIXTURE, '--adapter', path.join(output, 'adapter'), '--device', 'cpu'], { encoding: 'utf8', timeout: 240_000 });
   t.is(cli.status, 0, cli.stderr);
   const fromCli = cli.stdout.trim().split('\n').filter((l) => l.startsWith('{"index"')).map((l) => JSON.parse(l).embedding as number[]);
   t.is(fromCli.length, 5);
@@ -131,7 +131,7 @@ test('a decoder (Qwen3) embedding model takes LoRA adapters on its q_proj and v_
 for (const [kind, extra] of [['embedding model', {}], ['cross-encoder', { model: RERANKER, crossEncoder: true }]] as const) {
   test(`a LoRA run killed mid-way resumes (the base model with the checkpoint adapter) to the weights of an uninterrupted run: ${kind}`, async (t) => {
     const child = path.resolve(__dirname, 'helpers', 'train-child.ts');
-    const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8' });
+    const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8', timeout: 240_000 });
     const options = { model: FIXTURE, data: wordDataset(24), epochs: 2, batchSize: 4, learningRate: 1e-2, valSplit: 0, device: 'cpu', seed: 9, checkpointEvery: 2, lora: { rank: 2 }, ...extra };
     const whole = path.join(tempDir(), 'whole');
     t.is(run({ ...options, output: whole }).status, 0);

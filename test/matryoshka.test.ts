@@ -173,7 +173,7 @@ test('an index built with cut vectors records the width, and loads only with it'
     cut.dispose();
   }
   // coltrast search loads the model with the index's width.
-  const out = spawnSync(process.execPath, [CLI, 'search', '--index', dir, '--device', 'cpu', '--json', QUERIES[0]], { encoding: 'utf8' });
+  const out = spawnSync(process.execPath, [CLI, 'search', '--index', dir, '--device', 'cpu', '--json', QUERIES[0]], { encoding: 'utf8', timeout: 240_000 });
   t.is(out.status, 0, out.stderr);
   t.is(JSON.parse(out.stdout)[0].hits.length, 5);
 });
@@ -262,17 +262,17 @@ test('coltrast train --matryoshka and embed --truncate-dim', async (t) => {
   const data = path.join(dir, 'pairs.jsonl');
   fs.writeFileSync(data, wordDataset(16, 5).map((p) => JSON.stringify(p)).join('\n'));
   const model = path.join(dir, 'model');
-  const out = spawnSync(process.execPath, [CLI, 'train', '--model', FIXTURE, '--data', data, '--output', model, '--batch-size', '4', '--val-split', '0.25', '--matryoshka', '32,8', '--device', 'cpu'], { encoding: 'utf8' });
+  const out = spawnSync(process.execPath, [CLI, 'train', '--model', FIXTURE, '--data', data, '--output', model, '--batch-size', '4', '--val-split', '0.25', '--matryoshka', '32,8', '--device', 'cpu'], { encoding: 'utf8', timeout: 240_000 });
   t.is(out.status, 0, out.stderr);
   t.regex(out.stdout, /width +8: before Recall@1 \d\.\d{3}, MRR@10 \d\.\d{3}; after Recall@1/);
   const texts = path.join(dir, 'texts.txt');
   fs.writeFileSync(texts, 'a cat\nfast search\n');
-  const embedded = spawnSync(process.execPath, [CLI, 'embed', texts, '--model', model, '--truncate-dim', '8', '--device', 'cpu'], { encoding: 'utf8' });
+  const embedded = spawnSync(process.execPath, [CLI, 'embed', texts, '--model', model, '--truncate-dim', '8', '--device', 'cpu'], { encoding: 'utf8', timeout: 240_000 });
   t.is(embedded.status, 0, embedded.stderr);
   const lines = embedded.stdout.trim().split('\n').map((l) => JSON.parse(l));
   t.is(lines.length, 2);
   t.is(lines[0].embedding.length, 8);
-  const badFlag = spawnSync(process.execPath, [CLI, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'bad'), '--matryoshka', '32,x'], { encoding: 'utf8' });
+  const badFlag = spawnSync(process.execPath, [CLI, 'train', '--model', FIXTURE, '--data', data, '--output', path.join(dir, 'bad'), '--matryoshka', '32,x'], { encoding: 'utf8', timeout: 240_000 });
   t.not(badFlag.status, 0);
   t.regex(badFlag.stderr, /--matryoshka must be positive integers/);
 });

@@ -188,7 +188,7 @@ test('coltrast mine writes the rows as JSONL, and train reads triplets and score
   fs.writeFileSync(corpus, CORPUS.join('\n'));
   for (const [format, extra] of [['triplet', []], ['n-tuple', ['--output-scores']]] as const) {
     const output = path.join(dir, `${format}.jsonl`);
-    const r = spawnSync(process.execPath, [CLI, 'mine', '--data', data, '--corpus', corpus, '--output', output, '--output-format', format, '--num-negatives', '2', '--device', 'cpu', ...extra], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [CLI, 'mine', '--data', data, '--corpus', corpus, '--output', output, '--output-format', format, '--num-negatives', '2', '--device', 'cpu', ...extra], { encoding: 'utf8', timeout: 240_000 });
     t.is(r.status, 0, r.stderr);
     t.regex(r.stdout, /Metric\s+Positive\s+Negative\s+Difference/);
     const written = fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -201,10 +201,10 @@ test('coltrast mine writes the rows as JSONL, and train reads triplets and score
     t.true(run.history.steps.every((s) => Number.isFinite(s.loss)));
     if (format === 'n-tuple') t.true(run.history.steps.every((s) => s.distillation > 0), JSON.stringify(run.history.steps[0]));
   }
-  const json = spawnSync(process.execPath, [CLI, 'mine', '--data', data, '--output', path.join(dir, 'x.jsonl'), '--json', '--device', 'cpu'], { encoding: 'utf8' });
+  const json = spawnSync(process.execPath, [CLI, 'mine', '--data', data, '--output', path.join(dir, 'x.jsonl'), '--json', '--device', 'cpu'], { encoding: 'utf8', timeout: 240_000 });
   t.is(json.status, 0, json.stderr);
   t.like(JSON.parse(json.stdout), { format: 'triplet', queries: 33, rangeMax: 5 });
-  const bad = spawnSync(process.execPath, [CLI, 'mine', '--data', data, '--output', path.join(dir, 'y.jsonl'), '--num-negative', '2'], { encoding: 'utf8' });
+  const bad = spawnSync(process.execPath, [CLI, 'mine', '--data', data, '--output', path.join(dir, 'y.jsonl'), '--num-negative', '2'], { encoding: 'utf8', timeout: 240_000 });
   t.is(bad.status, 2);
   t.regex(bad.stderr, /num-negative/);
 });
@@ -316,11 +316,11 @@ test('plaid: a multi-vector model mines over a PLAID index, ranking and scoring 
     fs.writeFileSync(corpus, CORPUS.join('\n'));
     const output = path.join(dir, 'plaid.jsonl');
     const flags = ['mine', '--data', data, '--corpus', corpus, '--model', saved, '--relative-margin', '0.05', '--device', 'cpu', '--output', output];
-    const cli = spawnSync(process.execPath, [CLI, ...flags, '--plaid', '--residual-bits', '4', '--nprobe', '1000000', '--full-scores', '1000000'], { encoding: 'utf8' });
+    const cli = spawnSync(process.execPath, [CLI, ...flags, '--plaid', '--residual-bits', '4', '--nprobe', '1000000', '--full-scores', '1000000'], { encoding: 'utf8', timeout: 240_000 });
     t.is(cli.status, 0, cli.stderr);
     const written = fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     t.deepEqual(written, r.rows.map((x) => ({ ...x, scores: undefined })).map((x) => JSON.parse(JSON.stringify(x))));
-    const withoutPlaid = spawnSync(process.execPath, [CLI, ...flags, '--nprobe', '2'], { encoding: 'utf8' });
+    const withoutPlaid = spawnSync(process.execPath, [CLI, ...flags, '--nprobe', '2'], { encoding: 'utf8', timeout: 240_000 });
     t.not(withoutPlaid.status, 0);
     t.regex(withoutPlaid.stderr, /set the PLAID search: add --plaid/);
     // Refusals: a single-vector model, a corpus prompt (Index embeds documents with the model's own), bad settings.

@@ -342,7 +342,7 @@ test('gradient caching with a multi-vector model: mini-batches give the loss of 
 test('a multi-vector run killed mid-way resumes to the same weights as an uninterrupted run', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const child = path.resolve(__dirname, 'helpers', 'train-child.ts');
-  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8' });
+  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8', timeout: 240_000 });
   const options = { model: multi.modelDir, data: wordDataset(16), epochs: 2, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 9, checkpointEvery: 2 };
   const whole = path.join(tempDir(), 'whole');
   t.is(run({ ...options, output: whole }).status, 0);

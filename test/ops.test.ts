@@ -396,7 +396,7 @@ test('the native layer checks its input too (what a caller bypassing lib/ops.ts 
 // Runs `script` in a child Node process with `env` added to this one's; asserts it exits 0 and returns the JSON
 // of its last stdout line.
 function childJson(t: ExecutionContext, script: string, env: Record<string, string>): any {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { encoding: 'utf8', env: { ...process.env, ...env } });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, ...env } });
   t.is(r.status, 0, r.stderr);
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }

@@ -175,7 +175,7 @@ test('a run with a new head that is killed mid-way resumes to the same weights a
   // Each run alone in its own process, as bit-for-bit repeatability needs (README: train()).
   const { spawnSync } = await import('node:child_process');
   const child = path.resolve(__dirname, 'helpers', 'train-child.ts');
-  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8' });
+  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8', timeout: 240_000 });
   const options = { model: FIXTURE, data, epochs: 2, batchSize: 4, learningRate: 1e-3, valSplit: 0, device: 'cpu', seed: 9, checkpointEvery: 2, projection: { dimension: 8 } };
   const whole = path.join(tempDir(), 'whole');
   t.is(run({ ...options, output: whole }).status, 0);

@@ -954,7 +954,7 @@ check(`ContextFlow: the joint loss and its gradient's norm equal sentence-transf
   }
 });
 
-const peftProbe = skip ? null : spawnSync(PYTHON, ['-c', 'import peft; print(peft.__version__)'], { encoding: 'utf8' });
+const peftProbe = skip ? null : spawnSync(PYTHON, ['-c', 'import peft; print(peft.__version__)'], { encoding: 'utf8', timeout: 240_000 });
 const peftSkip = skip || (peftProbe?.status !== 0 ? `${PYTHON} has no peft (scripts/setup.sh installs it from this machine's wheels)` : '');
 (peftSkip ? test.skip : test)(
   `LoRA: PEFT (sentence-transformers' load_adapter) adds the adapter coltrast trained to the base model and embeds as coltrast does; coltrast loads an adapter PEFT made, and the adapter-only folder sentence-transformers saves, and embeds as PEFT does (1e-5)${peftSkip ? ` [skipped: ${peftSkip}]` : ''}`,

@@ -179,7 +179,7 @@ test('an Index with int8 or binary storage: build, search, save and load, the CL
       if (storage === 'binary') {
         // Its size on disk: a bit per dimension.
         t.true(fs.statSync(path.join(dir, 'vectors.safetensors')).size < 60 * 4 + 1024);
-        const out = spawnSync(process.execPath, [CLI, 'search', '--index', dir, '--device', 'cpu', '--json', '--rescore-multiplier', '60', '--k', '5', ...queries], { encoding: 'utf8' });
+        const out = spawnSync(process.execPath, [CLI, 'search', '--index', dir, '--device', 'cpu', '--json', '--rescore-multiplier', '60', '--k', '5', ...queries], { encoding: 'utf8', timeout: 240_000 });
         t.is(out.status, 0, out.stderr);
         t.deepEqual(JSON.parse(out.stdout).map((r: { hits: { id: string }[] }) => r.hits.map((h) => h.id)), hits.map((h) => h.map((x) => x.id)));
         await t.throwsAsync(exportIndex(dir, path.join(tempDir(), 'x.sql')), { message: /stores binary vectors; the export writes float vectors/ });
@@ -187,9 +187,9 @@ test('an Index with int8 or binary storage: build, search, save and load, the CL
         await t.throwsAsync(index.search(queries, { rescoreMultiplier: 2 }), { message: /rescoreMultiplier is for an index with binary storage; this one stores int8/ });
       }
     }
-    const built = spawnSync(process.execPath, [CLI, 'index', '--data', writeJsonl(docs), '--output', path.join(tempDir(), 'cli'), '--model', FIXTURE, '--storage', 'int8', '--device', 'cpu', '--json'], { encoding: 'utf8' });
+    const built = spawnSync(process.execPath, [CLI, 'index', '--data', writeJsonl(docs), '--output', path.join(tempDir(), 'cli'), '--model', FIXTURE, '--storage', 'int8', '--device', 'cpu', '--json'], { encoding: 'utf8', timeout: 240_000 });
     t.is(built.status, 0, built.stderr);
-    const bad = spawnSync(process.execPath, [CLI, 'index', '--data', writeJsonl(docs), '--output', path.join(tempDir(), 'cli'), '--model', FIXTURE, '--storage', 'int4'], { encoding: 'utf8' });
+    const bad = spawnSync(process.execPath, [CLI, 'index', '--data', writeJsonl(docs), '--output', path.join(tempDir(), 'cli'), '--model', FIXTURE, '--storage', 'int4'], { encoding: 'utf8', timeout: 240_000 });
     t.not(bad.status, 0);
     t.regex(bad.stderr, /--storage must be float32, float16, int8 or binary/);
     await t.throwsAsync(Index.build(enc, docs, { storage: 'int4' as any }), { message: /options\.storage/ });

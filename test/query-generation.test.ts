@@ -252,7 +252,7 @@ test('coltrast generate-queries writes the pairs as JSONL, as the API does; then
   fs.writeFileSync(corpus, CORPUS.join('\n') + '\n');
   const output = path.join(dir, 'pairs.jsonl');
   const generator = path.join(LMS, 'qwen3');
-  const r = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus, '--output', output, '--per-document', '2', '--max-new-tokens', '5', '--seed', '3', '--device', 'cpu'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus, '--output', output, '--per-document', '2', '--max-new-tokens', '5', '--seed', '3', '--device', 'cpu'], { encoding: 'utf8', timeout: 240_000 });
   t.is(r.status, 0, r.stderr);
   // The default maxDocumentTokens (256) is cut to what this model's 96 positions leave beside the template and query.
   t.regex(r.stdout, /\d+ \(query, positive\) pairs for 6 documents/);
@@ -260,7 +260,7 @@ test('coltrast generate-queries writes the pairs as JSONL, as the API does; then
   const api = await generateQueries({ generator, corpus: CORPUS, perDocument: 2, maxNewTokens: 5, seed: 3, device: 'cpu' });
   t.deepEqual(written, api.pairs);
   t.deepEqual(fs.readdirSync(path.dirname(output)).filter((f) => f.endsWith('.tmp')), [], 'no temporary file left');
-  const filtered = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus, '--output', output, '--per-document', '2', '--max-new-tokens', '5', '--seed', '3', '--consistency-model', FIXTURE, '--consistency-k', '2', '--keep-likeliest', '0.8', '--json'], { encoding: 'utf8' });
+  const filtered = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus, '--output', output, '--per-document', '2', '--max-new-tokens', '5', '--seed', '3', '--consistency-model', FIXTURE, '--consistency-k', '2', '--keep-likeliest', '0.8', '--json'], { encoding: 'utf8', timeout: 240_000 });
   t.is(filtered.status, 0, filtered.stderr);
   const summary = JSON.parse(filtered.stdout);
   const apiFiltered = await generateQueries({ generator, corpus: CORPUS, perDocument: 2, maxNewTokens: 5, seed: 3, device: 'cpu', consistency: { model: FIXTURE, k: 2 }, keepLikeliest: 0.8 });
@@ -268,7 +268,7 @@ test('coltrast generate-queries writes the pairs as JSONL, as the API does; then
   t.true(apiFiltered.unlikely! > 0);
   t.deepEqual(fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l)), apiFiltered.pairs);
   fs.writeFileSync(output, written.map((p) => JSON.stringify(p)).join('\n') + '\n');
-  const missing = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus], { encoding: 'utf8' });
+  const missing = spawnSync(process.execPath, [CLI, 'generate-queries', '--generator', generator, '--corpus', corpus], { encoding: 'utf8', timeout: 240_000 });
   t.not(missing.status, 0);
   t.regex(missing.stderr, /generate-queries needs --output/);
 

@@ -199,7 +199,7 @@ test('trainRag(): a run killed mid-epoch resumes (retriever, generator and optim
     // which the run left out), the checkpoint left as it was.
     beforeResume: (dir) => {
       const options = { ...RAG_RESUME, output: dir.replace(/\.checkpoint$/, ''), resume: true, learningRate: 1e-2, corpus: CORPUS.slice(1), chat: false };
-      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'helpers', 'train-child.ts'), JSON.stringify(options)], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'helpers', 'train-child.ts'), JSON.stringify(options)], { encoding: 'utf8', timeout: 240_000 });
       t.is(r.status, 1);
       t.regex(r.stderr, /options\.resume: .*is of a run with other settings: options\.corpus differs; options\.learningRate 0\.001 then, 0\.01 now\./);
     },
@@ -364,7 +364,7 @@ test('the CLI: rag-train, then ask and generate with what it saved; missing flag
   fs.writeFileSync(corpus, CORPUS.join('\n'));
   fs.writeFileSync(data, DATA.map((e) => JSON.stringify(e)).join('\n'));
   const output = path.join(dir, 'out');
-  const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 240_000 });
   const trained = cli('rag-train', '--retriever', FIXTURE, '--generator', GENERATOR, '--data', data, '--corpus', corpus, '--output', output, '--k', '2', '--epochs', '2', '--batch-size', '3', '--device', 'cpu', '--json');
   t.is(trained.status, 0, trained.stderr);
   const summary = JSON.parse(trained.stdout);

@@ -341,7 +341,7 @@ test('evaluate() and the CLI build, search and load residual multi-vector indexe
   const root = tempDir();
   const jsonl = path.join(root, 'docs.jsonl');
   fs.writeFileSync(jsonl, docs.map((d) => JSON.stringify(d)).join('\n'));
-  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 240_000 });
   const out = path.join(root, 'index');
   const built = run('index', '--data', jsonl, '--model', multiDir, '--output', out, '--token-storage', 'residual', '--residual-bits', '4', '--centroids', '8', '--device', 'cpu', '--json');
   t.is(built.status, 0, built.stderr);

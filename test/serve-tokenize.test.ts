@@ -442,7 +442,7 @@ test('/metrics counts /tokenize and /decode requests by route', async (t) => {
 // The reference: Python's tokenizers (the same Rust library) gives the ids and special tokens, and code-point offsets
 // that the test turns into UTF-8 byte offsets; build/pyenv has it (scripts/setup.sh).
 const PYTHON = process.env.COLTRAST_ST_PYTHON || path.join(ROOT, 'build', 'pyenv', 'bin', 'python');
-const probe = fs.existsSync(PYTHON) ? spawnSync(PYTHON, ['-c', 'import tokenizers'], { encoding: 'utf8' }) : null;
+const probe = fs.existsSync(PYTHON) ? spawnSync(PYTHON, ['-c', 'import tokenizers'], { encoding: 'utf8', timeout: 240_000 }) : null;
 const skip = !probe
   ? `no Python at ${PYTHON}: scripts/setup.sh makes build/pyenv from this machine's wheels (or set COLTRAST_ST_PYTHON)`
   : probe.status !== 0
@@ -464,7 +464,7 @@ for text in texts:
 print(json.dumps(out))
 `;
   for (const dir of [FIXTURE, XLMR, ROBERTA]) {
-    const python = spawnSync(PYTHON, ['-c', script, path.join(dir, 'tokenizer.json'), JSON.stringify(texts)], { encoding: 'utf8' });
+    const python = spawnSync(PYTHON, ['-c', script, path.join(dir, 'tokenizer.json'), JSON.stringify(texts)], { encoding: 'utf8', timeout: 240_000 });
     t.is(python.status, 0, python.stderr);
     const want = JSON.parse(python.stdout) as [number, boolean, string, number | null, number | null][][];
     const enc = dir === FIXTURE ? bert : dir === XLMR ? xlmr : await Encoder.load(dir, { device: 'cpu', threads: 1 });

@@ -14,8 +14,8 @@ function threadsIn(env: Record<string, string | undefined>, script?: string): nu
   const e = { ...process.env, ...env };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete e[k];
   const r = script
-    ? spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: e, cwd: ROOT })
-    : spawnSync(process.execPath, [CLI, 'info', '--json'], { encoding: 'utf8', env: e });
+    ? spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 240_000, env: e, cwd: ROOT })
+    : spawnSync(process.execPath, [CLI, 'info', '--json'], { encoding: 'utf8', timeout: 240_000, env: e });
   if (r.status !== 0) throw new Error(r.stderr);
   return script ? Number(r.stdout.trim()) : JSON.parse(r.stdout).threads;
 }

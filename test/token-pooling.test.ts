@@ -117,7 +117,7 @@ test('token pooling from the CLI, and its refusals', async (t) => {
   const jsonl = path.join(root, 'docs.jsonl');
   fs.writeFileSync(jsonl, DOCS.map((d) => JSON.stringify(d)).join('\n'));
   const out = path.join(root, 'index');
-  const built = spawnSync(process.execPath, [CLI, 'index', '--data', jsonl, '--model', modelDir, '--output', out, '--pool-factor', '3', '--device', 'cpu', '--json'], { encoding: 'utf8' });
+  const built = spawnSync(process.execPath, [CLI, 'index', '--data', jsonl, '--model', modelDir, '--output', out, '--pool-factor', '3', '--device', 'cpu', '--json'], { encoding: 'utf8', timeout: 240_000 });
   t.is(built.status, 0, built.stderr);
   t.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'index.json'), 'utf8')).tokenPooling, { poolFactor: 3, protectedTokens: 1 });
   const counts = fs.readFileSync(path.join(out, 'docs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).tokens as number);

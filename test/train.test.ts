@@ -517,14 +517,14 @@ test('train --config files are checked against the JSON schema, every problem wi
   const cli = CLI;
   const file = path.join(tempDir(), 'train.json');
   fs.writeFileSync(file, JSON.stringify({ data: 'x.jsonl', output: 'out', epochs: 0, loss: { temprature: 1 }, schedule: 'step', valSplit: 1.5 }));
-  const run = spawnSync(process.execPath, [cli, 'train', '--config', file], { encoding: 'utf8' });
+  const run = spawnSync(process.execPath, [cli, 'train', '--config', file], { encoding: 'utf8', timeout: 240_000 });
   t.is(run.status, 2);
   t.regex(run.stderr, /does not match the train configuration schema/);
   t.regex(run.stderr, /\/epochs: must be >= 1/);
   t.regex(run.stderr, /\/loss: must NOT have additional properties "temprature"/);
   t.regex(run.stderr, /\/schedule: must be equal to one of the allowed values \(linear, cosine, constant\)/);
   t.regex(run.stderr, /\/valSplit: must be < 1\n\s+\/valSplit: must be integer/, 'a fraction or a whole number');
-  const schema = spawnSync(process.execPath, [cli, 'train', '--print-schema'], { encoding: 'utf8' });
+  const schema = spawnSync(process.execPath, [cli, 'train', '--print-schema'], { encoding: 'utf8', timeout: 240_000 });
   t.is(JSON.parse(schema.stdout).title, 'coltrast train configuration');
 });
 
@@ -566,7 +566,7 @@ test('a resume with other options or data than the interrupted run is refused, n
   // with weights of neither run.
   const { spawnSync } = await import('node:child_process');
   const child = path.resolve(__dirname, 'helpers', 'train-child.ts');
-  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8' });
+  const run = (options: object) => spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(options)], { encoding: 'utf8', timeout: 240_000 });
   const output = path.join(tempDir(), 'run');
   t.is(run({ ...resumeBase, output, killAtStep: 3 }).signal, 'SIGKILL');
   const refused = (changes: object, pattern: RegExp) => {

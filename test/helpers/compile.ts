@@ -13,13 +13,13 @@ const NATIVE = path.join(ROOT, 'native');
 const COMPILE_COMMANDS = path.join(ROOT, 'build', 'cmake', 'compile_commands.json');
 
 export const nvcc = ['nvcc', '/usr/local/cuda/bin/nvcc', '/usr/local/bin/nvcc'].find(
-  (candidate) => spawnSync(candidate, ['--version'], { encoding: 'utf8' }).status === 0,
+  (candidate) => spawnSync(candidate, ['--version'], { encoding: 'utf8', timeout: 240_000 }).status === 0,
 );
 
 /** The CUDA toolkit's include folders, as nvcc passes them to the host compiler. */
 export const cudaIncludes = ((): string[] => {
   if (!nvcc) return [];
-  const dry = spawnSync(nvcc, ['--dryrun', '-x', 'cu', '-E', '/dev/null', '-o', '/dev/null'], { encoding: 'utf8' });
+  const dry = spawnSync(nvcc, ['--dryrun', '-x', 'cu', '-E', '/dev/null', '-o', '/dev/null'], { encoding: 'utf8', timeout: 240_000 });
   const line = `${dry.stdout}\n${dry.stderr}`.split('\n').find((l) => l.includes('INCLUDES='));
   const dirs = line ? [...line.matchAll(/-I"?([^"\s]+)"?/g)].map((m) => m[1]) : [];
   return dirs.filter((dir) => fs.existsSync(path.join(dir, 'cuda_runtime_api.h')));
