@@ -345,7 +345,9 @@ commands:
         FROM coltrast_docs ORDER BY embedding <#> '[0.0123,-0.0456,...]' LIMIT 10;
     Vectors are L2-normalized and coltrast scores by inner product: <#> (negative inner product) orders
     best first and -(embedding <#> q) is coltrast's score. With IVFFlat, SET ivfflat.probes = 10 for recall;
-    with HNSW, SET hnsw.ef_search = 100.
+    with HNSW, SET hnsw.ef_search = 100. An index with sparse (SPLADE) vectors (a sparse encoder's, or a second
+    sparse model's) writes them as sparsevec (pgvector 0.7.0 or later) in "embedding", or in "sparse_embedding" beside
+    the dense ones: ORDER BY sparse_embedding <#> '{index:value,...}/width' (indices from 1), HNSW-indexed.
   truncate                   a model cut to its first layers (one trained with adaptive layers): a smaller, faster model
                              that coltrast, sentence-transformers and transformers load
     --model <dir|hub id>     the model (an embedding model, cross-encoder or sparse encoder)
@@ -1826,8 +1828,9 @@ async function exportCommand(argv: string[]): Promise<void> {
   });
   // Written to stdout (--output /dev/stdout) or another pipe: the summary goes to stderr (summaryPrinter), and without
   // the psql line.
+  const widths = [...(r.dimension ? [`dimension ${r.dimension}`] : []), ...(r.sparseDimension ? [`sparse vectors of width ${r.sparseDimension}`] : [])].join(', ');
   if (values.json) say(JSON.stringify(r));
-  else say(`exported ${r.rows} documents (dimension ${r.dimension}) to table ${r.table} -> ${r.output}${toPipe ? '' : `\nload it with: psql -v ON_ERROR_STOP=1 -d <database> -f ${r.output}`}`);
+  else say(`exported ${r.rows} documents (${widths}) to table ${r.table} -> ${r.output}${toPipe ? '' : `\nload it with: psql -v ON_ERROR_STOP=1 -d <database> -f ${r.output}`}`);
 }
 
 const TRUNCATE_OPTIONS = {

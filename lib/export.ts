@@ -8,6 +8,12 @@
  * `embedding <#> '[...]'` (pgvector's negative inner product) and `-(embedding <#> q)` is coltrast's score.
  * Rows are streamed from docs.jsonl and vectors.safetensors (a million rows never sit in memory as one
  * string) into a temporary file that is renamed into place when complete.
+ *
+ * Sparse (SPLADE) vectors, of an index built with a SparseEncoder or with one as its second model (sparse.bin), go
+ * into a sparsevec column (pgvector 0.7.0 and later; the file checks the version first): `embedding` for the sparse
+ * encoder's own index, `sparse_embedding` beside the dense `embedding` otherwise, stored as coltrast stores them (for
+ * a cosine model, scaled to unit length) so that `-(column <#> q)` is coltrast's score, with an HNSW index
+ * (sparsevec_ip_ops) where every vector has at most the 1,000 non-zero entries pgvector's HNSW takes.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,6 +21,7 @@ import readline from 'node:readline';
 import { ColtrastError } from './errors';
 import { IndexDocsReader, checkIndexHeader, indexDamaged, readIndexManifest, vectorTensors, type IndexManifest } from './index-manifest';
 import { halfToFloat, readSafetensorsHeader, tensorInfo } from './safetensors';
+import { SparseIndex } from './sparse-index';
 import { atomicOutput, checkOutputFile } from './files';
 import { booleanValue, checkOptions, invalid, nonEmptyString, oneOf } from './validate';
 
@@ -38,7 +45,10 @@ export interface ExportResult {
   output: string;
   table: string;
   rows: number;
+  /** The dense vectors' width; 0 for an index of a sparse encoder's vectors alone. */
   dimension: number;
+  /** The sparse vectors' width (the sparse encoder's vocabulary), for an index that has them. */
+  sparseDimension?: number;
 }
 
 const KEYS = ['format', 'table', 'vectorIndex', 'replace', 'onProgress'] as const;
@@ -83,12 +93,20 @@ function commentSafe(value: unknown): string {
   return String(value).replace(/[\r\n]+/g, ' ');
 }
 
-/** The rows of a saved index folder in order: each document with its stored vector (as float32). */
-async function* indexRows(dir: string, manifest: IndexManifest, dim: number): AsyncGenerator<{ id: string; text: string; metadata?: unknown; vector: Float32Array; line: number }> {
+/**
+ * The rows of a saved index folder in order: each document with its stored vector (as float32); `dim` undefined: an
+ * index of sparse vectors alone (no vectors.safetensors), its rows without one.
+ */
+async function* indexRows(dir: string, manifest: IndexManifest, dim: number | undefined): AsyncGenerator<{ id: string; text: string; metadata?: unknown; vector?: Float32Array; line: number }> {
   const bad = (message: string) => indexDamaged(dir, message);
-  const vectorsFile = path.join(dir, 'vectors.safetensors');
   const docsFile = path.join(dir, 'docs.jsonl');
-  for (const f of [vectorsFile, docsFile]) if (!fs.existsSync(f)) throw bad(`${path.basename(f)} is missing`);
+  if (!fs.existsSync(docsFile)) throw bad('docs.jsonl is missing');
+  if (dim === undefined) {
+    yield* documentRows(dir, manifest, manifest.documents, () => undefined);
+    return;
+  }
+  const vectorsFile = path.join(dir, 'vectors.safetensors');
+  if (!fs.existsSync(vectorsFile)) throw bad('vectors.safetensors is missing');
   const fd = fs.openSync(vectorsFile, 'r');
   try {
     const size = fs.fstatSync(fd).size;
@@ -124,22 +142,61 @@ async function* indexRows(dir: string, manifest: IndexManifest, dim: number): As
       return v;
     };
 
-    const lines = readline.createInterface({ input: fs.createReadStream(docsFile, { encoding: 'utf8' }), crlfDelay: Infinity });
-    // Index.load's reader: a repeated id is refused here, with both lines, not by COPY's primary key when the file
-    // is loaded; the count and the ids' order are checked at the end (the output is then left as it was).
-    const reader = new IndexDocsReader(dir, { documents: rows });
-    let lineNumber = 0;
-    for await (const line of lines) {
-      lineNumber++;
-      const doc = reader.read(line, lineNumber);
-      if (!doc) continue;
-      if (reader.documents > rows) throw bad(`docs.jsonl has more documents than index.json says (${rows})`);
-      yield { id: doc.id, text: doc.text, metadata: doc.metadata, vector: vectorOf(reader.documents - 1), line: lineNumber };
-    }
-    reader.finish(manifest);
+    yield* documentRows(dir, manifest, rows, vectorOf);
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** docs.jsonl's documents in order, each with `vectorOf` its row. */
+async function* documentRows<V>(dir: string, manifest: IndexManifest, rows: number, vectorOf: (row: number) => V): AsyncGenerator<{ id: string; text: string; metadata?: unknown; vector: V; line: number }> {
+  const lines = readline.createInterface({ input: fs.createReadStream(path.join(dir, 'docs.jsonl'), { encoding: 'utf8' }), crlfDelay: Infinity });
+  // Index.load's reader: a repeated id is refused here, with both lines, not by COPY's primary key when the file
+  // is loaded; the count and the ids' order are checked at the end (the output is then left as it was).
+  const reader = new IndexDocsReader(dir, { documents: rows });
+  let lineNumber = 0;
+  for await (const line of lines) {
+    lineNumber++;
+    const doc = reader.read(line, lineNumber);
+    if (!doc) continue;
+    if (reader.documents > rows) throw indexDamaged(dir, `docs.jsonl has more documents than index.json says (${rows})`);
+    yield { id: doc.id, text: doc.text, metadata: doc.metadata, vector: vectorOf(reader.documents - 1), line: lineNumber };
+  }
+  reader.finish(manifest);
+}
+
+/**
+ * The sparse vectors of sparse.bin (an index built with a sparse encoder, or with one as its second model), by row in
+ * docs.jsonl's order, with the width and the count of non-zero entries of the fullest one; undefined for an index
+ * without them.
+ */
+async function sparseRows(dir: string, manifest: IndexManifest): Promise<{ dimension: number; maxActive: number; idAt: (row: number) => string; text: (row: number) => string } | undefined> {
+  if (manifest.sparse !== true && manifest.sparseEncoder === undefined) return undefined;
+  const file = path.join(dir, 'sparse.bin');
+  if (!fs.existsSync(file)) throw indexDamaged(dir, 'sparse.bin is missing');
+  let index: SparseIndex;
+  try {
+    index = await SparseIndex.load(file);
+  } catch (error) {
+    throw indexDamaged(dir, (error as Error).message);
+  }
+  const expected = manifest.sparse === true ? manifest.model.dimension : manifest.sparseEncoder!.dimension;
+  if (index.dimension !== expected || index.size !== manifest.documents) {
+    throw indexDamaged(dir, `sparse.bin holds ${index.size} vectors of width ${index.dimension}, and index.json says ${manifest.documents} documents of width ${expected}`);
+  }
+  const { offsets, indices, values } = await index.documentVectors();
+  let maxActive = 0;
+  for (let i = 0; i < index.size; i++) maxActive = Math.max(maxActive, offsets[i + 1] - offsets[i]);
+  // pgvector's sparsevec text: {index:value,...}/width, indices from 1.
+  const text = (row: number) => {
+    const entries = new Array<string>(offsets[row + 1] - offsets[row]);
+    for (let k = offsets[row]; k < offsets[row + 1]; k++) {
+      if (!Number.isFinite(values[k])) throw indexDamaged(dir, `the sparse vector of "${index.idAt(row)}" holds ${values[k]}`);
+      entries[k - offsets[row]] = `${indices[k] + 1}:${float32Text(values[k])}`;
+    }
+    return `{${entries.join(',')}}/${index.dimension}`;
+  };
+  return { dimension: index.dimension, maxActive, idAt: (row) => index.idAt(row), text };
 }
 
 /** pgvector's rule of thumb for IVFFlat lists: rows / 1000 up to a million rows, sqrt(rows) beyond. */
@@ -167,6 +224,18 @@ function indexStatements(kind: 'auto' | 'hnsw' | 'ivfflat' | 'none', table: stri
     'END',
     '$coltrast$;',
   ];
+}
+
+/** pgvector's HNSW index of sparse vectors holds vectors of up to 1,000 non-zero entries; IVFFlat takes none. */
+const MAX_INDEXED_SPARSE = 1000;
+
+function sparseIndexStatements(kind: 'auto' | 'hnsw' | 'ivfflat' | 'none', table: string, base: string, column: string, maxActive: number): string[] {
+  if (kind === 'none') return [`-- No approximate index of ${column} (--vector-index none): queries scan the table exactly.`];
+  if (kind === 'ivfflat') return [`-- No approximate index of ${column}: pgvector's IVFFlat does not index sparse vectors (HNSW does).`];
+  if (maxActive > MAX_INDEXED_SPARSE) {
+    return [`-- No approximate index of ${column}: pgvector's HNSW indexes sparse vectors of up to ${MAX_INDEXED_SPARSE} non-zero entries, and one here has ${maxActive}; queries scan the table exactly.`];
+  }
+  return [`CREATE INDEX "${base}_${column}_idx" ON ${table} USING hnsw (${column} sparsevec_ip_ops);`];
 }
 
 /**
@@ -212,19 +281,28 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
       `index ${dir} was built with a multi-vector model: it holds token vectors only, and no pooled vector per document for pgvector's vector column; export an index built with a single-vector model`,
     );
   }
-  if (manifest.sparse === true) {
-    throw new ColtrastError('INVALID_ARGUMENT', `index ${dir} was built with a sparse (SPLADE) encoder: its vectors are sparse, and this export writes pgvector's dense vector column; export an index built with an embedding model`);
-  }
-  const dim = manifest.model.dimension;
+  // An index of a sparse encoder's vectors alone has no dense column; one with a second, sparse model has both.
+  const dim = manifest.sparse === true ? undefined : manifest.model.dimension;
   const rows = manifest.documents;
-  if (dim > MAX_DIM) throw new ColtrastError('INVALID_ARGUMENT', `pgvector's vector type holds at most ${MAX_DIM} dimensions; this index has ${dim}`);
-  if (manifest.storage !== 'float32' && manifest.storage !== 'float16') {
+  if (dim !== undefined && dim > MAX_DIM) throw new ColtrastError('INVALID_ARGUMENT', `pgvector's vector type holds at most ${MAX_DIM} dimensions; this index has ${dim}`);
+  if (dim !== undefined && manifest.storage !== 'float32' && manifest.storage !== 'float16') {
     throw new ColtrastError(
       'INVALID_ARGUMENT',
       `index ${dir} stores ${commentSafe(manifest.storage)} vectors; the export writes float vectors: rebuild the index with storage float32 or float16 (coltrast index --storage float16) and export that`,
     );
   }
   const target = path.resolve(output);
+  const sparse = await sparseRows(dir, manifest);
+  // A sparse encoder's own index: its vectors are the embedding column; with a second model, a column of their own.
+  const sparseColumn = dim === undefined ? 'embedding' : 'sparse_embedding';
+  const columns = [
+    'id text PRIMARY KEY',
+    'text text NOT NULL',
+    'metadata jsonb',
+    ...(dim !== undefined ? [`embedding vector(${dim}) NOT NULL`] : []),
+    ...(sparse ? [`${sparseColumn} sparsevec(${sparse.dimension}) NOT NULL`] : []),
+  ];
+  const names = ['id', 'text', 'metadata', ...(dim !== undefined ? ['embedding'] : []), ...(sparse ? [sparseColumn] : [])];
 
   let done = 0;
   o.onProgress?.(0, rows);
@@ -233,19 +311,43 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
       '-- coltrast index export for PostgreSQL + pgvector',
       `-- index: ${commentSafe(dir)}`,
       `-- model: ${commentSafe(manifest.model?.source ?? 'unknown')} (fingerprint sha256 ${commentSafe(manifest.model?.fingerprint ?? 'unknown')})`,
-      `-- dimension: ${dim}, documents: ${rows}, stored as ${manifest.storage}`,
-      '-- Vectors are L2-normalized and scored by inner product: order by embedding <#> q (negative inner product);',
-      '-- -(embedding <#> q) is the score coltrast reports. Embed queries with the same model.',
+      ...(dim !== undefined
+        ? [
+            `-- dimension: ${dim}, documents: ${rows}, stored as ${manifest.storage}`,
+            '-- Vectors are L2-normalized and scored by inner product: order by embedding <#> q (negative inner product);',
+            '-- -(embedding <#> q) is the score coltrast reports. Embed queries with the same model.',
+          ]
+        : [`-- documents: ${rows}`]),
+      ...(sparse
+        ? [
+            `-- ${sparseColumn}: the sparse (SPLADE) encoder's vectors${manifest.sparseEncoder ? ` (${commentSafe(manifest.sparseEncoder.source ?? 'the second model')})` : ''}, sparsevec(${sparse.dimension}) (pgvector 0.7.0 or later),`,
+            `-- scored by inner product as coltrast scores them: order by ${sparseColumn} <#> q, q the query's sparse vector`,
+            `-- ('{index:value,...}/${sparse.dimension}', indices from 1); the fullest document has ${sparse.maxActive} non-zero entries.`,
+          ]
+        : []),
       `-- Load: psql -v ON_ERROR_STOP=1 -d <database> -f ${commentSafe(path.basename(target))}`,
-      `-- Query: SELECT id, text, -(embedding <#> '[...]') AS score FROM ${qualified} ORDER BY embedding <#> '[...]' LIMIT 10;`,
+      dim !== undefined
+        ? `-- Query: SELECT id, text, -(embedding <#> '[...]') AS score FROM ${qualified} ORDER BY embedding <#> '[...]' LIMIT 10;`
+        : `-- Query: SELECT id, text, -(embedding <#> '{...}/${sparse!.dimension}') AS score FROM ${qualified} ORDER BY embedding <#> '{...}/${sparse!.dimension}' LIMIT 10;`,
       '',
       "SET client_encoding = 'UTF8';",
       'SET standard_conforming_strings = on;',
       'CREATE EXTENSION IF NOT EXISTS vector;',
+      ...(sparse
+        ? [
+            'DO $coltrast$',
+            'BEGIN',
+            "  IF string_to_array((SELECT extversion FROM pg_extension WHERE extname = 'vector'), '.')::int[] < ARRAY[0, 7, 0] THEN",
+            "    RAISE EXCEPTION 'this index has sparse vectors, and pgvector''s sparsevec type needs pgvector 0.7.0 or later; this database has %: upgrade pgvector', (SELECT extversion FROM pg_extension WHERE extname = 'vector');",
+            '  END IF;',
+            'END',
+            '$coltrast$;',
+          ]
+        : []),
       'BEGIN;',
       ...(replace ? [`DROP TABLE IF EXISTS ${qualified};`] : []),
-      `CREATE TABLE ${qualified} (id text PRIMARY KEY, text text NOT NULL, metadata jsonb, embedding vector(${dim}) NOT NULL);`,
-      `COPY ${qualified} (id, text, metadata, embedding) FROM stdin;`,
+      `CREATE TABLE ${qualified} (${columns.join(', ')});`,
+      `COPY ${qualified} (${names.join(', ')}) FROM stdin;`,
       '',
     ];
     await write(header.join('\n'));
@@ -256,12 +358,21 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
       }
       if (holdsNul(doc.metadata)) throw new ColtrastError('INVALID_ARGUMENT', `document "${doc.id}" (docs.jsonl:${doc.line}): metadata holds a NUL character, which jsonb cannot store`);
       const metadata = doc.metadata === undefined || doc.metadata === null ? '\\N' : copyText(JSON.stringify(doc.metadata));
-      const values = new Array<string>(dim);
-      for (let j = 0; j < dim; j++) {
-        if (!Number.isFinite(doc.vector[j])) throw indexDamaged(dir, `the vector of "${doc.id}" holds ${doc.vector[j]}`);
-        values[j] = float32Text(doc.vector[j]);
+      const fields = [copyText(doc.id), copyText(doc.text), metadata];
+      if (doc.vector) {
+        const values = new Array<string>(doc.vector.length);
+        for (let j = 0; j < doc.vector.length; j++) {
+          if (!Number.isFinite(doc.vector[j])) throw indexDamaged(dir, `the vector of "${doc.id}" holds ${doc.vector[j]}`);
+          values[j] = float32Text(doc.vector[j]);
+        }
+        fields.push(`[${values.join(',')}]`);
       }
-      chunk.push(`${copyText(doc.id)}\t${copyText(doc.text)}\t${metadata}\t[${values.join(',')}]\n`);
+      if (sparse) {
+        // sparse.bin's ids are docs.jsonl's in order (as Index.load checks them).
+        if (sparse.idAt(done) !== doc.id) throw indexDamaged(dir, `sparse.bin's document ${done + 1} is "${sparse.idAt(done)}" and docs.jsonl's "${doc.id}"`);
+        fields.push(sparse.text(done));
+      }
+      chunk.push(`${fields.join('\t')}\n`);
       done++;
       if (chunk.length === 256) {
         await write(chunk.join(''));
@@ -270,9 +381,17 @@ export async function exportIndex(indexDir: string, output: string, options?: Ex
       if (done % 10000 === 0) o.onProgress?.(done, rows);
     }
     await write(chunk.join(''));
-    const footer = ['\\.', 'COMMIT;', '', ...indexStatements(kind, qualified, base, rows, dim), `ANALYZE ${qualified};`, ''];
+    const footer = [
+      '\\.',
+      'COMMIT;',
+      '',
+      ...(dim !== undefined ? indexStatements(kind, qualified, base, rows, dim) : []),
+      ...(sparse ? sparseIndexStatements(kind, qualified, base, sparseColumn, sparse.maxActive) : []),
+      `ANALYZE ${qualified};`,
+      '',
+    ];
     await write(footer.join('\n'));
   });
   o.onProgress?.(done, rows);
-  return { output: target, table: o.table ?? 'coltrast_docs', rows: done, dimension: dim };
+  return { output: target, table: o.table ?? 'coltrast_docs', rows: done, dimension: dim ?? 0, ...(sparse && { sparseDimension: sparse.dimension }) };
 }

@@ -181,6 +181,36 @@ export class SparseIndex {
     this.ids.push(id);
   }
 
+  /**
+   * @internal Every document's vector as stored (for 'cosine', scaled to unit length), by document in the order added:
+   * compressed sparse rows, document i's entries at [offsets[i], offsets[i + 1]) of `indices` (ascending) and `values`.
+   * Built a vocabulary entry's postings at a time, letting the event loop run between them (export.ts writes them out).
+   */
+  async documentVectors(): Promise<{ offsets: Int32Array; indices: Int32Array; values: Float32Array }> {
+    const n = this.ids.length;
+    const offsets = new Int32Array(n + 1);
+    for (let t = 0; t < this.dimension; t++) {
+      const docs = this.docs[t];
+      for (let i = 0; i < this.counts[t]; i++) offsets[docs![i] + 1]++;
+    }
+    for (let i = 0; i < n; i++) offsets[i + 1] += offsets[i];
+    const indices = new Int32Array(offsets[n]);
+    const values = new Float32Array(offsets[n]);
+    const filled = offsets.slice(0, n);
+    const turn = new Turns();
+    for (let t = 0; t < this.dimension; t++) {
+      const docs = this.docs[t];
+      const weights = this.weights[t];
+      for (let i = 0; i < this.counts[t]; i++) {
+        const at = filled[docs![i]]++;
+        indices[at] = t;
+        values[at] = weights![i];
+      }
+      if (turn.due) await turn.maybe();
+    }
+    return { offsets, indices, values };
+  }
+
   /** 1, or for cosine the inverse of the vector's length (a zero vector stays zero). */
   private scaleOf(vector: SparseVector): number {
     if (this.similarity === 'dot') return 1;

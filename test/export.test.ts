@@ -7,7 +7,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, Index, exportIndex, type IndexDoc } from '../lib';
+import { Encoder, Index, SparseEncoder, exportIndex, type IndexDoc, type SparseVector } from '../lib';
 import { CLI, FIXTURE, tempDir } from './helpers/fixture';
 
 const PACKAGES =
@@ -247,6 +247,75 @@ test.serial('texts, ids and metadata with tabs, newlines, backslashes, quotes an
   const badFormat = exportCli('--index', dir, '--output', file, '--format', 'qdrant');
   t.is(badFormat.status, 2);
   t.regex(badFormat.stderr, /--format must be pgvector/);
+});
+
+/** pgvector's sparsevec text of a sparse vector: {index:value,...}/width, indices from 1. */
+const sparsevec = (v: SparseVector, width: number) => `'{${Array.from(v.indices, (t, k) => `${t + 1}:${v.values[k]}`).join(',')}}/${width}'`;
+
+/** pgvector's top k by a sparse column, as [id, score] with score = -(column <#> q), the inner product. */
+function pgSparseTopK(table: string, column: string, query: SparseVector, width: number, k: number, settings: string[]): { id: string; score: number }[] {
+  const literal = sparsevec(query, width);
+  const sql = `${settings.map((s) => `SET ${s};`).join(' ')} SELECT id, -(${column} <#> ${literal}) FROM ${table} ORDER BY ${column} <#> ${literal} LIMIT ${k};`;
+  return psql(['-A', '-t', '-F', '\t', '-c', sql])
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((l) => {
+      const [id, score] = l.split('\t');
+      return { id, score: Number(score) };
+    });
+}
+
+test.serial('an index with sparse vectors, a second sparse model\'s or a sparse encoder\'s alone, exports them as sparsevec and answers as Index.search does', async (t) => {
+  const version = pgvectorVersion();
+  if (!atLeast(version, [0, 7, 0])) return t.fail(`pgvector ${version} has no sparsevec (0.7.0 and later). ${PACKAGES}`);
+  const splade = await SparseEncoder.load(path.join(FIXTURE, '..', 'tiny-sparse', 'bert'), { device: 'cpu' });
+  const enc = await Encoder.load(FIXTURE, { device: 'cpu' });
+  t.teardown(() => {
+    enc.dispose();
+    splade.dispose();
+  });
+  const width = splade.dimension;
+  const k = 5;
+  const queries = await splade.encode(QUERIES, { task: 'query' });
+  const exact = ['enable_indexscan = off', 'enable_bitmapscan = off'];
+  const indexed = ['enable_seqscan = off', 'hnsw.ef_search = 200'];
+  for (const [name, index, column] of [
+    ['hybrid', await Index.build(enc, DOCS, { sparseEncoder: splade }), 'sparse_embedding'],
+    ['sparse', await Index.build(splade, DOCS), 'embedding'],
+  ] as const) {
+    const dir = path.join(tempDir(), `${name}.index`);
+    await index.save(dir);
+    const file = path.join(tempDir(), `${name}.sql`);
+    const table = `docs_${name}`;
+    const result = await exportIndex(dir, file, { table });
+    t.deepEqual(result, { output: file, table, rows: DOCS.length, dimension: name === 'hybrid' ? enc.dimension : 0, sparseDimension: width });
+    psql(['-f', file]);
+    const types = value(`SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = '${table}'::regclass AND attnum > 0`);
+    t.is(types, `id text, text text, metadata jsonb, ${name === 'hybrid' ? `embedding vector(${enc.dimension}), ` : ''}${column} sparsevec(${width})`);
+    t.regex(value(`SELECT string_agg(indexdef, ';') FROM pg_indexes WHERE tablename = '${table}'`), new RegExp(`USING hnsw \\(${column} sparsevec_ip_ops\\)`));
+    // Every stored vector is the model's, entry for entry.
+    const stored = await splade.encode([DOCS[2].text], { task: 'document' });
+    const text = /^\{(.*)\}\/(\d+)$/.exec(value(`SELECT ${column}::text FROM ${table} WHERE id = '${DOCS[2].id}'`))!;
+    t.is(Number(text[2]), width);
+    const entries = text[1].split(',').map((e) => e.split(':').map(Number));
+    t.deepEqual(entries.map(([i]) => i - 1), Array.from(stored[0].indices));
+    t.deepEqual(entries.map(([, x]) => Math.fround(x)), Array.from(stored[0].values), 'each weight the stored float32');
+    const plan = (settings: string[]) => psql(['-A', '-t', '-c', `${settings.map((x) => `SET ${x};`).join(' ')} EXPLAIN SELECT id FROM ${table} ORDER BY ${column} <#> ${sparsevec(queries[0], width)} LIMIT 5;`]);
+    t.regex(plan(indexed), new RegExp(`Index Scan using ${table}_${column}_idx`));
+    t.notRegex(plan(exact), /Index Scan/);
+    const ours = await index.search(QUERIES, { k, ...(name === 'hybrid' && { mode: 'sparse' as const }) });
+    for (const settings of [exact, indexed]) {
+      QUERIES.forEach((query, i) => {
+        const theirs = pgSparseTopK(table, column, queries[i], width, k, settings);
+        t.is(theirs.length, Math.min(k, ours[i].length), `${name}, ${settings[0]}, "${query.slice(0, 30)}"`);
+        theirs.forEach((h, r) => {
+          const where = `${name}, ${settings[0]}, query "${query.slice(0, 30)}", rank ${r + 1}`;
+          t.true(Math.abs(h.score - ours[i][r].score) < 1e-5 * Math.max(1, Math.abs(h.score)), `${where}: pgvector ${h.score}, coltrast ${ours[i][r].score}`);
+          if (h.id !== ours[i][r].id) t.true(Math.abs(h.score - ours[i][r].score) < 1e-6 * Math.max(1, Math.abs(h.score)), `${where}: pgvector ${h.id}, coltrast ${ours[i][r].id}`);
+        });
+      });
+    }
+  }
 });
 
 test('a document PostgreSQL cannot store is refused by name, and a failed export leaves the old file alone', async (t) => {
