@@ -1129,6 +1129,9 @@ async function trainCommand(argv: string[]): Promise<void> {
     const pair = (m: { 'recall@1': number; 'mrr@10': number } | undefined) => (m ? `Recall@1 ${m['recall@1'].toFixed(3)}, MRR@10 ${m['mrr@10'].toFixed(3)}` : 'n/a');
     console.log(`  width ${String(d.dimension).padStart(4)}: before ${pair(b)}; after ${pair(d)}`);
   }
+  for (const d of result.after?.layers ?? []) {
+    console.log(`  first ${d.layers} layer${d.layers > 1 ? 's' : ''} alone: Recall@1 ${d['recall@1'].toFixed(3)}, MRR@10 ${d['mrr@10'].toFixed(3)}`);
+  }
   const t = result.timing;
   if (t && t.batches > 0) {
     console.log(

@@ -273,19 +273,24 @@ Or the base model with the adapter: \`Encoder.load(base, { adapter: './this-fold
 }
 
 /** A card's note on adaptive layers: the model trained to work with its first layers alone, and how to cut it. */
-function adaptiveLayersSection(layers: number | undefined): string {
+function adaptiveLayersSection(layers: number | undefined, after: TrainResult['after']): string {
   if (!layers) return '';
   const half = Math.max(1, Math.floor(layers / 2));
+  const rows = [...(after?.layers ?? []), ...(after ? [{ layers, 'recall@1': after['recall@1'], 'mrr@10': after['mrr@10'] }] : [])];
+  const table =
+    rows.length > 1
+      ? `Validation Recall@1 / MRR@10 of this model with its first layers alone:\n\n| layers | Recall@1 | MRR@10 |\n|---|---|---|\n${rows.map((r) => `| ${r.layers} | ${r['recall@1'].toFixed(3)} | ${r['mrr@10'].toFixed(3)} |`).join('\n')}\n\n`
+      : '';
   return `
 ## Adaptive layers
 
 Trained with adaptive layers (sentence-transformers' AdaptiveLayerLoss): the losses also scored the vectors after
-each number of its ${layers} layers, so its first layers alone make a smaller, faster model. Cut it, then use the
-new folder as any model (coltrast, sentence-transformers, transformers):
+each number of its ${layers} layers, so its first layers alone make a smaller, faster model.
+
+${table}Run its first layers alone with \`Encoder.load('./this-folder', { layers: ${half} })\` in coltrast, or cut it into a new
+folder that any library loads as a model (coltrast, sentence-transformers, transformers):
 
 \`coltrast truncate --model ./this-folder --layers ${half} --output ./this-folder-${half}-layers\`
-
-or run the first layers without cutting: \`Encoder.load('./this-folder', { layers: ${half} })\` in coltrast.
 `;
 }
 
@@ -335,7 +340,7 @@ ${
 | before training | ${metricsLine(result.before)} |
 | kept model | ${metricsLine(result.after)} |
 `
-  }${last?.valLoss !== undefined ? `\nLast validation loss: ${last.valLoss.toFixed(4)}.\n` : ''}${matryoshkaSection(result, info.matryoshka)}${adaptiveLayersSection(info.adaptiveLayers)}
+  }${last?.valLoss !== undefined ? `\nLast validation loss: ${last.valLoss.toFixed(4)}.\n` : ''}${matryoshkaSection(result, info.matryoshka)}${adaptiveLayersSection(info.adaptiveLayers, result.after)}
 ![training curves](training_curves.svg)
 
 ## Use

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CrossEncoder, readDecoderStart, type DecoderRerankerStart, type CrossEncoderLoss } from './cross-encoder';
 import { SparseEncoder, type SparseRegularizers } from './sparse-encoder';
-import { Encoder, matrixRows, normalizeRow, type Device, type MultiVectorSettings } from './encoder';
+import { Encoder, matrixRows, normalizeRow, type Device, type EncoderLoadOptions, type MultiVectorSettings } from './encoder';
 import { ADAPTER_DIR, readLoraOptions, type LoraOptions } from './lora';
 import { resolveModelDir } from './hub';
 import { checkFloat16, type ModelTrainer } from './native-model';
@@ -178,7 +178,7 @@ export interface TrainProgress {
   contrastive: number;
   lateInteraction: number;
   distillation: number;
-  /** A sparse encoder's FLOPS regularizers, weighted (TrainOptions.sparse); absent for other models. */
+  /** A sparse encoder's FLOPS regularizers, weighted (TrainOptions.sparse), or global orthogonal regularization (loss.gor); absent otherwise. */
   regularizer?: number;
   learningRate: number;
   samplesPerSecond: number;
@@ -414,6 +414,11 @@ export interface RetrievalMetrics {
    * (sentence-transformers' TripletEvaluator's accuracy, margin 0).
    */
   tripletAccuracy?: number;
+  /**
+   * With loss.adaptiveLayers, the kept model's (TrainResult.after): its metrics with each smaller number of its first
+   * layers alone, as Encoder.load({ layers }) runs them (fewest first).
+   */
+  layers?: { layers: number; 'recall@1': number; 'mrr@10': number }[];
 }
 
 export interface EpochRecord {
@@ -959,6 +964,21 @@ function readGor(o: TrainOptions, loss: LossOptions): Pick<NativeStepOptions, 'g
   const gorSecondMomentWeight = weight('secondMomentWeight', 1);
   if (gorMeanWeight === 0 && gorSecondMomentWeight === 0) throw invalid('options.loss.gor', 'at least one of meanWeight and secondMomentWeight above 0', loss.gor);
   return { gorMeanWeight, gorSecondMomentWeight, gorAggregation: aggregation };
+}
+
+/** The retrieval metrics of the model folder `model` run with its first 1, 2, ..., layers - 1 layers alone (Encoder.load({ layers })). */
+async function depthMetrics(model: string, layers: number, val: TrainExample[], load: EncoderLoadOptions): Promise<NonNullable<RetrievalMetrics['layers']>> {
+  const rows: NonNullable<RetrievalMetrics['layers']> = [];
+  for (let n = 1; n < layers; n++) {
+    const encoder = await Encoder.load(model, { ...load, layers: n });
+    try {
+      const m = await measureRetrieval(encoder, val);
+      rows.push({ layers: n, 'recall@1': m['recall@1'], 'mrr@10': m['mrr@10'] });
+    } finally {
+      encoder.dispose();
+    }
+  }
+  return rows;
 }
 
 /** Checks loss.adaptiveLayers against the model: a single-vector model of at least 2 layers, layersPerStep at most its layers. */
@@ -2026,7 +2046,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         const mean = (sum: number) => sum / group.batches;
         const losses = {
           loss: mean(group.loss), contrastive: mean(group.contrastive), lateInteraction: mean(group.lateInteraction), distillation: mean(group.distillation),
-          ...(config.sparse && { regularizer: mean(group.regularizer) }),
+          ...((config.sparse || config.step.gorMeanWeight || config.step.gorSecondMomentWeight) && { regularizer: mean(group.regularizer) }),
         };
         Object.assign(group, { batches: 0, loss: 0, contrastive: 0, lateInteraction: 0, distillation: 0, regularizer: 0 });
         result.history.steps.push({ step, epoch, ...losses, learningRate, ...(r.skipped ? { skipped: true } : {}) });
@@ -2065,6 +2085,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (epoch < config.epochs && !stopped) await checkpoint({ epoch: epoch + 1, batch: 0, epochLoss: 0 });
     }
     result.after = result.best.metrics;
+    // Adaptive layers: the kept model (as saved) with each smaller number of its first layers alone.
+    if (config.adaptiveLayers && result.after && val.length > 0) result.after.layers = await depthMetrics(output, layers, val, loadOptions);
     if (result.best.similarity) result.similarity = { ...result.similarity, after: result.best.similarity };
     result.timing = {
       ...timing,

@@ -178,7 +178,7 @@ void SafetensorsFile::copyInto(const std::string& name, torch::Tensor& dst) cons
   auto it = entries_.find(name);
   if (it == entries_.end()) throw modelFilesError("weights file " + path_ + " has no tensor '" + name + "'");
   const Entry& e = it->second;
-  TORCH_CHECK(dst.device().is_cpu() && dst.is_contiguous() && dst.numel() * torch::elementSize(e.dtype) == static_cast<int64_t>(e.end - e.begin),
+  TORCH_CHECK(dst.device().is_cpu() && dst.is_contiguous() && dst.numel() * static_cast<int64_t>(torch::elementSize(e.dtype)) == static_cast<int64_t>(e.end - e.begin),
               "copyInto: the destination does not fit ", name);
   if (e.end == e.begin) return;
   const uint8_t* src = data_ + e.begin;

@@ -66,9 +66,13 @@ test('a model trained with adaptive layers, cut to its first layer, retrieves be
   fs.writeFileSync(data, wordDataset(240, 3).map((p) => JSON.stringify(p)).join('\n') + '\n');
   const heldOut = wordDataset(100, 99);
   const mrr: Record<string, { full: number; cut: number }> = {};
+  let after: Awaited<ReturnType<typeof train>>['after'];
   for (const [name, loss] of [['plain', { contrastiveWeight: 1, lateInteractionWeight: 0 }], ['adaptive', { adaptiveLayers: { layersPerStep: 'all' as const } }]] as const) {
     const output = path.join(dir, name);
-    await train({ model: FIXTURE, data, output, epochs: 10, batchSize: 16, learningRate: 5e-3, loss, device: 'cpu', checkpointEvery: 0, seed: 4, valSplit: 0 });
+    // 10% held out (validation, and the kept model's metrics at each depth); the same split for both runs.
+    const run = await train({ model: FIXTURE, data, output, epochs: 10, batchSize: 16, learningRate: 5e-3, loss, device: 'cpu', checkpointEvery: 0, seed: 4, valSplit: 0.1 });
+    if (name === 'adaptive') after = run.after;
+    else t.is(run.after!.layers, undefined, 'no depths without adaptive layers');
     const cut = await truncateLayers({ model: output, layers: 1, output: `${output}-1` });
     t.like(cut, { from: 2, layers: 1, droppedTensors: 16 });
     mrr[name] = { full: await pairMrr(output, heldOut), cut: await pairMrr(cut.output, heldOut) };
@@ -80,7 +84,14 @@ test('a model trained with adaptive layers, cut to its first layer, retrieves be
   const history = JSON.parse(fs.readFileSync(path.join(dir, 'adaptive', 'training_history.json'), 'utf8'));
   t.deepEqual(history.config.adaptiveLayers, { ...SETTINGS, layersPerStep: 'all' });
   t.like(history.config.step, { contrastiveWeight: 1, lateInteractionWeight: 0 });
-  t.regex(fs.readFileSync(path.join(dir, 'adaptive', 'README.md'), 'utf8'), /## Adaptive layers[\s\S]*coltrast truncate --model \.\/this-folder --layers 1/);
+  // The kept model's validation with its first layer alone: what the model loaded with { layers: 1 } retrieves.
+  t.is(after!.layers!.length, 1);
+  const [first] = after!.layers!;
+  t.is(first.layers, 1);
+  t.true(first['mrr@10'] > 0 && first['mrr@10'] <= after!['mrr@10'] + 0.05, `first layer ${first['mrr@10']}, whole ${after!['mrr@10']}`);
+  const card = fs.readFileSync(path.join(dir, 'adaptive', 'README.md'), 'utf8');
+  t.regex(card, /## Adaptive layers[\s\S]*\| layers \| Recall@1 \| MRR@10 \|\n\|---\|---\|---\|\n\| 1 \| [\d.]+ \| [\d.]+ \|\n\| 2 \| [\d.]+ \| [\d.]+ \|[\s\S]*coltrast truncate --model \.\/this-folder --layers 1/);
+  t.true(card.includes(`| 1 | ${first['recall@1'].toFixed(3)} | ${first['mrr@10'].toFixed(3)} |`));
   t.notRegex(fs.readFileSync(path.join(dir, 'plain', 'README.md'), 'utf8'), /Adaptive layers/);
 });
 

@@ -48,7 +48,10 @@ test('a run with global orthogonal regularization spreads the vectors of unrelat
   t.true(spreadOut.square < plain.square, `mean square: plain ${plain.square}, with GOR ${spreadOut.square}`);
   const history = JSON.parse(fs.readFileSync(path.join(dir, 'gor', 'training_history.json'), 'utf8'));
   t.like(history.config.step, { gorMeanWeight: 5, gorSecondMomentWeight: 5, gorAggregation: 'mean' });
-  t.true(gor.history.steps.length > 0);
+  // Each step reports the regularizer, falling as the vectors spread.
+  const steps = gor.history.steps;
+  t.true(steps.every((step) => step.regularizer! > 0), 'every step reports the regularizer');
+  t.true(steps[steps.length - 1].regularizer! < steps[0].regularizer! / 2, `regularizer ${steps[0].regularizer} → ${steps[steps.length - 1].regularizer}`);
 });
 
 test('what global orthogonal regularization cannot regularize is refused by name; coltrast train --gor', async (t) => {
