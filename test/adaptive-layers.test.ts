@@ -14,7 +14,7 @@ import { stackLayerOf } from '../lib/model-layers';
 import { readSafetensorsHeader, safetensorsHeaderBytes } from '../lib/safetensors';
 import { CLI, FIXTURE, fixtureCopy, tempDir, wordDataset } from './helpers/fixture';
 import { rejection } from './helpers/vectors';
-import { checkKillAndResume } from './helpers/resume';
+import { checkKillAndResumeNearEnd } from './helpers/resume';
 
 const SETTINGS = { layersPerStep: 1, lastLayerWeight: 1, priorLayersWeight: 1, layerWeighting: 'uniform', klTemperature: 0.3, klWeight: 1 } as const;
 
@@ -78,7 +78,7 @@ test('a model trained with adaptive layers, cut to its first layer, retrieves be
     mrr[name] = { full: await pairMrr(output, heldOut), cut: await pairMrr(cut.output, heldOut) };
   }
   t.log(`held-out MRR@10, full / first layer alone: plain ${mrr.plain.full.toFixed(3)} / ${mrr.plain.cut.toFixed(3)}, adaptive ${mrr.adaptive.full.toFixed(3)} / ${mrr.adaptive.cut.toFixed(3)}`);
-  // Seeds 4, 5 and 6 gave +0.06, +0.11 and +0.06 for the first layer alone, and -0.01, -0.02 and +0.01 for the full model.
+  // Seeds 4, 5 and 6 gave +0.14, +0.10 and +0.05 for the first layer alone, and +0.03, -0.01 and -0.02 for the full model.
   t.true(mrr.adaptive.cut > mrr.plain.cut + 0.03, `first layer alone: adaptive ${mrr.adaptive.cut}, plain ${mrr.plain.cut}`);
   t.true(mrr.adaptive.full > mrr.plain.full - 0.05, `full model: adaptive ${mrr.adaptive.full}, plain ${mrr.plain.full}`);
   const history = JSON.parse(fs.readFileSync(path.join(dir, 'adaptive', 'training_history.json'), 'utf8'));
@@ -153,12 +153,7 @@ test('coltrast train --adaptive-layers --layers-per-step all, and coltrast trunc
 test('a run with adaptive layers killed mid-epoch resumes from its last checkpoint and ends with the same weights', (t) => {
   // One layer drawn per batch: the draws of the resumed batches must be those of the uninterrupted run.
   const base = { model: FIXTURE, data: wordDataset(48, 2), epochs: 2, batchSize: 8, learningRate: 5e-4, valSplit: 0.2, device: 'cpu', seed: 9, checkpointEvery: 2, loss: { adaptiveLayers: { layersPerStep: 1, layerWeighting: 'linear' } } };
-  const dir = tempDir();
-  const probe = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'helpers', 'train-child.ts'), JSON.stringify({ ...base, output: path.join(dir, 'probe'), checkpointEvery: 0 })], { encoding: 'utf8', timeout: 240_000 });
-  t.is(probe.status, 0, probe.stderr);
-  const steps = JSON.parse(probe.stdout).steps as number;
-  t.true(steps >= 6, `${steps} steps`);
-  checkKillAndResume(t, base, { steps, killAt: steps - 1, checkpointAt: steps - 2 - ((steps - 2) % 2) });
+  checkKillAndResumeNearEnd(t, base);
 });
 
 test('truncateLayers: the later layers left out of each shard of sharded weights, the index rewritten; what it cannot cut refused', async (t) => {

@@ -133,10 +133,12 @@ function atLeast(version: string, minimum: number[]): boolean {
   return true;
 }
 
-/** pgvector's top k for a query vector, as [id, score] with score = -(embedding <#> q), i.e. the inner product. */
-function pgTopK(table: string, query: Float32Array, k: number, settings: string[]): { id: string; score: number }[] {
-  const literal = `'[${Array.from(query).join(',')}]'`;
-  const sql = `${settings.map((s) => `SET ${s};`).join(' ')} SELECT id, -(embedding <#> ${literal}) FROM ${table} ORDER BY embedding <#> ${literal} LIMIT ${k};`;
+/** pgvector's vector literal of a query vector. */
+const vectorLiteral = (query: Float32Array) => `'[${Array.from(query).join(',')}]'`;
+
+/** pgvector's top k for a query (a SQL literal), as [id, score] with score = -(column <#> q), i.e. the inner product. */
+function pgTopK(table: string, literal: string, k: number, settings: string[], column = 'embedding'): { id: string; score: number }[] {
+  const sql = `${settings.map((s) => `SET ${s};`).join(' ')} SELECT id, -(${column} <#> ${literal}) FROM ${table} ORDER BY ${column} <#> ${literal} LIMIT ${k};`;
   return psql(['-A', '-t', '-F', '\t', '-c', sql])
     .split('\n')
     .filter((l) => l.length > 0)
@@ -146,9 +148,8 @@ function pgTopK(table: string, query: Float32Array, k: number, settings: string[
     });
 }
 
-function planOf(table: string, query: Float32Array, settings: string[]): string {
-  const literal = `'[${Array.from(query).join(',')}]'`;
-  return psql(['-A', '-t', '-c', `${settings.map((s) => `SET ${s};`).join(' ')} EXPLAIN SELECT id FROM ${table} ORDER BY embedding <#> ${literal} LIMIT 5;`]);
+function planOf(table: string, literal: string, settings: string[], column = 'embedding'): string {
+  return psql(['-A', '-t', '-c', `${settings.map((s) => `SET ${s};`).join(' ')} EXPLAIN SELECT id FROM ${table} ORDER BY ${column} <#> ${literal} LIMIT 5;`]);
 }
 
 for (const storage of ['float32', 'float16'] as const) {
@@ -184,11 +185,11 @@ for (const storage of ['float32', 'float16'] as const) {
     // Exact scans, then the approximate index (forced, searched wide enough to be exact on 30-odd rows).
     const exact = ['enable_indexscan = off', 'enable_bitmapscan = off'];
     const indexed = ['enable_seqscan = off', method === 'hnsw' ? 'hnsw.ef_search = 200' : `ivfflat.probes = 1000`];
-    t.regex(planOf(table, q.data.subarray(0, dim), indexed), /Index Scan using docs_\w+_embedding_idx/);
-    t.notRegex(planOf(table, q.data.subarray(0, dim), exact), /Index Scan/);
+    t.regex(planOf(table, vectorLiteral(q.data.subarray(0, dim)), indexed), /Index Scan using docs_\w+_embedding_idx/);
+    t.notRegex(planOf(table, vectorLiteral(q.data.subarray(0, dim)), exact), /Index Scan/);
     for (const settings of [exact, indexed]) {
       QUERIES.forEach((query, i) => {
-        const theirs = pgTopK(table, q.data.subarray(i * dim, (i + 1) * dim), k, settings);
+        const theirs = pgTopK(table, vectorLiteral(q.data.subarray(i * dim, (i + 1) * dim)), k, settings);
         const scoreOf = new Map(all[i].map((h) => [h.id, h.score]));
         t.is(theirs.length, k);
         theirs.forEach((h, r) => {
@@ -252,19 +253,6 @@ test.serial('texts, ids and metadata with tabs, newlines, backslashes, quotes an
 /** pgvector's sparsevec text of a sparse vector: {index:value,...}/width, indices from 1. */
 const sparsevec = (v: SparseVector, width: number) => `'{${Array.from(v.indices, (t, k) => `${t + 1}:${v.values[k]}`).join(',')}}/${width}'`;
 
-/** pgvector's top k by a sparse column, as [id, score] with score = -(column <#> q), the inner product. */
-function pgSparseTopK(table: string, column: string, query: SparseVector, width: number, k: number, settings: string[]): { id: string; score: number }[] {
-  const literal = sparsevec(query, width);
-  const sql = `${settings.map((s) => `SET ${s};`).join(' ')} SELECT id, -(${column} <#> ${literal}) FROM ${table} ORDER BY ${column} <#> ${literal} LIMIT ${k};`;
-  return psql(['-A', '-t', '-F', '\t', '-c', sql])
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => {
-      const [id, score] = l.split('\t');
-      return { id, score: Number(score) };
-    });
-}
-
 test.serial('an index with sparse vectors, a second sparse model\'s or a sparse encoder\'s alone, exports them as sparsevec and answers as Index.search does', async (t) => {
   const version = pgvectorVersion();
   if (!atLeast(version, [0, 7, 0])) return t.fail(`pgvector ${version} has no sparsevec (0.7.0 and later). ${PACKAGES}`);
@@ -300,13 +288,12 @@ test.serial('an index with sparse vectors, a second sparse model\'s or a sparse 
     const entries = text[1].split(',').map((e) => e.split(':').map(Number));
     t.deepEqual(entries.map(([i]) => i - 1), Array.from(stored[0].indices));
     t.deepEqual(entries.map(([, x]) => Math.fround(x)), Array.from(stored[0].values), 'each weight the stored float32');
-    const plan = (settings: string[]) => psql(['-A', '-t', '-c', `${settings.map((x) => `SET ${x};`).join(' ')} EXPLAIN SELECT id FROM ${table} ORDER BY ${column} <#> ${sparsevec(queries[0], width)} LIMIT 5;`]);
-    t.regex(plan(indexed), new RegExp(`Index Scan using ${table}_${column}_idx`));
-    t.notRegex(plan(exact), /Index Scan/);
+    t.regex(planOf(table, sparsevec(queries[0], width), indexed, column), new RegExp(`Index Scan using ${table}_${column}_idx`));
+    t.notRegex(planOf(table, sparsevec(queries[0], width), exact, column), /Index Scan/);
     const ours = await index.search(QUERIES, { k, ...(name === 'hybrid' && { mode: 'sparse' as const }) });
     for (const settings of [exact, indexed]) {
       QUERIES.forEach((query, i) => {
-        const theirs = pgSparseTopK(table, column, queries[i], width, k, settings);
+        const theirs = pgTopK(table, sparsevec(queries[i], width), k, settings, column);
         t.is(theirs.length, Math.min(k, ours[i].length), `${name}, ${settings[0]}, "${query.slice(0, 30)}"`);
         theirs.forEach((h, r) => {
           const where = `${name}, ${settings[0]}, query "${query.slice(0, 30)}", rank ${r + 1}`;

@@ -50,3 +50,16 @@ export function checkKillAndResume(
   const b = JSON.parse(fs.readFileSync(path.join(dir, 'whole', history), 'utf8'));
   t.deepEqual(a.history.steps.map((s: { loss: number }) => s.loss), b.history.steps.map((s: { loss: number }) => s.loss));
 }
+
+/**
+ * checkKillAndResume for a run (`base`, which checkpoints every 2 steps) whose number of steps is found by running it
+ * once without checkpoints: at least 6, killed one step before its end, its last checkpoint the even step before that.
+ */
+export function checkKillAndResumeNearEnd(t: ExecutionContext, base: object): void {
+  t.is((base as { checkpointEvery?: number }).checkpointEvery, 2);
+  const probe = run({ ...base, output: path.join(tempDir(), 'probe'), checkpointEvery: 0 });
+  t.is(probe.status, 0, probe.stderr);
+  const steps = JSON.parse(probe.stdout).steps as number;
+  t.true(steps >= 6, `${steps} steps`);
+  checkKillAndResume(t, base, { steps, killAt: steps - 1, checkpointAt: steps - 2 - ((steps - 2) % 2) });
+}
