@@ -346,9 +346,11 @@ export class Encoder {
       adapterDir ??= dir;
     }
     let files = readModelDirectory(dir, 'embedding', base);
+    let cutTo: number | undefined;
     if (keepLayers !== undefined) {
-      const { config } = configWithLayers(files.config, keepLayers, { option: 'options.layers', model, file: path.join(files.transformerDir, 'config.json') });
+      const { config, from } = configWithLayers(files.config, keepLayers, { option: 'options.layers', model, file: path.join(files.transformerDir, 'config.json') });
       files = { ...files, config, configText: configJson(files.configText, config) };
+      if (keepLayers < from) cutTo = keepLayers;
     }
     let tokenizer = await TextTokenizer.load(files.tokenizerPath, files.maxSeqLength, files.lowercase);
     const prefixes = await prefixTokensToRegister(tokenizer, files.multiVector?.prefixTokens ?? []);
@@ -371,6 +373,7 @@ export class Encoder {
       );
     }
     const encoder = new Encoder(handle, files, tokenizer, info.hiddenSize, info.device, dtype, multi, truncateDim);
+    encoder.layersCut = cutTo;
     try {
       if (truncateDim !== undefined) encoder.checkTruncateDim('options.truncateDim', truncateDim);
       if (adapterDir !== undefined) {
@@ -449,6 +452,12 @@ export class Encoder {
   }
 
   private adapterFolder: string | undefined;
+  private layersCut: number | undefined;
+
+  /** @internal The layers Encoder.load's `layers` kept, where fewer than the folder's (an index's model fingerprint covers it). */
+  get cutToLayers(): number | undefined {
+    return this.layersCut;
+  }
 
   /** @internal The folder of the adapter `Encoder.load` added (an index's model fingerprint covers it). */
   get adapterDir(): string | undefined {

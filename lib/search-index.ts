@@ -429,6 +429,9 @@ async function fingerprint(encoder: Encoder | SparseEncoder, version: number, me
       for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
     }
   }
+  // The folder's model run with its first layers alone (Encoder.load's layers) makes other vectors than the folder's.
+  const cut = encoder instanceof Encoder ? encoder.cutToLayers : undefined;
+  if (cut !== undefined) hash.update(`layers\0${cut}\0`);
   const stFile = path.join(dir, 'config_sentence_transformers.json');
   if (fs.existsSync(stFile)) {
     const text = fs.readFileSync(stFile, 'utf8');
@@ -1514,7 +1517,7 @@ export class Index {
         );
       }
       const built = typeof manifest.model?.source === 'string' ? ` (index.json says it was loaded from ${manifest.model.source})` : '';
-      const parts = fingerprintVersion === 1 ? 'config.json or weights' : 'weights, LoRA adapter, modules (pooling, Dense head, projection), tokenizer or prompts';
+      const parts = fingerprintVersion === 1 ? 'config.json or weights' : 'weights, LoRA adapter, layers run (Encoder.load\'s layers), modules (pooling, Dense head, projection), tokenizer or prompts';
       throw new ColtrastError(
         'INVALID_ARGUMENT',
         `index ${where} was built with another model${built}: the ${parts} of ${encoder.modelDir} differ from that model's; load the index with the model that built it, or rebuild the index with this one`,

@@ -8,7 +8,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Encoder, evaluate, train, truncateLayers } from '../lib';
+import { Encoder, Index, evaluate, train, truncateLayers } from '../lib';
 import { adaptiveLayersStep } from '../lib/train';
 import { stackLayerOf } from '../lib/model-layers';
 import { readSafetensorsHeader, safetensorsHeaderBytes } from '../lib/safetensors';
@@ -245,6 +245,11 @@ test('Encoder.load({ layers }) runs the first layers alone, as the cut folder do
     if ('problem' in read) throw new Error(read.problem);
     const names = Object.keys(read.header).filter((n) => n !== '__metadata__');
     t.true(names.some((n) => stackLayerOf(n) === 0) && names.every((n) => (stackLayerOf(n) ?? 0) < 1), names.join(', '));
+    // An index built by the model's first layer alone is that model's: the whole model is refused at its load.
+    const built = path.join(dir, 'one-layer.index');
+    await (await Index.build(loaded, texts.map((text, i) => ({ id: `d${i}`, text })))).save(built);
+    t.is((await Index.load(built, loaded)).size, texts.length);
+    t.regex((await rejection(() => Index.load(built, whole))).message, /model/);
   } finally {
     for (const e of [fromFolder, loaded, whole]) e.dispose();
   }

@@ -508,7 +508,7 @@ test('the fingerprint tells a folder loaded bare from the same folder loaded wit
     // were hashed as the folder's either way).
     t.is((await Index.load(plain, bare)).size, 4);
     t.is((await Index.load(withAdapter, adapted)).size, 4);
-    t.regex((await errorOf(Index.load(plain, adapted))).message, /was built with another model .*: the weights, LoRA adapter, modules/);
+    t.regex((await errorOf(Index.load(plain, adapted))).message, /was built with another model .*: the weights, LoRA adapter, layers run \(Encoder.load.s layers\), modules/);
     t.regex((await errorOf(Index.load(withAdapter, bare))).message, /was built with another model/);
     // An index saved before fingerprint version 2 (of config.json and the weights) is another model's for an
     // adapter-only folder, which has neither (not an ENOENT from reading its config.json).
