@@ -138,6 +138,8 @@ commands:
                              --layers-per-step <n|all> (default 1); other settings through --config (loss.adaptiveLayers)
     --gor                    add global orthogonal regularization (GlobalOrthogonalRegularizationLoss): spreads the vectors
                              out; weights and aggregation through --config (loss.gor)
+    --mega-batch-margin      pairs trained with MegaBatchMarginLoss (each anchor against the batch's most similar other
+                             positive; large batches, with --mini-batch-size); margins through --config (loss.megaBatchMargin)
     --freeze-base            train only the head on the frozen transformer (CoTrEnD: a head on a decoder LLM's states)
     --mine-negatives         pairs: mine 3 hard negatives each with the starting model first (relative margin 0.05, as
                              coltrast mine); other settings through --config (mineNegatives)
@@ -924,7 +926,7 @@ const TRAIN_FLAGS = {
   matryoshka: 'string', sparse: 'boolean', 'query-regularizer': 'number', 'document-regularizer': 'number', 'regularizer-warmup': 'number', 'regularizer-schedule': 'string',
   mlm: 'boolean', 'mlm-probability': 'number', 'pair-loss': 'string', margin: 'number', triplet: 'boolean', 'triplet-distance': 'string', 'triplet-margin': 'number',
   'batch-triplet': 'string', 'batch-triplet-distance': 'string', 'batch-triplet-margin': 'number',
-  'adaptive-layers': 'boolean', 'layers-per-step': 'string', gor: 'boolean',
+  'adaptive-layers': 'boolean', 'layers-per-step': 'string', gor: 'boolean', 'mega-batch-margin': 'boolean',
 } as const;
 
 /** The option of train() each flag sets where that is not the flag's name in camelCase (null: none); see nameFlags. */
@@ -933,7 +935,7 @@ const TRAIN_FLAG_OPTIONS: Record<string, string | string[] | null> = {
   'late-interaction': 'loss.lateInteraction', symmetric: 'loss.symmetric', distillation: 'loss.distillation', 'distillation-weight': 'loss.distillationWeight',
   'teacher-temperature': 'loss.teacherTemperature', 'pair-loss': 'loss.pairs', margin: 'loss.margin', triplet: 'loss.triplet', 'triplet-distance': 'loss.triplet.distance', 'triplet-margin': 'loss.triplet.margin',
   'batch-triplet': ['loss.batchTriplet', 'loss.batchTriplet.kind'], 'batch-triplet-distance': 'loss.batchTriplet.distance', 'batch-triplet-margin': 'loss.batchTriplet.margin', matryoshka: 'loss.matryoshka.dimensions',
-  'adaptive-layers': 'loss.adaptiveLayers', 'layers-per-step': 'loss.adaptiveLayers.layersPerStep', gor: 'loss.gor', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
+  'adaptive-layers': 'loss.adaptiveLayers', 'layers-per-step': 'loss.adaptiveLayers.layersPerStep', gor: 'loss.gor', 'mega-batch-margin': 'loss.megaBatchMargin', patience: 'earlyStopping.patience', metric: 'earlyStopping.metric',
   'hard-negatives': 'mining.hardNegatives', 'no-prompts': 'prompts', 'lora-rank': 'lora.rank', 'lora-alpha': 'lora.alpha', 'lora-targets': 'lora.targetModules',
   'multi-vector': ['multiVector', 'multiVector.dimension'], 'projection-dim': ['projection', 'projection.dimension'], 'projection-activation': 'projection.activation',
   guide: ['guide', 'guide.model'], 'guide-margin': 'guide.margin', 'guide-margin-strategy': 'guide.marginStrategy', 'cross-encoder-loss': 'crossEncoder.loss',
@@ -1072,6 +1074,7 @@ async function trainCommand(argv: string[]): Promise<void> {
     loss.adaptiveLayers = { ...adaptive(), layersPerStep: perStep };
   });
   set(v.gor, (x: boolean) => x && (loss.gor = typeof loss.gor === 'object' ? loss.gor : true));
+  set(v['mega-batch-margin'], (x: boolean) => x && (loss.megaBatchMargin = typeof loss.megaBatchMargin === 'object' ? loss.megaBatchMargin : true));
   if (Object.keys(loss).length > 0) o.loss = loss;
   set(v.patience, (x) => (o.earlyStopping = { ...(o.earlyStopping ?? {}), patience: x }));
   set(v.metric, (x) => (o.earlyStopping = { ...(o.earlyStopping ?? {}), metric: x }));

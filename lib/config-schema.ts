@@ -150,6 +150,13 @@ export const TRAIN_CONFIG_SCHEMA = {
           ],
           description: "global orthogonal regularization (sentence-transformers' GlobalOrthogonalRegularizationLoss) added to the loss: spreads the vectors out",
         },
+        megaBatchMargin: {
+          oneOf: [
+            { type: 'boolean' },
+            { type: 'object', additionalProperties: false, properties: { positiveMargin: number(), negativeMargin: number() } },
+          ],
+          description: "sentence-transformers' MegaBatchMarginLoss on (anchor, positive) pairs: each anchor's hardest negative is the batch's most similar other positive",
+        },
       },
     },
     guide: {

@@ -245,6 +245,14 @@ export interface NativeStepOptions {
    * times `gorMeanWeight` and relu(the second moment - 1 / width) times `gorSecondMomentWeight`; the sides' terms
    * averaged ('mean', default) or summed (`gorAggregation` 'sum') and added to the loss (reported in `regularizer`).
    */
+  /**
+   * MegaBatchMarginLoss (sentence-transformers'): query i and document i a pair (no other documents), each query's
+   * hardest negative the most similar other document; the mean of relu(positiveMargin - cos(q, d)) + relu(cos(q,
+   * hardest) - negativeMargin) (defaults 0.8 and 0.3). The step's whole loss; Matryoshka widths apply.
+   */
+  megaBatchMargin?: boolean;
+  positiveMargin?: number;
+  negativeMargin?: number;
   gorMeanWeight?: number;
   gorSecondMomentWeight?: number;
   gorAggregation?: 'mean' | 'sum';

@@ -125,6 +125,14 @@ export interface LossOptions {
    * `true`: the defaults. Single-vector models (not for multi-vector models, cross-encoders or sparse encoders).
    */
   gor?: boolean | { meanWeight?: number; secondMomentWeight?: number; aggregation?: 'mean' | 'sum' };
+  /**
+   * Train on (anchor, positive) pairs with sentence-transformers' MegaBatchMarginLoss instead (Wieting and Gimpel 2018,
+   * ParaNMT): each anchor's hardest negative is the batch's most similar other positive, and the loss the mean of
+   * relu(positiveMargin - cos(anchor, positive)) + relu(cos(anchor, hardest negative) - negativeMargin) (0.8 and 0.3 by
+   * default, as there). It wants large batches: `miniBatchSize` (gradient caching) is its mini-batched version. The
+   * whole loss; Matryoshka widths apply. `true`: the defaults.
+   */
+  megaBatchMargin?: boolean | { positiveMargin?: number; negativeMargin?: number };
 }
 
 export interface AdaptiveLayerOptions {
@@ -473,7 +481,7 @@ const KEYS = [
 export const DEFAULT_VAL_GROUPS = 1000;
 const LOSS_KEYS = [
   'contrastiveWeight', 'lateInteractionWeight', 'temperature', 'lateInteraction', 'symmetric', 'distillation', 'distillationWeight', 'teacherTemperature',
-  'matryoshka', 'pairs', 'margin', 'triplet', 'batchTriplet', 'adaptiveLayers', 'gor',
+  'matryoshka', 'pairs', 'margin', 'triplet', 'batchTriplet', 'adaptiveLayers', 'gor', 'megaBatchMargin',
 ] as const;
 
 
@@ -562,6 +570,11 @@ function readGuide(value: unknown, loss: LossOptions): Required<GuideOptions> | 
   };
 }
 
+/** A loss that is the step's whole loss (pairs, triplets, embedding distillation, batch triplets, MegaBatchMarginLoss) is set. */
+function wholeLoss(config: Config): boolean {
+  return Boolean(config.pairs || config.triplet || config.embeddingTeacher || config.batchTriplet || config.step.megaBatchMargin);
+}
+
 function noLoss(hint: boolean): never {
   throw new ColtrastError('INVALID_ARGUMENT', `options.loss: at least one loss weight must be > 0${hint ? ' (or the examples need teacher scores for distillation)' : ''}`);
 }
@@ -584,11 +597,12 @@ function readConfig(options: TrainOptions): Config {
   const triplet = readTriplet(o, loss);
   const embeddingTeacher = readEmbeddingTeacher(o, loss);
   const batchTriplet = readBatchTriplet(o, loss);
+  const megaBatchMargin = readMegaBatchMargin(o, loss);
   const adaptiveLayers = readAdaptiveLayers(o, loss);
   // Contrastive Tension, a sparse encoder and adaptive layers train the pooled vectors alone; a pair or triplet loss,
   // and embedding distillation, is the whole loss.
   const pooledOnly = tension || sparse !== undefined || adaptiveLayers !== undefined;
-  const whole = pairs !== undefined || triplet !== undefined || embeddingTeacher !== undefined || batchTriplet !== undefined;
+  const whole = pairs !== undefined || triplet !== undefined || embeddingTeacher !== undefined || batchTriplet !== undefined || megaBatchMargin !== undefined;
   const contrastiveWeight = float32('options.loss.contrastiveWeight', numberValue('options.loss.contrastiveWeight', loss.contrastiveWeight ?? (whole ? 0 : pooledOnly ? 1 : 0.5), (x) => x >= 0, 'a number >= 0'));
   const lateInteractionWeight = float32('options.loss.lateInteractionWeight', numberValue('options.loss.lateInteractionWeight', loss.lateInteractionWeight ?? (pooledOnly || whole ? 0 : 0.5), (x) => x >= 0, 'a number >= 0'));
   // Its default depends on the data (distillationWeight below); undefined until then.
@@ -693,6 +707,7 @@ function readConfig(options: TrainOptions): Config {
       ...(triplet && { tripletDistance: triplet.distance, tripletMargin: triplet.margin }),
       ...(batchTriplet && { batchTriplet: batchTriplet.kind, batchTripletDistance: batchTriplet.distance, batchTripletMargin: batchTriplet.margin }),
       ...readGor(o, loss),
+      ...megaBatchMargin,
     },
   };
 }
@@ -832,6 +847,17 @@ function readTriplet(o: TrainOptions, loss: LossOptions): Config['triplet'] {
   };
 }
 
+/** With loss.megaBatchMargin every example is a plain (anchor, positive) pair: its negatives are the batch's other positives. */
+function checkMegaBatchData(config: Config, examples: TrainExample[]): void {
+  if (!config.step.megaBatchMargin) return;
+  const at = examples.findIndex((e) => e.negatives?.length || e.label !== undefined || e.classLabel !== undefined || e.scores || e.single);
+  if (at >= 0) {
+    const e = examples[at];
+    const what = e.negatives?.length ? 'has hard negatives' : e.label !== undefined ? 'is a labeled pair' : e.classLabel !== undefined ? 'is a text of a class' : e.scores ? 'has teacher scores' : 'is a sentence alone';
+    throw new ColtrastError('INVALID_ARGUMENT', `options.loss.megaBatchMargin trains on (anchor, positive) pairs, its negatives the batch's other positives, and example ${at + 1} ${what}: give plain pairs`);
+  }
+}
+
 /** With loss.triplet every example has a hard negative other than its positive (its first is the triplet's). */
 function checkTripletData(config: Config, examples: TrainExample[]): void {
   if (!config.triplet) return;
@@ -948,6 +974,24 @@ function readAdaptiveLayers(o: TrainOptions, loss: LossOptions): AdaptiveLayers 
     klTemperature: weight('klTemperature', 0.3),
     klWeight: weight('klWeight', 1),
   };
+}
+
+/**
+ * loss.megaBatchMargin checked, as the native step's options, with what it leaves no room for (it is the whole loss, on
+ * (anchor, positive) pairs); undefined without it.
+ */
+function readMegaBatchMargin(o: TrainOptions, loss: LossOptions): Pick<NativeStepOptions, 'megaBatchMargin' | 'positiveMargin' | 'negativeMargin'> | undefined {
+  if (loss.megaBatchMargin === undefined || loss.megaBatchMargin === false) return undefined;
+  const m = loss.megaBatchMargin === true ? {} : checkOptions('options.loss.megaBatchMargin', loss.megaBatchMargin, ['positiveMargin', 'negativeMargin']);
+  refuseBesideWholeLoss(o, loss, {
+    name: 'options.loss.megaBatchMargin',
+    data: '(anchor, positive) pairs',
+    modes: ['mineNegatives'],
+    lossKeys: ['pairs', 'margin', 'triplet', 'batchTriplet', 'temperature'],
+    why: 'its negatives are the batch\'s other positives, its margins options.loss.megaBatchMargin\'s',
+  });
+  const margin = (key: 'positiveMargin' | 'negativeMargin', fallback: number) => float32(`options.loss.megaBatchMargin.${key}`, numberValue(`options.loss.megaBatchMargin.${key}`, m[key] ?? fallback, () => true, 'a number'));
+  return { megaBatchMargin: true, positiveMargin: margin('positiveMargin', 0.8), negativeMargin: margin('negativeMargin', 0.3) };
 }
 
 /** loss.gor checked, as the native step's options; undefined without it. */
@@ -1306,7 +1350,7 @@ function distillationLoss(config: Config, examples: TrainExample[], lossGiven: b
     throw new ColtrastError('INVALID_ARGUMENT', 'options.loss.distillation chooses how to distill, and nothing is distilled here: give options.teacher (a cross-encoder) or "scores" in the data, or leave it out');
   }
   config.step.distillationWeight = weight;
-  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0 && !config.pairs && !config.triplet && !config.embeddingTeacher && !config.batchTriplet) noLoss(false);
+  if (config.step.contrastiveWeight + config.step.lateInteractionWeight + weight === 0 && !wholeLoss(config)) noLoss(false);
 }
 
 /**
@@ -1674,7 +1718,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const { contrastiveWeight, lateInteractionWeight, distillationWeight } = config.step;
   const scoredData = 'examples' in data && data.examples.some((e) => e.scores);
   checkPairData(config, data, typeof options.crossEncoder === 'object' ? options.crossEncoder.loss : undefined);
-  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData && !config.pairs && !config.triplet && !config.embeddingTeacher && !config.batchTriplet) noLoss(true);
+  if (contrastiveWeight + lateInteractionWeight === 0 && distillationWeight === undefined && !config.teacher && !scoredData && !wholeLoss(config)) noLoss(true);
   checkParallelData(config, data);
   checkClassData(config, data);
   if ('projects' in data && mineNegatives) {
@@ -1794,6 +1838,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       }
     }
     checkTripletData(config, [...trainSet, ...val]);
+    checkMegaBatchData(config, [...trainSet, ...val]);
     if (!(encoder instanceof CrossEncoder)) distillationLoss(config, [...trainSet, ...val], options.loss?.distillation !== undefined && !config.embeddingTeacher);
     else if ([...trainSet, ...val].some((e) => e.scores)) {
       throw new ColtrastError(
@@ -2108,8 +2153,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
             ? `TripletLoss on (query, positive, negative) triplets, ${config.triplet.distance} distance, margin ${config.triplet.margin}`
             : config.embeddingTeacher
               ? `MSELoss: the vectors of parallel sentences fit \`${config.embeddingTeacher}\`'s vectors of the sources (embedding distillation)`
-              : config.batchTriplet &&
-                `${BATCH_TRIPLET_NAMES[config.batchTriplet.kind]} on texts of classes, ${config.batchTriplet.distance} distance${config.batchTriplet.kind === 'hard_soft_margin' ? '' : `, margin ${config.batchTriplet.margin}`}`,
+              : config.batchTriplet
+                ? `${BATCH_TRIPLET_NAMES[config.batchTriplet.kind]} on texts of classes, ${config.batchTriplet.distance} distance${config.batchTriplet.kind === 'hard_soft_margin' ? '' : `, margin ${config.batchTriplet.margin}`}`
+                : config.step.megaBatchMargin === true
+                  ? `MegaBatchMarginLoss on (anchor, positive) pairs, positive margin ${config.step.positiveMargin}, negative margin ${config.step.negativeMargin}`
+                  : undefined,
         guide: config.guide && `\`${config.guide.model}\` (GISTEmbed, margin ${config.guide.margin}, ${config.guide.marginStrategy})`,
         frozenBase: config.freezeBase,
         contrastiveTension: config.contrastiveTension,

@@ -517,7 +517,7 @@ for (const name of ['bert', 'xlm-roberta', 'distilbert', 'electra', 'deberta-v3'
   });
 }
 
-check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses, triplets its TripletLoss, embedding distillation its MSELoss, texts of classes its batch triplet losses, global orthogonal regularization its GlobalOrthogonalRegularizationLoss (1e-5)${skipped}`, async (t) => {
+check(`training losses: distillation equals sentence-transformers' MarginMSELoss and DistillKLDivLoss, guided negatives its GISTEmbedLoss, Contrastive Tension its ContrastiveTensionLossInBatchNegatives, Matryoshka widths its MatryoshkaLoss, labeled pairs its CoSENT, AnglE, CosineSimilarity, Contrastive and OnlineContrastive losses, triplets its TripletLoss, embedding distillation its MSELoss, texts of classes its batch triplet losses, global orthogonal regularization its GlobalOrthogonalRegularizationLoss, MegaBatchMarginLoss its own (1e-5)${skipped}`, async (t) => {
   const dir = tempDir();
   // Contrastive Tension: a model and its twin, trained apart for a few steps (dropout draws differ), then saved.
   const sentences = wordDataset(24, 41).map((p) => p.positive);
@@ -632,6 +632,11 @@ check(`training losses: distillation equals sentence-transformers' MarginMSELoss
       const ours = await trainer.evaluate(spec.queries, spec.positives, { ...options, contrastiveWeight: 1, temperature: 1 / spec.gor.scale, ...gor });
       close(ours.loss, ref.gor[key], `MultipleNegativesRankingLoss + GlobalOrthogonalRegularizationLoss (${key})`);
       t.true(ours.regularizer > 0, `${key}: the regularizer is reported`);
+    }
+    // MegaBatchMarginLoss on the (query, positive) pairs: its defaults, and margins that make both terms count.
+    for (const [key, margins] of [['default', { positiveMargin: 0.8, negativeMargin: 0.3 }], ['margins', { positiveMargin: 0.95, negativeMargin: -0.2 }]] as const) {
+      const ours = await trainer.evaluate(spec.queries, spec.positives, { ...options, megaBatchMargin: true, ...margins });
+      close(ours.loss, ref.mega_batch_margin[key], `MegaBatchMarginLoss (${key})`);
     }
 
     // The labeled-pair losses, each on the same pairs (tied scores among them; one pair of equal texts), and CoSENT and

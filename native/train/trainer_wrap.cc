@@ -131,6 +131,11 @@ struct StepOptions {
   // gorSecondMomentWeight); the two sides' terms averaged (or summed: gorSum) and added to the loss. 0 and 0: none.
   double gorMeanWeight = 0, gorSecondMomentWeight = 0;
   bool gorSum = false;
+  // MegaBatchMarginLoss (Wieting and Gimpel 2018; sentence-transformers'): query i and document i a pair (no other
+  // documents); each query's hardest negative is the most similar other query's document; the mean over the queries of
+  // relu(positiveMargin - cos(q, its document)) + relu(cos(q, hardest negative) - negativeMargin). The step's whole loss.
+  bool megaBatchMargin = false;
+  double positiveMargin = 0.8, negativeMargin = 0.3;
 };
 
 // The adaptive layers of a step's arguments: adaptiveLayers: number[] (layer indices) and adaptiveLayerWeights: number[]
@@ -335,6 +340,16 @@ StepOptions readStepOptions(const Napi::Object& o) {
   if (!(s.gorMeanWeight >= 0 && std::isfinite(s.gorMeanWeight)) || !(s.gorSecondMomentWeight >= 0 && std::isfinite(s.gorSecondMomentWeight))) {
     throw invalidArgument("gorMeanWeight and gorSecondMomentWeight must be finite numbers >= 0");
   }
+  s.megaBatchMargin = boolOr(o, "megaBatchMargin", false);
+  if (s.megaBatchMargin) {
+    s.positiveMargin = numberOr(o, "positiveMargin", s.positiveMargin);
+    s.negativeMargin = numberOr(o, "negativeMargin", s.negativeMargin);
+    if (!std::isfinite(s.positiveMargin) || !std::isfinite(s.negativeMargin)) throw invalidArgument("positiveMargin and negativeMargin must be finite numbers");
+    if (s.contrastiveWeight > 0 || s.lateInteractionWeight > 0 || s.distillationWeight > 0 || s.projectTokens || s.crossEncoder || s.sparse ||
+        s.pairLoss != StepOptions::PairLoss::None || s.tripletDistance != StepOptions::TripletDistance::None || s.batchTriplet != StepOptions::BatchTriplet::None) {
+      throw invalidArgument("MegaBatchMarginLoss is the step's whole loss, on a single-vector model's pooled vectors: contrastiveWeight, lateInteractionWeight and distillationWeight must be 0, with no pair, triplet or batch triplet loss, and not for a multi-vector model, a cross-encoder or a sparse encoder");
+    }
+  }
   const std::string gorAggregation = stringOr(o, "gorAggregation", "mean");
   if (gorAggregation != "mean" && gorAggregation != "sum") throw invalidArgument("gorAggregation must be 'mean' or 'sum', got '" + gorAggregation + "'");
   s.gorSum = gorAggregation == "sum";
@@ -483,7 +498,7 @@ Encoded encode(LoadedEncoder& enc, const torch::Tensor& ids, const torch::Tensor
   }
   if (s.projectTokens) out.states = enc.project(out.states);
   if (s.contrastiveWeight > 0 || s.pairLoss != StepOptions::PairLoss::None || s.tripletDistance != StepOptions::TripletDistance::None ||
-      s.targetVectors.defined() || s.batchTriplet != StepOptions::BatchTriplet::None || (s.distillationWeight > 0 && !s.projectTokens)) {
+      s.targetVectors.defined() || s.batchTriplet != StepOptions::BatchTriplet::None || s.megaBatchMargin || (s.distillationWeight > 0 && !s.projectTokens)) {
     out.pooled = enc.project(pool(out.states, pooled, s.pooling));
     for (const auto& [layer, weight] : s.adaptiveLayers) {
       if (layer >= static_cast<int64_t>(layerInputs.size())) {
@@ -752,6 +767,18 @@ std::pair<torch::Tensor, LossParts> batchLoss(const LoadedEncoder& enc, const En
     } else {
       const torch::Tensor student = torch::cat({cutAt(q, width, s.normalizedVectors), cutAt(d, width, s.normalizedVectors).narrow(0, 0, queries)});
       total = total + F::mse_loss(student, torch::cat({target, target}));
+    }
+  }
+  if (s.megaBatchMargin) {
+    // At each width (MatryoshkaLoss around it): cosines of every query with every query's document.
+    const int64_t queries = q.pooled.size(0);
+    for (const auto& [dim, weight] : widths) {
+      const torch::Tensor cosines = pooledAt(q, dim).matmul(pooledAt(d, dim).narrow(0, 0, queries).t());
+      const torch::Tensor positive = cosines.diagonal();
+      const torch::Tensor own = torch::eye(queries, cosines.options().dtype(torch::kBool));
+      // A batch of one query has no negative: its hardest is -inf, which the relu takes to 0.
+      const torch::Tensor hardest = cosines.masked_fill(own, -std::numeric_limits<float>::infinity()).amax(1);
+      total = total + weight * (F::relu(s.positiveMargin - positive) + F::relu(hardest - s.negativeMargin)).mean();
     }
   }
   if (s.pairLoss != StepOptions::PairLoss::None) {
@@ -1658,6 +1685,7 @@ Napi::Value TrainerWrap::run(const Napi::CallbackInfo& info, bool train) {
     }
     if (d.batch < q.batch && !(d.batch == 0 && !args.Get("targetVectors").IsUndefined())) throw invalidArgument("documents must hold at least one positive per query");
     if (args.Get("teacher").IsObject()) readTeacher(args.Get("teacher").As<Napi::Object>(), q.batch, d.batch, options);
+    if (options.megaBatchMargin && d.batch != q.batch) throw invalidArgument("MegaBatchMarginLoss takes B queries and B documents (document i is query i's pair), no others");
     if (options.pairLoss != StepOptions::PairLoss::None) {
       // pairLabels: Float32Array [B], query i and document i a pair; no other documents.
       const std::vector<float> labels = floatsOf(args.Get("pairLabels"), 1, "pairLabels");
