@@ -111,9 +111,10 @@ export interface LossOptions {
    * Adaptive layers (Li et al. 2024, "2D Matryoshka Sentence Embeddings"; sentence-transformers' AdaptiveLayerLoss, and
    * with `matryoshka` its Matryoshka2dLoss): the pooled losses also on the vectors the model gives after fewer layers
    * (the hidden states entering a layer, pooled and through the projection head), so that the model's first layers
-   * alone make a smaller, faster one (truncateLayers, `coltrast truncate --layers`). `true`: the defaults. Single-vector
-   * models; late interaction off (the loss's defaults then are the contrastive loss alone), no gradient caching.
-   * Validation reports the whole model's metrics.
+   * alone make a smaller, faster one (Encoder.load's `layers`; truncateLayers, `coltrast truncate`). `true`: the
+   * defaults. Single-vector models; late interaction off (the loss's defaults then are the contrastive loss alone), no
+   * gradient caching. Validation reports the whole model's metrics, and after training the kept model's with each
+   * smaller number of its layers (TrainResult.after.layers).
    */
   adaptiveLayers?: boolean | AdaptiveLayerOptions;
   /**
